@@ -1,0 +1,229 @@
+//! The "frontend" of metadata changes: validate a request against the current state and the config table, then
+//! propose a command to the metadata quorum (`fjord-meta`). The state machine re-checks what can race (name
+//! taken, topic gone) when it applies the command; this layer gives the precise Kafka error and message first.
+
+use std::collections::BTreeMap;
+
+use fjord_meta::{validate_topic_name, ClusterState, Command, CommandResult};
+use kafka_protocol::error::ResponseError as E;
+use uuid::Uuid;
+
+use crate::config::validate_topic_config;
+use crate::BrokerState;
+
+/// Largest partition count one topic may have; a bound so one request cannot create millions of directories.
+pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
+
+/// A Kafka error code with the message sent alongside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: i16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: E, message: impl Into<String>) -> Self {
+        Self { code: code.code(), message: message.into() }
+    }
+}
+
+impl From<crate::Error> for ApiError {
+    fn from(e: crate::Error) -> Self {
+        Self { code: e.code(), message: e.to_string() }
+    }
+}
+
+pub struct NewTopic {
+    pub name: String,
+    /// -1: broker default (`num.partitions`).
+    pub num_partitions: i32,
+    /// -1: broker default (`default.replication.factor`).
+    pub replication_factor: i16,
+    /// Explicit replica lists by partition index; when given, the two counts above must be -1.
+    pub assignments: Vec<(i32, Vec<i32>)>,
+    pub configs: Vec<(String, Option<String>)>,
+}
+
+pub struct CreatedTopic {
+    pub id: Uuid,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Replica lists for `count` new partitions starting at `first`, spread round-robin over the brokers so that
+/// leaders (the first replica) are balanced.
+pub fn assign_replicas(state: &ClusterState, first: i32, count: i32, rf: i16) -> Vec<Vec<i32>> {
+    let brokers: Vec<i32> = state.brokers.keys().copied().collect();
+    let n = brokers.len().max(1);
+    (first..first + count)
+        .map(|p| (0..rf as usize).map(|j| brokers[(p as usize + j) % n]).collect())
+        .collect()
+}
+
+fn check_replica_list(state: &ClusterState, replicas: &[i32], rf: Option<usize>) -> Result<(), ApiError> {
+    if replicas.is_empty() {
+        return Err(ApiError::new(E::InvalidReplicaAssignment, "A replica list is empty."));
+    }
+    let mut seen = replicas.to_vec();
+    seen.sort_unstable();
+    seen.dedup();
+    if seen.len() != replicas.len() {
+        return Err(ApiError::new(E::InvalidReplicaAssignment, format!("Duplicate brokers in replica list {replicas:?}.")));
+    }
+    if let Some(b) = replicas.iter().find(|b| !state.brokers.contains_key(b)) {
+        return Err(ApiError::new(E::InvalidReplicaAssignment, format!("Broker {b} in the replica assignment is not registered.")));
+    }
+    if let Some(rf) = rf {
+        if replicas.len() != rf {
+            return Err(ApiError::new(
+                E::InvalidReplicaAssignment,
+                format!("All partitions must have the same number of replicas ({rf}); got {replicas:?}."),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Kafka refuses topic names that differ only by '.' versus '_', since metric names would collide.
+fn collides(state: &ClusterState, name: &str) -> Option<String> {
+    let norm = name.replace('.', "_");
+    state
+        .topics
+        .keys()
+        .find(|t| t.as_str() != name && t.replace('.', "_") == norm)
+        .cloned()
+}
+
+/// Validates and (unless `validate_only`) creates a topic.
+pub async fn create_topic(
+    broker: &BrokerState,
+    t: NewTopic,
+    validate_only: bool,
+) -> Result<CreatedTopic, ApiError> {
+    let state = broker.meta.state();
+    validate_topic_name(&t.name).map_err(|m| ApiError::new(E::InvalidTopicException, m))?;
+    if state.topics.contains_key(&t.name) {
+        return Err(ApiError::new(E::TopicAlreadyExists, format!("Topic '{}' already exists.", t.name)));
+    }
+    if let Some(other) = collides(&state, &t.name) {
+        return Err(ApiError::new(
+            E::InvalidTopicException,
+            format!("Topic '{}' collides with existing topic '{other}' ('.' and '_' are treated alike).", t.name),
+        ));
+    }
+    let assignments: Vec<Vec<i32>> = if !t.assignments.is_empty() {
+        if t.num_partitions != -1 || t.replication_factor != -1 {
+            return Err(ApiError::new(
+                E::InvalidRequest,
+                "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.",
+            ));
+        }
+        let mut sorted = t.assignments.clone();
+        sorted.sort_by_key(|(p, _)| *p);
+        for (i, (p, _)) in sorted.iter().enumerate() {
+            if *p != i as i32 {
+                return Err(ApiError::new(
+                    E::InvalidReplicaAssignment,
+                    "Partitions in the replica assignment must be 0..N-1 without gaps.",
+                ));
+            }
+        }
+        let rf = sorted[0].1.len();
+        for (_, r) in &sorted {
+            check_replica_list(&state, r, Some(rf))?;
+        }
+        sorted.into_iter().map(|(_, r)| r).collect()
+    } else {
+        let np = if t.num_partitions == -1 { broker.config.num_partitions } else { t.num_partitions };
+        if np <= 0 {
+            return Err(ApiError::new(
+                E::InvalidPartitions,
+                "Number of partitions was set to an invalid non-positive value.",
+            ));
+        }
+        if np > MAX_PARTITIONS_PER_TOPIC {
+            return Err(ApiError::new(
+                E::InvalidPartitions,
+                format!("Number of partitions {np} exceeds the limit of {MAX_PARTITIONS_PER_TOPIC} per topic."),
+            ));
+        }
+        let rf = if t.replication_factor == -1 {
+            broker.config.default_replication_factor
+        } else {
+            t.replication_factor
+        };
+        if rf <= 0 {
+            return Err(ApiError::new(
+                E::InvalidReplicationFactor,
+                "Replication factor must be larger than 0, or -1 to use the default value.",
+            ));
+        }
+        if rf as usize > state.brokers.len() {
+            return Err(ApiError::new(
+                E::InvalidReplicationFactor,
+                format!(
+                    "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.",
+                    state.brokers.len()
+                ),
+            ));
+        }
+        assign_replicas(&state, 0, np, rf)
+    };
+    let mut configs = BTreeMap::new();
+    for (k, v) in t.configs {
+        let Some(v) = v else {
+            return Err(ApiError::new(E::InvalidConfig, format!("Null value not supported for topic config '{k}'.")));
+        };
+        validate_topic_config(&k, &v).map_err(|e| ApiError::new(E::InvalidConfig, e.to_string()))?;
+        if configs.insert(k.clone(), v).is_some() {
+            return Err(ApiError::new(E::InvalidRequest, format!("Config '{k}' is given more than once.")));
+        }
+    }
+    let created = CreatedTopic {
+        id: Uuid::new_v4(),
+        num_partitions: assignments.len() as i32,
+        replication_factor: assignments[0].len() as i16,
+        configs: configs.clone(),
+    };
+    if validate_only {
+        return Ok(created);
+    }
+    let cmd = Command::CreateTopic {
+        name: t.name.clone(),
+        id: created.id,
+        assignments,
+        configs,
+        internal: false,
+    };
+    match broker.meta.propose(cmd).await.map_err(crate::Error::from)? {
+        CommandResult::Ok => {}
+        CommandResult::TopicAlreadyExists => {
+            return Err(ApiError::new(E::TopicAlreadyExists, format!("Topic '{}' already exists.", t.name)))
+        }
+        other => return Err(ApiError::new(E::UnknownServerError, format!("unexpected result {other:?}"))),
+    }
+    broker.sync_partitions()?;
+    tracing::info!(topic = %t.name, partitions = created.num_partitions, "topic created");
+    Ok(created)
+}
+
+/// Proposes a topic config change and applies it to the hosted logs before returning.
+pub async fn alter_topic_configs(
+    broker: &BrokerState,
+    name: &str,
+    set: BTreeMap<String, String>,
+    delete: Vec<String>,
+    replace_all: bool,
+) -> Result<(), ApiError> {
+    let cmd = Command::AlterTopicConfigs { name: name.to_string(), set, delete, replace_all };
+    match broker.meta.propose(cmd).await.map_err(crate::Error::from)? {
+        CommandResult::Ok => {}
+        CommandResult::UnknownTopic => {
+            return Err(ApiError::new(E::UnknownTopicOrPartition, format!("Topic '{name}' does not exist.")))
+        }
+        other => return Err(ApiError::new(E::UnknownServerError, format!("unexpected result {other:?}"))),
+    }
+    broker.sync_partitions()?;
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! AlterConfigs (key 33, replaces a topic's whole override set) and IncrementalAlterConfigs (key 44, SET /
+//! DELETE / APPEND / SUBTRACT per key). Broker configs are static: altering them is refused with a clear
+//! message until dynamic broker configs exist.
+
+use std::collections::{BTreeMap, HashSet};
+
+use kafka_protocol::error::ResponseError as E;
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+};
+
+use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::{str_bytes, Ctx};
+use crate::admin::{alter_topic_configs, ApiError};
+use crate::config::{topic_config_def, validate_topic_config, ConfigType};
+use crate::BrokerState;
+
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+fn check_resource(broker: &BrokerState, ty: i8, name: &str) -> Result<(), ApiError> {
+    match ty {
+        RESOURCE_TOPIC => {
+            if broker.meta.state().topics.contains_key(name) {
+                Ok(())
+            } else {
+                Err(ApiError::new(E::UnknownTopicOrPartition, format!("Topic '{name}' does not exist.")))
+            }
+        }
+        RESOURCE_BROKER => Err(ApiError::new(
+            E::InvalidRequest,
+            "Dynamic broker configs are not supported yet; set them in server.properties and restart.",
+        )),
+        other => Err(ApiError::new(E::InvalidRequest, format!("Unsupported resource type {other}."))),
+    }
+}
+
+async fn alter_one(
+    broker: &BrokerState,
+    ty: i8,
+    name: &str,
+    configs: Vec<(String, Option<String>)>,
+    validate_only: bool,
+) -> Result<(), ApiError> {
+    check_resource(broker, ty, name)?;
+    let mut set = BTreeMap::new();
+    for (k, v) in configs {
+        let Some(v) = v else {
+            return Err(ApiError::new(E::InvalidConfig, format!("Null value not supported for topic config '{k}'.")));
+        };
+        validate_topic_config(&k, &v).map_err(|e| ApiError::new(E::InvalidConfig, e.to_string()))?;
+        if set.insert(k.clone(), v).is_some() {
+            return Err(ApiError::new(E::InvalidRequest, format!("Config '{k}' is given more than once.")));
+        }
+    }
+    if validate_only {
+        return Ok(());
+    }
+    alter_topic_configs(broker, name, set, vec![], true).await
+}
+
+pub async fn handle_alter(ctx: &Ctx<'_>, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for r in req.resources {
+        let name = r.resource_name.to_string();
+        let configs = r
+            .configs
+            .into_iter()
+            .map(|c| (c.name.to_string(), c.value.map(|v| v.to_string())))
+            .collect();
+        let outcome = alter_one(ctx.state, r.resource_type, &name, configs, req.validate_only).await;
+        let mut res = kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name);
+        if let Err(e) = outcome {
+            res = res.with_error_code(e.code).with_error_message(Some(str_bytes(&e.message)));
+        }
+        responses.push(res);
+    }
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+async fn incremental_one(
+    broker: &BrokerState,
+    ty: i8,
+    name: &str,
+    ops: Vec<(String, i8, Option<String>)>,
+    validate_only: bool,
+) -> Result<(), ApiError> {
+    check_resource(broker, ty, name)?;
+    let current = broker
+        .meta
+        .state()
+        .topics
+        .get(name)
+        .map(|t| t.configs.clone())
+        .unwrap_or_default();
+    let mut seen = HashSet::new();
+    let mut set = BTreeMap::new();
+    let mut delete = Vec::new();
+    for (key, op, value) in ops {
+        if !seen.insert(key.clone()) {
+            return Err(ApiError::new(E::InvalidRequest, format!("Config '{key}' is given more than once.")));
+        }
+        let def = topic_config_def(&key)
+            .ok_or_else(|| ApiError::new(E::InvalidConfig, format!("Unknown topic config '{key}'.")))?;
+        match op {
+            OP_SET => {
+                let v = value.ok_or_else(|| ApiError::new(E::InvalidConfig, format!("Null value for '{key}'.")))?;
+                validate_topic_config(&key, &v).map_err(|e| ApiError::new(E::InvalidConfig, e.to_string()))?;
+                set.insert(key, v);
+            }
+            OP_DELETE => delete.push(key),
+            OP_APPEND | OP_SUBTRACT => {
+                if def.ty != ConfigType::List {
+                    return Err(ApiError::new(
+                        E::InvalidConfig,
+                        format!("Config value append or subtract is not allowed for config key '{key}' (not a list)."),
+                    ));
+                }
+                let base = current.get(&key).cloned().unwrap_or_else(|| broker.config.topic_default(def));
+                let mut items: Vec<String> =
+                    base.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+                let given: Vec<String> = value
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                if op == OP_APPEND {
+                    for g in given {
+                        if !items.contains(&g) {
+                            items.push(g);
+                        }
+                    }
+                } else {
+                    items.retain(|i| !given.contains(i));
+                }
+                let v = items.join(",");
+                validate_topic_config(&key, &v).map_err(|e| ApiError::new(E::InvalidConfig, e.to_string()))?;
+                set.insert(key, v);
+            }
+            other => {
+                return Err(ApiError::new(E::InvalidRequest, format!("Unknown config operation {other}.")));
+            }
+        }
+    }
+    if validate_only {
+        return Ok(());
+    }
+    alter_topic_configs(broker, name, set, delete, false).await
+}
+
+pub async fn handle_incremental(
+    ctx: &Ctx<'_>,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for r in req.resources {
+        let name = r.resource_name.to_string();
+        let ops = r
+            .configs
+            .into_iter()
+            .map(|c| (c.name.to_string(), c.config_operation, c.value.map(|v| v.to_string())))
+            .collect();
+        let outcome = incremental_one(ctx.state, r.resource_type, &name, ops, req.validate_only).await;
+        let mut res =
+            kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name);
+        if let Err(e) = outcome {
+            res = res.with_error_code(e.code).with_error_message(Some(str_bytes(&e.message)));
+        }
+        responses.push(res);
+    }
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}

@@ -1,0 +1,41 @@
+//! DeleteRecords (key 21): move a partition's log start offset forward (-1 means the high watermark).
+
+use kafka_protocol::error::ResponseError as E;
+use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+
+use super::Ctx;
+
+pub async fn handle(ctx: &Ctx<'_>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let broker = ctx.state;
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let res = DeleteRecordsPartitionResult::default()
+                        .with_partition_index(p.partition_index)
+                        .with_low_watermark(-1);
+                    let Some(part) = broker.partitions.get(&name, p.partition_index) else {
+                        return res.with_error_code(E::UnknownTopicOrPartition.code());
+                    };
+                    let (_, hw) = part.offsets();
+                    let target = if p.offset == -1 { hw } else { p.offset };
+                    if target < 0 || target > hw {
+                        return res.with_error_code(E::OffsetOutOfRange.code());
+                    }
+                    match part.delete_records_before(target) {
+                        Ok(low) => res.with_low_watermark(low),
+                        Err(e) => res.with_error_code(e.code()),
+                    }
+                })
+                .collect();
+            DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(partitions)
+        })
+        .collect();
+    DeleteRecordsResponse::default().with_topics(topics)
+}

@@ -1,0 +1,28 @@
+//! DescribeCluster (key 60): the brokers, the cluster id and the controller, from the metadata state.
+
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+
+use super::{str_bytes, Ctx};
+
+pub fn handle(ctx: &Ctx<'_>, req: DescribeClusterRequest) -> DescribeClusterResponse {
+    let state = ctx.state.meta.state();
+    let brokers = state
+        .brokers
+        .values()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id))
+                .with_host(str_bytes(&b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.as_deref().map(str_bytes))
+        })
+        .collect();
+    DescribeClusterResponse::default()
+        .with_endpoint_type(req.endpoint_type)
+        .with_cluster_id(str_bytes(&state.cluster_id))
+        .with_controller_id(BrokerId(state.controller_id))
+        .with_brokers(brokers)
+        // ACLs are not implemented; INT32_MIN tells the client operations were not computed.
+        .with_cluster_authorized_operations(i32::MIN)
+}

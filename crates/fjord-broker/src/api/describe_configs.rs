@@ -1,0 +1,132 @@
+//! DescribeConfigs (key 32): topic configs with their effective values, sources and synonyms, and the
+//! broker's static configs.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::error::ResponseError as E;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{str_bytes, Ctx};
+use crate::config::{ConfigType, TOPIC_CONFIGS};
+use crate::BrokerState;
+
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
+pub const RESOURCE_BROKER_LOGGER: i8 = 8;
+
+/// Kafka's `ConfigSource` ids.
+pub const SOURCE_TOPIC: i8 = 1;
+pub const SOURCE_STATIC_BROKER: i8 = 4;
+pub const SOURCE_DEFAULT: i8 = 5;
+
+/// The effective topic configs for a topic with `overrides`, optionally restricted to `keys`.
+pub fn topic_entries(
+    broker: &BrokerState,
+    overrides: &BTreeMap<String, String>,
+    keys: Option<&[String]>,
+    synonyms: bool,
+    docs: bool,
+) -> Vec<DescribeConfigsResourceResult> {
+    TOPIC_CONFIGS
+        .iter()
+        .filter(|d| keys.is_none_or(|k| k.iter().any(|k| k == d.name)))
+        .map(|d| {
+            let broker_value = broker.config.topic_default(d);
+            let broker_explicit = broker.config.explicit.contains_key(d.broker_synonym);
+            let broker_source = if broker_explicit { SOURCE_STATIC_BROKER } else { SOURCE_DEFAULT };
+            let (value, source) = match overrides.get(d.name) {
+                Some(v) => (v.clone(), SOURCE_TOPIC),
+                None => (broker_value.clone(), broker_source),
+            };
+            let mut syn = Vec::new();
+            if synonyms {
+                if let Some(v) = overrides.get(d.name) {
+                    syn.push(synonym(d.name, v, SOURCE_TOPIC));
+                }
+                syn.push(synonym(d.broker_synonym, &broker_value, broker_source));
+            }
+            DescribeConfigsResourceResult::default()
+                .with_name(str_bytes(d.name))
+                .with_value(Some(str_bytes(&value)))
+                .with_read_only(false)
+                .with_config_source(source)
+                .with_is_sensitive(false)
+                .with_synonyms(syn)
+                .with_config_type(d.ty as i8)
+                .with_documentation(docs.then(|| str_bytes(d.doc)))
+        })
+        .collect()
+}
+
+fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
+    DescribeConfigsSynonym::default()
+        .with_name(str_bytes(name))
+        .with_value(Some(str_bytes(value)))
+        .with_source(source)
+}
+
+fn broker_entries(broker: &BrokerState, keys: Option<&[String]>, synonyms: bool) -> Vec<DescribeConfigsResourceResult> {
+    broker
+        .config
+        .props
+        .iter()
+        .filter(|(k, _)| keys.is_none_or(|ks| ks.iter().any(|x| x == *k)))
+        .map(|(k, v)| {
+            let source = if broker.config.explicit.contains_key(k) { SOURCE_STATIC_BROKER } else { SOURCE_DEFAULT };
+            DescribeConfigsResourceResult::default()
+                .with_name(str_bytes(k))
+                .with_value(Some(str_bytes(v)))
+                // Dynamic broker configs are not implemented: every broker config is fixed at start-up.
+                .with_read_only(true)
+                .with_config_source(source)
+                .with_synonyms(if synonyms { vec![synonym(k, v, source)] } else { vec![] })
+                .with_config_type(ConfigType::String as i8)
+        })
+        .collect()
+}
+
+pub fn handle(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let broker = ctx.state;
+    let meta = broker.meta.state();
+    let results = req
+        .resources
+        .into_iter()
+        .map(|r| {
+            let keys: Option<Vec<String>> = r
+                .configuration_keys
+                .map(|ks| ks.iter().map(|k| k.to_string()).collect());
+            let name = r.resource_name.to_string();
+            let res = DescribeConfigsResult::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
+            let fail = |res: DescribeConfigsResult, code: E, msg: String| {
+                res.with_error_code(code.code()).with_error_message(Some(StrBytes::from_string(msg)))
+            };
+            match r.resource_type {
+                RESOURCE_TOPIC => match meta.topics.get(&name) {
+                    Some(t) => res.with_configs(topic_entries(
+                        broker,
+                        &t.configs,
+                        keys.as_deref(),
+                        req.include_synonyms,
+                        req.include_documentation,
+                    )),
+                    None => fail(res, E::UnknownTopicOrPartition, format!("Topic '{name}' does not exist.")),
+                },
+                RESOURCE_BROKER if name == broker.config.node_id.to_string() => {
+                    res.with_configs(broker_entries(broker, keys.as_deref(), req.include_synonyms))
+                }
+                // The cluster-wide dynamic defaults: none exist yet.
+                RESOURCE_BROKER if name.is_empty() => res,
+                RESOURCE_BROKER => fail(res, E::InvalidRequest, format!("Unexpected broker id '{name}'; this broker is {}.", broker.config.node_id)),
+                RESOURCE_BROKER_LOGGER => fail(res, E::InvalidRequest, "Broker logger configs are not supported.".into()),
+                other => fail(res, E::InvalidRequest, format!("Unsupported resource type {other}.")),
+            }
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}

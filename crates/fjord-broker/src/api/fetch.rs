@@ -1,0 +1,121 @@
+//! Fetch (key 1): read whole record batches from each requested partition, long-polling until `min_bytes`
+//! are available or `max_wait_ms` passes. Waiting parks on a [`Notify`] that appends wake; it never spins.
+//!
+//! Incremental fetch sessions (KIP-227) are not offered: every response carries session id 0, which tells
+//! clients to send full fetch requests, as Kafka allows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError as E;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::Ctx;
+use crate::metrics::Metrics;
+
+/// Upper bound on how long any fetch parks, whatever the client asks.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(60);
+
+pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
+    if req.session_id != 0 || req.session_epoch > 0 {
+        return FetchResponse::default().with_error_code(E::FetchSessionIdNotFound.code());
+    }
+    let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
+    let deadline = Instant::now() + wait;
+    let notify = Arc::new(Notify::new());
+    loop {
+        let may_wait = Instant::now() < deadline;
+        let (resp, bytes, stop) = read_once(ctx, &req, may_wait.then_some(&notify));
+        if !may_wait || stop || bytes >= req.min_bytes.max(0) as usize {
+            account(ctx, &resp);
+            return resp;
+        }
+        // Woken by an append to any partition of this fetch, or by the deadline; then read again.
+        let _ = tokio::time::timeout_at(deadline, notify.notified()).await;
+    }
+}
+
+fn account(ctx: &Ctx<'_>, resp: &FetchResponse) {
+    for t in &resp.responses {
+        let n: u64 = t
+            .partitions
+            .iter()
+            .map(|p| p.records.as_ref().map_or(0, |r| r.len() as u64))
+            .sum();
+        if n > 0 {
+            ctx.state
+                .metrics
+                .bytes_out
+                .get_or_create(&Metrics::topic(&t.topic.0))
+                .inc_by(n);
+        }
+    }
+}
+
+/// One pass over the requested partitions. Returns the response, the record bytes in it, and whether an error
+/// means the client should hear back at once rather than wait.
+fn read_once(ctx: &Ctx<'_>, req: &FetchRequest, register: Option<&Arc<Notify>>) -> (FetchResponse, usize, bool) {
+    let broker = ctx.state;
+    let mut remaining = req.max_bytes.max(0) as usize;
+    let mut total = 0usize;
+    let mut stop = false;
+    let read_committed = req.isolation_level == 1;
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let name: &str = &t.topic.0;
+        let mut parts = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let mut pd = PartitionData::default()
+                .with_partition_index(p.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
+                .with_aborted_transactions(read_committed.then(Vec::new))
+                .with_records(Some(Bytes::new()));
+            let Some(part) = broker.partitions.get(name, p.partition) else {
+                pd.error_code = E::UnknownTopicOrPartition.code();
+                stop = true;
+                parts.push(pd);
+                continue;
+            };
+            if let Some(n) = register {
+                part.register_waiter(n);
+            }
+            let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
+            // KIP-74: the first batch of the response is returned even when it exceeds the limits, so a large
+            // batch can never block a consumer.
+            let min_one = total == 0;
+            match part.read(p.fetch_offset, limit, min_one) {
+                Ok(r) => {
+                    pd.high_watermark = r.log_end_offset;
+                    pd.last_stable_offset = r.log_end_offset;
+                    pd.log_start_offset = r.log_start_offset;
+                    total += r.records.len();
+                    remaining = remaining.saturating_sub(r.records.len());
+                    pd.records = Some(r.records);
+                }
+                Err(e) => {
+                    let (start, hw) = part.offsets();
+                    pd.high_watermark = hw;
+                    pd.last_stable_offset = hw;
+                    pd.log_start_offset = start;
+                    pd.error_code = e.code();
+                    stop = true;
+                }
+            }
+            parts.push(pd);
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(t.topic.clone())
+                .with_topic_id(t.topic_id)
+                .with_partitions(parts),
+        );
+    }
+    (FetchResponse::default().with_responses(topics), total, stop)
+}

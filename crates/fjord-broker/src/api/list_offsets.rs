@@ -1,0 +1,69 @@
+//! ListOffsets (key 2): earliest (-2), latest (-1), max timestamp (-3, KIP-734), earliest local (-4) and
+//! offset-by-timestamp lookups.
+
+use kafka_protocol::error::ResponseError as E;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use super::Ctx;
+
+pub const LATEST: i64 = -1;
+pub const EARLIEST: i64 = -2;
+pub const MAX_TIMESTAMP: i64 = -3;
+pub const EARLIEST_LOCAL: i64 = -4;
+
+pub fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let broker = ctx.state;
+    let meta = broker.meta.state();
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let resp = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_timestamp(-1)
+                        .with_offset(-1)
+                        .with_leader_epoch(-1);
+                    let Some(part) = broker.partitions.get(&name, p.partition_index) else {
+                        return resp.with_error_code(E::UnknownTopicOrPartition.code());
+                    };
+                    let epoch = meta
+                        .topics
+                        .get(&name)
+                        .and_then(|t| t.partitions.get(p.partition_index as usize))
+                        .map(|p| p.leader_epoch)
+                        .unwrap_or(-1);
+                    let resp = resp.with_leader_epoch(epoch);
+                    let (start, hw) = part.offsets();
+                    match p.timestamp {
+                        // read_committed would stop at the last stable offset, which equals the high watermark
+                        // until transactions exist.
+                        LATEST => resp.with_offset(hw),
+                        EARLIEST | EARLIEST_LOCAL => resp.with_offset(start),
+                        MAX_TIMESTAMP => match part.max_timestamp() {
+                            Some((offset, ts)) => resp.with_offset(offset).with_timestamp(ts),
+                            None => resp,
+                        },
+                        ts if ts >= 0 => match part.offset_for_timestamp(ts) {
+                            Ok(Some((offset, ts))) => resp.with_offset(offset).with_timestamp(ts),
+                            Ok(None) => resp,
+                            Err(e) => resp.with_error_code(e.code()),
+                        },
+                        _ => resp.with_error_code(E::InvalidRequest.code()),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}

@@ -1,0 +1,132 @@
+//! Metadata (key 3): brokers, controller, and topics with their partitions' leaders, replicas and ISR.
+//! Unknown topics are created here when `auto.create.topics.enable` is on and the request allows it, as Kafka
+//! does; creation goes through the metadata quorum, so the response already describes the new topic.
+
+use kafka_protocol::error::ResponseError as E;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use uuid::Uuid;
+
+use super::{str_bytes, Ctx};
+use crate::admin::{create_topic, NewTopic};
+
+enum Wanted {
+    All,
+    Some(Vec<(Option<String>, Uuid)>),
+}
+
+pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
+    let broker = ctx.state;
+    let wanted = match req.topics {
+        None => Wanted::All,
+        // v0 has no null array: an empty list means all topics.
+        Some(t) if t.is_empty() && ctx.version == 0 => Wanted::All,
+        Some(t) => Wanted::Some(
+            t.into_iter()
+                .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+                .collect(),
+        ),
+    };
+    let allow_create = (ctx.version < 4 || req.allow_auto_topic_creation) && broker.config.auto_create_topics;
+    let mut create_errors = std::collections::HashMap::new();
+    if let (Wanted::Some(list), true) = (&wanted, allow_create) {
+        let state = broker.meta.state();
+        for (name, _) in list {
+            let Some(name) = name else { continue };
+            if state.topics.contains_key(name) || fjord_meta::validate_topic_name(name).is_err() {
+                continue;
+            }
+            let t = NewTopic {
+                name: name.clone(),
+                num_partitions: -1,
+                replication_factor: -1,
+                assignments: vec![],
+                configs: vec![],
+            };
+            match create_topic(broker, t, false).await {
+                Ok(_) => tracing::info!(topic = %name, "auto-created topic"),
+                Err(e) if e.code == E::TopicAlreadyExists.code() => {}
+                Err(e) => {
+                    tracing::warn!(topic = %name, error = %e.message, "auto-create failed");
+                    create_errors.insert(name.clone(), e.code);
+                }
+            }
+        }
+    }
+
+    let state = broker.meta.state();
+    let describe = |t: &fjord_meta::TopicMeta| -> MetadataResponseTopic {
+        let partitions = t
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let leader_alive = state.brokers.contains_key(&p.leader);
+                MetadataResponsePartition::default()
+                    .with_error_code(if leader_alive { 0 } else { E::LeaderNotAvailable.code() })
+                    .with_partition_index(i as i32)
+                    .with_leader_id(BrokerId(if leader_alive { p.leader } else { -1 }))
+                    .with_leader_epoch(p.leader_epoch)
+                    .with_replica_nodes(p.replicas.iter().map(|b| BrokerId(*b)).collect())
+                    .with_isr_nodes(p.isr.iter().map(|b| BrokerId(*b)).collect())
+            })
+            .collect();
+        MetadataResponseTopic::default()
+            .with_name(Some(TopicName(str_bytes(&t.name))))
+            .with_topic_id(t.id)
+            .with_is_internal(t.internal)
+            .with_partitions(partitions)
+            .with_topic_authorized_operations(i32::MIN)
+    };
+    let topics = match wanted {
+        Wanted::All => state.topics.values().map(describe).collect(),
+        Wanted::Some(list) => list
+            .into_iter()
+            .map(|(name, id)| {
+                let found = match &name {
+                    Some(n) => state.topics.get(n),
+                    None => state.topic_by_id(&id),
+                };
+                match (found, name) {
+                    (Some(t), _) => describe(t),
+                    (None, Some(n)) => {
+                        let code = if let Some(c) = create_errors.get(&n) {
+                            *c
+                        } else if fjord_meta::validate_topic_name(&n).is_err() {
+                            E::InvalidTopicException.code()
+                        } else {
+                            E::UnknownTopicOrPartition.code()
+                        };
+                        MetadataResponseTopic::default()
+                            .with_error_code(code)
+                            .with_name(Some(TopicName(str_bytes(&n))))
+                            .with_topic_authorized_operations(i32::MIN)
+                    }
+                    (None, None) => MetadataResponseTopic::default()
+                        .with_error_code(E::UnknownTopicId.code())
+                        .with_topic_id(id)
+                        .with_topic_authorized_operations(i32::MIN),
+                }
+            })
+            .collect(),
+    };
+    let brokers = state
+        .brokers
+        .values()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(str_bytes(&b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.as_deref().map(str_bytes))
+        })
+        .collect();
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(str_bytes(&state.cluster_id)))
+        .with_controller_id(BrokerId(state.controller_id))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(i32::MIN)
+}

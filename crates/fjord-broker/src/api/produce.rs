@@ -1,0 +1,129 @@
+//! Produce (key 0): validate and append each partition's record batches, then answer according to `acks`:
+//! 0 sends no response, 1 answers after the write, -1 (all) answers after the data is fsynced (group commit,
+//! see [`crate::partition::Partition::wait_durable`]). Batches stay raw bytes; no record is decoded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError as E;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+
+use super::{str_bytes, Ctx};
+use crate::metrics::Metrics;
+use crate::partition::Partition;
+
+fn error(index: i32, code: E, message: String) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(code.code())
+        .with_error_message(Some(str_bytes(&message)))
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+}
+
+pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceResponse> {
+    let broker = ctx.state;
+    let acks = req.acks;
+    let meta = broker.meta.state();
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+    // (topic index, partition index, partition, offset that must be durable)
+    let mut waits: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
+    for (ti, topic) in req.topic_data.into_iter().enumerate() {
+        let name = topic.name.0.to_string();
+        let labels = Metrics::topic(&name);
+        let topic_meta = meta.topics.get(&name);
+        let min_isr: usize = topic_meta
+            .and_then(|t| t.configs.get("min.insync.replicas").cloned())
+            .or_else(|| broker.config.props.get("min.insync.replicas").cloned())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let mut parts = Vec::with_capacity(topic.partition_data.len());
+        for pd in topic.partition_data {
+            let idx = pd.index;
+            if !matches!(acks, -1..=1) {
+                parts.push(error(idx, E::InvalidRequiredAcks, format!("acks={acks} is not one of -1, 0, 1")));
+                continue;
+            }
+            let Some(partition) = broker.partitions.get(&name, idx) else {
+                parts.push(error(idx, E::UnknownTopicOrPartition, format!("{name}-{idx} does not exist")));
+                continue;
+            };
+            if acks == -1 {
+                let isr = topic_meta
+                    .and_then(|t| t.partitions.get(idx as usize))
+                    .map(|p| p.isr.len())
+                    .unwrap_or(0);
+                if isr < min_isr {
+                    parts.push(error(
+                        idx,
+                        E::NotEnoughReplicas,
+                        format!("{isr} in-sync replicas, min.insync.replicas is {min_isr}"),
+                    ));
+                    continue;
+                }
+            }
+            let Some(records) = pd.records else {
+                parts.push(error(idx, E::CorruptMessage, "no record batches".into()));
+                continue;
+            };
+            let len = records.len() as u64;
+            match partition.append(records) {
+                Ok(info) => {
+                    broker.metrics.bytes_in.get_or_create(&labels).inc_by(len);
+                    let n: u64 = info.batches.iter().map(|b| b.record_count.max(0) as u64).sum();
+                    broker.metrics.messages_in.get_or_create(&labels).inc_by(n);
+                    if acks == -1 {
+                        waits.push((ti, parts.len(), partition.clone(), info.last_offset + 1));
+                    }
+                    parts.push(
+                        PartitionProduceResponse::default()
+                            .with_index(idx)
+                            .with_base_offset(info.base_offset)
+                            .with_log_append_time_ms(info.log_append_time)
+                            .with_log_start_offset(info.log_start_offset),
+                    );
+                }
+                Err(e) => {
+                    tracing::debug!(topic = %name, partition = idx, error = %e, "produce rejected");
+                    parts.push(
+                        PartitionProduceResponse::default()
+                            .with_index(idx)
+                            .with_error_code(e.code())
+                            .with_error_message(Some(str_bytes(&e.to_string())))
+                            .with_base_offset(-1)
+                            .with_log_append_time_ms(-1)
+                            .with_log_start_offset(-1),
+                    );
+                }
+            }
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(parts),
+        );
+    }
+    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+    for (ti, pi, partition, offset) in waits {
+        let outcome = tokio::time::timeout(timeout, partition.wait_durable(offset)).await;
+        let failure = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => {
+                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "fsync failed");
+                Some((e.code(), e.to_string()))
+            }
+            Err(_) => Some((E::RequestTimedOut.code(), "timed out waiting for fsync".to_string())),
+        };
+        if let Some((code, msg)) = failure {
+            let r = &mut responses[ti].partition_responses[pi];
+            r.error_code = code;
+            r.error_message = Some(str_bytes(&msg));
+        }
+    }
+    if acks == 0 {
+        return None;
+    }
+    Some(ProduceResponse::default().with_responses(responses))
+}

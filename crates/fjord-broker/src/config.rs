@@ -1,0 +1,520 @@
+//! Broker and topic configuration, by Kafka's property names.
+//!
+//! Broker configs come from a `server.properties` file plus `--override key=value` pairs, exactly as
+//! `kafka-server-start.sh` takes them. Every key is looked up in one table ([`BROKER_CONFIGS`]) that gives its
+//! default and its parser, so an unknown key or a bad value stops start-up with an error that names the key.
+//! Topic configs (`retention.ms`, `cleanup.policy`, ...) live in [`TOPIC_CONFIGS`]: each one names the broker
+//! config that supplies its default, which is how DescribeConfigs reports sources and synonyms.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use fjord_log::{LogConfig, TimestampType};
+
+/// A config key or value that cannot be accepted. The message names the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config `{name}`: {reason}")]
+pub struct ConfigError {
+    pub name: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(name: &str, reason: impl Into<String>) -> Self {
+        Self {
+            name: name.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The type of a config value, as DescribeConfigs v3+ reports it (Kafka's `ConfigDef.Type` ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Short = 4,
+    Long = 5,
+    Double = 6,
+    List = 7,
+}
+
+/// One topic-level config: its Kafka name, the broker config that supplies its default, and how to check it.
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    /// Broker property whose value is this config's default (its synonym in DescribeConfigs).
+    pub broker_synonym: &'static str,
+    pub ty: ConfigType,
+    pub doc: &'static str,
+    /// Extra validation beyond the type (ranges, enumerations).
+    pub check: fn(&str) -> Result<(), String>,
+}
+
+fn any(_: &str) -> Result<(), String> {
+    Ok(())
+}
+fn non_negative(v: &str) -> Result<(), String> {
+    match v.parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(()),
+        _ => Err("must be a non-negative integer".into()),
+    }
+}
+fn positive(v: &str) -> Result<(), String> {
+    match v.parse::<i64>() {
+        Ok(n) if n > 0 => Ok(()),
+        _ => Err("must be a positive integer".into()),
+    }
+}
+fn minus_one_or_more(v: &str) -> Result<(), String> {
+    match v.parse::<i64>() {
+        Ok(n) if n >= -1 => Ok(()),
+        _ => Err("must be an integer >= -1".into()),
+    }
+}
+fn segment_bytes(v: &str) -> Result<(), String> {
+    match v.parse::<i64>() {
+        Ok(n) if (14..=i32::MAX as i64).contains(&n) => Ok(()),
+        _ => Err("must be an integer in [14, 2147483647]".into()),
+    }
+}
+fn ratio(v: &str) -> Result<(), String> {
+    match v.parse::<f64>() {
+        Ok(n) if (0.0..=1.0).contains(&n) => Ok(()),
+        _ => Err("must be a number in [0, 1]".into()),
+    }
+}
+fn cleanup_policy(v: &str) -> Result<(), String> {
+    let parts: Vec<&str> = v.split(',').map(str::trim).collect();
+    if parts.is_empty() || parts.iter().any(|p| *p != "delete" && *p != "compact") {
+        return Err("must be a list of `delete` and/or `compact`".into());
+    }
+    Ok(())
+}
+fn timestamp_type(v: &str) -> Result<(), String> {
+    match v {
+        "CreateTime" | "LogAppendTime" => Ok(()),
+        _ => Err("must be `CreateTime` or `LogAppendTime`".into()),
+    }
+}
+fn compression_type(v: &str) -> Result<(), String> {
+    // Re-compressing batches on the broker is not implemented: batches are stored as the producer sent them.
+    match v {
+        "producer" => Ok(()),
+        _ => Err("only `producer` is supported: Fjord stores batches as the producer compressed them".into()),
+    }
+}
+fn boolean(v: &str) -> Result<(), String> {
+    match v {
+        "true" | "false" => Ok(()),
+        _ => Err("must be `true` or `false`".into()),
+    }
+}
+
+/// Topic configs Fjord understands. Anything else in CreateTopics/AlterConfigs is rejected with INVALID_CONFIG.
+pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    TopicConfigDef { name: "cleanup.policy", broker_synonym: "log.cleanup.policy", ty: ConfigType::List, doc: "`delete` removes old segments by retention; `compact` keeps the last record per key.", check: cleanup_policy },
+    TopicConfigDef { name: "compression.type", broker_synonym: "compression.type", ty: ConfigType::String, doc: "Final compression of the topic; only `producer` (keep what the producer sent).", check: compression_type },
+    TopicConfigDef { name: "delete.retention.ms", broker_synonym: "log.cleaner.delete.retention.ms", ty: ConfigType::Long, doc: "How long tombstones are kept in compacted topics.", check: non_negative },
+    TopicConfigDef { name: "file.delete.delay.ms", broker_synonym: "log.segment.delete.delay.ms", ty: ConfigType::Long, doc: "Delay before a deleted segment file is removed from disk.", check: non_negative },
+    TopicConfigDef { name: "index.interval.bytes", broker_synonym: "log.index.interval.bytes", ty: ConfigType::Int, doc: "Bytes of log between offset index entries.", check: non_negative },
+    TopicConfigDef { name: "max.message.bytes", broker_synonym: "message.max.bytes", ty: ConfigType::Int, doc: "Largest record batch the topic accepts.", check: non_negative },
+    TopicConfigDef { name: "message.timestamp.type", broker_synonym: "log.message.timestamp.type", ty: ConfigType::String, doc: "`CreateTime` keeps producer timestamps; `LogAppendTime` stamps batches on append.", check: timestamp_type },
+    TopicConfigDef { name: "min.cleanable.dirty.ratio", broker_synonym: "log.cleaner.min.cleanable.ratio", ty: ConfigType::Double, doc: "Dirty fraction of the log that triggers compaction.", check: ratio },
+    TopicConfigDef { name: "min.compaction.lag.ms", broker_synonym: "log.cleaner.min.compaction.lag.ms", ty: ConfigType::Long, doc: "Minimum age of a record before it can be compacted.", check: non_negative },
+    TopicConfigDef { name: "min.insync.replicas", broker_synonym: "min.insync.replicas", ty: ConfigType::Int, doc: "Replicas that must acknowledge an acks=all write.", check: positive },
+    TopicConfigDef { name: "retention.bytes", broker_synonym: "log.retention.bytes", ty: ConfigType::Long, doc: "Size above which old segments are deleted (-1: no limit).", check: minus_one_or_more },
+    TopicConfigDef { name: "retention.ms", broker_synonym: "log.retention.ms", ty: ConfigType::Long, doc: "Age after which old segments are deleted (-1: no limit).", check: minus_one_or_more },
+    TopicConfigDef { name: "segment.bytes", broker_synonym: "log.segment.bytes", ty: ConfigType::Int, doc: "Size at which a segment is rolled.", check: segment_bytes },
+    TopicConfigDef { name: "segment.index.bytes", broker_synonym: "log.index.size.max.bytes", ty: ConfigType::Int, doc: "Maximum size of a segment's offset index.", check: positive },
+    TopicConfigDef { name: "segment.ms", broker_synonym: "log.roll.ms", ty: ConfigType::Long, doc: "Age at which a segment is rolled.", check: positive },
+    TopicConfigDef { name: "unclean.leader.election.enable", broker_synonym: "unclean.leader.election.enable", ty: ConfigType::Boolean, doc: "Whether an out-of-sync replica may become leader.", check: boolean },
+];
+
+pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// Checks one topic config key and value against [`TOPIC_CONFIGS`].
+pub fn validate_topic_config(name: &str, value: &str) -> Result<(), ConfigError> {
+    let def = topic_config_def(name)
+        .ok_or_else(|| ConfigError::new(name, "unknown topic config"))?;
+    check_type(def.ty, value).map_err(|r| ConfigError::new(name, r))?;
+    (def.check)(value).map_err(|r| ConfigError::new(name, r))
+}
+
+fn check_type(ty: ConfigType, value: &str) -> Result<(), String> {
+    let ok = match ty {
+        ConfigType::Boolean => value == "true" || value == "false",
+        ConfigType::Int => value.parse::<i32>().is_ok(),
+        ConfigType::Short => value.parse::<i16>().is_ok(),
+        ConfigType::Long => value.parse::<i64>().is_ok(),
+        ConfigType::Double => value.parse::<f64>().is_ok(),
+        ConfigType::String | ConfigType::List => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{value}` is not a valid {ty:?}"))
+    }
+}
+
+/// One broker property: its name, default (None: no default, must be derived) and type check.
+struct BrokerConfigDef {
+    name: &'static str,
+    default: Option<&'static str>,
+    ty: ConfigType,
+    check: fn(&str) -> Result<(), String>,
+}
+
+macro_rules! bdef {
+    ($name:expr, $default:expr, $ty:ident) => {
+        BrokerConfigDef { name: $name, default: $default, ty: ConfigType::$ty, check: any }
+    };
+    ($name:expr, $default:expr, $ty:ident, $check:expr) => {
+        BrokerConfigDef { name: $name, default: $default, ty: ConfigType::$ty, check: $check }
+    };
+}
+
+/// Broker properties Fjord understands, with Kafka's defaults.
+static BROKER_CONFIGS: &[BrokerConfigDef] = &[
+    bdef!("node.id", Some("1"), Int, non_negative),
+    bdef!("broker.id", None, Int, non_negative),
+    bdef!("listeners", Some("PLAINTEXT://127.0.0.1:9092"), List),
+    bdef!("advertised.listeners", None, List),
+    bdef!("log.dirs", None, List),
+    bdef!("log.dir", Some("./fjord-data"), String),
+    bdef!("num.partitions", Some("1"), Int, positive),
+    bdef!("default.replication.factor", Some("1"), Short, positive),
+    bdef!("auto.create.topics.enable", Some("true"), Boolean),
+    bdef!("delete.topic.enable", Some("true"), Boolean),
+    bdef!("message.max.bytes", Some("1048588"), Int, non_negative),
+    bdef!("socket.request.max.bytes", Some("104857600"), Int, positive),
+    bdef!("queued.max.requests", Some("500"), Int, positive),
+    bdef!("max.connections", Some("10000"), Int, positive),
+    bdef!("min.insync.replicas", Some("1"), Int, positive),
+    bdef!("compression.type", Some("producer"), String, compression_type),
+    bdef!("unclean.leader.election.enable", Some("false"), Boolean),
+    bdef!("log.cleanup.policy", Some("delete"), List, cleanup_policy),
+    bdef!("log.segment.bytes", Some("1073741824"), Int, segment_bytes),
+    bdef!("log.roll.ms", None, Long, positive),
+    bdef!("log.roll.hours", Some("168"), Int, positive),
+    bdef!("log.retention.ms", None, Long, minus_one_or_more),
+    bdef!("log.retention.minutes", None, Int, minus_one_or_more),
+    bdef!("log.retention.hours", Some("168"), Int, minus_one_or_more),
+    bdef!("log.retention.bytes", Some("-1"), Long, minus_one_or_more),
+    bdef!("log.retention.check.interval.ms", Some("300000"), Long, positive),
+    bdef!("log.index.interval.bytes", Some("4096"), Int, non_negative),
+    bdef!("log.index.size.max.bytes", Some("10485760"), Int, positive),
+    bdef!("log.segment.delete.delay.ms", Some("60000"), Long, non_negative),
+    bdef!("log.message.timestamp.type", Some("CreateTime"), String, timestamp_type),
+    bdef!("log.cleaner.enable", Some("true"), Boolean),
+    bdef!("log.cleaner.backoff.ms", Some("15000"), Long, positive),
+    bdef!("log.cleaner.delete.retention.ms", Some("86400000"), Long, non_negative),
+    bdef!("log.cleaner.min.cleanable.ratio", Some("0.5"), Double, ratio),
+    bdef!("log.cleaner.min.compaction.lag.ms", Some("0"), Long, non_negative),
+    bdef!("log.flush.interval.ms", None, Long, positive),
+    bdef!("metrics.listener", None, String),
+    bdef!("process.roles", Some("broker,controller"), List),
+    bdef!("controller.quorum.voters", None, List),
+];
+
+/// Typed broker configuration. Built only by [`BrokerConfig::from_properties`], which validates everything.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Every property as given or defaulted, by Kafka name: the source of DescribeConfigs for the broker.
+    pub props: BTreeMap<String, String>,
+    /// Properties the operator set explicitly (file or override); the rest are defaults.
+    pub explicit: BTreeMap<String, String>,
+    pub node_id: i32,
+    pub listener: SocketAddr,
+    /// Host and port clients are told to connect to; a port of 0 means "the port actually bound".
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub log_dir: PathBuf,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics: bool,
+    pub message_max_bytes: usize,
+    pub socket_request_max_bytes: usize,
+    pub max_connections: usize,
+    pub retention_check_interval_ms: u64,
+    pub cleaner_enable: bool,
+    pub cleaner_backoff_ms: u64,
+    pub log_flush_interval_ms: Option<u64>,
+    /// Address of the HTTP endpoint for /metrics (served by the binary, not the broker crate).
+    pub metrics_listener: Option<SocketAddr>,
+}
+
+/// Parses a Java-properties-style file: `key=value` or `key: value`, `#`/`!` comments, blank lines.
+/// Line continuations and escapes are not supported (no Kafka config needs them).
+pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let split = line.find(['=', ':']).ok_or_else(|| {
+            ConfigError::new(line, format!("line {} is not `key=value`", i + 1))
+        })?;
+        let (k, v) = line.split_at(split);
+        out.insert(k.trim().to_string(), v[1..].trim().to_string());
+    }
+    Ok(out)
+}
+
+fn parse_listener(name: &str, value: &str) -> Result<(String, String, u16), ConfigError> {
+    // Only the first listener is served for now; Kafka allows several (PLAINTEXT, SSL, SASL_*).
+    let first = value.split(',').next().unwrap_or("").trim();
+    let (proto, rest) = first
+        .split_once("://")
+        .ok_or_else(|| ConfigError::new(name, format!("`{first}` is not PROTOCOL://host:port")))?;
+    if proto != "PLAINTEXT" {
+        return Err(ConfigError::new(
+            name,
+            format!("listener protocol `{proto}` is not supported yet (only PLAINTEXT)"),
+        ));
+    }
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| ConfigError::new(name, format!("`{first}` has no port")))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| ConfigError::new(name, format!("`{port}` is not a port number")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((proto.to_string(), host.to_string(), port))
+}
+
+impl BrokerConfig {
+    /// Validates `given` against the broker config table and fills in Kafka's defaults.
+    pub fn from_properties(given: BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        for (k, v) in &given {
+            let def = BROKER_CONFIGS
+                .iter()
+                .find(|d| d.name == k.as_str())
+                .ok_or_else(|| ConfigError::new(k, "unknown broker config"))?;
+            check_type(def.ty, v).map_err(|r| ConfigError::new(k, r))?;
+            (def.check)(v).map_err(|r| ConfigError::new(k, r))?;
+        }
+        let mut props: BTreeMap<String, String> = BROKER_CONFIGS
+            .iter()
+            .filter_map(|d| d.default.map(|v| (d.name.to_string(), v.to_string())))
+            .collect();
+        props.extend(given.clone());
+
+        fn get(props: &BTreeMap<String, String>, k: &str) -> Option<String> {
+            props.get(k).cloned()
+        }
+        fn int(props: &BTreeMap<String, String>, k: &str) -> i64 {
+            props.get(k).and_then(|v| v.parse().ok()).unwrap_or(0)
+        }
+
+        // Kafka's precedence: *.ms over *.minutes over *.hours.
+        let retention_ms = match (get(&props, "log.retention.ms"), get(&props, "log.retention.minutes")) {
+            (Some(ms), _) => ms,
+            (None, Some(min)) => (min.parse::<i64>().unwrap_or(0) * 60_000).to_string(),
+            (None, None) => (int(&props, "log.retention.hours") * 3_600_000).to_string(),
+        };
+        let retention_ms = if retention_ms.starts_with('-') { "-1".into() } else { retention_ms };
+        props.insert("log.retention.ms".into(), retention_ms);
+        if !props.contains_key("log.roll.ms") {
+            props.insert("log.roll.ms".into(), (int(&props, "log.roll.hours") * 3_600_000).to_string());
+        }
+
+        let node_id = match get(&props, "broker.id") {
+            Some(b) => b.parse().unwrap_or(0),
+            None => int(&props, "node.id") as i32,
+        };
+        props.insert("node.id".into(), node_id.to_string());
+        props.insert("broker.id".into(), node_id.to_string());
+
+        let (_, host, port) = parse_listener("listeners", &get(&props, "listeners").unwrap_or_default())?;
+        let listener: SocketAddr = format!("{}:{port}", if host.is_empty() { "0.0.0.0" } else { &host })
+            .parse()
+            .or_else(|_| {
+                std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or(())
+            })
+            .map_err(|_| ConfigError::new("listeners", format!("cannot resolve host `{host}`")))?;
+        let (advertised_host, advertised_port) = match get(&props, "advertised.listeners") {
+            Some(a) => {
+                let (_, h, p) = parse_listener("advertised.listeners", &a)?;
+                (h, p)
+            }
+            None => {
+                let h = if host.is_empty() || host == "0.0.0.0" { "localhost".to_string() } else { host.clone() };
+                (h, port)
+            }
+        };
+        let log_dir = get(&props, "log.dirs")
+            .map(|d| d.split(',').next().unwrap_or("").trim().to_string())
+            .or_else(|| get(&props, "log.dir"))
+            .unwrap_or_else(|| "./fjord-data".into());
+        if log_dir.is_empty() {
+            return Err(ConfigError::new("log.dirs", "must name a directory"));
+        }
+        let metrics_listener = match get(&props, "metrics.listener") {
+            Some(m) if !m.is_empty() => Some(
+                m.parse()
+                    .map_err(|_| ConfigError::new("metrics.listener", format!("`{m}` is not host:port")))?,
+            ),
+            _ => None,
+        };
+
+        let cfg = BrokerConfig {
+            node_id,
+            listener,
+            advertised_host,
+            advertised_port,
+            log_dir: PathBuf::from(log_dir),
+            num_partitions: int(&props, "num.partitions") as i32,
+            default_replication_factor: int(&props, "default.replication.factor") as i16,
+            auto_create_topics: get(&props, "auto.create.topics.enable").as_deref() == Some("true"),
+            message_max_bytes: int(&props, "message.max.bytes") as usize,
+            socket_request_max_bytes: int(&props, "socket.request.max.bytes") as usize,
+            max_connections: int(&props, "max.connections") as usize,
+            retention_check_interval_ms: int(&props, "log.retention.check.interval.ms") as u64,
+            cleaner_enable: get(&props, "log.cleaner.enable").as_deref() == Some("true"),
+            cleaner_backoff_ms: int(&props, "log.cleaner.backoff.ms") as u64,
+            log_flush_interval_ms: get(&props, "log.flush.interval.ms").and_then(|v| v.parse().ok()),
+            metrics_listener,
+            props,
+            explicit: given,
+        };
+        Ok(cfg)
+    }
+
+    /// The broker-level default of a topic config (the value of its broker synonym).
+    pub fn topic_default(&self, def: &TopicConfigDef) -> String {
+        self.props.get(def.broker_synonym).cloned().unwrap_or_default()
+    }
+
+    /// The effective value of every topic config for a topic with these overrides.
+    pub fn effective_topic_configs(
+        &self,
+        overrides: &BTreeMap<String, String>,
+    ) -> BTreeMap<&'static str, String> {
+        TOPIC_CONFIGS
+            .iter()
+            .map(|d| {
+                let v = overrides.get(d.name).cloned().unwrap_or_else(|| self.topic_default(d));
+                (d.name, v)
+            })
+            .collect()
+    }
+
+    /// Builds the typed log config of a topic from its overrides and the broker defaults.
+    pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> LogConfig {
+        let eff = self.effective_topic_configs(overrides);
+        let num = |k: &str| -> i64 { eff.get(k).and_then(|v| v.parse().ok()).unwrap_or(0) };
+        let policy = eff.get("cleanup.policy").cloned().unwrap_or_default();
+        LogConfig {
+            segment_bytes: num("segment.bytes") as u64,
+            segment_ms: num("segment.ms"),
+            segment_index_bytes: num("segment.index.bytes") as u64,
+            index_interval_bytes: num("index.interval.bytes") as u64,
+            retention_ms: num("retention.ms"),
+            retention_bytes: num("retention.bytes"),
+            max_message_bytes: num("max.message.bytes") as usize,
+            cleanup_delete: policy.contains("delete"),
+            cleanup_compact: policy.contains("compact"),
+            delete_retention_ms: num("delete.retention.ms"),
+            min_cleanable_dirty_ratio: eff
+                .get("min.cleanable.dirty.ratio")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.5),
+            min_compaction_lag_ms: num("min.compaction.lag.ms"),
+            file_delete_delay_ms: num("file.delete.delay.ms"),
+            timestamp_type: if eff.get("message.timestamp.type").map(String::as_str)
+                == Some("LogAppendTime")
+            {
+                TimestampType::LogAppendTime
+            } else {
+                TimestampType::CreateTime
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<BrokerConfig, ConfigError> {
+        BrokerConfig::from_properties(
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        )
+    }
+
+    #[test]
+    fn defaults_match_kafka() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.listener.port(), 9092);
+        assert_eq!(c.message_max_bytes, 1_048_588);
+        assert_eq!(c.props["log.retention.ms"], "604800000");
+        assert_eq!(c.props["log.roll.ms"], "604800000");
+        assert_eq!(c.num_partitions, 1);
+        assert!(c.auto_create_topics);
+        let lc = c.log_config(&BTreeMap::new());
+        assert_eq!(lc.segment_bytes, 1_073_741_824);
+        assert!(lc.cleanup_delete && !lc.cleanup_compact);
+    }
+
+    #[test]
+    fn unknown_broker_config_is_named_in_the_error() {
+        let e = cfg(&[("log.retention.hourz", "1")]).unwrap_err();
+        assert_eq!(e.name, "log.retention.hourz");
+        assert!(e.to_string().contains("unknown broker config"));
+    }
+
+    #[test]
+    fn bad_broker_value_is_named_in_the_error() {
+        let e = cfg(&[("num.partitions", "zero")]).unwrap_err();
+        assert_eq!(e.name, "num.partitions");
+        let e = cfg(&[("listeners", "SSL://x:1")]).unwrap_err();
+        assert_eq!(e.name, "listeners");
+    }
+
+    #[test]
+    fn retention_precedence_is_ms_then_minutes_then_hours() {
+        assert_eq!(cfg(&[("log.retention.minutes", "2")]).unwrap().props["log.retention.ms"], "120000");
+        assert_eq!(
+            cfg(&[("log.retention.minutes", "2"), ("log.retention.ms", "5")]).unwrap().props["log.retention.ms"],
+            "5"
+        );
+    }
+
+    #[test]
+    fn topic_overrides_win_over_broker_defaults() {
+        let c = cfg(&[("log.segment.bytes", "1000")]).unwrap();
+        let mut o = BTreeMap::new();
+        assert_eq!(c.log_config(&o).segment_bytes, 1000);
+        o.insert("segment.bytes".to_string(), "2000".to_string());
+        o.insert("cleanup.policy".to_string(), "compact,delete".to_string());
+        let lc = c.log_config(&o);
+        assert_eq!(lc.segment_bytes, 2000);
+        assert!(lc.cleanup_compact && lc.cleanup_delete);
+    }
+
+    #[test]
+    fn topic_config_validation() {
+        assert!(validate_topic_config("retention.ms", "1000").is_ok());
+        assert!(validate_topic_config("retention.ms", "-1").is_ok());
+        assert!(validate_topic_config("retention.ms", "abc").is_err());
+        assert!(validate_topic_config("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate_topic_config("cleanup.policy", "shred").is_err());
+        assert_eq!(validate_topic_config("nope", "1").unwrap_err().name, "nope");
+    }
+
+    #[test]
+    fn properties_file_parses_comments_and_separators() {
+        let p = parse_properties("# c\n\nnum.partitions=3\nlog.dirs : /tmp/x\n! bang\n").unwrap();
+        assert_eq!(p["num.partitions"], "3");
+        assert_eq!(p["log.dirs"], "/tmp/x");
+        assert!(parse_properties("garbage line").is_err());
+    }
+}

@@ -1,0 +1,223 @@
+//! The Fjord broker: a Kafka wire-protocol server over the partition logs of `fjord-log` and the cluster
+//! metadata of `fjord-meta`.
+//!
+//! It owns the TCP server and framing ([`server`]), one handler per Kafka API ([`api`]), the partitions hosted
+//! here ([`partition`]), broker and topic configuration by Kafka's names ([`config`]) and the broker's metrics
+//! ([`metrics`]). It does not know about HTTP or the command line: the `fjord` binary serves `/metrics` from
+//! [`Broker::metrics_text`] and builds the [`config::BrokerConfig`].
+
+pub mod admin;
+pub mod api;
+pub mod config;
+pub mod metrics;
+pub mod partition;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fjord_meta::{BrokerInfo, Meta};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::BrokerConfig;
+use crate::metrics::Metrics;
+use crate::partition::PartitionManager;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Log(#[from] fjord_log::Error),
+    #[error(transparent)]
+    Meta(#[from] fjord_meta::Error),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The Kafka error code a response carries for this error. The one place internal errors become codes.
+    pub fn code(&self) -> i16 {
+        use kafka_protocol::error::ResponseError as E;
+        match self {
+            Error::Log(e) => match e {
+                fjord_log::Error::CorruptMessage(_) => E::CorruptMessage.code(),
+                fjord_log::Error::InvalidRecord(_) => E::InvalidRecord.code(),
+                fjord_log::Error::UnsupportedFormat(_) => E::UnsupportedForMessageFormat.code(),
+                fjord_log::Error::RecordTooLarge { .. } => E::MessageTooLarge.code(),
+                fjord_log::Error::OffsetOutOfRange { .. } => E::OffsetOutOfRange.code(),
+                fjord_log::Error::InvalidTimestamp(_) => E::InvalidTimestamp.code(),
+                fjord_log::Error::Io(_) => E::KafkaStorageError.code(),
+            },
+            Error::Meta(fjord_meta::Error::NotLeader) => E::NotController.code(),
+            Error::Meta(_) => E::UnknownServerError.code(),
+            Error::Config(_) => E::InvalidConfig.code(),
+            Error::Io(_) => E::KafkaStorageError.code(),
+            Error::Internal(_) => E::UnknownServerError.code(),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, the unit of every Kafka timestamp.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Shared state every request handler sees.
+pub struct BrokerState {
+    pub config: BrokerConfig,
+    pub meta: Meta,
+    pub partitions: PartitionManager,
+    pub metrics: Metrics,
+    /// The host and port this broker advertises in Metadata (the bound port when configured with port 0).
+    pub advertised: (String, i32),
+}
+
+impl BrokerState {
+    /// Applies the latest metadata to the hosted partitions (after a command this broker proposed, so that the
+    /// response it sends already reflects it).
+    pub fn sync_partitions(&self) -> Result<()> {
+        self.partitions.sync_with(&self.meta.state(), &self.config)
+    }
+}
+
+/// A running broker. Dropping it does not stop it; call [`Broker::shutdown`].
+pub struct Broker {
+    state: Arc<BrokerState>,
+    addr: SocketAddr,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Broker {
+    /// Opens the metadata store and logs under `log.dirs`, binds the listener and starts serving.
+    pub async fn start(config: BrokerConfig) -> Result<Broker> {
+        std::fs::create_dir_all(&config.log_dir)?;
+        let listener = TcpListener::bind(config.listener).await?;
+        let addr = listener.local_addr()?;
+        let port = if config.advertised_port == 0 { addr.port() } else { config.advertised_port };
+        let advertised = (config.advertised_host.clone(), port as i32);
+        let info = BrokerInfo {
+            id: config.node_id,
+            host: advertised.0.clone(),
+            port: advertised.1,
+            rack: None,
+        };
+        let meta = Meta::open(&config.log_dir.join("__meta"), config.node_id, info).await?;
+        let partitions = PartitionManager::new(&config.log_dir, config.node_id);
+        partitions.sync_with(&meta.state(), &config)?;
+        let state = Arc::new(BrokerState {
+            metrics: Metrics::new(),
+            partitions,
+            meta,
+            config,
+            advertised,
+        });
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(server::accept_loop(
+            listener,
+            state.clone(),
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(follow_metadata(state.clone(), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(housekeeping(state.clone(), shutdown_rx)));
+        tracing::info!(%addr, node_id = state.config.node_id, "broker started");
+        Ok(Broker {
+            state,
+            addr,
+            shutdown_tx,
+            tasks,
+        })
+    }
+
+    /// The address the Kafka listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> &Arc<BrokerState> {
+        &self.state
+    }
+
+    /// Prometheus text exposition of the broker's metrics.
+    pub fn metrics_text(&self) -> String {
+        self.state.metrics.encode()
+    }
+
+    /// Stops accepting, lets background tasks end, flushes and closes every log.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.shutdown_tx.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        self.state.partitions.close_all();
+        self.state.meta.shutdown().await?;
+        tracing::info!("broker stopped");
+        Ok(())
+    }
+}
+
+/// Keeps the hosted partitions in line with metadata changes committed through raft.
+async fn follow_metadata(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
+    let mut rx = state.meta.subscribe();
+    loop {
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() { return; }
+                let snapshot = rx.borrow_and_update().clone();
+                if let Err(e) = state.partitions.sync_with(&snapshot, &state.config) {
+                    tracing::error!(error = %e, "applying metadata to partitions failed");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Retention, segment rolls by age, compaction and the optional periodic flush.
+async fn housekeeping(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
+    let retention_every = Duration::from_millis(state.config.retention_check_interval_ms);
+    let cleaner_every = Duration::from_millis(state.config.cleaner_backoff_ms);
+    let tick = retention_every.min(cleaner_every).min(
+        state
+            .config
+            .log_flush_interval_ms
+            .map(Duration::from_millis)
+            .unwrap_or(Duration::MAX),
+    );
+    let mut interval = tokio::time::interval(tick.max(Duration::from_millis(10)));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let st = state.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            for p in st.partitions.all() {
+                if let Err(e) = p.housekeeping(st.config.cleaner_enable) {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "housekeeping failed");
+                }
+                if st.config.log_flush_interval_ms.is_some() {
+                    if let Err(e) = p.flush() {
+                        tracing::error!(topic = %p.topic, partition = p.index, error = %e, "periodic flush failed");
+                    }
+                }
+            }
+        })
+        .await;
+        if let Err(e) = res {
+            tracing::error!(error = %e, "housekeeping task panicked");
+        }
+    }
+}

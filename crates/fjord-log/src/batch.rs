@@ -1,0 +1,441 @@
+//! Record batch (magic v2) header parsing and validation.
+//!
+//! Everything here works on the fixed 61-byte header only; records are never decompressed. The same checks run
+//! before an append and again when a batch is read back during recovery ("pair assertions").
+
+use crate::{Error, Result};
+
+/// Bytes before the part counted by `batchLength`: baseOffset (8) + batchLength (4).
+pub(crate) const LOG_OVERHEAD: usize = 12;
+/// Size of the complete v2 batch header, up to and including `recordCount`.
+pub(crate) const HEADER_SIZE: usize = 61;
+/// Smallest legal `batchLength`: the header without the log overhead.
+pub(crate) const MIN_BATCH_LENGTH: usize = HEADER_SIZE - LOG_OVERHEAD;
+
+pub(crate) const BASE_OFFSET_POS: usize = 0;
+pub(crate) const LENGTH_POS: usize = 8;
+pub(crate) const LEADER_EPOCH_POS: usize = 12;
+pub(crate) const MAGIC_POS: usize = 16;
+pub(crate) const CRC_POS: usize = 17;
+pub(crate) const ATTRIBUTES_POS: usize = 21;
+const LAST_OFFSET_DELTA_POS: usize = 23;
+const BASE_TIMESTAMP_POS: usize = 27;
+pub(crate) const MAX_TIMESTAMP_POS: usize = 35;
+const PRODUCER_ID_POS: usize = 43;
+const PRODUCER_EPOCH_POS: usize = 51;
+const BASE_SEQUENCE_POS: usize = 53;
+const RECORD_COUNT_POS: usize = 57;
+
+pub(crate) const COMPRESSION_MASK: i16 = 0x07;
+pub(crate) const TIMESTAMP_TYPE_BIT: i16 = 1 << 3;
+pub(crate) const TRANSACTIONAL_BIT: i16 = 1 << 4;
+pub(crate) const CONTROL_BIT: i16 = 1 << 5;
+
+/// Largest compression codec id Kafka defines (zstd).
+const MAX_COMPRESSION: i16 = 4;
+
+/// Facts about one appended batch, read from its v2 header without decompressing records.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub record_count: i32,
+    pub first_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub is_transactional: bool,
+    pub is_control: bool,
+    /// `attributes & 7`: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd.
+    pub compression: u8,
+    /// Whole batch size in bytes, log overhead included.
+    pub size: usize,
+}
+
+/// A parsed v2 batch header. Parsing does not check anything beyond the buffer being long enough.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub base_offset: i64,
+    pub batch_length: i32,
+    pub partition_leader_epoch: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub record_count: i32,
+}
+
+fn i16_at(buf: &[u8], pos: usize) -> i16 {
+    i16::from_be_bytes([buf[pos], buf[pos + 1]])
+}
+
+fn i32_at(buf: &[u8], pos: usize) -> i32 {
+    i32::from_be_bytes([buf[pos], buf[pos + 1], buf[pos + 2], buf[pos + 3]])
+}
+
+fn i64_at(buf: &[u8], pos: usize) -> i64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&buf[pos..pos + 8]);
+    i64::from_be_bytes(b)
+}
+
+impl Header {
+    /// Parses the first [`HEADER_SIZE`] bytes of `buf`; `None` if `buf` is shorter.
+    pub fn parse(buf: &[u8]) -> Option<Header> {
+        if buf.len() < HEADER_SIZE {
+            return None;
+        }
+        Some(Header {
+            base_offset: i64_at(buf, BASE_OFFSET_POS),
+            batch_length: i32_at(buf, LENGTH_POS),
+            partition_leader_epoch: i32_at(buf, LEADER_EPOCH_POS),
+            magic: buf[MAGIC_POS] as i8,
+            crc: i32_at(buf, CRC_POS) as u32,
+            attributes: i16_at(buf, ATTRIBUTES_POS),
+            last_offset_delta: i32_at(buf, LAST_OFFSET_DELTA_POS),
+            base_timestamp: i64_at(buf, BASE_TIMESTAMP_POS),
+            max_timestamp: i64_at(buf, MAX_TIMESTAMP_POS),
+            producer_id: i64_at(buf, PRODUCER_ID_POS),
+            producer_epoch: i16_at(buf, PRODUCER_EPOCH_POS),
+            base_sequence: i32_at(buf, BASE_SEQUENCE_POS),
+            record_count: i32_at(buf, RECORD_COUNT_POS),
+        })
+    }
+
+    /// Total size of the batch on disk, log overhead included. Only meaningful once `batch_length` was checked.
+    pub fn size(&self) -> usize {
+        LOG_OVERHEAD + self.batch_length.max(0) as usize
+    }
+
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.last_offset_delta)
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL_BIT != 0
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_BIT != 0
+    }
+
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & TIMESTAMP_TYPE_BIT != 0
+    }
+
+    pub fn info(&self) -> BatchInfo {
+        BatchInfo {
+            base_offset: self.base_offset,
+            last_offset: self.last_offset(),
+            record_count: self.record_count,
+            first_timestamp: self.base_timestamp,
+            max_timestamp: self.max_timestamp,
+            producer_id: self.producer_id,
+            producer_epoch: self.producer_epoch,
+            base_sequence: self.base_sequence,
+            is_transactional: self.is_transactional(),
+            is_control: self.is_control(),
+            compression: (self.attributes & COMPRESSION_MASK) as u8,
+            size: self.size(),
+        }
+    }
+}
+
+/// CRC-32C of a whole batch as stored in its `crc` field: it covers `attributes` to the end of the batch.
+pub(crate) fn compute_crc(batch: &[u8]) -> u32 {
+    crc32c::crc32c(&batch[ATTRIBUTES_POS..])
+}
+
+/// Reads the magic byte and the batch length of the batch at the start of `buf` and checks that the whole batch
+/// is present. Returns the batch size. Shared by the producer path and recovery.
+fn check_framing(buf: &[u8]) -> Result<usize> {
+    if buf.len() < MAGIC_POS + 1 {
+        return Err(Error::CorruptMessage(format!(
+            "truncated batch: {} bytes, need at least {HEADER_SIZE}",
+            buf.len()
+        )));
+    }
+    // Magic sits at byte 16 in every message format version, so it can be checked before anything else and an
+    // old-format message set gets the dedicated error.
+    let magic = buf[MAGIC_POS] as i8;
+    if magic != 2 {
+        return Err(Error::UnsupportedFormat(format!(
+            "magic {magic}, only record batch v2 is supported"
+        )));
+    }
+    let batch_length = i32_at(buf, LENGTH_POS);
+    if batch_length < MIN_BATCH_LENGTH as i32 {
+        return Err(Error::CorruptMessage(format!(
+            "batch length {batch_length} is smaller than the v2 header"
+        )));
+    }
+    let size = LOG_OVERHEAD + batch_length as usize;
+    if size > buf.len() {
+        return Err(Error::CorruptMessage(format!(
+            "truncated batch: length says {size} bytes, {} present",
+            buf.len()
+        )));
+    }
+    Ok(size)
+}
+
+/// Checks the invariants of one complete batch (`batch` is exactly the batch). `strict_delta` demands
+/// `lastOffsetDelta == recordCount - 1` for non-control batches (true for producer batches); stored batches that
+/// compaction rewrote may have gaps, so recovery only demands `lastOffsetDelta >= recordCount - 1`.
+pub(crate) fn check_batch(batch: &[u8], strict_delta: bool) -> Result<Header> {
+    let header = Header::parse(batch).ok_or_else(|| Error::CorruptMessage("truncated batch header".into()))?;
+    debug_assert_eq!(header.size(), batch.len());
+    let actual = compute_crc(batch);
+    if actual != header.crc {
+        return Err(Error::CorruptMessage(format!(
+            "CRC mismatch: stored {:#010x}, computed {actual:#010x}",
+            header.crc
+        )));
+    }
+    if header.attributes & COMPRESSION_MASK > MAX_COMPRESSION {
+        return Err(Error::InvalidRecord(format!(
+            "unknown compression codec {}",
+            header.attributes & COMPRESSION_MASK
+        )));
+    }
+    if header.record_count < 1 {
+        return Err(Error::InvalidRecord(format!(
+            "batch has {} records, need at least one",
+            header.record_count
+        )));
+    }
+    let expected_delta = header.record_count - 1;
+    let delta_ok = if strict_delta && !header.is_control() {
+        header.last_offset_delta == expected_delta
+    } else {
+        header.last_offset_delta >= expected_delta
+    };
+    if !delta_ok {
+        return Err(Error::InvalidRecord(format!(
+            "lastOffsetDelta {} does not match record count {}",
+            header.last_offset_delta, header.record_count
+        )));
+    }
+    Ok(header)
+}
+
+/// Validates every batch in `records` as a producer batch and returns their headers with their positions.
+pub(crate) fn validate_headers(records: &[u8], max_message_bytes: usize) -> Result<Vec<(usize, Header)>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < records.len() {
+        let rest = &records[pos..];
+        let size = check_framing(rest)?;
+        if size > max_message_bytes {
+            return Err(Error::RecordTooLarge {
+                size,
+                max: max_message_bytes,
+            });
+        }
+        let header = check_batch(&rest[..size], true)?;
+        out.push((pos, header));
+        pos += size;
+    }
+    Ok(out)
+}
+
+/// Pure helper also used by the broker and fuzz tests: validate a buffer of v2 batches (no decompression).
+///
+/// Checks magic, CRC-32C over attributes..end, batch length, record count >= 1, `lastOffsetDelta ==
+/// recordCount - 1` for non-control batches and size <= `max_message_bytes`. An empty buffer yields no batches.
+pub fn validate_batches(records: &[u8], max_message_bytes: usize) -> Result<Vec<BatchInfo>> {
+    Ok(validate_headers(records, max_message_bytes)?
+        .into_iter()
+        .map(|(_, h)| h.info())
+        .collect())
+}
+
+/// Recovery-side check of a batch read back from disk: framing plus [`check_batch`] with the relaxed delta rule.
+/// `buf` starts at the batch and may extend beyond it.
+pub(crate) fn check_stored(buf: &[u8]) -> Result<Header> {
+    let size = check_framing(buf)?;
+    check_batch(&buf[..size], false)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType as KTimestampType,
+    };
+
+    /// Builds one producer batch of `n` records with the given compression, as a client would.
+    pub(crate) fn producer_batch(n: usize, compression: Compression, ts: i64, value: &[u8]) -> Bytes {
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: KTimestampType::Creation,
+                offset: i as i64,
+                sequence: i as i32 - 1,
+                timestamp: ts + i as i64,
+                key: Some(Bytes::from(format!("key-{i}"))),
+                value: Some(Bytes::copy_from_slice(value)),
+                headers: Default::default(),
+                delete_horizon: false,
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    fn fix_crc(batch: &mut [u8]) {
+        let crc = compute_crc(batch);
+        batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    #[test]
+    fn accepts_encoder_batches_with_every_compression() {
+        for c in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let batch = producer_batch(5, c, 1000, b"hello world hello world");
+            let infos = validate_batches(&batch, 1 << 20).unwrap();
+            assert_eq!(infos.len(), 1, "{c:?}");
+            assert_eq!(infos[0].record_count, 5);
+            assert_eq!(infos[0].last_offset, 4);
+            assert_eq!(infos[0].first_timestamp, 1000);
+            assert_eq!(infos[0].max_timestamp, 1004);
+            assert_eq!(infos[0].compression, c as u8);
+            assert_eq!(infos[0].size, batch.len());
+        }
+    }
+
+    #[test]
+    fn accepts_several_concatenated_batches() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&producer_batch(2, Compression::None, 1, b"a"));
+        buf.extend_from_slice(&producer_batch(3, Compression::Zstd, 1, b"b"));
+        let infos = validate_batches(&buf, 1 << 20).unwrap();
+        assert_eq!(infos.iter().map(|i| i.record_count).collect::<Vec<_>>(), vec![2, 3]);
+    }
+
+    #[test]
+    fn rejects_bad_magic_as_unsupported_format() {
+        let mut batch = producer_batch(1, Compression::None, 1, b"x").to_vec();
+        batch[MAGIC_POS] = 1;
+        assert!(matches!(
+            validate_batches(&batch, 1 << 20),
+            Err(Error::UnsupportedFormat(_))
+        ));
+    }
+
+    #[test]
+    fn rejects_bad_crc_as_corrupt() {
+        let mut batch = producer_batch(2, Compression::None, 1, b"x").to_vec();
+        let last = batch.len() - 1;
+        batch[last] ^= 0xff;
+        assert!(matches!(
+            validate_batches(&batch, 1 << 20),
+            Err(Error::CorruptMessage(m)) if m.contains("CRC")
+        ));
+    }
+
+    #[test]
+    fn rejects_truncated_batch() {
+        let batch = producer_batch(2, Compression::None, 1, b"xyz");
+        for cut in [1, 10, 17, 40, batch.len() - 1] {
+            assert!(
+                matches!(validate_batches(&batch[..cut], 1 << 20), Err(Error::CorruptMessage(_))),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_length_field_smaller_than_header() {
+        let mut batch = producer_batch(1, Compression::None, 1, b"x").to_vec();
+        batch[LENGTH_POS..LENGTH_POS + 4].copy_from_slice(&10i32.to_be_bytes());
+        assert!(matches!(validate_batches(&batch, 1 << 20), Err(Error::CorruptMessage(_))));
+    }
+
+    #[test]
+    fn rejects_length_field_larger_than_buffer() {
+        let mut batch = producer_batch(1, Compression::None, 1, b"x").to_vec();
+        let len = i32_at(&batch, LENGTH_POS) + 1;
+        batch[LENGTH_POS..LENGTH_POS + 4].copy_from_slice(&len.to_be_bytes());
+        assert!(matches!(validate_batches(&batch, 1 << 20), Err(Error::CorruptMessage(_))));
+    }
+
+    #[test]
+    fn rejects_zero_records() {
+        let mut batch = producer_batch(1, Compression::None, 1, b"x").to_vec();
+        batch[RECORD_COUNT_POS..RECORD_COUNT_POS + 4].copy_from_slice(&0i32.to_be_bytes());
+        batch[LAST_OFFSET_DELTA_POS..LAST_OFFSET_DELTA_POS + 4].copy_from_slice(&(-1i32).to_be_bytes());
+        fix_crc(&mut batch);
+        assert!(matches!(validate_batches(&batch, 1 << 20), Err(Error::InvalidRecord(_))));
+    }
+
+    #[test]
+    fn rejects_offset_delta_not_matching_record_count() {
+        let mut batch = producer_batch(3, Compression::None, 1, b"x").to_vec();
+        batch[LAST_OFFSET_DELTA_POS..LAST_OFFSET_DELTA_POS + 4].copy_from_slice(&5i32.to_be_bytes());
+        fix_crc(&mut batch);
+        assert!(matches!(validate_batches(&batch, 1 << 20), Err(Error::InvalidRecord(_))));
+        // Recovery tolerates gaps left by compaction.
+        assert!(check_stored(&batch).is_ok());
+    }
+
+    #[test]
+    fn rejects_oversize_batch() {
+        let batch = producer_batch(4, Compression::None, 1, &[7u8; 500]);
+        match validate_batches(&batch, 100) {
+            Err(Error::RecordTooLarge { size, max }) => {
+                assert_eq!(size, batch.len());
+                assert_eq!(max, 100);
+            }
+            other => panic!("expected RecordTooLarge, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_buffer_has_no_batches() {
+        assert!(validate_batches(&[], 100).unwrap().is_empty());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn validate_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = validate_batches(&bytes, 1 << 20);
+        }
+
+        #[test]
+        fn validate_never_panics_on_mutated_batches(idx in 0usize..200, val in proptest::prelude::any::<u8>(), cut in 0usize..400) {
+            let mut batch = producer_batch(3, Compression::None, 5, b"payload").to_vec();
+            let i = idx % batch.len();
+            batch[i] = val;
+            let cut = cut.min(batch.len());
+            let _ = validate_batches(&batch[..cut], 1 << 20);
+            let _ = check_stored(&batch[..cut]);
+        }
+    }
+}

@@ -1,0 +1,708 @@
+//! The partition log: an ordered list of segments, the log start offset, and flush bookkeeping.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::batch::{self, BatchInfo, Header, CRC_POS, LEADER_EPOCH_POS, MAX_TIMESTAMP_POS, TIMESTAMP_TYPE_BIT};
+use crate::config::{LogConfig, TimestampType};
+use crate::segment::{self, OpenMode, Segment};
+use crate::{Error, Result};
+
+/// Marker written by `close()`; its presence on open means the indexes and segment tails can be trusted.
+pub(crate) const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
+/// Persisted log start offset (decimal), replaced atomically via rename.
+pub(crate) const LOG_START_FILE: &str = "log-start-offset";
+/// Persisted compaction state: "<first dirty offset> <earliest retained tombstone timestamp or -1>".
+pub(crate) const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
+
+/// Facts about one append.
+#[derive(Clone, Debug)]
+pub struct AppendInfo {
+    /// Offset assigned to the first record.
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// -1 unless `timestamp_type == LogAppendTime`.
+    pub log_append_time: i64,
+    pub max_timestamp: i64,
+    pub log_start_offset: i64,
+    /// The appended batches with their assigned offsets.
+    pub batches: Vec<BatchInfo>,
+}
+
+/// Result of a read.
+#[derive(Clone, Debug)]
+pub struct ReadInfo {
+    /// Whole batches, exactly as stored (possibly empty).
+    pub records: Bytes,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+/// Everything needed to fsync outside the Log's mutex (group commit).
+///
+/// The broker takes a handle under the mutex, releases the mutex, calls [`FlushHandle::sync`] (blocking), then
+/// retakes the mutex and calls [`Log::mark_flushed`] with [`FlushHandle::flush_to`].
+pub struct FlushHandle {
+    /// Every segment file that may hold data below `flush_to` not yet known durable: segments rolled since the
+    /// last flush and the active segment.
+    files: Vec<Arc<File>>,
+    /// Set when a segment file was created since the last flush, so the directory entry must be made durable too.
+    dir: Option<PathBuf>,
+    flush_to: i64,
+}
+
+impl FlushHandle {
+    /// Offset that will be durable after `sync()` (exclusive).
+    pub fn flush_to(&self) -> i64 {
+        self.flush_to
+    }
+
+    /// fsyncs the files (blocking; call from `spawn_blocking`).
+    pub fn sync(&self) -> Result<()> {
+        for f in &self.files {
+            f.sync_data()?;
+        }
+        if let Some(dir) = &self.dir {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+/// A segment that stopped being active while it still had data not known to be durable.
+struct PendingFlush {
+    /// The log end offset when the segment was rolled; once `mark_flushed` reaches it the file is durable.
+    end_offset: i64,
+    file: Arc<File>,
+}
+
+/// A partition log. Single-threaded: the broker wraps it in a mutex.
+pub struct Log {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: LogConfig,
+    /// Sorted by base offset, never empty; the last one is the active segment.
+    pub(crate) segments: Vec<Segment>,
+    pub(crate) log_start_offset: i64,
+    flushed_offset: i64,
+    pending_flush: Vec<PendingFlush>,
+    /// Log end offset at which a segment file was last created and not yet covered by a directory fsync.
+    dir_dirty_since: Option<i64>,
+    /// First offset not yet compacted.
+    pub(crate) cleaner_checkpoint: i64,
+    /// Earliest timestamp of a tombstone kept by the last compaction (-1 if none); when it expires a compaction
+    /// pass is due even if no new data arrived.
+    pub(crate) oldest_tombstone_ts: i64,
+}
+
+pub(crate) fn read_small_file(path: &Path) -> Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes a small file atomically: temporary file, fsync, rename, fsync directory.
+pub(crate) fn write_small_file(dir: &Path, name: &str, contents: &str) -> Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(name))?;
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+impl Log {
+    /// Opens or creates the partition directory and recovers after a crash.
+    ///
+    /// Without the clean-shutdown marker the active segment is re-validated batch by batch and a torn tail is cut
+    /// off; every other segment has the batches after its last index entry checked. A segment whose indexes are
+    /// missing or inconsistent gets them rebuilt from its batch headers. Leftover temporary files are removed.
+    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log> {
+        fs::create_dir_all(dir)?;
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        let mut bases = Vec::new();
+        let mut index_files = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if [".cleaned", ".deleted", ".swap", ".tmp"].iter().any(|s| name.ends_with(s)) {
+                tracing::info!(file = name, dir = %dir.display(), "removing leftover file");
+                fs::remove_file(entry.path())?;
+                continue;
+            }
+            if let Some(stem) = name.strip_suffix(".log") {
+                if let Ok(base) = stem.parse::<i64>() {
+                    bases.push(base);
+                }
+            } else if let Some(stem) = name.strip_suffix(".index").or_else(|| name.strip_suffix(".timeindex")) {
+                if let Ok(base) = stem.parse::<i64>() {
+                    index_files.push((base, entry.path()));
+                }
+            }
+        }
+        bases.sort_unstable();
+        for (base, path) in index_files {
+            if bases.binary_search(&base).is_err() {
+                fs::remove_file(path)?;
+            }
+        }
+        // Removing the marker first means a crash during (or after) this open is treated as unclean next time.
+        if clean {
+            fs::remove_file(&marker)?;
+        } else if !bases.is_empty() {
+            tracing::warn!(dir = %dir.display(), "no clean-shutdown marker; recovering");
+        }
+
+        let persisted_start = match read_small_file(&dir.join(LOG_START_FILE))? {
+            Some(s) => Some(s.trim().parse::<i64>().map_err(|e| {
+                Error::Io(io::Error::new(io::ErrorKind::InvalidData, format!("bad {LOG_START_FILE}: {e}")))
+            })?),
+            None => None,
+        };
+
+        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
+        for (i, &base) in bases.iter().enumerate() {
+            let last = i + 1 == bases.len();
+            let mode = if clean {
+                OpenMode::Trusted
+            } else if last {
+                OpenMode::VerifyAll
+            } else {
+                OpenMode::VerifyTail
+            };
+            let opened = Segment::open(dir, base, mode, config.index_interval_bytes, now_ms)?;
+            segments.push(opened.segment);
+            if opened.truncated && !last {
+                // Data after a hole cannot be trusted to be contiguous; Kafka drops it too.
+                for &later in &bases[i + 1..] {
+                    tracing::warn!(base_offset = later, "deleting segment after corrupt segment");
+                    for p in [
+                        segment::log_path(dir, later),
+                        segment::index_path(dir, later),
+                        segment::time_index_path(dir, later),
+                    ] {
+                        let _ = fs::remove_file(p);
+                    }
+                }
+                break;
+            }
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(dir, persisted_start.unwrap_or(0).max(0), now_ms)?);
+        }
+        let first_base = segments[0].base_offset;
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset: persisted_start.unwrap_or(first_base).max(first_base),
+            flushed_offset: 0,
+            pending_flush: Vec::new(),
+            dir_dirty_since: None,
+            cleaner_checkpoint: 0,
+            oldest_tombstone_ts: -1,
+        };
+        if log.log_start_offset > log.log_end_offset() {
+            // Recovery lost data that the persisted start offset already covered; start empty at that offset.
+            let start = log.log_start_offset;
+            log.truncate_fully(start, now_ms)?;
+        }
+        if !clean {
+            // What recovery kept came from the page cache; make it durable before calling it flushed.
+            if let Some(active) = log.segments.last() {
+                active.file.sync_data()?;
+                active.sync_indexes()?;
+            }
+        }
+        log.flushed_offset = log.log_end_offset();
+        if let Some(s) = read_small_file(&dir.join(CLEANER_CHECKPOINT_FILE))? {
+            let mut it = s.split_whitespace().map(|t| t.parse::<i64>().ok());
+            log.cleaner_checkpoint = it.next().flatten().unwrap_or(0);
+            log.oldest_tombstone_ts = it.next().flatten().unwrap_or(-1);
+        }
+        log.cleaner_checkpoint = log.cleaner_checkpoint.min(log.log_end_offset());
+        log.check_invariants();
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    pub(crate) fn active(&self) -> &Segment {
+        self.segments.last().expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.last_mut().expect("a log always has an active segment")
+    }
+
+    /// Cheap structural invariants, checked in debug builds after every mutation.
+    fn check_invariants(&self) {
+        debug_assert!(!self.segments.is_empty());
+        debug_assert!(self.segments.windows(2).all(|w| w[0].base_offset < w[1].base_offset
+            && w[0].next_offset <= w[1].base_offset));
+        debug_assert!(self.log_start_offset <= self.log_end_offset());
+        debug_assert!(self.segments[0].base_offset <= self.log_start_offset);
+    }
+
+    /// Validates every v2 batch in `records`, assigns offsets starting at the log end offset by rewriting the
+    /// base offset and partition leader epoch (plus maxTimestamp, attributes and CRC under LogAppendTime), and
+    /// writes the batches to the active segment, rolling first if needed. No fsync.
+    pub fn append(&mut self, records: Bytes, leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
+        if records.is_empty() {
+            return Err(Error::InvalidRecord("empty record set".into()));
+        }
+        let mut headers = batch::validate_headers(&records, self.config.max_message_bytes)?;
+        let record_span: i64 = headers.iter().map(|(_, h)| i64::from(h.last_offset_delta) + 1).sum();
+        self.maybe_roll(records.len() as u64, record_span, now_ms)?;
+
+        // One copy at most: a uniquely owned buffer is rewritten in place.
+        let mut buf = records.try_into_mut().unwrap_or_else(|b| BytesMut::from(&b[..]));
+        let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
+        let mut next = self.log_end_offset();
+        let first_offset = next;
+        let mut max_timestamp = -1i64;
+        for (pos, header) in headers.iter_mut() {
+            let b = &mut buf[*pos..*pos + header.size()];
+            b[..8].copy_from_slice(&next.to_be_bytes());
+            b[LEADER_EPOCH_POS..LEADER_EPOCH_POS + 4].copy_from_slice(&leader_epoch.to_be_bytes());
+            header.base_offset = next;
+            header.partition_leader_epoch = leader_epoch;
+            if log_append {
+                header.attributes |= TIMESTAMP_TYPE_BIT;
+                header.max_timestamp = now_ms;
+                b[batch::ATTRIBUTES_POS..batch::ATTRIBUTES_POS + 2].copy_from_slice(&header.attributes.to_be_bytes());
+                b[MAX_TIMESTAMP_POS..MAX_TIMESTAMP_POS + 8].copy_from_slice(&now_ms.to_be_bytes());
+                header.crc = batch::compute_crc(b);
+                b[CRC_POS..CRC_POS + 4].copy_from_slice(&header.crc.to_be_bytes());
+            }
+            // Pair assertion: what we are about to write must pass the recovery-side check.
+            debug_assert!(batch::check_stored(b).is_ok_and(|h| h == *header));
+            max_timestamp = max_timestamp.max(header.max_timestamp);
+            next = header.last_offset() + 1;
+        }
+        let interval = self.config.index_interval_bytes;
+        self.active_mut().append(&buf, &headers, interval, now_ms)?;
+        debug_assert_eq!(self.log_end_offset(), next);
+        self.check_invariants();
+        Ok(AppendInfo {
+            base_offset: first_offset,
+            last_offset: next - 1,
+            log_append_time: if log_append { now_ms } else { -1 },
+            max_timestamp,
+            log_start_offset: self.log_start_offset,
+            batches: headers.iter().map(|(_, h)| h.info()).collect(),
+        })
+    }
+
+    /// Appends batches whose offsets were already assigned by the leader (replication follower path). Batches are
+    /// checked like during recovery (CRC, framing, counts) and must start at or after the log end offset.
+    pub fn append_as_follower(&mut self, records: Bytes) -> Result<AppendInfo> {
+        let mut headers = Vec::new();
+        let mut pos = 0;
+        let mut expected = self.log_end_offset();
+        while pos < records.len() {
+            let h = batch::check_stored(&records[pos..])?;
+            if h.base_offset < expected {
+                return Err(Error::InvalidRecord(format!(
+                    "follower batch base offset {} below log end offset {expected}",
+                    h.base_offset
+                )));
+            }
+            expected = h.last_offset() + 1;
+            headers.push((pos, h));
+            pos += h.size();
+        }
+        let (Some((_, first)), Some((_, last))) = (headers.first(), headers.last()) else {
+            return Err(Error::InvalidRecord("empty record set".into()));
+        };
+        let (first_offset, last_offset) = (first.base_offset, last.last_offset());
+        let max_timestamp = headers.iter().map(|(_, h)| h.max_timestamp).max().unwrap_or(-1);
+        self.maybe_roll(records.len() as u64, last_offset + 1 - self.log_end_offset(), 0)?;
+        if self.active().is_empty() && self.active().base_offset < first_offset && self.segments.len() > 1 {
+            // Keep file names meaningful when the leader's offsets jump (compacted source).
+            let old = self.segments.pop().expect("checked len");
+            old.delete_files()?;
+            let seg = Segment::create(&self.dir, first_offset, 0)?;
+            self.segments.push(seg);
+            self.dir_dirty_since = Some(first_offset);
+        }
+        let interval = self.config.index_interval_bytes;
+        self.active_mut().append(&records, &headers, interval, 0)?;
+        self.check_invariants();
+        Ok(AppendInfo {
+            base_offset: first_offset,
+            last_offset,
+            log_append_time: -1,
+            max_timestamp,
+            log_start_offset: self.log_start_offset,
+            batches: headers.iter().map(|(_, h)| h.info()).collect(),
+        })
+    }
+
+    /// Rolls before an append of `bytes` bytes spanning `offsets` offsets when the active segment is non-empty and
+    /// would exceed `segment.bytes`, is older than `segment.ms`, has a full index, or could not represent the new
+    /// offsets relative to its base.
+    fn maybe_roll(&mut self, bytes: u64, offsets: i64, now_ms: i64) -> Result<()> {
+        let cfg = &self.config;
+        let active = self.active();
+        if active.is_empty() {
+            return Ok(());
+        }
+        let too_big = active.size + bytes > cfg.segment_bytes;
+        let too_old = now_ms > 0 && now_ms - active.created_ms >= cfg.segment_ms;
+        let index_full = active.offset_index.size_bytes() + crate::index::OFFSET_ENTRY_SIZE as u64
+            > cfg.segment_index_bytes
+            || active.time_index.size_bytes() + crate::index::TIME_ENTRY_SIZE as u64 > cfg.segment_index_bytes;
+        let offset_overflow = active.next_offset + offsets - 1 - active.base_offset > i64::from(i32::MAX);
+        if too_big || too_old || index_full || offset_overflow {
+            tracing::debug!(
+                base_offset = active.base_offset,
+                too_big,
+                too_old,
+                index_full,
+                offset_overflow,
+                "rolling segment"
+            );
+            self.roll(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a new active segment at the log end offset. The old segment is not fsynced here (that would stall
+    /// the broker's mutex); it stays in every FlushHandle until `mark_flushed` passes its end.
+    fn roll(&mut self, now_ms: i64) -> Result<()> {
+        let leo = self.log_end_offset();
+        let flushed = self.flushed_offset;
+        let active = self.active_mut();
+        active.on_become_inactive()?;
+        if flushed < leo {
+            let file = Arc::clone(&active.file);
+            self.pending_flush.push(PendingFlush { end_offset: leo, file });
+        }
+        let seg = Segment::create(&self.dir, leo, now_ms)?;
+        self.segments.push(seg);
+        self.dir_dirty_since = Some(leo);
+        Ok(())
+    }
+
+    /// Whole batches starting from the batch containing `offset`, stopping before any batch whose last offset is
+    /// at or above `max_offset` and at `max_bytes`; with `min_one_batch` a first batch larger than `max_bytes` is
+    /// returned whole (KIP-74). May span segments.
+    pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64, min_one_batch: bool) -> Result<ReadInfo> {
+        let log_start = self.log_start_offset;
+        let log_end = self.log_end_offset();
+        if offset < log_start || offset > log_end {
+            return Err(Error::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            });
+        }
+        let mut out: Vec<u8> = Vec::new();
+        if offset < log_end && offset < max_offset {
+            self.read_batches(&mut out, offset, max_bytes, max_offset, min_one_batch)?;
+        }
+        Ok(ReadInfo {
+            records: Bytes::from(out),
+            log_start_offset: log_start,
+            log_end_offset: log_end,
+        })
+    }
+
+    fn read_batches(
+        &self,
+        out: &mut Vec<u8>,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<()> {
+        let first = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+        for seg in &self.segments[first..] {
+            let Some((start, first_header)) = seg.find_position(offset)? else {
+                continue;
+            };
+            let remaining = max_bytes.saturating_sub(out.len());
+            let chunk_len = (remaining as u64).min(seg.size - start) as usize;
+            let chunk_start = out.len();
+            seg.read_into(out, start, chunk_len)?;
+            // Keep only whole batches below max_offset; the walk reads headers from the chunk just read.
+            let mut used = 0usize;
+            let mut stop = false;
+            loop {
+                let rest = &out[chunk_start + used..];
+                let Some(h) = Header::parse(rest) else {
+                    stop = chunk_start + used < chunk_start + chunk_len || (start + used as u64) < seg.size;
+                    break;
+                };
+                if h.last_offset() >= max_offset {
+                    stop = true;
+                    break;
+                }
+                if h.size() > rest.len() {
+                    stop = true;
+                    break;
+                }
+                debug_assert!(h.last_offset() >= offset && h.magic == 2);
+                used += h.size();
+            }
+            out.truncate(chunk_start + used);
+            if out.is_empty() && min_one_batch && first_header.last_offset() < max_offset {
+                // KIP-74: the first batch is returned whole even when it exceeds max_bytes.
+                seg.read_into(out, start, first_header.size())?;
+                return Ok(());
+            }
+            if stop || out.len() >= max_bytes {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// Next offset to be assigned.
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    /// Total bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// DeleteRecords: moves the log start offset to `offset` (persisted) and deletes segments wholly below it.
+    /// Returns the new log start offset.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64> {
+        let log_end = self.log_end_offset();
+        if offset > log_end || offset < 0 {
+            return Err(Error::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset,
+                log_end,
+            });
+        }
+        if offset <= self.log_start_offset {
+            return Ok(self.log_start_offset);
+        }
+        self.set_log_start_offset(offset)?;
+        if !self.active().is_empty() && self.active().next_offset <= offset {
+            // Everything is below the new start; roll so that the old active segment can go too.
+            let created = self.active().created_ms;
+            self.roll(created)?;
+        }
+        while self.segments.len() > 1 && self.segments[1].base_offset <= offset {
+            self.delete_first_segment()?;
+        }
+        self.check_invariants();
+        Ok(self.log_start_offset)
+    }
+
+    pub(crate) fn set_log_start_offset(&mut self, offset: i64) -> Result<()> {
+        debug_assert!(offset >= self.log_start_offset || offset == self.segments[0].base_offset);
+        if offset != self.log_start_offset {
+            self.log_start_offset = offset;
+            write_small_file(&self.dir, LOG_START_FILE, &offset.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest (non-active) segment and moves the log start offset up to the next segment's base.
+    fn delete_first_segment(&mut self) -> Result<()> {
+        assert!(self.segments.len() > 1, "the active segment is never deleted");
+        let seg = self.segments.remove(0);
+        tracing::info!(base_offset = seg.base_offset, dir = %self.dir.display(), "deleting segment");
+        self.pending_flush.retain(|p| !Arc::ptr_eq(&p.file, &seg.file));
+        seg.delete_files()?;
+        let next_base = self.segments[0].base_offset;
+        if next_base > self.log_start_offset {
+            self.set_log_start_offset(next_base)?;
+        }
+        Ok(())
+    }
+
+    /// Removes everything at and above `offset`. Truncation happens at a batch boundary: the batch containing
+    /// `offset` is removed entirely, so the new log end offset is that batch's base offset (<= `offset`).
+    pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
+        let log_end = self.log_end_offset();
+        if offset >= log_end {
+            return Ok(());
+        }
+        let now_ms = self.active().created_ms;
+        if offset < self.log_start_offset {
+            return self.truncate_fully(offset.max(0), now_ms);
+        }
+        let first = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+        let mut found = None;
+        for i in first..self.segments.len() {
+            if let Some((_, h)) = self.segments[i].find_position(offset)? {
+                found = Some((i, h.base_offset));
+                break;
+            }
+        }
+        let Some((seg_idx, new_end)) = found else {
+            return Ok(());
+        };
+        if new_end < self.log_start_offset {
+            let start = self.log_start_offset;
+            return self.truncate_fully(start, now_ms);
+        }
+        while self.segments.len() > seg_idx + 1 {
+            let seg = self.segments.pop().expect("len checked");
+            seg.delete_files()?;
+        }
+        let interval = self.config.index_interval_bytes;
+        self.active_mut().truncate_to(offset, interval)?;
+        let active = self.active();
+        if active.next_offset != new_end {
+            // A gap (left by compaction) precedes the removed batch; an empty segment at `new_end` keeps the log
+            // end offset exactly at the truncation point so no offset below it is handed out again.
+            if active.is_empty() && self.segments.len() > 1 {
+                let seg = self.segments.pop().expect("len checked");
+                seg.delete_files()?;
+            }
+            if self.active().base_offset != new_end {
+                let seg = Segment::create(&self.dir, new_end, now_ms)?;
+                self.segments.push(seg);
+            } else {
+                self.active_mut().next_offset = new_end;
+            }
+            self.dir_dirty_since = Some(new_end);
+        }
+        self.after_truncation();
+        Ok(())
+    }
+
+    /// Deletes all segments and starts an empty log at `start`.
+    fn truncate_fully(&mut self, start: i64, now_ms: i64) -> Result<()> {
+        for seg in self.segments.drain(..) {
+            seg.delete_files()?;
+        }
+        self.segments.push(Segment::create(&self.dir, start, now_ms)?);
+        self.dir_dirty_since = Some(start);
+        self.log_start_offset = start;
+        write_small_file(&self.dir, LOG_START_FILE, &start.to_string())?;
+        self.after_truncation();
+        Ok(())
+    }
+
+    fn after_truncation(&mut self) {
+        let leo = self.log_end_offset();
+        self.flushed_offset = self.flushed_offset.min(leo);
+        self.cleaner_checkpoint = self.cleaner_checkpoint.min(leo);
+        self.check_invariants();
+    }
+
+    /// Rolls the active segment if `segment.ms` elapsed, then applies `retention.ms` and `retention.bytes` when
+    /// the policy includes delete. Only whole non-active segments are deleted. Returns the number deleted.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize> {
+        let active = self.active();
+        if !active.is_empty() && now_ms - active.created_ms >= self.config.segment_ms {
+            self.roll(now_ms)?;
+        }
+        if !self.config.cleanup_delete {
+            return Ok(0);
+        }
+        let mut deleted = 0;
+        if self.config.retention_ms >= 0 {
+            let cutoff = now_ms.saturating_sub(self.config.retention_ms);
+            while self.segments.len() > 1 && self.segments[0].largest_timestamp() < cutoff {
+                self.delete_first_segment()?;
+                deleted += 1;
+            }
+        }
+        if self.config.retention_bytes >= 0 {
+            let mut excess = self.size_bytes() as i64 - self.config.retention_bytes;
+            while self.segments.len() > 1 && excess - self.segments[0].size as i64 >= 0 {
+                excess -= self.segments[0].size as i64;
+                self.delete_first_segment()?;
+                deleted += 1;
+            }
+        }
+        self.check_invariants();
+        Ok(deleted)
+    }
+
+    /// Handle to fsync, outside the mutex, every file holding data below the current log end offset.
+    pub fn flush_handle(&self) -> FlushHandle {
+        let leo = self.log_end_offset();
+        let mut files: Vec<Arc<File>> = self.pending_flush.iter().map(|p| Arc::clone(&p.file)).collect();
+        if self.flushed_offset < leo {
+            files.push(Arc::clone(&self.active().file));
+        }
+        FlushHandle {
+            files,
+            dir: self.dir_dirty_since.map(|_| self.dir.clone()),
+            flush_to: leo,
+        }
+    }
+
+    /// Records that data below `offset` is durable (the handle's `flush_to` after a successful `sync`).
+    pub fn mark_flushed(&mut self, offset: i64) {
+        let offset = offset.min(self.log_end_offset());
+        self.flushed_offset = self.flushed_offset.max(offset);
+        self.pending_flush.retain(|p| p.end_offset > offset);
+        // A handle taken before the segment was created may carry the same offset, hence the strict comparison.
+        if self.dir_dirty_since.is_some_and(|d| offset > d) {
+            self.dir_dirty_since = None;
+        }
+    }
+
+    pub fn flushed_offset(&self) -> i64 {
+        self.flushed_offset
+    }
+
+    /// Convenience: `flush_handle().sync()` + `mark_flushed`.
+    pub fn flush(&mut self) -> Result<()> {
+        let handle = self.flush_handle();
+        handle.sync()?;
+        self.mark_flushed(handle.flush_to());
+        Ok(())
+    }
+
+    /// Flushes, writes the clean-shutdown marker and closes the files.
+    pub fn close(mut self) -> Result<()> {
+        self.active_mut().on_become_inactive()?;
+        self.flush()?;
+        File::open(&self.dir)?.sync_all()?;
+        for seg in &self.segments {
+            seg.sync_indexes()?;
+        }
+        write_small_file(&self.dir, CLEAN_SHUTDOWN_FILE, "")?;
+        Ok(())
+    }
+
+    /// Deletes the partition directory (topic deletion).
+    pub fn delete(self) -> Result<()> {
+        let dir = self.dir.clone();
+        drop(self);
+        fs::remove_dir_all(dir)?;
+        Ok(())
+    }
+}

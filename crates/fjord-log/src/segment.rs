@@ -1,0 +1,473 @@
+//! One log segment: a `.log` file of record batches plus its two sparse indexes.
+//!
+//! A segment is named after its base offset. Only the last segment of a log (the active one) is appended to.
+//! Positional reads and writes (`FileExt`) are used so that reading needs only `&self` and never moves a cursor.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::batch::{self, Header, HEADER_SIZE};
+use crate::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
+use crate::{Error, Result};
+
+/// File name stem of a segment: the base offset zero-padded to 20 digits, as Kafka does.
+pub(crate) fn file_stem(base_offset: i64) -> String {
+    format!("{base_offset:020}")
+}
+
+pub(crate) fn log_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(format!("{}.log", file_stem(base_offset)))
+}
+
+pub(crate) fn index_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(format!("{}.index", file_stem(base_offset)))
+}
+
+pub(crate) fn time_index_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(format!("{}.timeindex", file_stem(base_offset)))
+}
+
+/// How much of a segment the opening scan has to look at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OpenMode {
+    /// Clean shutdown: trust the indexes, read headers after the last index entry to find the end.
+    Trusted,
+    /// Unclean shutdown, non-active segment: verify CRCs of the batches after the last index entry.
+    VerifyTail,
+    /// Unclean shutdown, active segment: verify every batch from the start and rebuild the indexes.
+    VerifyAll,
+}
+
+/// Result of the opening scan of a segment.
+pub(crate) struct Opened {
+    pub segment: Segment,
+    /// True if a torn or corrupt tail was cut off.
+    pub truncated: bool,
+}
+
+pub(crate) struct Segment {
+    pub base_offset: i64,
+    dir: PathBuf,
+    pub file: Arc<File>,
+    /// Bytes of complete batches in the file; the file is never longer except transiently during a failed write.
+    pub size: u64,
+    /// Last offset of the last batch + 1, or `base_offset` when empty.
+    pub next_offset: i64,
+    pub offset_index: OffsetIndex,
+    pub time_index: TimeIndex,
+    /// Bytes appended since the last offset index entry (Kafka's `bytesSinceLastIndexEntry`).
+    bytes_since_index: u64,
+    /// Largest batch `maxTimestamp` in the segment (-1 when empty or unknown).
+    pub max_timestamp: i64,
+    /// Base offset of the first batch carrying `max_timestamp`.
+    pub offset_of_max_timestamp: i64,
+    /// Wall-clock time of the first append into this segment (or of opening it); drives `segment.ms` rolls.
+    pub created_ms: i64,
+}
+
+fn read_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<()> {
+    file.read_exact_at(buf, pos)
+}
+
+impl Segment {
+    /// Creates a new empty segment, replacing any stale files with the same base offset.
+    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Segment> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(log_path(dir, base_offset))?;
+        Ok(Segment {
+            base_offset,
+            dir: dir.to_path_buf(),
+            file: Arc::new(file),
+            size: 0,
+            next_offset: base_offset,
+            offset_index: OffsetIndex::create(&index_path(dir, base_offset), base_offset, Vec::new())?,
+            time_index: TimeIndex::create(&time_index_path(dir, base_offset), base_offset, Vec::new())?,
+            bytes_since_index: 0,
+            max_timestamp: -1,
+            offset_of_max_timestamp: -1,
+            created_ms: now_ms,
+        })
+    }
+
+    /// Opens an existing segment and scans it according to `mode`, cutting off a torn or corrupt tail and
+    /// rebuilding the indexes when they are missing or inconsistent with the log file.
+    pub fn open(dir: &Path, base_offset: i64, mode: OpenMode, index_interval: u64, now_ms: i64) -> Result<Opened> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(log_path(dir, base_offset))?;
+        let size = file.metadata()?.len();
+        let offset_index = OffsetIndex::load(&index_path(dir, base_offset), base_offset, size)?;
+        let time_index = TimeIndex::load(&time_index_path(dir, base_offset), base_offset)?;
+        let (offset_index, time_index) = match (offset_index, time_index) {
+            (Some(o), Some(t)) if mode != OpenMode::VerifyAll => (o, t),
+            (o, t) => {
+                if mode != OpenMode::VerifyAll && (o.is_none() || t.is_none()) {
+                    tracing::warn!(base_offset, dir = %dir.display(), "index missing or inconsistent; rebuilding");
+                }
+                (
+                    OffsetIndex::create(&index_path(dir, base_offset), base_offset, Vec::new())?,
+                    TimeIndex::create(&time_index_path(dir, base_offset), base_offset, Vec::new())?,
+                )
+            }
+        };
+        let mut segment = Segment {
+            base_offset,
+            dir: dir.to_path_buf(),
+            file: Arc::new(file),
+            size,
+            next_offset: base_offset,
+            offset_index,
+            time_index,
+            bytes_since_index: 0,
+            max_timestamp: -1,
+            offset_of_max_timestamp: -1,
+            created_ms: now_ms,
+        };
+        let verify = mode != OpenMode::Trusted;
+        let truncated = match segment.scan_tail(verify, index_interval)? {
+            Some(t) => t,
+            None => {
+                tracing::warn!(base_offset, dir = %dir.display(), "index does not match log; rebuilding");
+                segment.offset_index =
+                    OffsetIndex::create(&index_path(dir, base_offset), base_offset, Vec::new())?;
+                segment.time_index =
+                    TimeIndex::create(&time_index_path(dir, base_offset), base_offset, Vec::new())?;
+                segment.size = segment.file.metadata()?.len();
+                match segment.scan_tail(verify, index_interval)? {
+                    Some(t) => t,
+                    None => {
+                        return Err(Error::CorruptMessage(format!(
+                            "segment {base_offset} could not be rebuilt"
+                        )))
+                    }
+                }
+            }
+        };
+        Ok(Opened { segment, truncated })
+    }
+
+    /// Scans batches from the last offset index entry (or the start when there is none) to the end of the file,
+    /// adding index entries as `append` would and truncating at the first torn or invalid batch.
+    /// Returns `None` when the indexes turn out to disagree with the file (caller rebuilds from scratch),
+    /// otherwise whether a tail was truncated.
+    fn scan_tail(&mut self, verify: bool, index_interval: u64) -> Result<Option<bool>> {
+        let file_len = self.size;
+        let (mut pos, mut expected_min) = match self.offset_index.entries.last() {
+            Some(e) => (u64::from(e.position), self.base_offset),
+            None => (0, self.base_offset),
+        };
+        let last_entry = self.offset_index.entries.last().copied();
+        if let Some(t) = self.time_index.entries.last() {
+            self.max_timestamp = t.timestamp;
+            self.offset_of_max_timestamp = t.offset;
+        }
+        let mut next_offset = self.base_offset;
+        // With a trusted index entry the first scanned batch is the one the entry describes; its bytes are not
+        // counted towards the next entry, mirroring what append did.
+        let mut bytes_since_index = 0u64;
+        let mut first = true;
+        let mut header_buf = [0u8; HEADER_SIZE];
+        let mut body = Vec::new();
+        let mut torn = false;
+        while pos < file_len {
+            if file_len - pos < HEADER_SIZE as u64 {
+                torn = true;
+                break;
+            }
+            read_at(&self.file, &mut header_buf, pos)?;
+            let Some(header) = Header::parse(&header_buf) else {
+                torn = true;
+                break;
+            };
+            let size = header.size() as u64;
+            if header.magic != 2
+                || header.batch_length < batch::MIN_BATCH_LENGTH as i32
+                || pos + size > file_len
+                || header.base_offset < expected_min
+                || header.last_offset_delta < header.record_count - 1
+                || header.record_count < 1
+                || header.last_offset() - self.base_offset > i64::from(i32::MAX)
+            {
+                if first && last_entry.is_some() {
+                    return Ok(None);
+                }
+                torn = true;
+                break;
+            }
+            if verify {
+                body.resize(size as usize, 0);
+                read_at(&self.file, &mut body, pos)?;
+                if let Err(e) = batch::check_stored(&body) {
+                    if first && last_entry.is_some() {
+                        return Ok(None);
+                    }
+                    tracing::warn!(base_offset = self.base_offset, pos, error = %e, "invalid batch during recovery");
+                    torn = true;
+                    break;
+                }
+            }
+            match last_entry {
+                Some(e) if first => {
+                    if header.last_offset() != e.offset {
+                        return Ok(None);
+                    }
+                    // Append created this entry for this very batch and then started counting with its bytes.
+                    bytes_since_index = size;
+                }
+                _ => self.index_batch(&header, pos, index_interval, &mut bytes_since_index)?,
+            }
+            self.observe_timestamp(&header);
+            first = false;
+            expected_min = header.last_offset() + 1;
+            next_offset = header.last_offset() + 1;
+            pos += size;
+        }
+        if let Some(t) = self.time_index.entries.last() {
+            if t.offset >= next_offset {
+                return Ok(None);
+            }
+        }
+        if first && last_entry.is_some() {
+            // An index entry pointing at nothing means the index disagrees with the file.
+            return Ok(None);
+        }
+        self.bytes_since_index = bytes_since_index;
+        self.next_offset = next_offset;
+        if torn {
+            tracing::warn!(
+                base_offset = self.base_offset,
+                valid_bytes = pos,
+                file_bytes = file_len,
+                "truncating torn or corrupt segment tail"
+            );
+            self.truncate_file(pos)?;
+        }
+        Ok(Some(torn))
+    }
+
+    /// Adds index entries for a batch at `pos` following Kafka's rule: an entry whenever more than
+    /// `index.interval.bytes` were appended since the previous entry.
+    fn index_batch(&mut self, header: &Header, pos: u64, index_interval: u64, since: &mut u64) -> Result<()> {
+        if *since > index_interval {
+            self.offset_index.append(OffsetEntry {
+                offset: header.last_offset(),
+                position: pos as u32,
+            })?;
+            let (ts, off) = if header.max_timestamp > self.max_timestamp {
+                (header.max_timestamp, header.base_offset)
+            } else {
+                (self.max_timestamp, self.offset_of_max_timestamp)
+            };
+            if ts >= 0 {
+                self.time_index.maybe_append(TimeEntry { timestamp: ts, offset: off })?;
+            }
+            *since = 0;
+        }
+        *since += header.size() as u64;
+        Ok(())
+    }
+
+    fn observe_timestamp(&mut self, header: &Header) {
+        if header.max_timestamp > self.max_timestamp {
+            self.max_timestamp = header.max_timestamp;
+            self.offset_of_max_timestamp = header.base_offset;
+        }
+    }
+
+    /// Cuts the file at `pos` (a batch boundary) and drops index entries beyond it.
+    fn truncate_file(&mut self, pos: u64) -> Result<()> {
+        self.file.set_len(pos)?;
+        self.size = pos;
+        self.offset_index.truncate_to_position(pos)?;
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Appends already-validated batches (`buf` holds them back to back, `headers` their positions in `buf` and
+    /// their final headers). Writes once, then updates the in-memory state and indexes.
+    pub fn append(&mut self, buf: &[u8], headers: &[(usize, Header)], index_interval: u64, now_ms: i64) -> Result<()> {
+        let start = self.size;
+        if let Err(e) = self.file.write_all_at(buf, start) {
+            // Leave no partial batch behind so the next append lands on a batch boundary.
+            let _ = self.file.set_len(start);
+            return Err(e.into());
+        }
+        if self.size == 0 {
+            self.created_ms = now_ms;
+        }
+        self.size += buf.len() as u64;
+        let mut since = self.bytes_since_index;
+        for (pos, header) in headers {
+            debug_assert!(header.base_offset >= self.next_offset, "offsets must grow");
+            self.index_batch(header, start + *pos as u64, index_interval, &mut since)?;
+            self.observe_timestamp(header);
+            self.next_offset = header.last_offset() + 1;
+        }
+        self.bytes_since_index = since;
+        Ok(())
+    }
+
+    /// Called when the segment stops being the active one: records its final max timestamp in the time index
+    /// so a later open finds it without scanning.
+    pub fn on_become_inactive(&mut self) -> Result<()> {
+        if self.max_timestamp >= 0 {
+            self.time_index.maybe_append(TimeEntry {
+                timestamp: self.max_timestamp,
+                offset: self.offset_of_max_timestamp,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Reads the header of the batch at `pos`.
+    pub fn read_header(&self, pos: u64) -> Result<Header> {
+        if pos + HEADER_SIZE as u64 > self.size {
+            return Err(Error::CorruptMessage(format!(
+                "segment {} has no batch header at {pos}",
+                self.base_offset
+            )));
+        }
+        let mut buf = [0u8; HEADER_SIZE];
+        read_at(&self.file, &mut buf, pos)?;
+        Header::parse(&buf).ok_or_else(|| Error::CorruptMessage("short header".into()))
+    }
+
+    /// Reads `len` bytes at `pos` into `out` (appending).
+    pub fn read_into(&self, out: &mut Vec<u8>, pos: u64, len: usize) -> Result<()> {
+        let start = out.len();
+        out.resize(start + len, 0);
+        read_at(&self.file, &mut out[start..], pos)?;
+        Ok(())
+    }
+
+    /// Position of the first batch whose last offset is >= `offset`, or `None` if the segment has none.
+    pub fn find_position(&self, offset: i64) -> Result<Option<(u64, Header)>> {
+        let mut pos = if offset <= self.base_offset {
+            0
+        } else {
+            self.offset_index.lookup(offset)
+        };
+        while pos < self.size {
+            let header = self.read_header(pos)?;
+            if header.last_offset() >= offset {
+                return Ok(Some((pos, header)));
+            }
+            pos += header.size() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Calls `f` for each batch header from `pos` on until it returns false.
+    pub fn for_each_header(&self, mut pos: u64, mut f: impl FnMut(u64, &Header) -> Result<bool>) -> Result<()> {
+        while pos < self.size {
+            let header = self.read_header(pos)?;
+            if !f(pos, &header)? {
+                break;
+            }
+            pos += header.size() as u64;
+        }
+        Ok(())
+    }
+
+    /// Removes every batch whose last offset is >= `offset`. Returns the base offset of the first removed batch.
+    pub fn truncate_to(&mut self, offset: i64, index_interval: u64) -> Result<Option<i64>> {
+        let Some((pos, header)) = self.find_position(offset)? else {
+            return Ok(None);
+        };
+        self.file.set_len(pos)?;
+        self.size = pos;
+        // Truncation is rare (follower divergence), so rebuilding both indexes and the timestamp summary from a
+        // scan keeps this simple and obviously consistent.
+        self.offset_index = OffsetIndex::create(&index_path(&self.dir, self.base_offset), self.base_offset, Vec::new())?;
+        self.time_index =
+            TimeIndex::create(&time_index_path(&self.dir, self.base_offset), self.base_offset, Vec::new())?;
+        self.max_timestamp = -1;
+        self.offset_of_max_timestamp = -1;
+        self.next_offset = self.base_offset;
+        match self.scan_tail(false, index_interval)? {
+            Some(_) => Ok(Some(header.base_offset)),
+            None => Err(Error::CorruptMessage(format!(
+                "segment {} inconsistent after truncation",
+                self.base_offset
+            ))),
+        }
+    }
+
+    /// Rebuilds indexes and summary after the log file was replaced (compaction).
+    pub fn reload(&mut self, index_interval: u64) -> Result<()> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(log_path(&self.dir, self.base_offset))?;
+        self.size = file.metadata()?.len();
+        self.file = Arc::new(file);
+        self.offset_index = OffsetIndex::create(&index_path(&self.dir, self.base_offset), self.base_offset, Vec::new())?;
+        self.time_index =
+            TimeIndex::create(&time_index_path(&self.dir, self.base_offset), self.base_offset, Vec::new())?;
+        self.max_timestamp = -1;
+        self.offset_of_max_timestamp = -1;
+        self.next_offset = self.base_offset;
+        match self.scan_tail(false, index_interval)? {
+            Some(false) => {
+                self.on_become_inactive()?;
+                Ok(())
+            }
+            _ => Err(Error::CorruptMessage(format!(
+                "cleaned segment {} failed validation",
+                self.base_offset
+            ))),
+        }
+    }
+
+    /// Largest timestamp for retention: the max batch timestamp, or the file's modification time when no batch
+    /// carries a timestamp (old clients send -1), as Kafka does.
+    pub fn largest_timestamp(&self) -> i64 {
+        if self.max_timestamp >= 0 {
+            return self.max_timestamp;
+        }
+        self.file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(-1)
+    }
+
+    pub fn index_bytes(&self) -> u64 {
+        self.offset_index.size_bytes().max(self.time_index.size_bytes())
+    }
+
+    pub fn sync_indexes(&self) -> Result<()> {
+        self.offset_index.sync()?;
+        self.time_index.sync()?;
+        Ok(())
+    }
+
+    /// Deletes the segment's files. Open handles (e.g. in a pending FlushHandle) stay valid on Unix.
+    pub fn delete_files(&self) -> Result<()> {
+        for path in [
+            log_path(&self.dir, self.base_offset),
+            self.offset_index.path().to_path_buf(),
+            self.time_index.path().to_path_buf(),
+        ] {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
