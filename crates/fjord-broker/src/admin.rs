@@ -23,13 +23,19 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: E, message: impl Into<String>) -> Self {
-        Self { code: code.code(), message: message.into() }
+        Self {
+            code: code.code(),
+            message: message.into(),
+        }
     }
 }
 
 impl From<crate::Error> for ApiError {
     fn from(e: crate::Error) -> Self {
-        Self { code: e.code(), message: e.to_string() }
+        Self {
+            code: e.code(),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -57,22 +63,39 @@ pub fn assign_replicas(state: &ClusterState, first: i32, count: i32, rf: i16) ->
     let brokers: Vec<i32> = state.brokers.keys().copied().collect();
     let n = brokers.len().max(1);
     (first..first + count)
-        .map(|p| (0..rf as usize).map(|j| brokers[(p as usize + j) % n]).collect())
+        .map(|p| {
+            (0..rf as usize)
+                .map(|j| brokers[(p as usize + j) % n])
+                .collect()
+        })
         .collect()
 }
 
-fn check_replica_list(state: &ClusterState, replicas: &[i32], rf: Option<usize>) -> Result<(), ApiError> {
+fn check_replica_list(
+    state: &ClusterState,
+    replicas: &[i32],
+    rf: Option<usize>,
+) -> Result<(), ApiError> {
     if replicas.is_empty() {
-        return Err(ApiError::new(E::InvalidReplicaAssignment, "A replica list is empty."));
+        return Err(ApiError::new(
+            E::InvalidReplicaAssignment,
+            "A replica list is empty.",
+        ));
     }
     let mut seen = replicas.to_vec();
     seen.sort_unstable();
     seen.dedup();
     if seen.len() != replicas.len() {
-        return Err(ApiError::new(E::InvalidReplicaAssignment, format!("Duplicate brokers in replica list {replicas:?}.")));
+        return Err(ApiError::new(
+            E::InvalidReplicaAssignment,
+            format!("Duplicate brokers in replica list {replicas:?}."),
+        ));
     }
     if let Some(b) = replicas.iter().find(|b| !state.brokers.contains_key(b)) {
-        return Err(ApiError::new(E::InvalidReplicaAssignment, format!("Broker {b} in the replica assignment is not registered.")));
+        return Err(ApiError::new(
+            E::InvalidReplicaAssignment,
+            format!("Broker {b} in the replica assignment is not registered."),
+        ));
     }
     if let Some(rf) = rf {
         if replicas.len() != rf {
@@ -104,7 +127,10 @@ pub async fn create_topic(
     let state = broker.meta.state();
     validate_topic_name(&t.name).map_err(|m| ApiError::new(E::InvalidTopicException, m))?;
     if state.topics.contains_key(&t.name) {
-        return Err(ApiError::new(E::TopicAlreadyExists, format!("Topic '{}' already exists.", t.name)));
+        return Err(ApiError::new(
+            E::TopicAlreadyExists,
+            format!("Topic '{}' already exists.", t.name),
+        ));
     }
     if let Some(other) = collides(&state, &t.name) {
         return Err(ApiError::new(
@@ -135,7 +161,11 @@ pub async fn create_topic(
         }
         sorted.into_iter().map(|(_, r)| r).collect()
     } else {
-        let np = if t.num_partitions == -1 { broker.config.num_partitions } else { t.num_partitions };
+        let np = if t.num_partitions == -1 {
+            broker.config.num_partitions
+        } else {
+            t.num_partitions
+        };
         if np <= 0 {
             return Err(ApiError::new(
                 E::InvalidPartitions,
@@ -173,11 +203,18 @@ pub async fn create_topic(
     let mut configs = BTreeMap::new();
     for (k, v) in t.configs {
         let Some(v) = v else {
-            return Err(ApiError::new(E::InvalidConfig, format!("Null value not supported for topic config '{k}'.")));
+            return Err(ApiError::new(
+                E::InvalidConfig,
+                format!("Null value not supported for topic config '{k}'."),
+            ));
         };
-        validate_topic_config(&k, &v).map_err(|e| ApiError::new(E::InvalidConfig, e.to_string()))?;
+        validate_topic_config(&k, &v)
+            .map_err(|e| ApiError::new(E::InvalidConfig, e.to_string()))?;
         if configs.insert(k.clone(), v).is_some() {
-            return Err(ApiError::new(E::InvalidRequest, format!("Config '{k}' is given more than once.")));
+            return Err(ApiError::new(
+                E::InvalidRequest,
+                format!("Config '{k}' is given more than once."),
+            ));
         }
     }
     let created = CreatedTopic {
@@ -199,9 +236,17 @@ pub async fn create_topic(
     match broker.meta.propose(cmd).await.map_err(crate::Error::from)? {
         CommandResult::Ok => {}
         CommandResult::TopicAlreadyExists => {
-            return Err(ApiError::new(E::TopicAlreadyExists, format!("Topic '{}' already exists.", t.name)))
+            return Err(ApiError::new(
+                E::TopicAlreadyExists,
+                format!("Topic '{}' already exists.", t.name),
+            ))
         }
-        other => return Err(ApiError::new(E::UnknownServerError, format!("unexpected result {other:?}"))),
+        other => {
+            return Err(ApiError::new(
+                E::UnknownServerError,
+                format!("unexpected result {other:?}"),
+            ))
+        }
     }
     broker.sync_partitions()?;
     tracing::info!(topic = %t.name, partitions = created.num_partitions, "topic created");
@@ -216,13 +261,26 @@ pub async fn alter_topic_configs(
     delete: Vec<String>,
     replace_all: bool,
 ) -> Result<(), ApiError> {
-    let cmd = Command::AlterTopicConfigs { name: name.to_string(), set, delete, replace_all };
+    let cmd = Command::AlterTopicConfigs {
+        name: name.to_string(),
+        set,
+        delete,
+        replace_all,
+    };
     match broker.meta.propose(cmd).await.map_err(crate::Error::from)? {
         CommandResult::Ok => {}
         CommandResult::UnknownTopic => {
-            return Err(ApiError::new(E::UnknownTopicOrPartition, format!("Topic '{name}' does not exist.")))
+            return Err(ApiError::new(
+                E::UnknownTopicOrPartition,
+                format!("Topic '{name}' does not exist."),
+            ))
         }
-        other => return Err(ApiError::new(E::UnknownServerError, format!("unexpected result {other:?}"))),
+        other => {
+            return Err(ApiError::new(
+                E::UnknownServerError,
+                format!("unexpected result {other:?}"),
+            ))
+        }
     }
     broker.sync_partitions()?;
     Ok(())

@@ -102,7 +102,10 @@ fn compression_type(v: &str) -> Result<(), String> {
     // Re-compressing batches on the broker is not implemented: batches are stored as the producer sent them.
     match v {
         "producer" => Ok(()),
-        _ => Err("only `producer` is supported: Fjord stores batches as the producer compressed them".into()),
+        _ => Err(
+            "only `producer` is supported: Fjord stores batches as the producer compressed them"
+                .into(),
+        ),
     }
 }
 fn boolean(v: &str) -> Result<(), String> {
@@ -114,22 +117,118 @@ fn boolean(v: &str) -> Result<(), String> {
 
 /// Topic configs Fjord understands. Anything else in CreateTopics/AlterConfigs is rejected with INVALID_CONFIG.
 pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
-    TopicConfigDef { name: "cleanup.policy", broker_synonym: "log.cleanup.policy", ty: ConfigType::List, doc: "`delete` removes old segments by retention; `compact` keeps the last record per key.", check: cleanup_policy },
-    TopicConfigDef { name: "compression.type", broker_synonym: "compression.type", ty: ConfigType::String, doc: "Final compression of the topic; only `producer` (keep what the producer sent).", check: compression_type },
-    TopicConfigDef { name: "delete.retention.ms", broker_synonym: "log.cleaner.delete.retention.ms", ty: ConfigType::Long, doc: "How long tombstones are kept in compacted topics.", check: non_negative },
-    TopicConfigDef { name: "file.delete.delay.ms", broker_synonym: "log.segment.delete.delay.ms", ty: ConfigType::Long, doc: "Delay before a deleted segment file is removed from disk.", check: non_negative },
-    TopicConfigDef { name: "index.interval.bytes", broker_synonym: "log.index.interval.bytes", ty: ConfigType::Int, doc: "Bytes of log between offset index entries.", check: non_negative },
-    TopicConfigDef { name: "max.message.bytes", broker_synonym: "message.max.bytes", ty: ConfigType::Int, doc: "Largest record batch the topic accepts.", check: non_negative },
-    TopicConfigDef { name: "message.timestamp.type", broker_synonym: "log.message.timestamp.type", ty: ConfigType::String, doc: "`CreateTime` keeps producer timestamps; `LogAppendTime` stamps batches on append.", check: timestamp_type },
-    TopicConfigDef { name: "min.cleanable.dirty.ratio", broker_synonym: "log.cleaner.min.cleanable.ratio", ty: ConfigType::Double, doc: "Dirty fraction of the log that triggers compaction.", check: ratio },
-    TopicConfigDef { name: "min.compaction.lag.ms", broker_synonym: "log.cleaner.min.compaction.lag.ms", ty: ConfigType::Long, doc: "Minimum age of a record before it can be compacted.", check: non_negative },
-    TopicConfigDef { name: "min.insync.replicas", broker_synonym: "min.insync.replicas", ty: ConfigType::Int, doc: "Replicas that must acknowledge an acks=all write.", check: positive },
-    TopicConfigDef { name: "retention.bytes", broker_synonym: "log.retention.bytes", ty: ConfigType::Long, doc: "Size above which old segments are deleted (-1: no limit).", check: minus_one_or_more },
-    TopicConfigDef { name: "retention.ms", broker_synonym: "log.retention.ms", ty: ConfigType::Long, doc: "Age after which old segments are deleted (-1: no limit).", check: minus_one_or_more },
-    TopicConfigDef { name: "segment.bytes", broker_synonym: "log.segment.bytes", ty: ConfigType::Int, doc: "Size at which a segment is rolled.", check: segment_bytes },
-    TopicConfigDef { name: "segment.index.bytes", broker_synonym: "log.index.size.max.bytes", ty: ConfigType::Int, doc: "Maximum size of a segment's offset index.", check: positive },
-    TopicConfigDef { name: "segment.ms", broker_synonym: "log.roll.ms", ty: ConfigType::Long, doc: "Age at which a segment is rolled.", check: positive },
-    TopicConfigDef { name: "unclean.leader.election.enable", broker_synonym: "unclean.leader.election.enable", ty: ConfigType::Boolean, doc: "Whether an out-of-sync replica may become leader.", check: boolean },
+    TopicConfigDef {
+        name: "cleanup.policy",
+        broker_synonym: "log.cleanup.policy",
+        ty: ConfigType::List,
+        doc: "`delete` removes old segments by retention; `compact` keeps the last record per key.",
+        check: cleanup_policy,
+    },
+    TopicConfigDef {
+        name: "compression.type",
+        broker_synonym: "compression.type",
+        ty: ConfigType::String,
+        doc: "Final compression of the topic; only `producer` (keep what the producer sent).",
+        check: compression_type,
+    },
+    TopicConfigDef {
+        name: "delete.retention.ms",
+        broker_synonym: "log.cleaner.delete.retention.ms",
+        ty: ConfigType::Long,
+        doc: "How long tombstones are kept in compacted topics.",
+        check: non_negative,
+    },
+    TopicConfigDef {
+        name: "file.delete.delay.ms",
+        broker_synonym: "log.segment.delete.delay.ms",
+        ty: ConfigType::Long,
+        doc: "Delay before a deleted segment file is removed from disk.",
+        check: non_negative,
+    },
+    TopicConfigDef {
+        name: "index.interval.bytes",
+        broker_synonym: "log.index.interval.bytes",
+        ty: ConfigType::Int,
+        doc: "Bytes of log between offset index entries.",
+        check: non_negative,
+    },
+    TopicConfigDef {
+        name: "max.message.bytes",
+        broker_synonym: "message.max.bytes",
+        ty: ConfigType::Int,
+        doc: "Largest record batch the topic accepts.",
+        check: non_negative,
+    },
+    TopicConfigDef {
+        name: "message.timestamp.type",
+        broker_synonym: "log.message.timestamp.type",
+        ty: ConfigType::String,
+        doc: "`CreateTime` keeps producer timestamps; `LogAppendTime` stamps batches on append.",
+        check: timestamp_type,
+    },
+    TopicConfigDef {
+        name: "min.cleanable.dirty.ratio",
+        broker_synonym: "log.cleaner.min.cleanable.ratio",
+        ty: ConfigType::Double,
+        doc: "Dirty fraction of the log that triggers compaction.",
+        check: ratio,
+    },
+    TopicConfigDef {
+        name: "min.compaction.lag.ms",
+        broker_synonym: "log.cleaner.min.compaction.lag.ms",
+        ty: ConfigType::Long,
+        doc: "Minimum age of a record before it can be compacted.",
+        check: non_negative,
+    },
+    TopicConfigDef {
+        name: "min.insync.replicas",
+        broker_synonym: "min.insync.replicas",
+        ty: ConfigType::Int,
+        doc: "Replicas that must acknowledge an acks=all write.",
+        check: positive,
+    },
+    TopicConfigDef {
+        name: "retention.bytes",
+        broker_synonym: "log.retention.bytes",
+        ty: ConfigType::Long,
+        doc: "Size above which old segments are deleted (-1: no limit).",
+        check: minus_one_or_more,
+    },
+    TopicConfigDef {
+        name: "retention.ms",
+        broker_synonym: "log.retention.ms",
+        ty: ConfigType::Long,
+        doc: "Age after which old segments are deleted (-1: no limit).",
+        check: minus_one_or_more,
+    },
+    TopicConfigDef {
+        name: "segment.bytes",
+        broker_synonym: "log.segment.bytes",
+        ty: ConfigType::Int,
+        doc: "Size at which a segment is rolled.",
+        check: segment_bytes,
+    },
+    TopicConfigDef {
+        name: "segment.index.bytes",
+        broker_synonym: "log.index.size.max.bytes",
+        ty: ConfigType::Int,
+        doc: "Maximum size of a segment's offset index.",
+        check: positive,
+    },
+    TopicConfigDef {
+        name: "segment.ms",
+        broker_synonym: "log.roll.ms",
+        ty: ConfigType::Long,
+        doc: "Age at which a segment is rolled.",
+        check: positive,
+    },
+    TopicConfigDef {
+        name: "unclean.leader.election.enable",
+        broker_synonym: "unclean.leader.election.enable",
+        ty: ConfigType::Boolean,
+        doc: "Whether an out-of-sync replica may become leader.",
+        check: boolean,
+    },
 ];
 
 pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
@@ -138,8 +237,8 @@ pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
 
 /// Checks one topic config key and value against [`TOPIC_CONFIGS`].
 pub fn validate_topic_config(name: &str, value: &str) -> Result<(), ConfigError> {
-    let def = topic_config_def(name)
-        .ok_or_else(|| ConfigError::new(name, "unknown topic config"))?;
+    let def =
+        topic_config_def(name).ok_or_else(|| ConfigError::new(name, "unknown topic config"))?;
     check_type(def.ty, value).map_err(|r| ConfigError::new(name, r))?;
     (def.check)(value).map_err(|r| ConfigError::new(name, r))
 }
@@ -170,10 +269,20 @@ struct BrokerConfigDef {
 
 macro_rules! bdef {
     ($name:expr, $default:expr, $ty:ident) => {
-        BrokerConfigDef { name: $name, default: $default, ty: ConfigType::$ty, check: any }
+        BrokerConfigDef {
+            name: $name,
+            default: $default,
+            ty: ConfigType::$ty,
+            check: any,
+        }
     };
     ($name:expr, $default:expr, $ty:ident, $check:expr) => {
-        BrokerConfigDef { name: $name, default: $default, ty: ConfigType::$ty, check: $check }
+        BrokerConfigDef {
+            name: $name,
+            default: $default,
+            ty: ConfigType::$ty,
+            check: $check,
+        }
     };
 }
 
@@ -194,7 +303,12 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     bdef!("queued.max.requests", Some("500"), Int, positive),
     bdef!("max.connections", Some("10000"), Int, positive),
     bdef!("min.insync.replicas", Some("1"), Int, positive),
-    bdef!("compression.type", Some("producer"), String, compression_type),
+    bdef!(
+        "compression.type",
+        Some("producer"),
+        String,
+        compression_type
+    ),
     bdef!("unclean.leader.election.enable", Some("false"), Boolean),
     bdef!("log.cleanup.policy", Some("delete"), List, cleanup_policy),
     bdef!("log.segment.bytes", Some("1073741824"), Int, segment_bytes),
@@ -204,16 +318,46 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     bdef!("log.retention.minutes", None, Int, minus_one_or_more),
     bdef!("log.retention.hours", Some("168"), Int, minus_one_or_more),
     bdef!("log.retention.bytes", Some("-1"), Long, minus_one_or_more),
-    bdef!("log.retention.check.interval.ms", Some("300000"), Long, positive),
+    bdef!(
+        "log.retention.check.interval.ms",
+        Some("300000"),
+        Long,
+        positive
+    ),
     bdef!("log.index.interval.bytes", Some("4096"), Int, non_negative),
     bdef!("log.index.size.max.bytes", Some("10485760"), Int, positive),
-    bdef!("log.segment.delete.delay.ms", Some("60000"), Long, non_negative),
-    bdef!("log.message.timestamp.type", Some("CreateTime"), String, timestamp_type),
+    bdef!(
+        "log.segment.delete.delay.ms",
+        Some("60000"),
+        Long,
+        non_negative
+    ),
+    bdef!(
+        "log.message.timestamp.type",
+        Some("CreateTime"),
+        String,
+        timestamp_type
+    ),
     bdef!("log.cleaner.enable", Some("true"), Boolean),
     bdef!("log.cleaner.backoff.ms", Some("15000"), Long, positive),
-    bdef!("log.cleaner.delete.retention.ms", Some("86400000"), Long, non_negative),
-    bdef!("log.cleaner.min.cleanable.ratio", Some("0.5"), Double, ratio),
-    bdef!("log.cleaner.min.compaction.lag.ms", Some("0"), Long, non_negative),
+    bdef!(
+        "log.cleaner.delete.retention.ms",
+        Some("86400000"),
+        Long,
+        non_negative
+    ),
+    bdef!(
+        "log.cleaner.min.cleanable.ratio",
+        Some("0.5"),
+        Double,
+        ratio
+    ),
+    bdef!(
+        "log.cleaner.min.compaction.lag.ms",
+        Some("0"),
+        Long,
+        non_negative
+    ),
     bdef!("log.flush.interval.ms", None, Long, positive),
     bdef!("metrics.listener", None, String),
     bdef!("process.roles", Some("broker,controller"), List),
@@ -256,9 +400,9 @@ pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, ConfigEr
         if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
             continue;
         }
-        let split = line.find(['=', ':']).ok_or_else(|| {
-            ConfigError::new(line, format!("line {} is not `key=value`", i + 1))
-        })?;
+        let split = line
+            .find(['=', ':'])
+            .ok_or_else(|| ConfigError::new(line, format!("line {} is not `key=value`", i + 1)))?;
         let (k, v) = line.split_at(split);
         out.insert(k.trim().to_string(), v[1..].trim().to_string());
     }
@@ -312,15 +456,25 @@ impl BrokerConfig {
         }
 
         // Kafka's precedence: *.ms over *.minutes over *.hours.
-        let retention_ms = match (get(&props, "log.retention.ms"), get(&props, "log.retention.minutes")) {
+        let retention_ms = match (
+            get(&props, "log.retention.ms"),
+            get(&props, "log.retention.minutes"),
+        ) {
             (Some(ms), _) => ms,
             (None, Some(min)) => (min.parse::<i64>().unwrap_or(0) * 60_000).to_string(),
             (None, None) => (int(&props, "log.retention.hours") * 3_600_000).to_string(),
         };
-        let retention_ms = if retention_ms.starts_with('-') { "-1".into() } else { retention_ms };
+        let retention_ms = if retention_ms.starts_with('-') {
+            "-1".into()
+        } else {
+            retention_ms
+        };
         props.insert("log.retention.ms".into(), retention_ms);
         if !props.contains_key("log.roll.ms") {
-            props.insert("log.roll.ms".into(), (int(&props, "log.roll.hours") * 3_600_000).to_string());
+            props.insert(
+                "log.roll.ms".into(),
+                (int(&props, "log.roll.hours") * 3_600_000).to_string(),
+            );
         }
 
         let node_id = match get(&props, "broker.id") {
@@ -330,23 +484,31 @@ impl BrokerConfig {
         props.insert("node.id".into(), node_id.to_string());
         props.insert("broker.id".into(), node_id.to_string());
 
-        let (_, host, port) = parse_listener("listeners", &get(&props, "listeners").unwrap_or_default())?;
-        let listener: SocketAddr = format!("{}:{port}", if host.is_empty() { "0.0.0.0" } else { &host })
-            .parse()
-            .or_else(|_| {
-                std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
-                    .ok()
-                    .and_then(|mut a| a.next())
-                    .ok_or(())
-            })
-            .map_err(|_| ConfigError::new("listeners", format!("cannot resolve host `{host}`")))?;
+        let (_, host, port) =
+            parse_listener("listeners", &get(&props, "listeners").unwrap_or_default())?;
+        let listener: SocketAddr =
+            format!("{}:{port}", if host.is_empty() { "0.0.0.0" } else { &host })
+                .parse()
+                .or_else(|_| {
+                    std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+                        .ok()
+                        .and_then(|mut a| a.next())
+                        .ok_or(())
+                })
+                .map_err(|_| {
+                    ConfigError::new("listeners", format!("cannot resolve host `{host}`"))
+                })?;
         let (advertised_host, advertised_port) = match get(&props, "advertised.listeners") {
             Some(a) => {
                 let (_, h, p) = parse_listener("advertised.listeners", &a)?;
                 (h, p)
             }
             None => {
-                let h = if host.is_empty() || host == "0.0.0.0" { "localhost".to_string() } else { host.clone() };
+                let h = if host.is_empty() || host == "0.0.0.0" {
+                    "localhost".to_string()
+                } else {
+                    host.clone()
+                };
                 (h, port)
             }
         };
@@ -358,10 +520,9 @@ impl BrokerConfig {
             return Err(ConfigError::new("log.dirs", "must name a directory"));
         }
         let metrics_listener = match get(&props, "metrics.listener") {
-            Some(m) if !m.is_empty() => Some(
-                m.parse()
-                    .map_err(|_| ConfigError::new("metrics.listener", format!("`{m}` is not host:port")))?,
-            ),
+            Some(m) if !m.is_empty() => Some(m.parse().map_err(|_| {
+                ConfigError::new("metrics.listener", format!("`{m}` is not host:port"))
+            })?),
             _ => None,
         };
 
@@ -380,7 +541,8 @@ impl BrokerConfig {
             retention_check_interval_ms: int(&props, "log.retention.check.interval.ms") as u64,
             cleaner_enable: get(&props, "log.cleaner.enable").as_deref() == Some("true"),
             cleaner_backoff_ms: int(&props, "log.cleaner.backoff.ms") as u64,
-            log_flush_interval_ms: get(&props, "log.flush.interval.ms").and_then(|v| v.parse().ok()),
+            log_flush_interval_ms: get(&props, "log.flush.interval.ms")
+                .and_then(|v| v.parse().ok()),
             metrics_listener,
             props,
             explicit: given,
@@ -390,7 +552,10 @@ impl BrokerConfig {
 
     /// The broker-level default of a topic config (the value of its broker synonym).
     pub fn topic_default(&self, def: &TopicConfigDef) -> String {
-        self.props.get(def.broker_synonym).cloned().unwrap_or_default()
+        self.props
+            .get(def.broker_synonym)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The effective value of every topic config for a topic with these overrides.
@@ -401,7 +566,10 @@ impl BrokerConfig {
         TOPIC_CONFIGS
             .iter()
             .map(|d| {
-                let v = overrides.get(d.name).cloned().unwrap_or_else(|| self.topic_default(d));
+                let v = overrides
+                    .get(d.name)
+                    .cloned()
+                    .unwrap_or_else(|| self.topic_default(d));
                 (d.name, v)
             })
             .collect()
@@ -446,7 +614,10 @@ mod tests {
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<BrokerConfig, ConfigError> {
         BrokerConfig::from_properties(
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         )
     }
 
@@ -481,9 +652,14 @@ mod tests {
 
     #[test]
     fn retention_precedence_is_ms_then_minutes_then_hours() {
-        assert_eq!(cfg(&[("log.retention.minutes", "2")]).unwrap().props["log.retention.ms"], "120000");
         assert_eq!(
-            cfg(&[("log.retention.minutes", "2"), ("log.retention.ms", "5")]).unwrap().props["log.retention.ms"],
+            cfg(&[("log.retention.minutes", "2")]).unwrap().props["log.retention.ms"],
+            "120000"
+        );
+        assert_eq!(
+            cfg(&[("log.retention.minutes", "2"), ("log.retention.ms", "5")])
+                .unwrap()
+                .props["log.retention.ms"],
             "5"
         );
     }

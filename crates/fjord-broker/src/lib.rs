@@ -104,7 +104,11 @@ impl Broker {
         std::fs::create_dir_all(&config.log_dir)?;
         let listener = TcpListener::bind(config.listener).await?;
         let addr = listener.local_addr()?;
-        let port = if config.advertised_port == 0 { addr.port() } else { config.advertised_port };
+        let port = if config.advertised_port == 0 {
+            addr.port()
+        } else {
+            config.advertised_port
+        };
         let advertised = (config.advertised_host.clone(), port as i32);
         let info = BrokerInfo {
             id: config.node_id,
@@ -129,7 +133,10 @@ impl Broker {
             state.clone(),
             shutdown_rx.clone(),
         )));
-        tasks.push(tokio::spawn(follow_metadata(state.clone(), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(follow_metadata(
+            state.clone(),
+            shutdown_rx.clone(),
+        )));
         tasks.push(tokio::spawn(housekeeping(state.clone(), shutdown_rx)));
         tracing::info!(%addr, node_id = state.config.node_id, "broker started");
         Ok(Broker {

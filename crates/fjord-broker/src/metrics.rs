@@ -56,10 +56,26 @@ impl Metrics {
         let connections = Gauge::default();
         let connections_rejected = Counter::default();
         let malformed_frames = Counter::default();
-        registry.register("topic_bytes_in", "Record-batch bytes appended, by topic", bytes_in.clone());
-        registry.register("topic_bytes_out", "Record-batch bytes sent to fetchers, by topic", bytes_out.clone());
-        registry.register("topic_messages_in", "Records appended, by topic", messages_in.clone());
-        registry.register("requests", "Requests handled, by Kafka API", requests.clone());
+        registry.register(
+            "topic_bytes_in",
+            "Record-batch bytes appended, by topic",
+            bytes_in.clone(),
+        );
+        registry.register(
+            "topic_bytes_out",
+            "Record-batch bytes sent to fetchers, by topic",
+            bytes_out.clone(),
+        );
+        registry.register(
+            "topic_messages_in",
+            "Records appended, by topic",
+            messages_in.clone(),
+        );
+        registry.register(
+            "requests",
+            "Requests handled, by Kafka API",
+            requests.clone(),
+        );
         registry.register(
             "request_errors",
             "Responses with at least one error code, by Kafka API",
@@ -70,7 +86,11 @@ impl Metrics {
             "Time from a request's arrival to its response, by Kafka API",
             request_latency.clone(),
         );
-        registry.register("connections", "Open client connections", connections.clone());
+        registry.register(
+            "connections",
+            "Open client connections",
+            connections.clone(),
+        );
         registry.register(
             "connections_rejected",
             "Connections refused because max.connections was reached",
@@ -96,7 +116,9 @@ impl Metrics {
     }
 
     pub fn topic(topic: &str) -> TopicLabels {
-        TopicLabels { topic: topic.to_string() }
+        TopicLabels {
+            topic: topic.to_string(),
+        }
     }
 
     /// Prometheus text exposition format.

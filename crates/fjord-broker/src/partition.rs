@@ -149,7 +149,8 @@ impl Partition {
     pub fn flush(&self) -> Result<()> {
         let mut log = self.lock();
         log.flush()?;
-        self.durable.fetch_max(log.log_end_offset(), Ordering::AcqRel);
+        self.durable
+            .fetch_max(log.log_end_offset(), Ordering::AcqRel);
         Ok(())
     }
 }
@@ -199,7 +200,10 @@ impl PartitionManager {
             let lc = config.log_config(&t.configs);
             for (i, p) in t.partitions.iter().enumerate() {
                 if p.replicas.contains(&self.node_id) {
-                    wanted.insert((t.name.clone(), i as i32), (t.id, p.leader_epoch, lc.clone()));
+                    wanted.insert(
+                        (t.name.clone(), i as i32),
+                        (t.id, p.leader_epoch, lc.clone()),
+                    );
                 }
             }
         }

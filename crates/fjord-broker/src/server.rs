@@ -69,7 +69,9 @@ impl std::fmt::Display for FrameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FrameError::Io(e) => write!(f, "I/O error: {e}"),
-            FrameError::TooLarge(n) => write!(f, "frame of {n} bytes exceeds socket.request.max.bytes"),
+            FrameError::TooLarge(n) => {
+                write!(f, "frame of {n} bytes exceeds socket.request.max.bytes")
+            }
             FrameError::Negative(n) => write!(f, "negative frame length {n}"),
             FrameError::Timeout => write!(f, "frame not completed within {FRAME_READ_TIMEOUT:?}"),
         }

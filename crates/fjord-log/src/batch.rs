@@ -189,7 +189,8 @@ fn check_framing(buf: &[u8]) -> Result<usize> {
 /// `lastOffsetDelta == recordCount - 1` for non-control batches (true for producer batches); stored batches that
 /// compaction rewrote may have gaps, so recovery only demands `lastOffsetDelta >= recordCount - 1`.
 pub(crate) fn check_batch(batch: &[u8], strict_delta: bool) -> Result<Header> {
-    let header = Header::parse(batch).ok_or_else(|| Error::CorruptMessage("truncated batch header".into()))?;
+    let header = Header::parse(batch)
+        .ok_or_else(|| Error::CorruptMessage("truncated batch header".into()))?;
     debug_assert_eq!(header.size(), batch.len());
     let actual = compute_crc(batch);
     if actual != header.crc {
@@ -226,7 +227,10 @@ pub(crate) fn check_batch(batch: &[u8], strict_delta: bool) -> Result<Header> {
 }
 
 /// Validates every batch in `records` as a producer batch and returns their headers with their positions.
-pub(crate) fn validate_headers(records: &[u8], max_message_bytes: usize) -> Result<Vec<(usize, Header)>> {
+pub(crate) fn validate_headers(
+    records: &[u8],
+    max_message_bytes: usize,
+) -> Result<Vec<(usize, Header)>> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < records.len() {
@@ -268,11 +272,17 @@ pub(crate) mod tests {
     use super::*;
     use bytes::{Bytes, BytesMut};
     use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType as KTimestampType,
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions,
+        TimestampType as KTimestampType,
     };
 
     /// Builds one producer batch of `n` records with the given compression, as a client would.
-    pub(crate) fn producer_batch(n: usize, compression: Compression, ts: i64, value: &[u8]) -> Bytes {
+    pub(crate) fn producer_batch(
+        n: usize,
+        compression: Compression,
+        ts: i64,
+        value: &[u8],
+    ) -> Bytes {
         let records: Vec<Record> = (0..n)
             .map(|i| Record {
                 transactional: false,
@@ -335,7 +345,10 @@ pub(crate) mod tests {
         buf.extend_from_slice(&producer_batch(2, Compression::None, 1, b"a"));
         buf.extend_from_slice(&producer_batch(3, Compression::Zstd, 1, b"b"));
         let infos = validate_batches(&buf, 1 << 20).unwrap();
-        assert_eq!(infos.iter().map(|i| i.record_count).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(
+            infos.iter().map(|i| i.record_count).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
     }
 
     #[test]
@@ -364,7 +377,10 @@ pub(crate) mod tests {
         let batch = producer_batch(2, Compression::None, 1, b"xyz");
         for cut in [1, 10, 17, 40, batch.len() - 1] {
             assert!(
-                matches!(validate_batches(&batch[..cut], 1 << 20), Err(Error::CorruptMessage(_))),
+                matches!(
+                    validate_batches(&batch[..cut], 1 << 20),
+                    Err(Error::CorruptMessage(_))
+                ),
                 "cut at {cut}"
             );
         }
@@ -374,7 +390,10 @@ pub(crate) mod tests {
     fn rejects_length_field_smaller_than_header() {
         let mut batch = producer_batch(1, Compression::None, 1, b"x").to_vec();
         batch[LENGTH_POS..LENGTH_POS + 4].copy_from_slice(&10i32.to_be_bytes());
-        assert!(matches!(validate_batches(&batch, 1 << 20), Err(Error::CorruptMessage(_))));
+        assert!(matches!(
+            validate_batches(&batch, 1 << 20),
+            Err(Error::CorruptMessage(_))
+        ));
     }
 
     #[test]
@@ -382,24 +401,35 @@ pub(crate) mod tests {
         let mut batch = producer_batch(1, Compression::None, 1, b"x").to_vec();
         let len = i32_at(&batch, LENGTH_POS) + 1;
         batch[LENGTH_POS..LENGTH_POS + 4].copy_from_slice(&len.to_be_bytes());
-        assert!(matches!(validate_batches(&batch, 1 << 20), Err(Error::CorruptMessage(_))));
+        assert!(matches!(
+            validate_batches(&batch, 1 << 20),
+            Err(Error::CorruptMessage(_))
+        ));
     }
 
     #[test]
     fn rejects_zero_records() {
         let mut batch = producer_batch(1, Compression::None, 1, b"x").to_vec();
         batch[RECORD_COUNT_POS..RECORD_COUNT_POS + 4].copy_from_slice(&0i32.to_be_bytes());
-        batch[LAST_OFFSET_DELTA_POS..LAST_OFFSET_DELTA_POS + 4].copy_from_slice(&(-1i32).to_be_bytes());
+        batch[LAST_OFFSET_DELTA_POS..LAST_OFFSET_DELTA_POS + 4]
+            .copy_from_slice(&(-1i32).to_be_bytes());
         fix_crc(&mut batch);
-        assert!(matches!(validate_batches(&batch, 1 << 20), Err(Error::InvalidRecord(_))));
+        assert!(matches!(
+            validate_batches(&batch, 1 << 20),
+            Err(Error::InvalidRecord(_))
+        ));
     }
 
     #[test]
     fn rejects_offset_delta_not_matching_record_count() {
         let mut batch = producer_batch(3, Compression::None, 1, b"x").to_vec();
-        batch[LAST_OFFSET_DELTA_POS..LAST_OFFSET_DELTA_POS + 4].copy_from_slice(&5i32.to_be_bytes());
+        batch[LAST_OFFSET_DELTA_POS..LAST_OFFSET_DELTA_POS + 4]
+            .copy_from_slice(&5i32.to_be_bytes());
         fix_crc(&mut batch);
-        assert!(matches!(validate_batches(&batch, 1 << 20), Err(Error::InvalidRecord(_))));
+        assert!(matches!(
+            validate_batches(&batch, 1 << 20),
+            Err(Error::InvalidRecord(_))
+        ));
         // Recovery tolerates gaps left by compaction.
         assert!(check_stored(&batch).is_ok());
     }

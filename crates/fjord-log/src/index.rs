@@ -93,7 +93,11 @@ impl OffsetIndex {
     }
 
     /// Writes `entries` as the whole index, replacing whatever file was there.
-    pub fn create(path: &Path, base_offset: i64, entries: Vec<OffsetEntry>) -> io::Result<OffsetIndex> {
+    pub fn create(
+        path: &Path,
+        base_offset: i64,
+        entries: Vec<OffsetEntry>,
+    ) -> io::Result<OffsetIndex> {
         let mut bytes = Vec::with_capacity(entries.len() * OFFSET_ENTRY_SIZE);
         for e in &entries {
             encode_offset_entry(&mut bytes, base_offset, e);
@@ -130,7 +134,9 @@ impl OffsetIndex {
 
     /// Drops entries at or beyond byte `position` (after a truncation of the log file).
     pub fn truncate_to_position(&mut self, position: u64) -> io::Result<()> {
-        let keep = self.entries.partition_point(|e| u64::from(e.position) < position);
+        let keep = self
+            .entries
+            .partition_point(|e| u64::from(e.position) < position);
         if keep < self.entries.len() {
             self.entries.truncate(keep);
             self.file.set_len((keep * OFFSET_ENTRY_SIZE) as u64)?;
@@ -270,8 +276,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("00000000000000000100.index");
         let mut idx = OffsetIndex::create(&path, 100, Vec::new()).unwrap();
-        idx.append(OffsetEntry { offset: 110, position: 4000 }).unwrap();
-        idx.append(OffsetEntry { offset: 130, position: 9000 }).unwrap();
+        idx.append(OffsetEntry {
+            offset: 110,
+            position: 4000,
+        })
+        .unwrap();
+        idx.append(OffsetEntry {
+            offset: 130,
+            position: 9000,
+        })
+        .unwrap();
         drop(idx);
         let idx = OffsetIndex::load(&path, 100, 10_000).unwrap().unwrap();
         assert_eq!(idx.entries.len(), 2);
@@ -286,7 +300,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.index");
         let mut idx = OffsetIndex::create(&path, 0, Vec::new()).unwrap();
-        idx.append(OffsetEntry { offset: 5, position: 4000 }).unwrap();
+        idx.append(OffsetEntry {
+            offset: 5,
+            position: 4000,
+        })
+        .unwrap();
         drop(idx);
         assert!(OffsetIndex::load(&path, 0, 1000).unwrap().is_none());
         fs::write(&path, [0u8; 7]).unwrap();
@@ -298,9 +316,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.timeindex");
         let mut idx = TimeIndex::create(&path, 0, Vec::new()).unwrap();
-        idx.maybe_append(TimeEntry { timestamp: 10, offset: 1 }).unwrap();
-        idx.maybe_append(TimeEntry { timestamp: 10, offset: 2 }).unwrap();
-        idx.maybe_append(TimeEntry { timestamp: 20, offset: 5 }).unwrap();
+        idx.maybe_append(TimeEntry {
+            timestamp: 10,
+            offset: 1,
+        })
+        .unwrap();
+        idx.maybe_append(TimeEntry {
+            timestamp: 10,
+            offset: 2,
+        })
+        .unwrap();
+        idx.maybe_append(TimeEntry {
+            timestamp: 20,
+            offset: 5,
+        })
+        .unwrap();
         drop(idx);
         let idx = TimeIndex::load(&path, 0).unwrap().unwrap();
         assert_eq!(idx.entries.len(), 2);

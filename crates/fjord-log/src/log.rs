@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::batch::{self, BatchInfo, Header, CRC_POS, LEADER_EPOCH_POS, MAX_TIMESTAMP_POS, TIMESTAMP_TYPE_BIT};
+use crate::batch::{
+    self, BatchInfo, Header, CRC_POS, LEADER_EPOCH_POS, MAX_TIMESTAMP_POS, TIMESTAMP_TYPE_BIT,
+};
 use crate::config::{LogConfig, TimestampType};
 use crate::segment::{self, OpenMode, Segment};
 use crate::{Error, Result};
@@ -49,7 +51,7 @@ pub struct ReadInfo {
 pub struct FlushHandle {
     /// Every segment file that may hold data below `flush_to` not yet known durable: segments rolled since the
     /// last flush and the active segment.
-    files: Vec<Arc<File>>,
+    pub(crate) files: Vec<Arc<File>>,
     /// Set when a segment file was created since the last flush, so the directory entry must be made durable too.
     dir: Option<PathBuf>,
     flush_to: i64,
@@ -96,6 +98,9 @@ pub struct Log {
     /// Earliest timestamp of a tombstone kept by the last compaction (-1 if none); when it expires a compaction
     /// pass is due even if no new data arrived.
     pub(crate) oldest_tombstone_ts: i64,
+    /// Latest wall-clock time passed in by the caller; used by operations that take no `now_ms` (follower
+    /// appends, truncation) to stamp new segments.
+    pub(crate) clock_ms: i64,
 }
 
 pub(crate) fn read_small_file(path: &Path) -> Result<Option<String>> {
@@ -135,7 +140,10 @@ impl Log {
             let entry = entry?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if [".cleaned", ".deleted", ".swap", ".tmp"].iter().any(|s| name.ends_with(s)) {
+            if [".cleaned", ".deleted", ".swap", ".tmp"]
+                .iter()
+                .any(|s| name.ends_with(s))
+            {
                 tracing::info!(file = name, dir = %dir.display(), "removing leftover file");
                 fs::remove_file(entry.path())?;
                 continue;
@@ -144,7 +152,10 @@ impl Log {
                 if let Ok(base) = stem.parse::<i64>() {
                     bases.push(base);
                 }
-            } else if let Some(stem) = name.strip_suffix(".index").or_else(|| name.strip_suffix(".timeindex")) {
+            } else if let Some(stem) = name
+                .strip_suffix(".index")
+                .or_else(|| name.strip_suffix(".timeindex"))
+            {
                 if let Ok(base) = stem.parse::<i64>() {
                     index_files.push((base, entry.path()));
                 }
@@ -165,7 +176,10 @@ impl Log {
 
         let persisted_start = match read_small_file(&dir.join(LOG_START_FILE))? {
             Some(s) => Some(s.trim().parse::<i64>().map_err(|e| {
-                Error::Io(io::Error::new(io::ErrorKind::InvalidData, format!("bad {LOG_START_FILE}: {e}")))
+                Error::Io(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad {LOG_START_FILE}: {e}"),
+                ))
             })?),
             None => None,
         };
@@ -185,7 +199,10 @@ impl Log {
             if opened.truncated && !last {
                 // Data after a hole cannot be trusted to be contiguous; Kafka drops it too.
                 for &later in &bases[i + 1..] {
-                    tracing::warn!(base_offset = later, "deleting segment after corrupt segment");
+                    tracing::warn!(
+                        base_offset = later,
+                        "deleting segment after corrupt segment"
+                    );
                     for p in [
                         segment::log_path(dir, later),
                         segment::index_path(dir, later),
@@ -198,7 +215,11 @@ impl Log {
             }
         }
         if segments.is_empty() {
-            segments.push(Segment::create(dir, persisted_start.unwrap_or(0).max(0), now_ms)?);
+            segments.push(Segment::create(
+                dir,
+                persisted_start.unwrap_or(0).max(0),
+                now_ms,
+            )?);
         }
         let first_base = segments[0].base_offset;
         let mut log = Log {
@@ -211,6 +232,7 @@ impl Log {
             dir_dirty_since: None,
             cleaner_checkpoint: 0,
             oldest_tombstone_ts: -1,
+            clock_ms: now_ms,
         };
         if log.log_start_offset > log.log_end_offset() {
             // Recovery lost data that the persisted start offset already covered; start empty at that offset.
@@ -248,18 +270,24 @@ impl Log {
     }
 
     pub(crate) fn active(&self) -> &Segment {
-        self.segments.last().expect("a log always has an active segment")
+        self.segments
+            .last()
+            .expect("a log always has an active segment")
     }
 
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments.last_mut().expect("a log always has an active segment")
+        self.segments
+            .last_mut()
+            .expect("a log always has an active segment")
     }
 
     /// Cheap structural invariants, checked in debug builds after every mutation.
     fn check_invariants(&self) {
         debug_assert!(!self.segments.is_empty());
-        debug_assert!(self.segments.windows(2).all(|w| w[0].base_offset < w[1].base_offset
-            && w[0].next_offset <= w[1].base_offset));
+        debug_assert!(self
+            .segments
+            .windows(2)
+            .all(|w| w[0].base_offset < w[1].base_offset && w[0].next_offset <= w[1].base_offset));
         debug_assert!(self.log_start_offset <= self.log_end_offset());
         debug_assert!(self.segments[0].base_offset <= self.log_start_offset);
     }
@@ -271,12 +299,18 @@ impl Log {
         if records.is_empty() {
             return Err(Error::InvalidRecord("empty record set".into()));
         }
+        self.clock_ms = self.clock_ms.max(now_ms);
         let mut headers = batch::validate_headers(&records, self.config.max_message_bytes)?;
-        let record_span: i64 = headers.iter().map(|(_, h)| i64::from(h.last_offset_delta) + 1).sum();
+        let record_span: i64 = headers
+            .iter()
+            .map(|(_, h)| i64::from(h.last_offset_delta) + 1)
+            .sum();
         self.maybe_roll(records.len() as u64, record_span, now_ms)?;
 
         // One copy at most: a uniquely owned buffer is rewritten in place.
-        let mut buf = records.try_into_mut().unwrap_or_else(|b| BytesMut::from(&b[..]));
+        let mut buf = records
+            .try_into_mut()
+            .unwrap_or_else(|b| BytesMut::from(&b[..]));
         let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
         let mut next = self.log_end_offset();
         let first_offset = next;
@@ -290,7 +324,8 @@ impl Log {
             if log_append {
                 header.attributes |= TIMESTAMP_TYPE_BIT;
                 header.max_timestamp = now_ms;
-                b[batch::ATTRIBUTES_POS..batch::ATTRIBUTES_POS + 2].copy_from_slice(&header.attributes.to_be_bytes());
+                b[batch::ATTRIBUTES_POS..batch::ATTRIBUTES_POS + 2]
+                    .copy_from_slice(&header.attributes.to_be_bytes());
                 b[MAX_TIMESTAMP_POS..MAX_TIMESTAMP_POS + 8].copy_from_slice(&now_ms.to_be_bytes());
                 header.crc = batch::compute_crc(b);
                 b[CRC_POS..CRC_POS + 4].copy_from_slice(&header.crc.to_be_bytes());
@@ -336,18 +371,31 @@ impl Log {
             return Err(Error::InvalidRecord("empty record set".into()));
         };
         let (first_offset, last_offset) = (first.base_offset, last.last_offset());
-        let max_timestamp = headers.iter().map(|(_, h)| h.max_timestamp).max().unwrap_or(-1);
-        self.maybe_roll(records.len() as u64, last_offset + 1 - self.log_end_offset(), 0)?;
-        if self.active().is_empty() && self.active().base_offset < first_offset && self.segments.len() > 1 {
+        let max_timestamp = headers
+            .iter()
+            .map(|(_, h)| h.max_timestamp)
+            .max()
+            .unwrap_or(-1);
+        let now_ms = self.clock_ms;
+        self.maybe_roll(
+            records.len() as u64,
+            last_offset + 1 - self.log_end_offset(),
+            now_ms,
+        )?;
+        if self.active().is_empty()
+            && self.active().base_offset < first_offset
+            && self.segments.len() > 1
+        {
             // Keep file names meaningful when the leader's offsets jump (compacted source).
             let old = self.segments.pop().expect("checked len");
             old.delete_files()?;
-            let seg = Segment::create(&self.dir, first_offset, 0)?;
+            let seg = Segment::create(&self.dir, first_offset, now_ms)?;
             self.segments.push(seg);
             self.dir_dirty_since = Some(first_offset);
         }
         let interval = self.config.index_interval_bytes;
-        self.active_mut().append(&records, &headers, interval, 0)?;
+        self.active_mut()
+            .append(&records, &headers, interval, now_ms)?;
         self.check_invariants();
         Ok(AppendInfo {
             base_offset: first_offset,
@@ -369,11 +417,13 @@ impl Log {
             return Ok(());
         }
         let too_big = active.size + bytes > cfg.segment_bytes;
-        let too_old = now_ms > 0 && now_ms - active.created_ms >= cfg.segment_ms;
+        let too_old = now_ms - active.created_ms >= cfg.segment_ms;
         let index_full = active.offset_index.size_bytes() + crate::index::OFFSET_ENTRY_SIZE as u64
             > cfg.segment_index_bytes
-            || active.time_index.size_bytes() + crate::index::TIME_ENTRY_SIZE as u64 > cfg.segment_index_bytes;
-        let offset_overflow = active.next_offset + offsets - 1 - active.base_offset > i64::from(i32::MAX);
+            || active.time_index.size_bytes() + crate::index::TIME_ENTRY_SIZE as u64
+                > cfg.segment_index_bytes;
+        let offset_overflow =
+            active.next_offset + offsets - 1 - active.base_offset > i64::from(i32::MAX);
         if too_big || too_old || index_full || offset_overflow {
             tracing::debug!(
                 base_offset = active.base_offset,
@@ -397,7 +447,10 @@ impl Log {
         active.on_become_inactive()?;
         if flushed < leo {
             let file = Arc::clone(&active.file);
-            self.pending_flush.push(PendingFlush { end_offset: leo, file });
+            self.pending_flush.push(PendingFlush {
+                end_offset: leo,
+                file,
+            });
         }
         let seg = Segment::create(&self.dir, leo, now_ms)?;
         self.segments.push(seg);
@@ -408,7 +461,13 @@ impl Log {
     /// Whole batches starting from the batch containing `offset`, stopping before any batch whose last offset is
     /// at or above `max_offset` and at `max_bytes`; with `min_one_batch` a first batch larger than `max_bytes` is
     /// returned whole (KIP-74). May span segments.
-    pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64, min_one_batch: bool) -> Result<ReadInfo> {
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<ReadInfo> {
         let log_start = self.log_start_offset;
         let log_end = self.log_end_offset();
         if offset < log_start || offset > log_end {
@@ -437,7 +496,10 @@ impl Log {
         max_offset: i64,
         min_one_batch: bool,
     ) -> Result<()> {
-        let first = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+        let first = self
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
         for seg in &self.segments[first..] {
             let Some((start, first_header)) = seg.find_position(offset)? else {
                 continue;
@@ -448,11 +510,13 @@ impl Log {
             seg.read_into(out, start, chunk_len)?;
             // Keep only whole batches below max_offset; the walk reads headers from the chunk just read.
             let mut used = 0usize;
-            let mut stop = false;
+            let stop;
             loop {
                 let rest = &out[chunk_start + used..];
                 let Some(h) = Header::parse(rest) else {
-                    stop = chunk_start + used < chunk_start + chunk_len || (start + used as u64) < seg.size;
+                    // Either the chunk ended at the segment's end (go on with the next segment) or max_bytes cut
+                    // a batch header.
+                    stop = !rest.is_empty() || start + (chunk_len as u64) < seg.size;
                     break;
                 };
                 if h.last_offset() >= max_offset {
@@ -514,8 +578,8 @@ impl Log {
         self.set_log_start_offset(offset)?;
         if !self.active().is_empty() && self.active().next_offset <= offset {
             // Everything is below the new start; roll so that the old active segment can go too.
-            let created = self.active().created_ms;
-            self.roll(created)?;
+            let now_ms = self.clock_ms;
+            self.roll(now_ms)?;
         }
         while self.segments.len() > 1 && self.segments[1].base_offset <= offset {
             self.delete_first_segment()?;
@@ -533,12 +597,21 @@ impl Log {
         Ok(())
     }
 
+    /// Drops a segment file from the pending-flush list (its data was made durable another way).
+    pub(crate) fn forget_pending_flush(&mut self, file: &Arc<File>) {
+        self.pending_flush.retain(|p| !Arc::ptr_eq(&p.file, file));
+    }
+
     /// Deletes the oldest (non-active) segment and moves the log start offset up to the next segment's base.
     fn delete_first_segment(&mut self) -> Result<()> {
-        assert!(self.segments.len() > 1, "the active segment is never deleted");
+        assert!(
+            self.segments.len() > 1,
+            "the active segment is never deleted"
+        );
         let seg = self.segments.remove(0);
         tracing::info!(base_offset = seg.base_offset, dir = %self.dir.display(), "deleting segment");
-        self.pending_flush.retain(|p| !Arc::ptr_eq(&p.file, &seg.file));
+        self.pending_flush
+            .retain(|p| !Arc::ptr_eq(&p.file, &seg.file));
         seg.delete_files()?;
         let next_base = self.segments[0].base_offset;
         if next_base > self.log_start_offset {
@@ -554,11 +627,14 @@ impl Log {
         if offset >= log_end {
             return Ok(());
         }
-        let now_ms = self.active().created_ms;
+        let now_ms = self.clock_ms;
         if offset < self.log_start_offset {
             return self.truncate_fully(offset.max(0), now_ms);
         }
-        let first = self.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+        let first = self
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
         let mut found = None;
         for i in first..self.segments.len() {
             if let Some((_, h)) = self.segments[i].find_position(offset)? {
@@ -604,7 +680,8 @@ impl Log {
         for seg in self.segments.drain(..) {
             seg.delete_files()?;
         }
-        self.segments.push(Segment::create(&self.dir, start, now_ms)?);
+        self.segments
+            .push(Segment::create(&self.dir, start, now_ms)?);
         self.dir_dirty_since = Some(start);
         self.log_start_offset = start;
         write_small_file(&self.dir, LOG_START_FILE, &start.to_string())?;
@@ -622,6 +699,7 @@ impl Log {
     /// Rolls the active segment if `segment.ms` elapsed, then applies `retention.ms` and `retention.bytes` when
     /// the policy includes delete. Only whole non-active segments are deleted. Returns the number deleted.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize> {
+        self.clock_ms = self.clock_ms.max(now_ms);
         let active = self.active();
         if !active.is_empty() && now_ms - active.created_ms >= self.config.segment_ms {
             self.roll(now_ms)?;
@@ -652,7 +730,11 @@ impl Log {
     /// Handle to fsync, outside the mutex, every file holding data below the current log end offset.
     pub fn flush_handle(&self) -> FlushHandle {
         let leo = self.log_end_offset();
-        let mut files: Vec<Arc<File>> = self.pending_flush.iter().map(|p| Arc::clone(&p.file)).collect();
+        let mut files: Vec<Arc<File>> = self
+            .pending_flush
+            .iter()
+            .map(|p| Arc::clone(&p.file))
+            .collect();
         if self.flushed_offset < leo {
             files.push(Arc::clone(&self.active().file));
         }

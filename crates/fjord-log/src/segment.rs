@@ -87,8 +87,16 @@ impl Segment {
             file: Arc::new(file),
             size: 0,
             next_offset: base_offset,
-            offset_index: OffsetIndex::create(&index_path(dir, base_offset), base_offset, Vec::new())?,
-            time_index: TimeIndex::create(&time_index_path(dir, base_offset), base_offset, Vec::new())?,
+            offset_index: OffsetIndex::create(
+                &index_path(dir, base_offset),
+                base_offset,
+                Vec::new(),
+            )?,
+            time_index: TimeIndex::create(
+                &time_index_path(dir, base_offset),
+                base_offset,
+                Vec::new(),
+            )?,
             bytes_since_index: 0,
             max_timestamp: -1,
             offset_of_max_timestamp: -1,
@@ -98,7 +106,13 @@ impl Segment {
 
     /// Opens an existing segment and scans it according to `mode`, cutting off a torn or corrupt tail and
     /// rebuilding the indexes when they are missing or inconsistent with the log file.
-    pub fn open(dir: &Path, base_offset: i64, mode: OpenMode, index_interval: u64, now_ms: i64) -> Result<Opened> {
+    pub fn open(
+        dir: &Path,
+        base_offset: i64,
+        mode: OpenMode,
+        index_interval: u64,
+        now_ms: i64,
+    ) -> Result<Opened> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -255,7 +269,13 @@ impl Segment {
 
     /// Adds index entries for a batch at `pos` following Kafka's rule: an entry whenever more than
     /// `index.interval.bytes` were appended since the previous entry.
-    fn index_batch(&mut self, header: &Header, pos: u64, index_interval: u64, since: &mut u64) -> Result<()> {
+    fn index_batch(
+        &mut self,
+        header: &Header,
+        pos: u64,
+        index_interval: u64,
+        since: &mut u64,
+    ) -> Result<()> {
         if *since > index_interval {
             self.offset_index.append(OffsetEntry {
                 offset: header.last_offset(),
@@ -267,7 +287,10 @@ impl Segment {
                 (self.max_timestamp, self.offset_of_max_timestamp)
             };
             if ts >= 0 {
-                self.time_index.maybe_append(TimeEntry { timestamp: ts, offset: off })?;
+                self.time_index.maybe_append(TimeEntry {
+                    timestamp: ts,
+                    offset: off,
+                })?;
             }
             *since = 0;
         }
@@ -296,7 +319,13 @@ impl Segment {
 
     /// Appends already-validated batches (`buf` holds them back to back, `headers` their positions in `buf` and
     /// their final headers). Writes once, then updates the in-memory state and indexes.
-    pub fn append(&mut self, buf: &[u8], headers: &[(usize, Header)], index_interval: u64, now_ms: i64) -> Result<()> {
+    pub fn append(
+        &mut self,
+        buf: &[u8],
+        headers: &[(usize, Header)],
+        index_interval: u64,
+        now_ms: i64,
+    ) -> Result<()> {
         let start = self.size;
         if let Err(e) = self.file.write_all_at(buf, start) {
             // Leave no partial batch behind so the next append lands on a batch boundary.
@@ -368,18 +397,6 @@ impl Segment {
         Ok(None)
     }
 
-    /// Calls `f` for each batch header from `pos` on until it returns false.
-    pub fn for_each_header(&self, mut pos: u64, mut f: impl FnMut(u64, &Header) -> Result<bool>) -> Result<()> {
-        while pos < self.size {
-            let header = self.read_header(pos)?;
-            if !f(pos, &header)? {
-                break;
-            }
-            pos += header.size() as u64;
-        }
-        Ok(())
-    }
-
     /// Removes every batch whose last offset is >= `offset`. Returns the base offset of the first removed batch.
     pub fn truncate_to(&mut self, offset: i64, index_interval: u64) -> Result<Option<i64>> {
         let Some((pos, header)) = self.find_position(offset)? else {
@@ -389,9 +406,16 @@ impl Segment {
         self.size = pos;
         // Truncation is rare (follower divergence), so rebuilding both indexes and the timestamp summary from a
         // scan keeps this simple and obviously consistent.
-        self.offset_index = OffsetIndex::create(&index_path(&self.dir, self.base_offset), self.base_offset, Vec::new())?;
-        self.time_index =
-            TimeIndex::create(&time_index_path(&self.dir, self.base_offset), self.base_offset, Vec::new())?;
+        self.offset_index = OffsetIndex::create(
+            &index_path(&self.dir, self.base_offset),
+            self.base_offset,
+            Vec::new(),
+        )?;
+        self.time_index = TimeIndex::create(
+            &time_index_path(&self.dir, self.base_offset),
+            self.base_offset,
+            Vec::new(),
+        )?;
         self.max_timestamp = -1;
         self.offset_of_max_timestamp = -1;
         self.next_offset = self.base_offset;
@@ -412,9 +436,16 @@ impl Segment {
             .open(log_path(&self.dir, self.base_offset))?;
         self.size = file.metadata()?.len();
         self.file = Arc::new(file);
-        self.offset_index = OffsetIndex::create(&index_path(&self.dir, self.base_offset), self.base_offset, Vec::new())?;
-        self.time_index =
-            TimeIndex::create(&time_index_path(&self.dir, self.base_offset), self.base_offset, Vec::new())?;
+        self.offset_index = OffsetIndex::create(
+            &index_path(&self.dir, self.base_offset),
+            self.base_offset,
+            Vec::new(),
+        )?;
+        self.time_index = TimeIndex::create(
+            &time_index_path(&self.dir, self.base_offset),
+            self.base_offset,
+            Vec::new(),
+        )?;
         self.max_timestamp = -1;
         self.offset_of_max_timestamp = -1;
         self.next_offset = self.base_offset;
@@ -443,10 +474,6 @@ impl Segment {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as i64)
             .unwrap_or(-1)
-    }
-
-    pub fn index_bytes(&self) -> u64 {
-        self.offset_index.size_bytes().max(self.time_index.size_bytes())
     }
 
     pub fn sync_indexes(&self) -> Result<()> {

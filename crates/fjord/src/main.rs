@@ -12,7 +12,11 @@ use fjord_broker::config::{parse_properties, BrokerConfig};
 use fjord_broker::Broker;
 
 #[derive(Parser)]
-#[command(name = "fjord", version, about = "Fjord: a Kafka-compatible event-streaming platform")]
+#[command(
+    name = "fjord",
+    version,
+    about = "Fjord: a Kafka-compatible event-streaming platform"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -52,8 +56,10 @@ struct BrokerOpts {
 
 impl BrokerOpts {
     fn properties(&self, defaults: &[(&str, String)]) -> Result<BTreeMap<String, String>> {
-        let mut props: BTreeMap<String, String> =
-            defaults.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let mut props: BTreeMap<String, String> = defaults
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
         if let Some(path) = &self.config {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config file {}", path.display()))?;
@@ -74,11 +80,15 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -109,7 +119,9 @@ async fn run(cli: Cli) -> Result<()> {
 async fn serve(config: BrokerConfig) -> Result<()> {
     let metrics_addr = config.metrics_listener;
     let data_dir = config.log_dir.clone();
-    let broker = Broker::start(config).await.context("broker failed to start")?;
+    let broker = Broker::start(config)
+        .await
+        .context("broker failed to start")?;
     let kafka = broker.local_addr();
     let http = match metrics_addr {
         Some(addr) => Some(serve_metrics(addr, broker.state().clone()).await?),
@@ -117,7 +129,10 @@ async fn serve(config: BrokerConfig) -> Result<()> {
     };
     // One machine-readable line on stdout: scripts and tests learn the bound ports from it.
     match http {
-        Some(h) => println!("fjord ready kafka={kafka} http={h} data={}", data_dir.display()),
+        Some(h) => println!(
+            "fjord ready kafka={kafka} http={h} data={}",
+            data_dir.display()
+        ),
         None => println!("fjord ready kafka={kafka} data={}", data_dir.display()),
     }
     wait_for_signal().await;
@@ -126,7 +141,10 @@ async fn serve(config: BrokerConfig) -> Result<()> {
     Ok(())
 }
 
-async fn serve_metrics(addr: SocketAddr, state: Arc<fjord_broker::BrokerState>) -> Result<SocketAddr> {
+async fn serve_metrics(
+    addr: SocketAddr,
+    state: Arc<fjord_broker::BrokerState>,
+) -> Result<SocketAddr> {
     use axum::routing::get;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -138,7 +156,10 @@ async fn serve_metrics(addr: SocketAddr, state: Arc<fjord_broker::BrokerState>) 
             let state = state.clone();
             async move {
                 (
-                    [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
                     state.metrics.encode(),
                 )
             }

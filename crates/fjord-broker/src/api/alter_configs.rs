@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::{
-    AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
 };
 
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
@@ -48,11 +49,18 @@ async fn alter_one(
     let mut set = BTreeMap::new();
     for (k, v) in configs {
         let Some(v) = v else {
-            return Err(ApiError::new(E::InvalidConfig, format!("Null value not supported for topic config '{k}'.")));
+            return Err(ApiError::new(
+                E::InvalidConfig,
+                format!("Null value not supported for topic config '{k}'."),
+            ));
         };
-        validate_topic_config(&k, &v).map_err(|e| ApiError::new(E::InvalidConfig, e.to_string()))?;
+        validate_topic_config(&k, &v)
+            .map_err(|e| ApiError::new(E::InvalidConfig, e.to_string()))?;
         if set.insert(k.clone(), v).is_some() {
-            return Err(ApiError::new(E::InvalidRequest, format!("Config '{k}' is given more than once.")));
+            return Err(ApiError::new(
+                E::InvalidRequest,
+                format!("Config '{k}' is given more than once."),
+            ));
         }
     }
     if validate_only {
@@ -70,12 +78,21 @@ pub async fn handle_alter(ctx: &Ctx<'_>, req: AlterConfigsRequest) -> AlterConfi
             .into_iter()
             .map(|c| (c.name.to_string(), c.value.map(|v| v.to_string())))
             .collect();
-        let outcome = alter_one(ctx.state, r.resource_type, &name, configs, req.validate_only).await;
+        let outcome = alter_one(
+            ctx.state,
+            r.resource_type,
+            &name,
+            configs,
+            req.validate_only,
+        )
+        .await;
         let mut res = kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name);
         if let Err(e) = outcome {
-            res = res.with_error_code(e.code).with_error_message(Some(str_bytes(&e.message)));
+            res = res
+                .with_error_code(e.code)
+                .with_error_message(Some(str_bytes(&e.message)));
         }
         responses.push(res);
     }
@@ -102,14 +119,21 @@ async fn incremental_one(
     let mut delete = Vec::new();
     for (key, op, value) in ops {
         if !seen.insert(key.clone()) {
-            return Err(ApiError::new(E::InvalidRequest, format!("Config '{key}' is given more than once.")));
+            return Err(ApiError::new(
+                E::InvalidRequest,
+                format!("Config '{key}' is given more than once."),
+            ));
         }
-        let def = topic_config_def(&key)
-            .ok_or_else(|| ApiError::new(E::InvalidConfig, format!("Unknown topic config '{key}'.")))?;
+        let def = topic_config_def(&key).ok_or_else(|| {
+            ApiError::new(E::InvalidConfig, format!("Unknown topic config '{key}'."))
+        })?;
         match op {
             OP_SET => {
-                let v = value.ok_or_else(|| ApiError::new(E::InvalidConfig, format!("Null value for '{key}'.")))?;
-                validate_topic_config(&key, &v).map_err(|e| ApiError::new(E::InvalidConfig, e.to_string()))?;
+                let v = value.ok_or_else(|| {
+                    ApiError::new(E::InvalidConfig, format!("Null value for '{key}'."))
+                })?;
+                validate_topic_config(&key, &v)
+                    .map_err(|e| ApiError::new(E::InvalidConfig, e.to_string()))?;
                 set.insert(key, v);
             }
             OP_DELETE => delete.push(key),
@@ -120,9 +144,15 @@ async fn incremental_one(
                         format!("Config value append or subtract is not allowed for config key '{key}' (not a list)."),
                     ));
                 }
-                let base = current.get(&key).cloned().unwrap_or_else(|| broker.config.topic_default(def));
-                let mut items: Vec<String> =
-                    base.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+                let base = current
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_else(|| broker.config.topic_default(def));
+                let mut items: Vec<String> = base
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
                 let given: Vec<String> = value
                     .unwrap_or_default()
                     .split(',')
@@ -139,11 +169,15 @@ async fn incremental_one(
                     items.retain(|i| !given.contains(i));
                 }
                 let v = items.join(",");
-                validate_topic_config(&key, &v).map_err(|e| ApiError::new(E::InvalidConfig, e.to_string()))?;
+                validate_topic_config(&key, &v)
+                    .map_err(|e| ApiError::new(E::InvalidConfig, e.to_string()))?;
                 set.insert(key, v);
             }
             other => {
-                return Err(ApiError::new(E::InvalidRequest, format!("Unknown config operation {other}.")));
+                return Err(ApiError::new(
+                    E::InvalidRequest,
+                    format!("Unknown config operation {other}."),
+                ));
             }
         }
     }
@@ -163,15 +197,24 @@ pub async fn handle_incremental(
         let ops = r
             .configs
             .into_iter()
-            .map(|c| (c.name.to_string(), c.config_operation, c.value.map(|v| v.to_string())))
+            .map(|c| {
+                (
+                    c.name.to_string(),
+                    c.config_operation,
+                    c.value.map(|v| v.to_string()),
+                )
+            })
             .collect();
-        let outcome = incremental_one(ctx.state, r.resource_type, &name, ops, req.validate_only).await;
+        let outcome =
+            incremental_one(ctx.state, r.resource_type, &name, ops, req.validate_only).await;
         let mut res =
             kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name);
         if let Err(e) = outcome {
-            res = res.with_error_code(e.code).with_error_message(Some(str_bytes(&e.message)));
+            res = res
+                .with_error_code(e.code)
+                .with_error_message(Some(str_bytes(&e.message)));
         }
         responses.push(res);
     }

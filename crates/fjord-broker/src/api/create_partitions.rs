@@ -20,7 +20,10 @@ async fn grow(
 ) -> Result<(), ApiError> {
     let state = broker.meta.state();
     let Some(topic) = state.topics.get(name) else {
-        return Err(ApiError::new(E::UnknownTopicOrPartition, format!("Topic '{name}' does not exist.")));
+        return Err(ApiError::new(
+            E::UnknownTopicOrPartition,
+            format!("Topic '{name}' does not exist."),
+        ));
     };
     let current = topic.partitions.len() as i32;
     if count <= current {
@@ -41,7 +44,11 @@ async fn grow(
             if a.len() as i32 != count - current {
                 return Err(ApiError::new(
                     E::InvalidReplicaAssignment,
-                    format!("Increasing the number of partitions by {} but {} assignments provided.", count - current, a.len()),
+                    format!(
+                        "Increasing the number of partitions by {} but {} assignments provided.",
+                        count - current,
+                        a.len()
+                    ),
                 ));
             }
             for r in &a {
@@ -59,14 +66,25 @@ async fn grow(
     if validate_only {
         return Ok(());
     }
-    let cmd = Command::CreatePartitions { name: name.to_string(), new_assignments: new };
+    let cmd = Command::CreatePartitions {
+        name: name.to_string(),
+        new_assignments: new,
+    };
     match broker.meta.propose(cmd).await.map_err(crate::Error::from)? {
         CommandResult::Ok => {}
         CommandResult::UnknownTopic => {
-            return Err(ApiError::new(E::UnknownTopicOrPartition, format!("Topic '{name}' does not exist.")))
+            return Err(ApiError::new(
+                E::UnknownTopicOrPartition,
+                format!("Topic '{name}' does not exist."),
+            ))
         }
         CommandResult::InvalidPartitions(m) => return Err(ApiError::new(E::InvalidPartitions, m)),
-        other => return Err(ApiError::new(E::UnknownServerError, format!("unexpected result {other:?}"))),
+        other => {
+            return Err(ApiError::new(
+                E::UnknownServerError,
+                format!("unexpected result {other:?}"),
+            ))
+        }
     }
     broker.sync_partitions()?;
     Ok(())
@@ -81,17 +99,24 @@ pub async fn handle(ctx: &Ctx<'_>, req: CreatePartitionsRequest) -> CreatePartit
     for t in req.topics {
         let name = t.name.0.to_string();
         let outcome = if counts[&name] > 1 {
-            Err(ApiError::new(E::InvalidRequest, format!("Topic '{name}' appears more than once in the request.")))
+            Err(ApiError::new(
+                E::InvalidRequest,
+                format!("Topic '{name}' appears more than once in the request."),
+            ))
         } else {
-            let a = t
-                .assignments
-                .map(|a| a.into_iter().map(|x| x.broker_ids.into_iter().map(|b| b.0).collect()).collect());
+            let a = t.assignments.map(|a| {
+                a.into_iter()
+                    .map(|x| x.broker_ids.into_iter().map(|b| b.0).collect())
+                    .collect()
+            });
             grow(ctx.state, &name, t.count, a, req.validate_only).await
         };
         let res = CreatePartitionsTopicResult::default().with_name(t.name);
         results.push(match outcome {
             Ok(()) => res,
-            Err(e) => res.with_error_code(e.code).with_error_message(Some(str_bytes(&e.message))),
+            Err(e) => res
+                .with_error_code(e.code)
+                .with_error_message(Some(str_bytes(&e.message))),
         });
     }
     CreatePartitionsResponse::default().with_results(results)

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 
 use kafka_protocol::error::ResponseError as E;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::describe_configs::topic_entries;
@@ -26,7 +28,9 @@ pub async fn handle(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsResp
         if counts[&name] > 1 {
             results.push(
                 res.with_error_code(E::InvalidRequest.code())
-                    .with_error_message(Some(str_bytes(&format!("Topic '{name}' appears more than once in the request.")))),
+                    .with_error_message(Some(str_bytes(&format!(
+                        "Topic '{name}' appears more than once in the request."
+                    )))),
             );
             continue;
         }
@@ -37,7 +41,12 @@ pub async fn handle(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsResp
             assignments: t
                 .assignments
                 .into_iter()
-                .map(|a| (a.partition_index, a.broker_ids.into_iter().map(|b| b.0).collect()))
+                .map(|a| {
+                    (
+                        a.partition_index,
+                        a.broker_ids.into_iter().map(|b| b.0).collect(),
+                    )
+                })
                 .collect(),
             configs: t
                 .configs
@@ -62,12 +71,16 @@ pub async fn handle(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsResp
                     res.with_topic_id(created.id)
                         .with_num_partitions(created.num_partitions)
                         .with_replication_factor(created.replication_factor)
-                        .with_configs(Some(configs)),
+                        // Configs are part of the response from v5 on.
+                        .with_configs((ctx.version >= 5).then_some(configs)),
                 );
             }
             Err(e) => {
                 tracing::info!(topic = %name, code = e.code, error = %e.message, "create topic refused");
-                results.push(res.with_error_code(e.code).with_error_message(Some(str_bytes(&e.message))));
+                results.push(
+                    res.with_error_code(e.code)
+                        .with_error_message(Some(str_bytes(&e.message))),
+                );
             }
         }
     }

@@ -11,9 +11,15 @@ use super::{str_bytes, Ctx};
 pub async fn handle(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
     let broker = ctx.state;
     let wanted: Vec<(Option<String>, uuid::Uuid)> = if ctx.version >= 6 {
-        req.topics.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect()
+        req.topics
+            .into_iter()
+            .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+            .collect()
     } else {
-        req.topic_names.into_iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())).collect()
+        req.topic_names
+            .into_iter()
+            .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+            .collect()
     };
     let mut results = Vec::with_capacity(wanted.len());
     for (name, id) in wanted {
@@ -27,15 +33,28 @@ pub async fn handle(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTopicsResp
             .with_topic_id(id);
         let Some(topic) = found else {
             let (code, msg) = match &name {
-                Some(n) => (E::UnknownTopicOrPartition, format!("Topic '{n}' does not exist.")),
+                Some(n) => (
+                    E::UnknownTopicOrPartition,
+                    format!("Topic '{n}' does not exist."),
+                ),
                 None => (E::UnknownTopicId, format!("Topic id {id} does not exist.")),
             };
-            results.push(res.with_error_code(code.code()).with_error_message(Some(str_bytes(&msg))));
+            results.push(
+                res.with_error_code(code.code())
+                    .with_error_message(Some(str_bytes(&msg))),
+            );
             continue;
         };
         let topic_name = topic.name.clone();
-        let res = res.with_name(Some(TopicName(str_bytes(&topic_name)))).with_topic_id(topic.id);
-        let outcome = broker.meta.propose(Command::DeleteTopic { name: topic_name.clone() }).await;
+        let res = res
+            .with_name(Some(TopicName(str_bytes(&topic_name))))
+            .with_topic_id(topic.id);
+        let outcome = broker
+            .meta
+            .propose(Command::DeleteTopic {
+                name: topic_name.clone(),
+            })
+            .await;
         let res = match outcome {
             Ok(CommandResult::Ok) => {
                 if let Err(e) = broker.sync_partitions() {
@@ -46,13 +65,16 @@ pub async fn handle(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTopicsResp
             }
             Ok(CommandResult::UnknownTopic) => res
                 .with_error_code(E::UnknownTopicOrPartition.code())
-                .with_error_message(Some(str_bytes(&format!("Topic '{topic_name}' does not exist.")))),
+                .with_error_message(Some(str_bytes(&format!(
+                    "Topic '{topic_name}' does not exist."
+                )))),
             Ok(other) => res
                 .with_error_code(E::UnknownServerError.code())
                 .with_error_message(Some(str_bytes(&format!("unexpected result {other:?}")))),
             Err(e) => {
                 let e = crate::Error::from(e);
-                res.with_error_code(e.code()).with_error_message(Some(str_bytes(&e.to_string())))
+                res.with_error_code(e.code())
+                    .with_error_message(Some(str_bytes(&e.to_string())))
             }
         };
         results.push(res);

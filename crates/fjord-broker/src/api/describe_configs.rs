@@ -37,7 +37,11 @@ pub fn topic_entries(
         .map(|d| {
             let broker_value = broker.config.topic_default(d);
             let broker_explicit = broker.config.explicit.contains_key(d.broker_synonym);
-            let broker_source = if broker_explicit { SOURCE_STATIC_BROKER } else { SOURCE_DEFAULT };
+            let broker_source = if broker_explicit {
+                SOURCE_STATIC_BROKER
+            } else {
+                SOURCE_DEFAULT
+            };
             let (value, source) = match overrides.get(d.name) {
                 Some(v) => (v.clone(), SOURCE_TOPIC),
                 None => (broker_value.clone(), broker_source),
@@ -69,21 +73,33 @@ fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
         .with_source(source)
 }
 
-fn broker_entries(broker: &BrokerState, keys: Option<&[String]>, synonyms: bool) -> Vec<DescribeConfigsResourceResult> {
+fn broker_entries(
+    broker: &BrokerState,
+    keys: Option<&[String]>,
+    synonyms: bool,
+) -> Vec<DescribeConfigsResourceResult> {
     broker
         .config
         .props
         .iter()
         .filter(|(k, _)| keys.is_none_or(|ks| ks.iter().any(|x| x == *k)))
         .map(|(k, v)| {
-            let source = if broker.config.explicit.contains_key(k) { SOURCE_STATIC_BROKER } else { SOURCE_DEFAULT };
+            let source = if broker.config.explicit.contains_key(k) {
+                SOURCE_STATIC_BROKER
+            } else {
+                SOURCE_DEFAULT
+            };
             DescribeConfigsResourceResult::default()
                 .with_name(str_bytes(k))
                 .with_value(Some(str_bytes(v)))
                 // Dynamic broker configs are not implemented: every broker config is fixed at start-up.
                 .with_read_only(true)
                 .with_config_source(source)
-                .with_synonyms(if synonyms { vec![synonym(k, v, source)] } else { vec![] })
+                .with_synonyms(if synonyms {
+                    vec![synonym(k, v, source)]
+                } else {
+                    vec![]
+                })
                 .with_config_type(ConfigType::String as i8)
         })
         .collect()
@@ -104,7 +120,8 @@ pub fn handle(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsResp
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
             let fail = |res: DescribeConfigsResult, code: E, msg: String| {
-                res.with_error_code(code.code()).with_error_message(Some(StrBytes::from_string(msg)))
+                res.with_error_code(code.code())
+                    .with_error_message(Some(StrBytes::from_string(msg)))
             };
             match r.resource_type {
                 RESOURCE_TOPIC => match meta.topics.get(&name) {
@@ -115,16 +132,35 @@ pub fn handle(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsResp
                         req.include_synonyms,
                         req.include_documentation,
                     )),
-                    None => fail(res, E::UnknownTopicOrPartition, format!("Topic '{name}' does not exist.")),
+                    None => fail(
+                        res,
+                        E::UnknownTopicOrPartition,
+                        format!("Topic '{name}' does not exist."),
+                    ),
                 },
-                RESOURCE_BROKER if name == broker.config.node_id.to_string() => {
-                    res.with_configs(broker_entries(broker, keys.as_deref(), req.include_synonyms))
-                }
+                RESOURCE_BROKER if name == broker.config.node_id.to_string() => res.with_configs(
+                    broker_entries(broker, keys.as_deref(), req.include_synonyms),
+                ),
                 // The cluster-wide dynamic defaults: none exist yet.
                 RESOURCE_BROKER if name.is_empty() => res,
-                RESOURCE_BROKER => fail(res, E::InvalidRequest, format!("Unexpected broker id '{name}'; this broker is {}.", broker.config.node_id)),
-                RESOURCE_BROKER_LOGGER => fail(res, E::InvalidRequest, "Broker logger configs are not supported.".into()),
-                other => fail(res, E::InvalidRequest, format!("Unsupported resource type {other}.")),
+                RESOURCE_BROKER => fail(
+                    res,
+                    E::InvalidRequest,
+                    format!(
+                        "Unexpected broker id '{name}'; this broker is {}.",
+                        broker.config.node_id
+                    ),
+                ),
+                RESOURCE_BROKER_LOGGER => fail(
+                    res,
+                    E::InvalidRequest,
+                    "Broker logger configs are not supported.".into(),
+                ),
+                other => fail(
+                    res,
+                    E::InvalidRequest,
+                    format!("Unsupported resource type {other}."),
+                ),
             }
         })
         .collect();

@@ -58,7 +58,11 @@ fn account(ctx: &Ctx<'_>, resp: &FetchResponse) {
 
 /// One pass over the requested partitions. Returns the response, the record bytes in it, and whether an error
 /// means the client should hear back at once rather than wait.
-fn read_once(ctx: &Ctx<'_>, req: &FetchRequest, register: Option<&Arc<Notify>>) -> (FetchResponse, usize, bool) {
+fn read_once(
+    ctx: &Ctx<'_>,
+    req: &FetchRequest,
+    register: Option<&Arc<Notify>>,
+) -> (FetchResponse, usize, bool) {
     let broker = ctx.state;
     let mut remaining = req.max_bytes.max(0) as usize;
     let mut total = 0usize;

@@ -40,7 +40,12 @@ pub fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
                         .and_then(|t| t.partitions.get(p.partition_index as usize))
                         .map(|p| p.leader_epoch)
                         .unwrap_or(-1);
-                    let resp = resp.with_leader_epoch(epoch);
+                    // leader_epoch exists from v4; older versions must leave it at its default.
+                    let resp = if ctx.version >= 4 {
+                        resp.with_leader_epoch(epoch)
+                    } else {
+                        resp
+                    };
                     let (start, hw) = part.offsets();
                     match p.timestamp {
                         // read_committed would stop at the last stable offset, which equals the high watermark

@@ -29,7 +29,8 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
                 .collect(),
         ),
     };
-    let allow_create = (ctx.version < 4 || req.allow_auto_topic_creation) && broker.config.auto_create_topics;
+    let allow_create =
+        (ctx.version < 4 || req.allow_auto_topic_creation) && broker.config.auto_create_topics;
     let mut create_errors = std::collections::HashMap::new();
     if let (Wanted::Some(list), true) = (&wanted, allow_create) {
         let state = broker.meta.state();
@@ -65,7 +66,11 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
             .map(|(i, p)| {
                 let leader_alive = state.brokers.contains_key(&p.leader);
                 MetadataResponsePartition::default()
-                    .with_error_code(if leader_alive { 0 } else { E::LeaderNotAvailable.code() })
+                    .with_error_code(if leader_alive {
+                        0
+                    } else {
+                        E::LeaderNotAvailable.code()
+                    })
                     .with_partition_index(i as i32)
                     .with_leader_id(BrokerId(if leader_alive { p.leader } else { -1 }))
                     .with_leader_epoch(p.leader_epoch)

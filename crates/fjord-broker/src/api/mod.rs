@@ -5,6 +5,7 @@
 //! lowest version the `kafka-protocol` codec decodes, which is also what Kafka 4.x itself serves (KIP-896
 //! removed the older ones), and overlap every version librdkafka probes to enable message format v2 and zstd.
 
+mod alter_configs;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
@@ -12,7 +13,6 @@ mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
-mod alter_configs;
 mod fetch;
 mod list_offsets;
 mod metadata;
@@ -77,7 +77,10 @@ pub(crate) fn str_bytes(s: &str) -> StrBytes {
 /// Decodes, dispatches and encodes one request frame.
 pub async fn handle_frame(state: &Arc<BrokerState>, mut frame: Bytes, peer: SocketAddr) -> Outcome {
     if frame.len() < 8 {
-        return Outcome::Close(format!("frame of {} bytes is too short for a request header", frame.len()));
+        return Outcome::Close(format!(
+            "frame of {} bytes is too short for a request header",
+            frame.len()
+        ));
     }
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
@@ -85,7 +88,9 @@ pub async fn handle_frame(state: &Arc<BrokerState>, mut frame: Bytes, peer: Sock
     let Ok(key) = ApiKey::try_from(raw_key) else {
         return Outcome::Close(format!("unknown API key {raw_key}"));
     };
-    let labels = RequestLabels { request: format!("{key:?}") };
+    let labels = RequestLabels {
+        request: format!("{key:?}"),
+    };
     let Some((lo, hi)) = supported_range(key) else {
         return Outcome::Close(format!("API {key:?} is not supported"));
     };
@@ -94,9 +99,17 @@ pub async fn handle_frame(state: &Arc<BrokerState>, mut frame: Bytes, peer: Sock
             // KIP-511: answer an ApiVersions request of an unknown version with a v0 response carrying
             // UNSUPPORTED_VERSION and our ranges, so the client can retry with a version we speak.
             let resp = api_versions::unsupported_version_response();
-            return encode_response(labels, key, 0, correlation_id, ResponseKind::ApiVersions(resp));
+            return encode_response(
+                labels,
+                key,
+                0,
+                correlation_id,
+                ResponseKind::ApiVersions(resp),
+            );
         }
-        return Outcome::Close(format!("{key:?} v{version} is not supported (supported: v{lo}-v{hi})"));
+        return Outcome::Close(format!(
+            "{key:?} v{version} is not supported (supported: v{lo}-v{hi})"
+        ));
     }
     let header = match RequestHeader::decode(&mut frame, key.request_header_version(version)) {
         Ok(h) => h,
@@ -109,7 +122,12 @@ pub async fn handle_frame(state: &Arc<BrokerState>, mut frame: Bytes, peer: Sock
     state.metrics.requests.get_or_create(&labels).inc();
     let client_id = header.client_id.as_deref();
     tracing::trace!(api_key = ?key, api_version = version, correlation_id, client_id, "request");
-    let ctx = Ctx { state, version, client_id, peer };
+    let ctx = Ctx {
+        state,
+        version,
+        client_id,
+        peer,
+    };
     let response = match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&ctx, r)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(&ctx, r).await),
@@ -119,18 +137,30 @@ pub async fn handle_frame(state: &Arc<BrokerState>, mut frame: Bytes, peer: Sock
         },
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(&ctx, r).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(&ctx, r)),
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics::handle(&ctx, r).await),
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics::handle(&ctx, r).await),
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(create_topics::handle(&ctx, r).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(delete_topics::handle(&ctx, r).await)
+        }
         RequestKind::CreatePartitions(r) => {
             ResponseKind::CreatePartitions(create_partitions::handle(&ctx, r).await)
         }
-        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(describe_configs::handle(&ctx, r)),
-        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(alter_configs::handle_alter(&ctx, r).await),
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(describe_configs::handle(&ctx, r))
+        }
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(alter_configs::handle_alter(&ctx, r).await)
+        }
         RequestKind::IncrementalAlterConfigs(r) => {
             ResponseKind::IncrementalAlterConfigs(alter_configs::handle_incremental(&ctx, r).await)
         }
-        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(delete_records::handle(&ctx, r).await),
-        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(describe_cluster::handle(&ctx, r)),
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(delete_records::handle(&ctx, r).await)
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(describe_cluster::handle(&ctx, r))
+        }
         _ => return Outcome::Close(format!("no handler for {key:?}")),
     };
     encode_response(labels, key, version, correlation_id, response)
@@ -156,7 +186,10 @@ fn encode_response(
     }
     let len = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&len.to_be_bytes());
-    Outcome::Respond { api, body: buf.freeze() }
+    Outcome::Respond {
+        api,
+        body: buf.freeze(),
+    }
 }
 
 /// Checks that decoding arbitrary bytes as any supported request never panics.

@@ -43,11 +43,19 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceRespons
         for pd in topic.partition_data {
             let idx = pd.index;
             if !matches!(acks, -1..=1) {
-                parts.push(error(idx, E::InvalidRequiredAcks, format!("acks={acks} is not one of -1, 0, 1")));
+                parts.push(error(
+                    idx,
+                    E::InvalidRequiredAcks,
+                    format!("acks={acks} is not one of -1, 0, 1"),
+                ));
                 continue;
             }
             let Some(partition) = broker.partitions.get(&name, idx) else {
-                parts.push(error(idx, E::UnknownTopicOrPartition, format!("{name}-{idx} does not exist")));
+                parts.push(error(
+                    idx,
+                    E::UnknownTopicOrPartition,
+                    format!("{name}-{idx} does not exist"),
+                ));
                 continue;
             };
             if acks == -1 {
@@ -72,7 +80,11 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceRespons
             match partition.append(records) {
                 Ok(info) => {
                     broker.metrics.bytes_in.get_or_create(&labels).inc_by(len);
-                    let n: u64 = info.batches.iter().map(|b| b.record_count.max(0) as u64).sum();
+                    let n: u64 = info
+                        .batches
+                        .iter()
+                        .map(|b| b.record_count.max(0) as u64)
+                        .sum();
                     broker.metrics.messages_in.get_or_create(&labels).inc_by(n);
                     if acks == -1 {
                         waits.push((ti, parts.len(), partition.clone(), info.last_offset + 1));
@@ -114,7 +126,10 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceRespons
                 tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "fsync failed");
                 Some((e.code(), e.to_string()))
             }
-            Err(_) => Some((E::RequestTimedOut.code(), "timed out waiting for fsync".to_string())),
+            Err(_) => Some((
+                E::RequestTimedOut.code(),
+                "timed out waiting for fsync".to_string(),
+            )),
         };
         if let Some((code, msg)) = failure {
             let r = &mut responses[ti].partition_responses[pi];

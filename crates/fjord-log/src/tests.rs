@@ -1,0 +1,1137 @@
+//! Behaviour tests of the whole log: append/read, recovery, retention, compaction, timestamps, and a
+//! model-based property test.
+
+use std::fs;
+use std::path::Path;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType as KTs,
+};
+
+use crate::segment;
+use crate::{Error, Log, LogConfig, TimestampType};
+
+const NOW: i64 = 1_700_000_000_000;
+
+fn record(key: Option<&str>, value: Option<&str>, ts: i64, i: usize) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: KTs::Creation,
+        offset: i as i64,
+        sequence: i as i32 - 1,
+        timestamp: ts,
+        key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+        value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+        headers: Default::default(),
+        delete_horizon: false,
+    }
+}
+
+/// A producer batch of (key, value, timestamp) records.
+fn kv_batch(records: &[(Option<&str>, Option<&str>, i64)], compression: Compression) -> Bytes {
+    let recs: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v, ts))| record(*k, *v, *ts, i))
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &recs,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+/// A batch of `n` keyless records with values "v<tag>-<i>" and timestamp `ts`.
+fn values_batch(tag: &str, n: usize, ts: i64) -> Bytes {
+    let values: Vec<String> = (0..n).map(|i| format!("v{tag}-{i}")).collect();
+    let recs: Vec<(Option<&str>, Option<&str>, i64)> = values
+        .iter()
+        .map(|v| (None, Some(v.as_str()), ts))
+        .collect();
+    kv_batch(&recs, Compression::None)
+}
+
+/// Decodes a read result into (offset, value) pairs.
+fn decode(records: &Bytes) -> Vec<(i64, Option<String>)> {
+    let mut b = records.clone();
+    let mut out = Vec::new();
+    for set in RecordBatchDecoder::decode_all(&mut b).unwrap() {
+        for r in set.records {
+            out.push((
+                r.offset,
+                r.value.map(|v| String::from_utf8(v.to_vec()).unwrap()),
+            ));
+        }
+    }
+    out
+}
+
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 1024,
+        index_interval_bytes: 128,
+        ..LogConfig::default()
+    }
+}
+
+fn read_all(log: &Log, from: i64) -> Vec<(i64, Option<String>)> {
+    let r = log.read(from, usize::MAX / 2, i64::MAX, true).unwrap();
+    decode(&r.records)
+        .into_iter()
+        .filter(|(o, _)| *o >= from)
+        .collect()
+}
+
+fn log_files(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn append_assigns_dense_offsets_and_reads_back_across_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..40 {
+        let n = 1 + i % 4;
+        let info = log
+            .append(values_batch(&i.to_string(), n, NOW), 3, NOW)
+            .unwrap();
+        assert_eq!(info.base_offset, expected.len() as i64);
+        assert_eq!(info.last_offset, info.base_offset + n as i64 - 1);
+        assert_eq!(info.log_append_time, -1);
+        assert_eq!(info.batches[0].base_offset, info.base_offset);
+        for j in 0..n {
+            expected.push((expected.len() as i64, Some(format!("v{i}-{j}"))));
+        }
+    }
+    assert!(log.segment_count() > 3, "small segment.bytes must roll");
+    assert_eq!(log.log_end_offset(), expected.len() as i64);
+    assert_eq!(read_all(&log, 0), expected);
+    assert_eq!(
+        log.size_bytes(),
+        log_files(dir.path(), "log")
+            .iter()
+            .map(|p| fs::metadata(p).unwrap().len())
+            .sum::<u64>()
+    );
+    // Segment names are the base offsets, 20 digits.
+    let first = log_files(dir.path(), "log")[0].clone();
+    assert_eq!(first.file_name().unwrap(), "00000000000000000000.log");
+    // The stored batch carries the assigned base offset and the leader epoch.
+    let r = log.read(5, 1, i64::MAX, true).unwrap();
+    let b = &r.records;
+    assert_eq!(i32::from_be_bytes(b[12..16].try_into().unwrap()), 3);
+}
+
+#[test]
+fn segments_never_exceed_segment_bytes_unless_a_single_batch_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    for i in 0..30 {
+        log.append(values_batch(&i.to_string(), 3, NOW), 0, NOW)
+            .unwrap();
+    }
+    for p in log_files(dir.path(), "log") {
+        assert!(fs::metadata(&p).unwrap().len() <= 1024, "{p:?}");
+    }
+    let big = values_batch(&"x".repeat(2000), 1, NOW);
+    let info = log.append(big.clone(), 0, NOW).unwrap();
+    let r = log.read(info.base_offset, 10, i64::MAX, true).unwrap();
+    assert_eq!(r.records.len(), big.len());
+}
+
+#[test]
+fn read_from_mid_batch_offset_returns_the_containing_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), LogConfig::default(), NOW).unwrap();
+    log.append(values_batch("a", 5, NOW), 0, NOW).unwrap();
+    log.append(values_batch("b", 5, NOW), 0, NOW).unwrap();
+    let r = log.read(7, 1 << 20, i64::MAX, false).unwrap();
+    let got = decode(&r.records);
+    assert_eq!(
+        got.first().unwrap().0,
+        5,
+        "whole batch from its base offset"
+    );
+    assert_eq!(got.len(), 5);
+    assert_eq!(r.log_end_offset, 10);
+    assert_eq!(r.log_start_offset, 0);
+}
+
+#[test]
+fn read_respects_max_bytes_and_min_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), LogConfig::default(), NOW).unwrap();
+    let b = values_batch("a", 3, NOW);
+    let size = b.len();
+    for _ in 0..4 {
+        log.append(b.clone(), 0, NOW).unwrap();
+    }
+    let r = log.read(0, size * 2 + size / 2, i64::MAX, true).unwrap();
+    assert_eq!(r.records.len(), size * 2, "only whole batches");
+    let r = log.read(0, size - 1, i64::MAX, true).unwrap();
+    assert_eq!(r.records.len(), size, "KIP-74: first batch whole");
+    let r = log.read(0, size - 1, i64::MAX, false).unwrap();
+    assert!(r.records.is_empty());
+}
+
+#[test]
+fn read_stops_before_max_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    for i in 0..10 {
+        log.append(values_batch(&i.to_string(), 2, NOW), 0, NOW)
+            .unwrap();
+    }
+    let got = read_all_bounded(&log, 0, 6);
+    assert_eq!(got.last().unwrap().0, 5);
+    assert!(
+        read_all_bounded(&log, 6, 6).is_empty(),
+        "nothing at or above the high watermark"
+    );
+    // A batch straddling max_offset is withheld.
+    assert_eq!(read_all_bounded(&log, 0, 7).last().unwrap().0, 5);
+}
+
+fn read_all_bounded(log: &Log, from: i64, max_offset: i64) -> Vec<(i64, Option<String>)> {
+    decode(&log.read(from, 1 << 20, max_offset, true).unwrap().records)
+}
+
+#[test]
+fn read_outside_the_log_is_offset_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), LogConfig::default(), NOW).unwrap();
+    log.append(values_batch("a", 3, NOW), 0, NOW).unwrap();
+    assert!(log.read(3, 100, i64::MAX, true).unwrap().records.is_empty());
+    assert!(matches!(
+        log.read(4, 100, i64::MAX, true),
+        Err(Error::OffsetOutOfRange {
+            offset: 4,
+            log_start: 0,
+            log_end: 3
+        })
+    ));
+    log.delete_records_before(2).unwrap();
+    assert!(matches!(
+        log.read(1, 100, i64::MAX, true),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+    assert!(matches!(
+        log.read(-1, 100, i64::MAX, true),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn append_rejects_invalid_batches_without_changing_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(
+        dir.path(),
+        LogConfig {
+            max_message_bytes: 200,
+            ..LogConfig::default()
+        },
+        NOW,
+    )
+    .unwrap();
+    let mut bad = values_batch("a", 2, NOW).to_vec();
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    assert!(matches!(
+        log.append(Bytes::from(bad), 0, NOW),
+        Err(Error::CorruptMessage(_))
+    ));
+    assert!(matches!(
+        log.append(Bytes::new(), 0, NOW),
+        Err(Error::InvalidRecord(_))
+    ));
+    assert!(matches!(
+        log.append(values_batch(&"x".repeat(300), 1, NOW), 0, NOW),
+        Err(Error::RecordTooLarge { .. })
+    ));
+    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(log.size_bytes(), 0);
+}
+
+#[test]
+fn log_append_time_rewrites_timestamp_and_crc() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        timestamp_type: TimestampType::LogAppendTime,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path(), cfg, NOW).unwrap();
+    let info = log.append(values_batch("a", 3, 5), 0, NOW + 7).unwrap();
+    assert_eq!(info.log_append_time, NOW + 7);
+    assert_eq!(info.max_timestamp, NOW + 7);
+    let r = log.read(0, 1 << 20, i64::MAX, true).unwrap();
+    let infos = crate::validate_batches(&r.records, 1 << 20).unwrap();
+    assert_eq!(infos[0].max_timestamp, NOW + 7);
+    let mut b = r.records.clone();
+    let set = RecordBatchDecoder::decode(&mut b).unwrap();
+    assert_eq!(set.records[0].timestamp_type, KTs::LogAppend);
+    assert_eq!(log.offset_for_timestamp(NOW).unwrap(), Some((0, NOW + 7)));
+    assert_eq!(log.max_timestamp(), Some((0, NOW + 7)));
+}
+
+#[test]
+fn clean_close_and_reopen_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    for i in 0..25 {
+        log.append(values_batch(&i.to_string(), 2, NOW + i), 0, NOW)
+            .unwrap();
+    }
+    let before = read_all(&log, 0);
+    let segs = log.segment_count();
+    log.close().unwrap();
+    assert!(dir.path().join(".kafka_cleanshutdown").exists());
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    assert!(
+        !dir.path().join(".kafka_cleanshutdown").exists(),
+        "marker removed on open"
+    );
+    assert_eq!(log.segment_count(), segs);
+    assert_eq!(read_all(&log, 0), before);
+    assert_eq!(log.max_timestamp(), Some((48, NOW + 24)));
+    assert_eq!(
+        log.append(values_batch("z", 1, NOW), 0, NOW)
+            .unwrap()
+            .base_offset,
+        50
+    );
+}
+
+#[test]
+fn crash_with_garbage_tail_drops_it_and_appends_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    for i in 0..20 {
+        log.append(values_batch(&i.to_string(), 2, NOW), 0, NOW)
+            .unwrap();
+    }
+    let before = read_all(&log, 0);
+    drop(log); // crash: no close
+    let active = log_files(dir.path(), "log").pop().unwrap();
+    let len = fs::metadata(&active).unwrap().len();
+    let mut f = fs::OpenOptions::new().append(true).open(&active).unwrap();
+    std::io::Write::write_all(&mut f, &[0xAB; 100]).unwrap();
+    drop(f);
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    assert_eq!(
+        fs::metadata(&active).unwrap().len(),
+        len,
+        "garbage truncated"
+    );
+    assert_eq!(read_all(&log, 0), before);
+    assert_eq!(log.log_end_offset(), 40);
+    assert_eq!(
+        log.append(values_batch("n", 1, NOW), 0, NOW)
+            .unwrap()
+            .base_offset,
+        40
+    );
+}
+
+#[test]
+fn crash_mid_batch_truncates_the_torn_batch_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        index_interval_bytes: 64,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path(), cfg.clone(), NOW).unwrap();
+    for i in 0..10 {
+        log.append(values_batch(&i.to_string(), 3, NOW), 0, NOW)
+            .unwrap();
+    }
+    drop(log);
+    let active = log_files(dir.path(), "log").pop().unwrap();
+    let len = fs::metadata(&active).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&active)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+    let mut log = Log::open(dir.path(), cfg, NOW).unwrap();
+    assert_eq!(
+        log.log_end_offset(),
+        27,
+        "last batch torn, the nine before it intact"
+    );
+    let got = read_all(&log, 0);
+    assert_eq!(got.len(), 27);
+    assert_eq!(got[26], (26, Some("v8-2".into())));
+    assert_eq!(
+        log.append(values_batch("n", 2, NOW), 0, NOW)
+            .unwrap()
+            .base_offset,
+        27
+    );
+    assert_eq!(read_all(&log, 27).len(), 2);
+}
+
+#[test]
+fn crash_with_corrupt_byte_in_active_segment_truncates_from_the_bad_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), LogConfig::default(), NOW).unwrap();
+    let b = values_batch("a", 2, NOW);
+    for _ in 0..5 {
+        log.append(b.clone(), 0, NOW).unwrap();
+    }
+    drop(log);
+    let active = log_files(dir.path(), "log").pop().unwrap();
+    let mut data = fs::read(&active).unwrap();
+    data[b.len() * 2 + 70] ^= 0xFF; // inside the third batch's records
+    fs::write(&active, &data).unwrap();
+    let log = Log::open(dir.path(), LogConfig::default(), NOW).unwrap();
+    assert_eq!(log.log_end_offset(), 4);
+}
+
+#[test]
+fn deleted_or_corrupt_index_files_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    for i in 0..30 {
+        log.append(values_batch(&i.to_string(), 2, NOW + i), 0, NOW)
+            .unwrap();
+    }
+    let before = read_all(&log, 0);
+    log.close().unwrap();
+    let indexes = log_files(dir.path(), "index");
+    let index_before = fs::read(&indexes[0]).unwrap();
+    assert!(!index_before.is_empty(), "sparse entries were written");
+    fs::remove_file(&indexes[0]).unwrap();
+    fs::remove_file(log_files(dir.path(), "timeindex")[1].clone()).unwrap();
+    fs::write(&indexes[1], [1, 2, 3]).unwrap();
+    let log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    assert_eq!(
+        fs::read(&indexes[0]).unwrap(),
+        index_before,
+        "rebuilt identically"
+    );
+    assert_eq!(fs::metadata(&indexes[1]).unwrap().len() % 8, 0);
+    assert_eq!(read_all(&log, 0), before);
+    for o in [0, 7, 13, 33, 59] {
+        assert_eq!(read_all(&log, o)[0].0, o);
+    }
+    assert_eq!(
+        log.offset_for_timestamp(NOW + 10).unwrap(),
+        Some((20, NOW + 10))
+    );
+}
+
+#[test]
+fn leftover_temporary_files_are_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), LogConfig::default(), NOW).unwrap();
+    log.append(values_batch("a", 1, NOW), 0, NOW).unwrap();
+    log.close().unwrap();
+    for name in [
+        "00000000000000000000.log.cleaned",
+        "00000000000000000005.log.deleted",
+        "x.swap",
+    ] {
+        fs::write(dir.path().join(name), b"junk").unwrap();
+    }
+    let log = Log::open(dir.path(), LogConfig::default(), NOW).unwrap();
+    assert_eq!(log.log_end_offset(), 1);
+    for name in [
+        "00000000000000000000.log.cleaned",
+        "00000000000000000005.log.deleted",
+        "x.swap",
+    ] {
+        assert!(!dir.path().join(name).exists(), "{name}");
+    }
+}
+
+#[test]
+fn flush_handle_covers_rolled_segments_until_marked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    assert_eq!(log.flushed_offset(), 0);
+    for i in 0..20 {
+        log.append(values_batch(&i.to_string(), 2, NOW), 0, NOW)
+            .unwrap();
+    }
+    assert!(log.segment_count() > 1);
+    let h = log.flush_handle();
+    assert_eq!(h.flush_to(), 40);
+    assert_eq!(
+        h.files.len(),
+        log.segment_count(),
+        "every rolled segment plus the active one"
+    );
+    log.append(values_batch("late", 1, NOW), 0, NOW).unwrap();
+    h.sync().unwrap();
+    log.mark_flushed(h.flush_to());
+    assert_eq!(log.flushed_offset(), 40);
+    let h2 = log.flush_handle();
+    assert_eq!(h2.flush_to(), 41);
+    assert_eq!(h2.files.len(), 1, "only the active segment is left");
+    log.flush().unwrap();
+    assert_eq!(log.flushed_offset(), 41);
+    assert!(log.flush_handle().files.is_empty());
+}
+
+#[test]
+fn retention_by_time_deletes_old_segments_and_moves_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        retention_ms: 1000,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), cfg.clone(), NOW).unwrap();
+    for i in 0..20 {
+        log.append(values_batch(&i.to_string(), 2, NOW - 5000), 0, NOW)
+            .unwrap();
+    }
+    for i in 0..20 {
+        log.append(values_batch(&i.to_string(), 2, NOW), 0, NOW)
+            .unwrap();
+    }
+    let segs = log.segment_count();
+    let deleted = log.enforce_retention(NOW + 10).unwrap();
+    assert!(deleted > 0);
+    assert_eq!(log.segment_count(), segs - deleted);
+    let start = log.log_start_offset();
+    assert!(start > 0 && start <= 40, "old segments only: {start}");
+    assert_eq!(read_all(&log, start)[0].0, start);
+    // Everything older than the cutoff, but never the active segment.
+    let deleted = log.enforce_retention(NOW + 100_000).unwrap();
+    assert!(deleted > 0);
+    assert_eq!(log.segment_count(), 1);
+    assert!(log.log_start_offset() <= log.log_end_offset());
+    drop(log);
+    let log = Log::open(dir.path(), cfg, NOW).unwrap();
+    assert_eq!(log.log_end_offset(), 80);
+}
+
+#[test]
+fn retention_by_size_keeps_at_most_retention_bytes_plus_active() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        retention_bytes: 2048,
+        retention_ms: -1,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), cfg, NOW).unwrap();
+    for i in 0..60 {
+        log.append(values_batch(&i.to_string(), 2, NOW), 0, NOW)
+            .unwrap();
+    }
+    assert!(log.size_bytes() > 4096);
+    let deleted = log.enforce_retention(NOW).unwrap();
+    assert!(deleted > 0);
+    // Kafka's rule: delete the oldest segment while the rest still holds at least retention.bytes.
+    let size = log.size_bytes();
+    assert!(size <= 2048 + 1024, "{size}");
+    assert!(size >= 2048 - 1024, "{size}");
+    assert_eq!(log.log_end_offset(), 120);
+}
+
+#[test]
+fn retention_is_skipped_for_compact_only_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        retention_ms: 0,
+        cleanup_delete: false,
+        cleanup_compact: true,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), cfg, NOW).unwrap();
+    for i in 0..30 {
+        log.append(values_batch(&i.to_string(), 2, 1), 0, NOW)
+            .unwrap();
+    }
+    assert_eq!(log.enforce_retention(NOW).unwrap(), 0);
+    assert_eq!(log.log_start_offset(), 0);
+}
+
+#[test]
+fn segment_ms_rolls_the_active_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_ms: 1000,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path(), cfg, NOW).unwrap();
+    log.append(values_batch("a", 1, NOW), 0, NOW).unwrap();
+    log.append(values_batch("a", 1, NOW), 0, NOW + 10).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    log.append(values_batch("a", 1, NOW), 0, NOW + 1000)
+        .unwrap();
+    assert_eq!(log.segment_count(), 2);
+    log.enforce_retention(NOW + 2500).unwrap();
+    assert_eq!(log.segment_count(), 3);
+    log.enforce_retention(NOW + 9000).unwrap();
+    assert_eq!(
+        log.segment_count(),
+        3,
+        "an empty active segment is not rolled"
+    );
+}
+
+#[test]
+fn delete_records_before_is_persisted_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    for i in 0..30 {
+        log.append(values_batch(&i.to_string(), 2, NOW), 0, NOW)
+            .unwrap();
+    }
+    let segs = log.segment_count();
+    assert_eq!(log.delete_records_before(33).unwrap(), 33);
+    assert!(log.segment_count() < segs);
+    assert_eq!(
+        log.delete_records_before(10).unwrap(),
+        33,
+        "never moves back"
+    );
+    assert!(matches!(
+        log.delete_records_before(61),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(read_all(&log, 33)[0], (33, Some("v16-1".into())));
+    drop(log);
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    assert_eq!(log.log_start_offset(), 33);
+    assert!(matches!(
+        log.read(32, 100, i64::MAX, true),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+    // Deleting everything rolls so that even the active segment's data goes.
+    assert_eq!(log.delete_records_before(60).unwrap(), 60);
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.size_bytes(), 0);
+    log.close().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (60, 60));
+    assert_eq!(
+        log.append(values_batch("a", 1, NOW), 0, NOW)
+            .unwrap()
+            .base_offset,
+        60
+    );
+}
+
+#[test]
+fn truncate_to_removes_the_batch_containing_the_offset_and_above() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    for i in 0..30 {
+        log.append(values_batch(&i.to_string(), 3, NOW + i), 0, NOW)
+            .unwrap();
+    }
+    log.truncate_to(31).unwrap();
+    assert_eq!(log.log_end_offset(), 30, "batch boundary");
+    assert_eq!(read_all(&log, 0).len(), 30);
+    assert_eq!(log.max_timestamp(), Some((27, NOW + 9)));
+    assert_eq!(
+        log.append(values_batch("x", 1, NOW), 0, NOW)
+            .unwrap()
+            .base_offset,
+        30
+    );
+    log.truncate_to(3).unwrap();
+    assert_eq!(log.log_end_offset(), 3);
+    assert_eq!(log.segment_count(), 1);
+    drop(log);
+    let log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    assert_eq!(log.log_end_offset(), 3);
+}
+
+fn compact_config() -> LogConfig {
+    LogConfig {
+        cleanup_compact: true,
+        cleanup_delete: false,
+        min_cleanable_dirty_ratio: 0.0,
+        delete_retention_ms: 10_000,
+        ..small_config()
+    }
+}
+
+/// (offset, key, value) of every record.
+fn read_kv(log: &Log) -> Vec<(i64, Option<String>, Option<String>)> {
+    let r = log
+        .read(log.log_start_offset(), usize::MAX / 2, i64::MAX, true)
+        .unwrap();
+    let mut b = r.records.clone();
+    let mut out = Vec::new();
+    for set in RecordBatchDecoder::decode_all(&mut b).unwrap() {
+        for r in set.records {
+            let s = |b: Option<Bytes>| b.map(|v| String::from_utf8(v.to_vec()).unwrap());
+            out.push((r.offset, s(r.key), s(r.value)));
+        }
+    }
+    out
+}
+
+#[test]
+fn compaction_keeps_the_last_value_per_key_with_offsets_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), compact_config(), NOW).unwrap();
+    let mut all = Vec::new();
+    for round in 0..10 {
+        for c in [Compression::None, Compression::Gzip] {
+            let vals: Vec<String> = (0..4).map(|k| format!("r{round}-{k}")).collect();
+            let keys = ["a", "b", "c", "d"];
+            let recs: Vec<_> = (0..4)
+                .map(|k| (Some(keys[k]), Some(vals[k].as_str()), NOW))
+                .collect();
+            let info = log.append(kv_batch(&recs, c), 0, NOW).unwrap();
+            for k in 0..4 {
+                all.push((
+                    info.base_offset + k as i64,
+                    keys[k].to_string(),
+                    vals[k].clone(),
+                ));
+            }
+        }
+    }
+    // A keyless record is kept.
+    log.append(
+        kv_batch(&[(None, Some("nokey"), NOW)], Compression::None),
+        0,
+        NOW,
+    )
+    .unwrap();
+    let before_size = log.size_bytes();
+    let leo = log.log_end_offset();
+    let active_base = log.segments.last().unwrap().base_offset;
+    let reclaimed = log.compact(NOW).unwrap();
+    assert!(reclaimed > 0);
+    assert_eq!(log.size_bytes(), before_size - reclaimed);
+    assert_eq!(log.log_end_offset(), leo);
+    let after = read_kv(&log);
+    // Every surviving record keeps its original offset and value.
+    for (o, k, v) in &after {
+        if let Some(k) = k {
+            let orig = all.iter().find(|(oo, _, _)| oo == o).unwrap();
+            assert_eq!((&orig.1, &orig.2), (k, v.as_ref().unwrap()));
+        }
+    }
+    // In the cleaned (inactive) part, only the latest record per key survives.
+    for key in ["a", "b", "c", "d"] {
+        let latest_inactive = all
+            .iter()
+            .filter(|(o, k, _)| k == key && *o < active_base)
+            .map(|(o, _, _)| *o)
+            .max()
+            .unwrap();
+        let kept: Vec<i64> = after
+            .iter()
+            .filter(|(o, k, _)| k.as_deref() == Some(key) && *o < active_base)
+            .map(|(o, _, _)| *o)
+            .collect();
+        assert_eq!(kept, vec![latest_inactive], "key {key}");
+    }
+    assert!(after
+        .iter()
+        .any(|(_, k, v)| k.is_none() && v.as_deref() == Some("nokey")));
+    // Offsets strictly increase and the result survives a crash-reopen.
+    assert!(after.windows(2).all(|w| w[0].0 < w[1].0));
+    drop(log);
+    let log = Log::open(dir.path(), compact_config(), NOW).unwrap();
+    assert_eq!(read_kv(&log), after);
+    assert_eq!(log.log_end_offset(), leo);
+}
+
+#[test]
+fn compaction_drops_tombstones_only_after_delete_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), compact_config(), NOW).unwrap();
+    log.append(
+        kv_batch(
+            &[(Some("k"), Some("v1"), NOW), (Some("j"), Some("keep"), NOW)],
+            Compression::None,
+        ),
+        0,
+        NOW,
+    )
+    .unwrap();
+    log.append(
+        kv_batch(&[(Some("k"), None, NOW)], Compression::Snappy),
+        0,
+        NOW,
+    )
+    .unwrap();
+    // Roll so both are in inactive segments.
+    for i in 0..12 {
+        log.append(
+            kv_batch(
+                &[(Some("pad"), Some(&format!("{i:0>100}")), NOW)],
+                Compression::None,
+            ),
+            0,
+            NOW,
+        )
+        .unwrap();
+    }
+    assert!(log.segment_count() >= 2);
+    log.compact(NOW + 5_000).unwrap();
+    let kv = read_kv(&log);
+    assert!(
+        !kv.iter()
+            .any(|(_, k, v)| k.as_deref() == Some("k") && v.is_some()),
+        "old value gone"
+    );
+    assert!(
+        kv.iter()
+            .any(|(o, k, v)| *o == 2 && k.as_deref() == Some("k") && v.is_none()),
+        "tombstone kept: {kv:?}"
+    );
+    // No new data, but the retained tombstone expires: compaction runs again and drops it.
+    log.compact(NOW + 10_001).unwrap();
+    let kv = read_kv(&log);
+    assert!(
+        !kv.iter().any(|(_, k, _)| k.as_deref() == Some("k")),
+        "{kv:?}"
+    );
+    assert!(kv
+        .iter()
+        .any(|(o, k, _)| *o == 1 && k.as_deref() == Some("j")));
+}
+
+#[test]
+fn compaction_honours_dirty_ratio_and_compaction_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        min_compaction_lag_ms: 60_000,
+        ..compact_config()
+    };
+    let mut log = Log::open(dir.path(), cfg.clone(), NOW).unwrap();
+    for i in 0..20 {
+        log.append(
+            kv_batch(
+                &[(Some("k"), Some(&format!("v{i:0>50}")), NOW)],
+                Compression::None,
+            ),
+            0,
+            NOW,
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        log.compact(NOW + 1000).unwrap(),
+        0,
+        "records younger than the lag"
+    );
+    assert!(log.compact(NOW + 60_001).unwrap() > 0);
+    let mut cfg2 = cfg;
+    cfg2.min_cleanable_dirty_ratio = 0.9;
+    cfg2.min_compaction_lag_ms = 0;
+    log.set_config(cfg2);
+    log.append(
+        kv_batch(&[(Some("k"), Some("x"), NOW)], Compression::None),
+        0,
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(
+        log.compact(NOW + 60_002).unwrap(),
+        0,
+        "mostly clean log is not worth cleaning"
+    );
+}
+
+#[test]
+fn compaction_leaves_transactional_batches_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), compact_config(), NOW).unwrap();
+    let mut txn = record(Some("k"), Some("txn"), NOW, 0);
+    txn.transactional = true;
+    txn.producer_id = 7;
+    txn.producer_epoch = 0;
+    txn.sequence = 0;
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        [&txn],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    let txn_batch = buf.freeze();
+    log.append(txn_batch, 0, NOW).unwrap();
+    for i in 0..12 {
+        log.append(
+            kv_batch(
+                &[(Some("k"), Some(&format!("{i:0>100}")), NOW)],
+                Compression::None,
+            ),
+            0,
+            NOW,
+        )
+        .unwrap();
+    }
+    log.compact(NOW).unwrap();
+    let kv = read_kv(&log);
+    assert_eq!(kv[0], (0, Some("k".into()), Some("txn".into())));
+}
+
+#[test]
+fn offset_for_timestamp_finds_the_first_record_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    // Batch i holds records with timestamps 1000*i + {0, 10, 5} (not monotonic inside the batch).
+    for i in 0..30i64 {
+        let recs = [
+            (None, Some("a"), 1000 * i),
+            (None, Some("b"), 1000 * i + 10),
+            (None, Some("c"), 1000 * i + 5),
+        ];
+        log.append(kv_batch(&recs, Compression::Lz4), 0, NOW)
+            .unwrap();
+    }
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 0)));
+    assert_eq!(log.offset_for_timestamp(1).unwrap(), Some((1, 10)));
+    assert_eq!(log.offset_for_timestamp(7001).unwrap(), Some((22, 7010)));
+    assert_eq!(
+        log.offset_for_timestamp(15_006).unwrap(),
+        Some((46, 15_010))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(29_010).unwrap(),
+        Some((88, 29_010))
+    );
+    assert_eq!(log.offset_for_timestamp(29_011).unwrap(), None);
+    assert_eq!(log.max_timestamp(), Some((88, 29_010)));
+    log.delete_records_before(50).unwrap();
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((50, 16_005)));
+}
+
+#[test]
+fn max_timestamp_of_empty_log_is_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default(), NOW).unwrap();
+    assert_eq!(log.max_timestamp(), None);
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), None);
+}
+
+#[test]
+fn follower_append_keeps_leader_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut leader = Log::open(&dir.path().join("l"), LogConfig::default(), NOW).unwrap();
+    let mut follower = Log::open(&dir.path().join("f"), LogConfig::default(), NOW).unwrap();
+    leader.append(values_batch("a", 3, NOW), 5, NOW).unwrap();
+    leader.append(values_batch("b", 2, NOW), 5, NOW).unwrap();
+    let r = leader.read(0, 1 << 20, i64::MAX, true).unwrap();
+    let info = follower.append_as_follower(r.records.clone()).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (0, 4));
+    assert_eq!(
+        follower.read(0, 1 << 20, i64::MAX, true).unwrap().records,
+        r.records
+    );
+    assert!(
+        follower.append_as_follower(r.records).is_err(),
+        "offsets below the log end are rejected"
+    );
+}
+
+#[test]
+fn delete_removes_the_partition_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("topic-0");
+    let mut log = Log::open(&p, LogConfig::default(), NOW).unwrap();
+    log.append(values_batch("a", 1, NOW), 0, NOW).unwrap();
+    log.delete().unwrap();
+    assert!(!p.exists());
+}
+
+#[test]
+fn segment_file_names_are_twenty_digit_base_offsets() {
+    assert_eq!(segment::file_stem(42), "00000000000000000042");
+}
+
+mod model {
+    //! Random operation sequences against a Vec-of-batches model.
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Append(Vec<u8>),
+        Read(u16, u16),
+        Truncate(u16),
+        CloseReopen,
+        CrashReopen,
+        DeleteBefore(u16),
+        Retention,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => proptest::collection::vec(1u8..6, 1..4).prop_map(Op::Append),
+            3 => (any::<u16>(), any::<u16>()).prop_map(|(a, b)| Op::Read(a, b)),
+            1 => any::<u16>().prop_map(Op::Truncate),
+            1 => Just(Op::CloseReopen),
+            1 => Just(Op::CrashReopen),
+            1 => any::<u16>().prop_map(Op::DeleteBefore),
+            1 => Just(Op::Retention),
+        ]
+    }
+
+    /// Model: batches as (base offset, values), plus log start and end.
+    #[derive(Default)]
+    struct Model {
+        batches: Vec<(i64, Vec<String>)>,
+        start: i64,
+        end: i64,
+    }
+
+    impl Model {
+        fn visible(&self, from: i64) -> Vec<(i64, Option<String>)> {
+            self.batches
+                .iter()
+                .flat_map(|(b, vs)| {
+                    vs.iter()
+                        .enumerate()
+                        .map(move |(i, v)| (b + i as i64, Some(v.clone())))
+                })
+                .filter(|(o, _)| *o >= from.max(self.start))
+                .collect()
+        }
+    }
+
+    fn cfg() -> LogConfig {
+        LogConfig {
+            segment_bytes: 400,
+            index_interval_bytes: 100,
+            retention_bytes: 1200,
+            retention_ms: -1,
+            ..LogConfig::default()
+        }
+    }
+
+    fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Some(Log::open(dir.path(), cfg(), NOW).unwrap());
+        let mut m = Model::default();
+        let mut counter = 0;
+        for op in ops {
+            let l = log.as_mut().unwrap();
+            match op {
+                Op::Append(sizes) => {
+                    let mut buf = BytesMut::new();
+                    let mut batches = Vec::new();
+                    for n in sizes {
+                        let vals: Vec<String> = (0..n)
+                            .map(|_| {
+                                counter += 1;
+                                format!("r{counter}")
+                            })
+                            .collect();
+                        let recs: Vec<_> =
+                            vals.iter().map(|v| (None, Some(v.as_str()), NOW)).collect();
+                        buf.extend_from_slice(&kv_batch(&recs, Compression::None));
+                        batches.push(vals);
+                    }
+                    let info = l.append(buf.freeze(), 1, NOW).unwrap();
+                    prop_assert_eq!(info.base_offset, m.end);
+                    for vals in batches {
+                        let n = vals.len() as i64;
+                        m.batches.push((m.end, vals));
+                        m.end += n;
+                    }
+                    prop_assert_eq!(info.last_offset, m.end - 1);
+                }
+                Op::Read(a, max) => {
+                    let span = (m.end - m.start + 1).max(1);
+                    let from = m.start + i64::from(a) % span;
+                    let max_offset = m.start + i64::from(max) % (span + 1);
+                    let r = l.read(from, 1 << 20, i64::MAX, true).unwrap();
+                    let got: Vec<_> = decode(&r.records)
+                        .into_iter()
+                        .filter(|(o, _)| *o >= from)
+                        .collect();
+                    prop_assert_eq!(got, m.visible(from));
+                    // Bounded read: a prefix of whole batches below max_offset.
+                    let r = l.read(from, 1 << 20, max_offset, false).unwrap();
+                    let got: Vec<_> = decode(&r.records)
+                        .into_iter()
+                        .filter(|(o, _)| *o >= from)
+                        .collect();
+                    prop_assert!(got.iter().all(|(o, _)| *o < max_offset));
+                    prop_assert_eq!(r.log_end_offset, m.end);
+                    prop_assert!(l.read(m.end + 1, 10, i64::MAX, true).is_err());
+                }
+                Op::Truncate(a) => {
+                    let span = (m.end - m.start + 1).max(1);
+                    let to = m.start + i64::from(a) % span;
+                    l.truncate_to(to).unwrap();
+                    if to < m.end {
+                        let new_end = m
+                            .batches
+                            .iter()
+                            .find(|(b, vs)| b + vs.len() as i64 > to)
+                            .map(|(b, _)| *b)
+                            .unwrap();
+                        if new_end < m.start {
+                            m.batches.clear();
+                            m.end = m.start;
+                        } else {
+                            m.batches.retain(|(b, _)| *b < new_end);
+                            m.end = new_end;
+                        }
+                    }
+                }
+                Op::CloseReopen => {
+                    log.take().unwrap().close().unwrap();
+                    log = Some(Log::open(dir.path(), cfg(), NOW).unwrap());
+                }
+                Op::CrashReopen => {
+                    drop(log.take());
+                    log = Some(Log::open(dir.path(), cfg(), NOW).unwrap());
+                }
+                Op::DeleteBefore(a) => {
+                    let span = (m.end - m.start + 1).max(1);
+                    let to = m.start + i64::from(a) % span;
+                    prop_assert_eq!(l.delete_records_before(to).unwrap(), to);
+                    m.start = to;
+                }
+                Op::Retention => {
+                    l.enforce_retention(NOW).unwrap();
+                    prop_assert!(l.size_bytes() <= 1200 + 400);
+                    prop_assert!(l.log_start_offset() >= m.start);
+                    m.start = l.log_start_offset();
+                }
+            }
+            let l = log.as_ref().unwrap();
+            prop_assert_eq!(l.log_end_offset(), m.end);
+            prop_assert_eq!(l.log_start_offset(), m.start);
+        }
+        let l = log.as_ref().unwrap();
+        prop_assert_eq!(read_all(l, m.start), m.visible(m.start));
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(std::env::var("FJORD_LOG_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(48)))]
+        #[test]
+        fn log_matches_model_under_random_operations(ops in proptest::collection::vec(op(), 1..40)) {
+            run(ops)?;
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Harness for end-to-end tests: real `fjord` broker processes on free loopback ports with temporary data
+//! directories, driven by real third-party clients (kcat, confluent-kafka, kafka-python).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a broker may take to print its ready line.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+/// A broker child process. Killed (SIGKILL) on drop; its log is printed if the test is failing.
+pub struct BrokerProc {
+    child: Option<Child>,
+    pub bootstrap: String,
+    pub http: Option<String>,
+    pub data_dir: PathBuf,
+    log_path: PathBuf,
+    overrides: Vec<(String, String)>,
+}
+
+impl BrokerProc {
+    /// Starts a broker on 127.0.0.1 with an OS-chosen port, data in `data_dir`.
+    pub fn start(data_dir: &Path, overrides: &[(&str, &str)]) -> BrokerProc {
+        let overrides: Vec<(String, String)> = overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut b = BrokerProc {
+            child: None,
+            bootstrap: String::new(),
+            http: None,
+            data_dir: data_dir.to_path_buf(),
+            log_path: data_dir.with_extension("broker.log"),
+            overrides,
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open broker log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fjord"));
+        cmd.arg("broker")
+            .args(["--override", "listeners=PLAINTEXT://127.0.0.1:0"])
+            .args([
+                "--override",
+                &format!("log.dirs={}", self.data_dir.display()),
+            ])
+            .args(["--override", "metrics.listener=127.0.0.1:0"]);
+        for (k, v) in &self.overrides {
+            cmd.args(["--override", &format!("{k}={v}")]);
+        }
+        let mut child = cmd
+            .env("FJORD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn fjord broker");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("fjord ready") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "broker did not become ready in {START_TIMEOUT:?}; log:\n{}",
+                    self.log()
+                );
+            }
+        };
+        for field in line.split_whitespace() {
+            if let Some(v) = field.strip_prefix("kafka=") {
+                self.bootstrap = v.to_string();
+            } else if let Some(v) = field.strip_prefix("http=") {
+                self.http = Some(v.to_string());
+            }
+        }
+        assert!(
+            !self.bootstrap.is_empty(),
+            "no kafka address in ready line `{line}`"
+        );
+        self.child = Some(child);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGKILL: no flush, no clean shutdown.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            for _ in 0..200 {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("broker did not stop within 10 s of SIGTERM");
+        }
+    }
+
+    /// Starts the broker again on the same data directory (new port).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the broker first");
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+impl Drop for BrokerProc {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("---- broker log (last 60 lines) ----");
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// The Python interpreter with confluent-kafka and kafka-python (the venv `./test.sh` creates).
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("FJORD_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = workspace_root().join(".venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run ./test.sh (or set FJORD_PYTHON) so the client libraries are installed",
+        p.display()
+    );
+    p
+}
+
+/// Runs `tests/clients/<script>` with `args`, bounded by `timeout`; panics with its output if it fails.
+pub fn run_client(script: &str, args: &[&str], timeout: Duration) -> String {
+    let path = workspace_root().join("tests/clients").join(script);
+    let out = run_bounded(Command::new(python()).arg(path).args(args), timeout);
+    assert!(
+        out.status.success(),
+        "{script} {args:?} failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command with a deadline; kills it when the deadline passes.
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(timeout).is_err() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    });
+    let out = child.wait_with_output().expect("wait for child");
+    let _ = tx.send(());
+    out
+}
+
+pub fn kcat(args: &[&str], stdin: Option<&[u8]>, timeout: Duration) -> Output {
+    use std::io::Write;
+    let mut cmd = Command::new("kcat");
+    cmd.args(args);
+    if stdin.is_none() {
+        return run_bounded(&mut cmd, timeout);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat is not installed: run ./test.sh or apt-get install kcat");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(timeout).is_err() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    });
+    if let (Some(input), Some(mut sin)) = (stdin, child.stdin.take()) {
+        sin.write_all(input).expect("write kcat stdin");
+    }
+    let out = child.wait_with_output().expect("wait kcat");
+    let _ = tx.send(());
+    out
+}
+
+/// A fresh temporary directory for one broker's data.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("fjord-e2e-")
+        .tempdir()
+        .expect("tempdir")
+}

@@ -1,0 +1,458 @@
+//! End-to-end tests: real broker processes driven by real third-party clients.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
+
+#[test]
+fn kcat_lists_metadata_pipes_a_file_in_and_reads_it_back_from_beginning() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let b = broker.bootstrap.as_str();
+
+    let lines: Vec<String> = (0..2000)
+        .map(|i| format!("line {i} with some text"))
+        .collect();
+    let input = lines.join("\n") + "\n";
+    let out = kcat(
+        &["-b", b, "-P", "-t", "from-file", "-p", "0"],
+        Some(input.as_bytes()),
+        CLIENT_TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "kcat -P failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = kcat(&["-b", b, "-L", "-t", "from-file"], None, CLIENT_TIMEOUT);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "kcat -L failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(listing.contains("1 brokers:"), "{listing}");
+    assert!(
+        listing.contains("topic \"from-file\" with 1 partitions"),
+        "{listing}"
+    );
+
+    let out = kcat(
+        &["-b", b, "-C", "-t", "from-file", "-e", "-o", "beginning"],
+        None,
+        CLIENT_TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "kcat -C failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), input);
+}
+
+#[test]
+fn hundred_thousand_messages_are_read_back_in_order() {
+    let dir = temp_dir();
+    // Small segments so the read crosses many segment files.
+    let broker = BrokerProc::start(&dir.path().join("data"), &[("log.segment.bytes", "262144")]);
+    let b = broker.bootstrap.as_str();
+    let input: String = (0..100_000).map(|i| format!("{i}\n")).collect();
+    let out = kcat(
+        &["-b", b, "-P", "-t", "many", "-p", "0", "-X", "linger.ms=20"],
+        Some(input.as_bytes()),
+        CLIENT_TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "kcat -P failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kcat(
+        &[
+            "-b",
+            b,
+            "-C",
+            "-t",
+            "many",
+            "-e",
+            "-o",
+            "beginning",
+            "-f",
+            "%o %s\n",
+        ],
+        None,
+        CLIENT_TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "kcat -C failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut n = 0;
+    for (i, line) in text.lines().enumerate() {
+        assert_eq!(
+            line,
+            format!("{i} {i}"),
+            "offset/value mismatch at line {i}"
+        );
+        n += 1;
+    }
+    assert_eq!(n, 100_000);
+    let segments = std::fs::read_dir(dir.path().join("data/many-0"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "log")
+        })
+        .count();
+    assert!(segments > 2, "expected several segments, found {segments}");
+}
+
+#[test]
+fn confluent_admin_client_creates_describes_alters_and_deletes_topics() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let out = run_client("confluent_admin.py", &[&broker.bootstrap], CLIENT_TIMEOUT);
+    assert!(out.contains("ok"), "{out}");
+}
+
+#[test]
+fn confluent_producer_and_consumer_round_trip_every_compression() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let out = run_client(
+        "confluent_roundtrip.py",
+        &[&broker.bootstrap],
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.contains("ok"), "{out}");
+}
+
+#[test]
+fn kafka_python_round_trip_with_auto_created_topic() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let out = run_client(
+        "kafka_python_roundtrip.py",
+        &[&broker.bootstrap],
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.contains("ok"), "{out}");
+}
+
+#[test]
+fn acks_all_messages_survive_kill_9_of_the_broker() {
+    let dir = temp_dir();
+    let mut broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let ack_file = dir.path().join("acked.txt");
+    let ready_file = dir.path().join("ready");
+    let script = workspace_root().join("tests/clients/acks_all_producer.py");
+    let mut producer = std::process::Command::new(python())
+        .arg(&script)
+        .args([&broker.bootstrap, "durable"])
+        .arg(&ack_file)
+        .arg(&ready_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start producer");
+    let started = Instant::now();
+    while !ready_file.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "producer never got going"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Let acknowledged writes pile up mid-stream, then kill the broker without warning.
+    std::thread::sleep(Duration::from_millis(1500));
+    broker.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = producer.kill();
+    let _ = producer.wait();
+
+    let acked: Vec<u64> = std::fs::read_to_string(&ack_file)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert!(
+        acked.len() >= 1000,
+        "only {} acknowledged before the kill",
+        acked.len()
+    );
+
+    broker.restart();
+    let out = run_client(
+        "read_values.py",
+        &[&broker.bootstrap, "durable", "0"],
+        CLIENT_TIMEOUT,
+    );
+    let mut read = Vec::new();
+    for (i, line) in out.lines().enumerate() {
+        let (offset, value) = line.split_once(' ').unwrap();
+        assert_eq!(
+            offset.parse::<usize>().unwrap(),
+            i,
+            "offsets must be dense from 0"
+        );
+        read.push(value.parse::<u64>().unwrap());
+    }
+    assert!(read.windows(2).all(|w| w[0] < w[1]), "values out of order");
+    let stored: std::collections::HashSet<u64> = read.iter().copied().collect();
+    let lost: Vec<u64> = acked
+        .iter()
+        .copied()
+        .filter(|v| !stored.contains(v))
+        .collect();
+    eprintln!("acknowledged {}, stored {}", acked.len(), read.len());
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged messages lost, first {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+}
+
+fn raw_request(stream: &mut TcpStream, body: &[u8]) {
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(body);
+    stream.write_all(&frame).unwrap();
+}
+
+/// True if the peer closed the connection (EOF or reset) within the timeout.
+fn closed_by_peer(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    matches!(stream.read(&mut buf), Ok(0) | Err(_))
+}
+
+#[test]
+fn garbage_frames_close_only_their_connection_and_the_broker_keeps_serving() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(
+        &dir.path().join("data"),
+        &[("socket.request.max.bytes", "1048576")],
+    );
+    let addr = broker.bootstrap.clone();
+
+    // A client that stays connected throughout and must keep working.
+    let mut bystander = TcpStream::connect(&addr).unwrap();
+
+    // Random garbage.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    raw_request(&mut s, &[0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert!(
+        closed_by_peer(&mut s),
+        "garbage frame must close the connection"
+    );
+
+    // Oversized frame length.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(&(512 * 1024 * 1024i32).to_be_bytes()).unwrap();
+    assert!(
+        closed_by_peer(&mut s),
+        "oversized frame must close the connection"
+    );
+
+    // Negative frame length.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(&(-5i32).to_be_bytes()).unwrap();
+    assert!(
+        closed_by_peer(&mut s),
+        "negative frame length must close the connection"
+    );
+
+    // Unknown API key 9999.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    raw_request(&mut s, &[0x27, 0x0f, 0, 0, 0, 0, 0, 1, 0, 0]);
+    assert!(
+        closed_by_peer(&mut s),
+        "unknown API key must close the connection"
+    );
+
+    // Metadata v0 with a truncated body.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    raw_request(&mut s, &[0, 3, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 9]);
+    assert!(
+        closed_by_peer(&mut s),
+        "truncated request must close the connection"
+    );
+
+    // ApiVersions v99: KIP-511 says answer with UNSUPPORTED_VERSION (35) in a v0 response.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    raw_request(&mut s, &[0, 18, 0, 99, 0, 0, 0, 42, 0, 0]);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut resp).unwrap();
+    assert_eq!(&resp[0..4], &42i32.to_be_bytes(), "correlation id");
+    assert_eq!(&resp[4..6], &35i16.to_be_bytes(), "UNSUPPORTED_VERSION");
+
+    // The bystander connection still gets a proper ApiVersions v0 answer.
+    raw_request(&mut bystander, &[0, 18, 0, 0, 0, 0, 0, 7, 0, 0]);
+    bystander
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    bystander.read_exact(&mut len).unwrap();
+    let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
+    bystander.read_exact(&mut resp).unwrap();
+    assert_eq!(&resp[0..4], &7i32.to_be_bytes());
+    assert_eq!(&resp[4..6], &0i16.to_be_bytes(), "no error");
+
+    // And a real client works afterwards.
+    let out = kcat(&["-b", &addr, "-L"], None, CLIENT_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "kcat -L after garbage: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        broker.log().contains("closing connection"),
+        "the broker should log why it closed connections"
+    );
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn metrics_endpoint_reports_bytes_messages_and_request_latency() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let input: String = (0..100).map(|i| format!("m{i}\n")).collect();
+    let out = kcat(
+        &["-b", &broker.bootstrap, "-P", "-t", "metered", "-p", "0"],
+        Some(input.as_bytes()),
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.status.success());
+    let out = kcat(
+        &[
+            "-b",
+            &broker.bootstrap,
+            "-C",
+            "-t",
+            "metered",
+            "-e",
+            "-o",
+            "beginning",
+        ],
+        None,
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.status.success());
+    let text = http_get(broker.http.as_deref().unwrap(), "/metrics");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no `{prefix}` in metrics:\n{text}"))
+    };
+    assert_eq!(
+        value("fjord_topic_messages_in_total{topic=\"metered\"}"),
+        100.0
+    );
+    assert!(value("fjord_topic_bytes_in_total{topic=\"metered\"}") > 300.0);
+    assert!(value("fjord_topic_bytes_out_total{topic=\"metered\"}") > 300.0);
+    assert!(value("fjord_requests_total{request=\"Produce\"}") >= 1.0);
+    assert!(value("fjord_request_latency_seconds_count{request=\"Fetch\"}") >= 1.0);
+}
+
+#[test]
+fn invalid_config_refuses_to_start_and_names_the_field() {
+    let dir = temp_dir();
+    let out = run_bounded(
+        std::process::Command::new(env!("CARGO_BIN_EXE_fjord")).args([
+            "broker",
+            "--override",
+            &format!("log.dirs={}", dir.path().display()),
+            "--override",
+            "num.partitions=-3",
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("num.partitions"), "{err}");
+
+    let out = run_bounded(
+        std::process::Command::new(env!("CARGO_BIN_EXE_fjord")).args([
+            "broker",
+            "--override",
+            "log.retention.hourz=5",
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("log.retention.hourz"));
+}
+
+#[test]
+fn topics_and_data_survive_a_clean_restart() {
+    let dir = temp_dir();
+    let mut broker = BrokerProc::start(&dir.path().join("data"), &[("num.partitions", "3")]);
+    let input: String = (0..300).map(|i| format!("r{i}\n")).collect();
+    let out = kcat(
+        &["-b", &broker.bootstrap, "-P", "-t", "kept"],
+        Some(input.as_bytes()),
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.status.success());
+    broker.stop();
+    broker.restart();
+    let out = kcat(
+        &["-b", &broker.bootstrap, "-L", "-t", "kept"],
+        None,
+        CLIENT_TIMEOUT,
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("with 3 partitions"));
+    let out = kcat(
+        &[
+            "-b",
+            &broker.bootstrap,
+            "-C",
+            "-t",
+            "kept",
+            "-e",
+            "-o",
+            "beginning",
+        ],
+        None,
+        CLIENT_TIMEOUT,
+    );
+    let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = (0..300).map(|i| format!("r{i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+}
