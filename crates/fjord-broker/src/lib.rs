@@ -127,17 +127,11 @@ impl Broker {
             advertised,
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(server::accept_loop(
-            listener,
-            state.clone(),
-            shutdown_rx.clone(),
-        )));
-        tasks.push(tokio::spawn(follow_metadata(
-            state.clone(),
-            shutdown_rx.clone(),
-        )));
-        tasks.push(tokio::spawn(housekeeping(state.clone(), shutdown_rx)));
+        let tasks = vec![
+            tokio::spawn(server::accept_loop(listener, state.clone(), shutdown_rx.clone())),
+            tokio::spawn(follow_metadata(state.clone(), shutdown_rx.clone())),
+            tokio::spawn(housekeeping(state.clone(), shutdown_rx)),
+        ];
         tracing::info!(%addr, node_id = state.config.node_id, "broker started");
         Ok(Broker {
             state,

@@ -211,6 +211,14 @@ pub(crate) fn check_batch(batch: &[u8], strict_delta: bool) -> Result<Header> {
             header.record_count
         )));
     }
+    // Kafka rejects negative timestamps other than -1 (no timestamp); checking the header bounds is the cheap,
+    // decode-free approximation of its per-record check.
+    if strict_delta && (header.base_timestamp < -1 || header.max_timestamp < -1) {
+        return Err(Error::InvalidTimestamp(format!(
+            "batch timestamps {}..{} are negative",
+            header.base_timestamp, header.max_timestamp
+        )));
+    }
     let expected_delta = header.record_count - 1;
     let delta_ok = if strict_delta && !header.is_control() {
         header.last_offset_delta == expected_delta
@@ -432,6 +440,20 @@ pub(crate) mod tests {
         ));
         // Recovery tolerates gaps left by compaction.
         assert!(check_stored(&batch).is_ok());
+    }
+
+    #[test]
+    fn rejects_negative_timestamps() {
+        let batch = producer_batch(2, Compression::None, -50, b"x");
+        assert!(matches!(
+            validate_batches(&batch, 1 << 20),
+            Err(Error::InvalidTimestamp(_))
+        ));
+        let batch = producer_batch(1, Compression::None, -1, b"x");
+        assert!(
+            validate_batches(&batch, 1 << 20).is_ok(),
+            "-1 means no timestamp"
+        );
     }
 
     #[test]

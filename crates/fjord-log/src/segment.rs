@@ -174,18 +174,18 @@ impl Segment {
     /// otherwise whether a tail was truncated.
     fn scan_tail(&mut self, verify: bool, index_interval: u64) -> Result<Option<bool>> {
         let file_len = self.size;
-        let (mut pos, mut expected_min) = match self.offset_index.entries.last() {
-            Some(e) => (u64::from(e.position), self.base_offset),
-            None => (0, self.base_offset),
-        };
         let last_entry = self.offset_index.entries.last().copied();
+        let mut pos = last_entry.map_or(0, |e| u64::from(e.position));
+        let mut expected_min = self.base_offset;
+        // The summary is derived from scratch: the time index covers everything before the last offset index
+        // entry, the scan below covers the rest.
+        self.max_timestamp = -1;
+        self.offset_of_max_timestamp = -1;
         if let Some(t) = self.time_index.entries.last() {
             self.max_timestamp = t.timestamp;
             self.offset_of_max_timestamp = t.offset;
         }
         let mut next_offset = self.base_offset;
-        // With a trusted index entry the first scanned batch is the one the entry describes; its bytes are not
-        // counted towards the next entry, mirroring what append did.
         let mut bytes_since_index = 0u64;
         let mut first = true;
         let mut header_buf = [0u8; HEADER_SIZE];

@@ -408,6 +408,36 @@ fn crash_with_corrupt_byte_in_active_segment_truncates_from_the_bad_batch() {
 }
 
 #[test]
+fn crash_with_corrupt_tail_of_an_older_segment_drops_everything_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    for i in 0..30 {
+        log.append(values_batch(&i.to_string(), 2, NOW), 0, NOW)
+            .unwrap();
+    }
+    let segs = log_files(dir.path(), "log");
+    assert!(segs.len() >= 3);
+    drop(log);
+    let victim = &segs[1];
+    let mut data = fs::read(victim).unwrap();
+    let n = data.len();
+    data[n - 3] ^= 0xFF; // inside the last batch of the second segment
+    fs::write(victim, &data).unwrap();
+    let victim_base: i64 = victim
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    assert_eq!(log.segment_count(), 2, "later segments are gone");
+    let end = log.log_end_offset();
+    assert!(end > victim_base && end < 60, "{end}");
+    assert_eq!(read_all(&log, 0).len() as i64, end);
+}
+
+#[test]
 fn deleted_or_corrupt_index_files_are_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
@@ -979,6 +1009,8 @@ mod model {
         CrashReopen,
         DeleteBefore(u16),
         Retention,
+        /// Crash, then cut 1..=60 bytes off the active segment (inside its last batch) or append garbage.
+        TornTail(u8, bool),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -990,6 +1022,7 @@ mod model {
             1 => Just(Op::CrashReopen),
             1 => any::<u16>().prop_map(Op::DeleteBefore),
             1 => Just(Op::Retention),
+            1 => (1u8..=60, any::<bool>()).prop_map(|(c, g)| Op::TornTail(c, g)),
         ]
     }
 
@@ -1103,6 +1136,26 @@ mod model {
                 }
                 Op::CrashReopen => {
                     drop(log.take());
+                    log = Some(Log::open(dir.path(), cfg(), NOW).unwrap());
+                }
+                Op::TornTail(cut, garbage) => {
+                    drop(log.take());
+                    let active = log_files(dir.path(), "log").pop().unwrap();
+                    let len = fs::metadata(&active).unwrap().len();
+                    if garbage {
+                        let mut f = fs::OpenOptions::new().append(true).open(&active).unwrap();
+                        std::io::Write::write_all(&mut f, &vec![cut; usize::from(cut)]).unwrap();
+                    } else if len > 0 {
+                        let f = fs::OpenOptions::new().write(true).open(&active).unwrap();
+                        f.set_len(len - u64::from(cut)).unwrap();
+                        let (base, _) = m.batches.pop().unwrap();
+                        if base < m.start {
+                            m.batches.clear();
+                            m.end = m.start;
+                        } else {
+                            m.end = base;
+                        }
+                    }
                     log = Some(Log::open(dir.path(), cfg(), NOW).unwrap());
                 }
                 Op::DeleteBefore(a) => {

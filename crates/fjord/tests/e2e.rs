@@ -292,6 +292,12 @@ fn garbage_frames_close_only_their_connection_and_the_broker_keeps_serving() {
         "truncated request must close the connection"
     );
 
+    // Metadata v0 declaring 2^31-1 topics in a 14-byte frame: must be refused before any allocation
+    // (this aborted the whole broker before vendor/kafka-protocol's patch).
+    let mut s = TcpStream::connect(&addr).unwrap();
+    raw_request(&mut s, &[0, 3, 0, 0, 0, 0, 0, 9, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff]);
+    assert!(closed_by_peer(&mut s), "impossible array length must close the connection");
+
     // ApiVersions v99: KIP-511 says answer with UNSUPPORTED_VERSION (35) in a v0 response.
     let mut s = TcpStream::connect(&addr).unwrap();
     raw_request(&mut s, &[0, 18, 0, 99, 0, 0, 0, 42, 0, 0]);

@@ -189,7 +189,7 @@ pub fn run_client(script: &str, args: &[&str], timeout: Duration) -> String {
 
 /// Runs a command with a deadline; kills it when the deadline passes.
 pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
-    let mut child = cmd
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
