@@ -128,7 +128,11 @@ impl Broker {
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let tasks = vec![
-            tokio::spawn(server::accept_loop(listener, state.clone(), shutdown_rx.clone())),
+            tokio::spawn(server::accept_loop(
+                listener,
+                state.clone(),
+                shutdown_rx.clone(),
+            )),
             tokio::spawn(follow_metadata(state.clone(), shutdown_rx.clone())),
             tokio::spawn(housekeeping(state.clone(), shutdown_rx)),
         ];

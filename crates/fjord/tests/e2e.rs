@@ -140,6 +140,14 @@ fn confluent_producer_and_consumer_round_trip_every_compression() {
 }
 
 #[test]
+fn limits_offsets_delete_records_and_long_poll_with_confluent_kafka() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[("message.max.bytes", "100000")]);
+    let out = run_client("confluent_limits.py", &[&broker.bootstrap], CLIENT_TIMEOUT);
+    assert!(out.contains("ok"), "{out}");
+}
+
+#[test]
 fn kafka_python_round_trip_with_auto_created_topic() {
     let dir = temp_dir();
     let broker = BrokerProc::start(&dir.path().join("data"), &[]);
@@ -295,8 +303,14 @@ fn garbage_frames_close_only_their_connection_and_the_broker_keeps_serving() {
     // Metadata v0 declaring 2^31-1 topics in a 14-byte frame: must be refused before any allocation
     // (this aborted the whole broker before vendor/kafka-protocol's patch).
     let mut s = TcpStream::connect(&addr).unwrap();
-    raw_request(&mut s, &[0, 3, 0, 0, 0, 0, 0, 9, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff]);
-    assert!(closed_by_peer(&mut s), "impossible array length must close the connection");
+    raw_request(
+        &mut s,
+        &[0, 3, 0, 0, 0, 0, 0, 9, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff],
+    );
+    assert!(
+        closed_by_peer(&mut s),
+        "impossible array length must close the connection"
+    );
 
     // ApiVersions v99: KIP-511 says answer with UNSUPPORTED_VERSION (35) in a v0 response.
     let mut s = TcpStream::connect(&addr).unwrap();
