@@ -99,7 +99,12 @@ cluster = admin.describe_cluster().result()
 check(len(cluster.nodes) == 1 and cluster.nodes[0].id == 1, f"cluster nodes {cluster.nodes}")
 check(cluster.cluster_id and len(cluster.cluster_id) == 22, f"cluster id {cluster.cluster_id}")
 
-# Delete.
+# Data, then delete: a topic re-created under the same name must start empty.
+from confluent_kafka import Producer, Consumer, TopicPartition
+prod = Producer({"bootstrap.servers": bootstrap})
+for i in range(10):
+    prod.produce("orders", value=b"old", partition=0)
+check(prod.flush(10) == 0, "produce to orders")
 for name, f in admin.delete_topics(["orders", "assigned"], operation_timeout=10).items():
     f.result()
 try:
@@ -109,4 +114,9 @@ except KafkaException as e:
     check(e.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART, f"delete missing code {e}")
 md = admin.list_topics(timeout=10)
 check("orders" not in md.topics and "assigned" not in md.topics, "topics still listed after delete")
+check(create([NewTopic("orders", num_partitions=1)])["orders"] is None, "re-create orders")
+cons = Consumer({"bootstrap.servers": bootstrap, "group.id": "e2e-unused"})
+wm = cons.get_watermark_offsets(TopicPartition("orders", 0), timeout=10)
+cons.close()
+check(wm == (0, 0), f"re-created topic is not empty: watermarks {wm}")
 print("ok")

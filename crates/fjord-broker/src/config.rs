@@ -302,6 +302,7 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     bdef!("socket.request.max.bytes", Some("104857600"), Int, positive),
     bdef!("queued.max.requests", Some("500"), Int, positive),
     bdef!("max.connections", Some("10000"), Int, positive),
+    bdef!("connections.max.idle.ms", Some("600000"), Long, positive),
     bdef!("min.insync.replicas", Some("1"), Int, positive),
     bdef!(
         "compression.type",
@@ -383,6 +384,8 @@ pub struct BrokerConfig {
     pub message_max_bytes: usize,
     pub socket_request_max_bytes: usize,
     pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed (Kafka's `connections.max.idle.ms`).
+    pub connections_max_idle_ms: u64,
     pub retention_check_interval_ms: u64,
     pub cleaner_enable: bool,
     pub cleaner_backoff_ms: u64,
@@ -538,6 +541,7 @@ impl BrokerConfig {
             message_max_bytes: int(&props, "message.max.bytes") as usize,
             socket_request_max_bytes: int(&props, "socket.request.max.bytes") as usize,
             max_connections: int(&props, "max.connections") as usize,
+            connections_max_idle_ms: int(&props, "connections.max.idle.ms") as u64,
             retention_check_interval_ms: int(&props, "log.retention.check.interval.ms") as u64,
             cleaner_enable: get(&props, "log.cleaner.enable").as_deref() == Some("true"),
             cleaner_backoff_ms: int(&props, "log.cleaner.backoff.ms") as u64,

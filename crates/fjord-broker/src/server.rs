@@ -63,6 +63,7 @@ enum FrameError {
     TooLarge(usize),
     Negative(i32),
     Timeout,
+    Idle(Duration),
 }
 
 impl std::fmt::Display for FrameError {
@@ -74,17 +75,23 @@ impl std::fmt::Display for FrameError {
             }
             FrameError::Negative(n) => write!(f, "negative frame length {n}"),
             FrameError::Timeout => write!(f, "frame not completed within {FRAME_READ_TIMEOUT:?}"),
+            FrameError::Idle(d) => write!(f, "idle for {d:?} (connections.max.idle.ms)"),
         }
     }
 }
 
 /// Reads one frame. `Ok(None)` is a clean end of stream between frames.
-async fn read_frame(stream: &mut TcpStream, max: usize) -> Result<Option<Bytes>, FrameError> {
+async fn read_frame(
+    stream: &mut TcpStream,
+    max: usize,
+    idle: Duration,
+) -> Result<Option<Bytes>, FrameError> {
     let mut len = [0u8; 4];
-    match stream.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(FrameError::Io(e)),
+    match tokio::time::timeout(idle, stream.read_exact(&mut len)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Ok(Err(e)) => return Err(FrameError::Io(e)),
+        Err(_) => return Err(FrameError::Idle(idle)),
     }
     let len = i32::from_be_bytes(len);
     if len < 0 {
@@ -109,9 +116,10 @@ async fn serve_connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = socket.set_nodelay(true);
+    let idle = Duration::from_millis(state.config.connections_max_idle_ms);
     loop {
         let frame = tokio::select! {
-            f = read_frame(&mut socket, state.config.socket_request_max_bytes) => f,
+            f = read_frame(&mut socket, state.config.socket_request_max_bytes, idle) => f,
             _ = shutdown.changed() => return,
         };
         let frame = match frame {
@@ -119,6 +127,10 @@ async fn serve_connection(
             Ok(None) => return,
             Err(FrameError::Io(e)) => {
                 tracing::debug!(%peer, error = %e, "connection closed");
+                return;
+            }
+            Err(e @ FrameError::Idle(_)) => {
+                tracing::debug!(%peer, error = %e, "closing idle connection");
                 return;
             }
             Err(e) => {

@@ -148,6 +148,129 @@ fn limits_offsets_delete_records_and_long_poll_with_confluent_kafka() {
 }
 
 #[test]
+fn retention_deletes_old_segments_and_compaction_keeps_the_last_value_per_key() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(
+        &dir.path().join("data"),
+        &[
+            ("log.retention.check.interval.ms", "200"),
+            ("log.cleaner.backoff.ms", "200"),
+        ],
+    );
+    let out = run_client(
+        "confluent_retention.py",
+        &[&broker.bootstrap],
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.contains("ok"), "{out}");
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let mut s = TcpStream::connect(&broker.bootstrap).unwrap();
+    // Five requests in one write: ApiVersions v0, Metadata v1 (all topics), ApiVersions v0, Metadata v1,
+    // ApiVersions v0, with correlation ids 1..=5.
+    let mut batch = Vec::new();
+    for id in 1..=5i32 {
+        let mut body = Vec::new();
+        if id % 2 == 1 {
+            body.extend_from_slice(&[0, 18, 0, 0]);
+            body.extend_from_slice(&id.to_be_bytes());
+            body.extend_from_slice(&[0xff, 0xff]);
+        } else {
+            body.extend_from_slice(&[0, 3, 0, 1]);
+            body.extend_from_slice(&id.to_be_bytes());
+            body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        }
+        batch.extend_from_slice(&(body.len() as i32).to_be_bytes());
+        batch.extend_from_slice(&body);
+    }
+    s.write_all(&batch).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for id in 1..=5i32 {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
+        s.read_exact(&mut resp).unwrap();
+        assert_eq!(
+            i32::from_be_bytes(resp[0..4].try_into().unwrap()),
+            id,
+            "responses out of order"
+        );
+    }
+}
+
+#[test]
+fn fjord_start_serves_kafka_and_metrics_with_its_defaults_overridable() {
+    let dir = temp_dir();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .args(["start", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--override",
+            "listeners=PLAINTEXT://127.0.0.1:0",
+            "--override",
+            "metrics.listener=127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut r = std::io::BufReader::new(stdout);
+        let _ = std::io::BufRead::read_line(&mut r, &mut line);
+        line
+    });
+    let started = Instant::now();
+    while !reader.is_finished() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "fjord start never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let line = reader.join().unwrap();
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in `{line}`"))
+            .to_string()
+    };
+    let kafka = field("kafka=");
+    let http = field("http=");
+    assert!(
+        line.contains(&format!("data={}", dir.path().join("data").display())),
+        "{line}"
+    );
+    let out = kcat(&["-b", &kafka, "-L"], None, CLIENT_TIMEOUT);
+    assert!(out.status.success());
+    assert!(http_get(&http, "/metrics").contains("fjord_connections"));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(
+                status.success(),
+                "fjord start exited with {status} on SIGTERM"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "fjord start ignored SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(dir.path().join("data/__meta").exists());
+}
+
+#[test]
 fn kafka_python_round_trip_with_auto_created_topic() {
     let dir = temp_dir();
     let broker = BrokerProc::start(&dir.path().join("data"), &[]);
@@ -344,6 +467,22 @@ fn garbage_frames_close_only_their_connection_and_the_broker_keeps_serving() {
     assert!(
         broker.log().contains("closing connection"),
         "the broker should log why it closed connections"
+    );
+}
+
+#[test]
+fn idle_connections_are_closed_after_connections_max_idle_ms() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(
+        &dir.path().join("data"),
+        &[("connections.max.idle.ms", "300")],
+    );
+    let mut s = TcpStream::connect(&broker.bootstrap).unwrap();
+    let started = Instant::now();
+    assert!(closed_by_peer(&mut s), "idle connection was not closed");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed before the idle timeout"
     );
 }
 
