@@ -25,6 +25,7 @@ pub struct Metrics {
     pub bytes_in: Family<TopicLabels, Counter>,
     pub bytes_out: Family<TopicLabels, Counter>,
     pub messages_in: Family<TopicLabels, Counter>,
+    pub messages_out: Family<TopicLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub request_errors: Family<RequestLabels, Counter>,
     pub request_latency: LatencyFamily,
@@ -50,6 +51,7 @@ impl Metrics {
         let bytes_in = Family::<TopicLabels, Counter>::default();
         let bytes_out = Family::<TopicLabels, Counter>::default();
         let messages_in = Family::<TopicLabels, Counter>::default();
+        let messages_out = Family::<TopicLabels, Counter>::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let request_errors = Family::<RequestLabels, Counter>::default();
         let request_latency: LatencyFamily = Family::new_with_constructor(latency_histogram);
@@ -70,6 +72,11 @@ impl Metrics {
             "topic_messages_in",
             "Records appended, by topic",
             messages_in.clone(),
+        );
+        registry.register(
+            "topic_messages_out",
+            "Records in the batches sent to fetchers, by topic (counted from batch headers)",
+            messages_out.clone(),
         );
         registry.register(
             "requests",
@@ -106,6 +113,7 @@ impl Metrics {
             bytes_in,
             bytes_out,
             messages_in,
+            messages_out,
             requests,
             request_errors,
             request_latency,

@@ -540,6 +540,10 @@ fn metrics_endpoint_reports_bytes_messages_and_request_latency() {
     );
     assert!(value("fjord_topic_bytes_in_total{topic=\"metered\"}") > 300.0);
     assert!(value("fjord_topic_bytes_out_total{topic=\"metered\"}") > 300.0);
+    assert_eq!(
+        value("fjord_topic_messages_out_total{topic=\"metered\"}"),
+        100.0
+    );
     assert!(value("fjord_requests_total{request=\"Produce\"}") >= 1.0);
     assert!(value("fjord_request_latency_seconds_count{request=\"Fetch\"}") >= 1.0);
 }

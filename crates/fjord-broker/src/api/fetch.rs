@@ -41,19 +41,53 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
 
 fn account(ctx: &Ctx<'_>, resp: &FetchResponse) {
     for t in &resp.responses {
-        let n: u64 = t
-            .partitions
-            .iter()
-            .map(|p| p.records.as_ref().map_or(0, |r| r.len() as u64))
-            .sum();
-        if n > 0 {
+        let (mut bytes, mut records) = (0u64, 0u64);
+        for p in &t.partitions {
+            if let Some(r) = &p.records {
+                bytes += r.len() as u64;
+                records += record_count(r);
+            }
+        }
+        if bytes > 0 {
+            let labels = Metrics::topic(&t.topic.0);
             ctx.state
                 .metrics
                 .bytes_out
-                .get_or_create(&Metrics::topic(&t.topic.0))
-                .inc_by(n);
+                .get_or_create(&labels)
+                .inc_by(bytes);
+            ctx.state
+                .metrics
+                .messages_out
+                .get_or_create(&labels)
+                .inc_by(records);
         }
     }
+}
+
+/// Sum of the recordCount fields of the v2 batches in `data`, read from the headers only.
+fn record_count(data: &[u8]) -> u64 {
+    const BATCH_LENGTH_POS: usize = 8;
+    const RECORD_COUNT_POS: usize = 57;
+    let mut pos = 0;
+    let mut n = 0u64;
+    while pos + RECORD_COUNT_POS + 4 <= data.len() {
+        let len = i32::from_be_bytes(
+            data[pos + BATCH_LENGTH_POS..pos + BATCH_LENGTH_POS + 4]
+                .try_into()
+                .unwrap_or([0; 4]),
+        );
+        let count = i32::from_be_bytes(
+            data[pos + RECORD_COUNT_POS..pos + RECORD_COUNT_POS + 4]
+                .try_into()
+                .unwrap_or([0; 4]),
+        );
+        if len <= 0 {
+            break;
+        }
+        n += count.max(0) as u64;
+        pos += 12 + len as usize;
+    }
+    n
 }
 
 /// One pass over the requested partitions. Returns the response, the record bytes in it, and whether an error
