@@ -271,6 +271,59 @@ fn fjord_start_serves_kafka_and_metrics_with_its_defaults_overridable() {
 }
 
 #[test]
+fn kafkajs_admin_and_producer_work_and_kcat_reads_what_kafkajs_wrote() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(
+        &dir.path().join("data"),
+        &[("auto.create.topics.enable", "false")],
+    );
+    let script = workspace_root().join("tests/clients/kafkajs/roundtrip.js");
+    let out = run_bounded(
+        std::process::Command::new("node")
+            .arg(&script)
+            .arg(&broker.bootstrap),
+        CLIENT_TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "kafkajs failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kcat(
+        &[
+            "-b",
+            &broker.bootstrap,
+            "-C",
+            "-t",
+            "js-topic",
+            "-e",
+            "-o",
+            "beginning",
+            "-f",
+            "%p %k %s %h\n",
+        ],
+        None,
+        CLIENT_TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort();
+    let mut want: Vec<String> = (0..200)
+        .map(|i| format!("{} k{i} v{i} n={i}", i % 2))
+        .collect();
+    want.sort();
+    assert_eq!(lines, want);
+}
+
+#[test]
 fn kafka_python_round_trip_with_auto_created_topic() {
     let dir = temp_dir();
     let broker = BrokerProc::start(&dir.path().join("data"), &[]);

@@ -1,5 +1,5 @@
 //! Harness for end-to-end tests: real `fjord` broker processes on free loopback ports with temporary data
-//! directories, driven by real third-party clients (kcat, confluent-kafka, kafka-python).
+//! directories, driven by real third-party clients (kcat, confluent-kafka, kafka-python, kafkajs).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
