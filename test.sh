@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test: unit, property and fuzz-style tests of each crate, and the end-to-end tests that start real
-# broker processes and drive them with kcat, confluent-kafka and kafka-python.
+# broker processes and drive them with kcat, confluent-kafka, kafka-python and kafkajs.
 # Installs what the tests need when it is missing: kcat (Debian package; needs root or sudo), a Python venv
 # with the client libraries in .venv, and kafkajs (npm) under tests/clients/kafkajs.
 set -euo pipefail
