@@ -137,6 +137,30 @@ fn confluent_producer_and_consumer_round_trip_every_compression() {
         CLIENT_TIMEOUT,
     );
     assert!(out.contains("ok"), "{out}");
+    // The broker must store batches as the producer compressed them: read the codec bits of every batch.
+    for (codec, id) in [
+        ("none", 0),
+        ("gzip", 1),
+        ("snappy", 2),
+        ("lz4", 3),
+        ("zstd", 4),
+    ] {
+        let seg = broker
+            .data_dir
+            .join(format!("rt-{codec}-0/00000000000000000000.log"));
+        let data = std::fs::read(&seg).unwrap();
+        let mut codecs = std::collections::BTreeSet::new();
+        let mut pos = 0;
+        while pos + 61 <= data.len() {
+            let len = i32::from_be_bytes(data[pos + 8..pos + 12].try_into().unwrap()) as usize;
+            codecs.insert(i16::from_be_bytes(data[pos + 21..pos + 23].try_into().unwrap()) & 7);
+            pos += 12 + len;
+        }
+        assert!(
+            codecs.contains(&id),
+            "rt-{codec}: stored batches use codecs {codecs:?}, expected {id}"
+        );
+    }
 }
 
 #[test]
