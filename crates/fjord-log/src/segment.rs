@@ -406,18 +406,7 @@ impl Segment {
         self.size = pos;
         // Truncation is rare (follower divergence), so rebuilding both indexes and the timestamp summary from a
         // scan keeps this simple and obviously consistent.
-        self.offset_index = OffsetIndex::create(
-            &index_path(&self.dir, self.base_offset),
-            self.base_offset,
-            Vec::new(),
-        )?;
-        self.time_index = TimeIndex::create(
-            &time_index_path(&self.dir, self.base_offset),
-            self.base_offset,
-            Vec::new(),
-        )?;
-        self.max_timestamp = -1;
-        self.offset_of_max_timestamp = -1;
+        self.reset_indexes()?;
         self.next_offset = self.base_offset;
         match self.scan_tail(false, index_interval)? {
             Some(_) => Ok(Some(header.base_offset)),
@@ -428,14 +417,8 @@ impl Segment {
         }
     }
 
-    /// Rebuilds indexes and summary after the log file was replaced (compaction).
-    pub fn reload(&mut self, index_interval: u64) -> Result<()> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(log_path(&self.dir, self.base_offset))?;
-        self.size = file.metadata()?.len();
-        self.file = Arc::new(file);
+    /// Empties both indexes and the timestamp summary, ready for a rebuilding scan.
+    fn reset_indexes(&mut self) -> Result<()> {
         self.offset_index = OffsetIndex::create(
             &index_path(&self.dir, self.base_offset),
             self.base_offset,
@@ -448,6 +431,18 @@ impl Segment {
         )?;
         self.max_timestamp = -1;
         self.offset_of_max_timestamp = -1;
+        Ok(())
+    }
+
+    /// Rebuilds indexes and summary after the log file was replaced (compaction).
+    pub fn reload(&mut self, index_interval: u64) -> Result<()> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(log_path(&self.dir, self.base_offset))?;
+        self.size = file.metadata()?.len();
+        self.file = Arc::new(file);
+        self.reset_indexes()?;
         self.next_offset = self.base_offset;
         match self.scan_tail(false, index_interval)? {
             Some(false) => {

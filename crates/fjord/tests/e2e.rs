@@ -121,22 +121,12 @@ fn hundred_thousand_messages_are_read_back_in_order() {
 
 #[test]
 fn confluent_admin_client_creates_describes_alters_and_deletes_topics() {
-    let dir = temp_dir();
-    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
-    let out = run_client("confluent_admin.py", &[&broker.bootstrap], CLIENT_TIMEOUT);
-    assert!(out.contains("ok"), "{out}");
+    run_client_against_new_broker("confluent_admin.py", &[]);
 }
 
 #[test]
 fn confluent_producer_and_consumer_round_trip_every_compression() {
-    let dir = temp_dir();
-    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
-    let out = run_client(
-        "confluent_roundtrip.py",
-        &[&broker.bootstrap],
-        CLIENT_TIMEOUT,
-    );
-    assert!(out.contains("ok"), "{out}");
+    let (_dir, broker) = run_client_against_new_broker("confluent_roundtrip.py", &[]);
     // The broker must store batches as the producer compressed them: read the codec bits of every batch.
     for (codec, id) in [
         ("none", 0),
@@ -165,28 +155,18 @@ fn confluent_producer_and_consumer_round_trip_every_compression() {
 
 #[test]
 fn limits_offsets_delete_records_and_long_poll_with_confluent_kafka() {
-    let dir = temp_dir();
-    let broker = BrokerProc::start(&dir.path().join("data"), &[("message.max.bytes", "100000")]);
-    let out = run_client("confluent_limits.py", &[&broker.bootstrap], CLIENT_TIMEOUT);
-    assert!(out.contains("ok"), "{out}");
+    run_client_against_new_broker("confluent_limits.py", &[("message.max.bytes", "100000")]);
 }
 
 #[test]
 fn retention_deletes_old_segments_and_compaction_keeps_the_last_value_per_key() {
-    let dir = temp_dir();
-    let broker = BrokerProc::start(
-        &dir.path().join("data"),
+    run_client_against_new_broker(
+        "confluent_retention.py",
         &[
             ("log.retention.check.interval.ms", "200"),
             ("log.cleaner.backoff.ms", "200"),
         ],
     );
-    let out = run_client(
-        "confluent_retention.py",
-        &[&broker.bootstrap],
-        CLIENT_TIMEOUT,
-    );
-    assert!(out.contains("ok"), "{out}");
 }
 
 #[test]
@@ -349,14 +329,7 @@ fn kafkajs_admin_and_producer_work_and_kcat_reads_what_kafkajs_wrote() {
 
 #[test]
 fn kafka_python_round_trip_with_auto_created_topic() {
-    let dir = temp_dir();
-    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
-    let out = run_client(
-        "kafka_python_roundtrip.py",
-        &[&broker.bootstrap],
-        CLIENT_TIMEOUT,
-    );
-    assert!(out.contains("ok"), "{out}");
+    run_client_against_new_broker("kafka_python_roundtrip.py", &[]);
 }
 
 #[test]

@@ -246,3 +246,19 @@ pub fn temp_dir() -> tempfile::TempDir {
         .tempdir()
         .expect("tempdir")
 }
+
+/// Starts a broker with `overrides`, runs `tests/clients/<script>` against it and checks it printed `ok`.
+/// Returns the broker (and its directory) for further checks.
+pub fn run_client_against_new_broker(
+    script: &str,
+    overrides: &[(&str, &str)],
+) -> (tempfile::TempDir, BrokerProc) {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), overrides);
+    let out = run_client(script, &[&broker.bootstrap], Duration::from_secs(180));
+    assert!(
+        out.lines().any(|l| l.starts_with("ok")),
+        "{script} did not report ok:\n{out}"
+    );
+    (dir, broker)
+}
