@@ -1,22 +1,39 @@
 //! The `fjord` command line: `fjord start` runs a single-node platform with defaults, `fjord broker` runs a
-//! broker from a Kafka-style `server.properties`.
+//! broker from a Kafka-style `server.properties`, and the client commands (`topics`, `produce`, `consume`,
+//! `bench`) talk to any Kafka-compatible broker through librdkafka.
+
+mod bench;
+mod client;
+mod consume;
+mod produce;
+mod serve;
+mod topics;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use fjord_broker::config::{parse_properties, BrokerConfig};
-use fjord_broker::Broker;
+
+use crate::client::CliError;
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success, 1 failure, 2 bad arguments, 3 broker unreachable, 4 topic does not exist.
+The broker address of client commands defaults to 127.0.0.1:9092 (or $FJORD_BOOTSTRAP_SERVER).
+
+Examples:
+  fjord start                                  # broker on :9092, metrics on :8080, data in ./fjord-data
+  fjord topics create orders --partitions 3
+  fjord produce orders < orders.txt            # one message per line
+  fjord consume orders --from-beginning
+  fjord bench produce --messages 1000000 --size 100";
 
 #[derive(Parser)]
-#[command(
-    name = "fjord",
-    version,
-    about = "Fjord: a Kafka-compatible event-streaming platform"
-)]
+#[command(name = "fjord", version, about = "Fjord: a Kafka-compatible event-streaming platform", after_help = AFTER_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -25,7 +42,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Start a single-node platform: a broker on 127.0.0.1:9092 and /metrics on 127.0.0.1:8080,
-    /// with data in ./fjord-data.
+    /// with data in ./fjord-data. Ctrl-C stops it cleanly.
     ///
     /// Example: fjord start --data-dir /var/lib/fjord
     Start {
@@ -42,6 +59,22 @@ enum Cmd {
         #[command(flatten)]
         opts: BrokerOpts,
     },
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand, after_help = AFTER_HELP)]
+    Topics(topics::TopicsCmd),
+    /// Send each line of standard input (or a file) as a message.
+    ///
+    /// Example: fjord produce orders --key-separator : --header source=import < orders.txt
+    #[command(after_help = AFTER_HELP)]
+    Produce(produce::ProduceArgs),
+    /// Print messages from a topic; follows new ones until Ctrl-C unless told when to stop.
+    ///
+    /// Example: fjord consume orders --from-beginning --print-key --format json --max-messages 10
+    #[command(after_help = AFTER_HELP)]
+    Consume(consume::ConsumeArgs),
+    /// Measure throughput and latency (see the README for results on the reference machine).
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
 }
 
 #[derive(Args)]
@@ -75,122 +108,76 @@ impl BrokerOpts {
     }
 }
 
-fn main() -> std::process::ExitCode {
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Servers log their life; client commands report failures themselves and keep librdkafka quiet.
+    let default_filter = match cli.command {
+        Cmd::Start { .. } | Cmd::Broker { .. } => "info,openraft=warn",
+        _ => "warn,rdkafka=off",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run(cli: Cli) -> Result<()> {
-    let props = match &cli.command {
-        Cmd::Start { data_dir, opts } => opts.properties(&[
+    let result: Result<(), CliError> = match cli.command {
+        Cmd::Start { data_dir, opts } => run_server(opts.properties(&[
             ("log.dirs", data_dir.display().to_string()),
             ("metrics.listener", "127.0.0.1:8080".to_string()),
-        ])?,
-        Cmd::Broker { opts } => opts.properties(&[])?,
+        ])),
+        Cmd::Broker { opts } => run_server(opts.properties(&[])),
+        Cmd::Topics(cmd) => runtime().and_then(|rt| rt.block_on(topics::run(cmd))),
+        Cmd::Produce(args) => produce::run(args),
+        Cmd::Consume(args) => consume_until_interrupted(args),
+        Cmd::Bench(bench::BenchCmd::Produce(b)) => bench::produce(b),
+        Cmd::Bench(bench::BenchCmd::Consume(b)) => bench::consume(b),
+        Cmd::Bench(bench::BenchCmd::E2e(b)) => bench::e2e(b),
     };
-    let config = BrokerConfig::from_properties(props)?;
-    serve(config).await
-}
-
-async fn serve(config: BrokerConfig) -> Result<()> {
-    let metrics_addr = config.metrics_listener;
-    let data_dir = config.log_dir.clone();
-    let broker = Broker::start(config)
-        .await
-        .context("broker failed to start")?;
-    let kafka = broker.local_addr();
-    let http = match metrics_addr {
-        Some(addr) => Some(serve_metrics(addr, broker.state().clone()).await?),
-        None => None,
-    };
-    // One machine-readable line on stdout: scripts and tests learn the bound ports from it.
-    match http {
-        Some(h) => println!(
-            "fjord ready kafka={kafka} http={h} data={}",
-            data_dir.display()
-        ),
-        None => println!("fjord ready kafka={kafka} data={}", data_dir.display()),
-    }
-    wait_for_signal().await;
-    tracing::info!("shutting down");
-    broker.shutdown().await?;
-    Ok(())
-}
-
-async fn serve_metrics(
-    addr: SocketAddr,
-    state: Arc<fjord_broker::BrokerState>,
-) -> Result<SocketAddr> {
-    use axum::routing::get;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot bind metrics.listener {addr}"))?;
-    let bound = listener.local_addr()?;
-    let app = axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let state = state.clone();
-            async move {
-                (
-                    [(
-                        "content-type",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    state.metrics.encode(),
-                )
-            }
-        }),
-    );
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "metrics server failed");
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::from(e.code)
         }
+    }
+}
+
+fn run_server(props: Result<BTreeMap<String, String>>) -> Result<(), CliError> {
+    let run = || -> Result<()> {
+        let config = BrokerConfig::from_properties(props?)?;
+        let rt = runtime()?;
+        rt.block_on(serve::serve(config))
+    };
+    run().map_err(|e| CliError::failure(format!("{e:#}")))
+}
+
+/// Runs the consumer on this thread while a small runtime turns Ctrl-C into a flag, so the consumer can
+/// flush its output and print its summary before exiting.
+fn consume_until_interrupted(args: consume::ConsumeArgs) -> Result<(), CliError> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
+    let flag = interrupted.clone();
+    let watcher = std::thread::spawn(move || {
+        rt.block_on(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                flag.store(true, Ordering::Relaxed);
+            }
+        })
     });
-    Ok(bound)
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    let result = consume::run(args, interrupted);
+    drop(watcher);
+    result
 }

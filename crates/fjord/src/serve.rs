@@ -1,0 +1,88 @@
+//! `fjord start` and `fjord broker`: run a broker (and, on `start`, the HTTP endpoint for /metrics) until
+//! SIGINT or SIGTERM, then shut down cleanly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use fjord_broker::config::BrokerConfig;
+use fjord_broker::Broker;
+
+pub async fn serve(config: BrokerConfig) -> Result<()> {
+    let metrics_addr = config.metrics_listener;
+    let data_dir = config.log_dir.clone();
+    let broker = Broker::start(config)
+        .await
+        .context("broker failed to start")?;
+    let kafka = broker.local_addr();
+    let http = match metrics_addr {
+        Some(addr) => Some(serve_metrics(addr, broker.state().clone()).await?),
+        None => None,
+    };
+    // One machine-readable line on stdout: scripts and tests learn the bound ports from it.
+    match http {
+        Some(h) => println!(
+            "fjord ready kafka={kafka} http={h} data={}",
+            data_dir.display()
+        ),
+        None => println!("fjord ready kafka={kafka} data={}", data_dir.display()),
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    broker.shutdown().await?;
+    Ok(())
+}
+
+async fn serve_metrics(
+    addr: SocketAddr,
+    state: Arc<fjord_broker::BrokerState>,
+) -> Result<SocketAddr> {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind metrics.listener {addr}"))?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let state = state.clone();
+            async move {
+                (
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    state.metrics.encode(),
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server failed");
+        }
+    });
+    Ok(bound)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,500 @@
+//! End-to-end tests of the `fjord` client commands against a real broker process.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const T: Duration = Duration::from_secs(120);
+
+/// Runs `fjord ARGS` with `stdin`, bounded in time.
+fn fjord(bootstrap: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fjord"));
+    cmd.args(args).env("FJORD_BOOTSTRAP_SERVER", bootstrap);
+    let Some(input) = stdin else {
+        return run_bounded(&mut cmd, T);
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn fjord");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(T).is_err() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    });
+    let mut sin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = sin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = writer.join();
+    let _ = tx.send(());
+    out
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "fjord failed ({:?}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_piped_file_comes_back_byte_for_byte_from_the_beginning() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let b = &broker.bootstrap;
+    let mut input = Vec::new();
+    for i in 0..10_000 {
+        // Varied content: spaces, tabs, UTF-8 and an empty line now and then.
+        if i % 1000 == 999 {
+            input.extend_from_slice(b"\n");
+        } else {
+            input.extend_from_slice(
+                format!("line {i}\twith text, ünïcödé and {}\n", "x".repeat(i % 50)).as_bytes(),
+            );
+        }
+    }
+    let path = dir.path().join("catalog.txt");
+    std::fs::write(&path, &input).unwrap();
+    ok(&fjord(
+        b,
+        &["topics", "create", "catalog", "--partitions", "1"],
+        None,
+    ));
+    ok(&fjord(b, &["produce", "catalog"], Some(&input)));
+    let out = fjord(
+        b,
+        &["consume", "catalog", "--from-beginning", "--exit-at-end"],
+        None,
+    );
+    assert!(
+        ok(&out).as_bytes() == input.as_slice(),
+        "consumed bytes differ from the file"
+    );
+    assert!(
+        stderr(&out).contains("Processed a total of 10000 messages"),
+        "{}",
+        stderr(&out)
+    );
+    // --input reads a file too, and --max-messages stops early.
+    ok(&fjord(
+        b,
+        &["produce", "catalog", "--input", path.to_str().unwrap()],
+        None,
+    ));
+    let out = ok(&fjord(
+        b,
+        &[
+            "consume",
+            "catalog",
+            "--offset",
+            "10000",
+            "--max-messages",
+            "3",
+        ],
+        None,
+    ));
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        input
+            .split(|c| *c == b'\n')
+            .take(3)
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn json_output_carries_every_field_and_parses_back() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let b = &broker.bootstrap;
+    ok(&fjord(
+        b,
+        &["topics", "create", "events", "--partitions", "2"],
+        None,
+    ));
+    ok(&fjord(
+        b,
+        &[
+            "produce",
+            "events",
+            "--key-separator",
+            ":",
+            "--header",
+            "source=test",
+            "--partition",
+            "1",
+        ],
+        Some(b"k1:hello\nk2:world\n"),
+    ));
+    let out = ok(&fjord(
+        b,
+        &[
+            "consume",
+            "events",
+            "--from-beginning",
+            "--exit-at-end",
+            "--format",
+            "json",
+        ],
+        None,
+    ));
+    let docs: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 2);
+    for (i, (k, v)) in [("k1", "hello"), ("k2", "world")].iter().enumerate() {
+        let d = &docs[i];
+        assert_eq!(d["topic"], "events");
+        assert_eq!(d["partition"], 1);
+        assert_eq!(d["offset"], i as i64);
+        assert_eq!(d["key"], *k);
+        assert_eq!(d["value"], *v);
+        assert_eq!(d["headers"][0]["key"], "source");
+        assert_eq!(d["headers"][0]["value"], "test");
+        assert_eq!(d["timestamp_type"], "CreateTime");
+        assert!(d["timestamp"].as_i64().unwrap() > 1_600_000_000_000);
+    }
+    let text = ok(&fjord(
+        b,
+        &[
+            "consume",
+            "events",
+            "-p",
+            "1",
+            "--from-beginning",
+            "--exit-at-end",
+            "--print-key",
+            "--print-offset",
+            "--print-headers",
+        ],
+        None,
+    ));
+    assert_eq!(
+        text,
+        "Offset:0\tsource:test\tk1\thello\nOffset:1\tsource:test\tk2\tworld\n"
+    );
+
+    let listed: Vec<String> = serde_json::from_str(&ok(&fjord(
+        b,
+        &["topics", "list", "--output", "json"],
+        None,
+    )))
+    .unwrap();
+    assert_eq!(listed, vec!["events".to_string()]);
+    let described: serde_json::Value = serde_json::from_str(&ok(&fjord(
+        b,
+        &["topics", "describe", "events", "--output", "json"],
+        None,
+    )))
+    .unwrap();
+    let parts = described[0]["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 2);
+    assert_eq!(parts[1]["high_offset"], 2);
+    assert_eq!(parts[1]["leader"], 1);
+    assert_eq!(parts[1]["isr"], serde_json::json!([1]));
+}
+
+#[test]
+fn topics_create_describe_alter_delete() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let b = &broker.bootstrap;
+    ok(&fjord(
+        b,
+        &[
+            "topics",
+            "create",
+            "orders",
+            "-p",
+            "2",
+            "--config",
+            "retention.ms=3600000",
+            "--config",
+            "cleanup.policy=compact",
+        ],
+        None,
+    ));
+    let d = ok(&fjord(b, &["topics", "describe", "orders"], None));
+    assert!(
+        d.contains("Topic: orders\tPartitions: 2\tReplicationFactor: 1"),
+        "{d}"
+    );
+    assert!(
+        d.contains("cleanup.policy=compact") && d.contains("retention.ms=3600000"),
+        "{d}"
+    );
+    assert!(
+        d.contains("Partition: 1\tLeader: 1\tReplicas: [1]\tIsr: [1]\tOffsets: 0..0"),
+        "{d}"
+    );
+
+    ok(&fjord(
+        b,
+        &[
+            "topics",
+            "alter",
+            "orders",
+            "--partitions",
+            "4",
+            "--config",
+            "retention.ms=60000",
+            "--delete-config",
+            "cleanup.policy",
+        ],
+        None,
+    ));
+    let d: serde_json::Value = serde_json::from_str(&ok(&fjord(
+        b,
+        &[
+            "topics",
+            "describe",
+            "orders",
+            "--output",
+            "json",
+            "--all-configs",
+        ],
+        None,
+    )))
+    .unwrap();
+    assert_eq!(d[0]["partitions"].as_array().unwrap().len(), 4);
+    assert_eq!(d[0]["configs"]["retention.ms"]["value"], "60000");
+    assert_eq!(d[0]["configs"]["retention.ms"]["source"], "topic");
+    assert_eq!(d[0]["configs"]["cleanup.policy"]["value"], "delete");
+    assert_eq!(d[0]["configs"]["cleanup.policy"]["source"], "default");
+
+    ok(&fjord(b, &["topics", "delete", "orders"], None));
+    assert_eq!(ok(&fjord(b, &["topics", "list"], None)), "");
+    ok(&fjord(
+        b,
+        &["topics", "delete", "orders", "--if-exists"],
+        None,
+    ));
+    ok(&fjord(
+        b,
+        &["topics", "create", "again", "--if-not-exists"],
+        None,
+    ));
+    ok(&fjord(
+        b,
+        &["topics", "create", "again", "--if-not-exists"],
+        None,
+    ));
+}
+
+#[test]
+fn failures_say_what_is_wrong_and_use_documented_exit_codes() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(
+        &dir.path().join("data"),
+        &[("auto.create.topics.enable", "false")],
+    );
+    let b = &broker.bootstrap;
+
+    // 3: nobody listens (a port from a listener we close at once).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let out = fjord(
+        &dead,
+        &["topics", "list", "--request-timeout-ms", "2000"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot reach a broker") && stderr(&out).contains("fjord start"),
+        "{}",
+        stderr(&out)
+    );
+
+    // 4: unknown topic, for consume, produce (auto-create off), describe and delete.
+    let out = fjord(b, &["consume", "missing", "--max-messages", "1"], None);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        stderr(&out).contains("topic `missing` does not exist")
+            && stderr(&out).contains("fjord topics create missing")
+    );
+    let out = fjord(b, &["produce", "missing"], Some(b"x\n"));
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("auto.create.topics.enable"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        fjord(b, &["topics", "describe", "missing"], None)
+            .status
+            .code(),
+        Some(4)
+    );
+    assert_eq!(
+        fjord(b, &["topics", "delete", "missing"], None)
+            .status
+            .code(),
+        Some(4)
+    );
+
+    // 1: bad config names the key; duplicate topic; invalid name; shrinking partitions.
+    let out = fjord(
+        b,
+        &["topics", "create", "t", "--config", "retention.ms=soon"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("retention.ms"), "{}", stderr(&out));
+    let out = fjord(
+        b,
+        &["topics", "create", "t", "--config", "retension.ms=5"],
+        None,
+    );
+    assert!(
+        stderr(&out).contains("retension.ms") && stderr(&out).contains("unknown topic config"),
+        "{}",
+        stderr(&out)
+    );
+    ok(&fjord(b, &["topics", "create", "t", "-p", "2"], None));
+    let out = fjord(b, &["topics", "create", "t"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    let out = fjord(b, &["topics", "create", "bad name"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not a valid topic name"),
+        "{}",
+        stderr(&out)
+    );
+    let out = fjord(b, &["topics", "alter", "t", "--partitions", "1"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("can only be added"),
+        "{}",
+        stderr(&out)
+    );
+    let out = fjord(
+        b,
+        &["produce", "t", "--key-separator", ":"],
+        Some(b"no separator here\n"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("line 1 has no key separator"),
+        "{}",
+        stderr(&out)
+    );
+
+    // 2: bad arguments (clap).
+    assert_eq!(fjord(b, &["consume"], None).status.code(), Some(2));
+    // No stack traces anywhere.
+    assert!(!stderr(&fjord(b, &["topics", "describe", "missing"], None)).contains("panicked"));
+}
+
+#[test]
+fn every_command_has_help_with_examples() {
+    for args in [
+        vec!["--help"],
+        vec!["topics", "create", "--help"],
+        vec!["produce", "--help"],
+        vec!["consume", "--help"],
+        vec!["bench", "produce", "--help"],
+    ] {
+        let out = ok(&fjord("127.0.0.1:9", &args, None));
+        assert!(
+            out.contains("Example"),
+            "`fjord {}` help has no example:\n{out}",
+            args.join(" ")
+        );
+    }
+}
+
+#[test]
+fn bench_commands_run_and_report_throughput_and_latency() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let b = &broker.bootstrap;
+    let parse =
+        |out: &Output| -> serde_json::Value { serde_json::from_str(ok(out).trim()).unwrap() };
+    let p = parse(&fjord(
+        b,
+        &[
+            "bench",
+            "produce",
+            "--messages",
+            "20000",
+            "--size",
+            "100",
+            "--acks",
+            "all",
+            "--output",
+            "json",
+        ],
+        None,
+    ));
+    assert_eq!(p["messages"], 20000);
+    assert!(p["msgs_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(
+        p["details"]["latency"]["p99_ms"].as_f64().unwrap()
+            >= p["details"]["latency"]["p50_ms"].as_f64().unwrap()
+    );
+    let c = parse(&fjord(
+        b,
+        &[
+            "bench",
+            "consume",
+            "--messages",
+            "20000",
+            "--output",
+            "json",
+        ],
+        None,
+    ));
+    assert_eq!(c["messages"], 20000);
+    assert_eq!(c["details"]["bytes"], 2_000_000);
+    let e = parse(&fjord(
+        b,
+        &[
+            "bench",
+            "e2e",
+            "--messages",
+            "2000",
+            "--rate",
+            "2000",
+            "--output",
+            "json",
+        ],
+        None,
+    ));
+    assert_eq!(e["messages"], 2000);
+    assert!(e["details"]["latency"]["max_ms"].as_f64().unwrap() > 0.0);
+    // The topic holds exactly what the benches produced.
+    let d: serde_json::Value = serde_json::from_str(&ok(&fjord(
+        b,
+        &["topics", "describe", "fjord-bench", "--output", "json"],
+        None,
+    )))
+    .unwrap();
+    assert_eq!(d[0]["partitions"][0]["high_offset"], 22000);
+}
