@@ -27,6 +27,16 @@ pub async fn serve(config: BrokerConfig) -> Result<()> {
         ),
         None => println!("fjord ready kafka={kafka} data={}", data_dir.display()),
     }
+    // And a friendly summary for a person at a terminal.
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!("\nFjord is running.");
+        eprintln!("  Kafka protocol:  {kafka}   (e.g. kcat -b {kafka} -L, or fjord topics list -b {kafka})");
+        if let Some(h) = http {
+            eprintln!("  Metrics:         http://{h}/metrics");
+        }
+        eprintln!("  Data directory:  {}", data_dir.display());
+        eprintln!("Press Ctrl-C to stop.\n");
+    }
     wait_for_signal().await;
     tracing::info!("shutting down");
     broker.shutdown().await?;

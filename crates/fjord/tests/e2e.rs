@@ -206,12 +206,11 @@ fn pipelined_requests_are_answered_in_order() {
     }
 }
 
-#[test]
-fn fjord_start_serves_kafka_and_metrics_with_its_defaults_overridable() {
-    let dir = temp_dir();
+/// Spawns `fjord start` on free ports with data in `data`; returns the child and its ready line fields.
+fn spawn_start(data: &std::path::Path) -> (std::process::Child, String, String) {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fjord"))
         .args(["start", "--data-dir"])
-        .arg(dir.path().join("data"))
+        .arg(data)
         .args([
             "--override",
             "listeners=PLAINTEXT://127.0.0.1:0",
@@ -222,11 +221,10 @@ fn fjord_start_serves_kafka_and_metrics_with_its_defaults_overridable() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
     let stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
-        let mut r = std::io::BufReader::new(stdout);
-        let _ = std::io::BufRead::read_line(&mut r, &mut line);
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
         line
     });
     let started = Instant::now();
@@ -244,34 +242,58 @@ fn fjord_start_serves_kafka_and_metrics_with_its_defaults_overridable() {
             .unwrap_or_else(|| panic!("no {name} in `{line}`"))
             .to_string()
     };
-    let kafka = field("kafka=");
-    let http = field("http=");
-    assert!(
-        line.contains(&format!("data={}", dir.path().join("data").display())),
-        "{line}"
-    );
-    let out = kcat(&["-b", &kafka, "-L"], None, CLIENT_TIMEOUT);
-    assert!(out.status.success());
-    assert!(http_get(&http, "/metrics").contains("fjord_connections"));
+    assert!(line.contains(&format!("data={}", data.display())), "{line}");
+    (child, field("kafka="), field("http="))
+}
+
+fn interrupt_and_wait(child: &mut std::process::Child) {
     let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-INT", &child.id().to_string()])
         .status();
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             assert!(
                 status.success(),
-                "fjord start exited with {status} on SIGTERM"
+                "fjord start exited with {status} on Ctrl-C"
             );
-            break;
+            return;
         }
         assert!(
             started.elapsed() < Duration::from_secs(20),
-            "fjord start ignored SIGTERM"
+            "fjord start ignored Ctrl-C"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(dir.path().join("data/__meta").exists());
+}
+
+#[test]
+fn fjord_start_serves_kafka_and_metrics_and_ctrl_c_loses_nothing() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let (mut child, kafka, http) = spawn_start(&data);
+    let out = kcat(&["-b", &kafka, "-L"], None, CLIENT_TIMEOUT);
+    assert!(out.status.success());
+    assert!(http_get(&http, "/metrics").contains("fjord_connections"));
+    // acks=1 writes, then Ctrl-C: the clean shutdown must keep every one of them.
+    let input: String = (0..500).map(|i| format!("kept-{i}\n")).collect();
+    let out = kcat(
+        &["-b", &kafka, "-P", "-t", "kept", "-p", "0", "-X", "acks=1"],
+        Some(input.as_bytes()),
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.status.success());
+    interrupt_and_wait(&mut child);
+    assert!(data.join("__meta").exists() && data.join("kept-0/.kafka_cleanshutdown").exists());
+
+    let (mut child, kafka, _) = spawn_start(&data);
+    let out = kcat(
+        &["-b", &kafka, "-C", "-t", "kept", "-e", "-o", "beginning"],
+        None,
+        CLIENT_TIMEOUT,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), input);
+    interrupt_and_wait(&mut child);
 }
 
 #[test]
