@@ -1,25 +1,33 @@
 //! TCP accept loop and per-connection framing.
 //!
-//! A Kafka frame is a 4-byte big-endian length followed by that many bytes of request. Each connection is served
-//! by one task that reads a frame, handles it and writes the response before reading the next one, so responses
-//! leave in request order (Kafka's broker likewise processes one request per connection at a time); pipelined
-//! requests wait in the socket buffer. A frame that is oversized, truncated or undecodable closes that
-//! connection only.
+//! A Kafka frame is a 4-byte big-endian length followed by that many bytes of request. Each connection has a
+//! reader task that cuts frames (at most one ahead) and a serving task that handles them strictly in order, as
+//! Kafka's broker does, with one exception: a run of consecutive Produce requests is pipelined. Each one
+//! appends at once, in order, and only its wait for durability (acks=all) overlaps the next ones, so pipelined
+//! producers share fsyncs. Responses always leave in request order, and any other request waits until the
+//! pending produces are answered before it starts. A frame that is oversized, truncated or undecodable closes
+//! that connection only.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinHandle;
 
-use crate::api::{self, Outcome};
+use crate::api::{self, Handled, Outcome};
 use crate::BrokerState;
 
 /// How long a connection may take to deliver the rest of a frame once its length arrived.
 const FRAME_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Produce requests of one connection that may wait for durability at the same time.
+const MAX_PIPELINED_PRODUCES: usize = 32;
 
 pub async fn accept_loop(
     listener: TcpListener,
@@ -82,7 +90,7 @@ impl std::fmt::Display for FrameError {
 
 /// Reads one frame. `Ok(None)` is a clean end of stream between frames.
 async fn read_frame(
-    stream: &mut TcpStream,
+    stream: &mut OwnedReadHalf,
     max: usize,
     idle: Duration,
 ) -> Result<Option<Bytes>, FrameError> {
@@ -109,61 +117,170 @@ async fn read_frame(
     }
 }
 
+/// Reads frames into `tx` until the peer closes, a frame is bad, or the serving side goes away. The channel
+/// holds one frame, so at most two requests are read ahead of the one being served.
+async fn read_frames(
+    mut rd: OwnedReadHalf,
+    max: usize,
+    idle: Duration,
+    tx: mpsc::Sender<Result<Bytes, FrameError>>,
+) {
+    loop {
+        match read_frame(&mut rd, max, idle).await {
+            Ok(Some(f)) => {
+                if tx.send(Ok(f)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// A request whose response is not written yet, in request order: the task computing it, and its arrival.
+struct InFlight(JoinHandle<Outcome>, Instant);
+
+/// Writes one outcome; false means the connection must close.
+async fn deliver(
+    wr: &mut OwnedWriteHalf,
+    state: &BrokerState,
+    peer: SocketAddr,
+    outcome: Outcome,
+    started: Instant,
+) -> bool {
+    let api = match outcome {
+        Outcome::Respond { api, body } => {
+            if let Err(e) = wr.write_all(&body).await {
+                tracing::debug!(%peer, error = %e, "write failed; closing connection");
+                return false;
+            }
+            api
+        }
+        Outcome::NoResponse { api } => api,
+        Outcome::Close(reason) => {
+            state.metrics.malformed_frames.inc();
+            tracing::warn!(%peer, %reason, "closing connection");
+            return false;
+        }
+    };
+    state
+        .metrics
+        .request_latency
+        .get_or_create(&api)
+        .observe(started.elapsed().as_secs_f64());
+    true
+}
+
+async fn finish(InFlight(task, started): InFlight) -> (Outcome, Instant) {
+    match task.await {
+        Ok(o) => (o, started),
+        Err(e) => (Outcome::Close(format!("request task failed: {e}")), started),
+    }
+}
+
 async fn serve_connection(
-    mut socket: TcpStream,
+    socket: TcpStream,
     peer: SocketAddr,
     state: &Arc<BrokerState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = socket.set_nodelay(true);
     let idle = Duration::from_millis(state.config.connections_max_idle_ms);
+    let (rd, mut wr) = socket.into_split();
+    let (tx, mut rx) = mpsc::channel(1);
+    let reader = tokio::spawn(read_frames(
+        rd,
+        state.config.socket_request_max_bytes,
+        idle,
+        tx,
+    ));
+    let mut inflight: VecDeque<InFlight> = VecDeque::new();
     loop {
-        let frame = tokio::select! {
-            f = read_frame(&mut socket, state.config.socket_request_max_bytes, idle) => f,
-            _ = shutdown.changed() => return,
+        let next = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            // Answer the oldest pending produce as soon as it is durable.
+            r = async {
+                match inflight.front_mut() {
+                    Some(InFlight(task, _)) => task.await,
+                    None => std::future::pending().await,
+                }
+            }, if !inflight.is_empty() => Err(r),
+            f = rx.recv(), if inflight.len() < MAX_PIPELINED_PRODUCES => Ok(f),
+        };
+        let frame = match next {
+            Ok(f) => f,
+            Err(joined) => {
+                let Some(InFlight(_, started)) = inflight.pop_front() else {
+                    unreachable!("the select branch runs only with a front entry");
+                };
+                let outcome =
+                    joined.unwrap_or_else(|e| Outcome::Close(format!("request task failed: {e}")));
+                if !deliver(&mut wr, state, peer, outcome, started).await {
+                    break;
+                }
+                continue;
+            }
         };
         let frame = match frame {
-            Ok(Some(f)) => f,
-            Ok(None) => return,
-            Err(FrameError::Io(e)) => {
+            Some(Ok(f)) => f,
+            None => {
+                // The peer finished sending; still answer what it already asked.
+                while let Some(entry) = inflight.pop_front() {
+                    let (o, t) = finish(entry).await;
+                    if !deliver(&mut wr, state, peer, o, t).await {
+                        break;
+                    }
+                }
+                break;
+            }
+            Some(Err(FrameError::Io(e))) => {
                 tracing::debug!(%peer, error = %e, "connection closed");
-                return;
+                break;
             }
-            Err(e @ FrameError::Idle(_)) => {
+            Some(Err(e @ FrameError::Idle(_))) => {
                 tracing::debug!(%peer, error = %e, "closing idle connection");
-                return;
+                break;
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 state.metrics.malformed_frames.inc();
                 tracing::warn!(%peer, error = %e, "bad frame; closing connection");
-                return;
+                break;
             }
         };
         let started = Instant::now();
-        match api::handle_frame(state, frame, peer).await {
-            Outcome::Respond { api, body } => {
-                if let Err(e) = socket.write_all(&body).await {
-                    tracing::debug!(%peer, error = %e, "write failed; closing connection");
-                    return;
+        let is_produce =
+            api::peek_api_key(&frame) == Some(kafka_protocol::messages::ApiKey::Produce);
+        if !is_produce {
+            // Anything but a produce starts only after every earlier request is answered.
+            let mut ok = true;
+            while let Some(entry) = inflight.pop_front() {
+                let (o, t) = finish(entry).await;
+                if !deliver(&mut wr, state, peer, o, t).await {
+                    ok = false;
+                    break;
                 }
-                state
-                    .metrics
-                    .request_latency
-                    .get_or_create(&api)
-                    .observe(started.elapsed().as_secs_f64());
             }
-            Outcome::NoResponse { api } => {
-                state
-                    .metrics
-                    .request_latency
-                    .get_or_create(&api)
-                    .observe(started.elapsed().as_secs_f64());
-            }
-            Outcome::Close(reason) => {
-                state.metrics.malformed_frames.inc();
-                tracing::warn!(%peer, %reason, "closing connection");
-                return;
+            if !ok {
+                break;
             }
         }
+        match api::handle_frame(state, frame, peer).await {
+            Handled::Done(o) if inflight.is_empty() => {
+                if !deliver(&mut wr, state, peer, o, started).await {
+                    break;
+                }
+            }
+            // Behind pending produces, even a ready answer waits its turn.
+            Handled::Done(o) => {
+                inflight.push_back(InFlight(tokio::spawn(async move { o }), started))
+            }
+            Handled::Pending(fut) => inflight.push_back(InFlight(tokio::spawn(fut), started)),
+        }
     }
+    reader.abort();
 }

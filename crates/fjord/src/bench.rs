@@ -252,6 +252,10 @@ pub fn consume(b: ConsumeBench) -> Result<(), CliError> {
         .set("enable.auto.commit", "false")
         .set("group.id", "fjord-bench")
         .set("fetch.max.bytes", "52428800")
+        // librdkafka stops fetching once 100k messages are queued and then backs off for a second
+        // (fetch.queue.backoff.ms); that would measure the client's pacing, not the broker.
+        .set("queued.min.messages", "1000000")
+        .set("fetch.queue.backoff.ms", "1")
         .create()
         .map_err(|e| CliError::failure(format!("cannot create a consumer: {e}")))?;
     let md = c.client.require_topic(&consumer, &c.topic)?;

@@ -64,6 +64,19 @@ pub enum Outcome {
     Close(String),
 }
 
+/// A request either answered already, or waiting on something (acks=all durability) that the connection may
+/// overlap with the next requests.
+pub enum Handled {
+    Done(Outcome),
+    Pending(std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send + 'static>>),
+}
+
+impl From<Outcome> for Handled {
+    fn from(o: Outcome) -> Self {
+        Handled::Done(o)
+    }
+}
+
 /// What a handler sees of the request besides its body.
 pub struct Ctx<'a> {
     pub state: &'a Arc<BrokerState>,
@@ -76,50 +89,75 @@ pub(crate) fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
+/// The API key of a frame, read without decoding it.
+pub fn peek_api_key(frame: &[u8]) -> Option<ApiKey> {
+    let raw = i16::from_be_bytes([*frame.first()?, *frame.get(1)?]);
+    ApiKey::try_from(raw).ok()
+}
+
 /// Decodes, dispatches and encodes one request frame.
-pub async fn handle_frame(state: &Arc<BrokerState>, mut frame: Bytes, peer: SocketAddr) -> Outcome {
+pub async fn handle_frame(state: &Arc<BrokerState>, frame: Bytes, peer: SocketAddr) -> Handled {
+    match decode_and_dispatch(state, frame, peer).await {
+        Ok(h) => h,
+        Err(o) => Handled::Done(o),
+    }
+}
+
+async fn decode_and_dispatch(
+    state: &Arc<BrokerState>,
+    mut frame: Bytes,
+    peer: SocketAddr,
+) -> Result<Handled, Outcome> {
     if frame.len() < 8 {
-        return Outcome::Close(format!(
+        return Err(Outcome::Close(format!(
             "frame of {} bytes is too short for a request header",
             frame.len()
-        ));
+        )));
     }
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let Ok(key) = ApiKey::try_from(raw_key) else {
-        return Outcome::Close(format!("unknown API key {raw_key}"));
+        return Err(Outcome::Close(format!("unknown API key {raw_key}")));
     };
     let labels = RequestLabels {
         request: format!("{key:?}"),
     };
     let Some((lo, hi)) = supported_range(key) else {
-        return Outcome::Close(format!("API {key:?} is not supported"));
+        return Err(Outcome::Close(format!("API {key:?} is not supported")));
     };
     if version < lo || version > hi {
         if key == ApiKey::ApiVersions {
             // KIP-511: answer an ApiVersions request of an unknown version with a v0 response carrying
             // UNSUPPORTED_VERSION and our ranges, so the client can retry with a version we speak.
             let resp = api_versions::unsupported_version_response();
-            return encode_response(
+            return Err(encode_response(
                 labels,
                 key,
                 0,
                 correlation_id,
                 ResponseKind::ApiVersions(resp),
-            );
+            ));
         }
-        return Outcome::Close(format!(
+        return Err(Outcome::Close(format!(
             "{key:?} v{version} is not supported (supported: v{lo}-v{hi})"
-        ));
+        )));
     }
     let header = match RequestHeader::decode(&mut frame, key.request_header_version(version)) {
         Ok(h) => h,
-        Err(e) => return Outcome::Close(format!("malformed {key:?} v{version} header: {e}")),
+        Err(e) => {
+            return Err(Outcome::Close(format!(
+                "malformed {key:?} v{version} header: {e}"
+            )))
+        }
     };
     let request = match RequestKind::decode(key, &mut frame, version) {
         Ok(r) => r,
-        Err(e) => return Outcome::Close(format!("malformed {key:?} v{version} request: {e}")),
+        Err(e) => {
+            return Err(Outcome::Close(format!(
+                "malformed {key:?} v{version} request: {e}"
+            )))
+        }
     };
     state.metrics.requests.get_or_create(&labels).inc();
     let client_id = header.client_id.as_deref();
@@ -133,10 +171,25 @@ pub async fn handle_frame(state: &Arc<BrokerState>, mut frame: Bytes, peer: Sock
     let response = match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&ctx, r)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(&ctx, r).await),
-        RequestKind::Produce(r) => match produce::handle(&ctx, r).await {
-            Some(resp) => ResponseKind::Produce(resp),
-            None => return Outcome::NoResponse { api: labels },
-        },
+        RequestKind::Produce(r) => {
+            let prepared = produce::prepare(&ctx, r);
+            let finish = move |resp: Option<_>| match resp {
+                Some(resp) => encode_response(
+                    labels,
+                    key,
+                    version,
+                    correlation_id,
+                    ResponseKind::Produce(resp),
+                ),
+                None => Outcome::NoResponse { api: labels },
+            };
+            if prepared.is_complete() {
+                return Ok(Handled::Done(finish(prepared.complete().await)));
+            }
+            return Ok(Handled::Pending(Box::pin(async move {
+                finish(prepared.complete().await)
+            })));
+        }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(&ctx, r).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(&ctx, r)),
         RequestKind::CreateTopics(r) => {
@@ -166,9 +219,15 @@ pub async fn handle_frame(state: &Arc<BrokerState>, mut frame: Bytes, peer: Sock
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(describe_cluster::handle(&ctx, r))
         }
-        _ => return Outcome::Close(format!("no handler for {key:?}")),
+        _ => return Err(Outcome::Close(format!("no handler for {key:?}"))),
     };
-    encode_response(labels, key, version, correlation_id, response)
+    Ok(Handled::Done(encode_response(
+        labels,
+        key,
+        version,
+        correlation_id,
+        response,
+    )))
 }
 
 fn encode_response(

@@ -1,6 +1,10 @@
 //! Produce (key 0): validate and append each partition's record batches, then answer according to `acks`:
 //! 0 sends no response, 1 answers after the write, -1 (all) answers after the data is fsynced (group commit,
 //! see [`crate::partition::Partition::wait_durable`]). Batches stay raw bytes; no record is decoded.
+//!
+//! Handling is split in two so that a connection can pipeline acks=all produces: [`prepare`] appends
+//! synchronously, in request order, and [`Prepared::complete`] only waits for durability, owning everything it
+//! needs, so the server can start the next request meanwhile and several requests share one fsync.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,13 +27,63 @@ fn error(index: i32, code: E, message: String) -> PartitionProduceResponse {
         .with_log_start_offset(-1)
 }
 
-pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceResponse> {
+/// The appends are done; what is left is waiting for durability (acks=all) and answering.
+pub struct Prepared {
+    acks: i16,
+    timeout: Duration,
+    responses: Vec<TopicProduceResponse>,
+    /// (topic index, partition index, partition, offset that must be durable)
+    waits: Vec<(usize, usize, Arc<Partition>, i64)>,
+}
+
+impl Prepared {
+    /// True when answering needs no waiting.
+    pub fn is_complete(&self) -> bool {
+        self.waits.is_empty()
+    }
+
+    /// Waits for every acks=all partition to be durable (bounded by the request's timeout) and builds the
+    /// response; `None` for acks=0, which Kafka never answers.
+    pub async fn complete(self) -> Option<ProduceResponse> {
+        let Prepared {
+            acks,
+            timeout,
+            mut responses,
+            waits,
+        } = self;
+        for (ti, pi, partition, offset) in waits {
+            let outcome = tokio::time::timeout(timeout, partition.wait_durable(offset)).await;
+            let failure = match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => {
+                    tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "fsync failed");
+                    Some((e.code(), e.to_string()))
+                }
+                Err(_) => Some((
+                    E::RequestTimedOut.code(),
+                    "timed out waiting for fsync".to_string(),
+                )),
+            };
+            if let Some((code, msg)) = failure {
+                let r = &mut responses[ti].partition_responses[pi];
+                r.error_code = code;
+                r.error_message = Some(str_bytes(&msg));
+            }
+        }
+        if acks == 0 {
+            return None;
+        }
+        Some(ProduceResponse::default().with_responses(responses))
+    }
+}
+
+/// Validates and appends every partition's batches, in request order, without waiting for fsync.
+pub fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
     let broker = ctx.state;
     let acks = req.acks;
     let meta = broker.meta.state();
     let mut responses = Vec::with_capacity(req.topic_data.len());
-    // (topic index, partition index, partition, offset that must be durable)
-    let mut waits: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
+    let mut waits = Vec::new();
     for (ti, topic) in req.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
         let labels = Metrics::topic(&name);
@@ -117,28 +171,10 @@ pub async fn handle(ctx: &Ctx<'_>, req: ProduceRequest) -> Option<ProduceRespons
                 .with_partition_responses(parts),
         );
     }
-    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
-    for (ti, pi, partition, offset) in waits {
-        let outcome = tokio::time::timeout(timeout, partition.wait_durable(offset)).await;
-        let failure = match outcome {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => {
-                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "fsync failed");
-                Some((e.code(), e.to_string()))
-            }
-            Err(_) => Some((
-                E::RequestTimedOut.code(),
-                "timed out waiting for fsync".to_string(),
-            )),
-        };
-        if let Some((code, msg)) = failure {
-            let r = &mut responses[ti].partition_responses[pi];
-            r.error_code = code;
-            r.error_message = Some(str_bytes(&msg));
-        }
+    Prepared {
+        acks,
+        timeout: Duration::from_millis(req.timeout_ms.max(0) as u64),
+        responses,
+        waits,
     }
-    if acks == 0 {
-        return None;
-    }
-    Some(ProduceResponse::default().with_responses(responses))
 }
