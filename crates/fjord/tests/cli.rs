@@ -125,6 +125,46 @@ fn a_piped_file_comes_back_byte_for_byte_from_the_beginning() {
 }
 
 #[test]
+fn produce_shows_progress_on_a_terminal_and_stays_quiet_in_a_pipe() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let input: String = (0..200_000)
+        .map(|i| format!("progress line {i}\n"))
+        .collect();
+    let file = dir.path().join("big.txt");
+    std::fs::write(&file, &input).unwrap();
+    // `script` runs the command on a pseudo-terminal, as a person at a shell would.
+    let cmd = format!(
+        "{} produce big --input {} --bootstrap-server {}",
+        env!("CARGO_BIN_EXE_fjord"),
+        file.display(),
+        broker.bootstrap
+    );
+    let out = run_bounded(Command::new("script").args(["-qec", &cmd, "/dev/null"]), T);
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains("200000 messages delivered in"),
+        "no final progress line on the terminal:\n{screen}"
+    );
+    // Without a terminal, nothing but errors goes to stderr.
+    let out = fjord(
+        &broker.bootstrap,
+        &["produce", "big", "--input", file.to_str().unwrap()],
+        None,
+    );
+    ok(&out);
+    assert_eq!(stderr(&out), "");
+    let d: serde_json::Value = serde_json::from_str(&ok(&fjord(
+        &broker.bootstrap,
+        &["topics", "describe", "big", "--output", "json"],
+        None,
+    )))
+    .unwrap();
+    assert_eq!(d[0]["partitions"][0]["high_offset"], 400_000);
+}
+
+#[test]
 fn json_output_carries_every_field_and_parses_back() {
     let dir = temp_dir();
     let broker = BrokerProc::start(&dir.path().join("data"), &[]);
