@@ -361,6 +361,41 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     ),
     bdef!("log.flush.interval.ms", None, Long, positive),
     bdef!("metrics.listener", None, String),
+    bdef!(
+        "group.initial.rebalance.delay.ms",
+        Some("3000"),
+        Int,
+        non_negative
+    ),
+    bdef!("group.min.session.timeout.ms", Some("6000"), Int, positive),
+    bdef!(
+        "group.max.session.timeout.ms",
+        Some("1800000"),
+        Int,
+        positive
+    ),
+    bdef!("group.max.size", Some("2147483647"), Int, positive),
+    bdef!("offsets.topic.num.partitions", Some("50"), Int, positive),
+    bdef!(
+        "offsets.topic.replication.factor",
+        Some("3"),
+        Short,
+        positive
+    ),
+    bdef!(
+        "offsets.topic.segment.bytes",
+        Some("104857600"),
+        Int,
+        segment_bytes
+    ),
+    bdef!("offsets.retention.minutes", Some("10080"), Int, positive),
+    bdef!(
+        "offsets.retention.check.interval.ms",
+        Some("600000"),
+        Long,
+        positive
+    ),
+    bdef!("offset.metadata.max.bytes", Some("4096"), Int, positive),
     bdef!("process.roles", Some("broker,controller"), List),
     bdef!("controller.quorum.voters", None, List),
 ];

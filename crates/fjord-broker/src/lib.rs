@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod api;
 pub mod config;
+pub mod groups;
 pub mod metrics;
 pub mod partition;
 pub mod server;
@@ -78,6 +79,8 @@ pub struct BrokerState {
     pub meta: Meta,
     pub partitions: PartitionManager,
     pub metrics: Metrics,
+    /// Consumer groups: the coordinator and its `__consumer_offsets` persistence.
+    pub groups: groups::Groups,
     /// The host and port this broker advertises in Metadata (the bound port when configured with port 0).
     pub advertised: (String, i32),
 }
@@ -121,11 +124,18 @@ impl Broker {
         partitions.sync_with(&meta.state(), &config)?;
         let state = Arc::new(BrokerState {
             metrics: Metrics::new(),
+            groups: groups::Groups::new(groups::group_config(&config)),
             partitions,
             meta,
             config,
             advertised,
         });
+        groups::ensure_offsets_topic(&state).await?;
+        let replayed = groups::load(&state)?;
+        tracing::info!(
+            records = replayed,
+            "group coordinator loaded __consumer_offsets"
+        );
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let tasks = vec![
             tokio::spawn(server::accept_loop(
@@ -134,6 +144,7 @@ impl Broker {
                 shutdown_rx.clone(),
             )),
             tokio::spawn(follow_metadata(state.clone(), shutdown_rx.clone())),
+            tokio::spawn(groups::run_clock(state.clone(), shutdown_rx.clone())),
             tokio::spawn(housekeeping(state.clone(), shutdown_rx)),
         ];
         tracing::info!(%addr, node_id = state.config.node_id, "broker started");

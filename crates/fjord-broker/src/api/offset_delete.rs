@@ -1,0 +1,52 @@
+//! OffsetDelete (key 47): forget committed offsets of partitions the group no longer consumes.
+
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
+
+use super::Ctx;
+
+pub async fn handle(ctx: &Ctx<'_>, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let wanted: Vec<(String, i32)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.name.0.to_string(), p.partition_index))
+        })
+        .collect();
+    let (result, records) = {
+        let mut c = ctx.state.groups.lock();
+        let r = c.delete_offsets(&req.group_id.0, &wanted);
+        (r, c.take_records())
+    };
+    if let Err(e) = ctx.state.groups.persist(ctx.state, records).await {
+        tracing::error!(error = %e, "persisting offset deletion failed");
+    }
+    let codes = match result {
+        Ok(c) => c,
+        Err(code) => return OffsetDeleteResponse::default().with_error_code(code),
+    };
+    let mut codes = codes.into_iter();
+    OffsetDeleteResponse::default().with_topics(
+        req.topics
+            .into_iter()
+            .map(|t| {
+                let parts = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        OffsetDeleteResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(codes.next().unwrap_or(0))
+                    })
+                    .collect();
+                OffsetDeleteResponseTopic::default()
+                    .with_name(t.name)
+                    .with_partitions(parts)
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,452 @@
+//! State-machine tests: time is driven explicitly, no sleeping.
+
+use super::*;
+
+fn cfg() -> GroupConfig {
+    GroupConfig {
+        initial_rebalance_delay_ms: 0,
+        ..GroupConfig::default()
+    }
+}
+
+fn join_req(group: &str, member: &str, instance: Option<&str>) -> JoinRequest {
+    JoinRequest {
+        group_id: group.into(),
+        member_id: member.into(),
+        instance_id: instance.map(String::from),
+        client_id: "client".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 30_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![
+            ("range".into(), Bytes::from_static(b"meta")),
+            ("roundrobin".into(), Bytes::new()),
+        ],
+        require_known_member_id: true,
+    }
+}
+
+fn now_result<T>(r: Reply<T>) -> T {
+    match r {
+        Reply::Now(t) => t,
+        Reply::Later(_) => panic!("expected an immediate answer"),
+    }
+}
+
+fn later<T>(r: Reply<T>) -> oneshot::Receiver<T> {
+    match r {
+        Reply::Later(rx) => rx,
+        Reply::Now(_) => panic!("expected to wait"),
+    }
+}
+
+/// Joins a new dynamic member through the KIP-394 two-step; returns the parked join.
+fn join_new(
+    c: &mut GroupCoordinator,
+    group: &str,
+    now: i64,
+) -> (String, oneshot::Receiver<JoinResult>) {
+    let first = now_result(c.join(join_req(group, "", None), now));
+    assert_eq!(first.error, E::MemberIdRequired.code());
+    let id = first.member_id.clone();
+    (id.clone(), later(c.join(join_req(group, &id, None), now)))
+}
+
+fn sync(
+    c: &mut GroupCoordinator,
+    group: &str,
+    gen: i32,
+    member: &str,
+    assignments: Vec<(String, Bytes)>,
+    now: i64,
+) -> Reply<SyncResult> {
+    c.sync(
+        SyncRequest {
+            group_id: group.into(),
+            generation_id: gen,
+            member_id: member.into(),
+            instance_id: None,
+            protocol_type: Some("consumer".into()),
+            protocol_name: Some("range".into()),
+            assignments,
+        },
+        now,
+    )
+}
+
+/// Two members joined and synced: returns (leader id, follower id, generation).
+fn stable_pair(c: &mut GroupCoordinator) -> (String, String, i32) {
+    let (a, mut ja) = join_new(c, "g", 0);
+    // Alone, the first member completes the join immediately (no initial delay in these tests).
+    let ra = ja.try_recv().unwrap();
+    assert_eq!(ra.error, 0);
+    let (b, mut jb) = join_new(c, "g", 10);
+    assert!(jb.try_recv().is_err(), "b waits for a to rejoin");
+    let mut ja = later(c.join(join_req("g", &a, None), 20));
+    let ra = ja.try_recv().unwrap();
+    let rb = jb.try_recv().unwrap();
+    assert_eq!(ra.generation_id, rb.generation_id);
+    assert_eq!(ra.leader, a, "the oldest member stays leader");
+    assert_eq!(
+        ra.members.len(),
+        2,
+        "the leader gets every member's metadata"
+    );
+    assert!(rb.members.is_empty(), "followers get none");
+    assert_eq!(ra.protocol_name.as_deref(), Some("range"));
+    let gen = ra.generation_id;
+    let mut sb = later(sync(c, "g", gen, &b, vec![], 30));
+    assert!(
+        sb.try_recv().is_err(),
+        "the follower waits for the leader's assignment"
+    );
+    let mut sa = later(sync(
+        c,
+        "g",
+        gen,
+        &a,
+        vec![
+            (a.clone(), Bytes::from_static(b"A")),
+            (b.clone(), Bytes::from_static(b"B")),
+        ],
+        40,
+    ));
+    assert_eq!(sa.try_recv().unwrap().assignment, Bytes::from_static(b"A"));
+    assert_eq!(sb.try_recv().unwrap().assignment, Bytes::from_static(b"B"));
+    assert_eq!(c.describe("g").unwrap().state, GroupState::Stable);
+    (a, b, gen)
+}
+
+#[test]
+fn two_members_join_sync_and_become_stable() {
+    let mut c = GroupCoordinator::new(cfg());
+    let (a, b, gen) = stable_pair(&mut c);
+    assert_eq!(c.heartbeat("g", gen, &a, None, 50), 0);
+    assert_eq!(c.heartbeat("g", gen, &b, None, 50), 0);
+    assert_eq!(
+        c.heartbeat("g", gen - 1, &b, None, 50),
+        E::IllegalGeneration.code()
+    );
+    assert_eq!(
+        c.heartbeat("g", gen, "stranger", None, 50),
+        E::UnknownMemberId.code()
+    );
+    // The group metadata is queued for __consumer_offsets once stable.
+    let recs = c.take_records();
+    assert_eq!(recs.len(), 1);
+    let v = records::decode_group_value(recs[0].value.clone().unwrap()).unwrap();
+    assert_eq!(v.generation, gen);
+    assert_eq!(v.members.len(), 2);
+}
+
+#[test]
+fn a_member_leaving_triggers_a_rebalance_and_the_other_owns_everything() {
+    let mut c = GroupCoordinator::new(cfg());
+    let (a, b, gen) = stable_pair(&mut c);
+    assert_eq!(c.leave("g", &[(a.clone(), None)], 100), vec![0]);
+    assert_eq!(
+        c.describe("g").unwrap().state,
+        GroupState::PreparingRebalance
+    );
+    assert_eq!(
+        c.heartbeat("g", gen, &b, None, 110),
+        E::RebalanceInProgress.code()
+    );
+    let mut jb = later(c.join(join_req("g", &b, None), 120));
+    let rb = jb.try_recv().unwrap();
+    assert_eq!(rb.leader, b, "the remaining member becomes leader");
+    assert_eq!(rb.generation_id, gen + 1);
+    let mut sb = later(sync(
+        &mut c,
+        "g",
+        gen + 1,
+        &b,
+        vec![(b.clone(), Bytes::from_static(b"ALL"))],
+        130,
+    ));
+    assert_eq!(
+        sb.try_recv().unwrap().assignment,
+        Bytes::from_static(b"ALL")
+    );
+}
+
+#[test]
+fn session_timeout_removes_a_silent_member() {
+    let mut c = GroupCoordinator::new(cfg());
+    let (a, b, gen) = stable_pair(&mut c);
+    // b keeps heartbeating, a goes silent; a's session (10 s from its sync at 40 ms) ends at 10 040.
+    for t in (1_000..=10_000).step_by(1_000) {
+        assert_eq!(c.heartbeat("g", gen, &b, None, t), 0, "at {t}");
+        c.tick(t);
+    }
+    assert_eq!(c.describe("g").unwrap().state, GroupState::Stable);
+    c.tick(10_100);
+    assert_eq!(
+        c.heartbeat("g", gen, &b, None, 10_200),
+        E::RebalanceInProgress.code()
+    );
+    let d = c.describe("g").unwrap();
+    assert_eq!(d.state, GroupState::PreparingRebalance);
+    assert!(d.members.iter().all(|m| m.member_id != a), "a expired");
+}
+
+#[test]
+fn rebalance_timeout_drops_members_that_do_not_rejoin() {
+    let mut c = GroupCoordinator::new(cfg());
+    let (a, b, _) = stable_pair(&mut c);
+    let (_, mut jn) = join_new(&mut c, "g", 1_000);
+    // a rejoins, b never does.
+    let mut ja = later(c.join(join_req("g", &a, None), 1_100));
+    c.tick(20_000);
+    assert!(
+        ja.try_recv().is_err() && jn.try_recv().is_err(),
+        "still waiting before the rebalance timeout"
+    );
+    c.tick(31_000);
+    let ra = ja.try_recv().unwrap();
+    assert_eq!(ra.error, 0);
+    assert_eq!(ra.members.len(), 2, "a and the newcomer; b was dropped");
+    assert!(ra.members.iter().all(|(m, _, _)| *m != b));
+    assert_eq!(jn.try_recv().unwrap().error, 0);
+}
+
+#[test]
+fn initial_rebalance_delay_waits_for_more_members() {
+    let mut c = GroupCoordinator::new(GroupConfig {
+        initial_rebalance_delay_ms: 3_000,
+        ..GroupConfig::default()
+    });
+    let (_, mut j1) = join_new(&mut c, "g", 0);
+    c.tick(1_000);
+    assert!(j1.try_recv().is_err());
+    let (_, mut j2) = join_new(&mut c, "g", 2_000);
+    c.tick(4_000);
+    assert!(
+        j1.try_recv().is_err(),
+        "the delay restarted with the second member"
+    );
+    c.tick(5_000);
+    assert_eq!(j1.try_recv().unwrap().members.len(), 2);
+    assert_eq!(j2.try_recv().unwrap().error, 0);
+}
+
+#[test]
+fn static_member_restart_within_session_timeout_causes_no_rebalance() {
+    let mut c = GroupCoordinator::new(cfg());
+    let mut ja = later(c.join(join_req("g", "", Some("inst-a")), 0));
+    let ra = ja.try_recv().unwrap();
+    let mut jb = later(c.join(join_req("g", "", Some("inst-b")), 10));
+    let mut ja2 = later(c.join(join_req("g", &ra.member_id, Some("inst-a")), 20));
+    let ra = ja2.try_recv().unwrap();
+    let rb = jb.try_recv().unwrap();
+    let gen = ra.generation_id;
+    let mut sb = later(c.sync(
+        SyncRequest {
+            group_id: "g".into(),
+            generation_id: gen,
+            member_id: rb.member_id.clone(),
+            instance_id: Some("inst-b".into()),
+            protocol_type: None,
+            protocol_name: None,
+            assignments: vec![],
+        },
+        30,
+    ));
+    let _ = c.sync(
+        SyncRequest {
+            group_id: "g".into(),
+            generation_id: gen,
+            member_id: ra.member_id.clone(),
+            instance_id: Some("inst-a".into()),
+            protocol_type: None,
+            protocol_name: None,
+            assignments: vec![
+                (ra.member_id.clone(), Bytes::from_static(b"A")),
+                (rb.member_id.clone(), Bytes::from_static(b"B")),
+            ],
+        },
+        40,
+    );
+    assert_eq!(sb.try_recv().unwrap().assignment, Bytes::from_static(b"B"));
+
+    // inst-b restarts: unknown member id, same instance id, same protocols.
+    let r = now_result(c.join(join_req("g", "", Some("inst-b")), 5_000));
+    assert_eq!(r.error, 0);
+    assert_eq!(r.generation_id, gen, "no new generation");
+    assert_ne!(r.member_id, rb.member_id, "a new member id");
+    assert_eq!(c.describe("g").unwrap().state, GroupState::Stable);
+    let s = now_result(c.sync(
+        SyncRequest {
+            group_id: "g".into(),
+            generation_id: gen,
+            member_id: r.member_id.clone(),
+            instance_id: Some("inst-b".into()),
+            protocol_type: None,
+            protocol_name: None,
+            assignments: vec![],
+        },
+        5_100,
+    ));
+    assert_eq!(
+        s.assignment,
+        Bytes::from_static(b"B"),
+        "keeps its assignment"
+    );
+    // The old incarnation is fenced.
+    assert_eq!(
+        c.heartbeat("g", gen, &rb.member_id, Some("inst-b"), 5_200),
+        E::FencedInstanceId.code()
+    );
+    assert_eq!(
+        c.heartbeat("g", gen, &ra.member_id, Some("inst-a"), 5_200),
+        0
+    );
+}
+
+#[test]
+fn offset_commits_follow_kafkas_member_checks() {
+    let mut c = GroupCoordinator::new(cfg());
+    // A simple consumer (no group membership) commits with generation -1.
+    assert_eq!(c.check_commit("solo", -1, "", None, 0), Ok(()));
+    let offs = vec![(
+        ("t".to_string(), 0),
+        CommittedOffset {
+            offset: 5,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp: 0,
+        },
+    )];
+    let recs = c.commit_records("solo", &offs);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(
+        c.fetch_offsets("solo").len(),
+        0,
+        "not visible before apply_commit"
+    );
+    c.apply_commit("solo", offs, 0);
+    assert_eq!(c.fetch_offsets("solo")[&("t".to_string(), 0)].offset, 5);
+
+    let (a, _b, gen) = stable_pair(&mut c);
+    assert_eq!(c.check_commit("g", gen, &a, None, 100), Ok(()));
+    assert_eq!(
+        c.check_commit("g", gen + 1, &a, None, 100),
+        Err(E::IllegalGeneration.code())
+    );
+    assert_eq!(
+        c.check_commit("g", gen, "nobody", None, 100),
+        Err(E::UnknownMemberId.code())
+    );
+    assert_eq!(
+        c.check_commit("g", -1, "", None, 100),
+        Err(E::UnknownMemberId.code()),
+        "active groups refuse admin commits"
+    );
+}
+
+#[test]
+fn delete_only_empty_groups_and_queue_tombstones() {
+    let mut c = GroupCoordinator::new(cfg());
+    let (a, b, _) = stable_pair(&mut c);
+    assert_eq!(c.delete("g"), E::NonEmptyGroup.code());
+    c.apply_commit(
+        "g",
+        vec![(
+            ("t".into(), 1),
+            CommittedOffset {
+                offset: 1,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp: 0,
+            },
+        )],
+        0,
+    );
+    assert_eq!(c.leave("g", &[(a, None), (b, None)], 100), vec![0, 0]);
+    assert_eq!(c.describe("g").unwrap().state, GroupState::Empty);
+    let _ = c.take_records();
+    assert_eq!(c.delete("g"), 0);
+    let recs = c.take_records();
+    assert_eq!(recs.len(), 2);
+    assert!(recs.iter().all(|r| r.value.is_none()));
+    assert!(c.describe("g").is_none());
+    assert_eq!(c.delete("g"), E::GroupIdNotFound.code());
+}
+
+#[test]
+fn offsets_of_empty_groups_expire_after_retention() {
+    let mut c = GroupCoordinator::new(GroupConfig {
+        offsets_retention_ms: 1_000,
+        ..cfg()
+    });
+    c.apply_commit(
+        "g",
+        vec![(
+            ("t".into(), 0),
+            CommittedOffset {
+                offset: 1,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp: 0,
+            },
+        )],
+        0,
+    );
+    c.tick(500);
+    assert_eq!(c.fetch_offsets("g").len(), 1);
+    c.tick(1_000);
+    assert!(c.fetch_offsets("g").is_empty());
+    let recs = c.take_records();
+    assert!(recs.iter().any(|r| r.value.is_none()));
+}
+
+#[test]
+fn replay_restores_offsets_and_a_stable_group() {
+    let mut c = GroupCoordinator::new(cfg());
+    let (a, b, gen) = stable_pair(&mut c);
+    let offs = vec![(
+        ("t".to_string(), 0),
+        CommittedOffset {
+            offset: 9,
+            leader_epoch: 2,
+            metadata: "m".into(),
+            commit_timestamp: 5,
+        },
+    )];
+    let mut log: Vec<Record> = c.commit_records("g", &offs);
+    log.extend(c.take_records());
+    let mut d = GroupCoordinator::new(cfg());
+    for r in log {
+        d.replay(r.key, r.value, 1_000).unwrap();
+    }
+    assert_eq!(d.fetch_offsets("g")[&("t".to_string(), 0)].offset, 9);
+    let desc = d.describe("g").unwrap();
+    assert_eq!(desc.state, GroupState::Stable);
+    assert_eq!(desc.members.len(), 2);
+    // Members resume with heartbeats of the same generation, no rebalance.
+    assert_eq!(d.heartbeat("g", gen, &a, None, 2_000), 0);
+    assert_eq!(d.heartbeat("g", gen, &b, None, 2_000), 0);
+}
+
+#[test]
+fn inconsistent_protocols_and_bad_session_timeouts_are_refused() {
+    let mut c = GroupCoordinator::new(cfg());
+    let _ = stable_pair(&mut c);
+    let mut r = join_req("g", "", None);
+    r.protocols = vec![("sticky-only".into(), Bytes::new())];
+    assert_eq!(
+        now_result(c.join(r, 0)).error,
+        E::InconsistentGroupProtocol.code()
+    );
+    let mut r = join_req("h", "", None);
+    r.session_timeout_ms = 10;
+    assert_eq!(
+        now_result(c.join(r, 0)).error,
+        E::InvalidSessionTimeout.code()
+    );
+    assert_eq!(
+        now_result(c.join(join_req("", "", None), 0)).error,
+        E::InvalidGroupId.code()
+    );
+}
