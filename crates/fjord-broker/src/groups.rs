@@ -62,6 +62,7 @@ impl Groups {
             return Ok(());
         }
         let _guard = self.write_lock.lock().await;
+        ensure_offsets_topic(state).await?;
         let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
         for r in records {
             by_partition.entry(r.partition).or_default().push(r);
@@ -107,7 +108,8 @@ impl Groups {
     }
 }
 
-/// Creates `__consumer_offsets` (compacted, internal) when it does not exist yet.
+/// Creates `__consumer_offsets` (compacted, internal) when it does not exist yet. Like Kafka, this happens
+/// when groups are first used (FindCoordinator, or the first write), not at start-up.
 pub async fn ensure_offsets_topic(state: &BrokerState) -> Result<()> {
     let meta = state.meta.state();
     if meta.topics.contains_key(OFFSETS_TOPIC) {

@@ -130,7 +130,6 @@ impl Broker {
             config,
             advertised,
         });
-        groups::ensure_offsets_topic(&state).await?;
         let replayed = groups::load(&state)?;
         tracing::info!(
             records = replayed,

@@ -42,16 +42,20 @@ pub enum TopicsCmd {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// List topic names.
+    /// List topic names (internal topics such as __consumer_offsets only with --include-internal).
     ///
     /// Example: fjord topics list --output json
     List {
+        /// Also list internal topics (names starting with "__").
+        #[arg(long)]
+        include_internal: bool,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Show partitions (leader, replicas, ISR, offsets) and configs of topics (all topics when none named).
+    /// Show partitions (leader, replicas, ISR, offsets) and configs of topics (all non-internal topics when
+    /// none named).
     ///
     /// Example: fjord topics describe orders
     Describe {
@@ -162,9 +166,18 @@ pub async fn run(cmd: TopicsCmd) -> Result<(), CliError> {
                 None => Err(CliError::failure("the broker returned no result")),
             }
         }
-        TopicsCmd::List { output, client } => {
+        TopicsCmd::List {
+            include_internal,
+            output,
+            client,
+        } => {
             let md = client.metadata(&client.consumer()?, None)?;
-            let mut names: Vec<&str> = md.topics().iter().map(|t| t.name()).collect();
+            let mut names: Vec<&str> = md
+                .topics()
+                .iter()
+                .map(|t| t.name())
+                .filter(|n| include_internal || !is_internal(n))
+                .collect();
             names.sort_unstable();
             match output {
                 Output::Text => names.iter().for_each(|n| println!("{n}")),
@@ -268,6 +281,11 @@ pub async fn run(cmd: TopicsCmd) -> Result<(), CliError> {
     }
 }
 
+/// Kafka's internal topics (`__consumer_offsets`, `__transaction_state`) start with two underscores.
+fn is_internal(name: &str) -> bool {
+    name.starts_with("__")
+}
+
 fn create_error(name: &str, code: RDKafkaErrorCode) -> String {
     match code {
         RDKafkaErrorCode::TopicAlreadyExists => format!("topic `{name}` already exists (use --if-not-exists to ignore)"),
@@ -339,7 +357,9 @@ async fn describe(
     let md = client.metadata(&consumer, None)?;
     let mut topics: Vec<_> = md.topics().iter().collect();
     topics.sort_by_key(|t| t.name());
-    if !names.is_empty() {
+    if names.is_empty() {
+        topics.retain(|t| !is_internal(t.name()));
+    } else {
         if let Some(missing) = names
             .iter()
             .find(|n| !topics.iter().any(|t| t.name() == n.as_str()))

@@ -1,6 +1,6 @@
 //! FindCoordinator (key 10): which broker coordinates a consumer group or a transactional id. With one
-//! broker it is always this one; the coordinators themselves arrive with the consumer-group and transaction
-//! issues. Advertising this API also matters to librdkafka, which enables LZ4 only for brokers that have it.
+//! broker it is always this one. The first group lookup creates `__consumer_offsets`, as in Kafka. Advertising
+//! this API also matters to librdkafka, which enables LZ4 only for brokers that have it.
 
 use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -12,7 +12,16 @@ use super::{str_bytes, Ctx};
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
-pub fn handle(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+pub async fn handle(ctx: &Ctx<'_>, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    if req.key_type == KEY_TYPE_GROUP {
+        if let Err(e) = crate::groups::ensure_offsets_topic(ctx.state).await {
+            tracing::error!(error = %e, "cannot create __consumer_offsets");
+            return FindCoordinatorResponse::default()
+                .with_error_code(E::CoordinatorNotAvailable.code())
+                .with_node_id(BrokerId(-1))
+                .with_port(-1);
+        }
+    }
     let (host, port) = &ctx.state.advertised;
     let node = ctx.state.config.node_id;
     let answer = |key: &StrBytes| -> (i16, Option<String>) {

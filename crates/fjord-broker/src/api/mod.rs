@@ -234,7 +234,7 @@ async fn decode_and_dispatch(
             ResponseKind::DeleteRecords(delete_records::handle(&ctx, r).await)
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(find_coordinator::handle(&ctx, r))
+            ResponseKind::FindCoordinator(find_coordinator::handle(&ctx, r).await)
         }
         RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(join_group::handle(&ctx, r).await),
         RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(sync_group::handle(&ctx, r).await),
