@@ -375,6 +375,18 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         positive
     ),
     bdef!("group.max.size", Some("2147483647"), Int, positive),
+    bdef!(
+        "group.consumer.session.timeout.ms",
+        Some("45000"),
+        Int,
+        positive
+    ),
+    bdef!(
+        "group.consumer.heartbeat.interval.ms",
+        Some("5000"),
+        Int,
+        positive
+    ),
     bdef!("offsets.topic.num.partitions", Some("50"), Int, positive),
     bdef!(
         "offsets.topic.replication.factor",

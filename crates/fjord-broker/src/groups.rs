@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use fjord_coordinator::consumer_group::ConsumerConfig;
 use fjord_coordinator::{GroupConfig, GroupCoordinator, Record};
 use fjord_meta::{Command, CommandResult};
 use kafka_protocol::records::{
@@ -44,9 +45,9 @@ pub fn group_config(c: &BrokerConfig) -> GroupConfig {
 }
 
 impl Groups {
-    pub fn new(config: GroupConfig) -> Self {
+    pub fn new(config: GroupConfig, consumer: ConsumerConfig) -> Self {
         Self {
-            coordinator: Mutex::new(GroupCoordinator::new(config)),
+            coordinator: Mutex::new(GroupCoordinator::with_consumer_config(config, consumer)),
             write_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -105,6 +106,14 @@ impl Groups {
             part.wait_durable(info.last_offset + 1).await?;
         }
         Ok(())
+    }
+}
+
+pub fn consumer_config(c: &BrokerConfig) -> ConsumerConfig {
+    let int = |k: &str, d: i64| -> i64 { c.props.get(k).and_then(|v| v.parse().ok()).unwrap_or(d) };
+    ConsumerConfig {
+        session_timeout_ms: int("group.consumer.session.timeout.ms", 45_000),
+        heartbeat_interval_ms: int("group.consumer.heartbeat.interval.ms", 5_000) as i32,
     }
 }
 

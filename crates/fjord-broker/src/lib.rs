@@ -124,7 +124,10 @@ impl Broker {
         partitions.sync_with(&meta.state(), &config)?;
         let state = Arc::new(BrokerState {
             metrics: Metrics::new(),
-            groups: groups::Groups::new(groups::group_config(&config)),
+            groups: groups::Groups::new(
+                groups::group_config(&config),
+                groups::consumer_config(&config),
+            ),
             partitions,
             meta,
             config,

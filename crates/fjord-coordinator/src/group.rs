@@ -442,6 +442,8 @@ pub type CommitCheck = Vec<((String, i32), i16)>;
 
 pub struct GroupCoordinator {
     config: GroupConfig,
+    /// KIP-848 groups (`group.protocol=consumer`); their committed offsets live in `groups` like any other.
+    pub consumer: crate::consumer_group::ConsumerGroups,
     groups: HashMap<String, Group>,
     next_seq: u64,
     /// Records waiting to be written to `__consumer_offsets` (group metadata changes, offset expiry).
@@ -450,12 +452,27 @@ pub struct GroupCoordinator {
 
 impl GroupCoordinator {
     pub fn new(config: GroupConfig) -> Self {
+        Self::with_consumer_config(config, crate::consumer_group::ConsumerConfig::default())
+    }
+
+    pub fn with_consumer_config(
+        config: GroupConfig,
+        consumer: crate::consumer_group::ConsumerConfig,
+    ) -> Self {
         Self {
             config,
+            consumer: crate::consumer_group::ConsumerGroups::new(consumer),
             groups: HashMap::new(),
             next_seq: 0,
             out: Vec::new(),
         }
+    }
+
+    /// True when `group` is a classic group with members (so the consumer protocol may not take it).
+    pub fn is_active_classic(&self, group: &str) -> bool {
+        self.groups
+            .get(group)
+            .is_some_and(|g| !g.members.is_empty())
     }
 
     pub fn config(&self) -> &GroupConfig {
@@ -474,6 +491,13 @@ impl GroupCoordinator {
         let cfg = self.config.clone();
         if req.group_id.is_empty() {
             return Reply::Now(JoinResult::error(E::InvalidGroupId, &req.member_id));
+        }
+        if !self.consumer.is_empty(&req.group_id) {
+            // The group uses the consumer protocol (KIP-848); a classic member cannot join it.
+            return Reply::Now(JoinResult::error(
+                E::InconsistentGroupProtocol,
+                &req.member_id,
+            ));
         }
         if req.session_timeout_ms < cfg.min_session_timeout_ms
             || req.session_timeout_ms > cfg.max_session_timeout_ms
@@ -824,6 +848,9 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(E::InvalidGroupId.code());
         }
+        if !self.consumer.is_empty(group_id) {
+            return self.consumer.check_member(group_id, member_id, generation);
+        }
         let group = self
             .groups
             .entry(group_id.to_string())
@@ -981,6 +1008,9 @@ impl GroupCoordinator {
 
     /// DeleteGroups: only empty groups; removes offsets and metadata (tombstones are queued).
     pub fn delete(&mut self, group_id: &str) -> i16 {
+        if self.consumer.contains(group_id) && !self.consumer.remove_if_empty(group_id) {
+            return E::NonEmptyGroup.code();
+        }
         let Some(g) = self.groups.get(group_id) else {
             return E::GroupIdNotFound.code();
         };
@@ -1049,6 +1079,7 @@ impl GroupCoordinator {
     /// Advances time: completes join phases whose wait is over, expires members whose session lapsed and
     /// pending member ids, retries a rebalance whose leader never synced, and expires offsets of empty groups.
     pub fn tick(&mut self, now: i64) {
+        self.consumer.tick(now);
         let cfg = self.config.clone();
         let ids: Vec<String> = self.groups.keys().cloned().collect();
         for id in ids {
@@ -1100,6 +1131,7 @@ impl GroupCoordinator {
                         }
                     }
                 }
+                GroupState::Empty if !self.consumer.is_empty(&id) => {}
                 GroupState::Empty => {
                     let partition = records::partition_for(&id, cfg.offsets_partitions);
                     let retention = cfg.offsets_retention_ms;

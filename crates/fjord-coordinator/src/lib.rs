@@ -8,6 +8,7 @@
 //! **Architecture Invariant:** an offset commit becomes visible to OffsetFetch only after the broker made its
 //! record durable (`check_commit` → persist → `apply_commit`), so a crash never shows a commit that is lost.
 
+pub mod consumer_group;
 pub mod consumer_protocol;
 pub mod group;
 pub mod records;

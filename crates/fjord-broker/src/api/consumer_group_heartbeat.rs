@@ -1,0 +1,82 @@
+//! ConsumerGroupHeartbeat (key 68, KIP-848): the consumer protocol's single request for joining, staying in,
+//! reconciling and leaving a group; the assignment is computed here, on the coordinator.
+
+use fjord_coordinator::consumer_group::{Assignment, HeartbeatRequest, TopicView};
+use kafka_protocol::error::ResponseError as E;
+use kafka_protocol::messages::consumer_group_heartbeat_response::{
+    Assignment as KAssignment, TopicPartitions,
+};
+use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
+
+use super::{str_bytes, Ctx};
+use crate::now_ms;
+
+pub async fn handle(
+    ctx: &Ctx<'_>,
+    req: ConsumerGroupHeartbeatRequest,
+) -> ConsumerGroupHeartbeatResponse {
+    let group_id = req.group_id.0.to_string();
+    if req.member_epoch == 0 {
+        // Offsets of the group will be written to __consumer_offsets; make sure it exists.
+        if let Err(e) = crate::groups::ensure_offsets_topic(ctx.state).await {
+            tracing::error!(error = %e, "cannot create __consumer_offsets");
+            return ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(E::CoordinatorNotAvailable.code());
+        }
+    }
+    let meta = ctx.state.meta.state();
+    let topics: TopicView = meta
+        .topics
+        .values()
+        .filter(|t| !t.internal)
+        .map(|t| (t.name.clone(), (t.id, t.partitions.len() as i32)))
+        .collect();
+    let owned: Option<Assignment> = req.topic_partitions.map(|tps| {
+        tps.into_iter()
+            .map(|tp| (tp.topic_id, tp.partitions.into_iter().collect()))
+            .collect()
+    });
+    let hb = HeartbeatRequest {
+        group_id: group_id.clone(),
+        member_id: req.member_id.to_string(),
+        member_epoch: req.member_epoch,
+        instance_id: req.instance_id.as_ref().map(|s| s.to_string()),
+        rack_id: req.rack_id.as_ref().map(|s| s.to_string()),
+        rebalance_timeout_ms: req.rebalance_timeout_ms,
+        client_id: ctx.client_id.unwrap_or("").to_string(),
+        client_host: format!("/{}", ctx.peer.ip()),
+        subscribed_topic_names: req
+            .subscribed_topic_names
+            .map(|v| v.into_iter().map(|t| t.0.to_string()).collect()),
+        owned,
+    };
+    let resp = {
+        let mut c = ctx.state.groups.lock();
+        if c.is_active_classic(&group_id) {
+            return ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(E::GroupIdNotFound.code())
+                .with_error_message(Some(str_bytes(&format!(
+                    "Group {group_id} is not a consumer group."
+                ))))
+                .with_member_epoch(-1);
+        }
+        c.consumer.heartbeat(hb, &topics, now_ms())
+    };
+    ConsumerGroupHeartbeatResponse::default()
+        .with_error_code(resp.error)
+        .with_error_message(resp.error_message.as_deref().map(str_bytes))
+        .with_member_id(Some(str_bytes(&resp.member_id)).filter(|_| !resp.member_id.is_empty()))
+        .with_member_epoch(resp.member_epoch)
+        .with_heartbeat_interval_ms(resp.heartbeat_interval_ms)
+        .with_assignment(resp.assignment.map(|a| {
+            KAssignment::default().with_topic_partitions(
+                a.into_iter()
+                    .map(|(id, ps)| {
+                        TopicPartitions::default()
+                            .with_topic_id(id)
+                            .with_partitions(ps.into_iter().collect())
+                    })
+                    .collect(),
+            )
+        }))
+}

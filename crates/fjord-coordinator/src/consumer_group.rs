@@ -1,0 +1,652 @@
+//! The next-generation consumer group protocol (KIP-848, `group.protocol=consumer`): members heartbeat with
+//! their subscriptions and owned partitions, the coordinator computes the assignment itself, and each member
+//! is reconciled towards its target without two members ever owning one partition at once.
+//!
+//! Epochs follow the KIP: the group epoch moves when membership, subscriptions or the subscribed topics'
+//! partition counts change; the target assignment is recomputed for that epoch; a member's epoch reaches the
+//! target epoch once it has revoked what it must give up. Partitions still held by another member are handed
+//! over only after that member confirmed releasing them. Time comes in as `now` (milliseconds).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use kafka_protocol::error::ResponseError as E;
+use uuid::Uuid;
+
+/// Topic id -> partitions.
+pub type Assignment = BTreeMap<Uuid, BTreeSet<i32>>;
+
+/// What the coordinator needs to know about topics: name -> (id, partition count).
+pub type TopicView = BTreeMap<String, (Uuid, i32)>;
+
+#[derive(Clone, Debug)]
+pub struct ConsumerConfig {
+    /// `group.consumer.session.timeout.ms`
+    pub session_timeout_ms: i64,
+    /// `group.consumer.heartbeat.interval.ms`
+    pub heartbeat_interval_ms: i32,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            session_timeout_ms: 45_000,
+            heartbeat_interval_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct HeartbeatRequest {
+    pub group_id: String,
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub rebalance_timeout_ms: i32,
+    pub client_id: String,
+    pub client_host: String,
+    /// `None`: unchanged since the last heartbeat.
+    pub subscribed_topic_names: Option<Vec<String>>,
+    /// `None`: unchanged since the last heartbeat.
+    pub owned: Option<Assignment>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HeartbeatResponse {
+    pub error: i16,
+    pub error_message: Option<String>,
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: i32,
+    /// `None`: unchanged; the member keeps what it has.
+    pub assignment: Option<Assignment>,
+}
+
+impl HeartbeatResponse {
+    fn error(code: E, message: &str) -> Self {
+        Self {
+            error: code.code(),
+            error_message: Some(message.to_string()),
+            member_epoch: -1,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct MemberInfo {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub member_epoch: i32,
+    pub subscribed: Vec<String>,
+    pub assigned: Assignment,
+    pub target: Assignment,
+}
+
+struct Member {
+    id: String,
+    instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    epoch: i32,
+    previous_epoch: i32,
+    subscribed: Vec<String>,
+    /// What the member last reported owning.
+    owned: Assignment,
+    /// What the coordinator last told the member to own.
+    assigned: Assignment,
+    session_deadline: i64,
+}
+
+#[derive(Default)]
+pub struct ConsumerGroup {
+    id: String,
+    group_epoch: i32,
+    assignment_epoch: i32,
+    members: BTreeMap<String, Member>,
+    target: HashMap<String, Assignment>,
+    /// Partition counts of the subscribed topics when the target was computed.
+    topics_seen: BTreeMap<String, (Uuid, i32)>,
+}
+
+fn contains(a: &Assignment, t: &Uuid, p: i32) -> bool {
+    a.get(t).is_some_and(|s| s.contains(&p))
+}
+
+fn intersect(a: &Assignment, b: &Assignment) -> Assignment {
+    let mut out = Assignment::new();
+    for (t, ps) in a {
+        for p in ps {
+            if contains(b, t, *p) {
+                out.entry(*t).or_default().insert(*p);
+            }
+        }
+    }
+    out
+}
+
+fn is_subset(a: &Assignment, b: &Assignment) -> bool {
+    a.iter()
+        .all(|(t, ps)| ps.iter().all(|p| contains(b, t, *p)))
+}
+
+impl ConsumerGroup {
+    fn subscribed_view(&self, topics: &TopicView) -> BTreeMap<String, (Uuid, i32)> {
+        self.members
+            .values()
+            .flat_map(|m| m.subscribed.iter())
+            .filter_map(|t| topics.get(t).map(|v| (t.clone(), *v)))
+            .collect()
+    }
+
+    /// A balanced, sticky target: partitions stay with their current target owner while it is still
+    /// subscribed and under its share; the rest go to the least loaded subscribed member.
+    fn compute_target(&mut self, topics: &TopicView) {
+        let view = self.subscribed_view(topics);
+        let mut target: HashMap<String, Assignment> = self
+            .members
+            .keys()
+            .map(|m| (m.clone(), Assignment::new()))
+            .collect();
+        let mut load: HashMap<String, usize> =
+            self.members.keys().map(|m| (m.clone(), 0)).collect();
+        for (name, (id, count)) in &view {
+            let eligible: Vec<&String> = self
+                .members
+                .values()
+                .filter(|m| m.subscribed.contains(name))
+                .map(|m| &m.id)
+                .collect();
+            if eligible.is_empty() {
+                continue;
+            }
+            let share = (*count as usize).div_ceil(eligible.len());
+            let mut per_member: HashMap<&String, usize> = HashMap::new();
+            let mut unassigned = Vec::new();
+            for p in 0..*count {
+                let previous = self
+                    .target
+                    .iter()
+                    .find(|(m, a)| contains(a, id, p) && eligible.contains(m))
+                    .map(|(m, _)| m);
+                match previous {
+                    Some(m) if per_member.get(m).copied().unwrap_or(0) < share => {
+                        let m = eligible
+                            .iter()
+                            .find(|e| **e == m)
+                            .copied()
+                            .expect("eligible");
+                        *per_member.entry(m).or_default() += 1;
+                        target
+                            .get_mut(m)
+                            .expect("member")
+                            .entry(*id)
+                            .or_default()
+                            .insert(p);
+                        *load.get_mut(m).expect("member") += 1;
+                    }
+                    _ => unassigned.push(p),
+                }
+            }
+            for p in unassigned {
+                let m = eligible
+                    .iter()
+                    .min_by_key(|m| {
+                        (
+                            per_member.get(*m).copied().unwrap_or(0),
+                            load[**m],
+                            (**m).clone(),
+                        )
+                    })
+                    .copied()
+                    .expect("eligible is not empty");
+                *per_member.entry(m).or_default() += 1;
+                *load.get_mut(m).expect("member") += 1;
+                target
+                    .get_mut(m)
+                    .expect("member")
+                    .entry(*id)
+                    .or_default()
+                    .insert(p);
+            }
+        }
+        self.target = target;
+        self.topics_seen = view;
+        self.assignment_epoch = self.group_epoch;
+    }
+
+    /// Moves `member` towards its target; returns the assignment to send when it changed.
+    fn reconcile(&mut self, member_id: &str) -> Option<Assignment> {
+        let target = self.target.get(member_id).cloned().unwrap_or_default();
+        let held_by_others: Assignment = {
+            let mut h = Assignment::new();
+            for (id, m) in &self.members {
+                if id == member_id {
+                    continue;
+                }
+                for a in [&m.owned, &m.assigned] {
+                    for (t, ps) in a {
+                        h.entry(*t).or_default().extend(ps.iter().copied());
+                    }
+                }
+            }
+            h
+        };
+        let assignment_epoch = self.assignment_epoch;
+        let m = self.members.get_mut(member_id)?;
+        let owned = m.owned.clone();
+        let mut next = if !is_subset(&owned, &target) {
+            // First give up what now belongs elsewhere; the epoch stays until the member confirms.
+            intersect(&owned, &target)
+        } else {
+            let mut next = owned.clone();
+            for (t, ps) in &target {
+                for p in ps {
+                    if !contains(&held_by_others, t, *p) {
+                        next.entry(*t).or_default().insert(*p);
+                    }
+                }
+            }
+            if m.epoch != assignment_epoch {
+                m.previous_epoch = m.epoch;
+                m.epoch = assignment_epoch;
+            }
+            next
+        };
+        next.retain(|_, ps| !ps.is_empty());
+        if next != m.assigned {
+            m.assigned = next.clone();
+            return Some(next);
+        }
+        None
+    }
+}
+
+#[derive(Default)]
+pub struct ConsumerGroups {
+    pub config: ConsumerConfig,
+    groups: HashMap<String, ConsumerGroup>,
+}
+
+impl ConsumerGroups {
+    pub fn new(config: ConsumerConfig) -> Self {
+        Self {
+            config,
+            groups: HashMap::new(),
+        }
+    }
+
+    pub fn contains(&self, group: &str) -> bool {
+        self.groups.contains_key(group)
+    }
+
+    pub fn heartbeat(
+        &mut self,
+        req: HeartbeatRequest,
+        topics: &TopicView,
+        now: i64,
+    ) -> HeartbeatResponse {
+        if req.group_id.is_empty() {
+            return HeartbeatResponse::error(E::InvalidRequest, "GroupId can't be empty.");
+        }
+        let interval = self.config.heartbeat_interval_ms;
+        let session = self.config.session_timeout_ms;
+        let group = self
+            .groups
+            .entry(req.group_id.clone())
+            .or_insert_with(|| ConsumerGroup {
+                id: req.group_id.clone(),
+                ..Default::default()
+            });
+        if req.member_epoch == -1 || req.member_epoch == -2 {
+            // Leaving (-2: a static member leaving temporarily; treated as a leave here).
+            if group.members.remove(&req.member_id).is_some() {
+                group.target.remove(&req.member_id);
+                group.group_epoch += 1;
+                tracing::info!(group = %group.id, member = %req.member_id, epoch = group.group_epoch, "consumer left");
+            }
+            return HeartbeatResponse {
+                member_id: req.member_id,
+                member_epoch: req.member_epoch,
+                heartbeat_interval_ms: interval,
+                ..Default::default()
+            };
+        }
+        let member_id = if req.member_epoch == 0 {
+            let Some(subscribed) = req.subscribed_topic_names.clone() else {
+                return HeartbeatResponse::error(
+                    E::InvalidRequest,
+                    "SubscribedTopicNames must be set when joining.",
+                );
+            };
+            let id = if req.member_id.is_empty() {
+                Uuid::new_v4().to_string()
+            } else {
+                req.member_id.clone()
+            };
+            // A static member replacing its previous incarnation takes its place.
+            if let Some(instance) = &req.instance_id {
+                let old: Vec<String> = group
+                    .members
+                    .values()
+                    .filter(|m| m.instance_id.as_ref() == Some(instance) && m.id != id)
+                    .map(|m| m.id.clone())
+                    .collect();
+                for o in old {
+                    group.members.remove(&o);
+                    if let Some(t) = group.target.remove(&o) {
+                        group.target.insert(id.clone(), t);
+                    }
+                }
+            }
+            let rejoin = group.members.contains_key(&id);
+            let m = group.members.entry(id.clone()).or_insert_with(|| Member {
+                id: id.clone(),
+                instance_id: req.instance_id.clone(),
+                client_id: req.client_id.clone(),
+                client_host: req.client_host.clone(),
+                epoch: 0,
+                previous_epoch: -1,
+                subscribed: subscribed.clone(),
+                owned: Assignment::new(),
+                assigned: Assignment::new(),
+                session_deadline: now + session,
+            });
+            // Joining (or rejoining after a fence) starts from nothing owned.
+            m.epoch = 0;
+            m.owned = Assignment::new();
+            m.assigned = Assignment::new();
+            m.subscribed = subscribed;
+            if !rejoin {
+                group.group_epoch += 1;
+            }
+            tracing::info!(group = %group.id, member = %id, epoch = group.group_epoch, "consumer joined");
+            id
+        } else {
+            let Some(m) = group.members.get_mut(&req.member_id) else {
+                return HeartbeatResponse::error(
+                    E::UnknownMemberId,
+                    "The member is not part of the group.",
+                );
+            };
+            if req.member_epoch != m.epoch && req.member_epoch != m.previous_epoch {
+                return HeartbeatResponse::error(
+                    E::FencedMemberEpoch,
+                    "The member epoch is fenced.",
+                );
+            }
+            if let Some(s) = &req.subscribed_topic_names {
+                if *s != m.subscribed {
+                    m.subscribed = s.clone();
+                    group.group_epoch += 1;
+                }
+            }
+            req.member_id.clone()
+        };
+        let m = group.members.get_mut(&member_id).expect("member present");
+        m.session_deadline = now + session;
+        if let Some(owned) = req.owned {
+            m.owned = owned;
+        }
+        // New partitions or topics under the group's subscriptions also move the group epoch.
+        if group.group_epoch == group.assignment_epoch
+            && group.subscribed_view(topics) != group.topics_seen
+        {
+            group.group_epoch += 1;
+        }
+        if group.group_epoch > group.assignment_epoch {
+            group.compute_target(topics);
+            tracing::info!(group = %group.id, epoch = group.group_epoch, "consumer group: new target assignment");
+        }
+        let joined = req.member_epoch == 0;
+        let changed = group.reconcile(&member_id);
+        let m = &group.members[&member_id];
+        HeartbeatResponse {
+            error: 0,
+            error_message: None,
+            member_id,
+            member_epoch: m.epoch,
+            heartbeat_interval_ms: interval,
+            assignment: if joined {
+                Some(m.assigned.clone())
+            } else {
+                changed
+            },
+        }
+    }
+
+    /// Expires members whose session lapsed.
+    pub fn tick(&mut self, now: i64) {
+        for g in self.groups.values_mut() {
+            let expired: Vec<String> = g
+                .members
+                .values()
+                .filter(|m| m.session_deadline <= now)
+                .map(|m| m.id.clone())
+                .collect();
+            for id in expired {
+                tracing::info!(group = %g.id, member = %id, "consumer session timeout");
+                g.members.remove(&id);
+                g.target.remove(&id);
+                g.group_epoch += 1;
+            }
+        }
+    }
+
+    /// OffsetCommit/OffsetFetch from a member: `Ok` when the member and epoch are current.
+    pub fn check_member(&self, group: &str, member_id: &str, epoch: i32) -> Result<(), i16> {
+        let Some(g) = self.groups.get(group) else {
+            return Err(E::UnknownMemberId.code());
+        };
+        if g.members.is_empty() && epoch < 0 {
+            return Ok(());
+        }
+        let Some(m) = g.members.get(member_id) else {
+            return Err(E::UnknownMemberId.code());
+        };
+        if epoch != m.epoch && epoch != m.previous_epoch {
+            return Err(E::StaleMemberEpoch.code());
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self, group: &str) -> bool {
+        self.groups.get(group).is_none_or(|g| g.members.is_empty())
+    }
+
+    /// (group id, state name) of every consumer-protocol group.
+    pub fn list(&self) -> Vec<(String, &'static str)> {
+        let mut out: Vec<_> = self
+            .groups
+            .values()
+            .map(|g| {
+                let state = if g.members.is_empty() {
+                    "Empty"
+                } else if g.assignment_epoch < g.group_epoch {
+                    "Assigning"
+                } else if g.members.values().any(|m| {
+                    m.epoch != g.assignment_epoch || Some(&m.assigned) != g.target.get(&m.id)
+                }) {
+                    "Reconciling"
+                } else {
+                    "Stable"
+                };
+                (g.id.clone(), state)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    pub fn members(&self, group: &str) -> Vec<MemberInfo> {
+        let Some(g) = self.groups.get(group) else {
+            return Vec::new();
+        };
+        g.members
+            .values()
+            .map(|m| MemberInfo {
+                member_id: m.id.clone(),
+                instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                member_epoch: m.epoch,
+                subscribed: m.subscribed.clone(),
+                assigned: m.assigned.clone(),
+                target: g.target.get(&m.id).cloned().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    pub fn epochs(&self, group: &str) -> Option<(i32, i32)> {
+        self.groups
+            .get(group)
+            .map(|g| (g.group_epoch, g.assignment_epoch))
+    }
+
+    pub fn remove_if_empty(&mut self, group: &str) -> bool {
+        if self.is_empty(group) {
+            self.groups.remove(group);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics() -> TopicView {
+        let mut t = TopicView::new();
+        t.insert("orders".into(), (Uuid::from_u128(1), 4));
+        t
+    }
+
+    fn hb(member: &str, epoch: i32, owned: Option<Assignment>) -> HeartbeatRequest {
+        HeartbeatRequest {
+            group_id: "g".into(),
+            member_id: member.into(),
+            member_epoch: epoch,
+            instance_id: None,
+            rack_id: None,
+            rebalance_timeout_ms: 30_000,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            subscribed_topic_names: if epoch == 0 {
+                Some(vec!["orders".into()])
+            } else {
+                None
+            },
+            owned,
+        }
+    }
+
+    fn count(a: &Assignment) -> usize {
+        a.values().map(BTreeSet::len).sum()
+    }
+
+    #[test]
+    fn a_lone_member_gets_everything_then_shares_without_double_ownership() {
+        let mut c = ConsumerGroups::new(ConsumerConfig::default());
+        let t = topics();
+        let a = c.heartbeat(hb("a", 0, None), &t, 0);
+        assert_eq!(a.error, 0);
+        assert_eq!(count(a.assignment.as_ref().unwrap()), 4);
+        let a_owned = a.assignment.clone().unwrap();
+        let a_epoch = a.member_epoch;
+
+        // b joins: it may not get anything a still owns.
+        let b = c.heartbeat(hb("b", 0, None), &t, 10);
+        assert_eq!(
+            count(b.assignment.as_ref().unwrap()),
+            0,
+            "a has not released anything yet"
+        );
+        // a is told to revoke two partitions; its epoch stays until it confirms.
+        let a2 = c.heartbeat(hb("a", a_epoch, Some(a_owned.clone())), &t, 20);
+        let kept = a2.assignment.clone().unwrap();
+        assert_eq!(count(&kept), 2);
+        assert_eq!(a2.member_epoch, a_epoch);
+        // a confirms; it reaches the new epoch.
+        let a3 = c.heartbeat(hb("a", a_epoch, Some(kept.clone())), &t, 30);
+        assert!(a3.member_epoch > a_epoch);
+        // Now b gets the released partitions.
+        let b2 = c.heartbeat(hb("b", b.member_epoch, Some(Assignment::new())), &t, 40);
+        let b_assigned = b2.assignment.unwrap();
+        assert_eq!(count(&b_assigned), 2);
+        assert!(
+            intersect(&b_assigned, &kept).is_empty(),
+            "no partition is owned twice"
+        );
+        assert_eq!(c.list(), vec![("g".to_string(), "Stable")]);
+    }
+
+    #[test]
+    fn leaving_and_session_expiry_move_partitions_to_the_remaining_member() {
+        let mut c = ConsumerGroups::new(ConsumerConfig {
+            session_timeout_ms: 1_000,
+            heartbeat_interval_ms: 100,
+        });
+        let t = topics();
+        let a = c.heartbeat(hb("a", 0, None), &t, 0);
+        let b = c.heartbeat(hb("b", 0, None), &t, 0);
+        let a2 = c.heartbeat(hb("a", a.member_epoch, a.assignment.clone()), &t, 10);
+        let _ = c.heartbeat(hb("a", a.member_epoch, a2.assignment.clone()), &t, 20);
+        // b stops heartbeating (its session ends at 1 000); a heartbeats at 900.
+        let epoch = c
+            .members("g")
+            .iter()
+            .find(|m| m.member_id == "a")
+            .unwrap()
+            .member_epoch;
+        let _ = c.heartbeat(hb("a", epoch, a2.assignment.clone()), &t, 900);
+        c.tick(1_100);
+        let epoch = c.members("g")[0].member_epoch;
+        let a3 = c.heartbeat(hb("a", epoch, a2.assignment.clone()), &t, 1_200);
+        assert_eq!(
+            count(a3.assignment.as_ref().unwrap()),
+            4,
+            "a owns everything after b expired"
+        );
+        assert_eq!(c.members("g").len(), 1);
+        let _ = b;
+        // a leaves.
+        let l = c.heartbeat(hb("a", -1, None), &t, 1_300);
+        assert_eq!(l.member_epoch, -1);
+        assert!(c.is_empty("g"));
+    }
+
+    #[test]
+    fn stale_epochs_are_fenced_and_unknown_members_refused() {
+        let mut c = ConsumerGroups::new(ConsumerConfig::default());
+        let t = topics();
+        let a = c.heartbeat(hb("a", 0, None), &t, 0);
+        assert_eq!(
+            c.heartbeat(hb("a", a.member_epoch + 5, None), &t, 1).error,
+            E::FencedMemberEpoch.code()
+        );
+        assert_eq!(
+            c.heartbeat(hb("zz", 3, None), &t, 1).error,
+            E::UnknownMemberId.code()
+        );
+        assert_eq!(c.check_member("g", "a", a.member_epoch), Ok(()));
+        assert_eq!(
+            c.check_member("g", "a", a.member_epoch + 1),
+            Err(E::StaleMemberEpoch.code())
+        );
+    }
+
+    #[test]
+    fn more_partitions_trigger_a_new_target() {
+        let mut c = ConsumerGroups::new(ConsumerConfig::default());
+        let mut t = topics();
+        let a = c.heartbeat(hb("a", 0, None), &t, 0);
+        t.insert("orders".into(), (Uuid::from_u128(1), 6));
+        let a2 = c.heartbeat(hb("a", a.member_epoch, a.assignment.clone()), &t, 10);
+        assert_eq!(count(a2.assignment.as_ref().unwrap()), 6);
+        assert!(a2.member_epoch > a.member_epoch);
+    }
+}
