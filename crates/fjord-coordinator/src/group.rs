@@ -618,6 +618,48 @@ impl GroupCoordinator {
         if !group.members.contains_key(&member_id) && group.members.len() >= cfg.max_group_size {
             return Reply::Now(JoinResult::error(E::GroupMaxSizeReached, &member_id));
         }
+        // Kafka's shortcuts for a known member rejoining with unchanged metadata: in Stable a follower (and in
+        // CompletingRebalance anyone, e.g. after losing the JoinGroup response) just gets the current generation
+        // back; only the leader or changed metadata starts a new rebalance.
+        if let Some(m) = group.members.get(&member_id) {
+            let same = m.protocols == req.protocols;
+            let is_leader = group.leader.as_deref() == Some(member_id.as_str());
+            let shortcut = match group.state {
+                GroupState::Stable => same && !is_leader,
+                GroupState::CompletingRebalance => same,
+                _ => false,
+            };
+            if shortcut {
+                let protocol = group.protocol.clone().unwrap_or_default();
+                let members = if is_leader {
+                    group
+                        .members
+                        .values()
+                        .map(|m| {
+                            (
+                                m.id.clone(),
+                                m.instance_id.clone(),
+                                m.metadata_for(&protocol),
+                            )
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                if let Some(m) = group.members.get_mut(&member_id) {
+                    m.heartbeat_deadline = now + m.session_timeout_ms as i64;
+                }
+                return Reply::Now(JoinResult {
+                    error: 0,
+                    generation_id: group.generation,
+                    protocol_type: group.protocol_type.clone(),
+                    protocol_name: group.protocol.clone(),
+                    leader: group.leader.clone().unwrap_or_default(),
+                    member_id,
+                    members,
+                });
+            }
+        }
         let (tx, rx) = oneshot::channel();
         match group.members.get_mut(&member_id) {
             Some(m) => {
@@ -655,6 +697,7 @@ impl GroupCoordinator {
         if group.protocol_type.is_none() || group.members.len() == 1 {
             group.protocol_type = Some(req.protocol_type.clone());
         }
+        tracing::debug!(group = %group.id, member = %member_id, state = ?group.state, "join");
         match group.state {
             GroupState::PreparingRebalance => {
                 // A new member during the initial delay extends the wait, bounded by the rebalance timeout.

@@ -450,3 +450,25 @@ fn inconsistent_protocols_and_bad_session_timeouts_are_refused() {
         E::InvalidGroupId.code()
     );
 }
+
+#[test]
+fn a_follower_rejoining_a_stable_group_with_the_same_metadata_gets_the_current_generation() {
+    let mut c = GroupCoordinator::new(cfg());
+    let (a, b, gen) = stable_pair(&mut c);
+    let r = now_result(c.join(join_req("g", &b, None), 100));
+    assert_eq!(
+        (r.error, r.generation_id, r.leader.as_str()),
+        (0, gen, a.as_str())
+    );
+    assert_eq!(
+        c.describe("g").unwrap().state,
+        GroupState::Stable,
+        "no rebalance"
+    );
+    // The leader rejoining does start one (it may want to reassign after metadata changes).
+    let _ = later(c.join(join_req("g", &a, None), 200));
+    assert_eq!(
+        c.describe("g").unwrap().state,
+        GroupState::PreparingRebalance
+    );
+}
