@@ -39,6 +39,16 @@ err = produce_one("small-topic", b"y" * 5000)
 check(err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE, f"topic override: {err}")
 check(produce_one("small-topic", b"y" * 100) is None, "small message on small-topic")
 
+# Internal topics are written by the broker only (the first group lookup creates __consumer_offsets).
+c = Consumer({"bootstrap.servers": bootstrap, "group.id": "limits-group"})
+c.list_topics(timeout=10)
+c.close()
+deadline = time.time() + 10
+while "__consumer_offsets" not in admin.list_topics(timeout=10).topics and time.time() < deadline:
+    time.sleep(0.1)
+err = produce_one("__consumer_offsets", b"forged")
+check(err is not None and err.code() == KafkaError.TOPIC_EXCEPTION, f"produce to internal topic: {err}")
+
 # Offsets: 100 messages with increasing explicit timestamps.
 p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0})
 base = int(time.time() * 1000) - 100_000

@@ -104,6 +104,15 @@ pub fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
                 ));
                 continue;
             }
+            if topic_meta.is_some_and(|t| t.internal) {
+                // Only the broker writes internal topics such as __consumer_offsets.
+                parts.push(error(
+                    idx,
+                    E::InvalidTopicException,
+                    format!("Cannot append to internal topic {name}"),
+                ));
+                continue;
+            }
             let Some(partition) = broker.partitions.get(&name, idx) else {
                 parts.push(error(
                     idx,
