@@ -133,6 +133,20 @@ fn is_subset(a: &Assignment, b: &Assignment) -> bool {
 }
 
 impl ConsumerGroup {
+    fn state(&self) -> &'static str {
+        if self.members.is_empty() {
+            "Empty"
+        } else if self.assignment_epoch < self.group_epoch {
+            "Assigning"
+        } else if self.members.values().any(|m| {
+            m.epoch != self.assignment_epoch || Some(&m.assigned) != self.target.get(&m.id)
+        }) {
+            "Reconciling"
+        } else {
+            "Stable"
+        }
+    }
+
     fn subscribed_view(&self, topics: &TopicView) -> BTreeMap<String, (Uuid, i32)> {
         self.members
             .values()
@@ -461,23 +475,15 @@ impl ConsumerGroups {
         let mut out: Vec<_> = self
             .groups
             .values()
-            .map(|g| {
-                let state = if g.members.is_empty() {
-                    "Empty"
-                } else if g.assignment_epoch < g.group_epoch {
-                    "Assigning"
-                } else if g.members.values().any(|m| {
-                    m.epoch != g.assignment_epoch || Some(&m.assigned) != g.target.get(&m.id)
-                }) {
-                    "Reconciling"
-                } else {
-                    "Stable"
-                };
-                (g.id.clone(), state)
-            })
+            .map(|g| (g.id.clone(), g.state()))
             .collect();
         out.sort();
         out
+    }
+
+    /// The KIP-848 state name of a group: Empty, Assigning, Reconciling or Stable.
+    pub fn state(&self, group: &str) -> Option<&'static str> {
+        self.groups.get(group).map(ConsumerGroup::state)
     }
 
     pub fn members(&self, group: &str) -> Vec<MemberInfo> {

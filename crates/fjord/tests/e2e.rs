@@ -350,6 +350,17 @@ fn kafkajs_admin_and_producer_work_and_kcat_reads_what_kafkajs_wrote() {
 }
 
 #[test]
+fn kip848_consumer_groups_split_partitions_and_are_described_and_listed() {
+    run_client_against_new_broker(
+        "consumer_protocol_admin.py",
+        &[
+            ("offsets.topic.num.partitions", "4"),
+            ("group.consumer.heartbeat.interval.ms", "500"),
+        ],
+    );
+}
+
+#[test]
 fn kafka_python_round_trip_with_auto_created_topic() {
     run_client_against_new_broker("kafka_python_roundtrip.py", &[]);
 }
