@@ -466,7 +466,7 @@ fn a_follower_rejoining_a_stable_group_with_the_same_metadata_gets_the_current_g
         "no rebalance"
     );
     // The leader rejoining does start one (it may want to reassign after metadata changes).
-    let _ = later(c.join(join_req("g", &a, None), 200));
+    let _pending = later(c.join(join_req("g", &a, None), 200));
     assert_eq!(
         c.describe("g").unwrap().state,
         GroupState::PreparingRebalance
