@@ -1085,6 +1085,35 @@ impl GroupCoordinator {
         0
     }
 
+    /// A topic was deleted: every group forgets its committed offsets (tombstones are queued), as Kafka's
+    /// coordinator does, so a topic re-created under the same name starts with no commits.
+    pub fn forget_topic(&mut self, topic: &str) -> usize {
+        let n = self.config.offsets_partitions;
+        let mut removed = 0;
+        for g in self.groups.values_mut() {
+            let gone: Vec<(String, i32)> = g
+                .offsets
+                .keys()
+                .filter(|(t, _)| t == topic)
+                .cloned()
+                .collect();
+            for (t, p) in gone {
+                g.offsets.remove(&(t.clone(), p));
+                removed += 1;
+                self.out.push(Record {
+                    partition: records::partition_for(&g.id, n),
+                    key: records::encode_key(&Key::Offset {
+                        group: g.id.clone(),
+                        topic: t,
+                        partition: p,
+                    }),
+                    value: None,
+                });
+            }
+        }
+        removed
+    }
+
     /// OffsetDelete: forget committed offsets of partitions the group is not subscribed to.
     pub fn delete_offsets(
         &mut self,

@@ -1,6 +1,8 @@
 //! `fjord consume TOPIC`: print messages like kafka-console-consumer (value per line by default, key,
 //! headers, partition, offset and timestamp on demand) or as one JSON object per line. Follows new messages
-//! until interrupted unless told when to stop.
+//! until interrupted unless told when to stop. Without `--group` it reads every partition (or `--partition`)
+//! itself and commits nothing; with `--group` it joins the consumer group, reads the partitions the group
+//! assigns it, starts where the group committed and commits as it goes.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -27,15 +29,20 @@ pub enum Format {
 #[derive(Args)]
 pub struct ConsumeArgs {
     pub topic: String,
-    /// Start at the earliest message instead of the end.
+    /// Start at the earliest message instead of the end (with --group: only where the group has no
+    /// committed offset yet).
     #[arg(long, conflicts_with = "offset")]
     pub from_beginning: bool,
     /// Start at this offset (in every partition read, or in --partition).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "group")]
     pub offset: Option<i64>,
     /// Read only this partition.
-    #[arg(long, short = 'p')]
+    #[arg(long, short = 'p', conflicts_with = "group")]
     pub partition: Option<i32>,
+    /// Join this consumer group: share the topic's partitions with the group's other members, resume from
+    /// its committed offsets, and commit offsets automatically (every 5 s and on exit).
+    #[arg(long, short = 'g', value_name = "GROUP")]
+    pub group: Option<String>,
     /// Stop after this many messages.
     #[arg(long, short = 'n')]
     pub max_messages: Option<u64>,
@@ -168,13 +175,29 @@ pub fn run(args: ConsumeArgs, interrupted: Arc<AtomicBool>) -> Result<(), CliErr
         "enable.partition.eof",
         if args.exit_at_end { "true" } else { "false" },
     )
-    .set("enable.auto.commit", "false")
-    // librdkafka wants a group id even for assigned partitions; nothing is committed under it.
-    .set(
-        "group.id",
-        format!("fjord-console-consumer-{}", std::process::id()),
-    )
     .set("fetch.wait.max.ms", "200");
+    match &args.group {
+        Some(group) => cfg
+            .set("group.id", group)
+            .set("enable.auto.commit", "true")
+            // Only printed messages count as consumed: closing the consumer drains its queue, and those
+            // messages must not be committed.
+            .set("enable.auto.offset.store", "false")
+            // Where the group has no committed offset yet.
+            .set(
+                "auto.offset.reset",
+                if args.from_beginning {
+                    "earliest"
+                } else {
+                    "latest"
+                },
+            ),
+        // librdkafka wants a group id even for assigned partitions; nothing is committed under it.
+        None => cfg.set("enable.auto.commit", "false").set(
+            "group.id",
+            format!("fjord-console-consumer-{}", std::process::id()),
+        ),
+    };
     let consumer: BaseConsumer = cfg
         .create()
         .map_err(|e| CliError::failure(format!("cannot create a consumer: {e}")))?;
@@ -191,19 +214,35 @@ pub fn run(args: ConsumeArgs, interrupted: Arc<AtomicBool>) -> Result<(), CliErr
         Some(p) => vec![p],
         None => all,
     };
-    let start = match (args.offset, args.from_beginning) {
-        (Some(o), _) => Offset::Offset(o),
-        (None, true) => Offset::Beginning,
-        (None, false) => Offset::End,
-    };
-    let mut tpl = TopicPartitionList::new();
-    for p in &partitions {
-        tpl.add_partition_offset(&args.topic, *p, start)
-            .map_err(|e| CliError::failure(format!("bad start offset: {e}")))?;
+    if args.group.is_some() {
+        consumer
+            .subscribe(&[&args.topic])
+            .map_err(|e| CliError::failure(format!("cannot subscribe to `{}`: {e}", args.topic)))?;
+    } else {
+        let start = match (args.offset, args.from_beginning) {
+            (Some(o), _) => Offset::Offset(o),
+            (None, true) => Offset::Beginning,
+            (None, false) => Offset::End,
+        };
+        let mut tpl = TopicPartitionList::new();
+        for p in &partitions {
+            tpl.add_partition_offset(&args.topic, *p, start)
+                .map_err(|e| CliError::failure(format!("bad start offset: {e}")))?;
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(|e| CliError::failure(format!("cannot assign partitions: {e}")))?;
     }
-    consumer
-        .assign(&tpl)
-        .map_err(|e| CliError::failure(format!("cannot assign partitions: {e}")))?;
+    // The partitions --exit-at-end waits for: all of them without a group, the current assignment with one.
+    let reading = |consumer: &BaseConsumer| -> Vec<i32> {
+        if args.group.is_none() {
+            return partitions.clone();
+        }
+        consumer
+            .assignment()
+            .map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default()
+    };
 
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -223,8 +262,11 @@ pub fn run(args: ConsumeArgs, interrupted: Arc<AtomicBool>) -> Result<(), CliErr
         {
             break Ok(());
         }
-        if args.exit_at_end && at_end.len() == partitions.len() {
-            break Ok(());
+        if args.exit_at_end {
+            let reading = reading(&consumer);
+            if !reading.is_empty() && reading.iter().all(|p| at_end.contains(p)) {
+                break Ok(());
+            }
         }
         match consumer.poll(Duration::from_millis(100)) {
             None => {
@@ -238,6 +280,11 @@ pub fn run(args: ConsumeArgs, interrupted: Arc<AtomicBool>) -> Result<(), CliErr
                         break Ok(());
                     }
                     break Err(CliError::failure(format!("writing output failed: {e}")));
+                }
+                if args.group.is_some() {
+                    if let Err(e) = consumer.store_offset_from_message(&m) {
+                        tracing::warn!(error = %e, "cannot store the offset to commit");
+                    }
                 }
                 count += 1;
                 last_message = Instant::now();
@@ -257,5 +304,7 @@ pub fn run(args: ConsumeArgs, interrupted: Arc<AtomicBool>) -> Result<(), CliErr
     };
     let _ = out.flush();
     eprintln!("Processed a total of {count} messages");
+    // Dropping a group member commits the offsets of the messages printed and leaves the group.
+    drop(consumer);
     result
 }

@@ -1,10 +1,11 @@
 //! The `fjord` command line: `fjord start` runs a single-node platform with defaults, `fjord broker` runs a
-//! broker from a Kafka-style `server.properties`, and the client commands (`topics`, `produce`, `consume`,
-//! `bench`) talk to any Kafka-compatible broker through librdkafka.
+//! broker from a Kafka-style `server.properties`, and the client commands (`topics`, `groups`, `produce`,
+//! `consume`, `bench`) talk to any Kafka-compatible broker through librdkafka.
 
 mod bench;
 mod client;
 mod consume;
+mod groups;
 mod produce;
 mod serve;
 mod topics;
@@ -30,6 +31,8 @@ Examples:
   fjord topics create orders --partitions 3
   fjord produce orders < orders.txt            # one message per line
   fjord consume orders --from-beginning
+  fjord consume orders --group billing         # share partitions with the group, commit offsets
+  fjord groups describe billing                # members, committed offsets, lag
   fjord bench produce --messages 1000000 --size 100";
 
 #[derive(Parser)]
@@ -62,6 +65,9 @@ enum Cmd {
     /// Create, list, describe, alter and delete topics.
     #[command(subcommand, after_help = AFTER_HELP)]
     Topics(topics::TopicsCmd),
+    /// List, describe, reset the offsets of and delete consumer groups.
+    #[command(subcommand, after_help = AFTER_HELP)]
+    Groups(groups::GroupsCmd),
     /// Send each line of standard input (or a file) as a message.
     ///
     /// Example: fjord produce orders --key-separator : --header source=import < orders.txt
@@ -137,6 +143,7 @@ fn main() -> ExitCode {
         ])),
         Cmd::Broker { opts } => run_server(opts.properties(&[])),
         Cmd::Topics(cmd) => runtime().and_then(|rt| rt.block_on(topics::run(cmd))),
+        Cmd::Groups(cmd) => runtime().and_then(|rt| rt.block_on(groups::run(cmd))),
         Cmd::Produce(args) => produce::run(args),
         Cmd::Consume(args) => consume_until_interrupted(args),
         Cmd::Bench(bench::BenchCmd::Produce(b)) => bench::produce(b),

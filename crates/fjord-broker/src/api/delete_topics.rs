@@ -60,6 +60,15 @@ pub async fn handle(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTopicsResp
                 if let Err(e) = broker.sync_partitions() {
                     tracing::error!(topic = %topic_name, error = %e, "deleting partitions failed");
                 }
+                // Committed offsets of the deleted partitions go too, as in Kafka.
+                let records = {
+                    let mut c = broker.groups.lock();
+                    c.forget_topic(&topic_name);
+                    c.take_records()
+                };
+                if let Err(e) = broker.groups.persist(broker, records).await {
+                    tracing::error!(topic = %topic_name, error = %e, "removing committed offsets failed");
+                }
                 tracing::info!(topic = %topic_name, "topic deleted");
                 res
             }

@@ -472,3 +472,29 @@ fn a_follower_rejoining_a_stable_group_with_the_same_metadata_gets_the_current_g
         GroupState::PreparingRebalance
     );
 }
+
+#[test]
+fn deleting_a_topic_forgets_its_committed_offsets_in_every_group() {
+    let mut c = GroupCoordinator::new(cfg());
+    let o = |offset| CommittedOffset {
+        offset,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp: 0,
+    };
+    c.apply_commit(
+        "g1",
+        vec![(("gone".into(), 0), o(7)), (("kept".into(), 0), o(3))],
+        0,
+    );
+    c.apply_commit("g2", vec![(("gone".into(), 1), o(9))], 0);
+    assert_eq!(c.forget_topic("gone"), 2);
+    assert!(c.fetch_offsets("g1").keys().all(|(t, _)| t == "kept"));
+    assert!(c.fetch_offsets("g2").is_empty());
+    let recs = c.take_records();
+    assert_eq!(
+        recs.iter().filter(|r| r.value.is_none()).count(),
+        2,
+        "one tombstone per forgotten offset"
+    );
+}

@@ -1,0 +1,989 @@
+//! `fjord groups`: list, describe, reset the offsets of, and delete consumer groups (kafka-consumer-groups.sh,
+//! with clearer errors and `--output json`). Describe shows each member's assignment, decoded from the
+//! consumer protocol's bytes, and the committed offset, log-end offset and lag of every partition the group
+//! has committed, is assigned or is subscribed to.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use clap::{Args, Subcommand};
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::groups::GroupInfo;
+use rdkafka::metadata::Metadata;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::json;
+
+use crate::client::{describe_code, unknown_topic, CliError, ClientArgs};
+use crate::topics::Output;
+
+/// Kafka's internal topic of committed offsets; never a topic a group consumes.
+const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Group states of the classic protocol (KIP-848 adds Assigning and Reconciling), and Unknown for groups
+/// DescribeGroups does not cover (see `shown_state`).
+const STATES: [&str; 8] = [
+    "Stable",
+    "Empty",
+    "PreparingRebalance",
+    "CompletingRebalance",
+    "Dead",
+    "Assigning",
+    "Reconciling",
+    "Unknown",
+];
+
+/// A listed group's state. ListGroups found the group, so a Dead answer from DescribeGroups means the
+/// group is not a classic one (KIP-848's consumer protocol), whose state DescribeGroups does not report.
+fn shown_state(g: &GroupInfo) -> &str {
+    if g.state().eq_ignore_ascii_case("Dead") {
+        "Unknown"
+    } else {
+        g.state()
+    }
+}
+
+#[derive(Subcommand)]
+pub enum GroupsCmd {
+    /// List consumer groups with their state, protocol and member count (groups of the consumer protocol,
+    /// KIP-848, show state Unknown).
+    ///
+    /// Example: fjord groups list --state stable,empty --output json
+    List {
+        /// Only groups in these states (comma-separated or repeated; case does not matter).
+        #[arg(long, value_delimiter = ',', ignore_case = true, value_parser = STATES)]
+        state: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a group's state, members and assignments, and per partition the committed offset, the log-end
+    /// offset and the lag (log-end minus committed).
+    ///
+    /// Example: fjord groups describe billing --output json
+    Describe {
+        group: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Compute new committed offsets for a group and show them; commit them with --execute. The group must
+    /// have no active members.
+    ///
+    /// Example: fjord groups reset-offsets billing --topic orders:0,1 --to-datetime 2026-11-25T10:00:00Z --execute
+    ResetOffsets(ResetArgs),
+    /// Delete groups (their committed offsets too). Only groups without active members can be deleted.
+    ///
+    /// Example: fjord groups delete billing old-billing
+    Delete {
+        #[arg(required = true)]
+        groups: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Args)]
+pub struct ResetArgs {
+    group: String,
+    /// A topic, or a topic and some of its partitions: orders or orders:0,2 (repeatable).
+    #[arg(long = "topic", required = true, value_name = "TOPIC[:P,...]")]
+    topics: Vec<String>,
+    #[command(flatten)]
+    target: ResetTarget,
+    /// Only show the new offsets (the default).
+    #[arg(long, conflicts_with = "execute")]
+    dry_run: bool,
+    /// Commit the new offsets.
+    #[arg(long)]
+    execute: bool,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct ResetTarget {
+    /// The earliest offset still in the log.
+    #[arg(long)]
+    to_earliest: bool,
+    /// The log-end offset (skip everything written so far).
+    #[arg(long)]
+    to_latest: bool,
+    /// This offset (moved into the log's range if outside it).
+    #[arg(long, value_name = "OFFSET")]
+    to_offset: Option<i64>,
+    /// The first message written at or after this time, e.g. 2026-11-25T10:00:00Z or
+    /// 2026-11-25T11:00:00.000+01:00 (no zone means UTC); the log end if there is none.
+    #[arg(long, value_name = "DATETIME")]
+    to_datetime: Option<String>,
+    /// Move the committed offset by N (negative goes back), kept within the log's range.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    shift_by: Option<i64>,
+}
+
+pub async fn run(cmd: GroupsCmd) -> Result<(), CliError> {
+    match cmd {
+        GroupsCmd::List {
+            state,
+            output,
+            client,
+        } => list(&client, &state, output),
+        GroupsCmd::Describe {
+            group,
+            output,
+            client,
+        } => describe(&client, &group, output),
+        GroupsCmd::ResetOffsets(args) => reset_offsets(args),
+        GroupsCmd::Delete { groups, client } => delete(&client, &groups).await,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// list
+
+fn list(client: &ClientArgs, states: &[String], output: Output) -> Result<(), CliError> {
+    let consumer = client.consumer()?;
+    // Fail fast with the usual message when nothing listens.
+    client.metadata(&consumer, None)?;
+    let list = consumer
+        .fetch_group_list(None, client.timeout())
+        .map_err(|e| client.transport_error(e))?;
+    let mut groups: Vec<&GroupInfo> = list
+        .groups()
+        .iter()
+        .filter(|g| {
+            states.is_empty()
+                || states
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(shown_state(g)))
+        })
+        .collect();
+    groups.sort_by_key(|g| g.name());
+    let docs: Vec<serde_json::Value> = groups
+        .iter()
+        .map(|g| {
+            json!({
+                "group": g.name(), "state": shown_state(g), "protocol_type": g.protocol_type(),
+                "protocol": g.protocol(), "members": g.members().len(),
+            })
+        })
+        .collect();
+    match output {
+        Output::Json => println!("{}", serde_json::Value::Array(docs)),
+        Output::Text => print_table(
+            &["GROUP", "STATE", "PROTOCOL", "MEMBERS"],
+            groups
+                .iter()
+                .map(|g| {
+                    vec![
+                        g.name().to_string(),
+                        shown_state(g).to_string(),
+                        dash_if_empty(g.protocol()),
+                        g.members().len().to_string(),
+                    ]
+                })
+                .collect(),
+        ),
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// describe
+
+/// One partition row of `describe`.
+struct PartitionRow {
+    topic: String,
+    partition: i32,
+    committed: Option<i64>,
+    log_end: i64,
+    /// Index into the member list of the member that owns the partition, if any.
+    owner: Option<usize>,
+}
+
+fn describe(client: &ClientArgs, group: &str, output: Output) -> Result<(), CliError> {
+    let consumer = group_consumer(client, group)?;
+    let md = client.metadata(&consumer, None)?;
+    let info = find_group(client, &consumer, group)?.ok_or_else(|| {
+        CliError::failure(format!(
+            "group `{group}` does not exist. List groups with `fjord groups list`."
+        ))
+    })?;
+
+    struct Member {
+        id: String,
+        client_id: String,
+        host: String,
+        assignment: Vec<(String, Vec<i32>)>,
+    }
+    let mut subscribed: BTreeSet<String> = BTreeSet::new();
+    let members: Vec<Member> = info
+        .members
+        .iter()
+        .map(|m| {
+            subscribed.extend(m.subscription.iter().cloned());
+            Member {
+                id: m.id.clone(),
+                client_id: m.client_id.clone(),
+                host: m.host.clone(),
+                assignment: m.assignment.clone(),
+            }
+        })
+        .collect();
+    let mut owner: BTreeMap<(String, i32), usize> = BTreeMap::new();
+    for (i, m) in members.iter().enumerate() {
+        for (t, ps) in &m.assignment {
+            for p in ps {
+                owner.insert((t.clone(), *p), i);
+            }
+        }
+    }
+
+    // OffsetFetch for every partition of every topic: the group may have commits for topics no member
+    // subscribes to any more.
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics().iter().filter(|t| t.name() != OFFSETS_TOPIC) {
+        for p in t.partitions() {
+            tpl.add_partition(t.name(), p.id());
+        }
+    }
+    let committed = committed(client, &consumer, tpl)?;
+    let mut wanted: BTreeSet<(String, i32)> = committed.keys().cloned().collect();
+    wanted.extend(owner.keys().cloned());
+    for t in md.topics().iter().filter(|t| subscribed.contains(t.name())) {
+        for p in t.partitions() {
+            wanted.insert((t.name().to_string(), p.id()));
+        }
+    }
+    let mut rows = Vec::new();
+    for (topic, partition) in wanted {
+        let (_, log_end) = consumer
+            .fetch_watermarks(&topic, partition, client.timeout())
+            .map_err(|e| client.transport_error(e))?;
+        rows.push(PartitionRow {
+            committed: committed.get(&(topic.clone(), partition)).copied(),
+            owner: owner.get(&(topic.clone(), partition)).copied(),
+            topic,
+            partition,
+            log_end,
+        });
+    }
+
+    match output {
+        Output::Json => {
+            let members_json: Vec<serde_json::Value> = members
+                .iter()
+                .map(|m| {
+                    let assignment: Vec<serde_json::Value> = m
+                        .assignment
+                        .iter()
+                        .map(|(t, ps)| json!({"topic": t, "partitions": ps}))
+                        .collect();
+                    json!({
+                        "member_id": m.id, "client_id": m.client_id, "host": m.host,
+                        "assignment": assignment,
+                    })
+                })
+                .collect();
+            let parts: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| {
+                    let m = r.owner.map(|i| &members[i]);
+                    json!({
+                        "topic": r.topic, "partition": r.partition, "committed_offset": r.committed,
+                        "log_end_offset": r.log_end, "lag": r.committed.map(|c| r.log_end - c),
+                        "member_id": m.map(|m| &m.id), "client_id": m.map(|m| &m.client_id),
+                        "host": m.map(|m| &m.host),
+                    })
+                })
+                .collect();
+            println!(
+                "{}",
+                json!({
+                    "group": group, "classic": info.classic, "state": info.state,
+                    "protocol_type": info.protocol_type, "protocol": info.protocol,
+                    "members": members_json, "partitions": parts,
+                })
+            );
+        }
+        Output::Text => {
+            println!(
+                "Group: {group}\tState: {}\tProtocol: {}\tMembers: {}",
+                info.state,
+                dash_if_empty(&info.protocol),
+                members.len()
+            );
+            println!();
+            if !info.classic {
+                println!("Group {group} uses the consumer protocol (KIP-848): its state and members are not shown, its committed offsets are.");
+            } else if members.is_empty() {
+                println!("Group {group} has no active members.");
+            } else {
+                print_table(
+                    &["MEMBER-ID", "CLIENT-ID", "HOST", "ASSIGNMENT"],
+                    members
+                        .iter()
+                        .map(|m| {
+                            let a: Vec<String> = m
+                                .assignment
+                                .iter()
+                                .map(|(t, ps)| {
+                                    let ps: Vec<String> = ps.iter().map(i32::to_string).collect();
+                                    format!("{t}:{}", ps.join(","))
+                                })
+                                .collect();
+                            vec![
+                                m.id.clone(),
+                                m.client_id.clone(),
+                                m.host.clone(),
+                                if a.is_empty() {
+                                    "-".into()
+                                } else {
+                                    a.join(" ")
+                                },
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+            println!();
+            if rows.is_empty() {
+                println!("Group {group} has no committed offsets and no assigned partitions.");
+            } else {
+                print_table(
+                    &[
+                        "TOPIC",
+                        "PARTITION",
+                        "CURRENT-OFFSET",
+                        "LOG-END-OFFSET",
+                        "LAG",
+                        "CONSUMER-ID",
+                        "HOST",
+                        "CLIENT-ID",
+                    ],
+                    rows.iter()
+                        .map(|r| {
+                            let m = r.owner.map(|i| &members[i]);
+                            vec![
+                                r.topic.clone(),
+                                r.partition.to_string(),
+                                opt(r.committed),
+                                r.log_end.to_string(),
+                                opt(r.committed.map(|c| r.log_end - c)),
+                                m.map_or("-".into(), |m| m.id.clone()),
+                                m.map_or("-".into(), |m| m.host.clone()),
+                                m.map_or("-".into(), |m| m.client_id.clone()),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// reset-offsets
+
+fn reset_offsets(args: ResetArgs) -> Result<(), CliError> {
+    let client = &args.client;
+    let group = args.group.as_str();
+    let consumer = group_consumer(client, group)?;
+    let md = client.metadata(&consumer, None)?;
+    let partitions = parse_topic_partitions(&args.topics, &md)?;
+    let datetime = args
+        .target
+        .to_datetime
+        .as_deref()
+        .map(parse_datetime)
+        .transpose()?;
+
+    // Kafka refuses to reset the offsets of a group whose consumers are running: they would overwrite the
+    // new offsets with their next commit.
+    match find_group(client, &consumer, group)? {
+        Some(g) if !g.members.is_empty() => return Err(active_group(group, g.members.len())),
+        Some(g) if !g.classic && args.execute => eprintln!(
+            "note: group {group} uses the consumer protocol (KIP-848), whose members fjord cannot list; the broker refuses the new offsets if the group is active"
+        ),
+        _ => {}
+    }
+
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in &partitions {
+        tpl.add_partition(t, *p);
+    }
+    let old = committed(client, &consumer, tpl)?;
+    let by_time = match datetime {
+        Some(ts) => {
+            let mut tpl = TopicPartitionList::new();
+            for (t, p) in &partitions {
+                tpl.add_partition_offset(t, *p, Offset::Offset(ts))
+                    .map_err(|e| CliError::failure(format!("bad timestamp: {e}")))?;
+            }
+            let res = consumer
+                .offsets_for_times(tpl, client.timeout())
+                .map_err(|e| client.transport_error(e))?;
+            res.elements()
+                .iter()
+                .map(|e| {
+                    let o = match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    };
+                    ((e.topic().to_string(), e.partition()), o)
+                })
+                .collect()
+        }
+        None => BTreeMap::new(),
+    };
+
+    let t = &args.target;
+    let mut plan: Vec<(String, i32, Option<i64>, i64)> = Vec::new();
+    for (topic, partition) in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(&topic, partition, client.timeout())
+            .map_err(|e| client.transport_error(e))?;
+        let key = (topic.clone(), partition);
+        let current = old.get(&key).copied();
+        let wanted = if t.to_earliest {
+            low
+        } else if t.to_latest {
+            high
+        } else if let Some(o) = t.to_offset {
+            o
+        } else if datetime.is_some() {
+            // No message at or after the time: start after everything there is.
+            by_time.get(&key).copied().flatten().unwrap_or(high)
+        } else if let Some(n) = t.shift_by {
+            let c = current.ok_or_else(|| {
+                CliError::failure(format!(
+                    "cannot shift the offset of {topic}:{partition}: group `{group}` has no committed offset there (use --to-earliest, --to-latest or --to-offset)"
+                ))
+            })?;
+            c.saturating_add(n)
+        } else {
+            unreachable!("clap requires exactly one reset target")
+        };
+        let new = wanted.clamp(low, high);
+        if new != wanted {
+            eprintln!(
+                "note: {topic}:{partition}: offset {wanted} is outside the log ({low}..{high}); using {new}"
+            );
+        }
+        plan.push((topic, partition, current, new));
+    }
+
+    if args.execute {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p, _, new) in &plan {
+            tpl.add_partition_offset(t, *p, Offset::Offset(*new))
+                .map_err(|e| CliError::failure(format!("bad offset: {e}")))?;
+        }
+        consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(|e| match e.rdkafka_error_code() {
+                Some(
+                    RDKafkaErrorCode::UnknownMemberId
+                    | RDKafkaErrorCode::IllegalGeneration
+                    | RDKafkaErrorCode::RebalanceInProgress,
+                ) => CliError::failure(format!(
+                    "group `{group}` has active members (the broker refused the new offsets: {e}); stop its consumers first"
+                )),
+                _ => client.transport_error(e),
+            })?;
+    }
+
+    match args.output {
+        Output::Json => {
+            let docs: Vec<serde_json::Value> = plan
+                .iter()
+                .map(|(t, p, old, new)| {
+                    json!({"group": group, "topic": t, "partition": p, "old_offset": old, "new_offset": new})
+                })
+                .collect();
+            println!("{}", serde_json::Value::Array(docs));
+        }
+        Output::Text => print_table(
+            &["GROUP", "TOPIC", "PARTITION", "OLD-OFFSET", "NEW-OFFSET"],
+            plan.iter()
+                .map(|(t, p, old, new)| {
+                    vec![
+                        group.to_string(),
+                        t.clone(),
+                        p.to_string(),
+                        opt(*old),
+                        new.to_string(),
+                    ]
+                })
+                .collect(),
+        ),
+    }
+    if args.execute {
+        eprintln!("Committed new offsets for group {group}.");
+    } else {
+        eprintln!("Dry run: nothing was committed. Add --execute to commit these offsets.");
+    }
+    Ok(())
+}
+
+fn active_group(group: &str, members: usize) -> CliError {
+    CliError::failure(format!(
+        "group {group} is active ({members} member{}); stop its consumers first",
+        if members == 1 { "" } else { "s" }
+    ))
+}
+
+/// `orders` (every partition) or `orders:0,2`, checked against the cluster's metadata.
+fn parse_topic_partitions(specs: &[String], md: &Metadata) -> Result<Vec<(String, i32)>, CliError> {
+    let mut out: BTreeSet<(String, i32)> = BTreeSet::new();
+    for spec in specs {
+        let (topic, parts) = match spec.split_once(':') {
+            Some((t, ps)) => (t, Some(ps)),
+            None => (spec.as_str(), None),
+        };
+        let meta = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            .ok_or_else(|| unknown_topic(topic))?;
+        let all: Vec<i32> = meta.partitions().iter().map(|p| p.id()).collect();
+        match parts {
+            None => out.extend(all.iter().map(|p| (topic.to_string(), *p))),
+            Some(ps) => {
+                for p in ps.split(',') {
+                    let p: i32 = p.trim().parse().map_err(|_| {
+                        CliError::failure(format!(
+                            "--topic `{spec}`: `{p}` is not a partition number (use TOPIC or TOPIC:0,1,2)"
+                        ))
+                    })?;
+                    if !all.contains(&p) {
+                        return Err(CliError::failure(format!(
+                            "topic `{topic}` has no partition {p} (it has {})",
+                            all.len()
+                        )));
+                    }
+                    out.insert((topic.to_string(), p));
+                }
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Milliseconds since the epoch of an RFC 3339 / ISO 8601 date-time (`2026-11-25T10:00:00Z`,
+/// `2026-11-25T10:00:00.250+01:00`; no zone means UTC).
+fn parse_datetime(s: &str) -> Result<i64, CliError> {
+    let bad = || {
+        CliError::failure(format!(
+            "--to-datetime `{s}` is not a date-time like 2026-11-25T10:00:00Z or 2026-11-25T11:00:00.000+01:00"
+        ))
+    };
+    let num = |t: &str| -> Result<i64, CliError> {
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        t.parse().map_err(|_| bad())
+    };
+    let (date, rest) = s.split_once(['T', 't', ' ']).ok_or_else(bad)?;
+    let d: Vec<&str> = date.split('-').collect();
+    let [y, mo, da] = d[..] else {
+        return Err(bad());
+    };
+    let (y, mo, da) = (num(y)?, num(mo)?, num(da)?);
+    // Split the zone off the time: Z, +HH:MM or -HH:MM.
+    let (time, zone_ms) = if let Some(t) = rest.strip_suffix(['Z', 'z']) {
+        (t, 0)
+    } else if let Some(i) = rest.rfind(['+', '-']) {
+        let (t, z) = rest.split_at(i);
+        let sign = if z.starts_with('-') { -1 } else { 1 };
+        let (zh, zm) = z[1..].split_once(':').unwrap_or((&z[1..], "0"));
+        (t, sign * (num(zh)? * 3600 + num(zm)? * 60) * 1000)
+    } else {
+        (rest, 0)
+    };
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let t: Vec<&str> = hms.split(':').collect();
+    let (h, mi, sec) = match t[..] {
+        [h, m] => (num(h)?, num(m)?, 0),
+        [h, m, s] => (num(h)?, num(m)?, num(s)?),
+        _ => return Err(bad()),
+    };
+    let ms = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().chain("000".chars()).take(3).collect();
+        num(&digits)?
+    };
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || h > 23 || mi > 59 || sec > 60 {
+        return Err(bad());
+    }
+    let days = days_from_civil(y, mo, da);
+    Ok(((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + ms - zone_ms)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// delete
+
+async fn delete(client: &ClientArgs, groups: &[String]) -> Result<(), CliError> {
+    // Fail fast with the usual message when nothing listens.
+    client.metadata(&client.consumer()?, None)?;
+    let admin: AdminClient<DefaultClientContext> = client
+        .config()?
+        .create()
+        .map_err(|e| CliError::failure(format!("cannot create an admin client: {e}")))?;
+    let opts = AdminOptions::new()
+        .request_timeout(Some(client.timeout()))
+        .operation_timeout(Some(client.timeout()));
+    let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
+    let res = admin
+        .delete_groups(&refs, &opts)
+        .await
+        .map_err(|e| client.transport_error(e))?;
+    let mut failures = Vec::new();
+    for r in res {
+        match r {
+            Ok(g) => eprintln!("Deleted group {g}."),
+            Err((g, code)) => failures.push(match code {
+                RDKafkaErrorCode::NonEmptyGroup => format!(
+                    "cannot delete group `{g}`: it has active members; stop its consumers first"
+                ),
+                RDKafkaErrorCode::GroupIdNotFound => {
+                    format!("group `{g}` does not exist. List groups with `fjord groups list`.")
+                }
+                other => format!("cannot delete group `{g}`: {}", describe_code(other)),
+            }),
+        }
+    }
+    match failures.len() {
+        0 => Ok(()),
+        1 => Err(CliError::failure(failures.remove(0))),
+        n => {
+            for f in &failures {
+                eprintln!("error: {f}");
+            }
+            Err(CliError::failure(format!(
+                "{n} of {} groups were not deleted",
+                groups.len()
+            )))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// shared
+
+/// A consumer that carries the group's id for OffsetFetch and OffsetCommit but never subscribes, so it
+/// never joins the group.
+fn group_consumer(client: &ClientArgs, group: &str) -> Result<BaseConsumer, CliError> {
+    client
+        .config()?
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| CliError::failure(format!("cannot create a client: {e}")))
+}
+
+/// What ListGroups + DescribeGroups say about one group, with the consumer-protocol bytes decoded.
+struct GroupDescription {
+    /// False for a group that ListGroups returns but DescribeGroups reports Dead: a group of the consumer
+    /// protocol (KIP-848), which DescribeGroups does not cover. Its state and members are unknown here.
+    classic: bool,
+    state: String,
+    protocol_type: String,
+    protocol: String,
+    members: Vec<MemberDescription>,
+}
+
+struct MemberDescription {
+    id: String,
+    client_id: String,
+    host: String,
+    subscription: Vec<String>,
+    assignment: Vec<(String, Vec<i32>)>,
+}
+
+/// The group, or None when the coordinator does not know it.
+fn find_group(
+    client: &ClientArgs,
+    consumer: &BaseConsumer,
+    group: &str,
+) -> Result<Option<GroupDescription>, CliError> {
+    let list = consumer
+        .fetch_group_list(Some(group), client.timeout())
+        .map_err(|e| client.transport_error(e))?;
+    let Some(g) = list.groups().iter().find(|g| g.name() == group) else {
+        return Ok(None);
+    };
+    if shown_state(g) == "Unknown" {
+        return Ok(Some(GroupDescription {
+            classic: false,
+            state: "Unknown".into(),
+            protocol_type: g.protocol_type().to_string(),
+            protocol: String::new(),
+            members: Vec::new(),
+        }));
+    }
+    let consumer_protocol = g.protocol_type() == "consumer" || g.protocol_type().is_empty();
+    let members = g
+        .members()
+        .iter()
+        .map(|m| MemberDescription {
+            id: m.id().to_string(),
+            client_id: m.client_id().to_string(),
+            host: m.client_host().trim_start_matches('/').to_string(),
+            subscription: if consumer_protocol {
+                m.metadata().map(decode_subscription).unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+            assignment: if consumer_protocol {
+                m.assignment().map(decode_assignment).unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+        })
+        .collect();
+    Ok(Some(GroupDescription {
+        classic: true,
+        state: g.state().to_string(),
+        protocol_type: g.protocol_type().to_string(),
+        protocol: g.protocol().to_string(),
+        members,
+    }))
+}
+
+/// The group's committed offsets among `tpl` (OffsetFetch); partitions without a commit are left out.
+fn committed(
+    client: &ClientArgs,
+    consumer: &BaseConsumer,
+    tpl: TopicPartitionList,
+) -> Result<BTreeMap<(String, i32), i64>, CliError> {
+    if tpl.count() == 0 {
+        return Ok(BTreeMap::new());
+    }
+    let res = consumer
+        .committed_offsets(tpl, client.timeout())
+        .map_err(|e| client.transport_error(e))?;
+    Ok(res
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) if o >= 0 => Some(((e.topic().to_string(), e.partition()), o)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// A cursor over the big-endian, non-flexible encoding of the consumer protocol's embedded structs.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.buf.len() < n {
+            return None;
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Some(head)
+    }
+    fn i16(&mut self) -> Option<i16> {
+        self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        self.take(4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn string(&mut self) -> Option<String> {
+        let n = usize::try_from(self.i16()?).ok()?;
+        Some(String::from_utf8_lossy(self.take(n)?).into_owned())
+    }
+    /// An array length (None when null), capped at what the remaining bytes could hold so that a hostile
+    /// length costs nothing.
+    fn len(&mut self, min_item: usize) -> Option<usize> {
+        let n = usize::try_from(self.i32()?).ok()?;
+        Some(n.min(self.buf.len() / min_item))
+    }
+}
+
+/// ConsumerProtocolAssignment v0-v3 (the layout never changed): version, [topic, [partition]], user_data.
+/// Newer versions keep this prefix, so they decode too; a truncated tail keeps what was read.
+fn decode_assignment(bytes: &[u8]) -> Vec<(String, Vec<i32>)> {
+    let mut r = Reader { buf: bytes };
+    let mut out = Vec::new();
+    if r.i16().is_none() {
+        return out;
+    }
+    let Some(n) = r.len(6) else { return out };
+    for _ in 0..n {
+        let Some(topic) = r.string() else { break };
+        let Some(np) = r.len(4) else { break };
+        out.push((topic, (0..np).map_while(|_| r.i32()).collect()));
+    }
+    out.sort();
+    out
+}
+
+/// The topics of a ConsumerProtocolSubscription (any version: the topic array comes first).
+fn decode_subscription(bytes: &[u8]) -> Vec<String> {
+    let mut r = Reader { buf: bytes };
+    if r.i16().is_none() {
+        return Vec::new();
+    }
+    let Some(n) = r.len(2) else {
+        return Vec::new();
+    };
+    (0..n).map_while(|_| r.string()).collect()
+}
+
+fn opt(v: Option<i64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+fn dash_if_empty(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_string()
+    }
+}
+
+/// Left-aligned columns separated by two spaces, with a header row.
+fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            s.push_str(c);
+            if i < last {
+                s.push_str(&" ".repeat(w - c.chars().count() + 2));
+            }
+        }
+        println!("{s}");
+    };
+    line(headers.to_vec());
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(version: i16, topics: &[(&str, &[i32])], user_data: Option<&[u8]>) -> Vec<u8> {
+        let mut b = version.to_be_bytes().to_vec();
+        b.extend((topics.len() as i32).to_be_bytes());
+        for (t, ps) in topics {
+            b.extend((t.len() as i16).to_be_bytes());
+            b.extend(t.as_bytes());
+            b.extend((ps.len() as i32).to_be_bytes());
+            for p in *ps {
+                b.extend(p.to_be_bytes());
+            }
+        }
+        match user_data {
+            None => b.extend((-1i32).to_be_bytes()),
+            Some(u) => {
+                b.extend((u.len() as i32).to_be_bytes());
+                b.extend(u);
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn assignments_of_every_version_decode() {
+        for v in 0..=3 {
+            let b = assignment(v, &[("orders", &[0, 2]), ("audit", &[1])], Some(b"xyz"));
+            assert_eq!(
+                decode_assignment(&b),
+                vec![("audit".into(), vec![1]), ("orders".into(), vec![0, 2])]
+            );
+        }
+        let b = assignment(1, &[("t", &[])], None);
+        assert_eq!(decode_assignment(&b), vec![("t".into(), vec![])]);
+        assert!(decode_assignment(&[]).is_empty());
+    }
+
+    #[test]
+    fn truncated_or_hostile_assignments_keep_what_was_read() {
+        let b = assignment(0, &[("a", &[3]), ("b", &[4, 5])], None);
+        // Cut inside the second topic's partitions.
+        let cut = &b[..b.len() - 4 - 4];
+        assert_eq!(
+            decode_assignment(cut),
+            vec![("a".into(), vec![3]), ("b".into(), vec![4])]
+        );
+        // An absurd array length allocates nothing and yields nothing.
+        let mut evil = 0i16.to_be_bytes().to_vec();
+        evil.extend(i32::MAX.to_be_bytes());
+        assert!(decode_assignment(&evil).is_empty());
+    }
+
+    #[test]
+    fn subscription_topics_decode() {
+        let mut b = 3i16.to_be_bytes().to_vec();
+        b.extend(2i32.to_be_bytes());
+        for t in ["x", "yy"] {
+            b.extend((t.len() as i16).to_be_bytes());
+            b.extend(t.as_bytes());
+        }
+        b.extend((-1i32).to_be_bytes());
+        assert_eq!(decode_subscription(&b), vec!["x", "yy"]);
+    }
+
+    #[test]
+    fn datetimes_parse_to_epoch_milliseconds() {
+        assert_eq!(parse_datetime("1970-01-01T00:00:00Z").unwrap(), 0);
+        assert_eq!(
+            parse_datetime("2026-11-25T10:00:00Z").unwrap(),
+            1_795_600_800_000
+        );
+        assert_eq!(
+            parse_datetime("2026-11-25T11:00:00.250+01:00").unwrap(),
+            1_795_600_800_250
+        );
+        assert_eq!(
+            parse_datetime("2026-11-25T10:00:00").unwrap(),
+            1_795_600_800_000
+        );
+        assert_eq!(
+            parse_datetime("2000-02-29T23:59:59.5-00:30").unwrap(),
+            951_868_799_500 + 1_800_000
+        );
+        for bad in [
+            "2026-11-25",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "2026-11-25T10:00:00+x",
+        ] {
+            assert!(parse_datetime(bad).is_err(), "{bad}");
+        }
+    }
+}
