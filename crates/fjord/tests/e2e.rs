@@ -361,6 +361,17 @@ fn kip848_consumer_groups_split_partitions_and_are_described_and_listed() {
 }
 
 #[test]
+fn cooperative_sticky_assignment_works_unchanged_with_the_classic_protocol() {
+    run_client_against_new_broker(
+        "cooperative_sticky.py",
+        &[
+            ("offsets.topic.num.partitions", "4"),
+            ("group.initial.rebalance.delay.ms", "0"),
+        ],
+    );
+}
+
+#[test]
 fn kafka_python_round_trip_with_auto_created_topic() {
     run_client_against_new_broker("kafka_python_roundtrip.py", &[]);
 }

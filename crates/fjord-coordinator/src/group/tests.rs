@@ -498,3 +498,46 @@ fn deleting_a_topic_forgets_its_committed_offsets_in_every_group() {
         "one tombstone per forgotten offset"
     );
 }
+
+#[test]
+fn offset_delete_refuses_subscribed_topics_and_forgets_others() {
+    let mut c = GroupCoordinator::new(cfg());
+    let o = CommittedOffset {
+        offset: 1,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp: 0,
+    };
+    // The members of stable_pair subscribe with metadata b"meta", not a consumer-protocol subscription, so
+    // use a group of consumers whose subscription names topic "sub".
+    let mut sub = vec![0u8, 0, 0, 0, 0, 1, 0, 3];
+    sub.extend_from_slice(b"sub");
+    sub.extend_from_slice(&(-1i32).to_be_bytes());
+    let mut r = join_req("g", "", None);
+    r.protocols = vec![("range".into(), Bytes::from(sub))];
+    r.require_known_member_id = false;
+    let mut j = later(c.join(r, 0));
+    let res = j.try_recv().unwrap();
+    let _synced = later(sync(
+        &mut c,
+        "g",
+        res.generation_id,
+        &res.member_id,
+        vec![],
+        10,
+    ));
+    c.apply_commit(
+        "g",
+        vec![(("sub".into(), 0), o.clone()), (("old".into(), 0), o)],
+        10,
+    );
+    let codes = c
+        .delete_offsets("g", &[("sub".into(), 0), ("old".into(), 0)])
+        .unwrap();
+    assert_eq!(codes, vec![E::GroupSubscribedToTopic.code(), 0]);
+    assert_eq!(c.fetch_offsets("g").len(), 1);
+    assert_eq!(
+        c.delete_offsets("nope", &[]),
+        Err(E::GroupIdNotFound.code())
+    );
+}
