@@ -41,6 +41,7 @@ pub fn group_config(c: &BrokerConfig) -> GroupConfig {
         max_metadata_bytes: int("offset.metadata.max.bytes", 4096) as usize,
         max_group_size: int("group.max.size", i32::MAX as i64) as usize,
         offsets_partitions: int("offsets.topic.num.partitions", 50) as i32,
+        retention_check_interval_ms: int("offsets.retention.check.interval.ms", 600_000),
     }
 }
 

@@ -31,6 +31,8 @@ pub struct GroupConfig {
     pub max_group_size: usize,
     /// `offsets.topic.num.partitions`
     pub offsets_partitions: i32,
+    /// `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
+    pub retention_check_interval_ms: i64,
 }
 
 impl Default for GroupConfig {
@@ -43,6 +45,7 @@ impl Default for GroupConfig {
             max_metadata_bytes: 4096,
             max_group_size: i32::MAX as usize,
             offsets_partitions: 50,
+            retention_check_interval_ms: 600_000,
         }
     }
 }
@@ -446,6 +449,8 @@ pub struct GroupCoordinator {
     pub consumer: crate::consumer_group::ConsumerGroups,
     groups: HashMap<String, Group>,
     next_seq: u64,
+    /// When `tick` next looks for expired offsets.
+    next_retention_check: i64,
     /// Records waiting to be written to `__consumer_offsets` (group metadata changes, offset expiry).
     out: Vec<Record>,
 }
@@ -464,6 +469,7 @@ impl GroupCoordinator {
             consumer: crate::consumer_group::ConsumerGroups::new(consumer),
             groups: HashMap::new(),
             next_seq: 0,
+            next_retention_check: 0,
             out: Vec::new(),
         }
     }
@@ -1153,6 +1159,10 @@ impl GroupCoordinator {
     pub fn tick(&mut self, now: i64) {
         self.consumer.tick(now);
         let cfg = self.config.clone();
+        let check_retention = now >= self.next_retention_check;
+        if check_retention {
+            self.next_retention_check = now + cfg.retention_check_interval_ms;
+        }
         let ids: Vec<String> = self.groups.keys().cloned().collect();
         for id in ids {
             let Some(g) = self.groups.get_mut(&id) else {
@@ -1203,7 +1213,7 @@ impl GroupCoordinator {
                         }
                     }
                 }
-                GroupState::Empty if !self.consumer.is_empty(&id) => {}
+                GroupState::Empty if !check_retention || !self.consumer.is_empty(&id) => {}
                 GroupState::Empty => {
                     let partition = records::partition_for(&id, cfg.offsets_partitions);
                     let retention = cfg.offsets_retention_ms;

@@ -378,6 +378,7 @@ fn delete_only_empty_groups_and_queue_tombstones() {
 fn offsets_of_empty_groups_expire_after_retention() {
     let mut c = GroupCoordinator::new(GroupConfig {
         offsets_retention_ms: 1_000,
+        retention_check_interval_ms: 100,
         ..cfg()
     });
     c.apply_commit(
