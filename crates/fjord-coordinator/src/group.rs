@@ -272,6 +272,35 @@ impl Group {
         votes.into_iter().max_by_key(|(_, v)| *v).map(|(n, _)| n)
     }
 
+    /// A JoinGroup answer for the current generation, without a rebalance; the leader gets every member's
+    /// metadata (it may send SyncGroup again, which in Stable just returns its assignment).
+    fn current_generation(&self, member_id: &str) -> JoinResult {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        let is_leader = self.leader.as_deref() == Some(member_id);
+        JoinResult {
+            error: 0,
+            generation_id: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol.clone(),
+            leader: self.leader.clone().unwrap_or_default(),
+            member_id: member_id.to_string(),
+            members: if is_leader {
+                self.members
+                    .values()
+                    .map(|m| {
+                        (
+                            m.id.clone(),
+                            m.instance_id.clone(),
+                            m.metadata_for(&protocol),
+                        )
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
     fn supports(&self, protocol_type: &str, protocols: &[(String, Bytes)]) -> bool {
         if self.members.is_empty() {
             return !protocol_type.is_empty() && !protocols.is_empty();
@@ -563,33 +592,8 @@ impl GroupCoordinator {
                     if group.state == GroupState::Stable && unchanged {
                         // No rebalance: hand back the current generation. A leader gets the member list and may
                         // send SyncGroup again; in Stable that just returns its assignment.
-                        let protocol = group.protocol.clone().unwrap_or_default();
-                        let is_leader = group.leader.as_deref() == Some(new_id.as_str());
-                        let members = if is_leader {
-                            group
-                                .members
-                                .values()
-                                .map(|m| {
-                                    (
-                                        m.id.clone(),
-                                        m.instance_id.clone(),
-                                        m.metadata_for(&protocol),
-                                    )
-                                })
-                                .collect()
-                        } else {
-                            Vec::new()
-                        };
                         tracing::info!(group = %group.id, %instance, member = %new_id, "static member rejoined without rebalance");
-                        return Reply::Now(JoinResult {
-                            error: 0,
-                            generation_id: group.generation,
-                            protocol_type: group.protocol_type.clone(),
-                            protocol_name: group.protocol.clone(),
-                            leader: group.leader.clone().unwrap_or_default(),
-                            member_id: new_id,
-                            members,
-                        });
+                        return Reply::Now(group.current_generation(&new_id));
                     }
                     new_id
                 }
@@ -636,34 +640,10 @@ impl GroupCoordinator {
                 _ => false,
             };
             if shortcut {
-                let protocol = group.protocol.clone().unwrap_or_default();
-                let members = if is_leader {
-                    group
-                        .members
-                        .values()
-                        .map(|m| {
-                            (
-                                m.id.clone(),
-                                m.instance_id.clone(),
-                                m.metadata_for(&protocol),
-                            )
-                        })
-                        .collect()
-                } else {
-                    Vec::new()
-                };
                 if let Some(m) = group.members.get_mut(&member_id) {
                     m.heartbeat_deadline = now + m.session_timeout_ms as i64;
                 }
-                return Reply::Now(JoinResult {
-                    error: 0,
-                    generation_id: group.generation,
-                    protocol_type: group.protocol_type.clone(),
-                    protocol_name: group.protocol.clone(),
-                    leader: group.leader.clone().unwrap_or_default(),
-                    member_id,
-                    members,
-                });
+                return Reply::Now(group.current_generation(&member_id));
             }
         }
         let (tx, rx) = oneshot::channel();

@@ -2,61 +2,12 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::*;
 
 const T: Duration = Duration::from_secs(120);
-
-/// Runs `fjord ARGS` with `stdin`, bounded in time.
-fn fjord(bootstrap: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fjord"));
-    cmd.args(args).env("FJORD_BOOTSTRAP_SERVER", bootstrap);
-    let Some(input) = stdin else {
-        return run_bounded(&mut cmd, T);
-    };
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn fjord");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if rx.recv_timeout(T).is_err() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-    });
-    let mut sin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = sin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    let _ = writer.join();
-    let _ = tx.send(());
-    out
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "fjord failed ({:?}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 #[test]
 fn a_piped_file_comes_back_byte_for_byte_from_the_beginning() {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,50 +25,6 @@ fn group_broker(dir: &tempfile::TempDir) -> BrokerProc {
             ("offsets.topic.num.partitions", "4"),
         ],
     )
-}
-
-/// Runs `fjord ARGS` against `bootstrap` with optional standard input, bounded in time.
-fn fjord(bootstrap: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fjord"));
-    cmd.args(args).env("FJORD_BOOTSTRAP_SERVER", bootstrap);
-    let Some(input) = stdin else {
-        return run_bounded(&mut cmd, T);
-    };
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn fjord");
-    let mut sin = child.stdin.take().expect("stdin");
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = sin.write_all(&input);
-    });
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if rx.recv_timeout(T).is_err() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-    });
-    let out = child.wait_with_output().expect("wait fjord");
-    let _ = writer.join();
-    let _ = tx.send(());
-    out
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "fjord failed ({:?}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Asserts the command failed with `code` and a message containing `needle`; returns stderr.

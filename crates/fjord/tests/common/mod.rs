@@ -210,33 +210,7 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
 }
 
 pub fn kcat(args: &[&str], stdin: Option<&[u8]>, timeout: Duration) -> Output {
-    use std::io::Write;
-    let mut cmd = Command::new("kcat");
-    cmd.args(args);
-    if stdin.is_none() {
-        return run_bounded(&mut cmd, timeout);
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kcat is not installed: run ./test.sh or apt-get install kcat");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if rx.recv_timeout(timeout).is_err() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-    });
-    if let (Some(input), Some(mut sin)) = (stdin, child.stdin.take()) {
-        sin.write_all(input).expect("write kcat stdin");
-    }
-    let out = child.wait_with_output().expect("wait kcat");
-    let _ = tx.send(());
-    out
+    run_with_stdin(Command::new("kcat").args(args), stdin, timeout)
 }
 
 /// A fresh temporary directory for one broker's data.
@@ -261,4 +235,59 @@ pub fn run_client_against_new_broker(
         "{script} did not report ok:\n{out}"
     );
     (dir, broker)
+}
+
+/// Runs `fjord ARGS` against `bootstrap` (via $FJORD_BOOTSTRAP_SERVER), feeding `stdin`, bounded in time.
+pub fn fjord(bootstrap: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fjord"));
+    cmd.args(args).env("FJORD_BOOTSTRAP_SERVER", bootstrap);
+    run_with_stdin(&mut cmd, stdin, Duration::from_secs(120))
+}
+
+/// Runs a command with `stdin` written from a thread (so a full pipe cannot deadlock), killed at `timeout`.
+pub fn run_with_stdin(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
+    use std::io::Write;
+    let Some(input) = stdin else {
+        return run_bounded(cmd, timeout);
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let mut sin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = sin.write_all(&input);
+    });
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(timeout).is_err() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    });
+    let out = child.wait_with_output().expect("wait for child");
+    let _ = writer.join();
+    let _ = tx.send(());
+    out
+}
+
+/// Asserts success and returns stdout.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed ({:?}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
