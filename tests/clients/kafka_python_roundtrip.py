@@ -5,8 +5,8 @@ from kafka import KafkaProducer, KafkaConsumer, TopicPartition
 
 bootstrap = sys.argv[1]
 topic = "kp-roundtrip"
-# kafka-python 3 is idempotent by default; InitProducerId arrives with issue #5.
-p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+# kafka-python 3 is idempotent by default: this also exercises InitProducerId and sequence checks.
+p = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
 futures = [p.send(topic, key=f"k{i}".encode(), value=f"v{i}".encode(), headers=[("n", str(i).encode())], partition=0)
            for i in range(1000)]
 p.flush(timeout=30)

@@ -12,6 +12,7 @@ pub mod config;
 pub mod groups;
 pub mod metrics;
 pub mod partition;
+pub mod producers;
 pub mod server;
 
 use std::net::SocketAddr;
@@ -38,6 +39,8 @@ pub enum Error {
     Config(#[from] config::ConfigError),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Producer(#[from] producers::ProducerError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -60,6 +63,7 @@ impl Error {
             Error::Meta(_) => E::UnknownServerError.code(),
             Error::Config(_) => E::InvalidConfig.code(),
             Error::Io(_) => E::KafkaStorageError.code(),
+            Error::Producer(p) => p.code(),
             Error::Internal(_) => E::UnknownServerError.code(),
         }
     }
@@ -81,6 +85,8 @@ pub struct BrokerState {
     pub metrics: Metrics,
     /// Consumer groups: the coordinator and its `__consumer_offsets` persistence.
     pub groups: groups::Groups,
+    /// Producer ids for InitProducerId, reserved in blocks through the metadata quorum.
+    pub producer_ids: producers::ProducerIds,
     /// The host and port this broker advertises in Metadata (the bound port when configured with port 0).
     pub advertised: (String, i32),
 }
@@ -124,6 +130,7 @@ impl Broker {
         partitions.sync_with(&meta.state(), &config)?;
         let state = Arc::new(BrokerState {
             metrics: Metrics::new(),
+            producer_ids: producers::ProducerIds::default(),
             groups: groups::Groups::new(
                 groups::group_config(&config),
                 groups::consumer_config(&config),

@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
+use crate::producers::{ProducerStates, Verdict};
 use crate::{now_ms, Error, Result};
 
 /// Name of the file in each partition directory that records which topic id the data belongs to, so a topic
@@ -35,6 +36,52 @@ pub struct Partition {
     flush_lock: tokio::sync::Mutex<()>,
     /// Fetches parked until new data arrives register here; each append wakes and clears them.
     waiters: Mutex<Vec<Arc<Notify>>>,
+    /// Sequence state of idempotent producers; locked before the log on append.
+    producers: Mutex<ProducerStates>,
+}
+
+/// Byte offset of producerId in a v2 batch header.
+const PRODUCER_ID_POS: usize = 43;
+
+/// True if any batch in `records` carries a producer id (an idempotent producer's), read from the headers.
+fn has_producer_batches(records: &[u8]) -> bool {
+    let mut pos = 0;
+    while pos + PRODUCER_ID_POS + 8 <= records.len() {
+        let pid = i64::from_be_bytes(
+            records[pos + PRODUCER_ID_POS..pos + PRODUCER_ID_POS + 8]
+                .try_into()
+                .unwrap_or([0xff; 8]),
+        );
+        if pid >= 0 {
+            return true;
+        }
+        let len = i32::from_be_bytes(records[pos + 8..pos + 12].try_into().unwrap_or([0; 4]));
+        if len <= 0 {
+            return false;
+        }
+        pos += 12 + len as usize;
+    }
+    false
+}
+
+/// Rebuilds producer sequence state from the batch headers in the log.
+fn rebuild_producers(log: &Log) -> Result<ProducerStates> {
+    let mut states = ProducerStates::default();
+    let mut offset = log.log_start_offset();
+    let end = log.log_end_offset();
+    while offset < end {
+        let chunk = log.read(offset, 1 << 20, end, true)?;
+        if chunk.records.is_empty() {
+            break;
+        }
+        let batches = fjord_log::validate_batches(&chunk.records, usize::MAX)?;
+        let Some(last) = batches.last() else { break };
+        for b in &batches {
+            states.record(b);
+        }
+        offset = last.last_offset + 1;
+    }
+    Ok(states)
 }
 
 impl Partition {
@@ -46,7 +93,50 @@ impl Partition {
 
     pub fn append(&self, records: Bytes) -> Result<AppendInfo> {
         let epoch = self.leader_epoch.load(Ordering::Relaxed) as i32;
-        let info = self.lock().append(records, epoch, now_ms())?;
+        if !has_producer_batches(&records) {
+            let info = self.lock().append(records, epoch, now_ms())?;
+            self.wake_waiters();
+            return Ok(info);
+        }
+        // Idempotent producer: check sequences and append under one lock order (producers, then log).
+        let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut log = self.lock();
+        let batches = fjord_log::validate_batches(&records, log.config().max_message_bytes)?;
+        let verdicts = batches
+            .iter()
+            .map(|b| producers.check(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(Verdict::Duplicate {
+            base_offset,
+            last_offset,
+        }) = verdicts.first().copied()
+        {
+            if verdicts.len() == 1 {
+                tracing::debug!(topic = %self.topic, partition = self.index, base_offset, "duplicate batch from an idempotent producer");
+                return Ok(AppendInfo {
+                    base_offset,
+                    last_offset,
+                    log_append_time: -1,
+                    max_timestamp: -1,
+                    log_start_offset: log.log_start_offset(),
+                    batches: Vec::new(),
+                });
+            }
+        }
+        if verdicts.iter().any(|v| *v != Verdict::Append) {
+            // A request mixing retried and new batches cannot be split; the producer retries it.
+            return Err(crate::producers::ProducerError::OutOfOrder {
+                expected: -1,
+                got: batches[0].base_sequence,
+            }
+            .into());
+        }
+        let info = log.append(records, epoch, now_ms())?;
+        for b in &info.batches {
+            producers.record(b);
+        }
+        drop(log);
+        drop(producers);
         self.wake_waiters();
         Ok(info)
     }
@@ -240,6 +330,7 @@ impl PartitionManager {
             prepare_partition_dir(&dir, id)?;
             let log = Log::open(&dir, lc, now_ms())?;
             let leo = log.log_end_offset();
+            let producers = rebuild_producers(&log)?;
             let p = Partition {
                 topic: key.0.clone(),
                 index: key.1,
@@ -249,6 +340,7 @@ impl PartitionManager {
                 durable: AtomicI64::new(leo),
                 flush_lock: tokio::sync::Mutex::new(()),
                 waiters: Mutex::new(Vec::new()),
+                producers: Mutex::new(producers),
             };
             parts.insert(key, Arc::new(p));
         }
@@ -294,4 +386,114 @@ fn prepare_partition_dir(dir: &Path, id: Uuid) -> Result<()> {
     std::fs::write(&tmp, expected)?;
     std::fs::rename(&tmp, &meta)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bytes::BytesMut;
+    use fjord_meta::{BrokerInfo, PartitionMeta, TopicMeta};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    use super::*;
+
+    fn batch(producer_id: i64, epoch: i16, first_seq: i32, n: usize) -> Bytes {
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id,
+                producer_epoch: epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: first_seq + i as i32,
+                timestamp: 1,
+                key: None,
+                value: Some(Bytes::from(format!("v{i}"))),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    fn state() -> (ClusterState, BrokerConfig) {
+        let mut s = ClusterState::default();
+        s.brokers.insert(
+            1,
+            BrokerInfo {
+                id: 1,
+                host: "h".into(),
+                port: 1,
+                rack: None,
+            },
+        );
+        s.topics.insert(
+            "t".into(),
+            TopicMeta {
+                name: "t".into(),
+                id: Uuid::from_u128(7),
+                partitions: vec![PartitionMeta {
+                    leader: 1,
+                    leader_epoch: 0,
+                    replicas: vec![1],
+                    isr: vec![1],
+                }],
+                configs: BTreeMap::new(),
+                internal: false,
+            },
+        );
+        (s, BrokerConfig::from_properties(BTreeMap::new()).unwrap())
+    }
+
+    #[test]
+    fn idempotent_retries_are_appended_once_even_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (meta, cfg) = state();
+        let pm = PartitionManager::new(dir.path(), 1);
+        pm.sync_with(&meta, &cfg).unwrap();
+        let p = pm.get("t", 0).unwrap();
+        let first = p.append(batch(5, 0, 0, 3)).unwrap();
+        assert_eq!((first.base_offset, first.last_offset), (0, 2));
+        let retry = p.append(batch(5, 0, 0, 3)).unwrap();
+        assert_eq!(
+            (retry.base_offset, retry.last_offset),
+            (0, 2),
+            "a retry gets the original offsets"
+        );
+        assert_eq!(p.high_watermark(), 3, "and is not appended again");
+        let gap = p.append(batch(5, 0, 7, 1)).unwrap_err();
+        assert_eq!(
+            gap.code(),
+            kafka_protocol::error::ResponseError::OutOfOrderSequenceNumber.code()
+        );
+        drop(p);
+        pm.close_all();
+
+        // After a restart the state is rebuilt from the log.
+        let pm = PartitionManager::new(dir.path(), 1);
+        pm.sync_with(&meta, &cfg).unwrap();
+        let p = pm.get("t", 0).unwrap();
+        let retry = p.append(batch(5, 0, 0, 3)).unwrap();
+        assert_eq!(retry.base_offset, 0);
+        assert_eq!(p.high_watermark(), 3);
+        let next = p.append(batch(5, 0, 3, 2)).unwrap();
+        assert_eq!((next.base_offset, next.last_offset), (3, 4));
+        // Plain (non-idempotent) batches are untouched by all this.
+        assert_eq!(p.append(batch(-1, -1, -1, 1)).unwrap().base_offset, 5);
+    }
 }

@@ -62,6 +62,11 @@ impl ClusterState {
     /// one name both pass the proposer's check but only the first one applied succeeds.
     pub(crate) fn apply(&mut self, cmd: &Command) -> CommandResult {
         match cmd {
+            Command::AllocateProducerIds { count } => {
+                let first = self.next_producer_id;
+                self.next_producer_id += (*count).max(1);
+                CommandResult::ProducerIds { first }
+            }
             Command::Bootstrap { cluster_id } => {
                 // First writer wins; a second bootstrap (e.g. after a crash between proposing it
                 // and observing it) must not change an id that clients may already have seen.
@@ -230,6 +235,11 @@ pub enum Command {
     Bootstrap {
         cluster_id: String,
     },
+    /// Reserves `count` producer ids (KIP-98 idempotence) for the proposing broker; ids are never reused,
+    /// across restarts and brokers, because the reservation is a committed entry.
+    AllocateProducerIds {
+        count: i64,
+    },
 }
 
 /// The state machine's verdict on a command.
@@ -240,6 +250,10 @@ pub enum CommandResult {
     UnknownTopic,
     /// E.g. new count <= current, or a partition without replicas.
     InvalidPartitions(String),
+    /// The first of the reserved producer ids (AllocateProducerIds).
+    ProducerIds {
+        first: i64,
+    },
 }
 
 #[cfg(test)]
@@ -341,5 +355,20 @@ mod tests {
         s.apply(&Command::RegisterBroker(b(2)));
         assert_eq!(s.brokers.len(), 1);
         assert_eq!(s.brokers[&7].port, 2);
+    }
+}
+
+#[cfg(test)]
+mod producer_id_tests {
+    use super::*;
+
+    #[test]
+    fn producer_id_blocks_never_overlap() {
+        let mut s = ClusterState::default();
+        let a = s.apply(&Command::AllocateProducerIds { count: 1000 });
+        let b = s.apply(&Command::AllocateProducerIds { count: 1000 });
+        assert_eq!(a, CommandResult::ProducerIds { first: 0 });
+        assert_eq!(b, CommandResult::ProducerIds { first: 1000 });
+        assert_eq!(s.next_producer_id, 2000);
     }
 }

@@ -372,6 +372,17 @@ fn cooperative_sticky_assignment_works_unchanged_with_the_classic_protocol() {
 }
 
 #[test]
+fn idempotent_producer_writes_each_message_once_with_producer_ids_in_the_log() {
+    let (_dir, broker) = run_client_against_new_broker("idempotent_producer.py", &[]);
+    // The batches on disk carry the producer id and sequences the client sent.
+    let data = std::fs::read(broker.data_dir.join("idem-0/00000000000000000000.log")).unwrap();
+    let pid = i64::from_be_bytes(data[43..51].try_into().unwrap());
+    let first_seq = i32::from_be_bytes(data[53..57].try_into().unwrap());
+    assert!(pid >= 0, "producer id {pid}");
+    assert_eq!(first_seq, 0);
+}
+
+#[test]
 fn kafka_python_round_trip_with_auto_created_topic() {
     run_client_against_new_broker("kafka_python_roundtrip.py", &[]);
 }
