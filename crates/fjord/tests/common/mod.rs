@@ -176,37 +176,15 @@ pub fn python() -> PathBuf {
 /// Runs `tests/clients/<script>` with `args`, bounded by `timeout`; panics with its output if it fails.
 pub fn run_client(script: &str, args: &[&str], timeout: Duration) -> String {
     let path = workspace_root().join("tests/clients").join(script);
-    let out = run_bounded(Command::new(python()).arg(path).args(args), timeout);
-    assert!(
-        out.status.success(),
-        "{script} {args:?} failed ({:?})\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    ok(&run_bounded(
+        Command::new(python()).arg(path).args(args),
+        timeout,
+    ))
 }
 
 /// Runs a command with a deadline; kills it when the deadline passes.
 pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        if rx.recv_timeout(timeout).is_err() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-    });
-    let out = child.wait_with_output().expect("wait for child");
-    let _ = tx.send(());
-    out
+    run_with_stdin(cmd, None, timeout)
 }
 
 pub fn kcat(args: &[&str], stdin: Option<&[u8]>, timeout: Duration) -> Output {
@@ -247,19 +225,22 @@ pub fn fjord(bootstrap: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
 /// Runs a command with `stdin` written from a thread (so a full pipe cannot deadlock), killed at `timeout`.
 pub fn run_with_stdin(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Output {
     use std::io::Write;
-    let Some(input) = stdin else {
-        return run_bounded(cmd, timeout);
-    };
     let mut child = cmd
-        .stdin(Stdio::piped())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let mut sin = child.stdin.take().expect("stdin");
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = sin.write_all(&input);
+    let writer = stdin.map(|input| {
+        let mut sin = child.stdin.take().expect("stdin");
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = sin.write_all(&input);
+        })
     });
     let pid = child.id();
     let (tx, rx) = mpsc::channel::<()>();
@@ -271,7 +252,9 @@ pub fn run_with_stdin(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration
         }
     });
     let out = child.wait_with_output().expect("wait for child");
-    let _ = writer.join();
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
     let _ = tx.send(());
     out
 }
