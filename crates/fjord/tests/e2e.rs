@@ -383,6 +383,17 @@ fn idempotent_producer_writes_each_message_once_with_producer_ids_in_the_log() {
 }
 
 #[test]
+fn kafka_python_admin_alters_lists_and_deletes_group_offsets_and_removes_static_members() {
+    run_client_against_new_broker(
+        "kafka_python_group_admin.py",
+        &[
+            ("offsets.topic.num.partitions", "4"),
+            ("group.initial.rebalance.delay.ms", "0"),
+        ],
+    );
+}
+
+#[test]
 fn kafka_python_round_trip_with_auto_created_topic() {
     run_client_against_new_broker("kafka_python_roundtrip.py", &[]);
 }
