@@ -40,30 +40,6 @@ pub struct Partition {
     producers: Mutex<ProducerStates>,
 }
 
-/// Byte offset of producerId in a v2 batch header.
-const PRODUCER_ID_POS: usize = 43;
-
-/// True if any batch in `records` carries a producer id (an idempotent producer's), read from the headers.
-fn has_producer_batches(records: &[u8]) -> bool {
-    let mut pos = 0;
-    while pos + PRODUCER_ID_POS + 8 <= records.len() {
-        let pid = i64::from_be_bytes(
-            records[pos + PRODUCER_ID_POS..pos + PRODUCER_ID_POS + 8]
-                .try_into()
-                .unwrap_or([0xff; 8]),
-        );
-        if pid >= 0 {
-            return true;
-        }
-        let len = i32::from_be_bytes(records[pos + 8..pos + 12].try_into().unwrap_or([0; 4]));
-        if len <= 0 {
-            return false;
-        }
-        pos += 12 + len as usize;
-    }
-    false
-}
-
 /// Rebuilds producer sequence state from the batch headers in the log.
 fn rebuild_producers(log: &Log) -> Result<ProducerStates> {
     let mut states = ProducerStates::default();
@@ -93,7 +69,9 @@ impl Partition {
 
     pub fn append(&self, records: Bytes) -> Result<AppendInfo> {
         let epoch = self.leader_epoch.load(Ordering::Relaxed) as i32;
-        if !has_producer_batches(&records) {
+        // Only the headers are read here; `Log::append` validates each batch (CRC included) once.
+        let batches: Vec<_> = fjord_log::batch_headers(&records).collect();
+        if batches.iter().all(|b| b.producer_id < 0) {
             let info = self.lock().append(records, epoch, now_ms())?;
             self.wake_waiters();
             return Ok(info);
@@ -101,27 +79,26 @@ impl Partition {
         // Idempotent producer: check sequences and append under one lock order (producers, then log).
         let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
         let mut log = self.lock();
-        let batches = fjord_log::validate_batches(&records, log.config().max_message_bytes)?;
         let verdicts = batches
             .iter()
             .map(|b| producers.check(b))
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(Verdict::Duplicate {
+        if let [Verdict::Duplicate {
             base_offset,
             last_offset,
-        }) = verdicts.first().copied()
+        }] = verdicts[..]
         {
-            if verdicts.len() == 1 {
-                tracing::debug!(topic = %self.topic, partition = self.index, base_offset, "duplicate batch from an idempotent producer");
-                return Ok(AppendInfo {
-                    base_offset,
-                    last_offset,
-                    log_append_time: -1,
-                    max_timestamp: -1,
-                    log_start_offset: log.log_start_offset(),
-                    batches: Vec::new(),
-                });
-            }
+            // A retry is answered without appending, but only if it is a well-formed batch.
+            fjord_log::validate_batches(&records, log.config().max_message_bytes)?;
+            tracing::debug!(topic = %self.topic, partition = self.index, base_offset, "duplicate batch from an idempotent producer");
+            return Ok(AppendInfo {
+                base_offset,
+                last_offset,
+                log_append_time: -1,
+                max_timestamp: -1,
+                log_start_offset: log.log_start_offset(),
+                batches: Vec::new(),
+            });
         }
         if verdicts.iter().any(|v| *v != Verdict::Append) {
             // A request mixing retried and new batches cannot be split; the producer retries it.
@@ -476,6 +453,15 @@ mod tests {
             "a retry gets the original offsets"
         );
         assert_eq!(p.high_watermark(), 3, "and is not appended again");
+        // A retry that arrives damaged is refused, not acknowledged as the original.
+        let mut damaged = BytesMut::from(&batch(5, 0, 0, 3)[..]);
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0xff;
+        let err = p.append(damaged.freeze()).unwrap_err();
+        assert_eq!(
+            err.code(),
+            kafka_protocol::error::ResponseError::CorruptMessage.code()
+        );
         let gap = p.append(batch(5, 0, 7, 1)).unwrap_err();
         assert_eq!(
             gap.code(),

@@ -469,6 +469,19 @@ pub struct Record {
     pub value: Option<Bytes>,
 }
 
+/// The record that deletes a committed offset from `__consumer_offsets`.
+fn offset_tombstone(partition: i32, group: &str, topic: &str, p: i32) -> Record {
+    Record {
+        partition,
+        key: records::encode_key(&Key::Offset {
+            group: group.into(),
+            topic: topic.into(),
+            partition: p,
+        }),
+        value: None,
+    }
+}
+
 /// Per-partition outcome of validating an OffsetCommit.
 pub type CommitCheck = Vec<((String, i32), i16)>;
 
@@ -1051,15 +1064,8 @@ impl GroupCoordinator {
         let partition = self.partition_for(group_id);
         let g = self.groups.remove(group_id).expect("checked above");
         for (topic, p) in g.offsets.keys() {
-            self.out.push(Record {
-                partition,
-                key: records::encode_key(&Key::Offset {
-                    group: group_id.into(),
-                    topic: topic.clone(),
-                    partition: *p,
-                }),
-                value: None,
-            });
+            self.out
+                .push(offset_tombstone(partition, group_id, topic, *p));
         }
         self.out.push(Record {
             partition,
@@ -1086,15 +1092,12 @@ impl GroupCoordinator {
             for (t, p) in gone {
                 g.offsets.remove(&(t.clone(), p));
                 removed += 1;
-                self.out.push(Record {
-                    partition: records::partition_for(&g.id, n),
-                    key: records::encode_key(&Key::Offset {
-                        group: g.id.clone(),
-                        topic: t,
-                        partition: p,
-                    }),
-                    value: None,
-                });
+                self.out.push(offset_tombstone(
+                    records::partition_for(&g.id, n),
+                    &g.id,
+                    &t,
+                    p,
+                ));
             }
         }
         removed
@@ -1119,15 +1122,8 @@ impl GroupCoordinator {
                 continue;
             }
             if g.offsets.remove(&(topic.clone(), *p)).is_some() {
-                self.out.push(Record {
-                    partition,
-                    key: records::encode_key(&Key::Offset {
-                        group: group_id.into(),
-                        topic: topic.clone(),
-                        partition: *p,
-                    }),
-                    value: None,
-                });
+                self.out
+                    .push(offset_tombstone(partition, group_id, topic, *p));
             }
             codes.push(0);
         }
@@ -1206,15 +1202,7 @@ impl GroupCoordinator {
                     for (topic, p) in old {
                         g.offsets.remove(&(topic.clone(), p));
                         tracing::info!(group = %id, %topic, partition = p, "committed offset expired (offsets.retention.minutes)");
-                        self.out.push(Record {
-                            partition,
-                            key: records::encode_key(&Key::Offset {
-                                group: id.clone(),
-                                topic,
-                                partition: p,
-                            }),
-                            value: None,
-                        });
+                        self.out.push(offset_tombstone(partition, &id, &topic, p));
                     }
                 }
                 GroupState::Dead => {}

@@ -268,6 +268,21 @@ pub fn validate_batches(records: &[u8], max_message_bytes: usize) -> Result<Vec<
         .collect())
 }
 
+/// The headers of the batches in `records`, read without any check (no CRC, no length validation beyond
+/// what framing needs): for cheap questions such as "does any batch carry a producer id" or "how many
+/// records were sent". Stops at the first header that is cut off or has a non-positive length.
+pub fn batch_headers(records: &[u8]) -> impl Iterator<Item = BatchInfo> + '_ {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        let h = Header::parse(records.get(pos..)?)?;
+        if h.batch_length <= 0 {
+            return None;
+        }
+        pos = pos.saturating_add(h.size());
+        Some(h.info())
+    })
+}
+
 /// Recovery-side check of a batch read back from disk: framing plus [`check_batch`] with the relaxed delta rule.
 /// `buf` starts at the batch and may extend beyond it.
 pub(crate) fn check_stored(buf: &[u8]) -> Result<Header> {

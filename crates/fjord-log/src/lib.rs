@@ -23,7 +23,7 @@ mod timestamp;
 #[cfg(test)]
 mod tests;
 
-pub use batch::{validate_batches, BatchInfo};
+pub use batch::{batch_headers, validate_batches, BatchInfo};
 pub use config::{LogConfig, TimestampType};
 pub use error::{Error, Result};
 pub use log::{AppendInfo, FlushHandle, Log, ReadInfo};

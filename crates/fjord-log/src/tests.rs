@@ -1188,3 +1188,25 @@ mod model {
         }
     }
 }
+
+#[test]
+fn batch_headers_walks_batches_without_checking_them() {
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&values_batch("a", 3, 1));
+    buf.extend_from_slice(&values_batch("b", 2, 1));
+    let whole = buf.freeze();
+    let counts: Vec<i32> = crate::batch_headers(&whole)
+        .map(|b| b.record_count)
+        .collect();
+    assert_eq!(counts, vec![3, 2]);
+    // A cut-off second batch is still listed (its header is complete); a cut-off header ends the walk.
+    let first = crate::batch_headers(&whole).next().unwrap().size;
+    assert_eq!(crate::batch_headers(&whole[..first + 70]).count(), 2);
+    assert_eq!(crate::batch_headers(&whole[..first + 10]).count(), 1);
+    assert_eq!(crate::batch_headers(&[0u8; 5]).count(), 0);
+    assert_eq!(
+        crate::batch_headers(&[0u8; 100]).count(),
+        0,
+        "zero length ends the walk"
+    );
+}

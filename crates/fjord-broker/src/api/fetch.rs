@@ -64,30 +64,11 @@ fn account(ctx: &Ctx<'_>, resp: &FetchResponse) {
     }
 }
 
-/// Sum of the recordCount fields of the v2 batches in `data`, read from the headers only.
+/// Sum of the recordCount fields of the batches in `data`, from their headers.
 fn record_count(data: &[u8]) -> u64 {
-    const BATCH_LENGTH_POS: usize = 8;
-    const RECORD_COUNT_POS: usize = 57;
-    let mut pos = 0;
-    let mut n = 0u64;
-    while pos + RECORD_COUNT_POS + 4 <= data.len() {
-        let len = i32::from_be_bytes(
-            data[pos + BATCH_LENGTH_POS..pos + BATCH_LENGTH_POS + 4]
-                .try_into()
-                .unwrap_or([0; 4]),
-        );
-        let count = i32::from_be_bytes(
-            data[pos + RECORD_COUNT_POS..pos + RECORD_COUNT_POS + 4]
-                .try_into()
-                .unwrap_or([0; 4]),
-        );
-        if len <= 0 {
-            break;
-        }
-        n += count.max(0) as u64;
-        pos += 12 + len as usize;
-    }
-    n
+    fjord_log::batch_headers(data)
+        .map(|b| b.record_count.max(0) as u64)
+        .sum()
 }
 
 /// One pass over the requested partitions. Returns the response, the record bytes in it, and whether an error
