@@ -408,6 +408,31 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         positive
     ),
     bdef!("offset.metadata.max.bytes", Some("4096"), Int, positive),
+    bdef!(
+        "transaction.state.log.num.partitions",
+        Some("50"),
+        Int,
+        positive
+    ),
+    bdef!(
+        "transaction.state.log.replication.factor",
+        Some("3"),
+        Short,
+        positive
+    ),
+    bdef!(
+        "transaction.state.log.segment.bytes",
+        Some("104857600"),
+        Int,
+        segment_bytes
+    ),
+    bdef!("transaction.max.timeout.ms", Some("900000"), Int, positive),
+    bdef!(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        Some("10000"),
+        Int,
+        positive
+    ),
     bdef!("process.roles", Some("broker,controller"), List),
     bdef!("controller.quorum.voters", None, List),
 ];

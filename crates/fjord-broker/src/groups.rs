@@ -2,12 +2,13 @@
 //! to the compacted `__consumer_offsets` topic (acks=all durability), replays that topic on start-up, and
 //! drives the coordinator's clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use fjord_coordinator::consumer_group::ConsumerConfig;
+use fjord_coordinator::records::{self, Key};
 use fjord_coordinator::{GroupConfig, GroupCoordinator, Record};
 use fjord_meta::{Command, CommandResult};
 use kafka_protocol::records::{
@@ -18,6 +19,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
+use crate::partition::Origin;
 use crate::{now_ms, BrokerState, Error, Result};
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -29,6 +31,20 @@ pub struct Groups {
     coordinator: Mutex<GroupCoordinator>,
     /// Serializes appends to `__consumer_offsets` so that records of one group keep their order.
     write_lock: tokio::sync::Mutex<()>,
+    /// Transactional offset commits (TxnOffsetCommit) written but not yet committed or aborted, by producer id.
+    /// They become visible when the commit marker reaches their `__consumer_offsets` partition.
+    pending_txn: Mutex<HashMap<i64, Vec<PendingOffset>>>,
+}
+
+/// A transactional offset commit waiting for its transaction's outcome.
+struct PendingOffset {
+    /// Its `__consumer_offsets` partition.
+    partition: i32,
+    group: String,
+    topic: String,
+    topic_partition: i32,
+    key: Bytes,
+    value: Option<Bytes>,
 }
 
 pub fn group_config(c: &BrokerConfig) -> GroupConfig {
@@ -50,7 +66,100 @@ impl Groups {
         Self {
             coordinator: Mutex::new(GroupCoordinator::with_consumer_config(config, consumer)),
             write_lock: tokio::sync::Mutex::new(()),
+            pending_txn: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Vec<PendingOffset>>> {
+        self.pending_txn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add_pending(&self, producer_id: i64, partition: i32, key: Bytes, value: Option<Bytes>) {
+        let Ok(Key::Offset {
+            group,
+            topic,
+            partition: topic_partition,
+        }) = records::decode_key(key.clone())
+        else {
+            return;
+        };
+        self.lock_pending()
+            .entry(producer_id)
+            .or_default()
+            .push(PendingOffset {
+                partition,
+                group,
+                topic,
+                topic_partition,
+                key,
+                value,
+            });
+    }
+
+    /// A transaction marker reached `__consumer_offsets` partition `partition`: the producer's pending offset
+    /// commits there become visible (commit) or are dropped (abort).
+    pub fn complete_txn(&self, producer_id: i64, partition: i32, commit: bool) {
+        let done: Vec<PendingOffset> = {
+            let mut pending = self.lock_pending();
+            let Some(list) = pending.get_mut(&producer_id) else {
+                return;
+            };
+            let (done, keep): (Vec<_>, Vec<_>) =
+                list.drain(..).partition(|p| p.partition == partition);
+            *list = keep;
+            if list.is_empty() {
+                pending.remove(&producer_id);
+            }
+            done
+        };
+        if commit && !done.is_empty() {
+            let now = now_ms();
+            let mut c = self.lock();
+            for p in done {
+                if let Err(e) = c.replay(p.key, p.value, now) {
+                    tracing::warn!(group = %p.group, error = %e, "cannot apply a transactional offset commit");
+                }
+            }
+        }
+    }
+
+    /// Does a transaction hold an uncommitted offset for this group and partition (KIP-447 require_stable)?
+    pub fn has_pending(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.lock_pending()
+            .values()
+            .flatten()
+            .any(|p| p.group == group && p.topic == topic && p.topic_partition == partition)
+    }
+
+    /// Writes transactional offset commits (TxnOffsetCommit) as a transactional batch of `producer_id` and
+    /// waits until it is durable; they stay pending until the transaction's marker.
+    pub async fn persist_txn_offsets(
+        &self,
+        state: &BrokerState,
+        records: Vec<Record>,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<()> {
+        let Some(partition) = records.first().map(|r| r.partition) else {
+            return Ok(());
+        };
+        let _guard = self.write_lock.lock().await;
+        ensure_offsets_topic(state).await?;
+        let part = state
+            .partitions
+            .get(OFFSETS_TOPIC, partition)
+            .ok_or_else(|| {
+                Error::Internal(format!("{OFFSETS_TOPIC}-{partition} is not hosted here"))
+            })?;
+        let pairs: Vec<(Bytes, Option<Bytes>)> =
+            records.into_iter().map(|r| (r.key, r.value)).collect();
+        let batch = encode_batch(&pairs, Some((producer_id, producer_epoch)))?;
+        let info = part.append_from(batch, Origin::Coordinator)?;
+        part.wait_durable(info.last_offset + 1).await?;
+        for (key, value) in pairs {
+            self.add_pending(producer_id, partition, key, value);
+        }
+        Ok(())
     }
 
     /// The coordinator, locked. Never hold it across an await.
@@ -69,45 +178,56 @@ impl Groups {
         for r in records {
             by_partition.entry(r.partition).or_default().push(r);
         }
-        let now = now_ms();
         for (p, recs) in by_partition {
             let part = state.partitions.get(OFFSETS_TOPIC, p).ok_or_else(|| {
                 Error::Internal(format!("{OFFSETS_TOPIC}-{p} is not hosted here"))
             })?;
-            let krecs: Vec<KRecord> = recs
-                .into_iter()
-                .enumerate()
-                .map(|(i, r)| KRecord {
-                    transactional: false,
-                    control: false,
-                    delete_horizon: false,
-                    partition_leader_epoch: -1,
-                    producer_id: -1,
-                    producer_epoch: -1,
-                    timestamp_type: TimestampType::Creation,
-                    offset: i as i64,
-                    sequence: -1,
-                    timestamp: now,
-                    key: Some(r.key),
-                    value: r.value,
-                    headers: Default::default(),
-                })
-                .collect();
-            let mut buf = BytesMut::new();
-            RecordBatchEncoder::encode(
-                &mut buf,
-                &krecs,
-                &RecordEncodeOptions {
-                    version: 2,
-                    compression: Compression::None,
-                },
-            )
-            .map_err(|e| Error::Internal(format!("encoding {OFFSETS_TOPIC} records: {e}")))?;
-            let info = part.append(buf.freeze())?;
+            let pairs: Vec<(Bytes, Option<Bytes>)> =
+                recs.into_iter().map(|r| (r.key, r.value)).collect();
+            let info = part.append(encode_batch(&pairs, None)?)?;
             part.wait_durable(info.last_offset + 1).await?;
         }
         Ok(())
     }
+}
+
+/// One uncompressed batch of key/value records, transactional when it carries a producer.
+pub fn encode_batch(
+    records: &[(Bytes, Option<Bytes>)],
+    producer: Option<(i64, i16)>,
+) -> Result<Bytes> {
+    let now = now_ms();
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
+    let krecs: Vec<KRecord> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (key, value))| KRecord {
+            transactional: producer.is_some(),
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: now,
+            key: Some(key.clone()),
+            value: value.clone(),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &krecs,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| Error::Internal(format!("encoding internal records: {e}")))?;
+    Ok(buf.freeze())
 }
 
 pub fn consumer_config(c: &BrokerConfig) -> ConsumerConfig {
@@ -121,22 +241,33 @@ pub fn consumer_config(c: &BrokerConfig) -> ConsumerConfig {
 /// Creates `__consumer_offsets` (compacted, internal) when it does not exist yet. Like Kafka, this happens
 /// when groups are first used (FindCoordinator, or the first write), not at start-up.
 pub async fn ensure_offsets_topic(state: &BrokerState) -> Result<()> {
+    let partitions = group_config(&state.config).offsets_partitions;
+    ensure_internal_topic(state, OFFSETS_TOPIC, partitions, "offsets.topic").await
+}
+
+/// Creates a compacted internal topic (`__consumer_offsets`, `__transaction_state`) unless it exists; its
+/// replication factor and segment size come from `<prefix>.replication.factor` / `<prefix>.segment.bytes`.
+pub async fn ensure_internal_topic(
+    state: &BrokerState,
+    name: &str,
+    partitions: i32,
+    prefix: &str,
+) -> Result<()> {
     let meta = state.meta.state();
-    if meta.topics.contains_key(OFFSETS_TOPIC) {
+    if meta.topics.contains_key(name) {
         return Ok(());
     }
-    let cfg = group_config(&state.config);
     let brokers: Vec<i32> = meta.brokers.keys().copied().collect();
     let want_rf: usize = state
         .config
         .props
-        .get("offsets.topic.replication.factor")
+        .get(&format!("{prefix}.replication.factor"))
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
     // Kafka refuses to create the topic until enough brokers exist; a single node uses what it has.
     let rf = want_rf.clamp(1, brokers.len().max(1));
     let n = brokers.len().max(1);
-    let assignments: Vec<Vec<i32>> = (0..cfg.offsets_partitions as usize)
+    let assignments: Vec<Vec<i32>> = (0..partitions.max(1) as usize)
         .map(|p| (0..rf).map(|j| brokers[(p + j) % n]).collect())
         .collect();
     let mut configs = BTreeMap::new();
@@ -144,12 +275,12 @@ pub async fn ensure_offsets_topic(state: &BrokerState) -> Result<()> {
     let seg = state
         .config
         .props
-        .get("offsets.topic.segment.bytes")
+        .get(&format!("{prefix}.segment.bytes"))
         .cloned()
         .unwrap_or_else(|| "104857600".into());
     configs.insert("segment.bytes".to_string(), seg);
     let cmd = Command::CreateTopic {
-        name: OFFSETS_TOPIC.into(),
+        name: name.into(),
         id: Uuid::new_v4(),
         assignments,
         configs,
@@ -157,16 +288,9 @@ pub async fn ensure_offsets_topic(state: &BrokerState) -> Result<()> {
     };
     match state.meta.propose(cmd).await? {
         CommandResult::Ok | CommandResult::TopicAlreadyExists => {}
-        other => {
-            return Err(Error::Internal(format!(
-                "creating {OFFSETS_TOPIC}: {other:?}"
-            )))
-        }
+        other => return Err(Error::Internal(format!("creating {name}: {other:?}"))),
     }
-    tracing::info!(
-        partitions = cfg.offsets_partitions,
-        "created {OFFSETS_TOPIC}"
-    );
+    tracing::info!(partitions, "created {name}");
     state.sync_partitions()
 }
 
@@ -198,10 +322,22 @@ pub fn load(state: &BrokerState) -> Result<usize> {
             for set in sets {
                 for r in set.records {
                     last = last.max(r.offset + 1);
-                    if r.offset < offset || r.control {
+                    if r.offset < offset {
+                        continue;
+                    }
+                    if r.control {
+                        // A transaction marker: the producer's pending offsets in this partition resolve.
+                        let commit = r.key.as_deref().is_some_and(|k| k.len() >= 4 && k[3] == 1);
+                        drop(coordinator);
+                        state.groups.complete_txn(r.producer_id, p, commit);
+                        coordinator = state.groups.lock();
                         continue;
                     }
                     let Some(key) = r.key else { continue };
+                    if r.transactional {
+                        state.groups.add_pending(r.producer_id, p, key, r.value);
+                        continue;
+                    }
                     if let Err(e) = coordinator.replay(key, r.value, now) {
                         tracing::warn!(partition = p, offset = r.offset, error = %e, "skipping unreadable {OFFSETS_TOPIC} record");
                     }

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod partition;
 pub mod producers;
 pub mod server;
+pub mod transactions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -87,6 +88,8 @@ pub struct BrokerState {
     pub groups: groups::Groups,
     /// Producer ids for InitProducerId, reserved in blocks through the metadata quorum.
     pub producer_ids: producers::ProducerIds,
+    /// The transaction coordinator and its `__transaction_state` persistence.
+    pub transactions: transactions::Transactions,
     /// The host and port this broker advertises in Metadata (the bound port when configured with port 0).
     pub advertised: (String, i32),
 }
@@ -131,6 +134,7 @@ impl Broker {
         let state = Arc::new(BrokerState {
             metrics: Metrics::new(),
             producer_ids: producers::ProducerIds::default(),
+            transactions: transactions::Transactions::new(transactions::txn_config(&config)),
             groups: groups::Groups::new(
                 groups::group_config(&config),
                 groups::consumer_config(&config),
@@ -145,6 +149,11 @@ impl Broker {
             records = replayed,
             "group coordinator loaded __consumer_offsets"
         );
+        let txns = transactions::load(&state)?;
+        tracing::info!(
+            transactional_ids = txns,
+            "transaction coordinator loaded __transaction_state"
+        );
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let tasks = vec![
             tokio::spawn(server::accept_loop(
@@ -154,6 +163,7 @@ impl Broker {
             )),
             tokio::spawn(follow_metadata(state.clone(), shutdown_rx.clone())),
             tokio::spawn(groups::run_clock(state.clone(), shutdown_rx.clone())),
+            tokio::spawn(transactions::run_clock(state.clone(), shutdown_rx.clone())),
             tokio::spawn(housekeeping(state.clone(), shutdown_rx)),
         ];
         tracing::info!(%addr, node_id = state.config.node_id, "broker started");

@@ -10,13 +10,13 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use fjord_log::{AppendInfo, Log, LogConfig, ReadInfo};
+use fjord_log::{AppendInfo, ControlType, Log, LogConfig, ReadInfo};
 use fjord_meta::ClusterState;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
-use crate::producers::{ProducerStates, Verdict};
+use crate::producers::{AbortedTxn, ProducerStates, ProducerView, Verdict};
 use crate::{now_ms, Error, Result};
 
 /// Name of the file in each partition directory that records which topic id the data belongs to, so a topic
@@ -40,7 +40,8 @@ pub struct Partition {
     producers: Mutex<ProducerStates>,
 }
 
-/// Rebuilds producer sequence state from the batch headers in the log.
+/// Rebuilds producer sequence and transaction state from the batches in the log (headers, plus the one record
+/// of each control batch).
 fn rebuild_producers(log: &Log) -> Result<ProducerStates> {
     let mut states = ProducerStates::default();
     let mut offset = log.log_start_offset();
@@ -50,14 +51,50 @@ fn rebuild_producers(log: &Log) -> Result<ProducerStates> {
         if chunk.records.is_empty() {
             break;
         }
-        let batches = fjord_log::validate_batches(&chunk.records, usize::MAX)?;
-        let Some(last) = batches.last() else { break };
-        for b in &batches {
-            states.record(b);
+        let mut pos = 0usize;
+        let mut next = offset;
+        for b in fjord_log::batch_headers(&chunk.records) {
+            if b.is_control {
+                if let Some(kind) = fjord_log::control_type(&chunk.records[pos..]) {
+                    states.record_marker(
+                        b.producer_id,
+                        b.producer_epoch,
+                        kind == ControlType::Commit,
+                        b.base_offset,
+                        -1,
+                    );
+                }
+            } else {
+                states.record(&b);
+            }
+            pos += b.size;
+            next = b.last_offset + 1;
         }
-        offset = last.last_offset + 1;
+        if next <= offset {
+            break;
+        }
+        offset = next;
     }
+    states.prune(log.log_start_offset());
     Ok(states)
+}
+
+/// Who is appending: clients are checked (sequences, no control batches); the broker's own coordinators
+/// write transactional offset commits without sequences.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Client,
+    Coordinator,
+}
+
+/// A read for Fetch: the batches plus the offsets and aborted transactions the response reports.
+pub struct FetchRead {
+    pub records: Bytes,
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    /// For read_committed: the aborted transactions with records in the returned range.
+    pub aborted: Vec<AbortedTxn>,
 }
 
 impl Partition {
@@ -67,45 +104,60 @@ impl Partition {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Appends a client's batches (sequence-checked when they carry a producer id).
     pub fn append(&self, records: Bytes) -> Result<AppendInfo> {
+        self.append_from(records, Origin::Client)
+    }
+
+    pub fn append_from(&self, records: Bytes, origin: Origin) -> Result<AppendInfo> {
         let epoch = self.leader_epoch.load(Ordering::Relaxed) as i32;
         // Only the headers are read here; `Log::append` validates each batch (CRC included) once.
         let batches: Vec<_> = fjord_log::batch_headers(&records).collect();
-        if batches.iter().all(|b| b.producer_id < 0) {
+        if batches
+            .iter()
+            .all(|b| b.producer_id < 0 && !b.is_control && !b.is_transactional)
+        {
             let info = self.lock().append(records, epoch, now_ms())?;
             self.wake_waiters();
             return Ok(info);
         }
-        // Idempotent producer: check sequences and append under one lock order (producers, then log).
-        let mut producers = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+        // Producer ids: check sequences and append under one lock order (producers, then log).
+        let mut producers = self.lock_producers();
         let mut log = self.lock();
-        let verdicts = batches
-            .iter()
-            .map(|b| producers.check(b))
-            .collect::<Result<Vec<_>, _>>()?;
-        if let [Verdict::Duplicate {
-            base_offset,
-            last_offset,
-        }] = verdicts[..]
-        {
-            // A retry is answered without appending, but only if it is a well-formed batch.
-            fjord_log::validate_batches(&records, log.config().max_message_bytes)?;
-            tracing::debug!(topic = %self.topic, partition = self.index, base_offset, "duplicate batch from an idempotent producer");
-            return Ok(AppendInfo {
+        if origin == Origin::Client {
+            let verdicts = batches
+                .iter()
+                .map(|b| producers.check(b))
+                .collect::<Result<Vec<_>, _>>()?;
+            if let [Verdict::Duplicate {
                 base_offset,
                 last_offset,
-                log_append_time: -1,
-                max_timestamp: -1,
-                log_start_offset: log.log_start_offset(),
-                batches: Vec::new(),
-            });
-        }
-        if verdicts.iter().any(|v| *v != Verdict::Append) {
-            // A request mixing retried and new batches cannot be split; the producer retries it.
-            return Err(crate::producers::ProducerError::OutOfOrder {
-                expected: -1,
-                got: batches[0].base_sequence,
+            }] = verdicts[..]
+            {
+                // A retry is answered without appending, but only if it is a well-formed batch.
+                fjord_log::validate_batches(&records, log.config().max_message_bytes)?;
+                tracing::debug!(topic = %self.topic, partition = self.index, base_offset, "duplicate batch from an idempotent producer");
+                return Ok(AppendInfo {
+                    base_offset,
+                    last_offset,
+                    log_append_time: -1,
+                    max_timestamp: -1,
+                    log_start_offset: log.log_start_offset(),
+                    batches: Vec::new(),
+                });
             }
+            if verdicts.iter().any(|v| *v != Verdict::Append) {
+                // A request mixing retried and new batches cannot be split; the producer retries it.
+                return Err(crate::producers::ProducerError::OutOfOrder {
+                    expected: -1,
+                    got: batches[0].base_sequence,
+                }
+                .into());
+            }
+        } else if batches.iter().any(|b| b.is_control) {
+            return Err(crate::producers::ProducerError::InvalidRecord(
+                "markers are written with append_marker",
+            )
             .into());
         }
         let info = log.append(records, epoch, now_ms())?;
@@ -116,6 +168,83 @@ impl Partition {
         drop(producers);
         self.wake_waiters();
         Ok(info)
+    }
+
+    /// Writes a transaction marker for `producer_id` and returns its offset. Ends the producer's open
+    /// transaction here (moving the last stable offset on) and, for an abort, records the aborted range.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        kind: ControlType,
+        coordinator_epoch: i32,
+    ) -> Result<i64> {
+        let epoch = self.leader_epoch.load(Ordering::Relaxed) as i32;
+        let now = now_ms();
+        let batch =
+            fjord_log::control_batch(producer_id, producer_epoch, kind, coordinator_epoch, now);
+        let mut producers = self.lock_producers();
+        let mut log = self.lock();
+        let info = log.append(batch, epoch, now)?;
+        producers.record_marker(
+            producer_id,
+            producer_epoch,
+            kind == ControlType::Commit,
+            info.base_offset,
+            coordinator_epoch,
+        );
+        drop(log);
+        drop(producers);
+        self.wake_waiters();
+        Ok(info.base_offset)
+    }
+
+    fn lock_producers(&self) -> std::sync::MutexGuard<'_, ProducerStates> {
+        self.producers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads for a fetch. read_committed stops at the last stable offset and lists the aborted transactions
+    /// among the returned batches.
+    pub fn fetch(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        read_committed: bool,
+    ) -> Result<FetchRead> {
+        let producers = self.lock_producers();
+        let log = self.lock();
+        let hw = log.log_end_offset();
+        let lso = producers.first_unstable_offset().map_or(hw, |f| f.min(hw));
+        let upper = if read_committed { lso } else { hw };
+        let r = log.read(offset, max_bytes, upper, min_one_batch)?;
+        let aborted = if read_committed && !r.records.is_empty() {
+            let end = fjord_log::batch_headers(&r.records)
+                .last()
+                .map_or(offset, |b| b.last_offset + 1);
+            producers.aborted_between(offset, end)
+        } else {
+            Vec::new()
+        };
+        Ok(FetchRead {
+            records: r.records,
+            log_start_offset: r.log_start_offset,
+            high_watermark: hw,
+            last_stable_offset: lso,
+            aborted,
+        })
+    }
+
+    /// The offset read_committed consumers may read up to: the first offset of the earliest open transaction,
+    /// or the high watermark.
+    pub fn last_stable_offset(&self) -> i64 {
+        let producers = self.lock_producers();
+        let hw = self.lock().log_end_offset();
+        producers.first_unstable_offset().map_or(hw, |f| f.min(hw))
+    }
+
+    pub fn producers(&self) -> Vec<ProducerView> {
+        self.lock_producers().describe()
     }
 
     pub fn read(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Result<ReadInfo> {
@@ -194,6 +323,10 @@ impl Partition {
         let now = now_ms();
         let mut log = self.lock();
         let deleted = log.enforce_retention(now)?;
+        let start = log.log_start_offset();
+        drop(log);
+        self.lock_producers().prune(start);
+        let mut log = self.lock();
         if deleted > 0 {
             tracing::info!(topic = %self.topic, partition = self.index, deleted, "retention deleted segments");
         }

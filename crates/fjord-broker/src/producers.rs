@@ -5,8 +5,13 @@
 //! and offsets), as Kafka does. A batch whose sequences match one of them is a retry: it is answered with the
 //! original offsets and not appended again. The state is rebuilt from the log's batch headers when the
 //! partition opens, so a retry after a broker crash is still recognised.
+//!
+//! Transactions (KIP-98) add, per partition: the first offset of each producer's open transaction (the
+//! earliest of them is the first unstable offset, which bounds the last stable offset that read_committed
+//! consumers may read up to), and the list of aborted transactions (producer id, first offset, offset of the
+//! abort marker) that Fetch hands to read_committed consumers so they can drop aborted records.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use fjord_log::BatchInfo;
 use fjord_meta::{Command, CommandResult, Meta};
@@ -25,8 +30,10 @@ pub enum ProducerError {
     InvalidEpoch { current: i16, got: i16 },
     #[error("unknown producer id {0}: no state for it and the batch does not start at sequence 0")]
     UnknownProducer(i64),
-    #[error("transactional batches are not supported yet")]
-    Transactional,
+    #[error("producer {0} has an open transaction and sent a non-transactional batch")]
+    NotInTransaction(i64),
+    #[error("{0}")]
+    InvalidRecord(&'static str),
 }
 
 impl ProducerError {
@@ -36,7 +43,8 @@ impl ProducerError {
             ProducerError::OutOfOrder { .. } => E::OutOfOrderSequenceNumber.code(),
             ProducerError::InvalidEpoch { .. } => E::InvalidProducerEpoch.code(),
             ProducerError::UnknownProducer(_) => E::UnknownProducerId.code(),
-            ProducerError::Transactional => E::InvalidTxnState.code(),
+            ProducerError::NotInTransaction(_) => E::InvalidTxnState.code(),
+            ProducerError::InvalidRecord(_) => E::InvalidRecord.code(),
         }
     }
 }
@@ -53,6 +61,32 @@ struct Recent {
 struct Entry {
     epoch: i16,
     recent: VecDeque<Recent>,
+    /// First offset of the producer's open transaction in this partition.
+    txn_first_offset: Option<i64>,
+    /// Max timestamp of its last batch (DescribeProducers).
+    last_timestamp: i64,
+    /// Epoch of the coordinator that wrote its last marker.
+    coordinator_epoch: i32,
+}
+
+/// A transaction aborted in this partition: its records lie in `first_offset..last_offset` (the abort
+/// marker is at `last_offset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+/// One producer's state as DescribeProducers reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerView {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    pub coordinator_epoch: i32,
+    pub current_txn_start_offset: i64,
 }
 
 /// What to do with a batch of an idempotent producer.
@@ -79,17 +113,32 @@ fn next_seq(s: i32) -> i32 {
     }
 }
 
-/// Sequence state of one partition.
+/// Sequence and transaction state of one partition.
 #[derive(Debug, Default)]
 pub struct ProducerStates {
     producers: HashMap<i64, Entry>,
+    /// Open transactions: first offset -> producer id.
+    ongoing: BTreeMap<i64, i64>,
+    /// Aborted transactions, in the order of their markers (so sorted by `last_offset`).
+    aborted: VecDeque<AbortedTxn>,
 }
 
 impl ProducerStates {
-    /// Decides whether a batch (offsets not yet assigned) is new, a retry, or refused.
+    /// Decides whether a batch a client sent (offsets not yet assigned) is new, a retry, or refused.
     pub fn check(&self, b: &BatchInfo) -> Result<Verdict, ProducerError> {
-        if b.is_transactional {
-            return Err(ProducerError::Transactional);
+        if b.is_control {
+            return Err(ProducerError::InvalidRecord(
+                "clients cannot write control batches",
+            ));
+        }
+        if b.producer_id < 0 {
+            return if b.is_transactional {
+                Err(ProducerError::InvalidRecord(
+                    "a transactional batch needs a producer id",
+                ))
+            } else {
+                Ok(Verdict::Append)
+            };
         }
         let Some(e) = self.producers.get(&b.producer_id) else {
             return if b.base_sequence == 0 {
@@ -114,6 +163,9 @@ impl ProducerStates {
                 })
             };
         }
+        if !b.is_transactional && e.txn_first_offset.is_some() && b.producer_epoch == e.epoch {
+            return Err(ProducerError::NotInTransaction(b.producer_id));
+        }
         let last = last_seq(b);
         if let Some(r) = e
             .recent
@@ -135,7 +187,7 @@ impl ProducerStates {
         Ok(Verdict::Append)
     }
 
-    /// Records an appended batch (offsets assigned).
+    /// Records an appended data batch (offsets assigned). Control batches go to [`Self::record_marker`].
     pub fn record(&mut self, b: &BatchInfo) {
         if b.producer_id < 0 || b.is_control {
             return;
@@ -144,6 +196,15 @@ impl ProducerStates {
         if b.producer_epoch != e.epoch {
             e.epoch = b.producer_epoch;
             e.recent.clear();
+        }
+        e.last_timestamp = b.max_timestamp;
+        if b.is_transactional && e.txn_first_offset.is_none() {
+            e.txn_first_offset = Some(b.base_offset);
+            self.ongoing.insert(b.base_offset, b.producer_id);
+        }
+        if b.base_sequence < 0 {
+            // Written by a coordinator (transactional offset commits): no sequence to remember.
+            return;
         }
         e.recent.push_back(Recent {
             first_seq: b.base_sequence,
@@ -154,6 +215,78 @@ impl ProducerStates {
         while e.recent.len() > RECENT {
             e.recent.pop_front();
         }
+    }
+
+    /// Records a commit or abort marker appended at `offset`: the producer's open transaction (if any) ends.
+    /// A marker with a newer epoch (the coordinator fenced the producer) restarts its sequences.
+    pub fn record_marker(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        offset: i64,
+        coordinator_epoch: i32,
+    ) {
+        let e = self.producers.entry(producer_id).or_default();
+        if epoch > e.epoch {
+            e.epoch = epoch;
+            e.recent.clear();
+        }
+        e.coordinator_epoch = coordinator_epoch;
+        if let Some(first) = e.txn_first_offset.take() {
+            self.ongoing.remove(&first);
+            if !commit {
+                self.aborted.push_back(AbortedTxn {
+                    producer_id,
+                    first_offset: first,
+                    last_offset: offset,
+                });
+            }
+        }
+    }
+
+    /// The first offset of the earliest open transaction: read_committed consumers stop before it.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.keys().next().copied()
+    }
+
+    /// Aborted transactions with records in `from..to`.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        self.aborted
+            .range(start..)
+            .filter(|a| a.first_offset < to)
+            .copied()
+            .collect()
+    }
+
+    /// Forgets aborted transactions wholly below the log start offset (their records are gone).
+    pub fn prune(&mut self, log_start_offset: i64) {
+        while self
+            .aborted
+            .front()
+            .is_some_and(|a| a.last_offset < log_start_offset)
+        {
+            self.aborted.pop_front();
+        }
+    }
+
+    /// Every producer with state here, for DescribeProducers.
+    pub fn describe(&self) -> Vec<ProducerView> {
+        let mut v: Vec<ProducerView> = self
+            .producers
+            .iter()
+            .map(|(id, e)| ProducerView {
+                producer_id: *id,
+                epoch: e.epoch,
+                last_sequence: e.recent.back().map_or(-1, |r| r.last_seq),
+                last_timestamp: e.last_timestamp,
+                coordinator_epoch: e.coordinator_epoch,
+                current_txn_start_offset: e.txn_first_offset.unwrap_or(-1),
+            })
+            .collect();
+        v.sort_by_key(|p| p.producer_id);
+        v
     }
 
     pub fn len(&self) -> usize {

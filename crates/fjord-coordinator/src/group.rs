@@ -1146,7 +1146,22 @@ impl GroupCoordinator {
             };
             g.pending.retain(|_, deadline| *deadline > now);
             match g.state {
-                GroupState::PreparingRebalance => {}
+                GroupState::PreparingRebalance => {
+                    // A member that neither heartbeats nor rejoins within its session is gone (as in Kafka);
+                    // without this a member that died while the coordinator was down would hold the
+                    // rebalance for its whole rebalance timeout.
+                    let expired: Vec<String> = g
+                        .members
+                        .values()
+                        .filter(|m| m.heartbeat_deadline <= now && m.join_waiter.is_none())
+                        .map(|m| m.id.clone())
+                        .collect();
+                    for m in &expired {
+                        tracing::info!(group = %g.id, member = %m, "session timeout during rebalance: removing member");
+                        g.remove_member(m);
+                        g.dirty = true;
+                    }
+                }
                 GroupState::CompletingRebalance if now >= g.deadline => {
                     tracing::info!(group = %g.id, "leader did not send the assignment in time; rebalancing again");
                     let idle: Vec<String> = g

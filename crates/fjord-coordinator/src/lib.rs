@@ -12,6 +12,7 @@ pub mod consumer_group;
 pub mod consumer_protocol;
 pub mod group;
 pub mod records;
+pub mod txn;
 
 pub use group::{
     CommittedOffset, GroupConfig, GroupCoordinator, GroupDescription, GroupState, JoinRequest,

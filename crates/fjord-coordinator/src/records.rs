@@ -48,11 +48,11 @@ pub struct GroupValue {
     pub members: Vec<MemberValue>,
 }
 
-fn put_str(b: &mut BytesMut, s: &str) {
+pub(crate) fn put_str(b: &mut BytesMut, s: &str) {
     b.put_i16(s.len() as i16);
     b.put_slice(s.as_bytes());
 }
-fn put_nullable_str(b: &mut BytesMut, s: Option<&str>) {
+pub(crate) fn put_nullable_str(b: &mut BytesMut, s: Option<&str>) {
     match s {
         Some(s) => put_str(b, s),
         None => b.put_i16(-1),
@@ -63,7 +63,7 @@ fn put_bytes(b: &mut BytesMut, v: &[u8]) {
     b.put_slice(v);
 }
 
-fn need(b: &Bytes, n: usize) -> Result<()> {
+pub(crate) fn need(b: &Bytes, n: usize) -> Result<()> {
     if b.remaining() < n {
         return Err(Error::Corrupt(format!(
             "record ends early: need {n} bytes, have {}",
@@ -72,15 +72,15 @@ fn need(b: &Bytes, n: usize) -> Result<()> {
     }
     Ok(())
 }
-fn get_i16(b: &mut Bytes) -> Result<i16> {
+pub(crate) fn get_i16(b: &mut Bytes) -> Result<i16> {
     need(b, 2)?;
     Ok(b.get_i16())
 }
-fn get_i32(b: &mut Bytes) -> Result<i32> {
+pub(crate) fn get_i32(b: &mut Bytes) -> Result<i32> {
     need(b, 4)?;
     Ok(b.get_i32())
 }
-fn get_i64(b: &mut Bytes) -> Result<i64> {
+pub(crate) fn get_i64(b: &mut Bytes) -> Result<i64> {
     need(b, 8)?;
     Ok(b.get_i64())
 }
@@ -95,7 +95,7 @@ fn get_nullable_str(b: &mut Bytes) -> Result<Option<String>> {
         .map(Some)
         .map_err(|_| Error::Corrupt("string is not UTF-8".into()))
 }
-fn get_str(b: &mut Bytes) -> Result<String> {
+pub(crate) fn get_str(b: &mut Bytes) -> Result<String> {
     get_nullable_str(b)?.ok_or_else(|| Error::Corrupt("null string".into()))
 }
 fn get_bytes(b: &mut Bytes) -> Result<Bytes> {

@@ -14,6 +14,7 @@
 mod batch;
 mod cleaner;
 mod config;
+mod control;
 mod error;
 mod index;
 mod log;
@@ -25,5 +26,6 @@ mod tests;
 
 pub use batch::{batch_headers, validate_batches, BatchInfo};
 pub use config::{LogConfig, TimestampType};
+pub use control::{control_batch, control_type, ControlType};
 pub use error::{Error, Result};
 pub use log::{AppendInfo, FlushHandle, Log, ReadInfo};

@@ -3,14 +3,19 @@
 //!
 //! Incremental fetch sessions (KIP-227) are not offered: every response carries session id 0, which tells
 //! clients to send full fetch requests, as Kafka allows.
+//!
+//! read_committed (isolation level 1) reads only up to the last stable offset and lists the aborted
+//! transactions among the returned batches; the client drops their records. Both levels report the LSO.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError as E;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -109,11 +114,23 @@ fn read_once(
             // KIP-74: the first batch of the response is returned even when it exceeds the limits, so a large
             // batch can never block a consumer.
             let min_one = total == 0;
-            match part.read(p.fetch_offset, limit, min_one) {
+            match part.fetch(p.fetch_offset, limit, min_one, read_committed) {
                 Ok(r) => {
-                    pd.high_watermark = r.log_end_offset;
-                    pd.last_stable_offset = r.log_end_offset;
+                    pd.high_watermark = r.high_watermark;
+                    pd.last_stable_offset = r.last_stable_offset;
                     pd.log_start_offset = r.log_start_offset;
+                    if read_committed {
+                        pd.aborted_transactions = Some(
+                            r.aborted
+                                .iter()
+                                .map(|a| {
+                                    AbortedTransaction::default()
+                                        .with_producer_id(ProducerId(a.producer_id))
+                                        .with_first_offset(a.first_offset)
+                                })
+                                .collect(),
+                        );
+                    }
                     total += r.records.len();
                     remaining = remaining.saturating_sub(r.records.len());
                     pd.records = Some(r.records);
@@ -121,7 +138,7 @@ fn read_once(
                 Err(e) => {
                     let (start, hw) = part.offsets();
                     pd.high_watermark = hw;
-                    pd.last_stable_offset = hw;
+                    pd.last_stable_offset = part.last_stable_offset();
                     pd.log_start_offset = start;
                     pd.error_code = e.code();
                     stop = true;

@@ -17,6 +17,7 @@ pub const EARLIEST_LOCAL: i64 = -4;
 pub fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let broker = ctx.state;
     let meta = broker.meta.state();
+    let read_committed = req.isolation_level == 1;
     let topics = req
         .topics
         .into_iter()
@@ -48,8 +49,8 @@ pub fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
                     };
                     let (start, hw) = part.offsets();
                     match p.timestamp {
-                        // read_committed would stop at the last stable offset, which equals the high watermark
-                        // until transactions exist.
+                        // read_committed consumers see the end of the log at the last stable offset.
+                        LATEST if read_committed => resp.with_offset(part.last_stable_offset()),
                         LATEST => resp.with_offset(hw),
                         EARLIEST | EARLIEST_LOCAL => resp.with_offset(start),
                         MAX_TIMESTAMP => match part.max_timestamp() {

@@ -47,9 +47,20 @@ fn lookup(
     out
 }
 
+/// KIP-447: with `require_stable`, a partition whose offset a transaction is still committing answers
+/// UNSTABLE_OFFSET_COMMIT (the client retries) instead of the older offset.
+fn unstable(ctx: &Ctx<'_>, require_stable: bool, group: &str, topic: &str, p: i32) -> i16 {
+    if require_stable && ctx.state.groups.has_pending(group, topic, p) {
+        kafka_protocol::error::ResponseError::UnstableOffsetCommit.code()
+    } else {
+        0
+    }
+}
+
 pub fn handle(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchResponse {
     let groups = &ctx.state.groups;
     let epochs = ctx.version >= 5;
+    let require_stable = ctx.version >= 7 && req.require_stable;
     if ctx.version >= 8 {
         let results = req
             .groups
@@ -70,7 +81,10 @@ pub fn handle(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchResponse {
                                 parts
                                     .into_iter()
                                     .map(|(p, o, e, m)| {
+                                        let code =
+                                            unstable(ctx, require_stable, &g.group_id, &t, p);
                                         OffsetFetchResponsePartitions::default()
+                                            .with_error_code(code)
                                             .with_partition_index(p)
                                             .with_committed_offset(o)
                                             .with_committed_leader_epoch(e)
@@ -102,7 +116,9 @@ pub fn handle(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchResponse {
                     parts
                         .into_iter()
                         .map(|(p, o, e, m)| {
+                            let code = unstable(ctx, require_stable, &req.group_id, &t, p);
                             OffsetFetchResponsePartition::default()
+                                .with_error_code(code)
                                 .with_partition_index(p)
                                 .with_committed_offset(o)
                                 .with_committed_leader_epoch(if epochs { e } else { -1 })

@@ -192,13 +192,19 @@ fn session_timeout_removes_a_silent_member() {
 }
 
 #[test]
-fn rebalance_timeout_drops_members_that_do_not_rejoin() {
+fn rebalance_timeout_drops_members_that_heartbeat_but_do_not_rejoin() {
     let mut c = GroupCoordinator::new(cfg());
-    let (a, b, _) = stable_pair(&mut c);
+    let (a, b, gen) = stable_pair(&mut c);
     let (_, mut jn) = join_new(&mut c, "g", 1_000);
-    // a rejoins, b never does.
+    // a rejoins; b keeps heartbeating (so its session never expires) but never rejoins.
     let mut ja = later(c.join(join_req("g", &a, None), 1_100));
-    c.tick(20_000);
+    for t in [5_000, 12_000, 19_000, 26_000] {
+        assert_eq!(
+            c.heartbeat("g", gen, &b, None, t),
+            E::RebalanceInProgress.code()
+        );
+        c.tick(t);
+    }
     assert!(
         ja.try_recv().is_err() && jn.try_recv().is_err(),
         "still waiting before the rebalance timeout"
@@ -207,6 +213,23 @@ fn rebalance_timeout_drops_members_that_do_not_rejoin() {
     let ra = ja.try_recv().unwrap();
     assert_eq!(ra.error, 0);
     assert_eq!(ra.members.len(), 2, "a and the newcomer; b was dropped");
+    assert!(ra.members.iter().all(|(m, _, _)| *m != b));
+    assert_eq!(jn.try_recv().unwrap().error, 0);
+}
+
+#[test]
+fn a_silent_member_is_dropped_at_its_session_timeout_during_a_rebalance() {
+    // As after a coordinator restart: a member that died stays in the group until its session expires, and
+    // must not hold a rebalance for its whole rebalance timeout.
+    let mut c = GroupCoordinator::new(cfg());
+    let (a, b, _) = stable_pair(&mut c);
+    let (_, mut jn) = join_new(&mut c, "g", 1_000);
+    let mut ja = later(c.join(join_req("g", &a, None), 1_100));
+    c.tick(9_000);
+    assert!(jn.try_recv().is_err(), "b's session has not expired yet");
+    c.tick(10_100);
+    let ra = ja.try_recv().unwrap();
+    assert_eq!(ra.error, 0);
     assert!(ra.members.iter().all(|(m, _, _)| *m != b));
     assert_eq!(jn.try_recv().unwrap().error, 0);
 }

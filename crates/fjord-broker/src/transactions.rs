@@ -1,0 +1,492 @@
+//! The broker side of the transaction coordinator (KIP-98): owns one [`TxnMetadata`] per transactional id,
+//! makes every transition durable in the compacted `__transaction_state` topic before acting on it, writes
+//! the commit/abort markers to every partition of a transaction, aborts transactions that outlive their
+//! timeout, and finishes, after a crash, transactions whose end was durable but whose markers were not all
+//! written.
+//!
+//! Each transactional id has its own async mutex, held for a whole operation (persist, markers, persist), so
+//! operations on one id are serialized and different ids never wait on each other.
+//!
+//! **Invariant:** a transaction's markers are written only after its PrepareCommit/PrepareAbort record is
+//! durable, and it is reported complete only after every marker is durable; an EndTxn is answered after both.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fjord_coordinator::records::partition_for;
+use fjord_coordinator::txn::{self, EndAction, TxnError, TxnMetadata, TxnState};
+use fjord_log::ControlType;
+use kafka_protocol::records::RecordBatchDecoder;
+use tokio::sync::watch;
+
+use crate::config::BrokerConfig;
+use crate::groups::{encode_batch, ensure_internal_topic, ensure_offsets_topic, OFFSETS_TOPIC};
+use crate::{now_ms, BrokerState, Error, Result};
+
+pub const TXN_TOPIC: &str = "__transaction_state";
+
+/// The epoch written into markers. There is one coordinator per cluster of one, so it never changes.
+const COORDINATOR_EPOCH: i32 = 0;
+
+#[derive(Clone, Debug)]
+pub struct TxnConfig {
+    pub max_timeout_ms: i32,
+    pub partitions: i32,
+    /// How often timed-out transactions are looked for.
+    pub cleanup_interval_ms: u64,
+}
+
+pub fn txn_config(c: &BrokerConfig) -> TxnConfig {
+    let int = |k: &str, d: i64| -> i64 { c.props.get(k).and_then(|v| v.parse().ok()).unwrap_or(d) };
+    TxnConfig {
+        max_timeout_ms: int("transaction.max.timeout.ms", 900_000) as i32,
+        partitions: int("transaction.state.log.num.partitions", 50) as i32,
+        cleanup_interval_ms: int(
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            10_000,
+        )
+        .max(10) as u64,
+    }
+}
+
+/// Why a transactional request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TxnFailure {
+    #[error(transparent)]
+    Txn(#[from] TxnError),
+    #[error(transparent)]
+    Broker(#[from] Error),
+}
+
+impl TxnFailure {
+    /// The Kafka error code. Storage failures say COORDINATOR_NOT_AVAILABLE, which clients retry.
+    pub fn code(&self) -> i16 {
+        match self {
+            TxnFailure::Txn(e) => e.code(),
+            TxnFailure::Broker(_) => {
+                kafka_protocol::error::ResponseError::CoordinatorNotAvailable.code()
+            }
+        }
+    }
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<TxnMetadata>>>;
+
+pub struct Transactions {
+    slots: Mutex<HashMap<String, Slot>>,
+    pub config: TxnConfig,
+}
+
+impl Transactions {
+    pub fn new(config: TxnConfig) -> Self {
+        Self {
+            slots: Mutex::new(HashMap::new()),
+            config,
+        }
+    }
+
+    fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn slot(&self, id: &str) -> Slot {
+        self.lock_slots().entry(id.to_string()).or_default().clone()
+    }
+
+    fn existing(&self, id: &str) -> Option<Slot> {
+        self.lock_slots().get(id).cloned()
+    }
+
+    fn all_slots(&self) -> Vec<Slot> {
+        self.lock_slots().values().cloned().collect()
+    }
+
+    /// Appends the transaction's state to `__transaction_state` and waits until it is durable.
+    async fn persist(&self, state: &BrokerState, m: &TxnMetadata) -> Result<()> {
+        ensure_internal_topic(
+            state,
+            TXN_TOPIC,
+            self.config.partitions,
+            "transaction.state.log",
+        )
+        .await?;
+        let n = state
+            .meta
+            .state()
+            .topics
+            .get(TXN_TOPIC)
+            .map_or(1, |t| t.partitions.len() as i32);
+        let p = partition_for(&m.transactional_id, n);
+        let part = state
+            .partitions
+            .get(TXN_TOPIC, p)
+            .ok_or_else(|| Error::Internal(format!("{TXN_TOPIC}-{p} is not hosted here")))?;
+        let record = (
+            txn::encode_key(&m.transactional_id),
+            Some(txn::encode_value(m)),
+        );
+        let info = part.append(encode_batch(&[record], None)?)?;
+        part.wait_durable(info.last_offset + 1).await
+    }
+
+    /// Writes the markers of `m`'s transaction to each of its partitions and waits until they are durable.
+    async fn write_markers(
+        &self,
+        state: &BrokerState,
+        m: &TxnMetadata,
+        commit: bool,
+    ) -> Result<()> {
+        let kind = if commit {
+            ControlType::Commit
+        } else {
+            ControlType::Abort
+        };
+        let mut written = Vec::with_capacity(m.partitions.len());
+        for (topic, p) in &m.partitions {
+            let Some(part) = state.partitions.get(topic, *p) else {
+                // The topic was deleted while the transaction was open: nothing left to mark.
+                tracing::warn!(transactional_id = %m.transactional_id, %topic, partition = p, "partition of a transaction is gone; no marker written");
+                continue;
+            };
+            let offset =
+                part.append_marker(m.producer_id, m.producer_epoch, kind, COORDINATOR_EPOCH)?;
+            written.push((part, offset));
+        }
+        // Appending all first lets the fsyncs of partitions sharing nothing overlap with the appends.
+        for (part, offset) in written {
+            part.wait_durable(offset + 1).await?;
+            if part.topic == OFFSETS_TOPIC {
+                state.groups.complete_txn(m.producer_id, part.index, commit);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the open (or half-ended) transaction in `slot`: Prepare record, markers, Complete record.
+    async fn finish(
+        &self,
+        state: &BrokerState,
+        slot: &mut Option<TxnMetadata>,
+        commit: bool,
+    ) -> Result<()> {
+        let Some(m) = slot.clone() else {
+            return Ok(());
+        };
+        let prepared = match m.state {
+            TxnState::PrepareCommit | TxnState::PrepareAbort => m,
+            _ => {
+                let p = m.prepared(commit, now_ms());
+                self.persist(state, &p).await?;
+                *slot = Some(p.clone());
+                p
+            }
+        };
+        let commit = prepared.state == TxnState::PrepareCommit;
+        self.write_markers(state, &prepared, commit).await?;
+        let done = prepared.completed(now_ms());
+        self.persist(state, &done).await?;
+        tracing::info!(transactional_id = %done.transactional_id, producer_id = done.producer_id, epoch = done.producer_epoch, state = done.state.name(), "transaction ended");
+        *slot = Some(done);
+        Ok(())
+    }
+
+    /// Bumps the epoch of an open transaction's producer (fencing it) and aborts the transaction.
+    async fn fence_and_abort(
+        &self,
+        state: &BrokerState,
+        slot: &mut Option<TxnMetadata>,
+    ) -> Result<()> {
+        if let Some(m) = slot.as_ref() {
+            if let Some(bumped) = m.bumped(now_ms()) {
+                *slot = Some(bumped);
+            }
+        }
+        self.finish(state, slot, false).await
+    }
+
+    /// InitProducerId with a transactional id: a new epoch for the producer (fencing older instances and
+    /// aborting their open transaction). `expected` is the (producer id, epoch) a re-initialising producer
+    /// presents (KIP-360).
+    pub async fn init_producer_id(
+        &self,
+        state: &BrokerState,
+        id: &str,
+        timeout_ms: i32,
+        expected: Option<(i64, i16)>,
+    ) -> Result<(i64, i16), TxnFailure> {
+        if timeout_ms <= 0 || timeout_ms > self.config.max_timeout_ms {
+            return Err(TxnError::InvalidTransactionTimeout.into());
+        }
+        let slot = self.slot(id);
+        let mut g = slot.lock().await;
+        if g.is_none() {
+            let pid = state.producer_ids.allocate(&state.meta).await?;
+            *g = Some(TxnMetadata::new(id, pid, timeout_ms, now_ms()));
+        }
+        let m = g.clone().expect("set above");
+        if let Some((pid, epoch)) = expected {
+            if pid != m.producer_id {
+                return Err(TxnError::InvalidProducerIdMapping.into());
+            }
+            let settled = matches!(
+                m.state,
+                TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+            );
+            if epoch != m.producer_epoch {
+                if epoch == m.last_producer_epoch && settled {
+                    // A retry of a bump that already happened.
+                    return Ok((m.producer_id, m.producer_epoch));
+                }
+                return Err(TxnError::ProducerFenced.into());
+            }
+        }
+        match m.state {
+            TxnState::Ongoing | TxnState::PrepareEpochFence => {
+                tracing::info!(
+                    transactional_id = id,
+                    producer_id = m.producer_id,
+                    epoch = m.producer_epoch,
+                    "new producer instance: aborting the open transaction"
+                );
+                self.fence_and_abort(state, &mut g).await?;
+            }
+            TxnState::PrepareCommit => self.finish(state, &mut g, true).await?,
+            TxnState::PrepareAbort => self.finish(state, &mut g, false).await?,
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {}
+            TxnState::Dead => return Err(TxnError::InvalidTxnState.into()),
+        }
+        let now = now_ms();
+        let cur = g.clone().expect("set above");
+        let mut next = match cur.bumped(now) {
+            Some(n) => n,
+            None => {
+                let pid = state.producer_ids.allocate(&state.meta).await?;
+                cur.with_new_producer_id(pid, now)
+            }
+        };
+        next.timeout_ms = timeout_ms;
+        next.state = TxnState::Empty;
+        next.partitions.clear();
+        next.start_ms = -1;
+        self.persist(state, &next).await?;
+        let out = (next.producer_id, next.producer_epoch);
+        *g = Some(next);
+        Ok(out)
+    }
+
+    /// AddPartitionsToTxn / AddOffsetsToTxn: the transaction will write to these partitions.
+    pub async fn add_partitions(
+        &self,
+        state: &BrokerState,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Result<(), TxnFailure> {
+        let slot = self
+            .existing(id)
+            .ok_or(TxnError::InvalidProducerIdMapping)?;
+        let mut g = slot.lock().await;
+        let m = g.as_ref().ok_or(TxnError::InvalidProducerIdMapping)?;
+        m.check_producer(producer_id, epoch)?;
+        if !m.check_add(partitions)? {
+            return Ok(());
+        }
+        let next = m.with_partitions(partitions, now_ms());
+        self.persist(state, &next).await?;
+        *g = Some(next);
+        Ok(())
+    }
+
+    /// AddPartitionsToTxn v4+ with verify_only (KIP-890): are these partitions part of the open transaction?
+    pub async fn verify(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partition: &(String, i32),
+    ) -> Result<(), TxnFailure> {
+        let slot = self
+            .existing(id)
+            .ok_or(TxnError::InvalidProducerIdMapping)?;
+        let g = slot.lock().await;
+        let m = g.as_ref().ok_or(TxnError::InvalidProducerIdMapping)?;
+        m.check_producer(producer_id, epoch)?;
+        if m.state != TxnState::Ongoing || !m.partitions.contains(partition) {
+            return Err(TxnError::InvalidTxnState.into());
+        }
+        Ok(())
+    }
+
+    /// AddOffsetsToTxn: the group's `__consumer_offsets` partition joins the transaction.
+    pub async fn add_offsets(
+        &self,
+        state: &BrokerState,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        group: &str,
+    ) -> Result<(), TxnFailure> {
+        ensure_offsets_topic(state).await?;
+        let p = state.groups.lock().partition_for(group);
+        self.add_partitions(
+            state,
+            id,
+            producer_id,
+            epoch,
+            &[(OFFSETS_TOPIC.to_string(), p)],
+        )
+        .await
+    }
+
+    /// EndTxn: commit or abort, answered once every marker is durable.
+    pub async fn end_txn(
+        &self,
+        state: &BrokerState,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<(), TxnFailure> {
+        let slot = self
+            .existing(id)
+            .ok_or(TxnError::InvalidProducerIdMapping)?;
+        let mut g = slot.lock().await;
+        let m = g.as_ref().ok_or(TxnError::InvalidProducerIdMapping)?;
+        m.check_producer(producer_id, epoch)?;
+        // A Prepare state seen here means an earlier attempt failed half-way: finish it.
+        let retry = matches!(
+            (m.state, commit),
+            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false)
+        );
+        if retry {
+            self.finish(state, &mut g, commit).await?;
+            return Ok(());
+        }
+        match m.begin_end(commit)? {
+            EndAction::AlreadyDone => Ok(()),
+            EndAction::Complete { commit } => Ok(self.finish(state, &mut g, commit).await?),
+        }
+    }
+
+    /// Aborts transactions open longer than their timeout (fencing their producer) and retries ends that
+    /// failed half-way. Transactions busy with a request are left for the next pass.
+    pub async fn abort_timed_out(&self, state: &BrokerState) {
+        let now = now_ms();
+        for slot in self.all_slots() {
+            let Ok(mut g) = slot.try_lock() else {
+                continue;
+            };
+            let Some(m) = g.clone() else { continue };
+            let result = if m.timed_out(now) {
+                tracing::info!(transactional_id = %m.transactional_id, producer_id = m.producer_id, timeout_ms = m.timeout_ms, "aborting a transaction that timed out");
+                self.fence_and_abort(state, &mut g).await
+            } else if matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+                self.finish(state, &mut g, m.state == TxnState::PrepareCommit)
+                    .await
+            } else {
+                Ok(())
+            };
+            if let Err(e) = result {
+                tracing::error!(transactional_id = %m.transactional_id, error = %e, "ending a transaction failed; will retry");
+            }
+        }
+    }
+
+    /// Every known transaction, for ListTransactions / DescribeTransactions.
+    pub async fn snapshot(&self) -> Vec<TxnMetadata> {
+        let mut out = Vec::new();
+        for slot in self.all_slots() {
+            if let Some(m) = slot.lock().await.clone() {
+                out.push(m);
+            }
+        }
+        out.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+        out
+    }
+
+    pub async fn describe(&self, id: &str) -> Option<TxnMetadata> {
+        let slot = self.existing(id)?;
+        let g = slot.lock().await;
+        g.clone()
+    }
+}
+
+/// Replays `__transaction_state` into the coordinator (its load). Returns how many transactional ids it knows.
+pub fn load(state: &BrokerState) -> Result<usize> {
+    let parts = state
+        .meta
+        .state()
+        .topics
+        .get(TXN_TOPIC)
+        .map_or(0, |t| t.partitions.len());
+    let mut latest: HashMap<String, Option<TxnMetadata>> = HashMap::new();
+    for p in 0..parts as i32 {
+        let Some(part) = state.partitions.get(TXN_TOPIC, p) else {
+            continue;
+        };
+        let (mut offset, hw) = part.offsets();
+        while offset < hw {
+            let read = part.read(offset, 1 << 20, true)?;
+            if read.records.is_empty() {
+                break;
+            }
+            let mut buf = read.records;
+            let sets = RecordBatchDecoder::decode_all(&mut buf)
+                .map_err(|e| Error::Internal(format!("decoding {TXN_TOPIC}-{p}: {e}")))?;
+            let mut last = offset;
+            for set in sets {
+                for r in set.records {
+                    last = last.max(r.offset + 1);
+                    if r.offset < offset || r.control {
+                        continue;
+                    }
+                    let Some(key) = r.key else { continue };
+                    let id = match txn::decode_key(key) {
+                        Ok(id) => id,
+                        Err(e) => {
+                            tracing::warn!(partition = p, offset = r.offset, error = %e, "skipping unreadable {TXN_TOPIC} key");
+                            continue;
+                        }
+                    };
+                    let value = match r.value.map(|v| txn::decode_value(&id, v)).transpose() {
+                        Ok(v) => v,
+                        Err(e) => {
+                            tracing::warn!(partition = p, offset = r.offset, error = %e, "skipping unreadable {TXN_TOPIC} value");
+                            continue;
+                        }
+                    };
+                    latest.insert(id, value);
+                }
+            }
+            if last <= offset {
+                break;
+            }
+            offset = last;
+        }
+    }
+    let mut slots = state.transactions.lock_slots();
+    for (id, m) in latest {
+        if let Some(m) = m {
+            slots.insert(id, Arc::new(tokio::sync::Mutex::new(Some(m))));
+        }
+    }
+    Ok(slots.len())
+}
+
+/// Finishes transactions left half-ended by a crash, then aborts timed-out transactions periodically, until
+/// shutdown.
+pub async fn run_clock(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
+    let every = Duration::from_millis(state.transactions.config.cleanup_interval_ms);
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // The first tick fires at once: unfinished transactions found by `load` complete right away.
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        state.transactions.abort_timed_out(&state).await;
+    }
+}

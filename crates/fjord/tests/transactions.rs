@@ -1,0 +1,195 @@
+//! End-to-end tests of transactions: real broker processes driven by confluent-kafka transactional producers and
+//! read_committed consumers (tests/clients/txn_*.py), across kill -9 and restarts of the broker.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Light internal topics, no initial rebalance delay, and timed-out transactions aborted within half a second.
+const TXN_OVERRIDES: &[(&str, &str)] = &[
+    ("transaction.state.log.num.partitions", "4"),
+    ("offsets.topic.num.partitions", "4"),
+    ("group.initial.rebalance.delay.ms", "0"),
+    (
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        "500",
+    ),
+];
+
+fn txn_broker(dir: &tempfile::TempDir) -> BrokerProc {
+    BrokerProc::start(&dir.path().join("data"), TXN_OVERRIDES)
+}
+
+fn assert_ok(script: &str, out: &str) {
+    assert!(
+        out.lines().any(|l| l.starts_with("ok")),
+        "{script} did not report ok:\n{out}"
+    );
+}
+
+fn segment_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "log")
+        })
+        .count()
+}
+
+#[test]
+fn transactions_commit_abort_and_read_committed_survive_a_restart() {
+    let dir = temp_dir();
+    let mut broker = txn_broker(&dir);
+    let out = run_client("txn_commit_abort.py", &[&broker.bootstrap], CLIENT_TIMEOUT);
+    assert_ok("txn_commit_abort.py", &out);
+    for p in 0..2 {
+        let segments = segment_files(&broker.data_dir.join(format!("txn-{p}")));
+        assert!(
+            segments > 2,
+            "txn-{p}: expected transactions spread over several segments, found {segments}"
+        );
+    }
+    // Aborted-transaction and LSO state must come back from the log after a crash.
+    broker.kill9();
+    broker.restart();
+    let out = run_client(
+        "txn_commit_abort.py",
+        &[&broker.bootstrap, "verify"],
+        CLIENT_TIMEOUT,
+    );
+    assert_ok("txn_commit_abort.py verify", &out);
+}
+
+#[test]
+fn consume_transform_produce_is_exactly_once_across_kill_9() {
+    let dir = temp_dir();
+    let mut broker = txn_broker(&dir);
+    let out = run_client(
+        "txn_ctp.py",
+        &[&broker.bootstrap, "seed", "300"],
+        CLIENT_TIMEOUT,
+    );
+    assert_ok("txn_ctp.py seed", &out);
+
+    let ready_file = dir.path().join("ready");
+    let out_path = dir.path().join("ctp-first.stdout");
+    let err_path = dir.path().join("ctp-first.stderr");
+    let logs = || {
+        format!(
+            "first run stdout:\n{}\nfirst run stderr:\n{}",
+            std::fs::read_to_string(&out_path).unwrap_or_default(),
+            std::fs::read_to_string(&err_path).unwrap_or_default()
+        )
+    };
+    let mut app = Command::new(python())
+        .arg(workspace_root().join("tests/clients/txn_ctp.py"))
+        .arg(&broker.bootstrap)
+        .arg("run")
+        .arg(&ready_file)
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("start the consume-transform-produce app");
+    let started = Instant::now();
+    while !ready_file.exists() {
+        if let Some(status) = app.try_wait().unwrap() {
+            panic!(
+                "the app exited ({status}) before its first commit; {}",
+                logs()
+            );
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = app.kill();
+            let _ = app.wait();
+            panic!("the app committed nothing in 60 s; {}", logs());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Crash the broker mid-stream, with transactions (and their offset commits) in flight.
+    std::thread::sleep(Duration::from_secs(1));
+    if let Some(status) = app.try_wait().unwrap() {
+        panic!(
+            "the app exited ({status}) before the broker was killed; {}",
+            logs()
+        );
+    }
+    broker.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = app.kill();
+    let _ = app.wait();
+    let first = logs();
+    eprintln!("{first}");
+    assert!(
+        !first.lines().any(|l| l.starts_with("ok")),
+        "the first run finished before the kill, so the crash tested nothing; {first}"
+    );
+
+    // A new instance fences the old one's transaction and finishes the job.
+    broker.restart();
+    let out = run_client(
+        "txn_ctp.py",
+        &[
+            &broker.bootstrap,
+            "run",
+            dir.path().join("ready-2").to_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+    );
+    assert_ok("txn_ctp.py run (after the restart)", &out);
+    let out = run_client(
+        "txn_ctp.py",
+        &[&broker.bootstrap, "verify", "300"],
+        CLIENT_TIMEOUT,
+    );
+    assert_ok("txn_ctp.py verify", &out);
+}
+
+#[test]
+fn abandoned_transactions_time_out_and_new_instances_fence_old_ones() {
+    let dir = temp_dir();
+    let broker = txn_broker(&dir);
+    let out = run_client(
+        "txn_timeout_fencing.py",
+        &[&broker.bootstrap, "abandon"],
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.contains("abandoned"), "{out}");
+    let out = run_client(
+        "txn_timeout_fencing.py",
+        &[&broker.bootstrap, "after"],
+        CLIENT_TIMEOUT,
+    );
+    assert_ok("txn_timeout_fencing.py after", &out);
+}
+
+#[test]
+fn a_transaction_open_across_a_broker_crash_still_times_out() {
+    let dir = temp_dir();
+    let mut broker = txn_broker(&dir);
+    let out = run_client(
+        "txn_timeout_fencing.py",
+        &[&broker.bootstrap, "abandon"],
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.contains("abandoned"), "{out}");
+    // The coordinator must recover the ongoing transaction from its log and still abort it on timeout.
+    broker.kill9();
+    broker.restart();
+    let out = run_client(
+        "txn_timeout_fencing.py",
+        &[&broker.bootstrap, "after"],
+        CLIENT_TIMEOUT,
+    );
+    assert_ok("txn_timeout_fencing.py after (after a restart)", &out);
+}
