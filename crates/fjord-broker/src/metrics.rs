@@ -26,6 +26,7 @@ pub struct Metrics {
     pub bytes_out: Family<TopicLabels, Counter>,
     pub messages_in: Family<TopicLabels, Counter>,
     pub messages_out: Family<TopicLabels, Counter>,
+    pub duplicate_batches: Family<TopicLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub request_errors: Family<RequestLabels, Counter>,
     pub request_latency: LatencyFamily,
@@ -52,6 +53,7 @@ impl Metrics {
         let bytes_out = Family::<TopicLabels, Counter>::default();
         let messages_in = Family::<TopicLabels, Counter>::default();
         let messages_out = Family::<TopicLabels, Counter>::default();
+        let duplicate_batches = Family::<TopicLabels, Counter>::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let request_errors = Family::<RequestLabels, Counter>::default();
         let request_latency: LatencyFamily = Family::new_with_constructor(latency_histogram);
@@ -72,6 +74,11 @@ impl Metrics {
             "topic_messages_in",
             "Records appended, by topic",
             messages_in.clone(),
+        );
+        registry.register(
+            "topic_duplicate_batches",
+            "Retried batches of idempotent producers answered with their original offsets, not appended again",
+            duplicate_batches.clone(),
         );
         registry.register(
             "topic_messages_out",
@@ -114,6 +121,7 @@ impl Metrics {
             bytes_out,
             messages_in,
             messages_out,
+            duplicate_batches,
             requests,
             request_errors,
             request_latency,

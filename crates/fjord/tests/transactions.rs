@@ -193,3 +193,117 @@ fn a_transaction_open_across_a_broker_crash_still_times_out() {
     );
     assert_ok("txn_timeout_fencing.py after (after a restart)", &out);
 }
+
+/// A TCP proxy in front of the broker that cuts a connection right after forwarding a whole
+/// Produce request: the broker handles the request, the client never sees the response and must retry.
+struct ChaosProxy {
+    addr: String,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ChaosProxy {
+    /// Listens on a free loopback port; connections go to `upstream` once [`ChaosProxy::serve`] runs.
+    fn bind() -> (ChaosProxy, std::net::TcpListener) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy = ChaosProxy {
+            addr: listener.local_addr().unwrap().to_string(),
+            cuts: Default::default(),
+        };
+        (proxy, listener)
+    }
+
+    /// Cuts every `every`-th Produce request's connection, at most `max_cuts` times, then just forwards.
+    fn serve(
+        &self,
+        listener: std::net::TcpListener,
+        upstream: String,
+        every: usize,
+        max_cuts: usize,
+    ) {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let cuts = self.cuts.clone();
+        let produces = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut broker) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (mut c2, mut b2) = (client.try_clone().unwrap(), broker.try_clone().unwrap());
+                // Responses: copied through until either side closes.
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut b2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Both);
+                });
+                let (cuts, produces) = (cuts.clone(), produces.clone());
+                // Requests: forwarded frame by frame so the API key is known.
+                std::thread::spawn(move || loop {
+                    let mut len = [0u8; 4];
+                    if client.read_exact(&mut len).is_err() {
+                        let _ = broker.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                    let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+                    if client.read_exact(&mut frame).is_err()
+                        || broker.write_all(&len).is_err()
+                        || broker.write_all(&frame).is_err()
+                    {
+                        let _ = broker.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                    let is_produce = frame.len() >= 2 && frame[0] == 0 && frame[1] == 0;
+                    if is_produce
+                        && (produces.fetch_add(1, Ordering::SeqCst) + 1) % every == 0
+                        && cuts.load(Ordering::SeqCst) < max_cuts
+                    {
+                        // The client loses the connection at once, so it never sees the answer; the broker
+                        // side stays open a little longer so the request is surely handled.
+                        cuts.fetch_add(1, Ordering::SeqCst);
+                        let _ = client.shutdown(std::net::Shutdown::Both);
+                        std::thread::sleep(Duration::from_millis(100));
+                        let _ = broker.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
+                });
+            }
+        });
+    }
+}
+
+#[test]
+fn idempotent_producer_retries_after_lost_responses_write_each_message_once() {
+    let dir = temp_dir();
+    let (proxy, listener) = ChaosProxy::bind();
+    // The broker advertises the proxy, so every client connection after bootstrap goes through it too.
+    let advertised = format!("PLAINTEXT://{}", proxy.addr);
+    let broker = BrokerProc::start(
+        &dir.path().join("data"),
+        &[("advertised.listeners", advertised.as_str())],
+    );
+    proxy.serve(listener, broker.bootstrap.clone(), 7, 12);
+    let out = run_client(
+        "idempotent_retries.py",
+        &[&proxy.addr, "20000"],
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.contains("ok"), "{out}");
+    let cuts = proxy.cuts.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        cuts >= 5,
+        "only {cuts} connections were cut; the test injected too few retries"
+    );
+    // The broker saw the retries and answered them from its producer state instead of appending again.
+    let metrics = http_get(broker.http.as_deref().unwrap(), "/metrics");
+    let dups: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("fjord_topic_duplicate_batches_total{topic=\"retried\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    eprintln!("{cuts} connections cut after a produce request; {dups} duplicate batches answered");
+    assert!(
+        dups >= 1.0,
+        "no duplicate batch reached the broker; metrics:\n{metrics}"
+    );
+}

@@ -142,13 +142,22 @@ pub fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
             let len = records.len() as u64;
             match partition.append(records) {
                 Ok(info) => {
-                    broker.metrics.bytes_in.get_or_create(&labels).inc_by(len);
-                    let n: u64 = info
-                        .batches
-                        .iter()
-                        .map(|b| b.record_count.max(0) as u64)
-                        .sum();
-                    broker.metrics.messages_in.get_or_create(&labels).inc_by(n);
+                    if info.batches.is_empty() {
+                        // A retry of a batch already in the log, answered with its original offsets.
+                        broker
+                            .metrics
+                            .duplicate_batches
+                            .get_or_create(&labels)
+                            .inc();
+                    } else {
+                        broker.metrics.bytes_in.get_or_create(&labels).inc_by(len);
+                        let n: u64 = info
+                            .batches
+                            .iter()
+                            .map(|b| b.record_count.max(0) as u64)
+                            .sum();
+                        broker.metrics.messages_in.get_or_create(&labels).inc_by(n);
+                    }
                     if acks == -1 {
                         waits.push((ti, parts.len(), partition.clone(), info.last_offset + 1));
                     }
