@@ -10,13 +10,13 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use fjord_log::{AppendInfo, ControlType, Log, LogConfig, ReadInfo};
+use fjord_log::{AbortedTxn, AppendInfo, ControlType, Log, LogConfig, ReadInfo};
 use fjord_meta::ClusterState;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
-use crate::producers::{AbortedTxn, ProducerStates, ProducerView, Verdict};
+use crate::producers::{ProducerStates, ProducerView, Verdict};
 use crate::{now_ms, Error, Result};
 
 /// Name of the file in each partition directory that records which topic id the data belongs to, so a topic
@@ -36,16 +36,69 @@ pub struct Partition {
     flush_lock: tokio::sync::Mutex<()>,
     /// Fetches parked until new data arrives register here; each append wakes and clears them.
     waiters: Mutex<Vec<Arc<Notify>>>,
-    /// Sequence state of idempotent producers; locked before the log on append.
+    /// Sequence and transaction state of producers; locked before the log.
     producers: Mutex<ProducerStates>,
+    /// Log end offset of the newest producer-state snapshot (-1: none).
+    last_snapshot: AtomicI64,
 }
 
-/// Rebuilds producer sequence and transaction state from the batches in the log (headers, plus the one record
-/// of each control batch).
-fn rebuild_producers(log: &Log) -> Result<ProducerStates> {
-    let mut states = ProducerStates::default();
-    let mut offset = log.log_start_offset();
+/// File name of a producer-state snapshot taken when the log ended at `offset` (Kafka's naming).
+fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
+    dir.join(format!("{offset:020}.snapshot"))
+}
+
+/// Offsets of the snapshot files in `dir`, ascending.
+fn snapshot_offsets(dir: &Path) -> Result<Vec<i64>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        if let Some(o) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".snapshot"))
+            .and_then(|n| n.parse::<i64>().ok())
+        {
+            out.push(o);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// The newest usable snapshot: taken at or below the log end offset (recovery may have cut the tail the others
+/// describe; those are deleted) and readable.
+fn load_snapshot(dir: &Path, log_end: i64) -> Result<Option<(i64, ProducerStates)>> {
+    let offsets = snapshot_offsets(dir)?;
+    for &o in offsets.iter().filter(|o| **o > log_end) {
+        tracing::info!(dir = %dir.display(), offset = o, "deleting producer snapshot beyond the log end");
+        std::fs::remove_file(snapshot_path(dir, o))?;
+    }
+    for &o in offsets.iter().rev().filter(|o| **o <= log_end) {
+        match std::fs::read(snapshot_path(dir, o)) {
+            Ok(data) => match ProducerStates::decode(&data) {
+                Some(states) => return Ok(Some((o, states))),
+                None => {
+                    tracing::warn!(dir = %dir.display(), offset = o, "ignoring a damaged producer snapshot")
+                }
+            },
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), offset = o, error = %e, "cannot read a producer snapshot")
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Rebuilds producer sequence and transaction state: the newest snapshot, then the batches after it (headers,
+/// plus the one record of each control batch). Aborted transactions found in that range are (re-)entered in the
+/// log's `.txnindex` files; those below it are already there.
+fn rebuild_producers(log: &mut Log) -> Result<(ProducerStates, i64)> {
     let end = log.log_end_offset();
+    let (mut states, snapshot) = match load_snapshot(log.dir(), end)? {
+        Some((o, s)) => (s, o),
+        None => (ProducerStates::default(), -1),
+    };
+    let mut offset = snapshot.max(log.log_start_offset());
+    log.truncate_aborted_from(offset)?;
     while offset < end {
         let chunk = log.read(offset, 1 << 20, end, true)?;
         if chunk.records.is_empty() {
@@ -53,16 +106,17 @@ fn rebuild_producers(log: &Log) -> Result<ProducerStates> {
         }
         let mut pos = 0usize;
         let mut next = offset;
+        let mut aborted = Vec::new();
         for b in fjord_log::batch_headers(&chunk.records) {
             if b.is_control {
                 if let Some(kind) = fjord_log::control_type(&chunk.records[pos..]) {
-                    states.record_marker(
+                    aborted.extend(states.record_marker(
                         b.producer_id,
                         b.producer_epoch,
                         kind == ControlType::Commit,
                         b.base_offset,
                         -1,
-                    );
+                    ));
                 }
             } else {
                 states.record(&b);
@@ -70,13 +124,15 @@ fn rebuild_producers(log: &Log) -> Result<ProducerStates> {
             pos += b.size;
             next = b.last_offset + 1;
         }
+        for a in aborted {
+            log.add_aborted_txn(a)?;
+        }
         if next <= offset {
             break;
         }
         offset = next;
     }
-    states.prune(log.log_start_offset());
-    Ok(states)
+    Ok((states, snapshot))
 }
 
 /// Who is appending: clients are checked (sequences, no control batches); the broker's own coordinators
@@ -186,13 +242,15 @@ impl Partition {
         let mut producers = self.lock_producers();
         let mut log = self.lock();
         let info = log.append(batch, epoch, now)?;
-        producers.record_marker(
+        if let Some(aborted) = producers.record_marker(
             producer_id,
             producer_epoch,
             kind == ControlType::Commit,
             info.base_offset,
             coordinator_epoch,
-        );
+        ) {
+            log.add_aborted_txn(aborted)?;
+        }
         drop(log);
         drop(producers);
         self.wake_waiters();
@@ -222,7 +280,7 @@ impl Partition {
             let end = fjord_log::batch_headers(&r.records)
                 .last()
                 .map_or(offset, |b| b.last_offset + 1);
-            producers.aborted_between(offset, end)
+            log.aborted_between(offset, end)
         } else {
             Vec::new()
         };
@@ -323,10 +381,6 @@ impl Partition {
         let now = now_ms();
         let mut log = self.lock();
         let deleted = log.enforce_retention(now)?;
-        let start = log.log_start_offset();
-        drop(log);
-        self.lock_producers().prune(start);
-        let mut log = self.lock();
         if deleted > 0 {
             tracing::info!(topic = %self.topic, partition = self.index, deleted, "retention deleted segments");
         }
@@ -335,6 +389,41 @@ impl Partition {
             if reclaimed > 0 {
                 tracing::info!(topic = %self.topic, partition = self.index, reclaimed, "compaction reclaimed bytes");
             }
+        }
+        drop(log);
+        self.maybe_snapshot(false)
+    }
+
+    /// Writes a producer-state snapshot when a segment was rolled since the last one (Kafka snapshots at
+    /// rolls too), or always with `force` (clean shutdown) unless nothing was appended since. Keeps the newest
+    /// two snapshots.
+    pub fn maybe_snapshot(&self, force: bool) -> Result<()> {
+        let last = self.last_snapshot.load(Ordering::Acquire);
+        let (offset, data) = {
+            let producers = self.lock_producers();
+            let mut log = self.lock();
+            let end = log.log_end_offset();
+            let rolled = log.active_base_offset() > last;
+            if end == last || !(force || rolled) {
+                return Ok(());
+            }
+            // The snapshot relies on the aborted-transaction entries below its offset being durable.
+            log.sync_txn_indexes()?;
+            (end, producers.encode())
+        };
+        let dir = self.lock().dir().to_path_buf();
+        let tmp = dir.join(format!("{offset:020}.snapshot.tmp"));
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, &data)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, snapshot_path(&dir, offset))?;
+        std::fs::File::open(&dir)?.sync_all()?;
+        self.last_snapshot.store(offset, Ordering::Release);
+        let offsets = snapshot_offsets(&dir)?;
+        for o in &offsets[..offsets.len().saturating_sub(2)] {
+            std::fs::remove_file(snapshot_path(&dir, *o))?;
         }
         Ok(())
     }
@@ -438,9 +527,9 @@ impl PartitionManager {
             }
             let dir = self.partition_dir(&key.0, key.1);
             prepare_partition_dir(&dir, id)?;
-            let log = Log::open(&dir, lc, now_ms())?;
+            let mut log = Log::open(&dir, lc, now_ms())?;
             let leo = log.log_end_offset();
-            let producers = rebuild_producers(&log)?;
+            let (producers, snapshot) = rebuild_producers(&mut log)?;
             let p = Partition {
                 topic: key.0.clone(),
                 index: key.1,
@@ -451,6 +540,7 @@ impl PartitionManager {
                 flush_lock: tokio::sync::Mutex::new(()),
                 waiters: Mutex::new(Vec::new()),
                 producers: Mutex::new(producers),
+                last_snapshot: AtomicI64::new(snapshot),
             };
             parts.insert(key, Arc::new(p));
         }
@@ -461,6 +551,9 @@ impl PartitionManager {
     pub fn close_all(&self) {
         let mut parts = self.partitions.write().unwrap_or_else(|p| p.into_inner());
         for (key, p) in parts.drain() {
+            if let Err(e) = p.maybe_snapshot(true) {
+                tracing::error!(topic = %key.0, partition = key.1, error = %e, "producer snapshot failed");
+            }
             match Arc::try_unwrap(p) {
                 Ok(p) => {
                     let log = p.log.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -511,9 +604,23 @@ mod tests {
     use super::*;
 
     fn batch(producer_id: i64, epoch: i16, first_seq: i32, n: usize) -> Bytes {
+        encode(producer_id, epoch, first_seq, n, false)
+    }
+
+    fn txn_batch(producer_id: i64, epoch: i16, first_seq: i32, n: usize) -> Bytes {
+        encode(producer_id, epoch, first_seq, n, true)
+    }
+
+    fn encode(
+        producer_id: i64,
+        epoch: i16,
+        first_seq: i32,
+        n: usize,
+        transactional: bool,
+    ) -> Bytes {
         let records: Vec<Record> = (0..n)
             .map(|i| Record {
-                transactional: false,
+                transactional,
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: 0,
@@ -614,5 +721,162 @@ mod tests {
         assert_eq!((next.base_offset, next.last_offset), (3, 4));
         // Plain (non-idempotent) batches are untouched by all this.
         assert_eq!(p.append(batch(-1, -1, -1, 1)).unwrap().base_offset, 5);
+    }
+
+    fn open(dir: &Path) -> (PartitionManager, Arc<Partition>) {
+        let (meta, cfg) = state();
+        let pm = PartitionManager::new(dir, 1);
+        pm.sync_with(&meta, &cfg).unwrap();
+        let p = pm.get("t", 0).unwrap();
+        (pm, p)
+    }
+
+    /// Records visible to read_committed from some offset as (first, last) batch offsets, aborted producer
+    /// ids with first offsets, and the LSO.
+    type View = (Vec<(i64, i64)>, Vec<(i64, i64)>, i64);
+
+    fn committed_view(p: &Partition, from: i64) -> View {
+        let r = p.fetch(from, 1 << 20, true, true).unwrap();
+        let batches = fjord_log::batch_headers(&r.records)
+            .map(|b| (b.base_offset, b.last_offset))
+            .collect();
+        let aborted = r
+            .aborted
+            .iter()
+            .map(|a| (a.producer_id, a.first_offset))
+            .collect();
+        (batches, aborted, r.last_stable_offset)
+    }
+
+    fn snapshots(dir: &Path) -> Vec<i64> {
+        snapshot_offsets(&dir.join("t-0")).unwrap()
+    }
+
+    #[test]
+    fn open_transactions_hold_the_lso_and_aborted_ranges_survive_crashes_and_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pm, p) = open(dir.path());
+        assert_eq!(p.append(txn_batch(1, 0, 0, 2)).unwrap().base_offset, 0);
+        assert_eq!(p.append(batch(-1, -1, -1, 1)).unwrap().base_offset, 2);
+        let (visible, _, lso) = committed_view(&p, 0);
+        assert_eq!(
+            (visible, lso),
+            (vec![], 0),
+            "producer 1's open transaction holds the LSO at 0"
+        );
+        let err = p.append(batch(1, 0, 2, 1)).unwrap_err();
+        assert_eq!(
+            err.code(),
+            kafka_protocol::error::ResponseError::InvalidTxnState.code()
+        );
+        assert_eq!(p.append(txn_batch(2, 0, 0, 2)).unwrap().base_offset, 3);
+        assert_eq!(p.append_marker(1, 0, ControlType::Abort, 0).unwrap(), 5);
+        assert_eq!(p.last_stable_offset(), 3, "producer 2 is still open");
+        assert_eq!(p.append_marker(2, 0, ControlType::Commit, 0).unwrap(), 6);
+        let (visible, aborted, lso) = committed_view(&p, 0);
+        assert_eq!(lso, 7);
+        assert_eq!(visible.last(), Some(&(6, 6)));
+        assert_eq!(aborted, vec![(1, 0)]);
+        assert_eq!(
+            committed_view(&p, 3).1,
+            vec![(1, 0)],
+            "the abort marker at 5 is after 3"
+        );
+        assert_eq!(
+            committed_view(&p, 6).1,
+            vec![],
+            "nothing aborted at or after 6"
+        );
+        // Clients may not write markers.
+        let marker = fjord_log::control_batch(9, 0, ControlType::Commit, 0, 1);
+        let err = p.append(marker).unwrap_err();
+        assert_eq!(
+            err.code(),
+            kafka_protocol::error::ResponseError::InvalidRecord.code()
+        );
+        // Producer 3 opens a transaction; then the broker "crashes" (no clean close, no snapshot yet).
+        assert_eq!(p.append(txn_batch(3, 0, 0, 2)).unwrap().base_offset, 7);
+        drop(p);
+        drop(pm);
+        assert!(snapshots(dir.path()).is_empty());
+
+        let (pm, p) = open(dir.path());
+        assert_eq!(
+            committed_view(&p, 0).2,
+            7,
+            "rebuilt from the log: producer 3 still open"
+        );
+        assert_eq!(committed_view(&p, 0).1, vec![(1, 0)]);
+        // A clean shutdown writes a snapshot with producer 3's open transaction in it.
+        drop(p);
+        pm.close_all();
+        assert_eq!(snapshots(dir.path()), vec![9]);
+
+        let (pm, p) = open(dir.path());
+        assert_eq!(p.last_stable_offset(), 7, "restored from the snapshot");
+        assert_eq!(p.append_marker(3, 0, ControlType::Abort, 0).unwrap(), 9);
+        let retry = p.append(txn_batch(3, 0, 0, 2)).unwrap();
+        assert_eq!(
+            (retry.base_offset, retry.batches.len()),
+            (7, 0),
+            "the snapshot kept the sequences: a retry is a duplicate"
+        );
+        let (_, aborted, lso) = committed_view(&p, 0);
+        assert_eq!((aborted, lso), (vec![(1, 0), (3, 7)], 10));
+        drop(p);
+        drop(pm);
+        // A crash after the snapshot: the snapshot plus the batches after it give the same answer, and the
+        // aborted range found after the snapshot is indexed again.
+        let (pm, p) = open(dir.path());
+        assert_eq!(committed_view(&p, 0).1, vec![(1, 0), (3, 7)]);
+        assert_eq!(p.last_stable_offset(), 10);
+        drop(p);
+        pm.close_all();
+        assert_eq!(
+            snapshots(dir.path()),
+            vec![9, 10],
+            "the newest two are kept"
+        );
+
+        // A damaged newest snapshot is skipped in favour of the older one.
+        let newest = snapshot_path(&dir.path().join("t-0"), 10);
+        let mut data = std::fs::read(&newest).unwrap();
+        let last = data.len() - 1;
+        data[last] ^= 0xff;
+        std::fs::write(&newest, data).unwrap();
+        let (_pm, p) = open(dir.path());
+        assert_eq!(committed_view(&p, 0).1, vec![(1, 0), (3, 7)]);
+        assert_eq!(p.producers().len(), 3);
+    }
+
+    #[test]
+    fn producer_snapshots_round_trip_and_reject_damage() {
+        let mut s = ProducerStates::default();
+        let info = |pid: i64, seq: i32, base: i64, txn: bool| fjord_log::BatchInfo {
+            base_offset: base,
+            last_offset: base + 1,
+            record_count: 2,
+            first_timestamp: 5,
+            max_timestamp: 6,
+            producer_id: pid,
+            producer_epoch: 3,
+            base_sequence: seq,
+            is_transactional: txn,
+            is_control: false,
+            compression: 0,
+            size: 80,
+        };
+        s.record(&info(1, 0, 0, false));
+        s.record(&info(1, 2, 2, false));
+        s.record(&info(2, 0, 4, true));
+        let bytes = s.encode();
+        let back = ProducerStates::decode(&bytes).unwrap();
+        assert_eq!(back.describe(), s.describe());
+        assert_eq!(back.first_unstable_offset(), Some(4));
+        assert_eq!(back.encode(), bytes);
+        let mut bad = bytes.clone();
+        bad[10] ^= 1;
+        assert!(ProducerStates::decode(&bad).is_none());
+        assert!(ProducerStates::decode(&bytes[..bytes.len() - 1]).is_none());
     }
 }

@@ -6,18 +6,47 @@
 //! original offsets and not appended again. The state is rebuilt from the log's batch headers when the
 //! partition opens, so a retry after a broker crash is still recognised.
 //!
-//! Transactions (KIP-98) add, per partition: the first offset of each producer's open transaction (the
+//! Transactions (KIP-98) add, per partition, the first offset of each producer's open transaction: the
 //! earliest of them is the first unstable offset, which bounds the last stable offset that read_committed
-//! consumers may read up to), and the list of aborted transactions (producer id, first offset, offset of the
-//! abort marker) that Fetch hands to read_committed consumers so they can drop aborted records.
+//! consumers may read up to. When an abort marker ends a transaction, [`ProducerStates::record_marker`] returns
+//! the aborted range; the partition stores it in the log's per-segment `.txnindex`.
+//!
+//! The state is snapshotted ([`ProducerStates::encode`]) into `<offset>.snapshot` files so that opening a
+//! partition scans only the batches after the newest snapshot.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use fjord_log::BatchInfo;
+use fjord_log::{AbortedTxn, BatchInfo};
 use fjord_meta::{Command, CommandResult, Meta};
 
 /// Batches per producer remembered for de-duplication (Kafka's max.in.flight limit for idempotence).
 const RECENT: usize = 5;
+
+/// Version of the snapshot layout written by [`ProducerStates::encode`].
+const SNAPSHOT_VERSION: i16 = 1;
+
+/// A cursor over snapshot bytes.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_at_checked(N)?;
+        self.0 = rest;
+        head.try_into().ok()
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take::<1>()?[0])
+    }
+    fn i16(&mut self) -> Option<i16> {
+        Some(i16::from_be_bytes(self.take()?))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        Some(i32::from_be_bytes(self.take()?))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_be_bytes(self.take()?))
+    }
+}
 
 /// Ids reserved per round trip to the metadata quorum.
 const BLOCK: i64 = 1000;
@@ -69,15 +98,6 @@ struct Entry {
     coordinator_epoch: i32,
 }
 
-/// A transaction aborted in this partition: its records lie in `first_offset..last_offset` (the abort
-/// marker is at `last_offset`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AbortedTxn {
-    pub producer_id: i64,
-    pub first_offset: i64,
-    pub last_offset: i64,
-}
-
 /// One producer's state as DescribeProducers reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerView {
@@ -119,8 +139,6 @@ pub struct ProducerStates {
     producers: HashMap<i64, Entry>,
     /// Open transactions: first offset -> producer id.
     ongoing: BTreeMap<i64, i64>,
-    /// Aborted transactions, in the order of their markers (so sorted by `last_offset`).
-    aborted: VecDeque<AbortedTxn>,
 }
 
 impl ProducerStates {
@@ -218,7 +236,8 @@ impl ProducerStates {
     }
 
     /// Records a commit or abort marker appended at `offset`: the producer's open transaction (if any) ends.
-    /// A marker with a newer epoch (the coordinator fenced the producer) restarts its sequences.
+    /// A marker with a newer epoch (the coordinator fenced the producer) restarts its sequences. Returns the
+    /// aborted range for an abort that ended a transaction with records here.
     pub fn record_marker(
         &mut self,
         producer_id: i64,
@@ -226,23 +245,21 @@ impl ProducerStates {
         commit: bool,
         offset: i64,
         coordinator_epoch: i32,
-    ) {
+    ) -> Option<AbortedTxn> {
         let e = self.producers.entry(producer_id).or_default();
         if epoch > e.epoch {
             e.epoch = epoch;
             e.recent.clear();
         }
         e.coordinator_epoch = coordinator_epoch;
-        if let Some(first) = e.txn_first_offset.take() {
-            self.ongoing.remove(&first);
-            if !commit {
-                self.aborted.push_back(AbortedTxn {
-                    producer_id,
-                    first_offset: first,
-                    last_offset: offset,
-                });
-            }
-        }
+        let first = e.txn_first_offset.take()?;
+        self.ongoing.remove(&first);
+        (!commit).then(|| AbortedTxn {
+            producer_id,
+            first_offset: first,
+            last_offset: offset,
+            last_stable_offset: self.first_unstable_offset().unwrap_or(offset + 1),
+        })
     }
 
     /// The first offset of the earliest open transaction: read_committed consumers stop before it.
@@ -250,25 +267,68 @@ impl ProducerStates {
         self.ongoing.keys().next().copied()
     }
 
-    /// Aborted transactions with records in `from..to`.
-    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
-        let start = self.aborted.partition_point(|a| a.last_offset < from);
-        self.aborted
-            .range(start..)
-            .filter(|a| a.first_offset < to)
-            .copied()
-            .collect()
+    /// The state as bytes for a snapshot file: version, CRC-32C of the rest, then each producer.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(4 + self.producers.len() * 64);
+        body.extend_from_slice(&(self.producers.len() as i32).to_be_bytes());
+        let mut ids: Vec<&i64> = self.producers.keys().collect();
+        ids.sort();
+        for id in ids {
+            let e = &self.producers[id];
+            body.extend_from_slice(&id.to_be_bytes());
+            body.extend_from_slice(&e.epoch.to_be_bytes());
+            body.extend_from_slice(&e.txn_first_offset.unwrap_or(-1).to_be_bytes());
+            body.extend_from_slice(&e.last_timestamp.to_be_bytes());
+            body.extend_from_slice(&e.coordinator_epoch.to_be_bytes());
+            body.push(e.recent.len() as u8);
+            for r in &e.recent {
+                body.extend_from_slice(&r.first_seq.to_be_bytes());
+                body.extend_from_slice(&r.last_seq.to_be_bytes());
+                body.extend_from_slice(&r.base_offset.to_be_bytes());
+                body.extend_from_slice(&r.last_offset.to_be_bytes());
+            }
+        }
+        let mut out = Vec::with_capacity(body.len() + 6);
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
     }
 
-    /// Forgets aborted transactions wholly below the log start offset (their records are gone).
-    pub fn prune(&mut self, log_start_offset: i64) {
-        while self
-            .aborted
-            .front()
-            .is_some_and(|a| a.last_offset < log_start_offset)
-        {
-            self.aborted.pop_front();
+    /// Reads a snapshot written by [`ProducerStates::encode`]; `None` if it is damaged or of another version.
+    pub fn decode(data: &[u8]) -> Option<ProducerStates> {
+        let version = i16::from_be_bytes(data.get(..2)?.try_into().ok()?);
+        let crc = u32::from_be_bytes(data.get(2..6)?.try_into().ok()?);
+        let body = data.get(6..)?;
+        if version != SNAPSHOT_VERSION || crc32c::crc32c(body) != crc {
+            return None;
         }
+        let mut r = Reader(body);
+        let mut states = ProducerStates::default();
+        for _ in 0..r.i32()? {
+            let id = r.i64()?;
+            let mut e = Entry {
+                epoch: r.i16()?,
+                ..Entry::default()
+            };
+            let first = r.i64()?;
+            e.txn_first_offset = (first >= 0).then_some(first);
+            e.last_timestamp = r.i64()?;
+            e.coordinator_epoch = r.i32()?;
+            for _ in 0..r.u8()? {
+                e.recent.push_back(Recent {
+                    first_seq: r.i32()?,
+                    last_seq: r.i32()?,
+                    base_offset: r.i64()?,
+                    last_offset: r.i64()?,
+                });
+            }
+            if let Some(f) = e.txn_first_offset {
+                states.ongoing.insert(f, id);
+            }
+            states.producers.insert(id, e);
+        }
+        r.0.is_empty().then_some(states)
     }
 
     /// Every producer with state here, for DescribeProducers.

@@ -20,6 +20,7 @@ mod index;
 mod log;
 mod segment;
 mod timestamp;
+mod txn_index;
 
 #[cfg(test)]
 mod tests;
@@ -29,3 +30,4 @@ pub use config::{LogConfig, TimestampType};
 pub use control::{control_batch, control_type, ControlType};
 pub use error::{Error, Result};
 pub use log::{AppendInfo, FlushHandle, Log, ReadInfo};
+pub use txn_index::AbortedTxn;

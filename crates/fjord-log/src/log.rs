@@ -12,6 +12,7 @@ use crate::batch::{
 };
 use crate::config::{LogConfig, TimestampType};
 use crate::segment::{self, OpenMode, Segment};
+use crate::txn_index::AbortedTxn;
 use crate::{Error, Result};
 
 /// Marker written by `close()`; its presence on open means the indexes and segment tails can be trusted.
@@ -155,6 +156,7 @@ impl Log {
             } else if let Some(stem) = name
                 .strip_suffix(".index")
                 .or_else(|| name.strip_suffix(".timeindex"))
+                .or_else(|| name.strip_suffix(".txnindex"))
             {
                 if let Ok(base) = stem.parse::<i64>() {
                     index_files.push((base, entry.path()));
@@ -207,6 +209,7 @@ impl Log {
                         segment::log_path(dir, later),
                         segment::index_path(dir, later),
                         segment::time_index_path(dir, later),
+                        crate::txn_index::path(dir, later),
                     ] {
                         let _ = fs::remove_file(p);
                     }
@@ -545,6 +548,74 @@ impl Log {
 
     pub fn log_start_offset(&self) -> i64 {
         self.log_start_offset
+    }
+
+    /// Base offset of the active segment: it moves when the log rolls.
+    pub fn active_base_offset(&self) -> i64 {
+        self.active().base_offset
+    }
+
+    /// Records an aborted transaction in the `.txnindex` of the segment holding its abort marker. Not fsynced
+    /// here: see [`Log::sync_txn_indexes`].
+    pub fn add_aborted_txn(&mut self, entry: AbortedTxn) -> Result<()> {
+        let i = self
+            .segments
+            .partition_point(|s| s.base_offset <= entry.last_offset)
+            .saturating_sub(1);
+        let seg = &mut self.segments[i];
+        crate::txn_index::append(&crate::txn_index::path(&self.dir, seg.base_offset), &entry)?;
+        seg.aborted.push(entry);
+        seg.aborted_dirty = true;
+        Ok(())
+    }
+
+    /// Aborted transactions with records in `from..to` (what a read_committed fetch of that range needs), in
+    /// marker order.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        // Entries sit in the segment of their marker, which is at or after their records: start with the
+        // segment holding `from`. Once an entry's last stable offset passes `to`, every transaction with
+        // records below `to` had ended by then, so later entries cannot matter (Kafka's early exit).
+        let first = self
+            .segments
+            .partition_point(|s| s.base_offset <= from)
+            .saturating_sub(1);
+        let mut out = Vec::new();
+        for a in self.segments[first..].iter().flat_map(|s| s.aborted.iter()) {
+            if a.last_offset >= from && a.first_offset < to {
+                out.push(*a);
+            }
+            if a.last_stable_offset > to {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Forgets aborted-transaction entries whose marker is at or after `offset` (the broker re-adds them while
+    /// rebuilding producer state from that offset).
+    pub fn truncate_aborted_from(&mut self, offset: i64) -> Result<()> {
+        for seg in &mut self.segments {
+            if seg.aborted.iter().any(|a| a.last_offset >= offset) {
+                seg.aborted.retain(|a| a.last_offset < offset);
+                crate::txn_index::rewrite(
+                    &crate::txn_index::path(&self.dir, seg.base_offset),
+                    &seg.aborted,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// fsyncs every `.txnindex` appended to since its last sync (before a producer-state snapshot relies on
+    /// them).
+    pub fn sync_txn_indexes(&mut self) -> Result<()> {
+        for seg in &mut self.segments {
+            if seg.aborted_dirty {
+                crate::txn_index::sync(&crate::txn_index::path(&self.dir, seg.base_offset))?;
+                seg.aborted_dirty = false;
+            }
+        }
+        Ok(())
     }
 
     /// Next offset to be assigned.

@@ -66,6 +66,10 @@ pub(crate) struct Segment {
     pub offset_of_max_timestamp: i64,
     /// Wall-clock time of the first append into this segment (or of opening it); drives `segment.ms` rolls.
     pub created_ms: i64,
+    /// Aborted transactions whose abort marker is in this segment (mirrors the `.txnindex` file).
+    pub aborted: Vec<crate::AbortedTxn>,
+    /// The `.txnindex` file was appended to since it was last fsynced.
+    pub aborted_dirty: bool,
 }
 
 fn read_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<()> {
@@ -75,6 +79,7 @@ fn read_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<()> {
 impl Segment {
     /// Creates a new empty segment, replacing any stale files with the same base offset.
     pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Segment> {
+        crate::txn_index::remove(&crate::txn_index::path(dir, base_offset))?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -101,6 +106,8 @@ impl Segment {
             max_timestamp: -1,
             offset_of_max_timestamp: -1,
             created_ms: now_ms,
+            aborted: Vec::new(),
+            aborted_dirty: false,
         })
     }
 
@@ -144,6 +151,8 @@ impl Segment {
             max_timestamp: -1,
             offset_of_max_timestamp: -1,
             created_ms: now_ms,
+            aborted: Vec::new(),
+            aborted_dirty: false,
         };
         let verify = mode != OpenMode::Trusted;
         let truncated = match segment.scan_tail(verify, index_interval)? {
@@ -165,6 +174,11 @@ impl Segment {
                 }
             }
         };
+        let txn_path = crate::txn_index::path(dir, base_offset);
+        segment.aborted = crate::txn_index::load(&txn_path, segment.next_offset)?;
+        if truncated {
+            crate::txn_index::rewrite(&txn_path, &segment.aborted)?;
+        }
         Ok(Opened { segment, truncated })
     }
 
@@ -404,6 +418,14 @@ impl Segment {
         };
         self.file.set_len(pos)?;
         self.size = pos;
+        let cut = header.base_offset;
+        if self.aborted.iter().any(|a| a.last_offset >= cut) {
+            self.aborted.retain(|a| a.last_offset < cut);
+            crate::txn_index::rewrite(
+                &crate::txn_index::path(&self.dir, self.base_offset),
+                &self.aborted,
+            )?;
+        }
         // Truncation is rare (follower divergence), so rebuilding both indexes and the timestamp summary from a
         // scan keeps this simple and obviously consistent.
         self.reset_indexes()?;
@@ -483,6 +505,7 @@ impl Segment {
             log_path(&self.dir, self.base_offset),
             self.offset_index.path().to_path_buf(),
             self.time_index.path().to_path_buf(),
+            crate::txn_index::path(&self.dir, self.base_offset),
         ] {
             match fs::remove_file(&path) {
                 Ok(()) => {}

@@ -1210,3 +1210,95 @@ fn batch_headers_walks_batches_without_checking_them() {
         "zero length ends the walk"
     );
 }
+
+fn aborted(pid: i64, first: i64, last: i64, lso: i64) -> crate::AbortedTxn {
+    crate::AbortedTxn {
+        producer_id: pid,
+        first_offset: first,
+        last_offset: last,
+        last_stable_offset: lso,
+    }
+}
+
+#[test]
+fn aborted_transactions_live_in_the_txnindex_of_their_marker_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    for i in 0..60 {
+        log.append(values_batch(&i.to_string(), 2, NOW), 0, NOW)
+            .unwrap();
+    }
+    assert!(log.segment_count() > 3);
+    // Transaction 7 has records 2..10 and its marker at 10; transaction 8 spans segments: 4..40, marker 40.
+    let a = aborted(7, 2, 10, 4);
+    let b = aborted(8, 4, 40, 41);
+    log.add_aborted_txn(a).unwrap();
+    log.add_aborted_txn(b).unwrap();
+    assert_eq!(log.aborted_between(0, 60), vec![a, b]);
+    assert_eq!(log.aborted_between(11, 60), vec![b], "a ended before 11");
+    assert_eq!(log.aborted_between(0, 3), vec![a], "b starts at 4");
+    assert_eq!(log.aborted_between(41, 60), vec![]);
+    let files = log_files(dir.path(), "txnindex");
+    assert_eq!(files.len(), 2, "one file per marker segment: {files:?}");
+    assert_eq!(
+        fs::metadata(&files[0]).unwrap().len(),
+        34,
+        "Kafka's entry size"
+    );
+
+    // Both survive a clean reopen and a crash (the files are read back).
+    log.close().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    assert_eq!(log.aborted_between(0, 60), vec![a, b]);
+    log.sync_txn_indexes().unwrap();
+    drop(log);
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    assert_eq!(log.aborted_between(0, 60), vec![a, b]);
+
+    // Entries at or after a point can be dropped (the broker re-adds them from its scan) ...
+    log.truncate_aborted_from(20).unwrap();
+    assert_eq!(log.aborted_between(0, 60), vec![a]);
+    log.add_aborted_txn(b).unwrap();
+    // ... truncation of the log drops the entries whose marker is cut ...
+    log.truncate_to(30).unwrap();
+    assert_eq!(log.aborted_between(0, 60), vec![a]);
+    // ... and retention deletes them with their segment.
+    let cfg = LogConfig {
+        retention_ms: 1000,
+        ..small_config()
+    };
+    log.set_config(cfg);
+    for i in 0..10 {
+        log.append(
+            values_batch(&i.to_string(), 2, NOW + 10_000),
+            0,
+            NOW + 10_000,
+        )
+        .unwrap();
+    }
+    log.enforce_retention(NOW + 5_000).unwrap();
+    assert!(log.log_start_offset() > 10);
+    assert_eq!(log.aborted_between(0, 100), vec![]);
+    assert_eq!(log_files(dir.path(), "txnindex").len(), 0);
+}
+
+#[test]
+fn aborted_lookup_stops_once_every_earlier_transaction_had_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    for i in 0..10 {
+        log.append(values_batch(&i.to_string(), 2, NOW), 0, NOW)
+            .unwrap();
+    }
+    // The second entry's LSO (12) is past the fetch's end (10): nothing after it can overlap 0..10, so an
+    // entry that (inconsistently) claims to would not be reported.
+    log.add_aborted_txn(aborted(1, 0, 5, 6)).unwrap();
+    log.add_aborted_txn(aborted(2, 6, 11, 12)).unwrap();
+    log.add_aborted_txn(aborted(3, 1, 15, 16)).unwrap();
+    let pids: Vec<i64> = log
+        .aborted_between(0, 10)
+        .iter()
+        .map(|a| a.producer_id)
+        .collect();
+    assert_eq!(pids, vec![1, 2]);
+}
