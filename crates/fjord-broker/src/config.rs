@@ -427,6 +427,7 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         segment_bytes
     ),
     bdef!("transaction.max.timeout.ms", Some("900000"), Int, positive),
+    bdef!("producer.id.expiration.ms", Some("86400000"), Int, positive),
     bdef!(
         "transaction.abort.timed.out.transaction.cleanup.interval.ms",
         Some("10000"),

@@ -238,9 +238,15 @@ async fn housekeeping(state: Arc<BrokerState>, mut shutdown: watch::Receiver<boo
             _ = shutdown.changed() => return,
         }
         let st = state.clone();
+        let producer_expiration_ms: i64 = state
+            .config
+            .props
+            .get("producer.id.expiration.ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(86_400_000);
         let res = tokio::task::spawn_blocking(move || {
             for p in st.partitions.all() {
-                if let Err(e) = p.housekeeping(st.config.cleaner_enable) {
+                if let Err(e) = p.housekeeping(st.config.cleaner_enable, producer_expiration_ms) {
                     tracing::error!(topic = %p.topic, partition = p.index, error = %e, "housekeeping failed");
                 }
                 if st.config.log_flush_interval_ms.is_some() {

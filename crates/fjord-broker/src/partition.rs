@@ -377,8 +377,12 @@ impl Partition {
     }
 
     /// Periodic housekeeping: roll by age, retention, compaction.
-    pub fn housekeeping(&self, compact: bool) -> Result<()> {
+    pub fn housekeeping(&self, compact: bool, producer_expiration_ms: i64) -> Result<()> {
         let now = now_ms();
+        let expired = self.lock_producers().expire(now, producer_expiration_ms);
+        if expired > 0 {
+            tracing::debug!(topic = %self.topic, partition = self.index, expired, "expired idle producer ids");
+        }
         let mut log = self.lock();
         let deleted = log.enforce_retention(now)?;
         if deleted > 0 {

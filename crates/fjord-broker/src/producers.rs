@@ -262,6 +262,17 @@ impl ProducerStates {
         })
     }
 
+    /// Forgets producers without an open transaction whose last batch is older than `expiration_ms`
+    /// (`producer.id.expiration.ms`, as Kafka). A forgotten producer that comes back gets
+    /// UNKNOWN_PRODUCER_ID unless it restarts its sequence. Returns how many were forgotten.
+    pub fn expire(&mut self, now: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers.retain(|_, e| {
+            e.txn_first_offset.is_some() || e.last_timestamp.saturating_add(expiration_ms) > now
+        });
+        before - self.producers.len()
+    }
+
     /// The first offset of the earliest open transaction: read_committed consumers stop before it.
     pub fn first_unstable_offset(&self) -> Option<i64> {
         self.ongoing.keys().next().copied()
@@ -471,6 +482,30 @@ mod tests {
             Err(ProducerError::UnknownProducer(2))
         );
         assert_eq!(s.check(&batch(2, 0, 0, 1, 0)), Ok(Verdict::Append));
+    }
+
+    #[test]
+    fn idle_producers_expire_but_not_while_their_transaction_is_open() {
+        let mut s = ProducerStates::default();
+        let mut b = batch(1, 0, 0, 1, 0);
+        b.max_timestamp = 1_000;
+        s.record(&b);
+        let mut t = batch(2, 0, 0, 1, 1);
+        t.max_timestamp = 1_000;
+        t.is_transactional = true;
+        s.record(&t);
+        assert_eq!(s.expire(1_500, 1_000), 0);
+        assert_eq!(
+            s.expire(2_000, 1_000),
+            1,
+            "producer 1 idle for the whole expiration"
+        );
+        assert_eq!(
+            s.check(&batch(1, 0, 1, 1, 0)),
+            Err(ProducerError::UnknownProducer(1))
+        );
+        assert_eq!(s.len(), 1, "producer 2 has an open transaction");
+        assert_eq!(s.first_unstable_offset(), Some(1));
     }
 
     #[test]

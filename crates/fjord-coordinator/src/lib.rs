@@ -1,6 +1,7 @@
-//! Fjord's group coordinator: the classic consumer-group protocol as a state machine (`group`), the records it
-//! keeps in the compacted `__consumer_offsets` topic (`records`), and the bits of the consumer protocol it
-//! reads (`consumer_protocol`).
+//! Fjord's coordinators as state machines: the classic consumer-group protocol (`group`), KIP-848 consumer
+//! groups (`consumer_group`), the records kept in the compacted `__consumer_offsets` topic (`records`), the bits
+//! of the consumer protocol the coordinator reads (`consumer_protocol`), and the transaction coordinator's
+//! per-transactional-id state with its `__transaction_state` records (`txn`).
 //!
 //! It must not know sockets, the broker's partitions or its locks: the broker feeds it decoded requests and the
 //! current time, persists the records it hands out, and replays `__consumer_offsets` into it on start-up.
