@@ -307,3 +307,55 @@ fn idempotent_producer_retries_after_lost_responses_write_each_message_once() {
         "no duplicate batch reached the broker; metrics:\n{metrics}"
     );
 }
+
+#[test]
+fn kafkajs_transactions_are_read_committed_by_kafkajs_and_kcat() {
+    let dir = temp_dir();
+    let broker = txn_broker(&dir);
+    let script = workspace_root().join("tests/clients/kafkajs/transactions.js");
+    let out = run_bounded(
+        Command::new("node").arg(&script).arg(&broker.bootstrap),
+        CLIENT_TIMEOUT,
+    );
+    assert!(
+        out.status.success(),
+        "kafkajs failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // librdkafka (kcat) agrees on what is committed, and sees everything when reading uncommitted.
+    let read = |isolation: &str| -> Vec<String> {
+        let out = kcat(
+            &[
+                "-b",
+                &broker.bootstrap,
+                "-C",
+                "-t",
+                "js-txn",
+                "-e",
+                "-o",
+                "beginning",
+                "-X",
+                &format!("isolation.level={isolation}"),
+                "-f",
+                "%s\n",
+            ],
+            None,
+            CLIENT_TIMEOUT,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let committed: Vec<String> = (0..15).map(|i| format!("c-{i}")).collect();
+    assert_eq!(read("read_committed"), committed);
+    let all = read("read_uncommitted");
+    assert_eq!(all.len(), 25, "{all:?}");
+    assert!(all.iter().filter(|v| v.starts_with("a-")).count() == 10);
+}
