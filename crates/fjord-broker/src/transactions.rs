@@ -73,8 +73,14 @@ impl TxnFailure {
 
 type Slot = Arc<tokio::sync::Mutex<Option<TxnMetadata>>>;
 
+/// An open transaction's producer id, epoch and partitions.
+type OpenTxn = (i64, i16, std::collections::BTreeSet<(String, i32)>);
+
 pub struct Transactions {
     slots: Mutex<HashMap<String, Slot>>,
+    /// The open transactions (producer id, epoch, partitions) by transactional id, readable without waiting
+    /// on a slot: Produce checks transactional batches against it.
+    open: Mutex<HashMap<String, OpenTxn>>,
     pub config: TxnConfig,
 }
 
@@ -82,8 +88,40 @@ impl Transactions {
     pub fn new(config: TxnConfig) -> Self {
         Self {
             slots: Mutex::new(HashMap::new()),
+            open: Mutex::new(HashMap::new()),
             config,
         }
+    }
+
+    /// Makes `m` the transaction's current (durable) state.
+    fn install(&self, slot: &mut Option<TxnMetadata>, m: TxnMetadata) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if m.state == TxnState::Ongoing {
+            open.insert(
+                m.transactional_id.clone(),
+                (m.producer_id, m.producer_epoch, m.partitions.clone()),
+            );
+        } else {
+            open.remove(&m.transactional_id);
+        }
+        *slot = Some(m);
+    }
+
+    /// Produce-side verification (the idea of KIP-890 part 1, done in process): may this producer write
+    /// transactional data to this partition now? Only if the partition was added to its open transaction;
+    /// otherwise a late or stray batch would open a transaction no marker will ever close.
+    pub fn may_write(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        topic: &str,
+        partition: i32,
+    ) -> bool {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(id).is_some_and(|(pid, e, parts)| {
+            *pid == producer_id && *e == epoch && parts.contains(&(topic.to_string(), partition))
+        })
     }
 
     fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
@@ -178,7 +216,7 @@ impl Transactions {
             _ => {
                 let p = m.prepared(commit, now_ms());
                 self.persist(state, &p).await?;
-                *slot = Some(p.clone());
+                self.install(slot, p.clone());
                 p
             }
         };
@@ -187,7 +225,7 @@ impl Transactions {
         let done = prepared.completed(now_ms());
         self.persist(state, &done).await?;
         tracing::info!(transactional_id = %done.transactional_id, producer_id = done.producer_id, epoch = done.producer_epoch, state = done.state.name(), "transaction ended");
-        *slot = Some(done);
+        self.install(slot, done);
         Ok(())
     }
 
@@ -199,7 +237,7 @@ impl Transactions {
     ) -> Result<()> {
         if let Some(m) = slot.as_ref() {
             if let Some(bumped) = m.bumped(now_ms()) {
-                *slot = Some(bumped);
+                self.install(slot, bumped);
             }
         }
         self.finish(state, slot, false).await
@@ -271,7 +309,7 @@ impl Transactions {
         next.start_ms = -1;
         self.persist(state, &next).await?;
         let out = (next.producer_id, next.producer_epoch);
-        *g = Some(next);
+        self.install(&mut g, next);
         Ok(out)
     }
 
@@ -295,7 +333,7 @@ impl Transactions {
         }
         let next = m.with_partitions(partitions, now_ms());
         self.persist(state, &next).await?;
-        *g = Some(next);
+        self.install(&mut g, next);
         Ok(())
     }
 
@@ -466,13 +504,18 @@ pub fn load(state: &BrokerState) -> Result<usize> {
             offset = last;
         }
     }
-    let mut slots = state.transactions.lock_slots();
+    let txns = &state.transactions;
+    let mut count = 0;
     for (id, m) in latest {
         if let Some(m) = m {
-            slots.insert(id, Arc::new(tokio::sync::Mutex::new(Some(m))));
+            let mut slot = None;
+            txns.install(&mut slot, m);
+            txns.lock_slots()
+                .insert(id, Arc::new(tokio::sync::Mutex::new(slot)));
+            count += 1;
         }
     }
-    Ok(slots.len())
+    Ok(count)
 }
 
 /// Finishes transactions left half-ended by a crash, then aborts timed-out transactions periodically, until

@@ -139,6 +139,23 @@ pub fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
                 parts.push(error(idx, E::CorruptMessage, "no record batches".into()));
                 continue;
             };
+            if let Some(b) = fjord_log::batch_headers(&records)
+                .next()
+                .filter(|b| b.is_transactional)
+            {
+                let id = req.transactional_id.as_deref().map_or("", |t| &**t);
+                if !broker
+                    .transactions
+                    .may_write(id, b.producer_id, b.producer_epoch, &name, idx)
+                {
+                    parts.push(error(
+                        idx,
+                        E::InvalidTxnState,
+                        format!("{name}-{idx} is not part of an open transaction of producer {} epoch {}", b.producer_id, b.producer_epoch),
+                    ));
+                    continue;
+                }
+            }
             let len = records.len() as u64;
             match partition.append(records) {
                 Ok(info) => {
