@@ -868,7 +868,7 @@ fn dash_if_empty(s: &str) -> String {
 }
 
 /// Left-aligned columns separated by two spaces, with a header row.
-fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {

@@ -1,6 +1,7 @@
 //! The `fjord` command line: `fjord start` runs a single-node platform with defaults, `fjord broker` runs a
 //! broker from a Kafka-style `server.properties`, and the client commands (`topics`, `groups`, `produce`,
-//! `consume`, `bench`) talk to any Kafka-compatible broker through librdkafka.
+//! `consume`, `bench`) talk to any Kafka-compatible broker through librdkafka; `transactions` speaks the Kafka
+//! protocol itself (`wire`), as librdkafka has no API for its requests.
 
 mod bench;
 mod client;
@@ -9,6 +10,8 @@ mod groups;
 mod produce;
 mod serve;
 mod topics;
+mod transactions;
+mod wire;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,6 +36,7 @@ Examples:
   fjord consume orders --from-beginning
   fjord consume orders --group billing         # share partitions with the group, commit offsets
   fjord groups describe billing                # members, committed offsets, lag
+  fjord transactions list --state ongoing      # open transactions and their producers
   fjord bench produce --messages 1000000 --size 100";
 
 #[derive(Parser)]
@@ -68,6 +72,9 @@ enum Cmd {
     /// List, describe, reset the offsets of and delete consumer groups.
     #[command(subcommand, after_help = AFTER_HELP)]
     Groups(groups::GroupsCmd),
+    /// List and describe transactions, and the producers of a partition (like kafka-transactions.sh).
+    #[command(subcommand, after_help = AFTER_HELP)]
+    Transactions(transactions::TransactionsCmd),
     /// Send each line of standard input (or a file) as a message.
     ///
     /// Example: fjord produce orders --key-separator : --header source=import < orders.txt
@@ -144,6 +151,7 @@ fn main() -> ExitCode {
         Cmd::Broker { opts } => run_server(opts.properties(&[])),
         Cmd::Topics(cmd) => runtime().and_then(|rt| rt.block_on(topics::run(cmd))),
         Cmd::Groups(cmd) => runtime().and_then(|rt| rt.block_on(groups::run(cmd))),
+        Cmd::Transactions(cmd) => transactions::run(cmd),
         Cmd::Produce(args) => produce::run(args),
         Cmd::Consume(args) => consume_until_interrupted(args),
         Cmd::Bench(bench::BenchCmd::Produce(b)) => bench::produce(b),

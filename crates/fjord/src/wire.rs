@@ -16,7 +16,9 @@ use std::time::Duration;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes, VersionRange};
+use kafka_protocol::protocol::{
+    Decodable, Encodable, HeaderVersion, Message, Request, StrBytes, VersionRange,
+};
 
 use crate::client::{CliError, ClientArgs, EXIT_UNREACHABLE};
 
@@ -308,7 +310,10 @@ mod tests {
         assert_eq!(pick_version(ours, Some((0, 5))), Some(2));
         assert_eq!(pick_version(ours, Some((2, 2))), Some(2));
         assert_eq!(pick_version(ours, Some((3, 4))), None);
-        assert_eq!(pick_version(VersionRange { min: 3, max: 9 }, Some((0, 2))), None);
+        assert_eq!(
+            pick_version(VersionRange { min: 3, max: 9 }, Some((0, 2))),
+            None
+        );
         assert_eq!(pick_version(ours, None), None);
     }
 
@@ -323,7 +328,6 @@ mod tests {
     /// UNSUPPORTED_VERSION answer above v`max_api_versions`), then sends `reply` raw to the next request.
     fn fake_broker(max_api_versions: i16, reply: Vec<u8>) -> String {
         use kafka_protocol::messages::api_versions_response::ApiVersion;
-        use kafka_protocol::messages::RequestKind;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         std::thread::spawn(move || {
@@ -342,13 +346,12 @@ mod tests {
                 let key = i16::from_be_bytes([frame[0], frame[1]]);
                 let version = i16::from_be_bytes([frame[2], frame[3]]);
                 let mut buf = frame.as_slice();
-                let header = kafka_protocol::protocol::decode_request_header_from_buffer(&mut buf)
-                    .unwrap();
+                let header =
+                    kafka_protocol::protocol::decode_request_header_from_buffer(&mut buf).unwrap();
                 if key != ApiKey::ApiVersions as i16 {
                     s.write_all(&reply).unwrap();
                     continue;
                 }
-                let _ = RequestKind::decode(ApiKey::ApiVersions, &mut buf, version.min(4));
                 let (error, v) = if version > max_api_versions {
                     (UNSUPPORTED_VERSION, 0)
                 } else {
@@ -397,16 +400,22 @@ mod tests {
     #[test]
     fn oversized_or_missing_responses_are_clear_errors() {
         use kafka_protocol::messages::DescribeTransactionsRequest;
-        let huge = (i32::try_from(MAX_RESPONSE_BYTES).unwrap() + 1).to_be_bytes().to_vec();
+        let huge = (i32::try_from(MAX_RESPONSE_BYTES).unwrap() + 1)
+            .to_be_bytes()
+            .to_vec();
         let addr = fake_broker(3, huge);
         let mut conn = Connection::connect(&addr, Duration::from_secs(5)).unwrap();
-        let e = conn.send(&DescribeTransactionsRequest::default()).unwrap_err();
+        let e = conn
+            .send(&DescribeTransactionsRequest::default())
+            .unwrap_err();
         assert!(e.message.contains("limit"), "{}", e.message);
 
         // A reply cut short: the connection closes before the body arrives.
         let addr = fake_broker(3, 10i32.to_be_bytes().to_vec());
         let mut conn = Connection::connect(&addr, Duration::from_millis(500)).unwrap();
-        let e = conn.send(&DescribeTransactionsRequest::default()).unwrap_err();
+        let e = conn
+            .send(&DescribeTransactionsRequest::default())
+            .unwrap_err();
         assert_eq!(e.code, EXIT_UNREACHABLE, "{}", e.message);
 
         // Nobody listens.

@@ -411,6 +411,9 @@ fn every_command_has_help_with_examples() {
         vec!["produce", "--help"],
         vec!["consume", "--help"],
         vec!["bench", "produce", "--help"],
+        vec!["transactions", "list", "--help"],
+        vec!["transactions", "describe", "--help"],
+        vec!["transactions", "describe-producers", "--help"],
     ] {
         let out = ok(&fjord("127.0.0.1:9", &args, None));
         assert!(
@@ -488,4 +491,325 @@ fn bench_commands_run_and_report_throughput_and_latency() {
     )))
     .unwrap();
     assert_eq!(d[0]["partitions"][0]["high_offset"], 22000);
+}
+
+/// `fjord transactions list` as JSON: (transactional id, producer id, state) sorted by id.
+fn listed(b: &str, extra: &[&str]) -> Vec<(String, i64, String)> {
+    let mut args = vec!["transactions", "list", "--output", "json"];
+    args.extend_from_slice(extra);
+    let v: serde_json::Value = serde_json::from_str(&ok(&fjord(b, &args, None))).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["transactional_id"].as_str().unwrap().to_string(),
+                t["producer_id"].as_i64().unwrap(),
+                t["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn transactions_list_describe_and_describe_producers_show_open_and_committed_transactions() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(
+        &dir.path().join("data"),
+        &[
+            ("transaction.state.log.num.partitions", "4"),
+            ("offsets.topic.num.partitions", "4"),
+        ],
+    );
+    let b = &broker.bootstrap;
+    ok(&fjord(
+        b,
+        &["topics", "create", "txn-admin", "-p", "2"],
+        None,
+    ));
+    let out = run_client("txn_open.py", &[b, "txn-admin"], T);
+    assert!(out.lines().any(|l| l == "open"), "{out}");
+
+    // The commit's markers are written after EndTxn returns: wait (bounded) for CompleteCommit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let all = loop {
+        let all = listed(b, &[]);
+        if all
+            .iter()
+            .any(|t| t.0 == "txn-done" && t.2 == "CompleteCommit")
+            || std::time::Instant::now() > deadline
+        {
+            break all;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let ids: Vec<(&str, &str)> = all.iter().map(|t| (t.0.as_str(), t.2.as_str())).collect();
+    assert_eq!(
+        ids,
+        [("txn-done", "CompleteCommit"), ("txn-open", "Ongoing")],
+        "{all:?}"
+    );
+    let done_pid = all[0].1;
+    let open_pid = all[1].1;
+    assert!(done_pid >= 0 && open_pid >= 0 && done_pid != open_pid);
+
+    // The table has Kafka's columns.
+    let text = ok(&fjord(b, &["transactions", "list"], None));
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        [
+            "TransactionalId",
+            "Coordinator",
+            "ProducerId",
+            "TransactionState"
+        ],
+        "{text}"
+    );
+    // One broker: it coordinates every transactional id.
+    let coordinator = lines[1][1].to_string();
+    assert!(
+        lines.contains(&vec![
+            "txn-open",
+            &coordinator,
+            &open_pid.to_string(),
+            "Ongoing"
+        ]),
+        "{text}"
+    );
+    assert!(
+        lines.contains(&vec![
+            "txn-done",
+            &coordinator,
+            &done_pid.to_string(),
+            "CompleteCommit"
+        ]),
+        "{text}"
+    );
+
+    // Filters: state (any case), producer id, and how long a transaction has been open.
+    let only_open = vec![("txn-open".to_string(), open_pid, "Ongoing".to_string())];
+    assert_eq!(listed(b, &["--state", "ongoing"]), only_open);
+    assert_eq!(
+        listed(b, &["--state", "Ongoing,CompleteCommit"]).len(),
+        2,
+        "two states"
+    );
+    assert_eq!(listed(b, &["--state", "PrepareAbort"]), vec![]);
+    assert_eq!(
+        listed(b, &["--producer-id", &open_pid.to_string()]),
+        only_open
+    );
+    assert_eq!(listed(b, &["--duration-ms", "0"]), only_open);
+    assert_eq!(listed(b, &["--duration-ms", "600000"]), vec![]);
+
+    // describe: the open transaction, its partition and how long it has been open.
+    let text = ok(&fjord(
+        b,
+        &["transactions", "describe", "--transactional-id", "txn-open"],
+        None,
+    ));
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "CoordinatorId",
+            "TransactionalId",
+            "ProducerId",
+            "ProducerEpoch",
+            "TransactionState",
+            "TransactionTimeoutMs",
+            "CurrentTransactionStartTimeMs",
+            "TransactionDurationMs",
+            "TopicPartitions"
+        ],
+        "{text}"
+    );
+    let row = &rows[1];
+    assert_eq!(
+        row[..3],
+        [coordinator.as_str(), "txn-open", &open_pid.to_string()],
+        "{text}"
+    );
+    assert_eq!(row[4..6], ["Ongoing", "600000"], "{text}");
+    assert!(row[6].parse::<i64>().unwrap() > 0, "{text}");
+    assert!(row[7].parse::<i64>().unwrap() >= 0, "{text}");
+    assert_eq!(row[8], "txn-admin-0", "{text}");
+    let d: serde_json::Value = serde_json::from_str(&ok(&fjord(
+        b,
+        &[
+            "transactions",
+            "describe",
+            "--transactional-id",
+            "txn-open",
+            "--output",
+            "json",
+        ],
+        None,
+    )))
+    .unwrap();
+    assert_eq!(d["state"], "Ongoing");
+    assert_eq!(d["producer_id"], open_pid);
+    assert_eq!(
+        d["topic_partitions"],
+        serde_json::json!([{"topic": "txn-admin", "partition": 0}])
+    );
+
+    // describe-producers: both producers wrote partition 0; only txn-open has an open transaction, which
+    // starts after txn-done's two messages and commit marker.
+    let text = ok(&fjord(
+        b,
+        &[
+            "transactions",
+            "describe-producers",
+            "--topic",
+            "txn-admin",
+            "--partition",
+            "0",
+        ],
+        None,
+    ));
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "ProducerId",
+            "ProducerEpoch",
+            "LatestCoordinatorEpoch",
+            "LastSequence",
+            "LastTimestamp",
+            "CurrentTransactionStartOffset"
+        ],
+        "{text}"
+    );
+    let open_row = rows
+        .iter()
+        .find(|r| r[0] == open_pid.to_string())
+        .unwrap_or_else(|| panic!("no row for producer {open_pid}:\n{text}"));
+    assert_eq!(open_row[3], "2", "last sequence of open-1..open-3: {text}");
+    assert!(open_row[5].parse::<i64>().unwrap() >= 0, "{text}");
+    let done_row = rows
+        .iter()
+        .find(|r| r[0] == done_pid.to_string())
+        .unwrap_or_else(|| panic!("no row for producer {done_pid}:\n{text}"));
+    assert_eq!(done_row[5], "None", "{text}");
+    let p: serde_json::Value = serde_json::from_str(&ok(&fjord(
+        b,
+        &[
+            "transactions",
+            "describe-producers",
+            "--topic",
+            "txn-admin",
+            "--partition",
+            "0",
+            "--output",
+            "json",
+        ],
+        None,
+    )))
+    .unwrap();
+    let open = p
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["producer_id"] == open_pid)
+        .unwrap();
+    assert_eq!(open["current_transaction_start_offset"], 3, "{p}");
+    // Partition 1 saw no producer: only the header.
+    let text = ok(&fjord(
+        b,
+        &[
+            "transactions",
+            "describe-producers",
+            "--topic",
+            "txn-admin",
+            "--partition",
+            "1",
+        ],
+        None,
+    ));
+    assert_eq!(text.lines().count(), 1, "{text}");
+
+    // Failures: unknown transactional id (1), unknown topic (4), unknown partition (1), no broker (3).
+    let out = fjord(
+        b,
+        &[
+            "transactions",
+            "describe",
+            "--transactional-id",
+            "no-such-id",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("transactional id `no-such-id` does not exist")
+            && stderr(&out).contains("fjord transactions list"),
+        "{}",
+        stderr(&out)
+    );
+    let out = fjord(
+        b,
+        &[
+            "transactions",
+            "describe-producers",
+            "--topic",
+            "missing",
+            "--partition",
+            "0",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let out = fjord(
+        b,
+        &[
+            "transactions",
+            "describe-producers",
+            "--topic",
+            "txn-admin",
+            "--partition",
+            "7",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("has no partition 7"),
+        "{}",
+        stderr(&out)
+    );
+    let out = fjord(
+        b,
+        &["transactions", "list", "-X", "security.protocol=ssl"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("takes no -X"), "{}", stderr(&out));
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let out = fjord(
+        &dead,
+        &["transactions", "list", "--request-timeout-ms", "2000"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot reach a broker"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("panicked"));
 }
