@@ -1,0 +1,389 @@
+//! Transaction requests at the protocol level, against an in-process broker: the cases no client library
+//! sends on purpose (AddPartitionsToTxn v4 batches with `verify_only`, stray transactional batches, retried
+//! and fenced InitProducerId/EndTxn, old-version error codes). Real clients drive the ordinary paths in
+//! `crates/fjord/tests/transactions.rs`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use fjord_broker::config::BrokerConfig;
+use fjord_broker::Broker;
+use kafka_protocol::error::ResponseError as E;
+use kafka_protocol::messages::add_partitions_to_txn_request::{
+    AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Client {
+    stream: TcpStream,
+    correlation: i32,
+}
+
+impl Client {
+    async fn connect(broker: &Broker) -> Client {
+        Client {
+            stream: TcpStream::connect(broker.local_addr()).await.unwrap(),
+            correlation: 0,
+        }
+    }
+
+    async fn send<R: Request>(&mut self, version: i16, req: &R) -> R::Response {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("protocol-test")));
+        let mut frame = BytesMut::from(&[0u8; 4][..]);
+        header
+            .encode(&mut frame, R::header_version(version))
+            .unwrap();
+        req.encode(&mut frame, version).unwrap();
+        let len = (frame.len() - 4) as i32;
+        frame[..4].copy_from_slice(&len.to_be_bytes());
+        let io = async {
+            self.stream.write_all(&frame).await.unwrap();
+            let n = self.stream.read_i32().await.unwrap();
+            let mut body = vec![0u8; n as usize];
+            self.stream.read_exact(&mut body).await.unwrap();
+            body
+        };
+        let body = tokio::time::timeout(Duration::from_secs(30), io)
+            .await
+            .expect("the broker answers within 30 s");
+        let mut buf = Bytes::from(body);
+        let h = ResponseHeader::decode(&mut buf, R::Response::header_version(version)).unwrap();
+        assert_eq!(h.correlation_id, self.correlation);
+        R::Response::decode(&mut buf, version).unwrap()
+    }
+}
+
+async fn start(dir: &std::path::Path) -> Broker {
+    let mut props = BTreeMap::new();
+    for (k, v) in [
+        ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
+        ("log.dirs", dir.display().to_string()),
+        ("transaction.state.log.num.partitions", "2".into()),
+        ("offsets.topic.num.partitions", "2".into()),
+        ("transaction.max.timeout.ms", "60000".into()),
+    ] {
+        props.insert(k.to_string(), v);
+    }
+    Broker::start(BrokerConfig::from_properties(props).unwrap())
+        .await
+        .unwrap()
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn txn_batch(pid: i64, epoch: i16, seq: i32) -> Bytes {
+    let r = Record {
+        transactional: true,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: pid,
+        producer_epoch: epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: seq,
+        timestamp: 1,
+        key: None,
+        value: Some(Bytes::from_static(b"v")),
+        headers: Default::default(),
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &[r],
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+async fn init(
+    c: &mut Client,
+    version: i16,
+    id: &str,
+    timeout: i32,
+    expect: (i64, i16),
+) -> InitProducerIdResponse {
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(s(id))))
+        .with_transaction_timeout_ms(timeout)
+        .with_producer_id(ProducerId(expect.0))
+        .with_producer_epoch(expect.1);
+    c.send(version, &req).await
+}
+
+fn add_v3(
+    id: &str,
+    pid: i64,
+    epoch: i16,
+    topic: &str,
+    parts: Vec<i32>,
+) -> AddPartitionsToTxnRequest {
+    AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(s(id)))
+        .with_v3_and_below_producer_id(ProducerId(pid))
+        .with_v3_and_below_producer_epoch(epoch)
+        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+            .with_name(TopicName(s(topic)))
+            .with_partitions(parts)])
+}
+
+fn codes_v3(r: &AddPartitionsToTxnResponse) -> Vec<i16> {
+    r.results_by_topic_v3_and_below
+        .iter()
+        .flat_map(|t| {
+            t.results_by_partition
+                .iter()
+                .map(|p| p.partition_error_code)
+        })
+        .collect()
+}
+
+async fn produce(c: &mut Client, id: &str, topic: &str, p: i32, batch: Bytes) -> i16 {
+    let req = ProduceRequest::default()
+        .with_transactional_id(Some(TransactionalId(s(id))))
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(s(topic)))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(p)
+                .with_records(Some(batch))])]);
+    let r = c.send(9, &req).await;
+    r.responses[0].partition_responses[0].error_code
+}
+
+async fn end(c: &mut Client, version: i16, id: &str, pid: i64, epoch: i16, commit: bool) -> i16 {
+    let req = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(s(id)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(commit);
+    c.send(version, &req).await.error_code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_retries_and_fencing_follow_kafka() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let mut c = Client::connect(&broker).await;
+    let created = c
+        .send(
+            5,
+            &CreateTopicsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_num_partitions(2)
+                    .with_replication_factor(1)]),
+        )
+        .await;
+    assert_eq!(created.topics[0].error_code, 0);
+
+    // Timeouts above transaction.max.timeout.ms are refused.
+    let r = init(&mut c, 4, "app", 120_000, (-1, -1)).await;
+    assert_eq!(r.error_code, E::InvalidTransactionTimeout.code());
+    let r = init(&mut c, 4, "app", 30_000, (-1, -1)).await;
+    assert_eq!(r.error_code, 0);
+    let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
+    assert_eq!(epoch, 0);
+
+    // Only partitions added to the transaction take its batches.
+    let r = c.send(3, &add_v3("app", pid, epoch, "t", vec![0])).await;
+    assert_eq!(codes_v3(&r), vec![0]);
+    assert_eq!(
+        produce(&mut c, "app", "t", 1, txn_batch(pid, epoch, 0)).await,
+        E::InvalidTxnState.code()
+    );
+    assert_eq!(
+        produce(&mut c, "app", "t", 0, txn_batch(pid, epoch, 0)).await,
+        0
+    );
+
+    // v4+ (broker to coordinator): batched, and verify_only reports without adding.
+    let verify = AddPartitionsToTxnRequest::default().with_transactions(vec![
+        AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(TransactionalId(s("app")))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_verify_only(true)
+            .with_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partitions(vec![0, 1])]),
+        AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(TransactionalId(s("app")))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_topics(vec![
+                AddPartitionsToTxnTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partitions(vec![1]),
+                AddPartitionsToTxnTopic::default()
+                    .with_name(TopicName(s("missing")))
+                    .with_partitions(vec![0]),
+            ]),
+    ]);
+    let r = c.send(4, &verify).await;
+    let codes: Vec<Vec<i16>> = r
+        .results_by_transaction
+        .iter()
+        .map(|t| {
+            t.topic_results
+                .iter()
+                .flat_map(|tr| {
+                    tr.results_by_partition
+                        .iter()
+                        .map(|p| p.partition_error_code)
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            vec![0, E::InvalidTxnState.code()],
+            vec![
+                E::OperationNotAttempted.code(),
+                E::UnknownTopicOrPartition.code()
+            ],
+        ]
+    );
+    // Nothing was added by the failed request: t-1 still refuses the batch.
+    assert_eq!(
+        produce(&mut c, "app", "t", 1, txn_batch(pid, epoch, 0)).await,
+        E::InvalidTxnState.code()
+    );
+
+    // While open, read_committed stops before the transaction.
+    let fetch = |isolation: i8| {
+        FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_isolation_level(isolation)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(s("t")))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20)])])
+    };
+    let r = c.send(11, &fetch(1)).await;
+    let p = &r.responses[0].partitions[0];
+    assert_eq!((p.high_watermark, p.last_stable_offset), (1, 0));
+    assert!(p.records.as_ref().unwrap().is_empty());
+
+    // EndTxn: commit, a retried commit succeeds, an abort after it does not.
+    assert_eq!(end(&mut c, 3, "app", pid, epoch, true).await, 0);
+    assert_eq!(end(&mut c, 3, "app", pid, epoch, true).await, 0);
+    assert_eq!(
+        end(&mut c, 3, "app", pid, epoch, false).await,
+        E::InvalidTxnState.code()
+    );
+    let r = c.send(11, &fetch(1)).await;
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(
+        (p.high_watermark, p.last_stable_offset),
+        (2, 2),
+        "data + commit marker"
+    );
+    assert_eq!(p.aborted_transactions.as_ref().map(Vec::len), Some(0));
+
+    // KIP-360: re-initialising with the current id and epoch bumps the epoch; a retry of that request gets
+    // the same answer; an older epoch is fenced; another producer id is not this transactional id's.
+    let r = init(&mut c, 4, "app", 30_000, (pid, epoch)).await;
+    assert_eq!(
+        (r.error_code, r.producer_id.0, r.producer_epoch),
+        (0, pid, 1)
+    );
+    let r = init(&mut c, 4, "app", 30_000, (pid, epoch)).await;
+    assert_eq!(
+        (r.error_code, r.producer_id.0, r.producer_epoch),
+        (0, pid, 1)
+    );
+    let r = init(&mut c, 4, "app", 30_000, (pid, 7)).await;
+    assert_eq!(r.error_code, E::ProducerFenced.code());
+    let r = init(&mut c, 4, "app", 30_000, (pid + 1000, 1)).await;
+    assert_eq!(r.error_code, E::InvalidProducerIdMapping.code());
+
+    // The old epoch is fenced everywhere; old request versions hear INVALID_PRODUCER_EPOCH.
+    let r = c.send(3, &add_v3("app", pid, 0, "t", vec![0])).await;
+    assert_eq!(codes_v3(&r), vec![E::ProducerFenced.code()]);
+    let r = c.send(1, &add_v3("app", pid, 0, "t", vec![0])).await;
+    assert_eq!(codes_v3(&r), vec![E::InvalidProducerEpoch.code()]);
+    assert_eq!(
+        end(&mut c, 1, "app", pid, 0, true).await,
+        E::InvalidProducerEpoch.code()
+    );
+
+    // An aborted transaction is reported to read_committed fetches.
+    let r = c.send(3, &add_v3("app", pid, 1, "t", vec![0])).await;
+    assert_eq!(codes_v3(&r), vec![0]);
+    assert_eq!(
+        produce(&mut c, "app", "t", 0, txn_batch(pid, 1, 0)).await,
+        0
+    );
+    assert_eq!(end(&mut c, 3, "app", pid, 1, false).await, 0);
+    let r = c.send(11, &fetch(1)).await;
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(p.last_stable_offset, 4);
+    let aborted: Vec<(i64, i64)> = p
+        .aborted_transactions
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|a| (a.producer_id.0, a.first_offset))
+        .collect();
+    assert_eq!(aborted, vec![(pid, 2)]);
+
+    // Operators see it: DescribeTransactions and ListTransactions.
+    let r = c
+        .send(
+            0,
+            &DescribeTransactionsRequest::default().with_transactional_ids(vec![
+                TransactionalId(s("app")),
+                TransactionalId(s("nope")),
+            ]),
+        )
+        .await;
+    assert_eq!(
+        r.transaction_states[0].transaction_state.as_str(),
+        "CompleteAbort"
+    );
+    assert_eq!(r.transaction_states[0].producer_epoch, 1);
+    assert_eq!(
+        r.transaction_states[1].error_code,
+        E::TransactionalIdNotFound.code()
+    );
+    let r = c
+        .send(
+            1,
+            &ListTransactionsRequest::default()
+                .with_state_filters(vec![s("CompleteAbort"), s("Bogus")])
+                .with_duration_filter(-1),
+        )
+        .await;
+    assert_eq!(r.transaction_states.len(), 1);
+    assert_eq!(r.unknown_state_filters, vec![s("Bogus")]);
+
+    broker.shutdown().await.unwrap();
+}
