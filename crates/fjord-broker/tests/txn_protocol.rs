@@ -15,6 +15,7 @@ use kafka_protocol::messages::add_partitions_to_txn_request::{
 };
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
@@ -291,6 +292,22 @@ async fn verification_retries_and_fencing_follow_kafka() {
     let p = &r.responses[0].partitions[0];
     assert_eq!((p.high_watermark, p.last_stable_offset), (1, 0));
     assert!(p.records.as_ref().unwrap().is_empty());
+    // ListOffsets "latest" is the LSO for read_committed and the high watermark otherwise.
+    for (isolation, want) in [(1i8, 0i64), (0, 1)] {
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_isolation_level(isolation)
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-1)])]);
+        let r = c.send(8, &req).await;
+        assert_eq!(
+            r.topics[0].partitions[0].offset, want,
+            "isolation {isolation}"
+        );
+    }
 
     // EndTxn: commit, a retried commit succeeds, an abort after it does not.
     assert_eq!(end(&mut c, 3, "app", pid, epoch, true).await, 0);
