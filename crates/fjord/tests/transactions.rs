@@ -199,6 +199,10 @@ fn a_transaction_open_across_a_broker_crash_still_times_out() {
 struct ChaosProxy {
     addr: String,
     cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Where new connections go; a restarted broker has a new port.
+    upstream: std::sync::Arc<std::sync::Mutex<String>>,
+    /// While set, new connections wait before being forwarded (set by a cut when `pause_after_cut`).
+    paused: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ChaosProxy {
@@ -208,26 +212,40 @@ impl ChaosProxy {
         let proxy = ChaosProxy {
             addr: listener.local_addr().unwrap().to_string(),
             cuts: Default::default(),
+            upstream: Default::default(),
+            paused: Default::default(),
         };
         (proxy, listener)
     }
 
-    /// Cuts every `every`-th Produce request's connection, at most `max_cuts` times, then just forwards.
+    /// Cuts every `every`-th Produce request's connection, at most `max_cuts` times, then just forwards. With
+    /// `pause_after_cut`, a cut also holds new connections until `paused` is cleared.
     fn serve(
         &self,
         listener: std::net::TcpListener,
         upstream: String,
         every: usize,
         max_cuts: usize,
+        pause_after_cut: bool,
     ) {
         use std::io::{Read, Write};
         use std::sync::atomic::Ordering;
+        *self.upstream.lock().unwrap() = upstream;
+        let upstream = self.upstream.clone();
         let cuts = self.cuts.clone();
+        let paused = self.paused.clone();
         let produces = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(mut client) = client else { return };
-                let Ok(mut broker) = std::net::TcpStream::connect(&upstream) else {
+                for _ in 0..3000 {
+                    if !paused.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let target = upstream.lock().unwrap().clone();
+                let Ok(mut broker) = std::net::TcpStream::connect(&target) else {
                     continue;
                 };
                 let (mut c2, mut b2) = (client.try_clone().unwrap(), broker.try_clone().unwrap());
@@ -236,7 +254,7 @@ impl ChaosProxy {
                     let _ = std::io::copy(&mut b2, &mut c2);
                     let _ = c2.shutdown(std::net::Shutdown::Both);
                 });
-                let (cuts, produces) = (cuts.clone(), produces.clone());
+                let (cuts, produces, paused) = (cuts.clone(), produces.clone(), paused.clone());
                 // Requests: forwarded frame by frame so the API key is known.
                 std::thread::spawn(move || loop {
                     let mut len = [0u8; 4];
@@ -259,6 +277,9 @@ impl ChaosProxy {
                     {
                         // The client loses the connection at once, so it never sees the answer; the broker
                         // side stays open a little longer so the request is surely handled.
+                        if pause_after_cut {
+                            paused.store(true, Ordering::SeqCst);
+                        }
                         cuts.fetch_add(1, Ordering::SeqCst);
                         let _ = client.shutdown(std::net::Shutdown::Both);
                         std::thread::sleep(Duration::from_millis(100));
@@ -281,7 +302,7 @@ fn idempotent_producer_retries_after_lost_responses_write_each_message_once() {
         &dir.path().join("data"),
         &[("advertised.listeners", advertised.as_str())],
     );
-    proxy.serve(listener, broker.bootstrap.clone(), 7, 12);
+    proxy.serve(listener, broker.bootstrap.clone(), 7, 12, false);
     let out = run_client(
         "idempotent_retries.py",
         &[&proxy.addr, "20000"],
@@ -358,4 +379,70 @@ fn kafkajs_transactions_are_read_committed_by_kafkajs_and_kcat() {
     let all = read("read_uncommitted");
     assert_eq!(all.len(), 25, "{all:?}");
     assert!(all.iter().filter(|v| v.starts_with("a-")).count() == 10);
+}
+
+#[test]
+fn idempotent_retries_after_a_broker_kill_9_are_still_deduplicated() {
+    let dir = temp_dir();
+    let (proxy, listener) = ChaosProxy::bind();
+    let advertised = format!("PLAINTEXT://{}", proxy.addr);
+    let mut broker = BrokerProc::start(
+        &dir.path().join("data"),
+        &[("advertised.listeners", advertised.as_str())],
+    );
+    // One cut, after the 40th produce request has reached the broker: the client never hears back, and its
+    // reconnection is held until the broker has been killed and restarted, so the retry can only be
+    // recognised from the producer state the new process rebuilt from the log.
+    proxy.serve(listener, broker.bootstrap.clone(), 40, 1, true);
+    let out_path = dir.path().join("producer.out");
+    let mut producer = Command::new(python())
+        .arg(workspace_root().join("tests/clients/idempotent_retries.py"))
+        .args([proxy.addr.as_str(), "30000"])
+        .arg(dir.path().join("ready"))
+        .arg("100")
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start producer");
+    let started = Instant::now();
+    while proxy.cuts.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = producer.kill();
+            panic!("the proxy never cut a produce request");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Let the broker append and fsync the request whose answer was lost, then kill it without warning.
+    std::thread::sleep(Duration::from_millis(300));
+    broker.kill9();
+    broker.restart();
+    *proxy.upstream.lock().unwrap() = broker.bootstrap.clone();
+    proxy
+        .paused
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(170);
+    let status = loop {
+        if let Some(s) = producer.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = producer.kill();
+            panic!("producer did not finish after the restart");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+    assert!(status.success() && out.contains("ok"), "{out}");
+    // The restarted broker answered the retry from its rebuilt state instead of appending it again.
+    let metrics = http_get(broker.http.as_deref().unwrap(), "/metrics");
+    let dups: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("fjord_topic_duplicate_batches_total{topic=\"retried\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        dups >= 1.0,
+        "the restarted broker saw no retried batch; metrics:\n{metrics}"
+    );
 }
