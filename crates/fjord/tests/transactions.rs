@@ -446,3 +446,15 @@ fn idempotent_retries_after_a_broker_kill_9_are_still_deduplicated() {
         "the restarted broker saw no retried batch; metrics:\n{metrics}"
     );
 }
+
+#[test]
+fn kafka_python_transactions_commit_abort_and_send_offsets() {
+    let dir = temp_dir();
+    let broker = txn_broker(&dir);
+    let out = run_client(
+        "kafka_python_transactions.py",
+        &[&broker.bootstrap],
+        CLIENT_TIMEOUT,
+    );
+    assert_ok("kafka_python_transactions.py", &out);
+}
