@@ -298,15 +298,41 @@ pub async fn ensure_internal_topic(
 pub fn load(state: &BrokerState) -> Result<usize> {
     let now = now_ms();
     let mut count = 0usize;
+    replay_topic(state, OFFSETS_TOPIC, |p, r| {
+        if r.control {
+            // A transaction marker: the producer's pending offsets in this partition resolve.
+            let commit = r.key.as_deref().is_some_and(|k| k.len() >= 4 && k[3] == 1);
+            state.groups.complete_txn(r.producer_id, p, commit);
+            return;
+        }
+        let Some(key) = r.key else { return };
+        if r.transactional {
+            state.groups.add_pending(r.producer_id, p, key, r.value);
+            return;
+        }
+        if let Err(e) = state.groups.lock().replay(key, r.value, now) {
+            tracing::warn!(partition = p, offset = r.offset, error = %e, "skipping unreadable {OFFSETS_TOPIC} record");
+        }
+        count += 1;
+    })?;
+    Ok(count)
+}
+
+/// Feeds every record of every partition of an internal topic to `f`, partition by partition, in log order
+/// (the load of a coordinator).
+pub fn replay_topic(
+    state: &BrokerState,
+    topic: &str,
+    mut f: impl FnMut(i32, KRecord),
+) -> Result<()> {
     let parts = state
         .meta
         .state()
         .topics
-        .get(OFFSETS_TOPIC)
+        .get(topic)
         .map_or(0, |t| t.partitions.len());
-    let mut coordinator = state.groups.lock();
     for p in 0..parts as i32 {
-        let Some(part) = state.partitions.get(OFFSETS_TOPIC, p) else {
+        let Some(part) = state.partitions.get(topic, p) else {
             continue;
         };
         let (mut offset, hw) = part.offsets();
@@ -317,31 +343,14 @@ pub fn load(state: &BrokerState) -> Result<usize> {
             }
             let mut buf: Bytes = read.records;
             let sets = RecordBatchDecoder::decode_all(&mut buf)
-                .map_err(|e| Error::Internal(format!("decoding {OFFSETS_TOPIC}-{p}: {e}")))?;
+                .map_err(|e| Error::Internal(format!("decoding {topic}-{p}: {e}")))?;
             let mut last = offset;
             for set in sets {
                 for r in set.records {
                     last = last.max(r.offset + 1);
-                    if r.offset < offset {
-                        continue;
+                    if r.offset >= offset {
+                        f(p, r);
                     }
-                    if r.control {
-                        // A transaction marker: the producer's pending offsets in this partition resolve.
-                        let commit = r.key.as_deref().is_some_and(|k| k.len() >= 4 && k[3] == 1);
-                        drop(coordinator);
-                        state.groups.complete_txn(r.producer_id, p, commit);
-                        coordinator = state.groups.lock();
-                        continue;
-                    }
-                    let Some(key) = r.key else { continue };
-                    if r.transactional {
-                        state.groups.add_pending(r.producer_id, p, key, r.value);
-                        continue;
-                    }
-                    if let Err(e) = coordinator.replay(key, r.value, now) {
-                        tracing::warn!(partition = p, offset = r.offset, error = %e, "skipping unreadable {OFFSETS_TOPIC} record");
-                    }
-                    count += 1;
                 }
             }
             if last <= offset {
@@ -350,7 +359,7 @@ pub fn load(state: &BrokerState) -> Result<usize> {
             offset = last;
         }
     }
-    Ok(count)
+    Ok(())
 }
 
 /// Advances the coordinator's clock and persists what changed, until shutdown.

@@ -17,11 +17,12 @@ use std::time::Duration;
 use fjord_coordinator::records::partition_for;
 use fjord_coordinator::txn::{self, EndAction, TxnError, TxnMetadata, TxnState};
 use fjord_log::ControlType;
-use kafka_protocol::records::RecordBatchDecoder;
 use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
-use crate::groups::{encode_batch, ensure_internal_topic, ensure_offsets_topic, OFFSETS_TOPIC};
+use crate::groups::{
+    encode_batch, ensure_internal_topic, ensure_offsets_topic, replay_topic, OFFSETS_TOPIC,
+};
 use crate::{now_ms, BrokerState, Error, Result};
 
 pub const TXN_TOPIC: &str = "__transaction_state";
@@ -453,57 +454,27 @@ impl Transactions {
 
 /// Replays `__transaction_state` into the coordinator (its load). Returns how many transactional ids it knows.
 pub fn load(state: &BrokerState) -> Result<usize> {
-    let parts = state
-        .meta
-        .state()
-        .topics
-        .get(TXN_TOPIC)
-        .map_or(0, |t| t.partitions.len());
     let mut latest: HashMap<String, Option<TxnMetadata>> = HashMap::new();
-    for p in 0..parts as i32 {
-        let Some(part) = state.partitions.get(TXN_TOPIC, p) else {
-            continue;
+    replay_topic(state, TXN_TOPIC, |p, r| {
+        let Some(key) = r.key.filter(|_| !r.control) else {
+            return;
         };
-        let (mut offset, hw) = part.offsets();
-        while offset < hw {
-            let read = part.read(offset, 1 << 20, true)?;
-            if read.records.is_empty() {
-                break;
+        let id = match txn::decode_key(key) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(partition = p, offset = r.offset, error = %e, "skipping unreadable {TXN_TOPIC} key");
+                return;
             }
-            let mut buf = read.records;
-            let sets = RecordBatchDecoder::decode_all(&mut buf)
-                .map_err(|e| Error::Internal(format!("decoding {TXN_TOPIC}-{p}: {e}")))?;
-            let mut last = offset;
-            for set in sets {
-                for r in set.records {
-                    last = last.max(r.offset + 1);
-                    if r.offset < offset || r.control {
-                        continue;
-                    }
-                    let Some(key) = r.key else { continue };
-                    let id = match txn::decode_key(key) {
-                        Ok(id) => id,
-                        Err(e) => {
-                            tracing::warn!(partition = p, offset = r.offset, error = %e, "skipping unreadable {TXN_TOPIC} key");
-                            continue;
-                        }
-                    };
-                    let value = match r.value.map(|v| txn::decode_value(&id, v)).transpose() {
-                        Ok(v) => v,
-                        Err(e) => {
-                            tracing::warn!(partition = p, offset = r.offset, error = %e, "skipping unreadable {TXN_TOPIC} value");
-                            continue;
-                        }
-                    };
-                    latest.insert(id, value);
-                }
+        };
+        match r.value.map(|v| txn::decode_value(&id, v)).transpose() {
+            Ok(v) => {
+                latest.insert(id, v);
             }
-            if last <= offset {
-                break;
+            Err(e) => {
+                tracing::warn!(partition = p, offset = r.offset, error = %e, "skipping unreadable {TXN_TOPIC} value");
             }
-            offset = last;
         }
-    }
+    })?;
     let txns = &state.transactions;
     let mut count = 0;
     for (id, m) in latest {

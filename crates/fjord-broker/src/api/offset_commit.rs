@@ -22,62 +22,23 @@ pub async fn handle(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResp
         req.group_instance_id.as_deref(),
         now,
     );
-    let max_metadata = broker.groups.lock().config().max_metadata_bytes;
-    let meta = broker.meta.state();
-    let mut valid = Vec::new();
-    let mut codes: Vec<Vec<i16>> = Vec::with_capacity(req.topics.len());
-    for t in &req.topics {
-        let topic = t.name.0.to_string();
-        let known = meta.topics.get(&topic);
-        let mut tc = Vec::with_capacity(t.partitions.len());
-        for p in &t.partitions {
-            let code = match check {
-                Err(c) => c,
-                Ok(())
-                    if known.is_none_or(|k| {
-                        p.partition_index < 0 || p.partition_index as usize >= k.partitions.len()
-                    }) =>
-                {
-                    E::UnknownTopicOrPartition.code()
-                }
-                Ok(())
-                    if p.committed_metadata
-                        .as_ref()
-                        .is_some_and(|m| m.len() > max_metadata) =>
-                {
-                    E::OffsetMetadataTooLarge.code()
-                }
-                Ok(()) => {
-                    valid.push((
-                        (topic.clone(), p.partition_index),
-                        CommittedOffset {
-                            offset: p.committed_offset,
-                            leader_epoch: p.committed_leader_epoch,
-                            metadata: p.committed_metadata.as_deref().unwrap_or("").to_string(),
-                            commit_timestamp: now,
-                        },
-                    ));
-                    0
-                }
-            };
-            tc.push(code);
-        }
-        codes.push(tc);
-    }
+    let topics = req.topics.iter().map(|t| {
+        let parts = t.partitions.iter().map(|p| CommitPartition {
+            index: p.partition_index,
+            offset: p.committed_offset,
+            leader_epoch: p.committed_leader_epoch,
+            metadata: p.committed_metadata.as_deref(),
+        });
+        (t.name.0.to_string(), parts.collect())
+    });
+    let (valid, mut codes) = validate(ctx, check, topics, now);
     if !valid.is_empty() {
         let records = broker.groups.lock().commit_records(&group, &valid);
         match broker.groups.persist(broker, records).await {
             Ok(()) => broker.groups.lock().apply_commit(&group, valid, now),
             Err(e) => {
                 tracing::error!(%group, error = %e, "persisting offset commit failed");
-                // Nothing was acknowledged: every partition that passed validation reports the failure.
-                for tc in codes.iter_mut() {
-                    for c in tc.iter_mut() {
-                        if *c == 0 {
-                            *c = E::CoordinatorNotAvailable.code();
-                        }
-                    }
-                }
+                not_acknowledged(&mut codes);
             }
         }
     }
@@ -102,4 +63,70 @@ pub async fn handle(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResp
             })
             .collect(),
     )
+}
+
+/// One partition of an OffsetCommit or TxnOffsetCommit request.
+pub(super) struct CommitPartition<'a> {
+    pub index: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<&'a str>,
+}
+
+/// An offset that passed validation, for `commit_records` / `apply_commit`.
+pub(super) type Commit = ((String, i32), CommittedOffset);
+
+/// Offsets to commit after the membership `check`, and one error code per requested partition: an unknown
+/// topic or partition, or metadata over `offset.metadata.max.bytes`, fails just that partition.
+pub(super) fn validate<'a>(
+    ctx: &Ctx<'_>,
+    check: Result<(), i16>,
+    topics: impl Iterator<Item = (String, Vec<CommitPartition<'a>>)>,
+    now: i64,
+) -> (Vec<Commit>, Vec<Vec<i16>>) {
+    let max_metadata = ctx.state.groups.lock().config().max_metadata_bytes;
+    let meta = ctx.state.meta.state();
+    let mut valid = Vec::new();
+    let mut codes = Vec::new();
+    for (topic, parts) in topics {
+        let known = meta.topics.get(&topic);
+        let tc = parts
+            .into_iter()
+            .map(|p| match check {
+                Err(c) => c,
+                Ok(())
+                    if known
+                        .is_none_or(|k| p.index < 0 || p.index as usize >= k.partitions.len()) =>
+                {
+                    E::UnknownTopicOrPartition.code()
+                }
+                Ok(()) if p.metadata.is_some_and(|m| m.len() > max_metadata) => {
+                    E::OffsetMetadataTooLarge.code()
+                }
+                Ok(()) => {
+                    valid.push((
+                        (topic.clone(), p.index),
+                        CommittedOffset {
+                            offset: p.offset,
+                            leader_epoch: p.leader_epoch,
+                            metadata: p.metadata.unwrap_or("").to_string(),
+                            commit_timestamp: now,
+                        },
+                    ));
+                    0
+                }
+            })
+            .collect();
+        codes.push(tc);
+    }
+    (valid, codes)
+}
+
+/// Persisting failed, so nothing was acknowledged: every partition that passed validation reports it.
+pub(super) fn not_acknowledged(codes: &mut [Vec<i16>]) {
+    for c in codes.iter_mut().flatten() {
+        if *c == 0 {
+            *c = E::CoordinatorNotAvailable.code();
+        }
+    }
 }

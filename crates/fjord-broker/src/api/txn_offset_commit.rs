@@ -3,7 +3,6 @@
 //! transactional batch of the producer and become visible to OffsetFetch only when the commit marker lands
 //! there; an abort drops them.
 
-use fjord_coordinator::CommittedOffset;
 use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
@@ -11,6 +10,7 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
 use super::init_producer_id::fenced_code;
+use super::offset_commit::{not_acknowledged, validate, CommitPartition};
 use super::Ctx;
 use crate::groups::OFFSETS_TOPIC;
 use crate::now_ms;
@@ -53,48 +53,16 @@ pub async fn handle(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOffsetComm
             check = Err(fenced_code(&e, ctx.version, 2));
         }
     }
-    let max_metadata = broker.groups.lock().config().max_metadata_bytes;
-    let meta = broker.meta.state();
-    let mut valid = Vec::new();
-    let mut codes: Vec<Vec<i16>> = Vec::with_capacity(req.topics.len());
-    for t in &req.topics {
-        let topic = t.name.0.to_string();
-        let known = meta.topics.get(&topic);
-        let mut tc = Vec::with_capacity(t.partitions.len());
-        for p in &t.partitions {
-            let code = match check {
-                Err(c) => c,
-                Ok(())
-                    if known.is_none_or(|k| {
-                        p.partition_index < 0 || p.partition_index as usize >= k.partitions.len()
-                    }) =>
-                {
-                    E::UnknownTopicOrPartition.code()
-                }
-                Ok(())
-                    if p.committed_metadata
-                        .as_ref()
-                        .is_some_and(|m| m.len() > max_metadata) =>
-                {
-                    E::OffsetMetadataTooLarge.code()
-                }
-                Ok(()) => {
-                    valid.push((
-                        (topic.clone(), p.partition_index),
-                        CommittedOffset {
-                            offset: p.committed_offset,
-                            leader_epoch: p.committed_leader_epoch,
-                            metadata: p.committed_metadata.as_deref().unwrap_or("").to_string(),
-                            commit_timestamp: now,
-                        },
-                    ));
-                    0
-                }
-            };
-            tc.push(code);
-        }
-        codes.push(tc);
-    }
+    let topics = req.topics.iter().map(|t| {
+        let parts = t.partitions.iter().map(|p| CommitPartition {
+            index: p.partition_index,
+            offset: p.committed_offset,
+            leader_epoch: p.committed_leader_epoch,
+            metadata: p.committed_metadata.as_deref(),
+        });
+        (t.name.0.to_string(), parts.collect())
+    });
+    let (valid, mut codes) = validate(ctx, check, topics, now);
     if !valid.is_empty() {
         let records = broker.groups.lock().commit_records(&group, &valid);
         if let Err(e) = broker
@@ -103,13 +71,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOffsetComm
             .await
         {
             tracing::error!(%group, error = %e, "persisting transactional offset commit failed");
-            for tc in codes.iter_mut() {
-                for c in tc.iter_mut() {
-                    if *c == 0 {
-                        *c = E::CoordinatorNotAvailable.code();
-                    }
-                }
-            }
+            not_acknowledged(&mut codes);
         }
     }
     TxnOffsetCommitResponse::default().with_topics(
