@@ -15,9 +15,7 @@ use std::io::{BufWriter, Write};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 
 use crate::batch::{self, Header, ATTRIBUTES_POS, CRC_POS, MAX_TIMESTAMP_POS, TIMESTAMP_TYPE_BIT};
 use crate::log::{write_small_file, Log, CLEANER_CHECKPOINT_FILE};
@@ -137,7 +135,10 @@ impl Log {
                 let header = seg.read_header(pos)?;
                 if is_cleanable(&header) {
                     let mut bytes = read_batch(seg, pos, &header)?;
-                    match RecordBatchDecoder::decode(&mut bytes) {
+                    match crate::decompress::decode_bounded(
+                        &mut bytes,
+                        crate::decompress::MAX_DECOMPRESSED,
+                    ) {
                         Ok(set) => {
                             for r in set.records {
                                 if let Some(k) = r.key {
@@ -203,7 +204,11 @@ impl Log {
             pos += header.size() as u64;
             let set = if is_cleanable(&header) {
                 // An undecodable batch is copied unchanged rather than failing the whole pass.
-                RecordBatchDecoder::decode(&mut bytes.clone()).ok()
+                crate::decompress::decode_bounded(
+                    &mut bytes.clone(),
+                    crate::decompress::MAX_DECOMPRESSED,
+                )
+                .ok()
             } else {
                 None
             };

@@ -15,6 +15,7 @@ mod batch;
 mod cleaner;
 mod config;
 mod control;
+mod decompress;
 mod error;
 mod index;
 mod log;

@@ -1,7 +1,7 @@
-//! Timestamp queries (ListOffsets). The only read path besides compaction that decodes records.
+//! Timestamp queries (ListOffsets). The only read path besides compaction that decodes records (bounded, see
+//! `decompress`).
 
 use bytes::Bytes;
-use kafka_protocol::records::RecordBatchDecoder;
 
 use crate::batch::Header;
 use crate::log::Log;
@@ -18,12 +18,13 @@ pub(crate) fn record_timestamps(
     let mut buf = Vec::with_capacity(header.size());
     seg.read_into(&mut buf, pos, header.size())?;
     let mut bytes = Bytes::from(buf);
-    let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| {
-        Error::CorruptMessage(format!(
-            "cannot decode batch at offset {}: {e}",
-            header.base_offset
-        ))
-    })?;
+    let set = crate::decompress::decode_bounded(&mut bytes, crate::decompress::MAX_DECOMPRESSED)
+        .map_err(|e| {
+            Error::CorruptMessage(format!(
+                "cannot decode batch at offset {}: {e}",
+                header.base_offset
+            ))
+        })?;
     let log_append = header.is_log_append_time();
     Ok(set
         .records
