@@ -429,6 +429,12 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     bdef!("transaction.max.timeout.ms", Some("900000"), Int, positive),
     bdef!("producer.id.expiration.ms", Some("86400000"), Int, positive),
     bdef!(
+        "transactional.id.expiration.ms",
+        Some("604800000"),
+        Int,
+        positive
+    ),
+    bdef!(
         "transaction.abort.timed.out.transaction.cleanup.interval.ms",
         Some("10000"),
         Int,

@@ -36,6 +36,8 @@ pub struct TxnConfig {
     pub partitions: i32,
     /// How often timed-out transactions are looked for.
     pub cleanup_interval_ms: u64,
+    /// `transactional.id.expiration.ms`: idle transactional ids are forgotten after this long.
+    pub id_expiration_ms: i64,
 }
 
 pub fn txn_config(c: &BrokerConfig) -> TxnConfig {
@@ -48,6 +50,7 @@ pub fn txn_config(c: &BrokerConfig) -> TxnConfig {
             10_000,
         )
         .max(10) as u64,
+        id_expiration_ms: int("transactional.id.expiration.ms", 604_800_000),
     }
 }
 
@@ -137,12 +140,49 @@ impl Transactions {
         self.lock_slots().get(id).cloned()
     }
 
+    /// Locks the transactional id's slot (creating it with `create`). A slot removed by expiry while this
+    /// waited is not used: the lookup is retried, so no two slots ever exist for one id.
+    async fn lock_slot(
+        &self,
+        id: &str,
+        create: bool,
+    ) -> Option<tokio::sync::OwnedMutexGuard<Option<TxnMetadata>>> {
+        loop {
+            let slot = if create {
+                self.slot(id)
+            } else {
+                self.existing(id)?
+            };
+            let g = slot.clone().lock_owned().await;
+            if self
+                .lock_slots()
+                .get(id)
+                .is_some_and(|s| Arc::ptr_eq(s, &slot))
+            {
+                return Some(g);
+            }
+        }
+    }
+
     fn all_slots(&self) -> Vec<Slot> {
         self.lock_slots().values().cloned().collect()
     }
 
     /// Appends the transaction's state to `__transaction_state` and waits until it is durable.
     async fn persist(&self, state: &BrokerState, m: &TxnMetadata) -> Result<()> {
+        let key = txn::encode_key(&m.transactional_id);
+        self.append_state(state, &m.transactional_id, key, Some(txn::encode_value(m)))
+            .await
+    }
+
+    /// Appends one `__transaction_state` record (a null value is a tombstone) and waits until it is durable.
+    async fn append_state(
+        &self,
+        state: &BrokerState,
+        id: &str,
+        key: bytes::Bytes,
+        value: Option<bytes::Bytes>,
+    ) -> Result<()> {
         ensure_internal_topic(
             state,
             TXN_TOPIC,
@@ -156,16 +196,12 @@ impl Transactions {
             .topics
             .get(TXN_TOPIC)
             .map_or(1, |t| t.partitions.len() as i32);
-        let p = partition_for(&m.transactional_id, n);
+        let p = partition_for(id, n);
         let part = state
             .partitions
             .get(TXN_TOPIC, p)
             .ok_or_else(|| Error::Internal(format!("{TXN_TOPIC}-{p} is not hosted here")))?;
-        let record = (
-            txn::encode_key(&m.transactional_id),
-            Some(txn::encode_value(m)),
-        );
-        let info = part.append(encode_batch(&[record], None)?)?;
+        let info = part.append(encode_batch(&[(key, value)], None)?)?;
         part.wait_durable(info.last_offset + 1).await
     }
 
@@ -257,8 +293,7 @@ impl Transactions {
         if timeout_ms <= 0 || timeout_ms > self.config.max_timeout_ms {
             return Err(TxnError::InvalidTransactionTimeout.into());
         }
-        let slot = self.slot(id);
-        let mut g = slot.lock().await;
+        let mut g = self.lock_slot(id, true).await.expect("created");
         if g.is_none() {
             let pid = state.producer_ids.allocate(&state.meta).await?;
             *g = Some(TxnMetadata::new(id, pid, timeout_ms, now_ms()));
@@ -323,10 +358,10 @@ impl Transactions {
         epoch: i16,
         partitions: &[(String, i32)],
     ) -> Result<(), TxnFailure> {
-        let slot = self
-            .existing(id)
+        let mut g = self
+            .lock_slot(id, false)
+            .await
             .ok_or(TxnError::InvalidProducerIdMapping)?;
-        let mut g = slot.lock().await;
         let m = g.as_ref().ok_or(TxnError::InvalidProducerIdMapping)?;
         m.check_producer(producer_id, epoch)?;
         if !m.check_add(partitions)? {
@@ -346,10 +381,10 @@ impl Transactions {
         epoch: i16,
         partition: &(String, i32),
     ) -> Result<(), TxnFailure> {
-        let slot = self
-            .existing(id)
+        let g = self
+            .lock_slot(id, false)
+            .await
             .ok_or(TxnError::InvalidProducerIdMapping)?;
-        let g = slot.lock().await;
         let m = g.as_ref().ok_or(TxnError::InvalidProducerIdMapping)?;
         m.check_producer(producer_id, epoch)?;
         if m.state != TxnState::Ongoing || !m.partitions.contains(partition) {
@@ -388,10 +423,10 @@ impl Transactions {
         epoch: i16,
         commit: bool,
     ) -> Result<(), TxnFailure> {
-        let slot = self
-            .existing(id)
+        let mut g = self
+            .lock_slot(id, false)
+            .await
             .ok_or(TxnError::InvalidProducerIdMapping)?;
-        let mut g = slot.lock().await;
         let m = g.as_ref().ok_or(TxnError::InvalidProducerIdMapping)?;
         m.check_producer(producer_id, epoch)?;
         // A Prepare state seen here means an earlier attempt failed half-way: finish it.
@@ -424,6 +459,12 @@ impl Transactions {
             } else if matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
                 self.finish(state, &mut g, m.state == TxnState::PrepareCommit)
                     .await
+            } else if m
+                .last_update_ms
+                .saturating_add(self.config.id_expiration_ms)
+                <= now
+            {
+                self.expire(state, &slot, &mut g).await
             } else {
                 Ok(())
             };
@@ -431,6 +472,32 @@ impl Transactions {
                 tracing::error!(transactional_id = %m.transactional_id, error = %e, "ending a transaction failed; will retry");
             }
         }
+    }
+
+    /// Forgets a transactional id unused for `transactional.id.expiration.ms` (no open transaction): a
+    /// tombstone in `__transaction_state`, then the slot goes. Its next InitProducerId starts afresh.
+    async fn expire(
+        &self,
+        state: &BrokerState,
+        slot: &Slot,
+        g: &mut Option<TxnMetadata>,
+    ) -> Result<()> {
+        let Some(m) = g.as_ref() else { return Ok(()) };
+        tracing::info!(transactional_id = %m.transactional_id, producer_id = m.producer_id, "transactional id expired");
+        let key = txn::encode_key(&m.transactional_id);
+        self.append_state(state, &m.transactional_id, key, None)
+            .await?;
+        let id = m.transactional_id.clone();
+        *g = None;
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        let mut slots = self.lock_slots();
+        if slots.get(&id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            slots.remove(&id);
+        }
+        Ok(())
     }
 
     /// Every known transaction, for ListTransactions / DescribeTransactions.
@@ -446,9 +513,7 @@ impl Transactions {
     }
 
     pub async fn describe(&self, id: &str) -> Option<TxnMetadata> {
-        let slot = self.existing(id)?;
-        let g = slot.lock().await;
-        g.clone()
+        self.lock_slot(id, false).await?.clone()
     }
 }
 

@@ -70,7 +70,14 @@ impl Client {
 }
 
 async fn start(dir: &std::path::Path) -> Broker {
+    start_with(dir, &[]).await
+}
+
+async fn start_with(dir: &std::path::Path, extra: &[(&str, &str)]) -> Broker {
     let mut props = BTreeMap::new();
+    for (k, v) in extra {
+        props.insert(k.to_string(), v.to_string());
+    }
     for (k, v) in [
         ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
         ("log.dirs", dir.display().to_string()),
@@ -78,7 +85,7 @@ async fn start(dir: &std::path::Path) -> Broker {
         ("offsets.topic.num.partitions", "2".into()),
         ("transaction.max.timeout.ms", "60000".into()),
     ] {
-        props.insert(k.to_string(), v);
+        props.entry(k.to_string()).or_insert(v);
     }
     Broker::start(BrokerConfig::from_properties(props).unwrap())
         .await
@@ -402,5 +409,66 @@ async fn verification_retries_and_fencing_follow_kafka() {
     assert_eq!(r.transaction_states.len(), 1);
     assert_eq!(r.unknown_state_filters, vec![s("Bogus")]);
 
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_transactional_ids_expire_and_start_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_with(
+        dir.path(),
+        &[
+            ("transactional.id.expiration.ms", "1000"),
+            (
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                "100",
+            ),
+        ],
+    )
+    .await;
+    let mut c = Client::connect(&broker).await;
+    let first = init(&mut c, 4, "brief", 30_000, (-1, -1)).await;
+    assert_eq!(first.error_code, 0);
+    let describe = DescribeTransactionsRequest::default()
+        .with_transactional_ids(vec![TransactionalId(s("brief"))]);
+    assert_eq!(
+        c.send(0, &describe).await.transaction_states[0].error_code,
+        0
+    );
+    // Bounded wait for the expiry pass (1 s of idleness, checked every 100 ms).
+    let mut expired = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if c.send(0, &describe).await.transaction_states[0].error_code
+            == E::TransactionalIdNotFound.code()
+        {
+            expired = true;
+            break;
+        }
+    }
+    assert!(expired, "the idle transactional id was never forgotten");
+    // The old producer is no longer known; a new instance starts with a fresh producer id.
+    let end_old = end(
+        &mut c,
+        3,
+        "brief",
+        first.producer_id.0,
+        first.producer_epoch,
+        true,
+    )
+    .await;
+    assert_eq!(end_old, E::InvalidProducerIdMapping.code());
+    let again = init(&mut c, 4, "brief", 30_000, (-1, -1)).await;
+    assert_eq!(again.error_code, 0);
+    assert_ne!(again.producer_id, first.producer_id);
+    assert_eq!(again.producer_epoch, 0);
+    broker.shutdown().await.unwrap();
+
+    // The tombstone is durable: after a restart the expired id is still unknown... until it was reused,
+    // which it was, so the restarted coordinator knows the new producer id.
+    let broker = start_with(dir.path(), &[]).await;
+    let mut c = Client::connect(&broker).await;
+    let r = c.send(0, &describe).await;
+    assert_eq!(r.transaction_states[0].producer_id, again.producer_id);
     broker.shutdown().await.unwrap();
 }
