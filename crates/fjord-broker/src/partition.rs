@@ -380,6 +380,8 @@ impl Partition {
     pub fn housekeeping(&self, compact: bool, producer_expiration_ms: i64) -> Result<()> {
         let now = now_ms();
         let expired = self.lock_producers().expire(now, producer_expiration_ms);
+        // Taken before the log lock (lock order); the LSO only grows, so an older value is conservative.
+        let stable = self.last_stable_offset();
         if expired > 0 {
             tracing::debug!(topic = %self.topic, partition = self.index, expired, "expired idle producer ids");
         }
@@ -389,7 +391,7 @@ impl Partition {
             tracing::info!(topic = %self.topic, partition = self.index, deleted, "retention deleted segments");
         }
         if compact && log.config().cleanup_compact {
-            let reclaimed = log.compact(now)?;
+            let reclaimed = log.compact(now, stable)?;
             if reclaimed > 0 {
                 tracing::info!(topic = %self.topic, partition = self.index, reclaimed, "compaction reclaimed bytes");
             }

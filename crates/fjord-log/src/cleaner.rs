@@ -1,8 +1,13 @@
 //! Log compaction: keep the last record per key in the inactive segments.
 //!
+//! Transactions: only segments wholly below the last stable offset are cleaned, so every transactional batch
+//! seen has a decided outcome. Batches of aborted transactions (known from the segments' `.txnindex`) are
+//! removed; records of committed transactions are compacted like any others. Control batches (markers) are
+//! always kept: read_committed clients pair the aborted-transaction list with the abort markers.
+//!
 //! Known limitations, by design for now:
-//! - Records in transactional batches are never removed and never supersede older records (aborted data would
-//!   otherwise have to be tracked); control batches are copied unchanged.
+//! - Markers are never removed, so a compacted topic written transactionally keeps one small control batch
+//!   per transaction and partition.
 //! - Segments are cleaned one to one; small cleaned segments are not merged.
 //! - The key map is built in memory over the whole cleanable range, without a size bound.
 //! - A rewritten batch starts at its first retained record's offset (every record keeps its offset), and
@@ -41,9 +46,36 @@ fn compression_of(header: &Header) -> Compression {
     }
 }
 
-/// Whether compaction may look inside this batch at all.
-fn is_cleanable(header: &Header) -> bool {
-    !header.is_control() && !header.is_transactional()
+/// What compaction does with a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Treatment {
+    /// Copied unchanged (control batches).
+    Keep,
+    /// Its records are compacted by key.
+    Clean,
+    /// Dropped whole: a batch of an aborted transaction.
+    Drop,
+}
+
+/// Aborted ranges by producer id, from every segment's aborted-transaction index.
+type AbortedRanges = HashMap<i64, Vec<(i64, i64)>>;
+
+fn treatment(header: &Header, aborted: &AbortedRanges) -> Treatment {
+    if header.is_control() {
+        return Treatment::Keep;
+    }
+    if header.is_transactional() {
+        let (first, last) = (header.base_offset, header.last_offset());
+        let in_aborted = aborted.get(&header.producer_id).is_some_and(|ranges| {
+            ranges
+                .iter()
+                .any(|&(from, marker)| from <= first && last < marker)
+        });
+        if in_aborted {
+            return Treatment::Drop;
+        }
+    }
+    Treatment::Clean
 }
 
 /// Re-encodes `keep` (a strict, non-empty subset of the records of the batch `orig`) as a v2 batch with the same
@@ -91,8 +123,9 @@ impl Log {
     /// Compaction when `cleanup_compact` and the dirty ratio reaches `min_cleanable_dirty_ratio` (or a retained
     /// tombstone has expired): rewrites inactive segments keeping only the last record per key, offsets unchanged,
     /// dropping tombstones whose timestamp is older than `delete.retention.ms`. Segments holding records younger
-    /// than `min.compaction.lag.ms`, and everything after them, are left alone. Returns bytes reclaimed.
-    pub fn compact(&mut self, now_ms: i64) -> Result<u64> {
+    /// than `min.compaction.lag.ms`, and everything after them, are left alone, as is every segment reaching
+    /// `stable_offset` (the last stable offset: transactions below it are decided). Returns bytes reclaimed.
+    pub fn compact(&mut self, now_ms: i64, stable_offset: i64) -> Result<u64> {
         self.clock_ms = self.clock_ms.max(now_ms);
         if !self.config.cleanup_compact || self.segments.len() < 2 {
             return Ok(0);
@@ -106,6 +139,9 @@ impl Log {
         } else {
             inactive
         };
+        let end = (0..end)
+            .find(|&i| self.segments[i].next_offset > stable_offset)
+            .unwrap_or(end);
         if end == 0 {
             return Ok(0);
         }
@@ -128,12 +164,19 @@ impl Log {
         }
         tracing::info!(dir = %self.dir.display(), segments = end, dirty, total, "compacting");
 
+        let mut aborted: AbortedRanges = HashMap::new();
+        for a in self.segments.iter().flat_map(|s| s.aborted.iter()) {
+            aborted
+                .entry(a.producer_id)
+                .or_default()
+                .push((a.first_offset, a.last_offset));
+        }
         let mut latest: HashMap<Bytes, i64> = HashMap::new();
         for seg in &self.segments[..end] {
             let mut pos = 0;
             while pos < seg.size {
                 let header = seg.read_header(pos)?;
-                if is_cleanable(&header) {
+                if treatment(&header, &aborted) == Treatment::Clean {
                     let mut bytes = read_batch(seg, pos, &header)?;
                     match crate::decompress::decode_bounded(
                         &mut bytes,
@@ -158,7 +201,8 @@ impl Log {
         let mut oldest_tombstone = -1i64;
         let mut reclaimed = 0u64;
         for i in 0..end {
-            reclaimed += self.clean_segment(i, &latest, tomb_cutoff, &mut oldest_tombstone)?;
+            reclaimed +=
+                self.clean_segment(i, &latest, &aborted, tomb_cutoff, &mut oldest_tombstone)?;
         }
         // Empty cleaned segments are dropped, except the first one, which anchors the log start offset.
         let mut i = 1;
@@ -187,6 +231,7 @@ impl Log {
         &mut self,
         i: usize,
         latest: &HashMap<Bytes, i64>,
+        aborted: &AbortedRanges,
         tomb_cutoff: i64,
         oldest_tombstone: &mut i64,
     ) -> Result<u64> {
@@ -202,7 +247,12 @@ impl Log {
             let header = seg.read_header(pos)?;
             let bytes = read_batch(seg, pos, &header)?;
             pos += header.size() as u64;
-            let set = if is_cleanable(&header) {
+            let treat = treatment(&header, aborted);
+            if treat == Treatment::Drop {
+                changed = true;
+                continue;
+            }
+            let set = if treat == Treatment::Clean {
                 // An undecodable batch is copied unchanged rather than failing the whole pass.
                 crate::decompress::decode_bounded(
                     &mut bytes.clone(),

@@ -748,7 +748,7 @@ fn compaction_keeps_the_last_value_per_key_with_offsets_unchanged() {
     let before_size = log.size_bytes();
     let leo = log.log_end_offset();
     let active_base = log.segments.last().unwrap().base_offset;
-    let reclaimed = log.compact(NOW).unwrap();
+    let reclaimed = log.compact(NOW, i64::MAX).unwrap();
     assert!(reclaimed > 0);
     assert_eq!(log.size_bytes(), before_size - reclaimed);
     assert_eq!(log.log_end_offset(), leo);
@@ -818,7 +818,7 @@ fn compaction_drops_tombstones_only_after_delete_retention() {
         .unwrap();
     }
     assert!(log.segment_count() >= 2);
-    log.compact(NOW + 5_000).unwrap();
+    log.compact(NOW + 5_000, i64::MAX).unwrap();
     let kv = read_kv(&log);
     assert!(
         !kv.iter()
@@ -831,7 +831,7 @@ fn compaction_drops_tombstones_only_after_delete_retention() {
         "tombstone kept: {kv:?}"
     );
     // No new data, but the retained tombstone expires: compaction runs again and drops it.
-    log.compact(NOW + 10_001).unwrap();
+    log.compact(NOW + 10_001, i64::MAX).unwrap();
     let kv = read_kv(&log);
     assert!(
         !kv.iter().any(|(_, k, _)| k.as_deref() == Some("k")),
@@ -862,11 +862,11 @@ fn compaction_honours_dirty_ratio_and_compaction_lag() {
         .unwrap();
     }
     assert_eq!(
-        log.compact(NOW + 1000).unwrap(),
+        log.compact(NOW + 1000, i64::MAX).unwrap(),
         0,
         "records younger than the lag"
     );
-    assert!(log.compact(NOW + 60_001).unwrap() > 0);
+    assert!(log.compact(NOW + 60_001, i64::MAX).unwrap() > 0);
     let mut cfg2 = cfg;
     cfg2.min_cleanable_dirty_ratio = 0.9;
     cfg2.min_compaction_lag_ms = 0;
@@ -878,21 +878,19 @@ fn compaction_honours_dirty_ratio_and_compaction_lag() {
     )
     .unwrap();
     assert_eq!(
-        log.compact(NOW + 60_002).unwrap(),
+        log.compact(NOW + 60_002, i64::MAX).unwrap(),
         0,
         "mostly clean log is not worth cleaning"
     );
 }
 
-#[test]
-fn compaction_leaves_transactional_batches_intact() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut log = Log::open(dir.path(), compact_config(), NOW).unwrap();
-    let mut txn = record(Some("k"), Some("txn"), NOW, 0);
+/// One transactional record of producer `pid`.
+fn txn_record_batch(pid: i64, seq: i32, key: &str, value: &str) -> Bytes {
+    let mut txn = record(Some(key), Some(value), NOW, 0);
     txn.transactional = true;
-    txn.producer_id = 7;
+    txn.producer_id = pid;
     txn.producer_epoch = 0;
-    txn.sequence = 0;
+    txn.sequence = seq;
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,
@@ -903,12 +901,14 @@ fn compaction_leaves_transactional_batches_intact() {
         },
     )
     .unwrap();
-    let txn_batch = buf.freeze();
-    log.append(txn_batch, 0, NOW).unwrap();
-    for i in 0..12 {
+    buf.freeze()
+}
+
+fn fill(log: &mut Log, key: &str, n: usize) {
+    for i in 0..n {
         log.append(
             kv_batch(
-                &[(Some("k"), Some(&format!("{i:0>100}")), NOW)],
+                &[(Some(key), Some(&format!("{i:0>100}")), NOW)],
                 Compression::None,
             ),
             0,
@@ -916,9 +916,74 @@ fn compaction_leaves_transactional_batches_intact() {
         )
         .unwrap();
     }
-    log.compact(NOW).unwrap();
+}
+
+#[test]
+fn compaction_never_touches_segments_at_or_above_the_last_stable_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), compact_config(), NOW).unwrap();
+    // An open transaction at offset 0 holds the LSO there: nothing may be cleaned, not even the plain
+    // records after it whose key repeats.
+    log.append(txn_record_batch(7, 0, "k", "txn"), 0, NOW)
+        .unwrap();
+    fill(&mut log, "k", 12);
+    assert!(log.segment_count() > 2);
+    assert_eq!(log.compact(NOW, 0).unwrap(), 0);
     let kv = read_kv(&log);
+    assert_eq!(kv.len(), 13);
     assert_eq!(kv[0], (0, Some("k".into()), Some("txn".into())));
+}
+
+#[test]
+fn compaction_drops_aborted_transactions_and_compacts_committed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), compact_config(), NOW).unwrap();
+    // Producer 7 aborts "a" (offset 0, marker 1); producer 8 commits "j" and "m" (2, 3, marker 4).
+    log.append(txn_record_batch(7, 0, "a", "aborted"), 0, NOW)
+        .unwrap();
+    let abort = crate::control_batch(7, 0, crate::ControlType::Abort, 0, NOW);
+    log.append(abort, 0, NOW).unwrap();
+    log.add_aborted_txn(crate::AbortedTxn {
+        producer_id: 7,
+        first_offset: 0,
+        last_offset: 1,
+        last_stable_offset: 2,
+    })
+    .unwrap();
+    log.append(txn_record_batch(8, 0, "j", "committed-old"), 0, NOW)
+        .unwrap();
+    log.append(txn_record_batch(8, 1, "m", "committed"), 0, NOW)
+        .unwrap();
+    let commit = crate::control_batch(8, 0, crate::ControlType::Commit, 0, NOW);
+    log.append(commit, 0, NOW).unwrap();
+    // A later plain "j" supersedes the committed one; filler rolls segments.
+    fill(&mut log, "j", 12);
+    let end = log.log_end_offset();
+    assert!(log.compact(NOW, end).unwrap() > 0);
+    let kv = read_kv(&log);
+    let offsets: Vec<i64> = kv.iter().map(|(o, _, _)| *o).collect();
+    assert!(
+        !offsets.contains(&0),
+        "the aborted record is gone: {offsets:?}"
+    );
+    assert!(
+        offsets.contains(&1) && offsets.contains(&4),
+        "markers stay: {offsets:?}"
+    );
+    assert!(
+        !offsets.contains(&2),
+        "the committed 'j' was superseded: {offsets:?}"
+    );
+    assert_eq!(
+        kv.iter().find(|(o, _, _)| *o == 3).unwrap().2.as_deref(),
+        Some("committed")
+    );
+    // The aborted range is still indexed (its marker is still there for clients to pair it with).
+    assert_eq!(log.aborted_between(0, end).len(), 1);
+    // Reopening finds consistent segments.
+    log.close().unwrap();
+    let log = Log::open(dir.path(), compact_config(), NOW).unwrap();
+    assert_eq!(read_kv(&log), kv);
 }
 
 #[test]
