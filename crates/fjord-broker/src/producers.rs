@@ -514,4 +514,17 @@ mod tests {
         s.record(&batch(1, 0, i32::MAX - 1, 2, 0));
         assert_eq!(s.check(&batch(1, 0, 0, 3, 2)), Ok(Verdict::Append));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_arbitrary_snapshots_never_panics(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            // With a valid version and CRC, so the body parser itself is exercised.
+            let mut data = SNAPSHOT_VERSION.to_be_bytes().to_vec();
+            data.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+            data.extend_from_slice(&body);
+            let _ = ProducerStates::decode(&data);
+        }
+    }
 }

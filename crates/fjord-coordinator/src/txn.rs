@@ -407,3 +407,20 @@ mod tests {
         assert_eq!(old.with_new_producer_id(9, 0).producer_epoch, 0);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_transaction_log_records_never_panics(
+            key in proptest::collection::vec(any::<u8>(), 0..64),
+            value in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let _ = super::decode_key(Bytes::from(key));
+            let _ = super::decode_value("id", Bytes::from(value));
+        }
+    }
+}

@@ -147,3 +147,22 @@ mod tests {
         assert_eq!(control_type(&data), None);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn reading_the_type_of_arbitrary_bytes_never_panics(
+            bytes in proptest::collection::vec(any::<u8>(), 0..200),
+            attrs in any::<i16>(),
+        ) {
+            let mut b = bytes;
+            if b.len() > 22 {
+                b[21..23].copy_from_slice(&attrs.to_be_bytes());
+            }
+            let _ = super::control_type(&b);
+        }
+    }
+}
