@@ -144,6 +144,35 @@ async fn read_frames(
 /// A request whose response is not written yet, in request order: the task computing it, and its arrival.
 struct InFlight(JoinHandle<Outcome>, Instant);
 
+/// Writes a frame given as chunks with vectored writes (the record data of a fetch is its own chunk).
+async fn write_chunks(wr: &mut OwnedWriteHalf, mut chunks: Vec<Bytes>) -> std::io::Result<()> {
+    use bytes::Buf;
+    chunks.retain(|c| !c.is_empty());
+    let mut i = 0;
+    while i < chunks.len() {
+        let slices: Vec<std::io::IoSlice<'_>> = chunks[i..]
+            .iter()
+            .take(64)
+            .map(|c| std::io::IoSlice::new(c))
+            .collect();
+        let mut n = wr.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let len = chunks[i].len();
+            if n >= len {
+                n -= len;
+                i += 1;
+            } else {
+                chunks[i].advance(n);
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Writes one outcome; false means the connection must close.
 async fn deliver(
     wr: &mut OwnedWriteHalf,
@@ -154,7 +183,7 @@ async fn deliver(
 ) -> bool {
     let api = match outcome {
         Outcome::Respond { api, body } => {
-            if let Err(e) = wr.write_all(&body).await {
+            if let Err(e) = write_chunks(wr, body).await {
                 tracing::debug!(%peer, error = %e, "write failed; closing connection");
                 return false;
             }

@@ -97,8 +97,12 @@ pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
 
 /// What the connection does after a frame.
 pub enum Outcome {
-    /// Write this complete frame (length prefix included).
-    Respond { api: RequestLabels, body: Bytes },
+    /// Write this complete frame (length prefix included), given as consecutive chunks so that record data
+    /// can be written from the buffers it was read into, without copying it into the response.
+    Respond {
+        api: RequestLabels,
+        body: Vec<Bytes>,
+    },
     /// acks=0 produce: Kafka sends nothing back.
     NoResponse { api: RequestLabels },
     /// The frame cannot be answered; close the connection (Kafka does the same).
@@ -231,7 +235,15 @@ async fn decode_and_dispatch(
                 finish(prepared.complete().await)
             })));
         }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(&ctx, r).await),
+        RequestKind::Fetch(r) => {
+            let resp = fetch::handle(&ctx, r).await;
+            return Ok(Handled::Done(encode_fetch_response(
+                labels,
+                version,
+                correlation_id,
+                resp,
+            )));
+        }
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(&ctx, r)),
         RequestKind::CreateTopics(r) => {
             ResponseKind::CreateTopics(create_topics::handle(&ctx, r).await)
@@ -324,23 +336,124 @@ fn encode_response(
     correlation_id: i32,
     response: ResponseKind,
 ) -> Outcome {
+    match encode_frame(key, version, correlation_id, &response) {
+        Ok(buf) => Outcome::Respond {
+            api,
+            body: vec![buf.freeze()],
+        },
+        Err(reason) => Outcome::Close(reason),
+    }
+}
+
+/// The whole response frame, its length prefix filled in.
+fn encode_frame(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &ResponseKind,
+) -> Result<BytesMut, String> {
     let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0); // length, patched below
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     // ApiVersions responses always use header v0 so that a client can parse them before it knows our versions.
     let header_version = key.response_header_version(version);
-    if let Err(e) = header.encode(&mut buf, header_version) {
-        return Outcome::Close(format!("encoding response header failed: {e}"));
-    }
-    if let Err(e) = response.encode(&mut buf, version) {
-        return Outcome::Close(format!("encoding {key:?} v{version} response failed: {e}"));
-    }
+    header
+        .encode(&mut buf, header_version)
+        .map_err(|e| format!("encoding response header failed: {e}"))?;
+    response
+        .encode(&mut buf, version)
+        .map_err(|e| format!("encoding {key:?} v{version} response failed: {e}"))?;
     let len = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&len.to_be_bytes());
-    Outcome::Respond {
-        api,
-        body: buf.freeze(),
+    Ok(buf)
+}
+
+/// Record data up to this size is copied into the response; larger data is written from its own buffer.
+const FETCH_INLINE_MAX: usize = 4096;
+
+/// Encodes a Fetch response without copying large record data: each such `records` value is swapped for a
+/// unique 18-byte placeholder (a random 16-byte tag and its index) before encoding, and the frame is then cut
+/// at the placeholders, which become the record buffers themselves with their real length prefixes.
+fn encode_fetch_response(
+    api: RequestLabels,
+    version: i16,
+    correlation_id: i32,
+    mut resp: kafka_protocol::messages::FetchResponse,
+) -> Outcome {
+    let tag = *uuid::Uuid::new_v4().as_bytes();
+    let mut moved: Vec<Bytes> = Vec::new();
+    for p in resp
+        .responses
+        .iter_mut()
+        .flat_map(|t| t.partitions.iter_mut())
+    {
+        if let Some(records) = p.records.as_mut() {
+            if records.len() > FETCH_INLINE_MAX && moved.len() < usize::from(u16::MAX) {
+                let mut placeholder = tag.to_vec();
+                placeholder.extend_from_slice(&(moved.len() as u16).to_be_bytes());
+                moved.push(std::mem::replace(records, Bytes::from(placeholder)));
+            }
+        }
     }
+    let key = ApiKey::Fetch;
+    let mut buf = match encode_frame(key, version, correlation_id, &ResponseKind::Fetch(resp)) {
+        Ok(b) => b,
+        Err(reason) => return Outcome::Close(reason),
+    };
+    if moved.is_empty() {
+        return Outcome::Respond {
+            api,
+            body: vec![buf.freeze()],
+        };
+    }
+    // The placeholder's length prefix: INT32 up to v11, COMPACT (unsigned varint of length + 1) from v12,
+    // where 18 + 1 fits one byte.
+    let prefix = if version >= 12 { 1 } else { 4 };
+    let mut cuts = Vec::with_capacity(moved.len());
+    let mut from = 0;
+    while let Some(i) = buf[from..].windows(tag.len()).position(|w| w == tag) {
+        let at = from + i;
+        let idx = u16::from_be_bytes([buf[at + 16], buf[at + 17]]) as usize;
+        cuts.push((at, idx));
+        from = at + 18;
+    }
+    if cuts.len() != moved.len()
+        || cuts
+            .iter()
+            .any(|&(at, idx)| idx >= moved.len() || at < prefix)
+    {
+        return Outcome::Close("internal error: splicing record data into a fetch response".into());
+    }
+    let mut total = buf.len() - 4;
+    let mut prefixes = Vec::with_capacity(cuts.len());
+    for &(_, idx) in &cuts {
+        let len = moved[idx].len();
+        let mut p = BytesMut::with_capacity(5);
+        if version >= 12 {
+            let mut v = len as u64 + 1;
+            while v >= 0x80 {
+                p.put_u8((v as u8) | 0x80);
+                v >>= 7;
+            }
+            p.put_u8(v as u8);
+        } else {
+            p.put_i32(len as i32);
+        }
+        total = total - prefix - 18 + p.len() + len;
+        prefixes.push(p.freeze());
+    }
+    buf[0..4].copy_from_slice(&(total as i32).to_be_bytes());
+    let buf = buf.freeze();
+    let mut body = Vec::with_capacity(cuts.len() * 3 + 1);
+    let mut start = 0;
+    for (&(at, idx), p) in cuts.iter().zip(prefixes) {
+        body.push(buf.slice(start..at - prefix));
+        body.push(p);
+        body.push(moved[idx].clone());
+        start = at + 18;
+    }
+    body.push(buf.slice(start..));
+    Outcome::Respond { api, body }
 }
 
 /// Checks that decoding arbitrary bytes as any supported request never panics.
@@ -362,6 +475,42 @@ mod fuzz {
             let mut b = Bytes::from(body);
             let _ = RequestHeader::decode(&mut b.clone(), key.request_header_version(version));
             let _ = RequestKind::decode(key, &mut b, version);
+        }
+
+        #[test]
+        fn fetch_responses_with_spliced_records_are_byte_for_byte_the_codecs(
+            version in 4i16..=12,
+            sizes in proptest::collection::vec(0usize..12_000, 0..6),
+            seed in any::<u8>(),
+        ) {
+            use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+            use kafka_protocol::messages::{FetchResponse, TopicName};
+            let partitions: Vec<PartitionData> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| {
+                    let data: Vec<u8> = (0..n).map(|j| (j as u8).wrapping_mul(seed).wrapping_add(i as u8)).collect();
+                    PartitionData::default()
+                        .with_partition_index(i as i32)
+                        .with_high_watermark(n as i64)
+                        .with_last_stable_offset(n as i64)
+                        .with_records(Some(Bytes::from(data)))
+                })
+                .collect();
+            let resp = FetchResponse::default().with_responses(vec![
+                FetchableTopicResponse::default()
+                    .with_topic(TopicName(str_bytes("t")))
+                    .with_partitions(partitions),
+            ]);
+            let whole = encode_frame(ApiKey::Fetch, version, 7, &ResponseKind::Fetch(resp.clone())).unwrap();
+            let labels = RequestLabels { request: "Fetch".into() };
+            let Outcome::Respond { body, .. } = encode_fetch_response(labels, version, 7, resp) else {
+                panic!("not a response");
+            };
+            let spliced: Vec<u8> = body.iter().flat_map(|c| c.iter().copied()).collect();
+            prop_assert_eq!(&spliced[..], &whole[..]);
+            let big = sizes.iter().filter(|&&n| n > FETCH_INLINE_MAX).count();
+            prop_assert!(body.len() > 3 * big, "large record data travels as its own chunks");
         }
     }
 }
