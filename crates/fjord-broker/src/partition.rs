@@ -390,13 +390,21 @@ impl Partition {
         if deleted > 0 {
             tracing::info!(topic = %self.topic, partition = self.index, deleted, "retention deleted segments");
         }
-        if compact && log.config().cleanup_compact {
-            let reclaimed = log.compact(now, stable)?;
+        let plan = if compact && log.config().cleanup_compact {
+            log.plan_compaction(now, stable)
+        } else {
+            None
+        };
+        drop(log);
+        if let Some(plan) = plan {
+            // The pass reads inactive segments and writes cleaned copies without the lock; appends and
+            // fetches go on meanwhile. Only the swap takes the lock again.
+            let result = plan.run()?;
+            let reclaimed = self.lock().finish_compaction(result)?;
             if reclaimed > 0 {
                 tracing::info!(topic = %self.topic, partition = self.index, reclaimed, "compaction reclaimed bytes");
             }
         }
-        drop(log);
         self.maybe_snapshot(false)
     }
 

@@ -5,6 +5,11 @@
 //! removed; records of committed transactions are compacted like any others. Control batches (markers) are
 //! always kept: read_committed clients pair the aborted-transaction list with the abort markers.
 //!
+//! A pass is planned under the log's lock ([`Log::plan_compaction`]), run without it ([`CompactionPlan::run`]:
+//! it reads only inactive segments through their open files and writes `<base>.log.cleaned` copies), and
+//! installed under it again ([`Log::finish_compaction`]), which swaps in the copies of segments that are still
+//! there unchanged. Appends and fetches are not held up by the rewrite.
+//!
 //! Known limitations, by design for now:
 //! - Markers are never removed, so a compacted topic written transactionally keeps one small control batch
 //!   per transaction and partition.
@@ -17,6 +22,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -24,17 +30,11 @@ use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEnc
 
 use crate::batch::{self, Header, ATTRIBUTES_POS, CRC_POS, MAX_TIMESTAMP_POS, TIMESTAMP_TYPE_BIT};
 use crate::log::{write_small_file, Log, CLEANER_CHECKPOINT_FILE};
-use crate::segment::{self, Segment};
+use crate::segment;
 use crate::{Error, Result};
 
 /// Base sequence field position in the batch header.
 const BASE_SEQUENCE_POS: usize = 53;
-
-fn read_batch(seg: &Segment, pos: u64, header: &Header) -> Result<Bytes> {
-    let mut buf = Vec::with_capacity(header.size());
-    seg.read_into(&mut buf, pos, header.size())?;
-    Ok(Bytes::from(buf))
-}
 
 fn compression_of(header: &Header) -> Compression {
     match header.attributes & batch::COMPRESSION_MASK {
@@ -119,65 +119,71 @@ fn reencode(orig: &Header, keep: &[&Record]) -> Result<BytesMut> {
     Ok(out)
 }
 
-impl Log {
-    /// Compaction when `cleanup_compact` and the dirty ratio reaches `min_cleanable_dirty_ratio` (or a retained
-    /// tombstone has expired): rewrites inactive segments keeping only the last record per key, offsets unchanged,
-    /// dropping tombstones whose timestamp is older than `delete.retention.ms`. Segments holding records younger
-    /// than `min.compaction.lag.ms`, and everything after them, are left alone, as is every segment reaching
-    /// `stable_offset` (the last stable offset: transactions below it are decided). Returns bytes reclaimed.
-    pub fn compact(&mut self, now_ms: i64, stable_offset: i64) -> Result<u64> {
-        self.clock_ms = self.clock_ms.max(now_ms);
-        if !self.config.cleanup_compact || self.segments.len() < 2 {
-            return Ok(0);
-        }
-        let inactive = self.segments.len() - 1;
-        let end = if self.config.min_compaction_lag_ms > 0 {
-            let cutoff = now_ms.saturating_sub(self.config.min_compaction_lag_ms);
-            (0..inactive)
-                .find(|&i| self.segments[i].max_timestamp > cutoff)
-                .unwrap_or(inactive)
-        } else {
-            inactive
-        };
-        let end = (0..end)
-            .find(|&i| self.segments[i].next_offset > stable_offset)
-            .unwrap_or(end);
-        if end == 0 {
-            return Ok(0);
-        }
-        let total: u64 = self.segments[..end].iter().map(|s| s.size).sum();
-        let dirty: u64 = self.segments[..end]
-            .iter()
-            .filter(|s| s.next_offset > self.cleaner_checkpoint)
-            .map(|s| s.size)
-            .sum();
-        let tomb_cutoff = now_ms.saturating_sub(self.config.delete_retention_ms);
-        let tombstones_due =
-            self.oldest_tombstone_ts >= 0 && self.oldest_tombstone_ts < tomb_cutoff;
-        let ratio = if total == 0 {
-            0.0
-        } else {
-            dirty as f64 / total as f64
-        };
-        if (dirty == 0 || ratio < self.config.min_cleanable_dirty_ratio) && !tombstones_due {
-            return Ok(0);
-        }
-        tracing::info!(dir = %self.dir.display(), segments = end, dirty, total, "compacting");
+/// An inactive segment as the cleaner reads it without the log: its file (kept open even if retention deletes
+/// the segment meanwhile) and its size when the pass was planned.
+struct SegmentView {
+    base_offset: i64,
+    file: Arc<File>,
+    size: u64,
+}
 
-        let mut aborted: AbortedRanges = HashMap::new();
-        for a in self.segments.iter().flat_map(|s| s.aborted.iter()) {
-            aborted
-                .entry(a.producer_id)
-                .or_default()
-                .push((a.first_offset, a.last_offset));
+impl SegmentView {
+    fn read_header(&self, pos: u64) -> Result<Header> {
+        if pos + batch::HEADER_SIZE as u64 > self.size {
+            return Err(Error::CorruptMessage(format!(
+                "segment {} has no batch header at {pos}",
+                self.base_offset
+            )));
         }
+        let mut buf = [0u8; batch::HEADER_SIZE];
+        self.file.read_exact_at(&mut buf, pos)?;
+        Header::parse(&buf).ok_or_else(|| Error::CorruptMessage("short header".into()))
+    }
+
+    fn read_batch(&self, pos: u64, header: &Header) -> Result<Bytes> {
+        let mut buf = vec![0u8; header.size()];
+        self.file.read_exact_at(&mut buf, pos)?;
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// A compaction pass decided under the log's lock, to be run without it ([`CompactionPlan::run`]) and then
+/// installed under it again ([`Log::finish_compaction`]). Appends and reads go on meanwhile: only inactive
+/// segments are read, and cleaned copies are written beside them.
+pub struct CompactionPlan {
+    dir: std::path::PathBuf,
+    segments: Vec<SegmentView>,
+    /// Base offset of the first segment not in the pass: the new cleaner checkpoint.
+    end_base: i64,
+    aborted: AbortedRanges,
+    tomb_cutoff: i64,
+}
+
+/// One segment's cleaned copy (`<base>.log.cleaned`, fsynced), waiting to be swapped in.
+struct Cleaned {
+    base_offset: i64,
+    old_size: u64,
+    new_size: u64,
+}
+
+/// What a compaction pass produced.
+pub struct CompactionResult {
+    cleaned: Vec<Cleaned>,
+    planned: Vec<i64>,
+    end_base: i64,
+    oldest_tombstone: i64,
+}
+
+impl CompactionPlan {
+    /// Builds the key map and writes the cleaned copies. Needs no access to the log.
+    pub fn run(self) -> Result<CompactionResult> {
         let mut latest: HashMap<Bytes, i64> = HashMap::new();
-        for seg in &self.segments[..end] {
+        for seg in &self.segments {
             let mut pos = 0;
             while pos < seg.size {
                 let header = seg.read_header(pos)?;
-                if treatment(&header, &aborted) == Treatment::Clean {
-                    let mut bytes = read_batch(seg, pos, &header)?;
+                if treatment(&header, &self.aborted) == Treatment::Clean {
+                    let mut bytes = seg.read_batch(pos, &header)?;
                     match crate::decompress::decode_bounded(
                         &mut bytes,
                         crate::decompress::MAX_DECOMPRESSED,
@@ -197,57 +203,39 @@ impl Log {
                 pos += header.size() as u64;
             }
         }
-
         let mut oldest_tombstone = -1i64;
-        let mut reclaimed = 0u64;
-        for i in 0..end {
-            reclaimed +=
-                self.clean_segment(i, &latest, &aborted, tomb_cutoff, &mut oldest_tombstone)?;
-        }
-        // Empty cleaned segments are dropped, except the first one, which anchors the log start offset.
-        let mut i = 1;
-        let mut end = end;
-        while i < end {
-            if self.segments[i].is_empty() {
-                let seg = self.segments.remove(i);
-                seg.delete_files()?;
-                end -= 1;
-            } else {
-                i += 1;
+        let mut cleaned = Vec::new();
+        for seg in &self.segments {
+            if let Some(c) = self.clean_segment(seg, &latest, &mut oldest_tombstone)? {
+                cleaned.push(c);
             }
         }
-        self.cleaner_checkpoint = self.segments[end].base_offset;
-        self.oldest_tombstone_ts = oldest_tombstone;
-        write_small_file(
-            &self.dir,
-            CLEANER_CHECKPOINT_FILE,
-            &format!("{} {}", self.cleaner_checkpoint, self.oldest_tombstone_ts),
-        )?;
-        Ok(reclaimed)
+        Ok(CompactionResult {
+            cleaned,
+            planned: self.segments.iter().map(|s| s.base_offset).collect(),
+            end_base: self.end_base,
+            oldest_tombstone,
+        })
     }
 
-    /// Rewrites segment `i` into `<name>.log.cleaned`, then swaps it in by rename. Returns bytes reclaimed.
+    /// Writes the cleaned copy of `seg` to `<name>.log.cleaned`; `None` when nothing would change.
     fn clean_segment(
-        &mut self,
-        i: usize,
+        &self,
+        seg: &SegmentView,
         latest: &HashMap<Bytes, i64>,
-        aborted: &AbortedRanges,
-        tomb_cutoff: i64,
         oldest_tombstone: &mut i64,
-    ) -> Result<u64> {
-        let seg = &self.segments[i];
+    ) -> Result<Option<Cleaned>> {
         let base = seg.base_offset;
-        let log_path = segment::log_path(&self.dir, base);
-        let cleaned_path = log_path.with_extension("log.cleaned");
+        let cleaned_path = segment::log_path(&self.dir, base).with_extension("log.cleaned");
         let mut out = BufWriter::new(File::create(&cleaned_path)?);
         let mut changed = false;
         let mut new_size = 0u64;
         let mut pos = 0;
         while pos < seg.size {
             let header = seg.read_header(pos)?;
-            let bytes = read_batch(seg, pos, &header)?;
+            let bytes = seg.read_batch(pos, &header)?;
             pos += header.size() as u64;
-            let treat = treatment(&header, aborted);
+            let treat = treatment(&header, &self.aborted);
             if treat == Treatment::Drop {
                 changed = true;
                 continue;
@@ -284,7 +272,7 @@ impl Log {
                         } else {
                             r.timestamp
                         };
-                        if ts < tomb_cutoff {
+                        if ts < self.tomb_cutoff {
                             return false;
                         }
                         if *oldest_tombstone < 0 || ts < *oldest_tombstone {
@@ -306,18 +294,155 @@ impl Log {
                 }
             }
         }
-        let old_size = seg.size;
         if !changed {
             drop(out);
             fs::remove_file(&cleaned_path)?;
-            return Ok(0);
+            return Ok(None);
         }
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
-        drop(file);
+        Ok(Some(Cleaned {
+            base_offset: base,
+            old_size: seg.size,
+            new_size,
+        }))
+    }
+}
+
+impl Log {
+    /// Compaction in one go (plan, run, finish) for callers that hold the log anyway.
+    pub fn compact(&mut self, now_ms: i64, stable_offset: i64) -> Result<u64> {
+        match self.plan_compaction(now_ms, stable_offset) {
+            Some(plan) => {
+                let result = plan.run()?;
+                self.finish_compaction(result)
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Decides whether compaction is due (`cleanup_compact` and the dirty ratio reaches
+    /// `min_cleanable_dirty_ratio`, or a retained tombstone has expired) and over which inactive segments:
+    /// segments holding records younger than `min.compaction.lag.ms`, and everything after them, are left
+    /// alone, as is every segment reaching `stable_offset` (the last stable offset: transactions below it are
+    /// decided). The pass keeps only the last record per key, offsets unchanged, and drops tombstones older than
+    /// `delete.retention.ms`.
+    pub fn plan_compaction(&mut self, now_ms: i64, stable_offset: i64) -> Option<CompactionPlan> {
+        self.clock_ms = self.clock_ms.max(now_ms);
+        if !self.config.cleanup_compact || self.segments.len() < 2 {
+            return None;
+        }
+        let inactive = self.segments.len() - 1;
+        let end = if self.config.min_compaction_lag_ms > 0 {
+            let cutoff = now_ms.saturating_sub(self.config.min_compaction_lag_ms);
+            (0..inactive)
+                .find(|&i| self.segments[i].max_timestamp > cutoff)
+                .unwrap_or(inactive)
+        } else {
+            inactive
+        };
+        let end = (0..end)
+            .find(|&i| self.segments[i].next_offset > stable_offset)
+            .unwrap_or(end);
+        if end == 0 {
+            return None;
+        }
+        let total: u64 = self.segments[..end].iter().map(|s| s.size).sum();
+        let dirty: u64 = self.segments[..end]
+            .iter()
+            .filter(|s| s.next_offset > self.cleaner_checkpoint)
+            .map(|s| s.size)
+            .sum();
+        let tomb_cutoff = now_ms.saturating_sub(self.config.delete_retention_ms);
+        let tombstones_due =
+            self.oldest_tombstone_ts >= 0 && self.oldest_tombstone_ts < tomb_cutoff;
+        let ratio = if total == 0 {
+            0.0
+        } else {
+            dirty as f64 / total as f64
+        };
+        if (dirty == 0 || ratio < self.config.min_cleanable_dirty_ratio) && !tombstones_due {
+            return None;
+        }
+        tracing::info!(dir = %self.dir.display(), segments = end, dirty, total, "compacting");
+        let mut aborted: AbortedRanges = HashMap::new();
+        for a in self.segments.iter().flat_map(|s| s.aborted.iter()) {
+            aborted
+                .entry(a.producer_id)
+                .or_default()
+                .push((a.first_offset, a.last_offset));
+        }
+        Some(CompactionPlan {
+            dir: self.dir.clone(),
+            segments: self.segments[..end]
+                .iter()
+                .map(|s| SegmentView {
+                    base_offset: s.base_offset,
+                    file: Arc::clone(&s.file),
+                    size: s.size,
+                })
+                .collect(),
+            end_base: self.segments[end].base_offset,
+            aborted,
+            tomb_cutoff,
+        })
+    }
+
+    /// Swaps in the cleaned copies of a pass whose segments are still there, unchanged and inactive (retention
+    /// or truncation may have removed some meanwhile: their copies are discarded). Returns bytes reclaimed.
+    pub fn finish_compaction(&mut self, result: CompactionResult) -> Result<u64> {
+        let mut reclaimed = 0u64;
+        for c in &result.cleaned {
+            let cleaned_path =
+                segment::log_path(&self.dir, c.base_offset).with_extension("log.cleaned");
+            let last = self.segments.len() - 1;
+            let Some(i) = self.segments[..last]
+                .iter()
+                .position(|s| s.base_offset == c.base_offset && s.size == c.old_size)
+            else {
+                tracing::info!(
+                    base_offset = c.base_offset,
+                    "segment changed during compaction; discarding its cleaned copy"
+                );
+                fs::remove_file(&cleaned_path)?;
+                continue;
+            };
+            reclaimed += self.swap_in_cleaned(i, c)?;
+        }
+        // Empty cleaned segments are dropped, except the first one, which anchors the log start offset.
+        let first = self.segments[0].base_offset;
+        let mut i = 1;
+        while i + 1 < self.segments.len() {
+            let seg = &self.segments[i];
+            if seg.is_empty()
+                && seg.base_offset != first
+                && result.planned.contains(&seg.base_offset)
+            {
+                let seg = self.segments.remove(i);
+                seg.delete_files()?;
+            } else {
+                i += 1;
+            }
+        }
+        self.cleaner_checkpoint = self.cleaner_checkpoint.max(result.end_base);
+        self.oldest_tombstone_ts = result.oldest_tombstone;
+        write_small_file(
+            &self.dir,
+            CLEANER_CHECKPOINT_FILE,
+            &format!("{} {}", self.cleaner_checkpoint, self.oldest_tombstone_ts),
+        )?;
+        self.check_invariants();
+        Ok(reclaimed)
+    }
+
+    /// Replaces segment `i`'s file with its cleaned copy (rename), rebuilding its indexes.
+    fn swap_in_cleaned(&mut self, i: usize, c: &Cleaned) -> Result<u64> {
+        let base = c.base_offset;
+        let log_path = segment::log_path(&self.dir, base);
+        let cleaned_path = log_path.with_extension("log.cleaned");
         // Remove the indexes first: a crash between here and the rebuild then finds missing indexes and rebuilds
         // them, instead of trusting indexes that describe the old file.
-        let old_file = Arc::clone(&seg.file);
+        let old_file = Arc::clone(&self.segments[i].file);
         for p in [
             segment::index_path(&self.dir, base),
             segment::time_index_path(&self.dir, base),
@@ -332,9 +457,9 @@ impl Log {
         File::open(&self.dir)?.sync_all()?;
         let interval = self.config.index_interval_bytes;
         self.segments[i].reload(interval)?;
-        // The replacement was fsynced above, so the old file no longer needs a flush.
+        // The replacement was fsynced, so the old file no longer needs a flush.
         self.forget_pending_flush(&old_file);
-        debug_assert_eq!(self.segments[i].size, new_size);
-        Ok(old_size.saturating_sub(new_size))
+        debug_assert_eq!(self.segments[i].size, c.new_size);
+        Ok(c.old_size.saturating_sub(c.new_size))
     }
 }

@@ -27,6 +27,7 @@ mod txn_index;
 mod tests;
 
 pub use batch::{batch_headers, validate_batches, BatchInfo};
+pub use cleaner::{CompactionPlan, CompactionResult};
 pub use config::{LogConfig, TimestampType};
 pub use control::{control_batch, control_type, ControlType};
 pub use error::{Error, Result};

@@ -285,7 +285,7 @@ impl Log {
     }
 
     /// Cheap structural invariants, checked in debug builds after every mutation.
-    fn check_invariants(&self) {
+    pub(crate) fn check_invariants(&self) {
         debug_assert!(!self.segments.is_empty());
         debug_assert!(self
             .segments

@@ -1367,3 +1367,52 @@ fn aborted_lookup_stops_once_every_earlier_transaction_had_ended() {
         .collect();
     assert_eq!(pids, vec![1, 2]);
 }
+
+#[test]
+fn compaction_runs_beside_appends_and_retention_without_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), compact_config(), NOW).unwrap();
+    fill(&mut log, "k", 12);
+    let plan = log.plan_compaction(NOW, i64::MAX).expect("dirty enough");
+    // While the pass runs (without the log), appends go on and roll new segments.
+    fill(&mut log, "other", 12);
+    let leo = log.log_end_offset();
+    let result = plan.run().unwrap();
+    assert!(log.finish_compaction(result).unwrap() > 0);
+    let kv = read_kv(&log);
+    let ks: Vec<&str> = kv.iter().map(|(_, k, _)| k.as_deref().unwrap()).collect();
+    assert_eq!(
+        ks.iter().filter(|k| **k == "other").count(),
+        12,
+        "appends made meanwhile are intact"
+    );
+    assert!(
+        ks.iter().filter(|k| **k == "k").count() < 12,
+        "the planned segments were cleaned"
+    );
+    assert_eq!(log.log_end_offset(), leo);
+    assert!(log_files(dir.path(), "cleaned").is_empty());
+
+    // Retention deleting the planned segments meanwhile: their cleaned copies are discarded.
+    fill(&mut log, "k", 12);
+    let plan = log.plan_compaction(NOW, i64::MAX).expect("dirty again");
+    log.set_config(LogConfig {
+        retention_ms: -1,
+        retention_bytes: 1,
+        cleanup_delete: true,
+        ..compact_config()
+    });
+    assert!(log.enforce_retention(NOW + 10_000).unwrap() > 0);
+    let start = log.log_start_offset();
+    let result = plan.run().unwrap();
+    log.finish_compaction(result).unwrap();
+    assert!(
+        log_files(dir.path(), "cleaned").is_empty(),
+        "no cleaned copy left behind"
+    );
+    assert_eq!(log.log_start_offset(), start);
+    assert_eq!(log.log_end_offset(), leo + 12);
+    log.close().unwrap();
+    let log = Log::open(dir.path(), compact_config(), NOW).unwrap();
+    assert_eq!(log.log_end_offset(), leo + 12);
+}
