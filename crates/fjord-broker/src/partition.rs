@@ -390,12 +390,20 @@ impl Partition {
         if deleted > 0 {
             tracing::info!(topic = %self.topic, partition = self.index, deleted, "retention deleted segments");
         }
-        let plan = if compact && log.config().cleanup_compact {
+        let mut plan = if compact && log.config().cleanup_compact {
             log.plan_compaction(now, stable)
         } else {
             None
         };
+        let dir = log.dir().to_path_buf();
         drop(log);
+        if let Some(plan) = plan.as_mut() {
+            // A commit marker may go only below the oldest snapshot a restart could load: every snapshot
+            // then already knows its transaction ended. Without snapshots, markers stay.
+            if let Some(oldest) = snapshot_offsets(&dir)?.first() {
+                plan.remove_empty_commit_markers_below(*oldest);
+            }
+        }
         if let Some(plan) = plan {
             // The pass reads inactive segments and writes cleaned copies without the lock; appends and
             // fetches go on meanwhile. Only the swap takes the lock again.
@@ -892,5 +900,86 @@ mod tests {
         bad[10] ^= 1;
         assert!(ProducerStates::decode(&bad).is_none());
         assert!(ProducerStates::decode(&bytes[..bytes.len() - 1]).is_none());
+    }
+
+    fn keyed(pid: i64, seq: i32, transactional: bool, key: &str, value_len: usize) -> Bytes {
+        let r = Record {
+            transactional,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: pid,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: seq,
+            timestamp: now_ms(),
+            key: Some(Bytes::from(key.to_string())),
+            value: Some(Bytes::from(vec![b'v'; value_len])),
+            headers: Default::default(),
+        };
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            [&r],
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn compaction_removes_emptied_commit_markers_without_leaving_a_transaction_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut meta, cfg) = state();
+        let configs = &mut meta.topics.get_mut("t").unwrap().configs;
+        for (k, v) in [
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", "1024"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+        ] {
+            configs.insert(k.into(), v.into());
+        }
+        let open = |dir: &Path| {
+            let pm = PartitionManager::new(dir, 1);
+            pm.sync_with(&meta, &cfg).unwrap();
+            let p = pm.get("t", 0).unwrap();
+            (pm, p)
+        };
+        let (pm, p) = open(dir.path());
+        assert_eq!(p.append(keyed(5, 0, true, "k", 10)).unwrap().base_offset, 0);
+        assert_eq!(p.append_marker(5, 0, ControlType::Commit, 0).unwrap(), 1);
+        for _ in 0..20 {
+            p.append(keyed(-1, -1, false, "k", 200)).unwrap();
+        }
+        let hw = p.high_watermark();
+        drop(p);
+        pm.close_all(); // writes a snapshot at the log end
+        assert_eq!(snapshots(dir.path()), vec![hw]);
+
+        let (pm, p) = open(dir.path());
+        p.housekeeping(true, i64::MAX).unwrap();
+        let r = p.fetch(0, 1 << 20, true, false).unwrap();
+        let first = fjord_log::batch_headers(&r.records).next().unwrap();
+        assert!(
+            first.base_offset > 1,
+            "the transaction's record and its marker are gone: {first:?}"
+        );
+        drop(p);
+        drop(pm);
+        // A crash now, with the snapshot: nothing is left open.
+        let (pm, p) = open(dir.path());
+        assert_eq!(p.last_stable_offset(), hw);
+        drop(p);
+        drop(pm);
+        // And with every snapshot lost: the full scan sees neither the record nor the marker.
+        for o in snapshots(dir.path()) {
+            std::fs::remove_file(snapshot_path(&dir.path().join("t-0"), o)).unwrap();
+        }
+        let (_pm, p) = open(dir.path());
+        assert_eq!(p.last_stable_offset(), hw);
     }
 }

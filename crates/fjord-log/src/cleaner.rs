@@ -10,9 +10,13 @@
 //! installed under it again ([`Log::finish_compaction`]), which swaps in the copies of segments that are still
 //! there unchanged. Appends and fetches are not held up by the rewrite.
 //!
+//! A commit marker whose transaction kept no record after cleaning is removed too, but only below the offset
+//! the caller allows ([`CompactionPlan::remove_empty_commit_markers_below`]): the broker passes its oldest
+//! producer-state snapshot, so no snapshot it may restart from still expects that marker to close an open
+//! transaction. Abort markers are kept: clients pair them with the aborted-transaction list.
+//!
 //! Known limitations, by design for now:
-//! - Markers are never removed, so a compacted topic written transactionally keeps one small control batch
-//!   per transaction and partition.
+//! - Abort markers (and their `.txnindex` entries) are never removed.
 //! - Segments are cleaned one to one; small cleaned segments are not merged.
 //! - The key map is built in memory over the whole cleanable range, without a size bound.
 //! - A rewritten batch starts at its first retained record's offset (every record keeps its offset), and
@@ -157,6 +161,8 @@ pub struct CompactionPlan {
     end_base: i64,
     aborted: AbortedRanges,
     tomb_cutoff: i64,
+    /// Commit markers below this offset may go when their transaction kept no record (-1: none may).
+    marker_horizon: i64,
 }
 
 /// One segment's cleaned copy (`<base>.log.cleaned`, fsynced), waiting to be swapped in.
@@ -175,6 +181,11 @@ pub struct CompactionResult {
 }
 
 impl CompactionPlan {
+    /// Lets the pass remove commit markers below `offset` whose transaction kept no record.
+    pub fn remove_empty_commit_markers_below(&mut self, offset: i64) {
+        self.marker_horizon = offset;
+    }
+
     /// Builds the key map and writes the cleaned copies. Needs no access to the log.
     pub fn run(self) -> Result<CompactionResult> {
         let mut latest: HashMap<Bytes, i64> = HashMap::new();
@@ -205,8 +216,12 @@ impl CompactionPlan {
         }
         let mut oldest_tombstone = -1i64;
         let mut cleaned = Vec::new();
+        // Per producer: did its current transaction keep any record so far?
+        let mut txn_kept: HashMap<i64, bool> = HashMap::new();
         for seg in &self.segments {
-            if let Some(c) = self.clean_segment(seg, &latest, &mut oldest_tombstone)? {
+            if let Some(c) =
+                self.clean_segment(seg, &latest, &mut oldest_tombstone, &mut txn_kept)?
+            {
                 cleaned.push(c);
             }
         }
@@ -224,6 +239,7 @@ impl CompactionPlan {
         seg: &SegmentView,
         latest: &HashMap<Bytes, i64>,
         oldest_tombstone: &mut i64,
+        txn_kept: &mut HashMap<i64, bool>,
     ) -> Result<Option<Cleaned>> {
         let base = seg.base_offset;
         let cleaned_path = segment::log_path(&self.dir, base).with_extension("log.cleaned");
@@ -237,9 +253,25 @@ impl CompactionPlan {
             pos += header.size() as u64;
             let treat = treatment(&header, &self.aborted);
             if treat == Treatment::Drop {
+                txn_kept.entry(header.producer_id).or_insert(false);
                 changed = true;
                 continue;
             }
+            if header.is_control() {
+                let kept_data = txn_kept.remove(&header.producer_id).unwrap_or(false);
+                let empty_commit = crate::control::control_type(&bytes)
+                    == Some(crate::ControlType::Commit)
+                    && !kept_data;
+                if empty_commit && header.base_offset < self.marker_horizon {
+                    changed = true;
+                } else {
+                    out.write_all(&bytes)?;
+                    new_size += bytes.len() as u64;
+                }
+                continue;
+            }
+            let transactional = header.is_transactional();
+            let size_before = new_size;
             let set = if treat == Treatment::Clean {
                 // An undecodable batch is copied unchanged rather than failing the whole pass.
                 crate::decompress::decode_bounded(
@@ -253,6 +285,9 @@ impl CompactionPlan {
             let Some(set) = set else {
                 out.write_all(&bytes)?;
                 new_size += bytes.len() as u64;
+                if transactional {
+                    txn_kept.insert(header.producer_id, true);
+                }
                 continue;
             };
             let log_append = header.is_log_append_time();
@@ -292,6 +327,10 @@ impl CompactionPlan {
                     out.write_all(&rewritten)?;
                     new_size += rewritten.len() as u64;
                 }
+            }
+            if transactional {
+                let kept = txn_kept.entry(header.producer_id).or_insert(false);
+                *kept |= new_size > size_before;
             }
         }
         if !changed {
@@ -385,6 +424,7 @@ impl Log {
             end_base: self.segments[end].base_offset,
             aborted,
             tomb_cutoff,
+            marker_horizon: -1,
         })
     }
 

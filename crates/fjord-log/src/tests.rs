@@ -1416,3 +1416,76 @@ fn compaction_runs_beside_appends_and_retention_without_the_log() {
     let log = Log::open(dir.path(), compact_config(), NOW).unwrap();
     assert_eq!(log.log_end_offset(), leo + 12);
 }
+
+/// Producer 8 commits "j" (0, marker 1) and "m" (2, marker 3); producer 9 aborts "a" (4, marker 5); then
+/// plain "j" records supersede the first transaction's only record.
+fn transactions_then_superseding_records(dir: &Path) -> Log {
+    let mut log = Log::open(dir, compact_config(), NOW).unwrap();
+    let commit = |pid| crate::control_batch(pid, 0, crate::ControlType::Commit, 0, NOW);
+    log.append(txn_record_batch(8, 0, "j", "old"), 0, NOW)
+        .unwrap();
+    log.append(commit(8), 0, NOW).unwrap();
+    log.append(txn_record_batch(8, 1, "m", "kept"), 0, NOW)
+        .unwrap();
+    log.append(commit(8), 0, NOW).unwrap();
+    log.append(txn_record_batch(9, 0, "a", "aborted"), 0, NOW)
+        .unwrap();
+    let abort = crate::control_batch(9, 0, crate::ControlType::Abort, 0, NOW);
+    log.append(abort, 0, NOW).unwrap();
+    log.add_aborted_txn(crate::AbortedTxn {
+        producer_id: 9,
+        first_offset: 4,
+        last_offset: 5,
+        last_stable_offset: 6,
+    })
+    .unwrap();
+    fill(&mut log, "j", 12);
+    log
+}
+
+fn offsets(log: &Log) -> Vec<i64> {
+    read_kv(log).iter().map(|(o, _, _)| *o).collect()
+}
+
+#[test]
+fn commit_markers_of_emptied_transactions_go_only_below_the_allowed_offset() {
+    // Without permission every marker stays.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = transactions_then_superseding_records(dir.path());
+    let end = log.log_end_offset();
+    log.compact(NOW, end).unwrap();
+    let kept = offsets(&log);
+    assert!(
+        kept.contains(&1) && kept.contains(&3) && kept.contains(&5),
+        "{kept:?}"
+    );
+    assert!(!kept.contains(&0) && !kept.contains(&4), "{kept:?}");
+
+    // With it, the marker of the transaction that kept nothing goes; the others stay.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = transactions_then_superseding_records(dir.path());
+    let end = log.log_end_offset();
+    let mut plan = log.plan_compaction(NOW, end).unwrap();
+    plan.remove_empty_commit_markers_below(end);
+    let result = plan.run().unwrap();
+    log.finish_compaction(result).unwrap();
+    let kept = offsets(&log);
+    assert!(
+        !kept.contains(&0) && !kept.contains(&1),
+        "emptied transaction and its marker: {kept:?}"
+    );
+    assert!(
+        kept.contains(&2) && kept.contains(&3),
+        "a transaction that kept data keeps its marker: {kept:?}"
+    );
+    assert!(kept.contains(&5), "abort markers stay: {kept:?}");
+
+    // Below a lower horizon the marker at 1 stays.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = transactions_then_superseding_records(dir.path());
+    let end = log.log_end_offset();
+    let mut plan = log.plan_compaction(NOW, end).unwrap();
+    plan.remove_empty_commit_markers_below(1);
+    log.finish_compaction(plan.run().unwrap()).unwrap();
+    assert!(offsets(&log).contains(&1));
+}
