@@ -1,11 +1,16 @@
 //! `fjord groups`: list, describe, reset the offsets of, and delete consumer groups (kafka-consumer-groups.sh,
 //! with clearer errors and `--output json`). Describe shows each member's assignment, decoded from the
-//! consumer protocol's bytes, and the committed offset, log-end offset and lag of every partition the group
-//! has committed, is assigned or is subscribed to.
+//! consumer protocol's bytes (for groups of KIP-848's consumer protocol, asked of the group coordinator with
+//! ConsumerGroupDescribe, which librdkafka has no API for), and the committed offset, log-end offset and lag
+//! of every partition the group has committed, is assigned or is subscribed to.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 
 use clap::{Args, Subcommand};
+use kafka_protocol::error::ResponseError as E;
+use kafka_protocol::messages::{ConsumerGroupDescribeRequest, GroupId};
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -17,6 +22,10 @@ use serde_json::json;
 
 use crate::client::{describe_code, unknown_topic, CliError, ClientArgs};
 use crate::topics::Output;
+use crate::wire::{
+    broker_connection, error_name, find_coordinator, retriable, Connection, GROUP_KEY,
+    RETRY_BACKOFF,
+};
 
 /// Kafka's internal topic of committed offsets; never a topic a group consumes.
 const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -216,25 +225,13 @@ fn describe(client: &ClientArgs, group: &str, output: Output) -> Result<(), CliE
         ))
     })?;
 
-    struct Member {
-        id: String,
-        client_id: String,
-        host: String,
-        assignment: Vec<(String, Vec<i32>)>,
+    if let Some(why) = &info.members_unknown {
+        eprintln!("note: {why}");
     }
-    let mut subscribed: BTreeSet<String> = BTreeSet::new();
-    let members: Vec<Member> = info
-        .members
+    let members = &info.members;
+    let subscribed: BTreeSet<&str> = members
         .iter()
-        .map(|m| {
-            subscribed.extend(m.subscription.iter().cloned());
-            Member {
-                id: m.id.clone(),
-                client_id: m.client_id.clone(),
-                host: m.host.clone(),
-                assignment: m.assignment.clone(),
-            }
-        })
+        .flat_map(|m| m.subscription.iter().map(String::as_str))
         .collect();
     let mut owner: BTreeMap<(String, i32), usize> = BTreeMap::new();
     for (i, m) in members.iter().enumerate() {
@@ -287,7 +284,7 @@ fn describe(client: &ClientArgs, group: &str, output: Output) -> Result<(), CliE
                         .collect();
                     json!({
                         "member_id": m.id, "client_id": m.client_id, "host": m.host,
-                        "assignment": assignment,
+                        "subscribed_topics": m.subscription, "assignment": assignment,
                     })
                 })
                 .collect();
@@ -308,19 +305,24 @@ fn describe(client: &ClientArgs, group: &str, output: Output) -> Result<(), CliE
                 json!({
                     "group": group, "classic": info.classic, "state": info.state,
                     "protocol_type": info.protocol_type, "protocol": info.protocol,
+                    "group_epoch": info.epochs.map(|e| e.0),
+                    "assignment_epoch": info.epochs.map(|e| e.1),
                     "members": members_json, "partitions": parts,
                 })
             );
         }
         Output::Text => {
+            let epochs = info.epochs.map_or_else(String::new, |(g, a)| {
+                format!("\tGroupEpoch: {g}\tAssignmentEpoch: {a}")
+            });
             println!(
-                "Group: {group}\tState: {}\tProtocol: {}\tMembers: {}",
+                "Group: {group}\tState: {}\tProtocol: {}\tMembers: {}{epochs}",
                 info.state,
                 dash_if_empty(&info.protocol),
                 members.len()
             );
             println!();
-            if !info.classic {
+            if info.members_unknown.is_some() {
                 println!("Group {group} uses the consumer protocol (KIP-848): its state and members are not shown, its committed offsets are.");
             } else if members.is_empty() {
                 println!("Group {group} has no active members.");
@@ -409,7 +411,7 @@ fn reset_offsets(args: ResetArgs) -> Result<(), CliError> {
     // new offsets with their next commit.
     match find_group(client, &consumer, group)? {
         Some(g) if !g.members.is_empty() => return Err(active_group(group, g.members.len())),
-        Some(g) if !g.classic && args.execute => eprintln!(
+        Some(g) if g.members_unknown.is_some() && args.execute => eprintln!(
             "note: group {group} uses the consumer protocol (KIP-848), whose members fjord cannot list; the broker refuses the new offsets if the group is active"
         ),
         _ => {}
@@ -701,14 +703,21 @@ fn group_consumer(client: &ClientArgs, group: &str) -> Result<BaseConsumer, CliE
         .map_err(|e| CliError::failure(format!("cannot create a client: {e}")))
 }
 
-/// What ListGroups + DescribeGroups say about one group, with the consumer-protocol bytes decoded.
+/// What ListGroups + DescribeGroups say about one group, with the consumer-protocol bytes decoded; for a
+/// group of the consumer protocol (KIP-848), what ConsumerGroupDescribe says.
 struct GroupDescription {
-    /// False for a group that ListGroups returns but DescribeGroups reports Dead: a group of the consumer
-    /// protocol (KIP-848), which DescribeGroups does not cover. Its state and members are unknown here.
+    /// False for a group of the consumer protocol (KIP-848), which DescribeGroups does not cover: one that
+    /// ListGroups returns but DescribeGroups reports Dead, or that ConsumerGroupDescribe describes.
     classic: bool,
+    /// Why the state and members of a consumer-protocol group are unknown (state Unknown, no members): the
+    /// coordinator could not be asked with ConsumerGroupDescribe. None when they are known.
+    members_unknown: Option<String>,
     state: String,
     protocol_type: String,
+    /// The assignment strategy: the classic protocol's, or the server-side assignor of a KIP-848 group.
     protocol: String,
+    /// (group epoch, assignment epoch) of a KIP-848 group.
+    epochs: Option<(i32, i32)>,
     members: Vec<MemberDescription>,
 }
 
@@ -732,14 +741,27 @@ fn find_group(
     let Some(g) = list.groups().iter().find(|g| g.name() == group) else {
         return Ok(None);
     };
-    if shown_state(g) == "Unknown" {
-        return Ok(Some(GroupDescription {
-            classic: false,
-            state: "Unknown".into(),
-            protocol_type: g.protocol_type().to_string(),
-            protocol: String::new(),
-            members: Vec::new(),
-        }));
+    // DescribeGroups does not cover groups of the consumer protocol: it calls them Dead, or (Fjord) Empty once
+    // they have committed offsets. A group without classic members is therefore asked about with
+    // ConsumerGroupDescribe, as Kafka's admin client does; "not found" there means a classic group.
+    let dead = shown_state(g) == "Unknown";
+    if dead || g.members().is_empty() {
+        match describe_consumer_group(client, group)? {
+            Kip848::Described(d) => return Ok(Some(d)),
+            Kip848::NotFound(why) | Kip848::Unknown(why) if dead => {
+                return Ok(Some(GroupDescription {
+                    classic: false,
+                    members_unknown: Some(why),
+                    state: "Unknown".into(),
+                    protocol_type: g.protocol_type().to_string(),
+                    protocol: String::new(),
+                    epochs: None,
+                    members: Vec::new(),
+                }))
+            }
+            // An empty classic group.
+            Kip848::NotFound(_) | Kip848::Unknown(_) => {}
+        }
     }
     let consumer_protocol = g.protocol_type() == "consumer" || g.protocol_type().is_empty();
     let members = g
@@ -763,9 +785,128 @@ fn find_group(
         .collect();
     Ok(Some(GroupDescription {
         classic: true,
+        members_unknown: None,
         state: g.state().to_string(),
         protocol_type: g.protocol_type().to_string(),
         protocol: g.protocol().to_string(),
+        epochs: None,
+        members,
+    }))
+}
+
+/// What ConsumerGroupDescribe says about a group id.
+enum Kip848 {
+    /// A group of the consumer protocol: state, epochs, assignor, members with their subscriptions and
+    /// current assignments.
+    Described(GroupDescription),
+    /// GROUP_ID_NOT_FOUND: no consumer-protocol group has this id (it may be a classic group). Why, for a note.
+    NotFound(String),
+    /// The coordinator cannot be asked or cannot say: a broker without ConsumerGroupDescribe, a security
+    /// protocol the raw-protocol client does not speak, or another group error. Why, for a note.
+    Unknown(String),
+}
+
+/// Asks the group's coordinator about `group` with ConsumerGroupDescribe (KIP-848). A broker that cannot be
+/// reached is an error.
+fn describe_consumer_group(client: &ClientArgs, group: &str) -> Result<Kip848, CliError> {
+    let security = client.client_properties.iter().find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k.trim() == "security.protocol" && !v.trim().eq_ignore_ascii_case("plaintext"))
+            .then(|| v.trim().to_string())
+    });
+    if let Some(s) = security {
+        return Ok(Kip848::Unknown(format!(
+            "the members of a consumer-protocol (KIP-848) group are asked for with ConsumerGroupDescribe, \
+             which fjord sends over PLAINTEXT only, not security.protocol={s}"
+        )));
+    }
+    let mut bootstrap = Connection::bootstrap(client)?;
+    let deadline = Instant::now() + client.timeout();
+    // A coordinator that is loading or has just moved asks to be found again.
+    let described = loop {
+        let (id, addr) = find_coordinator(&mut bootstrap, GROUP_KEY, "group", group, deadline)?;
+        let mut conn = broker_connection(client, id, &addr)?;
+        if let Err(e) = conn.version::<ConsumerGroupDescribeRequest>() {
+            return Ok(Kip848::Unknown(e.message));
+        }
+        let (resp, _) = conn.send(
+            &ConsumerGroupDescribeRequest::default()
+                .with_group_ids(vec![GroupId(StrBytes::from_string(group.to_string()))]),
+        )?;
+        let Some(d) = resp
+            .groups
+            .into_iter()
+            .find(|d| d.group_id.0.as_str() == group)
+        else {
+            return Ok(Kip848::Unknown(format!(
+                "the coordinator (broker {id} at {addr}) did not describe group `{group}`"
+            )));
+        };
+        let detail = || {
+            d.error_message
+                .as_ref()
+                .map_or_else(String::new, |m| format!(" ({})", m.as_str()))
+        };
+        match d.error_code {
+            0 => break d,
+            c if retriable(c) && Instant::now() < deadline => std::thread::sleep(RETRY_BACKOFF),
+            c if c == E::GroupIdNotFound.code() => {
+                return Ok(Kip848::NotFound(format!(
+                    "the coordinator (broker {id} at {addr}) knows no consumer-protocol group `{group}`{}",
+                    detail()
+                )))
+            }
+            c => {
+                return Ok(Kip848::Unknown(format!(
+                    "the coordinator (broker {id} at {addr}) could not describe group `{group}` with ConsumerGroupDescribe: {}{}",
+                    error_name(c),
+                    detail()
+                )));
+            }
+        }
+    };
+    let members = described
+        .members
+        .into_iter()
+        .map(|m| {
+            let mut assignment: Vec<(String, Vec<i32>)> = m
+                .assignment
+                .topic_partitions
+                .into_iter()
+                .map(|tp| {
+                    // Kafka fills in the name; a topic deleted meanwhile may have none left.
+                    let topic = if tp.topic_name.0.is_empty() {
+                        tp.topic_id.to_string()
+                    } else {
+                        tp.topic_name.0.to_string()
+                    };
+                    let mut ps = tp.partitions;
+                    ps.sort_unstable();
+                    (topic, ps)
+                })
+                .collect();
+            assignment.sort();
+            MemberDescription {
+                id: m.member_id.to_string(),
+                client_id: m.client_id.to_string(),
+                host: m.client_host.trim_start_matches('/').to_string(),
+                subscription: m
+                    .subscribed_topic_names
+                    .iter()
+                    .map(|t| t.0.to_string())
+                    .collect(),
+                assignment,
+            }
+        })
+        .collect();
+    Ok(Kip848::Described(GroupDescription {
+        classic: false,
+        members_unknown: None,
+        state: described.group_state.to_string(),
+        // What ListGroups reports for every group of the consumer protocol.
+        protocol_type: "consumer".into(),
+        protocol: described.assignor_name.to_string(),
+        epochs: Some((described.group_epoch, described.assignment_epoch)),
         members,
     }))
 }

@@ -2,16 +2,15 @@
 //! kafka-transactions.sh (same columns, plus `--output json`). librdkafka has no API for these requests, so
 //! they go over the raw Kafka protocol ([`crate::wire`]).
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Subcommand;
 use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::describe_producers_request::TopicRequest;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    BrokerId, DescribeProducersRequest, DescribeTransactionsRequest, FindCoordinatorRequest,
-    ListTransactionsRequest, MetadataRequest, MetadataResponse, ProducerId, TopicName,
-    TransactionalId,
+    BrokerId, DescribeProducersRequest, DescribeTransactionsRequest, ListTransactionsRequest,
+    MetadataRequest, MetadataResponse, ProducerId, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
@@ -19,7 +18,10 @@ use serde_json::json;
 use crate::client::{unknown_topic, CliError, ClientArgs};
 use crate::groups::print_table;
 use crate::topics::Output;
-use crate::wire::{error_name, Connection};
+use crate::wire::{
+    broker_connection, error_name, find_coordinator, retriable, Connection, RETRY_BACKOFF,
+    TRANSACTION_KEY,
+};
 
 /// Transaction states (Kafka's names); `--state` takes them in any case.
 const STATES: [&str; 8] = [
@@ -32,12 +34,6 @@ const STATES: [&str; 8] = [
     "Dead",
     "PrepareEpochFence",
 ];
-
-/// FindCoordinator's key type for transactional ids.
-const TRANSACTION_KEY: i8 = 1;
-
-/// How long to wait between attempts while a coordinator loads or moves.
-const RETRY_BACKOFF: Duration = Duration::from_millis(200);
 
 #[derive(Subcommand)]
 pub enum TransactionsCmd {
@@ -257,7 +253,13 @@ fn describe(client: &ClientArgs, transactional_id: &str, output: Output) -> Resu
     let deadline = Instant::now() + client.timeout();
     // A coordinator that is loading or has just moved asks to be found again.
     let (coordinator, state) = loop {
-        let (id, addr) = find_coordinator(&mut bootstrap, transactional_id, deadline)?;
+        let (id, addr) = find_coordinator(
+            &mut bootstrap,
+            TRANSACTION_KEY,
+            "transactional id",
+            transactional_id,
+            deadline,
+        )?;
         let mut conn = broker_connection(client, id, &addr)?;
         let (resp, _) = conn.send(
             &DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(
@@ -345,55 +347,6 @@ fn describe(client: &ClientArgs, transactional_id: &str, output: Output) -> Resu
         }
     }
     Ok(())
-}
-
-/// The transaction coordinator of `transactional_id`: (node id, host:port). Waits (until `deadline`) while
-/// the coordinator is not available yet, e.g. while the transaction state topic is being created.
-fn find_coordinator(
-    conn: &mut Connection,
-    transactional_id: &str,
-    deadline: Instant,
-) -> Result<(i32, String), CliError> {
-    let key = StrBytes::from_string(transactional_id.to_string());
-    loop {
-        let version = conn.version::<FindCoordinatorRequest>()?;
-        // v4 replaced the single key with a batch of keys.
-        let request = if version >= 4 {
-            FindCoordinatorRequest::default().with_coordinator_keys(vec![key.clone()])
-        } else {
-            FindCoordinatorRequest::default().with_key(key.clone())
-        }
-        .with_key_type(TRANSACTION_KEY);
-        let (resp, version) = conn.send(&request)?;
-        let (error, message, node, host, port) = if version >= 4 {
-            let c = resp.coordinators.into_iter().next().ok_or_else(|| {
-                CliError::failure(format!(
-                    "the broker at {} returned no coordinator for transactional id `{transactional_id}`",
-                    conn.addr()
-                ))
-            })?;
-            (c.error_code, c.error_message, c.node_id, c.host, c.port)
-        } else {
-            (
-                resp.error_code,
-                resp.error_message,
-                resp.node_id,
-                resp.host,
-                resp.port,
-            )
-        };
-        match error {
-            0 => return Ok((node.0, format!("{}:{port}", host.as_str()))),
-            c if retriable(c) && Instant::now() < deadline => std::thread::sleep(RETRY_BACKOFF),
-            c => {
-                let detail = message.map_or_else(String::new, |m| format!(" ({})", m.as_str()));
-                return Err(CliError::failure(format!(
-                    "cannot find the coordinator of transactional id `{transactional_id}`: {}{detail}",
-                    error_name(c)
-                )));
-            }
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -529,27 +482,6 @@ fn metadata(conn: &mut Connection, topic: Option<&str>) -> Result<MetadataRespon
     Ok(md)
 }
 
-/// A connection to a broker found in the metadata; "unreachable" names the broker and its address.
-fn broker_connection(client: &ClientArgs, id: i32, addr: &str) -> Result<Connection, CliError> {
-    Connection::connect(addr, client.timeout()).map_err(|mut e| {
-        e.message = format!("broker {id}: {}", e.message);
-        e
-    })
-}
-
-/// Errors that go away by themselves: a coordinator or leader loading, moving or not elected yet.
-fn retriable(code: i16) -> bool {
-    [
-        E::CoordinatorLoadInProgress,
-        E::CoordinatorNotAvailable,
-        E::NotCoordinator,
-        E::NotLeaderOrFollower,
-        E::LeaderNotAvailable,
-    ]
-    .iter()
-    .any(|e| e.code() == code)
-}
-
 /// Kafka's rendering of an absent value.
 fn none_if_absent(v: Option<i64>) -> String {
     v.map_or_else(|| "None".to_string(), |v| v.to_string())
@@ -564,14 +496,6 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn transient_coordinator_errors_are_retried_and_others_are_not() {
-        assert!(retriable(E::CoordinatorLoadInProgress.code()));
-        assert!(retriable(E::NotCoordinator.code()));
-        assert!(!retriable(E::TransactionalIdNotFound.code()));
-        assert!(!retriable(0));
-    }
 
     #[test]
     fn absent_values_print_as_none() {

@@ -1,5 +1,5 @@
 //! A tiny blocking Kafka-protocol client for the admin requests librdkafka has no API for (DescribeTransactions,
-//! ListTransactions, DescribeProducers), built on the `kafka-protocol` codec.
+//! ListTransactions, DescribeProducers, ConsumerGroupDescribe), built on the `kafka-protocol` codec.
 //!
 //! One [`Connection`] is one TCP connection to one broker. Connecting sends ApiVersions first; every request
 //! then goes out at the highest version both the codec and the broker speak. A request is a 4-byte big-endian
@@ -11,10 +11,12 @@
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FindCoordinatorRequest, RequestHeader,
+    ResponseHeader,
 };
 use kafka_protocol::protocol::{
     Decodable, Encodable, HeaderVersion, Message, Request, StrBytes, VersionRange,
@@ -28,6 +30,14 @@ pub const MAX_RESPONSE_BYTES: usize = 100 * 1024 * 1024;
 const CLIENT_ID: &str = "fjord-cli";
 /// Kafka's UNSUPPORTED_VERSION: the broker's answer to an ApiVersions request newer than it speaks (KIP-511).
 const UNSUPPORTED_VERSION: i16 = 35;
+
+/// FindCoordinator's key type for consumer group ids.
+pub const GROUP_KEY: i8 = 0;
+/// FindCoordinator's key type for transactional ids.
+pub const TRANSACTION_KEY: i8 = 1;
+
+/// How long to wait between attempts while a coordinator loads or moves.
+pub const RETRY_BACKOFF: Duration = Duration::from_millis(200);
 
 /// A connection to one broker, with the version ranges it announced.
 pub struct Connection {
@@ -274,6 +284,80 @@ impl Connection {
     }
 }
 
+/// A connection to a broker found in the metadata or by FindCoordinator; "unreachable" names the broker and
+/// its address.
+pub fn broker_connection(client: &ClientArgs, id: i32, addr: &str) -> Result<Connection, CliError> {
+    Connection::connect(addr, client.timeout()).map_err(|mut e| {
+        e.message = format!("broker {id}: {}", e.message);
+        e
+    })
+}
+
+/// The coordinator of `key` (a group id for [`GROUP_KEY`], a transactional id for [`TRANSACTION_KEY`]):
+/// (node id, host:port). `noun` names the key in messages ("group", "transactional id"). Waits (until
+/// `deadline`) while the coordinator is not available yet, e.g. while its internal topic is being created.
+pub fn find_coordinator(
+    conn: &mut Connection,
+    key_type: i8,
+    noun: &str,
+    key: &str,
+    deadline: Instant,
+) -> Result<(i32, String), CliError> {
+    let key_bytes = StrBytes::from_string(key.to_string());
+    loop {
+        let version = conn.version::<FindCoordinatorRequest>()?;
+        // v4 replaced the single key with a batch of keys.
+        let request = if version >= 4 {
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![key_bytes.clone()])
+        } else {
+            FindCoordinatorRequest::default().with_key(key_bytes.clone())
+        }
+        .with_key_type(key_type);
+        let (resp, version) = conn.send(&request)?;
+        let (error, message, node, host, port) = if version >= 4 {
+            let c = resp.coordinators.into_iter().next().ok_or_else(|| {
+                CliError::failure(format!(
+                    "the broker at {} returned no coordinator for {noun} `{key}`",
+                    conn.addr()
+                ))
+            })?;
+            (c.error_code, c.error_message, c.node_id, c.host, c.port)
+        } else {
+            (
+                resp.error_code,
+                resp.error_message,
+                resp.node_id,
+                resp.host,
+                resp.port,
+            )
+        };
+        match error {
+            0 => return Ok((node.0, format!("{}:{port}", host.as_str()))),
+            c if retriable(c) && Instant::now() < deadline => std::thread::sleep(RETRY_BACKOFF),
+            c => {
+                let detail = message.map_or_else(String::new, |m| format!(" ({})", m.as_str()));
+                return Err(CliError::failure(format!(
+                    "cannot find the coordinator of {noun} `{key}`: {}{detail}",
+                    error_name(c)
+                )));
+            }
+        }
+    }
+}
+
+/// Errors that go away by themselves: a coordinator or leader loading, moving or not elected yet.
+pub fn retriable(code: i16) -> bool {
+    [
+        E::CoordinatorLoadInProgress,
+        E::CoordinatorNotAvailable,
+        E::NotCoordinator,
+        E::NotLeaderOrFollower,
+        E::LeaderNotAvailable,
+    ]
+    .iter()
+    .any(|e| e.code() == code)
+}
+
 /// The highest version in both `ours` and `theirs`, if they overlap.
 fn pick_version(ours: VersionRange, theirs: Option<(i16, i16)>) -> Option<i16> {
     let (lo, hi) = theirs?;
@@ -315,6 +399,15 @@ mod tests {
             None
         );
         assert_eq!(pick_version(ours, None), None);
+    }
+
+    #[test]
+    fn transient_coordinator_errors_are_retried_and_others_are_not() {
+        assert!(retriable(E::CoordinatorLoadInProgress.code()));
+        assert!(retriable(E::NotCoordinator.code()));
+        assert!(!retriable(E::TransactionalIdNotFound.code()));
+        assert!(!retriable(E::GroupIdNotFound.code()));
+        assert!(!retriable(0));
     }
 
     #[test]
@@ -381,6 +474,131 @@ mod tests {
             }
         });
         addr
+    }
+
+    /// A fake broker that serves ApiVersions and FindCoordinator (up to v`max_find`), answering the
+    /// FindCoordinator requests in turn with the error codes of `errors` (0: node 7 at coord:9093). Every
+    /// FindCoordinator request is reported on the channel as (version, key type, keys).
+    fn fake_coordinator(
+        max_find: i16,
+        errors: Vec<i16>,
+    ) -> (String, std::sync::mpsc::Receiver<(i16, i8, Vec<String>)>) {
+        use kafka_protocol::messages::api_versions_response::ApiVersion;
+        use kafka_protocol::messages::find_coordinator_response::Coordinator;
+        use kafka_protocol::messages::{BrokerId, FindCoordinatorResponse};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut errors = errors.into_iter();
+            loop {
+                let mut len = [0u8; 4];
+                if s.read_exact(&mut len).is_err() {
+                    return;
+                }
+                let mut frame = vec![0u8; i32::from_be_bytes(len) as usize];
+                s.read_exact(&mut frame).unwrap();
+                let key = i16::from_be_bytes([frame[0], frame[1]]);
+                let version = i16::from_be_bytes([frame[2], frame[3]]);
+                let mut buf = frame.as_slice();
+                let header =
+                    kafka_protocol::protocol::decode_request_header_from_buffer(&mut buf).unwrap();
+                let mut out = vec![0u8; 4];
+                if key == ApiKey::ApiVersions as i16 {
+                    ResponseHeader::default()
+                        .with_correlation_id(header.correlation_id)
+                        .encode(&mut out, 0)
+                        .unwrap();
+                    let api = |k: ApiKey, max: i16| {
+                        ApiVersion::default()
+                            .with_api_key(k as i16)
+                            .with_min_version(0)
+                            .with_max_version(max)
+                    };
+                    ApiVersionsResponse::default()
+                        .with_api_keys(vec![
+                            api(ApiKey::ApiVersions, 3),
+                            api(ApiKey::FindCoordinator, max_find),
+                        ])
+                        .encode(&mut out, version)
+                        .unwrap();
+                } else {
+                    let req = FindCoordinatorRequest::decode(&mut buf, version).unwrap();
+                    let keys = if version >= 4 {
+                        req.coordinator_keys.iter().map(|k| k.to_string()).collect()
+                    } else {
+                        vec![req.key.to_string()]
+                    };
+                    tx.send((version, req.key_type, keys.clone())).unwrap();
+                    let error = errors.next().unwrap_or(0);
+                    let resp = if version >= 4 {
+                        FindCoordinatorResponse::default().with_coordinators(vec![
+                            Coordinator::default()
+                                .with_key(StrBytes::from_string(keys[0].clone()))
+                                .with_error_code(error)
+                                .with_node_id(BrokerId(7))
+                                .with_host(StrBytes::from_static_str("coord"))
+                                .with_port(9093),
+                        ])
+                    } else {
+                        FindCoordinatorResponse::default()
+                            .with_error_code(error)
+                            .with_node_id(BrokerId(7))
+                            .with_host(StrBytes::from_static_str("coord"))
+                            .with_port(9093)
+                    };
+                    ResponseHeader::default()
+                        .with_correlation_id(header.correlation_id)
+                        .encode(&mut out, FindCoordinatorResponse::header_version(version))
+                        .unwrap();
+                    resp.encode(&mut out, version).unwrap();
+                }
+                let n = (out.len() - 4) as i32;
+                out[..4].copy_from_slice(&n.to_be_bytes());
+                s.write_all(&out).unwrap();
+            }
+        });
+        (addr, rx)
+    }
+
+    #[test]
+    fn coordinators_are_found_by_key_type_in_either_request_layout() {
+        let soon = || Instant::now() + Duration::from_secs(5);
+        // v4+: a batch of keys; the group key type.
+        let (addr, rx) = fake_coordinator(4, vec![]);
+        let mut conn = Connection::connect(&addr, Duration::from_secs(5)).unwrap();
+        let found = find_coordinator(&mut conn, GROUP_KEY, "group", "billing", soon()).unwrap();
+        assert_eq!(found, (7, "coord:9093".to_string()));
+        assert_eq!(rx.recv().unwrap(), (4, 0, vec!["billing".to_string()]));
+
+        // Before v4: the single key; the transaction key type; a coordinator still loading is asked again.
+        let (addr, rx) = fake_coordinator(3, vec![E::CoordinatorLoadInProgress.code()]);
+        let mut conn = Connection::connect(&addr, Duration::from_secs(5)).unwrap();
+        let found = find_coordinator(
+            &mut conn,
+            TRANSACTION_KEY,
+            "transactional id",
+            "tx-1",
+            soon(),
+        )
+        .unwrap();
+        assert_eq!(found, (7, "coord:9093".to_string()));
+        for _ in 0..2 {
+            assert_eq!(rx.recv().unwrap(), (3, 1, vec!["tx-1".to_string()]));
+        }
+
+        // Other errors end the search, naming the key with its noun.
+        let (addr, _rx) = fake_coordinator(4, vec![E::GroupAuthorizationFailed.code()]);
+        let mut conn = Connection::connect(&addr, Duration::from_secs(5)).unwrap();
+        let e = find_coordinator(&mut conn, GROUP_KEY, "group", "billing", soon()).unwrap_err();
+        assert!(
+            e.message.starts_with(
+                "cannot find the coordinator of group `billing`: GroupAuthorizationFailed"
+            ),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -799,6 +799,166 @@ fn active_groups_refuse_reset_and_delete_and_empty_groups_can_be_deleted() {
     );
 }
 
+/// A `fjord consume --group` member of the KIP-848 consumer protocol (`group.protocol=consumer`).
+fn kip848_member(bootstrap: &str, topic: &str, group: &str) -> Spawned {
+    Spawned::new(
+        Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .args(["consume", topic, "--group", group, "--from-beginning"])
+            .args(["-X", "group.protocol=consumer"])
+            .env("FJORD_BOOTSTRAP_SERVER", bootstrap),
+    )
+}
+
+/// The members' assignments of a described group as member id -> partitions of `topic`.
+fn kip848_assignments(desc: &Value, topic: &str) -> Vec<(String, Vec<i64>)> {
+    let mut out = Vec::new();
+    for m in desc["members"].as_array().into_iter().flatten() {
+        let mut ps = Vec::new();
+        for a in m["assignment"].as_array().into_iter().flatten() {
+            if a["topic"] == topic {
+                ps.extend(
+                    a["partitions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_i64),
+                );
+            }
+        }
+        out.push((m["member_id"].as_str().unwrap_or_default().to_string(), ps));
+    }
+    out
+}
+
+#[test]
+fn describe_shows_the_members_and_assignments_of_a_kip848_group_and_reset_refuses_it() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(
+        &dir.path().join("data"),
+        &[
+            ("offsets.topic.num.partitions", "4"),
+            ("group.consumer.heartbeat.interval.ms", "500"),
+        ],
+    );
+    let b = broker.bootstrap.as_str();
+    ok(&fjord(
+        b,
+        &["topics", "create", "k848", "--partitions", "4"],
+        None,
+    ));
+    for p in 0..4 {
+        let lines: Vec<String> = (0..5).map(|i| format!("p{p}-{i}")).collect();
+        produce_lines(b, "k848", p, &lines);
+    }
+    let mut members = [
+        kip848_member(b, "k848", "k848-g"),
+        kip848_member(b, "k848", "k848-g"),
+    ];
+    // Both members own part of the topic, together all of it, and the group has settled.
+    let desc = wait_for(Duration::from_secs(60), "a stable two-member split", || {
+        let d = try_describe(b, "k848-g")?;
+        let a = kip848_assignments(&d, "k848");
+        let mut all: Vec<i64> = a.iter().flat_map(|(_, ps)| ps.iter().copied()).collect();
+        all.sort_unstable();
+        (d["state"] == "Stable"
+            && a.len() == 2
+            && a.iter().all(|(_, ps)| !ps.is_empty())
+            && all == [0, 1, 2, 3])
+        .then(|| d.clone())
+        .ok_or(format!("{d}"))
+    });
+    assert_eq!(desc["classic"], false, "{desc}");
+    assert_eq!(desc["protocol_type"], "consumer", "{desc}");
+    let (group_epoch, assignment_epoch) = (
+        desc["group_epoch"].as_i64().unwrap(),
+        desc["assignment_epoch"].as_i64().unwrap(),
+    );
+    assert!(group_epoch > 0 && assignment_epoch == group_epoch, "{desc}");
+    let assignments = kip848_assignments(&desc, "k848");
+    for m in desc["members"].as_array().unwrap() {
+        assert!(!m["member_id"].as_str().unwrap().is_empty(), "{desc}");
+        assert!(!m["client_id"].as_str().unwrap().is_empty(), "{desc}");
+        assert_eq!(m["host"], "127.0.0.1", "{desc}");
+        assert_eq!(
+            m["subscribed_topics"],
+            serde_json::json!(["k848"]),
+            "{desc}"
+        );
+    }
+    // Every partition row names the member that owns it.
+    for (member, ps) in &assignments {
+        for p in ps {
+            let row = partition_row(&desc, "k848", *p).unwrap_or_else(|| panic!("{desc}"));
+            assert_eq!(row["member_id"], member.as_str(), "{desc}");
+            assert_eq!(row["log_end_offset"], 5, "{desc}");
+        }
+    }
+
+    let text = ok(&fjord(b, &["groups", "describe", "k848-g"], None));
+    assert!(text.contains("State: Stable"), "{text}");
+    assert!(text.contains("Members: 2"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "GroupEpoch: {group_epoch}\tAssignmentEpoch: {assignment_epoch}"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("MEMBER-ID"), "{text}");
+    assert!(!text.contains("are not shown"), "{text}");
+    for (member, ps) in &assignments {
+        let ps: Vec<String> = ps.iter().map(i64::to_string).collect();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(member.as_str()))
+            .unwrap_or_else(|| panic!("no member line for {member}: {text}"));
+        assert!(line.ends_with(&format!("k848:{}", ps.join(","))), "{text}");
+    }
+
+    fails(
+        &fjord(
+            b,
+            &[
+                "groups",
+                "reset-offsets",
+                "k848-g",
+                "--topic",
+                "k848",
+                "--to-earliest",
+                "--execute",
+            ],
+            None,
+        ),
+        1,
+        "group k848-g is active (2 members); stop its consumers first",
+    );
+
+    // Ctrl-C: both members leave; the group stays, empty, with what they committed.
+    for m in &members {
+        m.signal("INT");
+    }
+    for m in &mut members {
+        assert!(m.wait(T).success(), "{:?}", m.stderr());
+    }
+    let desc = wait_for(Duration::from_secs(30), "the group to become empty", || {
+        let d = try_describe(b, "k848-g")?;
+        (d["state"] == "Empty" && d["members"] == serde_json::json!([]))
+            .then(|| d.clone())
+            .ok_or(format!("{d}"))
+    });
+    assert_eq!(desc["classic"], false, "{desc}");
+    for p in 0..4 {
+        let row = partition_row(&desc, "k848", p).unwrap_or_else(|| panic!("{desc}"));
+        assert_eq!(row["committed_offset"], 5, "{desc}");
+        assert_eq!(row["member_id"], Value::Null, "{desc}");
+    }
+    let text = ok(&fjord(b, &["groups", "describe", "k848-g"], None));
+    assert!(text.contains("State: Empty"), "{text}");
+    assert!(
+        text.contains("Group k848-g has no active members."),
+        "{text}"
+    );
+}
+
 #[test]
 fn consume_with_a_group_resumes_where_the_group_committed() {
     let dir = temp_dir();
