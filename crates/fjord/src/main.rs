@@ -128,7 +128,27 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))
 }
 
+/// Output piped into a reader that stops early (`fjord topics list | head -1`) must end the command quietly,
+/// as SIGPIPE ends other Unix tools, not with a panic report: Rust ignores SIGPIPE, so `println!` panics on
+/// the closed pipe. Such a panic exits with 141 (128 + SIGPIPE) and no message; any other keeps its report.
+fn quiet_on_broken_pipe() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info)
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     // Servers log their life; client commands report failures themselves and keep librdkafka quiet.
     let default_filter = match cli.command {

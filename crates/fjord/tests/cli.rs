@@ -813,3 +813,38 @@ fn transactions_list_describe_and_describe_producers_show_open_and_committed_tra
     );
     assert!(!stderr(&out).contains("panicked"));
 }
+
+#[test]
+fn output_piped_into_a_reader_that_stops_early_ends_quietly() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let b = &broker.bootstrap;
+    for i in 0..40 {
+        ok(&fjord(
+            b,
+            &["topics", "create", &format!("piped-{i}")],
+            None,
+        ));
+    }
+    // `head -c 0` closes the pipe at once; fjord then writes the topic list into a closed pipe.
+    let err_path = dir.path().join("stderr");
+    let status_path = dir.path().join("status");
+    let script = format!(
+        "{} topics list --bootstrap-server {b} 2>{} | head -c 0; echo ${{PIPESTATUS[0]}} >{}",
+        env!("CARGO_BIN_EXE_fjord"),
+        err_path.display(),
+        status_path.display()
+    );
+    let out = run_bounded(
+        Command::new("bash").args(["-c", &script]),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    assert!(
+        !err.contains("panicked"),
+        "a broken pipe must not panic: {err}"
+    );
+    let status = std::fs::read_to_string(&status_path).unwrap();
+    assert_eq!(status.trim(), "141", "ends like a tool stopped by SIGPIPE");
+}
