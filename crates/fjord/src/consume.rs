@@ -26,6 +26,17 @@ pub enum Format {
     Json,
 }
 
+/// Which records of transactional producers to show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Isolation {
+    /// Only committed records, up to the last stable offset (librdkafka's default).
+    #[value(name = "read_committed")]
+    ReadCommitted,
+    /// Every record, including those of aborted and still-open transactions (Kafka's console default).
+    #[value(name = "read_uncommitted")]
+    ReadUncommitted,
+}
+
 #[derive(Args)]
 pub struct ConsumeArgs {
     pub topic: String,
@@ -68,6 +79,10 @@ pub struct ConsumeArgs {
     /// Separator between the printed fields in text format.
     #[arg(long, default_value = "\t")]
     pub separator: String,
+    /// read_committed (the default) skips records of aborted transactions and waits for open ones;
+    /// read_uncommitted shows every record (like kafka-console-consumer --isolation-level).
+    #[arg(long, value_enum)]
+    pub isolation_level: Option<Isolation>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -176,6 +191,15 @@ pub fn run(args: ConsumeArgs, interrupted: Arc<AtomicBool>) -> Result<(), CliErr
         if args.exit_at_end { "true" } else { "false" },
     )
     .set("fetch.wait.max.ms", "200");
+    if let Some(level) = args.isolation_level {
+        cfg.set(
+            "isolation.level",
+            match level {
+                Isolation::ReadCommitted => "read_committed",
+                Isolation::ReadUncommitted => "read_uncommitted",
+            },
+        );
+    }
     match &args.group {
         Some(group) => cfg
             .set("group.id", group)

@@ -553,6 +553,33 @@ fn transactions_list_describe_and_describe_producers_show_open_and_committed_tra
     let open_pid = all[1].1;
     assert!(done_pid >= 0 && open_pid >= 0 && done_pid != open_pid);
 
+    // The console consumer: read_committed (the default) stops before the open transaction;
+    // read_uncommitted shows it.
+    let consume = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec![
+            "consume",
+            "txn-admin",
+            "--partition",
+            "0",
+            "--from-beginning",
+            "--exit-at-end",
+        ];
+        args.extend_from_slice(extra);
+        ok(&fjord(b, &args, None))
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(consume(&[]), ["done-1", "done-2"]);
+    assert_eq!(
+        consume(&["--isolation-level", "read_committed"]),
+        ["done-1", "done-2"]
+    );
+    assert_eq!(
+        consume(&["--isolation-level", "read_uncommitted"]),
+        ["done-1", "done-2", "open-1", "open-2", "open-3"]
+    );
+
     // The table has Kafka's columns.
     let text = ok(&fjord(b, &["transactions", "list"], None));
     let lines: Vec<Vec<&str>> = text
