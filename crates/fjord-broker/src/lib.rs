@@ -131,10 +131,14 @@ impl Broker {
         let meta = Meta::open(&config.log_dir.join("__meta"), config.node_id, info).await?;
         let partitions = PartitionManager::new(&config.log_dir, config.node_id);
         partitions.sync_with(&meta.state(), &config)?;
+        let metrics = Metrics::new();
         let state = Arc::new(BrokerState {
-            metrics: Metrics::new(),
+            transactions: transactions::Transactions::new(
+                transactions::txn_config(&config),
+                metrics.transactions_ongoing.clone(),
+            ),
+            metrics,
             producer_ids: producers::ProducerIds::default(),
-            transactions: transactions::Transactions::new(transactions::txn_config(&config)),
             groups: groups::Groups::new(
                 groups::group_config(&config),
                 groups::consumer_config(&config),

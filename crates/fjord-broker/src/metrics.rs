@@ -18,6 +18,12 @@ pub struct RequestLabels {
     pub request: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `commit` or `abort`.
+    pub outcome: String,
+}
+
 type LatencyFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -33,6 +39,9 @@ pub struct Metrics {
     pub connections: Gauge,
     pub connections_rejected: Counter,
     pub malformed_frames: Counter,
+    pub transactions_ended: Family<OutcomeLabels, Counter>,
+    pub transactions_timed_out: Counter,
+    pub transactions_ongoing: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -60,6 +69,9 @@ impl Metrics {
         let connections = Gauge::default();
         let connections_rejected = Counter::default();
         let malformed_frames = Counter::default();
+        let transactions_ended = Family::<OutcomeLabels, Counter>::default();
+        let transactions_timed_out = Counter::default();
+        let transactions_ongoing = Gauge::default();
         registry.register(
             "topic_bytes_in",
             "Record-batch bytes appended, by topic",
@@ -115,6 +127,21 @@ impl Metrics {
             "Connections closed for a malformed, oversized or undecodable request",
             malformed_frames.clone(),
         );
+        registry.register(
+            "transactions_ended",
+            "Transactions ended by the transaction coordinator, by outcome (commit, abort)",
+            transactions_ended.clone(),
+        );
+        registry.register(
+            "transactions_timed_out",
+            "Transactions aborted because they outlived their transaction.timeout.ms",
+            transactions_timed_out.clone(),
+        );
+        registry.register(
+            "transactions_ongoing",
+            "Open transactions (state Ongoing) in the transaction coordinator",
+            transactions_ongoing.clone(),
+        );
         Metrics {
             registry,
             bytes_in,
@@ -128,6 +155,9 @@ impl Metrics {
             connections,
             connections_rejected,
             malformed_frames,
+            transactions_ended,
+            transactions_timed_out,
+            transactions_ongoing,
         }
     }
 

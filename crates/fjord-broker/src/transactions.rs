@@ -85,14 +85,17 @@ pub struct Transactions {
     /// The open transactions (producer id, epoch, partitions) by transactional id, readable without waiting
     /// on a slot: Produce checks transactional batches against it.
     open: Mutex<HashMap<String, OpenTxn>>,
+    /// Mirrors `open.len()` for /metrics.
+    ongoing: prometheus_client::metrics::gauge::Gauge,
     pub config: TxnConfig,
 }
 
 impl Transactions {
-    pub fn new(config: TxnConfig) -> Self {
+    pub fn new(config: TxnConfig, ongoing: prometheus_client::metrics::gauge::Gauge) -> Self {
         Self {
             slots: Mutex::new(HashMap::new()),
             open: Mutex::new(HashMap::new()),
+            ongoing,
             config,
         }
     }
@@ -108,6 +111,7 @@ impl Transactions {
         } else {
             open.remove(&m.transactional_id);
         }
+        self.ongoing.set(open.len() as i64);
         *slot = Some(m);
     }
 
@@ -261,6 +265,14 @@ impl Transactions {
         self.write_markers(state, &prepared, commit).await?;
         let done = prepared.completed(now_ms());
         self.persist(state, &done).await?;
+        let outcome = if commit { "commit" } else { "abort" };
+        state
+            .metrics
+            .transactions_ended
+            .get_or_create(&crate::metrics::OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
         tracing::info!(transactional_id = %done.transactional_id, producer_id = done.producer_id, epoch = done.producer_epoch, state = done.state.name(), "transaction ended");
         self.install(slot, done);
         Ok(())
@@ -455,6 +467,7 @@ impl Transactions {
             let Some(m) = g.clone() else { continue };
             let result = if m.timed_out(now) {
                 tracing::info!(transactional_id = %m.transactional_id, producer_id = m.producer_id, timeout_ms = m.timeout_ms, "aborting a transaction that timed out");
+                state.metrics.transactions_timed_out.inc();
                 self.fence_and_abort(state, &mut g).await
             } else if matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
                 self.finish(state, &mut g, m.state == TxnState::PrepareCommit)
@@ -489,10 +502,10 @@ impl Transactions {
             .await?;
         let id = m.transactional_id.clone();
         *g = None;
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.remove(&id);
+        self.ongoing.set(open.len() as i64);
+        drop(open);
         let mut slots = self.lock_slots();
         if slots.get(&id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
             slots.remove(&id);

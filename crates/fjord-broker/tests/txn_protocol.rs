@@ -219,6 +219,9 @@ async fn verification_retries_and_fencing_follow_kafka() {
     // Only partitions added to the transaction take its batches.
     let r = c.send(3, &add_v3("app", pid, epoch, "t", vec![0])).await;
     assert_eq!(codes_v3(&r), vec![0]);
+    assert!(broker
+        .metrics_text()
+        .contains("fjord_transactions_ongoing 1"));
     assert_eq!(
         produce(&mut c, "app", "t", 1, txn_batch(pid, epoch, 0)).await,
         E::InvalidTxnState.code()
@@ -408,6 +411,17 @@ async fn verification_retries_and_fencing_follow_kafka() {
         .await;
     assert_eq!(r.transaction_states.len(), 1);
     assert_eq!(r.unknown_state_filters, vec![s("Bogus")]);
+
+    // Operators see it in /metrics too.
+    let metrics = broker.metrics_text();
+    for line in [
+        "fjord_transactions_ended_total{outcome=\"commit\"} 1",
+        "fjord_transactions_ended_total{outcome=\"abort\"} 1",
+        "fjord_transactions_ongoing 0",
+        "fjord_transactions_timed_out_total 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
 
     broker.shutdown().await.unwrap();
 }

@@ -171,6 +171,11 @@ fn abandoned_transactions_time_out_and_new_instances_fence_old_ones() {
         CLIENT_TIMEOUT,
     );
     assert_ok("txn_timeout_fencing.py after", &out);
+    let metrics = http_get(broker.http.as_deref().unwrap(), "/metrics");
+    assert!(
+        metrics.contains("fjord_transactions_timed_out_total 1"),
+        "the abandoned transaction was counted as timed out:\n{metrics}"
+    );
 }
 
 #[test]
