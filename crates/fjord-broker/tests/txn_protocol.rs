@@ -486,3 +486,109 @@ async fn idle_transactional_ids_expire_and_start_afresh() {
     assert_eq!(r.transaction_states[0].producer_id, again.producer_id);
     broker.shutdown().await.unwrap();
 }
+
+/// Replaces the transaction's latest `__transaction_state` record with its PrepareCommit, as if the
+/// coordinator had crashed after deciding to commit and before writing any marker.
+fn inject_prepare_commit(data: &std::path::Path, id: &str, partitions: i32) {
+    use fjord_coordinator::txn;
+    let p = fjord_coordinator::records::partition_for(id, partitions);
+    let dir = data.join(format!("__transaction_state-{p}"));
+    let mut log = fjord_log::Log::open(&dir, fjord_log::LogConfig::default(), 0).unwrap();
+    let end = log.log_end_offset();
+    let read = log.read(0, 1 << 20, end, true).unwrap();
+    let mut buf = read.records;
+    let mut latest = None;
+    for set in kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf).unwrap() {
+        for r in set.records {
+            if r.key
+                .clone()
+                .map(|k| txn::decode_key(k).unwrap())
+                .as_deref()
+                == Some(id)
+            {
+                latest = r.value;
+            }
+        }
+    }
+    let m = txn::decode_value(id, latest.expect("a record for the id")).unwrap();
+    assert_eq!(m.state, txn::TxnState::Ongoing);
+    let prepared = m.prepared(true, fjord_broker::now_ms());
+    let batch = fjord_broker::groups::encode_batch(
+        &[(txn::encode_key(id), Some(txn::encode_value(&prepared)))],
+        None,
+    )
+    .unwrap();
+    log.append(batch, 0, fjord_broker::now_ms()).unwrap();
+    log.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_decided_before_a_crash_is_finished_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let mut c = Client::connect(&broker).await;
+    let created = c
+        .send(
+            5,
+            &CreateTopicsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_num_partitions(2)
+                    .with_replication_factor(1)]),
+        )
+        .await;
+    assert_eq!(created.topics[0].error_code, 0);
+    let r = init(&mut c, 4, "app", 30_000, (-1, -1)).await;
+    let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
+    let r = c.send(3, &add_v3("app", pid, epoch, "t", vec![0, 1])).await;
+    assert_eq!(codes_v3(&r), vec![0, 0]);
+    for p in [0, 1] {
+        assert_eq!(
+            produce(&mut c, "app", "t", p, txn_batch(pid, epoch, 0)).await,
+            0
+        );
+    }
+    drop(c);
+    broker.shutdown().await.unwrap();
+    inject_prepare_commit(dir.path(), "app", 2);
+
+    // On start the coordinator finds PrepareCommit and writes the markers: both partitions become readable.
+    let broker = start(dir.path()).await;
+    let mut c = Client::connect(&broker).await;
+    let describe = DescribeTransactionsRequest::default()
+        .with_transactional_ids(vec![TransactionalId(s("app"))]);
+    let mut state = String::new();
+    for _ in 0..100 {
+        state = c.send(0, &describe).await.transaction_states[0]
+            .transaction_state
+            .to_string();
+        if state == "CompleteCommit" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, "CompleteCommit");
+    for p in [0, 1] {
+        let req = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_isolation_level(1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(s("t")))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(p)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let r = c.send(11, &req).await;
+        let part = &r.responses[0].partitions[0];
+        assert_eq!(
+            (part.high_watermark, part.last_stable_offset),
+            (2, 2),
+            "data + commit marker in t-{p}"
+        );
+        assert!(!part.records.as_ref().unwrap().is_empty());
+        assert_eq!(part.aborted_transactions.as_ref().map(Vec::len), Some(0));
+    }
+    broker.shutdown().await.unwrap();
+}
