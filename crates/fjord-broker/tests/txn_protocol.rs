@@ -92,6 +92,21 @@ async fn start_with(dir: &std::path::Path, extra: &[(&str, &str)]) -> Broker {
         .unwrap()
 }
 
+async fn create_topic(c: &mut Client, name: &str, partitions: i32) {
+    let created = c
+        .send(
+            5,
+            &CreateTopicsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(s(name)))
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(1)]),
+        )
+        .await;
+    assert_eq!(created.topics[0].error_code, 0);
+}
+
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
@@ -195,18 +210,7 @@ async fn verification_retries_and_fencing_follow_kafka() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start(dir.path()).await;
     let mut c = Client::connect(&broker).await;
-    let created = c
-        .send(
-            5,
-            &CreateTopicsRequest::default()
-                .with_timeout_ms(10_000)
-                .with_topics(vec![CreatableTopic::default()
-                    .with_name(TopicName(s("t")))
-                    .with_num_partitions(2)
-                    .with_replication_factor(1)]),
-        )
-        .await;
-    assert_eq!(created.topics[0].error_code, 0);
+    create_topic(&mut c, "t", 2).await;
 
     // Timeouts above transaction.max.timeout.ms are refused.
     let r = init(&mut c, 4, "app", 120_000, (-1, -1)).await;
@@ -527,18 +531,7 @@ async fn a_commit_decided_before_a_crash_is_finished_on_restart() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start(dir.path()).await;
     let mut c = Client::connect(&broker).await;
-    let created = c
-        .send(
-            5,
-            &CreateTopicsRequest::default()
-                .with_timeout_ms(10_000)
-                .with_topics(vec![CreatableTopic::default()
-                    .with_name(TopicName(s("t")))
-                    .with_num_partitions(2)
-                    .with_replication_factor(1)]),
-        )
-        .await;
-    assert_eq!(created.topics[0].error_code, 0);
+    create_topic(&mut c, "t", 2).await;
     let r = init(&mut c, 4, "app", 30_000, (-1, -1)).await;
     let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
     let r = c.send(3, &add_v3("app", pid, epoch, "t", vec![0, 1])).await;

@@ -199,6 +199,18 @@ fn a_transaction_open_across_a_broker_crash_still_times_out() {
     assert_ok("txn_timeout_fencing.py after (after a restart)", &out);
 }
 
+/// The broker's `fjord_topic_duplicate_batches_total` for `topic` (0 if absent), and the whole exposition.
+fn duplicate_batches(broker: &BrokerProc, topic: &str) -> (f64, String) {
+    let metrics = http_get(broker.http.as_deref().unwrap(), "/metrics");
+    let prefix = format!("fjord_topic_duplicate_batches_total{{topic=\"{topic}\"}} ");
+    let value = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    (value, metrics)
+}
+
 /// A TCP proxy in front of the broker that cuts a connection right after forwarding a whole
 /// Produce request: the broker handles the request, the client never sees the response and must retry.
 struct ChaosProxy {
@@ -320,13 +332,7 @@ fn idempotent_producer_retries_after_lost_responses_write_each_message_once() {
         "only {cuts} connections were cut; the test injected too few retries"
     );
     // The broker saw the retries and answered them from its producer state instead of appending again.
-    let metrics = http_get(broker.http.as_deref().unwrap(), "/metrics");
-    let dups: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("fjord_topic_duplicate_batches_total{topic=\"retried\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
+    let (dups, metrics) = duplicate_batches(&broker, "retried");
     eprintln!("{cuts} connections cut after a produce request; {dups} duplicate batches answered");
     assert!(
         dups >= 1.0,
@@ -439,13 +445,7 @@ fn idempotent_retries_after_a_broker_kill_9_are_still_deduplicated() {
     let out = std::fs::read_to_string(&out_path).unwrap_or_default();
     assert!(status.success() && out.contains("ok"), "{out}");
     // The restarted broker answered the retry from its rebuilt state instead of appending it again.
-    let metrics = http_get(broker.http.as_deref().unwrap(), "/metrics");
-    let dups: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("fjord_topic_duplicate_batches_total{topic=\"retried\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
+    let (dups, metrics) = duplicate_batches(&broker, "retried");
     assert!(
         dups >= 1.0,
         "the restarted broker saw no retried batch; metrics:\n{metrics}"
