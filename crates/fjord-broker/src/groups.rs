@@ -145,17 +145,10 @@ impl Groups {
         };
         let _guard = self.write_lock.lock().await;
         ensure_offsets_topic(state).await?;
-        let part = state
-            .partitions
-            .get(OFFSETS_TOPIC, partition)
-            .ok_or_else(|| {
-                Error::Internal(format!("{OFFSETS_TOPIC}-{partition} is not hosted here"))
-            })?;
         let pairs: Vec<(Bytes, Option<Bytes>)> =
             records.into_iter().map(|r| (r.key, r.value)).collect();
-        let batch = encode_batch(&pairs, Some((producer_id, producer_epoch)))?;
-        let info = part.append_from(batch, Origin::Coordinator)?;
-        part.wait_durable(info.last_offset + 1).await?;
+        let producer = Some((producer_id, producer_epoch));
+        append_internal(state, OFFSETS_TOPIC, partition, &pairs, producer).await?;
         for (key, value) in pairs {
             self.add_pending(producer_id, partition, key, value);
         }
@@ -179,16 +172,29 @@ impl Groups {
             by_partition.entry(r.partition).or_default().push(r);
         }
         for (p, recs) in by_partition {
-            let part = state.partitions.get(OFFSETS_TOPIC, p).ok_or_else(|| {
-                Error::Internal(format!("{OFFSETS_TOPIC}-{p} is not hosted here"))
-            })?;
             let pairs: Vec<(Bytes, Option<Bytes>)> =
                 recs.into_iter().map(|r| (r.key, r.value)).collect();
-            let info = part.append(encode_batch(&pairs, None)?)?;
-            part.wait_durable(info.last_offset + 1).await?;
+            append_internal(state, OFFSETS_TOPIC, p, &pairs, None).await?;
         }
         Ok(())
     }
+}
+
+/// How a coordinator writes to its internal topic: one batch of `records` (transactional when it carries a
+/// producer) appended to `topic`-`partition`, answered once it is durable.
+pub async fn append_internal(
+    state: &BrokerState,
+    topic: &str,
+    partition: i32,
+    records: &[(Bytes, Option<Bytes>)],
+    producer: Option<(i64, i16)>,
+) -> Result<()> {
+    let part = state
+        .partitions
+        .get(topic, partition)
+        .ok_or_else(|| Error::Internal(format!("{topic}-{partition} is not hosted here")))?;
+    let info = part.append_from(encode_batch(records, producer)?, Origin::Coordinator)?;
+    part.wait_durable(info.last_offset + 1).await
 }
 
 /// One uncompressed batch of key/value records, transactional when it carries a producer.

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
 use crate::groups::{
-    encode_batch, ensure_internal_topic, ensure_offsets_topic, replay_topic, OFFSETS_TOPIC,
+    append_internal, ensure_internal_topic, ensure_offsets_topic, replay_topic, OFFSETS_TOPIC,
 };
 use crate::{now_ms, BrokerState, Error, Result};
 
@@ -102,17 +102,24 @@ impl Transactions {
 
     /// Makes `m` the transaction's current (durable) state.
     fn install(&self, slot: &mut Option<TxnMetadata>, m: TxnMetadata) {
+        let open = (m.state == TxnState::Ongoing)
+            .then(|| (m.producer_id, m.producer_epoch, m.partitions.clone()));
+        self.set_open(&m.transactional_id, open);
+        *slot = Some(m);
+    }
+
+    /// Updates the open-transaction view (and its gauge) for one transactional id.
+    fn set_open(&self, id: &str, txn: Option<OpenTxn>) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if m.state == TxnState::Ongoing {
-            open.insert(
-                m.transactional_id.clone(),
-                (m.producer_id, m.producer_epoch, m.partitions.clone()),
-            );
-        } else {
-            open.remove(&m.transactional_id);
+        match txn {
+            Some(t) => {
+                open.insert(id.to_string(), t);
+            }
+            None => {
+                open.remove(id);
+            }
         }
         self.ongoing.set(open.len() as i64);
-        *slot = Some(m);
     }
 
     /// Produce-side verification (the idea of KIP-890 part 1, done in process): may this producer write
@@ -201,12 +208,7 @@ impl Transactions {
             .get(TXN_TOPIC)
             .map_or(1, |t| t.partitions.len() as i32);
         let p = partition_for(id, n);
-        let part = state
-            .partitions
-            .get(TXN_TOPIC, p)
-            .ok_or_else(|| Error::Internal(format!("{TXN_TOPIC}-{p} is not hosted here")))?;
-        let info = part.append(encode_batch(&[(key, value)], None)?)?;
-        part.wait_durable(info.last_offset + 1).await
+        append_internal(state, TXN_TOPIC, p, &[(key, value)], None).await
     }
 
     /// Writes the markers of `m`'s transaction to each of its partitions and waits until they are durable.
@@ -502,10 +504,7 @@ impl Transactions {
             .await?;
         let id = m.transactional_id.clone();
         *g = None;
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.remove(&id);
-        self.ongoing.set(open.len() as i64);
-        drop(open);
+        self.set_open(&id, None);
         let mut slots = self.lock_slots();
         if slots.get(&id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
             slots.remove(&id);

@@ -361,10 +361,7 @@ impl Group {
         }
         self.dirty = true;
         if self.members.is_empty() {
-            self.generation += 1;
-            self.protocol = None;
-            self.leader = None;
-            self.transition(GroupState::Empty, now);
+            self.become_empty(now);
             return;
         }
         self.generation += 1;
@@ -417,6 +414,14 @@ impl Group {
         // If the leader never sends its assignment, the group rebalances again.
         self.deadline = now + max_rebalance;
         tracing::info!(group = %self.id, generation = self.generation, members = self.members.len(), %protocol, "rebalance: join complete");
+    }
+
+    /// The last member is gone: a new generation with no protocol or leader, state Empty.
+    fn become_empty(&mut self, now: i64) {
+        self.generation += 1;
+        self.protocol = None;
+        self.leader = None;
+        self.transition(GroupState::Empty, now);
     }
 
     fn remove_member(&mut self, id: &str) {
@@ -865,10 +870,7 @@ impl GroupCoordinator {
         if removed {
             group.dirty = true;
             if group.members.is_empty() {
-                group.generation += 1;
-                group.protocol = None;
-                group.leader = None;
-                group.transition(GroupState::Empty, now);
+                group.become_empty(now);
             } else if group.state != GroupState::PreparingRebalance {
                 group.prepare_rebalance(now, &cfg);
             }
@@ -1174,8 +1176,7 @@ impl GroupCoordinator {
                         g.remove_member(&m);
                     }
                     if g.members.is_empty() {
-                        g.generation += 1;
-                        g.transition(GroupState::Empty, now);
+                        g.become_empty(now);
                         g.dirty = true;
                     } else {
                         g.prepare_rebalance(now, &cfg);
@@ -1195,10 +1196,7 @@ impl GroupCoordinator {
                         }
                         g.dirty = true;
                         if g.members.is_empty() {
-                            g.generation += 1;
-                            g.protocol = None;
-                            g.leader = None;
-                            g.transition(GroupState::Empty, now);
+                            g.become_empty(now);
                         } else {
                             g.prepare_rebalance(now, &cfg);
                         }
