@@ -58,7 +58,9 @@ impl Error {
                 fjord_log::Error::RecordTooLarge { .. } => E::MessageTooLarge.code(),
                 fjord_log::Error::OffsetOutOfRange { .. } => E::OffsetOutOfRange.code(),
                 fjord_log::Error::InvalidTimestamp(_) => E::InvalidTimestamp.code(),
-                fjord_log::Error::Io(_) => E::KafkaStorageError.code(),
+                fjord_log::Error::Io(_) | fjord_log::Error::Damaged(_) => {
+                    E::KafkaStorageError.code()
+                }
             },
             Error::Meta(fjord_meta::Error::NotLeader) => E::NotController.code(),
             Error::Meta(_) => E::UnknownServerError.code(),

@@ -348,12 +348,20 @@ impl Partition {
         if self.durable.load(Ordering::Acquire) >= offset {
             return Ok(());
         }
-        let handle = self.lock().flush_handle();
+        let handle = self.lock().flush_handle()?;
         let to = handle.flush_to();
-        tokio::task::spawn_blocking(move || handle.sync())
+        let synced = tokio::task::spawn_blocking(move || handle.sync().map(|()| handle))
             .await
-            .map_err(|e| Error::Internal(format!("flush task failed: {e}")))??;
-        self.lock().mark_flushed(to);
+            .map_err(|e| Error::Internal(format!("flush task failed: {e}")))?;
+        match synced {
+            Ok(handle) => self.lock().mark_synced(&handle),
+            Err(e) => {
+                // Never retried: the kernel may have dropped the pages whose write-back failed, so a later
+                // fsync could "succeed" without them. The log refuses every further write.
+                self.lock().mark_failed(&format!("fsync failed: {e}"));
+                return Err(e.into());
+            }
+        }
         self.durable.fetch_max(to, Ordering::AcqRel);
         Ok(())
     }

@@ -30,7 +30,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
+use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions};
 
 use crate::batch::{self, Header, ATTRIBUTES_POS, CRC_POS, MAX_TIMESTAMP_POS, TIMESTAMP_TYPE_BIT};
 use crate::log::{write_small_file, Log, CLEANER_CHECKPOINT_FILE};
@@ -39,16 +39,6 @@ use crate::{Error, Result};
 
 /// Base sequence field position in the batch header.
 const BASE_SEQUENCE_POS: usize = 53;
-
-fn compression_of(header: &Header) -> Compression {
-    match header.attributes & batch::COMPRESSION_MASK {
-        1 => Compression::Gzip,
-        2 => Compression::Snappy,
-        3 => Compression::Lz4,
-        4 => Compression::Zstd,
-        _ => Compression::None,
-    }
-}
 
 /// What compaction does with a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +81,7 @@ fn reencode(orig: &Header, keep: &[&Record]) -> Result<BytesMut> {
         keep.iter().copied(),
         &RecordEncodeOptions {
             version: 2,
-            compression: compression_of(orig),
+            compression: orig.compression(),
         },
     )
     .map_err(|e| {
@@ -431,6 +421,10 @@ impl Log {
     /// Swaps in the cleaned copies of a pass whose segments are still there, unchanged and inactive (retention
     /// or truncation may have removed some meanwhile: their copies are discarded). Returns bytes reclaimed.
     pub fn finish_compaction(&mut self, result: CompactionResult) -> Result<u64> {
+        self.guarded(|log| log.finish_compaction_inner(result))
+    }
+
+    fn finish_compaction_inner(&mut self, result: CompactionResult) -> Result<u64> {
         let mut reclaimed = 0u64;
         for c in &result.cleaned {
             let cleaned_path =

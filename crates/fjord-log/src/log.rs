@@ -19,6 +19,9 @@ use crate::{Error, Result};
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
 /// Persisted log start offset (decimal), replaced atomically via rename.
 pub(crate) const LOG_START_FILE: &str = "log-start-offset";
+/// Persisted recovery point (decimal): every segment wholly below this offset is known to be durable (its data
+/// fsynced, its directory entry too). Recovery trusts those and re-validates everything after it.
+pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point";
 /// Persisted compaction state: "<first dirty offset> <earliest retained tombstone timestamp or -1>".
 pub(crate) const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 
@@ -56,6 +59,10 @@ pub struct FlushHandle {
     /// Set when a segment file was created since the last flush, so the directory entry must be made durable too.
     dir: Option<PathBuf>,
     flush_to: i64,
+    /// A new recovery point to persist once the files are synced: the active segment's base offset, when
+    /// segments were rolled since the last one was written (so the file is rewritten once per roll, not per
+    /// fsync).
+    pub(crate) recovery_point: Option<(PathBuf, i64)>,
 }
 
 impl FlushHandle {
@@ -64,13 +71,18 @@ impl FlushHandle {
         self.flush_to
     }
 
-    /// fsyncs the files (blocking; call from `spawn_blocking`).
+    /// fsyncs the files (blocking; call from `spawn_blocking`). An error means the data may not be durable and
+    /// may never become so (the kernel can drop the dirty pages of a failed write-back): the caller must not
+    /// retry into success but take the log offline ([`Log::mark_failed`]).
     pub fn sync(&self) -> Result<()> {
         for f in &self.files {
             f.sync_data()?;
         }
         if let Some(dir) = &self.dir {
             File::open(dir)?.sync_all()?;
+        }
+        if let Some((dir, offset)) = &self.recovery_point {
+            write_small_file(dir, RECOVERY_POINT_FILE, &offset.to_string())?;
         }
         Ok(())
     }
@@ -94,6 +106,12 @@ pub struct Log {
     pending_flush: Vec<PendingFlush>,
     /// Log end offset at which a segment file was last created and not yet covered by a directory fsync.
     dir_dirty_since: Option<i64>,
+    /// The recovery point last persisted (see [`RECOVERY_POINT_FILE`]).
+    recovery_point: i64,
+    /// Set by the first I/O error of a write or fsync: the log refuses every later write, fsync and close
+    /// (Kafka takes the log directory offline). A failed fsync must never be retried into success, and a
+    /// half-done write must not be built upon; the next open recovers from what is on disk.
+    failed: Option<String>,
     /// First offset not yet compacted.
     pub(crate) cleaner_checkpoint: i64,
     /// Earliest timestamp of a tombstone kept by the last compaction (-1 if none); when it expires a compaction
@@ -186,24 +204,42 @@ impl Log {
             None => None,
         };
 
+        // A missing or unreadable recovery point means nothing is known durable: everything is re-validated.
+        let recovery_point = match read_small_file(&dir.join(RECOVERY_POINT_FILE))? {
+            Some(s) => s.trim().parse::<i64>().unwrap_or_else(|_| {
+                tracing::warn!(dir = %dir.display(), "unreadable {RECOVERY_POINT_FILE}; re-validating every segment");
+                0
+            }),
+            None => 0,
+        };
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
+        // Segments that recovery re-validated: they may hold data that was never fsynced, so they are fsynced
+        // before the log calls anything durable.
+        let mut recovered = Vec::new();
         for (i, &base) in bases.iter().enumerate() {
             let last = i + 1 == bases.len();
+            let durable = bases.get(i + 1).is_some_and(|&next| next <= recovery_point);
             let mode = if clean {
                 OpenMode::Trusted
-            } else if last {
-                OpenMode::VerifyAll
-            } else {
+            } else if durable {
                 OpenMode::VerifyTail
+            } else {
+                OpenMode::VerifyAll
             };
             let opened = Segment::open(dir, base, mode, config.index_interval_bytes, now_ms)?;
+            if mode == OpenMode::VerifyAll {
+                recovered.push(segments.len());
+            }
             segments.push(opened.segment);
             if opened.truncated && !last {
-                // Data after a hole cannot be trusted to be contiguous; Kafka drops it too.
+                // The tail of a segment that was not yet known durable was torn: the data after it was
+                // written later and never fsynced either (fsyncs cover older segments first and the recovery
+                // point moves past a segment only once it is synced), so no acknowledged record is in it.
                 for &later in &bases[i + 1..] {
                     tracing::warn!(
                         base_offset = later,
-                        "deleting segment after corrupt segment"
+                        dir = %dir.display(),
+                        "deleting segment written after a torn, never-fsynced segment tail"
                     );
                     for p in [
                         segment::log_path(dir, later),
@@ -211,13 +247,17 @@ impl Log {
                         segment::time_index_path(dir, later),
                         crate::txn_index::path(dir, later),
                     ] {
-                        let _ = fs::remove_file(p);
+                        match fs::remove_file(&p) {
+                            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                            _ => {}
+                        }
                     }
                 }
                 break;
             }
         }
-        if segments.is_empty() {
+        let created = segments.is_empty();
+        if created {
             segments.push(Segment::create(
                 dir,
                 persisted_start.unwrap_or(0).max(0),
@@ -233,6 +273,8 @@ impl Log {
             flushed_offset: 0,
             pending_flush: Vec::new(),
             dir_dirty_since: None,
+            recovery_point,
+            failed: None,
             cleaner_checkpoint: 0,
             oldest_tombstone_ts: -1,
             clock_ms: now_ms,
@@ -241,12 +283,25 @@ impl Log {
             // Recovery lost data that the persisted start offset already covered; start empty at that offset.
             let start = log.log_start_offset;
             log.truncate_fully(start, now_ms)?;
+            recovered.clear();
         }
-        if !clean {
-            // What recovery kept came from the page cache; make it durable before calling it flushed.
+        if !clean || created {
+            // What recovery kept came from the page cache; make it durable (data, indexes, directory entries)
+            // before calling it flushed, then record that everything up to here is durable.
+            for &i in &recovered {
+                if let Some(seg) = log.segments.get(i) {
+                    seg.file.sync_data()?;
+                    seg.sync_indexes()?;
+                }
+            }
             if let Some(active) = log.segments.last() {
                 active.file.sync_data()?;
-                active.sync_indexes()?;
+            }
+            File::open(dir)?.sync_all()?;
+            let leo = log.log_end_offset();
+            if leo != log.recovery_point {
+                write_small_file(dir, RECOVERY_POINT_FILE, &leo.to_string())?;
+                log.recovery_point = leo;
             }
         }
         log.flushed_offset = log.log_end_offset();
@@ -272,6 +327,44 @@ impl Log {
         self.config = config;
     }
 
+    /// Runs a mutating operation: refused once the log has failed, and a storage error it returns fails the
+    /// log (no retry of a failed write or fsync is ever attempted by this process).
+    pub(crate) fn guarded<T>(&mut self, op: impl FnOnce(&mut Log) -> Result<T>) -> Result<T> {
+        self.check_writable()?;
+        let result = op(self);
+        if let Err(e) = &result {
+            if e.is_storage_error() {
+                self.mark_failed(&e.to_string());
+            }
+        }
+        result
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        match &self.failed {
+            None => Ok(()),
+            Some(reason) => Err(Error::Damaged(format!(
+                "the log in {} is offline after an earlier I/O error ({reason}); nothing more is written to \
+                 it by this process: check the disk, then restart the broker so that recovery re-validates it",
+                self.dir.display()
+            ))),
+        }
+    }
+
+    /// Takes the log offline after an I/O error (e.g. a failed fsync reported by the broker): every later write,
+    /// fsync and the clean-shutdown marker are refused, so the next open runs recovery on what the disk holds.
+    pub fn mark_failed(&mut self, reason: &str) {
+        if self.failed.is_none() {
+            tracing::error!(dir = %self.dir.display(), reason, "log failed; refusing further writes");
+            self.failed = Some(reason.to_string());
+        }
+    }
+
+    /// Why the log is offline, if it is.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
     pub(crate) fn active(&self) -> &Segment {
         self.segments
             .last()
@@ -295,51 +388,73 @@ impl Log {
         debug_assert!(self.segments[0].base_offset <= self.log_start_offset);
     }
 
-    /// Validates every v2 batch in `records`, assigns offsets starting at the log end offset by rewriting the
-    /// base offset and partition leader epoch (plus maxTimestamp, attributes and CRC under LogAppendTime), and
-    /// writes the batches to the active segment, rolling first if needed. No fsync.
+    /// Validates every v2 batch in `records` (header, CRC, and a walk over the records: the declared count and
+    /// framing must match what is there), checks CreateTime timestamps against the configured bounds, assigns
+    /// offsets starting at the log end offset by rewriting the base offset and partition leader epoch (plus
+    /// maxTimestamp, attributes and CRC where the stored maximum must change), and writes the batches to the
+    /// active segment, rolling first if needed. No fsync.
     pub fn append(&mut self, records: Bytes, leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
+        self.guarded(|log| log.append_inner(records, leader_epoch, now_ms))
+    }
+
+    fn append_inner(
+        &mut self,
+        records: Bytes,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
         if records.is_empty() {
             return Err(Error::InvalidRecord("empty record set".into()));
         }
         self.clock_ms = self.clock_ms.max(now_ms);
-        let mut headers = batch::validate_headers(&records, self.config.max_message_bytes)?;
-        let record_span: i64 = headers
-            .iter()
-            .map(|(_, h)| i64::from(h.last_offset_delta) + 1)
-            .sum();
-        self.maybe_roll(records.len() as u64, record_span, now_ms)?;
+        let checked = batch::validate_headers(&records, self.config.max_message_bytes)?;
+        let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
+        if !log_append {
+            self.check_timestamps(&checked, now_ms)?;
+        }
 
         // One copy at most: a uniquely owned buffer is rewritten in place.
         let mut buf = records
             .try_into_mut()
             .unwrap_or_else(|b| BytesMut::from(&b[..]));
-        let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
+        let mut headers = Vec::with_capacity(checked.len());
         let mut next = self.log_end_offset();
         let first_offset = next;
         let mut max_timestamp = -1i64;
-        for (pos, header) in headers.iter_mut() {
-            let b = &mut buf[*pos..*pos + header.size()];
+        for (pos, mut header, summary) in checked {
+            let b = &mut buf[pos..pos + header.size()];
             b[..8].copy_from_slice(&next.to_be_bytes());
             b[LEADER_EPOCH_POS..LEADER_EPOCH_POS + 4].copy_from_slice(&leader_epoch.to_be_bytes());
             header.base_offset = next;
             header.partition_leader_epoch = leader_epoch;
-            if log_append {
-                header.attributes |= TIMESTAMP_TYPE_BIT;
-                header.max_timestamp = now_ms;
-                b[batch::ATTRIBUTES_POS..batch::ATTRIBUTES_POS + 2]
-                    .copy_from_slice(&header.attributes.to_be_bytes());
-                b[MAX_TIMESTAMP_POS..MAX_TIMESTAMP_POS + 8].copy_from_slice(&now_ms.to_be_bytes());
+            // The stored maxTimestamp is the records' real maximum (Kafka rewrites it too): retention and
+            // timestamp lookups trust it, so a header that claims a far-future time must not pin a segment.
+            let stamp = if log_append {
+                Some(now_ms)
+            } else if !header.is_control() && header.max_timestamp != summary.max_timestamp {
+                Some(summary.max_timestamp)
+            } else {
+                None
+            };
+            if let Some(ts) = stamp {
+                if log_append {
+                    header.attributes |= TIMESTAMP_TYPE_BIT;
+                    b[batch::ATTRIBUTES_POS..batch::ATTRIBUTES_POS + 2]
+                        .copy_from_slice(&header.attributes.to_be_bytes());
+                }
+                header.max_timestamp = ts;
+                b[MAX_TIMESTAMP_POS..MAX_TIMESTAMP_POS + 8].copy_from_slice(&ts.to_be_bytes());
                 header.crc = batch::compute_crc(b);
                 b[CRC_POS..CRC_POS + 4].copy_from_slice(&header.crc.to_be_bytes());
             }
             // Pair assertion: what we are about to write must pass the recovery-side check.
-            debug_assert!(batch::check_stored(b).is_ok_and(|h| h == *header));
+            debug_assert!(batch::check_stored(b).is_ok_and(|h| h == header));
             max_timestamp = max_timestamp.max(header.max_timestamp);
             next = header.last_offset() + 1;
+            headers.push((pos, header));
         }
-        let interval = self.config.index_interval_bytes;
-        self.active_mut().append(&buf, &headers, interval, now_ms)?;
+        let buf = buf.freeze();
+        self.write_batches(&buf, &headers, now_ms)?;
         debug_assert_eq!(self.log_end_offset(), next);
         self.check_invariants();
         Ok(AppendInfo {
@@ -352,9 +467,79 @@ impl Log {
         })
     }
 
+    /// Kafka's CreateTime rule: every record's timestamp lies within `message.timestamp.before.max.ms` before
+    /// and `message.timestamp.after.max.ms` after the broker's clock.
+    fn check_timestamps(
+        &self,
+        checked: &[(usize, Header, batch::RecordsSummary)],
+        now_ms: i64,
+    ) -> Result<()> {
+        let earliest = now_ms.saturating_sub(self.config.timestamp_before_max_ms);
+        let latest = now_ms.saturating_add(self.config.timestamp_after_max_ms);
+        for (_, header, summary) in checked {
+            if header.is_control() {
+                continue;
+            }
+            for ts in [summary.min_timestamp, summary.max_timestamp] {
+                if ts != -1 && (ts < earliest || ts > latest) {
+                    return Err(Error::InvalidTimestamp(format!(
+                        "timestamp {ts} of a record in the batch at offset {} is out of range: it must lie \
+                         within [{earliest}, {latest}] (message.timestamp.before.max.ms / \
+                         message.timestamp.after.max.ms around the broker's clock {now_ms}); check the \
+                         producer's clock",
+                        header.base_offset.max(self.log_end_offset()),
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes assigned batches to the log, rolling where needed. Each batch's offsets must be representable
+    /// relative to its segment's base (a signed 32-bit delta, as in Kafka's indexes), so the batches are written
+    /// in runs whose offset span fits one segment, with a roll before each run that would not fit; a request of
+    /// many large-span batches can therefore never push offsets past what its segment can index.
+    pub(crate) fn write_batches(
+        &mut self,
+        buf: &Bytes,
+        headers: &[(usize, Header)],
+        now_ms: i64,
+    ) -> Result<()> {
+        let limit = i64::from(i32::MAX) + 1;
+        let mut start = 0;
+        while start < headers.len() {
+            let mut end = start;
+            let mut span = 0i64;
+            while end < headers.len() {
+                let s = i64::from(headers[end].1.last_offset_delta) + 1;
+                if end > start && span + s > limit {
+                    break;
+                }
+                span += s;
+                end += 1;
+            }
+            let from = headers[start].0;
+            let to = headers.get(end).map_or(buf.len(), |(pos, _)| *pos);
+            let run: Vec<(usize, Header)> = headers[start..end]
+                .iter()
+                .map(|(pos, h)| (pos - from, *h))
+                .collect();
+            self.maybe_roll((to - from) as u64, span, now_ms)?;
+            let interval = self.config.index_interval_bytes;
+            self.active_mut()
+                .append(&buf[from..to], &run, interval, now_ms)?;
+            start = end;
+        }
+        Ok(())
+    }
+
     /// Appends batches whose offsets were already assigned by the leader (replication follower path). Batches are
     /// checked like during recovery (CRC, framing, counts) and must start at or after the log end offset.
     pub fn append_as_follower(&mut self, records: Bytes) -> Result<AppendInfo> {
+        self.guarded(|log| log.append_as_follower_inner(records))
+    }
+
+    fn append_as_follower_inner(&mut self, records: Bytes) -> Result<AppendInfo> {
         let mut headers = Vec::new();
         let mut pos = 0;
         let mut expected = self.log_end_offset();
@@ -556,16 +741,21 @@ impl Log {
     }
 
     /// Records an aborted transaction in the `.txnindex` of the segment holding its abort marker. Not fsynced
-    /// here: see [`Log::sync_txn_indexes`].
+    /// here: see [`Log::sync_txn_indexes`]. The in-memory entry is added first, so reads never miss an abort even
+    /// when the file write fails (which takes the log offline).
     pub fn add_aborted_txn(&mut self, entry: AbortedTxn) -> Result<()> {
+        self.guarded(|log| log.add_aborted_txn_inner(entry))
+    }
+
+    fn add_aborted_txn_inner(&mut self, entry: AbortedTxn) -> Result<()> {
         let i = self
             .segments
             .partition_point(|s| s.base_offset <= entry.last_offset)
             .saturating_sub(1);
         let seg = &mut self.segments[i];
-        crate::txn_index::append(&crate::txn_index::path(&self.dir, seg.base_offset), &entry)?;
         seg.aborted.push(entry);
         seg.aborted_dirty = true;
+        crate::txn_index::append(&crate::txn_index::path(&self.dir, seg.base_offset), &entry)?;
         Ok(())
     }
 
@@ -594,6 +784,10 @@ impl Log {
     /// Forgets aborted-transaction entries whose marker is at or after `offset` (the broker re-adds them while
     /// rebuilding producer state from that offset).
     pub fn truncate_aborted_from(&mut self, offset: i64) -> Result<()> {
+        self.guarded(|log| log.truncate_aborted_from_inner(offset))
+    }
+
+    fn truncate_aborted_from_inner(&mut self, offset: i64) -> Result<()> {
         for seg in &mut self.segments {
             if seg.aborted.iter().any(|a| a.last_offset >= offset) {
                 seg.aborted.retain(|a| a.last_offset < offset);
@@ -609,6 +803,10 @@ impl Log {
     /// fsyncs every `.txnindex` appended to since its last sync (before a producer-state snapshot relies on
     /// them).
     pub fn sync_txn_indexes(&mut self) -> Result<()> {
+        self.guarded(|log| log.sync_txn_indexes_inner())
+    }
+
+    fn sync_txn_indexes_inner(&mut self) -> Result<()> {
         for seg in &mut self.segments {
             if seg.aborted_dirty {
                 crate::txn_index::sync(&crate::txn_index::path(&self.dir, seg.base_offset))?;
@@ -635,6 +833,10 @@ impl Log {
     /// DeleteRecords: moves the log start offset to `offset` (persisted) and deletes segments wholly below it.
     /// Returns the new log start offset.
     pub fn delete_records_before(&mut self, offset: i64) -> Result<i64> {
+        self.guarded(|log| log.delete_records_before_inner(offset))
+    }
+
+    fn delete_records_before_inner(&mut self, offset: i64) -> Result<i64> {
         let log_end = self.log_end_offset();
         if offset > log_end || offset < 0 {
             return Err(Error::OffsetOutOfRange {
@@ -694,6 +896,10 @@ impl Log {
     /// Removes everything at and above `offset`. Truncation happens at a batch boundary: the batch containing
     /// `offset` is removed entirely, so the new log end offset is that batch's base offset (<= `offset`).
     pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
+        self.guarded(|log| log.truncate_to_inner(offset))
+    }
+
+    fn truncate_to_inner(&mut self, offset: i64) -> Result<()> {
         let log_end = self.log_end_offset();
         if offset >= log_end {
             return Ok(());
@@ -770,6 +976,10 @@ impl Log {
     /// Rolls the active segment if `segment.ms` elapsed, then applies `retention.ms` and `retention.bytes` when
     /// the policy includes delete. Only whole non-active segments are deleted. Returns the number deleted.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize> {
+        self.guarded(|log| log.enforce_retention_inner(now_ms))
+    }
+
+    fn enforce_retention_inner(&mut self, now_ms: i64) -> Result<usize> {
         self.clock_ms = self.clock_ms.max(now_ms);
         let active = self.active();
         if !active.is_empty() && now_ms - active.created_ms >= self.config.segment_ms {
@@ -799,7 +1009,8 @@ impl Log {
     }
 
     /// Handle to fsync, outside the mutex, every file holding data below the current log end offset.
-    pub fn flush_handle(&self) -> FlushHandle {
+    pub fn flush_handle(&self) -> Result<FlushHandle> {
+        self.check_writable()?;
         let leo = self.log_end_offset();
         let mut files: Vec<Arc<File>> = self
             .pending_flush
@@ -809,11 +1020,14 @@ impl Log {
         if self.flushed_offset < leo {
             files.push(Arc::clone(&self.active().file));
         }
-        FlushHandle {
+        let active_base = self.active().base_offset;
+        Ok(FlushHandle {
             files,
             dir: self.dir_dirty_since.map(|_| self.dir.clone()),
             flush_to: leo,
-        }
+            recovery_point: (active_base > self.recovery_point)
+                .then(|| (self.dir.clone(), active_base)),
+        })
     }
 
     /// Records that data below `offset` is durable (the handle's `flush_to` after a successful `sync`).
@@ -827,28 +1041,44 @@ impl Log {
         }
     }
 
+    /// Records what a successful [`FlushHandle::sync`] made durable: its `flush_to` and the recovery point it
+    /// persisted.
+    pub fn mark_synced(&mut self, handle: &FlushHandle) {
+        if let Some((_, rp)) = &handle.recovery_point {
+            self.recovery_point = self.recovery_point.max(*rp);
+        }
+        self.mark_flushed(handle.flush_to);
+    }
+
     pub fn flushed_offset(&self) -> i64 {
         self.flushed_offset
     }
 
     /// Convenience: `flush_handle().sync()` + `mark_flushed`.
     pub fn flush(&mut self) -> Result<()> {
-        let handle = self.flush_handle();
-        handle.sync()?;
-        self.mark_flushed(handle.flush_to());
+        let handle = self.flush_handle()?;
+        if let Err(e) = handle.sync() {
+            self.mark_failed(&format!("fsync failed: {e}"));
+            return Err(e);
+        }
+        self.mark_synced(&handle);
         Ok(())
     }
 
     /// Flushes, writes the clean-shutdown marker and closes the files.
+    /// A failed log writes nothing (no flush, no marker), so the next open recovers it.
     pub fn close(mut self) -> Result<()> {
-        self.active_mut().on_become_inactive()?;
-        self.flush()?;
-        File::open(&self.dir)?.sync_all()?;
-        for seg in &self.segments {
-            seg.sync_indexes()?;
-        }
-        write_small_file(&self.dir, CLEAN_SHUTDOWN_FILE, "")?;
-        Ok(())
+        self.guarded(|log| {
+            log.active_mut().on_become_inactive()?;
+            log.flush()?;
+            File::open(&log.dir)?.sync_all()?;
+            for seg in &log.segments {
+                seg.sync_indexes()?;
+            }
+            let leo = log.log_end_offset();
+            write_small_file(&log.dir, RECOVERY_POINT_FILE, &leo.to_string())?;
+            write_small_file(&log.dir, CLEAN_SHUTDOWN_FILE, "")
+        })
     }
 
     /// Deletes the partition directory (topic deletion).

@@ -33,11 +33,14 @@ pub(crate) fn time_index_path(dir: &Path, base_offset: i64) -> PathBuf {
 /// How much of a segment the opening scan has to look at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum OpenMode {
-    /// Clean shutdown: trust the indexes, read headers after the last index entry to find the end.
+    /// Clean shutdown: trust the indexes, read headers after the last index entry to find the end. A torn
+    /// batch is damage (an error), never truncated.
     Trusted,
-    /// Unclean shutdown, non-active segment: verify CRCs of the batches after the last index entry.
+    /// Unclean shutdown, a segment wholly below the recovery point (known durable): verify CRCs of the batches
+    /// after the last index entry; a torn or invalid batch is damage (an error), never truncated.
     VerifyTail,
-    /// Unclean shutdown, active segment: verify every batch from the start and rebuild the indexes.
+    /// Unclean shutdown, a segment that may hold data not yet durable: verify every batch from the start,
+    /// rebuild the indexes, and cut a torn tail.
     VerifyAll,
 }
 
@@ -155,7 +158,8 @@ impl Segment {
             aborted_dirty: false,
         };
         let verify = mode != OpenMode::Trusted;
-        let truncated = match segment.scan_tail(verify, index_interval)? {
+        let may_truncate = mode == OpenMode::VerifyAll;
+        let truncated = match segment.scan_tail(verify, may_truncate, index_interval)? {
             Some(t) => t,
             None => {
                 tracing::warn!(base_offset, dir = %dir.display(), "index does not match log; rebuilding");
@@ -164,7 +168,7 @@ impl Segment {
                 segment.time_index =
                     TimeIndex::create(&time_index_path(dir, base_offset), base_offset, Vec::new())?;
                 segment.size = segment.file.metadata()?.len();
-                match segment.scan_tail(verify, index_interval)? {
+                match segment.scan_tail(verify, may_truncate, index_interval)? {
                     Some(t) => t,
                     None => {
                         return Err(Error::CorruptMessage(format!(
@@ -185,8 +189,14 @@ impl Segment {
     /// Scans batches from the last offset index entry (or the start when there is none) to the end of the file,
     /// adding index entries as `append` would and truncating at the first torn or invalid batch.
     /// Returns `None` when the indexes turn out to disagree with the file (caller rebuilds from scratch),
-    /// otherwise whether a tail was truncated.
-    fn scan_tail(&mut self, verify: bool, index_interval: u64) -> Result<Option<bool>> {
+    /// otherwise whether a tail was truncated. Without `may_truncate` (data known to be durable) a torn or
+    /// invalid batch is an error: the segment is damaged, and cutting it would discard acknowledged records.
+    fn scan_tail(
+        &mut self,
+        verify: bool,
+        may_truncate: bool,
+        index_interval: u64,
+    ) -> Result<Option<bool>> {
         let file_len = self.size;
         let last_entry = self.offset_index.entries.last().copied();
         let mut pos = last_entry.map_or(0, |e| u64::from(e.position));
@@ -266,6 +276,16 @@ impl Segment {
         if first && last_entry.is_some() {
             // An index entry pointing at nothing means the index disagrees with the file.
             return Ok(None);
+        }
+        if torn && !may_truncate {
+            return Err(Error::Damaged(format!(
+                "segment {} of {} is damaged at byte {pos} of {file_len}, inside data that was already made \
+                 durable (below the recovery point or after a clean shutdown); it is not truncated, since \
+                 that would discard acknowledged records. Restore the file from a replica or backup, or move \
+                 the partition directory aside to give up its data",
+                self.base_offset,
+                self.dir.display()
+            )));
         }
         self.bytes_since_index = bytes_since_index;
         self.next_offset = next_offset;
@@ -353,7 +373,16 @@ impl Segment {
         let mut since = self.bytes_since_index;
         for (pos, header) in headers {
             debug_assert!(header.base_offset >= self.next_offset, "offsets must grow");
-            self.index_batch(header, start + *pos as u64, index_interval, &mut since)?;
+            if let Err(e) =
+                self.index_batch(header, start + *pos as u64, index_interval, &mut since)
+            {
+                // The data must not stay beyond `next_offset`: cut it again (best effort; the log is taken
+                // offline by the caller either way, and recovery re-validates the file).
+                self.size = start;
+                let _ = self.file.set_len(start);
+                let _ = self.offset_index.truncate_to_position(start);
+                return Err(e);
+            }
             self.observe_timestamp(header);
             self.next_offset = header.last_offset() + 1;
         }
@@ -430,7 +459,7 @@ impl Segment {
         // scan keeps this simple and obviously consistent.
         self.reset_indexes()?;
         self.next_offset = self.base_offset;
-        match self.scan_tail(false, index_interval)? {
+        match self.scan_tail(false, true, index_interval)? {
             Some(_) => Ok(Some(header.base_offset)),
             None => Err(Error::CorruptMessage(format!(
                 "segment {} inconsistent after truncation",
@@ -466,7 +495,7 @@ impl Segment {
         self.file = Arc::new(file);
         self.reset_indexes()?;
         self.next_offset = self.base_offset;
-        match self.scan_tail(false, index_interval)? {
+        match self.scan_tail(false, true, index_interval)? {
             Some(false) => {
                 self.on_become_inactive()?;
                 Ok(())
