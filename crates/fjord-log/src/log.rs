@@ -1,7 +1,6 @@
 //! The partition log: an ordered list of segments, the log start offset, and flush bookkeeping.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,6 +11,7 @@ use crate::batch::{
 };
 use crate::config::{LogConfig, TimestampType};
 use crate::segment::{self, OpenMode, Segment};
+use crate::storage::{self as st, Disk, FileHandle, Storage};
 use crate::txn_index::AbortedTxn;
 use crate::{Error, Result};
 
@@ -55,7 +55,8 @@ pub struct ReadInfo {
 pub struct FlushHandle {
     /// Every segment file that may hold data below `flush_to` not yet known durable: segments rolled since the
     /// last flush and the active segment.
-    pub(crate) files: Vec<Arc<File>>,
+    pub(crate) files: Vec<Arc<dyn FileHandle>>,
+    storage: Arc<dyn Storage>,
     /// Set when a segment file was created since the last flush, so the directory entry must be made durable too.
     dir: Option<PathBuf>,
     flush_to: i64,
@@ -79,10 +80,15 @@ impl FlushHandle {
             f.sync_data()?;
         }
         if let Some(dir) = &self.dir {
-            File::open(dir)?.sync_all()?;
+            self.storage.sync_dir(dir)?;
         }
         if let Some((dir, offset)) = &self.recovery_point {
-            write_small_file(dir, RECOVERY_POINT_FILE, &offset.to_string())?;
+            write_small_file(
+                &*self.storage,
+                dir,
+                RECOVERY_POINT_FILE,
+                &offset.to_string(),
+            )?;
         }
         Ok(())
     }
@@ -92,11 +98,15 @@ impl FlushHandle {
 struct PendingFlush {
     /// The log end offset when the segment was rolled; once `mark_flushed` reaches it the file is durable.
     end_offset: i64,
-    file: Arc<File>,
+    file: Arc<dyn FileHandle>,
+    /// Its offset and time index files: synced with it, so that segments below the recovery point have
+    /// trustworthy indexes too.
+    indexes: [Arc<dyn FileHandle>; 2],
 }
 
 /// A partition log. Single-threaded: the broker wraps it in a mutex.
 pub struct Log {
+    pub(crate) storage: Arc<dyn Storage>,
     pub(crate) dir: PathBuf,
     pub(crate) config: LogConfig,
     /// Sorted by base offset, never empty; the last one is the active segment.
@@ -122,49 +132,59 @@ pub struct Log {
     pub(crate) clock_ms: i64,
 }
 
-pub(crate) fn read_small_file(path: &Path) -> Result<Option<String>> {
-    match fs::read_to_string(path) {
-        Ok(s) => Ok(Some(s)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+/// Reads a small text file; `None` when missing. Bytes that are not UTF-8 read as an empty string (callers treat
+/// unparsable contents as absent or damaged).
+pub(crate) fn read_small_file(storage: &dyn Storage, path: &Path) -> Result<Option<String>> {
+    Ok(st::read_optional(storage, path)?.map(|b| String::from_utf8(b).unwrap_or_default()))
 }
 
 /// Writes a small file atomically: temporary file, fsync, rename, fsync directory.
-pub(crate) fn write_small_file(dir: &Path, name: &str, contents: &str) -> Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(contents.as_bytes())?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, dir.join(name))?;
-    File::open(dir)?.sync_all()?;
+pub(crate) fn write_small_file(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    contents: &str,
+) -> Result<()> {
+    st::write_atomic(storage, &dir.join(name), contents.as_bytes())?;
     Ok(())
 }
 
 impl Log {
-    /// Opens or creates the partition directory and recovers after a crash.
-    ///
-    /// Without the clean-shutdown marker the active segment is re-validated batch by batch and a torn tail is cut
-    /// off; every other segment has the batches after its last index entry checked. A segment whose indexes are
-    /// missing or inconsistent gets them rebuilt from its batch headers. Leftover temporary files are removed.
+    /// Opens or creates the partition directory on the real disk and recovers after a crash (see
+    /// [`Log::open_with`]).
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log> {
-        fs::create_dir_all(dir)?;
+        Log::open_with(Arc::new(Disk), dir, config, now_ms)
+    }
+
+    /// Opens or creates the partition directory on `storage` and recovers after a crash.
+    ///
+    /// After a clean shutdown every segment is trusted. Otherwise segments wholly below the persisted recovery
+    /// point (known durable) have the batches after their last index entry checked, and damage there is an error
+    /// (never truncated); every later segment is re-validated batch by batch from its start, its indexes rebuilt,
+    /// a torn tail cut off, and the result fsynced before the log counts it as durable. Leftover temporary files
+    /// are removed.
+    pub fn open_with(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        config: LogConfig,
+        now_ms: i64,
+    ) -> Result<Log> {
+        let fs = &*storage;
+        fs.create_dir_all(dir)?;
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
-        let clean = marker.exists();
+        let clean = fs.exists(&marker);
         let mut bases = Vec::new();
         let mut index_files = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
+        let mut names = fs.list(dir)?;
+        names.sort();
+        for name in names {
+            let name = name.as_str();
             if [".cleaned", ".deleted", ".swap", ".tmp"]
                 .iter()
                 .any(|s| name.ends_with(s))
             {
                 tracing::info!(file = name, dir = %dir.display(), "removing leftover file");
-                fs::remove_file(entry.path())?;
+                fs.remove_file(&dir.join(name))?;
                 continue;
             }
             if let Some(stem) = name.strip_suffix(".log") {
@@ -177,24 +197,26 @@ impl Log {
                 .or_else(|| name.strip_suffix(".txnindex"))
             {
                 if let Ok(base) = stem.parse::<i64>() {
-                    index_files.push((base, entry.path()));
+                    index_files.push((base, dir.join(name)));
                 }
             }
         }
         bases.sort_unstable();
         for (base, path) in index_files {
             if bases.binary_search(&base).is_err() {
-                fs::remove_file(path)?;
+                fs.remove_file(&path)?;
             }
         }
-        // Removing the marker first means a crash during (or after) this open is treated as unclean next time.
+        // Removing the marker first (durably) means a crash during or after this open is treated as unclean
+        // next time: a marker that came back after a power loss would make recovery trust unsynced data.
         if clean {
-            fs::remove_file(&marker)?;
+            fs.remove_file(&marker)?;
+            fs.sync_dir(dir)?;
         } else if !bases.is_empty() {
             tracing::warn!(dir = %dir.display(), "no clean-shutdown marker; recovering");
         }
 
-        let persisted_start = match read_small_file(&dir.join(LOG_START_FILE))? {
+        let persisted_start = match read_small_file(fs, &dir.join(LOG_START_FILE))? {
             Some(s) => Some(s.trim().parse::<i64>().map_err(|e| {
                 Error::Io(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -205,7 +227,7 @@ impl Log {
         };
 
         // A missing or unreadable recovery point means nothing is known durable: everything is re-validated.
-        let recovery_point = match read_small_file(&dir.join(RECOVERY_POINT_FILE))? {
+        let recovery_point = match read_small_file(fs, &dir.join(RECOVERY_POINT_FILE))? {
             Some(s) => s.trim().parse::<i64>().unwrap_or_else(|_| {
                 tracing::warn!(dir = %dir.display(), "unreadable {RECOVERY_POINT_FILE}; re-validating every segment");
                 0
@@ -226,7 +248,14 @@ impl Log {
             } else {
                 OpenMode::VerifyAll
             };
-            let opened = Segment::open(dir, base, mode, config.index_interval_bytes, now_ms)?;
+            let opened = Segment::open(
+                &storage,
+                dir,
+                base,
+                mode,
+                config.index_interval_bytes,
+                now_ms,
+            )?;
             if mode == OpenMode::VerifyAll {
                 recovered.push(segments.len());
             }
@@ -247,10 +276,7 @@ impl Log {
                         segment::time_index_path(dir, later),
                         crate::txn_index::path(dir, later),
                     ] {
-                        match fs::remove_file(&p) {
-                            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
-                            _ => {}
-                        }
+                        st::remove_if_exists(fs, &p)?;
                     }
                 }
                 break;
@@ -259,6 +285,7 @@ impl Log {
         let created = segments.is_empty();
         if created {
             segments.push(Segment::create(
+                &storage,
                 dir,
                 persisted_start.unwrap_or(0).max(0),
                 now_ms,
@@ -266,6 +293,7 @@ impl Log {
         }
         let first_base = segments[0].base_offset;
         let mut log = Log {
+            storage: Arc::clone(&storage),
             dir: dir.to_path_buf(),
             config,
             segments,
@@ -297,15 +325,15 @@ impl Log {
             if let Some(active) = log.segments.last() {
                 active.file.sync_data()?;
             }
-            File::open(dir)?.sync_all()?;
+            fs.sync_dir(dir)?;
             let leo = log.log_end_offset();
             if leo != log.recovery_point {
-                write_small_file(dir, RECOVERY_POINT_FILE, &leo.to_string())?;
+                write_small_file(fs, dir, RECOVERY_POINT_FILE, &leo.to_string())?;
                 log.recovery_point = leo;
             }
         }
         log.flushed_offset = log.log_end_offset();
-        if let Some(s) = read_small_file(&dir.join(CLEANER_CHECKPOINT_FILE))? {
+        if let Some(s) = read_small_file(fs, &dir.join(CLEANER_CHECKPOINT_FILE))? {
             let mut it = s.split_whitespace().map(|t| t.parse::<i64>().ok());
             log.cleaner_checkpoint = it.next().flatten().unwrap_or(0);
             log.oldest_tombstone_ts = it.next().flatten().unwrap_or(-1);
@@ -577,7 +605,7 @@ impl Log {
             // Keep file names meaningful when the leader's offsets jump (compacted source).
             let old = self.segments.pop().expect("checked len");
             old.delete_files()?;
-            let seg = Segment::create(&self.dir, first_offset, now_ms)?;
+            let seg = Segment::create(&self.storage, &self.dir, first_offset, now_ms)?;
             self.segments.push(seg);
             self.dir_dirty_since = Some(first_offset);
         }
@@ -630,17 +658,20 @@ impl Log {
     /// the broker's mutex); it stays in every FlushHandle until `mark_flushed` passes its end.
     fn roll(&mut self, now_ms: i64) -> Result<()> {
         let leo = self.log_end_offset();
-        let flushed = self.flushed_offset;
         let active = self.active_mut();
         active.on_become_inactive()?;
-        if flushed < leo {
-            let file = Arc::clone(&active.file);
-            self.pending_flush.push(PendingFlush {
-                end_offset: leo,
-                file,
-            });
-        }
-        let seg = Segment::create(&self.dir, leo, now_ms)?;
+        // Even when its data is already durable, its indexes (just completed) are not: the next flush syncs
+        // them before the recovery point moves past this segment.
+        let pending = PendingFlush {
+            end_offset: leo,
+            file: Arc::clone(&active.file),
+            indexes: [
+                Arc::clone(active.offset_index.file()),
+                Arc::clone(active.time_index.file()),
+            ],
+        };
+        self.pending_flush.push(pending);
+        let seg = Segment::create(&self.storage, &self.dir, leo, now_ms)?;
         self.segments.push(seg);
         self.dir_dirty_since = Some(leo);
         Ok(())
@@ -755,7 +786,11 @@ impl Log {
         let seg = &mut self.segments[i];
         seg.aborted.push(entry);
         seg.aborted_dirty = true;
-        crate::txn_index::append(&crate::txn_index::path(&self.dir, seg.base_offset), &entry)?;
+        crate::txn_index::append(
+            &*self.storage,
+            &crate::txn_index::path(&self.dir, seg.base_offset),
+            &entry,
+        )?;
         Ok(())
     }
 
@@ -792,6 +827,7 @@ impl Log {
             if seg.aborted.iter().any(|a| a.last_offset >= offset) {
                 seg.aborted.retain(|a| a.last_offset < offset);
                 crate::txn_index::rewrite(
+                    &*self.storage,
                     &crate::txn_index::path(&self.dir, seg.base_offset),
                     &seg.aborted,
                 )?;
@@ -809,7 +845,10 @@ impl Log {
     fn sync_txn_indexes_inner(&mut self) -> Result<()> {
         for seg in &mut self.segments {
             if seg.aborted_dirty {
-                crate::txn_index::sync(&crate::txn_index::path(&self.dir, seg.base_offset))?;
+                crate::txn_index::sync(
+                    &*self.storage,
+                    &crate::txn_index::path(&self.dir, seg.base_offset),
+                )?;
                 seg.aborted_dirty = false;
             }
         }
@@ -865,13 +904,18 @@ impl Log {
         debug_assert!(offset >= self.log_start_offset || offset == self.segments[0].base_offset);
         if offset != self.log_start_offset {
             self.log_start_offset = offset;
-            write_small_file(&self.dir, LOG_START_FILE, &offset.to_string())?;
+            write_small_file(
+                &*self.storage,
+                &self.dir,
+                LOG_START_FILE,
+                &offset.to_string(),
+            )?;
         }
         Ok(())
     }
 
     /// Drops a segment file from the pending-flush list (its data was made durable another way).
-    pub(crate) fn forget_pending_flush(&mut self, file: &Arc<File>) {
+    pub(crate) fn forget_pending_flush(&mut self, file: &Arc<dyn FileHandle>) {
         self.pending_flush.retain(|p| !Arc::ptr_eq(&p.file, file));
     }
 
@@ -941,7 +985,7 @@ impl Log {
                 seg.delete_files()?;
             }
             if self.active().base_offset != new_end {
-                let seg = Segment::create(&self.dir, new_end, now_ms)?;
+                let seg = Segment::create(&self.storage, &self.dir, new_end, now_ms)?;
                 self.segments.push(seg);
             } else {
                 self.active_mut().next_offset = new_end;
@@ -958,10 +1002,15 @@ impl Log {
             seg.delete_files()?;
         }
         self.segments
-            .push(Segment::create(&self.dir, start, now_ms)?);
+            .push(Segment::create(&self.storage, &self.dir, start, now_ms)?);
         self.dir_dirty_since = Some(start);
         self.log_start_offset = start;
-        write_small_file(&self.dir, LOG_START_FILE, &start.to_string())?;
+        write_small_file(
+            &*self.storage,
+            &self.dir,
+            LOG_START_FILE,
+            &start.to_string(),
+        )?;
         self.after_truncation();
         Ok(())
     }
@@ -1012,10 +1061,11 @@ impl Log {
     pub fn flush_handle(&self) -> Result<FlushHandle> {
         self.check_writable()?;
         let leo = self.log_end_offset();
-        let mut files: Vec<Arc<File>> = self
+        let mut files: Vec<Arc<dyn FileHandle>> = self
             .pending_flush
             .iter()
-            .map(|p| Arc::clone(&p.file))
+            .flat_map(|p| std::iter::once(&p.file).chain(&p.indexes))
+            .map(Arc::clone)
             .collect();
         if self.flushed_offset < leo {
             files.push(Arc::clone(&self.active().file));
@@ -1023,6 +1073,7 @@ impl Log {
         let active_base = self.active().base_offset;
         Ok(FlushHandle {
             files,
+            storage: Arc::clone(&self.storage),
             dir: self.dir_dirty_since.map(|_| self.dir.clone()),
             flush_to: leo,
             recovery_point: (active_base > self.recovery_point)
@@ -1071,21 +1122,27 @@ impl Log {
         self.guarded(|log| {
             log.active_mut().on_become_inactive()?;
             log.flush()?;
-            File::open(&log.dir)?.sync_all()?;
+            log.storage.sync_dir(&log.dir)?;
             for seg in &log.segments {
                 seg.sync_indexes()?;
             }
             let leo = log.log_end_offset();
-            write_small_file(&log.dir, RECOVERY_POINT_FILE, &leo.to_string())?;
-            write_small_file(&log.dir, CLEAN_SHUTDOWN_FILE, "")
+            write_small_file(
+                &*log.storage,
+                &log.dir,
+                RECOVERY_POINT_FILE,
+                &leo.to_string(),
+            )?;
+            write_small_file(&*log.storage, &log.dir, CLEAN_SHUTDOWN_FILE, "")
         })
     }
 
     /// Deletes the partition directory (topic deletion).
     pub fn delete(self) -> Result<()> {
         let dir = self.dir.clone();
+        let storage = Arc::clone(&self.storage);
         drop(self);
-        fs::remove_dir_all(dir)?;
+        storage.remove_dir_all(&dir)?;
         Ok(())
     }
 }

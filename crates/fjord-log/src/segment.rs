@@ -3,14 +3,12 @@
 //! A segment is named after its base offset. Only the last segment of a log (the active one) is appended to.
 //! Positional reads and writes (`FileExt`) are used so that reading needs only `&self` and never moves a cursor.
 
-use std::fs::{self, File, OpenOptions};
-use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::{self, Header, HEADER_SIZE};
 use crate::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
+use crate::storage::{self as st, FileHandle, Open, Storage};
 use crate::{Error, Result};
 
 /// File name stem of a segment: the base offset zero-padded to 20 digits, as Kafka does.
@@ -54,7 +52,8 @@ pub(crate) struct Opened {
 pub(crate) struct Segment {
     pub base_offset: i64,
     dir: PathBuf,
-    pub file: Arc<File>,
+    storage: Arc<dyn Storage>,
+    pub file: Arc<dyn FileHandle>,
     /// Bytes of complete batches in the file; the file is never longer except transiently during a failed write.
     pub size: u64,
     /// Last offset of the last batch + 1, or `base_offset` when empty.
@@ -75,32 +74,35 @@ pub(crate) struct Segment {
     pub aborted_dirty: bool,
 }
 
-fn read_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<()> {
+fn read_at(file: &Arc<dyn FileHandle>, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
     file.read_exact_at(buf, pos)
 }
 
 impl Segment {
     /// Creates a new empty segment, replacing any stale files with the same base offset.
-    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Segment> {
-        crate::txn_index::remove(&crate::txn_index::path(dir, base_offset))?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(log_path(dir, base_offset))?;
+    pub fn create(
+        storage: &Arc<dyn Storage>,
+        dir: &Path,
+        base_offset: i64,
+        now_ms: i64,
+    ) -> Result<Segment> {
+        st::remove_if_exists(&**storage, &crate::txn_index::path(dir, base_offset))?;
+        let file = storage.open(&log_path(dir, base_offset), Open::Truncate)?;
         Ok(Segment {
             base_offset,
             dir: dir.to_path_buf(),
-            file: Arc::new(file),
+            storage: Arc::clone(storage),
+            file,
             size: 0,
             next_offset: base_offset,
             offset_index: OffsetIndex::create(
+                storage,
                 &index_path(dir, base_offset),
                 base_offset,
                 Vec::new(),
             )?,
             time_index: TimeIndex::create(
+                storage,
                 &time_index_path(dir, base_offset),
                 base_offset,
                 Vec::new(),
@@ -117,19 +119,18 @@ impl Segment {
     /// Opens an existing segment and scans it according to `mode`, cutting off a torn or corrupt tail and
     /// rebuilding the indexes when they are missing or inconsistent with the log file.
     pub fn open(
+        storage: &Arc<dyn Storage>,
         dir: &Path,
         base_offset: i64,
         mode: OpenMode,
         index_interval: u64,
         now_ms: i64,
     ) -> Result<Opened> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(log_path(dir, base_offset))?;
-        let size = file.metadata()?.len();
-        let offset_index = OffsetIndex::load(&index_path(dir, base_offset), base_offset, size)?;
-        let time_index = TimeIndex::load(&time_index_path(dir, base_offset), base_offset)?;
+        let file = storage.open(&log_path(dir, base_offset), Open::Existing)?;
+        let size = file.len()?;
+        let offset_index =
+            OffsetIndex::load(storage, &index_path(dir, base_offset), base_offset, size)?;
+        let time_index = TimeIndex::load(storage, &time_index_path(dir, base_offset), base_offset)?;
         let (offset_index, time_index) = match (offset_index, time_index) {
             (Some(o), Some(t)) if mode != OpenMode::VerifyAll => (o, t),
             (o, t) => {
@@ -137,15 +138,26 @@ impl Segment {
                     tracing::warn!(base_offset, dir = %dir.display(), "index missing or inconsistent; rebuilding");
                 }
                 (
-                    OffsetIndex::create(&index_path(dir, base_offset), base_offset, Vec::new())?,
-                    TimeIndex::create(&time_index_path(dir, base_offset), base_offset, Vec::new())?,
+                    OffsetIndex::create(
+                        storage,
+                        &index_path(dir, base_offset),
+                        base_offset,
+                        Vec::new(),
+                    )?,
+                    TimeIndex::create(
+                        storage,
+                        &time_index_path(dir, base_offset),
+                        base_offset,
+                        Vec::new(),
+                    )?,
                 )
             }
         };
         let mut segment = Segment {
             base_offset,
             dir: dir.to_path_buf(),
-            file: Arc::new(file),
+            storage: Arc::clone(storage),
+            file,
             size,
             next_offset: base_offset,
             offset_index,
@@ -163,11 +175,8 @@ impl Segment {
             Some(t) => t,
             None => {
                 tracing::warn!(base_offset, dir = %dir.display(), "index does not match log; rebuilding");
-                segment.offset_index =
-                    OffsetIndex::create(&index_path(dir, base_offset), base_offset, Vec::new())?;
-                segment.time_index =
-                    TimeIndex::create(&time_index_path(dir, base_offset), base_offset, Vec::new())?;
-                segment.size = segment.file.metadata()?.len();
+                segment.reset_indexes()?;
+                segment.size = segment.file.len()?;
                 match segment.scan_tail(verify, may_truncate, index_interval)? {
                     Some(t) => t,
                     None => {
@@ -179,9 +188,9 @@ impl Segment {
             }
         };
         let txn_path = crate::txn_index::path(dir, base_offset);
-        segment.aborted = crate::txn_index::load(&txn_path, segment.next_offset)?;
+        segment.aborted = crate::txn_index::load(&**storage, &txn_path, segment.next_offset)?;
         if truncated {
-            crate::txn_index::rewrite(&txn_path, &segment.aborted)?;
+            crate::txn_index::rewrite(&**storage, &txn_path, &segment.aborted)?;
         }
         Ok(Opened { segment, truncated })
     }
@@ -451,6 +460,7 @@ impl Segment {
         if self.aborted.iter().any(|a| a.last_offset >= cut) {
             self.aborted.retain(|a| a.last_offset < cut);
             crate::txn_index::rewrite(
+                &*self.storage,
                 &crate::txn_index::path(&self.dir, self.base_offset),
                 &self.aborted,
             )?;
@@ -471,11 +481,13 @@ impl Segment {
     /// Empties both indexes and the timestamp summary, ready for a rebuilding scan.
     fn reset_indexes(&mut self) -> Result<()> {
         self.offset_index = OffsetIndex::create(
+            &self.storage,
             &index_path(&self.dir, self.base_offset),
             self.base_offset,
             Vec::new(),
         )?;
         self.time_index = TimeIndex::create(
+            &self.storage,
             &time_index_path(&self.dir, self.base_offset),
             self.base_offset,
             Vec::new(),
@@ -487,12 +499,11 @@ impl Segment {
 
     /// Rebuilds indexes and summary after the log file was replaced (compaction).
     pub fn reload(&mut self, index_interval: u64) -> Result<()> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(log_path(&self.dir, self.base_offset))?;
-        self.size = file.metadata()?.len();
-        self.file = Arc::new(file);
+        let file = self
+            .storage
+            .open(&log_path(&self.dir, self.base_offset), Open::Existing)?;
+        self.size = file.len()?;
+        self.file = file;
         self.reset_indexes()?;
         self.next_offset = self.base_offset;
         match self.scan_tail(false, true, index_interval)? {
@@ -513,13 +524,7 @@ impl Segment {
         if self.max_timestamp >= 0 {
             return self.max_timestamp;
         }
-        self.file
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(-1)
+        self.file.modified_ms().unwrap_or(-1)
     }
 
     pub fn sync_indexes(&self) -> Result<()> {
@@ -536,11 +541,7 @@ impl Segment {
             self.time_index.path().to_path_buf(),
             crate::txn_index::path(&self.dir, self.base_offset),
         ] {
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
+            st::remove_if_exists(&*self.storage, &path)?;
         }
         Ok(())
     }
