@@ -25,6 +25,7 @@ pub enum Open {
 }
 
 /// An open file. Reads and writes are positional, so `&self` suffices and no cursor is shared.
+#[allow(clippy::len_without_is_empty)]
 pub trait FileHandle: Send + Sync {
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()>;
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
