@@ -386,6 +386,7 @@ impl Partition {
 
     /// Periodic housekeeping: roll by age, retention, compaction.
     pub fn housekeeping(&self, compact: bool, producer_expiration_ms: i64) -> Result<()> {
+        self.flush_rolled_segments()?;
         let now = now_ms();
         let expired = self.lock_producers().expire(now, producer_expiration_ms);
         // Taken before the log lock (lock order); the LSO only grows, so an older value is conservative.
@@ -463,6 +464,28 @@ impl Partition {
         if *log.config() != config {
             log.set_config(config);
         }
+    }
+
+    /// fsyncs segments rolled since the last flush, outside the log lock (Kafka flushes a segment in the
+    /// background when it rolls). The recovery point then moves past them, so an unclean restart re-validates at
+    /// most the active segment, and compaction, which cleans only durable data, keeps up under acks=1 traffic.
+    /// Call from a blocking thread.
+    pub fn flush_rolled_segments(&self) -> Result<()> {
+        let _guard = self.flush_lock.blocking_lock();
+        let handle = {
+            let log = self.lock();
+            if !log.has_unflushed_rolled_segments() {
+                return Ok(());
+            }
+            log.flush_handle()?
+        };
+        if let Err(e) = handle.sync() {
+            self.lock().mark_failed(&format!("fsync failed: {e}"));
+            return Err(e.into());
+        }
+        self.lock().mark_synced(&handle);
+        self.durable.fetch_max(handle.flush_to(), Ordering::AcqRel);
+        Ok(())
     }
 
     pub fn flush(&self) -> Result<()> {

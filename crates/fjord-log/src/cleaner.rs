@@ -368,6 +368,9 @@ impl Log {
         } else {
             inactive
         };
+        // Only durable data is cleaned, and only durable records decide what is superseded: a record that a
+        // power loss may still take away must not remove an older, acknowledged one with the same key.
+        let stable_offset = stable_offset.min(self.flushed_offset());
         let end = (0..end)
             .find(|&i| self.segments[i].next_offset > stable_offset)
             .unwrap_or(end);

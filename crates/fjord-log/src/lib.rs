@@ -20,6 +20,8 @@ mod error;
 mod index;
 mod log;
 mod segment;
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod sim;
 pub mod storage;
 mod timestamp;
 mod txn_index;

@@ -13,6 +13,7 @@ use kafka_protocol::records::{
 use crate::segment;
 use crate::{Error, Log, LogConfig, TimestampType};
 
+mod fault_harness;
 mod hardening;
 
 const NOW: i64 = 1_700_000_000_000;
@@ -750,7 +751,12 @@ fn compaction_keeps_the_last_value_per_key_with_offsets_unchanged() {
     let before_size = log.size_bytes();
     let leo = log.log_end_offset();
     let active_base = log.segments.last().unwrap().base_offset;
-    let reclaimed = log.compact(NOW, i64::MAX).unwrap();
+    let reclaimed = {
+        log.flush().unwrap();
+        &mut log
+    }
+    .compact(NOW, i64::MAX)
+    .unwrap();
     assert!(reclaimed > 0);
     assert_eq!(log.size_bytes(), before_size - reclaimed);
     assert_eq!(log.log_end_offset(), leo);
@@ -820,7 +826,12 @@ fn compaction_drops_tombstones_only_after_delete_retention() {
         .unwrap();
     }
     assert!(log.segment_count() >= 2);
-    log.compact(NOW + 5_000, i64::MAX).unwrap();
+    {
+        log.flush().unwrap();
+        &mut log
+    }
+    .compact(NOW + 5_000, i64::MAX)
+    .unwrap();
     let kv = read_kv(&log);
     assert!(
         !kv.iter()
@@ -833,7 +844,12 @@ fn compaction_drops_tombstones_only_after_delete_retention() {
         "tombstone kept: {kv:?}"
     );
     // No new data, but the retained tombstone expires: compaction runs again and drops it.
-    log.compact(NOW + 10_001, i64::MAX).unwrap();
+    {
+        log.flush().unwrap();
+        &mut log
+    }
+    .compact(NOW + 10_001, i64::MAX)
+    .unwrap();
     let kv = read_kv(&log);
     assert!(
         !kv.iter().any(|(_, k, _)| k.as_deref() == Some("k")),
@@ -864,11 +880,24 @@ fn compaction_honours_dirty_ratio_and_compaction_lag() {
         .unwrap();
     }
     assert_eq!(
-        log.compact(NOW + 1000, i64::MAX).unwrap(),
+        {
+            log.flush().unwrap();
+            &mut log
+        }
+        .compact(NOW + 1000, i64::MAX)
+        .unwrap(),
         0,
         "records younger than the lag"
     );
-    assert!(log.compact(NOW + 60_001, i64::MAX).unwrap() > 0);
+    assert!(
+        {
+            log.flush().unwrap();
+            &mut log
+        }
+        .compact(NOW + 60_001, i64::MAX)
+        .unwrap()
+            > 0
+    );
     let mut cfg2 = cfg;
     cfg2.min_cleanable_dirty_ratio = 0.9;
     cfg2.min_compaction_lag_ms = 0;
@@ -880,7 +909,12 @@ fn compaction_honours_dirty_ratio_and_compaction_lag() {
     )
     .unwrap();
     assert_eq!(
-        log.compact(NOW + 60_002, i64::MAX).unwrap(),
+        {
+            log.flush().unwrap();
+            &mut log
+        }
+        .compact(NOW + 60_002, i64::MAX)
+        .unwrap(),
         0,
         "mostly clean log is not worth cleaning"
     );
@@ -930,7 +964,15 @@ fn compaction_never_touches_segments_at_or_above_the_last_stable_offset() {
         .unwrap();
     fill(&mut log, "k", 12);
     assert!(log.segment_count() > 2);
-    assert_eq!(log.compact(NOW, 0).unwrap(), 0);
+    assert_eq!(
+        {
+            log.flush().unwrap();
+            &mut log
+        }
+        .compact(NOW, 0)
+        .unwrap(),
+        0
+    );
     let kv = read_kv(&log);
     assert_eq!(kv.len(), 13);
     assert_eq!(kv[0], (0, Some("k".into()), Some("txn".into())));
@@ -961,7 +1003,15 @@ fn compaction_drops_aborted_transactions_and_compacts_committed_ones() {
     // A later plain "j" supersedes the committed one; filler rolls segments.
     fill(&mut log, "j", 12);
     let end = log.log_end_offset();
-    assert!(log.compact(NOW, end).unwrap() > 0);
+    assert!(
+        {
+            log.flush().unwrap();
+            &mut log
+        }
+        .compact(NOW, end)
+        .unwrap()
+            > 0
+    );
     let kv = read_kv(&log);
     let offsets: Vec<i64> = kv.iter().map(|(o, _, _)| *o).collect();
     assert!(
@@ -1375,7 +1425,12 @@ fn compaction_runs_beside_appends_and_retention_without_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), compact_config(), NOW).unwrap();
     fill(&mut log, "k", 12);
-    let plan = log.plan_compaction(NOW, i64::MAX).expect("dirty enough");
+    let plan = {
+        log.flush().unwrap();
+        &mut log
+    }
+    .plan_compaction(NOW, i64::MAX)
+    .expect("dirty enough");
     // While the pass runs (without the log), appends go on and roll new segments.
     fill(&mut log, "other", 12);
     let leo = log.log_end_offset();
@@ -1397,7 +1452,12 @@ fn compaction_runs_beside_appends_and_retention_without_the_log() {
 
     // Retention deleting the planned segments meanwhile: their cleaned copies are discarded.
     fill(&mut log, "k", 12);
-    let plan = log.plan_compaction(NOW, i64::MAX).expect("dirty again");
+    let plan = {
+        log.flush().unwrap();
+        &mut log
+    }
+    .plan_compaction(NOW, i64::MAX)
+    .expect("dirty again");
     log.set_config(LogConfig {
         retention_ms: -1,
         retention_bytes: 1,
@@ -1455,7 +1515,12 @@ fn commit_markers_of_emptied_transactions_go_only_below_the_allowed_offset() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = transactions_then_superseding_records(dir.path());
     let end = log.log_end_offset();
-    log.compact(NOW, end).unwrap();
+    {
+        log.flush().unwrap();
+        &mut log
+    }
+    .compact(NOW, end)
+    .unwrap();
     let kept = offsets(&log);
     assert!(
         kept.contains(&1) && kept.contains(&3) && kept.contains(&5),
@@ -1467,7 +1532,12 @@ fn commit_markers_of_emptied_transactions_go_only_below_the_allowed_offset() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = transactions_then_superseding_records(dir.path());
     let end = log.log_end_offset();
-    let mut plan = log.plan_compaction(NOW, end).unwrap();
+    let mut plan = {
+        log.flush().unwrap();
+        &mut log
+    }
+    .plan_compaction(NOW, end)
+    .unwrap();
     plan.remove_empty_commit_markers_below(end);
     let result = plan.run().unwrap();
     log.finish_compaction(result).unwrap();
@@ -1486,7 +1556,12 @@ fn commit_markers_of_emptied_transactions_go_only_below_the_allowed_offset() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = transactions_then_superseding_records(dir.path());
     let end = log.log_end_offset();
-    let mut plan = log.plan_compaction(NOW, end).unwrap();
+    let mut plan = {
+        log.flush().unwrap();
+        &mut log
+    }
+    .plan_compaction(NOW, end)
+    .unwrap();
     plan.remove_empty_commit_markers_below(1);
     log.finish_compaction(plan.run().unwrap()).unwrap();
     assert!(offsets(&log).contains(&1));
