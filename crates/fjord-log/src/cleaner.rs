@@ -150,6 +150,12 @@ pub struct CompactionPlan {
     end_base: i64,
     aborted: AbortedRanges,
     tomb_cutoff: i64,
+    /// The cleaner checkpoint when the pass was planned: tombstones at or above it are cleaned for the first time
+    /// now, so their `delete.retention.ms` starts now.
+    first_dirty: i64,
+    /// (end offset, ms) ranges below `first_dirty`: when the cleaner first cleaned the offsets below each end.
+    first_cleaned: Vec<(i64, i64)>,
+    now_ms: i64,
     /// Commit markers below this offset may go when their transaction kept no record (-1: none may).
     marker_horizon: i64,
 }
@@ -167,9 +173,21 @@ pub struct CompactionResult {
     planned: Vec<i64>,
     end_base: i64,
     oldest_tombstone: i64,
+    now_ms: i64,
 }
 
 impl CompactionPlan {
+    /// When the cleaner first cleaned `offset` (now, for offsets cleaned for the first time by this pass).
+    fn first_cleaned_at(&self, offset: i64) -> i64 {
+        if offset >= self.first_dirty {
+            return self.now_ms;
+        }
+        self.first_cleaned
+            .iter()
+            .find(|(end, _)| offset < *end)
+            .map_or(self.now_ms, |(_, ms)| *ms)
+    }
+
     /// Lets the pass remove commit markers below `offset` whose transaction kept no record.
     pub fn remove_empty_commit_markers_below(&mut self, offset: i64) {
         self.marker_horizon = offset;
@@ -219,6 +237,7 @@ impl CompactionPlan {
             planned: self.segments.iter().map(|s| s.base_offset).collect(),
             end_base: self.end_base,
             oldest_tombstone,
+            now_ms: self.now_ms,
         })
     }
 
@@ -279,7 +298,6 @@ impl CompactionPlan {
                 }
                 continue;
             };
-            let log_append = header.is_log_append_time();
             let keep: Vec<&Record> = set
                 .records
                 .iter()
@@ -291,16 +309,16 @@ impl CompactionPlan {
                         return false;
                     }
                     if r.value.is_none() {
-                        let ts = if log_append {
-                            header.max_timestamp
-                        } else {
-                            r.timestamp
-                        };
-                        if ts < self.tomb_cutoff {
+                        // `delete.retention.ms` runs from when the cleaner first cleaned the tombstone (its
+                        // clock, as in Kafka's delete horizon), never from the producer's timestamp: a client
+                        // clock in the past must not make a deletion vanish before consumers saw it, nor one in
+                        // the future keep it forever.
+                        let cleaned_at = self.first_cleaned_at(r.offset);
+                        if cleaned_at < self.tomb_cutoff {
                             return false;
                         }
-                        if *oldest_tombstone < 0 || ts < *oldest_tombstone {
-                            *oldest_tombstone = ts;
+                        if *oldest_tombstone < 0 || cleaned_at < *oldest_tombstone {
+                            *oldest_tombstone = cleaned_at;
                         }
                     }
                     true
@@ -403,6 +421,9 @@ impl Log {
                 .push((a.first_offset, a.last_offset));
         }
         Some(CompactionPlan {
+            first_dirty: self.cleaner_checkpoint,
+            first_cleaned: self.first_cleaned.clone(),
+            now_ms,
             storage: Arc::clone(&self.storage),
             dir: self.dir.clone(),
             segments: self.segments[..end]
@@ -460,13 +481,17 @@ impl Log {
                 i += 1;
             }
         }
+        if result.end_base > self.cleaner_checkpoint {
+            self.first_cleaned.push((result.end_base, result.now_ms));
+        }
         self.cleaner_checkpoint = self.cleaner_checkpoint.max(result.end_base);
         self.oldest_tombstone_ts = result.oldest_tombstone;
+        self.prune_first_cleaned();
         write_small_file(
             &*self.storage,
             &self.dir,
             CLEANER_CHECKPOINT_FILE,
-            &format!("{} {}", self.cleaner_checkpoint, self.oldest_tombstone_ts),
+            &self.cleaner_checkpoint_text(),
         )?;
         self.check_invariants();
         Ok(reclaimed)

@@ -127,6 +127,9 @@ pub struct Log {
     /// Earliest timestamp of a tombstone kept by the last compaction (-1 if none); when it expires a compaction
     /// pass is due even if no new data arrived.
     pub(crate) oldest_tombstone_ts: i64,
+    /// (end offset, ms): the offsets below each end were first cleaned at that time (ascending ends, the last
+    /// one at `cleaner_checkpoint`). Tombstones expire `delete.retention.ms` after their first cleaning.
+    pub(crate) first_cleaned: Vec<(i64, i64)>,
     /// Latest wall-clock time passed in by the caller; used by operations that take no `now_ms` (follower
     /// appends, truncation) to stamp new segments.
     pub(crate) clock_ms: i64,
@@ -312,6 +315,7 @@ impl Log {
             failed: None,
             cleaner_checkpoint: 0,
             oldest_tombstone_ts: -1,
+            first_cleaned: Vec::new(),
             clock_ms: now_ms,
         };
         if log.log_start_offset > log.log_end_offset() {
@@ -340,9 +344,32 @@ impl Log {
         }
         log.flushed_offset = log.log_end_offset();
         if let Some(s) = read_small_file(fs, &dir.join(CLEANER_CHECKPOINT_FILE))? {
-            let mut it = s.split_whitespace().map(|t| t.parse::<i64>().ok());
+            let mut lines = s.lines();
+            let mut it = lines
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .map(|t| t.parse::<i64>().ok());
             log.cleaner_checkpoint = it.next().flatten().unwrap_or(0);
             log.oldest_tombstone_ts = it.next().flatten().unwrap_or(-1);
+            for line in lines {
+                let mut it = line.split_whitespace().map(|t| t.parse::<i64>().ok());
+                if let (Some(Some(end)), Some(Some(ms))) = (it.next(), it.next()) {
+                    log.first_cleaned.push((end, ms));
+                }
+            }
+            if log
+                .first_cleaned
+                .last()
+                .is_none_or(|(end, _)| *end < log.cleaner_checkpoint)
+            {
+                // A checkpoint written before the times were kept: count from now, which only keeps
+                // tombstones longer.
+                log.first_cleaned.push((log.cleaner_checkpoint, now_ms));
+                if log.oldest_tombstone_ts >= 0 {
+                    log.oldest_tombstone_ts = now_ms;
+                }
+            }
         }
         log.cleaner_checkpoint = log.cleaner_checkpoint.min(log.log_end_offset());
         log.check_invariants();
@@ -409,6 +436,29 @@ impl Log {
         self.segments
             .last_mut()
             .expect("a log always has an active segment")
+    }
+
+    /// Forgets first-cleaning times below the log start offset and bounds their number (merging neighbours
+    /// keeps the later time: tombstones then live longer, never shorter).
+    pub(crate) fn prune_first_cleaned(&mut self) {
+        let start = self.log_start_offset;
+        while self.first_cleaned.len() > 1 && self.first_cleaned[0].0 <= start {
+            self.first_cleaned.remove(0);
+        }
+        while self.first_cleaned.len() > 64 {
+            let (_, ms) = self.first_cleaned.remove(0);
+            self.first_cleaned[0].1 = self.first_cleaned[0].1.max(ms);
+        }
+    }
+
+    /// The cleaner checkpoint file: "<first dirty offset> <earliest first-cleaning time of a kept tombstone>",
+    /// then one "<end offset> <ms>" line per first-cleaning range.
+    pub(crate) fn cleaner_checkpoint_text(&self) -> String {
+        let mut out = format!("{} {}\n", self.cleaner_checkpoint, self.oldest_tombstone_ts);
+        for (end, ms) in &self.first_cleaned {
+            out.push_str(&format!("{end} {ms}\n"));
+        }
+        out
     }
 
     /// Test oracle: every segment's file, indexes and summary agree (see `Segment::check_consistency`), and the

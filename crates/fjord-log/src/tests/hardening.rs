@@ -314,3 +314,87 @@ fn a_failed_fsync_takes_the_log_offline_until_it_is_reopened() {
         "recovery keeps what the disk holds"
     );
 }
+
+#[test]
+fn tombstones_expire_by_the_cleaners_clock_not_the_producers_timestamp() {
+    // delete.retention.ms used to count from the tombstone's own timestamp: a producer clock in the past made
+    // a deletion vanish at the first cleaning (consumers that were behind never saw it), one in the future kept
+    // it for as long as the clock was ahead.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 1024,
+        cleanup_compact: true,
+        cleanup_delete: false,
+        delete_retention_ms: 10_000,
+        min_cleanable_dirty_ratio: 0.01,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path(), cfg.clone(), NOW).unwrap();
+    let day = 86_400_000;
+    log.append(
+        kv_batch(
+            &[
+                (Some("past"), Some("v"), NOW),
+                (Some("future"), Some("v"), NOW),
+            ],
+            Compression::None,
+        ),
+        0,
+        NOW,
+    )
+    .unwrap();
+    log.append(
+        kv_batch(&[(Some("past"), None, NOW - 30 * day)], Compression::None),
+        0,
+        NOW,
+    )
+    .unwrap();
+    log.append(
+        kv_batch(
+            &[(Some("future"), None, NOW + 3_000_000)],
+            Compression::None,
+        ),
+        0,
+        NOW,
+    )
+    .unwrap();
+    while log.segment_count() < 3 {
+        log.append(
+            kv_batch(
+                &[(Some("pad"), Some(&"p".repeat(100)), NOW)],
+                Compression::None,
+            ),
+            0,
+            NOW,
+        )
+        .unwrap();
+    }
+    log.flush().unwrap();
+    let tombstones = |log: &Log| -> Vec<String> {
+        read_kv(log)
+            .into_iter()
+            .filter(|(_, _, v)| v.is_none())
+            .filter_map(|(_, k, _)| k)
+            .collect()
+    };
+    log.compact(NOW + 1_000, i64::MAX).unwrap();
+    assert_eq!(
+        tombstones(&log),
+        ["past", "future"],
+        "both kept at their first cleaning"
+    );
+    drop(log);
+    // The first-cleaning time survives a restart.
+    let mut log = Log::open(dir.path(), cfg, NOW + 2_000).unwrap();
+    log.compact(NOW + 10_000, i64::MAX).unwrap();
+    assert_eq!(
+        tombstones(&log),
+        ["past", "future"],
+        "9 s after the first cleaning: kept"
+    );
+    log.compact(NOW + 11_001, i64::MAX).unwrap();
+    assert!(
+        tombstones(&log).is_empty(),
+        "10 s after it: both gone, whatever their timestamps"
+    );
+}
