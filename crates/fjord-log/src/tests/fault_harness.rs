@@ -503,7 +503,8 @@ impl Harness {
                 )),
             }
         }
-        for (o, w) in self.written.range(start..self.durable_end.min(end)) {
+        let upper = self.durable_end.min(end).max(start);
+        for (o, w) in self.written.range(start..upper) {
             if !w.required || present.contains_key(o) {
                 continue;
             }
@@ -590,7 +591,14 @@ fn fault_harness_keeps_every_acknowledged_record_through_faults_and_crashes() {
     let mut durable = 0;
     for seed in &seeds {
         let mut h = Harness::new(*seed);
-        h.run(steps);
+        // Any panic, the harness's own checks or one inside the log, names its seed.
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.run(steps))) {
+            eprintln!(
+                "fault harness: seed {seed} panicked; replay: FJORD_FAULT_SEED={seed} cargo test -p fjord-log \
+                 fault_harness -- --nocapture"
+            );
+            std::panic::resume_unwind(panic);
+        }
         let s = h.sim.stats();
         totals.failed_writes += s.failed_writes;
         totals.torn_writes += s.torn_writes;
