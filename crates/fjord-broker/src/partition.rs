@@ -36,6 +36,8 @@ pub struct Partition {
     flush_lock: tokio::sync::Mutex<()>,
     /// Fetches parked until new data arrives register here; each append wakes and clears them.
     waiters: Mutex<Vec<Arc<Notify>>>,
+    /// Number of appends so far (see [`Partition::change_count`]).
+    changes: std::sync::atomic::AtomicU64,
     /// Sequence and transaction state of producers; locked before the log.
     producers: Mutex<ProducerStates>,
     /// Log end offset of the newest producer-state snapshot (-1: none).
@@ -377,7 +379,14 @@ impl Partition {
         w.push(notify.clone());
     }
 
+    /// Bumped by every append (before parked fetches are woken): a fetch re-reads only partitions whose count
+    /// moved since its last read.
+    pub fn change_count(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
     fn wake_waiters(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
         let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|p| p.into_inner()));
         for w in waiters {
             w.notify_one();
@@ -592,6 +601,7 @@ impl PartitionManager {
                 durable: AtomicI64::new(leo),
                 flush_lock: tokio::sync::Mutex::new(()),
                 waiters: Mutex::new(Vec::new()),
+                changes: std::sync::atomic::AtomicU64::new(0),
                 producers: Mutex::new(producers),
                 last_snapshot: AtomicI64::new(snapshot),
             };

@@ -32,9 +32,10 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + wait;
     let notify = Arc::new(Notify::new());
+    let mut seen = Vec::new();
     loop {
         let may_wait = Instant::now() < deadline;
-        let (resp, bytes, stop) = read_once(ctx, &req, may_wait.then_some(&notify));
+        let (resp, bytes, stop) = read_once(ctx, &req, may_wait.then_some(&notify), &mut seen);
         if !may_wait || stop || bytes >= req.min_bytes.max(0) as usize {
             account(ctx, &resp);
             return resp;
@@ -42,6 +43,19 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
         // Woken by an append to any partition of this fetch, or by the deadline; then read again.
         let _ = tokio::time::timeout_at(deadline, notify.notified()).await;
     }
+}
+
+/// The broker-wide cap on one fetch response (`fetch.max.bytes`, Kafka's default 55 MiB), whatever the
+/// client asks for.
+fn max_response_bytes(ctx: &Ctx<'_>, requested: i32) -> usize {
+    let cap = ctx
+        .state
+        .config
+        .props
+        .get("fetch.max.bytes")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(57_671_680);
+    (requested.max(0) as usize).min(cap)
 }
 
 fn account(ctx: &Ctx<'_>, resp: &FetchResponse) {
@@ -76,15 +90,22 @@ fn record_count(data: &[u8]) -> u64 {
         .sum()
 }
 
+/// What one pass read from a partition, kept while the fetch is parked: the partition's change count at the
+/// read, and the result. A partition whose count has not moved is not read again (and its wake-up registration,
+/// which only an append consumes, is still in place).
+type Seen = Option<(u64, PartitionData)>;
+
 /// One pass over the requested partitions. Returns the response, the record bytes in it, and whether an error
 /// means the client should hear back at once rather than wait.
 fn read_once(
     ctx: &Ctx<'_>,
     req: &FetchRequest,
     register: Option<&Arc<Notify>>,
+    seen: &mut Vec<Seen>,
 ) -> (FetchResponse, usize, bool) {
     let broker = ctx.state;
-    let mut remaining = req.max_bytes.max(0) as usize;
+    let mut remaining = max_response_bytes(ctx, req.max_bytes);
+    let mut slot = 0usize;
     let mut total = 0usize;
     let mut stop = false;
     let read_committed = req.isolation_level == 1;
@@ -93,6 +114,21 @@ fn read_once(
         let name: &str = &t.topic.0;
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
+            if seen.len() <= slot {
+                seen.push(None);
+            }
+            let cached = &mut seen[slot];
+            slot += 1;
+            let part = broker.partitions.get(name, p.partition);
+            if let (Some((count, pd)), Some(part)) = (cached.as_ref(), &part) {
+                if part.change_count() == *count {
+                    let n = pd.records.as_ref().map_or(0, |r| r.len());
+                    total += n;
+                    remaining = remaining.saturating_sub(n);
+                    parts.push(pd.clone());
+                    continue;
+                }
+            }
             let mut pd = PartitionData::default()
                 .with_partition_index(p.partition)
                 .with_high_watermark(-1)
@@ -101,12 +137,14 @@ fn read_once(
                 .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
                 .with_aborted_transactions(read_committed.then(Vec::new))
                 .with_records(Some(Bytes::new()));
-            let Some(part) = broker.partitions.get(name, p.partition) else {
+            let Some(part) = part else {
                 pd.error_code = E::UnknownTopicOrPartition.code();
                 stop = true;
                 parts.push(pd);
                 continue;
             };
+            // Registered before reading, so an append between the read and the wait is never missed.
+            let count = part.change_count();
             if let Some(n) = register {
                 part.register_waiter(n);
             }
@@ -134,6 +172,7 @@ fn read_once(
                     total += r.records.len();
                     remaining = remaining.saturating_sub(r.records.len());
                     pd.records = Some(r.records);
+                    *cached = Some((count, pd.clone()));
                 }
                 Err(e) => {
                     let (start, hw) = part.offsets();

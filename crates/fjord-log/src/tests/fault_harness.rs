@@ -354,18 +354,20 @@ impl Harness {
         )
         .unwrap();
         let now = self.now;
-        let first = match self.log().append(buf.freeze(), 0, now) {
-            Ok(info) => info.base_offset,
-            Err(e) => return self.on_error("txn append", e),
-        };
+        let leo = self.log().log_end_offset();
+        // Written first: the append's outcome may be indeterminate (see `append`).
         self.written.insert(
-            first,
+            leo,
             Rec {
                 key: "t".into(),
                 value: "aborted".into(),
                 required: false,
             },
         );
+        let first = match self.log().append(buf.freeze(), 0, now) {
+            Ok(info) => info.base_offset,
+            Err(e) => return self.on_error("txn append", e),
+        };
         let marker = crate::control_batch(pid, 0, ControlType::Abort, 0, now);
         let last = match self.log().append(marker, 0, now) {
             Ok(info) => info.base_offset,
@@ -592,7 +594,8 @@ fn fault_harness_keeps_every_acknowledged_record_through_faults_and_crashes() {
     for seed in &seeds {
         let mut h = Harness::new(*seed);
         // Any panic, the harness's own checks or one inside the log, names its seed.
-        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.run(steps))) {
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.run(steps)))
+        {
             eprintln!(
                 "fault harness: seed {seed} panicked; replay: FJORD_FAULT_SEED={seed} cargo test -p fjord-log \
                  fault_harness -- --nocapture"
