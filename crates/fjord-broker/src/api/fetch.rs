@@ -101,11 +101,21 @@ fn read_once(
                 .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
                 .with_aborted_transactions(read_committed.then(Vec::new))
                 .with_records(Some(Bytes::new()));
-            let Some(part) = broker.partitions.get(name, p.partition) else {
-                pd.error_code = E::UnknownTopicOrPartition.code();
-                stop = true;
-                parts.push(pd);
-                continue;
+            let part = match broker.partitions.online(name, p.partition) {
+                Ok(Some(part)) => part,
+                Ok(None) => {
+                    pd.error_code = E::UnknownTopicOrPartition.code();
+                    stop = true;
+                    parts.push(pd);
+                    continue;
+                }
+                Err(e) => {
+                    // Offline log directory: nothing is read from it, not even the offsets.
+                    pd.error_code = e.code();
+                    stop = true;
+                    parts.push(pd);
+                    continue;
+                }
             };
             if let Some(n) = register {
                 part.register_waiter(n);
