@@ -50,6 +50,8 @@ pub struct Partition {
     deleted: AtomicBool,
     /// Test-only fault injection (see [`Partition::fail_next_io_for_test`]).
     fail_next_io: AtomicBool,
+    /// Test-only fault injection (see [`Partition::fail_next_fsync_for_test`]).
+    fail_next_fsync: AtomicBool,
 }
 
 impl std::fmt::Debug for Partition {
@@ -240,6 +242,14 @@ impl Partition {
     #[doc(hidden)]
     pub fn fail_next_io_for_test(&self) {
         self.fail_next_io.store(true, Ordering::Release);
+    }
+
+    /// **Test-only:** the next fsync of [`Partition::wait_durable`] fails with an I/O error instead of running,
+    /// after the data was appended: the acks=all case of a disk that took the write and then could not make it
+    /// durable. No production path calls it.
+    #[doc(hidden)]
+    pub fn fail_next_fsync_for_test(&self) {
+        self.fail_next_fsync.store(true, Ordering::Release);
     }
 
     /// Where this partition's directory lives (one of `log.dirs`).
@@ -466,7 +476,9 @@ impl Partition {
         // one land here and get the storage error too.
         let handle = self.log()?.flush_handle();
         let to = handle.flush_to();
-        let synced = if self.fail_next_io.swap(false, Ordering::AcqRel) {
+        let synced = if self.fail_next_fsync.swap(false, Ordering::AcqRel)
+            || self.fail_next_io.swap(false, Ordering::AcqRel)
+        {
             Err(fjord_log::Error::Io(std::io::Error::other(
                 "fsync error injected by a test",
             )))
@@ -871,6 +883,7 @@ impl PartitionManager {
             dir_index: i,
             deleted: AtomicBool::new(false),
             fail_next_io: AtomicBool::new(false),
+            fail_next_fsync: AtomicBool::new(false),
         })
     }
 
@@ -1582,7 +1595,7 @@ mod tests {
         let (good, bad) = (pm.get("t", 0).unwrap(), pm.get("t", 1).unwrap());
         let b = root.path().join("b");
         let end = bad.append(batch(-1, -1, -1, 2)).unwrap().last_offset + 1;
-        bad.fail_next_io_for_test();
+        bad.fail_next_fsync_for_test();
         let err = bad.wait_durable(end).await.unwrap_err();
         assert_eq!(err.code(), storage_error());
         // Never retried into success (fsyncgate): the next waiter on the same offsets fails too.
