@@ -167,6 +167,22 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         check: timestamp_type,
     },
     TopicConfigDef {
+        name: "message.timestamp.after.max.ms",
+        broker_synonym: "log.message.timestamp.after.max.ms",
+        ty: ConfigType::Long,
+        doc: "How far ahead of the broker's clock a CreateTime record's timestamp may be; later ones are refused \
+              with INVALID_TIMESTAMP.",
+        check: non_negative,
+    },
+    TopicConfigDef {
+        name: "message.timestamp.before.max.ms",
+        broker_synonym: "log.message.timestamp.before.max.ms",
+        ty: ConfigType::Long,
+        doc: "How far behind the broker's clock a CreateTime record's timestamp may be; older ones are refused \
+              with INVALID_TIMESTAMP.",
+        check: non_negative,
+    },
+    TopicConfigDef {
         name: "min.cleanable.dirty.ratio",
         broker_synonym: "log.cleaner.min.cleanable.ratio",
         ty: ConfigType::Double,
@@ -338,6 +354,18 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         Some("CreateTime"),
         String,
         timestamp_type
+    ),
+    bdef!(
+        "log.message.timestamp.after.max.ms",
+        Some("3600000"),
+        Long,
+        non_negative
+    ),
+    bdef!(
+        "log.message.timestamp.before.max.ms",
+        Some("9223372036854775807"),
+        Long,
+        non_negative
     ),
     bdef!("log.cleaner.enable", Some("true"), Boolean),
     bdef!("log.cleaner.backoff.ms", Some("15000"), Long, positive),
@@ -710,6 +738,8 @@ impl BrokerConfig {
             } else {
                 TimestampType::CreateTime
             },
+            timestamp_before_max_ms: num("message.timestamp.before.max.ms"),
+            timestamp_after_max_ms: num("message.timestamp.after.max.ms"),
         }
     }
 }

@@ -67,7 +67,9 @@ impl Error {
                 fjord_log::Error::RecordTooLarge { .. } => E::MessageTooLarge.code(),
                 fjord_log::Error::OffsetOutOfRange { .. } => E::OffsetOutOfRange.code(),
                 fjord_log::Error::InvalidTimestamp(_) => E::InvalidTimestamp.code(),
-                fjord_log::Error::Io(_) => E::KafkaStorageError.code(),
+                fjord_log::Error::Io(_) | fjord_log::Error::Damaged(_) => {
+                    E::KafkaStorageError.code()
+                }
             },
             Error::Meta(fjord_meta::Error::NotLeader) => E::NotController.code(),
             Error::Meta(_) => E::UnknownServerError.code(),
@@ -80,9 +82,14 @@ impl Error {
         }
     }
 
-    /// Whether this error is a fault of the disk (an I/O error), which takes the log directory offline.
+    /// Whether this error is a fault of the disk (an I/O error, or durable data found damaged), which takes the
+    /// log directory offline.
     pub fn is_disk_fault(&self) -> bool {
-        matches!(self, Error::Io(_) | Error::Log(fjord_log::Error::Io(_)))
+        match self {
+            Error::Io(_) => true,
+            Error::Log(e) => e.is_storage_error(),
+            _ => false,
+        }
     }
 }
 

@@ -473,8 +473,8 @@ impl Partition {
         }
         // After a failed fsync nothing is synced again: the kernel may have dropped the dirty pages it could not
         // write, and a second fsync would then succeed and call lost data durable. Waiters behind the failed
-        // one land here and get the storage error too.
-        let handle = self.log()?.flush_handle();
+        // one land here and get the storage error too (the directory is offline, and the log itself refuses).
+        let handle = self.io(|| Ok(self.log()?.flush_handle()?))?;
         let to = handle.flush_to();
         let synced = if self.fail_next_fsync.swap(false, Ordering::AcqRel)
             || self.fail_next_io.swap(false, Ordering::AcqRel)
@@ -483,17 +483,20 @@ impl Partition {
                 "fsync error injected by a test",
             )))
         } else {
-            tokio::task::spawn_blocking(move || handle.sync())
+            tokio::task::spawn_blocking(move || handle.sync().map(|()| handle))
                 .await
                 .map_err(|e| Error::Internal(format!("flush task failed: {e}")))?
         };
-        if let Err(e) = synced {
-            let e = Error::from(e);
-            tracing::error!(topic = %self.topic, partition = self.index, error = %e, "fsync failed");
-            self.report(&e);
-            return Err(e);
+        match synced {
+            Ok(handle) => self.lock().mark_synced(&handle),
+            Err(e) => {
+                self.lock().mark_failed(&format!("fsync failed: {e}"));
+                let e = Error::from(e);
+                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "fsync failed");
+                self.report(&e);
+                return Err(e);
+            }
         }
-        self.lock().mark_flushed(to);
         self.durable.fetch_max(to, Ordering::AcqRel);
         Ok(())
     }

@@ -3,6 +3,10 @@
 //! Everything here works on the fixed 61-byte header only; records are never decompressed. The same checks run
 //! before an append and again when a batch is read back during recovery ("pair assertions").
 
+use std::io::BufRead;
+
+use kafka_protocol::records::Compression;
+
 use crate::{Error, Result};
 
 /// Bytes before the part counted by `batchLength`: baseOffset (8) + batchLength (4).
@@ -129,6 +133,17 @@ impl Header {
         self.attributes & TIMESTAMP_TYPE_BIT != 0
     }
 
+    /// The codec of the records (unknown ids were refused by [`check_batch`]).
+    pub fn compression(&self) -> Compression {
+        match self.attributes & COMPRESSION_MASK {
+            1 => Compression::Gzip,
+            2 => Compression::Snappy,
+            3 => Compression::Lz4,
+            4 => Compression::Zstd,
+            _ => Compression::None,
+        }
+    }
+
     pub fn info(&self) -> BatchInfo {
         BatchInfo {
             base_offset: self.base_offset,
@@ -234,11 +249,165 @@ pub(crate) fn check_batch(batch: &[u8], strict_delta: bool) -> Result<Header> {
     Ok(header)
 }
 
-/// Validates every batch in `records` as a producer batch and returns their headers with their positions.
+/// What the walk over a batch's records found: the real record count was checked against the header; the
+/// timestamps are the records' own (base timestamp + delta), not the header's claims.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RecordsSummary {
+    /// Smallest record timestamp other than -1 (no timestamp), or -1 when none has one.
+    pub min_timestamp: i64,
+    /// Largest record timestamp, -1 when none has one.
+    pub max_timestamp: i64,
+}
+
+/// A cursor over (decompressed) record data that counts what it consumed, so a record's fields can be checked
+/// against the record's declared length.
+struct RecordReader<'a> {
+    r: &'a mut dyn BufRead,
+    consumed: u64,
+}
+
+fn decompress_error(e: std::io::Error) -> Error {
+    Error::CorruptMessage(format!("cannot decompress the records: {e}"))
+}
+
+impl RecordReader<'_> {
+    fn at_end(&mut self) -> Result<bool> {
+        Ok(self.r.fill_buf().map_err(decompress_error)?.is_empty())
+    }
+
+    /// One zig-zag varint of at most `max_bytes` bytes (5 for an int, 10 for a long).
+    fn varint(&mut self, max_bytes: u32) -> Result<i64> {
+        let mut value: u64 = 0;
+        for i in 0..max_bytes {
+            let Some(&byte) = self.r.fill_buf().map_err(decompress_error)?.first() else {
+                return Err(Error::CorruptMessage(
+                    "record data ends inside a varint".into(),
+                ));
+            };
+            self.r.consume(1);
+            self.consumed += 1;
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
+            }
+        }
+        Err(Error::CorruptMessage(
+            "varint too long in record data".into(),
+        ))
+    }
+
+    fn skip(&mut self, mut n: u64) -> Result<()> {
+        while n > 0 {
+            let available = self.r.fill_buf().map_err(decompress_error)?.len() as u64;
+            if available == 0 {
+                return Err(Error::CorruptMessage(
+                    "record data ends inside a record".into(),
+                ));
+            }
+            let step = available.min(n);
+            self.r.consume(step as usize);
+            self.consumed += step;
+            n -= step;
+        }
+        Ok(())
+    }
+
+    /// A length-prefixed field (-1 = null where `nullable`), skipped.
+    fn skip_field(&mut self, nullable: bool) -> Result<()> {
+        let len = self.varint(5)?;
+        if len < -1 || (len == -1 && !nullable) {
+            return Err(Error::CorruptMessage(format!(
+                "invalid field length {len} in a record"
+            )));
+        }
+        self.skip(len.max(0) as u64)
+    }
+}
+
+/// Walks the records of one batch (the record data after the header, decompressed on the fly under the
+/// decompression cap) and checks that there are exactly `header.record_count` well-framed records and nothing
+/// after them, as Kafka does before it accepts a batch. Keys, values and headers are skipped, never copied. A
+/// forged record count, a record that overruns its length, or a decompression bomb is refused here, so a batch
+/// can never claim more offsets than it holds records.
+pub(crate) fn walk_records(batch: &[u8], header: &Header) -> Result<RecordsSummary> {
+    let limit = crate::decompress::MAX_DECOMPRESSED;
+    let mut reader =
+        crate::decompress::records_reader(&batch[HEADER_SIZE..], header.compression(), limit)
+            .map_err(|e| Error::CorruptMessage(format!("cannot decompress the records: {e}")))?;
+    let mut r = RecordReader {
+        r: &mut *reader,
+        consumed: 0,
+    };
+    let mut summary = RecordsSummary {
+        min_timestamp: -1,
+        max_timestamp: -1,
+    };
+    for i in 0..header.record_count {
+        if r.at_end()? {
+            return Err(Error::InvalidRecord(format!(
+                "batch declares {} records but holds {i}",
+                header.record_count
+            )));
+        }
+        let len = r.varint(5)?;
+        // attributes, timestamp delta, offset delta, key length, value length, header count: 6 bytes at least.
+        if len < 6 {
+            return Err(Error::CorruptMessage(format!(
+                "invalid record length {len}"
+            )));
+        }
+        let start = r.consumed;
+        r.skip(1)?; // attributes
+        let ts_delta = r.varint(10)?;
+        r.varint(5)?; // offset delta
+        r.skip_field(true)?; // key
+        r.skip_field(true)?; // value
+        let headers = r.varint(5)?;
+        if headers < 0 {
+            return Err(Error::CorruptMessage(format!(
+                "invalid header count {headers}"
+            )));
+        }
+        for _ in 0..headers {
+            r.skip_field(false)?;
+            r.skip_field(true)?;
+        }
+        if r.consumed - start != len as u64 {
+            return Err(Error::CorruptMessage(format!(
+                "record {i} declares {len} bytes but its fields take {}",
+                r.consumed - start
+            )));
+        }
+        if r.consumed > limit as u64 {
+            return Err(Error::CorruptMessage(format!(
+                "records decompress to more than {limit} bytes"
+            )));
+        }
+        let ts = if header.base_timestamp == -1 && ts_delta == 0 {
+            -1
+        } else {
+            header.base_timestamp.saturating_add(ts_delta)
+        };
+        summary.max_timestamp = summary.max_timestamp.max(ts);
+        if ts != -1 && (summary.min_timestamp == -1 || ts < summary.min_timestamp) {
+            summary.min_timestamp = ts;
+        }
+    }
+    if !r.at_end()? {
+        return Err(Error::InvalidRecord(format!(
+            "batch declares {} records but holds more data after them",
+            header.record_count
+        )));
+    }
+    Ok(summary)
+}
+
+/// Validates every batch in `records` as a producer batch (header, CRC, and a walk over its records) and
+/// returns their headers with their positions and what the walk found.
 pub(crate) fn validate_headers(
     records: &[u8],
     max_message_bytes: usize,
-) -> Result<Vec<(usize, Header)>> {
+) -> Result<Vec<(usize, Header, RecordsSummary)>> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < records.len() {
@@ -251,7 +420,8 @@ pub(crate) fn validate_headers(
             });
         }
         let header = check_batch(&rest[..size], true)?;
-        out.push((pos, header));
+        let summary = walk_records(&rest[..size], &header)?;
+        out.push((pos, header, summary));
         pos += size;
     }
     Ok(out)
@@ -264,7 +434,7 @@ pub(crate) fn validate_headers(
 pub fn validate_batches(records: &[u8], max_message_bytes: usize) -> Result<Vec<BatchInfo>> {
     Ok(validate_headers(records, max_message_bytes)?
         .into_iter()
-        .map(|(_, h)| h.info())
+        .map(|(_, h, _)| h.info())
         .collect())
 }
 

@@ -24,31 +24,19 @@
 //!   are copied byte for byte, so only batches that actually shrink are affected.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
+use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions};
 
 use crate::batch::{self, Header, ATTRIBUTES_POS, CRC_POS, MAX_TIMESTAMP_POS, TIMESTAMP_TYPE_BIT};
 use crate::log::{write_small_file, Log, CLEANER_CHECKPOINT_FILE};
 use crate::segment;
+use crate::storage::{self as st, FileHandle, FileWriter, Open, Storage};
 use crate::{Error, Result};
 
 /// Base sequence field position in the batch header.
 const BASE_SEQUENCE_POS: usize = 53;
-
-fn compression_of(header: &Header) -> Compression {
-    match header.attributes & batch::COMPRESSION_MASK {
-        1 => Compression::Gzip,
-        2 => Compression::Snappy,
-        3 => Compression::Lz4,
-        4 => Compression::Zstd,
-        _ => Compression::None,
-    }
-}
 
 /// What compaction does with a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +79,7 @@ fn reencode(orig: &Header, keep: &[&Record]) -> Result<BytesMut> {
         keep.iter().copied(),
         &RecordEncodeOptions {
             version: 2,
-            compression: compression_of(orig),
+            compression: orig.compression(),
         },
     )
     .map_err(|e| {
@@ -127,7 +115,7 @@ fn reencode(orig: &Header, keep: &[&Record]) -> Result<BytesMut> {
 /// the segment meanwhile) and its size when the pass was planned.
 struct SegmentView {
     base_offset: i64,
-    file: Arc<File>,
+    file: Arc<dyn FileHandle>,
     size: u64,
 }
 
@@ -155,6 +143,7 @@ impl SegmentView {
 /// installed under it again ([`Log::finish_compaction`]). Appends and reads go on meanwhile: only inactive
 /// segments are read, and cleaned copies are written beside them.
 pub struct CompactionPlan {
+    storage: Arc<dyn Storage>,
     dir: std::path::PathBuf,
     segments: Vec<SegmentView>,
     /// Base offset of the first segment not in the pass: the new cleaner checkpoint.
@@ -243,7 +232,7 @@ impl CompactionPlan {
     ) -> Result<Option<Cleaned>> {
         let base = seg.base_offset;
         let cleaned_path = segment::log_path(&self.dir, base).with_extension("log.cleaned");
-        let mut out = BufWriter::new(File::create(&cleaned_path)?);
+        let mut out = FileWriter::new(self.storage.open(&cleaned_path, Open::Truncate)?);
         let mut changed = false;
         let mut new_size = 0u64;
         let mut pos = 0;
@@ -335,11 +324,10 @@ impl CompactionPlan {
         }
         if !changed {
             drop(out);
-            fs::remove_file(&cleaned_path)?;
+            self.storage.remove_file(&cleaned_path)?;
             return Ok(None);
         }
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
+        out.finish_synced()?;
         Ok(Some(Cleaned {
             base_offset: base,
             old_size: seg.size,
@@ -412,6 +400,7 @@ impl Log {
                 .push((a.first_offset, a.last_offset));
         }
         Some(CompactionPlan {
+            storage: Arc::clone(&self.storage),
             dir: self.dir.clone(),
             segments: self.segments[..end]
                 .iter()
@@ -431,6 +420,10 @@ impl Log {
     /// Swaps in the cleaned copies of a pass whose segments are still there, unchanged and inactive (retention
     /// or truncation may have removed some meanwhile: their copies are discarded). Returns bytes reclaimed.
     pub fn finish_compaction(&mut self, result: CompactionResult) -> Result<u64> {
+        self.guarded(|log| log.finish_compaction_inner(result))
+    }
+
+    fn finish_compaction_inner(&mut self, result: CompactionResult) -> Result<u64> {
         let mut reclaimed = 0u64;
         for c in &result.cleaned {
             let cleaned_path =
@@ -444,7 +437,7 @@ impl Log {
                     base_offset = c.base_offset,
                     "segment changed during compaction; discarding its cleaned copy"
                 );
-                fs::remove_file(&cleaned_path)?;
+                self.storage.remove_file(&cleaned_path)?;
                 continue;
             };
             reclaimed += self.swap_in_cleaned(i, c)?;
@@ -467,6 +460,7 @@ impl Log {
         self.cleaner_checkpoint = self.cleaner_checkpoint.max(result.end_base);
         self.oldest_tombstone_ts = result.oldest_tombstone;
         write_small_file(
+            &*self.storage,
             &self.dir,
             CLEANER_CHECKPOINT_FILE,
             &format!("{} {}", self.cleaner_checkpoint, self.oldest_tombstone_ts),
@@ -487,14 +481,10 @@ impl Log {
             segment::index_path(&self.dir, base),
             segment::time_index_path(&self.dir, base),
         ] {
-            match fs::remove_file(p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
+            st::remove_if_exists(&*self.storage, &p)?;
         }
-        fs::rename(&cleaned_path, &log_path)?;
-        File::open(&self.dir)?.sync_all()?;
+        self.storage.rename(&cleaned_path, &log_path)?;
+        self.storage.sync_dir(&self.dir)?;
         let interval = self.config.index_interval_bytes;
         self.segments[i].reload(interval)?;
         // The replacement was fsynced, so the old file no longer needs a flush.

@@ -40,6 +40,11 @@ pub struct LogConfig {
     pub file_delete_delay_ms: i64,
     /// `message.timestamp.type`.
     pub timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`: a CreateTime record may be at most this far in the past.
+    pub timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: a CreateTime record may be at most this far in the future (so a client
+    /// clock far ahead cannot pin a segment past its retention).
+    pub timestamp_after_max_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -59,6 +64,8 @@ impl Default for LogConfig {
             min_compaction_lag_ms: 0,
             file_delete_delay_ms: 60_000,
             timestamp_type: TimestampType::CreateTime,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: 3_600_000,
         }
     }
 }

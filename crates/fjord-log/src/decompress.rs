@@ -70,6 +70,28 @@ fn decompress(buf: &mut Bytes, compression: Compression, limit: usize) -> anyhow
     }
 }
 
+/// A reader over a batch's decompressed record data (`data` is everything after the 61-byte header), producing at
+/// most `limit` bytes: the record walk of produce validation streams through it instead of inflating the whole
+/// batch into memory. Snappy has no streaming decoder here; its blocks declare their length, checked first.
+pub(crate) fn records_reader<'a>(
+    data: &'a [u8],
+    compression: Compression,
+    limit: usize,
+) -> anyhow::Result<Box<dyn std::io::BufRead + 'a>> {
+    let take = limit as u64 + 1;
+    Ok(match compression {
+        Compression::None => Box::new(data),
+        Compression::Gzip => Box::new(std::io::BufReader::new(
+            flate2::read::GzDecoder::new(data).take(take),
+        )),
+        Compression::Lz4 => Box::new(std::io::BufReader::new(lz4::Decoder::new(data)?.take(take))),
+        Compression::Zstd => Box::new(std::io::BufReader::new(
+            zstd::stream::read::Decoder::new(data)?.take(take),
+        )),
+        Compression::Snappy => Box::new(std::io::Cursor::new(snappy(data, limit)?)),
+    })
+}
+
 /// Decodes the batch at the start of `bytes` (advancing past it), decompressing at most `limit` bytes.
 pub(crate) fn decode_bounded(bytes: &mut Bytes, limit: usize) -> anyhow::Result<RecordSet> {
     RecordBatchDecoder::decode_with_custom_compression(

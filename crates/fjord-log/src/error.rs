@@ -32,4 +32,16 @@ pub enum Error {
     /// Kafka KAFKA_STORAGE_ERROR (56).
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// Kafka KAFKA_STORAGE_ERROR (56): data known to be durable is damaged on disk (or the log was taken offline
+    /// after an earlier I/O error). Nothing is truncated or deleted; the message says what the operator can do.
+    #[error("storage damaged: {0}")]
+    Damaged(String),
+}
+
+impl Error {
+    /// True for errors that mean the disk (not the request) failed: the broker takes the log's directory
+    /// offline instead of retrying.
+    pub fn is_storage_error(&self) -> bool {
+        matches!(self, Error::Io(_) | Error::Damaged(_))
+    }
 }

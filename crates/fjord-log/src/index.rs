@@ -4,9 +4,11 @@
 //! they are created. The files use Kafka's layout (offset index: i32 BE relative offset, i32 BE position; time
 //! index: i64 BE timestamp, i32 BE relative offset) so that they survive restarts and Kafka's tools can read them.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::storage::{self as st, FileHandle, Open, Storage};
 
 /// Size of one offset index entry on disk.
 pub(crate) const OFFSET_ENTRY_SIZE: usize = 8;
@@ -27,40 +29,45 @@ pub(crate) struct TimeEntry {
     pub offset: i64,
 }
 
-fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
-}
-
-/// Replaces `path` with `bytes` atomically (temporary file + rename) so a crash leaves either the old or the new
-/// index, never a half-written one.
-fn rewrite(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Replaces `path` with `bytes` (temporary file + rename) so a crash leaves either the old or the new index,
+/// never a half-written one, and returns a handle to the new file. Not fsynced: an index is rebuilt from its
+/// segment whenever it looks wrong, and the flush that makes a rolled segment durable syncs its indexes too.
+fn rewrite(
+    storage: &Arc<dyn Storage>,
+    path: &Path,
+    bytes: &[u8],
+) -> io::Result<Arc<dyn FileHandle>> {
     let tmp = path.with_extension(format!(
         "{}.tmp",
         path.extension().and_then(|e| e.to_str()).unwrap_or("")
     ));
     {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
+        let f = storage.open(&tmp, Open::Truncate)?;
+        f.write_all_at(bytes, 0)?;
     }
-    fs::rename(&tmp, path)
+    storage.rename(&tmp, path)?;
+    storage.open(path, Open::Existing)
 }
 
 /// The offset index of one segment.
 pub(crate) struct OffsetIndex {
     path: PathBuf,
     base_offset: i64,
-    file: File,
+    file: Arc<dyn FileHandle>,
     pub entries: Vec<OffsetEntry>,
 }
 
 impl OffsetIndex {
     /// Loads the index at `path`. Returns `Ok(None)` when the file is missing or inconsistent (size not a multiple
     /// of the entry size, offsets or positions not increasing, positions beyond `log_size`), so the caller rebuilds.
-    pub fn load(path: &Path, base_offset: i64, log_size: u64) -> io::Result<Option<OffsetIndex>> {
-        let bytes = match fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+    pub fn load(
+        storage: &Arc<dyn Storage>,
+        path: &Path,
+        base_offset: i64,
+        log_size: u64,
+    ) -> io::Result<Option<OffsetIndex>> {
+        let Some(bytes) = st::read_optional(&**storage, path)? else {
+            return Ok(None);
         };
         if bytes.len() % OFFSET_ENTRY_SIZE != 0 {
             return Ok(None);
@@ -87,13 +94,14 @@ impl OffsetIndex {
         Ok(Some(OffsetIndex {
             path: path.to_path_buf(),
             base_offset,
-            file: open_append(path)?,
+            file: storage.open(path, Open::Existing)?,
             entries,
         }))
     }
 
     /// Writes `entries` as the whole index, replacing whatever file was there.
     pub fn create(
+        storage: &Arc<dyn Storage>,
         path: &Path,
         base_offset: i64,
         entries: Vec<OffsetEntry>,
@@ -102,11 +110,11 @@ impl OffsetIndex {
         for e in &entries {
             encode_offset_entry(&mut bytes, base_offset, e);
         }
-        rewrite(path, &bytes)?;
+        let file = rewrite(storage, path, &bytes)?;
         Ok(OffsetIndex {
             path: path.to_path_buf(),
             base_offset,
-            file: open_append(path)?,
+            file,
             entries,
         })
     }
@@ -117,7 +125,7 @@ impl OffsetIndex {
         }
         let mut bytes = Vec::with_capacity(OFFSET_ENTRY_SIZE);
         encode_offset_entry(&mut bytes, self.base_offset, &entry);
-        self.file.write_all(&bytes)?;
+        self.file.write_all_at(&bytes, self.size_bytes())?;
         self.entries.push(entry);
         Ok(())
     }
@@ -152,6 +160,10 @@ impl OffsetIndex {
         self.file.sync_all()
     }
 
+    pub fn file(&self) -> &Arc<dyn FileHandle> {
+        &self.file
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -172,17 +184,19 @@ fn encode_time_entry(out: &mut Vec<u8>, base_offset: i64, e: &TimeEntry) {
 pub(crate) struct TimeIndex {
     path: PathBuf,
     base_offset: i64,
-    file: File,
+    file: Arc<dyn FileHandle>,
     pub entries: Vec<TimeEntry>,
 }
 
 impl TimeIndex {
     /// Loads the time index; `Ok(None)` when missing or inconsistent.
-    pub fn load(path: &Path, base_offset: i64) -> io::Result<Option<TimeIndex>> {
-        let bytes = match fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+    pub fn load(
+        storage: &Arc<dyn Storage>,
+        path: &Path,
+        base_offset: i64,
+    ) -> io::Result<Option<TimeIndex>> {
+        let Some(bytes) = st::read_optional(&**storage, path)? else {
+            return Ok(None);
         };
         if bytes.len() % TIME_ENTRY_SIZE != 0 {
             return Ok(None);
@@ -209,21 +223,26 @@ impl TimeIndex {
         Ok(Some(TimeIndex {
             path: path.to_path_buf(),
             base_offset,
-            file: open_append(path)?,
+            file: storage.open(path, Open::Existing)?,
             entries,
         }))
     }
 
-    pub fn create(path: &Path, base_offset: i64, entries: Vec<TimeEntry>) -> io::Result<TimeIndex> {
+    pub fn create(
+        storage: &Arc<dyn Storage>,
+        path: &Path,
+        base_offset: i64,
+        entries: Vec<TimeEntry>,
+    ) -> io::Result<TimeIndex> {
         let mut bytes = Vec::with_capacity(entries.len() * TIME_ENTRY_SIZE);
         for e in &entries {
             encode_time_entry(&mut bytes, base_offset, e);
         }
-        rewrite(path, &bytes)?;
+        let file = rewrite(storage, path, &bytes)?;
         Ok(TimeIndex {
             path: path.to_path_buf(),
             base_offset,
-            file: open_append(path)?,
+            file,
             entries,
         })
     }
@@ -238,7 +257,7 @@ impl TimeIndex {
         }
         let mut bytes = Vec::with_capacity(TIME_ENTRY_SIZE);
         encode_time_entry(&mut bytes, self.base_offset, &entry);
-        self.file.write_all(&bytes)?;
+        self.file.write_all_at(&bytes, self.size_bytes())?;
         self.entries.push(entry);
         Ok(())
     }
@@ -262,6 +281,10 @@ impl TimeIndex {
         self.file.sync_all()
     }
 
+    pub fn file(&self) -> &Arc<dyn FileHandle> {
+        &self.file
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -271,11 +294,15 @@ impl TimeIndex {
 mod tests {
     use super::*;
 
+    fn disk() -> Arc<dyn Storage> {
+        Arc::new(crate::storage::Disk)
+    }
+
     #[test]
     fn offset_index_round_trips_through_its_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("00000000000000000100.index");
-        let mut idx = OffsetIndex::create(&path, 100, Vec::new()).unwrap();
+        let mut idx = OffsetIndex::create(&disk(), &path, 100, Vec::new()).unwrap();
         idx.append(OffsetEntry {
             offset: 110,
             position: 4000,
@@ -287,7 +314,9 @@ mod tests {
         })
         .unwrap();
         drop(idx);
-        let idx = OffsetIndex::load(&path, 100, 10_000).unwrap().unwrap();
+        let idx = OffsetIndex::load(&disk(), &path, 100, 10_000)
+            .unwrap()
+            .unwrap();
         assert_eq!(idx.entries.len(), 2);
         assert_eq!(idx.lookup(105), 0);
         assert_eq!(idx.lookup(110), 4000);
@@ -299,23 +328,27 @@ mod tests {
     fn offset_index_with_positions_beyond_log_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.index");
-        let mut idx = OffsetIndex::create(&path, 0, Vec::new()).unwrap();
+        let mut idx = OffsetIndex::create(&disk(), &path, 0, Vec::new()).unwrap();
         idx.append(OffsetEntry {
             offset: 5,
             position: 4000,
         })
         .unwrap();
         drop(idx);
-        assert!(OffsetIndex::load(&path, 0, 1000).unwrap().is_none());
-        fs::write(&path, [0u8; 7]).unwrap();
-        assert!(OffsetIndex::load(&path, 0, 1000).unwrap().is_none());
+        assert!(OffsetIndex::load(&disk(), &path, 0, 1000)
+            .unwrap()
+            .is_none());
+        std::fs::write(&path, [0u8; 7]).unwrap();
+        assert!(OffsetIndex::load(&disk(), &path, 0, 1000)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
     fn time_index_keeps_only_increasing_timestamps() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.timeindex");
-        let mut idx = TimeIndex::create(&path, 0, Vec::new()).unwrap();
+        let mut idx = TimeIndex::create(&disk(), &path, 0, Vec::new()).unwrap();
         idx.maybe_append(TimeEntry {
             timestamp: 10,
             offset: 1,
@@ -332,7 +365,7 @@ mod tests {
         })
         .unwrap();
         drop(idx);
-        let idx = TimeIndex::load(&path, 0).unwrap().unwrap();
+        let idx = TimeIndex::load(&disk(), &path, 0).unwrap().unwrap();
         assert_eq!(idx.entries.len(), 2);
         assert_eq!(idx.lookup_below(10), None);
         assert_eq!(idx.lookup_below(15), Some(1));

@@ -20,6 +20,7 @@ mod error;
 mod index;
 mod log;
 mod segment;
+pub mod storage;
 mod timestamp;
 mod txn_index;
 

@@ -1,7 +1,6 @@
 //! The partition log: an ordered list of segments, the log start offset, and flush bookkeeping.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,6 +11,7 @@ use crate::batch::{
 };
 use crate::config::{LogConfig, TimestampType};
 use crate::segment::{self, OpenMode, Segment};
+use crate::storage::{self as st, Disk, FileHandle, Storage};
 use crate::txn_index::AbortedTxn;
 use crate::{Error, Result};
 
@@ -19,6 +19,9 @@ use crate::{Error, Result};
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
 /// Persisted log start offset (decimal), replaced atomically via rename.
 pub(crate) const LOG_START_FILE: &str = "log-start-offset";
+/// Persisted recovery point (decimal): every segment wholly below this offset is known to be durable (its data
+/// fsynced, its directory entry too). Recovery trusts those and re-validates everything after it.
+pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point";
 /// Persisted compaction state: "<first dirty offset> <earliest retained tombstone timestamp or -1>".
 pub(crate) const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 
@@ -52,10 +55,15 @@ pub struct ReadInfo {
 pub struct FlushHandle {
     /// Every segment file that may hold data below `flush_to` not yet known durable: segments rolled since the
     /// last flush and the active segment.
-    pub(crate) files: Vec<Arc<File>>,
+    pub(crate) files: Vec<Arc<dyn FileHandle>>,
+    storage: Arc<dyn Storage>,
     /// Set when a segment file was created since the last flush, so the directory entry must be made durable too.
     dir: Option<PathBuf>,
     flush_to: i64,
+    /// A new recovery point to persist once the files are synced: the active segment's base offset, when
+    /// segments were rolled since the last one was written (so the file is rewritten once per roll, not per
+    /// fsync).
+    pub(crate) recovery_point: Option<(PathBuf, i64)>,
 }
 
 impl FlushHandle {
@@ -64,13 +72,23 @@ impl FlushHandle {
         self.flush_to
     }
 
-    /// fsyncs the files (blocking; call from `spawn_blocking`).
+    /// fsyncs the files (blocking; call from `spawn_blocking`). An error means the data may not be durable and
+    /// may never become so (the kernel can drop the dirty pages of a failed write-back): the caller must not
+    /// retry into success but take the log offline ([`Log::mark_failed`]).
     pub fn sync(&self) -> Result<()> {
         for f in &self.files {
             f.sync_data()?;
         }
         if let Some(dir) = &self.dir {
-            File::open(dir)?.sync_all()?;
+            self.storage.sync_dir(dir)?;
+        }
+        if let Some((dir, offset)) = &self.recovery_point {
+            write_small_file(
+                &*self.storage,
+                dir,
+                RECOVERY_POINT_FILE,
+                &offset.to_string(),
+            )?;
         }
         Ok(())
     }
@@ -80,11 +98,15 @@ impl FlushHandle {
 struct PendingFlush {
     /// The log end offset when the segment was rolled; once `mark_flushed` reaches it the file is durable.
     end_offset: i64,
-    file: Arc<File>,
+    file: Arc<dyn FileHandle>,
+    /// Its offset and time index files: synced with it, so that segments below the recovery point have
+    /// trustworthy indexes too.
+    indexes: [Arc<dyn FileHandle>; 2],
 }
 
 /// A partition log. Single-threaded: the broker wraps it in a mutex.
 pub struct Log {
+    pub(crate) storage: Arc<dyn Storage>,
     pub(crate) dir: PathBuf,
     pub(crate) config: LogConfig,
     /// Sorted by base offset, never empty; the last one is the active segment.
@@ -94,6 +116,12 @@ pub struct Log {
     pending_flush: Vec<PendingFlush>,
     /// Log end offset at which a segment file was last created and not yet covered by a directory fsync.
     dir_dirty_since: Option<i64>,
+    /// The recovery point last persisted (see [`RECOVERY_POINT_FILE`]).
+    recovery_point: i64,
+    /// Set by the first I/O error of a write or fsync: the log refuses every later write, fsync and close
+    /// (Kafka takes the log directory offline). A failed fsync must never be retried into success, and a
+    /// half-done write must not be built upon; the next open recovers from what is on disk.
+    failed: Option<String>,
     /// First offset not yet compacted.
     pub(crate) cleaner_checkpoint: i64,
     /// Earliest timestamp of a tombstone kept by the last compaction (-1 if none); when it expires a compaction
@@ -104,49 +132,59 @@ pub struct Log {
     pub(crate) clock_ms: i64,
 }
 
-pub(crate) fn read_small_file(path: &Path) -> Result<Option<String>> {
-    match fs::read_to_string(path) {
-        Ok(s) => Ok(Some(s)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+/// Reads a small text file; `None` when missing. Bytes that are not UTF-8 read as an empty string (callers treat
+/// unparsable contents as absent or damaged).
+pub(crate) fn read_small_file(storage: &dyn Storage, path: &Path) -> Result<Option<String>> {
+    Ok(st::read_optional(storage, path)?.map(|b| String::from_utf8(b).unwrap_or_default()))
 }
 
 /// Writes a small file atomically: temporary file, fsync, rename, fsync directory.
-pub(crate) fn write_small_file(dir: &Path, name: &str, contents: &str) -> Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(contents.as_bytes())?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, dir.join(name))?;
-    File::open(dir)?.sync_all()?;
+pub(crate) fn write_small_file(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    contents: &str,
+) -> Result<()> {
+    st::write_atomic(storage, &dir.join(name), contents.as_bytes())?;
     Ok(())
 }
 
 impl Log {
-    /// Opens or creates the partition directory and recovers after a crash.
-    ///
-    /// Without the clean-shutdown marker the active segment is re-validated batch by batch and a torn tail is cut
-    /// off; every other segment has the batches after its last index entry checked. A segment whose indexes are
-    /// missing or inconsistent gets them rebuilt from its batch headers. Leftover temporary files are removed.
+    /// Opens or creates the partition directory on the real disk and recovers after a crash (see
+    /// [`Log::open_with`]).
     pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log> {
-        fs::create_dir_all(dir)?;
+        Log::open_with(Arc::new(Disk), dir, config, now_ms)
+    }
+
+    /// Opens or creates the partition directory on `storage` and recovers after a crash.
+    ///
+    /// After a clean shutdown every segment is trusted. Otherwise segments wholly below the persisted recovery
+    /// point (known durable) have the batches after their last index entry checked, and damage there is an error
+    /// (never truncated); every later segment is re-validated batch by batch from its start, its indexes rebuilt,
+    /// a torn tail cut off, and the result fsynced before the log counts it as durable. Leftover temporary files
+    /// are removed.
+    pub fn open_with(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        config: LogConfig,
+        now_ms: i64,
+    ) -> Result<Log> {
+        let fs = &*storage;
+        fs.create_dir_all(dir)?;
         let marker = dir.join(CLEAN_SHUTDOWN_FILE);
-        let clean = marker.exists();
+        let clean = fs.exists(&marker);
         let mut bases = Vec::new();
         let mut index_files = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
+        let mut names = fs.list(dir)?;
+        names.sort();
+        for name in names {
+            let name = name.as_str();
             if [".cleaned", ".deleted", ".swap", ".tmp"]
                 .iter()
                 .any(|s| name.ends_with(s))
             {
                 tracing::info!(file = name, dir = %dir.display(), "removing leftover file");
-                fs::remove_file(entry.path())?;
+                fs.remove_file(&dir.join(name))?;
                 continue;
             }
             if let Some(stem) = name.strip_suffix(".log") {
@@ -159,24 +197,26 @@ impl Log {
                 .or_else(|| name.strip_suffix(".txnindex"))
             {
                 if let Ok(base) = stem.parse::<i64>() {
-                    index_files.push((base, entry.path()));
+                    index_files.push((base, dir.join(name)));
                 }
             }
         }
         bases.sort_unstable();
         for (base, path) in index_files {
             if bases.binary_search(&base).is_err() {
-                fs::remove_file(path)?;
+                fs.remove_file(&path)?;
             }
         }
-        // Removing the marker first means a crash during (or after) this open is treated as unclean next time.
+        // Removing the marker first (durably) means a crash during or after this open is treated as unclean
+        // next time: a marker that came back after a power loss would make recovery trust unsynced data.
         if clean {
-            fs::remove_file(&marker)?;
+            fs.remove_file(&marker)?;
+            fs.sync_dir(dir)?;
         } else if !bases.is_empty() {
             tracing::warn!(dir = %dir.display(), "no clean-shutdown marker; recovering");
         }
 
-        let persisted_start = match read_small_file(&dir.join(LOG_START_FILE))? {
+        let persisted_start = match read_small_file(fs, &dir.join(LOG_START_FILE))? {
             Some(s) => Some(s.trim().parse::<i64>().map_err(|e| {
                 Error::Io(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -186,24 +226,49 @@ impl Log {
             None => None,
         };
 
+        // A missing or unreadable recovery point means nothing is known durable: everything is re-validated.
+        let recovery_point = match read_small_file(fs, &dir.join(RECOVERY_POINT_FILE))? {
+            Some(s) => s.trim().parse::<i64>().unwrap_or_else(|_| {
+                tracing::warn!(dir = %dir.display(), "unreadable {RECOVERY_POINT_FILE}; re-validating every segment");
+                0
+            }),
+            None => 0,
+        };
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
+        // Segments that recovery re-validated: they may hold data that was never fsynced, so they are fsynced
+        // before the log calls anything durable.
+        let mut recovered = Vec::new();
         for (i, &base) in bases.iter().enumerate() {
             let last = i + 1 == bases.len();
+            let durable = bases.get(i + 1).is_some_and(|&next| next <= recovery_point);
             let mode = if clean {
                 OpenMode::Trusted
-            } else if last {
-                OpenMode::VerifyAll
-            } else {
+            } else if durable {
                 OpenMode::VerifyTail
+            } else {
+                OpenMode::VerifyAll
             };
-            let opened = Segment::open(dir, base, mode, config.index_interval_bytes, now_ms)?;
+            let opened = Segment::open(
+                &storage,
+                dir,
+                base,
+                mode,
+                config.index_interval_bytes,
+                now_ms,
+            )?;
+            if mode == OpenMode::VerifyAll {
+                recovered.push(segments.len());
+            }
             segments.push(opened.segment);
             if opened.truncated && !last {
-                // Data after a hole cannot be trusted to be contiguous; Kafka drops it too.
+                // The tail of a segment that was not yet known durable was torn: the data after it was
+                // written later and never fsynced either (fsyncs cover older segments first and the recovery
+                // point moves past a segment only once it is synced), so no acknowledged record is in it.
                 for &later in &bases[i + 1..] {
                     tracing::warn!(
                         base_offset = later,
-                        "deleting segment after corrupt segment"
+                        dir = %dir.display(),
+                        "deleting segment written after a torn, never-fsynced segment tail"
                     );
                     for p in [
                         segment::log_path(dir, later),
@@ -211,14 +276,16 @@ impl Log {
                         segment::time_index_path(dir, later),
                         crate::txn_index::path(dir, later),
                     ] {
-                        let _ = fs::remove_file(p);
+                        st::remove_if_exists(fs, &p)?;
                     }
                 }
                 break;
             }
         }
-        if segments.is_empty() {
+        let created = segments.is_empty();
+        if created {
             segments.push(Segment::create(
+                &storage,
                 dir,
                 persisted_start.unwrap_or(0).max(0),
                 now_ms,
@@ -226,6 +293,7 @@ impl Log {
         }
         let first_base = segments[0].base_offset;
         let mut log = Log {
+            storage: Arc::clone(&storage),
             dir: dir.to_path_buf(),
             config,
             segments,
@@ -233,6 +301,8 @@ impl Log {
             flushed_offset: 0,
             pending_flush: Vec::new(),
             dir_dirty_since: None,
+            recovery_point,
+            failed: None,
             cleaner_checkpoint: 0,
             oldest_tombstone_ts: -1,
             clock_ms: now_ms,
@@ -241,16 +311,29 @@ impl Log {
             // Recovery lost data that the persisted start offset already covered; start empty at that offset.
             let start = log.log_start_offset;
             log.truncate_fully(start, now_ms)?;
+            recovered.clear();
         }
-        if !clean {
-            // What recovery kept came from the page cache; make it durable before calling it flushed.
+        if !clean || created {
+            // What recovery kept came from the page cache; make it durable (data, indexes, directory entries)
+            // before calling it flushed, then record that everything up to here is durable.
+            for &i in &recovered {
+                if let Some(seg) = log.segments.get(i) {
+                    seg.file.sync_data()?;
+                    seg.sync_indexes()?;
+                }
+            }
             if let Some(active) = log.segments.last() {
                 active.file.sync_data()?;
-                active.sync_indexes()?;
+            }
+            fs.sync_dir(dir)?;
+            let leo = log.log_end_offset();
+            if leo != log.recovery_point {
+                write_small_file(fs, dir, RECOVERY_POINT_FILE, &leo.to_string())?;
+                log.recovery_point = leo;
             }
         }
         log.flushed_offset = log.log_end_offset();
-        if let Some(s) = read_small_file(&dir.join(CLEANER_CHECKPOINT_FILE))? {
+        if let Some(s) = read_small_file(fs, &dir.join(CLEANER_CHECKPOINT_FILE))? {
             let mut it = s.split_whitespace().map(|t| t.parse::<i64>().ok());
             log.cleaner_checkpoint = it.next().flatten().unwrap_or(0);
             log.oldest_tombstone_ts = it.next().flatten().unwrap_or(-1);
@@ -270,6 +353,44 @@ impl Log {
 
     pub fn set_config(&mut self, config: LogConfig) {
         self.config = config;
+    }
+
+    /// Runs a mutating operation: refused once the log has failed, and a storage error it returns fails the
+    /// log (no retry of a failed write or fsync is ever attempted by this process).
+    pub(crate) fn guarded<T>(&mut self, op: impl FnOnce(&mut Log) -> Result<T>) -> Result<T> {
+        self.check_writable()?;
+        let result = op(self);
+        if let Err(e) = &result {
+            if e.is_storage_error() {
+                self.mark_failed(&e.to_string());
+            }
+        }
+        result
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        match &self.failed {
+            None => Ok(()),
+            Some(reason) => Err(Error::Damaged(format!(
+                "the log in {} is offline after an earlier I/O error ({reason}); nothing more is written to \
+                 it by this process: check the disk, then restart the broker so that recovery re-validates it",
+                self.dir.display()
+            ))),
+        }
+    }
+
+    /// Takes the log offline after an I/O error (e.g. a failed fsync reported by the broker): every later write,
+    /// fsync and the clean-shutdown marker are refused, so the next open runs recovery on what the disk holds.
+    pub fn mark_failed(&mut self, reason: &str) {
+        if self.failed.is_none() {
+            tracing::error!(dir = %self.dir.display(), reason, "log failed; refusing further writes");
+            self.failed = Some(reason.to_string());
+        }
+    }
+
+    /// Why the log is offline, if it is.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
     }
 
     pub(crate) fn active(&self) -> &Segment {
@@ -295,51 +416,73 @@ impl Log {
         debug_assert!(self.segments[0].base_offset <= self.log_start_offset);
     }
 
-    /// Validates every v2 batch in `records`, assigns offsets starting at the log end offset by rewriting the
-    /// base offset and partition leader epoch (plus maxTimestamp, attributes and CRC under LogAppendTime), and
-    /// writes the batches to the active segment, rolling first if needed. No fsync.
+    /// Validates every v2 batch in `records` (header, CRC, and a walk over the records: the declared count and
+    /// framing must match what is there), checks CreateTime timestamps against the configured bounds, assigns
+    /// offsets starting at the log end offset by rewriting the base offset and partition leader epoch (plus
+    /// maxTimestamp, attributes and CRC where the stored maximum must change), and writes the batches to the
+    /// active segment, rolling first if needed. No fsync.
     pub fn append(&mut self, records: Bytes, leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
+        self.guarded(|log| log.append_inner(records, leader_epoch, now_ms))
+    }
+
+    fn append_inner(
+        &mut self,
+        records: Bytes,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
         if records.is_empty() {
             return Err(Error::InvalidRecord("empty record set".into()));
         }
         self.clock_ms = self.clock_ms.max(now_ms);
-        let mut headers = batch::validate_headers(&records, self.config.max_message_bytes)?;
-        let record_span: i64 = headers
-            .iter()
-            .map(|(_, h)| i64::from(h.last_offset_delta) + 1)
-            .sum();
-        self.maybe_roll(records.len() as u64, record_span, now_ms)?;
+        let checked = batch::validate_headers(&records, self.config.max_message_bytes)?;
+        let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
+        if !log_append {
+            self.check_timestamps(&checked, now_ms)?;
+        }
 
         // One copy at most: a uniquely owned buffer is rewritten in place.
         let mut buf = records
             .try_into_mut()
             .unwrap_or_else(|b| BytesMut::from(&b[..]));
-        let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
+        let mut headers = Vec::with_capacity(checked.len());
         let mut next = self.log_end_offset();
         let first_offset = next;
         let mut max_timestamp = -1i64;
-        for (pos, header) in headers.iter_mut() {
-            let b = &mut buf[*pos..*pos + header.size()];
+        for (pos, mut header, summary) in checked {
+            let b = &mut buf[pos..pos + header.size()];
             b[..8].copy_from_slice(&next.to_be_bytes());
             b[LEADER_EPOCH_POS..LEADER_EPOCH_POS + 4].copy_from_slice(&leader_epoch.to_be_bytes());
             header.base_offset = next;
             header.partition_leader_epoch = leader_epoch;
-            if log_append {
-                header.attributes |= TIMESTAMP_TYPE_BIT;
-                header.max_timestamp = now_ms;
-                b[batch::ATTRIBUTES_POS..batch::ATTRIBUTES_POS + 2]
-                    .copy_from_slice(&header.attributes.to_be_bytes());
-                b[MAX_TIMESTAMP_POS..MAX_TIMESTAMP_POS + 8].copy_from_slice(&now_ms.to_be_bytes());
+            // The stored maxTimestamp is the records' real maximum (Kafka rewrites it too): retention and
+            // timestamp lookups trust it, so a header that claims a far-future time must not pin a segment.
+            let stamp = if log_append {
+                Some(now_ms)
+            } else if !header.is_control() && header.max_timestamp != summary.max_timestamp {
+                Some(summary.max_timestamp)
+            } else {
+                None
+            };
+            if let Some(ts) = stamp {
+                if log_append {
+                    header.attributes |= TIMESTAMP_TYPE_BIT;
+                    b[batch::ATTRIBUTES_POS..batch::ATTRIBUTES_POS + 2]
+                        .copy_from_slice(&header.attributes.to_be_bytes());
+                }
+                header.max_timestamp = ts;
+                b[MAX_TIMESTAMP_POS..MAX_TIMESTAMP_POS + 8].copy_from_slice(&ts.to_be_bytes());
                 header.crc = batch::compute_crc(b);
                 b[CRC_POS..CRC_POS + 4].copy_from_slice(&header.crc.to_be_bytes());
             }
             // Pair assertion: what we are about to write must pass the recovery-side check.
-            debug_assert!(batch::check_stored(b).is_ok_and(|h| h == *header));
+            debug_assert!(batch::check_stored(b).is_ok_and(|h| h == header));
             max_timestamp = max_timestamp.max(header.max_timestamp);
             next = header.last_offset() + 1;
+            headers.push((pos, header));
         }
-        let interval = self.config.index_interval_bytes;
-        self.active_mut().append(&buf, &headers, interval, now_ms)?;
+        let buf = buf.freeze();
+        self.write_batches(&buf, &headers, now_ms)?;
         debug_assert_eq!(self.log_end_offset(), next);
         self.check_invariants();
         Ok(AppendInfo {
@@ -352,9 +495,79 @@ impl Log {
         })
     }
 
+    /// Kafka's CreateTime rule: every record's timestamp lies within `message.timestamp.before.max.ms` before
+    /// and `message.timestamp.after.max.ms` after the broker's clock.
+    fn check_timestamps(
+        &self,
+        checked: &[(usize, Header, batch::RecordsSummary)],
+        now_ms: i64,
+    ) -> Result<()> {
+        let earliest = now_ms.saturating_sub(self.config.timestamp_before_max_ms);
+        let latest = now_ms.saturating_add(self.config.timestamp_after_max_ms);
+        for (_, header, summary) in checked {
+            if header.is_control() {
+                continue;
+            }
+            for ts in [summary.min_timestamp, summary.max_timestamp] {
+                if ts != -1 && (ts < earliest || ts > latest) {
+                    return Err(Error::InvalidTimestamp(format!(
+                        "timestamp {ts} of a record in the batch at offset {} is out of range: it must lie \
+                         within [{earliest}, {latest}] (message.timestamp.before.max.ms / \
+                         message.timestamp.after.max.ms around the broker's clock {now_ms}); check the \
+                         producer's clock",
+                        header.base_offset.max(self.log_end_offset()),
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes assigned batches to the log, rolling where needed. Each batch's offsets must be representable
+    /// relative to its segment's base (a signed 32-bit delta, as in Kafka's indexes), so the batches are written
+    /// in runs whose offset span fits one segment, with a roll before each run that would not fit; a request of
+    /// many large-span batches can therefore never push offsets past what its segment can index.
+    pub(crate) fn write_batches(
+        &mut self,
+        buf: &Bytes,
+        headers: &[(usize, Header)],
+        now_ms: i64,
+    ) -> Result<()> {
+        let limit = i64::from(i32::MAX) + 1;
+        let mut start = 0;
+        while start < headers.len() {
+            let mut end = start;
+            let mut span = 0i64;
+            while end < headers.len() {
+                let s = i64::from(headers[end].1.last_offset_delta) + 1;
+                if end > start && span + s > limit {
+                    break;
+                }
+                span += s;
+                end += 1;
+            }
+            let from = headers[start].0;
+            let to = headers.get(end).map_or(buf.len(), |(pos, _)| *pos);
+            let run: Vec<(usize, Header)> = headers[start..end]
+                .iter()
+                .map(|(pos, h)| (pos - from, *h))
+                .collect();
+            self.maybe_roll((to - from) as u64, span, now_ms)?;
+            let interval = self.config.index_interval_bytes;
+            self.active_mut()
+                .append(&buf[from..to], &run, interval, now_ms)?;
+            start = end;
+        }
+        Ok(())
+    }
+
     /// Appends batches whose offsets were already assigned by the leader (replication follower path). Batches are
     /// checked like during recovery (CRC, framing, counts) and must start at or after the log end offset.
     pub fn append_as_follower(&mut self, records: Bytes) -> Result<AppendInfo> {
+        self.guarded(|log| log.append_as_follower_inner(records))
+    }
+
+    fn append_as_follower_inner(&mut self, records: Bytes) -> Result<AppendInfo> {
         let mut headers = Vec::new();
         let mut pos = 0;
         let mut expected = self.log_end_offset();
@@ -392,7 +605,7 @@ impl Log {
             // Keep file names meaningful when the leader's offsets jump (compacted source).
             let old = self.segments.pop().expect("checked len");
             old.delete_files()?;
-            let seg = Segment::create(&self.dir, first_offset, now_ms)?;
+            let seg = Segment::create(&self.storage, &self.dir, first_offset, now_ms)?;
             self.segments.push(seg);
             self.dir_dirty_since = Some(first_offset);
         }
@@ -445,17 +658,20 @@ impl Log {
     /// the broker's mutex); it stays in every FlushHandle until `mark_flushed` passes its end.
     fn roll(&mut self, now_ms: i64) -> Result<()> {
         let leo = self.log_end_offset();
-        let flushed = self.flushed_offset;
         let active = self.active_mut();
         active.on_become_inactive()?;
-        if flushed < leo {
-            let file = Arc::clone(&active.file);
-            self.pending_flush.push(PendingFlush {
-                end_offset: leo,
-                file,
-            });
-        }
-        let seg = Segment::create(&self.dir, leo, now_ms)?;
+        // Even when its data is already durable, its indexes (just completed) are not: the next flush syncs
+        // them before the recovery point moves past this segment.
+        let pending = PendingFlush {
+            end_offset: leo,
+            file: Arc::clone(&active.file),
+            indexes: [
+                Arc::clone(active.offset_index.file()),
+                Arc::clone(active.time_index.file()),
+            ],
+        };
+        self.pending_flush.push(pending);
+        let seg = Segment::create(&self.storage, &self.dir, leo, now_ms)?;
         self.segments.push(seg);
         self.dir_dirty_since = Some(leo);
         Ok(())
@@ -556,16 +772,25 @@ impl Log {
     }
 
     /// Records an aborted transaction in the `.txnindex` of the segment holding its abort marker. Not fsynced
-    /// here: see [`Log::sync_txn_indexes`].
+    /// here: see [`Log::sync_txn_indexes`]. The in-memory entry is added first, so reads never miss an abort even
+    /// when the file write fails (which takes the log offline).
     pub fn add_aborted_txn(&mut self, entry: AbortedTxn) -> Result<()> {
+        self.guarded(|log| log.add_aborted_txn_inner(entry))
+    }
+
+    fn add_aborted_txn_inner(&mut self, entry: AbortedTxn) -> Result<()> {
         let i = self
             .segments
             .partition_point(|s| s.base_offset <= entry.last_offset)
             .saturating_sub(1);
         let seg = &mut self.segments[i];
-        crate::txn_index::append(&crate::txn_index::path(&self.dir, seg.base_offset), &entry)?;
         seg.aborted.push(entry);
         seg.aborted_dirty = true;
+        crate::txn_index::append(
+            &*self.storage,
+            &crate::txn_index::path(&self.dir, seg.base_offset),
+            &entry,
+        )?;
         Ok(())
     }
 
@@ -594,10 +819,15 @@ impl Log {
     /// Forgets aborted-transaction entries whose marker is at or after `offset` (the broker re-adds them while
     /// rebuilding producer state from that offset).
     pub fn truncate_aborted_from(&mut self, offset: i64) -> Result<()> {
+        self.guarded(|log| log.truncate_aborted_from_inner(offset))
+    }
+
+    fn truncate_aborted_from_inner(&mut self, offset: i64) -> Result<()> {
         for seg in &mut self.segments {
             if seg.aborted.iter().any(|a| a.last_offset >= offset) {
                 seg.aborted.retain(|a| a.last_offset < offset);
                 crate::txn_index::rewrite(
+                    &*self.storage,
                     &crate::txn_index::path(&self.dir, seg.base_offset),
                     &seg.aborted,
                 )?;
@@ -609,9 +839,16 @@ impl Log {
     /// fsyncs every `.txnindex` appended to since its last sync (before a producer-state snapshot relies on
     /// them).
     pub fn sync_txn_indexes(&mut self) -> Result<()> {
+        self.guarded(|log| log.sync_txn_indexes_inner())
+    }
+
+    fn sync_txn_indexes_inner(&mut self) -> Result<()> {
         for seg in &mut self.segments {
             if seg.aborted_dirty {
-                crate::txn_index::sync(&crate::txn_index::path(&self.dir, seg.base_offset))?;
+                crate::txn_index::sync(
+                    &*self.storage,
+                    &crate::txn_index::path(&self.dir, seg.base_offset),
+                )?;
                 seg.aborted_dirty = false;
             }
         }
@@ -635,6 +872,10 @@ impl Log {
     /// DeleteRecords: moves the log start offset to `offset` (persisted) and deletes segments wholly below it.
     /// Returns the new log start offset.
     pub fn delete_records_before(&mut self, offset: i64) -> Result<i64> {
+        self.guarded(|log| log.delete_records_before_inner(offset))
+    }
+
+    fn delete_records_before_inner(&mut self, offset: i64) -> Result<i64> {
         let log_end = self.log_end_offset();
         if offset > log_end || offset < 0 {
             return Err(Error::OffsetOutOfRange {
@@ -663,13 +904,18 @@ impl Log {
         debug_assert!(offset >= self.log_start_offset || offset == self.segments[0].base_offset);
         if offset != self.log_start_offset {
             self.log_start_offset = offset;
-            write_small_file(&self.dir, LOG_START_FILE, &offset.to_string())?;
+            write_small_file(
+                &*self.storage,
+                &self.dir,
+                LOG_START_FILE,
+                &offset.to_string(),
+            )?;
         }
         Ok(())
     }
 
     /// Drops a segment file from the pending-flush list (its data was made durable another way).
-    pub(crate) fn forget_pending_flush(&mut self, file: &Arc<File>) {
+    pub(crate) fn forget_pending_flush(&mut self, file: &Arc<dyn FileHandle>) {
         self.pending_flush.retain(|p| !Arc::ptr_eq(&p.file, file));
     }
 
@@ -694,6 +940,10 @@ impl Log {
     /// Removes everything at and above `offset`. Truncation happens at a batch boundary: the batch containing
     /// `offset` is removed entirely, so the new log end offset is that batch's base offset (<= `offset`).
     pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
+        self.guarded(|log| log.truncate_to_inner(offset))
+    }
+
+    fn truncate_to_inner(&mut self, offset: i64) -> Result<()> {
         let log_end = self.log_end_offset();
         if offset >= log_end {
             return Ok(());
@@ -735,7 +985,7 @@ impl Log {
                 seg.delete_files()?;
             }
             if self.active().base_offset != new_end {
-                let seg = Segment::create(&self.dir, new_end, now_ms)?;
+                let seg = Segment::create(&self.storage, &self.dir, new_end, now_ms)?;
                 self.segments.push(seg);
             } else {
                 self.active_mut().next_offset = new_end;
@@ -752,10 +1002,15 @@ impl Log {
             seg.delete_files()?;
         }
         self.segments
-            .push(Segment::create(&self.dir, start, now_ms)?);
+            .push(Segment::create(&self.storage, &self.dir, start, now_ms)?);
         self.dir_dirty_since = Some(start);
         self.log_start_offset = start;
-        write_small_file(&self.dir, LOG_START_FILE, &start.to_string())?;
+        write_small_file(
+            &*self.storage,
+            &self.dir,
+            LOG_START_FILE,
+            &start.to_string(),
+        )?;
         self.after_truncation();
         Ok(())
     }
@@ -770,6 +1025,10 @@ impl Log {
     /// Rolls the active segment if `segment.ms` elapsed, then applies `retention.ms` and `retention.bytes` when
     /// the policy includes delete. Only whole non-active segments are deleted. Returns the number deleted.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize> {
+        self.guarded(|log| log.enforce_retention_inner(now_ms))
+    }
+
+    fn enforce_retention_inner(&mut self, now_ms: i64) -> Result<usize> {
         self.clock_ms = self.clock_ms.max(now_ms);
         let active = self.active();
         if !active.is_empty() && now_ms - active.created_ms >= self.config.segment_ms {
@@ -799,21 +1058,27 @@ impl Log {
     }
 
     /// Handle to fsync, outside the mutex, every file holding data below the current log end offset.
-    pub fn flush_handle(&self) -> FlushHandle {
+    pub fn flush_handle(&self) -> Result<FlushHandle> {
+        self.check_writable()?;
         let leo = self.log_end_offset();
-        let mut files: Vec<Arc<File>> = self
+        let mut files: Vec<Arc<dyn FileHandle>> = self
             .pending_flush
             .iter()
-            .map(|p| Arc::clone(&p.file))
+            .flat_map(|p| std::iter::once(&p.file).chain(&p.indexes))
+            .map(Arc::clone)
             .collect();
         if self.flushed_offset < leo {
             files.push(Arc::clone(&self.active().file));
         }
-        FlushHandle {
+        let active_base = self.active().base_offset;
+        Ok(FlushHandle {
             files,
+            storage: Arc::clone(&self.storage),
             dir: self.dir_dirty_since.map(|_| self.dir.clone()),
             flush_to: leo,
-        }
+            recovery_point: (active_base > self.recovery_point)
+                .then(|| (self.dir.clone(), active_base)),
+        })
     }
 
     /// Records that data below `offset` is durable (the handle's `flush_to` after a successful `sync`).
@@ -827,35 +1092,57 @@ impl Log {
         }
     }
 
+    /// Records what a successful [`FlushHandle::sync`] made durable: its `flush_to` and the recovery point it
+    /// persisted.
+    pub fn mark_synced(&mut self, handle: &FlushHandle) {
+        if let Some((_, rp)) = &handle.recovery_point {
+            self.recovery_point = self.recovery_point.max(*rp);
+        }
+        self.mark_flushed(handle.flush_to);
+    }
+
     pub fn flushed_offset(&self) -> i64 {
         self.flushed_offset
     }
 
     /// Convenience: `flush_handle().sync()` + `mark_flushed`.
     pub fn flush(&mut self) -> Result<()> {
-        let handle = self.flush_handle();
-        handle.sync()?;
-        self.mark_flushed(handle.flush_to());
+        let handle = self.flush_handle()?;
+        if let Err(e) = handle.sync() {
+            self.mark_failed(&format!("fsync failed: {e}"));
+            return Err(e);
+        }
+        self.mark_synced(&handle);
         Ok(())
     }
 
     /// Flushes, writes the clean-shutdown marker and closes the files.
+    /// A failed log writes nothing (no flush, no marker), so the next open recovers it.
     pub fn close(mut self) -> Result<()> {
-        self.active_mut().on_become_inactive()?;
-        self.flush()?;
-        File::open(&self.dir)?.sync_all()?;
-        for seg in &self.segments {
-            seg.sync_indexes()?;
-        }
-        write_small_file(&self.dir, CLEAN_SHUTDOWN_FILE, "")?;
-        Ok(())
+        self.guarded(|log| {
+            log.active_mut().on_become_inactive()?;
+            log.flush()?;
+            log.storage.sync_dir(&log.dir)?;
+            for seg in &log.segments {
+                seg.sync_indexes()?;
+            }
+            let leo = log.log_end_offset();
+            write_small_file(
+                &*log.storage,
+                &log.dir,
+                RECOVERY_POINT_FILE,
+                &leo.to_string(),
+            )?;
+            write_small_file(&*log.storage, &log.dir, CLEAN_SHUTDOWN_FILE, "")
+        })
     }
 
     /// Deletes the partition directory (topic deletion).
     pub fn delete(self) -> Result<()> {
         let dir = self.dir.clone();
+        let storage = Arc::clone(&self.storage);
         drop(self);
-        fs::remove_dir_all(dir)?;
+        storage.remove_dir_all(&dir)?;
         Ok(())
     }
 }

@@ -3,14 +3,12 @@
 //! A segment is named after its base offset. Only the last segment of a log (the active one) is appended to.
 //! Positional reads and writes (`FileExt`) are used so that reading needs only `&self` and never moves a cursor.
 
-use std::fs::{self, File, OpenOptions};
-use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::{self, Header, HEADER_SIZE};
 use crate::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
+use crate::storage::{self as st, FileHandle, Open, Storage};
 use crate::{Error, Result};
 
 /// File name stem of a segment: the base offset zero-padded to 20 digits, as Kafka does.
@@ -33,11 +31,14 @@ pub(crate) fn time_index_path(dir: &Path, base_offset: i64) -> PathBuf {
 /// How much of a segment the opening scan has to look at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum OpenMode {
-    /// Clean shutdown: trust the indexes, read headers after the last index entry to find the end.
+    /// Clean shutdown: trust the indexes, read headers after the last index entry to find the end. A torn
+    /// batch is damage (an error), never truncated.
     Trusted,
-    /// Unclean shutdown, non-active segment: verify CRCs of the batches after the last index entry.
+    /// Unclean shutdown, a segment wholly below the recovery point (known durable): verify CRCs of the batches
+    /// after the last index entry; a torn or invalid batch is damage (an error), never truncated.
     VerifyTail,
-    /// Unclean shutdown, active segment: verify every batch from the start and rebuild the indexes.
+    /// Unclean shutdown, a segment that may hold data not yet durable: verify every batch from the start,
+    /// rebuild the indexes, and cut a torn tail.
     VerifyAll,
 }
 
@@ -51,7 +52,8 @@ pub(crate) struct Opened {
 pub(crate) struct Segment {
     pub base_offset: i64,
     dir: PathBuf,
-    pub file: Arc<File>,
+    storage: Arc<dyn Storage>,
+    pub file: Arc<dyn FileHandle>,
     /// Bytes of complete batches in the file; the file is never longer except transiently during a failed write.
     pub size: u64,
     /// Last offset of the last batch + 1, or `base_offset` when empty.
@@ -72,32 +74,35 @@ pub(crate) struct Segment {
     pub aborted_dirty: bool,
 }
 
-fn read_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<()> {
+fn read_at(file: &Arc<dyn FileHandle>, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
     file.read_exact_at(buf, pos)
 }
 
 impl Segment {
     /// Creates a new empty segment, replacing any stale files with the same base offset.
-    pub fn create(dir: &Path, base_offset: i64, now_ms: i64) -> Result<Segment> {
-        crate::txn_index::remove(&crate::txn_index::path(dir, base_offset))?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(log_path(dir, base_offset))?;
+    pub fn create(
+        storage: &Arc<dyn Storage>,
+        dir: &Path,
+        base_offset: i64,
+        now_ms: i64,
+    ) -> Result<Segment> {
+        st::remove_if_exists(&**storage, &crate::txn_index::path(dir, base_offset))?;
+        let file = storage.open(&log_path(dir, base_offset), Open::Truncate)?;
         Ok(Segment {
             base_offset,
             dir: dir.to_path_buf(),
-            file: Arc::new(file),
+            storage: Arc::clone(storage),
+            file,
             size: 0,
             next_offset: base_offset,
             offset_index: OffsetIndex::create(
+                storage,
                 &index_path(dir, base_offset),
                 base_offset,
                 Vec::new(),
             )?,
             time_index: TimeIndex::create(
+                storage,
                 &time_index_path(dir, base_offset),
                 base_offset,
                 Vec::new(),
@@ -114,19 +119,18 @@ impl Segment {
     /// Opens an existing segment and scans it according to `mode`, cutting off a torn or corrupt tail and
     /// rebuilding the indexes when they are missing or inconsistent with the log file.
     pub fn open(
+        storage: &Arc<dyn Storage>,
         dir: &Path,
         base_offset: i64,
         mode: OpenMode,
         index_interval: u64,
         now_ms: i64,
     ) -> Result<Opened> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(log_path(dir, base_offset))?;
-        let size = file.metadata()?.len();
-        let offset_index = OffsetIndex::load(&index_path(dir, base_offset), base_offset, size)?;
-        let time_index = TimeIndex::load(&time_index_path(dir, base_offset), base_offset)?;
+        let file = storage.open(&log_path(dir, base_offset), Open::Existing)?;
+        let size = file.len()?;
+        let offset_index =
+            OffsetIndex::load(storage, &index_path(dir, base_offset), base_offset, size)?;
+        let time_index = TimeIndex::load(storage, &time_index_path(dir, base_offset), base_offset)?;
         let (offset_index, time_index) = match (offset_index, time_index) {
             (Some(o), Some(t)) if mode != OpenMode::VerifyAll => (o, t),
             (o, t) => {
@@ -134,15 +138,26 @@ impl Segment {
                     tracing::warn!(base_offset, dir = %dir.display(), "index missing or inconsistent; rebuilding");
                 }
                 (
-                    OffsetIndex::create(&index_path(dir, base_offset), base_offset, Vec::new())?,
-                    TimeIndex::create(&time_index_path(dir, base_offset), base_offset, Vec::new())?,
+                    OffsetIndex::create(
+                        storage,
+                        &index_path(dir, base_offset),
+                        base_offset,
+                        Vec::new(),
+                    )?,
+                    TimeIndex::create(
+                        storage,
+                        &time_index_path(dir, base_offset),
+                        base_offset,
+                        Vec::new(),
+                    )?,
                 )
             }
         };
         let mut segment = Segment {
             base_offset,
             dir: dir.to_path_buf(),
-            file: Arc::new(file),
+            storage: Arc::clone(storage),
+            file,
             size,
             next_offset: base_offset,
             offset_index,
@@ -155,16 +170,14 @@ impl Segment {
             aborted_dirty: false,
         };
         let verify = mode != OpenMode::Trusted;
-        let truncated = match segment.scan_tail(verify, index_interval)? {
+        let may_truncate = mode == OpenMode::VerifyAll;
+        let truncated = match segment.scan_tail(verify, may_truncate, index_interval)? {
             Some(t) => t,
             None => {
                 tracing::warn!(base_offset, dir = %dir.display(), "index does not match log; rebuilding");
-                segment.offset_index =
-                    OffsetIndex::create(&index_path(dir, base_offset), base_offset, Vec::new())?;
-                segment.time_index =
-                    TimeIndex::create(&time_index_path(dir, base_offset), base_offset, Vec::new())?;
-                segment.size = segment.file.metadata()?.len();
-                match segment.scan_tail(verify, index_interval)? {
+                segment.reset_indexes()?;
+                segment.size = segment.file.len()?;
+                match segment.scan_tail(verify, may_truncate, index_interval)? {
                     Some(t) => t,
                     None => {
                         return Err(Error::CorruptMessage(format!(
@@ -175,9 +188,9 @@ impl Segment {
             }
         };
         let txn_path = crate::txn_index::path(dir, base_offset);
-        segment.aborted = crate::txn_index::load(&txn_path, segment.next_offset)?;
+        segment.aborted = crate::txn_index::load(&**storage, &txn_path, segment.next_offset)?;
         if truncated {
-            crate::txn_index::rewrite(&txn_path, &segment.aborted)?;
+            crate::txn_index::rewrite(&**storage, &txn_path, &segment.aborted)?;
         }
         Ok(Opened { segment, truncated })
     }
@@ -185,8 +198,14 @@ impl Segment {
     /// Scans batches from the last offset index entry (or the start when there is none) to the end of the file,
     /// adding index entries as `append` would and truncating at the first torn or invalid batch.
     /// Returns `None` when the indexes turn out to disagree with the file (caller rebuilds from scratch),
-    /// otherwise whether a tail was truncated.
-    fn scan_tail(&mut self, verify: bool, index_interval: u64) -> Result<Option<bool>> {
+    /// otherwise whether a tail was truncated. Without `may_truncate` (data known to be durable) a torn or
+    /// invalid batch is an error: the segment is damaged, and cutting it would discard acknowledged records.
+    fn scan_tail(
+        &mut self,
+        verify: bool,
+        may_truncate: bool,
+        index_interval: u64,
+    ) -> Result<Option<bool>> {
         let file_len = self.size;
         let last_entry = self.offset_index.entries.last().copied();
         let mut pos = last_entry.map_or(0, |e| u64::from(e.position));
@@ -266,6 +285,16 @@ impl Segment {
         if first && last_entry.is_some() {
             // An index entry pointing at nothing means the index disagrees with the file.
             return Ok(None);
+        }
+        if torn && !may_truncate {
+            return Err(Error::Damaged(format!(
+                "segment {} of {} is damaged at byte {pos} of {file_len}, inside data that was already made \
+                 durable (below the recovery point or after a clean shutdown); it is not truncated, since \
+                 that would discard acknowledged records. Restore the file from a replica or backup, or move \
+                 the partition directory aside to give up its data",
+                self.base_offset,
+                self.dir.display()
+            )));
         }
         self.bytes_since_index = bytes_since_index;
         self.next_offset = next_offset;
@@ -353,7 +382,16 @@ impl Segment {
         let mut since = self.bytes_since_index;
         for (pos, header) in headers {
             debug_assert!(header.base_offset >= self.next_offset, "offsets must grow");
-            self.index_batch(header, start + *pos as u64, index_interval, &mut since)?;
+            if let Err(e) =
+                self.index_batch(header, start + *pos as u64, index_interval, &mut since)
+            {
+                // The data must not stay beyond `next_offset`: cut it again (best effort; the log is taken
+                // offline by the caller either way, and recovery re-validates the file).
+                self.size = start;
+                let _ = self.file.set_len(start);
+                let _ = self.offset_index.truncate_to_position(start);
+                return Err(e);
+            }
             self.observe_timestamp(header);
             self.next_offset = header.last_offset() + 1;
         }
@@ -422,6 +460,7 @@ impl Segment {
         if self.aborted.iter().any(|a| a.last_offset >= cut) {
             self.aborted.retain(|a| a.last_offset < cut);
             crate::txn_index::rewrite(
+                &*self.storage,
                 &crate::txn_index::path(&self.dir, self.base_offset),
                 &self.aborted,
             )?;
@@ -430,7 +469,7 @@ impl Segment {
         // scan keeps this simple and obviously consistent.
         self.reset_indexes()?;
         self.next_offset = self.base_offset;
-        match self.scan_tail(false, index_interval)? {
+        match self.scan_tail(false, true, index_interval)? {
             Some(_) => Ok(Some(header.base_offset)),
             None => Err(Error::CorruptMessage(format!(
                 "segment {} inconsistent after truncation",
@@ -442,11 +481,13 @@ impl Segment {
     /// Empties both indexes and the timestamp summary, ready for a rebuilding scan.
     fn reset_indexes(&mut self) -> Result<()> {
         self.offset_index = OffsetIndex::create(
+            &self.storage,
             &index_path(&self.dir, self.base_offset),
             self.base_offset,
             Vec::new(),
         )?;
         self.time_index = TimeIndex::create(
+            &self.storage,
             &time_index_path(&self.dir, self.base_offset),
             self.base_offset,
             Vec::new(),
@@ -458,15 +499,14 @@ impl Segment {
 
     /// Rebuilds indexes and summary after the log file was replaced (compaction).
     pub fn reload(&mut self, index_interval: u64) -> Result<()> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(log_path(&self.dir, self.base_offset))?;
-        self.size = file.metadata()?.len();
-        self.file = Arc::new(file);
+        let file = self
+            .storage
+            .open(&log_path(&self.dir, self.base_offset), Open::Existing)?;
+        self.size = file.len()?;
+        self.file = file;
         self.reset_indexes()?;
         self.next_offset = self.base_offset;
-        match self.scan_tail(false, index_interval)? {
+        match self.scan_tail(false, true, index_interval)? {
             Some(false) => {
                 self.on_become_inactive()?;
                 Ok(())
@@ -484,13 +524,7 @@ impl Segment {
         if self.max_timestamp >= 0 {
             return self.max_timestamp;
         }
-        self.file
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(-1)
+        self.file.modified_ms().unwrap_or(-1)
     }
 
     pub fn sync_indexes(&self) -> Result<()> {
@@ -507,11 +541,7 @@ impl Segment {
             self.time_index.path().to_path_buf(),
             crate::txn_index::path(&self.dir, self.base_offset),
         ] {
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
+            st::remove_if_exists(&*self.storage, &path)?;
         }
         Ok(())
     }

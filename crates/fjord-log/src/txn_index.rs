@@ -7,9 +7,10 @@
 //! when it writes an abort marker and, on open, re-adds those after its producer-state snapshot (the file may
 //! have missed an entry written just before a crash).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
+
+use crate::storage::{self as st, Open, Storage};
 
 /// One aborted transaction: its records lie in `first_offset..last_offset`; the abort marker is at
 /// `last_offset`.
@@ -48,11 +49,13 @@ fn i64_at(b: &[u8], pos: usize) -> i64 {
 
 /// Reads a segment's entries, keeping those whose marker is below `end_offset` (the segment's end after
 /// recovery). A missing file means no entries; a torn last entry is ignored.
-pub(crate) fn load(path: &Path, end_offset: i64) -> io::Result<Vec<AbortedTxn>> {
-    let data = match fs::read(path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
+pub(crate) fn load(
+    storage: &dyn Storage,
+    path: &Path,
+    end_offset: i64,
+) -> io::Result<Vec<AbortedTxn>> {
+    let Some(data) = st::read_optional(storage, path)? else {
+        return Ok(Vec::new());
     };
     Ok(data
         .chunks_exact(ENTRY_SIZE)
@@ -67,41 +70,33 @@ pub(crate) fn load(path: &Path, end_offset: i64) -> io::Result<Vec<AbortedTxn>> 
         .collect())
 }
 
-pub(crate) fn append(path: &Path, e: &AbortedTxn) -> io::Result<()> {
-    let mut f = OpenOptions::new().create(true).append(true).open(path)?;
-    f.write_all(&encode(e))
+pub(crate) fn append(storage: &dyn Storage, path: &Path, e: &AbortedTxn) -> io::Result<()> {
+    let f = storage.open(path, Open::Create)?;
+    // Whole entries only: a torn entry left by an earlier crash is overwritten.
+    let len = f.len()? / ENTRY_SIZE as u64 * ENTRY_SIZE as u64;
+    f.write_all_at(&encode(e), len)
 }
 
 /// Replaces the file with exactly `entries` (after truncation); no file when there are none.
-pub(crate) fn rewrite(path: &Path, entries: &[AbortedTxn]) -> io::Result<()> {
+pub(crate) fn rewrite(
+    storage: &dyn Storage,
+    path: &Path,
+    entries: &[AbortedTxn],
+) -> io::Result<()> {
     if entries.is_empty() {
-        return match fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        };
+        return st::remove_if_exists(storage, path);
     }
-    let tmp = path.with_extension("txnindex.tmp");
-    {
-        let mut f = File::create(&tmp)?;
-        for e in entries {
-            f.write_all(&encode(e))?;
-        }
-        f.sync_all()?;
+    let mut bytes = Vec::with_capacity(entries.len() * ENTRY_SIZE);
+    for e in entries {
+        bytes.extend_from_slice(&encode(e));
     }
-    fs::rename(&tmp, path)
+    st::write_atomic(storage, path, &bytes)
 }
 
-pub(crate) fn sync(path: &Path) -> io::Result<()> {
-    match File::open(path) {
+pub(crate) fn sync(storage: &dyn Storage, path: &Path) -> io::Result<()> {
+    match storage.open(path, Open::Existing) {
         Ok(f) => f.sync_all(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
-    }
-}
-
-pub(crate) fn remove(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
     }
 }
