@@ -54,16 +54,22 @@ pub struct LogDirs {
 }
 
 impl LogDirs {
-    /// Creates the directories if needed (no lock taken yet; see [`LogDirs::lock_all`]).
+    /// Creates the directories if needed (no lock taken yet; see [`LogDirs::lock_all`]). As in Kafka, a
+    /// directory that cannot be created or read starts offline, unless it is the first one (it holds the metadata
+    /// quorum): then the broker cannot start.
     pub fn new(paths: &[PathBuf], metrics: &Metrics) -> Result<LogDirs> {
         assert!(!paths.is_empty(), "log.dirs is validated non-empty");
         let mut dirs = Vec::with_capacity(paths.len());
-        for p in paths {
-            if !p.exists() {
-                std::fs::create_dir_all(p)?;
-                if let Some(parent) = p.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    sync_dir(parent)?;
+        let mut failed = Vec::new();
+        for (i, p) in paths.iter().enumerate() {
+            if let Err(e) = create_dir(p) {
+                if i == 0 {
+                    return Err(Error::Storage(format!(
+                        "cannot use log directory {} (it holds the metadata quorum): {e}",
+                        p.display()
+                    )));
                 }
+                failed.push((i, e));
             }
             metrics
                 .log_dir_offline
@@ -76,13 +82,20 @@ impl LogDirs {
                 lock: Mutex::new(None),
             });
         }
-        Ok(LogDirs {
+        let dirs = LogDirs {
             dirs,
             unopened: AtomicI64::new(0),
             dir_offline: metrics.log_dir_offline.clone(),
             offline_partitions: metrics.offline_partitions.clone(),
             fatal: watch::channel(None).0,
-        })
+        };
+        for (i, e) in failed {
+            dirs.fail(
+                i,
+                &format_args!("cannot create or read it at start-up: {e}"),
+            );
+        }
+        Ok(dirs)
     }
 
     pub fn len(&self) -> usize {
@@ -180,10 +193,19 @@ impl LogDirs {
 
     /// Takes the exclusive lock of every directory, writing this process's pid into `.lock`. Fails, naming the
     /// directory and the holder's pid, when another process holds one.
+    /// A directory that cannot be locked for another reason than another holder (an I/O error) goes offline,
+    /// unless it is the first.
     pub fn lock_all(&self) -> Result<()> {
-        for d in &self.dirs {
-            let file = lock_dir(&d.path)?;
-            *d.lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
+        for (i, d) in self.dirs.iter().enumerate() {
+            if self.is_offline(i) {
+                continue;
+            }
+            match lock_dir(&d.path) {
+                Ok(file) => *d.lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(file),
+                Err(e @ Error::Storage(_)) => return Err(e),
+                Err(e) if i == 0 => return Err(e),
+                Err(e) => self.fail(i, &format_args!("cannot lock it at start-up: {e}")),
+            }
         }
         Ok(())
     }
@@ -223,6 +245,22 @@ impl LogDirs {
             }
         }
     }
+}
+
+/// Creates a log directory (and makes its entry durable in the parent) unless it exists; checks it is a
+/// readable directory.
+fn create_dir(p: &Path) -> std::io::Result<()> {
+    match std::fs::metadata(p) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(p)?;
+            if let Some(parent) = p.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    std::fs::read_dir(p).map(|_| ())
 }
 
 /// Opens and locks `<dir>/.lock` and writes our pid into it.
@@ -356,5 +394,31 @@ mod tests {
         );
         first.unlock_all();
         second.lock_all().unwrap();
+    }
+
+    #[test]
+    fn a_log_dir_that_cannot_be_created_starts_offline_unless_it_holds_metadata() {
+        let root = tempfile::tempdir().unwrap();
+        let not_a_dir = root.path().join("file");
+        std::fs::write(&not_a_dir, b"x").unwrap();
+        let good = root.path().join("good");
+        let m = Metrics::new();
+        let dirs = LogDirs::new(&[good.clone(), not_a_dir.clone()], &m).unwrap();
+        dirs.lock_all().unwrap();
+        assert!(!dirs.is_offline(0) && dirs.is_offline(1));
+        assert!(good.join(LOCK_FILE).exists());
+        let text = m.encode();
+        assert!(
+            text.contains(&format!(
+                "fjord_log_dir_offline{{dir=\"{}\"}} 1",
+                not_a_dir.display()
+            )),
+            "{text}"
+        );
+        let err = LogDirs::new(&[not_a_dir.clone(), good], &m).err().unwrap();
+        assert!(
+            err.to_string().contains(&not_a_dir.display().to_string()),
+            "{err}"
+        );
     }
 }

@@ -627,6 +627,10 @@ pub struct PartitionManager {
     /// Partitions the metadata assigns here that could not be opened, with their topic id and the reason; they
     /// answer KAFKA_STORAGE_ERROR. Not retried before a restart: the cause needs an operator.
     unopened: Mutex<HashMap<(String, i32), (Uuid, String)>>,
+    /// Set after the first sync (start-up). Before it, every partition the metadata assigns here should already
+    /// have a directory; one not found while a log directory is offline may well live there, so it is not
+    /// created anew elsewhere (that would restart its offsets at 0 under the clients' feet).
+    started: AtomicBool,
 }
 
 /// Why a partition directory cannot be used.
@@ -651,6 +655,7 @@ impl PartitionManager {
             node_id,
             partitions: RwLock::new(HashMap::new()),
             unopened: Mutex::new(HashMap::new()),
+            started: AtomicBool::new(false),
         }
     }
 
@@ -752,6 +757,23 @@ impl PartitionManager {
                     tracing::error!(topic = %n.0 .0, partition = n.0 .1, "{reason}");
                     unopened.insert(n.0, (n.1, reason));
                 }
+            }
+        }
+        if !self.started.swap(true, Ordering::AcqRel) && self.dirs.any_offline() {
+            let offline: Vec<String> = (0..self.dirs.len())
+                .filter(|i| self.dirs.is_offline(*i))
+                .map(|i| self.dirs.path(i).display().to_string())
+                .collect();
+            for (key, id, _, _) in fresh.drain(..) {
+                let reason = format!(
+                    "{}-{} is not in any online log directory and may be in the offline one(s) ({}); it is not \
+                     created anew elsewhere. Restart the broker once the directory is back",
+                    key.0,
+                    key.1,
+                    offline.join(", ")
+                );
+                tracing::error!(topic = %key.0, partition = key.1, "{reason}");
+                unopened.insert(key, (id, reason));
             }
         }
         let placed = fresh.into_iter().map(|n| (self.place(), n));
@@ -1590,6 +1612,35 @@ mod tests {
         assert_eq!(err.code(), storage_error());
         assert!(err.to_string().contains("several log directories"), "{err}");
         assert!(a.join("t-1").exists() && b.join("t-1").exists());
+    }
+
+    #[test]
+    fn at_start_up_a_partition_missing_while_a_log_dir_is_offline_is_not_created_elsewhere() {
+        let (root, meta, cfg, _m, pm) = two_dirs();
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        pm.get("t", 1)
+            .unwrap()
+            .append(batch(-1, -1, -1, 2))
+            .unwrap();
+        pm.close_all();
+        // Directory b is unusable at the next start (here: a file where the directory was).
+        std::fs::rename(&b, root.path().join("b.away")).unwrap();
+        std::fs::write(&b, b"x").unwrap();
+        let dirs = LogDirs::new(&[a.clone(), b.clone()], &crate::metrics::Metrics::new()).unwrap();
+        assert!(dirs.is_offline(1));
+        let pm = PartitionManager::new(Arc::new(dirs), 1);
+        pm.sync_with(&meta, &cfg).unwrap();
+        assert!(pm.online("t", 0).unwrap().is_some());
+        let err = pm.online("t", 1).unwrap_err();
+        assert_eq!(err.code(), storage_error());
+        assert!(err.to_string().contains(&b.display().to_string()), "{err}");
+        assert!(!a.join("t-1").exists(), "no empty copy with offsets from 0");
+        // A partition created while the broker runs is new: it goes to the online directory.
+        let mut meta = meta;
+        let t = meta.topics.get_mut("t").unwrap();
+        t.partitions.push(t.partitions[0].clone());
+        pm.sync_with(&meta, &cfg).unwrap();
+        assert_eq!(pm.get("t", 2).unwrap().log_dir(), a);
     }
 
     #[tokio::test]
