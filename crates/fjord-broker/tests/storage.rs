@@ -351,3 +351,34 @@ async fn a_second_broker_on_the_same_log_dir_refuses_to_start() {
     let again = start(&[&a, &b]).await;
     again.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_whose_group_offsets_are_in_an_offline_dir_refuses_to_start_rather_than_forget_them(
+) {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    let broker = start(&[&a, &b]).await;
+    let mut c = Client::connect(&broker).await;
+    create_topic(&mut c, "x", 1).await;
+    // The group coordinator creates __consumer_offsets (one partition here): it goes to b, the emptier.
+    let found = c
+        .send(
+            3,
+            &FindCoordinatorRequest::default()
+                .with_key(s("g"))
+                .with_key_type(0),
+        )
+        .await;
+    assert_eq!(found.error_code, 0);
+    assert!(b.join("__consumer_offsets-0").is_dir());
+    broker.shutdown().await.unwrap();
+
+    std::fs::rename(&b, root.path().join("b.away")).unwrap();
+    std::fs::write(&b, b"not a directory").unwrap();
+    let err = Broker::start(config(&[&a, &b]))
+        .await
+        .err()
+        .expect("committed offsets cannot be loaded: no start")
+        .to_string();
+    assert!(err.contains("__consumer_offsets-0"), "{err}");
+}
