@@ -220,10 +220,21 @@ impl Broker {
     }
 
     /// Resolves when the broker cannot go on and must be stopped: the log directory holding the metadata
-    /// quorum went offline (Kafka halts then too). The message says why; the caller shuts down and exits with
-    /// an error.
+    /// quorum went offline, or the quorum's own store failed (Kafka halts then too). The message says why; the
+    /// caller shuts down and exits with an error.
     pub async fn fatal(&self) -> String {
-        self.state.partitions.dirs().fatal().await
+        let dirs = self.state.partitions.dirs();
+        tokio::select! {
+            reason = dirs.fatal() => reason,
+            error = self.state.meta.failed() => {
+                let reason = format!(
+                    "the metadata quorum's store in {} failed: {error}; stopping the broker",
+                    dirs.metadata_dir().join("__meta").display()
+                );
+                tracing::error!("{reason}");
+                reason
+            }
+        }
     }
 
     /// Stops accepting, lets background tasks end, flushes and closes every log (except those in an offline

@@ -382,3 +382,31 @@ async fn a_broker_whose_group_offsets_are_in_an_offline_dir_refuses_to_start_rat
         .to_string();
     assert!(err.contains("__consumer_offsets-0"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_error_in_the_metadata_quorums_store_stops_the_broker() {
+    let root = tempfile::tempdir().unwrap();
+    let a = root.path().join("a");
+    let broker = start(&[&a]).await;
+    let mut c = Client::connect(&broker).await;
+    // The metadata store's directory is lost: its next write (committing the next command) fails for real.
+    std::fs::rename(a.join("__meta"), root.path().join("meta.away")).unwrap();
+    std::fs::write(a.join("__meta"), b"not a directory").unwrap();
+    let created = c
+        .send(
+            5,
+            &CreateTopicsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_num_partitions(1)
+                    .with_replication_factor(1)]),
+        )
+        .await;
+    assert_ne!(created.topics[0].error_code, 0);
+    let reason = tokio::time::timeout(Duration::from_secs(10), broker.fatal())
+        .await
+        .expect("the broker is told to stop");
+    assert!(reason.contains("__meta"), "{reason}");
+    broker.shutdown().await.ok();
+}
