@@ -750,7 +750,7 @@ impl PartitionManager {
         let mut fresh = Vec::new();
         let mut located = Vec::new();
         for n in new {
-            match self.locate(&n.0) {
+            match self.locate(&n.0, n.1) {
                 Ok(Some(i)) => located.push((i, n)),
                 Ok(None) => fresh.push(n),
                 Err(reason) => {
@@ -799,8 +799,10 @@ impl PartitionManager {
     }
 
     /// The online log directory that holds `<topic>-<partition>`, if any. A directory that cannot even be looked
-    /// at goes offline. Found in several: an error (Kafka refuses to start then); none of them is served.
-    fn locate(&self, key: &(String, i32)) -> Result<Option<usize>, String> {
+    /// at goes offline. Found in several: those whose well-formed `partition.metadata` names another topic id are
+    /// older incarnations and are renamed aside for deletion if exactly one holds topic `id`; any other mix is an
+    /// error (Kafka refuses to start then) and none of them is served.
+    fn locate(&self, key: &(String, i32), id: Uuid) -> Result<Option<usize>, String> {
         let name = format!("{}-{}", key.0, key.1);
         let mut found = Vec::new();
         for i in 0..self.dirs.len() {
@@ -814,6 +816,37 @@ impl PartitionManager {
                 Err(e) => self
                     .dirs
                     .fail(i, &format_args!("cannot look up {}: {e}", path.display())),
+            }
+        }
+        if found.len() > 1 {
+            let ids: Vec<Option<Uuid>> = found
+                .iter()
+                .map(|i| {
+                    let meta = self.dirs.path(*i).join(&name).join(PARTITION_METADATA);
+                    std::fs::read(meta)
+                        .ok()
+                        .and_then(|b| parse_partition_metadata(&b))
+                })
+                .collect();
+            let ours: Vec<usize> = (0..found.len()).filter(|j| ids[*j] == Some(id)).collect();
+            if ours.len() == 1 && ids.iter().all(Option::is_some) {
+                for (j, i) in found.iter().enumerate() {
+                    if j == ours[0] {
+                        continue;
+                    }
+                    let parent = self.dirs.path(*i);
+                    match rename_for_delete(parent, &parent.join(&name), &key.0, key.1) {
+                        Ok(to) => {
+                            tracing::warn!(dir = %parent.join(&name).display(), moved_to = %to.display(),
+                                "a copy of the partition from a deleted topic of the same name; moved aside for deletion");
+                            remove_in_background(to);
+                        }
+                        Err(e) => self
+                            .dirs
+                            .fail(*i, &format_args!("renaming {name} for deletion: {e}")),
+                    }
+                }
+                found = vec![found[ours[0]]];
             }
         }
         match found[..] {
@@ -1603,7 +1636,22 @@ mod tests {
         let p = pm.get("t", 1).unwrap();
         assert_eq!((p.log_dir(), p.high_watermark()), (a.as_path(), 2));
         pm.close_all();
-        // In both: neither is served, nothing is deleted.
+        // In both, and one is an older incarnation (another topic id): that one is moved aside.
+        std::fs::create_dir(b.join("t-1")).unwrap();
+        std::fs::write(
+            b.join("t-1").join(PARTITION_METADATA),
+            format!("version: 0\ntopic_id: {}\n", Uuid::from_u128(99)),
+        )
+        .unwrap();
+        let dirs = LogDirs::new(&[a.clone(), b.clone()], &crate::metrics::Metrics::new()).unwrap();
+        let pm = PartitionManager::new(Arc::new(dirs), 1);
+        pm.sync_with(&meta, &cfg).unwrap();
+        let p = pm.get("t", 1).unwrap();
+        assert_eq!((p.log_dir(), p.high_watermark()), (a.as_path(), 2));
+        assert!(!b.join("t-1").exists());
+        drop(p);
+        pm.close_all();
+        // In both, and both claim topic t (or one cannot be read): neither is served, nothing is deleted.
         std::fs::create_dir(b.join("t-1")).unwrap();
         let dirs = LogDirs::new(&[a.clone(), b.clone()], &crate::metrics::Metrics::new()).unwrap();
         let pm = PartitionManager::new(Arc::new(dirs), 1);
