@@ -3,6 +3,10 @@
 //! A [`Partition`] guards its log with a mutex held only for the in-memory/page-cache part of an append or a
 //! read; fsync happens outside it (group commit, see [`Partition::wait_durable`]), and fetches waiting for data
 //! park on a [`Notify`] that every append wakes.
+//!
+//! Every operation on a partition's files runs through `Partition::io`: an I/O error takes the partition's log
+//! directory offline (see [`crate::log_dirs`]), and from then on the partition refuses every operation with
+//! KAFKA_STORAGE_ERROR instead of touching its files again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
