@@ -253,6 +253,22 @@ async fn a_failed_fsync_takes_one_log_dir_offline_and_the_other_keeps_serving() 
     assert_eq!(fetch(&mut c, "t", 1).await.0, storage);
     assert_eq!(list_latest(&mut c, "t", 1).await.0, storage);
     assert_eq!(delete_records(&mut c, "t", 1, 1).await, storage);
+    let producers = c
+        .send(
+            0,
+            &DescribeProducersRequest::default().with_topics(vec![
+                kafka_protocol::messages::describe_producers_request::TopicRequest::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partition_indexes(vec![0, 1]),
+            ]),
+        )
+        .await;
+    let codes: Vec<i16> = producers.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(codes, vec![0, storage]);
     assert_eq!(
         metadata(&mut c, "t").await,
         vec![(0, 1, vec![]), (E::LeaderNotAvailable.code(), -1, vec![1])]
