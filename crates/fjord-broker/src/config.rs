@@ -485,7 +485,11 @@ pub struct BrokerConfig {
     /// Host and port clients are told to connect to; a port of 0 means "the port actually bound".
     pub advertised_host: String,
     pub advertised_port: u16,
+    /// The first of `log_dirs`: it holds the metadata quorum (`__meta`), as Kafka's `metadata.log.dir` defaults to.
     pub log_dir: PathBuf,
+    /// Every directory of `log.dirs` (or the one `log.dir`), in order, without duplicates. Partitions live in
+    /// whichever one holds their directory; a new partition goes to the one hosting the fewest.
+    pub log_dirs: Vec<PathBuf>,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
     pub auto_create_topics: bool,
@@ -623,13 +627,31 @@ impl BrokerConfig {
                 (h, port)
             }
         };
-        let log_dir = get(&props, "log.dirs")
-            .map(|d| d.split(',').next().unwrap_or("").trim().to_string())
-            .or_else(|| get(&props, "log.dir"))
-            .unwrap_or_else(|| "./fjord-data".into());
-        if log_dir.is_empty() {
-            return Err(ConfigError::new("log.dirs", "must name a directory"));
+        let (dirs_key, dirs_value) = match get(&props, "log.dirs") {
+            Some(d) => ("log.dirs", d),
+            None => (
+                "log.dir",
+                get(&props, "log.dir").unwrap_or_else(|| "./fjord-data".into()),
+            ),
+        };
+        let mut log_dirs: Vec<PathBuf> = Vec::new();
+        for d in dirs_value.split(',').map(str::trim) {
+            if d.is_empty() {
+                return Err(ConfigError::new(
+                    dirs_key,
+                    "must be a comma-separated list of directories, none of them empty",
+                ));
+            }
+            let d = PathBuf::from(d);
+            if log_dirs.contains(&d) {
+                return Err(ConfigError::new(
+                    dirs_key,
+                    format!("`{}` is listed twice", d.display()),
+                ));
+            }
+            log_dirs.push(d);
         }
+        let log_dir = log_dirs[0].clone();
         let metrics_listener = match get(&props, "metrics.listener") {
             Some(m) if !m.is_empty() => Some(m.parse().map_err(|_| {
                 ConfigError::new("metrics.listener", format!("`{m}` is not host:port"))
@@ -642,7 +664,8 @@ impl BrokerConfig {
             listener,
             advertised_host,
             advertised_port,
-            log_dir: PathBuf::from(log_dir),
+            log_dir,
+            log_dirs,
             num_partitions: int(&props, "num.partitions") as i32,
             default_replication_factor: int(&props, "default.replication.factor") as i16,
             auto_create_topics: get(&props, "auto.create.topics.enable").as_deref() == Some("true"),
@@ -747,6 +770,26 @@ mod tests {
         let lc = c.log_config(&BTreeMap::new());
         assert_eq!(lc.segment_bytes, 1_073_741_824);
         assert!(lc.cleanup_delete && !lc.cleanup_compact);
+    }
+
+    #[test]
+    fn every_log_dir_of_the_list_is_used_and_the_first_holds_metadata() {
+        let c = cfg(&[("log.dirs", "/data/a, /data/b,/data/c")]).unwrap();
+        assert_eq!(
+            c.log_dirs,
+            vec![
+                PathBuf::from("/data/a"),
+                PathBuf::from("/data/b"),
+                PathBuf::from("/data/c")
+            ]
+        );
+        assert_eq!(c.log_dir, PathBuf::from("/data/a"));
+        let c = cfg(&[("log.dir", "/data/x")]).unwrap();
+        assert_eq!(c.log_dirs, vec![PathBuf::from("/data/x")]);
+        let err = cfg(&[("log.dirs", "/data/a,,/data/b")]).unwrap_err();
+        assert_eq!(err.name, "log.dirs");
+        let err = cfg(&[("log.dirs", "/data/a,/data/a")]).unwrap_err();
+        assert!(err.reason.contains("twice"), "{err}");
     }
 
     #[test]

@@ -338,7 +338,8 @@ pub fn replay_topic(
         .get(topic)
         .map_or(0, |t| t.partitions.len());
     for p in 0..parts as i32 {
-        let Some(part) = state.partitions.get(topic, p) else {
+        // An offline partition fails the load rather than leave the coordinator without its state.
+        let Some(part) = state.partitions.online(topic, p)? else {
             continue;
         };
         let (mut offset, hw) = part.offsets();

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod api;
 pub mod config;
 pub mod groups;
+pub mod log_dirs;
 pub mod metrics;
 pub mod partition;
 pub mod producers;
@@ -25,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
+use crate::log_dirs::LogDirs;
 use crate::metrics::Metrics;
 use crate::partition::PartitionManager;
 
@@ -44,6 +46,13 @@ pub enum Error {
     Producer(#[from] producers::ProducerError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The partition cannot be served from disk: its log directory is offline after an I/O error, or its
+    /// directory could not be opened. Kafka's KAFKA_STORAGE_ERROR; the message says which and why.
+    #[error("{0}")]
+    Storage(String),
+    /// The partition was deleted (its directory renamed away) while this handle was still in use.
+    #[error("{0} was deleted")]
+    Deleted(String),
 }
 
 impl Error {
@@ -68,6 +77,18 @@ impl Error {
             Error::Io(_) => E::KafkaStorageError.code(),
             Error::Producer(p) => p.code(),
             Error::Internal(_) => E::UnknownServerError.code(),
+            Error::Storage(_) => E::KafkaStorageError.code(),
+            Error::Deleted(_) => E::UnknownTopicOrPartition.code(),
+        }
+    }
+
+    /// Whether this error is a fault of the disk (an I/O error, or durable data found damaged), which takes the
+    /// log directory offline.
+    pub fn is_disk_fault(&self) -> bool {
+        match self {
+            Error::Io(_) => true,
+            Error::Log(e) => e.is_storage_error(),
+            _ => false,
         }
     }
 }
@@ -115,7 +136,11 @@ pub struct Broker {
 impl Broker {
     /// Opens the metadata store and logs under `log.dirs`, binds the listener and starts serving.
     pub async fn start(config: BrokerConfig) -> Result<Broker> {
-        std::fs::create_dir_all(&config.log_dir)?;
+        let metrics = Metrics::new();
+        let dirs = Arc::new(LogDirs::new(&config.log_dirs, &metrics)?);
+        // Before anything reads or writes a log: a second process on the same directories stops here.
+        dirs.lock_all()?;
+        dirs.remove_deleted_leftovers();
         let listener = TcpListener::bind(config.listener).await?;
         let addr = listener.local_addr()?;
         let port = if config.advertised_port == 0 {
@@ -130,10 +155,9 @@ impl Broker {
             port: advertised.1,
             rack: None,
         };
-        let meta = Meta::open(&config.log_dir.join("__meta"), config.node_id, info).await?;
-        let partitions = PartitionManager::new(&config.log_dir, config.node_id);
+        let meta = Meta::open(&dirs.metadata_dir().join("__meta"), config.node_id, info).await?;
+        let partitions = PartitionManager::new(dirs, config.node_id);
         partitions.sync_with(&meta.state(), &config)?;
-        let metrics = Metrics::new();
         let state = Arc::new(BrokerState {
             transactions: transactions::Transactions::new(
                 transactions::txn_config(&config),
@@ -195,14 +219,35 @@ impl Broker {
         self.state.metrics.encode()
     }
 
-    /// Stops accepting, lets background tasks end, flushes and closes every log.
+    /// Resolves when the broker cannot go on and must be stopped: the log directory holding the metadata
+    /// quorum went offline, or the quorum's own store failed (Kafka halts then too). The message says why; the
+    /// caller shuts down and exits with an error.
+    pub async fn fatal(&self) -> String {
+        let dirs = self.state.partitions.dirs();
+        tokio::select! {
+            reason = dirs.fatal() => reason,
+            error = self.state.meta.failed() => {
+                let reason = format!(
+                    "the metadata quorum's store in {} failed: {error}; stopping the broker",
+                    dirs.metadata_dir().join("__meta").display()
+                );
+                tracing::error!("{reason}");
+                reason
+            }
+        }
+    }
+
+    /// Stops accepting, lets background tasks end, flushes and closes every log (except those in an offline
+    /// log directory, which are left for recovery at the next start) and releases the log directory locks.
     pub async fn shutdown(self) -> Result<()> {
         let _ = self.shutdown_tx.send(true);
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
         self.state.partitions.close_all();
-        self.state.meta.shutdown().await?;
+        let meta = self.state.meta.shutdown().await;
+        self.state.partitions.dirs().unlock_all();
+        meta?;
         tracing::info!("broker stopped");
         Ok(())
     }
@@ -252,6 +297,10 @@ async fn housekeeping(state: Arc<BrokerState>, mut shutdown: watch::Receiver<boo
             .unwrap_or(86_400_000);
         let res = tokio::task::spawn_blocking(move || {
             for p in st.partitions.all() {
+                // An offline directory is never written again, housekeeping included.
+                if p.check_online().is_err() {
+                    continue;
+                }
                 if let Err(e) = p.housekeeping(st.config.cleaner_enable, producer_expiration_ms) {
                     tracing::error!(topic = %p.topic, partition = p.index, error = %e, "housekeeping failed");
                 }

@@ -24,6 +24,20 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LogDirLabels {
+    /// The log directory as configured in `log.dirs`.
+    pub dir: String,
+}
+
+impl LogDirLabels {
+    pub fn new(dir: &std::path::Path) -> Self {
+        LogDirLabels {
+            dir: dir.display().to_string(),
+        }
+    }
+}
+
 type LatencyFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -42,6 +56,11 @@ pub struct Metrics {
     pub transactions_ended: Family<OutcomeLabels, Counter>,
     pub transactions_timed_out: Counter,
     pub transactions_ongoing: Gauge,
+    /// 1 for a log directory taken offline by an I/O error, 0 for one in service (Kafka's `OfflineLogDirectoryCount`
+    /// per directory).
+    pub log_dir_offline: Family<LogDirLabels, Gauge>,
+    /// Partitions hosted here that answer KAFKA_STORAGE_ERROR (Kafka's `OfflinePartitionsCount`).
+    pub offline_partitions: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -72,6 +91,8 @@ impl Metrics {
         let transactions_ended = Family::<OutcomeLabels, Counter>::default();
         let transactions_timed_out = Counter::default();
         let transactions_ongoing = Gauge::default();
+        let log_dir_offline = Family::<LogDirLabels, Gauge>::default();
+        let offline_partitions = Gauge::default();
         registry.register(
             "topic_bytes_in",
             "Record-batch bytes appended, by topic",
@@ -142,6 +163,16 @@ impl Metrics {
             "Open transactions (state Ongoing) in the transaction coordinator",
             transactions_ongoing.clone(),
         );
+        registry.register(
+            "log_dir_offline",
+            "1 when the log directory was taken offline by an I/O error (its partitions answer KAFKA_STORAGE_ERROR until a restart), else 0",
+            log_dir_offline.clone(),
+        );
+        registry.register(
+            "offline_partitions",
+            "Partitions hosted here that cannot serve: in an offline log directory, or whose directory could not be opened",
+            offline_partitions.clone(),
+        );
         Metrics {
             registry,
             bytes_in,
@@ -158,6 +189,8 @@ impl Metrics {
             transactions_ended,
             transactions_timed_out,
             transactions_ongoing,
+            log_dir_offline,
+            offline_partitions,
         }
     }
 

@@ -3,11 +3,15 @@
 //! A [`Partition`] guards its log with a mutex held only for the in-memory/page-cache part of an append or a
 //! read; fsync happens outside it (group commit, see [`Partition::wait_durable`]), and fetches waiting for data
 //! park on a [`Notify`] that every append wakes.
+//!
+//! Every operation on a partition's files runs through `Partition::io`: an I/O error takes the partition's log
+//! directory offline (see [`crate::log_dirs`]), and from then on the partition refuses every operation with
+//! KAFKA_STORAGE_ERROR instead of touching its files again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
 use fjord_log::{AbortedTxn, AppendInfo, ControlType, Log, LogConfig, ReadInfo};
@@ -16,6 +20,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
+use crate::log_dirs::{remove_in_background, rename_for_delete, sync_dir, LogDirs};
 use crate::producers::{ProducerStates, ProducerView, Verdict};
 use crate::{now_ms, Error, Result};
 
@@ -42,6 +47,28 @@ pub struct Partition {
     producers: Mutex<ProducerStates>,
     /// Log end offset of the newest producer-state snapshot (-1: none).
     last_snapshot: AtomicI64,
+    /// The broker's log directories; an I/O error here takes directory `dir_index` offline.
+    dirs: Arc<LogDirs>,
+    /// Which of `dirs` holds this partition's directory.
+    dir_index: usize,
+    /// Set, under the log lock, when the topic is deleted and the directory renamed away: a handle still held by
+    /// a request must never write again, least of all into a re-created topic's directory of the same name.
+    deleted: AtomicBool,
+    /// Test-only fault injection (see [`Partition::fail_next_io_for_test`]).
+    fail_next_io: AtomicBool,
+    /// Test-only fault injection (see [`Partition::fail_next_fsync_for_test`]).
+    fail_next_fsync: AtomicBool,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partition")
+            .field("topic", &self.topic)
+            .field("index", &self.index)
+            .field("topic_id", &self.topic_id)
+            .field("log_dir", &self.log_dir())
+            .finish_non_exhaustive()
+    }
 }
 
 /// File name of a producer-state snapshot taken when the log ended at `offset` (Kafka's naming).
@@ -156,10 +183,84 @@ pub struct FetchRead {
 }
 
 impl Partition {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
+    /// The log, for in-memory state only (offsets, timestamps already known). Anything that may touch files goes
+    /// through [`Partition::log`].
+    fn lock(&self) -> MutexGuard<'_, Log> {
         // A panic while holding the lock would be a bug in fjord-log; the log itself stays consistent on disk
         // (recovery re-validates), so continuing with the inner value is the most useful behaviour.
         self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The log, for an operation that may read or write files: refused once the log directory is offline or
+    /// the partition was deleted. Checked under the lock, which deletion also takes to rename the directory, so
+    /// no write through this handle can follow a deletion.
+    fn log(&self) -> Result<MutexGuard<'_, Log>> {
+        let log = self.lock();
+        self.check_online()?;
+        Ok(log)
+    }
+
+    /// `Ok` while the partition can be served: not deleted, and its log directory online.
+    pub fn check_online(&self) -> Result<()> {
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(Error::Deleted(format!("{}-{}", self.topic, self.index)));
+        }
+        if self.dirs.is_offline(self.dir_index) {
+            return Err(Error::Storage(format!(
+                "{}-{} is offline: its log directory {} failed with an I/O error",
+                self.topic,
+                self.index,
+                self.dirs.path(self.dir_index).display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs an operation on the log's files. An I/O error takes the log directory offline: it is a fact about
+    /// the disk, never retried (a failed fsync may have dropped the very pages a retry would call durable).
+    fn io<T>(&self, op: impl FnOnce() -> Result<T>) -> Result<T> {
+        let result = if self.fail_next_io.swap(false, Ordering::AcqRel) {
+            Err(Error::Io(std::io::Error::other(
+                "I/O error injected by a test",
+            )))
+        } else {
+            op()
+        };
+        if let Err(e) = &result {
+            self.report(e);
+        }
+        result
+    }
+
+    fn report(&self, e: &Error) {
+        if e.is_disk_fault() {
+            self.dirs.fail(
+                self.dir_index,
+                &format_args!("{}-{}: {e}", self.topic, self.index),
+            );
+        }
+    }
+
+    /// **Test-only:** the next operation on this partition's files (append, read, fsync in
+    /// [`Partition::wait_durable`], housekeeping, snapshot) fails with an I/O error instead of running, exactly as
+    /// if the disk had refused it. Exists because a real disk fault cannot be produced on demand in a test; no
+    /// production path calls it.
+    #[doc(hidden)]
+    pub fn fail_next_io_for_test(&self) {
+        self.fail_next_io.store(true, Ordering::Release);
+    }
+
+    /// **Test-only:** the next fsync of [`Partition::wait_durable`] fails with an I/O error instead of running,
+    /// after the data was appended: the acks=all case of a disk that took the write and then could not make it
+    /// durable. No production path calls it.
+    #[doc(hidden)]
+    pub fn fail_next_fsync_for_test(&self) {
+        self.fail_next_fsync.store(true, Ordering::Release);
+    }
+
+    /// Where this partition's directory lives (one of `log.dirs`).
+    pub fn log_dir(&self) -> &Path {
+        self.dirs.path(self.dir_index)
     }
 
     /// Appends a client's batches (sequence-checked when they carry a producer id).
@@ -168,6 +269,10 @@ impl Partition {
     }
 
     pub fn append_from(&self, records: Bytes, origin: Origin) -> Result<AppendInfo> {
+        self.io(|| self.append_locked(records, origin))
+    }
+
+    fn append_locked(&self, records: Bytes, origin: Origin) -> Result<AppendInfo> {
         let epoch = self.leader_epoch.load(Ordering::Relaxed) as i32;
         // Only the headers are read here; `Log::append` validates each batch (CRC included) once.
         let batches: Vec<_> = fjord_log::batch_headers(&records).collect();
@@ -175,13 +280,13 @@ impl Partition {
             .iter()
             .all(|b| b.producer_id < 0 && !b.is_control && !b.is_transactional)
         {
-            let info = self.lock().append(records, epoch, now_ms())?;
+            let info = self.log()?.append(records, epoch, now_ms())?;
             self.wake_waiters();
             return Ok(info);
         }
         // Producer ids: check sequences and append under one lock order (producers, then log).
         let mut producers = self.lock_producers();
-        let mut log = self.lock();
+        let mut log = self.log()?;
         if origin == Origin::Client {
             let verdicts = batches
                 .iter()
@@ -237,12 +342,22 @@ impl Partition {
         kind: ControlType,
         coordinator_epoch: i32,
     ) -> Result<i64> {
+        self.io(|| self.append_marker_locked(producer_id, producer_epoch, kind, coordinator_epoch))
+    }
+
+    fn append_marker_locked(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        kind: ControlType,
+        coordinator_epoch: i32,
+    ) -> Result<i64> {
         let epoch = self.leader_epoch.load(Ordering::Relaxed) as i32;
         let now = now_ms();
         let batch =
             fjord_log::control_batch(producer_id, producer_epoch, kind, coordinator_epoch, now);
         let mut producers = self.lock_producers();
-        let mut log = self.lock();
+        let mut log = self.log()?;
         let info = log.append(batch, epoch, now)?;
         if let Some(aborted) = producers.record_marker(
             producer_id,
@@ -272,8 +387,18 @@ impl Partition {
         min_one_batch: bool,
         read_committed: bool,
     ) -> Result<FetchRead> {
+        self.io(|| self.fetch_locked(offset, max_bytes, min_one_batch, read_committed))
+    }
+
+    fn fetch_locked(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        read_committed: bool,
+    ) -> Result<FetchRead> {
         let producers = self.lock_producers();
-        let log = self.lock();
+        let log = self.log()?;
         let hw = log.log_end_offset();
         let lso = producers.first_unstable_offset().map_or(hw, |f| f.min(hw));
         let upper = if read_committed { lso } else { hw };
@@ -308,10 +433,12 @@ impl Partition {
     }
 
     pub fn read(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Result<ReadInfo> {
-        let log = self.lock();
-        // Single replica: the high watermark is the log end offset.
-        let hw = log.log_end_offset();
-        Ok(log.read(offset, max_bytes, hw, min_one_batch)?)
+        self.io(|| {
+            let log = self.log()?;
+            // Single replica: the high watermark is the log end offset.
+            let hw = log.log_end_offset();
+            Ok(log.read(offset, max_bytes, hw, min_one_batch)?)
+        })
     }
 
     /// (log start offset, high watermark).
@@ -325,7 +452,7 @@ impl Partition {
     }
 
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>> {
-        Ok(self.lock().offset_for_timestamp(ts)?)
+        self.io(|| Ok(self.log()?.offset_for_timestamp(ts)?))
     }
 
     pub fn max_timestamp(&self) -> Option<(i64, i64)> {
@@ -333,7 +460,7 @@ impl Partition {
     }
 
     pub fn delete_records_before(&self, offset: i64) -> Result<i64> {
-        Ok(self.lock().delete_records_before(offset)?)
+        self.io(|| Ok(self.log()?.delete_records_before(offset)?))
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -350,18 +477,30 @@ impl Partition {
         if self.durable.load(Ordering::Acquire) >= offset {
             return Ok(());
         }
-        let handle = self.lock().flush_handle()?;
+        // After a failed fsync nothing is synced again: the kernel may have dropped the dirty pages it could not
+        // write, and a second fsync would then succeed and call lost data durable. Waiters behind the failed
+        // one land here and get the storage error too (the directory is offline, and the log itself refuses).
+        let handle = self.io(|| Ok(self.log()?.flush_handle()?))?;
         let to = handle.flush_to();
-        let synced = tokio::task::spawn_blocking(move || handle.sync().map(|()| handle))
-            .await
-            .map_err(|e| Error::Internal(format!("flush task failed: {e}")))?;
+        let synced = if self.fail_next_fsync.swap(false, Ordering::AcqRel)
+            || self.fail_next_io.swap(false, Ordering::AcqRel)
+        {
+            Err(fjord_log::Error::Io(std::io::Error::other(
+                "fsync error injected by a test",
+            )))
+        } else {
+            tokio::task::spawn_blocking(move || handle.sync().map(|()| handle))
+                .await
+                .map_err(|e| Error::Internal(format!("flush task failed: {e}")))?
+        };
         match synced {
             Ok(handle) => self.lock().mark_synced(&handle),
             Err(e) => {
-                // Never retried: the kernel may have dropped the pages whose write-back failed, so a later
-                // fsync could "succeed" without them. The log refuses every further write.
                 self.lock().mark_failed(&format!("fsync failed: {e}"));
-                return Err(e.into());
+                let e = Error::from(e);
+                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "fsync failed");
+                self.report(&e);
+                return Err(e);
             }
         }
         self.durable.fetch_max(to, Ordering::AcqRel);
@@ -395,7 +534,13 @@ impl Partition {
 
     /// Periodic housekeeping: roll by age, retention, compaction.
     pub fn housekeeping(&self, compact: bool, producer_expiration_ms: i64) -> Result<()> {
-        self.flush_rolled_segments()?;
+        self.io(|| {
+            self.flush_rolled_segments()?;
+            self.housekeeping_locked(compact, producer_expiration_ms)
+        })
+    }
+
+    fn housekeeping_locked(&self, compact: bool, producer_expiration_ms: i64) -> Result<()> {
         let now = now_ms();
         let expired = self.lock_producers().expire(now, producer_expiration_ms);
         // Taken before the log lock (lock order); the LSO only grows, so an older value is conservative.
@@ -403,7 +548,7 @@ impl Partition {
         if expired > 0 {
             tracing::debug!(topic = %self.topic, partition = self.index, expired, "expired idle producer ids");
         }
-        let mut log = self.lock();
+        let mut log = self.log()?;
         let deleted = log.enforce_retention(now)?;
         if deleted > 0 {
             tracing::info!(topic = %self.topic, partition = self.index, deleted, "retention deleted segments");
@@ -426,7 +571,7 @@ impl Partition {
             // The pass reads inactive segments and writes cleaned copies without the lock; appends and
             // fetches go on meanwhile. Only the swap takes the lock again.
             let result = plan.run()?;
-            let reclaimed = self.lock().finish_compaction(result)?;
+            let reclaimed = self.log()?.finish_compaction(result)?;
             if reclaimed > 0 {
                 tracing::info!(topic = %self.topic, partition = self.index, reclaimed, "compaction reclaimed bytes");
             }
@@ -438,10 +583,14 @@ impl Partition {
     /// rolls too), or always with `force` (clean shutdown) unless nothing was appended since. Keeps the newest
     /// two snapshots.
     pub fn maybe_snapshot(&self, force: bool) -> Result<()> {
+        self.io(|| self.snapshot_locked(force))
+    }
+
+    fn snapshot_locked(&self, force: bool) -> Result<()> {
         let last = self.last_snapshot.load(Ordering::Acquire);
         let (offset, data) = {
             let producers = self.lock_producers();
-            let mut log = self.lock();
+            let mut log = self.log()?;
             let end = log.log_end_offset();
             let rolled = log.active_base_offset() > last;
             if end == last || !(force || rolled) {
@@ -478,11 +627,13 @@ impl Partition {
     /// fsyncs segments rolled since the last flush, outside the log lock (Kafka flushes a segment in the
     /// background when it rolls). The recovery point then moves past them, so an unclean restart re-validates at
     /// most the active segment, and compaction, which cleans only durable data, keeps up under acks=1 traffic.
-    /// Call from a blocking thread.
+    /// Call from a blocking thread. Skipped while another flush runs (it or the next round covers the segments).
     pub fn flush_rolled_segments(&self) -> Result<()> {
-        let _guard = self.flush_lock.blocking_lock();
+        let Ok(_guard) = self.flush_lock.try_lock() else {
+            return Ok(());
+        };
         let handle = {
-            let log = self.lock();
+            let log = self.log()?;
             if !log.has_unflushed_rolled_segments() {
                 return Ok(());
             }
@@ -498,28 +649,59 @@ impl Partition {
     }
 
     pub fn flush(&self) -> Result<()> {
-        let mut log = self.lock();
-        log.flush()?;
-        self.durable
-            .fetch_max(log.log_end_offset(), Ordering::AcqRel);
-        Ok(())
+        self.io(|| {
+            let mut log = self.log()?;
+            log.flush()?;
+            self.durable
+                .fetch_max(log.log_end_offset(), Ordering::AcqRel);
+            Ok(())
+        })
     }
 }
 
 /// All partitions hosted here, keyed by (topic, partition).
 pub struct PartitionManager {
-    data_dir: PathBuf,
+    dirs: Arc<LogDirs>,
     node_id: i32,
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
+    /// Partitions the metadata assigns here that could not be opened, with their topic id and the reason; they
+    /// answer KAFKA_STORAGE_ERROR. Not retried before a restart: the cause needs an operator.
+    unopened: Mutex<HashMap<(String, i32), (Uuid, String)>>,
+    /// Set after the first sync (start-up). Before it, every partition the metadata assigns here should already
+    /// have a directory; one not found while a log directory is offline may well live there, so it is not
+    /// created anew elsewhere (that would restart its offsets at 0 under the clients' feet).
+    started: AtomicBool,
+}
+
+/// Why a partition directory cannot be used.
+enum DirProblem {
+    /// A fault of the disk: the log directory goes offline.
+    Io(std::io::Error),
+    /// Content nobody can vouch for (a damaged `partition.metadata`, data without one): the partition stays
+    /// offline and the directory untouched.
+    Unusable(String),
+}
+
+impl From<std::io::Error> for DirProblem {
+    fn from(e: std::io::Error) -> Self {
+        DirProblem::Io(e)
+    }
 }
 
 impl PartitionManager {
-    pub fn new(data_dir: &Path, node_id: i32) -> Self {
+    pub fn new(dirs: Arc<LogDirs>, node_id: i32) -> Self {
         Self {
-            data_dir: data_dir.to_path_buf(),
+            dirs,
             node_id,
             partitions: RwLock::new(HashMap::new()),
+            unopened: Mutex::new(HashMap::new()),
+            started: AtomicBool::new(false),
         }
+    }
+
+    /// The log directories and their online/offline state.
+    pub fn dirs(&self) -> &Arc<LogDirs> {
+        &self.dirs
     }
 
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
@@ -528,6 +710,26 @@ impl PartitionManager {
             .unwrap_or_else(|p| p.into_inner())
             .get(&(topic.to_string(), partition))
             .cloned()
+    }
+
+    /// The partition, if hosted here and able to serve: `Ok(None)` when it is not hosted here (Kafka's
+    /// UNKNOWN_TOPIC_OR_PARTITION), `Err` (KAFKA_STORAGE_ERROR) when it is hosted here but its log directory is
+    /// offline or its directory could not be opened.
+    pub fn online(&self, topic: &str, partition: i32) -> Result<Option<Arc<Partition>>> {
+        if let Some(p) = self.get(topic, partition) {
+            p.check_online()?;
+            return Ok(Some(p));
+        }
+        let unopened = self.lock_unopened();
+        match unopened.get(&(topic.to_string(), partition)) {
+            Some((_, reason)) => Err(Error::Storage(reason.clone())),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether the partition is assigned here but cannot serve from disk (reported as an offline replica).
+    pub fn is_offline(&self, topic: &str, partition: i32) -> bool {
+        matches!(self.online(topic, partition), Err(Error::Storage(_)))
     }
 
     pub fn all(&self) -> Vec<Arc<Partition>> {
@@ -539,8 +741,8 @@ impl PartitionManager {
             .collect()
     }
 
-    fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
-        self.data_dir.join(format!("{topic}-{partition}"))
+    fn lock_unopened(&self) -> MutexGuard<'_, HashMap<(String, i32), (Uuid, String)>> {
+        self.unopened.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Brings the hosted partitions in line with the metadata: opens logs for new partitions, applies config
@@ -559,6 +761,8 @@ impl PartitionManager {
             }
         }
         let mut parts = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+        let mut unopened = self.lock_unopened();
+        unopened.retain(|k, (id, _)| wanted.get(k).is_some_and(|(w, _, _)| w == id));
         // Remove partitions that are gone or belong to an older incarnation of the topic.
         let stale: Vec<(String, i32)> = parts
             .iter()
@@ -567,55 +771,258 @@ impl PartitionManager {
             .collect();
         for key in stale {
             if let Some(p) = parts.remove(&key) {
-                tracing::info!(topic = %key.0, partition = key.1, "deleting partition");
-                match Arc::try_unwrap(p) {
-                    Ok(p) => {
-                        let log = p.log.into_inner().unwrap_or_else(|e| e.into_inner());
-                        log.delete()?;
-                    }
-                    // A request still holds the partition; remove the directory anyway: the open files
-                    // stay readable until the last handle drops.
-                    Err(_) => {
-                        let _ = std::fs::remove_dir_all(self.partition_dir(&key.0, key.1));
-                    }
-                }
+                self.retire(p);
             }
         }
+        let mut new = Vec::new();
         for (key, (id, epoch, lc)) in wanted {
             if let Some(p) = parts.get(&key) {
                 p.set_config(lc);
                 p.leader_epoch.store(epoch as i64, Ordering::Relaxed);
                 continue;
             }
-            let dir = self.partition_dir(&key.0, key.1);
-            prepare_partition_dir(&dir, id)?;
-            let mut log = Log::open(&dir, lc, now_ms())?;
-            let leo = log.log_end_offset();
-            let (producers, snapshot) = rebuild_producers(&mut log)?;
-            let p = Partition {
-                topic: key.0.clone(),
-                index: key.1,
-                topic_id: id,
-                log: Mutex::new(log),
-                leader_epoch: AtomicI64::new(epoch as i64),
-                durable: AtomicI64::new(leo),
-                flush_lock: tokio::sync::Mutex::new(()),
-                waiters: Mutex::new(Vec::new()),
-                changes: std::sync::atomic::AtomicU64::new(0),
-                producers: Mutex::new(producers),
-                last_snapshot: AtomicI64::new(snapshot),
-            };
-            parts.insert(key, Arc::new(p));
+            if !unopened.contains_key(&key) {
+                new.push((key, id, epoch, lc));
+            }
         }
+        // Partitions whose directory exists in some log directory are opened there first, so that the counts
+        // that place the new ones (fewest partitions first, as Kafka) are complete.
+        let mut fresh = Vec::new();
+        let mut located = Vec::new();
+        for n in new {
+            match self.locate(&n.0, n.1) {
+                Ok(Some(i)) => located.push((i, n)),
+                Ok(None) => fresh.push(n),
+                Err(reason) => {
+                    tracing::error!(topic = %n.0 .0, partition = n.0 .1, "{reason}");
+                    unopened.insert(n.0, (n.1, reason));
+                }
+            }
+        }
+        if !self.started.swap(true, Ordering::AcqRel) && self.dirs.any_offline() {
+            let offline: Vec<String> = (0..self.dirs.len())
+                .filter(|i| self.dirs.is_offline(*i))
+                .map(|i| self.dirs.path(i).display().to_string())
+                .collect();
+            for (key, id, _, _) in fresh.drain(..) {
+                let reason = format!(
+                    "{}-{} is not in any online log directory and may be in the offline one(s) ({}); it is not \
+                     created anew elsewhere. Restart the broker once the directory is back",
+                    key.0,
+                    key.1,
+                    offline.join(", ")
+                );
+                tracing::error!(topic = %key.0, partition = key.1, "{reason}");
+                unopened.insert(key, (id, reason));
+            }
+        }
+        let placed = fresh.into_iter().map(|n| (self.place(), n));
+        for (dir, (key, id, epoch, lc)) in
+            located.into_iter().map(|(i, n)| (Some(i), n)).chain(placed)
+        {
+            let opened = match dir {
+                Some(i) => self.open(i, &key, id, epoch, lc),
+                None => Err("no log directory is online".to_string()),
+            };
+            match opened {
+                Ok(p) => {
+                    self.dirs.add_hosted(p.dir_index, 1);
+                    parts.insert(key, Arc::new(p));
+                }
+                Err(reason) => {
+                    unopened.insert(key, (id, reason));
+                }
+            }
+        }
+        self.dirs.set_unopened(unopened.len());
         Ok(())
     }
 
-    /// Flushes and closes every log (clean shutdown).
+    /// The online log directory that holds `<topic>-<partition>`, if any. A directory that cannot even be looked
+    /// at goes offline. Found in several: those whose well-formed `partition.metadata` names another topic id are
+    /// older incarnations and are renamed aside for deletion if exactly one holds topic `id`; any other mix is an
+    /// error (Kafka refuses to start then) and none of them is served.
+    fn locate(&self, key: &(String, i32), id: Uuid) -> Result<Option<usize>, String> {
+        let name = format!("{}-{}", key.0, key.1);
+        let mut found = Vec::new();
+        for i in 0..self.dirs.len() {
+            if self.dirs.is_offline(i) {
+                continue;
+            }
+            let path = self.dirs.path(i).join(&name);
+            match std::fs::symlink_metadata(&path) {
+                Ok(_) => found.push(i),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => self
+                    .dirs
+                    .fail(i, &format_args!("cannot look up {}: {e}", path.display())),
+            }
+        }
+        if found.len() > 1 {
+            let ids: Vec<Option<Uuid>> = found
+                .iter()
+                .map(|i| {
+                    let meta = self.dirs.path(*i).join(&name).join(PARTITION_METADATA);
+                    std::fs::read(meta)
+                        .ok()
+                        .and_then(|b| parse_partition_metadata(&b))
+                })
+                .collect();
+            let ours: Vec<usize> = (0..found.len()).filter(|j| ids[*j] == Some(id)).collect();
+            if ours.len() == 1 && ids.iter().all(Option::is_some) {
+                for (j, i) in found.iter().enumerate() {
+                    if j == ours[0] {
+                        continue;
+                    }
+                    let parent = self.dirs.path(*i);
+                    match rename_for_delete(parent, &parent.join(&name), &key.0, key.1) {
+                        Ok(to) => {
+                            tracing::warn!(dir = %parent.join(&name).display(), moved_to = %to.display(),
+                                "a copy of the partition from a deleted topic of the same name; moved aside for deletion");
+                            remove_in_background(to);
+                        }
+                        Err(e) => self
+                            .dirs
+                            .fail(*i, &format_args!("renaming {name} for deletion: {e}")),
+                    }
+                }
+                found = vec![found[ours[0]]];
+            }
+        }
+        match found[..] {
+            [] => Ok(None),
+            [i] => Ok(Some(i)),
+            _ => Err(format!(
+                "{name} exists in several log directories ({}); none of them is served rather than guess which \
+                 holds the acknowledged data. Keep the right one, move the others out of log.dirs, then restart \
+                 the broker",
+                found
+                    .iter()
+                    .map(|i| self.dirs.path(*i).display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+
+    /// The online log directory for a new partition: the one hosting the fewest partitions (the first on ties).
+    fn place(&self) -> Option<usize> {
+        (0..self.dirs.len())
+            .filter(|i| !self.dirs.is_offline(*i))
+            .min_by_key(|i| self.dirs.hosted(*i))
+    }
+
+    /// Opens `<topic>-<partition>` in log directory `i`. `Err` is the reason it stays offline (already logged);
+    /// an I/O error has taken the log directory offline too.
+    fn open(
+        &self,
+        i: usize,
+        key: &(String, i32),
+        id: Uuid,
+        epoch: i32,
+        lc: LogConfig,
+    ) -> std::result::Result<Partition, String> {
+        let parent = self.dirs.path(i);
+        let dir = parent.join(format!("{}-{}", key.0, key.1));
+        if self.dirs.is_offline(i) {
+            return Err(format!(
+                "{}-{} is offline: its log directory {} failed with an I/O error",
+                key.0,
+                key.1,
+                parent.display()
+            ));
+        }
+        let fault = |e: &dyn std::fmt::Display| {
+            let reason = format!("cannot open {}: {e}", dir.display());
+            tracing::error!(topic = %key.0, partition = key.1, "{reason}");
+            reason
+        };
+        match prepare_partition_dir(parent, &dir, &key.0, key.1, id) {
+            Ok(()) => {}
+            Err(DirProblem::Io(e)) => {
+                self.dirs
+                    .fail(i, &format_args!("preparing {}: {e}", dir.display()));
+                return Err(fault(&e));
+            }
+            Err(DirProblem::Unusable(reason)) => {
+                tracing::error!(topic = %key.0, partition = key.1, "{reason}");
+                return Err(reason);
+            }
+        }
+        let opened = Log::open(&dir, lc, now_ms())
+            .map_err(Error::from)
+            .and_then(|mut log| {
+                let leo = log.log_end_offset();
+                let (producers, snapshot) = rebuild_producers(&mut log)?;
+                Ok((log, leo, producers, snapshot))
+            });
+        let (log, leo, producers, snapshot) = match opened {
+            Ok(o) => o,
+            Err(e) => {
+                if e.is_disk_fault() {
+                    self.dirs
+                        .fail(i, &format_args!("opening {}: {e}", dir.display()));
+                }
+                return Err(fault(&e));
+            }
+        };
+        Ok(Partition {
+            topic: key.0.clone(),
+            index: key.1,
+            topic_id: id,
+            log: Mutex::new(log),
+            leader_epoch: AtomicI64::new(epoch as i64),
+            durable: AtomicI64::new(leo),
+            flush_lock: tokio::sync::Mutex::new(()),
+            waiters: Mutex::new(Vec::new()),
+            changes: std::sync::atomic::AtomicU64::new(0),
+            producers: Mutex::new(producers),
+            last_snapshot: AtomicI64::new(snapshot),
+            dirs: self.dirs.clone(),
+            dir_index: i,
+            deleted: AtomicBool::new(false),
+            fail_next_io: AtomicBool::new(false),
+            fail_next_fsync: AtomicBool::new(false),
+        })
+    }
+
+    /// Deletes a partition of a deleted topic: under its log lock it is marked deleted (a handle a request still
+    /// holds refuses everything from then on) and its directory is renamed to Kafka's `-delete` name, then
+    /// removed in the background. In an offline log directory nothing is touched.
+    fn retire(&self, p: Arc<Partition>) {
+        tracing::info!(topic = %p.topic, partition = p.index, "deleting partition");
+        {
+            let log = p.lock();
+            p.deleted.store(true, Ordering::Release);
+            if self.dirs.is_offline(p.dir_index) {
+                tracing::warn!(topic = %p.topic, partition = p.index, dir = %log.dir().display(),
+                    "deleted partition left on disk: its log directory is offline");
+            } else {
+                match rename_for_delete(p.log_dir(), log.dir(), &p.topic, p.index) {
+                    Ok(to) => remove_in_background(to),
+                    Err(e) => self.dirs.fail(
+                        p.dir_index,
+                        &format_args!("renaming {} for deletion: {e}", log.dir().display()),
+                    ),
+                }
+            }
+        }
+        self.dirs.add_hosted(p.dir_index, -1);
+    }
+
+    /// Flushes and closes every log (clean shutdown). Logs in an offline log directory are only dropped: no
+    /// flush, no snapshot, no clean-shutdown marker, so the next start recovers them.
     pub fn close_all(&self) {
         let mut parts = self.partitions.write().unwrap_or_else(|p| p.into_inner());
         for (key, p) in parts.drain() {
+            if let Err(e) = p.check_online() {
+                tracing::warn!(topic = %key.0, partition = key.1, error = %e,
+                    "not closing cleanly; the log is recovered at the next start");
+                continue;
+            }
             if let Err(e) = p.maybe_snapshot(true) {
                 tracing::error!(topic = %key.0, partition = key.1, error = %e, "producer snapshot failed");
+                continue;
             }
             match Arc::try_unwrap(p) {
                 Ok(p) => {
@@ -634,23 +1041,100 @@ impl PartitionManager {
     }
 }
 
-/// Makes sure `dir` holds data of topic `id`: a directory left by a deleted topic of the same name is wiped.
-fn prepare_partition_dir(dir: &Path, id: Uuid) -> Result<()> {
+/// Parses a `partition.metadata` file (`version: 0` and `topic_id: <uuid>` lines, Kafka's layout): `None` for
+/// anything else, an empty or truncated file included.
+fn parse_partition_metadata(bytes: &[u8]) -> Option<Uuid> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    if lines.next()? != "version: 0" {
+        return None;
+    }
+    let id = lines.next()?.strip_prefix("topic_id:")?.trim();
+    if lines.next().is_some() {
+        return None;
+    }
+    Uuid::parse_str(id).ok()
+}
+
+/// Makes sure `dir` (in log directory `parent`) holds data of topic `id`, writing `partition.metadata` durably
+/// for a new partition. Only a well-formed file naming another topic id means a deleted topic of the same name:
+/// that directory is renamed aside (`-delete`) and removed in the background. Anything unexpected (an empty or
+/// damaged file, data without a metadata file) is [`DirProblem::Unusable`]: never deleted, never served.
+fn prepare_partition_dir(
+    parent: &Path,
+    dir: &Path,
+    topic: &str,
+    partition: i32,
+    id: Uuid,
+) -> std::result::Result<(), DirProblem> {
     let meta = dir.join(PARTITION_METADATA);
-    let expected = format!("version: 0\ntopic_id: {id}\n");
-    match std::fs::read_to_string(&meta) {
-        Ok(s) if s == expected => return Ok(()),
-        Ok(_) => {
-            tracing::warn!(dir = %dir.display(), "partition directory belongs to an older topic; wiping it");
-            std::fs::remove_dir_all(dir)?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+    let tmp_name = format!("{PARTITION_METADATA}.tmp");
+    let mut create = false;
+    match std::fs::read(&meta) {
+        Ok(bytes) => match parse_partition_metadata(&bytes) {
+            Some(found) if found == id => return Ok(()),
+            Some(found) => {
+                let to = rename_for_delete(parent, dir, topic, partition)?;
+                tracing::warn!(dir = %dir.display(), old_topic_id = %found, topic_id = %id, moved_to = %to.display(),
+                    "the partition directory belongs to a deleted topic of the same name; moved aside for deletion");
+                remove_in_background(to);
+                create = true;
+            }
+            None => {
+                return Err(DirProblem::Unusable(format!(
+                    "{} is not a valid partition.metadata ({} bytes; expected `version: 0` and `topic_id: <uuid>` \
+                     lines). The partition is OFFLINE (KAFKA_STORAGE_ERROR) and {} is left untouched. If it holds \
+                     this topic's data, write `version: 0` and `topic_id: {id}` into that file; otherwise move the \
+                     directory out of the log directory. Then restart the broker",
+                    meta.display(),
+                    bytes.len(),
+                    dir.display()
+                )));
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::read_dir(dir) {
+            Ok(entries) => {
+                // Only an interrupted creation (an empty directory, perhaps the temporary file) is ours to
+                // finish; files without a metadata file are data nobody can vouch for.
+                let mut foreign = Vec::new();
+                for entry in entries {
+                    let name = entry?.file_name();
+                    if name.to_str() != Some(&tmp_name) {
+                        foreign.push(name.to_string_lossy().into_owned());
+                    }
+                }
+                if !foreign.is_empty() {
+                    foreign.sort();
+                    return Err(DirProblem::Unusable(format!(
+                        "{} holds files ({}) but no partition.metadata. The partition is OFFLINE \
+                         (KAFKA_STORAGE_ERROR) and the directory is left untouched. If it holds this topic's \
+                         data, create {} with `version: 0` and `topic_id: {id}`; otherwise move the directory out \
+                         of the log directory. Then restart the broker",
+                        dir.display(),
+                        foreign.join(", "),
+                        meta.display()
+                    )));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create = true,
+            Err(e) => return Err(e.into()),
+        },
         Err(e) => return Err(e.into()),
     }
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!("{PARTITION_METADATA}.tmp"));
-    std::fs::write(&tmp, expected)?;
+    if create {
+        std::fs::create_dir(dir)?;
+        // The new directory entry must survive a power loss as much as the data later written into it.
+        sync_dir(parent)?;
+    }
+    // Temporary file, fsync, rename, fsync the directory: the file is either absent or whole.
+    let tmp = dir.join(&tmp_name);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, format!("version: 0\ntopic_id: {id}\n").as_bytes())?;
+        f.sync_all()?;
+    }
     std::fs::rename(&tmp, &meta)?;
+    sync_dir(dir)?;
     Ok(())
 }
 
@@ -711,6 +1195,11 @@ mod tests {
         buf.freeze()
     }
 
+    fn manager(dir: &Path) -> PartitionManager {
+        let dirs = LogDirs::new(&[dir.to_path_buf()], &crate::metrics::Metrics::new()).unwrap();
+        PartitionManager::new(Arc::new(dirs), 1)
+    }
+
     fn state() -> (ClusterState, BrokerConfig) {
         let mut s = ClusterState::default();
         s.brokers.insert(
@@ -744,7 +1233,7 @@ mod tests {
     fn idempotent_retries_are_appended_once_even_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let (meta, cfg) = state();
-        let pm = PartitionManager::new(dir.path(), 1);
+        let pm = manager(dir.path());
         pm.sync_with(&meta, &cfg).unwrap();
         let p = pm.get("t", 0).unwrap();
         let first = p.append(batch(5, 0, 0, 3)).unwrap();
@@ -774,7 +1263,7 @@ mod tests {
         pm.close_all();
 
         // After a restart the state is rebuilt from the log.
-        let pm = PartitionManager::new(dir.path(), 1);
+        let pm = manager(dir.path());
         pm.sync_with(&meta, &cfg).unwrap();
         let p = pm.get("t", 0).unwrap();
         let retry = p.append(batch(5, 0, 0, 3)).unwrap();
@@ -788,7 +1277,7 @@ mod tests {
 
     fn open(dir: &Path) -> (PartitionManager, Arc<Partition>) {
         let (meta, cfg) = state();
-        let pm = PartitionManager::new(dir, 1);
+        let pm = manager(dir);
         pm.sync_with(&meta, &cfg).unwrap();
         let p = pm.get("t", 0).unwrap();
         (pm, p)
@@ -985,7 +1474,7 @@ mod tests {
             configs.insert(k.into(), v.into());
         }
         let open = |dir: &Path| {
-            let pm = PartitionManager::new(dir, 1);
+            let pm = manager(dir);
             pm.sync_with(&meta, &cfg).unwrap();
             let p = pm.get("t", 0).unwrap();
             (pm, p)
@@ -1022,5 +1511,300 @@ mod tests {
         }
         let (_pm, p) = open(dir.path());
         assert_eq!(p.last_stable_offset(), hw);
+    }
+
+    fn storage_error() -> i16 {
+        kafka_protocol::error::ResponseError::KafkaStorageError.code()
+    }
+
+    fn segment_sizes(dir: &Path) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.metadata().unwrap().len(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn an_empty_partition_metadata_takes_the_partition_offline_and_keeps_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pm, p) = open(dir.path());
+        p.append(batch(-1, -1, -1, 3)).unwrap();
+        drop(p);
+        pm.close_all();
+        let part = dir.path().join("t-0");
+        let before = segment_sizes(&part);
+        assert!(before.iter().any(|(_, len)| *len > 0));
+        // What a power loss could leave of the old, unsynced write: an empty file.
+        for damage in [&b""[..], b"version: 0\ntopic_id: not-a-uuid\n", b"\0\0\0"] {
+            std::fs::write(part.join(PARTITION_METADATA), damage).unwrap();
+            let (meta, cfg) = state();
+            let pm = manager(dir.path());
+            pm.sync_with(&meta, &cfg).unwrap();
+            let err = pm.online("t", 0).unwrap_err();
+            assert_eq!(err.code(), storage_error());
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&part.join(PARTITION_METADATA).display().to_string()),
+                "{msg}"
+            );
+            assert!(msg.contains("restart"), "says what to do: {msg}");
+            assert!(pm.is_offline("t", 0));
+            assert_eq!(segment_sizes(&part), before, "the data is untouched");
+            pm.close_all();
+        }
+        // Repaired by the operator, the partition serves its acknowledged records again.
+        std::fs::write(
+            part.join(PARTITION_METADATA),
+            format!("version: 0\ntopic_id: {}\n", Uuid::from_u128(7)),
+        )
+        .unwrap();
+        let (_pm, p) = open(dir.path());
+        assert_eq!(p.high_watermark(), 3);
+    }
+
+    #[test]
+    fn data_without_partition_metadata_is_never_adopted_or_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pm, p) = open(dir.path());
+        p.append(batch(-1, -1, -1, 2)).unwrap();
+        drop(p);
+        pm.close_all();
+        let part = dir.path().join("t-0");
+        std::fs::remove_file(part.join(PARTITION_METADATA)).unwrap();
+        let before = segment_sizes(&part);
+        let (meta, cfg) = state();
+        let pm = manager(dir.path());
+        pm.sync_with(&meta, &cfg).unwrap();
+        assert_eq!(pm.online("t", 0).unwrap_err().code(), storage_error());
+        assert_eq!(segment_sizes(&part), before);
+    }
+
+    #[test]
+    fn an_older_incarnation_is_renamed_aside_and_new_metadata_is_written_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("t-0");
+        std::fs::create_dir_all(&part).unwrap();
+        std::fs::write(
+            part.join(PARTITION_METADATA),
+            format!("version: 0\ntopic_id: {}\n", Uuid::from_u128(99)),
+        )
+        .unwrap();
+        std::fs::write(part.join("00000000000000000000.log"), b"old data").unwrap();
+        let (_pm, p) = open(dir.path());
+        assert_eq!(p.high_watermark(), 0, "the old topic's data is not served");
+        assert_eq!(
+            std::fs::read_to_string(part.join(PARTITION_METADATA)).unwrap(),
+            format!("version: 0\ntopic_id: {}\n", Uuid::from_u128(7))
+        );
+        assert!(!part.join("partition.metadata.tmp").exists());
+    }
+
+    #[test]
+    fn a_deleted_partitions_stale_handle_never_writes_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut meta, cfg) = state();
+        let pm = manager(dir.path());
+        pm.sync_with(&meta, &cfg).unwrap();
+        let stale = pm.get("t", 0).unwrap();
+        stale.append(batch(-1, -1, -1, 1)).unwrap();
+        // The topic is deleted while a request still holds the partition, then re-created under its name.
+        let topic = meta.topics.remove("t").unwrap();
+        pm.sync_with(&meta, &cfg).unwrap();
+        assert!(
+            !dir.path().join("t-0").exists(),
+            "renamed away at once, not left for the last handle"
+        );
+        let mut again = topic.clone();
+        again.id = Uuid::from_u128(8);
+        meta.topics.insert("t".into(), again);
+        pm.sync_with(&meta, &cfg).unwrap();
+        let fresh = pm.get("t", 0).unwrap();
+        let err = stale.append(batch(-1, -1, -1, 1)).unwrap_err();
+        assert_eq!(
+            err.code(),
+            kafka_protocol::error::ResponseError::UnknownTopicOrPartition.code()
+        );
+        assert!(stale.read(0, 1 << 20, true).is_err());
+        assert_eq!(fresh.high_watermark(), 0);
+        assert_eq!(fresh.append(batch(-1, -1, -1, 1)).unwrap().base_offset, 0);
+    }
+
+    /// Two log directories, topic `t` with two partitions: t-0 lands in the first, t-1 in the second.
+    fn two_dirs() -> (
+        tempfile::TempDir,
+        ClusterState,
+        BrokerConfig,
+        crate::metrics::Metrics,
+        PartitionManager,
+    ) {
+        let root = tempfile::tempdir().unwrap();
+        let (mut meta, cfg) = state();
+        let t = meta.topics.get_mut("t").unwrap();
+        t.partitions.push(t.partitions[0].clone());
+        let metrics = crate::metrics::Metrics::new();
+        let paths = [root.path().join("a"), root.path().join("b")];
+        let dirs = LogDirs::new(&paths, &metrics).unwrap();
+        let pm = PartitionManager::new(Arc::new(dirs), 1);
+        pm.sync_with(&meta, &cfg).unwrap();
+        (root, meta, cfg, metrics, pm)
+    }
+
+    #[test]
+    fn new_partitions_go_to_the_log_dir_with_the_fewest_and_are_found_there_again() {
+        let (root, meta, cfg, _m, pm) = two_dirs();
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        assert_eq!(pm.get("t", 0).unwrap().log_dir(), a);
+        assert_eq!(pm.get("t", 1).unwrap().log_dir(), b);
+        pm.get("t", 1)
+            .unwrap()
+            .append(batch(-1, -1, -1, 2))
+            .unwrap();
+        pm.close_all();
+        // Moved by an operator to the other directory: found there.
+        std::fs::rename(b.join("t-1"), a.join("t-1")).unwrap();
+        let dirs = LogDirs::new(&[a.clone(), b.clone()], &crate::metrics::Metrics::new()).unwrap();
+        let pm = PartitionManager::new(Arc::new(dirs), 1);
+        pm.sync_with(&meta, &cfg).unwrap();
+        let p = pm.get("t", 1).unwrap();
+        assert_eq!((p.log_dir(), p.high_watermark()), (a.as_path(), 2));
+        pm.close_all();
+        // In both, and one is an older incarnation (another topic id): that one is moved aside.
+        std::fs::create_dir(b.join("t-1")).unwrap();
+        std::fs::write(
+            b.join("t-1").join(PARTITION_METADATA),
+            format!("version: 0\ntopic_id: {}\n", Uuid::from_u128(99)),
+        )
+        .unwrap();
+        let dirs = LogDirs::new(&[a.clone(), b.clone()], &crate::metrics::Metrics::new()).unwrap();
+        let pm = PartitionManager::new(Arc::new(dirs), 1);
+        pm.sync_with(&meta, &cfg).unwrap();
+        let p = pm.get("t", 1).unwrap();
+        assert_eq!((p.log_dir(), p.high_watermark()), (a.as_path(), 2));
+        assert!(!b.join("t-1").exists());
+        drop(p);
+        pm.close_all();
+        // In both, and both claim topic t (or one cannot be read): neither is served, nothing is deleted.
+        std::fs::create_dir(b.join("t-1")).unwrap();
+        let dirs = LogDirs::new(&[a.clone(), b.clone()], &crate::metrics::Metrics::new()).unwrap();
+        let pm = PartitionManager::new(Arc::new(dirs), 1);
+        pm.sync_with(&meta, &cfg).unwrap();
+        let err = pm.online("t", 1).unwrap_err();
+        assert_eq!(err.code(), storage_error());
+        assert!(err.to_string().contains("several log directories"), "{err}");
+        assert!(a.join("t-1").exists() && b.join("t-1").exists());
+    }
+
+    #[test]
+    fn at_start_up_a_partition_missing_while_a_log_dir_is_offline_is_not_created_elsewhere() {
+        let (root, meta, cfg, _m, pm) = two_dirs();
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        pm.get("t", 1)
+            .unwrap()
+            .append(batch(-1, -1, -1, 2))
+            .unwrap();
+        pm.close_all();
+        // Directory b is unusable at the next start (here: a file where the directory was).
+        std::fs::rename(&b, root.path().join("b.away")).unwrap();
+        std::fs::write(&b, b"x").unwrap();
+        let dirs = LogDirs::new(&[a.clone(), b.clone()], &crate::metrics::Metrics::new()).unwrap();
+        assert!(dirs.is_offline(1));
+        let pm = PartitionManager::new(Arc::new(dirs), 1);
+        pm.sync_with(&meta, &cfg).unwrap();
+        assert!(pm.online("t", 0).unwrap().is_some());
+        let err = pm.online("t", 1).unwrap_err();
+        assert_eq!(err.code(), storage_error());
+        assert!(err.to_string().contains(&b.display().to_string()), "{err}");
+        assert!(!a.join("t-1").exists(), "no empty copy with offsets from 0");
+        // A partition created while the broker runs is new: it goes to the online directory.
+        let mut meta = meta;
+        let t = meta.topics.get_mut("t").unwrap();
+        t.partitions.push(t.partitions[0].clone());
+        pm.sync_with(&meta, &cfg).unwrap();
+        assert_eq!(pm.get("t", 2).unwrap().log_dir(), a);
+    }
+
+    #[tokio::test]
+    async fn a_failed_fsync_takes_its_log_dir_offline_for_good_and_the_other_keeps_serving() {
+        let (root, _meta, _cfg, metrics, pm) = two_dirs();
+        let (good, bad) = (pm.get("t", 0).unwrap(), pm.get("t", 1).unwrap());
+        let b = root.path().join("b");
+        let end = bad.append(batch(-1, -1, -1, 2)).unwrap().last_offset + 1;
+        bad.fail_next_fsync_for_test();
+        let err = bad.wait_durable(end).await.unwrap_err();
+        assert_eq!(err.code(), storage_error());
+        // Never retried into success (fsyncgate): the next waiter on the same offsets fails too.
+        assert_eq!(
+            bad.wait_durable(end).await.unwrap_err().code(),
+            storage_error()
+        );
+        assert_eq!(
+            bad.append(batch(-1, -1, -1, 1)).unwrap_err().code(),
+            storage_error()
+        );
+        assert_eq!(
+            bad.fetch(0, 1 << 20, true, false).err().unwrap().code(),
+            storage_error()
+        );
+        assert!(bad.housekeeping(false, i64::MAX).is_err());
+        assert_eq!(pm.online("t", 1).unwrap_err().code(), storage_error());
+        assert!(pm.is_offline("t", 1) && !pm.is_offline("t", 0));
+        let text = metrics.encode();
+        assert!(
+            text.contains(&format!(
+                "fjord_log_dir_offline{{dir=\"{}\"}} 1",
+                b.display()
+            )),
+            "{text}"
+        );
+        assert!(text.contains("fjord_offline_partitions 1"), "{text}");
+        // The other directory is untouched by this.
+        let end = good.append(batch(-1, -1, -1, 3)).unwrap().last_offset + 1;
+        good.wait_durable(end).await.unwrap();
+        assert_eq!(
+            good.fetch(0, 1 << 20, true, false).unwrap().high_watermark,
+            3
+        );
+        drop((good, bad));
+        pm.close_all();
+        assert!(root.path().join("a/t-0/.kafka_cleanshutdown").exists());
+        assert!(
+            !b.join("t-1/.kafka_cleanshutdown").exists(),
+            "no clean-shutdown marker for a log whose fsync failed: the next start recovers it"
+        );
+        assert!(snapshot_offsets(&b.join("t-1")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_real_io_error_on_append_takes_the_log_dir_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut meta, cfg) = state();
+        meta.topics
+            .get_mut("t")
+            .unwrap()
+            .configs
+            .insert("segment.bytes".into(), "100".into());
+        let pm = manager(dir.path());
+        pm.sync_with(&meta, &cfg).unwrap();
+        let p = pm.get("t", 0).unwrap();
+        p.append(batch(-1, -1, -1, 5)).unwrap();
+        // The disk "loses" the directory: the next append must roll a new segment (segment.bytes 100) and cannot
+        // create it (ENOTDIR), a real error from the file system.
+        let part = dir.path().join("t-0");
+        std::fs::remove_dir_all(&part).unwrap();
+        std::fs::write(&part, b"not a directory").unwrap();
+        let err = p.append(batch(-1, -1, -1, 5)).unwrap_err();
+        assert!(err.is_disk_fault(), "{err}");
+        assert_eq!(err.code(), storage_error());
+        assert_eq!(pm.online("t", 0).unwrap_err().code(), storage_error());
+        assert!(pm.dirs().is_offline(0));
     }
 }

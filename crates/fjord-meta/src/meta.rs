@@ -153,6 +153,23 @@ impl Meta {
         }
     }
 
+    /// Resolves when the raft core stopped on its own, on a fatal error (a storage error in the metadata
+    /// directory, a panic): nothing can be committed any more and the broker must stop. Never resolves after
+    /// a normal [`Meta::shutdown`]. The text says what failed.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.inner.raft.metrics();
+        loop {
+            if let Err(fatal) = &rx.borrow_and_update().running_state {
+                if !matches!(fatal, Fatal::Stopped) {
+                    return fatal.to_string();
+                }
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
     /// Stops the raft core. Everything acknowledged is already durable, so this only ends tasks;
     /// calling it again is a no-op.
     pub async fn shutdown(&self) -> Result<()> {

@@ -37,10 +37,18 @@ pub async fn serve(config: BrokerConfig) -> Result<()> {
         eprintln!("  Data directory:  {}", data_dir.display());
         eprintln!("Press Ctrl-C to stop.\n");
     }
-    wait_for_signal().await;
+    // A signal stops the broker cleanly; so does a failure it cannot serve through (the log directory holding
+    // the metadata quorum went offline), but then the exit status says so.
+    let fatal = tokio::select! {
+        _ = wait_for_signal() => None,
+        reason = broker.fatal() => Some(reason),
+    };
     tracing::info!("shutting down");
     broker.shutdown().await?;
-    Ok(())
+    match fatal {
+        Some(reason) => anyhow::bail!("broker stopped: {reason}"),
+        None => Ok(()),
+    }
 }
 
 async fn serve_metrics(

@@ -889,3 +889,26 @@ fn run_bounded_child(mut child: std::process::Child, timeout: Duration) -> Outpu
     }
     child.wait_with_output().unwrap()
 }
+
+#[test]
+fn a_second_broker_on_a_running_brokers_log_dir_exits_naming_the_dir_and_the_pid() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let running = BrokerProc::start(&data, &[]);
+    let out = run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .arg("broker")
+            .args(["--override", "listeners=PLAINTEXT://127.0.0.1:0"])
+            .args(["--override", &format!("log.dirs={}", data.display())]),
+        T,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&data.display().to_string()), "{err}");
+    let pid = running.pid().expect("running");
+    assert!(err.contains(&format!("pid {pid}")), "{err}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("fjord ready"),
+        "it never served"
+    );
+}

@@ -681,6 +681,41 @@ fn invalid_config_refuses_to_start_and_names_the_field() {
 }
 
 #[test]
+fn an_io_error_in_the_log_dir_holding_metadata_stops_the_broker_with_status_1() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let mut broker = BrokerProc::start(&data, &[("log.segment.bytes", "200")]);
+    let produce = |b: &str, n: usize| {
+        let input: String = (0..n).map(|i| format!("record number {i}\n")).collect();
+        kcat(
+            &["-b", b, "-P", "-t", "t", "-p", "0"],
+            Some(input.as_bytes()),
+            CLIENT_TIMEOUT,
+        )
+    };
+    assert!(produce(&broker.bootstrap, 5).status.success());
+    // The disk loses the partition directory: the next segment roll (segment.bytes 200) cannot create its file
+    // (ENOTDIR), a real I/O error in the first log directory, the one holding __meta.
+    let part = data.join("t-0");
+    assert!(
+        part.is_dir(),
+        "auto-created topic t lives in {}",
+        data.display()
+    );
+    std::fs::remove_dir_all(&part).unwrap();
+    std::fs::write(&part, b"not a directory").unwrap();
+    let _ = produce(&broker.bootstrap, 50);
+    let status = broker
+        .wait_exit(Duration::from_secs(60))
+        .expect("the broker stops on its own");
+    assert_eq!(status.code(), Some(1), "{}", broker.log());
+    let log = broker.log();
+    assert!(log.contains("OFFLINE"), "{log}");
+    assert!(log.contains(&data.display().to_string()), "{log}");
+    assert!(log.contains("stopping the broker"), "{log}");
+}
+
+#[test]
 fn topics_and_data_survive_a_clean_restart() {
     let dir = temp_dir();
     let mut broker = BrokerProc::start(&dir.path().join("data"), &[("num.partitions", "3")]);

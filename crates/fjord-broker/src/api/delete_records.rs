@@ -22,8 +22,10 @@ pub async fn handle(ctx: &Ctx<'_>, req: DeleteRecordsRequest) -> DeleteRecordsRe
                     let res = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
-                    let Some(part) = broker.partitions.get(&name, p.partition_index) else {
-                        return res.with_error_code(E::UnknownTopicOrPartition.code());
+                    let part = match broker.partitions.online(&name, p.partition_index) {
+                        Ok(Some(part)) => part,
+                        Ok(None) => return res.with_error_code(E::UnknownTopicOrPartition.code()),
+                        Err(e) => return res.with_error_code(e.code()),
                     };
                     let (_, hw) = part.offsets();
                     let target = if p.offset == -1 { hw } else { p.offset };

@@ -19,8 +19,10 @@ pub fn handle(ctx: &Ctx<'_>, req: DescribeProducersRequest) -> DescribeProducers
                 .iter()
                 .map(|p| {
                     let resp = PartitionResponse::default().with_partition_index(*p);
-                    let Some(part) = ctx.state.partitions.get(&t.name.0, *p) else {
-                        return resp.with_error_code(E::UnknownTopicOrPartition.code());
+                    let part = match ctx.state.partitions.online(&t.name.0, *p) {
+                        Ok(Some(part)) => part,
+                        Ok(None) => return resp.with_error_code(E::UnknownTopicOrPartition.code()),
+                        Err(e) => return resp.with_error_code(e.code()),
                     };
                     resp.with_active_producers(
                         part.producers()

@@ -119,8 +119,8 @@ fn read_once(
             }
             let cached = &mut seen[slot];
             slot += 1;
-            let part = broker.partitions.get(name, p.partition);
-            if let (Some((count, pd)), Some(part)) = (cached.as_ref(), &part) {
+            let looked_up = broker.partitions.online(name, p.partition);
+            if let (Some((count, pd)), Ok(Some(part))) = (cached.as_ref(), &looked_up) {
                 if part.change_count() == *count {
                     let n = pd.records.as_ref().map_or(0, |r| r.len());
                     total += n;
@@ -137,11 +137,21 @@ fn read_once(
                 .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1))
                 .with_aborted_transactions(read_committed.then(Vec::new))
                 .with_records(Some(Bytes::new()));
-            let Some(part) = part else {
-                pd.error_code = E::UnknownTopicOrPartition.code();
-                stop = true;
-                parts.push(pd);
-                continue;
+            let part = match looked_up {
+                Ok(Some(part)) => part,
+                Ok(None) => {
+                    pd.error_code = E::UnknownTopicOrPartition.code();
+                    stop = true;
+                    parts.push(pd);
+                    continue;
+                }
+                Err(e) => {
+                    // Offline log directory: nothing is read from it, not even the offsets.
+                    pd.error_code = e.code();
+                    stop = true;
+                    parts.push(pd);
+                    continue;
+                }
             };
             // Registered before reading, so an append between the read and the wait is never missed.
             let count = part.change_count();

@@ -32,8 +32,10 @@ pub fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
                         .with_timestamp(-1)
                         .with_offset(-1)
                         .with_leader_epoch(-1);
-                    let Some(part) = broker.partitions.get(&name, p.partition_index) else {
-                        return resp.with_error_code(E::UnknownTopicOrPartition.code());
+                    let part = match broker.partitions.online(&name, p.partition_index) {
+                        Ok(Some(part)) => part,
+                        Ok(None) => return resp.with_error_code(E::UnknownTopicOrPartition.code()),
+                        Err(e) => return resp.with_error_code(e.code()),
                     };
                     let epoch = meta
                         .topics

@@ -64,7 +64,21 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let leader_alive = state.brokers.contains_key(&p.leader);
+                // A replica here whose log directory is offline (or whose directory could not be opened) is an
+                // offline replica; with it as leader the partition has none, as Kafka's metadata cache reports
+                // once the controller has moved leadership off a failed directory: LEADER_NOT_AVAILABLE,
+                // leader -1, the replica in offline_replicas (v5+).
+                let offline: Vec<BrokerId> = p
+                    .replicas
+                    .iter()
+                    .filter(|b| {
+                        **b == broker.config.node_id
+                            && broker.partitions.is_offline(&t.name, i as i32)
+                    })
+                    .map(|b| BrokerId(*b))
+                    .collect();
+                let leader_alive =
+                    state.brokers.contains_key(&p.leader) && !offline.contains(&BrokerId(p.leader));
                 MetadataResponsePartition::default()
                     .with_error_code(if leader_alive {
                         0
@@ -76,6 +90,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
                     .with_leader_epoch(p.leader_epoch)
                     .with_replica_nodes(p.replicas.iter().map(|b| BrokerId(*b)).collect())
                     .with_isr_nodes(p.isr.iter().map(|b| BrokerId(*b)).collect())
+                    .with_offline_replicas(offline)
             })
             .collect();
         MetadataResponseTopic::default()

@@ -113,13 +113,20 @@ pub fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
                 ));
                 continue;
             }
-            let Some(partition) = broker.partitions.get(&name, idx) else {
-                parts.push(error(
-                    idx,
-                    E::UnknownTopicOrPartition,
-                    format!("{name}-{idx} does not exist"),
-                ));
-                continue;
+            let partition = match broker.partitions.online(&name, idx) {
+                Ok(Some(p)) => p,
+                Ok(None) => {
+                    parts.push(error(
+                        idx,
+                        E::UnknownTopicOrPartition,
+                        format!("{name}-{idx} does not exist"),
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    parts.push(error(idx, E::KafkaStorageError, e.to_string()));
+                    continue;
+                }
             };
             if acks == -1 {
                 let isr = topic_meta

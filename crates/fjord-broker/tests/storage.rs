@@ -1,0 +1,428 @@
+//! The storage failure model over the wire, against an in-process broker: two log directories, one taken
+//! offline by an I/O error while the other keeps serving; the metadata directory failing stops the broker; a
+//! second broker on the same log directory refuses to start.
+//!
+//! A real disk fault cannot be produced on demand, so the failing operation is injected with the documented
+//! test hook `Partition::fail_next_io_for_test` (the partition unit tests also drive a real ENOTDIR).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use fjord_broker::config::BrokerConfig;
+use fjord_broker::Broker;
+use kafka_protocol::error::ResponseError as E;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Client {
+    stream: TcpStream,
+    correlation: i32,
+}
+
+impl Client {
+    async fn connect(broker: &Broker) -> Client {
+        Client {
+            stream: TcpStream::connect(broker.local_addr()).await.unwrap(),
+            correlation: 0,
+        }
+    }
+
+    async fn send<R: Request>(&mut self, version: i16, req: &R) -> R::Response {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("storage-test")));
+        let mut frame = BytesMut::from(&[0u8; 4][..]);
+        header
+            .encode(&mut frame, R::header_version(version))
+            .unwrap();
+        req.encode(&mut frame, version).unwrap();
+        let len = (frame.len() - 4) as i32;
+        frame[..4].copy_from_slice(&len.to_be_bytes());
+        let io = async {
+            self.stream.write_all(&frame).await.unwrap();
+            let n = self.stream.read_i32().await.unwrap();
+            let mut body = vec![0u8; n as usize];
+            self.stream.read_exact(&mut body).await.unwrap();
+            body
+        };
+        let body = tokio::time::timeout(Duration::from_secs(30), io)
+            .await
+            .expect("the broker answers within 30 s");
+        let mut buf = Bytes::from(body);
+        let h = ResponseHeader::decode(&mut buf, R::Response::header_version(version)).unwrap();
+        assert_eq!(h.correlation_id, self.correlation);
+        R::Response::decode(&mut buf, version).unwrap()
+    }
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn config(dirs: &[&Path]) -> BrokerConfig {
+    let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    let mut props = BTreeMap::new();
+    for (k, v) in [
+        ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
+        ("log.dirs", dirs.join(",")),
+        ("offsets.topic.num.partitions", "1".into()),
+        ("transaction.state.log.num.partitions", "1".into()),
+    ] {
+        props.insert(k.to_string(), v);
+    }
+    BrokerConfig::from_properties(props).unwrap()
+}
+
+async fn start(dirs: &[&Path]) -> Broker {
+    Broker::start(config(dirs)).await.unwrap()
+}
+
+async fn create_topic(c: &mut Client, name: &str, partitions: i32) {
+    let created = c
+        .send(
+            5,
+            &CreateTopicsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(s(name)))
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(1)]),
+        )
+        .await;
+    assert_eq!(created.topics[0].error_code, 0);
+}
+
+fn batch(n: usize) -> Bytes {
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: 1,
+            key: None,
+            value: Some(Bytes::from(format!("v{i}"))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+/// acks=all produce of `n` records; (error code, base offset).
+async fn produce(c: &mut Client, topic: &str, p: i32, n: usize) -> (i16, i64) {
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(s(topic)))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(p)
+                .with_records(Some(batch(n)))])]);
+    let r = c.send(9, &req).await;
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+/// (error code, high watermark, record bytes) of a fetch from offset 0.
+async fn fetch(c: &mut Client, topic: &str, p: i32) -> (i16, i64, usize) {
+    let req = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(s(topic)))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(p)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let r = c.send(12, &req).await;
+    let p = &r.responses[0].partitions[0];
+    (
+        p.error_code,
+        p.high_watermark,
+        p.records.as_ref().map_or(0, |r| r.len()),
+    )
+}
+
+async fn list_latest(c: &mut Client, topic: &str, p: i32) -> (i16, i64) {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(s(topic)))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(p)
+                .with_timestamp(-1)])]);
+    let r = c.send(7, &req).await;
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.offset)
+}
+
+async fn delete_records(c: &mut Client, topic: &str, p: i32, before: i64) -> i16 {
+    let req = DeleteRecordsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(TopicName(s(topic)))
+            .with_partitions(vec![DeleteRecordsPartition::default()
+                .with_partition_index(p)
+                .with_offset(before)])]);
+    let r = c.send(2, &req).await;
+    r.topics[0].partitions[0].error_code
+}
+
+/// Per partition: (error code, leader, offline replicas).
+async fn metadata(c: &mut Client, topic: &str) -> Vec<(i16, i32, Vec<i32>)> {
+    let req = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(TopicName(s(topic))))
+    ]));
+    let r = c.send(12, &req).await;
+    let mut parts: Vec<_> = r.topics[0]
+        .partitions
+        .iter()
+        .map(|p| {
+            (
+                p.partition_index,
+                (
+                    p.error_code,
+                    p.leader_id.0,
+                    p.offline_replicas.iter().map(|b| b.0).collect(),
+                ),
+            )
+        })
+        .collect();
+    parts.sort_by_key(|(i, _)| *i);
+    parts.into_iter().map(|(_, v)| v).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_takes_one_log_dir_offline_and_the_other_keeps_serving() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    let broker = start(&[&a, &b]).await;
+    let mut c = Client::connect(&broker).await;
+    // Created before anything else: t-0 goes to a, t-1 to b (fewest partitions first).
+    create_topic(&mut c, "t", 2).await;
+    let state = broker.state();
+    let (p0, p1) = (
+        state.partitions.get("t", 0).unwrap(),
+        state.partitions.get("t", 1).unwrap(),
+    );
+    assert_eq!((p0.log_dir(), p1.log_dir()), (a.as_path(), b.as_path()));
+    assert!(a.join("t-0").is_dir() && b.join("t-1").is_dir());
+    assert_eq!(produce(&mut c, "t", 1, 2).await, (0, 0));
+    assert_eq!(produce(&mut c, "t", 0, 2).await, (0, 0));
+
+    // The next fsync of t-1 fails, after the append: that acks=all produce is answered with KAFKA_STORAGE_ERROR,
+    // never success.
+    p1.fail_next_fsync_for_test();
+    let storage = E::KafkaStorageError.code();
+    assert_eq!(produce(&mut c, "t", 1, 1).await.0, storage);
+    // From now on directory b serves nothing...
+    assert_eq!(produce(&mut c, "t", 1, 1).await.0, storage);
+    assert_eq!(fetch(&mut c, "t", 1).await.0, storage);
+    assert_eq!(list_latest(&mut c, "t", 1).await.0, storage);
+    assert_eq!(delete_records(&mut c, "t", 1, 1).await, storage);
+    let producers = c
+        .send(
+            0,
+            &DescribeProducersRequest::default().with_topics(vec![
+                kafka_protocol::messages::describe_producers_request::TopicRequest::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partition_indexes(vec![0, 1]),
+            ]),
+        )
+        .await;
+    let codes: Vec<i16> = producers.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(codes, vec![0, storage]);
+    assert_eq!(
+        metadata(&mut c, "t").await,
+        vec![(0, 1, vec![]), (E::LeaderNotAvailable.code(), -1, vec![1])]
+    );
+    let metrics = broker.metrics_text();
+    assert!(
+        metrics.contains(&format!(
+            "fjord_log_dir_offline{{dir=\"{}\"}} 1",
+            b.display()
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "fjord_log_dir_offline{{dir=\"{}\"}} 0",
+            a.display()
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("fjord_offline_partitions 1"), "{metrics}");
+
+    // ...while directory a goes on as before, new topics included.
+    assert_eq!(produce(&mut c, "t", 0, 3).await, (0, 2));
+    let (code, hw, bytes) = fetch(&mut c, "t", 0).await;
+    assert_eq!((code, hw), (0, 5));
+    assert!(bytes > 0);
+    assert_eq!(list_latest(&mut c, "t", 0).await, (0, 5));
+    assert_eq!(delete_records(&mut c, "t", 0, 1).await, 0);
+    create_topic(&mut c, "later", 1).await;
+    assert!(a.join("later-0").is_dir(), "placed in the online directory");
+    assert_eq!(produce(&mut c, "later", 0, 1).await, (0, 0));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), broker.fatal())
+            .await
+            .is_err(),
+        "a data directory failing does not stop the broker"
+    );
+    drop((p0, p1));
+    broker.shutdown().await.unwrap();
+    assert!(
+        !b.join("t-1/.kafka_cleanshutdown").exists(),
+        "the failed log is left for recovery"
+    );
+
+    // After a restart (the disk "replaced") t-1 is recovered with the records acknowledged before the fault.
+    let broker = start(&[&a, &b]).await;
+    let mut c = Client::connect(&broker).await;
+    let (code, hw, _) = fetch(&mut c, "t", 1).await;
+    assert_eq!(code, 0);
+    assert!(hw >= 2, "acknowledged records survive: hw {hw}");
+    assert_eq!(list_latest(&mut c, "t", 0).await, (0, 5));
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_io_error_in_the_metadata_log_dir_stops_the_broker() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    let broker = start(&[&a, &b]).await;
+    let mut c = Client::connect(&broker).await;
+    create_topic(&mut c, "t", 1).await;
+    let p = broker.state().partitions.get("t", 0).unwrap();
+    assert_eq!(p.log_dir(), a.as_path(), "a holds __meta and t-0");
+    p.fail_next_io_for_test();
+    assert_eq!(
+        produce(&mut c, "t", 0, 1).await.0,
+        E::KafkaStorageError.code()
+    );
+    let reason = tokio::time::timeout(Duration::from_secs(5), broker.fatal())
+        .await
+        .expect("the broker is told to stop");
+    assert!(reason.contains(&a.display().to_string()), "{reason}");
+    drop(p);
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_broker_on_the_same_log_dir_refuses_to_start() {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    let first = start(&[&a]).await;
+    // Shares only the second directory: still refused, and the message names it.
+    let other = root.path().join("other");
+    let err = Broker::start(config(&[&other, &a]))
+        .await
+        .err()
+        .expect("the second broker must not start")
+        .to_string();
+    assert!(err.contains(&a.display().to_string()), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    // A clean shutdown releases the lock.
+    first.shutdown().await.unwrap();
+    let again = start(&[&a, &b]).await;
+    again.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_whose_group_offsets_are_in_an_offline_dir_refuses_to_start_rather_than_forget_them(
+) {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    let broker = start(&[&a, &b]).await;
+    let mut c = Client::connect(&broker).await;
+    create_topic(&mut c, "x", 1).await;
+    // The group coordinator creates __consumer_offsets (one partition here): it goes to b, the emptier.
+    let found = c
+        .send(
+            3,
+            &FindCoordinatorRequest::default()
+                .with_key(s("g"))
+                .with_key_type(0),
+        )
+        .await;
+    assert_eq!(found.error_code, 0);
+    assert!(b.join("__consumer_offsets-0").is_dir());
+    broker.shutdown().await.unwrap();
+
+    std::fs::rename(&b, root.path().join("b.away")).unwrap();
+    std::fs::write(&b, b"not a directory").unwrap();
+    let err = Broker::start(config(&[&a, &b]))
+        .await
+        .err()
+        .expect("committed offsets cannot be loaded: no start")
+        .to_string();
+    assert!(err.contains("__consumer_offsets-0"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_error_in_the_metadata_quorums_store_stops_the_broker() {
+    let root = tempfile::tempdir().unwrap();
+    let a = root.path().join("a");
+    let broker = start(&[&a]).await;
+    let mut c = Client::connect(&broker).await;
+    // The metadata store's directory is lost: its next write (committing the next command) fails for real.
+    std::fs::rename(a.join("__meta"), root.path().join("meta.away")).unwrap();
+    std::fs::write(a.join("__meta"), b"not a directory").unwrap();
+    let created = c
+        .send(
+            5,
+            &CreateTopicsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_num_partitions(1)
+                    .with_replication_factor(1)]),
+        )
+        .await;
+    assert_ne!(created.topics[0].error_code, 0);
+    let reason = tokio::time::timeout(Duration::from_secs(10), broker.fatal())
+        .await
+        .expect("the broker is told to stop");
+    assert!(reason.contains("__meta"), "{reason}");
+    broker.shutdown().await.ok();
+}
