@@ -1,6 +1,7 @@
 //! The storage failure model over the wire, against an in-process broker: two log directories, one taken
 //! offline by an I/O error while the other keeps serving; the metadata directory failing stops the broker; a
-//! second broker on the same log directory refuses to start.
+//! second broker on the same log directory refuses to start; hostile batches refused with Kafka's codes; the
+//! broker-wide fetch response cap.
 //!
 //! A real disk fault cannot be produced on demand, so the failing operation is injected with the documented
 //! test hook `Partition::fail_next_io_for_test` (the partition unit tests also drive a real ENOTDIR).
@@ -78,6 +79,10 @@ fn s(v: &str) -> StrBytes {
 }
 
 fn config(dirs: &[&Path]) -> BrokerConfig {
+    config_with(dirs, &[])
+}
+
+fn config_with(dirs: &[&Path], extra: &[(&str, &str)]) -> BrokerConfig {
     let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
     let mut props = BTreeMap::new();
     for (k, v) in [
@@ -87,6 +92,9 @@ fn config(dirs: &[&Path]) -> BrokerConfig {
         ("transaction.state.log.num.partitions", "1".into()),
     ] {
         props.insert(k.to_string(), v);
+    }
+    for (k, v) in extra {
+        props.insert(k.to_string(), v.to_string());
     }
     BrokerConfig::from_properties(props).unwrap()
 }
@@ -111,6 +119,10 @@ async fn create_topic(c: &mut Client, name: &str, partitions: i32) {
 }
 
 fn batch(n: usize) -> Bytes {
+    batch_at(n, 1)
+}
+
+fn batch_at(n: usize, timestamp: i64) -> Bytes {
     let records: Vec<Record> = (0..n)
         .map(|i| Record {
             transactional: false,
@@ -122,7 +134,7 @@ fn batch(n: usize) -> Bytes {
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             sequence: -1,
-            timestamp: 1,
+            timestamp,
             key: None,
             value: Some(Bytes::from(format!("v{i}"))),
             headers: Default::default(),
@@ -143,6 +155,11 @@ fn batch(n: usize) -> Bytes {
 
 /// acks=all produce of `n` records; (error code, base offset).
 async fn produce(c: &mut Client, topic: &str, p: i32, n: usize) -> (i16, i64) {
+    produce_raw(c, topic, p, batch(n)).await
+}
+
+/// acks=all produce of whatever `records` holds; (error code, base offset).
+async fn produce_raw(c: &mut Client, topic: &str, p: i32, records: Bytes) -> (i16, i64) {
     let req = ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(10_000)
@@ -150,7 +167,7 @@ async fn produce(c: &mut Client, topic: &str, p: i32, n: usize) -> (i16, i64) {
             .with_name(TopicName(s(topic)))
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(p)
-                .with_records(Some(batch(n)))])]);
+                .with_records(Some(records))])]);
     let r = c.send(9, &req).await;
     let p = &r.responses[0].partition_responses[0];
     (p.error_code, p.base_offset)
@@ -158,15 +175,20 @@ async fn produce(c: &mut Client, topic: &str, p: i32, n: usize) -> (i16, i64) {
 
 /// (error code, high watermark, record bytes) of a fetch from offset 0.
 async fn fetch(c: &mut Client, topic: &str, p: i32) -> (i16, i64, usize) {
+    fetch_up_to(c, topic, p, 1 << 20).await
+}
+
+/// A fetch from offset 0 asking for at most `max_bytes` (also the partition limit).
+async fn fetch_up_to(c: &mut Client, topic: &str, p: i32, max_bytes: i32) -> (i16, i64, usize) {
     let req = FetchRequest::default()
         .with_max_wait_ms(0)
-        .with_max_bytes(1 << 20)
+        .with_max_bytes(max_bytes)
         .with_topics(vec![FetchTopic::default()
             .with_topic(TopicName(s(topic)))
             .with_partitions(vec![FetchPartition::default()
                 .with_partition(p)
                 .with_fetch_offset(0)
-                .with_partition_max_bytes(1 << 20)])]);
+                .with_partition_max_bytes(max_bytes)])]);
     let r = c.send(12, &req).await;
     let p = &r.responses[0].partitions[0];
     (
@@ -425,4 +447,75 @@ async fn a_storage_error_in_the_metadata_quorums_store_stops_the_broker() {
         .expect("the broker is told to stop");
     assert!(reason.contains("__meta"), "{reason}");
     broker.shutdown().await.ok();
+}
+
+/// Rewrites a batch's record count and last offset delta and fixes its CRC, as an attacker would.
+fn forge_count(batch: &Bytes, count: i32) -> Bytes {
+    let mut b = batch.to_vec();
+    b[57..61].copy_from_slice(&count.to_be_bytes());
+    b[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_batches_are_refused_with_kafkas_codes_and_burn_no_offsets() {
+    let root = tempfile::tempdir().unwrap();
+    let broker = start(&[root.path()]).await;
+    let mut c = Client::connect(&broker).await;
+    create_topic(&mut c, "t", 1).await;
+    assert_eq!(produce(&mut c, "t", 0, 3).await, (0, 0));
+
+    // The reproduction: tiny batches claiming 2^31-1 records, alone and two in one request.
+    let forged = forge_count(&batch(1), i32::MAX);
+    let invalid_record = E::InvalidRecord.code();
+    assert_eq!(
+        produce_raw(&mut c, "t", 0, forged.clone()).await.0,
+        invalid_record
+    );
+    let mut two = BytesMut::new();
+    two.extend_from_slice(&forged);
+    two.extend_from_slice(&forged);
+    assert_eq!(
+        produce_raw(&mut c, "t", 0, two.freeze()).await.0,
+        invalid_record
+    );
+    // A record an hour and a minute ahead of the broker's clock (message.timestamp.after.max.ms is 1 h).
+    let now = fjord_broker::now_ms();
+    assert_eq!(
+        produce_raw(&mut c, "t", 0, batch_at(1, now + 3_660_000))
+            .await
+            .0,
+        E::InvalidTimestamp.code()
+    );
+    // Nothing was appended and no offset was burnt; the log survives a restart as it was.
+    assert_eq!(produce(&mut c, "t", 0, 2).await, (0, 3));
+    broker.shutdown().await.unwrap();
+    let broker = start(&[root.path()]).await;
+    let mut c = Client::connect(&broker).await;
+    assert_eq!(list_latest(&mut c, "t", 0).await, (0, 5));
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_response_is_capped_by_the_brokers_fetch_max_bytes() {
+    let root = tempfile::tempdir().unwrap();
+    let broker = Broker::start(config_with(&[root.path()], &[("fetch.max.bytes", "2048")]))
+        .await
+        .unwrap();
+    let mut c = Client::connect(&broker).await;
+    create_topic(&mut c, "t", 1).await;
+    let one = batch(20).len();
+    for _ in 0..20 {
+        assert_eq!(produce(&mut c, "t", 0, 20).await.0, 0);
+    }
+    let (code, hw, bytes) = fetch_up_to(&mut c, "t", 0, 50 << 20).await;
+    assert_eq!((code, hw), (0, 400));
+    assert!(bytes > 0, "something is returned");
+    assert!(
+        bytes <= 2048,
+        "{bytes} bytes for a client asking 50 MiB with fetch.max.bytes=2048 ({one} per batch)"
+    );
+    broker.shutdown().await.unwrap();
 }
