@@ -42,6 +42,7 @@ pub struct Metrics {
     pub transactions_ended: Family<OutcomeLabels, Counter>,
     pub transactions_timed_out: Counter,
     pub transactions_ongoing: Gauge,
+    pub internal_records_skipped: Family<TopicLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -72,6 +73,12 @@ impl Metrics {
         let transactions_ended = Family::<OutcomeLabels, Counter>::default();
         let transactions_timed_out = Counter::default();
         let transactions_ongoing = Gauge::default();
+        let internal_records_skipped = Family::<TopicLabels, Counter>::default();
+        registry.register(
+            "internal_records_skipped",
+            "Records of an internal topic (__consumer_offsets, __transaction_state) skipped at start-up because they could not be decoded",
+            internal_records_skipped.clone(),
+        );
         registry.register(
             "topic_bytes_in",
             "Record-batch bytes appended, by topic",
@@ -158,6 +165,7 @@ impl Metrics {
             transactions_ended,
             transactions_timed_out,
             transactions_ongoing,
+            internal_records_skipped,
         }
     }
 

@@ -14,6 +14,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{str_bytes, Ctx};
+use crate::admin::is_internal_topic;
 use crate::metrics::Metrics;
 use crate::partition::Partition;
 
@@ -104,12 +105,13 @@ pub fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
                 ));
                 continue;
             }
-            if topic_meta.is_some_and(|t| t.internal) {
-                // Only the broker writes internal topics such as __consumer_offsets.
+            if is_internal_topic(&name) || topic_meta.is_some_and(|t| t.internal) {
+                // Only the broker's coordinators write internal topics, by name, before they exist too (Kafka's
+                // ReplicaManager checks the name; its code and wording).
                 parts.push(error(
                     idx,
                     E::InvalidTopicException,
-                    format!("Cannot append to internal topic {name}"),
+                    format!("Cannot append to internal topic {name}: only the broker writes it; commit offsets with OffsetCommit or TxnOffsetCommit."),
                 ));
                 continue;
             }
