@@ -1,6 +1,6 @@
 //! What the broker refuses from clients, at the protocol level against an in-process broker: internal topics by
-//! name (create, delete, produce, delete records, auto-creation), and records of internal topics that cannot be
-//! decoded at start-up.
+//! name (create, delete, produce, delete records, auto-creation), produce requests with other than one batch per
+//! partition, and records of internal topics that cannot be decoded at start-up.
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError as E;
@@ -180,6 +180,43 @@ async fn internal_topics_are_the_brokers_alone_by_name() {
     );
     let t = &metadata(&mut c, OFFSETS).await.topics[0];
     assert_eq!((t.error_code, t.is_internal), (0, true), "still there");
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_produce_request_carries_exactly_one_batch_per_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let mut c = Client::connect(&broker).await;
+    create_topic(&mut c, "t", 1).await;
+
+    // A plain batch followed by a stray transactional one (no transaction open): neither is appended, so no
+    // transaction is left open that no marker would ever close.
+    let mut two = BytesMut::from(&batch(-1, -1, false, Compression::None)[..]);
+    two.extend_from_slice(&batch(4242, 0, true, Compression::None));
+    for records in [two.freeze(), Bytes::new()] {
+        let r = produce(&mut c, "t", records).await;
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(
+            p.error_code,
+            E::InvalidRecord.code(),
+            "{:?}",
+            p.error_message
+        );
+        assert!(p
+            .error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("exactly one record batch per partition")));
+    }
+    let r = produce(&mut c, "t", batch(-1, -1, false, Compression::None)).await;
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(
+        (p.error_code, p.base_offset),
+        (0, 0),
+        "nothing was appended before"
+    );
+    let producers = broker.state().partitions.get("t", 0).unwrap().producers();
+    assert!(producers.is_empty(), "{producers:?}");
     broker.shutdown().await.unwrap();
 }
 
