@@ -22,8 +22,12 @@ mod common;
 use common::{create_topic, s, start, start_with, Client};
 
 fn txn_batch(pid: i64, epoch: i16, seq: i32) -> Bytes {
+    record_batch(pid, epoch, seq, true)
+}
+
+fn record_batch(pid: i64, epoch: i16, seq: i32, transactional: bool) -> Bytes {
     let r = Record {
-        transactional: true,
+        transactional,
         control: false,
         delete_horizon: false,
         partition_leader_epoch: 0,
@@ -493,5 +497,77 @@ async fn a_commit_decided_before_a_crash_is_finished_on_restart() {
         assert!(!part.records.as_ref().unwrap().is_empty());
         assert_eq!(part.aborted_transactions.as_ref().map(Vec::len), Some(0));
     }
+    broker.shutdown().await.unwrap();
+}
+
+/// ListOffsets of partition 0 of "t": (offset, timestamp) for `timestamp` under `isolation`.
+async fn list_offset(c: &mut Client, isolation: i8, timestamp: i64) -> (i64, i64) {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_isolation_level(isolation)
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(s("t")))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(timestamp)])]);
+    let r = c.send(8, &req).await;
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    (p.offset, p.timestamp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_stable_offset_never_falls_below_the_log_start_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let mut c = Client::connect(&broker).await;
+    create_topic(&mut c, "t", 1).await;
+    let r = init(&mut c, 4, "app", 30_000, (-1, -1)).await;
+    let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
+    let r = c.send(3, &add_v3("app", pid, epoch, "t", vec![0])).await;
+    assert_eq!(codes_v3(&r), vec![0]);
+    assert_eq!(
+        produce(&mut c, "app", "t", 0, txn_batch(pid, epoch, 0)).await,
+        0
+    );
+    let plain = record_batch(-1, -1, -1, false);
+    for _ in 0..2 {
+        assert_eq!(produce(&mut c, "", "t", 0, plain.clone()).await, 0);
+    }
+    // DeleteRecords removes the open transaction's first record: the LSO is the log start, never below.
+    let r = c
+        .send(
+            2,
+            &DeleteRecordsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![
+                    kafka_protocol::messages::delete_records_request::DeleteRecordsTopic::default()
+                        .with_name(TopicName(s("t")))
+                        .with_partitions(vec![
+                        kafka_protocol::messages::delete_records_request::DeleteRecordsPartition::default()
+                            .with_partition_index(0)
+                            .with_offset(2),
+                    ]),
+                ]),
+        )
+        .await;
+    assert_eq!(r.topics[0].partitions[0].low_watermark, 2);
+    assert_eq!(list_offset(&mut c, 1, -1).await.0, 2);
+    let fetch = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_isolation_level(1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(s("t")))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(2)
+                .with_partition_max_bytes(1 << 20)])]);
+    let r = c.send(11, &fetch).await;
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(
+        (p.error_code, p.log_start_offset, p.last_stable_offset),
+        (0, 2, 2)
+    );
     broker.shutdown().await.unwrap();
 }
