@@ -517,6 +517,33 @@ async fn list_offset(c: &mut Client, isolation: i8, timestamp: i64) -> (i64, i64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamp_lookups_never_point_read_committed_consumers_into_open_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let mut c = Client::connect(&broker).await;
+    create_topic(&mut c, "t", 1).await;
+    let r = init(&mut c, 4, "app", 30_000, (-1, -1)).await;
+    let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
+    let r = c.send(3, &add_v3("app", pid, epoch, "t", vec![0])).await;
+    assert_eq!(codes_v3(&r), vec![0]);
+    // One open transactional record at offset 0, timestamp 1.
+    assert_eq!(
+        produce(&mut c, "app", "t", 0, txn_batch(pid, epoch, 0)).await,
+        0
+    );
+    // As Kafka: a lookup answers only offsets below what the isolation level may read (LSO 0 here).
+    for ts in [0, -3] {
+        assert_eq!(list_offset(&mut c, 0, ts).await, (0, 1), "uncommitted {ts}");
+        assert_eq!(list_offset(&mut c, 1, ts).await, (-1, -1), "committed {ts}");
+    }
+    assert_eq!(end(&mut c, 3, "app", pid, epoch, true).await, 0);
+    assert_eq!(list_offset(&mut c, 1, 0).await, (0, 1), "after the commit");
+    // The commit marker (offset 1) carries the newest timestamp now, and is below the LSO.
+    assert_eq!(list_offset(&mut c, 1, -3).await.0, 1);
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_stable_offset_never_falls_below_the_log_start_offset() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start(dir.path()).await;
