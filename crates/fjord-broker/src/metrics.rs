@@ -76,7 +76,7 @@ impl Metrics {
         let internal_records_skipped = Family::<TopicLabels, Counter>::default();
         registry.register(
             "internal_records_skipped",
-            "Records of an internal topic (__consumer_offsets, __transaction_state) skipped at start-up because they could not be decoded",
+            "Records of an internal topic (__consumer_offsets, __transaction_state) skipped at start-up because they could not be decoded; a batch that does not decode counts once",
             internal_records_skipped.clone(),
         );
         registry.register(
