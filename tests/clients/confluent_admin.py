@@ -1,5 +1,6 @@
 """AdminClient against a Fjord broker: create/describe/alter/delete topics and Kafka's error codes."""
 import sys
+import time
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (AdminClient, ConfigSource, NewTopic, NewPartitions, ConfigResource,
@@ -119,4 +120,22 @@ cons = Consumer({"bootstrap.servers": bootstrap, "group.id": "e2e-unused"})
 wm = cons.get_watermark_offsets(TopicPartition("orders", 0), timeout=10)
 cons.close()
 check(wm == (0, 0), f"re-created topic is not empty: watermarks {wm}")
+
+# Internal topics are the broker's, by name: not created by a client (even before they exist), not deleted.
+r = create([NewTopic("__transaction_state", num_partitions=1)])
+check(r["__transaction_state"] is not None and r["__transaction_state"].code() == KafkaError.INVALID_REQUEST,
+      f"create internal topic: {r}")
+check("__transaction_state" not in admin.list_topics(timeout=10).topics, "a client created __transaction_state")
+grp = Consumer({"bootstrap.servers": bootstrap, "group.id": "e2e-internal"})
+grp.list_topics(timeout=10)  # the group lookup creates __consumer_offsets
+grp.close()
+deadline = time.time() + 10
+while "__consumer_offsets" not in admin.list_topics(timeout=10).topics and time.time() < deadline:
+    time.sleep(0.1)
+try:
+    admin.delete_topics(["__consumer_offsets"], operation_timeout=10)["__consumer_offsets"].result()
+    die("deleting __consumer_offsets succeeded")
+except KafkaException as e:
+    check(e.args[0].code() == KafkaError.INVALID_REQUEST, f"delete internal topic: {e}")
+check("__consumer_offsets" in admin.list_topics(timeout=10).topics, "__consumer_offsets is gone")
 print("ok")

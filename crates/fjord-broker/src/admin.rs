@@ -11,6 +11,21 @@ use uuid::Uuid;
 use crate::config::validate_topic_config;
 use crate::BrokerState;
 
+/// Topics only the broker itself creates, writes and deletes, by name, whether or not they exist yet: Kafka's
+/// `Topic.isInternal` list (offsets, transaction state, share-group state) plus its KRaft metadata log. A new
+/// internal topic is added here, and every rule below follows.
+pub const INTERNAL_TOPICS: [&str; 4] = [
+    crate::groups::OFFSETS_TOPIC,
+    crate::transactions::TXN_TOPIC,
+    "__share_group_state",
+    "__cluster_metadata",
+];
+
+/// Is `name` one of [`INTERNAL_TOPICS`]?
+pub fn is_internal_topic(name: &str) -> bool {
+    INTERNAL_TOPICS.contains(&name)
+}
+
 /// Largest partition count one topic may have; a bound so one request cannot create millions of directories.
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
 
@@ -130,6 +145,18 @@ pub async fn create_topic(
         return Err(ApiError::new(
             E::TopicAlreadyExists,
             format!("Topic '{}' already exists.", t.name),
+        ));
+    }
+    if is_internal_topic(&t.name) {
+        // Kafka's code and wording for its own metadata topic; it would create __consumer_offsets with whatever
+        // settings the request carries, which the coordinators then depend on.
+        return Err(ApiError::new(
+            E::InvalidRequest,
+            format!(
+                "Creation of internal topic {} is prohibited: the broker creates it on first use, with the settings \
+                 of its coordinator (offsets.topic.*, transaction.state.log.*).",
+                t.name
+            ),
         ));
     }
     if let Some(other) = collides(&state, &t.name) {

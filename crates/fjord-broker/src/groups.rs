@@ -12,8 +12,7 @@ use fjord_coordinator::records::{self, Key};
 use fjord_coordinator::{GroupConfig, GroupCoordinator, Record};
 use fjord_meta::{Command, CommandResult};
 use kafka_protocol::records::{
-    Compression, Record as KRecord, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Compression, Record as KRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -309,28 +308,51 @@ pub fn load(state: &BrokerState) -> Result<usize> {
             // A transaction marker: the producer's pending offsets in this partition resolve.
             let commit = r.key.as_deref().is_some_and(|k| k.len() >= 4 && k[3] == 1);
             state.groups.complete_txn(r.producer_id, p, commit);
-            return;
+            return Ok(());
         }
-        let Some(key) = r.key else { return };
+        let Some(key) = r.key else { return Ok(()) };
         if r.transactional {
             state.groups.add_pending(r.producer_id, p, key, r.value);
-            return;
+            return Ok(());
         }
-        if let Err(e) = state.groups.lock().replay(key, r.value, now) {
-            tracing::warn!(partition = p, offset = r.offset, error = %e, "skipping unreadable {OFFSETS_TOPIC} record");
-        }
+        state
+            .groups
+            .lock()
+            .replay(key, r.value, now)
+            .map_err(|e| e.to_string())?;
         count += 1;
+        Ok(())
     })?;
     Ok(count)
 }
 
 /// Feeds every record of every partition of an internal topic to `f`, partition by partition, in log order
-/// (the load of a coordinator).
+/// (the load of a coordinator). `f` answers `Err` for a record it cannot read.
+///
+/// Start-up never stops on a record: a batch that does not decode and a record `f` refuses are skipped with an
+/// error naming topic, partition and offset, and counted in `fjord_internal_records_skipped_total{topic}`.
+/// Only I/O errors abort the load. Nothing is decompressed here: the broker writes these topics uncompressed,
+/// and the bounded decoder lives in fjord-log (not exported), so a compressed batch is skipped as unreadable
+/// rather than inflated without a limit.
 pub fn replay_topic(
     state: &BrokerState,
     topic: &str,
-    mut f: impl FnMut(i32, KRecord),
+    mut f: impl FnMut(i32, KRecord) -> std::result::Result<(), String>,
 ) -> Result<()> {
+    let skipped = state
+        .metrics
+        .internal_records_skipped
+        .get_or_create(&crate::metrics::Metrics::topic(topic));
+    let skip = |p: i32, offset: i64, error: &str| {
+        tracing::error!(
+            topic,
+            partition = p,
+            offset,
+            error,
+            "skipping an unreadable record of an internal topic"
+        );
+        skipped.inc();
+    };
     let parts = state
         .meta
         .state()
@@ -345,25 +367,36 @@ pub fn replay_topic(
         let (mut offset, hw) = part.offsets();
         while offset < hw {
             let read = part.read(offset, 1 << 20, true)?;
-            if read.records.is_empty() {
-                break;
-            }
-            let mut buf: Bytes = read.records;
-            let sets = RecordBatchDecoder::decode_all(&mut buf)
-                .map_err(|e| Error::Internal(format!("decoding {topic}-{p}: {e}")))?;
-            let mut last = offset;
-            for set in sets {
-                for r in set.records {
-                    last = last.max(r.offset + 1);
-                    if r.offset >= offset {
-                        f(p, r);
+            let mut next = offset;
+            let mut pos = 0usize;
+            for b in fjord_log::batch_headers(&read.records) {
+                let Some(end) = pos.checked_add(b.size).filter(|e| *e <= read.records.len()) else {
+                    // A length beyond what the log returned: nothing after it in this partition can be framed.
+                    skip(p, b.base_offset, "batch length runs past the data read");
+                    break;
+                };
+                let batch = read.records.slice(pos..end);
+                pos = end;
+                next = b.last_offset + 1;
+                // Bounded like every other decompression: a bomb is skipped, never inflated.
+                match fjord_log::decode_records_bounded(&mut batch.clone())
+                    .map_err(|e| format!("undecodable batch: {e}"))
+                {
+                    Ok(set) => {
+                        for r in set.records.into_iter().filter(|r| r.offset >= offset) {
+                            let at = r.offset;
+                            if let Err(e) = f(p, r) {
+                                skip(p, at, &e);
+                            }
+                        }
                     }
+                    Err(e) => skip(p, b.base_offset, &e),
                 }
             }
-            if last <= offset {
+            if next <= offset {
                 break;
             }
-            offset = last;
+            offset = next;
         }
     }
     Ok(())

@@ -61,6 +61,7 @@ pub struct Metrics {
     pub log_dir_offline: Family<LogDirLabels, Gauge>,
     /// Partitions hosted here that answer KAFKA_STORAGE_ERROR (Kafka's `OfflinePartitionsCount`).
     pub offline_partitions: Gauge,
+    pub internal_records_skipped: Family<TopicLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -93,6 +94,12 @@ impl Metrics {
         let transactions_ongoing = Gauge::default();
         let log_dir_offline = Family::<LogDirLabels, Gauge>::default();
         let offline_partitions = Gauge::default();
+        let internal_records_skipped = Family::<TopicLabels, Counter>::default();
+        registry.register(
+            "internal_records_skipped",
+            "Records of an internal topic (__consumer_offsets, __transaction_state) skipped at start-up because they could not be decoded; a batch that does not decode counts once",
+            internal_records_skipped.clone(),
+        );
         registry.register(
             "topic_bytes_in",
             "Record-batch bytes appended, by topic",
@@ -191,6 +198,7 @@ impl Metrics {
             transactions_ongoing,
             log_dir_offline,
             offline_partitions,
+            internal_records_skipped,
         }
     }
 

@@ -182,6 +182,12 @@ pub struct FetchRead {
     pub aborted: Vec<AbortedTxn>,
 }
 
+/// The last stable offset: the first unstable offset, within [log start offset, high watermark]. DeleteRecords or
+/// retention may remove an open transaction's first batches; the LSO then stands at the log start, as Kafka's.
+fn stable_offset(first_unstable: Option<i64>, log_start: i64, hw: i64) -> i64 {
+    first_unstable.map_or(hw, |f| f.min(hw).max(log_start))
+}
+
 impl Partition {
     /// The log, for in-memory state only (offsets, timestamps already known). Anything that may touch files goes
     /// through [`Partition::log`].
@@ -400,7 +406,11 @@ impl Partition {
         let producers = self.lock_producers();
         let log = self.log()?;
         let hw = log.log_end_offset();
-        let lso = producers.first_unstable_offset().map_or(hw, |f| f.min(hw));
+        let lso = stable_offset(
+            producers.first_unstable_offset(),
+            log.log_start_offset(),
+            hw,
+        );
         let upper = if read_committed { lso } else { hw };
         let r = log.read(offset, max_bytes, upper, min_one_batch)?;
         let aborted = if read_committed && !r.records.is_empty() {
@@ -424,8 +434,12 @@ impl Partition {
     /// or the high watermark.
     pub fn last_stable_offset(&self) -> i64 {
         let producers = self.lock_producers();
-        let hw = self.lock().log_end_offset();
-        producers.first_unstable_offset().map_or(hw, |f| f.min(hw))
+        let log = self.lock();
+        stable_offset(
+            producers.first_unstable_offset(),
+            log.log_start_offset(),
+            log.log_end_offset(),
+        )
     }
 
     pub fn producers(&self) -> Vec<ProducerView> {

@@ -57,8 +57,6 @@ pub enum ProducerError {
     OutOfOrder { expected: i32, got: i32 },
     #[error("producer epoch {got} is older than the current {current}")]
     InvalidEpoch { current: i16, got: i16 },
-    #[error("unknown producer id {0}: no state for it and the batch does not start at sequence 0")]
-    UnknownProducer(i64),
     #[error("producer {0} has an open transaction and sent a non-transactional batch")]
     NotInTransaction(i64),
     #[error("{0}")]
@@ -71,7 +69,6 @@ impl ProducerError {
         match self {
             ProducerError::OutOfOrder { .. } => E::OutOfOrderSequenceNumber.code(),
             ProducerError::InvalidEpoch { .. } => E::InvalidProducerEpoch.code(),
-            ProducerError::UnknownProducer(_) => E::UnknownProducerId.code(),
             ProducerError::NotInTransaction(_) => E::InvalidTxnState.code(),
             ProducerError::InvalidRecord(_) => E::InvalidRecord.code(),
         }
@@ -120,9 +117,13 @@ pub enum Verdict {
     },
 }
 
+/// The batch's last sequence: base sequence plus lastOffsetDelta, as Kafka's `RecordBatch.lastSequence`. Not the
+/// record count: compaction removes records from a stored batch but keeps its offset range, and the producer's
+/// next sequence follows the range.
 fn last_seq(b: &BatchInfo) -> i32 {
+    let delta = b.last_offset - b.base_offset;
     // Sequences wrap to 0 after i32::MAX.
-    ((b.base_sequence as i64 + b.record_count as i64 - 1) % (i32::MAX as i64 + 1)) as i32
+    ((b.base_sequence as i64 + delta) % (i32::MAX as i64 + 1)) as i32
 }
 
 fn next_seq(s: i32) -> i32 {
@@ -159,11 +160,10 @@ impl ProducerStates {
             };
         }
         let Some(e) = self.producers.get(&b.producer_id) else {
-            return if b.base_sequence == 0 {
-                Ok(Verdict::Append)
-            } else {
-                Err(ProducerError::UnknownProducer(b.producer_id))
-            };
+            // No state here (a new producer, an expired one, or one whose batches retention or DeleteRecords
+            // removed): any sequence starts it, as Kafka's `ProducerAppendInfo.checkSequence` (which no longer
+            // answers UNKNOWN_PRODUCER_ID, KIP-360).
+            return Ok(Verdict::Append);
         };
         if b.producer_epoch < e.epoch {
             return Err(ProducerError::InvalidEpoch {
@@ -263,8 +263,8 @@ impl ProducerStates {
     }
 
     /// Forgets producers without an open transaction whose last batch is older than `expiration_ms`
-    /// (`producer.id.expiration.ms`, as Kafka). A forgotten producer that comes back gets
-    /// UNKNOWN_PRODUCER_ID unless it restarts its sequence. Returns how many were forgotten.
+    /// (`producer.id.expiration.ms`, as Kafka). A forgotten producer that comes back starts afresh at whatever
+    /// sequence it sends, as in Kafka. Returns how many were forgotten.
     pub fn expire(&mut self, now: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
         self.producers.retain(|_, e| {
@@ -477,11 +477,44 @@ mod tests {
                 got: 7
             })
         );
-        assert_eq!(
-            s.check(&batch(2, 0, 3, 1, 0)),
-            Err(ProducerError::UnknownProducer(2))
-        );
         assert_eq!(s.check(&batch(2, 0, 0, 1, 0)), Ok(Verdict::Append));
+    }
+
+    #[test]
+    fn a_producer_without_state_may_start_at_any_sequence() {
+        // As Kafka: state lost to expiry, retention or DeleteRecords must not wedge the producer.
+        let mut s = ProducerStates::default();
+        let b = batch(2, 0, 3, 1, 0);
+        assert_eq!(s.check(&b), Ok(Verdict::Append));
+        s.record(&b);
+        // From then on its sequence is checked as usual.
+        assert_eq!(
+            s.check(&batch(2, 0, 7, 1, 1)),
+            Err(ProducerError::OutOfOrder {
+                expected: 4,
+                got: 7
+            })
+        );
+        assert_eq!(s.check(&batch(2, 0, 4, 1, 1)), Ok(Verdict::Append));
+    }
+
+    #[test]
+    fn the_last_sequence_follows_the_offset_range_not_the_record_count() {
+        // A batch of sequences 0..=4 at offsets 0..=4 from which compaction kept two records: read back at
+        // start-up, it still ends at sequence 4, so the producer's next batch (sequence 5) is in order.
+        let mut s = ProducerStates::default();
+        let mut compacted = batch(1, 0, 0, 5, 0);
+        compacted.record_count = 2;
+        s.record(&compacted);
+        assert_eq!(s.check(&batch(1, 0, 5, 1, 5)), Ok(Verdict::Append));
+        assert_eq!(
+            s.check(&batch(1, 0, 0, 5, 0)),
+            Ok(Verdict::Duplicate {
+                base_offset: 0,
+                last_offset: 4
+            }),
+            "and a retry of the original batch is still recognised"
+        );
     }
 
     #[test]
@@ -502,7 +535,8 @@ mod tests {
         );
         assert_eq!(
             s.check(&batch(1, 0, 1, 1, 0)),
-            Err(ProducerError::UnknownProducer(1))
+            Ok(Verdict::Append),
+            "an expired producer resumes at its next sequence"
         );
         assert_eq!(s.len(), 1, "producer 2 has an open transaction");
         assert_eq!(s.first_unstable_offset(), Some(1));

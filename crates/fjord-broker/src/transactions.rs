@@ -194,13 +194,7 @@ impl Transactions {
         key: bytes::Bytes,
         value: Option<bytes::Bytes>,
     ) -> Result<()> {
-        ensure_internal_topic(
-            state,
-            TXN_TOPIC,
-            self.config.partitions,
-            "transaction.state.log",
-        )
-        .await?;
+        ensure_txn_topic(state).await?;
         let n = state
             .meta
             .state()
@@ -529,28 +523,24 @@ impl Transactions {
     }
 }
 
+/// Creates `__transaction_state` (compacted, internal, `transaction.state.log.*`) unless it exists: on the first
+/// transactional write, or when a client's Metadata request names it (as Kafka's auto-creation does).
+pub async fn ensure_txn_topic(state: &BrokerState) -> Result<()> {
+    let partitions = state.transactions.config.partitions;
+    ensure_internal_topic(state, TXN_TOPIC, partitions, "transaction.state.log").await
+}
+
 /// Replays `__transaction_state` into the coordinator (its load). Returns how many transactional ids it knows.
 pub fn load(state: &BrokerState) -> Result<usize> {
     let mut latest: HashMap<String, Option<TxnMetadata>> = HashMap::new();
-    replay_topic(state, TXN_TOPIC, |p, r| {
+    replay_topic(state, TXN_TOPIC, |_, r| {
         let Some(key) = r.key.filter(|_| !r.control) else {
-            return;
+            return Ok(());
         };
-        let id = match txn::decode_key(key) {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::warn!(partition = p, offset = r.offset, error = %e, "skipping unreadable {TXN_TOPIC} key");
-                return;
-            }
-        };
-        match r.value.map(|v| txn::decode_value(&id, v)).transpose() {
-            Ok(v) => {
-                latest.insert(id, v);
-            }
-            Err(e) => {
-                tracing::warn!(partition = p, offset = r.offset, error = %e, "skipping unreadable {TXN_TOPIC} value");
-            }
-        }
+        let id = txn::decode_key(key).map_err(|e| format!("key: {e}"))?;
+        let value = r.value.map(|v| txn::decode_value(&id, v)).transpose();
+        latest.insert(id, value.map_err(|e| format!("value: {e}"))?);
+        Ok(())
     })?;
     let txns = &state.transactions;
     let mut count = 0;

@@ -133,7 +133,8 @@ fn batch_at(n: usize, timestamp: i64) -> Bytes {
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // offset - sequence constant: the encoder then writes one batch (one batch per partition per request).
+            sequence: i as i32 - 1,
             timestamp,
             key: None,
             value: Some(Bytes::from(format!("v{i}"))),

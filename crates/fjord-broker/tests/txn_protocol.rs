@@ -3,117 +3,31 @@
 //! and fenced InitProducerId/EndTxn, old-version error codes). Real clients drive the ordinary paths in
 //! `crates/fjord/tests/transactions.rs`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use fjord_broker::config::BrokerConfig;
-use fjord_broker::Broker;
 use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::add_partitions_to_txn_request::{
     AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
 };
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-struct Client {
-    stream: TcpStream,
-    correlation: i32,
-}
-
-impl Client {
-    async fn connect(broker: &Broker) -> Client {
-        Client {
-            stream: TcpStream::connect(broker.local_addr()).await.unwrap(),
-            correlation: 0,
-        }
-    }
-
-    async fn send<R: Request>(&mut self, version: i16, req: &R) -> R::Response {
-        self.correlation += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("protocol-test")));
-        let mut frame = BytesMut::from(&[0u8; 4][..]);
-        header
-            .encode(&mut frame, R::header_version(version))
-            .unwrap();
-        req.encode(&mut frame, version).unwrap();
-        let len = (frame.len() - 4) as i32;
-        frame[..4].copy_from_slice(&len.to_be_bytes());
-        let io = async {
-            self.stream.write_all(&frame).await.unwrap();
-            let n = self.stream.read_i32().await.unwrap();
-            let mut body = vec![0u8; n as usize];
-            self.stream.read_exact(&mut body).await.unwrap();
-            body
-        };
-        let body = tokio::time::timeout(Duration::from_secs(30), io)
-            .await
-            .expect("the broker answers within 30 s");
-        let mut buf = Bytes::from(body);
-        let h = ResponseHeader::decode(&mut buf, R::Response::header_version(version)).unwrap();
-        assert_eq!(h.correlation_id, self.correlation);
-        R::Response::decode(&mut buf, version).unwrap()
-    }
-}
-
-async fn start(dir: &std::path::Path) -> Broker {
-    start_with(dir, &[]).await
-}
-
-async fn start_with(dir: &std::path::Path, extra: &[(&str, &str)]) -> Broker {
-    let mut props = BTreeMap::new();
-    for (k, v) in extra {
-        props.insert(k.to_string(), v.to_string());
-    }
-    for (k, v) in [
-        ("listeners", "PLAINTEXT://127.0.0.1:0".to_string()),
-        ("log.dirs", dir.display().to_string()),
-        ("transaction.state.log.num.partitions", "2".into()),
-        ("offsets.topic.num.partitions", "2".into()),
-        ("transaction.max.timeout.ms", "60000".into()),
-    ] {
-        props.entry(k.to_string()).or_insert(v);
-    }
-    Broker::start(BrokerConfig::from_properties(props).unwrap())
-        .await
-        .unwrap()
-}
-
-async fn create_topic(c: &mut Client, name: &str, partitions: i32) {
-    let created = c
-        .send(
-            5,
-            &CreateTopicsRequest::default()
-                .with_timeout_ms(10_000)
-                .with_topics(vec![CreatableTopic::default()
-                    .with_name(TopicName(s(name)))
-                    .with_num_partitions(partitions)
-                    .with_replication_factor(1)]),
-        )
-        .await;
-    assert_eq!(created.topics[0].error_code, 0);
-}
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
+mod common;
+use common::{create_topic, s, start, start_with, Client};
 
 fn txn_batch(pid: i64, epoch: i16, seq: i32) -> Bytes {
+    record_batch(pid, epoch, seq, true)
+}
+
+fn record_batch(pid: i64, epoch: i16, seq: i32, transactional: bool) -> Bytes {
     let r = Record {
-        transactional: true,
+        transactional,
         control: false,
         delete_horizon: false,
         partition_leader_epoch: 0,
@@ -583,5 +497,104 @@ async fn a_commit_decided_before_a_crash_is_finished_on_restart() {
         assert!(!part.records.as_ref().unwrap().is_empty());
         assert_eq!(part.aborted_transactions.as_ref().map(Vec::len), Some(0));
     }
+    broker.shutdown().await.unwrap();
+}
+
+/// ListOffsets of partition 0 of "t": (offset, timestamp) for `timestamp` under `isolation`.
+async fn list_offset(c: &mut Client, isolation: i8, timestamp: i64) -> (i64, i64) {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_isolation_level(isolation)
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(s("t")))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(timestamp)])]);
+    let r = c.send(8, &req).await;
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    (p.offset, p.timestamp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamp_lookups_never_point_read_committed_consumers_into_open_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let mut c = Client::connect(&broker).await;
+    create_topic(&mut c, "t", 1).await;
+    let r = init(&mut c, 4, "app", 30_000, (-1, -1)).await;
+    let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
+    let r = c.send(3, &add_v3("app", pid, epoch, "t", vec![0])).await;
+    assert_eq!(codes_v3(&r), vec![0]);
+    // One open transactional record at offset 0, timestamp 1.
+    assert_eq!(
+        produce(&mut c, "app", "t", 0, txn_batch(pid, epoch, 0)).await,
+        0
+    );
+    // As Kafka: a lookup answers only offsets below what the isolation level may read (LSO 0 here).
+    for ts in [0, -3] {
+        assert_eq!(list_offset(&mut c, 0, ts).await, (0, 1), "uncommitted {ts}");
+        assert_eq!(list_offset(&mut c, 1, ts).await, (-1, -1), "committed {ts}");
+    }
+    assert_eq!(end(&mut c, 3, "app", pid, epoch, true).await, 0);
+    assert_eq!(list_offset(&mut c, 1, 0).await, (0, 1), "after the commit");
+    // The commit marker (offset 1) carries the newest timestamp now, and is below the LSO.
+    assert_eq!(list_offset(&mut c, 1, -3).await.0, 1);
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_stable_offset_never_falls_below_the_log_start_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let mut c = Client::connect(&broker).await;
+    create_topic(&mut c, "t", 1).await;
+    let r = init(&mut c, 4, "app", 30_000, (-1, -1)).await;
+    let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
+    let r = c.send(3, &add_v3("app", pid, epoch, "t", vec![0])).await;
+    assert_eq!(codes_v3(&r), vec![0]);
+    assert_eq!(
+        produce(&mut c, "app", "t", 0, txn_batch(pid, epoch, 0)).await,
+        0
+    );
+    let plain = record_batch(-1, -1, -1, false);
+    for _ in 0..2 {
+        assert_eq!(produce(&mut c, "", "t", 0, plain.clone()).await, 0);
+    }
+    // DeleteRecords removes the open transaction's first record: the LSO is the log start, never below.
+    let r = c
+        .send(
+            2,
+            &DeleteRecordsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![
+                    kafka_protocol::messages::delete_records_request::DeleteRecordsTopic::default()
+                        .with_name(TopicName(s("t")))
+                        .with_partitions(vec![
+                        kafka_protocol::messages::delete_records_request::DeleteRecordsPartition::default()
+                            .with_partition_index(0)
+                            .with_offset(2),
+                    ]),
+                ]),
+        )
+        .await;
+    assert_eq!(r.topics[0].partitions[0].low_watermark, 2);
+    assert_eq!(list_offset(&mut c, 1, -1).await.0, 2);
+    let fetch = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_isolation_level(1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(s("t")))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(2)
+                .with_partition_max_bytes(1 << 20)])]);
+    let r = c.send(11, &fetch).await;
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(
+        (p.error_code, p.log_start_offset, p.last_stable_offset),
+        (0, 2, 2)
+    );
     broker.shutdown().await.unwrap();
 }

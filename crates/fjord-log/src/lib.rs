@@ -36,3 +36,12 @@ pub use control::{control_batch, control_type, ControlType};
 pub use error::{Error, Result};
 pub use log::{AppendInfo, FlushHandle, Log, ReadInfo};
 pub use txn_index::AbortedTxn;
+
+/// Decodes the record batch at the start of `bytes` (advancing past it), decompressing at most 128 MiB: for
+/// readers that must look inside batches they did not write, such as the coordinators replaying their internal
+/// topics, so that a hostile or damaged batch is an error, never an unbounded allocation.
+pub fn decode_records_bounded(
+    bytes: &mut bytes::Bytes,
+) -> std::result::Result<kafka_protocol::records::RecordSet, String> {
+    decompress::decode_bounded(bytes, decompress::MAX_DECOMPRESSED).map_err(|e| e.to_string())
+}

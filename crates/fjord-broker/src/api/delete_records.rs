@@ -7,6 +7,7 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::Ctx;
+use crate::admin::is_internal_topic;
 
 pub async fn handle(ctx: &Ctx<'_>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let broker = ctx.state;
@@ -22,6 +23,11 @@ pub async fn handle(ctx: &Ctx<'_>, req: DeleteRecordsRequest) -> DeleteRecordsRe
                     let res = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
+                    if is_internal_topic(&name) {
+                        // Kafka's answer (ReplicaManager, "Cannot delete records of internal topic"; the response has no
+                        // message field): only the coordinators decide what leaves these logs.
+                        return res.with_error_code(E::InvalidTopicException.code());
+                    }
                     let part = match broker.partitions.online(&name, p.partition_index) {
                         Ok(Some(part)) => part,
                         Ok(None) => return res.with_error_code(E::UnknownTopicOrPartition.code()),

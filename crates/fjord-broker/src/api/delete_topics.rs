@@ -7,6 +7,7 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
 
 use super::{str_bytes, Ctx};
+use crate::admin::is_internal_topic;
 
 pub async fn handle(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
     let broker = ctx.state;
@@ -49,6 +50,19 @@ pub async fn handle(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTopicsResp
         let res = res
             .with_name(Some(TopicName(str_bytes(&topic_name))))
             .with_topic_id(topic.id);
+        if is_internal_topic(&topic_name) {
+            // Kafka's broker would delete it (only its kafka-topics tool refuses); the committed offsets or
+            // transaction states in it would be lost with no way back.
+            results.push(
+                res.with_error_code(E::InvalidRequest.code())
+                    .with_error_message(Some(str_bytes(&format!(
+                        "Deletion of internal topic {topic_name} is prohibited: it holds the state of the \
+                         broker's coordinators. Delete consumer groups (DeleteGroups) or let transactional \
+                         ids expire instead."
+                    )))),
+            );
+            continue;
+        }
         let outcome = broker
             .meta
             .propose(Command::DeleteTopic {

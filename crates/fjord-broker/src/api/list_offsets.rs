@@ -1,5 +1,6 @@
 //! ListOffsets (key 2): earliest (-2), latest (-1), max timestamp (-3, KIP-734), earliest local (-4) and
-//! offset-by-timestamp lookups.
+//! offset-by-timestamp lookups, each bounded by what the request's isolation level may read (the high watermark,
+//! or the last stable offset for read_committed).
 
 use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::list_offsets_response::{
@@ -50,18 +51,24 @@ pub fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
                         resp
                     };
                     let (start, hw) = part.offsets();
+                    // read_committed consumers see the end of the log at the last stable offset.
+                    let fetchable = if read_committed {
+                        part.last_stable_offset()
+                    } else {
+                        hw
+                    };
+                    // As Kafka (`ReplicaManager.fetchOffsetForTimestamp`): an offset found at or above what the
+                    // isolation level may read is no answer, so a timestamp never points into an open transaction.
+                    let found = |r: Option<(i64, i64)>| match r.filter(|(o, _)| *o < fetchable) {
+                        Some((offset, ts)) => resp.clone().with_offset(offset).with_timestamp(ts),
+                        None => resp.clone(),
+                    };
                     match p.timestamp {
-                        // read_committed consumers see the end of the log at the last stable offset.
-                        LATEST if read_committed => resp.with_offset(part.last_stable_offset()),
-                        LATEST => resp.with_offset(hw),
+                        LATEST => resp.with_offset(fetchable),
                         EARLIEST | EARLIEST_LOCAL => resp.with_offset(start),
-                        MAX_TIMESTAMP => match part.max_timestamp() {
-                            Some((offset, ts)) => resp.with_offset(offset).with_timestamp(ts),
-                            None => resp,
-                        },
+                        MAX_TIMESTAMP => found(part.max_timestamp()),
                         ts if ts >= 0 => match part.offset_for_timestamp(ts) {
-                            Ok(Some((offset, ts))) => resp.with_offset(offset).with_timestamp(ts),
-                            Ok(None) => resp,
+                            Ok(r) => found(r),
                             Err(e) => resp.with_error_code(e.code()),
                         },
                         _ => resp.with_error_code(E::InvalidRequest.code()),

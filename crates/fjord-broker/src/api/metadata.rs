@@ -10,7 +10,9 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use uuid::Uuid;
 
 use super::{str_bytes, Ctx};
-use crate::admin::{create_topic, NewTopic};
+use crate::admin::{create_topic, is_internal_topic, NewTopic};
+use crate::groups::{ensure_offsets_topic, OFFSETS_TOPIC};
+use crate::transactions::{ensure_txn_topic, TXN_TOPIC};
 
 enum Wanted {
     All,
@@ -37,6 +39,21 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
         for (name, _) in list {
             let Some(name) = name else { continue };
             if state.topics.contains_key(name) || fjord_meta::validate_topic_name(name).is_err() {
+                continue;
+            }
+            if is_internal_topic(name) {
+                // As Kafka's AutoTopicCreationManager: a coordinator's topic is created with the coordinator's
+                // settings (compacted, its partition count), never with a client's defaults; other internal
+                // names are not this broker's to create.
+                let created = match name.as_str() {
+                    OFFSETS_TOPIC => ensure_offsets_topic(broker).await,
+                    TXN_TOPIC => ensure_txn_topic(broker).await,
+                    _ => continue,
+                };
+                if let Err(e) = created {
+                    tracing::warn!(topic = %name, error = %e, "auto-create failed");
+                    create_errors.insert(name.clone(), e.code());
+                }
                 continue;
             }
             let t = NewTopic {

@@ -14,6 +14,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{str_bytes, Ctx};
+use crate::admin::is_internal_topic;
 use crate::metrics::Metrics;
 use crate::partition::Partition;
 
@@ -104,12 +105,13 @@ pub fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
                 ));
                 continue;
             }
-            if topic_meta.is_some_and(|t| t.internal) {
-                // Only the broker writes internal topics such as __consumer_offsets.
+            if is_internal_topic(&name) || topic_meta.is_some_and(|t| t.internal) {
+                // Only the broker's coordinators write internal topics, by name, before they exist too (Kafka's
+                // ReplicaManager checks the name; its code and wording).
                 parts.push(error(
                     idx,
                     E::InvalidTopicException,
-                    format!("Cannot append to internal topic {name}"),
+                    format!("Cannot append to internal topic {name}: only the broker writes it; commit offsets with OffsetCommit or TxnOffsetCommit."),
                 ));
                 continue;
             }
@@ -146,22 +148,43 @@ pub fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
                 parts.push(error(idx, E::CorruptMessage, "no record batches".into()));
                 continue;
             };
-            if let Some(b) = fjord_log::batch_headers(&records)
-                .next()
-                .filter(|b| b.is_transactional)
-            {
-                let id = req.transactional_id.as_deref().map_or("", |t| &**t);
-                if !broker
-                    .transactions
-                    .may_write(id, b.producer_id, b.producer_epoch, &name, idx)
-                {
-                    parts.push(error(
+            // Kafka's rule since Produce v3 (`ProduceRequest.validateRecords`; every version served here is v3 or
+            // later): one batch per partition, so a request is never half appended and a transactional batch
+            // cannot hide behind a plain one. Bytes that frame no batch at all are left to the log's validation.
+            let batches: Vec<fjord_log::BatchInfo> = fjord_log::batch_headers(&records).collect();
+            if batches.len() > 1 || records.is_empty() {
+                parts.push(error(
+                    idx,
+                    E::InvalidRecord,
+                    format!(
+                        "Produce requests with version {} must contain exactly one record batch per partition; \
+                         {name}-{idx} has {}. Send each batch in its own request.",
+                        ctx.version,
+                        batches.len()
+                    ),
+                ));
+                continue;
+            }
+            let id = req.transactional_id.as_deref().map_or("", |t| &**t);
+            if let Some(b) = batches.iter().find(|b| {
+                b.is_transactional
+                    && !broker.transactions.may_write(
+                        id,
+                        b.producer_id,
+                        b.producer_epoch,
+                        &name,
                         idx,
-                        E::InvalidTxnState,
-                        format!("{name}-{idx} is not part of an open transaction of producer {} epoch {}", b.producer_id, b.producer_epoch),
-                    ));
-                    continue;
-                }
+                    )
+            }) {
+                parts.push(error(
+                    idx,
+                    E::InvalidTxnState,
+                    format!(
+                        "{name}-{idx} is not part of an open transaction of producer {} epoch {}",
+                        b.producer_id, b.producer_epoch
+                    ),
+                ));
+                continue;
             }
             let len = records.len() as u64;
             match partition.append(records) {
