@@ -93,6 +93,16 @@ impl Error {
     }
 }
 
+/// Runs blocking work (file I/O that may take long) from async code without stalling the runtime: on the
+/// multi-threaded runtime the worker hands its other tasks over first (`block_in_place`); elsewhere (a
+/// current-thread runtime in tests) it runs inline.
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Milliseconds since the Unix epoch, the unit of every Kafka timestamp.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -120,8 +130,9 @@ pub struct BrokerState {
 impl BrokerState {
     /// Applies the latest metadata to the hosted partitions (after a command this broker proposed, so that the
     /// response it sends already reflects it).
+    /// Opening logs is file I/O (and recovery can be long): it runs off the async workers.
     pub fn sync_partitions(&self) -> Result<()> {
-        self.partitions.sync_with(&self.meta.state(), &self.config)
+        blocking(|| self.partitions.sync_with(&self.meta.state(), &self.config))
     }
 }
 
@@ -261,7 +272,7 @@ async fn follow_metadata(state: Arc<BrokerState>, mut shutdown: watch::Receiver<
             changed = rx.changed() => {
                 if changed.is_err() { return; }
                 let snapshot = rx.borrow_and_update().clone();
-                if let Err(e) = state.partitions.sync_with(&snapshot, &state.config) {
+                if let Err(e) = blocking(|| state.partitions.sync_with(&snapshot, &state.config)) {
                     tracing::error!(error = %e, "applying metadata to partitions failed");
                 }
             }

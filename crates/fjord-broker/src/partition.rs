@@ -678,6 +678,9 @@ pub struct PartitionManager {
     dirs: Arc<LogDirs>,
     node_id: i32,
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
+    /// Serializes `sync_with`, which opens new logs without holding `partitions` (opening thousands of logs must
+    /// not stall the produces and fetches of every other partition).
+    sync_lock: Mutex<()>,
     /// Partitions the metadata assigns here that could not be opened, with their topic id and the reason; they
     /// answer KAFKA_STORAGE_ERROR. Not retried before a restart: the cause needs an operator.
     unopened: Mutex<HashMap<(String, i32), (Uuid, String)>>,
@@ -708,6 +711,7 @@ impl PartitionManager {
             dirs,
             node_id,
             partitions: RwLock::new(HashMap::new()),
+            sync_lock: Mutex::new(()),
             unopened: Mutex::new(HashMap::new()),
             started: AtomicBool::new(false),
         }
@@ -774,6 +778,7 @@ impl PartitionManager {
                 }
             }
         }
+        let _serial = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut parts = self.partitions.write().unwrap_or_else(|p| p.into_inner());
         let mut unopened = self.lock_unopened();
         unopened.retain(|k, (id, _)| wanted.get(k).is_some_and(|(w, _, _)| w == id));
@@ -799,6 +804,10 @@ impl PartitionManager {
                 new.push((key, id, epoch, lc));
             }
         }
+        // New logs are opened (recovered, created) without the map's lock: requests for every other partition
+        // go on meanwhile, and those for the new ones see them once they are ready.
+        drop(parts);
+        let mut opened_now = Vec::new();
         // Partitions whose directory exists in some log directory are opened there first, so that the counts
         // that place the new ones (fewest partitions first, as Kafka) are complete.
         let mut fresh = Vec::new();
@@ -841,13 +850,17 @@ impl PartitionManager {
             match opened {
                 Ok(p) => {
                     self.dirs.add_hosted(p.dir_index, 1);
-                    parts.insert(key, Arc::new(p));
+                    opened_now.push((key, Arc::new(p)));
                 }
                 Err(reason) => {
                     unopened.insert(key, (id, reason));
                 }
             }
         }
+        self.partitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(opened_now);
         self.dirs.set_unopened(unopened.len());
         Ok(())
     }

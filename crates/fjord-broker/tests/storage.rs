@@ -520,3 +520,45 @@ async fn a_fetch_response_is_capped_by_the_brokers_fetch_max_bytes() {
     );
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_thousands_of_partitions_does_not_stall_other_topics() {
+    // Opening a new topic's logs used to happen under the lock every produce and fetch takes to find its
+    // partition (and on an async worker): a large CreateTopics stalled all traffic until it finished.
+    let root = tempfile::tempdir().unwrap();
+    let broker = start(&[root.path()]).await;
+    let mut c = Client::connect(&broker).await;
+    create_topic(&mut c, "busy", 1).await;
+    assert_eq!(produce(&mut c, "busy", 0, 1).await, (0, 0));
+    let addr = broker.local_addr();
+    let big = tokio::spawn(async move {
+        let mut admin = Client {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            correlation: 0,
+        };
+        create_topic(&mut admin, "big", 3000).await;
+    });
+    // Wait (bounded) until the creation is under way: its first partition directories exist.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !root.path().join("big-0").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "creation never started"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut served_during = 0;
+    for i in 1..=20 {
+        assert_eq!(produce(&mut c, "busy", 0, 1).await, (0, i));
+        if !big.is_finished() {
+            served_during += 1;
+        }
+    }
+    assert!(
+        served_during > 0,
+        "no produce to another topic completed while 3000 partitions were being created"
+    );
+    big.await.unwrap();
+    assert_eq!(produce(&mut c, "busy", 0, 1).await, (0, 21));
+    broker.shutdown().await.unwrap();
+}
