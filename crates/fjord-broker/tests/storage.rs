@@ -522,7 +522,7 @@ async fn a_fetch_response_is_capped_by_the_brokers_fetch_max_bytes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn creating_thousands_of_partitions_does_not_stall_other_topics() {
+async fn creating_a_thousand_partitions_does_not_stall_other_topics() {
     // Opening a new topic's logs used to happen under the lock every produce and fetch takes to find its
     // partition (and on an async worker): a large CreateTopics stalled all traffic until it finished.
     let root = tempfile::tempdir().unwrap();
@@ -536,7 +536,7 @@ async fn creating_thousands_of_partitions_does_not_stall_other_topics() {
             stream: TcpStream::connect(addr).await.unwrap(),
             correlation: 0,
         };
-        create_topic(&mut admin, "big", 3000).await;
+        create_topic(&mut admin, "big", 1000).await;
     });
     // Wait (bounded) until the creation is under way: its first partition directories exist.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -556,7 +556,7 @@ async fn creating_thousands_of_partitions_does_not_stall_other_topics() {
     }
     assert!(
         served_during > 0,
-        "no produce to another topic completed while 3000 partitions were being created"
+        "no produce to another topic completed while 1000 partitions were being created"
     );
     big.await.unwrap();
     assert_eq!(produce(&mut c, "busy", 0, 1).await, (0, 21));
