@@ -23,60 +23,13 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-struct Client {
-    stream: TcpStream,
-    correlation: i32,
-}
+mod common;
 
-impl Client {
-    async fn connect(broker: &Broker) -> Client {
-        Client {
-            stream: TcpStream::connect(broker.local_addr()).await.unwrap(),
-            correlation: 0,
-        }
-    }
-
-    async fn send<R: Request>(&mut self, version: i16, req: &R) -> R::Response {
-        self.correlation += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("storage-test")));
-        let mut frame = BytesMut::from(&[0u8; 4][..]);
-        header
-            .encode(&mut frame, R::header_version(version))
-            .unwrap();
-        req.encode(&mut frame, version).unwrap();
-        let len = (frame.len() - 4) as i32;
-        frame[..4].copy_from_slice(&len.to_be_bytes());
-        let io = async {
-            self.stream.write_all(&frame).await.unwrap();
-            let n = self.stream.read_i32().await.unwrap();
-            let mut body = vec![0u8; n as usize];
-            self.stream.read_exact(&mut body).await.unwrap();
-            body
-        };
-        let body = tokio::time::timeout(Duration::from_secs(30), io)
-            .await
-            .expect("the broker answers within 30 s");
-        let mut buf = Bytes::from(body);
-        let h = ResponseHeader::decode(&mut buf, R::Response::header_version(version)).unwrap();
-        assert_eq!(h.correlation_id, self.correlation);
-        R::Response::decode(&mut buf, version).unwrap()
-    }
-}
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
+use common::{create_topic, s, Client};
 
 fn config(dirs: &[&Path]) -> BrokerConfig {
     config_with(dirs, &[])
@@ -101,21 +54,6 @@ fn config_with(dirs: &[&Path], extra: &[(&str, &str)]) -> BrokerConfig {
 
 async fn start(dirs: &[&Path]) -> Broker {
     Broker::start(config(dirs)).await.unwrap()
-}
-
-async fn create_topic(c: &mut Client, name: &str, partitions: i32) {
-    let created = c
-        .send(
-            5,
-            &CreateTopicsRequest::default()
-                .with_timeout_ms(10_000)
-                .with_topics(vec![CreatableTopic::default()
-                    .with_name(TopicName(s(name)))
-                    .with_num_partitions(partitions)
-                    .with_replication_factor(1)]),
-        )
-        .await;
-    assert_eq!(created.topics[0].error_code, 0);
 }
 
 fn batch(n: usize) -> Bytes {
@@ -532,10 +470,7 @@ async fn creating_a_thousand_partitions_does_not_stall_other_topics() {
     assert_eq!(produce(&mut c, "busy", 0, 1).await, (0, 0));
     let addr = broker.local_addr();
     let big = tokio::spawn(async move {
-        let mut admin = Client {
-            stream: TcpStream::connect(addr).await.unwrap(),
-            correlation: 0,
-        };
+        let mut admin = Client::connect_to(addr).await;
         create_topic(&mut admin, "big", 1000).await;
     });
     // Wait (bounded) until the creation is under way: its first partition directories exist.

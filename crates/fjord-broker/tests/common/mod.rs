@@ -22,8 +22,13 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(broker: &Broker) -> Client {
+        Client::connect_to(broker.local_addr()).await
+    }
+
+    /// A connection from another task, which holds the address rather than the broker.
+    pub async fn connect_to(addr: std::net::SocketAddr) -> Client {
         Client {
-            stream: TcpStream::connect(broker.local_addr()).await.unwrap(),
+            stream: TcpStream::connect(addr).await.unwrap(),
             correlation: 0,
         }
     }

@@ -162,29 +162,20 @@ impl Harness {
         }
         self.sim.set_faults(self.faults);
         if self.rng.chance(0.5) {
-            match Log::open_with(
-                Arc::clone(&self.storage),
-                &self.dir,
-                self.cfg.clone(),
-                self.now,
-            ) {
-                Ok(log) => {
-                    self.trace.push(format!(
-                        "open (faults on): ok, {}..{}",
-                        log.log_start_offset(),
-                        log.log_end_offset()
-                    ));
-                    self.log = Some(log);
-                    self.after_open();
-                    return;
-                }
-                Err(e) => {
-                    self.trace.push(format!("open (faults on): {e}"));
-                    self.sim.process_crash();
-                }
+            if self.try_open("open (faults on)") {
+                return;
             }
+            self.sim.process_crash();
         }
         self.sim.set_faults(Faults::default());
+        if !self.try_open("open") {
+            let e = self.trace.last().cloned().unwrap_or_default();
+            self.fail(format!("recovery on a healthy disk failed: {e}"));
+        }
+    }
+
+    /// One attempt to open the log; on success the invariants are checked.
+    fn try_open(&mut self, what: &str) -> bool {
         match Log::open_with(
             Arc::clone(&self.storage),
             &self.dir,
@@ -193,14 +184,18 @@ impl Harness {
         ) {
             Ok(log) => {
                 self.trace.push(format!(
-                    "open: ok, {}..{}",
+                    "{what}: ok, {}..{}",
                     log.log_start_offset(),
                     log.log_end_offset()
                 ));
                 self.log = Some(log);
                 self.after_open();
+                true
             }
-            Err(e) => self.fail(format!("recovery on a healthy disk failed: {e}")),
+            Err(e) => {
+                self.trace.push(format!("{what}: {e}"));
+                false
+            }
         }
     }
 

@@ -693,6 +693,19 @@ fn truncate_to_removes_the_batch_containing_the_offset_and_above() {
     assert_eq!(log.log_end_offset(), 3);
 }
 
+/// Compaction cleans only durable data: flush (as the broker's background flush of rolled segments does), then
+/// compact.
+fn compact_durable(log: &mut Log, now_ms: i64, stable_offset: i64) -> crate::Result<u64> {
+    log.flush().unwrap();
+    log.compact(now_ms, stable_offset)
+}
+
+/// [`compact_durable`], in its plan/run/finish steps.
+fn plan_durable(log: &mut Log, now_ms: i64, stable_offset: i64) -> Option<crate::CompactionPlan> {
+    log.flush().unwrap();
+    log.plan_compaction(now_ms, stable_offset)
+}
+
 fn compact_config() -> LogConfig {
     LogConfig {
         cleanup_compact: true,
@@ -751,12 +764,7 @@ fn compaction_keeps_the_last_value_per_key_with_offsets_unchanged() {
     let before_size = log.size_bytes();
     let leo = log.log_end_offset();
     let active_base = log.segments.last().unwrap().base_offset;
-    let reclaimed = {
-        log.flush().unwrap();
-        &mut log
-    }
-    .compact(NOW, i64::MAX)
-    .unwrap();
+    let reclaimed = compact_durable(&mut log, NOW, i64::MAX).unwrap();
     assert!(reclaimed > 0);
     assert_eq!(log.size_bytes(), before_size - reclaimed);
     assert_eq!(log.log_end_offset(), leo);
@@ -826,12 +834,7 @@ fn compaction_drops_tombstones_only_after_delete_retention() {
         .unwrap();
     }
     assert!(log.segment_count() >= 2);
-    {
-        log.flush().unwrap();
-        &mut log
-    }
-    .compact(NOW + 5_000, i64::MAX)
-    .unwrap();
+    compact_durable(&mut log, NOW + 5_000, i64::MAX).unwrap();
     let kv = read_kv(&log);
     assert!(
         !kv.iter()
@@ -846,12 +849,7 @@ fn compaction_drops_tombstones_only_after_delete_retention() {
     // Not yet: delete.retention.ms (10 s) counts from the first cleaning (NOW + 5 s), not the record's time.
     assert_eq!(log.compact(NOW + 10_001, i64::MAX).unwrap(), 0);
     // No new data, but the retained tombstone expires: compaction runs again and drops it.
-    {
-        log.flush().unwrap();
-        &mut log
-    }
-    .compact(NOW + 15_001, i64::MAX)
-    .unwrap();
+    compact_durable(&mut log, NOW + 15_001, i64::MAX).unwrap();
     let kv = read_kv(&log);
     assert!(
         !kv.iter().any(|(_, k, _)| k.as_deref() == Some("k")),
@@ -882,24 +880,11 @@ fn compaction_honours_dirty_ratio_and_compaction_lag() {
         .unwrap();
     }
     assert_eq!(
-        {
-            log.flush().unwrap();
-            &mut log
-        }
-        .compact(NOW + 1000, i64::MAX)
-        .unwrap(),
+        compact_durable(&mut log, NOW + 1000, i64::MAX).unwrap(),
         0,
         "records younger than the lag"
     );
-    assert!(
-        {
-            log.flush().unwrap();
-            &mut log
-        }
-        .compact(NOW + 60_001, i64::MAX)
-        .unwrap()
-            > 0
-    );
+    assert!(compact_durable(&mut log, NOW + 60_001, i64::MAX).unwrap() > 0);
     let mut cfg2 = cfg;
     cfg2.min_cleanable_dirty_ratio = 0.9;
     cfg2.min_compaction_lag_ms = 0;
@@ -911,12 +896,7 @@ fn compaction_honours_dirty_ratio_and_compaction_lag() {
     )
     .unwrap();
     assert_eq!(
-        {
-            log.flush().unwrap();
-            &mut log
-        }
-        .compact(NOW + 60_002, i64::MAX)
-        .unwrap(),
+        compact_durable(&mut log, NOW + 60_002, i64::MAX).unwrap(),
         0,
         "mostly clean log is not worth cleaning"
     );
@@ -966,15 +946,7 @@ fn compaction_never_touches_segments_at_or_above_the_last_stable_offset() {
         .unwrap();
     fill(&mut log, "k", 12);
     assert!(log.segment_count() > 2);
-    assert_eq!(
-        {
-            log.flush().unwrap();
-            &mut log
-        }
-        .compact(NOW, 0)
-        .unwrap(),
-        0
-    );
+    assert_eq!(compact_durable(&mut log, NOW, 0).unwrap(), 0);
     let kv = read_kv(&log);
     assert_eq!(kv.len(), 13);
     assert_eq!(kv[0], (0, Some("k".into()), Some("txn".into())));
@@ -1005,15 +977,7 @@ fn compaction_drops_aborted_transactions_and_compacts_committed_ones() {
     // A later plain "j" supersedes the committed one; filler rolls segments.
     fill(&mut log, "j", 12);
     let end = log.log_end_offset();
-    assert!(
-        {
-            log.flush().unwrap();
-            &mut log
-        }
-        .compact(NOW, end)
-        .unwrap()
-            > 0
-    );
+    assert!(compact_durable(&mut log, NOW, end).unwrap() > 0);
     let kv = read_kv(&log);
     let offsets: Vec<i64> = kv.iter().map(|(o, _, _)| *o).collect();
     assert!(
@@ -1427,12 +1391,7 @@ fn compaction_runs_beside_appends_and_retention_without_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), compact_config(), NOW).unwrap();
     fill(&mut log, "k", 12);
-    let plan = {
-        log.flush().unwrap();
-        &mut log
-    }
-    .plan_compaction(NOW, i64::MAX)
-    .expect("dirty enough");
+    let plan = plan_durable(&mut log, NOW, i64::MAX).expect("dirty enough");
     // While the pass runs (without the log), appends go on and roll new segments.
     fill(&mut log, "other", 12);
     let leo = log.log_end_offset();
@@ -1454,12 +1413,7 @@ fn compaction_runs_beside_appends_and_retention_without_the_log() {
 
     // Retention deleting the planned segments meanwhile: their cleaned copies are discarded.
     fill(&mut log, "k", 12);
-    let plan = {
-        log.flush().unwrap();
-        &mut log
-    }
-    .plan_compaction(NOW, i64::MAX)
-    .expect("dirty again");
+    let plan = plan_durable(&mut log, NOW, i64::MAX).expect("dirty again");
     log.set_config(LogConfig {
         retention_ms: -1,
         retention_bytes: 1,
@@ -1517,12 +1471,7 @@ fn commit_markers_of_emptied_transactions_go_only_below_the_allowed_offset() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = transactions_then_superseding_records(dir.path());
     let end = log.log_end_offset();
-    {
-        log.flush().unwrap();
-        &mut log
-    }
-    .compact(NOW, end)
-    .unwrap();
+    compact_durable(&mut log, NOW, end).unwrap();
     let kept = offsets(&log);
     assert!(
         kept.contains(&1) && kept.contains(&3) && kept.contains(&5),
@@ -1534,12 +1483,7 @@ fn commit_markers_of_emptied_transactions_go_only_below_the_allowed_offset() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = transactions_then_superseding_records(dir.path());
     let end = log.log_end_offset();
-    let mut plan = {
-        log.flush().unwrap();
-        &mut log
-    }
-    .plan_compaction(NOW, end)
-    .unwrap();
+    let mut plan = plan_durable(&mut log, NOW, end).unwrap();
     plan.remove_empty_commit_markers_below(end);
     let result = plan.run().unwrap();
     log.finish_compaction(result).unwrap();
@@ -1558,12 +1502,7 @@ fn commit_markers_of_emptied_transactions_go_only_below_the_allowed_offset() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = transactions_then_superseding_records(dir.path());
     let end = log.log_end_offset();
-    let mut plan = {
-        log.flush().unwrap();
-        &mut log
-    }
-    .plan_compaction(NOW, end)
-    .unwrap();
+    let mut plan = plan_durable(&mut log, NOW, end).unwrap();
     plan.remove_empty_commit_markers_below(1);
     log.finish_compaction(plan.run().unwrap()).unwrap();
     assert!(offsets(&log).contains(&1));
