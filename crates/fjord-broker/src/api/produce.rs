@@ -187,7 +187,14 @@ pub fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
                 continue;
             }
             let len = records.len() as u64;
-            match partition.append(records) {
+            // Validating a compressed batch decompresses it (the record walk): that runs off the async workers.
+            // Uncompressed batches (the common case) are only read, and stay inline.
+            let appended = if batches.iter().any(|b| b.compression != 0) {
+                crate::blocking(|| partition.append(records))
+            } else {
+                partition.append(records)
+            };
+            match appended {
                 Ok(info) => {
                     if info.batches.is_empty() {
                         // A retry of a batch already in the log, answered with its original offsets.
