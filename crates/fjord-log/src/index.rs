@@ -30,13 +30,9 @@ pub(crate) struct TimeEntry {
 }
 
 /// Replaces `path` with `bytes` (temporary file + rename) so a crash leaves either the old or the new index,
-/// never a half-written one, and returns a handle to the new file. Not fsynced: an index is rebuilt from its
+/// never a half-written one. Not fsynced: an index is rebuilt from its
 /// segment whenever it looks wrong, and the flush that makes a rolled segment durable syncs its indexes too.
-fn rewrite(
-    storage: &Arc<dyn Storage>,
-    path: &Path,
-    bytes: &[u8],
-) -> io::Result<Arc<dyn FileHandle>> {
+fn rewrite(storage: &Arc<dyn Storage>, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension(format!(
         "{}.tmp",
         path.extension().and_then(|e| e.to_str()).unwrap_or("")
@@ -45,15 +41,40 @@ fn rewrite(
         let f = storage.open(&tmp, Open::Truncate)?;
         f.write_all_at(bytes, 0)?;
     }
-    storage.rename(&tmp, path)?;
-    storage.open(path, Open::Existing)
+    storage.rename(&tmp, path)
+}
+
+/// An index file's handle, opened only when the index is written or synced and released once its segment is
+/// durable and inactive: idle partitions then hold one open file (the segment) instead of three, which is what
+/// lets a broker host tens of thousands of partitions under an ordinary open-file limit.
+struct LazyFile {
+    storage: Arc<dyn Storage>,
+    path: PathBuf,
+    file: Option<Arc<dyn FileHandle>>,
+}
+
+impl LazyFile {
+    fn new(storage: &Arc<dyn Storage>, path: &Path, file: Option<Arc<dyn FileHandle>>) -> LazyFile {
+        LazyFile {
+            storage: Arc::clone(storage),
+            path: path.to_path_buf(),
+            file,
+        }
+    }
+
+    fn get(&mut self) -> io::Result<&Arc<dyn FileHandle>> {
+        if self.file.is_none() {
+            self.file = Some(self.storage.open(&self.path, Open::Create)?);
+        }
+        Ok(self.file.as_ref().expect("just opened"))
+    }
 }
 
 /// The offset index of one segment.
 pub(crate) struct OffsetIndex {
     path: PathBuf,
     base_offset: i64,
-    file: Arc<dyn FileHandle>,
+    file: LazyFile,
     pub entries: Vec<OffsetEntry>,
 }
 
@@ -94,7 +115,7 @@ impl OffsetIndex {
         Ok(Some(OffsetIndex {
             path: path.to_path_buf(),
             base_offset,
-            file: storage.open(path, Open::Existing)?,
+            file: LazyFile::new(storage, path, None),
             entries,
         }))
     }
@@ -110,7 +131,8 @@ impl OffsetIndex {
         for e in &entries {
             encode_offset_entry(&mut bytes, base_offset, e);
         }
-        let file = rewrite(storage, path, &bytes)?;
+        rewrite(storage, path, &bytes)?;
+        let file = LazyFile::new(storage, path, None);
         Ok(OffsetIndex {
             path: path.to_path_buf(),
             base_offset,
@@ -125,7 +147,8 @@ impl OffsetIndex {
         }
         let mut bytes = Vec::with_capacity(OFFSET_ENTRY_SIZE);
         encode_offset_entry(&mut bytes, self.base_offset, &entry);
-        self.file.write_all_at(&bytes, self.size_bytes())?;
+        let at = self.size_bytes();
+        self.file.get()?.write_all_at(&bytes, at)?;
         self.entries.push(entry);
         Ok(())
     }
@@ -147,7 +170,9 @@ impl OffsetIndex {
             .partition_point(|e| u64::from(e.position) < position);
         if keep < self.entries.len() {
             self.entries.truncate(keep);
-            self.file.set_len((keep * OFFSET_ENTRY_SIZE) as u64)?;
+            self.file
+                .get()?
+                .set_len((keep * OFFSET_ENTRY_SIZE) as u64)?;
         }
         Ok(())
     }
@@ -156,12 +181,18 @@ impl OffsetIndex {
         (self.entries.len() * OFFSET_ENTRY_SIZE) as u64
     }
 
-    pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_all()
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.get()?.sync_all()
     }
 
-    pub fn file(&self) -> &Arc<dyn FileHandle> {
-        &self.file
+    /// The open handle (opened if needed), for a flush that syncs the index with its segment.
+    pub fn file(&mut self) -> io::Result<Arc<dyn FileHandle>> {
+        self.file.get().map(Arc::clone)
+    }
+
+    /// Closes the handle until the index is written again.
+    pub fn release(&mut self) {
+        self.file.file = None;
     }
 
     pub fn path(&self) -> &Path {
@@ -184,7 +215,7 @@ fn encode_time_entry(out: &mut Vec<u8>, base_offset: i64, e: &TimeEntry) {
 pub(crate) struct TimeIndex {
     path: PathBuf,
     base_offset: i64,
-    file: Arc<dyn FileHandle>,
+    file: LazyFile,
     pub entries: Vec<TimeEntry>,
 }
 
@@ -223,7 +254,7 @@ impl TimeIndex {
         Ok(Some(TimeIndex {
             path: path.to_path_buf(),
             base_offset,
-            file: storage.open(path, Open::Existing)?,
+            file: LazyFile::new(storage, path, None),
             entries,
         }))
     }
@@ -238,7 +269,8 @@ impl TimeIndex {
         for e in &entries {
             encode_time_entry(&mut bytes, base_offset, e);
         }
-        let file = rewrite(storage, path, &bytes)?;
+        rewrite(storage, path, &bytes)?;
+        let file = LazyFile::new(storage, path, None);
         Ok(TimeIndex {
             path: path.to_path_buf(),
             base_offset,
@@ -257,7 +289,8 @@ impl TimeIndex {
         }
         let mut bytes = Vec::with_capacity(TIME_ENTRY_SIZE);
         encode_time_entry(&mut bytes, self.base_offset, &entry);
-        self.file.write_all_at(&bytes, self.size_bytes())?;
+        let at = self.size_bytes();
+        self.file.get()?.write_all_at(&bytes, at)?;
         self.entries.push(entry);
         Ok(())
     }
@@ -277,12 +310,18 @@ impl TimeIndex {
         (self.entries.len() * TIME_ENTRY_SIZE) as u64
     }
 
-    pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_all()
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.get()?.sync_all()
     }
 
-    pub fn file(&self) -> &Arc<dyn FileHandle> {
-        &self.file
+    /// The open handle (opened if needed), for a flush that syncs the index with its segment.
+    pub fn file(&mut self) -> io::Result<Arc<dyn FileHandle>> {
+        self.file.get().map(Arc::clone)
+    }
+
+    /// Closes the handle until the index is written again.
+    pub fn release(&mut self) {
+        self.file.file = None;
     }
 
     pub fn path(&self) -> &Path {

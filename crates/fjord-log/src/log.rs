@@ -328,9 +328,14 @@ impl Log {
             // What recovery kept came from the page cache; make it durable (data, indexes, directory entries)
             // before calling it flushed, then record that everything up to here is durable.
             for &i in &recovered {
-                if let Some(seg) = log.segments.get(i) {
+                if let Some(seg) = log.segments.get_mut(i) {
                     seg.rewrite_and_sync()?;
                 }
+            }
+            // Everything is durable now: no index needs an open handle until it is written again.
+            for seg in &mut log.segments {
+                seg.offset_index.release();
+                seg.time_index.release();
             }
             if let Some(active) = log.segments.last() {
                 active.file.sync_data()?;
@@ -736,10 +741,7 @@ impl Log {
         let pending = PendingFlush {
             end_offset: leo,
             file: Arc::clone(&active.file),
-            indexes: [
-                Arc::clone(active.offset_index.file()),
-                Arc::clone(active.time_index.file()),
-            ],
+            indexes: [active.offset_index.file()?, active.time_index.file()?],
         };
         self.pending_flush.push(pending);
         let seg = Segment::create(&self.storage, &self.dir, leo, now_ms)?;
@@ -1164,6 +1166,15 @@ impl Log {
         let offset = offset.min(self.log_end_offset());
         self.flushed_offset = self.flushed_offset.max(offset);
         self.pending_flush.retain(|p| p.end_offset > offset);
+        // Durable inactive segments keep only their log file open (reads need it); their indexes reopen if
+        // ever written again (truncation).
+        let last = self.segments.len() - 1;
+        for seg in &mut self.segments[..last] {
+            if seg.next_offset <= offset {
+                seg.offset_index.release();
+                seg.time_index.release();
+            }
+        }
         // A handle taken before the segment was created may carry the same offset, hence the strict comparison.
         if self.dir_dirty_since.is_some_and(|d| offset > d) {
             self.dir_dirty_since = None;
@@ -1206,7 +1217,7 @@ impl Log {
             log.active_mut().on_become_inactive()?;
             log.flush()?;
             log.storage.sync_dir(&log.dir)?;
-            for seg in &log.segments {
+            for seg in &mut log.segments {
                 seg.sync_indexes()?;
             }
             let leo = log.log_end_offset();

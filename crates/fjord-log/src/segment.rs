@@ -608,7 +608,7 @@ impl Segment {
     /// left in the page cache may never reach the disk if a write-back of it failed (the kernel marks such pages
     /// clean: "fsyncgate"), yet it reads back fine, and a plain fsync would report success. Writing it again makes
     /// it dirty, so the fsync really persists what recovery validated.
-    pub fn rewrite_and_sync(&self) -> Result<()> {
+    pub fn rewrite_and_sync(&mut self) -> Result<()> {
         const CHUNK: u64 = 1 << 20;
         let mut buf = Vec::new();
         let mut pos = 0;
@@ -623,7 +623,7 @@ impl Segment {
         self.sync_indexes()
     }
 
-    pub fn sync_indexes(&self) -> Result<()> {
+    pub fn sync_indexes(&mut self) -> Result<()> {
         self.offset_index.sync()?;
         self.time_index.sync()?;
         Ok(())

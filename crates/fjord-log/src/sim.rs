@@ -76,6 +76,8 @@ pub struct SimStats {
     pub failed_metadata: u64,
     pub power_losses: u64,
     pub process_crashes: u64,
+    /// File handles open right now (like a process's open file descriptors).
+    pub open_handles: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -332,6 +334,12 @@ struct SimFile {
     generation: u64,
 }
 
+impl Drop for SimFile {
+    fn drop(&mut self) {
+        self.storage.state().stats.open_handles -= 1;
+    }
+}
+
 impl SimFile {
     fn with<T>(&self, op: impl FnOnce(&mut State, u64) -> io::Result<T>) -> io::Result<T> {
         let mut s = self.storage.state();
@@ -459,6 +467,7 @@ impl Storage for SimStorage {
                 ino
             }
         };
+        s.stats.open_handles += 1;
         Ok(Arc::new(SimFile {
             storage: self.clone(),
             ino,

@@ -398,3 +398,48 @@ fn tombstones_expire_by_the_cleaners_clock_not_the_producers_timestamp() {
         "10 s after it: both gone, whatever their timestamps"
     );
 }
+
+#[test]
+fn an_idle_log_keeps_one_open_file_per_segment() {
+    // Each segment used to keep its log, offset index and time index open for good: 10,000 partitions needed
+    // 30,000 descriptors, past common open-file limits (an EMFILE then takes the log directory offline).
+    let sim = crate::sim::SimStorage::new(1);
+    let storage: std::sync::Arc<dyn crate::storage::Storage> = std::sync::Arc::new(sim.clone());
+    let dir = Path::new("/data/t-0");
+    let cfg = LogConfig {
+        index_interval_bytes: 64,
+        ..small_config()
+    };
+    let mut log = Log::open_with(storage.clone(), dir, cfg.clone(), NOW).unwrap();
+    for i in 0..40 {
+        log.append(values_batch(&i.to_string(), 3, NOW), 0, NOW)
+            .unwrap();
+    }
+    let segments = log.segment_count() as u64;
+    assert!(segments >= 4);
+    log.flush().unwrap();
+    // Rolled and durable: only their log files stay open; the active segment may keep its indexes open.
+    assert!(
+        sim.stats().open_handles <= segments + 2,
+        "{} handles for {segments} segments",
+        sim.stats().open_handles
+    );
+    log.close().unwrap();
+    assert_eq!(sim.stats().open_handles, 0, "close releases everything");
+    let log = Log::open_with(storage.clone(), dir, cfg.clone(), NOW).unwrap();
+    assert_eq!(
+        sim.stats().open_handles,
+        segments,
+        "after a clean start: one per segment"
+    );
+    drop(log);
+    sim.process_crash();
+    let mut log = Log::open_with(storage, dir, cfg, NOW).unwrap();
+    assert_eq!(sim.stats().open_handles, segments, "after recovery too");
+    // Indexes reopen when written again.
+    for i in 0..10 {
+        log.append(values_batch(&format!("more{i}"), 3, NOW), 0, NOW)
+            .unwrap();
+    }
+    assert_eq!(read_all(&log, 0).len(), 150);
+}
