@@ -669,6 +669,28 @@ pub(crate) mod tests {
             let _ = validate_batches(&bytes, 1 << 20);
         }
 
+        /// The record walk on garbage: mutated record bytes (and counts) behind a correct CRC, for every codec.
+        #[test]
+        fn the_record_walk_never_panics_on_mutated_records(
+            codec in 0usize..5,
+            edits in proptest::collection::vec((0usize..400, proptest::prelude::any::<u8>()), 1..6),
+            count in proptest::prelude::any::<i32>(),
+        ) {
+            let c = [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd][codec];
+            let mut batch = producer_batch(4, c, 5, b"payload payload").to_vec();
+            for (i, v) in edits {
+                let i = HEADER_SIZE + i % (batch.len() - HEADER_SIZE);
+                batch[i] = v;
+            }
+            if count % 3 == 0 {
+                batch[RECORD_COUNT_POS..RECORD_COUNT_POS + 4].copy_from_slice(&count.to_be_bytes());
+                batch[LAST_OFFSET_DELTA_POS..LAST_OFFSET_DELTA_POS + 4]
+                    .copy_from_slice(&count.wrapping_sub(1).to_be_bytes());
+            }
+            fix_crc(&mut batch);
+            let _ = validate_batches(&batch, 1 << 20);
+        }
+
         #[test]
         fn validate_never_panics_on_mutated_batches(idx in 0usize..200, val in proptest::prelude::any::<u8>(), cut in 0usize..400) {
             let mut batch = producer_batch(3, Compression::None, 5, b"payload").to_vec();
