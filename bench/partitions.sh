@@ -152,6 +152,43 @@ partition_dirs() { # partition directories of the benchmark's topics on disk
   find "$DATA" -mindepth 1 -maxdepth 1 -type d -name 'bench-p*-[0-9]*' 2>/dev/null | wc -l
 }
 
+# run_bounded SECONDS OUTFILE CMD...: run a client command; stop it early if the broker dies or time runs out.
+# Returns the command's status, 124 on timeout, 125 when the broker died meanwhile.
+run_bounded() {
+  local secs=$1 out=$2 pid rc deadline
+  shift 2
+  "$@" >"$out" 2>&1 &
+  pid=$!
+  deadline=$(( $(date +%s) + secs ))
+  while kill -0 "$pid" 2>/dev/null; do
+    if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+      reap_broker
+      return 125
+    fi
+    if [[ $(date +%s) -ge $deadline ]]; then
+      kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+      return 124
+    fi
+    sleep 0.05
+  done
+  rc=0
+  wait "$pid" || rc=$?
+  return "$rc"
+}
+explain_rc() { # explain_rc RC OUTFILE
+  case $1 in
+    124) echo "timed out; $(tr '\n' ' ' <"$2" | cut -c1-300)" ;;
+    125) echo "the broker died while it ran (exit status $BROKER_RC); $(tr '\n' ' ' <"$2" | cut -c1-300)" ;;
+    *) echo "exit $1: $(tr '\n' ' ' <"$2" | cut -c1-300)" ;;
+  esac
+}
+BROKER_RC="?"
+reap_broker() { # sets BROKER_RC to the exit status of a broker that has exited (call in this shell, not in $(...))
+  BROKER_RC=0
+  wait "$BROKER_PID" 2>/dev/null || BROKER_RC=$?
+}
+
 # start_broker PREFIX: start, then time until the "fjord ready" line and until `topics list` answers.
 start_broker() {
   START_N=$((START_N + 1))
@@ -167,7 +204,8 @@ start_broker() {
   deadline=$(( $(date +%s) + START_TIMEOUT ))
   while :; do
     if ! kill -0 "$BROKER_PID" 2>/dev/null; then
-      fail "$1" "the broker exited during start-up"
+      reap_broker
+      fail "$1" "the broker exited during start-up with status $BROKER_RC"
     fi
     if [[ -z "$ready" ]] && grep -q '^fjord ready' "$out" 2>/dev/null; then ready=$(since "$t0"); fi
     if [[ -n "$ready" ]] && timeout 10 "$FJORD" topics list --request-timeout-ms 2000 >/dev/null 2>&1; then
@@ -183,8 +221,8 @@ start_broker() {
   log "$1: ready line after ${ready}s, topics list answers after ${answer}s"
 }
 
-stop_broker_clean() { # SIGTERM (or SIGINT: both stop it cleanly, see crates/fjord/src/serve.rs)
-  local t0 deadline
+stop_broker_clean() { # stop_broker_clean KEY: SIGTERM (or SIGINT: both stop it cleanly, see crates/fjord/src/serve.rs)
+  local key=$1 t0 deadline
   t0=$(now)
   kill -TERM "$BROKER_PID"
   deadline=$(( $(date +%s) + STOP_TIMEOUT ))
@@ -199,10 +237,10 @@ stop_broker_clean() { # SIGTERM (or SIGINT: both stop it cleanly, see crates/fjo
   done
   local rc=0
   wait "$BROKER_PID" || rc=$?
-  R[stop_s]=$(since "$t0")
+  R[$key]=$(since "$t0")
   BROKER_PID=""
   [[ $rc -eq 0 ]] || fail "clean stop" "the broker exited with status $rc after SIGTERM"
-  log "clean stop took ${R[stop_s]}s"
+  log "clean stop took ${R[$key]}s"
 }
 
 stop_broker_kill9() {
@@ -225,9 +263,10 @@ report() {
   echo
   echo "| step | time | RSS (peak) | open fds | threads |"
   echo "|---|---|---|---|---|"
+  echo "| empty broker, before creation | – | $(v empty_rss) MiB | $(v empty_fds) | $(v empty_threads) |"
   echo "| create $TOPICS topics, $(fmt_int "$PARTITIONS") partitions (\`fjord topics create\` wall clock) | $(v create_s) s (slowest topic $(v create_max_s) s) | – | – | – |"
   echo "| idle after creation (${IDLE_SECONDS} s) | – | $(v idle_rss) MiB ($(v idle_hwm) MiB) | $(v idle_fds) | $(v idle_threads) |"
-  echo "| clean stop (SIGTERM → exit) | $(v stop_s) s | – | – | – |"
+  echo "| clean stop (SIGTERM → exit), idle / at the end | $(v stop_s) s / $(v final_stop_s) s | – | – | – |"
   echo "| clean restart: ready line / \`topics list\` answers | $(v clean_ready) s / $(v clean_answer) s | $(v clean_rss) MiB ($(v clean_hwm) MiB) | $(v clean_fds) | $(v clean_threads) |"
   echo "| unclean restart (kill -9): ready line / answers | $(v unclean_ready) s / $(v unclean_answer) s | $(v unclean_rss) MiB ($(v unclean_hwm) MiB) | $(v unclean_fds) | $(v unclean_threads) |"
   if [[ "$BENCH_MESSAGES" -gt 0 ]]; then
@@ -265,13 +304,17 @@ for i in $(seq 0 $((TOPICS - 1))); do
   req_ms=$(( left * 1000 < 300000 ? left * 1000 : 300000 ))   # librdkafka's socket.timeout.ms caps at 300 s
   t0=$(now)
   rc=0
-  timeout "$left" "$FJORD" topics create "bench-p$i" --partitions "$n" --request-timeout-ms "$req_ms" \
-    >"$WORK/create-$i.out" 2>&1 || rc=$?
+  run_bounded "$left" "$WORK/create-$i.out" \
+    "$FJORD" topics create "bench-p$i" --partitions "$n" --request-timeout-ms "$req_ms" || rc=$?
   dt=$(since "$t0")
   if [[ $rc -ne 0 ]]; then
-    msg=$(tr '\n' ' ' <"$WORK/create-$i.out" | cut -c1-300)
-    [[ $rc -eq 124 ]] && msg="timed out (CREATE_TIMEOUT=${CREATE_TIMEOUT}s) $msg"
-    fail "create" "topic bench-p$i ($n partitions) failed after ${dt}s with exit $rc, $created of $PARTITIONS partitions created before it, $(partition_dirs) partition directories on disk: $msg"
+    fail "create" "topic bench-p$i ($n partitions) failed after ${dt}s, $created of $PARTITIONS partitions created before it, $(partition_dirs) partition directories on disk: $(explain_rc $rc "$WORK/create-$i.out")"
+  fi
+  # The command can succeed although the broker could not open every new partition (and then stopped).
+  sleep 0.2
+  if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+    reap_broker
+    fail "create" "\`fjord topics create bench-p$i\` ($n partitions) reported success after ${dt}s, but the broker then exited with status $BROKER_RC; $(partition_dirs) of $((created + n)) partition directories on disk"
   fi
   created=$((created + n))
   create_total=$(awk -v a="$create_total" -v b="$dt" 'BEGIN { printf "%.2f", a + b }')
@@ -291,7 +334,7 @@ scrape_metrics idle
 log "idle: RSS ${R[idle_rss]} MiB (peak ${R[idle_hwm]}), ${R[idle_fds]} fds, ${R[idle_threads]} threads"
 
 # ---- 3. clean restart -----------------------------------------------------------------------------------
-stop_broker_clean
+stop_broker_clean stop_s
 start_broker clean
 sleep "$IDLE_SECONDS"
 sample clean
@@ -322,18 +365,19 @@ for line in open(sys.argv[1]):
 EOF
   }
   rc=0
-  timeout "$BENCH_TIMEOUT" "$FJORD" bench produce --topic bench-p0 --messages "$BENCH_MESSAGES" --size "$BENCH_SIZE" \
-    --acks 1 --output json -X sticky.partitioning.linger.ms=0 >"$WORK/produce.out" 2>&1 || rc=$?
-  [[ $rc -eq 0 ]] || fail "produce" "fjord bench produce exited with $rc: $(tr '\n' ' ' <"$WORK/produce.out" | cut -c1-300)"
+  run_bounded "$BENCH_TIMEOUT" "$WORK/produce.out" \
+    "$FJORD" bench produce --topic bench-p0 --messages "$BENCH_MESSAGES" --size "$BENCH_SIZE" \
+    --acks 1 --output json -X sticky.partitioning.linger.ms=0 || rc=$?
+  [[ $rc -eq 0 ]] || fail "produce" "fjord bench produce: $(explain_rc $rc "$WORK/produce.out")"
   res=$(bench_json produce "$WORK/produce.out")
   R[produce_s]=${res%% *}; R[produce_rate]=${res#* }
   sample produce
   log "produce: $res"
   # How many partitions received records: sum of log-end offsets from describe.
-  timeout 120 "$FJORD" topics describe bench-p0 --output json >"$WORK/describe.json" 2>"$WORK/describe.err" || true
+  run_bounded 120 "$WORK/describe.json" "$FJORD" topics describe bench-p0 --output json || true
   R[bench_filled]=$(python3 - "$WORK/describe.json" <<'EOF' 2>/dev/null || echo "?"
 import json, sys
-doc = json.load(open(sys.argv[1]))
+doc = next(json.loads(l) for l in open(sys.argv[1]) if l.startswith("["))
 topics = doc if isinstance(doc, list) else doc.get("topics", [doc])
 n = 0
 for t in topics:
@@ -343,9 +387,9 @@ print(n)
 EOF
 )
   rc=0
-  timeout "$BENCH_TIMEOUT" "$FJORD" bench consume --topic bench-p0 --messages "$BENCH_MESSAGES" --size "$BENCH_SIZE" \
-    --output json >"$WORK/consume.out" 2>&1 || rc=$?
-  [[ $rc -eq 0 ]] || fail "consume" "fjord bench consume exited with $rc: $(tr '\n' ' ' <"$WORK/consume.out" | cut -c1-300)"
+  run_bounded "$BENCH_TIMEOUT" "$WORK/consume.out" \
+    "$FJORD" bench consume --topic bench-p0 --messages "$BENCH_MESSAGES" --size "$BENCH_SIZE" --output json || rc=$?
+  [[ $rc -eq 0 ]] || fail "consume" "fjord bench consume: $(explain_rc $rc "$WORK/consume.out")"
   res=$(bench_json consume "$WORK/consume.out")
   R[consume_s]=${res%% *}; R[consume_rate]=${res#* }
   sample consume
@@ -359,5 +403,5 @@ EOF
 fi
 
 R[disk]=$(du -sh "$DATA" 2>/dev/null | cut -f1)
-stop_broker_clean
+stop_broker_clean final_stop_s
 report
