@@ -259,7 +259,7 @@ report() {
   echo "### $(fmt_int "$PARTITIONS") partitions over $TOPICS topics"
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) cores (${cpu:-unknown CPU}), $mem RAM; $(uname -sr);" \
-       "fd limit $FD_LIMIT (was $FD_SOFT_BEFORE); fjord $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+       "load average at the end $(cut -d' ' -f1-3 /proc/loadavg); fd limit $FD_LIMIT (was $FD_SOFT_BEFORE); fjord $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo
   echo "| step | time | RSS (peak) | open fds | threads |"
   echo "|---|---|---|---|---|"
