@@ -55,7 +55,7 @@ FD_SOFT_BEFORE=$(ulimit -Sn)
 FD_HARD=$(ulimit -Hn)
 if [[ -n "${NOFILE:-}" ]]; then
   if [[ "$NOFILE" -gt "$FD_HARD" && "$FD_HARD" != unlimited ]]; then
-    ulimit -Hn "$NOFILE" 2>/dev/null || log "cannot raise the hard fd limit to $NOFILE (needs root)"
+    ulimit -Hn "$NOFILE" 2>/dev/null || log "cannot raise the hard fd limit to $NOFILE (not permitted: needs root with CAP_SYS_RESOURCE)"
   fi
   ulimit -Sn "$NOFILE" 2>/dev/null || log "cannot set the soft fd limit to $NOFILE"
 else
@@ -128,6 +128,9 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$BROKER_PID/status" 2>/dev/null 
 hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$BROKER_PID/status" 2>/dev/null || echo 0; }
 threads() { awk '/^Threads:/ { print $2 }' "/proc/$BROKER_PID/status" 2>/dev/null || echo 0; }
 rss_mib() { awk -v k="$(rss_kib)" 'BEGIN { printf "%.0f", k / 1024 }'; }
+cpu_s() { # user+system CPU seconds the broker has used so far
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$BROKER_PID/stat" 2>/dev/null || echo "?"
+}
 fds() { ls "/proc/$BROKER_PID/fd" 2>/dev/null | wc -l; }
 
 sample() { # sample PREFIX: RSS, peak RSS, fds, threads of the running broker
@@ -209,7 +212,7 @@ start_broker() {
     fi
     if [[ -z "$ready" ]] && grep -q '^fjord ready' "$out" 2>/dev/null; then ready=$(since "$t0"); fi
     if [[ -n "$ready" ]] && timeout 10 "$FJORD" topics list --request-timeout-ms 2000 >/dev/null 2>&1; then
-      answer=$(since "$t0"); break
+      answer=$(since "$t0"); R[$1_cpu]=$(cpu_s); break
     fi
     if [[ $(date +%s) -ge $deadline ]]; then
       fail "$1" "the broker did not answer \`fjord topics list\` within START_TIMEOUT=${START_TIMEOUT}s"
@@ -218,7 +221,7 @@ start_broker() {
   done
   R[$1_ready]=$ready
   R[$1_answer]=$answer
-  log "$1: ready line after ${ready}s, topics list answers after ${answer}s"
+  log "$1: ready line after ${ready}s, topics list answers after ${answer}s, broker CPU ${R[$1_cpu]}s"
 }
 
 stop_broker_clean() { # stop_broker_clean KEY: SIGTERM (or SIGINT: both stop it cleanly, see crates/fjord/src/serve.rs)
@@ -267,12 +270,12 @@ report() {
   echo "| create $TOPICS topics, $(fmt_int "$PARTITIONS") partitions (\`fjord topics create\` wall clock) | $(v create_s) s (slowest topic $(v create_max_s) s) | – | – | – |"
   echo "| idle after creation (${IDLE_SECONDS} s) | – | $(v idle_rss) MiB ($(v idle_hwm) MiB) | $(v idle_fds) | $(v idle_threads) |"
   echo "| clean stop (SIGTERM → exit), idle / at the end | $(v stop_s) s / $(v final_stop_s) s | – | – | – |"
-  echo "| clean restart: ready line / \`topics list\` answers | $(v clean_ready) s / $(v clean_answer) s | $(v clean_rss) MiB ($(v clean_hwm) MiB) | $(v clean_fds) | $(v clean_threads) |"
-  echo "| unclean restart (kill -9): ready line / answers | $(v unclean_ready) s / $(v unclean_answer) s | $(v unclean_rss) MiB ($(v unclean_hwm) MiB) | $(v unclean_fds) | $(v unclean_threads) |"
+  echo "| clean restart: ready line / \`topics list\` answers (broker CPU) | $(v clean_ready) s / $(v clean_answer) s ($(v clean_cpu) s) | $(v clean_rss) MiB ($(v clean_hwm) MiB) | $(v clean_fds) | $(v clean_threads) |"
+  echo "| unclean restart (kill -9): ready line / answers (CPU) | $(v unclean_ready) s / $(v unclean_answer) s ($(v unclean_cpu) s) | $(v unclean_rss) MiB ($(v unclean_hwm) MiB) | $(v unclean_fds) | $(v unclean_threads) |"
   if [[ "$BENCH_MESSAGES" -gt 0 ]]; then
     echo "| produce $(fmt_int "$BENCH_MESSAGES") × $BENCH_SIZE B, acks=1, to \`bench-p0\` ($(v bench_parts) partitions, $(v bench_filled) got records) | $(v produce_s) s: $(v produce_rate) | $(v produce_rss) MiB ($(v produce_hwm) MiB) | $(v produce_fds) | $(v produce_threads) |"
     echo "| consume the same from the beginning | $(v consume_s) s: $(v consume_rate) | $(v consume_rss) MiB | $(v consume_fds) | – |"
-    echo "| unclean restart with that data: ready line / answers | $(v data_ready) s / $(v data_answer) s | $(v data_rss) MiB ($(v data_hwm) MiB) | $(v data_fds) | $(v data_threads) |"
+    echo "| unclean restart with that data: ready line / answers (CPU) | $(v data_ready) s / $(v data_answer) s ($(v data_cpu) s) | $(v data_rss) MiB ($(v data_hwm) MiB) | $(v data_fds) | $(v data_threads) |"
   fi
   echo "| \`/metrics\` scrape, idle / after restart | $(v idle_metrics_s) s, $(v idle_metrics_kb) KiB / $(v clean_metrics_s) s | – | – | – |"
   echo "| data directory on disk | $(v disk) | – | – | – |"
