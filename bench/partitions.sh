@@ -267,7 +267,7 @@ report() {
   echo "| step | time | RSS (peak) | open fds | threads |"
   echo "|---|---|---|---|---|"
   echo "| empty broker, before creation | – | $(v empty_rss) MiB | $(v empty_fds) | $(v empty_threads) |"
-  echo "| create $TOPICS topics, $(fmt_int "$PARTITIONS") partitions (\`fjord topics create\` wall clock) | $(v create_s) s (slowest topic $(v create_max_s) s) | – | – | – |"
+  echo "| create $TOPICS topics, $(fmt_int "$PARTITIONS") partitions (\`fjord topics create\` wall clock; broker CPU) | $(v create_s) s (slowest topic $(v create_max_s) s; CPU $(v create_cpu) s) | – | – | – |"
   echo "| idle after creation (${IDLE_SECONDS} s) | – | $(v idle_rss) MiB ($(v idle_hwm) MiB) | $(v idle_fds) | $(v idle_threads) |"
   echo "| clean stop (SIGTERM → exit), idle / at the end | $(v stop_s) s / $(v final_stop_s) s | – | – | – |"
   echo "| clean restart: ready line / \`topics list\` answers (broker CPU) | $(v clean_ready) s / $(v clean_answer) s ($(v clean_cpu) s) | $(v clean_rss) MiB ($(v clean_hwm) MiB) | $(v clean_fds) | $(v clean_threads) |"
@@ -300,6 +300,7 @@ create_total=0
 create_max=0
 created=0
 create_deadline=$(( $(date +%s) + CREATE_TIMEOUT ))
+cpu_before_create=$(cpu_s)
 for i in $(seq 0 $((TOPICS - 1))); do
   n=$((per + (i < extra ? 1 : 0)))
   left=$(( create_deadline - $(date +%s) ))
@@ -326,6 +327,7 @@ for i in $(seq 0 $((TOPICS - 1))); do
   R[create_max_s]=$create_max
   log "created bench-p$i ($n partitions) in ${dt}s; $created/$PARTITIONS; broker fds $(fds), RSS $(rss_mib) MiB"
 done
+R[create_cpu]=$(awk -v a="$cpu_before_create" -v b="$(cpu_s)" 'BEGIN { printf "%.2f", b - a }')
 dirs=$(partition_dirs)
 [[ "$dirs" -eq "$PARTITIONS" ]] || fail "create" "expected $PARTITIONS partition directories on disk, found $dirs"
 
