@@ -86,11 +86,18 @@ impl Error {
     /// log directory offline.
     pub fn is_disk_fault(&self) -> bool {
         match self {
-            Error::Io(_) => true,
+            Error::Io(e) | Error::Log(fjord_log::Error::Io(e)) => !is_process_limit(e),
             Error::Log(e) => e.is_storage_error(),
             _ => false,
         }
     }
+}
+
+/// Running out of file descriptors (EMFILE, ENFILE) is a limit of the process or the system, not a fault of the
+/// disk: the operation fails (a log that hit it goes offline by itself, a partition that cannot open stays
+/// unopened) but its log directory, and with it the whole broker when it holds the metadata, stays in service.
+pub fn is_process_limit(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23) | Some(24))
 }
 
 /// Runs blocking work (file I/O that may take long) from async code without stalling the runtime: on the

@@ -959,17 +959,25 @@ impl PartitionManager {
                 parent.display()
             ));
         }
-        let fault = |e: &dyn std::fmt::Display| {
-            let reason = format!("cannot open {}: {e}", dir.display());
+        let fault = |e: &dyn std::fmt::Display, limit: bool| {
+            let hint = if limit {
+                "; the broker ran out of open files: raise its limit (ulimit -n, LimitNOFILE) and restart it"
+            } else {
+                ""
+            };
+            let reason = format!("cannot open {}: {e}{hint}", dir.display());
             tracing::error!(topic = %key.0, partition = key.1, "{reason}");
             reason
         };
         match prepare_partition_dir(parent, &dir, &key.0, key.1, id) {
             Ok(()) => {}
             Err(DirProblem::Io(e)) => {
-                self.dirs
-                    .fail(i, &format_args!("preparing {}: {e}", dir.display()));
-                return Err(fault(&e));
+                let limit = crate::is_process_limit(&e);
+                if !limit {
+                    self.dirs
+                        .fail(i, &format_args!("preparing {}: {e}", dir.display()));
+                }
+                return Err(fault(&e, limit));
             }
             Err(DirProblem::Unusable(reason)) => {
                 tracing::error!(topic = %key.0, partition = key.1, "{reason}");
@@ -990,7 +998,8 @@ impl PartitionManager {
                     self.dirs
                         .fail(i, &format_args!("opening {}: {e}", dir.display()));
                 }
-                return Err(fault(&e));
+                let limit = matches!(&e, Error::Io(io) | Error::Log(fjord_log::Error::Io(io)) if crate::is_process_limit(io));
+                return Err(fault(&e, limit));
             }
         };
         Ok(Partition {

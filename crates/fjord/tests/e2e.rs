@@ -757,3 +757,55 @@ fn topics_and_data_survive_a_clean_restart() {
     want.sort();
     assert_eq!(got, want);
 }
+
+#[test]
+fn running_out_of_open_files_fails_those_partitions_and_the_broker_keeps_serving() {
+    // An EMFILE used to count as a fault of the disk: the log directory holding the metadata went offline and
+    // the broker stopped (and stopped again after every restart on the same data).
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let broker = BrokerProc::start_with_nofile(&data, &[], Some(300));
+    let b = broker.bootstrap.clone();
+    let input = b"before\n";
+    let out = kcat(
+        &["-b", &b, "-P", "-t", "small", "-p", "0"],
+        Some(input),
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.status.success(), "{}", broker.log());
+    // 400 partitions need more descriptors than the process has left.
+    let _ = fjord(
+        &b,
+        &["topics", "create", "big", "--partitions", "400"],
+        None,
+    );
+    let log = broker.log();
+    assert!(log.contains("Too many open files"), "{log}");
+    assert!(log.contains("ulimit -n"), "the log says what to do: {log}");
+    assert!(!log.contains("stopping the broker"), "{log}");
+    // The broker still answers and its other partitions still take writes and serve reads.
+    let out = kcat(
+        &["-b", &b, "-P", "-t", "small", "-p", "0"],
+        Some(b"after\n"),
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.status.success(), "{}", broker.log());
+    let out = kcat(
+        &[
+            "-b",
+            &b,
+            "-C",
+            "-t",
+            "small",
+            "-p",
+            "0",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+        ],
+        None,
+        CLIENT_TIMEOUT,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "before\nafter\n");
+}

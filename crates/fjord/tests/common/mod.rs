@@ -26,11 +26,22 @@ pub struct BrokerProc {
     pub data_dir: PathBuf,
     log_path: PathBuf,
     overrides: Vec<(String, String)>,
+    /// An open-file limit for the process (run under util-linux's `prlimit`).
+    nofile: Option<u64>,
 }
 
 impl BrokerProc {
     /// Starts a broker on 127.0.0.1 with an OS-chosen port, data in `data_dir`.
     pub fn start(data_dir: &Path, overrides: &[(&str, &str)]) -> BrokerProc {
+        BrokerProc::start_with_nofile(data_dir, overrides, None)
+    }
+
+    /// [`BrokerProc::start`] with the process's open-file limit set to `nofile`.
+    pub fn start_with_nofile(
+        data_dir: &Path,
+        overrides: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> BrokerProc {
         let overrides: Vec<(String, String)> = overrides
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -42,6 +53,7 @@ impl BrokerProc {
             data_dir: data_dir.to_path_buf(),
             log_path: data_dir.with_extension("broker.log"),
             overrides,
+            nofile,
         };
         b.spawn();
         b
@@ -53,7 +65,16 @@ impl BrokerProc {
             .append(true)
             .open(&self.log_path)
             .expect("open broker log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fjord"));
+        let mut cmd = match self.nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_fjord"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_fjord")),
+        };
         cmd.arg("broker")
             .args(["--override", "listeners=PLAINTEXT://127.0.0.1:0"])
             .args([
