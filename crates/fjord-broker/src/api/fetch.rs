@@ -35,7 +35,9 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
     let mut seen = Vec::new();
     loop {
         let may_wait = Instant::now() < deadline;
-        let (resp, bytes, stop) = read_once(ctx, &req, may_wait.then_some(&notify), &mut seen);
+        // Segment reads are file I/O (page-cache copies, or the disk): off the async workers.
+        let (resp, bytes, stop) =
+            crate::blocking(|| read_once(ctx, &req, may_wait.then_some(&notify), &mut seen));
         if !may_wait || stop || bytes >= req.min_bytes.max(0) as usize {
             account(ctx, &resp);
             return resp;

@@ -67,7 +67,8 @@ pub fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
                         LATEST => resp.with_offset(fetchable),
                         EARLIEST | EARLIEST_LOCAL => resp.with_offset(start),
                         MAX_TIMESTAMP => found(part.max_timestamp()),
-                        ts if ts >= 0 => match part.offset_for_timestamp(ts) {
+                        // A timestamp lookup reads and decompresses batches: off the async workers.
+                        ts if ts >= 0 => match crate::blocking(|| part.offset_for_timestamp(ts)) {
                             Ok(r) => found(r),
                             Err(e) => resp.with_error_code(e.code()),
                         },
