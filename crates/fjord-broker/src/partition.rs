@@ -532,6 +532,11 @@ impl Partition {
         w.push(notify.clone());
     }
 
+    /// Parked fetches registered with this partition right now (for tests and diagnostics).
+    pub fn waiter_count(&self) -> usize {
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Bumped by every append (before parked fetches are woken): a fetch re-reads only partitions whose count
     /// moved since its last read.
     pub fn change_count(&self) -> u64 {

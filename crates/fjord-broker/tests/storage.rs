@@ -497,3 +497,59 @@ async fn creating_a_thousand_partitions_does_not_stall_other_topics() {
     assert_eq!(produce(&mut c, "busy", 0, 1).await, (0, 21));
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_fetch_registers_once_with_partitions_that_did_not_change() {
+    // Each wake-up used to re-read every partition of the fetch and register with each again, so a quiet
+    // partition's waiter list grew by one entry per append to any other partition of the same fetch.
+    let root = tempfile::tempdir().unwrap();
+    let broker = start(&[root.path()]).await;
+    let mut c = Client::connect(&broker).await;
+    create_topic(&mut c, "t", 2).await;
+    let quiet = broker.state().partitions.get("t", 1).unwrap();
+    let addr = broker.local_addr();
+    let parked = tokio::spawn(async move {
+        let mut f = Client::connect_to(addr).await;
+        let req = FetchRequest::default()
+            .with_max_wait_ms(3_000)
+            .with_min_bytes(1 << 20)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(s("t")))
+                .with_partitions(
+                    (0..2)
+                        .map(|p| {
+                            FetchPartition::default()
+                                .with_partition(p)
+                                .with_fetch_offset(0)
+                                .with_partition_max_bytes(1 << 20)
+                        })
+                        .collect(),
+                )]);
+        f.send(12, &req).await
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while quiet.waiter_count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fetch never parked"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for i in 0..5 {
+        assert_eq!(produce(&mut c, "t", 0, 1).await, (0, i));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        quiet.waiter_count(),
+        1,
+        "five wake-ups from partition 0 re-registered the fetch with partition 1"
+    );
+    let resp = parked.await.unwrap();
+    let p0 = &resp.responses[0].partitions[0];
+    assert_eq!(
+        p0.high_watermark, 5,
+        "the answer has partition 0's latest state"
+    );
+    broker.shutdown().await.unwrap();
+}
