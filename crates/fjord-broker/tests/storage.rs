@@ -553,3 +553,96 @@ async fn a_parked_fetch_registers_once_with_partitions_that_did_not_change() {
     );
     broker.shutdown().await.unwrap();
 }
+
+fn big_batch(n: usize, value_len: usize) -> Bytes {
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32 - 1,
+            timestamp: 1,
+            key: None,
+            value: Some(Bytes::from(vec![b'x'; value_len])),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_reads_no_responses_holds_a_bounded_amount_and_others_are_served() {
+    // One request at a time per connection, responses written with backpressure: a client that pipelines 50
+    // fetches of 1 MB and never reads gets a few answered (what the socket buffers take), not 50 buffered in
+    // the broker; everyone else keeps being served.
+    let root = tempfile::tempdir().unwrap();
+    let broker = start(&[root.path()]).await;
+    let mut c = Client::connect(&broker).await;
+    create_topic(&mut c, "big", 1).await;
+    for _ in 0..4 {
+        assert_eq!(
+            produce_raw(&mut c, "big", 0, big_batch(500, 1000)).await.0,
+            0
+        );
+    }
+    let mut stalled = tokio::net::TcpStream::connect(broker.local_addr())
+        .await
+        .unwrap();
+    let fetch = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(s("big")))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let mut frames = BytesMut::new();
+    for i in 0..50 {
+        frames.extend_from_slice(&common::frame(12, i, &fetch));
+    }
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncWriteExt::write_all(&mut stalled, &frames),
+    )
+    .await
+    .expect("50 small requests fit in the socket buffers")
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Others are served meanwhile.
+    assert_eq!(produce(&mut c, "big", 0, 1).await.0, 0);
+    assert_eq!(fetch_up_to(&mut c, "big", 0, 1024).await.0, 0);
+    let sent_to_fetchers = |text: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with("fjord_topic_bytes_out_total{topic=\"big\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let served = sent_to_fetchers(&broker.metrics_text());
+    assert!(
+        served > 0,
+        "some of the stalled connection's fetches were answered"
+    );
+    assert!(
+        served < 25 << 20,
+        "{served} bytes of responses were produced for a client that reads none (50 MiB asked)"
+    );
+    drop(stalled);
+    broker.shutdown().await.unwrap();
+}

@@ -35,18 +35,7 @@ impl Client {
 
     pub async fn send<R: Request>(&mut self, version: i16, req: &R) -> R::Response {
         self.correlation += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("protocol-test")));
-        let mut frame = BytesMut::from(&[0u8; 4][..]);
-        header
-            .encode(&mut frame, R::header_version(version))
-            .unwrap();
-        req.encode(&mut frame, version).unwrap();
-        let len = (frame.len() - 4) as i32;
-        frame[..4].copy_from_slice(&len.to_be_bytes());
+        let frame = frame(version, self.correlation, req);
         let io = async {
             self.stream.write_all(&frame).await.unwrap();
             let n = self.stream.read_i32().await.unwrap();
@@ -62,6 +51,23 @@ impl Client {
         assert_eq!(h.correlation_id, self.correlation);
         R::Response::decode(&mut buf, version).unwrap()
     }
+}
+
+/// A request as a length-prefixed frame, for tests that write to a socket themselves.
+pub fn frame<R: Request>(version: i16, correlation: i32, req: &R) -> BytesMut {
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation)
+        .with_client_id(Some(StrBytes::from_static_str("protocol-test")));
+    let mut frame = BytesMut::from(&[0u8; 4][..]);
+    header
+        .encode(&mut frame, R::header_version(version))
+        .unwrap();
+    req.encode(&mut frame, version).unwrap();
+    let len = (frame.len() - 4) as i32;
+    frame[..4].copy_from_slice(&len.to_be_bytes());
+    frame
 }
 
 pub async fn start(dir: &std::path::Path) -> Broker {
