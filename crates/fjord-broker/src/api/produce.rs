@@ -187,13 +187,9 @@ pub fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
                 continue;
             }
             let len = records.len() as u64;
-            // Validating a compressed batch decompresses it (the record walk): that runs off the async workers.
-            // Uncompressed batches (the common case) are only read, and stay inline.
-            let appended = if batches.iter().any(|b| b.compression != 0) {
-                crate::blocking(|| partition.append(records))
-            } else {
-                partition.append(records)
-            };
+            // The append is file I/O (a write into the page cache, which can block under write-back pressure),
+            // and validating a compressed batch decompresses it: off the async workers.
+            let appended = crate::blocking(|| partition.append(records));
             match appended {
                 Ok(info) => {
                     if info.batches.is_empty() {
