@@ -96,6 +96,8 @@ impl FlushHandle {
 
 /// A segment that stopped being active while it still had data not known to be durable.
 struct PendingFlush {
+    /// The segment's base offset.
+    base_offset: i64,
     /// The log end offset when the segment was rolled; once `mark_flushed` reaches it the file is durable.
     end_offset: i64,
     file: Arc<dyn FileHandle>,
@@ -624,14 +626,19 @@ impl Log {
             }
             let from = headers[start].0;
             let to = headers.get(end).map_or(buf.len(), |(pos, _)| *pos);
-            let run: Vec<(usize, Header)> = headers[start..end]
-                .iter()
-                .map(|(pos, h)| (pos - from, *h))
-                .collect();
             self.maybe_roll((to - from) as u64, span, now_ms)?;
             let interval = self.config.index_interval_bytes;
-            self.active_mut()
-                .append(&buf[from..to], &run, interval, now_ms)?;
+            if from == 0 && end == headers.len() {
+                // The common case, one run: positions are already relative to `buf`, nothing to copy.
+                self.active_mut().append(buf, headers, interval, now_ms)?;
+            } else {
+                let run: Vec<(usize, Header)> = headers[start..end]
+                    .iter()
+                    .map(|(pos, h)| (pos - from, *h))
+                    .collect();
+                self.active_mut()
+                    .append(&buf[from..to], &run, interval, now_ms)?;
+            }
             start = end;
         }
         Ok(())
@@ -739,6 +746,7 @@ impl Log {
         // Even when its data is already durable, its indexes (just completed) are not: the next flush syncs
         // them before the recovery point moves past this segment.
         let pending = PendingFlush {
+            base_offset: active.base_offset,
             end_offset: leo,
             file: Arc::clone(&active.file),
             indexes: [active.offset_index.file()?, active.time_index.file()?],
@@ -1165,14 +1173,23 @@ impl Log {
     pub fn mark_flushed(&mut self, offset: i64) {
         let offset = offset.min(self.log_end_offset());
         self.flushed_offset = self.flushed_offset.max(offset);
-        self.pending_flush.retain(|p| p.end_offset > offset);
-        // Durable inactive segments keep only their log file open (reads need it); their indexes reopen if
-        // ever written again (truncation).
-        let last = self.segments.len() - 1;
-        for seg in &mut self.segments[..last] {
-            if seg.next_offset <= offset {
-                seg.offset_index.release();
-                seg.time_index.release();
+        // Segments that became durable keep only their log file open (reads need it); their indexes reopen if
+        // ever written again (truncation). Only those just synced are touched: this runs after every fsync.
+        let mut synced = Vec::new();
+        self.pending_flush.retain(|p| {
+            let keep = p.end_offset > offset;
+            if !keep {
+                synced.push(p.base_offset);
+            }
+            keep
+        });
+        for base in synced {
+            if let Ok(i) = self.segments.binary_search_by_key(&base, |s| s.base_offset) {
+                if i + 1 < self.segments.len() {
+                    let seg = &mut self.segments[i];
+                    seg.offset_index.release();
+                    seg.time_index.release();
+                }
             }
         }
         // A handle taken before the segment was created may carry the same offset, hence the strict comparison.
