@@ -61,6 +61,11 @@ fn batch(n: usize) -> Bytes {
 }
 
 fn batch_at(n: usize, timestamp: i64) -> Bytes {
+    records_batch(n, timestamp, |i| Bytes::from(format!("v{i}")))
+}
+
+/// One batch of `n` keyless records with the given timestamp and values.
+fn records_batch(n: usize, timestamp: i64, value: impl Fn(usize) -> Bytes) -> Bytes {
     let records: Vec<Record> = (0..n)
         .map(|i| Record {
             transactional: false,
@@ -75,7 +80,7 @@ fn batch_at(n: usize, timestamp: i64) -> Bytes {
             sequence: i as i32 - 1,
             timestamp,
             key: None,
-            value: Some(Bytes::from(format!("v{i}"))),
+            value: Some(value(i)),
             headers: Default::default(),
         })
         .collect();
@@ -554,37 +559,6 @@ async fn a_parked_fetch_registers_once_with_partitions_that_did_not_change() {
     broker.shutdown().await.unwrap();
 }
 
-fn big_batch(n: usize, value_len: usize) -> Bytes {
-    let records: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32 - 1,
-            timestamp: 1,
-            key: None,
-            value: Some(Bytes::from(vec![b'x'; value_len])),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_reads_no_responses_holds_a_bounded_amount_and_others_are_served() {
     // One request at a time per connection, responses written with backpressure: a client that pipelines 50
@@ -596,7 +570,14 @@ async fn a_connection_that_reads_no_responses_holds_a_bounded_amount_and_others_
     create_topic(&mut c, "big", 1).await;
     for _ in 0..4 {
         assert_eq!(
-            produce_raw(&mut c, "big", 0, big_batch(500, 1000)).await.0,
+            produce_raw(
+                &mut c,
+                "big",
+                0,
+                records_batch(500, 1, |_| Bytes::from(vec![b'x'; 1000]))
+            )
+            .await
+            .0,
             0
         );
     }
