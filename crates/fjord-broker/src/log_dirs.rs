@@ -16,7 +16,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use fjord_log::storage::{Disk, Storage};
 
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -51,6 +53,9 @@ pub struct LogDirs {
     offline_partitions: Gauge,
     /// Set when the directory holding the metadata quorum fails: the broker must stop.
     fatal: watch::Sender<Option<String>>,
+    /// The file system every partition operation goes through: the real disk, or a simulated one in the
+    /// broker's fault harness.
+    storage: Arc<dyn Storage>,
 }
 
 impl LogDirs {
@@ -58,11 +63,20 @@ impl LogDirs {
     /// directory that cannot be created or read starts offline, unless it is the first one (it holds the metadata
     /// quorum): then the broker cannot start.
     pub fn new(paths: &[PathBuf], metrics: &Metrics) -> Result<LogDirs> {
+        LogDirs::with_storage(paths, metrics, Arc::new(Disk))
+    }
+
+    /// [`LogDirs::new`] over another file system (the simulated disk of the fault harness).
+    pub fn with_storage(
+        paths: &[PathBuf],
+        metrics: &Metrics,
+        storage: Arc<dyn Storage>,
+    ) -> Result<LogDirs> {
         assert!(!paths.is_empty(), "log.dirs is validated non-empty");
         let mut dirs = Vec::with_capacity(paths.len());
         let mut failed = Vec::new();
         for (i, p) in paths.iter().enumerate() {
-            if let Err(e) = create_dir(p) {
+            if let Err(e) = create_dir(&*storage, p) {
                 if i == 0 {
                     return Err(Error::Storage(format!(
                         "cannot use log directory {} (it holds the metadata quorum): {e}",
@@ -88,6 +102,7 @@ impl LogDirs {
             dir_offline: metrics.log_dir_offline.clone(),
             offline_partitions: metrics.offline_partitions.clone(),
             fatal: watch::channel(None).0,
+            storage,
         };
         for (i, e) in failed {
             dirs.fail(
@@ -96,6 +111,11 @@ impl LogDirs {
             );
         }
         Ok(dirs)
+    }
+
+    /// The file system the partitions' files live on.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
     }
 
     pub fn len(&self) -> usize {
@@ -226,19 +246,18 @@ impl LogDirs {
             if self.is_offline(i) {
                 continue;
             }
-            let entries = match std::fs::read_dir(&d.path) {
+            let names = match self.storage.list(&d.path) {
                 Ok(e) => e,
                 Err(e) => {
                     self.fail(i, &e);
                     continue;
                 }
             };
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                if name.to_str().is_some_and(is_delete_dir_name) {
-                    let path = entry.path();
+            for name in names {
+                if is_delete_dir_name(&name) {
+                    let path = d.path.join(&name);
                     tracing::info!(dir = %path.display(), "removing a partition directory left from a deletion");
-                    if let Err(e) = std::fs::remove_dir_all(&path) {
+                    if let Err(e) = self.storage.remove_dir_all(&path) {
                         tracing::warn!(dir = %path.display(), error = %e, "cannot remove a deleted partition directory");
                     }
                 }
@@ -249,18 +268,14 @@ impl LogDirs {
 
 /// Creates a log directory (and makes its entry durable in the parent) unless it exists; checks it is a
 /// readable directory.
-fn create_dir(p: &Path) -> std::io::Result<()> {
-    match std::fs::metadata(p) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(p)?;
-            if let Some(parent) = p.parent().filter(|p| !p.as_os_str().is_empty()) {
-                sync_dir(parent)?;
-            }
+fn create_dir(storage: &dyn Storage, p: &Path) -> std::io::Result<()> {
+    if !storage.try_exists(p)? {
+        storage.create_dir_all(p)?;
+        if let Some(parent) = p.parent().filter(|p| !p.as_os_str().is_empty()) {
+            storage.sync_dir(parent)?;
         }
-        Err(e) => return Err(e),
     }
-    std::fs::read_dir(p).map(|_| ())
+    storage.list(p).map(|_| ())
 }
 
 /// Opens and locks `<dir>/.lock` and writes our pid into it.
@@ -298,11 +313,6 @@ fn lock_dir(dir: &Path) -> Result<File> {
     Ok(file)
 }
 
-/// fsyncs a directory, making the entries created, renamed or removed in it durable.
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 /// Kafka's name for a partition directory renamed for asynchronous deletion (`LocalLog.logDeleteDirName`):
 /// `<topic>-<partition>.<uuid without dashes>-delete`, the topic cut so that the name stays within 255 bytes.
 pub fn delete_dir_name(topic: &str, partition: i32) -> String {
@@ -334,24 +344,26 @@ pub fn is_delete_dir_name(name: &str) -> bool {
 /// Renames the partition directory `dir` (in log directory `parent`) to its `-delete` name and fsyncs the
 /// parent, so that from then on nothing can reach the old data under the live name; returns the new path.
 pub(crate) fn rename_for_delete(
+    storage: &dyn Storage,
     parent: &Path,
     dir: &Path,
     topic: &str,
     partition: i32,
 ) -> std::io::Result<PathBuf> {
     let to = parent.join(delete_dir_name(topic, partition));
-    std::fs::rename(dir, &to)?;
-    sync_dir(parent)?;
+    storage.rename(dir, &to)?;
+    storage.sync_dir(parent)?;
     Ok(to)
 }
 
 /// Removes a directory renamed by [`rename_for_delete`] on a background thread: it may be large, and whatever
 /// is left is removed at the next start.
-pub(crate) fn remove_in_background(path: PathBuf) {
+pub(crate) fn remove_in_background(storage: &Arc<dyn Storage>, path: PathBuf) {
+    let storage = Arc::clone(storage);
     let spawned = std::thread::Builder::new()
         .name("fjord-delete-dir".into())
         .spawn(move || {
-            if let Err(e) = std::fs::remove_dir_all(&path) {
+            if let Err(e) = storage.remove_dir_all(&path) {
                 tracing::warn!(dir = %path.display(), error = %e, "cannot remove a deleted partition directory; the next start retries");
             }
         });

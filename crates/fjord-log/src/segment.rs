@@ -188,8 +188,10 @@ impl Segment {
             }
         };
         let txn_path = crate::txn_index::path(dir, base_offset);
-        segment.aborted = crate::txn_index::load(&**storage, &txn_path, segment.next_offset)?;
-        if truncated {
+        let (aborted, torn) =
+            crate::txn_index::load(&**storage, &txn_path, base_offset, segment.next_offset)?;
+        segment.aborted = aborted;
+        if truncated || torn {
             crate::txn_index::rewrite(&**storage, &txn_path, &segment.aborted)?;
         }
         Ok(Opened { segment, truncated })

@@ -51,6 +51,11 @@ pub trait Storage: Send + Sync {
     /// Makes the directory's entries durable (files created, renamed or removed in it).
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     fn exists(&self, path: &Path) -> bool;
+    /// Whether `path` exists, without following a final symlink; an error other than "not found" (a directory
+    /// that cannot be searched) is returned, not taken for absence.
+    fn try_exists(&self, path: &Path) -> io::Result<bool> {
+        Ok(self.exists(path))
+    }
 }
 
 /// The real disk.
@@ -130,10 +135,17 @@ impl Storage for Disk {
     fn exists(&self, path: &Path) -> bool {
         path.exists()
     }
+    fn try_exists(&self, path: &Path) -> io::Result<bool> {
+        match fs::symlink_metadata(path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Reads a small file; `None` when it does not exist.
-pub(crate) fn read_optional(storage: &dyn Storage, path: &Path) -> io::Result<Option<Vec<u8>>> {
+pub fn read_optional(storage: &dyn Storage, path: &Path) -> io::Result<Option<Vec<u8>>> {
     match storage.read(path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -142,7 +154,7 @@ pub(crate) fn read_optional(storage: &dyn Storage, path: &Path) -> io::Result<Op
 }
 
 /// Removes a file; a missing one is fine.
-pub(crate) fn remove_if_exists(storage: &dyn Storage, path: &Path) -> io::Result<()> {
+pub fn remove_if_exists(storage: &dyn Storage, path: &Path) -> io::Result<()> {
     match storage.remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
@@ -151,7 +163,7 @@ pub(crate) fn remove_if_exists(storage: &dyn Storage, path: &Path) -> io::Result
 
 /// Writes a file atomically: temporary file, fsync, rename, fsync of the directory. A crash leaves the old
 /// contents or the new, never a mix.
-pub(crate) fn write_atomic(storage: &dyn Storage, path: &Path, contents: &[u8]) -> io::Result<()> {
+pub fn write_atomic(storage: &dyn Storage, path: &Path, contents: &[u8]) -> io::Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = path.with_file_name(format!("{name}.tmp"));
     {

@@ -47,27 +47,51 @@ fn i64_at(b: &[u8], pos: usize) -> i64 {
     i64::from_be_bytes(a)
 }
 
-/// Reads a segment's entries, keeping those whose marker is below `end_offset` (the segment's end after
-/// recovery). A missing file means no entries; a torn last entry is ignored.
+/// Reads the entries of the segment starting at `base_offset`, keeping those whose marker is below
+/// `end_offset` (the segment's end after recovery). A missing file means no entries. The second value is `true`
+/// when the file held more than the entries returned, so the caller rewrites it: an append must never land
+/// behind garbage that the next load would stop at.
+///
+/// Entries are appended in marker order, so a well-formed file is a run of plausible entries (version 0, a
+/// producer id, a transaction that starts before its marker, markers in this segment and increasing). The
+/// first entry that is not is the start of a torn tail: a power loss after the file grew but before its data
+/// reached the disk leaves zeros there (found by the broker's fault harness: a zeroed entry was reported as an
+/// aborted transaction of producer 0), and everything from it on is dropped. Entries that were fsynced are
+/// never behind such a tail, since nothing is appended to a file before what it already holds is whole.
 pub(crate) fn load(
     storage: &dyn Storage,
     path: &Path,
+    base_offset: i64,
     end_offset: i64,
-) -> io::Result<Vec<AbortedTxn>> {
+) -> io::Result<(Vec<AbortedTxn>, bool)> {
     let Some(data) = st::read_optional(storage, path)? else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), false));
     };
-    Ok(data
-        .chunks_exact(ENTRY_SIZE)
-        .filter(|c| c[0] == 0 && c[1] == 0)
-        .map(|c| AbortedTxn {
+    let mut out = Vec::with_capacity(data.len() / ENTRY_SIZE);
+    let mut prev_last = base_offset - 1;
+    let mut whole = data.len() % ENTRY_SIZE == 0;
+    for c in data.chunks_exact(ENTRY_SIZE) {
+        let e = AbortedTxn {
             producer_id: i64_at(c, 2),
             first_offset: i64_at(c, 10),
             last_offset: i64_at(c, 18),
             last_stable_offset: i64_at(c, 26),
-        })
-        .filter(|e| e.last_offset < end_offset)
-        .collect())
+        };
+        let plausible = c[0] == 0
+            && c[1] == 0
+            && e.producer_id >= 0
+            && 0 <= e.first_offset
+            && e.first_offset < e.last_offset
+            && e.last_offset > prev_last
+            && e.last_stable_offset <= e.last_offset + 1;
+        if !plausible || e.last_offset >= end_offset {
+            whole = false;
+            break;
+        }
+        prev_last = e.last_offset;
+        out.push(e);
+    }
+    Ok((out, !whole))
 }
 
 pub(crate) fn append(storage: &dyn Storage, path: &Path, e: &AbortedTxn) -> io::Result<()> {
@@ -98,5 +122,54 @@ pub(crate) fn sync(storage: &dyn Storage, path: &Path) -> io::Result<()> {
         Ok(f) => f.sync_all(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::SimStorage;
+
+    fn entry(pid: i64, first: i64, last: i64) -> AbortedTxn {
+        AbortedTxn {
+            producer_id: pid,
+            first_offset: first,
+            last_offset: last,
+            last_stable_offset: last + 1,
+        }
+    }
+
+    #[test]
+    fn a_zeroed_or_torn_tail_is_dropped_and_reported_for_rewriting() {
+        let fs = SimStorage::new(1);
+        let dir = Path::new("/d");
+        fs.create_dir_all(dir).unwrap();
+        let p = path(dir, 0);
+        let good = [entry(3, 0, 4), entry(5, 2, 9)];
+        let mut bytes: Vec<u8> = good.iter().flat_map(encode).collect();
+        fs.put_durable(&p, &bytes);
+        assert_eq!(load(&fs, &p, 0, 100).unwrap(), (good.to_vec(), false));
+
+        // What a power loss leaves after the file grew but its new page never reached the disk: zeros, read as
+        // "producer 0 aborted a transaction at offset 0" before this was checked.
+        bytes.extend_from_slice(&[0u8; ENTRY_SIZE]);
+        fs.put_durable(&p, &bytes);
+        assert_eq!(load(&fs, &p, 0, 100).unwrap(), (good.to_vec(), true));
+
+        // A torn entry, an entry out of marker order, and one whose marker is before the segment.
+        for tail in [
+            encode(&entry(7, 10, 12))[..20].to_vec(),
+            encode(&entry(7, 3, 8)).to_vec(),
+        ] {
+            let mut b = good.iter().flat_map(encode).collect::<Vec<u8>>();
+            b.extend_from_slice(&tail);
+            fs.put_durable(&p, &b);
+            assert_eq!(load(&fs, &p, 0, 100).unwrap(), (good.to_vec(), true));
+        }
+        fs.put_durable(&p, &encode(&entry(7, 3, 8)));
+        assert_eq!(load(&fs, &p, 10, 100).unwrap(), (vec![], true));
+        // Markers at or beyond the recovered end are dropped too.
+        fs.put_durable(&p, &good.iter().flat_map(encode).collect::<Vec<u8>>());
+        assert_eq!(load(&fs, &p, 0, 9).unwrap(), (vec![good[0]], true));
     }
 }
