@@ -681,14 +681,10 @@ impl Partition {
         Ok(())
     }
 
+    /// fsyncs everything appended so far (`log.flush.interval.ms`, shutdown). The fsync runs outside the log
+    /// lock, so appends and fetches of this partition go on meanwhile.
     pub fn flush(&self) -> Result<()> {
-        self.io(|| {
-            let mut log = self.log()?;
-            log.flush()?;
-            self.durable
-                .fetch_max(log.log_end_offset(), Ordering::AcqRel);
-            Ok(())
-        })
+        self.io(|| self.sync_log())
     }
 }
 
