@@ -464,6 +464,17 @@ impl Partition {
         (log.log_start_offset(), log.log_end_offset())
     }
 
+    /// The leader epoch this broker writes the partition's batches in (from the metadata).
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Relaxed) as i32
+    }
+
+    /// OffsetForLeaderEpoch: (epoch, end offset) of `epoch` in this log (Kafka's `endOffsetForEpoch`; -1, -1
+    /// when undefined). In-memory: the leader epoch cache is loaded at open.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.lock().end_offset_for_epoch(epoch)
+    }
+
     pub fn high_watermark(&self) -> i64 {
         self.lock().log_end_offset()
     }

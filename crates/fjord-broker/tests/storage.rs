@@ -627,3 +627,88 @@ async fn a_connection_that_reads_no_responses_holds_a_bounded_amount_and_others_
     drop(stalled);
     broker.shutdown().await.unwrap();
 }
+
+/// OffsetForLeaderEpoch for partition `p` of `topic`: (error code, leader epoch, end offset).
+async fn epoch_end(
+    c: &mut Client,
+    version: i16,
+    topic: &str,
+    p: i32,
+    current: i32,
+    epoch: i32,
+) -> (i16, i32, i64) {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    let req = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![OffsetForLeaderTopic::default()
+            .with_topic(TopicName(s(topic)))
+            .with_partitions(vec![OffsetForLeaderPartition::default()
+                .with_partition(p)
+                .with_current_leader_epoch(current)
+                .with_leader_epoch(epoch)])]);
+    let r = c.send(version, &req).await;
+    let e = &r.topics[0].partitions[0];
+    (e.error_code, e.leader_epoch, e.end_offset)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_for_leader_epoch_answers_from_the_persisted_epoch_cache() {
+    let root = tempfile::tempdir().unwrap();
+    let broker = start(&[root.path()]).await;
+    let mut c = Client::connect(&broker).await;
+    let versions = c.send(3, &ApiVersionsRequest::default()).await;
+    assert!(
+        versions
+            .api_keys
+            .iter()
+            .any(|k| k.api_key == 23 && k.max_version == 4),
+        "OffsetForLeaderEpoch is advertised"
+    );
+    create_topic(&mut c, "t", 1).await;
+    assert_eq!(
+        epoch_end(&mut c, 4, "t", 0, 0, 0).await,
+        (0, -1, -1),
+        "an empty log knows no epoch"
+    );
+    for _ in 0..3 {
+        produce(&mut c, "t", 0, 5).await;
+    }
+    assert_eq!(
+        epoch_end(&mut c, 4, "t", 0, 0, 0).await,
+        (0, 0, 15),
+        "the current epoch ends at the log end"
+    );
+    assert_eq!(
+        epoch_end(&mut c, 4, "t", 0, -1, 3).await,
+        (0, -1, -1),
+        "an epoch newer than any here is undefined"
+    );
+    assert_eq!(
+        epoch_end(&mut c, 4, "t", 0, 3, 0).await.0,
+        E::UnknownLeaderEpoch.code(),
+        "a requester ahead of our metadata"
+    );
+    assert_eq!(
+        epoch_end(&mut c, 4, "t", 7, -1, 0).await.0,
+        E::UnknownTopicOrPartition.code()
+    );
+    assert_eq!(
+        epoch_end(&mut c, 2, "t", 0, -1, 0).await,
+        (0, 0, 15),
+        "v2 (the oldest Kafka 4 keeps) without a current epoch"
+    );
+    // The log start moving keeps the epoch; a restart reads it back from leader-epoch-checkpoint.
+    assert_eq!(delete_records(&mut c, "t", 0, 10).await, 0);
+    broker.shutdown().await.unwrap();
+    let checkpoint = root.path().join("t-0/leader-epoch-checkpoint");
+    assert_eq!(
+        std::fs::read_to_string(&checkpoint).unwrap(),
+        "0\n1\n0 10\n"
+    );
+    let broker = start(&[root.path()]).await;
+    let mut c = Client::connect(&broker).await;
+    assert_eq!(epoch_end(&mut c, 4, "t", 0, 0, 0).await, (0, 0, 15));
+    broker.shutdown().await.unwrap();
+}

@@ -10,6 +10,7 @@ use crate::batch::{
     self, BatchInfo, Header, CRC_POS, LEADER_EPOCH_POS, MAX_TIMESTAMP_POS, TIMESTAMP_TYPE_BIT,
 };
 use crate::config::{LogConfig, TimestampType};
+use crate::epoch_cache::EpochCache;
 use crate::segment::{self, OpenMode, Segment};
 use crate::storage::{self as st, Disk, FileHandle, Storage};
 use crate::txn_index::AbortedTxn;
@@ -135,6 +136,8 @@ pub struct Log {
     /// Latest wall-clock time passed in by the caller; used by operations that take no `now_ms` (follower
     /// appends, truncation) to stamp new segments.
     pub(crate) clock_ms: i64,
+    /// Where each leader epoch started (see [`crate::epoch_cache`]).
+    epochs: EpochCache,
 }
 
 /// Reads a small text file; `None` when missing. Bytes that are not UTF-8 read as an empty string (callers treat
@@ -319,6 +322,7 @@ impl Log {
             oldest_tombstone_ts: -1,
             first_cleaned: Vec::new(),
             clock_ms: now_ms,
+            epochs: EpochCache::default(),
         };
         if log.log_start_offset > log.log_end_offset() {
             // Recovery lost data that the persisted start offset already covered; start empty at that offset.
@@ -326,6 +330,7 @@ impl Log {
             log.truncate_fully(start, now_ms)?;
             recovered.clear();
         }
+        log.load_epochs(clean, &recovered)?;
         if !clean || created {
             // What recovery kept came from the page cache; make it durable (data, indexes, directory entries)
             // before calling it flushed, then record that everything up to here is durable.
@@ -561,6 +566,7 @@ impl Log {
         }
         let buf = buf.freeze();
         self.write_batches(&buf, &headers, now_ms)?;
+        self.note_epochs(std::iter::once((leader_epoch, first_offset)))?;
         debug_assert_eq!(self.log_end_offset(), next);
         self.check_invariants();
         Ok(AppendInfo {
@@ -695,6 +701,11 @@ impl Log {
         let interval = self.config.index_interval_bytes;
         self.active_mut()
             .append(&records, &headers, interval, now_ms)?;
+        self.note_epochs(
+            headers
+                .iter()
+                .map(|(_, h)| (h.partition_leader_epoch, h.base_offset)),
+        )?;
         self.check_invariants();
         Ok(AppendInfo {
             base_offset: first_offset,
@@ -998,8 +1009,90 @@ impl Log {
                 LOG_START_FILE,
                 &offset.to_string(),
             )?;
+            if self.epochs.truncate_from_start(offset) {
+                self.epochs.persist(&*self.storage, &self.dir)?;
+            }
         }
         Ok(())
+    }
+
+    /// Loads the leader epoch cache at open. The checkpoint is trusted for what lies below the recovery point;
+    /// every re-validated segment (`recovered`) contributes the epochs its batches carry, and entries at or
+    /// beyond the log end (written before a power loss took their batches) or before the log start go. A
+    /// missing or unreadable checkpoint is rebuilt from the batch headers of every segment.
+    fn load_epochs(&mut self, clean: bool, recovered: &[usize]) -> Result<()> {
+        let fs = &*self.storage;
+        let loaded = EpochCache::load(fs, &self.dir)?;
+        let mut changed = false;
+        let mut cache = match loaded {
+            Some(c) => c,
+            None => {
+                let mut c = EpochCache::default();
+                if self.log_end_offset() > self.log_start_offset {
+                    tracing::info!(dir = %self.dir.display(), "rebuilding the leader epoch checkpoint from the log");
+                    for seg in &self.segments {
+                        for (epoch, offset) in seg.epoch_transitions()? {
+                            c.assign(epoch, offset);
+                        }
+                    }
+                    changed = true;
+                }
+                c
+            }
+        };
+        if !clean {
+            for &i in recovered {
+                if let Some(seg) = self.segments.get_mut(i) {
+                    for (epoch, offset) in std::mem::take(&mut seg.scanned_epochs) {
+                        changed |= cache.assign(epoch, offset);
+                    }
+                }
+            }
+        }
+        for seg in &mut self.segments {
+            seg.scanned_epochs = Vec::new();
+        }
+        changed |= cache.truncate_from_end(self.log_end_offset());
+        changed |= cache.truncate_from_start(self.log_start_offset);
+        self.epochs = cache;
+        if changed {
+            self.epochs.persist(fs, &self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Records the epochs of batches just written (their base offsets and leader epochs); rewrites the
+    /// checkpoint when a new epoch began.
+    fn note_epochs(&mut self, batches: impl IntoIterator<Item = (i32, i64)>) -> Result<()> {
+        let mut changed = false;
+        for (epoch, offset) in batches {
+            changed |= self.epochs.assign(epoch, offset);
+        }
+        if changed {
+            self.epochs.persist(&*self.storage, &self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// The leader epoch entries, (epoch, start offset) ascending.
+    pub fn leader_epochs(&self) -> &[(i32, i64)] {
+        self.epochs.entries()
+    }
+
+    /// The newest leader epoch that wrote to this log.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest().map(|(e, _)| e)
+    }
+
+    /// OffsetForLeaderEpoch: (epoch, end offset) for a requested leader epoch, Kafka's semantics (see
+    /// [`crate::epoch_cache`]); (-1, -1) when undefined.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// The leader epoch that wrote `offset`, per the cache.
+    pub fn epoch_at(&self, offset: i64) -> Option<i32> {
+        self.epochs.epoch_at(offset)
     }
 
     /// Drops a segment file from the pending-flush list (its data was made durable another way).
@@ -1080,6 +1173,9 @@ impl Log {
             }
             self.dir_dirty_since = Some(new_end);
         }
+        if self.epochs.truncate_from_end(self.log_end_offset()) {
+            self.epochs.persist(&*self.storage, &self.dir)?;
+        }
         self.after_truncation();
         Ok(())
     }
@@ -1099,6 +1195,9 @@ impl Log {
             LOG_START_FILE,
             &start.to_string(),
         )?;
+        if self.epochs.clear() {
+            self.epochs.persist(&*self.storage, &self.dir)?;
+        }
         self.after_truncation();
         Ok(())
     }

@@ -72,6 +72,10 @@ pub(crate) struct Segment {
     pub aborted: Vec<crate::AbortedTxn>,
     /// The `.txnindex` file was appended to since it was last fsynced.
     pub aborted_dirty: bool,
+    /// (epoch, base offset) of each batch whose leader epoch differs from the batch before it, collected by the
+    /// last scan at open (a whole-file scan when the segment was re-validated); taken by `Log::open_with` for
+    /// the leader epoch cache.
+    pub scanned_epochs: Vec<(i32, i64)>,
 }
 
 fn read_at(file: &Arc<dyn FileHandle>, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
@@ -113,6 +117,7 @@ impl Segment {
             created_ms: now_ms,
             aborted: Vec::new(),
             aborted_dirty: false,
+            scanned_epochs: Vec::new(),
         })
     }
 
@@ -168,6 +173,7 @@ impl Segment {
             created_ms: now_ms,
             aborted: Vec::new(),
             aborted_dirty: false,
+            scanned_epochs: Vec::new(),
         };
         let verify = mode != OpenMode::Trusted;
         let may_truncate = mode == OpenMode::VerifyAll;
@@ -226,6 +232,7 @@ impl Segment {
         let mut header_buf = [0u8; HEADER_SIZE];
         let mut body = Vec::new();
         let mut torn = false;
+        self.scanned_epochs.clear();
         while pos < file_len {
             if file_len - pos < HEADER_SIZE as u64 {
                 torn = true;
@@ -274,6 +281,10 @@ impl Segment {
                 _ => self.index_batch(&header, pos, index_interval, &mut bytes_since_index)?,
             }
             self.observe_timestamp(&header);
+            if self.scanned_epochs.last().map(|e| e.0) != Some(header.partition_leader_epoch) {
+                self.scanned_epochs
+                    .push((header.partition_leader_epoch, header.base_offset));
+            }
             first = false;
             expected_min = header.last_offset() + 1;
             next_offset = header.last_offset() + 1;
@@ -313,6 +324,30 @@ impl Segment {
             self.offset_index.truncate_to_position(pos)?;
         }
         Ok(Some(torn))
+    }
+
+    /// (epoch, base offset) of each batch whose leader epoch differs from the batch before it, from a walk over
+    /// the batch headers of the whole file (rebuilding a lost leader epoch checkpoint). Headers only: the data
+    /// was validated when the segment was opened.
+    pub fn epoch_transitions(&self) -> Result<Vec<(i32, i64)>> {
+        let mut out: Vec<(i32, i64)> = Vec::new();
+        let mut header_buf = [0u8; HEADER_SIZE];
+        let mut pos = 0u64;
+        while pos + HEADER_SIZE as u64 <= self.size {
+            read_at(&self.file, &mut header_buf, pos)?;
+            let Some(header) = Header::parse(&header_buf) else {
+                break;
+            };
+            if out.last().map(|e| e.0) != Some(header.partition_leader_epoch) {
+                out.push((header.partition_leader_epoch, header.base_offset));
+            }
+            let size = header.size() as u64;
+            if size == 0 {
+                break;
+            }
+            pos += size;
+        }
+        Ok(out)
     }
 
     /// Adds index entries for a batch at `pos` following Kafka's rule: an entry whenever more than

@@ -56,6 +56,8 @@ struct Harness {
     /// Aborted transactions whose `.txnindex` entry was synced.
     aborts: Vec<AbortedTxn>,
     next_pid: i64,
+    /// The leader epoch appends are written in; bumped now and then (a leader change).
+    epoch: i32,
     unique: u64,
     trace: Vec<String>,
     checks: u64,
@@ -106,6 +108,7 @@ impl Harness {
             max_start: 0,
             aborts: Vec::new(),
             next_pid: 1,
+            epoch: 0,
             unique: 0,
             trace: Vec::new(),
             checks: 0,
@@ -246,7 +249,11 @@ impl Harness {
             self.fail(format!("{op} failed ({e}) but the log did not go offline"));
         }
         if log
-            .append(values_batch("after-failure", 1, self.now), 0, self.now)
+            .append(
+                values_batch("after-failure", 1, self.now),
+                self.epoch,
+                self.now,
+            )
             .is_ok()
         {
             self.fail("a failed log accepted an append".into());
@@ -279,7 +286,8 @@ impl Harness {
         let acks_all = self.rng.chance(0.5);
         let now = self.now;
         let leo = self.log().log_end_offset();
-        match self.log().append(batch, 0, now) {
+        let epoch = self.epoch;
+        match self.log().append(batch, epoch, now) {
             Ok(info) => {
                 for (i, (key, value)) in recs.into_iter().enumerate() {
                     self.written.insert(
@@ -366,12 +374,13 @@ impl Harness {
                 required: false,
             },
         );
-        let first = match self.log().append(buf.freeze(), 0, now) {
+        let epoch = self.epoch;
+        let first = match self.log().append(buf.freeze(), epoch, now) {
             Ok(info) => info.base_offset,
             Err(e) => return self.on_error("txn append", e),
         };
         let marker = crate::control_batch(pid, 0, ControlType::Abort, 0, now);
-        let last = match self.log().append(marker, 0, now) {
+        let last = match self.log().append(marker, epoch, now) {
             Ok(info) => info.base_offset,
             Err(e) => return self.on_error("abort marker", e),
         };
@@ -478,6 +487,39 @@ impl Harness {
             Ok(s) => s,
             Err(e) => self.fail(format!("the log holds undecodable data: {e}")),
         };
+        // The leader epoch cache agrees with the epoch every batch present was written in, its entries
+        // increase, none starts at or beyond the log end, and the newest epoch ends at the log end.
+        let epochs = log.leader_epochs();
+        if epochs.windows(2).any(|w| w[0].0 >= w[1].0 || w[0].1 >= w[1].1)
+            // (An entry may start at the log end only as the one clamped to the log start of an emptied log.)
+            || epochs.last().is_some_and(|(_, s)| *s > end || (*s == end && end != start))
+            || epochs.first().is_some_and(|(_, s)| *s < start)
+        {
+            self.fail(format!(
+                "leader epoch entries {epochs:?} are inconsistent with the log {start}..{end}"
+            ));
+        }
+        if let Some(latest) = log.latest_epoch() {
+            if log.end_offset_for_epoch(latest) != (latest, end) {
+                self.fail(format!(
+                    "the latest epoch {latest} ends at {:?}, not at the log end {end}",
+                    log.end_offset_for_epoch(latest)
+                ));
+            }
+        }
+        for set in &sets {
+            for r in &set.records {
+                // A batch may straddle the log start; what lies before it is gone as far as the cache knows.
+                if r.offset >= start && log.epoch_at(r.offset) != Some(r.partition_leader_epoch) {
+                    self.fail(format!(
+                        "offset {} was written in leader epoch {} but the epoch cache ({epochs:?}) says {:?}",
+                        r.offset,
+                        r.partition_leader_epoch,
+                        log.epoch_at(r.offset)
+                    ));
+                }
+            }
+        }
         for set in sets {
             for r in set.records {
                 if r.control {
@@ -557,6 +599,10 @@ impl Harness {
                 self.reopen();
             }
             self.now += 1 + self.rng.below(50) as i64;
+            if self.rng.chance(0.03) {
+                self.epoch += 1;
+                self.trace.push(format!("leader epoch {}", self.epoch));
+            }
             match self.rng.below(100) {
                 0..=54 => self.append(),
                 55..=62 => self.aborted_transaction(),

@@ -1507,3 +1507,66 @@ fn commit_markers_of_emptied_transactions_go_only_below_the_allowed_offset() {
     log.finish_compaction(plan.run().unwrap()).unwrap();
     assert!(offsets(&log).contains(&1));
 }
+
+#[test]
+fn leader_epochs_are_recorded_persisted_truncated_and_rebuilt_when_the_checkpoint_is_lost() {
+    let tiny = LogConfig {
+        segment_bytes: 300,
+        ..small_config()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), tiny.clone(), NOW).unwrap();
+    assert_eq!(log.end_offset_for_epoch(0), (-1, -1), "no epoch yet");
+    for (i, epoch) in [0, 0, 0, 3, 3, 5, 5, 5].into_iter().enumerate() {
+        log.append(values_batch(&i.to_string(), 10, NOW), epoch, NOW)
+            .unwrap();
+    }
+    assert!(log.segment_count() > 2, "epochs span several segments");
+    assert_eq!(log.leader_epochs(), &[(0, 0), (3, 30), (5, 50)]);
+    assert_eq!(log.end_offset_for_epoch(0), (0, 30));
+    assert_eq!(log.end_offset_for_epoch(4), (3, 50));
+    assert_eq!(log.end_offset_for_epoch(5), (5, 80));
+    assert_eq!(log.end_offset_for_epoch(6), (-1, -1));
+    // An older epoch writing after a newer one is not a new entry.
+    log.append(values_batch("old", 1, NOW), 4, NOW).unwrap();
+    assert_eq!(log.leader_epochs().len(), 3);
+    let checkpoint = dir.path().join("leader-epoch-checkpoint");
+    assert_eq!(
+        std::fs::read_to_string(&checkpoint).unwrap(),
+        "0\n3\n0 0\n3 30\n5 50\n"
+    );
+
+    // A follower truncating back into epoch 3 forgets epoch 5.
+    log.truncate_to(45).unwrap();
+    assert_eq!(log.leader_epochs(), &[(0, 0), (3, 30)]);
+    assert_eq!(
+        log.end_offset_for_epoch(3),
+        (3, 40),
+        "truncation is at a batch boundary"
+    );
+    log.delete_records_before(35).unwrap();
+    assert_eq!(log.leader_epochs(), &[(3, 35)]);
+    log.close().unwrap();
+    let log = Log::open(dir.path(), tiny.clone(), NOW).unwrap();
+    assert_eq!(log.leader_epochs(), &[(3, 35)], "persisted");
+    log.close().unwrap();
+
+    // A lost (or damaged) checkpoint is rebuilt from the batches' own epochs.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), tiny.clone(), NOW).unwrap();
+    for (i, epoch) in [1, 1, 2, 2, 7].into_iter().enumerate() {
+        log.append(values_batch(&i.to_string(), 10, NOW), epoch, NOW)
+            .unwrap();
+    }
+    log.close().unwrap();
+    let checkpoint = dir.path().join("leader-epoch-checkpoint");
+    for damage in [None, Some("0\n1\n9 x\n")] {
+        match damage {
+            None => std::fs::remove_file(&checkpoint).unwrap(),
+            Some(text) => std::fs::write(&checkpoint, text).unwrap(),
+        }
+        let log = Log::open(dir.path(), tiny.clone(), NOW).unwrap();
+        assert_eq!(log.leader_epochs(), &[(1, 0), (2, 20), (7, 40)]);
+        log.close().unwrap();
+    }
+}
