@@ -7,6 +7,7 @@ mod bench;
 mod client;
 mod consume;
 mod groups;
+mod ops;
 mod produce;
 mod serve;
 mod topics;
