@@ -69,6 +69,7 @@ pub enum GroupsCmd {
         /// Only groups in these states (comma-separated or repeated; case does not matter).
         #[arg(long, value_delimiter = ',', ignore_case = true, value_parser = STATES)]
         state: Vec<String>,
+        /// Output format: a human-readable table, or JSON.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
         #[command(flatten)]
@@ -111,7 +112,8 @@ pub enum GroupsCmd {
     ///
     /// Example: fjord groups delete billing old-billing
     Delete {
-        #[arg(required = true)]
+        /// The groups to delete.
+        #[arg(required = true, value_name = "GROUP")]
         groups: Vec<String>,
         #[command(flatten)]
         client: ClientArgs,
@@ -147,6 +149,8 @@ pub struct DescribeArgs {
 
 #[derive(Args)]
 pub struct ResetArgs {
+    /// The group whose committed offsets are reset.
+    #[arg(value_name = "GROUP")]
     group: String,
     /// A topic, or a topic and some of its partitions: orders or orders:0,2 (repeatable).
     #[arg(long = "topic", required = true, value_name = "TOPIC[:P,...]")]
@@ -159,6 +163,7 @@ pub struct ResetArgs {
     /// Commit the new offsets.
     #[arg(long)]
     execute: bool,
+    /// Output format: a human-readable table, or JSON.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
     #[command(flatten)]
@@ -789,9 +794,27 @@ fn reset_offsets(args: ResetArgs) -> Result<(), CliError> {
             tpl.add_partition_offset(t, *p, Offset::Offset(*new))
                 .map_err(|e| CliError::failure(format!("bad offset: {e}")))?;
         }
-        consumer
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(|e| match e.rdkafka_error_code() {
+        // A coordinator that is still loading or being created (the first group of a new cluster creates
+        // __consumer_offsets) answers with a retriable error: retried until the request timeout.
+        let deadline = Instant::now() + client.timeout();
+        let committed = loop {
+            match consumer.commit(&tpl, CommitMode::Sync) {
+                Err(e)
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::CoordinatorNotAvailable
+                                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                                | RDKafkaErrorCode::NotCoordinator
+                        )
+                    ) && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(RETRY_BACKOFF)
+                }
+                other => break other,
+            }
+        };
+        committed.map_err(|e| match e.rdkafka_error_code() {
                 Some(
                     RDKafkaErrorCode::UnknownMemberId
                     | RDKafkaErrorCode::IllegalGeneration

@@ -106,3 +106,48 @@ pub fn broker_message(code: i16, message: Option<&str>) -> String {
         None => error_name(code),
     }
 }
+
+/// Topic names starting with `__` belong to the platform (`__consumer_offsets`, `__transaction_state`).
+pub fn is_reserved(name: &str) -> bool {
+    name.starts_with("__")
+}
+
+/// Whether `name` could be created as a topic: only then does a hint suggest creating it (never a reserved
+/// name, a pattern or a name the broker would refuse).
+fn creatable(name: &str) -> bool {
+    !is_reserved(name) && fjord_meta::validate_topic_name(name).is_ok()
+}
+
+/// Exit code 4 for a topic that does not exist, with a hint that fits the name.
+pub fn missing_topic(name: &str) -> CliError {
+    let hint = if creatable(name) {
+        format!(" Create it with `fjord topics create {name}`, or list topics with `fjord topics list`.")
+    } else {
+        " List topics with `fjord topics list`.".to_string()
+    };
+    CliError::new(
+        crate::client::EXIT_UNKNOWN_TOPIC,
+        format!("topic `{name}` does not exist.{hint}"),
+    )
+}
+
+/// Sends `request` to the controller; a controller that moved meanwhile (NOT_CONTROLLER in any result, as
+/// `not_controller` finds it) is looked up again until the client's timeout.
+pub fn send_to_controller<R: kafka_protocol::protocol::Request>(
+    client: &ClientArgs,
+    request: &R,
+    not_controller: impl Fn(&R::Response) -> bool,
+) -> Result<R::Response, CliError> {
+    let deadline = std::time::Instant::now() + client.timeout();
+    loop {
+        let mut conn = Cluster::load(client, Some(&[]))?.controller(client)?;
+        let (resp, _) = conn.send(request)?;
+        if !not_controller(&resp) || std::time::Instant::now() >= deadline {
+            return Ok(resp);
+        }
+        std::thread::sleep(crate::wire::RETRY_BACKOFF);
+    }
+}
+
+/// Kafka's NOT_CONTROLLER.
+pub const NOT_CONTROLLER: i16 = 41;
