@@ -25,8 +25,8 @@ use rdkafka::metadata::Metadata;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 
-use crate::client::{describe_code, unknown_topic, CliError, ClientArgs};
-use crate::ops::EXIT_BAD_ARGS;
+use crate::client::{describe_code, CliError, ClientArgs};
+use crate::ops::{missing_topic, EXIT_BAD_ARGS};
 use crate::topics::Output;
 use crate::wire::{
     broker_connection, error_name, find_coordinator, retriable, Connection, GROUP_KEY,
@@ -878,7 +878,7 @@ fn parse_topic_partitions(specs: &[String], md: &Metadata) -> Result<Vec<(String
             .topics()
             .iter()
             .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
-            .ok_or_else(|| unknown_topic(topic))?;
+            .ok_or_else(|| missing_topic(topic))?;
         let all: Vec<i32> = meta.partitions().iter().map(|p| p.id()).collect();
         match parts {
             None => out.extend(all.iter().map(|p| (topic.to_string(), *p))),

@@ -728,3 +728,65 @@ fn every_operations_command_documents_every_flag_and_has_an_example() {
         }
     }
 }
+
+#[test]
+fn a_dynamic_broker_default_takes_effect_on_existing_partitions() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let b = broker.bootstrap.as_str();
+    ok(&fjord(b, &["topics", "create", "capped"], None));
+    let big = "x".repeat(2000) + "\n";
+    let send = |b: &str| {
+        kcat(
+            &[
+                "-b",
+                b,
+                "-P",
+                "-t",
+                "capped",
+                "-p",
+                "0",
+                "-X",
+                "message.max.bytes=100000",
+            ],
+            Some(big.as_bytes()),
+            Duration::from_secs(60),
+        )
+    };
+    assert!(send(b).status.success());
+    // The cluster-wide default of max.message.bytes drops below the record: the existing partition refuses it.
+    ok(&fjord(
+        b,
+        &[
+            "configs",
+            "alter",
+            "--broker-defaults",
+            "--add-config",
+            "message.max.bytes=1000",
+        ],
+        None,
+    ));
+    let out = send(b);
+    assert!(
+        !out.status.success() || stderr(&out).contains("too large"),
+        "a 2000-byte record was accepted under message.max.bytes=1000: {}",
+        stderr(&out)
+    );
+    let d = json(b, &["topics", "describe", "capped", "--output", "json"]);
+    assert_eq!(d[0]["partitions"][0]["high_offset"], 1, "{d}");
+    // Deleting the default restores the static one.
+    ok(&fjord(
+        b,
+        &[
+            "configs",
+            "alter",
+            "--broker-defaults",
+            "--delete-config",
+            "message.max.bytes",
+        ],
+        None,
+    ));
+    assert!(send(b).status.success());
+    let d = json(b, &["topics", "describe", "capped", "--output", "json"]);
+    assert_eq!(d[0]["partitions"][0]["high_offset"], 2, "{d}");
+}
