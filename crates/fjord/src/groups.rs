@@ -26,7 +26,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 
 use crate::client::{describe_code, CliError, ClientArgs};
-use crate::ops::{missing_topic, EXIT_BAD_ARGS};
+use crate::ops::{missing_topic, refuse_security_properties, EXIT_BAD_ARGS};
 use crate::topics::Output;
 use crate::wire::{
     broker_connection, error_name, find_coordinator, retriable, Connection, GROUP_KEY,
@@ -415,6 +415,7 @@ fn describe_one(
         return Ok(None);
     };
     let coordinator = if view == View::State {
+        refuse_security_properties(client)?;
         let mut conn = Connection::bootstrap(client)?;
         let deadline = Instant::now() + client.timeout();
         Some(find_coordinator(
@@ -974,6 +975,7 @@ fn delete_offsets(
     specs: &[String],
     output: Output,
 ) -> Result<(), CliError> {
+    refuse_security_properties(client)?;
     let consumer = client.consumer()?;
     let md = client.metadata(&consumer, None)?;
     let partitions = parse_topic_partitions(specs, &md)?;

@@ -33,6 +33,7 @@ impl Cluster {
     /// Metadata of the whole cluster (every topic when `topics` is None), asked of the bootstrap broker. A
     /// Metadata request from here never creates a topic.
     pub fn load(client: &ClientArgs, topics: Option<&[String]>) -> Result<Cluster, CliError> {
+        refuse_security_properties(client)?;
         let mut conn = Connection::bootstrap(client)?;
         let request = MetadataRequest::default()
             .with_allow_auto_topic_creation(false)
@@ -96,6 +97,24 @@ impl Cluster {
     pub fn broker_list(&self) -> String {
         let ids: Vec<String> = self.brokers.keys().map(i32::to_string).collect();
         ids.join(", ")
+    }
+}
+
+/// The raw-protocol client (`wire`) speaks PLAINTEXT only: a command that would silently ignore `-X`
+/// security settings (and then fail obscurely, or worse, talk in clear) refuses them instead.
+pub fn refuse_security_properties(client: &ClientArgs) -> Result<(), CliError> {
+    let security = client.client_properties.iter().find(|p| {
+        let key = p.split_once('=').map_or(p.as_str(), |(k, _)| k).trim();
+        let value = p.split_once('=').map_or("", |(_, v)| v).trim();
+        (key.starts_with("sasl.") || key.starts_with("ssl."))
+            || (key == "security.protocol" && !value.eq_ignore_ascii_case("plaintext"))
+    });
+    match security {
+        Some(p) => Err(CliError::failure(format!(
+            "-X `{p}`: this command sends its requests in the Kafka protocol itself (so that the broker's own \
+             messages reach you), over PLAINTEXT only; SSL and SASL are not supported by it"
+        ))),
+        None => Ok(()),
     }
 }
 

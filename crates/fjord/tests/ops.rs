@@ -790,3 +790,20 @@ fn a_dynamic_broker_default_takes_effect_on_existing_partitions() {
     let d = json(b, &["topics", "describe", "capped", "--output", "json"]);
     assert_eq!(d[0]["partitions"][0]["high_offset"], 2, "{d}");
 }
+
+#[test]
+fn commands_that_speak_the_protocol_themselves_refuse_security_settings_they_cannot_honour() {
+    for args in [
+        vec!["topics", "create", "t"],
+        vec!["cluster", "info"],
+        vec!["configs", "describe", "--topic", "t"],
+        vec!["records", "delete", "--topic", "t", "--before-offset", "1"],
+        vec!["groups", "delete-offsets", "g", "--topic", "t"],
+    ] {
+        let mut a = args.clone();
+        a.extend(["-X", "security.protocol=SASL_SSL"]);
+        let (code, _, err) = run("127.0.0.1:9", &a);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains("PLAINTEXT only"), "{args:?}: {err}");
+    }
+}
