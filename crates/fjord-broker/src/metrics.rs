@@ -367,7 +367,14 @@ fn build_info(w: &mut Writer) {
         "fjord_build_info",
         &[
             ("version", env!("CARGO_PKG_VERSION")),
-            ("kafka_protocol", "kafka-protocol 0.18"),
+            (
+                "profile",
+                if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                },
+            ),
         ],
         1,
     );
