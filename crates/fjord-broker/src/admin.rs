@@ -312,3 +312,104 @@ pub async fn alter_topic_configs(
     broker.sync_partitions()?;
     Ok(())
 }
+
+/// Validates and (unless `validate_only`) applies dynamic broker configs: `resource` is "" for the cluster-wide
+/// defaults or a broker id, `ops` are (key, value) to set and keys to delete. Only the broker defaults of topic
+/// configs can change at runtime ([`crate::config::dynamic_broker_config`]); every partition picks the new
+/// defaults up when the change is applied. With `replace_all` (AlterConfigs), the resource's other dynamic
+/// configs are deleted.
+pub async fn alter_broker_configs(
+    broker: &BrokerState,
+    resource: &str,
+    set: BTreeMap<String, String>,
+    delete: Vec<String>,
+    replace_all: bool,
+    validate_only: bool,
+) -> Result<(), ApiError> {
+    use crate::config::{dynamic_broker_config, per_broker_key};
+    let state = broker.meta.state();
+    let node = if resource.is_empty() {
+        None
+    } else {
+        let id: i32 = resource.parse().map_err(|_| {
+            ApiError::new(
+                E::InvalidRequest,
+                format!("Broker id '{resource}' is not an integer."),
+            )
+        })?;
+        if !state.brokers.contains_key(&id) {
+            return Err(ApiError::new(
+                E::InvalidRequest,
+                format!("Broker {id} is not registered in the cluster."),
+            ));
+        }
+        Some(id)
+    };
+    let stored = |key: &str| match node {
+        Some(id) => per_broker_key(id, key),
+        None => key.to_string(),
+    };
+    let check = |key: &str| -> Result<(), ApiError> {
+        if dynamic_broker_config(key).is_some() {
+            return Ok(());
+        }
+        let why = if broker.config.props.contains_key(key) {
+            format!(
+                "Cannot update these configs dynamically: {key}. Only the broker defaults of topic configs \
+                 (such as log.retention.ms and log.segment.bytes) change at runtime; set {key} in \
+                 server.properties and restart."
+            )
+        } else {
+            format!("Unknown broker config '{key}'.")
+        };
+        Err(ApiError::new(E::InvalidConfig, why))
+    };
+    let mut stored_set = BTreeMap::new();
+    for (k, v) in set {
+        check(&k)?;
+        let def = dynamic_broker_config(&k).expect("checked above");
+        validate_topic_config(def.name, &v).map_err(|e| {
+            ApiError::new(
+                E::InvalidConfig,
+                format!("Invalid value {v} for broker config {k}: {}", e.reason),
+            )
+        })?;
+        stored_set.insert(stored(&k), v);
+    }
+    let mut stored_delete = Vec::new();
+    for k in delete {
+        check(&k)?;
+        stored_delete.push(stored(&k));
+    }
+    if replace_all {
+        let prefix = node.map(|id| per_broker_key(id, ""));
+        for k in state.broker_configs.keys() {
+            let mine = match &prefix {
+                Some(p) => k.starts_with(p.as_str()),
+                None => !k.contains('/'),
+            };
+            if mine && !stored_set.contains_key(k) && !stored_delete.contains(k) {
+                stored_delete.push(k.clone());
+            }
+        }
+    }
+    if validate_only {
+        return Ok(());
+    }
+    let cmd = Command::AlterBrokerConfigs {
+        set: stored_set,
+        delete: stored_delete,
+        replace_all: false,
+    };
+    match broker.meta.propose(cmd).await.map_err(crate::Error::from)? {
+        CommandResult::Ok => {}
+        other => {
+            return Err(ApiError::new(
+                E::UnknownServerError,
+                format!("unexpected result {other:?}"),
+            ))
+        }
+    }
+    broker.sync_partitions()?;
+    Ok(())
+}

@@ -247,6 +247,25 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     },
 ];
 
+/// Kafka's DescribeConfigs sources of dynamic broker configs: set for one broker, or as the cluster-wide
+/// default of every broker.
+pub const SOURCE_DYNAMIC_BROKER: i8 = 2;
+pub const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
+
+/// The key under which broker `node_id`'s own dynamic value of `key` is kept in the cluster metadata's
+/// `broker_configs`, beside the cluster-wide defaults kept under their plain names (as Kafka kept
+/// `/config/brokers/<id>` beside `/config/brokers/<default>`). `/` never occurs in a config name.
+pub fn per_broker_key(node_id: i32, key: &str) -> String {
+    format!("broker.{node_id}/{key}")
+}
+
+/// The broker properties that can be changed at runtime (IncrementalAlterConfigs on a BROKER resource): the
+/// broker defaults of topic configs (`log.retention.ms`, `log.segment.bytes`, ...), which every partition
+/// picks up when the change is applied. The topic config they are the default of, for validation.
+pub fn dynamic_broker_config(key: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.broker_synonym == key)
+}
+
 pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)
 }
@@ -685,7 +704,8 @@ impl BrokerConfig {
         Ok(cfg)
     }
 
-    /// The broker-level default of a topic config (the value of its broker synonym).
+    /// The broker-level default of a topic config (the value of its broker synonym) from the static
+    /// configuration alone.
     pub fn topic_default(&self, def: &TopicConfigDef) -> String {
         self.props
             .get(def.broker_synonym)
@@ -693,9 +713,46 @@ impl BrokerConfig {
             .unwrap_or_default()
     }
 
+    /// The dynamic value of broker property `key` for this broker among the cluster's dynamic broker configs
+    /// (`ClusterState::broker_configs`): its per-broker value, else the cluster-wide default, with its
+    /// DescribeConfigs source (DYNAMIC_BROKER_CONFIG or DYNAMIC_DEFAULT_BROKER_CONFIG).
+    pub fn dynamic_value<'a>(
+        &self,
+        dynamic: &'a BTreeMap<String, String>,
+        key: &str,
+    ) -> Option<(&'a str, i8)> {
+        if let Some(v) = dynamic.get(&per_broker_key(self.node_id, key)) {
+            return Some((v, SOURCE_DYNAMIC_BROKER));
+        }
+        dynamic
+            .get(key)
+            .map(|v| (v.as_str(), SOURCE_DYNAMIC_DEFAULT_BROKER))
+    }
+
+    /// The broker-level default of a topic config with the dynamic broker configs applied.
+    pub fn topic_default_dynamic(
+        &self,
+        def: &TopicConfigDef,
+        dynamic: &BTreeMap<String, String>,
+    ) -> String {
+        match self.dynamic_value(dynamic, def.broker_synonym) {
+            Some((v, _)) => v.to_string(),
+            None => self.topic_default(def),
+        }
+    }
+
     /// The effective value of every topic config for a topic with these overrides.
     pub fn effective_topic_configs(
         &self,
+        overrides: &BTreeMap<String, String>,
+    ) -> BTreeMap<&'static str, String> {
+        self.effective_topic_configs_dynamic(&BTreeMap::new(), overrides)
+    }
+
+    /// [`Self::effective_topic_configs`] with the dynamic broker configs applied.
+    pub fn effective_topic_configs_dynamic(
+        &self,
+        dynamic: &BTreeMap<String, String>,
         overrides: &BTreeMap<String, String>,
     ) -> BTreeMap<&'static str, String> {
         TOPIC_CONFIGS
@@ -704,15 +761,25 @@ impl BrokerConfig {
                 let v = overrides
                     .get(d.name)
                     .cloned()
-                    .unwrap_or_else(|| self.topic_default(d));
+                    .unwrap_or_else(|| self.topic_default_dynamic(d, dynamic));
                 (d.name, v)
             })
             .collect()
     }
 
-    /// Builds the typed log config of a topic from its overrides and the broker defaults.
+    /// Builds the typed log config of a topic from its overrides and the static broker defaults.
     pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> LogConfig {
-        let eff = self.effective_topic_configs(overrides);
+        self.log_config_dynamic(&BTreeMap::new(), overrides)
+    }
+
+    /// Builds the typed log config of a topic from its overrides, the dynamic broker configs and the static
+    /// broker defaults (in that order of precedence).
+    pub fn log_config_dynamic(
+        &self,
+        dynamic: &BTreeMap<String, String>,
+        overrides: &BTreeMap<String, String>,
+    ) -> LogConfig {
+        let eff = self.effective_topic_configs_dynamic(dynamic, overrides);
         let num = |k: &str| -> i64 { eff.get(k).and_then(|v| v.parse().ok()).unwrap_or(0) };
         let policy = eff.get("cleanup.policy").cloned().unwrap_or_default();
         LogConfig {

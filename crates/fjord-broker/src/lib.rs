@@ -135,6 +135,37 @@ pub struct BrokerState {
 }
 
 impl BrokerState {
+    /// What `/metrics` serves: the registry's counters and histograms, and the gauges computed now (partition
+    /// offsets and sizes, consumer-group lag, process resources).
+    pub fn metrics_text(&self) -> String {
+        metrics::scrape(self)
+    }
+
+    /// Whether the broker can serve everything it hosts (`/ready`): Err says why not. A broker that runs but
+    /// has a log directory offline is alive (`/health`) and not ready, so that a load balancer or orchestrator
+    /// routes clients elsewhere while an operator looks.
+    pub fn readiness(&self) -> std::result::Result<(), String> {
+        let meta = self.meta.state();
+        if meta.cluster_id.is_empty() {
+            return Err("the metadata quorum has not bootstrapped the cluster yet".into());
+        }
+        if !meta.brokers.contains_key(&self.config.node_id) {
+            return Err(format!(
+                "broker {} is not registered in the cluster metadata yet",
+                self.config.node_id
+            ));
+        }
+        let dirs = self.partitions.dirs();
+        let offline: Vec<String> = (0..dirs.len())
+            .filter(|&i| dirs.is_offline(i))
+            .map(|i| dirs.path(i).display().to_string())
+            .collect();
+        if !offline.is_empty() {
+            return Err(format!("log directories offline: {}", offline.join(", ")));
+        }
+        Ok(())
+    }
+
     /// Applies the latest metadata to the hosted partitions (after a command this broker proposed, so that the
     /// response it sends already reflects it).
     /// Opening logs is file I/O (and recovery can be long): it runs off the async workers.
@@ -232,9 +263,9 @@ impl Broker {
         &self.state
     }
 
-    /// Prometheus text exposition of the broker's metrics.
+    /// Prometheus text exposition of the broker's metrics (see [`BrokerState::metrics_text`]).
     pub fn metrics_text(&self) -> String {
-        self.state.metrics.encode()
+        self.state.metrics_text()
     }
 
     /// Resolves when the broker cannot go on and must be stopped: the log directory holding the metadata
@@ -271,14 +302,21 @@ impl Broker {
     }
 }
 
-/// Keeps the hosted partitions in line with metadata changes committed through raft.
+/// Keeps the hosted partitions in line with metadata changes committed through raft, and drops the metric series
+/// of deleted topics.
 async fn follow_metadata(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
     let mut rx = state.meta.subscribe();
+    let mut known: std::collections::BTreeSet<String> =
+        state.meta.state().topics.keys().cloned().collect();
     loop {
         tokio::select! {
             changed = rx.changed() => {
                 if changed.is_err() { return; }
                 let snapshot = rx.borrow_and_update().clone();
+                for gone in known.iter().filter(|t| !snapshot.topics.contains_key(*t)) {
+                    state.metrics.forget_topic(gone);
+                }
+                known = snapshot.topics.keys().cloned().collect();
                 if let Err(e) = blocking(|| state.partitions.sync_with(&snapshot, &state.config)) {
                     tracing::error!(error = %e, "applying metadata to partitions failed");
                 }

@@ -794,7 +794,7 @@ impl PartitionManager {
     pub fn sync_with(&self, state: &ClusterState, config: &BrokerConfig) -> Result<()> {
         let mut wanted: BTreeMap<(String, i32), (Uuid, i32, LogConfig)> = BTreeMap::new();
         for t in state.topics.values() {
-            let lc = config.log_config(&t.configs);
+            let lc = config.log_config_dynamic(&state.broker_configs, &t.configs);
             for (i, p) in t.partitions.iter().enumerate() {
                 if p.replicas.contains(&self.node_id) {
                     wanted.insert(

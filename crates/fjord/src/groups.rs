@@ -9,7 +9,12 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use kafka_protocol::error::ResponseError as E;
-use kafka_protocol::messages::{ConsumerGroupDescribeRequest, GroupId};
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
+use kafka_protocol::messages::{
+    ConsumerGroupDescribeRequest, GroupId, OffsetDeleteRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
@@ -20,7 +25,8 @@ use rdkafka::metadata::Metadata;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 
-use crate::client::{describe_code, unknown_topic, CliError, ClientArgs};
+use crate::client::{describe_code, CliError, ClientArgs};
+use crate::ops::{missing_topic, refuse_security_properties, EXIT_BAD_ARGS};
 use crate::topics::Output;
 use crate::wire::{
     broker_connection, error_name, find_coordinator, retriable, Connection, GROUP_KEY,
@@ -63,32 +69,51 @@ pub enum GroupsCmd {
         /// Only groups in these states (comma-separated or repeated; case does not matter).
         #[arg(long, value_delimiter = ',', ignore_case = true, value_parser = STATES)]
         state: Vec<String>,
+        /// Output format: a human-readable table, or JSON.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Show a group's state, members and assignments, and per partition the committed offset, the log-end
-    /// offset and the lag (log-end minus committed).
+    /// Show groups' state, members and assignments, and per partition the committed offset, the log-end
+    /// offset and the lag (log-end minus committed, or minus the log start where nothing is committed). Every
+    /// partition of the topics a group subscribes to, is assigned or has committed is listed.
     ///
     /// Example: fjord groups describe billing --output json
-    Describe {
-        group: String,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    ///
+    /// Example: fjord groups describe --all-groups --members --verbose
+    ///
+    /// Example: fjord groups describe billing audit --state
+    Describe(DescribeArgs),
     /// Compute new committed offsets for a group and show them; commit them with --execute. The group must
     /// have no active members.
     ///
     /// Example: fjord groups reset-offsets billing --topic orders:0,1 --to-datetime 2026-11-25T10:00:00Z --execute
     ResetOffsets(ResetArgs),
+    /// Delete a group's committed offsets on some partitions (kafka-consumer-groups.sh --delete-offsets). The
+    /// group must not be consuming those topics: the broker refuses partitions of a topic the group's members
+    /// subscribe to.
+    ///
+    /// Example: fjord groups delete-offsets billing --topic orders --topic audit:0,1
+    DeleteOffsets {
+        /// The group whose offsets are deleted.
+        #[arg(value_name = "GROUP")]
+        group: String,
+        /// A topic, or a topic and some of its partitions: orders or orders:0,2 (repeatable).
+        #[arg(long = "topic", required = true, value_name = "TOPIC[:P,...]")]
+        topics: Vec<String>,
+        /// Output format: a human-readable table or JSON.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Delete groups (their committed offsets too). Only groups without active members can be deleted.
     ///
     /// Example: fjord groups delete billing old-billing
     Delete {
-        #[arg(required = true)]
+        /// The groups to delete.
+        #[arg(required = true, value_name = "GROUP")]
         groups: Vec<String>,
         #[command(flatten)]
         client: ClientArgs,
@@ -96,7 +121,36 @@ pub enum GroupsCmd {
 }
 
 #[derive(Args)]
+pub struct DescribeArgs {
+    /// The groups to describe (one or more).
+    #[arg(value_name = "GROUP", required_unless_present = "all_groups")]
+    groups: Vec<String>,
+    /// Describe every group (instead of naming them).
+    #[arg(long, conflicts_with = "groups")]
+    all_groups: bool,
+    /// Show only the offsets table: per partition the committed offset, log-end offset, lag and owner.
+    #[arg(long, conflicts_with_all = ["members", "state"])]
+    offsets: bool,
+    /// Show only the members: id, host, client id and number of assigned partitions.
+    #[arg(long, conflicts_with = "state")]
+    members: bool,
+    /// Show only the group's state: coordinator, assignment strategy, state and member count.
+    #[arg(long)]
+    state: bool,
+    /// With --members: also show each member's assigned partitions.
+    #[arg(long, requires = "members")]
+    verbose: bool,
+    /// Output format: a human-readable table, or JSON (an object for one named group, an array otherwise).
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
 pub struct ResetArgs {
+    /// The group whose committed offsets are reset.
+    #[arg(value_name = "GROUP")]
     group: String,
     /// A topic, or a topic and some of its partitions: orders or orders:0,2 (repeatable).
     #[arg(long = "topic", required = true, value_name = "TOPIC[:P,...]")]
@@ -109,6 +163,7 @@ pub struct ResetArgs {
     /// Commit the new offsets.
     #[arg(long)]
     execute: bool,
+    /// Output format: a human-readable table, or JSON.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
     #[command(flatten)]
@@ -143,12 +198,14 @@ pub async fn run(cmd: GroupsCmd) -> Result<(), CliError> {
             output,
             client,
         } => list(&client, &state, output),
-        GroupsCmd::Describe {
+        GroupsCmd::Describe(args) => describe(args),
+        GroupsCmd::ResetOffsets(args) => reset_offsets(args),
+        GroupsCmd::DeleteOffsets {
             group,
+            topics,
             output,
             client,
-        } => describe(&client, &group, output),
-        GroupsCmd::ResetOffsets(args) => reset_offsets(args),
+        } => delete_offsets(&client, &group, &topics, output),
         GroupsCmd::Delete { groups, client } => delete(&client, &groups).await,
     }
 }
@@ -206,189 +263,439 @@ fn list(client: &ClientArgs, states: &[String], output: Output) -> Result<(), Cl
 // ---------------------------------------------------------------------------------------------------------
 // describe
 
+/// Which view of `describe` (kafka-consumer-groups.sh --describe with --offsets, --members or --state).
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum View {
+    /// State, members and offsets together (fjord's default).
+    All,
+    Offsets,
+    Members {
+        verbose: bool,
+    },
+    State,
+}
+
 /// One partition row of `describe`.
 struct PartitionRow {
     topic: String,
     partition: i32,
     committed: Option<i64>,
+    log_start: i64,
     log_end: i64,
     /// Index into the member list of the member that owns the partition, if any.
     owner: Option<usize>,
 }
 
-fn describe(client: &ClientArgs, group: &str, output: Output) -> Result<(), CliError> {
-    let consumer = group_consumer(client, group)?;
-    let md = client.metadata(&consumer, None)?;
-    let info = find_group(client, &consumer, group)?.ok_or_else(|| {
-        CliError::failure(format!(
-            "group `{group}` does not exist. List groups with `fjord groups list`."
-        ))
-    })?;
-
-    if let Some(why) = &info.members_unknown {
-        eprintln!("note: {why}");
+impl PartitionRow {
+    /// Messages the group has yet to read: from its committed offset, or from the log start when it has
+    /// committed nothing there (it would read the whole log, with auto.offset.reset=earliest).
+    fn lag(&self) -> i64 {
+        (self.log_end - self.committed.unwrap_or(self.log_start)).max(0)
     }
-    let members = &info.members;
-    let subscribed: BTreeSet<&str> = members
-        .iter()
-        .flat_map(|m| m.subscription.iter().map(String::as_str))
-        .collect();
+}
+
+/// Everything `describe` shows of one group.
+struct Described {
+    group: String,
+    info: GroupDescription,
+    rows: Vec<PartitionRow>,
+    /// (node id, host:port) of the group's coordinator; asked for only by the state view.
+    coordinator: Option<(i32, String)>,
+}
+
+fn describe(args: DescribeArgs) -> Result<(), CliError> {
+    let client = &args.client;
+    let view = if args.offsets {
+        View::Offsets
+    } else if args.members {
+        View::Members {
+            verbose: args.verbose,
+        }
+    } else if args.state {
+        View::State
+    } else {
+        View::All
+    };
+    let mut seen = BTreeSet::new();
+    if let Some(dup) = args.groups.iter().find(|g| !seen.insert(g.as_str())) {
+        return Err(CliError::new(
+            EXIT_BAD_ARGS,
+            format!("group `{dup}` is named more than once"),
+        ));
+    }
+    let probe = client.consumer()?;
+    let md = client.metadata(&probe, None)?;
+    let names: Vec<String> = if args.all_groups {
+        let list = probe
+            .fetch_group_list(None, client.timeout())
+            .map_err(|e| client.transport_error(e))?;
+        let mut names: Vec<String> = list.groups().iter().map(|g| g.name().to_string()).collect();
+        names.sort();
+        names
+    } else {
+        args.groups.clone()
+    };
+    let mut watermarks = BTreeMap::new();
+    let mut described = Vec::new();
+    let mut missing = Vec::new();
+    for group in &names {
+        match describe_one(client, &md, group, view, &mut watermarks)? {
+            Some(d) => described.push(d),
+            None => missing.push(group.as_str()),
+        }
+    }
+    // One group named: an object, as before; several or --all-groups: an array.
+    let single = !args.all_groups && names.len() == 1;
+    match args.output {
+        Output::Json => {
+            let docs: Vec<serde_json::Value> = described.iter().map(describe_json).collect();
+            if single {
+                if let Some(d) = docs.into_iter().next() {
+                    println!("{d}");
+                }
+            } else {
+                println!("{}", serde_json::Value::Array(docs));
+            }
+        }
+        Output::Text => print_described(&described, view),
+    }
+    if args.all_groups && names.is_empty() {
+        eprintln!("There are no consumer groups.");
+    }
+    let missing_msg =
+        |g: &str| format!("group `{g}` does not exist. List groups with `fjord groups list`.");
+    match missing.len() {
+        0 => Ok(()),
+        1 if single => Err(CliError::failure(missing_msg(missing[0]))),
+        n => {
+            for g in &missing {
+                eprintln!("error: {}", missing_msg(g));
+            }
+            Err(CliError::failure(format!(
+                "{n} of {} groups do not exist",
+                names.len()
+            )))
+        }
+    }
+}
+
+/// (log start, log end) of a partition, asked once per command.
+fn watermarks(
+    client: &ClientArgs,
+    consumer: &BaseConsumer,
+    cache: &mut BTreeMap<(String, i32), (i64, i64)>,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), CliError> {
+    if let Some(w) = cache.get(&(topic.to_string(), partition)) {
+        return Ok(*w);
+    }
+    let w = consumer
+        .fetch_watermarks(topic, partition, client.timeout())
+        .map_err(|e| client.transport_error(e))?;
+    cache.insert((topic.to_string(), partition), w);
+    Ok(w)
+}
+
+/// The group's description and partition rows, or None when the coordinator does not know it.
+///
+/// The rows are, like kafka-consumer-groups.sh --describe, every partition of the topics the group is
+/// involved in: those its members subscribe to or are assigned, and those it has committed offsets on. A
+/// partition of such a topic without a commit shows `-` and a lag counted from the log start, so that lag
+/// on a partition the group never committed (or never read) is not hidden.
+fn describe_one(
+    client: &ClientArgs,
+    md: &Metadata,
+    group: &str,
+    view: View,
+    cache: &mut BTreeMap<(String, i32), (i64, i64)>,
+) -> Result<Option<Described>, CliError> {
+    let consumer = group_consumer(client, group)?;
+    let Some(info) = find_group(client, &consumer, group)? else {
+        return Ok(None);
+    };
+    let coordinator = if view == View::State {
+        refuse_security_properties(client)?;
+        let mut conn = Connection::bootstrap(client)?;
+        let deadline = Instant::now() + client.timeout();
+        Some(find_coordinator(
+            &mut conn, GROUP_KEY, "group", group, deadline,
+        )?)
+    } else {
+        None
+    };
     let mut owner: BTreeMap<(String, i32), usize> = BTreeMap::new();
-    for (i, m) in members.iter().enumerate() {
+    for (i, m) in info.members.iter().enumerate() {
         for (t, ps) in &m.assignment {
             for p in ps {
                 owner.insert((t.clone(), *p), i);
             }
         }
     }
-
-    // OffsetFetch for every partition of every topic: the group may have commits for topics no member
-    // subscribes to any more.
-    let mut tpl = TopicPartitionList::new();
-    for t in md.topics().iter().filter(|t| t.name() != OFFSETS_TOPIC) {
-        for p in t.partitions() {
-            tpl.add_partition(t.name(), p.id());
-        }
-    }
-    let committed = committed(client, &consumer, tpl)?;
-    let mut wanted: BTreeSet<(String, i32)> = committed.keys().cloned().collect();
-    wanted.extend(owner.keys().cloned());
-    for t in md.topics().iter().filter(|t| subscribed.contains(t.name())) {
-        for p in t.partitions() {
-            wanted.insert((t.name().to_string(), p.id()));
-        }
-    }
     let mut rows = Vec::new();
-    for (topic, partition) in wanted {
-        let (_, log_end) = consumer
-            .fetch_watermarks(&topic, partition, client.timeout())
-            .map_err(|e| client.transport_error(e))?;
-        rows.push(PartitionRow {
-            committed: committed.get(&(topic.clone(), partition)).copied(),
-            owner: owner.get(&(topic.clone(), partition)).copied(),
-            topic,
-            partition,
-            log_end,
-        });
+    if matches!(view, View::All | View::Offsets) {
+        // OffsetFetch for every partition of every topic: the group may have commits for topics no member
+        // subscribes to any more.
+        let mut tpl = TopicPartitionList::new();
+        for t in md.topics().iter().filter(|t| t.name() != OFFSETS_TOPIC) {
+            for p in t.partitions() {
+                tpl.add_partition(t.name(), p.id());
+            }
+        }
+        let committed = committed(client, &consumer, tpl)?;
+        let mut topics: BTreeSet<&str> = info
+            .members
+            .iter()
+            .flat_map(|m| m.subscription.iter().map(String::as_str))
+            .collect();
+        topics.extend(owner.keys().map(|(t, _)| t.as_str()));
+        topics.extend(committed.keys().map(|(t, _)| t.as_str()));
+        let mut wanted: BTreeSet<(String, i32)> = committed.keys().cloned().collect();
+        wanted.extend(owner.keys().cloned());
+        for t in md.topics().iter().filter(|t| topics.contains(t.name())) {
+            for p in t.partitions() {
+                wanted.insert((t.name().to_string(), p.id()));
+            }
+        }
+        for (topic, partition) in wanted {
+            let (log_start, log_end) = watermarks(client, &consumer, cache, &topic, partition)?;
+            rows.push(PartitionRow {
+                committed: committed.get(&(topic.clone(), partition)).copied(),
+                owner: owner.get(&(topic.clone(), partition)).copied(),
+                topic,
+                partition,
+                log_start,
+                log_end,
+            });
+        }
     }
+    Ok(Some(Described {
+        group: group.to_string(),
+        info,
+        rows,
+        coordinator,
+    }))
+}
 
-    match output {
-        Output::Json => {
-            let members_json: Vec<serde_json::Value> = members
+fn describe_json(d: &Described) -> serde_json::Value {
+    let members = &d.info.members;
+    let members_json: Vec<serde_json::Value> = members
+        .iter()
+        .map(|m| {
+            let assignment: Vec<serde_json::Value> = m
+                .assignment
+                .iter()
+                .map(|(t, ps)| json!({"topic": t, "partitions": ps}))
+                .collect();
+            json!({
+                "member_id": m.id, "client_id": m.client_id, "host": m.host,
+                "subscribed_topics": m.subscription, "assignment": assignment,
+            })
+        })
+        .collect();
+    let parts: Vec<serde_json::Value> = d
+        .rows
+        .iter()
+        .map(|r| {
+            let m = r.owner.map(|i| &members[i]);
+            json!({
+                "topic": r.topic, "partition": r.partition, "committed_offset": r.committed,
+                "log_start_offset": r.log_start, "log_end_offset": r.log_end, "lag": r.lag(),
+                "member_id": m.map(|m| &m.id), "client_id": m.map(|m| &m.client_id),
+                "host": m.map(|m| &m.host),
+            })
+        })
+        .collect();
+    let info = &d.info;
+    let mut doc = json!({
+        "group": d.group, "classic": info.classic, "state": info.state,
+        "protocol_type": info.protocol_type, "protocol": info.protocol,
+        "group_epoch": info.epochs.map(|e| e.0),
+        "assignment_epoch": info.epochs.map(|e| e.1),
+        "members": members_json, "partitions": parts,
+        "lag": d.rows.iter().map(PartitionRow::lag).sum::<i64>(),
+    });
+    if let Some((id, addr)) = &d.coordinator {
+        doc["coordinator"] = json!({"id": id, "address": addr});
+    }
+    doc
+}
+
+fn assignment_text(m: &MemberDescription, kafka_style: bool) -> String {
+    if m.assignment.is_empty() {
+        return "-".into();
+    }
+    let a: Vec<String> = m
+        .assignment
+        .iter()
+        .map(|(t, ps)| {
+            let ps: Vec<String> = ps.iter().map(i32::to_string).collect();
+            if kafka_style {
+                format!("{t}({})", ps.join(","))
+            } else {
+                format!("{t}:{}", ps.join(","))
+            }
+        })
+        .collect();
+    a.join(if kafka_style { ", " } else { " " })
+}
+
+fn offsets_table(described: &[Described]) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let headers = vec![
+        "GROUP",
+        "TOPIC",
+        "PARTITION",
+        "CURRENT-OFFSET",
+        "LOG-END-OFFSET",
+        "LAG",
+        "CONSUMER-ID",
+        "HOST",
+        "CLIENT-ID",
+    ];
+    let rows = described
+        .iter()
+        .flat_map(|d| {
+            d.rows.iter().map(move |r| {
+                let m = r.owner.map(|i| &d.info.members[i]);
+                vec![
+                    d.group.clone(),
+                    r.topic.clone(),
+                    r.partition.to_string(),
+                    opt(r.committed),
+                    r.log_end.to_string(),
+                    r.lag().to_string(),
+                    m.map_or("-".into(), |m| m.id.clone()),
+                    m.map_or("-".into(), |m| m.host.clone()),
+                    m.map_or("-".into(), |m| m.client_id.clone()),
+                ]
+            })
+        })
+        .collect();
+    (headers, rows)
+}
+
+fn print_described(described: &[Described], view: View) {
+    match view {
+        View::Offsets => {
+            let (h, rows) = offsets_table(described);
+            for d in described.iter().filter(|d| d.rows.is_empty()) {
+                eprintln!(
+                    "Group {} has no committed offsets and no assigned partitions.",
+                    d.group
+                );
+            }
+            if !rows.is_empty() {
+                print_table(&h, rows);
+            }
+        }
+        View::Members { verbose } => {
+            let mut headers = vec!["GROUP", "CONSUMER-ID", "HOST", "CLIENT-ID", "#PARTITIONS"];
+            if verbose {
+                headers.push("ASSIGNMENT");
+            }
+            let mut rows = Vec::new();
+            for d in described {
+                if d.info.members_unknown.is_some() {
+                    eprintln!("Group {} uses the consumer protocol (KIP-848): its members cannot be listed.", d.group);
+                } else if d.info.members.is_empty() {
+                    eprintln!("Group {} has no active members.", d.group);
+                }
+                for m in &d.info.members {
+                    let n: usize = m.assignment.iter().map(|(_, ps)| ps.len()).sum();
+                    let mut row = vec![
+                        d.group.clone(),
+                        m.id.clone(),
+                        m.host.clone(),
+                        m.client_id.clone(),
+                        n.to_string(),
+                    ];
+                    if verbose {
+                        row.push(assignment_text(m, true));
+                    }
+                    rows.push(row);
+                }
+            }
+            if !rows.is_empty() {
+                print_table(&headers, rows);
+            }
+        }
+        View::State => print_table(
+            &[
+                "GROUP",
+                "COORDINATOR (ID)",
+                "ASSIGNMENT-STRATEGY",
+                "STATE",
+                "#MEMBERS",
+            ],
+            described
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.group.clone(),
+                        d.coordinator
+                            .as_ref()
+                            .map_or("-".into(), |(id, addr)| format!("{addr} ({id})")),
+                        dash_if_empty(&d.info.protocol),
+                        d.info.state.clone(),
+                        if d.info.members_unknown.is_some() {
+                            "-".into()
+                        } else {
+                            d.info.members.len().to_string()
+                        },
+                    ]
+                })
+                .collect(),
+        ),
+        View::All => {
+            for (i, d) in described.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                print_all(d);
+            }
+        }
+    }
+}
+
+fn print_all(d: &Described) {
+    let (group, info, members) = (&d.group, &d.info, &d.info.members);
+    let epochs = info.epochs.map_or_else(String::new, |(g, a)| {
+        format!("\tGroupEpoch: {g}\tAssignmentEpoch: {a}")
+    });
+    println!(
+        "Group: {group}\tState: {}\tProtocol: {}\tMembers: {}{epochs}",
+        info.state,
+        dash_if_empty(&info.protocol),
+        members.len()
+    );
+    println!();
+    if info.members_unknown.is_some() {
+        println!("Group {group} uses the consumer protocol (KIP-848): its state and members are not shown, its committed offsets are.");
+    } else if members.is_empty() {
+        println!("Group {group} has no active members.");
+    } else {
+        print_table(
+            &["MEMBER-ID", "CLIENT-ID", "HOST", "ASSIGNMENT"],
+            members
                 .iter()
                 .map(|m| {
-                    let assignment: Vec<serde_json::Value> = m
-                        .assignment
-                        .iter()
-                        .map(|(t, ps)| json!({"topic": t, "partitions": ps}))
-                        .collect();
-                    json!({
-                        "member_id": m.id, "client_id": m.client_id, "host": m.host,
-                        "subscribed_topics": m.subscription, "assignment": assignment,
-                    })
+                    vec![
+                        m.id.clone(),
+                        m.client_id.clone(),
+                        m.host.clone(),
+                        assignment_text(m, false),
+                    ]
                 })
-                .collect();
-            let parts: Vec<serde_json::Value> = rows
-                .iter()
-                .map(|r| {
-                    let m = r.owner.map(|i| &members[i]);
-                    json!({
-                        "topic": r.topic, "partition": r.partition, "committed_offset": r.committed,
-                        "log_end_offset": r.log_end, "lag": r.committed.map(|c| r.log_end - c),
-                        "member_id": m.map(|m| &m.id), "client_id": m.map(|m| &m.client_id),
-                        "host": m.map(|m| &m.host),
-                    })
-                })
-                .collect();
-            println!(
-                "{}",
-                json!({
-                    "group": group, "classic": info.classic, "state": info.state,
-                    "protocol_type": info.protocol_type, "protocol": info.protocol,
-                    "group_epoch": info.epochs.map(|e| e.0),
-                    "assignment_epoch": info.epochs.map(|e| e.1),
-                    "members": members_json, "partitions": parts,
-                })
-            );
-        }
-        Output::Text => {
-            let epochs = info.epochs.map_or_else(String::new, |(g, a)| {
-                format!("\tGroupEpoch: {g}\tAssignmentEpoch: {a}")
-            });
-            println!(
-                "Group: {group}\tState: {}\tProtocol: {}\tMembers: {}{epochs}",
-                info.state,
-                dash_if_empty(&info.protocol),
-                members.len()
-            );
-            println!();
-            if info.members_unknown.is_some() {
-                println!("Group {group} uses the consumer protocol (KIP-848): its state and members are not shown, its committed offsets are.");
-            } else if members.is_empty() {
-                println!("Group {group} has no active members.");
-            } else {
-                print_table(
-                    &["MEMBER-ID", "CLIENT-ID", "HOST", "ASSIGNMENT"],
-                    members
-                        .iter()
-                        .map(|m| {
-                            let a: Vec<String> = m
-                                .assignment
-                                .iter()
-                                .map(|(t, ps)| {
-                                    let ps: Vec<String> = ps.iter().map(i32::to_string).collect();
-                                    format!("{t}:{}", ps.join(","))
-                                })
-                                .collect();
-                            vec![
-                                m.id.clone(),
-                                m.client_id.clone(),
-                                m.host.clone(),
-                                if a.is_empty() {
-                                    "-".into()
-                                } else {
-                                    a.join(" ")
-                                },
-                            ]
-                        })
-                        .collect(),
-                );
-            }
-            println!();
-            if rows.is_empty() {
-                println!("Group {group} has no committed offsets and no assigned partitions.");
-            } else {
-                print_table(
-                    &[
-                        "TOPIC",
-                        "PARTITION",
-                        "CURRENT-OFFSET",
-                        "LOG-END-OFFSET",
-                        "LAG",
-                        "CONSUMER-ID",
-                        "HOST",
-                        "CLIENT-ID",
-                    ],
-                    rows.iter()
-                        .map(|r| {
-                            let m = r.owner.map(|i| &members[i]);
-                            vec![
-                                r.topic.clone(),
-                                r.partition.to_string(),
-                                opt(r.committed),
-                                r.log_end.to_string(),
-                                opt(r.committed.map(|c| r.log_end - c)),
-                                m.map_or("-".into(), |m| m.id.clone()),
-                                m.map_or("-".into(), |m| m.host.clone()),
-                                m.map_or("-".into(), |m| m.client_id.clone()),
-                            ]
-                        })
-                        .collect(),
-                );
-            }
-        }
+                .collect(),
+        );
     }
-    Ok(())
+    println!();
+    if d.rows.is_empty() {
+        println!("Group {group} has no committed offsets and no assigned partitions.");
+    } else {
+        let (h, rows) = offsets_table(std::slice::from_ref(d));
+        print_table(&h, rows);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -488,9 +795,27 @@ fn reset_offsets(args: ResetArgs) -> Result<(), CliError> {
             tpl.add_partition_offset(t, *p, Offset::Offset(*new))
                 .map_err(|e| CliError::failure(format!("bad offset: {e}")))?;
         }
-        consumer
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(|e| match e.rdkafka_error_code() {
+        // A coordinator that is still loading or being created (the first group of a new cluster creates
+        // __consumer_offsets) answers with a retriable error: retried until the request timeout.
+        let deadline = Instant::now() + client.timeout();
+        let committed = loop {
+            match consumer.commit(&tpl, CommitMode::Sync) {
+                Err(e)
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::CoordinatorNotAvailable
+                                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                                | RDKafkaErrorCode::NotCoordinator
+                        )
+                    ) && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(RETRY_BACKOFF)
+                }
+                other => break other,
+            }
+        };
+        committed.map_err(|e| match e.rdkafka_error_code() {
                 Some(
                     RDKafkaErrorCode::UnknownMemberId
                     | RDKafkaErrorCode::IllegalGeneration
@@ -554,7 +879,7 @@ fn parse_topic_partitions(specs: &[String], md: &Metadata) -> Result<Vec<(String
             .topics()
             .iter()
             .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
-            .ok_or_else(|| unknown_topic(topic))?;
+            .ok_or_else(|| missing_topic(topic))?;
         let all: Vec<i32> = meta.partitions().iter().map(|p| p.id()).collect();
         match parts {
             None => out.extend(all.iter().map(|p| (topic.to_string(), *p))),
@@ -639,6 +964,125 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// delete-offsets
+
+fn delete_offsets(
+    client: &ClientArgs,
+    group: &str,
+    specs: &[String],
+    output: Output,
+) -> Result<(), CliError> {
+    refuse_security_properties(client)?;
+    let consumer = client.consumer()?;
+    let md = client.metadata(&consumer, None)?;
+    let partitions = parse_topic_partitions(specs, &md)?;
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (t, p) in &partitions {
+        by_topic.entry(t.as_str()).or_default().push(*p);
+    }
+    let request = OffsetDeleteRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_topics(
+            by_topic
+                .iter()
+                .map(|(t, ps)| {
+                    OffsetDeleteRequestTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                        .with_partitions(
+                            ps.iter()
+                                .map(|p| {
+                                    OffsetDeleteRequestPartition::default().with_partition_index(*p)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        );
+    let mut bootstrap = Connection::bootstrap(client)?;
+    let deadline = Instant::now() + client.timeout();
+    let resp = loop {
+        let (id, addr) = find_coordinator(&mut bootstrap, GROUP_KEY, "group", group, deadline)?;
+        let mut conn = broker_connection(client, id, &addr)?;
+        let (resp, _) = conn.send(&request)?;
+        match resp.error_code {
+            0 => break resp,
+            c if retriable(c) && Instant::now() < deadline => std::thread::sleep(RETRY_BACKOFF),
+            c if c == E::GroupIdNotFound.code() => {
+                return Err(CliError::failure(format!(
+                    "group `{group}` does not exist. List groups with `fjord groups list`."
+                )))
+            }
+            c => {
+                return Err(CliError::failure(format!(
+                    "cannot delete the offsets of group `{group}`: {}",
+                    error_name(c)
+                )))
+            }
+        }
+    };
+    let mut results: Vec<(String, i32, i16)> = resp
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.name.0.to_string(), p.partition_index, p.error_code))
+        })
+        .collect();
+    results.sort();
+    let status = |code: i16| -> String {
+        if code == 0 {
+            "Successful".into()
+        } else if code == E::GroupSubscribedToTopic.code() {
+            "Error: the group is subscribed to the topic; stop its consumers first".into()
+        } else {
+            format!("Error: {}", error_name(code))
+        }
+    };
+    match output {
+        Output::Json => {
+            let docs: Vec<serde_json::Value> = results
+                .iter()
+                .map(|(t, p, c)| {
+                    json!({"group": group, "topic": t, "partition": p, "error_code": c,
+                           "error": (*c != 0).then(|| error_name(*c))})
+                })
+                .collect();
+            println!("{}", serde_json::Value::Array(docs));
+        }
+        Output::Text => print_table(
+            &["GROUP", "TOPIC", "PARTITION", "STATUS"],
+            results
+                .iter()
+                .map(|(t, p, c)| vec![group.to_string(), t.clone(), p.to_string(), status(*c)])
+                .collect(),
+        ),
+    }
+    let failed = results.iter().filter(|(_, _, c)| *c != 0).count();
+    if failed == 0 {
+        eprintln!(
+            "Deleted the committed offsets of group {group} on {} partition{}.",
+            results.len(),
+            if results.len() == 1 { "" } else { "s" }
+        );
+        Ok(())
+    } else if results
+        .iter()
+        .any(|(_, _, c)| *c == E::GroupSubscribedToTopic.code())
+    {
+        Err(CliError::failure(format!(
+            "{failed} of {} offsets of group `{group}` were not deleted: the group's members subscribe to the topic; stop its consumers first",
+            results.len()
+        )))
+    } else {
+        Err(CliError::failure(format!(
+            "{failed} of {} offsets of group `{group}` were not deleted",
+            results.len()
+        )))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -5,9 +5,13 @@
 
 mod bench;
 mod client;
+mod cluster;
+mod configs;
 mod consume;
 mod groups;
+mod ops;
 mod produce;
+mod records;
 mod serve;
 mod topics;
 mod transactions;
@@ -36,6 +40,9 @@ Examples:
   fjord consume orders --from-beginning
   fjord consume orders --group billing         # share partitions with the group, commit offsets
   fjord groups describe billing                # members, committed offsets, lag
+  fjord cluster info                           # cluster id, controller, brokers
+  fjord configs describe --topic orders --all  # every config and where its value comes from
+  fjord records delete --topic orders --partition 0 --before-offset 1000
   fjord transactions list --state ongoing      # open transactions and their producers
   fjord bench produce --messages 1000000 --size 100";
 
@@ -53,9 +60,10 @@ enum Cmd {
     ///
     /// Example: fjord start --data-dir /var/lib/fjord
     Start {
-        /// Where logs and metadata live.
-        #[arg(long, default_value = "./fjord-data")]
-        data_dir: PathBuf,
+        /// Where logs and metadata live (default ./fjord-data). The same as --override log.dirs=DIR; giving
+        /// both is an error.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
         #[command(flatten)]
         opts: BrokerOpts,
     },
@@ -72,6 +80,15 @@ enum Cmd {
     /// List, describe, reset the offsets of and delete consumer groups.
     #[command(subcommand, after_help = AFTER_HELP)]
     Groups(groups::GroupsCmd),
+    /// Show the cluster: its id, controller and brokers.
+    #[command(subcommand, after_help = AFTER_HELP)]
+    Cluster(cluster::ClusterCmd),
+    /// Describe and change the configs of topics, brokers and the cluster-wide broker defaults.
+    #[command(subcommand, after_help = AFTER_HELP)]
+    Configs(configs::ConfigsCmd),
+    /// Delete the records of partitions before an offset (DeleteRecords).
+    #[command(subcommand, after_help = AFTER_HELP)]
+    Records(records::RecordsCmd),
     /// List and describe transactions, and the producers of a partition (like kafka-transactions.sh).
     #[command(subcommand, after_help = AFTER_HELP)]
     Transactions(transactions::TransactionsCmd),
@@ -164,13 +181,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result: Result<(), CliError> = match cli.command {
-        Cmd::Start { data_dir, opts } => run_server(opts.properties(&[
-            ("log.dirs", data_dir.display().to_string()),
-            ("metrics.listener", "127.0.0.1:8080".to_string()),
-        ])),
+        Cmd::Start { data_dir, opts } => start_properties(data_dir, &opts).and_then(run_server),
         Cmd::Broker { opts } => run_server(opts.properties(&[])),
         Cmd::Topics(cmd) => runtime().and_then(|rt| rt.block_on(topics::run(cmd))),
         Cmd::Groups(cmd) => runtime().and_then(|rt| rt.block_on(groups::run(cmd))),
+        Cmd::Cluster(cmd) => cluster::run(cmd),
+        Cmd::Configs(cmd) => configs::run(cmd),
+        Cmd::Records(cmd) => records::run(cmd),
         Cmd::Transactions(cmd) => transactions::run(cmd),
         Cmd::Produce(args) => produce::run(args),
         Cmd::Consume(args) => consume_until_interrupted(args),
@@ -185,6 +202,41 @@ fn main() -> ExitCode {
             ExitCode::from(e.code)
         }
     }
+}
+
+/// `fjord start`'s properties: `--data-dir` (default ./fjord-data) is `log.dirs`, so a `log.dirs` (or
+/// `log.dir`) from `--override` or `--config` beside an explicit `--data-dir` is a contradiction, refused
+/// rather than silently resolved one way.
+fn start_properties(
+    data_dir: Option<PathBuf>,
+    opts: &BrokerOpts,
+) -> Result<Result<BTreeMap<String, String>>, CliError> {
+    let mut props = match opts.properties(&[("metrics.listener", "127.0.0.1:8080".to_string())]) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e)),
+    };
+    let given = ["log.dirs", "log.dir"]
+        .iter()
+        .find_map(|k| props.get(*k).map(|v| format!("{k}={v}")));
+    match (data_dir, given) {
+        (Some(d), Some(given)) => {
+            return Err(CliError::new(
+                ops::EXIT_BAD_ARGS,
+                format!(
+                    "--data-dir {} and {given} (from --override or --config) both say where the data lives; give only one",
+                    d.display()
+                ),
+            ))
+        }
+        (Some(d), None) => {
+            props.insert("log.dirs".into(), d.display().to_string());
+        }
+        (None, None) => {
+            props.insert("log.dirs".into(), "./fjord-data".into());
+        }
+        (None, Some(_)) => {}
+    }
+    Ok(Ok(props))
 }
 
 fn run_server(props: Result<BTreeMap<String, String>>) -> Result<(), CliError> {

@@ -1,5 +1,5 @@
-//! `fjord start` and `fjord broker`: run a broker (and, on `start`, the HTTP endpoint for /metrics) until
-//! SIGINT or SIGTERM, then shut down cleanly.
+//! `fjord start` and `fjord broker`: run a broker (and, on `start`, the HTTP endpoint for /metrics, /health and
+//! /ready) until SIGINT or SIGTERM, then shut down cleanly.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,21 +60,43 @@ async fn serve_metrics(
         .await
         .with_context(|| format!("cannot bind metrics.listener {addr}"))?;
     let bound = listener.local_addr()?;
-    let app = axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let state = state.clone();
-            async move {
-                (
-                    [(
-                        "content-type",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    state.metrics.encode(),
-                )
-            }
-        }),
-    );
+    let metrics_state = state.clone();
+    let ready_state = state;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let state = metrics_state.clone();
+                async move {
+                    (
+                        [(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        state.metrics_text(),
+                    )
+                }
+            }),
+        )
+        // Liveness: the process answers HTTP. Nothing else is checked, so a restart is only triggered by a
+        // broker that no longer responds at all.
+        .route("/health", get(|| async { "ok\n" }))
+        // Readiness: the broker can serve every partition it hosts (see BrokerState::readiness).
+        .route(
+            "/ready",
+            get(move || {
+                let state = ready_state.clone();
+                async move {
+                    match state.readiness() {
+                        Ok(()) => (axum::http::StatusCode::OK, "ready\n".to_string()),
+                        Err(why) => (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: {why}\n"),
+                        ),
+                    }
+                }
+            }),
+        );
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics server failed");

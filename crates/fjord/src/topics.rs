@@ -1,18 +1,40 @@
 //! `fjord topics`: create, list, describe, alter and delete topics (kafka-topics.sh, with clearer errors and
-//! `--output json`).
+//! `--output json`). Changes go to the controller in the Kafka protocol itself (`wire`), so that a refusal
+//! reaches the user in the broker's own words; librdkafka keeps only the error code.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use clap::{Subcommand, ValueEnum};
-use rdkafka::admin::{
-    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic,
-    ResourceSpecifier, TopicReplication,
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
 };
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    IncrementalAlterConfigsRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::admin::{AdminClient, AdminOptions, ConfigSource, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use serde_json::json;
 
-use crate::client::{describe_code, unknown_topic, CliError, ClientArgs};
+use crate::client::{describe_code, CliError, ClientArgs};
+use crate::ops::{
+    bad_args, broker_message, is_reserved, missing_topic, send_to_controller, Cluster,
+    NOT_CONTROLLER,
+};
+use crate::wire::error_name;
+
+/// Kafka's TOPIC_ALREADY_EXISTS and UNKNOWN_TOPIC_OR_PARTITION.
+const TOPIC_ALREADY_EXISTS: i16 = 36;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+/// IncrementalAlterConfigs operations and the TOPIC resource type.
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+pub const RESOURCE_TOPIC: i8 = 2;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -26,12 +48,15 @@ pub enum TopicsCmd {
     ///
     /// Example: fjord topics create orders --partitions 6 --config retention.ms=86400000
     Create {
+        /// The new topic's name: 1-249 characters of a-z, A-Z, 0-9, '.', '_' and '-' (names starting with "__"
+        /// are reserved for internal topics).
+        #[arg(value_name = "TOPIC")]
         name: String,
         /// Number of partitions (default: the broker's num.partitions).
-        #[arg(long, short = 'p')]
+        #[arg(long, short = 'p', value_parser = clap::value_parser!(i32).range(1..))]
         partitions: Option<i32>,
         /// Copies of each partition (default: the broker's default.replication.factor).
-        #[arg(long, short = 'r')]
+        #[arg(long, short = 'r', value_parser = clap::value_parser!(i32).range(1..))]
         replication_factor: Option<i32>,
         /// Topic config, e.g. --config cleanup.policy=compact (repeatable).
         #[arg(long, short = 'c', value_name = "KEY=VALUE")]
@@ -49,20 +74,36 @@ pub enum TopicsCmd {
         /// Also list internal topics (names starting with "__").
         #[arg(long)]
         include_internal: bool,
+        /// Output format: one name per line, or a JSON array.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Show partitions (leader, replicas, ISR, offsets) and configs of topics (all non-internal topics when
-    /// none named).
+    /// Show partitions (leader, replicas, ISR, offline replicas, offsets) and configs of topics: those named,
+    /// those matching a pattern, or every non-internal topic when none is named.
     ///
     /// Example: fjord topics describe orders
+    ///
+    /// Example: fjord topics describe 'orders.*' --under-replicated-partitions
     Describe {
+        /// Topic names or regular expressions matching whole names (as kafka-topics.sh --topic), e.g. orders
+        /// or 'orders-.*'. None: every topic.
+        #[arg(value_name = "TOPIC|PATTERN")]
         names: Vec<String>,
         /// Show every config, not only those set on the topic.
         #[arg(long)]
         all_configs: bool,
+        /// Only partitions with fewer in-sync replicas than replicas (an offline replica is not in sync).
+        #[arg(long, conflicts_with = "unavailable_partitions")]
+        under_replicated_partitions: bool,
+        /// Only partitions without a leader that can serve them.
+        #[arg(long)]
+        unavailable_partitions: bool,
+        /// Let patterns and the no-name form include internal topics (names starting with "__").
+        #[arg(long)]
+        include_internal: bool,
+        /// Output format: a human-readable listing, or JSON.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
         #[command(flatten)]
@@ -72,6 +113,8 @@ pub enum TopicsCmd {
     ///
     /// Example: fjord topics alter orders --partitions 12 --config retention.ms=3600000 --delete-config segment.ms
     Alter {
+        /// The topic to change.
+        #[arg(value_name = "TOPIC")]
         name: String,
         /// New (larger) partition count.
         #[arg(long, short = 'p')]
@@ -89,7 +132,8 @@ pub enum TopicsCmd {
     ///
     /// Example: fjord topics delete orders payments
     Delete {
-        #[arg(required = true)]
+        /// The topics to delete.
+        #[arg(required = true, value_name = "TOPIC")]
         names: Vec<String>,
         /// Succeed quietly when a topic does not exist.
         #[arg(long)]
@@ -104,7 +148,7 @@ fn parse_configs(pairs: &[String]) -> Result<BTreeMap<String, String>, CliError>
     for p in pairs {
         let (k, v) = p
             .split_once('=')
-            .ok_or_else(|| CliError::failure(format!("--config `{p}` is not KEY=VALUE")))?;
+            .ok_or_else(|| bad_args(format!("--config `{p}` is not KEY=VALUE")))?;
         let (k, v) = (k.trim(), v.trim());
         // The broker would refuse it too; checking here gives the precise reason.
         fjord_broker::config::validate_topic_config(k, v).map_err(|e| {
@@ -139,33 +183,14 @@ pub async fn run(cmd: TopicsCmd) -> Result<(), CliError> {
             config,
             if_not_exists,
             client,
-        } => {
-            let configs = parse_configs(&config)?;
-            // Fail fast with the usual message when nothing listens.
-            client.metadata(&client.consumer()?, None)?;
-            let admin = admin(&client)?;
-            let mut topic = NewTopic::new(
-                &name,
-                partitions.unwrap_or(-1),
-                TopicReplication::Fixed(replication_factor.unwrap_or(-1)),
-            );
-            for (k, v) in &configs {
-                topic = topic.set(k, v);
-            }
-            let res = admin
-                .create_topics([&topic], &opts(&client))
-                .await
-                .map_err(|e| client.transport_error(e))?;
-            match res.into_iter().next() {
-                Some(Ok(_)) => {
-                    eprintln!("Created topic {name}.");
-                    Ok(())
-                }
-                Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) if if_not_exists => Ok(()),
-                Some(Err((_, code))) => Err(CliError::failure(create_error(&name, code))),
-                None => Err(CliError::failure("the broker returned no result")),
-            }
-        }
+        } => create(
+            &client,
+            &name,
+            partitions,
+            replication_factor,
+            &config,
+            if_not_exists,
+        ),
         TopicsCmd::List {
             include_internal,
             output,
@@ -188,116 +213,308 @@ pub async fn run(cmd: TopicsCmd) -> Result<(), CliError> {
         TopicsCmd::Describe {
             names,
             all_configs,
+            under_replicated_partitions,
+            unavailable_partitions,
+            include_internal,
             output,
             client,
-        } => describe(&client, names, all_configs, output).await,
+        } => {
+            let filter = if under_replicated_partitions {
+                Some(Filter::UnderReplicated)
+            } else if unavailable_partitions {
+                Some(Filter::Unavailable)
+            } else {
+                None
+            };
+            describe(
+                &client,
+                names,
+                all_configs,
+                filter,
+                include_internal,
+                output,
+            )
+            .await
+        }
         TopicsCmd::Alter {
             name,
             partitions,
             config,
             delete_config,
             client,
-        } => {
-            let consumer = client.consumer()?;
-            let md = client.require_topic(&consumer, &name)?;
-            let admin = admin(&client)?;
-            if let Some(n) = partitions {
-                let current = md.topics()[0].partitions().len();
-                if n <= current {
-                    return Err(CliError::failure(format!(
-                        "topic `{name}` has {current} partitions; --partitions must be larger (partitions can only be added)"
-                    )));
-                }
-                let res = admin
-                    .create_partitions([&NewPartitions::new(&name, n)], &opts(&client))
-                    .await
-                    .map_err(|e| client.transport_error(e))?;
-                if let Some(Err((_, code))) = res.into_iter().next() {
-                    return Err(CliError::failure(format!(
-                        "cannot add partitions to `{name}`: {}",
-                        describe_code(code)
-                    )));
-                }
-                eprintln!("Topic {name} now has {n} partitions.");
-            }
-            if !config.is_empty() || !delete_config.is_empty() {
-                let set = parse_configs(&config)?;
-                // AlterConfigs replaces the whole override set: start from the current overrides.
-                let mut overrides = topic_overrides(&admin, &client, &name).await?;
-                for k in &delete_config {
-                    if overrides.remove(k).is_none() {
-                        eprintln!("note: `{k}` was not set on topic {name}");
-                    }
-                }
-                overrides.extend(set);
-                let mut alter = AlterConfig::new(ResourceSpecifier::Topic(&name));
-                for (k, v) in &overrides {
-                    alter = alter.set(k, v);
-                }
-                let res = admin
-                    .alter_configs([&alter], &opts(&client))
-                    .await
-                    .map_err(|e| client.transport_error(e))?;
-                if let Some(Err((_, code))) = res.into_iter().next() {
-                    return Err(CliError::failure(format!(
-                        "cannot change configs of `{name}`: {}",
-                        describe_code(code)
-                    )));
-                }
-                eprintln!("Updated configs of topic {name}.");
-            }
-            Ok(())
-        }
+        } => alter(&client, &name, partitions, &config, &delete_config).await,
         TopicsCmd::Delete {
             names,
             if_exists,
             client,
-        } => {
-            client.metadata(&client.consumer()?, None)?;
-            let admin = admin(&client)?;
-            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-            let res = admin
-                .delete_topics(&refs, &opts(&client))
-                .await
-                .map_err(|e| client.transport_error(e))?;
-            let mut failed = None;
-            for r in res {
-                match r {
-                    Ok(n) => eprintln!("Deleted topic {n}."),
-                    Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) if if_exists => {}
-                    Err((n, RDKafkaErrorCode::UnknownTopicOrPartition)) => {
-                        failed = Some(unknown_topic(&n))
-                    }
-                    Err((n, code)) => {
-                        failed = Some(CliError::failure(format!(
-                            "cannot delete `{n}`: {}",
-                            describe_code(code)
-                        )))
-                    }
-                }
+        } => delete(&client, &names, if_exists),
+    }
+}
+
+fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+fn create(
+    client: &ClientArgs,
+    name: &str,
+    partitions: Option<i32>,
+    replication_factor: Option<i32>,
+    config: &[String],
+    if_not_exists: bool,
+) -> Result<(), CliError> {
+    if is_reserved(name) {
+        return Err(bad_args(
+            "topic names starting with `__` are reserved for Kafka's internal topics (such as __consumer_offsets), which the broker creates itself; choose a name without the leading `__`",
+        ));
+    }
+    let configs = parse_configs(config)?;
+    let rf = match replication_factor {
+        None => -1,
+        Some(r) => i16::try_from(r).map_err(|_| {
+            bad_args(format!(
+                "--replication-factor {r} is larger than any cluster can hold ({})",
+                i16::MAX
+            ))
+        })?,
+    };
+    let topic = CreatableTopic::default()
+        .with_name(TopicName(str_bytes(name)))
+        .with_num_partitions(partitions.unwrap_or(-1))
+        .with_replication_factor(rf)
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(str_bytes(k))
+                        .with_value(Some(str_bytes(v)))
+                })
+                .collect(),
+        );
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![topic])
+        .with_timeout_ms(client.request_timeout_ms.min(i32::MAX as u64) as i32);
+    let resp = send_to_controller(client, &request, |r| {
+        r.topics.iter().any(|t| t.error_code == NOT_CONTROLLER)
+    })?;
+    let Some(result) = resp.topics.into_iter().next() else {
+        return Err(CliError::failure("the broker returned no result"));
+    };
+    match result.error_code {
+        0 => {
+            eprintln!("Created topic {name}.");
+            Ok(())
+        }
+        TOPIC_ALREADY_EXISTS if if_not_exists => Ok(()),
+        TOPIC_ALREADY_EXISTS => Err(CliError::failure(format!(
+            "topic `{name}` already exists (use --if-not-exists to ignore)"
+        ))),
+        code => Err(CliError::failure(format!(
+            "cannot create topic `{name}`: {}",
+            broker_message(code, result.error_message.as_deref())
+        ))),
+    }
+}
+
+fn delete(client: &ClientArgs, names: &[String], if_exists: bool) -> Result<(), CliError> {
+    let mut seen = BTreeSet::new();
+    if let Some(dup) = names.iter().find(|n| !seen.insert(n.as_str())) {
+        return Err(bad_args(format!("topic `{dup}` is named more than once")));
+    }
+    let topic_names: Vec<TopicName> = names.iter().map(|n| TopicName(str_bytes(n))).collect();
+    // v6 names topics in `topics` (by name or id), older versions in `topic_names`; the codec writes the one
+    // field of the version the connection negotiates, so both are filled.
+    let request = DeleteTopicsRequest::default()
+        .with_topics(
+            topic_names
+                .iter()
+                .map(|n| DeleteTopicState::default().with_name(Some(n.clone())))
+                .collect(),
+        )
+        .with_topic_names(topic_names)
+        .with_timeout_ms(client.request_timeout_ms.min(i32::MAX as u64) as i32);
+    let resp = send_to_controller(client, &request, |r| {
+        r.responses.iter().any(|t| t.error_code == NOT_CONTROLLER)
+    })?;
+    let mut deleted = Vec::new();
+    let mut missing = Vec::new();
+    let mut failed = Vec::new();
+    for r in resp.responses {
+        let n = r.name.map(|n| n.0.to_string()).unwrap_or_default();
+        match r.error_code {
+            0 => {
+                eprintln!("Deleted topic {n}.");
+                deleted.push(n);
             }
-            failed.map_or(Ok(()), Err)
+            UNKNOWN_TOPIC_OR_PARTITION => missing.push(n),
+            code => failed.push(format!(
+                "cannot delete topic `{n}`: {}",
+                broker_message(code, r.error_message.as_deref())
+            )),
         }
     }
+    if !failed.is_empty() {
+        for f in &failed[..failed.len() - 1] {
+            eprintln!("error: {f}");
+        }
+        let last = failed.pop().unwrap_or_default();
+        return Err(CliError::failure(if names.len() == 1 {
+            last
+        } else {
+            format!(
+                "{last} ({} of {} topics deleted{})",
+                deleted.len(),
+                names.len(),
+                if missing.is_empty() {
+                    String::new()
+                } else {
+                    format!("; these do not exist: {}", missing.join(", "))
+                }
+            )
+        }));
+    }
+    if missing.is_empty() || if_exists {
+        return Ok(());
+    }
+    if names.len() == 1 {
+        return Err(missing_topic(&missing[0]));
+    }
+    Err(CliError::new(
+        crate::client::EXIT_UNKNOWN_TOPIC,
+        format!(
+            "{} of {} topics deleted{}; these do not exist: {} (use --if-exists to ignore missing topics)",
+            deleted.len(),
+            names.len(),
+            if deleted.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", deleted.join(", "))
+            },
+            missing.join(", ")
+        ),
+    ))
+}
+
+async fn alter(
+    client: &ClientArgs,
+    name: &str,
+    partitions: Option<usize>,
+    config: &[String],
+    delete_config: &[String],
+) -> Result<(), CliError> {
+    if partitions.is_none() && config.is_empty() && delete_config.is_empty() {
+        return Err(bad_args(format!(
+            "nothing to change on topic `{name}`: give --partitions N, --config KEY=VALUE or --delete-config KEY"
+        )));
+    }
+    let set = parse_configs(config)?;
+    for k in delete_config {
+        if fjord_broker::config::topic_config_def(k).is_none() {
+            return Err(bad_args(format!(
+                "--delete-config `{k}`: unknown topic config. See `fjord topics describe {name} --all-configs` for names."
+            )));
+        }
+        if set.contains_key(k) {
+            return Err(bad_args(format!(
+                "`{k}` is both set (--config) and deleted (--delete-config)"
+            )));
+        }
+    }
+    let consumer = client.consumer()?;
+    let md = client.metadata(&consumer, None)?;
+    let Some(topic) = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
+    else {
+        return Err(missing_topic(name));
+    };
+    let current = topic.partitions().len();
+    if let Some(n) = partitions {
+        if n <= current {
+            return Err(CliError::failure(format!(
+                "topic `{name}` has {current} partitions; --partitions must be larger (partitions can only be added)"
+            )));
+        }
+    }
+    // Every deleted config must be set on the topic: checked before anything changes.
+    if !delete_config.is_empty() {
+        let admin = admin(client)?;
+        let overrides = topic_overrides(&admin, client, name).await?;
+        let unset: Vec<&str> = delete_config
+            .iter()
+            .filter(|k| !overrides.contains_key(*k))
+            .map(String::as_str)
+            .collect();
+        if !unset.is_empty() {
+            let set_list = if overrides.is_empty() {
+                "none".to_string()
+            } else {
+                overrides.keys().cloned().collect::<Vec<_>>().join(", ")
+            };
+            return Err(CliError::failure(format!(
+                "cannot delete {} of topic `{name}`: not set on the topic (its value is the broker default). Configs set on {name}: {set_list}",
+                unset.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    if let Some(n) = partitions {
+        let request = CreatePartitionsRequest::default()
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(TopicName(str_bytes(name)))
+                .with_count(n as i32)
+                .with_assignments(None)])
+            .with_timeout_ms(client.request_timeout_ms.min(i32::MAX as u64) as i32);
+        let resp = send_to_controller(client, &request, |r| {
+            r.results.iter().any(|t| t.error_code == NOT_CONTROLLER)
+        })?;
+        if let Some(r) = resp.results.into_iter().find(|r| r.error_code != 0) {
+            return Err(CliError::failure(format!(
+                "cannot add partitions to `{name}`: {}",
+                broker_message(r.error_code, r.error_message.as_deref())
+            )));
+        }
+        eprintln!("Topic {name} now has {n} partitions.");
+    }
+    if !set.is_empty() || !delete_config.is_empty() {
+        let mut ops: Vec<AlterableConfig> = set
+            .iter()
+            .map(|(k, v)| {
+                AlterableConfig::default()
+                    .with_name(str_bytes(k))
+                    .with_config_operation(OP_SET)
+                    .with_value(Some(str_bytes(v)))
+            })
+            .collect();
+        ops.extend(delete_config.iter().map(|k| {
+            AlterableConfig::default()
+                .with_name(str_bytes(k))
+                .with_config_operation(OP_DELETE)
+        }));
+        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_name(str_bytes(name))
+                .with_configs(ops),
+        ]);
+        let resp = send_to_controller(client, &request, |r| {
+            r.responses.iter().any(|x| x.error_code == NOT_CONTROLLER)
+        })?;
+        if let Some(r) = resp.responses.into_iter().find(|r| r.error_code != 0) {
+            return Err(CliError::failure(format!(
+                "cannot change configs of `{name}`: {}",
+                broker_message(r.error_code, r.error_message.as_deref())
+            )));
+        }
+        eprintln!("Updated configs of topic {name}.");
+    }
+    Ok(())
 }
 
 /// Kafka's internal topics (`__consumer_offsets`, `__transaction_state`) start with two underscores.
 fn is_internal(name: &str) -> bool {
-    name.starts_with("__")
-}
-
-fn create_error(name: &str, code: RDKafkaErrorCode) -> String {
-    match code {
-        RDKafkaErrorCode::TopicAlreadyExists => format!("topic `{name}` already exists (use --if-not-exists to ignore)"),
-        RDKafkaErrorCode::InvalidTopic => format!(
-            "`{name}` is not a valid topic name: use 1-249 characters from a-z, A-Z, 0-9, '.', '_' and '-'"
-        ),
-        RDKafkaErrorCode::InvalidReplicationFactor => {
-            "the replication factor is larger than the number of brokers (or not positive)".to_string()
-        }
-        RDKafkaErrorCode::InvalidPartitions => "the partition count must be positive".to_string(),
-        other => format!("cannot create `{name}`: {}", describe_code(other)),
-    }
+    is_reserved(name)
 }
 
 async fn topic_overrides(
@@ -338,7 +555,7 @@ async fn topic_configs(
                 (e.name, (e.value.unwrap_or_default(), src))
             })
             .collect()),
-        Some(Err(RDKafkaErrorCode::UnknownTopicOrPartition)) => Err(unknown_topic(name)),
+        Some(Err(RDKafkaErrorCode::UnknownTopicOrPartition)) => Err(missing_topic(name)),
         Some(Err(code)) => Err(CliError::failure(format!(
             "cannot read configs of `{name}`: {}",
             describe_code(code)
@@ -347,57 +564,174 @@ async fn topic_configs(
     }
 }
 
+/// A `describe` filter on partitions (kafka-topics.sh --under-replicated-partitions, --unavailable-partitions).
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum Filter {
+    UnderReplicated,
+    Unavailable,
+}
+
+/// Whether `name` is meant as a pattern: it holds a character no topic name can (topic names are
+/// `[a-zA-Z0-9._-]`, so a `.` alone is a name, as kafka-topics.sh treats `--topic a.b` as a literal too when
+/// such a topic exists).
+fn is_pattern(name: &str) -> bool {
+    name.chars()
+        .any(|c| !(c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-'))
+}
+
+/// The topics `names` select among `all` (sorted): exact names, and regular expressions matching whole names.
+fn select_topics(
+    names: &[String],
+    all: &[String],
+    include_internal: bool,
+) -> Result<Vec<String>, CliError> {
+    let visible = |t: &&String| include_internal || !is_internal(t);
+    if names.is_empty() {
+        return Ok(all.iter().filter(visible).cloned().collect());
+    }
+    let mut out = BTreeSet::new();
+    for n in names {
+        if all.contains(n) {
+            out.insert(n.clone());
+            continue;
+        }
+        if !is_pattern(n) {
+            return Err(missing_topic(n));
+        }
+        let re = regex::Regex::new(&format!("^(?:{n})$"))
+            .map_err(|e| bad_args(format!("`{n}` is not a valid regular expression: {e}")))?;
+        let before = out.len();
+        // A pattern that names internal topics explicitly selects them.
+        let internal_ok = include_internal || n.starts_with("__");
+        out.extend(
+            all.iter()
+                .filter(|t| internal_ok || !is_internal(t))
+                .filter(|t| re.is_match(t))
+                .cloned(),
+        );
+        if out.len() == before {
+            return Err(CliError::new(
+                crate::client::EXIT_UNKNOWN_TOPIC,
+                format!("no topic matches `{n}` (a regular expression matching whole names). List topics with `fjord topics list`."),
+            ));
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
 async fn describe(
     client: &ClientArgs,
     names: Vec<String>,
     all: bool,
+    filter: Option<Filter>,
+    include_internal: bool,
     output: Output,
 ) -> Result<(), CliError> {
-    let consumer = client.consumer()?;
-    let md = client.metadata(&consumer, None)?;
-    let mut topics: Vec<_> = md.topics().iter().collect();
-    topics.sort_by_key(|t| t.name());
-    if names.is_empty() {
-        topics.retain(|t| !is_internal(t.name()));
-    } else {
-        if let Some(missing) = names
-            .iter()
-            .find(|n| !topics.iter().any(|t| t.name() == n.as_str()))
-        {
-            return Err(unknown_topic(missing));
+    let cluster = Cluster::load(client, None)?;
+    let live: BTreeSet<i32> = cluster.brokers.keys().copied().collect();
+    let mut by_name: BTreeMap<
+        String,
+        &kafka_protocol::messages::metadata_response::MetadataResponseTopic,
+    > = BTreeMap::new();
+    for t in &cluster.metadata.topics {
+        if let Some(n) = &t.name {
+            if t.error_code == 0 || !t.partitions.is_empty() {
+                by_name.insert(n.0.to_string(), t);
+            }
         }
-        topics.retain(|t| names.iter().any(|n| n == t.name()));
     }
+    let all_names: Vec<String> = by_name.keys().cloned().collect();
+    let selected = select_topics(&names, &all_names, include_internal)?;
+    let consumer = client.consumer()?;
     let admin = admin(client)?;
     let mut docs = Vec::new();
-    for t in topics {
+    for name in &selected {
+        let t = by_name[name];
         let mut parts = Vec::new();
-        for p in t.partitions() {
-            let (low, high) = rdkafka::consumer::Consumer::fetch_watermarks(
-                &consumer,
-                t.name(),
-                p.id(),
-                client.timeout(),
-            )
-            .map_err(|e| client.transport_error(e))?;
+        let mut sorted: Vec<_> = t.partitions.iter().collect();
+        sorted.sort_by_key(|p| p.partition_index);
+        for p in sorted {
+            let replicas: Vec<i32> = p.replica_nodes.iter().map(|b| b.0).collect();
+            let offline: Vec<i32> = p.offline_replicas.iter().map(|b| b.0).collect();
+            let isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+            let leader = p.leader_id.0;
+            let unavailable = leader < 0 || !live.contains(&leader);
+            // An offline replica cannot be in sync, whatever the ISR still says.
+            let in_sync = isr.iter().filter(|b| !offline.contains(b)).count();
+            let under_replicated = in_sync < replicas.len();
+            match filter {
+                Some(Filter::UnderReplicated) if !under_replicated => continue,
+                Some(Filter::Unavailable) if !unavailable => continue,
+                _ => {}
+            }
+            // A partition without a leader has no offsets to ask for (the request would only time out).
+            let offsets = if unavailable {
+                None
+            } else {
+                rdkafka::consumer::Consumer::fetch_watermarks(
+                    &consumer,
+                    name,
+                    p.partition_index,
+                    client.timeout(),
+                )
+                .ok()
+            };
             parts.push(json!({
-                "partition": p.id(), "leader": p.leader(), "replicas": p.replicas(), "isr": p.isr(),
-                "low_offset": low, "high_offset": high, "messages": high - low,
+                "partition": p.partition_index, "leader": leader, "replicas": replicas, "isr": isr,
+                "offline_replicas": offline,
+                "error": (p.error_code != 0).then(|| error_name(p.error_code)),
+                "low_offset": offsets.map(|o| o.0), "high_offset": offsets.map(|o| o.1),
+                "messages": offsets.map(|(l, h)| h - l),
             }));
         }
-        let configs: BTreeMap<String, serde_json::Value> = topic_configs(&admin, client, t.name())
-            .await?
-            .into_iter()
-            .filter(|(_, (_, src))| all || *src == "topic")
-            .map(|(k, (v, src))| (k, json!({"value": v, "source": src})))
-            .collect();
-        let rf = t.partitions().first().map_or(0, |p| p.replicas().len());
+        if filter.is_some() && parts.is_empty() {
+            continue;
+        }
+        let configs: BTreeMap<String, serde_json::Value> = if filter.is_some() {
+            BTreeMap::new()
+        } else {
+            topic_configs(&admin, client, name)
+                .await?
+                .into_iter()
+                .filter(|(_, (_, src))| all || *src == "topic")
+                .map(|(k, (v, src))| (k, json!({"value": v, "source": src})))
+                .collect()
+        };
+        let rf = t.partitions.first().map_or(0, |p| p.replica_nodes.len());
         docs.push(json!({
-            "topic": t.name(), "partitions": parts, "replication_factor": rf, "configs": configs,
+            "topic": name, "partitions": parts, "replication_factor": rf, "configs": configs,
         }));
     }
+    let docs_empty = docs.is_empty();
+    let show = |v: &serde_json::Value| -> String {
+        if v.is_null() {
+            "-".into()
+        } else {
+            v.to_string()
+        }
+    };
     match output {
         Output::Json => println!("{}", serde_json::Value::Array(docs)),
+        Output::Text if filter.is_some() => {
+            // As kafka-topics.sh: only the matching partitions, each naming its topic.
+            for d in &docs {
+                for p in d["partitions"].as_array().into_iter().flatten() {
+                    println!(
+                        "Topic: {}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}\tOffline: {}",
+                        d["topic"].as_str().unwrap_or(""),
+                        p["partition"],
+                        if p["leader"].as_i64().unwrap_or(-1) < 0 {
+                            "none".to_string()
+                        } else {
+                            p["leader"].to_string()
+                        },
+                        p["replicas"],
+                        p["isr"],
+                        p["offline_replicas"],
+                    );
+                }
+            }
+        }
         Output::Text => {
             for d in docs {
                 let parts = d["partitions"].as_array().map_or(0, Vec::len);
@@ -416,18 +750,79 @@ async fn describe(
                     }
                 }
                 for p in d["partitions"].as_array().into_iter().flatten() {
+                    let offline = p["offline_replicas"]
+                        .as_array()
+                        .filter(|o| !o.is_empty())
+                        .map_or_else(String::new, |_| {
+                            format!("\tOffline: {}", p["offline_replicas"])
+                        });
                     println!(
-                        "\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}\tOffsets: {}..{}",
+                        "\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}\tOffsets: {}..{}{offline}",
                         p["partition"],
-                        p["leader"],
+                        if p["leader"].as_i64().unwrap_or(-1) < 0 {
+                            "none".to_string()
+                        } else {
+                            p["leader"].to_string()
+                        },
                         p["replicas"],
                         p["isr"],
-                        p["low_offset"],
-                        p["high_offset"]
+                        show(&p["low_offset"]),
+                        show(&p["high_offset"])
                     );
                 }
             }
         }
     }
+    if filter.is_some() && docs_empty && output == Output::Text {
+        eprintln!(
+            "No partition is {}.",
+            if filter == Some(Filter::UnderReplicated) {
+                "under-replicated"
+            } else {
+                "unavailable"
+            }
+        );
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn names_and_whole_name_patterns_select_topics() {
+        let all = names(&[
+            "__consumer_offsets",
+            "audit",
+            "orders",
+            "orders-eu",
+            "ordersx",
+        ]);
+        let sel = |n: &[&str], internal: bool| select_topics(&names(n), &all, internal);
+        assert_eq!(
+            sel(&[], false).unwrap(),
+            names(&["audit", "orders", "orders-eu", "ordersx"])
+        );
+        assert_eq!(sel(&["orders-.*"], false).unwrap(), names(&["orders-eu"]));
+        // A pattern matches whole names: `orders` does not select orders-eu or ordersx.
+        assert_eq!(sel(&["orders"], false).unwrap(), names(&["orders"]));
+        assert_eq!(
+            sel(&["orders|audit"], false).unwrap(),
+            names(&["audit", "orders"])
+        );
+        assert_eq!(sel(&[".*"], false).unwrap().len(), 4);
+        assert_eq!(sel(&[".*"], true).unwrap().len(), 5);
+        assert_eq!(
+            sel(&["__.*"], false).unwrap(),
+            names(&["__consumer_offsets"])
+        );
+        assert_eq!(sel(&["nosuch"], false).unwrap_err().code, 4);
+        assert_eq!(sel(&["nosuch.*x"], false).unwrap_err().code, 4);
+        assert_eq!(sel(&["orders("], false).unwrap_err().code, 2);
+    }
 }

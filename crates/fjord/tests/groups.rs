@@ -467,23 +467,27 @@ fn describe_reports_lag_as_log_end_minus_committed_for_each_partition() {
         );
         assert_eq!(row["member_id"], Value::Null);
     }
-    assert!(
-        partition_row(&desc, "lagt", 2).is_none(),
-        "p2 has no commit and no member: {desc}"
-    );
+    // p2 has no commit and no member, but the group committed on its topic: it is listed with no
+    // committed offset and its whole log as lag, as kafka-consumer-groups.sh shows it (not hidden).
+    let row = partition_row(&desc, "lagt", 2).unwrap_or_else(|| panic!("p2 hidden: {desc}"));
+    assert_eq!(row["committed_offset"], Value::Null, "{desc}");
+    assert_eq!(row["log_start_offset"], 0, "{desc}");
+    assert_eq!(row["lag"], 5, "{desc}");
+    assert_eq!(desc["lag"], 6 + 5, "{desc}");
 
     let text = ok(&fjord(b, &["groups", "describe", "lag-g"], None));
     assert!(text.contains("State: Empty"), "{text}");
     assert!(text.contains("has no active members"), "{text}");
-    let row = text
-        .lines()
-        .find(|l| l.starts_with("lagt ") && l.split_whitespace().nth(1) == Some("0"))
-        .unwrap_or_else(|| panic!("no row for lagt 0: {text}"));
-    assert_eq!(
-        row.split_whitespace().take(5).collect::<Vec<_>>(),
-        ["lagt", "0", "4", "10", "6"],
-        "{text}"
-    );
+    let row = |p: &str| {
+        text.lines()
+            .find(|l| l.starts_with("lag-g ") && l.split_whitespace().nth(2) == Some(p))
+            .unwrap_or_else(|| panic!("no row for lagt {p}: {text}"))
+            .split_whitespace()
+            .take(6)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("0"), ["lag-g", "lagt", "0", "4", "10", "6"], "{text}");
+    assert_eq!(row("2"), ["lag-g", "lagt", "2", "-", "5", "5"], "{text}");
 
     let list = json(&fjord(b, &["groups", "list", "--output", "json"], None));
     let g = list
@@ -1064,7 +1068,13 @@ fn deleting_a_topic_deletes_the_committed_offsets_of_its_partitions() {
 
 #[test]
 fn every_groups_command_has_help_with_an_example() {
-    for sub in ["list", "describe", "reset-offsets", "delete"] {
+    for sub in [
+        "list",
+        "describe",
+        "reset-offsets",
+        "delete-offsets",
+        "delete",
+    ] {
         let out = ok(&fjord("127.0.0.1:9", &["groups", sub, "--help"], None));
         assert!(
             out.contains("Example: fjord groups"),
@@ -1073,4 +1083,308 @@ fn every_groups_command_has_help_with_an_example() {
     }
     let out = ok(&fjord("127.0.0.1:9", &["consume", "--help"], None));
     assert!(out.contains("--group <GROUP>"), "{out}");
+}
+
+/// Runs `fjord` and returns (exit code, stdout, stderr).
+fn run(b: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = fjord(b, args, None);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The whitespace-separated cells of the table row of `text` whose first cells are `first`.
+fn table_row<'a>(text: &'a str, first: &[&str]) -> Vec<&'a str> {
+    text.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.starts_with(first))
+        .unwrap_or_else(|| panic!("no row starting {first:?} in:\n{text}"))
+}
+
+#[test]
+fn describe_takes_several_groups_or_all_and_has_kafkas_members_state_and_offsets_views() {
+    let dir = temp_dir();
+    let broker = group_broker(&dir);
+    let b = broker.bootstrap.as_str();
+    ok(&fjord(
+        b,
+        &["topics", "create", "views", "--partitions", "2"],
+        None,
+    ));
+    produce_lines(b, "views", 0, &["a".into(), "b".into(), "c".into()]);
+    produce_lines(b, "views", 1, &["d".into(), "e".into()]);
+    // idle-g: no members, a commit on partition 0 only.
+    ok(&fjord(
+        b,
+        &[
+            "groups",
+            "reset-offsets",
+            "idle-g",
+            "--topic",
+            "views:0",
+            "--to-offset",
+            "1",
+            "--execute",
+        ],
+        None,
+    ));
+    // live-g: one kcat member that owns both partitions and, starting at the log end, reads and commits
+    // nothing.
+    let _member = Spawned::new(Command::new("kcat").args([
+        "-b",
+        b,
+        "-X",
+        "session.timeout.ms=6000",
+        "-X",
+        "heartbeat.interval.ms=500",
+        "-X",
+        "auto.offset.reset=latest",
+        "-X",
+        "enable.auto.commit=false",
+        "-u",
+        "-G",
+        "live-g",
+        "views",
+    ]));
+    wait_for(T, "the kcat member to own both partitions", || {
+        let d = try_describe(b, "live-g")?;
+        let a = &d["members"][0]["assignment"];
+        (d["state"] == "Stable"
+            && a == &serde_json::json!([{"topic": "views", "partitions": [0, 1]}]))
+            .then_some(())
+            .ok_or(format!("{d}"))
+    });
+
+    // Several groups at once: an array, in the order named; --all-groups: every group.
+    let both = json(&fjord(
+        b,
+        &["groups", "describe", "live-g", "idle-g", "--output", "json"],
+        None,
+    ));
+    assert_eq!(both[0]["group"], "live-g", "{both}");
+    assert_eq!(both[1]["group"], "idle-g", "{both}");
+    // The member owns both partitions and has committed nothing: its lag is the whole log.
+    let live_lag: Vec<&Value> = both[0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["lag"])
+        .collect();
+    assert_eq!(live_lag, [&Value::from(3), &Value::from(2)], "{both}");
+    let all = json(&fjord(
+        b,
+        &["groups", "describe", "--all-groups", "--output", "json"],
+        None,
+    ));
+    let names: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["group"].as_str())
+        .collect();
+    assert_eq!(names, ["idle-g", "live-g"], "{all}");
+
+    // --offsets: Kafka's columns, one table for every group; uncommitted partitions show `-`.
+    let (code, text, _) = run(b, &["groups", "describe", "idle-g", "live-g", "--offsets"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(
+        text.lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        [
+            "GROUP",
+            "TOPIC",
+            "PARTITION",
+            "CURRENT-OFFSET",
+            "LOG-END-OFFSET",
+            "LAG",
+            "CONSUMER-ID",
+            "HOST",
+            "CLIENT-ID"
+        ],
+        "{text}"
+    );
+    assert_eq!(
+        table_row(&text, &["idle-g", "views", "0"]),
+        ["idle-g", "views", "0", "1", "3", "2", "-", "-", "-"]
+    );
+    assert_eq!(
+        table_row(&text, &["idle-g", "views", "1"]),
+        ["idle-g", "views", "1", "-", "2", "2", "-", "-", "-"]
+    );
+    assert_eq!(
+        table_row(&text, &["live-g", "views", "1"])[3..6],
+        ["-", "2", "2"]
+    );
+    assert!(!text.contains("Group:"), "only the offsets table: {text}");
+
+    // --members, with --verbose the assignment.
+    let (code, text, err) = run(b, &["groups", "describe", "idle-g", "live-g", "--members"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        text.starts_with("GROUP") && text.lines().next().unwrap().ends_with("#PARTITIONS"),
+        "{text}"
+    );
+    let row = table_row(&text, &["live-g"]);
+    assert_eq!(row.last(), Some(&"2"), "{text}");
+    assert!(err.contains("Group idle-g has no active members."), "{err}");
+    let (_, text, _) = run(
+        b,
+        &["groups", "describe", "live-g", "--members", "--verbose"],
+    );
+    assert!(
+        text.lines().next().unwrap().ends_with("ASSIGNMENT"),
+        "{text}"
+    );
+    assert!(
+        table_row(&text, &["live-g"]).ends_with(&["2", "views(0,1)"]),
+        "{text}"
+    );
+
+    // --state: coordinator, strategy, state, member count.
+    let (code, text, err) = run(b, &["groups", "describe", "idle-g", "live-g", "--state"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        text.lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        [
+            "GROUP",
+            "COORDINATOR",
+            "(ID)",
+            "ASSIGNMENT-STRATEGY",
+            "STATE",
+            "#MEMBERS"
+        ]
+    );
+    assert_eq!(
+        table_row(&text, &["idle-g"]),
+        ["idle-g", b, "(1)", "-", "Empty", "0"]
+    );
+    let live = table_row(&text, &["live-g"]);
+    assert_eq!(live[4..], ["Stable", "1"], "{text}");
+
+    // Bad arguments exit 2; a missing group among several fails (1) after describing the others.
+    assert_eq!(
+        run(b, &["groups", "describe", "idle-g", "idle-g"]).0,
+        Some(2)
+    );
+    assert_eq!(
+        run(b, &["groups", "describe", "idle-g", "--verbose"]).0,
+        Some(2)
+    );
+    assert_eq!(
+        run(b, &["groups", "describe", "idle-g", "--all-groups"]).0,
+        Some(2)
+    );
+    assert_eq!(run(b, &["groups", "describe"]).0, Some(2));
+    let (code, text, err) = run(
+        b,
+        &["groups", "describe", "idle-g", "nosuch-g", "--offsets"],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(text.contains("idle-g"), "{text}");
+    assert!(err.contains("group `nosuch-g` does not exist"), "{err}");
+}
+
+#[test]
+fn delete_offsets_forgets_some_partitions_and_refuses_a_topic_the_group_consumes() {
+    let dir = temp_dir();
+    let broker = group_broker(&dir);
+    let b = broker.bootstrap.as_str();
+    ok(&fjord(
+        b,
+        &["topics", "create", "old", "--partitions", "2"],
+        None,
+    ));
+    ok(&fjord(b, &["topics", "create", "cur"], None));
+    produce_lines(b, "old", 0, &["x".into(), "y".into()]);
+    produce_lines(b, "old", 1, &["z".into()]);
+    for spec in ["old", "cur"] {
+        ok(&fjord(
+            b,
+            &[
+                "groups",
+                "reset-offsets",
+                "do-g",
+                "--topic",
+                spec,
+                "--to-latest",
+                "--execute",
+            ],
+            None,
+        ));
+    }
+    let (code, text, err) = run(b, &["groups", "delete-offsets", "do-g", "--topic", "old:1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        table_row(&text, &["do-g", "old", "1"]),
+        ["do-g", "old", "1", "Successful"]
+    );
+    assert!(
+        err.contains("Deleted the committed offsets of group do-g on 1 partition"),
+        "{err}"
+    );
+    let d = describe(b, "do-g");
+    assert_eq!(
+        partition_row(&d, "old", 0).unwrap()["committed_offset"],
+        2,
+        "{d}"
+    );
+    assert_eq!(
+        partition_row(&d, "old", 1).unwrap()["committed_offset"],
+        Value::Null,
+        "{d}"
+    );
+    assert_eq!(
+        partition_row(&d, "cur", 0).unwrap()["committed_offset"],
+        0,
+        "{d}"
+    );
+
+    // A group that does not exist, and a topic that does not.
+    let (code, _, err) = run(
+        b,
+        &["groups", "delete-offsets", "nosuch-g", "--topic", "old"],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("group `nosuch-g` does not exist"), "{err}");
+    assert_eq!(
+        run(
+            b,
+            &["groups", "delete-offsets", "do-g", "--topic", "missing"]
+        )
+        .0,
+        Some(4)
+    );
+
+    // A member subscribed to `cur`: the broker refuses its offsets there, and the command says why.
+    let _member = Spawned::new(Command::new("kcat").args([
+        "-b",
+        b,
+        "-X",
+        "session.timeout.ms=6000",
+        "-X",
+        "heartbeat.interval.ms=500",
+        "-X",
+        "enable.auto.commit=false",
+        "-u",
+        "-G",
+        "do-g",
+        "cur",
+    ]));
+    wait_for(T, "the kcat member to join", || {
+        let d = try_describe(b, "do-g")?;
+        (d["state"] == "Stable").then_some(()).ok_or(format!("{d}"))
+    });
+    let (code, text, err) = run(b, &["groups", "delete-offsets", "do-g", "--topic", "cur"]);
+    assert_eq!(code, Some(1), "{text}\n{err}");
+    assert!(text.contains("subscribed to the topic"), "{text}");
+    assert!(err.contains("stop its consumers first"), "{err}");
 }

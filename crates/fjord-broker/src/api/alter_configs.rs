@@ -1,6 +1,8 @@
-//! AlterConfigs (key 33, replaces a topic's whole override set) and IncrementalAlterConfigs (key 44, SET /
-//! DELETE / APPEND / SUBTRACT per key). Broker configs are static: altering them is refused with a clear
-//! message until dynamic broker configs exist.
+//! AlterConfigs (key 33, replaces a resource's whole dynamic set) and IncrementalAlterConfigs (key 44, SET /
+//! DELETE / APPEND / SUBTRACT per key), for topics and brokers. A BROKER resource is the cluster-wide default
+//! (name "") or one broker (its id); only the broker defaults of topic configs are dynamic
+//! ([`crate::admin::alter_broker_configs`]), every other broker config is refused with a message saying to set it
+//! in server.properties.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -12,7 +14,7 @@ use kafka_protocol::messages::{
 
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{str_bytes, Ctx};
-use crate::admin::{alter_topic_configs, ApiError};
+use crate::admin::{alter_broker_configs, alter_topic_configs, ApiError};
 use crate::config::{topic_config_def, validate_topic_config, ConfigType};
 use crate::BrokerState;
 
@@ -27,14 +29,17 @@ fn check_resource(broker: &BrokerState, ty: i8, name: &str) -> Result<(), ApiErr
             if broker.meta.state().topics.contains_key(name) {
                 Ok(())
             } else {
-                Err(ApiError::new(E::UnknownTopicOrPartition, format!("Topic '{name}' does not exist.")))
+                Err(ApiError::new(
+                    E::UnknownTopicOrPartition,
+                    format!("Topic '{name}' does not exist."),
+                ))
             }
         }
-        RESOURCE_BROKER => Err(ApiError::new(
+        RESOURCE_BROKER => Ok(()),
+        other => Err(ApiError::new(
             E::InvalidRequest,
-            "Dynamic broker configs are not supported yet; set them in server.properties and restart.",
+            format!("Unsupported resource type {other}."),
         )),
-        other => Err(ApiError::new(E::InvalidRequest, format!("Unsupported resource type {other}."))),
     }
 }
 
@@ -46,6 +51,15 @@ async fn alter_one(
     validate_only: bool,
 ) -> Result<(), ApiError> {
     check_resource(broker, ty, name)?;
+    if ty == RESOURCE_BROKER {
+        let mut set = BTreeMap::new();
+        for (k, v) in configs {
+            let v =
+                v.ok_or_else(|| ApiError::new(E::InvalidConfig, format!("Null value for '{k}'.")))?;
+            set.insert(k, v);
+        }
+        return alter_broker_configs(broker, name, set, vec![], true, validate_only).await;
+    }
     let mut set = BTreeMap::new();
     for (k, v) in configs {
         let Some(v) = v else {
@@ -107,6 +121,37 @@ async fn incremental_one(
     validate_only: bool,
 ) -> Result<(), ApiError> {
     check_resource(broker, ty, name)?;
+    if ty == RESOURCE_BROKER {
+        let mut seen = HashSet::new();
+        let (mut set, mut delete) = (BTreeMap::new(), Vec::new());
+        for (key, op, value) in ops {
+            if !seen.insert(key.clone()) {
+                return Err(ApiError::new(
+                    E::InvalidRequest,
+                    format!("Config '{key}' is given more than once."),
+                ));
+            }
+            match (op, value) {
+                (OP_SET, Some(v)) => {
+                    set.insert(key, v);
+                }
+                (OP_SET, None) => {
+                    return Err(ApiError::new(
+                        E::InvalidConfig,
+                        format!("Null value for '{key}'."),
+                    ))
+                }
+                (OP_DELETE, _) => delete.push(key),
+                (other, _) => {
+                    return Err(ApiError::new(
+                        E::InvalidRequest,
+                        format!("Config operation {other} is not supported for broker configs (only SET and DELETE)."),
+                    ))
+                }
+            }
+        }
+        return alter_broker_configs(broker, name, set, delete, false, validate_only).await;
+    }
     let current = broker
         .meta
         .state()

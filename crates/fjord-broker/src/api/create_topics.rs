@@ -56,17 +56,24 @@ pub async fn handle(ctx: &Ctx<'_>, req: CreateTopicsRequest) -> CreateTopicsResp
         };
         match create_topic(broker, new, req.validate_only).await {
             Ok(created) => {
-                let configs = topic_entries(broker, &created.configs, None, false, false)
-                    .into_iter()
-                    .map(|e| {
-                        CreatableTopicConfigs::default()
-                            .with_name(e.name)
-                            .with_value(e.value)
-                            .with_read_only(e.read_only)
-                            .with_config_source(e.config_source)
-                            .with_is_sensitive(e.is_sensitive)
-                    })
-                    .collect();
+                let configs = topic_entries(
+                    broker,
+                    &broker.meta.state().broker_configs,
+                    &created.configs,
+                    None,
+                    false,
+                    false,
+                )
+                .into_iter()
+                .map(|e| {
+                    CreatableTopicConfigs::default()
+                        .with_name(e.name)
+                        .with_value(e.value)
+                        .with_read_only(e.read_only)
+                        .with_config_source(e.config_source)
+                        .with_is_sensitive(e.is_sensitive)
+                })
+                .collect();
                 results.push(
                     res.with_topic_id(created.id)
                         .with_num_partitions(created.num_partitions)

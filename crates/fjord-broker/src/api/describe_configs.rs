@@ -1,5 +1,6 @@
 //! DescribeConfigs (key 32): topic configs with their effective values, sources and synonyms, and the
-//! broker's static configs.
+//! broker's configs: static ones and the dynamic ones set with IncrementalAlterConfigs (for one broker, or as
+//! the cluster-wide default under the empty name).
 
 use std::collections::BTreeMap;
 
@@ -11,7 +12,9 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{str_bytes, Ctx};
-use crate::config::{ConfigType, TOPIC_CONFIGS};
+use crate::config::{
+    dynamic_broker_config, ConfigType, SOURCE_DYNAMIC_DEFAULT_BROKER, TOPIC_CONFIGS,
+};
 use crate::BrokerState;
 
 pub const RESOURCE_TOPIC: i8 = 2;
@@ -26,6 +29,7 @@ pub const SOURCE_DEFAULT: i8 = 5;
 /// The effective topic configs for a topic with `overrides`, optionally restricted to `keys`.
 pub fn topic_entries(
     broker: &BrokerState,
+    dynamic: &BTreeMap<String, String>,
     overrides: &BTreeMap<String, String>,
     keys: Option<&[String]>,
     synonyms: bool,
@@ -35,13 +39,17 @@ pub fn topic_entries(
         .iter()
         .filter(|d| keys.is_none_or(|k| k.iter().any(|k| k == d.name)))
         .map(|d| {
-            let broker_value = broker.config.topic_default(d);
-            let broker_explicit = broker.config.explicit.contains_key(d.broker_synonym);
-            let broker_source = if broker_explicit {
+            let static_value = broker.config.topic_default(d);
+            let static_source = if broker.config.explicit.contains_key(d.broker_synonym) {
                 SOURCE_STATIC_BROKER
             } else {
                 SOURCE_DEFAULT
             };
+            let (broker_value, broker_source) =
+                match broker.config.dynamic_value(dynamic, d.broker_synonym) {
+                    Some((v, src)) => (v.to_string(), src),
+                    None => (static_value.clone(), static_source),
+                };
             let (value, source) = match overrides.get(d.name) {
                 Some(v) => (v.clone(), SOURCE_TOPIC),
                 None => (broker_value.clone(), broker_source),
@@ -51,7 +59,10 @@ pub fn topic_entries(
                 if let Some(v) = overrides.get(d.name) {
                     syn.push(synonym(d.name, v, SOURCE_TOPIC));
                 }
-                syn.push(synonym(d.broker_synonym, &broker_value, broker_source));
+                if broker_source != static_source {
+                    syn.push(synonym(d.broker_synonym, &broker_value, broker_source));
+                }
+                syn.push(synonym(d.broker_synonym, &static_value, static_source));
             }
             DescribeConfigsResourceResult::default()
                 .with_name(str_bytes(d.name))
@@ -73,8 +84,12 @@ fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
         .with_source(source)
 }
 
+/// The configs of this broker: every static property, with the dynamic value where one is set (per broker
+/// first, then the cluster-wide default). Dynamic ones are the broker defaults of topic configs; the rest are
+/// read-only.
 fn broker_entries(
     broker: &BrokerState,
+    dynamic: &BTreeMap<String, String>,
     keys: Option<&[String]>,
     synonyms: bool,
 ) -> Vec<DescribeConfigsResourceResult> {
@@ -84,19 +99,51 @@ fn broker_entries(
         .iter()
         .filter(|(k, _)| keys.is_none_or(|ks| ks.iter().any(|x| x == *k)))
         .map(|(k, v)| {
-            let source = if broker.config.explicit.contains_key(k) {
+            let static_source = if broker.config.explicit.contains_key(k) {
                 SOURCE_STATIC_BROKER
             } else {
                 SOURCE_DEFAULT
             };
+            let (value, source) = match broker.config.dynamic_value(dynamic, k) {
+                Some((d, src)) => (d.to_string(), src),
+                None => (v.clone(), static_source),
+            };
+            let mut syn = Vec::new();
+            if synonyms {
+                if source != static_source {
+                    syn.push(synonym(k, &value, source));
+                }
+                syn.push(synonym(k, v, static_source));
+            }
+            DescribeConfigsResourceResult::default()
+                .with_name(str_bytes(k))
+                .with_value(Some(str_bytes(&value)))
+                .with_read_only(dynamic_broker_config(k).is_none())
+                .with_config_source(source)
+                .with_synonyms(syn)
+                .with_config_type(ConfigType::String as i8)
+        })
+        .collect()
+}
+
+/// The cluster-wide dynamic defaults (BROKER resource ""): only the configs set there, as Kafka lists them.
+fn cluster_default_entries(
+    dynamic: &BTreeMap<String, String>,
+    keys: Option<&[String]>,
+    synonyms: bool,
+) -> Vec<DescribeConfigsResourceResult> {
+    dynamic
+        .iter()
+        .filter(|(k, _)| !k.contains('/'))
+        .filter(|(k, _)| keys.is_none_or(|ks| ks.iter().any(|x| x == *k)))
+        .map(|(k, v)| {
             DescribeConfigsResourceResult::default()
                 .with_name(str_bytes(k))
                 .with_value(Some(str_bytes(v)))
-                // Dynamic broker configs are not implemented: every broker config is fixed at start-up.
-                .with_read_only(true)
-                .with_config_source(source)
+                .with_read_only(false)
+                .with_config_source(SOURCE_DYNAMIC_DEFAULT_BROKER)
                 .with_synonyms(if synonyms {
-                    vec![synonym(k, v, source)]
+                    vec![synonym(k, v, SOURCE_DYNAMIC_DEFAULT_BROKER)]
                 } else {
                     vec![]
                 })
@@ -127,6 +174,7 @@ pub fn handle(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsResp
                 RESOURCE_TOPIC => match meta.topics.get(&name) {
                     Some(t) => res.with_configs(topic_entries(
                         broker,
+                        &meta.broker_configs,
                         &t.configs,
                         keys.as_deref(),
                         req.include_synonyms,
@@ -138,11 +186,19 @@ pub fn handle(ctx: &Ctx<'_>, req: DescribeConfigsRequest) -> DescribeConfigsResp
                         format!("Topic '{name}' does not exist."),
                     ),
                 },
-                RESOURCE_BROKER if name == broker.config.node_id.to_string() => res.with_configs(
-                    broker_entries(broker, keys.as_deref(), req.include_synonyms),
-                ),
-                // The cluster-wide dynamic defaults: none exist yet.
-                RESOURCE_BROKER if name.is_empty() => res,
+                RESOURCE_BROKER if name == broker.config.node_id.to_string() => {
+                    res.with_configs(broker_entries(
+                        broker,
+                        &meta.broker_configs,
+                        keys.as_deref(),
+                        req.include_synonyms,
+                    ))
+                }
+                RESOURCE_BROKER if name.is_empty() => res.with_configs(cluster_default_entries(
+                    &meta.broker_configs,
+                    keys.as_deref(),
+                    req.include_synonyms,
+                )),
                 RESOURCE_BROKER => fail(
                     res,
                     E::InvalidRequest,

@@ -30,9 +30,12 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
         return FetchResponse::default().with_error_code(E::FetchSessionIdNotFound.code());
     }
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
-    let deadline = Instant::now() + wait;
+    let started = Instant::now();
+    let deadline = started + wait;
     let notify = Arc::new(Notify::new());
     let mut seen = Vec::new();
+    // Time parked on `notify`: the long poll, reported apart from the time spent reading.
+    let mut parked = Duration::ZERO;
     loop {
         let may_wait = Instant::now() < deadline;
         // Segment reads are file I/O (page-cache copies, or the disk): off the async workers.
@@ -40,10 +43,16 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
             crate::blocking(|| read_once(ctx, &req, may_wait.then_some(&notify), &mut seen));
         if !may_wait || stop || bytes >= req.min_bytes.max(0) as usize {
             account(ctx, &resp);
+            let m = &ctx.state.metrics;
+            m.fetch_wait.observe(parked.as_secs_f64());
+            m.fetch_processing
+                .observe(started.elapsed().saturating_sub(parked).as_secs_f64());
             return resp;
         }
         // Woken by an append to any partition of this fetch, or by the deadline; then read again.
+        let park = Instant::now();
         let _ = tokio::time::timeout_at(deadline, notify.notified()).await;
+        parked += park.elapsed();
     }
 }
 

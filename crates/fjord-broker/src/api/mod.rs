@@ -22,6 +22,7 @@ mod describe_groups;
 mod describe_producers;
 mod describe_transactions;
 mod end_txn;
+mod errors;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -178,7 +179,8 @@ async fn decode_and_dispatch(
             // KIP-511: answer an ApiVersions request of an unknown version with a v0 response carrying
             // UNSUPPORTED_VERSION and our ranges, so the client can retry with a version we speak.
             let resp = api_versions::unsupported_version_response();
-            return Err(encode_response(
+            return Err(encode_counted(
+                state,
                 labels,
                 key,
                 0,
@@ -220,8 +222,10 @@ async fn decode_and_dispatch(
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(&ctx, r).await),
         RequestKind::Produce(r) => {
             let prepared = produce::prepare(&ctx, r);
+            let metrics_state = state.clone();
             let finish = move |resp: Option<_>| match resp {
-                Some(resp) => encode_response(
+                Some(resp) => encode_counted(
+                    &metrics_state,
                     labels,
                     key,
                     version,
@@ -239,6 +243,9 @@ async fn decode_and_dispatch(
         }
         RequestKind::Fetch(r) => {
             let resp = fetch::handle(&ctx, r).await;
+            state
+                .metrics
+                .record_errors(&labels, &errors::fetch_codes(&resp));
             return Ok(Handled::Done(encode_fetch_response(
                 labels,
                 version,
@@ -325,13 +332,27 @@ async fn decode_and_dispatch(
         }
         _ => return Err(Outcome::Close(format!("no handler for {key:?}"))),
     };
-    Ok(Handled::Done(encode_response(
+    Ok(Handled::Done(encode_counted(
+        state,
         labels,
         key,
         version,
         correlation_id,
         response,
     )))
+}
+
+/// [`encode_response`], counting the response's error codes in `fjord_request_errors` first.
+fn encode_counted(
+    state: &BrokerState,
+    api: RequestLabels,
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: ResponseKind,
+) -> Outcome {
+    state.metrics.record_errors(&api, &errors::codes(&response));
+    encode_response(api, key, version, correlation_id, response)
 }
 
 fn encode_response(

@@ -1,0 +1,131 @@
+//! Dynamic broker configs over the wire: AlterConfigs (which replaces a resource's whole dynamic set) and
+//! IncrementalAlterConfigs on BROKER resources, the cluster-wide defaults ("") beside one broker's own values,
+//! and what DescribeConfigs then reports.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::*;
+
+mod common;
+
+use common::{s, start, Client};
+
+const BROKER: i8 = 4;
+
+async fn alter(c: &mut Client, resource: &str, configs: &[(&str, &str)]) -> (i16, String) {
+    let req = AlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+        .with_resource_type(BROKER)
+        .with_resource_name(s(resource))
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    AlterableConfig::default()
+                        .with_name(s(k))
+                        .with_value(Some(s(v)))
+                })
+                .collect(),
+        )]);
+    let r = c.send(2, &req).await.responses.remove(0);
+    (
+        r.error_code,
+        r.error_message.map(|m| m.to_string()).unwrap_or_default(),
+    )
+}
+
+/// name -> (value, source) of a BROKER resource's configs.
+async fn describe(c: &mut Client, resource: &str) -> BTreeMap<String, (String, i8)> {
+    let req =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(BROKER)
+            .with_resource_name(s(resource))
+            .with_configuration_keys(None)]);
+    let r = c.send(4, &req).await.results.remove(0);
+    assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+    r.configs
+        .into_iter()
+        .map(|e| {
+            (
+                e.name.to_string(),
+                (e.value.unwrap_or_default().to_string(), e.config_source),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alter_configs_replaces_only_the_dynamic_set_of_the_resource_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let mut c = Client::connect(&broker).await;
+    let id = broker.state().config.node_id.to_string();
+
+    assert_eq!(
+        alter(
+            &mut c,
+            "",
+            &[
+                ("log.retention.ms", "1000"),
+                ("log.segment.bytes", "2000000")
+            ]
+        )
+        .await,
+        (0, String::new())
+    );
+    assert_eq!(
+        alter(&mut c, &id, &[("log.retention.ms", "5000")]).await,
+        (0, String::new())
+    );
+    let defaults = describe(&mut c, "").await;
+    assert_eq!(defaults.len(), 2, "{defaults:?}");
+    assert_eq!(defaults["log.retention.ms"], ("1000".to_string(), 3));
+    let mine = describe(&mut c, &id).await;
+    assert_eq!(mine["log.retention.ms"], ("5000".to_string(), 2));
+    assert_eq!(mine["log.segment.bytes"], ("2000000".to_string(), 3));
+
+    // Replacing the defaults' set drops log.segment.bytes there and leaves the broker's own value alone.
+    assert_eq!(
+        alter(&mut c, "", &[("log.retention.ms", "3000")]).await,
+        (0, String::new())
+    );
+    let defaults = describe(&mut c, "").await;
+    assert_eq!(
+        defaults.into_iter().collect::<Vec<_>>(),
+        [("log.retention.ms".to_string(), ("3000".to_string(), 3))]
+    );
+    let mine = describe(&mut c, &id).await;
+    assert_eq!(mine["log.retention.ms"], ("5000".to_string(), 2));
+    assert_ne!(mine["log.segment.bytes"].1, 3, "{mine:?}");
+    // And replacing the broker's own set with nothing brings the cluster default back.
+    assert_eq!(alter(&mut c, &id, &[]).await, (0, String::new()));
+    assert_eq!(
+        describe(&mut c, &id).await["log.retention.ms"],
+        ("3000".to_string(), 3)
+    );
+
+    // Refusals name the reason.
+    let (code, msg) = alter(&mut c, "", &[("num.partitions", "3")]).await;
+    assert_eq!(
+        code,
+        kafka_protocol::error::ResponseError::InvalidConfig.code()
+    );
+    assert!(
+        msg.contains("Cannot update these configs dynamically"),
+        "{msg}"
+    );
+    let (code, msg) = alter(&mut c, "", &[("log.retention.ms", "soon")]).await;
+    assert_eq!(
+        code,
+        kafka_protocol::error::ResponseError::InvalidConfig.code()
+    );
+    assert!(msg.contains("log.retention.ms"));
+    let (code, msg) = alter(&mut c, "42", &[("log.retention.ms", "1")]).await;
+    assert_eq!(
+        code,
+        kafka_protocol::error::ResponseError::InvalidRequest.code()
+    );
+    assert!(msg.contains("Broker 42 is not registered"));
+    broker.shutdown().await.unwrap();
+}

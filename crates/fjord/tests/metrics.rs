@@ -1,0 +1,270 @@
+//! End-to-end tests of what the broker's HTTP endpoint serves: `/metrics` (request errors, per-partition log
+//! gauges, consumer-group lag, process resources, build info, fetch wait vs processing) and `/health`, `/ready`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const T: Duration = Duration::from_secs(60);
+
+fn metrics(broker: &BrokerProc) -> String {
+    let text = http_get(broker.http.as_deref().expect("http listener"), "/metrics");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
+}
+
+/// The value of the sample whose line starts with `series` followed by a space, if any.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn value(text: &str, series: &str) -> f64 {
+    sample(text, series).unwrap_or_else(|| panic!("no `{series}` in metrics:\n{text}"))
+}
+
+fn produce(b: &str, topic: &str, partition: i32, n: usize) {
+    let input: String = (0..n).map(|i| format!("m{i}\n")).collect();
+    let p = partition.to_string();
+    let out = kcat(
+        &["-b", b, "-P", "-t", topic, "-p", &p],
+        Some(input.as_bytes()),
+        T,
+    );
+    assert!(out.status.success(), "kcat: {}", stderr(&out));
+}
+
+#[test]
+fn request_errors_are_counted_by_api_and_error_code() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let b = broker.bootstrap.as_str();
+    let before = metrics(&broker);
+    assert!(
+        !before.contains("fjord_request_errors_total{"),
+        "errors before any failed request:\n{before}"
+    );
+    // DeleteTopics of two missing topics: two UNKNOWN_TOPIC_OR_PARTITION (3) in one response.
+    let out = fjord(b, &["topics", "delete", "nosuch1", "nosuch2"], None);
+    assert!(!out.status.success());
+    // CreateTopics of an existing topic: TOPIC_ALREADY_EXISTS (36).
+    ok(&fjord(b, &["topics", "create", "dup"], None));
+    assert!(!fjord(b, &["topics", "create", "dup"], None)
+        .status
+        .success());
+    let text = metrics(&broker);
+    assert_eq!(
+        value(
+            &text,
+            "fjord_request_errors_total{request=\"DeleteTopics\",error=\"UNKNOWN_TOPIC_OR_PARTITION\",code=\"3\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "fjord_request_errors_total{request=\"CreateTopics\",error=\"TOPIC_ALREADY_EXISTS\",code=\"36\"}"
+        ),
+        1.0
+    );
+    // Successful requests add no error series.
+    assert!(
+        !text.contains("fjord_request_errors_total{request=\"Metadata\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn partition_offsets_sizes_and_group_lag_are_exported_and_deleted_topics_disappear() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let b = broker.bootstrap.as_str();
+    ok(&fjord(
+        b,
+        &["topics", "create", "gauged", "--partitions", "2"],
+        None,
+    ));
+    produce(b, "gauged", 0, 10);
+    produce(b, "gauged", 1, 3);
+    // The group committed 4 on partition 0 and 3 on partition 1.
+    ok(&fjord(
+        b,
+        &[
+            "groups",
+            "reset-offsets",
+            "lagging",
+            "--topic",
+            "gauged:0",
+            "--to-offset",
+            "4",
+            "--execute",
+        ],
+        None,
+    ));
+    ok(&fjord(
+        b,
+        &[
+            "groups",
+            "reset-offsets",
+            "lagging",
+            "--topic",
+            "gauged:1",
+            "--to-latest",
+            "--execute",
+        ],
+        None,
+    ));
+    let text = metrics(&broker);
+    let p0 = "{topic=\"gauged\",partition=\"0\"}";
+    let p1 = "{topic=\"gauged\",partition=\"1\"}";
+    assert_eq!(value(&text, &format!("fjord_log_end_offset{p0}")), 10.0);
+    assert_eq!(value(&text, &format!("fjord_log_start_offset{p0}")), 0.0);
+    assert_eq!(value(&text, &format!("fjord_log_end_offset{p1}")), 3.0);
+    assert!(value(&text, &format!("fjord_log_size_bytes{p0}")) > 10.0 * 3.0);
+    let g0 = "{group=\"lagging\",topic=\"gauged\",partition=\"0\"}";
+    let g1 = "{group=\"lagging\",topic=\"gauged\",partition=\"1\"}";
+    assert_eq!(
+        value(&text, &format!("fjord_consumergroup_current_offset{g0}")),
+        4.0
+    );
+    assert_eq!(value(&text, &format!("fjord_consumergroup_lag{g0}")), 6.0);
+    assert_eq!(value(&text, &format!("fjord_consumergroup_lag{g1}")), 0.0);
+    assert_eq!(
+        value(&text, "fjord_consumergroup_lag_sum{group=\"lagging\"}"),
+        6.0
+    );
+    // More records raise the lag at the next scrape, with nothing recomputed in between.
+    produce(b, "gauged", 1, 5);
+    let text = metrics(&broker);
+    assert_eq!(value(&text, &format!("fjord_consumergroup_lag{g1}")), 5.0);
+    assert_eq!(
+        value(&text, "fjord_consumergroup_lag_sum{group=\"lagging\"}"),
+        11.0
+    );
+    assert_eq!(
+        value(&text, "fjord_topic_messages_in_total{topic=\"gauged\"}"),
+        18.0
+    );
+
+    // Deleting the topic removes its series: counters, partition gauges and group lag alike.
+    ok(&fjord(b, &["topics", "delete", "gauged"], None));
+    let deadline = Instant::now() + T;
+    loop {
+        let text = metrics(&broker);
+        let left: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains("topic=\"gauged\""))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "series of the deleted topic remain:\n{}",
+            left.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn process_resources_and_build_info_are_exported() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let text = metrics(&broker);
+    assert!(value(&text, "process_open_fds") >= 3.0, "{text}");
+    assert!(value(&text, "process_max_fds") >= value(&text, "process_open_fds"));
+    assert!(
+        value(&text, "process_resident_memory_bytes") > 1_000_000.0,
+        "{text}"
+    );
+    assert!(value(&text, "process_cpu_seconds_total") >= 0.0);
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        text.lines().any(
+            |l| l.starts_with(&format!("fjord_build_info{{version=\"{version}\""))
+                && l.ends_with(" 1")
+        ),
+        "{text}"
+    );
+    // The exposition stays valid OpenMetrics: one terminator, at the end.
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    assert_eq!(body.matches("# EOF").count(), 1, "{text}");
+    assert!(body.trim_end().ends_with("# EOF"), "{text}");
+}
+
+#[test]
+fn fetch_long_poll_wait_is_reported_apart_from_processing() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let b = broker.bootstrap.as_str();
+    ok(&fjord(b, &["topics", "create", "idle"], None));
+    produce(b, "idle", 0, 1);
+    // kcat reads the one record, then long-polls the empty partition (fetch.wait.max.ms=500) until -e
+    // sees the end; every such fetch parks for about 500 ms.
+    let out = kcat(
+        &[
+            "-b",
+            b,
+            "-C",
+            "-t",
+            "idle",
+            "-o",
+            "beginning",
+            "-X",
+            "fetch.wait.max.ms=500",
+            "-e",
+        ],
+        None,
+        T,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A consumer that stays a little longer is sure to have parked at least one fetch.
+    let _ = kcat(
+        &[
+            "-b",
+            b,
+            "-C",
+            "-t",
+            "idle",
+            "-o",
+            "end",
+            "-X",
+            "fetch.wait.max.ms=500",
+        ],
+        None,
+        Duration::from_millis(2500),
+    );
+    let text = metrics(&broker);
+    let waited = value(&text, "fjord_fetch_wait_seconds_sum");
+    let processing = value(&text, "fjord_fetch_processing_seconds_sum");
+    let fetches = value(&text, "fjord_fetch_wait_seconds_count");
+    assert!(fetches >= 2.0, "{text}");
+    assert!(waited >= 0.4, "no long-poll wait recorded:\n{text}");
+    assert!(
+        processing < waited / 2.0,
+        "processing ({processing}s) includes the wait ({waited}s):\n{text}"
+    );
+    assert_eq!(
+        value(&text, "fjord_fetch_processing_seconds_count"),
+        fetches
+    );
+}
+
+#[test]
+fn health_and_ready_endpoints_answer() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let http = broker.http.as_deref().unwrap();
+    let health = http_get(http, "/health");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.ends_with("ok\n"), "{health}");
+    let ready = http_get(http, "/ready");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert!(ready.ends_with("ready\n"), "{ready}");
+    let missing = http_get(http, "/nosuch");
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+}
