@@ -242,7 +242,8 @@ impl Partition {
     }
 
     fn report(&self, e: &Error) {
-        if e.is_disk_fault() {
+        // A write racing a deletion finds its directory renamed away: that is no fault of the disk.
+        if e.is_disk_fault() && !self.deleted.load(Ordering::Acquire) {
             self.dirs.fail(
                 self.dir_index,
                 &format_args!("{}-{}: {e}", self.topic, self.index),
@@ -521,17 +522,35 @@ impl Partition {
                 .await
                 .map_err(|e| Error::Internal(format!("flush task failed: {e}")))?
         };
-        match synced {
-            Ok(handle) => self.lock().mark_synced(&handle),
+        let applied = match synced {
+            Ok(handle) => self.apply_sync(&handle),
             Err(e) => {
                 self.lock().mark_failed(&format!("fsync failed: {e}"));
-                let e = Error::from(e);
-                tracing::error!(topic = %self.topic, partition = self.index, error = %e, "fsync failed");
-                self.report(&e);
-                return Err(e);
+                Err(Error::from(e))
             }
+        };
+        if let Err(e) = applied {
+            tracing::error!(topic = %self.topic, partition = self.index, error = %e, "fsync failed");
+            self.report(&e);
+            return Err(e);
         }
-        self.durable.fetch_max(to, Ordering::AcqRel);
+        debug_assert!(self.durable.load(Ordering::Acquire) >= to);
+        Ok(())
+    }
+
+    /// Records a successful sync: the log's flushed offset and recovery point (written under the log lock, which
+    /// a deletion also takes, so it never lands in a deleted or re-created directory), then `durable`. Refused
+    /// once the partition was deleted or the log failed: a sync that "succeeded" after another failed proves
+    /// nothing.
+    fn apply_sync(&self, handle: &fjord_log::FlushHandle) -> Result<()> {
+        let mut log = self.log()?;
+        if !log.mark_synced(handle)? {
+            return Err(Error::Log(fjord_log::Error::Damaged(format!(
+                "{}-{}: an earlier fsync failed; nothing is acknowledged as durable any more",
+                self.topic, self.index
+            ))));
+        }
+        self.durable.fetch_max(handle.flush_to(), Ordering::AcqRel);
         Ok(())
     }
 
@@ -637,7 +656,10 @@ impl Partition {
         // that kept a later segment but not the unsynced tail of an earlier one, describe sequences the log no
         // longer has (found by the partition fault harness). Once per roll, so the fsync costs little.
         self.sync_log()?;
-        let dir = self.lock().dir().to_path_buf();
+        // Written under the log lock, which a deletion takes to rename the directory: a snapshot of a deleted
+        // topic never lands in a re-created one of the same name. A small file, once per roll.
+        let log = self.log()?;
+        let dir = log.dir().to_path_buf();
         let fs = &**self.dirs.storage();
         // Temporary file, fsync, rename, fsync of the directory: a snapshot is whole or absent.
         st::write_atomic(fs, &snapshot_path(&dir, offset), &data)?;
@@ -646,6 +668,7 @@ impl Partition {
         for o in &offsets[..offsets.len().saturating_sub(2)] {
             fs.remove_file(&snapshot_path(&dir, *o))?;
         }
+        drop(log);
         Ok(())
     }
 
@@ -675,9 +698,7 @@ impl Partition {
             self.lock().mark_failed(&format!("fsync failed: {e}"));
             return Err(e.into());
         }
-        self.lock().mark_synced(&handle);
-        self.durable.fetch_max(handle.flush_to(), Ordering::AcqRel);
-        Ok(())
+        self.apply_sync(&handle)
     }
 
     /// fsyncs everything appended so far, outside the log lock.
@@ -687,9 +708,7 @@ impl Partition {
             self.lock().mark_failed(&format!("fsync failed: {e}"));
             return Err(e.into());
         }
-        self.lock().mark_synced(&handle);
-        self.durable.fetch_max(handle.flush_to(), Ordering::AcqRel);
-        Ok(())
+        self.apply_sync(&handle)
     }
 
     /// fsyncs everything appended so far (`log.flush.interval.ms`, shutdown). The fsync runs outside the log
@@ -1186,6 +1205,14 @@ fn prepare_partition_dir(
         Err(e) => return Err(e.into()),
     }
     if create {
+        // Never recreate a vanished log directory (an unmounted disk) on whatever lies beneath it: that is a
+        // fault of the directory, which goes offline.
+        if !fs.try_exists(parent)? {
+            return Err(DirProblem::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("log directory {} is gone", parent.display()),
+            )));
+        }
         fs.create_dir_all(dir)?;
         // The new directory entry must survive a power loss as much as the data later written into it.
         fs.sync_dir(parent)?;

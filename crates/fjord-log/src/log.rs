@@ -61,10 +61,21 @@ pub struct FlushHandle {
     /// Set when a segment file was created since the last flush, so the directory entry must be made durable too.
     dir: Option<PathBuf>,
     flush_to: i64,
-    /// A new recovery point to persist once the files are synced: the active segment's base offset, when
-    /// segments were rolled since the last one was written (so the file is rewritten once per roll, not per
-    /// fsync).
-    pub(crate) recovery_point: Option<(PathBuf, i64)>,
+    /// A new recovery point to persist once the files are synced (by [`Log::mark_synced`], under the caller's
+    /// lock on the log, so that a partition deleted meanwhile is never written to): the active segment's base
+    /// offset, when segments were rolled since the last one was written (once per roll, not per fsync).
+    pub(crate) recovery_point: Option<i64>,
+    sync: Arc<SyncState>,
+}
+
+/// Shared by a log and its flush handles: syncs of one log run one at a time (they write the same
+/// `recovery-point` temporary file), and once one failed no later one may report success.
+#[derive(Default)]
+struct SyncState {
+    serial: std::sync::Mutex<()>,
+    /// Set by the first failed sync or by [`Log::mark_failed`]. Linux reports a failed write-back to one
+    /// fsync only: a second handle's fsync of the same file would succeed although the pages are lost.
+    failed: std::sync::atomic::AtomicBool,
 }
 
 impl FlushHandle {
@@ -77,21 +88,26 @@ impl FlushHandle {
     /// may never become so (the kernel can drop the dirty pages of a failed write-back): the caller must not
     /// retry into success but take the log offline ([`Log::mark_failed`]).
     pub fn sync(&self) -> Result<()> {
-        for f in &self.files {
-            f.sync_data()?;
+        use std::sync::atomic::Ordering;
+        let _serial = self.sync.serial.lock().unwrap_or_else(|p| p.into_inner());
+        if self.sync.failed.load(Ordering::Acquire) {
+            return Err(Error::Damaged(
+                "an earlier fsync of this log failed; its data may be lost and nothing more is synced".into(),
+            ));
         }
-        if let Some(dir) = &self.dir {
-            self.storage.sync_dir(dir)?;
+        let result = (|| {
+            for f in &self.files {
+                f.sync_data()?;
+            }
+            if let Some(dir) = &self.dir {
+                self.storage.sync_dir(dir)?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            self.sync.failed.store(true, Ordering::Release);
         }
-        if let Some((dir, offset)) = &self.recovery_point {
-            write_small_file(
-                &*self.storage,
-                dir,
-                RECOVERY_POINT_FILE,
-                &offset.to_string(),
-            )?;
-        }
-        Ok(())
+        result
     }
 }
 
@@ -138,6 +154,7 @@ pub struct Log {
     pub(crate) clock_ms: i64,
     /// Where each leader epoch started (see [`crate::epoch_cache`]).
     epochs: EpochCache,
+    sync: Arc<SyncState>,
 }
 
 /// Reads a small text file; `None` when missing. Bytes that are not UTF-8 read as an empty string (callers treat
@@ -323,6 +340,7 @@ impl Log {
             first_cleaned: Vec::new(),
             clock_ms: now_ms,
             epochs: EpochCache::default(),
+            sync: Arc::default(),
         };
         if log.log_start_offset > log.log_end_offset() {
             // Recovery lost data that the persisted start offset already covered; start empty at that offset.
@@ -427,6 +445,9 @@ impl Log {
     /// Takes the log offline after an I/O error (e.g. a failed fsync reported by the broker): every later write,
     /// fsync and the clean-shutdown marker are refused, so the next open runs recovery on what the disk holds.
     pub fn mark_failed(&mut self, reason: &str) {
+        self.sync
+            .failed
+            .store(true, std::sync::atomic::Ordering::Release);
         if self.failed.is_none() {
             tracing::error!(dir = %self.dir.display(), reason, "log failed; refusing further writes");
             self.failed = Some(reason.to_string());
@@ -1263,8 +1284,8 @@ impl Log {
             storage: Arc::clone(&self.storage),
             dir: self.dir_dirty_since.map(|_| self.dir.clone()),
             flush_to: leo,
-            recovery_point: (active_base > self.recovery_point)
-                .then(|| (self.dir.clone(), active_base)),
+            recovery_point: (active_base > self.recovery_point).then_some(active_base),
+            sync: Arc::clone(&self.sync),
         })
     }
 
@@ -1299,11 +1320,26 @@ impl Log {
 
     /// Records what a successful [`FlushHandle::sync`] made durable: its `flush_to` and the recovery point it
     /// persisted.
-    pub fn mark_synced(&mut self, handle: &FlushHandle) {
-        if let Some((_, rp)) = &handle.recovery_point {
-            self.recovery_point = self.recovery_point.max(*rp);
+    /// persisted. Refused (`false`, nothing recorded) once the log has failed: a sync that "succeeded" after
+    /// another one failed proves nothing (the failed write-back is reported to one fsync only).
+    /// Persisting the recovery point is a write: its error fails the log.
+    pub fn mark_synced(&mut self, handle: &FlushHandle) -> Result<bool> {
+        if self.failed.is_some() || self.sync.failed.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(false);
+        }
+        if let Some(rp) = handle.recovery_point.filter(|rp| *rp > self.recovery_point) {
+            self.guarded(|log| {
+                write_small_file(
+                    &*log.storage,
+                    &log.dir,
+                    RECOVERY_POINT_FILE,
+                    &rp.to_string(),
+                )
+            })?;
+            self.recovery_point = rp;
         }
         self.mark_flushed(handle.flush_to);
+        Ok(true)
     }
 
     /// True when segments were rolled since the last flush (their data or indexes are not known durable yet).
@@ -1322,7 +1358,12 @@ impl Log {
             self.mark_failed(&format!("fsync failed: {e}"));
             return Err(e);
         }
-        self.mark_synced(&handle);
+        if !self.mark_synced(&handle)? {
+            return Err(self
+                .check_writable()
+                .err()
+                .unwrap_or_else(|| Error::Damaged("an earlier fsync of this log failed".into())));
+        }
         Ok(())
     }
 

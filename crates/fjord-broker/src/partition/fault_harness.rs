@@ -475,6 +475,12 @@ impl Harness {
             }
         }
         for (pid, v) in &views {
+            if !last_seq.contains_key(pid) {
+                self.fail(format!(
+                    "producer {pid} has state (last sequence {}) but no batch in the log",
+                    v.last_sequence
+                ));
+            }
             let want = open.get(pid).copied().unwrap_or(-1);
             if v.current_txn_start_offset != want {
                 self.fail(format!(
@@ -795,10 +801,20 @@ impl Harness {
                     self.crash_after_fault(&e);
                 }
             }
-            87..=89 => {
+            87..=88 => {
                 let end = self.p().high_watermark();
                 self.trace.push(format!("flush to {end}"));
                 self.sync(end);
+            }
+            89 => {
+                // The periodic flush (`log.flush.interval.ms`) and shutdown path, outside the log lock.
+                let end = self.p().high_watermark();
+                self.trace.push(format!("periodic flush to {end}"));
+                match self.p().flush() {
+                    Ok(()) => self.durable_end = self.durable_end.max(end),
+                    Err(e) if is_fault(&e) => self.crash_after_fault(&e),
+                    Err(e) => self.fail(format!("flush: {e}")),
+                }
             }
             90..=93 => {
                 // A retry of a batch already acknowledged (the answer was lost on the way).

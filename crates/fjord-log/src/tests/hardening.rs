@@ -274,7 +274,7 @@ fn the_recovery_point_moves_once_per_roll_and_reaches_the_end_on_close() {
     let h = log.flush_handle().unwrap();
     assert!(h.recovery_point.is_some());
     h.sync().unwrap();
-    log.mark_synced(&h);
+    assert!(log.mark_synced(&h).unwrap());
     assert_eq!(recovery_point(dir.path()), Some(log.active_base_offset()));
     log.append(values_batch("b", 1, NOW), 0, NOW).unwrap();
     assert!(
@@ -442,4 +442,44 @@ fn an_idle_log_keeps_one_open_file_per_segment() {
             .unwrap();
     }
     assert_eq!(read_all(&log, 0).len(), 150);
+}
+
+/// Concurrent flushes of one log (an acks=all producer's group commit, the background flush of rolled segments,
+/// a producer snapshot's flush) each used to write `recovery-point` through the same temporary file outside the
+/// log's lock: one rename then failed with "not found" and took the whole log directory offline (seen in the
+/// retention e2e test under load). The recovery point is now written by `mark_synced`, under the lock.
+#[test]
+fn concurrent_flushes_never_fail_on_the_recovery_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 200,
+        index_interval_bytes: 64,
+        ..LogConfig::default()
+    };
+    let log = std::sync::Arc::new(std::sync::Mutex::new(
+        Log::open(dir.path(), cfg, NOW).unwrap(),
+    ));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let log = std::sync::Arc::clone(&log);
+            std::thread::spawn(move || {
+                for i in 0..150 {
+                    let handle = {
+                        let mut l = log.lock().unwrap();
+                        l.append(values_batch(&format!("{t}-{i}"), 3, NOW), 0, NOW)
+                            .unwrap();
+                        l.flush_handle().unwrap()
+                    };
+                    handle.sync().unwrap();
+                    assert!(log.lock().unwrap().mark_synced(&handle).unwrap());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("no flush failed");
+    }
+    let l = log.lock().unwrap();
+    assert_eq!(l.log_end_offset(), 4 * 150 * 3);
+    assert_eq!(recovery_point(dir.path()), Some(l.active_base_offset()));
 }

@@ -516,7 +516,7 @@ fn flush_handle_covers_rolled_segments_until_marked() {
     );
     log.append(values_batch("late", 1, NOW), 0, NOW).unwrap();
     h.sync().unwrap();
-    log.mark_synced(&h);
+    assert!(log.mark_synced(&h).unwrap());
     assert_eq!(log.flushed_offset(), 40);
     let h2 = log.flush_handle().unwrap();
     assert_eq!(h2.flush_to(), 41);
