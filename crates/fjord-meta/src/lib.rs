@@ -12,14 +12,16 @@
 //! [`ClusterState`]'s apply; nothing writes the state directly, so every replica and every replay
 //! after a restart computes the same state.
 
+mod forward;
 mod fsutil;
 mod log_store;
 mod meta;
+mod network;
 mod raft;
 mod state_machine;
 mod types;
 
-pub use meta::Meta;
+pub use meta::{Meta, DEFAULT_REQUEST_TIMEOUT, QUORUM_OPEN_WAIT};
 pub use types::{BrokerInfo, ClusterState, Command, CommandResult, PartitionMeta, TopicMeta};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -34,6 +36,18 @@ pub enum Error {
     NotLeader,
     #[error("metadata store is shut down")]
     Shutdown,
+    /// No metadata leader accepted the request within its bound (an election, or fewer than a
+    /// majority of voters reachable); nothing was changed. The text names the unreachable voters.
+    #[error("no metadata quorum: {0}")]
+    NoQuorum(String),
+    /// The request reached the leader but its outcome is unknown (e.g. not committed before the
+    /// deadline, or the connection to the leader broke); it may still take effect.
+    #[error("metadata request outcome unknown: {0}")]
+    Indeterminate(String),
+    /// The leader refused the request and changed nothing (e.g. a voter change while another is
+    /// in progress, removing the last voter).
+    #[error("metadata request refused: {0}")]
+    Refused(String),
 }
 
 /// Kafka's longest legal topic name (`Topic.MAX_NAME_LENGTH`).
