@@ -1,12 +1,14 @@
 //! Cluster metadata for Fjord: brokers, topics, partitions (leaders, ISR), topic and broker configs,
 //! kept as the state machine of an openraft log so that one code path serves a single broker (a
-//! one-voter quorum) and, later, a controller quorum (KRaft's role). This crate owns the raft log,
-//! vote and snapshots on disk, the deterministic apply of [`Command`]s to [`ClusterState`], and
-//! publishing each applied state to the broker through a watch channel.
+//! one-voter quorum) and a controller quorum of several voters (KRaft's role). This crate owns the
+//! raft log, vote and snapshots on disk, the deterministic apply of [`Command`]s to
+//! [`ClusterState`], publishing each applied state to the broker through a watch channel, and the
+//! controller listener over which voters replicate and followers forward requests to the leader.
 //!
 //! It must not know about record storage (partition logs belong to `fjord-log`) nor about the
 //! Kafka network protocol: the broker translates Kafka requests into [`Command`]s, validates them,
-//! and maps [`CommandResult`] to Kafka error codes.
+//! and maps [`CommandResult`] to Kafka error codes. The controller listener speaks only Fjord's own
+//! frames between voters, never Kafka's protocol.
 //!
 //! **Architecture Invariant:** the only way metadata changes is a committed raft entry applied by
 //! [`ClusterState`]'s apply; nothing writes the state directly, so every replica and every replay

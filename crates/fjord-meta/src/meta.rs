@@ -274,6 +274,27 @@ impl Meta {
             }
         }
 
+        let stored_addr = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config
+                .membership()
+                .get_node(&raft_id)
+                .map(|n| n.addr.clone())
+        };
+        if let (Some(stored), Some(listen)) = (stored_addr, self.controller_addr()) {
+            if stored != listen.to_string() {
+                // E.g. a store created by `Meta::open` (which records the Kafka listener), or a
+                // voter moved to another port: peers dial what the membership says.
+                tracing::warn!(
+                    node_id = raft_id,
+                    %stored,
+                    %listen,
+                    "the raft membership gives this node another controller address than the one it listens on"
+                );
+            }
+        }
+
         let deadline = Instant::now() + open_wait;
         let reply = self
             .run(LeaderOp::ReadIndex, deadline)

@@ -15,7 +15,8 @@ use crate::types::{Command, CommandResult};
 
 openraft::declare_raft_types!(
     /// Raft node ids are Kafka broker ids (non-negative `i32`) widened to `u64`; a node's address
-    /// (`host:port` of its Kafka listener for now) rides in [`BasicNode`].
+    /// rides in [`BasicNode`]: its controller listener in a quorum
+    /// (`Meta::open_quorum`), its Kafka listener in a one-voter store (`Meta::open`, never dialed).
     pub(crate) TypeConfig:
         D = Command,
         R = CommandResult,

@@ -618,3 +618,61 @@ async fn given_single_voter_quorum_should_work_like_open() {
     assert!(meta.state().topics.contains_key("t"));
     bounded("shutdown", meta.shutdown()).await.unwrap();
 }
+
+/// Waits until `dir` holds a snapshot and a purge record (both are written in the background
+/// after the snapshot threshold) and returns the index the log was purged up to.
+async fn purged_index(dir: &std::path::Path) -> u64 {
+    bounded("snapshot and purge", async {
+        loop {
+            if let Ok(bytes) = std::fs::read(dir.join("purged.json")) {
+                if dir.join("snapshot.json").exists() {
+                    let purged: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                    return purged["index"].as_u64().unwrap();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_voter_behind_the_purged_log_when_it_returns_should_catch_up_from_a_snapshot() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let behind = (1..=3).find(|&id| id != leader).unwrap();
+    cluster.stop(behind).await;
+
+    // More than a snapshot's worth of entries (1000), proposed from a few tasks at once.
+    let tasks: Vec<_> = (0..6)
+        .map(|t| {
+            let meta = cluster.node(leader).clone();
+            tokio::spawn(async move {
+                for i in 0..200 {
+                    let cmd = if i % 2 == 0 {
+                        create_topic(&format!("t{t}-{i}"))
+                    } else {
+                        Command::AllocateProducerIds { count: 10 }
+                    };
+                    meta.propose(cmd).await.expect("propose");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        bounded("proposals", task).await.unwrap();
+    }
+    let purged = purged_index(&cluster.dirs[&leader]).await;
+    assert!(purged > 100, "log purged only up to {purged}");
+
+    // The returning voter's log ends long before what the leader still has: only a snapshot,
+    // sent in chunks over the controller network, can catch it up.
+    cluster.restart(behind).await;
+    let expected = cluster.node(leader).state();
+    let state = cluster.node(behind).state();
+    assert_eq!(state.topics.len(), 600);
+    assert_eq!(state.next_producer_id, 6000);
+    assert_eq!(state.topics, expected.topics);
+    assert!(cluster.dirs[&behind].join("snapshot.json").exists());
+    cluster.shutdown().await;
+}
