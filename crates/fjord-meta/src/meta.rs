@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::forward::{self, LeaderOp, LeaderReply};
 use crate::log_store::LogStore;
-use crate::network::{Server, TcpNetwork};
+use crate::network::{self, Server, TcpNetwork};
 use crate::raft::{self, NoNetwork, NodeId, Raft};
 use crate::state_machine::StateMachine;
 use crate::types::{BrokerInfo, ClusterState, Command, CommandResult};
@@ -340,7 +340,7 @@ impl Meta {
                 return Err(Error::NoQuorum(format!(
                     "no metadata leader accepted the request within {:?} ({last_problem}); {}",
                     now - started,
-                    self.quorum_report()
+                    self.quorum_report().await
                 )));
             }
             let remaining = deadline - now;
@@ -417,41 +417,58 @@ impl Meta {
         })
     }
 
-    /// Which voters this node cannot reach and why, for errors when there is no quorum.
-    fn quorum_report(&self) -> String {
+    /// Which voters this node cannot reach and why, for errors when there is no quorum. Probes
+    /// every other voter now rather than trusting the last RPC: a follower may not have talked to
+    /// another follower for a long time.
+    async fn quorum_report(&self) -> String {
         let Ok(quorum) = self.quorum() else {
             return String::new();
         };
-        let metrics = self.inner.raft.metrics().borrow().clone();
-        let membership = metrics.membership_config.membership();
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let (voters, leader, others) = {
+            let metrics = self.inner.raft.metrics();
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+            let others: Vec<(NodeId, String)> = voters
+                .iter()
+                .filter(|&&v| v != self.inner.id)
+                .map(|&v| {
+                    let addr = membership.get_node(&v).map(|n| n.addr.clone());
+                    (v, addr.unwrap_or_default())
+                })
+                .collect();
+            (voters, m.current_leader, others)
+        };
         if voters.is_empty() {
             return format!(
                 "node {} is not a member of the controller quorum yet (add it with add_voter on a member)",
                 self.inner.id
             );
         }
-        let mut unreachable = Vec::new();
-        let mut never_contacted = Vec::new();
-        for id in voters.iter().filter(|&&v| v != self.inner.id) {
-            let addr = membership
-                .get_node(id)
-                .map(|n| n.addr.as_str())
-                .unwrap_or("?");
-            match quorum.net.last_error(*id) {
-                Some(e) => unreachable.push(format!("{id}@{addr} ({e})")),
-                None if !quorum.net.contacted(*id) => never_contacted.push(format!("{id}@{addr}")),
-                None => {}
-            }
-        }
+        let down = network::probe(others.clone()).await;
+        let unreachable: Vec<String> = down
+            .iter()
+            .map(|(id, addr, why)| format!("{id}@{addr} ({why})"))
+            .collect();
+        // Reachable, but the last raft RPC failed (e.g. the voter stalls): worth naming too.
+        let failing: Vec<String> = others
+            .iter()
+            .filter(|(id, _)| !down.iter().any(|(d, _, _)| d == id))
+            .filter_map(|(id, addr)| {
+                let why = quorum.net.last_error(*id)?;
+                Some(format!("{id}@{addr} ({why})"))
+            })
+            .collect();
         format!(
-            "voters {voters:?}, leader {:?}, unreachable voters: [{}]{}",
-            metrics.current_leader,
+            "voters {voters:?}, leader {leader:?}, unreachable voters: [{}]{}",
             unreachable.join(", "),
-            if never_contacted.is_empty() {
+            if failing.is_empty() {
                 String::new()
             } else {
-                format!(", never contacted: [{}]", never_contacted.join(", "))
+                format!(
+                    ", voters whose last request failed: [{}]",
+                    failing.join(", ")
+                )
             }
         )
     }

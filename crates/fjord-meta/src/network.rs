@@ -50,6 +50,8 @@ const MAX_IDLE_PER_PEER: usize = 4;
 /// [`DIAL_BACKOFF_MAX`]; RPCs in between fail at once as `Unreachable`.
 const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long [`probe`] waits for a connection.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 /// A forwarded request carries the caller's remaining time; the leader never waits longer than this.
 const MAX_FORWARD_WAIT: Duration = Duration::from_secs(120);
 
@@ -227,11 +229,6 @@ impl TcpNetwork {
     /// never attempted.
     pub(crate) fn last_error(&self, target: NodeId) -> Option<String> {
         self.peers().get(&target).and_then(|p| p.last_error.clone())
-    }
-
-    /// Whether this node ever exchanged anything with `target` successfully since it started.
-    pub(crate) fn contacted(&self, target: NodeId) -> bool {
-        self.peers().contains_key(&target)
     }
 
     /// An idle connection to `target` if there is one (`true`: reused), else a new one.
@@ -413,6 +410,27 @@ impl TcpNetwork {
             )),
         }
     }
+}
+
+/// Tries a TCP connection to each of `peers` at once, within [`PROBE_TIMEOUT`]; returns why
+/// each one that could not be reached failed. Used only to explain an error (which voters are
+/// down), never to decide anything.
+pub(crate) async fn probe(peers: Vec<(NodeId, String)>) -> Vec<(NodeId, String, String)> {
+    let mut probes = JoinSet::new();
+    for (id, addr) in peers {
+        probes.spawn(async move {
+            let failure = match tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(&addr)).await
+            {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!("no connection within {PROBE_TIMEOUT:?}")),
+            };
+            failure.map(|f| (id, addr, f))
+        });
+    }
+    let mut down: Vec<_> = probes.join_all().await.into_iter().flatten().collect();
+    down.sort();
+    down
 }
 
 fn response_kind(r: &Response) -> &'static str {

@@ -158,13 +158,20 @@ async fn given_three_voters_when_follower_proposes_should_apply_on_all_three() {
     let leader = cluster.leader().await;
     let follower = (1..=3).find(|&id| id != leader).unwrap();
 
-    // Bootstrap agreed on one cluster id and every voter registered itself.
+    // Bootstrap agreed on one cluster id, and every voter's registration was applied locally
+    // before its open returned (the others' may still be on their way).
     let cluster_id = cluster.node(1).state().cluster_id.clone();
     assert_eq!(cluster_id.len(), 22);
     for id in 1..=3 {
         let state = cluster.node(id).state();
         assert_eq!(state.cluster_id, cluster_id, "node {id}");
-        assert_eq!(state.brokers.len(), 3, "node {id}: {:?}", state.brokers);
+        assert_eq!(state.brokers.get(&id), Some(&broker(id)), "node {id}");
+    }
+    for id in 1..=3 {
+        wait_until(&format!("node {id} sees 3 brokers"), WAIT, || {
+            cluster.node(id).state().brokers.len() == 3
+        })
+        .await;
     }
 
     let cmd = create_topic("orders");
