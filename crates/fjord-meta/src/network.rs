@@ -842,6 +842,96 @@ mod tests {
         drop(silent);
     }
 
+    /// A fake peer that grants every vote; with `close_after_each` it closes each connection after
+    /// one answer. Returns its address and the number of connections it accepted.
+    async fn vote_granting_peer(
+        close_after_each: bool,
+    ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    while let Ok(frame) = read_frame(&mut conn).await {
+                        let env: Envelope = serde_json::from_slice(&frame).unwrap();
+                        let Request::Vote(req) = env.body else {
+                            panic!("expected a vote")
+                        };
+                        let resp = Response::Vote(Ok(VoteResponse::new(req.vote, None, true)));
+                        let bytes = serde_json::to_vec(&resp).unwrap();
+                        write_frame(&mut conn, &bytes).await.unwrap();
+                        if close_after_each {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn rpcs_reuse_one_connection() {
+        let (addr, accepted) = vote_granting_peer(false).await;
+        let mut net = TcpNetwork::new(1);
+        let mut client = net
+            .new_client(
+                2,
+                &BasicNode {
+                    addr: addr.to_string(),
+                },
+            )
+            .await;
+        for _ in 0..5 {
+            let resp = client
+                .vote(vote(), RPCOption::new(Duration::from_secs(5)))
+                .await
+                .unwrap();
+            assert!(resp.vote_granted);
+        }
+        // A second client for the same peer (openraft makes one per election) shares the pool.
+        let mut other = net
+            .new_client(
+                2,
+                &BasicNode {
+                    addr: addr.to_string(),
+                },
+            )
+            .await;
+        other
+            .vote(vote(), RPCOption::new(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_closed_by_the_peer_is_replaced_transparently() {
+        let (addr, accepted) = vote_granting_peer(true).await;
+        let mut net = TcpNetwork::new(1);
+        let mut client = net
+            .new_client(
+                2,
+                &BasicNode {
+                    addr: addr.to_string(),
+                },
+            )
+            .await;
+        for _ in 0..3 {
+            client
+                .vote(vote(), RPCOption::new(Duration::from_secs(5)))
+                .await
+                .expect("a dead pooled connection is retried on a fresh one");
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(net.last_error(2), None);
+    }
+
     #[tokio::test]
     async fn a_closed_connection_between_frames_is_clean() {
         let (a, mut b) = tokio::io::duplex(1024);
