@@ -80,9 +80,68 @@ pub fn validate_topic_name(name: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Parses KRaft's `controller.quorum.voters` (`1@host:port,2@host:port,...`) into the voter map
+/// [`Meta::open_quorum`] takes, resolving host names. `Err` says what is wrong, naming the property.
+pub fn parse_quorum_voters(
+    value: &str,
+) -> std::result::Result<std::collections::BTreeMap<i32, std::net::SocketAddr>, String> {
+    use std::net::ToSocketAddrs;
+    let mut voters = std::collections::BTreeMap::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let invalid = |why: &str| {
+            format!(
+                "Invalid controller.quorum.voters entry {entry:?}: {why} (expected id@host:port)"
+            )
+        };
+        let (id, host_port) = entry.split_once('@').ok_or_else(|| invalid("no '@'"))?;
+        let id: i32 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id >= 0)
+            .ok_or_else(|| invalid("the id is not a non-negative integer"))?;
+        let addr = host_port
+            .to_socket_addrs()
+            .map_err(|e| invalid(&e.to_string()))?
+            .next()
+            .ok_or_else(|| invalid("the host resolves to no address"))?;
+        if voters.insert(id, addr).is_some() {
+            return Err(invalid(&format!("voter {id} is listed twice")));
+        }
+    }
+    if voters.is_empty() {
+        return Err("controller.quorum.voters is empty".into());
+    }
+    Ok(voters)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_quorum_voters_reads_kraft_format() {
+        let voters =
+            parse_quorum_voters("1@127.0.0.1:9093, 2@127.0.0.1:9094,3@[::1]:9095").unwrap();
+        assert_eq!(voters.len(), 3);
+        assert_eq!(voters[&1], "127.0.0.1:9093".parse().unwrap());
+        assert_eq!(voters[&3], "[::1]:9095".parse().unwrap());
+        assert_eq!(parse_quorum_voters("7@localhost:1").unwrap()[&7].port(), 1);
+        for bad in [
+            "",
+            "1",
+            "x@127.0.0.1:1",
+            "-1@127.0.0.1:1",
+            "1@127.0.0.1",
+            "1@127.0.0.1:99999",
+            "1@127.0.0.1:1,1@127.0.0.1:2",
+        ] {
+            assert!(
+                parse_quorum_voters(bad).is_err(),
+                "{bad:?} must be rejected"
+            );
+        }
+    }
 
     #[test]
     fn validate_topic_name_follows_kafka_rules() {

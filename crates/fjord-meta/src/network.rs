@@ -933,6 +933,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_forward_to_a_leader_that_never_answers_is_indeterminate_within_its_bound() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap().to_string();
+        let net = TcpNetwork::new(1);
+        let start = Instant::now();
+        let reply = net
+            .forward(2, &addr, LeaderOp::ReadIndex, Duration::from_millis(300))
+            .await;
+        assert!(matches!(reply, LeaderReply::Indeterminate(_)), "{reply:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        drop(silent);
+
+        // Nothing listening: the request was never sent, so the caller may retry elsewhere.
+        let reply = net
+            .forward(2, &addr, LeaderOp::ReadIndex, Duration::from_millis(300))
+            .await;
+        assert!(matches!(reply, LeaderReply::Unavailable(_)), "{reply:?}");
+    }
+
+    #[tokio::test]
     async fn a_closed_connection_between_frames_is_clean() {
         let (a, mut b) = tokio::io::duplex(1024);
         drop(a);

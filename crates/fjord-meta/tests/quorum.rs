@@ -605,7 +605,8 @@ async fn given_unreachable_voters_when_opening_should_fail_in_bound_naming_them(
 async fn given_single_voter_quorum_should_work_like_open() {
     let root = tempfile::tempdir().unwrap();
     let addr = free_addrs(1)[0];
-    let voters = BTreeMap::from([(1, addr)]);
+    // As a broker would get it from its properties.
+    let voters = fjord_meta::parse_quorum_voters(&format!("1@{addr}")).unwrap();
     let meta = bounded(
         "open",
         Meta::open_quorum(root.path(), 1, voters.clone(), addr, broker(1)),
