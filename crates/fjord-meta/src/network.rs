@@ -9,7 +9,14 @@
 //! **Architecture Invariant:** nothing that arrives on the controller port can crash the node or
 //! grow memory without bound: a frame over [`MAX_FRAME_BYTES`] or one that does not decode closes
 //! that connection only (after a [`Response::Rejected`] saying why), a frame body must arrive within
-//! [`FRAME_BODY_TIMEOUT`], and at most [`MAX_CONNECTIONS`] connections are served at once.
+//! [`FRAME_BODY_TIMEOUT`], and at most [`MAX_CONNECTIONS`] connections are served at once. Raft
+//! RPCs are checked structurally before openraft sees them (entries follow `prev_log_id`, terms
+//! and indexes in range, snapshot chunks within [`MAX_SNAPSHOT_BYTES`], an assembled snapshot
+//! decodes), because openraft stops its core on what a correct peer never sends.
+//!
+//! The listener authenticates nobody: like KRaft's `CONTROLLER` listener over PLAINTEXT, it must
+//! only be reachable by the controllers. A well-formed but forged raft message (a higher term)
+//! can still disturb the quorum; only authentication would prevent that.
 
 use std::collections::HashMap;
 use std::io;
@@ -20,6 +27,7 @@ use std::time::{Duration, Instant};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
+use openraft::network::snapshot_transport::{Chunked, SnapshotTransport, Streaming};
 use openraft::network::{Backoff, RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -33,6 +41,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::forward::{self, LeaderOp, LeaderReply};
 use crate::raft::{NodeId, Raft, TypeConfig};
+use crate::types::ClusterState;
 
 /// Largest frame accepted or sent on the controller port. Raft entries are small metadata
 /// commands (at most `max_payload_entries` per AppendEntries) and snapshots travel in chunks of
@@ -50,6 +59,13 @@ const MAX_IDLE_PER_PEER: usize = 4;
 /// [`DIAL_BACKOFF_MAX`]; RPCs in between fail at once as `Unreachable`.
 const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Largest snapshot a node receives. Snapshot chunks are written at their offset into memory, so
+/// this also bounds what one forged chunk can make the node allocate.
+pub(crate) const MAX_SNAPSHOT_BYTES: u64 = 256 << 20;
+/// Terms and log indexes above these are refused: no real cluster gets near them, and a forged
+/// `u64::MAX` would overflow when the node next increments it.
+const MAX_TERM: u64 = 1 << 48;
+const MAX_INDEX: u64 = 1 << 56;
 /// How long [`probe`] waits for a connection.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 /// A forwarded request carries the caller's remaining time; the leader never waits longer than this.
@@ -618,7 +634,12 @@ pub(crate) struct Server {
 impl Server {
     pub(crate) fn spawn(listener: TcpListener, id: NodeId, raft: Raft) -> io::Result<Server> {
         let local_addr = listener.local_addr()?;
-        let task = tokio::spawn(accept_loop(listener, id, raft));
+        let node = Node {
+            id,
+            raft,
+            inbox: Arc::new(tokio::sync::Mutex::new(None)),
+        };
+        let task = tokio::spawn(accept_loop(listener, node));
         Ok(Server {
             task: Some(task),
             local_addr,
@@ -646,7 +667,17 @@ impl Drop for Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, id: NodeId, raft: Raft) {
+/// What every connection of the controller listener serves.
+#[derive(Clone)]
+struct Node {
+    id: NodeId,
+    raft: Raft,
+    /// The snapshot being received in chunks, shared by all connections (the leader may send
+    /// successive chunks on different pooled connections).
+    inbox: Arc<tokio::sync::Mutex<Option<Streaming<TypeConfig>>>>,
+}
+
+async fn accept_loop(listener: TcpListener, node: Node) {
     // Owned here so that aborting this task aborts every connection task with it.
     let mut conns = JoinSet::new();
     loop {
@@ -665,11 +696,12 @@ async fn accept_loop(listener: TcpListener, id: NodeId, raft: Raft) {
             continue;
         }
         let _ = stream.set_nodelay(true);
-        conns.spawn(serve_connection(stream, peer, id, raft.clone()));
+        conns.spawn(serve_connection(stream, peer, node.clone()));
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, id: NodeId, raft: Raft) {
+async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, node: Node) {
+    let id = node.id;
     loop {
         let frame = match read_frame(&mut stream).await {
             Ok(f) => f,
@@ -709,7 +741,18 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, id: NodeId, r
             reject(&mut stream, msg).await;
             return;
         }
-        let resp = handle(&raft, env.body).await;
+        if let Err(why) = check(&env.body) {
+            let msg = format!("invalid controller request: {why}");
+            tracing::warn!(%peer, "{msg}; closing the connection");
+            reject(&mut stream, msg).await;
+            return;
+        }
+        let resp = handle(&node, env.body).await;
+        if let Response::Rejected(msg) = &resp {
+            tracing::warn!(%peer, "{msg}; closing the connection");
+            reject(&mut stream, msg.clone()).await;
+            return;
+        }
         let bytes = match serde_json::to_vec(&resp) {
             Ok(b) => b,
             Err(e) => {
@@ -731,18 +774,129 @@ async fn reject(stream: &mut TcpStream, msg: String) {
     }
 }
 
-async fn handle(raft: &Raft, req: Request) -> Response {
+async fn handle(node: &Node, req: Request) -> Response {
+    let raft = &node.raft;
     match req {
         Request::AppendEntries(rpc) => Response::AppendEntries(raft.append_entries(rpc).await),
         Request::Vote(rpc) => Response::Vote(raft.vote(rpc).await),
-        Request::InstallSnapshot(rpc) => {
-            Response::InstallSnapshot(raft.install_snapshot(rpc).await)
-        }
+        Request::InstallSnapshot(rpc) => receive_snapshot_chunk(node, rpc).await,
         Request::Forward { op, timeout_ms } => {
             let timeout = Duration::from_millis(timeout_ms).min(MAX_FORWARD_WAIT);
             Response::Forward(forward::execute(raft, op, timeout).await)
         }
     }
+}
+
+/// Structural checks on a raft RPC before openraft sees it. openraft trusts its peers: entries
+/// that do not follow `prev_log_id` trip its assertions and stop the raft core, and a term near
+/// `u64::MAX` overflows later. A peer running this code never sends such a request, so refusing
+/// it costs nothing and keeps a stray or hostile client from stopping the node.
+fn check(req: &Request) -> Result<(), String> {
+    fn check_log_id(what: &str, id: &crate::raft::LogId) -> Result<(), String> {
+        if id.leader_id.term > MAX_TERM || id.index > MAX_INDEX {
+            return Err(format!("{what} {id} is out of range"));
+        }
+        Ok(())
+    }
+    let check_vote = |vote: &openraft::Vote<NodeId>| {
+        if vote.leader_id.term > MAX_TERM {
+            return Err(format!("term {} is out of range", vote.leader_id.term));
+        }
+        Ok(())
+    };
+    match req {
+        Request::AppendEntries(rpc) => {
+            check_vote(&rpc.vote)?;
+            let mut prev = rpc.prev_log_id;
+            if let Some(p) = &prev {
+                check_log_id("prev_log_id", p)?;
+            }
+            for entry in &rpc.entries {
+                let id = entry.log_id;
+                check_log_id("entry", &id)?;
+                let expected = prev.map_or(0, |p| p.index + 1);
+                if id.index != expected {
+                    return Err(format!(
+                        "entry {id} does not follow {prev:?} (expected index {expected})"
+                    ));
+                }
+                if prev.is_some_and(|p| p.leader_id.term > id.leader_id.term) {
+                    return Err(format!("entry {id} has a lower term than {prev:?}"));
+                }
+                if id.leader_id.term > rpc.vote.leader_id.term {
+                    return Err(format!(
+                        "entry {id} has a higher term than the sender's vote {}",
+                        rpc.vote
+                    ));
+                }
+                prev = Some(id);
+            }
+            if let Some(c) = &rpc.leader_commit {
+                check_log_id("leader_commit", c)?;
+            }
+            Ok(())
+        }
+        Request::Vote(rpc) => {
+            check_vote(&rpc.vote)?;
+            match &rpc.last_log_id {
+                Some(l) => check_log_id("last_log_id", l),
+                None => Ok(()),
+            }
+        }
+        Request::InstallSnapshot(rpc) => {
+            check_vote(&rpc.vote)?;
+            if let Some(l) = &rpc.meta.last_log_id {
+                check_log_id("snapshot last_log_id", l)?;
+            }
+            let end = rpc.offset.checked_add(rpc.data.len() as u64);
+            if end.is_none_or(|end| end > MAX_SNAPSHOT_BYTES) {
+                return Err(format!(
+                    "snapshot chunk at offset {} of {} bytes goes beyond the {MAX_SNAPSHOT_BYTES} byte limit",
+                    rpc.offset,
+                    rpc.data.len()
+                ));
+            }
+            Ok(())
+        }
+        Request::Forward { .. } => Ok(()),
+    }
+}
+
+/// openraft's `Raft::install_snapshot`, plus one check: the assembled snapshot must decode as
+/// [`ClusterState`] before it is installed. openraft treats a snapshot the state machine cannot
+/// install as a storage failure and stops the raft core, so an undecodable snapshot (corrupt, or
+/// not from a peer at all) is refused here instead.
+async fn receive_snapshot_chunk(node: &Node, req: InstallSnapshotRequest<TypeConfig>) -> Response {
+    let raft = &node.raft;
+    let req_vote = req.vote;
+    let my_vote = raft.metrics().borrow().vote;
+    if req_vote < my_vote {
+        // From a stale leader: answer with our vote, which makes it step down.
+        return Response::InstallSnapshot(Ok(InstallSnapshotResponse { vote: my_vote }));
+    }
+    let finished = {
+        let mut inbox = node.inbox.lock().await;
+        Chunked::receive_snapshot(&mut inbox, raft, req).await
+    };
+    let snapshot = match finished {
+        Err(e) => return Response::InstallSnapshot(Err(e)),
+        Ok(None) => {
+            return Response::InstallSnapshot(Ok(InstallSnapshotResponse { vote: my_vote }))
+        }
+        Ok(Some(snapshot)) => snapshot,
+    };
+    if let Err(e) = serde_json::from_slice::<ClusterState>(snapshot.snapshot.get_ref()) {
+        return Response::Rejected(format!(
+            "snapshot {} does not decode as cluster metadata: {e}",
+            snapshot.meta.snapshot_id
+        ));
+    }
+    Response::InstallSnapshot(
+        raft.install_full_snapshot(req_vote, snapshot)
+            .await
+            .map(|r| InstallSnapshotResponse { vote: r.vote })
+            .map_err(RaftError::Fatal),
+    )
 }
 
 #[cfg(test)]

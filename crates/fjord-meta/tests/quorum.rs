@@ -684,3 +684,67 @@ async fn given_voter_behind_the_purged_log_when_it_returns_should_catch_up_from_
     assert!(cluster.dirs[&behind].join("snapshot.json").exists());
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_forged_raft_messages_on_controller_port_should_refuse_them_and_keep_serving() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let addr = cluster.voters[&follower];
+    let log_id = |term: u64, index: u64| {
+        format!(r#"{{"leader_id":{{"term":{term},"node_id":{leader}}},"index":{index}}}"#)
+    };
+    let vote = |term: u64| {
+        format!(r#"{{"leader_id":{{"term":{term},"node_id":{leader}}},"committed":true}}"#)
+    };
+    let entry = |index: u64| {
+        format!(
+            r#"{{"log_id":{},"payload":{{"Normal":{{"AllocateProducerIds":{{"count":1}}}}}}}}"#,
+            log_id(1, index)
+        )
+    };
+    let append = |vote: String, prev: String, entries: Vec<String>| {
+        format!(
+            r#"{{"to":{follower},"body":{{"AppendEntries":{{"vote":{vote},"prev_log_id":{prev},"entries":[{}],"leader_commit":{}}}}}}}"#,
+            entries.join(","),
+            log_id(1, 90)
+        )
+    };
+    let snapshot = |offset: u64, data: &str| {
+        format!(
+            r#"{{"to":{follower},"body":{{"InstallSnapshot":{{"vote":{},"meta":{{"last_log_id":{},"last_membership":{{"log_id":null,"membership":{{"configs":[],"nodes":{{}}}}}},"snapshot_id":"forged"}},"offset":{offset},"data":{data},"done":true}}}}}}"#,
+            vote(1000),
+            log_id(1000, 5000)
+        )
+    };
+    let cases = [
+        // Entries with a gap after prev_log_id (this stopped openraft's core before the check).
+        (
+            append(vote(1), log_id(1, 3), vec![entry(50), entry(70)]),
+            "does not follow",
+        ),
+        // A term that would overflow.
+        (
+            append(vote(u64::MAX), "null".into(), vec![]),
+            "out of range",
+        ),
+        // A snapshot that is not cluster metadata (this stopped the core as a storage error).
+        (snapshot(0, "[1,2,3]"), "does not decode"),
+        // A chunk far beyond any real snapshot: refused before anything is allocated.
+        (snapshot(1 << 40, "[1]"), "byte limit"),
+    ];
+    for (request, expected) in &cases {
+        let answer = raw_exchange(addr, &frame(request.as_bytes())).await;
+        let text = first_frame_text(&answer);
+        assert!(text.contains(expected), "expected {expected:?} in {text}");
+    }
+
+    // None of it reached raft: the same leader, and the follower still serves proposals.
+    assert_eq!(
+        propose(cluster.node(follower), create_topic("after-forgery")).await,
+        CommandResult::Ok
+    );
+    assert_eq!(cluster.leader().await, leader);
+    assert!(cluster.node(follower).state().next_producer_id == 0);
+    cluster.shutdown().await;
+}
