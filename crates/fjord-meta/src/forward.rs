@@ -84,7 +84,12 @@ pub(crate) async fn execute(raft: &Raft, op: LeaderOp, timeout: Duration) -> Lea
     };
     match op {
         LeaderOp::ReadIndex => LeaderReply::ReadIndex { index: read_index },
-        LeaderOp::Propose(cmd) => write(deadline, raft.client_write(cmd)).await,
+        LeaderOp::Propose(cmd) => {
+            if let Some(why) = refuse(&cmd) {
+                return LeaderReply::Refused(why);
+            }
+            write(deadline, raft.client_write(cmd)).await
+        }
         LeaderOp::AddVoter { id, addr } => {
             let membership = raft.metrics().borrow().membership_config.clone();
             if membership.membership().voter_ids().any(|v| v == id) {
@@ -124,6 +129,22 @@ pub(crate) async fn execute(raft: &Raft, op: LeaderOp, timeout: Duration) -> Lea
             )
             .await
         }
+    }
+}
+
+/// Largest producer-id block one command may reserve. The broker asks for small blocks; the bound
+/// keeps a command from any node (forwarding makes proposals reachable over the controller port)
+/// from overflowing `next_producer_id`, which would make every replica's apply panic at once.
+const MAX_PRODUCER_ID_BLOCK: i64 = 1 << 20;
+
+/// Why the leader refuses to propose `cmd`, if it does: only commands whose apply could harm
+/// every replica alike. Everything else is judged by the state machine as usual.
+fn refuse(cmd: &Command) -> Option<String> {
+    match cmd {
+        Command::AllocateProducerIds { count } if *count > MAX_PRODUCER_ID_BLOCK => Some(format!(
+            "a producer id block of {count} is larger than {MAX_PRODUCER_ID_BLOCK}"
+        )),
+        _ => None,
     }
 }
 

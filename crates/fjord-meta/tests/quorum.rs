@@ -746,5 +746,24 @@ async fn given_forged_raft_messages_on_controller_port_should_refuse_them_and_ke
     );
     assert_eq!(cluster.leader().await, leader);
     assert!(cluster.node(follower).state().next_producer_id == 0);
+
+    // A forwarded command whose apply would overflow on every replica is refused by the leader.
+    let err = bounded(
+        "huge producer id block",
+        cluster
+            .node(follower)
+            .propose(Command::AllocateProducerIds { count: i64::MAX }),
+    )
+    .await
+    .expect_err("must be refused");
+    assert!(matches!(err, Error::Refused(_)), "{err:?}");
+    assert_eq!(
+        propose(
+            cluster.node(follower),
+            Command::AllocateProducerIds { count: 1000 }
+        )
+        .await,
+        CommandResult::ProducerIds { first: 0 }
+    );
     cluster.shutdown().await;
 }
