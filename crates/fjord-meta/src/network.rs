@@ -305,6 +305,12 @@ impl TcpNetwork {
         }
     }
 
+    fn drop_idle(&self, target: NodeId) {
+        if let Some(peer) = self.peers().get_mut(&target) {
+            peer.idle.clear();
+        }
+    }
+
     fn note_failure(&self, target: NodeId, addr: &str, what: &str) {
         if let Some(peer) = self.peers().get_mut(&target).filter(|p| p.addr == addr) {
             peer.last_error = Some(what.to_string());
@@ -342,7 +348,11 @@ impl TcpNetwork {
                         self.checkin(target, addr, conn);
                         return Ok(resp);
                     }
-                    Err(_) if reused && attempts == 1 => continue,
+                    Err(_) if reused && attempts == 1 => {
+                        // The peer closed it (e.g. restarted); the other idle ones are as stale.
+                        self.drop_idle(target);
+                        continue;
+                    }
                     Err(e) => return Err(CallError::Network(e)),
                 }
             }
