@@ -767,3 +767,110 @@ async fn given_forged_raft_messages_on_controller_port_should_refuse_them_and_ke
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_leader_crash_under_proposals_should_lose_nothing_acknowledged() {
+    let mut cluster = Cluster::new(3);
+    // Each node on a runtime of its own, so that dropping one runtime kills that node mid-flight
+    // (no shutdown, tasks dropped wherever they were), as kill -9 would.
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let mut runtimes: BTreeMap<i32, tokio::runtime::Runtime> =
+        (1..=3).map(|id| (id, runtime())).collect();
+    let open_on = |rt: &tokio::runtime::Runtime, cluster: &Cluster, id: i32| {
+        let (dir, voters, listen) = (
+            cluster.dirs[&id].clone(),
+            cluster.voters.clone(),
+            cluster.voters[&id],
+        );
+        rt.spawn(async move { Meta::open_quorum(&dir, id, voters, listen, broker(id)).await })
+    };
+    let opening: Vec<_> = (1..=3)
+        .map(|id| (id, open_on(&runtimes[&id], &cluster, id)))
+        .collect();
+    for (id, task) in opening {
+        let meta = bounded("open", task).await.unwrap().expect("open");
+        cluster.nodes.insert(id, meta);
+    }
+    let leader = cluster.leader().await;
+    let proposer_id = (1..=3).find(|&id| id != leader).unwrap();
+    let proposer = cluster.node(proposer_id).clone();
+    proposer.set_request_timeout(Duration::from_secs(5));
+
+    // The crash comes from another task, while a proposal is in flight.
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let leader_rt = runtimes.remove(&leader).unwrap();
+    let crash = {
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            while progress.load(std::sync::atomic::Ordering::SeqCst) < 30 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            tokio::time::sleep(Duration::from_micros(300)).await;
+            leader_rt.shutdown_background();
+        })
+    };
+    let mut acknowledged = Vec::new();
+    let mut failed = 0;
+    let start = Instant::now();
+    while acknowledged.len() < 60 {
+        assert!(
+            start.elapsed() < WAIT,
+            "only {} acknowledged",
+            acknowledged.len()
+        );
+        progress.store(acknowledged.len(), std::sync::atomic::Ordering::SeqCst);
+        let name = format!("k-{}", acknowledged.len() + failed);
+        match proposer.propose(create_topic(&name)).await {
+            Ok(CommandResult::Ok) => acknowledged.push(name),
+            Ok(other) => panic!("{name}: {other:?}"),
+            // Around the crash a proposal may fail (not sent, or outcome unknown): not acknowledged.
+            Err(Error::NoQuorum(_) | Error::Indeterminate(_)) => failed += 1,
+            Err(e) => panic!("{name}: {e}"),
+        }
+    }
+    println!(
+        "{} acknowledged, {failed} failed around the crash",
+        acknowledged.len()
+    );
+    bounded("crash task", crash).await.unwrap();
+    cluster.nodes.remove(&leader);
+
+    let check = |meta: &Meta, who: &str| {
+        let state = meta.state();
+        for name in &acknowledged {
+            assert!(
+                state.topics.contains_key(name),
+                "{who} lost acknowledged {name}"
+            );
+        }
+    };
+    for (id, meta) in &cluster.nodes {
+        let m = meta.clone();
+        let last = acknowledged.last().unwrap().clone();
+        wait_until(&format!("node {id} applies {last}"), WAIT, || {
+            m.state().topics.contains_key(&last)
+        })
+        .await;
+        check(meta, &format!("node {id}"));
+    }
+
+    // The crashed leader restarts from what it had fsynced and catches up.
+    let rt = runtime();
+    let meta = bounded("reopen crashed", open_on(&rt, &cluster, leader))
+        .await
+        .unwrap()
+        .expect("reopen crashed leader");
+    check(&meta, "restarted leader");
+    bounded("shutdown", meta.shutdown()).await.unwrap();
+    cluster.shutdown().await;
+    rt.shutdown_background();
+    for (_, rt) in runtimes {
+        rt.shutdown_background();
+    }
+}
