@@ -71,7 +71,10 @@ impl Error {
                     E::KafkaStorageError.code()
                 }
             },
-            Error::Meta(fjord_meta::Error::NotLeader) => E::NotController.code(),
+            Error::Meta(fjord_meta::Error::NotLeader | fjord_meta::Error::NoQuorum(_)) => {
+                E::NotController.code()
+            }
+            Error::Meta(fjord_meta::Error::Indeterminate(_)) => E::RequestTimedOut.code(),
             Error::Meta(_) => E::UnknownServerError.code(),
             Error::Config(_) => E::InvalidConfig.code(),
             Error::Io(_) => E::KafkaStorageError.code(),

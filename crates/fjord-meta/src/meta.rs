@@ -1,17 +1,24 @@
-//! [`Meta`], the handle the broker holds: open/bootstrap, read the state, propose commands.
+//! [`Meta`], the handle the broker holds: open/bootstrap, read the state, propose commands, and
+//! in a controller quorum forward to the leader and change the voters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
+use openraft::metrics::WaitError;
 use openraft::BasicNode;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
+use crate::forward::{self, LeaderOp, LeaderReply};
 use crate::log_store::LogStore;
+use crate::network::{self, Server, TcpNetwork};
 use crate::raft::{self, NoNetwork, NodeId, Raft};
 use crate::state_machine::StateMachine;
 use crate::types::{BrokerInfo, ClusterState, Command, CommandResult};
@@ -20,6 +27,17 @@ use crate::{Error, Result};
 /// How long `open` waits for this node to become the metadata leader. A single voter elects itself
 /// within one election timeout; anything much longer means the store is broken.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
+/// How long [`Meta::open_quorum`] waits for a leader and for this node to catch up with it. Long
+/// enough for the other voters of a cluster being started together to come up.
+pub const QUORUM_OPEN_WAIT: Duration = Duration::from_secs(60);
+/// Default bound of a proposal or voter change in a quorum (Kafka's `request.timeout.ms` is 30 s),
+/// including finding the leader and retrying while there is none. See [`Meta::set_request_timeout`].
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Pause between attempts to reach a leader while none is known or it is unreachable.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// A command the leader has committed is waited for locally at least this long, even when the
+/// request's own deadline is nearly over: a follower applies within a heartbeat or two.
+const MIN_APPLY_WAIT: Duration = Duration::from_secs(2);
 
 /// Clone-able handle to the metadata store (an `Arc` inside).
 #[derive(Clone)]
@@ -28,11 +46,30 @@ pub struct Meta {
 }
 
 struct Inner {
+    /// This node's raft id (its broker id).
+    id: NodeId,
     raft: Raft,
     state_rx: watch::Receiver<Arc<ClusterState>>,
     /// Set by the first `shutdown`; later proposals fail fast with [`Error::Shutdown`] instead of
     /// reaching a stopped raft core.
     shut_down: AtomicBool,
+    /// `None` for a one-voter store opened with [`Meta::open`], which has no network at all.
+    quorum: Option<Quorum>,
+}
+
+/// The networked part of a controller-quorum member.
+struct Quorum {
+    net: TcpNetwork,
+    /// Taken (and stopped) by `shutdown`.
+    server: Mutex<Option<Server>>,
+    listen: SocketAddr,
+    request_timeout_ms: AtomicU64,
+}
+
+impl Quorum {
+    fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms.load(Ordering::Relaxed))
+    }
 }
 
 fn raft_err(e: impl std::fmt::Display) -> Error {
@@ -45,21 +82,7 @@ impl Meta {
     /// then proposes `RegisterBroker(self_info)` if the registered info differs. Survives kill -9:
     /// committed entries are fsynced before they are acknowledged.
     pub async fn open(dir: &Path, node_id: i32, self_info: BrokerInfo) -> Result<Meta> {
-        let raft_id = NodeId::try_from(node_id).map_err(|_| {
-            Error::Io(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("node id {node_id} < 0"),
-            ))
-        })?;
-        if self_info.id != node_id {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "broker info id {} differs from node id {node_id}",
-                    self_info.id
-                ),
-            )));
-        }
+        let raft_id = check_ids(node_id, &self_info)?;
         std::fs::create_dir_all(dir)?;
         let log_store = LogStore::open(dir)?;
         let (state_machine, state_rx) = StateMachine::open(dir)?;
@@ -70,9 +93,11 @@ impl Meta {
             .map_err(raft_err)?;
         let meta = Meta {
             inner: Arc::new(Inner {
+                id: raft_id,
                 raft,
                 state_rx,
                 shut_down: AtomicBool::new(false),
+                quorum: None,
             }),
         };
 
@@ -129,6 +154,390 @@ impl Meta {
         Ok(())
     }
 
+    /// Opens (or bootstraps) one member of a controller quorum (KRaft's
+    /// `controller.quorum.voters=1@host:port,...`): the store in `dir`, and the controller
+    /// listener on `listen`, which serves raft RPCs and requests forwarded to the leader.
+    ///
+    /// - First start of a voter (`node_id` in `voters`, empty store): initializes raft with exactly
+    ///   `voters` as the membership. Every voter does the same, which openraft documents as safe
+    ///   when the membership is identical (whoever initializes first wins; the others find the
+    ///   cluster formed). `voters` must therefore be the same on every voter.
+    /// - Later starts: `voters` is ignored; the membership is what the raft log says (voters may
+    ///   have been added or removed since).
+    /// - A node not in `voters` with an empty store is a node that will be added later with
+    ///   [`Meta::add_voter`]: it serves its listener and returns at once, without registering
+    ///   itself; its state fills in once a member added it.
+    ///
+    /// Except in the last case, waits (at most [`QUORUM_OPEN_WAIT`]) until a leader is known and this
+    /// node has applied everything committed before it asked, then registers `self_info` if it
+    /// changed. The error says which voters could not be reached.
+    pub async fn open_quorum(
+        dir: &Path,
+        node_id: i32,
+        voters: BTreeMap<i32, SocketAddr>,
+        listen: SocketAddr,
+        self_info: BrokerInfo,
+    ) -> Result<Meta> {
+        Self::open_quorum_with_wait(dir, node_id, voters, listen, self_info, QUORUM_OPEN_WAIT).await
+    }
+
+    /// [`Meta::open_quorum`] with a different bound on waiting for the quorum.
+    pub async fn open_quorum_with_wait(
+        dir: &Path,
+        node_id: i32,
+        voters: BTreeMap<i32, SocketAddr>,
+        listen: SocketAddr,
+        self_info: BrokerInfo,
+        open_wait: Duration,
+    ) -> Result<Meta> {
+        let raft_id = check_ids(node_id, &self_info)?;
+        if voters.is_empty() {
+            return Err(invalid_input("controller.quorum.voters is empty".into()));
+        }
+        let voter_nodes = voters
+            .iter()
+            .map(|(&id, addr)| {
+                let id = NodeId::try_from(id)
+                    .map_err(|_| invalid_input(format!("voter id {id} < 0")))?;
+                Ok((
+                    id,
+                    BasicNode {
+                        addr: addr.to_string(),
+                    },
+                ))
+            })
+            .collect::<Result<BTreeMap<_, _>>>()?;
+        std::fs::create_dir_all(dir)?;
+        let log_store = LogStore::open(dir)?;
+        let (state_machine, state_rx) = StateMachine::open(dir)?;
+        let listener = TcpListener::bind(listen).await.map_err(|e| {
+            Error::Io(io::Error::new(
+                e.kind(),
+                format!("cannot listen for controllers on {listen}: {e}"),
+            ))
+        })?;
+
+        let config = Arc::new(raft::quorum_config().validate().map_err(raft_err)?);
+        let net = TcpNetwork::new(raft_id);
+        let raft = Raft::new(raft_id, config, net.clone(), log_store, state_machine)
+            .await
+            .map_err(raft_err)?;
+        let server = Server::spawn(listener, raft_id, raft.clone())?;
+        let meta = Meta {
+            inner: Arc::new(Inner {
+                id: raft_id,
+                raft,
+                state_rx,
+                shut_down: AtomicBool::new(false),
+                quorum: Some(Quorum {
+                    net,
+                    listen: server.local_addr(),
+                    server: Mutex::new(Some(server)),
+                    request_timeout_ms: AtomicU64::new(millis(DEFAULT_REQUEST_TIMEOUT)),
+                }),
+            }),
+        };
+        match meta.join(raft_id, voter_nodes, self_info, open_wait).await {
+            Ok(()) => Ok(meta),
+            Err(e) => {
+                let _ = meta.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn join(
+        &self,
+        raft_id: NodeId,
+        voters: BTreeMap<NodeId, BasicNode>,
+        self_info: BrokerInfo,
+        open_wait: Duration,
+    ) -> Result<()> {
+        let raft = &self.inner.raft;
+        if !raft.is_initialized().await.map_err(raft_err)? {
+            if !voters.contains_key(&raft_id) {
+                tracing::info!(
+                    node_id = raft_id,
+                    "not in controller.quorum.voters and no metadata yet: waiting to be added as a voter"
+                );
+                return Ok(());
+            }
+            match raft.initialize(voters.clone()).await {
+                Ok(()) => tracing::info!(
+                    node_id = raft_id,
+                    voters = ?voters.keys().collect::<Vec<_>>(),
+                    "initialized a new metadata quorum"
+                ),
+                // Another voter initialized first and already replicated to us: same goal state.
+                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(raft_err(e)),
+            }
+        }
+
+        let stored_addr = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config
+                .membership()
+                .get_node(&raft_id)
+                .map(|n| n.addr.clone())
+        };
+        if let (Some(stored), Some(listen)) = (stored_addr, self.controller_addr()) {
+            if stored != listen.to_string() {
+                // E.g. a store created by `Meta::open` (which records the Kafka listener), or a
+                // voter moved to another port: peers dial what the membership says.
+                tracing::warn!(
+                    node_id = raft_id,
+                    %stored,
+                    %listen,
+                    "the raft membership gives this node another controller address than the one it listens on"
+                );
+            }
+        }
+
+        let deadline = Instant::now() + open_wait;
+        let reply = self
+            .run(LeaderOp::ReadIndex, deadline)
+            .await
+            .map_err(|e| match e {
+                Error::NoQuorum(detail) => Error::NoQuorum(format!(
+                    "node {raft_id} could not join the metadata quorum: {detail}"
+                )),
+                e => e,
+            })?;
+        if let LeaderReply::ReadIndex { index } = reply {
+            self.await_applied(index, deadline).await?;
+        }
+
+        if self.state().cluster_id.is_empty() {
+            // Every voter of a new cluster may get here; the first Bootstrap applied wins.
+            self.propose(Command::Bootstrap {
+                cluster_id: new_cluster_id(),
+            })
+            .await?;
+        }
+        if self.state().brokers.get(&self_info.id) != Some(&self_info) {
+            self.propose(Command::RegisterBroker(self_info)).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `op` on the leader, wherever it is, until `deadline`: locally when this node leads,
+    /// otherwise forwarded over the controller listener. Retries while no leader is known or the
+    /// leader says it did nothing; returns `Applied` or `ReadIndex`, or an error that says whether
+    /// the op may have taken effect.
+    async fn run(&self, op: LeaderOp, deadline: Instant) -> Result<LeaderReply> {
+        let quorum = self.quorum()?;
+        let raft = &self.inner.raft;
+        let started = Instant::now();
+        let mut last_problem = String::from("no leader elected");
+        loop {
+            if self.inner.shut_down.load(Ordering::Acquire) {
+                return Err(Error::Shutdown);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::NoQuorum(format!(
+                    "no metadata leader accepted the request within {:?} ({last_problem}); {}",
+                    now - started,
+                    self.quorum_report().await
+                )));
+            }
+            let remaining = deadline - now;
+            let (leader, leader_addr) = {
+                let metrics = raft.metrics();
+                let m = metrics.borrow();
+                if let Err(fatal) = &m.running_state {
+                    return Err(match fatal {
+                        Fatal::Stopped => Error::Shutdown,
+                        f => raft_err(f),
+                    });
+                }
+                let addr = m
+                    .current_leader
+                    .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+                (m.current_leader, addr.map(|n| n.addr))
+            };
+            let reply = match (leader, leader_addr) {
+                (Some(l), _) if l == self.inner.id => {
+                    forward::execute(raft, op.clone(), remaining).await
+                }
+                (Some(l), Some(addr)) => quorum.net.forward(l, &addr, op.clone(), remaining).await,
+                (Some(l), None) => {
+                    LeaderReply::Unavailable(format!("leader {l} has no address in the membership"))
+                }
+                (None, _) => LeaderReply::Unavailable("no leader elected".into()),
+            };
+            match reply {
+                LeaderReply::Applied { .. } | LeaderReply::ReadIndex { .. } => return Ok(reply),
+                LeaderReply::NotLeader { leader } => {
+                    last_problem = match leader {
+                        Some((id, addr)) => format!("leadership moving to node {id} at {addr}"),
+                        None => "leadership moving, new leader not known yet".into(),
+                    }
+                }
+                LeaderReply::Unavailable(msg) => last_problem = msg,
+                LeaderReply::Indeterminate(msg) => return Err(Error::Indeterminate(msg)),
+                LeaderReply::Refused(msg) => return Err(Error::Refused(msg)),
+            }
+            tokio::time::sleep(RETRY_PAUSE.min(deadline - Instant::now().min(deadline))).await;
+        }
+    }
+
+    /// Waits until this node applied log `index`, so that [`Meta::state`] includes it.
+    async fn await_applied(&self, index: Option<u64>, deadline: Instant) -> Result<()> {
+        let Some(index) = index else {
+            return Ok(());
+        };
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .max(MIN_APPLY_WAIT);
+        match self
+            .inner
+            .raft
+            .wait(Some(wait))
+            .applied_index_at_least(Some(index), "local apply of a committed entry")
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(WaitError::ShuttingDown) => Err(Error::Shutdown),
+            Err(WaitError::Timeout(..)) => Err(Error::Raft(format!(
+                "log index {index} is committed but node {} did not apply it within {wait:?}",
+                self.inner.id
+            ))),
+        }
+    }
+
+    fn quorum(&self) -> Result<&Quorum> {
+        self.inner.quorum.as_ref().ok_or_else(|| {
+            Error::Refused(
+                "this metadata store is a single voter without a controller listener (opened with Meta::open)"
+                    .into(),
+            )
+        })
+    }
+
+    /// Which voters this node cannot reach and why, for errors when there is no quorum. Probes
+    /// every other voter now rather than trusting the last RPC: a follower may not have talked to
+    /// another follower for a long time.
+    async fn quorum_report(&self) -> String {
+        let Ok(quorum) = self.quorum() else {
+            return String::new();
+        };
+        let (voters, leader, others) = {
+            let metrics = self.inner.raft.metrics();
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+            let others: Vec<(NodeId, String)> = voters
+                .iter()
+                .filter(|&&v| v != self.inner.id)
+                .map(|&v| {
+                    let addr = membership.get_node(&v).map(|n| n.addr.clone());
+                    (v, addr.unwrap_or_default())
+                })
+                .collect();
+            (voters, m.current_leader, others)
+        };
+        if voters.is_empty() {
+            return format!(
+                "node {} is not a member of the controller quorum yet (add it with add_voter on a member)",
+                self.inner.id
+            );
+        }
+        let down = network::probe(others.clone()).await;
+        let unreachable: Vec<String> = down
+            .iter()
+            .map(|(id, addr, why)| format!("{id}@{addr} ({why})"))
+            .collect();
+        // Reachable, but the last raft RPC failed (e.g. the voter stalls): worth naming too.
+        let failing: Vec<String> = others
+            .iter()
+            .filter(|(id, _)| !down.iter().any(|(d, _, _)| d == id))
+            .filter_map(|(id, addr)| {
+                let why = quorum.net.last_error(*id)?;
+                Some(format!("{id}@{addr} ({why})"))
+            })
+            .collect();
+        format!(
+            "voters {voters:?}, leader {leader:?}, unreachable voters: [{}]{}",
+            unreachable.join(", "),
+            if failing.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", voters whose last request failed: [{}]",
+                    failing.join(", ")
+                )
+            }
+        )
+    }
+
+    /// The address the controller listener is bound to (`None` for a store opened with
+    /// [`Meta::open`]).
+    pub fn controller_addr(&self) -> Option<SocketAddr> {
+        self.inner.quorum.as_ref().map(|q| q.listen)
+    }
+
+    /// The raft leader this node knows of, as a broker id.
+    pub fn leader(&self) -> Option<i32> {
+        let leader = self.inner.raft.metrics().borrow().current_leader;
+        leader.and_then(|l| i32::try_from(l).ok())
+    }
+
+    /// The voters in the membership this node knows (during a change, those of the joint config).
+    pub fn voters(&self) -> BTreeSet<i32> {
+        let membership = self.inner.raft.metrics().borrow().membership_config.clone();
+        membership
+            .membership()
+            .voter_ids()
+            .filter_map(|v| i32::try_from(v).ok())
+            .collect()
+    }
+
+    /// Bounds [`Meta::propose`], [`Meta::add_voter`] and [`Meta::remove_voter`] in a quorum,
+    /// including the search for a leader ([`DEFAULT_REQUEST_TIMEOUT`] unless set).
+    pub fn set_request_timeout(&self, timeout: Duration) {
+        if let Some(q) = &self.inner.quorum {
+            q.request_timeout_ms
+                .store(millis(timeout), Ordering::Relaxed);
+        }
+    }
+
+    /// Adds node `id`, whose controller listener is at `addr`, to the voters of a live quorum:
+    /// first as a learner until it has caught up with the log, then as a voter (openraft's
+    /// `add_learner` then `change_membership`). Runs on the leader from any member. The new node
+    /// must be running, opened with [`Meta::open_quorum`] (not in its `voters`, empty store).
+    /// Succeeds at once if `id` already is a voter.
+    pub async fn add_voter(&self, id: i32, addr: SocketAddr) -> Result<()> {
+        let id = NodeId::try_from(id).map_err(|_| invalid_input(format!("voter id {id} < 0")))?;
+        self.change_voters(LeaderOp::AddVoter {
+            id,
+            addr: addr.to_string(),
+        })
+        .await
+    }
+
+    /// Removes voter `id` from a live quorum (it leaves the cluster; stop it afterwards). Runs on
+    /// the leader from any member; the leader may remove itself, and then steps down.
+    pub async fn remove_voter(&self, id: i32) -> Result<()> {
+        let id = NodeId::try_from(id).map_err(|_| invalid_input(format!("voter id {id} < 0")))?;
+        self.change_voters(LeaderOp::RemoveVoter { id }).await
+    }
+
+    async fn change_voters(&self, op: LeaderOp) -> Result<()> {
+        if self.inner.shut_down.load(Ordering::Acquire) {
+            return Err(Error::Shutdown);
+        }
+        let deadline = Instant::now() + self.quorum()?.request_timeout();
+        match self.run(op, deadline).await? {
+            LeaderReply::Applied { index, .. } => self.await_applied(Some(index), deadline).await,
+            other => Err(Error::Raft(format!(
+                "unexpected leader reply to a voter change: {other:?}"
+            ))),
+        }
+    }
+
     /// The latest applied state; cheap (an `Arc` clone).
     pub fn state(&self) -> Arc<ClusterState> {
         self.inner.state_rx.borrow().clone()
@@ -141,9 +550,26 @@ impl Meta {
 
     /// Proposes through raft and waits until the command is committed and applied; returns the
     /// state machine's verdict. When this returns, [`Meta::state`] already includes the command.
+    ///
+    /// In a quorum any member may propose: a follower forwards the command to the leader and then
+    /// waits until it applied the command itself too. While there is no leader (an election, or
+    /// no quorum), it retries until the request timeout, then fails with [`Error::NoQuorum`]
+    /// (nothing was proposed) or [`Error::Indeterminate`] (proposed, outcome unknown).
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult> {
         if self.inner.shut_down.load(Ordering::Acquire) {
             return Err(Error::Shutdown);
+        }
+        if let Some(quorum) = &self.inner.quorum {
+            let deadline = Instant::now() + quorum.request_timeout();
+            return match self.run(LeaderOp::Propose(cmd), deadline).await? {
+                LeaderReply::Applied { result, index } => {
+                    self.await_applied(Some(index), deadline).await?;
+                    Ok(result)
+                }
+                other => Err(Error::Raft(format!(
+                    "unexpected leader reply to a proposal: {other:?}"
+                ))),
+            };
         }
         match self.inner.raft.client_write(cmd).await {
             Ok(resp) => Ok(resp.data),
@@ -176,8 +602,41 @@ impl Meta {
         if self.inner.shut_down.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        if let Some(quorum) = &self.inner.quorum {
+            // Release the port (and every peer connection) before the raft core stops, so that a
+            // restart in the same process can bind it again.
+            let server = quorum
+                .server
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take();
+            if let Some(mut server) = server {
+                server.stop().await;
+            }
+        }
         self.inner.raft.shutdown().await.map_err(raft_err)
     }
+}
+
+fn invalid_input(msg: String) -> Error {
+    Error::Io(io::Error::new(io::ErrorKind::InvalidInput, msg))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The raft id for `node_id`, checking that `self_info` describes the same node.
+fn check_ids(node_id: i32, self_info: &BrokerInfo) -> Result<NodeId> {
+    let raft_id =
+        NodeId::try_from(node_id).map_err(|_| invalid_input(format!("node id {node_id} < 0")))?;
+    if self_info.id != node_id {
+        return Err(invalid_input(format!(
+            "broker info id {} differs from node id {node_id}",
+            self_info.id
+        )));
+    }
+    Ok(raft_id)
 }
 
 /// Kafka's cluster id format: a random UUID as 22 characters of unpadded base64url.

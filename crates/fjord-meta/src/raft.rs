@@ -1,4 +1,5 @@
-//! The openraft type configuration, runtime config and (for now) the network.
+//! The openraft type configuration, runtime configs, and the network of a one-voter cluster
+//! (a quorum uses [`crate::network::TcpNetwork`]).
 
 use std::io::{self, Cursor};
 
@@ -14,7 +15,8 @@ use crate::types::{Command, CommandResult};
 
 openraft::declare_raft_types!(
     /// Raft node ids are Kafka broker ids (non-negative `i32`) widened to `u64`; a node's address
-    /// (`host:port` of its Kafka listener for now) rides in [`BasicNode`].
+    /// rides in [`BasicNode`]: its controller listener in a quorum
+    /// (`Meta::open_quorum`), its Kafka listener in a one-voter store (`Meta::open`, never dialed).
     pub(crate) TypeConfig:
         D = Command,
         R = CommandResult,
@@ -53,9 +55,27 @@ pub(crate) fn config() -> Config {
     }
 }
 
-/// The network of a cluster that has no peers yet: every peer is unreachable. A one-voter cluster
-/// never sends an RPC; when voters are added, a real network replaces this type and nothing
-/// else in the crate changes.
+/// Snapshots are sent to followers in chunks of this size; as JSON (an array of numbers) a chunk
+/// stays well below [`crate::network::MAX_FRAME_BYTES`].
+pub(crate) const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
+
+/// Timeouts for a controller quorum over the network: heartbeats every 150 ms and elections after
+/// 0.75 to 1.5 s of silence, so a lost leader is replaced within about two seconds while a loaded
+/// machine (several voters sharing two cores in tests) does not trigger spurious elections.
+pub(crate) fn quorum_config() -> Config {
+    Config {
+        heartbeat_interval: 150,
+        election_timeout_min: 750,
+        election_timeout_max: 1500,
+        install_snapshot_timeout: 5000,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+        ..config()
+    }
+}
+
+/// The network of a one-voter cluster: every peer is unreachable. A one-voter cluster
+/// never sends an RPC. ([`crate::Meta::open`] uses it; [`crate::Meta::open_quorum`] uses the TCP
+/// network.)
 pub(crate) struct NoNetwork;
 
 impl RaftNetworkFactory<TypeConfig> for NoNetwork {

@@ -1,0 +1,179 @@
+//! What the raft leader does for a request that any node may make: propose a command, give a read
+//! index, change the voters. A follower sends the [`LeaderOp`] over the controller listener, as a
+//! KRaft broker forwards to the active controller; the leader runs the same [`execute`] for its
+//! own requests.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::raft::ClientWriteResponse;
+use openraft::{BasicNode, ChangeMembers};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::raft::{NodeId, Raft, TypeConfig};
+use crate::types::{Command, CommandResult};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum LeaderOp {
+    Propose(Command),
+    /// The leader's commit index, confirmed with a quorum (raft's ReadIndex): a node that has
+    /// applied up to it has seen everything committed before the request.
+    ReadIndex,
+    /// Adds `id` as a learner at `addr`, waits until it caught up, then makes it a voter.
+    AddVoter {
+        id: NodeId,
+        addr: String,
+    },
+    /// Removes `id` from the voters (and from the cluster).
+    RemoveVoter {
+        id: NodeId,
+    },
+}
+
+/// The leader's answer. The variants say precisely whether the op took effect, because that is
+/// what decides whether the requester may retry.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum LeaderReply {
+    /// Committed (and applied on the leader) at log `index`; `result` is the state machine's verdict.
+    Applied { result: CommandResult, index: u64 },
+    /// Answer to [`LeaderOp::ReadIndex`].
+    ReadIndex { index: Option<u64> },
+    /// The node is not the leader and did nothing; `leader` is who it believes leads.
+    NotLeader { leader: Option<(NodeId, String)> },
+    /// Nothing was done: the leader could not be reached, or could not confirm it still has a
+    /// quorum. Safe to retry.
+    Unavailable(String),
+    /// The op may or may not take effect (e.g. appended but not committed in time). Not retried.
+    Indeterminate(String),
+    /// The op was refused and did nothing (e.g. another membership change is in progress).
+    Refused(String),
+}
+
+fn not_leader(f: ForwardToLeader<NodeId, BasicNode>) -> LeaderReply {
+    LeaderReply::NotLeader {
+        leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+    }
+}
+
+/// Runs `op` on this node, which the caller believes is the leader, within `timeout`.
+pub(crate) async fn execute(raft: &Raft, op: LeaderOp, timeout: Duration) -> LeaderReply {
+    let deadline = Instant::now() + timeout;
+    // Confirm leadership with a quorum first. A leader cut off from its followers would otherwise
+    // append the entry and wait for a commit that may come much later or never, leaving the
+    // requester unsure whether it happened; this way a minority leader answers "unavailable" and
+    // has done nothing.
+    let read_index = match tokio::time::timeout_at(deadline, raft.get_read_log_id()).await {
+        Err(_) => {
+            return LeaderReply::Unavailable(format!(
+                "the leader could not confirm a quorum of voters within {timeout:?}"
+            ))
+        }
+        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+            return not_leader(f)
+        }
+        Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)))) => {
+            return LeaderReply::Unavailable(format!("the leader lost its quorum: {q}"))
+        }
+        Ok(Err(RaftError::Fatal(f))) => {
+            return LeaderReply::Refused(format!("raft stopped on the leader: {f}"))
+        }
+        Ok(Ok((read, _applied))) => read.map(|l| l.index),
+    };
+    match op {
+        LeaderOp::ReadIndex => LeaderReply::ReadIndex { index: read_index },
+        LeaderOp::Propose(cmd) => {
+            if let Some(why) = refuse(&cmd) {
+                return LeaderReply::Refused(why);
+            }
+            write(deadline, raft.client_write(cmd)).await
+        }
+        LeaderOp::AddVoter { id, addr } => {
+            let membership = raft.metrics().borrow().membership_config.clone();
+            if membership.membership().voter_ids().any(|v| v == id) {
+                // Already done (e.g. a retry after an indeterminate answer): succeed idempotently.
+                return LeaderReply::Applied {
+                    result: CommandResult::Ok,
+                    index: read_index.unwrap_or(0),
+                };
+            }
+            // Blocking: returns once the learner has caught up, so that promoting it does not
+            // leave the quorum waiting for a voter that still has to replay the whole log.
+            let learner = write(deadline, raft.add_learner(id, BasicNode { addr }, true)).await;
+            if !matches!(learner, LeaderReply::Applied { .. }) {
+                return learner;
+            }
+            write(
+                deadline,
+                raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false),
+            )
+            .await
+        }
+        LeaderOp::RemoveVoter { id } => {
+            let membership = raft.metrics().borrow().membership_config.clone();
+            let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
+            if !voters.contains(&id) {
+                return LeaderReply::Refused(format!(
+                    "node {id} is not a voter (voters: {voters:?})"
+                ));
+            }
+            if voters.len() == 1 {
+                return LeaderReply::Refused(format!("node {id} is the last voter"));
+            }
+            // `retain: false`: the removed node leaves the cluster instead of staying a learner.
+            write(
+                deadline,
+                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false),
+            )
+            .await
+        }
+    }
+}
+
+/// Largest producer-id block one command may reserve. The broker asks for small blocks; the bound
+/// keeps a command from any node (forwarding makes proposals reachable over the controller port)
+/// from overflowing `next_producer_id`, which would make every replica's apply panic at once.
+const MAX_PRODUCER_ID_BLOCK: i64 = 1 << 20;
+
+/// Why the leader refuses to propose `cmd`, if it does: only commands whose apply could harm
+/// every replica alike. Everything else is judged by the state machine as usual.
+fn refuse(cmd: &Command) -> Option<String> {
+    match cmd {
+        Command::AllocateProducerIds { count } if *count > MAX_PRODUCER_ID_BLOCK => Some(format!(
+            "a producer id block of {count} is larger than {MAX_PRODUCER_ID_BLOCK}"
+        )),
+        _ => None,
+    }
+}
+
+async fn write(
+    deadline: Instant,
+    fut: impl Future<
+        Output = Result<
+            ClientWriteResponse<TypeConfig>,
+            RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+        >,
+    >,
+) -> LeaderReply {
+    match tokio::time::timeout_at(deadline, fut).await {
+        Ok(Ok(resp)) => LeaderReply::Applied {
+            result: resp.data,
+            index: resp.log_id.index,
+        },
+        // openraft answers ForwardToLeader either before appending, or when the appended entry
+        // was truncated by a new leader: in both cases it was never committed.
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => not_leader(f),
+        Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+            LeaderReply::Refused(e.to_string())
+        }
+        Ok(Err(RaftError::Fatal(f))) => {
+            LeaderReply::Indeterminate(format!("raft stopped on the leader while writing: {f}"))
+        }
+        Err(_) => LeaderReply::Indeterminate(
+            "appended by the leader but not committed before the deadline; it may still be committed"
+                .into(),
+        ),
+    }
+}
