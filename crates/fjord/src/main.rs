@@ -9,6 +9,8 @@ mod consume;
 mod groups;
 mod produce;
 mod serve;
+mod signals;
+mod timespec;
 mod topics;
 mod transactions;
 mod wire;
@@ -16,8 +18,6 @@ mod wire;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -173,7 +173,7 @@ fn main() -> ExitCode {
         Cmd::Groups(cmd) => runtime().and_then(|rt| rt.block_on(groups::run(cmd))),
         Cmd::Transactions(cmd) => transactions::run(cmd),
         Cmd::Produce(args) => produce::run(args),
-        Cmd::Consume(args) => consume_until_interrupted(args),
+        Cmd::Consume(args) => signals::watch().and_then(|stop| consume::run(args, stop)),
         Cmd::Bench(bench::BenchCmd::Produce(b)) => bench::produce(b),
         Cmd::Bench(bench::BenchCmd::Consume(b)) => bench::consume(b),
         Cmd::Bench(bench::BenchCmd::E2e(b)) => bench::e2e(b),
@@ -181,7 +181,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", e.message);
+            client::note(format_args!("error: {}", e.message));
             ExitCode::from(e.code)
         }
     }
@@ -194,25 +194,4 @@ fn run_server(props: Result<BTreeMap<String, String>>) -> Result<(), CliError> {
         rt.block_on(serve::serve(config))
     };
     run().map_err(|e| CliError::failure(format!("{e:#}")))
-}
-
-/// Runs the consumer on this thread while a small runtime turns Ctrl-C into a flag, so the consumer can
-/// flush its output and print its summary before exiting.
-fn consume_until_interrupted(args: consume::ConsumeArgs) -> Result<(), CliError> {
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
-    let flag = interrupted.clone();
-    let watcher = std::thread::spawn(move || {
-        rt.block_on(async {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                flag.store(true, Ordering::Relaxed);
-            }
-        })
-    });
-    let result = consume::run(args, interrupted);
-    drop(watcher);
-    result
 }
