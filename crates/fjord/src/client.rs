@@ -351,6 +351,10 @@ impl ClientContext for CliContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // The end of a partition is news for --exit-at-end, not an error.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            return;
+        }
         if self.verbose {
             note(format_args!("librdkafka error: {error}: {reason}"));
         } else {

@@ -93,7 +93,7 @@ pub struct ConsumeArgs {
     #[arg(long, value_name = "MS")]
     pub timeout_ms: Option<u64>,
     /// Stop once every partition read is at its end (like kcat -e).
-    #[arg(long)]
+    #[arg(long, short = 'e')]
     pub exit_at_end: bool,
     /// text: the value per line (plus the fields asked for); json: one object per line with every field.
     #[arg(long, value_enum, default_value_t = Format::Text)]

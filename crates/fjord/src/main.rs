@@ -172,7 +172,7 @@ fn main() -> ExitCode {
         Cmd::Topics(cmd) => runtime().and_then(|rt| rt.block_on(topics::run(cmd))),
         Cmd::Groups(cmd) => runtime().and_then(|rt| rt.block_on(groups::run(cmd))),
         Cmd::Transactions(cmd) => transactions::run(cmd),
-        Cmd::Produce(args) => produce::run(args),
+        Cmd::Produce(args) => signals::watch().and_then(|stop| produce::run(args, stop)),
         Cmd::Consume(args) => signals::watch().and_then(|stop| consume::run(args, stop)),
         Cmd::Bench(bench::BenchCmd::Produce(b)) => bench::produce(b),
         Cmd::Bench(bench::BenchCmd::Consume(b)) => bench::consume(b),
