@@ -191,7 +191,7 @@ impl ClientArgs {
 
     /// What clients of this command report through: librdkafka's lines mapped to clear ones.
     pub fn context(&self) -> CliContext {
-        CliContext::new(self.verbose)
+        CliContext::new(self.verbose, &self.bootstrap_server)
     }
 
     pub fn consumer(&self) -> Result<BaseConsumer, CliError> {
@@ -287,15 +287,18 @@ pub fn parse_property<'a>(flag: &str, p: &'a str) -> Result<(&'a str, &'a str), 
 /// reports the same failure on every retry.
 pub struct CliContext {
     verbose: bool,
+    /// The broker to name when librdkafka's error does not say which.
+    bootstrap: String,
     last_notice: Mutex<Option<Instant>>,
 }
 
 pub const NOTICE_EVERY: Duration = Duration::from_secs(5);
 
 impl CliContext {
-    pub fn new(verbose: bool) -> Self {
+    pub fn new(verbose: bool, bootstrap: &str) -> Self {
         Self {
             verbose,
+            bootstrap: bootstrap.to_string(),
             last_notice: Mutex::new(None),
         }
     }
@@ -315,18 +318,32 @@ impl CliContext {
         if self.verbose {
             note(format_args!("librdkafka: {e}"));
         } else {
-            self.notice(&friendly_error(e.rdkafka_error_code(), &e.to_string()));
+            self.notice(&friendly_error(
+                e.rdkafka_error_code(),
+                &e.to_string(),
+                &self.bootstrap,
+            ));
         }
     }
 }
 
-/// One line a person can act on for a librdkafka error event; `reason` is librdkafka's text, which starts
-/// with the broker (`127.0.0.1:9092/bootstrap: Connect to ... failed: Connection refused`).
-pub fn friendly_error(code: Option<RDKafkaErrorCode>, reason: &str) -> String {
+/// One line a person can act on for a librdkafka error event; `reason` is librdkafka's text, which
+/// usually names the broker (`127.0.0.1:9092/bootstrap: Connect to ipv4#127.0.0.1:9092 failed: ...`,
+/// `GroupCoordinator: 127.0.0.1:9092: ...`); where it does not, `fallback` (the bootstrap list) is named.
+pub fn friendly_error(code: Option<RDKafkaErrorCode>, reason: &str, fallback: &str) -> String {
     let broker = reason
-        .split_once('/')
-        .map(|(b, _)| b)
-        .filter(|b| b.contains(':') && !b.contains(' '));
+        .split_whitespace()
+        .map(|t| {
+            let t = t.trim_end_matches([':', ',']);
+            let t = t.split('/').next().unwrap_or(t);
+            t.rsplit('#').next().unwrap_or(t)
+        })
+        .find(|t| {
+            t.rsplit_once(':').is_some_and(|(h, p)| {
+                !h.is_empty() && !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())
+            })
+        })
+        .or(Some(fallback));
     match code {
         Some(
             RDKafkaErrorCode::BrokerTransportFailure
@@ -358,7 +375,11 @@ impl ClientContext for CliContext {
         if self.verbose {
             note(format_args!("librdkafka error: {error}: {reason}"));
         } else {
-            self.notice(&friendly_error(error.rdkafka_error_code(), reason));
+            self.notice(&friendly_error(
+                error.rdkafka_error_code(),
+                reason,
+                &self.bootstrap,
+            ));
         }
     }
 }

@@ -51,8 +51,9 @@ pub enum InputFormat {
     /// Each line is a message value (or KEY<SEP>VALUE with --key-separator).
     Text,
     /// Each line is a JSON object: {"key": .., "value": .., "headers": {"k": "v"}, "partition": N,
-    /// "timestamp": MS}; every field is optional, a null value is a tombstone, and `fjord consume --format
-    /// json` output is accepted as is.
+    /// "timestamp": MS}; every field is optional, a null value is a tombstone, headers given as an object
+    /// are sent in name order (as a list [{"key": .., "value": ..}] in its order), and `fjord consume
+    /// --format json` output is accepted as is.
     Json,
 }
 
@@ -154,7 +155,8 @@ impl ProducerContext for Deliveries {
 fn delivery_error(e: &KafkaError) -> String {
     match e.rdkafka_error_code() {
         Some(RDKafkaErrorCode::MessageTimedOut) => {
-            "not acknowledged by the broker within 60 s (unreachable or overloaded?)".into()
+            "not acknowledged by the broker within 60 s of being sent (unreachable or overloaded?)"
+                .into()
         }
         Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
             "the broker refused it as too large (max.message.bytes)".into()
@@ -596,7 +598,8 @@ pub fn run(mut args: ProduceArgs, interrupted: Arc<AtomicBool>) -> Result<(), Cl
         ("acks", args.acks.clone()),
         ("compression.type", args.compression.name().to_string()),
         ("linger.ms", args.linger_ms.to_string()),
-        ("message.timeout.ms", "60000".to_string()),
+        // librdkafka wants it above linger.ms.
+        ("message.timeout.ms", (args.linger_ms + 60_000).to_string()),
         // A console producer reading a file outruns the network: a deeper queue means fewer waits.
         ("queue.buffering.max.messages", "1000000".to_string()),
     ];
@@ -660,13 +663,15 @@ pub fn run(mut args: ProduceArgs, interrupted: Arc<AtomicBool>) -> Result<(), Cl
             line: number,
             reason,
         };
-        let too_large = |size: usize, max: usize| {
-            let data = if size > max {
-                format!("{} bytes exceeds", thousands(size as u64))
+        // `data`: the line's bytes (key, value, headers); `framed`: the batch of one record they make.
+        let too_large = |data: usize, framed: usize, max: usize| {
+            let data = if data > max {
+                format!("{} bytes exceeds", thousands(data as u64))
             } else {
                 format!(
-                    "{} bytes (with the record's framing) exceeds",
-                    thousands(size as u64)
+                    "{} bytes ({} with the record's framing) exceeds",
+                    thousands(data as u64),
+                    thousands(framed as u64)
                 )
             };
             format!(
@@ -676,7 +681,7 @@ pub fn run(mut args: ProduceArgs, interrupted: Arc<AtomicBool>) -> Result<(), Cl
         };
         let line = match line {
             Ok(l) => l,
-            Err(len) => return Err(fail(too_large(len as usize, limit))),
+            Err(len) => return Err(fail(too_large(len as usize, len as usize, limit))),
         };
         let m = format.parse(line).map_err(fail)?;
         let partition = m.partition.or(args.partition);
@@ -691,19 +696,27 @@ pub fn run(mut args: ProduceArgs, interrupted: Arc<AtomicBool>) -> Result<(), Cl
         let value = m.value.as_deref();
         let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&topic, number);
         if let Some(max) = max_bytes {
-            let data = key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
-            let size = if m.headers.is_empty() {
-                one_record_batch_size(key, value, &fixed_headers)
+            let hs: Vec<(&str, Option<&[u8]>)> = if m.headers.is_empty() {
+                Vec::new()
             } else {
-                let hs: Vec<(&str, Option<&[u8]>)> = m
-                    .headers
+                m.headers
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_deref()))
-                    .collect();
-                one_record_batch_size(key, value, &hs)
+                    .collect()
             };
+            let hs = if m.headers.is_empty() {
+                &fixed_headers
+            } else {
+                &hs
+            };
+            let size = one_record_batch_size(key, value, hs);
             if size > max {
-                return Err(fail(too_large(if data > max { data } else { size }, max)));
+                let data = key.map_or(0, <[u8]>::len)
+                    + value.map_or(0, <[u8]>::len)
+                    + hs.iter()
+                        .map(|(k, v)| k.len() + v.map_or(0, <[u8]>::len))
+                        .sum::<usize>();
+                return Err(fail(too_large(data, size, max)));
             }
         }
         if let Some(v) = value {
