@@ -77,13 +77,24 @@ enum Cmd {
     Transactions(transactions::TransactionsCmd),
     /// Send each line of standard input (or a file) as a message.
     ///
-    /// Example: fjord produce orders --key-separator : --header source=import < orders.txt
-    #[command(after_help = AFTER_HELP)]
+    /// Every line read before a failure (or Ctrl-C) is delivered, and the command says how many were.
+    ///
+    /// Examples:
+    ///   fjord produce orders --key-separator : --header source=import < orders.txt
+    ///   fjord produce --topic orders --property parse.key=true --property key.separator=: < orders.txt
+    ///   fjord produce orders --format json < records.jsonl   # {"key":..,"value":..,"headers":{..}}
+    ///   fjord produce users --key-separator : --null-marker NULL <<< 'alice:NULL'   # a tombstone
+    #[command(after_help = AFTER_HELP, verbatim_doc_comment)]
     Produce(produce::ProduceArgs),
     /// Print messages from a topic; follows new ones until Ctrl-C unless told when to stop.
     ///
-    /// Example: fjord consume orders --from-beginning --print-key --format json --max-messages 10
-    #[command(after_help = AFTER_HELP)]
+    /// Examples:
+    ///   fjord consume orders --from-beginning --print-key --format json --max-messages 10
+    ///   fjord consume orders --offset -10 --exit-at-end          # the last 10 of each partition
+    ///   fjord consume orders --from-timestamp 2026-11-25T10:00:00Z
+    ///   fjord consume --include 'orders-.*' --group billing      # commits every assigned partition
+    ///   fjord consume orders --property print.key=true --property key.separator=:
+    #[command(after_help = AFTER_HELP, verbatim_doc_comment)]
     Consume(consume::ConsumeArgs),
     /// Measure throughput and latency (see the README for results on the reference machine).
     #[command(subcommand)]

@@ -860,3 +860,35 @@ fn produce_speaks_kafka_tool_flags_json_lines_tombstones_and_round_trips_consume
     ));
     assert_eq!(out, "a=1\nb=null\nnull=3\n");
 }
+
+#[test]
+fn every_flag_of_produce_and_consume_has_help_and_help_shows_examples() {
+    for cmd in ["produce", "consume"] {
+        let help = ok(&fjord("127.0.0.1:9", &["help", cmd], None));
+        assert!(help.contains("Examples:"), "`fjord help {cmd}`:\n{help}");
+        let lines: Vec<&str> = help.lines().collect();
+        // clap's long help: an argument or option line, then its description indented by 10.
+        for (i, l) in lines.iter().enumerate() {
+            let entry = (l.starts_with("  -")
+                || l.starts_with("      --")
+                || l.starts_with("  <")
+                || l.starts_with("  ["))
+                && !l.starts_with("   ");
+            let entry = entry || l.starts_with("      --");
+            if !entry {
+                continue;
+            }
+            let next = lines.get(i + 1).copied().unwrap_or("");
+            assert!(
+                next.len() > 10 && next.starts_with("          ") && !next[10..].starts_with(' '),
+                "`fjord {cmd}`: `{}` has no help text",
+                l.trim()
+            );
+        }
+    }
+    let top = ok(&fjord("127.0.0.1:9", &["--help"], None));
+    assert!(
+        top.contains("fjord produce") && top.contains("fjord consume"),
+        "{top}"
+    );
+}
