@@ -48,7 +48,7 @@ for r in $(seq "$RUNS"); do
   for tool in kcat fjord; do
     run=$((run + 1))
     topic="produce-$tool-$r"
-    "$FJORD" topics create "$topic" --partitions 1 >/dev/null
+    "$FJORD" topics create "$topic" --partitions 1 >/dev/null 2>&1
     if [ "$tool" = kcat ]; then
       t=$(timed kcat -P -b "$B" -t "$topic" <"$WORK/lines.txt")
     else

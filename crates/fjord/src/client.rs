@@ -250,6 +250,24 @@ impl ClientArgs {
     }
 }
 
+/// Why librdkafka refused to create a client. Each property was checked alone already (see
+/// [`parse_property`]), so what remains is a combination, e.g. `-X linger.ms` above `message.timeout.ms`:
+/// bad arguments, named in librdkafka's words because they name the two properties.
+pub fn creation_error(what: &str, e: KafkaError) -> CliError {
+    match e {
+        KafkaError::ClientCreation(why) => CliError::bad_args(format!(
+            "cannot create a {what} with these properties: {why}"
+        )),
+        other => CliError::failure(format!(
+            "cannot create a {what}: {}",
+            other
+                .rdkafka_error_code()
+                .map(describe_code)
+                .unwrap_or_else(|| other.to_string())
+        )),
+    }
+}
+
 /// Splits and validates one `-X KEY=VALUE` (or `--producer-property`, `--consumer-property`) against
 /// librdkafka's table, so a typo or a bad value is refused with our message instead of being ignored or
 /// surfacing as librdkafka's text.

@@ -643,7 +643,7 @@ pub fn run(args: ConsumeArgs, interrupted: Arc<AtomicBool>) -> Result<(), CliErr
     };
     let consumer: BaseConsumer<ConsumeContext> = cfg
         .create_with_context(context)
-        .map_err(|e| CliError::failure(format!("cannot create a consumer: {}", plain(&e))))?;
+        .map_err(|e| crate::client::creation_error("consumer", e))?;
     let md = args.client.metadata(&consumer, None)?;
     let topics = topics_to_read(&args, &md)?;
     // The partitions --exit-at-end waits for.

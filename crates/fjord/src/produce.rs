@@ -221,14 +221,9 @@ pub fn producer<C: ProducerContext + 'static>(
     extra: &[(&str, &[String])],
 ) -> Result<(BaseProducer<C>, usize), CliError> {
     let cfg = client.config_with(settings, extra)?;
-    let producer: BaseProducer<C> = cfg.create_with_context(context).map_err(|e| {
-        CliError::failure(format!(
-            "cannot create a producer: {}",
-            e.rdkafka_error_code()
-                .map(describe_code)
-                .unwrap_or_else(|| e.to_string())
-        ))
-    })?;
+    let producer: BaseProducer<C> = cfg
+        .create_with_context(context)
+        .map_err(|e| crate::client::creation_error("producer", e))?;
     let md = producer
         .client()
         .fetch_metadata(Some(topic), client.timeout())

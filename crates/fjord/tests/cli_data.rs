@@ -439,6 +439,10 @@ fn bad_arguments_exit_2_with_our_message_and_negative_numbers_are_values() {
         ),
         (&["consume"], "name a topic"),
         (
+            &["produce", "args", "-X", "linger.ms=200000"],
+            "cannot create a producer with these properties: `message.timeout.ms` must be greater than `linger.ms`",
+        ),
+        (
             &["consume", "args", "-b", "no-port-here"],
             "--bootstrap-server `no-port-here` is not HOST:PORT",
         ),
