@@ -65,13 +65,19 @@ pub struct ConsumeArgs {
     pub from_beginning: bool,
     /// Where to start in each partition: earliest, latest (the default), an offset N, -N for the last N
     /// messages of each partition (like kcat -o -N), @MS for the first message at or after MS milliseconds
-    /// since 1970, or a date-time such as 2026-11-25T10:00:00Z. With --group: only where the group has no
-    /// committed offset yet.
-    #[arg(long, short = 'o', value_name = "WHERE", allow_hyphen_values = true)]
+    /// since 1970, or a date-time such as 2026-11-25T10:00:00Z. Not with --group, which starts where the
+    /// group committed (use --from-beginning for partitions it has not committed yet).
+    #[arg(
+        long,
+        short = 'o',
+        value_name = "WHERE",
+        allow_hyphen_values = true,
+        conflicts_with = "group"
+    )]
     pub offset: Option<String>,
     /// Start at the first message at or after this time: milliseconds since 1970 or a date-time such as
     /// 2026-11-25T10:00:00Z (no zone: UTC). Same as --offset @MS.
-    #[arg(long, value_name = "MS|DATETIME", conflicts_with = "offset")]
+    #[arg(long, value_name = "MS|DATETIME", conflicts_with_all = ["offset", "group"])]
     pub from_timestamp: Option<String>,
     /// Read only this partition (of each topic).
     #[arg(
