@@ -309,6 +309,20 @@ fn the_topics_max_message_bytes_limits_a_message_not_the_clients_smaller_default
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(consume_all(b, "small"), lines);
+    // The boundary is the broker's: a batch of one record with a 1,930-byte value is 2,000 bytes (61 of
+    // batch header, 9 of record framing), one byte more is refused before it is sent.
+    ok(&fjord(
+        b,
+        &["produce", "small"],
+        Some("w".repeat(1930).as_bytes()),
+    ));
+    let out = fjord(b, &["produce", "small"], Some("w".repeat(1931).as_bytes()));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("line 1: 1,931 bytes (2,001 with the record's framing)"),
+        "{}",
+        stderr(&out)
+    );
     let out = fjord(b, &["produce", "small"], Some("w".repeat(1990).as_bytes()));
     assert_eq!(out.status.code(), Some(1));
     assert!(
