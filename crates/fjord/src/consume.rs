@@ -781,12 +781,14 @@ pub fn run(args: ConsumeArgs, interrupted: Arc<AtomicBool>) -> Result<(), CliErr
             Some(Err(e))
                 if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) =>
             {
-                let name = if single_topic {
-                    topics[0].0.clone()
+                ctx_err = Some(if single_topic {
+                    crate::client::unknown_topic(&topics[0].0)
                 } else {
-                    "(one of them)".to_string()
-                };
-                ctx_err = Some(crate::client::unknown_topic(&name));
+                    CliError::new(
+                        crate::client::EXIT_UNKNOWN_TOPIC,
+                        "one of the topics read no longer exists (deleted?). List topics with `fjord topics list`.",
+                    )
+                });
                 break;
             }
             Some(Err(e)) => consumer.context().cli.consumer_error(&e),
