@@ -880,3 +880,41 @@ fn plain(e: &KafkaError) -> String {
         None => e.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_options_parse_like_kcat_and_kafka_console_consumer() {
+        assert_eq!(StartAt::parse("earliest").unwrap(), StartAt::Earliest);
+        assert_eq!(StartAt::parse("beginning").unwrap(), StartAt::Earliest);
+        assert_eq!(StartAt::parse("latest").unwrap(), StartAt::Latest);
+        assert_eq!(StartAt::parse("42").unwrap(), StartAt::Offset(42));
+        assert_eq!(StartAt::parse("-10").unwrap(), StartAt::Last(10));
+        assert_eq!(StartAt::parse("@1000").unwrap(), StartAt::Time(1000));
+        assert_eq!(
+            StartAt::parse("1970-01-01T00:00:01Z").unwrap(),
+            StartAt::Time(1000)
+        );
+        for bad in [
+            "-0",
+            "@-1",
+            "@soon",
+            "1969-12-31T00:00:00Z",
+            "soon",
+            "",
+            "-",
+        ] {
+            let e = StartAt::parse(bad).unwrap_err();
+            assert_eq!(e.code, crate::client::EXIT_BAD_ARGS, "{bad}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn separators_take_the_escapes_people_type() {
+        assert_eq!(unescape("\\t"), b"\t");
+        assert_eq!(unescape(" | "), b" | ");
+        assert_eq!(unescape("\\n\\\\"), b"\n\\");
+    }
+}

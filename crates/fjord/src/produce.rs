@@ -954,3 +954,57 @@ pub fn run(mut args: ProduceArgs, interrupted: Arc<AtomicBool>) -> Result<(), Cl
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_print_with_thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_048_588), "1,048,588");
+        assert_eq!(thousands(100_001), "100,001");
+    }
+
+    #[test]
+    fn a_one_record_batch_is_sized_as_the_broker_sizes_it() {
+        // 61-byte batch header; record: length varint, attributes, timestamp and offset deltas, key
+        // length (-1: null), value length and bytes, header count. Pinned against the broker by
+        // tests/cli_data.rs (1,930 bytes fit max.message.bytes=2000, 1,931 do not).
+        assert_eq!(one_record_batch_size(None, Some(&[b'w'; 1930]), &[]), 2000);
+        assert_eq!(one_record_batch_size(None, Some(&[b'w'; 1931]), &[]), 2001);
+        assert_eq!(one_record_batch_size(None, Some(b""), &[]), 61 + 1 + 6);
+        assert_eq!(
+            one_record_batch_size(Some(b"k"), None, &[("h", Some(b"v"))]),
+            61 + 1 + (3 + 2 + 1 + 1 + 2 + 2)
+        );
+    }
+
+    #[test]
+    fn json_lines_give_key_value_headers_partition_and_timestamp() {
+        let m = parse_json(
+            br#"{"key":"k","value":null,"headers":[{"key":"a","value":"1"},{"key":"b","value_hex":"ff"}],"partition":2,"timestamp":5}"#,
+        )
+        .unwrap();
+        assert_eq!(m.key.as_deref(), Some(&b"k"[..]));
+        assert!(m.value.is_none());
+        assert_eq!(
+            m.headers,
+            vec![
+                ("a".into(), Some(b"1".to_vec())),
+                ("b".into(), Some(vec![0xff]))
+            ]
+        );
+        assert_eq!((m.partition, m.timestamp), (Some(2), Some(5)));
+        for bad in [
+            &b"[1]"[..],
+            b"{",
+            br#"{"partition":-1}"#,
+            br#"{"key_hex":"f"}"#,
+        ] {
+            assert!(parse_json(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}
