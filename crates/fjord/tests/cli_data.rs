@@ -354,7 +354,8 @@ fn ctrl_c_stops_produce_reading_delivers_what_was_read_and_prints_the_count() {
     let lines: String = (0..1000).map(|i| format!("typed {i}\n")).collect();
     stdin.write_all(lines.as_bytes()).unwrap();
     stdin.flush().unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    // Time to start and read the lines (a single pipe read); the signal comes while stdin is still open.
+    std::thread::sleep(Duration::from_secs(5));
     let bg = Background {
         child,
         lines: mpsc::channel().1,
