@@ -75,7 +75,7 @@ enum Cmd {
     /// List and describe transactions, and the producers of a partition (like kafka-transactions.sh).
     #[command(subcommand, after_help = AFTER_HELP)]
     Transactions(transactions::TransactionsCmd),
-    /// Send each line of standard input (or a file) as a message.
+    /// Send each line of standard input (or a file) as a message
     ///
     /// Every line read before a failure (or Ctrl-C) is delivered, and the command says how many were.
     ///
@@ -86,7 +86,7 @@ enum Cmd {
     ///   fjord produce users --key-separator : --null-marker NULL <<< 'alice:NULL'   # a tombstone
     #[command(after_help = AFTER_HELP, verbatim_doc_comment)]
     Produce(produce::ProduceArgs),
-    /// Print messages from a topic; follows new ones until Ctrl-C unless told when to stop.
+    /// Print messages from one or more topics; follows new ones until Ctrl-C unless told when to stop
     ///
     /// Examples:
     ///   fjord consume orders --from-beginning --print-key --format json --max-messages 10
