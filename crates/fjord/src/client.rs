@@ -361,7 +361,7 @@ pub fn friendly_error(code: Option<RDKafkaErrorCode>, reason: &str, fallback: &s
                 !h.is_empty() && !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())
             })
         })
-        .or(Some(fallback));
+        .unwrap_or(fallback);
     match code {
         Some(
             RDKafkaErrorCode::BrokerTransportFailure
@@ -369,11 +369,9 @@ pub fn friendly_error(code: Option<RDKafkaErrorCode>, reason: &str, fallback: &s
             | RDKafkaErrorCode::Resolve
             | RDKafkaErrorCode::OperationTimedOut
             | RDKafkaErrorCode::RequestTimedOut,
-        ) => match broker {
-            Some(b) => format!("broker {b} unreachable, retrying..."),
-            None => "brokers unreachable, retrying...".to_string(),
-        },
-        Some(code) => format!("client error: {code}, retrying... (--verbose shows details)"),
+        ) => format!("broker {broker} unreachable, retrying..."),
+        // The code's name, not librdkafka's description ("Local: ...").
+        Some(code) => format!("client error {code:?}, retrying... (--verbose shows details)"),
         None => "client error, retrying... (--verbose shows details)".to_string(),
     }
 }
@@ -414,4 +412,43 @@ pub fn unknown_topic(topic: &str) -> CliError {
 /// A readable name for a broker error code (librdkafka's names, e.g. TopicAlreadyExists).
 pub fn describe_code(code: RDKafkaErrorCode) -> String {
     format!("{code} ({code:?})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn librdkafka_errors_become_one_line_naming_the_broker() {
+        let refused = "127.0.0.1:9092/bootstrap: Connect to ipv4#127.0.0.1:9092 failed: Connection refused (after 0ms in state CONNECT)";
+        assert_eq!(
+            friendly_error(
+                Some(RDKafkaErrorCode::BrokerTransportFailure),
+                refused,
+                "x:1"
+            ),
+            "broker 127.0.0.1:9092 unreachable, retrying..."
+        );
+        assert_eq!(
+            friendly_error(
+                Some(RDKafkaErrorCode::BrokerTransportFailure),
+                "GroupCoordinator: 10.0.0.5:9093: Disconnected",
+                "x:1"
+            ),
+            "broker 10.0.0.5:9093 unreachable, retrying..."
+        );
+        assert_eq!(
+            friendly_error(
+                Some(RDKafkaErrorCode::AllBrokersDown),
+                "1/1 brokers are down",
+                "h:9092"
+            ),
+            "broker h:9092 unreachable, retrying..."
+        );
+        let other = friendly_error(Some(RDKafkaErrorCode::UnknownMemberId), "whatever", "h:1");
+        assert!(
+            !other.contains("Local:") && !other.contains("Broker:"),
+            "{other}"
+        );
+    }
 }
