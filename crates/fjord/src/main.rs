@@ -13,6 +13,8 @@ mod ops;
 mod produce;
 mod records;
 mod serve;
+mod signals;
+mod timespec;
 mod topics;
 mod transactions;
 mod wire;
@@ -20,8 +22,6 @@ mod wire;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -92,15 +92,26 @@ enum Cmd {
     /// List and describe transactions, and the producers of a partition (like kafka-transactions.sh).
     #[command(subcommand, after_help = AFTER_HELP)]
     Transactions(transactions::TransactionsCmd),
-    /// Send each line of standard input (or a file) as a message.
+    /// Send each line of standard input (or a file) as a message
     ///
-    /// Example: fjord produce orders --key-separator : --header source=import < orders.txt
-    #[command(after_help = AFTER_HELP)]
+    /// Every line read before a failure (or Ctrl-C) is delivered, and the command says how many were.
+    ///
+    /// Examples:
+    ///   fjord produce orders --key-separator : --header source=import < orders.txt
+    ///   fjord produce --topic orders --property parse.key=true --property key.separator=: < orders.txt
+    ///   fjord produce orders --format json < records.jsonl   # {"key":..,"value":..,"headers":{..}}
+    ///   fjord produce users --key-separator : --null-marker NULL <<< 'alice:NULL'   # a tombstone
+    #[command(after_help = AFTER_HELP, verbatim_doc_comment)]
     Produce(produce::ProduceArgs),
-    /// Print messages from a topic; follows new ones until Ctrl-C unless told when to stop.
+    /// Print messages from one or more topics; follows new ones until Ctrl-C unless told when to stop
     ///
-    /// Example: fjord consume orders --from-beginning --print-key --format json --max-messages 10
-    #[command(after_help = AFTER_HELP)]
+    /// Examples:
+    ///   fjord consume orders --from-beginning --print-key --format json --max-messages 10
+    ///   fjord consume orders --offset -10 --exit-at-end          # the last 10 of each partition
+    ///   fjord consume orders --from-timestamp 2026-11-25T10:00:00Z
+    ///   fjord consume --include 'orders-.*' --group billing      # commits every assigned partition
+    ///   fjord consume orders --property print.key=true --property key.separator=:
+    #[command(after_help = AFTER_HELP, verbatim_doc_comment)]
     Consume(consume::ConsumeArgs),
     /// Measure throughput and latency (see the README for results on the reference machine).
     #[command(subcommand)]
@@ -189,8 +200,8 @@ fn main() -> ExitCode {
         Cmd::Configs(cmd) => configs::run(cmd),
         Cmd::Records(cmd) => records::run(cmd),
         Cmd::Transactions(cmd) => transactions::run(cmd),
-        Cmd::Produce(args) => produce::run(args),
-        Cmd::Consume(args) => consume_until_interrupted(args),
+        Cmd::Produce(args) => signals::watch().and_then(|stop| produce::run(args, stop)),
+        Cmd::Consume(args) => signals::watch().and_then(|stop| consume::run(args, stop)),
         Cmd::Bench(bench::BenchCmd::Produce(b)) => bench::produce(b),
         Cmd::Bench(bench::BenchCmd::Consume(b)) => bench::consume(b),
         Cmd::Bench(bench::BenchCmd::E2e(b)) => bench::e2e(b),
@@ -198,7 +209,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", e.message);
+            client::note(format_args!("error: {}", e.message));
             ExitCode::from(e.code)
         }
     }
@@ -246,25 +257,4 @@ fn run_server(props: Result<BTreeMap<String, String>>) -> Result<(), CliError> {
         rt.block_on(serve::serve(config))
     };
     run().map_err(|e| CliError::failure(format!("{e:#}")))
-}
-
-/// Runs the consumer on this thread while a small runtime turns Ctrl-C into a flag, so the consumer can
-/// flush its output and print its summary before exiting.
-fn consume_until_interrupted(args: consume::ConsumeArgs) -> Result<(), CliError> {
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
-    let flag = interrupted.clone();
-    let watcher = std::thread::spawn(move || {
-        rt.block_on(async {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                flag.store(true, Ordering::Relaxed);
-            }
-        })
-    });
-    let result = consume::run(args, interrupted);
-    drop(watcher);
-    result
 }

@@ -393,7 +393,7 @@ fn failures_say_what_is_wrong_and_use_documented_exit_codes() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("line 1 has no key separator"),
+        stderr(&out).contains("line 1: no key separator"),
         "{}",
         stderr(&out)
     );
