@@ -131,15 +131,13 @@ pub struct DescribeArgs {
     /// Show only the offsets table: per partition the committed offset, log-end offset, lag and owner.
     #[arg(long, conflicts_with_all = ["members", "state"])]
     offsets: bool,
-    /// Show only the members: id, host, client id and number of assigned partitions.
+    /// Show only the members: id, host, client id and number of assigned partitions (with --verbose, the
+    /// client option, also each member's assigned partitions, as kafka-consumer-groups --members --verbose).
     #[arg(long, conflicts_with = "state")]
     members: bool,
     /// Show only the group's state: coordinator, assignment strategy, state and member count.
     #[arg(long)]
     state: bool,
-    /// With --members: also show each member's assigned partitions.
-    #[arg(long, requires = "members")]
-    verbose: bool,
     /// Output format: a human-readable table, or JSON (an object for one named group, an array otherwise).
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -309,7 +307,7 @@ fn describe(args: DescribeArgs) -> Result<(), CliError> {
         View::Offsets
     } else if args.members {
         View::Members {
-            verbose: args.verbose,
+            verbose: args.client.verbose,
         }
     } else if args.state {
         View::State

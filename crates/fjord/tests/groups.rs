@@ -1276,10 +1276,6 @@ fn describe_takes_several_groups_or_all_and_has_kafkas_members_state_and_offsets
         Some(2)
     );
     assert_eq!(
-        run(b, &["groups", "describe", "idle-g", "--verbose"]).0,
-        Some(2)
-    );
-    assert_eq!(
         run(b, &["groups", "describe", "idle-g", "--all-groups"]).0,
         Some(2)
     );
