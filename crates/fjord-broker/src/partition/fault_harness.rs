@@ -194,11 +194,12 @@ impl Harness {
             },
         );
         let mut producers = BTreeMap::new();
-        for pid in 1..=PRODUCERS {
+        // Producer id 0 included: it is the first id the cluster hands out.
+        for pid in 0..PRODUCERS {
             producers.insert(
                 pid,
                 Producer {
-                    transactional: pid % 2 == 0,
+                    transactional: pid % 2 == 1,
                     ..Producer::default()
                 },
             );
@@ -432,7 +433,8 @@ impl Harness {
         // The model of producer state, from the log alone.
         let mut last_seq: BTreeMap<i64, (i32, i64)> = BTreeMap::new();
         let mut open: BTreeMap<i64, i64> = BTreeMap::new();
-        let mut aborted: Vec<(i64, i64)> = Vec::new();
+        // (producer id, first offset, marker offset) of each aborted transaction.
+        let mut aborted: Vec<(i64, i64, i64)> = Vec::new();
         for f in &found {
             match &f.entry {
                 Entry::Data {
@@ -450,7 +452,7 @@ impl Harness {
                 Entry::Marker { pid, commit } => {
                     if let Some(first) = open.remove(pid) {
                         if !commit {
-                            aborted.push((*pid, first));
+                            aborted.push((*pid, first, f.base));
                         }
                     }
                 }
@@ -496,27 +498,42 @@ impl Harness {
                 p.last_stable_offset()
             ));
         }
-        match p.fetch(0, 64 << 20, true, true) {
-            Ok(r) => {
-                let end = fjord_log::batch_headers(&r.records)
-                    .last()
-                    .map_or(0, |b| b.last_offset + 1);
-                let mut got: Vec<(i64, i64)> = r
-                    .aborted
-                    .iter()
-                    .map(|a| (a.producer_id, a.first_offset))
-                    .collect();
-                got.sort_unstable();
-                let mut want: Vec<(i64, i64)> =
-                    aborted.iter().copied().filter(|a| a.1 < end).collect();
-                want.sort_unstable();
-                if got != want {
-                    self.fail(format!(
-                        "read_committed fetch reports aborted {got:?}, the log has {want:?}"
-                    ));
+        // read_committed fetches, of everything and of a small window from a random offset, report exactly the
+        // aborted transactions with records in what they return.
+        let from = if hw > 0 {
+            self.rng.below(hw as u64) as i64
+        } else {
+            0
+        };
+        for (from, max_bytes) in [(0, 64 << 20), (from, 300)] {
+            match p.fetch(from, max_bytes, true, true) {
+                Ok(r) => {
+                    let Some(end) = fjord_log::batch_headers(&r.records)
+                        .last()
+                        .map(|b| b.last_offset + 1)
+                    else {
+                        continue;
+                    };
+                    let mut got: Vec<(i64, i64, i64)> = r
+                        .aborted
+                        .iter()
+                        .map(|a| (a.producer_id, a.first_offset, a.last_offset))
+                        .collect();
+                    got.sort_unstable();
+                    let mut want: Vec<(i64, i64, i64)> = aborted
+                        .iter()
+                        .copied()
+                        .filter(|a| a.1 < end && a.2 >= from)
+                        .collect();
+                    want.sort_unstable();
+                    if got != want {
+                        self.fail(format!(
+                            "read_committed fetch of {from}..{end} reports aborted {got:?}, the log has {want:?}"
+                        ));
+                    }
                 }
+                Err(e) => self.fail(format!("read_committed fetch after recovery: {e}")),
             }
-            Err(e) => self.fail(format!("read_committed fetch after recovery: {e}")),
         }
 
         // The producers resume: each retries the batch it never got an answer for, then goes on from where the
@@ -762,7 +779,7 @@ impl Harness {
                 self.append_data(-1, bytes);
             }
             15..=59 => {
-                let pid = 1 + self.rng.below(PRODUCERS as u64) as i64;
+                let pid = self.rng.below(PRODUCERS as u64) as i64;
                 let pr = &self.producers[&pid];
                 if pr.ending.is_some() {
                     return;
