@@ -366,6 +366,21 @@ fn text_or_hex(
     }
 }
 
+/// Stores, for the group to commit, the position after the last record written to each partition's output
+/// (call only after the output was flushed without error). A partition revoked meanwhile refuses; its next
+/// owner then reads those records again.
+fn store_flushed<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    unflushed: &mut Vec<(String, i32, i64)>,
+) {
+    for (topic, partition, offset) in unflushed.drain(..) {
+        // librdkafka stores `offset + 1`, the next record to read.
+        if let Err(e) = consumer.store_offset(&topic, partition, offset) {
+            tracing::debug!(error = %e, topic, partition, "cannot store the offset to commit");
+        }
+    }
+}
+
 fn write_json<M: Message>(out: &mut impl Write, m: &M) -> std::io::Result<()> {
     let (ts_type, ts) = match m.timestamp() {
         Timestamp::CreateTime(t) => ("CreateTime", t),
@@ -714,6 +729,12 @@ pub fn run(args: ConsumeArgs, interrupted: Arc<AtomicBool>) -> Result<(), CliErr
     let mut pipe_closed = false;
     let mut result = Ok(());
     let mut ctx_err: Option<CliError> = None;
+    // With a group, what the group commits (every 5 s, at a revocation, on exit) is only what reached the
+    // output: the offset of each partition's last written record is stored once the output was flushed
+    // without error. A record still in the buffer when the process dies, or lost to a full disk or a closed
+    // pipe, is read again by the group, never skipped.
+    let mut unflushed: Vec<(String, i32, i64)> = Vec::new();
+    let mut last_flush = Instant::now();
     while count < max && !interrupted.load(Ordering::Relaxed) {
         if idle_limit.is_some_and(|t| last_message.elapsed() >= t) {
             break;
@@ -735,6 +756,8 @@ pub fn run(args: ConsumeArgs, interrupted: Arc<AtomicBool>) -> Result<(), CliErr
                     }
                     break;
                 }
+                store_flushed(&consumer, &mut unflushed);
+                last_flush = Instant::now();
                 // A group's assignment may have shrunk to partitions already at their end.
                 check_end = !at_end.is_empty();
             }
@@ -759,8 +782,26 @@ pub fn run(args: ConsumeArgs, interrupted: Arc<AtomicBool>) -> Result<(), CliErr
                     break;
                 }
                 if args.group.is_some() {
-                    if let Err(e) = consumer.store_offset_from_message(&m) {
-                        tracing::debug!(error = %e, "cannot store the offset to commit");
+                    let (topic, partition) = (m.topic(), m.partition());
+                    match unflushed
+                        .iter_mut()
+                        .find(|(t, p, _)| *p == partition && t == topic)
+                    {
+                        Some(e) => e.2 = m.offset(),
+                        None => unflushed.push((topic.to_string(), partition, m.offset())),
+                    }
+                    // A steady stream never idles: flush and store at least every second.
+                    if last_flush.elapsed() >= Duration::from_secs(1) {
+                        if let Err(e) = out.flush() {
+                            pipe_closed = e.kind() == std::io::ErrorKind::BrokenPipe;
+                            if !pipe_closed {
+                                result =
+                                    Err(CliError::failure(format!("writing output failed: {e}")));
+                            }
+                            break;
+                        }
+                        store_flushed(&consumer, &mut unflushed);
+                        last_flush = Instant::now();
                     }
                 }
                 count += 1;
@@ -794,10 +835,20 @@ pub fn run(args: ConsumeArgs, interrupted: Arc<AtomicBool>) -> Result<(), CliErr
             Some(Err(e)) => consumer.context().cli.consumer_error(&e),
         }
     }
-    if !pipe_closed {
-        if let Err(e) = out.flush() {
-            pipe_closed = e.kind() == std::io::ErrorKind::BrokenPipe;
+    let mut flushed = false;
+    if !pipe_closed && result.is_ok() {
+        match out.flush() {
+            Ok(()) => flushed = true,
+            Err(e) => {
+                pipe_closed = e.kind() == std::io::ErrorKind::BrokenPipe;
+                if !pipe_closed {
+                    result = Err(CliError::failure(format!("writing output failed: {e}")));
+                }
+            }
         }
+    }
+    if flushed {
+        store_flushed(&consumer, &mut unflushed);
     }
     drop(out);
     if args.group.is_some() {

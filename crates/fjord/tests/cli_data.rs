@@ -136,6 +136,64 @@ fn a_group_commits_the_position_of_every_assigned_partition_not_only_those_it_pr
     assert_eq!(out, "");
 }
 
+/// Review finding: records that reached only the output buffer were committed, so a full disk (or a crash
+/// before the flush) lost them for the group. Only what was flushed without error is committed now.
+#[test]
+fn a_group_never_commits_records_its_output_could_not_take() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let b = &broker.bootstrap;
+    ok(&fjord(b, &["topics", "create", "full", "-p", "1"], None));
+    let lines: String = (0..1000).map(|i| format!("line-{i}\n")).collect();
+    produce_to(b, "full", 0, &lines);
+    let dev_full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fjord"));
+    cmd.args([
+        "consume",
+        "full",
+        "--group",
+        "g",
+        "--from-beginning",
+        "--max-messages",
+        "1000",
+    ])
+    .env("FJORD_BOOTSTRAP_SERVER", b)
+    .stdin(Stdio::null())
+    .stdout(dev_full)
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn fjord");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("consume into /dev/full did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a failed write is a failure: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("writing output failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The group committed nothing past what reached the output: everything is read again.
+    let out = ok(&fjord(
+        b,
+        &["consume", "full", "--group", "g", "--exit-at-end"],
+        None,
+    ));
+    assert_eq!(out.lines().count(), 1000, "{out}");
+}
+
 #[test]
 fn sigterm_stops_a_group_consumer_like_ctrl_c_committing_and_printing_the_summary() {
     let dir = temp_dir();
