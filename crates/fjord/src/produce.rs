@@ -950,7 +950,12 @@ pub fn run(mut args: ProduceArgs, interrupted: Arc<AtomicBool>) -> Result<(), Cl
             thousands(skipped.len() as u64)
         ));
     } else if was_interrupted {
-        note(format_args!("interrupted: {summary} read"));
+        // Everything read was delivered, but the input was not read to its end: not a success for a script
+        // (128 + the signal, as a shell reports a command a signal stopped).
+        return Err(CliError::new(
+            crate::signals::exit_code(),
+            format!("interrupted: {summary} read; the rest of the input was not read"),
+        ));
     }
     Ok(())
 }

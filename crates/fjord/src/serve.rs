@@ -68,12 +68,17 @@ async fn serve_metrics(
             get(move || {
                 let state = metrics_state.clone();
                 async move {
+                    // The scrape takes every partition's lock and the group coordinator's: on a blocking
+                    // thread, never on the async workers that serve the Kafka protocol.
+                    let text = tokio::task::spawn_blocking(move || state.metrics_text())
+                        .await
+                        .unwrap_or_else(|e| format!("# scrape failed: {e}\n"));
                     (
                         [(
                             "content-type",
                             "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         )],
-                        state.metrics_text(),
+                        text,
                     )
                 }
             }),

@@ -2,8 +2,19 @@
 //! was read, commit what was printed, print their summary) instead of dying mid-way. A second signal ends
 //! the process at once, for a user who does not want to wait for the broker.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
+
+/// 128 + the number of the first signal received (130 for SIGINT, 143 for SIGTERM), 0 before any.
+static EXIT_CODE: AtomicU8 = AtomicU8::new(0);
+
+/// The exit status a command stopped by a signal ends with (128 + the signal, as a shell reports it).
+pub fn exit_code() -> u8 {
+    match EXIT_CODE.load(Ordering::Relaxed) {
+        0 => 130,
+        c => c,
+    }
+}
 
 use crate::client::CliError;
 
@@ -38,6 +49,7 @@ pub fn watch() -> Result<Arc<AtomicBool>, CliError> {
                 if seen > 1 {
                     std::process::exit(code);
                 }
+                EXIT_CODE.store(code as u8, Ordering::Relaxed);
                 set.store(true, Ordering::Relaxed);
             }
         })

@@ -421,7 +421,12 @@ fn ctrl_c_stops_produce_reading_delivers_what_was_read_and_prints_the_count() {
     bg.signal("INT");
     let out = bg.wait(Duration::from_secs(60));
     drop(stdin);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "interrupted before the end of its input: 128 + SIGINT, as a shell reports it; {}",
+        stderr(&out)
+    );
     assert!(
         stderr(&out).contains("interrupted: delivered 1,000 of 1,000 lines read"),
         "{}",
