@@ -512,8 +512,9 @@ fn process(w: &mut Writer) {
         let ticks = |i: usize| -> Option<f64> { fields.get(i - 3)?.parse().ok() };
         if let (Some(u), Some(s)) = (ticks(14), ticks(15)) {
             // USER_HZ is 100 on every Linux architecture Fjord builds for (sysconf would need libc).
+            // OpenMetrics names a counter family without its `_total` suffix; the sample carries it.
             w.family(
-                "process_cpu_seconds_total",
+                "process_cpu_seconds",
                 "counter",
                 "User and system CPU time spent by the broker process, in seconds",
             );

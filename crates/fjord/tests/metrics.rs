@@ -182,6 +182,10 @@ fn process_resources_and_build_info_are_exported() {
         "{text}"
     );
     assert!(value(&text, "process_cpu_seconds_total") >= 0.0);
+    assert!(
+        text.contains("# TYPE process_cpu_seconds counter\n"),
+        "an OpenMetrics counter family is named without _total"
+    );
     let version = env!("CARGO_PKG_VERSION");
     assert!(
         text.lines().any(
