@@ -694,21 +694,22 @@ impl Partition {
             }
             log.flush_handle()?
         };
-        if let Err(e) = handle.sync() {
-            self.lock().mark_failed(&format!("fsync failed: {e}"));
-            return Err(e.into());
-        }
-        self.apply_sync(&handle)
+        self.sync_handle(&handle)
     }
 
     /// fsyncs everything appended so far, outside the log lock.
     fn sync_log(&self) -> Result<()> {
         let handle = self.log()?.flush_handle()?;
+        self.sync_handle(&handle)
+    }
+
+    /// Syncs `handle` (outside the log lock) and records it; a failure fails the log, never to be retried.
+    fn sync_handle(&self, handle: &fjord_log::FlushHandle) -> Result<()> {
         if let Err(e) = handle.sync() {
             self.lock().mark_failed(&format!("fsync failed: {e}"));
             return Err(e.into());
         }
-        self.apply_sync(&handle)
+        self.apply_sync(handle)
     }
 
     /// fsyncs everything appended so far (`log.flush.interval.ms`, shutdown). The fsync runs outside the log

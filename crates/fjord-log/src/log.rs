@@ -348,7 +348,7 @@ impl Log {
             log.truncate_fully(start, now_ms)?;
             recovered.clear();
         }
-        log.load_epochs(clean, &recovered)?;
+        log.load_epochs(&recovered)?;
         if !clean || created {
             // What recovery kept came from the page cache; make it durable (data, indexes, directory entries)
             // before calling it flushed, then record that everything up to here is durable.
@@ -1041,7 +1041,7 @@ impl Log {
     /// every re-validated segment (`recovered`) contributes the epochs its batches carry, and entries at or
     /// beyond the log end (written before a power loss took their batches) or before the log start go. A
     /// missing or unreadable checkpoint is rebuilt from the batch headers of every segment.
-    fn load_epochs(&mut self, clean: bool, recovered: &[usize]) -> Result<()> {
+    fn load_epochs(&mut self, recovered: &[usize]) -> Result<()> {
         let fs = &*self.storage;
         let loaded = EpochCache::load(fs, &self.dir)?;
         let mut changed = false;
@@ -1061,12 +1061,11 @@ impl Log {
                 c
             }
         };
-        if !clean {
-            for &i in recovered {
-                if let Some(seg) = self.segments.get_mut(i) {
-                    for (epoch, offset) in std::mem::take(&mut seg.scanned_epochs) {
-                        changed |= cache.assign(epoch, offset);
-                    }
+        // (Only an unclean open re-validates segments.)
+        for &i in recovered {
+            if let Some(seg) = self.segments.get_mut(i) {
+                for (epoch, offset) in std::mem::take(&mut seg.scanned_epochs) {
+                    changed |= cache.assign(epoch, offset);
                 }
             }
         }
@@ -1318,9 +1317,8 @@ impl Log {
         }
     }
 
-    /// Records what a successful [`FlushHandle::sync`] made durable: its `flush_to` and the recovery point it
-    /// persisted.
-    /// persisted. Refused (`false`, nothing recorded) once the log has failed: a sync that "succeeded" after
+    /// Records what a successful [`FlushHandle::sync`] made durable: its `flush_to`, and the recovery point it
+    /// allows, persisted here. Refused (`false`, nothing recorded) once the log has failed: a sync that "succeeded" after
     /// another one failed proves nothing (the failed write-back is reported to one fsync only).
     /// Persisting the recovery point is a write: its error fails the log.
     pub fn mark_synced(&mut self, handle: &FlushHandle) -> Result<bool> {
