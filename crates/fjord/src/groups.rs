@@ -709,7 +709,10 @@ fn reset_offsets(args: ResetArgs) -> Result<(), CliError> {
         .target
         .to_datetime
         .as_deref()
-        .map(parse_datetime)
+        .map(|s| {
+            crate::timespec::parse_time_ms(s)
+                .map_err(|why| CliError::bad_args(format!("--to-datetime {why}")))
+        })
         .transpose()?;
 
     // Kafka refuses to reset the offsets of a group whose consumers are running: they would overwrite the
@@ -900,68 +903,6 @@ fn parse_topic_partitions(specs: &[String], md: &Metadata) -> Result<Vec<(String
         }
     }
     Ok(out.into_iter().collect())
-}
-
-/// Milliseconds since the epoch of an RFC 3339 / ISO 8601 date-time (`2026-11-25T10:00:00Z`,
-/// `2026-11-25T10:00:00.250+01:00`; no zone means UTC).
-fn parse_datetime(s: &str) -> Result<i64, CliError> {
-    let bad = || {
-        CliError::failure(format!(
-            "--to-datetime `{s}` is not a date-time like 2026-11-25T10:00:00Z or 2026-11-25T11:00:00.000+01:00"
-        ))
-    };
-    let num = |t: &str| -> Result<i64, CliError> {
-        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        t.parse().map_err(|_| bad())
-    };
-    let (date, rest) = s.split_once(['T', 't', ' ']).ok_or_else(bad)?;
-    let d: Vec<&str> = date.split('-').collect();
-    let [y, mo, da] = d[..] else {
-        return Err(bad());
-    };
-    let (y, mo, da) = (num(y)?, num(mo)?, num(da)?);
-    // Split the zone off the time: Z, +HH:MM or -HH:MM.
-    let (time, zone_ms) = if let Some(t) = rest.strip_suffix(['Z', 'z']) {
-        (t, 0)
-    } else if let Some(i) = rest.rfind(['+', '-']) {
-        let (t, z) = rest.split_at(i);
-        let sign = if z.starts_with('-') { -1 } else { 1 };
-        let (zh, zm) = z[1..].split_once(':').unwrap_or((&z[1..], "0"));
-        (t, sign * (num(zh)? * 3600 + num(zm)? * 60) * 1000)
-    } else {
-        (rest, 0)
-    };
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let t: Vec<&str> = hms.split(':').collect();
-    let (h, mi, sec) = match t[..] {
-        [h, m] => (num(h)?, num(m)?, 0),
-        [h, m, s] => (num(h)?, num(m)?, num(s)?),
-        _ => return Err(bad()),
-    };
-    let ms = if frac.is_empty() {
-        0
-    } else {
-        let digits: String = frac.chars().chain("000".chars()).take(3).collect();
-        num(&digits)?
-    };
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || h > 23 || mi > 59 || sec > 60 {
-        return Err(bad());
-    }
-    let days = days_from_civil(y, mo, da);
-    Ok(((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + ms - zone_ms)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1539,34 +1480,5 @@ mod tests {
         }
         b.extend((-1i32).to_be_bytes());
         assert_eq!(decode_subscription(&b), vec!["x", "yy"]);
-    }
-
-    #[test]
-    fn datetimes_parse_to_epoch_milliseconds() {
-        assert_eq!(parse_datetime("1970-01-01T00:00:00Z").unwrap(), 0);
-        assert_eq!(
-            parse_datetime("2026-11-25T10:00:00Z").unwrap(),
-            1_795_600_800_000
-        );
-        assert_eq!(
-            parse_datetime("2026-11-25T11:00:00.250+01:00").unwrap(),
-            1_795_600_800_250
-        );
-        assert_eq!(
-            parse_datetime("2026-11-25T10:00:00").unwrap(),
-            1_795_600_800_000
-        );
-        assert_eq!(
-            parse_datetime("2000-02-29T23:59:59.5-00:30").unwrap(),
-            951_868_799_500 + 1_800_000
-        );
-        for bad in [
-            "2026-11-25",
-            "yesterday",
-            "2026-13-01T00:00:00Z",
-            "2026-11-25T10:00:00+x",
-        ] {
-            assert!(parse_datetime(bad).is_err(), "{bad}");
-        }
     }
 }

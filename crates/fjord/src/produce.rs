@@ -949,7 +949,8 @@ pub fn run(mut args: ProduceArgs, interrupted: Arc<AtomicBool>) -> Result<(), Cl
             "{summary}; {} skipped",
             thousands(skipped.len() as u64)
         ));
-    } else if was_interrupted {
+    }
+    if was_interrupted {
         // Everything read was delivered, but the input was not read to its end: not a success for a script
         // (128 + the signal, as a shell reports a command a signal stopped).
         return Err(CliError::new(

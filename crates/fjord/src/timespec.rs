@@ -31,6 +31,10 @@ pub fn parse_time_ms(s: &str) -> Result<i64, String> {
 }
 
 fn parse_datetime(s: &str) -> Option<i64> {
+    // Byte slicing below relies on ASCII; nothing else is a date-time anyway.
+    if !s.is_ascii() {
+        return None;
+    }
     let num = |t: &str| -> Option<i64> {
         if t.is_empty() || t.len() > 9 || !t.bytes().all(|b| b.is_ascii_digit()) {
             return None;
@@ -40,7 +44,11 @@ fn parse_datetime(s: &str) -> Option<i64> {
     let (date, rest) = s.split_once(['T', 't', ' ']).unwrap_or((s, "00:00"));
     let mut d = date.split('-');
     let (y, mo, da) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
-    if d.next().is_some() || !(1..=12).contains(&mo) || !(1..=days_in_month(y, mo)).contains(&da) {
+    if d.next().is_some()
+        || y > 9999
+        || !(1..=12).contains(&mo)
+        || !(1..=days_in_month(y, mo)).contains(&da)
+    {
         return None;
     }
     // The zone: Z, +HH:MM, -HH:MM, +HHMM or none (UTC).
@@ -127,5 +135,38 @@ mod tests {
         assert!(parse_time_ms("2025-02-30").is_err());
         assert!(parse_time_ms("yesterday").is_err());
         assert!(parse_time_ms("2025-11-25T25:00Z").is_err());
+        // Review findings: a 9-digit year overflowed, non-ASCII input panicked in byte slicing.
+        assert!(parse_time_ms("999999999-01-01").is_err());
+        assert!(parse_time_ms("2026-11-25T10:00+1é").is_err());
+        assert!(parse_time_ms("2026-11-25T10:00:00.12é").is_err());
+    }
+
+    #[test]
+    fn zones_fractions_and_leap_days_parse_as_reset_offsets_to_datetime_needs() {
+        assert_eq!(parse_time_ms("1970-01-01T00:00:00Z").unwrap(), 0);
+        assert_eq!(
+            parse_time_ms("2026-11-25T10:00:00Z").unwrap(),
+            1_795_600_800_000
+        );
+        assert_eq!(
+            parse_time_ms("2026-11-25T11:00:00.250+01:00").unwrap(),
+            1_795_600_800_250
+        );
+        assert_eq!(
+            parse_time_ms("2026-11-25T10:00:00").unwrap(),
+            1_795_600_800_000
+        );
+        assert_eq!(
+            parse_time_ms("2000-02-29T23:59:59.5-00:30").unwrap(),
+            951_868_799_500 + 1_800_000
+        );
+        for bad in [
+            "1969-12-31T23:59:59.999Z",
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "2026-11-25T10:00:00+x",
+        ] {
+            assert!(parse_time_ms(bad).is_err(), "{bad}");
+        }
     }
 }

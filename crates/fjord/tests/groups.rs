@@ -639,10 +639,23 @@ fn reset_offsets_dry_run_changes_nothing_and_execute_commits() {
         1,
         "has no partition 7",
     );
+    // Bad arguments exit 2 (issue #10 item 9); a date before 1970 is refused, not turned into librdkafka's
+    // "latest" (-1) or "earliest" (-2), which silently moved the group (review finding).
     fails(
         &reset(&["--topic", "rst", "--to-datetime", "yesterday"]),
-        1,
-        "is not a date-time",
+        2,
+        "is neither milliseconds since 1970 nor a date-time",
+    );
+    fails(
+        &reset(&[
+            "--topic",
+            "rst",
+            "--to-datetime",
+            "1969-12-31T23:59:59.999Z",
+            "--execute",
+        ]),
+        2,
+        "before 1970",
     );
     fails(
         &reset(&["--topic", "rst", "--to-earliest", "--to-latest"]),
