@@ -707,16 +707,19 @@ fn every_operations_command_documents_every_flag_and_has_an_example() {
         let lines: Vec<&str> = out.lines().collect();
         let indent = |l: &str| l.len() - l.trim_start().len();
         let mut in_options = false;
+        let mut checked = 0;
         for (i, line) in lines.iter().enumerate() {
             if line.ends_with(':') && !line.starts_with(' ') {
                 in_options = *line == "Arguments:" || *line == "Options:";
                 continue;
             }
             let l = line.trim_start();
+            // clap indents an option with a short form by 2 and a long-only one by 6.
             if in_options
-                && indent(line) == 2
+                && matches!(indent(line), 2 | 6)
                 && (l.starts_with('-') || l.starts_with('<') || l.starts_with('['))
             {
+                checked += 1;
                 let below = lines
                     .get(i + 1)
                     .is_some_and(|n| !n.trim().is_empty() && indent(n) > indent(line));
@@ -726,6 +729,10 @@ fn every_operations_command_documents_every_flag_and_has_an_example() {
                 );
             }
         }
+        assert!(
+            checked > 0,
+            "`fjord help {cmd}` lists no options to check:\n{out}"
+        );
     }
 }
 
