@@ -490,6 +490,22 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     ),
     bdef!("process.roles", Some("broker,controller"), List),
     bdef!("controller.quorum.voters", None, List),
+    bdef!("controller.listener.names", None, List),
+    bdef!(
+        "listener.security.protocol.map",
+        Some("PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"),
+        List
+    ),
+    bdef!("inter.broker.listener.name", None, String),
+    bdef!("broker.rack", None, String),
+    bdef!("broker.heartbeat.interval.ms", Some("2000"), Int, positive),
+    bdef!("broker.session.timeout.ms", Some("9000"), Int, positive),
+    bdef!("replica.lag.time.max.ms", Some("30000"), Long, positive),
+    bdef!("replica.fetch.max.bytes", Some("1048576"), Int, positive),
+    bdef!("replica.fetch.min.bytes", Some("1"), Int, positive),
+    bdef!("replica.fetch.wait.max.ms", Some("500"), Int, positive),
+    bdef!("replica.fetch.backoff.ms", Some("1000"), Int, non_negative),
+    bdef!("replica.socket.timeout.ms", Some("30000"), Int, positive),
 ];
 
 /// Typed broker configuration. Built only by [`BrokerConfig::from_properties`], which validates everything.
@@ -504,6 +520,12 @@ pub struct BrokerConfig {
     /// Host and port clients are told to connect to; a port of 0 means "the port actually bound".
     pub advertised_host: String,
     pub advertised_port: u16,
+    /// The controller listener (`controller.listener.names`) when this node is a member of a networked quorum.
+    pub controller_listener: Option<SocketAddr>,
+    /// `controller.quorum.voters`: unset, the node is a one-voter quorum of its own (the embedded default).
+    pub quorum_voters: Option<BTreeMap<i32, SocketAddr>>,
+    /// `broker.rack`, for rack-aware replica placement.
+    pub rack: Option<String>,
     /// The first of `log_dirs`: it holds the metadata quorum (`__meta`), as Kafka's `metadata.log.dir` defaults to.
     pub log_dir: PathBuf,
     /// Every directory of `log.dirs` (or the one `log.dir`), in order, without duplicates. Partitions live in
@@ -543,26 +565,105 @@ pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, ConfigEr
     Ok(out)
 }
 
-fn parse_listener(name: &str, value: &str) -> Result<(String, String, u16), ConfigError> {
-    // Only the first listener is served for now; Kafka allows several (PLAINTEXT, SSL, SASL_*).
-    let first = value.split(',').next().unwrap_or("").trim();
-    let (proto, rest) = first
-        .split_once("://")
-        .ok_or_else(|| ConfigError::new(name, format!("`{first}` is not PROTOCOL://host:port")))?;
-    if proto != "PLAINTEXT" {
+/// One entry of `listeners` or `advertised.listeners`: `NAME://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ListenerSpec {
+    name: String,
+    host: String,
+    port: u16,
+}
+
+/// Parses a listener list (`NAME://host:port,...`). Each name must map to PLAINTEXT in
+/// `listener.security.protocol.map` (a controller listener missing from the map is PLAINTEXT, as Kafka
+/// assumes); names are unique.
+fn parse_listeners(
+    key: &str,
+    value: &str,
+    protocols: &BTreeMap<String, String>,
+    controller_names: &[String],
+) -> Result<Vec<ListenerSpec>, ConfigError> {
+    let mut out: Vec<ListenerSpec> = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, rest) = entry.split_once("://").ok_or_else(|| {
+            ConfigError::new(key, format!("`{entry}` is not LISTENER_NAME://host:port"))
+        })?;
+        let proto = match protocols.get(name) {
+            Some(p) => p.as_str(),
+            None if controller_names.iter().any(|c| c == name) => "PLAINTEXT",
+            None => {
+                return Err(ConfigError::new(
+                    key,
+                    format!(
+                        "listener name `{name}` is not in listener.security.protocol.map; add `{name}:PLAINTEXT` there"
+                    ),
+                ))
+            }
+        };
+        if proto != "PLAINTEXT" {
+            return Err(ConfigError::new(
+                key,
+                format!("listener `{name}` uses security protocol `{proto}`, which Fjord does not support yet (only PLAINTEXT)"),
+            ));
+        }
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| ConfigError::new(key, format!("`{entry}` has no port")))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| ConfigError::new(key, format!("`{port}` is not a port number")))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if out.iter().any(|l| l.name == name) {
+            return Err(ConfigError::new(
+                key,
+                format!("listener name `{name}` appears twice"),
+            ));
+        }
+        out.push(ListenerSpec {
+            name: name.to_string(),
+            host: host.to_string(),
+            port,
+        });
+    }
+    if out.is_empty() {
         return Err(ConfigError::new(
-            name,
-            format!("listener protocol `{proto}` is not supported yet (only PLAINTEXT)"),
+            key,
+            "no listener given (e.g. PLAINTEXT://127.0.0.1:9092)",
         ));
     }
-    let (host, port) = rest
-        .rsplit_once(':')
-        .ok_or_else(|| ConfigError::new(name, format!("`{first}` has no port")))?;
-    let port: u16 = port
+    Ok(out)
+}
+
+/// The address to bind for `l` (an empty host is every interface).
+fn bind_addr(key: &str, l: &ListenerSpec) -> Result<SocketAddr, ConfigError> {
+    let host = if l.host.is_empty() {
+        "0.0.0.0"
+    } else {
+        &l.host
+    };
+    format!("{host}:{}", l.port)
         .parse()
-        .map_err(|_| ConfigError::new(name, format!("`{port}` is not a port number")))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Ok((proto.to_string(), host.to_string(), port))
+        .or_else(|_| {
+            std::net::ToSocketAddrs::to_socket_addrs(&(host, l.port))
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or(())
+        })
+        .map_err(|_| ConfigError::new(key, format!("cannot resolve host `{}`", l.host)))
+}
+
+/// `listener.security.protocol.map` as name → protocol.
+fn parse_protocol_map(value: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut map = BTreeMap::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, proto) = entry.split_once(':').ok_or_else(|| {
+            ConfigError::new(
+                "listener.security.protocol.map",
+                format!("`{entry}` is not NAME:PROTOCOL"),
+            )
+        })?;
+        map.insert(name.trim().to_string(), proto.trim().to_string());
+    }
+    Ok(map)
 }
 
 impl BrokerConfig {
@@ -618,24 +719,78 @@ impl BrokerConfig {
         props.insert("node.id".into(), node_id.to_string());
         props.insert("broker.id".into(), node_id.to_string());
 
-        let (_, host, port) =
-            parse_listener("listeners", &get(&props, "listeners").unwrap_or_default())?;
-        let listener: SocketAddr =
-            format!("{}:{port}", if host.is_empty() { "0.0.0.0" } else { &host })
-                .parse()
-                .or_else(|_| {
-                    std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
-                        .ok()
-                        .and_then(|mut a| a.next())
-                        .ok_or(())
-                })
-                .map_err(|_| {
-                    ConfigError::new("listeners", format!("cannot resolve host `{host}`"))
-                })?;
+        let protocols =
+            parse_protocol_map(&get(&props, "listener.security.protocol.map").unwrap_or_default())?;
+        let controller_names: Vec<String> = get(&props, "controller.listener.names")
+            .unwrap_or_default()
+            .split(',')
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        let listeners = parse_listeners(
+            "listeners",
+            &get(&props, "listeners").unwrap_or_default(),
+            &protocols,
+            &controller_names,
+        )?;
+        let (controller_specs, client_specs): (Vec<_>, Vec<_>) = listeners
+            .into_iter()
+            .partition(|l| controller_names.contains(&l.name));
+        let client = match (get(&props, "inter.broker.listener.name"), &client_specs[..]) {
+            (_, []) => {
+                return Err(ConfigError::new(
+                    "listeners",
+                    "no client listener: every listener is named in controller.listener.names",
+                ))
+            }
+            (Some(name), specs) => specs.iter().find(|l| l.name == name).ok_or_else(|| {
+                ConfigError::new(
+                    "inter.broker.listener.name",
+                    format!("`{name}` is not one of the listeners"),
+                )
+            })?,
+            (None, [one]) => one,
+            (None, specs) => {
+                return Err(ConfigError::new(
+                    "listeners",
+                    format!(
+                        "Fjord serves one client listener for now; got {}. Keep one (and the controller listener)",
+                        specs.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                ))
+            }
+        }
+        .clone();
+        let listener = bind_addr("listeners", &client)?;
+        let host = client.host.clone();
+        let port = client.port;
+        let controller_listener = match &controller_specs[..] {
+            [] => None,
+            [one] => Some(bind_addr("listeners", one)?),
+            more => {
+                return Err(ConfigError::new(
+                    "controller.listener.names",
+                    format!(
+                        "Fjord serves one controller listener; got {}",
+                        more.iter()
+                            .map(|l| l.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ))
+            }
+        };
         let (advertised_host, advertised_port) = match get(&props, "advertised.listeners") {
             Some(a) => {
-                let (_, h, p) = parse_listener("advertised.listeners", &a)?;
-                (h, p)
+                let adv =
+                    parse_listeners("advertised.listeners", &a, &protocols, &controller_names)?;
+                let l = adv.iter().find(|l| l.name == client.name).ok_or_else(|| {
+                    ConfigError::new(
+                        "advertised.listeners",
+                        format!("has no entry for listener `{}`", client.name),
+                    )
+                })?;
+                (l.host.clone(), l.port)
             }
             None => {
                 let h = if host.is_empty() || host == "0.0.0.0" {
@@ -646,6 +801,52 @@ impl BrokerConfig {
                 (h, port)
             }
         };
+        let roles: Vec<String> = get(&props, "process.roles")
+            .unwrap_or_default()
+            .split(',')
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+            .collect();
+        if let Some(bad) = roles.iter().find(|r| *r != "broker" && *r != "controller") {
+            return Err(ConfigError::new(
+                "process.roles",
+                format!("unknown role `{bad}` (roles are broker and controller)"),
+            ));
+        }
+        if !(roles.iter().any(|r| r == "broker") && roles.iter().any(|r| r == "controller")) {
+            return Err(ConfigError::new(
+                "process.roles",
+                "Fjord runs every node in combined mode for now: set process.roles=broker,controller \
+                 (separate broker-only and controller-only nodes are not supported yet)",
+            ));
+        }
+        let quorum_voters = match get(&props, "controller.quorum.voters") {
+            Some(v) if !v.trim().is_empty() => {
+                let voters = fjord_meta::parse_quorum_voters(&v)
+                    .map_err(|r| ConfigError::new("controller.quorum.voters", r))?;
+                if controller_listener.is_none() {
+                    return Err(ConfigError::new(
+                        "controller.listener.names",
+                        "controller.quorum.voters is set, so this node needs a controller listener: name it in \
+                         controller.listener.names (e.g. CONTROLLER) and add CONTROLLER://host:port to listeners",
+                    ));
+                }
+                Some(voters)
+            }
+            _ => None,
+        };
+        if let (Some(voters), Some(addr)) = (&quorum_voters, controller_listener) {
+            if let Some(v) = voters.get(&node_id) {
+                if v.port() != addr.port() {
+                    return Err(ConfigError::new(
+                        "controller.quorum.voters",
+                        format!(
+                            "names node {node_id} at {v}, but this node's controller listener is {addr}"
+                        ),
+                    ));
+                }
+            }
+        }
         let (dirs_key, dirs_value) = match get(&props, "log.dirs") {
             Some(d) => ("log.dirs", d),
             None => (
@@ -683,6 +884,9 @@ impl BrokerConfig {
             listener,
             advertised_host,
             advertised_port,
+            controller_listener,
+            quorum_voters,
+            rack: get(&props, "broker.rack").filter(|r| !r.is_empty()),
             log_dir,
             log_dirs,
             num_partitions: int(&props, "num.partitions") as i32,
@@ -872,6 +1076,76 @@ mod tests {
         assert_eq!(e.name, "num.partitions");
         let e = cfg(&[("listeners", "SSL://x:1")]).unwrap_err();
         assert_eq!(e.name, "listeners");
+    }
+
+    #[test]
+    fn kraft_listeners_split_into_the_client_and_the_controller_listener() {
+        let c = cfg(&[
+            ("node.id", "2"),
+            ("process.roles", "broker,controller"),
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:9192,CONTROLLER://127.0.0.1:9193",
+            ),
+            ("advertised.listeners", "PLAINTEXT://broker2.example:9192"),
+            ("controller.listener.names", "CONTROLLER"),
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ),
+            (
+                "controller.quorum.voters",
+                "1@127.0.0.1:9093,2@127.0.0.1:9193,3@127.0.0.1:9293",
+            ),
+            ("broker.rack", "r1"),
+        ])
+        .unwrap();
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.listener.port(), 9192);
+        assert_eq!(c.controller_listener.unwrap().port(), 9193);
+        assert_eq!(
+            (c.advertised_host.as_str(), c.advertised_port),
+            ("broker2.example", 9192)
+        );
+        assert_eq!(c.quorum_voters.as_ref().unwrap().len(), 3);
+        assert_eq!(c.rack.as_deref(), Some("r1"));
+        // Without a quorum the node is its own one-voter quorum (the embedded default).
+        let c = cfg(&[]).unwrap();
+        assert!(c.quorum_voters.is_none() && c.controller_listener.is_none());
+    }
+
+    #[test]
+    fn kraft_misconfigurations_are_named_with_what_to_do() {
+        let voters = ("controller.quorum.voters", "1@127.0.0.1:9093");
+        // Voters but no controller listener.
+        let e = cfg(&[voters]).unwrap_err();
+        assert_eq!(e.name, "controller.listener.names");
+        // A listener name missing from the protocol map.
+        let e = cfg(&[("listeners", "INTERNAL://127.0.0.1:1")]).unwrap_err();
+        assert!(e.reason.contains("listener.security.protocol.map"), "{e}");
+        // Only controller listeners.
+        let e = cfg(&[
+            ("listeners", "CONTROLLER://127.0.0.1:1"),
+            ("controller.listener.names", "CONTROLLER"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.name, "listeners");
+        // The voter entry for this node disagrees with its controller listener.
+        let e = cfg(&[
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:1,CONTROLLER://127.0.0.1:9999",
+            ),
+            ("controller.listener.names", "CONTROLLER"),
+            voters,
+        ])
+        .unwrap_err();
+        assert_eq!(e.name, "controller.quorum.voters");
+        // Separate roles are not supported yet, and say so.
+        let e = cfg(&[("process.roles", "broker")]).unwrap_err();
+        assert!(e.reason.contains("not supported yet"), "{e}");
+        let e = cfg(&[("process.roles", "broker,zookeeper")]).unwrap_err();
+        assert!(e.reason.contains("unknown role"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod log_dirs;
 pub mod metrics;
 pub mod partition;
 pub mod producers;
+pub mod replication;
 pub mod server;
 pub mod transactions;
 
@@ -50,6 +51,21 @@ pub enum Error {
     /// directory could not be opened. Kafka's KAFKA_STORAGE_ERROR; the message says which and why.
     #[error("{0}")]
     Storage(String),
+    /// This broker does not lead the partition (Kafka's NOT_LEADER_OR_FOLLOWER); the client refreshes its metadata.
+    #[error("{0}")]
+    NotLeader(String),
+    /// The request's leader epoch is older than the partition's (FENCED_LEADER_EPOCH).
+    #[error("{0}")]
+    FencedLeaderEpoch(String),
+    /// The request's leader epoch is newer than this broker knows (UNKNOWN_LEADER_EPOCH); it catches up soon.
+    #[error("{0}")]
+    UnknownLeaderEpoch(String),
+    /// The ISR shrank below min.insync.replicas after an acks=all append (NOT_ENOUGH_REPLICAS_AFTER_APPEND).
+    #[error("{0}")]
+    NotEnoughReplicasAfterAppend(String),
+    /// A bounded wait ran out (REQUEST_TIMED_OUT).
+    #[error("{0}")]
+    Timeout(String),
     /// The partition was deleted (its directory renamed away) while this handle was still in use.
     #[error("{0} was deleted")]
     Deleted(String),
@@ -82,6 +98,11 @@ impl Error {
             Error::Internal(_) => E::UnknownServerError.code(),
             Error::Storage(_) => E::KafkaStorageError.code(),
             Error::Deleted(_) => E::UnknownTopicOrPartition.code(),
+            Error::NotLeader(_) => E::NotLeaderOrFollower.code(),
+            Error::FencedLeaderEpoch(_) => E::FencedLeaderEpoch.code(),
+            Error::UnknownLeaderEpoch(_) => E::UnknownLeaderEpoch.code(),
+            Error::NotEnoughReplicasAfterAppend(_) => E::NotEnoughReplicasAfterAppend.code(),
+            Error::Timeout(_) => E::RequestTimedOut.code(),
         }
     }
 
@@ -133,6 +154,8 @@ pub struct BrokerState {
     pub producer_ids: producers::ProducerIds,
     /// The transaction coordinator and its `__transaction_state` persistence.
     pub transactions: transactions::Transactions,
+    /// The partitions this broker follows, by leader (see [`replication`]).
+    pub replication: replication::Replication,
     /// The host and port this broker advertises in Metadata (the bound port when configured with port 0).
     pub advertised: (String, i32),
 }
@@ -173,7 +196,9 @@ impl BrokerState {
     /// response it sends already reflects it).
     /// Opening logs is file I/O (and recovery can be long): it runs off the async workers.
     pub fn sync_partitions(&self) -> Result<()> {
-        blocking(|| self.partitions.sync_with(&self.meta.state(), &self.config))
+        blocking(|| self.partitions.sync_with(&self.meta.state(), &self.config))?;
+        self.replication.refresh(self);
+        Ok(())
     }
 }
 
@@ -205,9 +230,15 @@ impl Broker {
             id: config.node_id,
             host: advertised.0.clone(),
             port: advertised.1,
-            rack: None,
+            rack: config.rack.clone(),
         };
-        let meta = Meta::open(&dirs.metadata_dir().join("__meta"), config.node_id, info).await?;
+        let meta_dir = dirs.metadata_dir().join("__meta");
+        let meta = match (&config.quorum_voters, config.controller_listener) {
+            (Some(voters), Some(listen)) => {
+                Meta::open_quorum(&meta_dir, config.node_id, voters.clone(), listen, info).await?
+            }
+            _ => Meta::open(&meta_dir, config.node_id, info).await?,
+        };
         let partitions = PartitionManager::new(dirs, config.node_id);
         partitions.sync_with(&meta.state(), &config)?;
         let state = Arc::new(BrokerState {
@@ -225,7 +256,9 @@ impl Broker {
             meta,
             config,
             advertised,
+            replication: replication::Replication::default(),
         });
+        state.replication.refresh(&state);
         let replayed = groups::load(&state)?;
         tracing::info!(
             records = replayed,
@@ -246,6 +279,7 @@ impl Broker {
             tokio::spawn(follow_metadata(state.clone(), shutdown_rx.clone())),
             tokio::spawn(groups::run_clock(state.clone(), shutdown_rx.clone())),
             tokio::spawn(transactions::run_clock(state.clone(), shutdown_rx.clone())),
+            tokio::spawn(replication::run(state.clone(), shutdown_rx.clone())),
             tokio::spawn(housekeeping(state.clone(), shutdown_rx)),
         ];
         tracing::info!(%addr, node_id = state.config.node_id, "broker started");
@@ -323,6 +357,7 @@ async fn follow_metadata(state: Arc<BrokerState>, mut shutdown: watch::Receiver<
                 if let Err(e) = blocking(|| state.partitions.sync_with(&snapshot, &state.config)) {
                     tracing::error!(error = %e, "applying metadata to partitions failed");
                 }
+                state.replication.refresh(&state);
             }
             _ = shutdown.changed() => return,
         }

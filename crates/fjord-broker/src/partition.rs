@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use bytes::Bytes;
 use fjord_log::storage::{self as st, Storage};
 use fjord_log::{AbortedTxn, AppendInfo, ControlType, Log, LogConfig, ReadInfo};
-use fjord_meta::ClusterState;
+use fjord_meta::{ClusterState, PartitionMeta};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -28,6 +28,9 @@ use crate::{now_ms, Error, Result};
 /// Name of the file in each partition directory that records which topic id the data belongs to, so a topic
 /// deleted and re-created under the same name never serves the old topic's data (Kafka's `partition.metadata`).
 const PARTITION_METADATA: &str = "partition.metadata";
+
+mod replica;
+pub use replica::{FollowerState, IsrChange, ReplState, ReplicaRead};
 
 pub struct Partition {
     pub topic: String,
@@ -59,6 +62,14 @@ pub struct Partition {
     fail_next_io: AtomicBool,
     /// Test-only fault injection (see [`Partition::fail_next_fsync_for_test`]).
     fail_next_fsync: AtomicBool,
+    /// This broker's id.
+    node_id: i32,
+    /// Leader, epochs, ISR and (on the leader) the followers' positions; see [`replica`].
+    repl: Mutex<ReplState>,
+    /// The high watermark (see [`Partition::high_watermark`]).
+    hw: AtomicI64,
+    /// Woken when the high watermark moves or the partition's role changes.
+    hw_changed: Notify,
 }
 
 impl std::fmt::Debug for Partition {
@@ -283,14 +294,21 @@ impl Partition {
     }
 
     fn append_locked(&self, records: Bytes, origin: Origin) -> Result<AppendInfo> {
-        let epoch = self.leader_epoch.load(Ordering::Relaxed) as i32;
+        let repl = self.lock_repl();
+        replica::check_leader_in(&repl, self, -1)?;
+        let epoch = repl.leader_epoch;
         // Only the headers are read here; `Log::append` validates each batch (CRC included) once.
         let batches: Vec<_> = fjord_log::batch_headers(&records).collect();
         if batches
             .iter()
             .all(|b| b.producer_id < 0 && !b.is_control && !b.is_transactional)
         {
-            let info = self.log()?.append(records, epoch, now_ms())?;
+            let mut log = self.log()?;
+            let info = log.append(records, epoch, now_ms())?;
+            let leo = log.log_end_offset();
+            drop(log);
+            self.advance_hw(&repl, leo);
+            drop(repl);
             self.wake_waiters();
             return Ok(info);
         }
@@ -337,8 +355,11 @@ impl Partition {
         for b in &info.batches {
             producers.record(b);
         }
+        let leo = log.log_end_offset();
         drop(log);
         drop(producers);
+        self.advance_hw(&repl, leo);
+        drop(repl);
         self.wake_waiters();
         Ok(info)
     }
@@ -362,7 +383,9 @@ impl Partition {
         kind: ControlType,
         coordinator_epoch: i32,
     ) -> Result<i64> {
-        let epoch = self.leader_epoch.load(Ordering::Relaxed) as i32;
+        let repl = self.lock_repl();
+        replica::check_leader_in(&repl, self, -1)?;
+        let epoch = repl.leader_epoch;
         let now = now_ms();
         let batch =
             fjord_log::control_batch(producer_id, producer_epoch, kind, coordinator_epoch, now);
@@ -378,8 +401,11 @@ impl Partition {
         ) {
             log.add_aborted_txn(aborted)?;
         }
+        let leo = log.log_end_offset();
         drop(log);
         drop(producers);
+        self.advance_hw(&repl, leo);
+        drop(repl);
         self.wake_waiters();
         Ok(info.base_offset)
     }
@@ -409,7 +435,7 @@ impl Partition {
     ) -> Result<FetchRead> {
         let producers = self.lock_producers();
         let log = self.log()?;
-        let hw = log.log_end_offset();
+        let hw = self.high_watermark().min(log.log_end_offset());
         let lso = stable_offset(
             producers.first_unstable_offset(),
             log.log_start_offset(),
@@ -442,7 +468,7 @@ impl Partition {
         stable_offset(
             producers.first_unstable_offset(),
             log.log_start_offset(),
-            log.log_end_offset(),
+            self.high_watermark().min(log.log_end_offset()),
         )
     }
 
@@ -453,8 +479,7 @@ impl Partition {
     pub fn read(&self, offset: i64, max_bytes: usize, min_one_batch: bool) -> Result<ReadInfo> {
         self.io(|| {
             let log = self.log()?;
-            // Single replica: the high watermark is the log end offset.
-            let hw = log.log_end_offset();
+            let hw = self.high_watermark().min(log.log_end_offset());
             Ok(log.read(offset, max_bytes, hw, min_one_batch)?)
         })
     }
@@ -462,7 +487,30 @@ impl Partition {
     /// (log start offset, high watermark).
     pub fn offsets(&self) -> (i64, i64) {
         let log = self.lock();
-        (log.log_start_offset(), log.log_end_offset())
+        (
+            log.log_start_offset(),
+            self.high_watermark().min(log.log_end_offset()),
+        )
+    }
+
+    /// The batches from `offset` up to the log end, ignoring the high watermark: what this replica holds, for
+    /// tools and tests that compare replicas. Never served to clients.
+    pub fn read_to_log_end(&self, offset: i64, max_bytes: usize) -> Result<Bytes> {
+        self.io(|| {
+            let log = self.log()?;
+            let end = log.log_end_offset();
+            Ok(log.read(offset, max_bytes, end, true)?.records)
+        })
+    }
+
+    /// The newest leader epoch in this log (-1: none).
+    pub fn latest_epoch(&self) -> i32 {
+        self.lock().latest_epoch().unwrap_or(-1)
+    }
+
+    /// The log end offset (on a leader with followers, possibly above the high watermark).
+    pub fn log_end_offset(&self) -> i64 {
+        self.lock().log_end_offset()
     }
 
     /// The leader epoch this broker writes the partition's batches in (from the metadata).
@@ -474,10 +522,6 @@ impl Partition {
     /// when undefined). In-memory: the leader epoch cache is loaded at open.
     pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
         self.lock().end_offset_for_epoch(epoch)
-    }
-
-    pub fn high_watermark(&self) -> i64 {
-        self.lock().log_end_offset()
     }
 
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>> {
@@ -812,15 +856,12 @@ impl PartitionManager {
     /// Brings the hosted partitions in line with the metadata: opens logs for new partitions, applies config
     /// changes, and deletes the logs of deleted topics. Called at start-up and on every metadata change.
     pub fn sync_with(&self, state: &ClusterState, config: &BrokerConfig) -> Result<()> {
-        let mut wanted: BTreeMap<(String, i32), (Uuid, i32, LogConfig)> = BTreeMap::new();
+        let mut wanted: BTreeMap<(String, i32), (Uuid, PartitionMeta, LogConfig)> = BTreeMap::new();
         for t in state.topics.values() {
             let lc = config.log_config_dynamic(&state.broker_configs, &t.configs);
             for (i, p) in t.partitions.iter().enumerate() {
                 if p.replicas.contains(&self.node_id) {
-                    wanted.insert(
-                        (t.name.clone(), i as i32),
-                        (t.id, p.leader_epoch, lc.clone()),
-                    );
+                    wanted.insert((t.name.clone(), i as i32), (t.id, p.clone(), lc.clone()));
                 }
             }
         }
@@ -840,14 +881,15 @@ impl PartitionManager {
             }
         }
         let mut new = Vec::new();
-        for (key, (id, epoch, lc)) in wanted {
+        let mut changed = Vec::new();
+        for (key, (id, pm, lc)) in wanted {
             if let Some(p) = parts.get(&key) {
                 p.set_config(lc);
-                p.leader_epoch.store(epoch as i64, Ordering::Relaxed);
+                changed.push((p.clone(), pm));
                 continue;
             }
             if !unopened.contains_key(&key) {
-                new.push((key, id, epoch, lc));
+                new.push((key, id, pm, lc));
             }
         }
         // New logs are opened (recovered, created) without the map's lock: requests for every other partition
@@ -886,21 +928,28 @@ impl PartitionManager {
             }
         }
         let placed = fresh.into_iter().map(|n| (self.place(), n));
-        for (dir, (key, id, epoch, lc)) in
-            located.into_iter().map(|(i, n)| (Some(i), n)).chain(placed)
+        for (dir, (key, id, pm, lc)) in located.into_iter().map(|(i, n)| (Some(i), n)).chain(placed)
         {
             let opened = match dir {
-                Some(i) => self.open(i, &key, id, epoch, lc),
+                Some(i) => self.open(i, &key, id, lc),
                 None => Err("no log directory is online".to_string()),
             };
             match opened {
                 Ok(p) => {
                     self.dirs.add_hosted(p.dir_index, 1);
-                    opened_now.push((key, Arc::new(p)));
+                    let p = Arc::new(p);
+                    changed.push((p.clone(), pm));
+                    opened_now.push((key, p));
                 }
                 Err(reason) => {
                     unopened.insert(key, (id, reason));
                 }
+            }
+        }
+        // Roles first, then visible: a request never finds a new partition before it knows its leader.
+        for (p, pm) in changed {
+            if let Err(e) = p.apply_meta(&pm) {
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "applying a leadership change failed");
             }
         }
         self.partitions
@@ -995,7 +1044,6 @@ impl PartitionManager {
         i: usize,
         key: &(String, i32),
         id: Uuid,
-        epoch: i32,
         lc: LogConfig,
     ) -> std::result::Result<Partition, String> {
         let parent = self.dirs.path(i);
@@ -1052,12 +1100,14 @@ impl PartitionManager {
                 return Err(fault(&e, limit));
             }
         };
+        let start = log.log_start_offset();
         Ok(Partition {
             topic: key.0.clone(),
             index: key.1,
             topic_id: id,
             log: Mutex::new(log),
-            leader_epoch: AtomicI64::new(epoch as i64),
+            leader_epoch: AtomicI64::new(-1),
+            hw: AtomicI64::new(start),
             durable: AtomicI64::new(leo),
             flush_lock: tokio::sync::Mutex::new(()),
             waiters: Mutex::new(Vec::new()),
@@ -1069,6 +1119,9 @@ impl PartitionManager {
             deleted: AtomicBool::new(false),
             fail_next_io: AtomicBool::new(false),
             fail_next_fsync: AtomicBool::new(false),
+            node_id: self.node_id,
+            repl: Mutex::new(ReplState::unset()),
+            hw_changed: Notify::new(),
         })
     }
 
@@ -1311,6 +1364,7 @@ mod tests {
                 partitions: vec![PartitionMeta {
                     leader: 1,
                     leader_epoch: 0,
+                    partition_epoch: 0,
                     replicas: vec![1],
                     isr: vec![1],
                 }],

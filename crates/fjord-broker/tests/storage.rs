@@ -670,8 +670,8 @@ async fn offset_for_leader_epoch_answers_from_the_persisted_epoch_cache() {
     create_topic(&mut c, "t", 1).await;
     assert_eq!(
         epoch_end(&mut c, 4, "t", 0, 0, 0).await,
-        (0, -1, -1),
-        "an empty log knows no epoch"
+        (0, 0, 0),
+        "a new leader starts its epoch at its log end, as Kafka's does at becoming leader"
     );
     for _ in 0..3 {
         produce(&mut c, "t", 0, 5).await;

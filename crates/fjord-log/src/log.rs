@@ -1094,6 +1094,20 @@ impl Log {
         Ok(())
     }
 
+    /// Starts leader epoch `epoch` at the log end offset, as a new leader does when it takes over (Kafka's
+    /// `assign(epoch, logEndOffset)` at becoming leader): a follower asking for an older epoch then learns
+    /// where that epoch ended even before this leader appended anything. No-op unless `epoch` is newer than
+    /// the latest one.
+    pub fn assign_epoch(&mut self, epoch: i32) -> Result<()> {
+        self.guarded(|log| {
+            let leo = log.log_end_offset();
+            if log.epochs.latest().is_some_and(|(e, _)| e >= epoch) {
+                return Ok(());
+            }
+            log.note_epochs([(epoch, leo)])
+        })
+    }
+
     /// The leader epoch entries, (epoch, start offset) ascending.
     pub fn leader_epochs(&self) -> &[(i32, i64)] {
         self.epochs.entries()
@@ -1198,6 +1212,15 @@ impl Log {
         }
         self.after_truncation();
         Ok(())
+    }
+
+    /// Deletes every segment and starts an empty log at `start` (a replication follower whose leader's log does
+    /// not overlap this one).
+    pub fn reset_to(&mut self, start: i64) -> Result<()> {
+        self.guarded(|log| {
+            let now_ms = log.clock_ms;
+            log.truncate_fully(start.max(0), now_ms)
+        })
     }
 
     /// Deletes all segments and starts an empty log at `start`.

@@ -20,6 +20,9 @@ pub struct PartitionMeta {
     pub leader: i32,
     /// Bumped on every leader change so that fenced leaders and stale followers can be detected.
     pub leader_epoch: i32,
+    /// Bumped on every change of leader, ISR or replicas (Kafka's partition epoch).
+    #[serde(default)]
+    pub partition_epoch: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
 }
@@ -169,6 +172,7 @@ fn partitions_from(assignments: &[Vec<i32>]) -> Result<Vec<PartitionMeta>, Strin
             Some(&leader) => Ok(PartitionMeta {
                 leader,
                 leader_epoch: 0,
+                partition_epoch: 0,
                 replicas: replicas.clone(),
                 isr: replicas.clone(),
             }),

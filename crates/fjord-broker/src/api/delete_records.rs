@@ -33,6 +33,9 @@ pub async fn handle(ctx: &Ctx<'_>, req: DeleteRecordsRequest) -> DeleteRecordsRe
                         Ok(None) => return res.with_error_code(E::UnknownTopicOrPartition.code()),
                         Err(e) => return res.with_error_code(e.code()),
                     };
+                    if let Err(e) = part.check_leader(-1) {
+                        return res.with_error_code(e.code());
+                    }
                     let (_, hw) = part.offsets();
                     let target = if p.offset == -1 { hw } else { p.offset };
                     if target < 0 || target > hw {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::fetch_response::{
-    AbortedTransaction, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, PartitionData,
 };
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 use tokio::sync::Notify;
@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use super::Ctx;
 use crate::metrics::Metrics;
+use crate::partition::ReplicaRead;
 
 /// Upper bound on how long any fetch parks, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(60);
@@ -42,7 +43,9 @@ pub async fn handle(ctx: &Ctx<'_>, req: FetchRequest) -> FetchResponse {
         let (resp, bytes, stop) =
             crate::blocking(|| read_once(ctx, &req, may_wait.then_some(&notify), &mut seen));
         if !may_wait || stop || bytes >= req.min_bytes.max(0) as usize {
-            account(ctx, &resp);
+            if req.replica_id.0 < 0 {
+                account(ctx, &resp);
+            }
             let m = &ctx.state.metrics;
             m.fetch_wait.observe(parked.as_secs_f64());
             m.fetch_processing
@@ -120,6 +123,8 @@ fn read_once(
     let mut total = 0usize;
     let mut stop = false;
     let read_committed = req.isolation_level == 1;
+    // Kafka's replica id: a broker id for a follower's fetch, -1 for a consumer.
+    let replica = req.replica_id.0;
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
         let name: &str = &t.topic.0;
@@ -173,6 +178,52 @@ fn read_once(
             // KIP-74: the first batch of the response is returned even when it exceeds the limits, so a large
             // batch can never block a consumer.
             let min_one = total == 0;
+            if replica >= 0 {
+                // A follower replicating: reads up to the log end, reports its position to the leader.
+                match part.read_for_follower(
+                    replica,
+                    p.current_leader_epoch,
+                    p.fetch_offset,
+                    p.last_fetched_epoch,
+                    limit,
+                ) {
+                    Ok(ReplicaRead::Records {
+                        records,
+                        log_start_offset,
+                        high_watermark,
+                    }) => {
+                        pd.high_watermark = high_watermark;
+                        pd.last_stable_offset = high_watermark;
+                        pd.log_start_offset = log_start_offset;
+                        total += records.len();
+                        remaining = remaining.saturating_sub(records.len());
+                        pd.records = Some(records);
+                        *cached = Some((count, pd.clone()));
+                    }
+                    Ok(ReplicaRead::Diverging { epoch, end_offset }) => {
+                        pd.high_watermark = part.high_watermark();
+                        pd.diverging_epoch = EpochEndOffset::default()
+                            .with_epoch(epoch)
+                            .with_end_offset(end_offset);
+                        stop = true;
+                    }
+                    Err(e) => {
+                        let (start, hw) = part.offsets();
+                        pd.high_watermark = hw;
+                        pd.log_start_offset = start;
+                        pd.error_code = e.code();
+                        stop = true;
+                    }
+                }
+                parts.push(pd);
+                continue;
+            }
+            if let Err(e) = part.check_leader(p.current_leader_epoch) {
+                pd.error_code = e.code();
+                stop = true;
+                parts.push(pd);
+                continue;
+            }
             match part.fetch(p.fetch_offset, limit, min_one, read_committed) {
                 Ok(r) => {
                     pd.high_watermark = r.high_watermark;

@@ -38,6 +38,10 @@ pub fn handle(ctx: &Ctx<'_>, req: ListOffsetsRequest) -> ListOffsetsResponse {
                         Ok(None) => return resp.with_error_code(E::UnknownTopicOrPartition.code()),
                         Err(e) => return resp.with_error_code(e.code()),
                     };
+                    // Only the leader answers (a follower's log may hold data above the high watermark, or lag).
+                    if let Err(e) = part.check_leader(p.current_leader_epoch) {
+                        return resp.with_error_code(e.code());
+                    }
                     let epoch = meta
                         .topics
                         .get(&name)

@@ -32,15 +32,10 @@ pub fn handle(ctx: &Ctx<'_>, req: OffsetForLeaderEpochRequest) -> OffsetForLeade
                         Err(e) => return res.with_error_code(e.code()),
                     };
                     // The requester's view of the current leader epoch, when given (v2+), must be ours: an older
-                    // one is fenced, a newer one means our metadata is behind (Kafka's checks).
-                    let current = part.leader_epoch();
-                    if p.current_leader_epoch >= 0 {
-                        if p.current_leader_epoch < current {
-                            return res.with_error_code(E::FencedLeaderEpoch.code());
-                        }
-                        if p.current_leader_epoch > current {
-                            return res.with_error_code(E::UnknownLeaderEpoch.code());
-                        }
+                    // one is fenced, a newer one means our metadata is behind (Kafka's checks). Only the leader
+                    // answers a consumer; a follower (replica_id >= 0 in v3+) may ask the leader too.
+                    if let Err(e) = part.check_leader(p.current_leader_epoch) {
+                        return res.with_error_code(e.code());
                     }
                     let (epoch, end) = part.end_offset_for_epoch(p.leader_epoch);
                     res.with_leader_epoch(epoch).with_end_offset(end)

@@ -33,8 +33,8 @@ pub struct Prepared {
     acks: i16,
     timeout: Duration,
     responses: Vec<TopicProduceResponse>,
-    /// (topic index, partition index, partition, offset that must be durable)
-    waits: Vec<(usize, usize, Arc<Partition>, i64)>,
+    /// (topic index, partition index, partition, offset that must be durable and replicated, min.insync.replicas)
+    waits: Vec<(usize, usize, Arc<Partition>, i64, usize)>,
 }
 
 impl Prepared {
@@ -52,8 +52,11 @@ impl Prepared {
             mut responses,
             waits,
         } = self;
-        for (ti, pi, partition, offset) in waits {
-            let outcome = tokio::time::timeout(timeout, partition.wait_durable(offset)).await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        for (ti, pi, partition, offset, min_isr) in waits {
+            // Durable here first (fsync), then on every in-sync replica (the high watermark); both bounded by the
+            // request's timeout.
+            let outcome = tokio::time::timeout_at(deadline, partition.wait_durable(offset)).await;
             let failure = match outcome {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => {
@@ -64,6 +67,16 @@ impl Prepared {
                     E::RequestTimedOut.code(),
                     "timed out waiting for fsync".to_string(),
                 )),
+            };
+            let failure = match failure {
+                Some(f) => Some(f),
+                None => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    match partition.wait_replicated(offset, min_isr, left).await {
+                        Ok(()) => None,
+                        Err(e) => Some((e.code(), e.to_string())),
+                    }
+                }
             };
             if let Some((code, msg)) = failure {
                 let r = &mut responses[ti].partition_responses[pi];
@@ -130,16 +143,17 @@ pub fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
                     continue;
                 }
             };
+            if let Err(e) = partition.check_leader(-1) {
+                parts.push(error(idx, E::NotLeaderOrFollower, e.to_string()));
+                continue;
+            }
             if acks == -1 {
-                let isr = topic_meta
-                    .and_then(|t| t.partitions.get(idx as usize))
-                    .map(|p| p.isr.len())
-                    .unwrap_or(0);
+                let isr = partition.isr_len();
                 if isr < min_isr {
                     parts.push(error(
                         idx,
                         E::NotEnoughReplicas,
-                        format!("{isr} in-sync replicas, min.insync.replicas is {min_isr}"),
+                        format!("{name}-{idx} has {isr} in-sync replica(s) and min.insync.replicas is {min_isr}: the write was refused; it is accepted again once enough replicas have caught up"),
                     ));
                     continue;
                 }
@@ -209,7 +223,13 @@ pub fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
                         broker.metrics.messages_in.get_or_create(&labels).inc_by(n);
                     }
                     if acks == -1 {
-                        waits.push((ti, parts.len(), partition.clone(), info.last_offset + 1));
+                        waits.push((
+                            ti,
+                            parts.len(),
+                            partition.clone(),
+                            info.last_offset + 1,
+                            min_isr,
+                        ));
                     }
                     parts.push(
                         PartitionProduceResponse::default()

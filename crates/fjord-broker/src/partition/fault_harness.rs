@@ -186,6 +186,7 @@ impl Harness {
                 partitions: vec![PartitionMeta {
                     leader: 1,
                     leader_epoch: 0,
+                    partition_epoch: 0,
                     replicas: vec![1],
                     isr: vec![1],
                 }],

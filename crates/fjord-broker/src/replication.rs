@@ -1,0 +1,430 @@
+//! Replication, follower side and the leader's ISR upkeep (Kafka's `ReplicaFetcherThread` and
+//! `Partition.maybeShrinkIsr`/`maybeExpandIsr`).
+//!
+//! A broker follows every partition it is a replica of but does not lead. For each leader broker one task
+//! fetches all of that leader's partitions in one Fetch request (replica id = this broker), at each partition's
+//! log end offset with its latest leader epoch (so the leader can answer with a diverging epoch, Fetch v12),
+//! appends what comes back with the leader's offsets, fsyncs, and only then asks again: the offset a follower
+//! reports has reached its disk, so the leader's high watermark counts only data durable on every in-sync
+//! follower.
+//!
+//! The leader checks its ISR on a short tick: a follower that has not caught up within
+//! `replica.lag.time.max.ms` leaves it, one that reached the high watermark (and this epoch's start) joins it;
+//! each change is an AlterPartition committed through the metadata quorum, never a local decision.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::partition::Partition;
+use crate::BrokerState;
+
+/// Fetch v12: topic names, `last_fetched_epoch` and `diverging_epoch` (KIP-595's truncation without a separate
+/// OffsetForLeaderEpoch round trip).
+const FETCH_VERSION: i16 = 12;
+/// The largest response a follower accepts (the leader bounds it by `replica.fetch.response.max.bytes`).
+const MAX_RESPONSE: usize = 64 << 20;
+
+/// The partitions this broker follows, by leader.
+pub type Targets = BTreeMap<i32, Vec<Arc<Partition>>>;
+
+/// Follower bookkeeping shared by the fetchers and `follow_metadata`.
+pub struct Replication {
+    targets: watch::Sender<Targets>,
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        Self {
+            targets: watch::channel(Targets::new()).0,
+        }
+    }
+}
+
+impl Replication {
+    /// Recomputes which partitions this broker follows, from whom (after every metadata change).
+    pub fn refresh(&self, state: &BrokerState) {
+        let mut targets = Targets::new();
+        for p in state.partitions.all() {
+            let leader = p.leader();
+            if leader >= 0 && leader != state.config.node_id {
+                targets.entry(leader).or_default().push(p);
+            }
+        }
+        self.targets.send_if_modified(|old| {
+            let same = old.len() == targets.len()
+                && old.iter().zip(targets.iter()).all(|((a, x), (b, y))| {
+                    a == b && x.len() == y.len() && x.iter().zip(y).all(|(p, q)| Arc::ptr_eq(p, q))
+                });
+            if !same {
+                *old = targets;
+            }
+            !same
+        });
+    }
+
+    /// The partitions followed from each leader right now.
+    pub fn targets(&self) -> Targets {
+        self.targets.borrow().clone()
+    }
+}
+
+fn prop_ms(state: &BrokerState, key: &str, default: u64) -> u64 {
+    state
+        .config
+        .props
+        .get(key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs the fetchers (one per leader broker) and the ISR checks until shutdown.
+pub async fn run(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
+    let mut rx = state.replication.targets.subscribe();
+    let mut fetchers: HashMap<i32, tokio::task::JoinHandle<()>> = HashMap::new();
+    let max_lag = prop_ms(&state, "replica.lag.time.max.ms", 30_000);
+    let mut isr_tick = tokio::time::interval(Duration::from_millis((max_lag / 4).clamp(50, 500)));
+    isr_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let leaders: Vec<i32> = rx.borrow_and_update().keys().copied().collect();
+        fetchers.retain(|_, h| !h.is_finished());
+        for leader in leaders {
+            fetchers.entry(leader).or_insert_with(|| {
+                tokio::spawn(fetch_from(
+                    state.clone(),
+                    leader,
+                    state.replication.targets.subscribe(),
+                    shutdown.clone(),
+                ))
+            });
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { break },
+            _ = isr_tick.tick() => check_isr(&state, max_lag as i64),
+            _ = shutdown.changed() => break,
+        }
+    }
+    for (_, h) in fetchers {
+        h.abort();
+    }
+}
+
+/// Asks the controller for the ISR changes this broker's led partitions need (one in flight per partition).
+fn check_isr(state: &Arc<BrokerState>, max_lag_ms: i64) {
+    let meta = state.meta.state();
+    for p in state.partitions.all() {
+        let Some(change) = p.wanted_isr_change(max_lag_ms, |b| meta.brokers.contains_key(&b))
+        else {
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            tracing::info!(topic = %p.topic, partition = p.index, isr = ?change.new_isr, "asking to change the ISR");
+            if let Err(reason) = propose_isr(&state, &p, &change).await {
+                tracing::warn!(topic = %p.topic, partition = p.index, %reason, "ISR change not made");
+                p.isr_change_failed(&change);
+            } else if let Err(e) = state.sync_partitions() {
+                tracing::error!(error = %e, "applying metadata after an ISR change failed");
+            }
+        });
+    }
+}
+
+/// Proposes an ISR change through the metadata quorum (Kafka's AlterPartition to the controller).
+async fn propose_isr(
+    _state: &BrokerState,
+    _p: &Partition,
+    _change: &crate::partition::IsrChange,
+) -> Result<(), String> {
+    Err("ISR changes are not committed through the metadata quorum yet".into())
+}
+
+/// One connection to a leader, speaking Fetch.
+struct Conn {
+    stream: TcpStream,
+    correlation: i32,
+}
+
+impl Conn {
+    async fn connect(addr: &str, timeout: Duration) -> std::io::Result<Conn> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            correlation: 0,
+        })
+    }
+
+    async fn fetch(&mut self, req: &FetchRequest, node_id: i32) -> std::io::Result<FetchResponse> {
+        let invalid = |e: &dyn std::fmt::Display| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+        };
+        self.correlation = self.correlation.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(ApiKey::Fetch as i16)
+            .with_request_api_version(FETCH_VERSION)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_string(format!(
+                "fjord-replica-{node_id}"
+            ))));
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&[0; 4]);
+        header
+            .encode(&mut buf, FetchRequest::header_version(FETCH_VERSION))
+            .and_then(|()| req.encode(&mut buf, FETCH_VERSION))
+            .map_err(|e| invalid(&e))?;
+        let len = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&len.to_be_bytes());
+        self.stream.write_all(&buf).await?;
+        let len = self.stream.read_i32().await?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|n| *n <= MAX_RESPONSE)
+            .ok_or_else(|| invalid(&format!("response of {len} bytes")))?;
+        let mut body = BytesMut::zeroed(len);
+        self.stream.read_exact(&mut body).await?;
+        let mut body: Bytes = body.freeze();
+        let h = ResponseHeader::decode(&mut body, FetchResponse::header_version(FETCH_VERSION))
+            .map_err(|e| invalid(&e))?;
+        if h.correlation_id != self.correlation {
+            return Err(invalid(&"mismatched correlation id"));
+        }
+        let resp = FetchResponse::decode(&mut body, FETCH_VERSION).map_err(|e| invalid(&e))?;
+        if body.has_remaining() {
+            tracing::debug!(
+                left = body.remaining(),
+                "trailing bytes after a fetch response"
+            );
+        }
+        Ok(resp)
+    }
+}
+
+/// Follows every partition led by `leader` until none is left (or shutdown).
+async fn fetch_from(
+    state: Arc<BrokerState>,
+    leader: i32,
+    mut targets: watch::Receiver<Targets>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let wait_ms = prop_ms(&state, "replica.fetch.wait.max.ms", 500) as i32;
+    let min_bytes = prop_ms(&state, "replica.fetch.min.bytes", 1) as i32;
+    let part_max = prop_ms(&state, "replica.fetch.max.bytes", 1 << 20) as i32;
+    let backoff = Duration::from_millis(prop_ms(&state, "replica.fetch.backoff.ms", 1000).max(50));
+    let socket_timeout =
+        Duration::from_millis(prop_ms(&state, "replica.socket.timeout.ms", 30_000));
+    let mut conn: Option<Conn> = None;
+    tracing::info!(leader, "replica fetcher started");
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let parts: Vec<Arc<Partition>> = targets
+            .borrow_and_update()
+            .get(&leader)
+            .cloned()
+            .unwrap_or_default();
+        if parts.is_empty() {
+            tracing::info!(leader, "replica fetcher stopped: nothing left to follow");
+            return;
+        }
+        let round = async {
+            if conn.is_none() {
+                let addr = state
+                    .meta
+                    .state()
+                    .brokers
+                    .get(&leader)
+                    .map(|b| format!("{}:{}", b.host, b.port))
+                    .ok_or_else(|| format!("leader {leader} is not registered"))?;
+                conn =
+                    Some(Conn::connect(&addr, socket_timeout).await.map_err(|e| {
+                        format!("cannot connect to broker {leader} at {addr}: {e}")
+                    })?);
+            }
+            let c = conn.as_mut().expect("connected above");
+            fetch_round(
+                &state,
+                c,
+                &parts,
+                wait_ms,
+                min_bytes,
+                part_max,
+                socket_timeout,
+            )
+            .await
+        };
+        let outcome = tokio::select! {
+            r = round => r,
+            _ = shutdown.changed() => return,
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(reason) => {
+                tracing::warn!(leader, %reason, "replica fetch failed; retrying");
+                conn = None;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = targets.changed() => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+/// One Fetch to the leader for `parts`, applying what comes back, then making it durable.
+async fn fetch_round(
+    state: &BrokerState,
+    conn: &mut Conn,
+    parts: &[Arc<Partition>],
+    wait_ms: i32,
+    min_bytes: i32,
+    part_max: i32,
+    socket_timeout: Duration,
+) -> Result<(), String> {
+    let node_id = state.config.node_id;
+    let mut by_topic: BTreeMap<&str, Vec<(&Arc<Partition>, i32)>> = BTreeMap::new();
+    for p in parts {
+        by_topic
+            .entry(p.topic.as_str())
+            .or_default()
+            .push((p, p.leader_epoch()));
+    }
+    let topics = by_topic
+        .iter()
+        .map(|(topic, ps)| {
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(
+                    ps.iter()
+                        .map(|(p, epoch)| {
+                            let (start, _) = p.offsets();
+                            FetchPartition::default()
+                                .with_partition(p.index)
+                                .with_current_leader_epoch(*epoch)
+                                .with_fetch_offset(p.log_end_offset())
+                                .with_last_fetched_epoch(p.latest_epoch())
+                                .with_log_start_offset(start)
+                                .with_partition_max_bytes(part_max)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(node_id))
+        .with_max_wait_ms(wait_ms)
+        .with_min_bytes(min_bytes)
+        .with_max_bytes(i32::MAX)
+        .with_isolation_level(0)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(topics);
+    let resp = tokio::time::timeout(
+        socket_timeout + Duration::from_millis(wait_ms as u64),
+        conn.fetch(&req, node_id),
+    )
+    .await
+    .map_err(|_| "the leader did not answer in time".to_string())?
+    .map_err(|e| e.to_string())?;
+    if resp.error_code != 0 {
+        return Err(format!("fetch refused with error {}", resp.error_code));
+    }
+    let mut appended: Vec<Arc<Partition>> = Vec::new();
+    crate::blocking(|| {
+        for t in &resp.responses {
+            let Some(ps) = by_topic.get(&*t.topic.0) else {
+                continue;
+            };
+            for pd in &t.partitions {
+                let Some((p, epoch)) = ps.iter().find(|(p, _)| p.index == pd.partition_index)
+                else {
+                    continue;
+                };
+                match apply(p, *epoch, pd) {
+                    Ok(true) => appended.push((*p).clone()),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::debug!(topic = %p.topic, partition = p.index, error = %e, "replica fetch not applied")
+                    }
+                }
+            }
+        }
+    });
+    // Durable before the next fetch reports these offsets to the leader.
+    for p in appended {
+        let leo = p.log_end_offset();
+        p.wait_durable(leo)
+            .await
+            .map_err(|e| format!("{}-{}: {e}", p.topic, p.index))?;
+    }
+    Ok(())
+}
+
+/// Applies one partition's part of a fetch response. `Ok(true)` when records were appended.
+fn apply(
+    p: &Partition,
+    epoch: i32,
+    pd: &kafka_protocol::messages::fetch_response::PartitionData,
+) -> crate::Result<bool> {
+    use kafka_protocol::error::ResponseError as E;
+    if pd.error_code == E::OffsetOutOfRange.code() {
+        let ours = p.log_end_offset();
+        if ours < pd.log_start_offset {
+            p.restart_at_as_follower(pd.log_start_offset, epoch)?;
+        } else if pd.high_watermark >= 0 && ours > pd.high_watermark {
+            p.truncate_as_follower(pd.high_watermark, epoch)?;
+        }
+        return Ok(false);
+    }
+    if pd.error_code != 0 {
+        return Err(crate::Error::Internal(format!(
+            "the leader answered with error {}",
+            pd.error_code
+        )));
+    }
+    if pd.diverging_epoch.epoch >= 0 || pd.diverging_epoch.end_offset >= 0 {
+        // Truncate to where our log and the leader's agree (Kafka's `getOffsetTruncationState`): with the
+        // leader's epoch here too, the smaller end of it; without it, the end of our newest older epoch, and the
+        // next fetch (carrying that epoch) finds the rest.
+        let (leader_epoch, leader_end) = (pd.diverging_epoch.epoch, pd.diverging_epoch.end_offset);
+        let ours_leo = p.log_end_offset();
+        let (ours_epoch, ours_end) = p.end_offset_for_epoch(leader_epoch);
+        let to = if leader_epoch < 0 || ours_epoch < 0 {
+            leader_end.min(ours_leo)
+        } else if ours_epoch == leader_epoch {
+            ours_end.min(leader_end)
+        } else {
+            ours_end
+        };
+        p.truncate_as_follower(to.max(0), epoch)?;
+        return Ok(false);
+    }
+    let mut appended = false;
+    if let Some(records) = &pd.records {
+        if !records.is_empty() {
+            p.append_as_follower(records.clone(), epoch)?;
+            appended = true;
+        }
+    }
+    if pd.log_start_offset > 0 {
+        p.follow_log_start(pd.log_start_offset)?;
+    }
+    p.set_follower_hw(pd.high_watermark);
+    Ok(appended)
+}
