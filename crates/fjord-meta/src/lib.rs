@@ -24,7 +24,9 @@ mod state_machine;
 mod types;
 
 pub use meta::{Meta, DEFAULT_REQUEST_TIMEOUT, QUORUM_OPEN_WAIT};
-pub use types::{BrokerInfo, ClusterState, Command, CommandResult, PartitionMeta, TopicMeta};
+pub use types::{
+    BrokerInfo, ClusterState, Command, CommandResult, PartitionMeta, TopicMeta, NO_LEADER,
+};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
