@@ -16,6 +16,7 @@
 
 mod forward;
 mod fsutil;
+mod liveness;
 mod log_store;
 mod meta;
 mod network;

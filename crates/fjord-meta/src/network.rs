@@ -40,6 +40,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::forward::{self, LeaderOp, LeaderReply};
+use crate::liveness::Liveness;
 use crate::raft::{NodeId, Raft, TypeConfig};
 use crate::types::ClusterState;
 
@@ -394,6 +395,35 @@ impl TcpNetwork {
         Ok((conn, false))
     }
 
+    /// Sends a heartbeat for `broker` to the leader `target` at `addr`, within `timeout`. Unlike
+    /// other forwarded ops it may reuse a pooled connection (and be sent twice): recording a
+    /// heartbeat twice is harmless.
+    pub(crate) async fn heartbeat(
+        &self,
+        target: NodeId,
+        addr: &str,
+        broker: i32,
+        timeout: Duration,
+    ) -> LeaderReply {
+        let req = Request::Forward {
+            op: LeaderOp::Heartbeat { broker },
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        match self.call(target, addr, &req, timeout, true).await {
+            Ok(Response::Forward(reply)) => reply,
+            Ok(Response::Rejected(msg)) => {
+                LeaderReply::Refused(format!("node {target} at {addr} refused: {msg}"))
+            }
+            Ok(other) => LeaderReply::Unavailable(format!(
+                "node {target} at {addr} answered a heartbeat with {}",
+                response_kind(&other)
+            )),
+            Err(e) => LeaderReply::Unavailable(format!(
+                "heartbeat to leader {target} at {addr} failed: {e:?}"
+            )),
+        }
+    }
+
     /// Forwards `op` to the leader `target` at `addr`. Uses a fresh connection, never a pooled
     /// one: a pooled connection that turns out dead would leave it unknown whether the leader
     /// received the op, and forwarded ops are not safe to send twice.
@@ -642,12 +672,18 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    pub(crate) fn spawn(listener: TcpListener, id: NodeId, raft: Raft) -> io::Result<Server> {
+    pub(crate) fn spawn(
+        listener: TcpListener,
+        id: NodeId,
+        raft: Raft,
+        liveness: Arc<Liveness>,
+    ) -> io::Result<Server> {
         let local_addr = listener.local_addr()?;
         let node = Node {
             id,
             raft,
             inbox: Arc::new(tokio::sync::Mutex::new(None)),
+            liveness,
         };
         let task = tokio::spawn(accept_loop(listener, node));
         Ok(Server {
@@ -685,6 +721,8 @@ struct Node {
     /// The snapshot being received in chunks, shared by all connections (the leader may send
     /// successive chunks on different pooled connections).
     inbox: Arc<tokio::sync::Mutex<Option<Streaming<TypeConfig>>>>,
+    /// Where heartbeats are recorded when this node leads.
+    liveness: Arc<Liveness>,
 }
 
 async fn accept_loop(listener: TcpListener, node: Node) {
@@ -790,6 +828,10 @@ async fn handle(node: &Node, req: Request) -> Response {
         Request::AppendEntries(rpc) => Response::AppendEntries(raft.append_entries(rpc).await),
         Request::Vote(rpc) => Response::Vote(raft.vote(rpc).await),
         Request::InstallSnapshot(rpc) => receive_snapshot_chunk(node, rpc).await,
+        Request::Forward {
+            op: LeaderOp::Heartbeat { broker },
+            ..
+        } => Response::Forward(forward::heartbeat(raft, &node.liveness, broker)),
         Request::Forward { op, timeout_ms } => {
             let timeout = Duration::from_millis(timeout_ms).min(MAX_FORWARD_WAIT);
             Response::Forward(forward::execute(raft, op, timeout).await)
