@@ -172,12 +172,31 @@ const MAX_PRODUCER_ID_BLOCK: i64 = 1 << 20;
 /// Why the leader refuses to propose `cmd`, if it does: only commands whose apply could harm
 /// every replica alike. Everything else is judged by the state machine as usual.
 fn refuse(cmd: &Command) -> Option<String> {
+    if let Err(why) = check_command_size(cmd) {
+        return Some(why);
+    }
     match cmd {
         Command::AllocateProducerIds { count } if *count > MAX_PRODUCER_ID_BLOCK => Some(format!(
             "a producer id block of {count} is larger than {MAX_PRODUCER_ID_BLOCK}"
         )),
         _ => None,
     }
+}
+
+/// Largest serialized [`Command`] accepted. One raft entry must fit in an AppendEntries frame
+/// with others (see [`crate::raft::MAX_PAYLOAD_ENTRIES`]) far below the controller port's frame
+/// limit; an entry that never fits would be resent forever and stall replication.
+pub(crate) const MAX_COMMAND_BYTES: usize = 1 << 20;
+
+/// `Err(why)` if `cmd` is too large to be a raft entry.
+pub(crate) fn check_command_size(cmd: &Command) -> Result<(), String> {
+    let size = serde_json::to_vec(cmd).map_or(usize::MAX, |b| b.len());
+    if size > MAX_COMMAND_BYTES {
+        return Err(format!(
+            "a metadata command of {size} bytes exceeds the {MAX_COMMAND_BYTES} byte limit"
+        ));
+    }
+    Ok(())
 }
 
 async fn write(

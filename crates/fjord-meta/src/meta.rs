@@ -568,10 +568,14 @@ impl Meta {
     /// waits until it applied the command itself too. While there is no leader (an election, or
     /// no quorum), it retries until the request timeout, then fails with [`Error::NoQuorum`]
     /// (nothing was proposed) or [`Error::Indeterminate`] (proposed, outcome unknown).
+    ///
+    /// A command larger than 1 MiB serialized is refused up front ([`Error::Refused`]): a raft
+    /// entry must fit in a replication frame.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult> {
         if self.inner.shut_down.load(Ordering::Acquire) {
             return Err(Error::Shutdown);
         }
+        forward::check_command_size(&cmd).map_err(Error::Refused)?;
         if let Some(quorum) = &self.inner.quorum {
             let deadline = Instant::now() + quorum.request_timeout();
             return match self.run(LeaderOp::Propose(cmd), deadline).await? {

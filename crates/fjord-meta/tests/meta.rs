@@ -428,3 +428,33 @@ async fn wait_for_snapshot_and_purge(dir: &Path) {
     })
     .await;
 }
+
+#[tokio::test]
+async fn given_oversized_command_when_proposed_should_be_refused_without_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = open(dir.path()).await;
+    let huge = Command::CreateTopic {
+        name: "huge".into(),
+        id: Uuid::new_v4(),
+        assignments: vec![vec![1]],
+        configs: map(&[("cleanup.policy", "x".repeat(2 << 20).as_str())]),
+        internal: false,
+    };
+    match bounded(meta.propose(huge)).await {
+        Err(fjord_meta::Error::Refused(msg)) => {
+            assert!(msg.contains("byte limit"), "{msg}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(meta.state().topics.is_empty());
+    // A command just under the limit still goes through.
+    let big = Command::CreateTopic {
+        name: "big".into(),
+        id: Uuid::new_v4(),
+        assignments: vec![vec![1]],
+        configs: map(&[("cleanup.policy", "x".repeat(1000 << 10).as_str())]),
+        internal: false,
+    };
+    assert_eq!(propose(&meta, big).await, CommandResult::Ok);
+    bounded(meta.shutdown()).await.unwrap();
+}
