@@ -987,6 +987,44 @@ mod liveness_tests {
     }
 
     #[test]
+    fn only_brokers_added_to_the_isr_must_be_live() {
+        let mut s = cluster();
+        // Broker 4 never registered, yet is a replica and (as at every creation) in the ISR.
+        let cmd = Command::CreateTopic {
+            name: "u".into(),
+            id: Uuid::new_v4(),
+            assignments: vec![vec![1, 4]],
+            configs: BTreeMap::new(),
+            internal: false,
+        };
+        assert_eq!(s.apply(&cmd), CommandResult::Ok);
+        let alter_u = |s: &mut ClusterState, pe: i32, isr: &[i32]| {
+            s.apply(&Command::AlterPartition {
+                topic: "u".into(),
+                partition: 0,
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: pe,
+                new_isr: isr.to_vec(),
+            })
+        };
+        // Keeping 4 is allowed (no change, so no new epoch); re-adding it once out is not.
+        assert_eq!(
+            alter_u(&mut s, 0, &[1, 4]),
+            CommandResult::PartitionUpdated { partition_epoch: 0 }
+        );
+        assert_eq!(
+            alter_u(&mut s, 0, &[1]),
+            CommandResult::PartitionUpdated { partition_epoch: 1 }
+        );
+        assert!(matches!(
+            alter_u(&mut s, 1, &[1, 4]),
+            CommandResult::IneligibleReplica(_)
+        ));
+        assert_eq!(s.topics["u"].partitions[0], part(1, 0, 1, &[1, 4], &[1]));
+    }
+
+    #[test]
     fn preferred_leader_election() {
         let mut s = cluster();
         assert_eq!(elect(&mut s, 0), CommandResult::ElectionNotNeeded);
