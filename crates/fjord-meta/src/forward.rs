@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::raft::ClientWriteResponse;
-use openraft::{BasicNode, ChangeMembers};
+use openraft::{BasicNode, ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::liveness::Liveness;
 use crate::raft::{NodeId, Raft, TypeConfig};
 use crate::types::{Command, CommandResult};
 
@@ -30,6 +31,11 @@ pub(crate) enum LeaderOp {
     /// Removes `id` from the voters (and from the cluster).
     RemoveVoter {
         id: NodeId,
+    },
+    /// Broker `broker` is alive (KRaft's BrokerHeartbeat). Recorded in the leader's memory only,
+    /// never written to the log; see [`crate::liveness`]. Safe to send twice.
+    Heartbeat {
+        broker: i32,
     },
 }
 
@@ -50,12 +56,34 @@ pub(crate) enum LeaderReply {
     Indeterminate(String),
     /// The op was refused and did nothing (e.g. another membership change is in progress).
     Refused(String),
+    /// Answer to [`LeaderOp::Heartbeat`]: the leader recorded it.
+    HeartbeatAck,
 }
 
 fn not_leader(f: ForwardToLeader<NodeId, BasicNode>) -> LeaderReply {
     LeaderReply::NotLeader {
         leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
     }
+}
+
+/// Records a heartbeat from `broker` if this node is the leader (without confirming leadership
+/// with a quorum: a heartbeat must stay cheap, and a deposed leader's table is discarded with its
+/// term); otherwise says who leads.
+pub(crate) fn heartbeat(raft: &Raft, liveness: &Liveness, broker: i32) -> LeaderReply {
+    let term = {
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
+        if m.state != ServerState::Leader || m.current_leader != Some(m.id) {
+            let leader = m.current_leader.and_then(|l| {
+                let node = m.membership_config.membership().get_node(&l)?;
+                Some((l, node.addr.clone()))
+            });
+            return LeaderReply::NotLeader { leader };
+        }
+        m.current_term
+    };
+    liveness.record(term, broker);
+    LeaderReply::HeartbeatAck
 }
 
 /// Runs `op` on this node, which the caller believes is the leader, within `timeout`.
@@ -84,6 +112,10 @@ pub(crate) async fn execute(raft: &Raft, op: LeaderOp, timeout: Duration) -> Lea
     };
     match op {
         LeaderOp::ReadIndex => LeaderReply::ReadIndex { index: read_index },
+        // Served by `heartbeat`, which needs the liveness table; never routed here.
+        LeaderOp::Heartbeat { .. } => {
+            LeaderReply::Refused("a heartbeat is not a leader operation".into())
+        }
         LeaderOp::Propose(cmd) => {
             if let Some(why) = refuse(&cmd) {
                 return LeaderReply::Refused(why);
@@ -140,12 +172,31 @@ const MAX_PRODUCER_ID_BLOCK: i64 = 1 << 20;
 /// Why the leader refuses to propose `cmd`, if it does: only commands whose apply could harm
 /// every replica alike. Everything else is judged by the state machine as usual.
 fn refuse(cmd: &Command) -> Option<String> {
+    if let Err(why) = check_command_size(cmd) {
+        return Some(why);
+    }
     match cmd {
         Command::AllocateProducerIds { count } if *count > MAX_PRODUCER_ID_BLOCK => Some(format!(
             "a producer id block of {count} is larger than {MAX_PRODUCER_ID_BLOCK}"
         )),
         _ => None,
     }
+}
+
+/// Largest serialized [`Command`] accepted. One raft entry must fit in an AppendEntries frame
+/// with others (see [`crate::raft::MAX_PAYLOAD_ENTRIES`]) far below the controller port's frame
+/// limit; an entry that never fits would be resent forever and stall replication.
+pub(crate) const MAX_COMMAND_BYTES: usize = 1 << 20;
+
+/// `Err(why)` if `cmd` is too large to be a raft entry.
+pub(crate) fn check_command_size(cmd: &Command) -> Result<(), String> {
+    let size = serde_json::to_vec(cmd).map_or(usize::MAX, |b| b.len());
+    if size > MAX_COMMAND_BYTES {
+        return Err(format!(
+            "a metadata command of {size} bytes exceeds the {MAX_COMMAND_BYTES} byte limit"
+        ));
+    }
+    Ok(())
 }
 
 async fn write(

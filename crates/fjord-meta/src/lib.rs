@@ -3,7 +3,10 @@
 //! one-voter quorum) and a controller quorum of several voters (KRaft's role). This crate owns the
 //! raft log, vote and snapshots on disk, the deterministic apply of [`Command`]s to
 //! [`ClusterState`], publishing each applied state to the broker through a watch channel, and the
-//! controller listener over which voters replicate and followers forward requests to the leader.
+//! controller listener over which voters replicate and followers forward requests to the leader,
+//! and broker liveness as KRaft does it: brokers heartbeat to the raft leader, which fences those
+//! that go silent ([`Command::FenceBroker`], moving their partition leaderships) and unfences them
+//! when they return ([`Meta::start_liveness`]).
 //!
 //! It must not know about record storage (partition logs belong to `fjord-log`) nor about the
 //! Kafka network protocol: the broker translates Kafka requests into [`Command`]s, validates them,
@@ -16,6 +19,7 @@
 
 mod forward;
 mod fsutil;
+mod liveness;
 mod log_store;
 mod meta;
 mod network;
@@ -24,7 +28,9 @@ mod state_machine;
 mod types;
 
 pub use meta::{Meta, DEFAULT_REQUEST_TIMEOUT, QUORUM_OPEN_WAIT};
-pub use types::{BrokerInfo, ClusterState, Command, CommandResult, PartitionMeta, TopicMeta};
+pub use types::{
+    BrokerInfo, ClusterState, Command, CommandResult, PartitionMeta, TopicMeta, NO_LEADER,
+};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

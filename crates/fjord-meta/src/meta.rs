@@ -6,17 +6,19 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
 use openraft::metrics::WaitError;
-use openraft::BasicNode;
+use openraft::{BasicNode, ServerState};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::forward::{self, LeaderOp, LeaderReply};
+use crate::liveness::Liveness;
 use crate::log_store::LogStore;
 use crate::network::{self, Server, TcpNetwork};
 use crate::raft::{self, NoNetwork, NodeId, Raft};
@@ -55,6 +57,10 @@ struct Inner {
     shut_down: AtomicBool,
     /// `None` for a one-voter store opened with [`Meta::open`], which has no network at all.
     quorum: Option<Quorum>,
+    /// The leader's record of broker heartbeats (see [`crate::liveness`]).
+    liveness: Arc<Liveness>,
+    /// The tasks started by [`Meta::start_liveness`]; aborted by `shutdown`.
+    liveness_tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// The networked part of a controller-quorum member.
@@ -95,9 +101,11 @@ impl Meta {
             inner: Arc::new(Inner {
                 id: raft_id,
                 raft,
+                liveness: Arc::new(Liveness::new(state_rx.clone())),
                 state_rx,
                 shut_down: AtomicBool::new(false),
                 quorum: None,
+                liveness_tasks: Mutex::new(Vec::new()),
             }),
         };
 
@@ -222,11 +230,14 @@ impl Meta {
         let raft = Raft::new(raft_id, config, net.clone(), log_store, state_machine)
             .await
             .map_err(raft_err)?;
-        let server = Server::spawn(listener, raft_id, raft.clone())?;
+        let liveness = Arc::new(Liveness::new(state_rx.clone()));
+        let server = Server::spawn(listener, raft_id, raft.clone(), liveness.clone())?;
         let meta = Meta {
             inner: Arc::new(Inner {
                 id: raft_id,
                 raft,
+                liveness,
+                liveness_tasks: Mutex::new(Vec::new()),
                 state_rx,
                 shut_down: AtomicBool::new(false),
                 quorum: Some(Quorum {
@@ -369,7 +380,9 @@ impl Meta {
                 (None, _) => LeaderReply::Unavailable("no leader elected".into()),
             };
             match reply {
-                LeaderReply::Applied { .. } | LeaderReply::ReadIndex { .. } => return Ok(reply),
+                LeaderReply::Applied { .. }
+                | LeaderReply::ReadIndex { .. }
+                | LeaderReply::HeartbeatAck => return Ok(reply),
                 LeaderReply::NotLeader { leader } => {
                     last_problem = match leader {
                         Some((id, addr)) => format!("leadership moving to node {id} at {addr}"),
@@ -555,10 +568,14 @@ impl Meta {
     /// waits until it applied the command itself too. While there is no leader (an election, or
     /// no quorum), it retries until the request timeout, then fails with [`Error::NoQuorum`]
     /// (nothing was proposed) or [`Error::Indeterminate`] (proposed, outcome unknown).
+    ///
+    /// A command larger than 1 MiB serialized is refused up front ([`Error::Refused`]): a raft
+    /// entry must fit in a replication frame.
     pub async fn propose(&self, cmd: Command) -> Result<CommandResult> {
         if self.inner.shut_down.load(Ordering::Acquire) {
             return Err(Error::Shutdown);
         }
+        forward::check_command_size(&cmd).map_err(Error::Refused)?;
         if let Some(quorum) = &self.inner.quorum {
             let deadline = Instant::now() + quorum.request_timeout();
             return match self.run(LeaderOp::Propose(cmd), deadline).await? {
@@ -602,6 +619,7 @@ impl Meta {
         if self.inner.shut_down.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        self.stop_liveness_tasks();
         if let Some(quorum) = &self.inner.quorum {
             // Release the port (and every peer connection) before the raft core stops, so that a
             // restart in the same process can bind it again.
@@ -615,6 +633,180 @@ impl Meta {
             }
         }
         self.inner.raft.shutdown().await.map_err(raft_err)
+    }
+}
+
+/// Broker liveness (KRaft's broker heartbeats and fencing).
+impl Meta {
+    /// Starts this node's liveness tasks (replacing any started before; stopped by
+    /// [`Meta::shutdown`]):
+    ///
+    /// - every `heartbeat_interval`, a heartbeat for this node's broker id to the raft leader
+    ///   (recorded in the leader's memory, no raft write; a fenced broker that heartbeats is
+    ///   unfenced with [`Command::UnfenceBroker`]);
+    /// - while this node leads, every `heartbeat_interval`, [`Command::FenceBroker`] for each
+    ///   registered, unfenced broker (other than this node's) whose last heartbeat is older than
+    ///   `session_timeout`. A new leader counts every broker as seen when it took over.
+    ///
+    /// Kafka's defaults are `broker.heartbeat.interval.ms=2000` and
+    /// `broker.session.timeout.ms=9000`.
+    pub fn start_liveness(&self, heartbeat_interval: Duration, session_timeout: Duration) {
+        if self.inner.shut_down.load(Ordering::Acquire) {
+            return;
+        }
+        let heartbeat_interval = heartbeat_interval.max(Duration::from_millis(1));
+        let weak = Arc::downgrade(&self.inner);
+        let heartbeats = tokio::spawn(heartbeat_loop(weak.clone(), heartbeat_interval));
+        let judge = tokio::spawn(judge_loop(weak, heartbeat_interval, session_timeout));
+        let old = std::mem::replace(
+            &mut *self
+                .inner
+                .liveness_tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+            vec![heartbeats, judge],
+        );
+        for task in old {
+            task.abort();
+        }
+    }
+
+    /// Time since each broker's last heartbeat, as the raft leader sees it (for
+    /// `fjord cluster status`); empty on a node that does not lead.
+    pub fn last_heartbeat_ages(&self) -> BTreeMap<i32, Duration> {
+        match self.leading_term() {
+            Some(term) => self.inner.liveness.ages(term),
+            None => BTreeMap::new(),
+        }
+    }
+
+    fn stop_liveness_tasks(&self) {
+        let tasks = std::mem::take(
+            &mut *self
+                .inner
+                .liveness_tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for task in tasks {
+            task.abort();
+        }
+    }
+
+    /// The raft term in which this node is the leader, if it is.
+    fn leading_term(&self) -> Option<u64> {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        (m.state == ServerState::Leader && m.current_leader == Some(m.id)).then_some(m.current_term)
+    }
+
+    fn broker_id(&self) -> i32 {
+        i32::try_from(self.inner.id).unwrap_or(i32::MAX)
+    }
+
+    /// One heartbeat for this node's broker to the leader, wherever it is; failures are only
+    /// logged (the next one follows in an interval, and the leader tolerates a session's worth).
+    async fn send_heartbeat(&self, timeout: Duration) {
+        let broker = self.broker_id();
+        let (leader, addr) = {
+            let metrics = self.inner.raft.metrics();
+            let m = metrics.borrow();
+            let addr = m
+                .current_leader
+                .and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+            (m.current_leader, addr.map(|n| n.addr))
+        };
+        let reply = match (leader, addr, &self.inner.quorum) {
+            (Some(l), _, _) if l == self.inner.id => {
+                forward::heartbeat(&self.inner.raft, &self.inner.liveness, broker)
+            }
+            (Some(l), Some(addr), Some(quorum)) => {
+                quorum.net.heartbeat(l, &addr, broker, timeout).await
+            }
+            _ => LeaderReply::Unavailable("no leader known".into()),
+        };
+        if !matches!(reply, LeaderReply::HeartbeatAck) {
+            tracing::debug!(broker, ?reply, "broker heartbeat not recorded");
+        }
+    }
+
+    /// As leader: fences silent brokers and unfences returned ones. Proposes only locally (never
+    /// forwarded: a deposed leader's view of liveness is not the new leader's).
+    async fn judge_liveness(&self, session_timeout: Duration, propose_timeout: Duration) {
+        let Some(term) = self.leading_term() else {
+            self.inner.liveness.step_down();
+            return;
+        };
+        let own = self.broker_id();
+        let state = self.state();
+        let verdict = self
+            .inner
+            .liveness
+            .judge(term, &state, session_timeout, own);
+        for id in verdict.unfence {
+            tracing::info!(broker = id, "fenced broker heartbeats again; unfencing it");
+            self.propose_as_leader(Command::UnfenceBroker { id }, propose_timeout)
+                .await;
+        }
+        for id in verdict.fence {
+            if !self.inner.liveness.still_silent(term, id, session_timeout) {
+                continue;
+            }
+            tracing::warn!(
+                broker = id,
+                ?session_timeout,
+                "no heartbeat from broker within the session timeout; fencing it"
+            );
+            self.propose_as_leader(Command::FenceBroker { id }, propose_timeout)
+                .await;
+        }
+    }
+
+    async fn propose_as_leader(&self, cmd: Command, timeout: Duration) {
+        let reply =
+            forward::execute(&self.inner.raft, LeaderOp::Propose(cmd.clone()), timeout).await;
+        if !matches!(reply, LeaderReply::Applied { .. }) {
+            tracing::debug!(?cmd, ?reply, "liveness proposal did not apply");
+        }
+    }
+}
+
+async fn heartbeat_loop(weak: Weak<Inner>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(inner) = weak.upgrade() else { return };
+        let meta = Meta { inner };
+        if meta.inner.shut_down.load(Ordering::Acquire) {
+            return;
+        }
+        meta.send_heartbeat(interval).await;
+    }
+}
+
+async fn judge_loop(weak: Weak<Inner>, interval: Duration, session_timeout: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // A fencing proposal waits no longer than a session: by then the next verdict is due.
+    let propose_timeout = session_timeout
+        .max(interval)
+        .max(Duration::from_millis(500));
+    loop {
+        let liveness = match weak.upgrade() {
+            Some(inner) => inner.liveness.clone(),
+            None => return,
+        };
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = liveness.wake.notified() => {}
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        let meta = Meta { inner };
+        if meta.inner.shut_down.load(Ordering::Acquire) {
+            return;
+        }
+        meta.judge_liveness(session_timeout, propose_timeout).await;
     }
 }
 

@@ -37,9 +37,11 @@ use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::forward::{self, LeaderOp, LeaderReply};
+use crate::liveness::Liveness;
 use crate::raft::{NodeId, Raft, TypeConfig};
 use crate::types::ClusterState;
 
@@ -70,6 +72,13 @@ const MAX_INDEX: u64 = 1 << 56;
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 /// A forwarded request carries the caller's remaining time; the leader never waits longer than this.
 const MAX_FORWARD_WAIT: Duration = Duration::from_secs(120);
+/// Forwarded requests (other than heartbeats) served at once; more are answered "unavailable" at
+/// once (nothing done, the requester retries), so that forwarding cannot take every connection
+/// slot and every task of the leader from the raft RPCs.
+pub(crate) const MAX_CONCURRENT_FORWARDS: usize = 32;
+/// A connection with no request for this long is closed. Pooled raft connections are redialed
+/// transparently; this reclaims slots held by idle forwarding clients.
+pub(crate) const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One request frame. `to` is the node id the caller believes it is talking to, so that a voter
 /// configured with the wrong address is refused rather than silently joining the wrong node's log.
@@ -139,9 +148,27 @@ async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> io::Resul
 enum ReadError {
     /// The peer closed the connection cleanly between frames.
     Closed,
+    /// No request began within the idle timeout (see [`read_request`]).
+    Idle,
     TooLarge(u32),
     Stalled,
     Io(io::Error),
+}
+
+/// The next request frame on a served connection: [`ReadError::Idle`] if none begins within
+/// `idle` (the connection is then closed; a frame begun in time has [`FRAME_BODY_TIMEOUT`]).
+async fn read_request<R: AsyncRead + Unpin>(
+    r: &mut R,
+    idle: Duration,
+) -> Result<Vec<u8>, ReadError> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(idle, r.read(&mut first)).await {
+        Err(_) => return Err(ReadError::Idle),
+        Ok(Ok(0)) => return Err(ReadError::Closed),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(ReadError::Io(e)),
+    }
+    read_frame(&mut (&first[..]).chain(r)).await
 }
 
 async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, ReadError> {
@@ -394,6 +421,35 @@ impl TcpNetwork {
         Ok((conn, false))
     }
 
+    /// Sends a heartbeat for `broker` to the leader `target` at `addr`, within `timeout`. Unlike
+    /// other forwarded ops it may reuse a pooled connection (and be sent twice): recording a
+    /// heartbeat twice is harmless.
+    pub(crate) async fn heartbeat(
+        &self,
+        target: NodeId,
+        addr: &str,
+        broker: i32,
+        timeout: Duration,
+    ) -> LeaderReply {
+        let req = Request::Forward {
+            op: LeaderOp::Heartbeat { broker },
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        match self.call(target, addr, &req, timeout, true).await {
+            Ok(Response::Forward(reply)) => reply,
+            Ok(Response::Rejected(msg)) => {
+                LeaderReply::Refused(format!("node {target} at {addr} refused: {msg}"))
+            }
+            Ok(other) => LeaderReply::Unavailable(format!(
+                "node {target} at {addr} answered a heartbeat with {}",
+                response_kind(&other)
+            )),
+            Err(e) => LeaderReply::Unavailable(format!(
+                "heartbeat to leader {target} at {addr} failed: {e:?}"
+            )),
+        }
+    }
+
     /// Forwards `op` to the leader `target` at `addr`. Uses a fresh connection, never a pooled
     /// one: a pooled connection that turns out dead would leave it unknown whether the leader
     /// received the op, and forwarded ops are not safe to send twice.
@@ -485,7 +541,7 @@ async fn exchange(conn: &mut TcpStream, frame: &[u8]) -> io::Result<Response> {
                 format!("response frame of {n} bytes exceeds the {MAX_FRAME_BYTES} byte limit"),
             ))
         }
-        Err(ReadError::Stalled) => {
+        Err(ReadError::Stalled | ReadError::Idle) => {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "peer stalled in the middle of a response frame",
@@ -642,12 +698,20 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    pub(crate) fn spawn(listener: TcpListener, id: NodeId, raft: Raft) -> io::Result<Server> {
+    pub(crate) fn spawn(
+        listener: TcpListener,
+        id: NodeId,
+        raft: Raft,
+        liveness: Arc<Liveness>,
+    ) -> io::Result<Server> {
         let local_addr = listener.local_addr()?;
         let node = Node {
             id,
             raft,
             inbox: Arc::new(tokio::sync::Mutex::new(None)),
+            liveness,
+            forwards: Arc::new(Semaphore::new(MAX_CONCURRENT_FORWARDS)),
+            idle_timeout: IDLE_CONNECTION_TIMEOUT,
         };
         let task = tokio::spawn(accept_loop(listener, node));
         Ok(Server {
@@ -685,6 +749,11 @@ struct Node {
     /// The snapshot being received in chunks, shared by all connections (the leader may send
     /// successive chunks on different pooled connections).
     inbox: Arc<tokio::sync::Mutex<Option<Streaming<TypeConfig>>>>,
+    /// Where heartbeats are recorded when this node leads.
+    liveness: Arc<Liveness>,
+    /// Bounds forwarded requests served at once ([`MAX_CONCURRENT_FORWARDS`]).
+    forwards: Arc<Semaphore>,
+    idle_timeout: Duration,
 }
 
 async fn accept_loop(listener: TcpListener, node: Node) {
@@ -713,9 +782,13 @@ async fn accept_loop(listener: TcpListener, node: Node) {
 async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, node: Node) {
     let id = node.id;
     loop {
-        let frame = match read_frame(&mut stream).await {
+        let frame = match read_request(&mut stream, node.idle_timeout).await {
             Ok(f) => f,
             Err(ReadError::Closed) => return,
+            Err(ReadError::Idle) => {
+                tracing::debug!(%peer, timeout = ?node.idle_timeout, "closing an idle controller connection");
+                return;
+            }
             Err(ReadError::TooLarge(n)) => {
                 let msg = format!(
                     "frame of {n} bytes exceeds the {MAX_FRAME_BYTES} byte limit of the controller listener"
@@ -790,7 +863,17 @@ async fn handle(node: &Node, req: Request) -> Response {
         Request::AppendEntries(rpc) => Response::AppendEntries(raft.append_entries(rpc).await),
         Request::Vote(rpc) => Response::Vote(raft.vote(rpc).await),
         Request::InstallSnapshot(rpc) => receive_snapshot_chunk(node, rpc).await,
+        Request::Forward {
+            op: LeaderOp::Heartbeat { broker },
+            ..
+        } => Response::Forward(forward::heartbeat(raft, &node.liveness, broker)),
         Request::Forward { op, timeout_ms } => {
+            let Ok(_permit) = node.forwards.clone().try_acquire_owned() else {
+                return Response::Forward(LeaderReply::Unavailable(format!(
+                    "node {} is already serving {MAX_CONCURRENT_FORWARDS} forwarded requests",
+                    node.id
+                )));
+            };
             let timeout = Duration::from_millis(timeout_ms).min(MAX_FORWARD_WAIT);
             Response::Forward(forward::execute(raft, op, timeout).await)
         }
@@ -1118,6 +1201,129 @@ mod tests {
             .forward(2, &addr, LeaderOp::ReadIndex, Duration::from_millis(300))
             .await;
         assert!(matches!(reply, LeaderReply::Unavailable(_)), "{reply:?}");
+    }
+
+    /// A served node around an uninitialized one-voter raft (it leads nothing), with `permits`
+    /// forwarding slots and the given idle timeout.
+    async fn test_node(
+        dir: &std::path::Path,
+        permits: usize,
+        idle_timeout: Duration,
+    ) -> (Node, Arc<Semaphore>) {
+        let log_store = crate::log_store::LogStore::open(dir).unwrap();
+        let (sm, state_rx) = crate::state_machine::StateMachine::open(dir).unwrap();
+        let config = Arc::new(crate::raft::config().validate().unwrap());
+        let raft = Raft::new(1, config, crate::raft::NoNetwork, log_store, sm)
+            .await
+            .unwrap();
+        let forwards = Arc::new(Semaphore::new(permits));
+        let node = Node {
+            id: 1,
+            raft,
+            inbox: Arc::new(tokio::sync::Mutex::new(None)),
+            liveness: Arc::new(Liveness::new(state_rx)),
+            forwards: forwards.clone(),
+            idle_timeout,
+        };
+        (node, forwards)
+    }
+
+    fn forward_req(op: LeaderOp) -> Request {
+        Request::Forward {
+            op,
+            timeout_ms: 500,
+        }
+    }
+
+    #[tokio::test]
+    async fn forwarded_requests_beyond_the_bound_are_unavailable_but_heartbeats_are_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, forwards) = test_node(dir.path(), 1, IDLE_CONNECTION_TIMEOUT).await;
+        let held = forwards.clone().try_acquire_owned().unwrap();
+        let resp = handle(&node, forward_req(LeaderOp::ReadIndex)).await;
+        assert!(
+            matches!(&resp, Response::Forward(LeaderReply::Unavailable(m)) if m.contains("already serving")),
+            "{resp:?}"
+        );
+        // Heartbeats take no slot: this node is no leader, and says so.
+        let resp = handle(&node, forward_req(LeaderOp::Heartbeat { broker: 2 })).await;
+        assert!(
+            matches!(resp, Response::Forward(LeaderReply::NotLeader { .. })),
+            "{resp:?}"
+        );
+        drop(held);
+        // With a free slot the request reaches raft (which is not the leader).
+        let resp = handle(&node, forward_req(LeaderOp::ReadIndex)).await;
+        assert!(
+            matches!(resp, Response::Forward(LeaderReply::NotLeader { .. })),
+            "{resp:?}"
+        );
+        assert_eq!(forwards.available_permits(), 1, "the slot is released");
+        node.raft.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_closed_but_a_busy_one_is_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let idle = Duration::from_millis(300);
+        let (node, _) = test_node(dir.path(), 4, idle).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(accept_loop(listener, node.clone()));
+
+        // A connection that sends a request every 100 ms stays open past the idle timeout.
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        let frame = serde_json::to_vec(&EnvelopeRef {
+            to: 1,
+            body: &forward_req(LeaderOp::Heartbeat { broker: 2 }),
+        })
+        .unwrap();
+        for _ in 0..6 {
+            let resp = exchange(&mut busy, &frame).await.unwrap();
+            assert!(matches!(
+                resp,
+                Response::Forward(LeaderReply::NotLeader { .. })
+            ));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        // One that says nothing is closed after the idle timeout.
+        let mut quiet = TcpStream::connect(addr).await.unwrap();
+        let start = Instant::now();
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(10), quiet.read(&mut buf))
+            .await
+            .expect("closed within the bound")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "closed without an answer");
+        assert!(
+            start.elapsed() >= idle - Duration::from_millis(50),
+            "{:?}",
+            start.elapsed()
+        );
+        server.abort();
+        node.raft.shutdown().await.unwrap();
+    }
+
+    #[test]
+    fn an_append_entries_frame_of_largest_commands_stays_far_below_the_frame_limit() {
+        use crate::forward::{check_command_size, MAX_COMMAND_BYTES};
+        use crate::raft::MAX_PAYLOAD_ENTRIES;
+        let worst = MAX_COMMAND_BYTES * MAX_PAYLOAD_ENTRIES as usize;
+        assert!(worst <= MAX_FRAME_BYTES / 2, "{worst}");
+
+        let config = |len: usize| crate::types::Command::AlterBrokerConfigs {
+            set: std::collections::BTreeMap::from([("k".to_string(), "v".repeat(len))]),
+            delete: vec![],
+            replace_all: false,
+        };
+        let overhead = serde_json::to_vec(&config(0)).unwrap().len();
+        assert_eq!(
+            check_command_size(&config(MAX_COMMAND_BYTES - overhead)),
+            Ok(())
+        );
+        let err = check_command_size(&config(MAX_COMMAND_BYTES - overhead + 1)).unwrap_err();
+        assert!(err.contains("exceeds the 1048576 byte limit"), "{err}");
     }
 
     #[tokio::test]

@@ -41,6 +41,11 @@ pub(crate) const SNAPSHOT_EVERY_ENTRIES: u64 = 1000;
 /// log rather than needing the whole snapshot.
 pub(crate) const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 100;
 
+/// Entries per AppendEntries. Each is at most [`crate::forward::MAX_COMMAND_BYTES`] of JSON, so
+/// a frame stays at about half of [`crate::network::MAX_FRAME_BYTES`] at worst; metadata commands
+/// are small and rare, so the small batch costs nothing in practice.
+pub(crate) const MAX_PAYLOAD_ENTRIES: u64 = 8;
+
 /// Timeouts sized for a local quorum: a single voter elects itself within a fraction of a second
 /// after a restart, which is what broker start-up waits for.
 pub(crate) fn config() -> Config {
@@ -51,6 +56,7 @@ pub(crate) fn config() -> Config {
         election_timeout_max: 600,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
         max_in_snapshot_log_to_keep: LOG_KEPT_BEHIND_SNAPSHOT,
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
         ..Default::default()
     }
 }

@@ -1,6 +1,6 @@
 //! The replicated metadata model: what a committed command does to [`ClusterState`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -14,16 +14,24 @@ pub struct BrokerInfo {
     pub rack: Option<String>,
 }
 
+/// [`PartitionMeta::leader`] of a partition that has no leader (Kafka's `NO_LEADER`): every
+/// in-sync replica is fenced, or none of its replicas was live when it was created.
+pub const NO_LEADER: i32 = -1;
+
 /// One partition's replica placement and leadership.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionMeta {
+    /// The leading broker, or [`NO_LEADER`].
     pub leader: i32,
     /// Bumped on every leader change so that fenced leaders and stale followers can be detected.
     pub leader_epoch: i32,
-    /// Bumped on every change of leader, ISR or replicas (Kafka's partition epoch).
+    /// Kafka's partition epoch: bumped on every change of leader, ISR or replicas. AlterPartition
+    /// must name the current one, so a leader cannot overwrite a change it has not seen.
     #[serde(default)]
     pub partition_epoch: i32,
     pub replicas: Vec<i32>,
+    /// In-sync replicas. Never empty: when its last member is fenced it stays in (Kafka never
+    /// shrinks the ISR to empty), so that it can lead again when it comes back.
     pub isr: Vec<i32>,
 }
 
@@ -53,9 +61,28 @@ pub struct ClusterState {
     pub broker_configs: BTreeMap<String, String>,
     /// For a later issue (producer id blocks).
     pub next_producer_id: i64,
+    /// Registered brokers that are fenced (not live): their heartbeats stopped, and they lead
+    /// nothing and are in no ISR that has another member. A broker is live iff registered and
+    /// not fenced; see [`ClusterState::is_live`].
+    #[serde(default)]
+    pub fenced: BTreeSet<i32>,
 }
 
 impl ClusterState {
+    /// Whether broker `id` is registered and not fenced.
+    pub fn is_live(&self, id: i32) -> bool {
+        is_live(&self.brokers, &self.fenced, id)
+    }
+
+    /// The live brokers, in id order.
+    pub fn live_brokers(&self) -> Vec<i32> {
+        self.brokers
+            .keys()
+            .copied()
+            .filter(|id| !self.fenced.contains(id))
+            .collect()
+    }
+
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicMeta> {
         self.topics.values().find(|t| &t.id == id)
     }
@@ -67,8 +94,13 @@ impl ClusterState {
         match cmd {
             Command::AllocateProducerIds { count } => {
                 let first = self.next_producer_id;
-                self.next_producer_id += (*count).max(1);
-                CommandResult::ProducerIds { first }
+                match first.checked_add((*count).max(1)) {
+                    Some(next) => {
+                        self.next_producer_id = next;
+                        CommandResult::ProducerIds { first }
+                    }
+                    None => CommandResult::ProducerIdsExhausted,
+                }
             }
             Command::Bootstrap { cluster_id } => {
                 // First writer wins; a second bootstrap (e.g. after a crash between proposing it
@@ -80,7 +112,41 @@ impl ClusterState {
             }
             Command::RegisterBroker(info) => {
                 self.brokers.insert(info.id, info.clone());
+                // Registering means the broker is alive.
+                self.unfence(info.id);
                 CommandResult::Ok
+            }
+            Command::FenceBroker { id } => {
+                if !self.brokers.contains_key(id) {
+                    return CommandResult::UnknownBroker;
+                }
+                self.fence(*id);
+                CommandResult::Ok
+            }
+            Command::UnfenceBroker { id } => {
+                if !self.brokers.contains_key(id) {
+                    return CommandResult::UnknownBroker;
+                }
+                self.unfence(*id);
+                CommandResult::Ok
+            }
+            Command::AlterPartition {
+                topic,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                new_isr,
+            } => self.alter_partition(
+                topic,
+                *partition,
+                *leader,
+                *leader_epoch,
+                *partition_epoch,
+                new_isr,
+            ),
+            Command::ElectPreferredLeader { topic, partition } => {
+                self.elect_preferred_leader(topic, *partition)
             }
             Command::CreateTopic {
                 name,
@@ -97,7 +163,7 @@ impl ClusterState {
                         "a topic needs at least one partition".into(),
                     );
                 }
-                let partitions = match partitions_from(assignments) {
+                let partitions = match partitions_from(assignments, |b| self.is_live(b)) {
                     Ok(p) => p,
                     Err(reason) => return CommandResult::InvalidPartitions(reason),
                 };
@@ -121,6 +187,7 @@ impl ClusterState {
                 name,
                 new_assignments,
             } => {
+                let (brokers, fenced) = (&self.brokers, &self.fenced);
                 let Some(topic) = self.topics.get_mut(name) else {
                     return CommandResult::UnknownTopic;
                 };
@@ -130,7 +197,7 @@ impl ClusterState {
                         topic.partitions.len()
                     ));
                 }
-                match partitions_from(new_assignments) {
+                match partitions_from(new_assignments, |b| is_live(brokers, fenced, b)) {
                     Ok(p) => {
                         topic.partitions.extend(p);
                         CommandResult::Ok
@@ -162,23 +229,166 @@ impl ClusterState {
     }
 }
 
-/// New partitions start led by their first (preferred) replica with the whole replica set in sync,
-/// as Kafka does for a freshly created partition that holds no data yet.
-fn partitions_from(assignments: &[Vec<i32>]) -> Result<Vec<PartitionMeta>, String> {
+fn is_live(brokers: &BTreeMap<i32, BrokerInfo>, fenced: &BTreeSet<i32>, id: i32) -> bool {
+    brokers.contains_key(&id) && !fenced.contains(&id)
+}
+
+/// New partitions start led by their first live replica with the whole replica set in sync, as
+/// Kafka does for a freshly created partition that holds no data yet. With no live replica the
+/// partition starts without a leader; the first of its replicas to register or be unfenced leads.
+fn partitions_from(
+    assignments: &[Vec<i32>],
+    live: impl Fn(i32) -> bool,
+) -> Result<Vec<PartitionMeta>, String> {
     assignments
         .iter()
         .enumerate()
-        .map(|(i, replicas)| match replicas.first() {
-            Some(&leader) => Ok(PartitionMeta {
-                leader,
+        .map(|(i, replicas)| {
+            if replicas.is_empty() {
+                return Err(format!("assignment {i} has no replicas"));
+            }
+            Ok(PartitionMeta {
+                leader: replicas
+                    .iter()
+                    .copied()
+                    .find(|&r| live(r))
+                    .unwrap_or(NO_LEADER),
                 leader_epoch: 0,
                 partition_epoch: 0,
                 replicas: replicas.clone(),
                 isr: replicas.clone(),
-            }),
-            None => Err(format!("assignment {i} has no replicas")),
+            })
         })
         .collect()
+}
+
+fn partition_mut<'a>(
+    topics: &'a mut BTreeMap<String, TopicMeta>,
+    topic: &str,
+    partition: i32,
+) -> Option<&'a mut PartitionMeta> {
+    let index = usize::try_from(partition).ok()?;
+    topics.get_mut(topic)?.partitions.get_mut(index)
+}
+
+impl ClusterState {
+    /// [`Command::FenceBroker`] for a registered broker.
+    fn fence(&mut self, id: i32) {
+        self.fenced.insert(id);
+        let (brokers, fenced) = (&self.brokers, &self.fenced);
+        for p in self.topics.values_mut().flat_map(|t| &mut t.partitions) {
+            let mut changed = false;
+            if p.isr.len() > 1 && p.isr.contains(&id) {
+                p.isr.retain(|&r| r != id);
+                changed = true;
+            }
+            if p.leader == id || p.leader == NO_LEADER {
+                let next = p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|&r| r != id && p.isr.contains(&r) && is_live(brokers, fenced, r))
+                    .unwrap_or(NO_LEADER);
+                if next != p.leader {
+                    p.leader = next;
+                    p.leader_epoch += 1;
+                    changed = true;
+                }
+            }
+            if changed {
+                p.partition_epoch += 1;
+            }
+        }
+    }
+
+    /// [`Command::UnfenceBroker`] (and a registration) for a registered broker: it is live again
+    /// and leads every leaderless partition whose ISR names it.
+    fn unfence(&mut self, id: i32) {
+        self.fenced.remove(&id);
+        for p in self.topics.values_mut().flat_map(|t| &mut t.partitions) {
+            if p.leader == NO_LEADER && p.isr.contains(&id) {
+                p.leader = id;
+                p.leader_epoch += 1;
+                p.partition_epoch += 1;
+            }
+        }
+    }
+
+    /// Kafka's AlterPartition, judged as its controller does.
+    fn alter_partition(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        new_isr: &[i32],
+    ) -> CommandResult {
+        let (brokers, fenced) = (&self.brokers, &self.fenced);
+        let Some(p) = partition_mut(&mut self.topics, topic, partition) else {
+            return CommandResult::UnknownTopic;
+        };
+        if leader != p.leader || leader_epoch != p.leader_epoch {
+            return CommandResult::FencedLeaderEpoch;
+        }
+        if partition_epoch != p.partition_epoch {
+            return CommandResult::InvalidUpdateVersion;
+        }
+        if !new_isr.contains(&leader) {
+            return CommandResult::InvalidRequest(format!(
+                "the new ISR {new_isr:?} does not contain the leader {leader}"
+            ));
+        }
+        let unique: BTreeSet<i32> = new_isr.iter().copied().collect();
+        if unique.len() != new_isr.len() {
+            return CommandResult::InvalidRequest(format!(
+                "the new ISR {new_isr:?} names a broker twice"
+            ));
+        }
+        if let Some(r) = new_isr.iter().find(|r| !p.replicas.contains(r)) {
+            return CommandResult::InvalidRequest(format!(
+                "broker {r} of the new ISR {new_isr:?} is not a replica (replicas {:?})",
+                p.replicas
+            ));
+        }
+        let ineligible: Vec<i32> = new_isr
+            .iter()
+            .copied()
+            .filter(|r| !p.isr.contains(r) && !is_live(brokers, fenced, *r))
+            .collect();
+        if !ineligible.is_empty() {
+            return CommandResult::IneligibleReplica(format!(
+                "brokers {ineligible:?} cannot join the ISR of {topic}-{partition}: they are fenced or not registered"
+            ));
+        }
+        if p.isr != new_isr {
+            p.isr = new_isr.to_vec();
+            p.partition_epoch += 1;
+        }
+        CommandResult::PartitionUpdated {
+            partition_epoch: p.partition_epoch,
+        }
+    }
+
+    fn elect_preferred_leader(&mut self, topic: &str, partition: i32) -> CommandResult {
+        let (brokers, fenced) = (&self.brokers, &self.fenced);
+        let Some(p) = partition_mut(&mut self.topics, topic, partition) else {
+            return CommandResult::UnknownTopic;
+        };
+        let Some(&preferred) = p.replicas.first() else {
+            return CommandResult::PreferredLeaderNotAvailable;
+        };
+        if p.leader == preferred {
+            return CommandResult::ElectionNotNeeded;
+        }
+        if !p.isr.contains(&preferred) || !is_live(brokers, fenced, preferred) {
+            return CommandResult::PreferredLeaderNotAvailable;
+        }
+        p.leader = preferred;
+        p.leader_epoch += 1;
+        p.partition_epoch += 1;
+        CommandResult::Ok
+    }
 }
 
 /// `replace_all` is the legacy AlterConfigs semantics (the request is the complete new set);
@@ -244,6 +454,36 @@ pub enum Command {
     AllocateProducerIds {
         count: i64,
     },
+    /// Broker `id` stopped heartbeating (KRaft's fencing): it becomes fenced, leaves every ISR
+    /// that has another member, and each partition it led gets the first replica (in `replicas`
+    /// order) that is in the ISR and live as its new leader, or [`NO_LEADER`] if there is none.
+    /// A changed leader bumps `leader_epoch`; any change bumps `partition_epoch`. No unclean
+    /// election: a partition whose only in-sync replica is fenced waits for it.
+    FenceBroker {
+        id: i32,
+    },
+    /// Broker `id` heartbeats again: it is live, and leads every leaderless partition whose ISR
+    /// contains it. It rejoins other ISRs through [`Command::AlterPartition`] from their leaders.
+    UnfenceBroker {
+        id: i32,
+    },
+    /// Kafka's AlterPartition: the leader `leader` at `leader_epoch` sets the ISR to `new_isr`,
+    /// provided it has seen the current `partition_epoch`. Answers
+    /// [`CommandResult::PartitionUpdated`] with the new partition epoch.
+    AlterPartition {
+        topic: String,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        new_isr: Vec<i32>,
+    },
+    /// Makes the first replica the leader if it is live, in the ISR and not leading already
+    /// (Kafka's preferred leader election).
+    ElectPreferredLeader {
+        topic: String,
+        partition: i32,
+    },
 }
 
 /// The state machine's verdict on a command.
@@ -258,11 +498,42 @@ pub enum CommandResult {
     ProducerIds {
         first: i64,
     },
+    /// AllocateProducerIds: the block would go beyond `i64::MAX`; nothing was reserved.
+    ProducerIdsExhausted,
+    /// FenceBroker / UnfenceBroker of a broker that never registered.
+    UnknownBroker,
+    /// AlterPartition from a broker that is not the current leader, or from an older leader
+    /// epoch (Kafka's `FENCED_LEADER_EPOCH`).
+    FencedLeaderEpoch,
+    /// AlterPartition based on an older partition epoch (Kafka's `INVALID_UPDATE_VERSION`).
+    InvalidUpdateVersion,
+    /// AlterPartition with a malformed ISR (Kafka's `INVALID_REQUEST`).
+    InvalidRequest(String),
+    /// AlterPartition adding a broker that is not live to the ISR (Kafka's `INELIGIBLE_REPLICA`).
+    IneligibleReplica(String),
+    /// AlterPartition succeeded; the partition's epoch is now `partition_epoch`.
+    PartitionUpdated {
+        partition_epoch: i32,
+    },
+    /// ElectPreferredLeader: the preferred replica already leads (`ELECTION_NOT_NEEDED`).
+    ElectionNotNeeded,
+    /// ElectPreferredLeader: the preferred replica is fenced, unregistered or out of the ISR
+    /// (`PREFERRED_LEADER_NOT_AVAILABLE`).
+    PreferredLeaderNotAvailable,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn broker(id: i32) -> BrokerInfo {
+        BrokerInfo {
+            id,
+            host: "h".into(),
+            port: 9092 + id,
+            rack: None,
+        }
+    }
 
     fn create(name: &str, assignments: Vec<Vec<i32>>) -> Command {
         Command::CreateTopic {
@@ -277,6 +548,9 @@ mod tests {
     #[test]
     fn create_topic_leads_with_first_replica_and_full_isr() {
         let mut s = ClusterState::default();
+        for id in 1..=3 {
+            s.apply(&Command::RegisterBroker(broker(id)));
+        }
         assert_eq!(
             s.apply(&create("t", vec![vec![3, 1, 2], vec![1, 2, 3]])),
             CommandResult::Ok
@@ -287,6 +561,7 @@ mod tests {
             PartitionMeta {
                 leader: 3,
                 leader_epoch: 0,
+                partition_epoch: 0,
                 replicas: vec![3, 1, 2],
                 isr: vec![3, 1, 2]
             }
@@ -374,5 +649,460 @@ mod producer_id_tests {
         assert_eq!(a, CommandResult::ProducerIds { first: 0 });
         assert_eq!(b, CommandResult::ProducerIds { first: 1000 });
         assert_eq!(s.next_producer_id, 2000);
+    }
+
+    #[test]
+    fn exhausted_producer_id_space_is_refused_without_change() {
+        let mut s = ClusterState {
+            next_producer_id: i64::MAX - 10,
+            ..ClusterState::default()
+        };
+        assert_eq!(
+            s.apply(&Command::AllocateProducerIds { count: 11 }),
+            CommandResult::ProducerIdsExhausted
+        );
+        assert_eq!(s.next_producer_id, i64::MAX - 10);
+        assert_eq!(
+            s.apply(&Command::AllocateProducerIds { count: 10 }),
+            CommandResult::ProducerIds {
+                first: i64::MAX - 10
+            }
+        );
+        assert_eq!(s.next_producer_id, i64::MAX);
+        assert_eq!(
+            s.apply(&Command::AllocateProducerIds { count: 0 }),
+            CommandResult::ProducerIdsExhausted
+        );
+        assert_eq!(s.next_producer_id, i64::MAX);
+    }
+}
+
+#[cfg(test)]
+mod liveness_tests {
+    use super::*;
+
+    fn broker(id: i32) -> BrokerInfo {
+        BrokerInfo {
+            id,
+            host: "h".into(),
+            port: 9092 + id,
+            rack: None,
+        }
+    }
+
+    fn part(leader: i32, le: i32, pe: i32, replicas: &[i32], isr: &[i32]) -> PartitionMeta {
+        PartitionMeta {
+            leader,
+            leader_epoch: le,
+            partition_epoch: pe,
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+        }
+    }
+
+    /// Brokers 1..=3 registered; topic "t" with partitions
+    /// 0: [1,2,3], 1: [2,3,1], 2: [3,1,2], 3: [1] (a single replica), 4: [2,3].
+    fn cluster() -> ClusterState {
+        let mut s = ClusterState::default();
+        for id in 1..=3 {
+            assert_eq!(
+                s.apply(&Command::RegisterBroker(broker(id))),
+                CommandResult::Ok
+            );
+        }
+        let cmd = Command::CreateTopic {
+            name: "t".into(),
+            id: Uuid::new_v4(),
+            assignments: vec![
+                vec![1, 2, 3],
+                vec![2, 3, 1],
+                vec![3, 1, 2],
+                vec![1],
+                vec![2, 3],
+            ],
+            configs: BTreeMap::new(),
+            internal: false,
+        };
+        assert_eq!(s.apply(&cmd), CommandResult::Ok);
+        s
+    }
+
+    fn parts(s: &ClusterState) -> Vec<PartitionMeta> {
+        s.topics["t"].partitions.clone()
+    }
+
+    fn fence(s: &mut ClusterState, id: i32) -> CommandResult {
+        s.apply(&Command::FenceBroker { id })
+    }
+
+    fn unfence(s: &mut ClusterState, id: i32) -> CommandResult {
+        s.apply(&Command::UnfenceBroker { id })
+    }
+
+    fn alter(
+        s: &mut ClusterState,
+        partition: i32,
+        leader: i32,
+        le: i32,
+        pe: i32,
+        isr: &[i32],
+    ) -> CommandResult {
+        s.apply(&Command::AlterPartition {
+            topic: "t".into(),
+            partition,
+            leader,
+            leader_epoch: le,
+            partition_epoch: pe,
+            new_isr: isr.to_vec(),
+        })
+    }
+
+    fn elect(s: &mut ClusterState, partition: i32) -> CommandResult {
+        s.apply(&Command::ElectPreferredLeader {
+            topic: "t".into(),
+            partition,
+        })
+    }
+
+    #[test]
+    fn liveness_is_registered_and_not_fenced() {
+        let mut s = cluster();
+        assert_eq!(s.live_brokers(), vec![1, 2, 3]);
+        assert!(s.is_live(2));
+        assert!(!s.is_live(4), "never registered");
+        assert_eq!(fence(&mut s, 2), CommandResult::Ok);
+        assert!(!s.is_live(2));
+        assert_eq!(s.live_brokers(), vec![1, 3]);
+        assert_eq!(s.fenced, BTreeSet::from([2]));
+        assert_eq!(unfence(&mut s, 2), CommandResult::Ok);
+        assert_eq!(s.live_brokers(), vec![1, 2, 3]);
+        assert!(s.fenced.is_empty());
+    }
+
+    #[test]
+    fn fencing_moves_leadership_to_the_next_live_isr_replica_and_shrinks_isrs() {
+        let mut s = cluster();
+        assert_eq!(fence(&mut s, 1), CommandResult::Ok);
+        assert_eq!(s.fenced, BTreeSet::from([1]));
+        assert_eq!(
+            parts(&s),
+            vec![
+                part(2, 1, 1, &[1, 2, 3], &[2, 3]),
+                part(2, 0, 1, &[2, 3, 1], &[2, 3]),
+                part(3, 0, 1, &[3, 1, 2], &[3, 2]),
+                // The last in-sync replica stays in the ISR; no leader until it returns.
+                part(NO_LEADER, 1, 1, &[1], &[1]),
+                part(2, 0, 0, &[2, 3], &[2, 3]),
+            ]
+        );
+        // Fencing again changes nothing.
+        let before = s.clone();
+        assert_eq!(fence(&mut s, 1), CommandResult::Ok);
+        assert_eq!(s, before);
+
+        // Fencing 2 as well: leadership skips fenced 1 (and 1 is out of the ISR anyway).
+        assert_eq!(fence(&mut s, 2), CommandResult::Ok);
+        assert_eq!(s.fenced, BTreeSet::from([1, 2]));
+        assert_eq!(
+            parts(&s),
+            vec![
+                part(3, 2, 2, &[1, 2, 3], &[3]),
+                part(3, 1, 2, &[2, 3, 1], &[3]),
+                part(3, 0, 2, &[3, 1, 2], &[3]),
+                part(NO_LEADER, 1, 1, &[1], &[1]),
+                part(3, 1, 1, &[2, 3], &[3]),
+            ]
+        );
+        // And 3: every partition loses its leader, the ISRs keep their last member.
+        assert_eq!(fence(&mut s, 3), CommandResult::Ok);
+        assert_eq!(
+            parts(&s),
+            vec![
+                part(NO_LEADER, 3, 3, &[1, 2, 3], &[3]),
+                part(NO_LEADER, 2, 3, &[2, 3, 1], &[3]),
+                part(NO_LEADER, 1, 3, &[3, 1, 2], &[3]),
+                part(NO_LEADER, 1, 1, &[1], &[1]),
+                part(NO_LEADER, 2, 2, &[2, 3], &[3]),
+            ]
+        );
+        assert!(s.live_brokers().is_empty());
+
+        // Broker 1 comes back: it leads only where it is the (last) in-sync replica.
+        assert_eq!(unfence(&mut s, 1), CommandResult::Ok);
+        assert_eq!(
+            parts(&s),
+            vec![
+                part(NO_LEADER, 3, 3, &[1, 2, 3], &[3]),
+                part(NO_LEADER, 2, 3, &[2, 3, 1], &[3]),
+                part(NO_LEADER, 1, 3, &[3, 1, 2], &[3]),
+                part(1, 2, 2, &[1], &[1]),
+                part(NO_LEADER, 2, 2, &[2, 3], &[3]),
+            ]
+        );
+        // Broker 3 re-registers (a restart with a new address): registration unfences too.
+        let mut moved = broker(3);
+        moved.port = 1;
+        assert_eq!(s.apply(&Command::RegisterBroker(moved)), CommandResult::Ok);
+        assert_eq!(s.fenced, BTreeSet::from([2]));
+        assert_eq!(
+            parts(&s),
+            vec![
+                part(3, 4, 4, &[1, 2, 3], &[3]),
+                part(3, 3, 4, &[2, 3, 1], &[3]),
+                part(3, 2, 4, &[3, 1, 2], &[3]),
+                part(1, 2, 2, &[1], &[1]),
+                part(3, 3, 3, &[2, 3], &[3]),
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_brokers_cannot_be_fenced_or_unfenced() {
+        let mut s = cluster();
+        let before = s.clone();
+        assert_eq!(fence(&mut s, 9), CommandResult::UnknownBroker);
+        assert_eq!(unfence(&mut s, 9), CommandResult::UnknownBroker);
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn new_partitions_are_led_by_their_first_live_replica() {
+        let mut s = cluster();
+        fence(&mut s, 1);
+        let cmd = Command::CreateTopic {
+            name: "u".into(),
+            id: Uuid::new_v4(),
+            assignments: vec![vec![1, 3, 2], vec![1, 4], vec![2]],
+            configs: BTreeMap::new(),
+            internal: false,
+        };
+        assert_eq!(s.apply(&cmd), CommandResult::Ok);
+        assert_eq!(
+            s.topics["u"].partitions,
+            vec![
+                part(3, 0, 0, &[1, 3, 2], &[1, 3, 2]),
+                part(NO_LEADER, 0, 0, &[1, 4], &[1, 4]),
+                part(2, 0, 0, &[2], &[2]),
+            ]
+        );
+        let cmd = Command::CreatePartitions {
+            name: "u".into(),
+            new_assignments: vec![vec![1, 2]],
+        };
+        assert_eq!(s.apply(&cmd), CommandResult::Ok);
+        assert_eq!(s.topics["u"].partitions[3], part(2, 0, 0, &[1, 2], &[1, 2]));
+        // Broker 1 is back: it leads the partition that had no leader, not the others.
+        unfence(&mut s, 1);
+        assert_eq!(s.topics["u"].partitions[1], part(1, 1, 1, &[1, 4], &[1, 4]));
+        assert_eq!(
+            s.topics["u"].partitions[0],
+            part(3, 0, 0, &[1, 3, 2], &[1, 3, 2])
+        );
+    }
+
+    #[test]
+    fn alter_partition_shrinks_and_expands_the_isr_bumping_the_partition_epoch() {
+        let mut s = cluster();
+        assert_eq!(
+            alter(&mut s, 0, 1, 0, 0, &[1, 3]),
+            CommandResult::PartitionUpdated { partition_epoch: 1 }
+        );
+        assert_eq!(parts(&s)[0], part(1, 0, 1, &[1, 2, 3], &[1, 3]));
+        assert_eq!(
+            alter(&mut s, 0, 1, 0, 1, &[1, 3, 2]),
+            CommandResult::PartitionUpdated { partition_epoch: 2 }
+        );
+        assert_eq!(parts(&s)[0], part(1, 0, 2, &[1, 2, 3], &[1, 3, 2]));
+        // The same ISR again is no change: no new epoch.
+        assert_eq!(
+            alter(&mut s, 0, 1, 0, 2, &[1, 3, 2]),
+            CommandResult::PartitionUpdated { partition_epoch: 2 }
+        );
+        assert_eq!(parts(&s)[0], part(1, 0, 2, &[1, 2, 3], &[1, 3, 2]));
+    }
+
+    #[test]
+    fn alter_partition_refusals_change_nothing() {
+        let mut s = cluster();
+        // Partition 0 moves to leader 2 at leader epoch 1, partition epoch 1; 1 leaves the ISR.
+        fence(&mut s, 1);
+        assert_eq!(parts(&s)[0], part(2, 1, 1, &[1, 2, 3], &[2, 3]));
+        let before = s.clone();
+        let cases: Vec<(i32, i32, i32, i32, Vec<i32>, CommandResult)> = vec![
+            // The old leader, at its old epoch.
+            (0, 1, 0, 0, vec![1, 2, 3], CommandResult::FencedLeaderEpoch),
+            // The right leader at an old leader epoch.
+            (0, 2, 0, 1, vec![2, 3], CommandResult::FencedLeaderEpoch),
+            // Not the leader, at the current epoch.
+            (0, 3, 1, 1, vec![2, 3], CommandResult::FencedLeaderEpoch),
+            (0, 2, 1, 0, vec![2], CommandResult::InvalidUpdateVersion),
+            (0, 2, 1, 2, vec![2], CommandResult::InvalidUpdateVersion),
+        ];
+        for (p, leader, le, pe, isr, want) in cases {
+            assert_eq!(
+                alter(&mut s, p, leader, le, pe, &isr),
+                want,
+                "{leader} {le} {pe} {isr:?}"
+            );
+        }
+        for isr in [vec![3], vec![], vec![2, 3, 3], vec![2, 4]] {
+            assert!(
+                matches!(
+                    alter(&mut s, 0, 2, 1, 1, &isr),
+                    CommandResult::InvalidRequest(_)
+                ),
+                "{isr:?}"
+            );
+        }
+        // Adding fenced broker 1 back.
+        assert!(matches!(
+            alter(&mut s, 0, 2, 1, 1, &[2, 3, 1]),
+            CommandResult::IneligibleReplica(m) if m.contains("[1]")
+        ));
+        let unknown = |topic: &str, partition| Command::AlterPartition {
+            topic: topic.into(),
+            partition,
+            leader: 2,
+            leader_epoch: 1,
+            partition_epoch: 1,
+            new_isr: vec![2],
+        };
+        assert_eq!(s.apply(&unknown("nope", 0)), CommandResult::UnknownTopic);
+        assert_eq!(s.apply(&unknown("t", 5)), CommandResult::UnknownTopic);
+        assert_eq!(s.apply(&unknown("t", -1)), CommandResult::UnknownTopic);
+        assert_eq!(s, before);
+
+        // A leaderless partition (3: ISR [1], 1 fenced) takes no AlterPartition at all.
+        assert_eq!(
+            alter(&mut s, 3, 1, 1, 1, &[1]),
+            CommandResult::FencedLeaderEpoch
+        );
+        // Once 1 is live again it may rejoin.
+        unfence(&mut s, 1);
+        assert_eq!(
+            alter(&mut s, 0, 2, 1, 1, &[2, 3, 1]),
+            CommandResult::PartitionUpdated { partition_epoch: 2 }
+        );
+        assert_eq!(parts(&s)[0], part(2, 1, 2, &[1, 2, 3], &[2, 3, 1]));
+    }
+
+    #[test]
+    fn only_brokers_added_to_the_isr_must_be_live() {
+        let mut s = cluster();
+        // Broker 4 never registered, yet is a replica and (as at every creation) in the ISR.
+        let cmd = Command::CreateTopic {
+            name: "u".into(),
+            id: Uuid::new_v4(),
+            assignments: vec![vec![1, 4]],
+            configs: BTreeMap::new(),
+            internal: false,
+        };
+        assert_eq!(s.apply(&cmd), CommandResult::Ok);
+        let alter_u = |s: &mut ClusterState, pe: i32, isr: &[i32]| {
+            s.apply(&Command::AlterPartition {
+                topic: "u".into(),
+                partition: 0,
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: pe,
+                new_isr: isr.to_vec(),
+            })
+        };
+        // Keeping 4 is allowed (no change, so no new epoch); re-adding it once out is not.
+        assert_eq!(
+            alter_u(&mut s, 0, &[1, 4]),
+            CommandResult::PartitionUpdated { partition_epoch: 0 }
+        );
+        assert_eq!(
+            alter_u(&mut s, 0, &[1]),
+            CommandResult::PartitionUpdated { partition_epoch: 1 }
+        );
+        assert!(matches!(
+            alter_u(&mut s, 1, &[1, 4]),
+            CommandResult::IneligibleReplica(_)
+        ));
+        assert_eq!(s.topics["u"].partitions[0], part(1, 0, 1, &[1, 4], &[1]));
+    }
+
+    #[test]
+    fn preferred_leader_election() {
+        let mut s = cluster();
+        assert_eq!(elect(&mut s, 0), CommandResult::ElectionNotNeeded);
+        fence(&mut s, 1);
+        assert_eq!(parts(&s)[0], part(2, 1, 1, &[1, 2, 3], &[2, 3]));
+        let before = s.clone();
+        // Fenced and out of the ISR.
+        assert_eq!(elect(&mut s, 0), CommandResult::PreferredLeaderNotAvailable);
+        unfence(&mut s, 1);
+        // Live again but not yet back in the ISR.
+        assert_eq!(elect(&mut s, 0), CommandResult::PreferredLeaderNotAvailable);
+        assert_eq!(parts(&s)[0], before.topics["t"].partitions[0]);
+        assert_eq!(
+            alter(&mut s, 0, 2, 1, 1, &[2, 3, 1]),
+            CommandResult::PartitionUpdated { partition_epoch: 2 }
+        );
+        assert_eq!(elect(&mut s, 0), CommandResult::Ok);
+        assert_eq!(parts(&s)[0], part(1, 2, 3, &[1, 2, 3], &[2, 3, 1]));
+        assert_eq!(elect(&mut s, 0), CommandResult::ElectionNotNeeded);
+        assert_eq!(elect(&mut s, 9), CommandResult::UnknownTopic);
+        let other = Command::ElectPreferredLeader {
+            topic: "nope".into(),
+            partition: 0,
+        };
+        assert_eq!(s.apply(&other), CommandResult::UnknownTopic);
+    }
+
+    /// Stores written before liveness existed have no `fenced` and no `partition_epoch`; they
+    /// must load, with everything live and every partition epoch 0.
+    #[test]
+    fn state_and_commands_without_the_new_fields_still_deserialize() {
+        let old_state = r#"{
+            "cluster_id": "abc",
+            "controller_id": 1,
+            "brokers": {"1": {"id": 1, "host": "h", "port": 9092, "rack": null}},
+            "topics": {"t": {
+                "name": "t",
+                "id": "67e55044-10b1-426f-9247-bb680e5fe0c8",
+                "partitions": [{"leader": 1, "leader_epoch": 4, "replicas": [1], "isr": [1]}],
+                "configs": {},
+                "internal": false
+            }},
+            "broker_configs": {},
+            "next_producer_id": 7
+        }"#;
+        let s: ClusterState = serde_json::from_str(old_state).unwrap();
+        assert!(s.fenced.is_empty());
+        assert_eq!(s.live_brokers(), vec![1]);
+        assert_eq!(s.topics["t"].partitions[0], part(1, 4, 0, &[1], &[1]));
+        assert_eq!(s.next_producer_id, 7);
+
+        let old_cmd = r#"{"CreateTopic": {
+            "name": "u",
+            "id": "67e55044-10b1-426f-9247-bb680e5fe0c9",
+            "assignments": [[1]],
+            "configs": {},
+            "internal": false
+        }}"#;
+        let cmd: Command = serde_json::from_str(old_cmd).unwrap();
+        assert!(matches!(&cmd, Command::CreateTopic { name, .. } if name == "u"));
+        let reg: Command = serde_json::from_str(
+            r#"{"RegisterBroker": {"id": 2, "host": "h", "port": 1, "rack": null}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            reg,
+            Command::RegisterBroker(BrokerInfo { id: 2, .. })
+        ));
+
+        // And the new fields round-trip.
+        let mut s = s;
+        s.apply(&Command::FenceBroker { id: 1 });
+        let back: ClusterState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.fenced, BTreeSet::from([1]));
+        assert_eq!(
+            back.topics["t"].partitions[0],
+            part(NO_LEADER, 5, 1, &[1], &[1])
+        );
     }
 }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
-use fjord_meta::{BrokerInfo, Command, CommandResult, Meta, PartitionMeta};
+use fjord_meta::{BrokerInfo, Command, CommandResult, Meta, PartitionMeta, NO_LEADER};
 use uuid::Uuid;
 
 /// Bound on every wait in these tests, generous for a loaded 2-core CI machine.
@@ -312,29 +312,48 @@ async fn given_broker_configs_when_altered_should_set_delete_and_replace() {
 }
 
 #[tokio::test]
-async fn given_topic_when_partitions_created_should_append_with_first_replica_leading() {
+async fn given_topic_when_partitions_created_should_append_with_first_live_replica_leading() {
     let dir = tempfile::tempdir().unwrap();
     let meta = open(dir.path()).await;
     assert_eq!(
         propose(&meta, create_topic("t", 2)).await,
         CommandResult::Ok
     );
+    // Only broker 1 (this node) is registered, hence live.
     let cmd = Command::CreatePartitions {
         name: "t".into(),
-        new_assignments: vec![vec![1, 2], vec![2, 1]],
+        new_assignments: vec![vec![1, 2], vec![2, 1], vec![3]],
     };
     assert_eq!(propose(&meta, cmd).await, CommandResult::Ok);
     let parts = meta.state().topics["t"].partitions.clone();
-    assert_eq!(parts.len(), 4);
+    assert_eq!(parts.len(), 5);
     assert_eq!(
         parts[3],
         PartitionMeta {
-            leader: 2,
+            leader: 1,
             leader_epoch: 0,
+            partition_epoch: 0,
             replicas: vec![2, 1],
             isr: vec![2, 1]
         }
     );
+    assert_eq!(
+        parts[4],
+        PartitionMeta {
+            leader: NO_LEADER,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            replicas: vec![3],
+            isr: vec![3]
+        }
+    );
+    // Broker 3 registers: it is live and leads its leaderless partition.
+    assert_eq!(
+        propose(&meta, Command::RegisterBroker(broker(3, 9095))).await,
+        CommandResult::Ok
+    );
+    let p4 = meta.state().topics["t"].partitions[4].clone();
+    assert_eq!((p4.leader, p4.leader_epoch, p4.partition_epoch), (3, 1, 1));
 
     let none = Command::CreatePartitions {
         name: "t".into(),
@@ -349,7 +368,7 @@ async fn given_topic_when_partitions_created_should_append_with_first_replica_le
         new_assignments: vec![vec![1]],
     };
     assert_eq!(propose(&meta, unknown).await, CommandResult::UnknownTopic);
-    assert_eq!(meta.state().topics["t"].partitions.len(), 4);
+    assert_eq!(meta.state().topics["t"].partitions.len(), 5);
     bounded(meta.shutdown()).await.unwrap();
 }
 
@@ -408,4 +427,34 @@ async fn wait_for_snapshot_and_purge(dir: &Path) {
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn given_oversized_command_when_proposed_should_be_refused_without_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = open(dir.path()).await;
+    let huge = Command::CreateTopic {
+        name: "huge".into(),
+        id: Uuid::new_v4(),
+        assignments: vec![vec![1]],
+        configs: map(&[("cleanup.policy", "x".repeat(2 << 20).as_str())]),
+        internal: false,
+    };
+    match bounded(meta.propose(huge)).await {
+        Err(fjord_meta::Error::Refused(msg)) => {
+            assert!(msg.contains("byte limit"), "{msg}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(meta.state().topics.is_empty());
+    // A command just under the limit still goes through.
+    let big = Command::CreateTopic {
+        name: "big".into(),
+        id: Uuid::new_v4(),
+        assignments: vec![vec![1]],
+        configs: map(&[("cleanup.policy", "x".repeat(1000 << 10).as_str())]),
+        internal: false,
+    };
+    assert_eq!(propose(&meta, big).await, CommandResult::Ok);
+    bounded(meta.shutdown()).await.unwrap();
 }
