@@ -72,18 +72,45 @@ pub struct CreatedTopic {
     pub configs: BTreeMap<String, String>,
 }
 
-/// Replica lists for `count` new partitions starting at `first`, spread round-robin over the brokers so that
-/// leaders (the first replica) are balanced.
+/// Replica lists for `count` new partitions starting at `first`, over the live (registered, unfenced) brokers:
+/// round-robin from a random starting broker so that leaders (the first replica) are balanced across topics, and
+/// rack-aware as Kafka's assignment is: with `broker.rack` set, the brokers are listed alternating racks, so
+/// consecutive replicas of a partition sit on different racks whenever there are enough racks.
 pub fn assign_replicas(state: &ClusterState, first: i32, count: i32, rf: i16) -> Vec<Vec<i32>> {
-    let brokers: Vec<i32> = state.brokers.keys().copied().collect();
+    let brokers = rack_alternated(state);
     let n = brokers.len().max(1);
+    let start = (uuid::Uuid::new_v4().as_u128() % n as u128) as usize;
     (first..first + count)
         .map(|p| {
             (0..rf as usize)
-                .map(|j| brokers[(p as usize + j) % n])
+                .map(|j| brokers[(start + p as usize + j) % n])
                 .collect()
         })
         .collect()
+}
+
+/// The live brokers, ordered so that racks alternate (Kafka's `getRackAlternatedBrokerList`): the first broker of
+/// each rack in turn, then the second of each, and so on. Without racks, by id.
+fn rack_alternated(state: &ClusterState) -> Vec<i32> {
+    let live = state.live_brokers();
+    let mut racks: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for id in &live {
+        let rack = state.brokers[id].rack.as_deref().unwrap_or("");
+        racks.entry(rack).or_default().push(*id);
+    }
+    if racks.len() <= 1 {
+        return live;
+    }
+    let mut out = Vec::with_capacity(live.len());
+    let deepest = racks.values().map(Vec::len).max().unwrap_or(0);
+    for i in 0..deepest {
+        for ids in racks.values() {
+            if let Some(id) = ids.get(i) {
+                out.push(*id);
+            }
+        }
+    }
+    out
 }
 
 fn check_replica_list(
@@ -216,12 +243,12 @@ pub async fn create_topic(
                 "Replication factor must be larger than 0, or -1 to use the default value.",
             ));
         }
-        if rf as usize > state.brokers.len() {
+        let live = state.live_brokers().len();
+        if rf as usize > live {
             return Err(ApiError::new(
                 E::InvalidReplicationFactor,
                 format!(
-                    "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.",
-                    state.brokers.len()
+                    "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {live} broker(s) are registered and unfenced.",
                 ),
             ));
         }

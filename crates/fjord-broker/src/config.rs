@@ -908,6 +908,14 @@ impl BrokerConfig {
         Ok(cfg)
     }
 
+    /// A numeric property (always present: validated and defaulted at load), or `default`.
+    pub fn prop_u64(&self, key: &str, default: u64) -> u64 {
+        self.props
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
     /// The broker-level default of a topic config (the value of its broker synonym) from the static
     /// configuration alone.
     pub fn topic_default(&self, def: &TopicConfigDef) -> String {

@@ -181,6 +181,12 @@ impl BrokerState {
                 self.config.node_id
             ));
         }
+        if !meta.is_live(self.config.node_id) {
+            return Err(format!(
+                "broker {} is fenced: the metadata quorum has not heard its heartbeats yet",
+                self.config.node_id
+            ));
+        }
         let dirs = self.partitions.dirs();
         let offline: Vec<String> = (0..dirs.len())
             .filter(|&i| dirs.is_offline(i))
@@ -239,6 +245,46 @@ impl Broker {
             }
             _ => Meta::open(&meta_dir, config.node_id, info).await?,
         };
+        if config.quorum_voters.is_some() {
+            // A (re)starting broker of a cluster begins fenced, as a new KRaft broker incarnation does: the
+            // partitions it led get new leaders (or, where it was the last in-sync replica, a new epoch once it
+            // is unfenced), so that nothing it wrote before a crash and lost on its disk can be mistaken for the
+            // same epoch's data by followers. Its heartbeats unfence it.
+            match meta
+                .propose(fjord_meta::Command::FenceBroker { id: config.node_id })
+                .await
+            {
+                Ok(r) => tracing::info!(result = ?r, "fenced this broker's previous incarnation"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not fence this broker's previous incarnation")
+                }
+            }
+        }
+        meta.start_liveness(
+            Duration::from_millis(config.prop_u64("broker.heartbeat.interval.ms", 2000)),
+            Duration::from_millis(config.prop_u64("broker.session.timeout.ms", 9000)),
+        );
+        if config.quorum_voters.is_some() {
+            // Serve once the quorum has unfenced this broker (its first heartbeat does), so that a started broker is
+            // one the cluster counts on; bounded, since a quorum that lost its majority cannot unfence anyone.
+            let mut rx = meta.subscribe();
+            let wait = Duration::from_millis(config.prop_u64("broker.session.timeout.ms", 9000))
+                + Duration::from_secs(5);
+            let unfenced = tokio::time::timeout(wait, async {
+                while !rx.borrow_and_update().is_live(config.node_id) {
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+            })
+            .await;
+            if unfenced.is_err() {
+                tracing::warn!(
+                    node_id = config.node_id,
+                    "still fenced after {wait:?}: serving anyway; the quorum unfences this broker once its heartbeats get through"
+                );
+            }
+        }
         let partitions = PartitionManager::new(dirs, config.node_id);
         partitions.sync_with(&meta.state(), &config)?;
         let state = Arc::new(BrokerState {
@@ -326,6 +372,26 @@ impl Broker {
     /// Stops accepting, lets background tasks end, flushes and closes every log (except those in an offline
     /// log directory, which are left for recovery at the next start) and releases the log directory locks.
     pub async fn shutdown(self) -> Result<()> {
+        if self.state.config.quorum_voters.is_some() {
+            // Controlled shutdown: leadership moves to other in-sync replicas before this broker stops serving, so
+            // producers and consumers move on at once instead of waiting for a session timeout.
+            let fenced = tokio::time::timeout(
+                Duration::from_secs(5),
+                self.state.meta.propose(fjord_meta::Command::FenceBroker {
+                    id: self.state.config.node_id,
+                }),
+            )
+            .await;
+            match fenced {
+                Ok(Ok(_)) => {
+                    let _ = self.state.sync_partitions();
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "controlled shutdown: could not move leadership away")
+                }
+                Err(_) => tracing::warn!("controlled shutdown: moving leadership away timed out"),
+            }
+        }
         let _ = self.shutdown_tx.send(true);
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;

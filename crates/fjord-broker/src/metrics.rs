@@ -63,6 +63,9 @@ pub struct Metrics {
     pub messages_in: Family<TopicLabels, Counter>,
     pub messages_out: Family<TopicLabels, Counter>,
     pub duplicate_batches: Family<TopicLabels, Counter>,
+    /// ISR changes this broker got committed as a leader (Kafka's IsrShrinksPerSec / IsrExpandsPerSec).
+    pub isr_shrinks: Counter,
+    pub isr_expands: Counter,
     pub requests: Family<RequestLabels, Counter>,
     /// Error codes in responses, each occurrence counted (a produce of three partitions that all fail counts
     /// three), by API and error. Error code 0 (NONE) is not counted.
@@ -119,6 +122,18 @@ impl Metrics {
         let log_dir_offline = Family::<LogDirLabels, Gauge>::default();
         let offline_partitions = Gauge::default();
         let internal_records_skipped = Family::<TopicLabels, Counter>::default();
+        let isr_shrinks = Counter::default();
+        let isr_expands = Counter::default();
+        registry.register(
+            "isr_shrinks",
+            "In-sync replica sets this broker shrank as a leader (a follower fell behind replica.lag.time.max.ms)",
+            isr_shrinks.clone(),
+        );
+        registry.register(
+            "isr_expands",
+            "In-sync replica sets this broker expanded as a leader (a follower caught up)",
+            isr_expands.clone(),
+        );
         registry.register(
             "internal_records_skipped",
             "Records of an internal topic (__consumer_offsets, __transaction_state) skipped at start-up because they could not be decoded; a batch that does not decode counts once",
@@ -221,6 +236,8 @@ impl Metrics {
             messages_in,
             messages_out,
             duplicate_batches,
+            isr_shrinks,
+            isr_expands,
             requests,
             request_errors,
             request_latency,

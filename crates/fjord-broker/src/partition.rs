@@ -503,6 +503,11 @@ impl Partition {
         })
     }
 
+    /// The leader epoch cache, (epoch, start offset) ascending.
+    pub fn leader_epochs_for_test(&self) -> Vec<(i32, i64)> {
+        self.lock().leader_epochs().to_vec()
+    }
+
     /// The newest leader epoch in this log (-1: none).
     pub fn latest_epoch(&self) -> i32 {
         self.lock().latest_epoch().unwrap_or(-1)
@@ -1419,6 +1424,161 @@ mod tests {
         assert_eq!((next.base_offset, next.last_offset), (3, 4));
         // Plain (non-idempotent) batches are untouched by all this.
         assert_eq!(p.append(batch(-1, -1, -1, 1)).unwrap().base_offset, 5);
+    }
+
+    /// Topic "t", one partition on brokers 1 and 2, led by `leader` at `epoch`, both in sync.
+    fn replicated(leader: i32, epoch: i32) -> ClusterState {
+        let (mut s, _) = state();
+        s.brokers.insert(
+            2,
+            BrokerInfo {
+                id: 2,
+                host: "h".into(),
+                port: 2,
+                rack: None,
+            },
+        );
+        let p = &mut s.topics.get_mut("t").unwrap().partitions[0];
+        p.leader = leader;
+        p.leader_epoch = epoch;
+        p.partition_epoch = epoch;
+        p.replicas = vec![1, 2];
+        p.isr = vec![1, 2];
+        s
+    }
+
+    fn replica_manager(dir: &Path, node: i32) -> PartitionManager {
+        let dirs = LogDirs::new(&[dir.to_path_buf()], &crate::metrics::Metrics::new()).unwrap();
+        PartitionManager::new(Arc::new(dirs), node)
+    }
+
+    /// One follower fetch from `leader`, applied by `follower` exactly as the replica fetcher applies a
+    /// response; returns whether records were appended.
+    fn replicate_once(leader: &Partition, follower: &Partition, follower_id: i32) -> bool {
+        use kafka_protocol::messages::fetch_response::{EpochEndOffset, PartitionData};
+        let epoch = follower.leader_epoch();
+        let mut pd = PartitionData::default().with_high_watermark(-1);
+        match leader.read_for_follower(
+            follower_id,
+            epoch,
+            follower.log_end_offset(),
+            follower.latest_epoch(),
+            1 << 20,
+        ) {
+            Ok(ReplicaRead::Records {
+                records,
+                log_start_offset,
+                high_watermark,
+            }) => {
+                pd.records = Some(records);
+                pd.log_start_offset = log_start_offset;
+                pd.high_watermark = high_watermark;
+            }
+            Ok(ReplicaRead::Diverging { epoch, end_offset }) => {
+                pd.diverging_epoch = EpochEndOffset::default()
+                    .with_epoch(epoch)
+                    .with_end_offset(end_offset);
+            }
+            Err(e) => pd.error_code = e.code(),
+        }
+        crate::replication::apply(follower, epoch, &pd).unwrap()
+    }
+
+    #[test]
+    fn a_follower_copies_the_leader_and_the_high_watermark_waits_for_it() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (_, cfg) = state();
+        let (m1, m2) = (replica_manager(d1.path(), 1), replica_manager(d2.path(), 2));
+        let meta = replicated(1, 0);
+        m1.sync_with(&meta, &cfg).unwrap();
+        m2.sync_with(&meta, &cfg).unwrap();
+        let (l, f) = (m1.get("t", 0).unwrap(), m2.get("t", 0).unwrap());
+        assert!(l.is_leader() && !f.is_leader());
+        l.append(batch(-1, -1, -1, 3)).unwrap();
+        l.append(batch(7, 0, 0, 2)).unwrap();
+        assert_eq!(
+            l.high_watermark(),
+            0,
+            "nothing is visible before the follower has it"
+        );
+        assert_eq!(
+            l.fetch(0, 1 << 20, true, false).unwrap().records.len(),
+            0,
+            "consumers read below the high watermark only"
+        );
+        assert!(
+            f.append(batch(-1, -1, -1, 1)).is_err(),
+            "a follower refuses clients"
+        );
+        assert!(replicate_once(&l, &f, 2));
+        assert_eq!(f.log_end_offset(), 5);
+        assert_eq!(
+            l.high_watermark(),
+            0,
+            "the leader learns the follower's position at its next fetch"
+        );
+        assert!(!replicate_once(&l, &f, 2));
+        assert_eq!(l.high_watermark(), 5);
+        assert_eq!(
+            f.high_watermark(),
+            5,
+            "the follower learns it from the response"
+        );
+        assert_eq!(
+            l.read_to_log_end(0, 1 << 20).unwrap(),
+            f.read_to_log_end(0, 1 << 20).unwrap(),
+            "the same batches at the same offsets"
+        );
+        // Producer state travelled with the batches: the follower, once leader, deduplicates a retry.
+        let meta = replicated(2, 1);
+        m1.sync_with(&meta, &cfg).unwrap();
+        m2.sync_with(&meta, &cfg).unwrap();
+        assert!(f.is_leader() && !l.is_leader());
+        let retry = f.append(batch(7, 0, 0, 2)).unwrap();
+        assert_eq!((retry.base_offset, retry.last_offset), (3, 4));
+        assert!(
+            l.append(batch(-1, -1, -1, 1)).is_err(),
+            "the old leader refuses writes"
+        );
+    }
+
+    #[test]
+    fn a_diverged_follower_truncates_to_the_leader_and_converges() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (_, cfg) = state();
+        let (m1, m2) = (replica_manager(d1.path(), 1), replica_manager(d2.path(), 2));
+        let meta = replicated(1, 0);
+        m1.sync_with(&meta, &cfg).unwrap();
+        m2.sync_with(&meta, &cfg).unwrap();
+        let (b1, b2) = (m1.get("t", 0).unwrap(), m2.get("t", 0).unwrap());
+        b1.append(batch(-1, -1, -1, 3)).unwrap();
+        assert!(replicate_once(&b1, &b2, 2));
+        // Epoch 1: broker 2 leads and takes writes broker 1 never sees (it is cut off).
+        let meta = replicated(2, 1);
+        m2.sync_with(&meta, &cfg).unwrap();
+        b2.append(batch(-1, -1, -1, 2)).unwrap();
+        assert_eq!(b2.log_end_offset(), 5);
+        // Epoch 2: broker 1 leads again (it never learnt of epoch 1) and writes other records at offset 3.
+        let meta = replicated(1, 2);
+        m1.sync_with(&meta, &cfg).unwrap();
+        m2.sync_with(&meta, &cfg).unwrap();
+        b1.append(batch(-1, -1, -1, 1)).unwrap();
+        b1.append(batch(-1, -1, -1, 1)).unwrap();
+        assert_eq!(b1.log_end_offset(), 5);
+        // Broker 2's offsets 3 and 4 are epoch-1 records broker 1 does not have: the leader names the divergence,
+        // the follower truncates to 3, then copies the leader's 3 and 4.
+        assert!(
+            !replicate_once(&b1, &b2, 2),
+            "the first answer is a diverging epoch"
+        );
+        assert_eq!(b2.log_end_offset(), 3, "the divergent tail is gone");
+        assert!(replicate_once(&b1, &b2, 2));
+        assert_eq!(
+            b1.read_to_log_end(0, 1 << 20).unwrap(),
+            b2.read_to_log_end(0, 1 << 20).unwrap(),
+            "the replicas converge on the leader's log"
+        );
+        assert_eq!(b2.leader_epochs_for_test(), vec![(0, 0), (2, 3)]);
     }
 
     fn open(dir: &Path) -> (PartitionManager, Arc<Partition>) {

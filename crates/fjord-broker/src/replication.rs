@@ -41,17 +41,28 @@ pub type Targets = BTreeMap<i32, Vec<Arc<Partition>>>;
 /// Follower bookkeeping shared by the fetchers and `follow_metadata`.
 pub struct Replication {
     targets: watch::Sender<Targets>,
+    /// Test-only: fetchers idle while set (see [`Replication::pause_for_test`]).
+    paused: watch::Sender<bool>,
 }
 
 impl Default for Replication {
     fn default() -> Self {
         Self {
             targets: watch::channel(Targets::new()).0,
+            paused: watch::channel(false).0,
         }
     }
 }
 
 impl Replication {
+    /// **Test-only:** stops (or resumes) this broker's follower fetches while everything else, heartbeats
+    /// included, goes on: a follower that is alive but lagging, as a slow disk or a saturated link makes one. No
+    /// production path calls it.
+    #[doc(hidden)]
+    pub fn pause_for_test(&self, paused: bool) {
+        self.paused.send_replace(paused);
+    }
+
     /// Recomputes which partitions this broker follows, from whom (after every metadata change).
     pub fn refresh(&self, state: &BrokerState) {
         let mut targets = Targets::new();
@@ -140,13 +151,34 @@ fn check_isr(state: &Arc<BrokerState>, max_lag_ms: i64) {
     }
 }
 
-/// Proposes an ISR change through the metadata quorum (Kafka's AlterPartition to the controller).
+/// Proposes an ISR change through the metadata quorum (Kafka's AlterPartition to the controller); the state
+/// machine refuses it when the leader epoch or partition epoch moved on meanwhile.
 async fn propose_isr(
-    _state: &BrokerState,
-    _p: &Partition,
-    _change: &crate::partition::IsrChange,
+    state: &BrokerState,
+    p: &Partition,
+    change: &crate::partition::IsrChange,
 ) -> Result<(), String> {
-    Err("ISR changes are not committed through the metadata quorum yet".into())
+    use fjord_meta::{Command, CommandResult};
+    let cmd = Command::AlterPartition {
+        topic: p.topic.clone(),
+        partition: p.index,
+        leader: state.config.node_id,
+        leader_epoch: change.leader_epoch,
+        partition_epoch: change.partition_epoch,
+        new_isr: change.new_isr.clone(),
+    };
+    match state.meta.propose(cmd).await {
+        Ok(CommandResult::PartitionUpdated { .. }) => {
+            if change.shrink {
+                state.metrics.isr_shrinks.inc();
+            } else {
+                state.metrics.isr_expands.inc();
+            }
+            Ok(())
+        }
+        Ok(other) => Err(format!("refused: {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// One connection to a leader, speaking Fetch.
@@ -228,10 +260,17 @@ async fn fetch_from(
     let socket_timeout =
         Duration::from_millis(prop_ms(&state, "replica.socket.timeout.ms", 30_000));
     let mut conn: Option<Conn> = None;
+    let mut paused = state.replication.paused.subscribe();
     tracing::info!(leader, "replica fetcher started");
     loop {
         if *shutdown.borrow() {
             return;
+        }
+        while *paused.borrow_and_update() {
+            tokio::select! {
+                _ = paused.changed() => {}
+                _ = shutdown.changed() => return,
+            }
         }
         let parts: Vec<Arc<Partition>> = targets
             .borrow_and_update()
@@ -377,7 +416,7 @@ async fn fetch_round(
 }
 
 /// Applies one partition's part of a fetch response. `Ok(true)` when records were appended.
-fn apply(
+pub(crate) fn apply(
     p: &Partition,
     epoch: i32,
     pd: &kafka_protocol::messages::fetch_response::PartitionData,

@@ -337,8 +337,8 @@ async fn three_brokers_from_kraft_properties_replicate_a_partition_to_every_repl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_all_is_not_acknowledged_while_an_in_sync_follower_lacks_the_write() {
-    // A lag bound far beyond the test: the stopped follower stays in the ISR.
-    let mut cluster = Cluster::start(3, &[("replica.lag.time.max.ms", "600000")]).await;
+    // A lag bound far beyond the test: the paused follower stays in the ISR.
+    let cluster = Cluster::start(3, &[("replica.lag.time.max.ms", "600000")]).await;
     let mut c = Client::connect(cluster.node(1)).await;
     create(&mut c, "w", 3, &[("min.insync.replicas", "2")]).await;
     cluster
@@ -351,9 +351,12 @@ async fn acks_all_is_not_acknowledged_while_an_in_sync_follower_lacks_the_write(
     let (leader, replicas, _) = placement(cluster.node(1), "w").unwrap();
     let mut lc = Client::connect(cluster.node(leader)).await;
     assert_eq!(produce(&mut lc, "w", -1, 10_000, &["a"]).await, (0, 0));
-    // Stop a follower that is not the controller quorum's only hope: two of three voters remain.
     let follower = replicas.iter().copied().find(|b| *b != leader).unwrap();
-    cluster.stop(follower).await;
+    cluster
+        .node(follower)
+        .state()
+        .replication
+        .pause_for_test(true);
     let (err, _) = produce(&mut lc, "w", -1, 1_000, &["b"]).await;
     assert_eq!(
         err,
@@ -369,5 +372,164 @@ async fn acks_all_is_not_acknowledged_while_an_in_sync_follower_lacks_the_write(
         (0, 1),
         "the high watermark stays below what only some of the ISR holds"
     );
+    cluster
+        .node(follower)
+        .state()
+        .replication
+        .pause_for_test(false);
+    cluster
+        .wait(Duration::from_secs(10), "the follower caught up", |c| {
+            c.node(leader)
+                .state()
+                .partitions
+                .get("w", 0)
+                .unwrap()
+                .high_watermark()
+                == 3
+        })
+        .await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_follower_leaves_the_isr_and_rejoins_once_caught_up() {
+    let cluster = Cluster::start(3, &[("replica.lag.time.max.ms", "1000")]).await;
+    let mut c = Client::connect(cluster.node(1)).await;
+    create(&mut c, "lag2", 3, &[("min.insync.replicas", "2")]).await;
+    create(&mut c, "lag3", 3, &[("min.insync.replicas", "3")]).await;
+    cluster
+        .wait(
+            Duration::from_secs(10),
+            "the partitions exist on every broker",
+            |c| {
+                c.live().all(|b| {
+                    b.state().partitions.get("lag2", 0).is_some()
+                        && b.state().partitions.get("lag3", 0).is_some()
+                })
+            },
+        )
+        .await;
+    // A follower of both that leads neither.
+    let (l2, r2, _) = placement(cluster.node(1), "lag2").unwrap();
+    let (l3, _, _) = placement(cluster.node(1), "lag3").unwrap();
+    let follower = r2.iter().copied().find(|b| *b != l2 && *b != l3);
+    let Some(follower) = follower else {
+        // Both leaders on different brokers cover two of three; the third is a follower of both.
+        unreachable!("three replicas, at most two leaders")
+    };
+    cluster
+        .node(follower)
+        .state()
+        .replication
+        .pause_for_test(true);
+    let mut c2 = Client::connect(cluster.node(l2)).await;
+    let started = Instant::now();
+    let (err, base) = produce(&mut c2, "lag2", -1, 15_000, &["x"]).await;
+    assert_eq!(
+        (err, base),
+        (0, 0),
+        "acks=all goes through once the lagging follower left the ISR (min.insync.replicas=2)"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "not before replica.lag.time.max.ms passed"
+    );
+    let (_, _, isr) = placement(cluster.node(l2), "lag2").unwrap();
+    assert!(!isr.contains(&follower) && isr.len() == 2, "ISR {isr:?}");
+    // min.insync.replicas=3 cannot be met with the follower out: refused before the append.
+    let mut c3 = Client::connect(cluster.node(l3)).await;
+    cluster
+        .wait(Duration::from_secs(10), "lag3's ISR shrank too", |c| {
+            placement(c.node(l3), "lag3").unwrap().2.len() == 2
+        })
+        .await;
+    let (err, _) = produce(&mut c3, "lag3", -1, 5_000, &["y"]).await;
+    assert_eq!(err, E::NotEnoughReplicas.code());
+    assert_eq!(
+        produce(&mut c3, "lag3", 1, 5_000, &["y"]).await.0,
+        0,
+        "acks=1 does not need the ISR"
+    );
+    // Back in service, it catches up and rejoins.
+    cluster
+        .node(follower)
+        .state()
+        .replication
+        .pause_for_test(false);
+    cluster
+        .wait(
+            Duration::from_secs(15),
+            "the follower rejoined both ISRs",
+            |c| {
+                placement(c.node(1), "lag2").unwrap().2.contains(&follower)
+                    && placement(c.node(1), "lag3").unwrap().2.contains(&follower)
+            },
+        )
+        .await;
+    assert_eq!(produce(&mut c3, "lag3", -1, 5_000, &["z"]).await.0, 0);
+    let text = cluster.node(l2).metrics_text();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("fjord_isr_shrinks_total ") && !l.ends_with(" 0")),
+        "the leader counted its ISR shrink"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_leader_hands_its_partitions_to_an_in_sync_follower_with_every_acknowledged_record(
+) {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let mut c = Client::connect(cluster.node(1)).await;
+    create(&mut c, "f", 3, &[("min.insync.replicas", "2")]).await;
+    cluster
+        .wait(
+            Duration::from_secs(10),
+            "the partition exists on every broker",
+            |c| c.live().all(|b| b.state().partitions.get("f", 0).is_some()),
+        )
+        .await;
+    let (leader, _, _) = placement(cluster.node(1), "f").unwrap();
+    let epoch = cluster.node(1).state().meta.state().topics["f"].partitions[0].leader_epoch;
+    let mut lc = Client::connect(cluster.node(leader)).await;
+    for i in 0..10i64 {
+        assert_eq!(
+            produce(&mut lc, "f", -1, 10_000, &["a", "b"]).await,
+            (0, i * 2)
+        );
+    }
+    // Controlled shutdown (what SIGTERM does): leadership moves before the broker stops.
+    cluster.stop(leader).await;
+    let other = (1..=3).find(|b| *b != leader).unwrap();
+    cluster
+        .wait(Duration::from_secs(10), "a new leader", |c| {
+            placement(c.node(other), "f").is_some_and(|(l, _, _)| l != leader && l >= 0)
+        })
+        .await;
+    let st = cluster.node(other).state().meta.state();
+    let p = &st.topics["f"].partitions[0];
+    assert!(p.leader_epoch > epoch, "the new leader has a new epoch");
+    assert!(!p.isr.contains(&leader), "the stopped broker left the ISR");
+    assert!(!st.is_live(leader), "and is fenced");
+    let new_leader = p.leader;
+    let mut nc = Client::connect(cluster.node(new_leader)).await;
+    // Metadata from any live broker names the new leader and leaves the stopped broker out.
+    let md = nc.send(12, &MetadataRequest::default().with_topics(None)).await;
+    assert!(md.brokers.iter().all(|b| b.node_id.0 != leader));
+    let t = md
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == "f"))
+        .unwrap();
+    assert_eq!(t.partitions[0].leader_id.0, new_leader);
+    assert!(t.partitions[0]
+        .offline_replicas
+        .iter()
+        .any(|b| b.0 == leader));
+    // Every acknowledged record is there, and writing goes on at the next offset.
+    let (err, hw, bytes) = fetch(&mut nc, "f", 0).await;
+    assert_eq!((err, hw), (0, 20));
+    assert!(bytes > 0);
+    assert_eq!(produce(&mut nc, "f", -1, 10_000, &["c"]).await, (0, 20));
     cluster.shutdown().await;
 }

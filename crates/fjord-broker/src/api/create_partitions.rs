@@ -61,7 +61,18 @@ async fn grow(
             }
             a
         }
-        None => assign_replicas(&state, current, count - current, rf as i16),
+        None => {
+            let live = state.live_brokers().len();
+            if live < rf {
+                return Err(ApiError::new(
+                    E::InvalidReplicationFactor,
+                    format!(
+                        "The topic's replication factor is {rf} but only {live} broker(s) are registered and unfenced."
+                    ),
+                ));
+            }
+            assign_replicas(&state, current, count - current, rf as i16)
+        }
     };
     if validate_only {
         return Ok(());

@@ -7,9 +7,11 @@ use super::{str_bytes, Ctx};
 
 pub fn handle(ctx: &Ctx<'_>, req: DescribeClusterRequest) -> DescribeClusterResponse {
     let state = ctx.state.meta.state();
+    // Live brokers only, as Kafka's (fenced ones are left out).
     let brokers = state
         .brokers
         .values()
+        .filter(|b| state.is_live(b.id))
         .map(|b| {
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(b.id))

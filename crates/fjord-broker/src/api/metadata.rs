@@ -85,17 +85,19 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
                 // offline replica; with it as leader the partition has none, as Kafka's metadata cache reports
                 // once the controller has moved leadership off a failed directory: LEADER_NOT_AVAILABLE,
                 // leader -1, the replica in offline_replicas (v5+).
+                // Replicas on fenced brokers are offline too (Kafka lists them in offline_replicas).
                 let offline: Vec<BrokerId> = p
                     .replicas
                     .iter()
                     .filter(|b| {
-                        **b == broker.config.node_id
-                            && broker.partitions.is_offline(&t.name, i as i32)
+                        !state.is_live(**b)
+                            || (**b == broker.config.node_id
+                                && broker.partitions.is_offline(&t.name, i as i32))
                     })
                     .map(|b| BrokerId(*b))
                     .collect();
                 let leader_alive =
-                    state.brokers.contains_key(&p.leader) && !offline.contains(&BrokerId(p.leader));
+                    state.is_live(p.leader) && !offline.contains(&BrokerId(p.leader));
                 MetadataResponsePartition::default()
                     .with_error_code(if leader_alive {
                         0
@@ -149,9 +151,11 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
             })
             .collect(),
     };
+    // Live brokers only: clients never dial a fenced one.
     let brokers = state
         .brokers
         .values()
+        .filter(|b| state.is_live(b.id))
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.id))

@@ -86,6 +86,8 @@ pub struct IsrChange {
     pub leader_epoch: i32,
     pub partition_epoch: i32,
     pub new_isr: Vec<i32>,
+    /// Whether the change drops replicas (else it adds some).
+    pub shrink: bool,
 }
 
 /// Why a replica fetch was refused, or what it must do first.
@@ -364,6 +366,7 @@ impl Partition {
         Some(IsrChange {
             leader_epoch: r.leader_epoch,
             partition_epoch: r.partition_epoch,
+            shrink: ordered.len() < r.isr.len(),
             new_isr: ordered,
         })
     }
