@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of it
 
+pub mod cluster;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

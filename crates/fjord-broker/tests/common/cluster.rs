@@ -1,0 +1,265 @@
+//! A cluster of in-process brokers formed from Kafka's KRaft properties on free 127.0.0.1 ports and temporary
+//! directories, and raw-protocol helpers to produce, fetch and create replicated topics.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fjord_broker::config::BrokerConfig;
+use fjord_broker::Broker;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use super::{s, Client};
+
+/// Runs the futures concurrently (each on its own task) and returns their outputs in order.
+pub async fn join_all<T: Send + 'static>(
+    futs: Vec<impl std::future::Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// The properties of node `id` of a cluster whose controllers listen on `controller_ports`.
+pub fn kraft_props(
+    id: usize,
+    dir: &std::path::Path,
+    controller_ports: &[u16],
+    extra: &[(&str, &str)],
+) -> BTreeMap<String, String> {
+    let voters: Vec<String> = controller_ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+        .collect();
+    let mut props: BTreeMap<String, String> = [
+        ("node.id", id.to_string()),
+        ("process.roles", "broker,controller".into()),
+        (
+            "listeners",
+            format!(
+                "PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:{}",
+                controller_ports[id - 1]
+            ),
+        ),
+        ("controller.listener.names", "CONTROLLER".into()),
+        (
+            "listener.security.protocol.map",
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".into(),
+        ),
+        ("controller.quorum.voters", voters.join(",")),
+        ("log.dirs", dir.display().to_string()),
+        ("offsets.topic.num.partitions", "2".into()),
+        ("transaction.state.log.num.partitions", "2".into()),
+        ("replica.fetch.wait.max.ms", "100".into()),
+        ("replica.fetch.backoff.ms", "100".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (k, v) in extra {
+        props.insert(k.to_string(), v.to_string());
+    }
+    props
+}
+
+pub struct Cluster {
+    brokers: Vec<Option<Broker>>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    /// Starts `n` combined broker+controller nodes at once (each waits for a quorum of the others).
+    pub async fn start(n: usize, extra: &[(&str, &str)]) -> Cluster {
+        let ports = free_ports(n);
+        let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+        let starts = (1..=n).map(|id| {
+            let props = kraft_props(id, dirs[id - 1].path(), &ports, extra);
+            async move { Broker::start(BrokerConfig::from_properties(props).unwrap()).await }
+        });
+        let brokers = join_all(starts.collect()).await;
+        let brokers: Vec<Option<Broker>> = brokers
+            .into_iter()
+            .map(|b| Some(b.expect("broker starts")))
+            .collect();
+        let c = Cluster {
+            brokers,
+            _dirs: dirs,
+        };
+        c.wait(Duration::from_secs(20), "every broker registered", |c| {
+            c.live().all(|b| b.state().meta.state().brokers.len() == n)
+        })
+        .await;
+        c
+    }
+
+    pub fn live(&self) -> impl Iterator<Item = &Broker> {
+        self.brokers.iter().flatten()
+    }
+
+    /// The broker with node id `id`.
+    pub fn node(&self, id: i32) -> &Broker {
+        self.brokers[(id - 1) as usize]
+            .as_ref()
+            .expect("that broker is running")
+    }
+
+    pub async fn wait(&self, limit: Duration, what: &str, ok: impl Fn(&Cluster) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !ok(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(&mut self, id: i32) {
+        let b = self.brokers[(id - 1) as usize].take().unwrap();
+        b.shutdown().await.unwrap();
+    }
+
+    pub async fn shutdown(mut self) {
+        for b in self.brokers.iter_mut().filter_map(Option::take) {
+            b.shutdown().await.unwrap();
+        }
+    }
+}
+
+pub fn batch(values: &[&str]) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // offset - sequence constant: the encoder then writes one batch (one batch per partition per request).
+            sequence: i as i32 - 1,
+            timestamp: fjord_broker::now_ms(),
+            key: None,
+            value: Some(Bytes::from(v.to_string())),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut out = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut out,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    out.freeze()
+}
+
+pub async fn produce(
+    c: &mut Client,
+    topic: &str,
+    acks: i16,
+    timeout_ms: i32,
+    values: &[&str],
+) -> (i16, i64) {
+    let resp = c
+        .send(
+            9,
+            &ProduceRequest::default()
+                .with_acks(acks)
+                .with_timeout_ms(timeout_ms)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch(values)))])]),
+        )
+        .await;
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+/// A consumer's fetch of partition 0 at `offset`: (error, high watermark, record bytes).
+pub async fn fetch(c: &mut Client, topic: &str, offset: i64) -> (i16, i64, usize) {
+    let resp = c
+        .send(
+            12,
+            &FetchRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_max_wait_ms(0)
+                .with_min_bytes(0)
+                .with_max_bytes(1 << 20)
+                .with_session_epoch(-1)
+                .with_topics(vec![FetchTopic::default()
+                    .with_topic(TopicName(s(topic)))
+                    .with_partitions(vec![FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(1 << 20)])]),
+        )
+        .await;
+    let p = &resp.responses[0].partitions[0];
+    (
+        p.error_code,
+        p.high_watermark,
+        p.records.as_ref().map_or(0, |r| r.len()),
+    )
+}
+
+pub async fn create(c: &mut Client, name: &str, rf: i16, configs: &[(&str, &str)]) {
+    let resp = c
+        .send(
+            5,
+            &CreateTopicsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(s(name)))
+                    .with_num_partitions(1)
+                    .with_replication_factor(rf)
+                    .with_configs(
+                        configs
+                            .iter()
+                            .map(|(k, v)| {
+                                CreatableTopicConfig::default()
+                                    .with_name(s(k))
+                                    .with_value(Some(s(v)))
+                            })
+                            .collect(),
+                    )]),
+        )
+        .await;
+    assert_eq!(
+        resp.topics[0].error_code, 0,
+        "{:?}",
+        resp.topics[0].error_message
+    );
+}
+
+/// (leader, replicas, isr) of partition 0 of `topic` as broker `b`'s metadata says.
+pub fn placement(b: &Broker, topic: &str) -> Option<(i32, Vec<i32>, Vec<i32>)> {
+    let st = b.state().meta.state();
+    let p = st.topics.get(topic)?.partitions.first()?.clone();
+    Some((p.leader, p.replicas, p.isr))
+}
