@@ -166,6 +166,11 @@ pub async fn create_topic(
     t: NewTopic,
     validate_only: bool,
 ) -> Result<CreatedTopic, ApiError> {
+    // Validated against a view as fresh as the quorum's (Kafka validates on the active controller): a broker that
+    // has not yet applied the latest registrations or unfencings would refuse a valid replication factor.
+    if let Err(e) = broker.meta.sync().await {
+        tracing::debug!(error = %e, "creating a topic from a possibly stale metadata view");
+    }
     let state = broker.meta.state();
     validate_topic_name(&t.name).map_err(|m| ApiError::new(E::InvalidTopicException, m))?;
     if state.topics.contains_key(&t.name) {

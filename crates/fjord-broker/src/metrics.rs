@@ -328,6 +328,7 @@ pub fn scrape(state: &BrokerState) -> String {
     let mut w = Writer { out };
     build_info(&mut w);
     partitions(&mut w, state);
+    replication(&mut w, state);
     consumer_groups(&mut w, state);
     process(&mut w);
     w.out.push_str("# EOF\n");
@@ -412,8 +413,14 @@ fn partitions(w: &mut Writer, state: &BrokerState) {
         .all()
         .iter()
         .map(|p| {
-            let (start, end) = p.offsets();
-            (p.topic.clone(), p.index, p.size_bytes(), start, end)
+            let (start, _) = p.offsets();
+            (
+                p.topic.clone(),
+                p.index,
+                p.size_bytes(),
+                start,
+                p.log_end_offset(),
+            )
         })
         .collect();
     parts.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
@@ -440,6 +447,63 @@ fn partitions(w: &mut Writer, state: &BrokerState) {
             let partition = p.1.to_string();
             w.sample(name, &[("topic", &p.0), ("partition", &partition)], get(p));
         }
+    }
+}
+
+/// Replication health as Kafka's ReplicaManager reports it: partitions led here, those whose ISR is smaller than
+/// their replica set (UnderReplicatedPartitions), and on the leader each follower's lag behind its log end.
+fn replication(w: &mut Writer, state: &BrokerState) {
+    let mut leaders = 0u64;
+    let mut under = 0u64;
+    let mut lags: Vec<(String, i32, i32, i64)> = Vec::new();
+    for p in state.partitions.all() {
+        let r = p.replication();
+        if r.leader != state.config.node_id {
+            continue;
+        }
+        leaders += 1;
+        if r.isr.len() < r.replicas.len() {
+            under += 1;
+        }
+        let end = p.log_end_offset();
+        for (b, f) in &r.followers {
+            let lag = if f.log_end < 0 {
+                end
+            } else {
+                (end - f.log_end).max(0)
+            };
+            lags.push((p.topic.clone(), p.index, *b, lag));
+        }
+    }
+    w.family(
+        "fjord_leader_partitions",
+        "gauge",
+        "Partitions this broker leads (Kafka's LeaderCount)",
+    );
+    w.sample("fjord_leader_partitions", &[], leaders);
+    w.family(
+        "fjord_under_replicated_partitions",
+        "gauge",
+        "Partitions led here whose in-sync replicas are fewer than their replicas (Kafka's UnderReplicatedPartitions)",
+    );
+    w.sample("fjord_under_replicated_partitions", &[], under);
+    lags.sort();
+    w.family(
+        "fjord_follower_lag_offsets",
+        "gauge",
+        "On the leader: how many offsets each follower is behind the leader's log end, by topic, partition and replica",
+    );
+    for (topic, partition, replica, lag) in &lags {
+        let (partition, replica) = (partition.to_string(), replica.to_string());
+        w.sample(
+            "fjord_follower_lag_offsets",
+            &[
+                ("topic", topic),
+                ("partition", &partition),
+                ("replica", &replica),
+            ],
+            lag,
+        );
     }
 }
 

@@ -194,6 +194,18 @@ async fn a_lagging_follower_leaves_the_isr_and_rejoins_once_caught_up() {
         0,
         "acks=1 does not need the ISR"
     );
+    let gauge = |b: &fjord_broker::Broker, name: &str| -> i64 {
+        let text = b.metrics_text();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} is exported"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(
+        gauge(cluster.node(l2), "fjord_under_replicated_partitions") >= 1,
+        "the leader reports its under-replicated partition"
+    );
     // Back in service, it catches up and rejoins.
     cluster
         .node(follower)
@@ -211,6 +223,16 @@ async fn a_lagging_follower_leaves_the_isr_and_rejoins_once_caught_up() {
         )
         .await;
     assert_eq!(produce(&mut c3, "lag3", -1, 5_000, &["z"]).await.0, 0);
+    cluster
+        .wait(
+            Duration::from_secs(10),
+            "no partition under-replicated",
+            |c| {
+                c.live()
+                    .all(|b| gauge(b, "fjord_under_replicated_partitions") == 0)
+            },
+        )
+        .await;
     let text = cluster.node(l2).metrics_text();
     assert!(
         text.lines()

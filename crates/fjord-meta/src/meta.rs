@@ -551,6 +551,21 @@ impl Meta {
         }
     }
 
+    /// Catches this node up with the quorum: returns once it has applied everything committed before the call
+    /// (raft's ReadIndex through the leader), so that a following [`Meta::state`] is at least that fresh. A
+    /// one-voter store is always caught up. Fails with `NoQuorum` when no leader answers within the request
+    /// timeout.
+    pub async fn sync(&self) -> Result<()> {
+        let Ok(quorum) = self.quorum() else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + quorum.request_timeout();
+        if let LeaderReply::ReadIndex { index } = self.run(LeaderOp::ReadIndex, deadline).await? {
+            self.await_applied(index, deadline).await?;
+        }
+        Ok(())
+    }
+
     /// The latest applied state; cheap (an `Arc` clone).
     pub fn state(&self) -> Arc<ClusterState> {
         self.inner.state_rx.borrow().clone()

@@ -18,6 +18,8 @@ async fn grow(
     assignments: Option<Vec<Vec<i32>>>,
     validate_only: bool,
 ) -> Result<(), ApiError> {
+    // A view as fresh as the quorum's (see admin::create_topic).
+    let _ = broker.meta.sync().await;
     let state = broker.meta.state();
     let Some(topic) = state.topics.get(name) else {
         return Err(ApiError::new(

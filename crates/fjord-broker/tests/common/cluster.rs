@@ -136,10 +136,16 @@ impl Cluster {
         b.shutdown().await.unwrap();
     }
 
+    /// Stops every running broker at once (one after another, the last ones would wait for a quorum that
+    /// is gone).
     pub async fn shutdown(mut self) {
-        for b in self.brokers.iter_mut().filter_map(Option::take) {
-            b.shutdown().await.unwrap();
-        }
+        let stops: Vec<_> = self
+            .brokers
+            .iter_mut()
+            .filter_map(Option::take)
+            .map(|b| async move { b.shutdown().await.unwrap() })
+            .collect();
+        join_all(stops).await;
     }
 }
 
