@@ -369,6 +369,24 @@ impl Broker {
         }
     }
 
+    /// **Test-only:** stops the broker as a crash (kill -9) would, as far as its data and the cluster are
+    /// concerned: no controlled shutdown (the quorum must notice the silence), no flush, no snapshot, no clean
+    /// close (the next start recovers every log). Tasks are stopped and the directory locks released so that a
+    /// new `Broker` can open the same directories in the same process. A real kill -9 is tested with processes
+    /// (`crates/fjord/tests`); this lets a seeded in-process schedule crash brokers quickly.
+    #[doc(hidden)]
+    pub async fn crash_for_test(self) {
+        let _ = self.shutdown_tx.send(true);
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        let _ = self.state.meta.shutdown().await;
+        self.state.partitions.abandon_all();
+        self.state.partitions.dirs().unlock_all();
+        tracing::warn!(node_id = self.state.config.node_id, "broker crashed (test)");
+    }
+
     /// Stops accepting, lets background tasks end, flushes and closes every log (except those in an offline
     /// log directory, which are left for recovery at the next start) and releases the log directory locks.
     pub async fn shutdown(self) -> Result<()> {

@@ -1155,6 +1155,15 @@ impl PartitionManager {
         self.dirs.add_hosted(p.dir_index, -1);
     }
 
+    /// Forgets every partition without flushing or closing anything, as a crash leaves them (see
+    /// `Broker::crash_for_test`). Handles still held elsewhere refuse further writes.
+    pub fn abandon_all(&self) {
+        let mut parts = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+        for (_, p) in parts.drain() {
+            p.deleted.store(true, Ordering::Release);
+        }
+    }
+
     /// Flushes and closes every log (clean shutdown). Logs in an offline log directory are only dropped: no
     /// flush, no snapshot, no clean-shutdown marker, so the next start recovers them.
     pub fn close_all(&self) {
