@@ -31,7 +31,8 @@ use fjord_broker::config::{parse_properties, BrokerConfig};
 use crate::client::CliError;
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 success, 1 failure, 2 bad arguments, 3 broker unreachable, 4 topic does not exist.
+Exit codes: 0 success, 1 failure, 2 bad arguments, 3 broker unreachable, 4 topic does not exist,
+5 (cluster status) partitions offline or no controller leader.
 The broker address of client commands defaults to 127.0.0.1:9092 (or $FJORD_BOOTSTRAP_SERVER).
 
 Examples:
@@ -43,6 +44,7 @@ Examples:
   fjord consume orders --group billing         # share partitions with the group, commit offsets
   fjord groups describe billing                # members, committed offsets, lag
   fjord cluster info                           # cluster id, controller, brokers
+  fjord cluster status                         # live/fenced brokers, quorum lag, offline partitions
   fjord configs describe --topic orders --all  # every config and where its value comes from
   fjord records delete --topic orders --partition 0 --before-offset 1000
   fjord transactions list --state ongoing      # open transactions and their producers
