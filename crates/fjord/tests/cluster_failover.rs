@@ -360,13 +360,14 @@ fn acknowledged_messages_survive_kill_9_of_a_leader_and_the_broker_rejoins_every
     }
     consumer.assign(&tpl).unwrap();
     let mut log: BTreeMap<i32, Vec<(i64, u64)>> = BTreeMap::new();
+    let mut consumer_errors: Vec<String> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while (0..PARTITIONS)
         .any(|p| log.get(&p).and_then(|v| v.last()).map_or(0, |(o, _)| o + 1) < high[&p])
     {
         assert!(
             Instant::now() < deadline,
-            "could not read up to the high watermarks {high:?}"
+            "could not read up to the high watermarks {high:?}; errors: {consumer_errors:?}"
         );
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
@@ -374,9 +375,17 @@ fn acknowledged_messages_survive_kill_9_of_a_leader_and_the_broker_rejoins_every
                 let n: u64 = text.strip_prefix("m-").unwrap().parse().unwrap();
                 log.entry(m.partition()).or_default().push((m.offset(), n));
             }
-            Some(Err(e)) => panic!("consume failed: {e}"),
+            // librdkafka reports the killed broker's refused connections here; they are not about the data.
+            Some(Err(e)) => {
+                if consumer_errors.len() < 5 {
+                    consumer_errors.push(e.to_string());
+                }
+            }
             None => {}
         }
+    }
+    if !consumer_errors.is_empty() {
+        eprintln!("consumer errors on the way (reading went on): {consumer_errors:?}");
     }
 
     // Each message at most once in the whole topic; each acknowledged one exactly once, at its offset.
