@@ -293,10 +293,10 @@ mod tests {
     #[test]
     fn three_brokers_get_consecutive_ports_their_own_directories_and_one_voter_set() {
         let dir = tempfile::tempdir().unwrap();
-        let plan = plan(&base(dir.path(), &[]), 3, None).unwrap();
-        assert_eq!(plan.len(), 3);
+        let planned = plan(&base(dir.path(), &[]), 3, None).unwrap();
+        assert_eq!(planned.len(), 3);
         let voters = "1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194";
-        for (i, p) in plan.iter().enumerate() {
+        for (i, p) in planned.iter().enumerate() {
             let id = i + 1;
             assert_eq!(p["node.id"], id.to_string());
             assert_eq!(
@@ -351,7 +351,7 @@ mod tests {
     #[test]
     fn port_zero_picks_free_controller_ports() {
         let dir = tempfile::tempdir().unwrap();
-        let plan = plan(
+        let planned = plan(
             &base(
                 dir.path(),
                 &[
@@ -363,10 +363,10 @@ mod tests {
             None,
         )
         .unwrap();
-        let voters = parse_voters(&plan[0]["controller.quorum.voters"]).unwrap();
+        let voters = parse_voters(&planned[0]["controller.quorum.voters"]).unwrap();
         assert_eq!(voters.len(), 3);
         assert!(voters.values().all(|p| *p != 0));
-        assert!(plan[1]["listeners"].starts_with("PLAINTEXT://127.0.0.1:0,"));
-        assert_eq!(plan[2]["metrics.listener"], "127.0.0.1:0");
+        assert!(planned[1]["listeners"].starts_with("PLAINTEXT://127.0.0.1:0,"));
+        assert_eq!(planned[2]["metrics.listener"], "127.0.0.1:0");
     }
 }

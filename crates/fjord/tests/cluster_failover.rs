@@ -376,11 +376,8 @@ fn acknowledged_messages_survive_kill_9_of_a_leader_and_the_broker_rejoins_every
                 log.entry(m.partition()).or_default().push((m.offset(), n));
             }
             // librdkafka reports the killed broker's refused connections here; they are not about the data.
-            Some(Err(e)) => {
-                if consumer_errors.len() < 5 {
-                    consumer_errors.push(e.to_string());
-                }
-            }
+            Some(Err(e)) if consumer_errors.len() < 5 => consumer_errors.push(e.to_string()),
+            Some(Err(_)) => {}
             None => {}
         }
     }

@@ -43,6 +43,7 @@ fn start_cluster(data: &Path) -> (Child, Vec<String>, String) {
             Ok(l) => l,
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("fjord start --brokers 3 did not become ready; lines: {brokers:?}");
             }
         };
@@ -75,6 +76,7 @@ fn interrupt(child: &mut Child) {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("fjord start --brokers 3 did not stop within 30 s of Ctrl-C");
         }
         std::thread::sleep(Duration::from_millis(50));
