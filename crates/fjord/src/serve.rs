@@ -110,6 +110,25 @@ pub async fn serve_cluster(configs: Vec<BrokerConfig>, root: std::path::PathBuf)
         stop_all(running).await;
         return Err(e);
     }
+    // Each broker's start waited for its own unfencing; ready means every broker sees every other live too, so
+    // that a topic created right after the ready line can be placed on all of them.
+    let all_live = async {
+        loop {
+            if running
+                .iter()
+                .all(|r| r.broker.state().meta.state().live_brokers().len() >= n)
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(30), all_live)
+        .await
+        .is_err()
+    {
+        tracing::warn!("not every broker sees all {n} brokers live after 30 s; going on");
+    }
     let bootstrap: Vec<String> = running
         .iter()
         .map(|r| r.broker.local_addr().to_string())

@@ -237,6 +237,14 @@ fn acknowledged_messages_survive_kill_9_of_a_leader_and_the_broker_rejoins_every
         .collect::<Vec<_>>()
         .join(",");
 
+    // Each broker is ready once it is unfenced itself; placement needs all three live in the view of the
+    // broker that creates the topic.
+    wait_for(Duration::from_secs(30), "three live brokers", || {
+        let (_, s) = status(&bootstrap);
+        s["brokers"]
+            .as_array()
+            .is_some_and(|b| b.iter().filter(|b| b["state"] == "live").count() == 3)
+    });
     ok(&fjord(
         &bootstrap,
         &[
