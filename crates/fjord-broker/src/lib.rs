@@ -390,14 +390,24 @@ impl Broker {
     /// Stops accepting, lets background tasks end, flushes and closes every log (except those in an offline
     /// log directory, which are left for recovery at the next start) and releases the log directory locks.
     pub async fn shutdown(self) -> Result<()> {
-        if self.state.config.quorum_voters.is_some() {
+        let me = self.state.config.node_id;
+        // With no other live broker there is nobody to hand leadership to (the last broker of a cluster being
+        // stopped, whose quorum may already be gone): skip the proposal rather than wait out its bound.
+        let others_live = self
+            .state
+            .meta
+            .state()
+            .live_brokers()
+            .into_iter()
+            .any(|b| b != me);
+        if self.state.config.quorum_voters.is_some() && others_live {
             // Controlled shutdown: leadership moves to other in-sync replicas before this broker stops serving, so
             // producers and consumers move on at once instead of waiting for a session timeout.
             let fenced = tokio::time::timeout(
                 Duration::from_secs(5),
-                self.state.meta.propose(fjord_meta::Command::FenceBroker {
-                    id: self.state.config.node_id,
-                }),
+                self.state
+                    .meta
+                    .propose(fjord_meta::Command::FenceBroker { id: me }),
             )
             .await;
             match fenced {

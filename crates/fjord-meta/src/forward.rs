@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::liveness::Liveness;
+use crate::quorum::{QuorumStatus, QuorumView};
 use crate::raft::{NodeId, Raft, TypeConfig};
 use crate::types::{Command, CommandResult};
 
@@ -37,6 +38,9 @@ pub(crate) enum LeaderOp {
     Heartbeat {
         broker: i32,
     },
+    /// The quorum's replication progress as the leader sees it (KRaft's DescribeQuorum). Read from
+    /// the leader's memory, never written; safe to send twice.
+    DescribeQuorum,
 }
 
 /// The leader's answer. The variants say precisely whether the op took effect, because that is
@@ -58,6 +62,8 @@ pub(crate) enum LeaderReply {
     Refused(String),
     /// Answer to [`LeaderOp::Heartbeat`]: the leader recorded it.
     HeartbeatAck,
+    /// Answer to [`LeaderOp::DescribeQuorum`].
+    Quorum(QuorumStatus),
 }
 
 fn not_leader(f: ForwardToLeader<NodeId, BasicNode>) -> LeaderReply {
@@ -84,6 +90,21 @@ pub(crate) fn heartbeat(raft: &Raft, liveness: &Liveness, broker: i32) -> Leader
     };
     liveness.record(term, broker);
     LeaderReply::HeartbeatAck
+}
+
+/// The quorum's state if this node leads (from its memory, without confirming leadership: the answer
+/// is informational and names the term it belongs to); otherwise says who leads.
+pub(crate) fn describe_quorum(raft: &Raft, view: Option<&QuorumView>) -> LeaderReply {
+    if let Some(status) = view.and_then(|v| v.status(raft)) {
+        return LeaderReply::Quorum(status);
+    }
+    let metrics = raft.metrics();
+    let m = metrics.borrow();
+    let leader = m.current_leader.filter(|l| *l != m.id).and_then(|l| {
+        let node = m.membership_config.membership().get_node(&l)?;
+        Some((l, node.addr.clone()))
+    });
+    LeaderReply::NotLeader { leader }
 }
 
 /// Runs `op` on this node, which the caller believes is the leader, within `timeout`.
@@ -115,6 +136,10 @@ pub(crate) async fn execute(raft: &Raft, op: LeaderOp, timeout: Duration) -> Lea
         // Served by `heartbeat`, which needs the liveness table; never routed here.
         LeaderOp::Heartbeat { .. } => {
             LeaderReply::Refused("a heartbeat is not a leader operation".into())
+        }
+        // Served by `describe_quorum`, which needs the quorum view; never routed here.
+        LeaderOp::DescribeQuorum => {
+            LeaderReply::Refused("DescribeQuorum is not a leader operation".into())
         }
         LeaderOp::Propose(cmd) => {
             if let Some(why) = refuse(&cmd) {

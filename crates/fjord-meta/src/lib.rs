@@ -23,11 +23,13 @@ mod liveness;
 mod log_store;
 mod meta;
 mod network;
+mod quorum;
 mod raft;
 mod state_machine;
 mod types;
 
 pub use meta::{Meta, DEFAULT_REQUEST_TIMEOUT, QUORUM_OPEN_WAIT};
+pub use quorum::{QuorumStatus, ReplicaProgress};
 pub use types::{
     BrokerInfo, ClusterState, Command, CommandResult, PartitionMeta, TopicMeta, NO_LEADER,
 };

@@ -21,6 +21,7 @@ use crate::forward::{self, LeaderOp, LeaderReply};
 use crate::liveness::Liveness;
 use crate::log_store::LogStore;
 use crate::network::{self, Server, TcpNetwork};
+use crate::quorum::{QuorumStatus, QuorumView};
 use crate::raft::{self, NoNetwork, NodeId, Raft};
 use crate::state_machine::StateMachine;
 use crate::types::{BrokerInfo, ClusterState, Command, CommandResult};
@@ -61,6 +62,8 @@ struct Inner {
     liveness: Arc<Liveness>,
     /// The tasks started by [`Meta::start_liveness`]; aborted by `shutdown`.
     liveness_tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The leader's view of its followers' progress (DescribeQuorum).
+    view: Arc<QuorumView>,
 }
 
 /// The networked part of a controller-quorum member.
@@ -97,10 +100,13 @@ impl Meta {
         let raft = Raft::new(raft_id, config, NoNetwork, log_store, state_machine)
             .await
             .map_err(raft_err)?;
+        let view = QuorumView::new(None);
+        QuorumView::watch(&view, &raft);
         let meta = Meta {
             inner: Arc::new(Inner {
                 id: raft_id,
                 raft,
+                view,
                 liveness: Arc::new(Liveness::new(state_rx.clone())),
                 state_rx,
                 shut_down: AtomicBool::new(false),
@@ -231,11 +237,20 @@ impl Meta {
             .await
             .map_err(raft_err)?;
         let liveness = Arc::new(Liveness::new(state_rx.clone()));
-        let server = Server::spawn(listener, raft_id, raft.clone(), liveness.clone())?;
+        let view = QuorumView::new(Some(net.clone()));
+        QuorumView::watch(&view, &raft);
+        let server = Server::spawn(
+            listener,
+            raft_id,
+            raft.clone(),
+            liveness.clone(),
+            view.clone(),
+        )?;
         let meta = Meta {
             inner: Arc::new(Inner {
                 id: raft_id,
                 raft,
+                view,
                 liveness,
                 liveness_tasks: Mutex::new(Vec::new()),
                 state_rx,
@@ -370,9 +385,12 @@ impl Meta {
                 (m.current_leader, addr.map(|n| n.addr))
             };
             let reply = match (leader, leader_addr) {
-                (Some(l), _) if l == self.inner.id => {
-                    forward::execute(raft, op.clone(), remaining).await
-                }
+                (Some(l), _) if l == self.inner.id => match op {
+                    LeaderOp::DescribeQuorum => {
+                        forward::describe_quorum(raft, Some(&self.inner.view))
+                    }
+                    _ => forward::execute(raft, op.clone(), remaining).await,
+                },
                 (Some(l), Some(addr)) => quorum.net.forward(l, &addr, op.clone(), remaining).await,
                 (Some(l), None) => {
                     LeaderReply::Unavailable(format!("leader {l} has no address in the membership"))
@@ -382,7 +400,8 @@ impl Meta {
             match reply {
                 LeaderReply::Applied { .. }
                 | LeaderReply::ReadIndex { .. }
-                | LeaderReply::HeartbeatAck => return Ok(reply),
+                | LeaderReply::HeartbeatAck
+                | LeaderReply::Quorum(_) => return Ok(reply),
                 LeaderReply::NotLeader { leader } => {
                     last_problem = match leader {
                         Some((id, addr)) => format!("leadership moving to node {id} at {addr}"),
@@ -496,6 +515,23 @@ impl Meta {
     pub fn leader(&self) -> Option<i32> {
         let leader = self.inner.raft.metrics().borrow().current_leader;
         leader.and_then(|l| i32::try_from(l).ok())
+    }
+
+    /// The controller quorum as its raft leader sees it (KRaft's DescribeQuorum): answered here when
+    /// this node leads, asked of the leader otherwise; waits for a leader at most `timeout` (capped by
+    /// the request timeout) and fails with [`Error::NoQuorum`] when none answers.
+    pub async fn describe_quorum(&self, timeout: Duration) -> Result<QuorumStatus> {
+        if let Some(status) = self.inner.view.status(&self.inner.raft) {
+            return Ok(status);
+        }
+        let quorum = self.quorum().map_err(|_| Error::NotLeader)?;
+        let deadline = Instant::now() + timeout.min(quorum.request_timeout());
+        match self.run(LeaderOp::DescribeQuorum, deadline).await? {
+            LeaderReply::Quorum(status) => Ok(status),
+            other => Err(Error::Raft(format!(
+                "unexpected leader reply to DescribeQuorum: {other:?}"
+            ))),
+        }
     }
 
     /// The voters in the membership this node knows (during a change, those of the joint config).

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
@@ -42,6 +42,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::forward::{self, LeaderOp, LeaderReply};
 use crate::liveness::Liveness;
+use crate::quorum::QuorumView;
 use crate::raft::{NodeId, Raft, TypeConfig};
 use crate::types::ClusterState;
 
@@ -224,6 +225,8 @@ struct Peer {
     /// The last failure talking to this peer, cleared by a successful exchange. Reported when
     /// the quorum cannot be reached, so the operator sees which voter is down and why.
     last_error: Option<String>,
+    /// When an exchange with this peer last succeeded (DescribeQuorum's last fetch time).
+    last_ok: Option<SystemTime>,
 }
 
 impl Peer {
@@ -234,6 +237,7 @@ impl Peer {
             failures: 0,
             next_dial: None,
             last_error: None,
+            last_ok: None,
         }
     }
 }
@@ -272,6 +276,11 @@ impl TcpNetwork {
     /// never attempted.
     pub(crate) fn last_error(&self, target: NodeId) -> Option<String> {
         self.peers().get(&target).and_then(|p| p.last_error.clone())
+    }
+
+    /// When the last exchange with `target` succeeded, if one did.
+    pub(crate) fn last_ok(&self, target: NodeId) -> Option<SystemTime> {
+        self.peers().get(&target).and_then(|p| p.last_ok)
     }
 
     /// An idle connection to `target` if there is one (`true`: reused), else a new one.
@@ -326,6 +335,7 @@ impl TcpNetwork {
             peer.failures = 0;
             peer.next_dial = None;
             peer.last_error = None;
+            peer.last_ok = Some(SystemTime::now());
             if peer.idle.len() < MAX_IDLE_PER_PEER {
                 peer.idle.push(conn);
             }
@@ -703,6 +713,7 @@ impl Server {
         id: NodeId,
         raft: Raft,
         liveness: Arc<Liveness>,
+        view: Arc<QuorumView>,
     ) -> io::Result<Server> {
         let local_addr = listener.local_addr()?;
         let node = Node {
@@ -710,6 +721,7 @@ impl Server {
             raft,
             inbox: Arc::new(tokio::sync::Mutex::new(None)),
             liveness,
+            view: Some(view),
             forwards: Arc::new(Semaphore::new(MAX_CONCURRENT_FORWARDS)),
             idle_timeout: IDLE_CONNECTION_TIMEOUT,
         };
@@ -751,6 +763,8 @@ struct Node {
     inbox: Arc<tokio::sync::Mutex<Option<Streaming<TypeConfig>>>>,
     /// Where heartbeats are recorded when this node leads.
     liveness: Arc<Liveness>,
+    /// Answers DescribeQuorum when this node leads.
+    view: Option<Arc<QuorumView>>,
     /// Bounds forwarded requests served at once ([`MAX_CONCURRENT_FORWARDS`]).
     forwards: Arc<Semaphore>,
     idle_timeout: Duration,
@@ -867,6 +881,11 @@ async fn handle(node: &Node, req: Request) -> Response {
             op: LeaderOp::Heartbeat { broker },
             ..
         } => Response::Forward(forward::heartbeat(raft, &node.liveness, broker)),
+        // Read from memory, like a heartbeat: takes no forwarding slot.
+        Request::Forward {
+            op: LeaderOp::DescribeQuorum,
+            ..
+        } => Response::Forward(forward::describe_quorum(raft, node.view.as_deref())),
         Request::Forward { op, timeout_ms } => {
             let Ok(_permit) = node.forwards.clone().try_acquire_owned() else {
                 return Response::Forward(LeaderReply::Unavailable(format!(
@@ -1222,6 +1241,7 @@ mod tests {
             raft,
             inbox: Arc::new(tokio::sync::Mutex::new(None)),
             liveness: Arc::new(Liveness::new(state_rx)),
+            view: None,
             forwards: forwards.clone(),
             idle_timeout,
         };

@@ -9,6 +9,7 @@ mod cluster;
 mod configs;
 mod consume;
 mod groups;
+mod local_cluster;
 mod ops;
 mod produce;
 mod records;
@@ -30,17 +31,20 @@ use fjord_broker::config::{parse_properties, BrokerConfig};
 use crate::client::CliError;
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 success, 1 failure, 2 bad arguments, 3 broker unreachable, 4 topic does not exist.
+Exit codes: 0 success, 1 failure, 2 bad arguments, 3 broker unreachable, 4 topic does not exist,
+5 (cluster status) partitions offline or no controller leader.
 The broker address of client commands defaults to 127.0.0.1:9092 (or $FJORD_BOOTSTRAP_SERVER).
 
 Examples:
   fjord start                                  # broker on :9092, metrics on :8080, data in ./fjord-data
+  fjord start --brokers 3                      # a 3-broker cluster on :9092-9094
   fjord topics create orders --partitions 3
   fjord produce orders < orders.txt            # one message per line
   fjord consume orders --from-beginning
   fjord consume orders --group billing         # share partitions with the group, commit offsets
   fjord groups describe billing                # members, committed offsets, lag
   fjord cluster info                           # cluster id, controller, brokers
+  fjord cluster status                         # live/fenced brokers, quorum lag, offline partitions
   fjord configs describe --topic orders --all  # every config and where its value comes from
   fjord records delete --topic orders --partition 0 --before-offset 1000
   fjord transactions list --state ongoing      # open transactions and their producers
@@ -58,12 +62,27 @@ enum Cmd {
     /// Start a single-node platform: a broker on 127.0.0.1:9092 and /metrics on 127.0.0.1:8080,
     /// with data in ./fjord-data. Ctrl-C stops it cleanly.
     ///
-    /// Example: fjord start --data-dir /var/lib/fjord
+    /// With --brokers N, a cluster of N brokers in this process: broker i (node.id i) serves clients on
+    /// 9092+i-1, its controller on 9192+i-1, /metrics on 8080+i-1, with data in DIR/broker-i (the ports follow
+    /// --override listeners=... and metrics.listener=...; port 0 picks free ones).
+    ///
+    /// Examples:
+    ///   fjord start --data-dir /var/lib/fjord
+    ///   fjord start --brokers 3            # then: fjord cluster status
+    #[command(verbatim_doc_comment)]
     Start {
         /// Where logs and metadata live (default ./fjord-data). The same as --override log.dirs=DIR; giving
         /// both is an error.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// How many brokers to run (combined broker+controller nodes forming one cluster), 1 to 32.
+        #[arg(long, value_name = "N", default_value_t = 1,
+              value_parser = clap::value_parser!(u16).range(1..=i64::from(local_cluster::MAX_LOCAL_BROKERS)))]
+        brokers: u16,
+        /// With --brokers N > 1: the controller port of broker 1, the next ports for the others (default:
+        /// the client port + 100; 0 picks free ports). Kept in DIR/controller.quorum.voters for restarts.
+        #[arg(long, value_name = "PORT")]
+        controller_port: Option<u16>,
         #[command(flatten)]
         opts: BrokerOpts,
     },
@@ -192,7 +211,27 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result: Result<(), CliError> = match cli.command {
-        Cmd::Start { data_dir, opts } => start_properties(data_dir, &opts).and_then(run_server),
+        Cmd::Start {
+            data_dir,
+            brokers: 1,
+            controller_port: None,
+            opts,
+        } => start_properties(data_dir, &opts).and_then(run_server),
+        Cmd::Start {
+            brokers: 1,
+            controller_port: Some(_),
+            ..
+        } => Err(CliError::new(
+            ops::EXIT_BAD_ARGS,
+            "--controller-port is for a cluster: give --brokers 2 or more",
+        )),
+        Cmd::Start {
+            data_dir,
+            brokers,
+            controller_port,
+            opts,
+        } => start_properties(data_dir, &opts)
+            .and_then(|props| run_cluster(props, brokers, controller_port)),
         Cmd::Broker { opts } => run_server(opts.properties(&[])),
         Cmd::Topics(cmd) => runtime().and_then(|rt| rt.block_on(topics::run(cmd))),
         Cmd::Groups(cmd) => runtime().and_then(|rt| rt.block_on(groups::run(cmd))),
@@ -248,6 +287,32 @@ fn start_properties(
         (None, Some(_)) => {}
     }
     Ok(Ok(props))
+}
+
+/// `fjord start --brokers N` with N > 1 (see `local_cluster`).
+fn run_cluster(
+    props: Result<BTreeMap<String, String>>,
+    n: u16,
+    controller_port: Option<u16>,
+) -> Result<(), CliError> {
+    let props = props.map_err(|e| CliError::failure(format!("{e:#}")))?;
+    let plan = local_cluster::plan(&props, n, controller_port)?;
+    let root = PathBuf::from(
+        props
+            .get("log.dirs")
+            .or_else(|| props.get("log.dir"))
+            .map(|d| d.split(',').next().unwrap_or(d).trim().to_string())
+            .unwrap_or_else(|| "./fjord-data".into()),
+    );
+    let run = || -> Result<()> {
+        let configs = plan
+            .into_iter()
+            .map(BrokerConfig::from_properties)
+            .collect::<Result<Vec<_>, _>>()?;
+        let rt = runtime()?;
+        rt.block_on(serve::serve_cluster(configs, root))
+    };
+    run().map_err(|e| CliError::failure(format!("{e:#}")))
 }
 
 fn run_server(props: Result<BTreeMap<String, String>>) -> Result<(), CliError> {

@@ -51,6 +51,187 @@ pub async fn serve(config: BrokerConfig) -> Result<()> {
     }
 }
 
+/// One broker of `fjord start --brokers N`, started.
+struct Running {
+    broker: Broker,
+    http: Option<SocketAddr>,
+    data_dir: std::path::PathBuf,
+}
+
+/// `fjord start --brokers N`: starts every broker at once (each waits for a quorum of the others), serves
+/// each one's /metrics, prints where everything is, and on SIGINT/SIGTERM stops them one after another with
+/// a controlled shutdown, the raft leader last (so that leadership moves once, not at every stop).
+pub async fn serve_cluster(configs: Vec<BrokerConfig>, root: std::path::PathBuf) -> Result<()> {
+    let n = configs.len();
+    let starts: Vec<_> = configs
+        .into_iter()
+        .map(|config| {
+            tokio::spawn(async move {
+                let id = config.node_id;
+                let metrics_addr = config.metrics_listener;
+                let data_dir = config.log_dir.clone();
+                let started = Broker::start(config)
+                    .await
+                    .with_context(|| format!("broker {id} failed to start"));
+                (started, metrics_addr, data_dir)
+            })
+        })
+        .collect();
+    let mut running: Vec<Running> = Vec::new();
+    let mut failure: Option<anyhow::Error> = None;
+    for start in starts {
+        match start.await {
+            Ok((Ok(broker), metrics_addr, data_dir)) => {
+                let http = match metrics_addr {
+                    Some(addr) => match serve_metrics(addr, broker.state().clone()).await {
+                        Ok(h) => Some(h),
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                running.push(Running {
+                    broker,
+                    http,
+                    data_dir,
+                })
+            }
+            Ok((Err(e), _, _)) => {
+                failure.get_or_insert(e);
+            }
+            Err(e) => {
+                failure.get_or_insert(anyhow::anyhow!("a broker's start task failed: {e}"));
+            }
+        }
+    }
+    if let Some(e) = failure {
+        stop_all(running).await;
+        return Err(e);
+    }
+    // Each broker's start waited for its own unfencing; ready means every broker sees every other live too, so
+    // that a topic created right after the ready line can be placed on all of them.
+    let all_live = async {
+        loop {
+            if running
+                .iter()
+                .all(|r| r.broker.state().meta.state().live_brokers().len() >= n)
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(30), all_live)
+        .await
+        .is_err()
+    {
+        tracing::warn!("not every broker sees all {n} brokers live after 30 s; going on");
+    }
+    let bootstrap: Vec<String> = running
+        .iter()
+        .map(|r| r.broker.local_addr().to_string())
+        .collect();
+    let bootstrap = bootstrap.join(",");
+    // One machine-readable line per broker, then the ready line (its kafka= and http= are broker 1's).
+    for r in &running {
+        let st = r.broker.state();
+        let controller = st
+            .meta
+            .controller_addr()
+            .map_or("-".to_string(), |a| a.to_string());
+        let http = r.http.map_or("-".to_string(), |h| h.to_string());
+        println!(
+            "fjord broker node={} kafka={} controller={controller} http={http} data={}",
+            st.config.node_id,
+            r.broker.local_addr(),
+            r.data_dir.display()
+        );
+    }
+    let first = &running[0];
+    match first.http {
+        Some(h) => println!(
+            "fjord ready kafka={} http={h} bootstrap={bootstrap} brokers={n} data={}",
+            first.broker.local_addr(),
+            root.display()
+        ),
+        None => println!(
+            "fjord ready kafka={} bootstrap={bootstrap} brokers={n} data={}",
+            first.broker.local_addr(),
+            root.display()
+        ),
+    }
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!("\nFjord is running a {n}-broker cluster.");
+        eprintln!("  NODE  KAFKA PROTOCOL         CONTROLLER             METRICS                        DATA");
+        for r in &running {
+            let st = r.broker.state();
+            eprintln!(
+                "  {:<4}  {:<21}  {:<21}  {:<29}  {}",
+                st.config.node_id,
+                r.broker.local_addr().to_string(),
+                st.meta
+                    .controller_addr()
+                    .map_or("-".to_string(), |a| a.to_string()),
+                r.http
+                    .map_or("-".to_string(), |h| format!("http://{h}/metrics")),
+                r.data_dir.display()
+            );
+        }
+        eprintln!("  Clients:  --bootstrap-server {bootstrap}");
+        eprintln!("            (e.g. fjord cluster status --bootstrap-server {bootstrap})");
+        eprintln!("Press Ctrl-C to stop.\n");
+    }
+    let fatal = tokio::select! {
+        _ = wait_for_signal() => None,
+        reason = first_fatal(&running) => Some(reason),
+    };
+    tracing::info!("shutting down {n} brokers");
+    stop_all(running).await;
+    match fatal {
+        Some(reason) => anyhow::bail!("broker stopped: {reason}"),
+        None => Ok(()),
+    }
+}
+
+/// The first fatal condition of any broker (see [`Broker::fatal`]).
+async fn first_fatal(running: &[Running]) -> String {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Poll;
+    let mut futs: Vec<Pin<Box<dyn Future<Output = String> + Send + '_>>> = running
+        .iter()
+        .map(|r| Box::pin(r.broker.fatal()) as Pin<Box<dyn Future<Output = String> + Send + '_>>)
+        .collect();
+    std::future::poll_fn(|cx| {
+        for (i, f) in futs.iter_mut().enumerate() {
+            if let Poll::Ready(reason) = f.as_mut().poll(cx) {
+                return Poll::Ready(format!(
+                    "broker {}: {reason}",
+                    running[i].broker.state().config.node_id
+                ));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Controlled shutdown of each broker in turn, the raft leader last; errors are logged, every broker is
+/// stopped.
+async fn stop_all(mut running: Vec<Running>) {
+    let leader = running.first().and_then(|r| r.broker.state().meta.leader());
+    running.sort_by_key(|r| Some(r.broker.state().config.node_id) == leader);
+    for r in running {
+        let id = r.broker.state().config.node_id;
+        tracing::info!(node_id = id, "stopping broker");
+        if let Err(e) = r.broker.shutdown().await {
+            tracing::error!(node_id = id, error = %e, "broker did not shut down cleanly");
+        }
+    }
+}
+
 async fn serve_metrics(
     addr: SocketAddr,
     state: Arc<fjord_broker::BrokerState>,

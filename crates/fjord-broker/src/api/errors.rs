@@ -51,6 +51,14 @@ pub fn codes(resp: &ResponseKind) -> Vec<i16> {
         }
         ResponseKind::CreatePartitions(r) => out.extend(r.results.iter().map(|x| x.error_code)),
         ResponseKind::DescribeCluster(r) => out.push(r.error_code),
+        ResponseKind::DescribeQuorum(r) => {
+            out.push(r.error_code);
+            out.extend(
+                r.topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+            );
+        }
         ResponseKind::FindCoordinator(r) => {
             out.push(r.error_code);
             out.extend(r.coordinators.iter().map(|c| c.error_code));

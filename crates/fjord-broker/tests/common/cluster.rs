@@ -105,9 +105,18 @@ impl Cluster {
             brokers,
             _dirs: dirs,
         };
-        c.wait(Duration::from_secs(20), "every broker registered", |c| {
-            c.live().all(|b| b.state().meta.state().brokers.len() == n)
-        })
+        // Registered and unfenced in every broker's view: a broker's start waits for its own unfencing only, and
+        // placement (CreateTopics) counts the live brokers the receiving broker has applied.
+        c.wait(
+            Duration::from_secs(20),
+            "every broker registered and live",
+            |c| {
+                c.live().all(|b| {
+                    let st = b.state().meta.state();
+                    st.brokers.len() == n && st.live_brokers().len() == n
+                })
+            },
+        )
         .await;
         c
     }
