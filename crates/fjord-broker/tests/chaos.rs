@@ -91,9 +91,8 @@ impl Conn {
     }
 }
 
-/// The brokers' client ports and, while running, the brokers.
+/// Each broker's properties and, while running, the broker.
 struct Nodes {
-    ports: Vec<u16>,
     props: Vec<BTreeMap<String, String>>,
     brokers: Vec<Option<Broker>>,
 }
@@ -317,7 +316,6 @@ async fn seeded_crashes_restarts_and_stalls_lose_no_acknowledged_batch() {
         })
         .collect();
     let mut nodes = Nodes {
-        ports: client_ports.clone(),
         props,
         brokers: vec![None, None, None],
     };
