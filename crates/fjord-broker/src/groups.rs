@@ -172,6 +172,36 @@ impl Ownership {
     }
 }
 
+/// A request found `topic`-`partition` not owned here although the metadata names this broker its leader: this
+/// broker has not applied that metadata yet (the request raced the metadata follower, e.g. right after the
+/// topic was created). It catches up now, so the answer is the truth (served, or loading) rather than a
+/// NOT_COORDINATOR that would send the client back to FindCoordinator, which names this broker again.
+pub fn catch_up(state: &BrokerState, owned: &Ownership, topic: &str, partition: i32) {
+    if owned.lock().contains_key(&partition) {
+        return;
+    }
+    let leads = state
+        .meta
+        .state()
+        .topics
+        .get(topic)
+        .and_then(|t| t.partitions.get(partition as usize))
+        .is_some_and(|pm| pm.leader == state.config.node_id);
+    if !leads {
+        return;
+    }
+    match state.partitions.get(topic, partition) {
+        // Offline here: another replica's broker takes over; nothing to catch up.
+        Some(part) if part.check_online().is_err() => {}
+        Some(part) if part.leader() == state.config.node_id => state.follow_coordinators(),
+        _ => {
+            if let Err(e) = state.sync_partitions() {
+                tracing::warn!(error = %e, "applying metadata to partitions failed");
+            }
+        }
+    }
+}
+
 /// [`Ownership::check`] on a locked map.
 pub fn check_in(parts: &HashMap<i32, Load>, partition: i32) -> Result<i32, i16> {
     use kafka_protocol::error::ResponseError as E;
@@ -353,6 +383,7 @@ impl Groups {
         state: &BrokerState,
         group: &str,
     ) -> Result<MutexGuard<'_, GroupCoordinator>, i16> {
+        catch_up(state, &self.owned, OFFSETS_TOPIC, self.partition_of(group));
         let owned = self.owned.lock();
         if state.meta.state().topics.contains_key(OFFSETS_TOPIC) {
             check_in(&owned, self.partition_of(group))?;
@@ -369,7 +400,9 @@ impl Groups {
             tracing::warn!(error = %e, "cannot create __consumer_offsets");
             return Err(kafka_protocol::error::ResponseError::CoordinatorNotAvailable.code());
         }
-        self.owned.check(self.partition_of(group)).map(|_| ())
+        let p = self.partition_of(group);
+        catch_up(state, &self.owned, OFFSETS_TOPIC, p);
+        self.owned.check(p).map(|_| ())
     }
 
     /// Drops the groups (and pending transactional offsets) of a partition no longer led here.

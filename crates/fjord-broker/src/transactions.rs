@@ -29,7 +29,7 @@ use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
 use crate::groups::{
-    append_internal, ensure_internal_topic, ensure_offsets_topic, replay_partition,
+    append_internal, catch_up, ensure_internal_topic, ensure_offsets_topic, replay_partition,
     wait_acknowledged, Ownership, OFFSETS_TOPIC,
 };
 use crate::{blocking, now_ms, BrokerState, Error, Result};
@@ -174,7 +174,10 @@ impl Transactions {
     pub fn check(&self, state: &BrokerState, id: &str) -> Result<i32, TxnFailure> {
         match Self::partition_of(state, id) {
             None => Ok(0),
-            Some(p) => self.owned.check(p).map_err(TxnFailure::Coordinator),
+            Some(p) => {
+                catch_up(state, &self.owned, TXN_TOPIC, p);
+                self.owned.check(p).map_err(TxnFailure::Coordinator)
+            }
         }
     }
 
