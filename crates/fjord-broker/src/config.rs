@@ -436,9 +436,12 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         positive
     ),
     bdef!("offsets.topic.num.partitions", Some("50"), Int, positive),
+    // Kafka's default is 3 (its sample single-node configuration sets 1); Fjord's is 1 so that a lone `fjord
+    // start` can create the topic. Honoured exactly: never more than asked, and no topic while fewer brokers are
+    // live (COORDINATOR_NOT_AVAILABLE until they are), as in Kafka. A cluster sets 3.
     bdef!(
         "offsets.topic.replication.factor",
-        Some("3"),
+        Some("1"),
         Short,
         positive
     ),
@@ -462,9 +465,12 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         Int,
         positive
     ),
+    // Kafka's default is 3 (its sample single-node configuration sets 1); Fjord's is 1 so that a lone `fjord
+    // start` can create the topic. Honoured exactly: never more than asked, and no topic while fewer brokers are
+    // live (COORDINATOR_NOT_AVAILABLE until they are), as in Kafka. A cluster sets 3.
     bdef!(
         "transaction.state.log.replication.factor",
-        Some("3"),
+        Some("1"),
         Short,
         positive
     ),

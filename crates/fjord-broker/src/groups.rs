@@ -1,9 +1,17 @@
 //! The broker side of consumer groups: owns the [`GroupCoordinator`] state machine, persists what it hands out
-//! to the compacted `__consumer_offsets` topic (acks=all durability), replays that topic on start-up, and
-//! drives the coordinator's clock.
+//! to the compacted `__consumer_offsets` topic (fsynced here and replicated to the in-sync replicas, as Kafka's
+//! acks=all coordinator writes), and drives the coordinator's clock.
+//!
+//! **Ownership follows leadership** (Kafka's coordinator migration): this broker coordinates exactly the groups
+//! whose `__consumer_offsets` partition it leads. After every metadata sync [`follow_leadership`] compares the
+//! partitions' roles with [`Ownership`]: a partition no longer led here is unloaded at once (its groups leave
+//! memory, Kafka's `onResignation`), one newly led is marked loading and replayed from its log up to the log end
+//! by [`run_loader`] (Kafka's `onElection`) before any request for its groups is served. Meanwhile requests for
+//! those groups answer COORDINATOR_LOAD_IN_PROGRESS, and requests for groups of partitions led elsewhere
+//! NOT_COORDINATOR; clients then look the coordinator up again.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -18,16 +26,214 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
-use crate::partition::Origin;
-use crate::{now_ms, BrokerState, Error, Result};
+use crate::partition::{Origin, Partition};
+use crate::{blocking, now_ms, BrokerState, Error, Result};
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// How often the coordinator's clock advances (session expiry, rebalance deadlines).
 const TICK: Duration = Duration::from_millis(100);
 
+/// How long a coordinator's write to its internal topic may take to be fsynced and replicated: the default of
+/// Kafka's `offsets.commit.timeout.ms` (not configurable in Fjord yet).
+pub const WRITE_TIMEOUT: Duration = Duration::from_millis(5_000);
+
+/// What a coordinator knows of one partition of its internal topic that this broker leads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Load {
+    /// Led here at this leader epoch; its log is being replayed (COORDINATOR_LOAD_IN_PROGRESS).
+    Loading { epoch: i32 },
+    /// Led here at this leader epoch and loaded: its groups (or transactional ids) are served.
+    Active { epoch: i32 },
+}
+
+/// The partitions of a coordinator's internal topic led here, by partition. A partition absent from it is led
+/// elsewhere (NOT_COORDINATOR). Shared by the group and the transaction coordinator.
+///
+/// Lock order: this map, then the coordinator's own lock (so a check made under it and the work done under the
+/// coordinator's lock cannot straddle an unload).
+#[derive(Default)]
+pub struct Ownership {
+    parts: Mutex<HashMap<i32, Load>>,
+}
+
+/// What [`Ownership::follow`] found changed.
+#[derive(Debug, Default)]
+pub struct RoleChanges {
+    /// Partitions no longer led here (or led at a new epoch): unload them.
+    pub resigned: Vec<i32>,
+    /// Partitions now led here whose log must be replayed first: (partition, leader epoch).
+    pub elected: Vec<(i32, i32)>,
+}
+
+impl Ownership {
+    pub fn lock(&self) -> MutexGuard<'_, HashMap<i32, Load>> {
+        self.parts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The leader epoch of `partition` when it is led here and loaded; otherwise the error code a request for
+    /// one of its keys answers: COORDINATOR_LOAD_IN_PROGRESS while it loads, NOT_COORDINATOR when another
+    /// broker leads it.
+    pub fn check(&self, partition: i32) -> Result<i32, i16> {
+        check_in(&self.lock(), partition)
+    }
+
+    /// Whether any partition is still loading (ListGroups and ListTransactions say so).
+    pub fn any_loading(&self) -> bool {
+        self.lock()
+            .values()
+            .any(|l| matches!(l, Load::Loading { .. }))
+    }
+
+    /// The partitions waiting for their load, with the epoch each was elected at.
+    pub fn loading(&self) -> Vec<(i32, i32)> {
+        let mut out: Vec<(i32, i32)> = self
+            .lock()
+            .iter()
+            .filter_map(|(p, l)| match l {
+                Load::Loading { epoch } => Some((*p, *epoch)),
+                Load::Active { .. } => None,
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Compares what is owned with the roles of the hosted replicas of `topic` (after a metadata sync) and
+    /// records the new view: resigned partitions leave the map, newly led ones enter it as loading, or as
+    /// active straight away when their log is empty (nothing to replay; a just-created topic serves at once).
+    /// `unload` runs for each resigned partition with the map still locked, so no request checked against the
+    /// old view acts after it. Cheap: the internal topics have a few dozen partitions.
+    pub fn follow(
+        &self,
+        state: &BrokerState,
+        topic: &str,
+        mut unload: impl FnMut(i32),
+    ) -> RoleChanges {
+        let meta = state.meta.state();
+        let count = meta.topics.get(topic).map_or(0, |t| t.partitions.len()) as i32;
+        let mut led: HashMap<i32, (i32, bool)> = HashMap::new();
+        for p in 0..count {
+            let Some(part) = state.partitions.get(topic, p) else {
+                continue;
+            };
+            if part.check_online().is_err() {
+                // Kafka resigns from a partition whose log directory failed (KAFKA_STORAGE_ERROR -> NOT_COORDINATOR).
+                continue;
+            }
+            let r = part.replication();
+            if r.leader == state.config.node_id {
+                let (start, end) = (part.offsets().0, part.log_end_offset());
+                led.insert(p, (r.leader_epoch, end <= start));
+            }
+        }
+        let mut changes = RoleChanges::default();
+        let mut parts = self.lock();
+        let stale: Vec<i32> = parts
+            .iter()
+            .filter(|(p, l)| {
+                let epoch = match l {
+                    Load::Loading { epoch } | Load::Active { epoch } => *epoch,
+                };
+                led.get(p).is_none_or(|(e, _)| *e != epoch)
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for p in stale {
+            parts.remove(&p);
+            unload(p);
+            changes.resigned.push(p);
+        }
+        for (p, (epoch, empty)) in led {
+            if parts.contains_key(&p) {
+                continue;
+            }
+            if empty {
+                parts.insert(p, Load::Active { epoch });
+            } else {
+                parts.insert(p, Load::Loading { epoch });
+                changes.elected.push((p, epoch));
+            }
+        }
+        changes
+    }
+
+    /// Ends the load of `partition` at `epoch`: `install` runs (with the map locked) only if the partition is
+    /// still loading at that epoch, and the partition becomes active. Returns false when leadership moved on
+    /// meanwhile (what was loaded is dropped; a newer load, if any, follows).
+    pub fn finish_load(&self, partition: i32, epoch: i32, install: impl FnOnce()) -> bool {
+        let mut parts = self.lock();
+        if parts.get(&partition) != Some(&Load::Loading { epoch }) {
+            return false;
+        }
+        install();
+        parts.insert(partition, Load::Active { epoch });
+        true
+    }
+}
+
+/// A request found `topic`-`partition` not owned here although the metadata names this broker its leader: this
+/// broker has not applied that metadata yet (the request raced the metadata follower, e.g. right after the
+/// topic was created). It catches up now, so the answer is the truth (served, or loading) rather than a
+/// NOT_COORDINATOR that would send the client back to FindCoordinator, which names this broker again.
+pub fn catch_up(state: &BrokerState, owned: &Ownership, topic: &str, partition: i32) {
+    if owned.lock().contains_key(&partition) {
+        return;
+    }
+    let leads = state
+        .meta
+        .state()
+        .topics
+        .get(topic)
+        .and_then(|t| t.partitions.get(partition as usize))
+        .is_some_and(|pm| pm.leader == state.config.node_id);
+    if !leads {
+        return;
+    }
+    match state.partitions.get(topic, partition) {
+        // Offline here: another replica's broker takes over; nothing to catch up.
+        Some(part) if part.check_online().is_err() => {}
+        Some(part) if part.leader() == state.config.node_id => state.follow_coordinators(),
+        _ => {
+            if let Err(e) = state.sync_partitions() {
+                tracing::warn!(error = %e, "applying metadata to partitions failed");
+            }
+        }
+    }
+}
+
+/// [`Ownership::check`] on a locked map.
+pub fn check_in(parts: &HashMap<i32, Load>, partition: i32) -> Result<i32, i16> {
+    use kafka_protocol::error::ResponseError as E;
+    match parts.get(&partition) {
+        Some(Load::Active { epoch }) => Ok(*epoch),
+        Some(Load::Loading { .. }) => Err(E::CoordinatorLoadInProgress.code()),
+        None => Err(E::NotCoordinator.code()),
+    }
+}
+
+/// The error code a coordinator answers when writing to its internal topic failed, as Kafka maps it: a replica
+/// that stopped leading (or whose disk failed) means another broker coordinates now (NOT_COORDINATOR); a write
+/// that could not reach enough replicas in time, COORDINATOR_NOT_AVAILABLE (clients retry both).
+pub fn write_error_code(e: &Error) -> i16 {
+    use kafka_protocol::error::ResponseError as E;
+    match e {
+        Error::NotLeader(_)
+        | Error::FencedLeaderEpoch(_)
+        | Error::Storage(_)
+        | Error::NotCoordinator(_) => E::NotCoordinator.code(),
+        e if e.is_disk_fault() => E::NotCoordinator.code(),
+        _ => E::CoordinatorNotAvailable.code(),
+    }
+}
+
 pub struct Groups {
     coordinator: Mutex<GroupCoordinator>,
+    /// The `__consumer_offsets` partitions led here; only their groups are served.
+    pub owned: Ownership,
+    /// `offsets.topic.num.partitions`: the partition of a group is `partition_for(group, this)`, as the
+    /// coordinator places its records.
+    partitions: i32,
     /// Serializes appends to `__consumer_offsets` so that records of one group keep their order.
     write_lock: tokio::sync::Mutex<()>,
     /// Transactional offset commits (TxnOffsetCommit) written but not yet committed or aborted, by producer id.
@@ -63,6 +269,8 @@ pub fn group_config(c: &BrokerConfig) -> GroupConfig {
 impl Groups {
     pub fn new(config: GroupConfig, consumer: ConsumerConfig) -> Self {
         Self {
+            partitions: config.offsets_partitions,
+            owned: Ownership::default(),
             coordinator: Mutex::new(GroupCoordinator::with_consumer_config(config, consumer)),
             write_lock: tokio::sync::Mutex::new(()),
             pending_txn: Mutex::new(HashMap::new()),
@@ -154,9 +362,61 @@ impl Groups {
         Ok(())
     }
 
-    /// The coordinator, locked. Never hold it across an await.
+    /// The coordinator, locked. Never hold it across an await. Request handlers use [`Groups::coordinator_for`],
+    /// which first checks that the group is served here.
     pub fn lock(&self) -> std::sync::MutexGuard<'_, GroupCoordinator> {
         self.coordinator.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The `__consumer_offsets` partition of a group.
+    pub fn partition_of(&self, group: &str) -> i32 {
+        records::partition_for(group, self.partitions)
+    }
+
+    /// The coordinator, locked, if this broker serves `group`: its partition is led here and loaded. Otherwise
+    /// the code to answer (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS). Before `__consumer_offsets` exists
+    /// no group exists anywhere (creating one writes to it, and every path that does creates the topic first),
+    /// so the empty state answers truthfully: a read then says "no such group" rather than NOT_COORDINATOR.
+    /// Never hold the guard across an await.
+    pub fn coordinator_for(
+        &self,
+        state: &BrokerState,
+        group: &str,
+    ) -> Result<MutexGuard<'_, GroupCoordinator>, i16> {
+        catch_up(state, &self.owned, OFFSETS_TOPIC, self.partition_of(group));
+        let owned = self.owned.lock();
+        if state.meta.state().topics.contains_key(OFFSETS_TOPIC) {
+            check_in(&owned, self.partition_of(group))?;
+        }
+        // Taken before the ownership map is released: an unload waits for this guard.
+        Ok(self.lock())
+    }
+
+    /// [`Groups::coordinator_for`] for a request that may create the group: `__consumer_offsets` is created
+    /// first when missing (COORDINATOR_NOT_AVAILABLE when it cannot be, e.g. too few live brokers for its
+    /// replication factor), so that ownership is decided by its leaders.
+    pub async fn ensure_served(&self, state: &BrokerState, group: &str) -> Result<(), i16> {
+        if let Err(e) = ensure_offsets_topic(state).await {
+            tracing::warn!(error = %e, "cannot create __consumer_offsets");
+            return Err(kafka_protocol::error::ResponseError::CoordinatorNotAvailable.code());
+        }
+        let p = self.partition_of(group);
+        catch_up(state, &self.owned, OFFSETS_TOPIC, p);
+        self.owned.check(p).map(|_| ())
+    }
+
+    /// Drops the groups (and pending transactional offsets) of a partition no longer led here.
+    fn unload(&self, partition: i32) {
+        let gone = self.lock().unload_partition(partition);
+        self.lock_pending().retain(|_, list| {
+            list.retain(|p| p.partition != partition);
+            !list.is_empty()
+        });
+        tracing::info!(
+            partition,
+            groups = gone,
+            "group coordinator resigned from a __consumer_offsets partition"
+        );
     }
 
     /// Appends records to their `__consumer_offsets` partitions and waits until they are durable.
@@ -180,7 +440,9 @@ impl Groups {
 }
 
 /// How a coordinator writes to its internal topic: one batch of `records` (transactional when it carries a
-/// producer) appended to `topic`-`partition`, answered once it is durable.
+/// producer) appended to `topic`-`partition` through the leader's append path (refused on a follower), answered
+/// once it is durable here and on every in-sync replica (Kafka's coordinators write with acks=all), so that a
+/// failover never loses what was acknowledged.
 pub async fn append_internal(
     state: &BrokerState,
     topic: &str,
@@ -190,10 +452,37 @@ pub async fn append_internal(
 ) -> Result<()> {
     let part = state
         .partitions
-        .get(topic, partition)
-        .ok_or_else(|| Error::Internal(format!("{topic}-{partition} is not hosted here")))?;
+        .online(topic, partition)?
+        .ok_or_else(|| Error::NotCoordinator(format!("{topic}-{partition} is not hosted here")))?;
     let info = part.append_from(encode_batch(records, producer)?, Origin::Coordinator)?;
-    part.wait_durable(info.last_offset + 1).await
+    wait_acknowledged(state, &part, info.last_offset + 1).await
+}
+
+/// Waits until everything below `offset` is fsynced here and replicated to the in-sync replicas (at least
+/// `min.insync.replicas` of them), bounded by [`WRITE_TIMEOUT`].
+pub async fn wait_acknowledged(state: &BrokerState, part: &Partition, offset: i64) -> Result<()> {
+    let timeout = WRITE_TIMEOUT;
+    let min_isr: usize = state
+        .meta
+        .state()
+        .topics
+        .get(&part.topic)
+        .and_then(|t| t.configs.get("min.insync.replicas").cloned())
+        .or_else(|| state.config.props.get("min.insync.replicas").cloned())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let deadline = tokio::time::Instant::now() + timeout;
+    match tokio::time::timeout_at(deadline, part.wait_durable(offset)).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(Error::Timeout(format!(
+                "{}-{}: fsync did not finish within {timeout:?}",
+                part.topic, part.index
+            )))
+        }
+    }
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    part.wait_replicated(offset, min_isr, left).await
 }
 
 /// One uncompressed batch of key/value records, transactional when it carries a producer.
@@ -252,6 +541,11 @@ pub async fn ensure_offsets_topic(state: &BrokerState) -> Result<()> {
 
 /// Creates a compacted internal topic (`__consumer_offsets`, `__transaction_state`) unless it exists; its
 /// replication factor and segment size come from `<prefix>.replication.factor` / `<prefix>.segment.bytes`.
+///
+/// As in Kafka, the replication factor is honoured exactly: while fewer brokers are live than it asks for, the
+/// topic is not created and the caller answers COORDINATOR_NOT_AVAILABLE (clients retry). Fjord's default for
+/// both factors is 1 (Kafka's is 3, which its sample single-node configuration overrides to 1), so that a
+/// single `fjord start` works out of the box; a cluster sets them to 3.
 pub async fn ensure_internal_topic(
     state: &BrokerState,
     name: &str,
@@ -262,19 +556,21 @@ pub async fn ensure_internal_topic(
     if meta.topics.contains_key(name) {
         return Ok(());
     }
-    let brokers: Vec<i32> = meta.brokers.keys().copied().collect();
-    let want_rf: usize = state
+    let key = format!("{prefix}.replication.factor");
+    let rf: i16 = state
         .config
         .props
-        .get(&format!("{prefix}.replication.factor"))
+        .get(&key)
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    // Kafka refuses to create the topic until enough brokers exist; a single node uses what it has.
-    let rf = want_rf.clamp(1, brokers.len().max(1));
-    let n = brokers.len().max(1);
-    let assignments: Vec<Vec<i32>> = (0..partitions.max(1) as usize)
-        .map(|p| (0..rf).map(|j| brokers[(p + j) % n]).collect())
-        .collect();
+        .unwrap_or(1)
+        .max(1);
+    let live = meta.live_brokers().len();
+    if live < rf as usize {
+        return Err(Error::CoordinatorNotAvailable(format!(
+            "cannot create {name} yet: {key}={rf} but only {live} broker(s) are live"
+        )));
+    }
+    let assignments = crate::admin::assign_replicas(&meta, 0, partitions.max(1), rf);
     let mut configs = BTreeMap::new();
     configs.insert("cleanup.policy".to_string(), "compact".to_string());
     let seg = state
@@ -295,55 +591,164 @@ pub async fn ensure_internal_topic(
         CommandResult::Ok | CommandResult::TopicAlreadyExists => {}
         other => return Err(Error::Internal(format!("creating {name}: {other:?}"))),
     }
-    tracing::info!(partitions, "created {name}");
+    tracing::info!(partitions, replication_factor = rf, "created {name}");
     state.sync_partitions()
 }
 
-/// Replays every `__consumer_offsets` partition into the coordinator (the coordinator's load).
-pub fn load(state: &BrokerState) -> Result<usize> {
+/// At start-up: every partition of an internal topic that the metadata says this broker leads must be able to
+/// serve. One in an offline log directory stops the start (the error names it) rather than leave its
+/// coordinator without the state it holds; later, a partition whose directory fails is resigned from instead,
+/// and another replica's broker takes over.
+pub fn check_loadable(state: &BrokerState, topic: &str) -> Result<()> {
+    let meta = state.meta.state();
+    let Some(t) = meta.topics.get(topic) else {
+        return Ok(());
+    };
+    for (p, pm) in t.partitions.iter().enumerate() {
+        if pm.leader == state.config.node_id {
+            state.partitions.online(topic, p as i32)?;
+        }
+    }
+    Ok(())
+}
+
+/// After a metadata sync: unloads the `__consumer_offsets` partitions no longer led here and marks the newly
+/// led ones for [`run_loader`]. Returns whether a load is waiting.
+pub fn follow_leadership(state: &BrokerState) -> bool {
+    let groups = &state.groups;
+    let changes = groups
+        .owned
+        .follow(state, OFFSETS_TOPIC, |p| groups.unload(p));
+    for (p, epoch) in &changes.elected {
+        tracing::info!(
+            partition = p,
+            epoch,
+            "group coordinator elected for a __consumer_offsets partition: loading it"
+        );
+    }
+    !changes.elected.is_empty()
+}
+
+/// Loads every `__consumer_offsets` partition waiting for it (see [`Ownership`]). Returns how many records were
+/// replayed.
+pub fn load_pending(state: &BrokerState) -> Result<usize> {
+    let mut total = 0;
+    for (p, epoch) in state.groups.owned.loading() {
+        total += load_partition(state, p, epoch)?;
+    }
+    Ok(total)
+}
+
+/// Replays `__consumer_offsets` partition `p` (led here at `epoch`) up to its log end into a fresh coordinator,
+/// then hands its groups to the live one if the partition is still loading at that epoch. Transactional offset
+/// commits are resolved by the markers found after them; those still open stay pending.
+pub fn load_partition(state: &BrokerState, p: i32, epoch: i32) -> Result<usize> {
+    let started = std::time::Instant::now();
+    let mut loaded = GroupCoordinator::with_consumer_config(
+        group_config(&state.config),
+        consumer_config(&state.config),
+    );
+    let mut pending: HashMap<i64, Vec<(Bytes, Option<Bytes>)>> = HashMap::new();
     let now = now_ms();
     let mut count = 0usize;
-    replay_topic(state, OFFSETS_TOPIC, |p, r| {
-        if r.control {
-            // A transaction marker: the producer's pending offsets in this partition resolve.
-            let commit = r.key.as_deref().is_some_and(|k| k.len() >= 4 && k[3] == 1);
-            state.groups.complete_txn(r.producer_id, p, commit);
-            return Ok(());
-        }
-        let Some(key) = r.key else { return Ok(()) };
-        if r.transactional {
-            state.groups.add_pending(r.producer_id, p, key, r.value);
-            return Ok(());
-        }
-        state
-            .groups
-            .lock()
-            .replay(key, r.value, now)
-            .map_err(|e| e.to_string())?;
-        count += 1;
-        Ok(())
+    let Some(part) = state.partitions.online(OFFSETS_TOPIC, p)? else {
+        return Ok(0);
+    };
+    blocking(|| {
+        replay_partition(state, &part, |r| {
+            if r.control {
+                // A transaction marker: the producer's pending offsets in this partition resolve.
+                let commit = r.key.as_deref().is_some_and(|k| k.len() >= 4 && k[3] == 1);
+                for (key, value) in pending.remove(&r.producer_id).unwrap_or_default() {
+                    if commit {
+                        loaded.replay(key, value, now).map_err(|e| e.to_string())?;
+                    }
+                }
+                return Ok(());
+            }
+            let Some(key) = r.key else { return Ok(()) };
+            if r.transactional {
+                pending
+                    .entry(r.producer_id)
+                    .or_default()
+                    .push((key, r.value));
+                return Ok(());
+            }
+            loaded
+                .replay(key, r.value, now)
+                .map_err(|e| e.to_string())?;
+            count += 1;
+            Ok(())
+        })
     })?;
+    let groups = &state.groups;
+    let installed = groups.owned.finish_load(p, epoch, || {
+        let mut c = groups.lock();
+        // Anything a request left here for this partition before it was led again goes first.
+        c.unload_partition(p);
+        c.absorb(loaded);
+        drop(c);
+        groups.lock_pending().retain(|_, list| {
+            list.retain(|x| x.partition != p);
+            !list.is_empty()
+        });
+        for (producer_id, list) in pending {
+            for (key, value) in list {
+                groups.add_pending(producer_id, p, key, value);
+            }
+        }
+    });
+    if installed {
+        tracing::info!(partition = p, epoch, records = count, elapsed = ?started.elapsed(),
+            "group coordinator loaded a __consumer_offsets partition");
+    }
     Ok(count)
 }
 
-/// Feeds every record of every partition of an internal topic to `f`, partition by partition, in log order
-/// (the load of a coordinator). `f` answers `Err` for a record it cannot read.
+/// Loads newly led `__consumer_offsets` and `__transaction_state` partitions whenever a metadata sync found some
+/// (Kafka's coordinator load on election), until shutdown. A transaction left half-ended by the previous
+/// coordinator is finished as soon as its partition is loaded.
+pub async fn run_loader(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = state.coordinator_loads.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = load_pending(&state) {
+            tracing::error!(error = %e, "loading __consumer_offsets failed");
+        }
+        match crate::transactions::load_pending(&state) {
+            Ok(0) => {}
+            Ok(_) => {
+                let st = state.clone();
+                tokio::spawn(async move { st.transactions.abort_timed_out(&st).await });
+            }
+            Err(e) => tracing::error!(error = %e, "loading __transaction_state failed"),
+        }
+    }
+}
+
+/// Feeds every record of one partition of an internal topic to `f`, in log order up to the log end (a
+/// coordinator's load: on its new leader everything in the log is what the followers will hold). `f` answers
+/// `Err` for a record it cannot read.
 ///
-/// Start-up never stops on a record: a batch that does not decode and a record `f` refuses are skipped with an
+/// A load never stops on a record: a batch that does not decode and a record `f` refuses are skipped with an
 /// error naming topic, partition and offset, and counted in `fjord_internal_records_skipped_total{topic}`.
-/// Only I/O errors abort the load. Nothing is decompressed here: the broker writes these topics uncompressed,
-/// and the bounded decoder lives in fjord-log (not exported), so a compressed batch is skipped as unreadable
-/// rather than inflated without a limit.
-pub fn replay_topic(
+/// Only I/O errors abort the load. Nothing is decompressed here without a bound: the broker writes these topics
+/// uncompressed, and a compressed batch goes through fjord-log's capped decoder (a bomb is skipped, never
+/// inflated).
+pub fn replay_partition(
     state: &BrokerState,
-    topic: &str,
-    mut f: impl FnMut(i32, KRecord) -> std::result::Result<(), String>,
+    part: &Partition,
+    mut f: impl FnMut(KRecord) -> std::result::Result<(), String>,
 ) -> Result<()> {
+    let topic = part.topic.as_str();
+    let p = part.index;
     let skipped = state
         .metrics
         .internal_records_skipped
         .get_or_create(&crate::metrics::Metrics::topic(topic));
-    let skip = |p: i32, offset: i64, error: &str| {
+    let skip = |offset: i64, error: &str| {
         tracing::error!(
             topic,
             partition = p,
@@ -353,53 +758,58 @@ pub fn replay_topic(
         );
         skipped.inc();
     };
-    let parts = state
-        .meta
-        .state()
-        .topics
-        .get(topic)
-        .map_or(0, |t| t.partitions.len());
-    for p in 0..parts as i32 {
-        // An offline partition fails the load rather than leave the coordinator without its state.
-        let Some(part) = state.partitions.online(topic, p)? else {
-            continue;
-        };
-        let (mut offset, hw) = part.offsets();
-        while offset < hw {
-            let read = part.read(offset, 1 << 20, true)?;
-            let mut next = offset;
-            let mut pos = 0usize;
-            for b in fjord_log::batch_headers(&read.records) {
-                let Some(end) = pos.checked_add(b.size).filter(|e| *e <= read.records.len()) else {
-                    // A length beyond what the log returned: nothing after it in this partition can be framed.
-                    skip(p, b.base_offset, "batch length runs past the data read");
-                    break;
-                };
-                let batch = read.records.slice(pos..end);
-                pos = end;
-                next = b.last_offset + 1;
-                // Bounded like every other decompression: a bomb is skipped, never inflated.
-                match fjord_log::decode_records_bounded(&mut batch.clone())
-                    .map_err(|e| format!("undecodable batch: {e}"))
-                {
-                    Ok(set) => {
-                        for r in set.records.into_iter().filter(|r| r.offset >= offset) {
-                            let at = r.offset;
-                            if let Err(e) = f(p, r) {
-                                skip(p, at, &e);
-                            }
+    let mut offset = part.offsets().0;
+    let end = part.log_end_offset();
+    while offset < end {
+        let records = part.read_to_log_end(offset, 1 << 20)?;
+        let mut next = offset;
+        let mut pos = 0usize;
+        for b in fjord_log::batch_headers(&records) {
+            let Some(stop) = pos.checked_add(b.size).filter(|e| *e <= records.len()) else {
+                // A length beyond what the log returned: nothing after it in this partition can be framed.
+                skip(b.base_offset, "batch length runs past the data read");
+                break;
+            };
+            let batch = records.slice(pos..stop);
+            pos = stop;
+            next = b.last_offset + 1;
+            match fjord_log::decode_records_bounded(&mut batch.clone())
+                .map_err(|e| format!("undecodable batch: {e}"))
+            {
+                Ok(set) => {
+                    for r in set.records.into_iter().filter(|r| r.offset >= offset) {
+                        let at = r.offset;
+                        if let Err(e) = f(r) {
+                            skip(at, &e);
                         }
                     }
-                    Err(e) => skip(p, b.base_offset, &e),
                 }
+                Err(e) => skip(b.base_offset, &e),
             }
-            if next <= offset {
-                break;
-            }
-            offset = next;
         }
+        if next <= offset {
+            break;
+        }
+        offset = next;
     }
     Ok(())
+}
+
+/// Topics were deleted: the groups served here forget their committed offsets (tombstones written).
+pub async fn forget_topics(state: &BrokerState, topics: &[String]) {
+    let records = {
+        let owned = state.groups.owned.lock();
+        let mut c = state.groups.lock();
+        for t in topics {
+            c.forget_topic(t);
+        }
+        let mut records = c.take_records();
+        records.retain(|r| check_in(&owned, r.partition).is_ok());
+        records
+    };
+    if let Err(e) = state.groups.persist(state, records).await {
+        tracing::error!(error = %e, "removing committed offsets of deleted topics failed");
+    }
 }
 
 /// Advances the coordinator's clock and persists what changed, until shutdown.
@@ -412,9 +822,13 @@ pub async fn run_clock(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bo
             _ = shutdown.changed() => return,
         }
         let records = {
+            let owned = state.groups.owned.lock();
             let mut c = state.groups.lock();
             c.tick(now_ms());
-            c.take_records()
+            let mut records = c.take_records();
+            // Only partitions led and loaded here are written (a loading one's groups are not in `c` yet).
+            records.retain(|r| check_in(&owned, r.partition).is_ok());
+            records
         };
         if let Err(e) = state.groups.persist(&state, records).await {
             tracing::error!(error = %e, "persisting group state failed");

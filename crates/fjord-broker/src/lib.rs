@@ -69,6 +69,14 @@ pub enum Error {
     /// The partition was deleted (its directory renamed away) while this handle was still in use.
     #[error("{0} was deleted")]
     Deleted(String),
+    /// This broker does not coordinate the group or transactional id (NOT_COORDINATOR): the leader of its
+    /// internal partition is elsewhere; the client looks the coordinator up again.
+    #[error("{0}")]
+    NotCoordinator(String),
+    /// A coordinator cannot serve yet, e.g. its internal topic cannot be created while fewer brokers are live
+    /// than its replication factor (COORDINATOR_NOT_AVAILABLE, retried by clients).
+    #[error("{0}")]
+    CoordinatorNotAvailable(String),
 }
 
 impl Error {
@@ -103,6 +111,8 @@ impl Error {
             Error::UnknownLeaderEpoch(_) => E::UnknownLeaderEpoch.code(),
             Error::NotEnoughReplicasAfterAppend(_) => E::NotEnoughReplicasAfterAppend.code(),
             Error::Timeout(_) => E::RequestTimedOut.code(),
+            Error::NotCoordinator(_) => E::NotCoordinator.code(),
+            Error::CoordinatorNotAvailable(_) => E::CoordinatorNotAvailable.code(),
         }
     }
 
@@ -158,6 +168,9 @@ pub struct BrokerState {
     pub replication: replication::Replication,
     /// The host and port this broker advertises in Metadata (the bound port when configured with port 0).
     pub advertised: (String, i32),
+    /// Woken when a metadata sync made this broker the leader of internal partitions that must be loaded into
+    /// their coordinator ([`groups::run_loader`]).
+    pub coordinator_loads: tokio::sync::Notify,
 }
 
 impl BrokerState {
@@ -204,7 +217,18 @@ impl BrokerState {
     pub fn sync_partitions(&self) -> Result<()> {
         blocking(|| self.partitions.sync_with(&self.meta.state(), &self.config))?;
         self.replication.refresh(self);
+        self.follow_coordinators();
         Ok(())
+    }
+
+    /// After a metadata sync: the coordinators resign from the internal partitions no longer led here at once,
+    /// and the loader is woken for the ones newly led (Kafka's `onResignation` / `onElection`).
+    pub fn follow_coordinators(&self) {
+        let groups = groups::follow_leadership(self);
+        let txns = transactions::follow_leadership(self);
+        if groups || txns {
+            self.coordinator_loads.notify_one();
+        }
     }
 }
 
@@ -303,17 +327,22 @@ impl Broker {
             config,
             advertised,
             replication: replication::Replication::default(),
+            coordinator_loads: tokio::sync::Notify::new(),
         });
         state.replication.refresh(&state);
-        let replayed = groups::load(&state)?;
+        // Only the internal partitions led here are loaded, before serving (the loader takes over later ones).
+        groups::check_loadable(&state, groups::OFFSETS_TOPIC)?;
+        groups::check_loadable(&state, transactions::TXN_TOPIC)?;
+        state.follow_coordinators();
+        let replayed = groups::load_pending(&state)?;
         tracing::info!(
             records = replayed,
-            "group coordinator loaded __consumer_offsets"
+            "group coordinator loaded the __consumer_offsets partitions led here"
         );
-        let txns = transactions::load(&state)?;
+        let txns = transactions::load_pending(&state)?;
         tracing::info!(
             transactional_ids = txns,
-            "transaction coordinator loaded __transaction_state"
+            "transaction coordinator loaded the __transaction_state partitions led here"
         );
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let tasks = vec![
@@ -326,6 +355,7 @@ impl Broker {
             tokio::spawn(groups::run_clock(state.clone(), shutdown_rx.clone())),
             tokio::spawn(transactions::run_clock(state.clone(), shutdown_rx.clone())),
             tokio::spawn(replication::run(state.clone(), shutdown_rx.clone())),
+            tokio::spawn(groups::run_loader(state.clone(), shutdown_rx.clone())),
             tokio::spawn(housekeeping(state.clone(), shutdown_rx)),
         ];
         tracing::info!(%addr, node_id = state.config.node_id, "broker started");
@@ -444,14 +474,26 @@ async fn follow_metadata(state: Arc<BrokerState>, mut shutdown: watch::Receiver<
             changed = rx.changed() => {
                 if changed.is_err() { return; }
                 let snapshot = rx.borrow_and_update().clone();
-                for gone in known.iter().filter(|t| !snapshot.topics.contains_key(*t)) {
-                    state.metrics.forget_topic(gone);
+                let gone: Vec<String> = known
+                    .iter()
+                    .filter(|t| !snapshot.topics.contains_key(*t))
+                    .cloned()
+                    .collect();
+                for t in &gone {
+                    state.metrics.forget_topic(t);
                 }
                 known = snapshot.topics.keys().cloned().collect();
                 if let Err(e) = blocking(|| state.partitions.sync_with(&snapshot, &state.config)) {
                     tracing::error!(error = %e, "applying metadata to partitions failed");
                 }
                 state.replication.refresh(&state);
+                state.follow_coordinators();
+                if !gone.is_empty() {
+                    // Every coordinator forgets the committed offsets of deleted topics in the groups it owns,
+                    // wherever the deletion was asked (Kafka's `onPartitionsDeleted`).
+                    let st = state.clone();
+                    tokio::spawn(async move { groups::forget_topics(&st, &gone).await });
+                }
             }
             _ = shutdown.changed() => return,
         }

@@ -7,6 +7,14 @@
 //! Each transactional id has its own async mutex, held for a whole operation (persist, markers, persist), so
 //! operations on one id are serialized and different ids never wait on each other.
 //!
+//! **Ownership follows leadership**, as for groups ([`crate::groups::Ownership`]): this broker coordinates the
+//! transactional ids whose `__transaction_state` partition it leads, loads a partition when it becomes its
+//! leader (finishing right after the transactions the previous coordinator left in PrepareCommit/PrepareAbort)
+//! and forgets its ids when it stops leading it. Requests for other ids answer NOT_COORDINATOR, and
+//! COORDINATOR_LOAD_IN_PROGRESS while their partition loads. The coordinator epoch written into markers is the
+//! leader epoch of the transaction's `__transaction_state` partition (Kafka's), so a partition can tell the
+//! markers of a newer coordinator from those of a deposed one.
+//!
 //! **Invariant:** a transaction's markers are written only after its PrepareCommit/PrepareAbort record is
 //! durable, and it is reported complete only after every marker is durable; an EndTxn is answered after both.
 
@@ -21,14 +29,12 @@ use tokio::sync::watch;
 
 use crate::config::BrokerConfig;
 use crate::groups::{
-    append_internal, ensure_internal_topic, ensure_offsets_topic, replay_topic, OFFSETS_TOPIC,
+    append_internal, catch_up, ensure_internal_topic, ensure_offsets_topic, replay_partition,
+    wait_acknowledged, Ownership, OFFSETS_TOPIC,
 };
-use crate::{now_ms, BrokerState, Error, Result};
+use crate::{blocking, now_ms, BrokerState, Error, Result};
 
 pub const TXN_TOPIC: &str = "__transaction_state";
-
-/// The epoch written into markers. There is one coordinator per cluster of one, so it never changes.
-const COORDINATOR_EPOCH: i32 = 0;
 
 #[derive(Clone, Debug)]
 pub struct TxnConfig {
@@ -61,16 +67,19 @@ pub enum TxnFailure {
     Txn(#[from] TxnError),
     #[error(transparent)]
     Broker(#[from] Error),
+    /// The transactional id is not served here (now): NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS.
+    #[error("not the coordinator of this transactional id (error {0})")]
+    Coordinator(i16),
 }
 
 impl TxnFailure {
-    /// The Kafka error code. Storage failures say COORDINATOR_NOT_AVAILABLE, which clients retry.
+    /// The Kafka error code. A failed write says NOT_COORDINATOR when this broker stopped leading the
+    /// transaction's partition, else COORDINATOR_NOT_AVAILABLE; clients retry both (Kafka's mapping).
     pub fn code(&self) -> i16 {
         match self {
             TxnFailure::Txn(e) => e.code(),
-            TxnFailure::Broker(_) => {
-                kafka_protocol::error::ResponseError::CoordinatorNotAvailable.code()
-            }
+            TxnFailure::Broker(e) => crate::groups::write_error_code(e),
+            TxnFailure::Coordinator(code) => *code,
         }
     }
 }
@@ -81,6 +90,8 @@ type Slot = Arc<tokio::sync::Mutex<Option<TxnMetadata>>>;
 type OpenTxn = (i64, i16, std::collections::BTreeSet<(String, i32)>);
 
 pub struct Transactions {
+    /// The `__transaction_state` partitions led here; only their transactional ids are served.
+    pub owned: Ownership,
     slots: Mutex<HashMap<String, Slot>>,
     /// The open transactions (producer id, epoch, partitions) by transactional id, readable without waiting
     /// on a slot: Produce checks transactional batches against it.
@@ -93,6 +104,7 @@ pub struct Transactions {
 impl Transactions {
     pub fn new(config: TxnConfig, ongoing: prometheus_client::metrics::gauge::Gauge) -> Self {
         Self {
+            owned: Ownership::default(),
             slots: Mutex::new(HashMap::new()),
             open: Mutex::new(HashMap::new()),
             ongoing,
@@ -124,18 +136,59 @@ impl Transactions {
 
     /// Produce-side verification (the idea of KIP-890 part 1, done in process): may this producer write
     /// transactional data to this partition now? Only if the partition was added to its open transaction;
-    /// otherwise a late or stray batch would open a transaction no marker will ever close.
+    /// otherwise a late or stray batch would open a transaction no marker will ever close. When another broker
+    /// coordinates the id, nothing can be checked here (that would take KIP-890's verification request), and
+    /// the batch is accepted as Kafka did before KIP-890.
     pub fn may_write(
         &self,
+        state: &BrokerState,
         id: &str,
         producer_id: i64,
         epoch: i16,
         topic: &str,
         partition: i32,
     ) -> bool {
+        if !self.coordinates_here(state, id) {
+            return true;
+        }
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.get(id).is_some_and(|(pid, e, parts)| {
             *pid == producer_id && *e == epoch && parts.contains(&(topic.to_string(), partition))
+        })
+    }
+
+    /// The `__transaction_state` partition of a transactional id (Kafka's `partitionFor` over the topic's
+    /// partitions; `None` before the topic exists).
+    pub fn partition_of(state: &BrokerState, id: &str) -> Option<i32> {
+        let n = state.meta.state().topics.get(TXN_TOPIC)?.partitions.len() as i32;
+        Some(partition_for(id, n.max(1)))
+    }
+
+    /// Whether this broker leads (or is loading) the id's partition.
+    pub fn coordinates_here(&self, state: &BrokerState, id: &str) -> bool {
+        Self::partition_of(state, id).is_some_and(|p| self.owned.lock().contains_key(&p))
+    }
+
+    /// Checks that this broker serves `id`: Ok(coordinator epoch), or the code to answer. Before
+    /// `__transaction_state` exists no transactional id exists anywhere; the empty state answers (with epoch 0).
+    pub fn check(&self, state: &BrokerState, id: &str) -> Result<i32, TxnFailure> {
+        match Self::partition_of(state, id) {
+            None => Ok(0),
+            Some(p) => {
+                catch_up(state, &self.owned, TXN_TOPIC, p);
+                self.owned.check(p).map_err(TxnFailure::Coordinator)
+            }
+        }
+    }
+
+    /// The coordinator epoch for the markers of `id`'s transaction: the leader epoch of its partition, which
+    /// must be led and loaded here.
+    fn epoch_for(&self, state: &BrokerState, id: &str) -> Result<i32> {
+        self.check(state, id).map_err(|_| {
+            Error::NotCoordinator(format!(
+                "broker {} no longer coordinates transactional id {id}",
+                state.config.node_id
+            ))
         })
     }
 
@@ -217,6 +270,7 @@ impl Transactions {
         } else {
             ControlType::Abort
         };
+        let coordinator_epoch = self.epoch_for(state, &m.transactional_id)?;
         let mut written = Vec::with_capacity(m.partitions.len());
         for (topic, p) in &m.partitions {
             let Some(part) = state.partitions.get(topic, *p) else {
@@ -225,12 +279,14 @@ impl Transactions {
                 continue;
             };
             let offset =
-                part.append_marker(m.producer_id, m.producer_epoch, kind, COORDINATOR_EPOCH)?;
+                part.append_marker(m.producer_id, m.producer_epoch, kind, coordinator_epoch)?;
             written.push((part, offset));
         }
-        // Appending all first lets the fsyncs of partitions sharing nothing overlap with the appends.
+        // Appending all first lets the fsyncs of partitions sharing nothing overlap with the appends. A marker
+        // counts once every in-sync replica has it (Kafka writes markers with acks=all), so a failover of the
+        // partition never loses it.
         for (part, offset) in written {
-            part.wait_durable(offset + 1).await?;
+            wait_acknowledged(state, &part, offset + 1).await?;
             if part.topic == OFFSETS_TOPIC {
                 state.groups.complete_txn(m.producer_id, part.index, commit);
             }
@@ -301,6 +357,10 @@ impl Transactions {
         if timeout_ms <= 0 || timeout_ms > self.config.max_timeout_ms {
             return Err(TxnError::InvalidTransactionTimeout.into());
         }
+        // The id's partition decides who coordinates it, so the topic must exist first (its first use
+        // creates it, as Kafka's).
+        ensure_txn_topic(state).await?;
+        self.check(state, id)?;
         let mut g = self.lock_slot(id, true).await.expect("created");
         if g.is_none() {
             let pid = state.producer_ids.allocate(&state.meta).await?;
@@ -366,6 +426,7 @@ impl Transactions {
         epoch: i16,
         partitions: &[(String, i32)],
     ) -> Result<(), TxnFailure> {
+        self.check(state, id)?;
         let mut g = self
             .lock_slot(id, false)
             .await
@@ -384,11 +445,13 @@ impl Transactions {
     /// AddPartitionsToTxn v4+ with verify_only (KIP-890): are these partitions part of the open transaction?
     pub async fn verify(
         &self,
+        state: &BrokerState,
         id: &str,
         producer_id: i64,
         epoch: i16,
         partition: &(String, i32),
     ) -> Result<(), TxnFailure> {
+        self.check(state, id)?;
         let g = self
             .lock_slot(id, false)
             .await
@@ -410,8 +473,9 @@ impl Transactions {
         epoch: i16,
         group: &str,
     ) -> Result<(), TxnFailure> {
+        self.check(state, id)?;
         ensure_offsets_topic(state).await?;
-        let p = state.groups.lock().partition_for(group);
+        let p = state.groups.partition_of(group);
         self.add_partitions(
             state,
             id,
@@ -431,6 +495,7 @@ impl Transactions {
         epoch: i16,
         commit: bool,
     ) -> Result<(), TxnFailure> {
+        self.check(state, id)?;
         let mut g = self
             .lock_slot(id, false)
             .await
@@ -461,6 +526,10 @@ impl Transactions {
                 continue;
             };
             let Some(m) = g.clone() else { continue };
+            if self.check(state, &m.transactional_id).is_err() {
+                // Not (or not yet) served here: its coordinator takes care of it.
+                continue;
+            }
             let result = if m.timed_out(now) {
                 tracing::info!(transactional_id = %m.transactional_id, producer_id = m.producer_id, timeout_ms = m.timeout_ms, "aborting a transaction that timed out");
                 state.metrics.transactions_timed_out.inc();
@@ -506,20 +575,67 @@ impl Transactions {
         Ok(())
     }
 
-    /// Every known transaction, for ListTransactions / DescribeTransactions.
-    pub async fn snapshot(&self) -> Vec<TxnMetadata> {
+    /// Every transaction this broker coordinates, for ListTransactions; COORDINATOR_LOAD_IN_PROGRESS while a
+    /// partition led here is still loading (Kafka answers the same, with no list).
+    pub async fn snapshot(&self, state: &BrokerState) -> Result<Vec<TxnMetadata>, i16> {
+        if self.owned.any_loading() {
+            return Err(kafka_protocol::error::ResponseError::CoordinatorLoadInProgress.code());
+        }
         let mut out = Vec::new();
         for slot in self.all_slots() {
             if let Some(m) = slot.lock().await.clone() {
-                out.push(m);
+                if self.check(state, &m.transactional_id).is_ok() {
+                    out.push(m);
+                }
             }
         }
         out.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
-        out
+        Ok(out)
     }
 
-    pub async fn describe(&self, id: &str) -> Option<TxnMetadata> {
-        self.lock_slot(id, false).await?.clone()
+    /// DescribeTransactions of one id: `Ok(None)` when this coordinator does not know it.
+    pub async fn describe(
+        &self,
+        state: &BrokerState,
+        id: &str,
+    ) -> Result<Option<TxnMetadata>, TxnFailure> {
+        self.check(state, id)?;
+        Ok(match self.lock_slot(id, false).await {
+            Some(g) => g.clone(),
+            None => None,
+        })
+    }
+
+    /// Forgets the transactional ids of a `__transaction_state` partition no longer led here. An operation in
+    /// flight on one of them keeps its slot until it ends; its writes fail (this broker no longer leads) and
+    /// its client finds the new coordinator.
+    fn unload(&self, state: &BrokerState, partition: i32) {
+        let n = state
+            .meta
+            .state()
+            .topics
+            .get(TXN_TOPIC)
+            .map_or(1, |t| t.partitions.len() as i32);
+        let gone: Vec<String> = {
+            let mut slots = self.lock_slots();
+            let gone: Vec<String> = slots
+                .keys()
+                .filter(|id| partition_for(id, n) == partition)
+                .cloned()
+                .collect();
+            for id in &gone {
+                slots.remove(id);
+            }
+            gone
+        };
+        for id in &gone {
+            self.set_open(id, None);
+        }
+        tracing::info!(
+            partition,
+            transactional_ids = gone.len(),
+            "transaction coordinator resigned from a __transaction_state partition"
+        );
     }
 }
 
@@ -530,28 +646,91 @@ pub async fn ensure_txn_topic(state: &BrokerState) -> Result<()> {
     ensure_internal_topic(state, TXN_TOPIC, partitions, "transaction.state.log").await
 }
 
-/// Replays `__transaction_state` into the coordinator (its load). Returns how many transactional ids it knows.
-pub fn load(state: &BrokerState) -> Result<usize> {
+/// After a metadata sync: forgets the ids of `__transaction_state` partitions no longer led here and marks the
+/// newly led ones for loading. Returns whether a load is waiting.
+pub fn follow_leadership(state: &BrokerState) -> bool {
+    let txns = &state.transactions;
+    let changes = txns
+        .owned
+        .follow(state, TXN_TOPIC, |p| txns.unload(state, p));
+    for (p, epoch) in &changes.elected {
+        tracing::info!(
+            partition = p,
+            epoch,
+            "transaction coordinator elected for a __transaction_state partition: loading it"
+        );
+    }
+    !changes.elected.is_empty()
+}
+
+/// Loads every `__transaction_state` partition waiting for it. Returns how many transactional ids it installed.
+pub fn load_pending(state: &BrokerState) -> Result<usize> {
+    let mut total = 0;
+    for (p, epoch) in state.transactions.owned.loading() {
+        total += load_partition(state, p, epoch)?;
+    }
+    Ok(total)
+}
+
+/// Replays `__transaction_state` partition `p` (led here at `epoch`) up to its log end, then installs the latest
+/// state of each of its transactional ids if the partition is still loading at that epoch. Returns how many ids
+/// it installed. Transactions found in PrepareCommit/PrepareAbort are finished by the next
+/// [`Transactions::abort_timed_out`] pass, which the loader starts at once.
+pub fn load_partition(state: &BrokerState, p: i32, epoch: i32) -> Result<usize> {
+    let Some(part) = state.partitions.online(TXN_TOPIC, p)? else {
+        return Ok(0);
+    };
     let mut latest: HashMap<String, Option<TxnMetadata>> = HashMap::new();
-    replay_topic(state, TXN_TOPIC, |_, r| {
-        let Some(key) = r.key.filter(|_| !r.control) else {
-            return Ok(());
-        };
-        let id = txn::decode_key(key).map_err(|e| format!("key: {e}"))?;
-        let value = r.value.map(|v| txn::decode_value(&id, v)).transpose();
-        latest.insert(id, value.map_err(|e| format!("value: {e}"))?);
-        Ok(())
+    blocking(|| {
+        replay_partition(state, &part, |r| {
+            let Some(key) = r.key.filter(|_| !r.control) else {
+                return Ok(());
+            };
+            let id = txn::decode_key(key).map_err(|e| format!("key: {e}"))?;
+            let value = r.value.map(|v| txn::decode_value(&id, v)).transpose();
+            latest.insert(id, value.map_err(|e| format!("value: {e}"))?);
+            Ok(())
+        })
     })?;
     let txns = &state.transactions;
+    let n = state
+        .meta
+        .state()
+        .topics
+        .get(TXN_TOPIC)
+        .map_or(1, |t| t.partitions.len() as i32);
     let mut count = 0;
-    for (id, m) in latest {
-        if let Some(m) = m {
+    let installed = txns.owned.finish_load(p, epoch, || {
+        // A slot a request created for one of these ids before this partition was led here again is stale.
+        let stale: Vec<String> = {
+            let mut slots = txns.lock_slots();
+            let stale = slots
+                .keys()
+                .filter(|id| partition_for(id, n) == p)
+                .cloned()
+                .collect();
+            slots.retain(|id, _| partition_for(id, n) != p);
+            stale
+        };
+        for id in stale {
+            txns.set_open(&id, None);
+        }
+        for (id, m) in latest {
+            let Some(m) = m else { continue };
             let mut slot = None;
             txns.install(&mut slot, m);
             txns.lock_slots()
                 .insert(id, Arc::new(tokio::sync::Mutex::new(slot)));
             count += 1;
         }
+    });
+    if installed {
+        tracing::info!(
+            partition = p,
+            epoch,
+            transactional_ids = count,
+            "transaction coordinator loaded a __transaction_state partition"
+        );
     }
     Ok(count)
 }

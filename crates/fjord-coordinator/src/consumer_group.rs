@@ -292,6 +292,13 @@ impl ConsumerGroups {
         }
     }
 
+    /// Drops the groups whose id matches (the coordinator resigned from their partition); returns how many.
+    pub fn remove_where(&mut self, mut gone: impl FnMut(&str) -> bool) -> usize {
+        let before = self.groups.len();
+        self.groups.retain(|id, _| !gone(id));
+        before - self.groups.len()
+    }
+
     pub fn contains(&self, group: &str) -> bool {
         self.groups.contains_key(group)
     }

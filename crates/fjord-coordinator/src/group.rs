@@ -1224,6 +1224,60 @@ impl GroupCoordinator {
         }
     }
 
+    /// The coordinator resigned from `__consumer_offsets` partition `partition` (Kafka's `onResignation`): its
+    /// groups, classic and KIP-848, leave memory, and queued records for it are dropped (another broker leads it
+    /// now, and has them in its log or never will). Parked JoinGroup/SyncGroup requests are answered
+    /// NOT_COORDINATOR so that their members find the new coordinator. Returns how many groups went.
+    pub fn unload_partition(&mut self, partition: i32) -> usize {
+        let n = self.config.offsets_partitions;
+        let ids: Vec<String> = self
+            .groups
+            .keys()
+            .filter(|id| records::partition_for(id, n) == partition)
+            .cloned()
+            .collect();
+        for id in &ids {
+            let Some(g) = self.groups.remove(id) else {
+                continue;
+            };
+            for m in g.members.into_values() {
+                if let Some(w) = m.join_waiter {
+                    let _ = w.send(JoinResult::error(E::NotCoordinator, &m.id));
+                }
+                if let Some(w) = m.sync_waiter {
+                    let _ = w.send(SyncResult::error(E::NotCoordinator));
+                }
+            }
+        }
+        let consumer = self
+            .consumer
+            .remove_where(|id| records::partition_for(id, n) == partition);
+        self.out.retain(|r| r.partition != partition);
+        ids.len() + consumer
+    }
+
+    /// Takes over the groups `loaded` rebuilt from one `__consumer_offsets` partition (the end of a load, Kafka's
+    /// `onElection`): they replace whatever this coordinator held under the same ids.
+    pub fn absorb(&mut self, loaded: GroupCoordinator) {
+        let base = self.next_seq;
+        for (id, mut g) in loaded.groups {
+            // Keep arrival order within each group, after every member this coordinator already knows.
+            for m in g.members.values_mut() {
+                m.joined_seq += base;
+            }
+            self.groups.insert(id, g);
+        }
+        self.next_seq += loaded.next_seq;
+        self.out.extend(loaded.out);
+    }
+
+    /// The ids of the classic groups held here (for tests and diagnostics).
+    pub fn group_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.groups.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
     /// Records to write to `__consumer_offsets`: queued tombstones and the metadata of changed groups.
     pub fn take_records(&mut self) -> Vec<Record> {
         let mut out = std::mem::take(&mut self.out);

@@ -41,7 +41,7 @@ async fn one(
                 if let Err(e) = ctx
                     .state
                     .transactions
-                    .verify(id, producer_id, epoch, tp)
+                    .verify(ctx.state, id, producer_id, epoch, tp)
                     .await
                 {
                     codes[i] = fenced_code(&e, ctx.version, 2);

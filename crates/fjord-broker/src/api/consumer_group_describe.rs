@@ -1,4 +1,5 @@
-//! ConsumerGroupDescribe (key 69, KIP-848): epochs, members, their current and target assignments.
+//! ConsumerGroupDescribe (key 69, KIP-848): epochs, members, their current and target assignments. A group
+//! coordinated elsewhere gets NOT_COORDINATOR (COORDINATOR_LOAD_IN_PROGRESS while loading) in its entry.
 
 use fjord_coordinator::consumer_group::Assignment;
 use kafka_protocol::error::ResponseError as E;
@@ -29,7 +30,6 @@ pub fn handle(ctx: &Ctx<'_>, req: ConsumerGroupDescribeRequest) -> ConsumerGroup
                 .collect(),
         )
     };
-    let c = ctx.state.groups.lock();
     let groups = req
         .group_ids
         .into_iter()
@@ -37,6 +37,10 @@ pub fn handle(ctx: &Ctx<'_>, req: ConsumerGroupDescribeRequest) -> ConsumerGroup
             let g = DescribedGroup::default()
                 .with_group_id(gid.clone())
                 .with_authorized_operations(i32::MIN);
+            let c = match ctx.state.groups.coordinator_for(ctx.state, &gid.0) {
+                Ok(c) => c,
+                Err(code) => return g.with_error_code(code),
+            };
             let (Some(state), Some((group_epoch, assignment_epoch))) =
                 (c.consumer.state(&gid.0), c.consumer.epochs(&gid.0))
             else {

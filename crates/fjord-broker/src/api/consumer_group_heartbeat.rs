@@ -1,5 +1,6 @@
 //! ConsumerGroupHeartbeat (key 68, KIP-848): the consumer protocol's single request for joining, staying in,
-//! reconciling and leaving a group; the assignment is computed here, on the coordinator.
+//! reconciling and leaving a group; the assignment is computed here, on the coordinator. Elsewhere
+//! NOT_COORDINATOR (COORDINATOR_LOAD_IN_PROGRESS while the group's partition loads).
 
 use fjord_coordinator::consumer_group::{Assignment, HeartbeatRequest, TopicView};
 use kafka_protocol::error::ResponseError as E;
@@ -16,13 +17,11 @@ pub async fn handle(
     req: ConsumerGroupHeartbeatRequest,
 ) -> ConsumerGroupHeartbeatResponse {
     let group_id = req.group_id.0.to_string();
-    if req.member_epoch == 0 {
-        // Offsets of the group will be written to __consumer_offsets; make sure it exists.
-        if let Err(e) = crate::groups::ensure_offsets_topic(ctx.state).await {
-            tracing::error!(error = %e, "cannot create __consumer_offsets");
-            return ConsumerGroupHeartbeatResponse::default()
-                .with_error_code(E::CoordinatorNotAvailable.code());
-        }
+    // Offsets of the group will be written to __consumer_offsets, whose leaders decide who coordinates it.
+    if let Err(code) = ctx.state.groups.ensure_served(ctx.state, &group_id).await {
+        return ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(code)
+            .with_member_epoch(-1);
     }
     let meta = ctx.state.meta.state();
     let topics: TopicView = meta
@@ -51,7 +50,14 @@ pub async fn handle(
         owned,
     };
     let resp = {
-        let mut c = ctx.state.groups.lock();
+        let mut c = match ctx.state.groups.coordinator_for(ctx.state, &group_id) {
+            Ok(c) => c,
+            Err(code) => {
+                return ConsumerGroupHeartbeatResponse::default()
+                    .with_error_code(code)
+                    .with_member_epoch(-1)
+            }
+        };
         if c.is_active_classic(&group_id) {
             return ConsumerGroupHeartbeatResponse::default()
                 .with_error_code(E::GroupIdNotFound.code())

@@ -1,7 +1,8 @@
 //! DescribeGroups (key 15): state, protocol and members with their metadata and assignments. A group that
 //! does not exist is reported as Dead with no error, as Kafka does up to v5; so is a group of the KIP-848
 //! consumer protocol, which Kafka describes only through ConsumerGroupDescribe (its committed offsets live in
-//! a classic entry here, which must not show as an Empty classic group).
+//! a classic entry here, which must not show as an Empty classic group). A group whose coordinator is another
+//! broker gets NOT_COORDINATOR (COORDINATOR_LOAD_IN_PROGRESS while loading) in its entry.
 
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
@@ -9,7 +10,6 @@ use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use super::{str_bytes, Ctx};
 
 pub fn handle(ctx: &Ctx<'_>, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
-    let c = ctx.state.groups.lock();
     let groups = req
         .groups
         .into_iter()
@@ -17,6 +17,10 @@ pub fn handle(ctx: &Ctx<'_>, req: DescribeGroupsRequest) -> DescribeGroupsRespon
             let g = DescribedGroup::default()
                 .with_group_id(gid.clone())
                 .with_authorized_operations(i32::MIN);
+            let c = match ctx.state.groups.coordinator_for(ctx.state, &gid.0) {
+                Ok(c) => c,
+                Err(code) => return g.with_error_code(code).with_group_state(str_bytes("")),
+            };
             match c.describe(&gid.0).filter(|_| !c.consumer.contains(&gid.0)) {
                 None => g.with_group_state(str_bytes("Dead")),
                 Some(d) => g

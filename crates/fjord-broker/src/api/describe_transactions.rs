@@ -1,4 +1,5 @@
-//! DescribeTransactions (key 65): state, producer, timeout and partitions of transactional ids.
+//! DescribeTransactions (key 65): state, producer, timeout and partitions of transactional ids. An id
+//! coordinated elsewhere gets NOT_COORDINATOR (COORDINATOR_LOAD_IN_PROGRESS while loading) in its entry.
 
 use std::collections::BTreeMap;
 
@@ -21,9 +22,16 @@ pub async fn handle(
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
             .with_transaction_start_time_ms(-1);
-        let Some(m) = ctx.state.transactions.describe(&id).await else {
-            states.push(s.with_error_code(E::TransactionalIdNotFound.code()));
-            continue;
+        let m = match ctx.state.transactions.describe(ctx.state, &id).await {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                states.push(s.with_error_code(E::TransactionalIdNotFound.code()));
+                continue;
+            }
+            Err(e) => {
+                states.push(s.with_error_code(e.code()));
+                continue;
+            }
         };
         let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
         for (t, p) in &m.partitions {

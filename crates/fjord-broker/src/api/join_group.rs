@@ -1,4 +1,6 @@
 //! JoinGroup (key 11): enter a consumer group's rebalance; the answer waits until the join phase completes.
+//! Only on the group's coordinator (NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS elsewhere); a join parked
+//! when the coordinator resigns is answered NOT_COORDINATOR.
 
 use std::time::Duration;
 
@@ -33,7 +35,22 @@ pub async fn handle(ctx: &Ctx<'_>, req: JoinGroupRequest) -> JoinGroupResponse {
         require_known_member_id: ctx.version >= 4,
     };
     let member_id = jr.member_id.clone();
-    let reply = ctx.state.groups.lock().join(jr, now_ms());
+    let groups = &ctx.state.groups;
+    let served = groups.ensure_served(ctx.state, &jr.group_id).await;
+    let joined = served.and_then(|()| {
+        let mut c = groups.coordinator_for(ctx.state, &jr.group_id)?;
+        Ok(c.join(jr, now_ms()))
+    });
+    let reply = match joined {
+        Ok(reply) => reply,
+        Err(code) => {
+            return JoinGroupResponse::default()
+                .with_error_code(code)
+                .with_generation_id(-1)
+                .with_protocol_name((ctx.version < 7).then(|| str_bytes("")))
+                .with_member_id(str_bytes(&member_id))
+        }
+    };
     let result = match reply {
         Reply::Now(r) => r,
         // Bounded: the coordinator answers by the rebalance timeout; the margin covers its clock's tick.

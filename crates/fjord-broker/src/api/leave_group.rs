@@ -1,4 +1,6 @@
-//! LeaveGroup (key 13): one member (v0-v2) or a batch of members (v3+, KIP-345) leave a group.
+//! LeaveGroup (key 13): one member (v0-v2) or a batch of members (v3+, KIP-345) leave a group. Only on the
+//! group's coordinator: elsewhere the top-level error is NOT_COORDINATOR (COORDINATOR_LOAD_IN_PROGRESS while
+//! loading), with no member results, as Kafka answers.
 
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
@@ -21,7 +23,10 @@ pub async fn handle(ctx: &Ctx<'_>, req: LeaveGroupRequest) -> LeaveGroupResponse
         vec![(req.member_id.to_string(), None)]
     };
     let (codes, records) = {
-        let mut c = ctx.state.groups.lock();
+        let mut c = match ctx.state.groups.coordinator_for(ctx.state, &req.group_id.0) {
+            Ok(c) => c,
+            Err(code) => return LeaveGroupResponse::default().with_error_code(code),
+        };
         let codes = c.leave(&req.group_id.0, &members, now_ms());
         (codes, c.take_records())
     };

@@ -1,5 +1,7 @@
 //! ListGroups (key 16): classic and KIP-848 consumer groups with their protocol type, and their state (v4+)
-//! and type (v5+) when asked, filtered by state and type like Kafka.
+//! and type (v5+) when asked, filtered by state and type like Kafka. Only the groups this broker coordinates
+//! (clients ask every broker); while one of its `__consumer_offsets` partitions is loading the answer carries
+//! COORDINATOR_LOAD_IN_PROGRESS with the groups already loaded, as Kafka's.
 
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
@@ -9,6 +11,7 @@ use super::{str_bytes, Ctx};
 pub fn handle(ctx: &Ctx<'_>, req: ListGroupsRequest) -> ListGroupsResponse {
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
+    let loading = ctx.state.groups.owned.any_loading();
     let c = ctx.state.groups.lock();
     // (id, protocol type, state, group type)
     let mut all: Vec<(String, String, &'static str, &'static str)> = c
@@ -44,5 +47,12 @@ pub fn handle(ctx: &Ctx<'_>, req: ListGroupsRequest) -> ListGroupsResponse {
             }
         })
         .collect();
-    ListGroupsResponse::default().with_groups(groups)
+    let code = if loading {
+        kafka_protocol::error::ResponseError::CoordinatorLoadInProgress.code()
+    } else {
+        0
+    };
+    ListGroupsResponse::default()
+        .with_error_code(code)
+        .with_groups(groups)
 }

@@ -1,5 +1,7 @@
 //! ListTransactions (key 66): the transactional ids this coordinator knows, filtered by state names, producer
-//! ids and (v1, KIP-994) a minimum running time. Unknown state names are echoed back as Kafka does.
+//! ids and (v1, KIP-994) a minimum running time. Unknown state names are echoed back as Kafka does. Only the
+//! ids whose `__transaction_state` partition this broker leads (clients ask every broker);
+//! COORDINATOR_LOAD_IN_PROGRESS and no list while one of those partitions is loading, as Kafka answers.
 
 use fjord_coordinator::txn::TxnState;
 use kafka_protocol::messages::list_transactions_response::TransactionState;
@@ -18,11 +20,15 @@ pub async fn handle(ctx: &Ctx<'_>, req: ListTransactionsRequest) -> ListTransact
         }
     }
     let now = now_ms();
-    let states = ctx
-        .state
-        .transactions
-        .snapshot()
-        .await
+    let all = match ctx.state.transactions.snapshot(ctx.state).await {
+        Ok(all) => all,
+        Err(code) => {
+            return ListTransactionsResponse::default()
+                .with_error_code(code)
+                .with_unknown_state_filters(unknown)
+        }
+    };
+    let states = all
         .into_iter()
         .filter(|m| req.state_filters.is_empty() || wanted_states.contains(&m.state))
         .filter(|m| {

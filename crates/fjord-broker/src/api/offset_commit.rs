@@ -1,5 +1,7 @@
-//! OffsetCommit (key 8): validate membership, make the commits durable in `__consumer_offsets`, then make them
-//! visible to OffsetFetch.
+//! OffsetCommit (key 8): validate membership, make the commits durable in `__consumer_offsets` (fsynced and
+//! replicated to the in-sync replicas), then make them visible to OffsetFetch. Only on the group's coordinator:
+//! every partition answers NOT_COORDINATOR (COORDINATOR_LOAD_IN_PROGRESS while loading) elsewhere, and
+//! NOT_COORDINATOR too when this broker stopped leading the partition before the write was acknowledged.
 
 use fjord_coordinator::CommittedOffset;
 use kafka_protocol::error::ResponseError as E;
@@ -15,13 +17,21 @@ pub async fn handle(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResp
     let broker = ctx.state;
     let group = req.group_id.0.to_string();
     let now = now_ms();
-    let check = broker.groups.lock().check_commit(
-        &group,
-        req.generation_id_or_member_epoch,
-        &req.member_id,
-        req.group_instance_id.as_deref(),
-        now,
-    );
+    let check = match broker.groups.ensure_served(broker, &group).await {
+        Err(code) => Err(code),
+        Ok(()) => broker
+            .groups
+            .coordinator_for(broker, &group)
+            .and_then(|mut c| {
+                c.check_commit(
+                    &group,
+                    req.generation_id_or_member_epoch,
+                    &req.member_id,
+                    req.group_instance_id.as_deref(),
+                    now,
+                )
+            }),
+    };
     let topics = req.topics.iter().map(|t| {
         let parts = t.partitions.iter().map(|p| CommitPartition {
             index: p.partition_index,
@@ -35,10 +45,16 @@ pub async fn handle(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResp
     if !valid.is_empty() {
         let records = broker.groups.lock().commit_records(&group, &valid);
         match broker.groups.persist(broker, records).await {
-            Ok(()) => broker.groups.lock().apply_commit(&group, valid, now),
+            Ok(()) => {
+                // Replicated, so acknowledged. Should the coordinator have resigned meanwhile, its successor
+                // loads the commit from the log.
+                if let Ok(mut c) = broker.groups.coordinator_for(broker, &group) {
+                    c.apply_commit(&group, valid, now);
+                }
+            }
             Err(e) => {
                 tracing::error!(%group, error = %e, "persisting offset commit failed");
-                not_acknowledged(&mut codes);
+                not_acknowledged(&mut codes, crate::groups::write_error_code(&e));
             }
         }
     }
@@ -122,11 +138,12 @@ pub(super) fn validate<'a>(
     (valid, codes)
 }
 
-/// Persisting failed, so nothing was acknowledged: every partition that passed validation reports it.
-pub(super) fn not_acknowledged(codes: &mut [Vec<i16>]) {
+/// Persisting failed, so nothing was acknowledged: every partition that passed validation reports `code`
+/// (NOT_COORDINATOR when this broker stopped leading the group's partition, else COORDINATOR_NOT_AVAILABLE).
+pub(super) fn not_acknowledged(codes: &mut [Vec<i16>], code: i16) {
     for c in codes.iter_mut().flatten() {
         if *c == 0 {
-            *c = E::CoordinatorNotAvailable.code();
+            *c = code;
         }
     }
 }

@@ -1,4 +1,5 @@
-//! OffsetDelete (key 47): forget committed offsets of partitions the group no longer consumes.
+//! OffsetDelete (key 47): forget committed offsets of partitions the group no longer consumes. Only on the
+//! group's coordinator (top-level NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS elsewhere).
 
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
@@ -18,12 +19,17 @@ pub async fn handle(ctx: &Ctx<'_>, req: OffsetDeleteRequest) -> OffsetDeleteResp
         })
         .collect();
     let (result, records) = {
-        let mut c = ctx.state.groups.lock();
+        let mut c = match ctx.state.groups.coordinator_for(ctx.state, &req.group_id.0) {
+            Ok(c) => c,
+            Err(code) => return OffsetDeleteResponse::default().with_error_code(code),
+        };
         let r = c.delete_offsets(&req.group_id.0, &wanted);
         (r, c.take_records())
     };
     if let Err(e) = ctx.state.groups.persist(ctx.state, records).await {
         tracing::error!(error = %e, "persisting offset deletion failed");
+        return OffsetDeleteResponse::default()
+            .with_error_code(crate::groups::write_error_code(&e));
     }
     let codes = match result {
         Ok(c) => c,

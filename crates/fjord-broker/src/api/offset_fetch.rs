@@ -1,5 +1,7 @@
 //! OffsetFetch (key 9): committed offsets of one group (v1-v7) or of several (v8+, KIP-709); all of a group's
-//! offsets when no topics are named.
+//! offsets when no topics are named. Only on the group's coordinator: elsewhere NOT_COORDINATOR
+//! (COORDINATOR_LOAD_IN_PROGRESS while the group's partition loads) in the group's entry (v8+), in the
+//! top-level error (v2-v7), or, in v0-v1, which have no top-level error, in every requested partition.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -66,7 +68,14 @@ pub fn handle(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchResponse {
             .groups
             .into_iter()
             .map(|g| {
-                let committed = groups.lock().fetch_offsets(&g.group_id.0);
+                let committed = match groups.coordinator_for(ctx.state, &g.group_id.0) {
+                    Ok(c) => c.fetch_offsets(&g.group_id.0),
+                    Err(code) => {
+                        return OffsetFetchResponseGroup::default()
+                            .with_group_id(g.group_id)
+                            .with_error_code(code)
+                    }
+                };
                 let wanted = g.topics.map(|ts| {
                     ts.into_iter()
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
@@ -101,7 +110,37 @@ pub fn handle(ctx: &Ctx<'_>, req: OffsetFetchRequest) -> OffsetFetchResponse {
             .collect();
         return OffsetFetchResponse::default().with_groups(results);
     }
-    let committed = groups.lock().fetch_offsets(&req.group_id.0);
+    let committed = match groups.coordinator_for(ctx.state, &req.group_id.0) {
+        Ok(c) => c.fetch_offsets(&req.group_id.0),
+        Err(code) if ctx.version >= 2 => {
+            return OffsetFetchResponse::default().with_error_code(code);
+        }
+        Err(code) => {
+            let topics = req
+                .topics
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(t.name)
+                        .with_partitions(
+                            t.partition_indexes
+                                .into_iter()
+                                .map(|p| {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(-1)
+                                        .with_committed_leader_epoch(-1)
+                                        .with_metadata(Some(str_bytes("")))
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            return OffsetFetchResponse::default().with_topics(topics);
+        }
+    };
     let wanted = req.topics.map(|ts| {
         ts.into_iter()
             .map(|t| (t.name.0.to_string(), t.partition_indexes))

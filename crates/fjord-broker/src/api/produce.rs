@@ -183,6 +183,7 @@ pub fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
             if let Some(b) = batches.iter().find(|b| {
                 b.is_transactional
                     && !broker.transactions.may_write(
+                        broker,
                         id,
                         b.producer_id,
                         b.producer_epoch,

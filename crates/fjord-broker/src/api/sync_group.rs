@@ -1,4 +1,5 @@
-//! SyncGroup (key 14): the leader hands out assignments; every member waits for its own.
+//! SyncGroup (key 14): the leader hands out assignments; every member waits for its own. Only on the group's
+//! coordinator (NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS elsewhere).
 
 use std::time::Duration;
 
@@ -27,7 +28,10 @@ pub async fn handle(ctx: &Ctx<'_>, req: SyncGroupRequest) -> SyncGroupResponse {
             .map(|a| (a.member_id.to_string(), a.assignment))
             .collect(),
     };
-    let reply = ctx.state.groups.lock().sync(sr, now_ms());
+    let reply = match ctx.state.groups.coordinator_for(ctx.state, &sr.group_id) {
+        Ok(mut c) => c.sync(sr, now_ms()),
+        Err(code) => return SyncGroupResponse::default().with_error_code(code),
+    };
     let result = match reply {
         Reply::Now(r) => r,
         Reply::Later(rx) => match tokio::time::timeout(MAX_SYNC_WAIT, rx).await {
@@ -46,6 +50,8 @@ pub async fn handle(ctx: &Ctx<'_>, req: SyncGroupRequest) -> SyncGroupResponse {
         // A completed rebalance is written to __consumer_offsets before members act on it.
         let records = ctx.state.groups.lock().take_records();
         if let Err(e) = ctx.state.groups.persist(ctx.state, records).await {
+            // Kafka answers the members then (the assignment stands in memory); the group's state is written
+            // again at its next change.
             tracing::error!(error = %e, "persisting group metadata failed");
         }
     }

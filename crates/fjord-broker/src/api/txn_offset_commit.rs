@@ -1,7 +1,9 @@
 //! TxnOffsetCommit (key 28): a transactional producer commits a consumer group's offsets as part of its
 //! transaction (consume-transform-produce). The offsets are written to `__consumer_offsets` as a
 //! transactional batch of the producer and become visible to OffsetFetch only when the commit marker lands
-//! there; an abort drops them.
+//! there; an abort drops them. Only on the group's coordinator (NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS
+//! per partition elsewhere). The transaction is verified here only when this broker also coordinates the
+//! transactional id; otherwise it is trusted, as Kafka did before KIP-890.
 
 use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::txn_offset_commit_response::{
@@ -20,28 +22,37 @@ pub async fn handle(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOffsetComm
     let group = req.group_id.0.to_string();
     let now = now_ms();
     // Like Kafka: an empty member id and a negative generation skip the membership check (v0-v2 carry none).
-    let mut check = if req.member_id.is_empty() && req.generation_id < 0 {
-        if group.is_empty() {
-            Err(E::InvalidGroupId.code())
-        } else {
-            Ok(())
-        }
+    let served = if group.is_empty() {
+        Err(E::InvalidGroupId.code())
     } else {
-        broker.groups.lock().check_commit(
-            &group,
-            req.generation_id,
-            &req.member_id,
-            req.group_instance_id.as_deref(),
-            now,
-        )
+        broker.groups.ensure_served(broker, &group).await
     };
-    if check.is_ok() {
+    let mut check = served.and_then(|()| {
+        let mut c = broker.groups.coordinator_for(broker, &group)?;
+        if req.member_id.is_empty() && req.generation_id < 0 {
+            Ok(())
+        } else {
+            c.check_commit(
+                &group,
+                req.generation_id,
+                &req.member_id,
+                req.group_instance_id.as_deref(),
+                now,
+            )
+        }
+    });
+    if check.is_ok()
+        && broker
+            .transactions
+            .coordinates_here(broker, &req.transactional_id)
+    {
         // The group's partition must be in the producer's open transaction (AddOffsetsToTxn), or the
         // offsets could never be resolved by a marker.
-        let p = broker.groups.lock().partition_for(&group);
+        let p = broker.groups.partition_of(&group);
         if let Err(e) = broker
             .transactions
             .verify(
+                broker,
                 &req.transactional_id,
                 req.producer_id.0,
                 req.producer_epoch,
@@ -71,7 +82,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOffsetComm
             .await
         {
             tracing::error!(%group, error = %e, "persisting transactional offset commit failed");
-            not_acknowledged(&mut codes);
+            not_acknowledged(&mut codes, crate::groups::write_error_code(&e));
         }
     }
     TxnOffsetCommitResponse::default().with_topics(

@@ -565,3 +565,57 @@ fn offset_delete_refuses_subscribed_topics_and_forgets_others() {
         Err(E::GroupIdNotFound.code())
     );
 }
+
+#[test]
+fn unloading_a_partition_drops_its_groups_and_answers_parked_requests_not_coordinator() {
+    let mut c = GroupCoordinator::new(cfg());
+    let (a, _b, gen) = stable_pair(&mut c);
+    // A rebalance in flight: the leader's rejoin is parked.
+    let (_, mut parked) = join_new(&mut c, "g", 100);
+    let offs = vec![(
+        ("t".to_string(), 0),
+        CommittedOffset {
+            offset: 3,
+            leader_epoch: 0,
+            metadata: String::new(),
+            commit_timestamp: 5,
+        },
+    )];
+    c.apply_commit("other", offs, 5);
+    let p = c.partition_for("g");
+    let other_p = c.partition_for("other");
+    assert_ne!(p, other_p, "the test needs groups on different partitions");
+    assert_eq!(c.unload_partition(p), 1);
+    assert_eq!(
+        parked.try_recv().unwrap().error,
+        E::NotCoordinator.code(),
+        "a parked JoinGroup is told to find the new coordinator"
+    );
+    assert!(c.describe("g").is_none());
+    assert_eq!(
+        c.heartbeat("g", gen, &a, None, 200),
+        E::UnknownMemberId.code()
+    );
+    assert!(c.take_records().iter().all(|r| r.partition != p));
+    assert_eq!(
+        c.fetch_offsets("other")[&("t".to_string(), 0)].offset,
+        3,
+        "other partitions' groups stay"
+    );
+}
+
+#[test]
+fn absorbing_a_loaded_partition_replaces_its_groups() {
+    let mut old = GroupCoordinator::new(cfg());
+    let (a, _b, gen) = stable_pair(&mut old);
+    let log = old.take_records();
+    let mut loaded = GroupCoordinator::new(cfg());
+    for r in log {
+        loaded.replay(r.key, r.value, 1_000).unwrap();
+    }
+    let mut c = GroupCoordinator::new(cfg());
+    c.absorb(loaded);
+    assert_eq!(c.group_ids(), vec!["g".to_string()]);
+    assert_eq!(c.describe("g").unwrap().state, GroupState::Stable);
+    assert_eq!(c.heartbeat("g", gen, &a, None, 2_000), 0);
+}
