@@ -508,6 +508,12 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     bdef!("broker.session.timeout.ms", Some("9000"), Int, positive),
     bdef!("replica.lag.time.max.ms", Some("30000"), Long, positive),
     bdef!("replica.fetch.max.bytes", Some("1048576"), Int, positive),
+    bdef!(
+        "replica.fetch.response.max.bytes",
+        Some("10485760"),
+        Int,
+        positive
+    ),
     bdef!("replica.fetch.min.bytes", Some("1"), Int, positive),
     bdef!("replica.fetch.wait.max.ms", Some("500"), Int, positive),
     bdef!("replica.fetch.backoff.ms", Some("1000"), Int, non_negative),

@@ -32,8 +32,12 @@ use crate::BrokerState;
 /// Fetch v12: topic names, `last_fetched_epoch` and `diverging_epoch` (KIP-595's truncation without a separate
 /// OffsetForLeaderEpoch round trip).
 const FETCH_VERSION: i16 = 12;
-/// The largest response a follower accepts (the leader bounds it by `replica.fetch.response.max.bytes`).
-const MAX_RESPONSE: usize = 64 << 20;
+/// The largest response a follower accepts beyond what it asked for: the leader returns a partition's first
+/// batch whole even when it is larger than the limits (KIP-74), and a batch is bounded by the request size limit.
+fn max_response(state: &BrokerState) -> usize {
+    let asked = prop_ms(state, "replica.fetch.response.max.bytes", 10 << 20) as usize;
+    asked.max(state.config.socket_request_max_bytes) + (1 << 20)
+}
 
 /// The partitions this broker follows, by leader.
 pub type Targets = BTreeMap<i32, Vec<Arc<Partition>>>;
@@ -201,7 +205,12 @@ impl Conn {
         })
     }
 
-    async fn fetch(&mut self, req: &FetchRequest, node_id: i32) -> std::io::Result<FetchResponse> {
+    async fn fetch(
+        &mut self,
+        req: &FetchRequest,
+        node_id: i32,
+        max_response: usize,
+    ) -> std::io::Result<FetchResponse> {
         let invalid = |e: &dyn std::fmt::Display| {
             std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
         };
@@ -225,7 +234,7 @@ impl Conn {
         let len = self.stream.read_i32().await?;
         let len = usize::try_from(len)
             .ok()
-            .filter(|n| *n <= MAX_RESPONSE)
+            .filter(|n| *n <= max_response)
             .ok_or_else(|| invalid(&format!("response of {len} bytes")))?;
         let mut body = BytesMut::zeroed(len);
         self.stream.read_exact(&mut body).await?;
@@ -369,14 +378,14 @@ async fn fetch_round(
         .with_replica_id(BrokerId(node_id))
         .with_max_wait_ms(wait_ms)
         .with_min_bytes(min_bytes)
-        .with_max_bytes(i32::MAX)
+        .with_max_bytes(prop_ms(state, "replica.fetch.response.max.bytes", 10 << 20) as i32)
         .with_isolation_level(0)
         .with_session_id(0)
         .with_session_epoch(-1)
         .with_topics(topics);
     let resp = tokio::time::timeout(
         socket_timeout + Duration::from_millis(wait_ms as u64),
-        conn.fetch(&req, node_id),
+        conn.fetch(&req, node_id, max_response(state)),
     )
     .await
     .map_err(|_| "the leader did not answer in time".to_string())?
@@ -385,6 +394,7 @@ async fn fetch_round(
         return Err(format!("fetch refused with error {}", resp.error_code));
     }
     let mut appended: Vec<Arc<Partition>> = Vec::new();
+    let mut failed = 0usize;
     crate::blocking(|| {
         for t in &resp.responses {
             let Some(ps) = by_topic.get(&*t.topic.0) else {
@@ -399,12 +409,17 @@ async fn fetch_round(
                     Ok(true) => appended.push((*p).clone()),
                     Ok(false) => {}
                     Err(e) => {
+                        failed += 1;
                         tracing::debug!(topic = %p.topic, partition = p.index, error = %e, "replica fetch not applied")
                     }
                 }
             }
         }
     });
+    if failed > 0 && appended.is_empty() {
+        // Every partition was refused (e.g. the leader has not seen a new epoch yet): do not spin on the leader.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Durable before the next fetch reports these offsets to the leader.
     for p in appended {
         let leo = p.log_end_offset();
