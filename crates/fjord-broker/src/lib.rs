@@ -10,6 +10,7 @@ pub mod admin;
 pub mod api;
 pub mod config;
 pub mod groups;
+pub mod interbroker;
 pub mod log_dirs;
 pub mod metrics;
 pub mod partition;

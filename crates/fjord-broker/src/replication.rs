@@ -16,15 +16,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use tokio::sync::watch;
+
+use crate::interbroker::Conn;
 
 use crate::partition::Partition;
 use crate::BrokerState;
@@ -185,76 +182,6 @@ async fn propose_isr(
     }
 }
 
-/// One connection to a leader, speaking Fetch.
-struct Conn {
-    stream: TcpStream,
-    correlation: i32,
-}
-
-impl Conn {
-    async fn connect(addr: &str, timeout: Duration) -> std::io::Result<Conn> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-            })??;
-        stream.set_nodelay(true)?;
-        Ok(Conn {
-            stream,
-            correlation: 0,
-        })
-    }
-
-    async fn fetch(
-        &mut self,
-        req: &FetchRequest,
-        node_id: i32,
-        max_response: usize,
-    ) -> std::io::Result<FetchResponse> {
-        let invalid = |e: &dyn std::fmt::Display| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
-        };
-        self.correlation = self.correlation.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(ApiKey::Fetch as i16)
-            .with_request_api_version(FETCH_VERSION)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_string(format!(
-                "fjord-replica-{node_id}"
-            ))));
-        let mut buf = BytesMut::new();
-        buf.extend_from_slice(&[0; 4]);
-        header
-            .encode(&mut buf, FetchRequest::header_version(FETCH_VERSION))
-            .and_then(|()| req.encode(&mut buf, FETCH_VERSION))
-            .map_err(|e| invalid(&e))?;
-        let len = (buf.len() - 4) as i32;
-        buf[..4].copy_from_slice(&len.to_be_bytes());
-        self.stream.write_all(&buf).await?;
-        let len = self.stream.read_i32().await?;
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|n| *n <= max_response)
-            .ok_or_else(|| invalid(&format!("response of {len} bytes")))?;
-        let mut body = BytesMut::zeroed(len);
-        self.stream.read_exact(&mut body).await?;
-        let mut body: Bytes = body.freeze();
-        let h = ResponseHeader::decode(&mut body, FetchResponse::header_version(FETCH_VERSION))
-            .map_err(|e| invalid(&e))?;
-        if h.correlation_id != self.correlation {
-            return Err(invalid(&"mismatched correlation id"));
-        }
-        let resp = FetchResponse::decode(&mut body, FETCH_VERSION).map_err(|e| invalid(&e))?;
-        if body.has_remaining() {
-            tracing::debug!(
-                left = body.remaining(),
-                "trailing bytes after a fetch response"
-            );
-        }
-        Ok(resp)
-    }
-}
-
 /// Follows every partition led by `leader` until none is left (or shutdown).
 async fn fetch_from(
     state: Arc<BrokerState>,
@@ -299,10 +226,15 @@ async fn fetch_from(
                     .get(&leader)
                     .map(|b| format!("{}:{}", b.host, b.port))
                     .ok_or_else(|| format!("leader {leader} is not registered"))?;
-                conn =
-                    Some(Conn::connect(&addr, socket_timeout).await.map_err(|e| {
-                        format!("cannot connect to broker {leader} at {addr}: {e}")
-                    })?);
+                conn = Some(
+                    Conn::connect(
+                        &addr,
+                        socket_timeout,
+                        format!("fjord-replica-{}", state.config.node_id),
+                    )
+                    .await
+                    .map_err(|e| format!("cannot connect to broker {leader} at {addr}: {e}"))?,
+                );
             }
             let c = conn.as_mut().expect("connected above");
             fetch_round(
@@ -385,7 +317,7 @@ async fn fetch_round(
         .with_topics(topics);
     let resp = tokio::time::timeout(
         socket_timeout + Duration::from_millis(wait_ms as u64),
-        conn.fetch(&req, node_id, max_response(state)),
+        conn.request(FETCH_VERSION, &req, max_response(state)),
     )
     .await
     .map_err(|_| "the leader did not answer in time".to_string())?

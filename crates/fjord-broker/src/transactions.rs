@@ -18,7 +18,7 @@
 //! **Invariant:** a transaction's markers are written only after its PrepareCommit/PrepareAbort record is
 //! durable, and it is reported complete only after every marker is durable; an EndTxn is answered after both.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -271,27 +271,61 @@ impl Transactions {
             ControlType::Abort
         };
         let coordinator_epoch = self.epoch_for(state, &m.transactional_id)?;
+        let meta = state.meta.state();
         let mut written = Vec::with_capacity(m.partitions.len());
+        // Partitions led by other brokers, by leader: their markers go out as WriteTxnMarkers.
+        let mut remote: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
         for (topic, p) in &m.partitions {
-            let Some(part) = state.partitions.get(topic, *p) else {
+            let Some(pm) = meta
+                .topics
+                .get(topic)
+                .and_then(|t| t.partitions.get(*p as usize))
+            else {
                 // The topic was deleted while the transaction was open: nothing left to mark.
                 tracing::warn!(transactional_id = %m.transactional_id, %topic, partition = p, "partition of a transaction is gone; no marker written");
                 continue;
             };
-            let offset =
-                part.append_marker(m.producer_id, m.producer_epoch, kind, coordinator_epoch)?;
-            written.push((part, offset));
+            let local = state
+                .partitions
+                .get(topic, *p)
+                .filter(|part| part.is_leader());
+            match local {
+                Some(part) => {
+                    let offset = part.append_marker(
+                        m.producer_id,
+                        m.producer_epoch,
+                        kind,
+                        coordinator_epoch,
+                    )?;
+                    written.push((part, offset));
+                }
+                None => remote
+                    .entry(pm.leader)
+                    .or_default()
+                    .push((topic.clone(), *p)),
+            }
         }
+        let remote_done = async {
+            for (leader, partitions) in remote {
+                send_markers(state, m, commit, coordinator_epoch, leader, partitions).await?;
+            }
+            Ok::<(), Error>(())
+        };
         // Appending all first lets the fsyncs of partitions sharing nothing overlap with the appends. A marker
         // counts once every in-sync replica has it (Kafka writes markers with acks=all), so a failover of the
         // partition never loses it.
-        for (part, offset) in written {
-            wait_acknowledged(state, &part, offset + 1).await?;
-            if part.topic == OFFSETS_TOPIC {
-                state.groups.complete_txn(m.producer_id, part.index, commit);
+        let local_done = async {
+            for (part, offset) in written {
+                wait_acknowledged(state, &part, offset + 1).await?;
+                if part.topic == OFFSETS_TOPIC {
+                    state.groups.complete_txn(m.producer_id, part.index, commit);
+                }
             }
-        }
-        Ok(())
+            Ok::<(), Error>(())
+        };
+        let (l, r) = tokio::join!(local_done, remote_done);
+        l?;
+        r
     }
 
     /// Ends the open (or half-ended) transaction in `slot`: Prepare record, markers, Complete record.
@@ -638,6 +672,119 @@ impl Transactions {
         );
     }
 }
+
+/// Sends the markers of `m` for `partitions` to broker `leader` (Kafka's WriteTxnMarkers), retrying for up to
+/// [`MARKER_TIMEOUT`] while leadership moves (each retry re-reads the leaders from the metadata).
+async fn send_markers(
+    state: &BrokerState,
+    m: &TxnMetadata,
+    commit: bool,
+    coordinator_epoch: i32,
+    leader: i32,
+    partitions: Vec<(String, i32)>,
+) -> Result<()> {
+    use kafka_protocol::messages::write_txn_markers_request::{
+        WritableTxnMarker, WritableTxnMarkerTopic,
+    };
+    use kafka_protocol::messages::{ProducerId, TopicName, WriteTxnMarkersRequest};
+    let deadline = tokio::time::Instant::now() + MARKER_TIMEOUT;
+    let mut pending: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::from([(leader, partitions)]);
+    let mut last_problem = String::new();
+    while !pending.is_empty() {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Timeout(format!(
+                "transaction markers for producer {} not written within {MARKER_TIMEOUT:?}: {last_problem}",
+                m.producer_id
+            )));
+        }
+        let mut retry: Vec<(String, i32)> = Vec::new();
+        for (leader, parts) in std::mem::take(&mut pending) {
+            let meta = state.meta.state();
+            let Some(b) = meta.brokers.get(&leader).filter(|_| meta.is_live(leader)) else {
+                last_problem = format!("the leader {leader} is not live");
+                retry.extend(parts);
+                continue;
+            };
+            let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+            for (t, p) in &parts {
+                by_topic.entry(t.as_str()).or_default().push(*p);
+            }
+            let req =
+                WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+                    .with_producer_id(ProducerId(m.producer_id))
+                    .with_producer_epoch(m.producer_epoch)
+                    .with_transaction_result(commit)
+                    .with_coordinator_epoch(coordinator_epoch)
+                    .with_topics(
+                        by_topic
+                            .iter()
+                            .map(|(t, ps)| {
+                                WritableTxnMarkerTopic::default()
+                                    .with_name(TopicName(
+                                        kafka_protocol::protocol::StrBytes::from_string(
+                                            t.to_string(),
+                                        ),
+                                    ))
+                                    .with_partition_indexes(ps.clone())
+                            })
+                            .collect(),
+                    )]);
+            let addr = format!("{}:{}", b.host, b.port);
+            let sent = async {
+                let mut conn = crate::interbroker::Conn::connect(
+                    &addr,
+                    Duration::from_secs(5),
+                    format!("fjord-txn-coordinator-{}", state.config.node_id),
+                )
+                .await?;
+                conn.request(1, &req, 1 << 20).await
+            };
+            match tokio::time::timeout(MARKER_TIMEOUT, sent).await {
+                Ok(Ok(resp)) => {
+                    for r in resp.markers.iter().flat_map(|x| &x.topics) {
+                        for p in &r.partitions {
+                            if p.error_code != 0 {
+                                last_problem = format!(
+                                    "broker {leader} answered {} for {}-{}",
+                                    p.error_code, r.name.0, p.partition_index
+                                );
+                                retry.push((r.name.0.to_string(), p.partition_index));
+                            }
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    last_problem = format!("broker {leader} at {addr}: {e}");
+                    retry.extend(parts);
+                }
+                Err(_) => {
+                    last_problem = format!("broker {leader} at {addr} did not answer");
+                    retry.extend(parts);
+                }
+            }
+        }
+        if retry.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = state.meta.sync().await;
+        let meta = state.meta.state();
+        for (t, p) in retry {
+            let Some(pm) = meta
+                .topics
+                .get(&t)
+                .and_then(|x| x.partitions.get(p as usize))
+            else {
+                continue; // deleted meanwhile
+            };
+            pending.entry(pm.leader).or_default().push((t, p));
+        }
+    }
+    Ok(())
+}
+
+/// How long a coordinator keeps retrying the markers of one transaction on other brokers.
+const MARKER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Creates `__transaction_state` (compacted, internal, `transaction.state.log.*`) unless it exists: on the first
 /// transactional write, or when a client's Metadata request names it (as Kafka's auto-creation does).

@@ -597,3 +597,90 @@ async fn a_new_transaction_coordinator_loads_fences_and_aborts_with_its_own_epoc
     assert_eq!(st.producer_epoch, r.producer_epoch);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn markers_reach_partitions_led_by_other_brokers_through_write_txn_markers() {
+    let cluster = start().await;
+    let id = "remote-tx";
+    let deadline = Instant::now() + LIMIT;
+    let (coord, pid, epoch) = loop {
+        let node = coordinator(&cluster, 1, id, 1).await;
+        let mut c = Client::connect(cluster.node(node)).await;
+        let r = init_producer(&mut c, id).await;
+        if r.error_code == 0 {
+            break (node, r.producer_id.0, r.producer_epoch);
+        }
+        assert!(
+            retriable(r.error_code) && Instant::now() < deadline,
+            "InitProducerId: {}",
+            r.error_code
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // d-0 led by a broker that does not coordinate the transaction.
+    let data_leader = (1..=3).find(|b| *b != coord).unwrap();
+    let replicas: Vec<i32> = std::iter::once(data_leader)
+        .chain((1..=3).filter(|b| *b != data_leader))
+        .collect();
+    let mut c = Client::connect(cluster.node(coord)).await;
+    let created = c
+        .send(
+            5,
+            &CreateTopicsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(s("d")))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+                    .with_assignments(vec![CreatableReplicaAssignment::default()
+                        .with_partition_index(0)
+                        .with_broker_ids(
+                            replicas.iter().map(|b| BrokerId(*b)).collect(),
+                        )])]),
+        )
+        .await;
+    assert_eq!(created.topics[0].error_code, 0);
+    cluster
+        .wait(LIMIT, "d-0 exists everywhere, led elsewhere", |c| {
+            c.live().all(|b| {
+                b.state().partitions.get("d", 0).is_some()
+                    && placement(b, "d")
+                        .is_some_and(|(l, _, isr)| l == data_leader && isr.len() == 3)
+            })
+        })
+        .await;
+    let mut dc = Client::connect(cluster.node(data_leader)).await;
+    // Commit one transaction, abort the next: both markers are written by d-0's leader on the coordinator's
+    // request, with the coordinator's epoch.
+    assert_eq!(add_partition(&mut c, id, pid, epoch).await, 0);
+    assert_eq!(
+        produce_txn(&mut dc, id, txn_batch(pid, epoch, 0, b"committed")).await,
+        0
+    );
+    assert_eq!(end_txn(&mut c, id, pid, epoch, true).await, 0);
+    assert_eq!(add_partition(&mut c, id, pid, epoch).await, 0);
+    assert_eq!(
+        produce_txn(&mut dc, id, txn_batch(pid, epoch, 1, b"aborted")).await,
+        0
+    );
+    assert_eq!(end_txn(&mut c, id, pid, epoch, false).await, 0);
+    let p = fjord_coordinator::records::partition_for(id, 2) as usize;
+    let (_, coord_epoch, ..) = partition_leader(cluster.node(coord), TXN_TOPIC, p);
+    let d = cluster
+        .node(data_leader)
+        .state()
+        .partitions
+        .get("d", 0)
+        .unwrap();
+    let log = d.read_to_log_end(0, 1 << 20).unwrap();
+    assert_eq!(
+        markers(&log),
+        vec![(true, coord_epoch), (false, coord_epoch)]
+    );
+    assert_eq!(
+        d.last_stable_offset(),
+        d.log_end_offset(),
+        "no transaction is left open on d-0"
+    );
+    cluster.shutdown().await;
+}

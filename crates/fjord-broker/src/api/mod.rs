@@ -41,6 +41,7 @@ mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
 mod txn_offset_commit;
+mod write_txn_markers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,6 +89,7 @@ pub static SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AddOffsetsToTxn, 0, 4),
     // v5 of EndTxn and TxnOffsetCommit belong to transactions v2 (KIP-890 part 2), not offered.
     (ApiKey::EndTxn, 0, 4),
+    (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::TxnOffsetCommit, 0, 4),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTransactions, 0, 0),
@@ -318,6 +320,9 @@ async fn decode_and_dispatch(
             ResponseKind::AddOffsetsToTxn(add_offsets_to_txn::handle(&ctx, r).await)
         }
         RequestKind::EndTxn(r) => ResponseKind::EndTxn(end_txn::handle(&ctx, r).await),
+        RequestKind::WriteTxnMarkers(r) => {
+            ResponseKind::WriteTxnMarkers(write_txn_markers::handle(&ctx, r).await)
+        }
         RequestKind::TxnOffsetCommit(r) => {
             ResponseKind::TxnOffsetCommit(txn_offset_commit::handle(&ctx, r).await)
         }

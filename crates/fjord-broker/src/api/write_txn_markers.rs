@@ -1,0 +1,80 @@
+//! WriteTxnMarkers (key 27): a transaction coordinator on another broker asks this one, the leader of some of
+//! the transaction's partitions, to write their commit or abort markers. Each marker is answered once it is on
+//! every in-sync replica (Kafka writes markers with acks=all); a marker for `__consumer_offsets` also completes
+//! the transaction's pending offset commits in the group coordinator here.
+
+use kafka_protocol::error::ResponseError as E;
+use kafka_protocol::messages::write_txn_markers_response::{
+    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+};
+use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
+
+use super::Ctx;
+use crate::groups::{wait_acknowledged, OFFSETS_TOPIC};
+
+pub async fn handle(ctx: &Ctx<'_>, req: WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
+    let state = ctx.state;
+    let mut markers = Vec::with_capacity(req.markers.len());
+    for m in req.markers {
+        let kind = if m.transaction_result {
+            fjord_log::ControlType::Commit
+        } else {
+            fjord_log::ControlType::Abort
+        };
+        let mut topics = Vec::with_capacity(m.topics.len());
+        for t in m.topics {
+            let mut partitions = Vec::with_capacity(t.partition_indexes.len());
+            for p in t.partition_indexes {
+                let code = match state.partitions.online(&t.name, p) {
+                    Ok(None) => E::UnknownTopicOrPartition.code(),
+                    Err(e) => e.code(),
+                    Ok(Some(part)) => {
+                        let written = crate::blocking(|| {
+                            part.append_marker(
+                                m.producer_id.0,
+                                m.producer_epoch,
+                                kind,
+                                m.coordinator_epoch,
+                            )
+                        });
+                        match written {
+                            Err(e) => e.code(),
+                            Ok(offset) => match wait_acknowledged(state, &part, offset + 1).await {
+                                Err(e) => e.code(),
+                                Ok(()) => {
+                                    if part.topic == OFFSETS_TOPIC {
+                                        state.groups.complete_txn(
+                                            m.producer_id.0,
+                                            part.index,
+                                            m.transaction_result,
+                                        );
+                                    }
+                                    0
+                                }
+                            },
+                        }
+                    }
+                };
+                if code != 0 {
+                    tracing::warn!(topic = %t.name.0, partition = p, producer_id = m.producer_id.0, code, "transaction marker not written");
+                }
+                partitions.push(
+                    WritableTxnMarkerPartitionResult::default()
+                        .with_partition_index(p)
+                        .with_error_code(code),
+                );
+            }
+            topics.push(
+                WritableTxnMarkerTopicResult::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions),
+            );
+        }
+        markers.push(
+            WritableTxnMarkerResult::default()
+                .with_producer_id(m.producer_id)
+                .with_topics(topics),
+        );
+    }
+    WriteTxnMarkersResponse::default().with_markers(markers)
+}
