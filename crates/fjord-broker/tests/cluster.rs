@@ -294,7 +294,22 @@ async fn a_stopped_leader_hands_its_partitions_to_an_in_sync_follower_with_every
         .offline_replicas
         .iter()
         .any(|b| b.0 == leader));
-    // Every acknowledged record is there, and writing goes on at the next offset.
+    // Every acknowledged record is on the new leader at once; its high watermark, which it knew as a follower,
+    // reaches them as soon as the remaining in-sync follower fetches from it (Kafka's behaviour too).
+    let np = cluster
+        .node(new_leader)
+        .state()
+        .partitions
+        .get("f", 0)
+        .unwrap();
+    assert!(np.log_end_offset() >= 20, "acknowledged records were lost");
+    cluster
+        .wait(
+            Duration::from_secs(10),
+            "the new leader's high watermark",
+            |_| np.high_watermark() == 20,
+        )
+        .await;
     let (err, hw, bytes) = fetch(&mut nc, "f", 0).await;
     assert_eq!((err, hw), (0, 20));
     assert!(bytes > 0);

@@ -66,9 +66,8 @@ enum Cmd {
     /// 9092+i-1, its controller on 9192+i-1, /metrics on 8080+i-1, with data in DIR/broker-i (the ports follow
     /// --override listeners=... and metrics.listener=...; port 0 picks free ones).
     ///
-    /// Examples:
-    ///   fjord start --data-dir /var/lib/fjord
-    ///   fjord start --brokers 3            # then: fjord cluster status
+    /// Example: fjord start --data-dir /var/lib/fjord
+    /// Example: fjord start --brokers 3            # then: fjord cluster status
     #[command(verbatim_doc_comment)]
     Start {
         /// Where logs and metadata live (default ./fjord-data). The same as --override log.dirs=DIR; giving
