@@ -514,6 +514,19 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         Int,
         positive
     ),
+    bdef!("auto.leader.rebalance.enable", Some("true"), Boolean),
+    bdef!(
+        "leader.imbalance.check.interval.seconds",
+        Some("300"),
+        Long,
+        positive
+    ),
+    bdef!(
+        "leader.imbalance.per.broker.percentage",
+        Some("10"),
+        Int,
+        non_negative
+    ),
     bdef!("replica.fetch.min.bytes", Some("1"), Int, positive),
     bdef!("replica.fetch.wait.max.ms", Some("500"), Int, positive),
     bdef!("replica.fetch.backoff.ms", Some("1000"), Int, non_negative),

@@ -356,6 +356,10 @@ impl Broker {
             tokio::spawn(groups::run_clock(state.clone(), shutdown_rx.clone())),
             tokio::spawn(transactions::run_clock(state.clone(), shutdown_rx.clone())),
             tokio::spawn(replication::run(state.clone(), shutdown_rx.clone())),
+            tokio::spawn(replication::rebalance_leaders(
+                state.clone(),
+                shutdown_rx.clone(),
+            )),
             tokio::spawn(groups::run_loader(state.clone(), shutdown_rx.clone())),
             tokio::spawn(housekeeping(state.clone(), shutdown_rx)),
         ];

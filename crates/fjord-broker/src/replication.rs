@@ -131,6 +131,70 @@ pub async fn run(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// `auto.leader.rebalance.enable` (Kafka's default: on): every `leader.imbalance.check.interval.seconds`, the
+/// broker running the raft leader (the active controller) moves leadership back to preferred replicas (the first
+/// of each replica list) for every broker whose share of preferred partitions led by someone else exceeds
+/// `leader.imbalance.per.broker.percentage`, where the preferred replica is live and in sync. Each move is an
+/// `ElectPreferredLeader` command, as ElectLeaders makes it.
+pub async fn rebalance_leaders(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
+    if state
+        .config
+        .props
+        .get("auto.leader.rebalance.enable")
+        .map(String::as_str)
+        != Some("true")
+    {
+        return;
+    }
+    let every =
+        Duration::from_secs(prop_ms(&state, "leader.imbalance.check.interval.seconds", 300).max(1));
+    let ratio = prop_ms(&state, "leader.imbalance.per.broker.percentage", 10) as f64 / 100.0;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if state.meta.leader() != Some(state.config.node_id) {
+            continue;
+        }
+        let meta = state.meta.state();
+        // preferred broker -> (partitions it should lead, those led by another broker and electable now)
+        let mut by_broker: BTreeMap<i32, (usize, Vec<(String, i32)>)> = BTreeMap::new();
+        for t in meta.topics.values() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                let Some(&preferred) = p.replicas.first() else {
+                    continue;
+                };
+                let entry = by_broker.entry(preferred).or_default();
+                entry.0 += 1;
+                if p.leader != preferred && meta.is_live(preferred) && p.isr.contains(&preferred) {
+                    entry.1.push((t.name.clone(), i as i32));
+                }
+            }
+        }
+        for (broker, (total, moves)) in by_broker {
+            if moves.is_empty() || (moves.len() as f64) / (total as f64) <= ratio {
+                continue;
+            }
+            tracing::info!(
+                broker,
+                partitions = moves.len(),
+                "moving leadership back to the preferred replica"
+            );
+            for (topic, partition) in moves {
+                let cmd = fjord_meta::Command::ElectPreferredLeader { topic, partition };
+                if let Err(e) = state.meta.propose(cmd).await {
+                    tracing::warn!(error = %e, "preferred leader election failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Asks the controller for the ISR changes this broker's led partitions need (one in flight per partition).
 fn check_isr(state: &Arc<BrokerState>, max_lag_ms: i64) {
     let meta = state.meta.state();

@@ -316,3 +316,118 @@ async fn a_stopped_leader_hands_its_partitions_to_an_in_sync_follower_with_every
     assert_eq!(produce(&mut nc, "f", -1, 10_000, &["c"]).await, (0, 20));
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elect_leaders_gives_leadership_back_to_the_preferred_replica() {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    // Automatic rebalancing off: the election below is the only way back.
+    let cluster = Cluster::start(3, &[("auto.leader.rebalance.enable", "false")]).await;
+    let mut c = Client::connect(cluster.node(1)).await;
+    create(&mut c, "pref", 3, &[]).await;
+    cluster
+        .wait(
+            Duration::from_secs(10),
+            "the partition exists on every broker",
+            |c| {
+                c.live()
+                    .all(|b| b.state().partitions.get("pref", 0).is_some())
+            },
+        )
+        .await;
+    let (leader, replicas, _) = placement(cluster.node(1), "pref").unwrap();
+    assert_eq!(
+        leader, replicas[0],
+        "a new partition starts on its preferred replica"
+    );
+    // Fencing the preferred replica moves leadership away; its heartbeats unfence it and it rejoins the ISR.
+    cluster
+        .node(1)
+        .state()
+        .meta
+        .propose(fjord_meta::Command::FenceBroker { id: leader })
+        .await
+        .unwrap();
+    cluster
+        .wait(
+            Duration::from_secs(20),
+            "the preferred replica is back in the ISR, not leading",
+            |c| {
+                placement(c.node(1), "pref")
+                    .is_some_and(|(l, _, isr)| l != leader && isr.len() == 3)
+            },
+        )
+        .await;
+    let elect = |election_type: i8, partitions: Vec<i32>| {
+        ElectLeadersRequest::default()
+            .with_election_type(election_type)
+            .with_timeout_ms(10_000)
+            .with_topic_partitions(Some(vec![TopicPartitions::default()
+                .with_topic(TopicName(common::s("pref")))
+                .with_partitions(partitions)]))
+    };
+    let r = c.send(2, &elect(0, vec![0, 7])).await;
+    let codes: Vec<i16> = r.replica_election_results[0]
+        .partition_result
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(codes, vec![0, E::UnknownTopicOrPartition.code()]);
+    let (now, ..) = placement(cluster.node(1), "pref").unwrap();
+    assert_eq!(now, leader, "the preferred replica leads again");
+    let r = c.send(2, &elect(0, vec![0])).await;
+    assert_eq!(
+        r.replica_election_results[0].partition_result[0].error_code,
+        E::ElectionNotNeeded.code()
+    );
+    let r = c.send(2, &elect(1, vec![0])).await;
+    assert_eq!(
+        r.replica_election_results[0].partition_result[0].error_code,
+        E::InvalidRequest.code(),
+        "no unclean elections"
+    );
+    // Writing goes on through the new (preferred) leader.
+    let mut lc = Client::connect(cluster.node(leader)).await;
+    assert_eq!(produce(&mut lc, "pref", -1, 10_000, &["x"]).await.0, 0);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_leader_rebalance_moves_leadership_back_to_the_preferred_replica() {
+    let cluster = Cluster::start(3, &[("leader.imbalance.check.interval.seconds", "1")]).await;
+    let mut c = Client::connect(cluster.node(1)).await;
+    create(&mut c, "auto", 3, &[]).await;
+    cluster
+        .wait(
+            Duration::from_secs(10),
+            "the partition exists on every broker",
+            |c| {
+                c.live()
+                    .all(|b| b.state().partitions.get("auto", 0).is_some())
+            },
+        )
+        .await;
+    let (leader, _, _) = placement(cluster.node(1), "auto").unwrap();
+    cluster
+        .node(1)
+        .state()
+        .meta
+        .propose(fjord_meta::Command::FenceBroker { id: leader })
+        .await
+        .unwrap();
+    cluster
+        .wait(Duration::from_secs(10), "leadership moved away", |c| {
+            placement(c.node(1), "auto").is_some_and(|(l, _, _)| l != leader)
+        })
+        .await;
+    cluster
+        .wait(
+            Duration::from_secs(30),
+            "leadership back on the preferred replica",
+            |c| {
+                placement(c.node(1), "auto")
+                    .is_some_and(|(l, _, isr)| l == leader && isr.len() == 3)
+            },
+        )
+        .await;
+    cluster.shutdown().await;
+}

@@ -22,6 +22,7 @@ mod describe_groups;
 mod describe_producers;
 mod describe_quorum;
 mod describe_transactions;
+mod elect_leaders;
 mod end_txn;
 mod errors;
 mod fetch;
@@ -90,6 +91,7 @@ pub static SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // v5 of EndTxn and TxnOffsetCommit belong to transactions v2 (KIP-890 part 2), not offered.
     (ApiKey::EndTxn, 0, 4),
     (ApiKey::WriteTxnMarkers, 1, 1),
+    (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::TxnOffsetCommit, 0, 4),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTransactions, 0, 0),
@@ -320,6 +322,9 @@ async fn decode_and_dispatch(
             ResponseKind::AddOffsetsToTxn(add_offsets_to_txn::handle(&ctx, r).await)
         }
         RequestKind::EndTxn(r) => ResponseKind::EndTxn(end_txn::handle(&ctx, r).await),
+        RequestKind::ElectLeaders(r) => {
+            ResponseKind::ElectLeaders(elect_leaders::handle(&ctx, r).await)
+        }
         RequestKind::WriteTxnMarkers(r) => {
             ResponseKind::WriteTxnMarkers(write_txn_markers::handle(&ctx, r).await)
         }
