@@ -66,6 +66,8 @@ pub struct Metrics {
     /// ISR changes this broker got committed as a leader (Kafka's IsrShrinksPerSec / IsrExpandsPerSec).
     pub isr_shrinks: Counter,
     pub isr_expands: Counter,
+    /// ISR changes the quorum refused or could not commit (Kafka's FailedIsrUpdatesPerSec).
+    pub isr_update_failures: Counter,
     pub requests: Family<RequestLabels, Counter>,
     /// Error codes in responses, each occurrence counted (a produce of three partitions that all fail counts
     /// three), by API and error. Error code 0 (NONE) is not counted.
@@ -124,6 +126,12 @@ impl Metrics {
         let internal_records_skipped = Family::<TopicLabels, Counter>::default();
         let isr_shrinks = Counter::default();
         let isr_expands = Counter::default();
+        let isr_update_failures = Counter::default();
+        registry.register(
+            "isr_update_failures",
+            "ISR changes this broker asked for as a leader that the metadata quorum refused or did not commit",
+            isr_update_failures.clone(),
+        );
         registry.register(
             "isr_shrinks",
             "In-sync replica sets this broker shrank as a leader (a follower fell behind replica.lag.time.max.ms)",
@@ -238,6 +246,7 @@ impl Metrics {
             duplicate_batches,
             isr_shrinks,
             isr_expands,
+            isr_update_failures,
             requests,
             request_errors,
             request_latency,

@@ -199,8 +199,8 @@ pub async fn rebalance_leaders(state: Arc<BrokerState>, mut shutdown: watch::Rec
 fn check_isr(state: &Arc<BrokerState>, max_lag_ms: i64) {
     let meta = state.meta.state();
     for p in state.partitions.all() {
-        let Some(change) = p.wanted_isr_change(max_lag_ms, |b| meta.brokers.contains_key(&b))
-        else {
+        // Only live (registered, unfenced) brokers may join: the state machine refuses anything else.
+        let Some(change) = p.wanted_isr_change(max_lag_ms, |b| meta.is_live(b)) else {
             continue;
         };
         let state = state.clone();
@@ -208,6 +208,7 @@ fn check_isr(state: &Arc<BrokerState>, max_lag_ms: i64) {
             tracing::info!(topic = %p.topic, partition = p.index, isr = ?change.new_isr, "asking to change the ISR");
             if let Err(reason) = propose_isr(&state, &p, &change).await {
                 tracing::warn!(topic = %p.topic, partition = p.index, %reason, "ISR change not made");
+                state.metrics.isr_update_failures.inc();
                 p.isr_change_failed(&change);
             } else if let Err(e) = state.sync_partitions() {
                 tracing::error!(error = %e, "applying metadata after an ISR change failed");

@@ -245,7 +245,8 @@ async fn a_lagging_follower_leaves_the_isr_and_rejoins_once_caught_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_leader_hands_its_partitions_to_an_in_sync_follower_with_every_acknowledged_record(
 ) {
-    let mut cluster = Cluster::start(3, &[]).await;
+    // ISR checks every 250 ms (a quarter of the lag bound).
+    let mut cluster = Cluster::start(3, &[("replica.lag.time.max.ms", "1000")]).await;
     let mut c = Client::connect(cluster.node(1)).await;
     create(&mut c, "f", 3, &[("min.insync.replicas", "2")]).await;
     cluster
@@ -264,6 +265,20 @@ async fn a_stopped_leader_hands_its_partitions_to_an_in_sync_follower_with_every
             (0, i * 2)
         );
     }
+    // A partition the stopping broker only follows, fully replicated: its leader must not ask to put the fenced
+    // broker back into the ISR afterwards (the quorum would refuse it, again and again).
+    let other_leader = (1..=3).find(|b| *b != leader).unwrap();
+    let third = (1..=3)
+        .find(|b| *b != leader && *b != other_leader)
+        .unwrap();
+    create_on(&mut c, "g", &[other_leader, leader, third]).await;
+    let mut gc = Client::connect(cluster.node(other_leader)).await;
+    cluster
+        .wait(Duration::from_secs(10), "g-0 on every broker", |c| {
+            c.live().all(|b| b.state().partitions.get("g", 0).is_some())
+        })
+        .await;
+    assert_eq!(produce(&mut gc, "g", -1, 10_000, &["g"]).await.0, 0);
     // Controlled shutdown (what SIGTERM does): leadership moves before the broker stops.
     cluster.stop(leader).await;
     let other = (1..=3).find(|b| *b != leader).unwrap();
@@ -294,6 +309,17 @@ async fn a_stopped_leader_hands_its_partitions_to_an_in_sync_follower_with_every
         .offline_replicas
         .iter()
         .any(|b| b.0 == leader));
+    // The new leader never asks to put the fenced broker back into the ISR (the quorum would refuse it).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for b in cluster.live() {
+        let text = b.metrics_text();
+        assert!(
+            text.lines()
+                .any(|l| l == "fjord_isr_update_failures_total 0"),
+            "broker {} asked for ISR changes the quorum refused",
+            b.state().config.node_id
+        );
+    }
     // Every acknowledged record is on the new leader at once; its high watermark, which it knew as a follower,
     // reaches them as soon as the remaining in-sync follower fetches from it (Kafka's behaviour too).
     let np = cluster

@@ -243,6 +243,32 @@ pub async fn fetch(c: &mut Client, topic: &str, offset: i64) -> (i16, i64, usize
     )
 }
 
+/// Creates `name` with one partition on exactly `replicas` (the first leads).
+pub async fn create_on(c: &mut Client, name: &str, replicas: &[i32]) {
+    use kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment;
+    let resp = c
+        .send(
+            5,
+            &CreateTopicsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(s(name)))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+                    .with_assignments(vec![CreatableReplicaAssignment::default()
+                        .with_partition_index(0)
+                        .with_broker_ids(
+                            replicas.iter().map(|b| BrokerId(*b)).collect(),
+                        )])]),
+        )
+        .await;
+    assert_eq!(
+        resp.topics[0].error_code, 0,
+        "{:?}",
+        resp.topics[0].error_message
+    );
+}
+
 pub async fn create(c: &mut Client, name: &str, rf: i16, configs: &[(&str, &str)]) {
     let resp = c
         .send(
