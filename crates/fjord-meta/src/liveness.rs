@@ -29,6 +29,8 @@ struct Table {
     /// The raft term the table belongs to; `None` while this node does not lead.
     term: Option<u64>,
     last_seen: BTreeMap<i32, Instant>,
+    /// Real heartbeats only (`last_seen` also holds the grace period's start).
+    heard: BTreeMap<i32, Instant>,
     /// Brokers that heartbeated while fenced; the leader proposes to unfence them.
     returned: BTreeSet<i32>,
 }
@@ -58,6 +60,7 @@ impl Liveness {
             *table = Table {
                 term: Some(term),
                 last_seen: registered.into_iter().map(|b| (b, now)).collect(),
+                heard: BTreeMap::new(),
                 returned: BTreeSet::new(),
             };
         }
@@ -70,6 +73,7 @@ impl Liveness {
         let fenced = self.state_rx.borrow().fenced.contains(&broker);
         let mut table = self.table_for(term, now);
         table.last_seen.insert(broker, now);
+        table.heard.insert(broker, now);
         if fenced && table.returned.insert(broker) {
             drop(table);
             self.wake.notify_one();
@@ -119,6 +123,13 @@ impl Liveness {
             .last_seen
             .get(&broker)
             .is_some_and(|&seen| now - seen > session_timeout)
+    }
+
+    /// When `broker`'s last heartbeat in `term` reached this leader, if one did.
+    pub(crate) fn last_heartbeat(&self, term: u64, broker: i32) -> Option<Instant> {
+        let now = Instant::now();
+        let table = self.table_for(term, now);
+        table.heard.get(&broker).copied()
     }
 
     /// Time since each broker's last heartbeat, if this node leads in `term`; empty otherwise.

@@ -783,7 +783,12 @@ impl Meta {
 
     /// As leader: fences silent brokers and unfences returned ones. Proposes only locally (never
     /// forwarded: a deposed leader's view of liveness is not the new leader's).
-    async fn judge_liveness(&self, session_timeout: Duration, propose_timeout: Duration) {
+    async fn judge_liveness(
+        &self,
+        heartbeat_interval: Duration,
+        session_timeout: Duration,
+        propose_timeout: Duration,
+    ) {
         let Some(term) = self.leading_term() else {
             self.inner.liveness.step_down();
             return;
@@ -807,6 +812,41 @@ impl Meta {
                 broker = id,
                 ?session_timeout,
                 "no heartbeat from broker within the session timeout; fencing it"
+            );
+            self.propose_as_leader(Command::FenceBroker { id }, propose_timeout)
+                .await;
+        }
+        // A fast path beside the session timeout: a broker whose controller port has refused every connection
+        // for a heartbeat interval, and which has not heartbeated since the refusals began, has no process
+        // listening (it crashed or stopped); waiting out its whole session only delays its partitions' failover.
+        // A live process never refuses (its listener lives as long as it does); a restarting one fences itself.
+        let Some(quorum) = self.inner.quorum.as_ref() else {
+            return;
+        };
+        let state = self.state();
+        let now = tokio::time::Instant::now();
+        for &id in state.brokers.keys() {
+            if id == own || !state.is_live(id) {
+                continue;
+            }
+            let Ok(node) = NodeId::try_from(id) else {
+                continue;
+            };
+            let Some(since) = quorum.net.refused_since(node).map(Instant::from_std) else {
+                continue;
+            };
+            let heard_since = self
+                .inner
+                .liveness
+                .last_heartbeat(term, id)
+                .is_some_and(|seen| seen >= since);
+            if now - since < heartbeat_interval || heard_since {
+                continue;
+            }
+            tracing::warn!(
+                broker = id,
+                refused_for = ?(now - since),
+                "the broker's controller port refuses connections and it sent no heartbeat since; fencing it"
             );
             self.propose_as_leader(Command::FenceBroker { id }, propose_timeout)
                 .await;
@@ -864,7 +904,8 @@ async fn judge_loop(weak: Weak<Inner>, interval: Duration, session_timeout: Dura
         if meta.inner.shut_down.load(Ordering::Acquire) {
             return;
         }
-        meta.judge_liveness(session_timeout, propose_timeout).await;
+        meta.judge_liveness(interval, session_timeout, propose_timeout)
+            .await;
     }
 }
 

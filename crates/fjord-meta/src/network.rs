@@ -227,6 +227,9 @@ struct Peer {
     last_error: Option<String>,
     /// When an exchange with this peer last succeeded (DescribeQuorum's last fetch time).
     last_ok: Option<SystemTime>,
+    /// Since when every dial was refused (nothing listens on the peer's controller port: its process is
+    /// gone), cleared by any successful exchange.
+    refused_since: Option<Instant>,
 }
 
 impl Peer {
@@ -238,6 +241,7 @@ impl Peer {
             next_dial: None,
             last_error: None,
             last_ok: None,
+            refused_since: None,
         }
     }
 }
@@ -276,6 +280,11 @@ impl TcpNetwork {
     /// never attempted.
     pub(crate) fn last_error(&self, target: NodeId) -> Option<String> {
         self.peers().get(&target).and_then(|p| p.last_error.clone())
+    }
+
+    /// Since when every dial to `target` was refused, if the latest dials were.
+    pub(crate) fn refused_since(&self, target: NodeId) -> Option<Instant> {
+        self.peers().get(&target).and_then(|p| p.refused_since)
     }
 
     /// When the last exchange with `target` succeeded, if one did.
@@ -323,6 +332,11 @@ impl TcpNetwork {
                         .min(DIAL_BACKOFF_MAX);
                     peer.next_dial = Some(Instant::now() + backoff);
                     peer.last_error = Some(format!("connect to {addr}: {e}"));
+                    if e.kind() == io::ErrorKind::ConnectionRefused {
+                        peer.refused_since.get_or_insert_with(Instant::now);
+                    } else {
+                        peer.refused_since = None;
+                    }
                 }
                 Err(e)
             }
@@ -335,6 +349,7 @@ impl TcpNetwork {
             peer.failures = 0;
             peer.next_dial = None;
             peer.last_error = None;
+            peer.refused_since = None;
             peer.last_ok = Some(SystemTime::now());
             if peer.idle.len() < MAX_IDLE_PER_PEER {
                 peer.idle.push(conn);
