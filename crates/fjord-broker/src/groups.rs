@@ -455,12 +455,17 @@ pub async fn append_internal(
         .online(topic, partition)?
         .ok_or_else(|| Error::NotCoordinator(format!("{topic}-{partition} is not hosted here")))?;
     let info = part.append_from(encode_batch(records, producer)?, Origin::Coordinator)?;
-    wait_acknowledged(state, &part, info.last_offset + 1).await
+    wait_acknowledged(state, &part, info.last_offset + 1, info.leader_epoch).await
 }
 
-/// Waits until everything below `offset` is fsynced here and replicated to the in-sync replicas (at least
-/// `min.insync.replicas` of them), bounded by [`WRITE_TIMEOUT`].
-pub async fn wait_acknowledged(state: &BrokerState, part: &Partition, offset: i64) -> Result<()> {
+/// Waits until everything below `offset`, written in leader epoch `epoch`, is fsynced here and replicated to the
+/// in-sync replicas (at least `min.insync.replicas` of them), bounded by [`WRITE_TIMEOUT`].
+pub async fn wait_acknowledged(
+    state: &BrokerState,
+    part: &Partition,
+    offset: i64,
+    epoch: i32,
+) -> Result<()> {
     let timeout = WRITE_TIMEOUT;
     let min_isr: usize = state
         .meta
@@ -482,7 +487,7 @@ pub async fn wait_acknowledged(state: &BrokerState, part: &Partition, offset: i6
         }
     }
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-    part.wait_replicated(offset, min_isr, left).await
+    part.wait_replicated(offset, epoch, min_isr, left).await
 }
 
 /// One uncompressed batch of key/value records, transactional when it carries a producer.

@@ -216,7 +216,7 @@ impl BrokerState {
     /// response it sends already reflects it).
     /// Opening logs is file I/O (and recovery can be long): it runs off the async workers.
     pub fn sync_partitions(&self) -> Result<()> {
-        blocking(|| self.partitions.sync_with(&self.meta.state(), &self.config))?;
+        blocking(|| self.partitions.sync_latest(&self.meta, &self.config))?;
         self.replication.refresh(self);
         self.follow_coordinators();
         Ok(())
@@ -275,13 +275,26 @@ impl Broker {
             // partitions it led get new leaders (or, where it was the last in-sync replica, a new epoch once it
             // is unfenced), so that nothing it wrote before a crash and lost on its disk can be mistaken for the
             // same epoch's data by followers. Its heartbeats unfence it.
-            match meta
-                .propose(fjord_meta::Command::FenceBroker { id: config.node_id })
-                .await
-            {
-                Ok(r) => tracing::info!(result = ?r, "fenced this broker's previous incarnation"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not fence this broker's previous incarnation")
+            // It must be committed before this broker serves anything: otherwise a leader that lost an unsynced
+            // tail could go on in the same epoch. Retried while the quorum forms; the start fails without it.
+            let deadline = tokio::time::Instant::now() + fjord_meta::QUORUM_OPEN_WAIT;
+            loop {
+                match meta
+                    .propose(fjord_meta::Command::FenceBroker { id: config.node_id })
+                    .await
+                {
+                    Ok(r) => {
+                        tracing::info!(result = ?r, "fenced this broker's previous incarnation");
+                        break;
+                    }
+                    Err(e) if tokio::time::Instant::now() < deadline => {
+                        tracing::warn!(error = %e, "could not fence this broker's previous incarnation yet; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => {
+                        let _ = meta.shutdown().await;
+                        return Err(Error::Meta(e));
+                    }
                 }
             }
         }
@@ -488,7 +501,7 @@ async fn follow_metadata(state: Arc<BrokerState>, mut shutdown: watch::Receiver<
                     state.metrics.forget_topic(t);
                 }
                 known = snapshot.topics.keys().cloned().collect();
-                if let Err(e) = blocking(|| state.partitions.sync_with(&snapshot, &state.config)) {
+                if let Err(e) = blocking(|| state.partitions.sync_latest(&state.meta, &state.config)) {
                     tracing::error!(error = %e, "applying metadata to partitions failed");
                 }
                 state.replication.refresh(&state);

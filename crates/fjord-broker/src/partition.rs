@@ -335,6 +335,8 @@ impl Partition {
                     max_timestamp: -1,
                     log_start_offset: log.log_start_offset(),
                     batches: Vec::new(),
+                    // The original's epoch, as the log records it.
+                    leader_epoch: log.epoch_at(last_offset).unwrap_or(-1),
                 });
             }
             if verdicts.iter().any(|v| *v != Verdict::Append) {
@@ -372,7 +374,7 @@ impl Partition {
         producer_epoch: i16,
         kind: ControlType,
         coordinator_epoch: i32,
-    ) -> Result<i64> {
+    ) -> Result<(i64, i32)> {
         self.io(|| self.append_marker_locked(producer_id, producer_epoch, kind, coordinator_epoch))
     }
 
@@ -382,7 +384,7 @@ impl Partition {
         producer_epoch: i16,
         kind: ControlType,
         coordinator_epoch: i32,
-    ) -> Result<i64> {
+    ) -> Result<(i64, i32)> {
         let repl = self.lock_repl();
         replica::check_leader_in(&repl, self, -1)?;
         let epoch = repl.leader_epoch;
@@ -407,7 +409,7 @@ impl Partition {
         self.advance_hw(&repl, leo);
         drop(repl);
         self.wake_waiters();
-        Ok(info.base_offset)
+        Ok((info.base_offset, epoch))
     }
 
     fn lock_producers(&self) -> std::sync::MutexGuard<'_, ProducerStates> {
@@ -861,6 +863,21 @@ impl PartitionManager {
     /// Brings the hosted partitions in line with the metadata: opens logs for new partitions, applies config
     /// changes, and deletes the logs of deleted topics. Called at start-up and on every metadata change.
     pub fn sync_with(&self, state: &ClusterState, config: &BrokerConfig) -> Result<()> {
+        let _serial = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.sync_locked(state, config)
+    }
+
+    /// [`PartitionManager::sync_with`] the metadata's latest state, read only once this broker's syncs are
+    /// serialized: syncs then apply states in the order the metadata applied them. (Applying a snapshot taken
+    /// before a newer one was applied would delete the partitions of a topic created in between, and hand
+    /// leadership back to an older epoch.)
+    pub fn sync_latest(&self, meta: &fjord_meta::Meta, config: &BrokerConfig) -> Result<()> {
+        let _serial = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let state = meta.state();
+        self.sync_locked(&state, config)
+    }
+
+    fn sync_locked(&self, state: &ClusterState, config: &BrokerConfig) -> Result<()> {
         let mut wanted: BTreeMap<(String, i32), (Uuid, PartitionMeta, LogConfig)> = BTreeMap::new();
         for t in state.topics.values() {
             let lc = config.log_config_dynamic(&state.broker_configs, &t.configs);
@@ -870,7 +887,6 @@ impl PartitionManager {
                 }
             }
         }
-        let _serial = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut parts = self.partitions.write().unwrap_or_else(|p| p.into_inner());
         let mut unopened = self.lock_unopened();
         unopened.retain(|k, (id, _)| wanted.get(k).is_some_and(|(w, _, _)| w == id));
@@ -1551,6 +1567,75 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_write_truncated_by_a_leader_change_is_never_acknowledged_even_if_its_leader_returns()
+    {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (_, cfg) = state();
+        let (m1, m2) = (replica_manager(d1.path(), 1), replica_manager(d2.path(), 2));
+        let meta = replicated(1, 0);
+        m1.sync_with(&meta, &cfg).unwrap();
+        m2.sync_with(&meta, &cfg).unwrap();
+        let (b1, b2) = (m1.get("t", 0).unwrap(), m2.get("t", 0).unwrap());
+        // Broker 1 appends X at epoch 0 (offsets 0..2); before anyone has it, broker 2 takes over at epoch 1.
+        let x = b1.append(batch(-1, -1, -1, 3)).unwrap();
+        assert_eq!((x.last_offset, x.leader_epoch), (2, 0));
+        let meta = replicated(2, 1);
+        m1.sync_with(&meta, &cfg).unwrap();
+        m2.sync_with(&meta, &cfg).unwrap();
+        b2.append(batch(-1, -1, -1, 4)).unwrap();
+        // Broker 1 follows: truncates X, copies broker 2's records.
+        assert!(!replicate_once(&b2, &b1, 1));
+        assert!(replicate_once(&b2, &b1, 1));
+        assert!(!replicate_once(&b2, &b1, 1));
+        // Broker 1 leads again at epoch 2 and its follower catches up: the high watermark passes X's offsets.
+        let meta = replicated(1, 2);
+        m1.sync_with(&meta, &cfg).unwrap();
+        m2.sync_with(&meta, &cfg).unwrap();
+        replicate_once(&b1, &b2, 2);
+        replicate_once(&b1, &b2, 2);
+        assert!(b1.high_watermark() >= 3);
+        // The producer of X (still waiting, e.g. on a slow fsync) must not hear that X is replicated.
+        let waited = b1
+            .wait_replicated(
+                x.last_offset + 1,
+                x.leader_epoch,
+                1,
+                std::time::Duration::from_secs(1),
+            )
+            .await;
+        assert_eq!(
+            waited.unwrap_err().code(),
+            kafka_protocol::error::ResponseError::NotLeaderOrFollower.code()
+        );
+        // A write of this epoch is acknowledged as usual.
+        let y = b1.append(batch(-1, -1, -1, 1)).unwrap();
+        replicate_once(&b1, &b2, 2);
+        replicate_once(&b1, &b2, 2);
+        b1.wait_replicated(
+            y.last_offset + 1,
+            y.leader_epoch,
+            1,
+            std::time::Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+    }
+
+    #[test]
+    fn an_older_leader_epoch_in_late_metadata_is_ignored() {
+        let d = tempfile::tempdir().unwrap();
+        let (_, cfg) = state();
+        let m = replica_manager(d.path(), 1);
+        m.sync_with(&replicated(2, 1), &cfg).unwrap();
+        let p = m.get("t", 0).unwrap();
+        assert_eq!((p.leader(), p.leader_epoch()), (2, 1));
+        // A snapshot from before the change arrives late: the partition stays with epoch 1.
+        m.sync_with(&replicated(1, 0), &cfg).unwrap();
+        assert_eq!((p.leader(), p.leader_epoch()), (2, 1));
+        assert!(p.append(batch(-1, -1, -1, 1)).is_err(), "still a follower");
+    }
+
     #[test]
     fn a_diverged_follower_truncates_to_the_leader_and_converges() {
         let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -1637,9 +1722,9 @@ mod tests {
             kafka_protocol::error::ResponseError::InvalidTxnState.code()
         );
         assert_eq!(p.append(txn_batch(2, 0, 0, 2)).unwrap().base_offset, 3);
-        assert_eq!(p.append_marker(1, 0, ControlType::Abort, 0).unwrap(), 5);
+        assert_eq!(p.append_marker(1, 0, ControlType::Abort, 0).unwrap().0, 5);
         assert_eq!(p.last_stable_offset(), 3, "producer 2 is still open");
-        assert_eq!(p.append_marker(2, 0, ControlType::Commit, 0).unwrap(), 6);
+        assert_eq!(p.append_marker(2, 0, ControlType::Commit, 0).unwrap().0, 6);
         let (visible, aborted, lso) = committed_view(&p, 0);
         assert_eq!(lso, 7);
         assert_eq!(visible.last(), Some(&(6, 6)));
@@ -1681,7 +1766,7 @@ mod tests {
 
         let (pm, p) = open(dir.path());
         assert_eq!(p.last_stable_offset(), 7, "restored from the snapshot");
-        assert_eq!(p.append_marker(3, 0, ControlType::Abort, 0).unwrap(), 9);
+        assert_eq!(p.append_marker(3, 0, ControlType::Abort, 0).unwrap().0, 9);
         let retry = p.append(txn_batch(3, 0, 0, 2)).unwrap();
         assert_eq!(
             (retry.base_offset, retry.batches.len()),
@@ -1796,7 +1881,7 @@ mod tests {
         };
         let (pm, p) = open(dir.path());
         assert_eq!(p.append(keyed(5, 0, true, "k", 10)).unwrap().base_offset, 0);
-        assert_eq!(p.append_marker(5, 0, ControlType::Commit, 0).unwrap(), 1);
+        assert_eq!(p.append_marker(5, 0, ControlType::Commit, 0).unwrap().0, 1);
         for _ in 0..20 {
             p.append(keyed(-1, -1, false, "k", 200)).unwrap();
         }

@@ -69,7 +69,9 @@ impl Replication {
         let mut targets = Targets::new();
         for p in state.partitions.all() {
             let leader = p.leader();
-            if leader >= 0 && leader != state.config.node_id {
+            // A replica in an offline log directory does not fetch: it would report positions it cannot make
+            // durable; it drops out of the ISR by lag.
+            if leader >= 0 && leader != state.config.node_id && p.check_online().is_ok() {
                 targets.entry(leader).or_default().push(p);
             }
         }
@@ -206,14 +208,60 @@ fn check_isr(state: &Arc<BrokerState>, max_lag_ms: i64) {
         let state = state.clone();
         tokio::spawn(async move {
             tracing::info!(topic = %p.topic, partition = p.index, isr = ?change.new_isr, "asking to change the ISR");
-            if let Err(reason) = propose_isr(&state, &p, &change).await {
-                tracing::warn!(topic = %p.topic, partition = p.index, %reason, "ISR change not made");
-                state.metrics.isr_update_failures.inc();
-                p.isr_change_failed(&change);
-            } else if let Err(e) = state.sync_partitions() {
-                tracing::error!(error = %e, "applying metadata after an ISR change failed");
+            match propose_isr(&state, &p, &change).await {
+                Ok(()) => {
+                    if let Err(e) = state.sync_partitions() {
+                        tracing::error!(error = %e, "applying metadata after an ISR change failed");
+                    }
+                }
+                Err(IsrOutcome::Refused(reason)) => {
+                    tracing::warn!(topic = %p.topic, partition = p.index, %reason, "ISR change not made");
+                    state.metrics.isr_update_failures.inc();
+                    p.isr_change_failed(&change);
+                }
+                Err(IsrOutcome::Unknown(reason)) => {
+                    // It may still commit: until the quorum says, the change stays pending (the high watermark
+                    // keeps counting the maximal ISR, so nothing is acknowledged on a member that lacks it).
+                    tracing::warn!(topic = %p.topic, partition = p.index, %reason, "ISR change outcome unknown; resolving it with the quorum");
+                    state.metrics.isr_update_failures.inc();
+                    resolve_unknown_isr_change(&state, &p, &change).await;
+                }
             }
         });
+    }
+}
+
+/// How an ISR change ended when it was not committed.
+enum IsrOutcome {
+    /// Definitely not made (the state machine refused, or no leader took it): ask again later.
+    Refused(String),
+    /// Proposed but not known to be committed (e.g. a raft leader change mid-way): it may still take effect.
+    Unknown(String),
+}
+
+/// Settles an ISR change whose outcome is unknown: once this broker has caught up with the quorum (raft's
+/// ReadIndex on the current leader commits or discards every earlier entry), either the partition epoch moved
+/// (the change, or a newer one, is applied) or the change is gone for good and may be asked again. Until then it
+/// stays pending; retried every second.
+async fn resolve_unknown_isr_change(
+    state: &BrokerState,
+    p: &Partition,
+    change: &crate::partition::IsrChange,
+) {
+    loop {
+        if state.meta.sync().await.is_ok() {
+            if let Err(e) = state.sync_partitions() {
+                tracing::error!(error = %e, "applying metadata after an ISR change failed");
+            }
+            if p.replication().partition_epoch == change.partition_epoch {
+                p.isr_change_failed(change);
+            }
+            return;
+        }
+        if p.check_online().is_err() || !p.is_leader() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -223,7 +271,7 @@ async fn propose_isr(
     state: &BrokerState,
     p: &Partition,
     change: &crate::partition::IsrChange,
-) -> Result<(), String> {
+) -> Result<(), IsrOutcome> {
     use fjord_meta::{Command, CommandResult};
     let cmd = Command::AlterPartition {
         topic: p.topic.clone(),
@@ -242,8 +290,11 @@ async fn propose_isr(
             }
             Ok(())
         }
-        Ok(other) => Err(format!("refused: {other:?}")),
-        Err(e) => Err(e.to_string()),
+        Ok(other) => Err(IsrOutcome::Refused(format!("refused: {other:?}"))),
+        Err(e @ (fjord_meta::Error::NoQuorum(_) | fjord_meta::Error::Refused(_))) => {
+            Err(IsrOutcome::Refused(e.to_string()))
+        }
+        Err(e) => Err(IsrOutcome::Unknown(e.to_string())),
     }
 }
 
@@ -344,7 +395,7 @@ async fn fetch_round(
 ) -> Result<(), String> {
     let node_id = state.config.node_id;
     let mut by_topic: BTreeMap<&str, Vec<(&Arc<Partition>, i32)>> = BTreeMap::new();
-    for p in parts {
+    for p in parts.iter().filter(|p| p.check_online().is_ok()) {
         by_topic
             .entry(p.topic.as_str())
             .or_default()
@@ -417,14 +468,20 @@ async fn fetch_round(
         // Every partition was refused (e.g. the leader has not seen a new epoch yet): do not spin on the leader.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Durable before the next fetch reports these offsets to the leader.
+    // Durable before the next fetch reports these offsets to the leader: every appended partition, even when
+    // one of them fails (its directory goes offline and it leaves the fetch).
+    let mut failures = Vec::new();
     for p in appended {
         let leo = p.log_end_offset();
-        p.wait_durable(leo)
-            .await
-            .map_err(|e| format!("{}-{}: {e}", p.topic, p.index))?;
+        if let Err(e) = p.wait_durable(leo).await {
+            failures.push(format!("{}-{}: {e}", p.topic, p.index));
+        }
     }
-    Ok(())
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
 }
 
 /// Applies one partition's part of a fetch response. `Ok(true)` when records were appended.

@@ -291,13 +291,13 @@ impl Transactions {
                 .filter(|part| part.is_leader());
             match local {
                 Some(part) => {
-                    let offset = part.append_marker(
+                    let (offset, epoch) = part.append_marker(
                         m.producer_id,
                         m.producer_epoch,
                         kind,
                         coordinator_epoch,
                     )?;
-                    written.push((part, offset));
+                    written.push((part, offset, epoch));
                 }
                 None => remote
                     .entry(pm.leader)
@@ -315,8 +315,8 @@ impl Transactions {
         // counts once every in-sync replica has it (Kafka writes markers with acks=all), so a failover of the
         // partition never loses it.
         let local_done = async {
-            for (part, offset) in written {
-                wait_acknowledged(state, &part, offset + 1).await?;
+            for (part, offset, epoch) in written {
+                wait_acknowledged(state, &part, offset + 1, epoch).await?;
                 if part.topic == OFFSETS_TOPIC {
                     state.groups.complete_txn(m.producer_id, part.index, commit);
                 }

@@ -38,6 +38,10 @@ pub struct AppendInfo {
     pub log_start_offset: i64,
     /// The appended batches with their assigned offsets.
     pub batches: Vec<BatchInfo>,
+    /// The leader epoch the batches were written in (the last batch's, for a follower's append). With the
+    /// offsets it identifies the write: if the log later holds another epoch's data there, the write was
+    /// truncated away.
+    pub leader_epoch: i32,
 }
 
 /// Result of a read.
@@ -597,6 +601,7 @@ impl Log {
             max_timestamp,
             log_start_offset: self.log_start_offset,
             batches: headers.iter().map(|(_, h)| h.info()).collect(),
+            leader_epoch,
         })
     }
 
@@ -735,6 +740,7 @@ impl Log {
             max_timestamp,
             log_start_offset: self.log_start_offset,
             batches: headers.iter().map(|(_, h)| h.info()).collect(),
+            leader_epoch: last.partition_leader_epoch,
         })
     }
 

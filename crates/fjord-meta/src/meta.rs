@@ -817,7 +817,7 @@ impl Meta {
                 .await;
         }
         // A fast path beside the session timeout: a broker whose controller port has refused every connection
-        // for a heartbeat interval, and which has not heartbeated since the refusals began, has no process
+        // for two heartbeat intervals, and which has not heartbeated since the refusals began, has no process
         // listening (it crashed or stopped); waiting out its whole session only delays its partitions' failover.
         // A live process never refuses (its listener lives as long as it does); a restarting one fences itself.
         let Some(quorum) = self.inner.quorum.as_ref() else {
@@ -840,7 +840,8 @@ impl Meta {
                 .liveness
                 .last_heartbeat(term, id)
                 .is_some_and(|seen| seen >= since);
-            if now - since < heartbeat_interval || heard_since {
+            // Two intervals of refusals: a broker that heartbeats on time is heard from in between.
+            if now - since < heartbeat_interval * 2 || heard_since {
                 continue;
             }
             tracing::warn!(

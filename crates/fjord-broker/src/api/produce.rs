@@ -33,8 +33,9 @@ pub struct Prepared {
     acks: i16,
     timeout: Duration,
     responses: Vec<TopicProduceResponse>,
-    /// (topic index, partition index, partition, offset that must be durable and replicated, min.insync.replicas)
-    waits: Vec<(usize, usize, Arc<Partition>, i64, usize)>,
+    /// (topic index, partition index, partition, offset that must be durable and replicated, the leader epoch it
+    /// was written in, min.insync.replicas)
+    waits: Vec<(usize, usize, Arc<Partition>, i64, i32, usize)>,
 }
 
 impl Prepared {
@@ -53,7 +54,7 @@ impl Prepared {
             waits,
         } = self;
         let deadline = tokio::time::Instant::now() + timeout;
-        for (ti, pi, partition, offset, min_isr) in waits {
+        for (ti, pi, partition, offset, epoch, min_isr) in waits {
             // Durable here first (fsync), then on every in-sync replica (the high watermark); both bounded by the
             // request's timeout.
             let outcome = tokio::time::timeout_at(deadline, partition.wait_durable(offset)).await;
@@ -72,7 +73,10 @@ impl Prepared {
                 Some(f) => Some(f),
                 None => {
                     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    match partition.wait_replicated(offset, min_isr, left).await {
+                    match partition
+                        .wait_replicated(offset, epoch, min_isr, left)
+                        .await
+                    {
                         Ok(()) => None,
                         Err(e) => Some((e.code(), e.to_string())),
                     }
@@ -229,6 +233,7 @@ pub fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
                             parts.len(),
                             partition.clone(),
                             info.last_offset + 1,
+                            info.leader_epoch,
                             min_isr,
                         ));
                     }

@@ -39,19 +39,21 @@ pub async fn handle(ctx: &Ctx<'_>, req: WriteTxnMarkersRequest) -> WriteTxnMarke
                         });
                         match written {
                             Err(e) => e.code(),
-                            Ok(offset) => match wait_acknowledged(state, &part, offset + 1).await {
-                                Err(e) => e.code(),
-                                Ok(()) => {
-                                    if part.topic == OFFSETS_TOPIC {
-                                        state.groups.complete_txn(
-                                            m.producer_id.0,
-                                            part.index,
-                                            m.transaction_result,
-                                        );
+                            Ok((offset, epoch)) => {
+                                match wait_acknowledged(state, &part, offset + 1, epoch).await {
+                                    Err(e) => e.code(),
+                                    Ok(()) => {
+                                        if part.topic == OFFSETS_TOPIC {
+                                            state.groups.complete_txn(
+                                                m.producer_id.0,
+                                                part.index,
+                                                m.transaction_result,
+                                            );
+                                        }
+                                        0
                                     }
-                                    0
                                 }
-                            },
+                            }
                         }
                     }
                 };

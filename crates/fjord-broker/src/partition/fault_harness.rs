@@ -734,7 +734,7 @@ impl Harness {
             ControlType::Abort
         };
         match p.append_marker(pid, 0, kind, 0) {
-            Ok(offset) => {
+            Ok((offset, _)) => {
                 if offset != base {
                     self.fail(format!("marker expected at {base} went to {offset}"));
                 }

@@ -133,6 +133,10 @@ impl Partition {
     /// ended) and counts every in-sync follower as caught up now (they get `replica.lag.time.max.ms` to fetch).
     pub(super) fn apply_meta(&self, pm: &PartitionMeta) -> Result<()> {
         let mut r = self.lock_repl();
+        if (pm.leader_epoch, pm.partition_epoch) < (r.leader_epoch, r.partition_epoch) {
+            // Older than what this partition already follows: never go back to an earlier epoch.
+            return Ok(());
+        }
         let new_epoch = pm.leader_epoch != r.leader_epoch || pm.leader != r.leader;
         if pm.partition_epoch != r.partition_epoch || new_epoch {
             // The change we asked for was committed, or something newer superseded it.
@@ -264,6 +268,15 @@ impl Partition {
             let leo = log.log_end_offset();
             if last_fetched_epoch >= 0 {
                 let (epoch, end) = log.end_offset_for_epoch(last_fetched_epoch);
+                if epoch < 0 {
+                    // No epoch here at or below the follower's: nothing it holds can be in this log. It starts
+                    // over from this log's start (an undefined end would tell it nothing, and it would ask again
+                    // at once, forever).
+                    return Ok(ReplicaRead::Diverging {
+                        epoch: -1,
+                        end_offset: log.log_start_offset(),
+                    });
+                }
                 if epoch != last_fetched_epoch || end < fetch_offset {
                     return Ok(ReplicaRead::Diverging {
                         epoch,
@@ -384,24 +397,33 @@ impl Partition {
     }
 
     /// acks=all: waits until the high watermark reaches `offset` (every in-sync replica has the data) or
-    /// `timeout` passes. Fails with NOT_LEADER_OR_FOLLOWER when this broker stops leading meanwhile, and with
-    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR shrank below `min_isr` (the write is in the log but not
-    /// acknowledged, as Kafka answers).
+    /// `timeout` passes, for a write that ends at `offset` and was appended in leader epoch `epoch`. Succeeds only
+    /// while the log still holds that epoch's data just below `offset`: a write truncated away meanwhile (this
+    /// broker lost leadership, followed another leader, and perhaps leads again) is never acknowledged. Fails with
+    /// NOT_LEADER_OR_FOLLOWER when this broker does not lead, and with NOT_ENOUGH_REPLICAS_AFTER_APPEND when the
+    /// ISR shrank below `min_isr` (the write is in the log but not acknowledged, as Kafka answers).
     pub async fn wait_replicated(
         &self,
         offset: i64,
+        epoch: i32,
         min_isr: usize,
         timeout: Duration,
     ) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let epoch = self.leader_epoch();
         loop {
             let notified = self.hw_changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
                 let r = self.lock_repl();
-                if r.leader != self.node_id || r.leader_epoch != epoch {
+                let written_in = self.lock().epoch_at(offset - 1);
+                if written_in != Some(epoch) {
+                    return Err(Error::NotLeader(format!(
+                        "{}-{}: the write was truncated by a leader change before it was replicated",
+                        self.topic, self.index
+                    )));
+                }
+                if r.leader != self.node_id {
                     return Err(Error::NotLeader(format!(
                         "{}-{} changed leader while waiting for its replicas",
                         self.topic, self.index
