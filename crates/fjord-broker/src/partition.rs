@@ -70,6 +70,9 @@ pub struct Partition {
     hw: AtomicI64,
     /// Woken when the high watermark moves or the partition's role changes.
     hw_changed: Notify,
+    /// Bumped (under the log lock) by every follower truncation: an fsync that started before one proves nothing
+    /// about what was appended after it.
+    truncations: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Partition {
@@ -560,7 +563,13 @@ impl Partition {
         // After a failed fsync nothing is synced again: the kernel may have dropped the dirty pages it could not
         // write, and a second fsync would then succeed and call lost data durable. Waiters behind the failed
         // one land here and get the storage error too (the directory is offline, and the log itself refuses).
-        let handle = self.io(|| Ok(self.log()?.flush_handle()?))?;
+        let (handle, generation) = self.io(|| {
+            let log = self.log()?;
+            Ok((
+                log.flush_handle()?,
+                self.truncations.load(Ordering::Acquire),
+            ))
+        })?;
         let to = handle.flush_to();
         let synced = if self.fail_next_fsync.swap(false, Ordering::AcqRel)
             || self.fail_next_io.swap(false, Ordering::AcqRel)
@@ -574,13 +583,16 @@ impl Partition {
                 .map_err(|e| Error::Internal(format!("flush task failed: {e}")))?
         };
         let applied = match synced {
-            Ok(handle) => self.apply_sync(&handle),
+            Ok(handle) => self.apply_sync(&handle, generation),
             Err(e) => {
                 self.lock().mark_failed(&format!("fsync failed: {e}"));
                 Err(Error::from(e))
             }
         };
         if let Err(e) = applied {
+            if matches!(e, Error::NotLeader(_)) {
+                return Err(e);
+            }
             tracing::error!(topic = %self.topic, partition = self.index, error = %e, "fsync failed");
             self.report(&e);
             return Err(e);
@@ -593,8 +605,14 @@ impl Partition {
     /// a deletion also takes, so it never lands in a deleted or re-created directory), then `durable`. Refused
     /// once the partition was deleted or the log failed: a sync that "succeeded" after another failed proves
     /// nothing.
-    fn apply_sync(&self, handle: &fjord_log::FlushHandle) -> Result<()> {
+    fn apply_sync(&self, handle: &fjord_log::FlushHandle, generation: u64) -> Result<()> {
         let mut log = self.log()?;
+        if self.truncations.load(Ordering::Acquire) != generation {
+            return Err(Error::NotLeader(format!(
+                "{}-{} was truncated while its fsync ran; nothing appended since is marked durable by it",
+                self.topic, self.index
+            )));
+        }
         if !log.mark_synced(handle)? {
             return Err(Error::Log(fjord_log::Error::Damaged(format!(
                 "{}-{}: an earlier fsync failed; nothing is acknowledged as durable any more",
@@ -738,29 +756,38 @@ impl Partition {
         let Ok(_guard) = self.flush_lock.try_lock() else {
             return Ok(());
         };
-        let handle = {
+        let (handle, generation) = {
             let log = self.log()?;
             if !log.has_unflushed_rolled_segments() {
                 return Ok(());
             }
-            log.flush_handle()?
+            (
+                log.flush_handle()?,
+                self.truncations.load(Ordering::Acquire),
+            )
         };
-        self.sync_handle(&handle)
+        self.sync_handle(&handle, generation)
     }
 
     /// fsyncs everything appended so far, outside the log lock.
     fn sync_log(&self) -> Result<()> {
-        let handle = self.log()?.flush_handle()?;
-        self.sync_handle(&handle)
+        let (handle, generation) = {
+            let log = self.log()?;
+            (
+                log.flush_handle()?,
+                self.truncations.load(Ordering::Acquire),
+            )
+        };
+        self.sync_handle(&handle, generation)
     }
 
     /// Syncs `handle` (outside the log lock) and records it; a failure fails the log, never to be retried.
-    fn sync_handle(&self, handle: &fjord_log::FlushHandle) -> Result<()> {
+    fn sync_handle(&self, handle: &fjord_log::FlushHandle, generation: u64) -> Result<()> {
         if let Err(e) = handle.sync() {
             self.lock().mark_failed(&format!("fsync failed: {e}"));
             return Err(e.into());
         }
-        self.apply_sync(handle)
+        self.apply_sync(handle, generation)
     }
 
     /// fsyncs everything appended so far (`log.flush.interval.ms`, shutdown). The fsync runs outside the log
@@ -1143,6 +1170,7 @@ impl PartitionManager {
             node_id: self.node_id,
             repl: Mutex::new(ReplState::unset()),
             hw_changed: Notify::new(),
+            truncations: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -1620,6 +1648,45 @@ mod tests {
         )
         .await
         .unwrap();
+    }
+
+    #[test]
+    fn an_fsync_that_started_before_a_truncation_does_not_make_the_new_tail_durable() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (_, cfg) = state();
+        let (m1, m2) = (replica_manager(d1.path(), 1), replica_manager(d2.path(), 2));
+        let meta = replicated(1, 0);
+        m1.sync_with(&meta, &cfg).unwrap();
+        m2.sync_with(&meta, &cfg).unwrap();
+        let (b1, b2) = (m1.get("t", 0).unwrap(), m2.get("t", 0).unwrap());
+        b1.append(batch(-1, -1, -1, 3)).unwrap();
+        assert!(replicate_once(&b1, &b2, 2));
+        // Broker 2 leads epoch 1 alone and appends 3..4; an fsync of that tail starts (the handle is taken).
+        let meta = replicated(2, 1);
+        m2.sync_with(&meta, &cfg).unwrap();
+        b2.append(batch(-1, -1, -1, 2)).unwrap();
+        let (handle, generation) = {
+            let log = b2.log().unwrap();
+            (
+                log.flush_handle().unwrap(),
+                b2.truncations.load(Ordering::Acquire),
+            )
+        };
+        // Meanwhile broker 1 leads epoch 2 with other records at 3..4; broker 2 truncates and copies them.
+        let meta = replicated(1, 2);
+        m1.sync_with(&meta, &cfg).unwrap();
+        m2.sync_with(&meta, &cfg).unwrap();
+        b1.append(batch(-1, -1, -1, 2)).unwrap();
+        assert!(!replicate_once(&b1, &b2, 2));
+        assert!(replicate_once(&b1, &b2, 2));
+        assert_eq!(b2.log_end_offset(), 5);
+        // The old fsync finishes: it covered the truncated records, not the copied ones.
+        handle.sync().unwrap();
+        assert!(b2.apply_sync(&handle, generation).is_err());
+        assert!(
+            b2.durable.load(Ordering::Acquire) <= 3,
+            "offsets 3..4 count as durable without an fsync of them"
+        );
     }
 
     #[test]

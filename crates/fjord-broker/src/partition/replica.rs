@@ -524,6 +524,7 @@ impl Partition {
             if offset >= before {
                 return Ok(());
             }
+            self.truncations.fetch_add(1, Ordering::AcqRel);
             log.truncate_to(offset)?;
             let fs = self.dirs.storage();
             let (states, snapshot) = rebuild_producers(&**fs, &mut log)?;
@@ -571,6 +572,7 @@ impl Partition {
             for o in super::snapshot_offsets(&**fs, log.dir())? {
                 fs.remove_file(&super::snapshot_path(log.dir(), o))?;
             }
+            self.truncations.fetch_add(1, Ordering::AcqRel);
             log.reset_to(offset)?;
             *producers = Default::default();
             self.last_snapshot.store(-1, Ordering::Release);
