@@ -150,27 +150,10 @@ fn rebuild_producers(fs: &dyn Storage, log: &mut Log) -> Result<(ProducerStates,
         if chunk.records.is_empty() {
             break;
         }
-        let mut pos = 0usize;
-        let mut next = offset;
-        let mut aborted = Vec::new();
-        for b in fjord_log::batch_headers(&chunk.records) {
-            if b.is_control {
-                if let Some(kind) = fjord_log::control_type(&chunk.records[pos..]) {
-                    aborted.extend(states.record_marker(
-                        b.producer_id,
-                        b.producer_epoch,
-                        kind == ControlType::Commit,
-                        b.base_offset,
-                        -1,
-                    ));
-                }
-            } else {
-                states.record(&b);
-            }
-            pos += b.size;
-            next = b.last_offset + 1;
-        }
-        for a in aborted {
+        let next = fjord_log::batch_headers(&chunk.records)
+            .last()
+            .map_or(offset, |b| b.last_offset + 1);
+        for a in record_batches(&mut states, &chunk.records) {
             log.add_aborted_txn(a)?;
         }
         if next <= offset {
@@ -179,6 +162,31 @@ fn rebuild_producers(fs: &dyn Storage, log: &mut Log) -> Result<(ProducerStates,
         offset = next;
     }
     Ok((states, snapshot))
+}
+
+/// Records the producer state of batches already in the log (their sequences, and the one record of each
+/// control batch): what replaying a log at open and a follower's append both do. Returns the aborted transactions
+/// the markers among them end, for the log's `.txnindex`.
+fn record_batches(states: &mut ProducerStates, records: &[u8]) -> Vec<AbortedTxn> {
+    let mut pos = 0usize;
+    let mut aborted = Vec::new();
+    for b in fjord_log::batch_headers(records) {
+        if b.is_control {
+            if let Some(kind) = fjord_log::control_type(&records[pos..]) {
+                aborted.extend(states.record_marker(
+                    b.producer_id,
+                    b.producer_epoch,
+                    kind == ControlType::Commit,
+                    b.base_offset,
+                    -1,
+                ));
+            }
+        } else {
+            states.record(&b);
+        }
+        pos += b.size;
+    }
+    aborted
 }
 
 /// Who is appending: clients are checked (sequences, no control batches); the broker's own coordinators

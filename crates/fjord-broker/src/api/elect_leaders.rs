@@ -56,6 +56,15 @@ pub async fn handle(ctx: &Ctx<'_>, req: ElectLeadersRequest) -> ElectLeadersResp
                     E::UnknownTopicOrPartition.code(),
                     Some(format!("{topic}-{p} does not exist")),
                 )
+            } else if meta.topics[&topic].partitions[p as usize].replicas.first()
+                == Some(&meta.topics[&topic].partitions[p as usize].leader)
+            {
+                // Settled from the synced view, without a raft entry: a request for every partition of a large
+                // cluster costs proposals only for the partitions that move.
+                (
+                    E::ElectionNotNeeded.code(),
+                    Some("the preferred replica already leads".to_string()),
+                )
             } else {
                 let cmd = Command::ElectPreferredLeader {
                     topic: topic.clone(),

@@ -19,7 +19,7 @@ use std::sync::MutexGuard;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fjord_log::{AppendInfo, ControlType};
+use fjord_log::AppendInfo;
 use fjord_meta::PartitionMeta;
 
 use super::{rebuild_producers, Partition};
@@ -459,34 +459,11 @@ impl Partition {
     pub fn append_as_follower(&self, records: Bytes, leader_epoch: i32) -> Result<AppendInfo> {
         self.io(|| {
             let r = self.lock_repl();
-            if r.leader == self.node_id || r.leader_epoch != leader_epoch {
-                return Err(Error::NotLeader(format!(
-                    "{}-{} is no longer following epoch {leader_epoch}",
-                    self.topic, self.index
-                )));
-            }
+            self.check_following(&r, leader_epoch)?;
             let mut producers = self.lock_producers();
             let mut log = self.log()?;
             let info = log.append_as_follower(records.clone())?;
-            let mut pos = 0usize;
-            let mut aborted = Vec::new();
-            for b in fjord_log::batch_headers(&records) {
-                if b.is_control {
-                    if let Some(kind) = fjord_log::control_type(&records[pos..]) {
-                        aborted.extend(producers.record_marker(
-                            b.producer_id,
-                            b.producer_epoch,
-                            kind == ControlType::Commit,
-                            b.base_offset,
-                            -1,
-                        ));
-                    }
-                } else {
-                    producers.record(&b);
-                }
-                pos += b.size;
-            }
-            for a in aborted {
+            for a in super::record_batches(&mut producers, &records) {
                 log.add_aborted_txn(a)?;
             }
             drop(log);
@@ -495,6 +472,18 @@ impl Partition {
             self.wake_waiters();
             Ok(info)
         })
+    }
+
+    /// Refuses a follower operation for `leader_epoch` once this partition leads or follows a later epoch: data of
+    /// an epoch it moved past is never appended, and no truncation is done on its behalf.
+    fn check_following(&self, r: &ReplState, leader_epoch: i32) -> Result<()> {
+        if r.leader == self.node_id || r.leader_epoch != leader_epoch {
+            return Err(Error::NotLeader(format!(
+                "{}-{} is no longer following epoch {leader_epoch}",
+                self.topic, self.index
+            )));
+        }
+        Ok(())
     }
 
     /// Follower side: the leader's high watermark (capped at this log's end).
@@ -512,12 +501,7 @@ impl Partition {
     pub fn truncate_as_follower(&self, offset: i64, leader_epoch: i32) -> Result<()> {
         self.io(|| {
             let r = self.lock_repl();
-            if r.leader == self.node_id || r.leader_epoch != leader_epoch {
-                return Err(Error::NotLeader(format!(
-                    "{}-{} is no longer following epoch {leader_epoch}",
-                    self.topic, self.index
-                )));
-            }
+            self.check_following(&r, leader_epoch)?;
             let mut producers = self.lock_producers();
             let mut log = self.log()?;
             let before = log.log_end_offset();
@@ -560,12 +544,7 @@ impl Partition {
     pub fn restart_at_as_follower(&self, offset: i64, leader_epoch: i32) -> Result<()> {
         self.io(|| {
             let r = self.lock_repl();
-            if r.leader == self.node_id || r.leader_epoch != leader_epoch {
-                return Err(Error::NotLeader(format!(
-                    "{}-{} is no longer following epoch {leader_epoch}",
-                    self.topic, self.index
-                )));
-            }
+            self.check_following(&r, leader_epoch)?;
             let mut producers = self.lock_producers();
             let mut log = self.log()?;
             let fs = self.dirs.storage();
