@@ -2,50 +2,19 @@
 //! broker live, a stopped node is fenced and loses its leaderships, a restarted one is unfenced.
 //! Intervals are short (100 ms heartbeats, 1 s sessions); every wait is bounded.
 
+mod common;
+
+use common::{bounded, broker, free_addrs, wait_until, WAIT};
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use fjord_meta::{BrokerInfo, Command, CommandResult, Meta, PartitionMeta, NO_LEADER};
+use fjord_meta::{Command, CommandResult, Meta, PartitionMeta, NO_LEADER};
 use uuid::Uuid;
 
-/// Bound on every wait, generous for a loaded 2-core machine.
-const WAIT: Duration = Duration::from_secs(60);
 const HEARTBEAT: Duration = Duration::from_millis(100);
 const SESSION: Duration = Duration::from_millis(1000);
-
-async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-/// Polls `cond` until it holds, at most `within`.
-async fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < within, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn broker(id: i32) -> BrokerInfo {
-    BrokerInfo {
-        id,
-        host: "localhost".into(),
-        port: 9092 + id,
-        rack: None,
-    }
-}
-
-fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
-}
 
 struct Cluster {
     _root: tempfile::TempDir,

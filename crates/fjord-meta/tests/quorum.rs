@@ -2,52 +2,18 @@
 //! static voter set, proposals from followers, leader loss, losing a majority, voter changes, and
 //! garbage on the controller port. Every wait is bounded.
 
+mod common;
+
+use common::{bounded, broker, free_addrs, wait_until, WAIT};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use fjord_meta::{BrokerInfo, Command, CommandResult, Error, Meta};
+use fjord_meta::{Command, CommandResult, Error, Meta};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use uuid::Uuid;
-
-/// Bound on every wait, generous for a loaded 2-core machine.
-const WAIT: Duration = Duration::from_secs(60);
-
-async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out: {what}"))
-}
-
-/// Polls `cond` until it holds, at most `within`.
-async fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < within, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn broker(id: i32) -> BrokerInfo {
-    BrokerInfo {
-        id,
-        host: "localhost".into(),
-        port: 9092 + id,
-        rack: None,
-    }
-}
-
-/// Free ports on 127.0.0.1: bound all at once, then released (a small race with other processes
-/// remains, as in every test that needs fixed ports known in advance).
-fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
-}
 
 fn create_topic(name: &str) -> Command {
     Command::CreateTopic {
