@@ -403,6 +403,7 @@ impl Partition {
         let batch =
             fjord_log::control_batch(producer_id, producer_epoch, kind, coordinator_epoch, now);
         let mut producers = self.lock_producers();
+        producers.check_marker(producer_id, producer_epoch, coordinator_epoch)?;
         let mut log = self.log()?;
         let info = log.append(batch, epoch, now)?;
         if let Some(aborted) = producers.record_marker(
@@ -1934,6 +1935,40 @@ mod tests {
         )
         .unwrap();
         buf.freeze()
+    }
+
+    #[test]
+    fn markers_from_an_old_producer_epoch_or_a_deposed_coordinator_are_refused() {
+        use kafka_protocol::error::ResponseError as E;
+        let dir = tempfile::tempdir().unwrap();
+        let (_pm, p) = open(dir.path());
+        // Coordinator epoch 3 ends producer 1's first transaction (producer epoch 4).
+        assert_eq!(p.append(txn_batch(1, 4, 0, 1)).unwrap().base_offset, 0);
+        assert_eq!(p.append_marker(1, 4, ControlType::Commit, 3).unwrap().0, 1);
+        // The producer opens a second transaction; a zombie session of epoch 3 cannot abort it.
+        assert_eq!(p.append(txn_batch(1, 4, 1, 1)).unwrap().base_offset, 2);
+        let err = p.append_marker(1, 3, ControlType::Abort, 3).unwrap_err();
+        assert_eq!(err.code(), E::InvalidProducerEpoch.code(), "{err}");
+        // Nor can a coordinator deposed before epoch 3 (a late WriteTxnMarkers).
+        let err = p.append_marker(1, 4, ControlType::Abort, 2).unwrap_err();
+        assert_eq!(err.code(), E::TransactionCoordinatorFenced.code(), "{err}");
+        assert_eq!(
+            p.last_stable_offset(),
+            2,
+            "the open transaction is still open"
+        );
+        assert_eq!(
+            p.log_end_offset(),
+            3,
+            "neither refused marker reached the log"
+        );
+        // The current coordinator ends it; a newer coordinator epoch is accepted and remembered.
+        assert_eq!(p.append_marker(1, 4, ControlType::Commit, 5).unwrap().0, 3);
+        assert_eq!(p.last_stable_offset(), 4);
+        let err = p.append_marker(1, 4, ControlType::Commit, 3).unwrap_err();
+        assert_eq!(err.code(), E::TransactionCoordinatorFenced.code(), "{err}");
+        // A marker for a producer this partition never saw is written (Kafka does too).
+        assert_eq!(p.append_marker(7, 0, ControlType::Abort, 0).unwrap().0, 4);
     }
 
     #[test]

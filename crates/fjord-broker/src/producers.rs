@@ -61,6 +61,8 @@ pub enum ProducerError {
     NotInTransaction(i64),
     #[error("{0}")]
     InvalidRecord(&'static str),
+    #[error("a transaction marker from coordinator epoch {got} is older than the partition's last coordinator epoch {current} for this producer: the sender is no longer its transaction coordinator")]
+    CoordinatorFenced { current: i32, got: i32 },
 }
 
 impl ProducerError {
@@ -71,6 +73,7 @@ impl ProducerError {
             ProducerError::InvalidEpoch { .. } => E::InvalidProducerEpoch.code(),
             ProducerError::NotInTransaction(_) => E::InvalidTxnState.code(),
             ProducerError::InvalidRecord(_) => E::InvalidRecord.code(),
+            ProducerError::CoordinatorFenced { .. } => E::TransactionCoordinatorFenced.code(),
         }
     }
 }
@@ -238,6 +241,34 @@ impl ProducerStates {
     /// Records a commit or abort marker appended at `offset`: the producer's open transaction (if any) ends.
     /// A marker with a newer epoch (the coordinator fenced the producer) restarts its sequences. Returns the
     /// aborted range for an abort that ended a transaction with records here.
+    /// Kafka's checks before a leader writes a transaction marker: its producer epoch may not be older than
+    /// the producer's last epoch here, nor its coordinator epoch older than the last marker's. A late or forged
+    /// marker from a zombie producer session or a deposed coordinator would otherwise end (commit or abort) a
+    /// transaction of the current session. Followers copy the leader's log and do not check.
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        coordinator_epoch: i32,
+    ) -> Result<(), ProducerError> {
+        let Some(e) = self.producers.get(&producer_id) else {
+            return Ok(());
+        };
+        if epoch < e.epoch {
+            return Err(ProducerError::InvalidEpoch {
+                current: e.epoch,
+                got: epoch,
+            });
+        }
+        if coordinator_epoch < e.coordinator_epoch {
+            return Err(ProducerError::CoordinatorFenced {
+                current: e.coordinator_epoch,
+                got: coordinator_epoch,
+            });
+        }
+        Ok(())
+    }
+
     pub fn record_marker(
         &mut self,
         producer_id: i64,

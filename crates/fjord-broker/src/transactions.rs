@@ -743,6 +743,15 @@ async fn send_markers(
                 Ok(Ok(resp)) => {
                     for r in resp.markers.iter().flat_map(|x| &x.topics) {
                         for p in &r.partitions {
+                            if fenced_marker(p.error_code) {
+                                // Retrying cannot help: the partition has seen a newer producer session or
+                                // coordinator, so this coordinator's view of the transaction is stale.
+                                return Err(Error::NotCoordinator(format!(
+                                    "broker {leader} refused the marker for {}-{} of producer {} with error {}: a newer \
+                                     producer epoch or transaction coordinator has written there",
+                                    r.name.0, p.partition_index, m.producer_id, p.error_code
+                                )));
+                            }
                             if p.error_code != 0 {
                                 last_problem = format!(
                                     "broker {leader} answered {} for {}-{}",
@@ -781,6 +790,12 @@ async fn send_markers(
         }
     }
     Ok(())
+}
+
+/// Marker errors no retry can mend (Kafka's coordinator gives up on them too).
+fn fenced_marker(code: i16) -> bool {
+    use kafka_protocol::error::ResponseError as E;
+    code == E::InvalidProducerEpoch.code() || code == E::TransactionCoordinatorFenced.code()
 }
 
 /// How long a coordinator keeps retrying the markers of one transaction on other brokers.
