@@ -197,6 +197,69 @@ pub async fn rebalance_leaders(state: Arc<BrokerState>, mut shutdown: watch::Rec
     }
 }
 
+/// `unclean.leader.election.enable`: every second, the broker running the raft leader (the active controller) gives
+/// each partition left without a live leader, whose topic enables unclean election (its own config, else the
+/// cluster-wide dynamic broker config, else this broker's static one), a new leader: a live ISR member if one is
+/// back, else the first live replica, as Kafka's controller does. Acknowledged writes only the old ISR held are
+/// lost; that is what the setting trades for availability. Off (Kafka's default), such a partition stays offline
+/// until an ISR member returns.
+pub async fn elect_unclean_leaders(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if state.meta.leader() != Some(state.config.node_id) {
+            continue;
+        }
+        let meta = state.meta.state();
+        let mut wanted = Vec::new();
+        for t in meta.topics.values() {
+            let offline = |p: &&fjord_meta::PartitionMeta| {
+                !meta.is_live(p.leader) && p.replicas.iter().any(|&r| meta.is_live(r))
+            };
+            if !t.partitions.iter().any(|p| offline(&p)) {
+                continue;
+            }
+            let eff = state
+                .config
+                .effective_topic_configs_dynamic(&meta.broker_configs, &t.configs);
+            if eff
+                .get("unclean.leader.election.enable")
+                .map(String::as_str)
+                != Some("true")
+            {
+                continue;
+            }
+            for (i, p) in t.partitions.iter().enumerate() {
+                if offline(&p) {
+                    wanted.push((t.name.clone(), i as i32));
+                }
+            }
+        }
+        let mut elected = false;
+        for (topic, partition) in wanted {
+            tracing::warn!(%topic, partition, "no in-sync replica is live: electing an out-of-sync replica (unclean.leader.election.enable)");
+            let cmd = fjord_meta::Command::ElectUncleanLeader { topic, partition };
+            match state.meta.propose(cmd).await {
+                Ok(fjord_meta::CommandResult::Ok) => elected = true,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "unclean leader election failed");
+                    break;
+                }
+            }
+        }
+        if elected {
+            if let Err(e) = state.sync_partitions() {
+                tracing::error!(error = %e, "applying metadata after unclean elections failed");
+            }
+        }
+    }
+}
+
 /// Asks the controller for the ISR changes this broker's led partitions need (one in flight per partition).
 fn check_isr(state: &Arc<BrokerState>, max_lag_ms: i64) {
     let meta = state.meta.state();

@@ -408,8 +408,14 @@ async fn elect_leaders_gives_leadership_back_to_the_preferred_replica() {
     let r = c.send(2, &elect(1, vec![0])).await;
     assert_eq!(
         r.replica_election_results[0].partition_result[0].error_code,
+        E::ElectionNotNeeded.code(),
+        "an unclean election of a partition with a live leader"
+    );
+    let r = c.send(2, &elect(2, vec![0])).await;
+    assert_eq!(
+        r.replica_election_results[0].partition_result[0].error_code,
         E::InvalidRequest.code(),
-        "no unclean elections"
+        "no such election type"
     );
     // Writing goes on through the new (preferred) leader.
     let mut lc = Client::connect(cluster.node(leader)).await;
@@ -455,5 +461,146 @@ async fn auto_leader_rebalance_moves_leadership_back_to_the_preferred_replica() 
             },
         )
         .await;
+    cluster.shutdown().await;
+}
+
+/// Kafka's unclean leader election: when every in-sync replica of a partition is gone, the partition stays
+/// offline unless `unclean.leader.election.enable` allows an out-of-sync replica to lead (the controller then
+/// elects one) or an operator asks for it once with ElectLeaders type 1 (KIP-460). The new leader's ISR is itself
+/// alone, and what only the old ISR held is gone from the partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_sync_replica_leads_only_by_unclean_election() {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let mut cluster = Cluster::start(3, &[("replica.lag.time.max.ms", "1000")]).await;
+    let mut c3 = Client::connect(cluster.node(3)).await;
+    for t in ["auto", "manual"] {
+        create_on(&mut c3, t, &[1, 2]).await;
+    }
+    let has = |b: &fjord_broker::Broker| {
+        ["auto", "manual"]
+            .iter()
+            .all(|t| b.state().partitions.get(t, 0).is_some())
+    };
+    cluster
+        .wait(Duration::from_secs(10), "the replicas exist", |c| {
+            has(c.node(1)) && has(c.node(2))
+        })
+        .await;
+    // Broker 2 stops fetching and leaves the ISR; broker 1 alone acknowledges a record of each topic.
+    cluster.node(2).state().replication.pause_for_test(true);
+    cluster
+        .wait(
+            Duration::from_secs(15),
+            "broker 2 is out of the ISRs",
+            |c| {
+                ["auto", "manual"]
+                    .iter()
+                    .all(|t| placement(c.node(3), t).is_some_and(|(_, _, isr)| isr == vec![1]))
+            },
+        )
+        .await;
+    let mut c1 = Client::connect(cluster.node(1)).await;
+    for t in ["auto", "manual"] {
+        assert_eq!(
+            produce(&mut c1, t, -1, 10_000, &["only-on-1"]).await,
+            (0, 0)
+        );
+    }
+    // Its only in-sync replica gone, each partition is offline, and stays so while unclean election is off.
+    cluster.stop(1).await;
+    let offline = |c: &Cluster| {
+        ["auto", "manual"]
+            .iter()
+            .all(|t| placement(c.node(3), t).is_some_and(|(l, _, isr)| l == -1 && isr == vec![1]))
+    };
+    cluster
+        .wait(Duration::from_secs(10), "both partitions offline", offline)
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        offline(&cluster),
+        "no out-of-sync replica leads while unclean.leader.election.enable is false"
+    );
+    // Turning the topic config on lets the controller elect broker 2 for "auto".
+    let alter = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(common::s("auto"))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(common::s("unclean.leader.election.enable"))
+                .with_config_operation(0)
+                .with_value(Some(common::s("true")))]),
+    ]);
+    let r = c3.send(1, &alter).await;
+    assert_eq!(
+        r.responses[0].error_code, 0,
+        "{:?}",
+        r.responses[0].error_message
+    );
+    cluster
+        .wait(
+            Duration::from_secs(15),
+            "broker 2 leads auto, alone in its ISR",
+            |c| placement(c.node(3), "auto").is_some_and(|(l, _, isr)| l == 2 && isr == vec![2]),
+        )
+        .await;
+    assert!(
+        placement(cluster.node(3), "manual").is_some_and(|(l, ..)| l == -1),
+        "the config of one topic elects nothing for another"
+    );
+    // "manual" keeps the default; an operator's one-off unclean election revives it.
+    let elect = |partitions: Vec<i32>| {
+        ElectLeadersRequest::default()
+            .with_election_type(1)
+            .with_timeout_ms(10_000)
+            .with_topic_partitions(Some(vec![TopicPartitions::default()
+                .with_topic(TopicName(common::s("manual")))
+                .with_partitions(partitions)]))
+    };
+    let r = c3.send(2, &elect(vec![0, 5])).await;
+    let codes: Vec<i16> = r.replica_election_results[0]
+        .partition_result
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(codes, vec![0, E::UnknownTopicOrPartition.code()]);
+    assert_eq!(
+        placement(cluster.node(3), "manual").map(|(l, _, isr)| (l, isr)),
+        Some((2, vec![2]))
+    );
+    let r = c3.send(2, &elect(vec![0])).await;
+    assert_eq!(
+        r.replica_election_results[0].partition_result[0].error_code,
+        E::ElectionNotNeeded.code()
+    );
+    // Broker 2 serves both, without the record only broker 1 had: the new write takes its offset.
+    cluster
+        .wait(
+            Duration::from_secs(10),
+            "broker 2 applied its leaderships",
+            |c| {
+                ["auto", "manual"].iter().all(|t| {
+                    c.node(2)
+                        .state()
+                        .partitions
+                        .get(t, 0)
+                        .is_some_and(|p| p.is_leader())
+                })
+            },
+        )
+        .await;
+    let mut c2 = Client::connect(cluster.node(2)).await;
+    for t in ["auto", "manual"] {
+        assert_eq!(
+            produce(&mut c2, t, -1, 10_000, &["after"]).await,
+            (0, 0),
+            "{t}"
+        );
+        let (code, hw, _) = fetch(&mut c2, t, 0).await;
+        assert_eq!((code, hw), (0, 1), "{t}");
+    }
     cluster.shutdown().await;
 }

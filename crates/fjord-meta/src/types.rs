@@ -148,6 +148,9 @@ impl ClusterState {
             Command::ElectPreferredLeader { topic, partition } => {
                 self.elect_preferred_leader(topic, *partition)
             }
+            Command::ElectUncleanLeader { topic, partition } => {
+                self.elect_unclean_leader(topic, *partition)
+            }
             Command::CreateTopic {
                 name,
                 id,
@@ -389,6 +392,28 @@ impl ClusterState {
         p.partition_epoch += 1;
         CommandResult::Ok
     }
+
+    fn elect_unclean_leader(&mut self, topic: &str, partition: i32) -> CommandResult {
+        let (brokers, fenced) = (&self.brokers, &self.fenced);
+        let Some(p) = partition_mut(&mut self.topics, topic, partition) else {
+            return CommandResult::UnknownTopic;
+        };
+        if p.leader != NO_LEADER && is_live(brokers, fenced, p.leader) {
+            return CommandResult::ElectionNotNeeded;
+        }
+        let live = |r: &&i32| is_live(brokers, fenced, **r);
+        let clean = p.replicas.iter().filter(live).find(|r| p.isr.contains(r));
+        let Some(&leader) = clean.or_else(|| p.replicas.iter().find(live)) else {
+            return CommandResult::EligibleLeadersNotAvailable;
+        };
+        if !p.isr.contains(&leader) {
+            p.isr = vec![leader];
+        }
+        p.leader = leader;
+        p.leader_epoch += 1;
+        p.partition_epoch += 1;
+        CommandResult::Ok
+    }
 }
 
 /// `replace_all` is the legacy AlterConfigs semantics (the request is the complete new set);
@@ -484,6 +509,14 @@ pub enum Command {
         topic: String,
         partition: i32,
     },
+    /// Gives a partition without a live leader one (Kafka's unclean leader election): a live ISR
+    /// member if there is one, otherwise the first live replica, whose ISR is then itself alone.
+    /// What only the old ISR held is lost; the proposer decides (ElectLeaders type 1, or
+    /// `unclean.leader.election.enable`).
+    ElectUncleanLeader {
+        topic: String,
+        partition: i32,
+    },
 }
 
 /// The state machine's verdict on a command.
@@ -520,6 +553,8 @@ pub enum CommandResult {
     /// ElectPreferredLeader: the preferred replica is fenced, unregistered or out of the ISR
     /// (`PREFERRED_LEADER_NOT_AVAILABLE`).
     PreferredLeaderNotAvailable,
+    /// ElectUncleanLeader: no replica of the partition is live (`ELIGIBLE_LEADERS_NOT_AVAILABLE`).
+    EligibleLeadersNotAvailable,
 }
 
 #[cfg(test)]
@@ -762,6 +797,50 @@ mod liveness_tests {
             topic: "t".into(),
             partition,
         })
+    }
+
+    #[test]
+    fn unclean_election_prefers_a_live_isr_member_and_else_takes_any_live_replica() {
+        let mut s = cluster();
+        let unclean = |s: &mut ClusterState| {
+            s.apply(&Command::ElectUncleanLeader {
+                topic: "t".into(),
+                partition: 0,
+            })
+        };
+        s.topics.get_mut("t").unwrap().partitions[0] = part(1, 4, 7, &[1, 2, 3], &[1, 2, 3]);
+        assert_eq!(unclean(&mut s), CommandResult::ElectionNotNeeded);
+        // Broker 2 falls out of the ISR; then 3 and 1 are fenced: 1 stays the last ISR member.
+        s.topics.get_mut("t").unwrap().partitions[0] = part(1, 4, 7, &[1, 2, 3], &[1, 3]);
+        assert_eq!(fence(&mut s, 3), CommandResult::Ok);
+        assert_eq!(fence(&mut s, 1), CommandResult::Ok);
+        let p = &s.topics["t"].partitions[0];
+        assert_eq!((p.leader, p.isr.clone()), (NO_LEADER, vec![1]));
+        let epochs = (p.leader_epoch, p.partition_epoch);
+        // Only 2 is live and it is out of sync: an unclean election makes it the leader and sole ISR member.
+        assert_eq!(unclean(&mut s), CommandResult::Ok);
+        let p = &s.topics["t"].partitions[0];
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));
+        assert_eq!(
+            (p.leader_epoch, p.partition_epoch),
+            (epochs.0 + 1, epochs.1 + 1)
+        );
+        assert_eq!(unclean(&mut s), CommandResult::ElectionNotNeeded);
+        // With a live ISR member the election is clean and keeps the ISR.
+        s.topics.get_mut("t").unwrap().partitions[0] = part(NO_LEADER, 9, 9, &[1, 2, 3], &[3, 2]);
+        assert_eq!(unclean(&mut s), CommandResult::Ok);
+        let p = &s.topics["t"].partitions[0];
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![3, 2]));
+        // Nobody live: nothing to elect.
+        assert_eq!(fence(&mut s, 2), CommandResult::Ok);
+        assert_eq!(unclean(&mut s), CommandResult::EligibleLeadersNotAvailable);
+        assert_eq!(
+            s.apply(&Command::ElectUncleanLeader {
+                topic: "nope".into(),
+                partition: 0
+            }),
+            CommandResult::UnknownTopic
+        );
     }
 
     #[test]
