@@ -335,6 +335,12 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     bdef!("delete.topic.enable", Some("true"), Boolean),
     bdef!("message.max.bytes", Some("1048588"), Int, non_negative),
     bdef!("socket.request.max.bytes", Some("104857600"), Int, positive),
+    bdef!(
+        "max.request.partition.size.limit",
+        Some("2000"),
+        Int,
+        positive
+    ),
     bdef!("fetch.max.bytes", Some("57671680"), Int, positive),
     bdef!("queued.max.requests", Some("500"), Int, positive),
     bdef!("max.connections", Some("10000"), Int, positive),

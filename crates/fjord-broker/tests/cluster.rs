@@ -519,6 +519,17 @@ async fn an_out_of_sync_replica_leads_only_by_unclean_election() {
     cluster
         .wait(Duration::from_secs(10), "both partitions offline", offline)
         .await;
+    // Admin tools see it offline: no leader, broker 1's replica offline.
+    let describe = DescribeTopicPartitionsRequest::default().with_topics(vec![
+        kafka_protocol::messages::describe_topic_partitions_request::TopicRequest::default()
+            .with_name(TopicName(common::s("manual"))),
+    ]);
+    let r = c3.send(0, &describe).await;
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(
+        (p.error_code, p.leader_id.0, p.offline_replicas.clone()),
+        (E::LeaderNotAvailable.code(), -1, vec![BrokerId(1)])
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         offline(&cluster),

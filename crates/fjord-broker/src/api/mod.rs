@@ -21,6 +21,7 @@ mod describe_configs;
 mod describe_groups;
 mod describe_producers;
 mod describe_quorum;
+mod describe_topic_partitions;
 mod describe_transactions;
 mod elect_leaders;
 mod end_txn;
@@ -72,6 +73,7 @@ pub static SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 2),
     // The metadata quorum (KRaft's), answered by any broker as Kafka's forward it to the active controller.
     (ApiKey::DescribeQuorum, 0, 2),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::FindCoordinator, 0, 5),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
@@ -345,6 +347,9 @@ async fn decode_and_dispatch(
         }
         RequestKind::DescribeQuorum(r) => {
             ResponseKind::DescribeQuorum(describe_quorum::handle(&ctx, r).await)
+        }
+        RequestKind::DescribeTopicPartitions(r) => {
+            ResponseKind::DescribeTopicPartitions(describe_topic_partitions::handle(&ctx, r))
         }
         _ => return Err(Outcome::Close(format!("no handler for {key:?}"))),
     };
