@@ -480,6 +480,10 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         Short,
         positive
     ),
+    // The `min.insync.replicas` of `__transaction_state`, set on the topic when it is created, as Kafka does.
+    // Kafka's default is 2; Fjord's is 1 to match its replication factor default (a lone broker could otherwise
+    // never write a transaction's state). A cluster sets 2 with a replication factor of 3.
+    bdef!("transaction.state.log.min.isr", Some("1"), Int, positive),
     bdef!(
         "transaction.state.log.segment.bytes",
         Some("104857600"),

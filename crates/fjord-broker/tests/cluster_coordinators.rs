@@ -35,6 +35,7 @@ const LIMIT: Duration = Duration::from_secs(30);
 const PROPS: &[(&str, &str)] = &[
     ("offsets.topic.replication.factor", "3"),
     ("transaction.state.log.replication.factor", "3"),
+    ("transaction.state.log.min.isr", "2"),
     ("group.initial.rebalance.delay.ms", "0"),
 ];
 
@@ -461,6 +462,14 @@ async fn a_new_transaction_coordinator_loads_fences_and_aborts_with_its_own_epoc
         replicas.len(),
         3,
         "transaction.state.log.replication.factor=3"
+    );
+    let configs = cluster.node(first).state().meta.state().topics[TXN_TOPIC]
+        .configs
+        .clone();
+    assert_eq!(
+        configs.get("min.insync.replicas").map(String::as_str),
+        Some("2"),
+        "transaction.state.log.min.isr=2 is the topic's min.insync.replicas"
     );
     assert_eq!(
         replicas[0], first,
