@@ -659,6 +659,19 @@ async fn markers_reach_partitions_led_by_other_brokers_through_write_txn_markers
         })
         .await;
     let mut dc = Client::connect(cluster.node(data_leader)).await;
+    // KIP-890: d-0's leader asks the coordinator before a transaction's first batch there; a partition never
+    // added is refused instead of opening a transaction no marker would end.
+    assert_eq!(
+        produce_txn(&mut dc, id, txn_batch(pid, epoch, 0, b"stray")).await,
+        E::InvalidTxnState.code()
+    );
+    let d = cluster
+        .node(data_leader)
+        .state()
+        .partitions
+        .get("d", 0)
+        .unwrap();
+    assert_eq!(d.log_end_offset(), 0, "the stray batch was not written");
     // Commit one transaction, abort the next: both markers are written by d-0's leader on the coordinator's
     // request, with the coordinator's epoch.
     assert_eq!(add_partition(&mut c, id, pid, epoch).await, 0);
@@ -673,14 +686,13 @@ async fn markers_reach_partitions_led_by_other_brokers_through_write_txn_markers
         0
     );
     assert_eq!(end_txn(&mut c, id, pid, epoch, false).await, 0);
+    // The ended transaction admits no more batches without a new AddPartitionsToTxn.
+    assert_eq!(
+        produce_txn(&mut dc, id, txn_batch(pid, epoch, 2, b"late")).await,
+        E::InvalidTxnState.code()
+    );
     let p = fjord_coordinator::records::partition_for(id, 2) as usize;
     let (_, coord_epoch, ..) = partition_leader(cluster.node(coord), TXN_TOPIC, p);
-    let d = cluster
-        .node(data_leader)
-        .state()
-        .partitions
-        .get("d", 0)
-        .unwrap();
     let log = d.read_to_log_end(0, 1 << 20).unwrap();
     assert_eq!(
         markers(&log),

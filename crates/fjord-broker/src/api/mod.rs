@@ -232,7 +232,7 @@ async fn decode_and_dispatch(
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&ctx, r)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(&ctx, r).await),
         RequestKind::Produce(r) => {
-            let prepared = produce::prepare(&ctx, r);
+            let prepared = produce::prepare(&ctx, r).await;
             let metrics_state = state.clone();
             let finish = move |resp: Option<_>| match resp {
                 Some(resp) => encode_counted(
