@@ -703,5 +703,55 @@ async fn markers_reach_partitions_led_by_other_brokers_through_write_txn_markers
         d.log_end_offset(),
         "no transaction is left open on d-0"
     );
+
+    // TxnOffsetCommit on a group coordinator that does not coordinate the transaction: verified with the
+    // transaction's coordinator too, so offsets outside the transaction are refused.
+    let mut group = None;
+    for i in 0..64 {
+        let g = format!("g{i}");
+        if coordinator(&cluster, 1, &g, 0).await != coord {
+            group = Some(g);
+            break;
+        }
+    }
+    let group = group.expect("a group coordinated by another broker");
+    let group_coord = coordinator(&cluster, 1, &group, 0).await;
+    let mut gc = Client::connect(cluster.node(group_coord)).await;
+    let commit = |g: &str| {
+        use kafka_protocol::messages::txn_offset_commit_request::{
+            TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+        };
+        TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(s(id)))
+            .with_group_id(GroupId(s(g)))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_generation_id(-1)
+            .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("d")))
+                .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(1)])])
+    };
+    let r = gc.send(3, &commit(&group)).await;
+    assert_eq!(
+        r.topics[0].partitions[0].error_code,
+        E::InvalidTxnState.code(),
+        "the group's partition is not in the transaction"
+    );
+    let r = c
+        .send(
+            3,
+            &AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(s(id)))
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch)
+                .with_group_id(GroupId(s(&group))),
+        )
+        .await;
+    assert_eq!(r.error_code, 0);
+    let r = gc.send(3, &commit(&group)).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    assert_eq!(end_txn(&mut c, id, pid, epoch, true).await, 0);
     cluster.shutdown().await;
 }
