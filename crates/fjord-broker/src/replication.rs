@@ -44,6 +44,8 @@ pub struct Replication {
     targets: watch::Sender<Targets>,
     /// Test-only: fetchers idle while set (see [`Replication::pause_for_test`]).
     paused: watch::Sender<bool>,
+    /// A [`report_offline_replicas`] proposal is in flight.
+    reporting_offline: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Replication {
@@ -51,6 +53,7 @@ impl Default for Replication {
         Self {
             targets: watch::channel(Targets::new()).0,
             paused: watch::channel(false).0,
+            reporting_offline: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -124,7 +127,10 @@ pub async fn run(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
         }
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { break },
-            _ = isr_tick.tick() => check_isr(&state, max_lag as i64),
+            _ = isr_tick.tick() => {
+                check_isr(&state, max_lag as i64);
+                report_offline_replicas(&state);
+            }
             _ = shutdown.changed() => break,
         }
     }
@@ -258,6 +264,59 @@ pub async fn elect_unclean_leaders(state: Arc<BrokerState>, mut shutdown: watch:
             }
         }
     }
+}
+
+/// Replicas this broker holds in a failed log directory (or could not open) but still leads or counts in an ISR
+/// of several: the controller takes them out (`ReplicasOffline`, what KRaft does with a heartbeat's offline log
+/// dirs), so leadership moves to an in-sync replica elsewhere and a disk error costs the partition a replica, not
+/// its availability. One proposal at a time; repeated on later ticks until the metadata reflects it.
+fn report_offline_replicas(state: &Arc<BrokerState>) {
+    use std::sync::atomic::Ordering;
+    if !state.partitions.dirs().any_offline() {
+        return;
+    }
+    let me = state.config.node_id;
+    let meta = state.meta.state();
+    let lost: Vec<(String, i32)> = meta
+        .topics
+        .values()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.leader == me || (p.isr.len() > 1 && p.isr.contains(&me)))
+                .map(|(i, _)| (t.name.clone(), i as i32))
+        })
+        .filter(|(t, i)| state.partitions.is_offline(t, *i))
+        .collect();
+    if lost.is_empty()
+        || state
+            .replication
+            .reporting_offline
+            .swap(true, Ordering::AcqRel)
+    {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        tracing::warn!(partitions = lost.len(), "replicas in a failed log directory: asking the controller to move their leadership and ISR membership away");
+        let cmd = fjord_meta::Command::ReplicasOffline {
+            broker: me,
+            partitions: lost,
+        };
+        match state.meta.propose(cmd).await {
+            Ok(_) => {
+                if let Err(e) = state.sync_partitions() {
+                    tracing::error!(error = %e, "applying metadata after reporting offline replicas failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reporting offline replicas failed; retrying"),
+        }
+        state
+            .replication
+            .reporting_offline
+            .store(false, Ordering::Release);
+    });
 }
 
 /// Asks the controller for the ISR changes this broker's led partitions need (one in flight per partition).

@@ -615,3 +615,116 @@ async fn an_out_of_sync_replica_leads_only_by_unclean_election() {
     }
     cluster.shutdown().await;
 }
+
+/// A leader whose log directory fails (a JBOD disk, not the one holding the metadata) hands the partition's
+/// leadership to an in-sync replica on another broker and leaves its ISR, as KRaft does with a heartbeat's
+/// offline log dirs, instead of leaving the partition unavailable; its partitions in the healthy directory keep
+/// their leader. Nothing acknowledged before the failure is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_log_dir_fails_hands_its_partitions_to_an_in_sync_replica() {
+    let cluster = Cluster::start(3, &[("log.dirs", "{dir}/a,{dir}/b")]).await;
+    let mut c = Client::connect(cluster.node(1)).await;
+    // Created first: every broker puts d-0 in its first directory (a) and d-1 in its second (b).
+    let r = c
+        .send(
+            5,
+            &CreateTopicsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![create_topics_request::CreatableTopic::default()
+                    .with_name(TopicName(common::s("d")))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+                    .with_assignments(
+                        (0..2)
+                            .map(|i| {
+                                create_topics_request::CreatableReplicaAssignment::default()
+                                    .with_partition_index(i)
+                                    .with_broker_ids(vec![BrokerId(1), BrokerId(2), BrokerId(3)])
+                            })
+                            .collect(),
+                    )]),
+        )
+        .await;
+    assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
+    let leader_of = |c: &Cluster, i: usize| {
+        let st = c.node(2).state().meta.state();
+        let p = st.topics["d"].partitions[i].clone();
+        (p.leader, p.isr)
+    };
+    cluster
+        .wait(
+            Duration::from_secs(10),
+            "both partitions in sync on 1",
+            |c| {
+                c.live().all(|b| {
+                    (0..2).all(|i| {
+                        b.state()
+                            .partitions
+                            .get("d", i)
+                            .is_some_and(|p| p.is_leader() == (b.state().config.node_id == 1))
+                    })
+                }) && (0..2).all(|i| leader_of(c, i).1.len() == 3)
+            },
+        )
+        .await;
+    let d1 = cluster.node(1).state().partitions.get("d", 1).unwrap();
+    assert!(d1.log_dir().ends_with("b"), "{}", d1.log_dir().display());
+    let produce_to = |i: i32| {
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_name(TopicName(common::s("d")))
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(i)
+                        .with_records(Some(batch(&["v"]))),
+                ])])
+    };
+    let code = |r: &ProduceResponse| r.responses[0].partition_responses[0].error_code;
+    assert_eq!(code(&c.send(9, &produce_to(1)).await), 0);
+    // The next fsync of d-1 on broker 1 fails: directory b goes offline there.
+    d1.fail_next_fsync_for_test();
+    assert_eq!(
+        code(&c.send(9, &produce_to(1)).await),
+        E::KafkaStorageError.code()
+    );
+    cluster
+        .wait(
+            Duration::from_secs(10),
+            "d-1 led elsewhere, broker 1 out of its ISR",
+            |c| {
+                let (leader, isr) = leader_of(c, 1);
+                leader != 1 && leader > 0 && !isr.contains(&1) && isr.len() == 2
+            },
+        )
+        .await;
+    assert_eq!(
+        leader_of(&cluster, 0),
+        (1, vec![1, 2, 3]),
+        "d-0 (directory a) is untouched"
+    );
+    let (leader, _) = leader_of(&cluster, 1);
+    cluster
+        .wait(Duration::from_secs(10), "the new leader leads", |c| {
+            c.node(leader)
+                .state()
+                .partitions
+                .get("d", 1)
+                .is_some_and(|p| p.is_leader())
+        })
+        .await;
+    let mut lc = Client::connect(cluster.node(leader)).await;
+    let r = lc.send(9, &produce_to(1)).await;
+    assert_eq!(code(&r), 0);
+    assert!(
+        r.responses[0].partition_responses[0].base_offset >= 1,
+        "the record acknowledged before the failure is kept"
+    );
+    assert_eq!(
+        code(&c.send(9, &produce_to(0)).await),
+        0,
+        "broker 1 still serves d-0"
+    );
+    cluster.shutdown().await;
+}

@@ -151,6 +151,15 @@ impl ClusterState {
             Command::ElectUncleanLeader { topic, partition } => {
                 self.elect_unclean_leader(topic, *partition)
             }
+            Command::ReplicasOffline { broker, partitions } => {
+                if !self.brokers.contains_key(broker) {
+                    return CommandResult::UnknownBroker;
+                }
+                for (topic, partition) in partitions {
+                    self.replica_offline(*broker, topic, *partition);
+                }
+                CommandResult::Ok
+            }
             Command::CreateTopic {
                 name,
                 id,
@@ -393,6 +402,35 @@ impl ClusterState {
         CommandResult::Ok
     }
 
+    /// One replica of [`Command::ReplicasOffline`]: what fencing its broker does, for this partition only.
+    fn replica_offline(&mut self, broker: i32, topic: &str, partition: i32) {
+        let (brokers, fenced) = (&self.brokers, &self.fenced);
+        let Some(p) = partition_mut(&mut self.topics, topic, partition) else {
+            return;
+        };
+        if !p.replicas.contains(&broker) {
+            return;
+        }
+        let mut changed = false;
+        if p.isr.len() > 1 && p.isr.contains(&broker) {
+            p.isr.retain(|&r| r != broker);
+            changed = true;
+        }
+        if p.leader == broker {
+            p.leader = p
+                .replicas
+                .iter()
+                .copied()
+                .find(|&r| r != broker && p.isr.contains(&r) && is_live(brokers, fenced, r))
+                .unwrap_or(NO_LEADER);
+            p.leader_epoch += 1;
+            changed = true;
+        }
+        if changed {
+            p.partition_epoch += 1;
+        }
+    }
+
     fn elect_unclean_leader(&mut self, topic: &str, partition: i32) -> CommandResult {
         let (brokers, fenced) = (&self.brokers, &self.fenced);
         let Some(p) = partition_mut(&mut self.topics, topic, partition) else {
@@ -516,6 +554,13 @@ pub enum Command {
     ElectUncleanLeader {
         topic: String,
         partition: i32,
+    },
+    /// `broker`'s replicas of `partitions` can no longer serve (their log directory failed; KRaft's
+    /// heartbeat `OfflineLogDirs`): each leaves the ISR unless it is the last member, and a partition it led
+    /// moves to the next live in-sync replica (none left: the partition is offline until the broker returns).
+    ReplicasOffline {
+        broker: i32,
+        partitions: Vec<(String, i32)>,
     },
 }
 
@@ -797,6 +842,37 @@ mod liveness_tests {
             topic: "t".into(),
             partition,
         })
+    }
+
+    #[test]
+    fn offline_replicas_leave_the_isr_and_hand_over_leadership() {
+        let mut s = cluster();
+        let offline = |s: &mut ClusterState, broker: i32, partitions: &[i32]| {
+            s.apply(&Command::ReplicasOffline {
+                broker,
+                partitions: partitions.iter().map(|p| ("t".to_string(), *p)).collect(),
+            })
+        };
+        let before = parts(&s);
+        // Broker 1's replicas of 0 (it leads) and 2 (it follows), and of 3 (its only replica).
+        assert_eq!(offline(&mut s, 1, &[0, 2, 3, 4, 99]), CommandResult::Ok);
+        let after = parts(&s);
+        assert_eq!((after[0].leader, after[0].isr.clone()), (2, vec![2, 3]));
+        assert_eq!(after[0].leader_epoch, before[0].leader_epoch + 1);
+        assert_eq!((after[2].leader, after[2].isr.clone()), (3, vec![3, 2]));
+        assert_eq!(
+            after[2].leader_epoch, before[2].leader_epoch,
+            "3 still leads"
+        );
+        assert_eq!(after[2].partition_epoch, before[2].partition_epoch + 1);
+        assert_eq!(
+            (after[3].leader, after[3].isr.clone()),
+            (NO_LEADER, vec![1])
+        );
+        assert_eq!(after[4], before[4], "1 is no replica of partition 4");
+        assert_eq!(after[1], before[1], "partition 1 was not named");
+        assert!(s.is_live(1), "the broker itself stays live");
+        assert_eq!(offline(&mut s, 9, &[0]), CommandResult::UnknownBroker);
     }
 
     #[test]

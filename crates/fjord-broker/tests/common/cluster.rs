@@ -77,7 +77,11 @@ pub fn kraft_props(
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     for (k, v) in extra {
-        props.insert(k.to_string(), v.to_string());
+        // `{dir}` stands for this node's own directory (e.g. log.dirs={dir}/a,{dir}/b).
+        props.insert(
+            k.to_string(),
+            v.replace("{dir}", &dir.display().to_string()),
+        );
     }
     props
 }
