@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{create, fetch_values, placement, produce, replica_log, Cluster};
+use common::cluster::{create_on_with, fetch_values, placement, produce, replica_log, Cluster};
 use common::net::Mode;
 use common::Client;
 use kafka_protocol::error::ResponseError as E;
@@ -37,6 +37,30 @@ fn assert_not_acknowledged(code: i16, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_leader_acknowledges_nothing_and_its_tail_is_truncated() {
+    isolated_leader(Mode::Drop, false).await;
+}
+
+/// The partition leader is also the raft leader: the other two must elect a raft leader first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_leader_that_also_leads_the_quorum_acknowledges_nothing() {
+    isolated_leader(Mode::Drop, true).await;
+}
+
+/// Links frozen instead of cut: what was in flight arrives late after healing (stale fetches, heartbeats, raft
+/// messages of the old term).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_leader_acknowledges_nothing_and_its_tail_is_truncated() {
+    isolated_leader(Mode::Stall, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_leader_that_also_leads_the_quorum_acknowledges_nothing() {
+    isolated_leader(Mode::Stall, true).await;
+}
+
+/// Cuts off (`mode`) the leader of an RF=3, min.insync.replicas=2 partition, which is or is not also the raft
+/// leader (`raft_leader`), and checks the whole story: refusals, failover, truncation, convergence.
+async fn isolated_leader(mode: Mode, raft_leader: bool) {
     let cluster = Cluster::start_with_net(
         3,
         &[
@@ -47,14 +71,44 @@ async fn an_isolated_leader_acknowledges_nothing_and_its_tail_is_truncated() {
     )
     .await;
     let mut admin = Client::connect(cluster.node(1)).await;
-    create(&mut admin, TOPIC, 3, &[("min.insync.replicas", "2")]).await;
+    let quorum_leader = cluster
+        .node(1)
+        .state()
+        .meta
+        .leader()
+        .expect("a raft leader");
+    let old = if raft_leader {
+        quorum_leader
+    } else {
+        quorum_leader % 3 + 1
+    };
+    let replicas: Vec<i32> = (0..3).map(|i| (old - 1 + i) % 3 + 1).collect();
+    create_on_with(
+        &mut admin,
+        TOPIC,
+        &replicas,
+        &[("min.insync.replicas", "2")],
+    )
+    .await;
     cluster
         .wait(Duration::from_secs(10), "every broker sees ISR = 3", |c| {
-            c.live()
-                .all(|b| placement(b, TOPIC).is_some_and(|(l, _, isr)| l >= 0 && isr.len() == 3))
+            c.live().all(|b| {
+                placement(b, TOPIC).is_some_and(|(l, _, isr)| l == old && isr.len() == 3)
+                    && b.state().partitions.get(TOPIC, 0).is_some()
+            }) && c
+                .node(old)
+                .state()
+                .partitions
+                .get(TOPIC, 0)
+                .unwrap()
+                .is_leader()
         })
         .await;
-    let (old, _, _) = placement(cluster.node(1), TOPIC).unwrap();
+    assert_eq!(
+        cluster.node(old).state().meta.leader() == Some(old),
+        raft_leader,
+        "the raft leader moved before the fault"
+    );
     let others: Vec<i32> = (1..=3).filter(|i| *i != old).collect();
     let old_epoch = cluster
         .node(old)
@@ -72,7 +126,7 @@ async fn an_isolated_leader_acknowledges_nothing_and_its_tail_is_truncated() {
     }
     let acked_end = before.len() as i64;
 
-    cluster.set_net(old, Mode::Drop);
+    cluster.set_net(old, mode);
     // The old leader still believes it leads: acks=1 writes land in its log alone, the divergent tail.
     let tail = values("tail-", 3);
     for v in &tail {

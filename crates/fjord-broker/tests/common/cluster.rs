@@ -306,6 +306,16 @@ pub async fn fetch(c: &mut Client, topic: &str, offset: i64) -> (i16, i64, usize
 
 /// Creates `name` with one partition on exactly `replicas` (the first leads).
 pub async fn create_on(c: &mut Client, name: &str, replicas: &[i32]) {
+    create_on_with(c, name, replicas, &[]).await
+}
+
+/// [`create_on`] with topic configs.
+pub async fn create_on_with(
+    c: &mut Client,
+    name: &str,
+    replicas: &[i32],
+    configs: &[(&str, &str)],
+) {
     use kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment;
     let resp = c
         .send(
@@ -318,9 +328,17 @@ pub async fn create_on(c: &mut Client, name: &str, replicas: &[i32]) {
                     .with_replication_factor(-1)
                     .with_assignments(vec![CreatableReplicaAssignment::default()
                         .with_partition_index(0)
-                        .with_broker_ids(
-                            replicas.iter().map(|b| BrokerId(*b)).collect(),
-                        )])]),
+                        .with_broker_ids(replicas.iter().map(|b| BrokerId(*b)).collect())])
+                    .with_configs(
+                        configs
+                            .iter()
+                            .map(|(k, v)| {
+                                CreatableTopicConfig::default()
+                                    .with_name(s(k))
+                                    .with_value(Some(s(v)))
+                            })
+                            .collect(),
+                    )]),
         )
         .await;
     assert_eq!(
