@@ -96,6 +96,9 @@ pub struct Transactions {
     /// The open transactions (producer id, epoch, partitions) by transactional id, readable without waiting
     /// on a slot: Produce checks transactional batches against it.
     open: Mutex<HashMap<String, OpenTxn>>,
+    /// Each transactional id's current producer id and epoch (any state), so Produce can tell a fenced
+    /// instance's batch (INVALID_PRODUCER_EPOCH) from one outside any transaction (INVALID_TXN_STATE).
+    current: Mutex<HashMap<String, (i64, i16)>>,
     /// Mirrors `open.len()` for /metrics.
     ongoing: prometheus_client::metrics::gauge::Gauge,
     pub config: TxnConfig,
@@ -107,6 +110,7 @@ impl Transactions {
             owned: Ownership::default(),
             slots: Mutex::new(HashMap::new()),
             open: Mutex::new(HashMap::new()),
+            current: Mutex::new(HashMap::new()),
             ongoing,
             config,
         }
@@ -117,6 +121,13 @@ impl Transactions {
         let open = (m.state == TxnState::Ongoing)
             .then(|| (m.producer_id, m.producer_epoch, m.partitions.clone()));
         self.set_open(&m.transactional_id, open);
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                m.transactional_id.clone(),
+                (m.producer_id, m.producer_epoch),
+            );
         *slot = Some(m);
     }
 
@@ -147,14 +158,39 @@ impl Transactions {
         epoch: i16,
         topic: &str,
         partition: i32,
-    ) -> bool {
+    ) -> Result<(), (kafka_protocol::error::ResponseError, String)> {
+        use kafka_protocol::error::ResponseError as E;
         if !self.coordinates_here(state, id) {
-            return true;
+            return Ok(());
         }
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.get(id).is_some_and(|(pid, e, parts)| {
+        if open.get(id).is_some_and(|(pid, e, parts)| {
             *pid == producer_id && *e == epoch && parts.contains(&(topic.to_string(), partition))
-        })
+        }) {
+            return Ok(());
+        }
+        drop(open);
+        let current = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .copied();
+        match current {
+            // As a Kafka partition answers a batch older than the producer's epoch there.
+            Some((pid, e)) if pid == producer_id && e > epoch => Err((
+                E::InvalidProducerEpoch,
+                format!(
+                    "producer {producer_id} epoch {epoch} was fenced by a newer instance of {id} (epoch {e})"
+                ),
+            )),
+            _ => Err((
+                E::InvalidTxnState,
+                format!(
+                    "{topic}-{partition} is not part of an open transaction of producer {producer_id} epoch {epoch}"
+                ),
+            )),
+        }
     }
 
     /// The `__transaction_state` partition of a transactional id (Kafka's `partitionFor` over the topic's

@@ -635,6 +635,19 @@ async fn a_marker_from_an_older_producer_session_is_refused() {
                 .with_name(TopicName(s("t")))
                 .with_partition_indexes(vec![0])])])
     };
+    // A batch of the older session is refused as Kafka's partition refuses an older epoch (the Java client
+    // then reports the producer fenced), not as a batch outside any transaction.
+    assert_eq!(
+        produce(
+            &mut c,
+            "app",
+            "t",
+            0,
+            txn_batch(pid, first.producer_epoch, 1)
+        )
+        .await,
+        E::InvalidProducerEpoch.code()
+    );
     let r = c.send(1, &forged(first.producer_epoch)).await;
     assert_eq!(
         r.markers[0].topics[0].partitions[0].error_code,

@@ -207,8 +207,8 @@ pub async fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
                         continue;
                     }
                 }
-            } else if let Some(b) = txn.filter(|b| {
-                !broker.transactions.may_write(
+            } else if let Some(Err((code, message))) = txn.map(|b| {
+                broker.transactions.may_write(
                     broker,
                     id,
                     b.producer_id,
@@ -217,14 +217,7 @@ pub async fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
                     idx,
                 )
             }) {
-                parts.push(error(
-                    idx,
-                    E::InvalidTxnState,
-                    format!(
-                        "{name}-{idx} is not part of an open transaction of producer {} epoch {}",
-                        b.producer_id, b.producer_epoch
-                    ),
-                ));
+                parts.push(error(idx, code, message));
                 continue;
             }
             let len = records.len() as u64;
