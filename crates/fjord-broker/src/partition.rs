@@ -1187,6 +1187,9 @@ impl PartitionManager {
     /// removed in the background. In an offline log directory nothing is touched.
     fn retire(&self, p: Arc<Partition>) {
         tracing::info!(topic = %p.topic, partition = p.index, "deleting partition");
+        // No longer a replica (the topic is gone, or a reassignment removed this broker): acks=all waits end
+        // now, unacknowledged, rather than at their timeout.
+        p.stop_replica();
         {
             let log = p.lock();
             p.deleted.store(true, Ordering::Release);
@@ -1436,6 +1439,7 @@ mod tests {
                 }],
                 configs: BTreeMap::new(),
                 internal: false,
+                reassignments: Default::default(),
             },
         );
         (s, BrokerConfig::from_properties(BTreeMap::new()).unwrap())

@@ -156,7 +156,15 @@ fn read_once(
             let part = match looked_up {
                 Ok(Some(part)) => part,
                 Ok(None) => {
-                    pd.error_code = E::UnknownTopicOrPartition.code();
+                    // In the metadata but not hosted here (moved by a reassignment): the client looks for the leader.
+                    let known = broker.meta.state().topics.get(name).is_some_and(|t| {
+                        p.partition >= 0 && (p.partition as usize) < t.partitions.len()
+                    });
+                    pd.error_code = if known {
+                        E::NotLeaderOrFollower.code()
+                    } else {
+                        E::UnknownTopicOrPartition.code()
+                    };
                     stop = true;
                     parts.push(pd);
                     continue;

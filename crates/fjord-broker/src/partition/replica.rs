@@ -214,6 +214,18 @@ impl Partition {
         Ok(())
     }
 
+    /// This broker is no longer a replica (the partition is being deleted here): it leads and follows nothing, so
+    /// a waiting acks=all write fails with NOT_LEADER_OR_FOLLOWER and no follower append lands any more.
+    pub(super) fn stop_replica(&self) {
+        let mut r = self.lock_repl();
+        r.leader = fjord_meta::NO_LEADER;
+        r.followers.clear();
+        r.pending_isr = None;
+        drop(r);
+        self.hw_changed.notify_waiters();
+        self.wake_waiters();
+    }
+
     /// Moves the high watermark to the smallest log end offset in the maximal ISR, if that is higher; on a
     /// follower or a leaderless partition it stays where it is. Called with the replication lock held.
     pub(super) fn advance_hw(&self, r: &ReplState, leader_end: i64) -> bool {
