@@ -451,3 +451,165 @@ async fn cancelling_reverts_to_the_original_replicas_and_errors_are_kafkas() {
     assert_eq!(produce(&mut c2, "k", -1, 5_000, &["c"]).await, (0, 2));
     cluster.shutdown().await;
 }
+
+/// IncrementalAlterConfigs of one resource (2: topic, 4: broker): `Some(v)` sets, `None` deletes.
+async fn alter_configs(c: &mut Client, ty: i8, name: &str, configs: &[(&str, Option<&str>)]) {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(ty)
+            .with_resource_name(s(name))
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        AlterableConfig::default()
+                            .with_name(s(k))
+                            .with_config_operation(if v.is_some() { 0 } else { 1 })
+                            .with_value(v.map(s))
+                    })
+                    .collect(),
+            ),
+    ]);
+    let r = c.send(1, &req).await;
+    assert_eq!(
+        r.responses[0].error_code, 0,
+        "{:?}",
+        r.responses[0].error_message
+    );
+}
+
+/// Bytes of `topic`-0 broker `b` holds (0 before it hosts the partition).
+fn held_bytes(b: &Broker, topic: &str) -> usize {
+    b.state()
+        .partitions
+        .get(topic, 0)
+        .map_or(0, |p| p.read_to_log_end(0, 256 << 20).unwrap().len())
+}
+
+fn completed(b: &Broker, topic: &str, replicas: &[i32]) -> bool {
+    let st = b.state().meta.state();
+    let p = &st.topics[topic].partitions[0];
+    p.replicas == replicas
+        && replicas.iter().all(|r| p.isr.contains(r))
+        && st.topics[topic].reassignments.is_empty()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_follower_catches_up_at_the_throttle_rate_and_others_at_full_speed() {
+    const RATE: usize = 50_000;
+    let cluster = Cluster::start(3, &[("replica.lag.time.max.ms", "2000")]).await;
+    let mut c = Client::connect(cluster.node(1)).await;
+    create_on(&mut c, "th", &[1]).await;
+    create_on(&mut c, "fast", &[1]).await;
+    cluster
+        .wait(
+            Duration::from_secs(10),
+            "both partitions on broker 1",
+            |c| {
+                ["th", "fast"]
+                    .iter()
+                    .all(|t| c.node(1).state().partitions.get(t, 0).is_some())
+            },
+        )
+        .await;
+    let v = "y".repeat(400);
+    let values = [v.as_str(); 5];
+    for topic in ["th", "fast"] {
+        for _ in 0..200 {
+            assert_eq!(produce(&mut c, topic, 1, 5_000, &values).await.0, 0);
+        }
+    }
+    let total = held_bytes(cluster.node(1), "th");
+    assert!(total > 400_000, "{total}");
+
+    // The cluster-wide follower rate, and th-0's replica on broker 2 throttled (fast-0's is not).
+    alter_configs(
+        &mut c,
+        4,
+        "",
+        &[(
+            "follower.replication.throttled.rate",
+            Some(&RATE.to_string()),
+        )],
+    )
+    .await;
+    alter_configs(
+        &mut c,
+        2,
+        "th",
+        &[("follower.replication.throttled.replicas", Some("0:2"))],
+    )
+    .await;
+    cluster
+        .wait(
+            Duration::from_secs(10),
+            "broker 2 applied the throttle",
+            |c| {
+                let st = c.node(2).state().meta.state();
+                st.broker_configs
+                    .contains_key("follower.replication.throttled.rate")
+                    && st.topics["th"]
+                        .configs
+                        .contains_key("follower.replication.throttled.replicas")
+            },
+        )
+        .await;
+
+    let t0 = Instant::now();
+    assert_eq!(
+        reassign(&mut c, "th", &[(0, Some(&[1, 2]))]).await,
+        vec![(0, None)]
+    );
+    assert_eq!(
+        reassign(&mut c, "fast", &[(0, Some(&[1, 2]))]).await,
+        vec![(0, None)]
+    );
+    // Sampled for 3 s: broker 2 never holds more of th than the rate allows since t0 (plus the bucket's first
+    // second and one batch beyond the budget), while fast's reassignment completes at full speed.
+    let bound = |elapsed: f64| ((elapsed + 1.0) * RATE as f64 * 1.25) as usize + 4096;
+    let mut fast_done_at = None;
+    let mut last = 0;
+    while t0.elapsed() < Duration::from_secs(3) {
+        let held = held_bytes(cluster.node(2), "th");
+        let elapsed = t0.elapsed().as_secs_f64();
+        assert!(
+            held <= bound(elapsed),
+            "broker 2 copied {held} bytes of th in {elapsed:.2} s at a throttle of {RATE} B/s"
+        );
+        last = held;
+        if fast_done_at.is_none() && completed(cluster.node(2), "fast", &[1, 2]) {
+            fast_done_at = Some((t0.elapsed(), held));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (fast_time, th_then) =
+        fast_done_at.expect("the unthrottled reassignment completed within 3 s");
+    eprintln!("fast completed after {fast_time:?}; th copied {th_then} of {total} bytes then, {last} after 3 s");
+    assert!(
+        th_then < total,
+        "the throttled copy was not slower than the unthrottled one"
+    );
+    assert!(last > 0, "the throttled follower makes progress");
+    assert!(!completed(cluster.node(1), "th", &[1, 2]));
+
+    // Without the rate, th catches up and its reassignment completes.
+    alter_configs(
+        &mut c,
+        4,
+        "",
+        &[("follower.replication.throttled.rate", None)],
+    )
+    .await;
+    cluster
+        .wait(
+            Duration::from_secs(20),
+            "th's reassignment completes",
+            |c| c.live().all(|b| completed(b, "th", &[1, 2])),
+        )
+        .await;
+    assert_eq!(held_bytes(cluster.node(2), "th"), total);
+    cluster.shutdown().await;
+}

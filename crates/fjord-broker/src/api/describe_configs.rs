@@ -59,10 +59,12 @@ pub fn topic_entries(
                 if let Some(v) = overrides.get(d.name) {
                     syn.push(synonym(d.name, v, SOURCE_TOPIC));
                 }
-                if broker_source != static_source {
-                    syn.push(synonym(d.broker_synonym, &broker_value, broker_source));
+                if !d.broker_synonym.is_empty() {
+                    if broker_source != static_source {
+                        syn.push(synonym(d.broker_synonym, &broker_value, broker_source));
+                    }
+                    syn.push(synonym(d.broker_synonym, &static_value, static_source));
                 }
-                syn.push(synonym(d.broker_synonym, &static_value, static_source));
             }
             DescribeConfigsResourceResult::default()
                 .with_name(str_bytes(d.name))
