@@ -79,6 +79,8 @@ pub fn topic_entries(
         .collect()
 }
 
+static EMPTY: String = String::new();
+
 fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
     DescribeConfigsSynonym::default()
         .with_name(str_bytes(name))
@@ -99,7 +101,15 @@ fn broker_entries(
         .config
         .props
         .iter()
-        .filter(|(k, _)| keys.is_none_or(|ks| ks.iter().any(|x| x == *k)))
+        .map(|(k, v)| (k.as_str(), v))
+        // The throttle rates have no static value; they are listed where set dynamically.
+        .chain(
+            crate::config::BROKER_DYNAMIC_ONLY
+                .iter()
+                .filter(|k| broker.config.dynamic_value(dynamic, k).is_some())
+                .map(|k| (&**k, &EMPTY)),
+        )
+        .filter(|(k, _)| keys.is_none_or(|ks| ks.iter().any(|x| x == k)))
         .map(|(k, v)| {
             let static_source = if broker.config.explicit.contains_key(k) {
                 SOURCE_STATIC_BROKER
@@ -120,7 +130,10 @@ fn broker_entries(
             DescribeConfigsResourceResult::default()
                 .with_name(str_bytes(k))
                 .with_value(Some(str_bytes(&value)))
-                .with_read_only(dynamic_broker_config(k).is_none())
+                .with_read_only(
+                    dynamic_broker_config(k).is_none()
+                        && !crate::config::BROKER_DYNAMIC_ONLY.contains(&k),
+                )
                 .with_config_source(source)
                 .with_synonyms(syn)
                 .with_config_type(ConfigType::String as i8)
