@@ -1187,9 +1187,6 @@ impl PartitionManager {
     /// removed in the background. In an offline log directory nothing is touched.
     fn retire(&self, p: Arc<Partition>) {
         tracing::info!(topic = %p.topic, partition = p.index, "deleting partition");
-        // No longer a replica (the topic is gone, or a reassignment removed this broker): acks=all waits end
-        // now, unacknowledged, rather than at their timeout.
-        p.stop_replica();
         {
             let log = p.lock();
             p.deleted.store(true, Ordering::Release);
@@ -1207,6 +1204,9 @@ impl PartitionManager {
                 }
             }
         }
+        // No longer a replica (the topic is gone, or a reassignment removed this broker): acks=all waits end
+        // now, unacknowledged, rather than at their timeout.
+        p.wake_replica_waiters();
         self.dirs.add_hosted(p.dir_index, -1);
     }
 

@@ -214,14 +214,9 @@ impl Partition {
         Ok(())
     }
 
-    /// This broker is no longer a replica (the partition is being deleted here): it leads and follows nothing, so
-    /// a waiting acks=all write fails with NOT_LEADER_OR_FOLLOWER and no follower append lands any more.
-    pub(super) fn stop_replica(&self) {
-        let mut r = self.lock_repl();
-        r.leader = fjord_meta::NO_LEADER;
-        r.followers.clear();
-        r.pending_isr = None;
-        drop(r);
+    /// Wakes acks=all waiters and parked fetches after the partition was deleted here (its topic is gone, or a
+    /// reassignment removed this broker): the waits see it and end unacknowledged.
+    pub(super) fn wake_replica_waiters(&self) {
         self.hw_changed.notify_waiters();
         self.wake_waiters();
     }
@@ -428,6 +423,13 @@ impl Partition {
             notified.as_mut().enable();
             {
                 let r = self.lock_repl();
+                if self.deleted.load(Ordering::Acquire) {
+                    return Err(Error::NotLeader(format!(
+                        "{}-{} is no longer hosted here (deleted, or moved by a reassignment) while waiting for \
+                         its replicas",
+                        self.topic, self.index
+                    )));
+                }
                 let written_in = self.lock().epoch_at(offset - 1);
                 if written_in != Some(epoch) {
                     return Err(Error::NotLeader(format!(
