@@ -137,7 +137,8 @@ pub fn parse_throttled_replicas(v: &str) -> Result<Option<Vec<(i32, i32)>>, Stri
 }
 
 /// Dynamic broker configs that are not the default of any topic config: the replication throttle rates
-/// (bytes/s), set on a broker or as the cluster-wide default, read by the replica fetchers at every fetch.
+/// (bytes/s), set on a broker or as the cluster-wide default, read at every replica fetch (by the follower's
+/// fetchers, and by the leader answering them).
 pub static BROKER_DYNAMIC_ONLY: &[&str] = &[
     "leader.replication.throttled.rate",
     "follower.replication.throttled.rate",
@@ -285,8 +286,8 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         name: "leader.replication.throttled.replicas",
         broker_synonym: "",
         ty: ConfigType::List,
-        doc: "Replicas (`partition:broker,...`, or `*` for all) whose leader-side replication is throttled. \
-              Accepted and stored; Fjord throttles on the follower side only.",
+        doc: "Replicas (`partition:broker,...`, or `*` for all) whose leader serves out-of-sync followers at \
+              most at the broker's leader.replication.throttled.rate.",
         check: throttled_replicas,
     },
     TopicConfigDef {

@@ -46,6 +46,8 @@ pub struct Replication {
     paused: watch::Sender<bool>,
     /// `follower.replication.throttled.rate`: one budget for every fetcher of this broker.
     throttle: std::sync::Mutex<TokenBucket>,
+    /// `leader.replication.throttled.rate`: one budget for every follower fetching from this broker.
+    leader_throttle: std::sync::Mutex<TokenBucket>,
 }
 
 impl Default for Replication {
@@ -54,6 +56,7 @@ impl Default for Replication {
             targets: watch::channel(Targets::new()).0,
             paused: watch::channel(false).0,
             throttle: std::sync::Mutex::new(TokenBucket::default()),
+            leader_throttle: std::sync::Mutex::new(TokenBucket::default()),
         }
     }
 }
@@ -98,6 +101,52 @@ impl TokenBucket {
             return Duration::ZERO;
         }
         Duration::from_secs_f64((-self.tokens + 1.0) / self.rate as f64)
+    }
+}
+
+impl Replication {
+    /// Leader side of the throttle: the most bytes a fetch by follower `replica` of `p` may carry now, `None`
+    /// when it is not throttled (no `leader.replication.throttled.rate`, the topic's
+    /// `leader.replication.throttled.replicas` does not name this broker's replica, or the follower is in sync).
+    /// `Some(0)` while the budget is spent: the follower gets no data this time.
+    pub fn leader_budget(
+        &self,
+        state: &BrokerState,
+        meta: &fjord_meta::ClusterState,
+        p: &Partition,
+        replica: i32,
+    ) -> Option<usize> {
+        let rate = state
+            .config
+            .dynamic_value(&meta.broker_configs, "leader.replication.throttled.rate")
+            .and_then(|(v, _)| v.trim().parse::<u64>().ok())?;
+        let v = meta
+            .topics
+            .get(&p.topic)?
+            .configs
+            .get("leader.replication.throttled.replicas")?;
+        let listed = match crate::config::parse_throttled_replicas(v) {
+            Ok(None) => true,
+            Ok(Some(list)) => list.contains(&(p.index, state.config.node_id)),
+            Err(_) => false,
+        };
+        if !listed || p.replication().isr.contains(&replica) {
+            return None;
+        }
+        let tokens = self
+            .leader_throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refill(rate, std::time::Instant::now());
+        Some(if tokens >= 1.0 { tokens as usize } else { 0 })
+    }
+
+    /// Charges the leader-side budget for `bytes` sent to a throttled follower.
+    pub fn leader_charge(&self, bytes: usize) {
+        self.leader_throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .charge(bytes);
     }
 }
 

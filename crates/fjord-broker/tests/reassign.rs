@@ -508,6 +508,17 @@ fn completed(b: &Broker, topic: &str, replicas: &[i32]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttled_follower_catches_up_at_the_throttle_rate_and_others_at_full_speed() {
+    throttled_move(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_leader_serves_a_new_replica_at_the_throttle_rate_and_others_at_full_speed() {
+    throttled_move(true).await;
+}
+
+/// Moves th-0 and fast-0 from broker 1 to [1, 2] with th-0's copy throttled, on the follower side (broker 2's
+/// fetches) or on the leader side (broker 1's answers).
+async fn throttled_move(leader_side: bool) {
     const RATE: usize = 50_000;
     let cluster = Cluster::start(3, &[("replica.lag.time.max.ms", "2000")]).await;
     let mut c = Client::connect(cluster.node(1)).await;
@@ -534,37 +545,33 @@ async fn a_throttled_follower_catches_up_at_the_throttle_rate_and_others_at_full
     let total = held_bytes(cluster.node(1), "th");
     assert!(total > 400_000, "{total}");
 
-    // The cluster-wide follower rate, and th-0's replica on broker 2 throttled (fast-0's is not).
-    alter_configs(
-        &mut c,
-        4,
-        "",
-        &[(
-            "follower.replication.throttled.rate",
-            Some(&RATE.to_string()),
-        )],
-    )
-    .await;
-    alter_configs(
-        &mut c,
-        2,
-        "th",
-        &[("follower.replication.throttled.replicas", Some("0:2"))],
-    )
-    .await;
-    cluster
-        .wait(
-            Duration::from_secs(10),
-            "broker 2 applied the throttle",
-            |c| {
-                let st = c.node(2).state().meta.state();
-                st.broker_configs
-                    .contains_key("follower.replication.throttled.rate")
-                    && st.topics["th"]
-                        .configs
-                        .contains_key("follower.replication.throttled.replicas")
-            },
+    // Follower side: the cluster-wide follower rate, and th-0's replica on broker 2 throttled. Leader side:
+    // broker 1's own leader rate, and th-0's replica on broker 1 throttled. fast-0 is not throttled.
+    let (rate_key, resource, replicas_key, replica, applier) = if leader_side {
+        (
+            "leader.replication.throttled.rate",
+            "1",
+            "leader.replication.throttled.replicas",
+            "0:1",
+            1,
         )
+    } else {
+        (
+            "follower.replication.throttled.rate",
+            "",
+            "follower.replication.throttled.replicas",
+            "0:2",
+            2,
+        )
+    };
+    alter_configs(&mut c, 4, resource, &[(rate_key, Some(&RATE.to_string()))]).await;
+    alter_configs(&mut c, 2, "th", &[(replicas_key, Some(replica))]).await;
+    cluster
+        .wait(Duration::from_secs(10), "the throttle applied", |c| {
+            let st = c.node(applier).state().meta.state();
+            st.broker_configs.keys().any(|k| k.ends_with(rate_key))
+                && st.topics["th"].configs.contains_key(replicas_key)
+        })
         .await;
 
     let t0 = Instant::now();
@@ -608,13 +615,7 @@ async fn a_throttled_follower_catches_up_at_the_throttle_rate_and_others_at_full
     assert!(!completed(cluster.node(1), "th", &[1, 2]));
 
     // Without the rate, th catches up and its reassignment completes.
-    alter_configs(
-        &mut c,
-        4,
-        "",
-        &[("follower.replication.throttled.rate", None)],
-    )
-    .await;
+    alter_configs(&mut c, 4, resource, &[(rate_key, None)]).await;
     cluster
         .wait(
             Duration::from_secs(20),
