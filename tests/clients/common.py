@@ -1,8 +1,14 @@
 """Shared helpers for the client scripts the Rust end-to-end tests run."""
+import os
 import sys
 import time
 
 from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
+
+
+# The replication factor of the topics the scripts create: 1 against one broker, 3 when a test runs a script
+# against a three-broker cluster (FJORD_TEST_RF=3).
+RF = int(os.environ.get("FJORD_TEST_RF", "1"))
 
 
 def die(msg):

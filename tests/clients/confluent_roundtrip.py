@@ -6,12 +6,12 @@ import time
 from confluent_kafka import Producer, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from common import check, consume_all, die
+from common import RF, check, consume_all, die
 
 bootstrap = sys.argv[1]
 admin = AdminClient({"bootstrap.servers": bootstrap})
 topics = ["rt-none", "rt-gzip", "rt-snappy", "rt-lz4", "rt-zstd", "rt-big"]
-for name, f in admin.create_topics([NewTopic(t, num_partitions=2, replication_factor=1) for t in topics]).items():
+for name, f in admin.create_topics([NewTopic(t, num_partitions=2, replication_factor=RF) for t in topics]).items():
     f.result()
 
 before = int(time.time() * 1000) - 1

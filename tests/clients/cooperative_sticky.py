@@ -6,11 +6,11 @@ import time
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from common import check
+from common import RF, check
 
 bootstrap = sys.argv[1]
 admin = AdminClient({"bootstrap.servers": bootstrap})
-admin.create_topics([NewTopic("coop", num_partitions=4, replication_factor=1)])["coop"].result()
+admin.create_topics([NewTopic("coop", num_partitions=4, replication_factor=RF)])["coop"].result()
 
 
 def member():

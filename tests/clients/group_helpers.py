@@ -5,12 +5,12 @@ import time
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from common import check, die
+from common import RF, check, die
 
 
 def create_topic(bootstrap, name, partitions):
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    for _, f in admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)],
+    for _, f in admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=RF)],
                                     operation_timeout=10, request_timeout=15).items():
         f.result()
 

@@ -4,11 +4,11 @@ import sys
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from common import check, consume_all
+from common import RF, check, consume_all
 
 bootstrap = sys.argv[1]
 admin = AdminClient({"bootstrap.servers": bootstrap})
-admin.create_topics([NewTopic("idem", num_partitions=2, replication_factor=1)])["idem"].result()
+admin.create_topics([NewTopic("idem", num_partitions=2, replication_factor=RF)])["idem"].result()
 p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 2,
               "max.in.flight.requests.per.connection": 5})
 errors = []

@@ -7,10 +7,12 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
 
+from common import RF
+
 bootstrap = sys.argv[1]
 topic = "kp-txn"
 admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=RF)])
 
 p = KafkaProducer(bootstrap_servers=bootstrap, transactional_id="kp-txn-app")
 p.init_transactions()

@@ -6,14 +6,14 @@ import time
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition, OFFSET_BEGINNING
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from common import check, die
+from common import RF, check, die
 
 RC, RU = "read_committed", "read_uncommitted"
 
 
 def create_topic(bootstrap, name, partitions, config=None):
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    topic = NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})
+    topic = NewTopic(name, num_partitions=partitions, replication_factor=RF, config=config or {})
     for _, f in admin.create_topics([topic], operation_timeout=10, request_timeout=15).items():
         f.result()
 

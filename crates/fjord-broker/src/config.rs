@@ -389,6 +389,12 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     bdef!("delete.topic.enable", Some("true"), Boolean),
     bdef!("message.max.bytes", Some("1048588"), Int, non_negative),
     bdef!("socket.request.max.bytes", Some("104857600"), Int, positive),
+    bdef!(
+        "max.request.partition.size.limit",
+        Some("2000"),
+        Int,
+        positive
+    ),
     bdef!("fetch.max.bytes", Some("57671680"), Int, positive),
     bdef!("queued.max.requests", Some("500"), Int, positive),
     bdef!("max.connections", Some("10000"), Int, positive),
@@ -528,6 +534,10 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         Short,
         positive
     ),
+    // The `min.insync.replicas` of `__transaction_state`, set on the topic when it is created, as Kafka does.
+    // Kafka's default is 2; Fjord's is 1 to match its replication factor default (a lone broker could otherwise
+    // never write a transaction's state). A cluster sets 2 with a replication factor of 3.
+    bdef!("transaction.state.log.min.isr", Some("1"), Int, positive),
     bdef!(
         "transaction.state.log.segment.bytes",
         Some("104857600"),

@@ -585,6 +585,9 @@ pub async fn ensure_internal_topic(
         .cloned()
         .unwrap_or_else(|| "104857600".into());
     configs.insert("segment.bytes".to_string(), seg);
+    if let Some(min_isr) = state.config.props.get(&format!("{prefix}.min.isr")) {
+        configs.insert("min.insync.replicas".to_string(), min_isr.clone());
+    }
     let cmd = Command::CreateTopic {
         name: name.into(),
         id: Uuid::new_v4(),

@@ -373,6 +373,10 @@ impl Broker {
                 state.clone(),
                 shutdown_rx.clone(),
             )),
+            tokio::spawn(replication::elect_unclean_leaders(
+                state.clone(),
+                shutdown_rx.clone(),
+            )),
             tokio::spawn(groups::run_loader(state.clone(), shutdown_rx.clone())),
             tokio::spawn(housekeeping(state.clone(), shutdown_rx)),
         ];

@@ -301,10 +301,31 @@ impl Partition {
     }
 
     pub fn append_from(&self, records: Bytes, origin: Origin) -> Result<AppendInfo> {
-        self.io(|| self.append_locked(records, origin))
+        self.io(|| self.append_locked(records, origin, None))
     }
 
-    fn append_locked(&self, records: Bytes, origin: Origin) -> Result<AppendInfo> {
+    /// KIP-890 part 1 for a producer whose transaction coordinator is another broker: `None` when the producer's
+    /// transaction is already open here (its first batch was verified), else a guard to verify the partition with
+    /// the coordinator (AddPartitionsToTxn `verify_only`) and then to pass to [`Partition::append_verified`].
+    pub fn start_txn_verification(&self, producer_id: i64, epoch: i16) -> Option<u64> {
+        let mut producers = self.lock_producers();
+        (!producers.in_transaction(producer_id, epoch))
+            .then(|| producers.start_verification(producer_id))
+    }
+
+    /// Appends a client's batches whose transactional ones must belong to an open transaction here or carry the
+    /// still-current `guard` of a verification (a marker since then voids it: INVALID_TXN_STATE).
+    pub fn append_verified(&self, records: Bytes, guard: Option<u64>) -> Result<AppendInfo> {
+        self.io(|| self.append_locked(records, Origin::Client, Some(guard)))
+    }
+
+    /// `verified`: `Some(guard)` when transactional batches must pass [`ProducerStates::check_verified`].
+    fn append_locked(
+        &self,
+        records: Bytes,
+        origin: Origin,
+        verified: Option<Option<u64>>,
+    ) -> Result<AppendInfo> {
         let repl = self.lock_repl();
         replica::check_leader_in(&repl, self, -1)?;
         let epoch = repl.leader_epoch;
@@ -358,6 +379,11 @@ impl Partition {
                 }
                 .into());
             }
+            if let Some(guard) = verified {
+                for b in batches.iter().filter(|b| b.is_transactional) {
+                    producers.check_verified(b.producer_id, b.producer_epoch, guard)?;
+                }
+            }
         } else if batches.iter().any(|b| b.is_control) {
             return Err(crate::producers::ProducerError::InvalidRecord(
                 "markers are written with append_marker",
@@ -403,6 +429,7 @@ impl Partition {
         let batch =
             fjord_log::control_batch(producer_id, producer_epoch, kind, coordinator_epoch, now);
         let mut producers = self.lock_producers();
+        producers.check_marker(producer_id, producer_epoch, coordinator_epoch)?;
         let mut log = self.log()?;
         let info = log.append(batch, epoch, now)?;
         if let Some(aborted) = producers.record_marker(
@@ -1938,6 +1965,79 @@ mod tests {
         )
         .unwrap();
         buf.freeze()
+    }
+
+    #[test]
+    fn a_marker_voids_a_transaction_verification_begun_before_it() {
+        use kafka_protocol::error::ResponseError as E;
+        let dir = tempfile::tempdir().unwrap();
+        let (_pm, p) = open(dir.path());
+        // No transaction of producer 1 here yet: its first batch needs a verification.
+        let guard = p
+            .start_txn_verification(1, 0)
+            .expect("a verification is needed");
+        let err = p.append_verified(txn_batch(1, 0, 0, 1), None).unwrap_err();
+        assert_eq!(err.code(), E::InvalidTxnState.code(), "{err}");
+        // A marker (the previous transaction ending) lands while the coordinator is being asked: the batch
+        // would open a transaction no marker closes, so the guard no longer admits it.
+        assert_eq!(p.append_marker(1, 0, ControlType::Abort, 0).unwrap().0, 0);
+        let err = p
+            .append_verified(txn_batch(1, 0, 0, 1), Some(guard))
+            .unwrap_err();
+        assert_eq!(err.code(), E::InvalidTxnState.code(), "{err}");
+        assert_eq!(p.log_end_offset(), 1, "only the marker is in the log");
+        // A verification after the marker admits it; then the open transaction needs none.
+        let guard = p
+            .start_txn_verification(1, 0)
+            .expect("a verification is needed");
+        assert_eq!(
+            p.append_verified(txn_batch(1, 0, 0, 1), Some(guard))
+                .unwrap()
+                .base_offset,
+            1
+        );
+        assert_eq!(p.start_txn_verification(1, 0), None);
+        assert_eq!(
+            p.append_verified(txn_batch(1, 0, 1, 1), None)
+                .unwrap()
+                .base_offset,
+            2
+        );
+        assert_eq!(p.last_stable_offset(), 1, "the transaction is open");
+    }
+
+    #[test]
+    fn markers_from_an_old_producer_epoch_or_a_deposed_coordinator_are_refused() {
+        use kafka_protocol::error::ResponseError as E;
+        let dir = tempfile::tempdir().unwrap();
+        let (_pm, p) = open(dir.path());
+        // Coordinator epoch 3 ends producer 1's first transaction (producer epoch 4).
+        assert_eq!(p.append(txn_batch(1, 4, 0, 1)).unwrap().base_offset, 0);
+        assert_eq!(p.append_marker(1, 4, ControlType::Commit, 3).unwrap().0, 1);
+        // The producer opens a second transaction; a zombie session of epoch 3 cannot abort it.
+        assert_eq!(p.append(txn_batch(1, 4, 1, 1)).unwrap().base_offset, 2);
+        let err = p.append_marker(1, 3, ControlType::Abort, 3).unwrap_err();
+        assert_eq!(err.code(), E::InvalidProducerEpoch.code(), "{err}");
+        // Nor can a coordinator deposed before epoch 3 (a late WriteTxnMarkers).
+        let err = p.append_marker(1, 4, ControlType::Abort, 2).unwrap_err();
+        assert_eq!(err.code(), E::TransactionCoordinatorFenced.code(), "{err}");
+        assert_eq!(
+            p.last_stable_offset(),
+            2,
+            "the open transaction is still open"
+        );
+        assert_eq!(
+            p.log_end_offset(),
+            3,
+            "neither refused marker reached the log"
+        );
+        // The current coordinator ends it; a newer coordinator epoch is accepted and remembered.
+        assert_eq!(p.append_marker(1, 4, ControlType::Commit, 5).unwrap().0, 3);
+        assert_eq!(p.last_stable_offset(), 4);
+        let err = p.append_marker(1, 4, ControlType::Commit, 3).unwrap_err();
+        assert_eq!(err.code(), E::TransactionCoordinatorFenced.code(), "{err}");
+        // A marker for a producer this partition never saw is written (Kafka does too).
+        assert_eq!(p.append_marker(7, 0, ControlType::Abort, 0).unwrap().0, 4);
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub enum ProducerError {
     NotInTransaction(i64),
     #[error("{0}")]
     InvalidRecord(&'static str),
+    #[error("producer {0} has no open transaction on this partition and its transaction coordinator did not confirm the partition was added to one (or the transaction ended meanwhile); add the partition to the transaction first")]
+    NotVerified(i64),
+    #[error("a transaction marker from coordinator epoch {got} is older than the partition's last coordinator epoch {current} for this producer: the sender is no longer its transaction coordinator")]
+    CoordinatorFenced { current: i32, got: i32 },
 }
 
 impl ProducerError {
@@ -71,6 +75,8 @@ impl ProducerError {
             ProducerError::InvalidEpoch { .. } => E::InvalidProducerEpoch.code(),
             ProducerError::NotInTransaction(_) => E::InvalidTxnState.code(),
             ProducerError::InvalidRecord(_) => E::InvalidRecord.code(),
+            ProducerError::CoordinatorFenced { .. } => E::TransactionCoordinatorFenced.code(),
+            ProducerError::NotVerified(_) => E::InvalidTxnState.code(),
         }
     }
 }
@@ -140,6 +146,11 @@ pub struct ProducerStates {
     producers: HashMap<i64, Entry>,
     /// Open transactions: first offset -> producer id.
     ongoing: BTreeMap<i64, i64>,
+    /// KIP-890 verification guards: producer id -> the guard of the verification begun for its next transaction
+    /// here. A marker for the producer removes it, so a batch verified before a transaction ended cannot open
+    /// a new one that no marker would close. In memory only: after a restart a batch is verified again.
+    verifying: HashMap<i64, u64>,
+    next_guard: u64,
 }
 
 impl ProducerStates {
@@ -238,6 +249,66 @@ impl ProducerStates {
     /// Records a commit or abort marker appended at `offset`: the producer's open transaction (if any) ends.
     /// A marker with a newer epoch (the coordinator fenced the producer) restarts its sequences. Returns the
     /// aborted range for an abort that ended a transaction with records here.
+    /// Kafka's checks before a leader writes a transaction marker: its producer epoch may not be older than
+    /// the producer's last epoch here, nor its coordinator epoch older than the last marker's. A late or forged
+    /// marker from a zombie producer session or a deposed coordinator would otherwise end (commit or abort) a
+    /// transaction of the current session. Followers copy the leader's log and do not check.
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        coordinator_epoch: i32,
+    ) -> Result<(), ProducerError> {
+        let Some(e) = self.producers.get(&producer_id) else {
+            return Ok(());
+        };
+        if epoch < e.epoch {
+            return Err(ProducerError::InvalidEpoch {
+                current: e.epoch,
+                got: epoch,
+            });
+        }
+        if coordinator_epoch < e.coordinator_epoch {
+            return Err(ProducerError::CoordinatorFenced {
+                current: e.coordinator_epoch,
+                got: coordinator_epoch,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether `producer_id` at `epoch` has a transaction open here (its first batch was verified then).
+    pub fn in_transaction(&self, producer_id: i64, epoch: i16) -> bool {
+        self.producers
+            .get(&producer_id)
+            .is_some_and(|e| e.epoch == epoch && e.txn_first_offset.is_some())
+    }
+
+    /// Begins the verification of the producer's next transaction here; the guard must still hold when its
+    /// first batch is appended.
+    pub fn start_verification(&mut self, producer_id: i64) -> u64 {
+        self.next_guard += 1;
+        self.verifying.insert(producer_id, self.next_guard);
+        self.next_guard
+    }
+
+    /// Whether a transactional batch of `producer_id` may be appended: its transaction is open here, or the
+    /// verification that `guard` began is still current (no marker since).
+    pub fn check_verified(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        guard: Option<u64>,
+    ) -> Result<(), ProducerError> {
+        if self.in_transaction(producer_id, epoch)
+            || guard.is_some_and(|g| self.verifying.get(&producer_id) == Some(&g))
+        {
+            Ok(())
+        } else {
+            Err(ProducerError::NotVerified(producer_id))
+        }
+    }
+
     pub fn record_marker(
         &mut self,
         producer_id: i64,
@@ -246,6 +317,7 @@ impl ProducerStates {
         offset: i64,
         coordinator_epoch: i32,
     ) -> Option<AbortedTxn> {
+        self.verifying.remove(&producer_id);
         let e = self.producers.entry(producer_id).or_default();
         if epoch > e.epoch {
             e.epoch = epoch;

@@ -48,6 +48,8 @@ pub struct Replication {
     throttle: std::sync::Mutex<TokenBucket>,
     /// `leader.replication.throttled.rate`: one budget for every follower fetching from this broker.
     leader_throttle: std::sync::Mutex<TokenBucket>,
+    /// A [`report_offline_replicas`] proposal is in flight.
+    reporting_offline: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Replication {
@@ -57,6 +59,7 @@ impl Default for Replication {
             paused: watch::channel(false).0,
             throttle: std::sync::Mutex::new(TokenBucket::default()),
             leader_throttle: std::sync::Mutex::new(TokenBucket::default()),
+            reporting_offline: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -247,7 +250,10 @@ pub async fn run(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
         }
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { break },
-            _ = isr_tick.tick() => check_isr(&state, max_lag as i64),
+            _ = isr_tick.tick() => {
+                check_isr(&state, max_lag as i64);
+                report_offline_replicas(&state);
+            }
             _ = shutdown.changed() => break,
         }
     }
@@ -318,6 +324,122 @@ pub async fn rebalance_leaders(state: Arc<BrokerState>, mut shutdown: watch::Rec
             }
         }
     }
+}
+
+/// `unclean.leader.election.enable`: every second, the broker running the raft leader (the active controller) gives
+/// each partition left without a live leader, whose topic enables unclean election (its own config, else the
+/// cluster-wide dynamic broker config, else this broker's static one), a new leader: a live ISR member if one is
+/// back, else the first live replica, as Kafka's controller does. Acknowledged writes only the old ISR held are
+/// lost; that is what the setting trades for availability. Off (Kafka's default), such a partition stays offline
+/// until an ISR member returns.
+pub async fn elect_unclean_leaders(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if state.meta.leader() != Some(state.config.node_id) {
+            continue;
+        }
+        let meta = state.meta.state();
+        let mut wanted = Vec::new();
+        for t in meta.topics.values() {
+            let offline = |p: &&fjord_meta::PartitionMeta| {
+                !meta.is_live(p.leader) && p.replicas.iter().any(|&r| meta.is_live(r))
+            };
+            if !t.partitions.iter().any(|p| offline(&p)) {
+                continue;
+            }
+            let eff = state
+                .config
+                .effective_topic_configs_dynamic(&meta.broker_configs, &t.configs);
+            if eff
+                .get("unclean.leader.election.enable")
+                .map(String::as_str)
+                != Some("true")
+            {
+                continue;
+            }
+            for (i, p) in t.partitions.iter().enumerate() {
+                if offline(&p) {
+                    wanted.push((t.name.clone(), i as i32));
+                }
+            }
+        }
+        let mut elected = false;
+        for (topic, partition) in wanted {
+            tracing::warn!(%topic, partition, "no in-sync replica is live: electing an out-of-sync replica (unclean.leader.election.enable)");
+            let cmd = fjord_meta::Command::ElectUncleanLeader { topic, partition };
+            match state.meta.propose(cmd).await {
+                Ok(fjord_meta::CommandResult::Ok) => elected = true,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "unclean leader election failed");
+                    break;
+                }
+            }
+        }
+        if elected {
+            if let Err(e) = state.sync_partitions() {
+                tracing::error!(error = %e, "applying metadata after unclean elections failed");
+            }
+        }
+    }
+}
+
+/// Replicas this broker holds in a failed log directory (or could not open) but still leads or counts in an ISR
+/// of several: the controller takes them out (`ReplicasOffline`, what KRaft does with a heartbeat's offline log
+/// dirs), so leadership moves to an in-sync replica elsewhere and a disk error costs the partition a replica, not
+/// its availability. One proposal at a time; repeated on later ticks until the metadata reflects it.
+fn report_offline_replicas(state: &Arc<BrokerState>) {
+    use std::sync::atomic::Ordering;
+    if !state.partitions.dirs().any_offline() {
+        return;
+    }
+    let me = state.config.node_id;
+    let meta = state.meta.state();
+    let lost: Vec<(String, i32)> = meta
+        .topics
+        .values()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.leader == me || (p.isr.len() > 1 && p.isr.contains(&me)))
+                .map(|(i, _)| (t.name.clone(), i as i32))
+        })
+        .filter(|(t, i)| state.partitions.is_offline(t, *i))
+        .collect();
+    if lost.is_empty()
+        || state
+            .replication
+            .reporting_offline
+            .swap(true, Ordering::AcqRel)
+    {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        tracing::warn!(partitions = lost.len(), "replicas in a failed log directory: asking the controller to move their leadership and ISR membership away");
+        let cmd = fjord_meta::Command::ReplicasOffline {
+            broker: me,
+            partitions: lost,
+        };
+        match state.meta.propose(cmd).await {
+            Ok(_) => {
+                if let Err(e) = state.sync_partitions() {
+                    tracing::error!(error = %e, "applying metadata after reporting offline replicas failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reporting offline replicas failed; retrying"),
+        }
+        state
+            .replication
+            .reporting_offline
+            .store(false, Ordering::Release);
+    });
 }
 
 /// Asks the controller for the ISR changes this broker's led partitions need (one in flight per partition).

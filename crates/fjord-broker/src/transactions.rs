@@ -137,8 +137,8 @@ impl Transactions {
     /// Produce-side verification (the idea of KIP-890 part 1, done in process): may this producer write
     /// transactional data to this partition now? Only if the partition was added to its open transaction;
     /// otherwise a late or stray batch would open a transaction no marker will ever close. When another broker
-    /// coordinates the id, nothing can be checked here (that would take KIP-890's verification request), and
-    /// the batch is accepted as Kafka did before KIP-890.
+    /// coordinates the id, the produce path asks it instead ([`verify_remote`], KIP-890's verification request)
+    /// and this answers true.
     pub fn may_write(
         &self,
         state: &BrokerState,
@@ -743,6 +743,15 @@ async fn send_markers(
                 Ok(Ok(resp)) => {
                     for r in resp.markers.iter().flat_map(|x| &x.topics) {
                         for p in &r.partitions {
+                            if fenced_marker(p.error_code) {
+                                // Retrying cannot help: the partition has seen a newer producer session or
+                                // coordinator, so this coordinator's view of the transaction is stale.
+                                return Err(Error::NotCoordinator(format!(
+                                    "broker {leader} refused the marker for {}-{} of producer {} with error {}: a newer \
+                                     producer epoch or transaction coordinator has written there",
+                                    r.name.0, p.partition_index, m.producer_id, p.error_code
+                                )));
+                            }
                             if p.error_code != 0 {
                                 last_problem = format!(
                                     "broker {leader} answered {} for {}-{}",
@@ -781,6 +790,127 @@ async fn send_markers(
         }
     }
     Ok(())
+}
+
+/// KIP-890 part 1 across brokers: asks the coordinator of `id` (the leader of its `__transaction_state`
+/// partition) whether `topic-partition` is in the producer's open transaction (AddPartitionsToTxn v4,
+/// `verify_only`). Ok when it is; else the Produce error code and why. As Kafka answers a producer: a partition
+/// not in the transaction is INVALID_TXN_STATE, the coordinator's own errors keep their code, and a coordinator
+/// that is moving, loading, busy or unreachable is NOT_ENOUGH_REPLICAS, which every client retries.
+pub async fn verify_remote(
+    state: &BrokerState,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    topic: &str,
+    partition: i32,
+) -> std::result::Result<(), (i16, String)> {
+    use kafka_protocol::error::ResponseError as E;
+    use kafka_protocol::messages::add_partitions_to_txn_request::{
+        AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+    };
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, ProducerId, TopicName, TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let retriable = |why: String| {
+        (
+            E::NotEnoughReplicas.code(),
+            format!(
+                "unable to verify that {topic}-{partition} was added to the transaction: {why}"
+            ),
+        )
+    };
+    let meta = state.meta.state();
+    let Some(p) = Transactions::partition_of(state, id) else {
+        return Err((
+            E::InvalidTxnState.code(),
+            format!("transactional id {id} has no open transaction (no {TXN_TOPIC} yet)"),
+        ));
+    };
+    let Some(b) = meta
+        .topics
+        .get(TXN_TOPIC)
+        .and_then(|t| t.partitions.get(p as usize))
+        .and_then(|pm| {
+            meta.brokers
+                .get(&pm.leader)
+                .filter(|_| meta.is_live(pm.leader))
+        })
+    else {
+        return Err(retriable(
+            "its transaction coordinator is not available".into(),
+        ));
+    };
+    let addr = format!("{}:{}", b.host, b.port);
+    let req = AddPartitionsToTxnRequest::default().with_transactions(vec![
+        AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_string(id.to_string())))
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(epoch)
+            .with_verify_only(true)
+            .with_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![partition])]),
+    ]);
+    let sent = async {
+        let mut conn = crate::interbroker::Conn::connect(
+            &addr,
+            Duration::from_secs(5),
+            format!("fjord-txn-verifier-{}", state.config.node_id),
+        )
+        .await?;
+        conn.request(4, &req, 1 << 20).await
+    };
+    let resp = match tokio::time::timeout(Duration::from_secs(10), sent).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(retriable(format!("coordinator {} at {addr}: {e}", b.id))),
+        Err(_) => {
+            return Err(retriable(format!(
+                "coordinator {} at {addr} did not answer",
+                b.id
+            )))
+        }
+    };
+    let code = if resp.error_code != 0 {
+        resp.error_code
+    } else {
+        resp.results_by_transaction
+            .iter()
+            .flat_map(|t| &t.topic_results)
+            .flat_map(|t| &t.results_by_partition)
+            .map(|r| r.partition_error_code)
+            .find(|c| *c != 0)
+            .unwrap_or(if resp.results_by_transaction.is_empty() {
+                E::UnknownServerError.code()
+            } else {
+                0
+            })
+    };
+    match code {
+        0 => Ok(()),
+        c if [
+            E::ConcurrentTransactions.code(),
+            E::CoordinatorLoadInProgress.code(),
+            E::CoordinatorNotAvailable.code(),
+            E::NotCoordinator.code(),
+        ]
+        .contains(&c) =>
+        {
+            Err(retriable(format!("its coordinator answered error {c}")))
+        }
+        c if c == E::InvalidTxnState.code() => Err((
+            c,
+            format!("{topic}-{partition} was not added to the transaction of {id}"),
+        )),
+        c => Err((c, format!("the transaction coordinator refused: error {c}"))),
+    }
+}
+
+/// Marker errors no retry can mend (Kafka's coordinator gives up on them too).
+fn fenced_marker(code: i16) -> bool {
+    use kafka_protocol::error::ResponseError as E;
+    code == E::InvalidProducerEpoch.code() || code == E::TransactionCoordinatorFenced.code()
 }
 
 /// How long a coordinator keeps retrying the markers of one transaction on other brokers.

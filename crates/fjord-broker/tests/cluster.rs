@@ -408,8 +408,14 @@ async fn elect_leaders_gives_leadership_back_to_the_preferred_replica() {
     let r = c.send(2, &elect(1, vec![0])).await;
     assert_eq!(
         r.replica_election_results[0].partition_result[0].error_code,
+        E::ElectionNotNeeded.code(),
+        "an unclean election of a partition with a live leader"
+    );
+    let r = c.send(2, &elect(2, vec![0])).await;
+    assert_eq!(
+        r.replica_election_results[0].partition_result[0].error_code,
         E::InvalidRequest.code(),
-        "no unclean elections"
+        "no such election type"
     );
     // Writing goes on through the new (preferred) leader.
     let mut lc = Client::connect(cluster.node(leader)).await;
@@ -455,5 +461,270 @@ async fn auto_leader_rebalance_moves_leadership_back_to_the_preferred_replica() 
             },
         )
         .await;
+    cluster.shutdown().await;
+}
+
+/// Kafka's unclean leader election: when every in-sync replica of a partition is gone, the partition stays
+/// offline unless `unclean.leader.election.enable` allows an out-of-sync replica to lead (the controller then
+/// elects one) or an operator asks for it once with ElectLeaders type 1 (KIP-460). The new leader's ISR is itself
+/// alone, and what only the old ISR held is gone from the partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_sync_replica_leads_only_by_unclean_election() {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let mut cluster = Cluster::start(3, &[("replica.lag.time.max.ms", "1000")]).await;
+    let mut c3 = Client::connect(cluster.node(3)).await;
+    for t in ["auto", "manual"] {
+        create_on(&mut c3, t, &[1, 2]).await;
+    }
+    let has = |b: &fjord_broker::Broker| {
+        ["auto", "manual"]
+            .iter()
+            .all(|t| b.state().partitions.get(t, 0).is_some())
+    };
+    cluster
+        .wait(Duration::from_secs(10), "the replicas exist", |c| {
+            has(c.node(1)) && has(c.node(2))
+        })
+        .await;
+    // Broker 2 stops fetching and leaves the ISR; broker 1 alone acknowledges a record of each topic.
+    cluster.node(2).state().replication.pause_for_test(true);
+    cluster
+        .wait(
+            Duration::from_secs(15),
+            "broker 2 is out of the ISRs",
+            |c| {
+                ["auto", "manual"]
+                    .iter()
+                    .all(|t| placement(c.node(3), t).is_some_and(|(_, _, isr)| isr == vec![1]))
+            },
+        )
+        .await;
+    let mut c1 = Client::connect(cluster.node(1)).await;
+    for t in ["auto", "manual"] {
+        assert_eq!(
+            produce(&mut c1, t, -1, 10_000, &["only-on-1"]).await,
+            (0, 0)
+        );
+    }
+    // Its only in-sync replica gone, each partition is offline, and stays so while unclean election is off.
+    cluster.stop(1).await;
+    let offline = |c: &Cluster| {
+        ["auto", "manual"]
+            .iter()
+            .all(|t| placement(c.node(3), t).is_some_and(|(l, _, isr)| l == -1 && isr == vec![1]))
+    };
+    cluster
+        .wait(Duration::from_secs(10), "both partitions offline", offline)
+        .await;
+    // Admin tools see it offline: no leader, broker 1's replica offline.
+    let describe = DescribeTopicPartitionsRequest::default().with_topics(vec![
+        kafka_protocol::messages::describe_topic_partitions_request::TopicRequest::default()
+            .with_name(TopicName(common::s("manual"))),
+    ]);
+    let r = c3.send(0, &describe).await;
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(
+        (p.error_code, p.leader_id.0, p.offline_replicas.clone()),
+        (E::LeaderNotAvailable.code(), -1, vec![BrokerId(1)])
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        offline(&cluster),
+        "no out-of-sync replica leads while unclean.leader.election.enable is false"
+    );
+    // Turning the topic config on lets the controller elect broker 2 for "auto".
+    let alter = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(common::s("auto"))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(common::s("unclean.leader.election.enable"))
+                .with_config_operation(0)
+                .with_value(Some(common::s("true")))]),
+    ]);
+    let r = c3.send(1, &alter).await;
+    assert_eq!(
+        r.responses[0].error_code, 0,
+        "{:?}",
+        r.responses[0].error_message
+    );
+    cluster
+        .wait(
+            Duration::from_secs(15),
+            "broker 2 leads auto, alone in its ISR",
+            |c| placement(c.node(3), "auto").is_some_and(|(l, _, isr)| l == 2 && isr == vec![2]),
+        )
+        .await;
+    assert!(
+        placement(cluster.node(3), "manual").is_some_and(|(l, ..)| l == -1),
+        "the config of one topic elects nothing for another"
+    );
+    // "manual" keeps the default; an operator's one-off unclean election revives it.
+    let elect = |partitions: Vec<i32>| {
+        ElectLeadersRequest::default()
+            .with_election_type(1)
+            .with_timeout_ms(10_000)
+            .with_topic_partitions(Some(vec![TopicPartitions::default()
+                .with_topic(TopicName(common::s("manual")))
+                .with_partitions(partitions)]))
+    };
+    let r = c3.send(2, &elect(vec![0, 5])).await;
+    let codes: Vec<i16> = r.replica_election_results[0]
+        .partition_result
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(codes, vec![0, E::UnknownTopicOrPartition.code()]);
+    assert_eq!(
+        placement(cluster.node(3), "manual").map(|(l, _, isr)| (l, isr)),
+        Some((2, vec![2]))
+    );
+    let r = c3.send(2, &elect(vec![0])).await;
+    assert_eq!(
+        r.replica_election_results[0].partition_result[0].error_code,
+        E::ElectionNotNeeded.code()
+    );
+    // Broker 2 serves both, without the record only broker 1 had: the new write takes its offset.
+    cluster
+        .wait(
+            Duration::from_secs(10),
+            "broker 2 applied its leaderships",
+            |c| {
+                ["auto", "manual"].iter().all(|t| {
+                    c.node(2)
+                        .state()
+                        .partitions
+                        .get(t, 0)
+                        .is_some_and(|p| p.is_leader())
+                })
+            },
+        )
+        .await;
+    let mut c2 = Client::connect(cluster.node(2)).await;
+    for t in ["auto", "manual"] {
+        assert_eq!(
+            produce(&mut c2, t, -1, 10_000, &["after"]).await,
+            (0, 0),
+            "{t}"
+        );
+        let (code, hw, _) = fetch(&mut c2, t, 0).await;
+        assert_eq!((code, hw), (0, 1), "{t}");
+    }
+    cluster.shutdown().await;
+}
+
+/// A leader whose log directory fails (a JBOD disk, not the one holding the metadata) hands the partition's
+/// leadership to an in-sync replica on another broker and leaves its ISR, as KRaft does with a heartbeat's
+/// offline log dirs, instead of leaving the partition unavailable; its partitions in the healthy directory keep
+/// their leader. Nothing acknowledged before the failure is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_log_dir_fails_hands_its_partitions_to_an_in_sync_replica() {
+    let cluster = Cluster::start(3, &[("log.dirs", "{dir}/a,{dir}/b")]).await;
+    let mut c = Client::connect(cluster.node(1)).await;
+    // Created first: every broker puts d-0 in its first directory (a) and d-1 in its second (b).
+    let r = c
+        .send(
+            5,
+            &CreateTopicsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![create_topics_request::CreatableTopic::default()
+                    .with_name(TopicName(common::s("d")))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+                    .with_assignments(
+                        (0..2)
+                            .map(|i| {
+                                create_topics_request::CreatableReplicaAssignment::default()
+                                    .with_partition_index(i)
+                                    .with_broker_ids(vec![BrokerId(1), BrokerId(2), BrokerId(3)])
+                            })
+                            .collect(),
+                    )]),
+        )
+        .await;
+    assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
+    let leader_of = |c: &Cluster, i: usize| {
+        let st = c.node(2).state().meta.state();
+        let p = st.topics["d"].partitions[i].clone();
+        (p.leader, p.isr)
+    };
+    cluster
+        .wait(
+            Duration::from_secs(10),
+            "both partitions in sync on 1",
+            |c| {
+                c.live().all(|b| {
+                    (0..2).all(|i| {
+                        b.state()
+                            .partitions
+                            .get("d", i)
+                            .is_some_and(|p| p.is_leader() == (b.state().config.node_id == 1))
+                    })
+                }) && (0..2).all(|i| leader_of(c, i).1.len() == 3)
+            },
+        )
+        .await;
+    let d1 = cluster.node(1).state().partitions.get("d", 1).unwrap();
+    assert!(d1.log_dir().ends_with("b"), "{}", d1.log_dir().display());
+    let produce_to = |i: i32| {
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_name(TopicName(common::s("d")))
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(i)
+                        .with_records(Some(batch(&["v"]))),
+                ])])
+    };
+    let code = |r: &ProduceResponse| r.responses[0].partition_responses[0].error_code;
+    assert_eq!(code(&c.send(9, &produce_to(1)).await), 0);
+    // The next fsync of d-1 on broker 1 fails: directory b goes offline there.
+    d1.fail_next_fsync_for_test();
+    assert_eq!(
+        code(&c.send(9, &produce_to(1)).await),
+        E::KafkaStorageError.code()
+    );
+    cluster
+        .wait(
+            Duration::from_secs(10),
+            "d-1 led elsewhere, broker 1 out of its ISR",
+            |c| {
+                let (leader, isr) = leader_of(c, 1);
+                leader != 1 && leader > 0 && !isr.contains(&1) && isr.len() == 2
+            },
+        )
+        .await;
+    assert_eq!(
+        leader_of(&cluster, 0),
+        (1, vec![1, 2, 3]),
+        "d-0 (directory a) is untouched"
+    );
+    let (leader, _) = leader_of(&cluster, 1);
+    cluster
+        .wait(Duration::from_secs(10), "the new leader leads", |c| {
+            c.node(leader)
+                .state()
+                .partitions
+                .get("d", 1)
+                .is_some_and(|p| p.is_leader())
+        })
+        .await;
+    let mut lc = Client::connect(cluster.node(leader)).await;
+    let r = lc.send(9, &produce_to(1)).await;
+    assert_eq!(code(&r), 0);
+    assert!(
+        r.responses[0].partition_responses[0].base_offset >= 1,
+        "the record acknowledged before the failure is kept"
+    );
+    assert_eq!(
+        code(&c.send(9, &produce_to(0)).await),
+        0,
+        "broker 1 still serves d-0"
+    );
     cluster.shutdown().await;
 }

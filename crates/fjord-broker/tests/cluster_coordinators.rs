@@ -35,6 +35,7 @@ const LIMIT: Duration = Duration::from_secs(30);
 const PROPS: &[(&str, &str)] = &[
     ("offsets.topic.replication.factor", "3"),
     ("transaction.state.log.replication.factor", "3"),
+    ("transaction.state.log.min.isr", "2"),
     ("group.initial.rebalance.delay.ms", "0"),
 ];
 
@@ -462,6 +463,14 @@ async fn a_new_transaction_coordinator_loads_fences_and_aborts_with_its_own_epoc
         3,
         "transaction.state.log.replication.factor=3"
     );
+    let configs = cluster.node(first).state().meta.state().topics[TXN_TOPIC]
+        .configs
+        .clone();
+    assert_eq!(
+        configs.get("min.insync.replicas").map(String::as_str),
+        Some("2"),
+        "transaction.state.log.min.isr=2 is the topic's min.insync.replicas"
+    );
     assert_eq!(
         replicas[0], first,
         "the first replica leads a new partition"
@@ -650,6 +659,19 @@ async fn markers_reach_partitions_led_by_other_brokers_through_write_txn_markers
         })
         .await;
     let mut dc = Client::connect(cluster.node(data_leader)).await;
+    // KIP-890: d-0's leader asks the coordinator before a transaction's first batch there; a partition never
+    // added is refused instead of opening a transaction no marker would end.
+    assert_eq!(
+        produce_txn(&mut dc, id, txn_batch(pid, epoch, 0, b"stray")).await,
+        E::InvalidTxnState.code()
+    );
+    let d = cluster
+        .node(data_leader)
+        .state()
+        .partitions
+        .get("d", 0)
+        .unwrap();
+    assert_eq!(d.log_end_offset(), 0, "the stray batch was not written");
     // Commit one transaction, abort the next: both markers are written by d-0's leader on the coordinator's
     // request, with the coordinator's epoch.
     assert_eq!(add_partition(&mut c, id, pid, epoch).await, 0);
@@ -664,14 +686,13 @@ async fn markers_reach_partitions_led_by_other_brokers_through_write_txn_markers
         0
     );
     assert_eq!(end_txn(&mut c, id, pid, epoch, false).await, 0);
+    // The ended transaction admits no more batches without a new AddPartitionsToTxn.
+    assert_eq!(
+        produce_txn(&mut dc, id, txn_batch(pid, epoch, 2, b"late")).await,
+        E::InvalidTxnState.code()
+    );
     let p = fjord_coordinator::records::partition_for(id, 2) as usize;
     let (_, coord_epoch, ..) = partition_leader(cluster.node(coord), TXN_TOPIC, p);
-    let d = cluster
-        .node(data_leader)
-        .state()
-        .partitions
-        .get("d", 0)
-        .unwrap();
     let log = d.read_to_log_end(0, 1 << 20).unwrap();
     assert_eq!(
         markers(&log),
@@ -682,5 +703,55 @@ async fn markers_reach_partitions_led_by_other_brokers_through_write_txn_markers
         d.log_end_offset(),
         "no transaction is left open on d-0"
     );
+
+    // TxnOffsetCommit on a group coordinator that does not coordinate the transaction: verified with the
+    // transaction's coordinator too, so offsets outside the transaction are refused.
+    let mut group = None;
+    for i in 0..64 {
+        let g = format!("g{i}");
+        if coordinator(&cluster, 1, &g, 0).await != coord {
+            group = Some(g);
+            break;
+        }
+    }
+    let group = group.expect("a group coordinated by another broker");
+    let group_coord = coordinator(&cluster, 1, &group, 0).await;
+    let mut gc = Client::connect(cluster.node(group_coord)).await;
+    let commit = |g: &str| {
+        use kafka_protocol::messages::txn_offset_commit_request::{
+            TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+        };
+        TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(s(id)))
+            .with_group_id(GroupId(s(g)))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_generation_id(-1)
+            .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("d")))
+                .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(1)])])
+    };
+    let r = gc.send(3, &commit(&group)).await;
+    assert_eq!(
+        r.topics[0].partitions[0].error_code,
+        E::InvalidTxnState.code(),
+        "the group's partition is not in the transaction"
+    );
+    let r = c
+        .send(
+            3,
+            &AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(s(id)))
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch)
+                .with_group_id(GroupId(s(&group))),
+        )
+        .await;
+    assert_eq!(r.error_code, 0);
+    let r = gc.send(3, &commit(&group)).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    assert_eq!(end_txn(&mut c, id, pid, epoch, true).await, 0);
     cluster.shutdown().await;
 }

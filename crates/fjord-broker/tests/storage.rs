@@ -255,6 +255,35 @@ async fn a_failed_fsync_takes_one_log_dir_offline_and_the_other_keeps_serving() 
         "{metrics}"
     );
     assert!(metrics.contains("fjord_offline_partitions 1"), "{metrics}");
+    // DescribeLogDirs (kafka-log-dirs.sh) reports b failed, with nothing listed, and a with its partition.
+    let dirs = c
+        .send(4, &DescribeLogDirsRequest::default().with_topics(None))
+        .await;
+    type Dir = (String, i16, Vec<(String, Vec<i32>)>);
+    let got: Vec<Dir> = dirs
+        .results
+        .iter()
+        .map(|r| {
+            (
+                r.log_dir.to_string(),
+                r.error_code,
+                r.topics
+                    .iter()
+                    .map(|t| {
+                        let parts = t.partitions.iter().map(|p| p.partition_index).collect();
+                        (t.name.0.to_string(), parts)
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (a.display().to_string(), 0, vec![("t".to_string(), vec![0])]),
+            (b.display().to_string(), storage, vec![]),
+        ]
+    );
 
     // ...while directory a goes on as before, new topics included.
     assert_eq!(produce(&mut c, "t", 0, 3).await, (0, 2));

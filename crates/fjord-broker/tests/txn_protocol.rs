@@ -598,3 +598,56 @@ async fn the_last_stable_offset_never_falls_below_the_log_start_offset() {
     );
     broker.shutdown().await.unwrap();
 }
+
+/// A WriteTxnMarkers from an older producer session (a late or forged marker) must not end the current
+/// session's transaction: the leader refuses it with INVALID_PRODUCER_EPOCH and writes nothing, as Kafka's
+/// `checkProducerEpoch` does, and the real commit still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_from_an_older_producer_session_is_refused() {
+    use kafka_protocol::messages::write_txn_markers_request::{
+        WritableTxnMarker, WritableTxnMarkerTopic,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let mut c = Client::connect(&broker).await;
+    create_topic(&mut c, "t", 1).await;
+    let first = init(&mut c, 4, "app", 30_000, (-1, -1)).await;
+    let r = init(&mut c, 4, "app", 30_000, (-1, -1)).await;
+    let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
+    assert_eq!(pid, first.producer_id.0);
+    assert!(
+        epoch > first.producer_epoch,
+        "the second init bumps the epoch"
+    );
+    let r = c.send(3, &add_v3("app", pid, epoch, "t", vec![0])).await;
+    assert_eq!(codes_v3(&r), vec![0]);
+    assert_eq!(
+        produce(&mut c, "app", "t", 0, txn_batch(pid, epoch, 0)).await,
+        0
+    );
+    let forged = |producer_epoch: i16| {
+        WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(producer_epoch)
+            .with_transaction_result(false)
+            .with_coordinator_epoch(i32::MAX)
+            .with_topics(vec![WritableTxnMarkerTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partition_indexes(vec![0])])])
+    };
+    let r = c.send(1, &forged(first.producer_epoch)).await;
+    assert_eq!(
+        r.markers[0].topics[0].partitions[0].error_code,
+        E::InvalidProducerEpoch.code()
+    );
+    let high_watermark = list_offset(&mut c, 0, -1).await.0;
+    assert_eq!(high_watermark, 1, "the refused marker was not written");
+    assert_eq!(
+        list_offset(&mut c, 1, -1).await.0,
+        0,
+        "the transaction is still open"
+    );
+    assert_eq!(end(&mut c, 3, "app", pid, epoch, true).await, 0);
+    assert_eq!(list_offset(&mut c, 1, -1).await.0, 2, "committed");
+    broker.shutdown().await.unwrap();
+}

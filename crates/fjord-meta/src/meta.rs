@@ -553,6 +553,16 @@ impl Meta {
         }
     }
 
+    /// Test only (fault injection): this node dials voter `id` at `addr` from now on instead of the
+    /// address the membership holds (`None`: the membership's again), so a test can put a proxy between
+    /// each pair of nodes. No effect without a quorum.
+    #[doc(hidden)]
+    pub fn route_peer_for_test(&self, id: i32, addr: Option<SocketAddr>) {
+        if let (Some(q), Ok(id)) = (&self.inner.quorum, NodeId::try_from(id)) {
+            q.net.route_for_test(id, addr.map(|a| a.to_string()));
+        }
+    }
+
     /// Adds node `id`, whose controller listener is at `addr`, to the voters of a live quorum:
     /// first as a learner until it has caught up with the log, then as a voter (openraft's
     /// `add_learner` then `change_membership`). Runs on the leader from any member. The new node

@@ -213,6 +213,8 @@ struct Shared {
     /// This node's id, for `Timeout` errors.
     id: NodeId,
     peers: Mutex<HashMap<NodeId, Peer>>,
+    /// Test-only dial addresses per peer, overriding the membership's (see [`TcpNetwork::route_for_test`]).
+    routes: Mutex<HashMap<NodeId, String>>,
 }
 
 struct Peer {
@@ -263,8 +265,28 @@ impl TcpNetwork {
             shared: Arc::new(Shared {
                 id,
                 peers: Mutex::new(HashMap::new()),
+                routes: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// From now on, dials `target` at `addr` instead of the membership's address (`None`: the membership's
+    /// again). Fault-injection tests route each node's controller traffic through a proxy per pair of nodes,
+    /// which the shared membership cannot express. Pooled connections to the old address are dropped.
+    pub(crate) fn route_for_test(&self, target: NodeId, addr: Option<String>) {
+        let mut routes = self.shared.routes.lock().unwrap_or_else(|e| e.into_inner());
+        match addr {
+            Some(a) => routes.insert(target, a),
+            None => routes.remove(&target),
+        };
+    }
+
+    fn routed(&self, target: NodeId, addr: &str) -> String {
+        let routes = self.shared.routes.lock().unwrap_or_else(|e| e.into_inner());
+        routes
+            .get(&target)
+            .cloned()
+            .unwrap_or_else(|| addr.to_string())
     }
 
     fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Peer>> {
@@ -383,6 +405,7 @@ impl TcpNetwork {
         ttl: Duration,
         reuse: bool,
     ) -> Result<Response, CallError> {
+        let addr = &self.routed(target, addr);
         let frame = serde_json::to_vec(&EnvelopeRef { to: target, body })
             .map_err(|e| CallError::Unreachable(io::Error::other(e)))?;
         let result = tokio::time::timeout(ttl, async {

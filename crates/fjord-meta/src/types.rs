@@ -176,6 +176,18 @@ impl ClusterState {
                 partition,
                 target,
             } => self.alter_reassignment(topic, *partition, target.as_deref()),
+            Command::ElectUncleanLeader { topic, partition } => {
+                self.elect_unclean_leader(topic, *partition)
+            }
+            Command::ReplicasOffline { broker, partitions } => {
+                if !self.brokers.contains_key(broker) {
+                    return CommandResult::UnknownBroker;
+                }
+                for (topic, partition) in partitions {
+                    self.replica_offline(*broker, topic, *partition);
+                }
+                CommandResult::Ok
+            }
             Command::CreateTopic {
                 name,
                 id,
@@ -575,6 +587,57 @@ impl ClusterState {
         p.partition_epoch += 1;
         CommandResult::Ok
     }
+
+    /// One replica of [`Command::ReplicasOffline`]: what fencing its broker does, for this partition only.
+    fn replica_offline(&mut self, broker: i32, topic: &str, partition: i32) {
+        let (brokers, fenced) = (&self.brokers, &self.fenced);
+        let Some(p) = partition_mut(&mut self.topics, topic, partition) else {
+            return;
+        };
+        if !p.replicas.contains(&broker) {
+            return;
+        }
+        let mut changed = false;
+        if p.isr.len() > 1 && p.isr.contains(&broker) {
+            p.isr.retain(|&r| r != broker);
+            changed = true;
+        }
+        if p.leader == broker {
+            p.leader = p
+                .replicas
+                .iter()
+                .copied()
+                .find(|&r| r != broker && p.isr.contains(&r) && is_live(brokers, fenced, r))
+                .unwrap_or(NO_LEADER);
+            p.leader_epoch += 1;
+            changed = true;
+        }
+        if changed {
+            p.partition_epoch += 1;
+        }
+    }
+
+    fn elect_unclean_leader(&mut self, topic: &str, partition: i32) -> CommandResult {
+        let (brokers, fenced) = (&self.brokers, &self.fenced);
+        let Some(p) = partition_mut(&mut self.topics, topic, partition) else {
+            return CommandResult::UnknownTopic;
+        };
+        if p.leader != NO_LEADER && is_live(brokers, fenced, p.leader) {
+            return CommandResult::ElectionNotNeeded;
+        }
+        let live = |r: &&i32| is_live(brokers, fenced, **r);
+        let clean = p.replicas.iter().filter(live).find(|r| p.isr.contains(r));
+        let Some(&leader) = clean.or_else(|| p.replicas.iter().find(live)) else {
+            return CommandResult::EligibleLeadersNotAvailable;
+        };
+        if !p.isr.contains(&leader) {
+            p.isr = vec![leader];
+        }
+        p.leader = leader;
+        p.leader_epoch += 1;
+        p.partition_epoch += 1;
+        CommandResult::Ok
+    }
 }
 
 /// `replace_all` is the legacy AlterConfigs semantics (the request is the complete new set);
@@ -680,6 +743,21 @@ pub enum Command {
         partition: i32,
         target: Option<Vec<i32>>,
     },
+    /// Gives a partition without a live leader one (Kafka's unclean leader election): a live ISR
+    /// member if there is one, otherwise the first live replica, whose ISR is then itself alone.
+    /// What only the old ISR held is lost; the proposer decides (ElectLeaders type 1, or
+    /// `unclean.leader.election.enable`).
+    ElectUncleanLeader {
+        topic: String,
+        partition: i32,
+    },
+    /// `broker`'s replicas of `partitions` can no longer serve (their log directory failed; KRaft's
+    /// heartbeat `OfflineLogDirs`): each leaves the ISR unless it is the last member, and a partition it led
+    /// moves to the next live in-sync replica (none left: the partition is offline until the broker returns).
+    ReplicasOffline {
+        broker: i32,
+        partitions: Vec<(String, i32)>,
+    },
 }
 
 /// The state machine's verdict on a command.
@@ -721,6 +799,8 @@ pub enum CommandResult {
     /// AlterReassignment: empty, duplicate or unregistered target replicas, or a cancellation that
     /// would leave no original replica in sync (`INVALID_REPLICA_ASSIGNMENT`).
     InvalidReplicaAssignment(String),
+    /// ElectUncleanLeader: no replica of the partition is live (`ELIGIBLE_LEADERS_NOT_AVAILABLE`).
+    EligibleLeadersNotAvailable,
 }
 
 #[cfg(test)]
@@ -963,6 +1043,81 @@ mod liveness_tests {
             topic: "t".into(),
             partition,
         })
+    }
+
+    #[test]
+    fn offline_replicas_leave_the_isr_and_hand_over_leadership() {
+        let mut s = cluster();
+        let offline = |s: &mut ClusterState, broker: i32, partitions: &[i32]| {
+            s.apply(&Command::ReplicasOffline {
+                broker,
+                partitions: partitions.iter().map(|p| ("t".to_string(), *p)).collect(),
+            })
+        };
+        let before = parts(&s);
+        // Broker 1's replicas of 0 (it leads) and 2 (it follows), and of 3 (its only replica).
+        assert_eq!(offline(&mut s, 1, &[0, 2, 3, 4, 99]), CommandResult::Ok);
+        let after = parts(&s);
+        assert_eq!((after[0].leader, after[0].isr.clone()), (2, vec![2, 3]));
+        assert_eq!(after[0].leader_epoch, before[0].leader_epoch + 1);
+        assert_eq!((after[2].leader, after[2].isr.clone()), (3, vec![3, 2]));
+        assert_eq!(
+            after[2].leader_epoch, before[2].leader_epoch,
+            "3 still leads"
+        );
+        assert_eq!(after[2].partition_epoch, before[2].partition_epoch + 1);
+        assert_eq!(
+            (after[3].leader, after[3].isr.clone()),
+            (NO_LEADER, vec![1])
+        );
+        assert_eq!(after[4], before[4], "1 is no replica of partition 4");
+        assert_eq!(after[1], before[1], "partition 1 was not named");
+        assert!(s.is_live(1), "the broker itself stays live");
+        assert_eq!(offline(&mut s, 9, &[0]), CommandResult::UnknownBroker);
+    }
+
+    #[test]
+    fn unclean_election_prefers_a_live_isr_member_and_else_takes_any_live_replica() {
+        let mut s = cluster();
+        let unclean = |s: &mut ClusterState| {
+            s.apply(&Command::ElectUncleanLeader {
+                topic: "t".into(),
+                partition: 0,
+            })
+        };
+        s.topics.get_mut("t").unwrap().partitions[0] = part(1, 4, 7, &[1, 2, 3], &[1, 2, 3]);
+        assert_eq!(unclean(&mut s), CommandResult::ElectionNotNeeded);
+        // Broker 2 falls out of the ISR; then 3 and 1 are fenced: 1 stays the last ISR member.
+        s.topics.get_mut("t").unwrap().partitions[0] = part(1, 4, 7, &[1, 2, 3], &[1, 3]);
+        assert_eq!(fence(&mut s, 3), CommandResult::Ok);
+        assert_eq!(fence(&mut s, 1), CommandResult::Ok);
+        let p = &s.topics["t"].partitions[0];
+        assert_eq!((p.leader, p.isr.clone()), (NO_LEADER, vec![1]));
+        let epochs = (p.leader_epoch, p.partition_epoch);
+        // Only 2 is live and it is out of sync: an unclean election makes it the leader and sole ISR member.
+        assert_eq!(unclean(&mut s), CommandResult::Ok);
+        let p = &s.topics["t"].partitions[0];
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));
+        assert_eq!(
+            (p.leader_epoch, p.partition_epoch),
+            (epochs.0 + 1, epochs.1 + 1)
+        );
+        assert_eq!(unclean(&mut s), CommandResult::ElectionNotNeeded);
+        // With a live ISR member the election is clean and keeps the ISR.
+        s.topics.get_mut("t").unwrap().partitions[0] = part(NO_LEADER, 9, 9, &[1, 2, 3], &[3, 2]);
+        assert_eq!(unclean(&mut s), CommandResult::Ok);
+        let p = &s.topics["t"].partitions[0];
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![3, 2]));
+        // Nobody live: nothing to elect.
+        assert_eq!(fence(&mut s, 2), CommandResult::Ok);
+        assert_eq!(unclean(&mut s), CommandResult::EligibleLeadersNotAvailable);
+        assert_eq!(
+            s.apply(&Command::ElectUncleanLeader {
+                topic: "nope".into(),
+                partition: 0
+            }),
+            CommandResult::UnknownTopic
+        );
     }
 
     #[test]

@@ -87,8 +87,11 @@ enum Cmd {
     },
     /// Run a broker configured like kafka-server-start.sh.
     ///
-    /// Example: fjord broker --config server.properties --override num.partitions=3
+    /// Example: fjord broker server.properties --override num.partitions=3
     Broker {
+        /// The server.properties file, given as kafka-server-start.sh takes it (the same as --config).
+        #[arg(value_name = "FILE", conflicts_with = "config")]
+        file: Option<PathBuf>,
         #[command(flatten)]
         opts: BrokerOpts,
     },
@@ -231,7 +234,10 @@ fn main() -> ExitCode {
             opts,
         } => start_properties(data_dir, &opts)
             .and_then(|props| run_cluster(props, brokers, controller_port)),
-        Cmd::Broker { opts } => run_server(opts.properties(&[])),
+        Cmd::Broker { file, mut opts } => {
+            opts.config = opts.config.or(file);
+            run_server(opts.properties(&[]))
+        }
         Cmd::Topics(cmd) => runtime().and_then(|rt| rt.block_on(topics::run(cmd))),
         Cmd::Groups(cmd) => runtime().and_then(|rt| rt.block_on(groups::run(cmd))),
         Cmd::Cluster(cmd) => cluster::run(cmd),

@@ -913,3 +913,39 @@ fn a_second_broker_on_a_running_brokers_log_dir_exits_naming_the_dir_and_the_pid
         "it never served"
     );
 }
+
+#[test]
+fn broker_takes_its_properties_file_as_kafka_server_start_does() {
+    let dir = temp_dir();
+    let file = dir.path().join("server.properties");
+    std::fs::write(
+        &file,
+        format!(
+            "listeners=PLAINTEXT://127.0.0.1:0\nlog.dirs={}\nnum.partitions=zero\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    // `kafka-server-start.sh server.properties`: the file is read (its bad value is named).
+    let out = run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .arg("broker")
+            .arg(&file),
+        T,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("num.partitions"), "{err}");
+    // Given twice, it is refused.
+    let out = run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .arg("broker")
+            .arg(&file)
+            .arg("--config")
+            .arg(&file),
+        T,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--config"), "{err}");
+}

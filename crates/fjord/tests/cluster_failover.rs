@@ -209,16 +209,16 @@ fn status(bootstrap: &str) -> (Option<i32>, serde_json::Value) {
     (out.status.code(), v)
 }
 
-#[test]
-fn acknowledged_messages_survive_kill_9_of_a_leader_and_the_broker_rejoins_every_isr() {
-    let dir = temp_dir();
+/// Three `fjord broker` processes, every one live, with `TOPIC` (3 partitions, RF=3, min.insync.replicas=2) in
+/// sync on all three. Returns the nodes and a bootstrap list of all of them.
+fn start_cluster(dir: &Path) -> (Vec<Node>, String) {
     let ports = free_ports(6);
     let (clients, controllers) = ports.split_at(3);
     let mut nodes: Vec<Node> = (1..=3)
         .map(|id| Node {
             id,
-            config: write_properties(dir.path(), id, clients[(id - 1) as usize], controllers),
-            log: dir.path().join(format!("broker-{id}.log")),
+            config: write_properties(dir, id, clients[(id - 1) as usize], controllers),
+            log: dir.join(format!("broker-{id}.log")),
             bootstrap: format!("127.0.0.1:{}", clients[(id - 1) as usize]),
             child: None,
             ready_rx: None,
@@ -260,20 +260,6 @@ fn acknowledged_messages_survive_kill_9_of_a_leader_and_the_broker_rejoins_every
         ],
         None,
     ));
-    // And a topic without copies, one partition per broker: the killed broker's goes offline.
-    ok(&fjord(
-        &bootstrap,
-        &[
-            "topics",
-            "create",
-            "solo",
-            "--partitions",
-            "3",
-            "--replication-factor",
-            "1",
-        ],
-        None,
-    ));
     wait_for(
         Duration::from_secs(30),
         "every replica in every ISR",
@@ -282,10 +268,12 @@ fn acknowledged_messages_survive_kill_9_of_a_leader_and_the_broker_rejoins_every
             p.len() == PARTITIONS as usize && p.values().all(|(_, isr)| isr.len() == 3)
         },
     );
+    (nodes, bootstrap)
+}
 
-    let acks = Arc::new(Acks::default());
-    let producer: BaseProducer<AckContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
+fn idempotent_producer(bootstrap: &str, acks: &Arc<Acks>) -> BaseProducer<AckContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
@@ -294,16 +282,19 @@ fn acknowledged_messages_survive_kill_9_of_a_leader_and_the_broker_rejoins_every
         .set("retry.backoff.ms", "100")
         .set("topic.metadata.refresh.interval.ms", "1000")
         .create_with_context(AckContext(acks.clone()))
-        .expect("an idempotent producer");
+        .expect("an idempotent producer")
+}
 
-    let victim = partitions(&bootstrap)[&0].0;
-    assert!((1..=3).contains(&victim), "partition 0 has a leader");
+/// Queues messages `range` ("m-<n>", partition n mod 3), one every [`SEND_EVERY`], calling `before(n)` first.
+fn send(
+    producer: &BaseProducer<AckContext>,
+    range: std::ops::Range<u64>,
+    mut before: impl FnMut(u64),
+) {
     let started = Instant::now();
-    for n in 0..MESSAGES {
-        if n == MESSAGES / 2 {
-            eprintln!("kill -9 broker {victim}, the leader of partition 0, after {n} messages");
-            nodes[(victim - 1) as usize].kill9();
-        }
+    let first = range.start;
+    for n in range {
+        before(n);
         let partition = (n % PARTITIONS as u64) as i32;
         let payload = format!("m-{n}");
         let mut record = BaseRecord::<(), str, Box<u64>>::with_opaque_to(TOPIC, Box::new(n))
@@ -320,11 +311,16 @@ fn acknowledged_messages_survive_kill_9_of_a_leader_and_the_broker_rejoins_every
             }
         }
         producer.poll(Duration::ZERO);
-        let due = started + SEND_EVERY * (n as u32 + 1);
+        let due = started + SEND_EVERY * ((n - first) as u32 + 1);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
     }
+}
+
+/// Flushes, then asserts that nearly everything was acknowledged (two of three brokers are a majority and
+/// min.insync.replicas=2 holds). Returns what was acknowledged: (message, partition, offset).
+fn flush_and_check_acks(producer: &BaseProducer<AckContext>, acks: &Acks) -> Vec<(u64, i32, i64)> {
     producer
         .flush(Duration::from_secs(90))
         .expect("every message delivered or failed within 90 s");
@@ -336,22 +332,21 @@ fn acknowledged_messages_survive_kill_9_of_a_leader_and_the_broker_rejoins_every
         failed.len(),
         failed.iter().take(3).collect::<Vec<_>>()
     );
-    // The two survivors are a majority and min.insync.replicas=2 holds: nearly everything is acknowledged.
     assert!(
         acked.len() as u64 >= MESSAGES * 9 / 10,
         "only {} of {MESSAGES} acknowledged; failures: {:?}",
         acked.len(),
         failed.iter().take(10).collect::<Vec<_>>()
     );
-    let leader_after = partitions(&bootstrap)[&0].0;
-    assert_ne!(
-        leader_after, victim,
-        "partition 0 moved away from the killed broker"
-    );
+    acked
+}
 
-    // Read every partition from the beginning up to its high watermark.
+/// Reads every partition from the beginning up to its high watermark and checks that each message is at most
+/// once in the topic, in order per partition, and each acknowledged one exactly where it was acknowledged.
+/// Returns the number of messages in the log.
+fn check_log(bootstrap: &str, acked: &[(u64, i32, i64)]) -> usize {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", "failover-check")
         .set("enable.auto.commit", "false")
         .create()
@@ -412,19 +407,57 @@ fn acknowledged_messages_survive_kill_9_of_a_leader_and_the_broker_rejoins_every
             "partition {p} is out of order"
         );
     }
-    for (n, p, offset) in &acked {
+    for (n, p, offset) in acked {
         assert_eq!(
             seen.get(n),
             Some(&(*p, *offset)),
             "acknowledged message {n} (partition {p}, offset {offset}) is not where it was acknowledged"
         );
     }
+    seen.len()
+}
+
+#[test]
+fn acknowledged_messages_survive_kill_9_of_a_leader_and_the_broker_rejoins_every_isr() {
+    let dir = temp_dir();
+    let (mut nodes, bootstrap) = start_cluster(dir.path());
+    // And a topic without copies, one partition per broker: the killed broker's goes offline.
+    ok(&fjord(
+        &bootstrap,
+        &[
+            "topics",
+            "create",
+            "solo",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "1",
+        ],
+        None,
+    ));
+
+    let acks = Arc::new(Acks::default());
+    let producer = idempotent_producer(&bootstrap, &acks);
+    let victim = partitions(&bootstrap)[&0].0;
+    assert!((1..=3).contains(&victim), "partition 0 has a leader");
+    send(&producer, 0..MESSAGES, |n| {
+        if n == MESSAGES / 2 {
+            eprintln!("kill -9 broker {victim}, the leader of partition 0, after {n} messages");
+            nodes[(victim - 1) as usize].kill9();
+        }
+    });
+    let acked = flush_and_check_acks(&producer, &acks);
+    let leader_after = partitions(&bootstrap)[&0].0;
+    assert_ne!(
+        leader_after, victim,
+        "partition 0 moved away from the killed broker"
+    );
+    let in_log = check_log(&bootstrap, &acked);
     let acked_numbers: BTreeSet<u64> = acked.iter().map(|(n, _, _)| *n).collect();
     println!(
-        "checked {} acknowledged records ({} in the log, {} of {MESSAGES} sent not acknowledged); \
+        "checked {} acknowledged records ({in_log} in the log, {} of {MESSAGES} sent not acknowledged); \
          partition 0 moved from broker {victim} to {leader_after}",
         acked_numbers.len(),
-        seen.len(),
         MESSAGES as usize - acked_numbers.len()
     );
 
@@ -484,4 +517,76 @@ fn acknowledged_messages_survive_kill_9_of_a_leader_and_the_broker_rejoins_every
         let (code, s) = status(&bootstrap);
         code == Some(0) && s["healthy"] == true
     });
+}
+
+fn signal(node: &Node, sig: &str) {
+    let pid = node.child.as_ref().expect("running").id();
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// SIGSTOP of the process leading partition 0 while an idempotent acks=all producer writes: the frozen broker's
+/// session expires, it is fenced and loses its leaderships, writes go on at the new leaders; after SIGCONT it
+/// resumes with stale state (requests buffered in its sockets, its old view of the metadata), learns the new
+/// epochs, follows, truncates anything it appended alone, and rejoins every ISR. No acknowledged message is lost
+/// or duplicated and nothing unacknowledged it appended is ever read.
+#[test]
+fn a_sigstopped_leader_is_fenced_and_after_sigcont_rejoins_without_divergent_data() {
+    let dir = temp_dir();
+    let (nodes, bootstrap) = start_cluster(dir.path());
+    let acks = Arc::new(Acks::default());
+    let producer = idempotent_producer(&bootstrap, &acks);
+    let victim = partitions(&bootstrap)[&0].0;
+    assert!((1..=3).contains(&victim), "partition 0 has a leader");
+    let node = &nodes[(victim - 1) as usize];
+    let survivors = nodes
+        .iter()
+        .filter(|n| n.id != victim)
+        .map(|n| n.bootstrap.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let stopped_at = std::cell::Cell::new(None);
+    send(&producer, 0..MESSAGES, |n| {
+        if n == MESSAGES / 3 {
+            eprintln!("SIGSTOP broker {victim}, the leader of partition 0, after {n} messages");
+            signal(node, "-STOP");
+            stopped_at.set(Some(Instant::now()));
+        }
+    });
+    // Fenced while frozen: the survivors moved every leadership and ISR membership away from it.
+    wait_for(
+        Duration::from_secs(30),
+        "the stopped broker leads nothing and is in no ISR",
+        || {
+            let p = partitions(&survivors);
+            p.len() == PARTITIONS as usize
+                && p.values()
+                    .all(|(l, isr)| *l != victim && *l > 0 && !isr.contains(&victim))
+        },
+    );
+    // Writes went on without it.
+    let acked = flush_and_check_acks(&producer, &acks);
+    eprintln!(
+        "SIGCONT broker {victim} after {:?} stopped",
+        stopped_at.get().unwrap().elapsed()
+    );
+    signal(node, "-CONT");
+    wait_for(
+        Duration::from_secs(60),
+        "the resumed broker in every ISR again",
+        || {
+            let p = partitions(&bootstrap);
+            p.len() == PARTITIONS as usize
+                && p.values().all(|(l, isr)| *l != victim && isr.len() == 3)
+        },
+    );
+    let in_log = check_log(&bootstrap, &acked);
+    println!(
+        "checked {} acknowledged records ({in_log} in the log) after SIGSTOP/SIGCONT of broker {victim}",
+        acked.len()
+    );
+    drop(producer);
 }

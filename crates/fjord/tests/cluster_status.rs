@@ -4,84 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// `fjord start --brokers 3` on free ports; returns the child, the per-broker lines and the ready line.
-fn start_cluster(data: &Path) -> (Child, Vec<String>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
-        .args(["start", "--brokers", "3", "--data-dir"])
-        .arg(data)
-        .args([
-            "--override",
-            "listeners=PLAINTEXT://127.0.0.1:0",
-            "--override",
-            "metrics.listener=127.0.0.1:0",
-        ])
-        .env("FJORD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut brokers = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = match rx.recv_timeout(left) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("fjord start --brokers 3 did not become ready; lines: {brokers:?}");
-            }
-        };
-        if line.starts_with("fjord broker ") {
-            brokers.push(line);
-        } else if line.starts_with("fjord ready ") {
-            return (child, brokers, line);
-        }
-    }
-}
-
-fn field<'a>(line: &'a str, name: &str) -> &'a str {
-    line.split_whitespace()
-        .find_map(|f| f.strip_prefix(name))
-        .unwrap_or_else(|| panic!("no {name} in `{line}`"))
-}
-
-fn interrupt(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(
-                status.success(),
-                "fjord start exited with {status} on Ctrl-C"
-            );
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("fjord start --brokers 3 did not stop within 30 s of Ctrl-C");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn status_json(bootstrap: &str) -> (Option<i32>, serde_json::Value) {
     let out = fjord(bootstrap, &["cluster", "status", "--output", "json"], None);
@@ -99,7 +24,7 @@ fn status_json(bootstrap: &str) -> (Option<i32>, serde_json::Value) {
 fn start_brokers_3_runs_a_healthy_cluster_that_status_describes_and_ctrl_c_stops() {
     let dir = temp_dir();
     let data = dir.path().join("data");
-    let (mut child, lines, ready) = start_cluster(&data);
+    let (mut child, lines, ready) = start_cluster(&data, 3, &[]);
     assert_eq!(lines.len(), 3, "{lines:?}");
     for (i, line) in lines.iter().enumerate() {
         let id = i + 1;
@@ -203,7 +128,7 @@ fn start_brokers_3_runs_a_healthy_cluster_that_status_describes_and_ctrl_c_stops
         );
     }
     // The same data directory starts the same cluster again (its controllers at the recorded ports).
-    let (mut child, _, ready) = start_cluster(&data);
+    let (mut child, _, ready) = start_cluster(&data, 3, &[]);
     let bootstrap = field(&ready, "bootstrap=").to_string();
     let listed = ok(&fjord(&bootstrap, &["topics", "list"], None));
     assert!(listed.lines().any(|l| l == "orders"), "{listed}");

@@ -809,3 +809,16 @@ fn running_out_of_open_files_fails_those_partitions_and_the_broker_keeps_serving
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "before\nafter\n");
 }
+
+#[test]
+fn kafka_python_admin_describes_log_dirs_and_topic_partitions_and_elects_leaders() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let log_dir = broker.data_dir.display().to_string();
+    let out = run_client(
+        "kafka_python_cluster_admin.py",
+        &[&broker.bootstrap, &log_dir],
+        Duration::from_secs(180),
+    );
+    assert!(out.lines().any(|l| l.starts_with("ok")), "{out}");
+}

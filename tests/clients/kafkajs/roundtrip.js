@@ -4,7 +4,7 @@
 const { Kafka, CompressionTypes, logLevel } = require('kafkajs');
 
 const bootstrap = process.argv[2];
-const kafka = new Kafka({ clientId: 'fjord-e2e', brokers: [bootstrap], logLevel: logLevel.NOTHING });
+const kafka = new Kafka({ clientId: 'fjord-e2e', brokers: bootstrap.split(','), logLevel: logLevel.NOTHING });
 
 function check(cond, msg) {
   if (!cond) {

@@ -4,7 +4,7 @@
 const { Kafka, logLevel } = require('kafkajs');
 
 const bootstrap = process.argv[2];
-const kafka = new Kafka({ clientId: 'fjord-e2e-txn', brokers: [bootstrap], logLevel: logLevel.NOTHING });
+const kafka = new Kafka({ clientId: 'fjord-e2e-txn', brokers: bootstrap.split(','), logLevel: logLevel.NOTHING });
 
 function check(cond, msg) {
   if (!cond) {

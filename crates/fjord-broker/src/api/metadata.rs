@@ -81,35 +81,19 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                // A replica here whose log directory is offline (or whose directory could not be opened) is an
-                // offline replica; with it as leader the partition has none, as Kafka's metadata cache reports
-                // once the controller has moved leadership off a failed directory: LEADER_NOT_AVAILABLE,
-                // leader -1, the replica in offline_replicas (v5+).
-                // Replicas on fenced brokers are offline too (Kafka lists them in offline_replicas).
-                let offline: Vec<BrokerId> = p
-                    .replicas
-                    .iter()
-                    .filter(|b| {
-                        !state.is_live(**b)
-                            || (**b == broker.config.node_id
-                                && broker.partitions.is_offline(&t.name, i as i32))
-                    })
-                    .map(|b| BrokerId(*b))
-                    .collect();
-                let leader_alive =
-                    state.is_live(p.leader) && !offline.contains(&BrokerId(p.leader));
+                let (leader, offline) = partition_view(broker, &state, &t.name, i as i32, p);
                 MetadataResponsePartition::default()
-                    .with_error_code(if leader_alive {
-                        0
-                    } else {
+                    .with_error_code(if leader == -1 {
                         E::LeaderNotAvailable.code()
+                    } else {
+                        0
                     })
                     .with_partition_index(i as i32)
-                    .with_leader_id(BrokerId(if leader_alive { p.leader } else { -1 }))
+                    .with_leader_id(BrokerId(leader))
                     .with_leader_epoch(p.leader_epoch)
                     .with_replica_nodes(p.replicas.iter().map(|b| BrokerId(*b)).collect())
                     .with_isr_nodes(p.isr.iter().map(|b| BrokerId(*b)).collect())
-                    .with_offline_replicas(offline)
+                    .with_offline_replicas(offline.into_iter().map(BrokerId).collect())
             })
             .collect();
         MetadataResponseTopic::default()
@@ -170,4 +154,29 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
         .with_controller_id(BrokerId(state.controller_id))
         .with_topics(topics)
         .with_cluster_authorized_operations(i32::MIN)
+}
+
+/// A partition's leader as clients should see it (-1 when it has none that can serve) and its offline replicas.
+/// A replica here whose log directory is offline (or whose directory could not be opened) is an offline replica;
+/// with it as leader the partition has none, as Kafka's metadata cache reports once the controller has moved
+/// leadership off a failed directory: LEADER_NOT_AVAILABLE, leader -1, the replica in offline_replicas (v5+).
+/// Replicas on fenced brokers are offline too (Kafka lists them in offline_replicas).
+pub(super) fn partition_view(
+    broker: &crate::BrokerState,
+    state: &fjord_meta::ClusterState,
+    topic: &str,
+    index: i32,
+    p: &fjord_meta::PartitionMeta,
+) -> (i32, Vec<i32>) {
+    let offline: Vec<i32> = p
+        .replicas
+        .iter()
+        .copied()
+        .filter(|&b| {
+            !state.is_live(b)
+                || (b == broker.config.node_id && broker.partitions.is_offline(topic, index))
+        })
+        .collect();
+    let leader_alive = state.is_live(p.leader) && !offline.contains(&p.leader);
+    (if leader_alive { p.leader } else { -1 }, offline)
 }

@@ -95,8 +95,9 @@ impl Prepared {
     }
 }
 
-/// Validates and appends every partition's batches, in request order, without waiting for fsync.
-pub fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
+/// Validates and appends every partition's batches, in request order, without waiting for fsync. It awaits only
+/// to verify a transaction's first batch with a coordinator on another broker (KIP-890).
+pub async fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
     let broker = ctx.state;
     let acks = req.acks;
     let meta = broker.meta.state();
@@ -197,9 +198,15 @@ pub fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
                 continue;
             }
             let id = req.transactional_id.as_deref().map_or("", |t| &**t);
-            if let Some(b) = batches.iter().find(|b| {
-                b.is_transactional
-                    && !broker.transactions.may_write(
+            // KIP-890 part 1 with a coordinator on another broker: the first batch of a transaction here is
+            // verified with it first, under a guard a marker voids.
+            let txn = batches.iter().find(|b| b.is_transactional);
+            let remote = txn.is_some() && !broker.transactions.coordinates_here(broker, id);
+            let mut guard = None;
+            if let Some(b) = txn.filter(|_| remote) {
+                guard = partition.start_txn_verification(b.producer_id, b.producer_epoch);
+                if guard.is_some() {
+                    let verified = crate::transactions::verify_remote(
                         broker,
                         id,
                         b.producer_id,
@@ -207,6 +214,21 @@ pub fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
                         &name,
                         idx,
                     )
+                    .await;
+                    if let Err((code, message)) = verified {
+                        parts.push(error(idx, E::InvalidTxnState, message).with_error_code(code));
+                        continue;
+                    }
+                }
+            } else if let Some(b) = txn.filter(|b| {
+                !broker.transactions.may_write(
+                    broker,
+                    id,
+                    b.producer_id,
+                    b.producer_epoch,
+                    &name,
+                    idx,
+                )
             }) {
                 parts.push(error(
                     idx,
@@ -221,7 +243,13 @@ pub fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
             let len = records.len() as u64;
             // The append is file I/O (a write into the page cache, which can block under write-back pressure),
             // and validating a compressed batch decompresses it: off the async workers.
-            let appended = crate::blocking(|| partition.append(records));
+            let appended = crate::blocking(|| {
+                if remote {
+                    partition.append_verified(records, guard)
+                } else {
+                    partition.append(records)
+                }
+            });
             match appended {
                 Ok(info) => {
                     if info.batches.is_empty() {

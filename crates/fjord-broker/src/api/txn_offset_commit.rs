@@ -2,8 +2,10 @@
 //! transaction (consume-transform-produce). The offsets are written to `__consumer_offsets` as a
 //! transactional batch of the producer and become visible to OffsetFetch only when the commit marker lands
 //! there; an abort drops them. Only on the group's coordinator (NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS
-//! per partition elsewhere). The transaction is verified here only when this broker also coordinates the
-//! transactional id; otherwise it is trusted, as Kafka did before KIP-890.
+//! per partition elsewhere). The group's partition must be in the producer's open transaction (AddOffsetsToTxn):
+//! checked in process when this broker also coordinates the transactional id, else asked of the transaction
+//! coordinator (KIP-890's AddPartitionsToTxn `verify_only`), whose retriable failures answer
+//! COORDINATOR_LOAD_IN_PROGRESS as Kafka does on this path.
 
 use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::txn_offset_commit_response::{
@@ -41,11 +43,30 @@ pub async fn handle(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOffsetComm
             )
         }
     });
-    if check.is_ok()
-        && broker
-            .transactions
-            .coordinates_here(broker, &req.transactional_id)
-    {
+    let local_txn = broker
+        .transactions
+        .coordinates_here(broker, &req.transactional_id);
+    if check.is_ok() && !local_txn {
+        let p = broker.groups.partition_of(&group);
+        let verified = crate::transactions::verify_remote(
+            broker,
+            &req.transactional_id,
+            req.producer_id.0,
+            req.producer_epoch,
+            OFFSETS_TOPIC,
+            p,
+        )
+        .await;
+        if let Err((code, why)) = verified {
+            tracing::info!(transactional_id = %req.transactional_id.0, %group, %why, "TxnOffsetCommit refused");
+            check = Err(if code == E::NotEnoughReplicas.code() {
+                E::CoordinatorLoadInProgress.code()
+            } else {
+                code
+            });
+        }
+    }
+    if check.is_ok() && local_txn {
         // The group's partition must be in the producer's open transaction (AddOffsetsToTxn), or the
         // offsets could never be resolved by a marker.
         let p = broker.groups.partition_of(&group);

@@ -15,6 +15,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
+use super::net::{Mode, Net};
 use super::{s, Client};
 
 /// Runs the futures concurrently (each on its own task) and returns their outputs in order.
@@ -77,23 +78,58 @@ pub fn kraft_props(
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     for (k, v) in extra {
-        props.insert(k.to_string(), v.to_string());
+        // `{dir}` stands for this node's own directory (e.g. log.dirs={dir}/a,{dir}/b).
+        props.insert(
+            k.to_string(),
+            v.replace("{dir}", &dir.display().to_string()),
+        );
     }
     props
 }
 
 pub struct Cluster {
     brokers: Vec<Option<Broker>>,
+    props: Vec<BTreeMap<String, String>>,
+    /// The fault-injection proxies, for a cluster started with [`Cluster::start_with_net`].
+    pub net: Option<Net>,
     _dirs: Vec<tempfile::TempDir>,
 }
 
 impl Cluster {
     /// Starts `n` combined broker+controller nodes at once (each waits for a quorum of the others).
     pub async fn start(n: usize, extra: &[(&str, &str)]) -> Cluster {
+        Cluster::start_inner(n, extra, false).await
+    }
+
+    /// As [`Cluster::start`], with every link between brokers through a fault-injection proxy (`common::net`):
+    /// each broker advertises its client proxy (which replication fetches use) and dials the other controllers
+    /// through one proxy per pair. A test client may still connect to a broker's real port (`Broker::local_addr`).
+    pub async fn start_with_net(n: usize, extra: &[(&str, &str)]) -> Cluster {
+        Cluster::start_inner(n, extra, true).await
+    }
+
+    async fn start_inner(n: usize, extra: &[(&str, &str)], with_net: bool) -> Cluster {
         let ports = free_ports(n);
         let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
-        let starts = (1..=n).map(|id| {
-            let props = kraft_props(id, dirs[id - 1].path(), &ports, extra);
+        let net = if with_net {
+            Some(Net::start(n, &ports).await)
+        } else {
+            None
+        };
+        let props: Vec<BTreeMap<String, String>> = (1..=n)
+            .map(|id| {
+                let mut props = kraft_props(id, dirs[id - 1].path(), &ports, extra);
+                if let Some(net) = &net {
+                    props.insert(
+                        "advertised.listeners".into(),
+                        format!("PLAINTEXT://{}", net.client[id - 1].addr),
+                    );
+                }
+                props
+            })
+            .collect();
+        let starts = props.iter().map(|props| {
+            let props = props.clone();
             async move { Broker::start(BrokerConfig::from_properties(props).unwrap()).await }
         });
         let brokers = join_all(starts.collect()).await;
@@ -101,8 +137,15 @@ impl Cluster {
             .into_iter()
             .map(|b| Some(b.expect("broker starts")))
             .collect();
+        if let Some(net) = &net {
+            for (i, b) in brokers.iter().enumerate() {
+                net.attach(i as i32 + 1, b.as_ref().unwrap());
+            }
+        }
         let c = Cluster {
             brokers,
+            props,
+            net,
             _dirs: dirs,
         };
         // Registered and unfenced in every broker's view: a broker's start waits for its own unfencing only, and
@@ -143,6 +186,28 @@ impl Cluster {
     pub async fn stop(&mut self, id: i32) {
         let b = self.brokers[(id - 1) as usize].take().unwrap();
         b.shutdown().await.unwrap();
+    }
+
+    /// Starts broker `id` again (after [`Cluster::stop`]) on its directories, behind its proxies if any.
+    pub async fn restart(&mut self, id: i32) {
+        let i = (id - 1) as usize;
+        assert!(self.brokers[i].is_none(), "broker {id} is running");
+        let cfg = BrokerConfig::from_properties(self.props[i].clone()).unwrap();
+        let b = Broker::start(cfg).await.expect("the broker restarts");
+        if let Some(net) = &self.net {
+            net.attach(id, &b);
+        }
+        self.brokers[i] = Some(b);
+    }
+
+    /// Sets node `id`'s links (needs [`Cluster::start_with_net`]): `Drop` isolates it from the other brokers
+    /// (and from clients that connect through its advertised address), `Stall` freezes them, `Pass` heals.
+    pub fn set_net(&self, id: i32, mode: Mode) {
+        self.net
+            .as_ref()
+            .expect("a cluster started with start_with_net")
+            .faults
+            .set(id, mode);
     }
 
     /// Stops every running broker at once (one after another, the last ones would wait for a quorum that
@@ -245,6 +310,16 @@ pub async fn fetch(c: &mut Client, topic: &str, offset: i64) -> (i16, i64, usize
 
 /// Creates `name` with one partition on exactly `replicas` (the first leads).
 pub async fn create_on(c: &mut Client, name: &str, replicas: &[i32]) {
+    create_on_with(c, name, replicas, &[]).await
+}
+
+/// [`create_on`] with topic configs.
+pub async fn create_on_with(
+    c: &mut Client,
+    name: &str,
+    replicas: &[i32],
+    configs: &[(&str, &str)],
+) {
     use kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment;
     let resp = c
         .send(
@@ -257,9 +332,17 @@ pub async fn create_on(c: &mut Client, name: &str, replicas: &[i32]) {
                     .with_replication_factor(-1)
                     .with_assignments(vec![CreatableReplicaAssignment::default()
                         .with_partition_index(0)
-                        .with_broker_ids(
-                            replicas.iter().map(|b| BrokerId(*b)).collect(),
-                        )])]),
+                        .with_broker_ids(replicas.iter().map(|b| BrokerId(*b)).collect())])
+                    .with_configs(
+                        configs
+                            .iter()
+                            .map(|(k, v)| {
+                                CreatableTopicConfig::default()
+                                    .with_name(s(k))
+                                    .with_value(Some(s(v)))
+                            })
+                            .collect(),
+                    )]),
         )
         .await;
     assert_eq!(
@@ -303,4 +386,57 @@ pub fn placement(b: &Broker, topic: &str) -> Option<(i32, Vec<i32>, Vec<i32>)> {
     let st = b.state().meta.state();
     let p = st.topics.get(topic)?.partitions.first()?.clone();
     Some((p.leader, p.replicas, p.isr))
+}
+
+/// A consumer's fetch of partition 0 at `offset`: (error, high watermark, the records' values).
+pub async fn fetch_values(c: &mut Client, topic: &str, offset: i64) -> (i16, i64, Vec<String>) {
+    let resp = c
+        .send(
+            12,
+            &FetchRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_max_wait_ms(0)
+                .with_min_bytes(0)
+                .with_max_bytes(1 << 20)
+                .with_session_epoch(-1)
+                .with_topics(vec![FetchTopic::default()
+                    .with_topic(TopicName(s(topic)))
+                    .with_partitions(vec![FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(1 << 20)])]),
+        )
+        .await;
+    let p = &resp.responses[0].partitions[0];
+    let mut buf = p.records.clone().unwrap_or_default();
+    (p.error_code, p.high_watermark, values_of(&mut buf))
+}
+
+/// The values of the records in `buf` (whole batches), in order.
+pub fn values_of(buf: &mut Bytes) -> Vec<String> {
+    kafka_protocol::records::RecordBatchDecoder::decode_all(buf)
+        .unwrap()
+        .into_iter()
+        .flat_map(|set| set.records)
+        .map(|r| String::from_utf8(r.value.unwrap_or_default().to_vec()).unwrap())
+        .collect()
+}
+
+/// Every record of partition 0 of `topic` in broker `b`'s log, read directly (up to its log end, not only to
+/// the high watermark): the raw bytes and the values.
+pub fn replica_log(b: &Broker, topic: &str) -> (Bytes, Vec<String>) {
+    let part = b.state().partitions.get(topic, 0).expect("a replica here");
+    let mut bytes = bytes::BytesMut::new();
+    let mut offset = 0i64;
+    while offset < part.log_end_offset() {
+        let chunk = part.read_to_log_end(offset, 1 << 20).unwrap();
+        let Some(last) = fjord_log::batch_headers(&chunk).last() else {
+            break;
+        };
+        offset = last.last_offset + 1;
+        bytes.extend_from_slice(&chunk);
+    }
+    let bytes = bytes.freeze();
+    let values = values_of(&mut bytes.clone());
+    (bytes, values)
 }

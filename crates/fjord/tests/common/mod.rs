@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a broker may take to print its ready line.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -323,4 +323,81 @@ pub fn http_get(addr: &str, path: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
+}
+
+/// `fjord start --brokers N` on free ports, with `overrides` (`key=value`) for every broker; returns the child,
+/// the per-broker lines and the ready line (whose `bootstrap=` lists every broker).
+pub fn start_cluster(data: &Path, n: usize, overrides: &[&str]) -> (Child, Vec<String>, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fjord"));
+    cmd.args(["start", "--brokers", &n.to_string(), "--data-dir"])
+        .arg(data)
+        .args([
+            "--override",
+            "listeners=PLAINTEXT://127.0.0.1:0",
+            "--override",
+            "metrics.listener=127.0.0.1:0",
+        ]);
+    for o in overrides {
+        cmd.args(["--override", o]);
+    }
+    let mut child = cmd
+        .env("FJORD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut brokers = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match rx.recv_timeout(left) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("fjord start --brokers {n} did not become ready; lines: {brokers:?}");
+            }
+        };
+        if line.starts_with("fjord broker ") {
+            brokers.push(line);
+        } else if line.starts_with("fjord ready ") {
+            return (child, brokers, line);
+        }
+    }
+}
+
+pub fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix(name))
+        .unwrap_or_else(|| panic!("no {name} in `{line}`"))
+}
+
+/// Ctrl-C: the process must stop cleanly (exit 0) within 30 s.
+pub fn interrupt(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(
+                status.success(),
+                "fjord start exited with {status} on Ctrl-C"
+            );
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("fjord start did not stop within 30 s of Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
