@@ -358,7 +358,7 @@ pub async fn alter_broker_configs(
     replace_all: bool,
     validate_only: bool,
 ) -> Result<(), ApiError> {
-    use crate::config::{dynamic_broker_config, per_broker_key};
+    use crate::config::{dynamic_broker_config, per_broker_key, BROKER_DYNAMIC_ONLY};
     let state = broker.meta.state();
     let node = if resource.is_empty() {
         None
@@ -382,7 +382,7 @@ pub async fn alter_broker_configs(
         None => key.to_string(),
     };
     let check = |key: &str| -> Result<(), ApiError> {
-        if dynamic_broker_config(key).is_some() {
+        if dynamic_broker_config(key).is_some() || BROKER_DYNAMIC_ONLY.contains(&key) {
             return Ok(());
         }
         let why = if broker.config.props.contains_key(key) {
@@ -399,11 +399,18 @@ pub async fn alter_broker_configs(
     let mut stored_set = BTreeMap::new();
     for (k, v) in set {
         check(&k)?;
-        let def = dynamic_broker_config(&k).expect("checked above");
-        validate_topic_config(def.name, &v).map_err(|e| {
+        let valid = match dynamic_broker_config(&k) {
+            Some(def) => validate_topic_config(def.name, &v).map_err(|e| e.reason),
+            // A throttle rate, in bytes per second.
+            None => match v.trim().parse::<i64>() {
+                Ok(n) if n >= 0 => Ok(()),
+                _ => Err("must be a non-negative number of bytes per second".to_string()),
+            },
+        };
+        valid.map_err(|reason| {
             ApiError::new(
                 E::InvalidConfig,
-                format!("Invalid value {v} for broker config {k}: {}", e.reason),
+                format!("Invalid value {v} for broker config {k}: {reason}"),
             )
         })?;
         stored_set.insert(stored(&k), v);

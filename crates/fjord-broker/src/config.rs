@@ -108,6 +108,42 @@ fn compression_type(v: &str) -> Result<(), String> {
         ),
     }
 }
+fn throttled_replicas(v: &str) -> Result<(), String> {
+    parse_throttled_replicas(v).map(|_| ())
+}
+
+/// Kafka's `[leader|follower].replication.throttled.replicas`: `*` (every replica), empty (none) or a list of
+/// `partition:broker`. `None` stands for `*`.
+pub fn parse_throttled_replicas(v: &str) -> Result<Option<Vec<(i32, i32)>>, String> {
+    let v = v.trim();
+    if v == "*" {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let parsed = item
+            .split_once(':')
+            .and_then(|(p, b)| Some((p.trim().parse().ok()?, b.trim().parse().ok()?)));
+        match parsed {
+            Some(pb) => out.push(pb),
+            None => {
+                return Err(format!(
+                    "`{item}` is not `partition:broker`; the value must be `*` or a list of partition:broker"
+                ))
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Dynamic broker configs that are not the default of any topic config: the replication throttle rates
+/// (bytes/s), set on a broker or as the cluster-wide default, read at every replica fetch (by the follower's
+/// fetchers, and by the leader answering them).
+pub static BROKER_DYNAMIC_ONLY: &[&str] = &[
+    "leader.replication.throttled.rate",
+    "follower.replication.throttled.rate",
+];
+
 fn boolean(v: &str) -> Result<(), String> {
     match v {
         "true" | "false" => Ok(()),
@@ -239,6 +275,22 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         check: positive,
     },
     TopicConfigDef {
+        name: "follower.replication.throttled.replicas",
+        broker_synonym: "",
+        ty: ConfigType::List,
+        doc: "Replicas (`partition:broker,...`, or `*` for all) whose follower fetches are throttled to the \
+              broker's follower.replication.throttled.rate while they are out of sync.",
+        check: throttled_replicas,
+    },
+    TopicConfigDef {
+        name: "leader.replication.throttled.replicas",
+        broker_synonym: "",
+        ty: ConfigType::List,
+        doc: "Replicas (`partition:broker,...`, or `*` for all) whose leader serves out-of-sync followers at \
+              most at the broker's leader.replication.throttled.rate.",
+        check: throttled_replicas,
+    },
+    TopicConfigDef {
         name: "unclean.leader.election.enable",
         broker_synonym: "unclean.leader.election.enable",
         ty: ConfigType::Boolean,
@@ -263,7 +315,9 @@ pub fn per_broker_key(node_id: i32, key: &str) -> String {
 /// broker defaults of topic configs (`log.retention.ms`, `log.segment.bytes`, ...), which every partition
 /// picks up when the change is applied. The topic config they are the default of, for validation.
 pub fn dynamic_broker_config(key: &str) -> Option<&'static TopicConfigDef> {
-    TOPIC_CONFIGS.iter().find(|d| d.broker_synonym == key)
+    TOPIC_CONFIGS
+        .iter()
+        .find(|d| !d.broker_synonym.is_empty() && d.broker_synonym == key)
 }
 
 pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {

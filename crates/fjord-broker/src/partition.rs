@@ -1231,6 +1231,9 @@ impl PartitionManager {
                 }
             }
         }
+        // No longer a replica (the topic is gone, or a reassignment removed this broker): acks=all waits end
+        // now, unacknowledged, rather than at their timeout.
+        p.wake_replica_waiters();
         self.dirs.add_hosted(p.dir_index, -1);
     }
 
@@ -1463,6 +1466,7 @@ mod tests {
                 }],
                 configs: BTreeMap::new(),
                 internal: false,
+                reassignments: Default::default(),
             },
         );
         (s, BrokerConfig::from_properties(BTreeMap::new()).unwrap())

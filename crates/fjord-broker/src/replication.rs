@@ -44,6 +44,10 @@ pub struct Replication {
     targets: watch::Sender<Targets>,
     /// Test-only: fetchers idle while set (see [`Replication::pause_for_test`]).
     paused: watch::Sender<bool>,
+    /// `follower.replication.throttled.rate`: one budget for every fetcher of this broker.
+    throttle: std::sync::Mutex<TokenBucket>,
+    /// `leader.replication.throttled.rate`: one budget for every follower fetching from this broker.
+    leader_throttle: std::sync::Mutex<TokenBucket>,
     /// A [`report_offline_replicas`] proposal is in flight.
     reporting_offline: std::sync::atomic::AtomicBool,
 }
@@ -53,9 +57,128 @@ impl Default for Replication {
         Self {
             targets: watch::channel(Targets::new()).0,
             paused: watch::channel(false).0,
+            throttle: std::sync::Mutex::new(TokenBucket::default()),
+            leader_throttle: std::sync::Mutex::new(TokenBucket::default()),
             reporting_offline: std::sync::atomic::AtomicBool::new(false),
         }
     }
+}
+
+/// A token bucket of bytes: `rate` per second, holding at most one second's worth. Fetches of throttled
+/// partitions ask for at most the tokens available and are charged what they received afterwards, so the
+/// balance may go negative by at most one batch per partition (a leader returns a first batch whole, KIP-74);
+/// they are left out of the fetch until it is positive again.
+#[derive(Debug, Default)]
+pub struct TokenBucket {
+    rate: u64,
+    tokens: f64,
+    last: Option<std::time::Instant>,
+}
+
+impl TokenBucket {
+    /// Refills for the time since the last call at `rate` (a changed rate keeps the balance, capped) and
+    /// returns the balance in bytes.
+    pub fn refill(&mut self, rate: u64, now: std::time::Instant) -> f64 {
+        let cap = rate as f64;
+        match self.last {
+            Some(last) if self.rate == rate => {
+                let dt = now.saturating_duration_since(last).as_secs_f64();
+                self.tokens = (self.tokens + dt * cap).min(cap);
+            }
+            // First use, or a new rate: start from a full second's worth (never more than was owed).
+            _ => self.tokens = self.tokens.min(0.0) + cap,
+        }
+        self.rate = rate;
+        self.last = Some(now);
+        self.tokens
+    }
+
+    /// Charges `bytes` received.
+    pub fn charge(&mut self, bytes: usize) {
+        self.tokens -= bytes as f64;
+    }
+
+    /// How long until the balance is positive again at the current rate.
+    pub fn wait(&self) -> Duration {
+        if self.tokens > 0.0 || self.rate == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64((-self.tokens + 1.0) / self.rate as f64)
+    }
+}
+
+impl Replication {
+    /// Leader side of the throttle: the most bytes a fetch by follower `replica` of `p` may carry now, `None`
+    /// when it is not throttled (no `leader.replication.throttled.rate`, the topic's
+    /// `leader.replication.throttled.replicas` does not name this broker's replica, or the follower is in sync).
+    /// `Some(0)` while the budget is spent: the follower gets no data this time.
+    pub fn leader_budget(
+        &self,
+        state: &BrokerState,
+        meta: &fjord_meta::ClusterState,
+        p: &Partition,
+        replica: i32,
+    ) -> Option<usize> {
+        let rate = state
+            .config
+            .dynamic_value(&meta.broker_configs, "leader.replication.throttled.rate")
+            .and_then(|(v, _)| v.trim().parse::<u64>().ok())?;
+        let v = meta
+            .topics
+            .get(&p.topic)?
+            .configs
+            .get("leader.replication.throttled.replicas")?;
+        let listed = match crate::config::parse_throttled_replicas(v) {
+            Ok(None) => true,
+            Ok(Some(list)) => list.contains(&(p.index, state.config.node_id)),
+            Err(_) => false,
+        };
+        if !listed || p.replication().isr.contains(&replica) {
+            return None;
+        }
+        let tokens = self
+            .leader_throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refill(rate, std::time::Instant::now());
+        Some(if tokens >= 1.0 { tokens as usize } else { 0 })
+    }
+
+    /// Charges the leader-side budget for `bytes` sent to a throttled follower.
+    pub fn leader_charge(&self, bytes: usize) {
+        self.leader_throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .charge(bytes);
+    }
+}
+
+/// This broker's follower throttle rate in bytes/s (`follower.replication.throttled.rate`, dynamic: its own
+/// value, else the cluster-wide default), if one is set.
+fn follower_rate(state: &BrokerState, meta: &fjord_meta::ClusterState) -> Option<u64> {
+    state
+        .config
+        .dynamic_value(&meta.broker_configs, "follower.replication.throttled.rate")
+        .and_then(|(v, _)| v.trim().parse::<u64>().ok())
+}
+
+/// Whether this broker's follower fetches of `p` are throttled: its topic's
+/// `follower.replication.throttled.replicas` names this replica (or is `*`) and it is not in the ISR (in-sync
+/// followers are never throttled, as in Kafka).
+fn follower_throttled(node_id: i32, meta: &fjord_meta::ClusterState, p: &Partition) -> bool {
+    let Some(v) = meta
+        .topics
+        .get(&p.topic)
+        .and_then(|t| t.configs.get("follower.replication.throttled.replicas"))
+    else {
+        return false;
+    };
+    let listed = match crate::config::parse_throttled_replicas(v) {
+        Ok(None) => true,
+        Ok(Some(list)) => list.contains(&(p.index, node_id)),
+        Err(_) => false,
+    };
+    listed && !p.replication().isr.contains(&node_id)
 }
 
 impl Replication {
@@ -516,8 +639,43 @@ async fn fetch_round(
     socket_timeout: Duration,
 ) -> Result<(), String> {
     let node_id = state.config.node_id;
+    // The follower throttle: throttled partitions ask for at most the bytes left in the budget, and none while it
+    // is spent; the others are fetched as usual.
+    let meta = state.meta.state();
+    let rate = follower_rate(state, &meta);
+    let mut throttled: Vec<&Arc<Partition>> = Vec::new();
+    let mut budget = None;
+    if let Some(rate) = rate {
+        throttled = parts
+            .iter()
+            .filter(|p| follower_throttled(node_id, &meta, p))
+            .collect();
+        if !throttled.is_empty() {
+            let (tokens, wait) = {
+                let mut bucket = state
+                    .replication
+                    .throttle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let tokens = bucket.refill(rate, std::time::Instant::now());
+                (tokens, bucket.wait())
+            };
+            if tokens >= 1.0 {
+                budget = Some(tokens.min(i32::MAX as f64) as i32);
+            } else if throttled.len() == parts.len() {
+                // Nothing to fetch but throttled partitions: wait for the budget (at most a second at a time).
+                let wait = wait.clamp(Duration::from_millis(10), Duration::from_secs(1));
+                tokio::time::sleep(wait).await;
+                return Ok(());
+            }
+        }
+    }
+    let is_throttled = |p: &Arc<Partition>| throttled.iter().any(|q| Arc::ptr_eq(p, q));
     let mut by_topic: BTreeMap<&str, Vec<(&Arc<Partition>, i32)>> = BTreeMap::new();
     for p in parts.iter().filter(|p| p.check_online().is_ok()) {
+        if is_throttled(p) && budget.is_none() {
+            continue;
+        }
         by_topic
             .entry(p.topic.as_str())
             .or_default()
@@ -532,13 +690,17 @@ async fn fetch_round(
                     ps.iter()
                         .map(|(p, epoch)| {
                             let (start, _) = p.offsets();
+                            let max = match budget {
+                                Some(b) if is_throttled(p) => part_max.min(b),
+                                _ => part_max,
+                            };
                             FetchPartition::default()
                                 .with_partition(p.index)
                                 .with_current_leader_epoch(*epoch)
                                 .with_fetch_offset(p.log_end_offset())
                                 .with_last_fetched_epoch(p.latest_epoch())
                                 .with_log_start_offset(start)
-                                .with_partition_max_bytes(part_max)
+                                .with_partition_max_bytes(max)
                         })
                         .collect(),
                 )
@@ -565,6 +727,7 @@ async fn fetch_round(
     }
     let mut appended: Vec<Arc<Partition>> = Vec::new();
     let mut failed = 0usize;
+    let mut throttled_bytes = 0usize;
     crate::blocking(|| {
         for t in &resp.responses {
             let Some(ps) = by_topic.get(&*t.topic.0) else {
@@ -575,6 +738,9 @@ async fn fetch_round(
                 else {
                     continue;
                 };
+                if is_throttled(p) {
+                    throttled_bytes += pd.records.as_ref().map_or(0, |r| r.len());
+                }
                 match apply(p, *epoch, pd) {
                     Ok(true) => appended.push((*p).clone()),
                     Ok(false) => {}
@@ -586,6 +752,14 @@ async fn fetch_round(
             }
         }
     });
+    if throttled_bytes > 0 {
+        state
+            .replication
+            .throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .charge(throttled_bytes);
+    }
     if failed > 0 && appended.is_empty() {
         // Every partition was refused (e.g. the leader has not seen a new epoch yet): do not spin on the leader.
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -31,7 +31,8 @@ mod types;
 pub use meta::{Meta, DEFAULT_REQUEST_TIMEOUT, QUORUM_OPEN_WAIT};
 pub use quorum::{QuorumStatus, ReplicaProgress};
 pub use types::{
-    BrokerInfo, ClusterState, Command, CommandResult, PartitionMeta, TopicMeta, NO_LEADER,
+    BrokerInfo, ClusterState, Command, CommandResult, PartitionMeta, Reassignment, TopicMeta,
+    NO_LEADER,
 };
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -45,6 +45,29 @@ pub struct TopicMeta {
     pub configs: BTreeMap<String, String>,
     /// E.g. `__consumer_offsets`.
     pub internal: bool,
+    /// Partition reassignments in progress (KIP-455), by partition id. While one is in progress the
+    /// partition's `replicas` is the union of the target replicas (first, in target order) and the
+    /// `removing` ones.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reassignments: BTreeMap<i32, Reassignment>,
+}
+
+/// A partition reassignment in progress (Kafka's `adding_replicas`/`removing_replicas`): the target
+/// replicas are the partition's `replicas` without `removing`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reassignment {
+    /// Target replicas that were not replicas when the reassignment started: they follow the
+    /// leader, and the reassignment completes once all of them are in the ISR.
+    pub adding: Vec<i32>,
+    /// Current replicas that are not targets: they leave when the reassignment completes.
+    pub removing: Vec<i32>,
+}
+
+impl TopicMeta {
+    /// The reassignment in progress for `partition`, if any.
+    pub fn reassignment(&self, partition: i32) -> Option<&Reassignment> {
+        self.reassignments.get(&partition)
+    }
 }
 
 /// The whole replicated metadata. It changes only by applying committed [`Command`]s, in log order.
@@ -148,6 +171,11 @@ impl ClusterState {
             Command::ElectPreferredLeader { topic, partition } => {
                 self.elect_preferred_leader(topic, *partition)
             }
+            Command::AlterReassignment {
+                topic,
+                partition,
+                target,
+            } => self.alter_reassignment(topic, *partition, target.as_deref()),
             Command::ElectUncleanLeader { topic, partition } => {
                 self.elect_unclean_leader(topic, *partition)
             }
@@ -187,6 +215,7 @@ impl ClusterState {
                         partitions,
                         configs: configs.clone(),
                         internal: *internal,
+                        reassignments: BTreeMap::new(),
                     },
                 );
                 CommandResult::Ok
@@ -272,6 +301,31 @@ fn partitions_from(
             })
         })
         .collect()
+}
+
+/// Sets a partition's replicas and ISR (the ISR a non-empty subset of the replicas), keeping its
+/// leader if it is still in the ISR, else electing the first replica in the ISR that is live (else
+/// none), with a new leader epoch. Bumps the partition epoch.
+fn set_replicas(
+    p: &mut PartitionMeta,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+    live: impl Fn(i32) -> bool,
+) {
+    if !isr.contains(&p.leader) {
+        let next = replicas
+            .iter()
+            .copied()
+            .find(|&b| isr.contains(&b) && live(b))
+            .unwrap_or(NO_LEADER);
+        if next != p.leader {
+            p.leader = next;
+            p.leader_epoch += 1;
+        }
+    }
+    p.replicas = replicas;
+    p.isr = isr;
+    p.partition_epoch += 1;
 }
 
 fn partition_mut<'a>(
@@ -377,9 +431,141 @@ impl ClusterState {
             p.isr = new_isr.to_vec();
             p.partition_epoch += 1;
         }
+        self.complete_reassignment_if_needed(topic, partition);
+        let p = partition_mut(&mut self.topics, topic, partition).expect("checked above");
         CommandResult::PartitionUpdated {
             partition_epoch: p.partition_epoch,
         }
+    }
+
+    /// KIP-455's AlterPartitionReassignments for one partition, judged as KRaft's controller does:
+    /// `Some(target)` starts (or replaces) a reassignment, `None` cancels the one in progress.
+    fn alter_reassignment(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        target: Option<&[i32]>,
+    ) -> CommandResult {
+        let (brokers, fenced) = (&self.brokers, &self.fenced);
+        let Some(t) = self.topics.get_mut(topic) else {
+            return CommandResult::UnknownTopic;
+        };
+        let Some(p) = usize::try_from(partition)
+            .ok()
+            .and_then(|i| t.partitions.get_mut(i))
+        else {
+            return CommandResult::UnknownTopic;
+        };
+        let Some(target) = target else {
+            // Cancel: back to the replicas from before the reassignment (without the adding ones).
+            let Some(r) = t.reassignments.get(&partition) else {
+                return CommandResult::NoReassignmentInProgress;
+            };
+            let original: Vec<i32> = p
+                .replicas
+                .iter()
+                .copied()
+                .filter(|b| !r.adding.contains(b))
+                .collect();
+            let isr: Vec<i32> = p
+                .isr
+                .iter()
+                .copied()
+                .filter(|b| original.contains(b))
+                .collect();
+            if isr.is_empty() {
+                // Kafka would elect an original replica uncleanly here; Fjord never does.
+                return CommandResult::InvalidReplicaAssignment(format!(
+                    "cannot cancel the reassignment of {topic}-{partition}: none of its original replicas \
+                     {original:?} is in sync (ISR {:?})",
+                    p.isr
+                ));
+            }
+            t.reassignments.remove(&partition);
+            set_replicas(p, original, isr, |b| is_live(brokers, fenced, b));
+            return CommandResult::Ok;
+        };
+        if target.is_empty() {
+            return CommandResult::InvalidReplicaAssignment(format!(
+                "the target replicas of {topic}-{partition} are empty"
+            ));
+        }
+        let unique: BTreeSet<i32> = target.iter().copied().collect();
+        if unique.len() != target.len() {
+            return CommandResult::InvalidReplicaAssignment(format!(
+                "the target replicas {target:?} of {topic}-{partition} name a broker twice"
+            ));
+        }
+        if let Some(b) = target.iter().find(|b| !brokers.contains_key(b)) {
+            return CommandResult::InvalidReplicaAssignment(format!(
+                "the target replicas {target:?} of {topic}-{partition} include broker {b}, which is not \
+                 registered"
+            ));
+        }
+        // As KRaft: relative to the current replicas (the union, if a reassignment is in progress).
+        let adding: Vec<i32> = target
+            .iter()
+            .copied()
+            .filter(|b| !p.replicas.contains(b))
+            .collect();
+        let removing: Vec<i32> = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|b| !target.contains(b))
+            .collect();
+        let replicas: Vec<i32> = target.iter().chain(&removing).copied().collect();
+        if replicas != p.replicas {
+            p.replicas = replicas;
+            p.partition_epoch += 1;
+        }
+        if adding.is_empty() && removing.is_empty() {
+            t.reassignments.remove(&partition);
+        } else {
+            t.reassignments
+                .insert(partition, Reassignment { adding, removing });
+        }
+        self.complete_reassignment_if_needed(topic, partition);
+        CommandResult::Ok
+    }
+
+    /// Completes the reassignment of `topic`-`partition` once every adding replica is in the ISR (and
+    /// some target replica is): the replicas become the targets, the removing ones leave the ISR, and
+    /// a leader that is no longer a replica hands over to the first target replica in sync and live.
+    fn complete_reassignment_if_needed(&mut self, topic: &str, partition: i32) {
+        let (brokers, fenced) = (&self.brokers, &self.fenced);
+        let Some(t) = self.topics.get_mut(topic) else {
+            return;
+        };
+        let Some(r) = t.reassignments.get(&partition) else {
+            return;
+        };
+        let Some(p) = usize::try_from(partition)
+            .ok()
+            .and_then(|i| t.partitions.get_mut(i))
+        else {
+            return;
+        };
+        if !r.adding.iter().all(|b| p.isr.contains(b)) {
+            return;
+        }
+        let isr: Vec<i32> = p
+            .isr
+            .iter()
+            .copied()
+            .filter(|b| !r.removing.contains(b))
+            .collect();
+        if isr.is_empty() {
+            return;
+        }
+        let target: Vec<i32> = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|b| !r.removing.contains(b))
+            .collect();
+        t.reassignments.remove(&partition);
+        set_replicas(p, target, isr, |b| is_live(brokers, fenced, b));
     }
 
     fn elect_preferred_leader(&mut self, topic: &str, partition: i32) -> CommandResult {
@@ -547,6 +733,16 @@ pub enum Command {
         topic: String,
         partition: i32,
     },
+    /// KIP-455: `Some(target)` reassigns the partition to `target` (the first target replica is the
+    /// preferred leader): the replicas become the union of the target and the current replicas, the
+    /// new ones follow, and once all of them are in the ISR the replicas become the target (see
+    /// [`TopicMeta::reassignments`]). `None` cancels the reassignment in progress, reverting to the
+    /// replicas from before it.
+    AlterReassignment {
+        topic: String,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    },
     /// Gives a partition without a live leader one (Kafka's unclean leader election): a live ISR
     /// member if there is one, otherwise the first live replica, whose ISR is then itself alone.
     /// What only the old ISR held is lost; the proposer decides (ElectLeaders type 1, or
@@ -598,6 +794,11 @@ pub enum CommandResult {
     /// ElectPreferredLeader: the preferred replica is fenced, unregistered or out of the ISR
     /// (`PREFERRED_LEADER_NOT_AVAILABLE`).
     PreferredLeaderNotAvailable,
+    /// AlterReassignment: cancelling where nothing is in progress (`NO_REASSIGNMENT_IN_PROGRESS`).
+    NoReassignmentInProgress,
+    /// AlterReassignment: empty, duplicate or unregistered target replicas, or a cancellation that
+    /// would leave no original replica in sync (`INVALID_REPLICA_ASSIGNMENT`).
+    InvalidReplicaAssignment(String),
     /// ElectUncleanLeader: no replica of the partition is live (`ELIGIBLE_LEADERS_NOT_AVAILABLE`).
     EligibleLeadersNotAvailable,
 }
@@ -1259,5 +1460,144 @@ mod liveness_tests {
             back.topics["t"].partitions[0],
             part(NO_LEADER, 5, 1, &[1], &[1])
         );
+    }
+}
+
+#[cfg(test)]
+mod reassignment_tests {
+    use super::*;
+
+    fn state() -> ClusterState {
+        let mut s = ClusterState::default();
+        for id in 1..=4 {
+            s.apply(&Command::RegisterBroker(BrokerInfo {
+                id,
+                host: "h".into(),
+                port: 9092 + id,
+                rack: None,
+            }));
+        }
+        let create = Command::CreateTopic {
+            name: "t".into(),
+            id: Uuid::new_v4(),
+            assignments: vec![vec![1, 2, 3]],
+            configs: BTreeMap::new(),
+            internal: false,
+        };
+        assert_eq!(s.apply(&create), CommandResult::Ok);
+        s
+    }
+
+    fn reassign(s: &mut ClusterState, target: Option<&[i32]>) -> CommandResult {
+        s.apply(&Command::AlterReassignment {
+            topic: "t".into(),
+            partition: 0,
+            target: target.map(<[i32]>::to_vec),
+        })
+    }
+
+    fn p(s: &ClusterState) -> PartitionMeta {
+        s.topics["t"].partitions[0].clone()
+    }
+
+    fn isr(s: &mut ClusterState, new_isr: &[i32]) -> CommandResult {
+        let p = p(s);
+        s.apply(&Command::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            new_isr: new_isr.to_vec(),
+        })
+    }
+
+    #[test]
+    fn replicas_are_the_union_until_every_adding_replica_is_in_sync() {
+        let mut s = state();
+        assert_eq!(reassign(&mut s, Some(&[2, 3, 4])), CommandResult::Ok);
+        let r = &s.topics["t"].reassignments[&0];
+        assert_eq!((r.adding.clone(), r.removing.clone()), (vec![4], vec![1]));
+        let q = p(&s);
+        assert_eq!(q.replicas, vec![2, 3, 4, 1]);
+        assert_eq!((q.leader, q.leader_epoch, q.partition_epoch), (1, 0, 1));
+        assert_eq!(q.isr, vec![1, 2, 3]);
+        // The leader adds 4 to the ISR: the reassignment completes in the same command, and leadership
+        // leaves removed broker 1 for the first target replica, at a new leader epoch.
+        assert_eq!(
+            isr(&mut s, &[1, 2, 3, 4]),
+            CommandResult::PartitionUpdated { partition_epoch: 3 }
+        );
+        let q = p(&s);
+        assert_eq!(q.replicas, vec![2, 3, 4]);
+        assert_eq!(q.isr, vec![2, 3, 4]);
+        assert_eq!((q.leader, q.leader_epoch), (2, 1));
+        assert!(s.topics["t"].reassignments.is_empty());
+        assert_eq!(
+            reassign(&mut s, None),
+            CommandResult::NoReassignmentInProgress
+        );
+    }
+
+    #[test]
+    fn cancelling_reverts_to_the_original_replicas() {
+        let mut s = state();
+        assert_eq!(reassign(&mut s, Some(&[4, 3, 2])), CommandResult::Ok);
+        assert_eq!(p(&s).replicas, vec![4, 3, 2, 1]);
+        assert_eq!(reassign(&mut s, None), CommandResult::Ok);
+        let q = p(&s);
+        assert_eq!(q.replicas, vec![3, 2, 1], "the adding replica 4 is gone");
+        assert_eq!(q.isr, vec![1, 2, 3]);
+        assert_eq!(q.leader, 1);
+        assert!(s.topics["t"].reassignments.is_empty());
+        assert_eq!(
+            reassign(&mut s, None),
+            CommandResult::NoReassignmentInProgress
+        );
+    }
+
+    #[test]
+    fn a_target_within_the_isr_completes_at_once() {
+        let mut s = state();
+        assert_eq!(reassign(&mut s, Some(&[3, 2])), CommandResult::Ok);
+        let q = p(&s);
+        assert_eq!((q.replicas, q.isr), (vec![3, 2], vec![2, 3]));
+        assert_eq!((q.leader, q.leader_epoch), (3, 1));
+        assert!(s.topics["t"].reassignments.is_empty());
+    }
+
+    #[test]
+    fn invalid_targets_change_nothing() {
+        let mut s = state();
+        let before = s.clone();
+        for bad in [&[][..], &[1, 1], &[1, 9]] {
+            assert!(
+                matches!(
+                    reassign(&mut s, Some(bad)),
+                    CommandResult::InvalidReplicaAssignment(_)
+                ),
+                "{bad:?}"
+            );
+        }
+        let other = Command::AlterReassignment {
+            topic: "t".into(),
+            partition: 1,
+            target: Some(vec![1]),
+        };
+        assert_eq!(s.apply(&other), CommandResult::UnknownTopic);
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn a_new_target_replaces_the_reassignment_in_progress() {
+        let mut s = state();
+        assert_eq!(reassign(&mut s, Some(&[1, 2, 4])), CommandResult::Ok);
+        assert_eq!(p(&s).replicas, vec![1, 2, 4, 3]);
+        // Back to [1, 2, 3]: 4, never in sync, becomes a removing replica and 3 was never removed, so
+        // nothing is left to add and the reassignment completes at once.
+        assert_eq!(reassign(&mut s, Some(&[1, 2, 3])), CommandResult::Ok);
+        assert_eq!(p(&s).replicas, vec![1, 2, 3]);
+        assert_eq!(p(&s).isr, vec![1, 2, 3]);
+        assert!(s.topics["t"].reassignments.is_empty());
     }
 }

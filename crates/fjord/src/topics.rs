@@ -35,6 +35,7 @@ const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 pub const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -138,6 +139,42 @@ pub enum TopicsCmd {
         /// Succeed quietly when a topic does not exist.
         #[arg(long)]
         if_exists: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Move a partition's replicas to other brokers, cancel a move, or list the moves in progress
+    /// (kafka-reassign-partitions.sh). The new replicas copy the partition from its leader; once all of them are
+    /// in sync the replicas become the target ones (the first leads) and the removed brokers delete their copy.
+    ///
+    /// Example: fjord topics reassign --topic orders --partition 0 --replicas 2,3,1 --throttle 10000000
+    ///
+    /// Example: fjord topics reassign --topic orders --partition 0 --cancel
+    ///
+    /// Example: fjord topics reassign --list
+    Reassign {
+        /// The topic (with --list: only its moves).
+        #[arg(long, value_name = "TOPIC", required_unless_present = "list")]
+        topic: Option<String>,
+        /// The partition to move.
+        #[arg(long, value_name = "N", required_unless_present = "list")]
+        partition: Option<i32>,
+        /// The target replicas, by broker id (see `fjord cluster info`); the first is the preferred leader.
+        #[arg(long, value_name = "ID,ID,...", value_delimiter = ',', num_args = 1..,
+              required_unless_present_any = ["cancel", "list"], conflicts_with_all = ["cancel", "list"])]
+        replicas: Vec<i32>,
+        /// Cancel the move in progress: back to the replicas from before it.
+        #[arg(long, conflicts_with = "list")]
+        cancel: bool,
+        /// List the moves in progress.
+        #[arg(long)]
+        list: bool,
+        /// Limit the copy to the new replicas to this many bytes per second on every broker (sets the cluster-wide
+        /// follower.replication.throttled.rate and the topic's follower.replication.throttled.replicas).
+        #[arg(long, value_name = "BYTES_PER_S", conflicts_with_all = ["cancel", "list"])]
+        throttle: Option<u64>,
+        /// Output format of --list.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -248,6 +285,27 @@ pub async fn run(cmd: TopicsCmd) -> Result<(), CliError> {
             if_exists,
             client,
         } => delete(&client, &names, if_exists),
+        TopicsCmd::Reassign {
+            topic,
+            partition,
+            replicas,
+            cancel,
+            list,
+            throttle,
+            output,
+            client,
+        } => {
+            if list {
+                return list_reassignments(&client, topic.as_deref(), output);
+            }
+            let (Some(topic), Some(partition)) = (topic, partition) else {
+                return Err(bad_args(
+                    "--topic and --partition name the partition to move",
+                ));
+            };
+            let target = (!cancel).then_some(replicas);
+            reassign(&client, &topic, partition, target, throttle)
+        }
     }
 }
 
@@ -782,6 +840,223 @@ async fn describe(
                 "unavailable"
             }
         );
+    }
+    Ok(())
+}
+
+/// Kafka's NO_REASSIGNMENT_IN_PROGRESS.
+const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
+
+/// `topics reassign`: starts (target `Some`) or cancels (`None`) the reassignment of one partition.
+fn reassign(
+    client: &ClientArgs,
+    topic: &str,
+    partition: i32,
+    target: Option<Vec<i32>>,
+    throttle: Option<u64>,
+) -> Result<(), CliError> {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::{AlterPartitionReassignmentsRequest, BrokerId};
+    // Checked here for a precise message; the broker checks again.
+    let cluster = Cluster::load(client, Some(&[topic.to_string()]))?;
+    let Some(t) = cluster
+        .metadata
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic) && t.error_code == 0)
+    else {
+        return Err(missing_topic(topic));
+    };
+    let Some(current) = t.partitions.iter().find(|p| p.partition_index == partition) else {
+        return Err(CliError::failure(format!(
+            "topic `{topic}` has no partition {partition} (it has {} partitions)",
+            t.partitions.len()
+        )));
+    };
+    let current: Vec<i32> = current.replica_nodes.iter().map(|b| b.0).collect();
+    if let Some(target) = &target {
+        let mut seen = BTreeSet::new();
+        if let Some(d) = target.iter().find(|b| !seen.insert(**b)) {
+            return Err(bad_args(format!(
+                "--replicas names broker {d} more than once"
+            )));
+        }
+        if let Some(b) = target.iter().find(|b| !cluster.brokers.contains_key(b)) {
+            return Err(bad_args(format!(
+                "--replicas: broker {b} is not in the cluster (brokers: {})",
+                cluster.broker_list()
+            )));
+        }
+    }
+    if let (Some(rate), Some(target)) = (throttle, &target) {
+        set_throttle(client, topic, partition, &current, target, rate)?;
+    }
+    let request = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(client.request_timeout_ms.min(i32::MAX as u64) as i32)
+        .with_topics(vec![ReassignableTopic::default()
+            .with_name(TopicName(str_bytes(topic)))
+            .with_partitions(vec![ReassignablePartition::default()
+                .with_partition_index(partition)
+                .with_replicas(
+                    target
+                        .as_ref()
+                        .map(|t| t.iter().map(|b| BrokerId(*b)).collect()),
+                )])]);
+    let resp = send_to_controller(client, &request, |r| {
+        r.error_code == NOT_CONTROLLER
+            || r.responses
+                .iter()
+                .any(|t| t.partitions.iter().any(|p| p.error_code == NOT_CONTROLLER))
+    })?;
+    if resp.error_code != 0 {
+        return Err(CliError::failure(format!(
+            "cannot reassign {topic}-{partition}: {}",
+            broker_message(resp.error_code, resp.error_message.as_deref())
+        )));
+    }
+    let Some(p) = resp.responses.first().and_then(|t| t.partitions.first()) else {
+        return Err(CliError::failure("the broker answered for no partition"));
+    };
+    let list = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+    match (p.error_code, &target) {
+        (0, Some(target)) => {
+            eprintln!(
+                "Reassignment of {topic}-{partition} from replicas {} to {} started. `fjord topics reassign --list` \
+                 shows the moves in progress; this one is done when it is no longer listed.",
+                list(&current),
+                list(target)
+            );
+            if throttle.is_some() {
+                eprintln!(
+                    "Remove the throttle once it is done: fjord configs alter --broker-defaults --delete-config \
+                     follower.replication.throttled.rate"
+                );
+            }
+            Ok(())
+        }
+        (0, None) => {
+            eprintln!("Reassignment of {topic}-{partition} cancelled.");
+            Ok(())
+        }
+        (NO_REASSIGNMENT_IN_PROGRESS, None) => Err(CliError::failure(format!(
+            "no reassignment of {topic}-{partition} is in progress; nothing to cancel"
+        ))),
+        (UNKNOWN_TOPIC_OR_PARTITION, _) => Err(missing_topic(topic)),
+        (code, _) => Err(CliError::failure(format!(
+            "cannot reassign {topic}-{partition}: {}",
+            broker_message(code, p.error_message.as_deref())
+        ))),
+    }
+}
+
+/// `--throttle`: the cluster-wide follower rate, and the partition's new replicas named in the topic's
+/// follower.replication.throttled.replicas (its current replicas in leader.replication.throttled.replicas).
+fn set_throttle(
+    client: &ClientArgs,
+    topic: &str,
+    partition: i32,
+    current: &[i32],
+    target: &[i32],
+    rate: u64,
+) -> Result<(), CliError> {
+    let entries = |brokers: &mut dyn Iterator<Item = &i32>| {
+        brokers
+            .map(|b| format!("{partition}:{b}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let adding = entries(&mut target.iter().filter(|b| !current.contains(b)));
+    let leading = entries(&mut current.iter());
+    let op = |k: &str, v: &str| {
+        AlterableConfig::default()
+            .with_name(str_bytes(k))
+            .with_config_operation(OP_SET)
+            .with_value(Some(str_bytes(v)))
+    };
+    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(RESOURCE_BROKER)
+            .with_resource_name(str_bytes(""))
+            .with_configs(vec![
+                op("follower.replication.throttled.rate", &rate.to_string()),
+                op("leader.replication.throttled.rate", &rate.to_string()),
+            ]),
+        AlterConfigsResource::default()
+            .with_resource_type(RESOURCE_TOPIC)
+            .with_resource_name(str_bytes(topic))
+            .with_configs(vec![
+                op("follower.replication.throttled.replicas", &adding),
+                op("leader.replication.throttled.replicas", &leading),
+            ]),
+    ]);
+    let resp = send_to_controller(client, &request, |r| {
+        r.responses.iter().any(|t| t.error_code == NOT_CONTROLLER)
+    })?;
+    if let Some(r) = resp.responses.into_iter().find(|r| r.error_code != 0) {
+        return Err(CliError::failure(format!(
+            "cannot set the replication throttle (nothing was reassigned): {}",
+            broker_message(r.error_code, r.error_message.as_deref())
+        )));
+    }
+    eprintln!("Throttling the copy to the new replicas to {rate} bytes/s per broker.");
+    Ok(())
+}
+
+/// `topics reassign --list`.
+fn list_reassignments(
+    client: &ClientArgs,
+    topic: Option<&str>,
+    output: Output,
+) -> Result<(), CliError> {
+    use kafka_protocol::messages::ListPartitionReassignmentsRequest;
+    let request = ListPartitionReassignmentsRequest::default()
+        .with_timeout_ms(client.request_timeout_ms.min(i32::MAX as u64) as i32)
+        .with_topics(None);
+    let resp = send_to_controller(client, &request, |r| r.error_code == NOT_CONTROLLER)?;
+    if resp.error_code != 0 {
+        return Err(CliError::failure(format!(
+            "cannot list reassignments: {}",
+            broker_message(resp.error_code, resp.error_message.as_deref())
+        )));
+    }
+    let ids =
+        |v: &[kafka_protocol::messages::BrokerId]| v.iter().map(|b| b.0).collect::<Vec<i32>>();
+    let mut rows = Vec::new();
+    for t in &resp.topics {
+        if topic.is_some_and(|n| n != t.name.as_str()) {
+            continue;
+        }
+        for p in &t.partitions {
+            rows.push((
+                t.name.to_string(),
+                p.partition_index,
+                ids(&p.replicas),
+                ids(&p.adding_replicas),
+                ids(&p.removing_replicas),
+            ));
+        }
+    }
+    rows.sort();
+    match output {
+        Output::Json => {
+            let docs: Vec<_> = rows
+                .iter()
+                .map(|(t, p, r, a, d)| {
+                    json!({"topic": t, "partition": p, "replicas": r, "adding": a, "removing": d})
+                })
+                .collect();
+            println!("{}", serde_json::Value::Array(docs));
+        }
+        Output::Text if rows.is_empty() => eprintln!("No reassignment in progress."),
+        Output::Text => {
+            let list = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+            println!("TOPIC\tPARTITION\tREPLICAS\tADDING\tREMOVING");
+            for (t, p, r, a, d) in &rows {
+                println!("{t}\t{p}\t{}\t{}\t{}", list(r), list(a), list(d));
+            }
+        }
     }
     Ok(())
 }

@@ -59,10 +59,12 @@ pub fn topic_entries(
                 if let Some(v) = overrides.get(d.name) {
                     syn.push(synonym(d.name, v, SOURCE_TOPIC));
                 }
-                if broker_source != static_source {
-                    syn.push(synonym(d.broker_synonym, &broker_value, broker_source));
+                if !d.broker_synonym.is_empty() {
+                    if broker_source != static_source {
+                        syn.push(synonym(d.broker_synonym, &broker_value, broker_source));
+                    }
+                    syn.push(synonym(d.broker_synonym, &static_value, static_source));
                 }
-                syn.push(synonym(d.broker_synonym, &static_value, static_source));
             }
             DescribeConfigsResourceResult::default()
                 .with_name(str_bytes(d.name))
@@ -76,6 +78,8 @@ pub fn topic_entries(
         })
         .collect()
 }
+
+static EMPTY: String = String::new();
 
 fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
     DescribeConfigsSynonym::default()
@@ -97,7 +101,15 @@ fn broker_entries(
         .config
         .props
         .iter()
-        .filter(|(k, _)| keys.is_none_or(|ks| ks.iter().any(|x| x == *k)))
+        .map(|(k, v)| (k.as_str(), v))
+        // The throttle rates have no static value; they are listed where set dynamically.
+        .chain(
+            crate::config::BROKER_DYNAMIC_ONLY
+                .iter()
+                .filter(|k| broker.config.dynamic_value(dynamic, k).is_some())
+                .map(|k| (&**k, &EMPTY)),
+        )
+        .filter(|(k, _)| keys.is_none_or(|ks| ks.iter().any(|x| x == k)))
         .map(|(k, v)| {
             let static_source = if broker.config.explicit.contains_key(k) {
                 SOURCE_STATIC_BROKER
@@ -118,7 +130,10 @@ fn broker_entries(
             DescribeConfigsResourceResult::default()
                 .with_name(str_bytes(k))
                 .with_value(Some(str_bytes(&value)))
-                .with_read_only(dynamic_broker_config(k).is_none())
+                .with_read_only(
+                    dynamic_broker_config(k).is_none()
+                        && !crate::config::BROKER_DYNAMIC_ONLY.contains(&k),
+                )
                 .with_config_source(source)
                 .with_synonyms(syn)
                 .with_config_type(ConfigType::String as i8)

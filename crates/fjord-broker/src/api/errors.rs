@@ -137,6 +137,15 @@ pub fn codes(resp: &ResponseKind) -> Vec<i16> {
             out.extend(r.transaction_states.iter().map(|t| t.error_code))
         }
         ResponseKind::ListTransactions(r) => out.push(r.error_code),
+        ResponseKind::AlterPartitionReassignments(r) => {
+            out.push(r.error_code);
+            out.extend(
+                r.responses
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+            );
+        }
+        ResponseKind::ListPartitionReassignments(r) => out.push(r.error_code),
         _ => {}
     }
     out

@@ -125,6 +125,8 @@ fn read_once(
     let read_committed = req.isolation_level == 1;
     // Kafka's replica id: a broker id for a follower's fetch, -1 for a consumer.
     let replica = req.replica_id.0;
+    // For the leader-side replication throttle.
+    let meta = (replica >= 0).then(|| broker.meta.state());
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
         let name: &str = &t.topic.0;
@@ -156,7 +158,15 @@ fn read_once(
             let part = match looked_up {
                 Ok(Some(part)) => part,
                 Ok(None) => {
-                    pd.error_code = E::UnknownTopicOrPartition.code();
+                    // In the metadata but not hosted here (moved by a reassignment): the client looks for the leader.
+                    let known = broker.meta.state().topics.get(name).is_some_and(|t| {
+                        p.partition >= 0 && (p.partition as usize) < t.partitions.len()
+                    });
+                    pd.error_code = if known {
+                        E::NotLeaderOrFollower.code()
+                    } else {
+                        E::UnknownTopicOrPartition.code()
+                    };
                     stop = true;
                     parts.push(pd);
                     continue;
@@ -179,7 +189,13 @@ fn read_once(
             // batch can never block a consumer.
             let min_one = total == 0;
             if replica >= 0 {
-                // A follower replicating: reads up to the log end, reports its position to the leader.
+                // A follower replicating: reads up to the log end, reports its position to the leader. An
+                // out-of-sync follower of a throttled replica gets at most the leader's budget (one batch beyond
+                // it, KIP-74), and no data while it is spent.
+                let budget = meta
+                    .as_ref()
+                    .and_then(|m| broker.replication.leader_budget(broker, m, &part, replica));
+                let limit = budget.map_or(limit, |b| limit.min(b));
                 match part.read_for_follower(
                     replica,
                     p.current_leader_epoch,
@@ -188,10 +204,15 @@ fn read_once(
                     limit,
                 ) {
                     Ok(ReplicaRead::Records {
-                        records,
+                        mut records,
                         log_start_offset,
                         high_watermark,
                     }) => {
+                        match budget {
+                            Some(0) => records = bytes::Bytes::new(),
+                            Some(_) => broker.replication.leader_charge(records.len()),
+                            None => {}
+                        }
                         pd.high_watermark = high_watermark;
                         pd.last_stable_offset = high_watermark;
                         pd.log_start_offset = log_start_offset;

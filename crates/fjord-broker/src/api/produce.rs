@@ -136,11 +136,24 @@ pub async fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
             let partition = match broker.partitions.online(&name, idx) {
                 Ok(Some(p)) => p,
                 Ok(None) => {
-                    parts.push(error(
-                        idx,
-                        E::UnknownTopicOrPartition,
-                        format!("{name}-{idx} does not exist"),
-                    ));
+                    // A partition of the metadata not hosted here (e.g. moved away by a reassignment): the client
+                    // refreshes its metadata and goes to the leader, as Kafka answers.
+                    if topic_meta.is_some_and(|t| idx >= 0 && (idx as usize) < t.partitions.len()) {
+                        parts.push(error(
+                            idx,
+                            E::NotLeaderOrFollower,
+                            format!(
+                                "broker {} is not a replica of {name}-{idx}",
+                                broker.config.node_id
+                            ),
+                        ));
+                    } else {
+                        parts.push(error(
+                            idx,
+                            E::UnknownTopicOrPartition,
+                            format!("{name}-{idx} does not exist"),
+                        ));
+                    }
                     continue;
                 }
                 Err(e) => {

@@ -192,6 +192,7 @@ impl Harness {
                 }],
                 configs,
                 internal: false,
+                reassignments: Default::default(),
             },
         );
         let mut producers = BTreeMap::new();

@@ -214,6 +214,13 @@ impl Partition {
         Ok(())
     }
 
+    /// Wakes acks=all waiters and parked fetches after the partition was deleted here (its topic is gone, or a
+    /// reassignment removed this broker): the waits see it and end unacknowledged.
+    pub(super) fn wake_replica_waiters(&self) {
+        self.hw_changed.notify_waiters();
+        self.wake_waiters();
+    }
+
     /// Moves the high watermark to the smallest log end offset in the maximal ISR, if that is higher; on a
     /// follower or a leaderless partition it stays where it is. Called with the replication lock held.
     pub(super) fn advance_hw(&self, r: &ReplState, leader_end: i64) -> bool {
@@ -416,6 +423,13 @@ impl Partition {
             notified.as_mut().enable();
             {
                 let r = self.lock_repl();
+                if self.deleted.load(Ordering::Acquire) {
+                    return Err(Error::NotLeader(format!(
+                        "{}-{} is no longer hosted here (deleted, or moved by a reassignment) while waiting for \
+                         its replicas",
+                        self.topic, self.index
+                    )));
+                }
                 let written_in = self.lock().epoch_at(offset - 1);
                 if written_in != Some(epoch) {
                     return Err(Error::NotLeader(format!(
