@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: unit, property and fuzz-style tests of each crate, and the end-to-end tests that start real
-# broker processes and drive them with kcat, confluent-kafka, kafka-python and kafkajs.
+# broker processes and drive them with kcat, confluent-kafka, kafka-python, kafkajs and the Java client.
 # Installs what the tests need when it is missing: kcat (Debian package; needs root or sudo), a Python venv
-# with the client libraries in .venv, and kafkajs (npm) under tests/clients/kafkajs.
+# with the client libraries in .venv, kafkajs (npm) under tests/clients/kafkajs, and Java 17 with Maven for
+# Apache Kafka's Java client (tests/java, dependencies from Maven Central cached in ~/.m2).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -26,6 +27,18 @@ if [ ! -d tests/clients/kafkajs/node_modules/kafkajs ]; then
   echo "test.sh: installing kafkajs" >&2
   (cd tests/clients/kafkajs && npm ci --no-audit --no-fund --silent)
 fi
+if ! command -v mvn >/dev/null 2>&1 || ! command -v javac >/dev/null 2>&1; then
+  echo "test.sh: installing Java 17 and Maven" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openjdk-17-jdk-headless maven >/dev/null
+fi
+# Apache Kafka's Java client and JUnit from Maven Central into ~/.m2, once and serially (the Java test classes
+# then run at once under nextest, and Maven 3.8 does not lock its local repository).
+java_build=$(mktemp -d)
+mvn -B -q -f tests/java/pom.xml -Dfjord.build.dir="$java_build" test \
+  -Dtest=ResolveOnly -Dsurefire.failIfNoSpecifiedTests=false >/dev/null
+rm -rf "$java_build"
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi

@@ -1,0 +1,63 @@
+//! Apache Kafka's Java client (org.apache.kafka:kafka-clients 4.4 from Maven Central) against real `fjord broker`
+//! processes: the JUnit classes under `tests/java`, one Maven run per class so they run in parallel under
+//! nextest, each with its own build directory. `./test.sh` installs Java and Maven and fills `~/.m2` first.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn junit(class: &str) {
+    let build = temp_dir();
+    let pom = workspace_root().join("tests/java/pom.xml");
+    let out = run_bounded(
+        Command::new("mvn")
+            .args(["-B", "-q", "-f"])
+            .arg(&pom)
+            .arg(format!("-Dfjord.bin={}", env!("CARGO_BIN_EXE_fjord")))
+            .arg(format!("-Dfjord.build.dir={}", build.path().display()))
+            .arg(format!("-Dtest={class}"))
+            .arg("test"),
+        Duration::from_secs(600),
+    );
+    let report = std::fs::read_to_string(
+        build
+            .path()
+            .join(format!("surefire-reports/dev.fjord.{class}.txt")),
+    )
+    .unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{class} failed ({}):\n{report}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A run that found no test class would also exit 0: the report proves the tests ran.
+    assert!(
+        report.contains("Tests run:") && report.contains("Failures: 0, Errors: 0"),
+        "{class}: no passing report:\n{report}"
+    );
+}
+
+#[test]
+fn java_producer_and_consumer() {
+    junit("ProducerConsumerTest");
+}
+
+#[test]
+fn java_consumer_groups_classic_cooperative_static_and_kip848() {
+    junit("GroupsTest");
+}
+
+#[test]
+fn java_transactions() {
+    junit("TransactionsTest");
+}
+
+#[test]
+fn java_admin_client() {
+    junit("AdminTest");
+}
