@@ -29,7 +29,15 @@ pub(crate) enum LeaderOp {
         id: NodeId,
         addr: String,
     },
-    /// Removes `id` from the voters (and from the cluster).
+    /// Makes `id` a learner (a KRaft observer) whose controller listener is at `addr`: added if it
+    /// is not a member, its address updated if it is a learner elsewhere, nothing done if it is a
+    /// voter. Sent by a node itself when it starts outside the voter set.
+    AddLearner {
+        id: NodeId,
+        addr: String,
+    },
+    /// Removes `id` from the voters; it stays a learner (an observer) as long as it runs, as a
+    /// removed KRaft voter does, so that a broker on the same node keeps its metadata.
     RemoveVoter {
         id: NodeId,
     },
@@ -168,6 +176,34 @@ pub(crate) async fn execute(raft: &Raft, op: LeaderOp, timeout: Duration) -> Lea
             )
             .await
         }
+        LeaderOp::AddLearner { id, addr } => {
+            let membership = raft.metrics().borrow().membership_config.clone();
+            let membership = membership.membership();
+            let known = membership.get_node(&id).map(|n| n.addr.clone());
+            let is_voter = membership.voter_ids().any(|v| v == id);
+            if is_voter || known.as_deref() == Some(addr.as_str()) {
+                return LeaderReply::Applied {
+                    result: CommandResult::Ok,
+                    index: read_index.unwrap_or(0),
+                };
+            }
+            let node = BasicNode { addr };
+            if known.is_some() {
+                // A learner that restarted elsewhere (e.g. on another port): a learner does not vote, so
+                // replacing its address cannot split a quorum.
+                write(
+                    deadline,
+                    raft.change_membership(
+                        ChangeMembers::SetNodes(std::collections::BTreeMap::from([(id, node)])),
+                        false,
+                    ),
+                )
+                .await
+            } else {
+                // Not blocking: returns once the membership entry committed; the learner catches up on its own.
+                write(deadline, raft.add_learner(id, node, false)).await
+            }
+        }
         LeaderOp::RemoveVoter { id } => {
             let membership = raft.metrics().borrow().membership_config.clone();
             let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
@@ -179,10 +215,11 @@ pub(crate) async fn execute(raft: &Raft, op: LeaderOp, timeout: Duration) -> Lea
             if voters.len() == 1 {
                 return LeaderReply::Refused(format!("node {id} is the last voter"));
             }
-            // `retain: false`: the removed node leaves the cluster instead of staying a learner.
+            // `retain: true`: the removed node stays a learner (a KRaft observer), so a broker on it keeps
+            // following the metadata.
             write(
                 deadline,
-                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false),
+                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), true),
             )
             .await
         }

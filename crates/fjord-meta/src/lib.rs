@@ -28,8 +28,8 @@ mod raft;
 mod state_machine;
 mod types;
 
-pub use meta::{Meta, DEFAULT_REQUEST_TIMEOUT, QUORUM_OPEN_WAIT};
-pub use quorum::{QuorumStatus, ReplicaProgress};
+pub use meta::{Meta, QuorumConfig, DEFAULT_REQUEST_TIMEOUT, QUORUM_OPEN_WAIT};
+pub use quorum::{ControllerMetrics, QuorumStatus, ReplicaProgress};
 pub use types::{
     BrokerInfo, ClusterState, Command, CommandResult, PartitionMeta, TopicMeta, NO_LEADER,
 };

@@ -7,6 +7,7 @@
 
 mod add_offsets_to_txn;
 mod add_partitions_to_txn;
+mod add_raft_voter;
 mod alter_configs;
 mod api_versions;
 mod consumer_group_describe;
@@ -40,6 +41,7 @@ mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod remove_raft_voter;
 mod sync_group;
 mod txn_offset_commit;
 mod write_txn_markers;
@@ -72,6 +74,9 @@ pub static SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 2),
     // The metadata quorum (KRaft's), answered by any broker as Kafka's forward it to the active controller.
     (ApiKey::DescribeQuorum, 0, 2),
+    // KIP-853's voter changes, answered by any broker (Kafka's brokers forward them to the active controller).
+    (ApiKey::AddRaftVoter, 0, 0),
+    (ApiKey::RemoveRaftVoter, 0, 0),
     (ApiKey::FindCoordinator, 0, 5),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
@@ -345,6 +350,12 @@ async fn decode_and_dispatch(
         }
         RequestKind::DescribeQuorum(r) => {
             ResponseKind::DescribeQuorum(describe_quorum::handle(&ctx, r).await)
+        }
+        RequestKind::AddRaftVoter(r) => {
+            ResponseKind::AddRaftVoter(add_raft_voter::handle(&ctx, r).await)
+        }
+        RequestKind::RemoveRaftVoter(r) => {
+            ResponseKind::RemoveRaftVoter(remove_raft_voter::handle(&ctx, r).await)
         }
         _ => return Err(Outcome::Close(format!("no handler for {key:?}"))),
     };

@@ -140,6 +140,12 @@ impl Cluster {
         }
     }
 
+    /// Stops broker `id` as a kill -9 would (no controlled shutdown, no clean close).
+    pub async fn crash(&mut self, id: i32) {
+        let b = self.brokers[(id - 1) as usize].take().unwrap();
+        b.crash_for_test().await;
+    }
+
     pub async fn stop(&mut self, id: i32) {
         let b = self.brokers[(id - 1) as usize].take().unwrap();
         b.shutdown().await.unwrap();
