@@ -85,6 +85,8 @@ pub fn kraft_props(
 pub struct Cluster {
     brokers: Vec<Option<Broker>>,
     _dirs: Vec<tempfile::TempDir>,
+    /// The controller ports of the nodes started by `start` (the initial voters), by node id - 1.
+    pub controller_ports: Vec<u16>,
 }
 
 impl Cluster {
@@ -104,6 +106,7 @@ impl Cluster {
         let c = Cluster {
             brokers,
             _dirs: dirs,
+            controller_ports: ports,
         };
         // Registered and unfenced in every broker's view: a broker's start waits for its own unfencing only, and
         // placement (CreateTopics) counts the live brokers the receiving broker has applied.
@@ -119,6 +122,34 @@ impl Cluster {
         )
         .await;
         c
+    }
+
+    /// Starts one more node, id `n + 1`, from the properties `props` makes of its id and directory (e.g. a
+    /// broker-only or controller-only node); panics if it does not start within 60 s.
+    pub async fn add_node(
+        &mut self,
+        props: impl FnOnce(i32, &std::path::Path) -> BTreeMap<String, String>,
+    ) -> i32 {
+        let id = self.brokers.len() as i32 + 1;
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig::from_properties(props(id, dir.path())).unwrap();
+        let broker = tokio::time::timeout(Duration::from_secs(60), Broker::start(config))
+            .await
+            .expect("the new node starts within 60 s")
+            .expect("the new node starts");
+        self.brokers.push(Some(broker));
+        self._dirs.push(dir);
+        id
+    }
+
+    /// `host:port` of every initial voter's controller listener, comma-separated (for
+    /// `controller.quorum.bootstrap.servers`).
+    pub fn bootstrap_servers(&self) -> String {
+        self.controller_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub fn live(&self) -> impl Iterator<Item = &Broker> {
