@@ -172,6 +172,43 @@ async fn a_broker_only_node_observes_the_quorum_hosts_partitions_and_forwards_wr
     // The metrics of an observer name the leader and never call it active.
     let text = cluster.node(4).metrics_text();
     assert!(text.contains("fjord_controller_active 0"), "{text}");
+    assert!(!text.contains("fjord_controller_leader_id -1"), "{text}");
+
+    // A crash and a restart: its metadata listener moves to another free port, and the quorum learns the new
+    // address when it asks to be an observer again, so it follows the metadata log again.
+    drop(c4);
+    cluster.crash(4).await;
+    create(&mut c1, "while-4-was-down", 1, &[]).await;
+    let bootstrap = cluster.bootstrap_servers();
+    cluster
+        .restart_with(4, |id, dir| {
+            props_of(
+                id,
+                dir,
+                &[
+                    ("process.roles", "broker".into()),
+                    ("listeners", "PLAINTEXT://127.0.0.1:0".into()),
+                    ("controller.quorum.bootstrap.servers", bootstrap),
+                ],
+            )
+        })
+        .await;
+    assert!(placement(cluster.node(4), "while-4-was-down").is_some());
+    create(&mut c1, "after-4-returned", 1, &[]).await;
+    cluster
+        .wait(
+            Duration::from_secs(10),
+            "node 4 applies new metadata again",
+            |c| placement(c.node(4), "after-4-returned").is_some(),
+        )
+        .await;
+    let mut c4 = Client::connect(cluster.node(4)).await;
+    wait_quorum(&mut c4, &[1, 2, 3], &[4]).await;
+    cluster
+        .wait(Duration::from_secs(15), "node 4 live again", |c| {
+            c.node(1).state().meta.state().is_live(4)
+        })
+        .await;
     cluster.shutdown().await;
 }
 
@@ -275,5 +312,78 @@ async fn a_controller_only_node_becomes_a_voter_a_voter_leaves_and_a_minority_ca
             assert!(!p.replicas.contains(&4), "{}: {:?}", t.name, p.replicas);
         }
     }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_controllers_and_brokers_serve_and_survive_the_leader_controller_crashing() {
+    // Three controller-only voters (1-3) and two broker-only observers (4, 5).
+    let mut cluster = Cluster::start_isolated(3, 2).await;
+    for b in cluster.live() {
+        assert_eq!(b.state().meta.voters(), [1, 2, 3].into());
+        let st = b.state().meta.state();
+        assert_eq!(st.brokers.keys().copied().collect::<Vec<_>>(), vec![4, 5]);
+    }
+    let mut c4 = Client::connect(cluster.node(4)).await;
+    wait_quorum(&mut c4, &[1, 2, 3], &[4, 5]).await;
+
+    // Metadata names a broker as the controller (a controller-only leader serves no clients), as Kafka's KRaft
+    // brokers do.
+    let md = c4
+        .send(12, &MetadataRequest::default().with_topics(Some(vec![])))
+        .await;
+    let broker_ids: Vec<i32> = md.brokers.iter().map(|b| b.node_id.0).collect();
+    assert_eq!(broker_ids.len(), 2, "{broker_ids:?}");
+    assert!(broker_ids.contains(&md.controller_id.0), "{md:?}");
+
+    create(&mut c4, "isolated", 2, &[]).await;
+    let (leader, replicas, _) = placement(cluster.node(1), "isolated").unwrap();
+    assert!([4, 5].contains(&leader));
+    let mut sorted = replicas.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, vec![4, 5]);
+    let mut to_leader = Client::connect(cluster.node(leader)).await;
+    // The leader learns of its new partition when it applies the entry (the create synced the receiving broker).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (err, _) = produce(&mut to_leader, "isolated", -1, 10_000, &["x", "y"]).await;
+        if err == 0 {
+            break;
+        }
+        assert!(
+            (err == E::NotLeaderOrFollower.code() || err == E::UnknownTopicOrPartition.code())
+                && Instant::now() < deadline,
+            "produce to the new partition: error {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The leader controller crashes; topic creation through a broker works again within seconds.
+    let old = cluster.node(4).state().meta.leader().expect("a leader");
+    assert!((1..=3).contains(&old));
+    cluster.crash(old).await;
+    let crashed = Instant::now();
+    let mut c5 = Client::connect(cluster.node(5)).await;
+    create(&mut c5, "after-controller-crash", 2, &[]).await;
+    println!(
+        "isolated mode: topic created {:?} after the leader controller {old} crashed",
+        crashed.elapsed()
+    );
+    assert!(crashed.elapsed() < Duration::from_secs(10));
+    let new = cluster.node(5).state().meta.leader().expect("a new leader");
+    assert!(new != old && (1..=3).contains(&new));
+    // Both brokers are still live (the new leader judges their heartbeats) and the data is there.
+    cluster
+        .wait(
+            Duration::from_secs(10),
+            "brokers 4 and 5 live in the new leader's view",
+            |c| {
+                let st = c.node(new).state().meta.state();
+                st.is_live(4) && st.is_live(5) && st.topics.contains_key("after-controller-crash")
+            },
+        )
+        .await;
+    let (err, hw, _) = fetch(&mut to_leader, "isolated", 0).await;
+    assert_eq!((err, hw), (0, 2));
     cluster.shutdown().await;
 }

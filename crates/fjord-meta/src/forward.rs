@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::error::{
+    ChangeMembershipError, CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError,
+};
 use openraft::raft::ClientWriteResponse;
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
@@ -66,7 +68,7 @@ pub(crate) enum LeaderReply {
     Unavailable(String),
     /// The op may or may not take effect (e.g. appended but not committed in time). Not retried.
     Indeterminate(String),
-    /// The op was refused and did nothing (e.g. another membership change is in progress).
+    /// The op was refused and did nothing (e.g. removing the last voter).
     Refused(String),
     /// Answer to [`LeaderOp::Heartbeat`]: the leader recorded it.
     HeartbeatAck,
@@ -278,6 +280,11 @@ async fn write(
         // openraft answers ForwardToLeader either before appending, or when the appended entry
         // was truncated by a new leader: in both cases it was never committed.
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => not_leader(f),
+        // Another membership change is still in flight (e.g. nodes joining as observers together): nothing was
+        // done, and the requester retries until its deadline, by when the other change has long committed.
+        Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            ChangeMembershipError::InProgress(e),
+        )))) => LeaderReply::Unavailable(e.to_string()),
         Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
             LeaderReply::Refused(e.to_string())
         }

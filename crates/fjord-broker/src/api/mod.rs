@@ -145,6 +145,17 @@ pub struct Ctx<'a> {
     pub peer: SocketAddr,
 }
 
+/// The controller id Metadata and DescribeCluster report: the raft leader when it is a live broker (a combined
+/// node); otherwise, as Kafka's KRaft brokers do, a broker that forwards to it: this one. A client only ever
+/// sends controller requests to a broker it can reach, and a controller-only leader serves no clients.
+pub(crate) fn reported_controller(ctx: &Ctx<'_>, state: &fjord_meta::ClusterState) -> i32 {
+    if state.brokers.contains_key(&state.controller_id) && state.is_live(state.controller_id) {
+        state.controller_id
+    } else {
+        ctx.state.config.node_id
+    }
+}
+
 pub(crate) fn str_bytes(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
