@@ -297,6 +297,7 @@ impl Broker {
                     voters: config.quorum_voters.clone().unwrap_or_default(),
                     bootstrap: config.quorum_bootstrap.clone(),
                     listen,
+                    advertised_host: Some(config.advertised_host.clone()),
                     broker: config.is_broker.then_some(info),
                     open_wait: fjord_meta::QUORUM_OPEN_WAIT,
                 },

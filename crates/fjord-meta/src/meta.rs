@@ -78,6 +78,9 @@ pub struct QuorumConfig {
     /// Where this node listens for raft RPCs and forwarded requests (a controller's CONTROLLER
     /// listener; an observer's metadata listener). Port 0 picks a free one, which peers learn.
     pub listen: SocketAddr,
+    /// The host peers dial when `listen` is a wildcard address (`0.0.0.0`, `::`), which cannot be dialed;
+    /// ignored otherwise.
+    pub advertised_host: Option<String>,
     /// The broker registered for this node; `None` on a controller-only node.
     pub broker: Option<BrokerInfo>,
     /// Bound on finding the quorum and catching up with it.
@@ -217,6 +220,7 @@ impl Meta {
                 voters,
                 bootstrap: Vec::new(),
                 listen,
+                advertised_host: None,
                 broker: Some(self_info),
                 open_wait,
             },
@@ -312,6 +316,12 @@ impl Meta {
                 }),
             }),
         };
+        // What this node asks to be known as when it joins as an observer.
+        let bound = server_addr(&meta);
+        let own_addr = match (&config.advertised_host, bound.ip().is_unspecified()) {
+            (Some(host), true) => format!("{host}:{}", bound.port()),
+            _ => bound.to_string(),
+        };
         let contacts: Vec<(NodeId, String)> = voter_nodes
             .iter()
             .filter(|(&id, _)| id != raft_id)
@@ -328,6 +338,7 @@ impl Meta {
                 raft_id,
                 voter_nodes,
                 contacts,
+                own_addr,
                 config.broker,
                 config.open_wait,
             )
@@ -346,6 +357,7 @@ impl Meta {
         raft_id: NodeId,
         voters: BTreeMap<NodeId, BasicNode>,
         contacts: Vec<(NodeId, String)>,
+        own_addr: String,
         self_info: Option<BrokerInfo>,
         open_wait: Duration,
     ) -> Result<()> {
@@ -373,7 +385,8 @@ impl Meta {
                     .any(|v| v == raft_id)
             };
             if !is_voter {
-                self.join_as_learner(raft_id, &contacts, deadline).await?;
+                self.join_as_learner(raft_id, own_addr, &contacts, deadline)
+                    .await?;
             }
         }
 
@@ -431,11 +444,11 @@ impl Meta {
     async fn join_as_learner(
         &self,
         raft_id: NodeId,
+        addr: String,
         contacts: &[(NodeId, String)],
         deadline: Instant,
     ) -> Result<()> {
         let quorum = self.quorum()?;
-        let addr = quorum.listen.to_string();
         let op = LeaderOp::AddLearner {
             id: raft_id,
             addr: addr.clone(),
@@ -1062,6 +1075,15 @@ async fn judge_loop(weak: Weak<Inner>, interval: Duration, session_timeout: Dura
         meta.judge_liveness(interval, session_timeout, propose_timeout)
             .await;
     }
+}
+
+/// The address the controller listener of a networked node is bound to.
+fn server_addr(meta: &Meta) -> SocketAddr {
+    meta.inner
+        .quorum
+        .as_ref()
+        .map(|q| q.listen)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
 fn invalid_input(msg: String) -> Error {
