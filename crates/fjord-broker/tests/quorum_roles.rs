@@ -246,9 +246,14 @@ async fn a_controller_only_node_becomes_a_voter_a_voter_leaves_and_a_minority_ca
         .contains_key(&4));
     assert!(cluster.node(4).state().readiness().is_ok());
 
+    // A node that never joined as an observer is refused, and nothing changes.
+    let (code, msg) = add_voter(&mut c1, &cluster_id, 9, free_ports(1)[0]).await;
+    assert_eq!(code, E::RequestTimedOut.code(), "{msg:?}");
+    assert!(msg.unwrap_or_default().contains("not an observer"));
     // Another cluster's id is refused, and nothing changes.
     let (code, _) = add_voter(&mut c1, "not-this-cluster", 4, port4).await;
     assert_eq!(code, E::InconsistentClusterId.code());
+    wait_quorum(&mut c1, &[1, 2, 3], &[4]).await;
     // Grows to four voters.
     let (code, msg) = add_voter(&mut c1, &cluster_id, 4, port4).await;
     assert_eq!(code, 0, "{msg:?}");

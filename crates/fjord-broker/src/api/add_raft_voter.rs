@@ -5,8 +5,8 @@
 //!
 //! Errors as Kafka's controller answers them: INCONSISTENT_CLUSTER_ID for another cluster's id, DUPLICATE_VOTER
 //! when the node already votes, INVALID_REQUEST when no listener gives its controller address, and
-//! REQUEST_TIMED_OUT when the quorum could not finish (no leader, another change in flight, the new voter did
-//! not catch up in time).
+//! REQUEST_TIMED_OUT when the quorum could not finish (no leader, another change still in flight at the
+//! deadline, the node is not an observer the leader hears from, or did not catch up in time).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -14,6 +14,9 @@ use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::{AddRaftVoterRequest, AddRaftVoterResponse};
 
 use super::{str_bytes, Ctx};
+
+/// How long the check that the new voter is an observer waits for the quorum's leader.
+const OBSERVER_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn handle(ctx: &Ctx<'_>, req: AddRaftVoterRequest) -> AddRaftVoterResponse {
     let (code, message) = add(ctx, &req).await;
@@ -41,6 +44,22 @@ async fn add(ctx: &Ctx<'_>, req: &AddRaftVoterRequest) -> (i16, Option<String>) 
             )),
         );
     };
+    // KIP-853 adds a replica the leader already hears from as an observer; one that never joined (not started,
+    // or started elsewhere) would be added as a learner nobody can reach. Refused before anything changes.
+    match ctx.state.meta.describe_quorum(OBSERVER_CHECK_WAIT).await {
+        Ok(q) if q.observers.iter().any(|o| o.id == id) => {}
+        Ok(q) => {
+            return (
+                E::RequestTimedOut.code(),
+                Some(format!(
+                    "node {id} is not an observer of the metadata quorum (observers: {:?}): start it first \
+                     (outside the voter set it joins as an observer), then add it",
+                    q.observers.iter().map(|o| o.id).collect::<Vec<_>>()
+                )),
+            )
+        }
+        Err(e) => return voter_change_error(e),
+    }
     match ctx.state.meta.add_voter(id, addr).await {
         Ok(()) => {
             tracing::info!(voter = id, %addr, "added a voter to the metadata quorum");
