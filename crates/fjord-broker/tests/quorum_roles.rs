@@ -178,6 +178,7 @@ async fn a_broker_only_node_observes_the_quorum_hosts_partitions_and_forwards_wr
     // address when it asks to be an observer again, so it follows the metadata log again.
     drop(c4);
     cluster.crash(4).await;
+    let crashed_at = Instant::now();
     create(&mut c1, "while-4-was-down", 1, &[]).await;
     let bootstrap = cluster.bootstrap_servers();
     cluster
@@ -209,6 +210,10 @@ async fn a_broker_only_node_observes_the_quorum_hosts_partitions_and_forwards_wr
             c.node(1).state().meta.state().is_live(4)
         })
         .await;
+    println!(
+        "broker-only node 4 restarted and live again {:?} after its crash",
+        crashed_at.elapsed()
+    );
     cluster.shutdown().await;
 }
 
