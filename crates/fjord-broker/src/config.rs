@@ -560,6 +560,8 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     ),
     bdef!("process.roles", Some("broker,controller"), List),
     bdef!("controller.quorum.voters", None, List),
+    bdef!("controller.quorum.bootstrap.servers", None, List),
+    bdef!("metadata.observer.listener", None, String),
     bdef!("controller.listener.names", None, List),
     bdef!(
         "listener.security.protocol.map",
@@ -611,8 +613,20 @@ pub struct BrokerConfig {
     pub advertised_port: u16,
     /// The controller listener (`controller.listener.names`) when this node is a member of a networked quorum.
     pub controller_listener: Option<SocketAddr>,
-    /// `controller.quorum.voters`: unset, the node is a one-voter quorum of its own (the embedded default).
+    /// `controller.quorum.voters`: unset (and no bootstrap servers), the node is a one-voter quorum of its own
+    /// (the embedded default).
     pub quorum_voters: Option<BTreeMap<i32, SocketAddr>>,
+    /// `controller.quorum.bootstrap.servers` (KIP-853): controllers known by address only, asked to add this
+    /// node as an observer. Empty when unset.
+    pub quorum_bootstrap: Vec<SocketAddr>,
+    /// `process.roles` contains `broker`: the node serves clients, registers and hosts partitions.
+    pub is_broker: bool,
+    /// `process.roles` contains `controller`: the node may be a voter of the metadata quorum.
+    pub is_controller: bool,
+    /// A broker-only node's metadata listener (Fjord's `metadata.observer.listener`), where the raft leader
+    /// replicates the metadata log to it: openraft pushes to learners, where KRaft observers fetch. Defaults to
+    /// the client listener's host on a free port.
+    pub observer_listener: Option<SocketAddr>,
     /// `broker.rack`, for rack-aware replica placement.
     pub rack: Option<String>,
     /// The first of `log_dirs`: it holds the metadata quorum (`__meta`), as Kafka's `metadata.log.dir` defaults to.
@@ -808,6 +822,26 @@ impl BrokerConfig {
         props.insert("node.id".into(), node_id.to_string());
         props.insert("broker.id".into(), node_id.to_string());
 
+        let roles: Vec<String> = get(&props, "process.roles")
+            .unwrap_or_default()
+            .split(',')
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+            .collect();
+        if let Some(bad) = roles.iter().find(|r| *r != "broker" && *r != "controller") {
+            return Err(ConfigError::new(
+                "process.roles",
+                format!("unknown role `{bad}` (roles are broker and controller)"),
+            ));
+        }
+        let is_broker = roles.iter().any(|r| r == "broker");
+        let is_controller = roles.iter().any(|r| r == "controller");
+        if !is_broker && !is_controller {
+            return Err(ConfigError::new(
+                "process.roles",
+                "is empty: set broker, controller, or broker,controller",
+            ));
+        }
         let protocols =
             parse_protocol_map(&get(&props, "listener.security.protocol.map").unwrap_or_default())?;
         let controller_names: Vec<String> = get(&props, "controller.listener.names")
@@ -825,7 +859,37 @@ impl BrokerConfig {
         let (controller_specs, client_specs): (Vec<_>, Vec<_>) = listeners
             .into_iter()
             .partition(|l| controller_names.contains(&l.name));
+        if !is_broker {
+            if let Some(l) = client_specs.first() {
+                return Err(ConfigError::new(
+                    "listeners",
+                    format!(
+                        "process.roles=controller, so every listener must be a controller listener named in \
+                         controller.listener.names; `{}` is not (a controller-only node serves no clients)",
+                        l.name
+                    ),
+                ));
+            }
+            if controller_specs.is_empty() {
+                return Err(ConfigError::new(
+                    "listeners",
+                    "process.roles=controller needs a controller listener: name it in controller.listener.names \
+                     (e.g. CONTROLLER) and add CONTROLLER://host:port to listeners",
+                ));
+            }
+        } else if !is_controller && !controller_specs.is_empty() {
+            return Err(ConfigError::new(
+                "listeners",
+                format!(
+                    "process.roles=broker, so listeners must not contain the controller listener `{}` (a broker-only \
+                     node finds the controllers through controller.quorum.voters or controller.quorum.bootstrap.servers)",
+                    controller_specs[0].name
+                ),
+            ));
+        }
         let client = match (get(&props, "inter.broker.listener.name"), &client_specs[..]) {
+            // A controller-only node: its one listener stands in for the client one (never bound by the broker).
+            (_, []) if !is_broker => &controller_specs[0],
             (_, []) => {
                 return Err(ConfigError::new(
                     "listeners",
@@ -890,38 +954,85 @@ impl BrokerConfig {
                 (h, port)
             }
         };
-        let roles: Vec<String> = get(&props, "process.roles")
-            .unwrap_or_default()
-            .split(',')
-            .map(|r| r.trim().to_string())
-            .filter(|r| !r.is_empty())
-            .collect();
-        if let Some(bad) = roles.iter().find(|r| *r != "broker" && *r != "controller") {
-            return Err(ConfigError::new(
-                "process.roles",
-                format!("unknown role `{bad}` (roles are broker and controller)"),
-            ));
-        }
-        if !(roles.iter().any(|r| r == "broker") && roles.iter().any(|r| r == "controller")) {
-            return Err(ConfigError::new(
-                "process.roles",
-                "Fjord runs every node in combined mode for now: set process.roles=broker,controller \
-                 (separate broker-only and controller-only nodes are not supported yet)",
-            ));
-        }
         let quorum_voters = match get(&props, "controller.quorum.voters") {
             Some(v) if !v.trim().is_empty() => {
                 let voters = fjord_meta::parse_quorum_voters(&v)
                     .map_err(|r| ConfigError::new("controller.quorum.voters", r))?;
-                if controller_listener.is_none() {
+                if is_controller && controller_listener.is_none() {
                     return Err(ConfigError::new(
                         "controller.listener.names",
                         "controller.quorum.voters is set, so this node needs a controller listener: name it in \
                          controller.listener.names (e.g. CONTROLLER) and add CONTROLLER://host:port to listeners",
                     ));
                 }
+                if !is_controller && voters.contains_key(&node_id) {
+                    return Err(ConfigError::new(
+                        "controller.quorum.voters",
+                        format!(
+                            "names node {node_id}, but process.roles=broker: a voter must have the controller role \
+                             (give the broker another node.id, or set process.roles=broker,controller)"
+                        ),
+                    ));
+                }
                 Some(voters)
             }
+            _ => None,
+        };
+        let quorum_bootstrap = match get(&props, "controller.quorum.bootstrap.servers") {
+            Some(v) if !v.trim().is_empty() => {
+                let mut servers = Vec::new();
+                for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                    use std::net::ToSocketAddrs;
+                    let addr = entry
+                        .to_socket_addrs()
+                        .ok()
+                        .and_then(|mut a| a.next())
+                        .ok_or_else(|| {
+                            ConfigError::new(
+                                "controller.quorum.bootstrap.servers",
+                                format!("`{entry}` is not host:port"),
+                            )
+                        })?;
+                    servers.push(addr);
+                }
+                if is_controller && controller_listener.is_none() {
+                    return Err(ConfigError::new(
+                        "controller.listener.names",
+                        "controller.quorum.bootstrap.servers is set, so this controller needs a controller listener: \
+                         name it in controller.listener.names (e.g. CONTROLLER) and add CONTROLLER://host:port to listeners",
+                    ));
+                }
+                servers
+            }
+            _ => Vec::new(),
+        };
+        if (!is_broker || !is_controller) && quorum_voters.is_none() && quorum_bootstrap.is_empty()
+        {
+            return Err(ConfigError::new(
+                "process.roles",
+                format!(
+                    "process.roles={} needs the controller quorum: set controller.quorum.voters (id@host:port,...) or \
+                     controller.quorum.bootstrap.servers (host:port,...)",
+                    if is_broker { "broker" } else { "controller" }
+                ),
+            ));
+        }
+        let observer_listener = match get(&props, "metadata.observer.listener") {
+            Some(m) if !m.is_empty() => {
+                if is_controller {
+                    return Err(ConfigError::new(
+                        "metadata.observer.listener",
+                        "only a broker-only node (process.roles=broker) has one; a controller uses its controller listener",
+                    ));
+                }
+                Some(m.parse().map_err(|_| {
+                    ConfigError::new(
+                        "metadata.observer.listener",
+                        format!("`{m}` is not ip:port"),
+                    )
+                })?)
+            }
+            _ if !is_controller => Some(SocketAddr::new(listener.ip(), 0)),
             _ => None,
         };
         if let (Some(voters), Some(addr)) = (&quorum_voters, controller_listener) {
@@ -974,6 +1085,10 @@ impl BrokerConfig {
             advertised_port,
             controller_listener,
             quorum_voters,
+            quorum_bootstrap,
+            is_broker,
+            is_controller,
+            observer_listener,
             rack: get(&props, "broker.rack").filter(|r| !r.is_empty()),
             log_dir,
             log_dirs,
@@ -994,6 +1109,12 @@ impl BrokerConfig {
             explicit: given,
         };
         Ok(cfg)
+    }
+
+    /// Whether this node is part of a networked metadata quorum (as a voter or an observer), rather than a
+    /// one-voter quorum of its own.
+    pub fn in_quorum(&self) -> bool {
+        self.quorum_voters.is_some() || !self.quorum_bootstrap.is_empty()
     }
 
     /// A numeric property (always present: validated and defaulted at load), or `default`.
@@ -1226,11 +1347,108 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(e.name, "listeners");
-        // Separate roles are not supported yet, and say so.
-        let e = cfg(&[("process.roles", "broker")]).unwrap_err();
-        assert!(e.reason.contains("not supported yet"), "{e}");
         let e = cfg(&[("process.roles", "broker,zookeeper")]).unwrap_err();
         assert!(e.reason.contains("unknown role"), "{e}");
+        let e = cfg(&[("process.roles", "")]).unwrap_err();
+        assert_eq!(e.name, "process.roles");
+    }
+
+    #[test]
+    fn separate_roles_are_checked_with_what_to_do() {
+        let ctl = [
+            ("controller.listener.names", "CONTROLLER"),
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ),
+        ];
+        let with = |extra: &[(&str, &str)]| {
+            let mut all: Vec<(&str, &str)> = ctl.to_vec();
+            all.extend_from_slice(extra);
+            cfg(&all)
+        };
+        // A broker-only node needs a way to the quorum.
+        let e = with(&[("process.roles", "broker")]).unwrap_err();
+        assert_eq!(e.name, "process.roles");
+        assert!(
+            e.reason.contains("controller.quorum.bootstrap.servers"),
+            "{e}"
+        );
+        // ... must not listen as a controller, nor be a voter.
+        let e = with(&[
+            ("process.roles", "broker"),
+            (
+                "listeners",
+                "PLAINTEXT://127.0.0.1:1,CONTROLLER://127.0.0.1:2",
+            ),
+            ("controller.quorum.bootstrap.servers", "127.0.0.1:9093"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.name, "listeners");
+        assert!(
+            e.reason
+                .contains("must not contain the controller listener"),
+            "{e}"
+        );
+        let e = with(&[
+            ("process.roles", "broker"),
+            ("node.id", "1"),
+            ("controller.quorum.voters", "1@127.0.0.1:9093"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.name, "controller.quorum.voters");
+        // A well-formed broker-only node: bootstrap servers, an observer listener on the client host.
+        let c = with(&[
+            ("process.roles", "broker"),
+            ("node.id", "4"),
+            (
+                "controller.quorum.bootstrap.servers",
+                "127.0.0.1:9093, 127.0.0.1:9094",
+            ),
+        ])
+        .unwrap();
+        assert!(c.is_broker && !c.is_controller && c.in_quorum());
+        assert_eq!(c.quorum_bootstrap.len(), 2);
+        assert_eq!(c.observer_listener, Some("127.0.0.1:0".parse().unwrap()));
+        let e = with(&[
+            ("process.roles", "broker"),
+            ("controller.quorum.bootstrap.servers", "nonsense"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.name, "controller.quorum.bootstrap.servers");
+
+        // A controller-only node needs a CONTROLLER listener, serves no client listener, and needs the quorum.
+        let e = with(&[
+            ("process.roles", "controller"),
+            ("listeners", "PLAINTEXT://127.0.0.1:1"),
+            ("controller.quorum.voters", "1@127.0.0.1:9093"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.name, "listeners");
+        assert!(e.reason.contains("serves no clients"), "{e}");
+        let e = cfg(&[
+            ("process.roles", "controller"),
+            ("listeners", "CONTROLLER://127.0.0.1:1"),
+            ("listener.security.protocol.map", "CONTROLLER:PLAINTEXT"),
+            ("controller.quorum.voters", "1@127.0.0.1:9093"),
+        ])
+        .unwrap_err();
+        assert!(e.reason.contains("controller listener"), "{e}");
+        let e = with(&[
+            ("process.roles", "controller"),
+            ("listeners", "CONTROLLER://127.0.0.1:1"),
+        ])
+        .unwrap_err();
+        assert!(e.reason.contains("controller.quorum.voters"), "{e}");
+        let c = with(&[
+            ("process.roles", "controller"),
+            ("listeners", "CONTROLLER://127.0.0.1:1"),
+            ("controller.quorum.voters", "1@127.0.0.1:1"),
+        ])
+        .unwrap();
+        assert!(!c.is_broker && c.is_controller);
+        assert_eq!(c.controller_listener, Some("127.0.0.1:1".parse().unwrap()));
+        assert_eq!(c.observer_listener, None);
     }
 
     #[test]

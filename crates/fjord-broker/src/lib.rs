@@ -189,6 +189,13 @@ impl BrokerState {
         if meta.cluster_id.is_empty() {
             return Err("the metadata quorum has not bootstrapped the cluster yet".into());
         }
+        if !self.config.is_broker {
+            // A controller-only node is ready while it knows an active controller.
+            return match self.meta.leader() {
+                Some(_) => Ok(()),
+                None => Err("no active controller known: the metadata quorum has no leader".into()),
+            };
+        }
         if !meta.brokers.contains_key(&self.config.node_id) {
             return Err(format!(
                 "broker {} is not registered in the cluster metadata yet",
@@ -249,8 +256,16 @@ impl Broker {
         // Before anything reads or writes a log: a second process on the same directories stops here.
         dirs.lock_all()?;
         dirs.remove_deleted_leftovers();
-        let listener = TcpListener::bind(config.listener).await?;
-        let addr = listener.local_addr()?;
+        // A controller-only node serves no clients: no Kafka listener, no broker registration.
+        let listener = if config.is_broker {
+            Some(TcpListener::bind(config.listener).await?)
+        } else {
+            None
+        };
+        let addr = match &listener {
+            Some(l) => l.local_addr()?,
+            None => config.controller_listener.unwrap_or(config.listener),
+        };
         let port = if config.advertised_port == 0 {
             addr.port()
         } else {
@@ -264,13 +279,34 @@ impl Broker {
             rack: config.rack.clone(),
         };
         let meta_dir = dirs.metadata_dir().join("__meta");
-        let meta = match (&config.quorum_voters, config.controller_listener) {
-            (Some(voters), Some(listen)) => {
-                Meta::open_quorum(&meta_dir, config.node_id, voters.clone(), listen, info).await?
-            }
-            _ => Meta::open(&meta_dir, config.node_id, info).await?,
+        let meta = if config.in_quorum() {
+            let listen = match (config.controller_listener, config.observer_listener) {
+                (Some(c), _) if config.is_controller => c,
+                (_, Some(o)) => o,
+                _ => {
+                    return Err(Error::Config(config::ConfigError::new(
+                        "controller.listener.names",
+                        "no listener for the metadata quorum",
+                    )))
+                }
+            };
+            Meta::open_node(
+                &meta_dir,
+                config.node_id,
+                fjord_meta::QuorumConfig {
+                    voters: config.quorum_voters.clone().unwrap_or_default(),
+                    bootstrap: config.quorum_bootstrap.clone(),
+                    listen,
+                    advertised_host: Some(config.advertised_host.clone()),
+                    broker: config.is_broker.then_some(info),
+                    open_wait: fjord_meta::QUORUM_OPEN_WAIT,
+                },
+            )
+            .await?
+        } else {
+            Meta::open(&meta_dir, config.node_id, info).await?
         };
-        if config.quorum_voters.is_some() {
+        if config.in_quorum() && config.is_broker {
             // A (re)starting broker of a cluster begins fenced, as a new KRaft broker incarnation does: the
             // partitions it led get new leaders (or, where it was the last in-sync replica, a new epoch once it
             // is unfenced), so that nothing it wrote before a crash and lost on its disk can be mistaken for the
@@ -302,7 +338,7 @@ impl Broker {
             Duration::from_millis(config.prop_u64("broker.heartbeat.interval.ms", 2000)),
             Duration::from_millis(config.prop_u64("broker.session.timeout.ms", 9000)),
         );
-        if config.quorum_voters.is_some() {
+        if config.in_quorum() && config.is_broker {
             // Serve once the quorum has unfenced this broker (its first heartbeat does), so that a started broker is
             // one the cluster counts on; bounded, since a quorum that lost its majority cannot unfence anyone.
             let mut rx = meta.subscribe();
@@ -359,27 +395,41 @@ impl Broker {
             "transaction coordinator loaded the __transaction_state partitions led here"
         );
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let tasks = vec![
-            tokio::spawn(server::accept_loop(
-                listener,
-                state.clone(),
-                shutdown_rx.clone(),
-            )),
-            tokio::spawn(follow_metadata(state.clone(), shutdown_rx.clone())),
-            tokio::spawn(groups::run_clock(state.clone(), shutdown_rx.clone())),
-            tokio::spawn(transactions::run_clock(state.clone(), shutdown_rx.clone())),
-            tokio::spawn(replication::run(state.clone(), shutdown_rx.clone())),
-            tokio::spawn(replication::rebalance_leaders(
-                state.clone(),
-                shutdown_rx.clone(),
-            )),
-            tokio::spawn(replication::elect_unclean_leaders(
-                state.clone(),
-                shutdown_rx.clone(),
-            )),
-            tokio::spawn(groups::run_loader(state.clone(), shutdown_rx.clone())),
-            tokio::spawn(housekeeping(state.clone(), shutdown_rx)),
-        ];
+        let tasks = match listener {
+            Some(listener) => vec![
+                tokio::spawn(server::accept_loop(
+                    listener,
+                    state.clone(),
+                    shutdown_rx.clone(),
+                )),
+                tokio::spawn(follow_metadata(state.clone(), shutdown_rx.clone())),
+                tokio::spawn(groups::run_clock(state.clone(), shutdown_rx.clone())),
+                tokio::spawn(transactions::run_clock(state.clone(), shutdown_rx.clone())),
+                tokio::spawn(replication::run(state.clone(), shutdown_rx.clone())),
+                tokio::spawn(replication::rebalance_leaders(
+                    state.clone(),
+                    shutdown_rx.clone(),
+                )),
+                tokio::spawn(replication::elect_unclean_leaders(
+                    state.clone(),
+                    shutdown_rx.clone(),
+                )),
+                tokio::spawn(groups::run_loader(state.clone(), shutdown_rx.clone())),
+                tokio::spawn(housekeeping(state.clone(), shutdown_rx)),
+            ],
+            // A controller-only node: the quorum's own tasks (liveness) run in fjord-meta; of the broker's, only
+            // the preferred-leader rebalance and unclean elections, which the raft leader runs on metadata alone.
+            None => vec![
+                tokio::spawn(replication::rebalance_leaders(
+                    state.clone(),
+                    shutdown_rx.clone(),
+                )),
+                tokio::spawn(replication::elect_unclean_leaders(
+                    state.clone(),
+                    shutdown_rx,
+                )),
+            ],
+        };
         tracing::info!(%addr, node_id = state.config.node_id, "broker started");
         Ok(Broker {
             state,
@@ -389,7 +439,8 @@ impl Broker {
         })
     }
 
-    /// The address the Kafka listener is bound to.
+    /// The address the Kafka listener is bound to; on a controller-only node, which has none, its controller
+    /// listener.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
@@ -452,7 +503,7 @@ impl Broker {
             .live_brokers()
             .into_iter()
             .any(|b| b != me);
-        if self.state.config.quorum_voters.is_some() && others_live {
+        if self.state.config.in_quorum() && self.state.config.is_broker && others_live {
             // Controlled shutdown: leadership moves to other in-sync replicas before this broker stops serving, so
             // producers and consumers move on at once instead of waiting for a session timeout.
             let fenced = tokio::time::timeout(

@@ -338,6 +338,7 @@ pub fn scrape(state: &BrokerState) -> String {
     build_info(&mut w);
     partitions(&mut w, state);
     replication(&mut w, state);
+    controller(&mut w, state);
     consumer_groups(&mut w, state);
     process(&mut w);
     w.out.push_str("# EOF\n");
@@ -457,6 +458,41 @@ fn partitions(w: &mut Writer, state: &BrokerState) {
             w.sample(name, &[("topic", &p.0), ("partition", &partition)], get(p));
         }
     }
+}
+
+/// The controller quorum as this node sees it: raft leader changes observed (each new leader, or new term of
+/// a leader, once), whether this node is the active controller (Kafka's ActiveControllerCount), who leads and
+/// in which term (KRaft's leader epoch); -1 while no leader is known.
+fn controller(w: &mut Writer, state: &BrokerState) {
+    let c = state.meta.controller_metrics();
+    w.family(
+        "fjord_controller_leader_changes",
+        "counter",
+        "Metadata quorum (raft) leaders this node has observed since it started: a new leader or a new term of one",
+    );
+    w.sample(
+        "fjord_controller_leader_changes_total",
+        &[],
+        c.leader_changes,
+    );
+    w.family(
+        "fjord_controller_active",
+        "gauge",
+        "1 if this node is the active controller (the metadata quorum's raft leader), else 0 (Kafka's ActiveControllerCount)",
+    );
+    w.sample("fjord_controller_active", &[], u8::from(c.active));
+    w.family(
+        "fjord_controller_leader_id",
+        "gauge",
+        "The node id of the active controller this node knows of, -1 if none",
+    );
+    w.sample("fjord_controller_leader_id", &[], c.leader.unwrap_or(-1));
+    w.family(
+        "fjord_controller_epoch",
+        "gauge",
+        "The metadata quorum's raft term as this node knows it (KRaft's leader epoch)",
+    );
+    w.sample("fjord_controller_epoch", &[], c.epoch);
 }
 
 /// Replication health as Kafka's ReplicaManager reports it: partitions led here, those whose ISR is smaller than

@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::error::{
+    ChangeMembershipError, CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError,
+};
 use openraft::raft::ClientWriteResponse;
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
@@ -29,7 +31,15 @@ pub(crate) enum LeaderOp {
         id: NodeId,
         addr: String,
     },
-    /// Removes `id` from the voters (and from the cluster).
+    /// Makes `id` a learner (a KRaft observer) whose controller listener is at `addr`: added if it
+    /// is not a member, its address updated if it is a learner elsewhere, nothing done if it is a
+    /// voter. Sent by a node itself when it starts outside the voter set.
+    AddLearner {
+        id: NodeId,
+        addr: String,
+    },
+    /// Removes `id` from the voters; it stays a learner (an observer) as long as it runs, as a
+    /// removed KRaft voter does, so that a broker on the same node keeps its metadata.
     RemoveVoter {
         id: NodeId,
     },
@@ -58,7 +68,7 @@ pub(crate) enum LeaderReply {
     Unavailable(String),
     /// The op may or may not take effect (e.g. appended but not committed in time). Not retried.
     Indeterminate(String),
-    /// The op was refused and did nothing (e.g. another membership change is in progress).
+    /// The op was refused and did nothing (e.g. removing the last voter).
     Refused(String),
     /// Answer to [`LeaderOp::Heartbeat`]: the leader recorded it.
     HeartbeatAck,
@@ -168,6 +178,34 @@ pub(crate) async fn execute(raft: &Raft, op: LeaderOp, timeout: Duration) -> Lea
             )
             .await
         }
+        LeaderOp::AddLearner { id, addr } => {
+            let membership = raft.metrics().borrow().membership_config.clone();
+            let membership = membership.membership();
+            let known = membership.get_node(&id).map(|n| n.addr.clone());
+            let is_voter = membership.voter_ids().any(|v| v == id);
+            if is_voter || known.as_deref() == Some(addr.as_str()) {
+                return LeaderReply::Applied {
+                    result: CommandResult::Ok,
+                    index: read_index.unwrap_or(0),
+                };
+            }
+            let node = BasicNode { addr };
+            if known.is_some() {
+                // A learner that restarted elsewhere (e.g. on another port): a learner does not vote, so
+                // replacing its address cannot split a quorum.
+                write(
+                    deadline,
+                    raft.change_membership(
+                        ChangeMembers::SetNodes(std::collections::BTreeMap::from([(id, node)])),
+                        false,
+                    ),
+                )
+                .await
+            } else {
+                // Not blocking: returns once the membership entry committed; the learner catches up on its own.
+                write(deadline, raft.add_learner(id, node, false)).await
+            }
+        }
         LeaderOp::RemoveVoter { id } => {
             let membership = raft.metrics().borrow().membership_config.clone();
             let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
@@ -179,10 +217,11 @@ pub(crate) async fn execute(raft: &Raft, op: LeaderOp, timeout: Duration) -> Lea
             if voters.len() == 1 {
                 return LeaderReply::Refused(format!("node {id} is the last voter"));
             }
-            // `retain: false`: the removed node leaves the cluster instead of staying a learner.
+            // `retain: true`: the removed node stays a learner (a KRaft observer), so a broker on it keeps
+            // following the metadata.
             write(
                 deadline,
-                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false),
+                raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), true),
             )
             .await
         }
@@ -241,6 +280,11 @@ async fn write(
         // openraft answers ForwardToLeader either before appending, or when the appended entry
         // was truncated by a new leader: in both cases it was never committed.
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => not_leader(f),
+        // Another membership change is still in flight (e.g. nodes joining as observers together): nothing was
+        // done, and the requester retries until its deadline, by when the other change has long committed.
+        Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            ChangeMembershipError::InProgress(e),
+        )))) => LeaderReply::Unavailable(e.to_string()),
         Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
             LeaderReply::Refused(e.to_string())
         }

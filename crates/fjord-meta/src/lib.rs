@@ -28,8 +28,8 @@ mod raft;
 mod state_machine;
 mod types;
 
-pub use meta::{Meta, DEFAULT_REQUEST_TIMEOUT, QUORUM_OPEN_WAIT};
-pub use quorum::{QuorumStatus, ReplicaProgress};
+pub use meta::{Meta, QuorumConfig, DEFAULT_REQUEST_TIMEOUT, QUORUM_OPEN_WAIT};
+pub use quorum::{ControllerMetrics, QuorumStatus, ReplicaProgress};
 pub use types::{
     BrokerInfo, ClusterState, Command, CommandResult, PartitionMeta, Reassignment, TopicMeta,
     NO_LEADER,
@@ -55,8 +55,8 @@ pub enum Error {
     /// deadline, or the connection to the leader broke); it may still take effect.
     #[error("metadata request outcome unknown: {0}")]
     Indeterminate(String),
-    /// The leader refused the request and changed nothing (e.g. a voter change while another is
-    /// in progress, removing the last voter).
+    /// The leader refused the request and changed nothing (e.g. removing the last voter, or a node
+    /// that does not vote). A voter change while another is in flight is retried instead.
     #[error("metadata request refused: {0}")]
     Refused(String),
 }

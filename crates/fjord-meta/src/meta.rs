@@ -66,6 +66,27 @@ struct Inner {
     view: Arc<QuorumView>,
 }
 
+/// How a node of a networked quorum finds the quorum and what it is ([`Meta::open_node`]).
+#[derive(Clone, Debug)]
+pub struct QuorumConfig {
+    /// `controller.quorum.voters`: the static voter set (the first start of a voter initializes raft
+    /// with it); may be empty when `bootstrap` is given.
+    pub voters: BTreeMap<i32, SocketAddr>,
+    /// `controller.quorum.bootstrap.servers` (KIP-853): controllers known by address only, asked to
+    /// add this node as an observer.
+    pub bootstrap: Vec<SocketAddr>,
+    /// Where this node listens for raft RPCs and forwarded requests (a controller's CONTROLLER
+    /// listener; an observer's metadata listener). Port 0 picks a free one, which peers learn.
+    pub listen: SocketAddr,
+    /// The host peers dial when `listen` is a wildcard address (`0.0.0.0`, `::`), which cannot be dialed;
+    /// ignored otherwise.
+    pub advertised_host: Option<String>,
+    /// The broker registered for this node; `None` on a controller-only node.
+    pub broker: Option<BrokerInfo>,
+    /// Bound on finding the quorum and catching up with it.
+    pub open_wait: Duration,
+}
+
 /// The networked part of a controller-quorum member.
 struct Quorum {
     net: TcpNetwork,
@@ -170,21 +191,9 @@ impl Meta {
 
     /// Opens (or bootstraps) one member of a controller quorum (KRaft's
     /// `controller.quorum.voters=1@host:port,...`): the store in `dir`, and the controller
-    /// listener on `listen`, which serves raft RPCs and requests forwarded to the leader.
-    ///
-    /// - First start of a voter (`node_id` in `voters`, empty store): initializes raft with exactly
-    ///   `voters` as the membership. Every voter does the same, which openraft documents as safe
-    ///   when the membership is identical (whoever initializes first wins; the others find the
-    ///   cluster formed). `voters` must therefore be the same on every voter.
-    /// - Later starts: `voters` is ignored; the membership is what the raft log says (voters may
-    ///   have been added or removed since).
-    /// - A node not in `voters` with an empty store is a node that will be added later with
-    ///   [`Meta::add_voter`]: it serves its listener and returns at once, without registering
-    ///   itself; its state fills in once a member added it.
-    ///
-    /// Except in the last case, waits (at most [`QUORUM_OPEN_WAIT`]) until a leader is known and this
-    /// node has applied everything committed before it asked, then registers `self_info` if it
-    /// changed. The error says which voters could not be reached.
+    /// listener on `listen`, which serves raft RPCs and requests forwarded to the leader. A combined
+    /// broker and controller node: [`Meta::open_node`] with `voters`, this node a voter if it is
+    /// listed, and `self_info` registered as a broker.
     pub async fn open_quorum(
         dir: &Path,
         node_id: i32,
@@ -204,11 +213,54 @@ impl Meta {
         self_info: BrokerInfo,
         open_wait: Duration,
     ) -> Result<Meta> {
-        let raft_id = check_ids(node_id, &self_info)?;
-        if voters.is_empty() {
-            return Err(invalid_input("controller.quorum.voters is empty".into()));
+        Self::open_node(
+            dir,
+            node_id,
+            QuorumConfig {
+                voters,
+                bootstrap: Vec::new(),
+                listen,
+                advertised_host: None,
+                broker: Some(self_info),
+                open_wait,
+            },
+        )
+        .await
+    }
+
+    /// Opens (or bootstraps) a node of a networked quorum, whatever its roles:
+    ///
+    /// - **A voter's first start** (`node_id` in `config.voters`, empty store): initializes raft with
+    ///   exactly `voters` as the membership. Every voter does the same, which openraft documents as safe
+    ///   when the membership is identical (whoever initializes first wins; the others find the cluster
+    ///   formed). `voters` must therefore be the same on every voter.
+    /// - **Any other node** (a broker-only node, a controller to be added with AddRaftVoter, or a node that
+    ///   is a learner in its stored membership): asks the quorum to make it a learner, a KRaft observer,
+    ///   at its listener's address (KIP-853's observers; they replicate the log and never vote). The request
+    ///   goes to any controller of `voters` or `bootstrap` (`controller.quorum.bootstrap.servers`, known by
+    ///   address only) and on to the leader. Repeated at every start, so a learner that listens elsewhere
+    ///   since is found again.
+    /// - **Later starts of a member**: `voters` is ignored; the membership is what the raft log says
+    ///   (voters may have been added or removed since).
+    ///
+    /// Then waits (at most `open_wait`) until a leader is known and this node has applied everything
+    /// committed before it asked, and registers `config.broker` if it is given and changed (a
+    /// controller-only node registers nothing and is never a broker). The error says which voters could
+    /// not be reached.
+    pub async fn open_node(dir: &Path, node_id: i32, config: QuorumConfig) -> Result<Meta> {
+        let raft_id = NodeId::try_from(node_id)
+            .map_err(|_| invalid_input(format!("node id {node_id} < 0")))?;
+        if let Some(info) = &config.broker {
+            check_ids(node_id, info)?;
         }
-        let voter_nodes = voters
+        if config.voters.is_empty() && config.bootstrap.is_empty() {
+            return Err(invalid_input(
+                "neither controller.quorum.voters nor controller.quorum.bootstrap.servers names a controller"
+                    .into(),
+            ));
+        }
+        let voter_nodes = config
+            .voters
             .iter()
             .map(|(&id, addr)| {
                 let id = NodeId::try_from(id)
@@ -224,6 +276,7 @@ impl Meta {
         std::fs::create_dir_all(dir)?;
         let log_store = LogStore::open(dir)?;
         let (state_machine, state_rx) = StateMachine::open(dir)?;
+        let listen = config.listen;
         let listener = TcpListener::bind(listen).await.map_err(|e| {
             Error::Io(io::Error::new(
                 e.kind(),
@@ -231,9 +284,9 @@ impl Meta {
             ))
         })?;
 
-        let config = Arc::new(raft::quorum_config().validate().map_err(raft_err)?);
+        let raft_config = Arc::new(raft::quorum_config().validate().map_err(raft_err)?);
         let net = TcpNetwork::new(raft_id);
-        let raft = Raft::new(raft_id, config, net.clone(), log_store, state_machine)
+        let raft = Raft::new(raft_id, raft_config, net.clone(), log_store, state_machine)
             .await
             .map_err(raft_err)?;
         let liveness = Arc::new(Liveness::new(state_rx.clone()));
@@ -263,7 +316,34 @@ impl Meta {
                 }),
             }),
         };
-        match meta.join(raft_id, voter_nodes, self_info, open_wait).await {
+        // What this node asks to be known as when it joins as an observer.
+        let bound = server_addr(&meta);
+        let own_addr = match (&config.advertised_host, bound.ip().is_unspecified()) {
+            (Some(host), true) => format!("{host}:{}", bound.port()),
+            _ => bound.to_string(),
+        };
+        let contacts: Vec<(NodeId, String)> = voter_nodes
+            .iter()
+            .filter(|(&id, _)| id != raft_id)
+            .map(|(&id, n)| (id, n.addr.clone()))
+            .chain(
+                config
+                    .bootstrap
+                    .iter()
+                    .map(|a| (network::ANY_NODE, a.to_string())),
+            )
+            .collect();
+        match meta
+            .join(
+                raft_id,
+                voter_nodes,
+                contacts,
+                own_addr,
+                config.broker,
+                config.open_wait,
+            )
+            .await
+        {
             Ok(()) => Ok(meta),
             Err(e) => {
                 let _ = meta.shutdown().await;
@@ -276,18 +356,15 @@ impl Meta {
         &self,
         raft_id: NodeId,
         voters: BTreeMap<NodeId, BasicNode>,
-        self_info: BrokerInfo,
+        contacts: Vec<(NodeId, String)>,
+        own_addr: String,
+        self_info: Option<BrokerInfo>,
         open_wait: Duration,
     ) -> Result<()> {
         let raft = &self.inner.raft;
-        if !raft.is_initialized().await.map_err(raft_err)? {
-            if !voters.contains_key(&raft_id) {
-                tracing::info!(
-                    node_id = raft_id,
-                    "not in controller.quorum.voters and no metadata yet: waiting to be added as a voter"
-                );
-                return Ok(());
-            }
+        let deadline = Instant::now() + open_wait;
+        let initialized = raft.is_initialized().await.map_err(raft_err)?;
+        if !initialized && voters.contains_key(&raft_id) {
             match raft.initialize(voters.clone()).await {
                 Ok(()) => tracing::info!(
                     node_id = raft_id,
@@ -297,6 +374,19 @@ impl Meta {
                 // Another voter initialized first and already replicated to us: same goal state.
                 Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
                 Err(e) => return Err(raft_err(e)),
+            }
+        } else {
+            let is_voter = {
+                let metrics = raft.metrics();
+                let m = metrics.borrow();
+                m.membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == raft_id)
+            };
+            if !is_voter {
+                self.join_as_learner(raft_id, own_addr, &contacts, deadline)
+                    .await?;
             }
         }
 
@@ -321,7 +411,6 @@ impl Meta {
             }
         }
 
-        let deadline = Instant::now() + open_wait;
         let reply = self
             .run(LeaderOp::ReadIndex, deadline)
             .await
@@ -342,10 +431,78 @@ impl Meta {
             })
             .await?;
         }
-        if self.state().brokers.get(&self_info.id) != Some(&self_info) {
-            self.propose(Command::RegisterBroker(self_info)).await?;
+        if let Some(self_info) = self_info {
+            if self.state().brokers.get(&self_info.id) != Some(&self_info) {
+                self.propose(Command::RegisterBroker(self_info)).await?;
+            }
         }
         Ok(())
+    }
+
+    /// Asks the quorum, through any of `contacts`, to make this node a learner at its listener's address;
+    /// follows the answers to the leader. Retries until `deadline` while no controller can do it.
+    async fn join_as_learner(
+        &self,
+        raft_id: NodeId,
+        addr: String,
+        contacts: &[(NodeId, String)],
+        deadline: Instant,
+    ) -> Result<()> {
+        let quorum = self.quorum()?;
+        let op = LeaderOp::AddLearner {
+            id: raft_id,
+            addr: addr.clone(),
+        };
+        let mut problems: Vec<String> = Vec::new();
+        loop {
+            for (id, contact) in contacts {
+                let mut target = (*id, contact.clone());
+                // At most one hop: a contact that does not lead names the leader.
+                for _ in 0..2 {
+                    if self.inner.shut_down.load(Ordering::Acquire) {
+                        return Err(Error::Shutdown);
+                    }
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    if remaining.is_zero() {
+                        return Err(Error::NoQuorum(format!(
+                            "node {raft_id} could not join the metadata quorum as an observer within the open bound: {}",
+                            problems.join("; ")
+                        )));
+                    }
+                    let reply = quorum
+                        .net
+                        .forward(target.0, &target.1, op.clone(), remaining)
+                        .await;
+                    match reply {
+                        LeaderReply::Applied { .. } => {
+                            tracing::info!(
+                                node_id = raft_id,
+                                %addr,
+                                "joined the metadata quorum as an observer (raft learner)"
+                            );
+                            return Ok(());
+                        }
+                        LeaderReply::NotLeader {
+                            leader: Some(leader),
+                        } if leader != target => target = leader,
+                        LeaderReply::Refused(why) => {
+                            return Err(Error::Refused(format!(
+                                "the controller at {} refused to add node {raft_id} as an observer: {why}",
+                                target.1
+                            )))
+                        }
+                        other => {
+                            problems.push(format!("{}: {other:?}", target.1));
+                            if problems.len() > 8 {
+                                problems.remove(0);
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(RETRY_PAUSE * 4).await;
+        }
     }
 
     /// Runs `op` on the leader, wherever it is, until `deadline`: locally when this node leads,
@@ -532,6 +689,12 @@ impl Meta {
                 "unexpected leader reply to DescribeQuorum: {other:?}"
             ))),
         }
+    }
+
+    /// This node's view of the controller leadership, for its metrics: leader changes observed, whether it
+    /// leads, who does, in which term.
+    pub fn controller_metrics(&self) -> crate::ControllerMetrics {
+        self.inner.view.controller_metrics(&self.inner.raft)
     }
 
     /// The voters in the membership this node knows (during a change, those of the joint config).
@@ -883,6 +1046,10 @@ async fn heartbeat_loop(weak: Weak<Inner>, interval: Duration) {
         if meta.inner.shut_down.load(Ordering::Acquire) {
             return;
         }
+        // A controller-only node is no broker: it has nothing to heartbeat for.
+        if !meta.state().brokers.contains_key(&meta.broker_id()) {
+            continue;
+        }
         meta.send_heartbeat(interval).await;
     }
 }
@@ -918,6 +1085,15 @@ async fn judge_loop(weak: Weak<Inner>, interval: Duration, session_timeout: Dura
         meta.judge_liveness(interval, session_timeout, propose_timeout)
             .await;
     }
+}
+
+/// The address the controller listener of a networked node is bound to.
+fn server_addr(meta: &Meta) -> SocketAddr {
+    meta.inner
+        .quorum
+        .as_ref()
+        .map(|q| q.listen)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
 fn invalid_input(msg: String) -> Error {

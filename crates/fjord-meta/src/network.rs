@@ -81,6 +81,12 @@ pub(crate) const MAX_CONCURRENT_FORWARDS: usize = 32;
 /// transparently; this reclaims slots held by idle forwarding clients.
 pub(crate) const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The `to` of a request for whichever node listens at the address dialed: a node that knows a
+/// controller only by its address (`controller.quorum.bootstrap.servers`) sends it. Accepted for
+/// forwarded requests only (a non-leader answers with the leader's id and address), never for raft
+/// RPCs.
+pub(crate) const ANY_NODE: NodeId = u64::MAX;
+
 /// One request frame. `to` is the node id the caller believes it is talking to, so that a voter
 /// configured with the wrong address is refused rather than silently joining the wrong node's log.
 #[derive(Debug, Serialize, Deserialize)]
@@ -867,7 +873,8 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, node: Node) {
                 return;
             }
         };
-        if env.to != id {
+        let to_any = env.to == ANY_NODE && matches!(env.body, Request::Forward { .. });
+        if env.to != id && !to_any {
             let msg = format!(
                 "this is node {id}, not node {}; check controller.quorum.voters",
                 env.to

@@ -8,6 +8,7 @@
 //! Timestamps are wall-clock milliseconds since the Unix epoch, `None` where unknown (Kafka's -1).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
@@ -51,6 +52,23 @@ pub struct ReplicaProgress {
 pub(crate) struct QuorumView {
     net: Option<TcpNetwork>,
     caught_up: Mutex<(Option<u64>, BTreeMap<NodeId, i64>)>,
+    /// The last (term, leader) this node saw, and how many different ones it has seen.
+    leader_seen: Mutex<Option<(u64, NodeId)>>,
+    leader_changes: AtomicU64,
+}
+
+/// What this node knows of the controller leadership, for its metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ControllerMetrics {
+    /// Raft leaders this node has observed since it opened: each new (term, leader) counts once, so a
+    /// failover counts one change on every node that saw it, and the first leader seen counts too.
+    pub leader_changes: u64,
+    /// Whether this node is the raft leader (Kafka's ActiveControllerCount).
+    pub active: bool,
+    /// The raft leader this node knows of.
+    pub leader: Option<i32>,
+    /// The raft term this node is in (KRaft's leader epoch).
+    pub epoch: u64,
 }
 
 fn now_ms() -> i64 {
@@ -78,7 +96,34 @@ impl QuorumView {
         Arc::new(QuorumView {
             net,
             caught_up: Mutex::new((None, BTreeMap::new())),
+            leader_seen: Mutex::new(None),
+            leader_changes: AtomicU64::new(0),
         })
+    }
+
+    /// Counts a new leader if `m` names one this node has not seen in this term.
+    fn note_leader(&self, m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) {
+        let Some(leader) = m.current_leader else {
+            return;
+        };
+        let mut seen = self.leader_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if *seen != Some((m.current_term, leader)) {
+            *seen = Some((m.current_term, leader));
+            self.leader_changes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// This node's view of the controller leadership (see [`ControllerMetrics`]).
+    pub(crate) fn controller_metrics(&self, raft: &Raft) -> ControllerMetrics {
+        let m = raft.metrics().borrow().clone();
+        // The watch task may not have run since the last change: count it now rather than a scrape late.
+        self.note_leader(&m);
+        ControllerMetrics {
+            leader_changes: self.leader_changes.load(Ordering::Relaxed),
+            active: m.state == ServerState::Leader && m.current_leader == Some(m.id),
+            leader: m.current_leader.and_then(|l| i32::try_from(l).ok()),
+            epoch: m.current_term,
+        }
     }
 
     /// Follows `raft`'s metrics for as long as both exist, recording when followers catch up: the
@@ -92,6 +137,7 @@ impl QuorumView {
                 {
                     let Some(view) = weak.upgrade() else { return };
                     let m = rx.borrow_and_update().clone();
+                    view.note_leader(&m);
                     view.observe(&m);
                 }
                 if rx.changed().await.is_err() {

@@ -353,7 +353,8 @@ async fn given_live_cluster_should_add_a_fourth_voter_then_remove_the_leader() {
     let first = cluster.node(1).clone();
     assert_eq!(propose(&first, create_topic("t1")).await, CommandResult::Ok);
 
-    // Node 4 starts with the original voters, which do not include it: it waits to be added.
+    // Node 4 starts with the original voters, which do not include it: it joins as an observer (a raft
+    // learner), caught up but not voting, and waits to be added.
     let addr4 = free_addrs(1)[0];
     let dir4 = cluster.dirs[&1].with_file_name("node-4");
     cluster.dirs.insert(4, dir4.clone());
@@ -363,7 +364,15 @@ async fn given_live_cluster_should_add_a_fourth_voter_then_remove_the_leader() {
     )
     .await
     .expect("open node 4");
-    assert!(node4.state().topics.is_empty());
+    assert!(node4.state().topics.contains_key("t1"));
+    assert_eq!(node4.voters(), [1, 2, 3].into());
+    let status = bounded("describe", node4.describe_quorum(WAIT))
+        .await
+        .unwrap();
+    assert_eq!(
+        status.observers.iter().map(|o| o.id).collect::<Vec<_>>(),
+        vec![4]
+    );
     cluster.voters.insert(4, addr4);
     cluster.nodes.insert(4, node4.clone());
 

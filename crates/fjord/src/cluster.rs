@@ -45,6 +45,32 @@ pub enum ClusterCmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Make a running controller a voter of the metadata quorum (KIP-853's AddRaftVoter, as
+    /// `kafka-metadata-quorum.sh add-controller`). The controller must already run: started outside the voter
+    /// set, it joined the quorum as an observer and catches up before it votes.
+    ///
+    /// Example: fjord cluster add-voter --id 4 --controller 10.0.0.4:9093 --bootstrap-server 127.0.0.1:9092
+    AddVoter {
+        /// The node id of the controller to add.
+        #[arg(long)]
+        id: i32,
+        /// Its controller listener, host:port.
+        #[arg(long)]
+        controller: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Take a voter out of the metadata quorum (KIP-853's RemoveRaftVoter, as
+    /// `kafka-metadata-quorum.sh remove-controller`); while it runs it stays an observer.
+    ///
+    /// Example: fjord cluster remove-voter --id 4 --bootstrap-server 127.0.0.1:9092
+    RemoveVoter {
+        /// The node id of the voter to remove.
+        #[arg(long)]
+        id: i32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 /// Exit code of `cluster status` when some partitions are offline or the quorum has no leader.
@@ -54,7 +80,69 @@ pub fn run(cmd: ClusterCmd) -> Result<(), CliError> {
     match cmd {
         ClusterCmd::Info { output, client } => info(&client, output),
         ClusterCmd::Status { output, client } => status(&client, output),
+        ClusterCmd::AddVoter {
+            id,
+            controller,
+            client,
+        } => add_voter(&client, id, &controller),
+        ClusterCmd::RemoveVoter { id, client } => remove_voter(&client, id),
     }
+}
+
+/// Sends AddRaftVoter to the bootstrap broker, which forwards it to the quorum's leader.
+fn add_voter(client: &ClientArgs, id: i32, controller: &str) -> Result<(), CliError> {
+    use kafka_protocol::messages::add_raft_voter_request::Listener;
+    use kafka_protocol::messages::AddRaftVoterRequest;
+    let (host, port) = controller
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| {
+            CliError::bad_args(format!("--controller `{controller}` is not host:port"))
+        })?;
+    let mut cluster = Cluster::load(client, Some(&[]))?;
+    if cluster.conn.version::<AddRaftVoterRequest>().is_err() {
+        return Err(CliError::failure("the broker does not serve AddRaftVoter"));
+    }
+    let request = AddRaftVoterRequest::default()
+        .with_cluster_id(cluster.cluster_id.clone().map(StrBytes::from_string))
+        .with_timeout_ms(i32::try_from(client.timeout().as_millis()).unwrap_or(i32::MAX))
+        .with_voter_id(id)
+        .with_listeners(vec![Listener::default()
+            .with_name(StrBytes::from_static_str("CONTROLLER"))
+            .with_host(StrBytes::from_string(host.to_string()))
+            .with_port(port)]);
+    let (resp, _) = cluster.conn.send(&request)?;
+    if resp.error_code != 0 {
+        return Err(CliError::failure(format!(
+            "could not add voter {id}: {}",
+            broker_message(resp.error_code, resp.error_message.as_deref())
+        )));
+    }
+    println!("node {id} ({host}:{port}) is a voter of the metadata quorum");
+    Ok(())
+}
+
+/// Sends RemoveRaftVoter to the bootstrap broker, which forwards it to the quorum's leader.
+fn remove_voter(client: &ClientArgs, id: i32) -> Result<(), CliError> {
+    use kafka_protocol::messages::RemoveRaftVoterRequest;
+    let mut cluster = Cluster::load(client, Some(&[]))?;
+    if cluster.conn.version::<RemoveRaftVoterRequest>().is_err() {
+        return Err(CliError::failure(
+            "the broker does not serve RemoveRaftVoter",
+        ));
+    }
+    let request = RemoveRaftVoterRequest::default()
+        .with_cluster_id(cluster.cluster_id.clone().map(StrBytes::from_string))
+        .with_voter_id(id);
+    let (resp, _) = cluster.conn.send(&request)?;
+    if resp.error_code != 0 {
+        return Err(CliError::failure(format!(
+            "could not remove voter {id}: {}",
+            broker_message(resp.error_code, resp.error_message.as_deref())
+        )));
+    }
+    println!("node {id} is no longer a voter of the metadata quorum");
+    Ok(())
 }
 
 /// (id, host:port, rack) of a broker.

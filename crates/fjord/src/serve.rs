@@ -19,16 +19,25 @@ pub async fn serve(config: BrokerConfig) -> Result<()> {
         Some(addr) => Some(serve_metrics(addr, broker.state().clone()).await?),
         None => None,
     };
-    // One machine-readable line on stdout: scripts and tests learn the bound ports from it.
-    match http {
-        Some(h) => println!(
-            "fjord ready kafka={kafka} http={h} data={}",
+    // One machine-readable line on stdout: scripts and tests learn the bound ports from it. A controller-only
+    // node serves no Kafka clients: it names its controller listener instead.
+    if !broker.state().config.is_broker {
+        let http = http.map(|h| format!(" http={h}")).unwrap_or_default();
+        println!(
+            "fjord ready controller={kafka}{http} data={}",
             data_dir.display()
-        ),
-        None => println!("fjord ready kafka={kafka} data={}", data_dir.display()),
+        );
+    } else {
+        match http {
+            Some(h) => println!(
+                "fjord ready kafka={kafka} http={h} data={}",
+                data_dir.display()
+            ),
+            None => println!("fjord ready kafka={kafka} data={}", data_dir.display()),
+        }
     }
     // And a friendly summary for a person at a terminal.
-    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+    if broker.state().config.is_broker && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!("\nFjord is running.");
         eprintln!("  Kafka protocol:  {kafka}   (e.g. kcat -b {kafka} -L, or fjord topics list -b {kafka})");
         if let Some(h) = http {

@@ -30,7 +30,7 @@ pub fn handle(ctx: &Ctx<'_>, req: DescribeClusterRequest) -> DescribeClusterResp
     DescribeClusterResponse::default()
         .with_endpoint_type(req.endpoint_type)
         .with_cluster_id(str_bytes(&state.cluster_id))
-        .with_controller_id(BrokerId(state.controller_id))
+        .with_controller_id(BrokerId(super::reported_controller(ctx, &state)))
         .with_brokers(brokers)
         // ACLs are not implemented; INT32_MIN tells the client operations were not computed.
         .with_cluster_authorized_operations(i32::MIN)

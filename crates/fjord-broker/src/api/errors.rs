@@ -51,6 +51,8 @@ pub fn codes(resp: &ResponseKind) -> Vec<i16> {
         }
         ResponseKind::CreatePartitions(r) => out.extend(r.results.iter().map(|x| x.error_code)),
         ResponseKind::DescribeCluster(r) => out.push(r.error_code),
+        ResponseKind::AddRaftVoter(r) => out.push(r.error_code),
+        ResponseKind::RemoveRaftVoter(r) => out.push(r.error_code),
         ResponseKind::DescribeQuorum(r) => {
             out.push(r.error_code);
             out.extend(

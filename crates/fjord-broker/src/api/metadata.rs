@@ -151,7 +151,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(&state.cluster_id)))
-        .with_controller_id(BrokerId(state.controller_id))
+        .with_controller_id(BrokerId(super::reported_controller(ctx, &state)))
         .with_topics(topics)
         .with_cluster_authorized_operations(i32::MIN)
 }

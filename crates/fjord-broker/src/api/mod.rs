@@ -7,6 +7,7 @@
 
 mod add_offsets_to_txn;
 mod add_partitions_to_txn;
+mod add_raft_voter;
 mod alter_configs;
 mod alter_partition_reassignments;
 mod api_versions;
@@ -44,6 +45,7 @@ mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod remove_raft_voter;
 mod sync_group;
 mod txn_offset_commit;
 mod write_txn_markers;
@@ -78,6 +80,9 @@ pub static SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // The metadata quorum (KRaft's), answered by any broker as Kafka's forward it to the active controller.
     (ApiKey::DescribeQuorum, 0, 2),
     (ApiKey::DescribeTopicPartitions, 0, 0),
+    // KIP-853's voter changes, answered by any broker (Kafka's brokers forward them to the active controller).
+    (ApiKey::AddRaftVoter, 0, 0),
+    (ApiKey::RemoveRaftVoter, 0, 0),
     (ApiKey::FindCoordinator, 0, 5),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
@@ -146,6 +151,17 @@ pub struct Ctx<'a> {
     pub version: i16,
     pub client_id: Option<&'a str>,
     pub peer: SocketAddr,
+}
+
+/// The controller id Metadata and DescribeCluster report: the raft leader when it is a live broker (a combined
+/// node); otherwise, as Kafka's KRaft brokers do, a broker that forwards to it: this one. A client only ever
+/// sends controller requests to a broker it can reach, and a controller-only leader serves no clients.
+pub(crate) fn reported_controller(ctx: &Ctx<'_>, state: &fjord_meta::ClusterState) -> i32 {
+    if state.brokers.contains_key(&state.controller_id) && state.is_live(state.controller_id) {
+        state.controller_id
+    } else {
+        ctx.state.config.node_id
+    }
 }
 
 pub(crate) fn str_bytes(s: &str) -> StrBytes {
@@ -365,6 +381,12 @@ async fn decode_and_dispatch(
         }
         RequestKind::DescribeTopicPartitions(r) => {
             ResponseKind::DescribeTopicPartitions(describe_topic_partitions::handle(&ctx, r))
+        }
+        RequestKind::AddRaftVoter(r) => {
+            ResponseKind::AddRaftVoter(add_raft_voter::handle(&ctx, r).await)
+        }
+        RequestKind::RemoveRaftVoter(r) => {
+            ResponseKind::RemoveRaftVoter(remove_raft_voter::handle(&ctx, r).await)
         }
         _ => return Err(Outcome::Close(format!("no handler for {key:?}"))),
     };

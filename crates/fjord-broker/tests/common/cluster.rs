@@ -93,6 +93,8 @@ pub struct Cluster {
     /// The fault-injection proxies, for a cluster started with [`Cluster::start_with_net`].
     pub net: Option<Net>,
     _dirs: Vec<tempfile::TempDir>,
+    /// The controller ports of the nodes started by `start` (the initial voters), by node id - 1.
+    pub controller_ports: Vec<u16>,
 }
 
 impl Cluster {
@@ -147,6 +149,7 @@ impl Cluster {
             props,
             net,
             _dirs: dirs,
+            controller_ports: ports,
         };
         // Registered and unfenced in every broker's view: a broker's start waits for its own unfencing only, and
         // placement (CreateTopics) counts the live brokers the receiving broker has applied.
@@ -157,6 +160,106 @@ impl Cluster {
                 c.live().all(|b| {
                     let st = b.state().meta.state();
                     st.brokers.len() == n && st.live_brokers().len() == n
+                })
+            },
+        )
+        .await;
+        c
+    }
+
+    /// Starts one more node, id `n + 1`, from the properties `props` makes of its id and directory (e.g. a
+    /// broker-only or controller-only node); panics if it does not start within 60 s.
+    pub async fn add_node(
+        &mut self,
+        props: impl FnOnce(i32, &std::path::Path) -> BTreeMap<String, String>,
+    ) -> i32 {
+        let id = self.brokers.len() as i32 + 1;
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig::from_properties(props(id, dir.path())).unwrap();
+        let broker = tokio::time::timeout(Duration::from_secs(60), Broker::start(config))
+            .await
+            .expect("the new node starts within 60 s")
+            .expect("the new node starts");
+        self.brokers.push(Some(broker));
+        self._dirs.push(dir);
+        id
+    }
+
+    /// Starts node `id` (stopped or crashed before) again on its directory, from the properties `props` makes of
+    /// its id and directory; panics if it does not start within 60 s.
+    pub async fn restart_with(
+        &mut self,
+        id: i32,
+        props: impl FnOnce(i32, &std::path::Path) -> BTreeMap<String, String>,
+    ) {
+        assert!(self.brokers[(id - 1) as usize].is_none(), "node {id} runs");
+        let config =
+            BrokerConfig::from_properties(props(id, self._dirs[(id - 1) as usize].path())).unwrap();
+        let broker = tokio::time::timeout(Duration::from_secs(60), Broker::start(config))
+            .await
+            .expect("the node starts again within 60 s")
+            .expect("the node starts again");
+        self.brokers[(id - 1) as usize] = Some(broker);
+    }
+
+    /// `host:port` of every initial voter's controller listener, comma-separated (for
+    /// `controller.quorum.bootstrap.servers`).
+    pub fn bootstrap_servers(&self) -> String {
+        self.controller_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// KRaft's isolated mode: nodes 1..=`controllers` are controller-only voters, the next `brokers` nodes
+    /// broker-only observers that find them through `controller.quorum.voters`. Returns once every broker is
+    /// registered and live everywhere.
+    pub async fn start_isolated(controllers: usize, brokers: usize) -> Cluster {
+        let n = controllers + brokers;
+        let ports = free_ports(controllers);
+        let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+        let props = |id: usize| {
+            let mut p = kraft_props(id.min(controllers), dirs[id - 1].path(), &ports, &[]);
+            p.insert("node.id".into(), id.to_string());
+            if id <= controllers {
+                p.insert("process.roles".into(), "controller".into());
+                p.insert(
+                    "listeners".into(),
+                    format!("CONTROLLER://127.0.0.1:{}", ports[id - 1]),
+                );
+            } else {
+                p.insert("process.roles".into(), "broker".into());
+                p.insert("listeners".into(), "PLAINTEXT://127.0.0.1:0".into());
+            }
+            BrokerConfig::from_properties(p).unwrap()
+        };
+        let starts: Vec<_> =
+            (1..=n)
+                .map(|id| {
+                    let config = props(id);
+                    async move {
+                        tokio::time::timeout(Duration::from_secs(60), Broker::start(config)).await
+                    }
+                })
+                .collect();
+        let started = join_all(starts).await;
+        let nodes: Vec<Option<Broker>> = started
+            .into_iter()
+            .map(|b| Some(b.expect("starts within 60 s").expect("node starts")))
+            .collect();
+        let c = Cluster {
+            brokers: nodes,
+            _dirs: dirs,
+            controller_ports: ports,
+        };
+        c.wait(
+            Duration::from_secs(20),
+            "every broker registered and live",
+            |c| {
+                c.live().all(|b| {
+                    let st = b.state().meta.state();
+                    st.brokers.len() == brokers && st.live_brokers().len() == brokers
                 })
             },
         )
@@ -181,6 +284,12 @@ impl Cluster {
             assert!(Instant::now() < deadline, "timed out waiting for: {what}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Stops broker `id` as a kill -9 would (no controlled shutdown, no clean close).
+    pub async fn crash(&mut self, id: i32) {
+        let b = self.brokers[(id - 1) as usize].take().unwrap();
+        b.crash_for_test().await;
     }
 
     pub async fn stop(&mut self, id: i32) {

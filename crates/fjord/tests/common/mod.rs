@@ -112,7 +112,11 @@ impl BrokerProc {
             }
         };
         for field in line.split_whitespace() {
-            if let Some(v) = field.strip_prefix("kafka=") {
+            // A controller-only node names its controller listener instead of a Kafka one.
+            if let Some(v) = field
+                .strip_prefix("kafka=")
+                .or_else(|| field.strip_prefix("controller="))
+            {
                 self.bootstrap = v.to_string();
             } else if let Some(v) = field.strip_prefix("http=") {
                 self.http = Some(v.to_string());
