@@ -232,12 +232,13 @@ impl Cluster {
                 p.insert("process.roles".into(), "broker".into());
                 p.insert("listeners".into(), "PLAINTEXT://127.0.0.1:0".into());
             }
-            BrokerConfig::from_properties(p).unwrap()
+            p
         };
+        let all_props: Vec<BTreeMap<String, String>> = (1..=n).map(props).collect();
         let starts: Vec<_> =
             (1..=n)
                 .map(|id| {
-                    let config = props(id);
+                    let config = BrokerConfig::from_properties(all_props[id - 1].clone()).unwrap();
                     async move {
                         tokio::time::timeout(Duration::from_secs(60), Broker::start(config)).await
                     }
@@ -250,6 +251,8 @@ impl Cluster {
             .collect();
         let c = Cluster {
             brokers: nodes,
+            props: all_props,
+            net: None,
             _dirs: dirs,
             controller_ports: ports,
         };
