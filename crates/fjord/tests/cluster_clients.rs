@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -30,7 +30,7 @@ const CLUSTER: &[&str] = &[
 
 /// A running `fjord start --brokers 3`, stopped with Ctrl-C at the end (and killed if the test fails first).
 struct Running {
-    child: Option<Child>,
+    cluster: LocalCluster,
     bootstrap: String,
     _dir: tempfile::TempDir,
 }
@@ -38,11 +38,11 @@ struct Running {
 impl Running {
     fn start() -> Running {
         let dir = temp_dir();
-        let (child, brokers, ready) = start_cluster(&dir.path().join("data"), 3, CLUSTER);
-        assert_eq!(brokers.len(), 3, "{brokers:?}");
+        let cluster = LocalCluster::start(&dir.path().join("data"), 3, CLUSTER);
+        assert_eq!(cluster.brokers.len(), 3, "{:?}", cluster.brokers);
         Running {
-            child: Some(child),
-            bootstrap: field(&ready, "bootstrap=").to_string(),
+            bootstrap: cluster.bootstrap.clone(),
+            cluster,
             _dir: dir,
         }
     }
@@ -106,13 +106,9 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if std::thread::panicking() {
-                let _ = child.kill();
-                let _ = child.wait();
-            } else {
-                interrupt(&mut child);
-            }
+        // A passing test also proves a clean Ctrl-C; a failing one leaves the kill to LocalCluster.
+        if !std::thread::panicking() {
+            self.cluster.stop();
         }
     }
 }

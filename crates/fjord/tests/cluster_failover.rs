@@ -3,7 +3,8 @@
 //! writes numbered messages at a steady rate while the process leading partition 0 is killed with SIGKILL;
 //! afterwards every acknowledged message must be in the log exactly once, at the offset it was acknowledged
 //! with, in order per partition. The killed broker is then restarted from the same file and must rejoin every
-//! ISR. `fjord cluster status` is checked along the way (fenced broker, offline partition, exit 5).
+//! ISR. `fjord cluster status` is checked along the way (fenced broker, offline partition, exit 5). A consumer in a
+//! group reads throughout and must get every acknowledged message without stalling long.
 
 mod common;
 
@@ -318,6 +319,84 @@ fn send(
     }
 }
 
+/// A librdkafka consumer in a group (auto-committing, from the earliest offset) reading the topic on its own
+/// thread while the faults happen: which message numbers it saw, and the longest time it went without a message
+/// while the producer was still sending (its group coordinator may be on the broker that dies).
+struct GroupReader {
+    seen: Arc<Mutex<BTreeSet<u64>>>,
+    longest_gap: Arc<Mutex<Duration>>,
+    producing: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GroupReader {
+    fn start(bootstrap: &str) -> GroupReader {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "failover-readers")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&[TOPIC]).expect("subscribe");
+        let seen = Arc::new(Mutex::new(BTreeSet::new()));
+        let longest_gap = Arc::new(Mutex::new(Duration::ZERO));
+        let producing = Arc::new(AtomicBool::new(true));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, g, p, st) = (
+            seen.clone(),
+            longest_gap.clone(),
+            producing.clone(),
+            stop.clone(),
+        );
+        let thread = std::thread::spawn(move || {
+            let mut last = Instant::now();
+            while !st.load(Ordering::Acquire) {
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                    let n = m
+                        .payload_view::<str>()
+                        .and_then(Result::ok)
+                        .and_then(|v| v.strip_prefix("m-"))
+                        .and_then(|v| v.parse().ok());
+                    if let Some(n) = n {
+                        s.lock().unwrap().insert(n);
+                    }
+                    last = Instant::now();
+                } else if p.load(Ordering::Acquire) {
+                    let mut gap = g.lock().unwrap();
+                    *gap = (*gap).max(last.elapsed());
+                }
+            }
+        });
+        GroupReader {
+            seen,
+            longest_gap,
+            producing,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// After the producer is done: waits (bounded) until every acknowledged message was read, then stops.
+    fn finish(mut self, acked: &BTreeSet<u64>) -> Duration {
+        use std::sync::atomic::Ordering;
+        self.producing.store(false, Ordering::Release);
+        wait_for(
+            Duration::from_secs(60),
+            "the group consumer read every acknowledged message",
+            || acked.is_subset(&self.seen.lock().unwrap()),
+        );
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("reader thread");
+        }
+        let gap = *self.longest_gap.lock().unwrap();
+        gap
+    }
+}
+
 /// Flushes, then asserts that nearly everything was acknowledged (two of three brokers are a majority and
 /// min.insync.replicas=2 holds). Returns what was acknowledged: (message, partition, offset).
 fn flush_and_check_acks(producer: &BaseProducer<AckContext>, acks: &Acks) -> Vec<(u64, i32, i64)> {
@@ -438,6 +517,7 @@ fn acknowledged_messages_survive_kill_9_of_a_leader_and_the_broker_rejoins_every
 
     let acks = Arc::new(Acks::default());
     let producer = idempotent_producer(&bootstrap, &acks);
+    let reader = GroupReader::start(&bootstrap);
     let victim = partitions(&bootstrap)[&0].0;
     assert!((1..=3).contains(&victim), "partition 0 has a leader");
     send(&producer, 0..MESSAGES, |n| {
@@ -447,6 +527,16 @@ fn acknowledged_messages_survive_kill_9_of_a_leader_and_the_broker_rejoins_every
         }
     });
     let acked = flush_and_check_acks(&producer, &acks);
+    // The group's consumer kept going through the failover and read everything acknowledged.
+    let gap = reader.finish(&acked.iter().map(|(n, _, _)| *n).collect());
+    println!(
+        "the group consumer went at most {:.1} s without a message",
+        gap.as_secs_f64()
+    );
+    assert!(
+        gap < Duration::from_secs(20),
+        "the group consumer stalled {gap:?} during the failover"
+    );
     let leader_after = partitions(&bootstrap)[&0].0;
     assert_ne!(
         leader_after, victim,

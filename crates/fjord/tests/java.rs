@@ -1,6 +1,7 @@
 //! Apache Kafka's Java client (org.apache.kafka:kafka-clients 4.4 from Maven Central) against real `fjord broker`
 //! processes: the JUnit classes under `tests/java`, one Maven run per class so they run in parallel under
-//! nextest, each with its own build directory. `./test.sh` installs Java and Maven and fills `~/.m2` first.
+//! nextest, each with its own build directory, against one broker and (where it makes sense) three.
+//! `./test.sh` installs Java and Maven and fills `~/.m2` first.
 
 mod common;
 
@@ -9,7 +10,8 @@ use std::time::Duration;
 
 use common::*;
 
-fn junit(class: &str) {
+/// Runs one JUnit class against `brokers` brokers (1: `fjord broker`; 3: `fjord start --brokers 3`, RF=3).
+fn junit(class: &str, brokers: u32) {
     let build = temp_dir();
     let pom = workspace_root().join("tests/java/pom.xml");
     let out = run_bounded(
@@ -19,6 +21,7 @@ fn junit(class: &str) {
             .arg(format!("-Dfjord.bin={}", env!("CARGO_BIN_EXE_fjord")))
             .arg(format!("-Dfjord.build.dir={}", build.path().display()))
             .arg(format!("-Dtest={class}"))
+            .arg(format!("-Dfjord.brokers={brokers}"))
             .arg("test"),
         Duration::from_secs(600),
     );
@@ -30,7 +33,7 @@ fn junit(class: &str) {
     .unwrap_or_default();
     assert!(
         out.status.success(),
-        "{class} failed ({}):\n{report}\n{}{}",
+        "{class} on {brokers} broker(s) failed ({}):\n{report}\n{}{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
@@ -44,20 +47,37 @@ fn junit(class: &str) {
 
 #[test]
 fn java_producer_and_consumer() {
-    junit("ProducerConsumerTest");
+    junit("ProducerConsumerTest", 1);
 }
 
 #[test]
 fn java_consumer_groups_classic_cooperative_static_and_kip848() {
-    junit("GroupsTest");
+    junit("GroupsTest", 1);
 }
 
 #[test]
 fn java_transactions() {
-    junit("TransactionsTest");
+    junit("TransactionsTest", 1);
 }
 
 #[test]
 fn java_admin_client() {
-    junit("AdminTest");
+    junit("AdminTest", 1);
+}
+
+// The same suites against three brokers where they make sense (AdminTest checks one broker's specifics).
+
+#[test]
+fn java_producer_and_consumer_on_three_brokers() {
+    junit("ProducerConsumerTest", 3);
+}
+
+#[test]
+fn java_consumer_groups_on_three_brokers() {
+    junit("GroupsTest", 3);
+}
+
+#[test]
+fn java_transactions_on_three_brokers() {
+    junit("TransactionsTest", 3);
 }

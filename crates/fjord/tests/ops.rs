@@ -11,21 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-/// Runs `fjord` and returns (exit code, stdout, stderr).
-fn run(b: &str, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = fjord(b, args, None);
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn json(b: &str, args: &[&str]) -> Value {
-    let text = ok(&fjord(b, args, None));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
 fn produce(b: &str, topic: &str, partition: i32, n: usize) {
     let input: String = (0..n).map(|i| format!("m{i}\n")).collect();
     let p = partition.to_string();
@@ -46,7 +31,7 @@ fn the_brokers_refusal_reaches_the_user_unrewritten() {
     let broker = BrokerProc::start(&dir.path().join("data"), &[]);
     let b = broker.bootstrap.as_str();
 
-    let (code, _, err) = run(b, &["topics", "create", "huge", "--partitions", "100000"]);
+    let (code, _, err) = run_fjord(b, &["topics", "create", "huge", "--partitions", "100000"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("Number of partitions 100000 exceeds the limit of 10000 per topic"),
@@ -55,7 +40,7 @@ fn the_brokers_refusal_reaches_the_user_unrewritten() {
     assert!(!err.contains("must be positive"), "{err}");
 
     ok(&fjord(b, &["topics", "create", "my.topic"], None));
-    let (code, _, err) = run(b, &["topics", "create", "my_topic"]);
+    let (code, _, err) = run_fjord(b, &["topics", "create", "my_topic"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("collides with existing topic 'my.topic'"),
@@ -64,7 +49,7 @@ fn the_brokers_refusal_reaches_the_user_unrewritten() {
     assert!(!err.contains("not a valid topic name"), "{err}");
 
     // A config value the broker refuses while altering: its reason, not a bare code.
-    let (code, _, err) = run(
+    let (code, _, err) = run_fjord(
         b,
         &[
             "configs",
@@ -96,12 +81,12 @@ fn topics_commands_say_what_they_did_not_do() {
     ));
 
     // Nothing to change: a bad argument.
-    let (code, _, err) = run(b, &["topics", "alter", "kept"]);
+    let (code, _, err) = run_fjord(b, &["topics", "alter", "kept"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("nothing to change on topic `kept`"), "{err}");
 
     // Deleting a config that is not set says so, and changes nothing (not even the other change asked for).
-    let (code, _, err) = run(
+    let (code, _, err) = run_fjord(
         b,
         &[
             "topics",
@@ -119,10 +104,10 @@ fn topics_commands_say_what_they_did_not_do() {
         "{err}"
     );
     assert!(err.contains("retention.ms"), "lists what is set: {err}");
-    let d = json(b, &["topics", "describe", "kept", "--output", "json"]);
+    let d = fjord_json(b, &["topics", "describe", "kept", "--output", "json"]);
     assert_eq!(d[0]["configs"]["retention.ms"]["value"], "60000", "{d}");
     // An unknown config name is a bad argument.
-    let (code, _, err) = run(
+    let (code, _, err) = run_fjord(
         b,
         &["topics", "alter", "kept", "--delete-config", "retension.ms"],
     );
@@ -130,7 +115,7 @@ fn topics_commands_say_what_they_did_not_do() {
 
     // Deleting a present and a missing topic: which were deleted and which did not exist.
     ok(&fjord(b, &["topics", "create", "gone"], None));
-    let (code, _, err) = run(b, &["topics", "delete", "gone", "nosuch"]);
+    let (code, _, err) = run_fjord(b, &["topics", "delete", "gone", "nosuch"]);
     assert_eq!(code, Some(4), "{err}");
     assert!(err.contains("Deleted topic gone."), "{err}");
     assert!(
@@ -139,18 +124,21 @@ fn topics_commands_say_what_they_did_not_do() {
     );
     let list = ok(&fjord(b, &["topics", "list"], None));
     assert_eq!(list.lines().collect::<Vec<_>>(), ["kept"], "{list}");
-    assert_eq!(run(b, &["topics", "delete", "kept", "kept"]).0, Some(2));
+    assert_eq!(
+        run_fjord(b, &["topics", "delete", "kept", "kept"]).0,
+        Some(2)
+    );
 
     // Names starting with `__` are reserved, and no hint suggests creating one or a pattern.
-    let (code, _, err) = run(b, &["topics", "create", "__mine"]);
+    let (code, _, err) = run_fjord(b, &["topics", "create", "__mine"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("reserved"), "{err}");
     for name in ["__mine", "orders.*", "bad name"] {
-        let (code, _, err) = run(b, &["topics", "describe", name]);
+        let (code, _, err) = run_fjord(b, &["topics", "describe", name]);
         assert_eq!(code, Some(4), "{name}: {err}");
         assert!(!err.contains("fjord topics create"), "{name}: {err}");
     }
-    let (_, _, err) = run(b, &["topics", "describe", "plain"]);
+    let (_, _, err) = run_fjord(b, &["topics", "describe", "plain"]);
     assert!(err.contains("fjord topics create plain"), "{err}");
 }
 
@@ -182,7 +170,7 @@ fn cluster_info_names_the_cluster_its_controller_and_brokers() {
     let dir = temp_dir();
     let broker = BrokerProc::start(&dir.path().join("data"), &[("node.id", "7")]);
     let b = broker.bootstrap.as_str();
-    let info = json(b, &["cluster", "info", "--output", "json"]);
+    let info = fjord_json(b, &["cluster", "info", "--output", "json"]);
     let id = info["cluster_id"].as_str().unwrap_or_default();
     assert_eq!(id.len(), 22, "a Kafka-style cluster id: {info}");
     assert_eq!(info["controller"], 7, "{info}");
@@ -194,7 +182,7 @@ fn cluster_info_names_the_cluster_its_controller_and_brokers() {
     assert!(text.contains(&format!("Cluster ID:  {id}")), "{text}");
     assert!(text.contains(&format!("Controller:  7 ({b})")), "{text}");
     assert_eq!(
-        run(
+        run_fjord(
             "127.0.0.1:9",
             &["cluster", "info", "--request-timeout-ms", "1000"]
         )
@@ -226,7 +214,7 @@ fn configs_describe_and_alter_topics_brokers_and_the_cluster_defaults() {
         ],
         None,
     ));
-    let d = json(
+    let d = fjord_json(
         b,
         &["configs", "describe", "--topic", "cfg", "--output", "json"],
     );
@@ -234,7 +222,7 @@ fn configs_describe_and_alter_topics_brokers_and_the_cluster_defaults() {
         d,
         serde_json::json!({"retention.ms": {"value": "1000", "source": "DYNAMIC_TOPIC_CONFIG", "read_only": false, "sensitive": false}})
     );
-    let (code, _, err) = run(
+    let (code, _, err) = run_fjord(
         b,
         &[
             "configs",
@@ -273,7 +261,7 @@ fn configs_describe_and_alter_topics_brokers_and_the_cluster_defaults() {
     assert_eq!(row, ["retention.ms", "604800000", "STATIC_BROKER_CONFIG"]);
 
     // Broker 1: its static configs, and which of them can change at runtime.
-    let all = json(
+    let all = fjord_json(
         b,
         &[
             "configs", "describe", "--broker", "1", "--all", "--output", "json",
@@ -297,7 +285,7 @@ fn configs_describe_and_alter_topics_brokers_and_the_cluster_defaults() {
         ],
         None,
     ));
-    let defaults = json(
+    let defaults = fjord_json(
         b,
         &[
             "configs",
@@ -316,7 +304,7 @@ fn configs_describe_and_alter_topics_brokers_and_the_cluster_defaults() {
         "DYNAMIC_DEFAULT_BROKER_CONFIG"
     );
     let topic_value = |b: &str| -> Value {
-        json(
+        fjord_json(
             b,
             &[
                 "configs", "describe", "--topic", "cfg", "--all", "--output", "json",
@@ -337,7 +325,7 @@ fn configs_describe_and_alter_topics_brokers_and_the_cluster_defaults() {
         ],
         None,
     ));
-    let mine = json(
+    let mine = fjord_json(
         b,
         &["configs", "describe", "--broker", "1", "--output", "json"],
     );
@@ -364,7 +352,7 @@ fn configs_describe_and_alter_topics_brokers_and_the_cluster_defaults() {
     ));
     assert_eq!(topic_value(b)["value"], "3600000");
     // Not dynamic, unknown, or not set: refused with the reason.
-    let (code, _, err) = run(
+    let (code, _, err) = run_fjord(
         b,
         &[
             "configs",
@@ -377,7 +365,7 @@ fn configs_describe_and_alter_topics_brokers_and_the_cluster_defaults() {
     );
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("log.segment.bytes"), "{err}");
-    let (code, _, err) = run(
+    let (code, _, err) = run_fjord(
         b,
         &[
             "configs",
@@ -389,7 +377,7 @@ fn configs_describe_and_alter_topics_brokers_and_the_cluster_defaults() {
     );
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("not set there"), "{err}");
-    let (code, _, err) = run(
+    let (code, _, err) = run_fjord(
         b,
         &[
             "configs",
@@ -405,10 +393,13 @@ fn configs_describe_and_alter_topics_brokers_and_the_cluster_defaults() {
         err.contains("Broker 9 is not registered in the cluster."),
         "{err}"
     );
-    assert_eq!(run(b, &["configs", "alter", "--topic", "cfg"]).0, Some(2));
-    assert_eq!(run(b, &["configs", "describe"]).0, Some(2));
     assert_eq!(
-        run(b, &["configs", "describe", "--topic", "nosuch"]).0,
+        run_fjord(b, &["configs", "alter", "--topic", "cfg"]).0,
+        Some(2)
+    );
+    assert_eq!(run_fjord(b, &["configs", "describe"]).0, Some(2));
+    assert_eq!(
+        run_fjord(b, &["configs", "describe", "--topic", "nosuch"]).0,
         Some(4)
     );
 }
@@ -425,7 +416,7 @@ fn records_delete_moves_the_log_start_and_groups_count_lag_from_it() {
     ));
     produce(b, "trim", 0, 10);
     produce(b, "trim", 1, 4);
-    let (code, text, err) = run(
+    let (code, text, err) = run_fjord(
         b,
         &[
             "records",
@@ -444,7 +435,7 @@ fn records_delete_moves_the_log_start_and_groups_count_lag_from_it() {
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["trim", "0", "6", "Deleted"]),
         "{text}"
     );
-    let d = json(b, &["topics", "describe", "trim", "--output", "json"]);
+    let d = fjord_json(b, &["topics", "describe", "trim", "--output", "json"]);
     assert_eq!(d[0]["partitions"][0]["low_offset"], 6, "{d}");
     assert_eq!(d[0]["partitions"][1]["low_offset"], 0, "{d}");
     // kcat reads from the new start.
@@ -484,14 +475,14 @@ fn records_delete_moves_the_log_start_and_groups_count_lag_from_it() {
         ],
         None,
     ));
-    let g = json(b, &["groups", "describe", "trim-g", "--output", "json"]);
+    let g = fjord_json(b, &["groups", "describe", "trim-g", "--output", "json"]);
     let rows = g["partitions"].as_array().unwrap();
     assert_eq!(rows[0]["committed_offset"], Value::Null, "{g}");
     assert_eq!(rows[0]["lag"], 4, "{g}");
     assert_eq!(rows[1]["lag"], 3, "{g}");
 
     // `end` empties every partition; an offset past the end is refused with the reason.
-    let (code, _, err) = run(
+    let (code, _, err) = run_fjord(
         b,
         &[
             "records",
@@ -518,12 +509,12 @@ fn records_delete_moves_the_log_start_and_groups_count_lag_from_it() {
         ],
         None,
     ));
-    let d = json(b, &["topics", "describe", "trim", "--output", "json"]);
+    let d = fjord_json(b, &["topics", "describe", "trim", "--output", "json"]);
     assert_eq!(d[0]["partitions"][0]["messages"], 0, "{d}");
     assert_eq!(d[0]["partitions"][1]["messages"], 0, "{d}");
     // Bad arguments and missing things.
     assert_eq!(
-        run(
+        run_fjord(
             b,
             &[
                 "records",
@@ -538,7 +529,7 @@ fn records_delete_moves_the_log_start_and_groups_count_lag_from_it() {
         Some(2)
     );
     assert_eq!(
-        run(
+        run_fjord(
             b,
             &[
                 "records",
@@ -552,7 +543,7 @@ fn records_delete_moves_the_log_start_and_groups_count_lag_from_it() {
         .0,
         Some(4)
     );
-    let (code, _, err) = run(
+    let (code, _, err) = run_fjord(
         b,
         &[
             "records",
@@ -599,9 +590,9 @@ fn topics_describe_selects_by_pattern_and_filters_unavailable_and_under_replicat
             .map(|t| t["topic"].as_str().unwrap().to_string())
             .collect()
     };
-    let d = json(&b, &["topics", "describe", "orders-.*", "--output", "json"]);
+    let d = fjord_json(&b, &["topics", "describe", "orders-.*", "--output", "json"]);
     assert_eq!(names(&d), ["orders-eu", "orders-us"]);
-    let d = json(
+    let d = fjord_json(
         &b,
         &[
             "topics",
@@ -614,13 +605,19 @@ fn topics_describe_selects_by_pattern_and_filters_unavailable_and_under_replicat
     );
     assert_eq!(names(&d), ["audit", "orders-eu"]);
     // A name of topic-name characters only is a name, never a pattern: `orders.eu` does not select orders-eu.
-    assert_eq!(run(&b, &["topics", "describe", "orders.eu"]).0, Some(4));
-    let (code, _, err) = run(&b, &["topics", "describe", "nomatch.*"]);
+    assert_eq!(
+        run_fjord(&b, &["topics", "describe", "orders.eu"]).0,
+        Some(4)
+    );
+    let (code, _, err) = run_fjord(&b, &["topics", "describe", "nomatch.*"]);
     assert_eq!(code, Some(4), "{err}");
     assert!(err.contains("no topic matches `nomatch.*`"), "{err}");
-    assert_eq!(run(&b, &["topics", "describe", "orders-("]).0, Some(2));
+    assert_eq!(
+        run_fjord(&b, &["topics", "describe", "orders-("]).0,
+        Some(2)
+    );
     // Nothing is wrong yet.
-    let (code, text, err) = run(&b, &["topics", "describe", "--unavailable-partitions"]);
+    let (code, text, err) = run_fjord(&b, &["topics", "describe", "--unavailable-partitions"]);
     assert_eq!((code, text.as_str()), (Some(0), ""), "{err}");
     assert!(err.contains("No partition is unavailable"), "{err}");
 
@@ -632,7 +629,7 @@ fn topics_describe_selects_by_pattern_and_filters_unavailable_and_under_replicat
     broker.restart();
     let b = broker.bootstrap.clone();
     let started = Instant::now();
-    let (code, text, err) = run(&b, &["topics", "describe", "--unavailable-partitions"]);
+    let (code, text, err) = run_fjord(&b, &["topics", "describe", "--unavailable-partitions"]);
     assert_eq!(code, Some(0), "{err}");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 1, "{text}");
@@ -642,10 +639,10 @@ fn topics_describe_selects_by_pattern_and_filters_unavailable_and_under_replicat
         ),
         "{text}"
     );
-    let (_, text, _) = run(&b, &["topics", "describe", "--under-replicated-partitions"]);
+    let (_, text, _) = run_fjord(&b, &["topics", "describe", "--under-replicated-partitions"]);
     assert_eq!(text.lines().count(), 1, "{text}");
     assert!(text.starts_with("Topic: audit\tPartition: 1\t"), "{text}");
-    let d = json(
+    let d = fjord_json(
         &b,
         &[
             "topics",
@@ -660,7 +657,7 @@ fn topics_describe_selects_by_pattern_and_filters_unavailable_and_under_replicat
     assert_eq!(d[0]["partitions"][0]["leader"], -1, "{d}");
     assert_eq!(d[0]["partitions"][0]["low_offset"], Value::Null, "{d}");
     // The full description still works, and does not wait on the partition nobody leads.
-    let (code, text, err) = run(&b, &["topics", "describe", "audit"]);
+    let (code, text, err) = run_fjord(&b, &["topics", "describe", "audit"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(
         text.contains(
@@ -779,7 +776,7 @@ fn a_dynamic_broker_default_takes_effect_on_existing_partitions() {
         "a 2000-byte record was accepted under message.max.bytes=1000: {}",
         stderr(&out)
     );
-    let d = json(b, &["topics", "describe", "capped", "--output", "json"]);
+    let d = fjord_json(b, &["topics", "describe", "capped", "--output", "json"]);
     assert_eq!(d[0]["partitions"][0]["high_offset"], 1, "{d}");
     // Deleting the default restores the static one.
     ok(&fjord(
@@ -794,7 +791,7 @@ fn a_dynamic_broker_default_takes_effect_on_existing_partitions() {
         None,
     ));
     assert!(send(b).status.success());
-    let d = json(b, &["topics", "describe", "capped", "--output", "json"]);
+    let d = fjord_json(b, &["topics", "describe", "capped", "--output", "json"]);
     assert_eq!(d[0]["partitions"][0]["high_offset"], 2, "{d}");
 }
 
@@ -809,7 +806,7 @@ fn commands_that_speak_the_protocol_themselves_refuse_security_settings_they_can
     ] {
         let mut a = args.clone();
         a.extend(["-X", "security.protocol=SASL_SSL"]);
-        let (code, _, err) = run("127.0.0.1:9", &a);
+        let (code, _, err) = run_fjord("127.0.0.1:9", &a);
         assert_eq!(code, Some(1), "{args:?}: {err}");
         assert!(err.contains("PLAINTEXT only"), "{args:?}: {err}");
     }

@@ -4,84 +4,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
 
-/// `fjord start --brokers 3` on free ports; returns the child and the bootstrap list.
-fn start_cluster(data: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
-        .args(["start", "--brokers", "3", "--data-dir"])
-        .arg(data)
-        .args([
-            "--override",
-            "listeners=PLAINTEXT://127.0.0.1:0",
-            "--override",
-            "metrics.listener=127.0.0.1:0",
-        ])
-        .env("FJORD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = rx.recv_timeout(left) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("fjord start --brokers 3 did not become ready");
-        };
-        if line.starts_with("fjord ready ") {
-            let bootstrap = line
-                .split_whitespace()
-                .find_map(|f| f.strip_prefix("bootstrap="))
-                .expect("bootstrap= in the ready line")
-                .to_string();
-            return (child, bootstrap);
-        }
-    }
-}
-
-/// Kills the cluster process when the test ends, passing or not.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run(b: &str, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = fjord(b, args, None);
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn json(b: &str, args: &[&str]) -> Value {
-    let text = ok(&fjord(b, args, None));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
-
 /// (leader, replicas, isr) of partition 0 of `topic` from `topics describe`.
 fn placement(b: &str, topic: &str) -> (i64, Vec<i64>, Vec<i64>) {
-    let d = json(b, &["topics", "describe", topic, "--output", "json"]);
+    let d = fjord_json(b, &["topics", "describe", topic, "--output", "json"]);
     let p = &d[0]["partitions"][0];
     let ids = |v: &Value| {
         v.as_array()
@@ -101,7 +31,7 @@ fn placement(b: &str, topic: &str) -> (i64, Vec<i64>, Vec<i64>) {
 fn wait_listed_empty(b: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let listed = json(b, &["topics", "reassign", "--list", "--output", "json"]);
+        let listed = fjord_json(b, &["topics", "reassign", "--list", "--output", "json"]);
         if listed.as_array().unwrap().is_empty() {
             return;
         }
@@ -116,8 +46,8 @@ fn wait_listed_empty(b: &str) {
 #[test]
 fn topics_reassign_moves_lists_and_explains_refusals() {
     let dir = temp_dir();
-    let (child, b) = start_cluster(&dir.path().join("data"));
-    let _guard = Guard(child);
+    let cluster = LocalCluster::start(&dir.path().join("data"), 3, &[]);
+    let b = cluster.bootstrap.clone();
     ok(&fjord(
         &b,
         &[
@@ -137,7 +67,7 @@ fn topics_reassign_moves_lists_and_explains_refusals() {
     let input: String = (0..200).map(|i| format!("m{i}\n")).collect();
     ok(&fjord(&b, &["produce", "moves"], Some(input.as_bytes())));
 
-    let (code, _, err) = run(
+    let (code, _, err) = run_fjord(
         &b,
         &[
             "topics",
@@ -158,7 +88,7 @@ fn topics_reassign_moves_lists_and_explains_refusals() {
         err.contains("--delete-config follower.replication.throttled.rate"),
         "{err}"
     );
-    let cfg = json(
+    let cfg = fjord_json(
         &b,
         &[
             "configs", "describe", "--topic", "moves", "--output", "json",
@@ -175,7 +105,7 @@ fn topics_reassign_moves_lists_and_explains_refusals() {
     let mut sorted = target.clone();
     sorted.sort_unstable();
     assert_eq!((leader, replicas, isr), (target[0], target.clone(), sorted));
-    let (code, text, _) = run(&b, &["topics", "reassign", "--list"]);
+    let (code, text, _) = run_fjord(&b, &["topics", "reassign", "--list"]);
     assert_eq!(code, Some(0));
     assert!(text.is_empty(), "{text}");
     // Every message is still there, read from the new leader.
@@ -226,7 +156,7 @@ fn topics_reassign_moves_lists_and_explains_refusals() {
     for (args, want, text) in cases {
         let mut all = vec!["topics", "reassign"];
         all.extend_from_slice(args);
-        let (code, _, err) = run(&b, &all);
+        let (code, _, err) = run_fjord(&b, &all);
         assert_eq!(code, Some(*want), "{args:?}: {err}");
         assert!(err.contains(text), "{args:?}: {err}");
     }

@@ -405,3 +405,59 @@ pub fn interrupt(child: &mut Child) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A `fjord start --brokers N` process for one test: killed when dropped, unless [`LocalCluster::stop`] stopped
+/// it cleanly first.
+pub struct LocalCluster {
+    child: Option<Child>,
+    /// The per-broker `fjord broker ...` lines and the `fjord ready ...` line.
+    pub brokers: Vec<String>,
+    pub ready: String,
+    /// Every broker's client address, comma-separated.
+    pub bootstrap: String,
+}
+
+impl LocalCluster {
+    pub fn start(data: &Path, n: usize, overrides: &[&str]) -> LocalCluster {
+        let (child, brokers, ready) = start_cluster(data, n, overrides);
+        let bootstrap = field(&ready, "bootstrap=").to_string();
+        LocalCluster {
+            child: Some(child),
+            brokers,
+            ready,
+            bootstrap,
+        }
+    }
+
+    /// Ctrl-C, and the process must exit 0 within 30 s.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            interrupt(&mut child);
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `fjord ARGS` against `bootstrap`; returns (exit code, stdout, stderr).
+pub fn run_fjord(bootstrap: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = fjord(bootstrap, args, None);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `fjord ARGS` (which must succeed) and parses its standard output as JSON.
+pub fn fjord_json(bootstrap: &str, args: &[&str]) -> serde_json::Value {
+    let text = ok(&fjord(bootstrap, args, None));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}

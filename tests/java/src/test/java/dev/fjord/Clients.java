@@ -63,7 +63,9 @@ final class Clients {
 
     static void createTopic(FjordBroker b, String name, int partitions) throws Exception {
         try (Admin a = admin(b)) {
-            a.createTopics(List.of(new NewTopic(name, partitions, (short) 1))).all().get();
+            // The broker's default.replication.factor: 1 on one broker, 3 on a cluster.
+            a.createTopics(List.of(new NewTopic(name, java.util.Optional.of(partitions), java.util.Optional.empty())))
+                    .all().get();
         }
     }
 

@@ -16,7 +16,8 @@ import java.util.concurrent.TimeUnit;
 
 /**
  * A real `fjord broker` process (the binary named by the {@code fjord.bin} system property) on a free 127.0.0.1
- * port with its data in a temporary directory; stopped with SIGTERM (and killed if it does not stop in 30 s).
+ * port with its data in a temporary directory, or with {@code -Dfjord.brokers=3} a three-broker cluster in one
+ * `fjord start --brokers 3` process; stopped with SIGTERM (and killed if it does not stop in 30 s).
  */
 public final class FjordBroker implements AutoCloseable {
     private final Process process;
@@ -35,10 +36,20 @@ public final class FjordBroker implements AutoCloseable {
             throw new IllegalStateException("set -Dfjord.bin to the fjord binary (got " + bin + ")");
         }
         Path data = Files.createTempDirectory("fjord-java-");
-        List<String> cmd = new ArrayList<>(List.of(bin, "broker",
-                "--override", "listeners=PLAINTEXT://127.0.0.1:0",
-                "--override", "metrics.listener=127.0.0.1:0",
-                "--override", "log.dirs=" + data.resolve("data")));
+        // -Dfjord.brokers=3: a three-broker cluster (`fjord start --brokers 3`) with every topic and both
+        // coordinators' topics at three replicas, min.insync.replicas=2.
+        int brokers = Integer.parseInt(System.getProperty("fjord.brokers", "1"));
+        List<String> cmd = brokers == 1
+                ? new ArrayList<>(List.of(bin, "broker", "--override", "log.dirs=" + data.resolve("data")))
+                : new ArrayList<>(List.of(bin, "start", "--brokers", String.valueOf(brokers),
+                        "--data-dir", data.resolve("data").toString(),
+                        "--override", "default.replication.factor=3",
+                        "--override", "min.insync.replicas=2",
+                        "--override", "offsets.topic.replication.factor=3",
+                        "--override", "transaction.state.log.replication.factor=3",
+                        "--override", "transaction.state.log.min.isr=2"));
+        cmd.addAll(List.of("--override", "listeners=PLAINTEXT://127.0.0.1:0",
+                "--override", "metrics.listener=127.0.0.1:0"));
         overrides.forEach((k, v) -> {
             cmd.add("--override");
             cmd.add(k + "=" + v);
@@ -70,9 +81,10 @@ public final class FjordBroker implements AutoCloseable {
             throw new IllegalStateException("fjord broker did not become ready in 60 s; log:\n"
                     + Files.readString(data.resolve("broker.log")));
         }
+        String key = brokers == 1 ? "kafka=" : "bootstrap=";
         for (String field : line.split("\\s+")) {
-            if (field.startsWith("kafka=")) {
-                return new FjordBroker(p, data, field.substring("kafka=".length()));
+            if (field.startsWith(key)) {
+                return new FjordBroker(p, data, field.substring(key.length()));
             }
         }
         p.destroyForcibly();
