@@ -5,6 +5,8 @@
 //! producers' connections through the advertised addresses, pass through them). Afterwards every acknowledged
 //! batch must be in its partition exactly once, in sequence order, and every replica must hold the same batches.
 //!
+//! A librdkafka consumer group reads throughout and must read every offset below the high watermarks.
+//!
 //! The seed is printed; `CHAOS_SEED=<n>` replays a schedule, `CHAOS_SECS=<n>` runs longer (the README documents
 //! a long run). Real processes killed with SIGKILL are tested in `crates/fjord/tests/cluster_failover.rs`.
 
@@ -394,6 +396,9 @@ async fn start_cluster() -> (Nodes, Vec<u16>, Vec<tempfile::TempDir>) {
                     ("broker.heartbeat.interval.ms", "200"),
                     ("broker.session.timeout.ms", "1500"),
                     ("replica.lag.time.max.ms", "2000"),
+                    // The group coordinator's partitions are replicated too, so the group survives the faults.
+                    ("offsets.topic.replication.factor", "3"),
+                    ("group.initial.rebalance.delay.ms", "0"),
                 ],
             )
         })
@@ -446,6 +451,98 @@ async fn start_cluster() -> (Nodes, Vec<u16>, Vec<tempfile::TempDir>) {
     (nodes, client_ports, dirs)
 }
 
+/// A librdkafka consumer in a group, through the fault proxies like any client, reading the topic on its own
+/// thread for the whole schedule: the offsets it has read per partition and the longest time it went without a
+/// new record while the producers ran (its coordinator and the leaders it reads from are among the victims).
+struct GroupReader {
+    read: Arc<Mutex<BTreeMap<i32, std::collections::BTreeSet<i64>>>>,
+    longest_gap: Arc<Mutex<Duration>>,
+    producing: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl GroupReader {
+    fn start(bootstrap: String) -> GroupReader {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::Message;
+        let read = Arc::new(Mutex::new(BTreeMap::new()));
+        let longest_gap = Arc::new(Mutex::new(Duration::ZERO));
+        let producing = Arc::new(AtomicBool::new(true));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, g, p, st) = (
+            read.clone(),
+            longest_gap.clone(),
+            producing.clone(),
+            stop.clone(),
+        );
+        let thread = std::thread::spawn(move || {
+            let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", "chaos-readers")
+                .set("auto.offset.reset", "earliest")
+                .set("session.timeout.ms", "6000")
+                .set("enable.partition.eof", "false")
+                .create()
+                .expect("consumer");
+            consumer.subscribe(&[TOPIC]).expect("subscribe");
+            let mut last = Instant::now();
+            while !st.load(Ordering::Acquire) {
+                match consumer.poll(Duration::from_millis(100)) {
+                    Some(Ok(m)) => {
+                        r.lock()
+                            .unwrap()
+                            .entry(m.partition())
+                            .or_insert_with(std::collections::BTreeSet::new)
+                            .insert(m.offset());
+                        last = Instant::now();
+                    }
+                    _ if p.load(Ordering::Acquire) => {
+                        let mut gap = g.lock().unwrap();
+                        *gap = (*gap).max(last.elapsed());
+                    }
+                    _ => {}
+                }
+            }
+        });
+        GroupReader {
+            read,
+            longest_gap,
+            producing,
+            stop,
+            thread,
+        }
+    }
+
+    /// Once the producers are done and the replicas agree: waits (bounded) until the group has read every offset
+    /// below each partition's high watermark, then stops it. Returns the longest stall while producing.
+    async fn finish(self, high_watermarks: &[i64], seed: u64) -> Duration {
+        self.producing.store(false, Ordering::Release);
+        let complete = |read: &BTreeMap<i32, std::collections::BTreeSet<i64>>| {
+            high_watermarks.iter().enumerate().all(|(p, hw)| {
+                read.get(&(p as i32))
+                    .is_some_and(|o| (0..*hw).all(|k| o.contains(&k)))
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !complete(&self.read.lock().unwrap()) {
+            assert!(
+                Instant::now() < deadline,
+                "the group consumer did not read every record below the high watermarks {high_watermarks:?} \
+                 (seed {seed})"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.stop.store(true, Ordering::Release);
+        tokio::task::spawn_blocking(move || self.thread.join())
+            .await
+            .unwrap()
+            .expect("reader thread");
+        let gap = *self.longest_gap.lock().unwrap();
+        gap
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_crashes_restarts_and_stalls_lose_no_acknowledged_batch() {
     let seed: u64 = std::env::var("CHAOS_SEED")
@@ -460,6 +557,14 @@ async fn seeded_crashes_restarts_and_stalls_lose_no_acknowledged_batch() {
     let mut rng = Rng(seed);
 
     let (mut nodes, client_ports, _dirs) = start_cluster().await;
+    let bootstrap = nodes
+        .net
+        .client
+        .iter()
+        .map(|p| p.addr.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let reader = GroupReader::start(bootstrap);
 
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
@@ -538,6 +643,31 @@ async fn seeded_crashes_restarts_and_stalls_lose_no_acknowledged_batch() {
     }
 
     let checked = verify(&nodes, &produced, seed).await;
+    // Consumers in a group kept up: the group read everything below the high watermarks, and never stalled for
+    // longer than a few faults in a row could explain.
+    let hws: Vec<i64> = (0..PARTITIONS)
+        .map(|p| {
+            nodes
+                .brokers
+                .iter()
+                .flatten()
+                .filter_map(|b| {
+                    let x = b.state().partitions.get(TOPIC, p)?;
+                    x.is_leader().then(|| x.high_watermark())
+                })
+                .next()
+                .expect("a leader")
+        })
+        .collect();
+    let gap = reader.finish(&hws, seed).await;
+    println!(
+        "the group consumer read every offset below {hws:?}; its longest stall while producing: {:.1} s",
+        gap.as_secs_f64()
+    );
+    assert!(
+        gap < Duration::from_secs(30),
+        "the group consumer stalled {gap:?} (seed {seed})"
+    );
     println!(
         "checked {checked} acknowledged records on {PARTITIONS} partitions x 3 replicas; {} faults injected; \
          producer errors by code (-100 = connection lost): {:?}; seed {seed}",
