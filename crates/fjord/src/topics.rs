@@ -735,8 +735,8 @@ async fn describe(
                 .ok()
             };
             parts.push(json!({
-                "partition": p.partition_index, "leader": leader, "replicas": replicas, "isr": isr,
-                "offline_replicas": offline,
+                "partition": p.partition_index, "leader": leader, "leader_epoch": p.leader_epoch,
+                "replicas": replicas, "isr": isr, "offline_replicas": offline,
                 "error": (p.error_code != 0).then(|| error_name(p.error_code)),
                 "low_offset": offsets.map(|o| o.0), "high_offset": offsets.map(|o| o.1),
                 "messages": offsets.map(|(l, h)| h - l),
@@ -775,7 +775,7 @@ async fn describe(
             for d in &docs {
                 for p in d["partitions"].as_array().into_iter().flatten() {
                     println!(
-                        "Topic: {}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}\tOffline: {}",
+                        "Topic: {}\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}\tOffline: {}\tLeaderEpoch: {}",
                         d["topic"].as_str().unwrap_or(""),
                         p["partition"],
                         if p["leader"].as_i64().unwrap_or(-1) < 0 {
@@ -786,6 +786,7 @@ async fn describe(
                         p["replicas"],
                         p["isr"],
                         p["offline_replicas"],
+                        p["leader_epoch"],
                     );
                 }
             }
@@ -815,7 +816,7 @@ async fn describe(
                             format!("\tOffline: {}", p["offline_replicas"])
                         });
                     println!(
-                        "\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}\tOffsets: {}..{}{offline}",
+                        "\tPartition: {}\tLeader: {}\tReplicas: {}\tIsr: {}\tOffsets: {}..{}{offline}\tLeaderEpoch: {}",
                         p["partition"],
                         if p["leader"].as_i64().unwrap_or(-1) < 0 {
                             "none".to_string()
@@ -825,7 +826,8 @@ async fn describe(
                         p["replicas"],
                         p["isr"],
                         show(&p["low_offset"]),
-                        show(&p["high_offset"])
+                        show(&p["high_offset"]),
+                        p["leader_epoch"]
                     );
                 }
             }

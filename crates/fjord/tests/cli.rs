@@ -238,7 +238,9 @@ fn topics_create_describe_alter_delete() {
         "{d}"
     );
     assert!(
-        d.contains("Partition: 1\tLeader: 1\tReplicas: [1]\tIsr: [1]\tOffsets: 0..0"),
+        d.contains(
+            "Partition: 1\tLeader: 1\tReplicas: [1]\tIsr: [1]\tOffsets: 0..0\tLeaderEpoch: "
+        ),
         "{d}"
     );
 

@@ -542,6 +542,16 @@ fn acknowledged_messages_survive_kill_9_of_a_leader_and_the_broker_rejoins_every
         leader_after, victim,
         "partition 0 moved away from the killed broker"
     );
+    // `fjord topics describe` shows the new leader with a newer leader epoch.
+    let described: serde_json::Value = serde_json::from_str(&ok(&fjord(
+        &bootstrap,
+        &["topics", "describe", TOPIC, "--output", "json"],
+        None,
+    )))
+    .unwrap();
+    let p0 = &described[0]["partitions"][0];
+    assert_eq!(p0["leader"], leader_after, "{p0}");
+    assert!(p0["leader_epoch"].as_i64().unwrap_or(-1) >= 1, "{p0}");
     let in_log = check_log(&bootstrap, &acked);
     let acked_numbers: BTreeSet<u64> = acked.iter().map(|(n, _, _)| *n).collect();
     println!(
