@@ -1,5 +1,5 @@
-//! Apache Kafka's Java client (org.apache.kafka:kafka-clients 4.4 from Maven Central) against real `fjord broker`
-//! processes: the JUnit classes under `tests/java`, one Maven run per class so they run in parallel under
+//! Apache Kafka's Java client and command-line tools (org.apache.kafka:kafka-clients and kafka-tools 4.4 from Maven
+//! Central) against real `fjord broker` processes: the JUnit classes under `tests/java`, one Maven run per class so they run in parallel under
 //! nextest, each with its own build directory, against one broker and (where it makes sense) three.
 //! `./test.sh` installs Java and Maven and fills `~/.m2` first.
 
@@ -63,6 +63,11 @@ fn java_transactions() {
 #[test]
 fn java_admin_client() {
     junit("AdminTest", 1);
+}
+
+#[test]
+fn kafka_command_line_tools() {
+    junit("ToolsTest", 1);
 }
 
 // The same suites against three brokers where they make sense (AdminTest checks one broker's specifics).
