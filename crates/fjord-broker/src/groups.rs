@@ -466,6 +466,18 @@ pub async fn wait_acknowledged(
     offset: i64,
     epoch: i32,
 ) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+    wait_acknowledged_by(state, part, offset, epoch, deadline).await
+}
+
+/// [`wait_acknowledged`] with a deadline shared by several waits.
+pub async fn wait_acknowledged_by(
+    state: &BrokerState,
+    part: &Partition,
+    offset: i64,
+    epoch: i32,
+    deadline: tokio::time::Instant,
+) -> Result<()> {
     let timeout = WRITE_TIMEOUT;
     let min_isr: usize = state
         .meta
@@ -476,7 +488,6 @@ pub async fn wait_acknowledged(
         .or_else(|| state.config.props.get("min.insync.replicas").cloned())
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let deadline = tokio::time::Instant::now() + timeout;
     match tokio::time::timeout_at(deadline, part.wait_durable(offset)).await {
         Ok(r) => r?,
         Err(_) => {

@@ -172,13 +172,13 @@ fn record_batches(states: &mut ProducerStates, records: &[u8]) -> Vec<AbortedTxn
     let mut aborted = Vec::new();
     for b in fjord_log::batch_headers(records) {
         if b.is_control {
-            if let Some(kind) = fjord_log::control_type(&records[pos..]) {
+            if let Some((kind, coordinator_epoch)) = fjord_log::control_marker(&records[pos..]) {
                 aborted.extend(states.record_marker(
                     b.producer_id,
                     b.producer_epoch,
                     kind == ControlType::Commit,
                     b.base_offset,
-                    -1,
+                    coordinator_epoch.unwrap_or(-1),
                 ));
             }
         } else {
@@ -1965,6 +1965,27 @@ mod tests {
         )
         .unwrap();
         buf.freeze()
+    }
+
+    #[test]
+    fn a_plain_batch_cannot_slip_into_an_open_transaction_and_markers_keep_their_coordinator_epoch()
+    {
+        use kafka_protocol::error::ResponseError as E;
+        let dir = tempfile::tempdir().unwrap();
+        let (pm, p) = open(dir.path());
+        assert_eq!(p.append(txn_batch(1, 5, 0, 1)).unwrap().base_offset, 0);
+        // A plain (idempotent) batch of the same producer id under a newer epoch, while its transaction is open:
+        // refused, as Kafka does, so it cannot raise the producer's epoch above its transaction's marker.
+        let err = p.append(batch(1, 6, 0, 1)).unwrap_err();
+        assert_eq!(err.code(), E::InvalidTxnState.code(), "{err}");
+        assert_eq!(p.append_marker(1, 5, ControlType::Commit, 3).unwrap().0, 1);
+        // After a crash the state is rebuilt from the log: the marker's coordinator epoch with it.
+        drop(p);
+        drop(pm);
+        let (_pm, p) = open(dir.path());
+        let err = p.append_marker(1, 5, ControlType::Abort, 2).unwrap_err();
+        assert_eq!(err.code(), E::TransactionCoordinatorFenced.code(), "{err}");
+        assert_eq!(p.append_marker(1, 5, ControlType::Abort, 3).unwrap().0, 2);
     }
 
     #[test]

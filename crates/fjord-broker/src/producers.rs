@@ -182,6 +182,11 @@ impl ProducerStates {
                 got: b.producer_epoch,
             });
         }
+        // Whatever its epoch, as Kafka: a plain batch cannot slip in while the producer's transaction is open (it
+        // would also raise the producer's epoch here above the one its transaction's marker will carry).
+        if !b.is_transactional && e.txn_first_offset.is_some() {
+            return Err(ProducerError::NotInTransaction(b.producer_id));
+        }
         if b.producer_epoch > e.epoch {
             return if b.base_sequence == 0 {
                 Ok(Verdict::Append)
@@ -191,9 +196,6 @@ impl ProducerStates {
                     got: b.base_sequence,
                 })
             };
-        }
-        if !b.is_transactional && e.txn_first_offset.is_some() && b.producer_epoch == e.epoch {
-            return Err(ProducerError::NotInTransaction(b.producer_id));
         }
         let last = last_seq(b);
         if let Some(r) = e

@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use crate::config::BrokerConfig;
 use crate::groups::{
     append_internal, catch_up, ensure_internal_topic, ensure_offsets_topic, replay_partition,
-    wait_acknowledged, Ownership, OFFSETS_TOPIC,
+    wait_acknowledged_by, Ownership, OFFSETS_TOPIC,
 };
 use crate::{blocking, now_ms, BrokerState, Error, Result};
 
@@ -129,6 +129,15 @@ impl Transactions {
                 (m.producer_id, m.producer_epoch),
             );
         *slot = Some(m);
+    }
+
+    /// Drops an id no longer coordinated here (expired, or its partition moved away) from both views.
+    fn forget(&self, id: &str) {
+        self.set_open(id, None);
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 
     /// Updates the open-transaction view (and its gauge) for one transactional id.
@@ -351,8 +360,10 @@ impl Transactions {
         // counts once every in-sync replica has it (Kafka writes markers with acks=all), so a failover of the
         // partition never loses it.
         let local_done = async {
+            // One deadline for all: the waits overlap, so the slowest bounds them.
+            let deadline = tokio::time::Instant::now() + crate::groups::WRITE_TIMEOUT;
             for (part, offset, epoch) in written {
-                wait_acknowledged(state, &part, offset + 1, epoch).await?;
+                wait_acknowledged_by(state, &part, offset + 1, epoch, deadline).await?;
                 if part.topic == OFFSETS_TOPIC {
                     state.groups.complete_txn(m.producer_id, part.index, commit);
                 }
@@ -637,7 +648,7 @@ impl Transactions {
             .await?;
         let id = m.transactional_id.clone();
         *g = None;
-        self.set_open(&id, None);
+        self.forget(&id);
         let mut slots = self.lock_slots();
         if slots.get(&id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
             slots.remove(&id);
@@ -699,7 +710,7 @@ impl Transactions {
             gone
         };
         for id in &gone {
-            self.set_open(id, None);
+            self.forget(id);
         }
         tracing::info!(
             partition,

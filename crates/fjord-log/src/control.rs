@@ -89,6 +89,12 @@ pub fn control_batch(
 /// The marker type of the control batch at the start of `batch`; `None` if it is not a control batch or its
 /// first record cannot be read (an unknown control type, such as a KRaft record, also gives `None`).
 pub fn control_type(batch: &[u8]) -> Option<ControlType> {
+    control_marker(batch).map(|(kind, _)| kind)
+}
+
+/// [`control_type`] and the marker's coordinator epoch (from its value, Kafka's EndTransactionMarker; `None`
+/// when the value cannot be read).
+pub fn control_marker(batch: &[u8]) -> Option<(ControlType, Option<i32>)> {
     let h = Header::parse(batch)?;
     if !h.is_control() || h.attributes & batch::COMPRESSION_MASK != 0 {
         return None;
@@ -104,11 +110,21 @@ pub fn control_type(batch: &[u8]) -> Option<ControlType> {
         return None;
     }
     let key = body.get(pos..pos + 4)?;
-    match i16::from_be_bytes([key[2], key[3]]) {
-        0 => Some(ControlType::Abort),
-        1 => Some(ControlType::Commit),
-        _ => None,
-    }
+    let kind = match i16::from_be_bytes([key[2], key[3]]) {
+        0 => ControlType::Abort,
+        1 => ControlType::Commit,
+        _ => return None,
+    };
+    let coordinator_epoch = (|| {
+        let mut pos = pos.checked_add(usize::try_from(key_len).ok()?)?;
+        let value_len = get_varint(body, &mut pos)?;
+        if value_len < 6 {
+            return None;
+        }
+        let v = body.get(pos + 2..pos + 6)?;
+        Some(i32::from_be_bytes([v[0], v[1], v[2], v[3]]))
+    })();
+    Some((kind, coordinator_epoch))
 }
 
 #[cfg(test)]
@@ -128,6 +144,7 @@ mod tests {
                 (42, 3, 1)
             );
             assert_eq!(control_type(&b), Some(kind));
+            assert_eq!(control_marker(&b), Some((kind, Some(7))));
         }
         // Kafka's own decoder agrees on the layout.
         let mut b = control_batch(42, 3, ControlType::Commit, 7, 1_000);

@@ -33,7 +33,7 @@ mod tests;
 pub use batch::{batch_headers, validate_batches, BatchInfo};
 pub use cleaner::{CompactionPlan, CompactionResult};
 pub use config::{LogConfig, TimestampType};
-pub use control::{control_batch, control_type, ControlType};
+pub use control::{control_batch, control_marker, control_type, ControlType};
 pub use epoch_cache::{UNDEFINED_EPOCH, UNDEFINED_OFFSET};
 pub use error::{Error, Result};
 pub use log::{AppendInfo, FlushHandle, Log, ReadInfo};

@@ -70,7 +70,8 @@ pub fn handle(ctx: &Ctx<'_>, req: DescribeLogDirsRequest) -> DescribeLogDirsResp
                     .with_is_future_key(false),
             );
         }
-        let (total, usable) = volume_bytes(path);
+        // statvfs can block on a hung disk: off the async workers.
+        let (total, usable) = crate::blocking(|| volume_bytes(path));
         results.push(
             DescribeLogDirsResult::default()
                 .with_log_dir(log_dir)

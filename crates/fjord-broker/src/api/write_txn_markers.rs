@@ -11,7 +11,7 @@ use kafka_protocol::messages::write_txn_markers_response::{
 use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 
 use super::Ctx;
-use crate::groups::{wait_acknowledged, OFFSETS_TOPIC};
+use crate::groups::{wait_acknowledged_by, OFFSETS_TOPIC, WRITE_TIMEOUT};
 
 pub async fn handle(ctx: &Ctx<'_>, req: WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
     let state = ctx.state;
@@ -68,9 +68,11 @@ pub async fn handle(ctx: &Ctx<'_>, req: WriteTxnMarkersRequest) -> WriteTxnMarke
                 .with_topics(topics),
         );
     }
+    // One deadline for every wait: a request for many partitions is answered within one WRITE_TIMEOUT.
+    let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
     for (mi, ti, pi, part, offset, epoch) in written {
         let m = &req.markers[mi];
-        let code = match wait_acknowledged(state, &part, offset + 1, epoch).await {
+        let code = match wait_acknowledged_by(state, &part, offset + 1, epoch, deadline).await {
             Err(e) => e.code(),
             Ok(()) => {
                 if part.topic == OFFSETS_TOPIC {
