@@ -20,6 +20,24 @@ fn invalid(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
 }
 
+/// One request on a fresh connection, the whole exchange (connect included) bounded by `timeout`: what a
+/// coordinator's occasional calls to another broker need (markers, KIP-890 verification).
+pub async fn request_once<R: Request>(
+    addr: &str,
+    client_id: String,
+    version: i16,
+    req: &R,
+    timeout: Duration,
+) -> std::io::Result<R::Response> {
+    let exchange = async {
+        let mut conn = Conn::connect(addr, timeout, client_id).await?;
+        conn.request(version, req, 1 << 20).await
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time"))?
+}
+
 impl Conn {
     /// Connects to `addr` (host:port) within `timeout`; `client_id` names this broker in the peer's logs.
     pub async fn connect(

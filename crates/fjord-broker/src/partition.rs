@@ -313,6 +313,12 @@ impl Partition {
             .then(|| producers.start_verification(producer_id))
     }
 
+    /// Forgets a verification the coordinator refused (see [`Partition::start_txn_verification`]).
+    pub fn abandon_txn_verification(&self, producer_id: i64, guard: u64) {
+        self.lock_producers()
+            .abandon_verification(producer_id, guard);
+    }
+
     /// Appends a client's batches whose transactional ones must belong to an open transaction here or carry the
     /// still-current `guard` of a verification (a marker since then voids it: INVALID_TXN_STATE).
     pub fn append_verified(&self, records: Bytes, guard: Option<u64>) -> Result<AppendInfo> {
@@ -1993,6 +1999,15 @@ mod tests {
         use kafka_protocol::error::ResponseError as E;
         let dir = tempfile::tempdir().unwrap();
         let (_pm, p) = open(dir.path());
+        // A verification the coordinator refused is abandoned and admits nothing.
+        let refused = p
+            .start_txn_verification(1, 0)
+            .expect("a verification is needed");
+        p.abandon_txn_verification(1, refused);
+        let err = p
+            .append_verified(txn_batch(1, 0, 0, 1), Some(refused))
+            .unwrap_err();
+        assert_eq!(err.code(), E::InvalidTxnState.code(), "{err}");
         // No transaction of producer 1 here yet: its first batch needs a verification.
         let guard = p
             .start_txn_verification(1, 0)

@@ -294,6 +294,13 @@ impl ProducerStates {
         self.next_guard
     }
 
+    /// Drops a verification that failed (if still the current one), so refused producers leave nothing behind.
+    pub fn abandon_verification(&mut self, producer_id: i64, guard: u64) {
+        if self.verifying.get(&producer_id) == Some(&guard) {
+            self.verifying.remove(&producer_id);
+        }
+    }
+
     /// Whether a transactional batch of `producer_id` may be appended: its transaction is open here, or the
     /// verification that `guard` began is still current (no marker since).
     pub fn check_verified(

@@ -777,17 +777,17 @@ async fn send_markers(
                             .collect(),
                     )]);
             let addr = format!("{}:{}", b.host, b.port);
-            let sent = async {
-                let mut conn = crate::interbroker::Conn::connect(
-                    &addr,
-                    Duration::from_secs(5),
-                    format!("fjord-txn-coordinator-{}", state.config.node_id),
-                )
-                .await?;
-                conn.request(1, &req, 1 << 20).await
-            };
-            match tokio::time::timeout(MARKER_TIMEOUT, sent).await {
-                Ok(Ok(resp)) => {
+            // Each exchange is bounded by what is left of the markers' deadline.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let sent = crate::interbroker::request_once(
+                &addr,
+                format!("fjord-txn-coordinator-{}", state.config.node_id),
+                1,
+                &req,
+                left.max(Duration::from_millis(1)),
+            );
+            match sent.await {
+                Ok(resp) => {
                     for r in resp.markers.iter().flat_map(|x| &x.topics) {
                         for p in &r.partitions {
                             if fenced_marker(p.error_code) {
@@ -809,12 +809,8 @@ async fn send_markers(
                         }
                     }
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     last_problem = format!("broker {leader} at {addr}: {e}");
-                    retry.extend(parts);
-                }
-                Err(_) => {
-                    last_problem = format!("broker {leader} at {addr} did not answer");
                     retry.extend(parts);
                 }
             }
@@ -900,25 +896,16 @@ pub async fn verify_remote(
                 .with_name(TopicName(StrBytes::from_string(topic.to_string())))
                 .with_partitions(vec![partition])]),
     ]);
-    let sent = async {
-        let mut conn = crate::interbroker::Conn::connect(
-            &addr,
-            Duration::from_secs(5),
-            format!("fjord-txn-verifier-{}", state.config.node_id),
-        )
-        .await?;
-        conn.request(4, &req, 1 << 20).await
-    };
-    let resp = match tokio::time::timeout(Duration::from_secs(10), sent).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err(retriable(format!("coordinator {} at {addr}: {e}", b.id))),
-        Err(_) => {
-            return Err(retriable(format!(
-                "coordinator {} at {addr} did not answer",
-                b.id
-            )))
-        }
-    };
+    let sent = crate::interbroker::request_once(
+        &addr,
+        format!("fjord-txn-verifier-{}", state.config.node_id),
+        4,
+        &req,
+        Duration::from_secs(10),
+    );
+    let resp = sent
+        .await
+        .map_err(|e| retriable(format!("coordinator {} at {addr}: {e}", b.id)))?;
     let code = if resp.error_code != 0 {
         resp.error_code
     } else {

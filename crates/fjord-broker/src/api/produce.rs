@@ -205,7 +205,7 @@ pub async fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
             let mut guard = None;
             if let Some(b) = txn.filter(|_| remote) {
                 guard = partition.start_txn_verification(b.producer_id, b.producer_epoch);
-                if guard.is_some() {
+                if let Some(g) = guard {
                     let verified = crate::transactions::verify_remote(
                         broker,
                         id,
@@ -216,6 +216,7 @@ pub async fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
                     )
                     .await;
                     if let Err((code, message)) = verified {
+                        partition.abandon_txn_verification(b.producer_id, g);
                         parts.push(error(idx, E::InvalidTxnState, message).with_error_code(code));
                         continue;
                     }
