@@ -223,6 +223,8 @@ pub fn write_error_code(e: &Error) -> i16 {
         | Error::Storage(_)
         | Error::NotCoordinator(_) => E::NotCoordinator.code(),
         e if e.is_disk_fault() => E::NotCoordinator.code(),
+        // A transactional write refused by the partition's producer state (its transaction ended meanwhile).
+        Error::Producer(p) => p.code(),
         _ => E::CoordinatorNotAvailable.code(),
     }
 }
@@ -338,14 +340,44 @@ impl Groups {
             .any(|p| p.group == group && p.topic == topic && p.topic_partition == partition)
     }
 
+    /// Begins a transactional offset commit (TxnOffsetCommit) of `producer_id` to the group's partition, before
+    /// its transaction is checked: the guard to pass to [`Groups::persist_txn_offsets`], which refuses the write
+    /// if a marker ended the transaction in between (the batch would otherwise open a transaction in
+    /// `__consumer_offsets` that no marker ends). `None` inside: the transaction is already open there.
+    pub fn start_txn_offsets(
+        &self,
+        state: &BrokerState,
+        group: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<Option<u64>> {
+        Ok(hosted(state, OFFSETS_TOPIC, self.partition_of(group))?
+            .start_txn_verification(producer_id, producer_epoch))
+    }
+
+    /// Forgets the guard of a transactional offset commit whose transaction check failed.
+    pub fn abandon_txn_offsets(
+        &self,
+        state: &BrokerState,
+        group: &str,
+        producer_id: i64,
+        guard: u64,
+    ) {
+        if let Ok(p) = hosted(state, OFFSETS_TOPIC, self.partition_of(group)) {
+            p.abandon_txn_verification(producer_id, guard);
+        }
+    }
+
     /// Writes transactional offset commits (TxnOffsetCommit) as a transactional batch of `producer_id` and
-    /// waits until it is durable; they stay pending until the transaction's marker.
+    /// waits until it is durable; they stay pending until the transaction's marker. `guard` is what
+    /// [`Groups::start_txn_offsets`] returned: a marker since then refuses the write (INVALID_TXN_STATE).
     pub async fn persist_txn_offsets(
         &self,
         state: &BrokerState,
         records: Vec<Record>,
         producer_id: i64,
         producer_epoch: i16,
+        guard: Option<u64>,
     ) -> Result<()> {
         let Some(partition) = records.first().map(|r| r.partition) else {
             return Ok(());
@@ -355,11 +387,21 @@ impl Groups {
         let pairs: Vec<(Bytes, Option<Bytes>)> =
             records.into_iter().map(|r| (r.key, r.value)).collect();
         let producer = Some((producer_id, producer_epoch));
-        append_internal(state, OFFSETS_TOPIC, partition, &pairs, producer).await?;
+        let part = hosted(state, OFFSETS_TOPIC, partition)?;
+        let info =
+            part.append_verified(encode_batch(&pairs, producer)?, Origin::Coordinator, guard)?;
+        wait_acknowledged(state, &part, info.last_offset + 1, info.leader_epoch).await?;
         for (key, value) in pairs {
             self.add_pending(producer_id, partition, key, value);
         }
         Ok(())
+    }
+
+    /// Holds back every `__consumer_offsets` append of this coordinator until the guard drops. For tests that
+    /// need a request parked between its checks and its write (and for nothing else).
+    #[doc(hidden)]
+    pub async fn hold_writes(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.write_lock.lock().await
     }
 
     /// The coordinator, locked. Never hold it across an await. Request handlers use [`Groups::coordinator_for`],
@@ -450,12 +492,17 @@ pub async fn append_internal(
     records: &[(Bytes, Option<Bytes>)],
     producer: Option<(i64, i16)>,
 ) -> Result<()> {
-    let part = state
-        .partitions
-        .online(topic, partition)?
-        .ok_or_else(|| Error::NotCoordinator(format!("{topic}-{partition} is not hosted here")))?;
+    let part = hosted(state, topic, partition)?;
     let info = part.append_from(encode_batch(records, producer)?, Origin::Coordinator)?;
     wait_acknowledged(state, &part, info.last_offset + 1, info.leader_epoch).await
+}
+
+/// A coordinator's internal partition, online here (NOT_COORDINATOR when it is not).
+fn hosted(state: &BrokerState, topic: &str, partition: i32) -> Result<Arc<Partition>> {
+    state
+        .partitions
+        .online(topic, partition)?
+        .ok_or_else(|| Error::NotCoordinator(format!("{topic}-{partition} is not hosted here")))
 }
 
 /// Waits until everything below `offset`, written in leader epoch `epoch`, is fsynced here and replicated to the

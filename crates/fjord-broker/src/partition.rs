@@ -319,10 +319,17 @@ impl Partition {
             .abandon_verification(producer_id, guard);
     }
 
-    /// Appends a client's batches whose transactional ones must belong to an open transaction here or carry the
-    /// still-current `guard` of a verification (a marker since then voids it: INVALID_TXN_STATE).
-    pub fn append_verified(&self, records: Bytes, guard: Option<u64>) -> Result<AppendInfo> {
-        self.io(|| self.append_locked(records, Origin::Client, Some(guard)))
+    /// Appends batches whose transactional ones must belong to an open transaction here or carry the
+    /// still-current `guard` of a verification (a marker since then voids it: INVALID_TXN_STATE). A client's
+    /// Produce and a coordinator's transactional offset commit both check their transaction first and append
+    /// later; the guard, taken before the check, makes a marker in between refuse the append.
+    pub fn append_verified(
+        &self,
+        records: Bytes,
+        origin: Origin,
+        guard: Option<u64>,
+    ) -> Result<AppendInfo> {
+        self.io(|| self.append_locked(records, origin, Some(guard)))
     }
 
     /// `verified`: `Some(guard)` when transactional batches must pass [`ProducerStates::check_verified`].
@@ -385,16 +392,16 @@ impl Partition {
                 }
                 .into());
             }
-            if let Some(guard) = verified {
-                for b in batches.iter().filter(|b| b.is_transactional) {
-                    producers.check_verified(b.producer_id, b.producer_epoch, guard)?;
-                }
-            }
         } else if batches.iter().any(|b| b.is_control) {
             return Err(crate::producers::ProducerError::InvalidRecord(
                 "markers are written with append_marker",
             )
             .into());
+        }
+        if let Some(guard) = verified {
+            for b in batches.iter().filter(|b| b.is_transactional) {
+                producers.check_verified(b.producer_id, b.producer_epoch, guard)?;
+            }
         }
         let info = log.append(records, epoch, now_ms())?;
         for b in &info.batches {
@@ -2005,20 +2012,22 @@ mod tests {
             .expect("a verification is needed");
         p.abandon_txn_verification(1, refused);
         let err = p
-            .append_verified(txn_batch(1, 0, 0, 1), Some(refused))
+            .append_verified(txn_batch(1, 0, 0, 1), Origin::Client, Some(refused))
             .unwrap_err();
         assert_eq!(err.code(), E::InvalidTxnState.code(), "{err}");
         // No transaction of producer 1 here yet: its first batch needs a verification.
         let guard = p
             .start_txn_verification(1, 0)
             .expect("a verification is needed");
-        let err = p.append_verified(txn_batch(1, 0, 0, 1), None).unwrap_err();
+        let err = p
+            .append_verified(txn_batch(1, 0, 0, 1), Origin::Client, None)
+            .unwrap_err();
         assert_eq!(err.code(), E::InvalidTxnState.code(), "{err}");
         // A marker (the previous transaction ending) lands while the coordinator is being asked: the batch
         // would open a transaction no marker closes, so the guard no longer admits it.
         assert_eq!(p.append_marker(1, 0, ControlType::Abort, 0).unwrap().0, 0);
         let err = p
-            .append_verified(txn_batch(1, 0, 0, 1), Some(guard))
+            .append_verified(txn_batch(1, 0, 0, 1), Origin::Client, Some(guard))
             .unwrap_err();
         assert_eq!(err.code(), E::InvalidTxnState.code(), "{err}");
         assert_eq!(p.log_end_offset(), 1, "only the marker is in the log");
@@ -2027,14 +2036,14 @@ mod tests {
             .start_txn_verification(1, 0)
             .expect("a verification is needed");
         assert_eq!(
-            p.append_verified(txn_batch(1, 0, 0, 1), Some(guard))
+            p.append_verified(txn_batch(1, 0, 0, 1), Origin::Client, Some(guard))
                 .unwrap()
                 .base_offset,
             1
         );
         assert_eq!(p.start_txn_verification(1, 0), None);
         assert_eq!(
-            p.append_verified(txn_batch(1, 0, 1, 1), None)
+            p.append_verified(txn_batch(1, 0, 1, 1), Origin::Client, None)
                 .unwrap()
                 .base_offset,
             2

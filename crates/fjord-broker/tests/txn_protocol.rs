@@ -664,3 +664,96 @@ async fn a_marker_from_an_older_producer_session_is_refused() {
     assert_eq!(list_offset(&mut c, 1, -1).await.0, 2, "committed");
     broker.shutdown().await.unwrap();
 }
+
+/// (last stable offset, high watermark) of `topic`-`p`, from ListOffsets latest under both isolation levels.
+async fn stable_and_high(c: &mut Client, topic: &str, p: i32) -> (i64, i64) {
+    let mut out = [0i64; 2];
+    for (i, isolation) in [1i8, 0].into_iter().enumerate() {
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_isolation_level(isolation)
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(s(topic)))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(p)
+                    .with_timestamp(-1)])]);
+        let r = c.send(8, &req).await;
+        let part = &r.topics[0].partitions[0];
+        assert_eq!(part.error_code, 0, "ListOffsets {topic}-{p}");
+        out[i] = part.offset;
+    }
+    (out[0], out[1])
+}
+
+/// A TxnOffsetCommit verified just before its transaction ends must not write its offsets after the marker: that
+/// batch would open a transaction in `__consumer_offsets` that no marker ever ends (read_committed reads of the
+/// partition, and the group's offsets with require_stable, would stall until the producer came back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_txn_offset_commit_overtaken_by_the_end_of_its_transaction_is_refused() {
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let mut c = Client::connect(&broker).await;
+    create_topic(&mut c, "t", 1).await;
+    let r = init(&mut c, 4, "app", 30_000, (-1, -1)).await;
+    let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
+    let r = c
+        .send(
+            3,
+            &AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(s("app")))
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch)
+                .with_group_id(GroupId(s("g"))),
+        )
+        .await;
+    assert_eq!(r.error_code, 0);
+    let offsets_partition = broker.state().groups.partition_of("g");
+    let before = stable_and_high(&mut c, "__consumer_offsets", offsets_partition).await;
+    assert_eq!(before.0, before.1, "no transaction open yet");
+
+    // The commit passes its checks and then waits for the coordinator's write lock, held here...
+    let held = broker.state().groups.hold_writes().await;
+    let addr = broker.local_addr();
+    let commit = tokio::spawn(async move {
+        let mut c2 = Client::connect_to(addr).await;
+        let req = TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(s("app")))
+            .with_group_id(GroupId(s("g")))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_generation_id(-1)
+            .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(5)])]);
+        c2.send(3, &req).await.topics[0].partitions[0].error_code
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!commit.is_finished(), "the commit waits for the write lock");
+    // ...while the transaction is aborted under it (its markers do not take that lock).
+    assert_eq!(end(&mut c, 3, "app", pid, epoch, false).await, 0);
+    drop(held);
+    let code = tokio::time::timeout(Duration::from_secs(10), commit)
+        .await
+        .expect("the commit is answered")
+        .unwrap();
+    assert_eq!(
+        code,
+        E::InvalidTxnState.code(),
+        "the transaction ended before the offsets were written"
+    );
+    let (stable, high) = stable_and_high(&mut c, "__consumer_offsets", offsets_partition).await;
+    assert_eq!(
+        stable, high,
+        "no transaction is left open in __consumer_offsets"
+    );
+
+    // The transactional id works on: a new transaction commits its offsets.
+    let r = init(&mut c, 4, "app", 30_000, (pid, epoch)).await;
+    assert_eq!(r.error_code, 0);
+    broker.shutdown().await.unwrap();
+}

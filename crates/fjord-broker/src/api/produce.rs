@@ -16,7 +16,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use super::{str_bytes, Ctx};
 use crate::admin::is_internal_topic;
 use crate::metrics::Metrics;
-use crate::partition::Partition;
+use crate::partition::{Origin, Partition};
 
 fn error(index: i32, code: E, message: String) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
@@ -198,48 +198,51 @@ pub async fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
                 continue;
             }
             let id = req.transactional_id.as_deref().map_or("", |t| &**t);
-            // KIP-890 part 1 with a coordinator on another broker: the first batch of a transaction here is
-            // verified with it first, under a guard a marker voids.
+            // KIP-890 part 1: the first batch of a transaction here is checked with its coordinator (in process,
+            // or on another broker) under a guard taken first, which a marker voids: a transaction that ends
+            // between the check and the append refuses the batch (else it would open a transaction here that
+            // no marker ends).
             let txn = batches.iter().find(|b| b.is_transactional);
             let remote = txn.is_some() && !broker.transactions.coordinates_here(broker, id);
             let mut guard = None;
-            if let Some(b) = txn.filter(|_| remote) {
+            if let Some(b) = txn {
                 guard = partition.start_txn_verification(b.producer_id, b.producer_epoch);
-                if let Some(g) = guard {
-                    let verified = crate::transactions::verify_remote(
-                        broker,
-                        id,
-                        b.producer_id,
-                        b.producer_epoch,
-                        &name,
-                        idx,
-                    )
-                    .await;
-                    if let Err((code, message)) = verified {
-                        partition.abandon_txn_verification(b.producer_id, g);
-                        parts.push(error(idx, E::InvalidTxnState, message).with_error_code(code));
-                        continue;
+                let checked = if remote {
+                    match guard {
+                        Some(_) => crate::transactions::verify_remote(
+                            broker,
+                            id,
+                            b.producer_id,
+                            b.producer_epoch,
+                            &name,
+                            idx,
+                        )
+                        .await
+                        .map_err(|(code, message)| {
+                            error(idx, E::InvalidTxnState, message).with_error_code(code)
+                        }),
+                        None => Ok(()),
                     }
+                } else {
+                    broker
+                        .transactions
+                        .may_write(broker, id, b.producer_id, b.producer_epoch, &name, idx)
+                        .map_err(|(code, message)| error(idx, code, message))
+                };
+                if let Err(refused) = checked {
+                    if let Some(g) = guard {
+                        partition.abandon_txn_verification(b.producer_id, g);
+                    }
+                    parts.push(refused);
+                    continue;
                 }
-            } else if let Some(Err((code, message))) = txn.map(|b| {
-                broker.transactions.may_write(
-                    broker,
-                    id,
-                    b.producer_id,
-                    b.producer_epoch,
-                    &name,
-                    idx,
-                )
-            }) {
-                parts.push(error(idx, code, message));
-                continue;
             }
             let len = records.len() as u64;
             // The append is file I/O (a write into the page cache, which can block under write-back pressure),
             // and validating a compressed batch decompresses it: off the async workers.
             let appended = crate::blocking(|| {
-                if remote {
-                    partition.append_verified(records, guard)
+                if txn.is_some() {
+                    partition.append_verified(records, Origin::Client, guard)
                 } else {
                     partition.append(records)
                 }

@@ -43,6 +43,18 @@ pub async fn handle(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOffsetComm
             )
         }
     });
+    // Taken before the transaction is checked, so that a marker landing between the check and the write
+    // refuses the write instead of letting it open a transaction no marker ends.
+    let mut guard = None;
+    if check.is_ok() {
+        match broker
+            .groups
+            .start_txn_offsets(broker, &group, req.producer_id.0, req.producer_epoch)
+        {
+            Ok(g) => guard = g,
+            Err(e) => check = Err(crate::groups::write_error_code(&e)),
+        }
+    }
     let local_txn = broker
         .transactions
         .coordinates_here(broker, &req.transactional_id);
@@ -85,6 +97,11 @@ pub async fn handle(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOffsetComm
             check = Err(fenced_code(&e, ctx.version, 2));
         }
     }
+    if let (Err(_), Some(g)) = (check, guard) {
+        broker
+            .groups
+            .abandon_txn_offsets(broker, &group, req.producer_id.0, g);
+    }
     let topics = req.topics.iter().map(|t| {
         let parts = t.partitions.iter().map(|p| CommitPartition {
             index: p.partition_index,
@@ -99,7 +116,13 @@ pub async fn handle(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOffsetComm
         let records = broker.groups.lock().commit_records(&group, &valid);
         if let Err(e) = broker
             .groups
-            .persist_txn_offsets(broker, records, req.producer_id.0, req.producer_epoch)
+            .persist_txn_offsets(
+                broker,
+                records,
+                req.producer_id.0,
+                req.producer_epoch,
+                guard,
+            )
             .await
         {
             tracing::error!(%group, error = %e, "persisting transactional offset commit failed");
