@@ -1476,6 +1476,7 @@ mod tests {
                     partition_epoch: 0,
                     replicas: vec![1],
                     isr: vec![1],
+                    offline: Vec::new(),
                 }],
                 configs: BTreeMap::new(),
                 internal: false,

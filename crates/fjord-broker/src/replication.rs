@@ -389,10 +389,11 @@ pub async fn elect_unclean_leaders(state: Arc<BrokerState>, mut shutdown: watch:
     }
 }
 
-/// Replicas this broker holds in a failed log directory (or could not open) but still leads or counts in an ISR
-/// of several: the controller takes them out (`ReplicasOffline`, what KRaft does with a heartbeat's offline log
-/// dirs), so leadership moves to an in-sync replica elsewhere and a disk error costs the partition a replica, not
-/// its availability. One proposal at a time; repeated on later ticks until the metadata reflects it.
+/// Replicas this broker holds in a failed log directory (or could not open) that the metadata does not yet mark
+/// offline: the controller marks them (`ReplicasOffline`, what KRaft does with a heartbeat's offline log dirs),
+/// so they are never elected, leadership moves to an in-sync replica elsewhere and a disk error costs the
+/// partition a replica, not its availability. One proposal at a time; repeated on later ticks until the
+/// metadata reflects it.
 fn report_offline_replicas(state: &Arc<BrokerState>) {
     use std::sync::atomic::Ordering;
     if !state.partitions.dirs().any_offline() {
@@ -407,7 +408,7 @@ fn report_offline_replicas(state: &Arc<BrokerState>) {
             t.partitions
                 .iter()
                 .enumerate()
-                .filter(|(_, p)| p.leader == me || (p.isr.len() > 1 && p.isr.contains(&me)))
+                .filter(|(_, p)| p.replicas.contains(&me) && !p.offline.contains(&me))
                 .map(|(i, _)| (t.name.clone(), i as i32))
         })
         .filter(|(t, i)| state.partitions.is_offline(t, *i))

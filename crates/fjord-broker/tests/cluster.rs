@@ -728,3 +728,76 @@ async fn a_leader_whose_log_dir_fails_hands_its_partitions_to_an_in_sync_replica
     );
     cluster.shutdown().await;
 }
+
+/// The last in-sync replica's log directory fails while its broker stays up: that copy is marked offline and is
+/// never elected again (an unclean election used to pick it as the "clean" choice, its broker reported it
+/// offline, and the two repeated every second with the partition never served). With unclean election on, a
+/// live out-of-sync replica takes over once; tools see the failed copy among the offline replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_in_sync_replica_in_a_failed_log_dir_is_not_elected_again() {
+    use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
+    let cluster = Cluster::start(
+        3,
+        &[
+            ("log.dirs", "{dir}/a,{dir}/b"),
+            ("replica.lag.time.max.ms", "1000"),
+        ],
+    )
+    .await;
+    let mut c3 = Client::connect(cluster.node(3)).await;
+    create_on_with(
+        &mut c3,
+        "u",
+        &[1, 2],
+        &[("unclean.leader.election.enable", "true")],
+    )
+    .await;
+    cluster
+        .wait(Duration::from_secs(10), "the replicas exist", |c| {
+            (1..=2).all(|n| c.node(n).state().partitions.get("u", 0).is_some())
+        })
+        .await;
+    // Broker 2 stops fetching and leaves the ISR: broker 1 is the last in-sync replica.
+    cluster.node(2).state().replication.pause_for_test(true);
+    cluster
+        .wait(Duration::from_secs(15), "broker 2 out of the ISR", |c| {
+            placement(c.node(3), "u").is_some_and(|(l, _, isr)| l == 1 && isr == vec![1])
+        })
+        .await;
+    let u = cluster.node(1).state().partitions.get("u", 0).unwrap();
+    u.fail_next_fsync_for_test();
+    let mut c1 = Client::connect(cluster.node(1)).await;
+    assert_eq!(
+        produce(&mut c1, "u", -1, 10_000, &["lost-with-the-disk"])
+            .await
+            .0,
+        E::KafkaStorageError.code()
+    );
+    // The controller's unclean election gives the partition to broker 2, not back to broker 1.
+    cluster
+        .wait(
+            Duration::from_secs(15),
+            "broker 2 leads u, alone in its ISR",
+            |c| placement(c.node(3), "u").is_some_and(|(l, _, isr)| l == 2 && isr == vec![2]),
+        )
+        .await;
+    let epoch = |c: &Cluster| c.node(3).state().meta.state().topics["u"].partitions[0].leader_epoch;
+    let settled = epoch(&cluster);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(epoch(&cluster), settled, "leadership stays put");
+    let r = c3
+        .send(
+            0,
+            &DescribeTopicPartitionsRequest::default().with_topics(vec![
+                TopicRequest::default().with_name(TopicName(common::s("u")))
+            ]),
+        )
+        .await;
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(
+        (p.error_code, p.leader_id.0, p.offline_replicas.clone()),
+        (0, 2, vec![BrokerId(1)])
+    );
+    cluster.node(2).state().replication.pause_for_test(false);
+    cluster.shutdown().await;
+}

@@ -33,6 +33,23 @@ pub struct PartitionMeta {
     /// In-sync replicas. Never empty: when its last member is fenced it stays in (Kafka never
     /// shrinks the ISR to empty), so that it can lead again when it comes back.
     pub isr: Vec<i32>,
+    /// Replicas whose log directory failed on their (live) broker ([`Command::ReplicasOffline`]): never
+    /// chosen to lead until that broker registers again (a restart re-checks its directories). Without
+    /// this, a live last ISR member in a failed directory would be elected again and again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offline: Vec<i32>,
+}
+
+impl PartitionMeta {
+    /// A replica that may lead or join the ISR now: its broker is live and its copy is not offline.
+    fn eligible(
+        &self,
+        brokers: &BTreeMap<i32, BrokerInfo>,
+        fenced: &BTreeSet<i32>,
+        id: i32,
+    ) -> bool {
+        is_live(brokers, fenced, id) && !self.offline.contains(&id)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +152,10 @@ impl ClusterState {
             }
             Command::RegisterBroker(info) => {
                 self.brokers.insert(info.id, info.clone());
+                // A (re)started broker has checked its log directories again: it reports what is still offline.
+                for p in self.topics.values_mut().flat_map(|t| &mut t.partitions) {
+                    p.offline.retain(|&b| b != info.id);
+                }
                 // Registering means the broker is alive.
                 self.unfence(info.id);
                 CommandResult::Ok
@@ -298,6 +319,7 @@ fn partitions_from(
                 partition_epoch: 0,
                 replicas: replicas.clone(),
                 isr: replicas.clone(),
+                offline: Vec::new(),
             })
         })
         .collect()
@@ -312,11 +334,12 @@ fn set_replicas(
     isr: Vec<i32>,
     live: impl Fn(i32) -> bool,
 ) {
+    p.offline.retain(|b| replicas.contains(b));
     if !isr.contains(&p.leader) {
         let next = replicas
             .iter()
             .copied()
-            .find(|&b| isr.contains(&b) && live(b))
+            .find(|&b| isr.contains(&b) && live(b) && !p.offline.contains(&b))
             .unwrap_or(NO_LEADER);
         if next != p.leader {
             p.leader = next;
@@ -353,7 +376,7 @@ impl ClusterState {
                     .replicas
                     .iter()
                     .copied()
-                    .find(|&r| r != id && p.isr.contains(&r) && is_live(brokers, fenced, r))
+                    .find(|&r| r != id && p.isr.contains(&r) && p.eligible(brokers, fenced, r))
                     .unwrap_or(NO_LEADER);
                 if next != p.leader {
                     p.leader = next;
@@ -372,7 +395,7 @@ impl ClusterState {
     fn unfence(&mut self, id: i32) {
         self.fenced.remove(&id);
         for p in self.topics.values_mut().flat_map(|t| &mut t.partitions) {
-            if p.leader == NO_LEADER && p.isr.contains(&id) {
+            if p.leader == NO_LEADER && p.isr.contains(&id) && !p.offline.contains(&id) {
                 p.leader = id;
                 p.leader_epoch += 1;
                 p.partition_epoch += 1;
@@ -420,11 +443,12 @@ impl ClusterState {
         let ineligible: Vec<i32> = new_isr
             .iter()
             .copied()
-            .filter(|r| !p.isr.contains(r) && !is_live(brokers, fenced, *r))
+            .filter(|r| !p.isr.contains(r) && !p.eligible(brokers, fenced, *r))
             .collect();
         if !ineligible.is_empty() {
             return CommandResult::IneligibleReplica(format!(
-                "brokers {ineligible:?} cannot join the ISR of {topic}-{partition}: they are fenced or not registered"
+                "brokers {ineligible:?} cannot join the ISR of {topic}-{partition}: they are fenced, not registered \
+                 or their copy is in a failed log directory"
             ));
         }
         if p.isr != new_isr {
@@ -579,7 +603,7 @@ impl ClusterState {
         if p.leader == preferred {
             return CommandResult::ElectionNotNeeded;
         }
-        if !p.isr.contains(&preferred) || !is_live(brokers, fenced, preferred) {
+        if !p.isr.contains(&preferred) || !p.eligible(brokers, fenced, preferred) {
             return CommandResult::PreferredLeaderNotAvailable;
         }
         p.leader = preferred;
@@ -598,6 +622,10 @@ impl ClusterState {
             return;
         }
         let mut changed = false;
+        if !p.offline.contains(&broker) {
+            p.offline.push(broker);
+            changed = true;
+        }
         if p.isr.len() > 1 && p.isr.contains(&broker) {
             p.isr.retain(|&r| r != broker);
             changed = true;
@@ -607,7 +635,7 @@ impl ClusterState {
                 .replicas
                 .iter()
                 .copied()
-                .find(|&r| r != broker && p.isr.contains(&r) && is_live(brokers, fenced, r))
+                .find(|&r| r != broker && p.isr.contains(&r) && p.eligible(brokers, fenced, r))
                 .unwrap_or(NO_LEADER);
             p.leader_epoch += 1;
             changed = true;
@@ -622,10 +650,10 @@ impl ClusterState {
         let Some(p) = partition_mut(&mut self.topics, topic, partition) else {
             return CommandResult::UnknownTopic;
         };
-        if p.leader != NO_LEADER && is_live(brokers, fenced, p.leader) {
+        if p.leader != NO_LEADER && p.eligible(brokers, fenced, p.leader) {
             return CommandResult::ElectionNotNeeded;
         }
-        let live = |r: &&i32| is_live(brokers, fenced, **r);
+        let live = |r: &&i32| p.eligible(brokers, fenced, **r);
         let clean = p.replicas.iter().filter(live).find(|r| p.isr.contains(r));
         let Some(&leader) = clean.or_else(|| p.replicas.iter().find(live)) else {
             return CommandResult::EligibleLeadersNotAvailable;
@@ -752,8 +780,10 @@ pub enum Command {
         partition: i32,
     },
     /// `broker`'s replicas of `partitions` can no longer serve (their log directory failed; KRaft's
-    /// heartbeat `OfflineLogDirs`): each leaves the ISR unless it is the last member, and a partition it led
-    /// moves to the next live in-sync replica (none left: the partition is offline until the broker returns).
+    /// heartbeat `OfflineLogDirs`): each is marked offline (never elected, see [`PartitionMeta::offline`]),
+    /// leaves the ISR unless it is the last member, and a partition it led moves to the next live in-sync
+    /// replica (none left: the partition is offline until the broker returns, or an unclean election picks an
+    /// out-of-sync replica that is not offline).
     ReplicasOffline {
         broker: i32,
         partitions: Vec<(String, i32)>,
@@ -844,7 +874,8 @@ mod tests {
                 leader_epoch: 0,
                 partition_epoch: 0,
                 replicas: vec![3, 1, 2],
-                isr: vec![3, 1, 2]
+                isr: vec![3, 1, 2],
+                offline: Vec::new()
             }
         );
         assert_eq!(t.partitions[1].leader, 1);
@@ -978,6 +1009,7 @@ mod liveness_tests {
             partition_epoch: pe,
             replicas: replicas.to_vec(),
             isr: isr.to_vec(),
+            offline: Vec::new(),
         }
     }
 
@@ -1074,6 +1106,83 @@ mod liveness_tests {
         assert_eq!(after[1], before[1], "partition 1 was not named");
         assert!(s.is_live(1), "the broker itself stays live");
         assert_eq!(offline(&mut s, 9, &[0]), CommandResult::UnknownBroker);
+    }
+
+    #[test]
+    fn a_replica_in_a_failed_log_dir_is_never_elected_until_its_broker_registers_again() {
+        let mut s = cluster();
+        let t = |s: &ClusterState| s.topics["t"].partitions[0].clone();
+        let offline = |s: &mut ClusterState, broker: i32| {
+            s.apply(&Command::ReplicasOffline {
+                broker,
+                partitions: vec![("t".to_string(), 0)],
+            })
+        };
+        let unclean = |s: &mut ClusterState| {
+            s.apply(&Command::ElectUncleanLeader {
+                topic: "t".into(),
+                partition: 0,
+            })
+        };
+        // 1 leads and is the last in-sync replica; its log directory fails.
+        s.topics.get_mut("t").unwrap().partitions[0] = part(1, 4, 7, &[1, 2, 3], &[1]);
+        assert_eq!(offline(&mut s, 1), CommandResult::Ok);
+        let p = t(&s);
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.offline.clone()),
+            (NO_LEADER, vec![1], vec![1])
+        );
+        // Its broker is live, but its copy cannot lead: neither when it heartbeats again after a lapse...
+        assert_eq!(fence(&mut s, 1), CommandResult::Ok);
+        assert_eq!(
+            s.apply(&Command::UnfenceBroker { id: 1 }),
+            CommandResult::Ok
+        );
+        assert_eq!(t(&s).leader, NO_LEADER, "not re-elected by unfencing");
+        // ...nor by an unclean election, which takes a live out-of-sync replica instead (once; no loop).
+        assert_eq!(unclean(&mut s), CommandResult::Ok);
+        let p = t(&s);
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));
+        assert_eq!(unclean(&mut s), CommandResult::ElectionNotNeeded);
+        // Nor may it rejoin the ISR or be elected as the preferred leader.
+        let p = t(&s);
+        assert!(matches!(
+            s.apply(&Command::AlterPartition {
+                topic: "t".into(),
+                partition: 0,
+                leader: 2,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                new_isr: vec![2, 1],
+            }),
+            CommandResult::IneligibleReplica(_)
+        ));
+        s.topics.get_mut("t").unwrap().partitions[0].isr = vec![2, 1];
+        assert_eq!(
+            s.apply(&Command::ElectPreferredLeader {
+                topic: "t".into(),
+                partition: 0
+            }),
+            CommandResult::PreferredLeaderNotAvailable
+        );
+        // A restarted broker registers again, having checked its directories: its replica is eligible again.
+        assert_eq!(
+            s.apply(&Command::RegisterBroker(broker(1))),
+            CommandResult::Ok
+        );
+        assert!(t(&s).offline.is_empty());
+        assert_eq!(
+            s.apply(&Command::ElectPreferredLeader {
+                topic: "t".into(),
+                partition: 0
+            }),
+            CommandResult::Ok
+        );
+        assert_eq!(t(&s).leader, 1);
+        // With no eligible replica at all, an unclean election finds nobody rather than the offline copy.
+        s.topics.get_mut("t").unwrap().partitions[0] = part(1, 9, 9, &[1], &[1]);
+        assert_eq!(offline(&mut s, 1), CommandResult::Ok);
+        assert_eq!(unclean(&mut s), CommandResult::EligibleLeadersNotAvailable);
     }
 
     #[test]

@@ -108,6 +108,7 @@ fn part(leader: i32, le: i32, pe: i32, replicas: &[i32], isr: &[i32]) -> Partiti
         partition_epoch: pe,
         replicas: replicas.to_vec(),
         isr: isr.to_vec(),
+        offline: Vec::new(),
     }
 }
 

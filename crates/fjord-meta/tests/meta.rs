@@ -334,7 +334,8 @@ async fn given_topic_when_partitions_created_should_append_with_first_live_repli
             leader_epoch: 0,
             partition_epoch: 0,
             replicas: vec![2, 1],
-            isr: vec![2, 1]
+            isr: vec![2, 1],
+            offline: Vec::new()
         }
     );
     assert_eq!(
@@ -344,7 +345,8 @@ async fn given_topic_when_partitions_created_should_append_with_first_live_repli
             leader_epoch: 0,
             partition_epoch: 0,
             replicas: vec![3],
-            isr: vec![3]
+            isr: vec![3],
+            offline: Vec::new()
         }
     );
     // Broker 3 registers: it is live and leads its leaderless partition.

@@ -160,7 +160,8 @@ pub async fn handle(ctx: &Ctx<'_>, req: MetadataRequest) -> MetadataResponse {
 /// A replica here whose log directory is offline (or whose directory could not be opened) is an offline replica;
 /// with it as leader the partition has none, as Kafka's metadata cache reports once the controller has moved
 /// leadership off a failed directory: LEADER_NOT_AVAILABLE, leader -1, the replica in offline_replicas (v5+).
-/// Replicas on fenced brokers are offline too (Kafka lists them in offline_replicas).
+/// Replicas on fenced brokers are offline too (Kafka lists them in offline_replicas), and so are those the
+/// metadata marks offline (their broker reported its directory failed), whichever broker answers.
 pub(super) fn partition_view(
     broker: &crate::BrokerState,
     state: &fjord_meta::ClusterState,
@@ -174,6 +175,7 @@ pub(super) fn partition_view(
         .copied()
         .filter(|&b| {
             !state.is_live(b)
+                || p.offline.contains(&b)
                 || (b == broker.config.node_id && broker.partitions.is_offline(topic, index))
         })
         .collect();

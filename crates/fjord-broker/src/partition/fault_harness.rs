@@ -189,6 +189,7 @@ impl Harness {
                     partition_epoch: 0,
                     replicas: vec![1],
                     isr: vec![1],
+                    offline: Vec::new(),
                 }],
                 configs,
                 internal: false,
