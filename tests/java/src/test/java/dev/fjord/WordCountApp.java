@@ -31,8 +31,8 @@ import org.apache.kafka.streams.kstream.Windowed;
  * {@code <app>-words-repartition}), counted per window in the persistent window store {@code counts} (changelog
  * {@code <app>-counts-changelog}), and written twice: every update of a count to the updates topic, and only the
  * final count of each window, once the window has closed, through {@code suppress(untilWindowCloses)} (its buffer's
- * changelog is {@code <app>-final-store-changelog}) to the output topic. Both carry the key {@code word@windowStart} and
- * the count as a decimal string.
+ * changelog is {@code <app>-final-store-changelog}) to the output topic. Both carry the key
+ * {@code word@windowStart} and the count as a decimal string.
  *
  * <p>Arguments: bootstrap, application.id, state.dir, input topic, output topic, updates topic. Prints
  * {@code STATE <new>} on every state change, so the test can wait for RUNNING.
@@ -75,6 +75,9 @@ public final class WordCountApp {
         p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.EXACTLY_ONCE_V2);
         p.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, 2);
         p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 200);
+        // The test reads the whole repartition topic afterwards: Streams must not purge (DeleteRecords) what it
+        // has consumed, which it does every 30 s by default.
+        p.put(StreamsConfig.REPARTITION_PURGE_INTERVAL_MS_CONFIG, 86_400_000);
         // A restarted instance must not wait out the killed one's session (45 s by default) before the group
         // rebalances: the broker's minimum.
         p.put(StreamsConfig.mainConsumerPrefix(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG), 6000);
