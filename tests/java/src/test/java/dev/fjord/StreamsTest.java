@@ -566,6 +566,13 @@ class StreamsTest {
             assertEquals(expected, got, "the committed repartition topic (partition/key/value@timestamp -> count)");
         }
         checkInternalTopics(appId);
+        // Passed: the app's state and log go (a failure keeps them for a look).
+        try (var paths = Files.walk(state)) {
+            for (Path f : paths.sorted(java.util.Comparator.reverseOrder()).toList()) {
+                Files.delete(f);
+            }
+        }
+        Files.delete(log);
     }
 
     /**
