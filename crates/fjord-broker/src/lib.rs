@@ -87,7 +87,9 @@ impl Error {
         match self {
             Error::Log(e) => match e {
                 fjord_log::Error::CorruptMessage(_) => E::CorruptMessage.code(),
-                fjord_log::Error::InvalidRecord(_) => E::InvalidRecord.code(),
+                fjord_log::Error::InvalidRecord(_) | fjord_log::Error::RecordErrors { .. } => {
+                    E::InvalidRecord.code()
+                }
                 fjord_log::Error::UnsupportedFormat(_) => E::UnsupportedForMessageFormat.code(),
                 fjord_log::Error::RecordTooLarge { .. } => E::MessageTooLarge.code(),
                 fjord_log::Error::OffsetOutOfRange { .. } => E::OffsetOutOfRange.code(),

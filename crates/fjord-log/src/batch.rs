@@ -257,6 +257,8 @@ pub(crate) struct RecordsSummary {
     pub min_timestamp: i64,
     /// Largest record timestamp, -1 when none has one.
     pub max_timestamp: i64,
+    /// How many records have a null key (a compacted topic refuses them; see [`keyless_records`]).
+    pub keyless: u32,
 }
 
 /// A cursor over (decompressed) record data that counts what it consumed, so a record's fields can be checked
@@ -313,14 +315,16 @@ impl RecordReader<'_> {
     }
 
     /// A length-prefixed field (-1 = null where `nullable`), skipped.
-    fn skip_field(&mut self, nullable: bool) -> Result<()> {
+    /// Skips a length-prefixed field; true when it was null (length -1).
+    fn skip_field(&mut self, nullable: bool) -> Result<bool> {
         let len = self.varint(5)?;
         if len < -1 || (len == -1 && !nullable) {
             return Err(Error::CorruptMessage(format!(
                 "invalid field length {len} in a record"
             )));
         }
-        self.skip(len.max(0) as u64)
+        self.skip(len.max(0) as u64)?;
+        Ok(len == -1)
     }
 }
 
@@ -330,6 +334,18 @@ impl RecordReader<'_> {
 /// forged record count, a record that overruns its length, or a decompression bomb is refused here, so a batch
 /// can never claim more offsets than it holds records.
 pub(crate) fn walk_records(batch: &[u8], header: &Header) -> Result<RecordsSummary> {
+    walk(batch, header, &mut |_| {})
+}
+
+/// The indexes (within the batch) of the records with a null key: what a compacted topic refuses, reported
+/// per record as Kafka does (KIP-467). Only called on the rare refusal path, after [`walk_records`] passed.
+pub(crate) fn keyless_records(batch: &[u8], header: &Header) -> Result<Vec<i32>> {
+    let mut out = Vec::new();
+    walk(batch, header, &mut |i| out.push(i))?;
+    Ok(out)
+}
+
+fn walk(batch: &[u8], header: &Header, on_keyless: &mut dyn FnMut(i32)) -> Result<RecordsSummary> {
     let limit = crate::decompress::MAX_DECOMPRESSED;
     let mut reader =
         crate::decompress::records_reader(&batch[HEADER_SIZE..], header.compression(), limit)
@@ -341,6 +357,7 @@ pub(crate) fn walk_records(batch: &[u8], header: &Header) -> Result<RecordsSumma
     let mut summary = RecordsSummary {
         min_timestamp: -1,
         max_timestamp: -1,
+        keyless: 0,
     };
     for i in 0..header.record_count {
         if r.at_end()? {
@@ -360,7 +377,10 @@ pub(crate) fn walk_records(batch: &[u8], header: &Header) -> Result<RecordsSumma
         r.skip(1)?; // attributes
         let ts_delta = r.varint(10)?;
         r.varint(5)?; // offset delta
-        r.skip_field(true)?; // key
+        if r.skip_field(true)? {
+            summary.keyless += 1;
+            on_keyless(i);
+        }
         r.skip_field(true)?; // value
         let headers = r.varint(5)?;
         if headers < 0 {

@@ -13,6 +13,15 @@ pub enum Error {
     /// Kafka INVALID_RECORD (87): a well-formed batch that breaks a rule (no records, bad offset delta).
     #[error("invalid record batch: {0}")]
     InvalidRecord(String),
+    /// Kafka INVALID_RECORD (87) with per-record errors (KIP-467: the Produce response's `record_errors`): the
+    /// batch is refused because of the records named by their index within it, e.g. keyless records sent to a
+    /// compacted topic. Clients fail exactly those records and retry or fail the others separately.
+    #[error("{message}")]
+    RecordErrors {
+        /// (index of the record within its batch, what is wrong with it).
+        errors: Vec<(i32, String)>,
+        message: String,
+    },
     /// Kafka UNSUPPORTED_FOR_MESSAGE_FORMAT (43): magic other than 2.
     #[error("unsupported message format: {0}")]
     UnsupportedFormat(String),

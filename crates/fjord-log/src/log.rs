@@ -544,6 +544,9 @@ impl Log {
         }
         self.clock_ms = self.clock_ms.max(now_ms);
         let checked = batch::validate_headers(&records, self.config.max_message_bytes)?;
+        if self.config.cleanup_compact {
+            self.check_keys(&records, &checked)?;
+        }
         let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
         if !log_append {
             self.check_timestamps(&checked, now_ms)?;
@@ -603,6 +606,43 @@ impl Log {
             batches: headers.iter().map(|(_, h)| h.info()).collect(),
             leader_epoch,
         })
+    }
+
+    /// Kafka's rule for compacted topics: every record has a key (compaction keeps the last record per key, so a
+    /// keyless one could never be cleaned). Refused with the index of each keyless record, as Kafka does.
+    fn check_keys(
+        &self,
+        records: &[u8],
+        checked: &[(usize, Header, batch::RecordsSummary)],
+    ) -> Result<()> {
+        let mut errors = Vec::new();
+        for (pos, header, summary) in checked {
+            if header.is_control() || summary.keyless == 0 {
+                continue;
+            }
+            let name = self.dir.file_name().unwrap_or_default().to_string_lossy();
+            for i in batch::keyless_records(&records[*pos..*pos + header.size()], header)? {
+                errors.push((
+                    i,
+                    format!("Compacted topic cannot accept message without key in topic partition {name}."),
+                ));
+            }
+        }
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let first: Vec<String> = errors
+            .iter()
+            .take(3)
+            .map(|(i, m)| format!("record {i}: {m}"))
+            .collect();
+        let message = format!(
+            "One or more records have been rejected due to {} record errors in total, and only showing the first \
+             three errors at most: [{}]. Give every record a key, or set the topic's cleanup.policy to delete.",
+            errors.len(),
+            first.join(", ")
+        );
+        Err(Error::RecordErrors { errors, message })
     }
 
     /// Kafka's CreateTime rule: every record's timestamp lies within `message.timestamp.before.max.ms` before

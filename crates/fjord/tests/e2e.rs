@@ -159,6 +159,11 @@ fn limits_offsets_delete_records_and_long_poll_with_confluent_kafka() {
 }
 
 #[test]
+fn a_compacted_topic_fails_exactly_its_keyless_records_with_per_record_errors() {
+    run_client_against_new_broker("confluent_record_errors.py", &[]);
+}
+
+#[test]
 fn retention_deletes_old_segments_and_compaction_keeps_the_last_value_per_key() {
     run_client_against_new_broker(
         "confluent_retention.py",

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError as E;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{str_bytes, Ctx};
@@ -285,11 +287,24 @@ pub async fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
                 }
                 Err(e) => {
                     tracing::debug!(topic = %name, partition = idx, error = %e, "produce rejected");
+                    // KIP-467 (Produce v8+): the records at fault, so clients fail those and not the others.
+                    let record_errors = match &e {
+                        crate::Error::Log(fjord_log::Error::RecordErrors { errors, .. }) => errors
+                            .iter()
+                            .map(|(i, m)| {
+                                BatchIndexAndErrorMessage::default()
+                                    .with_batch_index(*i)
+                                    .with_batch_index_error_message(Some(str_bytes(m)))
+                            })
+                            .collect(),
+                        _ => Vec::new(),
+                    };
                     parts.push(
                         PartitionProduceResponse::default()
                             .with_index(idx)
                             .with_error_code(e.code())
                             .with_error_message(Some(str_bytes(&e.to_string())))
+                            .with_record_errors(record_errors)
                             .with_base_offset(-1)
                             .with_log_append_time_ms(-1)
                             .with_log_start_offset(-1),

@@ -592,8 +592,9 @@ fn retention_is_skipped_for_compact_only_topics() {
         ..small_config()
     };
     let mut log = Log::open(dir.path(), cfg, NOW).unwrap();
-    for i in 0..30 {
-        log.append(values_batch(&i.to_string(), 2, 1), 0, NOW)
+    for _ in 0..30 {
+        let recs = [(Some("a"), Some("x"), 1), (Some("b"), Some("y"), 1)];
+        log.append(kv_batch(&recs, Compression::None), 0, NOW)
             .unwrap();
     }
     assert_eq!(log.enforce_retention(NOW).unwrap(), 0);
@@ -754,13 +755,15 @@ fn compaction_keeps_the_last_value_per_key_with_offsets_unchanged() {
             }
         }
     }
-    // A keyless record is kept.
+    // A keyless record written before the topic became compacted is kept (a compacted log refuses new ones).
+    log.set_config(small_config());
     log.append(
         kv_batch(&[(None, Some("nokey"), NOW)], Compression::None),
         0,
         NOW,
     )
     .unwrap();
+    log.set_config(compact_config());
     let before_size = log.size_bytes();
     let leo = log.log_end_offset();
     let active_base = log.segments.last().unwrap().base_offset;
@@ -1569,4 +1572,35 @@ fn leader_epochs_are_recorded_persisted_truncated_and_rebuilt_when_the_checkpoin
         assert_eq!(log.leader_epochs(), &[(1, 0), (2, 20), (7, 40)]);
         log.close().unwrap();
     }
+}
+
+#[test]
+fn a_compacted_log_refuses_keyless_records_naming_each_and_appends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), compact_config(), NOW).unwrap();
+    for c in [Compression::None, Compression::Gzip] {
+        let recs: Vec<(Option<&str>, Option<&str>, i64)> = (0..6)
+            .map(|i| (if i % 3 == 0 { None } else { Some("k") }, Some("v"), NOW))
+            .collect();
+        match log.append(kv_batch(&recs, c), 0, NOW) {
+            Err(Error::RecordErrors { errors, message }) => {
+                let indexes: Vec<i32> = errors.iter().map(|(i, _)| *i).collect();
+                assert_eq!(indexes, vec![0, 3], "{c:?}");
+                assert!(errors[0].1.contains("without key"), "{}", errors[0].1);
+                assert!(message.contains("2 record errors"), "{message}");
+            }
+            other => panic!("{c:?}: keyless records accepted: {other:?}"),
+        }
+        assert_eq!(log.log_end_offset(), 0, "nothing appended, no offset burnt");
+    }
+    // Keyed records (and tombstones) are accepted; a log that is not compacted takes keyless ones.
+    log.append(
+        kv_batch(&[(Some("k"), None, NOW)], Compression::None),
+        0,
+        NOW,
+    )
+    .unwrap();
+    log.set_config(small_config());
+    log.append(values_batch("x", 3, NOW), 0, NOW).unwrap();
+    assert_eq!(log.log_end_offset(), 4);
 }
