@@ -1,5 +1,5 @@
-//! Apache Kafka's Java client and command-line tools (org.apache.kafka:kafka-clients and kafka-tools 4.4 from Maven
-//! Central) against real `fjord broker` processes: the JUnit classes under `tests/java`, one Maven run per class so they run in parallel under
+//! Apache Kafka's Java client, command-line tools and Connect worker (org.apache.kafka:kafka-clients, kafka-tools and
+//! connect-runtime 4.4 from Maven Central) against real `fjord broker` processes: the JUnit classes under `tests/java`, one Maven run per class so they run in parallel under
 //! nextest, each with its own build directory, against one broker and (where it makes sense) three.
 //! `./test.sh` installs Java and Maven and fills `~/.m2` first.
 
@@ -70,6 +70,11 @@ fn kafka_command_line_tools() {
     junit("ToolsTest", 1);
 }
 
+#[test]
+fn kafka_connect_file_source_and_sink_with_restarts() {
+    junit("ConnectTest", 1);
+}
+
 // The same suites against three brokers where they make sense (AdminTest checks one broker's specifics).
 
 #[test]
@@ -85,4 +90,9 @@ fn java_consumer_groups_on_three_brokers() {
 #[test]
 fn java_transactions_on_three_brokers() {
     junit("TransactionsTest", 3);
+}
+
+#[test]
+fn kafka_connect_on_three_brokers() {
+    junit("ConnectTest", 3);
 }
