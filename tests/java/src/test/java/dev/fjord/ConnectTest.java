@@ -3,6 +3,7 @@ package dev.fjord;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import java.net.http.HttpResponse;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -58,6 +59,9 @@ class ConnectTest {
     @AfterAll
     static void stop() throws Exception {
         broker.close();
+        if (Boolean.getBoolean("fjord.keep")) {
+            return;
+        }
         try (var files = Files.walk(dir)) {
             files.sorted(java.util.Comparator.reverseOrder()).forEach(f -> f.toFile().delete());
         }
@@ -209,6 +213,34 @@ class ConnectTest {
                 + offsetsTopic + ": " + latest);
     }
 
+    /** Waits, up to 60 s, until GET /connectors/{sink}/offsets shows {@code offset} for partition 0 of {@code topic}. */
+    static void awaitSinkOffset(ConnectWorker w, String sink, String topic, long offset) throws Exception {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        JsonNode offsets = null;
+        while (System.nanoTime() < deadline) {
+            offsets = w.getJson("/connectors/" + sink + "/offsets");
+            for (JsonNode o : offsets.path("offsets")) {
+                if (topic.equals(o.path("partition").path("kafka_topic").asText())
+                        && o.path("partition").path("kafka_partition").asInt(-1) == 0
+                        && o.path("offset").path("kafka_offset").asLong(-1) == offset) {
+                    return;
+                }
+            }
+            Thread.sleep(500);
+        }
+        throw new AssertionError(sink + ": no offset " + offset + " for " + topic + "-0 in " + offsets);
+    }
+
+    /** The position for {@code file} in a GET /connectors/{name}/offsets answer, or -1. */
+    static long storedPosition(JsonNode offsets, Path file) {
+        for (JsonNode o : offsets.path("offsets")) {
+            if (file.toString().equals(o.path("partition").path("filename").asText())) {
+                return o.path("offset").path("position").asLong(-1);
+            }
+        }
+        return -1;
+    }
+
     /** Connect's three internal topics exist, compacted, with the replicas asked for; the config topic has one partition. */
     static void checkInternalTopics(String group) throws Exception {
         List<String> topics = List.of(group + "-configs", group + "-offsets", group + "-status");
@@ -277,6 +309,32 @@ class ConnectTest {
             awaitTopic("catalog", expected, w);
             assertEquals(expected, topicValues("catalog", false), "no line twice in catalog");
             awaitStoredPosition(group + "-offsets", "catalog-source", in);
+
+            // The sink's position is its consumer group's committed offset (KIP-875's offsets API reads it with
+            // the AdminClient). Resetting it while the sink is stopped deletes the group's offsets, so the resumed
+            // sink starts again from the earliest record and writes every line a second time.
+            awaitSinkOffset(w, "catalog-sink", "catalog", expected.size());
+            HttpResponse<String> r = w.send("PUT", "/connectors/catalog-sink/stop", null);
+            assertEquals(204, r.statusCode(), r.body());
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+            while (true) {
+                // Refused until the sink has stopped and its consumer has left the group.
+                r = w.send("DELETE", "/connectors/catalog-sink/offsets", null);
+                if (r.statusCode() == 200) {
+                    break;
+                }
+                assertTrue(System.nanoTime() < deadline,
+                        "DELETE sink offsets: " + r.statusCode() + " " + r.body() + "\nworker log:\n" + w.log());
+                Thread.sleep(500);
+            }
+            assertEquals(0, w.getJson("/connectors/catalog-sink/offsets").path("offsets").size());
+            r = w.send("PUT", "/connectors/catalog-sink/resume", null);
+            assertEquals(202, r.statusCode(), r.body());
+            w.awaitRunning("catalog-sink", 1);
+            List<String> twice = new ArrayList<>(expected);
+            twice.addAll(expected);
+            awaitSinkFile(out, twice, w);
+            awaitSinkOffset(w, "catalog-sink", "catalog", expected.size());
             w.stop();
         }
     }
@@ -401,6 +459,36 @@ class ConnectTest {
             awaitTopic(topic, expected, w);
             checkInternalTopics(group);
             awaitStoredPosition(group + "-offsets", "eos-source", in);
+
+            // KIP-875: the offsets API shows the stored position; rewinding it while the connector is stopped
+            // (for an exactly-once connector Connect first fences out the task's transactional producers, then
+            // writes the new offset in a transaction) makes the resumed source read the file again from there.
+            JsonNode offsets = w.getJson("/connectors/eos-source/offsets");
+            assertEquals(Files.size(in), storedPosition(offsets, in), offsets.toString());
+            HttpResponse<String> r = w.send("PUT", "/connectors/eos-source/stop", null);
+            assertEquals(204, r.statusCode(), r.body());
+            int from = expected.size() - 15;
+            long position = expected.subList(0, from).stream().mapToLong(l -> l.length() + 1).sum();
+            String patch = JSON.writeValueAsString(Map.of("offsets", List.of(Map.of(
+                    "partition", Map.of("filename", in.toString()), "offset", Map.of("position", position)))));
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+            while (true) {
+                // Refused (400) until the connector has stopped on every worker.
+                r = w.send("PATCH", "/connectors/eos-source/offsets", patch);
+                if (r.statusCode() == 200) {
+                    break;
+                }
+                assertTrue(r.statusCode() == 400 && System.nanoTime() < deadline,
+                        "PATCH offsets: " + r.statusCode() + " " + r.body() + "\nworker log:\n" + w.log());
+                Thread.sleep(500);
+            }
+            offsets = w.getJson("/connectors/eos-source/offsets");
+            assertEquals(position, storedPosition(offsets, in), offsets.toString());
+            r = w.send("PUT", "/connectors/eos-source/resume", null);
+            assertEquals(202, r.statusCode(), r.body());
+            w.awaitRunning("eos-source", 1);
+            expected.addAll(new ArrayList<>(expected.subList(from, expected.size())));
+            awaitTopic(topic, expected, w);
             w.stop();
         }
     }

@@ -114,6 +114,15 @@ final class ConnectWorker implements AutoCloseable {
                 HttpResponse.BodyHandlers.ofString());
     }
 
+    /** Any REST call, {@code body} as JSON (or none). */
+    HttpResponse<String> send(String method, String path, String body) throws IOException, InterruptedException {
+        return HTTP.send(HttpRequest.newBuilder(URI.create(rest + path)).timeout(Duration.ofSeconds(90))
+                .header("Content-Type", "application/json")
+                .method(method, body == null ? HttpRequest.BodyPublishers.noBody()
+                        : HttpRequest.BodyPublishers.ofString(body))
+                .build(), HttpResponse.BodyHandlers.ofString());
+    }
+
     JsonNode getJson(String path) throws IOException, InterruptedException {
         HttpResponse<String> r = get(path);
         if (r.statusCode() != 200) {
