@@ -1,7 +1,8 @@
-//! Apache Kafka's Java client, command-line tools and Kafka Streams (org.apache.kafka:kafka-clients, kafka-tools and
-//! kafka-streams 4.4 from Maven Central) against real `fjord broker` processes: the JUnit classes under
-//! `tests/java`, one Maven run per class so they run in parallel under nextest, each with its own build directory,
-//! against one broker and (where it makes sense) three. `./test.sh` installs Java and Maven and fills `~/.m2` first.
+//! Apache Kafka's Java client, command-line tools, Kafka Streams and Connect worker (org.apache.kafka:kafka-clients,
+//! kafka-tools, kafka-streams and connect-runtime 4.4 from Maven Central) against real `fjord broker` processes: the
+//! JUnit classes under `tests/java`, one Maven run per class so they run in parallel under nextest, each with its
+//! own build directory, against one broker and (where it makes sense) three. `./test.sh` installs Java and Maven
+//! and fills `~/.m2` first.
 
 mod common;
 
@@ -75,6 +76,11 @@ fn kafka_streams_windowed_word_count_exactly_once_across_sigkill() {
     junit("StreamsTest", 1);
 }
 
+#[test]
+fn kafka_connect_file_source_and_sink_with_restarts() {
+    junit("ConnectTest", 1);
+}
+
 // The same suites against three brokers where they make sense (AdminTest checks one broker's specifics).
 
 #[test]
@@ -95,4 +101,9 @@ fn java_transactions_on_three_brokers() {
 #[test]
 fn kafka_streams_on_three_brokers() {
     junit("StreamsTest", 3);
+}
+
+#[test]
+fn kafka_connect_on_three_brokers() {
+    junit("ConnectTest", 3);
 }
