@@ -99,14 +99,25 @@ fn timestamp_type(v: &str) -> Result<(), String> {
     }
 }
 fn compression_type(v: &str) -> Result<(), String> {
-    // Re-compressing batches on the broker is not implemented: batches are stored as the producer sent them.
-    match v {
-        "producer" => Ok(()),
-        _ => Err(
-            "only `producer` is supported: Fjord stores batches as the producer compressed them"
-                .into(),
-        ),
-    }
+    codec(v).map(|_| ())
+}
+
+/// Kafka's `compression.type`: `None` for `producer` (batches kept as sent), else the codec batches are stored in.
+fn codec(v: &str) -> Result<Option<kafka_protocol::records::Compression>, String> {
+    use kafka_protocol::records::Compression;
+    Ok(Some(match v {
+        "producer" => return Ok(None),
+        "uncompressed" => Compression::None,
+        "gzip" => Compression::Gzip,
+        "snappy" => Compression::Snappy,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        _ => {
+            return Err(
+                "must be one of `producer`, `uncompressed`, `gzip`, `snappy`, `lz4`, `zstd`".into(),
+            )
+        }
+    }))
 }
 fn throttled_replicas(v: &str) -> Result<(), String> {
     parse_throttled_replicas(v).map(|_| ())
@@ -1229,6 +1240,10 @@ impl BrokerConfig {
             },
             timestamp_before_max_ms: num("message.timestamp.before.max.ms"),
             timestamp_after_max_ms: num("message.timestamp.after.max.ms"),
+            compression: eff
+                .get("compression.type")
+                .and_then(|v| codec(v).ok())
+                .flatten(),
         }
     }
 }

@@ -426,6 +426,52 @@ fn walk(batch: &[u8], header: &Header, on_keyless: &mut dyn FnMut(i32)) -> Resul
     Ok(summary)
 }
 
+/// Kafka's topic-level `compression.type`: re-encodes each client batch of `records` whose codec is not `target`
+/// (already validated by [`validate_headers`]) in `target`, keeping its records (offsets, sequences, timestamps,
+/// keys, values, headers) and its producer id, epoch and transactional flag. Batches already in `target` and
+/// control batches are copied as they are. The slow path: only a topic configured with a codec other than
+/// `producer` that receives batches in another codec gets here.
+pub(crate) fn recompress(
+    records: &[u8],
+    checked: &[(usize, Header, RecordsSummary)],
+    target: Compression,
+) -> Result<bytes::Bytes> {
+    use kafka_protocol::records::{RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
+    let mut out = bytes::BytesMut::with_capacity(records.len());
+    for (pos, header, _) in checked {
+        let raw = &records[*pos..*pos + header.size()];
+        if header.is_control() || header.compression() == target {
+            out.extend_from_slice(raw);
+            continue;
+        }
+        let mut b = bytes::Bytes::copy_from_slice(raw);
+        let set = RecordBatchDecoder::decode(&mut b).map_err(|e| {
+            Error::CorruptMessage(format!("cannot decode the batch to recompress it: {e}"))
+        })?;
+        let before = out.len();
+        RecordBatchEncoder::encode(
+            &mut out,
+            set.records.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: target,
+            },
+        )
+        .map_err(|e| {
+            Error::InvalidRecord(format!("cannot recompress the batch in {target:?}: {e}"))
+        })?;
+        // The encoder starts a new batch where producer fields change; a client batch never has such changes,
+        // so one batch in gives one batch out (the offsets the caller assigns depend on it).
+        if batch_headers(&out[before..]).count() != 1 {
+            return Err(Error::InvalidRecord(
+                "a batch whose records disagree on their producer fields cannot be recompressed"
+                    .into(),
+            ));
+        }
+    }
+    Ok(out.freeze())
+}
+
 /// Validates every batch in `records` as a producer batch (header, CRC, and a walk over its records) and
 /// returns their headers with their positions and what the walk found.
 pub(crate) fn validate_headers(

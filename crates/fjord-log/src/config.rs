@@ -45,6 +45,9 @@ pub struct LogConfig {
     /// `message.timestamp.after.max.ms`: a CreateTime record may be at most this far in the future (so a client
     /// clock far ahead cannot pin a segment past its retention).
     pub timestamp_after_max_ms: i64,
+    /// `compression.type`: `None` for `producer` (batches are stored as sent), else the codec every client batch
+    /// is stored in (recompressed on append when it differs; `uncompressed` is `Compression::None`).
+    pub compression: Option<kafka_protocol::records::Compression>,
 }
 
 impl Default for LogConfig {
@@ -66,6 +69,7 @@ impl Default for LogConfig {
             timestamp_type: TimestampType::CreateTime,
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: 3_600_000,
+            compression: None,
         }
     }
 }

@@ -547,6 +547,21 @@ impl Log {
         if self.config.cleanup_compact {
             self.check_keys(&records, &checked)?;
         }
+        // Topic-level compression.type other than `producer`: batches in another codec are stored recompressed
+        // (and validated again, size limit included, as Kafka checks the batch it stores).
+        let (records, checked) = match self.config.compression {
+            Some(target)
+                if checked
+                    .iter()
+                    .any(|(_, h, _)| !h.is_control() && h.compression() != target) =>
+            {
+                let recompressed = batch::recompress(&records, &checked, target)?;
+                let checked =
+                    batch::validate_headers(&recompressed, self.config.max_message_bytes)?;
+                (recompressed, checked)
+            }
+            _ => (records, checked),
+        };
         let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
         if !log_append {
             self.check_timestamps(&checked, now_ms)?;

@@ -159,6 +159,11 @@ fn limits_offsets_delete_records_and_long_poll_with_confluent_kafka() {
 }
 
 #[test]
+fn topic_level_compression_type_is_accepted_and_batches_are_stored_recompressed() {
+    run_client_against_new_broker("confluent_topic_compression.py", &[]);
+}
+
+#[test]
 fn a_compacted_topic_fails_exactly_its_keyless_records_with_per_record_errors() {
     run_client_against_new_broker("confluent_record_errors.py", &[]);
 }

@@ -1604,3 +1604,76 @@ fn a_compacted_log_refuses_keyless_records_naming_each_and_appends_nothing() {
     log.append(values_batch("x", 3, NOW), 0, NOW).unwrap();
     assert_eq!(log.log_end_offset(), 4);
 }
+
+#[test]
+fn a_topic_codec_recompresses_other_codecs_and_keeps_records_and_producer_fields() {
+    let idempotent = |n: usize, c: Compression| {
+        let recs: Vec<Record> = (0..n)
+            .map(|i| Record {
+                producer_id: 7,
+                producer_epoch: 2,
+                sequence: 10 + i as i32,
+                offset: i as i64,
+                headers: [("h".into(), Some(Bytes::from_static(b"hv")))]
+                    .into_iter()
+                    .collect(),
+                ..record(Some("k"), Some(&format!("value-{i}")), NOW + i as i64, i)
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &recs,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: c,
+            },
+        )
+        .unwrap();
+        buf.freeze()
+    };
+    for (target, sent) in [
+        (Compression::Gzip, Compression::Lz4),
+        (Compression::None, Compression::Zstd),
+        (Compression::Zstd, Compression::None),
+        (Compression::Snappy, Compression::Gzip),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            compression: Some(target),
+            ..LogConfig::default()
+        };
+        let mut log = Log::open(dir.path(), cfg, NOW).unwrap();
+        log.append(idempotent(5, sent), 0, NOW).unwrap();
+        // A batch already in the topic's codec is stored as sent.
+        let same = idempotent(3, target);
+        let info = log.append(same.clone(), 0, NOW).unwrap();
+        assert_eq!(info.base_offset, 5);
+        let r = log.read(0, usize::MAX / 2, i64::MAX, true).unwrap();
+        let mut b = r.records.clone();
+        let sets = RecordBatchDecoder::decode_all(&mut b).unwrap();
+        assert_eq!(sets.len(), 2, "one batch per batch sent ({target:?})");
+        for (set, n) in sets.iter().zip([5usize, 3]) {
+            assert_eq!(set.compression, target, "stored in the topic's codec");
+            assert_eq!(set.records.len(), n);
+            for (i, rec) in set.records.iter().enumerate() {
+                assert_eq!(
+                    (rec.producer_id, rec.producer_epoch, rec.sequence),
+                    (7, 2, 10 + i as i32)
+                );
+                assert_eq!(rec.value.as_deref(), Some(format!("value-{i}").as_bytes()));
+                assert_eq!(rec.timestamp, NOW + i as i64);
+                assert_eq!(rec.headers.len(), 1);
+            }
+        }
+        // Offsets are contiguous across the recompressed batch and the one kept as sent.
+        let offsets: Vec<i64> = sets
+            .iter()
+            .flat_map(|s| s.records.iter().map(|r| r.offset))
+            .collect();
+        assert_eq!(offsets, (0..8).collect::<Vec<_>>());
+        // The kept batch's bytes after its header are the client's (no copy through a codec).
+        let stored = &r.records[r.records.len() - same.len()..];
+        assert_eq!(&stored[61..], &same[61..], "{target:?}");
+    }
+}
