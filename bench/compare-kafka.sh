@@ -26,8 +26,12 @@
 # Environment (all optional): FJORD (a fjord binary; by default `cargo build --release -p fjord` is run and
 #   ${CARGO_TARGET_DIR:-target}/release/fjord used), JAVA (default: $JAVA_HOME/bin/java or java on PATH),
 #   KAFKA_HEAP (default "-Xms1g -Xmx1g", kafka-server-start.sh's), CACHE (where the Kafka classpath is cached;
-#   default ~/.cache/fjord-bench), M100 / M1K / E2E_MESSAGES / RATE (message counts and e2e rate),
-#   RESULTS (also write the table there), KEEP_DATA=1 (keep the temporary directory: logs, raw outputs).
+#   default ~/.cache/fjord-bench), M100 / M1K (fjord bench message counts), JM100 / JM1K (the Java tools'; fewer,
+#   since the Java producer with its default 16 KiB batches is slower, and Kafka with an fsync per batch much
+#   slower), E2E_MESSAGES / RATE (e2e),
+#   ROUNDS (default 1: how many times to run Kafka then Fjord; the table shows each figure's best round, since
+#   other work on a shared machine only ever makes a figure worse), RESULTS (also write the table there),
+#   KEEP_DATA=1 (keep the temporary directory: logs, raw outputs).
 set -euo pipefail
 
 QUICK=
@@ -37,11 +41,14 @@ case "${1:-}" in
   *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
 esac
 if [[ -n $QUICK ]]; then
-  M100=${M100:-300000}; M1K=${M1K:-100000}; E2E_MESSAGES=${E2E_MESSAGES:-20000}
+  M100=${M100:-300000}; M1K=${M1K:-100000}; JM100=${JM100:-100000}; JM1K=${JM1K:-30000}
+  E2E_MESSAGES=${E2E_MESSAGES:-20000}
 else
-  M100=${M100:-5000000}; M1K=${M1K:-1000000}; E2E_MESSAGES=${E2E_MESSAGES:-100000}
+  M100=${M100:-5000000}; M1K=${M1K:-1000000}; JM100=${JM100:-1000000}; JM1K=${JM1K:-200000}
+  E2E_MESSAGES=${E2E_MESSAGES:-100000}
 fi
 RATE=${RATE:-10000}
+ROUNDS=${ROUNDS:-1}
 KAFKA_VERSION=4.4.0
 KAFKA_HEAP=${KAFKA_HEAP:--Xms1g -Xmx1g}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -57,6 +64,7 @@ fi
 command -v mvn >/dev/null || die "mvn (Maven) is needed to fetch Apache Kafka from Maven Central"
 command -v python3 >/dev/null || die "python3 is needed (free ports, the report)"
 [[ -r /proc/self/stat ]] || die "/proc is needed for the broker's CPU time and RSS"
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, not '$ROUNDS'"
 
 if [[ -z ${FJORD:-} ]]; then
   command -v cargo >/dev/null || die "cargo is needed to build the release broker (or set FJORD)"
@@ -128,8 +136,9 @@ status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
   echo "kafka=$KAFKA_VERSION"
   echo "fjord=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo "kafka_heap=$KAFKA_HEAP"
-  echo "m100=$M100"; echo "m1k=$M1K"; echo "e2e_messages=$E2E_MESSAGES"; echo "rate=$RATE"
+  echo "m100=$M100"; echo "m1k=$M1K"; echo "jm100=$JM100"; echo "jm1k=$JM1K"; echo "e2e_messages=$E2E_MESSAGES"; echo "rate=$RATE"
   echo "quick=$QUICK"
+  echo "rounds=$ROUNDS"
 } >"$WORK/machine.txt"
 log "machine: $(tr '\n' ' ' <"$WORK/machine.txt")"
 
@@ -224,13 +233,13 @@ kafka_topic_fsync() {
 load() {
   local broker=$1 name=$2 parser=$3 messages=$4 size=$5
   shift 5
-  local out=$WORK/out-$broker-$name.txt before after
+  local out=$WORK/out-$ROUND-$broker-$name.txt before after
   log "$broker: $name"
   before=$(cpu_ticks "$BROKER_PID")
   "$@" >"$out" 2>"$out.err" || die "$broker: load $name failed ($*): $(tail -20 "$out.err")"
   after=$(cpu_ticks "$BROKER_PID")
-  printf '{"broker":"%s","load":"%s","parser":"%s","messages":%s,"size":%s,"cpu_ticks":%s,"out":"%s"}\n' \
-    "$broker" "$name" "$parser" "$messages" "$size" "$((after - before))" "$out" >>"$WORK/results.jsonl"
+  printf '{"round":%s,"broker":"%s","load":"%s","parser":"%s","messages":%s,"size":%s,"cpu_ticks":%s,"out":"%s"}\n' \
+    "$ROUND" "$broker" "$name" "$parser" "$messages" "$size" "$((after - before))" "$out" >>"$WORK/results.jsonl"
 }
 
 fb() { "$FJORD" bench "$@" -b "$BOOT" --output json; }
@@ -246,9 +255,17 @@ jcons() { # TOPIC MESSAGES
 # run_loads BROKER [fsync]: the common loads; with "fsync" (Kafka only) the acks=all loads again on topics
 # with flush.messages=1.
 run_loads() {
-  local b=$1
+  local b=$1 t
+  # Every topic first: a topic just created may take a moment to reach the broker's metadata cache (Kafka),
+  # and `fjord bench consume` and `e2e` refuse a topic they cannot see.
+  for t in warmup warmup-e2e fb-p100-1 fb-p100-all fb-p1k-1 fb-p1k-all jp-p100-1 jp-p100-all jp-p1k-1 jp-p1k-all \
+    e2e-1 e2e-all; do
+    create_topic "$t"
+  done
+  if [[ ${2:-} == fsync ]]; then
+    for t in fs-fb-p100-all fs-fb-p1k-all fs-jp-p100-all fs-jp-p1k-all fs-e2e-all; do kafka_topic_fsync "$t"; done
+  fi
   # Warm-up (JIT, page cache, allocator), not measured: the same for both brokers.
-  create_topic warmup
   "$FJORD" bench produce -b "$BOOT" --topic warmup --messages "$((M100 / 5))" --size 100 --acks 1 \
     --output json >/dev/null || die "$b: warm-up failed"
   java_tool org.apache.kafka.tools.ProducerPerformance --topic warmup --num-records "$((M100 / 10))" \
@@ -258,59 +275,54 @@ run_loads() {
     die "$b: consume warm-up failed"
   # Many small requests (linger.ms=0): without this the JVM meets the e2e loads' request rate while still
   # compiling, and Kafka's first e2e run falls seconds behind.
-  create_topic warmup-e2e
   "$FJORD" bench e2e -b "$BOOT" --topic warmup-e2e --messages "$((RATE * 3))" --rate "$RATE" --acks 1 \
     --output json >/dev/null || die "$b: e2e warm-up failed"
-  for t in fb-p100-1 fb-p100-all fb-p1k-1 fb-p1k-all jp-p100-1 jp-p100-all jp-p1k-1 jp-p1k-all e2e-1 e2e-all; do
-    create_topic "$t"
-  done
   load "$b" produce-100-acks1 fjord-bench "$M100" 100 fb produce --topic fb-p100-1 --messages "$M100" --size 100 --acks 1
   load "$b" produce-100-acksall fjord-bench "$M100" 100 fb produce --topic fb-p100-all --messages "$M100" --size 100 --acks all
   load "$b" produce-1k-acks1 fjord-bench "$M1K" 1024 fb produce --topic fb-p1k-1 --messages "$M1K" --size 1024 --acks 1
   load "$b" produce-1k-acksall fjord-bench "$M1K" 1024 fb produce --topic fb-p1k-all --messages "$M1K" --size 1024 --acks all
   load "$b" consume-100 fjord-bench "$M100" 100 fb consume --topic fb-p100-1 --messages "$M100" --size 100
   load "$b" consume-1k fjord-bench "$M1K" 1024 fb consume --topic fb-p1k-1 --messages "$M1K" --size 1024
-  load "$b" jproduce-100-acks1 java-producer "$M100" 100 jprod jp-p100-1 "$M100" 100 1
-  load "$b" jproduce-100-acksall java-producer "$M100" 100 jprod jp-p100-all "$M100" 100 all
-  load "$b" jproduce-1k-acks1 java-producer "$M1K" 1024 jprod jp-p1k-1 "$M1K" 1024 1
-  load "$b" jproduce-1k-acksall java-producer "$M1K" 1024 jprod jp-p1k-all "$M1K" 1024 all
-  load "$b" jconsume-100 java-consumer "$M100" 100 jcons jp-p100-1 "$M100"
-  load "$b" jconsume-1k java-consumer "$M1K" 1024 jcons jp-p1k-1 "$M1K"
+  load "$b" jproduce-100-acks1 java-producer "$JM100" 100 jprod jp-p100-1 "$JM100" 100 1
+  load "$b" jproduce-100-acksall java-producer "$JM100" 100 jprod jp-p100-all "$JM100" 100 all
+  load "$b" jproduce-1k-acks1 java-producer "$JM1K" 1024 jprod jp-p1k-1 "$JM1K" 1024 1
+  load "$b" jproduce-1k-acksall java-producer "$JM1K" 1024 jprod jp-p1k-all "$JM1K" 1024 all
+  load "$b" jconsume-100 java-consumer "$JM100" 100 jcons jp-p100-1 "$JM100"
+  load "$b" jconsume-1k java-consumer "$JM1K" 1024 jcons jp-p1k-1 "$JM1K"
   load "$b" e2e-acks1 fjord-bench "$E2E_MESSAGES" 100 fb e2e --topic e2e-1 --messages "$E2E_MESSAGES" --size 100 --rate "$RATE" --acks 1
   load "$b" e2e-acksall fjord-bench "$E2E_MESSAGES" 100 fb e2e --topic e2e-all --messages "$E2E_MESSAGES" --size 100 --rate "$RATE" --acks all
   if [[ ${2:-} == fsync ]]; then
     local f=kafka-fsync
-    for t in fs-fb-p100-all fs-fb-p1k-all fs-jp-p100-all fs-jp-p1k-all fs-e2e-all; do
-      kafka_topic_fsync "$t"
-    done
     load "$f" produce-100-acksall fjord-bench "$M100" 100 fb produce --topic fs-fb-p100-all --messages "$M100" --size 100 --acks all
     load "$f" produce-1k-acksall fjord-bench "$M1K" 1024 fb produce --topic fs-fb-p1k-all --messages "$M1K" --size 1024 --acks all
-    load "$f" jproduce-100-acksall java-producer "$M100" 100 jprod fs-jp-p100-all "$M100" 100 all
-    load "$f" jproduce-1k-acksall java-producer "$M1K" 1024 jprod fs-jp-p1k-all "$M1K" 1024 all
+    load "$f" jproduce-100-acksall java-producer "$JM100" 100 jprod fs-jp-p100-all "$JM100" 100 all
+    load "$f" jproduce-1k-acksall java-producer "$JM1K" 1024 jprod fs-jp-p1k-all "$JM1K" 1024 all
     load "$f" e2e-acksall fjord-bench "$E2E_MESSAGES" 100 fb e2e --topic fs-e2e-all --messages "$E2E_MESSAGES" --size 100 --rate "$RATE" --acks all
   fi
 }
 
 # finish_broker NAME: peak and idle RSS into the report, then stop it and drop its data.
 finish_broker() {
-  echo "{\"broker\":\"$1\",\"rss_start_kb\":$2,\"hwm_kb\":$(status_kb "$BROKER_PID" VmHWM)}" >>"$WORK/rss.jsonl"
+  echo "{\"round\":$ROUND,\"broker\":\"$1\",\"rss_start_kb\":$2,\"hwm_kb\":$(status_kb "$BROKER_PID" VmHWM)}" >>"$WORK/rss.jsonl"
   stop_broker
   rm -rf "$WORK/$1-data"
 }
 
-log "Apache Kafka $KAFKA_VERSION (heap $KAFKA_HEAP)"
-start_kafka
-wait_ready kafka
-rss0=$(status_kb "$BROKER_PID" VmRSS)
-run_loads kafka fsync
-finish_broker kafka "$rss0"
+for ROUND in $(seq 1 "$ROUNDS"); do
+  log "round $ROUND of $ROUNDS: Apache Kafka $KAFKA_VERSION (heap $KAFKA_HEAP)"
+  start_kafka
+  wait_ready kafka
+  rss0=$(status_kb "$BROKER_PID" VmRSS)
+  run_loads kafka fsync
+  finish_broker kafka "$rss0"
 
-log "Fjord ($FJORD)"
-start_fjord
-wait_ready fjord
-rss0=$(status_kb "$BROKER_PID" VmRSS)
-run_loads fjord
-finish_broker fjord "$rss0"
+  log "round $ROUND of $ROUNDS: Fjord ($FJORD)"
+  start_fjord
+  wait_ready fjord
+  rss0=$(status_kb "$BROKER_PID" VmRSS)
+  run_loads fjord
+  finish_broker fjord "$rss0"
+done
 
 echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$WORK/machine.txt"
 python3 "$ROOT/bench/kafka/report.py" "$WORK" | tee "${RESULTS:-/dev/null}"
