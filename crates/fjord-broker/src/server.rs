@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -109,9 +109,20 @@ async fn read_frame(
     if len > max {
         return Err(FrameError::TooLarge(len));
     }
-    let mut buf = BytesMut::zeroed(len);
-    match tokio::time::timeout(FRAME_READ_TIMEOUT, stream.read_exact(&mut buf)).await {
-        Ok(Ok(_)) => Ok(Some(buf.freeze())),
+    // Read into uninitialised capacity (no memset of up to a whole request before the socket overwrites it).
+    let mut buf = BytesMut::with_capacity(len);
+    let read = async {
+        while buf.len() < len {
+            let left = len - buf.len();
+            let mut limited = (&mut buf).limit(left);
+            if stream.read_buf(&mut limited).await? == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(FRAME_READ_TIMEOUT, read).await {
+        Ok(Ok(())) => Ok(Some(buf.freeze())),
         Ok(Err(e)) => Err(FrameError::Io(e)),
         Err(_) => Err(FrameError::Timeout),
     }
