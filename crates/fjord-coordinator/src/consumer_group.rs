@@ -85,6 +85,9 @@ pub struct MemberInfo {
     pub target: Assignment,
 }
 
+/// The member epoch of a static member that left temporarily (KIP-848's LEAVE_GROUP_STATIC_MEMBER_EPOCH).
+const LEAVE_STATIC: i32 = -2;
+
 struct Member {
     id: String,
     instance_id: Option<String>,
@@ -139,7 +142,8 @@ impl ConsumerGroup {
         } else if self.assignment_epoch < self.group_epoch {
             "Assigning"
         } else if self.members.values().any(|m| {
-            m.epoch != self.assignment_epoch || Some(&m.assigned) != self.target.get(&m.id)
+            m.epoch != LEAVE_STATIC
+                && (m.epoch != self.assignment_epoch || Some(&m.assigned) != self.target.get(&m.id))
         }) {
             "Reconciling"
         } else {
@@ -321,8 +325,27 @@ impl ConsumerGroups {
                 id: req.group_id.clone(),
                 ..Default::default()
             });
-        if req.member_epoch == -1 || req.member_epoch == -2 {
-            // Leaving (-2: a static member leaving temporarily; treated as a leave here).
+        let static_leave = req.member_epoch == LEAVE_STATIC
+            && group
+                .members
+                .get(&req.member_id)
+                .is_some_and(|m| m.instance_id.is_some());
+        if static_leave {
+            // KIP-848: a static member leaving temporarily (-2) keeps its place and assignment until its session
+            // expires, so that its next incarnation (same group.instance.id) takes them over without a rebalance;
+            // nobody else gets its partitions meanwhile.
+            let m = group.members.get_mut(&req.member_id).expect("checked");
+            m.epoch = LEAVE_STATIC;
+            m.owned = Assignment::new();
+            tracing::info!(group = %group.id, member = %req.member_id, "static consumer left temporarily");
+            return HeartbeatResponse {
+                member_id: req.member_id,
+                member_epoch: LEAVE_STATIC,
+                heartbeat_interval_ms: interval,
+                ..Default::default()
+            };
+        }
+        if req.member_epoch == -1 || req.member_epoch == LEAVE_STATIC {
             if group.members.remove(&req.member_id).is_some() {
                 group.target.remove(&req.member_id);
                 group.group_epoch += 1;
@@ -347,14 +370,27 @@ impl ConsumerGroups {
             } else {
                 req.member_id.clone()
             };
-            // A static member replacing its previous incarnation takes its place.
+            // A static member replacing its previous incarnation takes its place, once that one has left
+            // temporarily (-2); while it is still a member, the instance id is not released (Kafka's
+            // UNRELEASED_INSTANCE_ID, fatal for the joining client).
             if let Some(instance) = &req.instance_id {
-                let old: Vec<String> = group
+                let old: Vec<&Member> = group
                     .members
                     .values()
                     .filter(|m| m.instance_id.as_ref() == Some(instance) && m.id != id)
-                    .map(|m| m.id.clone())
                     .collect();
+                if old.iter().any(|m| m.epoch != LEAVE_STATIC) {
+                    return HeartbeatResponse::error(
+                        E::UnreleasedInstanceId,
+                        &format!(
+                            "Static member with group.instance.id {instance} is still a member of group {}: it \
+                             must leave (close) or its session must expire before another instance can join \
+                             with that id.",
+                            req.group_id
+                        ),
+                    );
+                }
+                let old: Vec<String> = old.iter().map(|m| m.id.clone()).collect();
                 for o in old {
                     group.members.remove(&o);
                     if let Some(t) = group.target.remove(&o) {
@@ -387,6 +423,22 @@ impl ConsumerGroups {
             id
         } else {
             let Some(m) = group.members.get_mut(&req.member_id) else {
+                // An older incarnation of a static member that was replaced (Kafka's FENCED_INSTANCE_ID).
+                if let Some(instance) = &req.instance_id {
+                    if group
+                        .members
+                        .values()
+                        .any(|m| m.instance_id.as_ref() == Some(instance))
+                    {
+                        return HeartbeatResponse::error(
+                            E::FencedInstanceId,
+                            &format!(
+                                "group.instance.id {instance} now belongs to another member of group {}",
+                                req.group_id
+                            ),
+                        );
+                    }
+                }
                 return HeartbeatResponse::error(
                     E::UnknownMemberId,
                     "The member is not part of the group.",
@@ -595,6 +647,60 @@ mod tests {
             "no partition is owned twice"
         );
         assert_eq!(c.list(), vec![("g".to_string(), "Stable")]);
+    }
+
+    #[test]
+    fn a_static_instance_id_is_released_only_by_a_temporary_leave_and_the_replaced_member_is_fenced(
+    ) {
+        let mut c = ConsumerGroups::new(ConsumerConfig {
+            session_timeout_ms: 1_000,
+            heartbeat_interval_ms: 100,
+        });
+        let t = topics();
+        let stat = |member: &str, epoch: i32, owned: Option<Assignment>| HeartbeatRequest {
+            instance_id: Some("i".into()),
+            ..hb(member, epoch, owned)
+        };
+        let a = c.heartbeat(stat("a", 0, None), &t, 0);
+        assert_eq!(a.error, 0);
+        let a_assigned = a.assignment.clone().unwrap();
+        assert_eq!(count(&a_assigned), 4);
+        // A second instance with the same group.instance.id while the first is a member: refused.
+        let b = c.heartbeat(stat("b", 0, None), &t, 10);
+        assert_eq!(b.error, E::UnreleasedInstanceId.code());
+        assert!(b.error_message.unwrap().contains("group.instance.id i"));
+        let a2 = c.heartbeat(stat("a", a.member_epoch, Some(a_assigned.clone())), &t, 20);
+        assert_eq!(
+            (a2.error, a2.member_epoch),
+            (0, a.member_epoch),
+            "a is untouched"
+        );
+        // a leaves temporarily (-2): it keeps its place, so nobody else takes its partitions...
+        let left = c.heartbeat(stat("a", -2, None), &t, 30);
+        assert_eq!((left.error, left.member_epoch), (0, -2));
+        let other = c.heartbeat(hb("o", 0, None), &t, 40);
+        assert_eq!(count(other.assignment.as_ref().unwrap()), 0);
+        // ...and its next incarnation takes over its target (half, since o joined meanwhile) at once; o gets the
+        // rest once the old incarnation's hold is gone.
+        let b = c.heartbeat(stat("b", 0, None), &t, 50);
+        assert_eq!(b.error, 0);
+        let b_assigned = b.assignment.unwrap();
+        assert_eq!(count(&b_assigned), 2);
+        let o = c.heartbeat(hb("o", other.member_epoch, Some(Assignment::new())), &t, 55);
+        let o_assigned = o.assignment.unwrap();
+        assert_eq!(count(&o_assigned), 2);
+        assert!(intersect(&b_assigned, &o_assigned).is_empty());
+        // The replaced incarnation is fenced, not told it is unknown.
+        let old = c.heartbeat(stat("a", a.member_epoch, Some(a_assigned)), &t, 60);
+        assert_eq!(old.error, E::FencedInstanceId.code());
+        // A static member whose session expires while away is gone: its partitions move on.
+        let left = c.heartbeat(stat("b", -2, None), &t, 70);
+        assert_eq!(left.error, 0);
+        let o2 = c.heartbeat(hb("o", o.member_epoch, Some(o_assigned.clone())), &t, 80);
+        assert_eq!(o2.error, 0);
+        c.tick(1_060);
+        let o3 = c.heartbeat(hb("o", o2.member_epoch, Some(o_assigned)), &t, 1_070);
+        assert_eq!(count(o3.assignment.as_ref().unwrap()), 4);
     }
 
     #[test]
