@@ -599,7 +599,9 @@ impl Registry {
         let value = {
             let st = self.state();
             Self::check_writable(&st, subject)?;
-            let version = Self::resolve_version(&st, subject, spec, permanent)?;
+            // A numbered version is found even when soft-deleted, so that deleting it again says so (40406).
+            let any = permanent || matches!(spec, VersionSpec::Number(_));
+            let version = Self::resolve_version(&st, subject, spec, any)?;
             let (entry, schema) = st
                 .schema_at(subject, version)
                 .ok_or_else(|| Error::VersionNotFound(version.to_string()))?;
