@@ -245,7 +245,15 @@ async fn transitive_levels_check_every_live_version() {
 #[tokio::test]
 async fn bad_input_gets_confluents_error_codes_never_500() {
     let api = Api::new();
-    let cases: Vec<(&str, &str, Option<Vec<u8>>, &str, StatusCode, u64)> = vec![
+    type Case = (
+        &'static str,
+        &'static str,
+        Option<Vec<u8>>,
+        &'static str,
+        StatusCode,
+        u64,
+    );
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/subjects/s/versions",

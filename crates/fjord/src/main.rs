@@ -104,6 +104,7 @@ enum Cmd {
     /// Schemas live in the compacted `_schemas` topic in Confluent's record format (created if missing).
     ///
     /// Example: fjord registry --bootstrap-server localhost:9092 --listen 127.0.0.1:8081
+    #[cfg(feature = "registry")]
     #[command(verbatim_doc_comment)]
     Registry {
         /// The cluster that holds the schemas topic.
@@ -118,7 +119,7 @@ enum Cmd {
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8081")]
         listen: std::net::SocketAddr,
         /// The topic the schemas are kept in (Confluent's kafkastore.topic).
-        #[arg(long, value_name = "TOPIC", default_value = fjord_registry::DEFAULT_TOPIC)]
+        #[arg(long, value_name = "TOPIC", default_value = "_schemas")]
         topic: String,
     },
     /// Create, list, describe, alter and delete topics.
@@ -227,7 +228,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Servers log their life; client commands report failures themselves and keep librdkafka quiet.
     let default_filter = match cli.command {
-        Cmd::Start { .. } | Cmd::Broker { .. } | Cmd::Registry { .. } => "info,openraft=warn",
+        Cmd::Start { .. } | Cmd::Broker { .. } => "info,openraft=warn",
+        #[cfg(feature = "registry")]
+        Cmd::Registry { .. } => "info,openraft=warn",
         _ => "warn,rdkafka=off",
     };
     tracing_subscriber::fmt()
@@ -268,6 +271,7 @@ fn main() -> ExitCode {
             opts.config = opts.config.or(file);
             run_server(opts.properties(&[]), None)
         }
+        #[cfg(feature = "registry")]
         Cmd::Registry {
             bootstrap_server,
             listen,

@@ -24,8 +24,8 @@ pub async fn serve(config: BrokerConfig, registry_listener: Option<SocketAddr>) 
     // half-running.
     let registry = match registry_listener {
         Some(addr) if broker.state().config.is_broker => {
-            match start_registry(&kafka.to_string(), addr, fjord_registry::DEFAULT_TOPIC).await {
-                Ok(bound) => Some(bound),
+            match start_registry(&kafka.to_string(), addr, REGISTRY_TOPIC).await {
+                Ok(bound) => bound,
                 Err(e) => {
                     broker.shutdown().await?;
                     return Err(e);
@@ -84,18 +84,41 @@ pub async fn serve(config: BrokerConfig, registry_listener: Option<SocketAddr>) 
     }
 }
 
-async fn start_registry(bootstrap: &str, listen: SocketAddr, topic: &str) -> Result<SocketAddr> {
+/// The schemas topic of the registry `fjord start` runs (Confluent's default `kafkastore.topic`).
+const REGISTRY_TOPIC: &str = "_schemas";
+
+#[cfg(feature = "registry")]
+async fn start_registry(
+    bootstrap: &str,
+    listen: SocketAddr,
+    topic: &str,
+) -> Result<Option<SocketAddr>> {
     let registry = fjord_registry::open_kafka(bootstrap, topic)
         .await
         .with_context(|| format!("the schema registry failed to start against {bootstrap}"))?;
     fjord_registry::serve(registry, listen)
         .await
+        .map(Some)
         .with_context(|| format!("the schema registry cannot listen on {listen}"))
 }
 
+/// A build without the `registry` feature: `fjord start` runs without one and says so.
+#[cfg(not(feature = "registry"))]
+async fn start_registry(
+    _bootstrap: &str,
+    _listen: SocketAddr,
+    _topic: &str,
+) -> Result<Option<SocketAddr>> {
+    tracing::warn!("this fjord was built without the `registry` feature: no schema registry");
+    Ok(None)
+}
+
 /// `fjord registry`: the Schema Registry alone, against any Kafka-compatible cluster, until SIGINT or SIGTERM.
+#[cfg(feature = "registry")]
 pub async fn serve_registry(bootstrap: &str, listen: SocketAddr, topic: &str) -> Result<()> {
-    let bound = start_registry(bootstrap, listen, topic).await?;
+    let Some(bound) = start_registry(bootstrap, listen, topic).await? else {
+        anyhow::bail!("no schema registry in this build");
+    };
     println!("fjord registry ready listen={bound} bootstrap={bootstrap} topic={topic}");
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!("\nSchema Registry on http://{bound} (schemas in {topic} on {bootstrap}). Press Ctrl-C to stop.\n");

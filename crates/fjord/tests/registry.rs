@@ -1,6 +1,7 @@
 //! The Schema Registry with real processes and real clients: confluent-kafka's Avro serializer and
 //! deserializer through `fjord start`, and `fjord registry` beside `fjord broker`, killed with -9 and
 //! restarted.
+#![cfg(feature = "registry")]
 
 mod common;
 
