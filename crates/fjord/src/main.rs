@@ -82,6 +82,10 @@ enum Cmd {
         /// the client port + 100; 0 picks free ports). Kept in DIR/controller.quorum.voters for restarts.
         #[arg(long, value_name = "PORT")]
         controller_port: Option<u16>,
+        /// Where the Schema Registry (Confluent's REST API) listens, beside the broker; `none` runs no
+        /// registry. Only with a single broker.
+        #[arg(long, value_name = "HOST:PORT|none", default_value = "127.0.0.1:8081")]
+        registry_listener: String,
         #[command(flatten)]
         opts: BrokerOpts,
     },
@@ -94,6 +98,29 @@ enum Cmd {
         file: Option<PathBuf>,
         #[command(flatten)]
         opts: BrokerOpts,
+    },
+    /// Run the Schema Registry (Confluent's REST API, Avro) against any Kafka-compatible cluster.
+    ///
+    /// Schemas live in the compacted `_schemas` topic in Confluent's record format (created if missing).
+    ///
+    /// Example: fjord registry --bootstrap-server localhost:9092 --listen 127.0.0.1:8081
+    #[cfg(feature = "registry")]
+    #[command(verbatim_doc_comment)]
+    Registry {
+        /// The cluster that holds the schemas topic.
+        #[arg(
+            long,
+            short = 'b',
+            value_name = "HOST:PORT",
+            default_value = "127.0.0.1:9092"
+        )]
+        bootstrap_server: String,
+        /// Where the REST API listens (port 0 picks a free one).
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8081")]
+        listen: std::net::SocketAddr,
+        /// The topic the schemas are kept in (Confluent's kafkastore.topic).
+        #[arg(long, value_name = "TOPIC", default_value = "_schemas")]
+        topic: String,
     },
     /// Create, list, describe, alter and delete topics.
     #[command(subcommand, after_help = AFTER_HELP)]
@@ -202,6 +229,8 @@ fn main() -> ExitCode {
     // Servers log their life; client commands report failures themselves and keep librdkafka quiet.
     let default_filter = match cli.command {
         Cmd::Start { .. } | Cmd::Broker { .. } => "info,openraft=warn",
+        #[cfg(feature = "registry")]
+        Cmd::Registry { .. } => "info,openraft=warn",
         _ => "warn,rdkafka=off",
     };
     tracing_subscriber::fmt()
@@ -217,8 +246,11 @@ fn main() -> ExitCode {
             data_dir,
             brokers: 1,
             controller_port: None,
+            registry_listener,
             opts,
-        } => start_properties(data_dir, &opts).and_then(run_server),
+        } => parse_registry_listener(&registry_listener).and_then(|registry| {
+            start_properties(data_dir, &opts).and_then(|props| run_server(props, registry))
+        }),
         Cmd::Start {
             brokers: 1,
             controller_port: Some(_),
@@ -232,12 +264,22 @@ fn main() -> ExitCode {
             brokers,
             controller_port,
             opts,
+            ..
         } => start_properties(data_dir, &opts)
             .and_then(|props| run_cluster(props, brokers, controller_port)),
         Cmd::Broker { file, mut opts } => {
             opts.config = opts.config.or(file);
-            run_server(opts.properties(&[]))
+            run_server(opts.properties(&[]), None)
         }
+        #[cfg(feature = "registry")]
+        Cmd::Registry {
+            bootstrap_server,
+            listen,
+            topic,
+        } => runtime().and_then(|rt| {
+            rt.block_on(serve::serve_registry(&bootstrap_server, listen, &topic))
+                .map_err(|e| CliError::failure(format!("{e:#}")))
+        }),
         Cmd::Topics(cmd) => runtime().and_then(|rt| rt.block_on(topics::run(cmd))),
         Cmd::Groups(cmd) => runtime().and_then(|rt| rt.block_on(groups::run(cmd))),
         Cmd::Cluster(cmd) => cluster::run(cmd),
@@ -320,11 +362,29 @@ fn run_cluster(
     run().map_err(|e| CliError::failure(format!("{e:#}")))
 }
 
-fn run_server(props: Result<BTreeMap<String, String>>) -> Result<(), CliError> {
+/// `--registry-listener`: an address, or `none`.
+fn parse_registry_listener(s: &str) -> Result<Option<std::net::SocketAddr>, CliError> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|_| {
+        CliError::new(
+            ops::EXIT_BAD_ARGS,
+            format!(
+                "--registry-listener {s}: expected HOST:PORT (an IP address and a port) or none"
+            ),
+        )
+    })
+}
+
+fn run_server(
+    props: Result<BTreeMap<String, String>>,
+    registry: Option<std::net::SocketAddr>,
+) -> Result<(), CliError> {
     let run = || -> Result<()> {
         let config = BrokerConfig::from_properties(props?)?;
         let rt = runtime()?;
-        rt.block_on(serve::serve(config))
+        rt.block_on(serve::serve(config, registry))
     };
     run().map_err(|e| CliError::failure(format!("{e:#}")))
 }

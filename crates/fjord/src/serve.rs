@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use fjord_broker::config::BrokerConfig;
 use fjord_broker::Broker;
 
-pub async fn serve(config: BrokerConfig) -> Result<()> {
+pub async fn serve(config: BrokerConfig, registry_listener: Option<SocketAddr>) -> Result<()> {
     let metrics_addr = config.metrics_listener;
     let data_dir = config.log_dir.clone();
     let broker = Broker::start(config)
@@ -19,6 +19,24 @@ pub async fn serve(config: BrokerConfig) -> Result<()> {
         Some(addr) => Some(serve_metrics(addr, broker.state().clone()).await?),
         None => None,
     };
+    // The registry is a Kafka client of this broker like any other (it reads and writes `_schemas`); it starts
+    // once the broker serves, and a registry that cannot start stops the platform rather than leave it
+    // half-running.
+    let registry = match registry_listener {
+        Some(addr) if broker.state().config.is_broker => {
+            match start_registry(&kafka.to_string(), addr, REGISTRY_TOPIC).await {
+                Ok(bound) => bound,
+                Err(e) => {
+                    broker.shutdown().await?;
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
+    };
+    let registry_field = registry
+        .map(|r| format!(" registry={r}"))
+        .unwrap_or_default();
     // One machine-readable line on stdout: scripts and tests learn the bound ports from it. A controller-only
     // node serves no Kafka clients: it names its controller listener instead.
     if !broker.state().config.is_broker {
@@ -30,10 +48,13 @@ pub async fn serve(config: BrokerConfig) -> Result<()> {
     } else {
         match http {
             Some(h) => println!(
-                "fjord ready kafka={kafka} http={h} data={}",
+                "fjord ready kafka={kafka} http={h}{registry_field} data={}",
                 data_dir.display()
             ),
-            None => println!("fjord ready kafka={kafka} data={}", data_dir.display()),
+            None => println!(
+                "fjord ready kafka={kafka}{registry_field} data={}",
+                data_dir.display()
+            ),
         }
     }
     // And a friendly summary for a person at a terminal.
@@ -42,6 +63,9 @@ pub async fn serve(config: BrokerConfig) -> Result<()> {
         eprintln!("  Kafka protocol:  {kafka}   (e.g. kcat -b {kafka} -L, or fjord topics list -b {kafka})");
         if let Some(h) = http {
             eprintln!("  Metrics:         http://{h}/metrics");
+        }
+        if let Some(r) = registry {
+            eprintln!("  Schema Registry: http://{r}   (e.g. curl http://{r}/subjects)");
         }
         eprintln!("  Data directory:  {}", data_dir.display());
         eprintln!("Press Ctrl-C to stop.\n");
@@ -58,6 +82,50 @@ pub async fn serve(config: BrokerConfig) -> Result<()> {
         Some(reason) => anyhow::bail!("broker stopped: {reason}"),
         None => Ok(()),
     }
+}
+
+/// The schemas topic of the registry `fjord start` runs (Confluent's default `kafkastore.topic`).
+const REGISTRY_TOPIC: &str = "_schemas";
+
+#[cfg(feature = "registry")]
+async fn start_registry(
+    bootstrap: &str,
+    listen: SocketAddr,
+    topic: &str,
+) -> Result<Option<SocketAddr>> {
+    let registry = fjord_registry::open_kafka(bootstrap, topic)
+        .await
+        .with_context(|| format!("the schema registry failed to start against {bootstrap}"))?;
+    fjord_registry::serve(registry, listen)
+        .await
+        .map(Some)
+        .with_context(|| format!("the schema registry cannot listen on {listen}"))
+}
+
+/// A build without the `registry` feature: `fjord start` runs without one and says so.
+#[cfg(not(feature = "registry"))]
+async fn start_registry(
+    _bootstrap: &str,
+    _listen: SocketAddr,
+    _topic: &str,
+) -> Result<Option<SocketAddr>> {
+    tracing::warn!("this fjord was built without the `registry` feature: no schema registry");
+    Ok(None)
+}
+
+/// `fjord registry`: the Schema Registry alone, against any Kafka-compatible cluster, until SIGINT or SIGTERM.
+#[cfg(feature = "registry")]
+pub async fn serve_registry(bootstrap: &str, listen: SocketAddr, topic: &str) -> Result<()> {
+    let Some(bound) = start_registry(bootstrap, listen, topic).await? else {
+        anyhow::bail!("no schema registry in this build");
+    };
+    println!("fjord registry ready listen={bound} bootstrap={bootstrap} topic={topic}");
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!("\nSchema Registry on http://{bound} (schemas in {topic} on {bootstrap}). Press Ctrl-C to stop.\n");
+    }
+    wait_for_signal().await;
+    tracing::info!("schema registry stopping");
+    Ok(())
 }
 
 /// One broker of `fjord start --brokers N`, started.

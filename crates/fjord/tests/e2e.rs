@@ -226,6 +226,8 @@ fn spawn_start(data: &std::path::Path) -> (std::process::Child, String, String) 
             "listeners=PLAINTEXT://127.0.0.1:0",
             "--override",
             "metrics.listener=127.0.0.1:0",
+            "--registry-listener",
+            "127.0.0.1:0",
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

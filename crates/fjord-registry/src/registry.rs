@@ -1,0 +1,733 @@
+//! The registry's operations, independent of HTTP: what each REST call reads from the state and writes to
+//! the store.
+//!
+//! Writes are serialized by `write_lock` and answered only once the record is applied to the state (the
+//! store's contract), so each write sees the effects of the previous one: that is what makes ids unique.
+
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::avro::{self, ParsedAvro};
+use crate::error::{Error, Result};
+use crate::records::{
+    ConfigValue, DeleteSubjectValue, Key, ModeValue, Record, Reference, SchemaValue,
+};
+use crate::state::{identity, SchemaEntry, State};
+use crate::store::Store;
+
+pub const DEFAULT_COMPATIBILITY: &str = "BACKWARD";
+pub const DEFAULT_MODE: &str = "READWRITE";
+pub const LEVELS: [&str; 7] = [
+    "NONE",
+    "BACKWARD",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD",
+    "FORWARD_TRANSITIVE",
+    "FULL",
+    "FULL_TRANSITIVE",
+];
+pub const MODES: [&str; 4] = ["READWRITE", "READONLY", "READONLY_OVERRIDE", "IMPORT"];
+
+/// `latest` (or -1) or a version number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VersionSpec {
+    Latest,
+    Number(i32),
+}
+
+impl VersionSpec {
+    pub fn parse(s: &str) -> Result<VersionSpec> {
+        if s == "latest" {
+            return Ok(VersionSpec::Latest);
+        }
+        match s.parse::<i32>() {
+            Ok(-1) => Ok(VersionSpec::Latest),
+            Ok(n) if n >= 1 => Ok(VersionSpec::Number(n)),
+            _ => Err(Error::InvalidVersion(s.to_string())),
+        }
+    }
+}
+
+/// The body of a registration, a lookup or a compatibility check.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct SchemaRequest {
+    pub schema: Option<String>,
+    #[serde(rename = "schemaType")]
+    pub schema_type: Option<String>,
+    #[serde(default)]
+    pub references: Option<Vec<Reference>>,
+    /// IMPORT mode only: the id and version the schema had in the registry it comes from.
+    pub id: Option<i32>,
+    pub version: Option<i32>,
+}
+
+/// One subject-version as the REST API shows it (Confluent's `Schema` entity).
+#[derive(Serialize, Debug)]
+pub struct SubjectVersion {
+    pub subject: String,
+    pub version: i32,
+    pub id: i32,
+    #[serde(rename = "schemaType", skip_serializing_if = "Option::is_none")]
+    pub schema_type: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<Reference>,
+    pub schema: String,
+}
+
+pub struct Registry {
+    state: Arc<RwLock<State>>,
+    store: Store,
+    /// One write at a time, from computing the record (a new id, a new version) until the store has applied it.
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+fn read(state: &RwLock<State>) -> std::sync::RwLockReadGuard<'_, State> {
+    // A panic while applying would leave the state half-changed; the apply path does not panic on data, so a
+    // poisoned lock is a bug and the state is still the best answer we have.
+    state.read().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Registry {
+    pub fn new(state: Arc<RwLock<State>>, store: Store) -> Registry {
+        Registry {
+            state,
+            store,
+            write_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// A registry that keeps its records in memory (tests, and nothing else).
+    pub fn in_memory() -> Registry {
+        let state = Arc::new(RwLock::new(State::default()));
+        Registry::new(state.clone(), Store::Memory(state))
+    }
+
+    fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        read(&self.state)
+    }
+
+    async fn write(&self, key: Key, value: Option<Value>) -> Result<()> {
+        let key = serde_json::to_vec(&key).map_err(|e| Error::Store(e.to_string()))?;
+        let value = value
+            .map(|v| serde_json::to_vec(&v))
+            .transpose()
+            .map_err(|e| Error::Store(e.to_string()))?;
+        self.store.write(key, value).await
+    }
+
+    // ---- reads -------------------------------------------------------------------------------------------
+
+    pub fn subjects(&self, deleted: bool, prefix: Option<&str>) -> Vec<String> {
+        let st = self.state();
+        st.subjects
+            .iter()
+            .filter(|(s, vs)| {
+                prefix.is_none_or(|p| s.starts_with(p))
+                    && vs.values().any(|e| deleted || !e.deleted)
+            })
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+
+    pub fn versions(&self, subject: &str, deleted: bool) -> Result<Vec<i32>> {
+        let st = self.state();
+        let vs: Vec<i32> = st
+            .subjects
+            .get(subject)
+            .map(|vs| {
+                vs.iter()
+                    .filter(|(_, e)| deleted || !e.deleted)
+                    .map(|(v, _)| *v)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if vs.is_empty() {
+            return Err(Error::SubjectNotFound(subject.to_string()));
+        }
+        Ok(vs)
+    }
+
+    /// The version `spec` names: `latest` is the newest live one (or, with `deleted`, the newest of all).
+    fn resolve_version(st: &State, subject: &str, spec: VersionSpec, deleted: bool) -> Result<i32> {
+        let vs = st
+            .subjects
+            .get(subject)
+            .filter(|vs| vs.values().any(|e| deleted || !e.deleted))
+            .ok_or_else(|| Error::SubjectNotFound(subject.to_string()))?;
+        match spec {
+            VersionSpec::Latest => vs
+                .iter()
+                .rev()
+                .find(|(_, e)| deleted || !e.deleted)
+                .map(|(v, _)| *v)
+                .ok_or_else(|| Error::VersionNotFound("latest".into())),
+            VersionSpec::Number(n) => match vs.get(&n) {
+                Some(e) if deleted || !e.deleted => Ok(n),
+                _ => Err(Error::VersionNotFound(n.to_string())),
+            },
+        }
+    }
+
+    fn subject_version(st: &State, subject: &str, version: i32) -> Result<SubjectVersion> {
+        let (e, s) = st
+            .schema_at(subject, version)
+            .ok_or_else(|| Error::VersionNotFound(version.to_string()))?;
+        Ok(SubjectVersion {
+            subject: subject.to_string(),
+            version,
+            id: e.id,
+            schema_type: s.schema_type.clone(),
+            references: s.references.clone(),
+            schema: s.schema.clone(),
+        })
+    }
+
+    pub fn get_version(
+        &self,
+        subject: &str,
+        spec: VersionSpec,
+        deleted: bool,
+    ) -> Result<SubjectVersion> {
+        let st = self.state();
+        let v = Self::resolve_version(&st, subject, spec, deleted)?;
+        Self::subject_version(&st, subject, v)
+    }
+
+    pub fn referenced_by(&self, subject: &str, spec: VersionSpec) -> Result<Vec<i32>> {
+        let st = self.state();
+        let v = Self::resolve_version(&st, subject, spec, false)?;
+        Ok(st.referenced_by(subject, v))
+    }
+
+    pub fn schema_by_id(&self, id: i32) -> Result<SchemaEntry> {
+        self.state()
+            .schemas
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::SchemaNotFound(id.to_string()))
+    }
+
+    pub fn id_versions(&self, id: i32, deleted: bool) -> Result<Vec<(String, i32)>> {
+        let st = self.state();
+        if !st.schemas.contains_key(&id) {
+            return Err(Error::SchemaNotFound(id.to_string()));
+        }
+        Ok(st.versions_of(id, deleted))
+    }
+
+    pub fn global_compatibility(&self) -> String {
+        self.state()
+            .global_compat
+            .clone()
+            .unwrap_or_else(|| DEFAULT_COMPATIBILITY.into())
+    }
+
+    pub fn subject_compatibility(&self, subject: &str, default_to_global: bool) -> Result<String> {
+        let st = self.state();
+        match st.subject_compat.get(subject) {
+            Some(l) => Ok(l.clone()),
+            None if default_to_global => Ok(Self::effective_level(&st, subject)),
+            None => Err(Error::SubjectConfigNotFound(subject.to_string())),
+        }
+    }
+
+    fn effective_level(st: &State, subject: &str) -> String {
+        st.subject_compat
+            .get(subject)
+            .or(st.global_compat.as_ref())
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_COMPATIBILITY.into())
+    }
+
+    fn effective_mode(st: &State, subject: Option<&str>) -> String {
+        subject
+            .and_then(|s| st.subject_mode.get(s))
+            .or(st.global_mode.as_ref())
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_MODE.into())
+    }
+
+    pub fn mode(&self, subject: Option<&str>, default_to_global: bool) -> Result<String> {
+        let st = self.state();
+        match subject {
+            Some(s) if !default_to_global && !st.subject_mode.contains_key(s) => {
+                Err(Error::SubjectModeNotFound(s.to_string()))
+            }
+            _ => Ok(Self::effective_mode(&st, subject)),
+        }
+    }
+
+    // ---- schemas -----------------------------------------------------------------------------------------
+
+    /// Parses a request's schema with its references resolved against `st`. References naming version -1
+    /// are pinned to the subject's latest version.
+    fn parse_request(st: &State, req: &SchemaRequest) -> Result<(ParsedAvro, Vec<Reference>)> {
+        match req.schema_type.as_deref() {
+            None | Some("AVRO") => {}
+            Some(t @ ("JSON" | "PROTOBUF")) => {
+                return Err(Error::UnsupportedSchemaType(t.to_string()))
+            }
+            Some(t) => return Err(Error::InvalidSchema(format!("of unknown type {t}"))),
+        }
+        let text = match req.schema.as_deref() {
+            Some(s) if !s.trim().is_empty() => s,
+            _ => return Err(Error::InvalidSchema("(empty schema)".into())),
+        };
+        let mut refs = req.references.clone().unwrap_or_default();
+        for r in &mut refs {
+            if r.version == -1 {
+                r.version = Self::resolve_version(st, &r.subject, VersionSpec::Latest, false)
+                    .map_err(|_| {
+                        Error::InvalidSchema(format!(
+                            "{text}: reference {} to subject {} does not exist",
+                            r.name, r.subject
+                        ))
+                    })?;
+            }
+        }
+        let ref_texts = st
+            .referenced_texts(&refs)
+            .map_err(|e| Error::InvalidSchema(format!("{text}: {e}")))?;
+        let parsed = avro::parse(text, &ref_texts).map_err(Error::InvalidSchema)?;
+        Ok((parsed, refs))
+    }
+
+    fn parse_stored(st: &State, entry: &SchemaEntry) -> Option<ParsedAvro> {
+        if entry.schema_type.is_some() {
+            return None;
+        }
+        let refs = st.referenced_texts(&entry.references).ok()?;
+        avro::parse(&entry.schema, &refs).ok()
+    }
+
+    /// `POST /subjects/{subject}`: the version of `subject` that holds this schema.
+    pub fn lookup(
+        &self,
+        subject: &str,
+        req: &SchemaRequest,
+        deleted: bool,
+    ) -> Result<SubjectVersion> {
+        let st = self.state();
+        let vs = st
+            .subjects
+            .get(subject)
+            .filter(|vs| vs.values().any(|e| deleted || !e.deleted))
+            .ok_or_else(|| Error::SubjectNotFound(subject.to_string()))?;
+        let (parsed, refs) = Self::parse_request(&st, req)?;
+        let ident = identity("AVRO", &parsed.canonical, &refs);
+        let id = st.identities.get(&ident).copied();
+        let found = vs
+            .iter()
+            .rev()
+            .find(|(_, e)| Some(e.id) == id && (deleted || !e.deleted))
+            .map(|(v, _)| *v);
+        match found {
+            Some(v) => Self::subject_version(&st, subject, v),
+            None => Err(Error::SchemaContentNotFound),
+        }
+    }
+
+    /// Confluent's incompatibility messages of `new` against the live versions the level asks for (or only
+    /// `against`), newest first; empty when compatible.
+    fn incompatibilities(
+        st: &State,
+        subject: &str,
+        new: &ParsedAvro,
+        level: &str,
+        against: Option<i32>,
+    ) -> Vec<String> {
+        let (backward, forward) = match level {
+            "NONE" => return Vec::new(),
+            "BACKWARD" | "BACKWARD_TRANSITIVE" => (true, false),
+            "FORWARD" | "FORWARD_TRANSITIVE" => (false, true),
+            _ => (true, true),
+        };
+        let transitive = level.ends_with("_TRANSITIVE");
+        let live: Vec<i32> = st
+            .subjects
+            .get(subject)
+            .map(|vs| {
+                vs.iter()
+                    .rev()
+                    .filter(|(_, e)| !e.deleted)
+                    .map(|(v, _)| *v)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let to_check: Vec<i32> = match against {
+            Some(v) => vec![v],
+            None if transitive => live,
+            None => live.into_iter().take(1).collect(),
+        };
+        let mut messages = Vec::new();
+        for v in to_check {
+            let Some((_, entry)) = st.schema_at(subject, v) else {
+                continue;
+            };
+            let Some(old) = Self::parse_stored(st, entry) else {
+                // A stored schema that no longer parses (another type, or a corrupt record) cannot be
+                // compared; Confluent would fail the same way, so say so rather than accept silently.
+                messages.push(format!(
+                    "{{errorType:'TYPE_MISMATCH', description:'The old schema (version {v}) cannot be parsed as AVRO', additionalInfo:''}}"
+                ));
+                continue;
+            };
+            let mut found = Vec::new();
+            if backward {
+                found.extend(avro::check(new, &old).iter().map(|i| i.render(true)));
+            }
+            if forward {
+                found.extend(avro::check(&old, new).iter().map(|i| i.render(false)));
+            }
+            if !found.is_empty() {
+                messages.extend(found);
+                messages.push(format!("{{oldSchemaVersion: {v}}}"));
+                messages.push(format!("{{oldSchema: '{}'}}", entry.schema));
+                messages.push(format!(
+                    "{{validateFields: 'false', compatibility: '{level}'}}"
+                ));
+            }
+        }
+        messages
+    }
+
+    /// `POST /compatibility/subjects/{subject}/versions[/{version}]`.
+    pub fn check_compatibility(
+        &self,
+        subject: &str,
+        version: Option<VersionSpec>,
+        req: &SchemaRequest,
+    ) -> Result<(bool, Vec<String>)> {
+        let st = self.state();
+        let (parsed, _) = Self::parse_request(&st, req)?;
+        let against = match version {
+            None => None,
+            Some(spec) => match Self::resolve_version(&st, subject, spec, false) {
+                Ok(v) => Some(v),
+                // Checking against the latest version of a subject that has none: anything goes.
+                Err(Error::SubjectNotFound(_)) if spec == VersionSpec::Latest => {
+                    return Ok((true, Vec::new()))
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let level = Self::effective_level(&st, subject);
+        // A specific version is compared in the level's direction(s), not transitively.
+        let level = match against {
+            Some(_) => level.trim_end_matches("_TRANSITIVE").to_string(),
+            None => level,
+        };
+        let messages = Self::incompatibilities(&st, subject, &parsed, &level, against);
+        Ok((messages.is_empty(), messages))
+    }
+
+    /// `POST /subjects/{subject}/versions`: the id of the schema, registered as a new version unless the
+    /// subject already has it.
+    pub async fn register(
+        &self,
+        subject: &str,
+        req: &SchemaRequest,
+        normalize: bool,
+    ) -> Result<i32> {
+        let _write = self.write_lock.lock().await;
+        let value = {
+            let st = self.state();
+            let (parsed, refs) = Self::parse_request(&st, req)?;
+            let ident = identity("AVRO", &parsed.canonical, &refs);
+            let known_id = st.identities.get(&ident).copied();
+            let versions = st.subjects.get(subject);
+            if let (Some(id), Some(vs)) = (known_id, versions) {
+                if vs.values().any(|e| e.id == id && !e.deleted) && req.id.is_none_or(|r| r == id) {
+                    return Ok(id);
+                }
+            }
+            let mode = Self::effective_mode(&st, Some(subject));
+            let importing = mode == "IMPORT";
+            if mode == "READONLY" || mode == "READONLY_OVERRIDE" {
+                return Err(Error::OperationNotPermitted(format!(
+                    "Subject {subject} is in read-only mode"
+                )));
+            }
+            if req.id.is_some() && !importing {
+                return Err(Error::OperationNotPermitted(format!(
+                    "Subject {subject} is not in import mode: a schema id can only be given in IMPORT mode"
+                )));
+            }
+            let id = if importing {
+                let Some(id) = req.id else {
+                    return Err(Error::OperationNotPermitted(format!(
+                        "Subject {subject} is in import mode: the schema's id is required"
+                    )));
+                };
+                if id < 1 {
+                    return Err(Error::UnprocessableEntity(format!(
+                        "Invalid schema id {id}"
+                    )));
+                }
+                if let Some(existing) = st.schemas.get(&id) {
+                    if st.identity_of(existing) != ident {
+                        return Err(Error::OperationNotPermitted(format!(
+                            "Overwrite new schema with id {id} is not permitted."
+                        )));
+                    }
+                }
+                id
+            } else {
+                let level = Self::effective_level(&st, subject);
+                let messages = Self::incompatibilities(&st, subject, &parsed, &level, None);
+                if !messages.is_empty() {
+                    return Err(Error::Incompatible(format!(
+                        "Schema being registered is incompatible with an earlier schema for subject \"{subject}\", details: [{}]",
+                        messages.join(", ")
+                    )));
+                }
+                match known_id {
+                    Some(id) => id,
+                    None => st.max_id.checked_add(1).ok_or_else(|| {
+                        Error::Store("schema ids are exhausted (2^31-1 reached)".into())
+                    })?,
+                }
+            };
+            let next_version = versions
+                .and_then(|vs| vs.keys().next_back().copied())
+                .unwrap_or(0)
+                + 1;
+            let version = match (importing, req.version) {
+                (true, Some(v)) if v >= 1 => {
+                    if versions.is_some_and(|vs| vs.contains_key(&v)) {
+                        return Err(Error::OperationNotPermitted(format!(
+                            "Subject {subject} already has a version {v}"
+                        )));
+                    }
+                    v
+                }
+                (_, Some(v)) if v < 1 => return Err(Error::InvalidVersion(v.to_string())),
+                _ => next_version,
+            };
+            let schema = if normalize {
+                parsed.canonical.clone()
+            } else {
+                req.schema.clone().unwrap_or_default()
+            };
+            SchemaValue {
+                subject: subject.to_string(),
+                version,
+                id,
+                schema_type: None,
+                references: refs,
+                schema,
+                deleted: false,
+            }
+        };
+        let id = value.id;
+        let key = Key::schema(subject, value.version);
+        self.write(key, Some(json!(value))).await?;
+        Ok(id)
+    }
+
+    fn check_writable(st: &State, subject: &str) -> Result<()> {
+        let mode = Self::effective_mode(st, Some(subject));
+        if mode == "READONLY" || mode == "READONLY_OVERRIDE" {
+            return Err(Error::OperationNotPermitted(format!(
+                "Subject {subject} is in read-only mode"
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_not_referenced(st: &State, subject: &str, version: i32) -> Result<()> {
+        if st.referenced_by(subject, version).is_empty() {
+            Ok(())
+        } else {
+            Err(Error::ReferenceExists(subject.to_string(), version))
+        }
+    }
+
+    /// `DELETE /subjects/{subject}`: the versions deleted.
+    pub async fn delete_subject(&self, subject: &str, permanent: bool) -> Result<Vec<i32>> {
+        let _write = self.write_lock.lock().await;
+        let (versions, latest) = {
+            let st = self.state();
+            Self::check_writable(&st, subject)?;
+            let vs = st
+                .subjects
+                .get(subject)
+                .ok_or_else(|| Error::SubjectNotFound(subject.to_string()))?;
+            let live: Vec<i32> = vs
+                .iter()
+                .filter(|(_, e)| !e.deleted)
+                .map(|(v, _)| *v)
+                .collect();
+            if permanent && !live.is_empty() {
+                return Err(Error::SubjectNotSoftDeleted(subject.to_string()));
+            }
+            if !permanent && live.is_empty() {
+                return Err(Error::SubjectSoftDeleted(subject.to_string()));
+            }
+            for v in vs.keys() {
+                Self::check_not_referenced(&st, subject, *v)?;
+            }
+            let all: Vec<i32> = vs.keys().copied().collect();
+            let latest = *all.last().unwrap_or(&0);
+            (if permanent { all } else { live }, latest)
+        };
+        if permanent {
+            for v in &versions {
+                self.write(Key::schema(subject, *v), None).await?;
+            }
+        } else {
+            let value = DeleteSubjectValue {
+                subject: subject.to_string(),
+                version: latest,
+            };
+            self.write(Key::delete_subject(subject), Some(json!(value)))
+                .await?;
+        }
+        Ok(versions)
+    }
+
+    /// `DELETE /subjects/{subject}/versions/{version}`: the version deleted.
+    pub async fn delete_version(
+        &self,
+        subject: &str,
+        spec: VersionSpec,
+        permanent: bool,
+    ) -> Result<i32> {
+        let _write = self.write_lock.lock().await;
+        let value = {
+            let st = self.state();
+            Self::check_writable(&st, subject)?;
+            // A numbered version is found even when soft-deleted, so that deleting it again says so (40406).
+            let any = permanent || matches!(spec, VersionSpec::Number(_));
+            let version = Self::resolve_version(&st, subject, spec, any)?;
+            let (entry, schema) = st
+                .schema_at(subject, version)
+                .ok_or_else(|| Error::VersionNotFound(version.to_string()))?;
+            if permanent && !entry.deleted {
+                return Err(Error::VersionNotSoftDeleted(subject.to_string(), version));
+            }
+            if !permanent && entry.deleted {
+                return Err(Error::VersionSoftDeleted(subject.to_string(), version));
+            }
+            Self::check_not_referenced(&st, subject, version)?;
+            (!permanent).then(|| SchemaValue {
+                subject: subject.to_string(),
+                version,
+                id: entry.id,
+                schema_type: schema.schema_type.clone(),
+                references: schema.references.clone(),
+                schema: schema.schema.clone(),
+                deleted: true,
+            })
+        };
+        let version = match &value {
+            Some(v) => v.version,
+            None => Self::resolve_version(&self.state(), subject, spec, true)?,
+        };
+        self.write(Key::schema(subject, version), value.map(|v| json!(v)))
+            .await?;
+        Ok(version)
+    }
+
+    // ---- config and mode ---------------------------------------------------------------------------------
+
+    pub fn validate_level(level: &str) -> Result<String> {
+        let upper = level.to_ascii_uppercase();
+        if LEVELS.contains(&upper.as_str()) {
+            Ok(upper)
+        } else {
+            Err(Error::InvalidCompatibilityLevel)
+        }
+    }
+
+    pub async fn set_compatibility(&self, subject: Option<&str>, level: &str) -> Result<String> {
+        let level = Self::validate_level(level)?;
+        let _write = self.write_lock.lock().await;
+        let value = ConfigValue {
+            compatibility_level: Some(level.clone()),
+        };
+        self.write(Key::config(subject), Some(json!(value))).await?;
+        Ok(level)
+    }
+
+    /// Removes a config; returns the level that was in force.
+    pub async fn delete_compatibility(&self, subject: Option<&str>) -> Result<String> {
+        let _write = self.write_lock.lock().await;
+        let previous = {
+            let st = self.state();
+            match subject {
+                None => st
+                    .global_compat
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_COMPATIBILITY.into()),
+                Some(s) => match st.subject_compat.get(s) {
+                    Some(l) => l.clone(),
+                    None if !st.subjects.contains_key(s) => {
+                        return Err(Error::SubjectNotFound(s.to_string()))
+                    }
+                    None => return Err(Error::SubjectConfigNotFound(s.to_string())),
+                },
+            }
+        };
+        self.write(Key::config(subject), None).await?;
+        Ok(previous)
+    }
+
+    pub async fn set_mode(&self, subject: Option<&str>, mode: &str, force: bool) -> Result<String> {
+        let mode = mode.to_ascii_uppercase();
+        if !MODES.contains(&mode.as_str()) {
+            return Err(Error::InvalidMode);
+        }
+        let _write = self.write_lock.lock().await;
+        if mode == "IMPORT" && !force {
+            let st = self.state();
+            let non_empty = match subject {
+                None => !st.subjects.is_empty(),
+                Some(s) => st.subjects.contains_key(s),
+            };
+            if non_empty {
+                return Err(Error::OperationNotPermitted(
+                    "Cannot import since found existing subjects".into(),
+                ));
+            }
+        }
+        let value = ModeValue { mode: mode.clone() };
+        self.write(Key::mode(subject), Some(json!(value))).await?;
+        Ok(mode)
+    }
+
+    pub async fn delete_mode(&self, subject: &str) -> Result<String> {
+        let _write = self.write_lock.lock().await;
+        let previous = self
+            .state()
+            .subject_mode
+            .get(subject)
+            .cloned()
+            .ok_or_else(|| Error::SubjectModeNotFound(subject.to_string()))?;
+        self.write(Key::mode(Some(subject)), None).await?;
+        Ok(previous)
+    }
+}
+
+/// Applies one raw record of `_schemas` to `state` (the one apply path, for the store's reader and for the
+/// in-memory store). Returns false when the record does not decode; it is then skipped.
+pub fn apply_raw(state: &RwLock<State>, key: &[u8], value: Option<&[u8]>) -> bool {
+    match Record::decode(key, value) {
+        Ok(record) => {
+            state
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .apply(record);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(
+                key = %String::from_utf8_lossy(key),
+                "skipping a _schemas record that does not decode: {e}"
+            );
+            false
+        }
+    }
+}
