@@ -426,7 +426,11 @@ fn kip848_consumer_protocol_members_join_consume_and_rebalance() {
 fn kip848_a_second_instance_of_a_held_static_id_is_refused_with_unreleased_instance_id() {
     let dir = temp_dir();
     let broker = group_broker(&dir);
-    let out = run_client("group_static_fenced.py", &[&broker.bootstrap], CLIENT_TIMEOUT);
+    let out = run_client(
+        "group_static_fenced.py",
+        &[&broker.bootstrap],
+        CLIENT_TIMEOUT,
+    );
     assert!(out.lines().any(|l| l.starts_with("ok")), "{out}");
 }
 
