@@ -47,6 +47,9 @@ pub struct HeartbeatRequest {
     pub client_host: String,
     /// `None`: unchanged since the last heartbeat.
     pub subscribed_topic_names: Option<Vec<String>>,
+    /// KIP-848's `SubscribedTopicRegex` (v1): topics whose whole name matches it (RE2 syntax, as Kafka's RE2/J)
+    /// are subscribed too, re-evaluated against the topics at every heartbeat. `None`: unchanged; empty: none.
+    pub subscribed_topic_regex: Option<String>,
     /// `None`: unchanged since the last heartbeat.
     pub owned: Option<Assignment>,
 }
@@ -81,8 +84,30 @@ pub struct MemberInfo {
     pub client_host: String,
     pub member_epoch: i32,
     pub subscribed: Vec<String>,
+    /// The member's `SubscribedTopicRegex`, if any.
+    pub subscribed_regex: Option<String>,
     pub assigned: Assignment,
     pub target: Assignment,
+}
+
+impl Member {
+    /// Whether the member consumes `topic`: named in its subscription, or matched by its regex.
+    fn subscribes(&self, topic: &str) -> bool {
+        self.subscribed.iter().any(|t| t == topic)
+            || self.regex.as_ref().is_some_and(|(_, r)| r.is_match(topic))
+    }
+}
+
+/// Compiles a `SubscribedTopicRegex`: `None` for an empty one, an error message for an invalid one.
+fn compile_regex(source: &str) -> Result<Option<(String, regex::Regex)>, String> {
+    if source.is_empty() {
+        return Ok(None);
+    }
+    regex::Regex::new(&format!("^(?:{source})$"))
+        .map(|r| Some((source.to_string(), r)))
+        .map_err(|e| {
+            format!("SubscribedTopicRegex {source:?} is not a valid regular expression: {e}")
+        })
 }
 
 /// The member epoch of a static member that left temporarily (KIP-848's LEAVE_GROUP_STATIC_MEMBER_EPOCH).
@@ -96,6 +121,8 @@ struct Member {
     epoch: i32,
     previous_epoch: i32,
     subscribed: Vec<String>,
+    /// The member's `SubscribedTopicRegex` (source, compiled anchored to the whole name).
+    regex: Option<(String, regex::Regex)>,
     /// What the member last reported owning.
     owned: Assignment,
     /// What the coordinator last told the member to own.
@@ -152,10 +179,10 @@ impl ConsumerGroup {
     }
 
     fn subscribed_view(&self, topics: &TopicView) -> BTreeMap<String, (Uuid, i32)> {
-        self.members
-            .values()
-            .flat_map(|m| m.subscribed.iter())
-            .filter_map(|t| topics.get(t).map(|v| (t.clone(), *v)))
+        topics
+            .iter()
+            .filter(|(t, _)| self.members.values().any(|m| m.subscribes(t)))
+            .map(|(t, v)| (t.clone(), *v))
             .collect()
     }
 
@@ -174,7 +201,7 @@ impl ConsumerGroup {
             let eligible: Vec<&String> = self
                 .members
                 .values()
-                .filter(|m| m.subscribed.contains(name))
+                .filter(|m| m.subscribes(name))
                 .map(|m| &m.id)
                 .collect();
             if eligible.is_empty() {
@@ -358,11 +385,22 @@ impl ConsumerGroups {
                 ..Default::default()
             };
         }
+        let regex = match req.subscribed_topic_regex.as_deref().map(compile_regex) {
+            Some(Err(message)) => {
+                return HeartbeatResponse::error(E::InvalidRegularExpression, &message)
+            }
+            Some(Ok(r)) => Some(r),
+            None => None,
+        };
         let member_id = if req.member_epoch == 0 {
-            let Some(subscribed) = req.subscribed_topic_names.clone() else {
+            let Some(subscribed) = req
+                .subscribed_topic_names
+                .clone()
+                .or_else(|| regex.is_some().then(Vec::new))
+            else {
                 return HeartbeatResponse::error(
                     E::InvalidRequest,
-                    "SubscribedTopicNames must be set when joining.",
+                    "SubscribedTopicNames or SubscribedTopicRegex must be set when joining.",
                 );
             };
             let id = if req.member_id.is_empty() {
@@ -407,6 +445,7 @@ impl ConsumerGroups {
                 epoch: 0,
                 previous_epoch: -1,
                 subscribed: subscribed.clone(),
+                regex: None,
                 owned: Assignment::new(),
                 assigned: Assignment::new(),
                 session_deadline: now + session,
@@ -416,6 +455,7 @@ impl ConsumerGroups {
             m.owned = Assignment::new();
             m.assigned = Assignment::new();
             m.subscribed = subscribed;
+            m.regex = regex.flatten();
             if !rejoin {
                 group.group_epoch += 1;
             }
@@ -453,6 +493,12 @@ impl ConsumerGroups {
             if let Some(s) = &req.subscribed_topic_names {
                 if *s != m.subscribed {
                     m.subscribed = s.clone();
+                    group.group_epoch += 1;
+                }
+            }
+            if let Some(r) = regex {
+                if r.as_ref().map(|(src, _)| src) != m.regex.as_ref().map(|(src, _)| src) {
+                    m.regex = r;
                     group.group_epoch += 1;
                 }
             }
@@ -558,6 +604,7 @@ impl ConsumerGroups {
                 client_host: m.client_host.clone(),
                 member_epoch: m.epoch,
                 subscribed: m.subscribed.clone(),
+                subscribed_regex: m.regex.as_ref().map(|(src, _)| src.clone()),
                 assigned: m.assigned.clone(),
                 target: g.target.get(&m.id).cloned().unwrap_or_default(),
             })
@@ -605,6 +652,7 @@ mod tests {
             } else {
                 None
             },
+            subscribed_topic_regex: None,
             owned,
         }
     }
@@ -701,6 +749,44 @@ mod tests {
         c.tick(1_060);
         let o3 = c.heartbeat(hb("o", o2.member_epoch, Some(o_assigned)), &t, 1_070);
         assert_eq!(count(o3.assignment.as_ref().unwrap()), 4);
+    }
+
+    #[test]
+    fn a_regex_subscription_takes_every_whole_name_match_and_picks_up_new_topics() {
+        let mut c = ConsumerGroups::new(ConsumerConfig::default());
+        let mut t = TopicView::new();
+        t.insert("orders".into(), (Uuid::from_u128(1), 2));
+        t.insert("payments".into(), (Uuid::from_u128(2), 1));
+        t.insert("xorders".into(), (Uuid::from_u128(3), 1));
+        let join = |regex: &str| HeartbeatRequest {
+            subscribed_topic_names: None,
+            subscribed_topic_regex: Some(regex.into()),
+            ..hb("a", 0, None)
+        };
+        let bad = c.heartbeat(join("orders("), &t, 0);
+        assert_eq!(bad.error, E::InvalidRegularExpression.code());
+        let a = c.heartbeat(join("orders|pay.*"), &t, 0);
+        assert_eq!(a.error, 0);
+        let got = a.assignment.unwrap();
+        assert_eq!(count(&got), 3, "orders and payments, not xorders: {got:?}");
+        assert!(!got.contains_key(&Uuid::from_u128(3)));
+        // A topic created later that matches joins the subscription at the next heartbeat.
+        t.insert("payroll".into(), (Uuid::from_u128(4), 2));
+        let a2 = c.heartbeat(hb("a", a.member_epoch, Some(got.clone())), &t, 10);
+        let got2 = a2.assignment.expect("a new assignment");
+        assert_eq!(count(&got2), 5);
+        assert!(a2.member_epoch > a.member_epoch);
+        assert_eq!(
+            c.members("g")[0].subscribed_regex.as_deref(),
+            Some("orders|pay.*")
+        );
+        // Changing the regex changes the subscription.
+        let narrower = HeartbeatRequest {
+            subscribed_topic_regex: Some("payroll".into()),
+            ..hb("a", a2.member_epoch, Some(got2))
+        };
+        let a3 = c.heartbeat(narrower, &t, 20);
+        assert_eq!(count(&a3.assignment.unwrap()), 2);
     }
 
     #[test]

@@ -423,6 +423,18 @@ fn kip848_consumer_protocol_members_join_consume_and_rebalance() {
 }
 
 #[test]
+fn kip848_a_regex_subscription_is_resolved_by_the_broker_and_picks_up_new_topics() {
+    let dir = temp_dir();
+    let broker = group_broker(&dir);
+    let out = run_client(
+        "group_regex_subscribe.py",
+        &[&broker.bootstrap],
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.lines().any(|l| l.starts_with("ok")), "{out}");
+}
+
+#[test]
 fn kip848_a_second_instance_of_a_held_static_id_is_refused_with_unreleased_instance_id() {
     let dir = temp_dir();
     let broker = group_broker(&dir);

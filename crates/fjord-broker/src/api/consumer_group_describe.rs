@@ -68,6 +68,7 @@ pub fn handle(ctx: &Ctx<'_>, req: ConsumerGroupDescribeRequest) -> ConsumerGroup
                                 .map(|t| TopicName(str_bytes(t)))
                                 .collect(),
                         )
+                        .with_subscribed_topic_regex(m.subscribed_regex.as_deref().map(str_bytes))
                         .with_assignment(to_k(&m.assigned))
                         .with_target_assignment(to_k(&m.target));
                     if ctx.version >= 1 {

@@ -47,6 +47,7 @@ pub async fn handle(
         subscribed_topic_names: req
             .subscribed_topic_names
             .map(|v| v.into_iter().map(|t| t.0.to_string()).collect()),
+        subscribed_topic_regex: req.subscribed_topic_regex.as_ref().map(|r| r.to_string()),
         owned,
     };
     let resp = {
