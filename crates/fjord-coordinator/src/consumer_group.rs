@@ -94,7 +94,7 @@ impl Member {
     /// Whether the member consumes `topic`: named in its subscription, or matched by its regex.
     fn subscribes(&self, topic: &str) -> bool {
         self.subscribed.iter().any(|t| t == topic)
-            || self.regex.as_ref().is_some_and(|(_, r)| r.is_match(topic))
+            || (self.regex_resolved && self.regex.as_ref().is_some_and(|(_, r)| r.is_match(topic)))
     }
 }
 
@@ -123,6 +123,10 @@ struct Member {
     subscribed: Vec<String>,
     /// The member's `SubscribedTopicRegex` (source, compiled anchored to the whole name).
     regex: Option<(String, regex::Regex)>,
+    /// Whether `regex` has been resolved: as in Kafka, where the coordinator resolves a new regex off the
+    /// heartbeat path, the heartbeat that brings a new regex is answered with the literal topics only, and the
+    /// matches join from the next one (clients such as librdkafka expect the two steps).
+    regex_resolved: bool,
     /// What the member last reported owning.
     owned: Assignment,
     /// What the coordinator last told the member to own.
@@ -446,6 +450,7 @@ impl ConsumerGroups {
                 previous_epoch: -1,
                 subscribed: subscribed.clone(),
                 regex: None,
+                regex_resolved: false,
                 owned: Assignment::new(),
                 assigned: Assignment::new(),
                 session_deadline: now + session,
@@ -456,6 +461,7 @@ impl ConsumerGroups {
             m.assigned = Assignment::new();
             m.subscribed = subscribed;
             m.regex = regex.flatten();
+            m.regex_resolved = false;
             if !rejoin {
                 group.group_epoch += 1;
             }
@@ -499,6 +505,7 @@ impl ConsumerGroups {
             if let Some(r) = regex {
                 if r.as_ref().map(|(src, _)| src) != m.regex.as_ref().map(|(src, _)| src) {
                     m.regex = r;
+                    m.regex_resolved = false;
                     group.group_epoch += 1;
                 }
             }
@@ -521,6 +528,14 @@ impl ConsumerGroups {
         }
         let joined = req.member_epoch == 0;
         let changed = group.reconcile(&member_id);
+        // A new regex is resolved now, after this answer: its matches count from the next heartbeat on.
+        let m = group.members.get_mut(&member_id).expect("member present");
+        if m.regex.is_some() && !m.regex_resolved {
+            m.regex_resolved = true;
+            if group.subscribed_view(topics) != group.topics_seen {
+                group.group_epoch += 1;
+            }
+        }
         let m = &group.members[&member_id];
         HeartbeatResponse {
             error: 0,
@@ -765,8 +780,14 @@ mod tests {
         };
         let bad = c.heartbeat(join("orders("), &t, 0);
         assert_eq!(bad.error, E::InvalidRegularExpression.code());
-        let a = c.heartbeat(join("orders|pay.*"), &t, 0);
-        assert_eq!(a.error, 0);
+        let a0 = c.heartbeat(join("orders|pay.*"), &t, 0);
+        assert_eq!(a0.error, 0);
+        assert_eq!(
+            a0.assignment.map(|a| count(&a)),
+            Some(0),
+            "a new regex is resolved after the heartbeat that brings it, as in Kafka"
+        );
+        let a = c.heartbeat(hb("a", a0.member_epoch, Some(Assignment::new())), &t, 5);
         let got = a.assignment.unwrap();
         assert_eq!(count(&got), 3, "orders and payments, not xorders: {got:?}");
         assert!(!got.contains_key(&Uuid::from_u128(3)));
@@ -786,7 +807,14 @@ mod tests {
             ..hb("a", a2.member_epoch, Some(got2))
         };
         let a3 = c.heartbeat(narrower, &t, 20);
-        assert_eq!(count(&a3.assignment.unwrap()), 2);
+        let kept = a3.assignment.unwrap();
+        assert_eq!(
+            count(&kept),
+            0,
+            "the old matches go, the new ones come next"
+        );
+        let a4 = c.heartbeat(hb("a", a3.member_epoch, Some(kept)), &t, 30);
+        assert_eq!(count(&a4.assignment.unwrap()), 2);
     }
 
     #[test]
