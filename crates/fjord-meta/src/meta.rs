@@ -183,7 +183,7 @@ impl Meta {
             })
             .await?;
         }
-        if self.state().brokers.get(&self_info.id) != Some(&self_info) {
+        if self.state().registration_needed(&self_info) {
             self.propose(Command::RegisterBroker(self_info)).await?;
         }
         Ok(())
@@ -432,7 +432,7 @@ impl Meta {
             .await?;
         }
         if let Some(self_info) = self_info {
-            if self.state().brokers.get(&self_info.id) != Some(&self_info) {
+            if self.state().registration_needed(&self_info) {
                 self.propose(Command::RegisterBroker(self_info)).await?;
             }
         }

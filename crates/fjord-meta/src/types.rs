@@ -110,6 +110,18 @@ pub struct ClusterState {
 
 impl ClusterState {
     /// Whether broker `id` is registered and not fenced.
+    /// Whether a starting broker must (re)register: its registration is missing or stale, or the metadata still
+    /// marks some of its replicas offline (a restart re-checks its log directories, and registering clears those
+    /// marks; the broker reports again what is still offline).
+    pub fn registration_needed(&self, info: &BrokerInfo) -> bool {
+        self.brokers.get(&info.id) != Some(info)
+            || self
+                .topics
+                .values()
+                .flat_map(|t| &t.partitions)
+                .any(|p| p.offline.contains(&info.id))
+    }
+
     pub fn is_live(&self, id: i32) -> bool {
         is_live(&self.brokers, &self.fenced, id)
     }
@@ -1165,12 +1177,18 @@ mod liveness_tests {
             }),
             CommandResult::PreferredLeaderNotAvailable
         );
-        // A restarted broker registers again, having checked its directories: its replica is eligible again.
+        // A restarted broker registers again, having checked its directories: its replica is eligible again. It
+        // must do so even when its address is unchanged.
+        assert!(s.registration_needed(&broker(1)));
         assert_eq!(
             s.apply(&Command::RegisterBroker(broker(1))),
             CommandResult::Ok
         );
         assert!(t(&s).offline.is_empty());
+        assert!(
+            !s.registration_needed(&broker(1)),
+            "registered, nothing marked"
+        );
         assert_eq!(
             s.apply(&Command::ElectPreferredLeader {
                 topic: "t".into(),
