@@ -355,8 +355,8 @@ impl Groups {
             .start_txn_verification(producer_id, producer_epoch))
     }
 
-    /// Forgets the guard of a transactional offset commit whose transaction check failed.
-    pub fn abandon_txn_offsets(
+    /// Forgets the guard of a transactional offset commit once its write was tried or its check failed.
+    pub fn finish_txn_offsets(
         &self,
         state: &BrokerState,
         group: &str,
@@ -364,7 +364,7 @@ impl Groups {
         guard: u64,
     ) {
         if let Ok(p) = hosted(state, OFFSETS_TOPIC, self.partition_of(group)) {
-            p.abandon_txn_verification(producer_id, guard);
+            p.finish_txn_verification(producer_id, guard);
         }
     }
 

@@ -313,10 +313,11 @@ impl Partition {
             .then(|| producers.start_verification(producer_id))
     }
 
-    /// Forgets a verification the coordinator refused (see [`Partition::start_txn_verification`]).
-    pub fn abandon_txn_verification(&self, producer_id: i64, guard: u64) {
+    /// Forgets a verification once its append was tried or its check failed (see
+    /// [`Partition::start_txn_verification`]).
+    pub fn finish_txn_verification(&self, producer_id: i64, guard: u64) {
         self.lock_producers()
-            .abandon_verification(producer_id, guard);
+            .finish_verification(producer_id, guard);
     }
 
     /// Appends batches whose transactional ones must belong to an open transaction here or carry the
@@ -2011,7 +2012,7 @@ mod tests {
         let refused = p
             .start_txn_verification(1, 0)
             .expect("a verification is needed");
-        p.abandon_txn_verification(1, refused);
+        p.finish_txn_verification(1, refused);
         let err = p
             .append_verified(txn_batch(1, 0, 0, 1), Origin::Client, Some(refused))
             .unwrap_err();

@@ -294,8 +294,9 @@ impl ProducerStates {
         self.next_guard
     }
 
-    /// Drops a verification that failed (if still the current one), so refused producers leave nothing behind.
-    pub fn abandon_verification(&mut self, producer_id: i64, guard: u64) {
+    /// Drops a verification once its append was tried or its check failed (if it is still the current one), so
+    /// nothing stays behind per producer: after a successful append the open transaction admits its batches.
+    pub fn finish_verification(&mut self, producer_id: i64, guard: u64) {
         if self.verifying.get(&producer_id) == Some(&guard) {
             self.verifying.remove(&producer_id);
         }
@@ -641,5 +642,27 @@ mod tests {
             data.extend_from_slice(&body);
             let _ = ProducerStates::decode(&data);
         }
+    }
+
+    #[test]
+    fn finished_verifications_leave_nothing_behind_and_never_drop_a_newer_one() {
+        let mut p = ProducerStates::default();
+        let first = p.start_verification(7);
+        let second = p.start_verification(7);
+        p.finish_verification(7, first);
+        assert!(
+            p.check_verified(7, 0, Some(second)).is_ok(),
+            "the newer guard holds"
+        );
+        p.finish_verification(7, second);
+        assert!(p.verifying.is_empty());
+        for id in 0..100 {
+            let g = p.start_verification(id);
+            p.finish_verification(id, g);
+        }
+        assert!(
+            p.verifying.is_empty(),
+            "no entry per producer once its appends were tried"
+        );
     }
 }

@@ -182,12 +182,23 @@ impl ConsumerGroup {
         }
     }
 
+    /// The topics some member subscribes to, by name (looked up) or by a resolved regex (only those members scan
+    /// the topics), with their ids and partition counts.
     fn subscribed_view(&self, topics: &TopicView) -> BTreeMap<String, (Uuid, i32)> {
-        topics
-            .iter()
-            .filter(|(t, _)| self.members.values().any(|m| m.subscribes(t)))
-            .map(|(t, v)| (t.clone(), *v))
-            .collect()
+        let mut view = BTreeMap::new();
+        for m in self.members.values() {
+            for t in &m.subscribed {
+                if let Some(v) = topics.get(t) {
+                    view.insert(t.clone(), *v);
+                }
+            }
+            if let Some((_, r)) = m.regex.as_ref().filter(|_| m.regex_resolved) {
+                for (t, v) in topics.iter().filter(|(t, _)| r.is_match(t)) {
+                    view.insert(t.clone(), *v);
+                }
+            }
+        }
+        view
     }
 
     /// A balanced, sticky target: partitions stay with their current target owner while it is still
@@ -389,7 +400,21 @@ impl ConsumerGroups {
                 ..Default::default()
             };
         }
-        let regex = match req.subscribed_topic_regex.as_deref().map(compile_regex) {
+        // A heartbeat repeating the member's current regex is not compiled again.
+        let current = group
+            .members
+            .get(&req.member_id)
+            .and_then(|m| m.regex.as_ref())
+            .map(|(src, _)| src.as_str());
+        let repeated = req.member_epoch != 0
+            && req.subscribed_topic_regex.is_some()
+            && req.subscribed_topic_regex.as_deref() == current;
+        let regex = match req
+            .subscribed_topic_regex
+            .as_deref()
+            .filter(|_| !repeated)
+            .map(compile_regex)
+        {
             Some(Err(message)) => {
                 return HeartbeatResponse::error(E::InvalidRegularExpression, &message)
             }

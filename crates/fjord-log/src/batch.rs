@@ -314,8 +314,7 @@ impl RecordReader<'_> {
         Ok(())
     }
 
-    /// A length-prefixed field (-1 = null where `nullable`), skipped.
-    /// Skips a length-prefixed field; true when it was null (length -1).
+    /// Skips a length-prefixed field (-1 = null where `nullable`); true when it was null.
     fn skip_field(&mut self, nullable: bool) -> Result<bool> {
         let len = self.varint(5)?;
         if len < -1 || (len == -1 && !nullable) {

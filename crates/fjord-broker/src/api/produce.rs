@@ -233,7 +233,7 @@ pub async fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
                 };
                 if let Err(refused) = checked {
                     if let Some(g) = guard {
-                        partition.abandon_txn_verification(b.producer_id, g);
+                        partition.finish_txn_verification(b.producer_id, g);
                     }
                     parts.push(refused);
                     continue;
@@ -249,6 +249,10 @@ pub async fn prepare(ctx: &Ctx<'_>, req: ProduceRequest) -> Prepared {
                     partition.append(records)
                 }
             });
+            // Tried: the guard is done with (an appended first batch opened the transaction here).
+            if let (Some(b), Some(g)) = (txn, guard) {
+                partition.finish_txn_verification(b.producer_id, g);
+            }
             match appended {
                 Ok(info) => {
                     if info.batches.is_empty() {

@@ -97,11 +97,6 @@ pub async fn handle(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOffsetComm
             check = Err(fenced_code(&e, ctx.version, 2));
         }
     }
-    if let (Err(_), Some(g)) = (check, guard) {
-        broker
-            .groups
-            .abandon_txn_offsets(broker, &group, req.producer_id.0, g);
-    }
     let topics = req.topics.iter().map(|t| {
         let parts = t.partitions.iter().map(|p| CommitPartition {
             index: p.partition_index,
@@ -128,6 +123,12 @@ pub async fn handle(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOffsetComm
             tracing::error!(%group, error = %e, "persisting transactional offset commit failed");
             not_acknowledged(&mut codes, crate::groups::write_error_code(&e));
         }
+    }
+    // Checked and written, refused, or nothing valid to write: the guard is done with either way.
+    if let Some(g) = guard {
+        broker
+            .groups
+            .finish_txn_offsets(broker, &group, req.producer_id.0, g);
     }
     TxnOffsetCommitResponse::default().with_topics(
         req.topics
