@@ -23,6 +23,7 @@ mod liveness;
 mod log_store;
 mod meta;
 mod network;
+pub mod ports;
 mod quorum;
 mod raft;
 mod state_machine;

@@ -74,17 +74,11 @@ fn nth_port(base: u16, i: u16, what: &str) -> Result<u16, CliError> {
         .ok_or_else(|| bad(format!("{what} {base} + {i} is past port 65535")))
 }
 
-/// Free ports chosen by the OS (bound, read, released: another process could take one in between, which
-/// then fails the start with an error naming the port).
+/// Free ports outside the kernel's ephemeral range (`fjord_meta::ports`: checked free, then released; only
+/// another process picking fixed ports could take one in between, which then fails the start with an error
+/// naming the port).
 fn free_ports(host: &str, n: usize) -> Result<Vec<u16>, CliError> {
-    let listeners = (0..n)
-        .map(|_| std::net::TcpListener::bind((host, 0)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CliError::failure(format!("cannot find free ports on {host}: {e}")))?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<Result<Vec<_>, _>>()
+    fjord_meta::ports::free_ports(host, n)
         .map_err(|e| CliError::failure(format!("cannot find free ports on {host}: {e}")))
 }
 

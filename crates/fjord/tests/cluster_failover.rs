@@ -106,12 +106,9 @@ impl Drop for Node {
     }
 }
 
-/// Free ports on 127.0.0.1 (bound and released together, so they are distinct).
+/// Free ports on 127.0.0.1 outside the kernel's ephemeral range (`fjord_meta::ports`).
 fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    fjord_meta::ports::free_ports("127.0.0.1", n).unwrap()
 }
 
 /// The property file of node `id`: Kafka's KRaft names only.

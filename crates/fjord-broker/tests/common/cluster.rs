@@ -30,14 +30,10 @@ pub async fn join_all<T: Send + 'static>(
     out
 }
 
+/// Free ports on 127.0.0.1 outside the kernel's ephemeral range (`fjord_meta::ports`), so an outgoing connection
+/// of a test running in parallel cannot take one before the node binds it.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    fjord_meta::ports::free_ports("127.0.0.1", n).unwrap()
 }
 
 /// The properties of node `id` of a cluster whose controllers listen on `controller_ports`.

@@ -35,11 +35,12 @@ pub fn broker(id: i32) -> BrokerInfo {
     }
 }
 
-/// Free ports on 127.0.0.1: bound all at once, then released (a small race with other processes
-/// remains, as in every test that needs fixed ports known in advance).
+/// Free ports on 127.0.0.1 outside the kernel's ephemeral range (`fjord_meta::ports`), so an outgoing connection
+/// of a test running in parallel cannot take one before the node binds it.
 pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+    fjord_meta::ports::free_ports("127.0.0.1", n)
+        .unwrap()
+        .into_iter()
+        .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+        .collect()
 }
