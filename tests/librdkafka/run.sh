@@ -7,12 +7,16 @@
 #   tests/librdkafka/run.sh                 # every listed test (several minutes each for some)
 #   tests/librdkafka/run.sh 0011 0102       # only these numbers
 #
-# Needs a C toolchain (gcc, make, zlib headers); uses target/debug/fjord (built here if missing).
+# Each test gets PER_TEST_TIMEOUT seconds (900): 0113 alone runs about 9 minutes by its own design (the six
+# u_multiple_subscription_changes cases take 15 s of playbook, at least 20 s of settling and two 5 s rounds each,
+# and l_unsubscribe relies on the broker's default 3 s group.initial.rebalance.delay.ms).
+# Needs a C toolchain (gcc, make, zlib headers); uses $CARGO_TARGET_DIR/debug/fjord, else target/debug/fjord
+# (built here if missing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
 cache=${FJORD_LIBRDKAFKA_CACHE:-$HOME/.cache/fjord-librdkafka}
-per_test_timeout=${PER_TEST_TIMEOUT:-600}
+per_test_timeout=${PER_TEST_TIMEOUT:-900}
 
 manifest=$(cargo metadata --format-version 1 2>/dev/null | python3 -c '
 import json, sys
@@ -28,8 +32,10 @@ if [ ! -x "$build/tests/test-runner" ]; then
       && make -C tests -j"$(nproc)" build >>"$build/make.out" 2>&1) \
     || { echo "building librdkafka failed: see $build/configure.out and $build/make.out" >&2; exit 1; }
 fi
-[ -x target/debug/fjord ] || cargo build -p fjord >&2
-fjord=$root/target/debug/fjord
+# The fjord binary of CARGO_TARGET_DIR when it is set (as cargo itself does), else of target/.
+target=${CARGO_TARGET_DIR:-$root/target}
+[ -x "$target/debug/fjord" ] || cargo build -p fjord >&2
+fjord=$target/debug/fjord
 
 wanted=("$@")
 work=$(mktemp -d)

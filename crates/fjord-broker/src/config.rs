@@ -506,6 +506,13 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         Int,
         positive
     ),
+    // Kafka 4.0's default; 0 answers at once.
+    bdef!(
+        "group.coordinator.append.linger.ms",
+        Some("5"),
+        Int,
+        non_negative
+    ),
     bdef!("offsets.topic.num.partitions", Some("50"), Int, positive),
     // Kafka's default is 3 (its sample single-node configuration sets 1); Fjord's is 1 so that a lone `fjord
     // start` can create the topic. Honoured exactly: never more than asked, and no topic while fewer brokers are

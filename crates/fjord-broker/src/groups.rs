@@ -592,6 +592,7 @@ pub fn consumer_config(c: &BrokerConfig) -> ConsumerConfig {
     ConsumerConfig {
         session_timeout_ms: int("group.consumer.session.timeout.ms", 45_000),
         heartbeat_interval_ms: int("group.consumer.heartbeat.interval.ms", 5_000) as i32,
+        append_linger_ms: int("group.coordinator.append.linger.ms", 5).max(0) as u64,
     }
 }
 

@@ -24,6 +24,12 @@ pub struct ConsumerConfig {
     pub session_timeout_ms: i64,
     /// `group.consumer.heartbeat.interval.ms`
     pub heartbeat_interval_ms: i32,
+    /// `group.coordinator.append.linger.ms`: a heartbeat that changed the group is answered this long after it
+    /// was handled, as Kafka's coordinator (4.0: 5 ms by default) answers such a heartbeat only once the batch of
+    /// records it accumulates for that long is flushed. Clients' reconciliation is paced by it: librdkafka loses
+    /// a subscription made while it revokes partitions if that revocation was answered within the same
+    /// millisecond as the heartbeat that caused it (its 0045 subscribe_many_updates test).
+    pub append_linger_ms: u64,
 }
 
 impl Default for ConsumerConfig {
@@ -31,6 +37,7 @@ impl Default for ConsumerConfig {
         Self {
             session_timeout_ms: 45_000,
             heartbeat_interval_ms: 5_000,
+            append_linger_ms: 5,
         }
     }
 }
@@ -63,6 +70,10 @@ pub struct HeartbeatResponse {
     pub heartbeat_interval_ms: i32,
     /// `None`: unchanged; the member keeps what it has.
     pub assignment: Option<Assignment>,
+    /// Not sent: whether the heartbeat changed the group (a member joined, left or changed its subscription, an
+    /// epoch moved, a target or an assignment changed), i.e. what Kafka's coordinator writes records for and
+    /// answers only once they are flushed.
+    pub changed: bool,
 }
 
 impl HeartbeatResponse {
@@ -109,6 +120,14 @@ fn compile_regex(source: &str) -> Result<Option<(String, regex::Regex)>, String>
             format!("SubscribedTopicRegex {source:?} is not a valid regular expression: {e}")
         })
 }
+
+/// (group epoch, assignment epoch, member count, the member's epochs, assignment, subscription and regex).
+type Fingerprint = (
+    i32,
+    i32,
+    usize,
+    Option<(i32, i32, Assignment, Vec<String>, Option<String>)>,
+);
 
 /// The member epoch of a static member that left temporarily (KIP-848's LEAVE_GROUP_STATIC_MEMBER_EPOCH).
 const LEAVE_STATIC: i32 = -2;
@@ -349,7 +368,35 @@ impl ConsumerGroups {
         self.groups.contains_key(group)
     }
 
+    /// What a heartbeat can change in its group: the group's epochs and size, and the heartbeating member.
+    fn fingerprint(&self, group: &str, member: &str) -> Option<Fingerprint> {
+        let g = self.groups.get(group)?;
+        let m = g.members.get(member).map(|m| {
+            (
+                m.epoch,
+                m.previous_epoch,
+                m.assigned.clone(),
+                m.subscribed.clone(),
+                m.regex.as_ref().map(|(src, _)| src.clone()),
+            )
+        });
+        Some((g.group_epoch, g.assignment_epoch, g.members.len(), m))
+    }
+
     pub fn heartbeat(
+        &mut self,
+        req: HeartbeatRequest,
+        topics: &TopicView,
+        now: i64,
+    ) -> HeartbeatResponse {
+        let group = req.group_id.clone();
+        let before = self.fingerprint(&group, &req.member_id);
+        let mut resp = self.heartbeat_inner(req, topics, now);
+        resp.changed = before != self.fingerprint(&group, &resp.member_id);
+        resp
+    }
+
+    fn heartbeat_inner(
         &mut self,
         req: HeartbeatRequest,
         topics: &TopicView,
@@ -383,20 +430,27 @@ impl ConsumerGroups {
             return HeartbeatResponse {
                 member_id: req.member_id,
                 member_epoch: LEAVE_STATIC,
-                heartbeat_interval_ms: interval,
                 ..Default::default()
             };
         }
         if req.member_epoch == -1 || req.member_epoch == LEAVE_STATIC {
-            if group.members.remove(&req.member_id).is_some() {
-                group.target.remove(&req.member_id);
-                group.group_epoch += 1;
-                tracing::info!(group = %group.id, member = %req.member_id, epoch = group.group_epoch, "consumer left");
+            // As in Kafka, leaving is answered with the member id and the leave epoch and no heartbeat interval;
+            // a member the group does not know (already left, expired or fenced) hears UNKNOWN_MEMBER_ID.
+            if group.members.remove(&req.member_id).is_none() {
+                return HeartbeatResponse::error(
+                    E::UnknownMemberId,
+                    &format!(
+                        "Member {} is not a member of group {}.",
+                        req.member_id, req.group_id
+                    ),
+                );
             }
+            group.target.remove(&req.member_id);
+            group.group_epoch += 1;
+            tracing::info!(group = %group.id, member = %req.member_id, epoch = group.group_epoch, "consumer left");
             return HeartbeatResponse {
                 member_id: req.member_id,
                 member_epoch: req.member_epoch,
-                heartbeat_interval_ms: interval,
                 ..Default::default()
             };
         }
@@ -573,6 +627,7 @@ impl ConsumerGroups {
             } else {
                 changed
             },
+            changed: false,
         }
     }
 
@@ -743,6 +798,7 @@ mod tests {
         let mut c = ConsumerGroups::new(ConsumerConfig {
             session_timeout_ms: 1_000,
             heartbeat_interval_ms: 100,
+            ..ConsumerConfig::default()
         });
         let t = topics();
         let stat = |member: &str, epoch: i32, owned: Option<Assignment>| HeartbeatRequest {
@@ -847,6 +903,7 @@ mod tests {
         let mut c = ConsumerGroups::new(ConsumerConfig {
             session_timeout_ms: 1_000,
             heartbeat_interval_ms: 100,
+            ..ConsumerConfig::default()
         });
         let t = topics();
         let a = c.heartbeat(hb("a", 0, None), &t, 0);
@@ -895,6 +952,39 @@ mod tests {
             c.check_member("g", "a", a.member_epoch + 1),
             Err(E::StaleMemberEpoch.code())
         );
+    }
+
+    #[test]
+    fn changes_are_flagged_for_the_append_linger_and_leaving_twice_is_unknown() {
+        let mut c = ConsumerGroups::new(ConsumerConfig::default());
+        let t = topics();
+        let a = c.heartbeat(hb("a", 0, None), &t, 0);
+        assert!(a.changed, "joining changes the group");
+        let a2 = c.heartbeat(hb("a", a.member_epoch, a.assignment.clone()), &t, 10);
+        assert!(
+            !a2.changed,
+            "a plain heartbeat of a reconciled member changes nothing"
+        );
+        let moved = HeartbeatRequest {
+            subscribed_topic_names: Some(vec!["orders".into(), "payments".into()]),
+            ..hb("a", a.member_epoch, a.assignment.clone())
+        };
+        assert!(c.heartbeat(moved, &t, 20).changed, "a new subscription");
+        let b = c.heartbeat(hb("b", 0, None), &t, 30);
+        assert!(b.changed);
+        // a is told to give up half: its assignment changes.
+        let a3 = c.heartbeat(hb("a", a.member_epoch, a.assignment.clone()), &t, 40);
+        assert!(a3.changed && a3.assignment.is_some());
+        let left = c.heartbeat(hb("b", -1, None), &t, 50);
+        assert_eq!((left.error, left.member_epoch), (0, -1));
+        assert!(left.changed);
+        assert_eq!(
+            left.heartbeat_interval_ms, 0,
+            "Kafka sends no heartbeat interval with a leave"
+        );
+        let again = c.heartbeat(hb("b", -1, None), &t, 60);
+        assert_eq!(again.error, E::UnknownMemberId.code());
+        assert!(!again.changed);
     }
 
     #[test]

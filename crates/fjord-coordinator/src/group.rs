@@ -879,14 +879,22 @@ impl GroupCoordinator {
         codes
     }
 
-    /// Checks an OffsetCommit. `Err(code)` applies to every partition; `Ok` means the caller may persist the
-    /// records from [`GroupCoordinator::commit_records`] and then call [`GroupCoordinator::apply_commit`].
+    /// Checks an OffsetCommit (or, with `transactional`, a TxnOffsetCommit). `Err(code)` applies to every
+    /// partition; `Ok` means the caller may persist the records from [`GroupCoordinator::commit_records`] and
+    /// then call [`GroupCoordinator::apply_commit`].
+    ///
+    /// The order of the checks is Kafka's: the member, then its generation (ILLEGAL_GENERATION), and only then
+    /// the state: REBALANCE_IN_PROGRESS goes to a member of the *current* generation committing while the group
+    /// is in CompletingRebalance (it has its JoinGroup answer but not yet its assignment). A commit from the
+    /// previous generation that lands after the join phase ended (e.g. one queued behind the member's own
+    /// JoinGroup) gets ILLEGAL_GENERATION, which clients treat as "rejoin", not a retriable failure.
     pub fn check_commit(
         &mut self,
         group_id: &str,
         generation: i32,
         member_id: &str,
         instance_id: Option<&str>,
+        transactional: bool,
         now: i64,
     ) -> Result<(), i16> {
         if group_id.is_empty() {
@@ -907,18 +915,20 @@ impl GroupCoordinator {
             return Ok(());
         }
         if let Some(i) = instance_id {
-            if group.statics.get(i).map(String::as_str) != Some(member_id) {
-                return Err(E::FencedInstanceId.code());
+            match group.statics.get(i) {
+                None => return Err(E::UnknownMemberId.code()),
+                Some(current) if current != member_id => return Err(E::FencedInstanceId.code()),
+                Some(_) => {}
             }
-        }
-        if group.state == GroupState::CompletingRebalance {
-            return Err(E::RebalanceInProgress.code());
         }
         let Some(m) = group.members.get_mut(member_id) else {
             return Err(E::UnknownMemberId.code());
         };
         if generation != group.generation {
             return Err(E::IllegalGeneration.code());
+        }
+        if !transactional && group.state == GroupState::CompletingRebalance {
+            return Err(E::RebalanceInProgress.code());
         }
         // A commit proves the member is alive.
         m.heartbeat_deadline = now + m.session_timeout_ms as i64;

@@ -435,6 +435,20 @@ fn kip848_a_regex_subscription_is_resolved_by_the_broker_and_picks_up_new_topics
 }
 
 #[test]
+fn kip848_a_consumer_changing_its_subscription_in_a_tight_loop_ends_with_the_last_one() {
+    // librdkafka's 0045 subscribe_many_updates: without the coordinator's append linger, librdkafka lost the
+    // subscription made while it revoked partitions and never rejoined.
+    let dir = temp_dir();
+    let broker = group_broker(&dir);
+    let out = run_client(
+        "group_subscribe_updates.py",
+        &[&broker.bootstrap, "60"],
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.lines().any(|l| l.starts_with("ok")), "{out}");
+}
+
+#[test]
 fn kip848_a_second_instance_of_a_held_static_id_is_refused_with_unreleased_instance_id() {
     let dir = temp_dir();
     let broker = group_broker(&dir);

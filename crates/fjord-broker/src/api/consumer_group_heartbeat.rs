@@ -67,8 +67,15 @@ pub async fn handle(
                 ))))
                 .with_member_epoch(-1);
         }
-        c.consumer.heartbeat(hb, &topics, now_ms())
+        let resp = c.consumer.heartbeat(hb, &topics, now_ms());
+        (resp, c.consumer.config.append_linger_ms)
     };
+    let (resp, linger_ms) = resp;
+    // Like Kafka's coordinator, which answers a heartbeat that changed the group once the records it batches for
+    // group.coordinator.append.linger.ms are flushed (the coordinator lock is not held meanwhile).
+    if resp.changed && resp.error == 0 && linger_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(linger_ms)).await;
+    }
     ConsumerGroupHeartbeatResponse::default()
         .with_error_code(resp.error)
         .with_error_message(resp.error_message.as_deref().map(str_bytes))

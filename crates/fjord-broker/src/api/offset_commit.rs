@@ -28,6 +28,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResp
                     req.generation_id_or_member_epoch,
                     &req.member_id,
                     req.group_instance_id.as_deref(),
+                    false,
                     now,
                 )
             }),

@@ -39,6 +39,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOffsetComm
                 req.generation_id,
                 &req.member_id,
                 req.group_instance_id.as_deref(),
+                true,
                 now,
             )
         }

@@ -331,7 +331,7 @@ fn static_member_restart_within_session_timeout_causes_no_rebalance() {
 fn offset_commits_follow_kafkas_member_checks() {
     let mut c = GroupCoordinator::new(cfg());
     // A simple consumer (no group membership) commits with generation -1.
-    assert_eq!(c.check_commit("solo", -1, "", None, 0), Ok(()));
+    assert_eq!(c.check_commit("solo", -1, "", None, false, 0), Ok(()));
     let offs = vec![(
         ("t".to_string(), 0),
         CommittedOffset {
@@ -352,19 +352,65 @@ fn offset_commits_follow_kafkas_member_checks() {
     assert_eq!(c.fetch_offsets("solo")[&("t".to_string(), 0)].offset, 5);
 
     let (a, _b, gen) = stable_pair(&mut c);
-    assert_eq!(c.check_commit("g", gen, &a, None, 100), Ok(()));
+    assert_eq!(c.check_commit("g", gen, &a, None, false, 100), Ok(()));
     assert_eq!(
-        c.check_commit("g", gen + 1, &a, None, 100),
+        c.check_commit("g", gen + 1, &a, None, false, 100),
         Err(E::IllegalGeneration.code())
     );
     assert_eq!(
-        c.check_commit("g", gen, "nobody", None, 100),
+        c.check_commit("g", gen, "nobody", None, false, 100),
         Err(E::UnknownMemberId.code())
     );
     assert_eq!(
-        c.check_commit("g", -1, "", None, 100),
+        c.check_commit("g", -1, "", None, false, 100),
         Err(E::UnknownMemberId.code()),
         "active groups refuse admin commits"
+    );
+}
+
+#[test]
+fn a_commit_from_the_previous_generation_after_the_join_phase_gets_illegal_generation() {
+    // librdkafka 0113 v_commit_during_rebalance: a member rejoins (cooperative), its manual commit for the old
+    // generation reaches the coordinator once the join phase is over. Kafka checks the generation before the
+    // state, so only a member of the current generation hears REBALANCE_IN_PROGRESS in CompletingRebalance.
+    let mut c = GroupCoordinator::new(cfg());
+    let (a, b, gen) = stable_pair(&mut c);
+    // In PreparingRebalance the current generation may still commit.
+    let mut ja = later(c.join(join_req("g", &a, None), 100));
+    assert_eq!(
+        c.describe("g").unwrap().state,
+        GroupState::PreparingRebalance
+    );
+    assert_eq!(c.check_commit("g", gen, &b, None, false, 110), Ok(()));
+    let mut jb = later(c.join(join_req("g", &b, None), 120));
+    let next = ja.try_recv().unwrap().generation_id;
+    assert_eq!(jb.try_recv().unwrap().generation_id, next);
+    assert_eq!(
+        c.describe("g").unwrap().state,
+        GroupState::CompletingRebalance
+    );
+    assert_eq!(
+        c.check_commit("g", gen, &a, None, false, 130),
+        Err(E::IllegalGeneration.code()),
+        "the previous generation is told to rejoin, not to retry"
+    );
+    assert_eq!(
+        c.check_commit("g", next, &a, None, false, 130),
+        Err(E::RebalanceInProgress.code()),
+        "the current generation waits for its assignment"
+    );
+    assert_eq!(
+        c.check_commit("g", next, "nobody", None, false, 130),
+        Err(E::UnknownMemberId.code())
+    );
+    assert_eq!(
+        c.check_commit("g", next, &a, None, true, 130),
+        Ok(()),
+        "TxnOffsetCommit does not look at the state"
+    );
+    assert_eq!(
+        c.check_commit("g", next, &a, Some("no-such-instance"), false, 130),
+        Err(E::UnknownMemberId.code())
     );
 }
 
