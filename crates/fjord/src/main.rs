@@ -7,6 +7,8 @@ mod bench;
 mod client;
 mod cluster;
 mod configs;
+#[cfg(feature = "connect")]
+mod connect;
 mod consume;
 mod groups;
 mod local_cluster;
@@ -122,6 +124,10 @@ enum Cmd {
         #[arg(long, value_name = "TOPIC", default_value = "_schemas")]
         topic: String,
     },
+    /// Run Kafka Connect workers (Connect's REST API, built-in connectors, no JVM).
+    #[cfg(feature = "connect")]
+    #[command(subcommand)]
+    Connect(connect::ConnectCmd),
     /// Create, list, describe, alter and delete topics.
     #[command(subcommand, after_help = AFTER_HELP)]
     Topics(topics::TopicsCmd),
@@ -231,6 +237,8 @@ fn main() -> ExitCode {
         Cmd::Start { .. } | Cmd::Broker { .. } => "info,openraft=warn",
         #[cfg(feature = "registry")]
         Cmd::Registry { .. } => "info,openraft=warn",
+        #[cfg(feature = "connect")]
+        Cmd::Connect(_) => "info",
         _ => "warn,rdkafka=off",
     };
     tracing_subscriber::fmt()
@@ -280,6 +288,8 @@ fn main() -> ExitCode {
             rt.block_on(serve::serve_registry(&bootstrap_server, listen, &topic))
                 .map_err(|e| CliError::failure(format!("{e:#}")))
         }),
+        #[cfg(feature = "connect")]
+        Cmd::Connect(cmd) => runtime().and_then(|rt| rt.block_on(connect::run(cmd))),
         Cmd::Topics(cmd) => runtime().and_then(|rt| rt.block_on(topics::run(cmd))),
         Cmd::Groups(cmd) => runtime().and_then(|rt| rt.block_on(groups::run(cmd))),
         Cmd::Cluster(cmd) => cluster::run(cmd),

@@ -368,7 +368,7 @@ async fn serve_metrics(
     Ok(bound)
 }
 
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
