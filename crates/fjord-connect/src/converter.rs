@@ -118,12 +118,13 @@ impl Converter {
                     Data::Json(v) => (serde_json::Value::Null, v.clone()),
                     Data::Null => unreachable!("handled above"),
                 };
-                let v = if *schemas_enable {
-                    serde_json::json!({"schema": schema, "payload": payload})
+                // Connect's field order: the schema first, then the payload.
+                let text = if *schemas_enable {
+                    format!("{{\"schema\":{schema},\"payload\":{payload}}}")
                 } else {
-                    payload
+                    payload.to_string()
                 };
-                Ok(Some(serde_json::to_vec(&v).map_err(|e| e.to_string())?))
+                Ok(Some(text.into_bytes()))
             }
         }
     }
@@ -194,6 +195,7 @@ mod tests {
         .from_connect(&line)
         .unwrap()
         .unwrap();
+        assert!(with.starts_with(b"{\"schema\":"), "the schema comes first");
         let v: serde_json::Value = serde_json::from_slice(&with).unwrap();
         assert_eq!(
             v,

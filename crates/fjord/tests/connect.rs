@@ -66,7 +66,7 @@ impl WorkerProc {
                 panic!("the worker never became ready; log:\n{}", self.log());
             }
         };
-        self.rest = field(&line, "rest").to_string();
+        self.rest = field(&line, "rest=").to_string();
         self.child = Some(child);
     }
 
