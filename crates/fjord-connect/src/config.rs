@@ -149,8 +149,58 @@ pub struct WorkerConfig {
     pub key_converter: Converter,
     /// `value.converter` (+ `value.converter.schemas.enable`).
     pub value_converter: Converter,
+    /// `producer.*` properties passed to the source tasks' producers (those librdkafka takes with Kafka's
+    /// meaning, see `PRODUCER_OVERRIDES`).
+    pub producer_overrides: Vec<(String, String)>,
+    /// `consumer.*` properties passed to the sink tasks' consumers (see `CONSUMER_OVERRIDES`).
+    pub consumer_overrides: Vec<(String, String)>,
     /// Every property given, for the converter settings of connectors and `GET /` diagnostics.
     pub props: ConfigMap,
+}
+
+/// The `producer.` properties a worker passes on: the ones librdkafka knows under the same name with Kafka's
+/// meaning. Others are Java-client settings librdkafka would refuse; they are ignored with a warning.
+pub const PRODUCER_OVERRIDES: &[&str] = &[
+    "linger.ms",
+    "batch.size",
+    "compression.type",
+    "delivery.timeout.ms",
+    "message.timeout.ms",
+    "request.timeout.ms",
+    "retry.backoff.ms",
+    "client.rack",
+];
+
+/// The `consumer.` properties a worker passes on (see `PRODUCER_OVERRIDES`).
+pub const CONSUMER_OVERRIDES: &[&str] = &[
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "fetch.min.bytes",
+    "fetch.max.bytes",
+    "max.partition.fetch.bytes",
+    "auto.offset.reset",
+    "isolation.level",
+    "client.rack",
+];
+
+/// The `prefix` properties of `props` that `allowed` names, warning about the others.
+fn overrides(props: &ConfigMap, prefix: &str, allowed: &[&str]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (k, v) in props {
+        let Some(name) = k.strip_prefix(prefix) else {
+            continue;
+        };
+        if allowed.contains(&name) {
+            out.push((name.to_string(), v.trim().to_string()));
+        } else {
+            tracing::warn!(
+                "{k} is ignored: the {prefix}* settings passed on are {}",
+                allowed.join(", ")
+            );
+        }
+    }
+    out
 }
 
 impl WorkerConfig {
@@ -203,6 +253,8 @@ impl WorkerConfig {
             offset_flush_interval_ms,
             key_converter: key_converter.unwrap_or_default(),
             value_converter: value_converter.unwrap_or_default(),
+            producer_overrides: overrides(&props, "producer.", PRODUCER_OVERRIDES),
+            consumer_overrides: overrides(&props, "consumer.", CONSUMER_OVERRIDES),
             props,
         })
     }
@@ -277,6 +329,24 @@ mod tests {
             .contains("https"));
         assert!(parse_listeners("127.0.0.1:8083").is_err());
         assert!(parse_listeners("http://127.0.0.1:x").is_err());
+    }
+
+    #[test]
+    fn only_client_overrides_librdkafka_shares_are_passed_on() {
+        let mut p = ConfigMap::new();
+        p.insert("offset.storage.file.filename".into(), "/tmp/x".into());
+        p.insert("consumer.session.timeout.ms".into(), "6000".into());
+        p.insert("consumer.partition.assignment.strategy".into(), "x".into());
+        p.insert("producer.linger.ms".into(), " 20".into());
+        let c = WorkerConfig::from_properties(p).unwrap();
+        assert_eq!(
+            c.consumer_overrides,
+            [("session.timeout.ms".to_string(), "6000".to_string())]
+        );
+        assert_eq!(
+            c.producer_overrides,
+            [("linger.ms".to_string(), "20".to_string())]
+        );
     }
 
     #[test]

@@ -59,22 +59,29 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
         .map(|f| f.trim().to_string())
         .unwrap_or_default();
     let group = group_of(&ctx.connector);
-    let consumer: StreamConsumer = ClientConfig::new()
+    let mut client = ClientConfig::new();
+    client
         .set("bootstrap.servers", &ctx.bootstrap_servers)
         .set("group.id", &group)
         .set(
             "client.id",
             format!("connector-consumer-{}-0", ctx.connector),
         )
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .map_err(|e| {
-            format!(
-                "cannot create the consumer for {}: {e}",
-                ctx.bootstrap_servers
-            )
-        })?;
+        .set("auto.offset.reset", "earliest");
+    for (k, v) in &ctx.client_overrides {
+        client.set(k, v);
+    }
+    // Offsets are committed by the task after the lines are on disk, never by the client.
+    let consumer: StreamConsumer =
+        client
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| {
+                format!(
+                    "cannot create the consumer for {}: {e}",
+                    ctx.bootstrap_servers
+                )
+            })?;
     let consumer = Arc::new(consumer);
     let topics = subscription(&ctx.config);
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();

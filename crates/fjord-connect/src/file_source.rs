@@ -114,15 +114,21 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
             format!("the stored offset of {path} is not a position: {o}; delete the connector's offsets to start over")
         })?,
     };
-    let producer: FutureProducer = ClientConfig::new()
+    let mut client = ClientConfig::new();
+    client
         .set("bootstrap.servers", &ctx.bootstrap_servers)
         .set(
             "client.id",
             format!("connector-producer-{}-0", ctx.connector),
         )
+        .set("linger.ms", "5");
+    for (k, v) in &ctx.client_overrides {
+        client.set(k, v);
+    }
+    // What at-least-once rests on is not overridable.
+    let producer: FutureProducer = client
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "5")
         .create()
         .map_err(|e| {
             format!(

@@ -70,6 +70,8 @@ pub struct TaskContext {
     pub bootstrap_servers: String,
     pub offsets: Arc<OffsetStore>,
     pub offset_flush_interval: Duration,
+    /// The worker's `producer.*`/`consumer.*` settings, set on the task's client after Connect's own.
+    pub client_overrides: Vec<(String, String)>,
 }
 
 /// A running task: a signal to stop it and its handle.
@@ -465,6 +467,10 @@ impl Worker {
             bootstrap_servers: self.config.bootstrap_servers.clone(),
             offsets: self.offsets.clone(),
             offset_flush_interval: Duration::from_millis(self.config.offset_flush_interval_ms),
+            client_overrides: match c.plugin.kind() {
+                plugins::Kind::Source => self.config.producer_overrides.clone(),
+                plugins::Kind::Sink => self.config.consumer_overrides.clone(),
+            },
         };
         *c.status.lock().unwrap() = TaskStatus {
             state: "RUNNING",

@@ -207,11 +207,12 @@ fn file_source_streams_a_growing_file_to_catalog_and_loses_nothing_across_kill9(
     let output = dir.path().join("catalog.out");
     write_file(&input, "");
     // The worker's default converters: JsonConverter with Connect's schema envelope on the topic. Offsets are
-    // flushed after every acknowledged batch, so that resuming (few duplicates) is told apart from starting over.
+    // flushed after every acknowledged batch, so that resuming (few duplicates) is told apart from starting over;
+    // a short session lets the restarted sink take over from its killed predecessor quickly.
     let worker = worker_properties(
         dir.path(),
         &broker.bootstrap,
-        "offset.flush.interval.ms=0\n",
+        "offset.flush.interval.ms=0\nconsumer.session.timeout.ms=6000\nconsumer.heartbeat.interval.ms=1000\n",
     );
     let source = dir.path().join("file-source.properties");
     write_file(
