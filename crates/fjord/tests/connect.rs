@@ -744,3 +744,154 @@ fn standalone_refuses_a_torn_offsets_file_and_a_bad_connector_file() {
         "{err}"
     );
 }
+
+#[test]
+fn fjord_start_runs_a_connect_worker_beside_the_broker() {
+    let dir = temp_dir();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .args(["start", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--override",
+            "listeners=PLAINTEXT://127.0.0.1:0",
+            "--override",
+            "metrics.listener=127.0.0.1:0",
+            "--registry-listener",
+            "none",
+            "--connect-listener",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+    // Killed if the test fails before it stops it.
+    struct Guard(Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Guard(child);
+    assert!(
+        line.starts_with("fjord ready"),
+        "fjord start never became ready: `{line}`"
+    );
+    let kafka = field(&line, "kafka=").to_string();
+    let rest = field(&line, "connect=").to_string();
+    let (s, v) = http(&rest, "GET", "/", None);
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        !v["kafka_cluster_id"].as_str().unwrap_or("").is_empty(),
+        "{v}"
+    );
+    // A source created over REST streams into the platform's own broker.
+    ok(&fjord(
+        &kafka,
+        &["topics", "create", "started", "--partitions", "1"],
+        None,
+    ));
+    let input = dir.path().join("in.txt");
+    write_file(&input, "from-start\n");
+    let config = json!({"name": "s", "config": {"connector.class": "FileStreamSource",
+        "file": input.display().to_string(), "topic": "started",
+        "value.converter": "org.apache.kafka.connect.storage.StringConverter"}});
+    assert_eq!(
+        http(&rest, "POST", "/connectors", Some(&config.to_string())).0,
+        201
+    );
+    wait_for(Duration::from_secs(60), "the line in the topic", || {
+        let got = consume_all(&kafka, "started");
+        (got == ["from-start"]).then_some(())
+    });
+    // Ctrl-C stops the worker (its offsets written) and the broker cleanly.
+    interrupt(&mut child.0);
+    let offsets = std::fs::read_to_string(dir.path().join("data").join("connect.offsets")).unwrap();
+    assert!(
+        offsets.starts_with("fjord-connect-offsets v1") && offsets.contains("\"position\":11"),
+        "{offsets}"
+    );
+}
+
+#[test]
+fn a_sink_task_that_cannot_convert_a_record_fails_with_a_trace_and_restarts_with_only_failed() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    ok(&fjord(
+        &broker.bootstrap,
+        &["topics", "create", "plain", "--partitions", "1"],
+        None,
+    ));
+    ok(&fjord(
+        &broker.bootstrap,
+        &["produce", "plain"],
+        Some(b"{\"schema\":null,\"payload\":\"ok\"}\nnot json\n"),
+    ));
+    let worker = worker_properties(dir.path(), &broker.bootstrap, "");
+    let w = WorkerProc::start(&[&worker], &dir.path().join("worker.log"));
+    let out = dir.path().join("out.txt");
+    let config = json!({"name": "strict", "config": {"connector.class": "FileStreamSink",
+        "file": out.display().to_string(), "topics": "plain"}});
+    assert_eq!(
+        http(&w.rest, "POST", "/connectors", Some(&config.to_string())).0,
+        201
+    );
+    let status = wait_for(Duration::from_secs(60), "the task to fail", || {
+        let v = http(&w.rest, "GET", "/connectors/strict/status", None).1;
+        (v["tasks"][0]["state"] == "FAILED").then_some(v)
+    });
+    // The trace says which record and what to do; the record before it was written and committed.
+    let trace = status["tasks"][0]["trace"].as_str().unwrap();
+    assert!(
+        trace.contains("plain-0 offset 1") && trace.contains("StringConverter"),
+        "{trace}"
+    );
+    assert_eq!(lines_of(&out), ["ok"]);
+    let v = http(&w.rest, "GET", "/connectors/strict/tasks/0/status", None).1;
+    assert_eq!(v["state"], "FAILED", "{v}");
+    // onlyFailed restarts the failed task (and not the running connector).
+    let (s, v) = http(
+        &w.rest,
+        "POST",
+        "/connectors/strict/restart?includeTasks=true&onlyFailed=true",
+        None,
+    );
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(
+        (&v["connector"]["state"], &v["tasks"][0]["state"]),
+        (&json!("RUNNING"), &json!("RESTARTING")),
+        "{v}"
+    );
+    // Reconfigured with the converter the trace names, the task gets past the record.
+    let mut fixed = config["config"].clone();
+    fixed["value.converter"] = json!("org.apache.kafka.connect.storage.StringConverter");
+    assert_eq!(
+        http(
+            &w.rest,
+            "PUT",
+            "/connectors/strict/config",
+            Some(&fixed.to_string())
+        )
+        .0,
+        200
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "the sink to write the second record",
+        || (lines_of(&out).last().map(String::as_str) == Some("not json")).then_some(()),
+    );
+    assert_eq!(
+        http(&w.rest, "GET", "/connectors/strict/status", None).1["tasks"][0]["state"],
+        "RUNNING"
+    );
+}
