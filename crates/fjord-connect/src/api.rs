@@ -45,7 +45,10 @@ pub fn router(worker: Arc<Worker>) -> Router {
             "/connectors/{name}/tasks/{task}/restart",
             post(restart_task),
         )
-        .route("/connectors/{name}/offsets", get(offsets))
+        .route(
+            "/connectors/{name}/offsets",
+            get(offsets).patch(alter_offsets).delete(reset_offsets),
+        )
         .route("/connectors/{name}/topics", get(topics))
         .route("/connector-plugins", get(list_plugins))
         .route("/connector-plugins/{plugin}/config", get(plugin_config))
@@ -339,6 +342,40 @@ async fn restart_task(State(w): W, Path((name, task)): Path<(String, String)>) -
 
 async fn offsets(State(w): W, Path(name): Path<String>) -> Result<Response> {
     Ok(ok(w.offsets(&name).await?))
+}
+
+/// `PATCH /connectors/{name}/offsets` with `{"offsets": [{"partition": {...}, "offset": {...}|null}]}`.
+async fn alter_offsets(State(w): W, Path(name): Path<String>, body: Body) -> Result<Response> {
+    let body = json_body(body)?;
+    let entries = body
+        .get("offsets")
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            Error::BadRequest(
+                "the body must be {\"offsets\": [{\"partition\": {...}, \"offset\": {...}}]}"
+                    .into(),
+            )
+        })?;
+    let mut changes = Vec::with_capacity(entries.len());
+    for e in entries {
+        let (Some(p), Some(o)) = (e.get("partition"), e.get("offset")) else {
+            return Err(Error::BadRequest(format!(
+                "offset entry {e} needs a partition and an offset (null to remove it)"
+            )));
+        };
+        if !p.is_object() || !(o.is_object() || o.is_null()) {
+            return Err(Error::BadRequest(format!(
+                "offset entry {e}: partition must be an object and offset an object or null"
+            )));
+        }
+        changes.push((p.clone(), o.clone()));
+    }
+    Ok(ok(w.change_offsets(&name, Some(changes)).await?))
+}
+
+/// `DELETE /connectors/{name}/offsets`.
+async fn reset_offsets(State(w): W, Path(name): Path<String>) -> Result<Response> {
+    Ok(ok(w.change_offsets(&name, None).await?))
 }
 
 async fn topics(State(w): W, Path(name): Path<String>) -> Result<Response> {

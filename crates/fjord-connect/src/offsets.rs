@@ -83,6 +83,22 @@ impl OffsetStore {
             .insert(partition.to_string(), (partition, offset));
     }
 
+    /// Forgets `connector`'s offset of `partition` (KIP-875's `"offset": null`).
+    pub fn remove(&self, connector: &str, partition: &Value) {
+        let mut offsets = self.offsets.lock().unwrap();
+        if let Some(m) = offsets.get_mut(connector) {
+            m.remove(&partition.to_string());
+            if m.is_empty() {
+                offsets.remove(connector);
+            }
+        }
+    }
+
+    /// Forgets every offset of `connector` (`DELETE /connectors/{name}/offsets`).
+    pub fn remove_all(&self, connector: &str) {
+        self.offsets.lock().unwrap().remove(connector);
+    }
+
     /// Every offset of `connector` in KIP-875's shape: `[{"partition": {...}, "offset": {...}}]`.
     pub fn connector_offsets(&self, connector: &str) -> Vec<Value> {
         let offsets = self.offsets.lock().unwrap();

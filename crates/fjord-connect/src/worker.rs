@@ -392,6 +392,55 @@ impl Worker {
         Ok(json!({"offsets": offsets}))
     }
 
+    /// `PATCH /connectors/{name}/offsets` (`Some`: `[{"partition", "offset"}]`, a null offset removes one) and
+    /// `DELETE /connectors/{name}/offsets` (`None`) for a STOPPED source connector: the offsets file is rewritten
+    /// before the answer, and the connector resumes from there.
+    pub async fn change_offsets(
+        &self,
+        name: &str,
+        changes: Option<Vec<(Value, Value)>>,
+    ) -> Result<Value> {
+        let connectors = self.connectors.lock().await;
+        let c = connectors
+            .get(name)
+            .ok_or_else(|| Error::connector_not_found(name))?;
+        if c.target != TargetState::Stopped {
+            return Err(Error::BadRequest(format!(
+                "Connectors must be in the STOPPED state before their offsets can be modified. This can be done for the specified connector by issuing a 'PUT' request to the '/connectors/{name}/stop' endpoint"
+            )));
+        }
+        if c.plugin.kind() == plugins::Kind::Sink {
+            return Err(Error::BadRequest(format!(
+                "changing a sink connector's offsets over REST is not supported yet: they are the committed offsets of the consumer group {group}; use `fjord groups reset-offsets {group} ...` or `fjord groups delete {group}`",
+                group = crate::file_sink::group_of(name)
+            )));
+        }
+        let reset = changes.is_none();
+        match changes {
+            None => self.offsets.remove_all(name),
+            Some(changes) => {
+                for (partition, offset) in changes {
+                    if offset.is_null() {
+                        self.offsets.remove(name, &partition);
+                    } else {
+                        self.offsets.put(name, partition, offset);
+                    }
+                }
+            }
+        }
+        let offsets = self.offsets.clone();
+        tokio::task::spawn_blocking(move || offsets.flush())
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| Error::Internal(format!("writing the offsets file failed: {e}")))?;
+        tracing::info!(connector = %name, reset, "source offsets changed over REST");
+        Ok(json!({"message": if reset {
+            "The offsets for this connector have been reset successfully"
+        } else {
+            "The offsets for this connector have been altered successfully"
+        }}))
+    }
+
     /// `GET /connectors/{name}/topics` (KIP-558): the topics the connector uses, as configured.
     pub async fn topics(&self, name: &str) -> Result<Value> {
         let connectors = self.connectors.lock().await;

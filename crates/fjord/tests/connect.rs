@@ -618,6 +618,47 @@ fn rest_api_answers_with_connects_shapes_codes_and_errors() {
         (v == json!({"offsets": [{"partition": {"filename": input.display().to_string()}, "offset": {"position": 4}}]})).then_some(())
     });
 
+    // KIP-875 alter and reset: only when STOPPED; the source resumes from the altered position.
+    let part = json!({"filename": input.display().to_string()});
+    let alter = json!({"offsets": [{"partition": part, "offset": {"position": 2}}]}).to_string();
+    let (s, v) = http(r, "PATCH", "/connectors/src/offsets", Some(&alter));
+    assert_eq!(s, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("STOPPED"), "{v}");
+    assert_eq!(http(r, "PUT", "/connectors/src/stop", None).0, 202);
+    assert_eq!(
+        http(
+            r,
+            "PATCH",
+            "/connectors/src/offsets",
+            Some("{\"offsets\": 1}")
+        )
+        .0,
+        400
+    );
+    let (s, v) = http(r, "PATCH", "/connectors/src/offsets", Some(&alter));
+    assert_eq!(s, 200, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("altered"), "{v}");
+    assert_eq!(
+        http(r, "GET", "/connectors/src/offsets", None).1["offsets"][0]["offset"],
+        json!({"position": 2})
+    );
+    let (s, v) = http(r, "DELETE", "/connectors/src/offsets", None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        http(r, "GET", "/connectors/src/offsets", None).1,
+        json!({"offsets": []})
+    );
+    // Resumed, the source re-reads the file from the start: back at its end.
+    assert_eq!(http(r, "PUT", "/connectors/src/resume", None).0, 202);
+    wait_for(
+        Duration::from_secs(60),
+        "the source's offset after the reset",
+        || {
+            let v = http(r, "GET", "/connectors/src/offsets", None).1;
+            (v["offsets"][0]["offset"] == json!({"position": 4})).then_some(())
+        },
+    );
+
     // PUT config: creates (201), then updates (200); the name must match the URL.
     let sink = json!({"connector.class": "FileStreamSink", "file": dir.path().join("out.txt").display().to_string(), "topics": "rest-topic"});
     let (s, v) = http(r, "PUT", "/connectors/snk/config", Some(&sink.to_string()));
