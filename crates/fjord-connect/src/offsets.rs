@@ -125,7 +125,11 @@ impl OffsetStore {
                 .collect();
             serde_json::to_vec(&entries).expect("JSON values serialise")
         };
-        let tmp = self.path.with_extension("tmp");
+        // `<file>.tmp`, appended rather than replacing an extension: a store named `x.tmp` must not be its own
+        // temporary file.
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
         let mut f = std::fs::File::create(&tmp)?;
         writeln!(f, "{MAGIC} {} {:08x}", body.len(), crc32c::crc32c(&body))?;
         f.write_all(&body)?;
@@ -219,7 +223,18 @@ mod tests {
             s.connector_offsets("d"),
             vec![json!({"partition": {"filename": "/b"}, "offset": {"position": 7}})]
         );
-        assert!(!path.with_extension("tmp").exists());
+        assert!(!dir.path().join("offsets.tmp").exists());
+        // A store whose name ends like a temporary file still writes through a separate one.
+        let odd = OffsetStore::open(&dir.path().join("x.tmp")).unwrap();
+        odd.put("c", json!({"filename": "/a"}), json!({"position": 1}));
+        odd.flush().unwrap();
+        assert!(dir.path().join("x.tmp").exists() && !dir.path().join("x.tmp.tmp").exists());
+        assert_eq!(
+            OffsetStore::open(&dir.path().join("x.tmp"))
+                .unwrap()
+                .get("c", &json!({"filename": "/a"})),
+            Some(json!({"position": 1}))
+        );
     }
 
     #[test]
