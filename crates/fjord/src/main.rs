@@ -7,6 +7,8 @@ mod bench;
 mod client;
 mod cluster;
 mod configs;
+#[cfg(feature = "connect")]
+mod connect;
 mod consume;
 mod groups;
 mod local_cluster;
@@ -48,6 +50,7 @@ Examples:
   fjord configs describe --topic orders --all  # every config and where its value comes from
   fjord records delete --topic orders --partition 0 --before-offset 1000
   fjord transactions list --state ongoing      # open transactions and their producers
+  fjord connect standalone worker.properties file-source.properties   # Kafka Connect, REST on :8083
   fjord bench produce --messages 1000000 --size 100";
 
 #[derive(Parser)]
@@ -86,6 +89,10 @@ enum Cmd {
         /// registry. Only with a single broker.
         #[arg(long, value_name = "HOST:PORT|none", default_value = "127.0.0.1:8081")]
         registry_listener: String,
+        /// Where a Kafka Connect worker (standalone, offsets in DIR/connect.offsets) serves Connect's REST API
+        /// beside the broker; `none` runs no worker. Only with a single broker.
+        #[arg(long, value_name = "HOST:PORT|none", default_value = "127.0.0.1:8083")]
+        connect_listener: String,
         #[command(flatten)]
         opts: BrokerOpts,
     },
@@ -122,6 +129,10 @@ enum Cmd {
         #[arg(long, value_name = "TOPIC", default_value = "_schemas")]
         topic: String,
     },
+    /// Run Kafka Connect workers (Connect's REST API, built-in connectors, no JVM).
+    #[cfg(feature = "connect")]
+    #[command(subcommand)]
+    Connect(connect::ConnectCmd),
     /// Create, list, describe, alter and delete topics.
     #[command(subcommand, after_help = AFTER_HELP)]
     Topics(topics::TopicsCmd),
@@ -231,6 +242,8 @@ fn main() -> ExitCode {
         Cmd::Start { .. } | Cmd::Broker { .. } => "info,openraft=warn",
         #[cfg(feature = "registry")]
         Cmd::Registry { .. } => "info,openraft=warn",
+        #[cfg(feature = "connect")]
+        Cmd::Connect(_) => "info",
         _ => "warn,rdkafka=off",
     };
     tracing_subscriber::fmt()
@@ -247,9 +260,13 @@ fn main() -> ExitCode {
             brokers: 1,
             controller_port: None,
             registry_listener,
+            connect_listener,
             opts,
-        } => parse_registry_listener(&registry_listener).and_then(|registry| {
-            start_properties(data_dir, &opts).and_then(|props| run_server(props, registry))
+        } => parse_listener("--registry-listener", &registry_listener).and_then(|registry| {
+            parse_listener("--connect-listener", &connect_listener).and_then(|connect| {
+                start_properties(data_dir, &opts)
+                    .and_then(|props| run_server(props, registry, connect))
+            })
         }),
         Cmd::Start {
             brokers: 1,
@@ -269,7 +286,7 @@ fn main() -> ExitCode {
             .and_then(|props| run_cluster(props, brokers, controller_port)),
         Cmd::Broker { file, mut opts } => {
             opts.config = opts.config.or(file);
-            run_server(opts.properties(&[]), None)
+            run_server(opts.properties(&[]), None, None)
         }
         #[cfg(feature = "registry")]
         Cmd::Registry {
@@ -280,6 +297,8 @@ fn main() -> ExitCode {
             rt.block_on(serve::serve_registry(&bootstrap_server, listen, &topic))
                 .map_err(|e| CliError::failure(format!("{e:#}")))
         }),
+        #[cfg(feature = "connect")]
+        Cmd::Connect(cmd) => runtime().and_then(|rt| rt.block_on(connect::run(cmd))),
         Cmd::Topics(cmd) => runtime().and_then(|rt| rt.block_on(topics::run(cmd))),
         Cmd::Groups(cmd) => runtime().and_then(|rt| rt.block_on(groups::run(cmd))),
         Cmd::Cluster(cmd) => cluster::run(cmd),
@@ -362,17 +381,15 @@ fn run_cluster(
     run().map_err(|e| CliError::failure(format!("{e:#}")))
 }
 
-/// `--registry-listener`: an address, or `none`.
-fn parse_registry_listener(s: &str) -> Result<Option<std::net::SocketAddr>, CliError> {
+/// `--registry-listener` and `--connect-listener`: an address, or `none`.
+fn parse_listener(flag: &str, s: &str) -> Result<Option<std::net::SocketAddr>, CliError> {
     if s.eq_ignore_ascii_case("none") {
         return Ok(None);
     }
     s.parse().map(Some).map_err(|_| {
         CliError::new(
             ops::EXIT_BAD_ARGS,
-            format!(
-                "--registry-listener {s}: expected HOST:PORT (an IP address and a port) or none"
-            ),
+            format!("{flag} {s}: expected HOST:PORT (an IP address and a port) or none"),
         )
     })
 }
@@ -380,11 +397,12 @@ fn parse_registry_listener(s: &str) -> Result<Option<std::net::SocketAddr>, CliE
 fn run_server(
     props: Result<BTreeMap<String, String>>,
     registry: Option<std::net::SocketAddr>,
+    connect: Option<std::net::SocketAddr>,
 ) -> Result<(), CliError> {
     let run = || -> Result<()> {
         let config = BrokerConfig::from_properties(props?)?;
         let rt = runtime()?;
-        rt.block_on(serve::serve(config, registry))
+        rt.block_on(serve::serve(config, registry, connect))
     };
     run().map_err(|e| CliError::failure(format!("{e:#}")))
 }

@@ -8,7 +8,11 @@ use anyhow::{Context, Result};
 use fjord_broker::config::BrokerConfig;
 use fjord_broker::Broker;
 
-pub async fn serve(config: BrokerConfig, registry_listener: Option<SocketAddr>) -> Result<()> {
+pub async fn serve(
+    config: BrokerConfig,
+    registry_listener: Option<SocketAddr>,
+    connect_listener: Option<SocketAddr>,
+) -> Result<()> {
     let metrics_addr = config.metrics_listener;
     let data_dir = config.log_dir.clone();
     let broker = Broker::start(config)
@@ -34,9 +38,26 @@ pub async fn serve(config: BrokerConfig, registry_listener: Option<SocketAddr>) 
         }
         _ => None,
     };
+    // The Connect worker, likewise a client of this broker, keeps its source offsets beside the broker's data.
+    let connect = match connect_listener {
+        Some(addr) if broker.state().config.is_broker => {
+            match start_connect(&kafka.to_string(), addr, &data_dir).await {
+                Ok(c) => c,
+                Err(e) => {
+                    broker.shutdown().await?;
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
+    };
+    let connect_addr = connect.as_ref().map(|c| c.rest);
     let registry_field = registry
         .map(|r| format!(" registry={r}"))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        + &connect_addr
+            .map(|c| format!(" connect={c}"))
+            .unwrap_or_default();
     // One machine-readable line on stdout: scripts and tests learn the bound ports from it. A controller-only
     // node serves no Kafka clients: it names its controller listener instead.
     if !broker.state().config.is_broker {
@@ -67,6 +88,9 @@ pub async fn serve(config: BrokerConfig, registry_listener: Option<SocketAddr>) 
         if let Some(r) = registry {
             eprintln!("  Schema Registry: http://{r}   (e.g. curl http://{r}/subjects)");
         }
+        if let Some(c) = connect_addr {
+            eprintln!("  Kafka Connect:   http://{c}   (e.g. curl http://{c}/connector-plugins)");
+        }
         eprintln!("  Data directory:  {}", data_dir.display());
         eprintln!("Press Ctrl-C to stop.\n");
     }
@@ -77,6 +101,10 @@ pub async fn serve(config: BrokerConfig, registry_listener: Option<SocketAddr>) 
         reason = broker.fatal() => Some(reason),
     };
     tracing::info!("shutting down");
+    // The worker's tasks finish their batches and commit while the broker still serves them.
+    if let Some(c) = connect {
+        c.shutdown().await;
+    }
     broker.shutdown().await?;
     match fatal {
         Some(reason) => anyhow::bail!("broker stopped: {reason}"),
@@ -110,6 +138,70 @@ async fn start_registry(
     _topic: &str,
 ) -> Result<Option<SocketAddr>> {
     tracing::warn!("this fjord was built without the `registry` feature: no schema registry");
+    Ok(None)
+}
+
+/// The Connect worker `fjord start` runs.
+#[cfg(feature = "connect")]
+struct ConnectWorker {
+    rest: SocketAddr,
+    worker: std::sync::Arc<fjord_connect::Worker>,
+}
+
+#[cfg(feature = "connect")]
+impl ConnectWorker {
+    async fn shutdown(self) {
+        self.worker.shutdown().await;
+    }
+}
+
+/// A standalone Connect worker against `bootstrap`, its REST API on `listen`, its offsets in
+/// `data_dir/connect.offsets`.
+#[cfg(feature = "connect")]
+async fn start_connect(
+    bootstrap: &str,
+    listen: SocketAddr,
+    data_dir: &std::path::Path,
+) -> Result<Option<ConnectWorker>> {
+    let props = [
+        ("bootstrap.servers", bootstrap.to_string()),
+        (
+            "offset.storage.file.filename",
+            data_dir.join("connect.offsets").display().to_string(),
+        ),
+        ("listeners", format!("http://{listen}")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let started = fjord_connect::standalone::start(props, &[])
+        .await
+        .with_context(|| format!("the Connect worker failed to start on {listen}"))?;
+    Ok(Some(ConnectWorker {
+        rest: started.rest,
+        worker: started.worker,
+    }))
+}
+
+/// A build without the `connect` feature: `fjord start` runs without a Connect worker and says so.
+#[cfg(not(feature = "connect"))]
+#[allow(dead_code)] // never constructed without the feature
+struct ConnectWorker {
+    rest: SocketAddr,
+}
+
+#[cfg(not(feature = "connect"))]
+impl ConnectWorker {
+    async fn shutdown(self) {}
+}
+
+#[cfg(not(feature = "connect"))]
+async fn start_connect(
+    _bootstrap: &str,
+    _listen: SocketAddr,
+    _data_dir: &std::path::Path,
+) -> Result<Option<ConnectWorker>> {
+    tracing::warn!("this fjord was built without the `connect` feature: no Connect worker");
     Ok(None)
 }
 
@@ -368,7 +460,7 @@ async fn serve_metrics(
     Ok(bound)
 }
 
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

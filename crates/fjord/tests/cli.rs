@@ -417,6 +417,7 @@ fn every_command_has_help_with_examples() {
         vec!["transactions", "list", "--help"],
         vec!["transactions", "describe", "--help"],
         vec!["transactions", "describe-producers", "--help"],
+        vec!["connect", "standalone", "--help"],
     ] {
         let out = ok(&fjord("127.0.0.1:9", &args, None));
         assert!(

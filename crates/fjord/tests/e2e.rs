@@ -228,6 +228,8 @@ fn spawn_start(data: &std::path::Path) -> (std::process::Child, String, String) 
             "metrics.listener=127.0.0.1:0",
             "--registry-listener",
             "127.0.0.1:0",
+            "--connect-listener",
+            "none",
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

@@ -95,6 +95,8 @@ fn avro_serializer_and_deserializer_round_trip_through_fjord_start() {
                 "metrics.listener=127.0.0.1:0",
                 "--registry-listener",
                 "127.0.0.1:0",
+                "--connect-listener",
+                "none",
             ]),
     );
     let kafka = field(&line, "kafka=").to_string();

@@ -1,0 +1,440 @@
+//! Kafka Connect's REST API on axum: the paths, bodies, answers and status codes of Connect's
+//! `ConnectorsResource`, `ConnectorPluginsResource` and `RootResource`. Handlers only translate; what the
+//! operations mean is in `worker.rs`. Every error is `{"error_code": N, "message": "..."}`; bad input is a
+//! 4xx naming what is wrong, never a 500.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use serde_json::{json, Value};
+
+use crate::config::{json_config_map, ConfigMap};
+use crate::error::{Error, Result};
+use crate::plugins::{self, Plugin};
+use crate::worker::{TargetState, Worker};
+
+/// The largest request body accepted; connector configs are a few KiB.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The Connect version `GET /` reports: the Kafka Connect REST API level this worker follows.
+pub const CONNECT_VERSION: &str = "4.1.0";
+
+type W = State<Arc<Worker>>;
+type Body = std::result::Result<Bytes, BytesRejection>;
+
+pub fn router(worker: Arc<Worker>) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .route("/connectors", get(list).post(create))
+        .route("/connectors/{name}", get(info).delete(delete))
+        .route("/connectors/{name}/config", get(get_config).put(put_config))
+        .route("/connectors/{name}/status", get(status))
+        .route("/connectors/{name}/restart", post(restart))
+        .route("/connectors/{name}/pause", put(pause))
+        .route("/connectors/{name}/resume", put(resume))
+        .route("/connectors/{name}/stop", put(stop))
+        .route("/connectors/{name}/tasks", get(tasks))
+        .route("/connectors/{name}/tasks/{task}/status", get(task_status))
+        .route(
+            "/connectors/{name}/tasks/{task}/restart",
+            post(restart_task),
+        )
+        .route(
+            "/connectors/{name}/offsets",
+            get(offsets).patch(alter_offsets).delete(reset_offsets),
+        )
+        .route("/connectors/{name}/topics", get(topics))
+        .route("/connector-plugins", get(list_plugins))
+        .route("/connector-plugins/{plugin}/config", get(plugin_config))
+        .route("/connector-plugins/{plugin}/config/validate", put(validate))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(worker)
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!("REST request failed: {self}");
+        }
+        reply(
+            status,
+            json!({"error_code": self.status(), "message": self.to_string()}),
+        )
+    }
+}
+
+fn reply(status: StatusCode, body: Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn ok(body: Value) -> Response {
+    reply(StatusCode::OK, body)
+}
+
+async fn not_found() -> Response {
+    Error::NotFound("HTTP 404 Not Found: no such path in Kafka Connect's REST API".into())
+        .into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    reply(
+        StatusCode::METHOD_NOT_ALLOWED,
+        json!({"error_code": 405, "message": "HTTP 405 Method Not Allowed"}),
+    )
+}
+
+/// The request body as JSON; a missing, oversized or malformed body is a 400 saying so.
+fn json_body(body: Body) -> Result<Value> {
+    let bytes =
+        body.map_err(|e| Error::BadRequest(format!("cannot read the request body: {e}")))?;
+    if bytes.is_empty() {
+        return Err(Error::BadRequest("the request needs a JSON body".into()));
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::BadRequest(format!("the request body is not valid JSON: {e}")))
+}
+
+/// Query parameters, repeated keys kept (`?expand=status&expand=info`).
+fn query_params(q: &Option<String>) -> Vec<(String, String)> {
+    q.as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A boolean query parameter (`includeTasks=true`); anything but true/false is a 400 naming it.
+fn bool_param(params: &[(String, String)], name: &str) -> Result<Option<bool>> {
+    match params.iter().rev().find(|(k, _)| k == name) {
+        None => Ok(None),
+        Some((_, v)) => match v.to_ascii_lowercase().as_str() {
+            "true" => Ok(Some(true)),
+            "false" => Ok(Some(false)),
+            _ => Err(Error::BadRequest(format!(
+                "query parameter {name}={v}: expected true or false"
+            ))),
+        },
+    }
+}
+
+async fn root(State(w): W) -> Response {
+    ok(json!({
+        "version": CONNECT_VERSION,
+        "commit": concat!("fjord-", env!("CARGO_PKG_VERSION")),
+        "kafka_cluster_id": w.kafka_cluster_id,
+    }))
+}
+
+async fn list(State(w): W, RawQuery(q): RawQuery) -> Result<Response> {
+    let params = query_params(&q);
+    let mut expand = Vec::new();
+    for (k, v) in &params {
+        if k == "expand" {
+            for e in v.split(',') {
+                match e.trim() {
+                    "status" | "info" => expand.push(e.trim().to_string()),
+                    other => {
+                        return Err(Error::BadRequest(format!(
+                            "expand={other}: expected status or info"
+                        )))
+                    }
+                }
+            }
+        }
+    }
+    let names = w.names().await;
+    if expand.is_empty() {
+        return Ok(ok(json!(names)));
+    }
+    let mut out = serde_json::Map::new();
+    for name in names {
+        let mut entry = serde_json::Map::new();
+        for e in &expand {
+            // A connector deleted meanwhile is left out, as Connect does.
+            let v = match e.as_str() {
+                "status" => w.status(&name).await,
+                _ => w.info(&name).await,
+            };
+            if let Ok(v) = v {
+                entry.insert(e.clone(), v);
+            }
+        }
+        out.insert(name, Value::Object(entry));
+    }
+    Ok(ok(Value::Object(out)))
+}
+
+async fn create(State(w): W, body: Body) -> Result<Response> {
+    let body = json_body(body)?;
+    let name = match body.get("name") {
+        Some(Value::String(n)) if !n.trim().is_empty() => n.trim().to_string(),
+        Some(Value::String(_)) | None | Some(Value::Null) => {
+            return Err(Error::BadRequest(
+                "Connector name must be specified: give {\"name\": ..., \"config\": {...}}".into(),
+            ))
+        }
+        Some(other) => {
+            return Err(Error::BadRequest(format!(
+                "name must be a string, not {other}"
+            )))
+        }
+    };
+    let config = body.get("config").ok_or_else(|| {
+        Error::BadRequest(
+            "the request has no config: give {\"name\": ..., \"config\": {...}}".into(),
+        )
+    })?;
+    let mut config = json_config_map(config).map_err(Error::BadRequest)?;
+    merge_name(&mut config, &name)?;
+    let initial = match body.get("initial_state") {
+        None | Some(Value::Null) => TargetState::Running,
+        Some(Value::String(s)) => TargetState::parse(s).ok_or_else(|| {
+            Error::BadRequest(format!(
+                "initial_state {s}: expected RUNNING, PAUSED or STOPPED"
+            ))
+        })?,
+        Some(other) => {
+            return Err(Error::BadRequest(format!(
+                "initial_state must be a string, not {other}"
+            )))
+        }
+    };
+    let info = w.create(config, initial).await?;
+    Ok(reply(StatusCode::CREATED, info))
+}
+
+/// The connector name in a config must match the one of the request; it is filled in when absent.
+fn merge_name(config: &mut ConfigMap, name: &str) -> Result<()> {
+    match config.get("name") {
+        Some(n) if n != name => Err(Error::BadRequest(format!(
+            "Connector name configuration ({n}) doesn't match connector name in the URL ({name})"
+        ))),
+        _ => {
+            config.insert("name".into(), name.to_string());
+            Ok(())
+        }
+    }
+}
+
+async fn info(State(w): W, Path(name): Path<String>) -> Result<Response> {
+    Ok(ok(w.info(&name).await?))
+}
+
+async fn delete(State(w): W, Path(name): Path<String>) -> Result<Response> {
+    w.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn get_config(State(w): W, Path(name): Path<String>) -> Result<Response> {
+    Ok(ok(json!(w.config(&name).await?)))
+}
+
+async fn put_config(State(w): W, Path(name): Path<String>, body: Body) -> Result<Response> {
+    let body = json_body(body)?;
+    let mut config = json_config_map(&body).map_err(Error::BadRequest)?;
+    merge_name(&mut config, &name)?;
+    let (created, info) = w.put_config(&name, config).await?;
+    Ok(reply(
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        info,
+    ))
+}
+
+async fn status(State(w): W, Path(name): Path<String>) -> Result<Response> {
+    Ok(ok(w.status(&name).await?))
+}
+
+async fn restart(State(w): W, Path(name): Path<String>, RawQuery(q): RawQuery) -> Result<Response> {
+    let params = query_params(&q);
+    let include_tasks = bool_param(&params, "includeTasks")?;
+    let only_failed = bool_param(&params, "onlyFailed")?;
+    let new_form = include_tasks.is_some() || only_failed.is_some();
+    match w
+        .restart(
+            &name,
+            include_tasks.unwrap_or(false),
+            only_failed.unwrap_or(false),
+            new_form,
+        )
+        .await?
+    {
+        Some(status) => Ok(reply(StatusCode::ACCEPTED, status)),
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
+async fn set_target(w: &Worker, name: &str, target: TargetState) -> Result<Response> {
+    w.set_target(name, target).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+async fn pause(State(w): W, Path(name): Path<String>) -> Result<Response> {
+    set_target(&w, &name, TargetState::Paused).await
+}
+
+async fn resume(State(w): W, Path(name): Path<String>) -> Result<Response> {
+    set_target(&w, &name, TargetState::Running).await
+}
+
+async fn stop(State(w): W, Path(name): Path<String>) -> Result<Response> {
+    set_target(&w, &name, TargetState::Stopped).await
+}
+
+async fn tasks(State(w): W, Path(name): Path<String>) -> Result<Response> {
+    Ok(ok(w.tasks(&name).await?))
+}
+
+async fn task_status(State(w): W, Path((name, task)): Path<(String, String)>) -> Result<Response> {
+    Ok(ok(w.task_status(&name, &task).await?))
+}
+
+async fn restart_task(State(w): W, Path((name, task)): Path<(String, String)>) -> Result<Response> {
+    w.restart_task(&name, &task).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn offsets(State(w): W, Path(name): Path<String>) -> Result<Response> {
+    Ok(ok(w.offsets(&name).await?))
+}
+
+/// `PATCH /connectors/{name}/offsets` with `{"offsets": [{"partition": {...}, "offset": {...}|null}]}`.
+async fn alter_offsets(State(w): W, Path(name): Path<String>, body: Body) -> Result<Response> {
+    let body = json_body(body)?;
+    let entries = body
+        .get("offsets")
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            Error::BadRequest(
+                "the body must be {\"offsets\": [{\"partition\": {...}, \"offset\": {...}}]}"
+                    .into(),
+            )
+        })?;
+    let mut changes = Vec::with_capacity(entries.len());
+    for e in entries {
+        let (Some(p), Some(o)) = (e.get("partition"), e.get("offset")) else {
+            return Err(Error::BadRequest(format!(
+                "offset entry {e} needs a partition and an offset (null to remove it)"
+            )));
+        };
+        if !p.is_object() || !(o.is_object() || o.is_null()) {
+            return Err(Error::BadRequest(format!(
+                "offset entry {e}: partition must be an object and offset an object or null"
+            )));
+        }
+        changes.push((p.clone(), o.clone()));
+    }
+    Ok(ok(w.change_offsets(&name, Some(changes)).await?))
+}
+
+/// `DELETE /connectors/{name}/offsets`.
+async fn reset_offsets(State(w): W, Path(name): Path<String>) -> Result<Response> {
+    Ok(ok(w.change_offsets(&name, None).await?))
+}
+
+async fn topics(State(w): W, Path(name): Path<String>) -> Result<Response> {
+    Ok(ok(w.topics(&name).await?))
+}
+
+async fn list_plugins() -> Response {
+    ok(Value::Array(Plugin::ALL.iter().map(|p| p.info()).collect()))
+}
+
+fn plugin_named(name: &str) -> Result<Plugin> {
+    Plugin::find(name).ok_or_else(|| crate::worker::unknown_plugin_error(name))
+}
+
+async fn plugin_config(Path(plugin): Path<String>) -> Result<Response> {
+    let p = plugin_named(&plugin)?;
+    let v = plugins::validate(p, &ConfigMap::new());
+    let defs: Vec<Value> = v["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["definition"].clone())
+        .collect();
+    Ok(ok(Value::Array(defs)))
+}
+
+async fn validate(Path(plugin): Path<String>, body: Body) -> Result<Response> {
+    let p = plugin_named(&plugin)?;
+    let body = json_body(body)?;
+    let mut config = json_config_map(&body).map_err(Error::BadRequest)?;
+    match config.get("connector.class") {
+        Some(c) if Plugin::find(c) != Some(p) => {
+            return Err(Error::BadRequest(format!(
+                "Included connector type {c} does not match request type {plugin}"
+            )))
+        }
+        Some(_) => {}
+        None => {
+            config.insert("connector.class".into(), p.class().into());
+        }
+    }
+    Ok(ok(plugins::validate(p, &config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_keep_repeats_and_decode() {
+        let p = query_params(&Some(
+            "expand=status&expand=info&x=a%2Fb+c&bad=%zz&end=%4".into(),
+        ));
+        assert_eq!(p[0], ("expand".into(), "status".into()));
+        assert_eq!(p[1], ("expand".into(), "info".into()));
+        assert_eq!(p[2], ("x".into(), "a/b c".into()));
+        assert_eq!(p[3], ("bad".into(), "%zz".into()));
+        assert_eq!(p[4], ("end".into(), "%4".into()));
+        assert!(bool_param(&p, "expand").is_err());
+        assert_eq!(bool_param(&p, "none").unwrap(), None);
+    }
+}

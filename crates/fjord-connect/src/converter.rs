@@ -1,0 +1,285 @@
+//! Connect's converters between a record's bytes and Connect data: `StringConverter`, `ByteArrayConverter`
+//! and `JsonConverter` (with `schemas.enable`, Connect's `{"schema": ..., "payload": ...}` envelope).
+
+use crate::config::ConfigMap;
+use crate::error::{Error, Result};
+
+/// A value in Connect's data model, as far as this phase needs it: the file connectors produce and consume
+/// strings; JSON data without a schema is kept as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Data {
+    Null,
+    String(String),
+    Bytes(Vec<u8>),
+    /// A schemaless JSON value (or a JSON value whose schema is not a primitive string).
+    Json(serde_json::Value),
+}
+
+impl Data {
+    /// The text FileStreamSink writes for a value: a string as it is, anything else in its JSON form.
+    pub fn to_line(&self) -> String {
+        match self {
+            Data::Null => "null".into(),
+            Data::String(s) => s.clone(),
+            Data::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+            Data::Json(serde_json::Value::String(s)) => s.clone(),
+            Data::Json(v) => v.to_string(),
+        }
+    }
+}
+
+pub const STRING_CONVERTER: &str = "org.apache.kafka.connect.storage.StringConverter";
+pub const BYTE_ARRAY_CONVERTER: &str = "org.apache.kafka.connect.converters.ByteArrayConverter";
+pub const JSON_CONVERTER: &str = "org.apache.kafka.connect.json.JsonConverter";
+
+/// A converter, configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Converter {
+    String,
+    ByteArray,
+    Json { schemas_enable: bool },
+}
+
+impl Default for Converter {
+    /// Connect's default `key.converter`/`value.converter`: JsonConverter, schemas enabled.
+    fn default() -> Self {
+        Converter::Json {
+            schemas_enable: true,
+        }
+    }
+}
+
+impl Converter {
+    /// The converter `props[prefix]` names (with `prefix.schemas.enable`), or None when `prefix` is not set.
+    /// An unknown class or a bad `schemas.enable` is an error naming the property.
+    pub fn from_config(props: &ConfigMap, prefix: &str) -> Result<Option<Converter>> {
+        let Some(class) = props.get(prefix) else {
+            return Ok(None);
+        };
+        Converter::parse(
+            class.trim(),
+            props
+                .get(&format!("{prefix}.schemas.enable"))
+                .map(String::as_str),
+        )
+        .map(Some)
+        .map_err(|why| Error::BadRequest(format!("{prefix}: {why}")))
+    }
+
+    /// The converter class `class` (full name or simple name) with `schemas.enable` = `schemas_enable`.
+    pub fn parse(
+        class: &str,
+        schemas_enable: Option<&str>,
+    ) -> std::result::Result<Converter, String> {
+        let simple = class.rsplit('.').next().unwrap_or(class);
+        match simple {
+            "StringConverter" => Ok(Converter::String),
+            "ByteArrayConverter" => Ok(Converter::ByteArray),
+            "JsonConverter" => {
+                let schemas_enable = match schemas_enable.map(|s| s.trim().to_ascii_lowercase()) {
+                    None => true,
+                    Some(s) if s == "true" => true,
+                    Some(s) if s == "false" => false,
+                    Some(s) => {
+                        return Err(format!(
+                            "schemas.enable={s}: expected true or false"
+                        ))
+                    }
+                };
+                Ok(Converter::Json { schemas_enable })
+            }
+            _ => Err(format!(
+                "unknown converter class {class}; the built-in ones are {STRING_CONVERTER}, {BYTE_ARRAY_CONVERTER} and {JSON_CONVERTER}"
+            )),
+        }
+    }
+
+    /// Connect data to the bytes of a record (None: a null key or value, a tombstone).
+    pub fn from_connect(&self, data: &Data) -> std::result::Result<Option<Vec<u8>>, String> {
+        match (self, data) {
+            (_, Data::Null) => Ok(None),
+            (Converter::String, d) => Ok(Some(d.to_line().into_bytes())),
+            (Converter::ByteArray, Data::Bytes(b)) => Ok(Some(b.clone())),
+            // Connect's ByteArrayConverter refuses strings; a file line's bytes are the obvious meaning.
+            (Converter::ByteArray, Data::String(s)) => Ok(Some(s.as_bytes().to_vec())),
+            (Converter::ByteArray, Data::Json(_)) => Err(
+                "ByteArrayConverter can only convert bytes; use JsonConverter or StringConverter for structured values".into(),
+            ),
+            (Converter::Json { schemas_enable }, d) => {
+                let (schema, payload) = match d {
+                    Data::String(s) => (
+                        serde_json::json!({"type": "string", "optional": false}),
+                        serde_json::Value::String(s.clone()),
+                    ),
+                    Data::Bytes(b) => (
+                        serde_json::json!({"type": "bytes", "optional": false}),
+                        serde_json::Value::String(base64(b)),
+                    ),
+                    Data::Json(v) => (serde_json::Value::Null, v.clone()),
+                    Data::Null => unreachable!("handled above"),
+                };
+                // Connect's field order: the schema first, then the payload.
+                let text = if *schemas_enable {
+                    format!("{{\"schema\":{schema},\"payload\":{payload}}}")
+                } else {
+                    payload.to_string()
+                };
+                Ok(Some(text.into_bytes()))
+            }
+        }
+    }
+
+    /// The bytes of a record (None: null) to Connect data. Bytes that do not fit the converter are an error
+    /// that says what to change.
+    pub fn to_connect(&self, bytes: Option<&[u8]>) -> std::result::Result<Data, String> {
+        let Some(bytes) = bytes else {
+            return Ok(Data::Null);
+        };
+        match self {
+            Converter::String => Ok(Data::String(String::from_utf8_lossy(bytes).into_owned())),
+            Converter::ByteArray => Ok(Data::Bytes(bytes.to_vec())),
+            Converter::Json { schemas_enable } => {
+                let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+                    format!("JsonConverter: the record is not JSON ({e}); use StringConverter or ByteArrayConverter for text or binary data")
+                })?;
+                if !schemas_enable {
+                    return Ok(Data::Json(v));
+                }
+                let envelope = v.as_object().filter(|o| {
+                    o.len() == 2 && o.contains_key("schema") && o.contains_key("payload")
+                });
+                let Some(envelope) = envelope else {
+                    return Err("JsonConverter with schemas.enable requires \"schema\" and \"payload\" fields and may not contain additional fields. If you are trying to deserialize plain JSON data, set schemas.enable=false in your converter configuration.".into());
+                };
+                let payload = envelope["payload"].clone();
+                let ty = envelope["schema"].get("type").and_then(|t| t.as_str());
+                Ok(match (ty, payload) {
+                    (_, serde_json::Value::Null) => Data::Null,
+                    (Some("string"), serde_json::Value::String(s)) => Data::String(s),
+                    (_, p) => Data::Json(p),
+                })
+            }
+        }
+    }
+}
+
+/// Standard base64 with padding, as Connect's JsonConverter writes `bytes` payloads.
+fn base64(b: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+    for chunk in b.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_converter_writes_connects_envelope_only_with_schemas_enabled() {
+        let line = Data::String("a \"b\"".into());
+        let with = Converter::Json {
+            schemas_enable: true,
+        }
+        .from_connect(&line)
+        .unwrap()
+        .unwrap();
+        assert!(with.starts_with(b"{\"schema\":"), "the schema comes first");
+        let v: serde_json::Value = serde_json::from_slice(&with).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"schema": {"type": "string", "optional": false}, "payload": "a \"b\""})
+        );
+        let without = Converter::Json {
+            schemas_enable: false,
+        }
+        .from_connect(&line)
+        .unwrap()
+        .unwrap();
+        assert_eq!(without, b"\"a \\\"b\\\"\"");
+        // Round trips.
+        for c in [
+            Converter::Json {
+                schemas_enable: true,
+            },
+            Converter::Json {
+                schemas_enable: false,
+            },
+            Converter::String,
+        ] {
+            let b = c.from_connect(&line).unwrap();
+            assert_eq!(
+                c.to_connect(b.as_deref()).unwrap().to_line(),
+                "a \"b\"",
+                "{c:?}"
+            );
+        }
+        assert_eq!(Converter::String.from_connect(&Data::Null).unwrap(), None);
+    }
+
+    #[test]
+    fn json_converter_with_schemas_refuses_plain_json_and_says_what_to_do() {
+        let c = Converter::Json {
+            schemas_enable: true,
+        };
+        let e = c.to_connect(Some(b"{\"a\":1}")).unwrap_err();
+        assert!(e.contains("schemas.enable=false"), "{e}");
+        let e = c.to_connect(Some(b"not json")).unwrap_err();
+        assert!(e.contains("StringConverter"), "{e}");
+        let d = Converter::Json {
+            schemas_enable: false,
+        }
+        .to_connect(Some(b"{\"a\":1}"))
+        .unwrap();
+        assert_eq!(d.to_line(), "{\"a\":1}");
+    }
+
+    #[test]
+    fn converter_classes_by_full_or_simple_name() {
+        let mut p = ConfigMap::new();
+        p.insert("value.converter".into(), JSON_CONVERTER.into());
+        p.insert("value.converter.schemas.enable".into(), "false".into());
+        p.insert("key.converter".into(), "StringConverter".into());
+        assert_eq!(
+            Converter::from_config(&p, "value.converter").unwrap(),
+            Some(Converter::Json {
+                schemas_enable: false
+            })
+        );
+        assert_eq!(
+            Converter::from_config(&p, "key.converter").unwrap(),
+            Some(Converter::String)
+        );
+        assert_eq!(
+            Converter::from_config(&p, "header.converter").unwrap(),
+            None
+        );
+        p.insert("key.converter".into(), "com.example.AvroConverter".into());
+        let e = Converter::from_config(&p, "key.converter").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("key.converter: unknown converter class"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+}

@@ -1,0 +1,271 @@
+//! The standalone worker's source offsets, kept in a local file (`offset.storage.file.filename`).
+//!
+//! Each entry is Connect's offset key and value: the key `[connector, partition]` and the value `offset`, both
+//! JSON (a FileStreamSource's partition is `{"filename": ...}` and its offset `{"position": ...}`), as Connect
+//! writes them to its offsets topic.
+//!
+//! **Durability invariant:** the file on disk is always a complete snapshot: it is written to a temporary file,
+//! fsynced, renamed over the old one and the directory fsynced. Its first line carries the body's length and
+//! CRC-32C, so a torn, empty or foreign file is detected when the worker starts and reported with what to do;
+//! it is never silently treated as "no offsets" (that would re-send every file from the start, or worse,
+//! skip nothing and look fine).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+
+const MAGIC: &str = "fjord-connect-offsets v1";
+
+/// Offsets by connector, then by the JSON text of the source partition.
+type Offsets = BTreeMap<String, BTreeMap<String, (Value, Value)>>;
+
+/// The offsets of every connector, in memory and in the file.
+pub struct OffsetStore {
+    path: PathBuf,
+    /// The offsets as last put; `flush` writes them all.
+    offsets: Mutex<Offsets>,
+    /// Serialises writers of the file (two tasks flushing at once would race on the temporary file).
+    write_lock: Mutex<()>,
+}
+
+impl OffsetStore {
+    /// Opens the store at `path`: an absent file is an empty store; a file that is not a complete one
+    /// written by this store is an error that names the file and says what to do.
+    pub fn open(path: &Path) -> Result<OffsetStore> {
+        let offsets = match std::fs::read(path) {
+            Ok(bytes) => parse(&bytes).map_err(|why| {
+                Error::Internal(format!(
+                    "the offsets file {} cannot be used: {why}. The source connectors' positions are unknown; \
+                     restore the file from a backup, or move it aside to start over (the sources then re-read \
+                     their input from the beginning)",
+                    path.display()
+                ))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Offsets::new(),
+            Err(e) => {
+                return Err(Error::Internal(format!(
+                    "cannot read the offsets file {}: {e}",
+                    path.display()
+                )))
+            }
+        };
+        Ok(OffsetStore {
+            path: path.to_path_buf(),
+            offsets: Mutex::new(offsets),
+            write_lock: Mutex::new(()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stored offset of `connector`'s source `partition`.
+    pub fn get(&self, connector: &str, partition: &Value) -> Option<Value> {
+        let offsets = self.offsets.lock().unwrap();
+        offsets
+            .get(connector)
+            .and_then(|m| m.get(&partition.to_string()))
+            .map(|(_, o)| o.clone())
+    }
+
+    /// Records `offset` for `connector`'s `partition` in memory; `flush` makes it durable.
+    pub fn put(&self, connector: &str, partition: Value, offset: Value) {
+        let mut offsets = self.offsets.lock().unwrap();
+        offsets
+            .entry(connector.to_string())
+            .or_default()
+            .insert(partition.to_string(), (partition, offset));
+    }
+
+    /// Forgets `connector`'s offset of `partition` (KIP-875's `"offset": null`).
+    pub fn remove(&self, connector: &str, partition: &Value) {
+        let mut offsets = self.offsets.lock().unwrap();
+        if let Some(m) = offsets.get_mut(connector) {
+            m.remove(&partition.to_string());
+            if m.is_empty() {
+                offsets.remove(connector);
+            }
+        }
+    }
+
+    /// Forgets every offset of `connector` (`DELETE /connectors/{name}/offsets`).
+    pub fn remove_all(&self, connector: &str) {
+        self.offsets.lock().unwrap().remove(connector);
+    }
+
+    /// Every offset of `connector` in KIP-875's shape: `[{"partition": {...}, "offset": {...}}]`.
+    pub fn connector_offsets(&self, connector: &str) -> Vec<Value> {
+        let offsets = self.offsets.lock().unwrap();
+        offsets
+            .get(connector)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .map(|(p, o)| json!({"partition": p, "offset": o}))
+            .collect()
+    }
+
+    /// Writes every offset to the file atomically and durably (temporary file, fsync, rename, directory
+    /// fsync). An error means the file still holds the previous complete snapshot.
+    pub fn flush(&self) -> std::io::Result<()> {
+        let _writer = self.write_lock.lock().unwrap();
+        let body = {
+            let offsets = self.offsets.lock().unwrap();
+            let entries: Vec<Value> = offsets
+                .iter()
+                .flat_map(|(c, m)| {
+                    m.values()
+                        .map(move |(p, o)| json!({"key": [c, p], "value": o}))
+                })
+                .collect();
+            serde_json::to_vec(&entries).expect("JSON values serialise")
+        };
+        // `<file>.tmp`, appended rather than replacing an extension: a store named `x.tmp` must not be its own
+        // temporary file.
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let mut f = std::fs::File::create(&tmp)?;
+        writeln!(f, "{MAGIC} {} {:08x}", body.len(), crc32c::crc32c(&body))?;
+        f.write_all(&body)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, &self.path)?;
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+fn parse(bytes: &[u8]) -> std::result::Result<Offsets, String> {
+    if bytes.is_empty() {
+        return Err("it is empty (a write torn by a crash, or not written by Fjord)".into());
+    }
+    if bytes.starts_with(&[0xac, 0xed]) {
+        return Err("it is a Java-serialized file, written by Apache Kafka's connect-standalone, which Fjord cannot read".into());
+    }
+    let nl = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or("it has no header line (torn or foreign)")?;
+    let header =
+        std::str::from_utf8(&bytes[..nl]).map_err(|_| "its header is not text (foreign file)")?;
+    let rest = header
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| format!("it does not start with `{MAGIC}` (not written by Fjord)"))?;
+    let mut fields = rest.split_whitespace();
+    let len: usize = fields
+        .next()
+        .and_then(|l| l.parse().ok())
+        .ok_or("its header has no length")?;
+    let crc = fields
+        .next()
+        .and_then(|c| u32::from_str_radix(c, 16).ok())
+        .ok_or("its header has no checksum")?;
+    let body = &bytes[nl + 1..];
+    if body.len() < len {
+        return Err(format!(
+            "it is torn: the header announces {len} bytes, the file holds {}",
+            body.len()
+        ));
+    }
+    let body = &body[..len];
+    if crc32c::crc32c(body) != crc {
+        return Err("its checksum does not match its contents (corrupted)".into());
+    }
+    let entries: Vec<Value> =
+        serde_json::from_slice(body).map_err(|e| format!("its contents are not valid: {e}"))?;
+    let mut offsets = Offsets::new();
+    for e in entries {
+        let (Some(connector), Some(partition), Some(offset)) =
+            (e["key"][0].as_str(), e["key"].get(1), e.get("value"))
+        else {
+            return Err(format!(
+                "an entry is not [connector, partition] => offset: {e}"
+            ));
+        };
+        offsets
+            .entry(connector.to_string())
+            .or_default()
+            .insert(partition.to_string(), (partition.clone(), offset.clone()));
+    }
+    Ok(offsets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("offsets");
+        let s = OffsetStore::open(&path).unwrap();
+        assert_eq!(s.get("c", &json!({"filename": "/a"})), None);
+        s.put("c", json!({"filename": "/a"}), json!({"position": 10}));
+        s.put("c", json!({"filename": "/a"}), json!({"position": 42}));
+        s.put("d", json!({"filename": "/b"}), json!({"position": 7}));
+        s.flush().unwrap();
+        let s = OffsetStore::open(&path).unwrap();
+        assert_eq!(
+            s.get("c", &json!({"filename": "/a"})),
+            Some(json!({"position": 42}))
+        );
+        assert_eq!(
+            s.connector_offsets("d"),
+            vec![json!({"partition": {"filename": "/b"}, "offset": {"position": 7}})]
+        );
+        assert!(!dir.path().join("offsets.tmp").exists());
+        // A store whose name ends like a temporary file still writes through a separate one.
+        let odd = OffsetStore::open(&dir.path().join("x.tmp")).unwrap();
+        odd.put("c", json!({"filename": "/a"}), json!({"position": 1}));
+        odd.flush().unwrap();
+        assert!(dir.path().join("x.tmp").exists() && !dir.path().join("x.tmp.tmp").exists());
+        assert_eq!(
+            OffsetStore::open(&dir.path().join("x.tmp"))
+                .unwrap()
+                .get("c", &json!({"filename": "/a"})),
+            Some(json!({"position": 1}))
+        );
+    }
+
+    #[test]
+    fn a_torn_empty_or_foreign_file_is_reported_not_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("offsets");
+        let s = OffsetStore::open(&path).unwrap();
+        s.put("c", json!({"filename": "/a"}), json!({"position": 10}));
+        s.flush().unwrap();
+        let whole = std::fs::read(&path).unwrap();
+        for (bytes, why) in [
+            (whole[..whole.len() - 5].to_vec(), "torn"),
+            (Vec::new(), "empty"),
+            (vec![0xac, 0xed, 0, 5], "Java-serialized"),
+            (b"{}".to_vec(), "header"),
+        ] {
+            std::fs::write(&path, &bytes).unwrap();
+            let e = OffsetStore::open(&path)
+                .err()
+                .expect("a damaged file must not open");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(why) && msg.contains("move it aside"),
+                "{why}: {msg}"
+            );
+        }
+        let mut flipped = whole.clone();
+        let last = flipped.len() - 3;
+        flipped[last] ^= 0x01;
+        std::fs::write(&path, &flipped).unwrap();
+        let e = OffsetStore::open(&path).err().unwrap().to_string();
+        assert!(e.contains("checksum") || e.contains("not valid"), "{e}");
+    }
+}

@@ -1,0 +1,589 @@
+//! The worker: the connectors it runs, their target states (RUNNING, PAUSED, STOPPED) and their tasks'
+//! statuses, and the operations of the REST API on them. Every write is serialised by one lock, as Connect's
+//! standalone herder is synchronised; a task's work happens in its own tokio task, outside that lock.
+//!
+//! Each connector runs one task (task 0): the FileStream connectors have a single input or output file.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::{watch, Mutex};
+use tokio::task::JoinHandle;
+
+use crate::config::{ConfigMap, WorkerConfig};
+use crate::converter::Converter;
+use crate::error::{Error, Result};
+use crate::offsets::OffsetStore;
+use crate::plugins::{self, Plugin};
+
+/// How long a stopping task may take to finish its batch and commit (Connect's
+/// `task.shutdown.graceful.timeout.ms` default) before it is aborted.
+pub const TASK_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a connector should be doing (Connect's target state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetState {
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl TargetState {
+    fn as_str(self) -> &'static str {
+        match self {
+            TargetState::Running => "RUNNING",
+            TargetState::Paused => "PAUSED",
+            TargetState::Stopped => "STOPPED",
+        }
+    }
+
+    /// `initial_state` of `POST /connectors` (KIP-980).
+    pub fn parse(s: &str) -> Option<TargetState> {
+        match s.to_ascii_uppercase().as_str() {
+            "RUNNING" => Some(TargetState::Running),
+            "PAUSED" => Some(TargetState::Paused),
+            "STOPPED" => Some(TargetState::Stopped),
+            _ => None,
+        }
+    }
+}
+
+/// A task's status as `GET .../status` reports it.
+#[derive(Debug, Clone)]
+pub struct TaskStatus {
+    pub state: &'static str,
+    /// Why a FAILED task failed, and what to do.
+    pub trace: Option<String>,
+}
+
+pub type SharedStatus = Arc<StdMutex<TaskStatus>>;
+
+/// What a task needs to run: its connector's name and config, converters and the worker's resources.
+#[derive(Clone)]
+pub struct TaskContext {
+    pub connector: String,
+    pub config: ConfigMap,
+    pub key_converter: Converter,
+    pub value_converter: Converter,
+    pub bootstrap_servers: String,
+    pub offsets: Arc<OffsetStore>,
+    pub offset_flush_interval: Duration,
+    /// The worker's `producer.*`/`consumer.*` settings, set on the task's client after Connect's own.
+    pub client_overrides: Vec<(String, String)>,
+}
+
+/// A running task: a signal to stop it and its handle.
+struct TaskRun {
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+struct Connector {
+    config: ConfigMap,
+    plugin: Plugin,
+    target: TargetState,
+    task: Option<TaskRun>,
+    /// Task 0's status; it outlives runs, so that a failure stays visible until a restart.
+    status: SharedStatus,
+}
+
+/// A standalone worker.
+pub struct Worker {
+    pub config: WorkerConfig,
+    pub offsets: Arc<OffsetStore>,
+    /// `host:port` of the REST listener, as Connect names workers in statuses.
+    pub worker_id: String,
+    /// The Kafka cluster's id, for `GET /`.
+    pub kafka_cluster_id: String,
+    connectors: Mutex<BTreeMap<String, Connector>>,
+}
+
+impl Worker {
+    pub fn new(
+        config: WorkerConfig,
+        offsets: Arc<OffsetStore>,
+        worker_id: String,
+        kafka_cluster_id: String,
+    ) -> Worker {
+        Worker {
+            config,
+            offsets,
+            worker_id,
+            kafka_cluster_id,
+            connectors: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Checks a connector configuration: a known `connector.class` and no validation error. The 400 names
+    /// every bad field, as Connect's does.
+    pub fn check_config(config: &ConfigMap) -> Result<Plugin> {
+        let class = config
+            .get("connector.class")
+            .map(|c| c.trim())
+            .unwrap_or("");
+        if class.is_empty() {
+            return Err(Error::BadRequest(
+                "Connector config contains no connector type: set connector.class (e.g. FileStreamSource)".into(),
+            ));
+        }
+        let plugin = Plugin::find(class).ok_or_else(|| Error::BadRequest(unknown_plugin(class)))?;
+        let validation = plugins::validate(plugin, config);
+        let errors = plugins::error_lines(&validation);
+        if !errors.is_empty() {
+            return Err(Error::BadRequest(format!(
+                "Connector configuration is invalid and contains the following {} error(s):\n{}\nYou can also find the above list of errors at the endpoint `/connector-plugins/{{connectorType}}/config/validate`",
+                errors.len(),
+                errors.join("\n")
+            )));
+        }
+        Ok(plugin)
+    }
+
+    /// Creates a connector (`POST /connectors`); 409 when one of that name exists.
+    pub async fn create(&self, config: ConfigMap, initial: TargetState) -> Result<Value> {
+        let name = config.get("name").cloned().unwrap_or_default();
+        let plugin = Self::check_config(&config)?;
+        let mut connectors = self.connectors.lock().await;
+        if connectors.contains_key(&name) {
+            return Err(Error::Conflict(format!("Connector {name} already exists")));
+        }
+        let mut c = Connector {
+            config,
+            plugin,
+            target: initial,
+            task: None,
+            status: Arc::new(StdMutex::new(TaskStatus {
+                state: "UNASSIGNED",
+                trace: None,
+            })),
+        };
+        self.apply_target(&name, &mut c).await;
+        let info = connector_info(&name, &c);
+        tracing::info!(connector = %name, class = plugin.class(), state = initial.as_str(), "connector created");
+        connectors.insert(name, c);
+        Ok(info)
+    }
+
+    /// `PUT /connectors/{name}/config`: creates the connector (true) or replaces its config and restarts its
+    /// task (false).
+    pub async fn put_config(&self, name: &str, config: ConfigMap) -> Result<(bool, Value)> {
+        let plugin = Self::check_config(&config)?;
+        let mut connectors = self.connectors.lock().await;
+        let Some(c) = connectors.get_mut(name) else {
+            drop(connectors);
+            return self
+                .create(config, TargetState::Running)
+                .await
+                .map(|v| (true, v));
+        };
+        if let Some(run) = c.task.take() {
+            stop_task(name, run).await;
+        }
+        c.config = config;
+        c.plugin = plugin;
+        self.apply_target(name, c).await;
+        tracing::info!(connector = %name, "connector reconfigured");
+        Ok((false, connector_info(name, c)))
+    }
+
+    pub async fn names(&self) -> Vec<String> {
+        self.connectors.lock().await.keys().cloned().collect()
+    }
+
+    pub async fn info(&self, name: &str) -> Result<Value> {
+        let connectors = self.connectors.lock().await;
+        let c = connectors
+            .get(name)
+            .ok_or_else(|| Error::connector_not_found(name))?;
+        Ok(connector_info(name, c))
+    }
+
+    pub async fn config(&self, name: &str) -> Result<ConfigMap> {
+        let connectors = self.connectors.lock().await;
+        let c = connectors
+            .get(name)
+            .ok_or_else(|| Error::connector_not_found(name))?;
+        Ok(c.config.clone())
+    }
+
+    pub async fn status(&self, name: &str) -> Result<Value> {
+        let connectors = self.connectors.lock().await;
+        let c = connectors
+            .get(name)
+            .ok_or_else(|| Error::connector_not_found(name))?;
+        Ok(self.connector_status(name, c, false, false))
+    }
+
+    fn connector_status(
+        &self,
+        name: &str,
+        c: &Connector,
+        restarting_connector: bool,
+        restarting_task: bool,
+    ) -> Value {
+        let state = if restarting_connector {
+            "RESTARTING"
+        } else {
+            c.target.as_str()
+        };
+        let tasks: Vec<Value> = if c.target == TargetState::Stopped {
+            Vec::new()
+        } else {
+            vec![self.task_status_json(0, &c.status, restarting_task)]
+        };
+        json!({
+            "name": name,
+            "connector": {"state": state, "worker_id": self.worker_id},
+            "tasks": tasks,
+            "type": c.plugin.kind().as_str(),
+        })
+    }
+
+    fn task_status_json(&self, id: u32, status: &SharedStatus, restarting: bool) -> Value {
+        let s = status.lock().unwrap().clone();
+        let mut v = json!({
+            "id": id,
+            "state": if restarting { "RESTARTING" } else { s.state },
+            "worker_id": self.worker_id,
+        });
+        if let (Some(trace), false) = (s.trace, restarting) {
+            v["trace"] = Value::String(trace);
+        }
+        v
+    }
+
+    /// `GET /connectors/{name}/tasks`: `[{"id": {"connector", "task"}, "config": {...}}]`.
+    pub async fn tasks(&self, name: &str) -> Result<Value> {
+        let connectors = self.connectors.lock().await;
+        let c = connectors
+            .get(name)
+            .ok_or_else(|| Error::connector_not_found(name))?;
+        if c.target == TargetState::Stopped {
+            return Ok(json!([]));
+        }
+        let mut config = c.config.clone();
+        config.insert("task.class".into(), task_class(c.plugin).into());
+        Ok(json!([{"id": {"connector": name, "task": 0}, "config": config}]))
+    }
+
+    pub async fn task_status(&self, name: &str, task: &str) -> Result<Value> {
+        let connectors = self.connectors.lock().await;
+        let c = connectors
+            .get(name)
+            .ok_or_else(|| Error::connector_not_found(name))?;
+        self.check_task(name, c, task)?;
+        Ok(self.task_status_json(0, &c.status, false))
+    }
+
+    fn check_task(&self, name: &str, c: &Connector, task: &str) -> Result<()> {
+        match task.parse::<u32>() {
+            Ok(0) if c.target != TargetState::Stopped => Ok(()),
+            Ok(_) => Err(Error::NotFound(format!(
+                "No status found for task {name}-{task}"
+            ))),
+            Err(_) => Err(Error::BadRequest(format!(
+                "task id `{task}` is not a number: tasks are numbered from 0"
+            ))),
+        }
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let mut connectors = self.connectors.lock().await;
+        let mut c = connectors
+            .remove(name)
+            .ok_or_else(|| Error::connector_not_found(name))?;
+        if let Some(run) = c.task.take() {
+            stop_task(name, run).await;
+        }
+        tracing::info!(connector = %name, "connector deleted");
+        Ok(())
+    }
+
+    /// `PUT .../pause|resume|stop`.
+    pub async fn set_target(&self, name: &str, target: TargetState) -> Result<()> {
+        let mut connectors = self.connectors.lock().await;
+        let c = connectors
+            .get_mut(name)
+            .ok_or_else(|| Error::connector_not_found(name))?;
+        if c.target == target {
+            return Ok(());
+        }
+        c.target = target;
+        self.apply_target(name, c).await;
+        tracing::info!(connector = %name, state = target.as_str(), "connector target state changed");
+        Ok(())
+    }
+
+    /// `POST /connectors/{name}/restart`. Without `includeTasks`/`onlyFailed` (Connect's old form) only the
+    /// connector restarts and the answer is None (204); with them, the status with what restarts (202).
+    pub async fn restart(
+        &self,
+        name: &str,
+        include_tasks: bool,
+        only_failed: bool,
+        new_form: bool,
+    ) -> Result<Option<Value>> {
+        let mut connectors = self.connectors.lock().await;
+        let c = connectors
+            .get_mut(name)
+            .ok_or_else(|| Error::connector_not_found(name))?;
+        // The connector object itself holds no work in the file connectors; it is never FAILED.
+        let restart_connector = !only_failed;
+        let task_failed = c.status.lock().unwrap().state == "FAILED";
+        let restart_task =
+            include_tasks && c.target != TargetState::Stopped && (!only_failed || task_failed);
+        let answer =
+            new_form.then(|| self.connector_status(name, c, restart_connector, restart_task));
+        if restart_task && c.target == TargetState::Running {
+            if let Some(run) = c.task.take() {
+                stop_task(name, run).await;
+            }
+            self.apply_target(name, c).await;
+        } else if restart_task {
+            // A paused task restarts into PAUSED: its failure is cleared.
+            *c.status.lock().unwrap() = TaskStatus {
+                state: "PAUSED",
+                trace: None,
+            };
+        }
+        tracing::info!(connector = %name, restart_task, "connector restarted");
+        Ok(answer)
+    }
+
+    /// `POST /connectors/{name}/tasks/{id}/restart`.
+    pub async fn restart_task(&self, name: &str, task: &str) -> Result<()> {
+        let mut connectors = self.connectors.lock().await;
+        let c = connectors
+            .get_mut(name)
+            .ok_or_else(|| Error::connector_not_found(name))?;
+        self.check_task(name, c, task)?;
+        if let Some(run) = c.task.take() {
+            stop_task(name, run).await;
+        }
+        self.apply_target(name, c).await;
+        Ok(())
+    }
+
+    /// `GET /connectors/{name}/offsets` (KIP-875): a source's offsets from the offsets file, a sink's from its
+    /// consumer group's committed offsets.
+    pub async fn offsets(&self, name: &str) -> Result<Value> {
+        let (plugin, config) = {
+            let connectors = self.connectors.lock().await;
+            let c = connectors
+                .get(name)
+                .ok_or_else(|| Error::connector_not_found(name))?;
+            (c.plugin, c.config.clone())
+        };
+        let offsets = match plugin.kind() {
+            plugins::Kind::Source => self.offsets.connector_offsets(name),
+            plugins::Kind::Sink => {
+                let bootstrap = self.config.bootstrap_servers.clone();
+                let name = name.to_string();
+                tokio::task::spawn_blocking(move || {
+                    crate::file_sink::committed_offsets(&bootstrap, &name, &config)
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("reading the sink's offsets failed: {e}")))?
+                .map_err(Error::Internal)?
+            }
+        };
+        Ok(json!({"offsets": offsets}))
+    }
+
+    /// `PATCH /connectors/{name}/offsets` (`Some`: `[{"partition", "offset"}]`, a null offset removes one) and
+    /// `DELETE /connectors/{name}/offsets` (`None`) for a STOPPED source connector: the offsets file is rewritten
+    /// before the answer, and the connector resumes from there.
+    pub async fn change_offsets(
+        &self,
+        name: &str,
+        changes: Option<Vec<(Value, Value)>>,
+    ) -> Result<Value> {
+        let connectors = self.connectors.lock().await;
+        let c = connectors
+            .get(name)
+            .ok_or_else(|| Error::connector_not_found(name))?;
+        if c.target != TargetState::Stopped {
+            return Err(Error::BadRequest(format!(
+                "Connectors must be in the STOPPED state before their offsets can be modified. This can be done for the specified connector by issuing a 'PUT' request to the '/connectors/{name}/stop' endpoint"
+            )));
+        }
+        if c.plugin.kind() == plugins::Kind::Sink {
+            return Err(Error::BadRequest(format!(
+                "changing a sink connector's offsets over REST is not supported yet: they are the committed offsets of the consumer group {group}; use `fjord groups reset-offsets {group} ...` or `fjord groups delete {group}`",
+                group = crate::file_sink::group_of(name)
+            )));
+        }
+        let reset = changes.is_none();
+        match changes {
+            None => self.offsets.remove_all(name),
+            Some(changes) => {
+                for (partition, offset) in changes {
+                    if offset.is_null() {
+                        self.offsets.remove(name, &partition);
+                    } else {
+                        self.offsets.put(name, partition, offset);
+                    }
+                }
+            }
+        }
+        let offsets = self.offsets.clone();
+        tokio::task::spawn_blocking(move || offsets.flush())
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| Error::Internal(format!("writing the offsets file failed: {e}")))?;
+        tracing::info!(connector = %name, reset, "source offsets changed over REST");
+        Ok(json!({"message": if reset {
+            "The offsets for this connector have been reset successfully"
+        } else {
+            "The offsets for this connector have been altered successfully"
+        }}))
+    }
+
+    /// `GET /connectors/{name}/topics` (KIP-558): the topics the connector uses, as configured.
+    pub async fn topics(&self, name: &str) -> Result<Value> {
+        let connectors = self.connectors.lock().await;
+        let c = connectors
+            .get(name)
+            .ok_or_else(|| Error::connector_not_found(name))?;
+        let topics: Vec<&str> = match c.plugin {
+            Plugin::FileSource => c
+                .config
+                .get("topic")
+                .map(|t| vec![t.trim()])
+                .unwrap_or_default(),
+            Plugin::FileSink => c
+                .config
+                .get("topics")
+                .map(|t| {
+                    t.split(',')
+                        .map(str::trim)
+                        .filter(|t| !t.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        Ok(json!({name: {"topics": topics}}))
+    }
+
+    /// Stops every task (each finishes its batch and commits), for a clean shutdown.
+    pub async fn shutdown(&self) {
+        let mut connectors = self.connectors.lock().await;
+        for (name, c) in connectors.iter_mut() {
+            if let Some(run) = c.task.take() {
+                stop_task(name, run).await;
+            }
+        }
+    }
+
+    /// Makes the task match the target state: runs it when RUNNING (unless it runs already), stops it
+    /// otherwise.
+    async fn apply_target(&self, name: &str, c: &mut Connector) {
+        match c.target {
+            TargetState::Running => {
+                if c.task.as_ref().is_some_and(|t| !t.handle.is_finished()) {
+                    return;
+                }
+                c.task = Some(self.spawn_task(name, c));
+            }
+            TargetState::Paused | TargetState::Stopped => {
+                if let Some(run) = c.task.take() {
+                    stop_task(name, run).await;
+                }
+                let state = if c.target == TargetState::Paused {
+                    "PAUSED"
+                } else {
+                    "UNASSIGNED"
+                };
+                *c.status.lock().unwrap() = TaskStatus { state, trace: None };
+            }
+        }
+    }
+
+    fn spawn_task(&self, name: &str, c: &Connector) -> TaskRun {
+        let converter = |prefix: &str, default: Converter| {
+            Converter::from_config(&c.config, prefix)
+                .ok()
+                .flatten()
+                .unwrap_or(default)
+        };
+        let ctx = TaskContext {
+            connector: name.to_string(),
+            config: c.config.clone(),
+            key_converter: converter("key.converter", self.config.key_converter),
+            value_converter: converter("value.converter", self.config.value_converter),
+            bootstrap_servers: self.config.bootstrap_servers.clone(),
+            offsets: self.offsets.clone(),
+            offset_flush_interval: Duration::from_millis(self.config.offset_flush_interval_ms),
+            client_overrides: match c.plugin.kind() {
+                plugins::Kind::Source => self.config.producer_overrides.clone(),
+                plugins::Kind::Sink => self.config.consumer_overrides.clone(),
+            },
+        };
+        *c.status.lock().unwrap() = TaskStatus {
+            state: "RUNNING",
+            trace: None,
+        };
+        let (stop, stopped) = watch::channel(false);
+        let status = c.status.clone();
+        let plugin = c.plugin;
+        let name = name.to_string();
+        let handle = tokio::spawn(async move {
+            let result = match plugin {
+                Plugin::FileSource => crate::file_source::run(ctx, stopped).await,
+                Plugin::FileSink => crate::file_sink::run(ctx, stopped).await,
+            };
+            if let Err(trace) = result {
+                tracing::error!(connector = %name, task = 0, "task failed: {trace}");
+                *status.lock().unwrap() = TaskStatus {
+                    state: "FAILED",
+                    trace: Some(trace),
+                };
+            }
+        });
+        TaskRun { stop, handle }
+    }
+}
+
+/// Signals a task to stop and waits for it to finish its batch (bounded; then it is aborted).
+async fn stop_task(name: &str, run: TaskRun) {
+    let _ = run.stop.send(true);
+    let abort = run.handle.abort_handle();
+    if tokio::time::timeout(TASK_SHUTDOWN_TIMEOUT, run.handle)
+        .await
+        .is_err()
+    {
+        tracing::warn!(connector = %name, "task did not stop within {TASK_SHUTDOWN_TIMEOUT:?}; aborted");
+        abort.abort();
+    }
+}
+
+fn connector_info(name: &str, c: &Connector) -> Value {
+    let tasks: Vec<Value> = if c.target == TargetState::Stopped {
+        Vec::new()
+    } else {
+        vec![json!({"connector": name, "task": 0})]
+    };
+    json!({"name": name, "config": c.config, "tasks": tasks, "type": c.plugin.kind().as_str()})
+}
+
+fn task_class(p: Plugin) -> &'static str {
+    match p {
+        Plugin::FileSource => "org.apache.kafka.connect.file.FileStreamSourceTask",
+        Plugin::FileSink => "org.apache.kafka.connect.file.FileStreamSinkTask",
+    }
+}
+
+fn unknown_plugin(class: &str) -> String {
+    let known: Vec<&str> = Plugin::ALL.iter().map(|p| p.class()).collect();
+    format!(
+        "Failed to find any class that implements Connector and which name matches {class}; the built-in connectors are: {}",
+        known.join(", ")
+    )
+}
+
+/// The 400 for an unknown plugin of a validate request.
+pub fn unknown_plugin_error(class: &str) -> Error {
+    Error::BadRequest(unknown_plugin(class))
+}

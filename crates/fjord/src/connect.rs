@@ -1,0 +1,68 @@
+//! `fjord connect`: Kafka Connect workers (the `fjord-connect` crate). `fjord connect standalone` is Kafka's
+//! `connect-standalone.sh`: a worker.properties and connector files (`.properties` or `.json`).
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use crate::client::{CliError, EXIT_BAD_ARGS, EXIT_FAILURE};
+
+#[derive(Subcommand)]
+pub enum ConnectCmd {
+    /// Run a standalone worker, as connect-standalone.sh: source offsets in a local file
+    /// (offset.storage.file.filename), the REST API on `listeners` (default http://:8083), the connectors of
+    /// the given files started at once. Ctrl-C (or SIGTERM) stops the tasks cleanly, committing what was sent.
+    ///
+    /// Example: fjord connect standalone worker.properties file-source.properties file-sink.json
+    #[command(verbatim_doc_comment)]
+    Standalone {
+        /// The worker's properties (bootstrap.servers, offset.storage.file.filename, listeners,
+        /// key.converter, value.converter, offset.flush.interval.ms).
+        #[arg(value_name = "WORKER_PROPERTIES")]
+        worker: PathBuf,
+        /// Connector configurations: .properties, or .json as POST /connectors takes it.
+        #[arg(value_name = "CONNECTOR_FILE")]
+        connectors: Vec<PathBuf>,
+    },
+}
+
+pub async fn run(cmd: ConnectCmd) -> Result<(), CliError> {
+    match cmd {
+        ConnectCmd::Standalone { worker, connectors } => standalone(worker, connectors).await,
+    }
+}
+
+async fn standalone(worker: PathBuf, connectors: Vec<PathBuf>) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(&worker).map_err(|e| {
+        CliError::new(
+            EXIT_BAD_ARGS,
+            format!("cannot read {}: {e}", worker.display()),
+        )
+    })?;
+    let props = fjord_connect::config::parse_properties(&text)
+        .map_err(|e| CliError::new(EXIT_BAD_ARGS, format!("{}: {e}", worker.display())))?;
+    let started = fjord_connect::standalone::start(props, &connectors)
+        .await
+        .map_err(|e| match e {
+            fjord_connect::Error::BadRequest(m) => CliError::new(EXIT_BAD_ARGS, m),
+            other => CliError::new(EXIT_FAILURE, other.to_string()),
+        })?;
+    let w = &started.worker;
+    // One machine-readable line on stdout: scripts and tests learn the REST port from it.
+    println!(
+        "fjord connect ready rest={} bootstrap={} offsets={}",
+        started.rest,
+        w.config.bootstrap_servers,
+        w.offsets.path().display()
+    );
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!(
+            "\nKafka Connect (standalone) on http://{}   (e.g. curl http://{}/connectors). Press Ctrl-C to stop.\n",
+            started.rest, started.rest
+        );
+    }
+    crate::serve::wait_for_signal().await;
+    tracing::info!("connect worker stopping");
+    w.shutdown().await;
+    Ok(())
+}

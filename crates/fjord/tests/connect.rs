@@ -1,0 +1,938 @@
+//! Fjord Connect with real processes: `fjord connect standalone` beside `fjord broker`, the seed's flow (a
+//! FileStreamSource tailing a growing file into `catalog`, a FileStreamSink and `fjord consume` reading it back),
+//! kill -9 of the worker mid-stream, truncation and rotation of the tailed file, and Kafka Connect's REST API
+//! (shapes, status codes, errors) driven over HTTP.
+#![cfg(feature = "connect")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A `fjord connect standalone` process; killed on drop, its log printed when the test fails.
+struct WorkerProc {
+    child: Option<Child>,
+    rest: String,
+    args: Vec<PathBuf>,
+    log_path: PathBuf,
+}
+
+impl WorkerProc {
+    fn start(args: &[&Path], log_path: &Path) -> WorkerProc {
+        let mut w = WorkerProc {
+            child: None,
+            rest: String::new(),
+            args: args.iter().map(|p| p.to_path_buf()).collect(),
+            log_path: log_path.to_path_buf(),
+        };
+        w.spawn();
+        w
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .args(["connect", "standalone"])
+            .args(&self.args)
+            .env("FJORD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("fjord connect ready") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the worker never became ready; log:\n{}", self.log());
+            }
+        };
+        self.rest = field(&line, "rest=").to_string();
+        self.child = Some(child);
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("---- connect worker log ----\n{}", self.log());
+        }
+    }
+}
+
+/// An HTTP/1.1 request with a JSON body; returns the status and the body as JSON (Null when empty).
+fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let body = body.unwrap_or("");
+    req.push_str(&format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let v = if body.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()))
+    };
+    assert!(status < 500, "{method} {path} answered {status}: {v}");
+    (status, v)
+}
+
+/// Polls `f` every 100 ms until it returns Some, for at most `timeout`.
+fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn write_file(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+fn append(path: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+fn lines_of(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every value of `topic` from the beginning, as `fjord consume` prints them.
+fn consume_all(bootstrap: &str, topic: &str) -> Vec<String> {
+    let out = ok(&fjord(
+        bootstrap,
+        &["consume", topic, "--from-beginning", "--exit-at-end"],
+        None,
+    ));
+    out.lines().map(str::to_string).collect()
+}
+
+fn worker_properties(dir: &Path, bootstrap: &str, extra: &str) -> PathBuf {
+    let p = dir.join("worker.properties");
+    write_file(
+        &p,
+        &format!(
+            "bootstrap.servers={bootstrap}\noffset.storage.file.filename={}\nlisteners=http://127.0.0.1:0\n\
+             offset.flush.interval.ms=100\n{extra}",
+            dir.join("connect.offsets").display()
+        ),
+    );
+    p
+}
+
+/// Counts of each line; (lines missing from `expected`, duplicate deliveries).
+fn tally(seen: &[String], expected: &[String]) -> (Vec<String>, usize) {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in seen {
+        *counts.entry(s.as_str()).or_default() += 1;
+    }
+    let missing = expected
+        .iter()
+        .filter(|e| !counts.contains_key(e.as_str()))
+        .cloned()
+        .collect();
+    let duplicates = counts.values().map(|c| c - 1).sum();
+    (missing, duplicates)
+}
+
+#[test]
+fn file_source_streams_a_growing_file_to_catalog_and_loses_nothing_across_kill9() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    ok(&fjord(
+        &broker.bootstrap,
+        &["topics", "create", "catalog", "--partitions", "1"],
+        None,
+    ));
+    let input = dir.path().join("catalog.txt");
+    let output = dir.path().join("catalog.out");
+    write_file(&input, "");
+    // The worker's default converters: JsonConverter with Connect's schema envelope on the topic. Offsets are
+    // flushed after every acknowledged batch, so that resuming (few duplicates) is told apart from starting over;
+    // a short session lets the restarted sink take over from its killed predecessor quickly.
+    let worker = worker_properties(
+        dir.path(),
+        &broker.bootstrap,
+        "offset.flush.interval.ms=0\nconsumer.session.timeout.ms=6000\nconsumer.heartbeat.interval.ms=1000\n",
+    );
+    let source = dir.path().join("file-source.properties");
+    write_file(
+        &source,
+        &format!(
+            "name=catalog-source\nconnector.class=FileStreamSource\ntasks.max=1\nfile={}\ntopic=catalog\nbatch.size=20\n",
+            input.display()
+        ),
+    );
+    let sink = dir.path().join("file-sink.json");
+    write_file(
+        &sink,
+        &json!({"name": "catalog-sink", "config": {
+            "connector.class": "org.apache.kafka.connect.file.FileStreamSinkConnector",
+            "file": output.display().to_string(), "topics": "catalog"}})
+        .to_string(),
+    );
+    let log = dir.path().join("worker.log");
+    let mut w = WorkerProc::start(&[&worker, &source, &sink], &log);
+
+    let expected: Vec<String> = (0..600)
+        .map(|i| format!("product-{i:05} \"quoted\" ünïcode"))
+        .collect();
+    // The file grows while the worker runs: 200 lines, in steps.
+    for chunk in expected[..200].chunks(10) {
+        append(
+            &input,
+            &chunk.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before_kill = wait_for(
+        Duration::from_secs(60),
+        "the sink to write 100 lines",
+        || {
+            let n = lines_of(&output).len();
+            (n >= 100).then_some(n)
+        },
+    );
+    // Mid-stream: more lines arrive while the worker dies without any chance to flush.
+    append(
+        &input,
+        &expected[200..300]
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    );
+    w.kill9();
+    append(
+        &input,
+        &expected[300..500]
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    );
+    w.spawn();
+    append(
+        &input,
+        &expected[500..]
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    );
+
+    wait_for(
+        Duration::from_secs(90),
+        "the sink to hold every line",
+        || {
+            let (missing, _) = tally(&lines_of(&output), &expected);
+            missing.is_empty().then_some(())
+        },
+    );
+    let sunk = lines_of(&output);
+    let (missing, sink_dups) = tally(&sunk, &expected);
+    assert!(missing.is_empty());
+    assert!(
+        sunk.iter().all(|l| expected.contains(l)),
+        "the sink wrote a line never in the file"
+    );
+
+    // The topic holds Connect's JSON envelope around each line; every line is there.
+    let consumed = consume_all(&broker.bootstrap, "catalog");
+    let payloads: Vec<String> = consumed
+        .iter()
+        .map(|l| {
+            let v: Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            assert_eq!(
+                v["schema"],
+                json!({"type": "string", "optional": false}),
+                "{l}"
+            );
+            v["payload"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let (missing, topic_dups) = tally(&payloads, &expected);
+    assert!(missing.is_empty(), "lost in the topic: {missing:?}");
+    eprintln!(
+        "at-least-once across kill -9: {} lines, {topic_dups} duplicates in catalog, {sink_dups} in the sink file (the sink had {before_kill} lines at the kill)",
+        expected.len()
+    );
+    // The source resumed from its stored offset, not from the start of the file.
+    assert!(
+        topic_dups < before_kill,
+        "{topic_dups} duplicates: the source re-read the file from the start instead of resuming"
+    );
+    // The stored offset is the end of the file, in Connect's shape.
+    let len = std::fs::metadata(&input).unwrap().len();
+    let offsets = wait_for(
+        Duration::from_secs(30),
+        "the offset to reach the end of the file",
+        || {
+            let (status, v) = http(&w.rest, "GET", "/connectors/catalog-source/offsets", None);
+            assert_eq!(status, 200, "{v}");
+            (v["offsets"][0]["offset"]["position"] == json!(len)).then_some(v)
+        },
+    );
+    assert_eq!(
+        offsets["offsets"][0]["partition"],
+        json!({"filename": input.display().to_string()})
+    );
+    // The sink's offsets are its consumer group's (connect-catalog-sink): at the end of the topic.
+    let (status, v) = http(&w.rest, "GET", "/connectors/catalog-sink/offsets", None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["offsets"][0]["partition"],
+        json!({"kafka_topic": "catalog", "kafka_partition": 0}),
+        "{v}"
+    );
+    assert_eq!(
+        v["offsets"][0]["offset"]["kafka_offset"],
+        json!(consumed.len()),
+        "{v}"
+    );
+}
+
+#[test]
+fn file_source_starts_over_after_truncation_and_rotation() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    ok(&fjord(
+        &broker.bootstrap,
+        &["topics", "create", "logs", "--partitions", "1"],
+        None,
+    ));
+    let input = dir.path().join("app.log");
+    write_file(&input, "first-1\nfirst-2\nfirst-3\n");
+    let worker = worker_properties(
+        dir.path(),
+        &broker.bootstrap,
+        "key.converter=org.apache.kafka.connect.storage.StringConverter\nvalue.converter=org.apache.kafka.connect.storage.StringConverter\n",
+    );
+    let source = dir.path().join("source.properties");
+    write_file(
+        &source,
+        &format!(
+            "name=logs-source\nconnector.class=FileStreamSourceConnector\nfile={}\ntopic=logs\n",
+            input.display()
+        ),
+    );
+    let w = WorkerProc::start(&[&worker, &source], &dir.path().join("worker.log"));
+    let until = |want: &[&str]| {
+        wait_for(
+            Duration::from_secs(60),
+            &format!("{want:?} in the topic"),
+            || {
+                let got = consume_all(&broker.bootstrap, "logs");
+                want.iter()
+                    .all(|w| got.iter().any(|g| g == w))
+                    .then_some(got)
+            },
+        )
+    };
+    until(&["first-1", "first-2", "first-3"]);
+    // Rotation: the file is moved away and a new one takes its name.
+    std::fs::rename(&input, dir.path().join("app.log.1")).unwrap();
+    write_file(&input, "second-1\nsecond-2\n");
+    until(&["second-1", "second-2"]);
+    // Truncation in place: the same file, shorter than the position reached.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&input)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&input, "third\n");
+    let got = until(&["third"]);
+    // Plain text with StringConverter; each line exactly once (nothing re-read from the old files).
+    assert_eq!(
+        got,
+        ["first-1", "first-2", "first-3", "second-1", "second-2", "third"],
+        "{got:?}"
+    );
+    let log = w.log();
+    assert!(log.contains("rotated"), "no rotation logged:\n{log}");
+    assert!(log.contains("truncated"), "no truncation logged:\n{log}");
+}
+
+#[test]
+fn rest_api_answers_with_connects_shapes_codes_and_errors() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let worker = worker_properties(dir.path(), &broker.bootstrap, "");
+    let w = WorkerProc::start(&[&worker], &dir.path().join("worker.log"));
+    let r = w.rest.as_str();
+    let input = dir.path().join("in.txt");
+    write_file(&input, "a\nb\n");
+
+    let (s, v) = http(r, "GET", "/", None);
+    assert_eq!(s, 200);
+    assert!(v["version"].is_string() && v["commit"].is_string(), "{v}");
+    assert!(!v["kafka_cluster_id"].as_str().unwrap().is_empty(), "{v}");
+    assert_eq!(http(r, "GET", "/connectors", None), (200, json!([])));
+
+    // Unknown connectors: 404 in Connect's error format.
+    for (m, p) in [
+        ("GET", "/connectors/nope"),
+        ("GET", "/connectors/nope/status"),
+        ("GET", "/connectors/nope/config"),
+        ("DELETE", "/connectors/nope"),
+        ("PUT", "/connectors/nope/pause"),
+        ("POST", "/connectors/nope/restart"),
+        ("GET", "/connectors/nope/offsets"),
+    ] {
+        let (s, v) = http(r, m, p, None);
+        assert_eq!(s, 404, "{m} {p}: {v}");
+        assert_eq!(v["error_code"], 404, "{v}");
+        assert!(v["message"].as_str().unwrap().contains("nope"), "{v}");
+    }
+    // Bad bodies and bad configs: 400, naming what is wrong.
+    let (s, v) = http(r, "POST", "/connectors", Some("{\"name\": "));
+    assert_eq!((s, &v["error_code"]), (400, &json!(400)), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("JSON"), "{v}");
+    let (s, v) = http(r, "POST", "/connectors", Some(""));
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = http(
+        r,
+        "POST",
+        "/connectors",
+        Some(&json!({"config": {}}).to_string()),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("name"), "{v}");
+    let base = json!({"connector.class": "FileStreamSource", "file": input.display().to_string(), "topic": "rest-topic"});
+    let with = |k: &str, val: Value| {
+        let mut c = base.clone();
+        c[k] = val;
+        c
+    };
+    for (config, field) in [
+        (with("topic", json!("")), "topic"),
+        (with("batch.size", json!("lots")), "batch.size"),
+        (
+            with("value.converter", json!("com.example.AvroConverter")),
+            "value.converter",
+        ),
+        (with("topic", json!("no spaces allowed")), "topic"),
+    ] {
+        let (s, v) = http(
+            r,
+            "POST",
+            "/connectors",
+            Some(&json!({"name": "bad", "config": config}).to_string()),
+        );
+        assert_eq!(s, 400, "{v}");
+        let msg = v["message"].as_str().unwrap();
+        assert!(
+            msg.contains(&format!("configuration {field}")),
+            "{field}: {msg}"
+        );
+    }
+    let (s, v) = http(
+        r,
+        "POST",
+        "/connectors",
+        Some(
+            &json!({"name": "bad", "config": with("connector.class", json!("JdbcSink"))})
+                .to_string(),
+        ),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("JdbcSink"), "{v}");
+    let (s, v) = http(
+        r,
+        "POST",
+        "/connectors",
+        Some(&json!({"name": "a", "config": with("name", json!("b"))}).to_string()),
+    );
+    assert_eq!(s, 400, "{v}");
+
+    // Create; a second create of the same name is a conflict.
+    let (s, info) = http(
+        r,
+        "POST",
+        "/connectors",
+        Some(&json!({"name": "src", "config": base}).to_string()),
+    );
+    assert_eq!(s, 201, "{info}");
+    assert_eq!(info["name"], "src");
+    assert_eq!(info["type"], "source");
+    assert_eq!(info["tasks"], json!([{"connector": "src", "task": 0}]));
+    assert_eq!(info["config"]["name"], "src");
+    let (s, v) = http(
+        r,
+        "POST",
+        "/connectors",
+        Some(&json!({"name": "src", "config": base}).to_string()),
+    );
+    assert_eq!((s, &v["error_code"]), (409, &json!(409)), "{v}");
+
+    let status = http(r, "GET", "/connectors/src/status", None).1;
+    assert_eq!(status["name"], "src");
+    assert_eq!(status["type"], "source");
+    assert_eq!(status["connector"]["state"], "RUNNING");
+    assert_eq!(status["connector"]["worker_id"], json!(r));
+    assert_eq!(status["tasks"][0]["id"], 0);
+    assert_eq!(status["tasks"][0]["state"], "RUNNING");
+    let (s, v) = http(r, "GET", "/connectors?expand=status&expand=info", None);
+    assert_eq!(s, 200);
+    assert_eq!(v["src"]["status"]["connector"]["state"], "RUNNING", "{v}");
+    assert_eq!(v["src"]["info"]["type"], "source", "{v}");
+    assert_eq!(http(r, "GET", "/connectors?expand=bogus", None).0, 400);
+
+    // Pause, resume, stop.
+    assert_eq!(http(r, "PUT", "/connectors/src/pause", None).0, 202);
+    let v = http(r, "GET", "/connectors/src/status", None).1;
+    assert_eq!(
+        (&v["connector"]["state"], &v["tasks"][0]["state"]),
+        (&json!("PAUSED"), &json!("PAUSED")),
+        "{v}"
+    );
+    assert_eq!(http(r, "PUT", "/connectors/src/stop", None).0, 202);
+    let v = http(r, "GET", "/connectors/src/status", None).1;
+    assert_eq!(
+        (&v["connector"]["state"], &v["tasks"]),
+        (&json!("STOPPED"), &json!([])),
+        "{v}"
+    );
+    assert_eq!(http(r, "GET", "/connectors/src/tasks", None).1, json!([]));
+    assert_eq!(http(r, "PUT", "/connectors/src/resume", None).0, 202);
+    let v = http(r, "GET", "/connectors/src/status", None).1;
+    assert_eq!(v["tasks"][0]["state"], "RUNNING", "{v}");
+
+    // Restarts: the old form (204) and KIP-745's (202 with what restarts).
+    assert_eq!(http(r, "POST", "/connectors/src/restart", None).0, 204);
+    let (s, v) = http(
+        r,
+        "POST",
+        "/connectors/src/restart?includeTasks=true&onlyFailed=false",
+        None,
+    );
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["connector"]["state"], "RESTARTING", "{v}");
+    assert_eq!(v["tasks"][0]["state"], "RESTARTING", "{v}");
+    let (s, v) = http(
+        r,
+        "POST",
+        "/connectors/src/restart?includeTasks=true&onlyFailed=true",
+        None,
+    );
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(
+        v["tasks"][0]["state"], "RUNNING",
+        "a running task is not restarted with onlyFailed: {v}"
+    );
+    assert_eq!(
+        http(
+            r,
+            "POST",
+            "/connectors/src/restart?includeTasks=maybe",
+            None
+        )
+        .0,
+        400
+    );
+
+    // Tasks.
+    let v = http(r, "GET", "/connectors/src/tasks", None).1;
+    assert_eq!(v[0]["id"], json!({"connector": "src", "task": 0}), "{v}");
+    assert_eq!(v[0]["config"]["topic"], "rest-topic", "{v}");
+    let v = http(r, "GET", "/connectors/src/tasks/0/status", None).1;
+    assert_eq!(
+        (&v["id"], &v["state"]),
+        (&json!(0), &json!("RUNNING")),
+        "{v}"
+    );
+    assert_eq!(
+        http(r, "GET", "/connectors/src/tasks/7/status", None).0,
+        404
+    );
+    assert_eq!(
+        http(r, "GET", "/connectors/src/tasks/x/status", None).0,
+        400
+    );
+    assert_eq!(
+        http(r, "POST", "/connectors/src/tasks/0/restart", None).0,
+        204
+    );
+
+    // KIP-875 offsets: the source reaches the end of its two lines.
+    wait_for(Duration::from_secs(60), "the source's offset", || {
+        let v = http(r, "GET", "/connectors/src/offsets", None).1;
+        (v == json!({"offsets": [{"partition": {"filename": input.display().to_string()}, "offset": {"position": 4}}]})).then_some(())
+    });
+
+    // KIP-875 alter and reset: only when STOPPED; the source resumes from the altered position.
+    let part = json!({"filename": input.display().to_string()});
+    let alter = json!({"offsets": [{"partition": part, "offset": {"position": 2}}]}).to_string();
+    let (s, v) = http(r, "PATCH", "/connectors/src/offsets", Some(&alter));
+    assert_eq!(s, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("STOPPED"), "{v}");
+    assert_eq!(http(r, "PUT", "/connectors/src/stop", None).0, 202);
+    assert_eq!(
+        http(
+            r,
+            "PATCH",
+            "/connectors/src/offsets",
+            Some("{\"offsets\": 1}")
+        )
+        .0,
+        400
+    );
+    let (s, v) = http(r, "PATCH", "/connectors/src/offsets", Some(&alter));
+    assert_eq!(s, 200, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("altered"), "{v}");
+    assert_eq!(
+        http(r, "GET", "/connectors/src/offsets", None).1["offsets"][0]["offset"],
+        json!({"position": 2})
+    );
+    let (s, v) = http(r, "DELETE", "/connectors/src/offsets", None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        http(r, "GET", "/connectors/src/offsets", None).1,
+        json!({"offsets": []})
+    );
+    // Resumed, the source re-reads the file from the start: back at its end.
+    assert_eq!(http(r, "PUT", "/connectors/src/resume", None).0, 202);
+    wait_for(
+        Duration::from_secs(60),
+        "the source's offset after the reset",
+        || {
+            let v = http(r, "GET", "/connectors/src/offsets", None).1;
+            (v["offsets"][0]["offset"] == json!({"position": 4})).then_some(())
+        },
+    );
+
+    // PUT config: creates (201), then updates (200); the name must match the URL.
+    let sink = json!({"connector.class": "FileStreamSink", "file": dir.path().join("out.txt").display().to_string(), "topics": "rest-topic"});
+    let (s, v) = http(r, "PUT", "/connectors/snk/config", Some(&sink.to_string()));
+    assert_eq!((s, &v["type"]), (201, &json!("sink")), "{v}");
+    let (s, _) = http(r, "PUT", "/connectors/snk/config", Some(&sink.to_string()));
+    assert_eq!(s, 200);
+    let (s, v) = http(
+        r,
+        "PUT",
+        "/connectors/snk/config",
+        Some(&json!({"name": "other", "connector.class": "FileStreamSink"}).to_string()),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(
+        http(r, "GET", "/connectors/snk/config", None).1["topics"],
+        "rest-topic"
+    );
+    assert_eq!(http(r, "GET", "/connectors", None).1, json!(["snk", "src"]));
+    let v = http(r, "GET", "/connectors/snk/topics", None).1;
+    assert_eq!(v, json!({"snk": {"topics": ["rest-topic"]}}));
+
+    // Plugins and validation.
+    let v = http(r, "GET", "/connector-plugins", None).1;
+    let classes: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["class"].as_str().unwrap())
+        .collect();
+    assert!(
+        classes.contains(&"org.apache.kafka.connect.file.FileStreamSourceConnector"),
+        "{v}"
+    );
+    assert!(
+        classes.contains(&"org.apache.kafka.connect.file.FileStreamSinkConnector"),
+        "{v}"
+    );
+    let (s, v) = http(
+        r,
+        "PUT",
+        "/connector-plugins/FileStreamSourceConnector/config/validate",
+        Some(&json!({"connector.class": "FileStreamSource", "name": "x", "file": "/tmp/f", "topic": "bad topic"}).to_string()),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["name"],
+        "org.apache.kafka.connect.file.FileStreamSourceConnector"
+    );
+    assert_eq!(v["error_count"], 1, "{v}");
+    let topic = v["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["value"]["name"] == "topic")
+        .unwrap();
+    assert_eq!(topic["definition"]["required"], true);
+    assert_eq!(topic["value"]["value"], "bad topic");
+    assert!(
+        !topic["value"]["errors"].as_array().unwrap().is_empty(),
+        "{topic}"
+    );
+    assert!(topic["value"]["recommended_values"].is_array() && topic["value"]["visible"] == true);
+    let (s, v) = http(
+        r,
+        "PUT",
+        "/connector-plugins/FileStreamSink/config/validate",
+        Some(&json!({"connector.class": "FileStreamSource"}).to_string()),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(
+        http(
+            r,
+            "PUT",
+            "/connector-plugins/Nope/config/validate",
+            Some("{}")
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        http(
+            r,
+            "PUT",
+            "/connector-plugins/FileStreamSink/config/validate",
+            Some("[1]")
+        )
+        .0,
+        400
+    );
+
+    // Delete.
+    assert_eq!(http(r, "DELETE", "/connectors/src", None).0, 204);
+    assert_eq!(http(r, "GET", "/connectors/src", None).0, 404);
+    assert_eq!(http(r, "GET", "/connectors", None).1, json!(["snk"]));
+    let (s, v) = http(r, "GET", "/no/such/path", None);
+    assert_eq!((s, &v["error_code"]), (404, &json!(404)), "{v}");
+}
+
+#[test]
+fn standalone_refuses_a_torn_offsets_file_and_a_bad_connector_file() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let worker = worker_properties(dir.path(), &broker.bootstrap, "");
+    let run = |args: &[&Path]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fjord"));
+        cmd.args(["connect", "standalone"]).args(args);
+        run_bounded(&mut cmd, Duration::from_secs(60))
+    };
+    let bad = dir.path().join("bad.properties");
+    write_file(
+        &bad,
+        "name=b\nconnector.class=FileStreamSource\nfile=/tmp/x\n",
+    );
+    let out = run(&[&worker, &bad]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("\"topic\""), "{}", stderr(&out));
+    // An empty offsets file (a crash while an editor or a script wrote it) is not silently reset.
+    write_file(&dir.path().join("connect.offsets"), "");
+    let out = run(&[&worker]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("connect.offsets") && err.contains("empty") && err.contains("move it aside"),
+        "{err}"
+    );
+}
+
+#[test]
+fn fjord_start_runs_a_connect_worker_beside_the_broker() {
+    let dir = temp_dir();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .args(["start", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--override",
+            "listeners=PLAINTEXT://127.0.0.1:0",
+            "--override",
+            "metrics.listener=127.0.0.1:0",
+            "--registry-listener",
+            "none",
+            "--connect-listener",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+    // Killed if the test fails before it stops it.
+    struct Guard(Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Guard(child);
+    assert!(
+        line.starts_with("fjord ready"),
+        "fjord start never became ready: `{line}`"
+    );
+    let kafka = field(&line, "kafka=").to_string();
+    let rest = field(&line, "connect=").to_string();
+    let (s, v) = http(&rest, "GET", "/", None);
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        !v["kafka_cluster_id"].as_str().unwrap_or("").is_empty(),
+        "{v}"
+    );
+    // A source created over REST streams into the platform's own broker.
+    ok(&fjord(
+        &kafka,
+        &["topics", "create", "started", "--partitions", "1"],
+        None,
+    ));
+    let input = dir.path().join("in.txt");
+    write_file(&input, "from-start\n");
+    let config = json!({"name": "s", "config": {"connector.class": "FileStreamSource",
+        "file": input.display().to_string(), "topic": "started",
+        "value.converter": "org.apache.kafka.connect.storage.StringConverter"}});
+    assert_eq!(
+        http(&rest, "POST", "/connectors", Some(&config.to_string())).0,
+        201
+    );
+    wait_for(Duration::from_secs(60), "the line in the topic", || {
+        let got = consume_all(&kafka, "started");
+        (got == ["from-start"]).then_some(())
+    });
+    // Ctrl-C stops the worker (its offsets written) and the broker cleanly.
+    interrupt(&mut child.0);
+    let offsets = std::fs::read_to_string(dir.path().join("data").join("connect.offsets")).unwrap();
+    assert!(
+        offsets.starts_with("fjord-connect-offsets v1") && offsets.contains("\"position\":11"),
+        "{offsets}"
+    );
+}
+
+#[test]
+fn a_sink_task_that_cannot_convert_a_record_fails_with_a_trace_and_restarts_with_only_failed() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    ok(&fjord(
+        &broker.bootstrap,
+        &["topics", "create", "plain", "--partitions", "1"],
+        None,
+    ));
+    ok(&fjord(
+        &broker.bootstrap,
+        &["produce", "plain"],
+        Some(b"{\"schema\":null,\"payload\":\"ok\"}\nnot json\n"),
+    ));
+    let worker = worker_properties(dir.path(), &broker.bootstrap, "");
+    let w = WorkerProc::start(&[&worker], &dir.path().join("worker.log"));
+    let out = dir.path().join("out.txt");
+    let config = json!({"name": "strict", "config": {"connector.class": "FileStreamSink",
+        "file": out.display().to_string(), "topics": "plain"}});
+    assert_eq!(
+        http(&w.rest, "POST", "/connectors", Some(&config.to_string())).0,
+        201
+    );
+    let status = wait_for(Duration::from_secs(60), "the task to fail", || {
+        let v = http(&w.rest, "GET", "/connectors/strict/status", None).1;
+        (v["tasks"][0]["state"] == "FAILED").then_some(v)
+    });
+    // The trace says which record and what to do; the record before it was written and committed.
+    let trace = status["tasks"][0]["trace"].as_str().unwrap();
+    assert!(
+        trace.contains("plain-0 offset 1") && trace.contains("StringConverter"),
+        "{trace}"
+    );
+    assert_eq!(lines_of(&out), ["ok"]);
+    let v = http(&w.rest, "GET", "/connectors/strict/tasks/0/status", None).1;
+    assert_eq!(v["state"], "FAILED", "{v}");
+    // onlyFailed restarts the failed task (and not the running connector).
+    let (s, v) = http(
+        &w.rest,
+        "POST",
+        "/connectors/strict/restart?includeTasks=true&onlyFailed=true",
+        None,
+    );
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(
+        (&v["connector"]["state"], &v["tasks"][0]["state"]),
+        (&json!("RUNNING"), &json!("RESTARTING")),
+        "{v}"
+    );
+    // Reconfigured with the converter the trace names, the task gets past the record.
+    let mut fixed = config["config"].clone();
+    fixed["value.converter"] = json!("org.apache.kafka.connect.storage.StringConverter");
+    assert_eq!(
+        http(
+            &w.rest,
+            "PUT",
+            "/connectors/strict/config",
+            Some(&fixed.to_string())
+        )
+        .0,
+        200
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "the sink to write the second record",
+        || (lines_of(&out).last().map(String::as_str) == Some("not json")).then_some(()),
+    );
+    assert_eq!(
+        http(&w.rest, "GET", "/connectors/strict/status", None).1["tasks"][0]["state"],
+        "RUNNING"
+    );
+}
