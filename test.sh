@@ -13,7 +13,7 @@ if ! command -v kcat >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kcat >/dev/null
 fi
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import confluent_kafka, kafka, fastavro, httpx, authlib, cachetools" 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import confluent_kafka, kafka, fastavro, httpx, authlib, cachetools, jsonschema, google.protobuf" 2>/dev/null; then
   echo "test.sh: creating .venv with the Python Kafka clients" >&2
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r tests/clients/requirements.txt

@@ -101,6 +101,11 @@ fn flag(q: &HashMap<String, String>, name: &str) -> bool {
     q.get(name).is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
+/// The `format` query parameter (`serialized` for Protobuf descriptors).
+fn fmt(q: &HashMap<String, String>) -> Option<&str> {
+    q.get("format").map(String::as_str)
+}
+
 /// The request body as `T`: a JSON content type (or none), at most [`MAX_BODY_BYTES`], valid JSON of the right
 /// shape.
 fn body<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T> {
@@ -203,8 +208,12 @@ async fn get_version(
     Path((subject, version)): Path<(String, String)>,
     Query(q): Params,
 ) -> Response {
-    match VersionSpec::parse(&version).and_then(|v| r.get_version(&subject, v, flag(&q, "deleted")))
-    {
+    match VersionSpec::parse(&version)
+        .and_then(|v| r.get_version(&subject, v, flag(&q, "deleted")))
+        .and_then(|mut v| {
+            v.schema = r.formatted(v.schema_type.as_deref(), &v.schema, &v.references, fmt(&q))?;
+            Ok(v)
+        }) {
         Ok(v) => ok(&v),
         Err(e) => e.into_response(),
     }
@@ -225,9 +234,11 @@ async fn get_version_schema(
     Path((subject, version)): Path<(String, String)>,
     Query(q): Params,
 ) -> Response {
-    match VersionSpec::parse(&version).and_then(|v| r.get_version(&subject, v, flag(&q, "deleted")))
+    match VersionSpec::parse(&version)
+        .and_then(|v| r.get_version(&subject, v, flag(&q, "deleted")))
+        .and_then(|v| r.formatted(v.schema_type.as_deref(), &v.schema, &v.references, fmt(&q)))
     {
-        Ok(v) => raw(v.schema),
+        Ok(text) => raw(text),
         Err(e) => e.into_response(),
     }
 }
@@ -267,8 +278,14 @@ async fn delete_version(
     }
 }
 
-async fn schema_by_id(State(r): Reg, Path(id): Path<String>) -> Response {
-    match parse_id(&id).and_then(|id| r.schema_by_id(id)) {
+async fn schema_by_id(State(r): Reg, Path(id): Path<String>, Query(q): Params) -> Response {
+    let found = parse_id(&id)
+        .and_then(|id| r.schema_by_id(id))
+        .and_then(|mut s| {
+            s.schema = r.formatted(s.schema_type.as_deref(), &s.schema, &s.references, fmt(&q))?;
+            Ok(s)
+        });
+    match found {
         Ok(s) => {
             let mut v = serde_json::Map::new();
             if let Some(t) = &s.schema_type {
@@ -284,9 +301,12 @@ async fn schema_by_id(State(r): Reg, Path(id): Path<String>) -> Response {
     }
 }
 
-async fn raw_schema_by_id(State(r): Reg, Path(id): Path<String>) -> Response {
-    match parse_id(&id).and_then(|id| r.schema_by_id(id)) {
-        Ok(s) => raw(s.schema),
+async fn raw_schema_by_id(State(r): Reg, Path(id): Path<String>, Query(q): Params) -> Response {
+    let found = parse_id(&id)
+        .and_then(|id| r.schema_by_id(id))
+        .and_then(|s| r.formatted(s.schema_type.as_deref(), &s.schema, &s.references, fmt(&q)));
+    match found {
+        Ok(text) => raw(text),
         Err(e) => e.into_response(),
     }
 }
@@ -313,8 +333,7 @@ async fn id_versions(State(r): Reg, Path(id): Path<String>, Query(q): Params) ->
 }
 
 async fn schema_types() -> Response {
-    // Only the types this registry can parse and check; JSON and PROTOBUF are not implemented yet.
-    ok(&["AVRO"])
+    ok(&crate::formats::TYPES)
 }
 
 async fn compat(

@@ -47,8 +47,6 @@ pub enum Error {
     OperationNotPermitted(String),
     #[error("One or more references exist to the schema {{subject={0},version={1}}}.")]
     ReferenceExists(String, i32),
-    #[error("Schema type {0} is not supported by this registry (supported: AVRO)")]
-    UnsupportedSchemaType(String),
     /// The body is not JSON at all.
     #[error("Unexpected character or malformed JSON: {0}")]
     MalformedJson(String),
@@ -84,9 +82,7 @@ impl Error {
             SubjectModeNotFound(_) => (StatusCode::NOT_FOUND, 40409),
             NotFound => (StatusCode::NOT_FOUND, 404),
             Incompatible(_) => (StatusCode::CONFLICT, 409),
-            InvalidSchema(_) | UnsupportedSchemaType(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, 42201)
-            }
+            InvalidSchema(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42201),
             InvalidVersion(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42202),
             InvalidCompatibilityLevel => (StatusCode::UNPROCESSABLE_ENTITY, 42203),
             InvalidMode => (StatusCode::UNPROCESSABLE_ENTITY, 42204),

@@ -1,4 +1,4 @@
-//! Fjord's Schema Registry: Confluent's Schema Registry REST API (Avro schemas in this version), its
+//! Fjord's Schema Registry: Confluent's Schema Registry REST API (Avro, JSON Schema and Protobuf), its
 //! compatibility rules, and its storage in the compacted `_schemas` topic, in Confluent's record format.
 //!
 //! It is a Kafka client of the brokers (librdkafka through `rdkafka`) and knows nothing of their internals:
@@ -8,6 +8,9 @@
 pub mod api;
 pub mod avro;
 pub mod error;
+pub mod formats;
+pub mod json;
+pub mod protobuf;
 pub mod records;
 pub mod registry;
 pub mod state;

@@ -9,8 +9,8 @@ use std::sync::{Arc, RwLock};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::avro::{self, ParsedAvro};
 use crate::error::{Error, Result};
+use crate::formats::{Format, ParsedSchema};
 use crate::records::{
     ConfigValue, DeleteSubjectValue, Key, ModeValue, Record, Reference, SchemaValue,
 };
@@ -263,14 +263,9 @@ impl Registry {
 
     /// Parses a request's schema with its references resolved against `st`. References naming version -1
     /// are pinned to the subject's latest version.
-    fn parse_request(st: &State, req: &SchemaRequest) -> Result<(ParsedAvro, Vec<Reference>)> {
-        match req.schema_type.as_deref() {
-            None | Some("AVRO") => {}
-            Some(t @ ("JSON" | "PROTOBUF")) => {
-                return Err(Error::UnsupportedSchemaType(t.to_string()))
-            }
-            Some(t) => return Err(Error::InvalidSchema(format!("of unknown type {t}"))),
-        }
+    fn parse_request(st: &State, req: &SchemaRequest) -> Result<(ParsedSchema, Vec<Reference>)> {
+        let format =
+            Format::from_request(req.schema_type.as_deref()).map_err(Error::InvalidSchema)?;
         let text = match req.schema.as_deref() {
             Some(s) if !s.trim().is_empty() => s,
             _ => return Err(Error::InvalidSchema("(empty schema)".into())),
@@ -287,19 +282,33 @@ impl Registry {
                     })?;
             }
         }
-        let ref_texts = st
-            .referenced_texts(&refs)
-            .map_err(|e| Error::InvalidSchema(format!("{text}: {e}")))?;
-        let parsed = avro::parse(text, &ref_texts).map_err(Error::InvalidSchema)?;
+        let parsed = ParsedSchema::parse(format, text, st, &refs).map_err(Error::InvalidSchema)?;
         Ok((parsed, refs))
     }
 
-    fn parse_stored(st: &State, entry: &SchemaEntry) -> Option<ParsedAvro> {
-        if entry.schema_type.is_some() {
-            return None;
+    fn parse_stored(st: &State, entry: &SchemaEntry) -> Option<ParsedSchema> {
+        let format = Format::from_stored(entry.schema_type.as_deref());
+        ParsedSchema::parse(format, &entry.schema, st, &entry.references).ok()
+    }
+
+    /// A stored schema's text in the `format` a GET asks for: `serialized` turns a PROTOBUF schema into its
+    /// base64 `FileDescriptorProto` (what Confluent's Protobuf deserializers ask for); any other format, and
+    /// the other types, answer the text as stored.
+    pub fn formatted(
+        &self,
+        schema_type: Option<&str>,
+        text: &str,
+        references: &[Reference],
+        format: Option<&str>,
+    ) -> Result<String> {
+        if format != Some("serialized") || Format::from_stored(schema_type) != Format::Protobuf {
+            return Ok(text.to_string());
         }
-        let refs = st.referenced_texts(&entry.references).ok()?;
-        avro::parse(&entry.schema, &refs).ok()
+        let st = self.state();
+        let refs = st
+            .referenced_named(references)
+            .map_err(|e| Error::InvalidSchema(format!("{text}: {e}")))?;
+        crate::protobuf::serialized(text, &refs).map_err(Error::InvalidSchema)
     }
 
     /// `POST /subjects/{subject}`: the version of `subject` that holds this schema.
@@ -316,7 +325,7 @@ impl Registry {
             .filter(|vs| vs.values().any(|e| deleted || !e.deleted))
             .ok_or_else(|| Error::SubjectNotFound(subject.to_string()))?;
         let (parsed, refs) = Self::parse_request(&st, req)?;
-        let ident = identity("AVRO", &parsed.canonical, &refs);
+        let ident = identity(parsed.format().name(), parsed.canonical(), &refs);
         let id = st.identities.get(&ident).copied();
         let found = vs
             .iter()
@@ -334,7 +343,7 @@ impl Registry {
     fn incompatibilities(
         st: &State,
         subject: &str,
-        new: &ParsedAvro,
+        new: &ParsedSchema,
         level: &str,
         against: Option<i32>,
     ) -> Vec<String> {
@@ -370,17 +379,12 @@ impl Registry {
                 // A stored schema that no longer parses (another type, or a corrupt record) cannot be
                 // compared; Confluent would fail the same way, so say so rather than accept silently.
                 messages.push(format!(
-                    "{{errorType:'TYPE_MISMATCH', description:'The old schema (version {v}) cannot be parsed as AVRO', additionalInfo:''}}"
+                    "{{errorType:'TYPE_MISMATCH', description:'The old schema (version {v}) cannot be parsed as {}', additionalInfo:''}}",
+                    entry.type_name()
                 ));
                 continue;
             };
-            let mut found = Vec::new();
-            if backward {
-                found.extend(avro::check(new, &old).iter().map(|i| i.render(true)));
-            }
-            if forward {
-                found.extend(avro::check(&old, new).iter().map(|i| i.render(false)));
-            }
+            let found = ParsedSchema::incompatibilities(new, &old, backward, forward);
             if !found.is_empty() {
                 messages.extend(found);
                 messages.push(format!("{{oldSchemaVersion: {v}}}"));
@@ -435,7 +439,7 @@ impl Registry {
         let value = {
             let st = self.state();
             let (parsed, refs) = Self::parse_request(&st, req)?;
-            let ident = identity("AVRO", &parsed.canonical, &refs);
+            let ident = identity(parsed.format().name(), parsed.canonical(), &refs);
             let known_id = st.identities.get(&ident).copied();
             let versions = st.subjects.get(subject);
             if let (Some(id), Some(vs)) = (known_id, versions) {
@@ -506,16 +510,12 @@ impl Registry {
                 (_, Some(v)) if v < 1 => return Err(Error::InvalidVersion(v.to_string())),
                 _ => next_version,
             };
-            let schema = if normalize {
-                parsed.canonical.clone()
-            } else {
-                req.schema.clone().unwrap_or_default()
-            };
+            let schema = parsed.text_to_store(req.schema.as_deref().unwrap_or_default(), normalize);
             SchemaValue {
                 subject: subject.to_string(),
                 version,
                 id,
-                schema_type: None,
+                schema_type: parsed.format().stored(),
                 references: refs,
                 schema,
                 deleted: false,

@@ -156,17 +156,14 @@ impl State {
         }
     }
 
-    /// The identity of a stored schema: Avro in its normalized form when it parses (with its references
+    /// The identity of a stored schema: its type's identity form when it parses (with its references
     /// resolved from this state), the text as it is otherwise.
     pub fn identity_of(&self, entry: &SchemaEntry) -> String {
-        let form = if entry.schema_type.is_none() {
-            self.referenced_texts(&entry.references)
+        let format = crate::formats::Format::from_stored(entry.schema_type.as_deref());
+        let form =
+            crate::formats::ParsedSchema::parse(format, &entry.schema, self, &entry.references)
                 .ok()
-                .and_then(|refs| crate::avro::parse(&entry.schema, &refs).ok())
-                .map(|p| p.canonical)
-        } else {
-            None
-        };
+                .map(|p| p.canonical().to_string());
         identity(
             entry.type_name(),
             form.as_deref().unwrap_or(&entry.schema),
@@ -212,6 +209,42 @@ impl State {
             if seen.insert(id) {
                 self.collect_refs(&entry.references, out, seen, depth + 1)?;
                 out.push(entry.schema.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// (reference name, text) of every schema reachable through `references`, dependencies before the
+    /// schemas that use them; a transitive reference carries the name its referencing schema gives it (what
+    /// JSON Schema `$ref`s and Protobuf `import`s use). Err names a reference that does not resolve.
+    pub fn referenced_named(
+        &self,
+        references: &[Reference],
+    ) -> Result<Vec<(String, String)>, String> {
+        let mut out = Vec::new();
+        self.collect_named(references, &mut out, 0)?;
+        Ok(out)
+    }
+
+    fn collect_named(
+        &self,
+        references: &[Reference],
+        out: &mut Vec<(String, String)>,
+        depth: usize,
+    ) -> Result<(), String> {
+        if depth > 64 {
+            return Err("references nest deeper than 64 levels".into());
+        }
+        for r in references {
+            let (_, entry) = self.schema_at(&r.subject, r.version).ok_or_else(|| {
+                format!(
+                    "reference {} to subject {} version {} does not exist",
+                    r.name, r.subject, r.version
+                )
+            })?;
+            if !out.iter().any(|(n, _)| n == &r.name) {
+                self.collect_named(&entry.references, out, depth + 1)?;
+                out.push((r.name.clone(), entry.schema.clone()));
             }
         }
         Ok(())

@@ -122,7 +122,10 @@ async fn register_is_idempotent_and_ids_are_shared_across_subjects() {
         api.get("/subjects").await.1,
         json!(["other", "users-value"])
     );
-    assert_eq!(api.get("/schemas/types").await.1, json!(["AVRO"]));
+    assert_eq!(
+        api.get("/schemas/types").await.1,
+        json!(["JSON", "PROTOBUF", "AVRO"])
+    );
     // Lookup.
     let (s, found) = api
         .send("POST", "/subjects/users-value", json!({"schema": V2}))

@@ -242,3 +242,66 @@ fn registry_killed_with_sigkill_restarts_with_every_subject_version_and_id() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn json_schema_and_protobuf_serializers_round_trip_through_fjord_registry() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("broker"), &[]);
+    let (mut reg, addr) = spawn_registry(&broker.bootstrap);
+    let out = run_client(
+        "json_protobuf_registry.py",
+        &[&broker.bootstrap, &format!("http://{addr}"), "formats"],
+        Duration::from_secs(180),
+    );
+    let decoded: Vec<Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |f: &str| decoded.iter().filter(|v| v["format"] == f).count();
+    assert_eq!((of("json"), of("protobuf")), (3, 2), "{out}");
+    assert!(
+        out.contains("OK json 3 records") && out.contains("OK protobuf 2 records"),
+        "{out}"
+    );
+    let order = decoded
+        .iter()
+        .find(|v| v["value"]["id"] == "o-1")
+        .expect("o-1");
+    assert_eq!(
+        order["value"]["total"],
+        json!({"units": "1250", "currency": "EUR"})
+    );
+    // The registry kept the types, and serves the Protobuf schema as a descriptor too.
+    let (s, v) = http(
+        &addr,
+        "GET",
+        "/subjects/formats-proto-value/versions/1",
+        None,
+    );
+    assert_eq!(
+        (s, v["schemaType"].as_str()),
+        (200, Some("PROTOBUF")),
+        "{v}"
+    );
+    let (s, v) = http(
+        &addr,
+        "GET",
+        "/subjects/formats-json-value/versions/2",
+        None,
+    );
+    assert_eq!((s, v["schemaType"].as_str()), (200, Some("JSON")), "{v}");
+    let (s, v) = http(
+        &addr,
+        "GET",
+        "/subjects/formats-proto-value/versions/1/schema?format=serialized",
+        None,
+    );
+    assert_eq!(s, 200);
+    assert!(
+        v.as_str().is_some_and(|b| !b.contains("message")),
+        "base64, not text: {v}"
+    );
+    let _ = reg.kill();
+    let _ = reg.wait();
+}

@@ -1,0 +1,177 @@
+//! The schema types (`schemaType`: AVRO, the default, JSON and PROTOBUF) behind one interface: parsing with
+//! references resolved from the registry's state, the identity form (what makes two registrations the same
+//! schema), the text stored for `normalize=true`, and the compatibility check in Confluent's message format.
+
+use crate::avro::{self, ParsedAvro};
+use crate::json::{self, ParsedJson};
+use crate::protobuf::{self, ParsedProto};
+use crate::records::Reference;
+use crate::state::State;
+
+/// The types `/schemas/types` lists.
+pub const TYPES: [&str; 3] = ["JSON", "PROTOBUF", "AVRO"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Avro,
+    Json,
+    Protobuf,
+}
+
+impl Format {
+    /// The type a request names (`None`: AVRO); `Err` is the message for 42201.
+    pub fn from_request(t: Option<&str>) -> Result<Format, String> {
+        match t {
+            None | Some("AVRO") => Ok(Format::Avro),
+            Some("JSON") => Ok(Format::Json),
+            Some("PROTOBUF") => Ok(Format::Protobuf),
+            Some(t) => Err(format!(
+                "of unknown type {t}: schemaType is one of AVRO, JSON, PROTOBUF"
+            )),
+        }
+    }
+
+    /// The type of a stored schema (`None` and unknown names: AVRO, which then fails to parse).
+    pub fn from_stored(t: Option<&str>) -> Format {
+        Format::from_request(t).unwrap_or(Format::Avro)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Avro => "AVRO",
+            Format::Json => "JSON",
+            Format::Protobuf => "PROTOBUF",
+        }
+    }
+
+    /// The `schemaType` a record carries: none for AVRO, as Confluent writes it.
+    pub fn stored(self) -> Option<String> {
+        match self {
+            Format::Avro => None,
+            t => Some(t.name().to_string()),
+        }
+    }
+}
+
+pub enum ParsedSchema {
+    Avro(ParsedAvro),
+    Json(ParsedJson),
+    Protobuf(ParsedProto),
+}
+
+impl ParsedSchema {
+    /// Parses `text` as `format` with `references` resolved from `st`. The error is a message for 42201.
+    pub fn parse(
+        format: Format,
+        text: &str,
+        st: &State,
+        references: &[Reference],
+    ) -> Result<ParsedSchema, String> {
+        match format {
+            Format::Avro => {
+                let refs = st
+                    .referenced_texts(references)
+                    .map_err(|e| format!("{text}: {e}"))?;
+                avro::parse(text, &refs).map(ParsedSchema::Avro)
+            }
+            Format::Json => {
+                let refs = st
+                    .referenced_named(references)
+                    .map_err(|e| format!("{text}: {e}"))?;
+                json::parse(text, &refs).map(ParsedSchema::Json)
+            }
+            Format::Protobuf => {
+                let refs = st
+                    .referenced_named(references)
+                    .map_err(|e| format!("{text}: {e}"))?;
+                protobuf::parse(text, &refs).map(ParsedSchema::Protobuf)
+            }
+        }
+    }
+
+    pub fn format(&self) -> Format {
+        match self {
+            ParsedSchema::Avro(_) => Format::Avro,
+            ParsedSchema::Json(_) => Format::Json,
+            ParsedSchema::Protobuf(_) => Format::Protobuf,
+        }
+    }
+
+    /// The form identity compares.
+    pub fn canonical(&self) -> &str {
+        match self {
+            ParsedSchema::Avro(p) => &p.canonical,
+            ParsedSchema::Json(p) => &p.canonical,
+            ParsedSchema::Protobuf(p) => &p.canonical,
+        }
+    }
+
+    /// The text to store for a registration of `text`: the canonical form with `normalize=true`, and for
+    /// Protobuf sent as a serialized descriptor (what Confluent's serializers send), its `.proto` text.
+    pub fn text_to_store(&self, text: &str, normalize: bool) -> String {
+        match self {
+            ParsedSchema::Protobuf(p) if normalize || p.from_descriptor => p.canonical.clone(),
+            p if normalize => p.canonical().to_string(),
+            _ => text.to_string(),
+        }
+    }
+
+    /// Confluent's incompatibility messages of `new` against `old` in the directions asked: backward (the
+    /// new schema reads what the old one wrote) and forward.
+    pub fn incompatibilities(
+        new: &ParsedSchema,
+        old: &ParsedSchema,
+        backward: bool,
+        forward: bool,
+    ) -> Vec<String> {
+        let mut found = Vec::new();
+        match (new, old) {
+            (ParsedSchema::Avro(new), ParsedSchema::Avro(old)) => {
+                if backward {
+                    found.extend(avro::check(new, old).iter().map(|i| i.render(true)));
+                }
+                if forward {
+                    found.extend(avro::check(old, new).iter().map(|i| i.render(false)));
+                }
+            }
+            (ParsedSchema::Json(new), ParsedSchema::Json(old)) => {
+                if backward {
+                    found.extend(
+                        json::incompatibilities(old, new)
+                            .iter()
+                            .map(|d| d.render("new", "old")),
+                    );
+                }
+                if forward {
+                    found.extend(
+                        json::incompatibilities(new, old)
+                            .iter()
+                            .map(|d| d.render("old", "new")),
+                    );
+                }
+            }
+            (ParsedSchema::Protobuf(new), ParsedSchema::Protobuf(old)) => {
+                if backward {
+                    found.extend(
+                        protobuf::incompatibilities(old, new)
+                            .iter()
+                            .map(|d| d.render("new", "old")),
+                    );
+                }
+                if forward {
+                    found.extend(
+                        protobuf::incompatibilities(new, old)
+                            .iter()
+                            .map(|d| d.render("old", "new")),
+                    );
+                }
+            }
+            (new, old) => found.push(format!(
+                "{{errorType:'TYPE_MISMATCH', description:'The new schema is of type {} and the old schema of type {}', additionalInfo:''}}",
+                new.format().name(),
+                old.format().name()
+            )),
+        }
+        found
+    }
+}
