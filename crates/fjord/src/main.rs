@@ -3,11 +3,15 @@
 //! `consume`, `bench`) talk to any Kafka-compatible broker through librdkafka; `transactions` speaks the Kafka
 //! protocol itself (`wire`), as librdkafka has no API for its requests.
 
+#[cfg(feature = "registry")]
+mod avro_json;
 mod bench;
 mod client;
 mod cluster;
 mod configs;
 mod consume;
+#[cfg(feature = "registry")]
+mod formats;
 mod groups;
 mod local_cluster;
 mod ops;

@@ -376,3 +376,291 @@ fn schemas_cli_registers_lists_gets_checks_configures_and_deletes() {
     assert!(err.contains("https is not supported"), "{err}");
     interrupt(&mut child);
 }
+
+#[test]
+fn avro_console_consumer_shows_what_confluents_avro_serializer_wrote() {
+    let (_dir, mut child, kafka, url) = start();
+    // The seed's flow: an Avro producer writes `catalog`, the console consumer shows it as JSON.
+    run_client(
+        "avro_registry.py",
+        &[&kafka, &url, "catalog"],
+        Duration::from_secs(120),
+    );
+    let out = ok(&fj(
+        &kafka,
+        &url,
+        &[
+            "consume",
+            "catalog",
+            "--from-beginning",
+            "--value-format",
+            "avro",
+            "--exit-at-end",
+        ],
+        None,
+    ));
+    let values: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        vec![
+            json!({"sku": "a-1", "price": 1.5}),
+            json!({"sku": "a-2", "price": 2.25}),
+            json!({"sku": "b-1", "price": 3.0, "tags": ["x", "y"]}),
+        ]
+    );
+    // Fields print in schema order, as kafka-avro-console-consumer prints them.
+    assert_eq!(out.lines().next().unwrap(), r#"{"sku":"a-1","price":1.5}"#);
+
+    // A record that is not in the wire format: named with its offset, skipped, exit 1; the rest printed.
+    ok(&fjord(
+        &kafka,
+        &["produce", "catalog"],
+        Some(b"plain text\n"),
+    ));
+    let out = fj(
+        &kafka,
+        &url,
+        &[
+            "consume",
+            "catalog",
+            "--from-beginning",
+            "--value-format",
+            "avro",
+            "--exit-at-end",
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    let err = failed(&out, 1);
+    assert!(
+        err.contains(
+            "catalog partition 0 offset 3: not in Confluent's wire format: the first byte is 0x70"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("1 of 4 records could not be decoded"), "{err}");
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(
+        lines[2]["value"],
+        json!({"sku": "b-1", "price": 3.0, "tags": ["x", "y"]})
+    );
+    assert_eq!(lines[2]["offset"], json!(2));
+    interrupt(&mut child);
+}
+
+#[test]
+fn avro_console_producer_writes_what_confluents_avro_deserializer_reads() {
+    let (dir, mut child, kafka, url) = start();
+    ok(&fjord(&kafka, &["topics", "create", "orders"], None));
+    let schema = dir.path().join("order.avsc");
+    std::fs::write(&schema, ORDER_V1).unwrap();
+    // Keys and values in Avro; values as plain JSON (the union unwrapped, a defaulted field left out) and
+    // as Avro's JSON encoding.
+    let input = "\"k1\"|{\"id\": 1, \"note\": \"first\"}\n\"k2\"|{\"id\": 2}\n\"k3\"|{\"id\": 3, \"note\": {\"string\": \"third\"}}\n";
+    let out = fj(
+        &kafka,
+        &url,
+        &[
+            "produce",
+            "orders",
+            "--key-separator",
+            "|",
+            "--value-format",
+            "avro",
+            "--value-schema-file",
+            schema.to_str().unwrap(),
+            "--key-format",
+            "avro",
+            "--key-schema",
+            "\"string\"",
+        ],
+        Some(input.as_bytes()),
+    );
+    ok(&out);
+    let read = run_client(
+        "avro_read.py",
+        &[&kafka, &url, "orders", "3", "--keys"],
+        Duration::from_secs(120),
+    );
+    let got: Vec<Value> = read
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            json!({"id": 1, "key": "k1", "value": {"id": 1, "note": "first"}}),
+            json!({"id": 1, "key": "k2", "value": {"id": 2, "note": null}}),
+            json!({"id": 1, "key": "k3", "value": {"id": 3, "note": "third"}}),
+        ],
+        "{read}"
+    );
+    // Registered under the TopicNameStrategy subjects.
+    assert_eq!(
+        ok(&fj(&kafka, &url, &["schemas", "list"], None)),
+        "orders-key\norders-value\n"
+    );
+    // And back through the console consumer, key and value decoded.
+    let out = ok(&fj(
+        &kafka,
+        &url,
+        &[
+            "consume",
+            "orders",
+            "--from-beginning",
+            "--exit-at-end",
+            "--print-key",
+            "--separator",
+            " => ",
+            "--value-format",
+            "avro",
+            "--key-format",
+            "avro",
+        ],
+        None,
+    ));
+    assert_eq!(
+        out,
+        "\"k1\" => {\"id\":1,\"note\":{\"string\":\"first\"}}\n\"k2\" => {\"id\":2,\"note\":null}\n\"k3\" => {\"id\":3,\"note\":{\"string\":\"third\"}}\n"
+    );
+
+    // --value-schema-id, --format json lines, and the record naming strategy.
+    let out = fj(
+        &kafka,
+        &url,
+        &[
+            "produce",
+            "orders",
+            "--format",
+            "json",
+            "--value-format",
+            "avro",
+            "--value-schema-id",
+            "1",
+        ],
+        Some(b"{\"key\": \"plain\", \"value\": {\"id\": 4}}\n"),
+    );
+    ok(&out);
+    let out = fj(
+        &kafka,
+        &url,
+        &[
+            "produce",
+            "orders",
+            "--value-format",
+            "avro",
+            "--value-schema",
+            ORDER_V2,
+            "--subject-name-strategy",
+            "record",
+        ],
+        Some(b"{\"id\": 5, \"qty\": 7}\n"),
+    );
+    ok(&out);
+    assert!(ok(&fj(&kafka, &url, &["schemas", "list"], None)).contains("com.example.Order\n"));
+    let read = run_client(
+        "avro_read.py",
+        &[&kafka, &url, "orders", "5"],
+        Duration::from_secs(120),
+    );
+    let last: Vec<Value> = read
+        .lines()
+        .skip(3)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        last[0],
+        json!({"id": 1, "key": "plain", "value": {"id": 4, "note": null}})
+    );
+    assert_eq!(last[1]["value"], json!({"id": 5, "note": null, "qty": 7}));
+
+    // Bad lines: the line number and what is wrong; lines before it are delivered.
+    let out = fj(
+        &kafka,
+        &url,
+        &[
+            "produce",
+            "orders",
+            "--value-format",
+            "avro",
+            "--value-schema-id",
+            "1",
+        ],
+        Some(b"{\"id\": 6}\n{\"id\": \"six\"}\n"),
+    );
+    let err = failed(&out, 1);
+    assert!(
+        err.contains("delivered 1 of 2 lines; line 2: the value $.id: expected a long"),
+        "{err}"
+    );
+    let out = fj(
+        &kafka,
+        &url,
+        &[
+            "produce",
+            "orders",
+            "--value-format",
+            "avro",
+            "--value-schema-id",
+            "1",
+        ],
+        Some(b"not json\n"),
+    );
+    let err = failed(&out, 1);
+    assert!(err.contains("line 1: the value is not JSON"), "{err}");
+    // No schema, a schema id that does not exist, --no-register with an unregistered schema.
+    let err = failed(
+        &fj(
+            &kafka,
+            &url,
+            &["produce", "orders", "--value-format", "avro"],
+            None,
+        ),
+        2,
+    );
+    assert!(err.contains("--value-schema-file FILE"), "{err}");
+    let err = failed(
+        &fj(
+            &kafka,
+            &url,
+            &[
+                "produce",
+                "orders",
+                "--value-format",
+                "avro",
+                "--value-schema-id",
+                "99",
+            ],
+            None,
+        ),
+        1,
+    );
+    assert!(err.contains("schema not found"), "{err}");
+    let err = failed(
+        &fj(
+            &kafka,
+            &url,
+            &[
+                "produce",
+                "orders",
+                "--value-format",
+                "avro",
+                "--value-schema",
+                "\"int\"",
+                "--no-register",
+            ],
+            None,
+        ),
+        1,
+    );
+    assert!(err.contains("not registered under `orders-value`"), "{err}");
+    interrupt(&mut child);
+}
