@@ -664,3 +664,43 @@ fn avro_console_producer_writes_what_confluents_avro_deserializer_reads() {
     assert!(err.contains("not registered under `orders-value`"), "{err}");
     interrupt(&mut child);
 }
+
+#[test]
+fn kafkajs_confluent_schema_registry_registers_encodes_and_decodes() {
+    let (_dir, mut child, kafka, url) = start();
+    ok(&fjord(&kafka, &["topics", "create", "clicks"], None));
+    let out = run_bounded(
+        Command::new("node")
+            .arg(workspace_root().join("tests/clients/kafkajs/schema_registry.js"))
+            .args([&kafka, &url, "clicks"]),
+        Duration::from_secs(120),
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.lines().any(|l| l == "ok"),
+        "{text}"
+    );
+    // What kafkajs's client encoded, the console consumer decodes with the schemas it registered.
+    let shown = ok(&fj(
+        &kafka,
+        &url,
+        &[
+            "consume",
+            "clicks",
+            "--from-beginning",
+            "--exit-at-end",
+            "--value-format",
+            "avro",
+        ],
+        None,
+    ));
+    assert_eq!(
+        shown,
+        "{\"page\":\"/a\",\"ms\":1}\n{\"page\":\"/b\",\"ms\":2,\"ref\":{\"string\":\"x\"}}\n{\"page\":\"/c\",\"ms\":3,\"ref\":null}\n"
+    );
+    interrupt(&mut child);
+}
