@@ -23,7 +23,8 @@ if ! command -v node >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
 fi
-if [ ! -d tests/clients/kafkajs/node_modules/kafkajs ]; then
+if [ ! -d tests/clients/kafkajs/node_modules/kafkajs ] \
+  || [ ! -d tests/clients/kafkajs/node_modules/@kafkajs/confluent-schema-registry ]; then
   echo "test.sh: installing kafkajs" >&2
   (cd tests/clients/kafkajs && npm ci --no-audit --no-fund --silent)
 fi

@@ -140,6 +140,9 @@ pub struct ConsumeArgs {
     pub isolation_level: Option<Isolation>,
     #[command(flatten)]
     pub client: ClientArgs,
+    #[cfg(feature = "registry")]
+    #[command(flatten)]
+    pub schema: crate::formats::ConsumeFormatArgs,
 }
 
 /// Where reading starts in a partition without a committed offset.
@@ -283,7 +286,14 @@ impl TextFormat {
         self.value && !(self.timestamp || self.partition || self.offset || self.headers || self.key)
     }
 
-    fn write<M: Message>(&self, out: &mut impl Write, m: &M) -> std::io::Result<()> {
+    /// `key` and `value` are the message's, or what `--key-format`/`--value-format` decoded them to.
+    fn write<M: Message>(
+        &self,
+        out: &mut impl Write,
+        m: &M,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> std::io::Result<()> {
         // Kafka's DefaultMessageFormatter order: timestamp, partition, offset, headers, key, value.
         let mut first = true;
         let mut field = |out: &mut dyn Write| -> std::io::Result<()> {
@@ -326,11 +336,11 @@ impl TextFormat {
         }
         if self.key {
             field(out)?;
-            out.write_all(m.key().unwrap_or(&self.null))?;
+            out.write_all(key.unwrap_or(&self.null))?;
         }
         if self.value {
             field(out)?;
-            out.write_all(m.payload().unwrap_or(&self.null))?;
+            out.write_all(value.unwrap_or(&self.null))?;
         }
         out.write_all(&self.line_end)
     }
@@ -381,7 +391,17 @@ fn store_flushed<C: ConsumerContext>(
     }
 }
 
-fn write_json<M: Message>(out: &mut impl Write, m: &M) -> std::io::Result<()> {
+/// A field `--key-format`/`--value-format` decoded (JSON text, `None` for a null field), or `None` when the
+/// field is not decoded.
+type Decoded<'a> = Option<Option<&'a [u8]>>;
+
+/// `decoded`: the key and value as `--key-format`/`--value-format` decoded them, put into the object as
+/// JSON rather than as a string.
+fn write_json<M: Message>(
+    out: &mut impl Write,
+    m: &M,
+    decoded: (Decoded<'_>, Decoded<'_>),
+) -> std::io::Result<()> {
     let (ts_type, ts) = match m.timestamp() {
         Timestamp::CreateTime(t) => ("CreateTime", t),
         Timestamp::LogAppendTime(t) => ("LogAppendTime", t),
@@ -393,8 +413,22 @@ fn write_json<M: Message>(out: &mut impl Write, m: &M) -> std::io::Result<()> {
     obj.insert("offset".into(), json!(m.offset()));
     obj.insert("timestamp".into(), json!(ts));
     obj.insert("timestamp_type".into(), json!(ts_type));
-    text_or_hex(m.key(), "key", &mut obj);
-    text_or_hex(m.payload(), "value", &mut obj);
+    let as_json = |b: Option<&[u8]>| {
+        b.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    match decoded.0 {
+        Some(k) => {
+            obj.insert("key".into(), as_json(k));
+        }
+        None => text_or_hex(m.key(), "key", &mut obj),
+    }
+    match decoded.1 {
+        Some(v) => {
+            obj.insert("value".into(), as_json(v));
+        }
+        None => text_or_hex(m.payload(), "value", &mut obj),
+    }
     let hs: Vec<serde_json::Value> = m
         .headers()
         .map(|h| {
@@ -604,6 +638,11 @@ pub fn run(args: ConsumeArgs, interrupted: Arc<AtomicBool>) -> Result<(), CliErr
     }
     let start = start_at(&args)?;
     let text = TextFormat::new(&args)?;
+    #[cfg(feature = "registry")]
+    let mut decoders = crate::formats::Decoders::new(&args.schema)?;
+    // Records --key-format/--value-format could not decode: reported one by one, counted at the end.
+    #[allow(unused_mut)]
+    let mut undecodable = 0u64;
     let mut settings: Vec<(&str, String)> = vec![
         (
             "enable.partition.eof",
@@ -766,13 +805,56 @@ pub fn run(args: ConsumeArgs, interrupted: Arc<AtomicBool>) -> Result<(), CliErr
                     let p = m.partition();
                     at_end.retain(|(t, q)| !(*q == p && (single_topic || t == m.topic())));
                 }
-                let written = if value_only {
-                    out.write_all(m.payload().unwrap_or(&text.null))
+                #[cfg(feature = "registry")]
+                let decoded = if decoders.any() {
+                    let key = if text.key || args.format == Format::Json {
+                        decoders.key(m.key())
+                    } else {
+                        Ok(None)
+                    };
+                    match key.and_then(|k| Ok((k, decoders.value(m.payload())?))) {
+                        Ok(kv) => Some(kv),
+                        Err(e) => {
+                            undecodable += 1;
+                            note(format_args!(
+                                "error: {} partition {} offset {}: {e}; skipped",
+                                m.topic(),
+                                m.partition(),
+                                m.offset()
+                            ));
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                #[cfg(not(feature = "registry"))]
+                let decoded: Option<(Option<Vec<u8>>, Option<Vec<u8>>)> = None;
+                #[cfg(feature = "registry")]
+                let skip = decoders.any() && decoded.is_none();
+                #[cfg(not(feature = "registry"))]
+                let skip = false;
+                let (key, value) = match &decoded {
+                    Some((k, v)) => (k.as_deref().or(m.key()), v.as_deref()),
+                    None => (m.key(), m.payload()),
+                };
+                let written = if skip {
+                    Ok(())
+                } else if value_only {
+                    out.write_all(value.unwrap_or(&text.null))
                         .and_then(|()| out.write_all(&text.line_end))
                 } else if args.format == Format::Json {
-                    write_json(&mut out, &m)
+                    let d = decoded.as_ref().map(|(k, v)| (k.as_deref(), v.as_deref()));
+                    write_json(
+                        &mut out,
+                        &m,
+                        (
+                            d.filter(|_| key_decoded(&args)).map(|d| d.0),
+                            d.filter(|_| value_decoded(&args)).map(|d| d.1),
+                        ),
+                    )
                 } else {
-                    text.write(&mut out, &m)
+                    text.write(&mut out, &m, key, value)
                 };
                 if let Err(e) = written {
                     pipe_closed = e.kind() == std::io::ErrorKind::BrokenPipe;
@@ -868,11 +950,33 @@ pub fn run(args: ConsumeArgs, interrupted: Arc<AtomicBool>) -> Result<(), CliErr
     if let Some(e) = ctx_err {
         return Err(e);
     }
+    if undecodable > 0 && result.is_ok() && !pipe_closed {
+        return Err(CliError::failure(format!(
+            "{undecodable} of {count} records could not be decoded (each is named above)"
+        )));
+    }
     if pipe_closed {
         // As other Unix tools end on SIGPIPE: quietly, with 128 + 13.
         std::process::exit(141);
     }
     result
+}
+
+#[cfg(feature = "registry")]
+fn key_decoded(args: &ConsumeArgs) -> bool {
+    args.schema.key_format.is_some()
+}
+#[cfg(feature = "registry")]
+fn value_decoded(args: &ConsumeArgs) -> bool {
+    args.schema.value_format.is_some()
+}
+#[cfg(not(feature = "registry"))]
+fn key_decoded(_: &ConsumeArgs) -> bool {
+    false
+}
+#[cfg(not(feature = "registry"))]
+fn value_decoded(_: &ConsumeArgs) -> bool {
+    false
 }
 
 /// Marks the partitions an end-of-partition event for partition number `p` is about. librdkafka's event

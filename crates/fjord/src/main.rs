@@ -3,6 +3,8 @@
 //! `consume`, `bench`) talk to any Kafka-compatible broker through librdkafka; `transactions` speaks the Kafka
 //! protocol itself (`wire`), as librdkafka has no API for its requests.
 
+#[cfg(feature = "registry")]
+mod avro_json;
 mod bench;
 mod client;
 mod cluster;
@@ -10,11 +12,17 @@ mod configs;
 #[cfg(feature = "connect")]
 mod connect;
 mod consume;
+#[cfg(feature = "registry")]
+mod formats;
 mod groups;
 mod local_cluster;
 mod ops;
 mod produce;
 mod records;
+#[cfg(feature = "registry")]
+mod registry_client;
+#[cfg(feature = "registry")]
+mod schemas;
 mod serve;
 mod signals;
 mod timespec;
@@ -51,7 +59,14 @@ Examples:
   fjord records delete --topic orders --partition 0 --before-offset 1000
   fjord transactions list --state ongoing      # open transactions and their producers
   fjord connect standalone worker.properties file-source.properties   # Kafka Connect, REST on :8083
+  fjord schemas list                           # subjects in the schema registry on :8081
   fjord bench produce --messages 1000000 --size 100";
+
+#[cfg(feature = "registry")]
+const SCHEMAS_AFTER_HELP: &str = "\
+Exit codes: 0 success, 1 failure (the registry refused, or `compat` found the schema incompatible),
+2 bad arguments, 3 registry unreachable. The registry URL defaults to http://127.0.0.1:8081 (or
+$FJORD_REGISTRY_URL).";
 
 #[derive(Parser)]
 #[command(name = "fjord", version, about = "Fjord: a Kafka-compatible event-streaming platform", after_help = AFTER_HELP)]
@@ -175,6 +190,11 @@ enum Cmd {
     /// Measure throughput and latency (see the README for results on the reference machine).
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// List, show, register and delete schemas, check compatibility and set compatibility levels in a
+    /// Confluent-compatible schema registry (--registry-url, default http://127.0.0.1:8081).
+    #[cfg(feature = "registry")]
+    #[command(subcommand, after_help = SCHEMAS_AFTER_HELP)]
+    Schemas(schemas::SchemasCmd),
 }
 
 #[derive(Args)]
@@ -307,6 +327,8 @@ fn main() -> ExitCode {
         Cmd::Transactions(cmd) => transactions::run(cmd),
         Cmd::Produce(args) => signals::watch().and_then(|stop| produce::run(args, stop)),
         Cmd::Consume(args) => signals::watch().and_then(|stop| consume::run(args, stop)),
+        #[cfg(feature = "registry")]
+        Cmd::Schemas(cmd) => schemas::run(cmd),
         Cmd::Bench(bench::BenchCmd::Produce(b)) => bench::produce(b),
         Cmd::Bench(bench::BenchCmd::Consume(b)) => bench::consume(b),
         Cmd::Bench(bench::BenchCmd::E2e(b)) => bench::e2e(b),

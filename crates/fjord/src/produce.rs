@@ -113,6 +113,9 @@ pub struct ProduceArgs {
     pub producer_properties: Vec<String>,
     #[command(flatten)]
     pub client: ClientArgs,
+    #[cfg(feature = "registry")]
+    #[command(flatten)]
+    pub schema: crate::formats::ProduceFormatArgs,
 }
 
 /// Counts failed deliveries and keeps the first failure (line number and reason) to report it. Only
@@ -384,6 +387,10 @@ fn spawn_reader(input: Box<dyn Read + Send>, limit: usize) -> Receiver<std::io::
 struct Parsed<'a> {
     key: Option<std::borrow::Cow<'a, [u8]>>,
     value: Option<std::borrow::Cow<'a, [u8]>>,
+    /// With `--format json`, the JSON of "key" and "value" as given (for `--key-format`/`--value-format`,
+    /// which encode the JSON value itself, not its text).
+    key_json: Option<serde_json::Value>,
+    value_json: Option<serde_json::Value>,
     headers: Vec<(String, Option<Vec<u8>>)>,
     partition: Option<i32>,
     timestamp: Option<i64>,
@@ -426,6 +433,8 @@ impl LineFormat {
             headers: Vec::new(),
             partition: None,
             timestamp: None,
+            key_json: None,
+            value_json: None,
         })
     }
 }
@@ -506,7 +515,52 @@ fn parse_json(line: &[u8]) -> Result<Parsed<'_>, String> {
         headers,
         partition,
         timestamp,
+        key_json: obj.get("key").cloned(),
+        value_json: obj.get("value").cloned(),
     })
+}
+
+/// `--key-format`/`--value-format`: the key and value become Confluent's wire format. The JSON comes from the
+/// JSON line's "key"/"value" (`--format json`), else from the line's text; null stays null (a tombstone).
+#[cfg(feature = "registry")]
+fn encode_schema_fields(
+    m: &mut Parsed<'_>,
+    encoders: &crate::formats::Encoders,
+    json_lines: bool,
+) -> Result<(), String> {
+    use std::borrow::Cow;
+    let encode = |enc: &crate::formats::Encoder,
+                  text: &Option<Cow<'_, [u8]>>,
+                  given: &Option<serde_json::Value>,
+                  name: &str|
+     -> Result<Option<Vec<u8>>, String> {
+        let j = if json_lines {
+            match given {
+                None | Some(serde_json::Value::Null) => return Ok(None),
+                Some(j) => j.clone(),
+            }
+        } else {
+            match text {
+                None => return Ok(None),
+                Some(t) => serde_json::from_slice(t).map_err(|e| {
+                    format!(
+                        "the {name} is not JSON ({e}); give it as JSON, e.g. a string in quotes"
+                    )
+                })?,
+            }
+        };
+        if j.is_null() {
+            return Ok(None);
+        }
+        enc.encode(&j).map(Some)
+    };
+    if let Some(enc) = &encoders.value {
+        m.value = encode(enc, &m.value, &m.value_json, "value")?.map(Cow::Owned);
+    }
+    if let Some(enc) = &encoders.key {
+        m.key = encode(enc, &m.key, &m.key_json, "key")?.map(Cow::Owned);
+    }
+    Ok(())
 }
 
 fn json_header_value(v: &serde_json::Value) -> Result<Option<Vec<u8>>, String> {
@@ -599,6 +653,8 @@ pub fn run(mut args: ProduceArgs, interrupted: Arc<AtomicBool>) -> Result<(), Cl
         ));
     }
     let headers = parse_headers(&args.headers)?;
+    #[cfg(feature = "registry")]
+    let encoders = crate::formats::Encoders::new(&args.schema, &topic)?;
     let fixed_headers: Vec<(&str, Option<&[u8]>)> = args
         .headers
         .iter()
@@ -709,7 +765,10 @@ pub fn run(mut args: ProduceArgs, interrupted: Arc<AtomicBool>) -> Result<(), Cl
             Ok(l) => l,
             Err(len) => return Err(fail(too_large(len as usize, len as usize, limit))),
         };
-        let m = format.parse(line).map_err(fail)?;
+        #[allow(unused_mut)]
+        let mut m = format.parse(line).map_err(fail)?;
+        #[cfg(feature = "registry")]
+        encode_schema_fields(&mut m, &encoders, format.json).map_err(fail)?;
         let partition = m.partition.or(args.partition);
         if let Some(p) = partition {
             if p as usize >= partitions {

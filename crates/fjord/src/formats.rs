@@ -1,0 +1,632 @@
+//! Schema-registry formats of the console tools (`--value-format` / `--key-format`): how a JSON line becomes
+//! the bytes a Confluent serializer would write, and back.
+//!
+//! Confluent's wire format is a magic byte 0, the schema id as 4 bytes big-endian, then the body: Avro binary
+//! for Avro, the JSON text for JSON Schema. Producing resolves the schema once at start (registering it under
+//! the subject the naming strategy gives, or looking it up, or fetching it by id); consuming fetches each
+//! writer schema by the id in the record, once per id. A format is one arm of [`Format`]; Protobuf (message
+//! indexes after the id) would be another.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use apache_avro::Schema;
+use clap::{Args, ValueEnum};
+use serde_json::{json, Value};
+
+use crate::avro_json::{self, Names};
+use crate::client::CliError;
+use crate::registry_client::{segment, RegistryClient, RegistryError};
+use crate::schemas::RegistryArgs;
+
+/// At most this many schemas are fetched to resolve the references of one schema.
+const MAX_REFERENCES: usize = 64;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, ValueEnum)]
+pub enum Format {
+    /// Avro binary in Confluent's wire format (kafka-avro-console-producer/consumer).
+    Avro,
+    /// JSON text in Confluent's wire format, schema from the registry (JSON Schema).
+    JsonSchema,
+}
+
+impl Format {
+    /// The `schemaType` the registry stores.
+    fn schema_type(self) -> &'static str {
+        match self {
+            Format::Avro => "AVRO",
+            Format::JsonSchema => "JSON",
+        }
+    }
+    fn flag_name(self) -> &'static str {
+        match self {
+            Format::Avro => "avro",
+            Format::JsonSchema => "json-schema",
+        }
+    }
+}
+
+/// Which subject a schema is registered under (Confluent's `*.subject.name.strategy`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SubjectStrategy {
+    /// TOPIC-value / TOPIC-key (TopicNameStrategy, the default).
+    Topic,
+    /// The record's full name (RecordNameStrategy).
+    Record,
+    /// TOPIC-RECORDNAME (TopicRecordNameStrategy).
+    TopicRecord,
+}
+
+/// The producer's schema options.
+#[derive(Args, Clone)]
+pub struct ProduceFormatArgs {
+    /// Encode each value with a schema from the registry: the line (or the JSON line's "value") is the
+    /// value in JSON (Avro's JSON encoding, or plain JSON with unions unwrapped).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        help_heading = "Schema registry"
+    )]
+    pub value_format: Option<Format>,
+    /// The value schema, from a file (registered under the subject unless --no-register).
+    #[arg(long, value_name = "FILE", help_heading = "Schema registry",
+          conflicts_with_all = ["value_schema", "value_schema_id"])]
+    pub value_schema_file: Option<PathBuf>,
+    /// The value schema itself.
+    #[arg(
+        long,
+        value_name = "SCHEMA",
+        help_heading = "Schema registry",
+        conflicts_with = "value_schema_id"
+    )]
+    pub value_schema: Option<String>,
+    /// Use the registered schema with this id for values.
+    #[arg(long, value_name = "ID", help_heading = "Schema registry")]
+    pub value_schema_id: Option<u32>,
+    /// Encode each key with a schema from the registry (the key part of the line, or the JSON line's "key").
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        help_heading = "Schema registry"
+    )]
+    pub key_format: Option<Format>,
+    /// The key schema, from a file.
+    #[arg(long, value_name = "FILE", help_heading = "Schema registry",
+          conflicts_with_all = ["key_schema", "key_schema_id"])]
+    pub key_schema_file: Option<PathBuf>,
+    /// The key schema itself.
+    #[arg(
+        long,
+        value_name = "SCHEMA",
+        help_heading = "Schema registry",
+        conflicts_with = "key_schema_id"
+    )]
+    pub key_schema: Option<String>,
+    /// Use the registered schema with this id for keys.
+    #[arg(long, value_name = "ID", help_heading = "Schema registry")]
+    pub key_schema_id: Option<u32>,
+    /// The subject a schema is registered under: topic (TOPIC-value, TOPIC-key), record (the record's full
+    /// name) or topic-record (TOPIC-RECORDNAME).
+    #[arg(long, value_enum, default_value_t = SubjectStrategy::Topic, help_heading = "Schema registry")]
+    pub subject_name_strategy: SubjectStrategy,
+    /// Do not register the schema: it must already be registered under the subject (auto.register.schemas=false).
+    #[arg(long, help_heading = "Schema registry")]
+    pub no_register: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// The consumer's schema options.
+#[derive(Args, Clone)]
+pub struct ConsumeFormatArgs {
+    /// Decode each value written in Confluent's wire format with its schema from the registry and print it
+    /// as JSON (Avro's JSON encoding for avro).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        help_heading = "Schema registry"
+    )]
+    pub value_format: Option<Format>,
+    /// Decode each key likewise.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        help_heading = "Schema registry"
+    )]
+    pub key_format: Option<Format>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// A schema ready to encode or decode with.
+enum Codec {
+    /// Boxed: one codec per schema id, and the Avro one is large.
+    Avro(Box<AvroCodec>),
+    Json,
+}
+
+struct AvroCodec {
+    schema: Schema,
+    /// The schemas it references (by name), resolved through the registry.
+    references: Vec<Schema>,
+    names: Names,
+}
+
+impl Codec {
+    /// Builds the codec for a registered schema (`schema` as the registry holds it, with its references).
+    fn new(
+        client: &RegistryClient,
+        format: Format,
+        text: &str,
+        schema_type: &str,
+        references: &Value,
+    ) -> Result<Codec, String> {
+        if schema_type != format.schema_type() {
+            return Err(format!(
+                "the schema is of type {schema_type}, not {} as --*-format {} says",
+                format.schema_type(),
+                format.flag_name()
+            ));
+        }
+        match format {
+            Format::Avro => {
+                let mut texts = Vec::new();
+                fetch_references(client, references, &mut texts, 0)?;
+                let (schema, references) = if texts.is_empty() {
+                    (
+                        Schema::parse_str(text).map_err(|e| format!("not an Avro schema: {e}"))?,
+                        Vec::new(),
+                    )
+                } else {
+                    Schema::parse_str_with_list(text, &texts)
+                        .map_err(|e| format!("not an Avro schema with its references: {e}"))?
+                };
+                let names = {
+                    let mut all: Vec<&Schema> = vec![&schema];
+                    all.extend(references.iter());
+                    Names::of(&all)
+                };
+                Ok(Codec::Avro(Box::new(AvroCodec {
+                    schema,
+                    references,
+                    names,
+                })))
+            }
+            Format::JsonSchema => Ok(Codec::Json),
+        }
+    }
+
+    fn encode_body(&self, j: &Value, out: &mut Vec<u8>) -> Result<(), String> {
+        match self {
+            Codec::Avro(c) => {
+                let AvroCodec {
+                    schema,
+                    references,
+                    names,
+                } = &**c;
+                let v = avro_json::from_json(j, schema, names)?;
+                let writer = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+                    .schemata(references.iter().collect())
+                    .map_err(|e| e.to_string())?
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                writer
+                    .write_value(out, v)
+                    .map_err(|e| format!("does not fit the schema: {e}"))?;
+                Ok(())
+            }
+            Codec::Json => {
+                out.extend_from_slice(j.to_string().as_bytes());
+                Ok(())
+            }
+        }
+    }
+
+    fn decode_body(&self, body: &[u8]) -> Result<String, String> {
+        match self {
+            Codec::Avro(c) => {
+                let AvroCodec {
+                    schema,
+                    references,
+                    names,
+                } = &**c;
+                let reader = apache_avro::reader::datum::GenericDatumReader::builder(schema)
+                    .writer_schemata(references.iter().collect())
+                    .map_err(|e| e.to_string())?
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let mut rest = body;
+                let v = reader
+                    .read_value(&mut rest)
+                    .map_err(|e| format!("the Avro body does not decode with its schema: {e}"))?;
+                if !rest.is_empty() {
+                    return Err(format!(
+                        "{} bytes are left after the Avro record (not written with this schema?)",
+                        rest.len()
+                    ));
+                }
+                avro_json::to_json(&v, schema, names)
+            }
+            Codec::Json => {
+                let v: Value = serde_json::from_slice(body)
+                    .map_err(|e| format!("the body is not JSON: {e}"))?;
+                Ok(v.to_string())
+            }
+        }
+    }
+}
+
+/// Fetches the referenced schemas (and theirs), dependencies first, at most [`MAX_REFERENCES`].
+fn fetch_references(
+    client: &RegistryClient,
+    references: &Value,
+    out: &mut Vec<String>,
+    depth: usize,
+) -> Result<(), String> {
+    let Some(refs) = references.as_array() else {
+        return Ok(());
+    };
+    for r in refs {
+        if out.len() >= MAX_REFERENCES || depth > MAX_REFERENCES {
+            return Err(format!("more than {MAX_REFERENCES} referenced schemas"));
+        }
+        let (Some(subject), Some(version)) = (r["subject"].as_str(), r["version"].as_i64()) else {
+            return Err(format!("a reference without subject and version: {r}"));
+        };
+        let v = client
+            .get(&format!(
+                "/subjects/{}/versions/{version}",
+                segment(subject)
+            ))
+            .map_err(|e| {
+                format!(
+                    "cannot fetch the referenced schema {subject} version {version}: {}",
+                    client.explain("", e).message.trim_start_matches(": ")
+                )
+            })?;
+        fetch_references(client, &v["references"], out, depth + 1)?;
+        if let Some(text) = v["schema"].as_str() {
+            if !out.iter().any(|t| t == text) {
+                out.push(text.to_string());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A field's encoder: the schema id and its codec.
+pub struct Encoder {
+    id: u32,
+    codec: Codec,
+    /// `--key-format` or `--value-format`, for messages.
+    field: &'static str,
+}
+
+impl Encoder {
+    /// The bytes of `j` in Confluent's wire format.
+    pub fn encode(&self, j: &Value) -> Result<Vec<u8>, String> {
+        let mut out = Vec::with_capacity(64);
+        out.push(0);
+        out.extend_from_slice(&self.id.to_be_bytes());
+        self.codec
+            .encode_body(j, &mut out)
+            .map_err(|e| format!("the {} {e}", self.field))?;
+        Ok(out)
+    }
+}
+
+/// The key and value encoders the producer's options ask for.
+pub struct Encoders {
+    pub key: Option<Encoder>,
+    pub value: Option<Encoder>,
+}
+
+impl Encoders {
+    pub fn new(args: &ProduceFormatArgs, topic: &str) -> Result<Encoders, CliError> {
+        let given = |file: &Option<PathBuf>, text: &Option<String>, id: &Option<u32>| {
+            file.is_some() || text.is_some() || id.is_some()
+        };
+        if args.value_format.is_none()
+            && given(
+                &args.value_schema_file,
+                &args.value_schema,
+                &args.value_schema_id,
+            )
+        {
+            return Err(CliError::bad_args(
+                "a value schema was given without --value-format (e.g. --value-format avro)",
+            ));
+        }
+        if args.key_format.is_none()
+            && given(&args.key_schema_file, &args.key_schema, &args.key_schema_id)
+        {
+            return Err(CliError::bad_args(
+                "a key schema was given without --key-format (e.g. --key-format avro)",
+            ));
+        }
+        if args.value_format.is_none() && args.key_format.is_none() {
+            return Ok(Encoders {
+                key: None,
+                value: None,
+            });
+        }
+        let client = args.registry.client()?;
+        let value = args
+            .value_format
+            .map(|f| {
+                encoder(
+                    &client,
+                    args,
+                    topic,
+                    f,
+                    false,
+                    (
+                        &args.value_schema_file,
+                        &args.value_schema,
+                        args.value_schema_id,
+                    ),
+                )
+            })
+            .transpose()?;
+        let key = args
+            .key_format
+            .map(|f| {
+                encoder(
+                    &client,
+                    args,
+                    topic,
+                    f,
+                    true,
+                    (&args.key_schema_file, &args.key_schema, args.key_schema_id),
+                )
+            })
+            .transpose()?;
+        Ok(Encoders { key, value })
+    }
+}
+
+fn encoder(
+    client: &RegistryClient,
+    args: &ProduceFormatArgs,
+    topic: &str,
+    format: Format,
+    is_key: bool,
+    (file, inline, id): (&Option<PathBuf>, &Option<String>, Option<u32>),
+) -> Result<Encoder, CliError> {
+    let which = if is_key { "key" } else { "value" };
+    let field: &'static str = if is_key { "key" } else { "value" };
+    if let Some(id) = id {
+        let what = format!("cannot fetch the {which} schema with id {id}");
+        let v = client
+            .get(&format!("/schemas/ids/{id}"))
+            .map_err(|e| client.explain(&what, e))?;
+        let codec = Codec::new(
+            client,
+            format,
+            v["schema"].as_str().unwrap_or_default(),
+            v["schemaType"].as_str().unwrap_or("AVRO"),
+            &v["references"],
+        )
+        .map_err(|e| CliError::failure(format!("{what}: {e}")))?;
+        return Ok(Encoder { id, codec, field });
+    }
+    let text = match (file, inline) {
+        (Some(f), _) => std::fs::read_to_string(f).map_err(|e| {
+            CliError::failure(format!("cannot read the {which} schema file {}: {e}", f.display()))
+        })?,
+        (None, Some(s)) => s.clone(),
+        (None, None) => {
+            return Err(CliError::bad_args(format!(
+                "--{which}-format {} needs a schema: --{which}-schema-file FILE, --{which}-schema TEXT or --{which}-schema-id ID",
+                format.flag_name()
+            )))
+        }
+    };
+    // Parsed here first, so that a bad schema is reported by what is wrong with it, before the registry.
+    let codec = Codec::new(client, format, &text, format.schema_type(), &Value::Null)
+        .map_err(|e| CliError::failure(format!("the {which} schema: {e}")))?;
+    let record_name = || -> Result<String, CliError> {
+        let name = match (&codec, format) {
+            (Codec::Avro(c), _) => c.schema.name().map(|n| n.fullname(None)),
+            (Codec::Json, _) => serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["title"].as_str().map(str::to_string)),
+        };
+        name.ok_or_else(|| {
+            CliError::bad_args(format!(
+                "--subject-name-strategy {} needs a named {which} schema (an Avro record, enum or fixed; a JSON Schema with a title)",
+                match args.subject_name_strategy {
+                    SubjectStrategy::Record => "record",
+                    _ => "topic-record",
+                }
+            ))
+        })
+    };
+    let subject = match args.subject_name_strategy {
+        SubjectStrategy::Topic => format!("{topic}-{which}"),
+        SubjectStrategy::Record => record_name()?,
+        SubjectStrategy::TopicRecord => format!("{topic}-{}", record_name()?),
+    };
+    let mut body = json!({ "schema": text });
+    if format != Format::Avro {
+        body["schemaType"] = json!(format.schema_type());
+    }
+    let (path, what) = if args.no_register {
+        (
+            format!("/subjects/{}", segment(&subject)),
+            format!("the {which} schema is not registered under `{subject}` (--no-register)"),
+        )
+    } else {
+        (
+            format!("/subjects/{}/versions", segment(&subject)),
+            format!("cannot register the {which} schema under `{subject}`"),
+        )
+    };
+    let v = client.post(&path, &body).map_err(|e| match e {
+        RegistryError::Api { code: 40401, .. } | RegistryError::Api { code: 40403, .. }
+            if args.no_register =>
+        {
+            CliError::failure(format!(
+                "{what}; register it with `fjord schemas register {subject} --schema-file FILE` or leave out --no-register"
+            ))
+        }
+        e => client.explain(&what, e),
+    })?;
+    let id = v["id"]
+        .as_u64()
+        .and_then(|i| u32::try_from(i).ok())
+        .ok_or_else(|| CliError::failure(format!("{what}: the registry answered no id: {v}")))?;
+    Ok(Encoder { id, codec, field })
+}
+
+/// Decodes records written in Confluent's wire format, fetching each writer schema once by its id.
+pub struct Decoders {
+    key: Option<Format>,
+    value: Option<Format>,
+    client: Option<RegistryClient>,
+    /// By (format, id): the codec, or why the schema cannot be used (asked once, not per record).
+    cache: HashMap<(Format, u32), Result<Codec, String>>,
+}
+
+impl Decoders {
+    pub fn new(args: &ConsumeFormatArgs) -> Result<Decoders, CliError> {
+        let client = if args.key_format.is_some() || args.value_format.is_some() {
+            Some(args.registry.client()?)
+        } else {
+            None
+        };
+        Ok(Decoders {
+            key: args.key_format,
+            value: args.value_format,
+            client,
+            cache: HashMap::new(),
+        })
+    }
+
+    pub fn any(&self) -> bool {
+        self.key.is_some() || self.value.is_some()
+    }
+
+    pub fn key(&mut self, bytes: Option<&[u8]>) -> Result<Option<Vec<u8>>, String> {
+        match (self.key, bytes) {
+            (Some(f), Some(b)) => self.decode(f, b).map(|s| Some(s.into_bytes())),
+            (_, b) => Ok(b.map(<[u8]>::to_vec)),
+        }
+    }
+
+    pub fn value(&mut self, bytes: Option<&[u8]>) -> Result<Option<Vec<u8>>, String> {
+        match (self.value, bytes) {
+            (Some(f), Some(b)) => self.decode(f, b).map(|s| Some(s.into_bytes())),
+            (_, b) => Ok(b.map(<[u8]>::to_vec)),
+        }
+    }
+
+    /// One field in the wire format, decoded to JSON text with the writer schema its id names.
+    fn decode(&mut self, format: Format, b: &[u8]) -> Result<String, String> {
+        if b.len() < 5 || b[0] != 0 {
+            return Err(match b.first() {
+                None => "empty, not in Confluent's wire format (magic byte 0, 4-byte schema id, body)".into(),
+                Some(0) => format!("only {} bytes: too short for Confluent's wire format (magic byte 0, 4-byte schema id, body)", b.len()),
+                Some(m) => format!(
+                    "not in Confluent's wire format: the first byte is 0x{m:02x}, not the magic byte 0 (was it written without a schema registry serializer?)"
+                ),
+            });
+        }
+        let id = u32::from_be_bytes([b[1], b[2], b[3], b[4]]);
+        if !self.cache.contains_key(&(format, id)) {
+            let client = self.client.as_ref().ok_or("no registry client")?;
+            let fetched = match client.get(&format!("/schemas/ids/{id}")) {
+                Ok(v) => Codec::new(
+                    client,
+                    format,
+                    v["schema"].as_str().unwrap_or_default(),
+                    v["schemaType"].as_str().unwrap_or("AVRO"),
+                    &v["references"],
+                )
+                .map_err(|e| format!("schema id {id}: {e}")),
+                // An unreachable registry is not remembered: the next record asks again.
+                Err(e @ RegistryError::Unreachable(_)) => {
+                    return Err(client
+                        .explain(&format!("cannot fetch schema id {id}"), e)
+                        .message)
+                }
+                Err(e) => Err(client.explain(&format!("schema id {id}"), e).message),
+            };
+            self.cache.insert((format, id), fetched);
+        }
+        match &self.cache[&(format, id)] {
+            Ok(codec) => codec
+                .decode_body(&b[5..])
+                .map_err(|e| format!("schema id {id}: {e}")),
+            Err(e) => Err(e.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn avro_codec(s: &str) -> Codec {
+        let schema = Schema::parse_str(s).unwrap();
+        let names = Names::of(&[&schema]);
+        Codec::Avro(Box::new(AvroCodec {
+            schema,
+            references: Vec::new(),
+            names,
+        }))
+    }
+
+    #[test]
+    fn confluent_wire_format_is_magic_id_body() {
+        let e = Encoder {
+            id: 258,
+            codec: avro_codec(r#""string""#),
+            field: "value",
+        };
+        // Avro binary of "ab": zigzag length 2 (0x04), then the bytes.
+        assert_eq!(
+            e.encode(&json!("ab")).unwrap(),
+            vec![0, 0, 0, 1, 2, 4, b'a', b'b']
+        );
+        let j = Encoder {
+            id: 1,
+            codec: Codec::Json,
+            field: "value",
+        };
+        assert_eq!(
+            j.encode(&json!({"a": 1})).unwrap(),
+            b"\0\0\0\0\x01{\"a\":1}".to_vec()
+        );
+    }
+
+    #[test]
+    fn records_not_in_the_wire_format_are_named_as_such() {
+        let mut d = Decoders {
+            key: None,
+            value: Some(Format::Avro),
+            client: None,
+            cache: HashMap::new(),
+        };
+        let e = d.value(Some(b"{\"plain\":1}")).unwrap_err();
+        assert!(e.contains("first byte is 0x7b"), "{e}");
+        let e = d.value(Some(&[0, 0, 1])).unwrap_err();
+        assert!(e.contains("too short"), "{e}");
+        // A null value (tombstone) stays null; keys without --key-format pass through.
+        assert_eq!(d.value(None).unwrap(), None);
+        assert_eq!(d.key(Some(b"k")).unwrap(), Some(b"k".to_vec()));
+        // A cached schema decodes; trailing bytes mean the wrong schema.
+        d.cache
+            .insert((Format::Avro, 7), Ok(avro_codec(r#""long""#)));
+        assert_eq!(
+            d.value(Some(&[0, 0, 0, 0, 7, 2])).unwrap(),
+            Some(b"1".to_vec())
+        );
+        let e = d.value(Some(&[0, 0, 0, 0, 7, 2, 2])).unwrap_err();
+        assert!(e.contains("1 bytes are left"), "{e}");
+    }
+}
