@@ -608,3 +608,74 @@ fn broker_killed_with_sigkill_mid_registration_loses_no_acknowledged_schema_and_
         kill9(p);
     }
 }
+
+#[test]
+fn a_paused_primary_is_fenced_when_it_resumes_and_never_writes_a_colliding_id() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("broker"), &[]);
+    let (a, a_addr) = spawn_member(&broker.bootstrap, "zombie", &[]);
+    let (b, b_addr) = spawn_member(&broker.bootstrap, "zombie", &[]);
+    let mut procs = [a, b];
+    let addrs = [a_addr.as_str(), b_addr.as_str()];
+    let p = wait_for_one_primary(&addrs);
+    let s = 1 - p;
+    let first = register(addrs[p], "first", &record_schema("First"));
+
+    // Pause the primary past its session: the group gives the election to the other instance, whose
+    // init_transactions fences the paused one.
+    let pid = procs[p].id().to_string();
+    let _ = Command::new("kill").args(["-STOP", &pid]).status();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while primary_of(addrs[s])["primary"] != json!(true) {
+        assert!(
+            Instant::now() < deadline,
+            "the other instance never took over"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let during = register(addrs[s], "during", &record_schema("During"));
+    assert_eq!(during, first + 1);
+
+    // Resumed, the old primary may still believe it is the primary for a moment: its write must not commit
+    // with an id of its own; it is fenced and the write goes to the new primary (or fails, retryable).
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    let (st, v) = try_register(addrs[p], "zombie", &record_schema("Zombie"));
+    eprintln!("the resumed primary answered {st} {v}");
+    if st == 200 {
+        assert_eq!(v["id"].as_i64(), Some(during + 1), "{v}");
+    } else {
+        assert_eq!((st, v["error_code"].as_i64()), (500, Some(50004)), "{v}");
+    }
+    let after = register(addrs[p], "after", &record_schema("After"));
+    let expected = if st == 200 { during + 2 } else { during + 1 };
+    assert_eq!(after, expected);
+    assert_eq!(primary_of(addrs[s])["primary"], json!(true));
+    assert_eq!(primary_of(addrs[p])["primary"], json!(false));
+    // Every subject has one version and every id is distinct, on both instances.
+    for addr in addrs {
+        let subjects = http(addr, "GET", "/subjects", None).1;
+        let mut ids = Vec::new();
+        for subject in subjects.as_array().unwrap() {
+            let subject = subject.as_str().unwrap();
+            eventually(addr, &format!("/subjects/{subject}/versions"), &json!([1]));
+            ids.push(
+                http(
+                    addr,
+                    "GET",
+                    &format!("/subjects/{subject}/versions/1"),
+                    None,
+                )
+                .1["id"]
+                    .as_i64()
+                    .unwrap(),
+            );
+        }
+        let n = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "{addr}: {subjects}");
+    }
+    for p in &mut procs {
+        kill9(p);
+    }
+}
