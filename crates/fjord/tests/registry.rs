@@ -493,9 +493,39 @@ fn read_only_mode_answers_42205_on_every_instance_and_an_ineligible_instance_for
     let (st, _) = try_register(&a_addr, "closed", &record_schema("Closed"));
     assert_eq!(st, 422);
 
-    // With the only eligible instance gone, writes through the follower fail with 50004, never silently.
+    // IMPORT through the follower (the query string is forwarded too): the given id and version are kept, and
+    // later ids continue after it.
+    let import = json!({"mode": "IMPORT"}).to_string();
+    let (st, v) = http(&b_addr, "PUT", "/mode", Some(import.as_bytes()));
+    assert_eq!(
+        (st, v["error_code"].as_i64()),
+        (422, Some(42205)),
+        "not empty: {v}"
+    );
+    let (st, v) = http(&b_addr, "PUT", "/mode?force=true", Some(import.as_bytes()));
+    assert_eq!((st, v.clone()), (200, json!({"mode": "IMPORT"})), "{v}");
+    let body = json!({"schema": record_schema("Imported"), "id": 100, "version": 7}).to_string();
+    let (st, v) = http(
+        &b_addr,
+        "POST",
+        "/subjects/imported/versions",
+        Some(body.as_bytes()),
+    );
+    assert_eq!((st, v.clone()), (200, json!({"id": 100})), "{v}");
+    assert_eq!(
+        http(&b_addr, "GET", "/subjects/imported/versions", None).1,
+        json!([7])
+    );
+    eventually(
+        &a_addr,
+        "/schemas/ids/100/versions",
+        &json!([{"subject": "imported", "version": 7}]),
+    );
     let (st, _) = http(&b_addr, "PUT", "/mode", Some(rw.as_bytes()));
     assert_eq!(st, 200);
+    assert_eq!(register(&a_addr, "next", &record_schema("Next")), 101);
+
+    // With the only eligible instance gone, writes through the follower fail with 50004, never silently.
     kill9(&mut a);
     let (st, v) = try_register(&b_addr, "orphan", &record_schema("Orphan"));
     assert_eq!((st, v["error_code"].as_i64()), (500, Some(50004)), "{v}");
