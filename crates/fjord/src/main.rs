@@ -103,7 +103,11 @@ enum Cmd {
     ///
     /// Schemas live in the compacted `_schemas` topic in Confluent's record format (created if missing).
     ///
+    /// Several instances on one schemas topic elect one primary (the Kafka group --group-id); the others
+    /// forward writes to it and serve reads themselves.
+    ///
     /// Example: fjord registry --bootstrap-server localhost:9092 --listen 127.0.0.1:8081
+    /// Example: fjord registry -b kafka:9092 --listen 0.0.0.0:8081 --advertised-url http://reg2:8081
     #[cfg(feature = "registry")]
     #[command(verbatim_doc_comment)]
     Registry {

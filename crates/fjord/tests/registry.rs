@@ -709,3 +709,25 @@ fn a_paused_primary_is_fenced_when_it_resumes_and_never_writes_a_colliding_id() 
         kill9(p);
     }
 }
+
+#[test]
+fn a_bad_advertised_url_is_refused_with_a_message_before_anything_starts() {
+    let out = run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_fjord")).args([
+            "registry",
+            "--bootstrap-server",
+            "127.0.0.1:1",
+            "--listen",
+            "127.0.0.1:0",
+            "--advertised-url",
+            "https://reg:8081",
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--advertised-url") && err.contains("http://HOST:PORT"),
+        "{err}"
+    );
+}
