@@ -6,10 +6,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body as AxumBody, Bytes};
 use axum::extract::rejection::BytesRejection;
+use axum::extract::Request;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -17,11 +19,15 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::error::{Error, Result, CONTENT_TYPE};
+use crate::error::{Error, NotPrimaryMarker, Result, CONTENT_TYPE};
+use crate::forward::{forward, ForwardError, FORWARDED_HEADER};
 use crate::registry::{Registry, SchemaRequest, VersionSpec};
+use crate::store::Role;
 
 /// The largest request body accepted (Confluent's default `max.request.size`-like cap; a schema is far smaller).
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// How long a write waits for a primary to be elected (or to come back) before answering 50004.
+pub const PRIMARY_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 type Reg = State<Arc<Registry>>;
 type Params = Query<HashMap<String, String>>;
@@ -30,6 +36,7 @@ type Body = std::result::Result<Bytes, BytesRejection>;
 pub fn router(registry: Arc<Registry>) -> Router {
     Router::new()
         .route("/", get(root))
+        .route("/v1/metadata/primary", get(primary))
         .route("/subjects", get(list_subjects))
         .route("/subjects/{subject}", post(lookup).delete(delete_subject))
         .route(
@@ -83,7 +90,120 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            registry.clone(),
+            route_writes,
+        ))
         .with_state(registry)
+}
+
+/// Whether a request changes the registry (and so must be served by the primary): registrations, deletes, and
+/// every PUT and DELETE of config and mode. Lookups and compatibility checks are POSTs that only read.
+pub fn is_write(method: &Method, path: &str) -> bool {
+    match *method {
+        Method::PUT | Method::DELETE => true,
+        Method::POST => {
+            path.starts_with("/subjects/") && path.trim_end_matches('/').ends_with("/versions")
+        }
+        _ => false,
+    }
+}
+
+/// Serves a write here when this instance is the primary, and forwards it to the primary otherwise: the
+/// primary's answer is returned as it is, after this instance has read the topic past it (so that the client
+/// reads its own write from either instance). Reads are always served here.
+async fn route_writes(State(r): Reg, req: Request, next: Next) -> Response {
+    if !is_write(req.method(), req.uri().path()) {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return Error::PayloadTooLarge(MAX_BODY_BYTES).into_response();
+    };
+    let forwarded = parts.headers.contains_key(FORWARDED_HEADER);
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_string(), |p| p.to_string());
+    let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
+    let method = parts.method.clone();
+    let deadline = tokio::time::Instant::now() + PRIMARY_WAIT;
+    let mut local = Some(parts);
+    let mut last = String::from("no primary is elected");
+    loop {
+        match r.store().role() {
+            Role::Primary if local.is_some() => {
+                let parts = local.take().expect("checked");
+                let resp = next
+                    .clone()
+                    .run(Request::from_parts(parts, AxumBody::from(bytes.clone())))
+                    .await;
+                // Demoted before writing anything: the write goes to the new primary instead.
+                if forwarded || resp.extensions().get::<NotPrimaryMarker>().is_none() {
+                    return resp;
+                }
+                last = "this instance stopped being the primary".into();
+            }
+            Role::Primary => {}
+            Role::Secondary(_) if forwarded => {
+                return Error::NotPrimary(
+                    "this registry instance is not the primary (it received a forwarded write)"
+                        .into(),
+                )
+                .into_response();
+            }
+            Role::Secondary(Some(url)) => {
+                match forward(
+                    &url,
+                    method.clone(),
+                    &path_and_query,
+                    content_type.clone(),
+                    bytes.clone(),
+                )
+                .await
+                {
+                    Ok(a)
+                        if a.status == StatusCode::INTERNAL_SERVER_ERROR
+                            && is_not_primary(&a.body) =>
+                    {
+                        last = format!("{url} is no longer the primary");
+                    }
+                    Ok(a) => {
+                        if a.status.is_success() {
+                            if let Err(e) = r.store().sync().await {
+                                tracing::warn!("after forwarding a write to {url}: {e}");
+                            }
+                        }
+                        let mut resp = (a.status, a.body).into_response();
+                        if let Some(ct) = a.content_type {
+                            resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+                        }
+                        return resp;
+                    }
+                    Err(ForwardError::NotSent(e)) => last = e,
+                    Err(ForwardError::Failed(e)) => return Error::ForwardFailed(e).into_response(),
+                }
+            }
+            Role::Secondary(None) => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Error::NotPrimary(format!(
+                "no primary registry could take the write within {} s ({last})",
+                PRIMARY_WAIT.as_secs()
+            ))
+            .into_response();
+        }
+        r.store()
+            .role_changed(std::time::Duration::from_millis(250))
+            .await;
+    }
+}
+
+fn is_not_primary(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error_code"].as_i64())
+        == Some(50004)
 }
 
 fn json_response<T: Serialize>(status: StatusCode, v: &T) -> Response {
@@ -142,6 +262,22 @@ fn parse_id(s: &str) -> Result<i32> {
 
 async fn root() -> Response {
     ok(&json!({}))
+}
+
+/// `GET /v1/metadata/primary` (Fjord's own): whether this instance is the primary, and which one is.
+async fn primary(State(r): Reg) -> Response {
+    let election = r.store().election();
+    let (is_primary, url) = match r.store().role() {
+        Role::Primary => (true, election.map(|e| e.advertised_url.clone())),
+        Role::Secondary(url) => (false, url),
+    };
+    ok(&json!({
+        "primary": is_primary,
+        "primaryUrl": url,
+        "advertisedUrl": election.map(|e| &e.advertised_url),
+        "groupId": election.map(|e| &e.group_id),
+        "leaderEligibility": election.is_none_or(|e| e.eligible),
+    }))
 }
 
 async fn not_found() -> Response {
@@ -505,5 +641,47 @@ async fn delete_subject_mode(State(r): Reg, Path(subject): Path<String>) -> Resp
     match r.delete_mode(&subject).await {
         Ok(m) => ok(&json!({ "mode": m })),
         Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_are_what_changes_the_registry() {
+        for (m, p) in [
+            (Method::POST, "/subjects/a/versions"),
+            (Method::POST, "/subjects/a/versions/"),
+            (Method::DELETE, "/subjects/a"),
+            (Method::DELETE, "/subjects/a/versions/1"),
+            (Method::PUT, "/config"),
+            (Method::DELETE, "/config/a"),
+            (Method::PUT, "/mode"),
+            (Method::PUT, "/mode/a"),
+            (Method::DELETE, "/mode/a"),
+        ] {
+            assert!(is_write(&m, p), "{m} {p}");
+        }
+        for (m, p) in [
+            (Method::POST, "/subjects/a"),
+            (Method::POST, "/compatibility/subjects/a/versions"),
+            (Method::POST, "/compatibility/subjects/a/versions/1"),
+            (Method::GET, "/subjects/a/versions"),
+            (Method::GET, "/mode"),
+        ] {
+            assert!(!is_write(&m, p), "{m} {p}");
+        }
+    }
+
+    #[test]
+    fn only_a_50004_answer_means_the_instance_was_not_the_primary() {
+        let refused = Error::NotPrimary("x".into()).into_response();
+        assert!(refused.extensions().get::<NotPrimaryMarker>().is_some());
+        assert!(is_not_primary(br#"{"error_code":50004,"message":"m"}"#));
+        assert!(!is_not_primary(br#"{"error_code":50001,"message":"m"}"#));
+        assert!(!is_not_primary(b"not json"));
+        let other = Error::Store("x".into()).into_response();
+        assert!(other.extensions().get::<NotPrimaryMarker>().is_none());
     }
 }

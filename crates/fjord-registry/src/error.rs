@@ -64,6 +64,12 @@ pub enum Error {
     Store(String),
     #[error("Write to the Kafka store timed out while {0}")]
     StoreTimeout(String),
+    /// A secondary could not forward a write to the primary (Confluent's `RequestForwardingFailedException`).
+    #[error("Error while forwarding the request to the primary: {0}")]
+    ForwardFailed(String),
+    /// No primary is known, or this instance stopped being it (Confluent's `UnknownLeaderException`).
+    #[error("{0}; retry the request")]
+    NotPrimary(String),
 }
 
 impl Error {
@@ -94,22 +100,34 @@ impl Error {
             UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, 415),
             Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, 50001),
             StoreTimeout(_) => (StatusCode::INTERNAL_SERVER_ERROR, 50002),
+            ForwardFailed(_) => (StatusCode::INTERNAL_SERVER_ERROR, 50003),
+            NotPrimary(_) => (StatusCode::INTERNAL_SERVER_ERROR, 50004),
         }
     }
 }
 
+/// Marks the answer of a write refused because this instance is not (or no longer) the primary, so that the
+/// write can be forwarded to the primary instead.
+#[derive(Clone, Copy, Debug)]
+pub struct NotPrimaryMarker;
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
+        let not_primary = matches!(self, Error::NotPrimary(_));
         let (status, code) = self.codes();
         if status.is_server_error() {
             tracing::error!(error_code = code, "{self}");
         }
         let body = serde_json::json!({"error_code": code, "message": self.to_string()});
-        (
+        let mut resp = (
             status,
             [(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)],
             body.to_string(),
         )
-            .into_response()
+            .into_response();
+        if not_primary {
+            resp.extensions_mut().insert(NotPrimaryMarker);
+        }
+        resp
     }
 }

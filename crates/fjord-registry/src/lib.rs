@@ -3,11 +3,14 @@
 //!
 //! It is a Kafka client of the brokers (librdkafka through `rdkafka`) and knows nothing of their internals:
 //! `fjord registry --bootstrap-server` runs it against any Kafka-compatible cluster, `fjord start` beside its
-//! own broker. One registry instance writes (see ARCHITECTURE.md for what several would need).
+//! own broker. Several instances on one schemas topic elect one primary, which alone writes; the others
+//! forward writes to it (`election.rs`, `forward.rs`).
 
 pub mod api;
 pub mod avro;
+pub mod election;
 pub mod error;
+pub mod forward;
 pub mod formats;
 pub mod json;
 pub mod protobuf;
@@ -19,23 +22,55 @@ pub mod store;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
+pub use election::{ElectionConfig, DEFAULT_GROUP_ID};
 pub use error::{Error, Result};
 pub use registry::Registry;
 
 /// The topic Confluent's registry keeps its schemas in (`kafkastore.topic`).
 pub const DEFAULT_TOPIC: &str = "_schemas";
 
-/// Opens a registry backed by `topic` on the cluster at `bootstrap`: creates the topic if needed and reads it
-/// to its end before returning.
-pub async fn open_kafka(bootstrap: &str, topic: &str) -> Result<Arc<Registry>> {
+/// Opens a registry backed by `topic` on the cluster at `bootstrap`: creates the topic if needed, reads it
+/// to its end and joins the election of `election.group_id` (when eligible) before returning.
+pub async fn open_kafka(
+    bootstrap: &str,
+    topic: &str,
+    election: ElectionConfig,
+) -> Result<Arc<Registry>> {
     let state = Arc::new(RwLock::new(state::State::default()));
-    let store = store::KafkaStore::open(bootstrap, topic, state.clone()).await?;
-    Ok(Arc::new(Registry::new(state, store::Store::Kafka(store))))
+    let store = store::KafkaStore::open(bootstrap, topic, election, state.clone()).await?;
+    let registry = Arc::new(Registry::new(state, store::Store::Kafka(store)));
+    // Answer the first writes without a wait where the group settles quickly: up to 30 s for this instance to
+    // be the primary or to know the primary (the group's first rebalance waits 3 s for more members).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match registry.store().role() {
+            store::Role::Primary | store::Role::Secondary(Some(_)) => break,
+            store::Role::Secondary(None) if tokio::time::Instant::now() >= deadline => {
+                tracing::warn!("no primary registry elected yet; writes wait for one");
+                break;
+            }
+            store::Role::Secondary(None) => {
+                registry
+                    .store()
+                    .role_changed(std::time::Duration::from_millis(500))
+                    .await
+            }
+        }
+    }
+    Ok(registry)
 }
 
 /// Binds `addr` and serves the REST API on it in a background task; returns the bound address.
 pub async fn serve(registry: Arc<Registry>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    serve_on(registry, listener)
+}
+
+/// Serves the REST API on `listener` in a background task; returns its address.
+pub fn serve_on(
+    registry: Arc<Registry>,
+    listener: tokio::net::TcpListener,
+) -> std::io::Result<SocketAddr> {
     let local = listener.local_addr()?;
     let app = api::router(registry);
     tokio::spawn(async move {

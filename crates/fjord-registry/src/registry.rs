@@ -115,6 +115,11 @@ impl Registry {
         Registry::new(state.clone(), Store::Memory(state))
     }
 
+    /// Where the records go, and who writes them.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
         read(&self.state)
     }

@@ -5,6 +5,14 @@
 //! record it wrote (the reader reached the record's offset), as Confluent's KafkaStore waits for its offset.
 //! A write acknowledged by `acks=all` but not yet read back is not answered, so an answer never describes a
 //! state the registry has not got; and state is only ever built by reading the topic.
+//!
+//! **Architecture Invariant:** only the primary writes schemas, configs and modes, and it writes each record in
+//! a transaction of the one transactional id of the schemas topic ([`transactional_id`]). A new primary's
+//! `init_transactions` fences every earlier producer of that id (their open transaction is aborted, their next
+//! commit fails), and the new primary reads the topic to its end (a NOOP committed after the fence) before it
+//! assigns an id; so two instances can never both commit a record computed from the same state. Secondaries
+//! (and every instance before it is elected) write only NOOPs, with a plain idempotent producer, to read the
+//! topic to its end. The election itself is in `election.rs`.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -12,11 +20,12 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
+use crate::election::{self, ElectionConfig, LeaderRecord};
 use crate::error::{Error, Result};
 use crate::registry::apply_raw;
 use crate::state::State;
@@ -26,11 +35,23 @@ use crate::state::State;
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long start-up waits to read `_schemas` to its end.
 pub const INIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The transaction timeout of the primary's producer: a transaction left open by a primary that died is
+/// aborted by the broker after this long at the latest (a new primary aborts it at once when it is elected).
+pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub enum Store {
-    /// Records are applied at once (tests).
+    /// Records are applied at once (tests); this store is always the primary.
     Memory(Arc<RwLock<State>>),
     Kafka(KafkaStore),
+}
+
+/// Who writes, as one instance sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// This instance writes.
+    Primary,
+    /// Another instance writes; its advertised URL, when known.
+    Secondary(Option<String>),
 }
 
 impl Store {
@@ -46,38 +67,201 @@ impl Store {
             Store::Kafka(k) => k.write(key, value).await,
         }
     }
+
+    pub fn role(&self) -> Role {
+        match self {
+            Store::Memory(_) => Role::Primary,
+            Store::Kafka(k) => k.role(),
+        }
+    }
+
+    /// Waits until [`Store::role`] may have changed (at most `timeout`).
+    pub async fn role_changed(&self, timeout: Duration) {
+        match self {
+            Store::Memory(_) => tokio::time::sleep(timeout).await,
+            Store::Kafka(k) => k.role_changed(timeout).await,
+        }
+    }
+
+    /// Returns once this instance has applied everything committed to the topic before the call (a NOOP
+    /// barrier): what a secondary does after forwarding a write, so that its answer is readable here.
+    pub async fn sync(&self) -> Result<()> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Kafka(k) => k.sync(WRITE_TIMEOUT).await,
+        }
+    }
+
+    /// Leaves the election before a clean shutdown (blocks until the group was left).
+    pub fn leave(&self) {
+        if let Store::Kafka(k) = self {
+            k.leave(true);
+        }
+    }
+
+    /// (group id, advertised URL, leader eligibility) of a Kafka store.
+    pub fn election(&self) -> Option<&ElectionConfig> {
+        match self {
+            Store::Memory(_) => None,
+            Store::Kafka(k) => Some(&k.shared.election),
+        }
+    }
 }
 
-/// The `_schemas` topic: a producer (acks=all, idempotent) and a reader task that applies every record to the
-/// state and publishes the next offset to apply.
-pub struct KafkaStore {
-    producer: FutureProducer,
-    topic: String,
-    /// The offset after the last record applied.
+/// The transactional id every primary of the registries on `topic` writes with: one per schemas topic, so
+/// that whichever instance becomes primary fences every earlier one, whatever group it was elected in.
+pub fn transactional_id(topic: &str) -> String {
+    format!("fjord-schema-registry.{topic}")
+}
+
+/// What the store's tasks share.
+pub(crate) struct Shared {
+    pub bootstrap: String,
+    pub topic: String,
+    pub election: ElectionConfig,
+    /// A plain idempotent producer for NOOPs (reading to the end); never writes anything else.
+    noop_producer: FutureProducer,
+    /// The offset after the last `_schemas` record applied.
     applied: watch::Receiver<i64>,
+    /// The last leader record of this group read from the election topic.
+    pub leader: watch::Receiver<Option<LeaderRecord>>,
+    /// The transactional producer while this instance is the primary (elected, fenced the others, read the
+    /// topic to its end).
+    pub primary: watch::Sender<Option<FutureProducer>>,
+    /// Asks the election to promote this instance again after the delay if the group still assigns it the
+    /// election (set when it joins).
+    pub(crate) repromote: std::sync::OnceLock<Box<dyn Fn(Duration) + Send + Sync>>,
+}
+
+/// The `_schemas` topic: a reader task that applies every record to the state and publishes the next offset
+/// to apply; the producers; and, for an eligible instance, its part in the election.
+pub struct KafkaStore {
+    pub(crate) shared: Arc<Shared>,
     reader: tokio::task::JoinHandle<()>,
+    election: std::sync::Mutex<Option<election::Handle>>,
 }
 
 impl Drop for KafkaStore {
     fn drop(&mut self) {
         self.reader.abort();
+        self.leave(false);
     }
 }
 
-fn store_err(what: &str, e: impl std::fmt::Display) -> Error {
+pub(crate) fn store_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Store(format!("{what}: {e}"))
 }
 
+/// Whether a transactional producer can no longer be used (fenced by a newer primary, or failed fatally).
+pub(crate) fn is_fatal(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Transaction(r) => r.is_fatal(),
+        _ => matches!(
+            e.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::Fatal
+                    | RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::InvalidTransactionalState
+            )
+        ),
+    }
+}
+
+fn is_fenced(e: &KafkaError) -> bool {
+    let text = e.to_string();
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
+    ) || text.contains("fenced")
+        || text.contains("Fenced")
+}
+
+/// A record of a transaction: (topic, key, value or none for a tombstone), to partition 0.
+pub(crate) type TxnRecord<'a> = (&'a str, &'a [u8], Option<&'a [u8]>);
+
+/// Writes `records` (topic, key, value) in one transaction of `producer`; returns their offsets once the
+/// transaction is committed. A failed transaction is aborted when it can be.
+pub(crate) async fn transact(
+    producer: &FutureProducer,
+    records: &[TxnRecord<'_>],
+) -> std::result::Result<Vec<i64>, KafkaError> {
+    producer.begin_transaction()?;
+    let mut offsets = Vec::with_capacity(records.len());
+    for (topic, key, value) in records {
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(topic).partition(0).key(*key);
+        if let Some(v) = value {
+            record = record.payload(*v);
+        }
+        match producer.send(record, WRITE_TIMEOUT).await {
+            Ok(d) => offsets.push(d.offset),
+            Err((e, _)) => {
+                abort(producer).await;
+                return Err(e);
+            }
+        }
+    }
+    let p = producer.clone();
+    let committed = tokio::task::spawn_blocking(move || p.commit_transaction(WRITE_TIMEOUT))
+        .await
+        .map_err(|_| KafkaError::Canceled)?;
+    if let Err(e) = committed {
+        if !is_fatal(&e) {
+            abort(producer).await;
+        }
+        return Err(e);
+    }
+    Ok(offsets)
+}
+
+async fn abort(producer: &FutureProducer) {
+    let p = producer.clone();
+    let _ = tokio::task::spawn_blocking(move || p.abort_transaction(WRITE_TIMEOUT)).await;
+}
+
+impl Shared {
+    pub(crate) async fn wait_applied(&self, offset: i64, timeout: Duration) -> Result<()> {
+        let mut rx = self.applied.clone();
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|a| *a >= offset)).await;
+        match reached {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(Error::StoreTimeout(format!(
+                "waiting for the registry to read back offset {}",
+                offset - 1
+            ))),
+        }
+    }
+
+    /// Writes a NOOP with the plain producer and waits until the reader has applied it.
+    pub(crate) async fn sync(&self, timeout: Duration) -> Result<()> {
+        let key = serde_json::to_vec(&crate::records::Key::Noop { magic: 0 })
+            .map_err(|e| store_err("noop key", e))?;
+        let record: FutureRecord<'_, Vec<u8>, Vec<u8>> =
+            FutureRecord::to(&self.topic).partition(0).key(&key);
+        let delivery = self
+            .noop_producer
+            .send(record, timeout)
+            .await
+            .map_err(|(e, _)| store_err(&format!("cannot write to {}", self.topic), e))?;
+        self.wait_applied(delivery.offset + 1, timeout).await
+    }
+}
+
 impl KafkaStore {
-    /// Creates `topic` if missing (one partition, compacted, the broker's default replication), reads it to its
-    /// end into `state`, and keeps applying what is written to it.
+    /// Creates `topic` if missing (one partition, compacted, the broker's default replication) and the
+    /// election topic, reads the schemas topic to its end into `state`, keeps applying what is written to it,
+    /// and (when eligible) joins the election.
     pub async fn open(
         bootstrap: &str,
         topic: &str,
+        election: ElectionConfig,
         state: Arc<RwLock<State>>,
     ) -> Result<KafkaStore> {
         ensure_topic(bootstrap, topic).await?;
-        let producer: FutureProducer = ClientConfig::new()
+        let election_topic = election::election_topic(topic);
+        ensure_topic(bootstrap, &election_topic).await?;
+        let noop_producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("acks", "all")
             .set("enable.idempotence", "true")
@@ -87,7 +271,7 @@ impl KafkaStore {
             .map_err(|e| store_err("cannot create the producer", e))?;
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
-            // No group membership: the reader assigns itself the partition; the id only names the client.
+            // No group membership: the reader assigns itself the partitions; the id only names the client.
             .set(
                 "group.id",
                 format!("fjord-registry-{}", uuid::Uuid::new_v4()),
@@ -95,84 +279,183 @@ impl KafkaStore {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("fetch.wait.max.ms", "50")
+            // Only committed transactions: a record of a primary that was fenced before committing is never
+            // applied.
             .set("isolation.level", "read_committed")
             .create()
             .map_err(|e| store_err("cannot create the consumer", e))?;
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Beginning)
-            .map_err(|e| store_err("cannot assign _schemas", e))?;
+        for t in [topic, &election_topic] {
+            tpl.add_partition_offset(t, 0, Offset::Beginning)
+                .map_err(|e| store_err(&format!("cannot assign {t}"), e))?;
+        }
         consumer
             .assign(&tpl)
-            .map_err(|e| store_err("cannot assign _schemas", e))?;
-        let (tx, applied) = watch::channel(0i64);
-        let reader = tokio::spawn(read_loop(consumer, state, tx));
-        let store = KafkaStore {
-            producer,
+            .map_err(|e| store_err(&format!("cannot assign {topic}"), e))?;
+        let (applied_tx, applied) = watch::channel(0i64);
+        let (leader_tx, leader) = watch::channel(None);
+        let reader = tokio::spawn(read_loop(
+            consumer,
+            state,
+            topic.to_string(),
+            election.group_id.clone(),
+            applied_tx,
+            leader_tx,
+        ));
+        let (primary, _) = watch::channel(None);
+        let shared = Arc::new(Shared {
+            bootstrap: bootstrap.to_string(),
             topic: topic.to_string(),
+            election,
+            noop_producer,
             applied,
+            leader,
+            primary,
+            repromote: std::sync::OnceLock::new(),
+        });
+        let store = KafkaStore {
+            shared: shared.clone(),
             reader,
+            election: std::sync::Mutex::new(None),
         };
         // Read to the end the way Confluent's KafkaStore does: write a NOOP and wait until the reader has
         // applied it. Unlike the high watermark, this works whatever the last records are (control batches,
         // compacted away) and proves that writing works before the registry serves.
-        let noop = serde_json::to_vec(&crate::records::Key::Noop { magic: 0 })
-            .map_err(|e| store_err("noop key", e))?;
-        store.write_within(noop, None, INIT_TIMEOUT).await?;
+        shared.sync(INIT_TIMEOUT).await?;
         tracing::info!(topic, "read the schemas topic to its end");
+        if shared.election.eligible {
+            *store.election.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(election::join(shared.clone())?);
+        } else {
+            tracing::info!(
+                group = %shared.election.group_id,
+                "leader.eligibility=false: this registry never becomes the primary; it forwards writes"
+            );
+        }
         Ok(store)
     }
 
-    async fn wait_applied(&self, offset: i64, timeout: Duration) -> Result<(), ()> {
-        let mut rx = self.applied.clone();
-        tokio::time::timeout(timeout, rx.wait_for(|a| *a >= offset))
-            .await
-            .map_err(|_| ())?
-            .map_err(|_| ())?;
-        Ok(())
-    }
-
-    pub async fn write(&self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<()> {
-        self.write_within(key, value, WRITE_TIMEOUT).await
-    }
-
-    async fn write_within(
-        &self,
-        key: Vec<u8>,
-        value: Option<Vec<u8>>,
-        read_back: Duration,
-    ) -> Result<()> {
-        let mut record: FutureRecord<'_, Vec<u8>, Vec<u8>> =
-            FutureRecord::to(&self.topic).partition(0).key(&key);
-        if let Some(v) = &value {
-            record = record.payload(v);
+    /// Leaves the election (a clean shutdown: another instance takes over at once instead of after the
+    /// session timeout). With `wait`, blocks until the group was left.
+    pub fn leave(&self, wait: bool) {
+        let handle = self
+            .election
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(h) = handle {
+            h.stop(wait);
         }
-        let delivery = self
-            .producer
-            .send(record, WRITE_TIMEOUT)
-            .await
-            .map_err(|(e, _)| store_err("cannot write to _schemas", e))?;
-        self.wait_applied(delivery.offset + 1, read_back)
-            .await
-            .map_err(|_| {
-                Error::StoreTimeout(format!(
-                    "waiting for the registry to read back offset {}",
-                    delivery.offset
-                ))
-            })
+    }
+
+    pub fn role(&self) -> Role {
+        if self.shared.primary.borrow().is_some() {
+            return Role::Primary;
+        }
+        let leader = self.shared.leader.borrow().clone();
+        // A leader record of this instance (or of an earlier process at its address) while it is not primary
+        // is stale: it was demoted, or died and came back.
+        let me = &self.shared.election;
+        Role::Secondary(
+            leader
+                .filter(|l| l.member != me.member && l.url != me.advertised_url)
+                .map(|l| l.url),
+        )
+    }
+
+    async fn role_changed(&self, timeout: Duration) {
+        let mut primary = self.shared.primary.subscribe();
+        let mut leader = self.shared.leader.clone();
+        primary.mark_unchanged();
+        leader.mark_unchanged();
+        let _ = tokio::time::timeout(timeout, async {
+            tokio::select! {
+                _ = primary.changed() => {}
+                _ = leader.changed() => {}
+            }
+        })
+        .await;
+    }
+
+    pub async fn sync(&self, timeout: Duration) -> Result<()> {
+        self.shared.sync(timeout).await
+    }
+
+    /// Writes one record as the primary, in its own transaction.
+    pub async fn write(&self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<()> {
+        let Some(producer) = self.shared.primary.borrow().clone() else {
+            return Err(Error::NotPrimary(
+                "this registry instance is not the primary".into(),
+            ));
+        };
+        let topic = self.shared.topic.as_str();
+        match transact(&producer, &[(topic, &key, value.as_deref())]).await {
+            Ok(offsets) => {
+                self.shared
+                    .wait_applied(offsets[0] + 1, WRITE_TIMEOUT)
+                    .await
+            }
+            Err(e) if is_fatal(&e) => {
+                // Fenced by a newer primary (or failed for good): stop writing with this producer. The election
+                // makes this instance primary again with a new producer if the group still assigns it.
+                election::demote(&self.shared, Some(&producer), &format!("{e}"));
+                std::thread::spawn(move || drop(producer));
+                // Still assigned the election after a while (the fence did not come from a newer primary of
+                // this group, whose election revokes this member within a session timeout): take over again.
+                let delay = if is_fenced(&e) { 8 } else { 1 };
+                if let Some(repromote) = self.shared.repromote.get() {
+                    repromote(Duration::from_secs(delay));
+                }
+                if is_fenced(&e) {
+                    Err(Error::NotPrimary(format!(
+                        "this registry instance was fenced by a newer primary and did not write: {e}"
+                    )))
+                } else {
+                    Err(store_err(&format!("cannot write to {topic}"), e))
+                }
+            }
+            Err(e) => Err(store_err(&format!("cannot write to {topic}"), e)),
+        }
     }
 }
 
-async fn read_loop(consumer: StreamConsumer, state: Arc<RwLock<State>>, tx: watch::Sender<i64>) {
+async fn read_loop(
+    consumer: StreamConsumer,
+    state: Arc<RwLock<State>>,
+    topic: String,
+    group_id: String,
+    applied: watch::Sender<i64>,
+    leader: watch::Sender<Option<LeaderRecord>>,
+) {
     loop {
         match consumer.recv().await {
-            Ok(m) => {
+            Ok(m) if m.topic() == topic => {
                 if let Some(key) = m.key() {
                     apply_raw(&state, key, m.payload());
                 }
-                tx.send_replace(m.offset() + 1);
+                applied.send_replace(m.offset() + 1);
+            }
+            Ok(m) => {
+                if m.key() == Some(group_id.as_bytes()) {
+                    match m.payload().map(serde_json::from_slice::<LeaderRecord>) {
+                        Some(Ok(l)) => {
+                            tracing::info!(
+                                group = %group_id,
+                                url = %l.url,
+                                "the primary of the registry group is {}",
+                                l.url
+                            );
+                            leader.send_replace(Some(l));
+                        }
+                        Some(Err(e)) => tracing::warn!("skipping an election record: {e}"),
+                        None => {
+                            leader.send_replace(None);
+                        }
+                    }
+                }
             }
             Err(e) => {
-                tracing::warn!("reading _schemas: {e}");
+                tracing::warn!("reading {topic}: {e}");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }

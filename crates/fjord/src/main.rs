@@ -125,7 +125,11 @@ enum Cmd {
     ///
     /// Schemas live in the compacted `_schemas` topic in Confluent's record format (created if missing).
     ///
+    /// Several instances on one schemas topic elect one primary (the Kafka group --group-id); the others
+    /// forward writes to it and serve reads themselves.
+    ///
     /// Example: fjord registry --bootstrap-server localhost:9092 --listen 127.0.0.1:8081
+    /// Example: fjord registry -b kafka:9092 --listen 0.0.0.0:8081 --advertised-url http://reg2:8081
     #[cfg(feature = "registry")]
     #[command(verbatim_doc_comment)]
     Registry {
@@ -143,6 +147,18 @@ enum Cmd {
         /// The topic the schemas are kept in (Confluent's kafkastore.topic).
         #[arg(long, value_name = "TOPIC", default_value = "_schemas")]
         topic: String,
+        /// The group of the registry instances sharing the schemas topic: they elect one primary, which alone
+        /// writes; the others forward writes to it (Confluent's schema.registry.group.id).
+        #[arg(long, value_name = "GROUP", default_value = "schema-registry")]
+        group_id: String,
+        /// The URL the other instances forward writes to when this one is the primary (default:
+        /// http://<the --listen address>).
+        #[arg(long, value_name = "http://HOST:PORT")]
+        advertised_url: Option<String>,
+        /// Whether this instance may become the primary (Confluent's leader.eligibility); false makes a
+        /// read-only follower that forwards every write.
+        #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+        leader_eligibility: bool,
     },
     /// Run Kafka Connect workers (Connect's REST API, built-in connectors, no JVM).
     #[cfg(feature = "connect")]
@@ -313,9 +329,22 @@ fn main() -> ExitCode {
             bootstrap_server,
             listen,
             topic,
+            group_id,
+            advertised_url,
+            leader_eligibility,
         } => runtime().and_then(|rt| {
-            rt.block_on(serve::serve_registry(&bootstrap_server, listen, &topic))
-                .map_err(|e| CliError::failure(format!("{e:#}")))
+            let election = serve::RegistryElection {
+                group_id,
+                advertised_url,
+                eligible: leader_eligibility,
+            };
+            rt.block_on(serve::serve_registry(
+                &bootstrap_server,
+                listen,
+                &topic,
+                election,
+            ))
+            .map_err(|e| CliError::failure(format!("{e:#}")))
         }),
         #[cfg(feature = "connect")]
         Cmd::Connect(cmd) => runtime().and_then(|rt| rt.block_on(connect::run(cmd))),

@@ -28,7 +28,14 @@ pub async fn serve(
     // half-running.
     let registry = match registry_listener {
         Some(addr) if broker.state().config.is_broker => {
-            match start_registry(&kafka.to_string(), addr, REGISTRY_TOPIC).await {
+            match start_registry(
+                &kafka.to_string(),
+                addr,
+                REGISTRY_TOPIC,
+                &RegistryElection::default(),
+            )
+            .await
+            {
                 Ok(bound) => bound,
                 Err(e) => {
                     broker.shutdown().await?;
@@ -52,7 +59,8 @@ pub async fn serve(
         _ => None,
     };
     let connect_addr = connect.as_ref().map(|c| c.rest);
-    let registry_field = registry
+    let registry_addr = registry.as_ref().map(|r| r.addr);
+    let registry_field = registry_addr
         .map(|r| format!(" registry={r}"))
         .unwrap_or_default()
         + &connect_addr
@@ -85,7 +93,7 @@ pub async fn serve(
         if let Some(h) = http {
             eprintln!("  Metrics:         http://{h}/metrics");
         }
-        if let Some(r) = registry {
+        if let Some(r) = registry_addr {
             eprintln!("  Schema Registry: http://{r}   (e.g. curl http://{r}/subjects)");
         }
         if let Some(c) = connect_addr {
@@ -105,6 +113,9 @@ pub async fn serve(
     if let Some(c) = connect {
         c.shutdown().await;
     }
+    if let Some(r) = registry {
+        r.leave().await;
+    }
     broker.shutdown().await?;
     match fatal {
         Some(reason) => anyhow::bail!("broker stopped: {reason}"),
@@ -115,19 +126,84 @@ pub async fn serve(
 /// The schemas topic of the registry `fjord start` runs (Confluent's default `kafkastore.topic`).
 const REGISTRY_TOPIC: &str = "_schemas";
 
+/// How a registry takes part in the election of its group (`fjord registry`'s flags; `fjord start` uses the
+/// defaults: group `schema-registry`, its own address, eligible).
+#[derive(Clone, Debug)]
+pub struct RegistryElection {
+    pub group_id: String,
+    /// `http://host:port` other instances forward writes to; default `http://<the bound address>`.
+    pub advertised_url: Option<String>,
+    pub eligible: bool,
+}
+
+impl Default for RegistryElection {
+    fn default() -> Self {
+        RegistryElection {
+            group_id: "schema-registry".into(),
+            advertised_url: None,
+            eligible: true,
+        }
+    }
+}
+
+/// A registry serving in this process.
+pub struct RunningRegistry {
+    pub addr: SocketAddr,
+    #[cfg(feature = "registry")]
+    registry: Arc<fjord_registry::Registry>,
+}
+
+impl RunningRegistry {
+    /// Leaves the registry group, so that another instance becomes primary at once (not after the session
+    /// timeout); before the broker it talks to stops.
+    async fn leave(self) {
+        #[cfg(feature = "registry")]
+        {
+            let r = self.registry;
+            // Bounded: with the cluster unreachable, leaving cannot complete, and the process stops anyway.
+            let leave = tokio::task::spawn_blocking(move || r.store().leave());
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), leave).await;
+        }
+    }
+}
+
 #[cfg(feature = "registry")]
 async fn start_registry(
     bootstrap: &str,
     listen: SocketAddr,
     topic: &str,
-) -> Result<Option<SocketAddr>> {
-    let registry = fjord_registry::open_kafka(bootstrap, topic)
+    election: &RegistryElection,
+) -> Result<Option<RunningRegistry>> {
+    // Bind first: the advertised URL (where the other instances forward writes) defaults to the bound address.
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("the schema registry cannot listen on {listen}"))?;
+    let bound = listener.local_addr()?;
+    let advertised = match &election.advertised_url {
+        Some(url) => {
+            fjord_registry::forward::authority(url).map_err(|e| {
+                anyhow::anyhow!("--advertised-url: {e} (expected http://HOST:PORT)")
+            })?;
+            url.clone()
+        }
+        None if bound.ip().is_unspecified() => {
+            tracing::warn!(
+                "the registry listens on {bound}: other instances reach it as http://127.0.0.1:{} unless \
+                 --advertised-url says otherwise",
+                bound.port()
+            );
+            format!("http://127.0.0.1:{}", bound.port())
+        }
+        None => format!("http://{bound}"),
+    };
+    let config =
+        fjord_registry::ElectionConfig::new(&election.group_id, &advertised, election.eligible);
+    let registry = fjord_registry::open_kafka(bootstrap, topic, config)
         .await
         .with_context(|| format!("the schema registry failed to start against {bootstrap}"))?;
-    fjord_registry::serve(registry, listen)
-        .await
-        .map(Some)
-        .with_context(|| format!("the schema registry cannot listen on {listen}"))
+    let addr = fjord_registry::serve_on(registry.clone(), listener)
+        .with_context(|| format!("the schema registry cannot listen on {listen}"))?;
+    Ok(Some(RunningRegistry { addr, registry }))
 }
 
 /// A build without the `registry` feature: `fjord start` runs without one and says so.
@@ -136,7 +212,8 @@ async fn start_registry(
     _bootstrap: &str,
     _listen: SocketAddr,
     _topic: &str,
-) -> Result<Option<SocketAddr>> {
+    _election: &RegistryElection,
+) -> Result<Option<RunningRegistry>> {
     tracing::warn!("this fjord was built without the `registry` feature: no schema registry");
     Ok(None)
 }
@@ -207,16 +284,26 @@ async fn start_connect(
 
 /// `fjord registry`: the Schema Registry alone, against any Kafka-compatible cluster, until SIGINT or SIGTERM.
 #[cfg(feature = "registry")]
-pub async fn serve_registry(bootstrap: &str, listen: SocketAddr, topic: &str) -> Result<()> {
-    let Some(bound) = start_registry(bootstrap, listen, topic).await? else {
+pub async fn serve_registry(
+    bootstrap: &str,
+    listen: SocketAddr,
+    topic: &str,
+    election: RegistryElection,
+) -> Result<()> {
+    let Some(running) = start_registry(bootstrap, listen, topic, &election).await? else {
         anyhow::bail!("no schema registry in this build");
     };
-    println!("fjord registry ready listen={bound} bootstrap={bootstrap} topic={topic}");
+    let bound = running.addr;
+    println!(
+        "fjord registry ready listen={bound} bootstrap={bootstrap} topic={topic} group={}",
+        election.group_id
+    );
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        eprintln!("\nSchema Registry on http://{bound} (schemas in {topic} on {bootstrap}). Press Ctrl-C to stop.\n");
+        eprintln!("\nSchema Registry on http://{bound} (schemas in {topic} on {bootstrap}, group {}). Press Ctrl-C to stop.\n", election.group_id);
     }
     wait_for_signal().await;
     tracing::info!("schema registry stopping");
+    running.leave().await;
     Ok(())
 }
 

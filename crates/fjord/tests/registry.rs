@@ -126,8 +126,9 @@ fn avro_serializer_and_deserializer_round_trip_through_fjord_start() {
             "_schemas",
             "--from-beginning",
             "--print-key",
+            // The start-up NOOP, the NOOP the primary commits when it is elected, then the first schema.
             "--max-messages",
-            "2",
+            "3",
             "--timeout-ms",
             "20000",
         ],
@@ -304,4 +305,494 @@ fn json_schema_and_protobuf_serializers_round_trip_through_fjord_registry() {
     );
     let _ = reg.kill();
     let _ = reg.wait();
+}
+
+// ---- several instances: election, forwarding, failover ----------------------------------------------------
+
+fn spawn_member(bootstrap: &str, group: &str, extra: &[&str]) -> (Child, String) {
+    let (child, line) = spawn_ready(
+        Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .args([
+                "registry",
+                "--bootstrap-server",
+                bootstrap,
+                "--listen",
+                "127.0.0.1:0",
+                "--group-id",
+                group,
+            ])
+            .args(extra),
+    );
+    assert!(line.starts_with("fjord registry ready"), "{line}");
+    assert!(line.contains(&format!("group={group}")), "{line}");
+    let addr = field(&line, "listen=").to_string();
+    (child, addr)
+}
+
+fn kill9(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-9", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+/// `/v1/metadata/primary` of an instance.
+fn primary_of(addr: &str) -> Value {
+    let (status, v) = http(addr, "GET", "/v1/metadata/primary", None);
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+/// Waits (60 s at most) until exactly one of `addrs` is the primary and every one names it; returns its index.
+fn wait_for_one_primary(addrs: &[&str]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let views: Vec<Value> = addrs.iter().map(|a| primary_of(a)).collect();
+        let primaries: Vec<usize> = (0..addrs.len())
+            .filter(|i| views[*i]["primary"] == json!(true))
+            .collect();
+        if let [p] = primaries[..] {
+            let url = format!("http://{}", addrs[p]);
+            if views.iter().all(|v| v["primaryUrl"] == json!(url)) {
+                return p;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no single primary that every instance knows: {views:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// POST a registration; (status, body).
+fn try_register(addr: &str, subject: &str, schema: &str) -> (u16, Value) {
+    let body = json!({ "schema": schema }).to_string();
+    http(
+        addr,
+        "POST",
+        &format!("/subjects/{subject}/versions"),
+        Some(body.as_bytes()),
+    )
+}
+
+/// Polls `path` on `addr` (30 s at most) until it answers 200 with `expected`.
+fn eventually(addr: &str, path: &str, expected: &Value) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, v) = http(addr, "GET", path, None);
+        if status == 200 && &v == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr}{path} answered {status} {v}, expected {expected}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn two_registries_elect_one_primary_forward_writes_and_fail_over_after_kill_9() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("broker"), &[]);
+    let (a, a_addr) = spawn_member(&broker.bootstrap, "regs", &[]);
+    let (b, b_addr) = spawn_member(&broker.bootstrap, "regs", &[]);
+    let mut procs = [a, b];
+    let addrs = [a_addr.as_str(), b_addr.as_str()];
+    let p = wait_for_one_primary(&addrs);
+    let s = 1 - p;
+
+    // Registrations through both: the secondary forwards. Ids are unique and increasing, and each client reads
+    // its own write at once from the instance it wrote through, and soon from the other.
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let via = addrs[i % 2];
+        let subject = format!("s{i}");
+        let id = register(via, &subject, &record_schema(&format!("R{i}")));
+        let latest = http(
+            via,
+            "GET",
+            &format!("/subjects/{subject}/versions/latest"),
+            None,
+        )
+        .1;
+        assert_eq!(latest["id"].as_i64(), Some(id), "read-your-write via {via}");
+        eventually(
+            addrs[(i + 1) % 2],
+            &format!("/subjects/{subject}/versions"),
+            &json!([1]),
+        );
+        ids.push(id);
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    // The secondary's answer is the primary's, verbatim: errors too.
+    let (st, v) = http(addrs[s], "POST", "/subjects/x/versions", Some(b"{oops"));
+    assert_eq!((st, v["error_code"].as_i64()), (400, Some(400)), "{v}");
+    let (st, v) = http(addrs[s], "DELETE", "/subjects/nobody", None);
+    assert_eq!((st, v["error_code"].as_i64()), (404, Some(40401)), "{v}");
+    // Config through the secondary, read back from both.
+    let cfg = json!({"compatibility": "NONE"}).to_string();
+    let (st, v) = http(addrs[s], "PUT", "/config/s0", Some(cfg.as_bytes()));
+    assert_eq!(
+        (st, v.clone()),
+        (200, json!({"compatibility": "NONE"})),
+        "{v}"
+    );
+    assert_eq!(
+        http(addrs[s], "GET", "/config/s0", None).1,
+        json!({"compatibilityLevel": "NONE"})
+    );
+    eventually(
+        addrs[p],
+        "/config/s0",
+        &json!({"compatibilityLevel": "NONE"}),
+    );
+
+    // kill -9 the primary: the other takes over writes within seconds (the group expires the dead member's
+    // 6 s session), and ids continue after the highest one.
+    kill9(&mut procs[p]);
+    let killed = Instant::now();
+    let next_id = loop {
+        let (st, v) = try_register(addrs[s], "after", &record_schema("After"));
+        if st == 200 {
+            break v["id"].as_i64().unwrap();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(45),
+            "no write succeeded within 45 s of killing the primary: {st} {v}"
+        );
+        assert_eq!(v["error_code"].as_i64(), Some(50004), "{st} {v}");
+    };
+    let took = killed.elapsed();
+    eprintln!("failover took {took:?}");
+    assert!(took < Duration::from_secs(30), "failover took {took:?}");
+    assert_eq!(next_id, ids.iter().max().unwrap() + 1);
+    assert_eq!(primary_of(addrs[s])["primary"], json!(true));
+
+    // The killed instance comes back as a secondary: it forwards to the new primary, ids still continue.
+    let (c, c_addr) = spawn_member(&broker.bootstrap, "regs", &[]);
+    procs[p] = c;
+    let addrs = [c_addr.as_str(), addrs[s]];
+    assert_eq!(
+        wait_for_one_primary(&addrs),
+        1,
+        "the sticky assignor keeps the primary"
+    );
+    let later = register(addrs[0], "later", &record_schema("Later"));
+    assert_eq!(later, next_id + 1);
+    let all: Vec<Value> = addrs
+        .iter()
+        .map(|a| http(a, "GET", "/subjects", None).1)
+        .collect();
+    assert_eq!(all[0], all[1]);
+    assert_eq!(all[0].as_array().map(Vec::len), Some(8), "{}", all[0]);
+
+    // A clean stop (SIGTERM) of the primary leaves the group: the other instance takes over at once, without
+    // waiting for the 6 s session timeout that a kill -9 needs.
+    let _ = Command::new("kill")
+        .args(["-TERM", &procs[s].id().to_string()])
+        .status();
+    let stopped = Instant::now();
+    let _ = procs[s].wait();
+    let handover = loop {
+        let (st, v) = try_register(addrs[0], "handover", &record_schema("Handover"));
+        if st == 200 {
+            assert_eq!(v["id"].as_i64(), Some(later + 1));
+            break stopped.elapsed();
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(45),
+            "no write after the primary stopped: {st} {v}"
+        );
+    };
+    eprintln!("handover after SIGTERM took {handover:?}");
+    assert!(
+        handover < Duration::from_secs(6),
+        "handover took {handover:?}"
+    );
+    for p in &mut procs {
+        kill9(p);
+    }
+}
+
+#[test]
+fn read_only_mode_answers_42205_on_every_instance_and_an_ineligible_instance_forwards() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("broker"), &[]);
+    let (mut a, a_addr) = spawn_member(&broker.bootstrap, "ro", &[]);
+    let (mut b, b_addr) = spawn_member(&broker.bootstrap, "ro", &["--leader-eligibility", "false"]);
+    assert_eq!(wait_for_one_primary(&[&a_addr, &b_addr]), 0);
+    assert_eq!(primary_of(&b_addr)["leaderEligibility"], json!(false));
+    let id = register(&b_addr, "kept", &record_schema("Kept"));
+
+    let ro = json!({"mode": "READONLY"}).to_string();
+    let (st, v) = http(&b_addr, "PUT", "/mode", Some(ro.as_bytes()));
+    assert_eq!((st, v.clone()), (200, json!({"mode": "READONLY"})), "{v}");
+    for addr in [&a_addr, &b_addr] {
+        assert_eq!(
+            http(addr, "GET", "/mode", None).1,
+            json!({"mode": "READONLY"})
+        );
+        let (st, v) = try_register(addr, "other", &record_schema("Other"));
+        assert_eq!((st, v["error_code"].as_i64()), (422, Some(42205)), "{v}");
+        assert_eq!(
+            v["message"],
+            json!("Subject other is in read-only mode"),
+            "{v}"
+        );
+        let (st, v) = http(addr, "DELETE", "/subjects/kept", None);
+        assert_eq!((st, v["error_code"].as_i64()), (422, Some(42205)), "{v}");
+        // Reads still work.
+        assert_eq!(
+            http(addr, "GET", "/subjects/kept/versions/1", None).1["id"].as_i64(),
+            Some(id)
+        );
+    }
+    // A subject-level READWRITE overrides the global READONLY for that subject only.
+    let rw = json!({"mode": "READWRITE"}).to_string();
+    let (st, _) = http(&b_addr, "PUT", "/mode/open", Some(rw.as_bytes()));
+    assert_eq!(st, 200);
+    let opened = register(&b_addr, "open", &record_schema("Open"));
+    assert_eq!(opened, id + 1);
+    let (st, _) = try_register(&a_addr, "closed", &record_schema("Closed"));
+    assert_eq!(st, 422);
+
+    // IMPORT through the follower (the query string is forwarded too): the given id and version are kept, and
+    // later ids continue after it.
+    let import = json!({"mode": "IMPORT"}).to_string();
+    let (st, v) = http(&b_addr, "PUT", "/mode", Some(import.as_bytes()));
+    assert_eq!(
+        (st, v["error_code"].as_i64()),
+        (422, Some(42205)),
+        "not empty: {v}"
+    );
+    let (st, v) = http(&b_addr, "PUT", "/mode?force=true", Some(import.as_bytes()));
+    assert_eq!((st, v.clone()), (200, json!({"mode": "IMPORT"})), "{v}");
+    let body = json!({"schema": record_schema("Imported"), "id": 100, "version": 7}).to_string();
+    let (st, v) = http(
+        &b_addr,
+        "POST",
+        "/subjects/imported/versions",
+        Some(body.as_bytes()),
+    );
+    assert_eq!((st, v.clone()), (200, json!({"id": 100})), "{v}");
+    assert_eq!(
+        http(&b_addr, "GET", "/subjects/imported/versions", None).1,
+        json!([7])
+    );
+    eventually(
+        &a_addr,
+        "/schemas/ids/100/versions",
+        &json!([{"subject": "imported", "version": 7}]),
+    );
+    let (st, _) = http(&b_addr, "PUT", "/mode", Some(rw.as_bytes()));
+    assert_eq!(st, 200);
+    assert_eq!(register(&a_addr, "next", &record_schema("Next")), 101);
+
+    // With the only eligible instance gone, writes through the follower fail with 50004, never silently.
+    kill9(&mut a);
+    let (st, v) = try_register(&b_addr, "orphan", &record_schema("Orphan"));
+    assert_eq!((st, v["error_code"].as_i64()), (500, Some(50004)), "{v}");
+    assert_eq!(
+        http(&b_addr, "GET", "/subjects/kept/versions/1", None).1["id"].as_i64(),
+        Some(id),
+        "the follower still serves reads"
+    );
+    kill9(&mut b);
+}
+
+#[test]
+fn broker_killed_with_sigkill_mid_registration_loses_no_acknowledged_schema_and_duplicates_none() {
+    let dir = temp_dir();
+    // A fixed port, so that the registries find the restarted broker where it was.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listeners = format!("PLAINTEXT://127.0.0.1:{port}");
+    let mut broker = BrokerProc::start(&dir.path().join("broker"), &[("listeners", &listeners)]);
+    let (a, a_addr) = spawn_member(&broker.bootstrap, "crash", &[]);
+    let (b, b_addr) = spawn_member(&broker.bootstrap, "crash", &[]);
+    let mut procs = [a, b];
+    wait_for_one_primary(&[&a_addr, &b_addr]);
+
+    // A client registers new subjects one after another through both instances, retrying a subject until it
+    // is acknowledged; it records what was acknowledged.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, i64)>::new()));
+    let client = {
+        let (stop, acked) = (stop.clone(), acked.clone());
+        let addrs = [a_addr.clone(), b_addr.clone()];
+        std::thread::spawn(move || {
+            let mut i = 0usize;
+            let deadline = Instant::now() + Duration::from_secs(150);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+                let subject = format!("crash-{i}");
+                let (st, v) =
+                    try_register(&addrs[i % 2], &subject, &record_schema(&format!("C{i}")));
+                if st == 200 {
+                    acked
+                        .lock()
+                        .unwrap()
+                        .push((subject, v["id"].as_i64().unwrap()));
+                    i += 1;
+                } else {
+                    assert!(
+                        st >= 500,
+                        "only unavailability may fail a registration: {st} {v}"
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+    };
+    let wait_acks = |n: usize, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while acked.lock().unwrap().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: only {} acknowledged",
+                acked.lock().unwrap().len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_acks(5, "before the kill");
+    broker.kill9();
+    let at_kill = acked.lock().unwrap().len();
+    std::thread::sleep(Duration::from_millis(500));
+    broker.restart();
+    wait_acks(at_kill + 5, "after the restart");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    client.join().expect("the client loop");
+
+    let acked = acked.lock().unwrap().clone();
+    let mut ids: Vec<i64> = acked.iter().map(|(_, id)| *id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        acked.len(),
+        "two subjects acknowledged with one id: {acked:?}"
+    );
+    for addr in [&a_addr, &b_addr] {
+        for (subject, id) in &acked {
+            // Exactly one version: a retried registration never registered the schema twice.
+            eventually(addr, &format!("/subjects/{subject}/versions"), &json!([1]));
+            let v = http(
+                addr,
+                "GET",
+                &format!("/subjects/{subject}/versions/1"),
+                None,
+            )
+            .1;
+            assert_eq!(v["id"].as_i64(), Some(*id), "{subject} on {addr}: {v}");
+        }
+        // Nothing registered beyond what the client saw, except the one in flight when it stopped.
+        let subjects = http(addr, "GET", "/subjects", None).1;
+        let n = subjects.as_array().map_or(0, Vec::len);
+        assert!(
+            n == acked.len() || n == acked.len() + 1,
+            "{n} subjects, {} acknowledged",
+            acked.len()
+        );
+    }
+    for p in &mut procs {
+        kill9(p);
+    }
+}
+
+#[test]
+fn a_paused_primary_is_fenced_when_it_resumes_and_never_writes_a_colliding_id() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("broker"), &[]);
+    let (a, a_addr) = spawn_member(&broker.bootstrap, "zombie", &[]);
+    let (b, b_addr) = spawn_member(&broker.bootstrap, "zombie", &[]);
+    let mut procs = [a, b];
+    let addrs = [a_addr.as_str(), b_addr.as_str()];
+    let p = wait_for_one_primary(&addrs);
+    let s = 1 - p;
+    let first = register(addrs[p], "first", &record_schema("First"));
+
+    // Pause the primary past its session: the group gives the election to the other instance, whose
+    // init_transactions fences the paused one.
+    let pid = procs[p].id().to_string();
+    let _ = Command::new("kill").args(["-STOP", &pid]).status();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while primary_of(addrs[s])["primary"] != json!(true) {
+        assert!(
+            Instant::now() < deadline,
+            "the other instance never took over"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let during = register(addrs[s], "during", &record_schema("During"));
+    assert_eq!(during, first + 1);
+
+    // Resumed, the old primary may still believe it is the primary for a moment: its write must not commit
+    // with an id of its own; it is fenced and the write goes to the new primary (or fails, retryable).
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    let (st, v) = try_register(addrs[p], "zombie", &record_schema("Zombie"));
+    eprintln!("the resumed primary answered {st} {v}");
+    if st == 200 {
+        assert_eq!(v["id"].as_i64(), Some(during + 1), "{v}");
+    } else {
+        assert_eq!((st, v["error_code"].as_i64()), (500, Some(50004)), "{v}");
+    }
+    let after = register(addrs[p], "after", &record_schema("After"));
+    let expected = if st == 200 { during + 2 } else { during + 1 };
+    assert_eq!(after, expected);
+    assert_eq!(primary_of(addrs[s])["primary"], json!(true));
+    assert_eq!(primary_of(addrs[p])["primary"], json!(false));
+    // Every subject has one version and every id is distinct, on both instances.
+    for addr in addrs {
+        let subjects = http(addr, "GET", "/subjects", None).1;
+        let mut ids = Vec::new();
+        for subject in subjects.as_array().unwrap() {
+            let subject = subject.as_str().unwrap();
+            eventually(addr, &format!("/subjects/{subject}/versions"), &json!([1]));
+            ids.push(
+                http(
+                    addr,
+                    "GET",
+                    &format!("/subjects/{subject}/versions/1"),
+                    None,
+                )
+                .1["id"]
+                    .as_i64()
+                    .unwrap(),
+            );
+        }
+        let n = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "{addr}: {subjects}");
+    }
+    for p in &mut procs {
+        kill9(p);
+    }
+}
+
+#[test]
+fn a_bad_advertised_url_is_refused_with_a_message_before_anything_starts() {
+    let out = run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_fjord")).args([
+            "registry",
+            "--bootstrap-server",
+            "127.0.0.1:1",
+            "--listen",
+            "127.0.0.1:0",
+            "--advertised-url",
+            "https://reg:8081",
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--advertised-url") && err.contains("http://HOST:PORT"),
+        "{err}"
+    );
 }
