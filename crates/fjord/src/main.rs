@@ -378,7 +378,13 @@ fn start_properties(
     data_dir: Option<PathBuf>,
     opts: &BrokerOpts,
 ) -> Result<Result<BTreeMap<String, String>>, CliError> {
-    let mut props = match opts.properties(&[("metrics.listener", "127.0.0.1:8080".to_string())]) {
+    // Defaults of the embedded platform, as Kafka's shipped config/server.properties: no 3 s wait for more members
+    // before a new group's first rebalance (the registry's election group, a developer's first consumer).
+    let defaults = [
+        ("metrics.listener", "127.0.0.1:8080".to_string()),
+        ("group.initial.rebalance.delay.ms", "0".to_string()),
+    ];
+    let mut props = match opts.properties(&defaults) {
         Ok(p) => p,
         Err(e) => return Ok(Err(e)),
     };

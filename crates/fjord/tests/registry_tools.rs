@@ -25,6 +25,8 @@ fn start() -> (tempfile::TempDir, Child, String, String) {
             "metrics.listener=127.0.0.1:0",
             "--registry-listener",
             "127.0.0.1:0",
+            "--connect-listener",
+            "none",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
