@@ -38,9 +38,12 @@ def run(extra):
         else:
             counts["other"].append(err)
 
-    conf = {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 100}
+    # A long linger and the topic's metadata fetched first: all 100 records are queued before the batch may leave,
+    # also on a loaded machine (with 100 ms, a first batch sometimes left with only a few of them).
+    conf = {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 2000}
     conf.update(extra)
     p = Producer(conf)
+    p.list_topics("record-errors", timeout=30)
     for i in range(100):
         key = None if i % 10 == 0 else f"key-{i}".encode()
         p.produce("record-errors", key=key, value=f"message {i}".encode(), partition=0, on_delivery=dr)
