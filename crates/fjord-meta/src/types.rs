@@ -109,7 +109,6 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
-    /// Whether broker `id` is registered and not fenced.
     /// Whether a starting broker must (re)register: its registration is missing or stale, or the metadata still
     /// marks some of its replicas offline (a restart re-checks its log directories, and registering clears those
     /// marks; the broker reports again what is still offline).
@@ -122,6 +121,7 @@ impl ClusterState {
                 .any(|p| p.offline.contains(&info.id))
     }
 
+    /// Whether broker `id` is registered and not fenced.
     pub fn is_live(&self, id: i32) -> bool {
         is_live(&self.brokers, &self.fenced, id)
     }

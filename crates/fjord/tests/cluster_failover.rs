@@ -106,11 +106,6 @@ impl Drop for Node {
     }
 }
 
-/// Free ports on 127.0.0.1 outside the kernel's ephemeral range (`fjord_meta::ports`).
-fn free_ports(n: usize) -> Vec<u16> {
-    fjord_meta::ports::free_ports("127.0.0.1", n).unwrap()
-}
-
 /// The property file of node `id`: Kafka's KRaft names only.
 fn write_properties(dir: &Path, id: i32, client: u16, controllers: &[u16]) -> PathBuf {
     let voters: Vec<String> = controllers
@@ -210,7 +205,7 @@ fn status(bootstrap: &str) -> (Option<i32>, serde_json::Value) {
 /// Three `fjord broker` processes, every one live, with `TOPIC` (3 partitions, RF=3, min.insync.replicas=2) in
 /// sync on all three. Returns the nodes and a bootstrap list of all of them.
 fn start_cluster(dir: &Path) -> (Vec<Node>, String) {
-    let ports = free_ports(6);
+    let ports = fjord_meta::ports::free_ports("127.0.0.1", 6).unwrap();
     let (clients, controllers) = ports.split_at(3);
     let mut nodes: Vec<Node> = (1..=3)
         .map(|id| Node {

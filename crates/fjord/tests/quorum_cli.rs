@@ -9,11 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::{fjord, ok, stderr, temp_dir, BrokerProc};
 
-/// Free ports on 127.0.0.1 outside the kernel's ephemeral range (`fjord_meta::ports`).
-fn free_ports(n: usize) -> Vec<u16> {
-    fjord_meta::ports::free_ports("127.0.0.1", n).unwrap()
-}
-
 /// (voters, observers) from `fjord cluster status --output json`.
 fn quorum(bootstrap: &str) -> (Vec<i64>, Vec<i64>) {
     let out = fjord(bootstrap, &["cluster", "status", "--output", "json"], None);
@@ -48,7 +43,7 @@ fn wait_quorum(bootstrap: &str, voters: &[i64], observers: &[i64]) {
 
 #[test]
 fn add_voter_and_remove_voter_change_the_quorum_of_running_processes() {
-    let ports = free_ports(4);
+    let ports = fjord_meta::ports::free_ports("127.0.0.1", 4).unwrap();
     let voters = (0..3)
         .map(|i| format!("{}@127.0.0.1:{}", i + 1, ports[i]))
         .collect::<Vec<_>>()
