@@ -209,8 +209,10 @@ impl Codec {
                     names,
                 } = &**c;
                 let v = avro_json::from_json(j, schema, names)?;
+                // The schema itself is among the schemata: a named type used a second time is a reference by
+                // name, which the writer resolves only from this list.
                 let writer = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
-                    .schemata(references.iter().collect())
+                    .schemata(std::iter::once(schema).chain(references).collect())
                     .map_err(|e| e.to_string())?
                     .build()
                     .map_err(|e| e.to_string())?;
@@ -234,8 +236,9 @@ impl Codec {
                     references,
                     names,
                 } = &**c;
+                let schemata: Vec<&Schema> = std::iter::once(schema).chain(references).collect();
                 let reader = apache_avro::reader::datum::GenericDatumReader::builder(schema)
-                    .writer_schemata(references.iter().collect())
+                    .writer_schemata(schemata.clone())
                     .map_err(|e| e.to_string())?
                     .build()
                     .map_err(|e| e.to_string())?;
@@ -248,6 +251,11 @@ impl Codec {
                         "{} bytes are left after the Avro record (not written with this schema?)",
                         rest.len()
                     ));
+                }
+                // apache-avro reads a string cut short by the end of the body as null: a value that does not fit
+                // its schema is a damaged body, never printed as data.
+                if !v.validate_schemata(&schemata) {
+                    return Err("the Avro body ends early or does not fit its schema".to_string());
                 }
                 avro_json::to_json(&v, schema, names)
             }
@@ -602,6 +610,35 @@ mod tests {
             j.encode(&json!({"a": 1})).unwrap(),
             b"\0\0\0\0\x01{\"a\":1}".to_vec()
         );
+    }
+
+    #[test]
+    fn a_named_type_used_twice_round_trips() {
+        // The second use of `Money` is a reference by name: the writer and reader must resolve it within the
+        // schema itself, also when the schema has no references of its own.
+        let c = avro_codec(
+            r#"{"type":"record","name":"Order","fields":[
+                {"name":"price","type":{"type":"record","name":"Money","fields":[{"name":"cents","type":"long"}]}},
+                {"name":"tax","type":"Money"}]}"#,
+        );
+        let mut body = Vec::new();
+        c.encode_body(
+            &json!({"price": {"cents": 250}, "tax": {"cents": 50}}),
+            &mut body,
+        )
+        .expect("encodes");
+        let text = c.decode_body(&body).expect("decodes");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v, json!({"price": {"cents": 250}, "tax": {"cents": 50}}));
+    }
+
+    #[test]
+    fn a_body_that_ends_early_is_an_error_not_null() {
+        let c =
+            avro_codec(r#"{"type":"record","name":"R","fields":[{"name":"a","type":"string"}]}"#);
+        // "ab" would be 04 61 62; the length says 8 bytes.
+        let err = c.decode_body(&[0x10, b'a', b'b']).unwrap_err();
+        assert!(!err.is_empty());
     }
 
     #[test]
