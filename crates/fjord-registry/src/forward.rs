@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{header, HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 
 /// The header a forwarded request carries: an instance that receives it and is not the primary answers 50004
@@ -95,8 +95,9 @@ pub async fn forward(
             .map_err(|e| ForwardError::Failed(format!("{url} did not answer: {e}")))?;
         let status = resp.status();
         let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-        let body = resp
-            .into_body()
+        // Bounded like a request: the primary's URL comes from a record anyone with access to the election topic
+        // could write, so its answer is not trusted to be small.
+        let body = Limited::new(resp.into_body(), crate::api::MAX_BODY_BYTES)
             .collect()
             .await
             .map_err(|e| ForwardError::Failed(format!("reading the answer of {url}: {e}")))?

@@ -117,6 +117,7 @@ pub fn parse(text: &str, referenced: &[(String, String)]) -> Result<ParsedProto,
     let file = pool
         .get_file_by_name(&file_name)
         .ok_or_else(|| format!("{text}: the schema compiled to no file"))?;
+    check_ranges(&file.file_descriptor_proto().message_type).map_err(|e| format!("{text}: {e}"))?;
     let canonical = print_file(file.file_descriptor_proto());
     Ok(ParsedProto {
         pool,
@@ -161,6 +162,28 @@ fn quote(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// Reserved and extension ranges are half-open `[start, end)` with `end > start`: a serialized descriptor is the
+/// client's, and the compiler does not check them.
+fn check_ranges(messages: &[DescriptorProto]) -> Result<(), String> {
+    for m in messages {
+        let ranges = m
+            .reserved_range
+            .iter()
+            .map(|r| (r.start(), r.end()))
+            .chain(m.extension_range.iter().map(|r| (r.start(), r.end())));
+        for (start, end) in ranges {
+            if end <= start {
+                return Err(format!(
+                    "message {} has a reserved or extension range {start} to {end} whose end is not after its start",
+                    m.name()
+                ));
+            }
+        }
+        check_ranges(&m.nested_type)?;
+    }
+    Ok(())
 }
 
 fn print_file(fd: &FileDescriptorProto) -> String {
@@ -866,5 +889,37 @@ fn compare_message_types(ctx: &mut Ctx, om: &MessageDescriptor, um: &MessageDesc
     ctx.found.extend(sub.found);
     if !ok {
         ctx.add("FIELD_NAMED_TYPE_CHANGED");
+    }
+}
+
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+    use prost_reflect::prost_types::descriptor_proto::{ExtensionRange, ReservedRange};
+
+    #[test]
+    fn a_descriptor_with_inverted_ranges_is_an_error_or_text_never_a_panic() {
+        // Ranges come from the client's base64 descriptor; protox does not check that end > start.
+        let fd = FileDescriptorProto {
+            name: Some("hostile.proto".into()),
+            syntax: Some("proto2".into()),
+            message_type: vec![DescriptorProto {
+                name: Some("M".into()),
+                reserved_range: vec![ReservedRange {
+                    start: Some(5),
+                    end: Some(i32::MIN),
+                }],
+                extension_range: vec![ExtensionRange {
+                    start: Some(100),
+                    end: Some(i32::MIN),
+                    options: None,
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let text = base64::engine::general_purpose::STANDARD.encode(fd.encode_to_vec());
+        let err = parse(&text, &[]).err().expect("refused");
+        assert!(err.contains("range"), "{err}");
     }
 }
