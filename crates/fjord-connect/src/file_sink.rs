@@ -45,8 +45,12 @@ fn subscription(config: &ConfigMap) -> Vec<String> {
     }
     // librdkafka takes a subscription starting with ^ as a regular expression.
     match config.get("topics.regex").map(|r| r.trim()) {
-        Some(r) if r.starts_with('^') => vec![r.to_string()],
-        Some(r) if !r.is_empty() => vec![format!("^{r}")],
+        // Anchored at both ends as Connect's Java regex `matches()`: librdkafka alone matches a prefix, and
+        // `topics.regex=cat` would also take `catalog`.
+        Some(r) if !r.is_empty() => vec![format!(
+            "^(?:{})$",
+            r.trim_start_matches('^').trim_end_matches('$')
+        )],
         _ => Vec::new(),
     }
 }
@@ -93,6 +97,9 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
         .append(true)
         .open(&path)
         .map_err(|e| format!("cannot open {path} for appending: {e}"))?;
+    // The file's name must be durable before any offset past what it holds is committed.
+    crate::offsets::sync_parent(std::path::Path::new(&path))
+        .map_err(|e| format!("cannot sync the directory of {path}: {e}"))?;
     tracing::info!(connector = %ctx.connector, file = %path, ?topics, group = %group, "file sink starting");
 
     let result = loop {
@@ -235,9 +242,29 @@ pub fn committed_offsets(
         .collect())
 }
 
-/// Whether `topic` matches the subscription pattern `pattern` (`^...`), anchored at both ends as Connect's
-/// `topics.regex` is.
+/// Whether `topic` matches the subscription pattern (`^(?:...)$`, see [`subscription`]).
 fn regex_lite_match(pattern: &str, topic: &str) -> bool {
-    regex::Regex::new(&format!("^(?:{})$", pattern.trim_start_matches('^')))
-        .is_ok_and(|r| r.is_match(topic))
+    regex::Regex::new(pattern).is_ok_and(|r| r.is_match(topic))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_regex_matches_whole_names_only() {
+        for given in ["cat", "^cat", "cat$", "^cat$"] {
+            let config: ConfigMap = [("topics.regex".to_string(), given.to_string())]
+                .into_iter()
+                .collect();
+            let sub = subscription(&config);
+            assert_eq!(sub.len(), 1);
+            assert!(sub[0].starts_with('^'), "librdkafka needs ^ for a regex");
+            assert!(regex_lite_match(&sub[0], "cat"), "{given}");
+            assert!(
+                !regex_lite_match(&sub[0], "catalog"),
+                "{given}: not a prefix match"
+            );
+        }
+    }
 }

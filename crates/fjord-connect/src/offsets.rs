@@ -137,12 +137,18 @@ impl OffsetStore {
         f.sync_all()?;
         drop(f);
         std::fs::rename(&tmp, &self.path)?;
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        std::fs::File::open(dir)?.sync_all()
+        sync_parent(&self.path)
     }
+}
+
+/// Fsyncs the directory holding `path`, so that a file created or renamed there keeps its name after a power loss
+/// (an fsync of the file itself makes only its bytes durable).
+pub(crate) fn sync_parent(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn parse(bytes: &[u8]) -> std::result::Result<Offsets, String> {
