@@ -146,7 +146,9 @@ pub struct ConsumeFormatArgs {
 enum Codec {
     /// Boxed: one codec per schema id, and the Avro one is large.
     Avro(Box<AvroCodec>),
-    Json,
+    /// JSON text; when producing, each value is first validated against the schema (as Confluent's
+    /// JSONSerializer does), when the schema compiles without references of its own.
+    Json(Option<Box<jsonschema::Validator>>),
 }
 
 struct AvroCodec {
@@ -196,7 +198,15 @@ impl Codec {
                     names,
                 })))
             }
-            Format::JsonSchema => Ok(Codec::Json),
+            Format::JsonSchema => {
+                let has_references = references.as_array().is_some_and(|r| !r.is_empty());
+                if has_references {
+                    // Its references would have to be fetched and served to the validator: the registry
+                    // validated the schema itself, and the consumer does not validate.
+                    return Ok(Codec::Json(None));
+                }
+                json_validator(text).map(|v| Codec::Json(Some(Box::new(v))))
+            }
         }
     }
 
@@ -221,7 +231,14 @@ impl Codec {
                     .map_err(|e| format!("does not fit the schema: {e}"))?;
                 Ok(())
             }
-            Codec::Json => {
+            Codec::Json(validator) => {
+                if let Some(v) = validator {
+                    if let Some(e) = v.iter_errors(j).next() {
+                        let at = e.instance_path().to_string();
+                        let at = if at.is_empty() { "/".to_string() } else { at };
+                        return Err(format!("does not match its JSON Schema: {e} (at {at})"));
+                    }
+                }
                 out.extend_from_slice(j.to_string().as_bytes());
                 Ok(())
             }
@@ -259,13 +276,30 @@ impl Codec {
                 }
                 avro_json::to_json(&v, schema, names)
             }
-            Codec::Json => {
+            Codec::Json(_) => {
                 let v: Value = serde_json::from_slice(body)
                     .map_err(|e| format!("the body is not JSON: {e}"))?;
                 Ok(v.to_string())
             }
         }
     }
+}
+
+/// A validator for a JSON Schema text without references (draft 7, Confluent's default, when it names none).
+fn json_validator(text: &str) -> Result<jsonschema::Validator, String> {
+    let schema: Value =
+        serde_json::from_str(text).map_err(|e| format!("not a JSON Schema (not JSON): {e}"))?;
+    let named = schema.get("$schema").is_some();
+    // jsonschema panics on a few malformed schemas (the registry guards the same way).
+    std::panic::catch_unwind(|| {
+        let mut options = jsonschema::options().should_validate_formats(false);
+        if !named {
+            options = options.with_draft(jsonschema::Draft::Draft7);
+        }
+        options.build(&schema)
+    })
+    .map_err(|_| "not a valid JSON Schema (it cannot be compiled)".to_string())?
+    .map_err(|e| format!("not a valid JSON Schema: {e}"))
 }
 
 /// Fetches the referenced schemas (and theirs), dependencies first, at most [`MAX_REFERENCES`].
@@ -440,7 +474,7 @@ fn encoder(
     let record_name = || -> Result<String, CliError> {
         let name = match (&codec, format) {
             (Codec::Avro(c), _) => c.schema.name().map(|n| n.fullname(None)),
-            (Codec::Json, _) => serde_json::from_str::<Value>(&text)
+            (Codec::Json(_), _) => serde_json::from_str::<Value>(&text)
                 .ok()
                 .and_then(|v| v["title"].as_str().map(str::to_string)),
         };
@@ -519,14 +553,14 @@ impl Decoders {
         self.key.is_some() || self.value.is_some()
     }
 
-    pub fn key(&mut self, bytes: Option<&[u8]>) -> Result<Option<Vec<u8>>, String> {
+    pub fn key(&mut self, bytes: Option<&[u8]>) -> Result<Option<Vec<u8>>, DecodeError> {
         match (self.key, bytes) {
             (Some(f), Some(b)) => self.decode(f, b).map(|s| Some(s.into_bytes())),
             (_, b) => Ok(b.map(<[u8]>::to_vec)),
         }
     }
 
-    pub fn value(&mut self, bytes: Option<&[u8]>) -> Result<Option<Vec<u8>>, String> {
+    pub fn value(&mut self, bytes: Option<&[u8]>) -> Result<Option<Vec<u8>>, DecodeError> {
         match (self.value, bytes) {
             (Some(f), Some(b)) => self.decode(f, b).map(|s| Some(s.into_bytes())),
             (_, b) => Ok(b.map(<[u8]>::to_vec)),
@@ -534,19 +568,22 @@ impl Decoders {
     }
 
     /// One field in the wire format, decoded to JSON text with the writer schema its id names.
-    fn decode(&mut self, format: Format, b: &[u8]) -> Result<String, String> {
+    fn decode(&mut self, format: Format, b: &[u8]) -> Result<String, DecodeError> {
         if b.len() < 5 || b[0] != 0 {
-            return Err(match b.first() {
+            return Err(DecodeError::Undecodable(match b.first() {
                 None => "empty, not in Confluent's wire format (magic byte 0, 4-byte schema id, body)".into(),
                 Some(0) => format!("only {} bytes: too short for Confluent's wire format (magic byte 0, 4-byte schema id, body)", b.len()),
                 Some(m) => format!(
                     "not in Confluent's wire format: the first byte is 0x{m:02x}, not the magic byte 0 (was it written without a schema registry serializer?)"
                 ),
-            });
+            }));
         }
         let id = u32::from_be_bytes([b[1], b[2], b[3], b[4]]);
         if !self.cache.contains_key(&(format, id)) {
-            let client = self.client.as_ref().ok_or("no registry client")?;
+            let client = self
+                .client
+                .as_ref()
+                .ok_or_else(|| DecodeError::Stop(CliError::failure("no registry client")))?;
             let fetched = match client.get(&format!("/schemas/ids/{id}")) {
                 Ok(v) => Codec::new(
                     client,
@@ -556,23 +593,38 @@ impl Decoders {
                     &v["references"],
                 )
                 .map_err(|e| format!("schema id {id}: {e}")),
-                // An unreachable registry is not remembered: the next record asks again.
-                Err(e @ RegistryError::Unreachable(_)) => {
-                    return Err(client
-                        .explain(&format!("cannot fetch schema id {id}"), e)
-                        .message)
+                // The one answer that says the record can never be decoded: no schema has this id.
+                Err(e @ RegistryError::Api { code: 40403, .. }) => {
+                    Err(client.explain(&format!("schema id {id}"), e).message)
                 }
-                Err(e) => Err(client.explain(&format!("schema id {id}"), e).message),
+                // Anything else (unreachable, a 5xx, an answer that is not the registry's) may pass: it is
+                // not remembered, and the run stops before the record, so that it is read again.
+                Err(e) => {
+                    return Err(DecodeError::Stop(
+                        client.explain(&format!("cannot fetch schema id {id}"), e),
+                    ))
+                }
             };
             self.cache.insert((format, id), fetched);
         }
         match &self.cache[&(format, id)] {
             Ok(codec) => codec
                 .decode_body(&b[5..])
-                .map_err(|e| format!("schema id {id}: {e}")),
-            Err(e) => Err(e.clone()),
+                .map_err(|e| DecodeError::Undecodable(format!("schema id {id}: {e}"))),
+            Err(e) => Err(DecodeError::Undecodable(e.clone())),
         }
     }
+}
+
+/// Why a field did not decode.
+#[derive(Debug)]
+pub enum DecodeError {
+    /// The record can never be decoded (not in the wire format, no schema with its id, a body that does not
+    /// fit its schema): it is reported and skipped.
+    Undecodable(String),
+    /// The schema could not be fetched for a reason that may pass (the registry is unreachable or failed):
+    /// the run stops before the record, which is neither printed nor committed.
+    Stop(CliError),
 }
 
 #[cfg(test)]
@@ -603,13 +655,38 @@ mod tests {
         );
         let j = Encoder {
             id: 1,
-            codec: Codec::Json,
+            codec: Codec::Json(None),
             field: "value",
         };
         assert_eq!(
             j.encode(&json!({"a": 1})).unwrap(),
             b"\0\0\0\0\x01{\"a\":1}".to_vec()
         );
+    }
+
+    #[test]
+    fn a_json_value_that_does_not_match_its_schema_is_refused_naming_the_violation() {
+        let v = json_validator(
+            r#"{"type":"object","properties":{"sku":{"type":"string"},"price":{"type":"number"}},"required":["sku"]}"#,
+        )
+        .unwrap();
+        let e = Encoder {
+            id: 3,
+            codec: Codec::Json(Some(Box::new(v))),
+            field: "value",
+        };
+        assert!(e.encode(&json!({"sku": "a", "price": 1.5})).is_ok());
+        let err = e.encode(&json!({"sku": 7})).unwrap_err();
+        assert!(
+            err.starts_with("the value does not match its JSON Schema")
+                && err.contains("at /sku")
+                && err.contains("7"),
+            "{err}"
+        );
+        let err = e.encode(&json!({"price": 1})).unwrap_err();
+        assert!(err.contains("sku") && err.contains("(at /)"), "{err}");
+        assert!(json_validator(r#"{"type": 12}"#).is_err());
+        assert!(json_validator("not json").is_err());
     }
 
     #[test]
@@ -649,9 +726,13 @@ mod tests {
             client: None,
             cache: HashMap::new(),
         };
-        let e = d.value(Some(b"{\"plain\":1}")).unwrap_err();
+        let undecodable = |r: Result<Option<Vec<u8>>, DecodeError>| match r {
+            Err(DecodeError::Undecodable(e)) => e,
+            other => panic!("expected an undecodable record: {other:?}"),
+        };
+        let e = undecodable(d.value(Some(b"{\"plain\":1}")));
         assert!(e.contains("first byte is 0x7b"), "{e}");
-        let e = d.value(Some(&[0, 0, 1])).unwrap_err();
+        let e = undecodable(d.value(Some(&[0, 0, 1])));
         assert!(e.contains("too short"), "{e}");
         // A null value (tombstone) stays null; keys without --key-format pass through.
         assert_eq!(d.value(None).unwrap(), None);
@@ -663,7 +744,7 @@ mod tests {
             d.value(Some(&[0, 0, 0, 0, 7, 2])).unwrap(),
             Some(b"1".to_vec())
         );
-        let e = d.value(Some(&[0, 0, 0, 0, 7, 2, 2])).unwrap_err();
+        let e = undecodable(d.value(Some(&[0, 0, 0, 0, 7, 2, 2])));
         assert!(e.contains("1 bytes are left"), "{e}");
     }
 }
