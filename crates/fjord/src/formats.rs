@@ -2,10 +2,10 @@
 //! the bytes a Confluent serializer would write, and back.
 //!
 //! Confluent's wire format is a magic byte 0, the schema id as 4 bytes big-endian, then the body: Avro binary
-//! for Avro, the JSON text for JSON Schema. Producing resolves the schema once at start (registering it under
+//! for Avro, the JSON text for JSON Schema, the message-index array and the Protobuf binary for Protobuf.
+//! Producing resolves the schema once at start (registering it under
 //! the subject the naming strategy gives, or looking it up, or fetching it by id); consuming fetches each
-//! writer schema by the id in the record, once per id. A format is one arm of [`Format`]; Protobuf (message
-//! indexes after the id) would be another.
+//! writer schema by the id in the record, once per id. A format is one arm of [`Format`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -28,6 +28,9 @@ pub enum Format {
     Avro,
     /// JSON text in Confluent's wire format, schema from the registry (JSON Schema).
     JsonSchema,
+    /// Protobuf binary in Confluent's wire format, after the message-index array
+    /// (kafka-protobuf-console-producer/consumer); JSON in and out in the proto3 JSON mapping.
+    Protobuf,
 }
 
 impl Format {
@@ -36,12 +39,14 @@ impl Format {
         match self {
             Format::Avro => "AVRO",
             Format::JsonSchema => "JSON",
+            Format::Protobuf => "PROTOBUF",
         }
     }
     fn flag_name(self) -> &'static str {
         match self {
             Format::Avro => "avro",
             Format::JsonSchema => "json-schema",
+            Format::Protobuf => "protobuf",
         }
     }
 }
@@ -84,6 +89,11 @@ pub struct ProduceFormatArgs {
     /// Use the registered schema with this id for values.
     #[arg(long, value_name = "ID", help_heading = "Schema registry")]
     pub value_schema_id: Option<u32>,
+    /// With --value-format protobuf: the message of the schema each value is (its full name, e.g.
+    /// shop.Order, or a name unique in the file); the first message of the file by default, as Confluent's
+    /// kafka-protobuf-console-producer.
+    #[arg(long, value_name = "MESSAGE", help_heading = "Schema registry")]
+    pub value_schema_message: Option<String>,
     /// Encode each key with a schema from the registry (the key part of the line, or the JSON line's "key").
     #[arg(
         long,
@@ -107,6 +117,9 @@ pub struct ProduceFormatArgs {
     /// Use the registered schema with this id for keys.
     #[arg(long, value_name = "ID", help_heading = "Schema registry")]
     pub key_schema_id: Option<u32>,
+    /// With --key-format protobuf: the message of the schema each key is (the first by default).
+    #[arg(long, value_name = "MESSAGE", help_heading = "Schema registry")]
+    pub key_schema_message: Option<String>,
     /// The subject a schema is registered under: topic (TOPIC-value, TOPIC-key), record (the record's full
     /// name) or topic-record (TOPIC-RECORDNAME).
     #[arg(long, value_enum, default_value_t = SubjectStrategy::Topic, help_heading = "Schema registry")]
@@ -149,6 +162,15 @@ enum Codec {
     /// JSON text; when producing, each value is first validated against the schema (as Confluent's
     /// JSONSerializer does), when the schema compiles without references of its own.
     Json(Option<Box<jsonschema::Validator>>),
+    Protobuf(Box<ProtoCodec>),
+}
+
+struct ProtoCodec {
+    schema: crate::proto_json::ProtoSchema,
+    /// The message a producer writes (`--value-schema-message`, else the first), with its index path; a
+    /// consumer uses the message each record's indexes name.
+    message: prost_reflect::MessageDescriptor,
+    indexes: Vec<i32>,
 }
 
 struct AvroCodec {
@@ -166,6 +188,7 @@ impl Codec {
         text: &str,
         schema_type: &str,
         references: &Value,
+        message: Option<&str>,
     ) -> Result<Codec, String> {
         if schema_type != format.schema_type() {
             return Err(format!(
@@ -176,8 +199,9 @@ impl Codec {
         }
         match format {
             Format::Avro => {
-                let mut texts = Vec::new();
-                fetch_references(client, references, &mut texts, 0)?;
+                let mut named = Vec::new();
+                fetch_references(client, references, &mut named, 0)?;
+                let texts: Vec<String> = named.into_iter().map(|(_, t)| t).collect();
                 let (schema, references) = if texts.is_empty() {
                     (
                         Schema::parse_str(text).map_err(|e| format!("not an Avro schema: {e}"))?,
@@ -196,6 +220,18 @@ impl Codec {
                     schema,
                     references,
                     names,
+                })))
+            }
+            Format::Protobuf => {
+                let mut referenced = Vec::new();
+                fetch_references(client, references, &mut referenced, 0)?;
+                let schema = crate::proto_json::ProtoSchema::compile(text, &referenced)
+                    .map_err(|e| format!("not a Protobuf schema: {e}"))?;
+                let (message, indexes) = schema.message(message)?;
+                Ok(Codec::Protobuf(Box::new(ProtoCodec {
+                    schema,
+                    message,
+                    indexes,
                 })))
             }
             Format::JsonSchema => {
@@ -229,6 +265,11 @@ impl Codec {
                 writer
                     .write_value(out, v)
                     .map_err(|e| format!("does not fit the schema: {e}"))?;
+                Ok(())
+            }
+            Codec::Protobuf(p) => {
+                crate::proto_json::write_indexes(&p.indexes, out);
+                out.extend(crate::proto_json::from_json(&p.message, j)?);
                 Ok(())
             }
             Codec::Json(validator) => {
@@ -276,6 +317,12 @@ impl Codec {
                 }
                 avro_json::to_json(&v, schema, names)
             }
+            Codec::Protobuf(p) => {
+                let mut rest = body;
+                let indexes = crate::proto_json::read_indexes(&mut rest)?;
+                let message = p.schema.message_at(&indexes)?;
+                crate::proto_json::to_json(&message, rest)
+            }
             Codec::Json(_) => {
                 let v: Value = serde_json::from_slice(body)
                     .map_err(|e| format!("the body is not JSON: {e}"))?;
@@ -302,11 +349,12 @@ fn json_validator(text: &str) -> Result<jsonschema::Validator, String> {
     .map_err(|e| format!("not a valid JSON Schema: {e}"))
 }
 
-/// Fetches the referenced schemas (and theirs), dependencies first, at most [`MAX_REFERENCES`].
+/// Fetches the referenced schemas (and theirs), dependencies first, at most [`MAX_REFERENCES`]: (reference
+/// name, schema text).
 fn fetch_references(
     client: &RegistryClient,
     references: &Value,
-    out: &mut Vec<String>,
+    out: &mut Vec<(String, String)>,
     depth: usize,
 ) -> Result<(), String> {
     let Some(refs) = references.as_array() else {
@@ -332,8 +380,9 @@ fn fetch_references(
             })?;
         fetch_references(client, &v["references"], out, depth + 1)?;
         if let Some(text) = v["schema"].as_str() {
-            if !out.iter().any(|t| t == text) {
-                out.push(text.to_string());
+            if !out.iter().any(|(_, t)| t == text) {
+                let name = r["name"].as_str().unwrap_or(subject);
+                out.push((name.to_string(), text.to_string()));
             }
         }
     }
@@ -410,6 +459,7 @@ impl Encoders {
                         &args.value_schema_file,
                         &args.value_schema,
                         args.value_schema_id,
+                        args.value_schema_message.as_deref(),
                     ),
                 )
             })
@@ -423,7 +473,12 @@ impl Encoders {
                     topic,
                     f,
                     true,
-                    (&args.key_schema_file, &args.key_schema, args.key_schema_id),
+                    (
+                        &args.key_schema_file,
+                        &args.key_schema,
+                        args.key_schema_id,
+                        args.key_schema_message.as_deref(),
+                    ),
                 )
             })
             .transpose()?;
@@ -437,8 +492,15 @@ fn encoder(
     topic: &str,
     format: Format,
     is_key: bool,
-    (file, inline, id): (&Option<PathBuf>, &Option<String>, Option<u32>),
+    (file, inline, id, message): (&Option<PathBuf>, &Option<String>, Option<u32>, Option<&str>),
 ) -> Result<Encoder, CliError> {
+    if message.is_some() && format != Format::Protobuf {
+        return Err(CliError::bad_args(format!(
+            "--{}-schema-message names a Protobuf message; it needs --{}-format protobuf",
+            if is_key { "key" } else { "value" },
+            if is_key { "key" } else { "value" },
+        )));
+    }
     let which = if is_key { "key" } else { "value" };
     let field: &'static str = if is_key { "key" } else { "value" };
     if let Some(id) = id {
@@ -452,6 +514,7 @@ fn encoder(
             v["schema"].as_str().unwrap_or_default(),
             v["schemaType"].as_str().unwrap_or("AVRO"),
             &v["references"],
+            message,
         )
         .map_err(|e| CliError::failure(format!("{what}: {e}")))?;
         return Ok(Encoder { id, codec, field });
@@ -469,14 +532,22 @@ fn encoder(
         }
     };
     // Parsed here first, so that a bad schema is reported by what is wrong with it, before the registry.
-    let codec = Codec::new(client, format, &text, format.schema_type(), &Value::Null)
-        .map_err(|e| CliError::failure(format!("the {which} schema: {e}")))?;
+    let codec = Codec::new(
+        client,
+        format,
+        &text,
+        format.schema_type(),
+        &Value::Null,
+        message,
+    )
+    .map_err(|e| CliError::failure(format!("the {which} schema: {e}")))?;
     let record_name = || -> Result<String, CliError> {
         let name = match (&codec, format) {
             (Codec::Avro(c), _) => c.schema.name().map(|n| n.fullname(None)),
             (Codec::Json(_), _) => serde_json::from_str::<Value>(&text)
                 .ok()
                 .and_then(|v| v["title"].as_str().map(str::to_string)),
+            (Codec::Protobuf(p), _) => Some(p.message.full_name().to_string()),
         };
         name.ok_or_else(|| {
             CliError::bad_args(format!(
@@ -591,6 +662,7 @@ impl Decoders {
                     v["schema"].as_str().unwrap_or_default(),
                     v["schemaType"].as_str().unwrap_or("AVRO"),
                     &v["references"],
+                    None,
                 )
                 .map_err(|e| format!("schema id {id}: {e}")),
                 // The one answer that says the record can never be decoded: no schema has this id.
