@@ -946,3 +946,78 @@ fn a_bad_advertised_url_is_refused_with_a_message_before_anything_starts() {
         "{err}"
     );
 }
+
+/// Waits (`secs` at most) until `registry` is the primary.
+async fn until_primary(registry: &fjord_registry::Registry, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while registry.store().role() != fjord_registry::store::Role::Primary {
+        assert!(Instant::now() < deadline, "never became the primary");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_began_before_a_re_promotion_is_refused_not_committed_by_the_new_producer() {
+    use fjord_registry::registry::SchemaRequest;
+    use fjord_registry::{open_kafka, ElectionConfig, Error};
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("broker"), &[]);
+    let request = |name: &str| SchemaRequest {
+        schema: Some(record_schema(name)),
+        ..SchemaRequest::default()
+    };
+    // Two in-process instances in different election groups on one topic: both are primaries, and each
+    // promotion fences the other's producer.
+    let a = open_kafka(
+        &broker.bootstrap,
+        "_schemas",
+        ElectionConfig::new("group-a", "http://127.0.0.1:1", true),
+    )
+    .await
+    .unwrap();
+    until_primary(&a, 60).await;
+    let first = a.register("first", &request("First"), false).await.unwrap();
+
+    // A write of A begins: the producer it will write with is taken now, with the state it computes from
+    // (here: the next id is first + 1).
+    let began = a.store().writer().unwrap();
+
+    let b = open_kafka(
+        &broker.bootstrap,
+        "_schemas",
+        ElectionConfig::new("group-b", "http://127.0.0.1:2", true),
+    )
+    .await
+    .unwrap();
+    until_primary(&b, 60).await;
+    let by_b = b.register("by-b", &request("ByB"), false).await.unwrap();
+    assert_eq!(by_b, first + 1);
+    // A's next write finds its producer fenced: A is demoted, and (still owning its group's election) promoted
+    // again with a new producer, which reads the topic to its end and fences B.
+    let r = a.register("fenced", &request("Fenced"), false).await;
+    assert!(matches!(r, Err(Error::NotPrimary(_))), "{r:?}");
+    until_primary(&a, 30).await;
+
+    // The write that began before the re-promotion, with the id computed then (colliding with B's): it goes
+    // through the producer it began with, which is fenced, so it is refused and nothing is committed. Picking
+    // up the primary's producer at write time instead would have committed it with the new, unfenced one.
+    let key = json!({"keytype": "SCHEMA", "subject": "stale", "version": 1, "magic": 1});
+    let value = json!({"subject": "stale", "version": 1, "id": first + 1, "schema": record_schema("Stale"), "deleted": false});
+    let r = began
+        .write(&[(
+            key.to_string().into_bytes(),
+            Some(value.to_string().into_bytes()),
+        )])
+        .await;
+    assert!(matches!(r, Err(Error::NotPrimary(_))), "{r:?}");
+    a.store().sync().await.unwrap();
+    assert!(
+        a.versions("stale", true).is_err(),
+        "the stale write was committed"
+    );
+    // The new producer writes, with the next id after B's.
+    let next = a.register("next", &request("Next"), false).await.unwrap();
+    assert_eq!(next, by_b + 1);
+    a.store().leave();
+    b.store().leave();
+}
