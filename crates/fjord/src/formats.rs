@@ -762,6 +762,56 @@ mod tests {
     }
 
     #[test]
+    fn a_registry_failing_with_5xx_stops_the_run_and_is_asked_again_not_remembered() {
+        use std::io::{Read, Write};
+        // A registry that answers every request 500 with Confluent's 50001.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = asked.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(2) {
+                let Ok(mut s) = stream else { continue };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let body = r#"{"error_code":50001,"message":"Error in the backend data store"}"#;
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        let client = RegistryClient::new(
+            &format!("http://127.0.0.1:{port}"),
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+        let mut d = Decoders {
+            key: None,
+            value: Some(Format::Avro),
+            client: Some(client),
+            cache: HashMap::new(),
+        };
+        for _ in 0..2 {
+            match d.value(Some(&[0, 0, 0, 0, 9, 2])) {
+                Err(DecodeError::Stop(e)) => assert!(
+                    e.message.contains("50001") || e.message.contains("store"),
+                    "{}",
+                    e.message
+                ),
+                other => panic!("a 5xx must stop the run: {other:?}"),
+            }
+        }
+        assert_eq!(
+            asked.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "asked again, not remembered"
+        );
+    }
+
+    #[test]
     fn a_named_type_used_twice_round_trips() {
         // The second use of `Money` is a reference by name: the writer and reader must resolve it within the
         // schema itself, also when the schema has no references of its own.

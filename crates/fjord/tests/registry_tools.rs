@@ -1075,6 +1075,48 @@ fn protobuf_console_tools_interoperate_with_confluents_protobuf_serializer_and_d
         r#"{"id":"m-1","units":"7","header":{"source":"cli"}}"#
     );
 
+    // Keys too: --key-format protobuf with the first message of the file (shop.Header, index [0]).
+    ok(&fj(
+        &kafka,
+        &url,
+        &[
+            "produce",
+            "keyed",
+            "--key-separator",
+            "|",
+            "--key-format",
+            "protobuf",
+            "--key-schema-file",
+            file.to_str().unwrap(),
+            "--value-format",
+            "protobuf",
+            "--value-schema-file",
+            file.to_str().unwrap(),
+            "--value-schema-message",
+            "Order",
+        ],
+        Some(b"{\"source\": \"k\"}|{\"id\": \"v\"}\n"),
+    ));
+    let out = ok(&fj(
+        &kafka,
+        &url,
+        &[
+            "consume",
+            "keyed",
+            "--from-beginning",
+            "--exit-at-end",
+            "--print-key",
+            "--separator",
+            " => ",
+            "--key-format",
+            "protobuf",
+            "--value-format",
+            "protobuf",
+        ],
+        None,
+    ));
+    assert_eq!(out, "{\"source\":\"k\"} => {\"id\":\"v\"}\n");
+
     // A message the schema does not have, and a value that does not fit the message: clear errors.
     let out = produce("made", &["--value-schema-message", "Nope"], b"{}\n");
     let err = failed(&out, 1);
