@@ -579,3 +579,35 @@ async fn ensure_topic(bootstrap: &str, topic: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fenced_producer_is_known_by_its_fatal_error_whatever_the_operation_returned() {
+        // A send on a fenced producer fails with the purge of its queue, whose text says nothing of a fence.
+        let purged = KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue);
+        assert_eq!(
+            classify(Some(RDKafkaErrorCode::Fenced), &purged),
+            Failure::Fenced
+        );
+        assert_eq!(
+            classify(Some(RDKafkaErrorCode::ProducerFenced), &purged),
+            Failure::Fenced
+        );
+        assert_eq!(
+            classify(Some(RDKafkaErrorCode::OutOfOrderSequenceNumber), &purged),
+            Failure::Fatal
+        );
+        // No fatal error: the producer may write again.
+        assert_eq!(classify(None, &purged), Failure::Retriable);
+        assert_eq!(
+            classify(
+                None,
+                &KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)
+            ),
+            Failure::Retriable
+        );
+    }
+}
