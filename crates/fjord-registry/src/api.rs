@@ -128,15 +128,18 @@ async fn route_writes(State(r): Reg, req: Request, next: Next) -> Response {
     let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
     let method = parts.method.clone();
     let deadline = tokio::time::Instant::now() + PRIMARY_WAIT;
-    let mut local = Some(parts);
     let mut last = String::from("no primary is elected");
     loop {
         match r.store().role() {
-            Role::Primary if local.is_some() => {
-                let parts = local.take().expect("checked");
+            Role::Primary => {
+                // The request's head is kept (cloned for each try): an instance demoted before it wrote
+                // anything and promoted again serves the write itself.
                 let resp = next
                     .clone()
-                    .run(Request::from_parts(parts, AxumBody::from(bytes.clone())))
+                    .run(Request::from_parts(
+                        parts.clone(),
+                        AxumBody::from(bytes.clone()),
+                    ))
                     .await;
                 // Demoted before writing anything: the write goes to the new primary instead.
                 if forwarded || resp.extensions().get::<NotPrimaryMarker>().is_none() {
@@ -144,7 +147,6 @@ async fn route_writes(State(r): Reg, req: Request, next: Next) -> Response {
                 }
                 last = "this instance stopped being the primary".into();
             }
-            Role::Primary => {}
             Role::Secondary(_) if forwarded => {
                 return Error::NotPrimary(
                     "this registry instance is not the primary (it received a forwarded write)"

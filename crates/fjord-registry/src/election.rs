@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::error::Result;
-use crate::store::{is_fatal, store_err, transact, transactional_id, Shared, TRANSACTION_TIMEOUT};
+use crate::store::{failure, store_err, transact, transactional_id, Shared, TRANSACTION_TIMEOUT};
 
 /// Confluent's default `schema.registry.group.id`.
 pub const DEFAULT_GROUP_ID: &str = "schema-registry";
@@ -311,9 +311,9 @@ async fn promote(shared: &Arc<Shared>, ownership: &Ownership, generation: u64) -
     )
     .await
     .map_err(|e| {
-        let fatal = is_fatal(&e);
+        let failure = failure(&producer, &e);
         store_err(
-            &format!("cannot publish the leader record (fatal: {fatal})"),
+            &format!("cannot publish the leader record ({failure:?})"),
             e,
         )
     })?;

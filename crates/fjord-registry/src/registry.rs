@@ -2,7 +2,9 @@
 //! the store.
 //!
 //! Writes are serialized by `write_lock` and answered only once the record is applied to the state (the
-//! store's contract), so each write sees the effects of the previous one: that is what makes ids unique.
+//! store's contract), so each write sees the effects of the previous one: that is what makes ids unique. A
+//! write begins with [`Registry::begin_write`], which takes the lock and the primary's producer together
+//! before the state is read; all of an operation's records go through that producer, in one transaction.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -16,7 +18,7 @@ use crate::records::{
     ConfigValue, DeleteSubjectValue, Key, ModeValue, Record, Reference, SchemaValue,
 };
 use crate::state::{identity, SchemaEntry, State};
-use crate::store::Store;
+use crate::store::{Store, Writer};
 
 pub const DEFAULT_COMPATIBILITY: &str = "BACKWARD";
 pub const DEFAULT_MODE: &str = "READWRITE";
@@ -77,6 +79,30 @@ pub struct SubjectVersion {
     pub schema: String,
 }
 
+/// One write operation in progress: the registry's write lock and the producer it writes with.
+struct WriteGuard<'a> {
+    _lock: tokio::sync::MutexGuard<'a, ()>,
+    writer: Writer,
+}
+
+impl WriteGuard<'_> {
+    /// Writes the operation's records, all in one transaction; returns once they are applied.
+    async fn write(&self, records: Vec<(Key, Option<Value>)>) -> Result<()> {
+        let raw = records
+            .into_iter()
+            .map(|(key, value)| {
+                let key = serde_json::to_vec(&key).map_err(|e| Error::Store(e.to_string()))?;
+                let value = value
+                    .map(|v| serde_json::to_vec(&v))
+                    .transpose()
+                    .map_err(|e| Error::Store(e.to_string()))?;
+                Ok((key, value))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.writer.write(&raw).await
+    }
+}
+
 pub struct Registry {
     state: Arc<RwLock<State>>,
     store: Store,
@@ -124,13 +150,17 @@ impl Registry {
         read(&self.state)
     }
 
-    async fn write(&self, key: Key, value: Option<Value>) -> Result<()> {
-        let key = serde_json::to_vec(&key).map_err(|e| Error::Store(e.to_string()))?;
-        let value = value
-            .map(|v| serde_json::to_vec(&v))
-            .transpose()
-            .map_err(|e| Error::Store(e.to_string()))?;
-        self.store.write(key, value).await
+    /// Begins a write: takes the write lock and, with it, the primary's producer, before the operation reads
+    /// the state it computes its records from. Every record of the operation goes through this guard (see
+    /// [`Writer`]), so that a demotion and re-promotion after the state was read cannot commit them with a
+    /// newer producer.
+    async fn begin_write(&self) -> Result<WriteGuard<'_>> {
+        let lock = self.write_lock.lock().await;
+        let writer = self.store.writer()?;
+        Ok(WriteGuard {
+            _lock: lock,
+            writer,
+        })
     }
 
     // ---- reads -------------------------------------------------------------------------------------------
@@ -483,7 +513,7 @@ impl Registry {
         req: &SchemaRequest,
         normalize: bool,
     ) -> Result<i32> {
-        let _write = self.write_lock.lock().await;
+        let guard = self.begin_write().await?;
         let value = {
             let st = self.state();
             let (parsed, refs) = Self::parse_request(&st, req)?;
@@ -571,7 +601,7 @@ impl Registry {
         };
         let id = value.id;
         let key = Key::schema(subject, value.version);
-        self.write(key, Some(json!(value))).await?;
+        guard.write(vec![(key, Some(json!(value)))]).await?;
         Ok(id)
     }
 
@@ -595,7 +625,7 @@ impl Registry {
 
     /// `DELETE /subjects/{subject}`: the versions deleted.
     pub async fn delete_subject(&self, subject: &str, permanent: bool) -> Result<Vec<i32>> {
-        let _write = self.write_lock.lock().await;
+        let guard = self.begin_write().await?;
         let (versions, latest) = {
             let st = self.state();
             Self::check_writable(&st, subject)?;
@@ -621,18 +651,20 @@ impl Registry {
             let latest = *all.last().unwrap_or(&0);
             (if permanent { all } else { live }, latest)
         };
-        if permanent {
-            for v in &versions {
-                self.write(Key::schema(subject, *v), None).await?;
-            }
+        let records = if permanent {
+            // One transaction for every version: a fence part-way leaves all of them, never a partial delete.
+            versions
+                .iter()
+                .map(|v| (Key::schema(subject, *v), None))
+                .collect()
         } else {
             let value = DeleteSubjectValue {
                 subject: subject.to_string(),
                 version: latest,
             };
-            self.write(Key::delete_subject(subject), Some(json!(value)))
-                .await?;
-        }
+            vec![(Key::delete_subject(subject), Some(json!(value)))]
+        };
+        guard.write(records).await?;
         Ok(versions)
     }
 
@@ -643,7 +675,7 @@ impl Registry {
         spec: VersionSpec,
         permanent: bool,
     ) -> Result<i32> {
-        let _write = self.write_lock.lock().await;
+        let guard = self.begin_write().await?;
         let value = {
             let st = self.state();
             Self::check_writable(&st, subject)?;
@@ -674,7 +706,11 @@ impl Registry {
             Some(v) => v.version,
             None => Self::resolve_version(&self.state(), subject, spec, true)?,
         };
-        self.write(Key::schema(subject, version), value.map(|v| json!(v)))
+        guard
+            .write(vec![(
+                Key::schema(subject, version),
+                value.map(|v| json!(v)),
+            )])
             .await?;
         Ok(version)
     }
@@ -692,17 +728,19 @@ impl Registry {
 
     pub async fn set_compatibility(&self, subject: Option<&str>, level: &str) -> Result<String> {
         let level = Self::validate_level(level)?;
-        let _write = self.write_lock.lock().await;
+        let guard = self.begin_write().await?;
         let value = ConfigValue {
             compatibility_level: Some(level.clone()),
         };
-        self.write(Key::config(subject), Some(json!(value))).await?;
+        guard
+            .write(vec![(Key::config(subject), Some(json!(value)))])
+            .await?;
         Ok(level)
     }
 
     /// Removes a config; returns the level that was in force.
     pub async fn delete_compatibility(&self, subject: Option<&str>) -> Result<String> {
-        let _write = self.write_lock.lock().await;
+        let guard = self.begin_write().await?;
         let previous = {
             let st = self.state();
             match subject {
@@ -719,7 +757,7 @@ impl Registry {
                 },
             }
         };
-        self.write(Key::config(subject), None).await?;
+        guard.write(vec![(Key::config(subject), None)]).await?;
         Ok(previous)
     }
 
@@ -728,7 +766,7 @@ impl Registry {
         if !MODES.contains(&mode.as_str()) {
             return Err(Error::InvalidMode);
         }
-        let _write = self.write_lock.lock().await;
+        let guard = self.begin_write().await?;
         if mode == "IMPORT" && !force {
             let st = self.state();
             let non_empty = match subject {
@@ -742,19 +780,21 @@ impl Registry {
             }
         }
         let value = ModeValue { mode: mode.clone() };
-        self.write(Key::mode(subject), Some(json!(value))).await?;
+        guard
+            .write(vec![(Key::mode(subject), Some(json!(value)))])
+            .await?;
         Ok(mode)
     }
 
     pub async fn delete_mode(&self, subject: &str) -> Result<String> {
-        let _write = self.write_lock.lock().await;
+        let guard = self.begin_write().await?;
         let previous = self
             .state()
             .subject_mode
             .get(subject)
             .cloned()
             .ok_or_else(|| Error::SubjectModeNotFound(subject.to_string()))?;
-        self.write(Key::mode(Some(subject)), None).await?;
+        guard.write(vec![(Key::mode(Some(subject)), None)]).await?;
         Ok(previous)
     }
 }

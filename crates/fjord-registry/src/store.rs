@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 use crate::election::{self, ElectionConfig, LeaderRecord};
 use crate::error::{Error, Result};
+use crate::records::Record;
 use crate::registry::apply_raw;
 use crate::state::State;
 
@@ -54,17 +55,68 @@ pub enum Role {
     Secondary(Option<String>),
 }
 
-impl Store {
-    pub async fn write(&self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<()> {
-        match self {
-            Store::Memory(state) => {
-                if apply_raw(state, &key, value.as_deref()) {
-                    Ok(())
-                } else {
-                    Err(Error::Store("the record does not decode".into()))
+/// One raw record of `_schemas`: key, and value or none for a tombstone.
+pub type RawRecord = (Vec<u8>, Option<Vec<u8>>);
+
+/// What one registry operation writes with: the producer this instance was the primary with when the
+/// operation began (taken together with the registry's write lock, before the operation read the state).
+///
+/// **Architecture Invariant:** every record an operation computed from the state goes through the producer
+/// that was the primary's when it read that state. Were the producer picked up later, a demotion and
+/// re-promotion in between would let the new, unfenced producer commit a record (an id, a version) computed
+/// from the state before the new promotion read the topic to its end; with the producer taken first, the
+/// fence refuses such a record (the new promotion's `init_transactions` fenced the old producer).
+pub struct Writer(WriterKind);
+
+enum WriterKind {
+    Memory(Arc<RwLock<State>>),
+    Kafka {
+        shared: Arc<Shared>,
+        producer: FutureProducer,
+    },
+}
+
+impl Writer {
+    /// Writes `records` in one transaction (all or none of them are committed) and returns once this
+    /// instance has applied them.
+    pub async fn write(&self, records: &[RawRecord]) -> Result<()> {
+        match &self.0 {
+            WriterKind::Memory(state) => {
+                let decoded = records
+                    .iter()
+                    .map(|(k, v)| Record::decode(k, v.as_deref()))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| Error::Store(format!("the record does not decode: {e}")))?;
+                let mut st = state.write().unwrap_or_else(|p| p.into_inner());
+                for r in decoded {
+                    st.apply(r);
                 }
+                Ok(())
             }
-            Store::Kafka(k) => k.write(key, value).await,
+            WriterKind::Kafka { shared, producer } => {
+                write_records(shared, producer, records).await
+            }
+        }
+    }
+}
+
+impl Store {
+    /// The writer of an operation that begins now: the primary's producer, or 50004 when this instance is
+    /// not the primary.
+    pub fn writer(&self) -> Result<Writer> {
+        match self {
+            Store::Memory(state) => Ok(Writer(WriterKind::Memory(state.clone()))),
+            Store::Kafka(k) => {
+                let Some(producer) = k.shared.primary.borrow().clone() else {
+                    return Err(Error::NotPrimary(
+                        "this registry instance is not the primary".into(),
+                    ));
+                };
+                Ok(Writer(WriterKind::Kafka {
+                    shared: k.shared.clone(),
+                    producer,
+                }))
+            }
         }
     }
 
@@ -152,29 +204,48 @@ pub(crate) fn store_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Store(format!("{what}: {e}"))
 }
 
-/// Whether a transactional producer can no longer be used (fenced by a newer primary, or failed fatally).
-pub(crate) fn is_fatal(e: &KafkaError) -> bool {
-    match e {
-        KafkaError::Transaction(r) => r.is_fatal(),
-        _ => matches!(
-            e.rdkafka_error_code(),
-            Some(
-                RDKafkaErrorCode::Fatal
-                    | RDKafkaErrorCode::ProducerFenced
-                    | RDKafkaErrorCode::InvalidProducerEpoch
-                    | RDKafkaErrorCode::InvalidTransactionalState
-            )
-        ),
-    }
+/// What a failed transaction means for the producer that ran it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The producer may write again (a timeout, an abortable error).
+    Retriable,
+    /// A newer producer of the transactional id fenced this one: another instance is (or was) the primary.
+    Fenced,
+    /// The producer failed for good otherwise.
+    Fatal,
 }
 
-fn is_fenced(e: &KafkaError) -> bool {
-    let text = e.to_string();
-    matches!(
-        e.rdkafka_error_code(),
-        Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
-    ) || text.contains("fenced")
-        || text.contains("Fenced")
+/// Classifies a transaction's failure by the producer's own fatal-error state (librdkafka raises a fenced
+/// producer as a fatal `_FENCED` error, whatever error the operation that noticed it returned), not by the
+/// text of the error.
+pub(crate) fn failure(producer: &FutureProducer, e: &KafkaError) -> Failure {
+    let fatal = producer.client().fatal_error().map(|(code, _)| code);
+    classify(fatal, e)
+}
+
+fn classify(fatal: Option<RDKafkaErrorCode>, e: &KafkaError) -> Failure {
+    let fenced_code = |c: RDKafkaErrorCode| {
+        matches!(
+            c,
+            RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+        )
+    };
+    match fatal {
+        Some(c) if fenced_code(c) => Failure::Fenced,
+        Some(_) => Failure::Fatal,
+        None => match e {
+            KafkaError::Transaction(r) if r.is_fatal() => {
+                if fenced_code(r.code()) {
+                    Failure::Fenced
+                } else {
+                    Failure::Fatal
+                }
+            }
+            _ => Failure::Retriable,
+        },
+    }
 }
 
 /// A record of a transaction: (topic, key, value or none for a tombstone), to partition 0.
@@ -207,7 +278,7 @@ pub(crate) async fn transact(
         .await
         .map_err(|_| KafkaError::Canceled)?;
     if let Err(e) = committed {
-        if !is_fatal(&e) {
+        if failure(producer, &e) == Failure::Retriable {
             abort(producer).await;
         }
         return Err(e);
@@ -380,33 +451,39 @@ impl KafkaStore {
     pub async fn sync(&self, timeout: Duration) -> Result<()> {
         self.shared.sync(timeout).await
     }
+}
 
-    /// Writes one record as the primary, in its own transaction.
-    pub async fn write(&self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<()> {
-        let Some(producer) = self.shared.primary.borrow().clone() else {
-            return Err(Error::NotPrimary(
-                "this registry instance is not the primary".into(),
-            ));
-        };
-        let topic = self.shared.topic.as_str();
-        match transact(&producer, &[(topic, &key, value.as_deref())]).await {
-            Ok(offsets) => {
-                self.shared
-                    .wait_applied(offsets[0] + 1, WRITE_TIMEOUT)
-                    .await
-            }
-            Err(e) if is_fatal(&e) => {
+/// Writes `records` with the primary's `producer` in one transaction and waits until the reader applied them.
+/// A producer that failed for good (fenced by a newer primary, or a fatal error) is demoted.
+async fn write_records(
+    shared: &Arc<Shared>,
+    producer: &FutureProducer,
+    records: &[RawRecord],
+) -> Result<()> {
+    let topic = shared.topic.as_str();
+    let txn: Vec<TxnRecord<'_>> = records
+        .iter()
+        .map(|(k, v)| (topic, k.as_slice(), v.as_deref()))
+        .collect();
+    match transact(producer, &txn).await {
+        Ok(offsets) => match offsets.last() {
+            Some(last) => shared.wait_applied(last + 1, WRITE_TIMEOUT).await,
+            None => Ok(()),
+        },
+        Err(e) => match failure(producer, &e) {
+            Failure::Retriable => Err(store_err(&format!("cannot write to {topic}"), e)),
+            failure => {
+                let fenced = failure == Failure::Fenced;
                 // Fenced by a newer primary (or failed for good): stop writing with this producer. The election
                 // makes this instance primary again with a new producer if the group still assigns it.
-                election::demote(&self.shared, Some(&producer), &format!("{e}"));
-                std::thread::spawn(move || drop(producer));
+                election::demote(shared, Some(producer), &format!("{e}"));
                 // Still assigned the election after a while (the fence did not come from a newer primary of
                 // this group, whose election revokes this member within a session timeout): take over again.
-                let delay = if is_fenced(&e) { 8 } else { 1 };
-                if let Some(repromote) = self.shared.repromote.get() {
+                let delay = if fenced { 8 } else { 1 };
+                if let Some(repromote) = shared.repromote.get() {
                     repromote(Duration::from_secs(delay));
                 }
-                if is_fenced(&e) {
+                if fenced {
                     Err(Error::NotPrimary(format!(
                         "this registry instance was fenced by a newer primary and did not write: {e}"
                     )))
@@ -414,8 +491,7 @@ impl KafkaStore {
                     Err(store_err(&format!("cannot write to {topic}"), e))
                 }
             }
-            Err(e) => Err(store_err(&format!("cannot write to {topic}"), e)),
-        }
+        },
     }
 }
 
@@ -502,4 +578,36 @@ async fn ensure_topic(bootstrap: &str, topic: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fenced_producer_is_known_by_its_fatal_error_whatever_the_operation_returned() {
+        // A send on a fenced producer fails with the purge of its queue, whose text says nothing of a fence.
+        let purged = KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue);
+        assert_eq!(
+            classify(Some(RDKafkaErrorCode::Fenced), &purged),
+            Failure::Fenced
+        );
+        assert_eq!(
+            classify(Some(RDKafkaErrorCode::ProducerFenced), &purged),
+            Failure::Fenced
+        );
+        assert_eq!(
+            classify(Some(RDKafkaErrorCode::OutOfOrderSequenceNumber), &purged),
+            Failure::Fatal
+        );
+        // No fatal error: the producer may write again.
+        assert_eq!(classify(None, &purged), Failure::Retriable);
+        assert_eq!(
+            classify(
+                None,
+                &KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)
+            ),
+            Failure::Retriable
+        );
+    }
 }

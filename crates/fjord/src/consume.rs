@@ -814,7 +814,22 @@ pub fn run(args: ConsumeArgs, interrupted: Arc<AtomicBool>) -> Result<(), CliErr
                     };
                     match key.and_then(|k| Ok((k, decoders.value(m.payload())?))) {
                         Ok(kv) => Some(kv),
-                        Err(e) => {
+                        Err(crate::formats::DecodeError::Stop(e)) => {
+                            // Not skipped: the record is neither printed nor stored for the group to commit,
+                            // so that a later run reads it once the registry answers again.
+                            ctx_err = Some(CliError::new(
+                                e.code,
+                                format!(
+                                    "{}; stopped before {} partition {} offset {}, which a rerun reads again",
+                                    e.message,
+                                    m.topic(),
+                                    m.partition(),
+                                    m.offset()
+                                ),
+                            ));
+                            break;
+                        }
+                        Err(crate::formats::DecodeError::Undecodable(e)) => {
                             undecodable += 1;
                             note(format_args!(
                                 "error: {} partition {} offset {}: {e}; skipped",

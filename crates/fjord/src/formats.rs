@@ -2,10 +2,10 @@
 //! the bytes a Confluent serializer would write, and back.
 //!
 //! Confluent's wire format is a magic byte 0, the schema id as 4 bytes big-endian, then the body: Avro binary
-//! for Avro, the JSON text for JSON Schema. Producing resolves the schema once at start (registering it under
+//! for Avro, the JSON text for JSON Schema, the message-index array and the Protobuf binary for Protobuf.
+//! Producing resolves the schema once at start (registering it under
 //! the subject the naming strategy gives, or looking it up, or fetching it by id); consuming fetches each
-//! writer schema by the id in the record, once per id. A format is one arm of [`Format`]; Protobuf (message
-//! indexes after the id) would be another.
+//! writer schema by the id in the record, once per id. A format is one arm of [`Format`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -28,6 +28,9 @@ pub enum Format {
     Avro,
     /// JSON text in Confluent's wire format, schema from the registry (JSON Schema).
     JsonSchema,
+    /// Protobuf binary in Confluent's wire format, after the message-index array
+    /// (kafka-protobuf-console-producer/consumer); JSON in and out in the proto3 JSON mapping.
+    Protobuf,
 }
 
 impl Format {
@@ -36,12 +39,14 @@ impl Format {
         match self {
             Format::Avro => "AVRO",
             Format::JsonSchema => "JSON",
+            Format::Protobuf => "PROTOBUF",
         }
     }
     fn flag_name(self) -> &'static str {
         match self {
             Format::Avro => "avro",
             Format::JsonSchema => "json-schema",
+            Format::Protobuf => "protobuf",
         }
     }
 }
@@ -84,6 +89,11 @@ pub struct ProduceFormatArgs {
     /// Use the registered schema with this id for values.
     #[arg(long, value_name = "ID", help_heading = "Schema registry")]
     pub value_schema_id: Option<u32>,
+    /// With --value-format protobuf: the message of the schema each value is (its full name, e.g.
+    /// shop.Order, or a name unique in the file); the first message of the file by default, as Confluent's
+    /// kafka-protobuf-console-producer.
+    #[arg(long, value_name = "MESSAGE", help_heading = "Schema registry")]
+    pub value_schema_message: Option<String>,
     /// Encode each key with a schema from the registry (the key part of the line, or the JSON line's "key").
     #[arg(
         long,
@@ -107,6 +117,9 @@ pub struct ProduceFormatArgs {
     /// Use the registered schema with this id for keys.
     #[arg(long, value_name = "ID", help_heading = "Schema registry")]
     pub key_schema_id: Option<u32>,
+    /// With --key-format protobuf: the message of the schema each key is (the first by default).
+    #[arg(long, value_name = "MESSAGE", help_heading = "Schema registry")]
+    pub key_schema_message: Option<String>,
     /// The subject a schema is registered under: topic (TOPIC-value, TOPIC-key), record (the record's full
     /// name) or topic-record (TOPIC-RECORDNAME).
     #[arg(long, value_enum, default_value_t = SubjectStrategy::Topic, help_heading = "Schema registry")]
@@ -146,7 +159,18 @@ pub struct ConsumeFormatArgs {
 enum Codec {
     /// Boxed: one codec per schema id, and the Avro one is large.
     Avro(Box<AvroCodec>),
-    Json,
+    /// JSON text; when producing, each value is first validated against the schema (as Confluent's
+    /// JSONSerializer does), when the schema compiles without references of its own.
+    Json(Option<Box<jsonschema::Validator>>),
+    Protobuf(Box<ProtoCodec>),
+}
+
+struct ProtoCodec {
+    schema: crate::proto_json::ProtoSchema,
+    /// The message a producer writes (`--value-schema-message`, else the first), with its index path; a
+    /// consumer uses the message each record's indexes name.
+    message: prost_reflect::MessageDescriptor,
+    indexes: Vec<i32>,
 }
 
 struct AvroCodec {
@@ -164,6 +188,7 @@ impl Codec {
         text: &str,
         schema_type: &str,
         references: &Value,
+        message: Option<&str>,
     ) -> Result<Codec, String> {
         if schema_type != format.schema_type() {
             return Err(format!(
@@ -174,8 +199,9 @@ impl Codec {
         }
         match format {
             Format::Avro => {
-                let mut texts = Vec::new();
-                fetch_references(client, references, &mut texts, 0)?;
+                let mut named = Vec::new();
+                fetch_references(client, references, &mut named, 0)?;
+                let texts: Vec<String> = named.into_iter().map(|(_, t)| t).collect();
                 let (schema, references) = if texts.is_empty() {
                     (
                         Schema::parse_str(text).map_err(|e| format!("not an Avro schema: {e}"))?,
@@ -196,7 +222,27 @@ impl Codec {
                     names,
                 })))
             }
-            Format::JsonSchema => Ok(Codec::Json),
+            Format::Protobuf => {
+                let mut referenced = Vec::new();
+                fetch_references(client, references, &mut referenced, 0)?;
+                let schema = crate::proto_json::ProtoSchema::compile(text, &referenced)
+                    .map_err(|e| format!("not a Protobuf schema: {e}"))?;
+                let (message, indexes) = schema.message(message)?;
+                Ok(Codec::Protobuf(Box::new(ProtoCodec {
+                    schema,
+                    message,
+                    indexes,
+                })))
+            }
+            Format::JsonSchema => {
+                let has_references = references.as_array().is_some_and(|r| !r.is_empty());
+                if has_references {
+                    // Its references would have to be fetched and served to the validator: the registry
+                    // validated the schema itself, and the consumer does not validate.
+                    return Ok(Codec::Json(None));
+                }
+                json_validator(text).map(|v| Codec::Json(Some(Box::new(v))))
+            }
         }
     }
 
@@ -221,7 +267,19 @@ impl Codec {
                     .map_err(|e| format!("does not fit the schema: {e}"))?;
                 Ok(())
             }
-            Codec::Json => {
+            Codec::Protobuf(p) => {
+                crate::proto_json::write_indexes(&p.indexes, out);
+                out.extend(crate::proto_json::from_json(&p.message, j)?);
+                Ok(())
+            }
+            Codec::Json(validator) => {
+                if let Some(v) = validator {
+                    if let Some(e) = v.iter_errors(j).next() {
+                        let at = e.instance_path().to_string();
+                        let at = if at.is_empty() { "/".to_string() } else { at };
+                        return Err(format!("does not match its JSON Schema: {e} (at {at})"));
+                    }
+                }
                 out.extend_from_slice(j.to_string().as_bytes());
                 Ok(())
             }
@@ -259,7 +317,13 @@ impl Codec {
                 }
                 avro_json::to_json(&v, schema, names)
             }
-            Codec::Json => {
+            Codec::Protobuf(p) => {
+                let mut rest = body;
+                let indexes = crate::proto_json::read_indexes(&mut rest)?;
+                let message = p.schema.message_at(&indexes)?;
+                crate::proto_json::to_json(&message, rest)
+            }
+            Codec::Json(_) => {
                 let v: Value = serde_json::from_slice(body)
                     .map_err(|e| format!("the body is not JSON: {e}"))?;
                 Ok(v.to_string())
@@ -268,11 +332,29 @@ impl Codec {
     }
 }
 
-/// Fetches the referenced schemas (and theirs), dependencies first, at most [`MAX_REFERENCES`].
+/// A validator for a JSON Schema text without references (draft 7, Confluent's default, when it names none).
+fn json_validator(text: &str) -> Result<jsonschema::Validator, String> {
+    let schema: Value =
+        serde_json::from_str(text).map_err(|e| format!("not a JSON Schema (not JSON): {e}"))?;
+    let named = schema.get("$schema").is_some();
+    // jsonschema panics on a few malformed schemas (the registry guards the same way).
+    std::panic::catch_unwind(|| {
+        let mut options = jsonschema::options().should_validate_formats(false);
+        if !named {
+            options = options.with_draft(jsonschema::Draft::Draft7);
+        }
+        options.build(&schema)
+    })
+    .map_err(|_| "not a valid JSON Schema (it cannot be compiled)".to_string())?
+    .map_err(|e| format!("not a valid JSON Schema: {e}"))
+}
+
+/// Fetches the referenced schemas (and theirs), dependencies first, at most [`MAX_REFERENCES`]: (reference
+/// name, schema text).
 fn fetch_references(
     client: &RegistryClient,
     references: &Value,
-    out: &mut Vec<String>,
+    out: &mut Vec<(String, String)>,
     depth: usize,
 ) -> Result<(), String> {
     let Some(refs) = references.as_array() else {
@@ -298,8 +380,9 @@ fn fetch_references(
             })?;
         fetch_references(client, &v["references"], out, depth + 1)?;
         if let Some(text) = v["schema"].as_str() {
-            if !out.iter().any(|t| t == text) {
-                out.push(text.to_string());
+            if !out.iter().any(|(_, t)| t == text) {
+                let name = r["name"].as_str().unwrap_or(subject);
+                out.push((name.to_string(), text.to_string()));
             }
         }
     }
@@ -376,6 +459,7 @@ impl Encoders {
                         &args.value_schema_file,
                         &args.value_schema,
                         args.value_schema_id,
+                        args.value_schema_message.as_deref(),
                     ),
                 )
             })
@@ -389,7 +473,12 @@ impl Encoders {
                     topic,
                     f,
                     true,
-                    (&args.key_schema_file, &args.key_schema, args.key_schema_id),
+                    (
+                        &args.key_schema_file,
+                        &args.key_schema,
+                        args.key_schema_id,
+                        args.key_schema_message.as_deref(),
+                    ),
                 )
             })
             .transpose()?;
@@ -403,8 +492,15 @@ fn encoder(
     topic: &str,
     format: Format,
     is_key: bool,
-    (file, inline, id): (&Option<PathBuf>, &Option<String>, Option<u32>),
+    (file, inline, id, message): (&Option<PathBuf>, &Option<String>, Option<u32>, Option<&str>),
 ) -> Result<Encoder, CliError> {
+    if message.is_some() && format != Format::Protobuf {
+        return Err(CliError::bad_args(format!(
+            "--{}-schema-message names a Protobuf message; it needs --{}-format protobuf",
+            if is_key { "key" } else { "value" },
+            if is_key { "key" } else { "value" },
+        )));
+    }
     let which = if is_key { "key" } else { "value" };
     let field: &'static str = if is_key { "key" } else { "value" };
     if let Some(id) = id {
@@ -418,6 +514,7 @@ fn encoder(
             v["schema"].as_str().unwrap_or_default(),
             v["schemaType"].as_str().unwrap_or("AVRO"),
             &v["references"],
+            message,
         )
         .map_err(|e| CliError::failure(format!("{what}: {e}")))?;
         return Ok(Encoder { id, codec, field });
@@ -435,14 +532,22 @@ fn encoder(
         }
     };
     // Parsed here first, so that a bad schema is reported by what is wrong with it, before the registry.
-    let codec = Codec::new(client, format, &text, format.schema_type(), &Value::Null)
-        .map_err(|e| CliError::failure(format!("the {which} schema: {e}")))?;
+    let codec = Codec::new(
+        client,
+        format,
+        &text,
+        format.schema_type(),
+        &Value::Null,
+        message,
+    )
+    .map_err(|e| CliError::failure(format!("the {which} schema: {e}")))?;
     let record_name = || -> Result<String, CliError> {
         let name = match (&codec, format) {
             (Codec::Avro(c), _) => c.schema.name().map(|n| n.fullname(None)),
-            (Codec::Json, _) => serde_json::from_str::<Value>(&text)
+            (Codec::Json(_), _) => serde_json::from_str::<Value>(&text)
                 .ok()
                 .and_then(|v| v["title"].as_str().map(str::to_string)),
+            (Codec::Protobuf(p), _) => Some(p.message.full_name().to_string()),
         };
         name.ok_or_else(|| {
             CliError::bad_args(format!(
@@ -519,14 +624,14 @@ impl Decoders {
         self.key.is_some() || self.value.is_some()
     }
 
-    pub fn key(&mut self, bytes: Option<&[u8]>) -> Result<Option<Vec<u8>>, String> {
+    pub fn key(&mut self, bytes: Option<&[u8]>) -> Result<Option<Vec<u8>>, DecodeError> {
         match (self.key, bytes) {
             (Some(f), Some(b)) => self.decode(f, b).map(|s| Some(s.into_bytes())),
             (_, b) => Ok(b.map(<[u8]>::to_vec)),
         }
     }
 
-    pub fn value(&mut self, bytes: Option<&[u8]>) -> Result<Option<Vec<u8>>, String> {
+    pub fn value(&mut self, bytes: Option<&[u8]>) -> Result<Option<Vec<u8>>, DecodeError> {
         match (self.value, bytes) {
             (Some(f), Some(b)) => self.decode(f, b).map(|s| Some(s.into_bytes())),
             (_, b) => Ok(b.map(<[u8]>::to_vec)),
@@ -534,19 +639,22 @@ impl Decoders {
     }
 
     /// One field in the wire format, decoded to JSON text with the writer schema its id names.
-    fn decode(&mut self, format: Format, b: &[u8]) -> Result<String, String> {
+    fn decode(&mut self, format: Format, b: &[u8]) -> Result<String, DecodeError> {
         if b.len() < 5 || b[0] != 0 {
-            return Err(match b.first() {
+            return Err(DecodeError::Undecodable(match b.first() {
                 None => "empty, not in Confluent's wire format (magic byte 0, 4-byte schema id, body)".into(),
                 Some(0) => format!("only {} bytes: too short for Confluent's wire format (magic byte 0, 4-byte schema id, body)", b.len()),
                 Some(m) => format!(
                     "not in Confluent's wire format: the first byte is 0x{m:02x}, not the magic byte 0 (was it written without a schema registry serializer?)"
                 ),
-            });
+            }));
         }
         let id = u32::from_be_bytes([b[1], b[2], b[3], b[4]]);
         if !self.cache.contains_key(&(format, id)) {
-            let client = self.client.as_ref().ok_or("no registry client")?;
+            let client = self
+                .client
+                .as_ref()
+                .ok_or_else(|| DecodeError::Stop(CliError::failure("no registry client")))?;
             let fetched = match client.get(&format!("/schemas/ids/{id}")) {
                 Ok(v) => Codec::new(
                     client,
@@ -554,25 +662,41 @@ impl Decoders {
                     v["schema"].as_str().unwrap_or_default(),
                     v["schemaType"].as_str().unwrap_or("AVRO"),
                     &v["references"],
+                    None,
                 )
                 .map_err(|e| format!("schema id {id}: {e}")),
-                // An unreachable registry is not remembered: the next record asks again.
-                Err(e @ RegistryError::Unreachable(_)) => {
-                    return Err(client
-                        .explain(&format!("cannot fetch schema id {id}"), e)
-                        .message)
+                // The one answer that says the record can never be decoded: no schema has this id.
+                Err(e @ RegistryError::Api { code: 40403, .. }) => {
+                    Err(client.explain(&format!("schema id {id}"), e).message)
                 }
-                Err(e) => Err(client.explain(&format!("schema id {id}"), e).message),
+                // Anything else (unreachable, a 5xx, an answer that is not the registry's) may pass: it is
+                // not remembered, and the run stops before the record, so that it is read again.
+                Err(e) => {
+                    return Err(DecodeError::Stop(
+                        client.explain(&format!("cannot fetch schema id {id}"), e),
+                    ))
+                }
             };
             self.cache.insert((format, id), fetched);
         }
         match &self.cache[&(format, id)] {
             Ok(codec) => codec
                 .decode_body(&b[5..])
-                .map_err(|e| format!("schema id {id}: {e}")),
-            Err(e) => Err(e.clone()),
+                .map_err(|e| DecodeError::Undecodable(format!("schema id {id}: {e}"))),
+            Err(e) => Err(DecodeError::Undecodable(e.clone())),
         }
     }
+}
+
+/// Why a field did not decode.
+#[derive(Debug)]
+pub enum DecodeError {
+    /// The record can never be decoded (not in the wire format, no schema with its id, a body that does not
+    /// fit its schema): it is reported and skipped.
+    Undecodable(String),
+    /// The schema could not be fetched for a reason that may pass (the registry is unreachable or failed):
+    /// the run stops before the record, which is neither printed nor committed.
+    Stop(CliError),
 }
 
 #[cfg(test)]
@@ -603,12 +727,87 @@ mod tests {
         );
         let j = Encoder {
             id: 1,
-            codec: Codec::Json,
+            codec: Codec::Json(None),
             field: "value",
         };
         assert_eq!(
             j.encode(&json!({"a": 1})).unwrap(),
             b"\0\0\0\0\x01{\"a\":1}".to_vec()
+        );
+    }
+
+    #[test]
+    fn a_json_value_that_does_not_match_its_schema_is_refused_naming_the_violation() {
+        let v = json_validator(
+            r#"{"type":"object","properties":{"sku":{"type":"string"},"price":{"type":"number"}},"required":["sku"]}"#,
+        )
+        .unwrap();
+        let e = Encoder {
+            id: 3,
+            codec: Codec::Json(Some(Box::new(v))),
+            field: "value",
+        };
+        assert!(e.encode(&json!({"sku": "a", "price": 1.5})).is_ok());
+        let err = e.encode(&json!({"sku": 7})).unwrap_err();
+        assert!(
+            err.starts_with("the value does not match its JSON Schema")
+                && err.contains("at /sku")
+                && err.contains("7"),
+            "{err}"
+        );
+        let err = e.encode(&json!({"price": 1})).unwrap_err();
+        assert!(err.contains("sku") && err.contains("(at /)"), "{err}");
+        assert!(json_validator(r#"{"type": 12}"#).is_err());
+        assert!(json_validator("not json").is_err());
+    }
+
+    #[test]
+    fn a_registry_failing_with_5xx_stops_the_run_and_is_asked_again_not_remembered() {
+        use std::io::{Read, Write};
+        // A registry that answers every request 500 with Confluent's 50001.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = asked.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(2) {
+                let Ok(mut s) = stream else { continue };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let body = r#"{"error_code":50001,"message":"Error in the backend data store"}"#;
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        let client = RegistryClient::new(
+            &format!("http://127.0.0.1:{port}"),
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+        let mut d = Decoders {
+            key: None,
+            value: Some(Format::Avro),
+            client: Some(client),
+            cache: HashMap::new(),
+        };
+        for _ in 0..2 {
+            match d.value(Some(&[0, 0, 0, 0, 9, 2])) {
+                Err(DecodeError::Stop(e)) => assert!(
+                    e.message.contains("50001") || e.message.contains("store"),
+                    "{}",
+                    e.message
+                ),
+                other => panic!("a 5xx must stop the run: {other:?}"),
+            }
+        }
+        assert_eq!(
+            asked.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "asked again, not remembered"
         );
     }
 
@@ -649,9 +848,13 @@ mod tests {
             client: None,
             cache: HashMap::new(),
         };
-        let e = d.value(Some(b"{\"plain\":1}")).unwrap_err();
+        let undecodable = |r: Result<Option<Vec<u8>>, DecodeError>| match r {
+            Err(DecodeError::Undecodable(e)) => e,
+            other => panic!("expected an undecodable record: {other:?}"),
+        };
+        let e = undecodable(d.value(Some(b"{\"plain\":1}")));
         assert!(e.contains("first byte is 0x7b"), "{e}");
-        let e = d.value(Some(&[0, 0, 1])).unwrap_err();
+        let e = undecodable(d.value(Some(&[0, 0, 1])));
         assert!(e.contains("too short"), "{e}");
         // A null value (tombstone) stays null; keys without --key-format pass through.
         assert_eq!(d.value(None).unwrap(), None);
@@ -663,7 +866,7 @@ mod tests {
             d.value(Some(&[0, 0, 0, 0, 7, 2])).unwrap(),
             Some(b"1".to_vec())
         );
-        let e = d.value(Some(&[0, 0, 0, 0, 7, 2, 2])).unwrap_err();
+        let e = undecodable(d.value(Some(&[0, 0, 0, 0, 7, 2, 2])));
         assert!(e.contains("1 bytes are left"), "{e}");
     }
 }

@@ -18,6 +18,8 @@ mod groups;
 mod local_cluster;
 mod ops;
 mod produce;
+#[cfg(feature = "registry")]
+mod proto_json;
 mod records;
 #[cfg(feature = "registry")]
 mod registry_client;

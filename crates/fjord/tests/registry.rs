@@ -37,9 +37,21 @@ fn spawn_ready(cmd: &mut Command) -> (Child, String) {
 
 /// An HTTP/1.1 request; returns the status and the body as JSON (or as a JSON string when it is not JSON).
 fn http(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -> (u16, Value) {
+    http_with(addr, method, path, body, "")
+}
+
+/// [`http`] with extra header lines (each ending in `\r\n`).
+fn http_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    headers: &str,
+) -> (u16, Value) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}");
     if let Some(b) = body {
         req.push_str(&format!(
             "Content-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\n",
@@ -775,6 +787,144 @@ fn a_paused_primary_is_fenced_when_it_resumes_and_never_writes_a_colliding_id() 
     }
 }
 
+/// The `_schemas` records committed (read `read_committed` with kcat): (offset, key, value).
+fn committed_schema_records(bootstrap: &str) -> Vec<(i64, Value, Option<Value>)> {
+    let out = kcat(
+        &[
+            "-C",
+            "-b",
+            bootstrap,
+            "-t",
+            "_schemas",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-X",
+            "isolation.level=read_committed",
+            "-Z",
+            "-f",
+            "%o\t%k\t%s\n",
+        ],
+        None,
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let mut f = l.splitn(3, '\t');
+            let offset = f.next().unwrap().parse().unwrap();
+            let key = serde_json::from_str(f.next().unwrap()).unwrap();
+            let value = f.next().and_then(|v| serde_json::from_str(v).ok());
+            (offset, key, value)
+        })
+        .collect()
+}
+
+/// Waits (`secs` at most) until `/v1/metadata/primary` of `addr` says `primary`.
+fn wait_primary(addr: &str, primary: bool, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while primary_of(addr)["primary"] != json!(primary) {
+        assert!(
+            Instant::now() < deadline,
+            "{addr} never became primary={primary}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn two_primaries_on_one_topic_fence_each_other_so_a_fenced_one_commits_nothing() {
+    // Two instances in different election groups on one schemas topic are both primary (a misconfiguration,
+    // but exactly what a zombie primary looks like): whichever promoted last fenced the other, through the
+    // one transactional id of the topic.
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("broker"), &[]);
+    let (a, a_addr) = spawn_member(&broker.bootstrap, "group-a", &[]);
+    wait_primary(&a_addr, true, 60);
+    let before = register(&a_addr, "before", &record_schema("Before"));
+    let (b, b_addr) = spawn_member(&broker.bootstrap, "group-b", &[]);
+    let mut procs = [a, b];
+    wait_primary(&b_addr, true, 60);
+    let b_first = register(&b_addr, "b-first", &record_schema("BFirst"));
+    assert_eq!(b_first, before + 1);
+
+    // A still believes it is the primary; B's init_transactions fenced its producer. A write reaching A as
+    // a forwarded one is answered by A itself: it must be 50004, with nothing committed.
+    let body = json!({ "schema": record_schema("Zombie") }).to_string();
+    let (st, v) = http_with(
+        &a_addr,
+        "POST",
+        "/subjects/zombie/versions",
+        Some(body.as_bytes()),
+        "x-fjord-forwarded: 1\r\n",
+    );
+    assert_eq!((st, v["error_code"].as_i64()), (500, Some(50004)), "{v}");
+    let records = committed_schema_records(&broker.bootstrap);
+    assert!(
+        records
+            .iter()
+            .all(|(_, k, _)| k["subject"] != json!("zombie")),
+        "the fenced primary committed a record: {records:?}"
+    );
+
+    // A still owns its group's election, so it becomes primary again (fencing B) after a while. B, which
+    // still believes it is the primary, is then fenced by its next write; it is promoted again and serves
+    // that same write itself (the request is not lost with the first try), with the next id.
+    wait_primary(&a_addr, true, 30);
+    let (st, v) = try_register(&b_addr, "served", &record_schema("Served"));
+    assert_eq!((st, v["id"].as_i64()), (200, Some(b_first + 1)), "{v}");
+    wait_primary(&b_addr, true, 5);
+
+    // A permanent delete of a subject is one transaction: its tombstones are consecutive records (no
+    // transaction marker between them), so a fence can never leave part of it behind.
+    let (st, v) = http(
+        &b_addr,
+        "PUT",
+        "/config/multi",
+        Some(br#"{"compatibility":"NONE"}"#),
+    );
+    assert_eq!(st, 200, "{v}");
+    for name in ["M1", "M2", "M3"] {
+        register(&b_addr, "multi", &record_schema(name));
+    }
+    let (st, v) = http(&b_addr, "DELETE", "/subjects/multi", None);
+    assert_eq!((st, v.clone()), (200, json!([1, 2, 3])), "{v}");
+    let (st, v) = http(&b_addr, "DELETE", "/subjects/multi?permanent=true", None);
+    assert_eq!((st, v.clone()), (200, json!([1, 2, 3])), "{v}");
+    let records = committed_schema_records(&broker.bootstrap);
+    let tombstones: Vec<i64> = records
+        .iter()
+        .filter(|(_, k, v)| {
+            k["keytype"] == json!("SCHEMA") && k["subject"] == json!("multi") && v.is_none()
+        })
+        .map(|(o, _, _)| *o)
+        .collect();
+    assert_eq!(tombstones.len(), 3, "{records:?}");
+    assert_eq!(
+        tombstones,
+        vec![tombstones[0], tombstones[0] + 1, tombstones[0] + 2],
+        "the tombstones of one permanent delete are written in one transaction"
+    );
+    // Every id committed is distinct.
+    let mut ids: Vec<i64> = records
+        .iter()
+        .filter_map(|(_, k, v)| {
+            (k["keytype"] == json!("SCHEMA") && k["subject"] != json!("multi"))
+                .then(|| v.as_ref()?["id"].as_i64())
+                .flatten()
+        })
+        .collect();
+    let n = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "{records:?}");
+    for p in &mut procs {
+        kill9(p);
+    }
+}
+
 #[test]
 fn a_bad_advertised_url_is_refused_with_a_message_before_anything_starts() {
     let out = run_bounded(
@@ -795,4 +945,79 @@ fn a_bad_advertised_url_is_refused_with_a_message_before_anything_starts() {
         err.contains("--advertised-url") && err.contains("http://HOST:PORT"),
         "{err}"
     );
+}
+
+/// Waits (`secs` at most) until `registry` is the primary.
+async fn until_primary(registry: &fjord_registry::Registry, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while registry.store().role() != fjord_registry::store::Role::Primary {
+        assert!(Instant::now() < deadline, "never became the primary");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_began_before_a_re_promotion_is_refused_not_committed_by_the_new_producer() {
+    use fjord_registry::registry::SchemaRequest;
+    use fjord_registry::{open_kafka, ElectionConfig, Error};
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("broker"), &[]);
+    let request = |name: &str| SchemaRequest {
+        schema: Some(record_schema(name)),
+        ..SchemaRequest::default()
+    };
+    // Two in-process instances in different election groups on one topic: both are primaries, and each
+    // promotion fences the other's producer.
+    let a = open_kafka(
+        &broker.bootstrap,
+        "_schemas",
+        ElectionConfig::new("group-a", "http://127.0.0.1:1", true),
+    )
+    .await
+    .unwrap();
+    until_primary(&a, 60).await;
+    let first = a.register("first", &request("First"), false).await.unwrap();
+
+    // A write of A begins: the producer it will write with is taken now, with the state it computes from
+    // (here: the next id is first + 1).
+    let began = a.store().writer().unwrap();
+
+    let b = open_kafka(
+        &broker.bootstrap,
+        "_schemas",
+        ElectionConfig::new("group-b", "http://127.0.0.1:2", true),
+    )
+    .await
+    .unwrap();
+    until_primary(&b, 60).await;
+    let by_b = b.register("by-b", &request("ByB"), false).await.unwrap();
+    assert_eq!(by_b, first + 1);
+    // A's next write finds its producer fenced: A is demoted, and (still owning its group's election) promoted
+    // again with a new producer, which reads the topic to its end and fences B.
+    let r = a.register("fenced", &request("Fenced"), false).await;
+    assert!(matches!(r, Err(Error::NotPrimary(_))), "{r:?}");
+    until_primary(&a, 30).await;
+
+    // The write that began before the re-promotion, with the id computed then (colliding with B's): it goes
+    // through the producer it began with, which is fenced, so it is refused and nothing is committed. Picking
+    // up the primary's producer at write time instead would have committed it with the new, unfenced one.
+    let key = json!({"keytype": "SCHEMA", "subject": "stale", "version": 1, "magic": 1});
+    let value = json!({"subject": "stale", "version": 1, "id": first + 1, "schema": record_schema("Stale"), "deleted": false});
+    let r = began
+        .write(&[(
+            key.to_string().into_bytes(),
+            Some(value.to_string().into_bytes()),
+        )])
+        .await;
+    assert!(matches!(r, Err(Error::NotPrimary(_))), "{r:?}");
+    a.store().sync().await.unwrap();
+    assert!(
+        a.versions("stale", true).is_err(),
+        "the stale write was committed"
+    );
+    // The new producer writes, with the next id after B's.
+    let next = a.register("next", &request("Next"), false).await.unwrap();
+    assert_eq!(next, by_b + 1);
+    a.store().leave();
+    b.store().leave();
 }

@@ -706,3 +706,433 @@ fn kafkajs_confluent_schema_registry_registers_encodes_and_decodes() {
     );
     interrupt(&mut child);
 }
+
+/// `fjord registry` alone against `bootstrap`, listening on `listen`; returns the child and its URL.
+fn spawn_registry(bootstrap: &str, listen: &str) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .args([
+            "registry",
+            "--bootstrap-server",
+            bootstrap,
+            "--listen",
+            listen,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(line) if line.starts_with("fjord registry ready") => {
+            let url = format!("http://{}", field(&line, "listen="));
+            (child, url)
+        }
+        other => {
+            let _ = child.kill();
+            panic!("fjord registry never got ready: {other:?}");
+        }
+    }
+}
+
+#[test]
+fn a_registry_stopped_mid_run_stops_the_consumer_before_the_record_and_a_rerun_reads_it() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("broker"), &[]);
+    let kafka = broker.bootstrap.clone();
+    let (mut reg, url) = spawn_registry(&kafka, "127.0.0.1:0");
+    // One record with the first schema; a second schema registered (so its id exists in the topic) but not
+    // yet used.
+    ok(&fj(
+        &kafka,
+        &url,
+        &[
+            "produce",
+            "orders",
+            "--value-format",
+            "avro",
+            "--value-schema",
+            ORDER_V1,
+        ],
+        Some(b"{\"id\": 1, \"note\": null}\n"),
+    ));
+    let late = r#"{"type":"record","name":"Late","fields":[{"name":"n","type":"long"}]}"#;
+    let out = ok(&fj(
+        &kafka,
+        &url,
+        &[
+            "schemas",
+            "register",
+            "late-value",
+            "--schema",
+            late,
+            "--output",
+            "json",
+        ],
+        None,
+    ));
+    let late_id = serde_json::from_str::<Value>(&out).unwrap()["id"]
+        .as_u64()
+        .unwrap() as u8;
+    assert_eq!(late_id, 2);
+
+    // The consumer follows the topic in a group; it decodes the first record while the registry is up.
+    let mut consumer = Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .args([
+            "consume",
+            "orders",
+            "--group",
+            "readers",
+            "--from-beginning",
+            "--value-format",
+            "avro",
+            "--registry-url",
+            &url,
+        ])
+        .env("FJORD_BOOTSTRAP_SERVER", &kafka)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = consumer.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|e| {
+            let _ = consumer.kill();
+            panic!("the consumer printed nothing: {e}")
+        });
+    assert_eq!(first, r#"{"id":1,"note":null}"#);
+
+    // The registry goes away; then a record with the schema the consumer has not fetched yet arrives
+    // (written as Confluent's serializer would: magic byte, id, Avro body of {"n": 5}).
+    let _ = reg.kill();
+    let _ = reg.wait();
+    let raw = dir.path().join("late.bin");
+    std::fs::write(&raw, [0u8, 0, 0, 0, late_id, 0x0a]).unwrap();
+    let out = kcat(
+        &["-P", "-b", &kafka, "-t", "orders", raw.to_str().unwrap()],
+        None,
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The consumer stops, non-zero, naming the unreachable registry and the record it stopped before.
+    let pid = consumer.id();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if done_rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    });
+    let out = consumer.wait_with_output().unwrap();
+    let _ = done_tx.send(());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("cannot reach the schema registry")
+            && err.contains("stopped before orders partition 0 offset 1"),
+        "{err}"
+    );
+    assert!(rx.try_recv().is_err(), "nothing else was printed");
+
+    // With the registry back (another process, another port: the schemas are in the topic), the group
+    // reads the record it stopped before.
+    let (mut reg, url) = spawn_registry(&kafka, "127.0.0.1:0");
+    let out = ok(&fj(
+        &kafka,
+        &url,
+        &[
+            "consume",
+            "orders",
+            "--group",
+            "readers",
+            "--value-format",
+            "avro",
+            "--exit-at-end",
+        ],
+        None,
+    ));
+    assert_eq!(out.trim(), r#"{"n":5}"#);
+    let _ = reg.kill();
+    let _ = reg.wait();
+}
+
+const PRODUCT: &str = r#"{"$schema":"http://json-schema.org/draft-07/schema#","title":"Product","type":"object","properties":{"sku":{"type":"string"},"price":{"type":"number"}},"required":["sku","price"],"additionalProperties":false}"#;
+
+/// `tests/clients/json_schema_tools.py ARGS` with `stdin`; its standard output.
+fn json_schema_client(args: &[&str], stdin: Option<&[u8]>) -> String {
+    let script = workspace_root().join("tests/clients/json_schema_tools.py");
+    ok(&run_with_stdin(
+        Command::new(python()).arg(script).args(args),
+        stdin,
+        Duration::from_secs(120),
+    ))
+}
+
+#[test]
+fn json_schema_console_tools_interoperate_with_confluents_json_serializer_and_deserializer() {
+    let (dir, mut child, kafka, url) = start();
+    // confluent-kafka's JSONSerializer writes; fjord consume decodes.
+    json_schema_client(
+        &["write", &kafka, &url, "products", PRODUCT],
+        Some(b"{\"sku\": \"a-1\", \"price\": 1.5}\n{\"sku\": \"a-2\", \"price\": 2}\n"),
+    );
+    let out = ok(&fj(
+        &kafka,
+        &url,
+        &[
+            "consume",
+            "products",
+            "--from-beginning",
+            "--value-format",
+            "json-schema",
+            "--exit-at-end",
+        ],
+        None,
+    ));
+    let values: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        vec![
+            json!({"sku": "a-1", "price": 1.5}),
+            json!({"sku": "a-2", "price": 2})
+        ]
+    );
+
+    // fjord produce writes; confluent-kafka's JSONDeserializer reads, with the schema the id names.
+    let file = dir.path().join("product.json");
+    std::fs::write(&file, PRODUCT).unwrap();
+    let produce = |topic: &str, input: &[u8]| {
+        fj(
+            &kafka,
+            &url,
+            &[
+                "produce",
+                topic,
+                "--value-format",
+                "json-schema",
+                "--value-schema-file",
+                file.to_str().unwrap(),
+            ],
+            Some(input),
+        )
+    };
+    ok(&produce(
+        "made",
+        b"{\"sku\": \"b-1\", \"price\": 3.25}\n{\"sku\": \"b-2\", \"price\": 4}\n",
+    ));
+    let read = json_schema_client(&["read", &kafka, &url, "made", "2"], None);
+    let read: Vec<Value> = read
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let id = read[0]["id"].as_i64().unwrap();
+    assert_eq!(
+        read,
+        vec![
+            json!({"id": id, "value": {"sku": "b-1", "price": 3.25}}),
+            json!({"id": id, "value": {"sku": "b-2", "price": 4}}),
+        ]
+    );
+    let registered = ok(&fj(
+        &kafka,
+        &url,
+        &["schemas", "get", "made-value", "--output", "json"],
+        None,
+    ));
+    assert_eq!(
+        serde_json::from_str::<Value>(&registered).unwrap()["id"].as_i64(),
+        Some(id)
+    );
+
+    // A value that does not match the schema is refused before it is sent, naming the line and why.
+    let out = produce(
+        "refused",
+        b"{\"sku\": \"c-1\", \"price\": 1}\n{\"sku\": 7, \"price\": 1}\n",
+    );
+    let err = failed(&out, 1);
+    assert!(
+        err.contains("line 2")
+            && err.contains("does not match its JSON Schema")
+            && err.contains("/sku"),
+        "{err}"
+    );
+    interrupt(&mut child);
+}
+
+/// `tests/clients/protobuf_tools.py ARGS` with `stdin`; its standard output.
+fn protobuf_client(args: &[&str], stdin: Option<&[u8]>) -> String {
+    let script = workspace_root().join("tests/clients/protobuf_tools.py");
+    ok(&run_with_stdin(
+        Command::new(python()).arg(script).args(args),
+        stdin,
+        Duration::from_secs(120),
+    ))
+}
+
+#[test]
+fn protobuf_console_tools_interoperate_with_confluents_protobuf_serializer_and_deserializer() {
+    let (dir, mut child, kafka, url) = start();
+    // confluent-kafka's ProtobufSerializer writes shop.Order (message index [1]); fjord consume decodes it to
+    // the proto3 JSON mapping (64-bit integers as strings, default values left out).
+    protobuf_client(
+        &["write", &kafka, &url, "orders"],
+        Some(b"{\"id\": \"o-1\", \"units\": 1250, \"tags\": [\"new\"], \"header\": {\"source\": \"web\"}}\n{\"id\": \"o-2\"}\n"),
+    );
+    let out = ok(&fj(
+        &kafka,
+        &url,
+        &[
+            "consume",
+            "orders",
+            "--from-beginning",
+            "--value-format",
+            "protobuf",
+            "--exit-at-end",
+        ],
+        None,
+    ));
+    let values: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        vec![
+            json!({"id": "o-1", "units": "1250", "tags": ["new"], "header": {"source": "web"}}),
+            json!({"id": "o-2"}),
+        ]
+    );
+
+    // fjord produce writes shop.Order from a .proto file; confluent-kafka's ProtobufDeserializer reads it.
+    let file = dir.path().join("order.proto");
+    std::fs::write(&file, protobuf_client(&["proto"], None)).unwrap();
+    let produce = |topic: &str, extra: &[&str], input: &[u8]| {
+        let mut args = vec![
+            "produce",
+            topic,
+            "--value-format",
+            "protobuf",
+            "--value-schema-file",
+            file.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        fj(&kafka, &url, &args, Some(input))
+    };
+    ok(&produce(
+        "made",
+        &["--value-schema-message", "shop.Order"],
+        b"{\"id\": \"m-1\", \"units\": \"7\", \"header\": {\"source\": \"cli\"}}\n{\"id\": \"m-2\", \"tags\": [\"a\", \"b\"]}\n",
+    ));
+    let read = protobuf_client(&["read", &kafka, &url, "made", "2"], None);
+    let read: Vec<Value> = read
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let id = read[0]["id"].as_i64().unwrap();
+    assert_eq!(
+        read,
+        vec![
+            json!({"id": id, "indexes": "0202", "value": {"id": "m-1", "units": "7", "header": {"source": "cli"}}}),
+            json!({"id": id, "indexes": "0202", "value": {"id": "m-2", "tags": ["a", "b"]}}),
+        ]
+    );
+    // And fjord consume reads its own records back.
+    let out = ok(&fj(
+        &kafka,
+        &url,
+        &[
+            "consume",
+            "made",
+            "--from-beginning",
+            "--value-format",
+            "protobuf",
+            "--exit-at-end",
+        ],
+        None,
+    ));
+    assert_eq!(
+        out.lines().next().unwrap(),
+        r#"{"id":"m-1","units":"7","header":{"source":"cli"}}"#
+    );
+
+    // Keys too: --key-format protobuf with the first message of the file (shop.Header, index [0]).
+    ok(&fj(
+        &kafka,
+        &url,
+        &[
+            "produce",
+            "keyed",
+            "--key-separator",
+            "|",
+            "--key-format",
+            "protobuf",
+            "--key-schema-file",
+            file.to_str().unwrap(),
+            "--value-format",
+            "protobuf",
+            "--value-schema-file",
+            file.to_str().unwrap(),
+            "--value-schema-message",
+            "Order",
+        ],
+        Some(b"{\"source\": \"k\"}|{\"id\": \"v\"}\n"),
+    ));
+    let out = ok(&fj(
+        &kafka,
+        &url,
+        &[
+            "consume",
+            "keyed",
+            "--from-beginning",
+            "--exit-at-end",
+            "--print-key",
+            "--separator",
+            " => ",
+            "--key-format",
+            "protobuf",
+            "--value-format",
+            "protobuf",
+        ],
+        None,
+    ));
+    assert_eq!(out, "{\"source\":\"k\"} => {\"id\":\"v\"}\n");
+
+    // A message the schema does not have, and a value that does not fit the message: clear errors.
+    let out = produce("made", &["--value-schema-message", "Nope"], b"{}\n");
+    let err = failed(&out, 1);
+    assert!(
+        err.contains("no message Nope") && err.contains("shop.Order"),
+        "{err}"
+    );
+    let out = produce(
+        "made",
+        &["--value-schema-message", "Order"],
+        b"{\"id\": \"ok\"}\n{\"units\": \"many\"}\n",
+    );
+    let err = failed(&out, 1);
+    assert!(
+        err.contains("line 2") && err.contains("shop.Order"),
+        "{err}"
+    );
+    interrupt(&mut child);
+}
