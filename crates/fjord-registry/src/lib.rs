@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod avro;
+pub mod diff;
 pub mod election;
 pub mod error;
 pub mod formats;

@@ -11,7 +11,9 @@
 //! renamed fields, messages added or moved, a changed package and enum changes are not. BACKWARD compares the old schema
 //! (original) with the new one (update), FORWARD the other way round.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use crate::diff::{Ctx, Difference, TooComplex};
 
 use base64::Engine;
 use prost_reflect::prost::Message as _;
@@ -512,13 +514,6 @@ fn print_service(out: &mut String, s: &ServiceDescriptorProto) {
 
 // ---- differences ----------------------------------------------------------------------------------------
 
-/// One difference between two versions: Confluent's type name and the path (message names, field numbers).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Difference {
-    pub kind: &'static str,
-    pub path: String,
-}
-
 /// The differences Confluent's registry accepts as compatible.
 const COMPATIBLE: [&str; 15] = [
     // Confluent's test table accepts a changed package: the wire format names messages by index, not name.
@@ -543,64 +538,36 @@ pub fn is_compatible_kind(kind: &str) -> bool {
     COMPATIBLE.contains(&kind)
 }
 
-impl Difference {
-    pub fn description(&self, update: &str, original: &str) -> String {
-        let p = &self.path;
-        match self.kind {
-            "PACKAGE_CHANGED" => format!("The package at '{p}' in the {update} schema does not match the package in the {original} schema"),
-            "MESSAGE_REMOVED" => format!("The {update} schema is missing a message at path '{p}' in the {original} schema"),
-            "FIELD_KIND_CHANGED" => format!("The kind of a field at path '{p}' in the {update} schema does not match its kind in the {original} schema"),
-            "FIELD_SCALAR_KIND_CHANGED" => format!("The kind of a SCALAR field at path '{p}' in the {update} schema does not match its kind in the {original} schema"),
-            "FIELD_NAMED_TYPE_CHANGED" => format!("The type of a MESSAGE field at path '{p}' in the {update} schema does not match its type in the {original} schema"),
-            "REQUIRED_FIELD_ADDED" => format!("A required field at path '{p}' in the {update} schema is missing in the {original} schema"),
-            "REQUIRED_FIELD_REMOVED" => format!("The {update} schema is missing a required field at path '{p}' in the {original} schema"),
-            "ONEOF_FIELD_REMOVED" => format!("The {update} schema is missing a oneof field at path '{p}' in the {original} schema"),
-            "MULTIPLE_FIELDS_MOVED_TO_ONEOF" => format!("Multiple fields in the oneof at path '{p}' in the {update} schema are outside a oneof in the {original} schema"),
-            "FIELD_MOVED_TO_EXISTING_ONEOF" => format!("A field in the oneof at path '{p}' in the {update} schema is outside a oneof in the {original} schema, and the oneof already existed there"),
-            _ => format!("The schemas differ at path '{p}'"),
-        }
-    }
-
-    pub fn render(&self, update: &str, original: &str) -> String {
-        format!(
-            "{{errorType:\"{}\", description:\"{}\"}}",
-            self.kind,
-            self.description(update, original)
-        )
+/// Confluent's description of a difference, with `update`/`original` naming the two schemas ("new"/"old").
+pub fn description(d: &Difference, update: &str, original: &str) -> String {
+    let p = &d.path;
+    match d.kind {
+        "PACKAGE_CHANGED" => format!("The package at '{p}' in the {update} schema does not match the package in the {original} schema"),
+        "MESSAGE_REMOVED" => format!("The {update} schema is missing a message at path '{p}' in the {original} schema"),
+        "FIELD_KIND_CHANGED" => format!("The kind of a field at path '{p}' in the {update} schema does not match its kind in the {original} schema"),
+        "FIELD_SCALAR_KIND_CHANGED" => format!("The kind of a SCALAR field at path '{p}' in the {update} schema does not match its kind in the {original} schema"),
+        "FIELD_NAMED_TYPE_CHANGED" => format!("The type of a MESSAGE field at path '{p}' in the {update} schema does not match its type in the {original} schema"),
+        "FIELD_NUMERIC_LABEL_CHANGED" => format!("The label of a NUMERIC field at path '{p}' in the {update} schema does not match its label in the {original} schema"),
+        "REQUIRED_FIELD_ADDED" => format!("A required field at path '{p}' in the {update} schema is missing in the {original} schema"),
+        "REQUIRED_FIELD_REMOVED" => format!("The {update} schema is missing a required field at path '{p}' in the {original} schema"),
+        "ONEOF_FIELD_REMOVED" => format!("The {update} schema is missing a oneof field at path '{p}' in the {original} schema"),
+        "MULTIPLE_FIELDS_MOVED_TO_ONEOF" => format!("Multiple fields in the oneof at path '{p}' in the {update} schema are outside a oneof in the {original} schema"),
+        "FIELD_MOVED_TO_EXISTING_ONEOF" => format!("A field in the oneof at path '{p}' in the {update} schema is outside a oneof in the {original} schema, and the oneof already existed there"),
+        _ => format!("The schemas differ at path '{p}'"),
     }
 }
 
-struct Ctx {
-    path: Vec<String>,
-    found: Vec<Difference>,
-    in_progress: HashSet<(String, String)>,
-}
+/// Pairs of messages by full name (original, update).
+type PCtx = Ctx<(String, String)>;
 
-impl Ctx {
-    fn add(&mut self, kind: &'static str) {
-        self.found.push(Difference {
-            kind,
-            path: format!("#/{}", self.path.join("/")),
-        });
-    }
-    fn scoped(&mut self, segment: &str, f: impl FnOnce(&mut Ctx)) {
-        self.path.push(segment.to_string());
-        f(self);
-        self.path.pop();
-    }
-    fn compatible(&self) -> bool {
-        self.found.iter().all(|d| is_compatible_kind(d.kind))
-    }
-}
-
-/// Every difference from `original` to `update`.
-pub fn differences(original: &ParsedProto, update: &ParsedProto) -> Vec<Difference> {
+/// Every difference from `original` to `update`; Err when the schemas are too deep or too complex to
+/// compare within the walk's budget (see `diff`).
+pub fn differences(
+    original: &ParsedProto,
+    update: &ParsedProto,
+) -> Result<Vec<Difference>, TooComplex> {
     let (o, u) = (original.file(), update.file());
-    let mut ctx = Ctx {
-        path: Vec::new(),
-        found: Vec::new(),
-        in_progress: HashSet::new(),
-    };
+    let mut ctx = PCtx::new(is_compatible_kind);
     if o.package_name() != u.package_name() {
         ctx.add("PACKAGE_CHANGED");
     }
@@ -611,41 +578,46 @@ pub fn differences(original: &ParsedProto, update: &ParsedProto) -> Vec<Differen
         u.messages().collect(),
         u.enums().collect(),
     );
-    ctx.found
+    ctx.finish()
 }
 
 /// The incompatible differences from `original` to `update`.
-pub fn incompatibilities(original: &ParsedProto, update: &ParsedProto) -> Vec<Difference> {
-    differences(original, update)
+pub fn incompatibilities(
+    original: &ParsedProto,
+    update: &ParsedProto,
+) -> Result<Vec<Difference>, TooComplex> {
+    Ok(differences(original, update)?
         .into_iter()
         .filter(|d| !is_compatible_kind(d.kind))
-        .collect()
+        .collect())
 }
 
 fn compare_types(
-    ctx: &mut Ctx,
+    ctx: &mut PCtx,
     om: Vec<MessageDescriptor>,
     oe: Vec<EnumDescriptor>,
     um: Vec<MessageDescriptor>,
     ue: Vec<EnumDescriptor>,
 ) {
-    let index = |ms: &[MessageDescriptor]| -> Vec<(String, usize, MessageDescriptor)> {
-        ms.iter()
+    // By name, with the position among the (non map-entry) messages, which MESSAGE_MOVED compares.
+    let index = |ms: Vec<MessageDescriptor>| -> BTreeMap<String, (usize, MessageDescriptor)> {
+        ms.into_iter()
             .filter(|m| !m.is_map_entry())
             .enumerate()
-            .map(|(i, m)| (m.name().to_string(), i, m.clone()))
+            .map(|(i, m)| (m.name().to_string(), (i, m)))
             .collect()
     };
-    let (om, um) = (index(&om), index(&um));
-    let mut names: BTreeSet<&str> = om.iter().map(|(n, _, _)| n.as_str()).collect();
-    names.extend(um.iter().map(|(n, _, _)| n.as_str()));
+    let (om, um) = (index(om), index(um));
+    let mut names: BTreeSet<&String> = om.keys().collect();
+    names.extend(um.keys());
     for name in names {
-        let o = om.iter().find(|(n, _, _)| n == name);
-        let u = um.iter().find(|(n, _, _)| n == name);
-        ctx.scoped(name, |ctx| match (o, u) {
+        if ctx.exhausted() {
+            return;
+        }
+        ctx.scoped(name, |ctx| match (om.get(name), um.get(name)) {
             (Some(_), None) => ctx.add("MESSAGE_REMOVED"),
             (None, Some(_)) => ctx.add("MESSAGE_ADDED"),
-            (Some((_, oi, o)), Some((_, ui, u))) => {
+            (Some((oi, o)), Some((ui, u))) => {
                 compare_messages(ctx, o, u);
                 if oi != ui {
                     ctx.add("MESSAGE_MOVED");
@@ -654,12 +626,14 @@ fn compare_types(
             (None, None) => {}
         });
     }
-    let mut names: BTreeSet<String> = oe.iter().map(|e| e.name().to_string()).collect();
-    names.extend(ue.iter().map(|e| e.name().to_string()));
+    let by_name = |es: Vec<EnumDescriptor>| -> BTreeMap<String, EnumDescriptor> {
+        es.into_iter().map(|e| (e.name().to_string(), e)).collect()
+    };
+    let (oe, ue) = (by_name(oe), by_name(ue));
+    let mut names: BTreeSet<&String> = oe.keys().collect();
+    names.extend(ue.keys());
     for name in names {
-        let o = oe.iter().find(|e| e.name() == name);
-        let u = ue.iter().find(|e| e.name() == name);
-        ctx.scoped(&name, |ctx| match (o, u) {
+        ctx.scoped(name, |ctx| match (oe.get(name), ue.get(name)) {
             (Some(_), None) => ctx.add("ENUM_REMOVED"),
             (None, Some(_)) => ctx.add("ENUM_ADDED"),
             (Some(o), Some(u)) => {
@@ -688,36 +662,44 @@ fn oneof_of(f: &FieldDescriptor) -> Option<String> {
         .map(|o| o.name().to_string())
 }
 
-fn compare_messages(ctx: &mut Ctx, o: &MessageDescriptor, u: &MessageDescriptor) {
+/// Compares two messages of the same name, once per walk (see `diff`): a message type reached along many
+/// fields, or through itself, is not walked again.
+fn compare_messages(ctx: &mut PCtx, o: &MessageDescriptor, u: &MessageDescriptor) {
     let key = (o.full_name().to_string(), u.full_name().to_string());
-    if !ctx.in_progress.insert(key.clone()) {
-        return;
-    }
-    let top = |m: &MessageDescriptor| -> Vec<FieldDescriptor> {
-        m.fields().filter(|f| oneof_of(f).is_none()).collect()
+    ctx.pair(key, |ctx| compare_message_bodies(ctx, o, u));
+}
+
+fn compare_message_bodies(ctx: &mut PCtx, o: &MessageDescriptor, u: &MessageDescriptor) {
+    let top = |m: &MessageDescriptor| -> BTreeMap<u32, FieldDescriptor> {
+        m.fields()
+            .filter(|f| oneof_of(f).is_none())
+            .map(|f| (f.number(), f))
+            .collect()
     };
     let mut o_top = top(o);
     let u_top = top(u);
-    let oneofs = |m: &MessageDescriptor| -> Vec<(String, Vec<FieldDescriptor>)> {
+    let oneofs = |m: &MessageDescriptor| -> BTreeMap<String, BTreeMap<u32, FieldDescriptor>> {
         m.oneofs()
             .filter(|x| !x.is_synthetic())
-            .map(|x| (x.name().to_string(), x.fields().collect()))
+            .map(|x| {
+                let fields = x.fields().map(|f| (f.number(), f)).collect();
+                (x.name().to_string(), fields)
+            })
             .collect()
     };
     let (o_oneofs, u_oneofs) = (oneofs(o), oneofs(u));
     let o_in_oneof: HashSet<u32> = o_oneofs
-        .iter()
-        .flat_map(|(_, fs)| fs.iter().map(|f| f.number()))
+        .values()
+        .flat_map(|fs| fs.keys().copied())
         .collect();
     for (name, fields) in &u_oneofs {
         ctx.scoped(name, |ctx| {
             let mut moved = 0;
             let mut existing = 0;
-            for f in fields {
-                if let Some(i) = o_top.iter().position(|g| g.number() == f.number()) {
-                    o_top.remove(i);
+            for number in fields.keys() {
+                if o_top.remove(number).is_some() {
                     moved += 1;
-                } else if o_in_oneof.contains(&f.number()) {
+                } else if o_in_oneof.contains(number) {
                     existing += 1;
                 }
             }
@@ -728,21 +710,17 @@ fn compare_messages(ctx: &mut Ctx, o: &MessageDescriptor, u: &MessageDescriptor)
             }
         });
     }
-    let mut names: BTreeSet<&str> = o_oneofs.iter().map(|(n, _)| n.as_str()).collect();
-    names.extend(u_oneofs.iter().map(|(n, _)| n.as_str()));
+    let mut names: BTreeSet<&String> = o_oneofs.keys().collect();
+    names.extend(u_oneofs.keys());
     for name in names {
-        let of = o_oneofs.iter().find(|(n, _)| n == name).map(|(_, f)| f);
-        let uf = u_oneofs.iter().find(|(n, _)| n == name).map(|(_, f)| f);
-        ctx.scoped(name, |ctx| match (of, uf) {
+        ctx.scoped(name, |ctx| match (o_oneofs.get(name), u_oneofs.get(name)) {
             (Some(_), None) => ctx.add("ONEOF_REMOVED"),
             (None, Some(_)) => ctx.add("ONEOF_ADDED"),
             (Some(of), Some(uf)) => {
-                let mut numbers: BTreeSet<u32> = of.iter().map(|f| f.number()).collect();
-                numbers.extend(uf.iter().map(|f| f.number()));
+                let mut numbers: BTreeSet<u32> = of.keys().copied().collect();
+                numbers.extend(uf.keys());
                 for n in numbers {
-                    let a = of.iter().find(|f| f.number() == n);
-                    let b = uf.iter().find(|f| f.number() == n);
-                    ctx.scoped(&n.to_string(), |ctx| match (a, b) {
+                    ctx.scoped(&n.to_string(), |ctx| match (of.get(&n), uf.get(&n)) {
                         (Some(_), None) => ctx.add("ONEOF_FIELD_REMOVED"),
                         (None, Some(_)) => ctx.add("ONEOF_FIELD_ADDED"),
                         (Some(a), Some(b)) => compare_fields(ctx, a, b),
@@ -753,12 +731,13 @@ fn compare_messages(ctx: &mut Ctx, o: &MessageDescriptor, u: &MessageDescriptor)
             (None, None) => {}
         });
     }
-    let mut numbers: BTreeSet<u32> = o_top.iter().map(|f| f.number()).collect();
-    numbers.extend(u_top.iter().map(|f| f.number()));
+    let mut numbers: BTreeSet<u32> = o_top.keys().copied().collect();
+    numbers.extend(u_top.keys());
     for n in numbers {
-        let a = o_top.iter().find(|f| f.number() == n);
-        let b = u_top.iter().find(|f| f.number() == n);
-        ctx.scoped(&n.to_string(), |ctx| match (a, b) {
+        if ctx.exhausted() {
+            return;
+        }
+        ctx.scoped(&n.to_string(), |ctx| match (o_top.get(&n), u_top.get(&n)) {
             (Some(a), None) => ctx.add(if a.cardinality() == Cardinality::Required {
                 "REQUIRED_FIELD_REMOVED"
             } else {
@@ -774,17 +753,16 @@ fn compare_messages(ctx: &mut Ctx, o: &MessageDescriptor, u: &MessageDescriptor)
         });
     }
     // Fields whose oneof membership changed are compared by number as well.
-    let (oa, ua): (Vec<FieldDescriptor>, Vec<FieldDescriptor>) =
-        (o.fields().collect(), u.fields().collect());
-    for a in &oa {
-        let Some(b) = ua.iter().find(|b| b.number() == a.number()) else {
+    let ua: HashMap<u32, FieldDescriptor> = u.fields().map(|f| (f.number(), f)).collect();
+    for a in o.fields() {
+        let Some(b) = ua.get(&a.number()) else {
             continue;
         };
-        let (ao, bo) = (oneof_of(a), oneof_of(b));
+        let (ao, bo) = (oneof_of(&a), oneof_of(b));
         if (ao.is_none() && bo.is_none()) || (ao.is_some() && ao == bo) {
             continue;
         }
-        ctx.scoped(&a.number().to_string(), |ctx| compare_fields(ctx, a, b));
+        ctx.scoped(&a.number().to_string(), |ctx| compare_fields(ctx, &a, b));
     }
     compare_types(
         ctx,
@@ -793,14 +771,13 @@ fn compare_messages(ctx: &mut Ctx, o: &MessageDescriptor, u: &MessageDescriptor)
         u.child_messages().collect(),
         u.child_enums().collect(),
     );
-    ctx.in_progress.remove(&key);
 }
 
-fn compare_fields(ctx: &mut Ctx, o: &FieldDescriptor, u: &FieldDescriptor) {
+fn compare_fields(ctx: &mut PCtx, o: &FieldDescriptor, u: &FieldDescriptor) {
     if o.name() != u.name() {
         ctx.add("FIELD_NAME_CHANGED");
     }
-    compare_field_types(ctx, o, u);
+    compare_field_types(ctx, o, u, true);
 }
 
 #[derive(PartialEq, Eq)]
@@ -834,6 +811,26 @@ fn scalar_group(k: &Kind) -> u8 {
     }
 }
 
+/// The label a field is written with in `.proto` text, as Confluent's parser reads it: `repeated`,
+/// `required`, and `optional` (always written in proto2, only for explicit presence in proto3); none for a
+/// proto3 field without one, a field of a oneof and a map.
+fn written_label(f: &FieldDescriptor) -> Option<Label> {
+    if f.is_map() || oneof_of(f).is_some() {
+        return None;
+    }
+    let p = f.field_descriptor_proto();
+    match p.label() {
+        Label::Repeated => Some(Label::Repeated),
+        Label::Required => Some(Label::Required),
+        Label::Optional
+            if p.proto3_optional() || f.parent_file().syntax() == prost_reflect::Syntax::Proto2 =>
+        {
+            Some(Label::Optional)
+        }
+        Label::Optional => None,
+    }
+}
+
 fn local_name(m: &MessageDescriptor) -> String {
     let package = m.package_name();
     let full = m.full_name();
@@ -843,15 +840,34 @@ fn local_name(m: &MessageDescriptor) -> String {
     }
 }
 
-fn compare_field_types(ctx: &mut Ctx, o: &FieldDescriptor, u: &FieldDescriptor) {
+/// `labels`: compare the written labels too (not for the key and value of a map, which have none).
+fn compare_field_types(ctx: &mut PCtx, o: &FieldDescriptor, u: &FieldDescriptor, labels: bool) {
     let (ok, uk) = (field_kind(o), field_kind(u));
     if ok != uk {
         return ctx.add("FIELD_KIND_CHANGED");
     }
     match ok {
         FieldKind::Scalar => {
-            if scalar_group(&o.kind()) != scalar_group(&u.kind()) {
-                ctx.add("FIELD_SCALAR_KIND_CHANGED");
+            let group = scalar_group(&o.kind());
+            if group != scalar_group(&u.kind()) {
+                return ctx.add("FIELD_SCALAR_KIND_CHANGED");
+            }
+            // Confluent's rule: a label written on both sides that changed (singular <-> repeated, optional
+            // <-> required). Packed repeated numbers and a singular number do not read as each other;
+            // strings and bytes do.
+            let (ol, ul) = if labels {
+                (written_label(o), written_label(u))
+            } else {
+                (None, None)
+            };
+            if let (Some(ol), Some(ul)) = (ol, ul) {
+                if ol != ul {
+                    ctx.add(if group == 2 {
+                        "FIELD_STRING_OR_BYTES_LABEL_CHANGED"
+                    } else {
+                        "FIELD_NUMERIC_LABEL_CHANGED"
+                    });
+                }
             }
         }
         FieldKind::Message => {
@@ -864,27 +880,28 @@ fn compare_field_types(ctx: &mut Ctx, o: &FieldDescriptor, u: &FieldDescriptor) 
             let (Kind::Message(oe), Kind::Message(ue)) = (o.kind(), u.kind()) else {
                 return;
             };
-            compare_field_types(ctx, &oe.map_entry_key_field(), &ue.map_entry_key_field());
+            compare_field_types(
+                ctx,
+                &oe.map_entry_key_field(),
+                &ue.map_entry_key_field(),
+                false,
+            );
             compare_field_types(
                 ctx,
                 &oe.map_entry_value_field(),
                 &ue.map_entry_value_field(),
+                false,
             );
         }
     }
 }
 
-fn compare_message_types(ctx: &mut Ctx, om: &MessageDescriptor, um: &MessageDescriptor) {
+fn compare_message_types(ctx: &mut PCtx, om: &MessageDescriptor, um: &MessageDescriptor) {
     if local_name(om) != local_name(um) {
         return ctx.add("FIELD_NAMED_TYPE_CHANGED");
     }
-    let mut sub = Ctx {
-        path: vec![local_name(om)],
-        found: Vec::new(),
-        in_progress: std::mem::take(&mut ctx.in_progress),
-    };
+    let mut sub = ctx.at(vec![local_name(om)]);
     compare_messages(&mut sub, om, um);
-    ctx.in_progress = std::mem::take(&mut sub.in_progress);
     let ok = sub.compatible();
     ctx.found.extend(sub.found);
     if !ok {

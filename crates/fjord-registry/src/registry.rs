@@ -387,16 +387,17 @@ impl Registry {
     }
 
     /// Confluent's incompatibility messages of `new` against the live versions the level asks for (or only
-    /// `against`), newest first; empty when compatible.
+    /// `against`), newest first; empty when compatible. A schema too deep or too complex to compare is
+    /// 42201, never compatible.
     fn incompatibilities(
         st: &State,
         subject: &str,
         new: &ParsedSchema,
         level: &str,
         against: Option<i32>,
-    ) -> Vec<String> {
+    ) -> Result<Vec<String>> {
         let (backward, forward) = match level {
-            "NONE" => return Vec::new(),
+            "NONE" => return Ok(Vec::new()),
             "BACKWARD" | "BACKWARD_TRANSITIVE" => (true, false),
             "FORWARD" | "FORWARD_TRANSITIVE" => (false, true),
             _ => (true, true),
@@ -432,7 +433,8 @@ impl Registry {
                 ));
                 continue;
             };
-            let found = ParsedSchema::incompatibilities(new, &old, backward, forward);
+            let found = ParsedSchema::incompatibilities(new, &old, backward, forward)
+                .map_err(|e| Error::InvalidSchema(format!("(compared with version {v}): {e}")))?;
             if !found.is_empty() {
                 messages.extend(found);
                 messages.push(format!("{{oldSchemaVersion: {v}}}"));
@@ -442,7 +444,7 @@ impl Registry {
                 ));
             }
         }
-        messages
+        Ok(messages)
     }
 
     /// `POST /compatibility/subjects/{subject}/versions[/{version}]`.
@@ -471,7 +473,7 @@ impl Registry {
             Some(_) => level.trim_end_matches("_TRANSITIVE").to_string(),
             None => level,
         };
-        let messages = Self::incompatibilities(&st, subject, &parsed, &level, against);
+        let messages = Self::incompatibilities(&st, subject, &parsed, &level, against)?;
         Ok((messages.is_empty(), messages))
     }
 
@@ -528,7 +530,7 @@ impl Registry {
                 id
             } else {
                 let level = Self::effective_level(&st, subject);
-                let messages = Self::incompatibilities(&st, subject, &parsed, &level, None);
+                let messages = Self::incompatibilities(&st, subject, &parsed, &level, None)?;
                 if !messages.is_empty() {
                     return Err(Error::Incompatible(format!(
                         "Schema being registered is incompatible with an earlier schema for subject \"{subject}\", details: [{}]",
