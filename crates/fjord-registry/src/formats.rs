@@ -108,10 +108,15 @@ impl ParsedSchema {
     }
 
     /// The text to store for a registration of `text`: the canonical form with `normalize=true`, and for
-    /// Protobuf sent as a serialized descriptor (what Confluent's serializers send), its `.proto` text.
+    /// Protobuf sent as a serialized descriptor (what Confluent's serializers send), its `.proto` text
+    /// (parsing refused a descriptor that text cannot hold). A Protobuf text whose printed form would lose
+    /// part of it (extensions, groups, some options) is kept as sent even with `normalize=true`.
     pub fn text_to_store(&self, text: &str, normalize: bool) -> String {
         match self {
-            ParsedSchema::Protobuf(p) if normalize || p.from_descriptor => p.canonical.clone(),
+            ParsedSchema::Protobuf(p) if p.from_descriptor || (normalize && p.lossless) => {
+                p.printed.clone()
+            }
+            ParsedSchema::Protobuf(_) => text.to_string(),
             p if normalize => p.canonical().to_string(),
             _ => text.to_string(),
         }

@@ -35,8 +35,15 @@ const MAIN_FILE: &str = "default.proto";
 pub struct ParsedProto {
     pool: DescriptorPool,
     file_name: String,
-    /// The canonical `.proto` text (printed from the descriptor): the identity form and the normalized text.
+    /// The identity form: the `.proto` text printed from the descriptor (`printed`) when that text compiles
+    /// back to the same descriptor, else that text followed by the whole descriptor (base64) in a comment, so
+    /// that what the printer drops (extensions, groups, some options) still tells schemas apart.
     pub canonical: String,
+    /// The `.proto` text printed from the descriptor: the normalized text, and the stored text of a schema
+    /// sent as a descriptor (which is refused when the text would lose part of it).
+    pub printed: String,
+    /// `printed` compiles back to the same descriptor.
+    pub lossless: bool,
     /// The schema was sent as a serialized descriptor (base64), not as text.
     pub from_descriptor: bool,
 }
@@ -106,27 +113,168 @@ pub fn parse(text: &str, referenced: &[(String, String)]) -> Result<ParsedProto,
         file_name = format!("_{file_name}");
     }
     let (main, from_descriptor) = open(&file_name, text).map_err(|e| format!("{text}: {e}"))?;
+    let referenced_files = files.clone();
     files.insert(file_name.clone(), main);
+    let pool = compile(files, &file_name).map_err(|e| format!("{text}: {}", describe(&e)))?;
+    let file = pool
+        .get_file_by_name(&file_name)
+        .ok_or_else(|| format!("{text}: the schema compiled to no file"))?;
+    let fd = file.file_descriptor_proto();
+    check_ranges(&fd.message_type).map_err(|e| format!("{text}: {e}"))?;
+    let printed = print_file(fd);
+    let mut loss = lost_in_text(fd, &printed, referenced_files, &file_name);
+    if from_descriptor && loss.is_none() && has_unknown_fields(text) {
+        loss = Some("has custom options or fields unknown to descriptor.proto".to_string());
+    }
+    let canonical = match &loss {
+        None => printed.clone(),
+        // The registry stores a descriptor as its printed text: refuse one that text cannot hold, rather
+        // than store (and identify it by) less than was sent.
+        Some(why) if from_descriptor => {
+            return Err(format!(
+                "{text}: this serialized descriptor {why}, which the registry cannot store as .proto text without loss; register the schema as .proto text instead"
+            ))
+        }
+        Some(_) => {
+            let mut full = comparable(fd);
+            full.name = Some(file_name.clone());
+            let full = base64::engine::general_purpose::STANDARD.encode(full.encode_to_vec());
+            format!("{printed}// descriptor {full}\n")
+        }
+    };
+    Ok(ParsedProto {
+        pool,
+        file_name,
+        canonical,
+        lossless: loss.is_none(),
+        printed,
+        from_descriptor,
+    })
+}
+
+fn compile(files: HashMap<String, File>, file_name: &str) -> Result<DescriptorPool, protox::Error> {
     let mut chain = ChainFileResolver::new();
     chain.add(MemoryResolver { files });
     chain.add(GoogleFileResolver::new());
     let mut compiler = protox::Compiler::with_file_resolver(chain);
     compiler.include_imports(true).include_source_info(false);
-    compiler
-        .open_file(&file_name)
-        .map_err(|e| format!("{text}: {}", describe(&e)))?;
-    let pool = compiler.descriptor_pool();
-    let file = pool
-        .get_file_by_name(&file_name)
-        .ok_or_else(|| format!("{text}: the schema compiled to no file"))?;
-    check_ranges(&file.file_descriptor_proto().message_type).map_err(|e| format!("{text}: {e}"))?;
-    let canonical = print_file(file.file_descriptor_proto());
-    Ok(ParsedProto {
-        pool,
-        file_name,
-        canonical,
-        from_descriptor,
-    })
+    compiler.open_file(file_name)?;
+    Ok(compiler.descriptor_pool())
+}
+
+/// What the printed `.proto` text of `fd` loses (None: it compiles back to the same descriptor).
+fn lost_in_text(
+    fd: &FileDescriptorProto,
+    printed: &str,
+    referenced: HashMap<String, File>,
+    file_name: &str,
+) -> Option<String> {
+    let mut files = referenced;
+    let again = match File::from_source(file_name, printed) {
+        Ok(f) => f,
+        Err(e) => {
+            return Some(format!(
+                "does not print as .proto text that compiles ({})",
+                describe(&e)
+            ))
+        }
+    };
+    files.insert(file_name.to_string(), again);
+    let again = match compile(files, file_name) {
+        Ok(pool) => pool,
+        Err(e) => {
+            return Some(format!(
+                "does not print as .proto text that compiles ({})",
+                describe(&e)
+            ))
+        }
+    };
+    let again = again.get_file_by_name(file_name)?;
+    if comparable(fd) == comparable(again.file_descriptor_proto()) {
+        return None;
+    }
+    let mut uses = Vec::new();
+    if has_extensions(fd) {
+        uses.push("extensions (extend)");
+    }
+    if has_groups(&fd.message_type) {
+        uses.push("groups");
+    }
+    if uses.is_empty() {
+        uses.push("options or details the .proto text printer does not keep");
+    }
+    Some(format!("uses {}", uses.join(" and ")))
+}
+
+/// A base64 descriptor holds fields that decoding dropped (custom options are extension fields of the
+/// options messages, unknown to `prost-types`): re-encoding it then gives fewer bytes.
+fn has_unknown_fields(text: &str) -> bool {
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(text.trim()) else {
+        return false;
+    };
+    FileDescriptorProto::decode(bytes.as_slice()).is_ok_and(|fd| fd.encoded_len() != bytes.len())
+}
+
+fn has_extensions(fd: &FileDescriptorProto) -> bool {
+    fn in_messages(ms: &[DescriptorProto]) -> bool {
+        ms.iter()
+            .any(|m| !m.extension.is_empty() || in_messages(&m.nested_type))
+    }
+    !fd.extension.is_empty() || in_messages(&fd.message_type)
+}
+
+fn has_groups(ms: &[DescriptorProto]) -> bool {
+    ms.iter()
+        .any(|m| m.field.iter().any(|f| f.r#type() == Type::Group) || has_groups(&m.nested_type))
+}
+
+/// `fd` without what does not make a schema different: its name, source info, empty options, and JSON names
+/// that are the default ones (a compiler fills them in, a serialized descriptor may leave them out).
+fn comparable(fd: &FileDescriptorProto) -> FileDescriptorProto {
+    fn none_if_default<T: Default + PartialEq>(o: &mut Option<T>) {
+        if o.as_ref().is_some_and(|v| *v == T::default()) {
+            *o = None;
+        }
+    }
+    fn field(f: &mut FieldDescriptorProto) {
+        if f.json_name.as_deref() == Some(default_json_name(f.name()).as_str()) {
+            f.json_name = None;
+        }
+        none_if_default(&mut f.options);
+    }
+    fn enumeration(e: &mut EnumDescriptorProto) {
+        none_if_default(&mut e.options);
+        for v in &mut e.value {
+            none_if_default(&mut v.options);
+        }
+    }
+    fn message(m: &mut DescriptorProto) {
+        none_if_default(&mut m.options);
+        m.field.iter_mut().for_each(field);
+        m.extension.iter_mut().for_each(field);
+        m.nested_type.iter_mut().for_each(message);
+        m.enum_type.iter_mut().for_each(enumeration);
+        for o in &mut m.oneof_decl {
+            none_if_default(&mut o.options);
+        }
+        for r in &mut m.extension_range {
+            none_if_default(&mut r.options);
+        }
+    }
+    let mut fd = fd.clone();
+    fd.name = None;
+    fd.source_code_info = None;
+    none_if_default(&mut fd.options);
+    fd.message_type.iter_mut().for_each(message);
+    fd.enum_type.iter_mut().for_each(enumeration);
+    fd.extension.iter_mut().for_each(field);
+    for s in &mut fd.service {
+        none_if_default(&mut s.options);
+        for m in &mut s.method {
+            none_if_default(&mut m.options);
+        }
+    }
+    fd
 }
 
 impl ParsedProto {

@@ -3,6 +3,7 @@
 //! BACKWARD compatible. The cases follow Confluent's protobuf-provider `diff-schema-examples.json` table (read
 //! for its expectations, written out here), plus oneof and map cases.
 
+use base64::Engine;
 use fjord_registry::protobuf::{differences, incompatibilities, parse, ParsedProto};
 
 struct Case {
@@ -495,4 +496,76 @@ fn a_self_referencing_message_is_compared_through_its_cycle() {
         kinds.contains(&"FIELD_SCALAR_KIND_CHANGED #/Node/1".to_string()),
         "{kinds:?}"
     );
+}
+
+/// The base64 descriptor of `text` as a serializer would send it.
+fn descriptor_of(text: &str) -> String {
+    p(text).serialized()
+}
+
+#[test]
+fn a_descriptor_the_proto_text_cannot_hold_is_refused_not_stored_lossily() {
+    // The registry stores a descriptor as its printed .proto text, which has no extend blocks, groups or
+    // every option: such a descriptor is refused with a reason instead of being stored (and identified) by
+    // less than was sent.
+    let cases = [
+        (
+            r#"syntax = "proto2"; message M { optional int32 a = 1; extensions 100 to 199; } extend M { optional int32 x = 100; }"#,
+            "extensions",
+        ),
+        (
+            r#"syntax = "proto2"; message M { optional group G = 1 { optional int32 a = 2; } }"#,
+            "groups",
+        ),
+        (
+            r#"syntax = "proto3"; option java_generic_services = true; message M { int32 a = 1; }"#,
+            "options",
+        ),
+        (
+            r#"syntax = "proto3"; message M { int32 a = 1 [lazy = true]; }"#,
+            "options",
+        ),
+    ];
+    for (text, why) in cases {
+        let err = parse(&descriptor_of(text), &[])
+            .err()
+            .unwrap_or_else(|| panic!("{text}: a lossy descriptor was accepted"));
+        assert!(
+            err.contains(why) && err.contains("register the schema as .proto text"),
+            "{text}: {err}"
+        );
+        // As text the schema registers, and keeps what the printer drops in its identity.
+        let parsed = p(text);
+        assert!(!parsed.lossless, "{text}");
+        assert!(parsed.canonical.contains("// descriptor "), "{text}");
+    }
+    // Fields unknown to descriptor.proto (custom options) are dropped by decoding: refused as well.
+    let plain = r#"syntax = "proto3"; message M { int32 a = 1; }"#;
+    let mut bytes = base64::engine::general_purpose::STANDARD
+        .decode(descriptor_of(plain))
+        .unwrap();
+    bytes.extend([0x98, 0x06, 0x01]); // field 99, varint 1
+    let err = parse(
+        &base64::engine::general_purpose::STANDARD.encode(&bytes),
+        &[],
+    )
+    .err()
+    .expect("refused");
+    assert!(err.contains("unknown"), "{err}");
+    // A descriptor the text holds whole registers as before.
+    let ok = parse(&descriptor_of(plain), &[]).expect("accepted");
+    assert!(ok.lossless && ok.from_descriptor);
+    assert_eq!(ok.canonical, ok.printed);
+}
+
+#[test]
+fn schemas_that_differ_only_in_what_the_printer_drops_have_different_identities() {
+    let a = p(
+        r#"syntax = "proto2"; message M { optional int32 a = 1; extensions 100 to 199; } extend M { optional int32 x = 100; }"#,
+    );
+    let b = p(
+        r#"syntax = "proto2"; message M { optional int32 a = 1; extensions 100 to 199; } extend M { optional string x = 100; }"#,
+    );
+    assert_eq!(a.printed, b.printed, "the printed text drops the extension");
+    assert_ne!(a.canonical, b.canonical);
 }
