@@ -14,6 +14,7 @@ pub mod error;
 pub mod formats;
 pub mod forward;
 pub mod json;
+pub mod lookup_cache;
 pub mod protobuf;
 pub mod records;
 pub mod registry;

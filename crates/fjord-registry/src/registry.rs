@@ -4,7 +4,6 @@
 //! Writes are serialized by `write_lock` and answered only once the record is applied to the state (the
 //! store's contract), so each write sees the effects of the previous one: that is what makes ids unique.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
@@ -12,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::formats::{Format, ParsedSchema};
+use crate::lookup_cache::LookupCache;
 use crate::records::{
     ConfigValue, DeleteSubjectValue, Key, ModeValue, Record, Reference, SchemaValue,
 };
@@ -82,16 +82,11 @@ pub struct Registry {
     store: Store,
     /// One write at a time, from computing the record (a new id, a new version) until the store has applied it.
     write_lock: tokio::sync::Mutex<()>,
-    /// The identity of each reference-free schema text a lookup (`POST /subjects/{s}`) parsed: a serializer
-    /// that does not register looks the same text up for every producer it starts, and parsing it was half of
-    /// the request's cost. Identity is a pure function of (type, text) without references, so an entry never
-    /// goes stale; at most [`LOOKUP_CACHE_ENTRIES`] texts of at most [`LOOKUP_CACHE_TEXT`] bytes, cleared when
-    /// full.
-    lookup_identities: RwLock<HashMap<(Option<String>, String), String>>,
+    /// The registered identity of each reference-free schema text a lookup (`POST /subjects/{s}`) parsed: a
+    /// serializer that does not register looks the same text up for every producer it starts, and parsing it
+    /// was half of the request's cost. Bounded in bytes (`lookup_cache`).
+    lookup_identities: LookupCache,
 }
-
-const LOOKUP_CACHE_ENTRIES: usize = 4096;
-const LOOKUP_CACHE_TEXT: usize = 64 * 1024;
 
 fn read(state: &RwLock<State>) -> std::sync::RwLockReadGuard<'_, State> {
     // A panic while applying would leave the state half-changed; the apply path does not panic on data, so a
@@ -105,7 +100,7 @@ impl Registry {
             state,
             store,
             write_lock: tokio::sync::Mutex::new(()),
-            lookup_identities: RwLock::new(HashMap::new()),
+            lookup_identities: LookupCache::default(),
         }
     }
 
@@ -340,41 +335,28 @@ impl Registry {
             .get(subject)
             .filter(|vs| vs.values().any(|e| deleted || !e.deleted))
             .ok_or_else(|| Error::SubjectNotFound(subject.to_string()))?;
-        let key = match (&req.schema, &req.references) {
-            (Some(text), None) if text.len() <= LOOKUP_CACHE_TEXT => {
-                Some((req.schema_type.clone(), text.clone()))
-            }
-            (Some(text), Some(refs)) if refs.is_empty() && text.len() <= LOOKUP_CACHE_TEXT => {
-                Some((req.schema_type.clone(), text.clone()))
-            }
+        // Reference-free lookups only: with references the identity depends on what they name.
+        let cacheable = match (&req.schema, &req.references) {
+            (Some(text), None) => Some(text.as_str()),
+            (Some(text), Some(refs)) if refs.is_empty() => Some(text.as_str()),
             _ => None,
         };
-        let cached = key.as_ref().and_then(|k| {
-            self.lookup_identities
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(k)
-                .cloned()
-        });
-        let ident = match cached {
-            Some(ident) => ident,
+        let schema_type = req.schema_type.as_deref();
+        let cached =
+            cacheable.and_then(|text| self.lookup_identities.get(subject, schema_type, text));
+        let id = match cached {
+            Some(ident) => st.identities.get(&*ident).copied(),
             None => {
                 let (parsed, refs) = Self::parse_request(&st, req)?;
                 let ident = identity(parsed.format().name(), parsed.canonical(), &refs);
-                if let Some(k) = key {
-                    let mut cache = self
-                        .lookup_identities
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner());
-                    if cache.len() >= LOOKUP_CACHE_ENTRIES {
-                        cache.clear();
-                    }
-                    cache.insert(k, ident.clone());
+                let id = st.identities.get(&ident).copied();
+                if let (Some(text), Some(_)) = (cacheable, id) {
+                    self.lookup_identities
+                        .insert(subject, schema_type, text, &ident);
                 }
-                ident
+                id
             }
         };
-        let id = st.identities.get(&ident).copied();
         let found = vs
             .iter()
             .rev()
@@ -779,5 +761,12 @@ pub fn apply_raw(state: &RwLock<State>, key: &[u8], value: Option<&[u8]>) -> boo
             );
             false
         }
+    }
+}
+
+impl Registry {
+    /// (entries, bytes) the lookup cache holds (for tests and metrics).
+    pub fn lookup_cache_usage(&self) -> (usize, usize) {
+        self.lookup_identities.usage()
     }
 }
