@@ -96,6 +96,18 @@ impl<K: Hash + Eq + Clone, V: Clone> Walk<K, V> {
         Visit::Walk
     }
 
+    /// Counts `steps` of work that is not a pair (matching a name against many patterns) against the
+    /// budget; false once the budget is spent.
+    pub fn charge(&mut self, steps: usize) -> bool {
+        self.visits = self.visits.saturating_add(steps);
+        if self.visits > MAX_VISITS && self.exceeded.is_none() {
+            self.exceeded = Some(TooComplex(format!(
+                "the schema is too complex to check for compatibility: comparing it with an earlier version takes more than {MAX_VISITS} steps; simplify its combinations (anyOf/oneOf/allOf, unions), patterns or shared types"
+            )));
+        }
+        self.exceeded.is_none()
+    }
+
     pub fn leave(&mut self, key: K, result: V) {
         self.depth -= 1;
         self.memo.insert(key, Memo::Done(result));
@@ -230,6 +242,11 @@ impl<K: Hash + Eq + Clone> Ctx<K> {
     /// The budget is spent: loops over many pairs stop early.
     pub fn exhausted(&self) -> bool {
         self.walk.borrow().exhausted()
+    }
+
+    /// Counts `steps` of work that is not a pair against the walk's budget; false once it is spent.
+    pub fn charge(&mut self, steps: usize) -> bool {
+        self.walk.borrow_mut().charge(steps)
     }
 
     /// Every difference found, or why the walk stopped.

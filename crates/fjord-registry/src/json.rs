@@ -8,6 +8,7 @@
 //! the old schema (original) with the new one (update), FORWARD the other way round.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::rc::Rc;
 
 use serde_json::Value;
@@ -284,8 +285,10 @@ struct Node {
     title: Option<Value>,
     description: Option<Value>,
     default: Option<Value>,
-    /// The source text, to collapse duplicate subschemas of a combined schema.
-    source: String,
+    /// A fingerprint of the source text (equal texts, equal fingerprints), to collapse duplicate subschemas
+    /// of a combined schema and compare `not`s. A hash rather than the text: a node's text holds all of its
+    /// subtree's, so keeping texts costs depth times the document's size.
+    source: u64,
 }
 
 impl Node {
@@ -303,7 +306,7 @@ impl Node {
         &self.target().kind
     }
 
-    fn bare(kind: Kind, source: String) -> Node {
+    fn bare(kind: Kind, source: u64) -> Node {
         Node {
             kind,
             id: None,
@@ -355,6 +358,10 @@ struct Loader<'a> {
     nodes: usize,
     /// Set when the schema exceeds the loader's budget; the node tree is then incomplete.
     exceeded: Option<TooComplex>,
+    /// The fingerprints of the values seen, by address (each value is hashed once, from its children's).
+    fingerprints: HashMap<usize, u64>,
+    /// One keyed hasher for both schemas of a comparison, so their fingerprints compare.
+    hasher: &'a RandomState,
 }
 
 /// The most nodes one schema (with its referenced schemas) loads into for a compatibility check.
@@ -373,6 +380,43 @@ fn pointer<'v>(doc: &'v Value, fragment: &str) -> Option<&'v Value> {
 }
 
 impl<'a> Loader<'a> {
+    /// The fingerprint of `v`: equal for equal JSON values.
+    fn fingerprint(&mut self, v: &Value) -> u64 {
+        let at = v as *const Value as usize;
+        if let Some(f) = self.fingerprints.get(&at) {
+            return *f;
+        }
+        let mut h = self.hasher.build_hasher();
+        match v {
+            Value::Object(o) => {
+                h.write_u8(b'{');
+                for (k, child) in o {
+                    k.hash(&mut h);
+                    h.write_u64(self.fingerprint(child));
+                }
+            }
+            Value::Array(a) => {
+                h.write_u8(b'[');
+                for child in a {
+                    h.write_u64(self.fingerprint(child));
+                }
+            }
+            scalar => {
+                h.write_u8(b'=');
+                scalar.to_string().hash(&mut h);
+            }
+        }
+        let f = h.finish();
+        self.fingerprints.insert(at, f);
+        f
+    }
+
+    /// A fingerprint of `tag` and the value `v` (a facet of one schema object).
+    fn tagged(&mut self, tag: &str, v: &Value) -> u64 {
+        let f = self.fingerprint(v);
+        self.hasher.hash_one((tag, f))
+    }
+
     fn resolve(&self, reference: &str, doc: &'a Value) -> Option<(&'a Value, &'a Value)> {
         let (base, fragment) = reference.split_once('#').unwrap_or((reference, ""));
         let target_doc = if base.is_empty() {
@@ -390,7 +434,7 @@ impl<'a> Loader<'a> {
     }
 
     fn load(&mut self, v: &'a Value, doc: &'a Value, depth: usize) -> Node {
-        let source = v.to_string();
+        let source = self.fingerprint(v);
         let obj = match v {
             Value::Bool(true) => return Node::bare(Kind::Empty, source),
             Value::Bool(false) => return Node::bare(Kind::False, source),
@@ -420,7 +464,7 @@ impl<'a> Loader<'a> {
                     target_doc as *const Value as usize,
                     target as *const Value as usize,
                 );
-                let src = format!("$ref:{r}");
+                let src = self.hasher.hash_one(("$ref", r));
                 if self.stack.contains(&key) {
                     facets.push(Node::bare(Kind::Recursive(r.clone()), src));
                 } else if let Some(node) = self.loaded.get(&key) {
@@ -464,27 +508,28 @@ impl<'a> Loader<'a> {
                     criterion: Criterion::Any,
                     subschemas: typed,
                 },
-                format!("types:{source}"),
+                self.hasher.hash_one(("types", source)),
             )),
             _ => facets.push(Node::bare(
                 Kind::Combined {
                     criterion: Criterion::All,
                     subschemas: typed,
                 },
-                format!("types:{source}"),
+                self.hasher.hash_one(("types", source)),
             )),
         }
         if let Some(Value::Array(values)) = obj.get("enum") {
-            let src = format!("enum:{}", Value::Array(values.clone()));
+            let src = self.tagged("enum", &obj["enum"]);
             facets.push(Node::bare(Kind::Enum(values.clone()), src));
         }
         if let Some(c) = obj.get("const") {
-            facets.push(Node::bare(Kind::Const(c.clone()), format!("const:{c}")));
+            let src = self.tagged("const", c);
+            facets.push(Node::bare(Kind::Const(c.clone()), src));
         }
         for criterion in [Criterion::All, Criterion::Any, Criterion::One] {
             if let Some(Value::Array(subs)) = obj.get(criterion.keyword()) {
                 let subschemas = subs.iter().map(|s| self.load(s, doc, depth + 1)).collect();
-                let src = format!("{}:{}", criterion.keyword(), Value::Array(subs.clone()));
+                let src = self.tagged(criterion.keyword(), &obj[criterion.keyword()]);
                 facets.push(Node::bare(
                     Kind::Combined {
                         criterion,
@@ -496,7 +541,8 @@ impl<'a> Loader<'a> {
         }
         if let Some(n) = obj.get("not") {
             let inner = self.load(n, doc, depth + 1);
-            facets.push(Node::bare(Kind::Not(Box::new(inner)), format!("not:{n}")));
+            let src = self.tagged("not", n);
+            facets.push(Node::bare(Kind::Not(Box::new(inner)), src));
         }
         let kind = match facets.len() {
             0 => Kind::Empty,
@@ -525,7 +571,7 @@ impl<'a> Loader<'a> {
     }
 
     fn typed(&mut self, t: &str, v: &'a Value, doc: &'a Value, depth: usize) -> Node {
-        let source = format!("{t}:{v}");
+        let source = self.tagged(t, v);
         let kind = match t {
             "null" => Kind::Null,
             "boolean" => Kind::Boolean,
@@ -638,8 +684,9 @@ impl<'a> Loader<'a> {
 }
 
 impl ParsedJson {
-    /// The schema as the walk's nodes; Err when it exceeds the loader's budget.
-    fn root(&self) -> Result<Node, TooComplex> {
+    /// The schema as the walk's nodes (fingerprinted with `hasher`); Err when it exceeds the loader's
+    /// budget.
+    fn root(&self, hasher: &RandomState) -> Result<Node, TooComplex> {
         let mut loader = Loader {
             root: &self.value,
             referenced: &self.referenced,
@@ -647,6 +694,8 @@ impl ParsedJson {
             loaded: HashMap::new(),
             nodes: 0,
             exceeded: None,
+            fingerprints: HashMap::new(),
+            hasher,
         };
         let node = loader.load(loader.root, loader.root, 0);
         match loader.exceeded {
@@ -779,7 +828,8 @@ pub fn differences(
     original: &ParsedJson,
     update: &ParsedJson,
 ) -> Result<Vec<Difference>, TooComplex> {
-    let (o, u) = (original.root()?, update.root()?);
+    let hasher = RandomState::new();
+    let (o, u) = (original.root(&hasher)?, update.root(&hasher)?);
     let mut ctx = JCtx::new(is_compatible_kind);
     compare(&mut ctx, Some(&o), Some(&u));
     ctx.finish()
@@ -1050,12 +1100,17 @@ fn compare_nodes(ctx: &mut JCtx, original: &Node, update: &Node) {
             }
         }
         (Kind::Enum(o), Kind::Enum(u)) => {
-            let contains_all = |a: &[Value], b: &[Value]| b.iter().all(|x| a.contains(x));
-            let same = contains_all(o, u) && contains_all(u, o);
+            // By their text in a hash set: an enum can be long, and a pairwise check is quadratic.
+            let texts =
+                |vs: &[Value]| -> HashSet<String> { vs.iter().map(Value::to_string).collect() };
+            let (ot, ut) = (texts(o), texts(u));
+            let contains_all =
+                |a: &HashSet<String>, b: &HashSet<String>| b.iter().all(|x| a.contains(x));
+            let same = contains_all(&ot, &ut) && contains_all(&ut, &ot);
             if !same {
-                let kind = if contains_all(u, o) {
+                let kind = if contains_all(&ut, &ot) {
                     "ENUM_ARRAY_EXTENDED"
-                } else if contains_all(o, u) {
+                } else if contains_all(&ot, &ut) {
                     "ENUM_ARRAY_NARROWED"
                 } else {
                     "ENUM_ARRAY_CHANGED"
@@ -1225,7 +1280,11 @@ fn compare_objects(ctx: &mut JCtx, o: &ObjectNode, u: &ObjectNode) {
                 (Some(os), None) => {
                     if u.is_open() {
                         ctx.add("PROPERTY_REMOVED_FROM_OPEN_CONTENT_MODEL");
-                    } else if let Some(partial) = u.partial_schema(name) {
+                    } else if let Some(partial) = ctx
+                        .charge(u.pattern_properties.len())
+                        .then(|| u.partial_schema(name))
+                        .flatten()
+                    {
                         let mut sub = ctx.sub();
                         compare(&mut sub, Some(os), Some(partial));
                         let ok = sub.compatible();
@@ -1249,7 +1308,11 @@ fn compare_objects(ctx: &mut JCtx, o: &ObjectNode, u: &ObjectNode) {
                             "PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL"
                         });
                     } else {
-                        if let Some(partial) = o.partial_schema(name) {
+                        let partial = ctx
+                            .charge(o.pattern_properties.len())
+                            .then(|| o.partial_schema(name))
+                            .flatten();
+                        if let Some(partial) = partial {
                             let mut sub = ctx.sub();
                             compare(&mut sub, Some(partial), Some(us));
                             let ok = sub.compatible();
