@@ -269,3 +269,32 @@ fn a_deep_schema_over_a_large_leaf_is_compared_in_time_and_memory_linear_in_its_
     .expect("within budget");
     assert!(!found.is_empty(), "the enum changed");
 }
+
+#[test]
+fn an_avro_record_chain_thousands_deep_is_refused_not_overflowed() {
+    // 2000 referenced records, each holding the next by name; the registered record holds the first: flat
+    // JSON, a chain 2000 records deep, which apache-avro resolves recursively (on a thread of its own) and
+    // the check refuses as too deep.
+    let defs = |leaf: &str| {
+        let mut defs = vec![format!(
+            "{{\"type\":\"record\",\"name\":\"R2000\",\"fields\":[{{\"name\":\"v\",\"type\":\"{leaf}\"}}]}}"
+        )];
+        for i in (1..2000).rev() {
+            defs.push(format!(
+                "{{\"type\":\"record\",\"name\":\"R{i}\",\"fields\":[{{\"name\":\"next\",\"type\":\"R{}\"}}]}}",
+                i + 1
+            ));
+        }
+        defs
+    };
+    let root = r#"{"type":"record","name":"R0","fields":[{"name":"next","type":"R1"}]}"#;
+    let err = within("avro chain", move || {
+        let old = avro::parse(root, &defs("int")).expect("parses");
+        let new = avro::parse(root, &defs("string")).expect("parses");
+        avro::check(&new, &old)
+            .map(|v| v.len())
+            .map_err(|e| e.to_string())
+    })
+    .expect_err("refused, never compatible");
+    assert!(err.contains("too deep"), "{err}");
+}
