@@ -298,3 +298,36 @@ fn an_avro_record_chain_thousands_deep_is_refused_not_overflowed() {
     .expect_err("refused, never compatible");
     assert!(err.contains("too deep"), "{err}");
 }
+
+#[test]
+fn the_deepest_documents_the_parsers_accept_are_parsed_and_compared_on_a_small_stack() {
+    // serde_json stops at 128 levels; what it accepts must parse, print and compare on a 2 MiB stack.
+    let json_deep = |leaf: &str| {
+        let mut s = format!("{{\"type\":\"{leaf}\"}}");
+        for _ in 0..62 {
+            s = format!("{{\"type\":\"object\",\"properties\":{{\"a\":{s}}}}}");
+        }
+        s
+    };
+    let found = within("deep JSON Schema", move || {
+        json_incompatibilities(json_deep("string"), json_deep("integer"))
+    })
+    .expect("within budget");
+    assert_eq!(found.len(), 1, "{found:?}");
+    let avro_deep = |leaf: &str| {
+        let mut s = format!("\"{leaf}\"");
+        for _ in 0..126 {
+            s = format!("{{\"type\":\"array\",\"items\":{s}}}");
+        }
+        s
+    };
+    let found = within("deep Avro", move || {
+        let old = avro::parse(&avro_deep("int"), &[]).expect("parses");
+        let new = avro::parse(&avro_deep("string"), &[]).expect("parses");
+        avro::check(&new, &old)
+            .map(|v| v.len())
+            .map_err(|e| e.to_string())
+    })
+    .expect("within budget");
+    assert_eq!(found, 1);
+}
