@@ -13,6 +13,8 @@ use std::collections::{HashMap, HashSet};
 use apache_avro::schema::{DecimalSchema, InnerDecimalSchema, UuidSchema};
 use apache_avro::Schema;
 
+use crate::diff::{TooComplex, Visit, Walk};
+
 /// A parsed Avro schema with the named types of its references.
 pub struct ParsedAvro {
     pub schema: Schema,
@@ -36,13 +38,39 @@ pub fn parse(text: &str, referenced: &[String]) -> Result<ParsedAvro, String> {
             Vec::new(),
         )
     } else {
-        Schema::parse_str_with_list(text, referenced).map_err(|e| format!("{text}: {e}"))?
+        parse_with_references(text, referenced).map_err(|e| format!("{text}: {e}"))?
     };
     let canonical = serde_json::to_string(&schema).map_err(|e| format!("{text}: {e}"))?;
     Ok(ParsedAvro {
         schema,
         referenced,
         canonical,
+    })
+}
+
+/// The stack apache-avro resolves references on. Its resolution recurses through the chain of named types
+/// across the referenced texts (about 1.3 KB of stack per JSON level in a debug build; 400 one-record texts
+/// overflow a 2 MiB thread). The registry bounds that chain (references nest at most 64 deep, each text at most
+/// 128 JSON levels: about 8,300 levels), and this stack holds it with room to spare; it is reserved, and only
+/// touched as deep as a parse goes.
+const REFERENCE_PARSE_STACK: usize = 64 * 1024 * 1024;
+
+/// `Schema::parse_str_with_list` on a thread of its own with [`REFERENCE_PARSE_STACK`], so that a long chain
+/// of references cannot overflow the stack of the thread serving the request (which may be the broker's).
+fn parse_with_references(
+    text: &str,
+    referenced: &[String],
+) -> Result<(Schema, Vec<Schema>), String> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("avro-references".into())
+            .stack_size(REFERENCE_PARSE_STACK)
+            .spawn_scoped(scope, || {
+                Schema::parse_str_with_list(text, referenced).map_err(|e| e.to_string())
+            })
+            .map_err(|e| format!("cannot start a thread to parse the references: {e}"))?
+            .join()
+            .map_err(|_| "the references cannot be parsed".to_string())?
     })
 }
 
@@ -166,25 +194,29 @@ impl Incompatibility {
     }
 }
 
-/// Every incompatibility found when `reader` reads data written with `writer` (empty: compatible).
-pub fn check(reader: &ParsedAvro, writer: &ParsedAvro) -> Vec<Incompatibility> {
+/// Every incompatibility found when `reader` reads data written with `writer` (empty: compatible); Err
+/// when the schemas are too deep or too complex to compare within the walk's budget (see `diff`).
+pub fn check(reader: &ParsedAvro, writer: &ParsedAvro) -> Result<Vec<Incompatibility>, TooComplex> {
     let mut c = Checker {
         reader_names: reader.names(),
         writer_names: writer.names(),
-        in_progress: HashSet::new(),
+        walk: Walk::default(),
         found: Vec::new(),
     };
     let mut path = Vec::new();
     c.check(&reader.schema, &writer.schema, &mut path);
-    c.found
+    c.walk.result()?;
+    Ok(c.found)
 }
 
 struct Checker<'a> {
     reader_names: HashMap<String, &'a Schema>,
     writer_names: HashMap<String, &'a Schema>,
-    /// Pairs being checked further up the stack: a recursive type meets itself here and is taken as
-    /// compatible (its other parts are checked where the recursion started), as Avro's Java checker does.
-    in_progress: HashSet<(*const Schema, *const Schema)>,
+    /// Every (reader, writer) pair checked, for the whole check: a pair met again adds its first
+    /// incompatibility without a second walk, and a recursive type meeting itself while still being checked
+    /// is taken as compatible (its other parts are checked where the recursion started), as Avro's Java
+    /// checker does.
+    walk: Walk<(usize, usize), Option<(IncompatibilityType, String)>>,
     found: Vec<Incompatibility>,
 }
 
@@ -304,12 +336,22 @@ impl<'a> Checker<'a> {
     fn check(&mut self, reader: &'a Schema, writer: &'a Schema, path: &mut Vec<String>) {
         let reader = Self::resolve(&self.reader_names, reader);
         let writer = Self::resolve(&self.writer_names, writer);
-        let key = (reader as *const Schema, writer as *const Schema);
-        if !self.in_progress.insert(key) {
-            return;
+        let key = (
+            reader as *const Schema as usize,
+            writer as *const Schema as usize,
+        );
+        match self.walk.enter(&key) {
+            Visit::Skip | Visit::Known(None) => {}
+            Visit::Known(Some((kind, detail))) => self.add(kind, path, detail),
+            Visit::Walk => {
+                let start = self.found.len();
+                self.check_resolved(reader, writer, path);
+                let first = self.found[start..]
+                    .first()
+                    .map(|i| (i.kind, i.detail.clone()));
+                self.walk.leave(key, first);
+            }
         }
-        self.check_resolved(reader, writer, path);
-        self.in_progress.remove(&key);
     }
 
     fn check_names(&mut self, reader: &Schema, writer: &Schema, path: &mut Vec<String>) {
@@ -354,11 +396,9 @@ impl<'a> Checker<'a> {
                 }
                 (Schema::Enum(r), Schema::Enum(w)) => {
                     self.check_names(reader, writer, path);
-                    let missing: Vec<&String> = w
-                        .symbols
-                        .iter()
-                        .filter(|s| !r.symbols.contains(s))
-                        .collect();
+                    let symbols: HashSet<&String> = r.symbols.iter().collect();
+                    let missing: Vec<&String> =
+                        w.symbols.iter().filter(|s| !symbols.contains(s)).collect();
                     let default_ok = r.default.as_ref().is_some_and(|d| r.symbols.contains(d));
                     if !missing.is_empty() && !default_ok {
                         let mut sorted = missing.clone();
@@ -379,12 +419,16 @@ impl<'a> Checker<'a> {
                 }
                 (Schema::Record(r), Schema::Record(w)) => {
                     self.check_names(reader, writer, path);
+                    // By name only (apache-avro's `lookup` also holds the writer's aliases, which resolution
+                    // does not use).
+                    let by_name: HashMap<&String, &apache_avro::schema::RecordField> =
+                        w.fields.iter().map(|f| (&f.name, f)).collect();
                     path.push("fields".into());
                     for (i, rf) in r.fields.iter().enumerate() {
                         path.push(i.to_string());
                         let wf = std::iter::once(&rf.name)
                             .chain(rf.aliases.iter())
-                            .find_map(|n| w.fields.iter().find(|wf| &wf.name == n));
+                            .find_map(|n| by_name.get(n).copied());
                         match wf {
                             Some(wf) => {
                                 path.push("type".into());
@@ -404,6 +448,9 @@ impl<'a> Checker<'a> {
                 }
                 (Schema::Union(_), Schema::Union(w)) => {
                     for (i, wb) in w.variants().iter().enumerate() {
+                        if self.walk.exhausted() {
+                            break;
+                        }
                         path.push(i.to_string());
                         self.check(reader, wb, path);
                         path.pop();
@@ -431,6 +478,9 @@ impl<'a> Checker<'a> {
         }
         if let Schema::Union(w) = writer {
             for (i, wb) in w.variants().iter().enumerate() {
+                if self.walk.exhausted() {
+                    break;
+                }
                 path.push(i.to_string());
                 self.check(reader, wb, path);
                 path.pop();
@@ -449,7 +499,10 @@ impl<'a> Checker<'a> {
             return;
         }
         if let Schema::Union(r) = reader {
-            if r.variants().iter().any(|rb| self.compatible(rb, writer)) {
+            if r.variants()
+                .iter()
+                .any(|rb| self.walk.exhausted() || self.compatible(rb, writer))
+            {
                 return;
             }
             self.add(

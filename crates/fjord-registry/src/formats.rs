@@ -3,6 +3,7 @@
 //! schema), the text stored for `normalize=true`, and the compatibility check in Confluent's message format.
 
 use crate::avro::{self, ParsedAvro};
+use crate::diff::{Difference, TooComplex};
 use crate::json::{self, ParsedJson};
 use crate::protobuf::{self, ParsedProto};
 use crate::records::Reference;
@@ -107,63 +108,66 @@ impl ParsedSchema {
     }
 
     /// The text to store for a registration of `text`: the canonical form with `normalize=true`, and for
-    /// Protobuf sent as a serialized descriptor (what Confluent's serializers send), its `.proto` text.
+    /// Protobuf sent as a serialized descriptor (what Confluent's serializers send), its `.proto` text
+    /// (parsing refused a descriptor that text cannot hold). A Protobuf text whose printed form would lose
+    /// part of it (extensions, groups, some options) is kept as sent even with `normalize=true`.
     pub fn text_to_store(&self, text: &str, normalize: bool) -> String {
         match self {
-            ParsedSchema::Protobuf(p) if normalize || p.from_descriptor => p.canonical.clone(),
+            ParsedSchema::Protobuf(p) if p.from_descriptor || (normalize && p.lossless) => {
+                p.printed.clone()
+            }
+            ParsedSchema::Protobuf(_) => text.to_string(),
             p if normalize => p.canonical().to_string(),
             _ => text.to_string(),
         }
     }
 
     /// Confluent's incompatibility messages of `new` against `old` in the directions asked: backward (the
-    /// new schema reads what the old one wrote) and forward.
+    /// new schema reads what the old one wrote) and forward. Err (a message for 42201) when the schemas are
+    /// too deep or too complex to compare within the walk's budget (`diff`): never "compatible" then.
     pub fn incompatibilities(
         new: &ParsedSchema,
         old: &ParsedSchema,
         backward: bool,
         forward: bool,
-    ) -> Vec<String> {
+    ) -> Result<Vec<String>, String> {
         let mut found = Vec::new();
+        let too_complex = |e: TooComplex| e.to_string();
         match (new, old) {
             (ParsedSchema::Avro(new), ParsedSchema::Avro(old)) => {
                 if backward {
-                    found.extend(avro::check(new, old).iter().map(|i| i.render(true)));
+                    let checked = avro::check(new, old).map_err(too_complex)?;
+                    found.extend(checked.iter().map(|i| i.render(true)));
                 }
                 if forward {
-                    found.extend(avro::check(old, new).iter().map(|i| i.render(false)));
+                    let checked = avro::check(old, new).map_err(too_complex)?;
+                    found.extend(checked.iter().map(|i| i.render(false)));
                 }
             }
             (ParsedSchema::Json(new), ParsedSchema::Json(old)) => {
+                let render = |d: &Difference, update, original| {
+                    d.render(&json::description(d, update, original))
+                };
                 if backward {
-                    found.extend(
-                        json::incompatibilities(old, new)
-                            .iter()
-                            .map(|d| d.render("new", "old")),
-                    );
+                    let diffs = json::incompatibilities(old, new).map_err(too_complex)?;
+                    found.extend(diffs.iter().map(|d| render(d, "new", "old")));
                 }
                 if forward {
-                    found.extend(
-                        json::incompatibilities(new, old)
-                            .iter()
-                            .map(|d| d.render("old", "new")),
-                    );
+                    let diffs = json::incompatibilities(new, old).map_err(too_complex)?;
+                    found.extend(diffs.iter().map(|d| render(d, "old", "new")));
                 }
             }
             (ParsedSchema::Protobuf(new), ParsedSchema::Protobuf(old)) => {
+                let render = |d: &Difference, update, original| {
+                    d.render(&protobuf::description(d, update, original))
+                };
                 if backward {
-                    found.extend(
-                        protobuf::incompatibilities(old, new)
-                            .iter()
-                            .map(|d| d.render("new", "old")),
-                    );
+                    let diffs = protobuf::incompatibilities(old, new).map_err(too_complex)?;
+                    found.extend(diffs.iter().map(|d| render(d, "new", "old")));
                 }
                 if forward {
-                    found.extend(
-                        protobuf::incompatibilities(new, old)
-                            .iter()
-                            .map(|d| d.render("old", "new")),
-                    );
+                    let diffs = protobuf::incompatibilities(new, old).map_err(too_complex)?;
+                    found.extend(diffs.iter().map(|d| render(d, "old", "new")));
                 }
             }
             (new, old) => found.push(format!(
@@ -172,6 +176,6 @@ impl ParsedSchema {
                 old.format().name()
             )),
         }
-        found
+        Ok(found)
     }
 }

@@ -7,9 +7,13 @@
 //! path; the change is compatible when every difference is one of the compatible kinds. BACKWARD compares
 //! the old schema (original) with the new one (update), FORWARD the other way round.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::rc::Rc;
 
 use serde_json::Value;
+
+use crate::diff::{Ctx, Difference, TooComplex, MAX_DEPTH};
 
 /// A parsed JSON Schema.
 pub struct ParsedJson {
@@ -167,21 +171,24 @@ impl Additional {
 
 #[derive(Clone, Debug)]
 struct ObjectNode {
+    /// In the document's order, indexed by name in `property_index` (a walk looks every name up).
     properties: Vec<(String, Node)>,
+    property_index: HashMap<String, usize>,
     required: BTreeSet<String>,
     additional: Additional,
-    pattern_properties: Vec<(String, Node)>,
+    /// Compiled once per schema (a pattern that does not compile matches nothing, as before).
+    pattern_properties: Vec<(Option<regex::Regex>, Node)>,
     min_properties: Option<f64>,
     max_properties: Option<f64>,
-    dependency_arrays: Vec<(String, BTreeSet<String>)>,
-    dependency_schemas: Vec<(String, Node)>,
+    dependency_arrays: BTreeMap<String, BTreeSet<String>>,
+    dependency_schemas: BTreeMap<String, Node>,
 }
 
 impl ObjectNode {
     fn property(&self, name: &str) -> Option<&Node> {
-        self.properties
-            .iter()
-            .find(|(n, _)| n == name)
+        self.property_index
+            .get(name)
+            .and_then(|i| self.properties.get(*i))
             .map(|(_, s)| s)
     }
     fn is_open(&self) -> bool {
@@ -190,7 +197,7 @@ impl ObjectNode {
     /// The schema that covers `name` in a partially open content model.
     fn partial_schema(&self, name: &str) -> Option<&Node> {
         for (pattern, schema) in &self.pattern_properties {
-            if regex::Regex::new(pattern).is_ok_and(|r| r.is_match(name)) {
+            if pattern.as_ref().is_some_and(|r| r.is_match(name)) {
                 return Some(schema);
             }
         }
@@ -245,6 +252,9 @@ enum Kind {
     Not(Box<Node>),
     /// A reference met again inside itself (a recursive schema): compared by its target only.
     Recursive(String),
+    /// A resolved `$ref`: the node its target loaded into, shared by every reference to that target (so a
+    /// definition used many times is loaded, and compared, once). Comparisons look through it (`Node::k`).
+    Ref(Rc<Node>),
 }
 
 impl Kind {
@@ -263,6 +273,7 @@ impl Kind {
             Kind::Combined { .. } => 10,
             Kind::Not(_) => 11,
             Kind::Recursive(_) => 12,
+            Kind::Ref(n) => n.kind.class(),
         }
     }
 }
@@ -274,12 +285,28 @@ struct Node {
     title: Option<Value>,
     description: Option<Value>,
     default: Option<Value>,
-    /// The source text, to collapse duplicate subschemas of a combined schema.
-    source: String,
+    /// A fingerprint of the source text (equal texts, equal fingerprints), to collapse duplicate subschemas
+    /// of a combined schema and compare `not`s. A hash rather than the text: a node's text holds all of its
+    /// subtree's, so keeping texts costs depth times the document's size.
+    source: u64,
 }
 
 impl Node {
-    fn bare(kind: Kind, source: String) -> Node {
+    /// The node a chain of references leads to (the node itself when it is no reference).
+    fn target(&self) -> &Node {
+        let mut n = self;
+        while let Kind::Ref(t) = &n.kind {
+            n = t;
+        }
+        n
+    }
+
+    /// The kind of this node, looking through references.
+    fn k(&self) -> &Kind {
+        &self.target().kind
+    }
+
+    fn bare(kind: Kind, source: u64) -> Node {
         Node {
             kind,
             id: None,
@@ -323,9 +350,22 @@ const NUMBER_KEYWORDS: [&str; 5] = [
 struct Loader<'a> {
     root: &'a Value,
     referenced: &'a HashMap<String, Value>,
-    /// The references being expanded (cycle guard).
-    stack: Vec<String>,
+    /// The reference targets being expanded (cycle guard), as (document, value) addresses.
+    stack: Vec<(usize, usize)>,
+    /// Every reference target loaded so far: a target referenced again shares its node.
+    loaded: HashMap<(usize, usize), Rc<Node>>,
+    /// Nodes built so far, against [`MAX_LOADED_NODES`].
+    nodes: usize,
+    /// Set when the schema exceeds the loader's budget; the node tree is then incomplete.
+    exceeded: Option<TooComplex>,
+    /// The fingerprints of the values seen, by address (each value is hashed once, from its children's).
+    fingerprints: HashMap<usize, u64>,
+    /// One keyed hasher for both schemas of a comparison, so their fingerprints compare.
+    hasher: &'a RandomState,
 }
+
+/// The most nodes one schema (with its referenced schemas) loads into for a compatibility check.
+const MAX_LOADED_NODES: usize = 100_000;
 
 fn num(v: &Value, key: &str) -> Option<f64> {
     v.get(key).and_then(Value::as_f64)
@@ -340,6 +380,43 @@ fn pointer<'v>(doc: &'v Value, fragment: &str) -> Option<&'v Value> {
 }
 
 impl<'a> Loader<'a> {
+    /// The fingerprint of `v`: equal for equal JSON values.
+    fn fingerprint(&mut self, v: &Value) -> u64 {
+        let at = v as *const Value as usize;
+        if let Some(f) = self.fingerprints.get(&at) {
+            return *f;
+        }
+        let mut h = self.hasher.build_hasher();
+        match v {
+            Value::Object(o) => {
+                h.write_u8(b'{');
+                for (k, child) in o {
+                    k.hash(&mut h);
+                    h.write_u64(self.fingerprint(child));
+                }
+            }
+            Value::Array(a) => {
+                h.write_u8(b'[');
+                for child in a {
+                    h.write_u64(self.fingerprint(child));
+                }
+            }
+            scalar => {
+                h.write_u8(b'=');
+                scalar.to_string().hash(&mut h);
+            }
+        }
+        let f = h.finish();
+        self.fingerprints.insert(at, f);
+        f
+    }
+
+    /// A fingerprint of `tag` and the value `v` (a facet of one schema object).
+    fn tagged(&mut self, tag: &str, v: &Value) -> u64 {
+        let f = self.fingerprint(v);
+        self.hasher.hash_one((tag, f))
+    }
+
     fn resolve(&self, reference: &str, doc: &'a Value) -> Option<(&'a Value, &'a Value)> {
         let (base, fragment) = reference.split_once('#').unwrap_or((reference, ""));
         let target_doc = if base.is_empty() {
@@ -357,25 +434,48 @@ impl<'a> Loader<'a> {
     }
 
     fn load(&mut self, v: &'a Value, doc: &'a Value, depth: usize) -> Node {
-        let source = v.to_string();
+        let source = self.fingerprint(v);
         let obj = match v {
             Value::Bool(true) => return Node::bare(Kind::Empty, source),
             Value::Bool(false) => return Node::bare(Kind::False, source),
             Value::Object(o) => o,
             _ => return Node::bare(Kind::Empty, source),
         };
-        if depth > 64 {
+        self.nodes += 1;
+        if self.exceeded.is_some() {
+            return Node::bare(Kind::Empty, source);
+        }
+        if depth > MAX_DEPTH {
+            self.exceeded = Some(TooComplex(format!(
+                "the schema is too deep to check for compatibility: its subschemas and references nest more than {MAX_DEPTH} levels deep"
+            )));
+            return Node::bare(Kind::Empty, source);
+        }
+        if self.nodes > MAX_LOADED_NODES {
+            self.exceeded = Some(TooComplex(format!(
+                "the schema is too complex to check for compatibility: it has more than {MAX_LOADED_NODES} subschemas"
+            )));
             return Node::bare(Kind::Empty, source);
         }
         let mut facets: Vec<Node> = Vec::new();
         if let Some(Value::String(r)) = obj.get("$ref") {
-            let key = format!("{:p}{r}", doc as *const Value);
-            if self.stack.contains(&key) {
-                facets.push(Node::bare(Kind::Recursive(r.clone()), format!("$ref:{r}")));
-            } else if let Some((target, target_doc)) = self.resolve(r, doc) {
-                self.stack.push(key);
-                facets.push(self.load(target, target_doc, depth + 1));
-                self.stack.pop();
+            if let Some((target, target_doc)) = self.resolve(r, doc) {
+                let key = (
+                    target_doc as *const Value as usize,
+                    target as *const Value as usize,
+                );
+                let src = self.hasher.hash_one(("$ref", r));
+                if self.stack.contains(&key) {
+                    facets.push(Node::bare(Kind::Recursive(r.clone()), src));
+                } else if let Some(node) = self.loaded.get(&key) {
+                    facets.push(Node::bare(Kind::Ref(node.clone()), src));
+                } else {
+                    self.stack.push(key);
+                    let node = Rc::new(self.load(target, target_doc, depth + 1));
+                    self.stack.pop();
+                    self.loaded.insert(key, node.clone());
+                    facets.push(Node::bare(Kind::Ref(node), src));
+                }
             }
         }
         let has_any = |keys: &[&str]| keys.iter().any(|k| obj.contains_key(*k));
@@ -408,27 +508,28 @@ impl<'a> Loader<'a> {
                     criterion: Criterion::Any,
                     subschemas: typed,
                 },
-                format!("types:{source}"),
+                self.hasher.hash_one(("types", source)),
             )),
             _ => facets.push(Node::bare(
                 Kind::Combined {
                     criterion: Criterion::All,
                     subschemas: typed,
                 },
-                format!("types:{source}"),
+                self.hasher.hash_one(("types", source)),
             )),
         }
         if let Some(Value::Array(values)) = obj.get("enum") {
-            let src = format!("enum:{}", Value::Array(values.clone()));
+            let src = self.tagged("enum", &obj["enum"]);
             facets.push(Node::bare(Kind::Enum(values.clone()), src));
         }
         if let Some(c) = obj.get("const") {
-            facets.push(Node::bare(Kind::Const(c.clone()), format!("const:{c}")));
+            let src = self.tagged("const", c);
+            facets.push(Node::bare(Kind::Const(c.clone()), src));
         }
         for criterion in [Criterion::All, Criterion::Any, Criterion::One] {
             if let Some(Value::Array(subs)) = obj.get(criterion.keyword()) {
                 let subschemas = subs.iter().map(|s| self.load(s, doc, depth + 1)).collect();
-                let src = format!("{}:{}", criterion.keyword(), Value::Array(subs.clone()));
+                let src = self.tagged(criterion.keyword(), &obj[criterion.keyword()]);
                 facets.push(Node::bare(
                     Kind::Combined {
                         criterion,
@@ -440,7 +541,8 @@ impl<'a> Loader<'a> {
         }
         if let Some(n) = obj.get("not") {
             let inner = self.load(n, doc, depth + 1);
-            facets.push(Node::bare(Kind::Not(Box::new(inner)), format!("not:{n}")));
+            let src = self.tagged("not", n);
+            facets.push(Node::bare(Kind::Not(Box::new(inner)), src));
         }
         let kind = match facets.len() {
             0 => Kind::Empty,
@@ -469,7 +571,7 @@ impl<'a> Loader<'a> {
     }
 
     fn typed(&mut self, t: &str, v: &'a Value, doc: &'a Value, depth: usize) -> Node {
-        let source = format!("{t}:{v}");
+        let source = self.tagged(t, v);
         let kind = match t {
             "null" => Kind::Null,
             "boolean" => Kind::Boolean,
@@ -495,15 +597,18 @@ impl<'a> Loader<'a> {
 
     fn object(&mut self, v: &'a Value, doc: &'a Value, depth: usize) -> ObjectNode {
         let mut properties = Vec::new();
+        let mut property_index = HashMap::new();
         if let Some(Value::Object(ps)) = v.get("properties") {
             for (name, s) in ps {
+                property_index.insert(name.clone(), properties.len());
                 properties.push((name.clone(), self.load(s, doc, depth + 1)));
             }
         }
         let mut pattern_properties = Vec::new();
         if let Some(Value::Object(ps)) = v.get("patternProperties") {
             for (pattern, s) in ps {
-                pattern_properties.push((pattern.clone(), self.load(s, doc, depth + 1)));
+                let node = self.load(s, doc, depth + 1);
+                pattern_properties.push((regex::Regex::new(pattern).ok(), node));
             }
         }
         let required = match v.get("required") {
@@ -514,27 +619,31 @@ impl<'a> Loader<'a> {
                 .collect(),
             _ => BTreeSet::new(),
         };
-        let mut dependency_arrays = Vec::new();
-        let mut dependency_schemas = Vec::new();
+        let mut dependency_arrays = BTreeMap::new();
+        let mut dependency_schemas = BTreeMap::new();
         for key in ["dependencies", "dependentRequired", "dependentSchemas"] {
             if let Some(Value::Object(deps)) = v.get(key) {
                 for (name, d) in deps {
                     match d {
-                        Value::Array(names) => dependency_arrays.push((
-                            name.clone(),
-                            names
+                        Value::Array(names) => {
+                            let names = names
                                 .iter()
                                 .filter_map(Value::as_str)
                                 .map(str::to_string)
-                                .collect(),
-                        )),
-                        s => dependency_schemas.push((name.clone(), self.load(s, doc, depth + 1))),
+                                .collect();
+                            dependency_arrays.insert(name.clone(), names);
+                        }
+                        s => {
+                            let node = self.load(s, doc, depth + 1);
+                            dependency_schemas.insert(name.clone(), node);
+                        }
                     }
                 }
             }
         }
         ObjectNode {
             properties,
+            property_index,
             required,
             additional: self.additional(v.get("additionalProperties"), doc, depth),
             pattern_properties,
@@ -575,24 +684,28 @@ impl<'a> Loader<'a> {
 }
 
 impl ParsedJson {
-    fn root(&self) -> Node {
+    /// The schema as the walk's nodes (fingerprinted with `hasher`); Err when it exceeds the loader's
+    /// budget.
+    fn root(&self, hasher: &RandomState) -> Result<Node, TooComplex> {
         let mut loader = Loader {
             root: &self.value,
             referenced: &self.referenced,
             stack: Vec::new(),
+            loaded: HashMap::new(),
+            nodes: 0,
+            exceeded: None,
+            fingerprints: HashMap::new(),
+            hasher,
         };
-        loader.load(loader.root, loader.root, 0)
+        let node = loader.load(loader.root, loader.root, 0);
+        match loader.exceeded {
+            Some(e) => Err(e),
+            None => Ok(node),
+        }
     }
 }
 
 // ---- differences ----------------------------------------------------------------------------------------
-
-/// One difference between two versions: Confluent's type name and the JSON path where it is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Difference {
-    pub kind: &'static str,
-    pub path: String,
-}
 
 /// The differences Confluent's registry accepts as compatible.
 const COMPATIBLE: [&str; 57] = [
@@ -659,124 +772,82 @@ pub fn is_compatible_kind(kind: &str) -> bool {
     COMPATIBLE.contains(&kind)
 }
 
-impl Difference {
-    /// Confluent's description, with `update`/`original` naming the two schemas ("new"/"old").
-    pub fn description(&self, update: &str, original: &str) -> String {
-        let p = &self.path;
-        let k = self.kind;
-        let ends = |s: &str| k.ends_with(s);
-        if k == "TYPE_CHANGED"
-            || k == "TYPE_NARROWED"
-            || k == "COMBINED_TYPE_CHANGED"
-            || k == "COMBINED_TYPE_SUBSCHEMAS_CHANGED"
-            || k == "ENUM_ARRAY_CHANGED"
-        {
-            format!("A type at path '{p}' is different between the {update} schema and the {original} schema")
-        } else if (ends("_ADDED") && !k.contains("PROPERTY") && !k.contains("ITEM_"))
-            || k == "ADDITIONAL_ITEMS_REMOVED"
-            || k == "ADDITIONAL_PROPERTIES_REMOVED"
-            || k == "REQUIRED_ATTRIBUTE_ADDED"
-        {
-            format!("The keyword at path '{p}' in the {update} schema is not present in the {original} schema")
-        } else if k.starts_with("MIN") && ends("_INCREASED")
-            || k == "EXCLUSIVE_MINIMUM_INCREASED"
-            || k == "MULTIPLE_OF_EXPANDED"
-        {
-            format!("The value at path '{p}' in the {update} schema is more than its value in the {original} schema")
-        } else if ends("_DECREASED") {
-            format!("The value at path '{p}' in the {update} schema is less than its value in the {original} schema")
-        } else if ends("_CHANGED")
-            && (k.starts_with("PATTERN")
-                || k.starts_with("MULTIPLE")
-                || k.starts_with("DEPENDENCY"))
-        {
-            format!(
-                "The value at path '{p}' is different between the {update} and {original} schema"
-            )
-        } else if ends("_NARROWED") {
-            format!("An array or combined type at path '{p}' has fewer elements in the {update} schema than the {original} schema")
-        } else if ends("_EXTENDED") {
-            format!("An array or combined type at path '{p}' has more elements in the {update} schema than the {original} schema")
-        } else if k.ends_with("ADDED_TO_OPEN_CONTENT_MODEL") {
-            format!("The {update} schema has an open content model and has a property or item at path '{p}' which is missing in the {original} schema")
-        } else if k == "REQUIRED_PROPERTY_ADDED_TO_UNOPEN_CONTENT_MODEL" {
-            format!("The {update} schema has an unopen content model and has a required property at path '{p}' which is missing in the {original} schema")
-        } else if k.ends_with("REMOVED_FROM_CLOSED_CONTENT_MODEL") {
-            format!("The {update} schema has a closed content model and is missing a property or item present at path '{p}' in the {original} schema")
-        } else if k.ends_with("REMOVED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL") {
-            format!("A property or item is missing in the {update} schema but present at path '{p}' in the {original} schema and is not covered by its partially open content model")
-        } else if k.ends_with("ADDED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL") {
-            format!("The {update} schema has a property or item at path '{p}' which is missing in the {original} schema and is not covered by its partially open content model")
-        } else {
-            format!("The schemas differ at path '{p}'")
-        }
-    }
-
-    /// Confluent's rendering of an incompatibility in a 409 message and in `verbose` answers.
-    pub fn render(&self, update: &str, original: &str) -> String {
-        format!(
-            "{{errorType:\"{}\", description:\"{}\"}}",
-            self.kind,
-            self.description(update, original)
-        )
+/// Confluent's description of a difference, with `update`/`original` naming the two schemas ("new"/"old").
+pub fn description(d: &Difference, update: &str, original: &str) -> String {
+    let p = &d.path;
+    let k = d.kind;
+    let ends = |s: &str| k.ends_with(s);
+    if k == "TYPE_CHANGED"
+        || k == "TYPE_NARROWED"
+        || k == "COMBINED_TYPE_CHANGED"
+        || k == "COMBINED_TYPE_SUBSCHEMAS_CHANGED"
+        || k == "ENUM_ARRAY_CHANGED"
+    {
+        format!("A type at path '{p}' is different between the {update} schema and the {original} schema")
+    } else if (ends("_ADDED") && !k.contains("PROPERTY") && !k.contains("ITEM_"))
+        || k == "ADDITIONAL_ITEMS_REMOVED"
+        || k == "ADDITIONAL_PROPERTIES_REMOVED"
+        || k == "REQUIRED_ATTRIBUTE_ADDED"
+    {
+        format!("The keyword at path '{p}' in the {update} schema is not present in the {original} schema")
+    } else if k.starts_with("MIN") && ends("_INCREASED")
+        || k == "EXCLUSIVE_MINIMUM_INCREASED"
+        || k == "MULTIPLE_OF_EXPANDED"
+    {
+        format!("The value at path '{p}' in the {update} schema is more than its value in the {original} schema")
+    } else if ends("_DECREASED") {
+        format!("The value at path '{p}' in the {update} schema is less than its value in the {original} schema")
+    } else if ends("_CHANGED")
+        && (k.starts_with("PATTERN") || k.starts_with("MULTIPLE") || k.starts_with("DEPENDENCY"))
+    {
+        format!("The value at path '{p}' is different between the {update} and {original} schema")
+    } else if ends("_NARROWED") {
+        format!("An array or combined type at path '{p}' has fewer elements in the {update} schema than the {original} schema")
+    } else if ends("_EXTENDED") {
+        format!("An array or combined type at path '{p}' has more elements in the {update} schema than the {original} schema")
+    } else if k.ends_with("ADDED_TO_OPEN_CONTENT_MODEL") {
+        format!("The {update} schema has an open content model and has a property or item at path '{p}' which is missing in the {original} schema")
+    } else if k == "REQUIRED_PROPERTY_ADDED_TO_UNOPEN_CONTENT_MODEL" {
+        format!("The {update} schema has an unopen content model and has a required property at path '{p}' which is missing in the {original} schema")
+    } else if k.ends_with("REMOVED_FROM_CLOSED_CONTENT_MODEL") {
+        format!("The {update} schema has a closed content model and is missing a property or item present at path '{p}' in the {original} schema")
+    } else if k.ends_with("REMOVED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL") {
+        format!("A property or item is missing in the {update} schema but present at path '{p}' in the {original} schema and is not covered by its partially open content model")
+    } else if k.ends_with("ADDED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL") {
+        format!("The {update} schema has a property or item at path '{p}' which is missing in the {original} schema and is not covered by its partially open content model")
+    } else {
+        format!("The schemas differ at path '{p}'")
     }
 }
 
-struct Ctx {
-    path: Vec<String>,
-    found: Vec<Difference>,
-}
+type JCtx = Ctx<(usize, usize)>;
 
-impl Ctx {
-    fn new(path: &[String]) -> Ctx {
-        Ctx {
-            path: path.to_vec(),
-            found: Vec::new(),
-        }
-    }
-    fn location(&self) -> String {
-        format!("#/{}", self.path.join("/"))
-    }
-    fn add(&mut self, kind: &'static str) {
-        let path = self.location();
-        self.found.push(Difference { kind, path });
-    }
-    fn add_at(&mut self, segment: &str, kind: &'static str) {
-        self.path.push(segment.to_string());
-        self.add(kind);
-        self.path.pop();
-    }
-    fn compatible(&self) -> bool {
-        self.found.iter().all(|d| is_compatible_kind(d.kind))
-    }
-    fn sub(&self) -> Ctx {
-        Ctx::new(&self.path)
-    }
-    fn scoped(&mut self, segment: &str, f: impl FnOnce(&mut Ctx)) {
-        self.path.push(segment.to_string());
-        f(self);
-        self.path.pop();
-    }
-}
-
-/// Every difference from `original` to `update` (Confluent's `SchemaDiff.compare`).
-pub fn differences(original: &ParsedJson, update: &ParsedJson) -> Vec<Difference> {
-    let (o, u) = (original.root(), update.root());
-    let mut ctx = Ctx::new(&[]);
+/// Every difference from `original` to `update` (Confluent's `SchemaDiff.compare`); Err when either schema
+/// is too deep or too complex to compare within the walk's budget (see `diff`).
+pub fn differences(
+    original: &ParsedJson,
+    update: &ParsedJson,
+) -> Result<Vec<Difference>, TooComplex> {
+    let hasher = RandomState::new();
+    let (o, u) = (original.root(&hasher)?, update.root(&hasher)?);
+    let mut ctx = JCtx::new(is_compatible_kind);
     compare(&mut ctx, Some(&o), Some(&u));
-    ctx.found
+    ctx.finish()
 }
 
 /// The incompatible differences from `original` to `update`.
-pub fn incompatibilities(original: &ParsedJson, update: &ParsedJson) -> Vec<Difference> {
-    differences(original, update)
+pub fn incompatibilities(
+    original: &ParsedJson,
+    update: &ParsedJson,
+) -> Result<Vec<Difference>, TooComplex> {
+    Ok(differences(original, update)?
         .into_iter()
         .filter(|d| !is_compatible_kind(d.kind))
-        .collect()
+        .collect())
 }
 
 fn limit(
-    ctx: &mut Ctx,
+    ctx: &mut JCtx,
     keyword: &str,
     original: Option<f64>,
     update: Option<f64>,
@@ -792,14 +863,24 @@ fn limit(
     }
 }
 
-fn compare(ctx: &mut Ctx, original: Option<&Node>, update: Option<&Node>) {
+fn compare(ctx: &mut JCtx, original: Option<&Node>, update: Option<&Node>) {
     let (original, update) = match (original, update) {
         (None, None) => return,
         (None, Some(_)) => return ctx.add("SCHEMA_ADDED"),
         (Some(_), None) => return ctx.add("SCHEMA_REMOVED"),
         (Some(o), Some(u)) => (o, u),
     };
-    match (&original.kind, &update.kind) {
+    // A pair is identified by the nodes its references lead to: every `$ref` to one definition shares one
+    // node, so a definition reached along many paths is compared once per walk.
+    let key = (
+        original.target() as *const Node as usize,
+        update.target() as *const Node as usize,
+    );
+    ctx.pair(key, |ctx| compare_nodes(ctx, original, update));
+}
+
+fn compare_nodes(ctx: &mut JCtx, original: &Node, update: &Node) {
+    match (original.k(), update.k()) {
         (
             o,
             Kind::Combined {
@@ -816,6 +897,9 @@ fn compare(ctx: &mut Ctx, original: Option<&Node>, update: Option<&Node>) {
                 }
             } else if *criterion != Criterion::All {
                 for s in subschemas {
+                    if ctx.exhausted() {
+                        return;
+                    }
                     let mut sub = ctx.sub();
                     compare(&mut sub, Some(original), Some(s));
                     if sub.compatible() {
@@ -840,7 +924,7 @@ fn compare(ctx: &mut Ctx, original: Option<&Node>, update: Option<&Node>) {
     }
     // A schema that is a product (allOf, or a type with an enum) on one side only: the plain side is a
     // product of one (removing the enum from `{"type":"string","enum":[...]}` narrows the product).
-    match (&original.kind, &update.kind) {
+    match (original.k(), update.k()) {
         (
             Kind::Combined {
                 criterion: Criterion::All,
@@ -863,8 +947,8 @@ fn compare(ctx: &mut Ctx, original: Option<&Node>, update: Option<&Node>) {
         }
         _ => {}
     }
-    if original.kind.class() != update.kind.class() {
-        if matches!(original.kind, Kind::False) || matches!(update.kind, Kind::Empty) {
+    if original.k().class() != update.k().class() {
+        if matches!(original.k(), Kind::False) || matches!(update.k(), Kind::Empty) {
             return;
         }
         return ctx.add("TYPE_CHANGED");
@@ -881,7 +965,7 @@ fn compare(ctx: &mut Ctx, original: Option<&Node>, update: Option<&Node>) {
     if original.default != update.default {
         ctx.add("DEFAULT_CHANGED");
     }
-    match (&original.kind, &update.kind) {
+    match (original.k(), update.k()) {
         (
             Kind::String {
                 min_length: omin,
@@ -1016,12 +1100,17 @@ fn compare(ctx: &mut Ctx, original: Option<&Node>, update: Option<&Node>) {
             }
         }
         (Kind::Enum(o), Kind::Enum(u)) => {
-            let contains_all = |a: &[Value], b: &[Value]| b.iter().all(|x| a.contains(x));
-            let same = contains_all(o, u) && contains_all(u, o);
+            // By their text in a hash set: an enum can be long, and a pairwise check is quadratic.
+            let texts =
+                |vs: &[Value]| -> HashSet<String> { vs.iter().map(Value::to_string).collect() };
+            let (ot, ut) = (texts(o), texts(u));
+            let contains_all =
+                |a: &HashSet<String>, b: &HashSet<String>| b.iter().all(|x| a.contains(x));
+            let same = contains_all(&ot, &ut) && contains_all(&ut, &ot);
             if !same {
-                let kind = if contains_all(u, o) {
+                let kind = if contains_all(&ut, &ot) {
                     "ENUM_ARRAY_EXTENDED"
-                } else if contains_all(o, u) {
+                } else if contains_all(&ot, &ut) {
                     "ENUM_ARRAY_NARROWED"
                 } else {
                     "ENUM_ARRAY_CHANGED"
@@ -1062,16 +1151,11 @@ fn compare(ctx: &mut Ctx, original: Option<&Node>, update: Option<&Node>) {
 }
 
 fn dedup(nodes: &[Node]) -> Vec<&Node> {
-    let mut out: Vec<&Node> = Vec::new();
-    for n in nodes {
-        if !out.iter().any(|m| m.source == n.source) {
-            out.push(n);
-        }
-    }
-    out
+    let mut seen = HashSet::new();
+    nodes.iter().filter(|n| seen.insert(&n.source)).collect()
 }
 
-fn compare_combined(ctx: &mut Ctx, oc: Criterion, os: &[Node], uc: Criterion, us: &[Node]) {
+fn compare_combined(ctx: &mut JCtx, oc: Criterion, os: &[Node], uc: Criterion, us: &[Node]) {
     // allOf/oneOf to anyOf, a singleton to oneOf, and a singleton to a singleton allOf widen; the rest change.
     let widened = uc == Criterion::Any
         || (uc == Criterion::One && os.len() == 1)
@@ -1108,6 +1192,9 @@ fn compare_combined(ctx: &mut Ctx, oc: Criterion, os: &[Node], uc: Criterion, us
     for (i, o) in os.iter().enumerate() {
         let mut row = Vec::new();
         for u in &us {
+            if ctx.exhausted() {
+                return;
+            }
             let mut sub = ctx.sub();
             sub.path.push(format!("{}/{i}", oc.keyword()));
             compare(&mut sub, Some(o), Some(u));
@@ -1157,7 +1244,7 @@ fn has_default(n: &Node) -> bool {
     n.default.is_some()
 }
 
-fn compare_objects(ctx: &mut Ctx, o: &ObjectNode, u: &ObjectNode) {
+fn compare_objects(ctx: &mut JCtx, o: &ObjectNode, u: &ObjectNode) {
     // required
     ctx.scoped("required", |ctx| {
         for (name, _) in &o.properties {
@@ -1182,17 +1269,22 @@ fn compare_objects(ctx: &mut Ctx, o: &ObjectNode, u: &ObjectNode) {
     // properties
     ctx.scoped("properties", |ctx| {
         let mut names: Vec<&String> = o.properties.iter().map(|(n, _)| n).collect();
-        for (n, _) in &u.properties {
-            if !names.contains(&n) {
-                names.push(n);
-            }
-        }
+        names.extend(
+            u.properties
+                .iter()
+                .map(|(n, _)| n)
+                .filter(|n| o.property(n).is_none()),
+        );
         for name in names {
             ctx.scoped(name, |ctx| match (o.property(name), u.property(name)) {
                 (Some(os), None) => {
                     if u.is_open() {
                         ctx.add("PROPERTY_REMOVED_FROM_OPEN_CONTENT_MODEL");
-                    } else if let Some(partial) = u.partial_schema(name) {
+                    } else if let Some(partial) = ctx
+                        .charge(u.pattern_properties.len())
+                        .then(|| u.partial_schema(name))
+                        .flatten()
+                    {
                         let mut sub = ctx.sub();
                         compare(&mut sub, Some(os), Some(partial));
                         let ok = sub.compatible();
@@ -1202,7 +1294,7 @@ fn compare_objects(ctx: &mut Ctx, o: &ObjectNode, u: &ObjectNode) {
                         } else {
                             "PROPERTY_REMOVED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL"
                         });
-                    } else if matches!(os.kind, Kind::False) {
+                    } else if matches!(os.k(), Kind::False) {
                         ctx.add("PROPERTY_WITH_FALSE_REMOVED_FROM_CLOSED_CONTENT_MODEL");
                     } else {
                         ctx.add("PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL");
@@ -1210,13 +1302,17 @@ fn compare_objects(ctx: &mut Ctx, o: &ObjectNode, u: &ObjectNode) {
                 }
                 (None, Some(us)) => {
                     if o.is_open() {
-                        ctx.add(if matches!(us.kind, Kind::Empty) {
+                        ctx.add(if matches!(us.k(), Kind::Empty) {
                             "PROPERTY_WITH_EMPTY_SCHEMA_ADDED_TO_OPEN_CONTENT_MODEL"
                         } else {
                             "PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL"
                         });
                     } else {
-                        if let Some(partial) = o.partial_schema(name) {
+                        let partial = ctx
+                            .charge(o.pattern_properties.len())
+                            .then(|| o.partial_schema(name))
+                            .flatten();
+                        if let Some(partial) = partial {
                             let mut sub = ctx.sub();
                             compare(&mut sub, Some(partial), Some(us));
                             let ok = sub.compatible();
@@ -1242,44 +1338,40 @@ fn compare_objects(ctx: &mut Ctx, o: &ObjectNode, u: &ObjectNode) {
     });
     // dependencies
     ctx.scoped("dependencies", |ctx| {
-        let mut keys: Vec<&String> = o.dependency_arrays.iter().map(|(k, _)| k).collect();
-        for (k, _) in &u.dependency_arrays {
-            if !keys.contains(&k) {
-                keys.push(k);
-            }
-        }
+        let mut keys: Vec<&String> = o.dependency_arrays.keys().collect();
+        keys.extend(
+            u.dependency_arrays
+                .keys()
+                .filter(|k| !o.dependency_arrays.contains_key(*k)),
+        );
         for key in keys {
-            let od = o.dependency_arrays.iter().find(|(k, _)| k == key);
-            let ud = u.dependency_arrays.iter().find(|(k, _)| k == key);
+            let od = o.dependency_arrays.get(key);
+            let ud = u.dependency_arrays.get(key);
             let kind = match (od, ud) {
                 (_, None) => Some("DEPENDENCY_ARRAY_REMOVED"),
                 (None, _) => Some("DEPENDENCY_ARRAY_ADDED"),
-                (Some((_, a)), Some((_, b))) if a == b => None,
-                (Some((_, a)), Some((_, b))) if b.is_superset(a) => {
-                    Some("DEPENDENCY_ARRAY_EXTENDED")
-                }
-                (Some((_, a)), Some((_, b))) if a.is_superset(b) => {
-                    Some("DEPENDENCY_ARRAY_NARROWED")
-                }
+                (Some(a), Some(b)) if a == b => None,
+                (Some(a), Some(b)) if b.is_superset(a) => Some("DEPENDENCY_ARRAY_EXTENDED"),
+                (Some(a), Some(b)) if a.is_superset(b) => Some("DEPENDENCY_ARRAY_NARROWED"),
                 _ => Some("DEPENDENCY_ARRAY_CHANGED"),
             };
             if let Some(kind) = kind {
                 ctx.add_at(key, kind);
             }
         }
-        let mut keys: Vec<&String> = o.dependency_schemas.iter().map(|(k, _)| k).collect();
-        for (k, _) in &u.dependency_schemas {
-            if !keys.contains(&k) {
-                keys.push(k);
-            }
-        }
+        let mut keys: Vec<&String> = o.dependency_schemas.keys().collect();
+        keys.extend(
+            u.dependency_schemas
+                .keys()
+                .filter(|k| !o.dependency_schemas.contains_key(*k)),
+        );
         for key in keys {
-            let od = o.dependency_schemas.iter().find(|(k, _)| k == key);
-            let ud = u.dependency_schemas.iter().find(|(k, _)| k == key);
+            let od = o.dependency_schemas.get(key);
+            let ud = u.dependency_schemas.get(key);
             ctx.scoped(key, |ctx| match (od, ud) {
                 (_, None) => ctx.add("DEPENDENCY_SCHEMA_REMOVED"),
                 (None, _) => ctx.add("DEPENDENCY_SCHEMA_ADDED"),
-                (Some((_, a)), Some((_, b))) => compare(ctx, Some(a), Some(b)),
+                (Some(a), Some(b)) => compare(ctx, Some(a), Some(b)),
             });
         }
     });
@@ -1325,7 +1417,7 @@ fn compare_objects(ctx: &mut Ctx, o: &ObjectNode, u: &ObjectNode) {
     );
 }
 
-fn compare_arrays(ctx: &mut Ctx, o: &ArrayNode, u: &ArrayNode) {
+fn compare_arrays(ctx: &mut JCtx, o: &ArrayNode, u: &ArrayNode) {
     ctx.scoped("items", |ctx| {
         compare(ctx, o.all_items.as_deref(), u.all_items.as_deref())
     });
@@ -1349,7 +1441,7 @@ fn compare_arrays(ctx: &mut Ctx, o: &ArrayNode, u: &ArrayNode) {
                 } else {
                     "ITEM_REMOVED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL"
                 });
-            } else if matches!(os.kind, Kind::False) {
+            } else if matches!(os.k(), Kind::False) {
                 ctx.add("ITEM_WITH_FALSE_REMOVED_FROM_CLOSED_CONTENT_MODEL");
             } else {
                 ctx.add("ITEM_REMOVED_FROM_CLOSED_CONTENT_MODEL");
@@ -1359,7 +1451,7 @@ fn compare_arrays(ctx: &mut Ctx, o: &ArrayNode, u: &ArrayNode) {
     for (i, us) in u.item_list.iter().enumerate().skip(common) {
         ctx.scoped(&format!("items/{i}"), |ctx| {
             if o.is_open() {
-                ctx.add(if matches!(us.kind, Kind::Empty) {
+                ctx.add(if matches!(us.k(), Kind::Empty) {
                     "ITEM_WITH_EMPTY_SCHEMA_ADDED_TO_OPEN_CONTENT_MODEL"
                 } else {
                     "ITEM_ADDED_TO_OPEN_CONTENT_MODEL"

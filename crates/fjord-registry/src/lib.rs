@@ -8,11 +8,13 @@
 
 pub mod api;
 pub mod avro;
+pub mod diff;
 pub mod election;
 pub mod error;
 pub mod formats;
 pub mod forward;
 pub mod json;
+pub mod lookup_cache;
 pub mod protobuf;
 pub mod records;
 pub mod registry;

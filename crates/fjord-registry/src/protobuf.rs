@@ -11,7 +11,9 @@
 //! renamed fields, messages added or moved, a changed package and enum changes are not. BACKWARD compares the old schema
 //! (original) with the new one (update), FORWARD the other way round.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use crate::diff::{Ctx, Difference, TooComplex};
 
 use base64::Engine;
 use prost_reflect::prost::Message as _;
@@ -33,8 +35,15 @@ const MAIN_FILE: &str = "default.proto";
 pub struct ParsedProto {
     pool: DescriptorPool,
     file_name: String,
-    /// The canonical `.proto` text (printed from the descriptor): the identity form and the normalized text.
+    /// The identity form: the `.proto` text printed from the descriptor (`printed`) when that text compiles
+    /// back to the same descriptor, else that text followed by the whole descriptor (base64) in a comment, so
+    /// that what the printer drops (extensions, groups, some options) still tells schemas apart.
     pub canonical: String,
+    /// The `.proto` text printed from the descriptor: the normalized text, and the stored text of a schema
+    /// sent as a descriptor (which is refused when the text would lose part of it).
+    pub printed: String,
+    /// `printed` compiles back to the same descriptor.
+    pub lossless: bool,
     /// The schema was sent as a serialized descriptor (base64), not as text.
     pub from_descriptor: bool,
 }
@@ -104,27 +113,168 @@ pub fn parse(text: &str, referenced: &[(String, String)]) -> Result<ParsedProto,
         file_name = format!("_{file_name}");
     }
     let (main, from_descriptor) = open(&file_name, text).map_err(|e| format!("{text}: {e}"))?;
+    let referenced_files = files.clone();
     files.insert(file_name.clone(), main);
+    let pool = compile(files, &file_name).map_err(|e| format!("{text}: {}", describe(&e)))?;
+    let file = pool
+        .get_file_by_name(&file_name)
+        .ok_or_else(|| format!("{text}: the schema compiled to no file"))?;
+    let fd = file.file_descriptor_proto();
+    check_ranges(&fd.message_type).map_err(|e| format!("{text}: {e}"))?;
+    let printed = print_file(fd);
+    let mut loss = lost_in_text(fd, &printed, referenced_files, &file_name);
+    if from_descriptor && loss.is_none() && has_unknown_fields(text) {
+        loss = Some("has custom options or fields unknown to descriptor.proto".to_string());
+    }
+    let canonical = match &loss {
+        None => printed.clone(),
+        // The registry stores a descriptor as its printed text: refuse one that text cannot hold, rather
+        // than store (and identify it by) less than was sent.
+        Some(why) if from_descriptor => {
+            return Err(format!(
+                "{text}: this serialized descriptor {why}, which the registry cannot store as .proto text without loss; register the schema as .proto text instead"
+            ))
+        }
+        Some(_) => {
+            let mut full = comparable(fd);
+            full.name = Some(file_name.clone());
+            let full = base64::engine::general_purpose::STANDARD.encode(full.encode_to_vec());
+            format!("{printed}// descriptor {full}\n")
+        }
+    };
+    Ok(ParsedProto {
+        pool,
+        file_name,
+        canonical,
+        lossless: loss.is_none(),
+        printed,
+        from_descriptor,
+    })
+}
+
+fn compile(files: HashMap<String, File>, file_name: &str) -> Result<DescriptorPool, protox::Error> {
     let mut chain = ChainFileResolver::new();
     chain.add(MemoryResolver { files });
     chain.add(GoogleFileResolver::new());
     let mut compiler = protox::Compiler::with_file_resolver(chain);
     compiler.include_imports(true).include_source_info(false);
-    compiler
-        .open_file(&file_name)
-        .map_err(|e| format!("{text}: {}", describe(&e)))?;
-    let pool = compiler.descriptor_pool();
-    let file = pool
-        .get_file_by_name(&file_name)
-        .ok_or_else(|| format!("{text}: the schema compiled to no file"))?;
-    check_ranges(&file.file_descriptor_proto().message_type).map_err(|e| format!("{text}: {e}"))?;
-    let canonical = print_file(file.file_descriptor_proto());
-    Ok(ParsedProto {
-        pool,
-        file_name,
-        canonical,
-        from_descriptor,
-    })
+    compiler.open_file(file_name)?;
+    Ok(compiler.descriptor_pool())
+}
+
+/// What the printed `.proto` text of `fd` loses (None: it compiles back to the same descriptor).
+fn lost_in_text(
+    fd: &FileDescriptorProto,
+    printed: &str,
+    referenced: HashMap<String, File>,
+    file_name: &str,
+) -> Option<String> {
+    let mut files = referenced;
+    let again = match File::from_source(file_name, printed) {
+        Ok(f) => f,
+        Err(e) => {
+            return Some(format!(
+                "does not print as .proto text that compiles ({})",
+                describe(&e)
+            ))
+        }
+    };
+    files.insert(file_name.to_string(), again);
+    let again = match compile(files, file_name) {
+        Ok(pool) => pool,
+        Err(e) => {
+            return Some(format!(
+                "does not print as .proto text that compiles ({})",
+                describe(&e)
+            ))
+        }
+    };
+    let again = again.get_file_by_name(file_name)?;
+    if comparable(fd) == comparable(again.file_descriptor_proto()) {
+        return None;
+    }
+    let mut uses = Vec::new();
+    if has_extensions(fd) {
+        uses.push("extensions (extend)");
+    }
+    if has_groups(&fd.message_type) {
+        uses.push("groups");
+    }
+    if uses.is_empty() {
+        uses.push("options or details the .proto text printer does not keep");
+    }
+    Some(format!("uses {}", uses.join(" and ")))
+}
+
+/// A base64 descriptor holds fields that decoding dropped (custom options are extension fields of the
+/// options messages, unknown to `prost-types`): re-encoding it then gives fewer bytes.
+fn has_unknown_fields(text: &str) -> bool {
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(text.trim()) else {
+        return false;
+    };
+    FileDescriptorProto::decode(bytes.as_slice()).is_ok_and(|fd| fd.encoded_len() != bytes.len())
+}
+
+fn has_extensions(fd: &FileDescriptorProto) -> bool {
+    fn in_messages(ms: &[DescriptorProto]) -> bool {
+        ms.iter()
+            .any(|m| !m.extension.is_empty() || in_messages(&m.nested_type))
+    }
+    !fd.extension.is_empty() || in_messages(&fd.message_type)
+}
+
+fn has_groups(ms: &[DescriptorProto]) -> bool {
+    ms.iter()
+        .any(|m| m.field.iter().any(|f| f.r#type() == Type::Group) || has_groups(&m.nested_type))
+}
+
+/// `fd` without what does not make a schema different: its name, source info, empty options, and JSON names
+/// that are the default ones (a compiler fills them in, a serialized descriptor may leave them out).
+fn comparable(fd: &FileDescriptorProto) -> FileDescriptorProto {
+    fn none_if_default<T: Default + PartialEq>(o: &mut Option<T>) {
+        if o.as_ref().is_some_and(|v| *v == T::default()) {
+            *o = None;
+        }
+    }
+    fn field(f: &mut FieldDescriptorProto) {
+        if f.json_name.as_deref() == Some(default_json_name(f.name()).as_str()) {
+            f.json_name = None;
+        }
+        none_if_default(&mut f.options);
+    }
+    fn enumeration(e: &mut EnumDescriptorProto) {
+        none_if_default(&mut e.options);
+        for v in &mut e.value {
+            none_if_default(&mut v.options);
+        }
+    }
+    fn message(m: &mut DescriptorProto) {
+        none_if_default(&mut m.options);
+        m.field.iter_mut().for_each(field);
+        m.extension.iter_mut().for_each(field);
+        m.nested_type.iter_mut().for_each(message);
+        m.enum_type.iter_mut().for_each(enumeration);
+        for o in &mut m.oneof_decl {
+            none_if_default(&mut o.options);
+        }
+        for r in &mut m.extension_range {
+            none_if_default(&mut r.options);
+        }
+    }
+    let mut fd = fd.clone();
+    fd.name = None;
+    fd.source_code_info = None;
+    none_if_default(&mut fd.options);
+    fd.message_type.iter_mut().for_each(message);
+    fd.enum_type.iter_mut().for_each(enumeration);
+    fd.extension.iter_mut().for_each(field);
+    for s in &mut fd.service {
+        none_if_default(&mut s.options);
+        for m in &mut s.method {
+            none_if_default(&mut m.options);
+        }
+    }
+    fd
 }
 
 impl ParsedProto {
@@ -512,13 +662,6 @@ fn print_service(out: &mut String, s: &ServiceDescriptorProto) {
 
 // ---- differences ----------------------------------------------------------------------------------------
 
-/// One difference between two versions: Confluent's type name and the path (message names, field numbers).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Difference {
-    pub kind: &'static str,
-    pub path: String,
-}
-
 /// The differences Confluent's registry accepts as compatible.
 const COMPATIBLE: [&str; 15] = [
     // Confluent's test table accepts a changed package: the wire format names messages by index, not name.
@@ -543,64 +686,36 @@ pub fn is_compatible_kind(kind: &str) -> bool {
     COMPATIBLE.contains(&kind)
 }
 
-impl Difference {
-    pub fn description(&self, update: &str, original: &str) -> String {
-        let p = &self.path;
-        match self.kind {
-            "PACKAGE_CHANGED" => format!("The package at '{p}' in the {update} schema does not match the package in the {original} schema"),
-            "MESSAGE_REMOVED" => format!("The {update} schema is missing a message at path '{p}' in the {original} schema"),
-            "FIELD_KIND_CHANGED" => format!("The kind of a field at path '{p}' in the {update} schema does not match its kind in the {original} schema"),
-            "FIELD_SCALAR_KIND_CHANGED" => format!("The kind of a SCALAR field at path '{p}' in the {update} schema does not match its kind in the {original} schema"),
-            "FIELD_NAMED_TYPE_CHANGED" => format!("The type of a MESSAGE field at path '{p}' in the {update} schema does not match its type in the {original} schema"),
-            "REQUIRED_FIELD_ADDED" => format!("A required field at path '{p}' in the {update} schema is missing in the {original} schema"),
-            "REQUIRED_FIELD_REMOVED" => format!("The {update} schema is missing a required field at path '{p}' in the {original} schema"),
-            "ONEOF_FIELD_REMOVED" => format!("The {update} schema is missing a oneof field at path '{p}' in the {original} schema"),
-            "MULTIPLE_FIELDS_MOVED_TO_ONEOF" => format!("Multiple fields in the oneof at path '{p}' in the {update} schema are outside a oneof in the {original} schema"),
-            "FIELD_MOVED_TO_EXISTING_ONEOF" => format!("A field in the oneof at path '{p}' in the {update} schema is outside a oneof in the {original} schema, and the oneof already existed there"),
-            _ => format!("The schemas differ at path '{p}'"),
-        }
-    }
-
-    pub fn render(&self, update: &str, original: &str) -> String {
-        format!(
-            "{{errorType:\"{}\", description:\"{}\"}}",
-            self.kind,
-            self.description(update, original)
-        )
+/// Confluent's description of a difference, with `update`/`original` naming the two schemas ("new"/"old").
+pub fn description(d: &Difference, update: &str, original: &str) -> String {
+    let p = &d.path;
+    match d.kind {
+        "PACKAGE_CHANGED" => format!("The package at '{p}' in the {update} schema does not match the package in the {original} schema"),
+        "MESSAGE_REMOVED" => format!("The {update} schema is missing a message at path '{p}' in the {original} schema"),
+        "FIELD_KIND_CHANGED" => format!("The kind of a field at path '{p}' in the {update} schema does not match its kind in the {original} schema"),
+        "FIELD_SCALAR_KIND_CHANGED" => format!("The kind of a SCALAR field at path '{p}' in the {update} schema does not match its kind in the {original} schema"),
+        "FIELD_NAMED_TYPE_CHANGED" => format!("The type of a MESSAGE field at path '{p}' in the {update} schema does not match its type in the {original} schema"),
+        "FIELD_NUMERIC_LABEL_CHANGED" => format!("The label of a NUMERIC field at path '{p}' in the {update} schema does not match its label in the {original} schema"),
+        "REQUIRED_FIELD_ADDED" => format!("A required field at path '{p}' in the {update} schema is missing in the {original} schema"),
+        "REQUIRED_FIELD_REMOVED" => format!("The {update} schema is missing a required field at path '{p}' in the {original} schema"),
+        "ONEOF_FIELD_REMOVED" => format!("The {update} schema is missing a oneof field at path '{p}' in the {original} schema"),
+        "MULTIPLE_FIELDS_MOVED_TO_ONEOF" => format!("Multiple fields in the oneof at path '{p}' in the {update} schema are outside a oneof in the {original} schema"),
+        "FIELD_MOVED_TO_EXISTING_ONEOF" => format!("A field in the oneof at path '{p}' in the {update} schema is outside a oneof in the {original} schema, and the oneof already existed there"),
+        _ => format!("The schemas differ at path '{p}'"),
     }
 }
 
-struct Ctx {
-    path: Vec<String>,
-    found: Vec<Difference>,
-    in_progress: HashSet<(String, String)>,
-}
+/// Pairs of messages by full name (original, update).
+type PCtx = Ctx<(String, String)>;
 
-impl Ctx {
-    fn add(&mut self, kind: &'static str) {
-        self.found.push(Difference {
-            kind,
-            path: format!("#/{}", self.path.join("/")),
-        });
-    }
-    fn scoped(&mut self, segment: &str, f: impl FnOnce(&mut Ctx)) {
-        self.path.push(segment.to_string());
-        f(self);
-        self.path.pop();
-    }
-    fn compatible(&self) -> bool {
-        self.found.iter().all(|d| is_compatible_kind(d.kind))
-    }
-}
-
-/// Every difference from `original` to `update`.
-pub fn differences(original: &ParsedProto, update: &ParsedProto) -> Vec<Difference> {
+/// Every difference from `original` to `update`; Err when the schemas are too deep or too complex to
+/// compare within the walk's budget (see `diff`).
+pub fn differences(
+    original: &ParsedProto,
+    update: &ParsedProto,
+) -> Result<Vec<Difference>, TooComplex> {
     let (o, u) = (original.file(), update.file());
-    let mut ctx = Ctx {
-        path: Vec::new(),
-        found: Vec::new(),
-        in_progress: HashSet::new(),
-    };
+    let mut ctx = PCtx::new(is_compatible_kind);
     if o.package_name() != u.package_name() {
         ctx.add("PACKAGE_CHANGED");
     }
@@ -611,41 +726,46 @@ pub fn differences(original: &ParsedProto, update: &ParsedProto) -> Vec<Differen
         u.messages().collect(),
         u.enums().collect(),
     );
-    ctx.found
+    ctx.finish()
 }
 
 /// The incompatible differences from `original` to `update`.
-pub fn incompatibilities(original: &ParsedProto, update: &ParsedProto) -> Vec<Difference> {
-    differences(original, update)
+pub fn incompatibilities(
+    original: &ParsedProto,
+    update: &ParsedProto,
+) -> Result<Vec<Difference>, TooComplex> {
+    Ok(differences(original, update)?
         .into_iter()
         .filter(|d| !is_compatible_kind(d.kind))
-        .collect()
+        .collect())
 }
 
 fn compare_types(
-    ctx: &mut Ctx,
+    ctx: &mut PCtx,
     om: Vec<MessageDescriptor>,
     oe: Vec<EnumDescriptor>,
     um: Vec<MessageDescriptor>,
     ue: Vec<EnumDescriptor>,
 ) {
-    let index = |ms: &[MessageDescriptor]| -> Vec<(String, usize, MessageDescriptor)> {
-        ms.iter()
+    // By name, with the position among the (non map-entry) messages, which MESSAGE_MOVED compares.
+    let index = |ms: Vec<MessageDescriptor>| -> BTreeMap<String, (usize, MessageDescriptor)> {
+        ms.into_iter()
             .filter(|m| !m.is_map_entry())
             .enumerate()
-            .map(|(i, m)| (m.name().to_string(), i, m.clone()))
+            .map(|(i, m)| (m.name().to_string(), (i, m)))
             .collect()
     };
-    let (om, um) = (index(&om), index(&um));
-    let mut names: BTreeSet<&str> = om.iter().map(|(n, _, _)| n.as_str()).collect();
-    names.extend(um.iter().map(|(n, _, _)| n.as_str()));
+    let (om, um) = (index(om), index(um));
+    let mut names: BTreeSet<&String> = om.keys().collect();
+    names.extend(um.keys());
     for name in names {
-        let o = om.iter().find(|(n, _, _)| n == name);
-        let u = um.iter().find(|(n, _, _)| n == name);
-        ctx.scoped(name, |ctx| match (o, u) {
+        if ctx.exhausted() {
+            return;
+        }
+        ctx.scoped(name, |ctx| match (om.get(name), um.get(name)) {
             (Some(_), None) => ctx.add("MESSAGE_REMOVED"),
             (None, Some(_)) => ctx.add("MESSAGE_ADDED"),
-            (Some((_, oi, o)), Some((_, ui, u))) => {
+            (Some((oi, o)), Some((ui, u))) => {
                 compare_messages(ctx, o, u);
                 if oi != ui {
                     ctx.add("MESSAGE_MOVED");
@@ -654,12 +774,14 @@ fn compare_types(
             (None, None) => {}
         });
     }
-    let mut names: BTreeSet<String> = oe.iter().map(|e| e.name().to_string()).collect();
-    names.extend(ue.iter().map(|e| e.name().to_string()));
+    let by_name = |es: Vec<EnumDescriptor>| -> BTreeMap<String, EnumDescriptor> {
+        es.into_iter().map(|e| (e.name().to_string(), e)).collect()
+    };
+    let (oe, ue) = (by_name(oe), by_name(ue));
+    let mut names: BTreeSet<&String> = oe.keys().collect();
+    names.extend(ue.keys());
     for name in names {
-        let o = oe.iter().find(|e| e.name() == name);
-        let u = ue.iter().find(|e| e.name() == name);
-        ctx.scoped(&name, |ctx| match (o, u) {
+        ctx.scoped(name, |ctx| match (oe.get(name), ue.get(name)) {
             (Some(_), None) => ctx.add("ENUM_REMOVED"),
             (None, Some(_)) => ctx.add("ENUM_ADDED"),
             (Some(o), Some(u)) => {
@@ -688,36 +810,44 @@ fn oneof_of(f: &FieldDescriptor) -> Option<String> {
         .map(|o| o.name().to_string())
 }
 
-fn compare_messages(ctx: &mut Ctx, o: &MessageDescriptor, u: &MessageDescriptor) {
+/// Compares two messages of the same name, once per walk (see `diff`): a message type reached along many
+/// fields, or through itself, is not walked again.
+fn compare_messages(ctx: &mut PCtx, o: &MessageDescriptor, u: &MessageDescriptor) {
     let key = (o.full_name().to_string(), u.full_name().to_string());
-    if !ctx.in_progress.insert(key.clone()) {
-        return;
-    }
-    let top = |m: &MessageDescriptor| -> Vec<FieldDescriptor> {
-        m.fields().filter(|f| oneof_of(f).is_none()).collect()
+    ctx.pair(key, |ctx| compare_message_bodies(ctx, o, u));
+}
+
+fn compare_message_bodies(ctx: &mut PCtx, o: &MessageDescriptor, u: &MessageDescriptor) {
+    let top = |m: &MessageDescriptor| -> BTreeMap<u32, FieldDescriptor> {
+        m.fields()
+            .filter(|f| oneof_of(f).is_none())
+            .map(|f| (f.number(), f))
+            .collect()
     };
     let mut o_top = top(o);
     let u_top = top(u);
-    let oneofs = |m: &MessageDescriptor| -> Vec<(String, Vec<FieldDescriptor>)> {
+    let oneofs = |m: &MessageDescriptor| -> BTreeMap<String, BTreeMap<u32, FieldDescriptor>> {
         m.oneofs()
             .filter(|x| !x.is_synthetic())
-            .map(|x| (x.name().to_string(), x.fields().collect()))
+            .map(|x| {
+                let fields = x.fields().map(|f| (f.number(), f)).collect();
+                (x.name().to_string(), fields)
+            })
             .collect()
     };
     let (o_oneofs, u_oneofs) = (oneofs(o), oneofs(u));
     let o_in_oneof: HashSet<u32> = o_oneofs
-        .iter()
-        .flat_map(|(_, fs)| fs.iter().map(|f| f.number()))
+        .values()
+        .flat_map(|fs| fs.keys().copied())
         .collect();
     for (name, fields) in &u_oneofs {
         ctx.scoped(name, |ctx| {
             let mut moved = 0;
             let mut existing = 0;
-            for f in fields {
-                if let Some(i) = o_top.iter().position(|g| g.number() == f.number()) {
-                    o_top.remove(i);
+            for number in fields.keys() {
+                if o_top.remove(number).is_some() {
                     moved += 1;
-                } else if o_in_oneof.contains(&f.number()) {
+                } else if o_in_oneof.contains(number) {
                     existing += 1;
                 }
             }
@@ -728,21 +858,17 @@ fn compare_messages(ctx: &mut Ctx, o: &MessageDescriptor, u: &MessageDescriptor)
             }
         });
     }
-    let mut names: BTreeSet<&str> = o_oneofs.iter().map(|(n, _)| n.as_str()).collect();
-    names.extend(u_oneofs.iter().map(|(n, _)| n.as_str()));
+    let mut names: BTreeSet<&String> = o_oneofs.keys().collect();
+    names.extend(u_oneofs.keys());
     for name in names {
-        let of = o_oneofs.iter().find(|(n, _)| n == name).map(|(_, f)| f);
-        let uf = u_oneofs.iter().find(|(n, _)| n == name).map(|(_, f)| f);
-        ctx.scoped(name, |ctx| match (of, uf) {
+        ctx.scoped(name, |ctx| match (o_oneofs.get(name), u_oneofs.get(name)) {
             (Some(_), None) => ctx.add("ONEOF_REMOVED"),
             (None, Some(_)) => ctx.add("ONEOF_ADDED"),
             (Some(of), Some(uf)) => {
-                let mut numbers: BTreeSet<u32> = of.iter().map(|f| f.number()).collect();
-                numbers.extend(uf.iter().map(|f| f.number()));
+                let mut numbers: BTreeSet<u32> = of.keys().copied().collect();
+                numbers.extend(uf.keys());
                 for n in numbers {
-                    let a = of.iter().find(|f| f.number() == n);
-                    let b = uf.iter().find(|f| f.number() == n);
-                    ctx.scoped(&n.to_string(), |ctx| match (a, b) {
+                    ctx.scoped(&n.to_string(), |ctx| match (of.get(&n), uf.get(&n)) {
                         (Some(_), None) => ctx.add("ONEOF_FIELD_REMOVED"),
                         (None, Some(_)) => ctx.add("ONEOF_FIELD_ADDED"),
                         (Some(a), Some(b)) => compare_fields(ctx, a, b),
@@ -753,12 +879,13 @@ fn compare_messages(ctx: &mut Ctx, o: &MessageDescriptor, u: &MessageDescriptor)
             (None, None) => {}
         });
     }
-    let mut numbers: BTreeSet<u32> = o_top.iter().map(|f| f.number()).collect();
-    numbers.extend(u_top.iter().map(|f| f.number()));
+    let mut numbers: BTreeSet<u32> = o_top.keys().copied().collect();
+    numbers.extend(u_top.keys());
     for n in numbers {
-        let a = o_top.iter().find(|f| f.number() == n);
-        let b = u_top.iter().find(|f| f.number() == n);
-        ctx.scoped(&n.to_string(), |ctx| match (a, b) {
+        if ctx.exhausted() {
+            return;
+        }
+        ctx.scoped(&n.to_string(), |ctx| match (o_top.get(&n), u_top.get(&n)) {
             (Some(a), None) => ctx.add(if a.cardinality() == Cardinality::Required {
                 "REQUIRED_FIELD_REMOVED"
             } else {
@@ -774,17 +901,16 @@ fn compare_messages(ctx: &mut Ctx, o: &MessageDescriptor, u: &MessageDescriptor)
         });
     }
     // Fields whose oneof membership changed are compared by number as well.
-    let (oa, ua): (Vec<FieldDescriptor>, Vec<FieldDescriptor>) =
-        (o.fields().collect(), u.fields().collect());
-    for a in &oa {
-        let Some(b) = ua.iter().find(|b| b.number() == a.number()) else {
+    let ua: HashMap<u32, FieldDescriptor> = u.fields().map(|f| (f.number(), f)).collect();
+    for a in o.fields() {
+        let Some(b) = ua.get(&a.number()) else {
             continue;
         };
-        let (ao, bo) = (oneof_of(a), oneof_of(b));
+        let (ao, bo) = (oneof_of(&a), oneof_of(b));
         if (ao.is_none() && bo.is_none()) || (ao.is_some() && ao == bo) {
             continue;
         }
-        ctx.scoped(&a.number().to_string(), |ctx| compare_fields(ctx, a, b));
+        ctx.scoped(&a.number().to_string(), |ctx| compare_fields(ctx, &a, b));
     }
     compare_types(
         ctx,
@@ -793,14 +919,13 @@ fn compare_messages(ctx: &mut Ctx, o: &MessageDescriptor, u: &MessageDescriptor)
         u.child_messages().collect(),
         u.child_enums().collect(),
     );
-    ctx.in_progress.remove(&key);
 }
 
-fn compare_fields(ctx: &mut Ctx, o: &FieldDescriptor, u: &FieldDescriptor) {
+fn compare_fields(ctx: &mut PCtx, o: &FieldDescriptor, u: &FieldDescriptor) {
     if o.name() != u.name() {
         ctx.add("FIELD_NAME_CHANGED");
     }
-    compare_field_types(ctx, o, u);
+    compare_field_types(ctx, o, u, true);
 }
 
 #[derive(PartialEq, Eq)]
@@ -834,6 +959,26 @@ fn scalar_group(k: &Kind) -> u8 {
     }
 }
 
+/// The label a field is written with in `.proto` text, as Confluent's parser reads it: `repeated`,
+/// `required`, and `optional` (always written in proto2, only for explicit presence in proto3); none for a
+/// proto3 field without one, a field of a oneof and a map.
+fn written_label(f: &FieldDescriptor) -> Option<Label> {
+    if f.is_map() || oneof_of(f).is_some() {
+        return None;
+    }
+    let p = f.field_descriptor_proto();
+    match p.label() {
+        Label::Repeated => Some(Label::Repeated),
+        Label::Required => Some(Label::Required),
+        Label::Optional
+            if p.proto3_optional() || f.parent_file().syntax() == prost_reflect::Syntax::Proto2 =>
+        {
+            Some(Label::Optional)
+        }
+        Label::Optional => None,
+    }
+}
+
 fn local_name(m: &MessageDescriptor) -> String {
     let package = m.package_name();
     let full = m.full_name();
@@ -843,15 +988,34 @@ fn local_name(m: &MessageDescriptor) -> String {
     }
 }
 
-fn compare_field_types(ctx: &mut Ctx, o: &FieldDescriptor, u: &FieldDescriptor) {
+/// `labels`: compare the written labels too (not for the key and value of a map, which have none).
+fn compare_field_types(ctx: &mut PCtx, o: &FieldDescriptor, u: &FieldDescriptor, labels: bool) {
     let (ok, uk) = (field_kind(o), field_kind(u));
     if ok != uk {
         return ctx.add("FIELD_KIND_CHANGED");
     }
     match ok {
         FieldKind::Scalar => {
-            if scalar_group(&o.kind()) != scalar_group(&u.kind()) {
-                ctx.add("FIELD_SCALAR_KIND_CHANGED");
+            let group = scalar_group(&o.kind());
+            if group != scalar_group(&u.kind()) {
+                return ctx.add("FIELD_SCALAR_KIND_CHANGED");
+            }
+            // Confluent's rule: a label written on both sides that changed (singular <-> repeated, optional
+            // <-> required). Packed repeated numbers and a singular number do not read as each other;
+            // strings and bytes do.
+            let (ol, ul) = if labels {
+                (written_label(o), written_label(u))
+            } else {
+                (None, None)
+            };
+            if let (Some(ol), Some(ul)) = (ol, ul) {
+                if ol != ul {
+                    ctx.add(if group == 2 {
+                        "FIELD_STRING_OR_BYTES_LABEL_CHANGED"
+                    } else {
+                        "FIELD_NUMERIC_LABEL_CHANGED"
+                    });
+                }
             }
         }
         FieldKind::Message => {
@@ -864,27 +1028,28 @@ fn compare_field_types(ctx: &mut Ctx, o: &FieldDescriptor, u: &FieldDescriptor) 
             let (Kind::Message(oe), Kind::Message(ue)) = (o.kind(), u.kind()) else {
                 return;
             };
-            compare_field_types(ctx, &oe.map_entry_key_field(), &ue.map_entry_key_field());
+            compare_field_types(
+                ctx,
+                &oe.map_entry_key_field(),
+                &ue.map_entry_key_field(),
+                false,
+            );
             compare_field_types(
                 ctx,
                 &oe.map_entry_value_field(),
                 &ue.map_entry_value_field(),
+                false,
             );
         }
     }
 }
 
-fn compare_message_types(ctx: &mut Ctx, om: &MessageDescriptor, um: &MessageDescriptor) {
+fn compare_message_types(ctx: &mut PCtx, om: &MessageDescriptor, um: &MessageDescriptor) {
     if local_name(om) != local_name(um) {
         return ctx.add("FIELD_NAMED_TYPE_CHANGED");
     }
-    let mut sub = Ctx {
-        path: vec![local_name(om)],
-        found: Vec::new(),
-        in_progress: std::mem::take(&mut ctx.in_progress),
-    };
+    let mut sub = ctx.at(vec![local_name(om)]);
     compare_messages(&mut sub, om, um);
-    ctx.in_progress = std::mem::take(&mut sub.in_progress);
     let ok = sub.compatible();
     ctx.found.extend(sub.found);
     if !ok {

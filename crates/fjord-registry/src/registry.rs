@@ -6,7 +6,6 @@
 //! write begins with [`Registry::begin_write`], which takes the lock and the primary's producer together
 //! before the state is read; all of an operation's records go through that producer, in one transaction.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
@@ -14,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::formats::{Format, ParsedSchema};
+use crate::lookup_cache::LookupCache;
 use crate::records::{
     ConfigValue, DeleteSubjectValue, Key, ModeValue, Record, Reference, SchemaValue,
 };
@@ -108,16 +108,11 @@ pub struct Registry {
     store: Store,
     /// One write at a time, from computing the record (a new id, a new version) until the store has applied it.
     write_lock: tokio::sync::Mutex<()>,
-    /// The identity of each reference-free schema text a lookup (`POST /subjects/{s}`) parsed: a serializer
-    /// that does not register looks the same text up for every producer it starts, and parsing it was half of
-    /// the request's cost. Identity is a pure function of (type, text) without references, so an entry never
-    /// goes stale; at most [`LOOKUP_CACHE_ENTRIES`] texts of at most [`LOOKUP_CACHE_TEXT`] bytes, cleared when
-    /// full.
-    lookup_identities: RwLock<HashMap<(Option<String>, String), String>>,
+    /// The registered identity of each reference-free schema text a lookup (`POST /subjects/{s}`) parsed: a
+    /// serializer that does not register looks the same text up for every producer it starts, and parsing it
+    /// was half of the request's cost. Bounded in bytes (`lookup_cache`).
+    lookup_identities: LookupCache,
 }
-
-const LOOKUP_CACHE_ENTRIES: usize = 4096;
-const LOOKUP_CACHE_TEXT: usize = 64 * 1024;
 
 fn read(state: &RwLock<State>) -> std::sync::RwLockReadGuard<'_, State> {
     // A panic while applying would leave the state half-changed; the apply path does not panic on data, so a
@@ -131,7 +126,7 @@ impl Registry {
             state,
             store,
             write_lock: tokio::sync::Mutex::new(()),
-            lookup_identities: RwLock::new(HashMap::new()),
+            lookup_identities: LookupCache::default(),
         }
     }
 
@@ -370,41 +365,28 @@ impl Registry {
             .get(subject)
             .filter(|vs| vs.values().any(|e| deleted || !e.deleted))
             .ok_or_else(|| Error::SubjectNotFound(subject.to_string()))?;
-        let key = match (&req.schema, &req.references) {
-            (Some(text), None) if text.len() <= LOOKUP_CACHE_TEXT => {
-                Some((req.schema_type.clone(), text.clone()))
-            }
-            (Some(text), Some(refs)) if refs.is_empty() && text.len() <= LOOKUP_CACHE_TEXT => {
-                Some((req.schema_type.clone(), text.clone()))
-            }
+        // Reference-free lookups only: with references the identity depends on what they name.
+        let cacheable = match (&req.schema, &req.references) {
+            (Some(text), None) => Some(text.as_str()),
+            (Some(text), Some(refs)) if refs.is_empty() => Some(text.as_str()),
             _ => None,
         };
-        let cached = key.as_ref().and_then(|k| {
-            self.lookup_identities
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(k)
-                .cloned()
-        });
-        let ident = match cached {
-            Some(ident) => ident,
+        let schema_type = req.schema_type.as_deref();
+        let cached =
+            cacheable.and_then(|text| self.lookup_identities.get(subject, schema_type, text));
+        let id = match cached {
+            Some(ident) => st.identities.get(&*ident).copied(),
             None => {
                 let (parsed, refs) = Self::parse_request(&st, req)?;
                 let ident = identity(parsed.format().name(), parsed.canonical(), &refs);
-                if let Some(k) = key {
-                    let mut cache = self
-                        .lookup_identities
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner());
-                    if cache.len() >= LOOKUP_CACHE_ENTRIES {
-                        cache.clear();
-                    }
-                    cache.insert(k, ident.clone());
+                let id = st.identities.get(&ident).copied();
+                if let (Some(text), Some(_)) = (cacheable, id) {
+                    self.lookup_identities
+                        .insert(subject, schema_type, text, &ident);
                 }
-                ident
+                id
             }
         };
-        let id = st.identities.get(&ident).copied();
         let found = vs
             .iter()
             .rev()
@@ -417,16 +399,17 @@ impl Registry {
     }
 
     /// Confluent's incompatibility messages of `new` against the live versions the level asks for (or only
-    /// `against`), newest first; empty when compatible.
+    /// `against`), newest first; empty when compatible. A schema too deep or too complex to compare is
+    /// 42201, never compatible.
     fn incompatibilities(
         st: &State,
         subject: &str,
         new: &ParsedSchema,
         level: &str,
         against: Option<i32>,
-    ) -> Vec<String> {
+    ) -> Result<Vec<String>> {
         let (backward, forward) = match level {
-            "NONE" => return Vec::new(),
+            "NONE" => return Ok(Vec::new()),
             "BACKWARD" | "BACKWARD_TRANSITIVE" => (true, false),
             "FORWARD" | "FORWARD_TRANSITIVE" => (false, true),
             _ => (true, true),
@@ -462,7 +445,8 @@ impl Registry {
                 ));
                 continue;
             };
-            let found = ParsedSchema::incompatibilities(new, &old, backward, forward);
+            let found = ParsedSchema::incompatibilities(new, &old, backward, forward)
+                .map_err(|e| Error::InvalidSchema(format!("(compared with version {v}): {e}")))?;
             if !found.is_empty() {
                 messages.extend(found);
                 messages.push(format!("{{oldSchemaVersion: {v}}}"));
@@ -472,7 +456,7 @@ impl Registry {
                 ));
             }
         }
-        messages
+        Ok(messages)
     }
 
     /// `POST /compatibility/subjects/{subject}/versions[/{version}]`.
@@ -501,7 +485,7 @@ impl Registry {
             Some(_) => level.trim_end_matches("_TRANSITIVE").to_string(),
             None => level,
         };
-        let messages = Self::incompatibilities(&st, subject, &parsed, &level, against);
+        let messages = Self::incompatibilities(&st, subject, &parsed, &level, against)?;
         Ok((messages.is_empty(), messages))
     }
 
@@ -558,7 +542,7 @@ impl Registry {
                 id
             } else {
                 let level = Self::effective_level(&st, subject);
-                let messages = Self::incompatibilities(&st, subject, &parsed, &level, None);
+                let messages = Self::incompatibilities(&st, subject, &parsed, &level, None)?;
                 if !messages.is_empty() {
                     return Err(Error::Incompatible(format!(
                         "Schema being registered is incompatible with an earlier schema for subject \"{subject}\", details: [{}]",
@@ -817,5 +801,12 @@ pub fn apply_raw(state: &RwLock<State>, key: &[u8], value: Option<&[u8]>) -> boo
             );
             false
         }
+    }
+}
+
+impl Registry {
+    /// (entries, bytes) the lookup cache holds (for tests and metrics).
+    pub fn lookup_cache_usage(&self) -> (usize, usize) {
+        self.lookup_identities.usage()
     }
 }

@@ -178,19 +178,46 @@ impl State {
     }
 
     /// The texts of every schema reachable through `references`, dependencies before the schemas that use
-    /// them (what Avro's parser needs to resolve named types). Err names a reference that does not resolve.
+    /// them (what Avro's parser needs to resolve named types), each schema once. Err names a reference that
+    /// does not resolve.
     pub fn referenced_texts(&self, references: &[Reference]) -> Result<Vec<String>, String> {
-        let mut out = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        self.collect_refs(references, &mut out, &mut seen, 0)?;
-        Ok(out)
+        let found = self.reachable(references, |_, id| id.to_string())?;
+        Ok(found.into_iter().map(|(_, text)| text).collect())
     }
 
-    fn collect_refs(
+    /// (reference name, text) of every schema reachable through `references`, dependencies before the
+    /// schemas that use them; a transitive reference carries the name its referencing schema gives it (what
+    /// JSON Schema `$ref`s and Protobuf `import`s use), each name once. Err names a reference that does not
+    /// resolve.
+    pub fn referenced_named(
         &self,
         references: &[Reference],
-        out: &mut Vec<String>,
-        seen: &mut std::collections::HashSet<i32>,
+    ) -> Result<Vec<(String, String)>, String> {
+        self.reachable(references, |r, _| r.name.clone())
+    }
+
+    /// (reference name, text) of the schemas reachable through `references`, dependencies first, one per
+    /// `key` (of the reference and the id it names). Each schema's own references are walked once, however
+    /// many references reach it, so a diamond of references costs what its schemas do.
+    fn reachable(
+        &self,
+        references: &[Reference],
+        key: impl Fn(&Reference, i32) -> String,
+    ) -> Result<Vec<(String, String)>, String> {
+        let mut walk = ReferenceWalk {
+            walked: std::collections::HashSet::new(),
+            emitted: std::collections::HashSet::new(),
+            out: Vec::new(),
+        };
+        self.reach(references, &key, &mut walk, 0)?;
+        Ok(walk.out)
+    }
+
+    fn reach(
+        &self,
+        references: &[Reference],
+        key: &impl Fn(&Reference, i32) -> String,
+        walk: &mut ReferenceWalk,
         depth: usize,
     ) -> Result<(), String> {
         // References form a DAG by construction (a reference names an existing version); the bound keeps a
@@ -199,52 +226,17 @@ impl State {
             return Err("references nest deeper than 64 levels".into());
         }
         for r in references {
-            let (_, entry) = self.schema_at(&r.subject, r.version).ok_or_else(|| {
+            let (version, entry) = self.schema_at(&r.subject, r.version).ok_or_else(|| {
                 format!(
                     "reference {} to subject {} version {} does not exist",
                     r.name, r.subject, r.version
                 )
             })?;
-            let id = self.subjects[&r.subject][&r.version].id;
-            if seen.insert(id) {
-                self.collect_refs(&entry.references, out, seen, depth + 1)?;
-                out.push(entry.schema.clone());
+            if walk.walked.insert(version.id) {
+                self.reach(&entry.references, key, walk, depth + 1)?;
             }
-        }
-        Ok(())
-    }
-
-    /// (reference name, text) of every schema reachable through `references`, dependencies before the
-    /// schemas that use them; a transitive reference carries the name its referencing schema gives it (what
-    /// JSON Schema `$ref`s and Protobuf `import`s use). Err names a reference that does not resolve.
-    pub fn referenced_named(
-        &self,
-        references: &[Reference],
-    ) -> Result<Vec<(String, String)>, String> {
-        let mut out = Vec::new();
-        self.collect_named(references, &mut out, 0)?;
-        Ok(out)
-    }
-
-    fn collect_named(
-        &self,
-        references: &[Reference],
-        out: &mut Vec<(String, String)>,
-        depth: usize,
-    ) -> Result<(), String> {
-        if depth > 64 {
-            return Err("references nest deeper than 64 levels".into());
-        }
-        for r in references {
-            let (_, entry) = self.schema_at(&r.subject, r.version).ok_or_else(|| {
-                format!(
-                    "reference {} to subject {} version {} does not exist",
-                    r.name, r.subject, r.version
-                )
-            })?;
-            if !out.iter().any(|(n, _)| n == &r.name) {
-                self.collect_named(&entry.references, out, depth + 1)?;
-                out.push((r.name.clone(), entry.schema.clone()));
+            if walk.emitted.insert(key(r, version.id)) {
+                walk.out.push((r.name.clone(), entry.schema.clone()));
             }
         }
         Ok(())
@@ -280,6 +272,15 @@ impl State {
         ids.dedup();
         ids
     }
+}
+
+/// The state of one walk over references (`State::reachable`).
+struct ReferenceWalk {
+    /// Ids whose own references were walked.
+    walked: std::collections::HashSet<i32>,
+    /// Keys already in `out`.
+    emitted: std::collections::HashSet<String>,
+    out: Vec<(String, String)>,
 }
 
 #[cfg(test)]

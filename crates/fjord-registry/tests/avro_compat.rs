@@ -379,8 +379,8 @@ fn every_evolution_case_matches_confluents_decision() {
     for c in &cases {
         let old = parse(&c.old, &[]).unwrap_or_else(|e| panic!("{}: old: {e}", c.name));
         let new = parse(&c.new, &[]).unwrap_or_else(|e| panic!("{}: new: {e}", c.name));
-        let backward = check(&new, &old);
-        let forward = check(&old, &new);
+        let backward = check(&new, &old).expect("within budget");
+        let forward = check(&old, &new).expect("within budget");
         if backward.is_empty() != c.backward {
             failures.push(format!(
                 "{}: BACKWARD expected {} got {:?}",
@@ -405,7 +405,7 @@ fn every_incompatibility_is_reported_with_its_path() {
         &[],
     )
     .unwrap();
-    let found = check(&new, &old);
+    let found = check(&new, &old).expect("within budget");
     let kinds: Vec<(IncompatibilityType, &str)> = found
         .iter()
         .map(|i| (i.kind, i.location.as_str()))
@@ -462,4 +462,33 @@ fn invalid_schemas_are_refused() {
     ] {
         assert!(parse(bad, &[]).is_err(), "{bad} must not parse");
     }
+}
+
+#[test]
+fn a_recursive_record_is_checked_through_its_cycle() {
+    // A linked list refers to itself through a union; without the walk's cycle guard the check never ends
+    // (the depth budget would then refuse it as too deep).
+    let list = |value: &str, extra: &str| {
+        format!(
+            r#"{{"type":"record","name":"Node","fields":[{{"name":"value","type":"{value}"}},{{"name":"next","type":["null","Node"]}}{extra}]}}"#
+        )
+    };
+    let v1 = parse(&list("int", ""), &[]).expect("parses");
+    let with_default = parse(
+        &list("int", r#",{"name":"tag","type":"string","default":""}"#),
+        &[],
+    )
+    .expect("parses");
+    let promoted = parse(&list("long", ""), &[]).expect("parses");
+    let changed = parse(&list("string", ""), &[]).expect("parses");
+    assert!(check(&with_default, &v1).expect("within budget").is_empty());
+    assert!(check(&v1, &with_default).expect("within budget").is_empty());
+    assert!(check(&promoted, &v1).expect("within budget").is_empty());
+    let found = check(&changed, &v1).expect("within budget");
+    assert!(
+        found
+            .iter()
+            .any(|i| i.kind == IncompatibilityType::TypeMismatch && i.location == "/fields/0/type"),
+        "{found:?}"
+    );
 }

@@ -3,7 +3,7 @@
 //! accepts the update as BACKWARD compatible. The cases follow Confluent's `diff-schema-examples.json` and
 //! `diff-combined-schema-examples.json` test tables (read for their expectations, written out here).
 
-use fjord_registry::json::{differences, incompatibilities, parse, ParsedJson};
+use fjord_registry::json::{description, differences, incompatibilities, parse, ParsedJson};
 use serde_json::{json, Value};
 
 struct Case {
@@ -542,12 +542,13 @@ fn every_json_schema_case_matches_confluents_differences_and_decision() {
         let (o, u) = (p(&c.original), p(&c.update));
         let got = sorted(
             differences(&o, &u)
+                .expect("within budget")
                 .into_iter()
                 .map(|d| format!("{} {}", d.kind, d.path))
                 .collect(),
         );
         let want = sorted(c.changes.iter().map(|s| s.to_string()).collect());
-        let compatible = incompatibilities(&o, &u).is_empty();
+        let compatible = incompatibilities(&o, &u).expect("within budget").is_empty();
         if got != want || compatible != c.compatible {
             failures.push(format!(
                 "{}: changes {got:?} (want {want:?}), compatible {compatible} (want {})",
@@ -566,8 +567,9 @@ fn incompatibilities_render_with_type_and_path() {
                       "required": ["bar"], "additionalProperties": false}),
     );
     let rendered: Vec<String> = incompatibilities(&o, &u)
+        .expect("within budget")
         .iter()
-        .map(|d| d.render("new", "old"))
+        .map(|d| d.render(&description(d, "new", "old")))
         .collect();
     assert_eq!(rendered.len(), 2, "{rendered:?}");
     assert!(rendered
@@ -640,8 +642,46 @@ fn references_resolve_from_the_registered_schemas() {
     )
     .unwrap();
     let diffs: Vec<String> = incompatibilities(&v1, &v2)
+        .expect("within budget")
         .iter()
         .map(|d| format!("{} {}", d.kind, d.path))
         .collect();
     assert_eq!(diffs, ["TYPE_CHANGED #/properties/home/properties/street"]);
+}
+
+#[test]
+fn a_recursive_schema_is_compared_through_its_cycle() {
+    // A tree whose children are trees (`$ref` to the document itself and through a definition); without the
+    // cycle guards the loader never ends (the depth budget would then refuse it as too deep).
+    let tree = |value: &str, extra: Value| {
+        let mut props = json!({
+            "value": {"type": value},
+            "children": {"type": "array", "items": {"$ref": "#"}},
+            "parent": {"$ref": "#/definitions/node"},
+        });
+        if let (Value::Object(p), Value::Object(e)) = (&mut props, extra) {
+            p.extend(e);
+        }
+        json!({
+            "type": "object",
+            "properties": props,
+            "definitions": {"node": {"type": "object", "properties": {"up": {"$ref": "#/definitions/node"}, "tree": {"$ref": "#"}}}},
+        })
+    };
+    let v1 = p(&tree("integer", json!({})));
+    // integer to number widens, and a property with the empty schema is accepted in an open model.
+    let added = p(&tree("number", json!({"label": {}})));
+    let changed = p(&tree("string", json!({})));
+    assert!(incompatibilities(&v1, &added)
+        .expect("within budget")
+        .is_empty());
+    let found: Vec<String> = incompatibilities(&v1, &changed)
+        .expect("within budget")
+        .iter()
+        .map(|d| format!("{} {}", d.kind, d.path))
+        .collect();
+    assert!(
+        found.contains(&"TYPE_CHANGED #/properties/value".to_string()),
+        "{found:?}"
+    );
 }

@@ -171,18 +171,49 @@ async fn json_schemas_register_look_up_and_evolve() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    // normalize=true stores the canonical form.
-    let (_, v) = api
+}
+
+#[tokio::test]
+async fn normalize_stores_a_new_json_schema_in_its_canonical_form() {
+    let api = Api::new();
+    // A schema the registry has not seen (re-registering a known one would answer the stored text anyway).
+    let sent = r#"{ "type": "object",
+        "properties": { "sku": { "type": "string" }, "count": { "type": "integer" } } }"#;
+    let canonical =
+        r#"{"properties":{"count":{"type":"integer"},"sku":{"type":"string"}},"type":"object"}"#;
+    let (s, v) = api
         .post(
-            "/subjects/people-norm/versions?normalize=true",
-            json!({"schema": reordered, "schemaType": "JSON"}),
+            "/subjects/stock-norm/versions?normalize=true",
+            json!({"schema": sent, "schemaType": "JSON"}),
         )
         .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let id1 = id(&v);
+    let (_, v) = api.get("/subjects/stock-norm/versions/1").await;
+    assert_eq!(v["schema"].as_str(), Some(canonical), "normalized text");
+    // Without normalize the text is kept as sent.
+    let (_, v) = api
+        .register(
+            "stock-raw",
+            json!({"schema": sent.replace("sku", "code"), "schemaType": "JSON"}),
+        )
+        .await;
+    let (_, v) = api.get(&format!("/schemas/ids/{}", id(&v))).await;
     assert_eq!(
-        id(&v),
-        id1,
-        "the normalized schema has the identity of the first"
+        v["schema"].as_str(),
+        Some(sent.replace("sku", "code").as_str())
     );
+    // Either form looks the normalized registration up.
+    for text in [sent, canonical] {
+        let (s, v) = api
+            .post(
+                "/subjects/stock-norm?normalize=true",
+                json!({"schema": text, "schemaType": "JSON"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(id(&v), id1);
+    }
 }
 
 #[tokio::test]
@@ -362,20 +393,46 @@ async fn protobuf_schemas_register_look_up_evolve_and_serialize() {
         v["messages"][0].as_str().unwrap().contains("#/Order/2"),
         "{v}"
     );
-    // normalize=true stores the canonical text.
-    let (_, v) = api
+}
+
+#[tokio::test]
+async fn normalize_stores_a_new_protobuf_schema_in_its_canonical_form() {
+    let api = Api::new();
+    // A schema the registry has not seen (re-registering a known one would answer the stored text anyway).
+    let sent =
+        "syntax=\"proto3\";package shop; // a comment\nmessage Refund{string id=1;int64 cents=2;}";
+    let (s, v) = api
         .post(
-            "/subjects/orders-norm/versions?normalize=true",
-            json!({"schema": compact, "schemaType": "PROTOBUF"}),
+            "/subjects/refunds-norm/versions?normalize=true",
+            json!({"schema": sent, "schemaType": "PROTOBUF"}),
         )
         .await;
-    assert_eq!(id(&v), id1);
-    let (_, v) = api.get("/subjects/orders-norm/versions/1/schema").await;
-    let text = v.as_str().unwrap();
-    assert!(
-        text.contains("message Order {\n  string id = 1;\n  int64 cents = 2;\n}"),
-        "{text}"
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let id1 = id(&v);
+    let (_, v) = api.get("/subjects/refunds-norm/versions/1/schema").await;
+    assert_eq!(
+        v.as_str(),
+        Some("syntax = \"proto3\";\npackage shop;\n\nmessage Refund {\n  string id = 1;\n  int64 cents = 2;\n}\n")
     );
+    // Without normalize the text is kept as sent.
+    let other = sent.replace("Refund", "Return");
+    let (_, v) = api
+        .register(
+            "returns",
+            json!({"schema": other, "schemaType": "PROTOBUF"}),
+        )
+        .await;
+    assert_ne!(id(&v), id1);
+    let (_, v) = api.get("/subjects/returns/versions/1/schema").await;
+    assert_eq!(v.as_str(), Some(other.as_str()));
+    let (s, v) = api
+        .post(
+            "/subjects/refunds-norm",
+            json!({"schema": sent, "schemaType": "PROTOBUF"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(id(&v), id1);
 }
 
 #[tokio::test]
@@ -459,4 +516,36 @@ async fn a_subject_does_not_change_schema_type_under_a_compatibility_level() {
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert!(v["message"].as_str().unwrap().contains("JSON"), "{v}");
+}
+
+#[tokio::test]
+async fn a_schema_too_deep_to_compare_is_refused_with_42201_never_accepted() {
+    let api = Api::new();
+    // 300 messages, each holding the next: registering the first version needs no comparison.
+    let chain = |leaf: &str| {
+        let mut s = String::from("syntax = \"proto3\";\n");
+        for i in 0..300 {
+            s.push_str(&format!("message M{i} {{ M{} next = 1; }}\n", i + 1));
+        }
+        s.push_str(&format!("message M300 {{ {leaf} v = 1; }}\n"));
+        s
+    };
+    let (s, v) = api
+        .register(
+            "chain",
+            json!({"schema": chain("int64"), "schemaType": "PROTOBUF"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let changed = json!({"schema": chain("string"), "schemaType": "PROTOBUF"});
+    let (s, v) = api.register("chain", changed.clone()).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["error_code"], 42201);
+    assert!(v["message"].as_str().unwrap().contains("too deep"), "{v}");
+    let (s, v) = api
+        .post("/compatibility/subjects/chain/versions/latest", changed)
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["error_code"], 42201);
+    assert_eq!(api.get("/subjects/chain/versions").await.1, json!([1]));
 }
