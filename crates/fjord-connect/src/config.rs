@@ -159,7 +159,8 @@ pub struct WorkerConfig {
 }
 
 /// The `producer.` properties a worker passes on: the ones librdkafka knows under the same name with Kafka's
-/// meaning. Others are Java-client settings librdkafka would refuse; they are ignored with a warning.
+/// meaning (and `max.request.size`, which becomes librdkafka's `message.max.bytes`). Others are Java-client settings
+/// librdkafka would refuse; they are ignored with a warning.
 pub const PRODUCER_OVERRIDES: &[&str] = &[
     "linger.ms",
     "batch.size",
@@ -191,7 +192,10 @@ fn overrides(props: &ConfigMap, prefix: &str, allowed: &[&str]) -> Vec<(String, 
         let Some(name) = k.strip_prefix(prefix) else {
             continue;
         };
-        if allowed.contains(&name) {
+        if prefix == "producer." && name == "max.request.size" {
+            // Kafka's producer limit on a record's size is librdkafka's message.max.bytes.
+            out.push(("message.max.bytes".to_string(), v.trim().to_string()));
+        } else if allowed.contains(&name) {
             out.push((name.to_string(), v.trim().to_string()));
         } else {
             tracing::warn!(

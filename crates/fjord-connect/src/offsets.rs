@@ -83,22 +83,6 @@ impl OffsetStore {
             .insert(partition.to_string(), (partition, offset));
     }
 
-    /// Forgets `connector`'s offset of `partition` (KIP-875's `"offset": null`).
-    pub fn remove(&self, connector: &str, partition: &Value) {
-        let mut offsets = self.offsets.lock().unwrap();
-        if let Some(m) = offsets.get_mut(connector) {
-            m.remove(&partition.to_string());
-            if m.is_empty() {
-                offsets.remove(connector);
-            }
-        }
-    }
-
-    /// Forgets every offset of `connector` (`DELETE /connectors/{name}/offsets`).
-    pub fn remove_all(&self, connector: &str) {
-        self.offsets.lock().unwrap().remove(connector);
-    }
-
     /// Every offset of `connector` in KIP-875's shape: `[{"partition": {...}, "offset": {...}}]`.
     pub fn connector_offsets(&self, connector: &str) -> Vec<Value> {
         let offsets = self.offsets.lock().unwrap();
@@ -114,8 +98,39 @@ impl OffsetStore {
     /// fsync). An error means the file still holds the previous complete snapshot.
     pub fn flush(&self) -> std::io::Result<()> {
         let _writer = self.write_lock.lock().unwrap();
+        let snapshot = self.offsets.lock().unwrap().clone();
+        self.write(&snapshot)
+    }
+
+    /// Replaces `connector`'s offsets (KIP-875's PATCH and DELETE): `change` is applied to a copy, the copy is
+    /// written to the file, and only once that write succeeded does it become what `get` answers. A failed write
+    /// leaves both the file and the offsets in memory as they were.
+    pub fn replace_connector(
+        &self,
+        connector: &str,
+        change: impl FnOnce(&mut BTreeMap<String, (Value, Value)>),
+    ) -> std::io::Result<()> {
+        let _writer = self.write_lock.lock().unwrap();
+        let mut snapshot = self.offsets.lock().unwrap().clone();
+        let mut mine = snapshot.remove(connector).unwrap_or_default();
+        change(&mut mine);
+        if !mine.is_empty() {
+            snapshot.insert(connector.to_string(), mine.clone());
+        }
+        self.write(&snapshot)?;
+        // Only this connector's entries are swapped in: other connectors' tasks may have put offsets meanwhile.
+        let mut offsets = self.offsets.lock().unwrap();
+        if mine.is_empty() {
+            offsets.remove(connector);
+        } else {
+            offsets.insert(connector.to_string(), mine);
+        }
+        Ok(())
+    }
+
+    /// Writes `offsets` as the file's complete snapshot; the caller holds `write_lock`.
+    fn write(&self, offsets: &Offsets) -> std::io::Result<()> {
         let body = {
-            let offsets = self.offsets.lock().unwrap();
             let entries: Vec<Value> = offsets
                 .iter()
                 .flat_map(|(c, m)| {

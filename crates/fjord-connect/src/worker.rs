@@ -400,6 +400,7 @@ impl Worker {
         name: &str,
         changes: Option<Vec<(Value, Value)>>,
     ) -> Result<Value> {
+        let name_owned = name.to_string();
         let connectors = self.connectors.lock().await;
         let c = connectors
             .get(name)
@@ -415,24 +416,33 @@ impl Worker {
                 group = crate::file_sink::group_of(name)
             )));
         }
+        if let Some(changes) = &changes {
+            check_offsets(c.plugin, &c.config, changes)?;
+        }
         let reset = changes.is_none();
-        match changes {
-            None => self.offsets.remove_all(name),
-            Some(changes) => {
-                for (partition, offset) in changes {
-                    if offset.is_null() {
-                        self.offsets.remove(name, &partition);
-                    } else {
-                        self.offsets.put(name, partition, offset);
+        let offsets = self.offsets.clone();
+        tokio::task::spawn_blocking(move || {
+            offsets.replace_connector(&name_owned, |mine| match changes {
+                None => mine.clear(),
+                Some(changes) => {
+                    for (partition, offset) in changes {
+                        if offset.is_null() {
+                            mine.remove(&partition.to_string());
+                        } else {
+                            mine.insert(partition.to_string(), (partition, offset));
+                        }
                     }
                 }
-            }
-        }
-        let offsets = self.offsets.clone();
-        tokio::task::spawn_blocking(move || offsets.flush())
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?
-            .map_err(|e| Error::Internal(format!("writing the offsets file failed: {e}")))?;
+            })
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| {
+            Error::Internal(format!(
+                "writing the offsets file {} failed: {e}; the connector's offsets are unchanged (check the disk, then try again)",
+                self.offsets.path().display()
+            ))
+        })?;
         tracing::info!(connector = %name, reset, "source offsets changed over REST");
         Ok(json!({"message": if reset {
             "The offsets for this connector have been reset successfully"
@@ -557,6 +567,73 @@ async fn stop_task(name: &str, run: TaskRun) {
         tracing::warn!(connector = %name, "task did not stop within {TASK_SHUTDOWN_TIMEOUT:?}; aborted");
         abort.abort();
     }
+}
+
+/// KIP-875's checks of a PATCH's offsets before anything is written: partitions and offsets are maps of string
+/// keys to primitive values (Connect's `OffsetUtils.validateFormat`), then the connector's own rules (Kafka's
+/// `FileStreamSourceConnector.alterOffsets`: a partition has `filename`, an offset is null or has a non-negative
+/// integer `position`). The 400 names the bad field.
+fn check_offsets(plugin: Plugin, config: &ConfigMap, changes: &[(Value, Value)]) -> Result<()> {
+    if changes.is_empty() {
+        return Err(Error::BadRequest(
+            "Partitions / offsets need to be provided in order to alter offsets".into(),
+        ));
+    }
+    for (partition, offset) in changes {
+        for (what, map) in [("partition", partition), ("offset", offset)] {
+            let Some(map) = map.as_object() else {
+                if what == "offset" && map.is_null() {
+                    continue;
+                }
+                return Err(Error::BadRequest(format!(
+                    "{what} {map} must be a JSON object{}",
+                    if what == "offset" { " or null" } else { "" }
+                )));
+            };
+            for (k, v) in map {
+                if v.is_object() || v.is_array() {
+                    return Err(Error::BadRequest(format!(
+                        "Offsets may only contain primitive types as values, but field {k} of the {what} {partition} contains {v}"
+                    )));
+                }
+            }
+        }
+        if plugin == Plugin::FileSource {
+            if config.get("file").is_none_or(|f| f.trim().is_empty()) {
+                return Err(Error::BadRequest(
+                    "Offsets cannot be modified if the 'file' configuration is unspecified".into(),
+                ));
+            }
+            if offset.is_null() {
+                // Tombstones are allowed for anything, so that garbage can be cleaned up.
+                continue;
+            }
+            let Some(position) = offset.get("position") else {
+                return Err(Error::BadRequest(format!(
+                    "Offset objects should either be null or contain the key 'position' (the byte to read {partition} from): {offset}"
+                )));
+            };
+            match position.as_i64() {
+                Some(p) if p >= 0 => {}
+                Some(_) => {
+                    return Err(Error::BadRequest(format!(
+                        "The value for the 'position' key in the offset should be a non-negative value: {position}"
+                    )))
+                }
+                None => {
+                    return Err(Error::BadRequest(format!(
+                        "The value for the 'position' key in the offset is expected to be a Long value (a byte position), not {position}"
+                    )))
+                }
+            }
+            if partition.get("filename").is_none() {
+                return Err(Error::BadRequest(format!(
+                    "Partition objects should contain the key 'filename': {partition}"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn connector_info(name: &str, c: &Connector) -> Value {

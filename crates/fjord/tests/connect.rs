@@ -91,8 +91,15 @@ impl Drop for WorkerProc {
     }
 }
 
-/// An HTTP/1.1 request with a JSON body; returns the status and the body as JSON (Null when empty).
+/// An HTTP/1.1 request with a JSON body; returns the status and the body as JSON (Null when empty). A 5xx fails
+/// the test (bad input never gets one); `http_any` is for the few server-side failures a test provokes.
 fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let (status, v) = http_any(addr, method, path, body);
+    assert!(status < 500, "{method} {path} answered {status}: {v}");
+    (status, v)
+}
+
+fn http_any(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -116,7 +123,6 @@ fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value
     } else {
         serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()))
     };
-    assert!(status < 500, "{method} {path} answered {status}: {v}");
     (status, v)
 }
 
@@ -934,5 +940,106 @@ fn a_sink_task_that_cannot_convert_a_record_fails_with_a_trace_and_restarts_with
     assert_eq!(
         http(&w.rest, "GET", "/connectors/strict/status", None).1["tasks"][0]["state"],
         "RUNNING"
+    );
+}
+
+/// A line longer than a record fails the source task with a trace saying how to skip it (never pieces, never a
+/// task stuck retrying); KIP-875's PATCH is checked field by field, and applied only once the offsets file is
+/// written; the connector then resumes past the line. Line ends are Kafka's (\n, \r\n, a lone \r).
+#[test]
+fn a_too_long_line_fails_the_source_with_what_to_do_and_offsets_patch_is_checked() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    ok(&fjord(
+        &broker.bootstrap,
+        &["topics", "create", "long", "--partitions", "1"],
+        None,
+    ));
+    let input = dir.path().join("in.txt");
+    let long = "é".repeat(600_000);
+    write_file(&input, &format!("a\n{long}\nb\r\nc\rd\n"));
+    let end_of_long = 2 + long.len() as u64 + 1;
+    let worker = worker_properties(dir.path(), &broker.bootstrap, "");
+    let w = WorkerProc::start(&[&worker], &dir.path().join("worker.log"));
+    let r = &w.rest;
+    let file = input.display().to_string();
+    let config = json!({"name": "src", "config": {"connector.class": "FileStreamSource",
+        "file": file, "topic": "long",
+        "value.converter": "org.apache.kafka.connect.storage.StringConverter"}});
+    assert_eq!(
+        http(r, "POST", "/connectors", Some(&config.to_string())).0,
+        201
+    );
+    let status = wait_for(Duration::from_secs(60), "the task to fail", || {
+        let v = http(r, "GET", "/connectors/src/status", None).1;
+        (v["tasks"][0]["state"] == "FAILED").then_some(v)
+    });
+    let trace = status["tasks"][0]["trace"].as_str().unwrap();
+    assert!(
+        trace.contains("line starting at byte 2")
+            && trace.contains("longer than 1000000 bytes")
+            && trace.contains("producer.max.request.size")
+            && trace.contains(&format!("\"position\": {end_of_long}")),
+        "{trace}"
+    );
+    // The line before it was sent whole and its offset stored; nothing of the long line was sent.
+    assert_eq!(consume_all(&broker.bootstrap, "long"), ["a"]);
+    let part = json!({"filename": file});
+    let stored = json!({"offsets": [{"partition": part, "offset": {"position": 2}}]});
+    assert_eq!(http(r, "GET", "/connectors/src/offsets", None).1, stored);
+
+    assert_eq!(http(r, "PUT", "/connectors/src/stop", None).0, 202);
+    for (offsets, field) in [
+        (
+            json!([{"partition": {"file": file}, "offset": {"position": 5}}]),
+            "'filename'",
+        ),
+        (
+            json!([{"partition": part, "offset": {"pos": 5}}]),
+            "'position'",
+        ),
+        (
+            json!([{"partition": part, "offset": {"position": -1}}]),
+            "non-negative",
+        ),
+        (
+            json!([{"partition": part, "offset": {"position": "5"}}]),
+            "Long",
+        ),
+        (
+            json!([{"partition": part, "offset": {"position": {"x": 1}}}]),
+            "field position",
+        ),
+        (json!([{"partition": 7, "offset": null}]), "partition 7"),
+        (json!([]), "need to be provided"),
+    ] {
+        let body = json!({"offsets": offsets}).to_string();
+        let (s, v) = http(r, "PATCH", "/connectors/src/offsets", Some(&body));
+        assert_eq!(s, 400, "{body}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains(field),
+            "{body}: {v}"
+        );
+    }
+    let skip =
+        json!({"offsets": [{"partition": part, "offset": {"position": end_of_long}}]}).to_string();
+    // The offsets file cannot be written (its temporary file's name is taken by a directory): 500, and the
+    // offsets stay as they were, in the file and in what GET answers.
+    let tmp = dir.path().join("connect.offsets.tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let (s, v) = http_any(r, "PATCH", "/connectors/src/offsets", Some(&skip));
+    assert_eq!(s, 500, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("unchanged"), "{v}");
+    assert_eq!(http(r, "GET", "/connectors/src/offsets", None).1, stored);
+    std::fs::remove_dir(&tmp).unwrap();
+    assert_eq!(
+        http(r, "PATCH", "/connectors/src/offsets", Some(&skip)).0,
+        200
+    );
+    assert_eq!(http(r, "PUT", "/connectors/src/resume", None).0, 202);
+    wait_for(
+        Duration::from_secs(60),
+        "the lines after the long one",
+        || (consume_all(&broker.bootstrap, "long") == ["a", "b", "c", "d"]).then_some(()),
     );
 }
