@@ -138,8 +138,9 @@ pub fn json_config_map(v: &serde_json::Value) -> std::result::Result<ConfigMap, 
 pub struct WorkerConfig {
     /// `bootstrap.servers`.
     pub bootstrap_servers: String,
-    /// `offset.storage.file.filename`: where source offsets are kept.
-    pub offset_file: PathBuf,
+    /// `offset.storage.file.filename`: where a standalone worker keeps source offsets (None in distributed
+    /// mode: the offsets topic).
+    pub offset_file: Option<PathBuf>,
     /// The first of `listeners` (`http://host:port`; Connect's default `http://:8083`).
     pub listener: SocketAddr,
     /// `offset.flush.interval.ms`: how often acknowledged source offsets are written to the offsets file
@@ -208,7 +209,17 @@ fn overrides(props: &ConfigMap, prefix: &str, allowed: &[&str]) -> Vec<(String, 
 }
 
 impl WorkerConfig {
+    /// A standalone worker's configuration: `offset.storage.file.filename` is required.
     pub fn from_properties(props: ConfigMap) -> Result<WorkerConfig> {
+        Self::parse(props, true)
+    }
+
+    /// A distributed worker's configuration (its group and topics are `distributed::DistributedConfig`).
+    pub fn from_properties_distributed(props: ConfigMap) -> Result<WorkerConfig> {
+        Self::parse(props, false)
+    }
+
+    fn parse(props: ConfigMap, standalone: bool) -> Result<WorkerConfig> {
         let bootstrap_servers = props
             .get("bootstrap.servers")
             .cloned()
@@ -220,7 +231,8 @@ impl WorkerConfig {
             ));
         }
         let offset_file = match props.get("offset.storage.file.filename") {
-            Some(f) if !f.trim().is_empty() => PathBuf::from(f.trim()),
+            _ if !standalone => None,
+            Some(f) if !f.trim().is_empty() => Some(PathBuf::from(f.trim())),
             _ => {
                 return Err(Error::BadRequest(
                     "offset.storage.file.filename is required in standalone mode: the file the source offsets are kept in".into(),

@@ -415,16 +415,12 @@ fn produce_error(ctx: &TaskContext, topic: &str, e: &rdkafka::error::KafkaError)
 }
 
 async fn flush(ctx: &TaskContext) -> Result<(), String> {
-    let offsets = ctx.offsets.clone();
-    tokio::task::spawn_blocking(move || offsets.flush())
-        .await
-        .map_err(|e| format!("writing the offsets file failed: {e}"))?
-        .map_err(|e| {
-            format!(
-                "writing the offsets file {} failed: {e}; the previous offsets stay in place (check the disk, then restart the task)",
-                ctx.offsets.path().display()
-            )
-        })
+    ctx.offsets.flush().await.map_err(|e| {
+        format!(
+            "writing {} failed: {e}; the previous offsets stay in place (check the disk or the cluster, then restart the task)",
+            ctx.offsets.describe()
+        )
+    })
 }
 
 /// Sleeps for `d` or until told to stop.

@@ -12,12 +12,14 @@
 pub mod api;
 pub mod config;
 pub mod converter;
+pub mod distributed;
 pub mod error;
 pub mod file_sink;
 pub mod file_source;
 pub mod offsets;
 pub mod plugins;
 pub mod standalone;
+pub mod topics;
 pub mod worker;
 
 pub use error::{Error, Result};

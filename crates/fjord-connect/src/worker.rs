@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{ConfigMap, WorkerConfig};
 use crate::converter::Converter;
+use crate::distributed::ConfigLog;
 use crate::error::{Error, Result};
 use crate::offsets::OffsetStore;
 use crate::plugins::{self, Plugin};
@@ -98,6 +99,9 @@ pub struct Worker {
     /// The Kafka cluster's id, for `GET /`.
     pub kafka_cluster_id: String,
     connectors: Mutex<BTreeMap<String, Connector>>,
+    /// Distributed mode's config topic: every change is written there (and acknowledged) before it takes
+    /// effect, so that the connectors outlive the worker. None in standalone mode.
+    config_log: Option<Arc<ConfigLog>>,
 }
 
 impl Worker {
@@ -113,7 +117,42 @@ impl Worker {
             worker_id,
             kafka_cluster_id,
             connectors: Mutex::new(BTreeMap::new()),
+            config_log: None,
         }
+    }
+
+    /// Keeps every connector change in the config topic (distributed mode).
+    pub fn with_config_log(mut self, log: Arc<ConfigLog>) -> Worker {
+        self.config_log = Some(log);
+        self
+    }
+
+    /// Runs a connector read back from the config topic, writing nothing.
+    pub async fn restore(
+        &self,
+        name: &str,
+        mut config: ConfigMap,
+        target: TargetState,
+    ) -> Result<()> {
+        config.insert("name".into(), name.to_string());
+        self.create_inner(config, target, false).await.map(|_| ())
+    }
+
+    /// Writes a connector change to the config topic, if there is one; a failure is the request's 500 and
+    /// nothing changes.
+    async fn persist(
+        &self,
+        name: &str,
+        change: impl std::future::Future<Output = std::result::Result<(), String>>,
+    ) -> Result<()> {
+        if self.config_log.is_none() {
+            return Ok(());
+        }
+        change.await.map_err(|e| {
+            Error::Internal(format!(
+                "the change to connector {name} could not be written to the config topic, so it was not made: {e}; check the Kafka cluster, then try again"
+            ))
+        })
     }
 
     /// Checks a connector configuration: a known `connector.class` and no validation error. The 400 names
@@ -143,11 +182,28 @@ impl Worker {
 
     /// Creates a connector (`POST /connectors`); 409 when one of that name exists.
     pub async fn create(&self, config: ConfigMap, initial: TargetState) -> Result<Value> {
+        self.create_inner(config, initial, true).await
+    }
+
+    async fn create_inner(
+        &self,
+        config: ConfigMap,
+        initial: TargetState,
+        persist: bool,
+    ) -> Result<Value> {
         let name = config.get("name").cloned().unwrap_or_default();
         let plugin = Self::check_config(&config)?;
         let mut connectors = self.connectors.lock().await;
         if connectors.contains_key(&name) {
             return Err(Error::Conflict(format!("Connector {name} already exists")));
+        }
+        if let (Some(log), true) = (&self.config_log, persist) {
+            let task = task_config(&config, plugin);
+            self.persist(
+                &name,
+                log.put_connector(&name, &config, &task, Some(initial)),
+            )
+            .await?;
         }
         let mut c = Connector {
             config,
@@ -178,6 +234,11 @@ impl Worker {
                 .await
                 .map(|v| (true, v));
         };
+        if let Some(log) = &self.config_log {
+            let task = task_config(&config, plugin);
+            self.persist(name, log.put_connector(name, &config, &task, None))
+                .await?;
+        }
         if let Some(run) = c.task.take() {
             stop_task(name, run).await;
         }
@@ -263,8 +324,7 @@ impl Worker {
         if c.target == TargetState::Stopped {
             return Ok(json!([]));
         }
-        let mut config = c.config.clone();
-        config.insert("task.class".into(), task_class(c.plugin).into());
+        let config = task_config(&c.config, c.plugin);
         Ok(json!([{"id": {"connector": name, "task": 0}, "config": config}]))
     }
 
@@ -291,9 +351,13 @@ impl Worker {
 
     pub async fn delete(&self, name: &str) -> Result<()> {
         let mut connectors = self.connectors.lock().await;
-        let mut c = connectors
-            .remove(name)
-            .ok_or_else(|| Error::connector_not_found(name))?;
+        if !connectors.contains_key(name) {
+            return Err(Error::connector_not_found(name));
+        }
+        if let Some(log) = &self.config_log {
+            self.persist(name, log.delete(name)).await?;
+        }
+        let mut c = connectors.remove(name).expect("checked above");
         if let Some(run) = c.task.take() {
             stop_task(name, run).await;
         }
@@ -309,6 +373,9 @@ impl Worker {
             .ok_or_else(|| Error::connector_not_found(name))?;
         if c.target == target {
             return Ok(());
+        }
+        if let Some(log) = &self.config_log {
+            self.persist(name, log.put_target(name, target)).await?;
         }
         c.target = target;
         self.apply_target(name, c).await;
@@ -400,7 +467,6 @@ impl Worker {
         name: &str,
         changes: Option<Vec<(Value, Value)>>,
     ) -> Result<Value> {
-        let name_owned = name.to_string();
         let connectors = self.connectors.lock().await;
         let c = connectors
             .get(name)
@@ -420,9 +486,8 @@ impl Worker {
             check_offsets(c.plugin, &c.config, changes)?;
         }
         let reset = changes.is_none();
-        let offsets = self.offsets.clone();
-        tokio::task::spawn_blocking(move || {
-            offsets.replace_connector(&name_owned, |mine| match changes {
+        self.offsets
+            .replace_connector(name, |mine| match changes {
                 None => mine.clear(),
                 Some(changes) => {
                     for (partition, offset) in changes {
@@ -434,15 +499,13 @@ impl Worker {
                     }
                 }
             })
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(|e| {
-            Error::Internal(format!(
-                "writing the offsets file {} failed: {e}; the connector's offsets are unchanged (check the disk, then try again)",
-                self.offsets.path().display()
-            ))
-        })?;
+            .await
+            .map_err(|e| {
+                Error::Internal(format!(
+                    "writing {} failed: {e}; the connector's offsets are unchanged (check the disk or the cluster, then try again)",
+                    self.offsets.describe()
+                ))
+            })?;
         tracing::info!(connector = %name, reset, "source offsets changed over REST");
         Ok(json!({"message": if reset {
             "The offsets for this connector have been reset successfully"
@@ -643,6 +706,13 @@ fn connector_info(name: &str, c: &Connector) -> Value {
         vec![json!({"connector": name, "task": 0})]
     };
     json!({"name": name, "config": c.config, "tasks": tasks, "type": c.plugin.kind().as_str()})
+}
+
+/// Task 0's config: the connector's with the task class, as `GET .../tasks` shows it and the config topic keeps it.
+fn task_config(config: &ConfigMap, plugin: Plugin) -> ConfigMap {
+    let mut config = config.clone();
+    config.insert("task.class".into(), task_class(plugin).into());
+    config
 }
 
 fn task_class(p: Plugin) -> &'static str {

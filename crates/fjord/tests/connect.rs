@@ -792,50 +792,79 @@ fn standalone_refuses_a_torn_offsets_file_and_a_bad_connector_file() {
     );
 }
 
-#[test]
-fn fjord_start_runs_a_connect_worker_beside_the_broker() {
-    let dir = temp_dir();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
-        .args(["start", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args([
-            "--override",
-            "listeners=PLAINTEXT://127.0.0.1:0",
-            "--override",
-            "metrics.listener=127.0.0.1:0",
-            "--registry-listener",
-            "none",
-            "--connect-listener",
-            "127.0.0.1:0",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-    // Killed if the test fails before it stops it.
-    struct Guard(Child);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
+/// A `fjord start` process (killed on drop) and its Kafka and Connect addresses.
+struct Platform {
+    child: Child,
+    kafka: String,
+    rest: String,
+}
+
+impl Platform {
+    fn start(data: &Path) -> Platform {
+        let log_path = data.with_extension("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .args(["start", "--data-dir"])
+            .arg(data)
+            .args([
+                "--override",
+                "listeners=PLAINTEXT://127.0.0.1:0",
+                "--override",
+                "metrics.listener=127.0.0.1:0",
+                "--registry-listener",
+                "none",
+                "--connect-listener",
+                "127.0.0.1:0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        let mut p = Platform {
+            child,
+            kafka: String::new(),
+            rest: String::new(),
+        };
+        assert!(
+            line.starts_with("fjord ready"),
+            "fjord start never became ready: `{line}`; log:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        p.kafka = field(&line, "kafka=").to_string();
+        p.rest = field(&line, "connect=").to_string();
+        p
     }
-    let mut child = Guard(child);
-    assert!(
-        line.starts_with("fjord ready"),
-        "fjord start never became ready: `{line}`"
-    );
-    let kafka = field(&line, "kafka=").to_string();
-    let rest = field(&line, "connect=").to_string();
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `fjord start` runs a distributed-mode worker on its own broker: a connector created over REST, its target
+/// state and its source offset are in the config and offsets topics (Connect's record formats), so that after a
+/// restart it is still there and resumes where it was, sending nothing twice.
+#[test]
+fn fjord_start_runs_a_connect_worker_beside_the_broker_and_keeps_connectors_across_restarts() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let mut p = Platform::start(&data);
+    let (kafka, rest) = (p.kafka.clone(), p.rest.clone());
     let (s, v) = http(&rest, "GET", "/", None);
     assert_eq!(s, 200, "{v}");
     assert!(
@@ -850,22 +879,100 @@ fn fjord_start_runs_a_connect_worker_beside_the_broker() {
     ));
     let input = dir.path().join("in.txt");
     write_file(&input, "from-start\n");
+    let file = input.display().to_string();
     let config = json!({"name": "s", "config": {"connector.class": "FileStreamSource",
-        "file": input.display().to_string(), "topic": "started",
+        "file": file, "topic": "started",
         "value.converter": "org.apache.kafka.connect.storage.StringConverter"}});
     assert_eq!(
         http(&rest, "POST", "/connectors", Some(&config.to_string())).0,
         201
     );
+    let paused = json!({"name": "paused", "config": {"connector.class": "FileStreamSink",
+        "file": dir.path().join("out.txt").display().to_string(), "topics": "started"}});
+    assert_eq!(
+        http(&rest, "POST", "/connectors", Some(&paused.to_string())).0,
+        201
+    );
+    assert_eq!(http(&rest, "PUT", "/connectors/paused/pause", None).0, 202);
     wait_for(Duration::from_secs(60), "the line in the topic", || {
         let got = consume_all(&kafka, "started");
         (got == ["from-start"]).then_some(())
     });
     // Ctrl-C stops the worker (its offsets written) and the broker cleanly.
-    interrupt(&mut child.0);
-    let offsets = std::fs::read_to_string(dir.path().join("data").join("connect.offsets")).unwrap();
+    interrupt(&mut p.child);
+    drop(p);
+
+    let p = Platform::start(&data);
+    let (kafka, rest) = (p.kafka.clone(), p.rest.clone());
+    assert_eq!(
+        http(&rest, "GET", "/connectors", None).1,
+        json!(["paused", "s"])
+    );
+    assert_eq!(
+        http(&rest, "GET", "/connectors/s/config", None).1["file"],
+        json!(file)
+    );
+    assert_eq!(
+        http(&rest, "GET", "/connectors/paused/status", None).1["connector"]["state"],
+        "PAUSED"
+    );
+    append(&input, "after-restart\n");
+    wait_for(Duration::from_secs(60), "the new line in the topic", || {
+        let got = consume_all(&kafka, "started");
+        (got.len() >= 2).then_some(())
+    });
+    // Resumed from its stored offset: the first line is not sent again.
+    assert_eq!(
+        consume_all(&kafka, "started"),
+        ["from-start", "after-restart"]
+    );
+    // Connect's record formats, as an Apache Kafka worker writes and reads them.
+    let keyed = |topic: &str| {
+        ok(&fjord(
+            &kafka,
+            &[
+                "consume",
+                topic,
+                "--from-beginning",
+                "--exit-at-end",
+                "--print-key",
+            ],
+            None,
+        ))
+    };
+    let configs = keyed("connect-configs");
+    for expected in [
+        format!(
+            "connector-s\t{{\"properties\":{}}}",
+            config["config"]
+                .as_object()
+                .map(|c| {
+                    let mut c = c.clone();
+                    c.insert("name".into(), json!("s"));
+                    serde_json::to_string(&c).unwrap()
+                })
+                .unwrap()
+        ),
+        "target-state-paused\t{\"state\":\"PAUSED\",\"state.v2\":\"PAUSED\"}".to_string(),
+        "commit-s\t{\"tasks\":1}".to_string(),
+    ] {
+        assert!(
+            configs.lines().any(|l| l == expected),
+            "{expected} not in:\n{configs}"
+        );
+    }
     assert!(
-        offsets.starts_with("fjord-connect-offsets v1") && offsets.contains("\"position\":11"),
+        configs
+            .lines()
+            .any(|l| l.starts_with("task-s-0\t{\"properties\":{")),
+        "{configs}"
+    );
+    let offsets = keyed("connect-offsets");
+    let key = json!(["s", {"filename": file}]).to_string();
+    assert!(
+        offsets
+            .lines()
+            .any(|l| l == format!("{key}\t{{\"position\":11}}")),
         "{offsets}"
     );
 }
