@@ -55,8 +55,25 @@ pub fn router(worker: Arc<Worker>) -> Router {
         .route("/connector-plugins/{plugin}/config/validate", put(validate))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            worker.clone(),
+            standby_guard,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(worker)
+}
+
+/// A standing-by distributed worker has no connectors: their paths answer Connect's rebalance 409 rather than
+/// an empty list or a 404.
+async fn standby_guard(
+    State(w): W,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !w.is_active() && req.uri().path().starts_with("/connectors") {
+        return Error::Conflict(crate::worker::REBALANCE.into()).into_response();
+    }
+    next.run(req).await
 }
 
 impl IntoResponse for Error {

@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use crate::config::{ConfigMap, WorkerConfig};
 use crate::error::{Error, Result};
+use crate::lease::LeaseConfig;
 use crate::offsets::OffsetStore;
 use crate::topics::{self, Record, TopicWriter};
 use crate::worker::{TargetState, Worker};
@@ -263,17 +264,11 @@ pub async fn start(props: ConfigMap, import_offsets: Option<&Path>) -> Result<Di
     topics::ensure_topic(&bootstrap, &dconfig.status_topic, 5, rf)
         .await
         .map_err(Error::Internal)?;
-    let (offsets, stored) = {
-        let (b, ot, ct) = (
-            bootstrap.clone(),
-            dconfig.offset_topic.clone(),
-            dconfig.config_topic.clone(),
-        );
-        tokio::task::spawn_blocking(move || -> Result<_> {
-            Ok((OffsetStore::from_topic(&b, &ot)?, ConfigLog::load(&b, &ct)?))
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??
+    let offsets = {
+        let (b, ot) = (bootstrap.clone(), dconfig.offset_topic.clone());
+        tokio::task::spawn_blocking(move || OffsetStore::from_topic(&b, &ot))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??
     };
     let offsets = Arc::new(offsets);
     if let Some(file) = import_offsets.filter(|f| f.exists()) {
@@ -296,19 +291,41 @@ pub async fn start(props: ConfigMap, import_offsets: Option<&Path>) -> Result<Di
     } else {
         rest.to_string()
     };
-    let worker = Arc::new(Worker::new(config, offsets, worker_id, cluster_id).with_config_log(log));
+    let ms = |k: &str, default: u64| -> Result<u64> {
+        match config.props.get(k) {
+            None => Ok(default),
+            Some(v) => v.trim().parse().map_err(|_| {
+                Error::BadRequest(format!("{k}={v}: expected a number of milliseconds"))
+            }),
+        }
+    };
+    // Connect's defaults.
+    let lease_config = LeaseConfig {
+        bootstrap: bootstrap.clone(),
+        group_id: dconfig.group_id.clone(),
+        config_topic: dconfig.config_topic.clone(),
+        offset_topic: dconfig.offset_topic.clone(),
+        session_timeout_ms: ms("session.timeout.ms", 10_000)?,
+        heartbeat_interval_ms: ms("heartbeat.interval.ms", 3_000)?,
+    };
+    let worker = Arc::new(
+        Worker::new(config, offsets, worker_id, cluster_id)
+            .with_config_log(log)
+            .standing_by(),
+    );
     let app = crate::api::router(worker.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("Connect REST server stopped: {e}");
         }
     });
-    for (name, c) in stored {
-        // A stored config that no longer validates (an older or foreign worker wrote it) stays out with a
-        // warning; the others run.
-        if let Err(e) = worker.restore(&name, c.config, c.target).await {
-            tracing::warn!(connector = %name, "the connector in {} cannot run: {e}", dconfig.config_topic);
-        }
+    let lease = crate::lease::join(lease_config, worker.clone()).map_err(Error::Internal)?;
+    worker.set_lease(lease);
+    // Ready when this worker runs the connectors or another one does (bounded: a group that never assigns is
+    // reported, not waited for forever).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !worker.group_settled() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     Ok(Distributed {
         worker,

@@ -16,6 +16,7 @@ pub mod distributed;
 pub mod error;
 pub mod file_sink;
 pub mod file_source;
+pub mod lease;
 pub mod offsets;
 pub mod plugins;
 pub mod standalone;

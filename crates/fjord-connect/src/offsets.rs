@@ -76,47 +76,7 @@ impl OffsetStore {
     /// Connect's: the key `["<connector>", {partition}]`, the value the offset (null: removed), both JSON. A record
     /// of another shape (a connector that is not a file source may write anything) is kept out with a warning.
     pub fn from_topic(bootstrap: &str, topic: &str) -> Result<OffsetStore> {
-        let records = crate::topics::read_all(bootstrap, topic).map_err(Error::Internal)?;
-        let mut offsets = Offsets::new();
-        for (key, value) in records {
-            let Ok(Value::Array(key)) = serde_json::from_slice::<Value>(&key) else {
-                tracing::warn!(
-                    topic,
-                    "an offsets record whose key is not [connector, partition] is skipped"
-                );
-                continue;
-            };
-            let (Some(Value::String(connector)), Some(partition)) = (key.first(), key.get(1))
-            else {
-                tracing::warn!(
-                    topic,
-                    "an offsets record whose key is not [connector, partition] is skipped"
-                );
-                continue;
-            };
-            let offset = match value.as_deref().map(serde_json::from_slice::<Value>) {
-                None | Some(Ok(Value::Null)) => None,
-                Some(Ok(v)) => Some(v),
-                Some(Err(e)) => {
-                    tracing::warn!(
-                        topic,
-                        connector,
-                        "an offsets record whose value is not JSON is skipped: {e}"
-                    );
-                    continue;
-                }
-            };
-            let m = offsets.entry(connector.clone()).or_default();
-            match offset {
-                Some(o) => {
-                    m.insert(partition.to_string(), (partition.clone(), o));
-                }
-                None => {
-                    m.remove(&partition.to_string());
-                }
-            }
-        }
-        offsets.retain(|_, m| !m.is_empty());
+        let offsets = load_topic(bootstrap, topic)?;
         let writer = TopicWriter::new(bootstrap, topic).map_err(Error::Internal)?;
         Ok(OffsetStore {
             backend: Backend::Topic(writer),
@@ -124,6 +84,15 @@ impl OffsetStore {
             dirty: Mutex::new(BTreeSet::new()),
             write_lock: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Reads the offsets topic to its end again (a worker taking over connectors from another one), replacing
+    /// what is in memory.
+    pub fn reload_from_topic(&self, bootstrap: &str, topic: &str) -> Result<()> {
+        let offsets = load_topic(bootstrap, topic)?;
+        *self.offsets.lock().unwrap() = offsets;
+        self.dirty.lock().unwrap().clear();
+        Ok(())
     }
 
     /// Where the offsets are kept, for messages: "the offsets file <path>" or "the offsets topic <name>".
@@ -290,6 +259,51 @@ impl OffsetStore {
         std::fs::rename(&tmp, path)?;
         sync_parent(path)
     }
+}
+
+/// Connect's offsets topic read to its end: the last offset of every `[connector, partition]` key.
+fn load_topic(bootstrap: &str, topic: &str) -> Result<Offsets> {
+    let records = crate::topics::read_all(bootstrap, topic).map_err(Error::Internal)?;
+    let mut offsets = Offsets::new();
+    for (key, value) in records {
+        let Ok(Value::Array(key)) = serde_json::from_slice::<Value>(&key) else {
+            tracing::warn!(
+                topic,
+                "an offsets record whose key is not [connector, partition] is skipped"
+            );
+            continue;
+        };
+        let (Some(Value::String(connector)), Some(partition)) = (key.first(), key.get(1)) else {
+            tracing::warn!(
+                topic,
+                "an offsets record whose key is not [connector, partition] is skipped"
+            );
+            continue;
+        };
+        let offset = match value.as_deref().map(serde_json::from_slice::<Value>) {
+            None | Some(Ok(Value::Null)) => None,
+            Some(Ok(v)) => Some(v),
+            Some(Err(e)) => {
+                tracing::warn!(
+                    topic,
+                    connector,
+                    "an offsets record whose value is not JSON is skipped: {e}"
+                );
+                continue;
+            }
+        };
+        let m = offsets.entry(connector.clone()).or_default();
+        match offset {
+            Some(o) => {
+                m.insert(partition.to_string(), (partition.clone(), o));
+            }
+            None => {
+                m.remove(&partition.to_string());
+            }
+        }
+    }
+    offsets.retain(|_, m| !m.is_empty());
+    Ok(offsets)
 }
 
 /// An offsets-topic record: the key `["<connector>", {partition}]`, the value the offset (None: a tombstone).

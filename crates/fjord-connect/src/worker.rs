@@ -5,6 +5,7 @@
 //! Each connector runs one task (task 0): the FileStream connectors have a single input or output file.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -18,6 +19,9 @@ use crate::distributed::ConfigLog;
 use crate::error::{Error, Result};
 use crate::offsets::OffsetStore;
 use crate::plugins::{self, Plugin};
+
+/// Connect's 409 while its group rebalances (kcctl and UIs know it); here also while the worker stands by.
+pub const REBALANCE: &str = "Request cannot be completed because a rebalance is expected: this worker stands by while another worker of its group runs the connectors (Fjord runs all of a group's connectors on one worker for now); send the request to that worker, or retry after the rebalance";
 
 /// How long a stopping task may take to finish its batch and commit (Connect's
 /// `task.shutdown.graceful.timeout.ms` default) before it is aborted.
@@ -102,6 +106,13 @@ pub struct Worker {
     /// Distributed mode's config topic: every change is written there (and acknowledged) before it takes
     /// effect, so that the connectors outlive the worker. None in standalone mode.
     config_log: Option<Arc<ConfigLog>>,
+    /// False while a distributed worker stands by (another worker of its group runs the connectors): the
+    /// connector paths of the REST API then answer 409.
+    active: AtomicBool,
+    /// A distributed worker's membership of its group, left at shutdown.
+    lease: StdMutex<Option<crate::lease::Lease>>,
+    /// Whether the group has assigned this member anything yet (partition 0 or nothing).
+    settled: AtomicBool,
 }
 
 impl Worker {
@@ -118,6 +129,71 @@ impl Worker {
             kafka_cluster_id,
             connectors: Mutex::new(BTreeMap::new()),
             config_log: None,
+            active: AtomicBool::new(true),
+            lease: StdMutex::new(None),
+            settled: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether this worker runs the connectors (always, in standalone mode).
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Starts a distributed worker standing by, until its group makes it the active one.
+    pub fn standing_by(self) -> Worker {
+        self.active.store(false, Ordering::SeqCst);
+        self
+    }
+
+    /// Whether the group has answered this member's join (made it active or a standby).
+    pub fn group_settled(&self) -> bool {
+        self.settled.load(Ordering::SeqCst)
+    }
+
+    pub fn mark_settled(&self) {
+        self.settled.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_lease(&self, lease: crate::lease::Lease) {
+        *self.lease.lock().unwrap() = Some(lease);
+    }
+
+    /// Becomes the active worker of its group (if `owned` still says it is) and runs the stored connectors.
+    pub async fn activate(
+        &self,
+        stored: BTreeMap<String, crate::distributed::StoredConnector>,
+        owned: &AtomicBool,
+    ) {
+        {
+            let _connectors = self.connectors.lock().await;
+            if !owned.load(Ordering::SeqCst) {
+                return;
+            }
+            self.active.store(true, Ordering::SeqCst);
+        }
+        for (name, c) in stored {
+            // A stored config that no longer validates (an older or foreign worker wrote it) stays out with a
+            // warning; the others run.
+            if let Err(e) = self.restore(&name, c.config, c.target).await {
+                tracing::warn!(connector = %name, "the stored connector cannot run: {e}");
+            }
+        }
+    }
+
+    /// Stops standing as the active worker: every task stops (committing what it sent) and the connectors are
+    /// forgotten (the config topic keeps them for the next active worker).
+    pub async fn deactivate(&self) {
+        let mut connectors = self.connectors.lock().await;
+        let was = self.active.swap(false, Ordering::SeqCst);
+        for (name, c) in connectors.iter_mut() {
+            if let Some(run) = c.task.take() {
+                stop_task(name, run).await;
+            }
+        }
+        connectors.clear();
+        if was {
+            tracing::info!("this worker no longer runs the group's connectors");
         }
     }
 
@@ -194,6 +270,9 @@ impl Worker {
         let name = config.get("name").cloned().unwrap_or_default();
         let plugin = Self::check_config(&config)?;
         let mut connectors = self.connectors.lock().await;
+        if !self.is_active() {
+            return Err(Error::Conflict(REBALANCE.into()));
+        }
         if connectors.contains_key(&name) {
             return Err(Error::Conflict(format!("Connector {name} already exists")));
         }
@@ -540,8 +619,14 @@ impl Worker {
         Ok(json!({name: {"topics": topics}}))
     }
 
-    /// Stops every task (each finishes its batch and commits), for a clean shutdown.
+    /// Stops every task (each finishes its batch and commits), for a clean shutdown; a distributed worker then
+    /// leaves its group, so that a standby takes over at once.
     pub async fn shutdown(&self) {
+        let lease = self.lease.lock().unwrap().take();
+        if let Some(lease) = lease {
+            lease.stop(self).await;
+            return;
+        }
         let mut connectors = self.connectors.lock().await;
         for (name, c) in connectors.iter_mut() {
             if let Some(run) = c.task.take() {

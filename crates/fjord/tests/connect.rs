@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 
 /// A `fjord connect standalone` process; killed on drop, its log printed when the test fails.
 struct WorkerProc {
+    /// `standalone` or `distributed`.
+    mode: &'static str,
     child: Option<Child>,
     rest: String,
     args: Vec<PathBuf>,
@@ -25,7 +27,12 @@ struct WorkerProc {
 
 impl WorkerProc {
     fn start(args: &[&Path], log_path: &Path) -> WorkerProc {
+        Self::start_mode("standalone", args, log_path)
+    }
+
+    fn start_mode(mode: &'static str, args: &[&Path], log_path: &Path) -> WorkerProc {
         let mut w = WorkerProc {
+            mode,
             child: None,
             rest: String::new(),
             args: args.iter().map(|p| p.to_path_buf()).collect(),
@@ -42,7 +49,7 @@ impl WorkerProc {
             .open(&self.log_path)
             .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
-            .args(["connect", "standalone"])
+            .args(["connect", self.mode])
             .args(&self.args)
             .env("FJORD_LOG", "info")
             .stdin(Stdio::null())
@@ -1148,5 +1155,82 @@ fn a_too_long_line_fails_the_source_with_what_to_do_and_offsets_patch_is_checked
         Duration::from_secs(60),
         "the lines after the long one",
         || (consume_all(&broker.bootstrap, "long") == ["a", "b", "c", "d"]).then_some(()),
+    );
+}
+
+/// Distributed mode with two workers of one group: the first runs the connectors, the second stands by (its
+/// connector paths answer Connect's rebalance 409); kill -9 of the active worker hands the connectors to the
+/// other within the session timeout, which resumes from the offsets topic: no line is lost.
+#[test]
+fn a_standby_distributed_worker_takes_over_when_the_active_one_is_killed() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    ok(&fjord(
+        &broker.bootstrap,
+        &["topics", "create", "moved", "--partitions", "1"],
+        None,
+    ));
+    let props = dir.path().join("worker.properties");
+    write_file(
+        &props,
+        &format!(
+            "bootstrap.servers={}\nlisteners=http://127.0.0.1:0\ngroup.id=pair\n\
+             config.storage.topic=pair-configs\noffset.storage.topic=pair-offsets\n\
+             status.storage.topic=pair-status\noffset.storage.partitions=3\n\
+             offset.flush.interval.ms=100\nsession.timeout.ms=6000\nheartbeat.interval.ms=1000\n\
+             value.converter=org.apache.kafka.connect.storage.StringConverter\n",
+            broker.bootstrap
+        ),
+    );
+    let mut w1 = WorkerProc::start_mode("distributed", &[&props], &dir.path().join("w1.log"));
+    let w2 = WorkerProc::start_mode("distributed", &[&props], &dir.path().join("w2.log"));
+    let (s, v) = http(&w2.rest, "GET", "/connectors", None);
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("rebalance is expected"),
+        "{v}"
+    );
+    let input = dir.path().join("in.txt");
+    let expected: Vec<String> = (1..=400).map(|i| format!("line-{i}")).collect();
+    write_file(&input, &(expected[..200].join("\n") + "\n"));
+    let config = json!({"name": "mover", "config": {"connector.class": "FileStreamSource",
+        "file": input.display().to_string(), "topic": "moved"}});
+    assert_eq!(
+        http(&w1.rest, "POST", "/connectors", Some(&config.to_string())).0,
+        201
+    );
+    wait_for(Duration::from_secs(60), "the first 200 lines", || {
+        (consume_all(&broker.bootstrap, "moved").len() >= 200).then_some(())
+    });
+    w1.kill9();
+    append(&input, &(expected[200..].join("\n") + "\n"));
+    let seen = wait_for(
+        Duration::from_secs(60),
+        "the other worker to send the rest",
+        || {
+            let seen = consume_all(&broker.bootstrap, "moved");
+            tally(&seen, &expected).0.is_empty().then_some(seen)
+        },
+    );
+    let (_, duplicates) = tally(&seen, &expected);
+    eprintln!(
+        "{} records, {duplicates} duplicates after the takeover",
+        seen.len()
+    );
+    assert_eq!(
+        http(&w2.rest, "GET", "/connectors", None).1,
+        json!(["mover"])
+    );
+    let status = http(&w2.rest, "GET", "/connectors/mover/status", None).1;
+    assert_eq!(
+        (
+            &status["tasks"][0]["state"],
+            &status["tasks"][0]["worker_id"]
+        ),
+        (&json!("RUNNING"), &json!(w2.rest)),
+        "{status}"
     );
 }
