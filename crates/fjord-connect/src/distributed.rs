@@ -319,6 +319,10 @@ pub async fn start(props: ConfigMap, import_offsets: Option<&Path>) -> Result<Di
             tracing::error!("Connect REST server stopped: {e}");
         }
     });
+    worker.set_active_lookup(
+        crate::lease::ActiveLookup::new(&bootstrap, &dconfig.group_id, &dconfig.config_topic)
+            .map_err(Error::Internal)?,
+    );
     let lease = crate::lease::join(lease_config, worker.clone()).map_err(Error::Internal)?;
     worker.set_lease(lease);
     // Ready when this worker runs the connectors or another one does (bounded: a group that never assigns is

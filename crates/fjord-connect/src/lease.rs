@@ -107,7 +107,10 @@ pub fn join(config: LeaseConfig, worker: Arc<Worker>) -> Result<Lease, String> {
     let consumer: BaseConsumer<LeaseContext> = ClientConfig::new()
         .set("bootstrap.servers", &config.bootstrap)
         .set("group.id", &config.group_id)
-        .set("client.id", format!("connect-worker {}", worker.worker_id))
+        .set(
+            "client.id",
+            format!("{CLIENT_ID_PREFIX}{}", worker.worker_id),
+        )
         // The active worker keeps partition 0 when others join: connectors move only when it goes.
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("session.timeout.ms", config.session_timeout_ms.to_string())
@@ -180,4 +183,107 @@ async fn activate(
     worker.activate(stored, owned).await;
     tracing::info!(group = %config.group_id, connectors = n, "this worker now runs the group's connectors");
     Ok(())
+}
+
+/// The prefix of a worker's group client id; the rest is its REST address, which standbys forward to.
+const CLIENT_ID_PREFIX: &str = "connect-worker-";
+
+/// Finds the active worker of a group: the member whose assignment holds partition 0 of the config topic
+/// (DescribeGroups), and its REST address from its client id.
+pub struct ActiveLookup {
+    client: BaseConsumer,
+    group_id: String,
+    config_topic: String,
+}
+
+impl ActiveLookup {
+    pub fn new(
+        bootstrap: &str,
+        group_id: &str,
+        config_topic: &str,
+    ) -> Result<ActiveLookup, String> {
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .map_err(|e| format!("cannot create a client for {bootstrap}: {e}"))?;
+        Ok(ActiveLookup {
+            client,
+            group_id: group_id.to_string(),
+            config_topic: config_topic.to_string(),
+        })
+    }
+
+    /// The active worker's REST address (`host:port`), if the group has one. Blocking.
+    pub fn active(&self) -> Option<String> {
+        let groups = self
+            .client
+            .fetch_group_list(Some(&self.group_id), Duration::from_secs(5))
+            .ok()?;
+        for g in groups.groups() {
+            for m in g.members() {
+                let owns = m
+                    .assignment()
+                    .and_then(|a| assigned_partitions(a, &self.config_topic))
+                    .is_some_and(|ps| ps.contains(&0));
+                if owns {
+                    return m
+                        .client_id()
+                        .strip_prefix(CLIENT_ID_PREFIX)
+                        .map(str::to_string);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The partitions of `topic` in a consumer protocol assignment (version, [topic, [partition]], user data).
+fn assigned_partitions(bytes: &[u8], topic: &str) -> Option<Vec<i32>> {
+    let mut r = bytes;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        if r.len() < n {
+            return None;
+        }
+        let (a, b) = r.split_at(n);
+        r = b;
+        Some(a)
+    };
+    let _version = take(2)?;
+    let topics = i32::from_be_bytes(take(4)?.try_into().ok()?);
+    let mut out = Vec::new();
+    for _ in 0..topics.max(0) {
+        let len = i16::from_be_bytes(take(2)?.try_into().ok()?);
+        let name = take(len.max(0) as usize)?.to_vec();
+        let n = i32::from_be_bytes(take(4)?.try_into().ok()?);
+        for _ in 0..n.max(0) {
+            let p = i32::from_be_bytes(take(4)?.try_into().ok()?);
+            if name == topic.as_bytes() {
+                out.push(p);
+            }
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consumer_assignment_is_read_and_a_short_one_refused() {
+        // Version 1, topics [("other", [0]), ("cfg", [0, 3])], 2 bytes of user data.
+        let mut b = vec![0, 1, 0, 0, 0, 2];
+        for (t, ps) in [("other", vec![0]), ("cfg", vec![0, 3])] {
+            b.extend((t.len() as i16).to_be_bytes());
+            b.extend(t.as_bytes());
+            b.extend((ps.len() as i32).to_be_bytes());
+            for p in ps {
+                b.extend((p as i32).to_be_bytes());
+            }
+        }
+        b.extend([0, 0, 0, 2, 9, 9]);
+        assert_eq!(assigned_partitions(&b, "cfg"), Some(vec![0, 3]));
+        assert_eq!(assigned_partitions(&b, "none"), Some(vec![]));
+        assert_eq!(assigned_partitions(&b[..12], "cfg"), None);
+    }
 }

@@ -113,6 +113,8 @@ pub struct Worker {
     lease: StdMutex<Option<crate::lease::Lease>>,
     /// Whether the group has assigned this member anything yet (partition 0 or nothing).
     settled: AtomicBool,
+    /// How a standby finds the active worker to forward REST requests to.
+    active_lookup: StdMutex<Option<Arc<crate::lease::ActiveLookup>>>,
 }
 
 impl Worker {
@@ -132,6 +134,7 @@ impl Worker {
             active: AtomicBool::new(true),
             lease: StdMutex::new(None),
             settled: AtomicBool::new(false),
+            active_lookup: StdMutex::new(None),
         }
     }
 
@@ -153,6 +156,21 @@ impl Worker {
 
     pub fn mark_settled(&self) {
         self.settled.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_active_lookup(&self, lookup: crate::lease::ActiveLookup) {
+        *self.active_lookup.lock().unwrap() = Some(Arc::new(lookup));
+    }
+
+    /// The REST address of the group's active worker (not this one), for a standby to forward to.
+    pub async fn active_worker(&self) -> Option<String> {
+        let lookup = self.active_lookup.lock().unwrap().clone()?;
+        let me = self.worker_id.clone();
+        tokio::task::spawn_blocking(move || lookup.active())
+            .await
+            .ok()
+            .flatten()
+            .filter(|a| *a != me)
     }
 
     pub fn set_lease(&self, lease: crate::lease::Lease) {

@@ -1158,9 +1158,10 @@ fn a_too_long_line_fails_the_source_with_what_to_do_and_offsets_patch_is_checked
     );
 }
 
-/// Distributed mode with two workers of one group: the first runs the connectors, the second stands by (its
-/// connector paths answer Connect's rebalance 409); kill -9 of the active worker hands the connectors to the
-/// other within the session timeout, which resumes from the offsets topic: no line is lost.
+/// Distributed mode with two workers of one group: the first runs the connectors, the second stands by and
+/// forwards REST requests to it (a connector created there runs on the first); kill -9 of the active worker
+/// hands the connectors to the other within the session timeout, which resumes from the offsets topic: no line
+/// is lost.
 #[test]
 fn a_standby_distributed_worker_takes_over_when_the_active_one_is_killed() {
     let dir = temp_dir();
@@ -1184,24 +1185,20 @@ fn a_standby_distributed_worker_takes_over_when_the_active_one_is_killed() {
     );
     let mut w1 = WorkerProc::start_mode("distributed", &[&props], &dir.path().join("w1.log"));
     let w2 = WorkerProc::start_mode("distributed", &[&props], &dir.path().join("w2.log"));
-    let (s, v) = http(&w2.rest, "GET", "/connectors", None);
-    assert_eq!(s, 409, "{v}");
-    assert!(
-        v["message"]
-            .as_str()
-            .unwrap()
-            .contains("rebalance is expected"),
-        "{v}"
-    );
     let input = dir.path().join("in.txt");
     let expected: Vec<String> = (1..=400).map(|i| format!("line-{i}")).collect();
     write_file(&input, &(expected[..200].join("\n") + "\n"));
     let config = json!({"name": "mover", "config": {"connector.class": "FileStreamSource",
         "file": input.display().to_string(), "topic": "moved"}});
+    // Sent to the standby, forwarded to the active worker, which runs it.
+    let (s, v) = http(&w2.rest, "POST", "/connectors", Some(&config.to_string()));
+    assert_eq!(s, 201, "{v}");
     assert_eq!(
-        http(&w1.rest, "POST", "/connectors", Some(&config.to_string())).0,
-        201
+        http(&w1.rest, "GET", "/connectors", None).1,
+        json!(["mover"])
     );
+    let status = http(&w2.rest, "GET", "/connectors/mover/status", None).1;
+    assert_eq!(status["connector"]["worker_id"], json!(w1.rest), "{status}");
     wait_for(Duration::from_secs(60), "the first 200 lines", || {
         (consume_all(&broker.bootstrap, "moved").len() >= 200).then_some(())
     });
