@@ -273,12 +273,12 @@ mod tests {
     fn a_consumer_assignment_is_read_and_a_short_one_refused() {
         // Version 1, topics [("other", [0]), ("cfg", [0, 3])], 2 bytes of user data.
         let mut b = vec![0, 1, 0, 0, 0, 2];
-        for (t, ps) in [("other", vec![0]), ("cfg", vec![0, 3])] {
+        for (t, ps) in [("other", vec![0i32]), ("cfg", vec![0, 3])] {
             b.extend((t.len() as i16).to_be_bytes());
             b.extend(t.as_bytes());
             b.extend((ps.len() as i32).to_be_bytes());
             for p in ps {
-                b.extend((p as i32).to_be_bytes());
+                b.extend(p.to_be_bytes());
             }
         }
         b.extend([0, 0, 0, 2, 9, 9]);
