@@ -8,8 +8,9 @@
 //! `{"state": "STARTED"|"PAUSED", "state.v2": "STARTED"|"PAUSED"|"STOPPED"}`, `task-<name>-<n>` =>
 //! `{"properties": {...}}` and `commit-<name>` => `{"tasks": n}`.
 //!
-//! **Not yet (see README):** workers do not form a group: one worker per `group.id` (a second one would run
-//! the same connectors); no status topic; REST writes are not forwarded.
+//! Workers of one `group.id` share the connectors through a lease on the group (`lease.rs`): one runs them
+//! all, the others stand by and forward REST requests to it. **Not yet (see README):** Connect's own `connect`
+//! group protocol and spreading tasks over workers; the status topic is created but not written.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

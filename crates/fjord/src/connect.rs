@@ -28,8 +28,9 @@ pub enum ConnectCmd {
     /// Run a distributed-mode worker, as connect-distributed.sh: connector configs and target states in
     /// config.storage.topic, source offsets in offset.storage.topic (both compacted, Connect's record formats,
     /// created when missing), so that connectors and their positions outlive the worker. Needs group.id,
-    /// config.storage.topic, offset.storage.topic and status.storage.topic. For now one worker per group.id:
-    /// workers do not yet form a group and share the connectors.
+    /// config.storage.topic, offset.storage.topic and status.storage.topic. Workers with the same group.id
+    /// join one group: one runs all its connectors, the others stand by, forward REST requests to it and take
+    /// over when it dies or stops.
     ///
     /// Example: fjord connect distributed worker.properties
     #[command(verbatim_doc_comment)]
