@@ -10,7 +10,7 @@
 //!
 //! Workers of one `group.id` share the connectors through a lease on the group (`lease.rs`): one runs them
 //! all, the others stand by and forward REST requests to it. **Not yet (see README):** Connect's own `connect`
-//! group protocol and spreading tasks over workers; the status topic is created but not written.
+//! group protocol and spreading tasks over workers; the status topic is written, not read back.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -230,6 +230,59 @@ fn replay(records: &[Record], topic: &str) -> BTreeMap<String, StoredConnector> 
         .collect()
 }
 
+/// The status topic (`status.storage.topic`): connector and task statuses in Connect's records, written in
+/// order by one background task, best effort (a failed write is logged; the REST API answers from memory).
+/// Keys `status-connector-<name>` and `status-task-<name>-<id>`, values
+/// `{"state", "trace", "worker_id", "generation"}`; tombstones when a connector is deleted.
+#[derive(Clone)]
+pub struct StatusLog {
+    tx: tokio::sync::mpsc::UnboundedSender<Record>,
+    worker_id: String,
+}
+
+impl StatusLog {
+    pub fn start(bootstrap: &str, topic: &str, worker_id: &str) -> Result<StatusLog> {
+        let writer = TopicWriter::new(bootstrap, topic).map_err(Error::Internal)?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Record>();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while let Ok(r) = rx.try_recv() {
+                    batch.push(r);
+                }
+                if let Err(e) = writer.write(batch).await {
+                    tracing::warn!("a status could not be written to the status topic: {e}");
+                }
+            }
+        });
+        Ok(StatusLog {
+            tx,
+            worker_id: worker_id.to_string(),
+        })
+    }
+
+    /// Records the state of the connector (`task` None) or of one of its tasks.
+    pub fn report(&self, connector: &str, task: Option<u32>, state: &str, trace: Option<&str>) {
+        let key = match task {
+            None => format!("status-connector-{connector}"),
+            Some(t) => format!("status-task-{connector}-{t}"),
+        };
+        let value =
+            json!({"state": state, "trace": trace, "worker_id": self.worker_id, "generation": 0});
+        let _ = self.tx.send(record(key, Some(value)));
+    }
+
+    /// Tombstones for a deleted connector's statuses.
+    pub fn forget(&self, connector: &str) {
+        let _ = self
+            .tx
+            .send(record(format!("status-connector-{connector}"), None));
+        let _ = self
+            .tx
+            .send(record(format!("status-task-{connector}-0"), None));
+    }
+}
+
 /// A started distributed worker.
 pub struct Distributed {
     pub worker: Arc<Worker>,
@@ -309,9 +362,11 @@ pub async fn start(props: ConfigMap, import_offsets: Option<&Path>) -> Result<Di
         session_timeout_ms: ms("session.timeout.ms", 10_000)?,
         heartbeat_interval_ms: ms("heartbeat.interval.ms", 3_000)?,
     };
+    let status = StatusLog::start(&bootstrap, &dconfig.status_topic, &worker_id)?;
     let worker = Arc::new(
         Worker::new(config, offsets, worker_id, cluster_id)
             .with_config_log(log)
+            .with_status_log(status)
             .standing_by(),
     );
     let app = crate::api::router(worker.clone());

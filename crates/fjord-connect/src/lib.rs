@@ -8,7 +8,7 @@
 //! `fjord connect standalone` runs against any Kafka-compatible cluster.
 //!
 //! Not in this crate yet: Connect's own group protocol (distributed workers share a group through a lease: one
-//! runs every connector, the others stand by), the status topic, single message transforms, registry converters, the PostgreSQL, Elasticsearch and HTTP connectors.
+//! runs every connector, the others stand by), reading the status topic back, single message transforms, registry converters, the PostgreSQL, Elasticsearch and HTTP connectors.
 
 pub mod api;
 pub mod config;

@@ -106,6 +106,8 @@ pub struct Worker {
     /// Distributed mode's config topic: every change is written there (and acknowledged) before it takes
     /// effect, so that the connectors outlive the worker. None in standalone mode.
     config_log: Option<Arc<ConfigLog>>,
+    /// Distributed mode's status topic, where status changes are reported. None in standalone mode.
+    status_log: Option<crate::distributed::StatusLog>,
     /// False while a distributed worker stands by (another worker of its group runs the connectors): the
     /// connector paths of the REST API then answer 409.
     active: AtomicBool,
@@ -131,6 +133,7 @@ impl Worker {
             kafka_cluster_id,
             connectors: Mutex::new(BTreeMap::new()),
             config_log: None,
+            status_log: None,
             active: AtomicBool::new(true),
             lease: StdMutex::new(None),
             settled: AtomicBool::new(false),
@@ -218,6 +221,12 @@ impl Worker {
     /// Keeps every connector change in the config topic (distributed mode).
     pub fn with_config_log(mut self, log: Arc<ConfigLog>) -> Worker {
         self.config_log = Some(log);
+        self
+    }
+
+    /// Reports status changes to the status topic (distributed mode).
+    pub fn with_status_log(mut self, log: crate::distributed::StatusLog) -> Worker {
+        self.status_log = Some(log);
         self
     }
 
@@ -455,6 +464,9 @@ impl Worker {
             self.persist(name, log.delete(name)).await?;
         }
         let mut c = connectors.remove(name).expect("checked above");
+        if let Some(s) = &self.status_log {
+            s.forget(name);
+        }
         if let Some(run) = c.task.take() {
             stop_task(name, run).await;
         }
@@ -656,6 +668,14 @@ impl Worker {
     /// Makes the task match the target state: runs it when RUNNING (unless it runs already), stops it
     /// otherwise.
     async fn apply_target(&self, name: &str, c: &mut Connector) {
+        if let Some(s) = &self.status_log {
+            let state = match c.target {
+                TargetState::Running => "RUNNING",
+                TargetState::Paused => "PAUSED",
+                TargetState::Stopped => "STOPPED",
+            };
+            s.report(name, None, state, None);
+        }
         match c.target {
             TargetState::Running => {
                 if c.task.as_ref().is_some_and(|t| !t.handle.is_finished()) {
@@ -673,6 +693,9 @@ impl Worker {
                     "UNASSIGNED"
                 };
                 *c.status.lock().unwrap() = TaskStatus { state, trace: None };
+                if let Some(s) = &self.status_log {
+                    s.report(name, Some(0), state, None);
+                }
             }
         }
     }
@@ -701,6 +724,10 @@ impl Worker {
             state: "RUNNING",
             trace: None,
         };
+        if let Some(s) = &self.status_log {
+            s.report(name, Some(0), "RUNNING", None);
+        }
+        let status_log = self.status_log.clone();
         let (stop, stopped) = watch::channel(false);
         let status = c.status.clone();
         let plugin = c.plugin;
@@ -712,6 +739,9 @@ impl Worker {
             };
             if let Err(trace) = result {
                 tracing::error!(connector = %name, task = 0, "task failed: {trace}");
+                if let Some(s) = &status_log {
+                    s.report(&name, Some(0), "FAILED", Some(&trace));
+                }
                 *status.lock().unwrap() = TaskStatus {
                     state: "FAILED",
                     trace: Some(trace),

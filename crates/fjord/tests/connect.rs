@@ -1230,4 +1230,26 @@ fn a_standby_distributed_worker_takes_over_when_the_active_one_is_killed() {
         (&json!("RUNNING"), &json!(w2.rest)),
         "{status}"
     );
+    // The status topic holds Connect's status records; the task's latest is the new worker's.
+    let running_on_w2 =
+        json!({"state": "RUNNING", "trace": null, "worker_id": w2.rest, "generation": 0});
+    wait_for(Duration::from_secs(30), "the task's status record", || {
+        let out = ok(&fjord(
+            &broker.bootstrap,
+            &[
+                "consume",
+                "pair-status",
+                "--from-beginning",
+                "--exit-at-end",
+                "--print-key",
+            ],
+            None,
+        ));
+        let latest = out
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("status-task-mover-0\t"))
+            .and_then(|v| serde_json::from_str::<Value>(v).ok());
+        (latest == Some(running_on_w2.clone())).then_some(())
+    });
 }
