@@ -864,13 +864,30 @@ impl Drop for Platform {
 }
 
 /// `fjord start` runs a distributed-mode worker on its own broker: a connector created over REST, its target
-/// state and its source offset are in the config and offsets topics (Connect's record formats), so that after a
-/// restart it is still there and resumes where it was, sending nothing twice.
+/// state and its source offset are in the config and offsets topics (Connect's record formats; the offsets file
+/// of an earlier, standalone `fjord start` is imported), so that after a restart it is still there and resumes
+/// where it was, sending nothing twice.
 #[test]
 fn fjord_start_runs_a_connect_worker_beside_the_broker_and_keeps_connectors_across_restarts() {
     let dir = temp_dir();
     let data = dir.path().join("data");
+    // The offsets file an earlier Fjord's (standalone) worker left: the source had sent the first line.
+    std::fs::create_dir_all(&data).unwrap();
+    let input = dir.path().join("in.txt");
+    let body = json!([{"key": ["s", {"filename": input.display().to_string()}], "value": {"position": 12}}])
+        .to_string();
+    write_file(
+        &data.join("connect.offsets"),
+        &format!(
+            "fjord-connect-offsets v1 {} {:08x}\n{body}\n",
+            body.len(),
+            crc32c::crc32c(body.as_bytes())
+        ),
+    );
     let mut p = Platform::start(&data);
+    assert!(
+        data.join("connect.offsets.imported").exists() && !data.join("connect.offsets").exists()
+    );
     let (kafka, rest) = (p.kafka.clone(), p.rest.clone());
     let (s, v) = http(&rest, "GET", "/", None);
     assert_eq!(s, 200, "{v}");
@@ -884,8 +901,7 @@ fn fjord_start_runs_a_connect_worker_beside_the_broker_and_keeps_connectors_acro
         &["topics", "create", "started", "--partitions", "1"],
         None,
     ));
-    let input = dir.path().join("in.txt");
-    write_file(&input, "from-start\n");
+    write_file(&input, "sent-before\nfrom-start\n");
     let file = input.display().to_string();
     let config = json!({"name": "s", "config": {"connector.class": "FileStreamSource",
         "file": file, "topic": "started",
@@ -979,7 +995,7 @@ fn fjord_start_runs_a_connect_worker_beside_the_broker_and_keeps_connectors_acro
     assert!(
         offsets
             .lines()
-            .any(|l| l == format!("{key}\t{{\"position\":11}}")),
+            .any(|l| l == format!("{key}\t{{\"position\":23}}")),
         "{offsets}"
     );
 }
