@@ -18,6 +18,9 @@ use rdkafka::{Offset, TopicPartitionList};
 /// How long reading a topic to its end, or creating one, may take.
 pub const TOPIC_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a write to an internal topic may wait for its acknowledgements.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A record of an internal topic: its key and its value (None: a tombstone).
 pub type Record = (Vec<u8>, Option<Vec<u8>>);
 
@@ -148,6 +151,9 @@ impl TopicWriter {
             // Keys land in the partition Java's producer picks (murmur2), as Apache Connect's workers write them.
             .set("partitioner", "murmur2_random")
             .set("linger.ms", "1")
+            // A write (and the REST request waiting for it) fails within this bound when the cluster is away,
+            // instead of librdkafka's 5 minutes.
+            .set("message.timeout.ms", WRITE_TIMEOUT.as_millis().to_string())
             .create()
             .map_err(|e| format!("cannot create a producer for {bootstrap}: {e}"))?;
         Ok(TopicWriter {
