@@ -55,8 +55,102 @@ pub fn router(worker: Arc<Worker>) -> Router {
         .route("/connector-plugins/{plugin}/config/validate", put(validate))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            worker.clone(),
+            standby_guard,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(worker)
+}
+
+/// The header of a request a standby forwarded: it is never forwarded again.
+const FORWARDED: &str = "x-fjord-forwarded";
+/// How long a forwarded request may take (a reconfiguration waits for a task to stop, at most 5 s).
+const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A standing-by distributed worker has no connectors: requests to their paths are forwarded to the group's
+/// active worker (as Connect's followers forward to the leader), or answered with Connect's rebalance 409 when
+/// there is none (yet).
+async fn standby_guard(
+    State(w): W,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if w.is_active() || !req.uri().path().starts_with("/connectors") {
+        return next.run(req).await;
+    }
+    let rebalance =
+        |why: String| Error::Conflict(format!("{}{why}", crate::worker::REBALANCE)).into_response();
+    if req.headers().contains_key(FORWARDED) {
+        return rebalance(
+            " (this request was forwarded here, but this worker stands by too)".into(),
+        );
+    }
+    let Some(active) = w.active_worker().await else {
+        return rebalance(String::new());
+    };
+    match tokio::time::timeout(FORWARD_TIMEOUT, forward(&active, req)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => rebalance(format!(
+            " (forwarding to the active worker {active} failed: {e})"
+        )),
+        Err(_) => rebalance(format!(
+            " (the active worker {active} did not answer within {FORWARD_TIMEOUT:?})"
+        )),
+    }
+}
+
+/// Sends `req` to the worker at `addr` over HTTP/1.1 and returns its answer as it is.
+async fn forward(addr: &str, req: axum::extract::Request) -> std::result::Result<Response, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| format!("reading the request: {e}"))?;
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let head = format!(
+        "{} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n{FORWARDED}: 1\r\n\r\n",
+        parts.method,
+        body.len()
+    );
+    s.write_all(head.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    s.write_all(&body).await.map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    (&mut s)
+        .take(16 * 1024 * 1024)
+        .read_to_end(&mut answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("the answer has no end of headers")?;
+    let head =
+        std::str::from_utf8(&answer[..split]).map_err(|_| "the answer's headers are not text")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or("the answer has no status")?;
+    if head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    }) {
+        return Err("the answer is chunked".into());
+    }
+    let body = answer[split + 4..].to_vec();
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 impl IntoResponse for Error {
@@ -363,11 +457,6 @@ async fn alter_offsets(State(w): W, Path(name): Path<String>, body: Body) -> Res
                 "offset entry {e} needs a partition and an offset (null to remove it)"
             )));
         };
-        if !p.is_object() || !(o.is_object() || o.is_null()) {
-            return Err(Error::BadRequest(format!(
-                "offset entry {e}: partition must be an object and offset an object or null"
-            )));
-        }
         changes.push((p.clone(), o.clone()));
     }
     Ok(ok(w.change_offsets(&name, Some(changes)).await?))

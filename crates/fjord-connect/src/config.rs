@@ -138,8 +138,9 @@ pub fn json_config_map(v: &serde_json::Value) -> std::result::Result<ConfigMap, 
 pub struct WorkerConfig {
     /// `bootstrap.servers`.
     pub bootstrap_servers: String,
-    /// `offset.storage.file.filename`: where source offsets are kept.
-    pub offset_file: PathBuf,
+    /// `offset.storage.file.filename`: where a standalone worker keeps source offsets (None in distributed
+    /// mode: the offsets topic).
+    pub offset_file: Option<PathBuf>,
     /// The first of `listeners` (`http://host:port`; Connect's default `http://:8083`).
     pub listener: SocketAddr,
     /// `offset.flush.interval.ms`: how often acknowledged source offsets are written to the offsets file
@@ -159,7 +160,8 @@ pub struct WorkerConfig {
 }
 
 /// The `producer.` properties a worker passes on: the ones librdkafka knows under the same name with Kafka's
-/// meaning. Others are Java-client settings librdkafka would refuse; they are ignored with a warning.
+/// meaning (and `max.request.size`, which becomes librdkafka's `message.max.bytes`). Others are Java-client settings
+/// librdkafka would refuse; they are ignored with a warning.
 pub const PRODUCER_OVERRIDES: &[&str] = &[
     "linger.ms",
     "batch.size",
@@ -191,7 +193,10 @@ fn overrides(props: &ConfigMap, prefix: &str, allowed: &[&str]) -> Vec<(String, 
         let Some(name) = k.strip_prefix(prefix) else {
             continue;
         };
-        if allowed.contains(&name) {
+        if prefix == "producer." && name == "max.request.size" {
+            // Kafka's producer limit on a record's size is librdkafka's message.max.bytes.
+            out.push(("message.max.bytes".to_string(), v.trim().to_string()));
+        } else if allowed.contains(&name) {
             out.push((name.to_string(), v.trim().to_string()));
         } else {
             tracing::warn!(
@@ -204,7 +209,17 @@ fn overrides(props: &ConfigMap, prefix: &str, allowed: &[&str]) -> Vec<(String, 
 }
 
 impl WorkerConfig {
+    /// A standalone worker's configuration: `offset.storage.file.filename` is required.
     pub fn from_properties(props: ConfigMap) -> Result<WorkerConfig> {
+        Self::parse(props, true)
+    }
+
+    /// A distributed worker's configuration (its group and topics are `distributed::DistributedConfig`).
+    pub fn from_properties_distributed(props: ConfigMap) -> Result<WorkerConfig> {
+        Self::parse(props, false)
+    }
+
+    fn parse(props: ConfigMap, standalone: bool) -> Result<WorkerConfig> {
         let bootstrap_servers = props
             .get("bootstrap.servers")
             .cloned()
@@ -216,7 +231,8 @@ impl WorkerConfig {
             ));
         }
         let offset_file = match props.get("offset.storage.file.filename") {
-            Some(f) if !f.trim().is_empty() => PathBuf::from(f.trim()),
+            _ if !standalone => None,
+            Some(f) if !f.trim().is_empty() => Some(PathBuf::from(f.trim())),
             _ => {
                 return Err(Error::BadRequest(
                     "offset.storage.file.filename is required in standalone mode: the file the source offsets are kept in".into(),

@@ -24,21 +24,32 @@ use crate::worker::TaskContext;
 /// How long the task waits for the file to grow when it has read everything (Connect's FileStreamSource
 /// waits one second; shorter here, so that a new line is sent sooner).
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
-/// A line longer than this is sent in pieces of this size (with a warning) rather than buffered without bound.
-pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+/// The longest line sent when the producer's `message.max.bytes` is not overridden (librdkafka's default): a
+/// longer line cannot be one record, so the task fails on it with what to do instead of buffering it without bound
+/// or cutting it into pieces (Kafka's FileStreamSourceTask sends every line whole, growing its buffer as needed).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1_000_000;
 const READ_CHUNK: usize = 64 * 1024;
 
+/// A line that cannot be sent as one record: it starts at byte `start` and is longer than `limit` bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LineTooLong {
+    pub start: u64,
+    pub limit: usize,
+}
+
 /// The file being read: its handle, identity and the bytes read past the last complete line.
-struct Tail {
+pub struct Tail {
     file: tokio::fs::File,
     ino: u64,
     /// The file position of `buf[0]`.
     buf_start: u64,
     buf: Vec<u8>,
+    /// The longest line (without its terminator) that may be returned.
+    max_line: usize,
 }
 
 impl Tail {
-    async fn open(path: &str, position: u64) -> std::io::Result<Tail> {
+    pub async fn open(path: &str, position: u64, max_line: usize) -> std::io::Result<Tail> {
         let mut file = tokio::fs::File::open(path).await?;
         let ino = file.metadata().await?.ino();
         file.seek(std::io::SeekFrom::Start(position)).await?;
@@ -47,47 +58,128 @@ impl Tail {
             ino,
             buf_start: position,
             buf: Vec::new(),
+            max_line,
         })
     }
 
-    /// Up to `max` complete lines with the position after each; reads more of the file when needed.
-    async fn lines(&mut self, max: usize) -> std::io::Result<Vec<(String, u64)>> {
+    /// Up to `max` complete lines with the position after each; reads more of the file when needed. A line
+    /// longer than `max_line` is an error once the lines before it are taken (they come first).
+    pub async fn lines(
+        &mut self,
+        max: usize,
+    ) -> std::io::Result<std::result::Result<Vec<(String, u64)>, (Vec<(String, u64)>, LineTooLong)>>
+    {
         let mut out = Vec::new();
         loop {
             while out.len() < max {
-                let Some(line) = self.take_line() else { break };
-                out.push(line);
+                match self.take_line() {
+                    Ok(Some(line)) => out.push(line),
+                    Ok(None) => break,
+                    Err(e) => return Ok(Err((out, e))),
+                }
             }
             if out.len() >= max {
-                return Ok(out);
+                return Ok(Ok(out));
             }
             let mut chunk = vec![0u8; READ_CHUNK];
             let n = self.file.read(&mut chunk).await?;
             if n == 0 {
-                return Ok(out);
+                return Ok(Ok(out));
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 
-    fn take_line(&mut self) -> Option<(String, u64)> {
-        let (len, consumed) = match self.buf.iter().position(|b| *b == b'\n') {
-            Some(i) => (i, i + 1),
-            None if self.buf.len() >= MAX_LINE_BYTES => {
-                tracing::warn!("a line longer than {MAX_LINE_BYTES} bytes is sent in pieces");
-                (MAX_LINE_BYTES, MAX_LINE_BYTES)
+    /// The next complete line. As Kafka's FileStreamSourceTask, `\n`, `\r\n` and a lone `\r` end a line (a `\r`
+    /// at the end of what is read waits for the next byte), and a line is never cut into pieces. Lines are decoded as UTF-8 whole, so a character is never cut (invalid bytes become U+FFFD, as Java's
+    /// reader does).
+    fn take_line(&mut self) -> std::result::Result<Option<(String, u64)>, LineTooLong> {
+        let mut found = None;
+        for (i, b) in self.buf.iter().enumerate() {
+            match b {
+                b'\n' => {
+                    found = Some((i, i + 1));
+                    break;
+                }
+                b'\r' => match self.buf.get(i + 1) {
+                    None => break,
+                    Some(b'\n') => {
+                        found = Some((i, i + 2));
+                        break;
+                    }
+                    Some(_) => {
+                        found = Some((i, i + 1));
+                        break;
+                    }
+                },
+                _ => {}
             }
-            None => return None,
-        };
-        let mut text = &self.buf[..len];
-        if text.last() == Some(&b'\r') {
-            text = &text[..text.len() - 1];
         }
-        let line = String::from_utf8_lossy(text).into_owned();
+        let Some((len, consumed)) = found else {
+            if self.buf.len() > self.max_line {
+                return Err(LineTooLong {
+                    start: self.buf_start,
+                    limit: self.max_line,
+                });
+            }
+            return Ok(None);
+        };
+        if len > self.max_line {
+            return Err(LineTooLong {
+                start: self.buf_start,
+                limit: self.max_line,
+            });
+        }
+        let line = String::from_utf8_lossy(&self.buf[..len]).into_owned();
         self.buf.drain(..consumed);
         self.buf_start += consumed as u64;
-        Some((line, self.buf_start))
+        Ok(Some((line, self.buf_start)))
     }
+}
+
+/// Where the line starting at `start` ends (the position after its terminator), scanning the file without
+/// keeping it; None when it has no end yet.
+async fn line_end(path: &str, start: u64) -> std::io::Result<Option<u64>> {
+    let mut file = tokio::fs::File::open(path).await?;
+    file.seek(std::io::SeekFrom::Start(start)).await?;
+    let mut pos = start;
+    let mut chunk = vec![0u8; READ_CHUNK];
+    let mut after_cr = false;
+    loop {
+        let n = file.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(after_cr.then_some(pos));
+        }
+        for b in &chunk[..n] {
+            if after_cr {
+                return Ok(Some(if *b == b'\n' { pos + 1 } else { pos }));
+            }
+            match b {
+                b'\n' => return Ok(Some(pos + 1)),
+                b'\r' => after_cr = true,
+                _ => {}
+            }
+            pos += 1;
+        }
+    }
+}
+
+/// The task's trace for a line that cannot be one record.
+async fn too_long_trace(ctx: &TaskContext, path: &str, e: &LineTooLong) -> String {
+    let skip = match line_end(path, e.start).await {
+        Ok(Some(end)) => format!(
+            "; or skip it: PUT /connectors/{c}/stop, then PATCH /connectors/{c}/offsets with {{\"offsets\": [{{\"partition\": {{\"filename\": {f}}}, \"offset\": {{\"position\": {end}}}}}]}} and PUT /connectors/{c}/resume",
+            c = ctx.connector,
+            f = Value::String(path.to_string()),
+        ),
+        _ => String::new(),
+    };
+    format!(
+        "the line starting at byte {start} of {path} is longer than {limit} bytes, the largest record the producer sends (message.max.bytes); nothing from it on was sent. To send it whole, raise producer.max.request.size in the worker config (and max.message.bytes of the topic), then restart the task (POST /connectors/{c}/restart?includeTasks=true){skip}",
+        start = e.start,
+        limit = e.limit,
+        c = ctx.connector,
+    )
 }
 
 /// Runs the task until `stop` turns true (Ok) or it fails (Err with what happened and what to do).
@@ -136,6 +228,13 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
                 ctx.bootstrap_servers
             )
         })?;
+    // The longest line that fits in one record: the producer's own limit (librdkafka refuses a larger value).
+    let max_line = ctx
+        .client_overrides
+        .iter()
+        .find(|(k, _)| k == "message.max.bytes")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(DEFAULT_MAX_LINE_BYTES);
     tracing::info!(connector = %ctx.connector, file = %path, topic = %topic, position, "file source starting");
 
     let mut tail: Option<Tail> = None;
@@ -158,7 +257,7 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
                             .put(&ctx.connector, partition.clone(), json!({"position": 0}));
                         unflushed = true;
                     }
-                    match Tail::open(&path, position).await {
+                    match Tail::open(&path, position, max_line).await {
                         Ok(t) => {
                             missing_logged = false;
                             tail = Some(t);
@@ -178,10 +277,16 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
             }
         }
         let t = tail.as_mut().expect("opened above");
-        let lines = match t.lines(batch_size).await {
-            Ok(l) => l,
+        let (lines, too_long) = match t.lines(batch_size).await {
+            Ok(Ok(l)) => (l, None),
+            Ok(Err((l, e))) => (l, Some(e)),
             Err(e) => break Err(format!("reading {path} failed: {e}")),
         };
+        if lines.is_empty() {
+            if let Some(e) = too_long {
+                break Err(too_long_trace(&ctx, &path, &e).await);
+            }
+        }
         if lines.is_empty() {
             // At the end of what is there: has the file been truncated or replaced?
             match tokio::fs::metadata(&path).await {
@@ -278,36 +383,44 @@ async fn send_batch(
                     record = r;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                Err((e, _)) => return Err(format!("producing to {topic} failed: {e}")),
+                Err((e, _)) => return Err(produce_error(ctx, topic, &e)),
             }
         }
     }
     for f in pending {
         match f.await {
             Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => {
-                return Err(format!(
-                    "producing to {topic} failed: {e}; the lines from the last stored position are sent again when the task restarts (POST /connectors/{}/restart?includeTasks=true)",
-                    ctx.connector
-                ))
-            }
+            Ok(Err((e, _))) => return Err(produce_error(ctx, topic, &e)),
             Err(_) => return Err(format!("the producer was closed while sending to {topic}")),
         }
     }
     Ok(())
 }
 
+/// The trace of a record the producer refused or could not deliver: nothing from it on is stored as sent.
+fn produce_error(ctx: &TaskContext, topic: &str, e: &rdkafka::error::KafkaError) -> String {
+    let too_large = matches!(
+        e.rdkafka_error_code(),
+        Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge)
+    );
+    let what = if too_large {
+        format!(" (a record is larger than the producer's message.max.bytes or the topic's max.message.bytes: raise producer.max.request.size in the worker config and the topic's max.message.bytes, or skip the line: stop the connector and move its offset past the line with PATCH /connectors/{}/offsets)", ctx.connector)
+    } else {
+        String::new()
+    };
+    format!(
+        "producing to {topic} failed: {e}{what}; the lines from the last stored position are sent again when the task restarts (POST /connectors/{c}/restart?includeTasks=true)",
+        c = ctx.connector
+    )
+}
+
 async fn flush(ctx: &TaskContext) -> Result<(), String> {
-    let offsets = ctx.offsets.clone();
-    tokio::task::spawn_blocking(move || offsets.flush())
-        .await
-        .map_err(|e| format!("writing the offsets file failed: {e}"))?
-        .map_err(|e| {
-            format!(
-                "writing the offsets file {} failed: {e}; the previous offsets stay in place (check the disk, then restart the task)",
-                ctx.offsets.path().display()
-            )
-        })
+    ctx.offsets.flush().await.map_err(|e| {
+        format!(
+            "writing {} failed: {e}; the previous offsets stay in place (check the disk or the cluster, then restart the task)",
+            ctx.offsets.describe()
+        )
+    })
 }
 
 /// Sleeps for `d` or until told to stop.
@@ -321,4 +434,60 @@ async fn wait(stop: &mut watch::Receiver<bool>, d: Duration) {
 /// A FileStreamSource offset's partition, for tests and tools.
 pub fn partition_of(file: &str) -> Value {
     json!({"filename": file})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn all_lines(path: &str, max_line: usize) -> (Vec<(String, u64)>, Option<LineTooLong>) {
+        let mut t = Tail::open(path, 0, max_line).await.unwrap();
+        match t.lines(usize::MAX).await.unwrap() {
+            Ok(l) => (l, None),
+            Err((l, e)) => (l, Some(e)),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_long_line_comes_whole_with_its_characters_and_line_ends_are_connects() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.txt");
+        // 2- and 3-byte characters across every read-chunk boundary.
+        let long = format!("{}{}", "é€".repeat(40_000), "x".repeat(70_000));
+        let text = format!("first\r\n{long}\nthird\rfourth\n\r");
+        std::fs::write(&path, &text).unwrap();
+        let (lines, err) = all_lines(path.to_str().unwrap(), 1_000_000).await;
+        assert_eq!(err, None);
+        let got: Vec<&str> = lines.iter().map(|(l, _)| l.as_str()).collect();
+        // The final lone \r waits for the byte after it (it may be a \r\n).
+        assert_eq!(got, vec!["first", long.as_str(), "third", "fourth"]);
+        assert_eq!(lines[0].1, 7);
+        assert_eq!(lines[1].1, 7 + long.len() as u64 + 1);
+        assert_eq!(lines[3].1, text.len() as u64 - 1);
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_a_record_is_an_error_after_the_lines_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.txt");
+        let text = format!("a\n{}\nb\n", "y".repeat(5000));
+        std::fs::write(&path, &text).unwrap();
+        let p = path.to_str().unwrap();
+        let (lines, err) = all_lines(p, 4096).await;
+        assert_eq!(lines, vec![("a".to_string(), 2)]);
+        assert_eq!(
+            err,
+            Some(LineTooLong {
+                start: 2,
+                limit: 4096
+            })
+        );
+        assert_eq!(line_end(p, 2).await.unwrap(), Some(2 + 5001));
+        // A line still being written has no end yet; exactly at the limit it is sent.
+        std::fs::write(&path, "z".repeat(4096)).unwrap();
+        assert_eq!(line_end(p, 0).await.unwrap(), None);
+        std::fs::write(&path, format!("{}\n", "z".repeat(4096))).unwrap();
+        let (lines, err) = all_lines(p, 4096).await;
+        assert_eq!((lines.len(), err), (1, None));
+    }
 }

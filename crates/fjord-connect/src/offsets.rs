@@ -10,27 +10,37 @@
 //! it is never silently treated as "no offsets" (that would re-send every file from the start, or worse,
 //! skip nothing and look fine).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
+use crate::topics::TopicWriter;
 
 const MAGIC: &str = "fjord-connect-offsets v1";
 
 /// Offsets by connector, then by the JSON text of the source partition.
 type Offsets = BTreeMap<String, BTreeMap<String, (Value, Value)>>;
 
-/// The offsets of every connector, in memory and in the file.
+/// Where offsets are kept: the standalone worker's file, or the distributed worker's offsets topic.
+enum Backend {
+    File(PathBuf),
+    Topic(TopicWriter),
+}
+
+/// The offsets of every connector, in memory and in the file or topic.
 pub struct OffsetStore {
-    path: PathBuf,
-    /// The offsets as last put; `flush` writes them all.
+    backend: Backend,
+    /// The offsets as last put; `flush` writes them (all of them to the file, those put since the last flush to
+    /// the topic).
     offsets: Mutex<Offsets>,
-    /// Serialises writers of the file (two tasks flushing at once would race on the temporary file).
-    write_lock: Mutex<()>,
+    /// The entries put since the last flush to the topic: (connector, partition's JSON text).
+    dirty: Mutex<BTreeSet<(String, String)>>,
+    /// Serialises writers (two tasks flushing at once would race on the temporary file).
+    write_lock: tokio::sync::Mutex<()>,
 }
 
 impl OffsetStore {
@@ -55,14 +65,51 @@ impl OffsetStore {
             }
         };
         Ok(OffsetStore {
-            path: path.to_path_buf(),
+            backend: Backend::File(path.to_path_buf()),
             offsets: Mutex::new(offsets),
-            write_lock: Mutex::new(()),
+            dirty: Mutex::new(BTreeSet::new()),
+            write_lock: tokio::sync::Mutex::new(()),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Opens the store on Connect's offsets topic (`offset.storage.topic`), reading it to its end. Records are
+    /// Connect's: the key `["<connector>", {partition}]`, the value the offset (null: removed), both JSON. A record
+    /// of another shape (a connector that is not a file source may write anything) is kept out with a warning.
+    pub fn from_topic(bootstrap: &str, topic: &str) -> Result<OffsetStore> {
+        let offsets = load_topic(bootstrap, topic)?;
+        let writer = TopicWriter::new(bootstrap, topic).map_err(Error::Internal)?;
+        Ok(OffsetStore {
+            backend: Backend::Topic(writer),
+            offsets: Mutex::new(offsets),
+            dirty: Mutex::new(BTreeSet::new()),
+            write_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Reads the offsets topic to its end again (a worker taking over connectors from another one), replacing
+    /// what is in memory.
+    pub fn reload_from_topic(&self, bootstrap: &str, topic: &str) -> Result<()> {
+        let offsets = load_topic(bootstrap, topic)?;
+        *self.offsets.lock().unwrap() = offsets;
+        self.dirty.lock().unwrap().clear();
+        Ok(())
+    }
+
+    /// Where the offsets are kept, for messages: "the offsets file <path>" or "the offsets topic <name>".
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::File(p) => format!("the offsets file {}", p.display()),
+            Backend::Topic(w) => format!("the offsets topic {}", w.topic),
+        }
+    }
+
+    /// Every offset of every connector (to import a standalone file into a topic).
+    pub fn all(&self) -> Vec<(String, Value, Value)> {
+        let offsets = self.offsets.lock().unwrap();
+        offsets
+            .iter()
+            .flat_map(|(c, m)| m.values().map(|(p, o)| (c.clone(), p.clone(), o.clone())))
+            .collect()
     }
 
     /// The stored offset of `connector`'s source `partition`.
@@ -80,23 +127,11 @@ impl OffsetStore {
         offsets
             .entry(connector.to_string())
             .or_default()
-            .insert(partition.to_string(), (partition, offset));
-    }
-
-    /// Forgets `connector`'s offset of `partition` (KIP-875's `"offset": null`).
-    pub fn remove(&self, connector: &str, partition: &Value) {
-        let mut offsets = self.offsets.lock().unwrap();
-        if let Some(m) = offsets.get_mut(connector) {
-            m.remove(&partition.to_string());
-            if m.is_empty() {
-                offsets.remove(connector);
-            }
-        }
-    }
-
-    /// Forgets every offset of `connector` (`DELETE /connectors/{name}/offsets`).
-    pub fn remove_all(&self, connector: &str) {
-        self.offsets.lock().unwrap().remove(connector);
+            .insert(partition.to_string(), (partition.clone(), offset));
+        self.dirty
+            .lock()
+            .unwrap()
+            .insert((connector.to_string(), partition.to_string()));
     }
 
     /// Every offset of `connector` in KIP-875's shape: `[{"partition": {...}, "offset": {...}}]`.
@@ -110,12 +145,97 @@ impl OffsetStore {
             .collect()
     }
 
-    /// Writes every offset to the file atomically and durably (temporary file, fsync, rename, directory
-    /// fsync). An error means the file still holds the previous complete snapshot.
-    pub fn flush(&self) -> std::io::Result<()> {
-        let _writer = self.write_lock.lock().unwrap();
+    /// Makes what was put durable. The file: every offset, written atomically and durably (temporary file,
+    /// fsync, rename, directory fsync); an error means the file still holds the previous complete snapshot. The
+    /// topic: the entries put since the last flush, acknowledged by every in-sync replica; after an error they
+    /// are sent again at the next flush.
+    pub async fn flush(self: &Arc<Self>) -> std::result::Result<(), String> {
+        let _writer = self.write_lock.lock().await;
+        match &self.backend {
+            Backend::File(_) => {
+                let snapshot = self.offsets.lock().unwrap().clone();
+                let this = self.clone();
+                tokio::task::spawn_blocking(move || this.write_file(&snapshot))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())
+            }
+            Backend::Topic(w) => {
+                let dirty = std::mem::take(&mut *self.dirty.lock().unwrap());
+                let records = {
+                    let offsets = self.offsets.lock().unwrap();
+                    dirty
+                        .iter()
+                        .map(|(c, p)| {
+                            let entry = offsets.get(c).and_then(|m| m.get(p));
+                            offset_record(c, entry.map(|(p, _)| p), p, entry.map(|(_, o)| o))
+                        })
+                        .collect()
+                };
+                let result = w.write(records).await;
+                if result.is_err() {
+                    self.dirty.lock().unwrap().extend(dirty);
+                }
+                result
+            }
+        }
+    }
+
+    /// Replaces `connector`'s offsets (KIP-875's PATCH and DELETE): `change` is applied to a copy, the copy is
+    /// written to the file (or its changes to the topic), and only once that write succeeded does it become
+    /// what `get` answers. A failed write leaves both the file and the offsets in memory as they were.
+    pub async fn replace_connector(
+        self: &Arc<Self>,
+        connector: &str,
+        change: impl FnOnce(&mut BTreeMap<String, (Value, Value)>),
+    ) -> std::result::Result<(), String> {
+        let _writer = self.write_lock.lock().await;
+        let mut snapshot = self.offsets.lock().unwrap().clone();
+        let before = snapshot.remove(connector).unwrap_or_default();
+        let mut mine = before.clone();
+        change(&mut mine);
+        match &self.backend {
+            Backend::File(_) => {
+                if !mine.is_empty() {
+                    snapshot.insert(connector.to_string(), mine.clone());
+                }
+                let this = self.clone();
+                tokio::task::spawn_blocking(move || this.write_file(&snapshot))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+            }
+            Backend::Topic(w) => {
+                let mut records = Vec::new();
+                for (k, (p, _)) in &before {
+                    if !mine.contains_key(k) {
+                        records.push(offset_record(connector, Some(p), k, None));
+                    }
+                }
+                for (k, (p, o)) in &mine {
+                    if before.get(k).map(|(_, b)| b) != Some(o) {
+                        records.push(offset_record(connector, Some(p), k, Some(o)));
+                    }
+                }
+                w.write(records).await?;
+            }
+        }
+        // Only this connector's entries are swapped in: other connectors' tasks may have put offsets meanwhile.
+        let mut offsets = self.offsets.lock().unwrap();
+        if mine.is_empty() {
+            offsets.remove(connector);
+        } else {
+            offsets.insert(connector.to_string(), mine);
+        }
+        Ok(())
+    }
+
+    /// Writes `offsets` as the file's complete snapshot; the caller holds `write_lock`.
+    fn write_file(&self, offsets: &Offsets) -> std::io::Result<()> {
+        let Backend::File(path) = &self.backend else {
+            unreachable!("only a file store writes a file")
+        };
         let body = {
-            let offsets = self.offsets.lock().unwrap();
             let entries: Vec<Value> = offsets
                 .iter()
                 .flat_map(|(c, m)| {
@@ -127,7 +247,7 @@ impl OffsetStore {
         };
         // `<file>.tmp`, appended rather than replacing an extension: a store named `x.tmp` must not be its own
         // temporary file.
-        let mut tmp = self.path.clone().into_os_string();
+        let mut tmp = path.clone().into_os_string();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
         let mut f = std::fs::File::create(&tmp)?;
@@ -136,9 +256,72 @@ impl OffsetStore {
         f.write_all(b"\n")?;
         f.sync_all()?;
         drop(f);
-        std::fs::rename(&tmp, &self.path)?;
-        sync_parent(&self.path)
+        std::fs::rename(&tmp, path)?;
+        sync_parent(path)
     }
+}
+
+/// Connect's offsets topic read to its end: the last offset of every `[connector, partition]` key.
+fn load_topic(bootstrap: &str, topic: &str) -> Result<Offsets> {
+    let records = crate::topics::read_all(bootstrap, topic).map_err(Error::Internal)?;
+    let mut offsets = Offsets::new();
+    for (key, value) in records {
+        let Ok(Value::Array(key)) = serde_json::from_slice::<Value>(&key) else {
+            tracing::warn!(
+                topic,
+                "an offsets record whose key is not [connector, partition] is skipped"
+            );
+            continue;
+        };
+        let (Some(Value::String(connector)), Some(partition)) = (key.first(), key.get(1)) else {
+            tracing::warn!(
+                topic,
+                "an offsets record whose key is not [connector, partition] is skipped"
+            );
+            continue;
+        };
+        let offset = match value.as_deref().map(serde_json::from_slice::<Value>) {
+            None | Some(Ok(Value::Null)) => None,
+            Some(Ok(v)) => Some(v),
+            Some(Err(e)) => {
+                tracing::warn!(
+                    topic,
+                    connector,
+                    "an offsets record whose value is not JSON is skipped: {e}"
+                );
+                continue;
+            }
+        };
+        let m = offsets.entry(connector.clone()).or_default();
+        match offset {
+            Some(o) => {
+                m.insert(partition.to_string(), (partition.clone(), o));
+            }
+            None => {
+                m.remove(&partition.to_string());
+            }
+        }
+    }
+    offsets.retain(|_, m| !m.is_empty());
+    Ok(offsets)
+}
+
+/// An offsets-topic record: the key `["<connector>", {partition}]`, the value the offset (None: a tombstone).
+fn offset_record(
+    connector: &str,
+    partition: Option<&Value>,
+    partition_text: &str,
+    offset: Option<&Value>,
+) -> crate::topics::Record {
+    let partition = partition
+        .cloned()
+        .or_else(|| serde_json::from_str(partition_text).ok())
+        .unwrap_or(Value::Null);
+    let key = serde_json::to_vec(&json!([connector, partition])).expect("JSON serialises");
+    (
+        key,
+        offset.map(|o| serde_json::to_vec(o).expect("JSON serialises")),
+    )
 }
 
 /// Fsyncs the directory holding `path`, so that a file created or renamed there keeps its name after a power loss
@@ -210,17 +393,17 @@ fn parse(bytes: &[u8]) -> std::result::Result<Offsets, String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn offsets_survive_a_reopen() {
+    #[tokio::test]
+    async fn offsets_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("offsets");
-        let s = OffsetStore::open(&path).unwrap();
+        let s = Arc::new(OffsetStore::open(&path).unwrap());
         assert_eq!(s.get("c", &json!({"filename": "/a"})), None);
         s.put("c", json!({"filename": "/a"}), json!({"position": 10}));
         s.put("c", json!({"filename": "/a"}), json!({"position": 42}));
         s.put("d", json!({"filename": "/b"}), json!({"position": 7}));
-        s.flush().unwrap();
-        let s = OffsetStore::open(&path).unwrap();
+        s.flush().await.unwrap();
+        let s = Arc::new(OffsetStore::open(&path).unwrap());
         assert_eq!(
             s.get("c", &json!({"filename": "/a"})),
             Some(json!({"position": 42}))
@@ -231,9 +414,9 @@ mod tests {
         );
         assert!(!dir.path().join("offsets.tmp").exists());
         // A store whose name ends like a temporary file still writes through a separate one.
-        let odd = OffsetStore::open(&dir.path().join("x.tmp")).unwrap();
+        let odd = Arc::new(OffsetStore::open(&dir.path().join("x.tmp")).unwrap());
         odd.put("c", json!({"filename": "/a"}), json!({"position": 1}));
-        odd.flush().unwrap();
+        odd.flush().await.unwrap();
         assert!(dir.path().join("x.tmp").exists() && !dir.path().join("x.tmp.tmp").exists());
         assert_eq!(
             OffsetStore::open(&dir.path().join("x.tmp"))
@@ -243,13 +426,13 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_torn_empty_or_foreign_file_is_reported_not_reset() {
+    #[tokio::test]
+    async fn a_torn_empty_or_foreign_file_is_reported_not_reset() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("offsets");
-        let s = OffsetStore::open(&path).unwrap();
+        let s = Arc::new(OffsetStore::open(&path).unwrap());
         s.put("c", json!({"filename": "/a"}), json!({"position": 10}));
-        s.flush().unwrap();
+        s.flush().await.unwrap();
         let whole = std::fs::read(&path).unwrap();
         for (bytes, why) in [
             (whole[..whole.len() - 5].to_vec(), "torn"),

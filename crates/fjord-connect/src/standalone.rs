@@ -35,7 +35,12 @@ pub async fn start(worker_props: ConfigMap, connector_files: &[PathBuf]) -> Resu
         Worker::check_config(&c).map_err(|e| Error::BadRequest(format!("{}: {e}", f.display())))?;
         connectors.push((f, c));
     }
-    let offsets = Arc::new(OffsetStore::open(&config.offset_file)?);
+    let offsets = Arc::new(OffsetStore::open(
+        config
+            .offset_file
+            .as_deref()
+            .expect("required in standalone mode"),
+    )?);
     let bootstrap = config.bootstrap_servers.clone();
     let cluster_id = tokio::task::spawn_blocking(move || cluster_id(&bootstrap))
         .await
@@ -73,7 +78,7 @@ pub async fn start(worker_props: ConfigMap, connector_files: &[PathBuf]) -> Resu
 }
 
 /// The Kafka cluster's id; an unreachable cluster is an error naming `bootstrap.servers`.
-fn cluster_id(bootstrap: &str) -> Result<String> {
+pub(crate) fn cluster_id(bootstrap: &str) -> Result<String> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()

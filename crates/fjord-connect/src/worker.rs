@@ -5,6 +5,7 @@
 //! Each connector runs one task (task 0): the FileStream connectors have a single input or output file.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -14,9 +15,13 @@ use tokio::task::JoinHandle;
 
 use crate::config::{ConfigMap, WorkerConfig};
 use crate::converter::Converter;
+use crate::distributed::ConfigLog;
 use crate::error::{Error, Result};
 use crate::offsets::OffsetStore;
 use crate::plugins::{self, Plugin};
+
+/// Connect's 409 while its group rebalances (kcctl and UIs know it); here also while the worker stands by.
+pub const REBALANCE: &str = "Request cannot be completed because a rebalance is expected: this worker stands by while another worker of its group runs the connectors (Fjord runs all of a group's connectors on one worker for now); send the request to that worker, or retry after the rebalance";
 
 /// How long a stopping task may take to finish its batch and commit (Connect's
 /// `task.shutdown.graceful.timeout.ms` default) before it is aborted.
@@ -98,6 +103,20 @@ pub struct Worker {
     /// The Kafka cluster's id, for `GET /`.
     pub kafka_cluster_id: String,
     connectors: Mutex<BTreeMap<String, Connector>>,
+    /// Distributed mode's config topic: every change is written there (and acknowledged) before it takes
+    /// effect, so that the connectors outlive the worker. None in standalone mode.
+    config_log: Option<Arc<ConfigLog>>,
+    /// Distributed mode's status topic, where status changes are reported. None in standalone mode.
+    status_log: Option<crate::distributed::StatusLog>,
+    /// False while a distributed worker stands by (another worker of its group runs the connectors): the
+    /// connector paths of the REST API then answer 409.
+    active: AtomicBool,
+    /// A distributed worker's membership of its group, left at shutdown.
+    lease: StdMutex<Option<crate::lease::Lease>>,
+    /// Whether the group has assigned this member anything yet (partition 0 or nothing).
+    settled: AtomicBool,
+    /// How a standby finds the active worker to forward REST requests to.
+    active_lookup: StdMutex<Option<Arc<crate::lease::ActiveLookup>>>,
 }
 
 impl Worker {
@@ -113,7 +132,130 @@ impl Worker {
             worker_id,
             kafka_cluster_id,
             connectors: Mutex::new(BTreeMap::new()),
+            config_log: None,
+            status_log: None,
+            active: AtomicBool::new(true),
+            lease: StdMutex::new(None),
+            settled: AtomicBool::new(false),
+            active_lookup: StdMutex::new(None),
         }
+    }
+
+    /// Whether this worker runs the connectors (always, in standalone mode).
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Starts a distributed worker standing by, until its group makes it the active one.
+    pub fn standing_by(self) -> Worker {
+        self.active.store(false, Ordering::SeqCst);
+        self
+    }
+
+    /// Whether the group has answered this member's join (made it active or a standby).
+    pub fn group_settled(&self) -> bool {
+        self.settled.load(Ordering::SeqCst)
+    }
+
+    pub fn mark_settled(&self) {
+        self.settled.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_active_lookup(&self, lookup: crate::lease::ActiveLookup) {
+        *self.active_lookup.lock().unwrap() = Some(Arc::new(lookup));
+    }
+
+    /// The REST address of the group's active worker (not this one), for a standby to forward to.
+    pub async fn active_worker(&self) -> Option<String> {
+        let lookup = self.active_lookup.lock().unwrap().clone()?;
+        let me = self.worker_id.clone();
+        tokio::task::spawn_blocking(move || lookup.active())
+            .await
+            .ok()
+            .flatten()
+            .filter(|a| *a != me)
+    }
+
+    pub fn set_lease(&self, lease: crate::lease::Lease) {
+        *self.lease.lock().unwrap() = Some(lease);
+    }
+
+    /// Becomes the active worker of its group (if `owned` still says it is) and runs the stored connectors.
+    pub async fn activate(
+        &self,
+        stored: BTreeMap<String, crate::distributed::StoredConnector>,
+        owned: &AtomicBool,
+    ) {
+        {
+            let _connectors = self.connectors.lock().await;
+            if !owned.load(Ordering::SeqCst) {
+                return;
+            }
+            self.active.store(true, Ordering::SeqCst);
+        }
+        for (name, c) in stored {
+            // A stored config that no longer validates (an older or foreign worker wrote it) stays out with a
+            // warning; the others run.
+            if let Err(e) = self.restore(&name, c.config, c.target).await {
+                tracing::warn!(connector = %name, "the stored connector cannot run: {e}");
+            }
+        }
+    }
+
+    /// Stops standing as the active worker: every task stops (committing what it sent) and the connectors are
+    /// forgotten (the config topic keeps them for the next active worker).
+    pub async fn deactivate(&self) {
+        let mut connectors = self.connectors.lock().await;
+        let was = self.active.swap(false, Ordering::SeqCst);
+        for (name, c) in connectors.iter_mut() {
+            if let Some(run) = c.task.take() {
+                stop_task(name, run).await;
+            }
+        }
+        connectors.clear();
+        if was {
+            tracing::info!("this worker no longer runs the group's connectors");
+        }
+    }
+
+    /// Keeps every connector change in the config topic (distributed mode).
+    pub fn with_config_log(mut self, log: Arc<ConfigLog>) -> Worker {
+        self.config_log = Some(log);
+        self
+    }
+
+    /// Reports status changes to the status topic (distributed mode).
+    pub fn with_status_log(mut self, log: crate::distributed::StatusLog) -> Worker {
+        self.status_log = Some(log);
+        self
+    }
+
+    /// Runs a connector read back from the config topic, writing nothing.
+    pub async fn restore(
+        &self,
+        name: &str,
+        mut config: ConfigMap,
+        target: TargetState,
+    ) -> Result<()> {
+        config.insert("name".into(), name.to_string());
+        self.create_inner(config, target, false).await.map(|_| ())
+    }
+
+    /// Writes a connector change to the config topic, if there is one; a failure is the request's 500 and
+    /// nothing changes.
+    async fn persist(
+        &self,
+        name: &str,
+        change: impl std::future::Future<Output = std::result::Result<(), String>>,
+    ) -> Result<()> {
+        if self.config_log.is_none() {
+            return Ok(());
+        }
+        change.await.map_err(|e| {
+            Error::Internal(format!(
+                "the change to connector {name} could not be written to the config topic, so it was not made: {e}; check the Kafka cluster, then try again"
+            ))
+        })
     }
 
     /// Checks a connector configuration: a known `connector.class` and no validation error. The 400 names
@@ -143,11 +285,31 @@ impl Worker {
 
     /// Creates a connector (`POST /connectors`); 409 when one of that name exists.
     pub async fn create(&self, config: ConfigMap, initial: TargetState) -> Result<Value> {
+        self.create_inner(config, initial, true).await
+    }
+
+    async fn create_inner(
+        &self,
+        config: ConfigMap,
+        initial: TargetState,
+        persist: bool,
+    ) -> Result<Value> {
         let name = config.get("name").cloned().unwrap_or_default();
         let plugin = Self::check_config(&config)?;
         let mut connectors = self.connectors.lock().await;
+        if !self.is_active() {
+            return Err(Error::Conflict(REBALANCE.into()));
+        }
         if connectors.contains_key(&name) {
             return Err(Error::Conflict(format!("Connector {name} already exists")));
+        }
+        if let (Some(log), true) = (&self.config_log, persist) {
+            let task = task_config(&config, plugin);
+            self.persist(
+                &name,
+                log.put_connector(&name, &config, &task, Some(initial)),
+            )
+            .await?;
         }
         let mut c = Connector {
             config,
@@ -178,6 +340,11 @@ impl Worker {
                 .await
                 .map(|v| (true, v));
         };
+        if let Some(log) = &self.config_log {
+            let task = task_config(&config, plugin);
+            self.persist(name, log.put_connector(name, &config, &task, None))
+                .await?;
+        }
         if let Some(run) = c.task.take() {
             stop_task(name, run).await;
         }
@@ -263,8 +430,7 @@ impl Worker {
         if c.target == TargetState::Stopped {
             return Ok(json!([]));
         }
-        let mut config = c.config.clone();
-        config.insert("task.class".into(), task_class(c.plugin).into());
+        let config = task_config(&c.config, c.plugin);
         Ok(json!([{"id": {"connector": name, "task": 0}, "config": config}]))
     }
 
@@ -291,9 +457,16 @@ impl Worker {
 
     pub async fn delete(&self, name: &str) -> Result<()> {
         let mut connectors = self.connectors.lock().await;
-        let mut c = connectors
-            .remove(name)
-            .ok_or_else(|| Error::connector_not_found(name))?;
+        if !connectors.contains_key(name) {
+            return Err(Error::connector_not_found(name));
+        }
+        if let Some(log) = &self.config_log {
+            self.persist(name, log.delete(name)).await?;
+        }
+        let mut c = connectors.remove(name).expect("checked above");
+        if let Some(s) = &self.status_log {
+            s.forget(name);
+        }
         if let Some(run) = c.task.take() {
             stop_task(name, run).await;
         }
@@ -309,6 +482,9 @@ impl Worker {
             .ok_or_else(|| Error::connector_not_found(name))?;
         if c.target == target {
             return Ok(());
+        }
+        if let Some(log) = &self.config_log {
+            self.persist(name, log.put_target(name, target)).await?;
         }
         c.target = target;
         self.apply_target(name, c).await;
@@ -415,24 +591,30 @@ impl Worker {
                 group = crate::file_sink::group_of(name)
             )));
         }
+        if let Some(changes) = &changes {
+            check_offsets(c.plugin, &c.config, changes)?;
+        }
         let reset = changes.is_none();
-        match changes {
-            None => self.offsets.remove_all(name),
-            Some(changes) => {
-                for (partition, offset) in changes {
-                    if offset.is_null() {
-                        self.offsets.remove(name, &partition);
-                    } else {
-                        self.offsets.put(name, partition, offset);
+        self.offsets
+            .replace_connector(name, |mine| match changes {
+                None => mine.clear(),
+                Some(changes) => {
+                    for (partition, offset) in changes {
+                        if offset.is_null() {
+                            mine.remove(&partition.to_string());
+                        } else {
+                            mine.insert(partition.to_string(), (partition, offset));
+                        }
                     }
                 }
-            }
-        }
-        let offsets = self.offsets.clone();
-        tokio::task::spawn_blocking(move || offsets.flush())
+            })
             .await
-            .map_err(|e| Error::Internal(e.to_string()))?
-            .map_err(|e| Error::Internal(format!("writing the offsets file failed: {e}")))?;
+            .map_err(|e| {
+                Error::Internal(format!(
+                    "writing {} failed: {e}; the connector's offsets are unchanged (check the disk or the cluster, then try again)",
+                    self.offsets.describe()
+                ))
+            })?;
         tracing::info!(connector = %name, reset, "source offsets changed over REST");
         Ok(json!({"message": if reset {
             "The offsets for this connector have been reset successfully"
@@ -467,8 +649,14 @@ impl Worker {
         Ok(json!({name: {"topics": topics}}))
     }
 
-    /// Stops every task (each finishes its batch and commits), for a clean shutdown.
+    /// Stops every task (each finishes its batch and commits), for a clean shutdown; a distributed worker then
+    /// leaves its group, so that a standby takes over at once.
     pub async fn shutdown(&self) {
+        let lease = self.lease.lock().unwrap().take();
+        if let Some(lease) = lease {
+            lease.stop(self).await;
+            return;
+        }
         let mut connectors = self.connectors.lock().await;
         for (name, c) in connectors.iter_mut() {
             if let Some(run) = c.task.take() {
@@ -480,6 +668,14 @@ impl Worker {
     /// Makes the task match the target state: runs it when RUNNING (unless it runs already), stops it
     /// otherwise.
     async fn apply_target(&self, name: &str, c: &mut Connector) {
+        if let Some(s) = &self.status_log {
+            let state = match c.target {
+                TargetState::Running => "RUNNING",
+                TargetState::Paused => "PAUSED",
+                TargetState::Stopped => "STOPPED",
+            };
+            s.report(name, None, state, None);
+        }
         match c.target {
             TargetState::Running => {
                 if c.task.as_ref().is_some_and(|t| !t.handle.is_finished()) {
@@ -497,6 +693,9 @@ impl Worker {
                     "UNASSIGNED"
                 };
                 *c.status.lock().unwrap() = TaskStatus { state, trace: None };
+                if let Some(s) = &self.status_log {
+                    s.report(name, Some(0), state, None);
+                }
             }
         }
     }
@@ -525,6 +724,10 @@ impl Worker {
             state: "RUNNING",
             trace: None,
         };
+        if let Some(s) = &self.status_log {
+            s.report(name, Some(0), "RUNNING", None);
+        }
+        let status_log = self.status_log.clone();
         let (stop, stopped) = watch::channel(false);
         let status = c.status.clone();
         let plugin = c.plugin;
@@ -536,6 +739,9 @@ impl Worker {
             };
             if let Err(trace) = result {
                 tracing::error!(connector = %name, task = 0, "task failed: {trace}");
+                if let Some(s) = &status_log {
+                    s.report(&name, Some(0), "FAILED", Some(&trace));
+                }
                 *status.lock().unwrap() = TaskStatus {
                     state: "FAILED",
                     trace: Some(trace),
@@ -559,6 +765,73 @@ async fn stop_task(name: &str, run: TaskRun) {
     }
 }
 
+/// KIP-875's checks of a PATCH's offsets before anything is written: partitions and offsets are maps of string
+/// keys to primitive values (Connect's `OffsetUtils.validateFormat`), then the connector's own rules (Kafka's
+/// `FileStreamSourceConnector.alterOffsets`: a partition has `filename`, an offset is null or has a non-negative
+/// integer `position`). The 400 names the bad field.
+fn check_offsets(plugin: Plugin, config: &ConfigMap, changes: &[(Value, Value)]) -> Result<()> {
+    if changes.is_empty() {
+        return Err(Error::BadRequest(
+            "Partitions / offsets need to be provided in order to alter offsets".into(),
+        ));
+    }
+    for (partition, offset) in changes {
+        for (what, map) in [("partition", partition), ("offset", offset)] {
+            let Some(map) = map.as_object() else {
+                if what == "offset" && map.is_null() {
+                    continue;
+                }
+                return Err(Error::BadRequest(format!(
+                    "{what} {map} must be a JSON object{}",
+                    if what == "offset" { " or null" } else { "" }
+                )));
+            };
+            for (k, v) in map {
+                if v.is_object() || v.is_array() {
+                    return Err(Error::BadRequest(format!(
+                        "Offsets may only contain primitive types as values, but field {k} of the {what} {partition} contains {v}"
+                    )));
+                }
+            }
+        }
+        if plugin == Plugin::FileSource {
+            if config.get("file").is_none_or(|f| f.trim().is_empty()) {
+                return Err(Error::BadRequest(
+                    "Offsets cannot be modified if the 'file' configuration is unspecified".into(),
+                ));
+            }
+            if offset.is_null() {
+                // Tombstones are allowed for anything, so that garbage can be cleaned up.
+                continue;
+            }
+            let Some(position) = offset.get("position") else {
+                return Err(Error::BadRequest(format!(
+                    "Offset objects should either be null or contain the key 'position' (the byte to read {partition} from): {offset}"
+                )));
+            };
+            match position.as_i64() {
+                Some(p) if p >= 0 => {}
+                Some(_) => {
+                    return Err(Error::BadRequest(format!(
+                        "The value for the 'position' key in the offset should be a non-negative value: {position}"
+                    )))
+                }
+                None => {
+                    return Err(Error::BadRequest(format!(
+                        "The value for the 'position' key in the offset is expected to be a Long value (a byte position), not {position}"
+                    )))
+                }
+            }
+            if partition.get("filename").is_none() {
+                return Err(Error::BadRequest(format!(
+                    "Partition objects should contain the key 'filename': {partition}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn connector_info(name: &str, c: &Connector) -> Value {
     let tasks: Vec<Value> = if c.target == TargetState::Stopped {
         Vec::new()
@@ -566,6 +839,13 @@ fn connector_info(name: &str, c: &Connector) -> Value {
         vec![json!({"connector": name, "task": 0})]
     };
     json!({"name": name, "config": c.config, "tasks": tasks, "type": c.plugin.kind().as_str()})
+}
+
+/// Task 0's config: the connector's with the task class, as `GET .../tasks` shows it and the config topic keeps it.
+fn task_config(config: &ConfigMap, plugin: Plugin) -> ConfigMap {
+    let mut config = config.clone();
+    config.insert("task.class".into(), task_class(plugin).into());
+    config
 }
 
 fn task_class(p: Plugin) -> &'static str {

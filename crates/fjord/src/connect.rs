@@ -1,5 +1,6 @@
 //! `fjord connect`: Kafka Connect workers (the `fjord-connect` crate). `fjord connect standalone` is Kafka's
-//! `connect-standalone.sh`: a worker.properties and connector files (`.properties` or `.json`).
+//! `connect-standalone.sh`: a worker.properties and connector files (`.properties` or `.json`);
+//! `fjord connect distributed` (or `worker --config`) is `connect-distributed.sh`: connectors and offsets in topics.
 
 use std::path::PathBuf;
 
@@ -24,36 +25,95 @@ pub enum ConnectCmd {
         #[arg(value_name = "CONNECTOR_FILE")]
         connectors: Vec<PathBuf>,
     },
+    /// Run a distributed-mode worker, as connect-distributed.sh: connector configs and target states in
+    /// config.storage.topic, source offsets in offset.storage.topic (both compacted, Connect's record formats,
+    /// created when missing), so that connectors and their positions outlive the worker. Needs group.id,
+    /// config.storage.topic, offset.storage.topic and status.storage.topic. Workers with the same group.id
+    /// join one group: one runs all its connectors, the others stand by, forward REST requests to it and take
+    /// over when it dies or stops.
+    ///
+    /// Example: fjord connect distributed worker.properties
+    #[command(verbatim_doc_comment)]
+    Distributed {
+        #[arg(value_name = "WORKER_PROPERTIES")]
+        worker: PathBuf,
+    },
+    /// The same as `distributed`: fjord connect worker --config worker.properties
+    Worker {
+        #[arg(long, value_name = "WORKER_PROPERTIES")]
+        config: PathBuf,
+    },
 }
 
 pub async fn run(cmd: ConnectCmd) -> Result<(), CliError> {
     match cmd {
         ConnectCmd::Standalone { worker, connectors } => standalone(worker, connectors).await,
+        ConnectCmd::Distributed { worker } | ConnectCmd::Worker { config: worker } => {
+            distributed(worker).await
+        }
     }
 }
 
-async fn standalone(worker: PathBuf, connectors: Vec<PathBuf>) -> Result<(), CliError> {
-    let text = std::fs::read_to_string(&worker).map_err(|e| {
+fn read_props(worker: &PathBuf) -> Result<fjord_connect::config::ConfigMap, CliError> {
+    let text = std::fs::read_to_string(worker).map_err(|e| {
         CliError::new(
             EXIT_BAD_ARGS,
             format!("cannot read {}: {e}", worker.display()),
         )
     })?;
-    let props = fjord_connect::config::parse_properties(&text)
-        .map_err(|e| CliError::new(EXIT_BAD_ARGS, format!("{}: {e}", worker.display())))?;
+    fjord_connect::config::parse_properties(&text)
+        .map_err(|e| CliError::new(EXIT_BAD_ARGS, format!("{}: {e}", worker.display())))
+}
+
+fn start_error(e: fjord_connect::Error) -> CliError {
+    match e {
+        fjord_connect::Error::BadRequest(m) => CliError::new(EXIT_BAD_ARGS, m),
+        other => CliError::new(EXIT_FAILURE, other.to_string()),
+    }
+}
+
+async fn distributed(worker: PathBuf) -> Result<(), CliError> {
+    let props = read_props(&worker)?;
+    let started = fjord_connect::distributed::start(props, None)
+        .await
+        .map_err(start_error)?;
+    let w = &started.worker;
+    // One machine-readable line on stdout: scripts and tests learn the REST port from it.
+    println!(
+        "fjord connect ready rest={} bootstrap={} offsets={} configs={}",
+        started.rest,
+        w.config.bootstrap_servers,
+        started.config.offset_topic,
+        started.config.config_topic,
+    );
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!(
+            "\nKafka Connect (distributed, group {}) on http://{}   (e.g. curl http://{}/connectors). Press Ctrl-C to stop.\n",
+            started.config.group_id, started.rest, started.rest
+        );
+    }
+    crate::serve::wait_for_signal().await;
+    tracing::info!("connect worker stopping");
+    w.shutdown().await;
+    Ok(())
+}
+
+async fn standalone(worker: PathBuf, connectors: Vec<PathBuf>) -> Result<(), CliError> {
+    let props = read_props(&worker)?;
     let started = fjord_connect::standalone::start(props, &connectors)
         .await
-        .map_err(|e| match e {
-            fjord_connect::Error::BadRequest(m) => CliError::new(EXIT_BAD_ARGS, m),
-            other => CliError::new(EXIT_FAILURE, other.to_string()),
-        })?;
+        .map_err(start_error)?;
     let w = &started.worker;
     // One machine-readable line on stdout: scripts and tests learn the REST port from it.
     println!(
         "fjord connect ready rest={} bootstrap={} offsets={}",
         started.rest,
         w.config.bootstrap_servers,
-        w.offsets.path().display()
+        w.config
+            .offset_file
+            .as_deref()
+            .unwrap_or(std::path::Path::new(""))
+            .display()
     );
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!(

@@ -45,7 +45,7 @@ pub async fn serve(
         }
         _ => None,
     };
-    // The Connect worker, likewise a client of this broker, keeps its source offsets beside the broker's data.
+    // The Connect worker, likewise a client of this broker, keeps its connectors and offsets in its topics.
     let connect = match connect_listener {
         Some(addr) if broker.state().config.is_broker => {
             match start_connect(&kafka.to_string(), addr, &data_dir).await {
@@ -232,8 +232,9 @@ impl ConnectWorker {
     }
 }
 
-/// A standalone Connect worker against `bootstrap`, its REST API on `listen`, its offsets in
-/// `data_dir/connect.offsets`.
+/// A distributed-mode Connect worker against `bootstrap` (the platform's own broker), its REST API on `listen`:
+/// connectors and offsets live in the broker's `connect-configs` and `connect-offsets` topics, so that they
+/// outlive a restart. A `data_dir/connect.offsets` left by an earlier (standalone) `fjord start` is imported.
 #[cfg(feature = "connect")]
 async fn start_connect(
     bootstrap: &str,
@@ -242,16 +243,17 @@ async fn start_connect(
 ) -> Result<Option<ConnectWorker>> {
     let props = [
         ("bootstrap.servers", bootstrap.to_string()),
-        (
-            "offset.storage.file.filename",
-            data_dir.join("connect.offsets").display().to_string(),
-        ),
+        ("group.id", "connect-cluster".into()),
+        ("config.storage.topic", "connect-configs".into()),
+        ("offset.storage.topic", "connect-offsets".into()),
+        ("status.storage.topic", "connect-status".into()),
         ("listeners", format!("http://{listen}")),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let started = fjord_connect::standalone::start(props, &[])
+    let old_offsets = data_dir.join("connect.offsets");
+    let started = fjord_connect::distributed::start(props, Some(&old_offsets))
         .await
         .with_context(|| format!("the Connect worker failed to start on {listen}"))?;
     Ok(Some(ConnectWorker {

@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 
 /// A `fjord connect standalone` process; killed on drop, its log printed when the test fails.
 struct WorkerProc {
+    /// `standalone` or `distributed`.
+    mode: &'static str,
     child: Option<Child>,
     rest: String,
     args: Vec<PathBuf>,
@@ -25,7 +27,12 @@ struct WorkerProc {
 
 impl WorkerProc {
     fn start(args: &[&Path], log_path: &Path) -> WorkerProc {
+        Self::start_mode("standalone", args, log_path)
+    }
+
+    fn start_mode(mode: &'static str, args: &[&Path], log_path: &Path) -> WorkerProc {
         let mut w = WorkerProc {
+            mode,
             child: None,
             rest: String::new(),
             args: args.iter().map(|p| p.to_path_buf()).collect(),
@@ -42,7 +49,7 @@ impl WorkerProc {
             .open(&self.log_path)
             .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
-            .args(["connect", "standalone"])
+            .args(["connect", self.mode])
             .args(&self.args)
             .env("FJORD_LOG", "info")
             .stdin(Stdio::null())
@@ -91,8 +98,15 @@ impl Drop for WorkerProc {
     }
 }
 
-/// An HTTP/1.1 request with a JSON body; returns the status and the body as JSON (Null when empty).
+/// An HTTP/1.1 request with a JSON body; returns the status and the body as JSON (Null when empty). A 5xx fails
+/// the test (bad input never gets one); `http_any` is for the few server-side failures a test provokes.
 fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let (status, v) = http_any(addr, method, path, body);
+    assert!(status < 500, "{method} {path} answered {status}: {v}");
+    (status, v)
+}
+
+fn http_any(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -116,7 +130,6 @@ fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value
     } else {
         serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()))
     };
-    assert!(status < 500, "{method} {path} answered {status}: {v}");
     (status, v)
 }
 
@@ -786,50 +799,96 @@ fn standalone_refuses_a_torn_offsets_file_and_a_bad_connector_file() {
     );
 }
 
-#[test]
-fn fjord_start_runs_a_connect_worker_beside_the_broker() {
-    let dir = temp_dir();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
-        .args(["start", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args([
-            "--override",
-            "listeners=PLAINTEXT://127.0.0.1:0",
-            "--override",
-            "metrics.listener=127.0.0.1:0",
-            "--registry-listener",
-            "none",
-            "--connect-listener",
-            "127.0.0.1:0",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-    // Killed if the test fails before it stops it.
-    struct Guard(Child);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
+/// A `fjord start` process (killed on drop) and its Kafka and Connect addresses.
+struct Platform {
+    child: Child,
+    kafka: String,
+    rest: String,
+}
+
+impl Platform {
+    fn start(data: &Path) -> Platform {
+        let log_path = data.with_extension("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .args(["start", "--data-dir"])
+            .arg(data)
+            .args([
+                "--override",
+                "listeners=PLAINTEXT://127.0.0.1:0",
+                "--override",
+                "metrics.listener=127.0.0.1:0",
+                "--registry-listener",
+                "none",
+                "--connect-listener",
+                "127.0.0.1:0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        let mut p = Platform {
+            child,
+            kafka: String::new(),
+            rest: String::new(),
+        };
+        assert!(
+            line.starts_with("fjord ready"),
+            "fjord start never became ready: `{line}`; log:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        p.kafka = field(&line, "kafka=").to_string();
+        p.rest = field(&line, "connect=").to_string();
+        p
     }
-    let mut child = Guard(child);
-    assert!(
-        line.starts_with("fjord ready"),
-        "fjord start never became ready: `{line}`"
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `fjord start` runs a distributed-mode worker on its own broker: a connector created over REST, its target
+/// state and its source offset are in the config and offsets topics (Connect's record formats; the offsets file
+/// of an earlier, standalone `fjord start` is imported), so that after a restart it is still there and resumes
+/// where it was, sending nothing twice.
+#[test]
+fn fjord_start_runs_a_connect_worker_beside_the_broker_and_keeps_connectors_across_restarts() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    // The offsets file an earlier Fjord's (standalone) worker left: the source had sent the first line.
+    std::fs::create_dir_all(&data).unwrap();
+    let input = dir.path().join("in.txt");
+    let body = json!([{"key": ["s", {"filename": input.display().to_string()}], "value": {"position": 12}}])
+        .to_string();
+    write_file(
+        &data.join("connect.offsets"),
+        &format!(
+            "fjord-connect-offsets v1 {} {:08x}\n{body}\n",
+            body.len(),
+            crc32c::crc32c(body.as_bytes())
+        ),
     );
-    let kafka = field(&line, "kafka=").to_string();
-    let rest = field(&line, "connect=").to_string();
+    let mut p = Platform::start(&data);
+    assert!(
+        data.join("connect.offsets.imported").exists() && !data.join("connect.offsets").exists()
+    );
+    let (kafka, rest) = (p.kafka.clone(), p.rest.clone());
     let (s, v) = http(&rest, "GET", "/", None);
     assert_eq!(s, 200, "{v}");
     assert!(
@@ -842,24 +901,101 @@ fn fjord_start_runs_a_connect_worker_beside_the_broker() {
         &["topics", "create", "started", "--partitions", "1"],
         None,
     ));
-    let input = dir.path().join("in.txt");
-    write_file(&input, "from-start\n");
+    write_file(&input, "sent-before\nfrom-start\n");
+    let file = input.display().to_string();
     let config = json!({"name": "s", "config": {"connector.class": "FileStreamSource",
-        "file": input.display().to_string(), "topic": "started",
+        "file": file, "topic": "started",
         "value.converter": "org.apache.kafka.connect.storage.StringConverter"}});
     assert_eq!(
         http(&rest, "POST", "/connectors", Some(&config.to_string())).0,
         201
     );
+    let paused = json!({"name": "paused", "config": {"connector.class": "FileStreamSink",
+        "file": dir.path().join("out.txt").display().to_string(), "topics": "started"}});
+    assert_eq!(
+        http(&rest, "POST", "/connectors", Some(&paused.to_string())).0,
+        201
+    );
+    assert_eq!(http(&rest, "PUT", "/connectors/paused/pause", None).0, 202);
     wait_for(Duration::from_secs(60), "the line in the topic", || {
         let got = consume_all(&kafka, "started");
         (got == ["from-start"]).then_some(())
     });
     // Ctrl-C stops the worker (its offsets written) and the broker cleanly.
-    interrupt(&mut child.0);
-    let offsets = std::fs::read_to_string(dir.path().join("data").join("connect.offsets")).unwrap();
+    interrupt(&mut p.child);
+    drop(p);
+
+    let p = Platform::start(&data);
+    let (kafka, rest) = (p.kafka.clone(), p.rest.clone());
+    assert_eq!(
+        http(&rest, "GET", "/connectors", None).1,
+        json!(["paused", "s"])
+    );
+    assert_eq!(
+        http(&rest, "GET", "/connectors/s/config", None).1["file"],
+        json!(file)
+    );
+    assert_eq!(
+        http(&rest, "GET", "/connectors/paused/status", None).1["connector"]["state"],
+        "PAUSED"
+    );
+    append(&input, "after-restart\n");
+    wait_for(Duration::from_secs(60), "the new line in the topic", || {
+        let got = consume_all(&kafka, "started");
+        (got.len() >= 2).then_some(())
+    });
+    // Resumed from its stored offset: the first line is not sent again.
+    assert_eq!(
+        consume_all(&kafka, "started"),
+        ["from-start", "after-restart"]
+    );
+    // Connect's record formats, as an Apache Kafka worker writes and reads them.
+    let keyed = |topic: &str| {
+        ok(&fjord(
+            &kafka,
+            &[
+                "consume",
+                topic,
+                "--from-beginning",
+                "--exit-at-end",
+                "--print-key",
+            ],
+            None,
+        ))
+    };
+    let configs = keyed("connect-configs");
+    for expected in [
+        format!(
+            "connector-s\t{{\"properties\":{}}}",
+            config["config"]
+                .as_object()
+                .map(|c| {
+                    let mut c = c.clone();
+                    c.insert("name".into(), json!("s"));
+                    serde_json::to_string(&c).unwrap()
+                })
+                .unwrap()
+        ),
+        "target-state-paused\t{\"state\":\"PAUSED\",\"state.v2\":\"PAUSED\"}".to_string(),
+        "commit-s\t{\"tasks\":1}".to_string(),
+    ] {
+        assert!(
+            configs.lines().any(|l| l == expected),
+            "{expected} not in:\n{configs}"
+        );
+    }
     assert!(
-        offsets.starts_with("fjord-connect-offsets v1") && offsets.contains("\"position\":11"),
+        configs
+            .lines()
+            .any(|l| l.starts_with("task-s-0\t{\"properties\":{")),
+        "{configs}"
+    );
+    let offsets = keyed("connect-offsets");
+    let key = json!(["s", {"filename": file}]).to_string();
+    assert!(
+        offsets
+            .lines()
+            .any(|l| l == format!("{key}\t{{\"position\":23}}")),
         "{offsets}"
     );
 }
@@ -935,4 +1071,201 @@ fn a_sink_task_that_cannot_convert_a_record_fails_with_a_trace_and_restarts_with
         http(&w.rest, "GET", "/connectors/strict/status", None).1["tasks"][0]["state"],
         "RUNNING"
     );
+}
+
+/// A line longer than a record fails the source task with a trace saying how to skip it (never pieces, never a
+/// task stuck retrying); KIP-875's PATCH is checked field by field, and applied only once the offsets file is
+/// written; the connector then resumes past the line. Line ends are Kafka's (\n, \r\n, a lone \r).
+#[test]
+fn a_too_long_line_fails_the_source_with_what_to_do_and_offsets_patch_is_checked() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    ok(&fjord(
+        &broker.bootstrap,
+        &["topics", "create", "long", "--partitions", "1"],
+        None,
+    ));
+    let input = dir.path().join("in.txt");
+    let long = "é".repeat(600_000);
+    write_file(&input, &format!("a\n{long}\nb\r\nc\rd\n"));
+    let end_of_long = 2 + long.len() as u64 + 1;
+    let worker = worker_properties(dir.path(), &broker.bootstrap, "");
+    let w = WorkerProc::start(&[&worker], &dir.path().join("worker.log"));
+    let r = &w.rest;
+    let file = input.display().to_string();
+    let config = json!({"name": "src", "config": {"connector.class": "FileStreamSource",
+        "file": file, "topic": "long",
+        "value.converter": "org.apache.kafka.connect.storage.StringConverter"}});
+    assert_eq!(
+        http(r, "POST", "/connectors", Some(&config.to_string())).0,
+        201
+    );
+    let status = wait_for(Duration::from_secs(60), "the task to fail", || {
+        let v = http(r, "GET", "/connectors/src/status", None).1;
+        (v["tasks"][0]["state"] == "FAILED").then_some(v)
+    });
+    let trace = status["tasks"][0]["trace"].as_str().unwrap();
+    assert!(
+        trace.contains("line starting at byte 2")
+            && trace.contains("longer than 1000000 bytes")
+            && trace.contains("producer.max.request.size")
+            && trace.contains(&format!("\"position\": {end_of_long}")),
+        "{trace}"
+    );
+    // The line before it was sent whole and its offset stored; nothing of the long line was sent.
+    assert_eq!(consume_all(&broker.bootstrap, "long"), ["a"]);
+    let part = json!({"filename": file});
+    let stored = json!({"offsets": [{"partition": part, "offset": {"position": 2}}]});
+    assert_eq!(http(r, "GET", "/connectors/src/offsets", None).1, stored);
+
+    assert_eq!(http(r, "PUT", "/connectors/src/stop", None).0, 202);
+    for (offsets, field) in [
+        (
+            json!([{"partition": {"file": file}, "offset": {"position": 5}}]),
+            "'filename'",
+        ),
+        (
+            json!([{"partition": part, "offset": {"pos": 5}}]),
+            "'position'",
+        ),
+        (
+            json!([{"partition": part, "offset": {"position": -1}}]),
+            "non-negative",
+        ),
+        (
+            json!([{"partition": part, "offset": {"position": "5"}}]),
+            "Long",
+        ),
+        (
+            json!([{"partition": part, "offset": {"position": {"x": 1}}}]),
+            "field position",
+        ),
+        (json!([{"partition": 7, "offset": null}]), "partition 7"),
+        (json!([]), "need to be provided"),
+    ] {
+        let body = json!({"offsets": offsets}).to_string();
+        let (s, v) = http(r, "PATCH", "/connectors/src/offsets", Some(&body));
+        assert_eq!(s, 400, "{body}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains(field),
+            "{body}: {v}"
+        );
+    }
+    let skip =
+        json!({"offsets": [{"partition": part, "offset": {"position": end_of_long}}]}).to_string();
+    // The offsets file cannot be written (its temporary file's name is taken by a directory): 500, and the
+    // offsets stay as they were, in the file and in what GET answers.
+    let tmp = dir.path().join("connect.offsets.tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let (s, v) = http_any(r, "PATCH", "/connectors/src/offsets", Some(&skip));
+    assert_eq!(s, 500, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("unchanged"), "{v}");
+    assert_eq!(http(r, "GET", "/connectors/src/offsets", None).1, stored);
+    std::fs::remove_dir(&tmp).unwrap();
+    assert_eq!(
+        http(r, "PATCH", "/connectors/src/offsets", Some(&skip)).0,
+        200
+    );
+    assert_eq!(http(r, "PUT", "/connectors/src/resume", None).0, 202);
+    wait_for(
+        Duration::from_secs(60),
+        "the lines after the long one",
+        || (consume_all(&broker.bootstrap, "long") == ["a", "b", "c", "d"]).then_some(()),
+    );
+}
+
+/// Distributed mode with two workers of one group: the first runs the connectors, the second stands by and
+/// forwards REST requests to it (a connector created there runs on the first); kill -9 of the active worker
+/// hands the connectors to the other within the session timeout, which resumes from the offsets topic: no line
+/// is lost.
+#[test]
+fn a_standby_distributed_worker_takes_over_when_the_active_one_is_killed() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    ok(&fjord(
+        &broker.bootstrap,
+        &["topics", "create", "moved", "--partitions", "1"],
+        None,
+    ));
+    let props = dir.path().join("worker.properties");
+    write_file(
+        &props,
+        &format!(
+            "bootstrap.servers={}\nlisteners=http://127.0.0.1:0\ngroup.id=pair\n\
+             config.storage.topic=pair-configs\noffset.storage.topic=pair-offsets\n\
+             status.storage.topic=pair-status\noffset.storage.partitions=3\n\
+             offset.flush.interval.ms=100\nsession.timeout.ms=6000\nheartbeat.interval.ms=1000\n\
+             value.converter=org.apache.kafka.connect.storage.StringConverter\n",
+            broker.bootstrap
+        ),
+    );
+    let mut w1 = WorkerProc::start_mode("distributed", &[&props], &dir.path().join("w1.log"));
+    let w2 = WorkerProc::start_mode("distributed", &[&props], &dir.path().join("w2.log"));
+    let input = dir.path().join("in.txt");
+    let expected: Vec<String> = (1..=400).map(|i| format!("line-{i}")).collect();
+    write_file(&input, &(expected[..200].join("\n") + "\n"));
+    let config = json!({"name": "mover", "config": {"connector.class": "FileStreamSource",
+        "file": input.display().to_string(), "topic": "moved"}});
+    // Sent to the standby, forwarded to the active worker, which runs it.
+    let (s, v) = http(&w2.rest, "POST", "/connectors", Some(&config.to_string()));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        http(&w1.rest, "GET", "/connectors", None).1,
+        json!(["mover"])
+    );
+    let status = http(&w2.rest, "GET", "/connectors/mover/status", None).1;
+    assert_eq!(status["connector"]["worker_id"], json!(w1.rest), "{status}");
+    wait_for(Duration::from_secs(60), "the first 200 lines", || {
+        (consume_all(&broker.bootstrap, "moved").len() >= 200).then_some(())
+    });
+    w1.kill9();
+    append(&input, &(expected[200..].join("\n") + "\n"));
+    let seen = wait_for(
+        Duration::from_secs(60),
+        "the other worker to send the rest",
+        || {
+            let seen = consume_all(&broker.bootstrap, "moved");
+            tally(&seen, &expected).0.is_empty().then_some(seen)
+        },
+    );
+    let (_, duplicates) = tally(&seen, &expected);
+    eprintln!(
+        "{} records, {duplicates} duplicates after the takeover",
+        seen.len()
+    );
+    assert_eq!(
+        http(&w2.rest, "GET", "/connectors", None).1,
+        json!(["mover"])
+    );
+    let status = http(&w2.rest, "GET", "/connectors/mover/status", None).1;
+    assert_eq!(
+        (
+            &status["tasks"][0]["state"],
+            &status["tasks"][0]["worker_id"]
+        ),
+        (&json!("RUNNING"), &json!(w2.rest)),
+        "{status}"
+    );
+    // The status topic holds Connect's status records; the task's latest is the new worker's.
+    let running_on_w2 =
+        json!({"state": "RUNNING", "trace": null, "worker_id": w2.rest, "generation": 0});
+    wait_for(Duration::from_secs(30), "the task's status record", || {
+        let out = ok(&fjord(
+            &broker.bootstrap,
+            &[
+                "consume",
+                "pair-status",
+                "--from-beginning",
+                "--exit-at-end",
+                "--print-key",
+            ],
+            None,
+        ));
+        let latest = out
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("status-task-mover-0\t"))
+            .and_then(|v| serde_json::from_str::<Value>(v).ok());
+        (latest == Some(running_on_w2.clone())).then_some(())
+    });
 }

@@ -494,4 +494,79 @@ class ConnectTest {
             w.stop();
         }
     }
+
+    /**
+     * Apache Kafka Connect and Fjord's worker share nothing but Connect's topics: a connector Apache's worker
+     * created and ran (its config in the config topic, its file position in the offsets topic) is picked up by
+     * {@code fjord connect distributed} pointed at the same topics, which resumes from Apache's stored position:
+     * the lines appended afterwards arrive, none of the earlier ones twice.
+     */
+    @Test
+    void fjordsDistributedWorkerResumesAConnectorFromApacheConnectsTopics() throws Exception {
+        String group = "connect-shared";
+        Clients.createTopic(broker, "shared", 1);
+        Path in = dir.resolve("shared-in.txt");
+        Files.createFile(in);
+        List<String> expected = new ArrayList<>(lines("shared", 0, 20));
+        append(in, expected);
+        try (ConnectWorker w = ConnectWorker.start(dir, workerProps(group))) {
+            w.putConnector("shared-source", source(in, "shared"));
+            w.awaitRunning("shared-source", 1);
+            awaitTopic("shared", expected, w);
+            awaitStoredPosition(group + "-offsets", "shared-source", in);
+            w.stop();
+        }
+        Path props = dir.resolve("fjord-worker.properties");
+        Files.writeString(props, String.join("\n",
+                "bootstrap.servers=" + broker.bootstrap(),
+                "listeners=http://127.0.0.1:0",
+                // Another group: Apache's and Fjord's workers do not join one group (different protocols).
+                "group.id=fjord-shared",
+                "config.storage.topic=" + group + "-configs",
+                "offset.storage.topic=" + group + "-offsets",
+                "status.storage.topic=" + group + "-status",
+                "value.converter=org.apache.kafka.connect.storage.StringConverter",
+                "offset.flush.interval.ms=200",
+                "session.timeout.ms=6000",
+                "heartbeat.interval.ms=1000") + "\n");
+        Path log = dir.resolve("fjord-worker.log");
+        Process p = new ProcessBuilder(System.getProperty("fjord.bin"), "connect", "distributed", props.toString())
+                .redirectError(log.toFile())
+                .start();
+        try {
+            var out = new java.io.BufferedReader(new java.io.InputStreamReader(p.getInputStream(),
+                    StandardCharsets.UTF_8));
+            var ready = java.util.concurrent.CompletableFuture.supplyAsync(() -> {
+                try {
+                    return out.readLine();
+                } catch (java.io.IOException e) {
+                    return null;
+                }
+            });
+            String line = ready.get(60, TimeUnit.SECONDS);
+            assertTrue(line != null && line.startsWith("fjord connect ready"),
+                    "the Fjord worker never became ready: " + line + "\n" + Files.readString(log));
+            String rest = line.replaceAll(".*rest=(\\S+).*", "$1");
+            var http = java.net.http.HttpClient.newHttpClient();
+            var get = java.net.http.HttpRequest.newBuilder(java.net.URI.create("http://" + rest + "/connectors"))
+                    .build();
+            String listed = http.send(get, HttpResponse.BodyHandlers.ofString()).body();
+            assertEquals("[\"shared-source\"]", listed, Files.readString(log));
+            List<String> more = lines("shared", 20, 10);
+            append(in, more);
+            expected.addAll(more);
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+            List<String> got = List.of();
+            while (System.nanoTime() < deadline) {
+                got = topicValues("shared", true);
+                if (got.size() >= expected.size()) {
+                    break;
+                }
+                Thread.sleep(300);
+            }
+            assertEquals(expected, got, "shared, resumed by Fjord's worker\n" + Files.readString(log));
+        } finally {
+            p.destroyForcibly().waitFor(10, TimeUnit.SECONDS);
+        }
+    }
 }
