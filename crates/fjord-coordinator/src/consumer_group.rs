@@ -241,6 +241,16 @@ fn intersect(a: &Assignment, b: &Assignment) -> Assignment {
     out
 }
 
+/// Kafka's check of a member heartbeating with its previous epoch: every topic it reports owning is in its
+/// assignment, with every partition (a topic it lists with no partitions must be assigned too).
+fn owned_within(owned: &Assignment, assigned: &Assignment) -> bool {
+    owned.iter().all(|(t, ps)| {
+        assigned
+            .get(t)
+            .is_some_and(|a| ps.iter().all(|p| a.contains(p)))
+    })
+}
+
 fn is_subset(a: &Assignment, b: &Assignment) -> bool {
     a.iter()
         .all(|(t, ps)| ps.iter().all(|p| contains(b, t, *p)))
@@ -946,10 +956,21 @@ impl ConsumerGroups {
                     "The member is not part of the group.",
                 );
             };
-            if req.member_epoch != m.epoch && req.member_epoch != m.previous_epoch {
+            // As Kafka: a member behind by one epoch (the answer that moved it on was lost) is accepted only if
+            // what it owns is within what it was assigned; anything else must give up its partitions and rejoin.
+            let previous_ok = req.member_epoch == m.previous_epoch
+                && req
+                    .owned
+                    .as_ref()
+                    .is_some_and(|owned| owned_within(owned, &m.assigned));
+            if req.member_epoch > m.epoch || (req.member_epoch < m.epoch && !previous_ok) {
                 return HeartbeatResponse::error(
                     E::FencedMemberEpoch,
-                    "The member epoch is fenced.",
+                    &format!(
+                        "The member epoch {} is fenced: the coordinator has {} for member {}; the member must \
+                         give up its partitions and rejoin.",
+                        req.member_epoch, m.epoch, req.member_id
+                    ),
                 );
             }
             if let Some(s) = &req.subscribed_topic_names {
@@ -1340,6 +1361,48 @@ mod tests {
             c.check_member("g", "a", a.member_epoch + 1),
             Err(E::StaleMemberEpoch.code())
         );
+    }
+
+    #[test]
+    fn the_previous_epoch_is_accepted_only_with_owned_partitions_within_the_assignment() {
+        let mut c = ConsumerGroups::new(ConsumerConfig::default());
+        let t = topics();
+        let orders = Uuid::from_u128(1);
+        let a = c.heartbeat(hb("a", 0, None), &t, 0);
+        let everything = a.assignment.clone().unwrap();
+        let a1 = c.heartbeat(hb("a", a.member_epoch, Some(everything.clone())), &t, 5);
+        assert_eq!(a1.error, 0);
+        // b joins; a gives up two partitions and moves to the new epoch, but pretend that answer was lost.
+        let _ = c.heartbeat(hb("b", 0, None), &t, 10);
+        let kept = c
+            .heartbeat(hb("a", a.member_epoch, Some(everything.clone())), &t, 20)
+            .assignment
+            .unwrap();
+        let moved = c.heartbeat(hb("a", a.member_epoch, Some(kept.clone())), &t, 30);
+        assert!(moved.member_epoch > a.member_epoch);
+        let old = a.member_epoch;
+        // The previous epoch owning what it keeps: accepted, and told its current epoch again.
+        let retry = c.heartbeat(hb("a", old, Some(kept.clone())), &t, 40);
+        assert_eq!((retry.error, retry.member_epoch), (0, moved.member_epoch));
+        // The previous epoch still owning a partition that moved on: fenced, as Kafka.
+        let stale = c.heartbeat(hb("a", old, Some(everything.clone())), &t, 50);
+        assert_eq!(stale.error, E::FencedMemberEpoch.code());
+        assert!(stale.error_message.unwrap().contains("rejoin"));
+        // The previous epoch without its owned partitions, or listing an unassigned topic: fenced too.
+        assert_eq!(
+            c.heartbeat(hb("a", old, None), &t, 60).error,
+            E::FencedMemberEpoch.code()
+        );
+        let mut other_topic = kept.clone();
+        other_topic.insert(Uuid::from_u128(9), BTreeSet::new());
+        assert_eq!(
+            c.heartbeat(hb("a", old, Some(other_topic)), &t, 70).error,
+            E::FencedMemberEpoch.code()
+        );
+        // The current epoch is not checked against what the member owns (it may be revoking).
+        let current = c.heartbeat(hb("a", moved.member_epoch, Some(kept)), &t, 80);
+        assert_eq!(current.error, 0);
+        assert!(everything.contains_key(&orders));
     }
 
     #[test]
