@@ -589,14 +589,17 @@ impl ConsumerGroups {
     }
 
     /// A record handed out by [`ConsumerGroups::take_records`] did not reach the log: its key is marked unknown,
-    /// so the next records of the group rewrite it (or delete it); a deleted group's tombstone is queued again.
-    pub fn not_written(&mut self, group: &str, key: Bytes) {
+    /// so the next records of the group rewrite it (or delete it). A tombstone of a group that is gone (deleted)
+    /// is queued again; any other record of a group that is gone needs nothing: a deleted group's tombstones
+    /// cover every key it handed out, and a group unloaded from here is another coordinator's now.
+    pub fn not_written(&mut self, group: &str, key: Bytes, tombstone: bool) {
         match self.groups.get_mut(group) {
             Some(g) => {
                 g.persisted.insert(key, None);
                 g.dirty = true;
             }
-            None => self.out.push((group.to_string(), key, None)),
+            None if tombstone => self.out.push((group.to_string(), key, None)),
+            None => {}
         }
     }
 

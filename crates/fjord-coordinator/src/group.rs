@@ -1343,7 +1343,8 @@ impl GroupCoordinator {
         for r in records {
             if let Ok(key) = records::decode_key(r.key.clone()) {
                 if !matches!(key, Key::Offset { .. } | Key::Group { .. }) {
-                    self.consumer.not_written(key.group(), r.key.clone());
+                    self.consumer
+                        .not_written(key.group(), r.key.clone(), r.value.is_none());
                 }
             }
         }

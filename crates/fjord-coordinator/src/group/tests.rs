@@ -961,7 +961,21 @@ mod kip848 {
         assert_eq!(keys(&again), keys(&lost));
         let d = reload(&again, 100);
         assert_eq!(snapshot(&d), snapshot(&c));
-        let _ = a;
+        // The tombstones of a deleted group that were not written are written again.
+        let r = c.consumer.heartbeat(hb("a", -1, None), &t, 200);
+        assert_eq!((r.error, a.error), (0, 0));
+        let _ = c.take_consumer_records();
+        assert_eq!(c.delete("g"), 0);
+        let lost = c.take_consumer_records();
+        assert!(!lost.is_empty() && lost.iter().all(|r| r.value.is_none()));
+        c.not_written(&lost);
+        assert_eq!(keys(&c.take_consumer_records()), keys(&lost));
+        // An unloaded group's records that did not reach the log are left alone (another coordinator has it).
+        let _ = c.consumer.heartbeat(hb("b", 0, None), &t, 300);
+        let lost = c.take_consumer_records();
+        assert_eq!(c.unload_partition(c.partition_for("g")), 1);
+        c.not_written(&lost);
+        assert!(c.take_consumer_records().is_empty());
     }
 
     #[test]
