@@ -80,7 +80,8 @@ pub async fn handle(
     if write {
         // The group's new state is durable (and on the in-sync replicas) before the member acts on it, so a
         // restarted or new coordinator knows the epoch and assignment the member was told. If the write fails
-        // the member retries (with its previous epoch, which the coordinator accepts).
+        // the member retries; the change stays in memory and is written by the next flush, and a retry with the
+        // previous epoch is accepted as long as what the member owns is within its assignment.
         if let Err(e) = ctx.state.groups.flush_consumer_groups(ctx.state).await {
             tracing::warn!(error = %e, group = %group_id, "writing consumer group state failed");
             return ConsumerGroupHeartbeatResponse::default()
