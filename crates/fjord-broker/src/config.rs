@@ -506,12 +506,13 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
         Int,
         positive
     ),
-    // Kafka 4.0's default; 0 answers at once.
+    // Kafka 4.0's default; 0 answers at once; -1 is Kafka 4.1's adaptive linger (write as soon as nothing more
+    // is waiting to join the batch), which here means no fixed delay: the answer waits for the write only.
     bdef!(
         "group.coordinator.append.linger.ms",
         Some("5"),
         Int,
-        non_negative
+        minus_one_or_more
     ),
     bdef!("offsets.topic.num.partitions", Some("50"), Int, positive),
     // Kafka's default is 3 (its sample single-node configuration sets 1); Fjord's is 1 so that a lone `fjord
@@ -1315,6 +1316,15 @@ mod tests {
         assert_eq!(e.name, "num.partitions");
         let e = cfg(&[("listeners", "SSL://x:1")]).unwrap_err();
         assert_eq!(e.name, "listeners");
+    }
+
+    #[test]
+    fn the_adaptive_append_linger_of_kafka_4_1_is_accepted() {
+        let c = cfg(&[("group.coordinator.append.linger.ms", "-1")]).unwrap();
+        assert_eq!(c.props["group.coordinator.append.linger.ms"], "-1");
+        assert_eq!(crate::groups::consumer_config(&c).append_linger_ms, 0);
+        let e = cfg(&[("group.coordinator.append.linger.ms", "-2")]).unwrap_err();
+        assert_eq!(e.name, "group.coordinator.append.linger.ms");
     }
 
     #[test]

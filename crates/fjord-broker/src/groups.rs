@@ -467,6 +467,36 @@ impl Groups {
             return Ok(());
         }
         let _guard = self.write_lock.lock().await;
+        self.append_locked(state, records).await
+    }
+
+    /// Writes what changed in the KIP-848 groups served here and waits until it is durable (Kafka's coordinator
+    /// answers a heartbeat once its records are committed). The records are taken under the write lock, so they
+    /// reach the log in the order they were taken: each is a diff against the ones before. Whatever an earlier
+    /// call took is durable once this one has the lock. Records that could not be written are written again by
+    /// the next call (the clock task makes one every tick).
+    pub async fn flush_consumer_groups(&self, state: &BrokerState) -> Result<()> {
+        let _guard = self.write_lock.lock().await;
+        let records = {
+            let owned = self.owned.lock();
+            let mut c = self.lock();
+            let mut records = c.take_consumer_records();
+            // Only partitions led and loaded here are written (a loading one's groups are not in `c` yet).
+            records.retain(|r| check_in(&owned, r.partition).is_ok());
+            records
+        };
+        if records.is_empty() {
+            return Ok(());
+        }
+        let result = self.append_locked(state, records.clone()).await;
+        if result.is_err() {
+            self.lock().not_written(&records);
+        }
+        result
+    }
+
+    /// [`Groups::persist`] with the write lock held.
+    async fn append_locked(&self, state: &BrokerState, records: Vec<Record>) -> Result<()> {
         ensure_offsets_topic(state).await?;
         let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
         for r in records {
@@ -592,6 +622,8 @@ pub fn consumer_config(c: &BrokerConfig) -> ConsumerConfig {
     ConsumerConfig {
         session_timeout_ms: int("group.consumer.session.timeout.ms", 45_000),
         heartbeat_interval_ms: int("group.consumer.heartbeat.interval.ms", 5_000) as i32,
+        // -1 is Kafka 4.1's adaptive linger (a batch is written as soon as the coordinator has nothing more
+        // to add to it): no fixed delay.
         append_linger_ms: int("group.coordinator.append.linger.ms", 5).max(0) as u64,
     }
 }
@@ -899,6 +931,10 @@ pub async fn run_clock(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bo
         };
         if let Err(e) = state.groups.persist(&state, records).await {
             tracing::error!(error = %e, "persisting group state failed");
+        }
+        // Expired KIP-848 members, and writes that failed before.
+        if let Err(e) = state.groups.flush_consumer_groups(&state).await {
+            tracing::error!(error = %e, "persisting consumer group state failed");
         }
     }
 }

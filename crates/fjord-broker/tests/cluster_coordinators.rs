@@ -325,6 +325,99 @@ async fn committed_offsets_follow_the_group_coordinator_across_leadership_moves_
     cluster.shutdown().await;
 }
 
+/// A KIP-848 heartbeat (ConsumerGroupHeartbeat v0) of a member of `group` subscribed to topic `t`.
+async fn consumer_heartbeat(
+    c: &mut Client,
+    group: &str,
+    member: &str,
+    epoch: i32,
+    owned: Option<&[(uuid::Uuid, Vec<i32>)]>,
+) -> ConsumerGroupHeartbeatResponse {
+    use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+    c.send(
+        0,
+        &ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_member_id(s(member))
+            .with_member_epoch(epoch)
+            .with_rebalance_timeout_ms(30_000)
+            .with_subscribed_topic_names(Some(vec![TopicName(s("t"))]))
+            .with_topic_partitions(owned.map(|o| {
+                o.iter()
+                    .map(|(id, ps)| {
+                        TopicPartitions::default()
+                            .with_topic_id(*id)
+                            .with_partitions(ps.clone())
+                    })
+                    .collect()
+            })),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kip848_member_keeps_its_epoch_and_assignment_when_the_coordinator_moves() {
+    let mut cluster = start().await;
+    let mut c = Client::connect(cluster.node(1)).await;
+    create(&mut c, "t", 3, &[]).await;
+    let first = coordinator(&cluster, 1, "k", 0).await;
+    let mut cc = Client::connect(cluster.node(first)).await;
+    let deadline = Instant::now() + LIMIT;
+    let joined = loop {
+        let r = consumer_heartbeat(&mut cc, "k", "", 0, None).await;
+        if r.error_code == 0 {
+            break r;
+        }
+        assert!(
+            retriable(r.error_code) && Instant::now() < deadline,
+            "join: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let member = joined.member_id.clone().expect("a member id").to_string();
+    let epoch = joined.member_epoch;
+    let owned: Vec<(uuid::Uuid, Vec<i32>)> = joined
+        .assignment
+        .expect("an assignment")
+        .topic_partitions
+        .into_iter()
+        .map(|tp| (tp.topic_id, tp.partitions))
+        .collect();
+    assert_eq!(owned.iter().map(|(_, ps)| ps.len()).sum::<usize>(), 1);
+    let settled = consumer_heartbeat(&mut cc, "k", &member, epoch, Some(&owned)).await;
+    assert_eq!((settled.error_code, settled.member_epoch), (0, epoch));
+
+    // The coordinator's partition moves to another broker, which loads the group from its replica of the log.
+    let p = fjord_coordinator::records::partition_for("k", 2) as usize;
+    cluster
+        .wait(LIMIT, "the group's partition is fully in sync", |c| {
+            c.live()
+                .all(|b| partition_leader(b, OFFSETS_TOPIC, p).3.len() == 3)
+        })
+        .await;
+    cluster.stop(first).await;
+    let via = (1..=3).find(|b| *b != first).unwrap();
+    let second = coordinator(&cluster, via, "k", 0).await;
+    assert_ne!(second, first);
+    let mut sc = Client::connect(cluster.node(second)).await;
+    let deadline = Instant::now() + LIMIT;
+    let resumed = loop {
+        let r = consumer_heartbeat(&mut sc, "k", &member, epoch, Some(&owned)).await;
+        if !retriable(r.error_code) || Instant::now() >= deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The member carries on: same epoch, nothing to reconcile (no assignment in the answer).
+    assert_eq!(
+        (resumed.error_code, resumed.member_epoch),
+        (0, epoch),
+        "{resumed:?}"
+    );
+    assert!(resumed.assignment.is_none(), "{resumed:?}");
+    cluster.shutdown().await;
+}
+
 fn txn_batch(pid: i64, epoch: i16, seq: i32, value: &'static [u8]) -> Bytes {
     let r = Record {
         transactional: true,

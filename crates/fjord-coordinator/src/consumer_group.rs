@@ -6,11 +6,22 @@
 //! partition counts change; the target assignment is recomputed for that epoch; a member's epoch reaches the
 //! target epoch once it has revoked what it must give up. Partitions still held by another member are handed
 //! over only after that member confirmed releasing them. Time comes in as `now` (milliseconds).
+//!
+//! Durability follows Kafka's coordinator: a group's epoch, subscribed-topic metadata, members, target
+//! assignment and members' current assignments are records of `__consumer_offsets` (types 3 to 8, Kafka's
+//! formats in [`crate::consumer_records`]). [`ConsumerGroups::take_records`] hands out what changed since the
+//! last call (a diff against what was written, tombstones for what went), [`ConsumerGroups::replay`] rebuilds
+//! groups from the log and [`ConsumerGroups::absorb`] finishes a load, so members keep their ids, epochs and
+//! assignments across a coordinator restart or failover.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError as E;
 use uuid::Uuid;
+
+use crate::consumer_records::{self as cr, CurrentAssignment, MemberMetadata, TopicMetadata};
+use crate::records::{self, Key};
 
 /// Topic id -> partitions.
 pub type Assignment = BTreeMap<Uuid, BTreeSet<i32>>;
@@ -135,8 +146,11 @@ const LEAVE_STATIC: i32 = -2;
 struct Member {
     id: String,
     instance_id: Option<String>,
+    rack_id: Option<String>,
     client_id: String,
     client_host: String,
+    /// The rebalance timeout the member announced (kept for its ConsumerGroupMemberMetadata record).
+    rebalance_timeout_ms: i32,
     epoch: i32,
     previous_epoch: i32,
     subscribed: Vec<String>,
@@ -153,6 +167,29 @@ struct Member {
     session_deadline: i64,
 }
 
+impl Member {
+    /// A member known only from some of its records while a load replays them; [`ConsumerGroups::absorb`]
+    /// drops it unless its ConsumerGroupMemberMetadata record came too.
+    fn replayed(id: &str, session_deadline: i64) -> Member {
+        Member {
+            id: id.to_string(),
+            instance_id: None,
+            rack_id: None,
+            client_id: String::new(),
+            client_host: String::new(),
+            rebalance_timeout_ms: -1,
+            epoch: 0,
+            previous_epoch: -1,
+            subscribed: Vec::new(),
+            regex: None,
+            regex_resolved: true,
+            owned: Assignment::new(),
+            assigned: Assignment::new(),
+            session_deadline,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct ConsumerGroup {
     id: String,
@@ -162,7 +199,31 @@ pub struct ConsumerGroup {
     target: HashMap<String, Assignment>,
     /// Partition counts of the subscribed topics when the target was computed.
     topics_seen: BTreeMap<String, (Uuid, i32)>,
+    /// What `__consumer_offsets` holds for this group as far as this coordinator knows: key -> value last
+    /// written (or replayed); `None` when a write of that key failed, so the next diff rewrites (or deletes) it.
+    persisted: BTreeMap<Bytes, Option<Bytes>>,
+    /// The group changed since its records were last handed out by [`ConsumerGroups::take_records`].
+    dirty: bool,
 }
+
+/// The order Kafka's coordinator writes a group's records in: group-level records before the members' for an
+/// update, the reverse for deletions (its loader requires a member to exist before its assignment is replayed).
+fn write_rank(key: &[u8], tombstone: bool) -> usize {
+    let kind = if key.len() >= 2 {
+        i16::from_be_bytes([key[0], key[1]])
+    } else {
+        0
+    };
+    let order: [i16; 6] = if tombstone {
+        [8, 7, 5, 6, 4, 3]
+    } else {
+        [3, 4, 5, 7, 6, 8]
+    };
+    order.iter().position(|k| *k == kind).unwrap_or(order.len())
+}
+
+/// A record for `__consumer_offsets` as the consumer groups hand it out: (group id, key, value or tombstone).
+pub type GroupRecord = (String, Bytes, Option<Bytes>);
 
 fn contains(a: &Assignment, t: &Uuid, p: i32) -> bool {
     a.get(t).is_some_and(|s| s.contains(&p))
@@ -180,12 +241,142 @@ fn intersect(a: &Assignment, b: &Assignment) -> Assignment {
     out
 }
 
+/// Kafka's check of a member heartbeating with its previous epoch: every topic it reports owning is in its
+/// assignment, with every partition (a topic it lists with no partitions must be assigned too).
+fn owned_within(owned: &Assignment, assigned: &Assignment) -> bool {
+    owned.iter().all(|(t, ps)| {
+        assigned
+            .get(t)
+            .is_some_and(|a| ps.iter().all(|p| a.contains(p)))
+    })
+}
+
 fn is_subset(a: &Assignment, b: &Assignment) -> bool {
     a.iter()
         .all(|(t, ps)| ps.iter().all(|p| contains(b, t, *p)))
 }
 
 impl ConsumerGroup {
+    /// Every record that describes the group now, by key (Kafka's KIP-848 record types 3 to 8).
+    fn records(&self) -> BTreeMap<Bytes, Bytes> {
+        let group = || self.id.clone();
+        let mut out = BTreeMap::new();
+        out.insert(
+            records::encode_key(&Key::ConsumerGroupMetadata { group: group() }),
+            cr::encode_epoch(self.group_epoch),
+        );
+        let topics: Vec<TopicMetadata> = self
+            .topics_seen
+            .iter()
+            .map(|(name, (id, n))| TopicMetadata {
+                topic_id: *id,
+                name: name.clone(),
+                partitions: *n,
+            })
+            .collect();
+        out.insert(
+            records::encode_key(&Key::ConsumerGroupPartitionMetadata { group: group() }),
+            cr::encode_partition_metadata(&topics),
+        );
+        out.insert(
+            records::encode_key(&Key::ConsumerGroupTargetAssignmentMetadata { group: group() }),
+            cr::encode_epoch(self.assignment_epoch),
+        );
+        for m in self.members.values() {
+            let member = || m.id.clone();
+            out.insert(
+                records::encode_key(&Key::ConsumerGroupMemberMetadata {
+                    group: group(),
+                    member: member(),
+                }),
+                cr::encode_member_metadata(&MemberMetadata {
+                    instance_id: m.instance_id.clone(),
+                    rack_id: m.rack_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    subscribed_topic_names: m.subscribed.clone(),
+                    subscribed_topic_regex: m.regex.as_ref().map(|(src, _)| src.clone()),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    server_assignor: None,
+                }),
+            );
+            let target = self.target.get(&m.id).cloned().unwrap_or_default();
+            let mut pending = Assignment::new();
+            for (t, ps) in &m.owned {
+                for p in ps {
+                    if !contains(&m.assigned, t, *p) {
+                        pending.entry(*t).or_default().insert(*p);
+                    }
+                }
+            }
+            let state = if !pending.is_empty() {
+                cr::STATE_UNREVOKED_PARTITIONS
+            } else if m.assigned != target {
+                cr::STATE_UNRELEASED_PARTITIONS
+            } else {
+                cr::STATE_STABLE
+            };
+            out.insert(
+                records::encode_key(&Key::ConsumerGroupTargetAssignmentMember {
+                    group: group(),
+                    member: member(),
+                }),
+                cr::encode_target_member(&target),
+            );
+            out.insert(
+                records::encode_key(&Key::ConsumerGroupCurrentMemberAssignment {
+                    group: group(),
+                    member: member(),
+                }),
+                cr::encode_current_assignment(&CurrentAssignment {
+                    member_epoch: m.epoch,
+                    previous_member_epoch: m.previous_epoch,
+                    state,
+                    assigned: m.assigned.clone(),
+                    pending_revocation: pending,
+                }),
+            );
+        }
+        out
+    }
+
+    /// The records that bring `__consumer_offsets` from what it holds for the group to its current state, in
+    /// Kafka's write order; they count as written from here on.
+    fn diff(&mut self) -> Vec<GroupRecord> {
+        let now = self.records();
+        let mut gone: Vec<Bytes> = self
+            .persisted
+            .keys()
+            .filter(|k| !now.contains_key(*k))
+            .cloned()
+            .collect();
+        gone.sort_by_key(|k| write_rank(k, true));
+        let mut changed: Vec<(Bytes, Bytes)> = now
+            .into_iter()
+            .filter(|(k, v)| self.persisted.get(k) != Some(&Some(v.clone())))
+            .collect();
+        changed.sort_by_key(|(k, _)| write_rank(k, false));
+        let mut out = Vec::with_capacity(gone.len() + changed.len());
+        for k in gone {
+            self.persisted.remove(&k);
+            out.push((self.id.clone(), k, None));
+        }
+        for (k, v) in changed {
+            self.persisted.insert(k.clone(), Some(v.clone()));
+            out.push((self.id.clone(), k, Some(v)));
+        }
+        out
+    }
+
+    /// Tombstones for every record of the group (it is deleted), in Kafka's order.
+    fn tombstones(&self) -> Vec<GroupRecord> {
+        let mut keys: Vec<Bytes> = self.persisted.keys().cloned().collect();
+        keys.sort_by_key(|k| write_rank(k, true));
+        keys.into_iter()
+            .map(|k| (self.id.clone(), k, None))
+            .collect()
+    }
+
     fn state(&self) -> &'static str {
         if self.members.is_empty() {
             "Empty"
@@ -347,6 +538,8 @@ impl ConsumerGroup {
 pub struct ConsumerGroups {
     pub config: ConsumerConfig,
     groups: HashMap<String, ConsumerGroup>,
+    /// Tombstones of deleted groups waiting for [`ConsumerGroups::take_records`].
+    out: Vec<GroupRecord>,
 }
 
 impl ConsumerGroups {
@@ -354,14 +547,197 @@ impl ConsumerGroups {
         Self {
             config,
             groups: HashMap::new(),
+            out: Vec::new(),
         }
     }
 
-    /// Drops the groups whose id matches (the coordinator resigned from their partition); returns how many.
+    /// Drops the groups whose id matches (the coordinator resigned from their partition), and whatever they
+    /// had queued for writing; returns how many groups went. Nothing is written for them.
     pub fn remove_where(&mut self, mut gone: impl FnMut(&str) -> bool) -> usize {
         let before = self.groups.len();
         self.groups.retain(|id, _| !gone(id));
+        self.out.retain(|(g, _, _)| !gone(g));
         before - self.groups.len()
+    }
+
+    /// Whether `group` changed since its records were last handed out.
+    pub fn is_dirty(&self, group: &str) -> bool {
+        self.groups.get(group).is_some_and(|g| g.dirty)
+    }
+
+    /// The records to write to `__consumer_offsets` for what changed since the last call: for each changed
+    /// group the records whose value differs from what was written and tombstones for the records of members
+    /// that went, then the tombstones of deleted groups. They count as written; a failed write is reported back
+    /// with [`ConsumerGroups::not_written`].
+    pub fn take_records(&mut self) -> Vec<GroupRecord> {
+        let mut out = Vec::new();
+        let mut ids: Vec<&String> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.dirty)
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        let ids: Vec<String> = ids.into_iter().cloned().collect();
+        for id in ids {
+            let g = self.groups.get_mut(&id).expect("listed");
+            g.dirty = false;
+            out.extend(g.diff());
+        }
+        out.append(&mut self.out);
+        out
+    }
+
+    /// A record handed out by [`ConsumerGroups::take_records`] did not reach the log: its key is marked unknown,
+    /// so the next records of the group rewrite it (or delete it). A tombstone of a group that is gone (deleted)
+    /// is queued again; any other record of a group that is gone needs nothing: a deleted group's tombstones
+    /// cover every key it handed out, and a group unloaded from here is another coordinator's now.
+    pub fn not_written(&mut self, group: &str, key: Bytes, tombstone: bool) {
+        match self.groups.get_mut(group) {
+            Some(g) => {
+                g.persisted.insert(key, None);
+                g.dirty = true;
+            }
+            None if tombstone => self.out.push((group.to_string(), key, None)),
+            None => {}
+        }
+    }
+
+    /// Rebuilds groups from one KIP-848 record of `__consumer_offsets`, in log order (a coordinator load).
+    /// Members whose records are incomplete at the end of the load are dropped by [`ConsumerGroups::absorb`].
+    pub fn replay(
+        &mut self,
+        key: &Key,
+        raw_key: Bytes,
+        value: Option<Bytes>,
+        now: i64,
+    ) -> crate::Result<()> {
+        let group_id = key.group().to_string();
+        if matches!(key, Key::ConsumerGroupMetadata { .. }) && value.is_none() {
+            // The group was deleted.
+            self.groups.remove(&group_id);
+            return Ok(());
+        }
+        let session = self.config.session_timeout_ms;
+        let g = self
+            .groups
+            .entry(group_id.clone())
+            .or_insert_with(|| ConsumerGroup {
+                id: group_id.clone(),
+                ..Default::default()
+            });
+        // Members get a full session to find the (restarted) coordinator again.
+        let deadline = now + session;
+        match (key, value.clone()) {
+            (Key::ConsumerGroupMetadata { .. }, Some(v)) => g.group_epoch = cr::decode_epoch(v)?,
+            (Key::ConsumerGroupPartitionMetadata { .. }, v) => {
+                g.topics_seen = match v {
+                    Some(v) => cr::decode_partition_metadata(v)?
+                        .into_iter()
+                        .map(|t| (t.name, (t.topic_id, t.partitions)))
+                        .collect(),
+                    None => BTreeMap::new(),
+                }
+            }
+            (Key::ConsumerGroupTargetAssignmentMetadata { .. }, v) => {
+                g.assignment_epoch = match v {
+                    Some(v) => cr::decode_epoch(v)?,
+                    None => 0,
+                }
+            }
+            (Key::ConsumerGroupMemberMetadata { member, .. }, None) => {
+                g.members.remove(member);
+            }
+            (Key::ConsumerGroupMemberMetadata { member, .. }, Some(v)) => {
+                let v = cr::decode_member_metadata(v)?;
+                let m = g
+                    .members
+                    .entry(member.clone())
+                    .or_insert_with(|| Member::replayed(member, deadline));
+                m.regex = match v.subscribed_topic_regex.as_deref().map(compile_regex) {
+                    Some(Ok(r)) => r,
+                    Some(Err(e)) => return Err(crate::Error::Corrupt(e)),
+                    None => None,
+                };
+                m.instance_id = v.instance_id;
+                m.rack_id = v.rack_id;
+                m.client_id = v.client_id;
+                m.client_host = v.client_host;
+                m.subscribed = v.subscribed_topic_names;
+                m.rebalance_timeout_ms = v.rebalance_timeout_ms;
+            }
+            (Key::ConsumerGroupTargetAssignmentMember { member, .. }, v) => match v {
+                Some(v) => {
+                    g.target
+                        .insert(member.clone(), cr::decode_target_member(v)?);
+                }
+                None => {
+                    g.target.remove(member);
+                }
+            },
+            (Key::ConsumerGroupCurrentMemberAssignment { member, .. }, v) => {
+                let c = match v {
+                    Some(v) => cr::decode_current_assignment(v)?,
+                    None => CurrentAssignment {
+                        previous_member_epoch: -1,
+                        ..Default::default()
+                    },
+                };
+                let m = g
+                    .members
+                    .entry(member.clone())
+                    .or_insert_with(|| Member::replayed(member, deadline));
+                m.epoch = c.member_epoch;
+                m.previous_epoch = c.previous_member_epoch;
+                // What the member still owns: its assignment and what it has yet to revoke.
+                let mut owned = c.assigned.clone();
+                for (t, ps) in c.pending_revocation {
+                    owned.entry(t).or_default().extend(ps);
+                }
+                m.owned = owned;
+                m.assigned = c.assigned;
+            }
+            (Key::Offset { .. } | Key::Group { .. } | Key::ConsumerGroupMetadata { .. }, _) => {
+                return Err(crate::Error::Corrupt(format!(
+                    "not a consumer group record: {key:?}"
+                )))
+            }
+        }
+        match value {
+            Some(v) => g.persisted.insert(raw_key, Some(v)),
+            None => g.persisted.remove(&raw_key),
+        };
+        Ok(())
+    }
+
+    /// Takes over the groups `loaded` rebuilt from the log (the end of a load); they replace whatever this
+    /// coordinator held under the same ids. A member without its ConsumerGroupMemberMetadata record (a log
+    /// compacted or cut mid-way) is dropped, and so is a target for a member that is gone: the group is marked
+    /// changed so that their leftover records are deleted with its next write.
+    pub fn absorb(&mut self, loaded: ConsumerGroups) {
+        for (id, mut g) in loaded.groups {
+            let incomplete: Vec<String> = g
+                .members
+                .keys()
+                .filter(|m| {
+                    let key = records::encode_key(&Key::ConsumerGroupMemberMetadata {
+                        group: id.clone(),
+                        member: (*m).clone(),
+                    });
+                    !matches!(g.persisted.get(&key), Some(Some(_)))
+                })
+                .cloned()
+                .collect();
+            for m in &incomplete {
+                tracing::warn!(group = %id, member = %m, "dropping a consumer group member whose records are incomplete");
+                g.members.remove(m);
+            }
+            let before = g.target.len();
+            g.target.retain(|m, _| g.members.contains_key(m));
+            g.dirty = !incomplete.is_empty() || g.target.len() != before;
+            self.groups.insert(id, g);
+        }
+        self.out.extend(loaded.out);
     }
 
     pub fn contains(&self, group: &str) -> bool {
@@ -391,9 +767,21 @@ impl ConsumerGroups {
     ) -> HeartbeatResponse {
         let group = req.group_id.clone();
         let before = self.fingerprint(&group, &req.member_id);
+        let owned_before = self.owned_of(&group, &req.member_id);
         let mut resp = self.heartbeat_inner(req, topics, now);
         resp.changed = before != self.fingerprint(&group, &resp.member_id);
+        // What changed must be written: the changes of `changed`, and what the member reports owning (its
+        // partitions pending revocation).
+        if resp.changed || owned_before != self.owned_of(&group, &resp.member_id) {
+            if let Some(g) = self.groups.get_mut(&group) {
+                g.dirty = true;
+            }
+        }
         resp
+    }
+
+    fn owned_of(&self, group: &str, member: &str) -> Option<Assignment> {
+        Some(self.groups.get(group)?.members.get(member)?.owned.clone())
     }
 
     fn heartbeat_inner(
@@ -523,8 +911,10 @@ impl ConsumerGroups {
             let m = group.members.entry(id.clone()).or_insert_with(|| Member {
                 id: id.clone(),
                 instance_id: req.instance_id.clone(),
+                rack_id: req.rack_id.clone(),
                 client_id: req.client_id.clone(),
                 client_host: req.client_host.clone(),
+                rebalance_timeout_ms: req.rebalance_timeout_ms,
                 epoch: 0,
                 previous_epoch: -1,
                 subscribed: subscribed.clone(),
@@ -569,10 +959,21 @@ impl ConsumerGroups {
                     "The member is not part of the group.",
                 );
             };
-            if req.member_epoch != m.epoch && req.member_epoch != m.previous_epoch {
+            // As Kafka: a member behind by one epoch (the answer that moved it on was lost) is accepted only if
+            // what it owns is within what it was assigned; anything else must give up its partitions and rejoin.
+            let previous_ok = req.member_epoch == m.previous_epoch
+                && req
+                    .owned
+                    .as_ref()
+                    .is_some_and(|owned| owned_within(owned, &m.assigned));
+            if req.member_epoch > m.epoch || (req.member_epoch < m.epoch && !previous_ok) {
                 return HeartbeatResponse::error(
                     E::FencedMemberEpoch,
-                    "The member epoch is fenced.",
+                    &format!(
+                        "The member epoch {} is fenced: the coordinator has {} for member {}; the member must \
+                         give up its partitions and rejoin.",
+                        req.member_epoch, m.epoch, req.member_id
+                    ),
                 );
             }
             if let Some(s) = &req.subscribed_topic_names {
@@ -592,6 +993,13 @@ impl ConsumerGroups {
         };
         let m = group.members.get_mut(&member_id).expect("member present");
         m.session_deadline = now + session;
+        // A full heartbeat repeats these (-1 and null: unchanged).
+        if req.rebalance_timeout_ms >= 0 {
+            m.rebalance_timeout_ms = req.rebalance_timeout_ms;
+        }
+        if req.rack_id.is_some() {
+            m.rack_id = req.rack_id.clone();
+        }
         if let Some(owned) = req.owned {
             m.owned = owned;
         }
@@ -645,6 +1053,7 @@ impl ConsumerGroups {
                 g.members.remove(&id);
                 g.target.remove(&id);
                 g.group_epoch += 1;
+                g.dirty = true;
             }
         }
     }
@@ -712,9 +1121,12 @@ impl ConsumerGroups {
             .map(|g| (g.group_epoch, g.assignment_epoch))
     }
 
+    /// Deletes `group` if it has no members (DeleteGroups); tombstones for its records are queued.
     pub fn remove_if_empty(&mut self, group: &str) -> bool {
         if self.is_empty(group) {
-            self.groups.remove(group);
+            if let Some(g) = self.groups.remove(group) {
+                self.out.extend(g.tombstones());
+            }
             true
         } else {
             false
@@ -952,6 +1364,48 @@ mod tests {
             c.check_member("g", "a", a.member_epoch + 1),
             Err(E::StaleMemberEpoch.code())
         );
+    }
+
+    #[test]
+    fn the_previous_epoch_is_accepted_only_with_owned_partitions_within_the_assignment() {
+        let mut c = ConsumerGroups::new(ConsumerConfig::default());
+        let t = topics();
+        let orders = Uuid::from_u128(1);
+        let a = c.heartbeat(hb("a", 0, None), &t, 0);
+        let everything = a.assignment.clone().unwrap();
+        let a1 = c.heartbeat(hb("a", a.member_epoch, Some(everything.clone())), &t, 5);
+        assert_eq!(a1.error, 0);
+        // b joins; a gives up two partitions and moves to the new epoch, but pretend that answer was lost.
+        let _ = c.heartbeat(hb("b", 0, None), &t, 10);
+        let kept = c
+            .heartbeat(hb("a", a.member_epoch, Some(everything.clone())), &t, 20)
+            .assignment
+            .unwrap();
+        let moved = c.heartbeat(hb("a", a.member_epoch, Some(kept.clone())), &t, 30);
+        assert!(moved.member_epoch > a.member_epoch);
+        let old = a.member_epoch;
+        // The previous epoch owning what it keeps: accepted, and told its current epoch again.
+        let retry = c.heartbeat(hb("a", old, Some(kept.clone())), &t, 40);
+        assert_eq!((retry.error, retry.member_epoch), (0, moved.member_epoch));
+        // The previous epoch still owning a partition that moved on: fenced, as Kafka.
+        let stale = c.heartbeat(hb("a", old, Some(everything.clone())), &t, 50);
+        assert_eq!(stale.error, E::FencedMemberEpoch.code());
+        assert!(stale.error_message.unwrap().contains("rejoin"));
+        // The previous epoch without its owned partitions, or listing an unassigned topic: fenced too.
+        assert_eq!(
+            c.heartbeat(hb("a", old, None), &t, 60).error,
+            E::FencedMemberEpoch.code()
+        );
+        let mut other_topic = kept.clone();
+        other_topic.insert(Uuid::from_u128(9), BTreeSet::new());
+        assert_eq!(
+            c.heartbeat(hb("a", old, Some(other_topic)), &t, 70).error,
+            E::FencedMemberEpoch.code()
+        );
+        // The current epoch is not checked against what the member owns (it may be revoking).
+        let current = c.heartbeat(hb("a", moved.member_epoch, Some(kept)), &t, 80);
+        assert_eq!(current.error, 0);
+        assert!(everything.contains_key(&orders));
     }
 
     #[test]

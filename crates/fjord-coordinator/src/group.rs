@@ -1062,11 +1062,17 @@ impl GroupCoordinator {
 
     /// DeleteGroups: only empty groups; removes offsets and metadata (tombstones are queued).
     pub fn delete(&mut self, group_id: &str) -> i16 {
-        if self.consumer.contains(group_id) && !self.consumer.remove_if_empty(group_id) {
+        let consumer = self.consumer.contains(group_id);
+        if consumer && !self.consumer.remove_if_empty(group_id) {
             return E::NonEmptyGroup.code();
         }
         let Some(g) = self.groups.get(group_id) else {
-            return E::GroupIdNotFound.code();
+            // A consumer-protocol group that never committed an offset is gone now.
+            return if consumer {
+                0
+            } else {
+                E::GroupIdNotFound.code()
+            };
         };
         match g.state {
             GroupState::Empty => {}
@@ -1279,6 +1285,7 @@ impl GroupCoordinator {
         }
         self.next_seq += loaded.next_seq;
         self.out.extend(loaded.out);
+        self.consumer.absorb(loaded.consumer);
     }
 
     /// The ids of the classic groups held here (for tests and diagnostics).
@@ -1288,7 +1295,23 @@ impl GroupCoordinator {
         ids
     }
 
-    /// Records to write to `__consumer_offsets`: queued tombstones and the metadata of changed groups.
+    /// What changed in KIP-848 groups since the last call, as records for `__consumer_offsets`. Taken apart
+    /// from [`GroupCoordinator::take_records`] because each is a diff against the previous ones: the broker
+    /// takes and appends them under one write lock, so that they reach the log in the order they were taken.
+    pub fn take_consumer_records(&mut self) -> Vec<Record> {
+        let n = self.config.offsets_partitions;
+        self.consumer
+            .take_records()
+            .into_iter()
+            .map(|(group, key, value)| Record {
+                partition: records::partition_for(&group, n),
+                key,
+                value,
+            })
+            .collect()
+    }
+
+    /// Records to write to `__consumer_offsets`: queued tombstones and the metadata of changed classic groups.
     pub fn take_records(&mut self) -> Vec<Record> {
         let mut out = std::mem::take(&mut self.out);
         let n = self.config.offsets_partitions;
@@ -1313,9 +1336,32 @@ impl GroupCoordinator {
         out
     }
 
+    /// Records handed out by [`GroupCoordinator::take_records`] that did not reach the log (the append failed):
+    /// KIP-848 groups write them again with their next records. A classic group rewrites its whole metadata on
+    /// its next change anyway.
+    pub fn not_written(&mut self, records: &[Record]) {
+        for r in records {
+            if let Ok(key) = records::decode_key(r.key.clone()) {
+                if !matches!(key, Key::Offset { .. } | Key::Group { .. }) {
+                    self.consumer
+                        .not_written(key.group(), r.key.clone(), r.value.is_none());
+                }
+            }
+        }
+    }
+
     /// Rebuilds state from one `__consumer_offsets` record, in log order (the coordinator's load).
     pub fn replay(&mut self, key: Bytes, value: Option<Bytes>, now: i64) -> crate::Result<()> {
+        let raw_key = key.clone();
         match records::decode_key(key)? {
+            k @ (Key::ConsumerGroupMetadata { .. }
+            | Key::ConsumerGroupPartitionMetadata { .. }
+            | Key::ConsumerGroupMemberMetadata { .. }
+            | Key::ConsumerGroupTargetAssignmentMetadata { .. }
+            | Key::ConsumerGroupTargetAssignmentMember { .. }
+            | Key::ConsumerGroupCurrentMemberAssignment { .. }) => {
+                self.consumer.replay(&k, raw_key, value, now)?;
+            }
             Key::Offset {
                 group,
                 topic,

@@ -11,6 +11,7 @@
 
 pub mod consumer_group;
 pub mod consumer_protocol;
+pub mod consumer_records;
 pub mod group;
 pub mod records;
 pub mod txn;

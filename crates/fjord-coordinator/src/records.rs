@@ -1,6 +1,8 @@
 //! The key and value formats of `__consumer_offsets`, byte-compatible with Kafka's coordinator records so the
 //! topic reads the same to Kafka tooling: OffsetCommitKey (v1) / OffsetCommitValue (v3) and GroupMetadataKey
-//! (v2) / GroupMetadataValue (v3). Decoding accepts the older value versions too.
+//! (v2) / GroupMetadataValue (v3), and the keys of KIP-848 consumer groups (record types 3 to 8, Kafka's
+//! ConsumerGroupMetadataKey ... ConsumerGroupCurrentMemberAssignmentKey; their values are in
+//! [`crate::consumer_records`]). Decoding accepts the older value versions too.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -16,6 +18,49 @@ pub enum Key {
     Group {
         group: String,
     },
+    /// KIP-848 (type 3): the group epoch.
+    ConsumerGroupMetadata {
+        group: String,
+    },
+    /// KIP-848 (type 4): the subscribed topics' ids and partition counts the target was computed for.
+    ConsumerGroupPartitionMetadata {
+        group: String,
+    },
+    /// KIP-848 (type 5): a member's client details and subscription.
+    ConsumerGroupMemberMetadata {
+        group: String,
+        member: String,
+    },
+    /// KIP-848 (type 6): the epoch of the target assignment.
+    ConsumerGroupTargetAssignmentMetadata {
+        group: String,
+    },
+    /// KIP-848 (type 7): one member's part of the target assignment.
+    ConsumerGroupTargetAssignmentMember {
+        group: String,
+        member: String,
+    },
+    /// KIP-848 (type 8): a member's epochs and current assignment.
+    ConsumerGroupCurrentMemberAssignment {
+        group: String,
+        member: String,
+    },
+}
+
+impl Key {
+    /// The group a record belongs to.
+    pub fn group(&self) -> &str {
+        match self {
+            Key::Offset { group, .. }
+            | Key::Group { group }
+            | Key::ConsumerGroupMetadata { group }
+            | Key::ConsumerGroupPartitionMetadata { group }
+            | Key::ConsumerGroupMemberMetadata { group, .. }
+            | Key::ConsumerGroupTargetAssignmentMetadata { group }
+            | Key::ConsumerGroupTargetAssignmentMember { group, .. }
+            | Key::ConsumerGroupCurrentMemberAssignment { group, .. } => group,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,6 +169,33 @@ pub fn encode_key(key: &Key) -> Bytes {
             b.put_i16(2);
             put_str(&mut b, group);
         }
+        Key::ConsumerGroupMetadata { group } => {
+            b.put_i16(3);
+            put_str(&mut b, group);
+        }
+        Key::ConsumerGroupPartitionMetadata { group } => {
+            b.put_i16(4);
+            put_str(&mut b, group);
+        }
+        Key::ConsumerGroupMemberMetadata { group, member } => {
+            b.put_i16(5);
+            put_str(&mut b, group);
+            put_str(&mut b, member);
+        }
+        Key::ConsumerGroupTargetAssignmentMetadata { group } => {
+            b.put_i16(6);
+            put_str(&mut b, group);
+        }
+        Key::ConsumerGroupTargetAssignmentMember { group, member } => {
+            b.put_i16(7);
+            put_str(&mut b, group);
+            put_str(&mut b, member);
+        }
+        Key::ConsumerGroupCurrentMemberAssignment { group, member } => {
+            b.put_i16(8);
+            put_str(&mut b, group);
+            put_str(&mut b, member);
+        }
     }
     b.freeze()
 }
@@ -137,6 +209,27 @@ pub fn decode_key(mut b: Bytes) -> Result<Key> {
         }),
         2 => Ok(Key::Group {
             group: get_str(&mut b)?,
+        }),
+        3 => Ok(Key::ConsumerGroupMetadata {
+            group: get_str(&mut b)?,
+        }),
+        4 => Ok(Key::ConsumerGroupPartitionMetadata {
+            group: get_str(&mut b)?,
+        }),
+        5 => Ok(Key::ConsumerGroupMemberMetadata {
+            group: get_str(&mut b)?,
+            member: get_str(&mut b)?,
+        }),
+        6 => Ok(Key::ConsumerGroupTargetAssignmentMetadata {
+            group: get_str(&mut b)?,
+        }),
+        7 => Ok(Key::ConsumerGroupTargetAssignmentMember {
+            group: get_str(&mut b)?,
+            member: get_str(&mut b)?,
+        }),
+        8 => Ok(Key::ConsumerGroupCurrentMemberAssignment {
+            group: get_str(&mut b)?,
+            member: get_str(&mut b)?,
         }),
         v => Err(Error::Corrupt(format!("unknown key version {v}"))),
     }
@@ -268,6 +361,21 @@ mod tests {
             Key::Group {
                 group: "grp".into(),
             },
+            Key::ConsumerGroupMetadata { group: "g".into() },
+            Key::ConsumerGroupPartitionMetadata { group: "g".into() },
+            Key::ConsumerGroupMemberMetadata {
+                group: "g".into(),
+                member: "m".into(),
+            },
+            Key::ConsumerGroupTargetAssignmentMetadata { group: "g".into() },
+            Key::ConsumerGroupTargetAssignmentMember {
+                group: "g".into(),
+                member: "m".into(),
+            },
+            Key::ConsumerGroupCurrentMemberAssignment {
+                group: "g".into(),
+                member: "m".into(),
+            },
         ] {
             assert_eq!(decode_key(encode_key(&k)).unwrap(), k);
         }
@@ -306,6 +414,17 @@ mod tests {
             partition: 1,
         });
         assert_eq!(&k[..], &[0, 1, 0, 1, b'g', 0, 1, b't', 0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn consumer_group_keys_carry_kafkas_record_types() {
+        let k = encode_key(&Key::ConsumerGroupCurrentMemberAssignment {
+            group: "g".into(),
+            member: "m".into(),
+        });
+        assert_eq!(&k[..], &[0, 8, 0, 1, b'g', 0, 1, b'm']);
+        let k = encode_key(&Key::ConsumerGroupMetadata { group: "g".into() });
+        assert_eq!(&k[..], &[0, 3, 0, 1, b'g']);
     }
 
     #[test]

@@ -487,6 +487,7 @@ fn describe_json(d: &Described) -> serde_json::Value {
                 .collect();
             json!({
                 "member_id": m.id, "client_id": m.client_id, "host": m.host,
+                "member_epoch": m.epoch,
                 "subscribed_topics": m.subscription, "assignment": assignment,
             })
         })
@@ -1110,6 +1111,8 @@ struct MemberDescription {
     host: String,
     subscription: Vec<String>,
     assignment: Vec<(String, Vec<i32>)>,
+    /// The member epoch of a KIP-848 member (classic members have none).
+    epoch: Option<i32>,
 }
 
 /// The group, or None when the coordinator does not know it.
@@ -1151,6 +1154,7 @@ fn find_group(
         .members()
         .iter()
         .map(|m| MemberDescription {
+            epoch: None,
             id: m.id().to_string(),
             client_id: m.client_id().to_string(),
             host: m.client_host().trim_start_matches('/').to_string(),
@@ -1270,6 +1274,7 @@ fn describe_consumer_group(client: &ClientArgs, group: &str) -> Result<Kip848, C
                 .collect();
             assignment.sort();
             MemberDescription {
+                epoch: Some(m.member_epoch),
                 id: m.member_id.to_string(),
                 client_id: m.client_id.to_string(),
                 host: m.client_host.trim_start_matches('/').to_string(),

@@ -460,6 +460,88 @@ fn kip848_a_second_instance_of_a_held_static_id_is_refused_with_unreleased_insta
     assert!(out.lines().any(|l| l.starts_with("ok")), "{out}");
 }
 
+/// A KIP-848 group as `fjord groups describe` shows it: (group epoch, the member's epoch, assignments).
+type Kip848View = (i64, i64, Vec<(String, Vec<i64>)>);
+
+#[test]
+fn kip848_a_member_keeps_its_epoch_and_assignment_across_a_broker_kill9() {
+    let dir = temp_dir();
+    let mut broker = group_broker(&dir);
+    let flag = dir.path().join("restarted");
+    let script = workspace_root().join("tests/clients/group_kip848_restart.py");
+    let mut client = Spawned::new(
+        Command::new(python())
+            .arg(script)
+            .arg(&broker.bootstrap)
+            .arg(&flag),
+    );
+    let member = wait_for(CLIENT_TIMEOUT, "the member to be ready", || {
+        client
+            .stdout()
+            .iter()
+            .find_map(|l| l.strip_prefix("ready ").map(String::from))
+            .ok_or_else(|| format!("{:?} {:?}", client.stdout(), client.stderr()))
+    });
+    let b = broker.bootstrap.clone();
+    // The member's epoch and assignment as the coordinator has them once the group settled.
+    let settled = |d: &Value| -> Result<Kip848View, String> {
+        let m = d["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["member_id"] == member.as_str()))
+            .ok_or(format!("{member} is not a member: {d}"))?;
+        let a = kip848_assignments(d, "k848r");
+        if d["state"] != "Stable" || a.len() != 1 || a[0].1 != [0, 1, 2, 3] {
+            return Err(format!("not settled: {d}"));
+        }
+        Ok((
+            d["group_epoch"].as_i64().unwrap_or(-1),
+            m["member_epoch"].as_i64().unwrap_or(-1),
+            a,
+        ))
+    };
+    let before = wait_for(T, "a stable group", || {
+        settled(&try_describe(&b, "k848r-group")?)
+    });
+    // Subscribing to two topics and then one moved the group epoch past a fresh group's.
+    assert!(before.0 >= 2 && before.1 == before.0, "{before:?}");
+
+    broker.kill9();
+    broker.restart_on_same_port();
+    assert_eq!(broker.bootstrap, b);
+    // The coordinator has the member back from __consumer_offsets, with its epoch and assignment.
+    let after = wait_for(T, "the restored group", || {
+        settled(&try_describe(&b, "k848r-group")?)
+    });
+    assert_eq!(after, before, "the group after the restart");
+    let text = ok(&fjord(&b, &["groups", "describe", "k848r-group"], None));
+    assert!(text.contains("Members: 1"), "{text}");
+    assert!(text.contains(&member), "{text}");
+
+    std::fs::write(&flag, b"").unwrap();
+    wait_for(
+        CLIENT_TIMEOUT,
+        "the member to read what was produced after the restart",
+        || {
+            let out = client.stdout();
+            out.iter()
+                .any(|l| l == "consumed")
+                .then_some(())
+                .ok_or_else(|| format!("{out:?} {:?}", client.stderr()))
+        },
+    );
+    // The member carried on without a new epoch: no rebalance happened.
+    let end = settled(&describe(&b, "k848r-group")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(end, before, "the group at the end");
+    std::fs::write(dir.path().join("restarted.done"), b"").unwrap();
+    assert!(
+        client.wait(CLIENT_TIMEOUT).success(),
+        "{:?}",
+        client.stderr()
+    );
+    let out = client.stdout();
+    assert!(out.iter().any(|l| l.starts_with("ok")), "{out:?}");
+}
+
 // -------------------------------------------------------------------------------------------------------
 // fjord groups and fjord consume --group
 

@@ -68,13 +68,26 @@ pub async fn handle(
                 .with_member_epoch(-1);
         }
         let resp = c.consumer.heartbeat(hb, &topics, now_ms());
-        (resp, c.consumer.config.append_linger_ms)
+        let write = c.consumer.is_dirty(&group_id);
+        (resp, c.consumer.config.append_linger_ms, write)
     };
-    let (resp, linger_ms) = resp;
+    let (resp, linger_ms, write) = resp;
     // Like Kafka's coordinator, which answers a heartbeat that changed the group once the records it batches for
     // group.coordinator.append.linger.ms are flushed (the coordinator lock is not held meanwhile).
     if resp.changed && resp.error == 0 && linger_ms > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(linger_ms)).await;
+    }
+    if write {
+        // The group's new state is durable (and on the in-sync replicas) before the member acts on it, so a
+        // restarted or new coordinator knows the epoch and assignment the member was told. If the write fails
+        // the member retries; the change stays in memory and is written by the next flush, and a retry with the
+        // previous epoch is accepted as long as what the member owns is within its assignment.
+        if let Err(e) = ctx.state.groups.flush_consumer_groups(ctx.state).await {
+            tracing::warn!(error = %e, group = %group_id, "writing consumer group state failed");
+            return ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(crate::groups::write_error_code(&e))
+                .with_member_epoch(-1);
+        }
     }
     ConsumerGroupHeartbeatResponse::default()
         .with_error_code(resp.error)

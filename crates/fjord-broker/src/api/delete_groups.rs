@@ -20,7 +20,12 @@ pub async fn handle(ctx: &Ctx<'_>, req: DeleteGroupsRequest) -> DeleteGroupsResp
             Err(code) => codes.push(code),
         }
     }
-    if let Err(e) = groups.persist(ctx.state, records).await {
+    let mut written = groups.persist(ctx.state, records).await;
+    if written.is_ok() {
+        // The tombstones of deleted KIP-848 groups.
+        written = groups.flush_consumer_groups(ctx.state).await;
+    }
+    if let Err(e) = written {
         tracing::error!(error = %e, "persisting group deletion failed");
         let failed = crate::groups::write_error_code(&e);
         for c in codes.iter_mut().filter(|c| **c == 0) {

@@ -665,3 +665,344 @@ fn absorbing_a_loaded_partition_replaces_its_groups() {
     assert_eq!(c.describe("g").unwrap().state, GroupState::Stable);
     assert_eq!(c.heartbeat("g", gen, &a, None, 2_000), 0);
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// KIP-848 groups in __consumer_offsets
+
+mod kip848 {
+    use super::*;
+    use crate::consumer_group::{Assignment, ConsumerConfig, HeartbeatRequest, TopicView};
+    use std::collections::BTreeSet;
+
+    const SESSION: i64 = 10_000;
+
+    fn coordinator() -> GroupCoordinator {
+        GroupCoordinator::with_consumer_config(
+            cfg(),
+            ConsumerConfig {
+                session_timeout_ms: SESSION,
+                heartbeat_interval_ms: 1_000,
+                append_linger_ms: 0,
+            },
+        )
+    }
+
+    fn topics() -> TopicView {
+        let mut t = TopicView::new();
+        t.insert("orders".into(), (uuid::Uuid::from_u128(1), 4));
+        t
+    }
+
+    fn hb(member: &str, epoch: i32, owned: Option<Assignment>) -> HeartbeatRequest {
+        HeartbeatRequest {
+            group_id: "g".into(),
+            member_id: member.into(),
+            member_epoch: epoch,
+            instance_id: None,
+            rack_id: None,
+            rebalance_timeout_ms: 30_000,
+            client_id: format!("client-{member}"),
+            client_host: "/127.0.0.1".into(),
+            subscribed_topic_names: (epoch == 0).then(|| vec!["orders".into()]),
+            subscribed_topic_regex: None,
+            owned,
+        }
+    }
+
+    /// A coordinator restart: a fresh coordinator loads the log (replay, then absorb, as the broker's load).
+    fn reload(log: &[Record], now: i64) -> GroupCoordinator {
+        let mut loaded = coordinator();
+        for r in log {
+            loaded.replay(r.key.clone(), r.value.clone(), now).unwrap();
+        }
+        let mut c = coordinator();
+        c.absorb(loaded);
+        c
+    }
+
+    /// What log compaction leaves (past the delete retention): the last record of each key, tombstones gone.
+    fn compacted(log: &[Record]) -> Vec<Record> {
+        let mut last: HashMap<Bytes, usize> = HashMap::new();
+        for (i, r) in log.iter().enumerate() {
+            last.insert(r.key.clone(), i);
+        }
+        log.iter()
+            .enumerate()
+            .filter(|(i, r)| last[&r.key] == *i && r.value.is_some())
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    /// Heartbeats `member` with what it was assigned until its epoch and assignment stop moving; returns
+    /// (epoch, assignment).
+    fn settle(
+        c: &mut GroupCoordinator,
+        log: &mut Vec<Record>,
+        member: &str,
+        mut epoch: i32,
+        mut owned: Assignment,
+        now: i64,
+    ) -> (i32, Assignment) {
+        for _ in 0..10 {
+            let r = c
+                .consumer
+                .heartbeat(hb(member, epoch, Some(owned.clone())), &topics(), now);
+            assert_eq!(r.error, 0, "{r:?}");
+            log.extend(c.take_consumer_records());
+            if r.member_epoch == epoch && r.assignment.is_none() {
+                return (epoch, owned);
+            }
+            epoch = r.member_epoch;
+            if let Some(a) = r.assignment {
+                owned = a;
+            }
+        }
+        panic!("{member} did not settle");
+    }
+
+    fn snapshot(c: &GroupCoordinator) -> Vec<(String, i32, Assignment, Assignment)> {
+        c.consumer
+            .members("g")
+            .into_iter()
+            .map(|m| (m.member_id, m.member_epoch, m.assigned, m.target))
+            .collect()
+    }
+
+    #[test]
+    fn members_epochs_and_assignments_survive_a_reload_from_the_log() {
+        let mut c = coordinator();
+        let mut log = Vec::new();
+        let t = topics();
+        let a = c.consumer.heartbeat(hb("a", 0, None), &t, 0);
+        log.extend(c.take_consumer_records());
+        assert!(!log.is_empty(), "joining writes records");
+        let b = c.consumer.heartbeat(hb("b", 0, None), &t, 10);
+        log.extend(c.take_consumer_records());
+        let (ea, oa) = settle(
+            &mut c,
+            &mut log,
+            "a",
+            a.member_epoch,
+            a.assignment.unwrap(),
+            20,
+        );
+        let (eb, ob) = settle(
+            &mut c,
+            &mut log,
+            "b",
+            b.member_epoch,
+            b.assignment.unwrap(),
+            30,
+        );
+        let (ea, oa) = settle(&mut c, &mut log, "a", ea, oa, 40);
+        assert_eq!(c.consumer.state("g"), Some("Stable"));
+        assert_eq!(oa.values().map(BTreeSet::len).sum::<usize>(), 2);
+        assert_eq!(ob.values().map(BTreeSet::len).sum::<usize>(), 2);
+        let before = snapshot(&c);
+        let epochs = c.consumer.epochs("g");
+        let plain = c.consumer.heartbeat(hb("a", ea, Some(oa.clone())), &t, 50);
+        assert!(!plain.changed);
+        assert!(
+            c.take_consumer_records().is_empty(),
+            "a plain heartbeat writes nothing"
+        );
+
+        for (what, log) in [("full log", log.clone()), ("compacted", compacted(&log))] {
+            let mut d = reload(&log, 1_000);
+            assert_eq!(snapshot(&d), before, "{what}");
+            assert_eq!(d.consumer.epochs("g"), epochs, "{what}");
+            assert_eq!(d.consumer.state("g"), Some("Stable"), "{what}");
+            let m = &d.consumer.members("g")[0];
+            assert_eq!(
+                (m.client_id.as_str(), m.subscribed.clone()),
+                ("client-a", vec!["orders".to_string()])
+            );
+            // Both members carry on with their epochs: no fence, no new assignment, no new group epoch.
+            for (member, epoch, owned) in [("a", ea, &oa), ("b", eb, &ob)] {
+                let r = d
+                    .consumer
+                    .heartbeat(hb(member, epoch, Some(owned.clone())), &t, 1_100);
+                assert_eq!((r.error, r.member_epoch), (0, epoch), "{what}: {member}");
+                assert_eq!(r.assignment, None, "{what}: {member}");
+                assert!(!r.changed, "{what}: {member}");
+            }
+            assert_eq!(d.consumer.epochs("g"), epochs, "{what}");
+            assert!(
+                d.take_consumer_records().is_empty(),
+                "{what}: the load rewrites nothing"
+            );
+        }
+
+        // b dies: its session ends after the restart, its records are deleted and a takes everything.
+        let mut d = reload(&log, 1_000);
+        let r = d
+            .consumer
+            .heartbeat(hb("a", ea, Some(oa.clone())), &t, 1_000 + SESSION - 1);
+        assert_eq!(r.error, 0);
+        d.tick(1_000 + SESSION + 1);
+        let recs = d.take_consumer_records();
+        let keys: Vec<Key> = recs
+            .iter()
+            .map(|r| records::decode_key(r.key.clone()).unwrap())
+            .collect();
+        for kind in [
+            Key::ConsumerGroupCurrentMemberAssignment {
+                group: "g".into(),
+                member: "b".into(),
+            },
+            Key::ConsumerGroupTargetAssignmentMember {
+                group: "g".into(),
+                member: "b".into(),
+            },
+            Key::ConsumerGroupMemberMetadata {
+                group: "g".into(),
+                member: "b".into(),
+            },
+        ] {
+            let i = keys
+                .iter()
+                .position(|k| *k == kind)
+                .unwrap_or_else(|| panic!("no {kind:?}: {keys:?}"));
+            assert_eq!(recs[i].value, None, "{kind:?} is a tombstone");
+        }
+        assert!(
+            keys.contains(&Key::ConsumerGroupMetadata { group: "g".into() }),
+            "new group epoch"
+        );
+        log.extend(recs);
+        let (ea2, oa2) = settle(&mut d, &mut log, "a", ea, oa, 1_000 + SESSION + 2);
+        assert!(ea2 > ea);
+        assert_eq!(oa2.values().map(BTreeSet::len).sum::<usize>(), 4);
+        for log in [log.clone(), compacted(&log)] {
+            let e = reload(&log, 50_000);
+            assert_eq!(snapshot(&e), snapshot(&d));
+            assert_eq!(e.consumer.epochs("g"), d.consumer.epochs("g"));
+        }
+
+        // a leaves and the group is deleted: every record of the group is deleted, nothing comes back.
+        let r = d.consumer.heartbeat(hb("a", -1, None), &t, 60_000);
+        assert_eq!(r.error, 0);
+        log.extend(d.take_consumer_records());
+        assert_eq!(d.delete("g"), 0);
+        let recs = d.take_consumer_records();
+        assert!(
+            !recs.is_empty() && recs.iter().all(|r| r.value.is_none()),
+            "{recs:?}"
+        );
+        log.extend(recs);
+        assert!(compacted(&log).is_empty(), "{:?}", compacted(&log));
+        let e = reload(&log, 70_000);
+        assert!(!e.consumer.contains("g"));
+    }
+
+    #[test]
+    fn a_member_in_the_middle_of_a_revocation_resumes_it_after_a_reload() {
+        let mut c = coordinator();
+        let mut log = Vec::new();
+        let t = topics();
+        let a = c.consumer.heartbeat(hb("a", 0, None), &t, 0);
+        let (ea, oa) = settle(
+            &mut c,
+            &mut log,
+            "a",
+            a.member_epoch,
+            a.assignment.unwrap(),
+            1,
+        );
+        let b = c.consumer.heartbeat(hb("b", 0, None), &t, 10);
+        log.extend(c.take_consumer_records());
+        // a is told to give up two partitions but has not confirmed yet.
+        let r = c.consumer.heartbeat(hb("a", ea, Some(oa.clone())), &t, 20);
+        let kept = r.assignment.unwrap();
+        assert_eq!(r.member_epoch, ea);
+        log.extend(c.take_consumer_records());
+        let mut d = reload(&log, 1_000);
+        assert_eq!(snapshot(&d), snapshot(&c));
+        // b gets nothing a still owns; once a confirms, b gets the rest.
+        let rb = d
+            .consumer
+            .heartbeat(hb("b", b.member_epoch, Some(Assignment::new())), &t, 1_010);
+        assert_eq!(rb.error, 0);
+        assert!(
+            rb.assignment.is_none_or(|x| x.is_empty()),
+            "a has not released anything"
+        );
+        let ra = d
+            .consumer
+            .heartbeat(hb("a", ea, Some(kept.clone())), &t, 1_020);
+        assert_eq!(ra.error, 0);
+        assert!(ra.member_epoch > ea);
+        let rb = d
+            .consumer
+            .heartbeat(hb("b", b.member_epoch, Some(Assignment::new())), &t, 1_030);
+        assert_eq!(
+            rb.assignment
+                .unwrap()
+                .values()
+                .map(BTreeSet::len)
+                .sum::<usize>(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_write_that_failed_is_made_again_with_the_next_records() {
+        let mut c = coordinator();
+        let t = topics();
+        let a = c.consumer.heartbeat(hb("a", 0, None), &t, 0);
+        let lost = c.take_consumer_records();
+        c.not_written(&lost);
+        let again = c.take_consumer_records();
+        let keys = |rs: &[Record]| {
+            let mut k: Vec<Bytes> = rs.iter().map(|r| r.key.clone()).collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(&again), keys(&lost));
+        let d = reload(&again, 100);
+        assert_eq!(snapshot(&d), snapshot(&c));
+        // The tombstones of a deleted group that were not written are written again.
+        let r = c.consumer.heartbeat(hb("a", -1, None), &t, 200);
+        assert_eq!((r.error, a.error), (0, 0));
+        let _ = c.take_consumer_records();
+        assert_eq!(c.delete("g"), 0);
+        let lost = c.take_consumer_records();
+        assert!(!lost.is_empty() && lost.iter().all(|r| r.value.is_none()));
+        c.not_written(&lost);
+        assert_eq!(keys(&c.take_consumer_records()), keys(&lost));
+        // An unloaded group's records that did not reach the log are left alone (another coordinator has it).
+        let _ = c.consumer.heartbeat(hb("b", 0, None), &t, 300);
+        let lost = c.take_consumer_records();
+        assert_eq!(c.unload_partition(c.partition_for("g")), 1);
+        c.not_written(&lost);
+        assert!(c.take_consumer_records().is_empty());
+    }
+
+    #[test]
+    fn records_of_a_member_without_its_metadata_are_deleted_at_load() {
+        let mut c = coordinator();
+        let t = topics();
+        let _ = c.consumer.heartbeat(hb("a", 0, None), &t, 0);
+        let log: Vec<Record> = c
+            .take_consumer_records()
+            .into_iter()
+            .filter(|r| {
+                !matches!(
+                    records::decode_key(r.key.clone()).unwrap(),
+                    Key::ConsumerGroupMemberMetadata { .. }
+                )
+            })
+            .collect();
+        let mut d = reload(&log, 100);
+        assert!(d.consumer.members("g").is_empty());
+        let recs = d.take_consumer_records();
+        assert!(
+            recs.iter().any(|r| r.value.is_none()
+                && matches!(
+                    records::decode_key(r.key.clone()).unwrap(),
+                    Key::ConsumerGroupCurrentMemberAssignment { .. }
+                )),
+            "{recs:?}"
+        );
+    }
+}

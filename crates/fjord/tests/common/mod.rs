@@ -28,6 +28,8 @@ pub struct BrokerProc {
     overrides: Vec<(String, String)>,
     /// An open-file limit for the process (run under util-linux's `prlimit`).
     nofile: Option<u64>,
+    /// The Kafka listener's address when it must not change (`restart_on_same_port`); else an OS-chosen port.
+    listener: Option<String>,
 }
 
 impl BrokerProc {
@@ -54,6 +56,7 @@ impl BrokerProc {
             log_path: data_dir.with_extension("broker.log"),
             overrides,
             nofile,
+            listener: None,
         };
         b.spawn();
         b
@@ -75,8 +78,9 @@ impl BrokerProc {
             }
             None => Command::new(env!("CARGO_BIN_EXE_fjord")),
         };
+        let listener = self.listener.as_deref().unwrap_or("127.0.0.1:0");
         cmd.arg("broker")
-            .args(["--override", "listeners=PLAINTEXT://127.0.0.1:0"])
+            .args(["--override", &format!("listeners=PLAINTEXT://{listener}")])
             .args([
                 "--override",
                 &format!("log.dirs={}", self.data_dir.display()),
@@ -162,6 +166,14 @@ impl BrokerProc {
     /// Starts the broker again on the same data directory (new port).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the broker first");
+        self.spawn();
+    }
+
+    /// Starts the broker again on the same data directory and the same Kafka port, so that running clients
+    /// reconnect to it as to a restarted Kafka broker.
+    pub fn restart_on_same_port(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the broker first");
+        self.listener = Some(self.bootstrap.clone());
         self.spawn();
     }
 
