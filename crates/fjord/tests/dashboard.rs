@@ -302,6 +302,14 @@ fn pages_of_a_1000_partition_broker_answer_in_under_a_second() {
         broker.bootstrap.as_str(),
         broker.http.as_deref().expect("http listener"),
     );
+    // Traffic first, so that the overview's rate history (a sample every 5 s) has seen it by the end.
+    let input: String = (0..50).map(|i| format!("m{i}\n")).collect();
+    let out = kcat(
+        &["-b", b, "-P", "-t", "rates"],
+        Some(input.as_bytes()),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "kcat: {}", stderr(&out));
     // A generous timeout: 1,000 partition directories take seconds on a loaded machine.
     ok(&fjord(
         b,
@@ -357,6 +365,25 @@ fn pages_of_a_1000_partition_broker_answer_in_under_a_second() {
     assert!(v["partitions"].as_u64().unwrap() >= 1020, "{v}");
     // Everything one visit to the overview, topics and a topic page transfers.
     assert!(page_bytes < 500_000, "{page_bytes} bytes");
+
+    // The rate history: the 50 records show as messages and bytes in per second in some interval (the broker
+    // has run for more than two sampling intervals by now; bounded wait in case it has not).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, v) = api(h, "GET", "/api/overview", None);
+        let history = v["history"].as_array().unwrap();
+        let seen = history.iter().any(|p| {
+            p["messages_in"].as_f64().unwrap() > 0.0 && p["bytes_in"].as_f64().unwrap() > 0.0
+        });
+        if seen {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no traffic in the rate history: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// `fjord start` on free ports without the registry and Connect; returns the child, Kafka and HTTP addresses.
@@ -444,4 +471,5 @@ fn dashboard_pages_work_in_a_real_browser() {
     let _ = child.wait();
     let out = result.unwrap_or_else(|e| std::panic::resume_unwind(e));
     assert!(out.lines().any(|l| l.starts_with("ok")), "{out}");
+    eprintln!("{out}");
 }
