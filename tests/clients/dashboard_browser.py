@@ -6,7 +6,8 @@ Usage: dashboard_browser.py HTTP_ADDR BOOTSTRAP FJORD_BIN SCREENSHOT_DIR
 Before this runs, the test has created topic `orders` (2 partitions) and produced 5 records with kcat to its
 partition 0 (key k1..k5, JSON values, a header trace=abc). This script keeps a confluent-kafka consumer in group
 `billing` alive (3 of the 5 records committed, so its lag is 2) while it checks each page, then creates topics
-through the form and compares with the CLI. Every wait is bounded. Prints `ok` at the end.
+through the form and compares with the CLI, and deletes one (its name typed as confirmation). Every wait is
+bounded. Prints `ok` at the end.
 """
 
 import json
@@ -178,6 +179,23 @@ try:
     doc = described[0] if isinstance(described, list) else described
     assert len(doc["partitions"]) == 3, out
     shot("created")
+
+    # Deleting it needs its exact name typed: a near miss is refused and the topic stays.
+    def delete(typed):
+        goto("#/topics/from-browser")
+        driver.find_element(By.ID, "delete-confirm-name").send_keys(typed)
+        driver.find_element(By.ID, "delete-submit").click()
+        return wait.until(
+            lambda d: (d.find_elements(By.CSS_SELECTOR, "#admin-result .ok") or d.find_elements(By.ID, "form-error") or [None])[0]
+        )
+
+    res = delete("from-browse")
+    assert "type its exact name" in res.text, res.text
+    assert fjord("topics", "describe", "from-browser")[0] == 0
+    res = delete("from-browser")
+    assert res.text.startswith("Deleted topic from-browser."), res.text
+    code, _, err = fjord("topics", "describe", "from-browser")
+    assert code != 0 and "does not exist" in err, err
 
     # A bad name and a bad partition count: the page shows the CLI's own message.
     for name, parts, expect in [

@@ -287,15 +287,19 @@ async function topicPage(name, params) {
 async function groups(params) {
   const filter = params.get("filter") || "";
   const offset = Number(params.get("offset") || 0);
-  const go = (o, f = filter) => { location.hash = `#/groups?filter=${enc(f)}&offset=${o}`; };
-  const page = await api(`/groups?filter=${enc(filter)}&offset=${offset}&limit=50`);
+  const sort = params.get("sort") || "id";
+  const go = (o, f = filter, s = sort) => { location.hash = `#/groups?filter=${enc(f)}&sort=${enc(s)}&offset=${o}`; };
+  const page = await api(`/groups?filter=${enc(filter)}&sort=${enc(sort)}&offset=${offset}&limit=50`);
+  const input = h("input", { id: "group-filter", value: filter, placeholder: "filter by id" });
+  const sorter = h("select", { id: "group-sort", onchange: () => go(0, input.value, sorter.value) },
+    [["id", "by id"], ["lag", "by lag"], ["members", "by members"], ["state", "by state"]].map(
+      ([v, label]) => h("option", { value: v, selected: v === sort }, label)));
   const rows = page.groups.map((g) => h("tr", {},
     h("td", {}, h("a", { href: `#/groups/${enc(g.id)}` }, g.id)), h("td", {}, g.state), h("td", {}, g.type),
     h("td", { class: "num" }, g.members), h("td", { class: "num" }, g.lag)));
-  const input = h("input", { id: "group-filter", value: filter, placeholder: "filter by id" });
   view.replaceChildren(
     h("h1", {}, "Consumer groups"),
-    h("form", { onsubmit: (ev) => { ev.preventDefault(); go(0, input.value); } }, input, h("button", { type: "submit" }, "Filter")),
+    h("form", { onsubmit: (ev) => { ev.preventDefault(); go(0, input.value, sorter.value); } }, input, sorter, h("button", { type: "submit" }, "Filter")),
     pager(page, (o) => go(o)),
     table("groups-table", ["group", "state", "type", "members#", "lag#"], rows),
     h("p", { class: "muted" }, "Groups coordinated by this broker."));

@@ -728,12 +728,32 @@ fn groups(ctx: &Ctx, _: &[String], q: &Query) -> Result<Value, Fail> {
                 .is_none_or(|f| g.state.to_lowercase() == f)
         })
         .collect();
+    let mut rows: Vec<(GroupRow, i64)> = rows
+        .into_iter()
+        .map(|g| {
+            let lag = lags(&ctx.state, &g).iter().filter_map(|l| l.4).sum();
+            (g, lag)
+        })
+        .collect();
+    // Largest first for the numbers (who is behind, who has the most members); ties by id.
+    match q.str("sort").unwrap_or("id") {
+        "id" => {}
+        "lag" => rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.id.cmp(&b.0.id))),
+        "members" => rows.sort_by(|a, b| {
+            (b.0.members.len().cmp(&a.0.members.len())).then_with(|| a.0.id.cmp(&b.0.id))
+        }),
+        "state" => rows.sort_by(|a, b| (&a.0.state, &a.0.id).cmp(&(&b.0.state, &b.0.id))),
+        other => {
+            return Err(bad(format!(
+                "`sort` must be id, lag, members or state, not `{other}`"
+            )))
+        }
+    }
     let page: Vec<Value> = rows
         .iter()
         .skip(offset)
         .take(limit)
-        .map(|g| {
-            let lag: i64 = lags(&ctx.state, g).iter().filter_map(|l| l.4).sum();
+        .map(|(g, lag)| {
             json!({
                 "id": g.id, "type": g.kind, "protocol_type": g.protocol_type, "state": g.state,
                 "members": g.members.len(), "lag": lag,

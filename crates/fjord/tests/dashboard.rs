@@ -136,6 +136,71 @@ fn api_answers_bad_input_with_json_errors_and_the_clis_messages() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["messages"].as_array().unwrap().len(), 0, "{v}");
 
+    // Groups: two with commits (fjord groups reset-offsets on inactive groups), one far behind.
+    let input: String = (0..10).map(|i| format!("m{i}\n")).collect();
+    let out = kcat(
+        &["-b", b, "-P", "-t", "orders", "-p", "0"],
+        Some(input.as_bytes()),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "kcat: {}", stderr(&out));
+    for (group, to) in [("behind", "1"), ("almost", "8")] {
+        ok(&fjord(
+            b,
+            &[
+                "groups",
+                "reset-offsets",
+                group,
+                "--topic",
+                "orders:0",
+                "--to-offset",
+                to,
+                "--execute",
+            ],
+            None,
+        ));
+    }
+    let ids = |path: &str| -> Vec<(String, i64)> {
+        let (s, v) = api(h, "GET", path, None);
+        assert_eq!(s, 200, "{path}: {v}");
+        v["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                (
+                    g["id"].as_str().unwrap().to_string(),
+                    g["lag"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let by_id = vec![("almost".to_string(), 2), ("behind".to_string(), 9)];
+    assert_eq!(ids("/api/groups"), by_id);
+    assert_eq!(
+        ids("/api/groups?sort=lag"),
+        [by_id[1].clone(), by_id[0].clone()]
+    );
+    assert_eq!(
+        ids("/api/groups?filter=BEH&state=empty"),
+        [by_id[1].clone()]
+    );
+    assert_eq!(ids("/api/groups?state=stable"), []);
+    assert_eq!(
+        ids("/api/groups?sort=lag&offset=1&limit=1"),
+        [by_id[0].clone()]
+    );
+    let m = refused(h, "GET", "/api/groups?sort=size", None, 400);
+    assert!(
+        m.contains("`sort` must be id, lag, members or state"),
+        "{m}"
+    );
+    let (_, g) = api(h, "GET", "/api/groups/behind", None);
+    assert_eq!(g["state"], "Empty", "{g}");
+    assert_eq!(g["offsets"][0]["committed"], 1, "{g}");
+    assert_eq!(g["offsets"][0]["end_offset"], 10, "{g}");
+    assert_eq!(g["lag"], 9, "{g}");
+
     // Writes with bodies that are not what they should be.
     refused(h, "POST", "/api/topics", None, 400);
     refused(h, "POST", "/api/topics", Some("not json"), 400);
