@@ -155,6 +155,10 @@ try:
     cli_p0 = [p for p in cli["partitions"] if p["topic"] == "orders" and p["partition"] == 0][0]
     row = driver.find_element(By.XPATH, "//table[@id='offsets-table']/tbody/tr[td[1]='orders' and td[2]='0']")
     assert row.find_element(By.CSS_SELECTOR, "td.lag").text == str(cli_p0["lag"]), row.text
+    # Resetting the offsets of a group with a live member is refused, dry run included.
+    driver.find_element(By.ID, "reset-dry-run").click()
+    err = wait.until(EC.presence_of_element_located((By.ID, "reset-error")))
+    assert "has active members" in err.text, err.text
     shot("group")
     goto("#/groups")
     assert "billing" in text("#groups-table")

@@ -322,7 +322,40 @@ async function groupPage(id) {
     h("h2", {}, "Members (partitions per member: is the work balanced?)"),
     table("members-table", ["member id", "client id", "host", "partitions#", "assignment"], members),
     h("h2", {}, "Committed offsets and lag"),
-    table("offsets-table", ["topic", "partition#", "committed#", "end offset#", "lag#", "member"], offsets));
+    table("offsets-table", ["topic", "partition#", "committed#", "end offset#", "lag#", "member"], offsets),
+    resetForm(g));
+}
+
+/** Reset a group's offsets on a topic: always a dry run first, then Execute commits exactly what was shown. */
+function resetForm(g) {
+  const topics = [...new Set([...g.offsets.map((o) => o.topic), ...g.members.flatMap((m) => m.assignment.map((a) => a.topic))])];
+  const topic = h("input", { id: "reset-topic", value: topics[0] || "", placeholder: "topic" });
+  const to = h("select", { id: "reset-to" }, h("option", { value: "earliest" }, "earliest"), h("option", { value: "latest" }, "latest"), h("option", { value: "offset" }, "offset"));
+  const offset = h("input", { id: "reset-offset", type: "number", min: 0, placeholder: "offset" });
+  const out = h("div", { id: "reset-result" });
+  const body = (execute) => {
+    const b = { topic: topic.value.trim(), to: to.value, execute };
+    if (to.value === "offset") b.offset = Number(offset.value);
+    return JSON.stringify(b);
+  };
+  const show = (r) => table("reset-table", ["topic", "partition#", "current#", "new#"],
+    r.offsets.map((o) => h("tr", {}, h("td", {}, o.topic), h("td", { class: "num" }, o.partition), h("td", { class: "num" }, dash(o.current)), h("td", { class: "num" }, o.new))));
+  const form = h("form", { id: "reset-form", onsubmit: async (ev) => {
+    ev.preventDefault();
+    const sent = body(true);
+    try {
+      const r = await api(`/groups/${enc(g.id)}/reset-offsets`, { method: "POST", body: body(false) });
+      const exec = h("button", { id: "reset-execute", type: "button", class: "danger", onclick: async () => {
+        exec.disabled = true;
+        try {
+          const done = await api(`/groups/${enc(g.id)}/reset-offsets`, { method: "POST", body: sent });
+          out.replaceChildren(h("p", { class: "ok", id: "reset-ok" }, `Offsets of ${done.group} reset.`), show(done));
+        } catch (e) { out.replaceChildren(h("p", { class: "error", id: "reset-error", role: "alert" }, e.message)); }
+      } }, "Execute");
+      out.replaceChildren(h("div", { class: "confirm" }, "Dry run: nothing is committed until you execute. ", exec), show(r));
+    } catch (e) { out.replaceChildren(h("p", { class: "error", id: "reset-error", role: "alert" }, e.message)); }
+  } }, h("label", {}, "topic", topic), h("label", {}, "to", to), h("label", {}, "offset", offset), h("button", { id: "reset-dry-run", type: "submit" }, "Dry run"));
+  return h("div", {}, h("h2", {}, "Reset offsets (the group must have no active members)"), form, out);
 }
 
 // ---- routing ----

@@ -189,6 +189,7 @@ async fn route(ctx: &Ctx, method: &Method, seg: &[&str], q: &Query, body: Bytes)
         (&Method::GET, ["topics", _, "messages"]) => read(messages).await,
         (&Method::GET, ["groups"]) => read(groups).await,
         (&Method::GET, ["groups", _]) => read(group).await,
+        (&Method::POST, ["groups", id, "reset-offsets"]) => reset_offsets(ctx, id, &body).await,
         (
             _,
             ["overview"]
@@ -196,7 +197,8 @@ async fn route(ctx: &Ctx, method: &Method, seg: &[&str], q: &Query, body: Bytes)
             | ["topics", _]
             | ["topics", _, "partitions" | "messages"]
             | ["groups"]
-            | ["groups", _],
+            | ["groups", _]
+            | ["groups", _, "reset-offsets"],
         ) => Err(Fail {
             status: StatusCode::METHOD_NOT_ALLOWED,
             message: format!("{method} is not supported on this path"),
@@ -985,6 +987,121 @@ async fn add_partitions(ctx: &Ctx, name: &str, body: &[u8]) -> Answer {
     Ok((
         StatusCode::OK,
         json!({ "name": name, "partitions": count, "message": format!("Topic {name} now has {count} partitions.") }),
+    ))
+}
+
+/// Resets a group's committed offsets on one topic (all its partitions, or those listed) to the earliest or
+/// latest offset or a given one (clamped into the partition's range, as Kafka's tool does). A dry run unless
+/// `execute` is true; either way the answer lists each partition's current and new offset. Only for a group
+/// without active members.
+async fn reset_offsets(ctx: &Ctx, id: &str, body: &[u8]) -> Answer {
+    let m = body_object(body)?;
+    let topic = str_field(&m, "topic")?.to_string();
+    let t = ctx
+        .state
+        .meta
+        .state()
+        .topics
+        .get(&topic)
+        .cloned()
+        .ok_or_else(|| not_found(format!("topic `{topic}` does not exist")))?;
+    let n = t.partitions.len() as i64;
+    let partitions: Vec<i32> = match m.get("partitions") {
+        None | Some(Value::Null) => (0..n as i32).collect(),
+        Some(Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(|v| match v.as_i64() {
+                Some(p) if (0..n).contains(&p) => Ok(p as i32),
+                _ => Err(bad(format!(
+                    "`partitions` must list partitions of `{topic}` (0 to {}), not {v}",
+                    n - 1
+                ))),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(v) => {
+            return Err(bad(format!(
+                "`partitions` must be a non-empty list of numbers, not {v}"
+            )))
+        }
+    };
+    let to = str_field(&m, "to")?;
+    let offset = int_field(&m, "offset", 0, i64::MAX)?;
+    let execute = match m.get("execute") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => return Err(bad(format!("`execute` must be true or false, not {v}"))),
+    };
+    let active = group_rows(&ctx.state, Some(id))
+        .into_iter()
+        .next()
+        .is_some_and(|g| !g.members.is_empty());
+    if active {
+        return Err(Fail {
+            status: StatusCode::CONFLICT,
+            message: format!("group `{id}` has active members; stop its consumers first"),
+            code: None,
+        });
+    }
+    let current: HashMap<(String, i32), i64> = group_rows(&ctx.state, Some(id))
+        .into_iter()
+        .flat_map(|g| g.offsets)
+        .collect();
+    let mut plan = Vec::new();
+    for p in partitions {
+        let Some(h) = ctx.state.partitions.get(&topic, p) else {
+            return Err(Fail {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: format!("partition {p} of `{topic}` is not hosted on this broker"),
+                code: None,
+            });
+        };
+        let (start, end) = h.offsets();
+        let new = match (to, offset) {
+            ("earliest", None) => start,
+            ("latest", None) => end,
+            ("offset", Some(o)) => o.clamp(start, end),
+            ("offset", None) => return Err(bad("`to: offset` needs `offset`, a number")),
+            ("earliest" | "latest", Some(_)) => {
+                return Err(bad("`offset` goes only with `to: offset`"))
+            }
+            (other, _) => {
+                return Err(bad(format!(
+                    "`to` must be earliest, latest or offset, not `{other}`"
+                )))
+            }
+        };
+        plan.push(((topic.clone(), p), new));
+    }
+    if execute {
+        fjord_broker::groups::reset_offsets(&ctx.state, id, plan.clone())
+            .await
+            .map_err(|code| {
+                let conflict = [E::UnknownMemberId.code(), E::IllegalGeneration.code()].contains(&code)
+                    || code == E::RebalanceInProgress.code();
+                let message = if conflict {
+                    format!(
+                        "group `{id}` has active members (the broker refused the new offsets: {}); stop its consumers first",
+                        fjord_broker::metrics::error_name(code)
+                    )
+                } else {
+                    format!("cannot reset the offsets of group `{id}`: {}", fjord_broker::metrics::error_name(code))
+                };
+                Fail {
+                    status: if conflict { StatusCode::CONFLICT } else { StatusCode::SERVICE_UNAVAILABLE },
+                    message,
+                    code: Some(code),
+                }
+            })?;
+    }
+    let rows: Vec<Value> = plan
+        .iter()
+        .map(|((t, p), new)| {
+            json!({"topic": t, "partition": p, "current": current.get(&(t.clone(), *p)), "new": new})
+        })
+        .collect();
+    Ok((
+        StatusCode::OK,
+        json!({"group": id, "executed": execute, "offsets": rows}),
     ))
 }
 

@@ -201,6 +201,61 @@ fn api_answers_bad_input_with_json_errors_and_the_clis_messages() {
     assert_eq!(g["offsets"][0]["end_offset"], 10, "{g}");
     assert_eq!(g["lag"], 9, "{g}");
 
+    // Resetting offsets: a dry run shows the plan and commits nothing; executing commits it.
+    let reset = "/api/groups/behind/reset-offsets";
+    let (s, v) = api(
+        h,
+        "POST",
+        reset,
+        Some(r#"{"topic": "orders", "partitions": [0], "to": "latest"}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["executed"], false);
+    assert_eq!(v["offsets"][0]["current"], 1, "{v}");
+    assert_eq!(v["offsets"][0]["new"], 10, "{v}");
+    let (_, g) = api(h, "GET", "/api/groups/behind", None);
+    assert_eq!(g["lag"], 9, "a dry run changed the offsets: {g}");
+    let (s, v) = api(
+        h,
+        "POST",
+        reset,
+        Some(
+            r#"{"topic": "orders", "partitions": [0], "to": "offset", "offset": 7, "execute": true}"#,
+        ),
+    );
+    assert_eq!(s, 200, "{v}");
+    let (_, g) = api(h, "GET", "/api/groups/behind", None);
+    assert_eq!(g["offsets"][0]["committed"], 7, "{g}");
+    assert_eq!(g["lag"], 3, "{g}");
+    let described: Value = serde_json::from_str(&ok(&fjord(
+        b,
+        &["groups", "describe", "behind", "--output", "json"],
+        None,
+    )))
+    .unwrap();
+    assert_eq!(described["lag"], 3, "{described}");
+    for (body, status) in [
+        (r#"{"topic": "orders", "to": "sideways"}"#, 400),
+        (r#"{"topic": "orders", "to": "offset"}"#, 400),
+        (r#"{"topic": "orders", "to": "latest", "offset": 3}"#, 400),
+        (
+            r#"{"topic": "orders", "to": "latest", "partitions": [2]}"#,
+            400,
+        ),
+        (
+            r#"{"topic": "orders", "to": "latest", "partitions": []}"#,
+            400,
+        ),
+        (
+            r#"{"topic": "orders", "to": "latest", "execute": "yes"}"#,
+            400,
+        ),
+        (r#"{"topic": "nosuch", "to": "latest"}"#, 404),
+        (r#"{"to": "latest"}"#, 400),
+    ] {
+        refused(h, "POST", reset, Some(body), status);
+    }
+
     // Writes with bodies that are not what they should be.
     refused(h, "POST", "/api/topics", None, 400);
     refused(h, "POST", "/api/topics", Some("not json"), 400);
