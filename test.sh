@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: unit, property and fuzz-style tests of each crate, and the end-to-end tests that start real
 # broker processes and drive them with kcat, confluent-kafka, kafka-python, kafkajs and the Java client.
-# Installs what the tests need when it is missing: kcat (Debian package; needs root or sudo), a Python venv
+# Installs what the tests need when it is missing: kcat and headless Chromium with its WebDriver (Debian packages
+# `chromium` and `chromium-driver`, for the dashboard's browser test; need root or sudo), a Python venv
 # with the client libraries in .venv, kafkajs (npm) under tests/clients/kafkajs, and Java 17 with Maven for
 # Apache Kafka's Java client (tests/java, dependencies from Maven Central cached in ~/.m2).
 set -euo pipefail
@@ -13,7 +14,13 @@ if ! command -v kcat >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kcat >/dev/null
 fi
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import confluent_kafka, kafka, fastavro, httpx, authlib, cachetools, jsonschema, google.protobuf" 2>/dev/null; then
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "test.sh: installing chromium and chromium-driver" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import confluent_kafka, kafka, fastavro, httpx, authlib, cachetools, jsonschema, google.protobuf, selenium" 2>/dev/null; then
   echo "test.sh: creating .venv with the Python Kafka clients" >&2
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r tests/clients/requirements.txt

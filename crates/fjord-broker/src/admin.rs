@@ -452,3 +452,147 @@ pub async fn alter_broker_configs(
     broker.sync_partitions()?;
     Ok(())
 }
+
+/// Deletes a topic by name (DeleteTopics and the dashboard): internal topics are refused; the committed offsets of
+/// its partitions go with it, as in Kafka.
+pub async fn delete_topic(broker: &BrokerState, topic_name: &str) -> Result<(), ApiError> {
+    if is_internal_topic(topic_name) {
+        // Kafka's broker would delete it (only its kafka-topics tool refuses); the committed offsets or
+        // transaction states in it would be lost with no way back.
+        return Err(ApiError::new(
+            E::InvalidRequest,
+            format!(
+                "Deletion of internal topic {topic_name} is prohibited: it holds the state of the \
+                 broker's coordinators. Delete consumer groups (DeleteGroups) or let transactional \
+                 ids expire instead."
+            ),
+        ));
+    }
+    let outcome = broker
+        .meta
+        .propose(Command::DeleteTopic {
+            name: topic_name.to_string(),
+        })
+        .await;
+    match outcome {
+        Ok(CommandResult::Ok) => {
+            if let Err(e) = broker.sync_partitions() {
+                tracing::error!(topic = %topic_name, error = %e, "deleting partitions failed");
+            }
+            // Committed offsets of the deleted partitions go too, as in Kafka.
+            let records = {
+                let mut c = broker.groups.lock();
+                c.forget_topic(topic_name);
+                c.take_records()
+            };
+            if let Err(e) = broker.groups.persist(broker, records).await {
+                tracing::error!(topic = %topic_name, error = %e, "removing committed offsets failed");
+            }
+            tracing::info!(topic = %topic_name, "topic deleted");
+            Ok(())
+        }
+        Ok(CommandResult::UnknownTopic) => Err(ApiError::new(
+            E::UnknownTopicOrPartition,
+            format!("Topic '{topic_name}' does not exist."),
+        )),
+        Ok(other) => Err(ApiError::new(
+            E::UnknownServerError,
+            format!("unexpected result {other:?}"),
+        )),
+        Err(e) => Err(crate::Error::from(e).into()),
+    }
+}
+
+/// Grows a topic's partition count to `count` (CreatePartitions and the dashboard), with optional explicit replica
+/// lists for the new partitions.
+pub async fn create_partitions(
+    broker: &BrokerState,
+    name: &str,
+    count: i32,
+    assignments: Option<Vec<Vec<i32>>>,
+    validate_only: bool,
+) -> Result<(), ApiError> {
+    // A view as fresh as the quorum's (see admin::create_topic).
+    let _ = broker.meta.sync().await;
+    let state = broker.meta.state();
+    let Some(topic) = state.topics.get(name) else {
+        return Err(ApiError::new(
+            E::UnknownTopicOrPartition,
+            format!("Topic '{name}' does not exist."),
+        ));
+    };
+    let current = topic.partitions.len() as i32;
+    if count <= current {
+        return Err(ApiError::new(
+            E::InvalidPartitions,
+            format!("Topic currently has {current} partitions, which is higher than the requested {count}."),
+        ));
+    }
+    if count > MAX_PARTITIONS_PER_TOPIC {
+        return Err(ApiError::new(
+            E::InvalidPartitions,
+            format!("{count} partitions exceed the limit of {MAX_PARTITIONS_PER_TOPIC} per topic."),
+        ));
+    }
+    let rf = topic.partitions.first().map_or(1, |p| p.replicas.len());
+    let new = match assignments {
+        Some(a) => {
+            if a.len() as i32 != count - current {
+                return Err(ApiError::new(
+                    E::InvalidReplicaAssignment,
+                    format!(
+                        "Increasing the number of partitions by {} but {} assignments provided.",
+                        count - current,
+                        a.len()
+                    ),
+                ));
+            }
+            for r in &a {
+                if r.len() != rf || r.iter().any(|b| !state.brokers.contains_key(b)) {
+                    return Err(ApiError::new(
+                        E::InvalidReplicaAssignment,
+                        format!("Replica list {r:?} must name {rf} registered brokers."),
+                    ));
+                }
+            }
+            a
+        }
+        None => {
+            let live = state.live_brokers().len();
+            if live < rf {
+                return Err(ApiError::new(
+                    E::InvalidReplicationFactor,
+                    format!(
+                        "The topic's replication factor is {rf} but only {live} broker(s) are registered and unfenced."
+                    ),
+                ));
+            }
+            assign_replicas(&state, current, count - current, rf as i16)
+        }
+    };
+    if validate_only {
+        return Ok(());
+    }
+    let cmd = Command::CreatePartitions {
+        name: name.to_string(),
+        new_assignments: new,
+    };
+    match broker.meta.propose(cmd).await.map_err(crate::Error::from)? {
+        CommandResult::Ok => {}
+        CommandResult::UnknownTopic => {
+            return Err(ApiError::new(
+                E::UnknownTopicOrPartition,
+                format!("Topic '{name}' does not exist."),
+            ))
+        }
+        CommandResult::InvalidPartitions(m) => return Err(ApiError::new(E::InvalidPartitions, m)),
+        other => {
+            return Err(ApiError::new(
+                E::UnknownServerError,
+                format!("unexpected result {other:?}"),
+            ))
+        }
+    }
+    broker.sync_partitions()?;
+    Ok(())
+}

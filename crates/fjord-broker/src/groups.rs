@@ -938,3 +938,41 @@ pub async fn run_clock(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bo
         }
     }
 }
+
+/// Commits `offsets` for a group without active members as an admin tool does (OffsetCommit with generation -1
+/// and no member id, the path of `kafka-consumer-groups --reset-offsets`): durable in `__consumer_offsets`,
+/// then visible. A group with members is refused with the coordinator's code, so is a group served elsewhere.
+pub async fn reset_offsets(
+    state: &BrokerState,
+    group: &str,
+    offsets: Vec<((String, i32), i64)>,
+) -> Result<(), i16> {
+    state.groups.ensure_served(state, group).await?;
+    let now = crate::now_ms();
+    state
+        .groups
+        .coordinator_for(state, group)
+        .and_then(|mut c| c.check_commit(group, -1, "", None, false, now))?;
+    let valid: Vec<((String, i32), fjord_coordinator::CommittedOffset)> = offsets
+        .into_iter()
+        .map(|(tp, offset)| {
+            let committed = fjord_coordinator::CommittedOffset {
+                offset,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp: now,
+            };
+            (tp, committed)
+        })
+        .collect();
+    let records = state.groups.lock().commit_records(group, &valid);
+    state
+        .groups
+        .persist(state, records)
+        .await
+        .map_err(|e| write_error_code(&e))?;
+    if let Ok(mut c) = state.groups.coordinator_for(state, group) {
+        c.apply_commit(group, valid, now);
+    }
+    Ok(())
+}

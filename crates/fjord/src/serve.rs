@@ -1,5 +1,5 @@
-//! `fjord start` and `fjord broker`: run a broker (and, on `start`, the HTTP endpoint for /metrics, /health and
-//! /ready) until SIGINT or SIGTERM, then shut down cleanly.
+//! `fjord start` and `fjord broker`: run a broker (and, on `start`, the HTTP endpoint for /metrics, /health,
+//! /ready and the dashboard with its /api/) until SIGINT or SIGTERM, then shut down cleanly.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -91,6 +91,9 @@ pub async fn serve(
         eprintln!("\nFjord is running.");
         eprintln!("  Kafka protocol:  {kafka}   (e.g. kcat -b {kafka} -L, or fjord topics list -b {kafka})");
         if let Some(h) = http {
+            if cfg!(feature = "dashboard") {
+                eprintln!("  Dashboard:       http://{h}/");
+            }
             eprintln!("  Metrics:         http://{h}/metrics");
         }
         if let Some(r) = registry_addr {
@@ -500,6 +503,8 @@ async fn serve_metrics(
         .with_context(|| format!("cannot bind metrics.listener {addr}"))?;
     let bound = listener.local_addr()?;
     let metrics_state = state.clone();
+    #[cfg(feature = "dashboard")]
+    let dashboard = fjord_dashboard::router(state.clone());
     let ready_state = state;
     let app = axum::Router::new()
         .route(
@@ -541,6 +546,8 @@ async fn serve_metrics(
                 }
             }),
         );
+    #[cfg(feature = "dashboard")]
+    let app = app.merge(dashboard);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics server failed");

@@ -1,13 +1,12 @@
 //! DeleteTopics (key 20): by name (v1-v5) or by name or id (v6). The partitions' logs are deleted when the
 //! metadata change is applied.
 
-use fjord_meta::{Command, CommandResult};
 use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
 
 use super::{str_bytes, Ctx};
-use crate::admin::is_internal_topic;
+use crate::admin::delete_topic;
 
 pub async fn handle(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
     let broker = ctx.state;
@@ -50,55 +49,11 @@ pub async fn handle(ctx: &Ctx<'_>, req: DeleteTopicsRequest) -> DeleteTopicsResp
         let res = res
             .with_name(Some(TopicName(str_bytes(&topic_name))))
             .with_topic_id(topic.id);
-        if is_internal_topic(&topic_name) {
-            // Kafka's broker would delete it (only its kafka-topics tool refuses); the committed offsets or
-            // transaction states in it would be lost with no way back.
-            results.push(
-                res.with_error_code(E::InvalidRequest.code())
-                    .with_error_message(Some(str_bytes(&format!(
-                        "Deletion of internal topic {topic_name} is prohibited: it holds the state of the \
-                         broker's coordinators. Delete consumer groups (DeleteGroups) or let transactional \
-                         ids expire instead."
-                    )))),
-            );
-            continue;
-        }
-        let outcome = broker
-            .meta
-            .propose(Command::DeleteTopic {
-                name: topic_name.clone(),
-            })
-            .await;
-        let res = match outcome {
-            Ok(CommandResult::Ok) => {
-                if let Err(e) = broker.sync_partitions() {
-                    tracing::error!(topic = %topic_name, error = %e, "deleting partitions failed");
-                }
-                // Committed offsets of the deleted partitions go too, as in Kafka.
-                let records = {
-                    let mut c = broker.groups.lock();
-                    c.forget_topic(&topic_name);
-                    c.take_records()
-                };
-                if let Err(e) = broker.groups.persist(broker, records).await {
-                    tracing::error!(topic = %topic_name, error = %e, "removing committed offsets failed");
-                }
-                tracing::info!(topic = %topic_name, "topic deleted");
-                res
-            }
-            Ok(CommandResult::UnknownTopic) => res
-                .with_error_code(E::UnknownTopicOrPartition.code())
-                .with_error_message(Some(str_bytes(&format!(
-                    "Topic '{topic_name}' does not exist."
-                )))),
-            Ok(other) => res
-                .with_error_code(E::UnknownServerError.code())
-                .with_error_message(Some(str_bytes(&format!("unexpected result {other:?}")))),
-            Err(e) => {
-                let e = crate::Error::from(e);
-                res.with_error_code(e.code())
-                    .with_error_message(Some(str_bytes(&e.to_string())))
-            }
+        let res = match delete_topic(broker, &topic_name).await {
+            Ok(()) => res,
+            Err(e) => res
+                .with_error_code(e.code)
+                .with_error_message(Some(str_bytes(&e.message))),
         };
         results.push(res);
     }

@@ -50,6 +50,9 @@ mod sync_group;
 mod txn_offset_commit;
 mod write_txn_markers;
 
+/// The effective topic configs, for the dashboard as for DescribeConfigs.
+pub use describe_configs::topic_entries;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

@@ -1,0 +1,386 @@
+// Fjord dashboard: a hand-written module, no framework and no build step. It renders views from the JSON API
+// under /api/ and routes on the URL fragment (#/topics/orders), so every view can be linked and reloaded.
+
+const view = document.getElementById("view");
+let timer = null;
+
+// ---- helpers ----
+
+/** Builds an element: h("td", {class: "num"}, "42"). Children are text (escaped by the DOM) or nodes. */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+async function api(path, opts = {}) {
+  const res = await fetch("/api" + path, {
+    ...opts,
+    headers: opts.body ? { "content-type": "application/json" } : {},
+  });
+  let body;
+  try {
+    body = await res.json();
+  } catch {
+    body = { error: `HTTP ${res.status} without a JSON body` };
+  }
+  if (!res.ok) throw new Error(body.error || `HTTP ${res.status}`);
+  return body;
+}
+
+const enc = encodeURIComponent;
+
+function bytes(n) {
+  if (n === null || n === undefined) return "–";
+  const u = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return (i === 0 ? n.toFixed(0) : n.toFixed(1)) + " " + u[i];
+}
+
+function rate(n) { return bytes(n) + "/s"; }
+function dash(v) { return v === null || v === undefined ? "–" : String(v); }
+
+function card(k, v, id) {
+  return h("div", { class: "card" }, h("div", { class: "v", id }, v), h("div", { class: "k" }, k));
+}
+
+function table(id, headers, rows) {
+  return h("table", { id },
+    h("thead", {}, h("tr", {}, headers.map((x) => h("th", { class: x.endsWith("#") ? "num" : null }, x.replace(/#$/, ""))))),
+    h("tbody", {}, rows));
+}
+
+function errorBox(e) { return h("p", { class: "error", role: "alert" }, e.message || String(e)); }
+
+/** Previous/next buttons for a server-side page: {total, offset, limit}. */
+function pager(page, go) {
+  const { total, offset, limit } = page;
+  const last = Math.min(offset + limit, total);
+  return h("div", { class: "bar" },
+    h("span", { class: "muted" }, total === 0 ? "none" : `${offset + 1}–${last} of ${total}`),
+    h("button", { class: "secondary", disabled: offset === 0, onclick: () => go(Math.max(0, offset - limit)) }, "Previous"),
+    h("button", { class: "secondary", disabled: last >= total, onclick: () => go(offset + limit) }, "Next"));
+}
+
+function b64bytes(s) {
+  const bin = atob(s);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+/** A record field (base64 or null) shown as text, pretty JSON or hex. */
+function decode(b64, format) {
+  if (b64 === null || b64 === undefined) return "null";
+  const b = b64bytes(b64);
+  if (format === "hex") return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join(" ");
+  const text = new TextDecoder("utf-8", { fatal: false }).decode(b);
+  if (format === "json") {
+    try { return JSON.stringify(JSON.parse(text), null, 2); } catch { return text + "\n(not JSON)"; }
+  }
+  return text;
+}
+
+// ---- overview ----
+
+function drawChart(canvas, history) {
+  const dpr = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth, hgt = canvas.clientHeight;
+  canvas.width = w * dpr; canvas.height = hgt * dpr;
+  const g = canvas.getContext("2d");
+  g.scale(dpr, dpr);
+  g.clearRect(0, 0, w, hgt);
+  const pad = 40;
+  const max = Math.max(1, ...history.map((p) => Math.max(p.bytes_in, p.bytes_out)));
+  g.strokeStyle = "#dde3ea"; g.fillStyle = "#6b7785"; g.font = "11px sans-serif";
+  g.beginPath(); g.moveTo(pad, 8); g.lineTo(pad, hgt - 20); g.lineTo(w - 8, hgt - 20); g.stroke();
+  g.fillText(rate(max), 2, 14);
+  if (history.length < 2) { g.fillText("collecting samples…", pad + 10, hgt / 2); return; }
+  const t0 = history[0].at_ms, t1 = history[history.length - 1].at_ms;
+  const x = (t) => pad + ((t - t0) / Math.max(1, t1 - t0)) * (w - pad - 10);
+  const y = (v) => hgt - 20 - (v / max) * (hgt - 30);
+  for (const [key, color] of [["bytes_in", "#0b6bcb"], ["bytes_out", "#dd6b20"]]) {
+    g.strokeStyle = color; g.lineWidth = 1.5; g.beginPath();
+    history.forEach((p, i) => (i ? g.lineTo(x(p.at_ms), y(p[key])) : g.moveTo(x(p.at_ms), y(p[key]))));
+    g.stroke();
+  }
+  g.fillStyle = "#6b7785";
+  g.fillText(`${Math.round((t1 - t0) / 60000)} min`, pad, hgt - 5);
+}
+
+async function overview() {
+  const o = await api("/overview");
+  const brokers = o.brokers.map((b) => h("tr", {},
+    h("td", {}, b.id), h("td", {}, `${b.host}:${b.port}`), h("td", {}, dash(b.rack)),
+    h("td", {}, b.live ? "live" : "fenced"), h("td", {}, b.controller ? "yes" : "")));
+  const canvas = h("canvas", { id: "rate-chart" });
+  view.replaceChildren(
+    h("h1", {}, "Overview"),
+    h("div", { class: "cards" },
+      card("brokers", o.brokers.length, "ov-brokers"),
+      card("topics", o.topics, "ov-topics"),
+      card("partitions", o.partitions, "ov-partitions"),
+      card("under-replicated", o.under_replicated_partitions, "ov-urp"),
+      card("offline partitions", o.offline_partitions, "ov-offline"),
+      card("consumer groups", o.groups, "ov-groups"),
+      card("bytes in", rate(o.bytes_in_per_sec), "ov-in"),
+      card("bytes out", rate(o.bytes_out_per_sec), "ov-out")),
+    h("h2", {}, "Throughput, last 15 minutes"),
+    h("div", { class: "legend" }, h("span", { class: "in" }, "■ bytes in/s"), h("span", { class: "out" }, "■ bytes out/s")),
+    canvas,
+    h("h2", {}, "Brokers"),
+    table("brokers-table", ["id", "address", "rack", "state", "controller"], brokers),
+    h("p", { class: "muted" }, `cluster ${o.cluster_id} · this is node ${o.node_id} · Fjord ${o.version}`));
+  drawChart(canvas, o.history);
+  // Only the overview refreshes itself; it keeps no form state to lose.
+  timer = setTimeout(() => route(), o.sample_interval_ms || 5000);
+}
+
+// ---- topics ----
+
+function createTopicForm() {
+  const name = h("input", { id: "create-name", required: true, placeholder: "orders" });
+  const parts = h("input", { id: "create-partitions", type: "number", placeholder: "default" });
+  const rf = h("input", { id: "create-rf", type: "number", placeholder: "default" });
+  const out = h("div", { id: "create-result" });
+  const form = h("form", { id: "create-form" },
+    h("label", {}, "name", name), h("label", {}, "partitions", parts), h("label", {}, "replication factor", rf),
+    h("button", { id: "create-submit", type: "submit" }, "Create topic…"));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const body = { name: name.value.trim() };
+    if (parts.value !== "") body.partitions = Number(parts.value);
+    if (rf.value !== "") body.replication_factor = Number(rf.value);
+    // A confirmation step: nothing is written until the summary is confirmed.
+    const confirm = h("button", { id: "create-confirm", type: "button", onclick: async () => {
+      confirm.disabled = true;
+      try {
+        const r = await api("/topics", { method: "POST", body: JSON.stringify(body) });
+        out.replaceChildren(h("p", { class: "ok", id: "form-ok" }, r.message, " ", h("a", { href: `#/topics/${enc(r.name)}` }, "Open it")));
+      } catch (e) {
+        out.replaceChildren(h("p", { class: "error", id: "form-error", role: "alert" }, e.message));
+      }
+    } }, "Confirm");
+    out.replaceChildren(h("div", { class: "confirm" },
+      `Create topic "${body.name}" with ${body.partitions ?? "the default number of"} partitions, replication factor ${body.replication_factor ?? "default"}? `,
+      confirm, " ", h("button", { type: "button", class: "secondary", onclick: () => out.replaceChildren() }, "Cancel")));
+  });
+  return h("div", {}, h("h2", {}, "Create a topic"), form, out);
+}
+
+async function topics(params) {
+  const filter = params.get("filter") || "";
+  const offset = Number(params.get("offset") || 0);
+  const internal = params.get("internal") === "true";
+  const go = (o, f = filter, i = internal) => {
+    location.hash = `#/topics?filter=${enc(f)}&offset=${o}&internal=${i}`;
+  };
+  const page = await api(`/topics?filter=${enc(filter)}&offset=${offset}&limit=50&internal=${internal}`);
+  const rows = page.topics.map((t) => h("tr", {},
+    h("td", {}, h("a", { href: `#/topics/${enc(t.name)}` }, t.name)),
+    h("td", { class: "num" }, t.partitions), h("td", { class: "num" }, t.replication_factor),
+    h("td", { class: "num" }, bytes(t.size_bytes)), h("td", { class: "num" }, t.messages_in_total),
+    h("td", {}, dash(t.retention_ms))));
+  const input = h("input", { id: "topic-filter", value: filter, placeholder: "filter by name" });
+  const box = h("input", { type: "checkbox", id: "topic-internal", checked: internal });
+  view.replaceChildren(
+    h("h1", {}, "Topics"),
+    h("form", { onsubmit: (ev) => { ev.preventDefault(); go(0, input.value, box.checked); } },
+      input, h("label", {}, h("span", {}, "internal"), box), h("button", { type: "submit" }, "Filter")),
+    pager(page, (o) => go(o)),
+    table("topics-table", ["topic", "partitions#", "replication#", "size here#", "messages in (since start)#", "retention.ms override"], rows),
+    createTopicForm());
+}
+
+function messageBrowser(t) {
+  const part = h("select", { id: "msg-partition" },
+    Array.from({ length: t.partitions }, (_, i) => h("option", { value: i }, `partition ${i}`)));
+  const mode = h("select", { id: "msg-mode" }, h("option", { value: "latest" }, "latest N"), h("option", { value: "offset" }, "from offset"));
+  const num = h("input", { id: "msg-number", type: "number", value: 20, min: 0 });
+  const fmt = h("select", { id: "msg-format" }, h("option", { value: "text" }, "text"), h("option", { value: "json" }, "JSON (pretty)"), h("option", { value: "hex" }, "hex"));
+  const out = h("div", { id: "msg-result" });
+  let last = null;
+  const render = () => {
+    if (!last) return;
+    const rows = last.messages.map((m) => h("tr", {},
+      h("td", { class: "num" }, m.offset),
+      h("td", {}, new Date(m.timestamp).toISOString()),
+      h("td", { class: "msg-key" }, h("pre", {}, decode(m.key, fmt.value))),
+      h("td", { class: "msg-headers" }, m.headers.map((x) => h("pre", {}, `${x.key}: ${decode(x.value, fmt.value)}`))),
+      h("td", { class: "msg-value" }, h("pre", {}, decode(m.value, fmt.value)))));
+    out.replaceChildren(
+      h("p", { class: "muted" }, `partition ${last.partition}: offsets ${last.start_offset}–${last.end_offset} · ${last.messages.length} shown from ${last.from}`),
+      table("messages-table", ["offset#", "timestamp", "key", "headers", "value"], rows));
+  };
+  fmt.addEventListener("change", render);
+  const form = h("form", { id: "msg-form", onsubmit: async (ev) => {
+    ev.preventDefault();
+    const q = mode.value === "latest" ? `latest=${enc(num.value)}` : `offset=${enc(num.value)}&limit=50`;
+    try {
+      last = await api(`/topics/${enc(t.name)}/messages?partition=${part.value}&${q}`);
+      render();
+    } catch (e) { out.replaceChildren(errorBox(e)); }
+  } }, part, mode, h("label", {}, "N or offset", num), h("label", {}, "show as", fmt), h("button", { id: "msg-load", type: "submit" }, "Load"));
+  return h("div", {}, h("h2", {}, "Messages"), h("p", { class: "muted" }, "At most 100 records and 4 MiB of log per load."), form, out);
+}
+
+function dangerZone(t) {
+  const out = h("div", { id: "admin-result" });
+  const count = h("input", { id: "add-count", type: "number", value: t.partitions + 1 });
+  const grow = h("form", { id: "add-form", onsubmit: (ev) => {
+    ev.preventDefault();
+    const n = Number(count.value);
+    out.replaceChildren(h("div", { class: "confirm" }, `Grow "${t.name}" from ${t.partitions} to ${n} partitions? Keys will map to different partitions. `,
+      h("button", { id: "add-confirm", type: "button", onclick: async () => {
+        try {
+          const r = await api(`/topics/${enc(t.name)}/partitions`, { method: "POST", body: JSON.stringify({ count: n }) });
+          out.replaceChildren(h("p", { class: "ok" }, r.message));
+        } catch (e) { out.replaceChildren(h("p", { class: "error", id: "form-error", role: "alert" }, e.message)); }
+      } }, "Confirm")));
+  } }, h("label", {}, "new partition count", count), h("button", { type: "submit" }, "Add partitions…"));
+  const typed = h("input", { id: "delete-confirm-name", placeholder: t.name });
+  const del = h("form", { id: "delete-form", onsubmit: async (ev) => {
+    ev.preventDefault();
+    try {
+      const r = await api(`/topics/${enc(t.name)}`, { method: "DELETE", body: JSON.stringify({ confirm: typed.value }) });
+      out.replaceChildren(h("p", { class: "ok" }, r.message, " ", h("a", { href: "#/topics" }, "Back to topics")));
+    } catch (e) { out.replaceChildren(h("p", { class: "error", id: "form-error", role: "alert" }, e.message)); }
+  } }, h("label", {}, `type "${t.name}" to delete`, typed), h("button", { class: "danger", type: "submit", id: "delete-submit" }, "Delete topic"));
+  return h("div", {}, h("h2", {}, "Change"), grow, del, out);
+}
+
+async function topicPage(name, params) {
+  const offset = Number(params.get("offset") || 0);
+  const [t, parts] = await Promise.all([
+    api(`/topics/${enc(name)}`),
+    api(`/topics/${enc(name)}/partitions?offset=${offset}&limit=100`),
+  ]);
+  const rows = parts.partitions.map((p) => h("tr", {},
+    h("td", { class: "num" }, p.partition), h("td", { class: "num" }, p.leader),
+    h("td", {}, p.replicas.join(",")), h("td", {}, p.isr.join(",")),
+    h("td", { class: "num" }, dash(p.start_offset)), h("td", { class: "num" }, dash(p.end_offset)),
+    h("td", { class: "num" }, bytes(p.size_bytes))));
+  const configs = t.configs.map((c) => h("tr", {}, h("td", {}, c.name), h("td", {}, dash(c.value)), h("td", {}, c.source)));
+  view.replaceChildren(
+    h("h1", {}, "Topic ", h("span", { id: "topic-name" }, t.name)),
+    h("div", { class: "cards" }, card("partitions", t.partitions), card("replication factor", t.replication_factor), card("size here", bytes(t.size_bytes))),
+    h("h2", {}, "Partitions"),
+    pager(parts, (o) => { location.hash = `#/topics/${enc(name)}?offset=${o}`; }),
+    table("partitions-table", ["partition#", "leader#", "replicas", "ISR", "start offset#", "end offset#", "size#"], rows),
+    messageBrowser(t),
+    h("h2", {}, "Configs"),
+    table("configs-table", ["name", "value", "source"], configs),
+    t.internal ? h("p", { class: "muted" }, "Internal topic: the broker manages it.") : dangerZone(t));
+}
+
+// ---- groups ----
+
+async function groups(params) {
+  const filter = params.get("filter") || "";
+  const offset = Number(params.get("offset") || 0);
+  const sort = params.get("sort") || "id";
+  const go = (o, f = filter, s = sort) => { location.hash = `#/groups?filter=${enc(f)}&sort=${enc(s)}&offset=${o}`; };
+  const page = await api(`/groups?filter=${enc(filter)}&sort=${enc(sort)}&offset=${offset}&limit=50`);
+  const input = h("input", { id: "group-filter", value: filter, placeholder: "filter by id" });
+  const sorter = h("select", { id: "group-sort", onchange: () => go(0, input.value, sorter.value) },
+    [["id", "by id"], ["lag", "by lag"], ["members", "by members"], ["state", "by state"]].map(
+      ([v, label]) => h("option", { value: v, selected: v === sort }, label)));
+  const rows = page.groups.map((g) => h("tr", {},
+    h("td", {}, h("a", { href: `#/groups/${enc(g.id)}` }, g.id)), h("td", {}, g.state), h("td", {}, g.type),
+    h("td", { class: "num" }, g.members), h("td", { class: "num" }, g.lag)));
+  view.replaceChildren(
+    h("h1", {}, "Consumer groups"),
+    h("form", { onsubmit: (ev) => { ev.preventDefault(); go(0, input.value, sorter.value); } }, input, sorter, h("button", { type: "submit" }, "Filter")),
+    pager(page, (o) => go(o)),
+    table("groups-table", ["group", "state", "type", "members#", "lag#"], rows),
+    h("p", { class: "muted" }, "Groups coordinated by this broker."));
+}
+
+async function groupPage(id) {
+  const g = await api(`/groups/${enc(id)}`);
+  const members = g.members.map((m) => h("tr", {},
+    h("td", {}, m.member_id), h("td", { class: "member-client" }, m.client_id), h("td", { class: "member-host" }, m.host),
+    h("td", { class: "num member-count" }, m.partition_count),
+    h("td", {}, m.assignment.map((a) => `${a.topic}[${a.partitions.join(",")}]`).join(" "))));
+  const offsets = g.offsets.map((o) => h("tr", {},
+    h("td", {}, o.topic), h("td", { class: "num" }, o.partition), h("td", { class: "num" }, o.committed),
+    h("td", { class: "num" }, dash(o.end_offset)), h("td", { class: "num lag" }, dash(o.lag)), h("td", {}, dash(o.member))));
+  view.replaceChildren(
+    h("h1", {}, "Group ", h("span", { id: "group-id" }, g.id)),
+    h("div", { class: "cards" },
+      card("state", g.state, "group-state"), card("protocol", `${g.protocol_type || "–"} / ${g.protocol || "–"}`, "group-protocol"),
+      card("members", g.members.length, "group-members"), card("total lag", g.lag, "group-lag")),
+    h("h2", {}, "Members (partitions per member: is the work balanced?)"),
+    table("members-table", ["member id", "client id", "host", "partitions#", "assignment"], members),
+    h("h2", {}, "Committed offsets and lag"),
+    table("offsets-table", ["topic", "partition#", "committed#", "end offset#", "lag#", "member"], offsets),
+    resetForm(g));
+}
+
+/** Reset a group's offsets on a topic: always a dry run first, then Execute commits exactly what was shown. */
+function resetForm(g) {
+  const topics = [...new Set([...g.offsets.map((o) => o.topic), ...g.members.flatMap((m) => m.assignment.map((a) => a.topic))])];
+  const topic = h("input", { id: "reset-topic", value: topics[0] || "", placeholder: "topic" });
+  const to = h("select", { id: "reset-to" }, h("option", { value: "earliest" }, "earliest"), h("option", { value: "latest" }, "latest"), h("option", { value: "offset" }, "offset"));
+  const offset = h("input", { id: "reset-offset", type: "number", min: 0, placeholder: "offset" });
+  const out = h("div", { id: "reset-result" });
+  const body = (execute) => {
+    const b = { topic: topic.value.trim(), to: to.value, execute };
+    if (to.value === "offset") b.offset = Number(offset.value);
+    return JSON.stringify(b);
+  };
+  const show = (r) => table("reset-table", ["topic", "partition#", "current#", "new#"],
+    r.offsets.map((o) => h("tr", {}, h("td", {}, o.topic), h("td", { class: "num" }, o.partition), h("td", { class: "num" }, dash(o.current)), h("td", { class: "num" }, o.new))));
+  const form = h("form", { id: "reset-form", onsubmit: async (ev) => {
+    ev.preventDefault();
+    const sent = body(true);
+    try {
+      const r = await api(`/groups/${enc(g.id)}/reset-offsets`, { method: "POST", body: body(false) });
+      const exec = h("button", { id: "reset-execute", type: "button", class: "danger", onclick: async () => {
+        exec.disabled = true;
+        try {
+          const done = await api(`/groups/${enc(g.id)}/reset-offsets`, { method: "POST", body: sent });
+          out.replaceChildren(h("p", { class: "ok", id: "reset-ok" }, `Offsets of ${done.group} reset.`), show(done));
+        } catch (e) { out.replaceChildren(h("p", { class: "error", id: "reset-error", role: "alert" }, e.message)); }
+      } }, "Execute");
+      out.replaceChildren(h("div", { class: "confirm" }, "Dry run: nothing is committed until you execute. ", exec), show(r));
+    } catch (e) { out.replaceChildren(h("p", { class: "error", id: "reset-error", role: "alert" }, e.message)); }
+  } }, h("label", {}, "topic", topic), h("label", {}, "to", to), h("label", {}, "offset", offset), h("button", { id: "reset-dry-run", type: "submit" }, "Dry run"));
+  return h("div", {}, h("h2", {}, "Reset offsets (the group must have no active members)"), form, out);
+}
+
+// ---- routing ----
+
+async function route() {
+  clearTimeout(timer);
+  const hash = location.hash.replace(/^#/, "") || "/";
+  const [path, qs] = hash.split("?");
+  const params = new URLSearchParams(qs || "");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  for (const a of document.querySelectorAll("[data-nav]")) {
+    a.classList.toggle("active", a.dataset.nav === (parts[0] || "overview"));
+  }
+  try {
+    if (parts.length === 0) await overview();
+    else if (parts[0] === "topics" && parts.length === 1) await topics(params);
+    else if (parts[0] === "topics" && parts.length === 2) await topicPage(parts[1], params);
+    else if (parts[0] === "groups" && parts.length === 1) await groups(params);
+    else if (parts[0] === "groups" && parts.length === 2) await groupPage(parts[1]);
+    else view.replaceChildren(h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/" }, "Overview")));
+  } catch (e) {
+    view.replaceChildren(errorBox(e));
+  }
+  document.body.dataset.loaded = hash;
+}
+
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,1151 @@
+//! The JSON API under `/api/`. One handler dispatches on method and path itself (rather than axum's extractors,
+//! whose rejections are plain text), so that every answer, errors included, is JSON.
+//!
+//! Reads take partition and coordinator locks, so they run on a blocking thread (as the /metrics scrape does),
+//! never on the async workers serving the Kafka protocol.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use fjord_broker::admin::{self, ApiError, NewTopic};
+use fjord_broker::BrokerState;
+use kafka_protocol::error::ResponseError as E;
+use serde_json::{json, Map, Value};
+
+use crate::history::History;
+
+#[derive(Clone)]
+pub struct Ctx {
+    pub state: Arc<BrokerState>,
+    pub history: Arc<History>,
+}
+
+/// Largest page of topics, partitions or groups one request returns.
+pub const MAX_PAGE: usize = 500;
+/// Default page size.
+pub const DEFAULT_PAGE: usize = 50;
+/// Most records the message browser returns at once.
+pub const MAX_MESSAGES: usize = 100;
+/// Most log bytes one message-browser request reads (whole batches; a batch larger than this is still read
+/// once, as a consumer's fetch would).
+pub const MAX_READ_BYTES: usize = 4 << 20;
+/// Largest request body accepted (a topic creation with its configs fits many times over).
+const MAX_BODY: usize = 64 << 10;
+
+pub fn routes(ctx: Ctx) -> axum::Router {
+    let c2 = ctx.clone();
+    axum::Router::new()
+        .route(
+            "/api",
+            axum::routing::any(move |m: Method, u: Uri, b: Body| dispatch(c2.clone(), m, u, b)),
+        )
+        .route(
+            "/api/{*rest}",
+            axum::routing::any(move |m: Method, u: Uri, b: Body| dispatch(ctx.clone(), m, u, b)),
+        )
+}
+
+/// A failed request: the HTTP status and a message saying what to do; the Kafka error code when the broker's
+/// admin layer refused it.
+#[derive(Debug)]
+pub struct Fail {
+    status: StatusCode,
+    message: String,
+    code: Option<i16>,
+}
+
+fn bad(message: impl Into<String>) -> Fail {
+    Fail {
+        status: StatusCode::BAD_REQUEST,
+        message: message.into(),
+        code: None,
+    }
+}
+
+fn not_found(message: impl Into<String>) -> Fail {
+    Fail {
+        status: StatusCode::NOT_FOUND,
+        message: message.into(),
+        code: None,
+    }
+}
+
+/// An admin-layer refusal, worded as the CLI words it (`prefix` is e.g. "cannot create topic `t`").
+fn refused(e: ApiError, prefix: &str) -> Fail {
+    let status = match E::try_from_code(e.code) {
+        Some(E::TopicAlreadyExists) => StatusCode::CONFLICT,
+        Some(E::UnknownTopicOrPartition) => StatusCode::NOT_FOUND,
+        Some(
+            E::InvalidTopicException
+            | E::InvalidPartitions
+            | E::InvalidReplicationFactor
+            | E::InvalidReplicaAssignment
+            | E::InvalidConfig
+            | E::InvalidRequest,
+        ) => StatusCode::BAD_REQUEST,
+        // Not the controller, a timeout, a disk fault: the request may succeed elsewhere or later.
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let message = if e.message.trim().is_empty() {
+        fjord_broker::metrics::error_name(e.code)
+    } else {
+        e.message
+    };
+    Fail {
+        status,
+        message: format!("{prefix}: {message}"),
+        code: Some(e.code),
+    }
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+impl IntoResponse for Fail {
+    fn into_response(self) -> Response {
+        let mut v = json!({ "error": self.message });
+        if let Some(code) = self.code {
+            v["kafka_error_code"] = json!(code);
+            v["kafka_error"] = json!(fjord_broker::metrics::error_name(code));
+        }
+        json_response(self.status, &v)
+    }
+}
+
+type Answer = Result<(StatusCode, Value), Fail>;
+
+async fn dispatch(ctx: Ctx, method: Method, uri: Uri, body: Body) -> Response {
+    let segments: Result<Vec<String>, Fail> = uri
+        .path()
+        .trim_start_matches("/api")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode(s, false))
+        .collect();
+    let query = match parse_query(uri.query().unwrap_or("")) {
+        Ok(q) => q,
+        Err(f) => return f.into_response(),
+    };
+    let segments = match segments {
+        Ok(s) => s,
+        Err(f) => return f.into_response(),
+    };
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return Fail {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!("the request body is larger than {MAX_BODY} bytes"),
+                code: None,
+            }
+            .into_response()
+        }
+    };
+    let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let answer = route(&ctx, &method, &seg, &query, body).await;
+    match answer {
+        Ok((status, v)) => json_response(status, &v),
+        Err(f) => f.into_response(),
+    }
+}
+
+async fn route(ctx: &Ctx, method: &Method, seg: &[&str], q: &Query, body: Bytes) -> Answer {
+    let read = |f: fn(&Ctx, &[String], &Query) -> Result<Value, Fail>| {
+        let ctx = ctx.clone();
+        let seg: Vec<String> = seg.iter().map(|s| s.to_string()).collect();
+        let q = q.clone();
+        async move {
+            match tokio::task::spawn_blocking(move || f(&ctx, &seg, &q)).await {
+                Ok(r) => r.map(|v| (StatusCode::OK, v)),
+                Err(e) => Err(Fail {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    message: format!("the request failed: {e}"),
+                    code: None,
+                }),
+            }
+        }
+    };
+    match (method, seg) {
+        (&Method::GET, ["overview"]) => read(overview).await,
+        (&Method::GET, ["topics"]) => read(topics).await,
+        (&Method::POST, ["topics"]) => create_topic(ctx, &body).await,
+        (&Method::GET, ["topics", _]) => read(topic).await,
+        (&Method::DELETE, ["topics", name]) => delete_topic(ctx, name, &body).await,
+        (&Method::GET, ["topics", _, "partitions"]) => read(partitions).await,
+        (&Method::POST, ["topics", name, "partitions"]) => add_partitions(ctx, name, &body).await,
+        (&Method::GET, ["topics", _, "messages"]) => read(messages).await,
+        (&Method::GET, ["groups"]) => read(groups).await,
+        (&Method::GET, ["groups", _]) => read(group).await,
+        (&Method::POST, ["groups", id, "reset-offsets"]) => reset_offsets(ctx, id, &body).await,
+        (
+            _,
+            ["overview"]
+            | ["topics"]
+            | ["topics", _]
+            | ["topics", _, "partitions" | "messages"]
+            | ["groups"]
+            | ["groups", _]
+            | ["groups", _, "reset-offsets"],
+        ) => Err(Fail {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            message: format!("{method} is not supported on this path"),
+            code: None,
+        }),
+        _ => Err(not_found(format!(
+            "no such API: /api/{}; see the dashboard's README section for the endpoints",
+            seg.join("/")
+        ))),
+    }
+}
+
+// ---- query strings ----
+
+#[derive(Clone, Debug, Default)]
+pub struct Query(BTreeMap<String, String>);
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes `%XX` escapes (and `+` as a space in a query string); the result must be UTF-8.
+fn percent_decode(s: &str, plus_is_space: bool) -> Result<String, Fail> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let (Some(h), Some(l)) = (
+                    b.get(i + 1).copied().and_then(hex_val),
+                    b.get(i + 2).copied().and_then(hex_val),
+                ) else {
+                    return Err(bad(format!("bad percent-encoding in `{s}`")));
+                };
+                out.push(h * 16 + l);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad(format!("`{s}` is not UTF-8 once decoded")))
+}
+
+fn parse_query(q: &str) -> Result<Query, Fail> {
+    let mut m = BTreeMap::new();
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        m.insert(percent_decode(k, true)?, percent_decode(v, true)?);
+    }
+    Ok(Query(m))
+}
+
+impl Query {
+    fn str(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    fn int(&self, k: &str, min: i64, max: i64) -> Result<Option<i64>, Fail> {
+        match self.str(k) {
+            None => Ok(None),
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(bad(format!(
+                    "`{k}` must be a whole number from {min} to {max}, not `{v}`"
+                ))),
+            },
+        }
+    }
+
+    fn flag(&self, k: &str) -> Result<bool, Fail> {
+        match self.str(k) {
+            None | Some("false") | Some("0") => Ok(false),
+            Some("true") | Some("1") => Ok(true),
+            Some(v) => Err(bad(format!("`{k}` must be true or false, not `{v}`"))),
+        }
+    }
+
+    /// (offset, limit) of a page.
+    fn page(&self) -> Result<(usize, usize), Fail> {
+        let offset = self.int("offset", 0, i32::MAX as i64)?.unwrap_or(0) as usize;
+        let limit = self
+            .int("limit", 1, MAX_PAGE as i64)?
+            .unwrap_or(DEFAULT_PAGE as i64) as usize;
+        Ok((offset, limit))
+    }
+}
+
+// ---- reads ----
+
+fn overview(ctx: &Ctx, _: &[String], _: &Query) -> Result<Value, Fail> {
+    let s = &ctx.state;
+    let meta = s.meta.state();
+    let brokers: Vec<Value> = meta
+        .brokers
+        .values()
+        .map(|b| {
+            json!({
+                "id": b.id, "host": b.host, "port": b.port, "rack": b.rack,
+                "live": meta.is_live(b.id), "controller": b.id == meta.controller_id,
+            })
+        })
+        .collect();
+    let mut partitions = 0usize;
+    let mut under = 0usize;
+    let mut offline = 0usize;
+    for t in meta.topics.values() {
+        for p in &t.partitions {
+            partitions += 1;
+            if p.isr.len() < p.replicas.len() {
+                under += 1;
+            }
+            if p.leader == fjord_meta::NO_LEADER {
+                offline += 1;
+            }
+        }
+    }
+    let rates = ctx.history.rates();
+    let (bytes_in, bytes_out, messages_in) =
+        rates.last().map_or((0.0, 0.0, 0.0), |r| (r.1, r.2, r.3));
+    let history: Vec<Value> = rates
+        .iter()
+        .map(|r| json!({"at_ms": r.0, "bytes_in": r.1, "bytes_out": r.2, "messages_in": r.3}))
+        .collect();
+    let groups = {
+        let c = s.groups.lock();
+        c.list()
+            .iter()
+            .filter(|(g, _, _)| !c.consumer.contains(g))
+            .count()
+            + c.consumer.list().len()
+    };
+    Ok(json!({
+        "cluster_id": meta.cluster_id,
+        "node_id": s.config.node_id,
+        "controller_id": meta.controller_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "brokers": brokers,
+        "topics": meta.topics.values().filter(|t| !t.internal).count(),
+        "internal_topics": meta.topics.values().filter(|t| t.internal).count(),
+        "partitions": partitions,
+        "under_replicated_partitions": under,
+        "offline_partitions": offline,
+        "groups": groups,
+        "bytes_in_per_sec": bytes_in,
+        "bytes_out_per_sec": bytes_out,
+        "messages_in_per_sec": messages_in,
+        "sample_interval_ms": crate::SAMPLE_INTERVAL.as_millis() as u64,
+        "history": history,
+    }))
+}
+
+fn is_internal(t: &fjord_meta::TopicMeta) -> bool {
+    t.internal || admin::is_internal_topic(&t.name) || t.name.starts_with("__")
+}
+
+/// Bytes of a topic's partitions hosted on this broker.
+fn hosted_size(s: &BrokerState, t: &fjord_meta::TopicMeta) -> u64 {
+    (0..t.partitions.len() as i32)
+        .filter_map(|i| s.partitions.get(&t.name, i))
+        .map(|p| p.size_bytes())
+        .sum()
+}
+
+fn topics(ctx: &Ctx, _: &[String], q: &Query) -> Result<Value, Fail> {
+    let (offset, limit) = q.page()?;
+    let filter = q.str("filter").map(str::to_lowercase);
+    let internal = q.flag("internal")?;
+    let meta = ctx.state.meta.state();
+    let matching: Vec<&fjord_meta::TopicMeta> = meta
+        .topics
+        .values()
+        .filter(|t| internal || !is_internal(t))
+        .filter(|t| {
+            filter
+                .as_deref()
+                .is_none_or(|f| t.name.to_lowercase().contains(f))
+        })
+        .collect();
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|t| {
+            let labels = fjord_broker::metrics::Metrics::topic(&t.name);
+            json!({
+                "name": t.name,
+                "partitions": t.partitions.len(),
+                "replication_factor": t.partitions.first().map_or(0, |p| p.replicas.len()),
+                "size_bytes": hosted_size(&ctx.state, t),
+                "internal": is_internal(t),
+                "retention_ms": t.configs.get("retention.ms"),
+                "messages_in_total": ctx.state.metrics.messages_in.get(&labels).map_or(0, |c| c.get()),
+            })
+        })
+        .collect();
+    Ok(json!({ "total": matching.len(), "offset": offset, "limit": limit, "topics": page }))
+}
+
+fn find_topic(ctx: &Ctx, name: &str) -> Result<fjord_meta::TopicMeta, Fail> {
+    ctx.state
+        .meta
+        .state()
+        .topics
+        .get(name)
+        .cloned()
+        .ok_or_else(|| not_found(format!("topic `{name}` does not exist")))
+}
+
+fn topic(ctx: &Ctx, seg: &[String], _: &Query) -> Result<Value, Fail> {
+    let t = find_topic(ctx, &seg[1])?;
+    let meta = ctx.state.meta.state();
+    let configs: Vec<Value> = fjord_broker::api::topic_entries(
+        &ctx.state,
+        &meta.broker_configs,
+        &t.configs,
+        None,
+        false,
+        false,
+    )
+    .into_iter()
+    .map(|e| {
+        json!({
+            "name": e.name.to_string(),
+            "value": e.value.map(|v| v.to_string()),
+            "source": match e.config_source { 1 => "topic", 5 => "default", _ => "broker" },
+        })
+    })
+    .collect();
+    Ok(json!({
+        "name": t.name,
+        "id": t.id.to_string(),
+        "internal": is_internal(&t),
+        "partitions": t.partitions.len(),
+        "replication_factor": t.partitions.first().map_or(0, |p| p.replicas.len()),
+        "size_bytes": hosted_size(&ctx.state, &t),
+        "configs": configs,
+    }))
+}
+
+fn partitions(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
+    let t = find_topic(ctx, &seg[1])?;
+    let (offset, limit) = q.page()?;
+    let rows: Vec<Value> = t
+        .partitions
+        .iter()
+        .enumerate()
+        .skip(offset)
+        .take(limit)
+        .map(|(i, p)| {
+            let hosted = ctx.state.partitions.get(&t.name, i as i32);
+            let (start, end, size) = match &hosted {
+                Some(h) => {
+                    let (start, hw) = h.offsets();
+                    (Some(start), Some(hw), Some(h.size_bytes()))
+                }
+                None => (None, None, None),
+            };
+            json!({
+                "partition": i, "leader": p.leader, "replicas": p.replicas, "isr": p.isr,
+                "start_offset": start, "end_offset": end, "size_bytes": size,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "topic": t.name, "total": t.partitions.len(), "offset": offset, "limit": limit, "partitions": rows,
+    }))
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding: record bytes travel to the page as they are, which decodes them.
+fn base64(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+    for c in b.chunks(3) {
+        let byte = |i: usize| u32::from(c.get(i).copied().unwrap_or(0));
+        let n = (byte(0) << 16) | (byte(1) << 8) | byte(2);
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn messages(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
+    let t = find_topic(ctx, &seg[1])?;
+    let n = t.partitions.len() as i64;
+    let partition =
+        q.int("partition", 0, (n - 1).max(0))?
+            .ok_or_else(|| bad("`partition` is required (a partition number)"))? as i32;
+    let limit = q.int("limit", 1, MAX_MESSAGES as i64)?.unwrap_or(20) as usize;
+    let p = ctx.state.partitions.get(&t.name, partition).ok_or_else(|| Fail {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: format!(
+            "partition {partition} of `{}` is not hosted on this broker (node {}); open the dashboard of its leader, broker {}",
+            t.name,
+            ctx.state.config.node_id,
+            t.partitions[partition as usize].leader
+        ),
+        code: None,
+    })?;
+    let (start, end) = p.offsets();
+    let from = match (
+        q.int("offset", 0, i64::MAX)?,
+        q.int("latest", 1, MAX_MESSAGES as i64)?,
+    ) {
+        (Some(_), Some(_)) => return Err(bad("give either `offset` or `latest`, not both")),
+        (Some(o), None) => o.max(start),
+        (None, Some(l)) => (end - l).max(start),
+        (None, None) => start,
+    };
+    let mut out = Vec::new();
+    let mut pos = from;
+    let mut read_bytes = 0usize;
+    // Each read returns whole batches from the one holding `pos`; a batch of control records or of offsets
+    // before `from` yields nothing, so the loop also stops on bytes read, not only on records found.
+    while out.len() < limit && pos < end && read_bytes < MAX_READ_BYTES {
+        let info = p
+            .read(pos, MAX_READ_BYTES - read_bytes, read_bytes == 0)
+            .map_err(|e| Fail {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: format!("cannot read partition {partition} of `{}`: {e}", t.name),
+                code: None,
+            })?;
+        if info.records.is_empty() {
+            break;
+        }
+        read_bytes += info.records.len();
+        let mut bytes = info.records;
+        let before = pos;
+        while !bytes.is_empty() && out.len() < limit {
+            let set = match fjord_log::decode_records_bounded(&mut bytes) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(topic = %t.name, partition, error = %e, "dashboard: undecodable batch");
+                    return Err(Fail {
+                        status: StatusCode::SERVICE_UNAVAILABLE,
+                        message: format!("a batch at offset {pos} cannot be decoded: {e}"),
+                        code: None,
+                    });
+                }
+            };
+            for r in set.records {
+                pos = pos.max(r.offset + 1);
+                if r.control || r.offset < from || r.offset >= end || out.len() >= limit {
+                    continue;
+                }
+                let headers: Vec<Value> = r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| json!({"key": k.to_string(), "value": v.as_deref().map(base64)}))
+                    .collect();
+                out.push(json!({
+                    "offset": r.offset,
+                    "timestamp": r.timestamp,
+                    "key": r.key.as_deref().map(base64),
+                    "value": r.value.as_deref().map(base64),
+                    "headers": headers,
+                }));
+            }
+        }
+        if pos == before {
+            break;
+        }
+    }
+    Ok(json!({
+        "topic": t.name, "partition": partition, "start_offset": start, "end_offset": end,
+        "from": from, "next_offset": pos, "messages": out,
+        "encoding": "key, value and header values are base64",
+    }))
+}
+
+/// One group as the dashboard lists it, copied out of the coordinator.
+struct GroupRow {
+    id: String,
+    kind: &'static str,
+    protocol_type: String,
+    protocol: String,
+    state: String,
+    members: Vec<Member>,
+    offsets: Vec<((String, i32), i64)>,
+}
+
+struct Member {
+    member_id: String,
+    client_id: String,
+    host: String,
+    instance_id: Option<String>,
+    assignment: Vec<(String, Vec<i32>)>,
+}
+
+/// Every group this broker coordinates (classic and KIP-848), copied under the coordinator lock.
+fn group_rows(s: &BrokerState, only: Option<&str>) -> Vec<GroupRow> {
+    let meta = s.meta.state();
+    let names: HashMap<_, _> = meta
+        .topics
+        .values()
+        .map(|t| (t.id, t.name.clone()))
+        .collect();
+    let c = s.groups.lock();
+    let mut rows = Vec::new();
+    for (id, ptype, state) in c.list() {
+        if only.is_some_and(|o| o != id) || c.consumer.contains(&id) {
+            continue;
+        }
+        let d = c.describe(&id);
+        let members = d
+            .as_ref()
+            .map(|d| {
+                d.members
+                    .iter()
+                    .map(|m| Member {
+                        member_id: m.member_id.clone(),
+                        client_id: m.client_id.clone(),
+                        host: m.client_host.clone(),
+                        instance_id: m.instance_id.clone(),
+                        assignment: fjord_coordinator::consumer_protocol::assignment_partitions(
+                            &m.assignment,
+                        ),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        rows.push(GroupRow {
+            offsets: c
+                .fetch_offsets(&id)
+                .into_iter()
+                .map(|(tp, o)| (tp, o.offset))
+                .collect(),
+            id,
+            kind: "classic",
+            protocol_type: ptype,
+            protocol: d.map(|d| d.protocol).unwrap_or_default(),
+            state: state.name().to_string(),
+            members,
+        });
+    }
+    for (id, state) in c.consumer.list() {
+        if only.is_some_and(|o| o != id) {
+            continue;
+        }
+        let members = c
+            .consumer
+            .members(&id)
+            .into_iter()
+            .map(|m| Member {
+                member_id: m.member_id,
+                client_id: m.client_id,
+                host: m.client_host,
+                instance_id: m.instance_id,
+                assignment: m
+                    .assigned
+                    .iter()
+                    .map(|(tid, ps)| {
+                        (
+                            names.get(tid).cloned().unwrap_or_else(|| tid.to_string()),
+                            ps.iter().copied().collect(),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect();
+        rows.push(GroupRow {
+            offsets: c
+                .fetch_offsets(&id)
+                .into_iter()
+                .map(|(tp, o)| (tp, o.offset))
+                .collect(),
+            id,
+            kind: "consumer",
+            protocol_type: "consumer".into(),
+            protocol: "uniform".into(),
+            state: state.to_string(),
+            members,
+        });
+    }
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    rows
+}
+
+/// A partition with a commit: (topic, partition, committed, end offset, lag); end and lag are None for a
+/// partition not hosted here.
+type LagRow = (String, i32, i64, Option<i64>, Option<i64>);
+
+fn lags(s: &BrokerState, g: &GroupRow) -> Vec<LagRow> {
+    let mut out: Vec<_> = g
+        .offsets
+        .iter()
+        .filter(|(_, o)| *o >= 0)
+        .map(|((t, p), o)| {
+            let end = s.partitions.get(t, *p).map(|h| h.high_watermark());
+            (t.clone(), *p, *o, end, end.map(|e| (e - o).max(0)))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn groups(ctx: &Ctx, _: &[String], q: &Query) -> Result<Value, Fail> {
+    let (offset, limit) = q.page()?;
+    let filter = q.str("filter").map(str::to_lowercase);
+    let state_filter = q.str("state").map(str::to_lowercase);
+    let rows: Vec<GroupRow> = group_rows(&ctx.state, None)
+        .into_iter()
+        .filter(|g| {
+            filter
+                .as_deref()
+                .is_none_or(|f| g.id.to_lowercase().contains(f))
+        })
+        .filter(|g| {
+            state_filter
+                .as_deref()
+                .is_none_or(|f| g.state.to_lowercase() == f)
+        })
+        .collect();
+    let mut rows: Vec<(GroupRow, i64)> = rows
+        .into_iter()
+        .map(|g| {
+            let lag = lags(&ctx.state, &g).iter().filter_map(|l| l.4).sum();
+            (g, lag)
+        })
+        .collect();
+    // Largest first for the numbers (who is behind, who has the most members); ties by id.
+    match q.str("sort").unwrap_or("id") {
+        "id" => {}
+        "lag" => rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.id.cmp(&b.0.id))),
+        "members" => rows.sort_by(|a, b| {
+            (b.0.members.len().cmp(&a.0.members.len())).then_with(|| a.0.id.cmp(&b.0.id))
+        }),
+        "state" => rows.sort_by(|a, b| (&a.0.state, &a.0.id).cmp(&(&b.0.state, &b.0.id))),
+        other => {
+            return Err(bad(format!(
+                "`sort` must be id, lag, members or state, not `{other}`"
+            )))
+        }
+    }
+    let page: Vec<Value> = rows
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(g, lag)| {
+            json!({
+                "id": g.id, "type": g.kind, "protocol_type": g.protocol_type, "state": g.state,
+                "members": g.members.len(), "lag": lag,
+            })
+        })
+        .collect();
+    Ok(json!({ "total": rows.len(), "offset": offset, "limit": limit, "groups": page }))
+}
+
+fn group(ctx: &Ctx, seg: &[String], _: &Query) -> Result<Value, Fail> {
+    let id = &seg[1];
+    let Some(g) = group_rows(&ctx.state, Some(id)).into_iter().next() else {
+        return Err(not_found(format!(
+            "group `{id}` does not exist on this broker (a group lives on its coordinator; list groups with `fjord groups list`)"
+        )));
+    };
+    let owner: HashMap<(String, i32), String> = g
+        .members
+        .iter()
+        .flat_map(|m| {
+            m.assignment.iter().flat_map(move |(t, ps)| {
+                ps.iter()
+                    .map(move |p| ((t.clone(), *p), m.member_id.clone()))
+            })
+        })
+        .collect();
+    let rows = lags(&ctx.state, &g);
+    let total: i64 = rows.iter().filter_map(|r| r.4).sum();
+    let offsets: Vec<Value> = rows
+        .iter()
+        .map(|(t, p, o, end, lag)| {
+            json!({
+                "topic": t, "partition": p, "committed": o, "end_offset": end, "lag": lag,
+                "member": owner.get(&(t.clone(), *p)),
+            })
+        })
+        .collect();
+    let members: Vec<Value> = g
+        .members
+        .iter()
+        .map(|m| {
+            let count: usize = m.assignment.iter().map(|(_, ps)| ps.len()).sum();
+            json!({
+                "member_id": m.member_id, "client_id": m.client_id, "host": m.host,
+                "instance_id": m.instance_id, "partition_count": count,
+                "assignment": m.assignment.iter().map(|(t, ps)| json!({"topic": t, "partitions": ps})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "id": g.id, "type": g.kind, "protocol_type": g.protocol_type, "protocol": g.protocol,
+        "state": g.state, "members": members, "offsets": offsets, "lag": total,
+    }))
+}
+
+// ---- writes ----
+
+fn body_object(body: &[u8]) -> Result<Map<String, Value>, Fail> {
+    if body.is_empty() {
+        return Err(bad("a JSON object is required as the request body"));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(bad("the request body must be a JSON object")),
+        Err(e) => Err(bad(format!("the request body is not valid JSON: {e}"))),
+    }
+}
+
+/// An optional integer field within `min..=max`.
+fn int_field(m: &Map<String, Value>, k: &str, min: i64, max: i64) -> Result<Option<i64>, Fail> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
+            _ => Err(bad(format!(
+                "`{k}` must be a whole number from {min} to {max}, not {n}"
+            ))),
+        },
+        Some(Value::String(s)) => match s.trim().parse::<i64>() {
+            Ok(v) if (min..=max).contains(&v) => Ok(Some(v)),
+            _ => Err(bad(format!(
+                "`{k}` must be a whole number from {min} to {max}, not `{s}`"
+            ))),
+        },
+        Some(v) => Err(bad(format!("`{k}` must be a number, not {v}"))),
+    }
+}
+
+fn str_field<'a>(m: &'a Map<String, Value>, k: &str) -> Result<&'a str, Fail> {
+    match m.get(k) {
+        Some(Value::String(s)) => Ok(s),
+        None | Some(Value::Null) => Err(bad(format!("`{k}` is required"))),
+        Some(v) => Err(bad(format!("`{k}` must be a string, not {v}"))),
+    }
+}
+
+async fn create_topic(ctx: &Ctx, body: &[u8]) -> Answer {
+    let m = body_object(body)?;
+    let name = str_field(&m, "name")?.to_string();
+    // The CLI's own check before it asks the broker (`fjord topics create`), with its words.
+    if name.starts_with("__") {
+        return Err(bad(
+            "topic names starting with `__` are reserved for Kafka's internal topics (such as __consumer_offsets), which the broker creates itself; choose a name without the leading `__`",
+        ));
+    }
+    // The CLI's ranges (`--partitions` and `--replication-factor` take 1 and up), in its words; absent means the
+    // broker's default.
+    let at_least_one = |k: &str, flag: &str| -> Result<Option<i64>, Fail> {
+        match int_field(&m, k, i64::MIN, i64::MAX)? {
+            Some(v) if !(1..=i32::MAX as i64).contains(&v) => Err(bad(format!(
+                "invalid value '{v}' for {flag}: {v} is not in 1..={}",
+                i32::MAX
+            ))),
+            v => Ok(v),
+        }
+    };
+    let partitions = at_least_one("partitions", "partitions")?.unwrap_or(-1) as i32;
+    let rf = match at_least_one("replication_factor", "replication factor")? {
+        None => -1,
+        Some(r) => i16::try_from(r).map_err(|_| {
+            bad(format!(
+                "--replication-factor {r} is larger than any cluster can hold ({})",
+                i16::MAX
+            ))
+        })?,
+    };
+    let mut configs = Vec::new();
+    match m.get("configs") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(c)) => {
+            for (k, v) in c {
+                let v = match v {
+                    Value::String(s) => s.trim().to_string(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    other => {
+                        return Err(bad(format!("config `{k}` must be a string, not {other}")))
+                    }
+                };
+                // As `fjord topics create --config`: the precise reason before the broker is asked.
+                fjord_broker::config::validate_topic_config(k.trim(), &v).map_err(|e| {
+                    bad(format!(
+                        "{e}. See `fjord topics describe TOPIC --all-configs` for names and values."
+                    ))
+                })?;
+                configs.push((k.trim().to_string(), Some(v)));
+            }
+        }
+        Some(v) => {
+            return Err(bad(format!(
+                "`configs` must be an object of names to values, not {v}"
+            )))
+        }
+    }
+    let t = NewTopic {
+        name: name.clone(),
+        num_partitions: partitions,
+        replication_factor: rf,
+        assignments: Vec::new(),
+        configs,
+    };
+    match admin::create_topic(&ctx.state, t, false).await {
+        Ok(c) => Ok((
+            StatusCode::CREATED,
+            json!({
+                "name": name, "id": c.id.to_string(), "partitions": c.num_partitions,
+                "replication_factor": c.replication_factor, "configs": c.configs,
+                "message": format!("Created topic {name}."),
+            }),
+        )),
+        Err(e) if e.code == E::TopicAlreadyExists.code() => Err(Fail {
+            status: StatusCode::CONFLICT,
+            message: format!("topic `{name}` already exists"),
+            code: Some(e.code),
+        }),
+        Err(e) => Err(refused(e, &format!("cannot create topic `{name}`"))),
+    }
+}
+
+async fn delete_topic(ctx: &Ctx, name: &str, body: &[u8]) -> Answer {
+    let m = body_object(body).map_err(|f| {
+        bad(format!(
+            "{}; send {{\"confirm\": \"{name}\"}} to delete topic `{name}`",
+            f.message
+        ))
+    })?;
+    let confirm = m.get("confirm").and_then(Value::as_str).unwrap_or("");
+    if confirm != name {
+        return Err(bad(format!(
+            "to delete topic `{name}`, type its exact name as the confirmation (got `{confirm}`)"
+        )));
+    }
+    if !ctx.state.meta.state().topics.contains_key(name) {
+        return Err(not_found(format!("topic `{name}` does not exist")));
+    }
+    admin::delete_topic(&ctx.state, name)
+        .await
+        .map_err(|e| refused(e, &format!("cannot delete topic `{name}`")))?;
+    Ok((
+        StatusCode::OK,
+        json!({ "name": name, "message": format!("Deleted topic {name}.") }),
+    ))
+}
+
+async fn add_partitions(ctx: &Ctx, name: &str, body: &[u8]) -> Answer {
+    let m = body_object(body)?;
+    let count = int_field(&m, "count", i32::MIN as i64, i32::MAX as i64)?
+        .ok_or_else(|| bad("`count` is required: the topic's new total number of partitions"))?
+        as i32;
+    // The CLI's checks (`fjord topics alter --partitions`), in its words, before the broker is asked.
+    let Some(current) = ctx
+        .state
+        .meta
+        .state()
+        .topics
+        .get(name)
+        .map(|t| t.partitions.len())
+    else {
+        return Err(not_found(format!("topic `{name}` does not exist")));
+    };
+    if count as i64 <= current as i64 {
+        return Err(bad(format!(
+            "topic `{name}` has {current} partitions; the new count must be larger (partitions can only be added)"
+        )));
+    }
+    admin::create_partitions(&ctx.state, name, count, None, false)
+        .await
+        .map_err(|e| refused(e, &format!("cannot add partitions to `{name}`")))?;
+    Ok((
+        StatusCode::OK,
+        json!({ "name": name, "partitions": count, "message": format!("Topic {name} now has {count} partitions.") }),
+    ))
+}
+
+/// Resets a group's committed offsets on one topic (all its partitions, or those listed) to the earliest or
+/// latest offset or a given one (clamped into the partition's range, as Kafka's tool does). A dry run unless
+/// `execute` is true; either way the answer lists each partition's current and new offset. Only for a group
+/// without active members.
+async fn reset_offsets(ctx: &Ctx, id: &str, body: &[u8]) -> Answer {
+    let m = body_object(body)?;
+    let topic = str_field(&m, "topic")?.to_string();
+    let t = ctx
+        .state
+        .meta
+        .state()
+        .topics
+        .get(&topic)
+        .cloned()
+        .ok_or_else(|| not_found(format!("topic `{topic}` does not exist")))?;
+    let n = t.partitions.len() as i64;
+    let partitions: Vec<i32> = match m.get("partitions") {
+        None | Some(Value::Null) => (0..n as i32).collect(),
+        Some(Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(|v| match v.as_i64() {
+                Some(p) if (0..n).contains(&p) => Ok(p as i32),
+                _ => Err(bad(format!(
+                    "`partitions` must list partitions of `{topic}` (0 to {}), not {v}",
+                    n - 1
+                ))),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(v) => {
+            return Err(bad(format!(
+                "`partitions` must be a non-empty list of numbers, not {v}"
+            )))
+        }
+    };
+    let to = str_field(&m, "to")?;
+    let offset = int_field(&m, "offset", 0, i64::MAX)?;
+    let execute = match m.get("execute") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => return Err(bad(format!("`execute` must be true or false, not {v}"))),
+    };
+    let active = group_rows(&ctx.state, Some(id))
+        .into_iter()
+        .next()
+        .is_some_and(|g| !g.members.is_empty());
+    if active {
+        return Err(Fail {
+            status: StatusCode::CONFLICT,
+            message: format!("group `{id}` has active members; stop its consumers first"),
+            code: None,
+        });
+    }
+    let current: HashMap<(String, i32), i64> = group_rows(&ctx.state, Some(id))
+        .into_iter()
+        .flat_map(|g| g.offsets)
+        .collect();
+    let mut plan = Vec::new();
+    for p in partitions {
+        let Some(h) = ctx.state.partitions.get(&topic, p) else {
+            return Err(Fail {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: format!("partition {p} of `{topic}` is not hosted on this broker"),
+                code: None,
+            });
+        };
+        let (start, end) = h.offsets();
+        let new = match (to, offset) {
+            ("earliest", None) => start,
+            ("latest", None) => end,
+            ("offset", Some(o)) => o.clamp(start, end),
+            ("offset", None) => return Err(bad("`to: offset` needs `offset`, a number")),
+            ("earliest" | "latest", Some(_)) => {
+                return Err(bad("`offset` goes only with `to: offset`"))
+            }
+            (other, _) => {
+                return Err(bad(format!(
+                    "`to` must be earliest, latest or offset, not `{other}`"
+                )))
+            }
+        };
+        plan.push(((topic.clone(), p), new));
+    }
+    if execute {
+        fjord_broker::groups::reset_offsets(&ctx.state, id, plan.clone())
+            .await
+            .map_err(|code| {
+                let conflict = [E::UnknownMemberId.code(), E::IllegalGeneration.code()].contains(&code)
+                    || code == E::RebalanceInProgress.code();
+                let message = if conflict {
+                    format!(
+                        "group `{id}` has active members (the broker refused the new offsets: {}); stop its consumers first",
+                        fjord_broker::metrics::error_name(code)
+                    )
+                } else {
+                    format!("cannot reset the offsets of group `{id}`: {}", fjord_broker::metrics::error_name(code))
+                };
+                Fail {
+                    status: if conflict { StatusCode::CONFLICT } else { StatusCode::SERVICE_UNAVAILABLE },
+                    message,
+                    code: Some(code),
+                }
+            })?;
+    }
+    let rows: Vec<Value> = plan
+        .iter()
+        .map(|((t, p), new)| {
+            json!({"topic": t, "partition": p, "current": current.get(&(t.clone(), *p)), "new": new})
+        })
+        .collect();
+    Ok((
+        StatusCode::OK,
+        json!({"group": id, "executed": execute, "offsets": rows}),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_standard_alphabet_and_padding() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(&[0xff, 0xfe, 0x00, 0x01]), "//4AAQ==");
+    }
+
+    #[test]
+    fn query_strings_decode_and_bad_numbers_are_refused() {
+        let q = parse_query("filter=a%2Bb+c&limit=10&x").unwrap();
+        assert_eq!(q.str("filter"), Some("a+b c"));
+        assert_eq!(q.page().unwrap(), (0, 10));
+        assert!(parse_query("a=%zz").is_err());
+        assert!(parse_query("a=%ff").is_err(), "not UTF-8");
+        let q = parse_query("limit=100000").unwrap();
+        let e = q.page().unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("`limit`"), "{}", e.message);
+        assert!(parse_query("limit=-1").unwrap().page().is_err());
+        assert!(parse_query("internal=maybe")
+            .unwrap()
+            .flag("internal")
+            .is_err());
+    }
+
+    #[test]
+    fn request_bodies_must_be_objects_with_typed_fields() {
+        assert!(body_object(b"").is_err());
+        assert!(body_object(b"[1]").is_err());
+        assert!(body_object(b"{").is_err());
+        let m = body_object(br#"{"n": "12", "m": 1.5, "s": 3}"#).unwrap();
+        assert_eq!(int_field(&m, "n", 0, 100).unwrap(), Some(12));
+        assert!(int_field(&m, "m", 0, 100).is_err());
+        assert!(int_field(&m, "n", 0, 5).is_err());
+        assert_eq!(int_field(&m, "absent", 0, 5).unwrap(), None);
+        assert!(str_field(&m, "s").is_err());
+    }
+}

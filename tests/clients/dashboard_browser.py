@@ -1,0 +1,223 @@
+"""The dashboard in a real browser: headless Chromium (Debian's chromium and chromium-driver) driven by Selenium,
+against a running `fjord start`.
+
+Usage: dashboard_browser.py HTTP_ADDR BOOTSTRAP FJORD_BIN SCREENSHOT_DIR
+
+Before this runs, the test has created topic `orders` (2 partitions) and produced 5 records with kcat to its
+partition 0 (key k1..k5, JSON values, a header trace=abc). This script keeps a confluent-kafka consumer in group
+`billing` alive (3 of the 5 records committed, so its lag is 2) while it checks each page, then creates topics
+through the form and compares with the CLI, and deletes one (its name typed as confirmation). Every wait is
+bounded. Prints `ok` at the end.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from confluent_kafka import Consumer
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+http, bootstrap, fjord_bin, shots = sys.argv[1:5]
+base = f"http://{http}/"
+os.makedirs(shots, exist_ok=True)
+WAIT = 20
+
+
+def fjord(*args):
+    """Runs the fjord CLI; returns (exit code, stdout, stderr)."""
+    p = subprocess.run(
+        [fjord_bin, *args, "--bootstrap-server", bootstrap],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return p.returncode, p.stdout, p.stderr
+
+
+# The consumer group: join, read the 5 records of partition 0, commit after the third.
+consumer = Consumer(
+    {
+        "bootstrap.servers": bootstrap,
+        "group.id": "billing",
+        "client.id": "billing-client",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 30000,
+    }
+)
+consumer.subscribe(["orders"])
+seen = []
+deadline = time.time() + 60
+while len(seen) < 5:
+    assert time.time() < deadline, f"consumer saw only {len(seen)} records"
+    m = consumer.poll(0.5)
+    if m is None or m.error():
+        continue
+    seen.append(m)
+    if len(seen) == 3:
+        consumer.commit(message=m, asynchronous=False)
+
+
+def keep_alive():
+    # Polling keeps the member in the group (records after the commit are read but never committed).
+    consumer.poll(0)
+
+
+opts = webdriver.ChromeOptions()
+opts.binary_location = "/usr/bin/chromium"
+for a in [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1000",
+]:
+    opts.add_argument(a)
+driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=opts)
+driver.set_page_load_timeout(30)
+wait = WebDriverWait(driver, WAIT)
+
+
+def goto(hash_):
+    """Opens a view in a freshly loaded page (a fragment-only navigation would keep the old form state) and waits
+    until the page says it rendered that view."""
+    driver.get("about:blank")
+    driver.get(base + hash_)
+    want = hash_.lstrip("#") or "/"
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == want)
+    errors = driver.find_elements(By.CSS_SELECTOR, "#view > .error")
+    assert not errors, f"{hash_}: {errors[0].text}"
+    keep_alive()
+
+
+def text(css):
+    return driver.find_element(By.CSS_SELECTOR, css).text
+
+
+def shot(name):
+    driver.save_screenshot(os.path.join(shots, f"{name}.png"))
+
+
+try:
+    # Overview: the topic count is the broker's, and the live chart is drawn.
+    t0 = time.time()
+    goto("")
+    load_s = time.time() - t0
+    assert int(text("#ov-topics")) >= 1, text("#ov-topics")
+    assert text("#ov-brokers") == "1"
+    assert driver.find_element(By.ID, "rate-chart").size["height"] > 100
+    shot("overview")
+
+    # Topics list shows `orders` with its 2 partitions.
+    goto("#/topics")
+    row = wait.until(EC.presence_of_element_located((By.XPATH, "//table[@id='topics-table']//tr[td/a[text()='orders']]")))
+    assert row.find_elements(By.TAG_NAME, "td")[1].text == "2", row.text
+    shot("topics")
+
+    # The topic page: partitions with offsets, and the message browser showing kcat's records.
+    goto("#/topics/orders")
+    p0 = driver.find_element(By.XPATH, "//table[@id='partitions-table']/tbody/tr[1]").find_elements(By.TAG_NAME, "td")
+    assert p0[5].text == "5", f"end offset of partition 0: {p0[5].text}"
+    Select(driver.find_element(By.ID, "msg-partition")).select_by_value("0")
+    driver.find_element(By.ID, "msg-load").click()
+    wait.until(EC.presence_of_element_located((By.ID, "messages-table")))
+    keys = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#messages-table td.msg-key")]
+    assert keys == ["k1", "k2", "k3", "k4", "k5"], keys
+    first_value = text("#messages-table tbody tr:first-child td.msg-value")
+    assert first_value == '{"item":"book","qty":1}', first_value
+    assert "trace: abc" in text("#messages-table tbody tr:first-child td.msg-headers")
+    Select(driver.find_element(By.ID, "msg-format")).select_by_value("json")
+    pretty = text("#messages-table tbody tr:first-child td.msg-value")
+    assert pretty == '{\n  "item": "book",\n  "qty": 1\n}', pretty
+    Select(driver.find_element(By.ID, "msg-format")).select_by_value("hex")
+    assert text("#messages-table tbody tr:first-child td.msg-key") == "6b 31"
+    shot("topic")
+
+    # The group page: the live member, its partitions, and lag equal to `fjord groups describe`.
+    goto("#/groups/billing")
+    assert text("#group-state") == "Stable", text("#group-state")
+    assert text("#members-table td.member-client") == "billing-client"
+    counts = [int(e.text) for e in driver.find_elements(By.CSS_SELECTOR, "#members-table td.member-count")]
+    assert counts == [2], counts
+    code, out, err = fjord("groups", "describe", "billing", "--output", "json")
+    assert code == 0, err
+    cli = json.loads(out)
+    assert text("#group-lag") == str(cli["lag"]) == "2", (text("#group-lag"), cli["lag"])
+    cli_p0 = [p for p in cli["partitions"] if p["topic"] == "orders" and p["partition"] == 0][0]
+    row = driver.find_element(By.XPATH, "//table[@id='offsets-table']/tbody/tr[td[1]='orders' and td[2]='0']")
+    assert row.find_element(By.CSS_SELECTOR, "td.lag").text == str(cli_p0["lag"]), row.text
+    # Resetting the offsets of a group with a live member is refused, dry run included.
+    driver.find_element(By.ID, "reset-dry-run").click()
+    err = wait.until(EC.presence_of_element_located((By.ID, "reset-error")))
+    assert "has active members" in err.text, err.text
+    shot("group")
+    goto("#/groups")
+    assert "billing" in text("#groups-table")
+
+    # Create a topic through the form: a confirmation step, then the CLI sees it.
+    def create(name, partitions):
+        goto("#/topics")
+        driver.find_element(By.ID, "create-name").send_keys(name)
+        if partitions is not None:
+            driver.find_element(By.ID, "create-partitions").send_keys(str(partitions))
+        driver.find_element(By.ID, "create-submit").click()
+        wait.until(EC.element_to_be_clickable((By.ID, "create-confirm"))).click()
+        return wait.until(
+            lambda d: (d.find_elements(By.ID, "form-ok") or d.find_elements(By.ID, "form-error") or [None])[0]
+        )
+
+    res = create("from-browser", 3)
+    assert res.get_attribute("id") == "form-ok", res.text
+    code, out, err = fjord("topics", "describe", "from-browser", "--output", "json")
+    assert code == 0, err
+    described = json.loads(out)
+    doc = described[0] if isinstance(described, list) else described
+    assert len(doc["partitions"]) == 3, out
+    shot("created")
+
+    # Deleting it needs its exact name typed: a near miss is refused and the topic stays.
+    def delete(typed):
+        goto("#/topics/from-browser")
+        driver.find_element(By.ID, "delete-confirm-name").send_keys(typed)
+        driver.find_element(By.ID, "delete-submit").click()
+        return wait.until(
+            lambda d: (d.find_elements(By.CSS_SELECTOR, "#admin-result .ok") or d.find_elements(By.ID, "form-error") or [None])[0]
+        )
+
+    res = delete("from-browse")
+    assert "type its exact name" in res.text, res.text
+    assert fjord("topics", "describe", "from-browser")[0] == 0
+    res = delete("from-browser")
+    assert res.text.startswith("Deleted topic from-browser."), res.text
+    code, _, err = fjord("topics", "describe", "from-browser")
+    assert code != 0 and "does not exist" in err, err
+
+    # A bad name and a bad partition count: the page shows the CLI's own message.
+    for name, parts, expect in [
+        ("bad name!", None, "illegal, it contains a character other than ASCII alphanumerics"),
+        ("zero-parts", 0, "0 is not in 1..=2147483647"),
+    ]:
+        res = create(name, parts)
+        assert res.get_attribute("id") == "form-error", res.text
+        args = ["topics", "create", name] + (["--partitions", str(parts)] if parts is not None else [])
+        code, _, err = fjord(*args)
+        assert code != 0
+        cli_msg = err.strip().removeprefix("error: ")
+        assert expect in res.text and expect in cli_msg, f"page: {res.text!r} CLI: {cli_msg!r}"
+        if parts is None:
+            # The broker's refusal, worded by the CLI: the same text, word for word.
+            assert res.text == cli_msg, f"page: {res.text!r} CLI: {cli_msg!r}"
+    shot("bad-input")
+    print(f"ok overview loaded in {load_s:.2f}s")
+finally:
+    driver.quit()
+    consumer.close()
