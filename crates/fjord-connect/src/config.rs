@@ -276,6 +276,64 @@ impl WorkerConfig {
     }
 }
 
+/// The worker's id and the address other workers reach its REST API at (`host:port`), as Connect's
+/// `RestServer.advertisedUrl`: `rest.advertised.host.name` and `rest.advertised.port` when set, else the bound
+/// listener; a listener bound to every interface (`listeners=http://:8083`) is advertised under the machine's
+/// host name, never 127.0.0.1, so that workers on different hosts get different ids and can reach each other.
+/// `rest.advertised.listener` may only be `http` (the one protocol served).
+pub fn advertised_worker_id(props: &ConfigMap, bound: SocketAddr) -> Result<String> {
+    if let Some(l) = props.get("rest.advertised.listener").map(|v| v.trim()) {
+        if !l.is_empty() && !l.eq_ignore_ascii_case("http") {
+            return Err(Error::BadRequest(format!(
+                "rest.advertised.listener={l}: only http is served (listeners=http://...); remove it or set it to http"
+            )));
+        }
+    }
+    let port = match props.get("rest.advertised.port").map(|v| v.trim()) {
+        None | Some("") => bound.port(),
+        Some(v) => match v.parse::<u16>() {
+            Ok(p) if p != 0 => p,
+            _ => {
+                return Err(Error::BadRequest(format!(
+                    "rest.advertised.port={v}: expected a port number from 1 to 65535, where other workers reach this one's REST API"
+                )))
+            }
+        },
+    };
+    let host = match props.get("rest.advertised.host.name").map(|v| v.trim()) {
+        Some(h) if !h.is_empty() => h.to_string(),
+        _ if bound.ip().is_unspecified() => match host_name() {
+            Some(h) => h,
+            None => {
+                tracing::warn!(
+                    "the REST API listens on {bound} and the host name is unknown: this worker is advertised as                      127.0.0.1:{port}; set rest.advertised.host.name so that other workers can reach it"
+                );
+                "127.0.0.1".to_string()
+            }
+        },
+        _ => bound.ip().to_string(),
+    };
+    Ok(if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
+}
+
+/// The machine's host name (Linux's /proc, else the `hostname` command).
+fn host_name() -> Option<String> {
+    let from_proc = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
+    let name = from_proc.or_else(|| {
+        std::process::Command::new("hostname")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+    })?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
 /// `listeners=http://host:port[,...]`: the first one is served. An empty host means every interface.
 fn parse_listeners(s: &str) -> Result<SocketAddr> {
     let first = s.split(',').next().unwrap_or("").trim();
@@ -325,6 +383,48 @@ mod tests {
         assert_eq!(p["name"], "a b");
         assert_eq!(p["long"], "onetwo");
         assert_eq!(p["esc"], "a=b\nc");
+    }
+
+    #[test]
+    fn the_advertised_worker_id_follows_connects_settings_and_never_defaults_to_loopback() {
+        let props = |kv: &[(&str, &str)]| -> ConfigMap {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let any: SocketAddr = "0.0.0.0:8083".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        // Bound to every interface: the host name, so that two hosts' workers differ.
+        let id = advertised_worker_id(&props(&[]), any).unwrap();
+        assert_eq!(id, format!("{}:8083", host_name().unwrap()));
+        assert!(!id.starts_with("127.0.0.1"), "{id}");
+        assert_eq!(
+            advertised_worker_id(&props(&[]), local).unwrap(),
+            "127.0.0.1:9000"
+        );
+        let both = props(&[
+            ("rest.advertised.host.name", "worker-2.example"),
+            ("rest.advertised.port", "18083"),
+            ("rest.advertised.listener", "HTTP"),
+        ]);
+        assert_eq!(
+            advertised_worker_id(&both, any).unwrap(),
+            "worker-2.example:18083"
+        );
+        assert_eq!(
+            advertised_worker_id(&props(&[("rest.advertised.host.name", "::1")]), local).unwrap(),
+            "[::1]:9000"
+        );
+        for (k, v, says) in [
+            ("rest.advertised.listener", "https", "only http"),
+            ("rest.advertised.port", "0", "1 to 65535"),
+            ("rest.advertised.port", "x", "1 to 65535"),
+        ] {
+            let e = advertised_worker_id(&props(&[(k, v)]), local)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(k) && e.contains(says), "{e}");
+        }
     }
 
     #[test]

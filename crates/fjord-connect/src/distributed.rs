@@ -340,11 +340,7 @@ pub async fn start(props: ConfigMap, import_offsets: Option<&Path>) -> Result<Di
     let rest = listener
         .local_addr()
         .map_err(|e| Error::Internal(e.to_string()))?;
-    let worker_id = if rest.ip().is_unspecified() {
-        format!("127.0.0.1:{}", rest.port())
-    } else {
-        rest.to_string()
-    };
+    let worker_id = crate::config::advertised_worker_id(&config.props, rest)?;
     let ms = |k: &str, default: u64| -> Result<u64> {
         match config.props.get(k) {
             None => Ok(default),

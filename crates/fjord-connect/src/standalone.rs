@@ -56,11 +56,7 @@ pub async fn start(worker_props: ConfigMap, connector_files: &[PathBuf]) -> Resu
     let rest = listener
         .local_addr()
         .map_err(|e| Error::Internal(e.to_string()))?;
-    let worker_id = if rest.ip().is_unspecified() {
-        format!("127.0.0.1:{}", rest.port())
-    } else {
-        rest.to_string()
-    };
+    let worker_id = crate::config::advertised_worker_id(&config.props, rest)?;
     let worker = Arc::new(Worker::new(config, offsets, worker_id, cluster_id));
     let app = crate::api::router(worker.clone());
     tokio::spawn(async move {
