@@ -76,11 +76,17 @@ impl ConsumerContext for LeaseContext {
 pub struct Lease {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The member's claim on partition 0, shared with the rebalance callbacks and the activation loop.
+    owned: Arc<AtomicBool>,
 }
 
 impl Lease {
     /// Stops the worker's tasks and leaves the group (bounded: the coordinator may be unreachable).
     pub async fn stop(mut self, worker: &Worker) {
+        // Given up first: an activation still retrying then cannot run the connectors again after the tasks
+        // were stopped (`Worker::activate` checks this under the lock `deactivate` takes), which would leave
+        // tasks to die at exit without their final commit.
+        self.owned.store(false, Ordering::SeqCst);
         worker.deactivate().await;
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
@@ -97,6 +103,7 @@ impl Lease {
 pub fn join(config: LeaseConfig, worker: Arc<Worker>) -> Result<Lease, String> {
     let (events, mut rx) = mpsc::unbounded_channel();
     let owned = Arc::new(AtomicBool::new(false));
+    let owned_by_lease = owned.clone();
     let ctx = LeaseContext {
         owned: owned.clone(),
         topic: config.config_topic.clone(),
@@ -157,6 +164,7 @@ pub fn join(config: LeaseConfig, worker: Arc<Worker>) -> Result<Lease, String> {
     Ok(Lease {
         stop,
         thread: Some(thread),
+        owned: owned_by_lease,
     })
 }
 
@@ -268,6 +276,36 @@ fn assigned_partitions(bytes: &[u8], topic: &str) -> Option<Vec<i32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An activation that was still retrying when the worker shut down must not run the connectors after
+    /// `Lease::stop` stopped them (their tasks would then die at exit without their final commit).
+    #[tokio::test]
+    async fn an_activation_after_the_lease_stopped_does_not_make_the_worker_active() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("connect.offsets");
+        let props: crate::config::ConfigMap = [
+            ("bootstrap.servers", "127.0.0.1:1"),
+            ("offset.storage.file.filename", file.to_str().unwrap()),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let config = crate::config::WorkerConfig::from_properties(props).unwrap();
+        let offsets = Arc::new(crate::offsets::OffsetStore::open(&file).unwrap());
+        let worker = Worker::new(config, offsets, "w:1".into(), "c".into()).standing_by();
+        // The group had assigned partition 0: the activation loop is about to (re)try.
+        let owned = Arc::new(AtomicBool::new(true));
+        let lease = Lease {
+            stop: Arc::new(AtomicBool::new(false)),
+            thread: None,
+            owned: owned.clone(),
+        };
+        lease.stop(&worker).await;
+        worker
+            .activate(std::collections::BTreeMap::new(), &owned)
+            .await;
+        assert!(!worker.is_active());
+    }
 
     #[test]
     fn a_consumer_assignment_is_read_and_a_short_one_refused() {

@@ -207,11 +207,11 @@ impl Worker {
     pub async fn deactivate(&self) {
         let mut connectors = self.connectors.lock().await;
         let was = self.active.swap(false, Ordering::SeqCst);
-        for (name, c) in connectors.iter_mut() {
-            if let Some(run) = c.task.take() {
-                stop_task(name, run).await;
-            }
-        }
+        let runs = connectors
+            .iter_mut()
+            .filter_map(|(name, c)| c.task.take().map(|run| (name.clone(), run)))
+            .collect();
+        stop_tasks(runs).await;
         connectors.clear();
         if was {
             tracing::info!("this worker no longer runs the group's connectors");
@@ -242,7 +242,8 @@ impl Worker {
     }
 
     /// Writes a connector change to the config topic, if there is one; a failure is the request's 500 and
-    /// nothing changes.
+    /// nothing changes in this worker. The change's records are not written atomically, so some of them may
+    /// have reached the topic: the message says so, and a retry writes them all again.
     async fn persist(
         &self,
         name: &str,
@@ -253,7 +254,7 @@ impl Worker {
         }
         change.await.map_err(|e| {
             Error::Internal(format!(
-                "the change to connector {name} could not be written to the config topic, so it was not made: {e}; check the Kafka cluster, then try again"
+                "the change to connector {name} could not be written to the config topic: {e}. This worker did not apply it, but part of it may have been written (a worker taking over could see it); check the Kafka cluster, then retry the request"
             ))
         })
     }
@@ -658,11 +659,11 @@ impl Worker {
             return;
         }
         let mut connectors = self.connectors.lock().await;
-        for (name, c) in connectors.iter_mut() {
-            if let Some(run) = c.task.take() {
-                stop_task(name, run).await;
-            }
-        }
+        let runs = connectors
+            .iter_mut()
+            .filter_map(|(name, c)| c.task.take().map(|run| (name.clone(), run)))
+            .collect();
+        stop_tasks(runs).await;
     }
 
     /// Makes the task match the target state: runs it when RUNNING (unless it runs already), stops it
@@ -754,14 +755,23 @@ impl Worker {
 
 /// Signals a task to stop and waits for it to finish its batch (bounded; then it is aborted).
 async fn stop_task(name: &str, run: TaskRun) {
-    let _ = run.stop.send(true);
-    let abort = run.handle.abort_handle();
-    if tokio::time::timeout(TASK_SHUTDOWN_TIMEOUT, run.handle)
-        .await
-        .is_err()
-    {
-        tracing::warn!(connector = %name, "task did not stop within {TASK_SHUTDOWN_TIMEOUT:?}; aborted");
-        abort.abort();
+    stop_tasks(vec![(name.to_string(), run)]).await;
+}
+
+/// Stops tasks together: every one is told first, then all get one shared `TASK_SHUTDOWN_TIMEOUT` to finish
+/// and commit (the ones still running then are aborted), so that stopping N tasks (a shutdown, or handing the
+/// connectors to another worker in a rebalance) takes at most that long, not N times it.
+async fn stop_tasks(runs: Vec<(String, TaskRun)>) {
+    for (_, run) in &runs {
+        let _ = run.stop.send(true);
+    }
+    let deadline = tokio::time::Instant::now() + TASK_SHUTDOWN_TIMEOUT;
+    for (name, run) in runs {
+        let abort = run.handle.abort_handle();
+        if tokio::time::timeout_at(deadline, run.handle).await.is_err() {
+            tracing::warn!(connector = %name, "task did not stop within {TASK_SHUTDOWN_TIMEOUT:?}; aborted");
+            abort.abort();
+        }
     }
 }
 
@@ -866,4 +876,38 @@ fn unknown_plugin(class: &str) -> String {
 /// The 400 for an unknown plugin of a validate request.
 pub fn unknown_plugin_error(class: &str) -> Error {
     Error::BadRequest(unknown_plugin(class))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tasks that ignore the stop signal: stopping three of them takes one shutdown timeout, not three, and
+    /// every one is aborted; a task that stops at once is joined, not aborted.
+    #[tokio::test(start_paused = true)]
+    async fn stopping_tasks_shares_one_shutdown_deadline() {
+        let mut runs = Vec::new();
+        for i in 0..3 {
+            let (stop, _) = watch::channel(false);
+            let handle = tokio::spawn(tokio::time::sleep(Duration::from_secs(3600)));
+            runs.push((format!("slow-{i}"), TaskRun { stop, handle }));
+        }
+        let (stop, mut rx) = watch::channel(false);
+        let handle = tokio::spawn(async move {
+            let _ = rx.changed().await;
+        });
+        let quick = handle.abort_handle();
+        runs.push(("quick".into(), TaskRun { stop, handle }));
+        let aborts: Vec<_> = runs.iter().map(|(_, r)| r.handle.abort_handle()).collect();
+        let started = tokio::time::Instant::now();
+        stop_tasks(runs).await;
+        let took = started.elapsed();
+        assert!(
+            took >= TASK_SHUTDOWN_TIMEOUT && took < 2 * TASK_SHUTDOWN_TIMEOUT,
+            "{took:?}"
+        );
+        tokio::task::yield_now().await;
+        assert!(aborts.iter().all(|a| a.is_finished()));
+        assert!(quick.is_finished());
+    }
 }
