@@ -97,7 +97,8 @@ impl ConfigLog {
     }
 
     /// A connector's config, its one task's config and the commit of that task count, and (when given) its
-    /// target state.
+    /// target state, first: the connector record, which makes the connector exist for a reader, never comes
+    /// without the target state it was created in.
     pub async fn put_connector(
         &self,
         name: &str,
@@ -129,12 +130,14 @@ impl ConfigLog {
         self.writer.write(vec![target_record(name, target)]).await
     }
 
-    /// Tombstones for the connector and its target state, as Connect writes on delete.
+    /// Tombstones for the target state and the connector, as Connect writes on delete. The connector's is the
+    /// decisive one and comes last: a delete that failed part way leaves the connector in the topic, for a
+    /// retry to delete.
     pub async fn delete(&self, name: &str) -> std::result::Result<(), String> {
         self.writer
             .write(vec![
-                record(format!("connector-{name}"), None),
                 record(format!("target-state-{name}"), None),
+                record(format!("connector-{name}"), None),
             ])
             .await
     }
@@ -410,12 +413,16 @@ async fn import_offsets_file(offsets: &Arc<OffsetStore>, file: &Path) -> Result<
     })?;
     let mut to = file.as_os_str().to_owned();
     to.push(".imported");
-    std::fs::rename(file, &to).map_err(|e| {
-        Error::Internal(format!(
-            "cannot rename {} after importing it: {e}",
-            file.display()
-        ))
-    })?;
+    // The rename is made durable (the directory fsynced): a crash must not bring the file back, or a later
+    // start would import it again (the offsets of connectors deleted since would come back).
+    std::fs::rename(file, &to)
+        .and_then(|()| crate::offsets::sync_parent(file))
+        .map_err(|e| {
+            Error::Internal(format!(
+                "cannot rename {} after importing it: {e}",
+                file.display()
+            ))
+        })?;
     tracing::info!(file = %file.display(), entries = n, "standalone offsets imported into {}", offsets.describe());
     Ok(())
 }

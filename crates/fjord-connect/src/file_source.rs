@@ -311,10 +311,10 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
                 _ => {}
             }
             if unflushed && last_flush.elapsed() >= ctx.offset_flush_interval {
-                if let Err(e) = flush(&ctx).await {
-                    break Err(e);
+                match periodic_flush(&ctx).await {
+                    Ok(flushed) => unflushed = !flushed,
+                    Err(e) => break Err(e),
                 }
-                unflushed = false;
                 last_flush = Instant::now();
             }
             wait(&mut stop, POLL_INTERVAL).await;
@@ -333,10 +333,10 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
         );
         unflushed = true;
         if last_flush.elapsed() >= ctx.offset_flush_interval {
-            if let Err(e) = flush(&ctx).await {
-                break Err(e);
+            match periodic_flush(&ctx).await {
+                Ok(flushed) => unflushed = !flushed,
+                Err(e) => break Err(e),
             }
-            unflushed = false;
             last_flush = Instant::now();
         }
     };
@@ -412,6 +412,21 @@ fn produce_error(ctx: &TaskContext, topic: &str, e: &rdkafka::error::KafkaError)
         "producing to {topic} failed: {e}{what}; the lines from the last stored position are sent again when the task restarts (POST /connectors/{c}/restart?includeTasks=true)",
         c = ctx.connector
     )
+}
+
+/// A flush at `offset.flush.interval.ms`: whether it was written. A failed write to the offsets topic (the
+/// cluster away for a moment) is retried at the next interval, as Connect's worker does: the store keeps the
+/// entries it could not write. A failed write of the offsets file fails the task (an I/O error is a fact about
+/// the disk). The final flush at stop fails the task either way.
+async fn periodic_flush(ctx: &TaskContext) -> Result<bool, String> {
+    match flush(ctx).await {
+        Ok(()) => Ok(true),
+        Err(e) if ctx.offsets.is_topic() => {
+            tracing::warn!(connector = %ctx.connector, "{e}; retrying at the next offset flush");
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn flush(ctx: &TaskContext) -> Result<(), String> {

@@ -95,6 +95,11 @@ impl OffsetStore {
         Ok(())
     }
 
+    /// Whether the offsets are kept in a topic (distributed mode), where a failed write may be retried.
+    pub fn is_topic(&self) -> bool {
+        matches!(self.backend, Backend::Topic(_))
+    }
+
     /// Where the offsets are kept, for messages: "the offsets file <path>" or "the offsets topic <name>".
     pub fn describe(&self) -> String {
         match &self.backend {

@@ -12,7 +12,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 /// How long reading a topic to its end, or creating one, may take.
@@ -137,13 +137,18 @@ pub fn read_all(bootstrap: &str, topic: &str) -> Result<Vec<Record>, String> {
 
 /// Writes records to an internal topic and waits until every one is acknowledged by all in-sync replicas.
 pub struct TopicWriter {
-    producer: FutureProducer,
+    /// The current producer. An idempotent producer that hit a fatal error (librdkafka's `fatal_error`: e.g.
+    /// an out-of-order sequence after the cluster lost acknowledged records) refuses every later write, so it
+    /// is replaced after the write that found it; the next write goes through a new one.
+    producer: std::sync::Mutex<FutureProducer>,
+    config: ClientConfig,
     pub topic: String,
 }
 
 impl TopicWriter {
     pub fn new(bootstrap: &str, topic: &str) -> Result<TopicWriter, String> {
-        let producer = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", bootstrap)
             .set("client.id", format!("connect-{topic}"))
             .set("enable.idempotence", "true")
@@ -153,33 +158,61 @@ impl TopicWriter {
             .set("linger.ms", "1")
             // A write (and the REST request waiting for it) fails within this bound when the cluster is away,
             // instead of librdkafka's 5 minutes.
-            .set("message.timeout.ms", WRITE_TIMEOUT.as_millis().to_string())
+            .set("message.timeout.ms", WRITE_TIMEOUT.as_millis().to_string());
+        let producer = config
             .create()
             .map_err(|e| format!("cannot create a producer for {bootstrap}: {e}"))?;
         Ok(TopicWriter {
-            producer,
+            producer: std::sync::Mutex::new(producer),
+            config,
             topic: topic.to_string(),
         })
     }
 
     /// Sends `records` in order and waits for every acknowledgement; the first failure is the error.
     pub async fn write(&self, records: Vec<Record>) -> Result<(), String> {
+        let producer = self.producer.lock().unwrap().clone();
+        let result = Self::send_all(&producer, &self.topic, &records).await;
+        match (result, producer.client().fatal_error()) {
+            (Ok(()), _) => Ok(()),
+            (Err(e), None) => Err(e),
+            (Err(e), Some((code, why))) => {
+                let renewed = match self.config.create::<FutureProducer>() {
+                    Ok(fresh) => {
+                        *self.producer.lock().unwrap() = fresh;
+                        "it was replaced: the next write uses a new producer".to_string()
+                    }
+                    Err(c) => format!("a new producer could not be created ({c})"),
+                };
+                tracing::warn!(topic = %self.topic, "the producer of {} hit a fatal error ({code:?}: {why}); {renewed}", self.topic);
+                Err(format!(
+                    "{e} (the producer hit a fatal error, {code:?}: {why}; {renewed})"
+                ))
+            }
+        }
+    }
+
+    async fn send_all(
+        producer: &FutureProducer,
+        topic: &str,
+        records: &[Record],
+    ) -> Result<(), String> {
         let mut pending = Vec::with_capacity(records.len());
-        for (key, value) in &records {
-            let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).key(key);
+        for (key, value) in records {
+            let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).key(key);
             if let Some(v) = value {
                 r = r.payload(v);
             }
-            match self.producer.send_result(r) {
+            match producer.send_result(r) {
                 Ok(f) => pending.push(f),
-                Err((e, _)) => return Err(format!("writing to {} failed: {e}", self.topic)),
+                Err((e, _)) => return Err(format!("writing to {topic} failed: {e}")),
             }
         }
         for f in pending {
             match f.await {
                 Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(format!("writing to {} failed: {e}", self.topic)),
-                Err(_) => return Err(format!("the producer of {} was closed", self.topic)),
+                Ok(Err((e, _))) => return Err(format!("writing to {topic} failed: {e}")),
+                Err(_) => return Err(format!("the producer of {topic} was closed")),
             }
         }
         Ok(())

@@ -106,8 +106,10 @@ enum Cmd {
         /// registry. Only with a single broker.
         #[arg(long, value_name = "HOST:PORT|none", default_value = "127.0.0.1:8081")]
         registry_listener: String,
-        /// Where a Kafka Connect worker (standalone, offsets in DIR/connect.offsets) serves Connect's REST API
-        /// beside the broker; `none` runs no worker. Only with a single broker.
+        /// Where a Kafka Connect worker serves Connect's REST API beside the broker; `none` runs no worker. Only
+        /// with a single broker. The worker runs in distributed mode (group connect-cluster): connectors and
+        /// offsets live in the broker's connect-configs and connect-offsets topics and outlive restarts; a
+        /// DIR/connect.offsets left by an earlier standalone worker is imported once.
         #[arg(long, value_name = "HOST:PORT|none", default_value = "127.0.0.1:8083")]
         connect_listener: String,
         #[command(flatten)]
