@@ -134,13 +134,16 @@ impl ConfigLog {
     /// decisive one and comes last: a delete that failed part way leaves the connector in the topic, for a
     /// retry to delete.
     pub async fn delete(&self, name: &str) -> std::result::Result<(), String> {
-        self.writer
-            .write(vec![
-                record(format!("target-state-{name}"), None),
-                record(format!("connector-{name}"), None),
-            ])
-            .await
+        self.writer.write(delete_records(name)).await
     }
+}
+
+/// A delete's tombstones, in the order they are written (the decisive one last).
+fn delete_records(name: &str) -> Vec<Record> {
+    vec![
+        record(format!("target-state-{name}"), None),
+        record(format!("connector-{name}"), None),
+    ]
 }
 
 fn record(key: String, value: Option<Value>) -> Record {
@@ -430,6 +433,30 @@ async fn import_offsets_file(offsets: &Arc<OffsetStore>, file: &Path) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A delete cut short (its request answered 500) must leave the connector in the topic, for a retry to
+    /// delete, rather than have deleted it behind the client's back: the connector's tombstone is written last.
+    /// (The price: cut after the first tombstone, a paused connector would run again at the next takeover.)
+    #[test]
+    fn a_delete_cut_short_leaves_the_connector_for_a_retry() {
+        let stored = vec![
+            record(
+                "connector-a".into(),
+                Some(json!({"properties": {"connector.class": "FileStreamSource"}})),
+            ),
+            target_record("a", TargetState::Paused),
+        ];
+        let delete = delete_records("a");
+        assert_eq!(delete.last().unwrap().0, b"connector-a");
+        for written in 0..delete.len() {
+            let mut records = stored.clone();
+            records.extend(delete[..written].iter().cloned());
+            assert!(replay(&records, "t").contains_key("a"), "{written}");
+        }
+        let mut records = stored;
+        records.extend(delete);
+        assert!(replay(&records, "t").is_empty());
+    }
 
     #[test]
     fn config_records_replay_as_connect_writes_them() {
