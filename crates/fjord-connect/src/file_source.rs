@@ -454,6 +454,7 @@ pub fn partition_of(file: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     async fn all_lines(path: &str, max_line: usize) -> (Vec<(String, u64)>, Option<LineTooLong>) {
         let mut t = Tail::open(path, 0, max_line).await.unwrap();
@@ -461,6 +462,51 @@ mod tests {
             Ok(l) => (l, None),
             Err((l, e)) => (l, Some(e)),
         }
+    }
+
+    fn context(offsets: Arc<crate::offsets::OffsetStore>) -> TaskContext {
+        TaskContext {
+            connector: "src".into(),
+            config: Default::default(),
+            key_converter: Default::default(),
+            value_converter: Default::default(),
+            bootstrap_servers: "127.0.0.1:1".into(),
+            offsets,
+            offset_flush_interval: Duration::from_millis(100),
+            client_overrides: Vec::new(),
+        }
+    }
+
+    /// The offsets topic away for a moment: a periodic flush is retried at the next interval (the task goes
+    /// on, the entry stays to be written); the offsets file failing to be written fails the task.
+    #[tokio::test]
+    async fn a_failed_periodic_flush_is_retried_on_the_topic_and_fails_on_the_file() {
+        // Nothing listens on port 1: every write times out after 300 ms.
+        let writer = crate::topics::TopicWriter::with_timeout(
+            "127.0.0.1:1",
+            "offs",
+            Duration::from_millis(300),
+        )
+        .unwrap();
+        let store = Arc::new(crate::offsets::OffsetStore::on_topic_writer(writer));
+        let ctx = context(store.clone());
+        store.put("src", partition_of("/in"), json!({"position": 7}));
+        assert_eq!(periodic_flush(&ctx).await, Ok(false));
+        // Kept for the next flush, which fails again the same way (and the final one fails the task).
+        assert_eq!(periodic_flush(&ctx).await, Ok(false));
+        assert!(flush(&ctx)
+            .await
+            .unwrap_err()
+            .contains("offsets topic offs"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("connect.offsets");
+        let store = Arc::new(crate::offsets::OffsetStore::open(&file).unwrap());
+        // The temporary file's name is taken by a directory: the write fails.
+        std::fs::create_dir(dir.path().join("connect.offsets.tmp")).unwrap();
+        store.put("src", partition_of("/in"), json!({"position": 7}));
+        let e = periodic_flush(&context(store)).await.unwrap_err();
+        assert!(e.contains("offsets file"), "{e}");
     }
 
     #[tokio::test]

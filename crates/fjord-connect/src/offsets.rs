@@ -86,6 +86,17 @@ impl OffsetStore {
         })
     }
 
+    /// An empty store on a topic through `writer`, without reading the topic (tests).
+    #[cfg(test)]
+    pub(crate) fn on_topic_writer(writer: TopicWriter) -> OffsetStore {
+        OffsetStore {
+            backend: Backend::Topic(writer),
+            offsets: Mutex::new(Offsets::new()),
+            dirty: Mutex::new(BTreeSet::new()),
+            write_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
     /// Reads the offsets topic to its end again (a worker taking over connectors from another one), replacing
     /// what is in memory.
     pub fn reload_from_topic(&self, bootstrap: &str, topic: &str) -> Result<()> {

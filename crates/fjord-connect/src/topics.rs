@@ -147,6 +147,15 @@ pub struct TopicWriter {
 
 impl TopicWriter {
     pub fn new(bootstrap: &str, topic: &str) -> Result<TopicWriter, String> {
+        Self::with_timeout(bootstrap, topic, WRITE_TIMEOUT)
+    }
+
+    /// A writer whose writes fail after `timeout` (tests: a cluster that is away, quickly).
+    pub(crate) fn with_timeout(
+        bootstrap: &str,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<TopicWriter, String> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", bootstrap)
@@ -158,7 +167,7 @@ impl TopicWriter {
             .set("linger.ms", "1")
             // A write (and the REST request waiting for it) fails within this bound when the cluster is away,
             // instead of librdkafka's 5 minutes.
-            .set("message.timeout.ms", WRITE_TIMEOUT.as_millis().to_string());
+            .set("message.timeout.ms", timeout.as_millis().to_string());
         let producer = config
             .create()
             .map_err(|e| format!("cannot create a producer for {bootstrap}: {e}"))?;
