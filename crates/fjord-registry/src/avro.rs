@@ -349,7 +349,8 @@ impl<'a> Checker<'a> {
                 let first = self.found[start..]
                     .first()
                     .map(|i| (i.kind, i.detail.clone()));
-                self.walk.leave(key, first);
+                let compatible = first.is_none();
+                self.walk.leave(key, first, compatible);
             }
         }
     }

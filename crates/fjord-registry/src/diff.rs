@@ -4,9 +4,13 @@
 //! A schema is the client's input, and a few kilobytes of it can describe a graph whose naive walk is
 //! exponential (a diamond of types, each referring twice to the next) or deep enough to overflow the stack
 //! (a chain of thousands of message types). So every walk:
-//! - memoises each (original, update) pair for the whole walk and never forgets it: a pair met again costs a
-//!   map read, and a pair met again while it is still being compared (a recursive type) counts as compatible,
-//!   its other parts being checked where the recursion started;
+//! - memoises each (original, update) pair for the walk: a pair met again costs a map read, and a pair met
+//!   again while it is still being compared (a recursive type) counts as compatible, its other parts being
+//!   checked where the recursion started. A "compatible" that leaned on such an unfinished pair further up is
+//!   not remembered (the lowest in-progress depth a pair's walk hit is tracked, as in Tarjan's algorithm):
+//!   the unfinished pair may still turn out incompatible, and a trial that is then discarded (a union branch,
+//!   an anyOf alternative) must not leave a stale "compatible" for the kept path. An incompatibility is
+//!   always remembered;
 //! - stops when it has visited [`MAX_VISITS`] pairs or nests [`MAX_DEPTH`] pairs deep, and then answers
 //!   [`TooComplex`] (42201), never "compatible".
 
@@ -44,7 +48,8 @@ pub enum Visit<V> {
 }
 
 enum Memo<V> {
-    InProgress,
+    /// Being compared, at this depth of the walk (1 for the outermost pair).
+    InProgress(usize),
     Done(V),
 }
 
@@ -54,6 +59,9 @@ pub struct Walk<K, V> {
     memo: HashMap<K, Memo<V>>,
     visits: usize,
     depth: usize,
+    /// Per pair being compared (innermost last): the lowest depth of an in-progress pair its walk met again
+    /// (`usize::MAX` when none).
+    lows: Vec<usize>,
     exceeded: Option<TooComplex>,
 }
 
@@ -63,6 +71,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Default for Walk<K, V> {
             memo: HashMap::new(),
             visits: 0,
             depth: 0,
+            lows: Vec::new(),
             exceeded: None,
         }
     }
@@ -81,7 +90,13 @@ impl<K: Hash + Eq + Clone, V: Clone> Walk<K, V> {
             return Visit::Skip;
         }
         match self.memo.get(key) {
-            Some(Memo::InProgress) => return Visit::Skip,
+            Some(Memo::InProgress(d)) => {
+                let d = *d;
+                if let Some(low) = self.lows.last_mut() {
+                    *low = (*low).min(d);
+                }
+                return Visit::Skip;
+            }
             Some(Memo::Done(v)) => return Visit::Known(v.clone()),
             None => {}
         }
@@ -92,7 +107,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Walk<K, V> {
             return Visit::Skip;
         }
         self.depth += 1;
-        self.memo.insert(key.clone(), Memo::InProgress);
+        self.lows.push(usize::MAX);
+        self.memo.insert(key.clone(), Memo::InProgress(self.depth));
         Visit::Walk
     }
 
@@ -108,8 +124,22 @@ impl<K: Hash + Eq + Clone, V: Clone> Walk<K, V> {
         self.exceeded.is_none()
     }
 
-    pub fn leave(&mut self, key: K, result: V) {
+    /// The pair `key` (the innermost one entered) is compared; `compatible` says whether `result` is the
+    /// "nothing found" answer, which is remembered only when it did not lean on an unfinished pair further up.
+    pub fn leave(&mut self, key: K, result: V, compatible: bool) {
+        let own = self.depth;
         self.depth -= 1;
+        let low = self.lows.pop().unwrap_or(usize::MAX);
+        if low < own {
+            // What it met unfinished further up is unfinished for its callers too.
+            if let Some(parent) = self.lows.last_mut() {
+                *parent = (*parent).min(low);
+            }
+            if compatible {
+                self.memo.remove(&key);
+                return;
+            }
+        }
         self.memo.insert(key, Memo::Done(result));
     }
 
@@ -234,7 +264,8 @@ impl<K: Hash + Eq + Clone> Ctx<K> {
                         let below = d.path.strip_prefix(&here).unwrap_or_default();
                         (d.kind, below.trim_start_matches('/').to_string())
                     });
-                self.walk.borrow_mut().leave(key, first);
+                let compatible = first.is_none();
+                self.walk.borrow_mut().leave(key, first, compatible);
             }
         }
     }
