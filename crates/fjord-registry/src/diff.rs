@@ -11,10 +11,11 @@
 //!   the unfinished pair may still turn out incompatible, and a trial that is then discarded (a union branch,
 //!   an anyOf alternative) must not leave a stale "compatible" for the kept path. An incompatibility is
 //!   always remembered;
-//! - stops when it has visited [`MAX_VISITS`] pairs or nests [`MAX_DEPTH`] pairs deep, and then answers
-//!   [`TooComplex`] (42201), never "compatible".
+//! - stops when it has visited [`MAX_VISITS`] pairs or nests [`MAX_DEPTH`] pairs deep, or when the request's
+//!   walks together (every version and direction it checks: one [`Budget`]) passed [`MAX_REQUEST_VISITS`],
+//!   and then answers [`TooComplex`] (42201), never "compatible".
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::rc::Rc;
@@ -26,6 +27,30 @@ pub const MAX_VISITS: usize = 50_000;
 /// The deepest nesting of pairs one walk follows (types within types): far beyond any real schema, well
 /// within a 2 MiB thread stack.
 pub const MAX_DEPTH: usize = 128;
+
+/// The most steps all the walks of one request take together (a check against every version of a subject,
+/// in both directions): a few times one walk's, so that a subject's real history fits and a request costs
+/// seconds at most however many versions it is compared with.
+pub const MAX_REQUEST_VISITS: usize = 4 * MAX_VISITS;
+
+/// The budget one request's walks share (cloned into each walk): the steps spent so far.
+#[derive(Clone, Default)]
+pub struct Budget(Rc<Cell<usize>>);
+
+impl Budget {
+    /// Spends `steps`; false once the request has spent more than [`MAX_REQUEST_VISITS`].
+    fn spend(&self, steps: usize) -> bool {
+        let spent = self.0.get().saturating_add(steps);
+        self.0.set(spent);
+        spent <= MAX_REQUEST_VISITS
+    }
+}
+
+fn request_too_complex() -> TooComplex {
+    TooComplex(format!(
+        "the schema is too complex to check for compatibility with the subject's versions: the comparisons take more than {MAX_REQUEST_VISITS} steps in all; simplify the schema or check it against fewer versions (a non-transitive compatibility level)"
+    ))
+}
 
 /// A walk that exceeded its budget; the message says which and what to do (an answer for 42201).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,21 +88,29 @@ pub struct Walk<K, V> {
     /// (`usize::MAX` when none).
     lows: Vec<usize>,
     exceeded: Option<TooComplex>,
+    /// The request's budget, shared with its other walks.
+    budget: Budget,
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> Default for Walk<K, V> {
     fn default() -> Self {
+        Walk::within(Budget::default())
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Walk<K, V> {
+    /// A walk that also spends from a request's `budget`.
+    pub fn within(budget: Budget) -> Self {
         Walk {
             memo: HashMap::new(),
             visits: 0,
             depth: 0,
             lows: Vec::new(),
             exceeded: None,
+            budget,
         }
     }
-}
 
-impl<K: Hash + Eq + Clone, V: Clone> Walk<K, V> {
     pub fn enter(&mut self, key: &K) -> Visit<V> {
         if self.exceeded.is_some() {
             return Visit::Skip;
@@ -87,6 +120,10 @@ impl<K: Hash + Eq + Clone, V: Clone> Walk<K, V> {
             self.exceeded = Some(TooComplex(format!(
                 "the schema is too complex to check for compatibility: comparing it with an earlier version takes more than {MAX_VISITS} steps; simplify its combinations (anyOf/oneOf/allOf, unions) or shared types"
             )));
+            return Visit::Skip;
+        }
+        if !self.budget.spend(1) {
+            self.exceeded = Some(request_too_complex());
             return Visit::Skip;
         }
         match self.memo.get(key) {
@@ -116,6 +153,9 @@ impl<K: Hash + Eq + Clone, V: Clone> Walk<K, V> {
     /// budget; false once the budget is spent.
     pub fn charge(&mut self, steps: usize) -> bool {
         self.visits = self.visits.saturating_add(steps);
+        if !self.budget.spend(steps) && self.exceeded.is_none() {
+            self.exceeded = Some(request_too_complex());
+        }
         if self.visits > MAX_VISITS && self.exceeded.is_none() {
             self.exceeded = Some(TooComplex(format!(
                 "the schema is too complex to check for compatibility: comparing it with an earlier version takes more than {MAX_VISITS} steps; simplify its combinations (anyOf/oneOf/allOf, unions), patterns or shared types"
@@ -189,11 +229,16 @@ type FirstIncompatibility = Option<(&'static str, String)>;
 impl<K: Hash + Eq + Clone> Ctx<K> {
     /// A walk whose differences of a kind `compatible_kind` accepts are compatible.
     pub fn new(compatible_kind: fn(&str) -> bool) -> Ctx<K> {
+        Ctx::within(compatible_kind, Budget::default())
+    }
+
+    /// A walk that also spends from a request's `budget`.
+    pub fn within(compatible_kind: fn(&str) -> bool, budget: Budget) -> Ctx<K> {
         Ctx {
             path: Vec::new(),
             found: Vec::new(),
             compatible_kind,
-            walk: Rc::new(RefCell::new(Walk::default())),
+            walk: Rc::new(RefCell::new(Walk::within(budget))),
         }
     }
 

@@ -14,7 +14,7 @@ use std::rc::{Rc, Weak};
 
 use serde_json::Value;
 
-use crate::diff::{Ctx, Difference, TooComplex, MAX_DEPTH};
+use crate::diff::{Budget, Ctx, Difference, TooComplex, MAX_DEPTH};
 
 /// A parsed JSON Schema.
 pub struct ParsedJson {
@@ -332,6 +332,9 @@ impl Node {
         }
     }
 }
+
+/// How many enum values (of both sides) cost one step of the walk's budget.
+const ENUM_VALUES_PER_STEP: usize = 16;
 
 /// The longest chain of references to references [`Node::t`] follows.
 const MAX_REF_HOPS: usize = 1_000;
@@ -871,9 +874,18 @@ pub fn differences(
     original: &ParsedJson,
     update: &ParsedJson,
 ) -> Result<Vec<Difference>, TooComplex> {
+    differences_within(original, update, &Budget::default())
+}
+
+/// [`differences`], spending from a request's `budget` too.
+pub fn differences_within(
+    original: &ParsedJson,
+    update: &ParsedJson,
+    budget: &Budget,
+) -> Result<Vec<Difference>, TooComplex> {
     let hasher = RandomState::new();
     let (o, u) = (original.root(&hasher)?, update.root(&hasher)?);
-    let mut ctx = JCtx::new(is_compatible_kind);
+    let mut ctx = JCtx::within(is_compatible_kind, budget.clone());
     compare(&mut ctx, Some(&o), Some(&u));
     ctx.finish()
 }
@@ -883,7 +895,16 @@ pub fn incompatibilities(
     original: &ParsedJson,
     update: &ParsedJson,
 ) -> Result<Vec<Difference>, TooComplex> {
-    Ok(differences(original, update)?
+    incompatibilities_within(original, update, &Budget::default())
+}
+
+/// [`incompatibilities`], spending from a request's `budget` too.
+pub fn incompatibilities_within(
+    original: &ParsedJson,
+    update: &ParsedJson,
+    budget: &Budget,
+) -> Result<Vec<Difference>, TooComplex> {
+    Ok(differences_within(original, update, budget)?
         .into_iter()
         .filter(|d| !is_compatible_kind(d.kind))
         .collect())
@@ -1143,6 +1164,11 @@ fn compare_nodes(ctx: &mut JCtx, original: &Node, update: &Node) {
             }
         }
         (Kind::Enum(o), Kind::Enum(u)) => {
+            // The values cost the budget too (an enum can be long): a step per 16, a hash-set insert being
+            // far cheaper than a pair visit.
+            if !ctx.charge((o.len() + u.len()) / ENUM_VALUES_PER_STEP) {
+                return;
+            }
             // By their text in a hash set: an enum can be long, and a pairwise check is quadratic.
             let texts =
                 |vs: &[Value]| -> HashSet<String> { vs.iter().map(Value::to_string).collect() };
@@ -1317,7 +1343,14 @@ fn compare_objects(ctx: &mut JCtx, o: &ObjectNode, u: &ObjectNode) {
                 .map(|(n, _)| n)
                 .filter(|n| o.property(n).is_none()),
         );
+        // Each property name costs a step of the budget (a one-sided property is no pair).
+        if !ctx.charge(names.len()) {
+            return;
+        }
         for name in names {
+            if ctx.exhausted() {
+                break;
+            }
             ctx.scoped(name, |ctx| match (o.property(name), u.property(name)) {
                 (Some(os), None) => {
                     if u.is_open() {
