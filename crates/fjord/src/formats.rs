@@ -935,4 +935,103 @@ mod tests {
         let e = undecodable(d.value(Some(&[0, 0, 0, 0, 7, 2, 2])));
         assert!(e.contains("1 bytes are left"), "{e}");
     }
+
+    /// A registry stand-in answering `GET /subjects/{s}/versions/1` from `schemas` (subject -> (text,
+    /// references)); counts the requests.
+    fn subjects_server(
+        schemas: HashMap<String, (String, Value)>,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = asked.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let subject = path
+                    .strip_prefix("/subjects/")
+                    .and_then(|p| p.strip_suffix("/versions/1"))
+                    .unwrap_or("");
+                let body = match schemas.get(subject) {
+                    Some((text, refs)) => json!({"subject": subject, "version": 1, "id": 1, "schema": text, "references": refs}).to_string(),
+                    None => json!({"error_code": 40401, "message": "Subject not found"}).to_string(),
+                };
+                let status = if schemas.contains_key(subject) {
+                    "200 OK"
+                } else {
+                    "404 Not Found"
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        (url, asked)
+    }
+
+    #[test]
+    fn a_diamond_of_references_is_fetched_once_per_subject_version() {
+        // Levels 0..8, two subjects each; every subject of a level references both of the next level's.
+        let levels = 8;
+        let mut schemas = HashMap::new();
+        for l in 0..levels {
+            for side in ["a", "b"] {
+                let refs: Vec<Value> = if l + 1 < levels {
+                    ["a", "b"]
+                        .iter()
+                        .map(|n| json!({"name": format!("l{}{n}", l + 1), "subject": format!("l{}{n}", l + 1), "version": 1}))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                schemas.insert(
+                    format!("l{l}{side}"),
+                    (format!("text of l{l}{side}"), Value::Array(refs)),
+                );
+            }
+        }
+        let (url, asked) = subjects_server(schemas);
+        let client = RegistryClient::new(&url, std::time::Duration::from_secs(5)).unwrap();
+        let top = json!([{"name": "l0a", "subject": "l0a", "version": 1}, {"name": "l0b", "subject": "l0b", "version": 1}]);
+        let mut out = Vec::new();
+        fetch_references(&client, &top, &mut out, &mut HashMap::new(), 0).expect("fetched");
+        assert_eq!(out.len(), 2 * levels, "{out:?}");
+        assert_eq!(
+            asked.load(std::sync::atomic::Ordering::SeqCst),
+            2 * levels,
+            "one GET per subject version"
+        );
+        // Dependencies first: the last level before the first.
+        let at = |n: &str| out.iter().position(|(name, _)| name == n).unwrap();
+        assert!(at(&format!("l{}a", levels - 1)) < at("l0a"));
+    }
+
+    #[test]
+    fn two_reference_names_for_one_schema_are_both_kept() {
+        // Protobuf imports resolve by name: a.proto and b/a.proto naming the same subject version both count.
+        let mut schemas = HashMap::new();
+        schemas.insert(
+            "common".to_string(),
+            ("syntax = \"proto3\";".to_string(), json!([])),
+        );
+        let (url, _) = subjects_server(schemas);
+        let client = RegistryClient::new(&url, std::time::Duration::from_secs(5)).unwrap();
+        let refs = json!([
+            {"name": "a.proto", "subject": "common", "version": 1},
+            {"name": "b/a.proto", "subject": "common", "version": 1},
+        ]);
+        let mut out = Vec::new();
+        fetch_references(&client, &refs, &mut out, &mut HashMap::new(), 0).expect("fetched");
+        let names: Vec<&str> = out.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a.proto", "b/a.proto"]);
+    }
 }
