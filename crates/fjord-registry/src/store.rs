@@ -120,7 +120,7 @@ impl Writer {
 impl Store {
     /// The writer of an operation that begins now: the primary's producer, or 50004 when this instance is
     /// not the primary.
-    pub(crate) fn writer(&self) -> Result<Writer> {
+    pub fn writer(&self) -> Result<Writer> {
         match self {
             Store::Memory(state) => Ok(Writer(WriterKind::Memory(state.clone()))),
             Store::Kafka(k) => {
