@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use apache_avro::schema::{DecimalSchema, InnerDecimalSchema, UuidSchema};
 use apache_avro::Schema;
 
-use crate::diff::{TooComplex, Visit, Walk};
+use crate::diff::{Budget, TooComplex, Visit, Walk};
 
 /// A parsed Avro schema with the named types of its references.
 pub struct ParsedAvro {
@@ -197,10 +197,19 @@ impl Incompatibility {
 /// Every incompatibility found when `reader` reads data written with `writer` (empty: compatible); Err
 /// when the schemas are too deep or too complex to compare within the walk's budget (see `diff`).
 pub fn check(reader: &ParsedAvro, writer: &ParsedAvro) -> Result<Vec<Incompatibility>, TooComplex> {
+    check_within(reader, writer, &Budget::default())
+}
+
+/// [`check`], spending from a request's `budget` too.
+pub fn check_within(
+    reader: &ParsedAvro,
+    writer: &ParsedAvro,
+    budget: &Budget,
+) -> Result<Vec<Incompatibility>, TooComplex> {
     let mut c = Checker {
         reader_names: reader.names(),
         writer_names: writer.names(),
-        walk: Walk::default(),
+        walk: Walk::within(budget.clone()),
         found: Vec::new(),
     };
     let mut path = Vec::new();
@@ -349,7 +358,8 @@ impl<'a> Checker<'a> {
                 let first = self.found[start..]
                     .first()
                     .map(|i| (i.kind, i.detail.clone()));
-                self.walk.leave(key, first);
+                let compatible = first.is_none();
+                self.walk.leave(key, first, compatible);
             }
         }
     }

@@ -4,13 +4,18 @@
 //! A schema is the client's input, and a few kilobytes of it can describe a graph whose naive walk is
 //! exponential (a diamond of types, each referring twice to the next) or deep enough to overflow the stack
 //! (a chain of thousands of message types). So every walk:
-//! - memoises each (original, update) pair for the whole walk and never forgets it: a pair met again costs a
-//!   map read, and a pair met again while it is still being compared (a recursive type) counts as compatible,
-//!   its other parts being checked where the recursion started;
-//! - stops when it has visited [`MAX_VISITS`] pairs or nests [`MAX_DEPTH`] pairs deep, and then answers
-//!   [`TooComplex`] (42201), never "compatible".
+//! - memoises each (original, update) pair for the walk: a pair met again costs a map read, and a pair met
+//!   again while it is still being compared (a recursive type) counts as compatible, its other parts being
+//!   checked where the recursion started. A "compatible" that leaned on such an unfinished pair further up is
+//!   not remembered (the lowest in-progress depth a pair's walk hit is tracked, as in Tarjan's algorithm):
+//!   the unfinished pair may still turn out incompatible, and a trial that is then discarded (a union branch,
+//!   an anyOf alternative) must not leave a stale "compatible" for the kept path. An incompatibility is
+//!   always remembered;
+//! - stops when it has visited [`MAX_VISITS`] pairs or nests [`MAX_DEPTH`] pairs deep, or when the request's
+//!   walks together (every version and direction it checks: one [`Budget`]) passed [`MAX_REQUEST_VISITS`],
+//!   and then answers [`TooComplex`] (42201), never "compatible".
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::rc::Rc;
@@ -22,6 +27,30 @@ pub const MAX_VISITS: usize = 50_000;
 /// The deepest nesting of pairs one walk follows (types within types): far beyond any real schema, well
 /// within a 2 MiB thread stack.
 pub const MAX_DEPTH: usize = 128;
+
+/// The most steps all the walks of one request take together (a check against every version of a subject,
+/// in both directions): a few times one walk's, so that a subject's real history fits and a request costs
+/// seconds at most however many versions it is compared with.
+pub const MAX_REQUEST_VISITS: usize = 4 * MAX_VISITS;
+
+/// The budget one request's walks share (cloned into each walk): the steps spent so far.
+#[derive(Clone, Default)]
+pub struct Budget(Rc<Cell<usize>>);
+
+impl Budget {
+    /// Spends `steps`; false once the request has spent more than [`MAX_REQUEST_VISITS`].
+    fn spend(&self, steps: usize) -> bool {
+        let spent = self.0.get().saturating_add(steps);
+        self.0.set(spent);
+        spent <= MAX_REQUEST_VISITS
+    }
+}
+
+fn request_too_complex() -> TooComplex {
+    TooComplex(format!(
+        "the schema is too complex to check for compatibility with the subject's versions: the comparisons take more than {MAX_REQUEST_VISITS} steps in all; simplify the schema or check it against fewer versions (a non-transitive compatibility level)"
+    ))
+}
 
 /// A walk that exceeded its budget; the message says which and what to do (an answer for 42201).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,7 +73,8 @@ pub enum Visit<V> {
 }
 
 enum Memo<V> {
-    InProgress,
+    /// Being compared, at this depth of the walk (1 for the outermost pair).
+    InProgress(usize),
     Done(V),
 }
 
@@ -54,21 +84,33 @@ pub struct Walk<K, V> {
     memo: HashMap<K, Memo<V>>,
     visits: usize,
     depth: usize,
+    /// Per pair being compared (innermost last): the lowest depth of an in-progress pair its walk met again
+    /// (`usize::MAX` when none).
+    lows: Vec<usize>,
     exceeded: Option<TooComplex>,
+    /// The request's budget, shared with its other walks.
+    budget: Budget,
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> Default for Walk<K, V> {
     fn default() -> Self {
-        Walk {
-            memo: HashMap::new(),
-            visits: 0,
-            depth: 0,
-            exceeded: None,
-        }
+        Walk::within(Budget::default())
     }
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> Walk<K, V> {
+    /// A walk that also spends from a request's `budget`.
+    pub fn within(budget: Budget) -> Self {
+        Walk {
+            memo: HashMap::new(),
+            visits: 0,
+            depth: 0,
+            lows: Vec::new(),
+            exceeded: None,
+            budget,
+        }
+    }
+
     pub fn enter(&mut self, key: &K) -> Visit<V> {
         if self.exceeded.is_some() {
             return Visit::Skip;
@@ -80,8 +122,18 @@ impl<K: Hash + Eq + Clone, V: Clone> Walk<K, V> {
             )));
             return Visit::Skip;
         }
+        if !self.budget.spend(1) {
+            self.exceeded = Some(request_too_complex());
+            return Visit::Skip;
+        }
         match self.memo.get(key) {
-            Some(Memo::InProgress) => return Visit::Skip,
+            Some(Memo::InProgress(d)) => {
+                let d = *d;
+                if let Some(low) = self.lows.last_mut() {
+                    *low = (*low).min(d);
+                }
+                return Visit::Skip;
+            }
             Some(Memo::Done(v)) => return Visit::Known(v.clone()),
             None => {}
         }
@@ -92,7 +144,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Walk<K, V> {
             return Visit::Skip;
         }
         self.depth += 1;
-        self.memo.insert(key.clone(), Memo::InProgress);
+        self.lows.push(usize::MAX);
+        self.memo.insert(key.clone(), Memo::InProgress(self.depth));
         Visit::Walk
     }
 
@@ -100,6 +153,9 @@ impl<K: Hash + Eq + Clone, V: Clone> Walk<K, V> {
     /// budget; false once the budget is spent.
     pub fn charge(&mut self, steps: usize) -> bool {
         self.visits = self.visits.saturating_add(steps);
+        if !self.budget.spend(steps) && self.exceeded.is_none() {
+            self.exceeded = Some(request_too_complex());
+        }
         if self.visits > MAX_VISITS && self.exceeded.is_none() {
             self.exceeded = Some(TooComplex(format!(
                 "the schema is too complex to check for compatibility: comparing it with an earlier version takes more than {MAX_VISITS} steps; simplify its combinations (anyOf/oneOf/allOf, unions), patterns or shared types"
@@ -108,8 +164,22 @@ impl<K: Hash + Eq + Clone, V: Clone> Walk<K, V> {
         self.exceeded.is_none()
     }
 
-    pub fn leave(&mut self, key: K, result: V) {
+    /// The pair `key` (the innermost one entered) is compared; `compatible` says whether `result` is the
+    /// "nothing found" answer, which is remembered only when it did not lean on an unfinished pair further up.
+    pub fn leave(&mut self, key: K, result: V, compatible: bool) {
+        let own = self.depth;
         self.depth -= 1;
+        let low = self.lows.pop().unwrap_or(usize::MAX);
+        if low < own {
+            // What it met unfinished further up is unfinished for its callers too.
+            if let Some(parent) = self.lows.last_mut() {
+                *parent = (*parent).min(low);
+            }
+            if compatible {
+                self.memo.remove(&key);
+                return;
+            }
+        }
         self.memo.insert(key, Memo::Done(result));
     }
 
@@ -159,11 +229,16 @@ type FirstIncompatibility = Option<(&'static str, String)>;
 impl<K: Hash + Eq + Clone> Ctx<K> {
     /// A walk whose differences of a kind `compatible_kind` accepts are compatible.
     pub fn new(compatible_kind: fn(&str) -> bool) -> Ctx<K> {
+        Ctx::within(compatible_kind, Budget::default())
+    }
+
+    /// A walk that also spends from a request's `budget`.
+    pub fn within(compatible_kind: fn(&str) -> bool, budget: Budget) -> Ctx<K> {
         Ctx {
             path: Vec::new(),
             found: Vec::new(),
             compatible_kind,
-            walk: Rc::new(RefCell::new(Walk::default())),
+            walk: Rc::new(RefCell::new(Walk::within(budget))),
         }
     }
 
@@ -234,7 +309,8 @@ impl<K: Hash + Eq + Clone> Ctx<K> {
                         let below = d.path.strip_prefix(&here).unwrap_or_default();
                         (d.kind, below.trim_start_matches('/').to_string())
                     });
-                self.walk.borrow_mut().leave(key, first);
+                let compatible = first.is_none();
+                self.walk.borrow_mut().leave(key, first, compatible);
             }
         }
     }

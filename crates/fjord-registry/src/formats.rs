@@ -3,7 +3,7 @@
 //! schema), the text stored for `normalize=true`, and the compatibility check in Confluent's message format.
 
 use crate::avro::{self, ParsedAvro};
-use crate::diff::{Difference, TooComplex};
+use crate::diff::{Budget, Difference, TooComplex};
 use crate::json::{self, ParsedJson};
 use crate::protobuf::{self, ParsedProto};
 use crate::records::Reference;
@@ -130,17 +130,18 @@ impl ParsedSchema {
         old: &ParsedSchema,
         backward: bool,
         forward: bool,
+        budget: &Budget,
     ) -> Result<Vec<String>, String> {
         let mut found = Vec::new();
         let too_complex = |e: TooComplex| e.to_string();
         match (new, old) {
             (ParsedSchema::Avro(new), ParsedSchema::Avro(old)) => {
                 if backward {
-                    let checked = avro::check(new, old).map_err(too_complex)?;
+                    let checked = avro::check_within(new, old, budget).map_err(too_complex)?;
                     found.extend(checked.iter().map(|i| i.render(true)));
                 }
                 if forward {
-                    let checked = avro::check(old, new).map_err(too_complex)?;
+                    let checked = avro::check_within(old, new, budget).map_err(too_complex)?;
                     found.extend(checked.iter().map(|i| i.render(false)));
                 }
             }
@@ -149,11 +150,11 @@ impl ParsedSchema {
                     d.render(&json::description(d, update, original))
                 };
                 if backward {
-                    let diffs = json::incompatibilities(old, new).map_err(too_complex)?;
+                    let diffs = json::incompatibilities_within(old, new, budget).map_err(too_complex)?;
                     found.extend(diffs.iter().map(|d| render(d, "new", "old")));
                 }
                 if forward {
-                    let diffs = json::incompatibilities(new, old).map_err(too_complex)?;
+                    let diffs = json::incompatibilities_within(new, old, budget).map_err(too_complex)?;
                     found.extend(diffs.iter().map(|d| render(d, "old", "new")));
                 }
             }
@@ -162,11 +163,11 @@ impl ParsedSchema {
                     d.render(&protobuf::description(d, update, original))
                 };
                 if backward {
-                    let diffs = protobuf::incompatibilities(old, new).map_err(too_complex)?;
+                    let diffs = protobuf::incompatibilities_within(old, new, budget).map_err(too_complex)?;
                     found.extend(diffs.iter().map(|d| render(d, "new", "old")));
                 }
                 if forward {
-                    let diffs = protobuf::incompatibilities(new, old).map_err(too_complex)?;
+                    let diffs = protobuf::incompatibilities_within(new, old, budget).map_err(too_complex)?;
                     found.extend(diffs.iter().map(|d| render(d, "old", "new")));
                 }
             }

@@ -7,13 +7,14 @@
 //! path; the change is compatible when every difference is one of the compatible kinds. BACKWARD compares
 //! the old schema (original) with the new one (update), FORWARD the other way round.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use serde_json::Value;
 
-use crate::diff::{Ctx, Difference, TooComplex, MAX_DEPTH};
+use crate::diff::{Budget, Ctx, Difference, TooComplex, MAX_DEPTH};
 
 /// A parsed JSON Schema.
 pub struct ParsedJson {
@@ -250,11 +251,14 @@ enum Kind {
         subschemas: Vec<Node>,
     },
     Not(Box<Node>),
-    /// A reference met again inside itself (a recursive schema): compared by its target only.
-    Recursive(String),
     /// A resolved `$ref`: the node its target loaded into, shared by every reference to that target (so a
-    /// definition used many times is loaded, and compared, once). Comparisons look through it (`Node::k`).
-    Ref(Rc<Node>),
+    /// definition used many times is loaded, and compared, once). Comparisons look through it (`Node::t`).
+    Ref(Rc<OnceCell<Node>>),
+    /// A `$ref` met inside the expansion of its own target (a recursive schema): the same shared target,
+    /// held weakly so that the node graph has no cycle of strong references (the strong `Ref` that started
+    /// the expansion keeps it alive). Compared like `Ref`, through the target, so the walk's in-progress
+    /// pair handles the cycle; never by the reference's text, whose meaning depends on where it was met.
+    Back(Weak<OnceCell<Node>>),
 }
 
 impl Kind {
@@ -272,8 +276,8 @@ impl Kind {
             Kind::Const(_) => 9,
             Kind::Combined { .. } => 10,
             Kind::Not(_) => 11,
-            Kind::Recursive(_) => 12,
-            Kind::Ref(n) => n.kind.class(),
+            // Only when a chain of references leads nowhere (`Node::t` resolves every other).
+            Kind::Ref(_) | Kind::Back(_) => 12,
         }
     }
 }
@@ -292,18 +296,29 @@ struct Node {
 }
 
 impl Node {
-    /// The node a chain of references leads to (the node itself when it is no reference).
-    fn target(&self) -> &Node {
-        let mut n = self;
-        while let Kind::Ref(t) = &n.kind {
-            n = t;
+    /// The node a chain of references leads to (the node itself when it is no reference). A chain that
+    /// leads nowhere (references only to each other) ends at one of its references.
+    fn t(&self) -> Target<'_> {
+        let first = match &self.kind {
+            Kind::Ref(c) => Some(c.clone()),
+            Kind::Back(w) => w.upgrade(),
+            _ => None,
+        };
+        let Some(mut cell) = first.filter(|c| c.get().is_some()) else {
+            return Target::Node(self);
+        };
+        for _ in 0..MAX_REF_HOPS {
+            let next = match cell.get().map(|n| &n.kind) {
+                Some(Kind::Ref(c)) => Some(c.clone()),
+                Some(Kind::Back(w)) => w.upgrade(),
+                _ => None,
+            };
+            match next.filter(|c| c.get().is_some()) {
+                Some(c) => cell = c,
+                None => break,
+            }
         }
-        n
-    }
-
-    /// The kind of this node, looking through references.
-    fn k(&self) -> &Kind {
-        &self.target().kind
+        Target::Held(cell)
     }
 
     fn bare(kind: Kind, source: u64) -> Node {
@@ -314,6 +329,31 @@ impl Node {
             description: None,
             default: None,
             source,
+        }
+    }
+}
+
+/// How many enum values (of both sides) cost one step of the walk's budget.
+const ENUM_VALUES_PER_STEP: usize = 16;
+
+/// The longest chain of references to references [`Node::t`] follows.
+const MAX_REF_HOPS: usize = 1_000;
+
+/// What [`Node::t`] leads to: the node itself, or a reference target (held, so that a target only reached
+/// through a weak back-reference stays borrowed while it is compared).
+enum Target<'a> {
+    Node(&'a Node),
+    Held(Rc<OnceCell<Node>>),
+}
+
+impl std::ops::Deref for Target<'_> {
+    type Target = Node;
+
+    fn deref(&self) -> &Node {
+        match self {
+            Target::Node(n) => n,
+            // Filled: `Node::t` holds only filled cells (the default is never built).
+            Target::Held(c) => c.get_or_init(|| Node::bare(Kind::Empty, 0)),
         }
     }
 }
@@ -352,8 +392,8 @@ struct Loader<'a> {
     referenced: &'a HashMap<String, Value>,
     /// The reference targets being expanded (cycle guard), as (document, value) addresses.
     stack: Vec<(usize, usize)>,
-    /// Every reference target loaded so far: a target referenced again shares its node.
-    loaded: HashMap<(usize, usize), Rc<Node>>,
+    /// Every reference target met so far (filled once loaded): a target referenced again shares its node.
+    loaded: HashMap<(usize, usize), Rc<OnceCell<Node>>>,
     /// Nodes built so far, against [`MAX_LOADED_NODES`].
     nodes: usize,
     /// Set when the schema exceeds the loader's budget; the node tree is then incomplete.
@@ -465,16 +505,22 @@ impl<'a> Loader<'a> {
                     target as *const Value as usize,
                 );
                 let src = self.hasher.hash_one(("$ref", r));
+                // Every reference to a target shares one lazily filled node, whatever was being expanded
+                // when it was met; a reference inside its own target's expansion holds it weakly.
                 if self.stack.contains(&key) {
-                    facets.push(Node::bare(Kind::Recursive(r.clone()), src));
-                } else if let Some(node) = self.loaded.get(&key) {
-                    facets.push(Node::bare(Kind::Ref(node.clone()), src));
+                    if let Some(cell) = self.loaded.get(&key) {
+                        facets.push(Node::bare(Kind::Back(Rc::downgrade(cell)), src));
+                    }
+                } else if let Some(cell) = self.loaded.get(&key) {
+                    facets.push(Node::bare(Kind::Ref(cell.clone()), src));
                 } else {
+                    let cell = Rc::new(OnceCell::new());
+                    self.loaded.insert(key, cell.clone());
                     self.stack.push(key);
-                    let node = Rc::new(self.load(target, target_doc, depth + 1));
+                    let node = self.load(target, target_doc, depth + 1);
                     self.stack.pop();
-                    self.loaded.insert(key, node.clone());
-                    facets.push(Node::bare(Kind::Ref(node), src));
+                    let _ = cell.set(node);
+                    facets.push(Node::bare(Kind::Ref(cell), src));
                 }
             }
         }
@@ -828,9 +874,18 @@ pub fn differences(
     original: &ParsedJson,
     update: &ParsedJson,
 ) -> Result<Vec<Difference>, TooComplex> {
+    differences_within(original, update, &Budget::default())
+}
+
+/// [`differences`], spending from a request's `budget` too.
+pub fn differences_within(
+    original: &ParsedJson,
+    update: &ParsedJson,
+    budget: &Budget,
+) -> Result<Vec<Difference>, TooComplex> {
     let hasher = RandomState::new();
     let (o, u) = (original.root(&hasher)?, update.root(&hasher)?);
-    let mut ctx = JCtx::new(is_compatible_kind);
+    let mut ctx = JCtx::within(is_compatible_kind, budget.clone());
     compare(&mut ctx, Some(&o), Some(&u));
     ctx.finish()
 }
@@ -840,7 +895,16 @@ pub fn incompatibilities(
     original: &ParsedJson,
     update: &ParsedJson,
 ) -> Result<Vec<Difference>, TooComplex> {
-    Ok(differences(original, update)?
+    incompatibilities_within(original, update, &Budget::default())
+}
+
+/// [`incompatibilities`], spending from a request's `budget` too.
+pub fn incompatibilities_within(
+    original: &ParsedJson,
+    update: &ParsedJson,
+    budget: &Budget,
+) -> Result<Vec<Difference>, TooComplex> {
+    Ok(differences_within(original, update, budget)?
         .into_iter()
         .filter(|d| !is_compatible_kind(d.kind))
         .collect())
@@ -873,14 +937,14 @@ fn compare(ctx: &mut JCtx, original: Option<&Node>, update: Option<&Node>) {
     // A pair is identified by the nodes its references lead to: every `$ref` to one definition shares one
     // node, so a definition reached along many paths is compared once per walk.
     let key = (
-        original.target() as *const Node as usize,
-        update.target() as *const Node as usize,
+        &*original.t() as *const Node as usize,
+        &*update.t() as *const Node as usize,
     );
     ctx.pair(key, |ctx| compare_nodes(ctx, original, update));
 }
 
 fn compare_nodes(ctx: &mut JCtx, original: &Node, update: &Node) {
-    match (original.k(), update.k()) {
+    match (&original.t().kind, &update.t().kind) {
         (
             o,
             Kind::Combined {
@@ -924,7 +988,7 @@ fn compare_nodes(ctx: &mut JCtx, original: &Node, update: &Node) {
     }
     // A schema that is a product (allOf, or a type with an enum) on one side only: the plain side is a
     // product of one (removing the enum from `{"type":"string","enum":[...]}` narrows the product).
-    match (original.k(), update.k()) {
+    match (&original.t().kind, &update.t().kind) {
         (
             Kind::Combined {
                 criterion: Criterion::All,
@@ -947,8 +1011,8 @@ fn compare_nodes(ctx: &mut JCtx, original: &Node, update: &Node) {
         }
         _ => {}
     }
-    if original.k().class() != update.k().class() {
-        if matches!(original.k(), Kind::False) || matches!(update.k(), Kind::Empty) {
+    if original.t().kind.class() != update.t().kind.class() {
+        if matches!(original.t().kind, Kind::False) || matches!(update.t().kind, Kind::Empty) {
             return;
         }
         return ctx.add("TYPE_CHANGED");
@@ -965,7 +1029,7 @@ fn compare_nodes(ctx: &mut JCtx, original: &Node, update: &Node) {
     if original.default != update.default {
         ctx.add("DEFAULT_CHANGED");
     }
-    match (original.k(), update.k()) {
+    match (&original.t().kind, &update.t().kind) {
         (
             Kind::String {
                 min_length: omin,
@@ -1100,6 +1164,11 @@ fn compare_nodes(ctx: &mut JCtx, original: &Node, update: &Node) {
             }
         }
         (Kind::Enum(o), Kind::Enum(u)) => {
+            // The values cost the budget too (an enum can be long): a step per 16, a hash-set insert being
+            // far cheaper than a pair visit.
+            if !ctx.charge((o.len() + u.len()) / ENUM_VALUES_PER_STEP) {
+                return;
+            }
             // By their text in a hash set: an enum can be long, and a pairwise check is quadratic.
             let texts =
                 |vs: &[Value]| -> HashSet<String> { vs.iter().map(Value::to_string).collect() };
@@ -1119,7 +1188,6 @@ fn compare_nodes(ctx: &mut JCtx, original: &Node, update: &Node) {
             }
         }
         (Kind::Const(o), Kind::Const(u)) if o != u => ctx.add_at("const", "ENUM_ARRAY_CHANGED"),
-        (Kind::Recursive(o), Kind::Recursive(u)) if o != u => ctx.add("TYPE_CHANGED"),
         (Kind::Not(o), Kind::Not(u)) if o.source != u.source => {
             // `not X` accepts more when X shrinks: compare the negated schemas the other way round.
             let mut sub = ctx.sub();
@@ -1275,7 +1343,14 @@ fn compare_objects(ctx: &mut JCtx, o: &ObjectNode, u: &ObjectNode) {
                 .map(|(n, _)| n)
                 .filter(|n| o.property(n).is_none()),
         );
+        // Each property name costs a step of the budget (a one-sided property is no pair).
+        if !ctx.charge(names.len()) {
+            return;
+        }
         for name in names {
+            if ctx.exhausted() {
+                break;
+            }
             ctx.scoped(name, |ctx| match (o.property(name), u.property(name)) {
                 (Some(os), None) => {
                     if u.is_open() {
@@ -1294,7 +1369,7 @@ fn compare_objects(ctx: &mut JCtx, o: &ObjectNode, u: &ObjectNode) {
                         } else {
                             "PROPERTY_REMOVED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL"
                         });
-                    } else if matches!(os.k(), Kind::False) {
+                    } else if matches!(os.t().kind, Kind::False) {
                         ctx.add("PROPERTY_WITH_FALSE_REMOVED_FROM_CLOSED_CONTENT_MODEL");
                     } else {
                         ctx.add("PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL");
@@ -1302,7 +1377,7 @@ fn compare_objects(ctx: &mut JCtx, o: &ObjectNode, u: &ObjectNode) {
                 }
                 (None, Some(us)) => {
                     if o.is_open() {
-                        ctx.add(if matches!(us.k(), Kind::Empty) {
+                        ctx.add(if matches!(us.t().kind, Kind::Empty) {
                             "PROPERTY_WITH_EMPTY_SCHEMA_ADDED_TO_OPEN_CONTENT_MODEL"
                         } else {
                             "PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL"
@@ -1441,7 +1516,7 @@ fn compare_arrays(ctx: &mut JCtx, o: &ArrayNode, u: &ArrayNode) {
                 } else {
                     "ITEM_REMOVED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL"
                 });
-            } else if matches!(os.k(), Kind::False) {
+            } else if matches!(os.t().kind, Kind::False) {
                 ctx.add("ITEM_WITH_FALSE_REMOVED_FROM_CLOSED_CONTENT_MODEL");
             } else {
                 ctx.add("ITEM_REMOVED_FROM_CLOSED_CONTENT_MODEL");
@@ -1451,7 +1526,7 @@ fn compare_arrays(ctx: &mut JCtx, o: &ArrayNode, u: &ArrayNode) {
     for (i, us) in u.item_list.iter().enumerate().skip(common) {
         ctx.scoped(&format!("items/{i}"), |ctx| {
             if o.is_open() {
-                ctx.add(if matches!(us.k(), Kind::Empty) {
+                ctx.add(if matches!(us.t().kind, Kind::Empty) {
                     "ITEM_WITH_EMPTY_SCHEMA_ADDED_TO_OPEN_CONTENT_MODEL"
                 } else {
                     "ITEM_ADDED_TO_OPEN_CONTENT_MODEL"

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use crate::diff::{Ctx, Difference, TooComplex};
+use crate::diff::{Budget, Ctx, Difference, TooComplex};
 
 use base64::Engine;
 use prost_reflect::prost::Message as _;
@@ -714,8 +714,17 @@ pub fn differences(
     original: &ParsedProto,
     update: &ParsedProto,
 ) -> Result<Vec<Difference>, TooComplex> {
+    differences_within(original, update, &Budget::default())
+}
+
+/// [`differences`], spending from a request's `budget` too.
+pub fn differences_within(
+    original: &ParsedProto,
+    update: &ParsedProto,
+    budget: &Budget,
+) -> Result<Vec<Difference>, TooComplex> {
     let (o, u) = (original.file(), update.file());
-    let mut ctx = PCtx::new(is_compatible_kind);
+    let mut ctx = PCtx::within(is_compatible_kind, budget.clone());
     if o.package_name() != u.package_name() {
         ctx.add("PACKAGE_CHANGED");
     }
@@ -734,7 +743,16 @@ pub fn incompatibilities(
     original: &ParsedProto,
     update: &ParsedProto,
 ) -> Result<Vec<Difference>, TooComplex> {
-    Ok(differences(original, update)?
+    incompatibilities_within(original, update, &Budget::default())
+}
+
+/// [`incompatibilities`], spending from a request's `budget` too.
+pub fn incompatibilities_within(
+    original: &ParsedProto,
+    update: &ParsedProto,
+    budget: &Budget,
+) -> Result<Vec<Difference>, TooComplex> {
+    Ok(differences_within(original, update, budget)?
         .into_iter()
         .filter(|d| !is_compatible_kind(d.kind))
         .collect())

@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::diff::Budget;
 use crate::error::{Error, Result};
 use crate::formats::{Format, ParsedSchema};
 use crate::lookup_cache::LookupCache;
@@ -431,6 +432,8 @@ impl Registry {
             None if transitive => live,
             None => live.into_iter().take(1).collect(),
         };
+        // One budget for every comparison of the request, however many versions and directions.
+        let budget = Budget::default();
         let mut messages = Vec::new();
         for v in to_check {
             let Some((_, entry)) = st.schema_at(subject, v) else {
@@ -445,7 +448,7 @@ impl Registry {
                 ));
                 continue;
             };
-            let found = ParsedSchema::incompatibilities(new, &old, backward, forward)
+            let found = ParsedSchema::incompatibilities(new, &old, backward, forward, &budget)
                 .map_err(|e| Error::InvalidSchema(format!("(compared with version {v}): {e}")))?;
             if !found.is_empty() {
                 messages.extend(found);
@@ -485,7 +488,8 @@ impl Registry {
             Some(_) => level.trim_end_matches("_TRANSITIVE").to_string(),
             None => level,
         };
-        let messages = Self::incompatibilities(&st, subject, &parsed, &level, against)?;
+        let messages =
+            cpu_bound(|| Self::incompatibilities(&st, subject, &parsed, &level, against))?;
         Ok((messages.is_empty(), messages))
     }
 
@@ -542,7 +546,8 @@ impl Registry {
                 id
             } else {
                 let level = Self::effective_level(&st, subject);
-                let messages = Self::incompatibilities(&st, subject, &parsed, &level, None)?;
+                let messages =
+                    cpu_bound(|| Self::incompatibilities(&st, subject, &parsed, &level, None))?;
                 if !messages.is_empty() {
                     return Err(Error::Incompatible(format!(
                         "Schema being registered is incompatible with an earlier schema for subject \"{subject}\", details: [{}]",
@@ -808,5 +813,17 @@ impl Registry {
     /// (entries, bytes) the lookup cache holds (for tests and metrics).
     pub fn lookup_cache_usage(&self) -> (usize, usize) {
         self.lookup_identities.usage()
+    }
+}
+
+/// Runs a CPU-bound compatibility check (seconds at most, by the request's budget) without stalling the
+/// async worker's other tasks: on a multi-threaded runtime the worker hands them to another thread for the
+/// duration (`block_in_place`); elsewhere (a current-thread runtime, no runtime) it simply runs.
+fn cpu_bound<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }

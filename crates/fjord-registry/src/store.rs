@@ -74,6 +74,22 @@ enum WriterKind {
         shared: Arc<Shared>,
         producer: FutureProducer,
     },
+    /// What is left once dropped (see `Drop`).
+    Dropped,
+}
+
+impl Drop for Writer {
+    /// The producer may be the last handle of a demoted (fenced) one, whose destruction blocks on librdkafka
+    /// (its threads, its queue): it is dropped on a thread of its own, never on an async worker.
+    fn drop(&mut self) {
+        if let WriterKind::Kafka { producer, .. } =
+            std::mem::replace(&mut self.0, WriterKind::Dropped)
+        {
+            let _ = std::thread::Builder::new()
+                .name("registry-producer-drop".into())
+                .spawn(move || drop(producer));
+        }
+    }
 }
 
 impl Writer {
@@ -96,6 +112,7 @@ impl Writer {
             WriterKind::Kafka { shared, producer } => {
                 write_records(shared, producer, records).await
             }
+            WriterKind::Dropped => Err(Error::Store("the writer was dropped".into())),
         }
     }
 }
@@ -236,7 +253,16 @@ fn classify(fatal: Option<RDKafkaErrorCode>, e: &KafkaError) -> Failure {
         Some(c) if fenced_code(c) => Failure::Fenced,
         Some(_) => Failure::Fatal,
         None => match e {
-            KafkaError::Transaction(r) if r.is_fatal() => {
+            // A transactional state the producer cannot leave (a timed-out abort leaves it there, and every
+            // begin_transaction then fails with _STATE): only a new producer writes again, so the instance
+            // demotes and is promoted again with one.
+            KafkaError::Transaction(r)
+                if r.is_fatal()
+                    || matches!(
+                        r.code(),
+                        RDKafkaErrorCode::State | RDKafkaErrorCode::InvalidTransactionalState
+                    ) =>
+            {
                 if fenced_code(r.code()) {
                     Failure::Fenced
                 } else {
@@ -609,5 +635,22 @@ mod tests {
             ),
             Failure::Retriable
         );
+    }
+
+    #[test]
+    fn a_producer_stuck_in_a_transactional_state_is_fatal_not_retried_forever() {
+        // What begin_transaction answers from a state it cannot leave: a real librdkafka _STATE error (a
+        // transactional producer never initialised answers the same as one left after a timed-out abort).
+        let producer: FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("transactional.id", "stuck")
+            .create()
+            .expect("producer");
+        let e = producer.begin_transaction().expect_err("not initialised");
+        assert!(
+            matches!(&e, KafkaError::Transaction(r) if r.code() == RDKafkaErrorCode::State),
+            "{e:?}"
+        );
+        assert_eq!(failure(&producer, &e), Failure::Fatal);
     }
 }

@@ -492,3 +492,36 @@ fn a_recursive_record_is_checked_through_its_cycle() {
         "{found:?}"
     );
 }
+
+#[test]
+fn a_pair_that_leaned_on_an_unfinished_one_is_not_remembered_as_compatible() {
+    // C refers back to A. Reading `a` tries the reader's union branches: the trial of A (its `bad` changed
+    // from int to string) compares C while A is unfinished, then fails and is discarded. Field `c` then reads
+    // C, whose `back` is the reader's A: incompatible there too. A walk that kept C's "compatible" from
+    // inside the discarded trial reported nothing for `c`.
+    let writer = r#"{"type":"record","name":"Root","fields":[
+        {"name":"a","type":{"type":"record","name":"A","fields":[
+            {"name":"q","type":{"type":"record","name":"C","fields":[{"name":"back","type":"A"}]}},
+            {"name":"bad","type":"int"}]}},
+        {"name":"c","type":"C"}]}"#;
+    let reader = r#"{"type":"record","name":"Root","fields":[
+        {"name":"a","type":[
+            {"type":"record","name":"A","fields":[
+                {"name":"q","type":{"type":"record","name":"C","fields":[{"name":"back","type":"A"}]}},
+                {"name":"bad","type":"string"}]},
+            {"type":"record","name":"A2","aliases":["A"],"fields":[
+                {"name":"q","type":"C"},
+                {"name":"bad","type":"int"}]}]},
+        {"name":"c","type":"C"}]}"#;
+    let (writer, reader) = (
+        parse(writer, &[]).expect("parses"),
+        parse(reader, &[]).expect("parses"),
+    );
+    let found = check(&reader, &writer).expect("within budget");
+    assert!(
+        found
+            .iter()
+            .any(|i| i.kind == IncompatibilityType::TypeMismatch && i.location == "/fields/1/type"),
+        "{found:?}"
+    );
+}

@@ -685,3 +685,59 @@ fn a_recursive_schema_is_compared_through_its_cycle() {
         "{found:?}"
     );
 }
+
+/// Definitions A and C refer to each other (A.q is a C, C.p is an A); `bad` is A's one leaf.
+fn a_and_c(bad: &str) -> Value {
+    json!({
+        "A": {"type": "object", "properties": {"q": {"$ref": "#/definitions/C"}, "bad": {"type": bad}}},
+        "C": {"type": "object", "properties": {"p": {"$ref": "#/definitions/A"}}},
+    })
+}
+
+#[test]
+fn a_definition_reached_along_two_paths_is_compared_by_its_target_on_both() {
+    // `second` reaches C directly, and C reaches A: A's leaf changed from string to integer, which must be
+    // found below `second` too, however the loader first met C (inside A for `first` in the original).
+    let v1 = json!({
+        "type": "object",
+        "properties": {"first": {"$ref": "#/definitions/A"}, "second": {"$ref": "#/definitions/C"}},
+        "definitions": a_and_c("string"),
+    });
+    let v2 = json!({
+        "type": "object",
+        "properties": {
+            "first": {"anyOf": [{"$ref": "#/definitions/A"}, {}]},
+            "second": {"$ref": "#/definitions/C"},
+        },
+        "definitions": a_and_c("integer"),
+    });
+    let found: Vec<String> = incompatibilities(&p(&v1), &p(&v2))
+        .expect("within budget")
+        .iter()
+        .map(|d| format!("{} {}", d.kind, d.path))
+        .collect();
+    assert!(
+        found.contains(&"TYPE_CHANGED #/properties/second/properties/p/properties/bad".to_string()),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn definitions_met_in_another_order_are_still_the_same_schema() {
+    // The update renames A to B (same text): the loader now meets C first through B, so C's reference to A
+    // is no longer inside A's expansion. Nothing changed in meaning: no incompatibility.
+    let v1 = json!({
+        "type": "object",
+        "properties": {"first": {"$ref": "#/definitions/A"}, "second": {"$ref": "#/definitions/C"}},
+        "definitions": a_and_c("string"),
+    });
+    let mut defs = a_and_c("string");
+    defs["B"] = defs["A"].clone();
+    let v2 = json!({
+        "type": "object",
+        "properties": {"first": {"$ref": "#/definitions/B"}, "second": {"$ref": "#/definitions/C"}},
+        "definitions": defs,
+    });
+    let found = incompatibilities(&p(&v1), &p(&v2)).expect("within budget");
+    assert!(found.is_empty(), "{found:?}");
+}

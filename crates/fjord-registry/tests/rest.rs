@@ -534,3 +534,69 @@ async fn readonly_mode_refuses_writes_and_import_mode_keeps_given_ids() {
         json!({"id": 101})
     );
 }
+
+/// A JSON Schema whose check against another of its kind walks about 180 x 180 pairs (anyOf x anyOf): within
+/// one walk's budget; `k` makes each text (and version) different.
+fn wide_json(k: usize) -> String {
+    let subs: Vec<String> = (0..180)
+        .map(|j| format!("{{\"type\":\"string\",\"maxLength\":{}}}", k * 1000 + j))
+        .collect();
+    format!(
+        "{{\"type\":\"object\",\"properties\":{{\"p\":{{\"anyOf\":[{}]}}}}}}",
+        subs.join(",")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_versions_each_within_a_walks_budget_exceed_the_requests_and_answer_42201_quickly() {
+    let api = Api::new();
+    api.send("PUT", "/config/wide", json!({"compatibility": "NONE"}))
+        .await;
+    let json_schema = |text: String| json!({"schemaType": "JSON", "schema": text});
+    for k in 0..12 {
+        let (s, v) = api
+            .send("POST", "/subjects/wide/versions", json_schema(wide_json(k)))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    // One comparison alone is within budget (an answer, not 42201).
+    api.send("PUT", "/config/wide", json!({"compatibility": "FULL"}))
+        .await;
+    let (s, v) = api
+        .send(
+            "POST",
+            "/compatibility/subjects/wide/versions/latest",
+            json_schema(wide_json(99)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Against all twelve, both ways: 24 walks of one request share one budget, refused in seconds.
+    api.send(
+        "PUT",
+        "/config/wide",
+        json!({"compatibility": "FULL_TRANSITIVE"}),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (s, v) = api
+        .send(
+            "POST",
+            "/subjects/wide/versions",
+            json_schema(wide_json(99)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(code(&v), 42201, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("too complex"),
+        "{v}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+}

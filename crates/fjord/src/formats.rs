@@ -189,19 +189,26 @@ impl Codec {
         schema_type: &str,
         references: &Value,
         message: Option<&str>,
-    ) -> Result<Codec, String> {
+    ) -> Result<Codec, CodecError> {
         if schema_type != format.schema_type() {
-            return Err(format!(
+            return Err(CodecError::Invalid(format!(
                 "the schema is of type {schema_type}, not {} as --*-format {} says",
                 format.schema_type(),
                 format.flag_name()
-            ));
+            )));
         }
         match format {
             Format::Avro => {
                 let mut named = Vec::new();
-                fetch_references(client, references, &mut named, 0)?;
-                let texts: Vec<String> = named.into_iter().map(|(_, t)| t).collect();
+                fetch_references(client, references, &mut named, &mut HashMap::new(), 0)?;
+                // Avro parses each text once: the same named type given twice (two reference names for one
+                // text) would be a duplicate definition.
+                let mut texts: Vec<String> = Vec::new();
+                for (_, t) in named {
+                    if !texts.contains(&t) {
+                        texts.push(t);
+                    }
+                }
                 let (schema, references) = if texts.is_empty() {
                     (
                         Schema::parse_str(text).map_err(|e| format!("not an Avro schema: {e}"))?,
@@ -224,7 +231,7 @@ impl Codec {
             }
             Format::Protobuf => {
                 let mut referenced = Vec::new();
-                fetch_references(client, references, &mut referenced, 0)?;
+                fetch_references(client, references, &mut referenced, &mut HashMap::new(), 0)?;
                 let schema = crate::proto_json::ProtoSchema::compile(text, &referenced)
                     .map_err(|e| format!("not a Protobuf schema: {e}"))?;
                 let (message, indexes) = schema.message(message)?;
@@ -241,7 +248,7 @@ impl Codec {
                     // validated the schema itself, and the consumer does not validate.
                     return Ok(Codec::Json(None));
                 }
-                json_validator(text).map(|v| Codec::Json(Some(Box::new(v))))
+                Ok(json_validator(text).map(|v| Codec::Json(Some(Box::new(v))))?)
             }
         }
     }
@@ -257,8 +264,10 @@ impl Codec {
                 let v = avro_json::from_json(j, schema, names)?;
                 // The schema itself is among the schemata: a named type used a second time is a reference by
                 // name, which the writer resolves only from this list.
+                // Dependencies first: apache-avro resolves the list in order, so a schema's references
+                // must come before it.
                 let writer = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
-                    .schemata(std::iter::once(schema).chain(references).collect())
+                    .schemata(references.iter().chain(std::iter::once(schema)).collect())
                     .map_err(|e| e.to_string())?
                     .build()
                     .map_err(|e| e.to_string())?;
@@ -294,7 +303,9 @@ impl Codec {
                     references,
                     names,
                 } = &**c;
-                let schemata: Vec<&Schema> = std::iter::once(schema).chain(references).collect();
+                // Dependencies first: apache-avro resolves the list in order.
+                let schemata: Vec<&Schema> =
+                    references.iter().chain(std::iter::once(schema)).collect();
                 let reader = apache_avro::reader::datum::GenericDatumReader::builder(schema)
                     .writer_schemata(schemata.clone())
                     .map_err(|e| e.to_string())?
@@ -349,39 +360,86 @@ fn json_validator(text: &str) -> Result<jsonschema::Validator, String> {
     .map_err(|e| format!("not a valid JSON Schema: {e}"))
 }
 
+/// Why a codec could not be built.
+#[derive(Debug)]
+enum CodecError {
+    /// For good: the schema is not valid, or a schema it references does not exist (40401, 40402, 40403).
+    Invalid(String),
+    /// For now: a referenced schema could not be fetched for a reason that may pass (the registry is
+    /// unreachable, failed, or answered like no registry). Never remembered: a consumer stops before the record.
+    Transient(CliError),
+}
+
+impl From<String> for CodecError {
+    fn from(e: String) -> CodecError {
+        CodecError::Invalid(e)
+    }
+}
+
+impl CodecError {
+    /// As the producer reports it, `what` first; a transient error keeps its exit code.
+    fn into_cli(self, what: &str) -> CliError {
+        match self {
+            CodecError::Invalid(e) => CliError::failure(format!("{what}: {e}")),
+            CodecError::Transient(e) => CliError::new(e.code, format!("{what}: {}", e.message)),
+        }
+    }
+}
+
 /// Fetches the referenced schemas (and theirs), dependencies first, at most [`MAX_REFERENCES`]: (reference
-/// name, schema text).
+/// name, schema text). Each subject version is fetched once (`walked`), so a diamond of references costs one
+/// GET per schema; two reference names for one text are both kept (Protobuf imports resolve by name).
 fn fetch_references(
     client: &RegistryClient,
     references: &Value,
     out: &mut Vec<(String, String)>,
+    walked: &mut HashMap<(String, i64), String>,
     depth: usize,
-) -> Result<(), String> {
+) -> Result<(), CodecError> {
     let Some(refs) = references.as_array() else {
         return Ok(());
     };
     for r in refs {
-        if out.len() >= MAX_REFERENCES || depth > MAX_REFERENCES {
-            return Err(format!("more than {MAX_REFERENCES} referenced schemas"));
-        }
         let (Some(subject), Some(version)) = (r["subject"].as_str(), r["version"].as_i64()) else {
-            return Err(format!("a reference without subject and version: {r}"));
+            return Err(CodecError::Invalid(format!(
+                "a reference without subject and version: {r}"
+            )));
         };
-        let v = client
-            .get(&format!(
-                "/subjects/{}/versions/{version}",
-                segment(subject)
-            ))
-            .map_err(|e| {
-                format!(
-                    "cannot fetch the referenced schema {subject} version {version}: {}",
-                    client.explain("", e).message.trim_start_matches(": ")
-                )
-            })?;
-        fetch_references(client, &v["references"], out, depth + 1)?;
+        let name = r["name"].as_str().unwrap_or(subject);
+        let key = (subject.to_string(), version);
+        if let Some(text) = walked.get(&key) {
+            // Fetched before, with its own references: only a second name for the same text is new.
+            if !text.is_empty() && !out.iter().any(|(n, _)| n == name) {
+                out.push((name.to_string(), text.clone()));
+            }
+            continue;
+        }
+        if depth > MAX_REFERENCES || walked.len() >= MAX_REFERENCES {
+            return Err(CodecError::Invalid(format!(
+                "more than {MAX_REFERENCES} referenced schemas"
+            )));
+        }
+        // Marked before its references are walked, so that a cycle ends here.
+        walked.insert(key.clone(), String::new());
+        let what = format!("cannot fetch the referenced schema {subject} version {version}");
+        let v = match client.get(&format!(
+            "/subjects/{}/versions/{version}",
+            segment(subject)
+        )) {
+            Ok(v) => v,
+            // The answers that say the reference can never be resolved: no such subject, version or schema.
+            Err(
+                e @ RegistryError::Api {
+                    code: 40401..=40403,
+                    ..
+                },
+            ) => return Err(CodecError::Invalid(client.explain(&what, e).message)),
+            Err(e) => return Err(CodecError::Transient(client.explain(&what, e))),
+        };
+        fetch_references(client, &v["references"], out, walked, depth + 1)?;
         if let Some(text) = v["schema"].as_str() {
-            if !out.iter().any(|(_, t)| t == text) {
-                let name = r["name"].as_str().unwrap_or(subject);
+            walked.insert(key, text.to_string());
+            if !out.iter().any(|(n, _)| n == name) {
                 out.push((name.to_string(), text.to_string()));
             }
         }
@@ -516,7 +574,7 @@ fn encoder(
             &v["references"],
             message,
         )
-        .map_err(|e| CliError::failure(format!("{what}: {e}")))?;
+        .map_err(|e| e.into_cli(&what))?;
         return Ok(Encoder { id, codec, field });
     }
     let text = match (file, inline) {
@@ -540,7 +598,7 @@ fn encoder(
         &Value::Null,
         message,
     )
-    .map_err(|e| CliError::failure(format!("the {which} schema: {e}")))?;
+    .map_err(|e| e.into_cli(&format!("the {which} schema")))?;
     let record_name = || -> Result<String, CliError> {
         let name = match (&codec, format) {
             (Codec::Avro(c), _) => c.schema.name().map(|n| n.fullname(None)),
@@ -656,15 +714,23 @@ impl Decoders {
                 .as_ref()
                 .ok_or_else(|| DecodeError::Stop(CliError::failure("no registry client")))?;
             let fetched = match client.get(&format!("/schemas/ids/{id}")) {
-                Ok(v) => Codec::new(
+                Ok(v) => match Codec::new(
                     client,
                     format,
                     v["schema"].as_str().unwrap_or_default(),
                     v["schemaType"].as_str().unwrap_or("AVRO"),
                     &v["references"],
                     None,
-                )
-                .map_err(|e| format!("schema id {id}: {e}")),
+                ) {
+                    Ok(codec) => Ok(codec),
+                    Err(CodecError::Invalid(e)) => Err(format!("schema id {id}: {e}")),
+                    // A referenced schema could not be fetched for now: as below, not remembered.
+                    Err(CodecError::Transient(e)) => {
+                        return Err(DecodeError::Stop(
+                            CodecError::Transient(e).into_cli(&format!("schema id {id}")),
+                        ))
+                    }
+                },
                 // The one answer that says the record can never be decoded: no schema has this id.
                 Err(e @ RegistryError::Api { code: 40403, .. }) => {
                     Err(client.explain(&format!("schema id {id}"), e).message)
@@ -868,5 +934,104 @@ mod tests {
         );
         let e = undecodable(d.value(Some(&[0, 0, 0, 0, 7, 2, 2])));
         assert!(e.contains("1 bytes are left"), "{e}");
+    }
+
+    /// A registry stand-in answering `GET /subjects/{s}/versions/1` from `schemas` (subject -> (text,
+    /// references)); counts the requests.
+    fn subjects_server(
+        schemas: HashMap<String, (String, Value)>,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = asked.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let subject = path
+                    .strip_prefix("/subjects/")
+                    .and_then(|p| p.strip_suffix("/versions/1"))
+                    .unwrap_or("");
+                let body = match schemas.get(subject) {
+                    Some((text, refs)) => json!({"subject": subject, "version": 1, "id": 1, "schema": text, "references": refs}).to_string(),
+                    None => json!({"error_code": 40401, "message": "Subject not found"}).to_string(),
+                };
+                let status = if schemas.contains_key(subject) {
+                    "200 OK"
+                } else {
+                    "404 Not Found"
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        (url, asked)
+    }
+
+    #[test]
+    fn a_diamond_of_references_is_fetched_once_per_subject_version() {
+        // Levels 0..8, two subjects each; every subject of a level references both of the next level's.
+        let levels = 8;
+        let mut schemas = HashMap::new();
+        for l in 0..levels {
+            for side in ["a", "b"] {
+                let refs: Vec<Value> = if l + 1 < levels {
+                    ["a", "b"]
+                        .iter()
+                        .map(|n| json!({"name": format!("l{}{n}", l + 1), "subject": format!("l{}{n}", l + 1), "version": 1}))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                schemas.insert(
+                    format!("l{l}{side}"),
+                    (format!("text of l{l}{side}"), Value::Array(refs)),
+                );
+            }
+        }
+        let (url, asked) = subjects_server(schemas);
+        let client = RegistryClient::new(&url, std::time::Duration::from_secs(5)).unwrap();
+        let top = json!([{"name": "l0a", "subject": "l0a", "version": 1}, {"name": "l0b", "subject": "l0b", "version": 1}]);
+        let mut out = Vec::new();
+        fetch_references(&client, &top, &mut out, &mut HashMap::new(), 0).expect("fetched");
+        assert_eq!(out.len(), 2 * levels, "{out:?}");
+        assert_eq!(
+            asked.load(std::sync::atomic::Ordering::SeqCst),
+            2 * levels,
+            "one GET per subject version"
+        );
+        // Dependencies first: the last level before the first.
+        let at = |n: &str| out.iter().position(|(name, _)| name == n).unwrap();
+        assert!(at(&format!("l{}a", levels - 1)) < at("l0a"));
+    }
+
+    #[test]
+    fn two_reference_names_for_one_schema_are_both_kept() {
+        // Protobuf imports resolve by name: a.proto and b/a.proto naming the same subject version both count.
+        let mut schemas = HashMap::new();
+        schemas.insert(
+            "common".to_string(),
+            ("syntax = \"proto3\";".to_string(), json!([])),
+        );
+        let (url, _) = subjects_server(schemas);
+        let client = RegistryClient::new(&url, std::time::Duration::from_secs(5)).unwrap();
+        let refs = json!([
+            {"name": "a.proto", "subject": "common", "version": 1},
+            {"name": "b/a.proto", "subject": "common", "version": 1},
+        ]);
+        let mut out = Vec::new();
+        fetch_references(&client, &refs, &mut out, &mut HashMap::new(), 0).expect("fetched");
+        let names: Vec<&str> = out.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a.proto", "b/a.proto"]);
     }
 }

@@ -1136,3 +1136,145 @@ fn protobuf_console_tools_interoperate_with_confluents_protobuf_serializer_and_d
     );
     interrupt(&mut child);
 }
+
+/// A stand-in for a registry that answers `GET /schemas/ids/ID` from what it remembers and closes every
+/// other request unanswered (as a registry going away between two requests, or a caching proxy in front
+/// of a stopped one); returns its URL.
+fn ids_only_registry(answers: Vec<(String, String)>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+            }
+            let head = String::from_utf8_lossy(&head).to_string();
+            let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+            if let Some((_, body)) = answers.iter().find(|(p, _)| *p == path) {
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        }
+    });
+    url
+}
+
+#[test]
+fn a_reference_the_registry_cannot_serve_for_now_stops_the_consumer_before_the_record() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("broker"), &[]);
+    let kafka = broker.bootstrap.clone();
+    let (mut reg, url) = spawn_registry(&kafka, "127.0.0.1:0");
+    let item = r#"{"type":"record","name":"Item","namespace":"com.example","fields":[{"name":"sku","type":"string"}]}"#;
+    let cart = r#"{"type":"record","name":"Cart","namespace":"com.example","fields":[{"name":"item","type":"com.example.Item"}]}"#;
+    ok(&fj(
+        &kafka,
+        &url,
+        &["schemas", "register", "item-value", "--schema", item],
+        None,
+    ));
+    let out = ok(&fj(
+        &kafka,
+        &url,
+        &[
+            "schemas",
+            "register",
+            "carts-value",
+            "--schema",
+            cart,
+            "--reference",
+            "com.example.Item=item-value:1",
+            "--output",
+            "json",
+        ],
+        None,
+    ));
+    let id = serde_json::from_str::<Value>(&out).unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    // Written by the console producer with the registered schema (its reference resolved through the registry).
+    ok(&fj(
+        &kafka,
+        &url,
+        &[
+            "produce",
+            "carts",
+            "--value-format",
+            "avro",
+            "--value-schema-id",
+            &id.to_string(),
+        ],
+        Some(b"{\"item\": {\"sku\": \"a-1\"}}\n"),
+    ));
+    // What the registry answers for the id (with its reference), remembered before it stops.
+    let resp = http_get(
+        url.trim_start_matches("http://"),
+        &format!("/schemas/ids/{id}"),
+    );
+    let body = resp.split_once("\r\n\r\n").unwrap().1.to_string();
+    assert!(body.contains("item-value"), "{resp}");
+    let _ = reg.kill();
+    let _ = reg.wait();
+
+    // The schema id is answered, its reference is not: the consumer stops before the record, uncommitted.
+    let stand_in = ids_only_registry(vec![(format!("/schemas/ids/{id}"), body)]);
+    let out = fj(
+        &kafka,
+        &stand_in,
+        &[
+            "consume",
+            "carts",
+            "--group",
+            "readers",
+            "--from-beginning",
+            "--value-format",
+            "avro",
+            "--exit-at-end",
+        ],
+        None,
+    );
+    let err = stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("cannot fetch the referenced schema item-value version 1")
+            && err.contains("stopped before carts partition 0 offset 0")
+            && !err.contains("skipped"),
+        "{err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // With the registry back, the group reads the record it stopped before.
+    let (mut reg, url) = spawn_registry(&kafka, "127.0.0.1:0");
+    let out = ok(&fj(
+        &kafka,
+        &url,
+        &[
+            "consume",
+            "carts",
+            "--group",
+            "readers",
+            "--value-format",
+            "avro",
+            "--exit-at-end",
+        ],
+        None,
+    ));
+    assert_eq!(out.trim(), r#"{"item":{"sku":"a-1"}}"#);
+    let _ = reg.kill();
+    let _ = reg.wait();
+}
