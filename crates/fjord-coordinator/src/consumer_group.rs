@@ -565,16 +565,22 @@ impl ConsumerGroups {
         self.groups.get(group).is_some_and(|g| g.dirty)
     }
 
-    /// The records to write to `__consumer_offsets` for what changed since the last call: for each changed
-    /// group the records whose value differs from what was written and tombstones for the records of members
-    /// that went, then the tombstones of deleted groups. They count as written; a failed write is reported back
-    /// with [`ConsumerGroups::not_written`].
-    pub fn take_records(&mut self) -> Vec<GroupRecord> {
-        let mut out = Vec::new();
+    /// The records to write to `__consumer_offsets` for what changed since the last call: first the tombstones
+    /// of deleted groups (a group re-created under the same id since then writes its records after them, so
+    /// they do not delete it), then for each changed group the records whose value differs from what was
+    /// written and tombstones for the records of members that went. Only groups for which `take` is true are
+    /// handed out (the broker passes the groups of partitions led and loaded here); the others stay dirty,
+    /// their tombstones queued. They count as written; a failed write is reported back with
+    /// [`ConsumerGroups::not_written`].
+    pub fn take_records_where(&mut self, mut take: impl FnMut(&str) -> bool) -> Vec<GroupRecord> {
+        let (mut out, kept): (Vec<GroupRecord>, Vec<GroupRecord>) = std::mem::take(&mut self.out)
+            .into_iter()
+            .partition(|(g, _, _)| take(g));
+        self.out = kept;
         let mut ids: Vec<&String> = self
             .groups
             .iter()
-            .filter(|(_, g)| g.dirty)
+            .filter(|(id, g)| g.dirty && take(id))
             .map(|(id, _)| id)
             .collect();
         ids.sort();
@@ -584,8 +590,12 @@ impl ConsumerGroups {
             g.dirty = false;
             out.extend(g.diff());
         }
-        out.append(&mut self.out);
         out
+    }
+
+    /// [`ConsumerGroups::take_records_where`] for every group.
+    pub fn take_records(&mut self) -> Vec<GroupRecord> {
+        self.take_records_where(|_| true)
     }
 
     /// A record handed out by [`ConsumerGroups::take_records`] did not reach the log: its key is marked unknown,
@@ -773,7 +783,12 @@ impl ConsumerGroups {
         // What changed must be written: the changes of `changed`, and what the member reports owning (its
         // partitions pending revocation).
         if resp.changed || owned_before != self.owned_of(&group, &resp.member_id) {
-            if let Some(g) = self.groups.get_mut(&group) {
+            // A group with no members that was never written has nothing to write.
+            if let Some(g) = self
+                .groups
+                .get_mut(&group)
+                .filter(|g| !(g.members.is_empty() && g.persisted.is_empty()))
+            {
                 g.dirty = true;
             }
         }
@@ -795,6 +810,25 @@ impl ConsumerGroups {
         }
         let interval = self.config.heartbeat_interval_ms;
         let session = self.config.session_timeout_ms;
+        if !self.groups.contains_key(&req.group_id) {
+            // As Kafka (createIfNotExists = memberEpoch == 0): only a join creates a group, and only a valid
+            // one, so that a heartbeat that fails leaves nothing behind to keep in memory or write.
+            if req.member_epoch != 0 {
+                return HeartbeatResponse::error(
+                    E::GroupIdNotFound,
+                    &format!("Consumer group {} not found.", req.group_id),
+                );
+            }
+            if req.subscribed_topic_names.is_none() && req.subscribed_topic_regex.is_none() {
+                return HeartbeatResponse::error(
+                    E::InvalidRequest,
+                    "SubscribedTopicNames or SubscribedTopicRegex must be set when joining.",
+                );
+            }
+            if let Some(Err(message)) = req.subscribed_topic_regex.as_deref().map(compile_regex) {
+                return HeartbeatResponse::error(E::InvalidRegularExpression, &message);
+            }
+        }
         let group = self
             .groups
             .entry(req.group_id.clone())

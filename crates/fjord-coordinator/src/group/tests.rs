@@ -1005,4 +1005,96 @@ mod kip848 {
             "{recs:?}"
         );
     }
+    #[test]
+    fn a_group_deleted_then_created_again_is_not_deleted_by_the_old_tombstones() {
+        let mut c = coordinator();
+        let mut log = Vec::new();
+        let t = topics();
+        let a = c.consumer.heartbeat(hb("a", 0, None), &t, 0);
+        assert_eq!(a.error, 0);
+        log.extend(c.take_consumer_records());
+        assert_eq!(c.consumer.heartbeat(hb("a", -1, None), &t, 10).error, 0);
+        log.extend(c.take_consumer_records());
+        assert_eq!(c.delete("g"), 0);
+        // Re-created before the deleted group's tombstones were taken.
+        let b = c.consumer.heartbeat(hb("b", 0, None), &t, 20);
+        assert_eq!(b.error, 0);
+        let recs = c.take_consumer_records();
+        let first_value = recs.iter().position(|r| r.value.is_some()).unwrap();
+        assert!(
+            recs[first_value..].iter().all(|r| r.value.is_some()),
+            "the old group's tombstones come before the new group's records: {recs:?}"
+        );
+        log.extend(recs);
+        for log in [log.clone(), compacted(&log)] {
+            let d = reload(&log, 100);
+            assert!(d.consumer.contains("g"));
+            assert_eq!(snapshot(&d), snapshot(&c));
+            assert_eq!(d.consumer.epochs("g"), c.consumer.epochs("g"));
+        }
+    }
+
+    #[test]
+    fn heartbeats_that_fail_create_no_group_and_write_nothing() {
+        let mut c = coordinator();
+        let t = topics();
+        let other = |member: &str, epoch: i32| HeartbeatRequest {
+            group_id: "nope".into(),
+            ..hb(member, epoch, None)
+        };
+        // As Kafka: a heartbeat other than a join for a group that does not exist is GROUP_ID_NOT_FOUND.
+        for epoch in [5, -1, -2] {
+            let r = c.consumer.heartbeat(other("m", epoch), &t, 0);
+            assert_eq!(r.error, E::GroupIdNotFound.code(), "epoch {epoch}");
+            assert!(r.error_message.unwrap().contains("nope"));
+        }
+        let no_subscription = HeartbeatRequest {
+            subscribed_topic_names: None,
+            ..other("m", 0)
+        };
+        let r = c.consumer.heartbeat(no_subscription, &t, 0);
+        assert_eq!(r.error, E::InvalidRequest.code());
+        let bad_regex = HeartbeatRequest {
+            subscribed_topic_names: None,
+            subscribed_topic_regex: Some("orders(".into()),
+            ..other("m", 0)
+        };
+        let r = c.consumer.heartbeat(bad_regex, &t, 0);
+        assert_eq!(r.error, E::InvalidRegularExpression.code());
+        assert!(!c.consumer.contains("nope"), "no group was created");
+        assert!(c.consumer.list().is_empty());
+        assert!(c.take_consumer_records().is_empty(), "nothing to write");
+        // An unknown member of an existing group changes nothing either.
+        let a = c.consumer.heartbeat(hb("a", 0, None), &t, 0);
+        assert_eq!(a.error, 0);
+        let _ = c.take_consumer_records();
+        let r = c.consumer.heartbeat(hb("zz", 3, None), &t, 10);
+        assert_eq!(r.error, E::UnknownMemberId.code());
+        assert!(c.take_consumer_records().is_empty());
+        // A valid join still creates the group.
+        let r = c.consumer.heartbeat(other("m", 0), &t, 20);
+        assert_eq!(r.error, 0);
+        assert!(c.consumer.contains("nope"));
+        assert!(!c.take_consumer_records().is_empty());
+    }
+
+    #[test]
+    fn changes_of_groups_in_partitions_not_writable_stay_pending() {
+        let mut c = coordinator();
+        let t = topics();
+        let p = c.partition_for("g");
+        let a = c.consumer.heartbeat(hb("a", 0, None), &t, 0);
+        assert_eq!(a.error, 0);
+        assert!(c.take_consumer_records_in(|q| q != p).is_empty());
+        let recs = c.take_consumer_records_in(|q| q == p);
+        assert!(!recs.is_empty(), "taken once the partition is writable");
+        assert!(recs.iter().all(|r| r.partition == p));
+        // The tombstones of a deleted group too.
+        assert_eq!(c.consumer.heartbeat(hb("a", -1, None), &t, 10).error, 0);
+        let _ = c.take_consumer_records();
+        assert_eq!(c.delete("g"), 0);
+        assert!(c.take_consumer_records_in(|q| q != p).is_empty());
+        let recs = c.take_consumer_records();
+        assert!(!recs.is_empty() && recs.iter().all(|r| r.value.is_none()));
+    }
 }
