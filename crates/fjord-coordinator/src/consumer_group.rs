@@ -628,6 +628,35 @@ impl ConsumerGroups {
             self.groups.remove(&group_id);
             return Ok(());
         }
+        // A value that does not decode is refused before the group is touched, so that a bad record (skipped by
+        // the load) leaves no phantom group or member behind.
+        if let Some(v) = &value {
+            let v = v.clone();
+            match key {
+                Key::ConsumerGroupMetadata { .. }
+                | Key::ConsumerGroupTargetAssignmentMetadata { .. } => {
+                    cr::decode_epoch(v)?;
+                }
+                Key::ConsumerGroupPartitionMetadata { .. } => {
+                    cr::decode_partition_metadata(v)?;
+                }
+                Key::ConsumerGroupMemberMetadata { .. } => {
+                    if let Some(r) = cr::decode_member_metadata(v)?.subscribed_topic_regex {
+                        compile_regex(&r).map_err(crate::Error::Corrupt)?;
+                    }
+                }
+                Key::ConsumerGroupTargetAssignmentMember { .. } => {
+                    cr::decode_target_member(v)?;
+                }
+                Key::ConsumerGroupCurrentMemberAssignment { .. } => {
+                    cr::decode_current_assignment(v)?;
+                }
+                Key::Offset { .. } | Key::Group { .. } => {}
+            }
+        } else if !self.groups.contains_key(&group_id) {
+            // A tombstone for a group that is not there: nothing to delete.
+            return Ok(());
+        }
         let session = self.config.session_timeout_ms;
         let g = self
             .groups

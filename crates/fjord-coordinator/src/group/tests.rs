@@ -1097,4 +1097,93 @@ mod kip848 {
         let recs = c.take_consumer_records();
         assert!(!recs.is_empty() && recs.iter().all(|r| r.value.is_none()));
     }
+    #[test]
+    fn a_load_skips_bad_records_keeps_offsets_and_creates_no_phantom_group() {
+        let mut c = coordinator();
+        let t = topics();
+        let a = c.consumer.heartbeat(hb("a", 0, None), &t, 0);
+        let mut log = c.take_consumer_records();
+        let offsets = vec![(
+            ("orders".to_string(), 0),
+            CommittedOffset {
+                offset: 42,
+                leader_epoch: 1,
+                metadata: String::new(),
+                commit_timestamp: 5,
+            },
+        )];
+        // Another group's offsets in the middle of g's records.
+        log.splice(1..1, c.commit_records("other", &offsets));
+        // Undecodable KIP-848 values (types 3 to 8) of a group that has no valid record, a tombstone of a
+        // member of a group that is not there, and an undecodable value of g's after its good one.
+        let bad = Bytes::from_static(&[0, 0, 0xff]);
+        let p = c.partition_for("bad");
+        let key = |k: Key| records::encode_key(&k);
+        for k in [
+            Key::ConsumerGroupMetadata {
+                group: "bad".into(),
+            },
+            Key::ConsumerGroupPartitionMetadata {
+                group: "bad".into(),
+            },
+            Key::ConsumerGroupTargetAssignmentMetadata {
+                group: "bad".into(),
+            },
+            Key::ConsumerGroupMemberMetadata {
+                group: "bad".into(),
+                member: "m".into(),
+            },
+            Key::ConsumerGroupTargetAssignmentMember {
+                group: "bad".into(),
+                member: "m".into(),
+            },
+            Key::ConsumerGroupCurrentMemberAssignment {
+                group: "bad".into(),
+                member: "m".into(),
+            },
+        ] {
+            log.push(Record {
+                partition: p,
+                key: key(k),
+                value: Some(bad.clone()),
+            });
+        }
+        log.push(Record {
+            partition: p,
+            key: key(Key::ConsumerGroupMemberMetadata {
+                group: "gone".into(),
+                member: "m".into(),
+            }),
+            value: None,
+        });
+        log.push(Record {
+            partition: c.partition_for("g"),
+            key: key(Key::ConsumerGroupMetadata { group: "g".into() }),
+            value: Some(bad.clone()),
+        });
+        // The load as the broker runs it: a record the coordinator refuses is skipped (and counted there).
+        let mut loaded = coordinator();
+        let mut refused = 0;
+        for r in &log {
+            if loaded.replay(r.key.clone(), r.value.clone(), 100).is_err() {
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 7, "six bad values of `bad` and g's bad epoch");
+        let mut d = coordinator();
+        d.absorb(loaded);
+        assert_eq!(
+            d.fetch_offsets("other")[&("orders".to_string(), 0)].offset,
+            42
+        );
+        assert!(!d.consumer.contains("bad"), "no phantom group");
+        assert!(!d.consumer.contains("gone"), "no phantom group");
+        assert_eq!(d.consumer.list(), vec![("g".to_string(), "Stable")]);
+        assert_eq!(snapshot(&d), snapshot(&c));
+        assert_eq!(d.consumer.epochs("g"), c.consumer.epochs("g"));
+        let r = d
+            .consumer
+            .heartbeat(hb("a", a.member_epoch, a.assignment.clone()), &t, 200);
+        assert_eq!((r.error, r.member_epoch), (0, a.member_epoch));
+    }
 }
