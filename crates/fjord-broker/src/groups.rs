@@ -714,6 +714,8 @@ pub fn consumer_config(c: &BrokerConfig) -> ConsumerConfig {
         // -1 is Kafka 4.1's adaptive linger (a batch is written as soon as the coordinator has nothing more
         // to add to it): no fixed delay.
         append_linger_ms: int("group.coordinator.append.linger.ms", 5).max(0) as u64,
+        // __consumer_offsets is created without its own max.message.bytes: the broker's applies.
+        max_record_bytes: c.message_max_bytes,
     }
 }
 

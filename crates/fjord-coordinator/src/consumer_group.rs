@@ -41,6 +41,9 @@ pub struct ConsumerConfig {
     /// a subscription made while it revokes partitions if that revocation was answered within the same
     /// millisecond as the heartbeat that caused it (its 0045 subscribe_many_updates test).
     pub append_linger_ms: u64,
+    /// The largest batch `__consumer_offsets` takes (its `max.message.bytes`): a heartbeat whose member record
+    /// could not fit in one is refused before it changes anything, as such a record could never be written.
+    pub max_record_bytes: usize,
 }
 
 impl Default for ConsumerConfig {
@@ -49,6 +52,7 @@ impl Default for ConsumerConfig {
             session_timeout_ms: 45_000,
             heartbeat_interval_ms: 5_000,
             append_linger_ms: 5,
+            max_record_bytes: 1_048_588,
         }
     }
 }
@@ -130,6 +134,27 @@ fn compile_regex(source: &str) -> Result<Option<(String, regex::Regex)>, String>
         .map_err(|e| {
             format!("SubscribedTopicRegex {source:?} is not a valid regular expression: {e}")
         })
+}
+
+/// A bound on the size of the ConsumerGroupMemberMetadata record (key, value and framing) a heartbeat leads to:
+/// the only record whose size a client chooses (the others grow with partition counts).
+fn member_record_bytes(req: &HeartbeatRequest) -> usize {
+    let strings = |v: &[Option<&String>]| v.iter().flatten().map(|s| s.len() + 2).sum::<usize>();
+    req.subscribed_topic_names
+        .iter()
+        .flatten()
+        .map(|t| t.len() + 2)
+        .sum::<usize>()
+        + strings(&[
+            req.subscribed_topic_regex.as_ref(),
+            req.instance_id.as_ref(),
+            req.rack_id.as_ref(),
+            Some(&req.client_id),
+            Some(&req.client_host),
+            Some(&req.group_id),
+            Some(&req.member_id),
+        ])
+        + 256
 }
 
 /// (group epoch, assignment epoch, member count, the member's epochs, assignment, subscription and regex).
@@ -839,6 +864,18 @@ impl ConsumerGroups {
         }
         let interval = self.config.heartbeat_interval_ms;
         let session = self.config.session_timeout_ms;
+        let size = member_record_bytes(&req);
+        if size > self.config.max_record_bytes {
+            return HeartbeatResponse::error(
+                E::InvalidRequest,
+                &format!(
+                    "The subscription of member {} of group {} takes {size} bytes, more than a record of \
+                     __consumer_offsets may ({} bytes, max.message.bytes): subscribe to fewer topics or with \
+                     SubscribedTopicRegex.",
+                    req.member_id, req.group_id, self.config.max_record_bytes
+                ),
+            );
+        }
         if !self.groups.contains_key(&req.group_id) {
             // As Kafka (createIfNotExists = memberEpoch == 0): only a join creates a group, and only a valid
             // one, so that a heartbeat that fails leaves nothing behind to keep in memory or write.
@@ -1513,5 +1550,34 @@ mod tests {
         let a2 = c.heartbeat(hb("a", a.member_epoch, a.assignment.clone()), &t, 10);
         assert_eq!(count(a2.assignment.as_ref().unwrap()), 6);
         assert!(a2.member_epoch > a.member_epoch);
+    }
+    #[test]
+    fn a_subscription_too_large_for_one_record_is_refused_before_anything_changes() {
+        let mut c = ConsumerGroups::new(ConsumerConfig {
+            max_record_bytes: 2_000,
+            ..ConsumerConfig::default()
+        });
+        let t = topics();
+        let many: Vec<String> = (0..200).map(|i| format!("topic-{i:04}")).collect();
+        let join = HeartbeatRequest {
+            subscribed_topic_names: Some(many.clone()),
+            ..hb("a", 0, None)
+        };
+        let r = c.heartbeat(join, &t, 0);
+        assert_eq!(r.error, E::InvalidRequest.code());
+        assert!(r.error_message.unwrap().contains("max.message.bytes"));
+        assert!(!c.contains("g"));
+        assert!(c.take_records().is_empty());
+        // A member of the group changing to such a subscription keeps its old one.
+        let a = c.heartbeat(hb("a", 0, None), &t, 10);
+        assert_eq!(a.error, 0);
+        let _ = c.take_records();
+        let grow = HeartbeatRequest {
+            subscribed_topic_names: Some(many),
+            ..hb("a", a.member_epoch, a.assignment.clone())
+        };
+        assert_eq!(c.heartbeat(grow, &t, 20).error, E::InvalidRequest.code());
+        assert_eq!(c.members("g")[0].subscribed, vec!["orders".to_string()]);
+        assert!(c.take_records().is_empty());
     }
 }

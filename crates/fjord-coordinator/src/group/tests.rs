@@ -683,6 +683,7 @@ mod kip848 {
                 session_timeout_ms: SESSION,
                 heartbeat_interval_ms: 1_000,
                 append_linger_ms: 0,
+                ..ConsumerConfig::default()
             },
         )
     }
