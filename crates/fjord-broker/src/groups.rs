@@ -473,26 +473,53 @@ impl Groups {
     /// Writes what changed in the KIP-848 groups served here and waits until it is durable (Kafka's coordinator
     /// answers a heartbeat once its records are committed). The records are taken under the write lock, so they
     /// reach the log in the order they were taken: each is a diff against the ones before. Whatever an earlier
-    /// call took is durable once this one has the lock. Records that could not be written are written again by
-    /// the next call (the clock task makes one every tick).
-    pub async fn flush_consumer_groups(&self, state: &BrokerState) -> Result<()> {
+    /// call took is durable once this one has the lock.
+    ///
+    /// Only the groups of partitions led and loaded here are taken (the others' changes stay pending, never
+    /// counted as written). Each partition is written on its own, in batches of at most the topic's
+    /// `max.message.bytes`: one partition failing does not hold back the others. Returns the partitions whose
+    /// groups' changes were not written, with the code to answer for them: those of `callers` (the groups the
+    /// caller changed) not led and loaded here (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS: an unload
+    /// dropped their changes), and those whose write failed. Records that could not be written are written
+    /// again by the next call (the clock task makes one every tick).
+    pub async fn flush_consumer_groups(
+        &self,
+        state: &BrokerState,
+        callers: &[&str],
+    ) -> BTreeMap<i32, i16> {
         let _guard = self.write_lock.lock().await;
+        let mut failed: BTreeMap<i32, i16> = BTreeMap::new();
         let records = {
             let owned = self.owned.lock();
+            for g in callers {
+                let p = self.partition_of(g);
+                if let Err(code) = check_in(&owned, p) {
+                    failed.insert(p, code);
+                }
+            }
             let mut c = self.lock();
-            let mut records = c.take_consumer_records();
-            // Only partitions led and loaded here are written (a loading one's groups are not in `c` yet).
-            records.retain(|r| check_in(&owned, r.partition).is_ok());
-            records
+            c.take_consumer_records_in(|p| check_in(&owned, p).is_ok())
         };
         if records.is_empty() {
-            return Ok(());
+            return failed;
         }
-        let result = self.append_locked(state, records.clone()).await;
-        if result.is_err() {
-            self.lock().not_written(&records);
+        let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+        for r in records {
+            by_partition.entry(r.partition).or_default().push(r);
         }
-        result
+        let max = offsets_max_message_bytes(state);
+        for (p, recs) in by_partition {
+            let written = match ensure_offsets_topic(state).await {
+                Ok(()) => append_split(state, p, &recs, max).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                tracing::warn!(error = %e, partition = p, "writing consumer group state failed");
+                self.lock().not_written(&recs);
+                failed.insert(p, write_error_code(&e));
+            }
+        }
+        failed
     }
 
     /// [`Groups::persist`] with the write lock held.
@@ -525,6 +552,68 @@ pub async fn append_internal(
     let part = hosted(state, topic, partition)?;
     let info = part.append_from(encode_batch(records, producer)?, Origin::Coordinator)?;
     wait_acknowledged(state, &part, info.last_offset + 1, info.leader_epoch).await
+}
+
+/// The `max.message.bytes` of `__consumer_offsets` (its topic config, else the broker's `message.max.bytes`):
+/// no batch the coordinator writes there may be larger.
+fn offsets_max_message_bytes(state: &BrokerState) -> usize {
+    state
+        .meta
+        .state()
+        .topics
+        .get(OFFSETS_TOPIC)
+        .and_then(|t| t.configs.get("max.message.bytes").cloned())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(state.config.message_max_bytes)
+}
+
+/// Room for a record's varints (offset and timestamp deltas) growing with its place in a batch.
+const RECORD_SLACK: usize = 16;
+
+/// What one record adds to what [`encode_batch`] produces, at most: the size of it encoded alone, framing
+/// included (the encoder may frame records one by one rather than share a batch header), plus some slack.
+fn record_size(record: &(Bytes, Option<Bytes>)) -> usize {
+    let payload = record.0.len() + record.1.as_ref().map_or(0, Bytes::len);
+    let framed =
+        encode_batch(std::slice::from_ref(record), None).map_or(payload + 128, |b| b.len());
+    framed + RECORD_SLACK
+}
+
+/// Splits `records` into consecutive groups whose encoded batch stays within `max` bytes (a record too large
+/// on its own gets a batch of its own, which the log then refuses).
+fn split_batches(records: &[(Bytes, Option<Bytes>)], max: usize) -> Vec<&[(Bytes, Option<Bytes>)]> {
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, record) in records.iter().enumerate() {
+        let len = record_size(record);
+        if i > start && size + len > max {
+            out.push(&records[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += len;
+    }
+    if start < records.len() {
+        out.push(&records[start..]);
+    }
+    out
+}
+
+/// Appends `records` to `__consumer_offsets`-`partition` in batches of at most `max` bytes, in order, each
+/// durable before the next is written.
+async fn append_split(
+    state: &BrokerState,
+    partition: i32,
+    records: &[Record],
+    max: usize,
+) -> Result<()> {
+    let pairs: Vec<(Bytes, Option<Bytes>)> = records
+        .iter()
+        .map(|r| (r.key.clone(), r.value.clone()))
+        .collect();
+    for batch in split_batches(&pairs, max) {
+        append_internal(state, OFFSETS_TOPIC, partition, batch, None).await?;
+    }
+    Ok(())
 }
 
 /// A coordinator's internal partition, online here (NOT_COORDINATOR when it is not).
@@ -625,6 +714,8 @@ pub fn consumer_config(c: &BrokerConfig) -> ConsumerConfig {
         // -1 is Kafka 4.1's adaptive linger (a batch is written as soon as the coordinator has nothing more
         // to add to it): no fixed delay.
         append_linger_ms: int("group.coordinator.append.linger.ms", 5).max(0) as u64,
+        // __consumer_offsets is created without its own max.message.bytes: the broker's applies.
+        max_record_bytes: c.message_max_bytes,
     }
 }
 
@@ -932,10 +1023,8 @@ pub async fn run_clock(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bo
         if let Err(e) = state.groups.persist(&state, records).await {
             tracing::error!(error = %e, "persisting group state failed");
         }
-        // Expired KIP-848 members, and writes that failed before.
-        if let Err(e) = state.groups.flush_consumer_groups(&state).await {
-            tracing::error!(error = %e, "persisting consumer group state failed");
-        }
+        // Expired KIP-848 members, and writes that failed before (each failure is logged where it happens).
+        let _ = state.groups.flush_consumer_groups(&state, &[]).await;
     }
 }
 
@@ -975,4 +1064,35 @@ pub async fn reset_offsets(
         c.apply_commit(group, valid, now);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_group_records_are_split_into_batches_within_max_message_bytes() {
+        let rec = |n: usize| (Bytes::from(vec![1u8; 10]), Some(Bytes::from(vec![2u8; n])));
+        let records: Vec<(Bytes, Option<Bytes>)> = (0..50).map(|i| rec(100 + i)).collect();
+        let max = 1_000;
+        let batches = split_batches(&records, max);
+        assert!(batches.len() > 1, "{} batches", batches.len());
+        assert_eq!(batches.concat(), records, "every record, in order");
+        for b in &batches {
+            let encoded = encode_batch(b, None).unwrap();
+            assert!(
+                encoded.len() <= max,
+                "{} bytes for {} records",
+                encoded.len(),
+                b.len()
+            );
+        }
+        // A record too large on its own is alone in its batch; the others are unaffected.
+        let mut with_big = records.clone();
+        with_big.insert(3, rec(5_000));
+        let batches = split_batches(&with_big, max);
+        assert!(batches.iter().any(|b| b.len() == 1 && b[0] == with_big[3]));
+        assert_eq!(batches.concat(), with_big);
+        assert!(split_batches(&[], max).is_empty());
+    }
 }

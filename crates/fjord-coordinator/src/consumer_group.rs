@@ -41,6 +41,9 @@ pub struct ConsumerConfig {
     /// a subscription made while it revokes partitions if that revocation was answered within the same
     /// millisecond as the heartbeat that caused it (its 0045 subscribe_many_updates test).
     pub append_linger_ms: u64,
+    /// The largest batch `__consumer_offsets` takes (its `max.message.bytes`): a heartbeat whose member record
+    /// could not fit in one is refused before it changes anything, as such a record could never be written.
+    pub max_record_bytes: usize,
 }
 
 impl Default for ConsumerConfig {
@@ -49,6 +52,7 @@ impl Default for ConsumerConfig {
             session_timeout_ms: 45_000,
             heartbeat_interval_ms: 5_000,
             append_linger_ms: 5,
+            max_record_bytes: 1_048_588,
         }
     }
 }
@@ -130,6 +134,27 @@ fn compile_regex(source: &str) -> Result<Option<(String, regex::Regex)>, String>
         .map_err(|e| {
             format!("SubscribedTopicRegex {source:?} is not a valid regular expression: {e}")
         })
+}
+
+/// A bound on the size of the ConsumerGroupMemberMetadata record (key, value and framing) a heartbeat leads to:
+/// the only record whose size a client chooses (the others grow with partition counts).
+fn member_record_bytes(req: &HeartbeatRequest) -> usize {
+    let strings = |v: &[Option<&String>]| v.iter().flatten().map(|s| s.len() + 2).sum::<usize>();
+    req.subscribed_topic_names
+        .iter()
+        .flatten()
+        .map(|t| t.len() + 2)
+        .sum::<usize>()
+        + strings(&[
+            req.subscribed_topic_regex.as_ref(),
+            req.instance_id.as_ref(),
+            req.rack_id.as_ref(),
+            Some(&req.client_id),
+            Some(&req.client_host),
+            Some(&req.group_id),
+            Some(&req.member_id),
+        ])
+        + 256
 }
 
 /// (group epoch, assignment epoch, member count, the member's epochs, assignment, subscription and regex).
@@ -565,16 +590,22 @@ impl ConsumerGroups {
         self.groups.get(group).is_some_and(|g| g.dirty)
     }
 
-    /// The records to write to `__consumer_offsets` for what changed since the last call: for each changed
-    /// group the records whose value differs from what was written and tombstones for the records of members
-    /// that went, then the tombstones of deleted groups. They count as written; a failed write is reported back
-    /// with [`ConsumerGroups::not_written`].
-    pub fn take_records(&mut self) -> Vec<GroupRecord> {
-        let mut out = Vec::new();
+    /// The records to write to `__consumer_offsets` for what changed since the last call: first the tombstones
+    /// of deleted groups (a group re-created under the same id since then writes its records after them, so
+    /// they do not delete it), then for each changed group the records whose value differs from what was
+    /// written and tombstones for the records of members that went. Only groups for which `take` is true are
+    /// handed out (the broker passes the groups of partitions led and loaded here); the others stay dirty,
+    /// their tombstones queued. They count as written; a failed write is reported back with
+    /// [`ConsumerGroups::not_written`].
+    pub fn take_records_where(&mut self, mut take: impl FnMut(&str) -> bool) -> Vec<GroupRecord> {
+        let (mut out, kept): (Vec<GroupRecord>, Vec<GroupRecord>) = std::mem::take(&mut self.out)
+            .into_iter()
+            .partition(|(g, _, _)| take(g));
+        self.out = kept;
         let mut ids: Vec<&String> = self
             .groups
             .iter()
-            .filter(|(_, g)| g.dirty)
+            .filter(|(id, g)| g.dirty && take(id))
             .map(|(id, _)| id)
             .collect();
         ids.sort();
@@ -584,8 +615,12 @@ impl ConsumerGroups {
             g.dirty = false;
             out.extend(g.diff());
         }
-        out.append(&mut self.out);
         out
+    }
+
+    /// [`ConsumerGroups::take_records_where`] for every group.
+    pub fn take_records(&mut self) -> Vec<GroupRecord> {
+        self.take_records_where(|_| true)
     }
 
     /// A record handed out by [`ConsumerGroups::take_records`] did not reach the log: its key is marked unknown,
@@ -616,6 +651,35 @@ impl ConsumerGroups {
         if matches!(key, Key::ConsumerGroupMetadata { .. }) && value.is_none() {
             // The group was deleted.
             self.groups.remove(&group_id);
+            return Ok(());
+        }
+        // A value that does not decode is refused before the group is touched, so that a bad record (skipped by
+        // the load) leaves no phantom group or member behind.
+        if let Some(v) = &value {
+            let v = v.clone();
+            match key {
+                Key::ConsumerGroupMetadata { .. }
+                | Key::ConsumerGroupTargetAssignmentMetadata { .. } => {
+                    cr::decode_epoch(v)?;
+                }
+                Key::ConsumerGroupPartitionMetadata { .. } => {
+                    cr::decode_partition_metadata(v)?;
+                }
+                Key::ConsumerGroupMemberMetadata { .. } => {
+                    if let Some(r) = cr::decode_member_metadata(v)?.subscribed_topic_regex {
+                        compile_regex(&r).map_err(crate::Error::Corrupt)?;
+                    }
+                }
+                Key::ConsumerGroupTargetAssignmentMember { .. } => {
+                    cr::decode_target_member(v)?;
+                }
+                Key::ConsumerGroupCurrentMemberAssignment { .. } => {
+                    cr::decode_current_assignment(v)?;
+                }
+                Key::Offset { .. } | Key::Group { .. } => {}
+            }
+        } else if !self.groups.contains_key(&group_id) {
+            // A tombstone for a group that is not there: nothing to delete.
             return Ok(());
         }
         let session = self.config.session_timeout_ms;
@@ -773,7 +837,12 @@ impl ConsumerGroups {
         // What changed must be written: the changes of `changed`, and what the member reports owning (its
         // partitions pending revocation).
         if resp.changed || owned_before != self.owned_of(&group, &resp.member_id) {
-            if let Some(g) = self.groups.get_mut(&group) {
+            // A group with no members that was never written has nothing to write.
+            if let Some(g) = self
+                .groups
+                .get_mut(&group)
+                .filter(|g| !(g.members.is_empty() && g.persisted.is_empty()))
+            {
                 g.dirty = true;
             }
         }
@@ -795,6 +864,37 @@ impl ConsumerGroups {
         }
         let interval = self.config.heartbeat_interval_ms;
         let session = self.config.session_timeout_ms;
+        let size = member_record_bytes(&req);
+        if size > self.config.max_record_bytes {
+            return HeartbeatResponse::error(
+                E::InvalidRequest,
+                &format!(
+                    "The subscription of member {} of group {} takes {size} bytes, more than a record of \
+                     __consumer_offsets may ({} bytes, max.message.bytes): subscribe to fewer topics or with \
+                     SubscribedTopicRegex.",
+                    req.member_id, req.group_id, self.config.max_record_bytes
+                ),
+            );
+        }
+        if !self.groups.contains_key(&req.group_id) {
+            // As Kafka (createIfNotExists = memberEpoch == 0): only a join creates a group, and only a valid
+            // one, so that a heartbeat that fails leaves nothing behind to keep in memory or write.
+            if req.member_epoch != 0 {
+                return HeartbeatResponse::error(
+                    E::GroupIdNotFound,
+                    &format!("Consumer group {} not found.", req.group_id),
+                );
+            }
+            if req.subscribed_topic_names.is_none() && req.subscribed_topic_regex.is_none() {
+                return HeartbeatResponse::error(
+                    E::InvalidRequest,
+                    "SubscribedTopicNames or SubscribedTopicRegex must be set when joining.",
+                );
+            }
+            if let Some(Err(message)) = req.subscribed_topic_regex.as_deref().map(compile_regex) {
+                return HeartbeatResponse::error(E::InvalidRegularExpression, &message);
+            }
+        }
         let group = self
             .groups
             .entry(req.group_id.clone())
@@ -1450,5 +1550,34 @@ mod tests {
         let a2 = c.heartbeat(hb("a", a.member_epoch, a.assignment.clone()), &t, 10);
         assert_eq!(count(a2.assignment.as_ref().unwrap()), 6);
         assert!(a2.member_epoch > a.member_epoch);
+    }
+    #[test]
+    fn a_subscription_too_large_for_one_record_is_refused_before_anything_changes() {
+        let mut c = ConsumerGroups::new(ConsumerConfig {
+            max_record_bytes: 2_000,
+            ..ConsumerConfig::default()
+        });
+        let t = topics();
+        let many: Vec<String> = (0..200).map(|i| format!("topic-{i:04}")).collect();
+        let join = HeartbeatRequest {
+            subscribed_topic_names: Some(many.clone()),
+            ..hb("a", 0, None)
+        };
+        let r = c.heartbeat(join, &t, 0);
+        assert_eq!(r.error, E::InvalidRequest.code());
+        assert!(r.error_message.unwrap().contains("max.message.bytes"));
+        assert!(!c.contains("g"));
+        assert!(c.take_records().is_empty());
+        // A member of the group changing to such a subscription keeps its old one.
+        let a = c.heartbeat(hb("a", 0, None), &t, 10);
+        assert_eq!(a.error, 0);
+        let _ = c.take_records();
+        let grow = HeartbeatRequest {
+            subscribed_topic_names: Some(many),
+            ..hb("a", a.member_epoch, a.assignment.clone())
+        };
+        assert_eq!(c.heartbeat(grow, &t, 20).error, E::InvalidRequest.code());
+        assert_eq!(c.members("g")[0].subscribed, vec!["orders".to_string()]);
+        assert!(c.take_records().is_empty());
     }
 }

@@ -1299,9 +1299,18 @@ impl GroupCoordinator {
     /// from [`GroupCoordinator::take_records`] because each is a diff against the previous ones: the broker
     /// takes and appends them under one write lock, so that they reach the log in the order they were taken.
     pub fn take_consumer_records(&mut self) -> Vec<Record> {
+        self.take_consumer_records_in(|_| true)
+    }
+
+    /// [`GroupCoordinator::take_consumer_records`] for the groups of the `__consumer_offsets` partitions for
+    /// which `writable` is true; the others' changes stay pending (nothing is taken that would not be written).
+    pub fn take_consumer_records_in(
+        &mut self,
+        mut writable: impl FnMut(i32) -> bool,
+    ) -> Vec<Record> {
         let n = self.config.offsets_partitions;
         self.consumer
-            .take_records()
+            .take_records_where(|group| writable(records::partition_for(group, n)))
             .into_iter()
             .map(|(group, key, value)| Record {
                 partition: records::partition_for(&group, n),

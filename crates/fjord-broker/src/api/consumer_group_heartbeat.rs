@@ -82,10 +82,12 @@ pub async fn handle(
         // restarted or new coordinator knows the epoch and assignment the member was told. If the write fails
         // the member retries; the change stays in memory and is written by the next flush, and a retry with the
         // previous epoch is accepted as long as what the member owns is within its assignment.
-        if let Err(e) = ctx.state.groups.flush_consumer_groups(ctx.state).await {
-            tracing::warn!(error = %e, group = %group_id, "writing consumer group state failed");
+        // Only this group's partition decides: another partition's failure is not this member's.
+        let groups = &ctx.state.groups;
+        let failed = groups.flush_consumer_groups(ctx.state, &[&group_id]).await;
+        if let Some(code) = failed.get(&groups.partition_of(&group_id)) {
             return ConsumerGroupHeartbeatResponse::default()
-                .with_error_code(crate::groups::write_error_code(&e))
+                .with_error_code(*code)
                 .with_member_epoch(-1);
         }
     }

@@ -20,16 +20,22 @@ pub async fn handle(ctx: &Ctx<'_>, req: DeleteGroupsRequest) -> DeleteGroupsResp
             Err(code) => codes.push(code),
         }
     }
-    let mut written = groups.persist(ctx.state, records).await;
-    if written.is_ok() {
-        // The tombstones of deleted KIP-848 groups.
-        written = groups.flush_consumer_groups(ctx.state).await;
-    }
-    if let Err(e) = written {
+    if let Err(e) = groups.persist(ctx.state, records).await {
         tracing::error!(error = %e, "persisting group deletion failed");
         let failed = crate::groups::write_error_code(&e);
         for c in codes.iter_mut().filter(|c| **c == 0) {
             *c = failed;
+        }
+    } else {
+        // The tombstones of deleted KIP-848 groups: a group fails only when its own partition did.
+        let names: Vec<&str> = req.groups_names.iter().map(|g| g.0.as_str()).collect();
+        let failed = groups.flush_consumer_groups(ctx.state, &names).await;
+        for (c, g) in codes.iter_mut().zip(&names) {
+            if *c == 0 {
+                if let Some(code) = failed.get(&groups.partition_of(g)) {
+                    *c = *code;
+                }
+            }
         }
     }
     DeleteGroupsResponse::default().with_results(

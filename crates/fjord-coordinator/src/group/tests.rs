@@ -683,6 +683,7 @@ mod kip848 {
                 session_timeout_ms: SESSION,
                 heartbeat_interval_ms: 1_000,
                 append_linger_ms: 0,
+                ..ConsumerConfig::default()
             },
         )
     }
@@ -1004,5 +1005,186 @@ mod kip848 {
                 )),
             "{recs:?}"
         );
+    }
+    #[test]
+    fn a_group_deleted_then_created_again_is_not_deleted_by_the_old_tombstones() {
+        let mut c = coordinator();
+        let mut log = Vec::new();
+        let t = topics();
+        let a = c.consumer.heartbeat(hb("a", 0, None), &t, 0);
+        assert_eq!(a.error, 0);
+        log.extend(c.take_consumer_records());
+        assert_eq!(c.consumer.heartbeat(hb("a", -1, None), &t, 10).error, 0);
+        log.extend(c.take_consumer_records());
+        assert_eq!(c.delete("g"), 0);
+        // Re-created before the deleted group's tombstones were taken.
+        let b = c.consumer.heartbeat(hb("b", 0, None), &t, 20);
+        assert_eq!(b.error, 0);
+        let recs = c.take_consumer_records();
+        let first_value = recs.iter().position(|r| r.value.is_some()).unwrap();
+        assert!(
+            recs[first_value..].iter().all(|r| r.value.is_some()),
+            "the old group's tombstones come before the new group's records: {recs:?}"
+        );
+        log.extend(recs);
+        for log in [log.clone(), compacted(&log)] {
+            let d = reload(&log, 100);
+            assert!(d.consumer.contains("g"));
+            assert_eq!(snapshot(&d), snapshot(&c));
+            assert_eq!(d.consumer.epochs("g"), c.consumer.epochs("g"));
+        }
+    }
+
+    #[test]
+    fn heartbeats_that_fail_create_no_group_and_write_nothing() {
+        let mut c = coordinator();
+        let t = topics();
+        let other = |member: &str, epoch: i32| HeartbeatRequest {
+            group_id: "nope".into(),
+            ..hb(member, epoch, None)
+        };
+        // As Kafka: a heartbeat other than a join for a group that does not exist is GROUP_ID_NOT_FOUND.
+        for epoch in [5, -1, -2] {
+            let r = c.consumer.heartbeat(other("m", epoch), &t, 0);
+            assert_eq!(r.error, E::GroupIdNotFound.code(), "epoch {epoch}");
+            assert!(r.error_message.unwrap().contains("nope"));
+        }
+        let no_subscription = HeartbeatRequest {
+            subscribed_topic_names: None,
+            ..other("m", 0)
+        };
+        let r = c.consumer.heartbeat(no_subscription, &t, 0);
+        assert_eq!(r.error, E::InvalidRequest.code());
+        let bad_regex = HeartbeatRequest {
+            subscribed_topic_names: None,
+            subscribed_topic_regex: Some("orders(".into()),
+            ..other("m", 0)
+        };
+        let r = c.consumer.heartbeat(bad_regex, &t, 0);
+        assert_eq!(r.error, E::InvalidRegularExpression.code());
+        assert!(!c.consumer.contains("nope"), "no group was created");
+        assert!(c.consumer.list().is_empty());
+        assert!(c.take_consumer_records().is_empty(), "nothing to write");
+        // An unknown member of an existing group changes nothing either.
+        let a = c.consumer.heartbeat(hb("a", 0, None), &t, 0);
+        assert_eq!(a.error, 0);
+        let _ = c.take_consumer_records();
+        let r = c.consumer.heartbeat(hb("zz", 3, None), &t, 10);
+        assert_eq!(r.error, E::UnknownMemberId.code());
+        assert!(c.take_consumer_records().is_empty());
+        // A valid join still creates the group.
+        let r = c.consumer.heartbeat(other("m", 0), &t, 20);
+        assert_eq!(r.error, 0);
+        assert!(c.consumer.contains("nope"));
+        assert!(!c.take_consumer_records().is_empty());
+    }
+
+    #[test]
+    fn changes_of_groups_in_partitions_not_writable_stay_pending() {
+        let mut c = coordinator();
+        let t = topics();
+        let p = c.partition_for("g");
+        let a = c.consumer.heartbeat(hb("a", 0, None), &t, 0);
+        assert_eq!(a.error, 0);
+        assert!(c.take_consumer_records_in(|q| q != p).is_empty());
+        let recs = c.take_consumer_records_in(|q| q == p);
+        assert!(!recs.is_empty(), "taken once the partition is writable");
+        assert!(recs.iter().all(|r| r.partition == p));
+        // The tombstones of a deleted group too.
+        assert_eq!(c.consumer.heartbeat(hb("a", -1, None), &t, 10).error, 0);
+        let _ = c.take_consumer_records();
+        assert_eq!(c.delete("g"), 0);
+        assert!(c.take_consumer_records_in(|q| q != p).is_empty());
+        let recs = c.take_consumer_records();
+        assert!(!recs.is_empty() && recs.iter().all(|r| r.value.is_none()));
+    }
+    #[test]
+    fn a_load_skips_bad_records_keeps_offsets_and_creates_no_phantom_group() {
+        let mut c = coordinator();
+        let t = topics();
+        let a = c.consumer.heartbeat(hb("a", 0, None), &t, 0);
+        let mut log = c.take_consumer_records();
+        let offsets = vec![(
+            ("orders".to_string(), 0),
+            CommittedOffset {
+                offset: 42,
+                leader_epoch: 1,
+                metadata: String::new(),
+                commit_timestamp: 5,
+            },
+        )];
+        // Another group's offsets in the middle of g's records.
+        log.splice(1..1, c.commit_records("other", &offsets));
+        // Undecodable KIP-848 values (types 3 to 8) of a group that has no valid record, a tombstone of a
+        // member of a group that is not there, and an undecodable value of g's after its good one.
+        let bad = Bytes::from_static(&[0, 0, 0xff]);
+        let p = c.partition_for("bad");
+        let key = |k: Key| records::encode_key(&k);
+        for k in [
+            Key::ConsumerGroupMetadata {
+                group: "bad".into(),
+            },
+            Key::ConsumerGroupPartitionMetadata {
+                group: "bad".into(),
+            },
+            Key::ConsumerGroupTargetAssignmentMetadata {
+                group: "bad".into(),
+            },
+            Key::ConsumerGroupMemberMetadata {
+                group: "bad".into(),
+                member: "m".into(),
+            },
+            Key::ConsumerGroupTargetAssignmentMember {
+                group: "bad".into(),
+                member: "m".into(),
+            },
+            Key::ConsumerGroupCurrentMemberAssignment {
+                group: "bad".into(),
+                member: "m".into(),
+            },
+        ] {
+            log.push(Record {
+                partition: p,
+                key: key(k),
+                value: Some(bad.clone()),
+            });
+        }
+        log.push(Record {
+            partition: p,
+            key: key(Key::ConsumerGroupMemberMetadata {
+                group: "gone".into(),
+                member: "m".into(),
+            }),
+            value: None,
+        });
+        log.push(Record {
+            partition: c.partition_for("g"),
+            key: key(Key::ConsumerGroupMetadata { group: "g".into() }),
+            value: Some(bad.clone()),
+        });
+        // The load as the broker runs it: a record the coordinator refuses is skipped (and counted there).
+        let mut loaded = coordinator();
+        let mut refused = 0;
+        for r in &log {
+            if loaded.replay(r.key.clone(), r.value.clone(), 100).is_err() {
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 7, "six bad values of `bad` and g's bad epoch");
+        let mut d = coordinator();
+        d.absorb(loaded);
+        assert_eq!(
+            d.fetch_offsets("other")[&("orders".to_string(), 0)].offset,
+            42
+        );
+        assert!(!d.consumer.contains("bad"), "no phantom group");
+        assert!(!d.consumer.contains("gone"), "no phantom group");
+        assert_eq!(d.consumer.list(), vec![("g".to_string(), "Stable")]);
+        assert_eq!(snapshot(&d), snapshot(&c));
+        assert_eq!(d.consumer.epochs("g"), c.consumer.epochs("g"));
+        let r = d
+            .consumer
+            .heartbeat(hb("a", a.member_epoch, a.assignment.clone()), &t, 200);
+        assert_eq!((r.error, r.member_epoch), (0, a.member_epoch));
     }
 }
