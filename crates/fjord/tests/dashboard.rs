@@ -632,7 +632,13 @@ fn produce_zeros(b: &str, topic: &str, count: usize, size: usize, codec: &str) {
 #[test]
 fn message_browser_counts_back_from_the_end_and_bounds_its_answer() {
     let dir = temp_dir();
-    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let broker = BrokerProc::start(
+        &dir.path().join("data"),
+        &[
+            ("transaction.state.log.num.partitions", "4"),
+            ("offsets.topic.num.partitions", "4"),
+        ],
+    );
     let (b, h) = (
         broker.bootstrap.as_str(),
         broker.http.as_deref().expect("http listener"),
@@ -677,6 +683,48 @@ fn message_browser_counts_back_from_the_end_and_bounds_its_answer() {
     let v = get(&format!("{m}&offset=1000"));
     assert_eq!(offsets(&v), Vec::<i64>::new(), "after the end: {v}");
     assert_eq!(v["end_offset"], 30, "{v}");
+    // An offset before the log start (records deleted) starts at the log start.
+    ok(&fjord(
+        b,
+        &[
+            "records",
+            "delete",
+            "--topic",
+            "counted",
+            "--before-offset",
+            "3",
+        ],
+        None,
+    ));
+    let v = get(&format!("{m}&offset=0&limit=2"));
+    assert_eq!(v["start_offset"], 3, "{v}");
+    assert_eq!(offsets(&v), [3, 4], "{v}");
+
+    // A transaction's commit marker (a control record) takes an offset but is not shown; an open
+    // transaction's records are (the browser reads up to the high watermark).
+    ok(&fjord(b, &["topics", "create", "txn"], None));
+    let out = run_client("txn_open.py", &[b, "txn"], Duration::from_secs(120));
+    assert!(out.lines().any(|l| l == "open"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let v = loop {
+        let v = get("/api/topics/txn/messages?partition=0&offset=0&limit=100");
+        if v["end_offset"] == 6 || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(v["end_offset"], 6, "2 committed, a marker, 3 open: {v}");
+    let values: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap())
+        .collect();
+    // done-1, done-2, open-1, open-2, open-3 in base64.
+    let want = ["ZG9uZS0x", "ZG9uZS0y", "b3Blbi0x", "b3Blbi0y", "b3Blbi0z"];
+    assert_eq!(values, want, "{v}");
+    assert_eq!(v["messages"].as_array().unwrap().len(), 5);
+    assert_eq!(v["next_offset"], 6, "{v}");
 
     // Values far larger than the answer may be, in batches that compress to almost nothing: each field is cut
     // to 64 KiB (with its full size), and the whole answer to 4 MiB of record bytes.
