@@ -487,7 +487,7 @@ fn overview(ctx: &Ctx, _: &[String], _: &Query) -> Result<Value, Fail> {
 }
 
 fn is_internal(t: &fjord_meta::TopicMeta) -> bool {
-    t.internal || admin::is_internal_topic(&t.name) || t.name.starts_with("__")
+    t.internal || admin::is_internal_topic(&t.name) || admin::is_reserved_topic_name(&t.name)
 }
 
 /// Bytes of a topic's partitions hosted on this broker.
@@ -1022,10 +1022,8 @@ async fn create_topic(ctx: &Ctx, body: &[u8]) -> Answer {
     let m = body_object(body)?;
     let name = str_field(&m, "name")?.to_string();
     // The CLI's own check before it asks the broker (`fjord topics create`), with its words.
-    if name.starts_with("__") {
-        return Err(bad(
-            "topic names starting with `__` are reserved for Kafka's internal topics (such as __consumer_offsets), which the broker creates itself; choose a name without the leading `__`",
-        ));
+    if admin::is_reserved_topic_name(&name) {
+        return Err(bad(admin::RESERVED_TOPIC_NAME));
     }
     // The CLI's ranges (`--partitions` and `--replication-factor` take 1 and up), in its words; absent means the
     // broker's default.
@@ -1142,11 +1140,7 @@ async fn add_partitions(ctx: &Ctx, name: &str, body: &[u8]) -> Answer {
     else {
         return Err(not_found(format!("topic `{name}` does not exist")));
     };
-    if count as i64 <= current as i64 {
-        return Err(bad(format!(
-            "topic `{name}` has {current} partitions; the new count must be larger (partitions can only be added)"
-        )));
-    }
+    admin::check_partitions_grow(name, current, count as i64, "the new count").map_err(bad)?;
     admin::create_partitions(&ctx.state, name, count, None, false)
         .await
         .map_err(|e| refused(e, &format!("cannot add partitions to `{name}`")))?;
