@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -141,6 +141,21 @@ try:
     Select(driver.find_element(By.ID, "msg-format")).select_by_value("hex")
     assert text("#messages-table tbody tr:first-child td.msg-key") == "6b 31"
     shot("topic")
+
+    # A record whose timestamp is beyond what a JavaScript Date holds (|ms| > 8.64e15) shows as the number.
+    code, _, err = fjord(
+        "topics", "create", "far-future", "--config", "message.timestamp.after.max.ms=9223372036854775807"
+    )
+    assert code == 0, err
+    far = Producer({"bootstrap.servers": bootstrap})
+    far.produce("far-future", value=b"far", partition=0, timestamp=9_000_000_000_000_000)
+    assert far.flush(30) == 0, "the far-future record was not delivered"
+    goto("#/topics/far-future")
+    driver.find_element(By.ID, "msg-load").click()
+    wait.until(lambda d: "partition 0:" in d.find_element(By.ID, "msg-result").text)
+    cells = driver.find_elements(By.CSS_SELECTOR, "#messages-table tbody tr:first-child td")
+    assert cells, driver.find_element(By.ID, "msg-result").text
+    assert cells[1].text == "9000000000000000", cells[1].text
 
     # The group page: the live member, its partitions, and lag equal to `fjord groups describe`.
     goto("#/groups/billing")

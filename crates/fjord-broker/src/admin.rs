@@ -26,6 +26,32 @@ pub fn is_internal_topic(name: &str) -> bool {
     INTERNAL_TOPICS.contains(&name)
 }
 
+/// Topic names starting with `__` belong to the platform (`__consumer_offsets`, `__transaction_state`): the CLI
+/// and the dashboard refuse to create one, with [`RESERVED_TOPIC_NAME`].
+pub fn is_reserved_topic_name(name: &str) -> bool {
+    name.starts_with("__")
+}
+
+/// Why a reserved name is refused, in the words the CLI and the dashboard share.
+pub const RESERVED_TOPIC_NAME: &str = "topic names starting with `__` are reserved for Kafka's internal topics (such as __consumer_offsets), which the broker creates itself; choose a name without the leading `__`";
+
+/// The check the CLI and the dashboard make before asking to grow topic `name` from `current` to `count`
+/// partitions (`what` names the count as the user gave it, e.g. `--partitions`): the message when it does not
+/// grow.
+pub fn check_partitions_grow(
+    name: &str,
+    current: usize,
+    count: i64,
+    what: &str,
+) -> Result<(), String> {
+    if count <= current as i64 {
+        return Err(format!(
+            "topic `{name}` has {current} partitions; {what} must be larger (partitions can only be added)"
+        ));
+    }
+    Ok(())
+}
+
 /// Largest partition count one topic may have; a bound so one request cannot create millions of directories.
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
 

@@ -480,6 +480,9 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     ),
     bdef!("log.flush.interval.ms", None, Long, positive),
     bdef!("metrics.listener", None, String),
+    // The web dashboard on metrics.listener: unset serves it only on a loopback address (it has no login),
+    // true on any address, false nowhere.
+    bdef!("dashboard.enable", None, Boolean),
     bdef!(
         "group.initial.rebalance.delay.ms",
         Some("3000"),

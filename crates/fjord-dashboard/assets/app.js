@@ -47,6 +47,15 @@ function bytes(n) {
 }
 
 function rate(n) { return bytes(n) + "/s"; }
+// A record timestamp as ISO 8601; one outside what a Date holds (|ms| > 8.64e15) stays the raw number.
+function when(ts) {
+  const d = new Date(ts);
+  return Number.isNaN(d.getTime()) ? String(ts) : d.toISOString();
+}
+// A field the API cut short says so, with its full size.
+function cut(obj, name) {
+  return obj[`${name}_truncated`] ? ` … (truncated; ${bytes(obj[`${name}_size`])} in all)` : "";
+}
 function dash(v) { return v === null || v === undefined ? "–" : String(v); }
 
 function card(k, v, id) {
@@ -213,12 +222,12 @@ function messageBrowser(t) {
     if (!last) return;
     const rows = last.messages.map((m) => h("tr", {},
       h("td", { class: "num" }, m.offset),
-      h("td", {}, new Date(m.timestamp).toISOString()),
-      h("td", { class: "msg-key" }, h("pre", {}, decode(m.key, fmt.value))),
-      h("td", { class: "msg-headers" }, m.headers.map((x) => h("pre", {}, `${x.key}: ${decode(x.value, fmt.value)}`))),
-      h("td", { class: "msg-value" }, h("pre", {}, decode(m.value, fmt.value)))));
+      h("td", {}, when(m.timestamp)),
+      h("td", { class: "msg-key" }, h("pre", {}, decode(m.key, fmt.value) + cut(m, "key"))),
+      h("td", { class: "msg-headers" }, m.headers.map((x) => h("pre", {}, `${x.key}: ${decode(x.value, fmt.value)}${cut(x, "value")}`))),
+      h("td", { class: "msg-value" }, h("pre", {}, decode(m.value, fmt.value) + cut(m, "value")))));
     out.replaceChildren(
-      h("p", { class: "muted" }, `partition ${last.partition}: offsets ${last.start_offset}–${last.end_offset} · ${last.messages.length} shown from ${last.from}`),
+      h("p", { class: "muted" }, `partition ${last.partition}: offsets ${last.start_offset}–${last.end_offset} · ${last.messages.length} shown from ${last.from} · next offset ${last.next_offset}`),
       table("messages-table", ["offset#", "timestamp", "key", "headers", "value"], rows));
   };
   fmt.addEventListener("change", render);
@@ -230,7 +239,7 @@ function messageBrowser(t) {
       render();
     } catch (e) { out.replaceChildren(errorBox(e)); }
   } }, part, mode, h("label", {}, "N or offset", num), h("label", {}, "show as", fmt), h("button", { id: "msg-load", type: "submit" }, "Load"));
-  return h("div", {}, h("h2", {}, "Messages"), h("p", { class: "muted" }, "At most 100 records and 4 MiB of log per load."), form, out);
+  return h("div", {}, h("h2", {}, "Messages"), h("p", { class: "muted" }, "At most 100 records and 4 MiB of keys, values and headers per load; one longer than 64 KiB is cut short."), form, out);
 }
 
 function dangerZone(t) {
@@ -365,7 +374,9 @@ async function route() {
   const hash = location.hash.replace(/^#/, "") || "/";
   const [path, qs] = hash.split("?");
   const params = new URLSearchParams(qs || "");
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  const parts = path.split("/").filter(Boolean).map((p) => {
+    try { return decodeURIComponent(p); } catch { return p; }
+  });
   for (const a of document.querySelectorAll("[data-nav]")) {
     a.classList.toggle("active", a.dataset.nav === (parts[0] || "overview"));
   }

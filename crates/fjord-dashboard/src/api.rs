@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{header, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use fjord_broker::admin::{self, ApiError, NewTopic};
@@ -22,6 +22,31 @@ use crate::history::History;
 pub struct Ctx {
     pub state: Arc<BrokerState>,
     pub history: Arc<History>,
+    /// Reads running at once (`MAX_READS` permits): they run on the blocking pool, which the broker's fsyncs
+    /// and log reads share, so the dashboard never takes more than a few of its threads.
+    pub reads: Arc<tokio::sync::Semaphore>,
+}
+
+/// Dashboard reads that run at once; more wait up to `READ_WAIT` for a turn, then get 503.
+pub const MAX_READS: usize = 4;
+const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A turn to read, waiting at most `wait`: 503 (try again) when the dashboard is that busy.
+async fn read_turn(
+    reads: &Arc<tokio::sync::Semaphore>,
+    wait: std::time::Duration,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Fail> {
+    match tokio::time::timeout(wait, reads.clone().acquire_owned()).await {
+        Ok(Ok(p)) => Ok(p),
+        _ => Err(Fail {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!(
+                "the dashboard is busy ({MAX_READS} reads running for over {} s); try again",
+                wait.as_secs()
+            ),
+            code: None,
+        }),
+    }
 }
 
 /// Largest page of topics, partitions or groups one request returns.
@@ -30,6 +55,13 @@ pub const MAX_PAGE: usize = 500;
 pub const DEFAULT_PAGE: usize = 50;
 /// Most records the message browser returns at once.
 pub const MAX_MESSAGES: usize = 100;
+/// Records the message browser returns when neither `limit` nor `latest` says how many.
+pub const DEFAULT_MESSAGES: usize = 20;
+/// Most bytes of keys, values and headers (before base64) one message-browser answer holds.
+pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
+/// Most bytes of one key, value or header shown; a longer one is cut, with `<field>_truncated` and
+/// `<field>_size` (its full length) beside it.
+pub const MAX_FIELD: usize = 64 << 10;
 /// Most log bytes one message-browser request reads (whole batches; a batch larger than this is still read
 /// once, as a consumer's fetch would).
 pub const MAX_READ_BYTES: usize = 4 << 20;
@@ -41,11 +73,15 @@ pub fn routes(ctx: Ctx) -> axum::Router {
     axum::Router::new()
         .route(
             "/api",
-            axum::routing::any(move |m: Method, u: Uri, b: Body| dispatch(c2.clone(), m, u, b)),
+            axum::routing::any(move |m: Method, u: Uri, h: HeaderMap, b: Body| {
+                dispatch(c2.clone(), m, u, h, b)
+            }),
         )
         .route(
             "/api/{*rest}",
-            axum::routing::any(move |m: Method, u: Uri, b: Body| dispatch(ctx.clone(), m, u, b)),
+            axum::routing::any(move |m: Method, u: Uri, h: HeaderMap, b: Body| {
+                dispatch(ctx.clone(), m, u, h, b)
+            }),
         )
 }
 
@@ -127,7 +163,89 @@ impl IntoResponse for Fail {
 
 type Answer = Result<(StatusCode, Value), Fail>;
 
-async fn dispatch(ctx: Ctx, method: Method, uri: Uri, body: Body) -> Response {
+/// Refuses what a browser would send on behalf of another site (CSRF) or to a name rebound to this address (DNS
+/// rebinding), before anything else is looked at. The dashboard has no login, so these are its only defence:
+/// - the `Host` must be an IP literal, `localhost` or the broker's advertised host name (a rebinding attack
+///   reaches the listener under the attacker's own domain name), else 403;
+/// - an `Origin` must be that same host and port, and `Sec-Fetch-Site` (when sent) `same-origin` or `none`,
+///   else 403;
+/// - a request other than GET or HEAD must say `Content-Type: application/json`, else 415: a cross-site page
+///   can only send that with a CORS preflight, which fails (the API sends no CORS headers), while a plain form
+///   (`text/plain`, `application/x-www-form-urlencoded`) needs none.
+fn guard(ctx: &Ctx, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), Fail> {
+    let forbidden = |message: String| Fail {
+        status: StatusCode::FORBIDDEN,
+        message,
+        code: None,
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| uri.authority().map(|a| a.to_string()))
+        .ok_or_else(|| forbidden("a Host header is required".into()))?;
+    let name = host_name(&host);
+    let advertised = &ctx.state.config.advertised_host;
+    let allowed = name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || name.eq_ignore_ascii_case(advertised);
+    if !allowed {
+        return Err(forbidden(format!(
+            "the dashboard answers only requests addressed to an IP address, localhost or {advertised}, not `{name}` (a guard against DNS rebinding); open it by address"
+        )));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        let same = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .is_some_and(|o| o.eq_ignore_ascii_case(&host));
+        if !same {
+            return Err(forbidden(format!(
+                "cross-origin requests are refused: Origin `{origin}` is not this dashboard ({host})"
+            )));
+        }
+    }
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.to_str().unwrap_or("");
+        if !matches!(site, "same-origin" | "none") {
+            return Err(forbidden(format!(
+                "cross-origin requests are refused (Sec-Fetch-Site: {site})"
+            )));
+        }
+    }
+    if method != Method::GET && method != Method::HEAD {
+        let ctype = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|c| c.to_str().ok())
+            .unwrap_or("");
+        let essence = ctype.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(Fail {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                message: format!("{method} needs `Content-Type: application/json` (got `{ctype}`)"),
+                code: None,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The host name of a `Host` value, without its port (and without the brackets of an IPv6 literal).
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+async fn dispatch(ctx: Ctx, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    if let Err(f) = guard(&ctx, &method, &uri, &headers) {
+        return f.into_response();
+    }
     let segments: Result<Vec<String>, Fail> = uri
         .path()
         .trim_start_matches("/api")
@@ -168,7 +286,12 @@ async fn route(ctx: &Ctx, method: &Method, seg: &[&str], q: &Query, body: Bytes)
         let seg: Vec<String> = seg.iter().map(|s| s.to_string()).collect();
         let q = q.clone();
         async move {
-            match tokio::task::spawn_blocking(move || f(&ctx, &seg, &q)).await {
+            let turn = read_turn(&ctx.reads, READ_WAIT).await?;
+            let run = move || {
+                let _turn = turn;
+                f(&ctx, &seg, &q)
+            };
+            match tokio::task::spawn_blocking(run).await {
                 Ok(r) => r.map(|v| (StatusCode::OK, v)),
                 Err(e) => Err(Fail {
                     status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -364,7 +487,7 @@ fn overview(ctx: &Ctx, _: &[String], _: &Query) -> Result<Value, Fail> {
 }
 
 fn is_internal(t: &fjord_meta::TopicMeta) -> bool {
-    t.internal || admin::is_internal_topic(&t.name) || t.name.starts_with("__")
+    t.internal || admin::is_internal_topic(&t.name) || admin::is_reserved_topic_name(&t.name)
 }
 
 /// Bytes of a topic's partitions hosted on this broker.
@@ -480,32 +603,54 @@ fn partitions(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
     }))
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 /// Standard base64 with padding: record bytes travel to the page as they are, which decodes them.
 fn base64(b: &[u8]) -> String {
-    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
-    for c in b.chunks(3) {
-        let byte = |i: usize| u32::from(c.get(i).copied().unwrap_or(0));
-        let n = (byte(0) << 16) | (byte(1) << 8) | byte(2);
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// One record field for the page: its bytes in base64, at most `MAX_FIELD` of them and at most `budget` (which
+/// it uses up); a field cut short also gives its full size.
+fn field(into: &mut Map<String, Value>, name: &str, bytes: Option<&[u8]>, budget: &mut usize) {
+    let Some(b) = bytes else {
+        into.insert(name.into(), Value::Null);
+        return;
+    };
+    let keep = b.len().min(MAX_FIELD).min(*budget);
+    *budget -= keep;
+    into.insert(name.into(), json!(base64(&b[..keep])));
+    if keep < b.len() {
+        into.insert(format!("{name}_truncated"), json!(true));
+        into.insert(format!("{name}_size"), json!(b.len()));
     }
-    out
+}
+
+/// Bytes a record would return (each field up to `MAX_FIELD`), before base64.
+fn shown_size(r: &kafka_protocol::records::Record) -> usize {
+    let f = |b: Option<&[u8]>| b.map_or(0, |b| b.len().min(MAX_FIELD));
+    f(r.key.as_deref())
+        + f(r.value.as_deref())
+        + r.headers
+            .iter()
+            .map(|(k, v)| k.len().min(MAX_FIELD) + f(v.as_deref()))
+            .sum::<usize>()
 }
 
 fn messages(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
     let t = find_topic(ctx, &seg[1])?;
     let n = t.partitions.len() as i64;
+    if n == 0 {
+        return Err(bad(format!("topic `{}` has no partitions", t.name)));
+    }
     let partition =
-        q.int("partition", 0, (n - 1).max(0))?
+        q.int("partition", 0, n - 1)?
             .ok_or_else(|| bad("`partition` is required (a partition number)"))? as i32;
-    let limit = q.int("limit", 1, MAX_MESSAGES as i64)?.unwrap_or(20) as usize;
+    let latest = q.int("latest", 1, MAX_MESSAGES as i64)?;
+    // "The latest N" returns N records unless `limit` says fewer.
+    let limit = q
+        .int("limit", 1, MAX_MESSAGES as i64)?
+        .or(latest)
+        .unwrap_or(DEFAULT_MESSAGES as i64) as usize;
     let p = ctx.state.partitions.get(&t.name, partition).ok_or_else(|| Fail {
         status: StatusCode::SERVICE_UNAVAILABLE,
         message: format!(
@@ -517,23 +662,23 @@ fn messages(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
         code: None,
     })?;
     let (start, end) = p.offsets();
-    let from = match (
-        q.int("offset", 0, i64::MAX)?,
-        q.int("latest", 1, MAX_MESSAGES as i64)?,
-    ) {
+    let from = match (q.int("offset", 0, i64::MAX)?, latest) {
         (Some(_), Some(_)) => return Err(bad("give either `offset` or `latest`, not both")),
         (Some(o), None) => o.max(start),
         (None, Some(l)) => (end - l).max(start),
         (None, None) => start,
     };
     let mut out = Vec::new();
-    let mut pos = from;
+    // The first offset not returned: where the next page starts.
+    let mut next = from;
     let mut read_bytes = 0usize;
-    // Each read returns whole batches from the one holding `pos`; a batch of control records or of offsets
+    // What the records returned may still add (key, value and headers before base64).
+    let mut budget = MAX_RESPONSE_BYTES;
+    // Each read returns whole batches from the one holding `next`; a batch of control records or of offsets
     // before `from` yields nothing, so the loop also stops on bytes read, not only on records found.
-    while out.len() < limit && pos < end && read_bytes < MAX_READ_BYTES {
+    'read: while out.len() < limit && next < end && read_bytes < MAX_READ_BYTES {
         let info = p
-            .read(pos, MAX_READ_BYTES - read_bytes, read_bytes == 0)
+            .read(next, MAX_READ_BYTES - read_bytes, read_bytes == 0)
             .map_err(|e| Fail {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 message: format!("cannot read partition {partition} of `{}`: {e}", t.name),
@@ -544,45 +689,66 @@ fn messages(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
         }
         read_bytes += info.records.len();
         let mut bytes = info.records;
-        let before = pos;
-        while !bytes.is_empty() && out.len() < limit {
+        let before = next;
+        while !bytes.is_empty() {
             let set = match fjord_log::decode_records_bounded(&mut bytes) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(topic = %t.name, partition, error = %e, "dashboard: undecodable batch");
                     return Err(Fail {
                         status: StatusCode::SERVICE_UNAVAILABLE,
-                        message: format!("a batch at offset {pos} cannot be decoded: {e}"),
+                        message: format!("a batch at offset {next} cannot be decoded: {e}"),
                         code: None,
                     });
                 }
             };
             for r in set.records {
-                pos = pos.max(r.offset + 1);
-                if r.control || r.offset < from || r.offset >= end || out.len() >= limit {
+                if r.offset < next || r.offset >= end {
                     continue;
                 }
+                if r.control {
+                    next = r.offset + 1;
+                    continue;
+                }
+                // Full: this record is the next page's first (the first record is always returned, cut to
+                // the budget, so that a page always moves on).
+                if out.len() >= limit || (!out.is_empty() && shown_size(&r) > budget) {
+                    break 'read;
+                }
+                let mut m = Map::new();
+                m.insert("offset".into(), json!(r.offset));
+                m.insert("timestamp".into(), json!(r.timestamp));
+                field(&mut m, "key", r.key.as_deref(), &mut budget);
+                field(&mut m, "value", r.value.as_deref(), &mut budget);
                 let headers: Vec<Value> = r
                     .headers
                     .iter()
-                    .map(|(k, v)| json!({"key": k.to_string(), "value": v.as_deref().map(base64)}))
+                    .map(|(k, v)| {
+                        let mut h = Map::new();
+                        let key: &str = k;
+                        let cut = key.len().min(MAX_FIELD).min(budget);
+                        let cut = (0..=cut)
+                            .rev()
+                            .find(|&i| key.is_char_boundary(i))
+                            .unwrap_or(0);
+                        budget -= cut;
+                        h.insert("key".into(), json!(&key[..cut]));
+                        field(&mut h, "value", v.as_deref(), &mut budget);
+                        Value::Object(h)
+                    })
                     .collect();
-                out.push(json!({
-                    "offset": r.offset,
-                    "timestamp": r.timestamp,
-                    "key": r.key.as_deref().map(base64),
-                    "value": r.value.as_deref().map(base64),
-                    "headers": headers,
-                }));
+                m.insert("headers".into(), json!(headers));
+                out.push(Value::Object(m));
+                next = r.offset + 1;
             }
         }
-        if pos == before {
+        if next == before {
             break;
         }
     }
     Ok(json!({
         "topic": t.name, "partition": partition, "start_offset": start, "end_offset": end,
-        "from": from, "next_offset": pos, "messages": out,
+        "from": from, "next_offset": next, "messages": out,
         "encoding": "key, value and header values are base64",
     }))
 }
@@ -856,10 +1022,8 @@ async fn create_topic(ctx: &Ctx, body: &[u8]) -> Answer {
     let m = body_object(body)?;
     let name = str_field(&m, "name")?.to_string();
     // The CLI's own check before it asks the broker (`fjord topics create`), with its words.
-    if name.starts_with("__") {
-        return Err(bad(
-            "topic names starting with `__` are reserved for Kafka's internal topics (such as __consumer_offsets), which the broker creates itself; choose a name without the leading `__`",
-        ));
+    if admin::is_reserved_topic_name(&name) {
+        return Err(bad(admin::RESERVED_TOPIC_NAME));
     }
     // The CLI's ranges (`--partitions` and `--replication-factor` take 1 and up), in its words; absent means the
     // broker's default.
@@ -976,11 +1140,7 @@ async fn add_partitions(ctx: &Ctx, name: &str, body: &[u8]) -> Answer {
     else {
         return Err(not_found(format!("topic `{name}` does not exist")));
     };
-    if count as i64 <= current as i64 {
-        return Err(bad(format!(
-            "topic `{name}` has {current} partitions; the new count must be larger (partitions can only be added)"
-        )));
-    }
+    admin::check_partitions_grow(name, current, count as i64, "the new count").map_err(bad)?;
     admin::create_partitions(&ctx.state, name, count, None, false)
         .await
         .map_err(|e| refused(e, &format!("cannot add partitions to `{name}`")))?;
@@ -1116,6 +1276,64 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(&[0xff, 0xfe, 0x00, 0x01]), "//4AAQ==");
+    }
+
+    #[test]
+    fn reads_beyond_the_limit_wait_then_are_refused_with_503() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let reads = Arc::new(tokio::sync::Semaphore::new(MAX_READS));
+            let wait = std::time::Duration::from_millis(50);
+            let mut held = Vec::new();
+            for _ in 0..MAX_READS {
+                held.push(read_turn(&reads, wait).await.unwrap());
+            }
+            let e = read_turn(&reads, wait).await.unwrap_err();
+            assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert!(e.message.contains("busy"), "{}", e.message);
+            held.pop();
+            assert!(read_turn(&reads, wait).await.is_ok());
+        });
+    }
+
+    #[test]
+    fn host_names_lose_their_port_and_brackets() {
+        assert_eq!(host_name("localhost:8080"), "localhost");
+        assert_eq!(host_name("127.0.0.1"), "127.0.0.1");
+        assert_eq!(host_name("[::1]:80"), "::1");
+        assert_eq!(host_name("[::1]"), "::1");
+        assert_eq!(host_name("evil.example:x"), "evil.example:x");
+    }
+
+    #[test]
+    fn fields_are_cut_to_the_field_limit_and_the_budget() {
+        let mut m = Map::new();
+        let mut budget = MAX_FIELD * 3 / 2;
+        let big = vec![b'a'; MAX_FIELD + 10];
+        field(&mut m, "key", None, &mut budget);
+        field(&mut m, "value", Some(&big), &mut budget);
+        assert_eq!(m["key"], Value::Null);
+        assert_eq!(
+            m["value"].as_str().unwrap().len(),
+            MAX_FIELD.div_ceil(3) * 4
+        );
+        assert_eq!(m["value_truncated"], true);
+        assert_eq!(m["value_size"], MAX_FIELD + 10);
+        assert_eq!(budget, MAX_FIELD / 2);
+        let mut h = Map::new();
+        field(&mut h, "value", Some(&big), &mut budget);
+        assert_eq!(
+            h["value"].as_str().unwrap().len(),
+            (MAX_FIELD / 2).div_ceil(3) * 4
+        );
+        assert_eq!(budget, 0);
+        let mut small = Map::new();
+        field(&mut small, "value", Some(b"ab"), &mut 10);
+        assert_eq!(small["value"], "YWI=");
+        assert!(small.get("value_truncated").is_none());
     }
 
     #[test]

@@ -30,5 +30,10 @@ pub const HISTORY_SAMPLES: usize = 180;
 pub fn router(state: Arc<BrokerState>) -> axum::Router {
     let history = Arc::new(History::new(HISTORY_SAMPLES));
     history::spawn_sampler(state.clone(), history.clone(), SAMPLE_INTERVAL);
-    api::routes(api::Ctx { state, history }).merge(assets::routes())
+    api::routes(api::Ctx {
+        state,
+        history,
+        reads: Arc::new(tokio::sync::Semaphore::new(api::MAX_READS)),
+    })
+    .merge(assets::routes())
 }

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
+use fjord_coordinator::consumer_protocol::{assignment_partitions, subscription_topics};
 use kafka_protocol::error::ResponseError as E;
 use kafka_protocol::messages::offset_delete_request::{
     OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
@@ -1159,12 +1160,14 @@ fn find_group(
             client_id: m.client_id().to_string(),
             host: m.client_host().trim_start_matches('/').to_string(),
             subscription: if consumer_protocol {
-                m.metadata().map(decode_subscription).unwrap_or_default()
+                m.metadata().map(subscription_topics).unwrap_or_default()
             } else {
                 Vec::new()
             },
             assignment: if consumer_protocol {
-                m.assignment().map(decode_assignment).unwrap_or_default()
+                m.assignment()
+                    .map(assignment_partitions)
+                    .unwrap_or_default()
             } else {
                 Vec::new()
             },
@@ -1321,69 +1324,6 @@ fn committed(
         .collect())
 }
 
-/// A cursor over the big-endian, non-flexible encoding of the consumer protocol's embedded structs.
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.buf.len() < n {
-            return None;
-        }
-        let (head, tail) = self.buf.split_at(n);
-        self.buf = tail;
-        Some(head)
-    }
-    fn i16(&mut self) -> Option<i16> {
-        self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        self.take(4)
-            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn string(&mut self) -> Option<String> {
-        let n = usize::try_from(self.i16()?).ok()?;
-        Some(String::from_utf8_lossy(self.take(n)?).into_owned())
-    }
-    /// An array length (None when null), capped at what the remaining bytes could hold so that a hostile
-    /// length costs nothing.
-    fn len(&mut self, min_item: usize) -> Option<usize> {
-        let n = usize::try_from(self.i32()?).ok()?;
-        Some(n.min(self.buf.len() / min_item))
-    }
-}
-
-/// ConsumerProtocolAssignment v0-v3 (the layout never changed): version, [topic, [partition]], user_data.
-/// Newer versions keep this prefix, so they decode too; a truncated tail keeps what was read.
-fn decode_assignment(bytes: &[u8]) -> Vec<(String, Vec<i32>)> {
-    let mut r = Reader { buf: bytes };
-    let mut out = Vec::new();
-    if r.i16().is_none() {
-        return out;
-    }
-    let Some(n) = r.len(6) else { return out };
-    for _ in 0..n {
-        let Some(topic) = r.string() else { break };
-        let Some(np) = r.len(4) else { break };
-        out.push((topic, (0..np).map_while(|_| r.i32()).collect()));
-    }
-    out.sort();
-    out
-}
-
-/// The topics of a ConsumerProtocolSubscription (any version: the topic array comes first).
-fn decode_subscription(bytes: &[u8]) -> Vec<String> {
-    let mut r = Reader { buf: bytes };
-    if r.i16().is_none() {
-        return Vec::new();
-    }
-    let Some(n) = r.len(2) else {
-        return Vec::new();
-    };
-    (0..n).map_while(|_| r.string()).collect()
-}
-
 fn opt(v: Option<i64>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }
@@ -1418,72 +1358,5 @@ pub(crate) fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
     line(headers.to_vec());
     for r in &rows {
         line(r.iter().map(String::as_str).collect());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn assignment(version: i16, topics: &[(&str, &[i32])], user_data: Option<&[u8]>) -> Vec<u8> {
-        let mut b = version.to_be_bytes().to_vec();
-        b.extend((topics.len() as i32).to_be_bytes());
-        for (t, ps) in topics {
-            b.extend((t.len() as i16).to_be_bytes());
-            b.extend(t.as_bytes());
-            b.extend((ps.len() as i32).to_be_bytes());
-            for p in *ps {
-                b.extend(p.to_be_bytes());
-            }
-        }
-        match user_data {
-            None => b.extend((-1i32).to_be_bytes()),
-            Some(u) => {
-                b.extend((u.len() as i32).to_be_bytes());
-                b.extend(u);
-            }
-        }
-        b
-    }
-
-    #[test]
-    fn assignments_of_every_version_decode() {
-        for v in 0..=3 {
-            let b = assignment(v, &[("orders", &[0, 2]), ("audit", &[1])], Some(b"xyz"));
-            assert_eq!(
-                decode_assignment(&b),
-                vec![("audit".into(), vec![1]), ("orders".into(), vec![0, 2])]
-            );
-        }
-        let b = assignment(1, &[("t", &[])], None);
-        assert_eq!(decode_assignment(&b), vec![("t".into(), vec![])]);
-        assert!(decode_assignment(&[]).is_empty());
-    }
-
-    #[test]
-    fn truncated_or_hostile_assignments_keep_what_was_read() {
-        let b = assignment(0, &[("a", &[3]), ("b", &[4, 5])], None);
-        // Cut inside the second topic's partitions.
-        let cut = &b[..b.len() - 4 - 4];
-        assert_eq!(
-            decode_assignment(cut),
-            vec![("a".into(), vec![3]), ("b".into(), vec![4])]
-        );
-        // An absurd array length allocates nothing and yields nothing.
-        let mut evil = 0i16.to_be_bytes().to_vec();
-        evil.extend(i32::MAX.to_be_bytes());
-        assert!(decode_assignment(&evil).is_empty());
-    }
-
-    #[test]
-    fn subscription_topics_decode() {
-        let mut b = 3i16.to_be_bytes().to_vec();
-        b.extend(2i32.to_be_bytes());
-        for t in ["x", "yy"] {
-            b.extend((t.len() as i16).to_be_bytes());
-            b.extend(t.as_bytes());
-        }
-        b.extend((-1i32).to_be_bytes());
-        assert_eq!(decode_subscription(&b), vec!["x", "yy"]);
     }
 }

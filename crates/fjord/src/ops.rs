@@ -128,7 +128,7 @@ pub fn broker_message(code: i16, message: Option<&str>) -> String {
 
 /// Topic names starting with `__` belong to the platform (`__consumer_offsets`, `__transaction_state`).
 pub fn is_reserved(name: &str) -> bool {
-    name.starts_with("__")
+    fjord_broker::admin::is_reserved_topic_name(name)
 }
 
 /// Whether `name` could be created as a topic: only then does a hint suggest creating it (never a reserved

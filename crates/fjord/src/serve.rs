@@ -91,7 +91,7 @@ pub async fn serve(
         eprintln!("\nFjord is running.");
         eprintln!("  Kafka protocol:  {kafka}   (e.g. kcat -b {kafka} -L, or fjord topics list -b {kafka})");
         if let Some(h) = http {
-            if cfg!(feature = "dashboard") {
+            if cfg!(feature = "dashboard") && dashboard_enabled(&broker.state().config, h) {
                 eprintln!("  Dashboard:       http://{h}/");
             }
             eprintln!("  Metrics:         http://{h}/metrics");
@@ -493,6 +493,17 @@ async fn stop_all(mut running: Vec<Running>) {
     }
 }
 
+/// Whether metrics.listener also serves the dashboard. It has no login and reads every record and writes
+/// topics and offsets, so by default it is served only on a loopback address; `dashboard.enable=true` serves it
+/// on any address (behind a proxy that authenticates, say), `false` nowhere. /metrics, /health and /ready are
+/// served either way.
+fn dashboard_enabled(config: &BrokerConfig, bound: SocketAddr) -> bool {
+    match config.props.get("dashboard.enable").map(String::as_str) {
+        Some(v) => v == "true",
+        None => bound.ip().is_loopback(),
+    }
+}
+
 async fn serve_metrics(
     addr: SocketAddr,
     state: Arc<fjord_broker::BrokerState>,
@@ -504,7 +515,18 @@ async fn serve_metrics(
     let bound = listener.local_addr()?;
     let metrics_state = state.clone();
     #[cfg(feature = "dashboard")]
-    let dashboard = fjord_dashboard::router(state.clone());
+    let dashboard = if dashboard_enabled(&state.config, bound) {
+        Some(fjord_dashboard::router(state.clone()))
+    } else if state.config.props.contains_key("dashboard.enable") {
+        tracing::info!(%bound, "dashboard.enable=false: metrics.listener serves only /metrics, /health and /ready");
+        None
+    } else {
+        tracing::warn!(
+            %bound,
+            "the dashboard is not served: metrics.listener is not a loopback address and the dashboard has no login; bind metrics.listener to 127.0.0.1, or set dashboard.enable=true to serve it on any address (behind an authenticating proxy)"
+        );
+        None
+    };
     let ready_state = state;
     let app = axum::Router::new()
         .route(
@@ -547,7 +569,10 @@ async fn serve_metrics(
             }),
         );
     #[cfg(feature = "dashboard")]
-    let app = app.merge(dashboard);
+    let app = match dashboard {
+        Some(d) => app.merge(d),
+        None => app,
+    };
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics server failed");

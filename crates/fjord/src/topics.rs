@@ -322,9 +322,7 @@ fn create(
     if_not_exists: bool,
 ) -> Result<(), CliError> {
     if is_reserved(name) {
-        return Err(bad_args(
-            "topic names starting with `__` are reserved for Kafka's internal topics (such as __consumer_offsets), which the broker creates itself; choose a name without the leading `__`",
-        ));
+        return Err(bad_args(fjord_broker::admin::RESERVED_TOPIC_NAME));
     }
     let configs = parse_configs(config)?;
     let rf = match replication_factor {
@@ -490,11 +488,8 @@ async fn alter(
     };
     let current = topic.partitions().len();
     if let Some(n) = partitions {
-        if n <= current {
-            return Err(CliError::failure(format!(
-                "topic `{name}` has {current} partitions; --partitions must be larger (partitions can only be added)"
-            )));
-        }
+        fjord_broker::admin::check_partitions_grow(name, current, n as i64, "--partitions")
+            .map_err(CliError::failure)?;
     }
     // Every deleted config must be set on the topic: checked before anything changes.
     if !delete_config.is_empty() {

@@ -5,32 +5,32 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
 
-/// One HTTP/1.1 request on a fresh connection (bounded by a 10 s read timeout): (status, content type, body).
+/// One request as a JSON client makes it (anything but a GET says its body is JSON): (status, content type,
+/// body).
 fn http(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -> (u16, String, Vec<u8>) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let body = body.unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of headers");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers = if method != "GET" {
+        "Content-Type: application/json\r\n"
+    } else {
+        ""
+    };
+    with_headers(addr, method, path, headers, body)
+}
+
+/// [`http`] with the given header lines instead: (status, content type, body).
+fn with_headers(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: Option<&[u8]>,
+) -> (u16, String, Vec<u8>) {
+    let (status, head, body) = http_request(addr, method, path, headers, body);
     let ctype = head
         .lines()
         .find_map(|l| {
@@ -39,7 +39,7 @@ fn http(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -> (u16, Stri
                 .then(|| v.trim().to_string())
         })
         .unwrap_or_default();
-    (status, ctype, raw[split + 4..].to_vec())
+    (status, ctype, body)
 }
 
 /// A JSON API call: (status, parsed body). Every answer, errors included, must be JSON.
@@ -592,4 +592,340 @@ fn dashboard_pages_work_in_a_real_browser() {
     let out = result.unwrap_or_else(|e| std::panic::resume_unwind(e));
     assert!(out.lines().any(|l| l.starts_with("ok")), "{out}");
     eprintln!("{out}");
+}
+
+/// Offsets of the records a message-browser answer holds.
+fn offsets(v: &Value) -> Vec<i64> {
+    v["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no messages: {v}"))
+        .iter()
+        .map(|m| m["offset"].as_i64().unwrap())
+        .collect()
+}
+
+/// Produces `count` records of `size` ASCII zeros each (no key) to partition 0 of `topic`, compressed with
+/// `codec`.
+fn produce_zeros(b: &str, topic: &str, count: usize, size: usize, codec: &str) {
+    let line = format!("{}\n", "0".repeat(size));
+    let input = line.repeat(count);
+    let out = kcat(
+        &[
+            "-b",
+            b,
+            "-P",
+            "-t",
+            topic,
+            "-p",
+            "0",
+            "-z",
+            codec,
+            "-X",
+            "message.max.bytes=20000000",
+        ],
+        Some(input.as_bytes()),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "kcat: {}", stderr(&out));
+}
+
+#[test]
+fn message_browser_counts_back_from_the_end_and_bounds_its_answer() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(
+        &dir.path().join("data"),
+        &[
+            ("transaction.state.log.num.partitions", "4"),
+            ("offsets.topic.num.partitions", "4"),
+        ],
+    );
+    let (b, h) = (
+        broker.bootstrap.as_str(),
+        broker.http.as_deref().expect("http listener"),
+    );
+    let get = |path: &str| -> Value {
+        let (s, v) = api(h, "GET", path, None);
+        assert_eq!(s, 200, "{path}: {v}");
+        v
+    };
+
+    // "The latest N" with N above the default page of 20, and pages that say where the next one starts.
+    let input: String = (0..30).map(|i| format!("m{i}\n")).collect();
+    let out = kcat(
+        &["-b", b, "-P", "-t", "counted", "-p", "0"],
+        Some(input.as_bytes()),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "kcat: {}", stderr(&out));
+    let m = "/api/topics/counted/messages?partition=0";
+    let v = get(&format!("{m}&latest=25"));
+    assert_eq!(offsets(&v), (5..30).collect::<Vec<_>>(), "{v}");
+    assert_eq!(v["next_offset"], 30, "{v}");
+    let v = get(&format!("{m}&latest=25&limit=10"));
+    assert_eq!(offsets(&v), (5..15).collect::<Vec<_>>(), "{v}");
+    assert_eq!(v["next_offset"], 15, "{v}");
+    let v = get(&format!("{m}&offset=0&limit=10"));
+    assert_eq!(offsets(&v), (0..10).collect::<Vec<_>>(), "{v}");
+    assert_eq!(v["next_offset"], 10, "the first record not returned: {v}");
+    let v = get(&format!("{m}&offset=10"));
+    assert_eq!(
+        offsets(&v),
+        (10..30).collect::<Vec<_>>(),
+        "default page: {v}"
+    );
+    assert_eq!(
+        get(&format!("{m}&latest=100"))["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        30
+    );
+    let v = get(&format!("{m}&offset=1000"));
+    assert_eq!(offsets(&v), Vec::<i64>::new(), "after the end: {v}");
+    assert_eq!(v["end_offset"], 30, "{v}");
+    // An offset before the log start (records deleted) starts at the log start.
+    ok(&fjord(
+        b,
+        &[
+            "records",
+            "delete",
+            "--topic",
+            "counted",
+            "--before-offset",
+            "3",
+        ],
+        None,
+    ));
+    let v = get(&format!("{m}&offset=0&limit=2"));
+    assert_eq!(v["start_offset"], 3, "{v}");
+    assert_eq!(offsets(&v), [3, 4], "{v}");
+
+    // A transaction's commit marker (a control record) takes an offset but is not shown; an open
+    // transaction's records are (the browser reads up to the high watermark).
+    ok(&fjord(b, &["topics", "create", "txn"], None));
+    let out = run_client("txn_open.py", &[b, "txn"], Duration::from_secs(120));
+    assert!(out.lines().any(|l| l == "open"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let v = loop {
+        let v = get("/api/topics/txn/messages?partition=0&offset=0&limit=100");
+        if v["end_offset"] == 6 || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(v["end_offset"], 6, "2 committed, a marker, 3 open: {v}");
+    let values: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap())
+        .collect();
+    // done-1, done-2, open-1, open-2, open-3 in base64.
+    let want = ["ZG9uZS0x", "ZG9uZS0y", "b3Blbi0x", "b3Blbi0y", "b3Blbi0z"];
+    assert_eq!(values, want, "{v}");
+    assert_eq!(v["messages"].as_array().unwrap().len(), 5);
+    assert_eq!(v["next_offset"], 6, "{v}");
+
+    // Values far larger than the answer may be, in batches that compress to almost nothing: each field is cut
+    // to 64 KiB (with its full size), and the whole answer to 4 MiB of record bytes.
+    produce_zeros(b, "huge", 2, 3 << 20, "gzip");
+    let (s, _, body) = http(
+        h,
+        "GET",
+        "/api/topics/huge/messages?partition=0&latest=2",
+        None,
+    );
+    assert_eq!(s, 200);
+    assert!(
+        body.len() < 1 << 20,
+        "{} bytes for two cut records",
+        body.len()
+    );
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(offsets(&v), [0, 1]);
+    for r in v["messages"].as_array().unwrap() {
+        let value = r["value"].as_str().unwrap();
+        assert_eq!(value.len(), 87_384, "64 KiB in base64");
+        assert!(value.starts_with("MDAw"), "zeros: {}", &value[..8]);
+        assert_eq!(r["value_truncated"], true);
+        assert_eq!(r["value_size"], 3 << 20);
+        assert!(r.get("key_truncated").is_none(), "{}", r["key"]);
+    }
+    produce_zeros(b, "many", 100, 100 << 10, "zstd");
+    let (s, _, body) = http(
+        h,
+        "GET",
+        "/api/topics/many/messages?partition=0&offset=0&limit=100",
+        None,
+    );
+    assert_eq!(s, 200);
+    assert!(body.len() < 6 << 20, "{} bytes", body.len());
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        offsets(&v),
+        (0..64).collect::<Vec<_>>(),
+        "4 MiB of 64 KiB values"
+    );
+    assert_eq!(v["next_offset"], 64);
+    let v = get("/api/topics/many/messages?partition=0&offset=64&limit=100");
+    assert_eq!(offsets(&v), (64..100).collect::<Vec<_>>());
+}
+
+#[test]
+fn cross_site_requests_and_foreign_host_names_are_refused() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let h = broker.http.as_deref().expect("http listener");
+    let port = h.rsplit_once(':').unwrap().1;
+    let status = |method: &str, path: &str, headers: &str, body: Option<&str>| -> u16 {
+        let (s, ctype, body) = with_headers(h, method, path, headers, body.map(str::as_bytes));
+        if path.starts_with("/api") {
+            assert_eq!(ctype, "application/json", "{method} {path} {headers}");
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            if s >= 400 {
+                assert!(v["error"].is_string(), "{v}");
+            }
+        }
+        s
+    };
+    let exists = |name: &str| api(h, "GET", &format!("/api/topics/{name}"), None).0 == 200;
+
+    // A form a foreign page submits (no preflight): text/plain, urlencoded or none at all, even with a JSON body.
+    let create = Some(r#"{"name": "csrf"}"#);
+    for ctype in [
+        "Content-Type: text/plain\r\n",
+        "Content-Type: application/x-www-form-urlencoded\r\n",
+        "Content-Type: multipart/form-data; boundary=x\r\n",
+        "",
+    ] {
+        assert_eq!(status("POST", "/api/topics", ctype, create), 415, "{ctype}");
+    }
+    assert!(!exists("csrf"));
+    let plain = "Content-Type: text/plain\r\n";
+    assert_eq!(
+        status(
+            "POST",
+            "/api/groups/g/reset-offsets",
+            plain,
+            Some(r#"{"topic": "x", "to": "latest", "execute": true}"#)
+        ),
+        415
+    );
+    // A JSON body that says so, with parameters, goes through.
+    let json_utf8 = "Content-Type: application/json; charset=utf-8\r\n";
+    assert_eq!(status("POST", "/api/topics", json_utf8, create), 201);
+    assert_eq!(
+        status(
+            "DELETE",
+            "/api/topics/csrf",
+            plain,
+            Some(r#"{"confirm": "csrf"}"#)
+        ),
+        415
+    );
+    assert!(exists("csrf"));
+
+    // Another origin, reading or writing.
+    let json = "Content-Type: application/json\r\n";
+    for origin in ["http://evil.example", "null", "http://127.0.0.1:1"] {
+        let o = format!("Origin: {origin}\r\n");
+        assert_eq!(status("GET", "/api/overview", &o, None), 403, "{origin}");
+        assert_eq!(
+            status(
+                "DELETE",
+                "/api/topics/csrf",
+                &format!("{o}{json}"),
+                Some(r#"{"confirm": "csrf"}"#)
+            ),
+            403,
+            "{origin}"
+        );
+    }
+    assert!(exists("csrf"));
+    for site in ["cross-site", "same-site"] {
+        let s = format!("Sec-Fetch-Site: {site}\r\n");
+        assert_eq!(status("GET", "/api/topics", &s, None), 403, "{site}");
+    }
+    let same = format!("Origin: http://{h}\r\nSec-Fetch-Site: same-origin\r\n");
+    assert_eq!(status("GET", "/api/overview", &same, None), 200);
+
+    // A name that is not this machine's (DNS rebinding): refused for reads too; addresses and localhost work.
+    for host in [
+        format!("evil.example:{port}"),
+        "rebind.attacker.test".to_string(),
+    ] {
+        let hh = format!("Host: {host}\r\n");
+        assert_eq!(
+            status("GET", "/api/topics/csrf/messages?partition=0", &hh, None),
+            403,
+            "{host}"
+        );
+        assert_eq!(
+            status(
+                "DELETE",
+                "/api/topics/csrf",
+                &format!("{hh}{json}"),
+                Some(r#"{"confirm": "csrf"}"#)
+            ),
+            403,
+            "{host}"
+        );
+    }
+    assert!(exists("csrf"));
+    for host in [
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        format!("127.0.0.1:{port}"),
+    ] {
+        let hh = format!("Host: {host}\r\n");
+        assert_eq!(status("GET", "/api/overview", &hh, None), 200, "{host}");
+    }
+    // /metrics keeps answering any scraper.
+    assert_eq!(
+        status("GET", "/metrics", "Host: prometheus.internal\r\n", None),
+        200
+    );
+    let done = format!("Host: localhost:{port}\r\nOrigin: http://localhost:{port}\r\n{json}");
+    assert_eq!(
+        status(
+            "DELETE",
+            "/api/topics/csrf",
+            &done,
+            Some(r#"{"confirm": "csrf"}"#)
+        ),
+        200
+    );
+    assert!(!exists("csrf"));
+}
+
+#[test]
+fn the_dashboard_is_served_on_loopback_only_unless_enabled() {
+    let dir = temp_dir();
+    // (metrics.listener, dashboard.enable, whether /api and the pages are served)
+    for (i, (listener, enable, served)) in [
+        ("0.0.0.0:0", None, false),
+        ("0.0.0.0:0", Some("true"), true),
+        ("127.0.0.1:0", Some("false"), false),
+        ("127.0.0.1:0", None, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut overrides = vec![("metrics.listener", listener)];
+        if let Some(e) = enable {
+            overrides.push(("dashboard.enable", e));
+        }
+        let broker = BrokerProc::start(&dir.path().join(format!("data{i}")), &overrides);
+        let bound = broker.http.as_deref().expect("http listener");
+        let port = bound.rsplit_once(':').unwrap().1;
+        let h = format!("127.0.0.1:{port}");
+        let get = |path: &str| http(&h, "GET", path, None).0;
+        let expect = if served { 200 } else { 404 };
+        let case = format!("{listener} dashboard.enable={enable:?}");
+        assert_eq!(get("/api/overview"), expect, "{case}");
+        assert_eq!(get("/"), expect, "{case}");
+        assert_eq!(get("/assets/app.js"), expect, "{case}");
+        assert_eq!(get("/metrics"), 200, "{case}");
+        assert_eq!(get("/health"), 200, "{case}");
+    }
 }

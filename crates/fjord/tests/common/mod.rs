@@ -341,6 +341,52 @@ pub fn http_get(addr: &str, path: &str) -> String {
     out
 }
 
+/// One HTTP/1.1 request on a fresh connection (bounded by a 30 s read timeout) with `headers` (lines each ending
+/// in `\r\n`; a `Host` line unless given, and `Content-Length` when there is a body, are added): (status,
+/// header lines, body). Write and read errors are ignored, as a server may answer (413, say) and close before
+/// reading all of an oversized body; the status line must be there.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: Option<&[u8]>,
+) -> (u16, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n{headers}");
+    if !headers.to_ascii_lowercase().contains("host:") {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!("Content-Length: {}\r\n", b.len()));
+    }
+    req.push_str("\r\n");
+    let _ = s.write_all(req.as_bytes());
+    if let Some(b) = body {
+        let _ = s.write_all(b);
+    }
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| {
+            panic!(
+                "{method} {path}: no HTTP response: {}",
+                String::from_utf8_lossy(&raw)
+            )
+        });
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {path}: no status in `{head}`"));
+    (status, head, raw[split + 4..].to_vec())
+}
+
 /// `fjord start --brokers N` on free ports, with `overrides` (`key=value`) for every broker; returns the child,
 /// the per-broker lines and the ready line (whose `bootstrap=` lists every broker).
 pub fn start_cluster(data: &Path, n: usize, overrides: &[&str]) -> (Child, Vec<String>, String) {
