@@ -209,6 +209,24 @@ fn overrides(props: &ConfigMap, prefix: &str, allowed: &[&str]) -> Vec<(String, 
 }
 
 impl WorkerConfig {
+    /// Binds the REST listener (`listeners`) and names this worker: the listener, the address it is bound to,
+    /// and the worker id other workers and status records know it by (`advertised_worker_id`).
+    pub async fn bind_rest(&self) -> Result<(tokio::net::TcpListener, SocketAddr, String)> {
+        let listener = tokio::net::TcpListener::bind(self.listener)
+            .await
+            .map_err(|e| {
+                Error::Internal(format!(
+                    "cannot listen on {} (listeners): {e}",
+                    self.listener
+                ))
+            })?;
+        let rest = listener
+            .local_addr()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let worker_id = advertised_worker_id(&self.props, rest)?;
+        Ok((listener, rest, worker_id))
+    }
+
     /// A standalone worker's configuration: `offset.storage.file.filename` is required.
     pub fn from_properties(props: ConfigMap) -> Result<WorkerConfig> {
         Self::parse(props, true)

@@ -335,18 +335,7 @@ pub async fn start(props: ConfigMap, import_offsets: Option<&Path>) -> Result<Di
         import_offsets_file(&offsets, file).await?;
     }
     let log = Arc::new(ConfigLog::new(&bootstrap, &dconfig.config_topic)?);
-    let listener = tokio::net::TcpListener::bind(config.listener)
-        .await
-        .map_err(|e| {
-            Error::Internal(format!(
-                "cannot listen on {} (listeners): {e}",
-                config.listener
-            ))
-        })?;
-    let rest = listener
-        .local_addr()
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    let worker_id = crate::config::advertised_worker_id(&config.props, rest)?;
+    let (listener, rest, worker_id) = config.bind_rest().await?;
     let ms = |k: &str, default: u64| -> Result<u64> {
         match config.props.get(k) {
             None => Ok(default),

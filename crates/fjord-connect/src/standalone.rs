@@ -45,18 +45,7 @@ pub async fn start(worker_props: ConfigMap, connector_files: &[PathBuf]) -> Resu
     let cluster_id = tokio::task::spawn_blocking(move || cluster_id(&bootstrap))
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
-    let listener = tokio::net::TcpListener::bind(config.listener)
-        .await
-        .map_err(|e| {
-            Error::Internal(format!(
-                "cannot listen on {} (listeners): {e}",
-                config.listener
-            ))
-        })?;
-    let rest = listener
-        .local_addr()
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    let worker_id = crate::config::advertised_worker_id(&config.props, rest)?;
+    let (listener, rest, worker_id) = config.bind_rest().await?;
     let worker = Arc::new(Worker::new(config, offsets, worker_id, cluster_id));
     let app = crate::api::router(worker.clone());
     tokio::spawn(async move {
