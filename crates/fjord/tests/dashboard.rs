@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -508,45 +507,12 @@ fn pages_of_a_1000_partition_broker_answer_in_under_a_second() {
 
 /// `fjord start` on free ports without the registry and Connect; returns the child, Kafka and HTTP addresses.
 fn start_platform(data: &std::path::Path) -> (std::process::Child, String, String) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fjord"))
-        .args(["start", "--data-dir"])
-        .arg(data)
-        .args([
-            "--override",
-            "listeners=PLAINTEXT://127.0.0.1:0",
-            "--override",
-            "metrics.listener=127.0.0.1:0",
-            "--registry-listener",
-            "none",
-            "--connect-listener",
-            "none",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let line = loop {
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(l) if l.starts_with("fjord ready") => break l,
-            Ok(_) => continue,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("fjord start did not become ready");
-            }
-        }
-    };
-    (
-        child,
+    let (child, line) = common::start_platform(data, "none", "none", std::process::Stdio::null());
+    let (kafka, http) = (
         field(&line, "kafka=").to_string(),
         field(&line, "http=").to_string(),
-    )
+    );
+    (child, kafka, http)
 }
 
 #[test]

@@ -218,46 +218,14 @@ fn pipelined_requests_are_answered_in_order() {
 
 /// Spawns `fjord start` on free ports with data in `data`; returns the child and its ready line fields.
 fn spawn_start(data: &std::path::Path) -> (std::process::Child, String, String) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fjord"))
-        .args(["start", "--data-dir"])
-        .arg(data)
-        .args([
-            "--override",
-            "listeners=PLAINTEXT://127.0.0.1:0",
-            "--override",
-            "metrics.listener=127.0.0.1:0",
-            "--registry-listener",
-            "127.0.0.1:0",
-            "--connect-listener",
-            "none",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
-        line
-    });
-    let started = Instant::now();
-    while !reader.is_finished() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "fjord start never became ready"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let line = reader.join().unwrap();
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|f| f.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no {name} in `{line}`"))
-            .to_string()
-    };
+    let (child, line) =
+        common::start_platform(data, "127.0.0.1:0", "none", std::process::Stdio::null());
     assert!(line.contains(&format!("data={}", data.display())), "{line}");
-    (child, field("kafka="), field("http="))
+    let (kafka, http) = (
+        common::field(&line, "kafka=").to_string(),
+        common::field(&line, "http=").to_string(),
+    );
+    (child, kafka, http)
 }
 
 fn interrupt_and_wait(child: &mut std::process::Child) {

@@ -15,37 +15,7 @@ use serde_json::{json, Value};
 /// address and the registry URL.
 fn start() -> (tempfile::TempDir, Child, String, String) {
     let dir = temp_dir();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
-        .args(["start", "--data-dir"])
-        .arg(dir.path())
-        .args([
-            "--override",
-            "listeners=PLAINTEXT://127.0.0.1:0",
-            "--override",
-            "metrics.listener=127.0.0.1:0",
-            "--registry-listener",
-            "127.0.0.1:0",
-            "--connect-listener",
-            "none",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(line) if !line.is_empty() => line,
-        _ => {
-            let _ = child.kill();
-            panic!("fjord start never printed its ready line");
-        }
-    };
+    let (child, line) = common::start_platform(dir.path(), "127.0.0.1:0", "none", Stdio::null());
     let kafka = field(&line, "kafka=").to_string();
     let registry = format!("http://{}", field(&line, "registry="));
     (dir, child, kafka, registry)

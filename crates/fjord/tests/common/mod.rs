@@ -519,3 +519,52 @@ pub fn fjord_json(bootstrap: &str, args: &[&str]) -> serde_json::Value {
     let text = ok(&fjord(bootstrap, args, None));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
+
+/// `fjord start` with data in `data` on free loopback ports (broker and HTTP), the registry on `registry` and the
+/// Connect worker on `connect` (`"127.0.0.1:0"` or `"none"`), stderr to `stderr`. Returns the child and its ready
+/// line (fields `kafka=`, `http=`, `registry=`, `connect=`; read them with [`field`]); stdout keeps being drained.
+pub fn start_platform(
+    data: &Path,
+    registry: &str,
+    connect: &str,
+    stderr: Stdio,
+) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .args(["start", "--data-dir"])
+        .arg(data)
+        .args([
+            "--override",
+            "listeners=PLAINTEXT://127.0.0.1:0",
+            "--override",
+            "metrics.listener=127.0.0.1:0",
+            "--registry-listener",
+            registry,
+            "--connect-listener",
+            connect,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.starts_with("fjord ready") => return (child, l),
+            Ok(_) => continue,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("fjord start did not print its ready line within {START_TIMEOUT:?}");
+            }
+        }
+    }
+}
