@@ -44,6 +44,15 @@ impl Budget {
         self.0.set(spent);
         spent <= MAX_REQUEST_VISITS
     }
+
+    /// Charges work done outside a walk (building a schema's nodes) to the request: Err once it is spent.
+    pub(crate) fn charge(&self, steps: usize) -> Result<(), TooComplex> {
+        if self.spend(steps) {
+            Ok(())
+        } else {
+            Err(request_too_complex())
+        }
+    }
 }
 
 fn request_too_complex() -> TooComplex {

@@ -407,6 +407,9 @@ struct Loader<'a> {
 /// The most nodes one schema (with its referenced schemas) loads into for a compatibility check.
 const MAX_LOADED_NODES: usize = 100_000;
 
+/// How many built nodes cost one step of a request's budget (building one is cheaper than comparing a pair).
+const NODES_PER_STEP: usize = 4;
+
 fn num(v: &Value, key: &str) -> Option<f64> {
     v.get(key).and_then(Value::as_f64)
 }
@@ -732,7 +735,7 @@ impl<'a> Loader<'a> {
 impl ParsedJson {
     /// The schema as the walk's nodes (fingerprinted with `hasher`); Err when it exceeds the loader's
     /// budget.
-    fn root(&self, hasher: &RandomState) -> Result<Node, TooComplex> {
+    fn root(&self, hasher: &RandomState) -> Result<(Node, usize), TooComplex> {
         let mut loader = Loader {
             root: &self.value,
             referenced: &self.referenced,
@@ -746,7 +749,7 @@ impl ParsedJson {
         let node = loader.load(loader.root, loader.root, 0);
         match loader.exceeded {
             Some(e) => Err(e),
-            None => Ok(node),
+            None => Ok((node, loader.nodes)),
         }
     }
 }
@@ -884,7 +887,9 @@ pub fn differences_within(
     budget: &Budget,
 ) -> Result<Vec<Difference>, TooComplex> {
     let hasher = RandomState::new();
-    let (o, u) = (original.root(&hasher)?, update.root(&hasher)?);
+    let ((o, no), (u, nu)) = (original.root(&hasher)?, update.root(&hasher)?);
+    // Building the nodes is work too, done again for every version compared: a step per NODES_PER_STEP nodes.
+    budget.charge((no + nu) / NODES_PER_STEP)?;
     let mut ctx = JCtx::within(is_compatible_kind, budget.clone());
     compare(&mut ctx, Some(&o), Some(&u));
     ctx.finish()

@@ -331,3 +331,28 @@ fn the_deepest_documents_the_parsers_accept_are_parsed_and_compared_on_a_small_s
     .expect("within budget");
     assert_eq!(found, 1);
 }
+
+#[test]
+fn building_a_large_schema_for_every_version_is_charged_to_the_requests_budget() {
+    // 60,000 subschemas whose root type changes: each walk is one step, but each comparison builds both trees.
+    let big = |t: &str| {
+        let props: Vec<String> = (0..60_000)
+            .map(|i| format!("\"p{i}\": {{\"type\": \"string\"}}"))
+            .collect();
+        format!(
+            "{{\"type\": \"{t}\", \"properties\": {{{}}}}}",
+            props.join(",")
+        )
+    };
+    let (old, new) = (
+        json::parse(&big("object"), &[]).unwrap(),
+        json::parse(&big("array"), &[]).unwrap(),
+    );
+    let budget = fjord_registry::diff::Budget::default();
+    // As a FULL_TRANSITIVE check against 10 versions would: both directions per version, one shared budget.
+    let refused = (0..20).any(|_| json::differences_within(&old, &new, &budget).is_err());
+    assert!(
+        refused,
+        "20 comparisons of 120,000 built nodes each all fit the request's budget"
+    );
+}
