@@ -406,6 +406,11 @@ fn fetch_references(
             )));
         };
         let name = r["name"].as_str().unwrap_or(subject);
+        if out.len() >= MAX_REFERENCES {
+            return Err(CodecError::Invalid(format!(
+                "more than {MAX_REFERENCES} referenced schemas"
+            )));
+        }
         let key = (subject.to_string(), version);
         if let Some(text) = walked.get(&key) {
             // Fetched before, with its own references: only a second name for the same text is new.
