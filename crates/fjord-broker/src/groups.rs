@@ -557,14 +557,16 @@ pub async fn append_internal(
 /// The `max.message.bytes` of `__consumer_offsets` (its topic config, else the broker's `message.max.bytes`):
 /// no batch the coordinator writes there may be larger.
 fn offsets_max_message_bytes(state: &BrokerState) -> usize {
-    state
-        .meta
-        .state()
-        .topics
+    // The limit the log enforces: the topic's override, else the dynamic broker value, else the static one.
+    let s = state.meta.state();
+    s.topics
         .get(OFFSETS_TOPIC)
-        .and_then(|t| t.configs.get("max.message.bytes").cloned())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(state.config.message_max_bytes)
+        .map_or(state.config.message_max_bytes, |t| {
+            state
+                .config
+                .log_config_dynamic(&s.broker_configs, &t.configs)
+                .max_message_bytes
+        })
 }
 
 /// Room for a record's varints (offset and timestamp deltas) growing with its place in a batch.
