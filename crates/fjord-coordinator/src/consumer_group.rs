@@ -656,27 +656,14 @@ impl ConsumerGroups {
         // A value that does not decode is refused before the group is touched, so that a bad record (skipped by
         // the load) leaves no phantom group or member behind.
         if let Some(v) = &value {
-            let v = v.clone();
-            match key {
-                Key::ConsumerGroupMetadata { .. }
-                | Key::ConsumerGroupTargetAssignmentMetadata { .. } => {
-                    cr::decode_epoch(v)?;
+            if let Err(e) = validate_value(key, v.clone()) {
+                // The log's newest record of this key is the bad one: what the group wrote before it is no
+                // longer there once compaction runs, so the key is marked unknown and rewritten after the load.
+                if let Some(g) = self.groups.get_mut(&group_id) {
+                    g.persisted.insert(raw_key, None);
+                    g.dirty = true;
                 }
-                Key::ConsumerGroupPartitionMetadata { .. } => {
-                    cr::decode_partition_metadata(v)?;
-                }
-                Key::ConsumerGroupMemberMetadata { .. } => {
-                    if let Some(r) = cr::decode_member_metadata(v)?.subscribed_topic_regex {
-                        compile_regex(&r).map_err(crate::Error::Corrupt)?;
-                    }
-                }
-                Key::ConsumerGroupTargetAssignmentMember { .. } => {
-                    cr::decode_target_member(v)?;
-                }
-                Key::ConsumerGroupCurrentMemberAssignment { .. } => {
-                    cr::decode_current_assignment(v)?;
-                }
-                Key::Offset { .. } | Key::Group { .. } => {}
+                return Err(e);
             }
         } else if !self.groups.contains_key(&group_id) {
             // A tombstone for a group that is not there: nothing to delete.
@@ -798,7 +785,9 @@ impl ConsumerGroups {
             }
             let before = g.target.len();
             g.target.retain(|m, _| g.members.contains_key(m));
-            g.dirty = !incomplete.is_empty() || g.target.len() != before;
+            g.dirty = g.persisted.values().any(Option::is_none)
+                || !incomplete.is_empty()
+                || g.target.len() != before;
             self.groups.insert(id, g);
         }
         self.out.extend(loaded.out);
@@ -1232,6 +1221,31 @@ impl ConsumerGroups {
             false
         }
     }
+}
+
+/// Checks that a record's value decodes as its key's type says (a load skips one that does not).
+fn validate_value(key: &Key, v: Bytes) -> crate::Result<()> {
+    match key {
+        Key::ConsumerGroupMetadata { .. } | Key::ConsumerGroupTargetAssignmentMetadata { .. } => {
+            cr::decode_epoch(v)?;
+        }
+        Key::ConsumerGroupPartitionMetadata { .. } => {
+            cr::decode_partition_metadata(v)?;
+        }
+        Key::ConsumerGroupMemberMetadata { .. } => {
+            if let Some(r) = cr::decode_member_metadata(v)?.subscribed_topic_regex {
+                compile_regex(&r).map_err(crate::Error::Corrupt)?;
+            }
+        }
+        Key::ConsumerGroupTargetAssignmentMember { .. } => {
+            cr::decode_target_member(v)?;
+        }
+        Key::ConsumerGroupCurrentMemberAssignment { .. } => {
+            cr::decode_current_assignment(v)?;
+        }
+        Key::Offset { .. } | Key::Group { .. } => {}
+    }
+    Ok(())
 }
 
 #[cfg(test)]

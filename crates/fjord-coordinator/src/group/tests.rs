@@ -1182,6 +1182,15 @@ mod kip848 {
         assert_eq!(d.consumer.list(), vec![("g".to_string(), "Stable")]);
         assert_eq!(snapshot(&d), snapshot(&c));
         assert_eq!(d.consumer.epochs("g"), c.consumer.epochs("g"));
+        // g's newest epoch record in the log is the bad one, so compaction would drop the good one before it:
+        // the epoch is written again after the load.
+        let g_epoch = key(Key::ConsumerGroupMetadata { group: "g".into() });
+        assert!(
+            d.take_consumer_records()
+                .iter()
+                .any(|r| r.key == g_epoch && r.value.is_some()),
+            "g's epoch record is rewritten over its bad one"
+        );
         let r = d
             .consumer
             .heartbeat(hb("a", a.member_epoch, a.assignment.clone()), &t, 200);
