@@ -625,14 +625,17 @@ fn field(into: &mut Map<String, Value>, name: &str, bytes: Option<&[u8]>, budget
     }
 }
 
-/// Bytes a record would return (each field up to `MAX_FIELD`), before base64.
+/// What one header costs an answer beyond its bytes (its JSON object), so that many empty headers count too.
+const HEADER_OVERHEAD: usize = 32;
+
+/// Bytes a record would return (each field up to `MAX_FIELD`, each header `HEADER_OVERHEAD` more), before base64.
 fn shown_size(r: &kafka_protocol::records::Record) -> usize {
     let f = |b: Option<&[u8]>| b.map_or(0, |b| b.len().min(MAX_FIELD));
     f(r.key.as_deref())
         + f(r.value.as_deref())
         + r.headers
             .iter()
-            .map(|(k, v)| k.len().min(MAX_FIELD) + f(v.as_deref()))
+            .map(|(k, v)| HEADER_OVERHEAD + k.len().min(MAX_FIELD) + f(v.as_deref()))
             .sum::<usize>()
 }
 
@@ -724,6 +727,7 @@ fn messages(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
                     .headers
                     .iter()
                     .map(|(k, v)| {
+                        budget = budget.saturating_sub(HEADER_OVERHEAD);
                         let mut h = Map::new();
                         let key: &str = k;
                         let cut = key.len().min(MAX_FIELD).min(budget);
@@ -1334,6 +1338,34 @@ mod tests {
         field(&mut small, "value", Some(b"ab"), &mut 10);
         assert_eq!(small["value"], "YWI=");
         assert!(small.get("value_truncated").is_none());
+    }
+
+    #[test]
+    fn empty_headers_count_against_the_answer_budget() {
+        let mut r = kafka_protocol::records::Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 0,
+            key: None,
+            value: None,
+            headers: Default::default(),
+            delete_horizon: false,
+        };
+        for i in 0..10_000 {
+            r.headers.insert(format!("{i}").into(), None);
+        }
+        // Ten thousand headers of a few bytes each build ten thousand JSON objects: they must cost something.
+        assert!(
+            shown_size(&r) >= 10_000 * HEADER_OVERHEAD,
+            "{}",
+            shown_size(&r)
+        );
     }
 
     #[test]
