@@ -477,24 +477,24 @@ impl Groups {
     ///
     /// Only the groups of partitions led and loaded here are taken (the others' changes stay pending, never
     /// counted as written). Each partition is written on its own, in batches of at most the topic's
-    /// `max.message.bytes`: one partition failing does not hold back the others. Returns the partitions whose
-    /// groups' changes were not written, with the code to answer for them: those of `callers` (the groups the
-    /// caller changed) not led and loaded here (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS: an unload
-    /// dropped their changes), and those whose write failed. Records that could not be written are written
-    /// again by the next call (the clock task makes one every tick).
+    /// `max.message.bytes`; when a partition's write fails, its groups are written again one by one, so that
+    /// neither a failing partition nor a group whose records the log refuses (one too large for the limit)
+    /// holds back the others. Returns the groups whose changes were not written, with the code to answer for
+    /// them: those of `callers` (the groups the caller changed) not led and loaded here (NOT_COORDINATOR,
+    /// COORDINATOR_LOAD_IN_PROGRESS: an unload dropped their changes), and those whose write failed. Records
+    /// that could not be written are written again by the next call (the clock task makes one every tick).
     pub async fn flush_consumer_groups(
         &self,
         state: &BrokerState,
         callers: &[&str],
-    ) -> BTreeMap<i32, i16> {
+    ) -> BTreeMap<String, i16> {
         let _guard = self.write_lock.lock().await;
-        let mut failed: BTreeMap<i32, i16> = BTreeMap::new();
+        let mut failed: BTreeMap<String, i16> = BTreeMap::new();
         let records = {
             let owned = self.owned.lock();
             for g in callers {
-                let p = self.partition_of(g);
-                if let Err(code) = check_in(&owned, p) {
-                    failed.insert(p, code);
+                if let Err(code) = check_in(&owned, self.partition_of(g)) {
+                    failed.insert(g.to_string(), code);
                 }
             }
             let mut c = self.lock();
@@ -513,10 +513,29 @@ impl Groups {
                 Ok(()) => append_split(state, p, &recs, max).await,
                 Err(e) => Err(e),
             };
-            if let Err(e) = written {
-                tracing::warn!(error = %e, partition = p, "writing consumer group state failed");
-                self.lock().not_written(&recs);
-                failed.insert(p, write_error_code(&e));
+            if written.is_ok() {
+                continue;
+            }
+            // Group by group, in the order taken. What the failed write got in before its error is written
+            // again: these are the newest values of their keys (the write lock is held), so a repeat is harmless.
+            let mut by_group: Vec<(String, Vec<Record>)> = Vec::new();
+            let mut index: HashMap<String, usize> = HashMap::new();
+            for r in recs {
+                let group = fjord_coordinator::records::decode_key(r.key.clone())
+                    .map(|k| k.group().to_string())
+                    .unwrap_or_default();
+                let i = *index.entry(group.clone()).or_insert_with(|| {
+                    by_group.push((group, Vec::new()));
+                    by_group.len() - 1
+                });
+                by_group[i].1.push(r);
+            }
+            for (group, recs) in by_group {
+                if let Err(e) = append_split(state, p, &recs, max).await {
+                    tracing::warn!(error = %e, partition = p, group, "writing consumer group state failed");
+                    self.lock().not_written(&recs);
+                    failed.insert(group, write_error_code(&e));
+                }
             }
         }
         failed
@@ -556,7 +575,7 @@ pub async fn append_internal(
 
 /// The `max.message.bytes` of `__consumer_offsets` (its topic config, else the broker's `message.max.bytes`):
 /// no batch the coordinator writes there may be larger.
-fn offsets_max_message_bytes(state: &BrokerState) -> usize {
+pub(crate) fn offsets_max_message_bytes(state: &BrokerState) -> usize {
     // The limit the log enforces: the topic's override, else the dynamic broker value, else the static one.
     let s = state.meta.state();
     s.topics
