@@ -229,6 +229,18 @@ pub fn write_error_code(e: &Error) -> i16 {
     }
 }
 
+/// [`write_error_code`] for an offset commit (OffsetCommit, TxnOffsetCommit): as in Kafka, a commit whose
+/// records the log refuses as too large is answered INVALID_COMMIT_OFFSET_SIZE, which clients do not retry (a
+/// retriable code would have them send the same commit forever).
+pub fn commit_error_code(e: &Error) -> i16 {
+    match e {
+        Error::Log(fjord_log::Error::RecordTooLarge { .. }) => {
+            kafka_protocol::error::ResponseError::InvalidCommitOffsetSize.code()
+        }
+        e => write_error_code(e),
+    }
+}
+
 pub struct Groups {
     coordinator: Mutex<GroupCoordinator>,
     /// The `__consumer_offsets` partitions led here; only their groups are served.
@@ -461,13 +473,26 @@ impl Groups {
         );
     }
 
-    /// Appends records to their `__consumer_offsets` partitions and waits until they are durable.
+    /// Appends records to their `__consumer_offsets` partitions and waits until they are durable. Each
+    /// partition's records are written in order, in batches within the topic's `max.message.bytes` (group
+    /// metadata, tombstones: each record stands alone, so a large set is split rather than refused).
     pub async fn persist(&self, state: &BrokerState, records: Vec<Record>) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
         let _guard = self.write_lock.lock().await;
-        self.append_locked(state, records).await
+        self.append_locked(state, records, false).await
+    }
+
+    /// [`Groups::persist`] for one group's offset commit: each partition's records are one batch, written
+    /// whole or not at all, as Kafka writes a commit; one larger than `max.message.bytes` is refused
+    /// (answered INVALID_COMMIT_OFFSET_SIZE, see [`commit_error_code`]).
+    pub async fn persist_commit(&self, state: &BrokerState, records: Vec<Record>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let _guard = self.write_lock.lock().await;
+        self.append_locked(state, records, true).await
     }
 
     /// Writes what changed in the KIP-848 groups served here and waits until it is durable (Kafka's coordinator
@@ -541,17 +566,27 @@ impl Groups {
         failed
     }
 
-    /// [`Groups::persist`] with the write lock held.
-    async fn append_locked(&self, state: &BrokerState, records: Vec<Record>) -> Result<()> {
+    /// [`Groups::persist`] with the write lock held: each partition's records as one batch when `atomic`,
+    /// else in batches within `max.message.bytes`.
+    async fn append_locked(
+        &self,
+        state: &BrokerState,
+        records: Vec<Record>,
+        atomic: bool,
+    ) -> Result<()> {
         ensure_offsets_topic(state).await?;
         let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
         for r in records {
             by_partition.entry(r.partition).or_default().push(r);
         }
         for (p, recs) in by_partition {
-            let pairs: Vec<(Bytes, Option<Bytes>)> =
-                recs.into_iter().map(|r| (r.key, r.value)).collect();
-            append_internal(state, OFFSETS_TOPIC, p, &pairs, None).await?;
+            if atomic {
+                let pairs: Vec<(Bytes, Option<Bytes>)> =
+                    recs.into_iter().map(|r| (r.key, r.value)).collect();
+                append_internal(state, OFFSETS_TOPIC, p, &pairs, None).await?;
+            } else {
+                append_split(state, p, &recs, offsets_max_message_bytes(state)).await?;
+            }
         }
         Ok(())
     }
@@ -588,28 +623,26 @@ pub(crate) fn offsets_max_message_bytes(state: &BrokerState) -> usize {
         })
 }
 
-/// Room for a record's varints (offset and timestamp deltas) growing with its place in a batch.
-const RECORD_SLACK: usize = 16;
+/// The fixed part of a v2 record batch (its header), which [`encode_batch`] writes once per batch.
+const BATCH_OVERHEAD: usize = 61;
 
-/// What one record adds to what [`encode_batch`] produces, at most: the size of it encoded alone, framing
-/// included (the encoder may frame records one by one rather than share a batch header), plus some slack.
+/// What one record adds to a batch of [`encode_batch`], at most: its key and value, and its framing (length,
+/// attributes, timestamp and offset deltas, key and value lengths, header count: varints of at most 32 bytes
+/// together). Computed, not encoded, so that splitting costs nothing per record.
 fn record_size(record: &(Bytes, Option<Bytes>)) -> usize {
-    let payload = record.0.len() + record.1.as_ref().map_or(0, Bytes::len);
-    let framed =
-        encode_batch(std::slice::from_ref(record), None).map_or(payload + 128, |b| b.len());
-    framed + RECORD_SLACK
+    record.0.len() + record.1.as_ref().map_or(0, Bytes::len) + 32
 }
 
 /// Splits `records` into consecutive groups whose encoded batch stays within `max` bytes (a record too large
 /// on its own gets a batch of its own, which the log then refuses).
 fn split_batches(records: &[(Bytes, Option<Bytes>)], max: usize) -> Vec<&[(Bytes, Option<Bytes>)]> {
     let mut out = Vec::new();
-    let (mut start, mut size) = (0, 0);
+    let (mut start, mut size) = (0, BATCH_OVERHEAD);
     for (i, record) in records.iter().enumerate() {
         let len = record_size(record);
         if i > start && size + len > max {
             out.push(&records[start..i]);
-            (start, size) = (i, 0);
+            (start, size) = (i, BATCH_OVERHEAD);
         }
         size += len;
     }
@@ -707,7 +740,9 @@ pub fn encode_batch(
             producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // The encoder keeps records in one batch only while offset - sequence stays the same; the batch's
+            // base sequence is the first record's, -1 (no sequence), as Kafka's coordinators write.
+            sequence: (i as i32).wrapping_sub(1),
             timestamp: now,
             key: Some(key.clone()),
             value: value.clone(),
@@ -1078,9 +1113,9 @@ pub async fn reset_offsets(
     let records = state.groups.lock().commit_records(group, &valid);
     state
         .groups
-        .persist(state, records)
+        .persist_commit(state, records)
         .await
-        .map_err(|e| write_error_code(&e))?;
+        .map_err(|e| commit_error_code(&e))?;
     if let Ok(mut c) = state.groups.coordinator_for(state, group) {
         c.apply_commit(group, valid, now);
     }
@@ -1115,5 +1150,23 @@ mod tests {
         assert!(batches.iter().any(|b| b.len() == 1 && b[0] == with_big[3]));
         assert_eq!(batches.concat(), with_big);
         assert!(split_batches(&[], max).is_empty());
+    }
+
+    #[test]
+    fn internal_records_are_encoded_as_one_batch_without_a_sequence() {
+        let records: Vec<(Bytes, Option<Bytes>)> = (0..5u8)
+            .map(|i| (Bytes::from(vec![i; 3]), Some(Bytes::from(vec![i; 7]))))
+            .collect();
+        for producer in [None, Some((7, 2))] {
+            let b = encode_batch(&records, producer).unwrap();
+            // One batch: its length field covers the whole buffer (the encoder framed each record alone when
+            // their sequences did not follow their offsets).
+            let len = i32::from_be_bytes(b[8..12].try_into().unwrap()) as usize;
+            assert_eq!(12 + len, b.len(), "{producer:?}");
+            let base_sequence = i32::from_be_bytes(b[53..57].try_into().unwrap());
+            assert_eq!(base_sequence, -1, "{producer:?}");
+            let last_offset_delta = i32::from_be_bytes(b[23..27].try_into().unwrap());
+            assert_eq!(last_offset_delta, 4);
+        }
     }
 }

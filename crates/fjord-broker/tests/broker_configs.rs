@@ -202,3 +202,46 @@ async fn a_kip848_group_whose_records_the_log_refuses_does_not_hold_back_the_gro
     }
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offset_commit_too_large_for_the_log_is_answered_invalid_commit_offset_size_not_a_retriable_code(
+) {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, mut c) = one_offsets_partition_limited_to(dir.path(), "700").await;
+    common::create_topic(&mut c, "t", 20).await;
+    // A standalone commit (no generation) of 20 partitions with 100 bytes of metadata each: one batch of more
+    // than 2,000 bytes, which the log refuses whole (a commit is written atomically, never split).
+    let partitions = (0..20)
+        .map(|p| {
+            OffsetCommitRequestPartition::default()
+                .with_partition_index(p)
+                .with_committed_offset(1)
+                .with_committed_metadata(Some(s(&"m".repeat(100))))
+        })
+        .collect();
+    let r = c
+        .send(
+            8,
+            &OffsetCommitRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partitions(partitions)]),
+        )
+        .await;
+    let codes: Vec<i16> = r.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(
+        codes,
+        vec![28; 20],
+        "INVALID_COMMIT_OFFSET_SIZE for every partition"
+    );
+    broker.shutdown().await.unwrap();
+}
