@@ -300,3 +300,273 @@ fn transforms_reshape_records_through_real_source_and_sink_connectors() {
         "{offsets}"
     );
 }
+
+/// PyPI's osmem-server (an in-memory OpenSearch-compatible server) on a free port of 127.0.0.1; killed on drop.
+struct Osmem {
+    child: Child,
+    url: String,
+}
+
+impl Osmem {
+    fn start() -> Osmem {
+        let out = run_bounded(
+            Command::new(python()).args([
+                "-c",
+                "import osmem_server; print(osmem_server.resolve_binary())",
+            ]),
+            Duration::from_secs(30),
+        );
+        let bin = ok(&out).trim().to_string();
+        let mut child = Command::new(&bin)
+            .args(["--addr", "127.0.0.1:0", "--no-ja"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if let Some(u) = v["url"].as_str() {
+                        let _ = tx.send(u.to_string());
+                    }
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(u) => u,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("osmem-server did not start within 30 s");
+            }
+        };
+        Osmem { child, url }
+    }
+
+    fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        http(self.addr(), "GET", path, None)
+    }
+
+    /// Every document of `index`: id => source.
+    fn docs(&self, index: &str) -> std::collections::BTreeMap<String, Value> {
+        let (_, v) = self.get(&format!("/{index}/_search?size=1000"));
+        v["hits"]["hits"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|h| (h["_id"].as_str().unwrap().to_string(), h["_source"].clone()))
+            .collect()
+    }
+}
+
+impl Drop for Osmem {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn committed_offset(w: &WorkerProc, connector: &str) -> Option<i64> {
+    let v = http(
+        &w.rest,
+        "GET",
+        &format!("/connectors/{connector}/offsets"),
+        None,
+    )
+    .1;
+    v["offsets"][0]["offset"]["kafka_offset"].as_i64()
+}
+
+/// Stops a sink connector, moves its group back to the earliest offsets and resumes it: every record is
+/// delivered again. Waits until the connector has committed `end` again.
+fn redeliver(broker: &BrokerProc, w: &WorkerProc, connector: &str, topic: &str, end: i64) {
+    assert_eq!(
+        http(
+            &w.rest,
+            "PUT",
+            &format!("/connectors/{connector}/stop"),
+            None
+        )
+        .0,
+        202
+    );
+    let group = format!("connect-{connector}");
+    wait_for(Duration::from_secs(60), "the group to reset", || {
+        let out = fjord(
+            &broker.bootstrap,
+            &[
+                "groups",
+                "reset-offsets",
+                &group,
+                "--topic",
+                topic,
+                "--to-earliest",
+                "--execute",
+            ],
+            None,
+        );
+        out.status.success().then_some(())
+    });
+    assert_eq!(committed_offset(w, connector), Some(0));
+    assert_eq!(
+        http(
+            &w.rest,
+            "PUT",
+            &format!("/connectors/{connector}/resume"),
+            None
+        )
+        .0,
+        202
+    );
+    wait_for(Duration::from_secs(60), "the redelivery", || {
+        (committed_offset(w, connector) == Some(end)).then_some(())
+    });
+}
+
+/// The Elasticsearch sink against osmem-server: keyed records become documents (index = topic lowercased, id
+/// = key), a later record of a key replaces the document, a tombstone deletes it
+/// (`behavior.on.null.values=delete`); with `key.ignore=true` ids are topic+partition+offset; a document the
+/// server refuses as malformed is skipped with `behavior.on.malformed.documents=warn`. Redelivering everything
+/// (offsets moved back to the start) leaves the documents exactly as they were: no duplicates, no deleted
+/// document back, no older version winning.
+#[test]
+fn elasticsearch_sink_writes_documents_idempotently_and_deletes_on_tombstones() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let es = Osmem::start();
+    for t in ["Catalog", "clicks"] {
+        ok(&fjord(
+            &broker.bootstrap,
+            &["topics", "create", t, "--partitions", "1"],
+            None,
+        ));
+    }
+    ok(&fjord(
+        &broker.bootstrap,
+        &[
+            "produce",
+            "Catalog",
+            "--key-separator",
+            "|",
+            "--null-marker",
+            "NULL",
+        ],
+        Some(
+            b"k1|{\"name\":\"espresso\",\"price\":1}\n\
+              k2|{\"name\":\"grinder\",\"price\":5}\n\
+              k1|{\"name\":\"espresso\",\"price\":2}\n\
+              k3|{\"name\":\"milk\",\"price\":3}\n\
+              k2|NULL\n",
+        ),
+    ));
+    ok(&fjord(
+        &broker.bootstrap,
+        &["produce", "clicks"],
+        Some(b"{\"page\":\"/a\"}\n\"not a document\"\n{\"page\":\"/b\"}\n"),
+    ));
+    let worker = worker_properties(
+        dir.path(),
+        &broker.bootstrap,
+        "key.converter=org.apache.kafka.connect.storage.StringConverter\n\
+         value.converter=org.apache.kafka.connect.json.JsonConverter\n\
+         value.converter.schemas.enable=false\n",
+    );
+    let w = WorkerProc::start(&[&worker], &dir.path().join("worker.log"));
+
+    // Bad settings are refused naming the field.
+    let (s, v) = http(
+        &w.rest,
+        "POST",
+        "/connectors",
+        Some(
+            &json!({"name": "bad", "config": {"connector.class": "ElasticsearchSink", "topics": "Catalog",
+                "connection.url": "https://127.0.0.1:9200", "behavior.on.null.values": "drop"}})
+            .to_string(),
+        ),
+    );
+    assert_eq!(s, 400, "{v}");
+    let msg = v["message"].as_str().unwrap();
+    assert!(
+        msg.contains("configuration connection.url")
+            && msg.contains("configuration behavior.on.null.values"),
+        "{msg}"
+    );
+
+    create(
+        &w,
+        "es",
+        json!({"connector.class": "io.confluent.connect.elasticsearch.ElasticsearchSinkConnector",
+            "topics": "Catalog", "connection.url": es.url, "key.ignore": "false",
+            "behavior.on.null.values": "delete", "batch.size": "2", "max.retries": "3", "retry.backoff.ms": "50"}),
+    );
+    create(
+        &w,
+        "es-clicks",
+        json!({"connector.class": "ElasticsearchSink", "topics": "clicks", "connection.url": es.url,
+            "key.ignore": "true", "behavior.on.malformed.documents": "warn", "schema.ignore": "true"}),
+    );
+    wait_for(Duration::from_secs(60), "both sinks to commit", || {
+        (committed_offset(&w, "es") == Some(5) && committed_offset(&w, "es-clicks") == Some(3))
+            .then_some(())
+    });
+    let expect_catalog = || {
+        let docs = es.docs("catalog");
+        assert_eq!(docs.keys().collect::<Vec<_>>(), ["k1", "k3"], "{docs:?}");
+        assert_eq!(docs["k1"], json!({"name": "espresso", "price": 2}));
+        let (s, v) = es.get("/catalog/_doc/k1");
+        assert_eq!((s, &v["_source"]["price"]), (200, &json!(2)), "{v}");
+        let (s, v) = es.get("/catalog/_doc/k2");
+        assert_eq!((s, &v["found"]), (404, &json!(false)), "{v}");
+        assert_eq!(es.get("/catalog/_count").1["count"], 2);
+    };
+    let expect_clicks = || {
+        let docs = es.docs("clicks");
+        assert_eq!(
+            docs,
+            [
+                ("clicks+0+0".to_string(), json!({"page": "/a"})),
+                ("clicks+0+2".to_string(), json!({"page": "/b"}))
+            ]
+            .into_iter()
+            .collect()
+        );
+    };
+    expect_catalog();
+    expect_clicks();
+    assert!(w
+        .log()
+        .contains("skipping the malformed document of clicks-0 offset 1"));
+
+    redeliver(&broker, &w, "es", "Catalog", 5);
+    redeliver(&broker, &w, "es-clicks", "clicks", 3);
+    expect_catalog();
+    expect_clicks();
+    for c in ["es", "es-clicks"] {
+        let v = http(&w.rest, "GET", &format!("/connectors/{c}/status"), None).1;
+        assert_eq!(v["tasks"][0]["state"], "RUNNING", "{v}");
+    }
+
+    // The same malformed document with the default behaviour fails the task, saying what to do.
+    create(
+        &w,
+        "es-strict",
+        json!({"connector.class": "ElasticsearchSink", "topics": "clicks", "connection.url": es.url,
+            "key.ignore": "true"}),
+    );
+    let status = wait_for(Duration::from_secs(60), "the strict task to fail", || {
+        let v = http(&w.rest, "GET", "/connectors/es-strict/status", None).1;
+        (v["tasks"][0]["state"] == "FAILED").then_some(v)
+    });
+    let trace = status["tasks"][0]["trace"].as_str().unwrap();
+    assert!(
+        trace.contains("clicks-0 offset 1") && trace.contains("behavior.on.malformed.documents"),
+        "{trace}"
+    );
+}
