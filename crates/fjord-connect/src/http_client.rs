@@ -125,11 +125,10 @@ impl Target {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let uri = format!(
-            "{}{}",
-            self.prefix,
-            if path.is_empty() { "/" } else { path }
-        );
+        let uri = match (self.prefix.as_str(), path) {
+            ("", "") => "/".to_string(),
+            (prefix, path) => format!("{prefix}{path}"),
+        };
         let host = if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {

@@ -570,3 +570,234 @@ fn elasticsearch_sink_writes_documents_idempotently_and_deletes_on_tombstones() 
         "{trace}"
     );
 }
+
+/// One request the test's HTTP server received.
+#[derive(Debug, Clone)]
+struct Received {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// A small HTTP/1.1 server on a free port of 127.0.0.1: `/flaky` drops its first connection without an answer
+/// and answers its second with 503, then 200; `/reject` answers 400. Every request it read is logged.
+struct TestServer {
+    addr: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl TestServer {
+    fn start() -> TestServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut flaky = 0;
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let Some(req) = read_request(&mut s) else {
+                    continue;
+                };
+                let path = req.path.clone();
+                log2.lock().unwrap().push(req);
+                let (status, text) = match path.as_str() {
+                    "/reject" => (400, "Bad Request"),
+                    "/flaky" => {
+                        flaky += 1;
+                        match flaky {
+                            1 => continue, // dropped: the client sees the connection closed
+                            2 => (503, "Service Unavailable"),
+                            _ => (200, "OK"),
+                        }
+                    }
+                    _ => (200, "OK"),
+                };
+                let body = format!("{{\"answer\":\"{text}\"}}");
+                let _ = s.write_all(
+                    format!(
+                        "HTTP/1.1 {status} {text}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        TestServer { addr, log }
+    }
+
+    fn received(&self, path: &str) -> Vec<Received> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+}
+
+fn read_request(s: &mut std::net::TcpStream) -> Option<Received> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next()?.split_whitespace();
+    let method = first.next()?.to_string();
+    let path = first.next()?.to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < len {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Some(Received {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
+/// The HTTP sink against a real HTTP server: batches of at most `batch.max.size` values arrive as JSON arrays
+/// with the configured headers, a dropped connection and a 503 are retried (nothing lost, the order kept), a
+/// tombstone is skipped, and a 400 fails the task with the server's answer in its trace.
+#[test]
+fn http_sink_posts_batches_as_json_arrays_and_retries_server_errors() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let server = TestServer::start();
+    ok(&fjord(
+        &broker.bootstrap,
+        &["topics", "create", "events", "--partitions", "1"],
+        None,
+    ));
+    ok(&fjord(
+        &broker.bootstrap,
+        &[
+            "produce",
+            "events",
+            "--key-separator",
+            "|",
+            "--null-marker",
+            "NULL",
+        ],
+        Some(b"a|{\"n\":1}\nb|{\"n\":2}\nc|NULL\nd|{\"n\":3}\ne|{\"n\":4}\nf|{\"n\":5}\n"),
+    ));
+    let worker = worker_properties(
+        dir.path(),
+        &broker.bootstrap,
+        "key.converter=org.apache.kafka.connect.storage.StringConverter\n\
+         value.converter=org.apache.kafka.connect.json.JsonConverter\n\
+         value.converter.schemas.enable=false\n",
+    );
+    let w = WorkerProc::start(&[&worker], &dir.path().join("worker.log"));
+    let (s, v) = http(
+        &w.rest,
+        "POST",
+        "/connectors",
+        Some(
+            &json!({"name": "bad", "config": {"connector.class": "HttpSink", "topics": "events",
+            "http.api.url": "ftp://x", "batch.max.size": "0"}})
+            .to_string(),
+        ),
+    );
+    assert_eq!(s, 400, "{v}");
+    let msg = v["message"].as_str().unwrap();
+    assert!(
+        msg.contains("configuration http.api.url") && msg.contains("configuration batch.max.size"),
+        "{msg}"
+    );
+
+    create(
+        &w,
+        "hook",
+        json!({"connector.class": "io.confluent.connect.http.HttpSinkConnector", "topics": "events",
+            "http.api.url": format!("http://{}/flaky", server.addr),
+            "headers": "Authorization:Bearer secret|X-Source:fjord",
+            "batch.max.size": "2", "max.retries": "5", "retry.backoff.ms": "50",
+            "transforms": "meta", "transforms.meta.type": "InsertField$Value",
+            "transforms.meta.offset.field": "offset"}),
+    );
+    wait_for(Duration::from_secs(60), "the sink to commit", || {
+        let v = http(&w.rest, "GET", "/connectors/hook/offsets", None).1;
+        (v["offsets"][0]["offset"]["kafka_offset"] == 6).then_some(())
+    });
+    let got = server.received("/flaky");
+    // The first request was dropped and the second answered 503: both are sent again.
+    assert!(got.len() >= 3, "{got:?}");
+    assert_eq!(
+        got[0].body, got[1].body,
+        "a failed batch is sent again whole"
+    );
+    assert_eq!(got[1].body, got[2].body);
+    let mut values = Vec::new();
+    for r in &got[2..] {
+        assert_eq!(r.method, "POST");
+        let header = |k: &str| {
+            r.headers
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(header("authorization"), Some("Bearer secret"));
+        assert_eq!(header("x-source"), Some("fjord"));
+        assert_eq!(header("content-type"), Some("application/json"));
+        let batch: Vec<Value> = serde_json::from_slice(&r.body).unwrap();
+        assert!(!batch.is_empty() && batch.len() <= 2, "{batch:?}");
+        values.extend(batch);
+    }
+    // The tombstone (offset 2) is skipped.
+    assert_eq!(
+        values,
+        [
+            json!({"n": 1, "offset": 0}),
+            json!({"n": 2, "offset": 1}),
+            json!({"n": 3, "offset": 3}),
+            json!({"n": 4, "offset": 4}),
+            json!({"n": 5, "offset": 5}),
+        ],
+        "{values:?}"
+    );
+
+    // A 4xx other than 429 is not retried: the task fails with the server's answer.
+    create(
+        &w,
+        "rejected",
+        json!({"connector.class": "HttpSink", "topics": "events",
+            "http.api.url": format!("http://{}/reject", server.addr), "retry.backoff.ms": "50"}),
+    );
+    let status = wait_for(Duration::from_secs(60), "the rejected task to fail", || {
+        let v = http(&w.rest, "GET", "/connectors/rejected/status", None).1;
+        (v["tasks"][0]["state"] == "FAILED").then_some(v)
+    });
+    let trace = status["tasks"][0]["trace"].as_str().unwrap();
+    assert!(
+        trace.contains("answered 400") && trace.contains("Bad Request"),
+        "{trace}"
+    );
+    assert_eq!(server.received("/reject").len(), 1, "not retried");
+}
