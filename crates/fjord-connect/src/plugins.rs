@@ -359,7 +359,12 @@ pub fn validate(plugin: Plugin, config: &ConfigMap) -> Value {
             },
             "value": {
                 "name": key.name,
-                "value": config.get(key.name).cloned().or(key.default.map(str::to_string)),
+                // As Connect: a password's value is never echoed.
+                "value": if key.ty == "PASSWORD" && config.contains_key(key.name) {
+                    Some("[hidden]".to_string())
+                } else {
+                    config.get(key.name).cloned().or(key.default.map(str::to_string))
+                },
                 "recommended_values": [],
                 "errors": errors,
                 "visible": true,
@@ -425,6 +430,41 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn sink_plugins_check_their_settings_and_hide_passwords() {
+        let v = validate(
+            Plugin::ElasticsearchSink,
+            &cfg(&[
+                ("name", "es"),
+                ("connector.class", "ElasticsearchSink"),
+                ("topics", "t"),
+                ("connection.url", "http://127.0.0.1:9200"),
+                ("connection.password", "s3cret"),
+                ("max.retries", "0"),
+                ("batch.size", "x"),
+            ]),
+        );
+        assert_eq!(v["error_count"], 1, "{v}");
+        assert!(
+            error_lines(&v)[0].contains("configuration batch.size"),
+            "{v}"
+        );
+        assert!(!v.to_string().contains("s3cret"), "{v}");
+        let v = validate(
+            Plugin::HttpSink,
+            &cfg(&[
+                ("name", "h"),
+                ("connector.class", HTTP_SINK),
+                ("topics", "t"),
+            ]),
+        );
+        assert_eq!(
+            error_lines(&v),
+            ["Missing required configuration \"http.api.url\" which has no default value."]
+        );
+        assert_eq!(Plugin::find("HttpSinkConnector"), Some(Plugin::HttpSink));
     }
 
     #[test]
