@@ -801,3 +801,126 @@ fn http_sink_posts_batches_as_json_arrays_and_retries_server_errors() {
     );
     assert_eq!(server.received("/reject").len(), 1, "not retried");
 }
+
+/// `fjord connect create|load|list|status|pause|resume|restart|offsets|delete` against a running worker: the
+/// seed's one-liner (`load file-source`) streams a file into a topic, each command does what its REST call does,
+/// and failures exit non-zero with the worker's message (2 for a bad file, 3 when no worker answers).
+#[test]
+fn connect_cli_commands_drive_a_worker_over_its_rest_api() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let worker = worker_properties(
+        dir.path(),
+        &broker.bootstrap,
+        "key.converter=org.apache.kafka.connect.storage.StringConverter\n\
+         value.converter=org.apache.kafka.connect.storage.StringConverter\n",
+    );
+    let w = WorkerProc::start(&[&worker], &dir.path().join("worker.log"));
+    let url = format!("http://{}", w.rest);
+    let cli = |args: &[&str]| {
+        let mut all: Vec<&str> = vec!["connect"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--url", &url]);
+        fjord(&broker.bootstrap, &all, None)
+    };
+    let input = dir.path().join("catalog.txt");
+    std::fs::write(&input, "espresso machine\n").unwrap();
+    let out = ok(&cli(&[
+        "load",
+        "file-source",
+        "--file",
+        input.to_str().unwrap(),
+        "--topic",
+        "catalog",
+    ]));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (&v["name"], &v["config"]["topic"]),
+        (&json!("file-source"), &json!("catalog"))
+    );
+    let sink_file = dir.path().join("sink.properties");
+    let out_file = dir.path().join("catalog.out");
+    std::fs::write(
+        &sink_file,
+        format!(
+            "name=catalog-sink\nconnector.class=FileStreamSink\ntopics=catalog\nfile={}\n",
+            out_file.display()
+        ),
+    )
+    .unwrap();
+    ok(&cli(&["create", "-f", sink_file.to_str().unwrap()]));
+    wait_for(
+        Duration::from_secs(60),
+        "the line in the sink's file",
+        || (lines_of(&out_file) == ["espresso machine"]).then_some(()),
+    );
+
+    let list = ok(&cli(&["list"]));
+    let rows: Vec<Vec<&str>> = list
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["NAME", "TYPE", "STATE", "TASKS"], "{list}");
+    assert!(
+        rows.contains(&vec!["file-source", "source", "RUNNING", "0:RUNNING"]),
+        "{list}"
+    );
+    assert!(
+        rows.contains(&vec!["catalog-sink", "sink", "RUNNING", "0:RUNNING"]),
+        "{list}"
+    );
+    let json_list: Value = serde_json::from_str(&ok(&cli(&["list", "--json"]))).unwrap();
+    assert_eq!(
+        json_list["file-source"]["status"]["connector"]["state"],
+        "RUNNING"
+    );
+
+    ok(&cli(&["pause", "file-source"]));
+    let st: Value = serde_json::from_str(&ok(&cli(&["status", "file-source"]))).unwrap();
+    assert_eq!(st["connector"]["state"], "PAUSED", "{st}");
+    ok(&cli(&["resume", "file-source"]));
+    let st = http(&w.rest, "GET", "/connectors/file-source/status", None).1;
+    assert_eq!(st["connector"]["state"], "RUNNING", "{st}");
+    let r: Value =
+        serde_json::from_str(&ok(&cli(&["restart", "catalog-sink", "--include-tasks"]))).unwrap();
+    assert_eq!(r["tasks"][0]["state"], "RESTARTING", "{r}");
+    let offsets = wait_for(Duration::from_secs(30), "the source's offset", || {
+        let o: Value = serde_json::from_str(&ok(&cli(&["offsets", "file-source"]))).unwrap();
+        (o["offsets"][0]["offset"]["position"] == 17).then_some(o)
+    });
+    assert_eq!(
+        offsets["offsets"][0]["partition"]["filename"],
+        input.display().to_string()
+    );
+
+    ok(&cli(&["delete", "catalog-sink"]));
+    let gone = cli(&["status", "catalog-sink"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(
+        stderr(&gone).contains("404") && stderr(&gone).contains("Connector catalog-sink not found"),
+        "{}",
+        stderr(&gone)
+    );
+    let again = cli(&["load", "file-source"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    let nameless = dir.path().join("nameless.properties");
+    std::fs::write(&nameless, "connector.class=FileStreamSink\n").unwrap();
+    let bad = cli(&["create", "-f", nameless.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = format!("http://{}", free.local_addr().unwrap());
+    drop(free);
+    let out = fjord(
+        &broker.bootstrap,
+        &["connect", "list", "--url", &nobody],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--url"), "{}", stderr(&out));
+}
