@@ -531,6 +531,102 @@ mod tests {
         );
     }
 
+    /// A server answering each `_bulk` request with the next of `answers` (status, body); the bodies it got.
+    async fn bulk_server(
+        answers: Vec<(u16, Value)>,
+    ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let handle = tokio::spawn(async move {
+            let mut got = Vec::new();
+            for (status, body) in answers {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = s.read(&mut chunk).await.unwrap();
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if rest.len() >= len {
+                            got.push(rest.to_string());
+                            break;
+                        }
+                    }
+                    assert!(n > 0, "the client closed early");
+                }
+                let body = body.to_string();
+                let answer = format!("HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                s.write_all(answer.as_bytes()).await.unwrap();
+            }
+            got
+        });
+        (url, handle)
+    }
+
+    #[tokio::test]
+    async fn only_items_answered_429_are_sent_again_and_retries_are_bounded() {
+        let ok = json!({"index": {"status": 201}});
+        let busy = json!({"index": {"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}}});
+        let (url, server) = bulk_server(vec![
+            (200, json!({"errors": true, "items": [ok, busy]})),
+            (503, json!({"error": "unavailable"})),
+            (200, json!({"errors": false, "items": [ok]})),
+        ])
+        .await;
+        let mut w = EsWriter {
+            config: EsConfig::from_config(
+                &[
+                    ("connection.url", url.as_str()),
+                    ("key.ignore", "true"),
+                    ("retry.backoff.ms", "1"),
+                ]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            )
+            .unwrap(),
+            connector: "es".into(),
+        };
+        w.write(vec![
+            record(Value::Null, json!({"n": 1}), 1),
+            record(Value::Null, json!({"n": 2}), 2),
+        ])
+        .await
+        .unwrap();
+        let got = server.await.unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].lines().count(), 4, "{got:?}");
+        // The item answered 429 alone, again after the whole request answered 503.
+        for body in &got[1..] {
+            assert_eq!(body.lines().count(), 2, "{body}");
+            assert!(
+                body.contains("Catalog+2+2") && body.contains("\"n\":2"),
+                "{body}"
+            );
+        }
+
+        let (url, server) =
+            bulk_server(vec![(503, json!({})), (503, json!({})), (503, json!({}))]).await;
+        w.config.targets = vec![Target::parse(&url).unwrap()];
+        w.config.max_retries = 2;
+        let e = w
+            .write(vec![record(Value::Null, json!({"n": 1}), 1)])
+            .await
+            .unwrap_err();
+        assert!(e.contains("after 2 retries") && e.contains("503"), "{e}");
+        assert_eq!(server.await.unwrap().len(), 3);
+    }
+
     #[test]
     fn item_outcomes_follow_the_status_and_error_type() {
         let item = |status: u64, kind: &str| json!({"index": {"status": status, "error": {"type": kind, "reason": "r"}}});
