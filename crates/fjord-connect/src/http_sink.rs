@@ -39,7 +39,7 @@ pub fn keys() -> Vec<(
 }
 
 /// The errors of one HTTP sink setting, Connect-style, or None when `key` is not one of them.
-pub fn config_errors(key: &str, value: &str) -> Option<Vec<String>> {
+pub fn config_errors(key: &str, value: &str, config: &ConfigMap) -> Option<Vec<String>> {
     let invalid = |why: &str| {
         vec![format!(
             "Invalid value {value} for configuration {key}: {why}"
@@ -67,9 +67,42 @@ pub fn config_errors(key: &str, value: &str) -> Option<Vec<String>> {
             Ok(n) if n >= 0 => Vec::new(),
             _ => invalid("Value must be a non-negative number"),
         },
-        "headers" => return Some(Vec::new()),
+        "headers" => match parse_headers(value, separator(config)) {
+            Ok(_) => Vec::new(),
+            Err(e) => invalid(&e),
+        },
         _ => return None,
     })
+}
+
+fn separator(config: &ConfigMap) -> &str {
+    config
+        .get("header.separator")
+        .filter(|s| !s.is_empty())
+        .map(String::as_str)
+        .unwrap_or("|")
+}
+
+/// `Name:Value` pairs separated by `separator`, names lowercased.
+fn parse_headers(text: &str, separator: &str) -> Result<Vec<(String, String)>, String> {
+    let mut headers = Vec::new();
+    for h in text
+        .split(separator)
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+    {
+        match h.split_once(':') {
+            Some((k, v)) if !k.trim().is_empty() && k.trim().bytes().all(|b| b.is_ascii_graphic()) => {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            }
+            _ => {
+                return Err(format!(
+                    "{h} is not Name:Value (headers are separated by {separator}, the header.separator)"
+                ))
+            }
+        }
+    }
+    Ok(headers)
 }
 
 /// The HTTP sink's writer.
@@ -89,25 +122,11 @@ impl HttpWriter {
     pub fn from_config(connector: &str, config: &ConfigMap) -> Result<HttpWriter, String> {
         let url = config.get("http.api.url").map(String::as_str).unwrap_or("");
         let target = Target::parse(url).map_err(|e| format!("http.api.url: {e}"))?;
-        let separator = config
-            .get("header.separator")
-            .filter(|s| !s.is_empty())
-            .map(String::as_str)
-            .unwrap_or("|");
-        let mut headers = Vec::new();
-        for h in config
-            .get("headers")
-            .map(String::as_str)
-            .unwrap_or("")
-            .split(separator)
-            .map(str::trim)
-            .filter(|h| !h.is_empty())
-        {
-            let (k, v) = h.split_once(':').ok_or_else(|| {
-                format!("headers: {h} is not Name:Value (headers are separated by {separator})")
-            })?;
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
+        let mut headers = parse_headers(
+            config.get("headers").map(String::as_str).unwrap_or(""),
+            separator(config),
+        )
+        .map_err(|e| format!("headers: {e}"))?;
         if !headers.iter().any(|(k, _)| k == "content-type") {
             headers.push(("content-type".into(), "application/json".into()));
         }
@@ -263,6 +282,17 @@ mod tests {
                 .unwrap_err()
                 .contains("Name:Value")
         );
-        assert!(config_errors("request.method", "GET").unwrap()[0].contains("request.method"));
+        assert!(
+            config_errors("request.method", "GET", &ConfigMap::new()).unwrap()[0]
+                .contains("request.method")
+        );
+        let semi: ConfigMap = [("header.separator".to_string(), ";".to_string())]
+            .into_iter()
+            .collect();
+        assert_eq!(config_errors("headers", "A:1;B:2", &semi), Some(vec![]));
+        assert!(
+            config_errors("headers", "A:1|novalue", &ConfigMap::new()).unwrap()[0]
+                .contains("header.separator")
+        );
     }
 }

@@ -246,7 +246,7 @@ fn errors_of(plugin: Plugin, key: &Key, config: &ConfigMap) -> Vec<String> {
     };
     if let Some(errors) = value.and_then(|v| match plugin {
         Plugin::ElasticsearchSink => crate::elasticsearch::config_errors(key.name, v),
-        Plugin::HttpSink => crate::http_sink::config_errors(key.name, v),
+        Plugin::HttpSink => crate::http_sink::config_errors(key.name, v, config),
         _ => None,
     }) {
         return errors;

@@ -1601,6 +1601,25 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The transforms and predicates as `GET /connector-plugins?connectorsOnly=false` lists them (KIP-769).
+pub fn plugin_infos(version: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (name, parts) in TRANSFORMS {
+        let classes = if *parts {
+            vec![format!("{PKG}{name}$Key"), format!("{PKG}{name}$Value")]
+        } else {
+            vec![format!("{PKG}{name}")]
+        };
+        for class in classes {
+            out.push(json!({"class": class, "type": "transformation", "version": version}));
+        }
+    }
+    for p in PREDICATES {
+        out.push(json!({"class": format!("{PREDICATES_PKG}{p}"), "type": "predicate", "version": version}));
+    }
+    out
+}
+
 /// A consumed record as Connect's sink task sees it: key and value through the converters, then the chain.
 /// Ok(None): a transform dropped it; the value's converter data otherwise.
 pub fn transform_sink_message<M: rdkafka::Message>(
@@ -2189,6 +2208,19 @@ mod tests {
             Some(vec![0, 255, 7])
         );
         assert_eq!(SchemaAndValue::null().encode(&conv).unwrap(), None);
+    }
+
+    #[test]
+    fn every_listed_plugin_class_is_found() {
+        let infos = plugin_infos("1");
+        assert_eq!(infos.len(), 5 * 2 + 4 + 3);
+        for i in infos {
+            let class = i["class"].as_str().unwrap();
+            match i["type"].as_str().unwrap() {
+                "transformation" => assert!(find_transform(class).is_some(), "{class}"),
+                _ => assert!(find_predicate(class).is_some(), "{class}"),
+            }
+        }
     }
 
     #[test]

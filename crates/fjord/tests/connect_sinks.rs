@@ -275,6 +275,36 @@ fn transforms_reshape_records_through_real_source_and_sink_connectors() {
     );
     assert_eq!(http(&w.rest, "GET", "/connectors/bad", None).0, 404);
 
+    // KIP-769: the transforms and predicates are plugins too.
+    let (_, all) = http(
+        &w.rest,
+        "GET",
+        "/connector-plugins?connectorsOnly=false",
+        None,
+    );
+    let classes: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["class"].as_str().unwrap())
+        .collect();
+    assert!(
+        classes.contains(&"org.apache.kafka.connect.transforms.InsertField$Value")
+            && classes
+                .contains(&"org.apache.kafka.connect.transforms.predicates.RecordIsTombstone")
+            && classes.contains(&"io.confluent.connect.elasticsearch.ElasticsearchSinkConnector"),
+        "{all}"
+    );
+    let (_, connectors) = http(&w.rest, "GET", "/connector-plugins", None);
+    assert!(
+        connectors
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["type"] == "source" || p["type"] == "sink"),
+        "{connectors}"
+    );
+
     create(&w, "orders-sink", sink);
     let lines = wait_for(Duration::from_secs(60), "the sink's lines", || {
         let l = lines_of(&out);
