@@ -574,6 +574,57 @@ fn elasticsearch_sink_writes_documents_idempotently_and_deletes_on_tombstones() 
         .log()
         .contains("skipping the malformed document of clicks-0 offset 1"));
 
+    // Confluent's recipe for ids from the value: ValueToKey then ExtractField$Key, on records with a schema
+    // (JsonConverter's envelope); the documents are the payloads.
+    ok(&fjord(
+        &broker.bootstrap,
+        &["topics", "create", "products", "--partitions", "1"],
+        None,
+    ));
+    let schema = json!({"type": "struct", "optional": false, "name": "product", "fields": [
+        {"field": "id", "type": "int64", "optional": false},
+        {"field": "name", "type": "string", "optional": false}]});
+    let lines: String = [(42, "kettle"), (7, "scale")]
+        .iter()
+        .map(|(id, name)| {
+            format!(
+                "{}\n",
+                json!({"schema": schema, "payload": {"id": id, "name": name}})
+            )
+        })
+        .collect();
+    ok(&fjord(
+        &broker.bootstrap,
+        &["produce", "products"],
+        Some(lines.as_bytes()),
+    ));
+    create(
+        &w,
+        "es-products",
+        json!({"connector.class": "ElasticsearchSink", "topics": "products", "connection.url": es.url,
+            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+            "value.converter.schemas.enable": "true",
+            "transforms": "createKey,extractId",
+            "transforms.createKey.type": "org.apache.kafka.connect.transforms.ValueToKey",
+            "transforms.createKey.fields": "id",
+            "transforms.extractId.type": "org.apache.kafka.connect.transforms.ExtractField$Key",
+            "transforms.extractId.field": "id"}),
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "the products sink to commit",
+        || (committed_offset(&w, "es-products") == Some(2)).then_some(()),
+    );
+    assert_eq!(
+        es.docs("products"),
+        [
+            ("42".to_string(), json!({"id": 42, "name": "kettle"})),
+            ("7".to_string(), json!({"id": 7, "name": "scale"}))
+        ]
+        .into_iter()
+        .collect()
+    );
+
     redeliver(&broker, &w, "es", "Catalog", 5);
     redeliver(&broker, &w, "es-clicks", "clicks", 3);
     expect_catalog();
