@@ -1410,9 +1410,9 @@ fn mask(
         None => {
             let mut m = require_map(&sv.value, PURPOSE)?.clone();
             for f in fields {
-                if let Some(v) = m.get_mut(f) {
-                    *v = masked(v, None, replacement)?;
-                }
+                // As Connect's: a masked field missing from the map is put in as null.
+                let v = m.get(f).cloned().unwrap_or(Value::Null);
+                m.insert(f.clone(), masked(&v, None, replacement)?);
             }
             Ok(SchemaAndValue {
                 schema: None,
@@ -1533,9 +1533,9 @@ fn cast(
         None => {
             let mut m = require_map(&sv.value, PURPOSE)?.clone();
             for (f, to) in fields {
-                if let Some(v) = m.get_mut(f) {
-                    *v = cast_value(v, *to)?;
-                }
+                // As Connect's: a cast field missing from the map is put in as null.
+                let v = m.get(f).cloned().unwrap_or(Value::Null);
+                m.insert(f.clone(), cast_value(&v, *to)?);
             }
             Ok(SchemaAndValue {
                 schema: None,
@@ -1847,7 +1847,7 @@ mod tests {
         );
         assert_eq!(
             r.value.value,
-            json!({"id": 0, "tags": [], "ok": false, "other": 1})
+            json!({"id": 0, "tags": [], "ok": false, "other": 1, "name": null, "score": null})
         );
         let c = chain(&[
             ("transforms", "m"),
