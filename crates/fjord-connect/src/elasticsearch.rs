@@ -625,6 +625,21 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("after 2 retries") && e.contains("503"), "{e}");
         assert_eq!(server.await.unwrap().len(), 3);
+
+        // A retry that would end past flush.timeout.ms is not waited for.
+        let (url, server) = bulk_server(vec![(503, json!({}))]).await;
+        w.config.targets = vec![Target::parse(&url).unwrap()];
+        w.config.max_retries = 5;
+        w.config.retry_backoff = Duration::from_secs(30);
+        w.config.flush_timeout = Duration::from_millis(500);
+        let started = Instant::now();
+        let e = w
+            .write(vec![record(Value::Null, json!({"n": 1}), 1)])
+            .await
+            .unwrap_err();
+        assert!(e.contains("flush.timeout.ms (500 ms)"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(server.await.unwrap().len(), 1);
     }
 
     #[test]
