@@ -11,6 +11,8 @@ mod cluster;
 mod configs;
 #[cfg(feature = "connect")]
 mod connect;
+#[cfg(feature = "connect")]
+mod connect_rest;
 mod consume;
 #[cfg(feature = "registry")]
 mod formats;
