@@ -61,29 +61,31 @@ pub enum ParsedSchema {
 }
 
 impl ParsedSchema {
-    /// Parses `text` as `format` with `references` resolved from `st`. The error is a message for 42201.
+    /// Parses `text` as `format` with `references` resolved from `st` in `context` (the context of the
+    /// subject the schema belongs to). The error is a message for 42201.
     pub fn parse(
         format: Format,
         text: &str,
         st: &State,
+        context: &str,
         references: &[Reference],
     ) -> Result<ParsedSchema, String> {
         match format {
             Format::Avro => {
                 let refs = st
-                    .referenced_texts(references)
+                    .referenced_texts(context, references)
                     .map_err(|e| format!("{text}: {e}"))?;
                 avro::parse(text, &refs).map(ParsedSchema::Avro)
             }
             Format::Json => {
                 let refs = st
-                    .referenced_named(references)
+                    .referenced_named(context, references)
                     .map_err(|e| format!("{text}: {e}"))?;
                 json::parse(text, &refs).map(ParsedSchema::Json)
             }
             Format::Protobuf => {
                 let refs = st
-                    .referenced_named(references)
+                    .referenced_named(context, references)
                     .map_err(|e| format!("{text}: {e}"))?;
                 protobuf::parse(text, &refs).map(ParsedSchema::Protobuf)
             }

@@ -42,6 +42,16 @@ pub enum Key {
         #[serde(default)]
         magic: i32,
     },
+    /// A context other than the default one exists (Confluent writes it before the first schema of the
+    /// context; `DELETE /contexts/{ctx}` tombstones it).
+    #[serde(rename = "CONTEXT")]
+    Context {
+        #[serde(default)]
+        tenant: Option<String>,
+        context: String,
+        #[serde(default)]
+        magic: i32,
+    },
     #[serde(rename = "NOOP")]
     Noop {
         #[serde(default)]
@@ -69,12 +79,30 @@ impl Key {
             magic: 0,
         }
     }
+    pub fn context(context: &str) -> Key {
+        Key::Context {
+            tenant: Some(DEFAULT_TENANT.to_string()),
+            context: context.to_string(),
+            magic: 0,
+        }
+    }
     pub fn delete_subject(subject: &str) -> Key {
         Key::DeleteSubject {
             subject: subject.to_string(),
             magic: 0,
         }
     }
+}
+
+/// The tenant Confluent writes in CONTEXT records of a registry without multi-tenancy.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// The value of a CONTEXT key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextValue {
+    #[serde(default)]
+    pub tenant: Option<String>,
+    pub context: String,
 }
 
 /// A reference from one schema to a version of another subject, under the name the referring schema uses.
@@ -130,6 +158,8 @@ pub enum Record {
     Mode(Option<String>, Option<ModeValue>),
     DeleteSubject(String, Option<DeleteSubjectValue>),
     ClearSubject(String),
+    /// A context (`.ctx`) created (true) or deleted (false, a tombstone).
+    Context(String, bool),
     Noop,
 }
 
@@ -149,6 +179,7 @@ impl Record {
             Key::Mode { subject, .. } => Record::Mode(subject, val(value)?),
             Key::DeleteSubject { subject, .. } => Record::DeleteSubject(subject, val(value)?),
             Key::ClearSubject { subject, .. } => Record::ClearSubject(subject),
+            Key::Context { context, .. } => Record::Context(context, value.is_some()),
             Key::Noop { .. } => Record::Noop,
         })
     }
@@ -171,6 +202,18 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Key::mode(Some("m"))).unwrap(),
             r#"{"keytype":"MODE","subject":"m","magic":0}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Key::context(".team")).unwrap(),
+            r#"{"keytype":"CONTEXT","tenant":"default","context":".team","magic":0}"#
+        );
+        assert_eq!(
+            Record::decode(
+                br#"{"keytype":"CONTEXT","tenant":"default","context":".team","magic":0}"#,
+                Some(br#"{"tenant":"default","context":".team"}"#)
+            )
+            .unwrap(),
+            Record::Context(".team".into(), true)
         );
         assert_eq!(
             serde_json::to_string(&Key::delete_subject("d")).unwrap(),
