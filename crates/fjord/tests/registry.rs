@@ -347,6 +347,45 @@ fn schema_contexts_are_stored_in_confluents_records_and_survive_a_kill_9() {
 }
 
 #[test]
+fn a_three_broker_fjord_start_runs_a_registry_whose_schemas_topic_has_three_replicas() {
+    let dir = temp_dir();
+    let (mut child, brokers, ready) =
+        start_cluster_with_registry(&dir.path().join("data"), 3, &[], "127.0.0.1:0");
+    assert_eq!(brokers.len(), 3);
+    let addr = field(&ready, "registry=").to_string();
+    let bootstrap = field(&ready, "bootstrap=").to_string();
+    assert_eq!(register(&addr, "orders-value", &record_schema("A")), 1);
+    assert_eq!(
+        register(&addr, ":.team:orders-value", &record_schema("A")),
+        1
+    );
+    assert_eq!(
+        http(&addr, "GET", "/subjects", None).1,
+        json!([":.team:orders-value", "orders-value"])
+    );
+    assert_eq!(
+        primary_of(&addr)["primary"],
+        json!(true),
+        "the only instance is the primary"
+    );
+    // `_schemas` takes the cluster's replication factor (min(3, N)): a registration survives a broker.
+    let out = kcat(
+        &["-L", "-b", &bootstrap, "-t", "_schemas"],
+        None,
+        Duration::from_secs(30),
+    );
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    let replicas = listing
+        .split("replicas: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .map(|r| r.trim_end_matches(','))
+        .unwrap_or_else(|| panic!("no replicas in {listing}"));
+    assert_eq!(replicas.split(',').count(), 3, "{listing}");
+    interrupt(&mut child);
+}
+
+#[test]
 fn json_schema_and_protobuf_serializers_round_trip_through_fjord_registry() {
     let dir = temp_dir();
     let broker = BrokerProc::start(&dir.path().join("broker"), &[]);
