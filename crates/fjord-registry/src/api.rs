@@ -574,6 +574,12 @@ async fn schema_by_id(State(r): Reg, Path(id): Path<String>, Query(q): Params) -
             if !s.references.is_empty() {
                 v.insert("references".into(), json!(s.references));
             }
+            if let Some(m) = &s.metadata {
+                v.insert("metadata".into(), m.clone());
+            }
+            if let Some(r) = &s.rule_set {
+                v.insert("ruleSet".into(), r.clone());
+            }
             v.insert("schema".into(), json!(s.schema));
             ok(&v)
         }

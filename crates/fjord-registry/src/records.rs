@@ -128,6 +128,14 @@ pub struct SchemaValue {
     pub schema_type: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub references: Vec<Reference>,
+    /// Confluent's data contract metadata (`{"properties":...,"tags":...,"sensitive":...}`): kept and
+    /// answered as it is, not interpreted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+    /// Confluent's data contract rules (`{"domainRules":[...],"migrationRules":[...]}`): kept and answered,
+    /// never run.
+    #[serde(rename = "ruleSet", default, skip_serializing_if = "Option::is_none")]
+    pub rule_set: Option<serde_json::Value>,
     pub schema: String,
     #[serde(default)]
     pub deleted: bool,
@@ -229,6 +237,8 @@ mod tests {
             id: 7,
             schema_type: None,
             references: vec![],
+            metadata: None,
+            rule_set: None,
             schema: "\"string\"".into(),
             deleted: false,
         };
@@ -236,6 +246,27 @@ mod tests {
             serde_json::to_string(&v).unwrap(),
             r#"{"subject":"s","version":1,"id":7,"schema":"\"string\"","deleted":false}"#
         );
+    }
+
+    #[test]
+    fn data_contract_fields_are_written_where_confluent_writes_them() {
+        let v = SchemaValue {
+            subject: "s".into(),
+            version: 1,
+            id: 7,
+            schema_type: None,
+            references: vec![],
+            metadata: Some(serde_json::json!({"properties": {"owner": "a"}})),
+            rule_set: Some(serde_json::json!({"domainRules": []})),
+            schema: "\"string\"".into(),
+            deleted: false,
+        };
+        let text = serde_json::to_string(&v).unwrap();
+        assert_eq!(
+            text,
+            r#"{"subject":"s","version":1,"id":7,"metadata":{"properties":{"owner":"a"}},"ruleSet":{"domainRules":[]},"schema":"\"string\"","deleted":false}"#
+        );
+        assert_eq!(serde_json::from_str::<SchemaValue>(&text).unwrap(), v);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::records::{
     ConfigValue, ContextValue, DeleteSubjectValue, Key, ModeValue, Record, Reference, SchemaValue,
     DEFAULT_TENANT,
 };
-use crate::state::{identity, SchemaEntry, State};
+use crate::state::{identity, with_contract, SchemaEntry, State};
 use crate::store::{Store, Writer};
 
 pub const DEFAULT_COMPATIBILITY: &str = "BACKWARD";
@@ -71,6 +71,30 @@ pub struct SchemaRequest {
     /// IMPORT mode only: the id and version the schema had in the registry it comes from.
     pub id: Option<i32>,
     pub version: Option<i32>,
+    /// Confluent's data contract fields: stored and answered, not enforced. A registration or lookup without
+    /// them takes those of the subject's latest version, as Confluent does.
+    pub metadata: Option<serde_json::Map<String, Value>>,
+    #[serde(rename = "ruleSet")]
+    pub rule_set: Option<serde_json::Map<String, Value>>,
+}
+
+impl SchemaRequest {
+    /// The request's metadata and rule set, else those of the latest live version of `subject`.
+    fn contract(&self, st: &State, subject: &str) -> (Option<Value>, Option<Value>) {
+        let latest = st.subjects.get(subject).and_then(|vs| {
+            let (_, e) = vs.iter().rev().find(|(_, e)| !e.deleted)?;
+            st.schema(&context_of(subject), e.id)
+        });
+        let metadata = match &self.metadata {
+            Some(m) => Some(Value::Object(m.clone())),
+            None => latest.and_then(|l| l.metadata.clone()),
+        };
+        let rule_set = match &self.rule_set {
+            Some(r) => Some(Value::Object(r.clone())),
+            None => latest.and_then(|l| l.rule_set.clone()),
+        };
+        (metadata, rule_set)
+    }
 }
 
 /// One subject-version as the REST API shows it (Confluent's `Schema` entity).
@@ -83,6 +107,10 @@ pub struct SubjectVersion {
     pub schema_type: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub references: Vec<Reference>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    #[serde(rename = "ruleSet", skip_serializing_if = "Option::is_none")]
+    pub rule_set: Option<Value>,
     pub schema: String,
 }
 
@@ -244,6 +272,8 @@ impl Registry {
             id: e.id,
             schema_type: s.schema_type.clone(),
             references: s.references.clone(),
+            metadata: s.metadata.clone(),
+            rule_set: s.rule_set.clone(),
             schema: s.schema.clone(),
         })
     }
@@ -467,12 +497,20 @@ impl Registry {
         let schema_type = req.schema_type.as_deref();
         let cached =
             cacheable.and_then(|text| self.lookup_identities.get(subject, schema_type, text));
+        // The cache keeps content identities (a pure function of the text); the data contract is added here.
+        let (metadata, rule_set) = req.contract(&st, subject);
         let id = match cached {
-            Some(ident) => st.id_of_identity(&context, &ident),
+            Some(ident) => st.id_of_identity(
+                &context,
+                &with_contract(&ident, metadata.as_ref(), rule_set.as_ref()),
+            ),
             None => {
                 let (parsed, refs) = Self::parse_request(&st, &context, req)?;
                 let ident = identity(parsed.format().name(), parsed.canonical(), &refs);
-                let id = st.id_of_identity(&context, &ident);
+                let id = st.id_of_identity(
+                    &context,
+                    &with_contract(&ident, metadata.as_ref(), rule_set.as_ref()),
+                );
                 if let (Some(text), Some(_)) = (cacheable, id) {
                     self.lookup_identities
                         .insert(subject, schema_type, text, &ident);
@@ -600,7 +638,9 @@ impl Registry {
         let (value, new_context) = {
             let st = self.state();
             let (parsed, refs) = Self::parse_request(&st, &context, req)?;
-            let ident = identity(parsed.format().name(), parsed.canonical(), &refs);
+            let (metadata, rule_set) = req.contract(&st, subject);
+            let content = identity(parsed.format().name(), parsed.canonical(), &refs);
+            let ident = with_contract(&content, metadata.as_ref(), rule_set.as_ref()).into_owned();
             let known_id = st.id_of_identity(&context, &ident);
             let versions = st.subjects.get(subject);
             if let (Some(id), Some(vs)) = (known_id, versions) {
@@ -683,6 +723,8 @@ impl Registry {
                 id,
                 schema_type: parsed.format().stored(),
                 references: refs,
+                metadata,
+                rule_set,
                 schema,
                 deleted: false,
             };
@@ -797,6 +839,8 @@ impl Registry {
                 id: entry.id,
                 schema_type: schema.schema_type.clone(),
                 references: schema.references.clone(),
+                metadata: schema.metadata.clone(),
+                rule_set: schema.rule_set.clone(),
                 schema: schema.schema.clone(),
                 deleted: true,
             })

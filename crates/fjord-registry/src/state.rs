@@ -25,6 +25,9 @@ pub struct SchemaEntry {
     /// `None` is AVRO.
     pub schema_type: Option<String>,
     pub references: Vec<Reference>,
+    /// Confluent's data contract fields, as registered (not interpreted).
+    pub metadata: Option<serde_json::Value>,
+    pub rule_set: Option<serde_json::Value>,
 }
 
 impl SchemaEntry {
@@ -65,6 +68,53 @@ pub fn identity(schema_type: &str, form: &str, references: &[Reference]) -> Stri
         .map(|r| format!("{}={}/{}", r.name, r.subject, r.version))
         .collect();
     format!("{schema_type}\u{0}{form}\u{0}{}", refs.join(","))
+}
+
+/// The identity of a schema with its data contract: the content identity (see [`identity`]) and, when the
+/// schema has metadata or a rule set, both in a canonical form (keys sorted), as Confluent counts them in a
+/// schema's hash (the same text with other metadata is another schema, with its own id).
+pub fn with_contract<'a>(
+    content: &'a str,
+    metadata: Option<&serde_json::Value>,
+    rule_set: Option<&serde_json::Value>,
+) -> std::borrow::Cow<'a, str> {
+    if metadata.is_none() && rule_set.is_none() {
+        return std::borrow::Cow::Borrowed(content);
+    }
+    let canonical = |v: Option<&serde_json::Value>| v.map(sorted_json).unwrap_or_default();
+    std::borrow::Cow::Owned(format!(
+        "{content}\u{0}{}\u{0}{}",
+        canonical(metadata),
+        canonical(rule_set)
+    ))
+}
+
+/// `v` as JSON text with every object's keys sorted.
+fn sorted_json(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys
+                .into_iter()
+                .map(|k| {
+                    format!(
+                        "{}:{}",
+                        serde_json::Value::from(k.as_str()),
+                        sorted_json(&m[k])
+                    )
+                })
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        serde_json::Value::Array(a) => {
+            format!(
+                "[{}]",
+                a.iter().map(sorted_json).collect::<Vec<_>>().join(",")
+            )
+        }
+        other => other.to_string(),
+    }
 }
 
 impl State {
@@ -140,6 +190,8 @@ impl State {
             schema: v.schema,
             schema_type: v.schema_type.filter(|t| t != "AVRO"),
             references: v.references,
+            metadata: v.metadata,
+            rule_set: v.rule_set,
         };
         let key = (ctx, v.id);
         if !self.schemas.contains_key(&key) {
@@ -212,11 +264,12 @@ impl State {
         )
         .ok()
         .map(|p| p.canonical().to_string());
-        identity(
+        let content = identity(
             entry.type_name(),
             form.as_deref().unwrap_or(&entry.schema),
             &entry.references,
-        )
+        );
+        with_contract(&content, entry.metadata.as_ref(), entry.rule_set.as_ref()).into_owned()
     }
 
     /// The schema of a subject-version, if it exists (deleted or not).
@@ -360,6 +413,8 @@ mod tests {
                 id,
                 schema_type: None,
                 references: vec![],
+                metadata: None,
+                rule_set: None,
                 schema: text.into(),
                 deleted: false,
             }),
