@@ -1109,7 +1109,7 @@ async fn a_write_that_began_before_a_re_promotion_is_refused_not_committed_by_th
 
     // A write of A begins: the producer it will write with is taken now, with the state it computes from
     // (here: the next id is first + 1).
-    let began = a.store().writer().unwrap();
+    let began = a.store().writer_for_tests().unwrap();
 
     let b = open_kafka(
         &broker.bootstrap,
