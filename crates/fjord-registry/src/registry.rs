@@ -453,8 +453,9 @@ impl Registry {
     }
 
     /// A stored schema's text in the `format` a GET asks for: `serialized` turns a PROTOBUF schema into its
-    /// base64 `FileDescriptorProto` (what Confluent's Protobuf deserializers ask for); any other format, and
-    /// the other types, answer the text as stored.
+    /// base64 `FileDescriptorProto` (what Confluent's Protobuf deserializers ask for), `resolved` an AVRO
+    /// schema into one with its referenced named types written out (`ParsedAvro::resolved`); any other
+    /// format, and the other types, answer the text as stored (Confluent ignores formats it does not know).
     pub fn formatted(
         &self,
         context: &str,
@@ -463,7 +464,23 @@ impl Registry {
         references: &[Reference],
         format: Option<&str>,
     ) -> Result<String> {
-        if format != Some("serialized") || Format::from_stored(schema_type) != Format::Protobuf {
+        let format_type = Format::from_stored(schema_type);
+        if format == Some("resolved") && format_type == Format::Avro {
+            let st = self.state();
+            let entry = SchemaEntry {
+                schema: text.to_string(),
+                schema_type: None,
+                references: references.to_vec(),
+                metadata: None,
+                rule_set: None,
+            };
+            return match Self::parse_stored(&st, context, &entry) {
+                Some(ParsedSchema::Avro(p)) => p.resolved().map_err(Error::InvalidSchema),
+                // A stored text that no longer parses is answered as it is.
+                _ => Ok(text.to_string()),
+            };
+        }
+        if format != Some("serialized") || format_type != Format::Protobuf {
             return Ok(text.to_string());
         }
         let st = self.state();
