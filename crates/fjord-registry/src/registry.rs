@@ -579,8 +579,10 @@ impl Registry {
             None if transitive => live,
             None => live.into_iter().take(1).collect(),
         };
-        // One budget for every comparison of the request, however many versions and directions.
+        // One budget for every comparison of the request, however many versions and directions; the new
+        // schema is prepared once for all of them.
         let budget = Budget::default();
+        let prepared = crate::formats::Prepared::new(new);
         let mut messages = Vec::new();
         for v in to_check {
             let Some((_, entry)) = st.schema_at(subject, v) else {
@@ -595,7 +597,8 @@ impl Registry {
                 ));
                 continue;
             };
-            let found = ParsedSchema::incompatibilities(new, &old, backward, forward, &budget)
+            let found = prepared
+                .incompatibilities(&old, backward, forward, &budget)
                 .map_err(|e| Error::InvalidSchema(format!("(compared with version {v}): {e}")))?;
             if !found.is_empty() {
                 messages.extend(found);
