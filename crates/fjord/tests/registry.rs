@@ -386,6 +386,40 @@ fn a_three_broker_fjord_start_runs_a_registry_whose_schemas_topic_has_three_repl
 }
 
 #[test]
+fn confluents_python_client_uses_schema_contexts_through_the_context_url() {
+    let dir = temp_dir();
+    let (mut child, line) = spawn_ready(
+        Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .args(["start", "--data-dir"])
+            .arg(dir.path())
+            .args([
+                "--override",
+                "listeners=PLAINTEXT://127.0.0.1:0",
+                "--override",
+                "metrics.listener=127.0.0.1:0",
+                "--registry-listener",
+                "127.0.0.1:0",
+                "--connect-listener",
+                "none",
+            ]),
+    );
+    let kafka = field(&line, "kafka=").to_string();
+    let registry = field(&line, "registry=").to_string();
+    let out = run_client(
+        "registry_contexts.py",
+        &[&kafka, &format!("http://{registry}"), "orders"],
+        Duration::from_secs(120),
+    );
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(
+        v,
+        json!({"plain_id": 1, "team_id": 1, "subjects": [":.team:orders-value", "orders-value"],
+               "decoded": [{"sku": "t-1"}, {"sku": "t-2"}]})
+    );
+    interrupt(&mut child);
+}
+
+#[test]
 fn json_schema_and_protobuf_serializers_round_trip_through_fjord_registry() {
     let dir = temp_dir();
     let broker = BrokerProc::start(&dir.path().join("broker"), &[]);
