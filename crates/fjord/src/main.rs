@@ -85,7 +85,9 @@ enum Cmd {
     /// with data in ./fjord-data. Ctrl-C stops it cleanly.
     ///
     /// With --brokers N, a cluster of N brokers in this process: broker i (node.id i) serves clients on
-    /// 9092+i-1, its controller on 9192+i-1, /metrics on 8080+i-1, with data in DIR/broker-i (the ports follow
+    /// 9092+i-1, its controller on 9192+i-1, /metrics on 8080, 8082, 8083, ... (the ports from 8080 up that
+    /// are not the Schema Registry's), with data in DIR/broker-i, and one Schema Registry against all of
+    /// them on --registry-listener (the ports follow
     /// --override listeners=... and metrics.listener=...; port 0 picks free ones).
     ///
     /// Example: fjord start --data-dir /var/lib/fjord
@@ -104,8 +106,8 @@ enum Cmd {
         /// the client port + 100; 0 picks free ports). Kept in DIR/controller.quorum.voters for restarts.
         #[arg(long, value_name = "PORT")]
         controller_port: Option<u16>,
-        /// Where the Schema Registry (Confluent's REST API) listens, beside the broker; `none` runs no
-        /// registry. Only with a single broker.
+        /// Where the Schema Registry (Confluent's REST API) listens, beside the broker (with --brokers N,
+        /// one registry against every broker); `none` runs no registry.
         #[arg(long, value_name = "HOST:PORT|none", default_value = "127.0.0.1:8081")]
         registry_listener: String,
         /// Where a Kafka Connect worker serves Connect's REST API beside the broker; `none` runs no worker. Only
@@ -322,10 +324,13 @@ fn main() -> ExitCode {
             data_dir,
             brokers,
             controller_port,
+            registry_listener,
             opts,
             ..
-        } => start_properties(data_dir, &opts)
-            .and_then(|props| run_cluster(props, brokers, controller_port)),
+        } => parse_listener("--registry-listener", &registry_listener).and_then(|registry| {
+            start_properties(data_dir, &opts)
+                .and_then(|props| run_cluster(props, brokers, controller_port, registry))
+        }),
         Cmd::Broker { file, mut opts } => {
             opts.config = opts.config.or(file);
             run_server(opts.properties(&[]), None, None)
@@ -418,14 +423,21 @@ fn start_properties(
     Ok(Ok(props))
 }
 
-/// `fjord start --brokers N` with N > 1 (see `local_cluster`).
+/// `fjord start --brokers N` with N > 1 (see `local_cluster`), with the registry on `registry` (whose port the
+/// brokers' metrics listeners skip).
 fn run_cluster(
     props: Result<BTreeMap<String, String>>,
     n: u16,
     controller_port: Option<u16>,
+    registry: Option<std::net::SocketAddr>,
 ) -> Result<(), CliError> {
     let props = props.map_err(|e| CliError::failure(format!("{e:#}")))?;
-    let plan = local_cluster::plan(&props, n, controller_port)?;
+    let reserved: Vec<u16> = registry
+        .map(|r| r.port())
+        .filter(|p| *p != 0)
+        .into_iter()
+        .collect();
+    let plan = local_cluster::plan(&props, n, controller_port, &reserved)?;
     let root = PathBuf::from(
         props
             .get("log.dirs")
@@ -439,7 +451,7 @@ fn run_cluster(
             .map(BrokerConfig::from_properties)
             .collect::<Result<Vec<_>, _>>()?;
         let rt = runtime()?;
-        rt.block_on(serve::serve_cluster(configs, root))
+        rt.block_on(serve::serve_cluster(configs, root, registry))
     };
     run().map_err(|e| CliError::failure(format!("{e:#}")))
 }

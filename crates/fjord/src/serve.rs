@@ -320,9 +320,14 @@ struct Running {
 }
 
 /// `fjord start --brokers N`: starts every broker at once (each waits for a quorum of the others), serves
-/// each one's /metrics, prints where everything is, and on SIGINT/SIGTERM stops them one after another with
-/// a controlled shutdown, the raft leader last (so that leadership moves once, not at every stop).
-pub async fn serve_cluster(configs: Vec<BrokerConfig>, root: std::path::PathBuf) -> Result<()> {
+/// each one's /metrics, runs the Schema Registry on `registry_listener` against all of them, prints where
+/// everything is, and on SIGINT/SIGTERM stops them one after another with a controlled shutdown, the raft
+/// leader last (so that leadership moves once, not at every stop).
+pub async fn serve_cluster(
+    configs: Vec<BrokerConfig>,
+    root: std::path::PathBuf,
+    registry_listener: Option<SocketAddr>,
+) -> Result<()> {
     let n = configs.len();
     let starts: Vec<_> = configs
         .into_iter()
@@ -395,6 +400,28 @@ pub async fn serve_cluster(configs: Vec<BrokerConfig>, root: std::path::PathBuf)
         .map(|r| r.broker.local_addr().to_string())
         .collect();
     let bootstrap = bootstrap.join(",");
+    // The registry, a client of the whole cluster (its `_schemas` topic gets the cluster's replication factor).
+    let registry = match registry_listener {
+        Some(addr) => match start_registry(
+            &bootstrap,
+            addr,
+            REGISTRY_TOPIC,
+            &RegistryElection::default(),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                stop_all(running).await;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    let registry_field = registry
+        .as_ref()
+        .map(|r| format!(" registry={}", r.addr))
+        .unwrap_or_default();
     // One machine-readable line per broker, then the ready line (its kafka= and http= are broker 1's).
     for r in &running {
         let st = r.broker.state();
@@ -413,12 +440,12 @@ pub async fn serve_cluster(configs: Vec<BrokerConfig>, root: std::path::PathBuf)
     let first = &running[0];
     match first.http {
         Some(h) => println!(
-            "fjord ready kafka={} http={h} bootstrap={bootstrap} brokers={n} data={}",
+            "fjord ready kafka={} http={h} bootstrap={bootstrap} brokers={n}{registry_field} data={}",
             first.broker.local_addr(),
             root.display()
         ),
         None => println!(
-            "fjord ready kafka={} bootstrap={bootstrap} brokers={n} data={}",
+            "fjord ready kafka={} bootstrap={bootstrap} brokers={n}{registry_field} data={}",
             first.broker.local_addr(),
             root.display()
         ),
@@ -441,6 +468,12 @@ pub async fn serve_cluster(configs: Vec<BrokerConfig>, root: std::path::PathBuf)
             );
         }
         eprintln!("  Clients:  --bootstrap-server {bootstrap}");
+        if let Some(r) = &registry {
+            eprintln!(
+                "  Schema Registry: http://{}   (e.g. curl http://{}/subjects)",
+                r.addr, r.addr
+            );
+        }
         eprintln!("            (e.g. fjord cluster status --bootstrap-server {bootstrap})");
         eprintln!("Press Ctrl-C to stop.\n");
     }
@@ -449,6 +482,9 @@ pub async fn serve_cluster(configs: Vec<BrokerConfig>, root: std::path::PathBuf)
         reason = first_fatal(&running) => Some(reason),
     };
     tracing::info!("shutting down {n} brokers");
+    if let Some(r) = registry {
+        r.leave().await;
+    }
     stop_all(running).await;
     match fatal {
         Some(reason) => anyhow::bail!("broker stopped: {reason}"),

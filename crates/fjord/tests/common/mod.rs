@@ -387,9 +387,20 @@ pub fn http_request(
     (status, head, raw[split + 4..].to_vec())
 }
 
-/// `fjord start --brokers N` on free ports, with `overrides` (`key=value`) for every broker; returns the child,
-/// the per-broker lines and the ready line (whose `bootstrap=` lists every broker).
+/// `fjord start --brokers N` on free ports, with `overrides` (`key=value`) for every broker and no Schema
+/// Registry; returns the child, the per-broker lines and the ready line (whose `bootstrap=` lists every broker).
 pub fn start_cluster(data: &Path, n: usize, overrides: &[&str]) -> (Child, Vec<String>, String) {
+    start_cluster_with_registry(data, n, overrides, "none")
+}
+
+/// [`start_cluster`] with the Schema Registry on `registry` (`127.0.0.1:0`: a free port, in the ready line's
+/// `registry=`; `none`: no registry).
+pub fn start_cluster_with_registry(
+    data: &Path,
+    n: usize,
+    overrides: &[&str],
+    registry: &str,
+) -> (Child, Vec<String>, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fjord"));
     cmd.args(["start", "--brokers", &n.to_string(), "--data-dir"])
         .arg(data)
@@ -398,6 +409,8 @@ pub fn start_cluster(data: &Path, n: usize, overrides: &[&str]) -> (Child, Vec<S
             "listeners=PLAINTEXT://127.0.0.1:0",
             "--override",
             "metrics.listener=127.0.0.1:0",
+            "--registry-listener",
+            registry,
         ]);
     for o in overrides {
         cmd.args(["--override", o]);
