@@ -10,7 +10,7 @@
 //! those groups answer COORDINATOR_LOAD_IN_PROGRESS, and requests for groups of partitions led elsewhere
 //! NOT_COORDINATOR; clients then look the coordinator up again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -533,33 +533,59 @@ impl Groups {
             by_partition.entry(r.partition).or_default().push(r);
         }
         let max = offsets_max_message_bytes(state);
+        let group_of = |r: &Record| {
+            records::decode_key(r.key.clone())
+                .map(|k| k.group().to_string())
+                .unwrap_or_default()
+        };
         for (p, recs) in by_partition {
+            // A group with a record the log would refuse even alone in a batch (larger than a lowered
+            // max.message.bytes) is held back before the write: its records stay pending and its callers are
+            // answered, while the groups beside it are written.
+            let too_large: HashSet<String> = recs
+                .iter()
+                .filter(|r| BATCH_OVERHEAD + record_bytes(&r.key, r.value.as_ref()) > max)
+                .map(group_of)
+                .collect();
+            let (held, recs): (Vec<Record>, Vec<Record>) = if too_large.is_empty() {
+                (Vec::new(), recs)
+            } else {
+                recs.into_iter()
+                    .partition(|r| too_large.contains(&group_of(r)))
+            };
+            if !held.is_empty() {
+                // The clock retries every tick: only a caller's flush is worth a warning.
+                if callers.is_empty() {
+                    tracing::debug!(partition = p, groups = ?too_large, max, "group records too large to write");
+                } else {
+                    tracing::warn!(
+                        partition = p,
+                        groups = ?too_large,
+                        max,
+                        "group records larger than __consumer_offsets' max.message.bytes are not written"
+                    );
+                }
+                self.lock().not_written(&held);
+                for g in too_large {
+                    failed.insert(
+                        g,
+                        kafka_protocol::error::ResponseError::UnknownServerError.code(),
+                    );
+                }
+            }
+            if recs.is_empty() {
+                continue;
+            }
             let written = match ensure_offsets_topic(state).await {
                 Ok(()) => append_split(state, p, &recs, max).await,
                 Err(e) => Err(e),
             };
-            if written.is_ok() {
-                continue;
-            }
-            // Group by group, in the order taken. What the failed write got in before its error is written
-            // again: these are the newest values of their keys (the write lock is held), so a repeat is harmless.
-            let mut by_group: Vec<(String, Vec<Record>)> = Vec::new();
-            let mut index: HashMap<String, usize> = HashMap::new();
-            for r in recs {
-                let group = fjord_coordinator::records::decode_key(r.key.clone())
-                    .map(|k| k.group().to_string())
-                    .unwrap_or_default();
-                let i = *index.entry(group.clone()).or_insert_with(|| {
-                    by_group.push((group, Vec::new()));
-                    by_group.len() - 1
-                });
-                by_group[i].1.push(r);
-            }
-            for (group, recs) in by_group {
-                if let Err(e) = append_split(state, p, &recs, max).await {
-                    tracing::warn!(error = %e, partition = p, group, "writing consumer group state failed");
-                    self.lock().not_written(&recs);
-                    failed.insert(group, write_error_code(&e));
+            if let Err(e) = written {
+                tracing::warn!(error = %e, partition = p, "writing consumer group state failed");
+                self.lock().not_written(&recs);
+                let code = write_error_code(&e);
+                for r in &recs {
+                    failed.entry(group_of(r)).or_insert(code);
                 }
             }
         }
@@ -630,7 +656,12 @@ const BATCH_OVERHEAD: usize = 61;
 /// attributes, timestamp and offset deltas, key and value lengths, header count: varints of at most 32 bytes
 /// together). Computed, not encoded, so that splitting costs nothing per record.
 fn record_size(record: &(Bytes, Option<Bytes>)) -> usize {
-    record.0.len() + record.1.as_ref().map_or(0, Bytes::len) + 32
+    record_bytes(&record.0, record.1.as_ref())
+}
+
+/// [`record_size`] of a key and value.
+fn record_bytes(key: &Bytes, value: Option<&Bytes>) -> usize {
+    key.len() + value.map_or(0, Bytes::len) + 32
 }
 
 /// Splits `records` into consecutive groups whose encoded batch stays within `max` bytes (a record too large
@@ -660,14 +691,26 @@ async fn append_split(
     records: &[Record],
     max: usize,
 ) -> Result<()> {
-    let pairs: Vec<(Bytes, Option<Bytes>)> = records
-        .iter()
-        .map(|r| (r.key.clone(), r.value.clone()))
-        .collect();
+    let pairs = last_of_each_key(records);
     for batch in split_batches(&pairs, max) {
         append_internal(state, OFFSETS_TOPIC, partition, batch, None).await?;
     }
     Ok(())
+}
+
+/// The last record of each key, in the order of those last records: should a later batch of a split write fail
+/// after an earlier one is durable, no key is left at an older value of the write (which a failover would load
+/// and compaction keep).
+fn last_of_each_key(records: &[Record]) -> Vec<(Bytes, Option<Bytes>)> {
+    let mut seen: HashSet<&Bytes> = HashSet::new();
+    let mut pairs: Vec<(Bytes, Option<Bytes>)> = records
+        .iter()
+        .rev()
+        .filter(|r| seen.insert(&r.key))
+        .map(|r| (r.key.clone(), r.value.clone()))
+        .collect();
+    pairs.reverse();
+    pairs
 }
 
 /// A coordinator's internal partition, online here (NOT_COORDINATOR when it is not).
@@ -1150,6 +1193,31 @@ mod tests {
         assert!(batches.iter().any(|b| b.len() == 1 && b[0] == with_big[3]));
         assert_eq!(batches.concat(), with_big);
         assert!(split_batches(&[], max).is_empty());
+    }
+
+    #[test]
+    fn a_split_write_keeps_only_the_last_record_of_each_key() {
+        let r = |k: &'static str, v: Option<&'static str>| Record {
+            partition: 0,
+            key: Bytes::from_static(k.as_bytes()),
+            value: v.map(|v| Bytes::from_static(v.as_bytes())),
+        };
+        let records = [
+            r("a", Some("1")),
+            r("b", Some("1")),
+            r("a", None),
+            r("c", Some("1")),
+            r("b", Some("2")),
+        ];
+        let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+        assert_eq!(
+            last_of_each_key(&records),
+            vec![
+                (b("a"), None),
+                (b("c"), Some(b("1"))),
+                (b("b"), Some(b("2")))
+            ]
+        );
     }
 
     #[test]

@@ -243,5 +243,23 @@ async fn an_offset_commit_too_large_for_the_log_is_answered_invalid_commit_offse
         vec![28; 20],
         "INVALID_COMMIT_OFFSET_SIZE for every partition"
     );
+    // Nothing of the refused commit was kept: no partition has a committed offset.
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    let fetched = c
+        .send(
+            5,
+            &OffsetFetchRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partition_indexes((0..20).collect())])),
+        )
+        .await;
+    let offsets: Vec<i64> = fetched.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.committed_offset)
+        .collect();
+    assert_eq!(offsets, vec![-1; 20]);
     broker.shutdown().await.unwrap();
 }

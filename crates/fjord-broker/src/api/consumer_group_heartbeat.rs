@@ -50,6 +50,9 @@ pub async fn handle(
         subscribed_topic_regex: req.subscribed_topic_regex.as_ref().map(|r| r.to_string()),
         owned,
     };
+    // The limit the log enforces on __consumer_offsets now (a dynamic change included), so that a member record
+    // the write would refuse is refused before anything changes. Computed before the coordinator lock is taken.
+    let max_record_bytes = crate::groups::offsets_max_message_bytes(ctx.state);
     let resp = {
         let mut c = match ctx.state.groups.coordinator_for(ctx.state, &group_id) {
             Ok(c) => c,
@@ -59,9 +62,7 @@ pub async fn handle(
                     .with_member_epoch(-1)
             }
         };
-        // The limit the log enforces on __consumer_offsets now (a dynamic change included), so that a member
-        // record the write would refuse is refused here, before anything changes.
-        c.consumer.config.max_record_bytes = crate::groups::offsets_max_message_bytes(ctx.state);
+        c.consumer.config.max_record_bytes = max_record_bytes;
         if c.is_active_classic(&group_id) {
             return ConsumerGroupHeartbeatResponse::default()
                 .with_error_code(E::GroupIdNotFound.code())
