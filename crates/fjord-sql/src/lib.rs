@@ -8,8 +8,15 @@
 //! joins are parsed, type-checked and planned here, and run on `fjord-streams` (not yet wired: such a query is
 //! refused with a clear error).
 
+pub mod catalog;
+pub mod engine;
 pub mod error;
+pub mod expr;
+pub mod format;
+pub mod functions;
 pub mod parser;
+pub mod plan;
+pub mod rest;
 pub mod types;
 
 pub use error::{ErrorKind, Pos, Result, SqlError};
