@@ -629,9 +629,6 @@ impl Engine {
                 "PARTITIONS",
                 "REPLICAS",
                 "TIMESTAMP",
-                "TIMESTAMP_FORMAT",
-                "VALUE_DELIMITER",
-                "WRAP_SINGLE_VALUE",
             ],
         )?;
         let topic = props.take("KAFKA_TOPIC").ok_or_else(|| {
@@ -1246,7 +1243,7 @@ impl WithProps {
                     p.pos,
                 ));
             }
-            if matches!(p.value, PropValue::Bool(_)) && p.name != "WRAP_SINGLE_VALUE" {
+            if matches!(p.value, PropValue::Bool(_)) {
                 return Err(SqlError::semantic_at(
                     format!("{} takes a quoted string or a number", p.name),
                     p.pos,

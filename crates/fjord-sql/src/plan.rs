@@ -52,6 +52,8 @@ pub struct SelectPlan {
     pub shape: Shape,
     pub emit: Option<Emit>,
     pub limit: Option<u64>,
+    /// `PARTITION BY`: re-keying needs a repartition, which runs on the streams library.
+    pub partition_by: Vec<Expr>,
 }
 
 impl SelectPlan {
@@ -69,6 +71,11 @@ impl SelectPlan {
 
     /// Refuses what this version cannot execute yet, with the reason.
     pub fn require_stateless(&self) -> Result<()> {
+        if !self.partition_by.is_empty() {
+            return Err(SqlError::not_supported(
+                "PARTITION BY (re-keying through a repartition topic) runs on the streams library, coming next",
+            ));
+        }
         match &self.shape {
             Shape::Stateless if self.source.kind == SourceKind::Stream => Ok(()),
             Shape::Stateless => Err(SqlError::not_supported(format!(
@@ -183,6 +190,10 @@ pub fn plan_select(sel: &Select, catalog: &Catalog) -> Result<SelectPlan> {
     let mut group_by = Vec::new();
     for g in &sel.group_by {
         group_by.push(compile(g, &plain)?.0);
+    }
+    let mut partition_by = Vec::new();
+    for g in &sel.partition_by {
+        partition_by.push(compile(g, &plain)?.0);
     }
     let mut projection: Vec<Projection> = Vec::new();
     let mut generated = 0;
@@ -335,6 +346,7 @@ pub fn plan_select(sel: &Select, catalog: &Catalog) -> Result<SelectPlan> {
         shape,
         emit: sel.emit,
         limit: sel.limit,
+        partition_by,
     })
 }
 

@@ -280,6 +280,18 @@ fn projection_and_scalar_functions_evaluate() {
 }
 
 #[test]
+fn partition_by_is_checked_then_refused_at_execution() {
+    let p = plan("CREATE STREAM x AS SELECT page FROM clicks PARTITION BY page").unwrap();
+    assert!(p
+        .require_stateless()
+        .unwrap_err()
+        .message
+        .contains("PARTITION BY"));
+    let e = err("CREATE STREAM x AS SELECT page FROM clicks PARTITION BY nope");
+    assert!(e.message.contains("unknown column NOPE"), "{e}");
+}
+
+#[test]
 fn duplicate_output_names_are_refused() {
     let e = err("SELECT page, UCASE(page) AS page FROM clicks EMIT CHANGES");
     assert!(e.message.contains("PAGE appears twice"), "{e}");
