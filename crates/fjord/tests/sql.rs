@@ -151,6 +151,25 @@ fn persistent_query_filters_projects_and_resumes_after_kill9() {
     assert_eq!(read_output(&p.kafka, 20), expected(0..30));
     wait_committed(&p.kafka, &format!("_fjord_sql_{id}"), 30);
 
+    // CREATE OR REPLACE upgrades the query in place: same id, same group, so it goes on from the committed
+    // offsets (nothing is reprocessed) and new records get the new projection.
+    let v = ksql_ok(
+        &p.sql,
+        "CREATE OR REPLACE STREAM big_orders AS SELECT id, LCASE(item) AS item, qty * price AS total FROM orders WHERE qty >= 10;",
+    );
+    assert_eq!(v[0]["commandStatus"]["queryId"], id.as_str(), "{v}");
+    client(&["produce", &p.kafka, "orders", "30", "33"]);
+    let mut want = expected(0..30);
+    want.extend((30..33).map(|i| {
+        format!(
+            "id-{i}\t{}",
+            json!({"ITEM": format!("w{i}"), "TOTAL": i as f64 * 1.5})
+        )
+    }));
+    want.sort();
+    assert_eq!(read_output(&p.kafka, 23), want);
+    wait_committed(&p.kafka, &format!("_fjord_sql_{id}"), 33);
+
     // TERMINATE stops it; the stream stays and its state is recorded.
     ksql_ok(&p.sql, &format!("TERMINATE {id};"));
     let q = ksql_ok(&p.sql, "SHOW QUERIES;");
@@ -329,6 +348,20 @@ fn bad_requests_and_statements_get_4xx_with_a_message() {
     let (status, _, body) = http_request(a, "GET", "/healthcheck", "", None);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("\"isHealthy\":true"));
+
+    // The shell reads statements from standard input when it is not a terminal.
+    let out = run_with_stdin(
+        std::process::Command::new(env!("CARGO_BIN_EXE_fjord")).args([
+            "sql",
+            "--server",
+            &format!("http://{a}"),
+        ]),
+        Some(b"SHOW\n  STREAMS;\nDESCRIBE s;\n"),
+        Duration::from_secs(60),
+    );
+    let text = ok(&out);
+    assert!(text.contains("| Stream Name |"), "{text}");
+    assert!(text.contains("| N     | INTEGER      |"), "{text}");
 
     // `fjord sql -f`: the error points at the line of the file.
     let script = dir.path().join("bad.sql");
