@@ -65,6 +65,9 @@ pub struct QueryDef {
     pub sql: String,
     /// False once TERMINATEd: the sink stays, the query does not run.
     pub running: bool,
+    /// Where its group started when it had no committed offsets (`auto.offset.reset` at creation).
+    #[serde(default)]
+    pub reset: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -237,7 +237,14 @@ impl Engine {
             "SQL catalog replayed from {topic}"
         );
         for def in to_start {
-            if let Err(e) = self.start_persistent(&def, "earliest") {
+            // A group with committed offsets goes on from them; one without (killed before its first commit)
+            // starts where the query was created to start.
+            let reset = def
+                .query
+                .as_ref()
+                .and_then(|q| q.reset.clone())
+                .unwrap_or_else(|| "earliest".into());
+            if let Err(e) = self.start_persistent(&def, &reset) {
                 tracing::error!(sink = def.name, error = %e, "a persistent query could not start again");
             }
         }
@@ -424,7 +431,7 @@ impl Engine {
                     )));
                 }
                 if let Some(q) = &def.query {
-                    self.stop_query(&q.id);
+                    self.stop_query_async(&q.id).await;
                 }
                 self.write_command(&def.name, None).await?;
                 self.state.lock().expect("engine state").catalog.remove(&def.name);
@@ -456,7 +463,7 @@ impl Engine {
                     ids.push(q.id.clone());
                     let id = q.id.clone();
                     self.write_command(&def.name.clone(), Some(&def)).await?;
-                    self.stop_query(&id);
+                    self.stop_query_async(&id).await;
                     self.state.lock().expect("engine state").catalog.put(def);
                 }
                 Ok(json!({"@type": "currentStatus", "statementText": text, "commandStatus": {"status": "SUCCESS", "message": format!("Query terminated: {}", if ids.is_empty() { "none running".to_string() } else { ids.join(", ") })}}))
@@ -902,10 +909,11 @@ impl Engine {
                 id: id.clone(),
                 sql: parsed.text.clone(),
                 running: true,
+                reset: Some(props_reset(props)?),
             }),
         };
         self.write_command(&def.name, Some(&def)).await?;
-        self.stop_query(&id);
+        self.stop_query_async(&id).await;
         self.state
             .lock()
             .expect("engine state")
@@ -917,6 +925,18 @@ impl Engine {
             json!({"@type": "currentStatus", "statementText": parsed.text, "commandId": format!("stream/`{}`/create", def.name),
             "commandStatus": {"status": "SUCCESS", "message": format!("Created query with ID {id}"), "queryId": id}}),
         )
+    }
+
+    /// Stops a query and waits for its thread (it finishes its batch and commits) on a blocking thread, so that
+    /// the wait never holds up the async workers serving the API.
+    async fn stop_query_async(&self, id: &str) {
+        let r = self.state.lock().expect("engine state").running.remove(id);
+        if let Some(mut r) = r {
+            r.stop.store(true, Ordering::SeqCst);
+            if let Some(t) = r.thread.take() {
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
+        }
     }
 
     fn stop_query(&self, id: &str) {

@@ -399,5 +399,6 @@ fn bad_requests_and_statements_get_4xx_with_a_message() {
         text.contains("| S           | s           | KAFKA      | JSON         |"),
         "{text}"
     );
+    assert!(text.contains("| K            | D            |"), "{text}");
     assert!(text.contains("| a            | 14           |"), "{text}");
 }
