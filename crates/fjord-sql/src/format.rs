@@ -71,12 +71,8 @@ pub fn decode(
                     Some(s) => {
                         Value::from_text(s, &c.ty).map_err(|e| format!("column {}: {e}", c.name))?
                     }
-                    None => {
-                        return Err(format!(
-                            "the value has too few fields: no field for column {}",
-                            c.name
-                        ))
-                    }
+                    // Missing trailing fields are NULL: records written before ALTER ... ADD COLUMN lack them.
+                    None => Value::Null,
                 }
             } else {
                 return Err(format!(

@@ -402,3 +402,117 @@ fn bad_requests_and_statements_get_4xx_with_a_message() {
     assert!(text.contains("| K            | D            |"), "{text}");
     assert!(text.contains("| a            | 14           |"), "{text}");
 }
+
+/// Reads the rows of a SELECT over /query (one that ends: LIMIT, or no EMIT CHANGES).
+fn query_rows(addr: &str, sql: &str) -> Vec<Value> {
+    let body = json!({"ksql": sql}).to_string();
+    let (status, _, raw) = http_request(
+        addr,
+        "POST",
+        "/query",
+        "Content-Type: application/json\r\n",
+        Some(body.as_bytes()),
+    );
+    let text = String::from_utf8_lossy(&raw).to_string();
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .filter(|l| l.contains("\"row\""))
+        .map(|l| {
+            let j = l
+                .trim()
+                .trim_start_matches(',')
+                .trim_end_matches(']')
+                .trim_end_matches(',');
+            serde_json::from_str::<Value>(j).unwrap()["row"]["columns"].clone()
+        })
+        .collect()
+}
+
+#[test]
+fn sql_server_runs_alone_with_delimited_values_alter_and_drop() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .args([
+            "sql-server",
+            "-b",
+            &broker.bootstrap,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(l);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("fjord sql-server ready line");
+    assert!(line.starts_with("fjord sql-server ready"), "{line}");
+    let a = field(&line, "listen=").to_string();
+    ksql_ok(&a, "CREATE STREAM csv (id INT KEY, name STRING, score DOUBLE) WITH (kafka_topic='csv', value_format='DELIMITED', partitions=1);");
+    ksql_ok(&a, "INSERT INTO csv (id, name, score) VALUES (1, 'ann', 2.5); INSERT INTO csv (id, name, score) VALUES (2, 'bob', 4);");
+    // The value is `ann,2.5` and the INT key Kafka's 4-byte big-endian serializer.
+    let rows = query_rows(&a, "SELECT id, UCASE(name) AS n, score * 2 AS s FROM csv;");
+    assert_eq!(rows, vec![json!([1, "ANN", 5.0]), json!([2, "BOB", 8.0])]);
+    // ALTER adds a column; old records read it as NULL.
+    ksql_ok(&a, "ALTER STREAM csv ADD COLUMN city STRING;");
+    ksql_ok(
+        &a,
+        "INSERT INTO csv (id, name, score, city) VALUES (3, 'cy', 1, 'Oslo');",
+    );
+    let rows = query_rows(&a, "SELECT id, city FROM csv WHERE score < 3;");
+    assert_eq!(rows, vec![json!([1, null]), json!([3, "Oslo"])]);
+    let (status, v) = ksql(&a, "ALTER STREAM csv ADD COLUMN name STRING;");
+    assert_eq!(status, 400);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("already has a column NAME"),
+        "{v}"
+    );
+    // A stream read by a query cannot be dropped; DROP ... DELETE TOPIC removes the topic too.
+    ksql_ok(
+        &a,
+        "CREATE STREAM good AS SELECT id, name FROM csv WHERE score > 2;",
+    );
+    let (status, v) = ksql(&a, "DROP STREAM csv;");
+    assert_eq!(status, 400);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("TERMINATE them first"),
+        "{v}"
+    );
+    ksql_ok(&a, "DROP STREAM good DELETE TOPIC;");
+    ksql_ok(&a, "DROP STREAM csv;");
+    let v = ksql_ok(&a, "SHOW STREAMS; SHOW QUERIES;");
+    assert_eq!(v[0]["streams"], json!([]), "{v}");
+    assert_eq!(v[1]["queries"], json!([]), "{v}");
+    let topics = ksql_ok(&a, "SHOW TOPICS;");
+    let names: Vec<&str> = topics[0]["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"csv") && !names.contains(&"GOOD"),
+        "{names:?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
