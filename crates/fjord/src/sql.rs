@@ -201,10 +201,34 @@ impl Session {
         }
     }
 
+    /// The names of the streams and tables, for tab completion (empty when the server cannot say).
+    fn source_names(&self) -> Vec<String> {
+        let body = json!({"ksql": "SHOW STREAMS; SHOW TABLES;"});
+        match request(&self.addr, "/ksql", &body) {
+            Ok((200, v)) => v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|e| {
+                    ["streams", "tables"]
+                        .iter()
+                        .flat_map(|f| e[*f].as_array().cloned().unwrap_or_default())
+                        .collect::<Vec<_>>()
+                })
+                .filter_map(|x| x["name"].as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     fn shell(&mut self) -> Result<(), CliError> {
         use rustyline::error::ReadlineError;
-        let mut rl = rustyline::DefaultEditor::new()
-            .map_err(|e| CliError::failure(format!("cannot open the terminal: {e}")))?;
+        let mut rl: rustyline::Editor<SqlHelper, rustyline::history::DefaultHistory> =
+            rustyline::Editor::new()
+                .map_err(|e| CliError::failure(format!("cannot open the terminal: {e}")))?;
+        rl.set_helper(Some(SqlHelper {
+            names: self.source_names(),
+        }));
         let history = std::env::var_os("HOME")
             .map(|h| std::path::PathBuf::from(h).join(".fjord_sql_history"));
         if let Some(h) = &history {
@@ -234,6 +258,10 @@ impl Session {
                     if let Err(e) = self.run_text(&text) {
                         eprintln!("{}", e.message);
                     }
+                    let names = self.source_names();
+                    if let Some(h) = rl.helper_mut() {
+                        h.names = names;
+                    }
                 }
                 Err(ReadlineError::Interrupted) => buf.clear(),
                 Err(ReadlineError::Eof) => break,
@@ -246,6 +274,161 @@ impl Session {
         Ok(())
     }
 }
+
+/// Words the shell completes with Tab, besides the names of streams and tables.
+const KEYWORDS: &[&str] = &[
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "GROUP",
+    "BY",
+    "HAVING",
+    "WINDOW",
+    "TUMBLING",
+    "HOPPING",
+    "SESSION",
+    "SIZE",
+    "ADVANCE",
+    "GRACE",
+    "PERIOD",
+    "EMIT",
+    "CHANGES",
+    "FINAL",
+    "LIMIT",
+    "CREATE",
+    "STREAM",
+    "TABLE",
+    "AS",
+    "WITH",
+    "KAFKA_TOPIC",
+    "VALUE_FORMAT",
+    "KEY_FORMAT",
+    "PARTITIONS",
+    "TIMESTAMP",
+    "INSERT",
+    "INTO",
+    "VALUES",
+    "SHOW",
+    "STREAMS",
+    "TABLES",
+    "QUERIES",
+    "TOPICS",
+    "DESCRIBE",
+    "EXTENDED",
+    "DROP",
+    "DELETE",
+    "TOPIC",
+    "TERMINATE",
+    "EXPLAIN",
+    "ALTER",
+    "ADD",
+    "COLUMN",
+    "SET",
+    "UNSET",
+    "JOIN",
+    "LEFT",
+    "ON",
+    "WITHIN",
+    "AND",
+    "OR",
+    "NOT",
+    "NULL",
+    "CASE",
+    "WHEN",
+    "THEN",
+    "ELSE",
+    "END",
+    "CAST",
+    "KEY",
+    "PRIMARY",
+    "REPLACE",
+    "IF",
+    "EXISTS",
+    "STRING",
+    "INT",
+    "BIGINT",
+    "DOUBLE",
+    "BOOLEAN",
+    "ARRAY",
+    "MAP",
+    "STRUCT",
+    "UCASE",
+    "LCASE",
+    "SUBSTRING",
+    "CONCAT",
+    "COALESCE",
+    "IFNULL",
+    "TIMESTAMPTOSTRING",
+    "STRINGTOTIMESTAMP",
+    "EXTRACTJSONFIELD",
+    "COUNT",
+    "SUM",
+    "AVG",
+    "MIN",
+    "MAX",
+    "MINUTE",
+    "MINUTES",
+    "SECOND",
+    "SECONDS",
+    "HOUR",
+    "HOURS",
+    "DAY",
+    "DAYS",
+];
+
+/// Completes the word before the cursor with a keyword or a stream or table name, in the case it was typed in.
+fn completions(line: &str, pos: usize, names: &[String]) -> (usize, Vec<String>) {
+    let pos = pos.min(line.len());
+    let before = &line[..pos];
+    let start = before
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !(c.is_alphanumeric() || *c == '_'))
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    let word = &before[start..];
+    if word.is_empty() {
+        return (start, Vec::new());
+    }
+    let lower = word.chars().all(|c| !c.is_uppercase());
+    let mut out: Vec<String> = KEYWORDS
+        .iter()
+        .map(|k| k.to_string())
+        .chain(names.iter().cloned())
+        .filter(|k| k.len() > word.len() && k.to_uppercase().starts_with(&word.to_uppercase()))
+        .map(|k| if lower { k.to_lowercase() } else { k })
+        .collect();
+    out.sort();
+    out.dedup();
+    (start, out)
+}
+
+/// The shell's line editor helper: Tab completion only.
+struct SqlHelper {
+    names: Vec<String>,
+}
+
+impl rustyline::completion::Completer for SqlHelper {
+    type Candidate = String;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _ctx: &rustyline::Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<String>)> {
+        Ok(completions(line, pos, &self.names))
+    }
+}
+
+impl rustyline::hint::Hinter for SqlHelper {
+    type Hint = String;
+}
+
+impl rustyline::highlight::Highlighter for SqlHelper {}
+
+impl rustyline::validate::Validator for SqlHelper {}
+
+impl rustyline::Helper for SqlHelper {}
 
 fn error_text(v: &J) -> String {
     v.get("message")
@@ -709,6 +892,24 @@ mod tests {
             schema_names("`ID` STRING KEY, `S` STRUCT<`X` INTEGER, `Y` STRING>, `N` BIGINT"),
             vec!["ID", "S", "N"]
         );
+    }
+
+    #[test]
+    fn tab_completes_keywords_and_names_in_the_typed_case() {
+        let names = vec!["CLICKS".to_string(), "CLICK_COUNTS".to_string()];
+        assert_eq!(
+            completions("select * from cli", 17, &names),
+            (14, vec!["click_counts".to_string(), "clicks".to_string()])
+        );
+        assert_eq!(
+            completions("SEL", 3, &names),
+            (0, vec!["SELECT".to_string()])
+        );
+        assert_eq!(
+            completions("SHOW STREAMS; DESC", 18, &names),
+            (14, vec!["DESCRIBE".to_string()])
+        );
+        assert_eq!(completions("SELECT ", 7, &names), (7, vec![]));
     }
 
     #[test]
