@@ -484,10 +484,39 @@ fn sql_server_runs_alone_with_delimited_values_alter_and_drop() {
         "{v}"
     );
     // A stream read by a query cannot be dropped; DROP ... DELETE TOPIC removes the topic too.
+    // A record that does not decode (a score that is not a number) is skipped and counted, never a crash.
+    ok(&fjord(
+        &broker.bootstrap,
+        &["produce", "csv"],
+        Some(b"dan,not-a-number\n"),
+    ));
+    assert_eq!(query_rows(&a, "SELECT name FROM csv;").len(), 3);
     ksql_ok(
         &a,
         "CREATE STREAM good AS SELECT id, name FROM csv WHERE score > 2;",
     );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let d = ksql_ok(&a, "DESCRIBE EXTENDED good;");
+        let stats = &d[0]["sourceDescription"]["statistics"];
+        if stats["recordsIn"] == 4 {
+            assert_eq!(stats["processingErrors"], 1, "{d}");
+            assert!(
+                stats["lastError"]
+                    .as_str()
+                    .unwrap()
+                    .contains("column SCORE"),
+                "{d}"
+            );
+            assert_eq!(stats["recordsOut"], 2, "{d}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the query did not read the 4 records: {d}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let (status, v) = ksql(&a, "DROP STREAM csv;");
     assert_eq!(status, 400);
     assert!(
