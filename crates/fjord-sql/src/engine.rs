@@ -74,7 +74,12 @@ pub struct Engine {
     admin: AdminClient<DefaultClientContext>,
     /// Serializes statements that change the catalog: validate, write the command, apply.
     ddl: tokio::sync::Mutex<()>,
+    /// Push queries running now (each holds a thread and a consumer), at most [`MAX_PUSH_QUERIES`].
+    push_queries: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// The most push queries one server runs at once; more are refused until one ends.
+pub const MAX_PUSH_QUERIES: usize = 100;
 
 /// One row streamed by a push query.
 pub type Row = Vec<J>;
@@ -129,6 +134,7 @@ impl Engine {
             producer,
             admin,
             ddl: tokio::sync::Mutex::new(()),
+            push_queries: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         });
         engine
             .create_topic(
@@ -1052,17 +1058,29 @@ impl Engine {
             .iter()
             .map(|p| (p.name.clone(), p.ty.clone()))
             .collect();
+        let running = self.push_queries.fetch_add(1, Ordering::SeqCst);
+        if running >= MAX_PUSH_QUERIES {
+            self.push_queries.fetch_sub(1, Ordering::SeqCst);
+            return Err(SqlError::execution(format!(
+                "{MAX_PUSH_QUERIES} push queries are running already: end one (close its connection or give a LIMIT) and try again"
+            )));
+        }
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let bootstrap = self.cfg.bootstrap.clone();
         let qid = query_id.clone();
-        std::thread::Builder::new()
+        let count = self.push_queries.clone();
+        let spawned = std::thread::Builder::new()
             .name(format!("sql-{query_id}"))
             .spawn(move || {
                 if let Err(e) = run_push(&bootstrap, &qid, &plan, &reset, pull, &tx) {
                     let _ = tx.blocking_send(Err(e));
                 }
-            })
-            .map_err(|e| SqlError::execution(format!("cannot start a thread: {e}")))?;
+                count.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            self.push_queries.fetch_sub(1, Ordering::SeqCst);
+            return Err(SqlError::execution(format!("cannot start a thread: {e}")));
+        }
         Ok(PushQuery {
             query_id,
             columns,
