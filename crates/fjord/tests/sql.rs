@@ -170,6 +170,19 @@ fn persistent_query_filters_projects_and_resumes_after_kill9() {
     assert_eq!(read_output(&p.kafka, 23), want);
     wait_committed(&p.kafka, &format!("_fjord_sql_{id}"), 33);
 
+    let v = ksql_ok(&p.sql, &format!("EXPLAIN {id};"));
+    let d = &v[0]["queryDescription"];
+    assert_eq!(d["state"], "RUNNING", "{v}");
+    assert_eq!(
+        d["consumerGroupId"],
+        format!("_fjord_sql_{id}").as_str(),
+        "{v}"
+    );
+    assert!(
+        d["executionPlan"].as_str().unwrap().contains("FILTER"),
+        "{v}"
+    );
+
     // TERMINATE stops it; the stream stays and its state is recorded.
     ksql_ok(&p.sql, &format!("TERMINATE {id};"));
     let q = ksql_ok(&p.sql, "SHOW QUERIES;");
@@ -339,6 +352,24 @@ fn bad_requests_and_statements_get_4xx_with_a_message() {
             .as_str()
             .unwrap()
             .contains("type mismatch: column N is INTEGER"),
+        "{v}"
+    );
+
+    // EXPLAIN plans what cannot run yet and says why.
+    let v = ksql_ok(a, "EXPLAIN SELECT k, COUNT(*) AS c FROM s WINDOW HOPPING (SIZE 1 MINUTE, ADVANCE BY 10 SECONDS) GROUP BY k EMIT CHANGES;");
+    let d = &v[0]["queryDescription"];
+    assert_eq!(d["runnable"], false, "{v}");
+    assert!(
+        d["reason"].as_str().unwrap().contains("streams library"),
+        "{v}"
+    );
+    assert_eq!(
+        d["fields"][1],
+        json!({"name": "C", "schema": {"type": "BIGINT"}}),
+        "{v}"
+    );
+    assert!(
+        d["executionPlan"].as_str().unwrap().contains("AGGREGATE"),
         "{v}"
     );
 
