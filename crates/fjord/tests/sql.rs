@@ -463,20 +463,23 @@ fn query_rows(addr: &str, sql: &str) -> Vec<Value> {
 fn sql_server_runs_alone_with_delimited_values_alter_and_drop() {
     let dir = temp_dir();
     let broker = BrokerProc::start(&dir.path().join("data"), &[]);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fjord"))
-        .args([
-            "sql-server",
-            "-b",
-            &broker.bootstrap,
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    // Killed on drop, also when an assertion fails.
+    let mut server = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .args([
+                "sql-server",
+                "-b",
+                &broker.bootstrap,
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = server.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -573,6 +576,14 @@ fn sql_server_runs_alone_with_delimited_values_alter_and_drop() {
         names.contains(&"csv") && !names.contains(&"GOOD"),
         "{names:?}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// A child process killed when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
