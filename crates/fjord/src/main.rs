@@ -29,6 +29,8 @@ mod registry_client;
 mod schemas;
 mod serve;
 mod signals;
+#[cfg(feature = "sql")]
+mod sql;
 mod timespec;
 mod topics;
 mod transactions;
@@ -64,6 +66,7 @@ Examples:
   fjord transactions list --state ongoing      # open transactions and their producers
   fjord connect standalone worker.properties file-source.properties   # Kafka Connect, REST on :8083
   fjord schemas list                           # subjects in the schema registry on :8081
+  fjord sql                                    # the SQL shell (server on :8088); -f script.sql, -e \"...\"
   fjord bench produce --messages 1000000 --size 100";
 
 #[cfg(feature = "registry")]
@@ -116,6 +119,11 @@ enum Cmd {
         /// DIR/connect.offsets left by an earlier standalone worker is imported once.
         #[arg(long, value_name = "HOST:PORT|none", default_value = "127.0.0.1:8083")]
         connect_listener: String,
+        /// Where the SQL server (ksqlDB's REST API: /ksql, /query) listens beside the broker; `none` runs none.
+        /// Only with a single broker. Streams, tables and persistent queries live in the `_fjord_sql_commands`
+        /// topic and outlive restarts.
+        #[arg(long, value_name = "HOST:PORT|none", default_value = "127.0.0.1:8088")]
+        sql_listener: String,
         #[command(flatten)]
         opts: BrokerOpts,
     },
@@ -167,6 +175,35 @@ enum Cmd {
         /// read-only follower that forwards every write.
         #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
         leader_eligibility: bool,
+    },
+    /// Streaming SQL: an interactive shell, or run a script (-f) or statements (-e), against a SQL server.
+    ///
+    /// Examples:
+    ///   fjord sql                                   # the shell; statements end with `;`
+    ///   fjord sql -f pipeline.sql
+    ///   fjord sql -e "SHOW STREAMS; SELECT * FROM clicks EMIT CHANGES LIMIT 5;"
+    #[cfg(feature = "sql")]
+    #[command(verbatim_doc_comment)]
+    Sql(sql::SqlArgs),
+    /// Run the SQL server (ksqlDB's REST API on :8088) alone against any Kafka-compatible cluster.
+    ///
+    /// Example: fjord sql-server --bootstrap-server localhost:9092 --listen 127.0.0.1:8088
+    #[cfg(feature = "sql")]
+    SqlServer {
+        /// The cluster the streams, tables and the command topic live in.
+        #[arg(
+            long,
+            short = 'b',
+            value_name = "HOST:PORT",
+            default_value = "127.0.0.1:9092"
+        )]
+        bootstrap_server: String,
+        /// Where the REST API listens (port 0 picks a free one).
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8088")]
+        listen: std::net::SocketAddr,
+        /// The compacted topic the catalog and the persistent queries are kept in.
+        #[arg(long, value_name = "TOPIC", default_value = "_fjord_sql_commands")]
+        command_topic: String,
     },
     /// Run Kafka Connect workers (Connect's REST API, built-in connectors, no JVM).
     #[cfg(feature = "connect")]
@@ -288,6 +325,8 @@ fn main() -> ExitCode {
         Cmd::Registry { .. } => "info,openraft=warn",
         #[cfg(feature = "connect")]
         Cmd::Connect(_) => "info",
+        #[cfg(feature = "sql")]
+        Cmd::SqlServer { .. } => "info",
         _ => "warn,rdkafka=off",
     };
     tracing_subscriber::fmt()
@@ -305,11 +344,22 @@ fn main() -> ExitCode {
             controller_port: None,
             registry_listener,
             connect_listener,
+            sql_listener,
             opts,
         } => parse_listener("--registry-listener", &registry_listener).and_then(|registry| {
             parse_listener("--connect-listener", &connect_listener).and_then(|connect| {
-                start_properties(data_dir, &opts)
-                    .and_then(|props| run_server(props, registry, connect))
+                parse_listener("--sql-listener", &sql_listener).and_then(|sql| {
+                    start_properties(data_dir, &opts).and_then(|props| {
+                        run_server(
+                            props,
+                            serve::Services {
+                                registry,
+                                connect,
+                                sql,
+                            },
+                        )
+                    })
+                })
             })
         }),
         Cmd::Start {
@@ -333,7 +383,7 @@ fn main() -> ExitCode {
         }),
         Cmd::Broker { file, mut opts } => {
             opts.config = opts.config.or(file);
-            run_server(opts.properties(&[]), None, None)
+            run_server(opts.properties(&[]), serve::Services::default())
         }
         #[cfg(feature = "registry")]
         Cmd::Registry {
@@ -359,6 +409,17 @@ fn main() -> ExitCode {
         }),
         #[cfg(feature = "connect")]
         Cmd::Connect(cmd) => runtime().and_then(|rt| rt.block_on(connect::run(cmd))),
+        #[cfg(feature = "sql")]
+        Cmd::Sql(args) => sql::run(args),
+        #[cfg(feature = "sql")]
+        Cmd::SqlServer {
+            bootstrap_server,
+            listen,
+            command_topic,
+        } => runtime().and_then(|rt| {
+            rt.block_on(sql::serve(&bootstrap_server, listen, &command_topic))
+                .map_err(|e| CliError::failure(format!("{e:#}")))
+        }),
         Cmd::Topics(cmd) => runtime().and_then(|rt| rt.block_on(topics::run(cmd))),
         Cmd::Groups(cmd) => runtime().and_then(|rt| rt.block_on(groups::run(cmd))),
         Cmd::Cluster(cmd) => cluster::run(cmd),
@@ -456,7 +517,7 @@ fn run_cluster(
     run().map_err(|e| CliError::failure(format!("{e:#}")))
 }
 
-/// `--registry-listener` and `--connect-listener`: an address, or `none`.
+/// `--registry-listener`, `--connect-listener` and `--sql-listener`: an address, or `none`.
 fn parse_listener(flag: &str, s: &str) -> Result<Option<std::net::SocketAddr>, CliError> {
     if s.eq_ignore_ascii_case("none") {
         return Ok(None);
@@ -471,13 +532,12 @@ fn parse_listener(flag: &str, s: &str) -> Result<Option<std::net::SocketAddr>, C
 
 fn run_server(
     props: Result<BTreeMap<String, String>>,
-    registry: Option<std::net::SocketAddr>,
-    connect: Option<std::net::SocketAddr>,
+    services: serve::Services,
 ) -> Result<(), CliError> {
     let run = || -> Result<()> {
         let config = BrokerConfig::from_properties(props?)?;
         let rt = runtime()?;
-        rt.block_on(serve::serve(config, registry, connect))
+        rt.block_on(serve::serve(config, services))
     };
     run().map_err(|e| CliError::failure(format!("{e:#}")))
 }

@@ -8,11 +8,20 @@ use anyhow::{Context, Result};
 use fjord_broker::config::BrokerConfig;
 use fjord_broker::Broker;
 
-pub async fn serve(
-    config: BrokerConfig,
-    registry_listener: Option<SocketAddr>,
-    connect_listener: Option<SocketAddr>,
-) -> Result<()> {
+/// The services `fjord start` runs beside the broker, each a client of it (`None`: not run).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Services {
+    pub registry: Option<SocketAddr>,
+    pub connect: Option<SocketAddr>,
+    pub sql: Option<SocketAddr>,
+}
+
+pub async fn serve(config: BrokerConfig, services: Services) -> Result<()> {
+    let Services {
+        registry: registry_listener,
+        connect: connect_listener,
+        sql: sql_listener,
+    } = services;
     let metrics_addr = config.metrics_listener;
     let data_dir = config.log_dir.clone();
     let broker = Broker::start(config)
@@ -58,6 +67,23 @@ pub async fn serve(
         }
         _ => None,
     };
+    // The SQL server, a client of this broker too: its catalog and queries live in its command topic.
+    let sql = match sql_listener {
+        Some(addr) if broker.state().config.is_broker => {
+            match start_sql(&kafka.to_string(), addr).await {
+                Ok(s) => s,
+                Err(e) => {
+                    if let Some(c) = connect {
+                        c.shutdown().await;
+                    }
+                    broker.shutdown().await?;
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
+    };
+    let sql_addr = sql.as_ref().map(|s| s.addr);
     let connect_addr = connect.as_ref().map(|c| c.rest);
     let registry_addr = registry.as_ref().map(|r| r.addr);
     let registry_field = registry_addr
@@ -65,7 +91,8 @@ pub async fn serve(
         .unwrap_or_default()
         + &connect_addr
             .map(|c| format!(" connect={c}"))
-            .unwrap_or_default();
+            .unwrap_or_default()
+        + &sql_addr.map(|s| format!(" sql={s}")).unwrap_or_default();
     // One machine-readable line on stdout: scripts and tests learn the bound ports from it. A controller-only
     // node serves no Kafka clients: it names its controller listener instead.
     if !broker.state().config.is_broker {
@@ -102,6 +129,9 @@ pub async fn serve(
         if let Some(c) = connect_addr {
             eprintln!("  Kafka Connect:   http://{c}   (e.g. curl http://{c}/connector-plugins)");
         }
+        if let Some(s) = sql_addr {
+            eprintln!("  SQL:             http://{s}   (e.g. fjord sql --server http://{s})");
+        }
         eprintln!("  Data directory:  {}", data_dir.display());
         eprintln!("Press Ctrl-C to stop.\n");
     }
@@ -112,7 +142,10 @@ pub async fn serve(
         reason = broker.fatal() => Some(reason),
     };
     tracing::info!("shutting down");
-    // The worker's tasks finish their batches and commit while the broker still serves them.
+    // The SQL queries and the worker's tasks finish their batches and commit while the broker still serves them.
+    if let Some(s) = sql {
+        s.shutdown().await;
+    }
     if let Some(c) = connect {
         c.shutdown().await;
     }
@@ -284,6 +317,38 @@ async fn start_connect(
     _data_dir: &std::path::Path,
 ) -> Result<Option<ConnectWorker>> {
     tracing::warn!("this fjord was built without the `connect` feature: no Connect worker");
+    Ok(None)
+}
+
+/// The SQL server `fjord start` runs.
+struct SqlServer {
+    addr: SocketAddr,
+    #[cfg(feature = "sql")]
+    engine: Arc<fjord_sql::engine::Engine>,
+}
+
+impl SqlServer {
+    async fn shutdown(self) {
+        #[cfg(feature = "sql")]
+        {
+            let e = self.engine;
+            let stop = tokio::task::spawn_blocking(move || e.shutdown());
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), stop).await;
+        }
+    }
+}
+
+#[cfg(feature = "sql")]
+async fn start_sql(bootstrap: &str, listen: SocketAddr) -> Result<Option<SqlServer>> {
+    let (engine, addr) =
+        crate::sql::start(bootstrap, listen, fjord_sql::engine::COMMAND_TOPIC).await?;
+    Ok(Some(SqlServer { addr, engine }))
+}
+
+/// A build without the `sql` feature: `fjord start` runs without a SQL server and says so.
+#[cfg(not(feature = "sql"))]
+async fn start_sql(_bootstrap: &str, _listen: SocketAddr) -> Result<Option<SqlServer>> {
+    tracing::warn!("this fjord was built without the `sql` feature: no SQL server");
     Ok(None)
 }
 

@@ -109,6 +109,8 @@ fn avro_serializer_and_deserializer_round_trip_through_fjord_start() {
                 "127.0.0.1:0",
                 "--connect-listener",
                 "none",
+                "--sql-listener",
+                "none",
             ]),
     );
     let kafka = field(&line, "kafka=").to_string();

@@ -534,12 +534,24 @@ pub fn fjord_json(bootstrap: &str, args: &[&str]) -> serde_json::Value {
 }
 
 /// `fjord start` with data in `data` on free loopback ports (broker and HTTP), the registry on `registry` and the
-/// Connect worker on `connect` (`"127.0.0.1:0"` or `"none"`), stderr to `stderr`. Returns the child and its ready
-/// line (fields `kafka=`, `http=`, `registry=`, `connect=`; read them with [`field`]); stdout keeps being drained.
+/// Connect worker on `connect` (`"127.0.0.1:0"` or `"none"`), no SQL server, stderr to `stderr`. Returns the child
+/// and its ready line (fields `kafka=`, `http=`, `registry=`, `connect=`; read them with [`field`]); stdout keeps
+/// being drained.
 pub fn start_platform(
     data: &Path,
     registry: &str,
     connect: &str,
+    stderr: Stdio,
+) -> (Child, String) {
+    start_platform_with_sql(data, registry, connect, "none", stderr)
+}
+
+/// [`start_platform`] with the SQL server on `sql` (`"127.0.0.1:0"` or `"none"`; the ready line's `sql=`).
+pub fn start_platform_with_sql(
+    data: &Path,
+    registry: &str,
+    connect: &str,
+    sql: &str,
     stderr: Stdio,
 ) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
@@ -554,6 +566,8 @@ pub fn start_platform(
             registry,
             "--connect-listener",
             connect,
+            "--sql-listener",
+            sql,
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
