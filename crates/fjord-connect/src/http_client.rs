@@ -29,12 +29,16 @@ pub enum HttpError {
     Unreachable(String),
     /// The answer was not HTTP, or too large.
     Protocol(String),
+    /// The request cannot be built (a header the config let through): retrying cannot help.
+    Invalid(String),
 }
 
 impl std::fmt::Display for HttpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            HttpError::Unreachable(e) | HttpError::Protocol(e) => f.write_str(e),
+            HttpError::Unreachable(e) | HttpError::Protocol(e) | HttpError::Invalid(e) => {
+                f.write_str(e)
+            }
         }
     }
 }
@@ -144,9 +148,9 @@ impl Target {
         for (k, v) in headers {
             req = req.header(k.as_str(), v.as_str());
         }
-        let req = req
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| HttpError::Protocol(format!("cannot build the request: {e}")))?;
+        let req = req.body(Full::new(Bytes::from(body))).map_err(|e| {
+            HttpError::Invalid(format!("cannot build the request to {}: {e}", self.url))
+        })?;
         let resp = sender
             .send_request(req)
             .await

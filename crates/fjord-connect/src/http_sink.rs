@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::config::ConfigMap;
 use crate::http_client::{HttpError, Target};
-use crate::sink_task::{backoff, num, BatchWriter};
+use crate::sink_task::{backoff, num, range_error, BatchWriter, MAX_MS, MAX_RETRIES_LIMIT};
 use crate::transforms::Record;
 
 /// The HTTP sink's keys: (name, type, default, documentation, required).
@@ -63,10 +63,12 @@ pub fn config_errors(key: &str, value: &str, config: &ConfigMap) -> Option<Vec<S
             Ok(n) if (1..=1_000_000).contains(&n) => Vec::new(),
             _ => invalid("Value must be a number from 1 to 1000000"),
         },
-        "max.retries" | "retry.backoff.ms" | "http.request.timeout.ms" => match v.parse::<i64>() {
-            Ok(n) if n >= 0 => Vec::new(),
-            _ => invalid("Value must be a non-negative number"),
-        },
+        "max.retries" => range_error(v, 0, MAX_RETRIES_LIMIT)
+            .map(|e| invalid(&e))
+            .unwrap_or_default(),
+        "retry.backoff.ms" | "http.request.timeout.ms" => range_error(v, 0, MAX_MS)
+            .map(|e| invalid(&e))
+            .unwrap_or_default(),
         "headers" => match parse_headers(value, separator(config)) {
             Ok(_) => Vec::new(),
             Err(e) => invalid(&e),
@@ -91,16 +93,24 @@ fn parse_headers(text: &str, separator: &str) -> Result<Vec<(String, String)>, S
         .map(str::trim)
         .filter(|h| !h.is_empty())
     {
-        match h.split_once(':') {
-            Some((k, v)) if !k.trim().is_empty() && k.trim().bytes().all(|b| b.is_ascii_graphic()) => {
-                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            }
-            _ => {
-                return Err(format!(
-                    "{h} is not Name:Value (headers are separated by {separator}, the header.separator)"
-                ))
-            }
+        let Some((k, v)) = h.split_once(':') else {
+            return Err(format!(
+                "{h} is not Name:Value (headers are separated by {separator}, the header.separator)"
+            ));
+        };
+        let (k, v) = (k.trim(), v.trim());
+        // What hyper refuses when the request is built, refused here instead of failing every request.
+        if hyper::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            return Err(format!(
+                "{h}: the header name {k:?} is not valid (letters, digits and !#$%&'*+-.^_`|~ only)"
+            ));
         }
+        if hyper::header::HeaderValue::from_str(v).is_err() {
+            return Err(format!(
+                "{h}: the value of the header {k} holds characters a header cannot carry (control characters or non-ASCII)"
+            ));
+        }
+        headers.push((k.to_ascii_lowercase(), v.to_string()));
     }
     Ok(headers)
 }
@@ -196,6 +206,11 @@ impl BatchWriter for HttpWriter {
                         ));
                     }
                     why
+                }
+                Err(HttpError::Invalid(e)) => {
+                    return Err(format!(
+                        "the HTTP sink cannot send its request: {e}; fix headers"
+                    ))
                 }
                 Err(HttpError::Unreachable(e) | HttpError::Protocol(e)) => e,
             };
@@ -293,6 +308,20 @@ mod tests {
         assert!(
             config_errors("headers", "A:1|novalue", &ConfigMap::new()).unwrap()[0]
                 .contains("header.separator")
+        );
+        // Names and values hyper would refuse when building the request are refused at validation.
+        for bad in ["X(y):1", "Bad Name:1", "X-Ok:a\u{1}b", "@:x"] {
+            let e = config_errors("headers", bad, &ConfigMap::new()).unwrap();
+            assert!(
+                e.len() == 1 && e[0].contains("configuration headers"),
+                "{bad:?}: {e:?}"
+            );
+        }
+        let e = config_errors("max.retries", "5000000000", &ConfigMap::new()).unwrap();
+        assert!(e[0].contains("configuration max.retries"), "{e:?}");
+        assert_eq!(
+            config_errors("max.retries", "100", &ConfigMap::new()),
+            Some(vec![])
         );
     }
 }
