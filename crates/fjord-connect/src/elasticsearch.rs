@@ -331,19 +331,24 @@ pub struct EsWriter {
 
 impl EsWriter {
     /// One `_bulk` request to the first target that answers; Err(retryable, message).
-    async fn bulk(&self, body: &str) -> Result<Value, (bool, String)> {
+    async fn bulk(&self, body: &str, deadline: Instant) -> Result<Value, (bool, String)> {
         let mut last = String::new();
         for t in &self.config.targets {
             let headers = [(
                 "content-type".to_string(),
                 "application/x-ndjson".to_string(),
             )];
+            // The whole request within what is left of flush.timeout.ms; read.timeout.ms per read.
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
             match t
-                .request(
+                .request_idle(
                     "POST",
                     "/_bulk",
                     &headers,
                     body.as_bytes().to_vec(),
+                    left,
                     self.config.read_timeout,
                 )
                 .await
@@ -376,7 +381,7 @@ impl BatchWriter for EsWriter {
         let mut attempt = 0u32;
         while !pending.is_empty() {
             let body: String = pending.iter().map(|a| a.lines.as_str()).collect();
-            let retry_why = match self.bulk(&body).await {
+            let retry_why = match self.bulk(&body, deadline).await {
                 Err((false, e)) => return Err(format!("writing to Elasticsearch failed: {e}")),
                 Err((true, e)) => e,
                 Ok(answer) => {

@@ -7,7 +7,7 @@
 //! **At-least-once:** offsets are committed after the server accepted the batch; a batch whose answer was lost
 //! is sent again, so the receiving end sees duplicates, never a gap.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -15,6 +15,10 @@ use crate::config::ConfigMap;
 use crate::http_client::{HttpError, Target};
 use crate::sink_task::{backoff, num, range_error, BatchWriter, MAX_MS, MAX_RETRIES_LIMIT};
 use crate::transforms::Record;
+
+/// How long one batch may take, retries included: below the consumer's `max.poll.interval.ms` (300 s), so a
+/// slow destination fails the task instead of getting the consumer expelled from its group mid-batch.
+const WRITE_DEADLINE: Duration = Duration::from_secs(240);
 
 /// The HTTP sink's keys: (name, type, default, documentation, required).
 #[allow(clippy::type_complexity)]
@@ -126,6 +130,8 @@ pub struct HttpWriter {
     timeout: Duration,
     fail_on_null: bool,
     connector: String,
+    /// How long one batch may take, retries included (WRITE_DEADLINE).
+    deadline: Duration,
 }
 
 impl HttpWriter {
@@ -156,6 +162,7 @@ impl HttpWriter {
                 .get("behavior.on.null.values")
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("fail")),
             connector: connector.to_string(),
+            deadline: WRITE_DEADLINE,
         })
     }
 
@@ -189,10 +196,15 @@ impl BatchWriter for HttpWriter {
             return Ok(());
         };
         let mut attempt = 0u32;
+        let deadline = Instant::now() + self.deadline;
         loop {
+            let timeout = self
+                .timeout
+                .min(deadline.saturating_duration_since(Instant::now()))
+                .max(Duration::from_millis(1));
             let why = match self
                 .target
-                .request(&self.method, "", &self.headers, body.clone(), self.timeout)
+                .request(&self.method, "", &self.headers, body.clone(), timeout)
                 .await
             {
                 Ok((200..=299, _)) => return Ok(()),
@@ -221,6 +233,12 @@ impl BatchWriter for HttpWriter {
                 ));
             }
             let wait = backoff(self.retry_backoff, attempt);
+            if Instant::now() + wait >= deadline {
+                return Err(format!(
+                    "the HTTP sink could not send a batch within {} ms (retries included): {why}",
+                    self.deadline.as_millis()
+                ));
+            }
             tracing::warn!(connector = %self.connector, attempt, "retrying a batch of {} records in {wait:?}: {why}", batch.len());
             tokio::time::sleep(wait).await;
             attempt += 1;
@@ -322,6 +340,47 @@ mod tests {
         assert_eq!(
             config_errors("max.retries", "100", &ConfigMap::new()),
             Some(vec![])
+        );
+    }
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+    use crate::transforms::SchemaAndValue;
+
+    /// Retries stop at the batch's deadline, however many max.retries allows.
+    #[tokio::test]
+    async fn retries_end_at_the_batch_deadline() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/in", l.local_addr().unwrap());
+        drop(l);
+        let c: ConfigMap = [
+            ("http.api.url", url.as_str()),
+            ("max.retries", "100"),
+            ("retry.backoff.ms", "50"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut w = HttpWriter::from_config("h", &c).unwrap();
+        w.deadline = Duration::from_millis(500);
+        let started = Instant::now();
+        let e = w
+            .write(vec![Record {
+                value: SchemaAndValue {
+                    schema: None,
+                    value: serde_json::json!({"a": 1}),
+                },
+                ..Record::default()
+            }])
+            .await
+            .unwrap_err();
+        assert!(e.contains("within 500 ms"), "{e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
         );
     }
 }

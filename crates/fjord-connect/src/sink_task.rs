@@ -109,11 +109,24 @@ pub async fn run<W: BatchWriter>(
         // What converted is written and committed before a conversion failure stops the task.
         if !next.is_empty() {
             if !records.is_empty() {
-                if let Err(e) = writer.write(records).await {
-                    break Err(format!(
-                        "{e}; the records since the last commit are written again when the task restarts (POST /connectors/{}/restart?includeTasks=true)",
-                        ctx.connector
-                    ));
+                // A stop (pause, delete, shutdown) does not wait for a slow destination: the write is dropped
+                // uncommitted, and the batch is written again when the task runs again.
+                let written = tokio::select! {
+                    r = writer.write(records) => Some(r),
+                    _ = stop.wait_for(|s| *s) => None,
+                };
+                match written {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => {
+                        break Err(format!(
+                            "{e}; the records since the last commit are written again when the task restarts (POST /connectors/{}/restart?includeTasks=true)",
+                            ctx.connector
+                        ))
+                    }
+                    None => {
+                        tracing::info!(connector = %ctx.connector, "stopped during a write; the batch is not committed and is written again when the task runs again");
+                        break Ok(());
+                    }
                 }
             }
             if let Err(e) = commit(&consumer, &next).await {

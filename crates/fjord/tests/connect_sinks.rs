@@ -721,7 +721,8 @@ struct Received {
 }
 
 /// A small HTTP/1.1 server on a free port of 127.0.0.1: `/flaky` drops its first connection without an answer
-/// and answers its second with 503, then 200; `/reject` answers 400. Every request it read is logged.
+/// and answers its second with 503, then 200; `/reject` answers 400; `/slow` never answers (the connection is
+/// held open). Every request it read is logged.
 struct TestServer {
     addr: String,
     log: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
@@ -735,6 +736,7 @@ impl TestServer {
         let log2 = log.clone();
         std::thread::spawn(move || {
             let mut flaky = 0;
+            let mut held = Vec::new();
             for stream in listener.incoming() {
                 let Ok(mut s) = stream else { continue };
                 let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
@@ -745,6 +747,10 @@ impl TestServer {
                 log2.lock().unwrap().push(req);
                 let (status, text) = match path.as_str() {
                     "/reject" => (400, "Bad Request"),
+                    "/slow" => {
+                        held.push(s);
+                        continue;
+                    }
                     "/flaky" => {
                         flaky += 1;
                         match flaky {
@@ -940,6 +946,29 @@ fn http_sink_posts_batches_as_json_arrays_and_retries_server_errors() {
         "{trace}"
     );
     assert_eq!(server.received("/reject").len(), 1, "not retried");
+
+    // A stop does not wait for a destination that does not answer: the write is dropped, nothing committed.
+    create(
+        &w,
+        "slow",
+        json!({"connector.class": "HttpSink", "topics": "events",
+            "http.api.url": format!("http://{}/slow", server.addr), "http.request.timeout.ms": "60000"}),
+    );
+    wait_for(Duration::from_secs(60), "the request to /slow", || {
+        (!server.received("/slow").is_empty()).then_some(())
+    });
+    let started = std::time::Instant::now();
+    assert_eq!(http(&w.rest, "PUT", "/connectors/slow/stop", None).0, 202);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !w.log().contains("did not stop within"),
+        "the task was aborted"
+    );
+    assert_eq!(committed_offset(&w, "slow"), None);
     // The refused batch began at offset 0: nothing may be committed for it.
     let v = http(&w.rest, "GET", "/connectors/rejected/offsets", None).1;
     assert!(
