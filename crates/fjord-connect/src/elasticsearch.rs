@@ -721,6 +721,48 @@ mod tests {
         assert_eq!(got[0], got[1], "the conflicting update is sent again");
     }
 
+    /// An answer cut short by the first connection.url (a protocol error) makes the request go to the next URL
+    /// at once, not to the same one again.
+    #[tokio::test]
+    async fn a_protocol_error_fails_over_to_the_next_url() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let broken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let broken_url = format!("http://{}", broken.local_addr().unwrap());
+        let broken_server = tokio::spawn(async move {
+            let (mut s, _) = broken.accept().await.unwrap();
+            let mut buf = [0u8; 8192];
+            let _ = s.read(&mut buf).await;
+            // Promises 100 bytes, sends 2, and closes.
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{}")
+                .await;
+        });
+        let (url, server) = bulk_server(vec![(
+            200,
+            json!({"errors": false, "items": [{"index": {"status": 201}}]}),
+        )])
+        .await;
+        let mut w = EsWriter {
+            config: EsConfig::from_config(
+                &[
+                    ("connection.url", format!("{broken_url},{url}").as_str()),
+                    ("key.ignore", "true"),
+                    ("max.retries", "0"),
+                ]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            )
+            .unwrap(),
+            connector: "es".into(),
+        };
+        w.write(vec![record(Value::Null, json!({"n": 1}), 1)])
+            .await
+            .unwrap();
+        assert_eq!(server.await.unwrap().len(), 1);
+        broken_server.await.unwrap();
+    }
+
     #[test]
     fn item_outcomes_follow_the_status_and_error_type() {
         let item = |status: u64, kind: &str| json!({"index": {"status": status, "error": {"type": kind, "reason": "r"}}});

@@ -946,6 +946,12 @@ fn http_sink_posts_batches_as_json_arrays_and_retries_server_errors() {
         "{trace}"
     );
     assert_eq!(server.received("/reject").len(), 1, "not retried");
+    // The refused batch began at offset 0: nothing may be committed for it.
+    let v = http(&w.rest, "GET", "/connectors/rejected/offsets", None).1;
+    assert!(
+        v["offsets"][0]["offset"]["kafka_offset"].is_null(),
+        "the refused batch was committed: {v}"
+    );
 
     // A stop does not wait for a destination that does not answer: the write is dropped, nothing committed.
     create(
@@ -969,12 +975,6 @@ fn http_sink_posts_batches_as_json_arrays_and_retries_server_errors() {
         "the task was aborted"
     );
     assert_eq!(committed_offset(&w, "slow"), None);
-    // The refused batch began at offset 0: nothing may be committed for it.
-    let v = http(&w.rest, "GET", "/connectors/rejected/offsets", None).1;
-    assert!(
-        v["offsets"][0]["offset"]["kafka_offset"].is_null(),
-        "the refused batch was committed: {v}"
-    );
 }
 
 /// `fjord connect create|load|list|status|pause|resume|restart|offsets|delete` against a running worker: the
