@@ -383,4 +383,41 @@ mod deadline_tests {
             started.elapsed()
         );
     }
+
+    /// A request that cannot be built fails the batch at once: no retries (it cannot succeed).
+    #[tokio::test]
+    async fn a_request_that_cannot_be_built_is_not_retried() {
+        // Listening (connections are queued, never answered): connecting succeeds, building the request fails.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/in", l.local_addr().unwrap());
+        let c: ConfigMap = [
+            ("http.api.url", url.as_str()),
+            ("max.retries", "100"),
+            ("retry.backoff.ms", "50"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut w = HttpWriter::from_config("h", &c).unwrap();
+        // Validation refuses such a header; set it behind its back.
+        w.headers.push(("bad name".into(), "x".into()));
+        w.deadline = Duration::from_secs(5);
+        let started = Instant::now();
+        let e = w
+            .write(vec![Record {
+                value: SchemaAndValue {
+                    schema: None,
+                    value: serde_json::json!({"a": 1}),
+                },
+                ..Record::default()
+            }])
+            .await
+            .unwrap_err();
+        assert!(e.contains("cannot build the request"), "{e}");
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 }
