@@ -6,7 +6,13 @@
 //! else the record's key, written with `version_type=external` and the record's offset as its version (as
 //! Confluent's connector does), so a record delivered again (after a crash, or offsets moved back) cannot
 //! overwrite or resurrect what a later record of the same key wrote: the server answers a version conflict,
-//! which counts as done. Per-item errors: 429 and 5xx are retried (only those items) with exponential backoff
+//! which counts as done for such an action only, and is logged with the document id, the record's
+//! topic-partition-offset and the server's reason. Offsets compare only within one topic-partition: a key
+//! that moves to another partition (partitions added) or several topics routed into one index (RegexRouter,
+//! TimestampRouter) can make a newer record lose to an older document; the warning shows it. With
+//! `write.method=upsert` (`update`, no version) a conflict is a concurrent writer: the server retries it
+//! (`retry_on_conflict`), and a 409 it still answers is retried here and then fails, never counted as done.
+//! Per-item errors: 429 and 5xx are retried (only those items) with exponential backoff
 //! (`retry.backoff.ms`, `max.retries`, all within `flush.timeout.ms`); documents the server cannot parse
 //! follow `behavior.on.malformed.documents`; anything else fails the task with the server's reason.
 
@@ -16,7 +22,7 @@ use serde_json::{json, Value};
 
 use crate::config::ConfigMap;
 use crate::http_client::{HttpError, Target};
-use crate::sink_task::{backoff, num, BatchWriter};
+use crate::sink_task::{backoff, num, range_error, BatchWriter, MAX_MS, MAX_RETRIES_LIMIT};
 use crate::transforms::Record;
 
 /// `behavior.on.null.values`.
@@ -96,14 +102,14 @@ pub fn config_errors(key: &str, value: &str) -> Option<Vec<String>> {
             Ok(n) if (1..=1_000_000).contains(&n) => Vec::new(),
             _ => invalid("Value must be a number from 1 to 1000000"),
         },
-        "max.retries"
-        | "retry.backoff.ms"
-        | "flush.timeout.ms"
-        | "read.timeout.ms"
-        | "connection.timeout.ms" => match v.parse::<i64>() {
-            Ok(n) if n >= 0 => Vec::new(),
-            _ => invalid("Value must be a non-negative number"),
-        },
+        "max.retries" => range_error(v, 0, MAX_RETRIES_LIMIT)
+            .map(|e| invalid(&e))
+            .unwrap_or_default(),
+        "retry.backoff.ms" | "flush.timeout.ms" | "read.timeout.ms" | "connection.timeout.ms" => {
+            range_error(v, 0, MAX_MS)
+                .map(|e| invalid(&e))
+                .unwrap_or_default()
+        }
         _ => return None,
     })
 }
@@ -166,7 +172,11 @@ impl EsConfig {
 struct Action {
     lines: String,
     what: String,
+    id: String,
     delete: bool,
+    /// Sent with `version_type=external` (the record's offset as the version): a version conflict means the
+    /// server already holds a later version of the document.
+    versioned: bool,
 }
 
 /// The document id a key gives: a string as it is, a number or boolean as its text; anything else cannot be.
@@ -216,7 +226,8 @@ impl EsConfig {
                 key_id(r)?
             };
             let mut meta = json!({"_index": index, "_id": id});
-            if !self.key_ignore && !self.upsert {
+            let versioned = !self.key_ignore && !self.upsert;
+            if versioned {
                 meta["version"] = json!(offset);
                 meta["version_type"] = json!("external");
             }
@@ -228,7 +239,9 @@ impl EsConfig {
                     OnNull::Delete => out.push(Action {
                         lines: format!("{}\n", json!({"delete": meta})),
                         what,
+                        id,
                         delete: true,
+                        versioned,
                     }),
                     OnNull::Fail => {
                         return Err(format!(
@@ -240,6 +253,8 @@ impl EsConfig {
             }
             let doc = document(&r.value.value);
             let lines = if self.upsert {
+                // A concurrent writer of the same document: the server re-reads and applies the update again.
+                meta["retry_on_conflict"] = json!(RETRY_ON_CONFLICT);
                 format!(
                     "{}\n{}\n",
                     json!({"update": meta}),
@@ -251,23 +266,30 @@ impl EsConfig {
             out.push(Action {
                 lines,
                 what,
+                id,
                 delete: false,
+                versioned,
             });
         }
         Ok(out)
     }
 }
 
+/// How often the server itself retries an `update` (upsert mode) that meets a concurrent change of the document.
+const RETRY_ON_CONFLICT: u32 = 3;
+
 /// How the server's answer for one item is taken.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
     Done,
+    /// A versioned action the server already holds a later (or the same) version of: done, logged.
+    Stale(String),
     Retry(String),
     Malformed(String),
     Failed(String),
 }
 
-fn outcome(item: &Value, delete: bool) -> Outcome {
+fn outcome(item: &Value, delete: bool, versioned: bool) -> Outcome {
     let body = item
         .as_object()
         .and_then(|o| o.values().next())
@@ -283,8 +305,10 @@ fn outcome(item: &Value, delete: bool) -> Outcome {
         200..=299 => Outcome::Done,
         404 if delete => Outcome::Done,
         // An older delivery of a record whose key a later record already wrote (external versions).
-        409 if kind == "version_conflict_engine_exception" => Outcome::Done,
-        429 | 500..=599 => Outcome::Retry(reason),
+        409 if versioned && kind == "version_conflict_engine_exception" => Outcome::Stale(reason),
+        // Without an external version a conflict is a concurrent writer (an `update` that exhausted
+        // retry_on_conflict): send it again, within max.retries; never counted as written.
+        409 | 429 | 500..=599 => Outcome::Retry(reason),
         _ if matches!(
             kind,
             "mapper_parsing_exception"
@@ -307,25 +331,31 @@ pub struct EsWriter {
 
 impl EsWriter {
     /// One `_bulk` request to the first target that answers; Err(retryable, message).
-    async fn bulk(&self, body: &str) -> Result<Value, (bool, String)> {
+    async fn bulk(&self, body: &str, deadline: Instant) -> Result<Value, (bool, String)> {
         let mut last = String::new();
         for t in &self.config.targets {
             let headers = [(
                 "content-type".to_string(),
                 "application/x-ndjson".to_string(),
             )];
+            // The whole request within what is left of flush.timeout.ms; read.timeout.ms per read.
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
             match t
-                .request(
+                .request_idle(
                     "POST",
                     "/_bulk",
                     &headers,
                     body.as_bytes().to_vec(),
+                    left,
                     self.config.read_timeout,
                 )
                 .await
             {
-                Err(HttpError::Unreachable(e)) => last = e,
-                Err(HttpError::Protocol(e)) => return Err((true, e)),
+                // The next URL may answer properly.
+                Err(HttpError::Unreachable(e) | HttpError::Protocol(e)) => last = e,
+                Err(HttpError::Invalid(e)) => return Err((false, e)),
                 Ok((status, answer)) => {
                     let text = String::from_utf8_lossy(&answer);
                     let excerpt: String = text.chars().take(500).collect();
@@ -351,7 +381,7 @@ impl BatchWriter for EsWriter {
         let mut attempt = 0u32;
         while !pending.is_empty() {
             let body: String = pending.iter().map(|a| a.lines.as_str()).collect();
-            let retry_why = match self.bulk(&body).await {
+            let retry_why = match self.bulk(&body, deadline).await {
                 Err((false, e)) => return Err(format!("writing to Elasticsearch failed: {e}")),
                 Err((true, e)) => e,
                 Ok(answer) => {
@@ -366,8 +396,13 @@ impl BatchWriter for EsWriter {
                     let mut again = Vec::new();
                     let mut why = String::new();
                     for (action, item) in pending.into_iter().zip(&items) {
-                        match outcome(item, action.delete) {
+                        match outcome(item, action.delete, action.versioned) {
                             Outcome::Done => {}
+                            Outcome::Stale(r) => tracing::warn!(
+                                connector = %self.connector,
+                                "the document {} already has a later version than the record at {} (a redelivery, or a key that moved between partitions or topics: see key.ignore in the README); kept the server's: {r}",
+                                action.id, action.what
+                            ),
                             Outcome::Retry(r) => {
                                 why = r;
                                 again.push(action);
@@ -522,12 +557,16 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("behavior.on.null.values=delete"), "{e}");
         let up = config(&[("write.method", "upsert")]);
+        let a = up
+            .actions(&[record(json!("k"), json!({"a": 1}), 3)])
+            .unwrap();
+        assert!(!a[0].versioned);
         assert_eq!(
-            lines(
-                &up.actions(&[record(json!("k"), json!({"a": 1}), 3)])
-                    .unwrap()
-            )[1],
-            json!({"doc": {"a": 1}, "doc_as_upsert": true})
+            lines(&a),
+            [
+                json!({"update": {"_index": "catalog", "_id": "k", "retry_on_conflict": RETRY_ON_CONFLICT}}),
+                json!({"doc": {"a": 1}, "doc_as_upsert": true})
+            ]
         );
     }
 
@@ -642,35 +681,127 @@ mod tests {
         assert_eq!(server.await.unwrap().len(), 1);
     }
 
+    /// An upsert (`update`, no external version) answered 409 is sent again, and fails the write once
+    /// max.retries is used up: a concurrent writer's conflict never counts as written.
+    #[tokio::test]
+    async fn a_conflict_on_an_unversioned_update_is_retried_not_done() {
+        let conflict = json!({"update": {"status": 409, "error": {"type": "version_conflict_engine_exception", "reason": "[k]: version conflict"}}});
+        let ok = json!({"update": {"status": 200}});
+        let (url, server) = bulk_server(vec![
+            (200, json!({"errors": true, "items": [conflict]})),
+            (200, json!({"errors": false, "items": [ok]})),
+            (200, json!({"errors": true, "items": [conflict]})),
+        ])
+        .await;
+        let mut w = EsWriter {
+            config: EsConfig::from_config(
+                &[
+                    ("connection.url", url.as_str()),
+                    ("write.method", "upsert"),
+                    ("retry.backoff.ms", "1"),
+                ]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            )
+            .unwrap(),
+            connector: "es".into(),
+        };
+        w.write(vec![record(json!("k"), json!({"a": 1}), 1)])
+            .await
+            .unwrap();
+        w.config.max_retries = 0;
+        let e = w
+            .write(vec![record(json!("k"), json!({"a": 2}), 2)])
+            .await
+            .unwrap_err();
+        assert!(e.contains("409") && e.contains("version conflict"), "{e}");
+        let got = server.await.unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0], got[1], "the conflicting update is sent again");
+    }
+
+    /// An answer cut short by the first connection.url (a protocol error) makes the request go to the next URL
+    /// at once, not to the same one again.
+    #[tokio::test]
+    async fn a_protocol_error_fails_over_to_the_next_url() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let broken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let broken_url = format!("http://{}", broken.local_addr().unwrap());
+        let broken_server = tokio::spawn(async move {
+            let (mut s, _) = broken.accept().await.unwrap();
+            let mut buf = [0u8; 8192];
+            let _ = s.read(&mut buf).await;
+            // Promises 100 bytes, sends 2, and closes.
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{}")
+                .await;
+        });
+        let (url, server) = bulk_server(vec![(
+            200,
+            json!({"errors": false, "items": [{"index": {"status": 201}}]}),
+        )])
+        .await;
+        let mut w = EsWriter {
+            config: EsConfig::from_config(
+                &[
+                    ("connection.url", format!("{broken_url},{url}").as_str()),
+                    ("key.ignore", "true"),
+                    ("max.retries", "0"),
+                ]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            )
+            .unwrap(),
+            connector: "es".into(),
+        };
+        w.write(vec![record(Value::Null, json!({"n": 1}), 1)])
+            .await
+            .unwrap();
+        assert_eq!(server.await.unwrap().len(), 1);
+        broken_server.await.unwrap();
+    }
+
     #[test]
     fn item_outcomes_follow_the_status_and_error_type() {
         let item = |status: u64, kind: &str| json!({"index": {"status": status, "error": {"type": kind, "reason": "r"}}});
         assert_eq!(
-            outcome(&json!({"index": {"status": 201}}), false),
+            outcome(&json!({"index": {"status": 201}}), false, false),
             Outcome::Done
         );
         assert_eq!(
-            outcome(&json!({"delete": {"status": 404}}), true),
+            outcome(&json!({"delete": {"status": 404}}), true, true),
             Outcome::Done
         );
-        assert_eq!(
-            outcome(&item(409, "version_conflict_engine_exception"), false),
-            Outcome::Done
-        );
+        // A conflict is done only for an action sent with an external version; otherwise (an upsert's
+        // `update` meeting a concurrent writer) it is sent again, never counted as written.
         assert!(matches!(
-            outcome(&item(429, "es_rejected_execution_exception"), false),
+            outcome(&item(409, "version_conflict_engine_exception"), false, true),
+            Outcome::Stale(_)
+        ));
+        assert!(matches!(
+            outcome(
+                &item(409, "version_conflict_engine_exception"),
+                false,
+                false
+            ),
             Outcome::Retry(_)
         ));
         assert!(matches!(
-            outcome(&item(503, "unavailable_shards_exception"), false),
+            outcome(&item(429, "es_rejected_execution_exception"), false, false),
             Outcome::Retry(_)
         ));
         assert!(matches!(
-            outcome(&item(400, "mapper_parsing_exception"), false),
+            outcome(&item(503, "unavailable_shards_exception"), false, false),
+            Outcome::Retry(_)
+        ));
+        assert!(matches!(
+            outcome(&item(400, "mapper_parsing_exception"), false, false),
             Outcome::Malformed(_)
         ));
         assert!(matches!(
-            outcome(&item(400, "invalid_index_name_exception"), false),
+            outcome(&item(400, "invalid_index_name_exception"), false, false),
             Outcome::Failed(_)
         ));
     }
@@ -689,6 +820,23 @@ mod tests {
             .contains("ignore, delete, fail"));
         assert!(config_errors("max.retries", "-1").unwrap()[0].contains("max.retries"));
         assert_eq!(config_errors("max.retries", "0"), Some(vec![]));
+        // Values the sink's types cannot hold are refused, not replaced by the default.
+        for (k, v) in [
+            ("max.retries", "5000000000"),
+            ("max.retries", "101"),
+            ("flush.timeout.ms", "9223372036854775807"),
+            ("read.timeout.ms", "2147483648"),
+        ] {
+            let e = config_errors(k, v).unwrap();
+            assert!(
+                e.len() == 1 && e[0].contains(&format!("configuration {k}")),
+                "{k}={v}: {e:?}"
+            );
+        }
+        assert_eq!(
+            config_errors("flush.timeout.ms", "2147483647"),
+            Some(vec![])
+        );
         assert_eq!(config_errors("topics", "x"), None);
     }
 }

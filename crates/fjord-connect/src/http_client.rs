@@ -29,12 +29,16 @@ pub enum HttpError {
     Unreachable(String),
     /// The answer was not HTTP, or too large.
     Protocol(String),
+    /// The request cannot be built (a header the config let through): retrying cannot help.
+    Invalid(String),
 }
 
 impl std::fmt::Display for HttpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            HttpError::Unreachable(e) | HttpError::Protocol(e) => f.write_str(e),
+            HttpError::Unreachable(e) | HttpError::Protocol(e) | HttpError::Invalid(e) => {
+                f.write_str(e)
+            }
         }
     }
 }
@@ -89,7 +93,7 @@ impl Target {
     }
 
     /// Sends `body` with `method` to `path` (relative to the URL's own path; empty: the URL itself) and
-    /// returns the status and the answer's body.
+    /// returns the status and the answer's body, all within `timeout`.
     pub async fn request(
         &self,
         method: &str,
@@ -98,11 +102,29 @@ impl Target {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<(u16, Vec<u8>), HttpError> {
-        tokio::time::timeout(timeout, self.request_inner(method, path, headers, body))
+        self.request_idle(method, path, headers, body, timeout, timeout)
             .await
-            .map_err(|_| {
-                HttpError::Unreachable(format!("{} did not answer within {timeout:?}", self.url))
-            })?
+    }
+
+    /// `request` where, besides the total `timeout`, the server may stay silent (no byte read or written)
+    /// for at most `idle` at a time: a slow but progressing answer is waited for.
+    pub async fn request_idle(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+        timeout: Duration,
+        idle: Duration,
+    ) -> Result<(u16, Vec<u8>), HttpError> {
+        tokio::time::timeout(
+            timeout,
+            self.request_inner(method, path, headers, body, idle),
+        )
+        .await
+        .map_err(|_| {
+            HttpError::Unreachable(format!("{} did not answer within {timeout:?}", self.url))
+        })?
     }
 
     async fn request_inner(
@@ -111,17 +133,23 @@ impl Target {
         path: &str,
         headers: &[(String, String)],
         body: Vec<u8>,
+        idle: Duration,
     ) -> Result<(u16, Vec<u8>), HttpError> {
         let unreachable = |e: &dyn std::fmt::Display| {
             HttpError::Unreachable(format!("cannot reach {}: {e}", self.url))
         };
-        let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| unreachable(&e))?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| unreachable(&e))?;
+        let stream = tokio::time::timeout(
+            idle,
+            tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| unreachable(&format!("no connection within {idle:?}")))?
+        .map_err(|e| unreachable(&e))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(
+            hyper_util::rt::TokioIo::new(IdleTimeout::new(stream, idle)),
+        )
+        .await
+        .map_err(|e| unreachable(&e))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -144,9 +172,9 @@ impl Target {
         for (k, v) in headers {
             req = req.header(k.as_str(), v.as_str());
         }
-        let req = req
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| HttpError::Protocol(format!("cannot build the request: {e}")))?;
+        let req = req.body(Full::new(Bytes::from(body))).map_err(|e| {
+            HttpError::Invalid(format!("cannot build the request to {}: {e}", self.url))
+        })?;
         let resp = sender
             .send_request(req)
             .await
@@ -163,6 +191,88 @@ impl Target {
             })?
             .to_bytes();
         Ok((status, body.to_vec()))
+    }
+}
+
+/// A socket on which every read or write must make progress within `idle` (`read.timeout.ms`: the time the
+/// server may stay silent, not the time the whole answer may take).
+struct IdleTimeout<S> {
+    inner: S,
+    idle: Duration,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<S> IdleTimeout<S> {
+    fn new(inner: S, idle: Duration) -> IdleTimeout<S> {
+        IdleTimeout {
+            inner,
+            idle,
+            sleep: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+
+    /// After progress: a new idle period. While waiting: an error once the idle period is over.
+    fn check<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        polled: std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::future::Future;
+        use std::task::Poll;
+        match polled {
+            Poll::Ready(r) => {
+                let next = tokio::time::Instant::now() + self.idle;
+                self.sleep.as_mut().reset(next);
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no data for {:?} (read.timeout.ms)", self.idle),
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for IdleTimeout<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.check(cx, polled)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for IdleTimeout<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.check(cx, polled)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_flush(cx);
+        this.check(cx, polled)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -186,6 +296,63 @@ mod tests {
             .contains("connection.username"));
         assert!(Target::parse("es:9200").unwrap_err().contains("http://"));
         assert!(Target::parse("http://es:port").is_err());
+    }
+
+    /// A server sending its answer a few bytes at a time, 200 ms apart (1.2 s in all), is waited for with an
+    /// idle timeout of 500 ms; one that stays silent longer than that is given up on after about 500 ms.
+    #[tokio::test]
+    async fn the_idle_timeout_is_per_read_not_for_the_whole_answer() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let t = Target::parse(&format!("http://{}", l.local_addr().unwrap())).unwrap();
+        let server = tokio::spawn(async move {
+            for silent in [false, true] {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await.unwrap();
+                if silent {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    continue;
+                }
+                let answer =
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\nslowly";
+                for chunk in answer.chunks(answer.len() / 6 + 1) {
+                    s.write_all(chunk).await.unwrap();
+                    s.flush().await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        });
+        let (status, body) = t
+            .request_idle(
+                "POST",
+                "/",
+                &[],
+                b"x".to_vec(),
+                Duration::from_secs(10),
+                Duration::from_millis(500),
+            )
+            .await
+            .unwrap();
+        assert_eq!((status, body.as_slice()), (200, &b"slowly"[..]));
+        let started = std::time::Instant::now();
+        let e = t
+            .request_idle(
+                "POST",
+                "/",
+                &[],
+                b"x".to_vec(),
+                Duration::from_secs(10),
+                Duration::from_millis(500),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, HttpError::Unreachable(_)) && started.elapsed() < Duration::from_secs(2),
+            "{e:?} after {:?}",
+            started.elapsed()
+        );
+        server.abort();
     }
 
     #[tokio::test]

@@ -7,14 +7,18 @@
 //! **At-least-once:** offsets are committed after the server accepted the batch; a batch whose answer was lost
 //! is sent again, so the receiving end sees duplicates, never a gap.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::config::ConfigMap;
 use crate::http_client::{HttpError, Target};
-use crate::sink_task::{backoff, num, BatchWriter};
+use crate::sink_task::{backoff, num, range_error, BatchWriter, MAX_MS, MAX_RETRIES_LIMIT};
 use crate::transforms::Record;
+
+/// How long one batch may take, retries included: below the consumer's `max.poll.interval.ms` (300 s), so a
+/// slow destination fails the task instead of getting the consumer expelled from its group mid-batch.
+const WRITE_DEADLINE: Duration = Duration::from_secs(240);
 
 /// The HTTP sink's keys: (name, type, default, documentation, required).
 #[allow(clippy::type_complexity)]
@@ -63,10 +67,12 @@ pub fn config_errors(key: &str, value: &str, config: &ConfigMap) -> Option<Vec<S
             Ok(n) if (1..=1_000_000).contains(&n) => Vec::new(),
             _ => invalid("Value must be a number from 1 to 1000000"),
         },
-        "max.retries" | "retry.backoff.ms" | "http.request.timeout.ms" => match v.parse::<i64>() {
-            Ok(n) if n >= 0 => Vec::new(),
-            _ => invalid("Value must be a non-negative number"),
-        },
+        "max.retries" => range_error(v, 0, MAX_RETRIES_LIMIT)
+            .map(|e| invalid(&e))
+            .unwrap_or_default(),
+        "retry.backoff.ms" | "http.request.timeout.ms" => range_error(v, 0, MAX_MS)
+            .map(|e| invalid(&e))
+            .unwrap_or_default(),
         "headers" => match parse_headers(value, separator(config)) {
             Ok(_) => Vec::new(),
             Err(e) => invalid(&e),
@@ -91,16 +97,24 @@ fn parse_headers(text: &str, separator: &str) -> Result<Vec<(String, String)>, S
         .map(str::trim)
         .filter(|h| !h.is_empty())
     {
-        match h.split_once(':') {
-            Some((k, v)) if !k.trim().is_empty() && k.trim().bytes().all(|b| b.is_ascii_graphic()) => {
-                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            }
-            _ => {
-                return Err(format!(
-                    "{h} is not Name:Value (headers are separated by {separator}, the header.separator)"
-                ))
-            }
+        let Some((k, v)) = h.split_once(':') else {
+            return Err(format!(
+                "{h} is not Name:Value (headers are separated by {separator}, the header.separator)"
+            ));
+        };
+        let (k, v) = (k.trim(), v.trim());
+        // What hyper refuses when the request is built, refused here instead of failing every request.
+        if hyper::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            return Err(format!(
+                "{h}: the header name {k:?} is not valid (letters, digits and !#$%&'*+-.^_`|~ only)"
+            ));
         }
+        if hyper::header::HeaderValue::from_str(v).is_err() {
+            return Err(format!(
+                "{h}: the value of the header {k} holds characters a header cannot carry (control characters or non-ASCII)"
+            ));
+        }
+        headers.push((k.to_ascii_lowercase(), v.to_string()));
     }
     Ok(headers)
 }
@@ -116,6 +130,8 @@ pub struct HttpWriter {
     timeout: Duration,
     fail_on_null: bool,
     connector: String,
+    /// How long one batch may take, retries included (WRITE_DEADLINE).
+    deadline: Duration,
 }
 
 impl HttpWriter {
@@ -146,6 +162,7 @@ impl HttpWriter {
                 .get("behavior.on.null.values")
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("fail")),
             connector: connector.to_string(),
+            deadline: WRITE_DEADLINE,
         })
     }
 
@@ -179,10 +196,15 @@ impl BatchWriter for HttpWriter {
             return Ok(());
         };
         let mut attempt = 0u32;
+        let deadline = Instant::now() + self.deadline;
         loop {
+            let timeout = self
+                .timeout
+                .min(deadline.saturating_duration_since(Instant::now()))
+                .max(Duration::from_millis(1));
             let why = match self
                 .target
-                .request(&self.method, "", &self.headers, body.clone(), self.timeout)
+                .request(&self.method, "", &self.headers, body.clone(), timeout)
                 .await
             {
                 Ok((200..=299, _)) => return Ok(()),
@@ -197,6 +219,11 @@ impl BatchWriter for HttpWriter {
                     }
                     why
                 }
+                Err(HttpError::Invalid(e)) => {
+                    return Err(format!(
+                        "the HTTP sink cannot send its request: {e}; fix headers"
+                    ))
+                }
                 Err(HttpError::Unreachable(e) | HttpError::Protocol(e)) => e,
             };
             if attempt >= self.max_retries {
@@ -206,6 +233,12 @@ impl BatchWriter for HttpWriter {
                 ));
             }
             let wait = backoff(self.retry_backoff, attempt);
+            if Instant::now() + wait >= deadline {
+                return Err(format!(
+                    "the HTTP sink could not send a batch within {} ms (retries included): {why}",
+                    self.deadline.as_millis()
+                ));
+            }
             tracing::warn!(connector = %self.connector, attempt, "retrying a batch of {} records in {wait:?}: {why}", batch.len());
             tokio::time::sleep(wait).await;
             attempt += 1;
@@ -293,6 +326,98 @@ mod tests {
         assert!(
             config_errors("headers", "A:1|novalue", &ConfigMap::new()).unwrap()[0]
                 .contains("header.separator")
+        );
+        // Names and values hyper would refuse when building the request are refused at validation.
+        for bad in ["X(y):1", "Bad Name:1", "X-Ok:a\u{1}b", "@:x"] {
+            let e = config_errors("headers", bad, &ConfigMap::new()).unwrap();
+            assert!(
+                e.len() == 1 && e[0].contains("configuration headers"),
+                "{bad:?}: {e:?}"
+            );
+        }
+        let e = config_errors("max.retries", "5000000000", &ConfigMap::new()).unwrap();
+        assert!(e[0].contains("configuration max.retries"), "{e:?}");
+        assert_eq!(
+            config_errors("max.retries", "100", &ConfigMap::new()),
+            Some(vec![])
+        );
+    }
+}
+
+#[cfg(test)]
+mod deadline_tests {
+    use super::*;
+    use crate::transforms::SchemaAndValue;
+
+    /// Retries stop at the batch's deadline, however many max.retries allows.
+    #[tokio::test]
+    async fn retries_end_at_the_batch_deadline() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/in", l.local_addr().unwrap());
+        drop(l);
+        let c: ConfigMap = [
+            ("http.api.url", url.as_str()),
+            ("max.retries", "100"),
+            ("retry.backoff.ms", "50"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut w = HttpWriter::from_config("h", &c).unwrap();
+        w.deadline = Duration::from_millis(500);
+        let started = Instant::now();
+        let e = w
+            .write(vec![Record {
+                value: SchemaAndValue {
+                    schema: None,
+                    value: serde_json::json!({"a": 1}),
+                },
+                ..Record::default()
+            }])
+            .await
+            .unwrap_err();
+        assert!(e.contains("within 500 ms"), "{e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    /// A request that cannot be built fails the batch at once: no retries (it cannot succeed).
+    #[tokio::test]
+    async fn a_request_that_cannot_be_built_is_not_retried() {
+        // Listening (connections are queued, never answered): connecting succeeds, building the request fails.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/in", l.local_addr().unwrap());
+        let c: ConfigMap = [
+            ("http.api.url", url.as_str()),
+            ("max.retries", "100"),
+            ("retry.backoff.ms", "50"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut w = HttpWriter::from_config("h", &c).unwrap();
+        // Validation refuses such a header; set it behind its back.
+        w.headers.push(("bad name".into(), "x".into()));
+        w.deadline = Duration::from_secs(5);
+        let started = Instant::now();
+        let e = w
+            .write(vec![Record {
+                value: SchemaAndValue {
+                    schema: None,
+                    value: serde_json::json!({"a": 1}),
+                },
+                ..Record::default()
+            }])
+            .await
+            .unwrap_err();
+        assert!(e.contains("cannot build the request"), "{e}");
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
         );
     }
 }

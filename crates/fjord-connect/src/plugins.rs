@@ -111,8 +111,8 @@ impl Plugin {
                     Key::new("max.retries", "INT", Some("5"), "LOW", "How often a bulk request (or its items) answered 429, 5xx or not at all is retried before the task fails."),
                     Key::new("retry.backoff.ms", "LONG", Some("100"), "LOW", "The wait before the first retry; doubled for each further retry."),
                     Key::new("flush.timeout.ms", "LONG", Some("180000"), "LOW", "The longest a batch may take to be written, retries included, before the task fails."),
-                    Key::new("read.timeout.ms", "INT", Some("3000"), "LOW", "How long one request may wait for its answer."),
-                    Key::new("connection.timeout.ms", "INT", Some("1000"), "LOW", "Accepted for compatibility (read.timeout.ms bounds the whole request)."),
+                    Key::new("read.timeout.ms", "INT", Some("3000"), "LOW", "How long the server may stay silent during a request (per read, like a socket read timeout; the whole batch is bounded by flush.timeout.ms). Also bounds connecting."),
+                    Key::new("connection.timeout.ms", "INT", Some("1000"), "LOW", "Accepted for compatibility (read.timeout.ms bounds connecting and each read)."),
                 ]);
             }
             Plugin::HttpSink => {

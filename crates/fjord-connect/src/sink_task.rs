@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::transforms::{Chain, Record};
 use crate::worker::TaskContext;
 
-/// How long a batch waits for more records once it has one.
+/// How long a batch waits for more records once it has its first (one deadline for the whole batch).
 const BATCH_LINGER: Duration = Duration::from_millis(20);
 
 /// Where a sink's batches go.
@@ -78,12 +78,7 @@ pub async fn run<W: BatchWriter>(
             _ = stop.changed() => continue,
         };
         let mut batch = vec![first];
-        while batch.len() < max_batch {
-            match tokio::time::timeout(BATCH_LINGER, consumer.recv()).await {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
+        fill(&mut batch, max_batch, || consumer.recv()).await;
         let mut records = Vec::with_capacity(batch.len());
         let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut failure = None;
@@ -114,11 +109,24 @@ pub async fn run<W: BatchWriter>(
         // What converted is written and committed before a conversion failure stops the task.
         if !next.is_empty() {
             if !records.is_empty() {
-                if let Err(e) = writer.write(records).await {
-                    break Err(format!(
-                        "{e}; the records since the last commit are written again when the task restarts (POST /connectors/{}/restart?includeTasks=true)",
-                        ctx.connector
-                    ));
+                // A stop (pause, delete, shutdown) does not wait for a slow destination: the write is dropped
+                // uncommitted, and the batch is written again when the task runs again.
+                let written = tokio::select! {
+                    r = writer.write(records) => Some(r),
+                    _ = stop.wait_for(|s| *s) => None,
+                };
+                match written {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => {
+                        break Err(format!(
+                            "{e}; the records since the last commit are written again when the task restarts (POST /connectors/{}/restart?includeTasks=true)",
+                            ctx.connector
+                        ))
+                    }
+                    None => {
+                        tracing::info!(connector = %ctx.connector, "stopped during a write; the batch is not committed and is written again when the task runs again");
+                        break Ok(());
+                    }
                 }
             }
             if let Err(e) = commit(&consumer, &next).await {
@@ -137,6 +145,22 @@ pub async fn run<W: BatchWriter>(
     let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
     tracing::info!(connector = %ctx.connector, "sink task stopped");
     result
+}
+
+/// Adds what `next` yields to `batch` until it holds `max` or BATCH_LINGER has passed since this call (a steady
+/// trickle of records must not keep a batch open: one deadline, not one per record).
+async fn fill<T, F: Future<Output = T>>(
+    batch: &mut Vec<T>,
+    max: usize,
+    mut next: impl FnMut() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + BATCH_LINGER;
+    while batch.len() < max {
+        match tokio::time::timeout_at(deadline, next()).await {
+            Ok(m) => batch.push(m),
+            Err(_) => break,
+        }
+    }
 }
 
 async fn commit(
@@ -167,4 +191,50 @@ pub fn num<T: std::str::FromStr>(config: &crate::config::ConfigMap, key: &str, d
         .get(key)
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(default)
+}
+
+/// The most retries `max.retries` allows: with the 60 s backoff cap, more only keeps a failed batch (and its
+/// partitions) stuck for hours.
+pub const MAX_RETRIES_LIMIT: u32 = 100;
+
+/// The most milliseconds a `*.ms` setting allows (Connect's INT type): larger values would overflow the
+/// deadlines computed from them.
+pub const MAX_MS: u32 = i32::MAX as u32;
+
+/// The error of a whole-number setting outside `min..=max` (parsed as the type the sink uses), or None.
+pub fn range_error(value: &str, min: u32, max: u32) -> Option<String> {
+    match value.trim().parse::<u32>() {
+        Ok(n) if (min..=max).contains(&n) => None,
+        _ => Some(format!("Value must be a number from {min} to {max}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records arriving every 5 ms (faster than the linger) still end the batch once BATCH_LINGER has passed
+    /// since it began, not after `max` records.
+    #[tokio::test]
+    async fn a_trickle_of_records_does_not_keep_the_batch_open() {
+        let mut batch = vec![0u32];
+        let mut n = 0;
+        let started = std::time::Instant::now();
+        fill(&mut batch, 1000, || {
+            n += 1;
+            let i = n;
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                i
+            }
+        })
+        .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(1) && batch.len() < 100,
+            "{} records in {:?}",
+            batch.len(),
+            started.elapsed()
+        );
+        assert!(batch.len() > 1);
+    }
 }

@@ -414,9 +414,17 @@ fn committed_offset(w: &WorkerProc, connector: &str) -> Option<i64> {
     v["offsets"][0]["offset"]["kafka_offset"].as_i64()
 }
 
-/// Stops a sink connector, moves its group back to the earliest offsets and resumes it: every record is
-/// delivered again. Waits until the connector has committed `end` again.
-fn redeliver(broker: &BrokerProc, w: &WorkerProc, connector: &str, topic: &str, end: i64) {
+/// Stops a sink connector, moves its group back to the earliest offsets, replaces its config with `config`
+/// (if given) and resumes it: every record is delivered again. Waits until the connector has committed `end`
+/// again.
+fn redeliver(
+    broker: &BrokerProc,
+    w: &WorkerProc,
+    connector: &str,
+    topic: &str,
+    end: i64,
+    config: Option<Value>,
+) {
     assert_eq!(
         http(
             &w.rest,
@@ -445,6 +453,15 @@ fn redeliver(broker: &BrokerProc, w: &WorkerProc, connector: &str, topic: &str, 
         out.status.success().then_some(())
     });
     assert_eq!(committed_offset(w, connector), Some(0));
+    if let Some(config) = config {
+        let (s, v) = http(
+            &w.rest,
+            "PUT",
+            &format!("/connectors/{connector}/config"),
+            Some(&config.to_string()),
+        );
+        assert_eq!(s, 200, "{v}");
+    }
     assert_eq!(
         http(
             &w.rest,
@@ -488,10 +505,23 @@ fn elasticsearch_sink_writes_documents_idempotently_and_deletes_on_tombstones() 
             "--null-marker",
             "NULL",
         ],
+        Some(b"k1|{\"name\":\"espresso\",\"price\":1}\nk2|{\"name\":\"grinder\",\"price\":5}\n"),
+    ));
+    // The later records carry a header, so the redelivery below can skip them.
+    ok(&fjord(
+        &broker.bootstrap,
+        &[
+            "produce",
+            "Catalog",
+            "--key-separator",
+            "|",
+            "--null-marker",
+            "NULL",
+            "--header",
+            "newer=1",
+        ],
         Some(
-            b"k1|{\"name\":\"espresso\",\"price\":1}\n\
-              k2|{\"name\":\"grinder\",\"price\":5}\n\
-              k1|{\"name\":\"espresso\",\"price\":2}\n\
+            b"k1|{\"name\":\"espresso\",\"price\":2}\n\
               k3|{\"name\":\"milk\",\"price\":3}\n\
               k2|NULL\n",
         ),
@@ -529,13 +559,10 @@ fn elasticsearch_sink_writes_documents_idempotently_and_deletes_on_tombstones() 
         "{msg}"
     );
 
-    create(
-        &w,
-        "es",
-        json!({"connector.class": "io.confluent.connect.elasticsearch.ElasticsearchSinkConnector",
-            "topics": "Catalog", "connection.url": es.url, "key.ignore": "false",
-            "behavior.on.null.values": "delete", "batch.size": "2", "max.retries": "3", "retry.backoff.ms": "50"}),
-    );
+    let es_config = json!({"connector.class": "io.confluent.connect.elasticsearch.ElasticsearchSinkConnector",
+        "topics": "Catalog", "connection.url": es.url, "key.ignore": "false",
+        "behavior.on.null.values": "delete", "batch.size": "2", "max.retries": "3", "retry.backoff.ms": "50"});
+    create(&w, "es", es_config.clone());
     create(
         &w,
         "es-clicks",
@@ -625,9 +652,38 @@ fn elasticsearch_sink_writes_documents_idempotently_and_deletes_on_tombstones() 
         .collect()
     );
 
-    redeliver(&broker, &w, "es", "Catalog", 5);
-    redeliver(&broker, &w, "es-clicks", "clicks", 3);
+    // Only the older records come again (k1@0 price 1, k2@1 price 5; the later ones are filtered out): the
+    // newer k1 and the deletion of k2 must survive them, which only the external versions ensure.
+    let mut older_only = es_config.clone();
+    for (k, v) in [
+        ("transforms", "skipNewer"),
+        (
+            "transforms.skipNewer.type",
+            "org.apache.kafka.connect.transforms.Filter",
+        ),
+        ("transforms.skipNewer.predicate", "isNewer"),
+        ("predicates", "isNewer"),
+        (
+            "predicates.isNewer.type",
+            "org.apache.kafka.connect.transforms.predicates.HasHeaderKey",
+        ),
+        ("predicates.isNewer.name", "newer"),
+    ] {
+        older_only[k] = json!(v);
+    }
+    redeliver(&broker, &w, "es", "Catalog", 5, Some(older_only));
+    redeliver(&broker, &w, "es-clicks", "clicks", 3, None);
     expect_catalog();
+    // The conflicts are visible: the id, the record's coordinates and the server's reason.
+    let log = w.log();
+    for (id, at) in [("k1", "Catalog-0 offset 0"), ("k2", "Catalog-0 offset 1")] {
+        assert!(
+            log.lines().any(|l| l.contains(&format!(
+                "document {id} already has a later version than the record at {at}"
+            )) && l.contains("version conflict")),
+            "no conflict warning for {id}"
+        );
+    }
     expect_clicks();
     for c in ["es", "es-clicks"] {
         let v = http(&w.rest, "GET", &format!("/connectors/{c}/status"), None).1;
@@ -650,6 +706,9 @@ fn elasticsearch_sink_writes_documents_idempotently_and_deletes_on_tombstones() 
         trace.contains("clicks-0 offset 1") && trace.contains("behavior.on.malformed.documents"),
         "{trace}"
     );
+    // Nothing at or past the refused record was committed (the batch held offsets 0..=2).
+    let committed = committed_offset(&w, "es-strict");
+    assert!(committed.is_none_or(|o| o <= 1), "committed {committed:?}");
 }
 
 /// One request the test's HTTP server received.
@@ -662,7 +721,8 @@ struct Received {
 }
 
 /// A small HTTP/1.1 server on a free port of 127.0.0.1: `/flaky` drops its first connection without an answer
-/// and answers its second with 503, then 200; `/reject` answers 400. Every request it read is logged.
+/// and answers its second with 503, then 200; `/reject` answers 400; `/slow` never answers (the connection is
+/// held open). Every request it read is logged.
 struct TestServer {
     addr: String,
     log: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
@@ -676,6 +736,7 @@ impl TestServer {
         let log2 = log.clone();
         std::thread::spawn(move || {
             let mut flaky = 0;
+            let mut held = Vec::new();
             for stream in listener.incoming() {
                 let Ok(mut s) = stream else { continue };
                 let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
@@ -686,6 +747,10 @@ impl TestServer {
                 log2.lock().unwrap().push(req);
                 let (status, text) = match path.as_str() {
                     "/reject" => (400, "Bad Request"),
+                    "/slow" => {
+                        held.push(s);
+                        continue;
+                    }
                     "/flaky" => {
                         flaky += 1;
                         match flaky {
@@ -881,6 +946,35 @@ fn http_sink_posts_batches_as_json_arrays_and_retries_server_errors() {
         "{trace}"
     );
     assert_eq!(server.received("/reject").len(), 1, "not retried");
+    // The refused batch began at offset 0: nothing may be committed for it.
+    let v = http(&w.rest, "GET", "/connectors/rejected/offsets", None).1;
+    assert!(
+        v["offsets"][0]["offset"]["kafka_offset"].is_null(),
+        "the refused batch was committed: {v}"
+    );
+
+    // A stop does not wait for a destination that does not answer: the write is dropped, nothing committed.
+    create(
+        &w,
+        "slow",
+        json!({"connector.class": "HttpSink", "topics": "events",
+            "http.api.url": format!("http://{}/slow", server.addr), "http.request.timeout.ms": "60000"}),
+    );
+    wait_for(Duration::from_secs(60), "the request to /slow", || {
+        (!server.received("/slow").is_empty()).then_some(())
+    });
+    let started = std::time::Instant::now();
+    assert_eq!(http(&w.rest, "PUT", "/connectors/slow/stop", None).0, 202);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !w.log().contains("did not stop within"),
+        "the task was aborted"
+    );
+    assert_eq!(committed_offset(&w, "slow"), None);
 }
 
 /// `fjord connect create|load|list|status|pause|resume|restart|offsets|delete` against a running worker: the
