@@ -192,7 +192,9 @@ impl KafkaStreams {
                 "transactional.id",
                 format!("{}-{}", config.application_id, config.instance_id),
             )
-            .set("transaction.timeout.ms", "30000");
+            .set("transaction.timeout.ms", "30000")
+            // librdkafka: a message may not outlive the transaction it belongs to.
+            .set("message.timeout.ms", "30000");
         }
         let producer: BaseProducer<ProducerCtx> = pc.create_with_context(ProducerCtx {
             error: delivery_error.clone(),
