@@ -1077,6 +1077,32 @@ fn process_node(cx: &Cx<'_>, task: &mut Task, id: NodeId, r: Record) -> Result<(
             Some(r.timestamp),
         ),
         NodeKind::Aggregate(a) => aggregate(cx, task, id, a, r),
+        NodeKind::Join {
+            table,
+            joiner,
+            left,
+        } => {
+            let Some(key) = r.key.as_deref() else {
+                inc(&cx.metrics.dropped_null_records);
+                return Ok(());
+            };
+            let st = task
+                .stores
+                .iter()
+                .find(|s| s.node == *table)
+                .expect("a joined table's store is in the stream's task");
+            let found = st.get(&kv_key(key))?;
+            if found.is_none() && !*left {
+                return Ok(());
+            }
+            let value = joiner(&r, found.as_deref());
+            let out = Record {
+                key: r.key,
+                value: Some(value),
+                timestamp: r.timestamp,
+            };
+            forward(cx, task, id, out)
+        }
     }
 }
 
@@ -1102,6 +1128,7 @@ fn apply(agg: &Aggregation, key: &[u8], r: &Record, old: Option<&[u8]>) -> Bytes
             Some(o) => add(key, r, o),
             None => add(key, r, &init()),
         },
+        Aggregation::Latest => r.value.clone().unwrap_or_default(),
     }
 }
 
@@ -1112,6 +1139,7 @@ fn merge_aggs(agg: &Aggregation, key: &[u8], a: &[u8], b: &[u8]) -> Bytes {
             encode_count(n(a) + n(b))
         }
         Aggregation::Reduce(f) => f(a, b),
+        Aggregation::Latest => Bytes::copy_from_slice(b),
         Aggregation::Aggregate { merge, .. } => match merge {
             Some(m) => m(key, a, b),
             None => Bytes::copy_from_slice(b),
@@ -1170,7 +1198,8 @@ impl StoreState {
 }
 
 fn aggregate(cx: &Cx<'_>, task: &mut Task, id: NodeId, a: &AggregateNode, r: Record) -> Result<()> {
-    let (Some(key), true) = (r.key.clone(), r.value.is_some()) else {
+    let latest = matches!(a.agg, Aggregation::Latest);
+    let (Some(key), true) = (r.key.clone(), r.value.is_some() || latest) else {
         inc(&cx.metrics.dropped_null_records);
         return Ok(());
     };
@@ -1187,6 +1216,10 @@ fn aggregate(cx: &Cx<'_>, task: &mut Task, id: NodeId, a: &AggregateNode, r: Rec
         return Ok(());
     }
     match a.windows {
+        None if latest && r.value.is_none() => {
+            st.put(kv_key(&key), None);
+            out.push(r);
+        }
         None => {
             let sk = kv_key(&key);
             let old = st.get(&sk)?;

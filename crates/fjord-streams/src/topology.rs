@@ -19,6 +19,7 @@ type InitFn = Arc<dyn Fn() -> Bytes + Send + Sync>;
 type AddFn = Arc<dyn Fn(&[u8], &Record, &[u8]) -> Bytes + Send + Sync>;
 type MergeFn = Arc<dyn Fn(&[u8], &[u8], &[u8]) -> Bytes + Send + Sync>;
 type ReduceFn = Arc<dyn Fn(&[u8], &[u8]) -> Bytes + Send + Sync>;
+type JoinFn = Arc<dyn Fn(&Record, Option<&[u8]>) -> Bytes + Send + Sync>;
 
 /// A topic a node reads or writes: a user topic, or one the library names after the application id.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -41,6 +42,8 @@ pub(crate) enum Aggregation {
         add: AddFn,
         merge: Option<MergeFn>,
     },
+    /// A table read from a topic: the latest value per key; a null value deletes the key.
+    Latest,
 }
 
 #[derive(Clone)]
@@ -60,6 +63,13 @@ pub(crate) enum NodeKind {
         topic: TopicRef,
     },
     Aggregate(AggregateNode),
+    /// Looks the record's key up in the table kept by aggregate node `table` (same task) and emits
+    /// `joiner(record, value)`; without a match: nothing (inner) or `joiner(record, None)` (left join).
+    Join {
+        table: NodeId,
+        joiner: JoinFn,
+        left: bool,
+    },
 }
 
 #[derive(Clone)]
@@ -149,6 +159,15 @@ impl StreamsBuilder {
             b: self.clone(),
             node: id,
         }
+    }
+
+    /// A table of the latest value per key of `topic` (normally a compacted topic; a null value deletes the
+    /// key), materialized in store `store`. It must be co-partitioned with the streams joined to it.
+    pub fn table(&self, topic: &str, store: &str) -> KTable {
+        let stream = self.stream(topic);
+        stream
+            .group_by_key()
+            .aggregate_node(store, None, Aggregation::Latest)
     }
 
     /// The finished topology, or the first mistake made while building it.
@@ -265,6 +284,42 @@ impl KStream {
             },
             &[self.node],
         );
+    }
+
+    /// Inner join with a table on the record key: for each record whose key the table holds, emits the record
+    /// with value `joiner(record, table value)`. Records and table updates are processed in arrival order (no
+    /// event-time synchronization between the two topics).
+    pub fn join(
+        &self,
+        table: &KTable,
+        joiner: impl Fn(&Record, &[u8]) -> Bytes + Send + Sync + 'static,
+    ) -> KStream {
+        self.join_node(
+            table,
+            false,
+            Arc::new(move |r, v| joiner(r, v.unwrap_or_default())),
+        )
+    }
+
+    /// Left join with a table: like [`KStream::join`], and records without a match get `joiner(record, None)`.
+    pub fn left_join(
+        &self,
+        table: &KTable,
+        joiner: impl Fn(&Record, Option<&[u8]>) -> Bytes + Send + Sync + 'static,
+    ) -> KStream {
+        self.join_node(table, true, Arc::new(joiner))
+    }
+
+    fn join_node(&self, table: &KTable, left: bool, joiner: JoinFn) -> KStream {
+        if table.windowed {
+            self.b
+                .error("a stream can join an unwindowed table only".into());
+        }
+        self.then(NodeKind::Join {
+            table: table.node,
+            joiner,
+            left,
+        })
     }
 
     /// Groups by the current key (the input must already be partitioned by it).
@@ -550,7 +605,12 @@ impl Topology {
             x
         }
         for (i, node) in nodes.iter().enumerate() {
-            for &c in &node.children {
+            // A join reads its table's store: both must run in the same task.
+            let linked = match &node.kind {
+                NodeKind::Join { table, .. } => Some(*table),
+                _ => None,
+            };
+            for &c in node.children.iter().chain(linked.iter()) {
                 let (a, b) = (find(&mut parent, i), find(&mut parent, c));
                 parent[a] = b;
             }

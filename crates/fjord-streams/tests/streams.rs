@@ -63,11 +63,18 @@ impl Cluster {
     }
 
     fn create_topic(&self, name: &str, partitions: i32) {
+        self.create_topic_with(name, partitions, &[]);
+    }
+
+    fn create_topic_with(&self, name: &str, partitions: i32, configs: &[(&str, &str)]) {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
             .create()
             .unwrap();
-        let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        for (k, v) in configs {
+            t = t.set(k, v);
+        }
         let r = self
             .rt
             .block_on(admin.create_topics([&t], &AdminOptions::new()))
@@ -749,5 +756,112 @@ fn two_instances_share_the_work_and_the_survivor_takes_over_a_killed_one() {
         &c,
         &want,
         &format!("after one of two instances was killed (seed {seed:#x})"),
+    );
+}
+
+// ---------------------------------------------------------------- tables and joins
+
+#[test]
+fn a_stream_joins_a_table_read_from_a_compacted_topic() {
+    let c = Cluster::start();
+    for (t, n) in [
+        ("users", 2),
+        ("views", 2),
+        ("enriched", 2),
+        ("enriched-inner", 2),
+        ("users3", 3),
+    ] {
+        c.create_topic(t, n);
+    }
+    let b = StreamsBuilder::new();
+    let users = b.table("users", "users-store");
+    let views = b.stream("views");
+    views
+        .left_join(&users, |r, region| {
+            let region = region.map_or("unknown".to_string(), |v| {
+                String::from_utf8_lossy(v).into_owned()
+            });
+            Bytes::from(format!(
+                "{}@{region}",
+                String::from_utf8_lossy(r.value_bytes())
+            ))
+        })
+        .to("enriched");
+    views
+        .join(&users, |r, region| {
+            Bytes::from(format!(
+                "{}@{}",
+                String::from_utf8_lossy(r.value_bytes()),
+                String::from_utf8_lossy(region)
+            ))
+        })
+        .to("enriched-inner");
+    let dir = tempfile::tempdir().unwrap();
+    let app = KafkaStreams::start(b.build().unwrap(), c.config("join", dir.path())).unwrap();
+
+    let part = |u: u32| (u % 2) as i32;
+    let mut table: Vec<_> = (0..10)
+        .map(|u| (part(u), format!("u{u}"), format!("region-{}", u % 3), 1_000))
+        .collect();
+    table.push((part(5), "u5".into(), "moved".into(), 1_001));
+    c.produce("users", &table);
+    // u3 leaves: a tombstone.
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &c.bootstrap)
+        .create()
+        .unwrap();
+    p.send::<[u8], [u8]>(BaseRecord::to("users").partition(part(3)).key(b"u3"))
+        .unwrap();
+    p.flush(Duration::from_secs(10)).unwrap();
+    await_until("the table is loaded", || {
+        app.metrics().records_processed == 12
+    });
+
+    let views: Vec<_> = (0..12)
+        .map(|u| (part(u), format!("u{u}"), format!("view{u}"), 2_000))
+        .collect();
+    c.produce("views", &views);
+    await_until("all views joined", || {
+        read_all(&c.bootstrap, "enriched").len() == 12
+    });
+    let got = |t| {
+        let mut v: Vec<String> = read_all(&c.bootstrap, t)
+            .into_iter()
+            .map(|(_, v)| String::from_utf8(v.unwrap().to_vec()).unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let region = |u: u32| match u {
+        3 | 10 | 11 => "unknown".to_string(),
+        5 => "moved".to_string(),
+        u => format!("region-{}", u % 3),
+    };
+    let mut want: Vec<String> = (0..12).map(|u| format!("view{u}@{}", region(u))).collect();
+    want.sort();
+    assert_eq!(got("enriched"), want);
+    let inner: Vec<String> = want
+        .into_iter()
+        .filter(|v| !v.ends_with("@unknown"))
+        .collect();
+    await_until("inner join results", || {
+        read_all(&c.bootstrap, "enriched-inner").len() >= inner.len()
+    });
+    assert_eq!(got("enriched-inner"), inner);
+    app.close().unwrap();
+
+    // A table and a stream with different partition counts cannot be joined.
+    let b = StreamsBuilder::new();
+    let t = b.table("users3", "u3-store");
+    b.stream("views")
+        .join(&t, |_, v| Bytes::copy_from_slice(v))
+        .to("enriched");
+    let e = KafkaStreams::start(b.build().unwrap(), c.config("join-bad", dir.path()))
+        .err()
+        .expect("co-partitioning is checked")
+        .to_string();
+    assert!(
+        e.contains("co-partitioning") && e.contains("users3 has 3"),
+        "{e}"
     );
 }
