@@ -27,4 +27,4 @@ pub use topology::{
     Consumed, KGroupedStream, KStream, KTable, StreamsBuilder, Suppressed, Topology,
     WindowedKStream,
 };
-pub use window::{SessionWindows, TimeWindows, Windows};
+pub use window::{JoinWindows, SessionWindows, TimeWindows, Windows};

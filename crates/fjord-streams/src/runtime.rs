@@ -760,6 +760,14 @@ impl Engine {
                 pending_final: BTreeSet::new(),
                 expiry: BTreeSet::new(),
             };
+            if matches!(spec.agg, Aggregation::Buffer) {
+                for (k, _) in st.inner.prefix_scan(b"")? {
+                    if let Some((_, win)) = WindowStore::parse(&k) {
+                        st.expiry
+                            .insert((win.start.saturating_add(spec.retention_ms), k));
+                    }
+                }
+            }
             if let Some(w) = spec.windows {
                 for (k, _) in st.inner.prefix_scan(b"")? {
                     if let Some((_, win)) = WindowStore::parse(&k) {
@@ -1077,6 +1085,22 @@ fn process_node(cx: &Cx<'_>, task: &mut Task, id: NodeId, r: Record) -> Result<(
             Some(r.timestamp),
         ),
         NodeKind::Aggregate(a) => aggregate(cx, task, id, a, r),
+        NodeKind::StreamJoin {
+            own,
+            other,
+            windows,
+            joiner,
+            is_left,
+        } => stream_join(
+            cx,
+            task,
+            id,
+            (*own, *other),
+            *windows,
+            joiner.as_ref(),
+            *is_left,
+            r,
+        ),
         NodeKind::Join {
             table,
             joiner,
@@ -1128,7 +1152,7 @@ fn apply(agg: &Aggregation, key: &[u8], r: &Record, old: Option<&[u8]>) -> Bytes
             Some(o) => add(key, r, o),
             None => add(key, r, &init()),
         },
-        Aggregation::Latest => r.value.clone().unwrap_or_default(),
+        Aggregation::Latest | Aggregation::Buffer => r.value.clone().unwrap_or_default(),
     }
 }
 
@@ -1139,7 +1163,7 @@ fn merge_aggs(agg: &Aggregation, key: &[u8], a: &[u8], b: &[u8]) -> Bytes {
             encode_count(n(a) + n(b))
         }
         Aggregation::Reduce(f) => f(a, b),
-        Aggregation::Latest => Bytes::copy_from_slice(b),
+        Aggregation::Latest | Aggregation::Buffer => Bytes::copy_from_slice(b),
         Aggregation::Aggregate { merge, .. } => match merge {
             Some(m) => m(key, a, b),
             None => Bytes::copy_from_slice(b),
@@ -1301,6 +1325,78 @@ fn aggregate(cx: &Cx<'_>, task: &mut Task, id: NodeId, a: &AggregateNode, r: Rec
                 }
             }
         }
+    }
+    let mut res = Ok(());
+    for o in out.drain(..) {
+        if res.is_ok() {
+            res = forward(cx, task, id, o);
+        }
+    }
+    task.scratch = out;
+    res
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stream_join(
+    cx: &Cx<'_>,
+    task: &mut Task,
+    id: NodeId,
+    (own, other): (NodeId, NodeId),
+    w: crate::window::JoinWindows,
+    joiner: &(dyn Fn(&Record, &Record) -> Bytes + Send + Sync),
+    is_left: bool,
+    r: Record,
+) -> Result<()> {
+    let (Some(key), Some(value)) = (r.key.clone(), r.value.clone()) else {
+        inc(&cx.metrics.dropped_null_records);
+        return Ok(());
+    };
+    let ts = r.timestamp;
+    if ts.saturating_add(w.diff_ms).saturating_add(w.grace_ms) < task.stream_time {
+        inc(&cx.metrics.late_records_dropped);
+        return Ok(());
+    }
+    let pos = |n: NodeId| {
+        task.stores
+            .iter()
+            .position(|s| s.node == n)
+            .expect("join buffers are in the task")
+    };
+    let (oi, xi) = (pos(own), pos(other));
+    if cx.offset < task.stores[oi].skip_below[cx.src] {
+        return Ok(());
+    }
+    let sk = WindowStore::store_key(
+        &key,
+        Window {
+            start: ts,
+            end: cx.offset,
+        },
+    );
+    let st = &mut task.stores[oi];
+    st.expiry
+        .insert((ts.saturating_add(st.spec.retention_ms), sk.clone()));
+    st.put(sk, Some(value));
+    let mut out = std::mem::take(&mut task.scratch);
+    for (win, v) in task.stores[xi].windows_of(&key)? {
+        if (win.start - ts).abs() > w.diff_ms {
+            continue;
+        }
+        let o = Record {
+            key: Some(key.clone()),
+            value: Some(v),
+            timestamp: win.start,
+        };
+        let joined = if is_left {
+            joiner(&r, &o)
+        } else {
+            joiner(&o, &r)
+        };
+        out.push(Record {
+            key: Some(key.clone()),
+            value: Some(joined),
+            timestamp: ts.max(win.start),
+        });
     }
     let mut res = Ok(());
     for o in out.drain(..) {

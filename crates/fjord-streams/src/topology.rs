@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::record::{Record, TimestampExtractor};
-use crate::window::{SessionWindows, TimeWindows, Windows};
+use crate::window::{JoinWindows, SessionWindows, TimeWindows, Windows};
 
 pub(crate) type NodeId = usize;
 type MapFn = Arc<dyn Fn(Record) -> Record + Send + Sync>;
@@ -20,6 +20,7 @@ type AddFn = Arc<dyn Fn(&[u8], &Record, &[u8]) -> Bytes + Send + Sync>;
 type MergeFn = Arc<dyn Fn(&[u8], &[u8], &[u8]) -> Bytes + Send + Sync>;
 type ReduceFn = Arc<dyn Fn(&[u8], &[u8]) -> Bytes + Send + Sync>;
 type JoinFn = Arc<dyn Fn(&Record, Option<&[u8]>) -> Bytes + Send + Sync>;
+type PairFn = Arc<dyn Fn(&Record, &Record) -> Bytes + Send + Sync>;
 
 /// A topic a node reads or writes: a user topic, or one the library names after the application id.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -44,6 +45,9 @@ pub(crate) enum Aggregation {
     },
     /// A table read from a topic: the latest value per key; a null value deletes the key.
     Latest,
+    /// The records one side of a stream-stream join keeps, keyed by (key, timestamp, offset); written only by
+    /// the join nodes.
+    Buffer,
 }
 
 #[derive(Clone)]
@@ -69,6 +73,15 @@ pub(crate) enum NodeKind {
         table: NodeId,
         joiner: JoinFn,
         left: bool,
+    },
+    /// One side of a windowed stream-stream join: buffers the record in store node `own`, joins it with the
+    /// records of store node `other` within the window and emits `joiner(left, right)` for each.
+    StreamJoin {
+        own: NodeId,
+        other: NodeId,
+        windows: JoinWindows,
+        joiner: PairFn,
+        is_left: bool,
     },
 }
 
@@ -308,6 +321,58 @@ impl KStream {
         joiner: impl Fn(&Record, Option<&[u8]>) -> Bytes + Send + Sync + 'static,
     ) -> KStream {
         self.join_node(table, true, Arc::new(joiner))
+    }
+
+    /// Windowed inner join of two streams on the key: each pair of records with equal keys whose timestamps
+    /// differ by at most the window's `diff` gives one record `joiner(left, right)` (timestamp: the later of
+    /// the two), emitted when the second of the pair arrives. Both streams must be co-partitioned; their
+    /// records are buffered in stores `<name>-left` and `<name>-right`.
+    pub fn join_windowed(
+        &self,
+        other: &KStream,
+        name: &str,
+        windows: JoinWindows,
+        joiner: impl Fn(&Record, &Record) -> Bytes + Send + Sync + 'static,
+    ) -> KStream {
+        if windows.diff_ms < 0 || windows.grace_ms < 0 {
+            self.b.error(format!("join `{name}`: negative window"));
+        }
+        let buffer = |side: &str| {
+            let store = format!("{name}-{side}");
+            if let Err(e) = check_name(&store) {
+                self.b.error(e);
+            }
+            self.b.add(
+                NodeKind::Aggregate(AggregateNode {
+                    store,
+                    windows: None,
+                    agg: Aggregation::Buffer,
+                    emit_final: false,
+                    retention_ms: windows.retention_ms(),
+                }),
+                &[],
+            )
+        };
+        let (l, r) = (buffer("left"), buffer("right"));
+        let joiner: PairFn = Arc::new(joiner);
+        let side = |own, oth, is_left, parent| {
+            self.b.add(
+                NodeKind::StreamJoin {
+                    own,
+                    other: oth,
+                    windows,
+                    joiner: joiner.clone(),
+                    is_left,
+                },
+                &[parent],
+            )
+        };
+        let ls = side(l, r, true, self.node);
+        let rs = side(r, l, false, other.node);
+        KStream {
+            b: self.b.clone(),
+            node: self.b.add(NodeKind::Pass, &[ls, rs]),
+        }
     }
 
     fn join_node(&self, table: &KTable, left: bool, joiner: JoinFn) -> KStream {
@@ -606,9 +671,10 @@ impl Topology {
         }
         for (i, node) in nodes.iter().enumerate() {
             // A join reads its table's store: both must run in the same task.
-            let linked = match &node.kind {
-                NodeKind::Join { table, .. } => Some(*table),
-                _ => None,
+            let linked: Vec<NodeId> = match &node.kind {
+                NodeKind::Join { table, .. } => vec![*table],
+                NodeKind::StreamJoin { own, other, .. } => vec![*own, *other],
+                _ => Vec::new(),
             };
             for &c in node.children.iter().chain(linked.iter()) {
                 let (a, b) = (find(&mut parent, i), find(&mut parent, c));

@@ -140,6 +140,37 @@ impl SessionWindows {
     }
 }
 
+/// The time bound of a stream-stream join: records of the two streams with the same key join when their
+/// timestamps differ by at most `diff_ms`. A record is late (dropped) when `ts + diff + grace < stream time`;
+/// buffered records are deleted once `ts + 2·diff + grace < stream time`, when no record that is not late can
+/// join them any more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JoinWindows {
+    pub diff_ms: i64,
+    pub grace_ms: i64,
+}
+
+impl JoinWindows {
+    /// Joins records at most `diff` apart (before or after); no grace period unless set.
+    pub fn of(diff: Duration) -> JoinWindows {
+        JoinWindows {
+            diff_ms: ms(diff),
+            grace_ms: 0,
+        }
+    }
+
+    /// How long after the join window out-of-order records are still joined.
+    pub fn grace(mut self, grace: Duration) -> JoinWindows {
+        self.grace_ms = ms(grace);
+        self
+    }
+
+    /// How long a record stays buffered after its timestamp.
+    pub fn retention_ms(&self) -> i64 {
+        self.diff_ms.saturating_mul(2).saturating_add(self.grace_ms)
+    }
+}
+
 /// Which windows a grouped stream is aggregated over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Windows {

@@ -865,3 +865,70 @@ fn a_stream_joins_a_table_read_from_a_compacted_topic() {
         "{e}"
     );
 }
+
+#[test]
+fn a_windowed_stream_stream_join_emits_each_pair_within_the_window_once() {
+    let c = Cluster::start();
+    for t in ["orders", "payments", "matched"] {
+        c.create_topic(t, 2);
+    }
+    let b = StreamsBuilder::new();
+    b.stream("orders")
+        .join_windowed(
+            &b.stream("payments"),
+            "order-payment",
+            fjord_streams::JoinWindows::of(Duration::from_secs(5)).grace(Duration::from_secs(3600)),
+            |l, r| {
+                Bytes::from(format!(
+                    "{}+{}",
+                    String::from_utf8_lossy(l.value_bytes()),
+                    String::from_utf8_lossy(r.value_bytes())
+                ))
+            },
+        )
+        .to("matched");
+    let dir = tempfile::tempdir().unwrap();
+    let app = KafkaStreams::start(b.build().unwrap(), c.config("sjoin", dir.path())).unwrap();
+    let mut rng = Rng(99);
+    let mut side = |name: &str| -> Vec<(i32, String, String, i64)> {
+        (0..150)
+            .map(|i| {
+                let k = rng.next() % 20;
+                (
+                    (k % 2) as i32,
+                    format!("o{k}"),
+                    format!("{name}{i}"),
+                    BASE + (rng.next() % 60_000) as i64,
+                )
+            })
+            .collect()
+    };
+    let (orders, payments) = (side("L"), side("R"));
+    let mut want = Vec::new();
+    for l in &orders {
+        for r in &payments {
+            if l.1 == r.1 && (l.3 - r.3).abs() <= 5_000 {
+                want.push(format!("{}+{}", l.2, r.2));
+            }
+        }
+    }
+    want.sort();
+    assert!(want.len() > 20, "the input has pairs to join");
+    // Interleaved in two rounds, so that pairs are completed from both sides.
+    c.produce("orders", &orders[..75]);
+    c.produce("payments", &payments[..75]);
+    c.produce("orders", &orders[75..]);
+    c.produce("payments", &payments[75..]);
+    let got = || {
+        let mut v: Vec<String> = read_all(&c.bootstrap, "matched")
+            .into_iter()
+            .map(|(_, v)| String::from_utf8(v.unwrap().to_vec()).unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    await_until("every pair joined", || got().len() >= want.len());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(got(), want);
+    app.close().unwrap();
+}
