@@ -578,6 +578,10 @@ impl ClientContext for GroupCtx {}
 impl ConsumerContext for GroupCtx {
     fn pre_rebalance(&self, c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = r {
+            tracing::info!(
+                partitions = tpl.count(),
+                "partitions revoked: committing and closing their tasks"
+            );
             let mut e = self.engine.lock().unwrap();
             if let Err(err) = e.commit(c) {
                 e.fail(err);
@@ -588,6 +592,10 @@ impl ConsumerContext for GroupCtx {
 
     fn post_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = r {
+            tracing::info!(
+                partitions = tpl.count(),
+                "partitions assigned: restoring their tasks"
+            );
             let mut e = self.engine.lock().unwrap();
             for el in tpl.elements() {
                 if let Err(err) = e.open_task(el.topic(), el.partition()) {
@@ -623,8 +631,6 @@ struct Task {
     stream_time: i64,
     /// Next offset to commit per source (index as in the sub-topology); -1 until a record is consumed.
     offsets: Vec<i64>,
-    /// Offsets the restored state already reflects, per source (see [`StoreState::skip_below`]).
-    restored: Vec<i64>,
     /// Records were processed since the last commit.
     dirty: bool,
     stores: Vec<StoreState>,
@@ -640,6 +646,10 @@ struct StoreState {
     inner: Box<dyn KeyValueStore>,
     /// Writes since the last commit (None: delete); reads look here first.
     cache: BTreeMap<Bytes, Option<Bytes>>,
+    /// The store's own stream time: the largest event time it has seen (restored from its last commit marker,
+    /// which may be older than another store's of the same task after a crash in the middle of a commit).
+    /// Lateness and window closing are decided with it.
+    stream_time: i64,
     /// Per source: records below this offset are already in the restored state (the changelog's last commit
     /// marker is ahead of the committed input offset when a crash fell between the two) and are not applied
     /// again.
@@ -703,6 +713,9 @@ impl Engine {
             return Ok(());
         }
         task.stream_time = task.stream_time.max(rec.timestamp);
+        for st in &mut task.stores {
+            st.stream_time = st.stream_time.max(rec.timestamp);
+        }
         let cx = Cx {
             topo,
             producer,
@@ -727,7 +740,6 @@ impl Engine {
             s.sources.iter().map(|(t, _)| &self.plan.names[t]).collect();
         let mut stores = Vec::new();
         let mut stream_time = -1;
-        let mut restored = vec![-1; s.sources.len()];
         for &a in &s.aggregates {
             let NodeKind::Aggregate(spec) = &self.topo.nodes[a].kind else {
                 continue;
@@ -747,9 +759,6 @@ impl Engine {
                 .iter()
                 .map(|n| marker.offsets.get(*n).copied().unwrap_or(-1))
                 .collect();
-            for (r, s) in restored.iter_mut().zip(&skip_below) {
-                *r = (*r).max(*s);
-            }
             let mut st = StoreState {
                 node: a,
                 spec: spec.clone(),
@@ -757,6 +766,7 @@ impl Engine {
                 inner,
                 cache: BTreeMap::new(),
                 skip_below,
+                stream_time: marker.stream_time,
                 pending_final: BTreeSet::new(),
                 expiry: BTreeSet::new(),
             };
@@ -791,7 +801,6 @@ impl Engine {
                 partition,
                 stream_time,
                 offsets: vec![-1; s.sources.len()],
-                restored,
                 dirty: false,
                 stores,
                 scratch: Vec::new(),
@@ -839,14 +848,7 @@ impl Engine {
             }
             any = true;
             let sub = &topo.subs[task.sub];
-            let mut marker = Vec::with_capacity(16 + 32 * sub.sources.len());
-            marker.extend_from_slice(&task.stream_time.to_be_bytes());
-            marker.extend_from_slice(&(sub.sources.len() as u16).to_be_bytes());
             for (j, (t, _)) in sub.sources.iter().enumerate() {
-                let name = plan.names[t].as_bytes();
-                marker.extend_from_slice(&(name.len() as u16).to_be_bytes());
-                marker.extend_from_slice(name);
-                marker.extend_from_slice(&task.offsets[j].max(task.restored[j]).to_be_bytes());
                 if task.offsets[j] >= 0 {
                     tpl.add_partition_offset(
                         &plan.names[t],
@@ -856,6 +858,15 @@ impl Engine {
                 }
             }
             for st in &mut task.stores {
+                let mut marker = Vec::with_capacity(16 + 32 * sub.sources.len());
+                marker.extend_from_slice(&st.stream_time.to_be_bytes());
+                marker.extend_from_slice(&(sub.sources.len() as u16).to_be_bytes());
+                for (j, (t, _)) in sub.sources.iter().enumerate() {
+                    let name = plan.names[t].as_bytes();
+                    marker.extend_from_slice(&(name.len() as u16).to_be_bytes());
+                    marker.extend_from_slice(name);
+                    marker.extend_from_slice(&task.offsets[j].max(st.skip_below[j]).to_be_bytes());
+                }
                 let cache = std::mem::take(&mut st.cache);
                 for (k, v) in &cache {
                     send(
@@ -1227,7 +1238,6 @@ fn aggregate(cx: &Cx<'_>, task: &mut Task, id: NodeId, a: &AggregateNode, r: Rec
         inc(&cx.metrics.dropped_null_records);
         return Ok(());
     };
-    let stream_time = task.stream_time;
     let mut out = std::mem::take(&mut task.scratch);
     let si = task
         .stores
@@ -1235,6 +1245,7 @@ fn aggregate(cx: &Cx<'_>, task: &mut Task, id: NodeId, a: &AggregateNode, r: Rec
         .position(|s| s.node == id)
         .expect("every aggregate of a task has its store");
     let st = &mut task.stores[si];
+    let stream_time = st.stream_time;
     if cx.offset < st.skip_below[cx.src] {
         task.scratch = out;
         return Ok(());
@@ -1352,10 +1363,6 @@ fn stream_join(
         return Ok(());
     };
     let ts = r.timestamp;
-    if ts.saturating_add(w.diff_ms).saturating_add(w.grace_ms) < task.stream_time {
-        inc(&cx.metrics.late_records_dropped);
-        return Ok(());
-    }
     let pos = |n: NodeId| {
         task.stores
             .iter()
@@ -1363,6 +1370,10 @@ fn stream_join(
             .expect("join buffers are in the task")
     };
     let (oi, xi) = (pos(own), pos(other));
+    if ts.saturating_add(w.diff_ms).saturating_add(w.grace_ms) < task.stores[oi].stream_time {
+        inc(&cx.metrics.late_records_dropped);
+        return Ok(());
+    }
     if cx.offset < task.stores[oi].skip_below[cx.src] {
         return Ok(());
     }
@@ -1411,9 +1422,9 @@ fn stream_join(
 /// After stream time moved: emits the final results of windows that closed (suppress) and deletes windows
 /// whose retention ended.
 fn advance(cx: &Cx<'_>, task: &mut Task) -> Result<()> {
-    let now = task.stream_time;
     for si in 0..task.stores.len() {
         let st = &task.stores[si];
+        let now = st.stream_time;
         let due = |s: &BTreeSet<(i64, Bytes)>| s.first().is_some_and(|(t, _)| *t <= now);
         if !due(&st.pending_final) && !due(&st.expiry) {
             continue;

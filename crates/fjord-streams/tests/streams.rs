@@ -631,6 +631,10 @@ fn child_process_entry_point() {
     let Ok(spec) = std::env::var(CHILD_ENV) else {
         return;
     };
+    tracing_subscriber::fmt()
+        .with_env_filter("fjord_streams=debug,info")
+        .with_writer(std::io::stderr)
+        .init();
     // bootstrap;app;state_dir;instance;guarantee
     let f: Vec<&str> = spec.split(';').collect();
     let mut cfg = StreamsConfig::new(f[1], f[0]);
@@ -652,7 +656,8 @@ fn child_process_entry_point() {
     }
 }
 
-struct ChildProc(Child);
+/// A processing process; killed on drop, its log printed when the test is failing.
+struct ChildProc(Child, std::path::PathBuf);
 
 impl ChildProc {
     fn start(
@@ -667,6 +672,12 @@ impl ChildProc {
             c.bootstrap,
             state_dir.display()
         );
+        let log = state_dir.join(format!("{instance}.{}.log", std::process::id()));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -677,9 +688,10 @@ impl ChildProc {
             .env(CHILD_ENV, spec)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file))
             .spawn()
             .unwrap();
-        ChildProc(child)
+        ChildProc(child, log)
     }
 
     fn kill9(&mut self) {
@@ -691,6 +703,14 @@ impl ChildProc {
 impl Drop for ChildProc {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.1).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- log of {} (last 60 lines) ---", self.1.display());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
     }
 }
 
@@ -712,7 +732,8 @@ fn kill_and_restart(guarantee: &str) {
     // Mid-stream: some results are out, far from all.
     await_until("first results", || progress(&c, "per-user-counts") > 500);
     child.kill9();
-    let before = table(&read_all(&c.bootstrap, "per-user-counts"));
+    let before_all = read_all(&c.bootstrap, "per-user-counts");
+    let before = table(&before_all);
     assert!(
         before != want.per_key,
         "the process was killed after finishing; the test needs more input"
