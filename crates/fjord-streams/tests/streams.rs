@@ -953,3 +953,61 @@ fn a_windowed_stream_stream_join_emits_each_pair_within_the_window_once() {
     assert_eq!(got(), want);
     app.close().unwrap();
 }
+
+/// After a crash in the middle of a commit one store's changelog may end with a newer commit marker than
+/// another's. Simulated here by appending a newer marker (the documented format: stream time, then per source
+/// the topic and next offset) to store `a`'s changelog: store `b` must still judge lateness by its own stream
+/// time, so a record that is on time for `b` is counted.
+#[test]
+fn a_store_restored_from_an_older_commit_marker_judges_lateness_by_its_own_stream_time() {
+    let c = Cluster::start();
+    for t in ["st-in", "st-a", "st-b"] {
+        c.create_topic(t, 1);
+    }
+    let topology = || {
+        let b = StreamsBuilder::new();
+        let g = b.stream("st-in").group_by_key();
+        for s in ["a", "b"] {
+            g.windowed_by(TimeWindows::tumbling(Duration::from_secs(10)))
+                .count(s)
+                .to(&format!("st-{s}"));
+        }
+        b.build().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rec = |ts: i64| (0, "k".to_string(), "v".to_string(), ts);
+    c.produce("st-in", &[rec(1_000), rec(5_000)]);
+    let app = KafkaStreams::start(topology(), c.config("markers", dir.path())).unwrap();
+    await_until("two records processed", || {
+        app.metrics().records_processed == 2
+    });
+    app.close().unwrap();
+
+    let mut marker = 100_000i64.to_be_bytes().to_vec();
+    marker.extend_from_slice(&1u16.to_be_bytes());
+    marker.extend_from_slice(&5u16.to_be_bytes());
+    marker.extend_from_slice(b"st-in");
+    marker.extend_from_slice(&2i64.to_be_bytes());
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &c.bootstrap)
+        .create()
+        .unwrap();
+    p.send(
+        BaseRecord::to("markers-a-changelog")
+            .partition(0)
+            .key(&b""[..])
+            .payload(&marker[..]),
+    )
+    .unwrap();
+    p.flush(Duration::from_secs(10)).unwrap();
+
+    c.produce("st-in", &[rec(6_000)]);
+    let _app = KafkaStreams::start(topology(), c.config("markers", dir.path())).unwrap();
+    let want = BTreeMap::from([(wkey("k", 0, 10_000), 3)]);
+    await_table(
+        &c.bootstrap,
+        "st-b",
+        &want,
+        "store b after store a restored a newer marker",
+    );
+}
