@@ -29,6 +29,11 @@ pub fn group_of(connector: &str) -> String {
     format!("connect-{connector}")
 }
 
+/// The topics (or the `^`-anchored pattern) a sink connector subscribes to.
+pub fn subscription_of(config: &ConfigMap) -> Vec<String> {
+    subscription(config)
+}
+
 fn subscription(config: &ConfigMap) -> Vec<String> {
     let topics: Vec<String> = config
         .get("topics")
@@ -63,6 +68,9 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
         .map(|f| f.trim().to_string())
         .unwrap_or_default();
     let group = group_of(&ctx.connector);
+    // Checked when the connector was created; a config that no longer parses fails the task, naming the key.
+    let chain = crate::transforms::Chain::from_config(&ctx.config)
+        .map_err(|e| format!("invalid transforms: {}", e.join("; ")))?;
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &ctx.bootstrap_servers)
@@ -129,15 +137,24 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
                     continue;
                 }
             };
-            match ctx.value_converter.to_connect(m.payload()) {
-                Ok(data) => {
+            let converted = if chain.is_empty() {
+                ctx.value_converter.to_connect(m.payload()).map(Some)
+            } else {
+                crate::transforms::transform_sink_message(&ctx, &chain, &m)
+            };
+            match converted {
+                Ok(None) => {
+                    // Dropped by a transform: consumed all the same.
+                    next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+                }
+                Ok(Some(data)) => {
                     out.extend_from_slice(data.to_line().as_bytes());
                     out.push(b'\n');
                     next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
                 }
                 Err(e) => {
                     failure = Some(format!(
-                        "the record at {}-{} offset {} cannot be converted by value.converter: {e}",
+                        "the record at {}-{} offset {} cannot be converted (value.converter, key.converter) or transformed: {e}",
                         m.topic(),
                         m.partition(),
                         m.offset()
@@ -147,7 +164,8 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
             }
         }
         // What converted is written and committed before a conversion failure stops the task.
-        if !out.is_empty() {
+        // (A batch that transforms dropped whole is committed too.)
+        if !next.is_empty() {
             if let Err(e) = file
                 .write_all(&out)
                 .and_then(|_| file.flush())
@@ -162,7 +180,7 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
         if let Some(f) = failure {
             break Err(f);
         }
-        if out.is_empty() {
+        if next.is_empty() {
             // Only errors came: do not spin on them.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -2,26 +2,32 @@
 //! shapes and `{"error_code", "message"}` errors, so curl scripts, kcctl and Kafka UIs keep working), runs
 //! connectors in a standalone worker whose source offsets live in a local file or a distributed-mode worker whose
 //! connectors and offsets live in Connect's internal topics, converts records with
-//! Connect's String, ByteArray and JSON converters, and has the FileStream source and sink built in.
+//! Connect's String, ByteArray and JSON converters, applies Connect's single message transforms, and has the
+//! FileStream source and sink, an Elasticsearch/OpenSearch sink and an HTTP sink built in.
 //!
 //! It is a Kafka client of the brokers (librdkafka through `rdkafka`) and knows nothing of their internals:
 //! `fjord connect standalone` runs against any Kafka-compatible cluster.
 //!
 //! Not in this crate yet: Connect's own group protocol (distributed workers share a group through a lease: one
-//! runs every connector, the others stand by), reading the status topic back, single message transforms, registry converters, the PostgreSQL, Elasticsearch and HTTP connectors.
+//! runs every connector, the others stand by), reading the status topic back, registry converters, the PostgreSQL connector.
 
 pub mod api;
 pub mod config;
 pub mod converter;
 pub mod distributed;
+pub mod elasticsearch;
 pub mod error;
 pub mod file_sink;
 pub mod file_source;
+pub mod http_client;
+pub mod http_sink;
 pub mod lease;
 pub mod offsets;
 pub mod plugins;
+pub mod sink_task;
 pub mod standalone;
 pub mod topics;
+pub mod transforms;
 pub mod worker;
 
 pub use error::{Error, Result};

@@ -636,7 +636,7 @@ impl Worker {
                 .get("topic")
                 .map(|t| vec![t.trim()])
                 .unwrap_or_default(),
-            Plugin::FileSink => c
+            Plugin::FileSink | Plugin::ElasticsearchSink | Plugin::HttpSink => c
                 .config
                 .get("topics")
                 .map(|t| {
@@ -737,6 +737,8 @@ impl Worker {
             let result = match plugin {
                 Plugin::FileSource => crate::file_source::run(ctx, stopped).await,
                 Plugin::FileSink => crate::file_sink::run(ctx, stopped).await,
+                Plugin::ElasticsearchSink => crate::elasticsearch::run(ctx, stopped).await,
+                Plugin::HttpSink => crate::http_sink::run(ctx, stopped).await,
             };
             if let Err(trace) = result {
                 tracing::error!(connector = %name, task = 0, "task failed: {trace}");
@@ -862,6 +864,8 @@ fn task_class(p: Plugin) -> &'static str {
     match p {
         Plugin::FileSource => "org.apache.kafka.connect.file.FileStreamSourceTask",
         Plugin::FileSink => "org.apache.kafka.connect.file.FileStreamSinkTask",
+        Plugin::ElasticsearchSink => "io.confluent.connect.elasticsearch.ElasticsearchSinkTask",
+        Plugin::HttpSink => "io.confluent.connect.http.HttpSinkTask",
     }
 }
 
