@@ -683,7 +683,14 @@ impl Engine {
             return Ok(());
         };
         if !self.tasks.contains_key(&(sub, m.partition())) {
-            self.open_task(m.topic(), m.partition())?;
+            // A message of a partition this instance does not own (any more): left in a queue across a
+            // rebalance. Processing it would run a second copy of another member's task.
+            tracing::debug!(
+                topic = m.topic(),
+                partition = m.partition(),
+                "message of an unowned partition skipped"
+            );
+            return Ok(());
         }
         let Engine {
             topo,
@@ -693,7 +700,7 @@ impl Engine {
             metrics,
             ..
         } = self;
-        let task = tasks.get_mut(&(sub, m.partition())).expect("opened above");
+        let task = tasks.get_mut(&(sub, m.partition())).expect("checked above");
         task.offsets[src] = m.offset() + 1;
         task.dirty = true;
         inc(&metrics.records_processed);
@@ -990,12 +997,17 @@ fn restore_store(
                     ));
                 }
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => break Ok(()),
+            // Only this partition's end counts: an end-of-partition event of an earlier restore must not cut
+            // this one short (the queue is also drained after each restore).
+            Some(Err(KafkaError::PartitionEOF(p))) if p == partition => break Ok(()),
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) => break Err(e.into()),
             None => {}
         }
     };
     consumer.unassign()?;
+    // Drop whatever the fetcher still queued (messages or end events), so the next restore starts clean.
+    while consumer.poll(Duration::ZERO).is_some() {}
     result?;
     if !pending.is_empty() {
         tracing::warn!(
