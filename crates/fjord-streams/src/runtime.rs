@@ -1,0 +1,1471 @@
+//! Runs a [`Topology`]: one processing thread per [`KafkaStreams`] instance, a consumer in the group named by
+//! the application id, one task per (sub-topology, input partition), stores restored from their changelogs
+//! when a task is assigned, and commits that flush stores, changelogs and outputs before input offsets.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::error::{Error, Result};
+use crate::metrics::{inc, Metrics, MetricsSnapshot};
+use crate::record::{encode_count, Record, Window, WindowedKey};
+use crate::store::{KeyValueStore, StoreSupplier, WindowStore};
+use crate::topology::{AggregateNode, Aggregation, NodeId, NodeKind, TopicRef, Topology};
+use crate::window::Windows;
+
+/// How commits protect results from crashes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ProcessingGuarantee {
+    /// Kafka Streams' default: outputs may repeat after a crash. Store state stays exact (see ARCHITECTURE.md:
+    /// changelog commit markers), except for records that went through a repartition topic.
+    #[default]
+    AtLeastOnce,
+    /// Outputs, changelogs and input offsets commit in one Kafka transaction (`send_offsets_to_transaction`);
+    /// read outputs with `isolation.level=read_committed`.
+    ExactlyOnce,
+}
+
+/// Where tasks keep their state between commits.
+#[derive(Clone)]
+pub enum StateStores {
+    /// In memory; restored from the changelog whenever a task starts.
+    InMemory,
+    /// In a `fjall` database under `<state_dir>/<application.id>` (feature `fjall`, on by default).
+    #[cfg(feature = "fjall")]
+    Fjall,
+    /// A store of your own.
+    Custom(Arc<dyn StoreSupplier>),
+}
+
+/// The settings of an application instance.
+#[derive(Clone)]
+pub struct StreamsConfig {
+    /// Names the consumer group, the internal topics and the state directory. Instances with the same id share
+    /// the work.
+    pub application_id: String,
+    pub bootstrap_servers: String,
+    pub processing_guarantee: ProcessingGuarantee,
+    /// How often the instance commits (default 1 s; Kafka's default is 30 s at least once, 100 ms exactly once).
+    pub commit_interval: Duration,
+    pub state_stores: StateStores,
+    /// Local state directory (fjall stores). Two instances on one machine need two directories.
+    pub state_dir: PathBuf,
+    /// This instance's stable name: its transactional id is `<application.id>-<instance_id>`, so a restarted
+    /// instance fences its predecessor's open transaction at once. Default: random.
+    pub instance_id: String,
+    /// Replication factor of the internal topics (-1: the cluster's default).
+    pub replication_factor: i32,
+    /// The consumer group's session timeout: how soon the group notices a dead instance.
+    pub session_timeout: Duration,
+    /// Further librdkafka properties for every client (e.g. security settings).
+    pub client_properties: Vec<(String, String)>,
+}
+
+impl StreamsConfig {
+    /// Defaults for everything but the application id and the cluster.
+    pub fn new(application_id: &str, bootstrap_servers: &str) -> StreamsConfig {
+        let instance_id = format!(
+            "{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+                ^ (std::process::id() as u128) << 64
+        );
+        StreamsConfig {
+            application_id: application_id.to_string(),
+            bootstrap_servers: bootstrap_servers.to_string(),
+            processing_guarantee: ProcessingGuarantee::AtLeastOnce,
+            commit_interval: Duration::from_secs(1),
+            state_stores: StateStores::InMemory,
+            state_dir: std::env::temp_dir().join("fjord-streams"),
+            instance_id,
+            replication_factor: -1,
+            session_timeout: Duration::from_secs(10),
+            client_properties: Vec::new(),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-')
+        };
+        if !ok(&self.application_id) || self.application_id.len() > 60 {
+            return Err(Error::Config(format!(
+                "application.id `{}` must be 1-60 characters of [A-Za-z0-9._-] (it prefixes topic names)",
+                self.application_id
+            )));
+        }
+        if !ok(&self.instance_id) {
+            return Err(Error::Config(format!(
+                "instance id `{}` must be characters of [A-Za-z0-9._-]",
+                self.instance_id
+            )));
+        }
+        if self.bootstrap_servers.is_empty() {
+            return Err(Error::Config("bootstrap.servers is empty".into()));
+        }
+        if self.commit_interval.is_zero() {
+            return Err(Error::Config("commit interval must be above zero".into()));
+        }
+        Ok(())
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers);
+        for (k, v) in &self.client_properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// `<application.id>-<store>-changelog`.
+    pub fn changelog_topic(&self, store: &str) -> String {
+        format!("{}-{store}-changelog", self.application_id)
+    }
+
+    /// `<application.id>-<name>-repartition`.
+    pub fn repartition_topic(&self, name: &str) -> String {
+        format!("{}-{name}-repartition", self.application_id)
+    }
+}
+
+/// Where a running instance is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamsState {
+    Running,
+    /// Stopped by an error (the message says which); close and start again to retry.
+    Failed(String),
+    Stopped,
+}
+
+/// How long a client call (metadata, commit, transaction step, flush) may take.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long restoring one store from its changelog may take.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A running application instance.
+pub struct KafkaStreams {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    metrics: Arc<Metrics>,
+    state: Arc<Mutex<StreamsState>>,
+}
+
+impl KafkaStreams {
+    /// Checks the topology against the cluster (source topics exist, co-partitioning), creates the internal
+    /// topics, joins the group and starts processing on a thread of its own.
+    pub fn start(topology: Topology, config: StreamsConfig) -> Result<KafkaStreams> {
+        config.validate()?;
+        let topology = Arc::new(topology);
+        let plan = plan(&topology, &config)?;
+        create_internal_topics(&config, &plan)?;
+
+        let metrics = Arc::new(Metrics::default());
+        let delivery_error = Arc::new(Mutex::new(None));
+        let eos = config.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
+        let mut pc = config.client();
+        pc.set("partitioner", "murmur2_random")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.messages", "1000000")
+            .set("message.timeout.ms", "60000");
+        if eos {
+            pc.set(
+                "transactional.id",
+                format!("{}-{}", config.application_id, config.instance_id),
+            )
+            .set("transaction.timeout.ms", "30000")
+            // librdkafka: a message may not outlive the transaction it belongs to.
+            .set("message.timeout.ms", "30000");
+        }
+        let producer: BaseProducer<ProducerCtx> = pc.create_with_context(ProducerCtx {
+            error: delivery_error.clone(),
+        })?;
+        if eos {
+            // Fences an earlier incarnation of this instance and aborts its open transaction.
+            producer.init_transactions(CLIENT_TIMEOUT)?;
+            producer.begin_transaction()?;
+        }
+        let supplier: Arc<dyn StoreSupplier> = match &config.state_stores {
+            StateStores::InMemory => Arc::new(crate::store::InMemorySupplier),
+            #[cfg(feature = "fjall")]
+            StateStores::Fjall => Arc::new(crate::store::FjallSupplier::open(
+                &config.state_dir.join(&config.application_id),
+            )?),
+            StateStores::Custom(s) => s.clone(),
+        };
+        let mut restore = config.client();
+        restore
+            .set("group.id", format!("{}-restore", config.application_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed");
+        let restore: BaseConsumer = restore.create()?;
+
+        let engine = Arc::new(Mutex::new(Engine {
+            topo: topology.clone(),
+            plan,
+            producer,
+            eos,
+            tasks: HashMap::new(),
+            supplier,
+            metrics: metrics.clone(),
+            delivery_error,
+            restore,
+            failed: None,
+        }));
+        let mut cc = config.client();
+        cc.set("group.id", &config.application_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            // Range assigns equal partition numbers of co-partitioned topics to one member.
+            .set("partition.assignment.strategy", "range")
+            .set(
+                "session.timeout.ms",
+                config.session_timeout.as_millis().to_string(),
+            )
+            .set("isolation.level", "read_committed");
+        let consumer: BaseConsumer<GroupCtx> = cc.create_with_context(GroupCtx {
+            engine: engine.clone(),
+        })?;
+        let topics: Vec<String> = engine
+            .lock()
+            .unwrap()
+            .plan
+            .sources
+            .keys()
+            .cloned()
+            .collect();
+        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&refs)?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(Mutex::new(StreamsState::Running));
+        let interval = config.commit_interval;
+        let thread = {
+            let (stop, state) = (stop.clone(), state.clone());
+            std::thread::Builder::new()
+                .name(format!("fjord-streams-{}", config.application_id))
+                .spawn(move || {
+                    let end = run_loop(&consumer, &engine, &stop, interval);
+                    // Leaving the group revokes the assignment: the revoke callback commits once more.
+                    consumer.unsubscribe();
+                    let end =
+                        end.and_then(|_| engine.lock().unwrap().failed.take().map_or(Ok(()), Err));
+                    *state.lock().unwrap() = match end {
+                        Ok(()) => StreamsState::Stopped,
+                        Err(e) => {
+                            tracing::error!(error = %e, "stream processing stopped");
+                            StreamsState::Failed(e.to_string())
+                        }
+                    };
+                })
+                .map_err(|e| Error::Config(format!("cannot start a thread: {e}")))?
+        };
+        Ok(KafkaStreams {
+            stop,
+            thread: Some(thread),
+            metrics,
+            state,
+        })
+    }
+
+    /// The instance's counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
+    pub fn state(&self) -> StreamsState {
+        self.state.lock().unwrap().clone()
+    }
+
+    /// Commits what was processed, leaves the group and stops.
+    pub fn close(mut self) -> Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        match self.state() {
+            StreamsState::Failed(e) => Err(Error::Kafka(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for KafkaStreams {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run_loop(
+    consumer: &BaseConsumer<GroupCtx>,
+    engine: &Mutex<Engine>,
+    stop: &AtomicBool,
+    interval: Duration,
+) -> Result<()> {
+    let mut last_commit = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        match consumer.poll(Duration::from_millis(50)) {
+            Some(Ok(m)) => engine.lock().unwrap().process(&m)?,
+            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            None => {}
+        }
+        let mut e = engine.lock().unwrap();
+        if let Some(err) = e.failed.take() {
+            return Err(err);
+        }
+        e.producer.poll(Duration::ZERO);
+        if last_commit.elapsed() >= interval {
+            e.commit(consumer)?;
+            last_commit = Instant::now();
+        }
+    }
+    engine.lock().unwrap().commit(consumer)
+}
+
+/// The topology resolved against the cluster: topic names and partition counts.
+struct Plan {
+    /// Source topic name → (sub-topology, source node, index among the sub-topology's sources).
+    sources: HashMap<String, (usize, NodeId, usize)>,
+    /// Topic of every sink and source node.
+    names: HashMap<TopicRef, String>,
+    /// Partition count per sub-topology.
+    partitions: Vec<i32>,
+    /// Changelog topic per aggregate node.
+    changelogs: HashMap<NodeId, String>,
+    /// Sub-topology of each aggregate node.
+    store_sub: HashMap<NodeId, usize>,
+}
+
+fn plan(topo: &Topology, config: &StreamsConfig) -> Result<Plan> {
+    let meta: BaseConsumer = config
+        .client()
+        .set("group.id", "fjord-streams-metadata")
+        .create()?;
+    let mut names = HashMap::new();
+    let mut user_counts: HashMap<String, i32> = HashMap::new();
+    for n in &topo.nodes {
+        let topic = match &n.kind {
+            NodeKind::Source { topic, .. } | NodeKind::Sink { topic } => topic,
+            _ => continue,
+        };
+        let name = match topic {
+            TopicRef::User(t) => t.clone(),
+            TopicRef::Repartition(r) => config.repartition_topic(r),
+        };
+        if let (TopicRef::User(t), NodeKind::Source { .. }) = (topic, &n.kind) {
+            let md = meta.fetch_metadata(Some(t), CLIENT_TIMEOUT)?;
+            let count = md
+                .topics()
+                .first()
+                .filter(|mt| mt.error().is_none())
+                .map(|mt| mt.partitions().len() as i32)
+                .unwrap_or(0);
+            if count == 0 {
+                return Err(Error::MissingSourceTopic(t.clone()));
+            }
+            user_counts.insert(t.clone(), count);
+        }
+        names.insert(topic.clone(), name);
+    }
+    // Partition counts: a sub-topology reading user topics has theirs (equal when it keeps state); one reading
+    // a repartition topic has the count of the sub-topology writing it.
+    let mut partitions: Vec<Option<i32>> = vec![None; topo.subs.len()];
+    let mut repartition: HashMap<String, i32> = HashMap::new();
+    for _ in 0..=topo.subs.len() {
+        for (i, s) in topo.subs.iter().enumerate() {
+            if partitions[i].is_some() {
+                continue;
+            }
+            let mut counts = Vec::new();
+            for (t, _) in &s.sources {
+                match t {
+                    TopicRef::User(u) => counts.push((u.clone(), user_counts[u])),
+                    TopicRef::Repartition(r) => match repartition.get(r) {
+                        Some(c) => counts.push((config.repartition_topic(r), *c)),
+                        None => counts.clear(),
+                    },
+                }
+            }
+            if counts.len() != s.sources.len() {
+                continue;
+            }
+            let max = counts.iter().map(|c| c.1).max().unwrap_or(1);
+            if !s.aggregates.is_empty() && counts.iter().any(|c| c.1 != max) {
+                return Err(Error::CoPartitioning(format!(
+                    "the inputs of one stateful step must have the same number of partitions, but {}; \
+                     repartition one input (group_by) or recreate the topics with equal counts",
+                    counts
+                        .iter()
+                        .map(|(t, c)| format!("{t} has {c}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            partitions[i] = Some(max);
+            for r in &s.writes_repartition {
+                repartition.insert(r.clone(), max);
+            }
+        }
+    }
+    let partitions: Vec<i32> = partitions
+        .into_iter()
+        .map(|p| {
+            p.ok_or_else(|| Error::Topology("a repartition topic is read but never written".into()))
+        })
+        .collect::<Result<_>>()?;
+    let mut sources = HashMap::new();
+    let mut changelogs = HashMap::new();
+    let mut store_sub = HashMap::new();
+    for (i, s) in topo.subs.iter().enumerate() {
+        for (j, (t, node)) in s.sources.iter().enumerate() {
+            sources.insert(names[t].clone(), (i, *node, j));
+        }
+        for &a in &s.aggregates {
+            if let NodeKind::Aggregate(agg) = &topo.nodes[a].kind {
+                changelogs.insert(a, config.changelog_topic(&agg.store));
+                store_sub.insert(a, i);
+            }
+        }
+    }
+    Ok(Plan {
+        sources,
+        names,
+        partitions,
+        changelogs,
+        store_sub,
+    })
+}
+
+fn create_internal_topics(config: &StreamsConfig, plan: &Plan) -> Result<()> {
+    let mut wanted: Vec<(String, i32, bool)> = Vec::new();
+    for (topic, (sub, _, _)) in &plan.sources {
+        if topic.ends_with("-repartition") && topic.starts_with(&config.application_id) {
+            wanted.push((topic.clone(), plan.partitions[*sub], false));
+        }
+    }
+    for (node, topic) in &plan.changelogs {
+        wanted.push((topic.clone(), plan.partitions[plan.store_sub[node]], true));
+    }
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = config.client().create()?;
+    let news: Vec<NewTopic> = wanted
+        .iter()
+        .map(|(t, p, compact)| {
+            let n = NewTopic::new(t, *p, TopicReplication::Fixed(config.replication_factor));
+            if *compact {
+                n.set("cleanup.policy", "compact")
+            } else {
+                n
+            }
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(CLIENT_TIMEOUT));
+    let results = block_on(admin.create_topics(news.iter(), &opts))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => {
+                return Err(Error::Kafka(format!(
+                    "cannot create the internal topic {t}: {e}"
+                )))
+            }
+        }
+    }
+    // An internal topic left by an earlier run must still have the partition count the tasks need.
+    let meta: BaseConsumer = config
+        .client()
+        .set("group.id", "fjord-streams-metadata")
+        .create()?;
+    for (t, p, _) in &wanted {
+        let deadline = Instant::now() + CLIENT_TIMEOUT;
+        loop {
+            let md = meta.fetch_metadata(Some(t), CLIENT_TIMEOUT)?;
+            let n = md
+                .topics()
+                .first()
+                .map(|m| m.partitions().len() as i32)
+                .unwrap_or(0);
+            if n == *p {
+                break;
+            }
+            if n > 0 {
+                return Err(Error::CoPartitioning(format!(
+                    "internal topic {t} has {n} partitions but the application needs {p}: delete it (and \
+                     the application's other internal topics) to reset the application"
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Kafka(format!("internal topic {t} did not appear")));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
+/// Runs a future to completion on this thread (the admin client's futures complete on librdkafka's threads).
+fn block_on<F: Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark()
+        }
+    }
+    let waker = Arc::new(Unpark(std::thread::current())).into();
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        match f.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return v,
+            Poll::Pending => std::thread::park_timeout(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Remembers the first failed delivery; the next commit fails with it instead of committing past lost data.
+struct ProducerCtx {
+    error: Arc<Mutex<Option<String>>>,
+}
+
+impl ClientContext for ProducerCtx {}
+
+impl ProducerContext for ProducerCtx {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = r {
+            let mut g = self.error.lock().unwrap();
+            if g.is_none() {
+                *g = Some(format!("writing to {}: {e}", m.topic()));
+            }
+        }
+    }
+}
+
+/// Commits and closes tasks when partitions are revoked, restores and opens them when assigned. The callbacks
+/// run inside `poll`, on the processing thread, while the loop holds no lock.
+struct GroupCtx {
+    engine: Arc<Mutex<Engine>>,
+}
+
+impl ClientContext for GroupCtx {}
+
+impl ConsumerContext for GroupCtx {
+    fn pre_rebalance(&self, c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = r {
+            tracing::info!(
+                partitions = tpl.count(),
+                "partitions revoked: committing and closing their tasks"
+            );
+            let mut e = self.engine.lock().unwrap();
+            if let Err(err) = e.commit(c) {
+                e.fail(err);
+            }
+            e.close_tasks(tpl);
+        }
+    }
+
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = r {
+            tracing::info!(
+                partitions = tpl.count(),
+                "partitions assigned: restoring their tasks"
+            );
+            let mut e = self.engine.lock().unwrap();
+            for el in tpl.elements() {
+                if let Err(err) = e.open_task(el.topic(), el.partition()) {
+                    e.fail(err);
+                }
+            }
+        }
+    }
+}
+
+/// The state of one running instance, shared by the processing loop and the rebalance callbacks.
+struct Engine {
+    topo: Arc<Topology>,
+    plan: Plan,
+    producer: BaseProducer<ProducerCtx>,
+    eos: bool,
+    /// Open tasks by (sub-topology, partition).
+    tasks: HashMap<(usize, i32), Task>,
+    supplier: Arc<dyn StoreSupplier>,
+    metrics: Arc<Metrics>,
+    delivery_error: Arc<Mutex<Option<String>>>,
+    /// Reads changelogs while restoring (assigned partitions only, no group).
+    restore: BaseConsumer,
+    /// An error raised in a rebalance callback, reported by the loop.
+    failed: Option<Error>,
+}
+
+/// One input partition of one sub-topology.
+struct Task {
+    sub: usize,
+    partition: i32,
+    /// The largest event time seen on the task's input partitions (also restored from the changelog marker).
+    stream_time: i64,
+    /// Next offset to commit per source (index as in the sub-topology); -1 until a record is consumed.
+    offsets: Vec<i64>,
+    /// Records were processed since the last commit.
+    dirty: bool,
+    stores: Vec<StoreState>,
+    /// Reused buffer of records an aggregate emits, to avoid an allocation per record.
+    scratch: Vec<Record>,
+}
+
+/// The store of one aggregate in one task, with the write cache flushed at commit.
+struct StoreState {
+    node: NodeId,
+    spec: AggregateNode,
+    changelog: String,
+    inner: Box<dyn KeyValueStore>,
+    /// Writes since the last commit (None: delete); reads look here first.
+    cache: BTreeMap<Bytes, Option<Bytes>>,
+    /// The store's own stream time: the largest event time it has seen (restored from its last commit marker,
+    /// which may be older than another store's of the same task after a crash in the middle of a commit).
+    /// Lateness and window closing are decided with it.
+    stream_time: i64,
+    /// Per source: records below this offset are already in the restored state (the changelog's last commit
+    /// marker is ahead of the committed input offset when a crash fell between the two) and are not applied
+    /// again.
+    skip_below: Vec<i64>,
+    /// Windows whose final result is still to be emitted (suppress), by close time.
+    pending_final: BTreeSet<(i64, Bytes)>,
+    /// Windows to delete once retention after closing has passed, by deletion time.
+    expiry: BTreeSet<(i64, Bytes)>,
+}
+
+/// Per-record context for the operators.
+struct Cx<'a> {
+    topo: &'a Topology,
+    producer: &'a BaseProducer<ProducerCtx>,
+    names: &'a HashMap<TopicRef, String>,
+    metrics: &'a Metrics,
+    /// The source (index in the sub-topology) and offset of the input record being processed.
+    src: usize,
+    offset: i64,
+}
+
+impl Engine {
+    fn fail(&mut self, e: Error) {
+        if self.failed.is_none() {
+            self.failed = Some(e);
+        }
+    }
+
+    fn process(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
+        let Some(&(sub, node, src)) = self.plan.sources.get(m.topic()) else {
+            return Ok(());
+        };
+        if !self.tasks.contains_key(&(sub, m.partition())) {
+            // A message of a partition this instance does not own (any more): left in a queue across a
+            // rebalance. Processing it would run a second copy of another member's task.
+            tracing::debug!(
+                topic = m.topic(),
+                partition = m.partition(),
+                "message of an unowned partition skipped"
+            );
+            return Ok(());
+        }
+        let Engine {
+            topo,
+            plan,
+            producer,
+            tasks,
+            metrics,
+            ..
+        } = self;
+        let task = tasks.get_mut(&(sub, m.partition())).expect("checked above");
+        task.offsets[src] = m.offset() + 1;
+        task.dirty = true;
+        inc(&metrics.records_processed);
+        let mut rec = Record {
+            key: m.key().map(Bytes::copy_from_slice),
+            value: m.payload().map(Bytes::copy_from_slice),
+            timestamp: m.timestamp().to_millis().unwrap_or(-1),
+        };
+        if let NodeKind::Source {
+            extractor: Some(f), ..
+        } = &topo.nodes[node].kind
+        {
+            rec.timestamp = f(&rec);
+        }
+        if rec.timestamp < 0 {
+            inc(&metrics.invalid_timestamp_records);
+            return Ok(());
+        }
+        task.stream_time = task.stream_time.max(rec.timestamp);
+        for st in &mut task.stores {
+            st.stream_time = st.stream_time.max(rec.timestamp);
+        }
+        let cx = Cx {
+            topo,
+            producer,
+            names: &plan.names,
+            metrics,
+            src,
+            offset: m.offset(),
+        };
+        forward(&cx, task, node, rec)?;
+        advance(&cx, task)
+    }
+
+    fn open_task(&mut self, topic: &str, partition: i32) -> Result<()> {
+        let Some(&(sub, _, _)) = self.plan.sources.get(topic) else {
+            return Ok(());
+        };
+        if self.tasks.contains_key(&(sub, partition)) {
+            return Ok(());
+        }
+        let s = &self.topo.subs[sub];
+        let source_names: Vec<&String> =
+            s.sources.iter().map(|(t, _)| &self.plan.names[t]).collect();
+        let mut stores = Vec::new();
+        let mut stream_time = -1;
+        for &a in &s.aggregates {
+            let NodeKind::Aggregate(spec) = &self.topo.nodes[a].kind else {
+                continue;
+            };
+            let changelog = self.plan.changelogs[&a].clone();
+            let mut inner = self.supplier.open(&spec.store, partition)?;
+            inner.clear()?;
+            let marker = restore_store(
+                &self.restore,
+                &changelog,
+                partition,
+                inner.as_mut(),
+                &self.metrics,
+            )?;
+            stream_time = stream_time.max(marker.stream_time);
+            let skip_below: Vec<i64> = source_names
+                .iter()
+                .map(|n| marker.offsets.get(*n).copied().unwrap_or(-1))
+                .collect();
+            let mut st = StoreState {
+                node: a,
+                spec: spec.clone(),
+                changelog,
+                inner,
+                cache: BTreeMap::new(),
+                skip_below,
+                stream_time: marker.stream_time,
+                pending_final: BTreeSet::new(),
+                expiry: BTreeSet::new(),
+            };
+            if matches!(spec.agg, Aggregation::Buffer) {
+                for (k, _) in st.inner.prefix_scan(b"")? {
+                    if let Some((_, win)) = WindowStore::parse(&k) {
+                        st.expiry
+                            .insert((win.start.saturating_add(spec.retention_ms), k));
+                    }
+                }
+            }
+            if let Some(w) = spec.windows {
+                for (k, _) in st.inner.prefix_scan(b"")? {
+                    if let Some((_, win)) = WindowStore::parse(&k) {
+                        let close = w.close_time(win);
+                        if spec.emit_final && close > marker.stream_time {
+                            st.pending_final.insert((close, k.clone()));
+                        }
+                        st.expiry
+                            .insert((close.saturating_add(spec.retention_ms), k));
+                    }
+                }
+            }
+            tracing::info!(store = %spec.store, partition, stream_time = marker.stream_time, "store restored");
+            stores.push(st);
+        }
+        inc(&self.metrics.tasks_opened);
+        self.tasks.insert(
+            (sub, partition),
+            Task {
+                sub,
+                partition,
+                stream_time,
+                offsets: vec![-1; s.sources.len()],
+                dirty: false,
+                stores,
+                scratch: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn close_tasks(&mut self, tpl: &TopicPartitionList) {
+        for el in tpl.elements() {
+            if let Some(&(sub, _, _)) = self.plan.sources.get(el.topic()) {
+                self.tasks.remove(&(sub, el.partition()));
+            }
+        }
+    }
+
+    /// Flushes every store's cache to the store and its changelog (followed by a commit marker), then makes it
+    /// durable: at least once, producer flush and then the input offsets' commit; exactly once, the offsets
+    /// join the transaction, which commits.
+    fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<()> {
+        if let Some(e) = self.delivery_error.lock().unwrap().take() {
+            return Err(Error::Kafka(e));
+        }
+        let mut tpl = TopicPartitionList::new();
+        let Engine {
+            topo,
+            plan,
+            producer,
+            tasks,
+            metrics,
+            ..
+        } = self;
+        let cx = Cx {
+            topo,
+            producer,
+            names: &plan.names,
+            metrics,
+            src: 0,
+            offset: 0,
+        };
+        let mut any = false;
+        for task in tasks.values_mut() {
+            if !task.dirty {
+                continue;
+            }
+            any = true;
+            let sub = &topo.subs[task.sub];
+            for (j, (t, _)) in sub.sources.iter().enumerate() {
+                if task.offsets[j] >= 0 {
+                    tpl.add_partition_offset(
+                        &plan.names[t],
+                        task.partition,
+                        Offset::Offset(task.offsets[j]),
+                    )?;
+                }
+            }
+            for st in &mut task.stores {
+                let mut marker = Vec::with_capacity(16 + 32 * sub.sources.len());
+                marker.extend_from_slice(&st.stream_time.to_be_bytes());
+                marker.extend_from_slice(&(sub.sources.len() as u16).to_be_bytes());
+                for (j, (t, _)) in sub.sources.iter().enumerate() {
+                    let name = plan.names[t].as_bytes();
+                    marker.extend_from_slice(&(name.len() as u16).to_be_bytes());
+                    marker.extend_from_slice(name);
+                    marker.extend_from_slice(&task.offsets[j].max(st.skip_below[j]).to_be_bytes());
+                }
+                let cache = std::mem::take(&mut st.cache);
+                for (k, v) in &cache {
+                    send(
+                        &cx,
+                        &st.changelog,
+                        Some(task.partition),
+                        Some(k),
+                        v.as_deref(),
+                        None,
+                    )?;
+                }
+                send(
+                    &cx,
+                    &st.changelog,
+                    Some(task.partition),
+                    Some(&[]),
+                    Some(&marker),
+                    None,
+                )?;
+                st.inner.write_batch(&mut cache.into_iter())?;
+            }
+            task.dirty = false;
+        }
+        if !any {
+            return Ok(());
+        }
+        if self.eos {
+            let gm = consumer
+                .group_metadata()
+                .ok_or_else(|| Error::Kafka("no consumer group metadata to commit with".into()))?;
+            self.producer
+                .send_offsets_to_transaction(&tpl, &gm, CLIENT_TIMEOUT)?;
+            self.producer.commit_transaction(CLIENT_TIMEOUT)?;
+            self.producer.begin_transaction()?;
+        } else {
+            self.producer.flush(CLIENT_TIMEOUT)?;
+            if let Some(e) = self.delivery_error.lock().unwrap().take() {
+                return Err(Error::Kafka(e));
+            }
+            if tpl.count() > 0 {
+                consumer.commit(&tpl, CommitMode::Sync)?;
+            }
+        }
+        inc(&self.metrics.commits);
+        Ok(())
+    }
+}
+
+/// What a changelog's last commit marker says: the stream time and the input offsets the state reflects.
+#[derive(Default)]
+struct Marker {
+    stream_time: i64,
+    offsets: HashMap<String, i64>,
+}
+
+fn decode_marker(b: &[u8]) -> Option<Marker> {
+    let stream_time = i64::from_be_bytes(b.get(..8)?.try_into().ok()?);
+    let n = u16::from_be_bytes(b.get(8..10)?.try_into().ok()?) as usize;
+    let mut pos = 10;
+    let mut offsets = HashMap::new();
+    for _ in 0..n {
+        let len = u16::from_be_bytes(b.get(pos..pos + 2)?.try_into().ok()?) as usize;
+        let name = std::str::from_utf8(b.get(pos + 2..pos + 2 + len)?)
+            .ok()?
+            .to_string();
+        pos += 2 + len;
+        let off = i64::from_be_bytes(b.get(pos..pos + 8)?.try_into().ok()?);
+        pos += 8;
+        offsets.insert(name, off);
+    }
+    Some(Marker {
+        stream_time,
+        offsets,
+    })
+}
+
+/// Replays changelog partition `topic`-`partition` into `store`: entries are applied up to the last commit
+/// marker; entries after it belong to a commit that never finished and are dropped.
+fn restore_store(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    store: &mut dyn KeyValueStore,
+    metrics: &Metrics,
+) -> Result<Marker> {
+    let mut marker = Marker {
+        stream_time: -1,
+        offsets: HashMap::new(),
+    };
+    let (_, high) = consumer.fetch_watermarks(topic, partition, CLIENT_TIMEOUT)?;
+    if high <= 0 {
+        return Ok(marker);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + RESTORE_TIMEOUT;
+    let mut pending: Vec<(Bytes, Option<Bytes>)> = Vec::new();
+    let result = loop {
+        if Instant::now() > deadline {
+            break Err(Error::Kafka(format!(
+                "restoring from {topic}-{partition} took longer than {RESTORE_TIMEOUT:?}"
+            )));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                inc(&metrics.records_restored);
+                let key = m.key().unwrap_or_default();
+                if key.is_empty() {
+                    marker = decode_marker(m.payload().unwrap_or_default()).ok_or_else(|| {
+                        Error::Store(format!(
+                            "malformed commit marker at {topic}-{partition}@{}",
+                            m.offset()
+                        ))
+                    })?;
+                    store.write_batch(&mut pending.drain(..))?;
+                } else {
+                    pending.push((
+                        Bytes::copy_from_slice(key),
+                        m.payload().map(Bytes::copy_from_slice),
+                    ));
+                }
+            }
+            // Only this partition's end counts: an end-of-partition event of an earlier restore must not cut
+            // this one short (the queue is also drained after each restore).
+            Some(Err(KafkaError::PartitionEOF(p))) if p == partition => break Ok(()),
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => break Err(e.into()),
+            None => {}
+        }
+    };
+    consumer.unassign()?;
+    // Drop whatever the fetcher still queued (messages or end events), so the next restore starts clean.
+    while consumer.poll(Duration::ZERO).is_some() {}
+    result?;
+    if !pending.is_empty() {
+        tracing::warn!(
+            topic,
+            partition,
+            dropped = pending.len(),
+            "changelog tail after the last commit marker ignored"
+        );
+    }
+    Ok(marker)
+}
+
+fn send(
+    cx: &Cx<'_>,
+    topic: &str,
+    partition: Option<i32>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    timestamp: Option<i64>,
+) -> Result<()> {
+    let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+    if let Some(k) = key {
+        rec = rec.key(k);
+    }
+    if let Some(v) = value {
+        rec = rec.payload(v);
+    }
+    if let Some(p) = partition {
+        rec = rec.partition(p);
+    }
+    if let Some(ts) = timestamp {
+        rec = rec.timestamp(ts);
+    }
+    loop {
+        match cx.producer.send(rec) {
+            Ok(()) => {
+                inc(&cx.metrics.records_sent);
+                return Ok(());
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                cx.producer.poll(Duration::from_millis(10));
+                rec = r;
+            }
+            Err((e, _)) => return Err(Error::Kafka(format!("writing to {topic}: {e}"))),
+        }
+    }
+}
+
+fn forward(cx: &Cx<'_>, task: &mut Task, from: NodeId, r: Record) -> Result<()> {
+    let children = &cx.topo.nodes[from].children;
+    match children.len() {
+        0 => Ok(()),
+        1 => process_node(cx, task, children[0], r),
+        n => {
+            for &c in &children[..n - 1] {
+                process_node(cx, task, c, r.clone())?;
+            }
+            process_node(cx, task, children[n - 1], r)
+        }
+    }
+}
+
+fn process_node(cx: &Cx<'_>, task: &mut Task, id: NodeId, r: Record) -> Result<()> {
+    let topo = cx.topo;
+    match &topo.nodes[id].kind {
+        NodeKind::Source { .. } | NodeKind::Pass => forward(cx, task, id, r),
+        NodeKind::Map(f) => forward(cx, task, id, f(r)),
+        NodeKind::Filter(f) => {
+            if f(&r) {
+                forward(cx, task, id, r)
+            } else {
+                Ok(())
+            }
+        }
+        NodeKind::FlatMap(f) => {
+            let mut res = Ok(());
+            f(r, &mut |o| {
+                if res.is_ok() {
+                    res = forward(cx, task, id, o);
+                }
+            });
+            res
+        }
+        NodeKind::Branch(preds) => {
+            for (i, p) in preds.iter().enumerate() {
+                if p(&r) {
+                    return process_node(cx, task, topo.nodes[id].children[i], r);
+                }
+            }
+            Ok(())
+        }
+        NodeKind::Sink { topic } => send(
+            cx,
+            &cx.names[topic],
+            None,
+            r.key.as_deref(),
+            r.value.as_deref(),
+            Some(r.timestamp),
+        ),
+        NodeKind::Aggregate(a) => aggregate(cx, task, id, a, r),
+        NodeKind::StreamJoin {
+            own,
+            other,
+            windows,
+            joiner,
+            is_left,
+        } => stream_join(
+            cx,
+            task,
+            id,
+            (*own, *other),
+            *windows,
+            joiner.as_ref(),
+            *is_left,
+            r,
+        ),
+        NodeKind::Join {
+            table,
+            joiner,
+            left,
+        } => {
+            let Some(key) = r.key.as_deref() else {
+                inc(&cx.metrics.dropped_null_records);
+                return Ok(());
+            };
+            let st = task
+                .stores
+                .iter()
+                .find(|s| s.node == *table)
+                .expect("a joined table's store is in the stream's task");
+            let found = st.get(&kv_key(key))?;
+            if found.is_none() && !*left {
+                return Ok(());
+            }
+            let value = joiner(&r, found.as_deref());
+            let out = Record {
+                key: r.key,
+                value: Some(value),
+                timestamp: r.timestamp,
+            };
+            forward(cx, task, id, out)
+        }
+    }
+}
+
+/// The store key of an unwindowed aggregate: a 0 byte, then the record key (the empty key is the commit
+/// marker's).
+fn kv_key(key: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(key.len() + 1);
+    out.push(0);
+    out.extend_from_slice(key);
+    Bytes::from(out)
+}
+
+fn apply(agg: &Aggregation, key: &[u8], r: &Record, old: Option<&[u8]>) -> Bytes {
+    match agg {
+        Aggregation::Count => {
+            encode_count(old.and_then(crate::record::decode_count).unwrap_or(0) + 1)
+        }
+        Aggregation::Reduce(f) => match old {
+            None => r.value.clone().unwrap_or_default(),
+            Some(o) => f(o, r.value_bytes()),
+        },
+        Aggregation::Aggregate { init, add, .. } => match old {
+            Some(o) => add(key, r, o),
+            None => add(key, r, &init()),
+        },
+        Aggregation::Latest | Aggregation::Buffer => r.value.clone().unwrap_or_default(),
+    }
+}
+
+fn merge_aggs(agg: &Aggregation, key: &[u8], a: &[u8], b: &[u8]) -> Bytes {
+    match agg {
+        Aggregation::Count => {
+            let n = |x: &[u8]| crate::record::decode_count(x).unwrap_or(0);
+            encode_count(n(a) + n(b))
+        }
+        Aggregation::Reduce(f) => f(a, b),
+        Aggregation::Latest | Aggregation::Buffer => Bytes::copy_from_slice(b),
+        Aggregation::Aggregate { merge, .. } => match merge {
+            Some(m) => m(key, a, b),
+            None => Bytes::copy_from_slice(b),
+        },
+    }
+}
+
+impl StoreState {
+    fn get(&self, k: &[u8]) -> Result<Option<Bytes>> {
+        match self.cache.get(k) {
+            Some(v) => Ok(v.clone()),
+            None => self.inner.get(k),
+        }
+    }
+
+    fn put(&mut self, k: Bytes, v: Option<Bytes>) {
+        self.cache.insert(k, v);
+    }
+
+    /// Every window of `key`, the cache's writes over the store's entries, by ascending start.
+    fn windows_of(&self, key: &[u8]) -> Result<Vec<(Window, Bytes)>> {
+        let prefix = WindowStore::key_prefix(key);
+        let mut m: BTreeMap<Bytes, Bytes> = self.inner.prefix_scan(&prefix)?.into_iter().collect();
+        for (k, v) in self
+            .cache
+            .range(Bytes::from(prefix.clone())..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+        {
+            match v {
+                Some(v) => {
+                    m.insert(k.clone(), v.clone());
+                }
+                None => {
+                    m.remove(k);
+                }
+            }
+        }
+        Ok(m.into_iter()
+            .filter_map(|(k, v)| WindowStore::parse(&k).map(|(_, w)| (w, v)))
+            .collect())
+    }
+
+    fn track(&mut self, close: i64, sk: &Bytes) {
+        if self.spec.emit_final {
+            self.pending_final.insert((close, sk.clone()));
+        }
+        self.expiry
+            .insert((close.saturating_add(self.spec.retention_ms), sk.clone()));
+    }
+
+    fn untrack(&mut self, close: i64, sk: &Bytes) {
+        self.pending_final.remove(&(close, sk.clone()));
+        self.expiry
+            .remove(&(close.saturating_add(self.spec.retention_ms), sk.clone()));
+    }
+}
+
+fn aggregate(cx: &Cx<'_>, task: &mut Task, id: NodeId, a: &AggregateNode, r: Record) -> Result<()> {
+    let latest = matches!(a.agg, Aggregation::Latest);
+    let (Some(key), true) = (r.key.clone(), r.value.is_some() || latest) else {
+        inc(&cx.metrics.dropped_null_records);
+        return Ok(());
+    };
+    let mut out = std::mem::take(&mut task.scratch);
+    let si = task
+        .stores
+        .iter()
+        .position(|s| s.node == id)
+        .expect("every aggregate of a task has its store");
+    let st = &mut task.stores[si];
+    let stream_time = st.stream_time;
+    if cx.offset < st.skip_below[cx.src] {
+        task.scratch = out;
+        return Ok(());
+    }
+    match a.windows {
+        None if latest && r.value.is_none() => {
+            st.put(kv_key(&key), None);
+            out.push(r);
+        }
+        None => {
+            let sk = kv_key(&key);
+            let old = st.get(&sk)?;
+            let new = apply(&a.agg, &key, &r, old.as_deref());
+            st.put(sk, Some(new.clone()));
+            out.push(Record {
+                key: Some(key),
+                value: Some(new),
+                timestamp: r.timestamp,
+            });
+        }
+        Some(Windows::Time(tw)) => {
+            let mut any = false;
+            for w in tw.windows_for(r.timestamp) {
+                let close = tw.close_time(w);
+                if close <= stream_time {
+                    inc(&cx.metrics.late_window_updates_dropped);
+                    continue;
+                }
+                any = true;
+                let sk = WindowStore::store_key(&key, w);
+                let old = st.get(&sk)?;
+                let new = apply(&a.agg, &key, &r, old.as_deref());
+                if old.is_none() {
+                    st.track(close, &sk);
+                }
+                st.put(sk, Some(new.clone()));
+                if !a.emit_final {
+                    out.push(Record {
+                        key: Some(WindowedKey::encode(&key, w)),
+                        value: Some(new),
+                        timestamp: r.timestamp,
+                    });
+                }
+            }
+            if !any {
+                inc(&cx.metrics.late_records_dropped);
+            }
+        }
+        Some(Windows::Session(sw)) => {
+            let over: Vec<(Window, Bytes)> = st
+                .windows_of(&key)?
+                .into_iter()
+                .filter(|(w, _)| sw.overlaps(*w, r.timestamp))
+                .collect();
+            let wins: Vec<Window> = over.iter().map(|x| x.0).collect();
+            let merged = sw.merge(r.timestamp, &wins);
+            if !sw.accepts(merged, stream_time) {
+                inc(&cx.metrics.late_window_updates_dropped);
+                inc(&cx.metrics.late_records_dropped);
+            } else {
+                let mut acc: Option<Bytes> = None;
+                for (w, v) in &over {
+                    acc = Some(match acc {
+                        None => v.clone(),
+                        Some(prev) => merge_aggs(&a.agg, &key, &prev, v),
+                    });
+                    let sk = WindowStore::store_key(&key, *w);
+                    st.untrack(sw.close_time(*w), &sk);
+                    st.put(sk, None);
+                    if !a.emit_final && *w != merged {
+                        out.push(Record {
+                            key: Some(WindowedKey::encode(&key, *w)),
+                            value: None,
+                            timestamp: r.timestamp,
+                        });
+                    }
+                }
+                let new = apply(&a.agg, &key, &r, acc.as_deref());
+                let sk = WindowStore::store_key(&key, merged);
+                st.track(sw.close_time(merged), &sk);
+                st.put(sk, Some(new.clone()));
+                if !a.emit_final {
+                    out.push(Record {
+                        key: Some(WindowedKey::encode(&key, merged)),
+                        value: Some(new),
+                        timestamp: r.timestamp,
+                    });
+                }
+            }
+        }
+    }
+    let mut res = Ok(());
+    for o in out.drain(..) {
+        if res.is_ok() {
+            res = forward(cx, task, id, o);
+        }
+    }
+    task.scratch = out;
+    res
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stream_join(
+    cx: &Cx<'_>,
+    task: &mut Task,
+    id: NodeId,
+    (own, other): (NodeId, NodeId),
+    w: crate::window::JoinWindows,
+    joiner: &(dyn Fn(&Record, &Record) -> Bytes + Send + Sync),
+    is_left: bool,
+    r: Record,
+) -> Result<()> {
+    let (Some(key), Some(value)) = (r.key.clone(), r.value.clone()) else {
+        inc(&cx.metrics.dropped_null_records);
+        return Ok(());
+    };
+    let ts = r.timestamp;
+    let pos = |n: NodeId| {
+        task.stores
+            .iter()
+            .position(|s| s.node == n)
+            .expect("join buffers are in the task")
+    };
+    let (oi, xi) = (pos(own), pos(other));
+    if ts.saturating_add(w.diff_ms).saturating_add(w.grace_ms) < task.stores[oi].stream_time {
+        inc(&cx.metrics.late_records_dropped);
+        return Ok(());
+    }
+    if cx.offset < task.stores[oi].skip_below[cx.src] {
+        return Ok(());
+    }
+    let sk = WindowStore::store_key(
+        &key,
+        Window {
+            start: ts,
+            end: cx.offset,
+        },
+    );
+    let st = &mut task.stores[oi];
+    st.expiry
+        .insert((ts.saturating_add(st.spec.retention_ms), sk.clone()));
+    st.put(sk, Some(value));
+    let mut out = std::mem::take(&mut task.scratch);
+    for (win, v) in task.stores[xi].windows_of(&key)? {
+        if (win.start - ts).abs() > w.diff_ms {
+            continue;
+        }
+        let o = Record {
+            key: Some(key.clone()),
+            value: Some(v),
+            timestamp: win.start,
+        };
+        let joined = if is_left {
+            joiner(&r, &o)
+        } else {
+            joiner(&o, &r)
+        };
+        out.push(Record {
+            key: Some(key.clone()),
+            value: Some(joined),
+            timestamp: ts.max(win.start),
+        });
+    }
+    let mut res = Ok(());
+    for o in out.drain(..) {
+        if res.is_ok() {
+            res = forward(cx, task, id, o);
+        }
+    }
+    task.scratch = out;
+    res
+}
+
+/// After stream time moved: emits the final results of windows that closed (suppress) and deletes windows
+/// whose retention ended.
+fn advance(cx: &Cx<'_>, task: &mut Task) -> Result<()> {
+    for si in 0..task.stores.len() {
+        let st = &task.stores[si];
+        let now = st.stream_time;
+        let due = |s: &BTreeSet<(i64, Bytes)>| s.first().is_some_and(|(t, _)| *t <= now);
+        if !due(&st.pending_final) && !due(&st.expiry) {
+            continue;
+        }
+        let mut out = std::mem::take(&mut task.scratch);
+        let st = &mut task.stores[si];
+        while st.pending_final.first().is_some_and(|(t, _)| *t <= now) {
+            let (_, sk) = st.pending_final.pop_first().expect("checked");
+            if let (Some(v), Some((k, w))) = (st.get(&sk)?, WindowStore::parse(&sk)) {
+                out.push(Record {
+                    key: Some(WindowedKey::encode(k, w)),
+                    value: Some(v),
+                    timestamp: w.start,
+                });
+            }
+        }
+        while st.expiry.first().is_some_and(|(t, _)| *t <= now) {
+            let (_, sk) = st.expiry.pop_first().expect("checked");
+            st.put(sk, None);
+        }
+        let node = st.node;
+        let mut res = Ok(());
+        for o in out.drain(..) {
+            if res.is_ok() {
+                res = forward(cx, task, node, o);
+            }
+        }
+        task.scratch = out;
+        res?;
+    }
+    Ok(())
+}
