@@ -130,10 +130,10 @@ pub fn context_url(path: &str, query: &[(String, String)]) -> Option<Result<Stri
         Err(e) => return Some(Err(e)),
     };
     let prefix = crate::context::context_prefix(&context);
-    let names_context = |s: &str| {
-        let s = decode(s);
-        s.starts_with(":.") || s.starts_with(crate::context::WILDCARD)
-    };
+    // Whether a subject already names its context. Path segments are still percent-encoded; query values were
+    // decoded once by `Query` and are taken literally (`%3A.x%3Ay` there is a subject, not `:.x:y`).
+    let names_context = |s: &str| s.starts_with(":.") || s.starts_with(crate::context::WILDCARD);
+    let segment_names_context = |s: &str| names_context(&decode(s));
     const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'-')
         .remove(b'_')
@@ -147,7 +147,7 @@ pub fn context_url(path: &str, query: &[(String, String)]) -> Option<Result<Stri
     for (i, seg) in rest.split('/').enumerate() {
         if subject_next {
             subject_next = false;
-            if names_context(seg) {
+            if segment_names_context(seg) {
                 segments.push(seg.to_string());
             } else {
                 segments.push(format!("{encoded_prefix}{seg}"));

@@ -82,6 +82,52 @@ pub fn normalize(subject: &str) -> String {
     Qualified::parse(subject).qualified()
 }
 
+/// What a subject is used for, for `checked`: a schema subject must name a subject, a config or mode subject
+/// may name a context (`:.ctx:`) or the global one (`:.__GLOBAL:`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubjectUse {
+    Schema,
+    ConfigOrMode,
+}
+
+/// `subject` normalized (`normalize`) when it is one a Confluent registry accepts (its
+/// `QualifiedSubject.isValidSubject`), else why not: no control characters; not the reserved names `__GLOBAL`
+/// and `__EMPTY`; the `.__GLOBAL` context only for config and mode; no `:*:` (the wildcard selects subjects, it
+/// is not a context a subject can live in); a context given (`:.ctx:`) needs a subject after it, except for
+/// config and mode. The context must also be one `context_name` accepts, so that every context a subject can
+/// create can be deleted again.
+pub fn checked(subject: &str, usage: SubjectUse) -> Result<String, String> {
+    if subject.chars().any(char::is_control) {
+        return Err("a subject cannot contain control characters".into());
+    }
+    if subject.starts_with(WILDCARD) {
+        return Err(format!(
+            "{WILDCARD} selects subjects in every context; a subject must be in one context (:.ctx:subject)"
+        ));
+    }
+    let q = Qualified::parse(subject);
+    if q.subject == "__GLOBAL" || q.subject == "__EMPTY" {
+        return Err(format!("'{}' is a reserved subject name", q.subject));
+    }
+    if usage == SubjectUse::Schema {
+        if q.context == GLOBAL_CONTEXT {
+            return Err(format!(
+                "the context {GLOBAL_CONTEXT} only holds config and mode settings"
+            ));
+        }
+        if q.subject.is_empty() && subject.starts_with(":.") {
+            return Err(format!(
+                "a subject is required after the context ({}subject)",
+                context_prefix(&q.context)
+            ));
+        }
+    }
+    if !q.is_default_context() && context_name(&q.context).as_deref() != Ok(q.context.as_str()) {
+        return Err(format!("'{}' is not a valid context name", q.context));
+    }
+    Ok(q.qualified())
+}
+
 /// The context a subject lives in.
 pub fn context_of(subject: &str) -> String {
     Qualified::parse(subject).context
@@ -156,6 +202,35 @@ mod tests {
         assert_eq!(qualify_reference(".team", "common"), ":.team:common");
         assert_eq!(qualify_reference(".team", ":.other:c"), ":.other:c");
         assert_eq!(qualify_reference(".", "common"), "common");
+    }
+
+    #[test]
+    fn subjects_are_checked_with_confluents_rules() {
+        use SubjectUse::{ConfigOrMode, Schema};
+        assert_eq!(checked(":.:orders", Schema).unwrap(), "orders");
+        assert_eq!(checked(":.team:a:b", Schema).unwrap(), ":.team:a:b");
+        assert_eq!(checked(":.team", ConfigOrMode).unwrap(), ":.team:");
+        assert_eq!(checked(":.__GLOBAL:", ConfigOrMode).unwrap(), ":.__GLOBAL:");
+        for bad in [
+            ":.__GLOBAL:x",
+            "__GLOBAL",
+            ":.t:__EMPTY",
+            "a\nb",
+            ":.a\u{7}b:x",
+            ":.t:",
+            ":.t",
+            ":.:",
+            ":*:x",
+        ] {
+            assert!(checked(bad, Schema).is_err(), "{bad:?}");
+        }
+        for bad in ["__EMPTY", ":.t:__GLOBAL", ":.a\tb:", ":*:"] {
+            assert!(checked(bad, ConfigOrMode).is_err(), "{bad:?}");
+        }
+        // Plain names Confluent accepts stay accepted, the empty default-context subject included.
+        for good in ["", "a b", "ünïcode", "::x", "a/b", "__GLOBALx"] {
+            assert_eq!(checked(good, Schema).unwrap(), good);
+        }
     }
 
     #[test]

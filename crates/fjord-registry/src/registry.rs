@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::context::{
-    context_of, context_prefix, normalize, qualify_reference, Qualified, DEFAULT_CONTEXT,
+    context_of, context_prefix, qualify_reference, Qualified, SubjectUse, DEFAULT_CONTEXT,
     GLOBAL_CONTEXT, WILDCARD,
 };
 use crate::diff::Budget;
@@ -149,6 +149,12 @@ pub struct Registry {
     lookup_identities: LookupCache,
 }
 
+/// `subject` normalized, or 42208 when Confluent's registry would refuse it (`context::checked`).
+fn subject_key(subject: &str, usage: SubjectUse) -> Result<String> {
+    crate::context::checked(subject, usage)
+        .map_err(|why| Error::InvalidSubject(subject.to_string(), why))
+}
+
 fn read(state: &RwLock<State>) -> std::sync::RwLockReadGuard<'_, State> {
     // A panic while applying would leave the state half-changed; the apply path does not panic on data, so a
     // poisoned lock is a bug and the state is still the best answer we have.
@@ -223,7 +229,7 @@ impl Registry {
     }
 
     pub fn versions(&self, subject: &str, deleted: bool) -> Result<Vec<i32>> {
-        let subject = &normalize(subject);
+        let subject = &subject_key(subject, SubjectUse::Schema)?;
         let st = self.state();
         let vs: Vec<i32> = st
             .subjects
@@ -284,14 +290,14 @@ impl Registry {
         spec: VersionSpec,
         deleted: bool,
     ) -> Result<SubjectVersion> {
-        let subject = &normalize(subject);
+        let subject = &subject_key(subject, SubjectUse::Schema)?;
         let st = self.state();
         let v = Self::resolve_version(&st, subject, spec, deleted)?;
         Self::subject_version(&st, subject, v)
     }
 
     pub fn referenced_by(&self, subject: &str, spec: VersionSpec) -> Result<Vec<i32>> {
-        let subject = &normalize(subject);
+        let subject = &subject_key(subject, SubjectUse::Schema)?;
         let st = self.state();
         let v = Self::resolve_version(&st, subject, spec, false)?;
         Ok(st.referenced_by(subject, v))
@@ -361,7 +367,7 @@ impl Registry {
     }
 
     pub fn subject_compatibility(&self, subject: &str, default_to_global: bool) -> Result<String> {
-        let subject = &normalize(subject);
+        let subject = &subject_key(subject, SubjectUse::ConfigOrMode)?;
         let st = self.state();
         match st.subject_compat.get(subject) {
             Some(l) => Ok(l.clone()),
@@ -403,7 +409,9 @@ impl Registry {
     }
 
     pub fn mode(&self, subject: Option<&str>, default_to_global: bool) -> Result<String> {
-        let subject = subject.map(normalize);
+        let subject = subject
+            .map(|s| subject_key(s, SubjectUse::ConfigOrMode))
+            .transpose()?;
         let subject = subject.as_deref();
         let st = self.state();
         match subject {
@@ -497,7 +505,7 @@ impl Registry {
         req: &SchemaRequest,
         deleted: bool,
     ) -> Result<SubjectVersion> {
-        let subject = &normalize(subject);
+        let subject = &subject_key(subject, SubjectUse::Schema)?;
         let context = context_of(subject);
         let st = self.state();
         let vs = st
@@ -619,7 +627,7 @@ impl Registry {
         version: Option<VersionSpec>,
         req: &SchemaRequest,
     ) -> Result<(bool, Vec<String>)> {
-        let subject = &normalize(subject);
+        let subject = &subject_key(subject, SubjectUse::Schema)?;
         let st = self.state();
         let (parsed, _) = Self::parse_request(&st, &context_of(subject), req)?;
         let against = match version {
@@ -652,7 +660,7 @@ impl Registry {
         req: &SchemaRequest,
         normalize_schema: bool,
     ) -> Result<i32> {
-        let subject = &normalize(subject);
+        let subject = &subject_key(subject, SubjectUse::Schema)?;
         let context = context_of(subject);
         let guard = self.begin_write().await?;
         let (value, new_context) = {
@@ -784,7 +792,7 @@ impl Registry {
 
     /// `DELETE /subjects/{subject}`: the versions deleted.
     pub async fn delete_subject(&self, subject: &str, permanent: bool) -> Result<Vec<i32>> {
-        let subject = &normalize(subject);
+        let subject = &subject_key(subject, SubjectUse::Schema)?;
         let guard = self.begin_write().await?;
         let (versions, latest) = {
             let st = self.state();
@@ -835,7 +843,7 @@ impl Registry {
         spec: VersionSpec,
         permanent: bool,
     ) -> Result<i32> {
-        let subject = &normalize(subject);
+        let subject = &subject_key(subject, SubjectUse::Schema)?;
         let guard = self.begin_write().await?;
         let value = {
             let st = self.state();
@@ -890,7 +898,9 @@ impl Registry {
     }
 
     pub async fn set_compatibility(&self, subject: Option<&str>, level: &str) -> Result<String> {
-        let subject = subject.map(normalize);
+        let subject = subject
+            .map(|s| subject_key(s, SubjectUse::ConfigOrMode))
+            .transpose()?;
         let subject = subject.as_deref();
         let level = Self::validate_level(level)?;
         let guard = self.begin_write().await?;
@@ -905,7 +915,9 @@ impl Registry {
 
     /// Removes a config; returns the level that was in force.
     pub async fn delete_compatibility(&self, subject: Option<&str>) -> Result<String> {
-        let subject = subject.map(normalize);
+        let subject = subject
+            .map(|s| subject_key(s, SubjectUse::ConfigOrMode))
+            .transpose()?;
         let subject = subject.as_deref();
         let guard = self.begin_write().await?;
         let previous = {
@@ -931,7 +943,9 @@ impl Registry {
     }
 
     pub async fn set_mode(&self, subject: Option<&str>, mode: &str, force: bool) -> Result<String> {
-        let subject = subject.map(normalize);
+        let subject = subject
+            .map(|s| subject_key(s, SubjectUse::ConfigOrMode))
+            .transpose()?;
         let subject = subject.as_deref();
         let mode = mode.to_ascii_uppercase();
         if !MODES.contains(&mode.as_str()) {
@@ -980,7 +994,7 @@ impl Registry {
     }
 
     pub async fn delete_mode(&self, subject: &str) -> Result<String> {
-        let subject = &normalize(subject);
+        let subject = &subject_key(subject, SubjectUse::ConfigOrMode)?;
         let guard = self.begin_write().await?;
         let previous = self
             .state()

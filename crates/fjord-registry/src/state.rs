@@ -49,7 +49,9 @@ pub struct State {
     /// records are in the topic (compaction removing every trace of an id could let it be reused, as in
     /// Confluent).
     pub max_id: HashMap<String, i32>,
-    /// The contexts other than the default one that CONTEXT records created (and no tombstone deleted).
+    /// The contexts other than the default one: those CONTEXT records created (and no tombstone deleted), and
+    /// those holding a subject (a `:.ctx:` schema record written without a CONTEXT record, by an older writer or
+    /// an import, still makes its context known).
     pub contexts: BTreeSet<String>,
     pub global_compat: Option<String>,
     /// Compatibility levels by qualified subject; `:.ctx:` is the level of the context `.ctx`.
@@ -161,7 +163,10 @@ impl State {
                 self.contexts.insert(context);
             }
             Record::Context(context, false) => {
-                self.contexts.remove(&context);
+                // A context that still holds subjects stays (its subjects keep it, as they would have created it).
+                if !self.subjects.keys().any(|s| context_of(s) == context) {
+                    self.contexts.remove(&context);
+                }
             }
             Record::ClearSubject(subject) => {
                 let subject = normalize(&subject);
@@ -184,6 +189,9 @@ impl State {
 
     fn put_schema(&mut self, subject: String, version: i32, v: SchemaValue) {
         let ctx = context_of(&subject);
+        if ctx != crate::context::DEFAULT_CONTEXT && !self.contexts.contains(&ctx) {
+            self.contexts.insert(ctx.clone());
+        }
         let max = self.max_id.entry(ctx.clone()).or_default();
         *max = (*max).max(v.id);
         let entry = SchemaEntry {
@@ -470,9 +478,16 @@ mod tests {
         }];
         assert_eq!(st.referenced_texts(".team", &r).unwrap(), vec![r#""int""#]);
         assert_eq!(st.referenced_texts(".", &r).unwrap(), vec![r#""string""#]);
+        // The schema record made the context known; its CONTEXT record changes nothing, and its tombstone
+        // leaves it while it holds subjects.
+        assert!(st.contexts.contains(".team"));
         st.apply(Record::Context(".team".into(), true));
         assert!(st.contexts.contains(".team"));
         st.apply(Record::Context(".team".into(), false));
+        assert!(st.contexts.contains(".team"));
+        st.apply(Record::Schema(":.team:a".into(), 1, None));
+        st.apply(Record::Context(".team".into(), false));
         assert!(st.contexts.is_empty());
+        assert!(st.schema(".team", 1).is_none());
     }
 }
