@@ -555,18 +555,18 @@ async fn delete_version(
 async fn schema_by_id(State(r): Reg, Path(id): Path<String>, Query(q): Params) -> Response {
     let found = parse_id(&id)
         .and_then(|id| r.schema_by_id(id, subject_param(&q)))
-        .and_then(|(ctx, mut s)| {
-            s.schema = r.formatted(
+        .and_then(|(ctx, s)| {
+            let text = r.formatted(
                 &ctx,
                 s.schema_type.as_deref(),
                 &s.schema,
                 &s.references,
                 fmt(&q),
             )?;
-            Ok(s)
+            Ok((s, text))
         });
     match found {
-        Ok(s) => {
+        Ok((s, text)) => {
             let mut v = serde_json::Map::new();
             if let Some(t) = &s.schema_type {
                 v.insert("schemaType".into(), json!(t));
@@ -580,7 +580,7 @@ async fn schema_by_id(State(r): Reg, Path(id): Path<String>, Query(q): Params) -
             if let Some(r) = &s.rule_set {
                 v.insert("ruleSet".into(), r.clone());
             }
-            v.insert("schema".into(), json!(s.schema));
+            v.insert("schema".into(), json!(text));
             ok(&v)
         }
         Err(e) => e.into_response(),

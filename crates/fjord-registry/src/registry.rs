@@ -6,6 +6,7 @@
 //! write begins with [`Registry::begin_write`], which takes the lock and the primary's producer together
 //! before the state is read; all of an operation's records go through that producer, in one transaction.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
@@ -308,7 +309,9 @@ impl Registry {
     /// context, that subject's version with the id; an unqualified subject, its version with the id in the
     /// default context, else in the first context (by name) where a subject of that name has it, else the
     /// default context.
-    fn context_of_id(st: &State, id: i32, subject: Option<&str>) -> Option<String> {
+    /// Without a subject (the hot path) nothing is allocated.
+    fn context_of_id(st: &State, id: i32, subject: Option<&str>) -> Option<Cow<'static, str>> {
+        const DEFAULT: Cow<'static, str> = Cow::Borrowed(DEFAULT_CONTEXT);
         let uses = |ctx: &str, subject: &str| {
             st.subjects
                 .get(subject)
@@ -316,33 +319,37 @@ impl Registry {
                 && st.schema(ctx, id).is_some()
         };
         let Some(q) = subject.map(Qualified::parse) else {
-            return st
-                .schema(DEFAULT_CONTEXT, id)
-                .map(|_| DEFAULT_CONTEXT.to_string());
+            return st.schema(DEFAULT_CONTEXT, id).map(|_| DEFAULT);
         };
         if q.subject.is_empty() {
-            return st.schema(&q.context, id).map(|_| q.context);
+            return st.schema(&q.context, id).map(|_| Cow::Owned(q.context));
         }
         if !q.is_default_context() {
-            return uses(&q.context, &q.qualified()).then_some(q.context);
+            return uses(&q.context, &q.qualified()).then_some(Cow::Owned(q.context));
         }
         if uses(DEFAULT_CONTEXT, &q.subject) {
-            return Some(DEFAULT_CONTEXT.to_string());
+            return Some(DEFAULT);
         }
         for ctx in &st.contexts {
             if uses(ctx, &Qualified::new(ctx, &q.subject).qualified()) {
-                return Some(ctx.clone());
+                return Some(Cow::Owned(ctx.clone()));
             }
         }
-        st.schema(DEFAULT_CONTEXT, id)
-            .map(|_| DEFAULT_CONTEXT.to_string())
+        st.schema(DEFAULT_CONTEXT, id).map(|_| DEFAULT)
     }
 
     /// `GET /schemas/ids/{id}[?subject=s]`: the schema and the context it was found in.
-    pub fn schema_by_id(&self, id: i32, subject: Option<&str>) -> Result<(String, SchemaEntry)> {
+    pub fn schema_by_id(
+        &self,
+        id: i32,
+        subject: Option<&str>,
+    ) -> Result<(Cow<'static, str>, Arc<SchemaEntry>)> {
         let st = self.state();
         Self::context_of_id(&st, id, subject)
-            .and_then(|ctx| Some((ctx.clone(), st.schema(&ctx, id)?.clone())))
+            .and_then(|ctx| {
+                let entry = st.shared_schema(&ctx, id)?.clone();
+                Some((ctx, entry))
+            })
             .ok_or_else(|| Error::SchemaNotFound(id.to_string()))
     }
 

@@ -6,6 +6,7 @@
 //! applied, so two registrations never get one id.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crate::context::{context_of, normalize, qualify_reference};
 
@@ -40,8 +41,10 @@ impl SchemaEntry {
 pub struct State {
     /// Versions by subject, the subject qualified with its context (`orders`, `:.team:orders`).
     pub subjects: BTreeMap<String, BTreeMap<i32, VersionEntry>>,
-    /// Schemas by (context, id): every context numbers its schemas on its own.
-    pub schemas: BTreeMap<(String, i32), SchemaEntry>,
+    /// Schemas by context, then id: every context numbers its schemas on its own. Looked up by `&str` context,
+    /// so that `GET /schemas/ids/{id}` (the hot path) builds no key.
+    /// Shared (`Arc`) so that an answer takes the entry out of the lock without copying the schema.
+    pub schemas: HashMap<String, BTreeMap<i32, Arc<SchemaEntry>>>,
     /// Per context, identity (type, normalized schema, references) → id, so that the same schema gets the same
     /// id in every subject of the context.
     pub identities: HashMap<String, HashMap<String, i32>>,
@@ -201,15 +204,17 @@ impl State {
             metadata: v.metadata,
             rule_set: v.rule_set,
         };
-        let key = (ctx, v.id);
-        if !self.schemas.contains_key(&key) {
-            let ident = self.identity_of(&key.0, &entry);
+        if self.schema(&ctx, v.id).is_none() {
+            let ident = self.identity_of(&ctx, &entry);
             self.identities
-                .entry(key.0.clone())
+                .entry(ctx.clone())
                 .or_default()
                 .entry(ident)
                 .or_insert(v.id);
-            self.schemas.insert(key, entry);
+            self.schemas
+                .entry(ctx)
+                .or_default()
+                .insert(v.id, Arc::new(entry));
         }
         self.subjects.entry(subject).or_default().insert(
             version,
@@ -232,10 +237,16 @@ impl State {
         }
         let ctx = context_of(subject);
         if self.versions_of(&ctx, removed.id, true).is_empty() {
-            let key = (ctx, removed.id);
-            if let Some(entry) = self.schemas.remove(&key) {
-                let ident = self.identity_of(&key.0, &entry);
-                if let Some(ids) = self.identities.get_mut(&key.0) {
+            let entry = self
+                .schemas
+                .get_mut(&ctx)
+                .and_then(|m| m.remove(&removed.id));
+            if let Some(entry) = entry {
+                if self.schemas.get(&ctx).is_some_and(BTreeMap::is_empty) {
+                    self.schemas.remove(&ctx);
+                }
+                let ident = self.identity_of(&ctx, &entry);
+                if let Some(ids) = self.identities.get_mut(&ctx) {
                     if ids.get(&ident) == Some(&removed.id) {
                         ids.remove(&ident);
                     }
@@ -256,7 +267,12 @@ impl State {
 
     /// The schema with `id` in `context`.
     pub fn schema(&self, context: &str, id: i32) -> Option<&SchemaEntry> {
-        self.schemas.get(&(context.to_string(), id))
+        self.shared_schema(context, id).map(|e| &**e)
+    }
+
+    /// The schema with `id` in `context`, shared: what an answer keeps after the state's lock is released.
+    pub fn shared_schema(&self, context: &str, id: i32) -> Option<&Arc<SchemaEntry>> {
+        self.schemas.get(context)?.get(&id)
     }
 
     /// The identity of a stored schema of `context`: its type's identity form when it parses (with its
@@ -383,13 +399,14 @@ impl State {
         let mut ids: Vec<i32> = self
             .schemas
             .iter()
-            .filter(|((ctx, _), e)| {
+            .flat_map(|(ctx, by_id)| by_id.iter().map(move |(id, e)| (ctx, *id, e)))
+            .filter(|(ctx, _, e)| {
                 e.references
                     .iter()
                     .any(|r| r.version == version && qualify_reference(ctx, &r.subject) == subject)
             })
-            .filter(|((ctx, id), _)| !self.versions_of(ctx, *id, false).is_empty())
-            .map(|((_, id), _)| *id)
+            .filter(|(ctx, id, _)| !self.versions_of(ctx, *id, false).is_empty())
+            .map(|(_, id, _)| id)
             .collect();
         ids.sort_unstable();
         ids.dedup();
