@@ -27,23 +27,8 @@ impl Qualified {
     /// Splits `s` as Confluent does: `:.ctx:subject`, `:.ctx` (the context, no subject) or a plain subject of
     /// the default context.
     pub fn parse(s: &str) -> Qualified {
-        if let Some(rest) = s.strip_prefix(":.") {
-            match rest.find(':') {
-                Some(ix) => Qualified {
-                    context: format!(".{}", &rest[..ix]),
-                    subject: rest[ix + 1..].to_string(),
-                },
-                None => Qualified {
-                    context: format!(".{rest}"),
-                    subject: String::new(),
-                },
-            }
-        } else {
-            Qualified {
-                context: DEFAULT_CONTEXT.to_string(),
-                subject: s.to_string(),
-            }
-        }
+        let (context, subject) = split(s);
+        Qualified::new(context, subject)
     }
 
     pub fn new(context: &str, subject: &str) -> Qualified {
@@ -128,9 +113,26 @@ pub fn checked(subject: &str, usage: SubjectUse) -> Result<String, String> {
     Ok(q.qualified())
 }
 
+/// `s` split as `Qualified::parse` splits it, borrowed: (context, subject in the context).
+pub fn split(s: &str) -> (&str, &str) {
+    match s.strip_prefix(":.") {
+        Some(rest) => match rest.find(':') {
+            // `:.ctx:subject`: the context is `.ctx`, from after the first colon to the second.
+            Some(ix) => (&s[1..ix + 2], &s[ix + 3..]),
+            None => (&s[1..], ""),
+        },
+        None => (DEFAULT_CONTEXT, s),
+    }
+}
+
+/// The context a subject lives in, borrowed from it.
+pub fn context_str(subject: &str) -> &str {
+    split(subject).0
+}
+
 /// The context a subject lives in.
 pub fn context_of(subject: &str) -> String {
-    Qualified::parse(subject).context
+    context_str(subject).to_string()
 }
 
 /// A context name as a URL gives it (`ctx`, `.ctx`, `:.ctx:`) as `.ctx`; `Err` says why it is not one.
@@ -170,13 +172,42 @@ pub fn qualify_reference(parent_context: &str, reference_subject: &str) -> Strin
 /// in every context, `:.ctx:` the subjects of `.ctx`, a plain `p` the default context's subjects starting with
 /// `p`, and `:.c` (an unfinished context name) every context whose name starts with `.c`.
 pub fn matches_prefix(subject: &str, prefix: &str) -> bool {
-    let q = Qualified::parse(subject);
-    if let Some(rest) = prefix.strip_prefix(WILDCARD) {
-        return q.subject.starts_with(rest);
+    PrefixFilter::new(prefix).matches(subject)
+}
+
+/// A `subjectPrefix` (see `matches_prefix`) parsed once, to test many subjects without allocating.
+#[derive(Clone, Debug)]
+pub enum PrefixFilter {
+    /// `:*:p`: subjects starting with `p` in every context.
+    EveryContext(String),
+    /// (context, subject) from `start` to `end`, both included.
+    Range {
+        start: (String, String),
+        end: (String, String),
+    },
+}
+
+impl PrefixFilter {
+    pub fn new(prefix: &str) -> PrefixFilter {
+        if let Some(rest) = prefix.strip_prefix(WILDCARD) {
+            return PrefixFilter::EveryContext(rest.to_string());
+        }
+        let owned = |(c, s): (&str, &str)| (c.to_string(), s.to_string());
+        PrefixFilter::Range {
+            start: owned(split(prefix)),
+            end: owned(split(&format!("{prefix}\u{10FFFF}"))),
+        }
     }
-    let start = Qualified::parse(prefix);
-    let end = Qualified::parse(&format!("{prefix}\u{10FFFF}"));
-    start <= q && q <= end
+
+    pub fn matches(&self, subject: &str) -> bool {
+        let q = split(subject);
+        match self {
+            PrefixFilter::EveryContext(rest) => q.1.starts_with(rest.as_str()),
+            PrefixFilter::Range { start, end } => {
+                (start.0.as_str(), start.1.as_str()) <= q && q <= (end.0.as_str(), end.1.as_str())
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -206,13 +206,10 @@ impl Registry {
     /// qualified, in Confluent's order (by name).
     pub fn subjects(&self, deleted: bool, prefix: Option<&str>) -> Vec<String> {
         let st = self.state();
-        let prefix = prefix.unwrap_or(WILDCARD);
+        let filter = crate::context::PrefixFilter::new(prefix.unwrap_or(WILDCARD));
         st.subjects
             .iter()
-            .filter(|(s, vs)| {
-                vs.values().any(|e| deleted || !e.deleted)
-                    && crate::context::matches_prefix(s, prefix)
-            })
+            .filter(|(s, vs)| vs.values().any(|e| deleted || !e.deleted) && filter.matches(s))
             .map(|(s, _)| s.clone())
             .collect()
     }
@@ -964,10 +961,10 @@ impl Registry {
             let non_empty = match subject {
                 None => !st.subjects.is_empty(),
                 // A context (`:.ctx:`): any subject of it.
-                Some(s) if Qualified::parse(s).subject.is_empty() => {
-                    let ctx = context_of(s);
-                    st.subjects.keys().any(|k| context_of(k) == ctx)
-                }
+                Some(s) if Qualified::parse(s).subject.is_empty() => st
+                    .subjects_in(crate::context::context_str(s))
+                    .next()
+                    .is_some(),
                 Some(s) => st.subjects.contains_key(s),
             };
             if non_empty {
@@ -993,7 +990,7 @@ impl Registry {
             if !st.contexts.contains(&context) {
                 return Err(Error::ContextNotFound(context));
             }
-            if st.subjects.keys().any(|s| context_of(s) == context) {
+            if st.subjects_in(&context).next().is_some() {
                 return Err(Error::ContextNotEmpty(context));
             }
         }

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::context::{context_of, normalize, qualify_reference};
+use crate::context::{context_of, context_prefix, context_str, normalize, qualify_reference};
 
 use crate::records::{Record, Reference, SchemaValue};
 
@@ -167,7 +167,7 @@ impl State {
             }
             Record::Context(context, false) => {
                 // A context that still holds subjects stays (its subjects keep it, as they would have created it).
-                if !self.subjects.keys().any(|s| context_of(s) == context) {
+                if self.subjects_in(&context).next().is_none() {
                     self.contexts.remove(&context);
                 }
             }
@@ -236,7 +236,7 @@ impl State {
             self.subjects.remove(subject);
         }
         let ctx = context_of(subject);
-        if self.versions_of(&ctx, removed.id, true).is_empty() {
+        if !self.is_used(&ctx, removed.id) {
             let entry = self
                 .schemas
                 .get_mut(&ctx)
@@ -380,10 +380,7 @@ impl State {
     /// Subject-versions of `context` that use `id`.
     pub fn versions_of(&self, context: &str, id: i32, include_deleted: bool) -> Vec<(String, i32)> {
         let mut out = Vec::new();
-        for (s, vs) in &self.subjects {
-            if context_of(s) != context {
-                continue;
-            }
+        for (s, vs) in self.subjects_in(context) {
             for (v, e) in vs {
                 if e.id == id && (include_deleted || !e.deleted) {
                     out.push((s.clone(), *v));
@@ -391,6 +388,33 @@ impl State {
             }
         }
         out
+    }
+
+    /// Whether a subject-version of `context` (deleted or not) uses `id`.
+    fn is_used(&self, context: &str, id: i32) -> bool {
+        self.subjects_in(context)
+            .any(|(_, vs)| vs.values().any(|e| e.id == id))
+    }
+
+    /// The subjects of `context`, by name. Another context's subjects are the contiguous range of keys that
+    /// start with `:.ctx:`; the default context's are every key without a context.
+    pub fn subjects_in<'a>(
+        &'a self,
+        context: &str,
+    ) -> Box<dyn Iterator<Item = (&'a String, &'a BTreeMap<i32, VersionEntry>)> + 'a> {
+        if context == crate::context::DEFAULT_CONTEXT {
+            return Box::new(
+                self.subjects
+                    .iter()
+                    .filter(|(s, _)| context_str(s) == crate::context::DEFAULT_CONTEXT),
+            );
+        }
+        let prefix = context_prefix(context);
+        let range = self.subjects.range::<str, _>((
+            std::ops::Bound::Included(prefix.as_str()),
+            std::ops::Bound::Unbounded,
+        ));
+        Box::new(range.take_while(move |(s, _)| s.starts_with(prefix.as_str())))
     }
 
     /// Ids of the live schemas (of the context of `subject`, or of any context that names it qualified) that
@@ -471,6 +495,34 @@ mod tests {
             st.id_of_identity(".", &identity("AVRO", r#""string""#, &[])),
             Some(1)
         );
+    }
+
+    #[test]
+    fn a_contexts_subjects_are_exactly_those_qualified_with_it() {
+        let mut st = State::default();
+        let all = [
+            "a", ":x", "::y", ":.a:1", ":.a:", ":.ab:1", ":.a.b:1", "z", ":.b:a:b",
+        ];
+        for (i, s) in all.iter().enumerate() {
+            st.apply(schema(s, 1, i32::try_from(i).unwrap() + 1, r#""string""#));
+        }
+        let names =
+            |ctx: &str| -> Vec<&str> { st.subjects_in(ctx).map(|(s, _)| s.as_str()).collect() };
+        assert_eq!(names("."), vec!["::y", ":x", "a", "z"]);
+        assert_eq!(names(".a"), vec![":.a:", ":.a:1"]);
+        assert_eq!(names(".ab"), vec![":.ab:1"]);
+        assert_eq!(names(".a.b"), vec![":.a.b:1"]);
+        assert_eq!(names(".b"), vec![":.b:a:b"]);
+        assert!(names(".c").is_empty());
+        for ctx in [".", ".a", ".ab", ".a.b", ".b"] {
+            let scanned: Vec<&str> = st
+                .subjects
+                .keys()
+                .filter(|s| context_of(s) == ctx)
+                .map(String::as_str)
+                .collect();
+            assert_eq!(names(ctx), scanned, "{ctx}");
+        }
     }
 
     #[test]

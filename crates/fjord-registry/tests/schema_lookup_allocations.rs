@@ -4,14 +4,15 @@
 use std::alloc::System;
 use std::sync::{Arc, RwLock};
 
+use fjord_registry::context::PrefixFilter;
 use fjord_registry::records::{Record, SchemaValue};
 use fjord_registry::state::State;
 use fjord_registry::store::Store;
 use fjord_registry::Registry;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
-// Counts every allocation of the process: keep this binary to its one test (nextest runs each test in its own
-// process anyway).
+// Counts every allocation of the process: nextest runs each test in its own process, so no other test's
+// allocations are counted.
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
@@ -56,4 +57,32 @@ fn finding_a_schema_by_context_and_id_allocates_nothing() {
     });
     assert_eq!(n, 0, "allocations while answering GET /schemas/ids/1");
     assert_eq!(answers[99].as_ref().unwrap().schema, r#""string""#);
+}
+
+/// Scans over subjects (a context's subjects for deletes, references, tombstones; `subjectPrefix`) cost a
+/// bounded number of allocations per scan, not some per subject.
+#[test]
+fn subject_scans_allocate_per_scan_not_per_subject() {
+    let mut st = State::default();
+    for i in 0..500 {
+        st.apply(schema(&format!("s{i}"), 1, r#""string""#));
+        st.apply(schema(&format!(":.team:s{i}"), 1, r#""int""#));
+        st.apply(schema(&format!(":.teams:s{i}"), 1, r#""int""#));
+    }
+    let mut counts = Vec::with_capacity(3);
+    let n = allocations_during(|| {
+        for ctx in [".", ".team", ".none"] {
+            counts.push(st.subjects_in(ctx).count());
+        }
+    });
+    assert_eq!(counts, vec![500, 500, 0]);
+    assert!(n <= 6, "{n} allocations for three scans of 1,500 subjects");
+
+    let filter = PrefixFilter::new(":*:s1");
+    let mut matched = 0;
+    let n = allocations_during(|| {
+        matched = st.subjects.keys().filter(|s| filter.matches(s)).count();
+    });
+    assert_eq!(matched, 3 * 111, "s1, s10-s19, s100-s199 in each context");
+    assert_eq!(n, 0, "allocations while matching a subject prefix");
 }
