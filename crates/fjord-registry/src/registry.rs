@@ -25,7 +25,7 @@ use crate::records::{
     ConfigValue, ContextValue, DeleteSubjectValue, Key, ModeValue, Record, Reference, SchemaValue,
     DEFAULT_TENANT,
 };
-use crate::state::{identity, with_contract, SchemaEntry, State};
+use crate::state::{contract_key, identity, with_contract, SchemaEntry, State};
 use crate::store::{Store, Writer};
 
 pub const DEFAULT_COMPATIBILITY: &str = "BACKWARD";
@@ -95,6 +95,20 @@ impl SchemaRequest {
             None => latest.and_then(|l| l.rule_set.clone()),
         };
         (metadata, rule_set)
+    }
+
+    /// The key of the contract `contract` gives (`state::contract_key`): borrowed from the latest version when
+    /// the request has neither metadata nor a rule set (a lookup's usual case), computed otherwise.
+    fn contract_key<'s>(&self, st: &'s State, subject: &str) -> Option<Cow<'s, str>> {
+        if self.metadata.is_none() && self.rule_set.is_none() {
+            let latest = st.subjects.get(subject).and_then(|vs| {
+                let (_, e) = vs.iter().rev().find(|(_, e)| !e.deleted)?;
+                st.schema(crate::context::context_str(subject), e.id)
+            })?;
+            return latest.contract.as_deref().map(Cow::Borrowed);
+        }
+        let (metadata, rule_set) = self.contract(st, subject);
+        contract_key(metadata.as_ref(), rule_set.as_ref()).map(Cow::Owned)
     }
 }
 
@@ -485,6 +499,7 @@ impl Registry {
                 references: references.to_vec(),
                 metadata: None,
                 rule_set: None,
+                contract: None,
             };
             return match Self::parse_stored(&st, context, &entry) {
                 Some(ParsedSchema::Avro(p)) => p.resolved().map_err(Error::InvalidSchema),
@@ -527,19 +542,13 @@ impl Registry {
         let cached =
             cacheable.and_then(|text| self.lookup_identities.get(subject, schema_type, text));
         // The cache keeps content identities (a pure function of the text); the data contract is added here.
-        let (metadata, rule_set) = req.contract(&st, subject);
+        let contract = req.contract_key(&st, subject);
         let id = match cached {
-            Some(ident) => st.id_of_identity(
-                &context,
-                &with_contract(&ident, metadata.as_ref(), rule_set.as_ref()),
-            ),
+            Some(ident) => st.id_of_identity(&context, &with_contract(&ident, contract.as_deref())),
             None => {
                 let (parsed, refs) = Self::parse_request(&st, &context, req)?;
                 let ident = identity(parsed.format().name(), parsed.canonical(), &refs);
-                let id = st.id_of_identity(
-                    &context,
-                    &with_contract(&ident, metadata.as_ref(), rule_set.as_ref()),
-                );
+                let id = st.id_of_identity(&context, &with_contract(&ident, contract.as_deref()));
                 if let (Some(text), Some(_)) = (cacheable, id) {
                     self.lookup_identities
                         .insert(subject, schema_type, text, &ident);
@@ -672,7 +681,8 @@ impl Registry {
             let (parsed, refs) = Self::parse_request(&st, &context, req)?;
             let (metadata, rule_set) = req.contract(&st, subject);
             let content = identity(parsed.format().name(), parsed.canonical(), &refs);
-            let ident = with_contract(&content, metadata.as_ref(), rule_set.as_ref()).into_owned();
+            let key = contract_key(metadata.as_ref(), rule_set.as_ref());
+            let ident = with_contract(&content, key.as_deref()).into_owned();
             let known_id = st.id_of_identity(&context, &ident);
             let versions = st.subjects.get(subject);
             if let (Some(id), Some(vs)) = (known_id, versions) {

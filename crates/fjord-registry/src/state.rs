@@ -29,6 +29,9 @@ pub struct SchemaEntry {
     /// Confluent's data contract fields, as registered (not interpreted).
     pub metadata: Option<serde_json::Value>,
     pub rule_set: Option<serde_json::Value>,
+    /// `metadata` and `rule_set` in their canonical form for identities (`contract_key`), computed once when
+    /// the record is applied; `None` when the schema has neither.
+    pub contract: Option<String>,
 }
 
 impl SchemaEntry {
@@ -75,23 +78,31 @@ pub fn identity(schema_type: &str, form: &str, references: &[Reference]) -> Stri
     format!("{schema_type}\u{0}{form}\u{0}{}", refs.join(","))
 }
 
-/// The identity of a schema with its data contract: the content identity (see [`identity`]) and, when the
-/// schema has metadata or a rule set, both in a canonical form (keys sorted), as Confluent counts them in a
-/// schema's hash (the same text with other metadata is another schema, with its own id).
-pub fn with_contract<'a>(
-    content: &'a str,
+/// A schema's data contract in the canonical form (keys sorted) its identity carries, as Confluent counts
+/// metadata and rule set in a schema's hash (the same text with other metadata is another schema, with its
+/// own id); `None` without either.
+pub fn contract_key(
     metadata: Option<&serde_json::Value>,
     rule_set: Option<&serde_json::Value>,
-) -> std::borrow::Cow<'a, str> {
+) -> Option<String> {
     if metadata.is_none() && rule_set.is_none() {
-        return std::borrow::Cow::Borrowed(content);
+        return None;
     }
     let canonical = |v: Option<&serde_json::Value>| v.map(sorted_json).unwrap_or_default();
-    std::borrow::Cow::Owned(format!(
-        "{content}\u{0}{}\u{0}{}",
+    Some(format!(
+        "\u{0}{}\u{0}{}",
         canonical(metadata),
         canonical(rule_set)
     ))
+}
+
+/// The identity of a schema with its data contract: the content identity (see [`identity`]) followed by the
+/// contract's key (`contract_key`), if any.
+pub fn with_contract<'a>(content: &'a str, contract: Option<&str>) -> std::borrow::Cow<'a, str> {
+    match contract {
+        None => std::borrow::Cow::Borrowed(content),
+        Some(key) => std::borrow::Cow::Owned(format!("{content}{key}")),
+    }
 }
 
 /// `v` as JSON text with every object's keys sorted.
@@ -201,6 +212,7 @@ impl State {
             schema: v.schema,
             schema_type: v.schema_type.filter(|t| t != "AVRO"),
             references: v.references,
+            contract: contract_key(v.metadata.as_ref(), v.rule_set.as_ref()),
             metadata: v.metadata,
             rule_set: v.rule_set,
         };
@@ -293,7 +305,7 @@ impl State {
             form.as_deref().unwrap_or(&entry.schema),
             &entry.references,
         );
-        with_contract(&content, entry.metadata.as_ref(), entry.rule_set.as_ref()).into_owned()
+        with_contract(&content, entry.contract.as_deref()).into_owned()
     }
 
     /// The schema of a subject-version, if it exists (deleted or not).
@@ -468,6 +480,35 @@ mod tests {
                 deleted: false,
             }),
         )
+    }
+
+    #[test]
+    fn a_schemas_contract_key_is_kept_canonical_and_counts_in_its_identity() {
+        let mut st = State::default();
+        st.apply(schema("a", 1, 1, r#""string""#));
+        let with_metadata = |id: i32, metadata: serde_json::Value| {
+            let Record::Schema(s, v, Some(mut value)) = schema("a", id, id, r#""string""#) else {
+                unreachable!()
+            };
+            value.metadata = Some(metadata);
+            Record::Schema(s, v, Some(value))
+        };
+        st.apply(with_metadata(
+            2,
+            serde_json::json!({"b": 1, "a": {"d": 2, "c": [3]}}),
+        ));
+        assert_eq!(st.schema(".", 1).unwrap().contract, None);
+        let entry = st.schema(".", 2).unwrap();
+        assert_eq!(
+            entry.contract.as_deref(),
+            Some("\u{0}{\"a\":{\"c\":[3],\"d\":2},\"b\":1}\u{0}")
+        );
+        let plain = st.identity_of(".", st.schema(".", 1).unwrap());
+        assert_eq!(
+            st.identity_of(".", entry),
+            format!("{plain}{}", entry.contract.as_deref().unwrap())
+        );
+        assert_eq!(st.id_of_identity(".", &st.identity_of(".", entry)), Some(2));
     }
 
     #[test]
