@@ -130,10 +130,10 @@ pub fn context_url(path: &str, query: &[(String, String)]) -> Option<Result<Stri
         Err(e) => return Some(Err(e)),
     };
     let prefix = crate::context::context_prefix(&context);
-    let names_context = |s: &str| {
-        let s = decode(s);
-        s.starts_with(":.") || s.starts_with(crate::context::WILDCARD)
-    };
+    // Whether a subject already names its context. Path segments are still percent-encoded; query values were
+    // decoded once by `Query` and are taken literally (`%3A.x%3Ay` there is a subject, not `:.x:y`).
+    let names_context = |s: &str| s.starts_with(":.") || s.starts_with(crate::context::WILDCARD);
+    let segment_names_context = |s: &str| names_context(&decode(s));
     const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'-')
         .remove(b'_')
@@ -147,7 +147,7 @@ pub fn context_url(path: &str, query: &[(String, String)]) -> Option<Result<Stri
     for (i, seg) in rest.split('/').enumerate() {
         if subject_next {
             subject_next = false;
-            if names_context(seg) {
+            if segment_names_context(seg) {
                 segments.push(seg.to_string());
             } else {
                 segments.push(format!("{encoded_prefix}{seg}"));
@@ -555,18 +555,18 @@ async fn delete_version(
 async fn schema_by_id(State(r): Reg, Path(id): Path<String>, Query(q): Params) -> Response {
     let found = parse_id(&id)
         .and_then(|id| r.schema_by_id(id, subject_param(&q)))
-        .and_then(|(ctx, mut s)| {
-            s.schema = r.formatted(
+        .and_then(|(ctx, s)| {
+            let text = r.formatted(
                 &ctx,
                 s.schema_type.as_deref(),
                 &s.schema,
                 &s.references,
                 fmt(&q),
             )?;
-            Ok(s)
+            Ok((s, text))
         });
     match found {
-        Ok(s) => {
+        Ok((s, text)) => {
             let mut v = serde_json::Map::new();
             if let Some(t) = &s.schema_type {
                 v.insert("schemaType".into(), json!(t));
@@ -580,7 +580,7 @@ async fn schema_by_id(State(r): Reg, Path(id): Path<String>, Query(q): Params) -
             if let Some(r) = &s.rule_set {
                 v.insert("ruleSet".into(), r.clone());
             }
-            v.insert("schema".into(), json!(s.schema));
+            v.insert("schema".into(), json!(text));
             ok(&v)
         }
         Err(e) => e.into_response(),

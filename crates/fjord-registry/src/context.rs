@@ -27,23 +27,8 @@ impl Qualified {
     /// Splits `s` as Confluent does: `:.ctx:subject`, `:.ctx` (the context, no subject) or a plain subject of
     /// the default context.
     pub fn parse(s: &str) -> Qualified {
-        if let Some(rest) = s.strip_prefix(":.") {
-            match rest.find(':') {
-                Some(ix) => Qualified {
-                    context: format!(".{}", &rest[..ix]),
-                    subject: rest[ix + 1..].to_string(),
-                },
-                None => Qualified {
-                    context: format!(".{rest}"),
-                    subject: String::new(),
-                },
-            }
-        } else {
-            Qualified {
-                context: DEFAULT_CONTEXT.to_string(),
-                subject: s.to_string(),
-            }
-        }
+        let (context, subject) = split(s);
+        Qualified::new(context, subject)
     }
 
     pub fn new(context: &str, subject: &str) -> Qualified {
@@ -82,9 +67,72 @@ pub fn normalize(subject: &str) -> String {
     Qualified::parse(subject).qualified()
 }
 
+/// What a subject is used for, for `checked`: a schema subject must name a subject, a config or mode subject
+/// may name a context (`:.ctx:`) or the global one (`:.__GLOBAL:`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubjectUse {
+    Schema,
+    ConfigOrMode,
+}
+
+/// `subject` normalized (`normalize`) when it is one a Confluent registry accepts (its
+/// `QualifiedSubject.isValidSubject`), else why not: no control characters; not the reserved names `__GLOBAL`
+/// and `__EMPTY`; the `.__GLOBAL` context only for config and mode; no `:*:` (the wildcard selects subjects, it
+/// is not a context a subject can live in); a context given (`:.ctx:`) needs a subject after it, except for
+/// config and mode. The context must also be one `context_name` accepts, so that every context a subject can
+/// create can be deleted again.
+pub fn checked(subject: &str, usage: SubjectUse) -> Result<String, String> {
+    if subject.chars().any(char::is_control) {
+        return Err("a subject cannot contain control characters".into());
+    }
+    if subject.starts_with(WILDCARD) {
+        return Err(format!(
+            "{WILDCARD} selects subjects in every context; a subject must be in one context (:.ctx:subject)"
+        ));
+    }
+    let q = Qualified::parse(subject);
+    if q.subject == "__GLOBAL" || q.subject == "__EMPTY" {
+        return Err(format!("'{}' is a reserved subject name", q.subject));
+    }
+    if usage == SubjectUse::Schema {
+        if q.context == GLOBAL_CONTEXT {
+            return Err(format!(
+                "the context {GLOBAL_CONTEXT} only holds config and mode settings"
+            ));
+        }
+        if q.subject.is_empty() && subject.starts_with(":.") {
+            return Err(format!(
+                "a subject is required after the context ({}subject)",
+                context_prefix(&q.context)
+            ));
+        }
+    }
+    if !q.is_default_context() && context_name(&q.context).as_deref() != Ok(q.context.as_str()) {
+        return Err(format!("'{}' is not a valid context name", q.context));
+    }
+    Ok(q.qualified())
+}
+
+/// `s` split as `Qualified::parse` splits it, borrowed: (context, subject in the context).
+pub fn split(s: &str) -> (&str, &str) {
+    match s.strip_prefix(":.") {
+        Some(rest) => match rest.find(':') {
+            // `:.ctx:subject`: the context is `.ctx`, from after the first colon to the second.
+            Some(ix) => (&s[1..ix + 2], &s[ix + 3..]),
+            None => (&s[1..], ""),
+        },
+        None => (DEFAULT_CONTEXT, s),
+    }
+}
+
+/// The context a subject lives in, borrowed from it.
+pub fn context_str(subject: &str) -> &str {
+    split(subject).0
+}
+
 /// The context a subject lives in.
 pub fn context_of(subject: &str) -> String {
-    Qualified::parse(subject).context
+    context_str(subject).to_string()
 }
 
 /// A context name as a URL gives it (`ctx`, `.ctx`, `:.ctx:`) as `.ctx`; `Err` says why it is not one.
@@ -124,13 +172,42 @@ pub fn qualify_reference(parent_context: &str, reference_subject: &str) -> Strin
 /// in every context, `:.ctx:` the subjects of `.ctx`, a plain `p` the default context's subjects starting with
 /// `p`, and `:.c` (an unfinished context name) every context whose name starts with `.c`.
 pub fn matches_prefix(subject: &str, prefix: &str) -> bool {
-    let q = Qualified::parse(subject);
-    if let Some(rest) = prefix.strip_prefix(WILDCARD) {
-        return q.subject.starts_with(rest);
+    PrefixFilter::new(prefix).matches(subject)
+}
+
+/// A `subjectPrefix` (see `matches_prefix`) parsed once, to test many subjects without allocating.
+#[derive(Clone, Debug)]
+pub enum PrefixFilter {
+    /// `:*:p`: subjects starting with `p` in every context.
+    EveryContext(String),
+    /// (context, subject) from `start` to `end`, both included.
+    Range {
+        start: (String, String),
+        end: (String, String),
+    },
+}
+
+impl PrefixFilter {
+    pub fn new(prefix: &str) -> PrefixFilter {
+        if let Some(rest) = prefix.strip_prefix(WILDCARD) {
+            return PrefixFilter::EveryContext(rest.to_string());
+        }
+        let owned = |(c, s): (&str, &str)| (c.to_string(), s.to_string());
+        PrefixFilter::Range {
+            start: owned(split(prefix)),
+            end: owned(split(&format!("{prefix}\u{10FFFF}"))),
+        }
     }
-    let start = Qualified::parse(prefix);
-    let end = Qualified::parse(&format!("{prefix}\u{10FFFF}"));
-    start <= q && q <= end
+
+    pub fn matches(&self, subject: &str) -> bool {
+        let q = split(subject);
+        match self {
+            PrefixFilter::EveryContext(rest) => q.1.starts_with(rest.as_str()),
+            PrefixFilter::Range { start, end } => {
+                (start.0.as_str(), start.1.as_str()) <= q && q <= (end.0.as_str(), end.1.as_str())
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -156,6 +233,35 @@ mod tests {
         assert_eq!(qualify_reference(".team", "common"), ":.team:common");
         assert_eq!(qualify_reference(".team", ":.other:c"), ":.other:c");
         assert_eq!(qualify_reference(".", "common"), "common");
+    }
+
+    #[test]
+    fn subjects_are_checked_with_confluents_rules() {
+        use SubjectUse::{ConfigOrMode, Schema};
+        assert_eq!(checked(":.:orders", Schema).unwrap(), "orders");
+        assert_eq!(checked(":.team:a:b", Schema).unwrap(), ":.team:a:b");
+        assert_eq!(checked(":.team", ConfigOrMode).unwrap(), ":.team:");
+        assert_eq!(checked(":.__GLOBAL:", ConfigOrMode).unwrap(), ":.__GLOBAL:");
+        for bad in [
+            ":.__GLOBAL:x",
+            "__GLOBAL",
+            ":.t:__EMPTY",
+            "a\nb",
+            ":.a\u{7}b:x",
+            ":.t:",
+            ":.t",
+            ":.:",
+            ":*:x",
+        ] {
+            assert!(checked(bad, Schema).is_err(), "{bad:?}");
+        }
+        for bad in ["__EMPTY", ":.t:__GLOBAL", ":.a\tb:", ":*:"] {
+            assert!(checked(bad, ConfigOrMode).is_err(), "{bad:?}");
+        }
+        // Plain names Confluent accepts stay accepted, the empty default-context subject included.
+        for good in ["", "a b", "ünïcode", "::x", "a/b", "__GLOBALx"] {
+            assert_eq!(checked(good, Schema).unwrap(), good);
+        }
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub enum Error {
     ContextNotFound(String),
     #[error("Context '{0}' is not empty: delete its subjects permanently first")]
     ContextNotEmpty(String),
+    /// A subject Confluent's registry refuses (`context::checked` says why).
+    #[error("The specified subject {0:?} is not valid: {1}")]
+    InvalidSubject(String, String),
     /// A malformed request other than its body (e.g. a context name with a colon).
     #[error("{0}")]
     BadRequest(String),
@@ -98,6 +101,7 @@ impl Error {
             ContextNotFound(_) => (StatusCode::NOT_FOUND, 40401),
             ContextNotEmpty(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42211),
             BadRequest(_) => (StatusCode::BAD_REQUEST, 400),
+            InvalidSubject(..) => (StatusCode::UNPROCESSABLE_ENTITY, 42208),
             Incompatible(_) => (StatusCode::CONFLICT, 409),
             InvalidSchema(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42201),
             InvalidVersion(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42202),

@@ -6,6 +6,7 @@
 //! write begins with [`Registry::begin_write`], which takes the lock and the primary's producer together
 //! before the state is read; all of an operation's records go through that producer, in one transaction.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
@@ -13,7 +14,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::context::{
-    context_of, context_prefix, normalize, qualify_reference, Qualified, DEFAULT_CONTEXT,
+    context_of, context_prefix, qualify_reference, Qualified, SubjectUse, DEFAULT_CONTEXT,
     GLOBAL_CONTEXT, WILDCARD,
 };
 use crate::diff::Budget;
@@ -24,7 +25,7 @@ use crate::records::{
     ConfigValue, ContextValue, DeleteSubjectValue, Key, ModeValue, Record, Reference, SchemaValue,
     DEFAULT_TENANT,
 };
-use crate::state::{identity, with_contract, SchemaEntry, State};
+use crate::state::{contract_key, identity, with_contract, SchemaEntry, State};
 use crate::store::{Store, Writer};
 
 pub const DEFAULT_COMPATIBILITY: &str = "BACKWARD";
@@ -95,6 +96,20 @@ impl SchemaRequest {
         };
         (metadata, rule_set)
     }
+
+    /// The key of the contract `contract` gives (`state::contract_key`): borrowed from the latest version when
+    /// the request has neither metadata nor a rule set (a lookup's usual case), computed otherwise.
+    fn contract_key<'s>(&self, st: &'s State, subject: &str) -> Option<Cow<'s, str>> {
+        if self.metadata.is_none() && self.rule_set.is_none() {
+            let latest = st.subjects.get(subject).and_then(|vs| {
+                let (_, e) = vs.iter().rev().find(|(_, e)| !e.deleted)?;
+                st.schema(crate::context::context_str(subject), e.id)
+            })?;
+            return latest.contract.as_deref().map(Cow::Borrowed);
+        }
+        let (metadata, rule_set) = self.contract(st, subject);
+        contract_key(metadata.as_ref(), rule_set.as_ref()).map(Cow::Owned)
+    }
 }
 
 /// One subject-version as the REST API shows it (Confluent's `Schema` entity).
@@ -149,6 +164,12 @@ pub struct Registry {
     lookup_identities: LookupCache,
 }
 
+/// `subject` normalized, or 42208 when Confluent's registry would refuse it (`context::checked`).
+fn subject_key(subject: &str, usage: SubjectUse) -> Result<String> {
+    crate::context::checked(subject, usage)
+        .map_err(|why| Error::InvalidSubject(subject.to_string(), why))
+}
+
 fn read(state: &RwLock<State>) -> std::sync::RwLockReadGuard<'_, State> {
     // A panic while applying would leave the state half-changed; the apply path does not panic on data, so a
     // poisoned lock is a bug and the state is still the best answer we have.
@@ -199,13 +220,10 @@ impl Registry {
     /// qualified, in Confluent's order (by name).
     pub fn subjects(&self, deleted: bool, prefix: Option<&str>) -> Vec<String> {
         let st = self.state();
-        let prefix = prefix.unwrap_or(WILDCARD);
+        let filter = crate::context::PrefixFilter::new(prefix.unwrap_or(WILDCARD));
         st.subjects
             .iter()
-            .filter(|(s, vs)| {
-                vs.values().any(|e| deleted || !e.deleted)
-                    && crate::context::matches_prefix(s, prefix)
-            })
+            .filter(|(s, vs)| vs.values().any(|e| deleted || !e.deleted) && filter.matches(s))
             .map(|(s, _)| s.clone())
             .collect()
     }
@@ -223,7 +241,7 @@ impl Registry {
     }
 
     pub fn versions(&self, subject: &str, deleted: bool) -> Result<Vec<i32>> {
-        let subject = &normalize(subject);
+        let subject = &subject_key(subject, SubjectUse::Schema)?;
         let st = self.state();
         let vs: Vec<i32> = st
             .subjects
@@ -284,14 +302,14 @@ impl Registry {
         spec: VersionSpec,
         deleted: bool,
     ) -> Result<SubjectVersion> {
-        let subject = &normalize(subject);
+        let subject = &subject_key(subject, SubjectUse::Schema)?;
         let st = self.state();
         let v = Self::resolve_version(&st, subject, spec, deleted)?;
         Self::subject_version(&st, subject, v)
     }
 
     pub fn referenced_by(&self, subject: &str, spec: VersionSpec) -> Result<Vec<i32>> {
-        let subject = &normalize(subject);
+        let subject = &subject_key(subject, SubjectUse::Schema)?;
         let st = self.state();
         let v = Self::resolve_version(&st, subject, spec, false)?;
         Ok(st.referenced_by(subject, v))
@@ -302,7 +320,9 @@ impl Registry {
     /// context, that subject's version with the id; an unqualified subject, its version with the id in the
     /// default context, else in the first context (by name) where a subject of that name has it, else the
     /// default context.
-    fn context_of_id(st: &State, id: i32, subject: Option<&str>) -> Option<String> {
+    /// Without a subject (the hot path) nothing is allocated.
+    fn context_of_id(st: &State, id: i32, subject: Option<&str>) -> Option<Cow<'static, str>> {
+        const DEFAULT: Cow<'static, str> = Cow::Borrowed(DEFAULT_CONTEXT);
         let uses = |ctx: &str, subject: &str| {
             st.subjects
                 .get(subject)
@@ -310,33 +330,37 @@ impl Registry {
                 && st.schema(ctx, id).is_some()
         };
         let Some(q) = subject.map(Qualified::parse) else {
-            return st
-                .schema(DEFAULT_CONTEXT, id)
-                .map(|_| DEFAULT_CONTEXT.to_string());
+            return st.schema(DEFAULT_CONTEXT, id).map(|_| DEFAULT);
         };
         if q.subject.is_empty() {
-            return st.schema(&q.context, id).map(|_| q.context);
+            return st.schema(&q.context, id).map(|_| Cow::Owned(q.context));
         }
         if !q.is_default_context() {
-            return uses(&q.context, &q.qualified()).then_some(q.context);
+            return uses(&q.context, &q.qualified()).then_some(Cow::Owned(q.context));
         }
         if uses(DEFAULT_CONTEXT, &q.subject) {
-            return Some(DEFAULT_CONTEXT.to_string());
+            return Some(DEFAULT);
         }
         for ctx in &st.contexts {
             if uses(ctx, &Qualified::new(ctx, &q.subject).qualified()) {
-                return Some(ctx.clone());
+                return Some(Cow::Owned(ctx.clone()));
             }
         }
-        st.schema(DEFAULT_CONTEXT, id)
-            .map(|_| DEFAULT_CONTEXT.to_string())
+        st.schema(DEFAULT_CONTEXT, id).map(|_| DEFAULT)
     }
 
     /// `GET /schemas/ids/{id}[?subject=s]`: the schema and the context it was found in.
-    pub fn schema_by_id(&self, id: i32, subject: Option<&str>) -> Result<(String, SchemaEntry)> {
+    pub fn schema_by_id(
+        &self,
+        id: i32,
+        subject: Option<&str>,
+    ) -> Result<(Cow<'static, str>, Arc<SchemaEntry>)> {
         let st = self.state();
         Self::context_of_id(&st, id, subject)
-            .and_then(|ctx| Some((ctx.clone(), st.schema(&ctx, id)?.clone())))
+            .and_then(|ctx| {
+                let entry = st.shared_schema(&ctx, id)?.clone();
+                Some((ctx, entry))
+            })
             .ok_or_else(|| Error::SchemaNotFound(id.to_string()))
     }
 
@@ -361,7 +385,7 @@ impl Registry {
     }
 
     pub fn subject_compatibility(&self, subject: &str, default_to_global: bool) -> Result<String> {
-        let subject = &normalize(subject);
+        let subject = &subject_key(subject, SubjectUse::ConfigOrMode)?;
         let st = self.state();
         match st.subject_compat.get(subject) {
             Some(l) => Ok(l.clone()),
@@ -403,7 +427,9 @@ impl Registry {
     }
 
     pub fn mode(&self, subject: Option<&str>, default_to_global: bool) -> Result<String> {
-        let subject = subject.map(normalize);
+        let subject = subject
+            .map(|s| subject_key(s, SubjectUse::ConfigOrMode))
+            .transpose()?;
         let subject = subject.as_deref();
         let st = self.state();
         match subject {
@@ -473,6 +499,7 @@ impl Registry {
                 references: references.to_vec(),
                 metadata: None,
                 rule_set: None,
+                contract: None,
             };
             return match Self::parse_stored(&st, context, &entry) {
                 Some(ParsedSchema::Avro(p)) => p.resolved().map_err(Error::InvalidSchema),
@@ -497,7 +524,7 @@ impl Registry {
         req: &SchemaRequest,
         deleted: bool,
     ) -> Result<SubjectVersion> {
-        let subject = &normalize(subject);
+        let subject = &subject_key(subject, SubjectUse::Schema)?;
         let context = context_of(subject);
         let st = self.state();
         let vs = st
@@ -515,19 +542,13 @@ impl Registry {
         let cached =
             cacheable.and_then(|text| self.lookup_identities.get(subject, schema_type, text));
         // The cache keeps content identities (a pure function of the text); the data contract is added here.
-        let (metadata, rule_set) = req.contract(&st, subject);
+        let contract = req.contract_key(&st, subject);
         let id = match cached {
-            Some(ident) => st.id_of_identity(
-                &context,
-                &with_contract(&ident, metadata.as_ref(), rule_set.as_ref()),
-            ),
+            Some(ident) => st.id_of_identity(&context, &with_contract(&ident, contract.as_deref())),
             None => {
                 let (parsed, refs) = Self::parse_request(&st, &context, req)?;
                 let ident = identity(parsed.format().name(), parsed.canonical(), &refs);
-                let id = st.id_of_identity(
-                    &context,
-                    &with_contract(&ident, metadata.as_ref(), rule_set.as_ref()),
-                );
+                let id = st.id_of_identity(&context, &with_contract(&ident, contract.as_deref()));
                 if let (Some(text), Some(_)) = (cacheable, id) {
                     self.lookup_identities
                         .insert(subject, schema_type, text, &ident);
@@ -619,7 +640,7 @@ impl Registry {
         version: Option<VersionSpec>,
         req: &SchemaRequest,
     ) -> Result<(bool, Vec<String>)> {
-        let subject = &normalize(subject);
+        let subject = &subject_key(subject, SubjectUse::Schema)?;
         let st = self.state();
         let (parsed, _) = Self::parse_request(&st, &context_of(subject), req)?;
         let against = match version {
@@ -652,7 +673,7 @@ impl Registry {
         req: &SchemaRequest,
         normalize_schema: bool,
     ) -> Result<i32> {
-        let subject = &normalize(subject);
+        let subject = &subject_key(subject, SubjectUse::Schema)?;
         let context = context_of(subject);
         let guard = self.begin_write().await?;
         let (value, new_context) = {
@@ -660,7 +681,8 @@ impl Registry {
             let (parsed, refs) = Self::parse_request(&st, &context, req)?;
             let (metadata, rule_set) = req.contract(&st, subject);
             let content = identity(parsed.format().name(), parsed.canonical(), &refs);
-            let ident = with_contract(&content, metadata.as_ref(), rule_set.as_ref()).into_owned();
+            let key = contract_key(metadata.as_ref(), rule_set.as_ref());
+            let ident = with_contract(&content, key.as_deref()).into_owned();
             let known_id = st.id_of_identity(&context, &ident);
             let versions = st.subjects.get(subject);
             if let (Some(id), Some(vs)) = (known_id, versions) {
@@ -784,7 +806,7 @@ impl Registry {
 
     /// `DELETE /subjects/{subject}`: the versions deleted.
     pub async fn delete_subject(&self, subject: &str, permanent: bool) -> Result<Vec<i32>> {
-        let subject = &normalize(subject);
+        let subject = &subject_key(subject, SubjectUse::Schema)?;
         let guard = self.begin_write().await?;
         let (versions, latest) = {
             let st = self.state();
@@ -835,7 +857,7 @@ impl Registry {
         spec: VersionSpec,
         permanent: bool,
     ) -> Result<i32> {
-        let subject = &normalize(subject);
+        let subject = &subject_key(subject, SubjectUse::Schema)?;
         let guard = self.begin_write().await?;
         let value = {
             let st = self.state();
@@ -890,7 +912,9 @@ impl Registry {
     }
 
     pub async fn set_compatibility(&self, subject: Option<&str>, level: &str) -> Result<String> {
-        let subject = subject.map(normalize);
+        let subject = subject
+            .map(|s| subject_key(s, SubjectUse::ConfigOrMode))
+            .transpose()?;
         let subject = subject.as_deref();
         let level = Self::validate_level(level)?;
         let guard = self.begin_write().await?;
@@ -905,7 +929,9 @@ impl Registry {
 
     /// Removes a config; returns the level that was in force.
     pub async fn delete_compatibility(&self, subject: Option<&str>) -> Result<String> {
-        let subject = subject.map(normalize);
+        let subject = subject
+            .map(|s| subject_key(s, SubjectUse::ConfigOrMode))
+            .transpose()?;
         let subject = subject.as_deref();
         let guard = self.begin_write().await?;
         let previous = {
@@ -931,7 +957,9 @@ impl Registry {
     }
 
     pub async fn set_mode(&self, subject: Option<&str>, mode: &str, force: bool) -> Result<String> {
-        let subject = subject.map(normalize);
+        let subject = subject
+            .map(|s| subject_key(s, SubjectUse::ConfigOrMode))
+            .transpose()?;
         let subject = subject.as_deref();
         let mode = mode.to_ascii_uppercase();
         if !MODES.contains(&mode.as_str()) {
@@ -943,10 +971,10 @@ impl Registry {
             let non_empty = match subject {
                 None => !st.subjects.is_empty(),
                 // A context (`:.ctx:`): any subject of it.
-                Some(s) if Qualified::parse(s).subject.is_empty() => {
-                    let ctx = context_of(s);
-                    st.subjects.keys().any(|k| context_of(k) == ctx)
-                }
+                Some(s) if Qualified::parse(s).subject.is_empty() => st
+                    .subjects_in(crate::context::context_str(s))
+                    .next()
+                    .is_some(),
                 Some(s) => st.subjects.contains_key(s),
             };
             if non_empty {
@@ -972,7 +1000,7 @@ impl Registry {
             if !st.contexts.contains(&context) {
                 return Err(Error::ContextNotFound(context));
             }
-            if st.subjects.keys().any(|s| context_of(s) == context) {
+            if st.subjects_in(&context).next().is_some() {
                 return Err(Error::ContextNotEmpty(context));
             }
         }
@@ -980,7 +1008,7 @@ impl Registry {
     }
 
     pub async fn delete_mode(&self, subject: &str) -> Result<String> {
-        let subject = &normalize(subject);
+        let subject = &subject_key(subject, SubjectUse::ConfigOrMode)?;
         let guard = self.begin_write().await?;
         let previous = self
             .state()

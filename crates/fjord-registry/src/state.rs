@@ -6,8 +6,9 @@
 //! applied, so two registrations never get one id.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
-use crate::context::{context_of, normalize, qualify_reference};
+use crate::context::{context_of, context_prefix, context_str, normalize, qualify_reference};
 
 use crate::records::{Record, Reference, SchemaValue};
 
@@ -28,6 +29,9 @@ pub struct SchemaEntry {
     /// Confluent's data contract fields, as registered (not interpreted).
     pub metadata: Option<serde_json::Value>,
     pub rule_set: Option<serde_json::Value>,
+    /// `metadata` and `rule_set` in their canonical form for identities (`contract_key`), computed once when
+    /// the record is applied; `None` when the schema has neither.
+    pub contract: Option<String>,
 }
 
 impl SchemaEntry {
@@ -40,8 +44,10 @@ impl SchemaEntry {
 pub struct State {
     /// Versions by subject, the subject qualified with its context (`orders`, `:.team:orders`).
     pub subjects: BTreeMap<String, BTreeMap<i32, VersionEntry>>,
-    /// Schemas by (context, id): every context numbers its schemas on its own.
-    pub schemas: BTreeMap<(String, i32), SchemaEntry>,
+    /// Schemas by context, then id: every context numbers its schemas on its own. Looked up by `&str` context,
+    /// so that `GET /schemas/ids/{id}` (the hot path) builds no key.
+    /// Shared (`Arc`) so that an answer takes the entry out of the lock without copying the schema.
+    pub schemas: HashMap<String, BTreeMap<i32, Arc<SchemaEntry>>>,
     /// Per context, identity (type, normalized schema, references) → id, so that the same schema gets the same
     /// id in every subject of the context.
     pub identities: HashMap<String, HashMap<String, i32>>,
@@ -49,7 +55,9 @@ pub struct State {
     /// records are in the topic (compaction removing every trace of an id could let it be reused, as in
     /// Confluent).
     pub max_id: HashMap<String, i32>,
-    /// The contexts other than the default one that CONTEXT records created (and no tombstone deleted).
+    /// The contexts other than the default one: those CONTEXT records created (and no tombstone deleted), and
+    /// those holding a subject (a `:.ctx:` schema record written without a CONTEXT record, by an older writer or
+    /// an import, still makes its context known).
     pub contexts: BTreeSet<String>,
     pub global_compat: Option<String>,
     /// Compatibility levels by qualified subject; `:.ctx:` is the level of the context `.ctx`.
@@ -70,23 +78,31 @@ pub fn identity(schema_type: &str, form: &str, references: &[Reference]) -> Stri
     format!("{schema_type}\u{0}{form}\u{0}{}", refs.join(","))
 }
 
-/// The identity of a schema with its data contract: the content identity (see [`identity`]) and, when the
-/// schema has metadata or a rule set, both in a canonical form (keys sorted), as Confluent counts them in a
-/// schema's hash (the same text with other metadata is another schema, with its own id).
-pub fn with_contract<'a>(
-    content: &'a str,
+/// A schema's data contract in the canonical form (keys sorted) its identity carries, as Confluent counts
+/// metadata and rule set in a schema's hash (the same text with other metadata is another schema, with its
+/// own id); `None` without either.
+pub fn contract_key(
     metadata: Option<&serde_json::Value>,
     rule_set: Option<&serde_json::Value>,
-) -> std::borrow::Cow<'a, str> {
+) -> Option<String> {
     if metadata.is_none() && rule_set.is_none() {
-        return std::borrow::Cow::Borrowed(content);
+        return None;
     }
     let canonical = |v: Option<&serde_json::Value>| v.map(sorted_json).unwrap_or_default();
-    std::borrow::Cow::Owned(format!(
-        "{content}\u{0}{}\u{0}{}",
+    Some(format!(
+        "\u{0}{}\u{0}{}",
         canonical(metadata),
         canonical(rule_set)
     ))
+}
+
+/// The identity of a schema with its data contract: the content identity (see [`identity`]) followed by the
+/// contract's key (`contract_key`), if any.
+pub fn with_contract<'a>(content: &'a str, contract: Option<&str>) -> std::borrow::Cow<'a, str> {
+    match contract {
+        None => std::borrow::Cow::Borrowed(content),
+        Some(key) => std::borrow::Cow::Owned(format!("{content}{key}")),
+    }
 }
 
 /// `v` as JSON text with every object's keys sorted.
@@ -161,7 +177,10 @@ impl State {
                 self.contexts.insert(context);
             }
             Record::Context(context, false) => {
-                self.contexts.remove(&context);
+                // A context that still holds subjects stays (its subjects keep it, as they would have created it).
+                if self.subjects_in(&context).next().is_none() {
+                    self.contexts.remove(&context);
+                }
             }
             Record::ClearSubject(subject) => {
                 let subject = normalize(&subject);
@@ -184,24 +203,30 @@ impl State {
 
     fn put_schema(&mut self, subject: String, version: i32, v: SchemaValue) {
         let ctx = context_of(&subject);
+        if ctx != crate::context::DEFAULT_CONTEXT && !self.contexts.contains(&ctx) {
+            self.contexts.insert(ctx.clone());
+        }
         let max = self.max_id.entry(ctx.clone()).or_default();
         *max = (*max).max(v.id);
         let entry = SchemaEntry {
             schema: v.schema,
             schema_type: v.schema_type.filter(|t| t != "AVRO"),
             references: v.references,
+            contract: contract_key(v.metadata.as_ref(), v.rule_set.as_ref()),
             metadata: v.metadata,
             rule_set: v.rule_set,
         };
-        let key = (ctx, v.id);
-        if !self.schemas.contains_key(&key) {
-            let ident = self.identity_of(&key.0, &entry);
+        if self.schema(&ctx, v.id).is_none() {
+            let ident = self.identity_of(&ctx, &entry);
             self.identities
-                .entry(key.0.clone())
+                .entry(ctx.clone())
                 .or_default()
                 .entry(ident)
                 .or_insert(v.id);
-            self.schemas.insert(key, entry);
+            self.schemas
+                .entry(ctx)
+                .or_default()
+                .insert(v.id, Arc::new(entry));
         }
         self.subjects.entry(subject).or_default().insert(
             version,
@@ -223,11 +248,17 @@ impl State {
             self.subjects.remove(subject);
         }
         let ctx = context_of(subject);
-        if self.versions_of(&ctx, removed.id, true).is_empty() {
-            let key = (ctx, removed.id);
-            if let Some(entry) = self.schemas.remove(&key) {
-                let ident = self.identity_of(&key.0, &entry);
-                if let Some(ids) = self.identities.get_mut(&key.0) {
+        if !self.is_used(&ctx, removed.id) {
+            let entry = self
+                .schemas
+                .get_mut(&ctx)
+                .and_then(|m| m.remove(&removed.id));
+            if let Some(entry) = entry {
+                if self.schemas.get(&ctx).is_some_and(BTreeMap::is_empty) {
+                    self.schemas.remove(&ctx);
+                }
+                let ident = self.identity_of(&ctx, &entry);
+                if let Some(ids) = self.identities.get_mut(&ctx) {
                     if ids.get(&ident) == Some(&removed.id) {
                         ids.remove(&ident);
                     }
@@ -248,7 +279,12 @@ impl State {
 
     /// The schema with `id` in `context`.
     pub fn schema(&self, context: &str, id: i32) -> Option<&SchemaEntry> {
-        self.schemas.get(&(context.to_string(), id))
+        self.shared_schema(context, id).map(|e| &**e)
+    }
+
+    /// The schema with `id` in `context`, shared: what an answer keeps after the state's lock is released.
+    pub fn shared_schema(&self, context: &str, id: i32) -> Option<&Arc<SchemaEntry>> {
+        self.schemas.get(context)?.get(&id)
     }
 
     /// The identity of a stored schema of `context`: its type's identity form when it parses (with its
@@ -269,7 +305,7 @@ impl State {
             form.as_deref().unwrap_or(&entry.schema),
             &entry.references,
         );
-        with_contract(&content, entry.metadata.as_ref(), entry.rule_set.as_ref()).into_owned()
+        with_contract(&content, entry.contract.as_deref()).into_owned()
     }
 
     /// The schema of a subject-version, if it exists (deleted or not).
@@ -356,10 +392,7 @@ impl State {
     /// Subject-versions of `context` that use `id`.
     pub fn versions_of(&self, context: &str, id: i32, include_deleted: bool) -> Vec<(String, i32)> {
         let mut out = Vec::new();
-        for (s, vs) in &self.subjects {
-            if context_of(s) != context {
-                continue;
-            }
+        for (s, vs) in self.subjects_in(context) {
             for (v, e) in vs {
                 if e.id == id && (include_deleted || !e.deleted) {
                     out.push((s.clone(), *v));
@@ -369,19 +402,47 @@ impl State {
         out
     }
 
+    /// Whether a subject-version of `context` (deleted or not) uses `id`.
+    fn is_used(&self, context: &str, id: i32) -> bool {
+        self.subjects_in(context)
+            .any(|(_, vs)| vs.values().any(|e| e.id == id))
+    }
+
+    /// The subjects of `context`, by name. Another context's subjects are the contiguous range of keys that
+    /// start with `:.ctx:`; the default context's are every key without a context.
+    pub fn subjects_in<'a>(
+        &'a self,
+        context: &str,
+    ) -> Box<dyn Iterator<Item = (&'a String, &'a BTreeMap<i32, VersionEntry>)> + 'a> {
+        if context == crate::context::DEFAULT_CONTEXT {
+            return Box::new(
+                self.subjects
+                    .iter()
+                    .filter(|(s, _)| context_str(s) == crate::context::DEFAULT_CONTEXT),
+            );
+        }
+        let prefix = context_prefix(context);
+        let range = self.subjects.range::<str, _>((
+            std::ops::Bound::Included(prefix.as_str()),
+            std::ops::Bound::Unbounded,
+        ));
+        Box::new(range.take_while(move |(s, _)| s.starts_with(prefix.as_str())))
+    }
+
     /// Ids of the live schemas (of the context of `subject`, or of any context that names it qualified) that
     /// reference `subject`/`version`.
     pub fn referenced_by(&self, subject: &str, version: i32) -> Vec<i32> {
         let mut ids: Vec<i32> = self
             .schemas
             .iter()
-            .filter(|((ctx, _), e)| {
+            .flat_map(|(ctx, by_id)| by_id.iter().map(move |(id, e)| (ctx, *id, e)))
+            .filter(|(ctx, _, e)| {
                 e.references
                     .iter()
                     .any(|r| r.version == version && qualify_reference(ctx, &r.subject) == subject)
             })
-            .filter(|((ctx, id), _)| !self.versions_of(ctx, *id, false).is_empty())
-            .map(|((_, id), _)| *id)
+            .filter(|(ctx, id, _)| !self.versions_of(ctx, *id, false).is_empty())
+            .map(|(_, id, _)| id)
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -422,6 +483,35 @@ mod tests {
     }
 
     #[test]
+    fn a_schemas_contract_key_is_kept_canonical_and_counts_in_its_identity() {
+        let mut st = State::default();
+        st.apply(schema("a", 1, 1, r#""string""#));
+        let with_metadata = |id: i32, metadata: serde_json::Value| {
+            let Record::Schema(s, v, Some(mut value)) = schema("a", id, id, r#""string""#) else {
+                unreachable!()
+            };
+            value.metadata = Some(metadata);
+            Record::Schema(s, v, Some(value))
+        };
+        st.apply(with_metadata(
+            2,
+            serde_json::json!({"b": 1, "a": {"d": 2, "c": [3]}}),
+        ));
+        assert_eq!(st.schema(".", 1).unwrap().contract, None);
+        let entry = st.schema(".", 2).unwrap();
+        assert_eq!(
+            entry.contract.as_deref(),
+            Some("\u{0}{\"a\":{\"c\":[3],\"d\":2},\"b\":1}\u{0}")
+        );
+        let plain = st.identity_of(".", st.schema(".", 1).unwrap());
+        assert_eq!(
+            st.identity_of(".", entry),
+            format!("{plain}{}", entry.contract.as_deref().unwrap())
+        );
+        assert_eq!(st.id_of_identity(".", &st.identity_of(".", entry)), Some(2));
+    }
+
+    #[test]
     fn tombstones_remove_versions_and_unused_ids_but_never_lower_max_id() {
         let mut st = State::default();
         st.apply(schema("a", 1, 1, r#""string""#));
@@ -449,6 +539,34 @@ mod tests {
     }
 
     #[test]
+    fn a_contexts_subjects_are_exactly_those_qualified_with_it() {
+        let mut st = State::default();
+        let all = [
+            "a", ":x", "::y", ":.a:1", ":.a:", ":.ab:1", ":.a.b:1", "z", ":.b:a:b",
+        ];
+        for (i, s) in all.iter().enumerate() {
+            st.apply(schema(s, 1, i32::try_from(i).unwrap() + 1, r#""string""#));
+        }
+        let names =
+            |ctx: &str| -> Vec<&str> { st.subjects_in(ctx).map(|(s, _)| s.as_str()).collect() };
+        assert_eq!(names("."), vec!["::y", ":x", "a", "z"]);
+        assert_eq!(names(".a"), vec![":.a:", ":.a:1"]);
+        assert_eq!(names(".ab"), vec![":.ab:1"]);
+        assert_eq!(names(".a.b"), vec![":.a.b:1"]);
+        assert_eq!(names(".b"), vec![":.b:a:b"]);
+        assert!(names(".c").is_empty());
+        for ctx in [".", ".a", ".ab", ".a.b", ".b"] {
+            let scanned: Vec<&str> = st
+                .subjects
+                .keys()
+                .filter(|s| context_of(s) == ctx)
+                .map(String::as_str)
+                .collect();
+            assert_eq!(names(ctx), scanned, "{ctx}");
+        }
+    }
+
+    #[test]
     fn each_context_has_its_own_ids_and_unqualified_references_stay_in_their_context() {
         let mut st = State::default();
         st.apply(schema("a", 1, 1, r#""string""#));
@@ -470,9 +588,16 @@ mod tests {
         }];
         assert_eq!(st.referenced_texts(".team", &r).unwrap(), vec![r#""int""#]);
         assert_eq!(st.referenced_texts(".", &r).unwrap(), vec![r#""string""#]);
+        // The schema record made the context known; its CONTEXT record changes nothing, and its tombstone
+        // leaves it while it holds subjects.
+        assert!(st.contexts.contains(".team"));
         st.apply(Record::Context(".team".into(), true));
         assert!(st.contexts.contains(".team"));
         st.apply(Record::Context(".team".into(), false));
+        assert!(st.contexts.contains(".team"));
+        st.apply(Record::Schema(":.team:a".into(), 1, None));
+        st.apply(Record::Context(".team".into(), false));
         assert!(st.contexts.is_empty());
+        assert!(st.schema(".team", 1).is_none());
     }
 }
