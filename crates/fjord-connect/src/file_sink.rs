@@ -29,7 +29,7 @@ pub fn group_of(connector: &str) -> String {
     format!("connect-{connector}")
 }
 
-fn subscription(config: &ConfigMap) -> Vec<String> {
+pub(crate) fn subscription(config: &ConfigMap) -> Vec<String> {
     let topics: Vec<String> = config
         .get("topics")
         .map(|t| {
@@ -87,6 +87,13 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
                 )
             })?;
     let consumer = Arc::new(consumer);
+    let mut reporter = crate::error_handling::Reporter::new(
+        crate::error_handling::ErrorConfig::from_config(&ctx.config)?,
+        &ctx.connector,
+        0,
+        &ctx.bootstrap_servers,
+        &[],
+    );
     let topics = subscription(&ctx.config);
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
@@ -136,13 +143,18 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
                     next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
                 }
                 Err(e) => {
-                    failure = Some(format!(
-                        "the record at {}-{} offset {} cannot be converted by value.converter: {e}",
-                        m.topic(),
-                        m.partition(),
-                        m.offset()
-                    ));
-                    break;
+                    // Errant: tolerated (logged, dead-lettered) per errors.*, or the task fails at it.
+                    let why = format!("it cannot be converted by value.converter: {e}");
+                    let stage = crate::error_handling::Stage::ValueConverter;
+                    match reporter.report(&m.detach(), stage, &why).await {
+                        Ok(()) => {
+                            next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+                        }
+                        Err(f) => {
+                            failure = Some(f);
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -155,6 +167,8 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
             {
                 break Err(format!("writing {path} failed: {e}; the records are consumed again when the task restarts"));
             }
+        }
+        if !next.is_empty() {
             if let Err(e) = commit(&consumer, &next).await {
                 tracing::warn!(connector = %ctx.connector, "committing offsets failed ({e}); the records since the last commit will be written again");
             }
@@ -162,7 +176,7 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
         if let Some(f) = failure {
             break Err(f);
         }
-        if out.is_empty() {
+        if next.is_empty() {
             // Only errors came: do not spin on them.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -173,7 +187,7 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
     result
 }
 
-async fn commit(
+pub(crate) async fn commit(
     consumer: &Arc<StreamConsumer>,
     next: &BTreeMap<(String, i32), i64>,
 ) -> Result<(), String> {

@@ -33,10 +33,11 @@ impl Kind {
 pub enum Plugin {
     FileSource,
     FileSink,
+    PostgresSink,
 }
 
 impl Plugin {
-    pub const ALL: [Plugin; 2] = [Plugin::FileSink, Plugin::FileSource];
+    pub const ALL: [Plugin; 3] = [Plugin::FileSink, Plugin::FileSource, Plugin::PostgresSink];
 
     /// The plugin a `connector.class` (or the `{plugin}` of a validate path) names: the full class name, the
     /// simple name, or the simple name without `Connector`, as Connect's plugin aliases allow.
@@ -46,6 +47,8 @@ impl Plugin {
         match simple {
             "FileStreamSource" => Some(Plugin::FileSource),
             "FileStreamSink" => Some(Plugin::FileSink),
+            // Confluent's JDBC sink's class name too, so that its configs (PostgreSQL URLs) move over as they are.
+            "PostgresSink" | "JdbcSink" => Some(Plugin::PostgresSink),
             _ => None,
         }
     }
@@ -54,13 +57,14 @@ impl Plugin {
         match self {
             Plugin::FileSource => FILE_SOURCE,
             Plugin::FileSink => FILE_SINK,
+            Plugin::PostgresSink => crate::pg_sink::CLASS,
         }
     }
 
     pub fn kind(self) -> Kind {
         match self {
             Plugin::FileSource => Kind::Source,
-            Plugin::FileSink => Kind::Sink,
+            Plugin::FileSink | Plugin::PostgresSink => Kind::Sink,
         }
     }
 
@@ -82,7 +86,29 @@ impl Plugin {
                 Key::new("topics", "LIST", Some(""), "HIGH", "List of topics to consume, separated by commas."),
                 Key::new("topics.regex", "STRING", Some(""), "HIGH", "Regular expression giving topics to consume; only one of topics or topics.regex may be given."),
             ]),
+            Plugin::PostgresSink => keys.extend(crate::pg_sink::KEYS.iter().map(
+                |&(name, ty, default, importance, doc, required)| Key {
+                    name,
+                    ty,
+                    default,
+                    required,
+                    importance,
+                    doc,
+                },
+            )),
         }
+        // Connect's error handling (sinks also have the dead-letter queue) and Fjord's automatic restarts.
+        let handling = crate::error_handling::KEYS.iter().chain(
+            (self.kind() == Kind::Sink)
+                .then_some(crate::error_handling::DLQ_KEYS.iter())
+                .into_iter()
+                .flatten(),
+        );
+        keys.extend(
+            handling
+                .chain(crate::error_handling::RESTART_KEYS.iter())
+                .map(|&(name, ty, default, doc)| Key::new(name, ty, Some(default), "LOW", doc)),
+        );
         keys
     }
 }
@@ -197,6 +223,15 @@ fn errors_of(plugin: Plugin, key: &Key, config: &ConfigMap) -> Vec<String> {
             key.name
         )]
     };
+    if key.name.starts_with("errors.") || key.name.starts_with("task.restart.") {
+        return crate::error_handling::key_errors(key.name, config);
+    }
+    if plugin == Plugin::PostgresSink && !matches!(key.name, "topics" | "topics.regex") {
+        let own = crate::pg_sink::KEYS.iter().any(|k| k.0 == key.name);
+        if own && (key.name != "connection.url" || value.is_some()) {
+            return crate::pg_sink::key_errors(key.name, config);
+        }
+    }
     let Some(value) = value else {
         return if key.required {
             vec![format!(
@@ -270,7 +305,7 @@ pub fn validate(plugin: Plugin, config: &ConfigMap) -> Value {
     let mut error_count = 0;
     let mut configs = Vec::new();
     let mut keys = plugin.keys();
-    if plugin == Plugin::FileSink
+    if plugin.kind() == Kind::Sink
         && !config.contains_key("topics")
         && config
             .get("topics.regex")
@@ -284,7 +319,9 @@ pub fn validate(plugin: Plugin, config: &ConfigMap) -> Value {
     for (order, key) in keys.iter().enumerate() {
         let errors = errors_of(plugin, key, config);
         error_count += errors.len();
-        let group = if order < common_keys().len() {
+        let group = if key.name.starts_with("errors.") || key.name.starts_with("task.restart.") {
+            "Error Handling"
+        } else if order < common_keys().len() {
             "Common"
         } else {
             "Connector"
@@ -305,7 +342,11 @@ pub fn validate(plugin: Plugin, config: &ConfigMap) -> Value {
             },
             "value": {
                 "name": key.name,
-                "value": config.get(key.name).cloned().or(key.default.map(str::to_string)),
+                "value": if key.ty == "PASSWORD" && config.contains_key(key.name) {
+                    Some("[hidden]".to_string())
+                } else {
+                    config.get(key.name).cloned().or(key.default.map(str::to_string))
+                },
                 "recommended_values": [],
                 "errors": errors,
                 "visible": true,
@@ -315,7 +356,7 @@ pub fn validate(plugin: Plugin, config: &ConfigMap) -> Value {
     json!({
         "name": plugin.class(),
         "error_count": error_count,
-        "groups": ["Common", "Connector"],
+        "groups": ["Common", "Connector", "Error Handling"],
         "configs": configs,
     })
 }
@@ -350,7 +391,11 @@ mod tests {
             Plugin::find("FileStreamSinkConnector"),
             Some(Plugin::FileSink)
         );
-        assert_eq!(Plugin::find("JdbcSinkConnector"), None);
+        assert_eq!(
+            Plugin::find("io.confluent.connect.jdbc.JdbcSinkConnector"),
+            Some(Plugin::PostgresSink)
+        );
+        assert_eq!(Plugin::find("JdbcSourceConnector"), None);
     }
 
     #[test]

@@ -636,7 +636,7 @@ impl Worker {
                 .get("topic")
                 .map(|t| vec![t.trim()])
                 .unwrap_or_default(),
-            Plugin::FileSink => c
+            Plugin::FileSink | Plugin::PostgresSink => c
                 .config
                 .get("topics")
                 .map(|t| {
@@ -729,16 +729,39 @@ impl Worker {
             s.report(name, Some(0), "RUNNING", None);
         }
         let status_log = self.status_log.clone();
-        let (stop, stopped) = watch::channel(false);
+        let (stop, mut stopped) = watch::channel(false);
         let status = c.status.clone();
         let plugin = c.plugin;
         let name = name.to_string();
+        let restart = crate::error_handling::RestartPolicy::from_config(&ctx.config);
         let handle = tokio::spawn(async move {
-            let result = match plugin {
-                Plugin::FileSource => crate::file_source::run(ctx, stopped).await,
-                Plugin::FileSink => crate::file_sink::run(ctx, stopped).await,
-            };
-            if let Err(trace) = result {
+            let mut attempt = 0;
+            loop {
+                let started = tokio::time::Instant::now();
+                let result = match plugin {
+                    Plugin::FileSource => {
+                        crate::file_source::run(ctx.clone(), stopped.clone()).await
+                    }
+                    Plugin::FileSink => crate::file_sink::run(ctx.clone(), stopped.clone()).await,
+                    Plugin::PostgresSink => crate::pg_sink::run(ctx.clone(), stopped.clone()).await,
+                };
+                let Err(trace) = result else { return };
+                if *stopped.borrow() {
+                    // Told to stop while failing (a retry given up): stopping, not a failure to restart.
+                    tracing::info!(connector = %name, task = 0, "task stopped while failing: {trace}");
+                    return;
+                }
+                // A task that ran for a while before failing starts its restart count over.
+                if started.elapsed() >= restart.max {
+                    attempt = 0;
+                }
+                attempt += 1;
+                let delay = restart.delay(attempt);
+                let trace = match delay {
+                    Some(d) => format!("{trace}\n(Fjord restarts this task automatically in {} ms, restart {attempt}{}; task.restart.max.attempts=0 turns this off)", d.as_millis(), restart.max_attempts.map(|m| format!(" of {m}")).unwrap_or_default()),
+                    None if attempt > 1 => format!("{trace}\n(it was restarted automatically {} time(s) and failed each time, task.restart.max.attempts; restart it with POST /connectors/{name}/restart?includeTasks=true once the cause is fixed)", attempt - 1),
+                    None => trace,
+                };
                 tracing::error!(connector = %name, task = 0, "task failed: {trace}");
                 if let Some(s) = &status_log {
                     s.report(&name, Some(0), "FAILED", Some(&trace));
@@ -747,6 +770,23 @@ impl Worker {
                     state: "FAILED",
                     trace: Some(trace),
                 };
+                let Some(delay) = delay else { return };
+                // A stop (pause, delete, shutdown, a manual restart) ends the wait and the task.
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stopped.changed() => return,
+                }
+                if *stopped.borrow() {
+                    return;
+                }
+                tracing::info!(connector = %name, task = 0, attempt, "restarting the failed task");
+                *status.lock().unwrap() = TaskStatus {
+                    state: "RUNNING",
+                    trace: None,
+                };
+                if let Some(s) = &status_log {
+                    s.report(&name, Some(0), "RUNNING", None);
+                }
             }
         });
         TaskRun { stop, handle }
@@ -862,6 +902,7 @@ fn task_class(p: Plugin) -> &'static str {
     match p {
         Plugin::FileSource => "org.apache.kafka.connect.file.FileStreamSourceTask",
         Plugin::FileSink => "org.apache.kafka.connect.file.FileStreamSinkTask",
+        Plugin::PostgresSink => crate::pg_sink::TASK_CLASS,
     }
 }
 
