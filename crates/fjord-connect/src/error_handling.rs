@@ -81,7 +81,7 @@ pub const DLQ_KEYS: [(&str, &str, &str, &str); 3] = [
 /// Fjord's automatic restart of a failed task (not in Kafka Connect): (name, type, default, documentation).
 pub const RESTART_KEYS: [(&str, &str, &str, &str); 3] = [
     ("task.restart.max.attempts", "INT", "-1", "Fjord: how many times a FAILED task is restarted automatically before it stays FAILED (-1: always; 0: never, as in Kafka Connect). The count starts again once a task has run for task.restart.backoff.max.ms."),
-    ("task.restart.backoff.initial.ms", "LONG", "1000", "Fjord: the wait before the first automatic restart of a FAILED task; it doubles with every restart that fails again."),
+    ("task.restart.backoff.initial.ms", "LONG", "5000", "Fjord: the wait before the first automatic restart of a FAILED task; it doubles with every restart that fails again."),
     ("task.restart.backoff.max.ms", "LONG", "60000", "Fjord: the longest wait between automatic restarts of a FAILED task."),
 ];
 
@@ -421,7 +421,7 @@ impl RestartPolicy {
     pub fn from_config(config: &ConfigMap) -> RestartPolicy {
         let attempts = parse_long(config, "task.restart.max.attempts", -1, -1).unwrap_or(-1);
         let initial =
-            parse_long(config, "task.restart.backoff.initial.ms", 1000, 1).unwrap_or(1000);
+            parse_long(config, "task.restart.backoff.initial.ms", 5000, 1).unwrap_or(5000);
         let max = parse_long(config, "task.restart.backoff.max.ms", 60000, 1).unwrap_or(60000);
         RestartPolicy {
             max_attempts: (attempts >= 0).then_some(attempts as u64),

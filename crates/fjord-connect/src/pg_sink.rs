@@ -792,8 +792,10 @@ async fn connect(pg: &tokio_postgres::Config) -> Result<Client, DbError> {
         })?;
     let (client, connection) = login.map_err(|e| {
         let mut d = db_error(e, &format!("logging in to PostgreSQL at {host}:{port}"));
-        // Wrong password or database: retrying cannot help.
-        d.retriable &= d.message.contains("SQLSTATE 08") || !d.message.contains("SQLSTATE");
+        // A wrong password, user or database: retrying cannot help (a server still starting up, 57P03, can).
+        if d.message.contains("SQLSTATE 28") || d.message.contains("SQLSTATE 3D000") {
+            d.retriable = false;
+        }
         d
     })?;
     tokio::spawn(async move {
@@ -1098,55 +1100,64 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
     let mut db = None::<Db>;
     tracing::info!(connector = %ctx.connector, ?topics, group = %group, "PostgreSQL sink starting");
 
+    // Pipelined: while one batch is written (the task waits on PostgreSQL), the next is consumed and converted.
+    // A batch's offsets are committed as soon as it is written, before the next batch is.
+    let mut pending: Option<Prepared> = None;
     let result = loop {
-        if *stop.borrow() || stop.has_changed().is_err() {
-            break Ok(());
-        }
-        let first = tokio::select! {
-            m = consumer.recv() => m,
-            _ = stop.changed() => continue,
+        let stopped = *stop.borrow() || stop.has_changed().is_err();
+        let Some(batch) = pending.take() else {
+            if stopped {
+                break Ok(());
+            }
+            pending = next_batch(&ctx, &cfg, &consumer, &mut stop).await;
+            continue;
         };
-        let mut batch = vec![first.map(|m| m.detach())];
-        let linger = tokio::time::Instant::now() + Duration::from_millis(50);
-        while batch.len() < cfg.batch_size {
-            match tokio::time::timeout_at(linger, consumer.recv()).await {
-                Ok(m) => batch.push(m.map(|m| m.detach())),
-                Err(_) => break,
+        let write = async {
+            let done = write_batch(
+                &ctx,
+                &cfg,
+                &errors,
+                &mut reporter,
+                &mut db,
+                &batch,
+                &is_stopping,
+            )
+            .await?;
+            let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+            for m in &batch.msgs[..done.upto] {
+                next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+            }
+            if !next.is_empty() {
+                if let Err(e) = crate::file_sink::commit(&consumer, &next).await {
+                    tracing::warn!(connector = %ctx.connector, "committing offsets failed ({e}); the rows since the last commit will be written again");
+                }
+            }
+            Ok::<_, String>(done.failure)
+        };
+        if stopped {
+            match write.await {
+                Ok(None) => continue,
+                Ok(Some(failure)) | Err(failure) => break Err(failure),
             }
         }
-        let msgs: Vec<OwnedMessage> = batch
-            .into_iter()
-            .filter_map(|m| {
-                m.map_err(|e| tracing::warn!(connector = %ctx.connector, "consuming: {e}"))
-                    .ok()
-            })
-            .collect();
-        match write_batch(
-            &ctx,
-            &cfg,
-            &errors,
-            &mut reporter,
-            &mut db,
-            &msgs,
-            &is_stopping,
-        )
-        .await
-        {
-            Ok(done) => {
-                let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-                for m in &msgs[..done.upto] {
-                    next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
-                }
-                if !next.is_empty() {
-                    if let Err(e) = crate::file_sink::commit(&consumer, &next).await {
-                        tracing::warn!(connector = %ctx.connector, "committing offsets failed ({e}); the rows since the last commit will be written again");
-                    }
-                }
-                if let Some(f) = done.failure {
-                    break Err(f);
+        let next = next_batch(&ctx, &cfg, &consumer, &mut stop);
+        tokio::pin!(write, next);
+        let mut collected = None;
+        let written = loop {
+            tokio::select! {
+                w = &mut write => break w,
+                n = &mut next, if collected.is_none() => collected = Some(n),
+            }
+        };
+        match written {
+            Ok(None) => {
+                pending = match collected {
+                    Some(n) => n,
+                    None => next.await,
                 }
             }
-            Err(e) => break Err(e),
+            // The next batch was consumed but not written: not committed, so it comes again after a restart.
+            Ok(Some(failure)) | Err(failure) => break Err(failure),
         }
     };
     let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
@@ -1160,33 +1171,77 @@ struct Done {
     failure: Option<String>,
 }
 
+/// A consumed batch, converted: the rows (with the index of their record) and the errant records.
+struct Prepared {
+    msgs: Vec<OwnedMessage>,
+    rows: Vec<(usize, Row)>,
+    errant: Vec<(usize, Stage, String)>,
+}
+
+/// Waits for the next records (None when told to stop first): up to `batch.size`, or what comes within 50 ms of
+/// the first; converted.
+async fn next_batch(
+    ctx: &TaskContext,
+    cfg: &PgConfig,
+    consumer: &StreamConsumer,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Prepared> {
+    if *stop.borrow() {
+        return None;
+    }
+    let first = tokio::select! {
+        m = consumer.recv() => m,
+        _ = stop.changed() => return None,
+    };
+    let mut batch = vec![first.map(|m| m.detach())];
+    let linger = tokio::time::Instant::now() + Duration::from_millis(50);
+    while batch.len() < cfg.batch_size {
+        match tokio::time::timeout_at(linger, consumer.recv()).await {
+            Ok(m) => batch.push(m.map(|m| m.detach())),
+            Err(_) => break,
+        }
+    }
+    let msgs: Vec<OwnedMessage> = batch
+        .into_iter()
+        .filter_map(|m| {
+            m.map_err(|e| tracing::warn!(connector = %ctx.connector, "consuming: {e}"))
+                .ok()
+        })
+        .collect();
+    let mut rows = Vec::with_capacity(msgs.len());
+    let mut errant = Vec::new();
+    for (i, m) in msgs.iter().enumerate() {
+        match to_row(cfg, ctx.key_converter, ctx.value_converter, m) {
+            Ok(Some(r)) => rows.push((i, r)),
+            Ok(None) => {}
+            Err((stage, why)) => errant.push((i, stage, why)),
+        }
+    }
+    Some(Prepared { msgs, rows, errant })
+}
+
 async fn write_batch(
     ctx: &TaskContext,
     cfg: &PgConfig,
     errors: &ErrorConfig,
     reporter: &mut Reporter,
     db: &mut Option<Db>,
-    msgs: &[OwnedMessage],
+    batch: &Prepared,
     stopping: &(impl Fn() -> bool + Sync),
 ) -> Result<Done, String> {
-    // Conversion: errant records are reported now (the task fails at the first one under tolerance none).
-    let mut rows: Vec<(usize, Row)> = Vec::with_capacity(msgs.len());
+    let msgs = &batch.msgs;
+    // Records that did not convert are reported first (the task fails at the first one under tolerance none,
+    // after the rows before it are written).
     let mut upto = msgs.len();
     let mut failure = None;
-    for (i, m) in msgs.iter().enumerate() {
-        match to_row(cfg, ctx.key_converter, ctx.value_converter, m) {
-            Ok(Some(r)) => rows.push((i, r)),
-            Ok(None) => {}
-            Err((stage, why)) => {
-                if let Err(f) = reporter.report(m, stage, &why).await {
-                    upto = i;
-                    failure = Some(f);
-                    break;
-                }
-            }
+    for (i, stage, why) in &batch.errant {
+        if let Err(f) = reporter.report(&msgs[*i], *stage, why).await {
+            upto = *i;
+            failure = Some(f);
+            break;
         }
     }
-    rows.retain(|(i, _)| *i < upto);
+    let rows: Vec<&(usize, Row)> = batch.rows.iter().filter(|(i, _)| *i < upto).collect();
     if rows.is_empty() {
         return Ok(Done { upto, failure });
     }
@@ -1232,7 +1287,7 @@ async fn write_batch(
     }
     // Row by row: each refused row is errant.
     let d = db.as_mut().expect("connected");
-    for (i, r) in &rows {
+    for (i, r) in rows.iter().map(|p| (&p.0, &p.1)) {
         let res = match d.ensure_table(cfg, r).await {
             Ok(()) => d.write_run(cfg, &[r]).await,
             Err(e) => Err(e),
