@@ -74,6 +74,15 @@ curl -sf -X PUT -H 'Content-Type: application/json' "http://$REST/connectors/pg/
  "batch.size":"$BATCH","key.converter":"org.apache.kafka.connect.storage.StringConverter"}
 END
 now() { date +%s.%N; }
+# CPU seconds (user + system) used so far by a process and its children that are still running.
+cpu() { # $1: pid
+  local t=0 p
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
+    [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  awk -v t="$t" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
+}
+PG_PID=$(head -1 "$WORK/pg/postmaster.pid")
 # Timed from the first row of the round in the table (so the task's start and group join are not counted) to
 # the last; the figure with the start included is printed beside it.
 round() { # $1: tag
@@ -81,6 +90,7 @@ round() { # $1: tag
   records "$1" | "$FJORD" produce bench --key-separator '|' >/dev/null 2>&1
   local resumed first="" c0=0 c end
   resumed=$(now)
+  local w0 b0 p0; w0=$(cpu "$WORKER_PID"); b0=$(cpu "$BROKER_PID"); p0=$(cpu "$PG_PID")
   curl -sf -X PUT "http://$REST/connectors/pg/resume" >/dev/null
   for _ in $(seq 3000); do
     c=$(psql "SELECT count(*) FROM bench WHERE name LIKE '$1-%'" 2>/dev/null || echo 0)
@@ -89,10 +99,15 @@ round() { # $1: tag
     sleep 0.1
   done
   end=$(now)
+  local w1 b1 p1; w1=$(cpu "$WORKER_PID"); b1=$(cpu "$BROKER_PID"); p1=$(cpu "$PG_PID")
   [ "$c" = "$N" ] || { echo "round $1: only $c of $N rows" >&2; tail -20 "$WORK/worker.log" >&2; exit 1; }
   awk -v n="$N" -v c0="$c0" -v r="$resumed" -v f="$first" -v e="$end" -v t="$1" 'BEGIN {
     printf "%-8s %d rows: %.0f rows/s (%d rows in %.2f s after the first); %.0f rows/s with the task start\n",
       t, n, (n - c0) / (e - f), n - c0, e - f, n / (e - r) }'
+  awk -v w0="$w0" -v w1="$w1" -v b0="$b0" -v b1="$b1" -v p0="$p0" -v p1="$p1" -v n="$N" 'BEGIN {
+    w = w1 - w0; b = b1 - b0; p = p1 - p0
+    printf "         CPU seconds: worker %.2f, broker %.2f, postgres %.2f (%.1f us of CPU per row in all)\n", w, b, p, (w + b + p) * 1e6 / n }'
+  echo "         load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 echo "PostgreSQL sink, insert.mode=upsert, batch.size=$BATCH, $N records, $(nproc) cores, $("$PGBIN/postgres" --version)"
 round new    # upserts into an empty table
