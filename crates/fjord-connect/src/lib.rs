@@ -21,6 +21,7 @@ pub mod file_source;
 pub mod lease;
 pub mod offsets;
 pub mod pg_sink;
+pub mod pg_source;
 pub mod plugins;
 pub mod standalone;
 pub mod topics;

@@ -762,7 +762,7 @@ struct Db {
     tables: HashMap<String, Table>,
 }
 
-async fn connect(pg: &tokio_postgres::Config) -> Result<Client, DbError> {
+pub(crate) async fn connect(pg: &tokio_postgres::Config) -> Result<Client, DbError> {
     let host = pg
         .get_hosts()
         .iter()

@@ -34,10 +34,16 @@ pub enum Plugin {
     FileSource,
     FileSink,
     PostgresSink,
+    PostgresSource,
 }
 
 impl Plugin {
-    pub const ALL: [Plugin; 3] = [Plugin::FileSink, Plugin::FileSource, Plugin::PostgresSink];
+    pub const ALL: [Plugin; 4] = [
+        Plugin::FileSink,
+        Plugin::FileSource,
+        Plugin::PostgresSink,
+        Plugin::PostgresSource,
+    ];
 
     /// The plugin a `connector.class` (or the `{plugin}` of a validate path) names: the full class name, the
     /// simple name, or the simple name without `Connector`, as Connect's plugin aliases allow.
@@ -49,6 +55,7 @@ impl Plugin {
             "FileStreamSink" => Some(Plugin::FileSink),
             // Confluent's JDBC sink's class name too, so that its configs (PostgreSQL URLs) move over as they are.
             "PostgresSink" | "JdbcSink" => Some(Plugin::PostgresSink),
+            "PostgresSource" | "JdbcSource" => Some(Plugin::PostgresSource),
             _ => None,
         }
     }
@@ -58,12 +65,13 @@ impl Plugin {
             Plugin::FileSource => FILE_SOURCE,
             Plugin::FileSink => FILE_SINK,
             Plugin::PostgresSink => crate::pg_sink::CLASS,
+            Plugin::PostgresSource => crate::pg_source::CLASS,
         }
     }
 
     pub fn kind(self) -> Kind {
         match self {
-            Plugin::FileSource => Kind::Source,
+            Plugin::FileSource | Plugin::PostgresSource => Kind::Source,
             Plugin::FileSink | Plugin::PostgresSink => Kind::Sink,
         }
     }
@@ -87,6 +95,16 @@ impl Plugin {
                 Key::new("topics.regex", "STRING", Some(""), "HIGH", "Regular expression giving topics to consume; only one of topics or topics.regex may be given."),
             ]),
             Plugin::PostgresSink => keys.extend(crate::pg_sink::KEYS.iter().map(
+                |&(name, ty, default, importance, doc, required)| Key {
+                    name,
+                    ty,
+                    default,
+                    required,
+                    importance,
+                    doc,
+                },
+            )),
+            Plugin::PostgresSource => keys.extend(crate::pg_source::KEYS.iter().map(
                 |&(name, ty, default, importance, doc, required)| Key {
                     name,
                     ty,
@@ -226,11 +244,16 @@ fn errors_of(plugin: Plugin, key: &Key, config: &ConfigMap) -> Vec<String> {
     if key.name.starts_with("errors.") || key.name.starts_with("task.restart.") {
         return crate::error_handling::key_errors(key.name, config);
     }
+    // A required key that is missing gets the generic error below.
+    let present = value.is_some() || !key.required;
     if plugin == Plugin::PostgresSink && !matches!(key.name, "topics" | "topics.regex") {
         let own = crate::pg_sink::KEYS.iter().any(|k| k.0 == key.name);
-        if own && (key.name != "connection.url" || value.is_some()) {
+        if own && present {
             return crate::pg_sink::key_errors(key.name, config);
         }
+    }
+    if plugin == Plugin::PostgresSource && present {
+        return crate::pg_source::key_errors(key.name, config);
     }
     let Some(value) = value else {
         return if key.required {
@@ -395,7 +418,11 @@ mod tests {
             Plugin::find("io.confluent.connect.jdbc.JdbcSinkConnector"),
             Some(Plugin::PostgresSink)
         );
-        assert_eq!(Plugin::find("JdbcSourceConnector"), None);
+        assert_eq!(
+            Plugin::find("JdbcSourceConnector"),
+            Some(Plugin::PostgresSource)
+        );
+        assert_eq!(Plugin::find("MySqlConnector"), None);
     }
 
     #[test]

@@ -636,6 +636,8 @@ impl Worker {
                 .get("topic")
                 .map(|t| vec![t.trim()])
                 .unwrap_or_default(),
+            // The source's topics are named by its tables; not listed yet.
+            Plugin::PostgresSource => Vec::new(),
             Plugin::FileSink | Plugin::PostgresSink => c
                 .config
                 .get("topics")
@@ -744,6 +746,9 @@ impl Worker {
                     }
                     Plugin::FileSink => crate::file_sink::run(ctx.clone(), stopped.clone()).await,
                     Plugin::PostgresSink => crate::pg_sink::run(ctx.clone(), stopped.clone()).await,
+                    Plugin::PostgresSource => {
+                        crate::pg_source::run(ctx.clone(), stopped.clone()).await
+                    }
                 };
                 let Err(trace) = result else { return };
                 if *stopped.borrow() {
@@ -903,6 +908,7 @@ fn task_class(p: Plugin) -> &'static str {
         Plugin::FileSource => "org.apache.kafka.connect.file.FileStreamSourceTask",
         Plugin::FileSink => "org.apache.kafka.connect.file.FileStreamSinkTask",
         Plugin::PostgresSink => crate::pg_sink::TASK_CLASS,
+        Plugin::PostgresSource => crate::pg_source::TASK_CLASS,
     }
 }
 

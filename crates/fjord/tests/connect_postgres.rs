@@ -677,3 +677,141 @@ fn a_failing_postgres_task_says_what_to_do_and_restarts_by_itself() {
         (task_state(&worker.rest, "strict").0 == "RUNNING").then_some(())
     });
 }
+
+/// Every record of `topic` from the beginning: the values as JSON.
+fn values_of(bootstrap: &str, topic: &str) -> Vec<Value> {
+    let out = fjord(
+        bootstrap,
+        &[
+            "consume",
+            topic,
+            "--from-beginning",
+            "--exit-at-end",
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|m| match &m["value"] {
+            Value::String(s) => serde_json::from_str(s).unwrap_or(Value::Null),
+            v => v.clone(),
+        })
+        .collect()
+}
+
+#[test]
+fn postgres_source_copies_new_rows_and_resumes_from_its_offset() {
+    let pg = Postgres::start();
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("broker"), &[]);
+    let bootstrap = broker.bootstrap.clone();
+    pg.psql("CREATE TABLE items (id SERIAL PRIMARY KEY, name TEXT, price NUMERIC(8,2), qty INT)");
+    pg.psql("INSERT INTO items (name, price, qty) VALUES ('tea', 3.50, 10), ('cup', 7.25, 2), ('pot', 19.99, NULL)");
+    let config = json!({
+        "connector.class": "io.confluent.connect.jdbc.JdbcSourceConnector",
+        "connection.url": pg.url(),
+        "connection.user": "fjord",
+        "mode": "incrementing",
+        "incrementing.column.name": "id",
+        "table.whitelist": "items",
+        "topic.prefix": "pg-",
+        "poll.interval.ms": "200",
+        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+    });
+    let mut worker = Worker::start(dir.path(), &bootstrap);
+    // A mode without its column is refused, naming the field.
+    let mut bad = config.clone();
+    bad["mode"] = json!("timestamp");
+    let (status, v) = http(
+        &worker.rest,
+        "PUT",
+        "/connectors/src/config",
+        Some(&bad.to_string()),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("configuration timestamp.column.name"),
+        "{v}"
+    );
+    let (status, v) = http(
+        &worker.rest,
+        "PUT",
+        "/connectors/src/config",
+        Some(&config.to_string()),
+    );
+    assert_eq!(status, 201, "{v}");
+    let got = wait_for(Duration::from_secs(60), "3 records", || {
+        let v = values_of(&bootstrap, "pg-items");
+        (v.len() >= 3).then_some(v)
+    });
+    assert_eq!(got.len(), 3, "{got:?}");
+    let types: Vec<(String, String)> = got[0]["schema"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["field"].as_str().unwrap().to_string(),
+                f["type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("id", "int32"),
+            ("name", "string"),
+            ("price", "string"),
+            ("qty", "int32")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    assert_eq!(
+        got[2]["payload"],
+        json!({"id": 3, "name": "pot", "price": "19.99", "qty": null})
+    );
+    // New rows follow; the task stops with SIGTERM (offsets flushed), a row comes while it is down, and the
+    // restarted connector goes on from its stored offset: every row once.
+    pg.psql("INSERT INTO items (name, price, qty) VALUES ('lid', 1.00, 1), ('tray', 4.00, 3)");
+    wait_for(Duration::from_secs(60), "5 records", || {
+        (values_of(&bootstrap, "pg-items").len() >= 5).then_some(())
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &worker.child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while worker.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not stop within 30 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pg.psql("INSERT INTO items (name, price, qty) VALUES ('spoon', 0.50, 12)");
+    worker = Worker::start(dir.path(), &bootstrap);
+    let (status, v) = http(
+        &worker.rest,
+        "PUT",
+        "/connectors/src/config",
+        Some(&config.to_string()),
+    );
+    assert_eq!(status, 201, "{v}");
+    let got = wait_for(Duration::from_secs(60), "6 records", || {
+        let v = values_of(&bootstrap, "pg-items");
+        (v.len() >= 6).then_some(v)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let ids: Vec<i64> = values_of(&bootstrap, "pg-items")
+        .iter()
+        .map(|v| v["payload"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5, 6], "{got:?}");
+    let (_, v) = http(&worker.rest, "GET", "/connectors/src/offsets", None);
+    assert_eq!(v["offsets"][0]["offset"], json!({"incrementing": 6}), "{v}");
+}
