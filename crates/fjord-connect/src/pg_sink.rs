@@ -16,6 +16,7 @@
 //! topic and the others are written).
 
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -568,53 +569,111 @@ fn convert(converter: Converter, bytes: Option<&[u8]>, what: &str) -> Result<Con
             optional: false,
             value: Some(hex(bytes)),
         })),
-        Converter::Json { schemas_enable } => {
+        Converter::Json {
+            schemas_enable: false,
+        } => {
             let v: Value = serde_json::from_slice(bytes)
                 .map_err(|e| format!("JsonConverter: the {what} is not JSON ({e})"))?;
-            if !schemas_enable {
-                return match v {
-                    Value::Null => Ok(Converted::Null),
-                    Value::Object(o) => o
-                        .iter()
-                        .map(|(k, v)| schemaless_col(k, v))
-                        .collect::<Result<_, _>>()
-                        .map(Converted::Fields),
-                    v => schemaless_col("", &v).map(Converted::Primitive),
+            match v {
+                Value::Null => Ok(Converted::Null),
+                Value::Object(o) => o
+                    .iter()
+                    .map(|(k, v)| schemaless_col(k, v))
+                    .collect::<Result<_, _>>()
+                    .map(Converted::Fields),
+                v => schemaless_col("", &v).map(Converted::Primitive),
+            }
+        }
+        Converter::Json {
+            schemas_enable: true,
+        } => {
+            let full = || -> Result<(Rc<Value>, Value), String> {
+                let v: Value = serde_json::from_slice(bytes)
+                    .map_err(|e| format!("JsonConverter: the {what} is not JSON ({e})"))?;
+                let (Some(schema), Some(payload), 2) = (
+                    v.get("schema"),
+                    v.get("payload"),
+                    v.as_object().map_or(0, |o| o.len()),
+                ) else {
+                    return Err(format!("JsonConverter with schemas.enable requires \"schema\" and \"payload\" fields and may not contain additional fields (the {what}); for plain JSON set {what}.converter.schemas.enable=false"));
                 };
-            }
-            let (Some(schema), Some(payload), 2) = (
-                v.get("schema"),
-                v.get("payload"),
-                v.as_object().map_or(0, |o| o.len()),
-            ) else {
-                return Err(format!("JsonConverter with schemas.enable requires \"schema\" and \"payload\" fields and may not contain additional fields (the {what}); for plain JSON set {what}.converter.schemas.enable=false"));
+                Ok((Rc::new(schema.clone()), payload.clone()))
             };
-            if payload.is_null() {
-                return Ok(Converted::Null);
+            // Connect's JsonConverter writes `{"schema":...,"payload":...}`: the schema, the same for every record of
+            // a producer, is parsed once (per thread) and only the payload each time. Anything else is parsed whole.
+            let (schema, payload) = match split_envelope(bytes) {
+                Some((s, p)) => match (cached_schema(s), serde_json::from_slice::<Value>(p)) {
+                    (Some(schema), Ok(payload)) => (schema, payload),
+                    _ => full()?,
+                },
+                None => full()?,
+            };
+            let (schema, payload) = (&*schema, &payload);
+            {
+                if payload.is_null() {
+                    return Ok(Converted::Null);
+                }
+                if schema.get("type").and_then(Value::as_str) != Some("struct") {
+                    return schema_col("", schema, payload).map(Converted::Primitive);
+                }
+                let fields = schema
+                    .get("fields")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| format!("the {what}'s struct schema has no fields"))?;
+                let obj = payload.as_object().ok_or_else(|| {
+                    format!("the {what}'s payload {payload} does not match its struct schema")
+                })?;
+                fields
+                    .iter()
+                    .map(|f| {
+                        let name = f
+                            .get("field")
+                            .and_then(Value::as_str)
+                            .ok_or("a struct field without a name")?;
+                        schema_col(name, f, obj.get(name).unwrap_or(&Value::Null))
+                    })
+                    .collect::<Result<_, _>>()
+                    .map(Converted::Fields)
             }
-            if schema.get("type").and_then(Value::as_str) != Some("struct") {
-                return schema_col("", schema, payload).map(Converted::Primitive);
-            }
-            let fields = schema
-                .get("fields")
-                .and_then(Value::as_array)
-                .ok_or_else(|| format!("the {what}'s struct schema has no fields"))?;
-            let obj = payload.as_object().ok_or_else(|| {
-                format!("the {what}'s payload {payload} does not match its struct schema")
-            })?;
-            fields
-                .iter()
-                .map(|f| {
-                    let name = f
-                        .get("field")
-                        .and_then(Value::as_str)
-                        .ok_or("a struct field without a name")?;
-                    schema_col(name, f, obj.get(name).unwrap_or(&Value::Null))
-                })
-                .collect::<Result<_, _>>()
-                .map(Converted::Fields)
         }
     }
+}
+
+/// `{"schema":S,"payload":P}` split into S and P without parsing them (P may still be invalid JSON).
+fn split_envelope(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = bytes.trim_ascii().strip_prefix(b"{\"schema\":")?;
+    let mut values =
+        serde_json::Deserializer::from_slice(rest).into_iter::<serde::de::IgnoredAny>();
+    values.next()?.ok()?;
+    let (schema, after) = rest.split_at(values.byte_offset());
+    let payload = after
+        .trim_ascii_start()
+        .strip_prefix(b",")?
+        .trim_ascii_start()
+        .strip_prefix(b"\"payload\":")?
+        .trim_ascii_end()
+        .strip_suffix(b"}")?;
+    Some((schema, payload))
+}
+
+thread_local! {
+    /// Parsed schemas by their JSON text (at most 256; then it starts over).
+    static SCHEMAS: std::cell::RefCell<HashMap<Vec<u8>, Rc<Value>>> = std::cell::RefCell::new(HashMap::new());
+}
+
+fn cached_schema(text: &[u8]) -> Option<Rc<Value>> {
+    SCHEMAS.with(|cache| {
+        if let Some(s) = cache.borrow().get(text) {
+            return Some(s.clone());
+        }
+        let parsed = Rc::new(serde_json::from_slice::<Value>(text).ok()?);
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= 256 {
+            cache.clear();
+        }
+        cache.insert(text.to_vec(), parsed.clone());
+        Some(parsed)
+    })
 }
 
 /// Makes a record a row, per the pk mode. Err: (stage, why) for an errant record; Ok(None): nothing to write
@@ -1472,6 +1531,39 @@ mod tests {
                 ColType::Bool
             ]
         );
+    }
+
+    #[test]
+    fn the_envelope_fast_path_splits_exactly_and_falls_back_on_anything_else() {
+        let (s, p) = split_envelope(br#" {"schema":{"type":"struct","fields":[{"field":"a}","type":"string"}]}, "payload":{"a}":"}"}} "#).unwrap();
+        assert_eq!(
+            s,
+            br#"{"type":"struct","fields":[{"field":"a}","type":"string"}]}"#
+        );
+        assert_eq!(p, br#"{"a}":"}"}"#);
+        assert!(split_envelope(br#"{"payload":1,"schema":null}"#).is_none());
+        let json = Converter::Json {
+            schemas_enable: true,
+        };
+        let schema = r#"{"type":"struct","fields":[{"field":"a","type":"int32"}]}"#;
+        // An extra field after the payload: refused as Connect refuses it, not read past.
+        let extra = format!(r#"{{"schema":{schema},"payload":{{"a":1}},"x":2}}"#);
+        let e = convert(json, Some(extra.as_bytes()), "value")
+            .err()
+            .unwrap();
+        assert!(e.contains("additional fields"), "{e}");
+        // The cached schema gives the same row as a first parse.
+        let good = format!(r#"{{"schema":{schema},"payload":{{"a":7}}}}"#);
+        for _ in 0..2 {
+            let Converted::Fields(f) = convert(json, Some(good.as_bytes()), "value").unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(
+                (f[0].ty, f[0].value.as_deref()),
+                (ColType::Int32, Some("7"))
+            );
+        }
     }
 
     #[test]
