@@ -8,7 +8,7 @@
 //! `fjord connect standalone` runs against any Kafka-compatible cluster.
 //!
 //! Not in this crate yet: Connect's own group protocol (distributed workers share a group through a lease: one
-//! runs every connector, the others stand by), reading the status topic back, single message transforms, registry converters, the PostgreSQL, Elasticsearch and HTTP connectors.
+//! runs every connector, the others stand by), reading the status topic back, single message transforms, registry converters, the Elasticsearch and HTTP connectors. The PostgreSQL sink and source (`pg_sink`, `pg_source`) and Connect's error handling with dead-letter topics and automatic task restarts (`error_handling`) are here.
 
 pub mod api;
 pub mod config;
