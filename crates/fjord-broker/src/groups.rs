@@ -10,7 +10,7 @@
 //! those groups answer COORDINATOR_LOAD_IN_PROGRESS, and requests for groups of partitions led elsewhere
 //! NOT_COORDINATOR; clients then look the coordinator up again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -226,6 +226,18 @@ pub fn write_error_code(e: &Error) -> i16 {
         // A transactional write refused by the partition's producer state (its transaction ended meanwhile).
         Error::Producer(p) => p.code(),
         _ => E::CoordinatorNotAvailable.code(),
+    }
+}
+
+/// [`write_error_code`] for an offset commit (OffsetCommit, TxnOffsetCommit): as in Kafka, a commit whose
+/// records the log refuses as too large is answered INVALID_COMMIT_OFFSET_SIZE, which clients do not retry (a
+/// retriable code would have them send the same commit forever).
+pub fn commit_error_code(e: &Error) -> i16 {
+    match e {
+        Error::Log(fjord_log::Error::RecordTooLarge { .. }) => {
+            kafka_protocol::error::ResponseError::InvalidCommitOffsetSize.code()
+        }
+        e => write_error_code(e),
     }
 }
 
@@ -461,13 +473,26 @@ impl Groups {
         );
     }
 
-    /// Appends records to their `__consumer_offsets` partitions and waits until they are durable.
+    /// Appends records to their `__consumer_offsets` partitions and waits until they are durable. Each
+    /// partition's records are written in order, in batches within the topic's `max.message.bytes` (group
+    /// metadata, tombstones: each record stands alone, so a large set is split rather than refused).
     pub async fn persist(&self, state: &BrokerState, records: Vec<Record>) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
         let _guard = self.write_lock.lock().await;
-        self.append_locked(state, records).await
+        self.append_locked(state, records, false).await
+    }
+
+    /// [`Groups::persist`] for one group's offset commit: each partition's records are one batch, written
+    /// whole or not at all, as Kafka writes a commit; one larger than `max.message.bytes` is refused
+    /// (answered INVALID_COMMIT_OFFSET_SIZE, see [`commit_error_code`]).
+    pub async fn persist_commit(&self, state: &BrokerState, records: Vec<Record>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let _guard = self.write_lock.lock().await;
+        self.append_locked(state, records, true).await
     }
 
     /// Writes what changed in the KIP-848 groups served here and waits until it is durable (Kafka's coordinator
@@ -477,24 +502,24 @@ impl Groups {
     ///
     /// Only the groups of partitions led and loaded here are taken (the others' changes stay pending, never
     /// counted as written). Each partition is written on its own, in batches of at most the topic's
-    /// `max.message.bytes`: one partition failing does not hold back the others. Returns the partitions whose
-    /// groups' changes were not written, with the code to answer for them: those of `callers` (the groups the
-    /// caller changed) not led and loaded here (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS: an unload
-    /// dropped their changes), and those whose write failed. Records that could not be written are written
-    /// again by the next call (the clock task makes one every tick).
+    /// `max.message.bytes`; when a partition's write fails, its groups are written again one by one, so that
+    /// neither a failing partition nor a group whose records the log refuses (one too large for the limit)
+    /// holds back the others. Returns the groups whose changes were not written, with the code to answer for
+    /// them: those of `callers` (the groups the caller changed) not led and loaded here (NOT_COORDINATOR,
+    /// COORDINATOR_LOAD_IN_PROGRESS: an unload dropped their changes), and those whose write failed. Records
+    /// that could not be written are written again by the next call (the clock task makes one every tick).
     pub async fn flush_consumer_groups(
         &self,
         state: &BrokerState,
         callers: &[&str],
-    ) -> BTreeMap<i32, i16> {
+    ) -> BTreeMap<String, i16> {
         let _guard = self.write_lock.lock().await;
-        let mut failed: BTreeMap<i32, i16> = BTreeMap::new();
+        let mut failed: BTreeMap<String, i16> = BTreeMap::new();
         let records = {
             let owned = self.owned.lock();
             for g in callers {
-                let p = self.partition_of(g);
-                if let Err(code) = check_in(&owned, p) {
-                    failed.insert(p, code);
+                if let Err(code) = check_in(&owned, self.partition_of(g)) {
+                    failed.insert(g.to_string(), code);
                 }
             }
             let mut c = self.lock();
@@ -508,7 +533,49 @@ impl Groups {
             by_partition.entry(r.partition).or_default().push(r);
         }
         let max = offsets_max_message_bytes(state);
+        let group_of = |r: &Record| {
+            records::decode_key(r.key.clone())
+                .map(|k| k.group().to_string())
+                .unwrap_or_default()
+        };
         for (p, recs) in by_partition {
+            // A group with a record the log would refuse even alone in a batch (larger than a lowered
+            // max.message.bytes) is held back before the write: its records stay pending and its callers are
+            // answered, while the groups beside it are written.
+            let too_large: HashSet<String> = recs
+                .iter()
+                .filter(|r| BATCH_OVERHEAD + record_bytes(&r.key, r.value.as_ref()) > max)
+                .map(group_of)
+                .collect();
+            let (held, recs): (Vec<Record>, Vec<Record>) = if too_large.is_empty() {
+                (Vec::new(), recs)
+            } else {
+                recs.into_iter()
+                    .partition(|r| too_large.contains(&group_of(r)))
+            };
+            if !held.is_empty() {
+                // The clock retries every tick: only a caller's flush is worth a warning.
+                if callers.is_empty() {
+                    tracing::debug!(partition = p, groups = ?too_large, max, "group records too large to write");
+                } else {
+                    tracing::warn!(
+                        partition = p,
+                        groups = ?too_large,
+                        max,
+                        "group records larger than __consumer_offsets' max.message.bytes are not written"
+                    );
+                }
+                self.lock().not_written(&held);
+                for g in too_large {
+                    failed.insert(
+                        g,
+                        kafka_protocol::error::ResponseError::UnknownServerError.code(),
+                    );
+                }
+            }
+            if recs.is_empty() {
+                continue;
+            }
             let written = match ensure_offsets_topic(state).await {
                 Ok(()) => append_split(state, p, &recs, max).await,
                 Err(e) => Err(e),
@@ -516,23 +583,36 @@ impl Groups {
             if let Err(e) = written {
                 tracing::warn!(error = %e, partition = p, "writing consumer group state failed");
                 self.lock().not_written(&recs);
-                failed.insert(p, write_error_code(&e));
+                let code = write_error_code(&e);
+                for r in &recs {
+                    failed.entry(group_of(r)).or_insert(code);
+                }
             }
         }
         failed
     }
 
-    /// [`Groups::persist`] with the write lock held.
-    async fn append_locked(&self, state: &BrokerState, records: Vec<Record>) -> Result<()> {
+    /// [`Groups::persist`] with the write lock held: each partition's records as one batch when `atomic`,
+    /// else in batches within `max.message.bytes`.
+    async fn append_locked(
+        &self,
+        state: &BrokerState,
+        records: Vec<Record>,
+        atomic: bool,
+    ) -> Result<()> {
         ensure_offsets_topic(state).await?;
         let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
         for r in records {
             by_partition.entry(r.partition).or_default().push(r);
         }
         for (p, recs) in by_partition {
-            let pairs: Vec<(Bytes, Option<Bytes>)> =
-                recs.into_iter().map(|r| (r.key, r.value)).collect();
-            append_internal(state, OFFSETS_TOPIC, p, &pairs, None).await?;
+            if atomic {
+                let pairs: Vec<(Bytes, Option<Bytes>)> =
+                    recs.into_iter().map(|r| (r.key, r.value)).collect();
+                append_internal(state, OFFSETS_TOPIC, p, &pairs, None).await?;
+            } else {
+                append_split(state, p, &recs, offsets_max_message_bytes(state)).await?;
+            }
         }
         Ok(())
     }
@@ -556,7 +636,7 @@ pub async fn append_internal(
 
 /// The `max.message.bytes` of `__consumer_offsets` (its topic config, else the broker's `message.max.bytes`):
 /// no batch the coordinator writes there may be larger.
-fn offsets_max_message_bytes(state: &BrokerState) -> usize {
+pub(crate) fn offsets_max_message_bytes(state: &BrokerState) -> usize {
     // The limit the log enforces: the topic's override, else the dynamic broker value, else the static one.
     let s = state.meta.state();
     s.topics
@@ -569,28 +649,31 @@ fn offsets_max_message_bytes(state: &BrokerState) -> usize {
         })
 }
 
-/// Room for a record's varints (offset and timestamp deltas) growing with its place in a batch.
-const RECORD_SLACK: usize = 16;
+/// The fixed part of a v2 record batch (its header), which [`encode_batch`] writes once per batch.
+const BATCH_OVERHEAD: usize = 61;
 
-/// What one record adds to what [`encode_batch`] produces, at most: the size of it encoded alone, framing
-/// included (the encoder may frame records one by one rather than share a batch header), plus some slack.
+/// What one record adds to a batch of [`encode_batch`], at most: its key and value, and its framing (length,
+/// attributes, timestamp and offset deltas, key and value lengths, header count: varints of at most 32 bytes
+/// together). Computed, not encoded, so that splitting costs nothing per record.
 fn record_size(record: &(Bytes, Option<Bytes>)) -> usize {
-    let payload = record.0.len() + record.1.as_ref().map_or(0, Bytes::len);
-    let framed =
-        encode_batch(std::slice::from_ref(record), None).map_or(payload + 128, |b| b.len());
-    framed + RECORD_SLACK
+    record_bytes(&record.0, record.1.as_ref())
+}
+
+/// [`record_size`] of a key and value.
+fn record_bytes(key: &Bytes, value: Option<&Bytes>) -> usize {
+    key.len() + value.map_or(0, Bytes::len) + 32
 }
 
 /// Splits `records` into consecutive groups whose encoded batch stays within `max` bytes (a record too large
 /// on its own gets a batch of its own, which the log then refuses).
 fn split_batches(records: &[(Bytes, Option<Bytes>)], max: usize) -> Vec<&[(Bytes, Option<Bytes>)]> {
     let mut out = Vec::new();
-    let (mut start, mut size) = (0, 0);
+    let (mut start, mut size) = (0, BATCH_OVERHEAD);
     for (i, record) in records.iter().enumerate() {
         let len = record_size(record);
         if i > start && size + len > max {
             out.push(&records[start..i]);
-            (start, size) = (i, 0);
+            (start, size) = (i, BATCH_OVERHEAD);
         }
         size += len;
     }
@@ -608,14 +691,26 @@ async fn append_split(
     records: &[Record],
     max: usize,
 ) -> Result<()> {
-    let pairs: Vec<(Bytes, Option<Bytes>)> = records
-        .iter()
-        .map(|r| (r.key.clone(), r.value.clone()))
-        .collect();
+    let pairs = last_of_each_key(records);
     for batch in split_batches(&pairs, max) {
         append_internal(state, OFFSETS_TOPIC, partition, batch, None).await?;
     }
     Ok(())
+}
+
+/// The last record of each key, in the order of those last records: should a later batch of a split write fail
+/// after an earlier one is durable, no key is left at an older value of the write (which a failover would load
+/// and compaction keep).
+fn last_of_each_key(records: &[Record]) -> Vec<(Bytes, Option<Bytes>)> {
+    let mut seen: HashSet<&Bytes> = HashSet::new();
+    let mut pairs: Vec<(Bytes, Option<Bytes>)> = records
+        .iter()
+        .rev()
+        .filter(|r| seen.insert(&r.key))
+        .map(|r| (r.key.clone(), r.value.clone()))
+        .collect();
+    pairs.reverse();
+    pairs
 }
 
 /// A coordinator's internal partition, online here (NOT_COORDINATOR when it is not).
@@ -688,7 +783,9 @@ pub fn encode_batch(
             producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // The encoder keeps records in one batch only while offset - sequence stays the same; the batch's
+            // base sequence is the first record's, -1 (no sequence), as Kafka's coordinators write.
+            sequence: (i as i32).wrapping_sub(1),
             timestamp: now,
             key: Some(key.clone()),
             value: value.clone(),
@@ -1059,9 +1156,9 @@ pub async fn reset_offsets(
     let records = state.groups.lock().commit_records(group, &valid);
     state
         .groups
-        .persist(state, records)
+        .persist_commit(state, records)
         .await
-        .map_err(|e| write_error_code(&e))?;
+        .map_err(|e| commit_error_code(&e))?;
     if let Ok(mut c) = state.groups.coordinator_for(state, group) {
         c.apply_commit(group, valid, now);
     }
@@ -1096,5 +1193,48 @@ mod tests {
         assert!(batches.iter().any(|b| b.len() == 1 && b[0] == with_big[3]));
         assert_eq!(batches.concat(), with_big);
         assert!(split_batches(&[], max).is_empty());
+    }
+
+    #[test]
+    fn a_split_write_keeps_only_the_last_record_of_each_key() {
+        let r = |k: &'static str, v: Option<&'static str>| Record {
+            partition: 0,
+            key: Bytes::from_static(k.as_bytes()),
+            value: v.map(|v| Bytes::from_static(v.as_bytes())),
+        };
+        let records = [
+            r("a", Some("1")),
+            r("b", Some("1")),
+            r("a", None),
+            r("c", Some("1")),
+            r("b", Some("2")),
+        ];
+        let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+        assert_eq!(
+            last_of_each_key(&records),
+            vec![
+                (b("a"), None),
+                (b("c"), Some(b("1"))),
+                (b("b"), Some(b("2")))
+            ]
+        );
+    }
+
+    #[test]
+    fn internal_records_are_encoded_as_one_batch_without_a_sequence() {
+        let records: Vec<(Bytes, Option<Bytes>)> = (0..5u8)
+            .map(|i| (Bytes::from(vec![i; 3]), Some(Bytes::from(vec![i; 7]))))
+            .collect();
+        for producer in [None, Some((7, 2))] {
+            let b = encode_batch(&records, producer).unwrap();
+            // One batch: its length field covers the whole buffer (the encoder framed each record alone when
+            // their sequences did not follow their offsets).
+            let len = i32::from_be_bytes(b[8..12].try_into().unwrap()) as usize;
+            assert_eq!(12 + len, b.len(), "{producer:?}");
+            let base_sequence = i32::from_be_bytes(b[53..57].try_into().unwrap());
+            assert_eq!(base_sequence, -1, "{producer:?}");
+            let last_offset_delta = i32::from_be_bytes(b[23..27].try_into().unwrap());
+            assert_eq!(last_offset_delta, 4);
+        }
     }
 }

@@ -129,3 +129,137 @@ async fn alter_configs_replaces_only_the_dynamic_set_of_the_resource_it_names() 
     assert!(msg.contains("Broker 42 is not registered"));
     broker.shutdown().await.unwrap();
 }
+
+/// A KIP-848 join (ConsumerGroupHeartbeat v0, epoch 0) of a new member of `group` subscribed to `topics`.
+async fn consumer_join(
+    c: &mut Client,
+    group: &str,
+    topics: &[String],
+) -> ConsumerGroupHeartbeatResponse {
+    c.send(
+        0,
+        &ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_member_epoch(0)
+            .with_rebalance_timeout_ms(30_000)
+            .with_subscribed_topic_names(Some(topics.iter().map(|t| TopicName(s(t))).collect()))
+            .with_topic_partitions(Some(vec![])),
+    )
+    .await
+}
+
+/// A broker whose groups all live on one `__consumer_offsets` partition, with a dynamic `message.max.bytes`
+/// of `limit` bytes (lower than the static one, which stays at its default).
+async fn one_offsets_partition_limited_to(
+    dir: &std::path::Path,
+    limit: &str,
+) -> (fjord_broker::Broker, Client) {
+    let broker = common::start_with(dir, &[("offsets.topic.num.partitions", "1")]).await;
+    let mut c = Client::connect(&broker).await;
+    assert_eq!(
+        alter(&mut c, "", &[("message.max.bytes", limit)]).await,
+        (0, String::new())
+    );
+    (broker, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kip848_subscription_larger_than_the_dynamic_limit_is_refused_before_anything_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, mut c) = one_offsets_partition_limited_to(dir.path(), "2000").await;
+    // 30 names of 100 characters: a member record of about 3,000 bytes, under the static limit (1 MiB) and
+    // over the dynamic one.
+    let topics: Vec<String> = (0..30).map(|i| format!("{i:0>100}")).collect();
+    let r = consumer_join(&mut c, "big", &topics).await;
+    assert_eq!(r.error_code, 42, "INVALID_REQUEST: {r:?}");
+    let message = r.error_message.map(|m| m.to_string()).unwrap_or_default();
+    assert!(
+        message.contains("max.message.bytes") && message.contains("2000"),
+        "{message}"
+    );
+    // Nothing was kept: another group on the same partition is written and answered.
+    common::create_topic(&mut c, "t", 1).await;
+    let ok = consumer_join(&mut c, "small", &["t".to_string()]).await;
+    assert_eq!(ok.error_code, 0, "{ok:?}");
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kip848_group_whose_records_the_log_refuses_does_not_hold_back_the_groups_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, mut c) = one_offsets_partition_limited_to(dir.path(), "700").await;
+    // One member owning 200 partitions: its assignment records (4 bytes a partition) exceed the limit, though
+    // its subscription record is small.
+    common::create_topic(&mut c, "wide", 200).await;
+    common::create_topic(&mut c, "t", 1).await;
+    let wide = consumer_join(&mut c, "wide", &["wide".to_string()]).await;
+    assert_ne!(wide.error_code, 0, "the log refuses its records: {wide:?}");
+    // The refused records stay pending (they are retried), but the other group on the partition is written.
+    for group in ["small-1", "small-2"] {
+        let ok = consumer_join(&mut c, group, &["t".to_string()]).await;
+        assert_eq!(ok.error_code, 0, "{group}: {ok:?}");
+        assert_eq!(ok.member_epoch, 1, "{group}: {ok:?}");
+    }
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offset_commit_too_large_for_the_log_is_answered_invalid_commit_offset_size_not_a_retriable_code(
+) {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, mut c) = one_offsets_partition_limited_to(dir.path(), "700").await;
+    common::create_topic(&mut c, "t", 20).await;
+    // A standalone commit (no generation) of 20 partitions with 100 bytes of metadata each: one batch of more
+    // than 2,000 bytes, which the log refuses whole (a commit is written atomically, never split).
+    let partitions = (0..20)
+        .map(|p| {
+            OffsetCommitRequestPartition::default()
+                .with_partition_index(p)
+                .with_committed_offset(1)
+                .with_committed_metadata(Some(s(&"m".repeat(100))))
+        })
+        .collect();
+    let r = c
+        .send(
+            8,
+            &OffsetCommitRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partitions(partitions)]),
+        )
+        .await;
+    let codes: Vec<i16> = r.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(
+        codes,
+        vec![28; 20],
+        "INVALID_COMMIT_OFFSET_SIZE for every partition"
+    );
+    // Nothing of the refused commit was kept: no partition has a committed offset.
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    let fetched = c
+        .send(
+            5,
+            &OffsetFetchRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partition_indexes((0..20).collect())])),
+        )
+        .await;
+    let offsets: Vec<i64> = fetched.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.committed_offset)
+        .collect();
+    assert_eq!(offsets, vec![-1; 20]);
+    broker.shutdown().await.unwrap();
+}

@@ -471,8 +471,14 @@ async fn topics(State(w): W, Path(name): Path<String>) -> Result<Response> {
     Ok(ok(w.topics(&name).await?))
 }
 
-async fn list_plugins() -> Response {
-    ok(Value::Array(Plugin::ALL.iter().map(|p| p.info()).collect()))
+/// `GET /connector-plugins`; with `connectorsOnly=false` (KIP-769) the transforms and predicates too.
+async fn list_plugins(RawQuery(q): RawQuery) -> Result<Response> {
+    let connectors_only = bool_param(&query_params(&q), "connectorsOnly")?.unwrap_or(true);
+    let mut list: Vec<Value> = Plugin::ALL.iter().map(|p| p.info()).collect();
+    if !connectors_only {
+        list.extend(crate::transforms::plugin_infos(plugins::PLUGIN_VERSION));
+    }
+    Ok(ok(Value::Array(list)))
 }
 
 fn plugin_named(name: &str) -> Result<Plugin> {

@@ -164,6 +164,10 @@ impl Converter {
 }
 
 /// Standard base64 with padding, as Connect's JsonConverter writes `bytes` payloads.
+pub fn base64_encode(b: &[u8]) -> String {
+    base64(b)
+}
+
 fn base64(b: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(b.len().div_ceil(3) * 4);

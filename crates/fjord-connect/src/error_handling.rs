@@ -408,6 +408,29 @@ impl Reporter {
     }
 }
 
+/// A consumed record as a sink task sees it: key and value through the converters, then the transforms (None: a
+/// transform dropped it). An error names the stage that failed, for [`Reporter::report`].
+pub fn convert_and_transform<M: Message>(
+    ctx: &crate::worker::TaskContext,
+    chain: &crate::transforms::Chain,
+    m: &M,
+) -> Result<Option<crate::transforms::Record>, (Stage, String)> {
+    let record = crate::transforms::sink_record(ctx, m).map_err(|e| {
+        let stage = if e.starts_with("key.converter:") {
+            Stage::KeyConverter
+        } else {
+            Stage::ValueConverter
+        };
+        (stage, format!("it cannot be converted: {e}"))
+    })?;
+    chain.apply(record).map_err(|e| {
+        (
+            Stage::Transformation,
+            format!("it cannot be transformed: {e}"),
+        )
+    })
+}
+
 /// Fjord's automatic restarts of a failed task: `task.restart.*`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RestartPolicy {

@@ -29,7 +29,12 @@ pub fn group_of(connector: &str) -> String {
     format!("connect-{connector}")
 }
 
-pub(crate) fn subscription(config: &ConfigMap) -> Vec<String> {
+/// The topics (or the `^`-anchored pattern) a sink connector subscribes to.
+pub fn subscription_of(config: &ConfigMap) -> Vec<String> {
+    subscription(config)
+}
+
+fn subscription(config: &ConfigMap) -> Vec<String> {
     let topics: Vec<String> = config
         .get("topics")
         .map(|t| {
@@ -63,6 +68,9 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
         .map(|f| f.trim().to_string())
         .unwrap_or_default();
     let group = group_of(&ctx.connector);
+    // Checked when the connector was created; a config that no longer parses fails the task, naming the key.
+    let chain = crate::transforms::Chain::from_config(&ctx.config)
+        .map_err(|e| format!("invalid transforms: {}", e.join("; ")))?;
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &ctx.bootstrap_servers)
@@ -136,16 +144,31 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
                     continue;
                 }
             };
-            match ctx.value_converter.to_connect(m.payload()) {
-                Ok(data) => {
+            let converted = if chain.is_empty() {
+                ctx.value_converter
+                    .to_connect(m.payload())
+                    .map(Some)
+                    .map_err(|e| {
+                        let why = format!("it cannot be converted by value.converter: {e}");
+                        (crate::error_handling::Stage::ValueConverter, why)
+                    })
+            } else {
+                crate::error_handling::convert_and_transform(&ctx, &chain, &m)
+                    .map(|r| r.map(|r| r.value.to_data()))
+            };
+            match converted {
+                Ok(None) => {
+                    // Dropped by a transform: consumed all the same.
+                    next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+                }
+                Ok(Some(data)) => {
                     out.extend_from_slice(data.to_line().as_bytes());
                     out.push(b'\n');
                     next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
                 }
                 Err(e) => {
                     // Errant: tolerated (logged, dead-lettered) per errors.*, or the task fails at it.
-                    let why = format!("it cannot be converted by value.converter: {e}");
-                    let stage = crate::error_handling::Stage::ValueConverter;
+                    let (stage, why) = e;
                     match reporter.report(&m.detach(), stage, &why).await {
                         Ok(()) => {
                             next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
@@ -159,7 +182,8 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
             }
         }
         // What converted is written and committed before a conversion failure stops the task.
-        if !out.is_empty() {
+        // (A batch that transforms dropped whole is committed too.)
+        if !next.is_empty() {
             if let Err(e) = file
                 .write_all(&out)
                 .and_then(|_| file.flush())
@@ -167,8 +191,6 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
             {
                 break Err(format!("writing {path} failed: {e}; the records are consumed again when the task restarts"));
             }
-        }
-        if !next.is_empty() {
             if let Err(e) = commit(&consumer, &next).await {
                 tracing::warn!(connector = %ctx.connector, "committing offsets failed ({e}); the records since the last commit will be written again");
             }

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 
-use crate::converter::Data;
+use crate::transforms::{Chain, Record, SchemaAndValue};
 use crate::worker::TaskContext;
 
 /// How long the task waits for the file to grow when it has read everything (Connect's FileStreamSource
@@ -199,6 +199,9 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
         .get("batch.size")
         .and_then(|b| b.trim().parse().ok())
         .unwrap_or(2000);
+    // Checked when the connector was created; a config that no longer parses fails the task, naming the key.
+    let chain = crate::transforms::Chain::from_config(&ctx.config)
+        .map_err(|e| format!("invalid transforms: {}", e.join("; ")))?;
     let partition = json!({"filename": path});
     let mut position = match ctx.offsets.get(&ctx.connector, &partition) {
         None => 0,
@@ -321,7 +324,7 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
             continue;
         }
         let end = lines.last().map(|(_, end)| *end).expect("not empty");
-        if let Err(e) = send_batch(&producer, &ctx, &topic, lines).await {
+        if let Err(e) = send_batch(&producer, &ctx, &chain, &topic, lines).await {
             break Err(e);
         }
         // Every record up to `end` is acknowledged by all in-sync replicas: `end` may become the offset.
@@ -353,18 +356,53 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
 async fn send_batch(
     producer: &FutureProducer,
     ctx: &TaskContext,
+    chain: &Chain,
     topic: &str,
     lines: Vec<(String, u64)>,
 ) -> Result<(), String> {
     let mut pending = Vec::with_capacity(lines.len());
-    for (line, _) in lines {
-        let value = ctx
-            .value_converter
-            .from_connect(&Data::String(line))
+    for (line, end) in lines {
+        // As Connect's WorkerSourceTask: transforms first (a dropped record is not sent, its position still
+        // counts as read), then the converters.
+        let record = Record {
+            topic: topic.to_string(),
+            value: SchemaAndValue::string(line),
+            ..Record::default()
+        };
+        let record = if chain.is_empty() {
+            record
+        } else {
+            match chain.apply(record) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
+                Err(e) => return Err(format!("{e}; the line ending at byte {end} and those after it were not sent (fix the transform config, then restart the task)")),
+            }
+        };
+        let key = record
+            .key
+            .encode(&ctx.key_converter)
+            .map_err(|e| format!("key.converter failed: {e}"))?;
+        let value = record
+            .value
+            .encode(&ctx.value_converter)
             .map_err(|e| format!("value.converter failed: {e}"))?;
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+        let record_headers_empty = record.headers.is_empty();
+        let mut headers = rdkafka::message::OwnedHeaders::new();
+        for (k, v) in &record.headers {
+            headers = headers.insert(rdkafka::message::Header {
+                key: k,
+                value: v.as_deref(),
+            });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic);
         if let Some(v) = value.as_deref() {
             record = record.payload(v);
+        }
+        if let Some(k) = key.as_deref() {
+            record = record.key(k);
+        }
+        if !record_headers_empty {
+            record = record.headers(headers);
         }
         // A full local queue: wait for what is in flight, then try again (bounded by the queue's own size).
         let mut record = record;

@@ -46,12 +46,10 @@ pub type KeyDef = (
     bool,
 );
 
-pub const KEYS: [KeyDef; 13] = [
+pub const KEYS: [KeyDef; 11] = [
     ("connection.url", "STRING", None, "HIGH", "JDBC connection URL: jdbc:postgresql://host:port/database (or postgresql://user:password@host:port/database); user and password may be query parameters.", true),
     ("connection.user", "STRING", None, "HIGH", "JDBC connection user.", false),
     ("connection.password", "PASSWORD", None, "HIGH", "JDBC connection password.", false),
-    ("topics", "LIST", Some(""), "HIGH", "List of topics to consume, separated by commas.", false),
-    ("topics.regex", "STRING", Some(""), "HIGH", "Regular expression giving topics to consume; only one of topics or topics.regex may be given.", false),
     ("table.name.format", "STRING", Some("${topic}"), "MEDIUM", "A format string for the destination table name, which may contain '${topic}' as a placeholder for the originating topic name (schema.table for a schema).", false),
     ("insert.mode", "STRING", Some("insert"), "HIGH", "The insertion mode to use: insert (standard INSERT statements) or upsert (INSERT ... ON CONFLICT (pk) DO UPDATE: the last row of a key wins).", false),
     ("pk.mode", "STRING", Some("none"), "HIGH", "The primary key mode: none, record_key (the key's field(s), or the whole primitive key as one column) or record_value (fields of the value).", false),
@@ -1149,7 +1147,7 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
                 )
             })?;
     let consumer = Arc::new(consumer);
-    let topics = crate::file_sink::subscription(&ctx.config);
+    let topics = crate::file_sink::subscription_of(&ctx.config);
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&refs)

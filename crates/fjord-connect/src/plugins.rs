@@ -8,6 +8,9 @@ use crate::converter::Converter;
 
 pub const FILE_SOURCE: &str = "org.apache.kafka.connect.file.FileStreamSourceConnector";
 pub const FILE_SINK: &str = "org.apache.kafka.connect.file.FileStreamSinkConnector";
+pub const ELASTICSEARCH_SINK: &str =
+    "io.confluent.connect.elasticsearch.ElasticsearchSinkConnector";
+pub const HTTP_SINK: &str = "io.confluent.connect.http.HttpSinkConnector";
 
 /// The version the built-in plugins report (this Fjord's).
 pub const PLUGIN_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -35,12 +38,16 @@ pub enum Plugin {
     FileSink,
     PostgresSink,
     PostgresSource,
+    ElasticsearchSink,
+    HttpSink,
 }
 
 impl Plugin {
-    pub const ALL: [Plugin; 4] = [
+    pub const ALL: [Plugin; 6] = [
+        Plugin::ElasticsearchSink,
         Plugin::FileSink,
         Plugin::FileSource,
+        Plugin::HttpSink,
         Plugin::PostgresSink,
         Plugin::PostgresSource,
     ];
@@ -53,6 +60,8 @@ impl Plugin {
         match simple {
             "FileStreamSource" => Some(Plugin::FileSource),
             "FileStreamSink" => Some(Plugin::FileSink),
+            "ElasticsearchSink" => Some(Plugin::ElasticsearchSink),
+            "HttpSink" => Some(Plugin::HttpSink),
             // Confluent's JDBC sink's class name too, so that its configs (PostgreSQL URLs) move over as they are.
             "PostgresSink" | "JdbcSink" => Some(Plugin::PostgresSink),
             "PostgresSource" | "JdbcSource" => Some(Plugin::PostgresSource),
@@ -64,6 +73,8 @@ impl Plugin {
         match self {
             Plugin::FileSource => FILE_SOURCE,
             Plugin::FileSink => FILE_SINK,
+            Plugin::ElasticsearchSink => ELASTICSEARCH_SINK,
+            Plugin::HttpSink => HTTP_SINK,
             Plugin::PostgresSink => crate::pg_sink::CLASS,
             Plugin::PostgresSource => crate::pg_source::CLASS,
         }
@@ -72,7 +83,10 @@ impl Plugin {
     pub fn kind(self) -> Kind {
         match self {
             Plugin::FileSource | Plugin::PostgresSource => Kind::Source,
-            Plugin::FileSink | Plugin::PostgresSink => Kind::Sink,
+            Plugin::FileSink
+            | Plugin::ElasticsearchSink
+            | Plugin::HttpSink
+            | Plugin::PostgresSink => Kind::Sink,
         }
     }
 
@@ -94,16 +108,45 @@ impl Plugin {
                 Key::new("topics", "LIST", Some(""), "HIGH", "List of topics to consume, separated by commas."),
                 Key::new("topics.regex", "STRING", Some(""), "HIGH", "Regular expression giving topics to consume; only one of topics or topics.regex may be given."),
             ]),
-            Plugin::PostgresSink => keys.extend(crate::pg_sink::KEYS.iter().map(
-                |&(name, ty, default, importance, doc, required)| Key {
-                    name,
-                    ty,
-                    default,
-                    required,
-                    importance,
-                    doc,
-                },
-            )),
+            Plugin::ElasticsearchSink => {
+                keys.extend(sink_topic_keys());
+                keys.extend([
+                    Key::new("connection.url", "LIST", None, "HIGH", "The comma-separated list of http:// URLs of the Elasticsearch/OpenSearch cluster, e.g. http://127.0.0.1:9200 (tried in order).").required(),
+                    Key::new("connection.username", "STRING", None, "MEDIUM", "The username for basic authentication."),
+                    Key::new("connection.password", "PASSWORD", None, "MEDIUM", "The password for basic authentication."),
+                    Key::new("key.ignore", "BOOLEAN", Some("false"), "HIGH", "Whether to ignore the record key: true makes the document id topic+partition+offset; false takes it from the key (a string or number)."),
+                    Key::new("schema.ignore", "BOOLEAN", Some("false"), "LOW", "Whether to ignore schemas (no mapping is created from a record's schema either way; the index's dynamic mapping applies)."),
+                    Key::new("behavior.on.null.values", "STRING", Some("fail"), "LOW", "What to do with a record whose value is null: ignore, delete (the document of its key) or fail."),
+                    Key::new("behavior.on.malformed.documents", "STRING", Some("fail"), "LOW", "What to do with a document the server refuses as malformed: ignore, warn (log and skip) or fail."),
+                    Key::new("write.method", "STRING", Some("insert"), "LOW", "insert writes whole documents; upsert updates them (doc_as_upsert)."),
+                    Key::new("batch.size", "INT", Some("2000"), "MEDIUM", "The number of records in one _bulk request."),
+                    Key::new("max.retries", "INT", Some("5"), "LOW", "How often a bulk request (or its items) answered 429, 5xx or not at all is retried before the task fails."),
+                    Key::new("retry.backoff.ms", "LONG", Some("100"), "LOW", "The wait before the first retry; doubled for each further retry."),
+                    Key::new("flush.timeout.ms", "LONG", Some("180000"), "LOW", "The longest a batch may take to be written, retries included, before the task fails."),
+                    Key::new("read.timeout.ms", "INT", Some("3000"), "LOW", "How long one request may wait for its answer."),
+                    Key::new("connection.timeout.ms", "INT", Some("1000"), "LOW", "Accepted for compatibility (read.timeout.ms bounds the whole request)."),
+                ]);
+            }
+            Plugin::HttpSink => {
+                keys.extend(sink_topic_keys());
+                keys.extend(crate::http_sink::keys().into_iter().map(|(name, ty, default, doc, required)| {
+                    let k = Key::new(name, ty, default, "HIGH", doc);
+                    if required { k.required() } else { k }
+                }));
+            }
+            Plugin::PostgresSink => {
+                keys.extend(sink_topic_keys());
+                keys.extend(crate::pg_sink::KEYS.iter().map(
+                    |&(name, ty, default, importance, doc, required)| Key {
+                        name,
+                        ty,
+                        default,
+                        required,
+                        importance,
+                        doc,
+                    },
+                ));
+            }
             Plugin::PostgresSource => keys.extend(crate::pg_source::KEYS.iter().map(
                 |&(name, ty, default, importance, doc, required)| Key {
                     name,
@@ -129,6 +172,13 @@ impl Plugin {
         );
         keys
     }
+}
+
+fn sink_topic_keys() -> Vec<Key> {
+    vec![
+        Key::new("topics", "LIST", Some(""), "HIGH", "List of topics to consume, separated by commas."),
+        Key::new("topics.regex", "STRING", Some(""), "HIGH", "Regular expression giving topics to consume; only one of topics or topics.regex may be given."),
+    ]
 }
 
 /// One configuration key of a plugin (Connect's `ConfigKeyInfo`).
@@ -246,7 +296,7 @@ fn errors_of(plugin: Plugin, key: &Key, config: &ConfigMap) -> Vec<String> {
     }
     // A required key that is missing gets the generic error below.
     let present = value.is_some() || !key.required;
-    if plugin == Plugin::PostgresSink && !matches!(key.name, "topics" | "topics.regex") {
+    if plugin == Plugin::PostgresSink {
         let own = crate::pg_sink::KEYS.iter().any(|k| k.0 == key.name);
         if own && present {
             return crate::pg_sink::key_errors(key.name, config);
@@ -254,6 +304,13 @@ fn errors_of(plugin: Plugin, key: &Key, config: &ConfigMap) -> Vec<String> {
     }
     if plugin == Plugin::PostgresSource && present {
         return crate::pg_source::key_errors(key.name, config);
+    }
+    if let Some(errors) = value.and_then(|v| match plugin {
+        Plugin::ElasticsearchSink => crate::elasticsearch::config_errors(key.name, v),
+        Plugin::HttpSink => crate::http_sink::config_errors(key.name, v, config),
+        _ => None,
+    }) {
+        return errors;
     }
     let Some(value) = value else {
         return if key.required {
@@ -365,6 +422,7 @@ pub fn validate(plugin: Plugin, config: &ConfigMap) -> Value {
             },
             "value": {
                 "name": key.name,
+                // As Connect: a password's value is never echoed.
                 "value": if key.ty == "PASSWORD" && config.contains_key(key.name) {
                     Some("[hidden]".to_string())
                 } else {
@@ -376,10 +434,41 @@ pub fn validate(plugin: Plugin, config: &ConfigMap) -> Value {
             }
         }));
     }
+    // Transforms and predicates (`transforms.<alias>.*`, `predicates.<alias>.*`), in groups of their own.
+    let mut groups = vec![json!("Common"), json!("Connector"), json!("Error Handling")];
+    for e in crate::transforms::parse(config).1 {
+        let order = configs.len() + 1;
+        error_count += e.errors.len();
+        if !groups.iter().any(|g| g == e.group.as_str()) {
+            groups.push(json!(e.group));
+        }
+        configs.push(json!({
+            "definition": {
+                "name": e.name,
+                "type": e.ty,
+                "required": e.required,
+                "default_value": e.default,
+                "importance": "HIGH",
+                "documentation": e.doc,
+                "group": e.group,
+                "width": "NONE",
+                "display_name": e.name,
+                "dependents": [],
+                "order": order,
+            },
+            "value": {
+                "name": e.name,
+                "value": e.value.or(e.default.map(str::to_string)),
+                "recommended_values": [],
+                "errors": e.errors,
+                "visible": true,
+            }
+        }));
+    }
     json!({
         "name": plugin.class(),
         "error_count": error_count,
-        "groups": ["Common", "Connector", "Error Handling"],
+        "groups": groups,
         "configs": configs,
     })
 }
@@ -404,6 +493,41 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn sink_plugins_check_their_settings_and_hide_passwords() {
+        let v = validate(
+            Plugin::ElasticsearchSink,
+            &cfg(&[
+                ("name", "es"),
+                ("connector.class", "ElasticsearchSink"),
+                ("topics", "t"),
+                ("connection.url", "http://127.0.0.1:9200"),
+                ("connection.password", "s3cret"),
+                ("max.retries", "0"),
+                ("batch.size", "x"),
+            ]),
+        );
+        assert_eq!(v["error_count"], 1, "{v}");
+        assert!(
+            error_lines(&v)[0].contains("configuration batch.size"),
+            "{v}"
+        );
+        assert!(!v.to_string().contains("s3cret"), "{v}");
+        let v = validate(
+            Plugin::HttpSink,
+            &cfg(&[
+                ("name", "h"),
+                ("connector.class", HTTP_SINK),
+                ("topics", "t"),
+            ]),
+        );
+        assert_eq!(
+            error_lines(&v),
+            ["Missing required configuration \"http.api.url\" which has no default value."]
+        );
+        assert_eq!(Plugin::find("HttpSinkConnector"), Some(Plugin::HttpSink));
     }
 
     #[test]

@@ -638,7 +638,10 @@ impl Worker {
                 .unwrap_or_default(),
             // The source's topics are named by its tables; not listed yet.
             Plugin::PostgresSource => Vec::new(),
-            Plugin::FileSink | Plugin::PostgresSink => c
+            Plugin::FileSink
+            | Plugin::ElasticsearchSink
+            | Plugin::HttpSink
+            | Plugin::PostgresSink => c
                 .config
                 .get("topics")
                 .map(|t| {
@@ -745,6 +748,10 @@ impl Worker {
                         crate::file_source::run(ctx.clone(), stopped.clone()).await
                     }
                     Plugin::FileSink => crate::file_sink::run(ctx.clone(), stopped.clone()).await,
+                    Plugin::ElasticsearchSink => {
+                        crate::elasticsearch::run(ctx.clone(), stopped.clone()).await
+                    }
+                    Plugin::HttpSink => crate::http_sink::run(ctx.clone(), stopped.clone()).await,
                     Plugin::PostgresSink => crate::pg_sink::run(ctx.clone(), stopped.clone()).await,
                     Plugin::PostgresSource => {
                         crate::pg_source::run(ctx.clone(), stopped.clone()).await
@@ -907,6 +914,8 @@ fn task_class(p: Plugin) -> &'static str {
     match p {
         Plugin::FileSource => "org.apache.kafka.connect.file.FileStreamSourceTask",
         Plugin::FileSink => "org.apache.kafka.connect.file.FileStreamSinkTask",
+        Plugin::ElasticsearchSink => "io.confluent.connect.elasticsearch.ElasticsearchSinkTask",
+        Plugin::HttpSink => "io.confluent.connect.http.HttpSinkTask",
         Plugin::PostgresSink => crate::pg_sink::TASK_CLASS,
         Plugin::PostgresSource => crate::pg_source::TASK_CLASS,
     }

@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::context::context_of;
 use crate::error::{Error, NotPrimaryMarker, Result, CONTENT_TYPE};
 use crate::forward::{forward, ForwardError, FORWARDED_HEADER};
 use crate::registry::{Registry, SchemaRequest, VersionSpec};
@@ -34,6 +35,14 @@ type Params = Query<HashMap<String, String>>;
 type Body = std::result::Result<Bytes, BytesRejection>;
 
 pub fn router(registry: Arc<Registry>) -> Router {
+    // Context URLs are rewritten before the routes are matched (and before `route_writes` decides what is a
+    // write), so the router below only knows qualified subjects.
+    let routes = routes(registry);
+    let rewrite = axum::middleware::map_request(rewrite_context_url);
+    Router::new().fallback_service(tower_layer::Layer::layer(&rewrite, routes))
+}
+
+fn routes(registry: Arc<Registry>) -> Router {
     Router::new()
         .route("/", get(root))
         .route("/v1/metadata/primary", get(primary))
@@ -60,6 +69,8 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/schemas/ids/{id}/subjects", get(id_subjects))
         .route("/schemas/ids/{id}/versions", get(id_versions))
         .route("/schemas/types", get(schema_types))
+        .route("/contexts", get(list_contexts))
+        .route("/contexts/{context}", axum::routing::delete(delete_context))
         .route(
             "/compatibility/subjects/{subject}/versions",
             post(compat_all),
@@ -95,6 +106,113 @@ pub fn router(registry: Arc<Registry>) -> Router {
             route_writes,
         ))
         .with_state(registry)
+}
+
+/// Confluent's context URLs as the paths they stand for (its `ContextFilter`): under `/contexts/{ctx}/`, the
+/// subject after `subjects/` (and after a leading `config/` or `mode/`) is qualified with the context unless it
+/// already names one (`:.x:s`, `:*:s`); a bare `config` or `mode` becomes the context's (`/config/:.ctx:`);
+/// `schemas/ids/...` looks the id up in the context (`subject` parameter) and `subjects`/`schemas` list it
+/// (`subjectPrefix`). `None` when `path` is not such a URL (`/contexts` and `/contexts/{ctx}` are routes of
+/// their own); `Err` is a context name that is not one.
+pub fn context_url(path: &str, query: &[(String, String)]) -> Option<Result<String, String>> {
+    let rest = path.strip_prefix("/contexts/")?;
+    let (raw_context, rest) = rest.split_once('/')?;
+    if rest.is_empty() {
+        return None;
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let context = match crate::context::context_name(&decode(raw_context)) {
+        Ok(c) => c,
+        Err(e) => return Some(Err(e)),
+    };
+    let prefix = crate::context::context_prefix(&context);
+    let names_context = |s: &str| {
+        let s = decode(s);
+        s.starts_with(":.") || s.starts_with(crate::context::WILDCARD)
+    };
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b':');
+    let encoded_prefix = percent_encoding::utf8_percent_encode(&prefix, SEGMENT).to_string();
+    let mut segments = Vec::new();
+    let mut subject_next = false;
+    let mut config_or_mode = false;
+    for (i, seg) in rest.split('/').enumerate() {
+        if subject_next {
+            subject_next = false;
+            if names_context(seg) {
+                segments.push(seg.to_string());
+            } else {
+                segments.push(format!("{encoded_prefix}{seg}"));
+            }
+            continue;
+        }
+        if seg == "subjects" || (i == 0 && (seg == "config" || seg == "mode")) {
+            subject_next = true;
+            config_or_mode = i == 0 && seg != "subjects";
+        }
+        segments.push(seg.to_string());
+    }
+    if subject_next && config_or_mode && !prefix.is_empty() {
+        segments.push(encoded_prefix);
+    }
+    let new_path = segments.join("/");
+    let mut query = query.to_vec();
+    let qualify = |query: &mut Vec<(String, String)>, name: &str| {
+        let mut found = false;
+        for (k, v) in query.iter_mut() {
+            if k == name {
+                found = true;
+                if !names_context(v) {
+                    *v = format!("{prefix}{v}");
+                }
+            }
+        }
+        if !found {
+            query.push((name.to_string(), prefix.clone()));
+        }
+    };
+    let trimmed = new_path.trim_end_matches('/');
+    if trimmed.starts_with("schemas/ids") {
+        qualify(&mut query, "subject");
+    } else if trimmed == "subjects" || trimmed == "schemas" {
+        qualify(&mut query, "subjectPrefix");
+    }
+    let mut out = format!("/{new_path}");
+    for (i, (k, v)) in query.iter().enumerate() {
+        out.push(if i == 0 { '?' } else { '&' });
+        out.push_str(&percent_encoding::utf8_percent_encode(k, SEGMENT).to_string());
+        out.push('=');
+        out.push_str(&percent_encoding::utf8_percent_encode(v, SEGMENT).to_string());
+    }
+    Some(Ok(out))
+}
+
+async fn rewrite_context_url(mut req: Request) -> std::result::Result<Request, Response> {
+    if !req.uri().path().starts_with("/contexts/") {
+        return Ok(req);
+    }
+    let query: Vec<(String, String)> = Query::try_from_uri(req.uri())
+        .map(|Query(q)| q)
+        .unwrap_or_default();
+    match context_url(req.uri().path(), &query) {
+        None => Ok(req),
+        Some(Err(e)) => Err(Error::BadRequest(e).into_response()),
+        Some(Ok(path_and_query)) => match path_and_query.parse() {
+            Ok(uri) => {
+                *req.uri_mut() = uri;
+                Ok(req)
+            }
+            Err(e) => Err(Error::BadRequest(format!("{path_and_query}: {e}")).into_response()),
+        },
+    }
 }
 
 /// Whether a request changes the registry (and so must be served by the primary): registrations, deletes, and
@@ -223,6 +341,11 @@ fn flag(q: &HashMap<String, String>, name: &str) -> bool {
     q.get(name).is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
+/// The `subject` query parameter of `/schemas/ids/{id}` (which context the id is looked up in).
+fn subject_param(q: &HashMap<String, String>) -> Option<&str> {
+    q.get("subject").map(String::as_str)
+}
+
 /// The `format` query parameter (`serialized` for Protobuf descriptors).
 fn fmt(q: &HashMap<String, String>) -> Option<&str> {
     q.get("format").map(String::as_str)
@@ -349,7 +472,13 @@ async fn get_version(
     match VersionSpec::parse(&version)
         .and_then(|v| r.get_version(&subject, v, flag(&q, "deleted")))
         .and_then(|mut v| {
-            v.schema = r.formatted(v.schema_type.as_deref(), &v.schema, &v.references, fmt(&q))?;
+            v.schema = r.formatted(
+                &context_of(&v.subject),
+                v.schema_type.as_deref(),
+                &v.schema,
+                &v.references,
+                fmt(&q),
+            )?;
             Ok(v)
         }) {
         Ok(v) => ok(&v),
@@ -374,8 +503,15 @@ async fn get_version_schema(
 ) -> Response {
     match VersionSpec::parse(&version)
         .and_then(|v| r.get_version(&subject, v, flag(&q, "deleted")))
-        .and_then(|v| r.formatted(v.schema_type.as_deref(), &v.schema, &v.references, fmt(&q)))
-    {
+        .and_then(|v| {
+            r.formatted(
+                &context_of(&v.subject),
+                v.schema_type.as_deref(),
+                &v.schema,
+                &v.references,
+                fmt(&q),
+            )
+        }) {
         Ok(text) => raw(text),
         Err(e) => e.into_response(),
     }
@@ -418,9 +554,15 @@ async fn delete_version(
 
 async fn schema_by_id(State(r): Reg, Path(id): Path<String>, Query(q): Params) -> Response {
     let found = parse_id(&id)
-        .and_then(|id| r.schema_by_id(id))
-        .and_then(|mut s| {
-            s.schema = r.formatted(s.schema_type.as_deref(), &s.schema, &s.references, fmt(&q))?;
+        .and_then(|id| r.schema_by_id(id, subject_param(&q)))
+        .and_then(|(ctx, mut s)| {
+            s.schema = r.formatted(
+                &ctx,
+                s.schema_type.as_deref(),
+                &s.schema,
+                &s.references,
+                fmt(&q),
+            )?;
             Ok(s)
         });
     match found {
@@ -432,6 +574,12 @@ async fn schema_by_id(State(r): Reg, Path(id): Path<String>, Query(q): Params) -
             if !s.references.is_empty() {
                 v.insert("references".into(), json!(s.references));
             }
+            if let Some(m) = &s.metadata {
+                v.insert("metadata".into(), m.clone());
+            }
+            if let Some(r) = &s.rule_set {
+                v.insert("ruleSet".into(), r.clone());
+            }
             v.insert("schema".into(), json!(s.schema));
             ok(&v)
         }
@@ -441,8 +589,16 @@ async fn schema_by_id(State(r): Reg, Path(id): Path<String>, Query(q): Params) -
 
 async fn raw_schema_by_id(State(r): Reg, Path(id): Path<String>, Query(q): Params) -> Response {
     let found = parse_id(&id)
-        .and_then(|id| r.schema_by_id(id))
-        .and_then(|s| r.formatted(s.schema_type.as_deref(), &s.schema, &s.references, fmt(&q)));
+        .and_then(|id| r.schema_by_id(id, subject_param(&q)))
+        .and_then(|(ctx, s)| {
+            r.formatted(
+                &ctx,
+                s.schema_type.as_deref(),
+                &s.schema,
+                &s.references,
+                fmt(&q),
+            )
+        });
     match found {
         Ok(text) => raw(text),
         Err(e) => e.into_response(),
@@ -450,7 +606,7 @@ async fn raw_schema_by_id(State(r): Reg, Path(id): Path<String>, Query(q): Param
 }
 
 async fn id_subjects(State(r): Reg, Path(id): Path<String>, Query(q): Params) -> Response {
-    match parse_id(&id).and_then(|id| r.id_versions(id, flag(&q, "deleted"))) {
+    match parse_id(&id).and_then(|id| r.id_versions(id, subject_param(&q), flag(&q, "deleted"))) {
         Ok(vs) => {
             let mut subjects: Vec<String> = vs.into_iter().map(|(s, _)| s).collect();
             subjects.dedup();
@@ -461,11 +617,32 @@ async fn id_subjects(State(r): Reg, Path(id): Path<String>, Query(q): Params) ->
 }
 
 async fn id_versions(State(r): Reg, Path(id): Path<String>, Query(q): Params) -> Response {
-    match parse_id(&id).and_then(|id| r.id_versions(id, flag(&q, "deleted"))) {
+    match parse_id(&id).and_then(|id| r.id_versions(id, subject_param(&q), flag(&q, "deleted"))) {
         Ok(vs) => ok(&vs
             .into_iter()
             .map(|(subject, version)| json!({"subject": subject, "version": version}))
             .collect::<Vec<_>>()),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn list_contexts(State(r): Reg, Query(q): Params) -> Response {
+    let number = |name: &str, default: i64| -> Result<i64> {
+        q.get(name).map_or(Ok(default), |v| {
+            v.parse()
+                .map_err(|_| Error::BadRequest(format!("{name} must be an integer, not {v}")))
+        })
+    };
+    let (offset, limit) = match (number("offset", 0), number("limit", -1)) {
+        (Ok(o), Ok(l)) => (usize::try_from(o).unwrap_or(0), l),
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
+    };
+    ok(&r.contexts(q.get("contextPrefix").map(String::as_str), offset, limit))
+}
+
+async fn delete_context(State(r): Reg, Path(context): Path<String>) -> Response {
+    match r.delete_context(&context).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -674,6 +851,56 @@ mod tests {
         ] {
             assert!(!is_write(&m, p), "{m} {p}");
         }
+    }
+
+    #[test]
+    fn context_urls_stand_for_qualified_subjects_as_in_confluents_filter() {
+        let q = |path: &str, query: &[(&str, &str)]| {
+            let query: Vec<(String, String)> = query
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            context_url(path, &query).map(|r| r.unwrap())
+        };
+        assert_eq!(
+            q("/contexts/.team/subjects/orders/versions", &[]).as_deref(),
+            Some("/subjects/:.team:orders/versions")
+        );
+        assert_eq!(
+            q("/contexts/team/subjects/:.other:orders/versions/1", &[]).as_deref(),
+            Some("/subjects/:.other:orders/versions/1")
+        );
+        assert_eq!(
+            q("/contexts/.team/subjects", &[("deleted", "true")]).as_deref(),
+            Some("/subjects?deleted=true&subjectPrefix=:.team:")
+        );
+        assert_eq!(
+            q("/contexts/./subjects", &[]).as_deref(),
+            Some("/subjects?subjectPrefix=")
+        );
+        assert_eq!(
+            q("/contexts/.team/schemas/ids/1", &[]).as_deref(),
+            Some("/schemas/ids/1?subject=:.team:")
+        );
+        assert_eq!(
+            q("/contexts/.team/config", &[]).as_deref(),
+            Some("/config/:.team:")
+        );
+        assert_eq!(
+            q("/contexts/.team/mode/orders", &[]).as_deref(),
+            Some("/mode/:.team:orders")
+        );
+        assert_eq!(
+            q(
+                "/contexts/.team/compatibility/subjects/o/versions/latest",
+                &[]
+            )
+            .as_deref(),
+            Some("/compatibility/subjects/:.team:o/versions/latest")
+        );
+        assert_eq!(q("/contexts/.team", &[]), None);
+        assert_eq!(q("/contexts", &[]), None);
+        assert!(context_url("/contexts/a:b/subjects", &[]).unwrap().is_err());
     }
 
     #[test]

@@ -61,16 +61,19 @@ fn parse_with_references(
     text: &str,
     referenced: &[String],
 ) -> Result<(Schema, Vec<Schema>), String> {
+    on_reference_stack(|| Schema::parse_str_with_list(text, referenced).map_err(|e| e.to_string()))
+}
+
+/// Runs `f` (a walk along a chain of references) on a thread with [`REFERENCE_PARSE_STACK`].
+fn on_reference_stack<T: Send>(f: impl FnOnce() -> Result<T, String> + Send) -> Result<T, String> {
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("avro-references".into())
             .stack_size(REFERENCE_PARSE_STACK)
-            .spawn_scoped(scope, || {
-                Schema::parse_str_with_list(text, referenced).map_err(|e| e.to_string())
-            })
-            .map_err(|e| format!("cannot start a thread to parse the references: {e}"))?
+            .spawn_scoped(scope, f)
+            .map_err(|e| format!("cannot start a thread to walk the references: {e}"))?
             .join()
-            .map_err(|_| "the references cannot be parsed".to_string())?
+            .map_err(|_| "the references cannot be walked".to_string())?
     })
 }
 
@@ -82,6 +85,25 @@ impl ParsedAvro {
             collect_names(s, &mut names);
         }
         names
+    }
+
+    /// The schema with each named type it takes from its references written out where it is first used, and
+    /// named afterwards (Confluent's `format=resolved`: what Avro's Java `Schema.toString()` gives for the
+    /// parsed schema), as compact JSON: a schema that parses without its references.
+    pub fn resolved(&self) -> Result<String, String> {
+        // Every named type the references define, nested ones too (apache-avro only looks among these).
+        let mut names = HashMap::new();
+        for s in &self.referenced {
+            collect_names(s, &mut names);
+        }
+        let definitions: Vec<Schema> = names.into_values().cloned().collect();
+        let mut schema = self.schema.clone();
+        on_reference_stack(move || {
+            schema
+                .denormalize(&definitions)
+                .map_err(|e| format!("the references do not resolve: {e}"))?;
+            serde_json::to_string(&schema).map_err(|e| e.to_string())
+        })
     }
 
     /// Avro's Parsing Canonical Form (for fingerprints and display; not for identity, see `canonical`).

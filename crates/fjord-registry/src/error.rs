@@ -47,6 +47,13 @@ pub enum Error {
     OperationNotPermitted(String),
     #[error("One or more references exist to the schema {{subject={0},version={1}}}.")]
     ReferenceExists(String, i32),
+    #[error("Context '{0}' not found.")]
+    ContextNotFound(String),
+    #[error("Context '{0}' is not empty: delete its subjects permanently first")]
+    ContextNotEmpty(String),
+    /// A malformed request other than its body (e.g. a context name with a colon).
+    #[error("{0}")]
+    BadRequest(String),
     /// The body is not JSON at all.
     #[error("Unexpected character or malformed JSON: {0}")]
     MalformedJson(String),
@@ -87,6 +94,10 @@ impl Error {
             SubjectConfigNotFound(_) => (StatusCode::NOT_FOUND, 40408),
             SubjectModeNotFound(_) => (StatusCode::NOT_FOUND, 40409),
             NotFound => (StatusCode::NOT_FOUND, 404),
+            // Confluent answers an unknown context with the subject-not-found code.
+            ContextNotFound(_) => (StatusCode::NOT_FOUND, 40401),
+            ContextNotEmpty(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42211),
+            BadRequest(_) => (StatusCode::BAD_REQUEST, 400),
             Incompatible(_) => (StatusCode::CONFLICT, 409),
             InvalidSchema(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42201),
             InvalidVersion(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42202),

@@ -61,29 +61,31 @@ pub enum ParsedSchema {
 }
 
 impl ParsedSchema {
-    /// Parses `text` as `format` with `references` resolved from `st`. The error is a message for 42201.
+    /// Parses `text` as `format` with `references` resolved from `st` in `context` (the context of the
+    /// subject the schema belongs to). The error is a message for 42201.
     pub fn parse(
         format: Format,
         text: &str,
         st: &State,
+        context: &str,
         references: &[Reference],
     ) -> Result<ParsedSchema, String> {
         match format {
             Format::Avro => {
                 let refs = st
-                    .referenced_texts(references)
+                    .referenced_texts(context, references)
                     .map_err(|e| format!("{text}: {e}"))?;
                 avro::parse(text, &refs).map(ParsedSchema::Avro)
             }
             Format::Json => {
                 let refs = st
-                    .referenced_named(references)
+                    .referenced_named(context, references)
                     .map_err(|e| format!("{text}: {e}"))?;
                 json::parse(text, &refs).map(ParsedSchema::Json)
             }
             Format::Protobuf => {
                 let refs = st
-                    .referenced_named(references)
+                    .referenced_named(context, references)
                     .map_err(|e| format!("{text}: {e}"))?;
                 protobuf::parse(text, &refs).map(ParsedSchema::Protobuf)
             }
@@ -132,9 +134,55 @@ impl ParsedSchema {
         forward: bool,
         budget: &Budget,
     ) -> Result<Vec<String>, String> {
+        Prepared::new(new).incompatibilities(old, backward, forward, budget)
+    }
+}
+
+/// A new schema prepared once for a request that compares it with several versions: what a comparison builds
+/// from it (the JSON walk's nodes) is built at the first and reused by the others.
+pub struct Prepared<'a> {
+    new: &'a ParsedSchema,
+    json: Option<json::Prepared<'a>>,
+}
+
+impl<'a> Prepared<'a> {
+    pub fn new(new: &'a ParsedSchema) -> Prepared<'a> {
+        let json = match new {
+            ParsedSchema::Json(j) => Some(json::Prepared::new(j)),
+            _ => None,
+        };
+        Prepared { new, json }
+    }
+
+    /// [`ParsedSchema::incompatibilities`] of the prepared schema against `old`.
+    pub fn incompatibilities(
+        &self,
+        old: &ParsedSchema,
+        backward: bool,
+        forward: bool,
+        budget: &Budget,
+    ) -> Result<Vec<String>, String> {
         let mut found = Vec::new();
         let too_complex = |e: TooComplex| e.to_string();
-        match (new, old) {
+        if let (Some(prepared), ParsedSchema::Json(old)) = (&self.json, old) {
+            let render = |d: &Difference, update, original| {
+                d.render(&json::description(d, update, original))
+            };
+            if backward {
+                let diffs = prepared
+                    .incompatibilities_with(old, true, budget)
+                    .map_err(too_complex)?;
+                found.extend(diffs.iter().map(|d| render(d, "new", "old")));
+            }
+            if forward {
+                let diffs = prepared
+                    .incompatibilities_with(old, false, budget)
+                    .map_err(too_complex)?;
+                found.extend(diffs.iter().map(|d| render(d, "old", "new")));
+            }
+            return Ok(found);
+        }
+        match (self.new, old) {
             (ParsedSchema::Avro(new), ParsedSchema::Avro(old)) => {
                 if backward {
                     let checked = avro::check_within(new, old, budget).map_err(too_complex)?;
@@ -145,19 +193,7 @@ impl ParsedSchema {
                     found.extend(checked.iter().map(|i| i.render(false)));
                 }
             }
-            (ParsedSchema::Json(new), ParsedSchema::Json(old)) => {
-                let render = |d: &Difference, update, original| {
-                    d.render(&json::description(d, update, original))
-                };
-                if backward {
-                    let diffs = json::incompatibilities_within(old, new, budget).map_err(too_complex)?;
-                    found.extend(diffs.iter().map(|d| render(d, "new", "old")));
-                }
-                if forward {
-                    let diffs = json::incompatibilities_within(new, old, budget).map_err(too_complex)?;
-                    found.extend(diffs.iter().map(|d| render(d, "old", "new")));
-                }
-            }
+            // A JSON schema against a JSON schema is compared above, with the prepared nodes.
             (ParsedSchema::Protobuf(new), ParsedSchema::Protobuf(old)) => {
                 let render = |d: &Difference, update, original| {
                     d.render(&protobuf::description(d, update, original))

@@ -895,6 +895,58 @@ pub fn differences_within(
     ctx.finish()
 }
 
+/// A JSON schema's walk nodes, built once for a request that compares it with several schemas (every version a
+/// transitive level names, both directions for FULL), with the hasher every schema of the request is
+/// fingerprinted with; the nodes are charged to the request's budget once.
+pub struct Prepared<'a> {
+    schema: &'a ParsedJson,
+    hasher: RandomState,
+    root: std::cell::OnceCell<Node>,
+}
+
+impl<'a> Prepared<'a> {
+    pub fn new(schema: &'a ParsedJson) -> Prepared<'a> {
+        Prepared {
+            schema,
+            hasher: RandomState::new(),
+            root: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn root(&self, budget: &Budget) -> Result<&Node, TooComplex> {
+        if let Some(node) = self.root.get() {
+            return Ok(node);
+        }
+        let (node, built) = self.schema.root(&self.hasher)?;
+        budget.charge(built / NODES_PER_STEP)?;
+        Ok(self.root.get_or_init(|| node))
+    }
+
+    /// The incompatible differences from `other` to this schema (`self_is_update`, a BACKWARD check of this
+    /// new schema against `other`) or from this schema to `other`; `other` is built for this comparison.
+    pub fn incompatibilities_with(
+        &self,
+        other: &ParsedJson,
+        self_is_update: bool,
+        budget: &Budget,
+    ) -> Result<Vec<Difference>, TooComplex> {
+        let mine = self.root(budget)?;
+        let (theirs, built) = other.root(&self.hasher)?;
+        budget.charge(built / NODES_PER_STEP)?;
+        let mut ctx = JCtx::within(is_compatible_kind, budget.clone());
+        if self_is_update {
+            compare(&mut ctx, Some(&theirs), Some(mine));
+        } else {
+            compare(&mut ctx, Some(mine), Some(&theirs));
+        }
+        Ok(ctx
+            .finish()?
+            .into_iter()
+            .filter(|d| !is_compatible_kind(d.kind))
+            .collect())
+    }
+}
+
 /// The incompatible differences from `original` to `update`.
 pub fn incompatibilities(
     original: &ParsedJson,

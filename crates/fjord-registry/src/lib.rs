@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod avro;
+pub mod context;
 pub mod diff;
 pub mod election;
 pub mod error;

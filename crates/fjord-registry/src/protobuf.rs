@@ -93,13 +93,29 @@ fn describe(e: &protox::Error) -> String {
     s
 }
 
-/// Compiles `text`; `referenced` are (import name, schema text) of every schema reachable through its
-/// references. The error is a message for `42201 Invalid schema`.
-pub fn parse(text: &str, referenced: &[(String, String)]) -> Result<ParsedProto, String> {
+/// A Protobuf schema compiled with its imports.
+pub struct Compiled {
+    /// The schema's file and everything it imports.
+    pub pool: DescriptorPool,
+    /// The name of the schema's file in `pool`: `default.proto` (Confluent's) for text, a serialized
+    /// descriptor's own name, prefixed with `_` while a reference has that name.
+    pub file_name: String,
+    /// The schema was sent as a serialized descriptor (base64), not as text.
+    pub from_descriptor: bool,
+    /// The referenced files, by import name.
+    referenced_files: HashMap<String, File>,
+}
+
+/// Compiles `text` (`.proto` text, or a base64 `FileDescriptorProto` as Confluent's serializers register) with
+/// its imports served from `referenced` ((import name, text) of every schema its imports reach) and from
+/// google/protobuf's well-known types, never from the network or the file system. The registry and the
+/// console tools (`fjord produce/consume --value-format protobuf`) both compile with this. The error says what
+/// does not compile.
+pub fn compile_schema(text: &str, referenced: &[(String, String)]) -> Result<Compiled, String> {
     let mut files = HashMap::new();
     for (name, t) in referenced {
-        let (file, _) = open(name, t)
-            .map_err(|e| format!("{text}: referenced schema {name} does not compile: {e}"))?;
+        let (file, _) =
+            open(name, t).map_err(|e| format!("referenced schema {name} does not compile: {e}"))?;
         files.insert(name.clone(), file);
     }
     let mut file_name = MAIN_FILE.to_string();
@@ -112,10 +128,27 @@ pub fn parse(text: &str, referenced: &[(String, String)]) -> Result<ParsedProto,
     while files.contains_key(&file_name) {
         file_name = format!("_{file_name}");
     }
-    let (main, from_descriptor) = open(&file_name, text).map_err(|e| format!("{text}: {e}"))?;
+    let (main, from_descriptor) = open(&file_name, text)?;
     let referenced_files = files.clone();
     files.insert(file_name.clone(), main);
-    let pool = compile(files, &file_name).map_err(|e| format!("{text}: {}", describe(&e)))?;
+    let pool = compile(files, &file_name).map_err(|e| describe(&e))?;
+    Ok(Compiled {
+        pool,
+        file_name,
+        from_descriptor,
+        referenced_files,
+    })
+}
+
+/// Compiles `text`; `referenced` are (import name, schema text) of every schema reachable through its
+/// references. The error is a message for `42201 Invalid schema`.
+pub fn parse(text: &str, referenced: &[(String, String)]) -> Result<ParsedProto, String> {
+    let Compiled {
+        pool,
+        file_name,
+        from_descriptor,
+        referenced_files,
+    } = compile_schema(text, referenced).map_err(|e| format!("{text}: {e}"))?;
     let file = pool
         .get_file_by_name(&file_name)
         .ok_or_else(|| format!("{text}: the schema compiled to no file"))?;

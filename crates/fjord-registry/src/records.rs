@@ -42,6 +42,16 @@ pub enum Key {
         #[serde(default)]
         magic: i32,
     },
+    /// A context other than the default one exists (Confluent writes it before the first schema of the
+    /// context; `DELETE /contexts/{ctx}` tombstones it).
+    #[serde(rename = "CONTEXT")]
+    Context {
+        #[serde(default)]
+        tenant: Option<String>,
+        context: String,
+        #[serde(default)]
+        magic: i32,
+    },
     #[serde(rename = "NOOP")]
     Noop {
         #[serde(default)]
@@ -69,12 +79,30 @@ impl Key {
             magic: 0,
         }
     }
+    pub fn context(context: &str) -> Key {
+        Key::Context {
+            tenant: Some(DEFAULT_TENANT.to_string()),
+            context: context.to_string(),
+            magic: 0,
+        }
+    }
     pub fn delete_subject(subject: &str) -> Key {
         Key::DeleteSubject {
             subject: subject.to_string(),
             magic: 0,
         }
     }
+}
+
+/// The tenant Confluent writes in CONTEXT records of a registry without multi-tenancy.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// The value of a CONTEXT key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextValue {
+    #[serde(default)]
+    pub tenant: Option<String>,
+    pub context: String,
 }
 
 /// A reference from one schema to a version of another subject, under the name the referring schema uses.
@@ -100,6 +128,14 @@ pub struct SchemaValue {
     pub schema_type: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub references: Vec<Reference>,
+    /// Confluent's data contract metadata (`{"properties":...,"tags":...,"sensitive":...}`): kept and
+    /// answered as it is, not interpreted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+    /// Confluent's data contract rules (`{"domainRules":[...],"migrationRules":[...]}`): kept and answered,
+    /// never run.
+    #[serde(rename = "ruleSet", default, skip_serializing_if = "Option::is_none")]
+    pub rule_set: Option<serde_json::Value>,
     pub schema: String,
     #[serde(default)]
     pub deleted: bool,
@@ -130,6 +166,8 @@ pub enum Record {
     Mode(Option<String>, Option<ModeValue>),
     DeleteSubject(String, Option<DeleteSubjectValue>),
     ClearSubject(String),
+    /// A context (`.ctx`) created (true) or deleted (false, a tombstone).
+    Context(String, bool),
     Noop,
 }
 
@@ -149,6 +187,7 @@ impl Record {
             Key::Mode { subject, .. } => Record::Mode(subject, val(value)?),
             Key::DeleteSubject { subject, .. } => Record::DeleteSubject(subject, val(value)?),
             Key::ClearSubject { subject, .. } => Record::ClearSubject(subject),
+            Key::Context { context, .. } => Record::Context(context, value.is_some()),
             Key::Noop { .. } => Record::Noop,
         })
     }
@@ -173,6 +212,18 @@ mod tests {
             r#"{"keytype":"MODE","subject":"m","magic":0}"#
         );
         assert_eq!(
+            serde_json::to_string(&Key::context(".team")).unwrap(),
+            r#"{"keytype":"CONTEXT","tenant":"default","context":".team","magic":0}"#
+        );
+        assert_eq!(
+            Record::decode(
+                br#"{"keytype":"CONTEXT","tenant":"default","context":".team","magic":0}"#,
+                Some(br#"{"tenant":"default","context":".team"}"#)
+            )
+            .unwrap(),
+            Record::Context(".team".into(), true)
+        );
+        assert_eq!(
             serde_json::to_string(&Key::delete_subject("d")).unwrap(),
             r#"{"keytype":"DELETE_SUBJECT","subject":"d","magic":0}"#
         );
@@ -186,6 +237,8 @@ mod tests {
             id: 7,
             schema_type: None,
             references: vec![],
+            metadata: None,
+            rule_set: None,
             schema: "\"string\"".into(),
             deleted: false,
         };
@@ -193,6 +246,27 @@ mod tests {
             serde_json::to_string(&v).unwrap(),
             r#"{"subject":"s","version":1,"id":7,"schema":"\"string\"","deleted":false}"#
         );
+    }
+
+    #[test]
+    fn data_contract_fields_are_written_where_confluent_writes_them() {
+        let v = SchemaValue {
+            subject: "s".into(),
+            version: 1,
+            id: 7,
+            schema_type: None,
+            references: vec![],
+            metadata: Some(serde_json::json!({"properties": {"owner": "a"}})),
+            rule_set: Some(serde_json::json!({"domainRules": []})),
+            schema: "\"string\"".into(),
+            deleted: false,
+        };
+        let text = serde_json::to_string(&v).unwrap();
+        assert_eq!(
+            text,
+            r#"{"subject":"s","version":1,"id":7,"metadata":{"properties":{"owner":"a"}},"ruleSet":{"domainRules":[]},"schema":"\"string\"","deleted":false}"#
+        );
+        assert_eq!(serde_json::from_str::<SchemaValue>(&text).unwrap(), v);
     }
 
     #[test]

@@ -6,19 +6,25 @@
 //! write begins with [`Registry::begin_write`], which takes the lock and the primary's producer together
 //! before the state is read; all of an operation's records go through that producer, in one transaction.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::context::{
+    context_of, context_prefix, normalize, qualify_reference, Qualified, DEFAULT_CONTEXT,
+    GLOBAL_CONTEXT, WILDCARD,
+};
 use crate::diff::Budget;
 use crate::error::{Error, Result};
 use crate::formats::{Format, ParsedSchema};
 use crate::lookup_cache::LookupCache;
 use crate::records::{
-    ConfigValue, DeleteSubjectValue, Key, ModeValue, Record, Reference, SchemaValue,
+    ConfigValue, ContextValue, DeleteSubjectValue, Key, ModeValue, Record, Reference, SchemaValue,
+    DEFAULT_TENANT,
 };
-use crate::state::{identity, SchemaEntry, State};
+use crate::state::{identity, with_contract, SchemaEntry, State};
 use crate::store::{Store, Writer};
 
 pub const DEFAULT_COMPATIBILITY: &str = "BACKWARD";
@@ -65,6 +71,30 @@ pub struct SchemaRequest {
     /// IMPORT mode only: the id and version the schema had in the registry it comes from.
     pub id: Option<i32>,
     pub version: Option<i32>,
+    /// Confluent's data contract fields: stored and answered, not enforced. A registration or lookup without
+    /// them takes those of the subject's latest version, as Confluent does.
+    pub metadata: Option<serde_json::Map<String, Value>>,
+    #[serde(rename = "ruleSet")]
+    pub rule_set: Option<serde_json::Map<String, Value>>,
+}
+
+impl SchemaRequest {
+    /// The request's metadata and rule set, else those of the latest live version of `subject`.
+    fn contract(&self, st: &State, subject: &str) -> (Option<Value>, Option<Value>) {
+        let latest = st.subjects.get(subject).and_then(|vs| {
+            let (_, e) = vs.iter().rev().find(|(_, e)| !e.deleted)?;
+            st.schema(&context_of(subject), e.id)
+        });
+        let metadata = match &self.metadata {
+            Some(m) => Some(Value::Object(m.clone())),
+            None => latest.and_then(|l| l.metadata.clone()),
+        };
+        let rule_set = match &self.rule_set {
+            Some(r) => Some(Value::Object(r.clone())),
+            None => latest.and_then(|l| l.rule_set.clone()),
+        };
+        (metadata, rule_set)
+    }
 }
 
 /// One subject-version as the REST API shows it (Confluent's `Schema` entity).
@@ -77,6 +107,10 @@ pub struct SubjectVersion {
     pub schema_type: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub references: Vec<Reference>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    #[serde(rename = "ruleSet", skip_serializing_if = "Option::is_none")]
+    pub rule_set: Option<Value>,
     pub schema: String,
 }
 
@@ -161,19 +195,35 @@ impl Registry {
 
     // ---- reads -------------------------------------------------------------------------------------------
 
+    /// `GET /subjects`: the subjects `prefix` selects (every context by default, `context::matches_prefix`),
+    /// qualified, in Confluent's order (by name).
     pub fn subjects(&self, deleted: bool, prefix: Option<&str>) -> Vec<String> {
         let st = self.state();
+        let prefix = prefix.unwrap_or(WILDCARD);
         st.subjects
             .iter()
             .filter(|(s, vs)| {
-                prefix.is_none_or(|p| s.starts_with(p))
-                    && vs.values().any(|e| deleted || !e.deleted)
+                vs.values().any(|e| deleted || !e.deleted)
+                    && crate::context::matches_prefix(s, prefix)
             })
             .map(|(s, _)| s.clone())
             .collect()
     }
 
+    /// `GET /contexts`: the default context and every context created since, by name; `prefix` keeps those
+    /// starting with it, then `offset` and `limit` (negative: all) page.
+    pub fn contexts(&self, prefix: Option<&str>, offset: usize, limit: i64) -> Vec<String> {
+        let st = self.state();
+        std::iter::once(DEFAULT_CONTEXT.to_string())
+            .chain(st.contexts.iter().cloned())
+            .filter(|c| prefix.is_none_or(|p| c.starts_with(p)))
+            .skip(offset)
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect()
+    }
+
     pub fn versions(&self, subject: &str, deleted: bool) -> Result<Vec<i32>> {
+        let subject = &normalize(subject);
         let st = self.state();
         let vs: Vec<i32> = st
             .subjects
@@ -222,6 +272,8 @@ impl Registry {
             id: e.id,
             schema_type: s.schema_type.clone(),
             references: s.references.clone(),
+            metadata: s.metadata.clone(),
+            rule_set: s.rule_set.clone(),
             schema: s.schema.clone(),
         })
     }
@@ -232,31 +284,73 @@ impl Registry {
         spec: VersionSpec,
         deleted: bool,
     ) -> Result<SubjectVersion> {
+        let subject = &normalize(subject);
         let st = self.state();
         let v = Self::resolve_version(&st, subject, spec, deleted)?;
         Self::subject_version(&st, subject, v)
     }
 
     pub fn referenced_by(&self, subject: &str, spec: VersionSpec) -> Result<Vec<i32>> {
+        let subject = &normalize(subject);
         let st = self.state();
         let v = Self::resolve_version(&st, subject, spec, false)?;
         Ok(st.referenced_by(subject, v))
     }
 
-    pub fn schema_by_id(&self, id: i32) -> Result<SchemaEntry> {
-        self.state()
-            .schemas
-            .get(&id)
-            .cloned()
+    /// The context whose schema `id` the `subject` parameter of `/schemas/ids/{id}` selects, as Confluent
+    /// finds it: no subject, the default context; a context (`:.ctx:`), that context; a subject of another
+    /// context, that subject's version with the id; an unqualified subject, its version with the id in the
+    /// default context, else in the first context (by name) where a subject of that name has it, else the
+    /// default context.
+    fn context_of_id(st: &State, id: i32, subject: Option<&str>) -> Option<String> {
+        let uses = |ctx: &str, subject: &str| {
+            st.subjects
+                .get(subject)
+                .is_some_and(|vs| vs.values().any(|e| e.id == id))
+                && st.schema(ctx, id).is_some()
+        };
+        let Some(q) = subject.map(Qualified::parse) else {
+            return st
+                .schema(DEFAULT_CONTEXT, id)
+                .map(|_| DEFAULT_CONTEXT.to_string());
+        };
+        if q.subject.is_empty() {
+            return st.schema(&q.context, id).map(|_| q.context);
+        }
+        if !q.is_default_context() {
+            return uses(&q.context, &q.qualified()).then_some(q.context);
+        }
+        if uses(DEFAULT_CONTEXT, &q.subject) {
+            return Some(DEFAULT_CONTEXT.to_string());
+        }
+        for ctx in &st.contexts {
+            if uses(ctx, &Qualified::new(ctx, &q.subject).qualified()) {
+                return Some(ctx.clone());
+            }
+        }
+        st.schema(DEFAULT_CONTEXT, id)
+            .map(|_| DEFAULT_CONTEXT.to_string())
+    }
+
+    /// `GET /schemas/ids/{id}[?subject=s]`: the schema and the context it was found in.
+    pub fn schema_by_id(&self, id: i32, subject: Option<&str>) -> Result<(String, SchemaEntry)> {
+        let st = self.state();
+        Self::context_of_id(&st, id, subject)
+            .and_then(|ctx| Some((ctx.clone(), st.schema(&ctx, id)?.clone())))
             .ok_or_else(|| Error::SchemaNotFound(id.to_string()))
     }
 
-    pub fn id_versions(&self, id: i32, deleted: bool) -> Result<Vec<(String, i32)>> {
+    /// `GET /schemas/ids/{id}/versions[?subject=s]`: the subject-versions of the id's context that use it.
+    pub fn id_versions(
+        &self,
+        id: i32,
+        subject: Option<&str>,
+        deleted: bool,
+    ) -> Result<Vec<(String, i32)>> {
         let st = self.state();
-        if !st.schemas.contains_key(&id) {
-            return Err(Error::SchemaNotFound(id.to_string()));
-        }
-        Ok(st.versions_of(id, deleted))
+        let ctx = Self::context_of_id(&st, id, subject)
+            .ok_or_else(|| Error::SchemaNotFound(id.to_string()))?;
+        Ok(st.versions_of(&ctx, id, deleted))
     }
 
     pub fn global_compatibility(&self) -> String {
@@ -267,6 +361,7 @@ impl Registry {
     }
 
     pub fn subject_compatibility(&self, subject: &str, default_to_global: bool) -> Result<String> {
+        let subject = &normalize(subject);
         let st = self.state();
         match st.subject_compat.get(subject) {
             Some(l) => Ok(l.clone()),
@@ -275,23 +370,41 @@ impl Registry {
         }
     }
 
+    /// The setting in force for `subject` in `settings` (compatibility levels or modes), as Confluent looks it
+    /// up: the subject's own, else its context's (`:.ctx:`; for the default context the global one), else the
+    /// one set for every context (`:.__GLOBAL:`).
+    fn in_force<'s>(
+        settings: &'s BTreeMap<String, String>,
+        global: Option<&'s String>,
+        subject: Option<&str>,
+    ) -> Option<&'s String> {
+        if let Some(found) = subject.and_then(|s| settings.get(s)) {
+            return Some(found);
+        }
+        let ctx = subject.map_or_else(|| DEFAULT_CONTEXT.to_string(), context_of);
+        let of_context = if ctx == DEFAULT_CONTEXT {
+            global
+        } else {
+            settings.get(&context_prefix(&ctx))
+        };
+        of_context.or_else(|| settings.get(&context_prefix(GLOBAL_CONTEXT)))
+    }
+
     fn effective_level(st: &State, subject: &str) -> String {
-        st.subject_compat
-            .get(subject)
-            .or(st.global_compat.as_ref())
+        Self::in_force(&st.subject_compat, st.global_compat.as_ref(), Some(subject))
             .cloned()
             .unwrap_or_else(|| DEFAULT_COMPATIBILITY.into())
     }
 
     fn effective_mode(st: &State, subject: Option<&str>) -> String {
-        subject
-            .and_then(|s| st.subject_mode.get(s))
-            .or(st.global_mode.as_ref())
+        Self::in_force(&st.subject_mode, st.global_mode.as_ref(), subject)
             .cloned()
             .unwrap_or_else(|| DEFAULT_MODE.into())
     }
 
     pub fn mode(&self, subject: Option<&str>, default_to_global: bool) -> Result<String> {
+        let subject = subject.map(normalize);
+        let subject = subject.as_deref();
         let st = self.state();
         match subject {
             Some(s) if !default_to_global && !st.subject_mode.contains_key(s) => {
@@ -303,9 +416,13 @@ impl Registry {
 
     // ---- schemas -----------------------------------------------------------------------------------------
 
-    /// Parses a request's schema with its references resolved against `st`. References naming version -1
-    /// are pinned to the subject's latest version.
-    fn parse_request(st: &State, req: &SchemaRequest) -> Result<(ParsedSchema, Vec<Reference>)> {
+    /// Parses a request's schema for a subject of `context`, with its references resolved against `st` in that
+    /// context. References naming version -1 are pinned to the subject's latest version.
+    fn parse_request(
+        st: &State,
+        context: &str,
+        req: &SchemaRequest,
+    ) -> Result<(ParsedSchema, Vec<Reference>)> {
         let format =
             Format::from_request(req.schema_type.as_deref()).map_err(Error::InvalidSchema)?;
         let text = match req.schema.as_deref() {
@@ -315,7 +432,8 @@ impl Registry {
         let mut refs = req.references.clone().unwrap_or_default();
         for r in &mut refs {
             if r.version == -1 {
-                r.version = Self::resolve_version(st, &r.subject, VersionSpec::Latest, false)
+                let subject = qualify_reference(context, &r.subject);
+                r.version = Self::resolve_version(st, &subject, VersionSpec::Latest, false)
                     .map_err(|_| {
                         Error::InvalidSchema(format!(
                             "{text}: reference {} to subject {} does not exist",
@@ -324,31 +442,50 @@ impl Registry {
                     })?;
             }
         }
-        let parsed = ParsedSchema::parse(format, text, st, &refs).map_err(Error::InvalidSchema)?;
+        let parsed =
+            ParsedSchema::parse(format, text, st, context, &refs).map_err(Error::InvalidSchema)?;
         Ok((parsed, refs))
     }
 
-    fn parse_stored(st: &State, entry: &SchemaEntry) -> Option<ParsedSchema> {
+    fn parse_stored(st: &State, context: &str, entry: &SchemaEntry) -> Option<ParsedSchema> {
         let format = Format::from_stored(entry.schema_type.as_deref());
-        ParsedSchema::parse(format, &entry.schema, st, &entry.references).ok()
+        ParsedSchema::parse(format, &entry.schema, st, context, &entry.references).ok()
     }
 
     /// A stored schema's text in the `format` a GET asks for: `serialized` turns a PROTOBUF schema into its
-    /// base64 `FileDescriptorProto` (what Confluent's Protobuf deserializers ask for); any other format, and
-    /// the other types, answer the text as stored.
+    /// base64 `FileDescriptorProto` (what Confluent's Protobuf deserializers ask for), `resolved` an AVRO
+    /// schema into one with its referenced named types written out (`ParsedAvro::resolved`); any other
+    /// format, and the other types, answer the text as stored (Confluent ignores formats it does not know).
     pub fn formatted(
         &self,
+        context: &str,
         schema_type: Option<&str>,
         text: &str,
         references: &[Reference],
         format: Option<&str>,
     ) -> Result<String> {
-        if format != Some("serialized") || Format::from_stored(schema_type) != Format::Protobuf {
+        let format_type = Format::from_stored(schema_type);
+        if format == Some("resolved") && format_type == Format::Avro {
+            let st = self.state();
+            let entry = SchemaEntry {
+                schema: text.to_string(),
+                schema_type: None,
+                references: references.to_vec(),
+                metadata: None,
+                rule_set: None,
+            };
+            return match Self::parse_stored(&st, context, &entry) {
+                Some(ParsedSchema::Avro(p)) => p.resolved().map_err(Error::InvalidSchema),
+                // A stored text that no longer parses is answered as it is.
+                _ => Ok(text.to_string()),
+            };
+        }
+        if format != Some("serialized") || format_type != Format::Protobuf {
             return Ok(text.to_string());
         }
         let st = self.state();
         let refs = st
-            .referenced_named(references)
+            .referenced_named(context, references)
             .map_err(|e| Error::InvalidSchema(format!("{text}: {e}")))?;
         crate::protobuf::serialized(text, &refs).map_err(Error::InvalidSchema)
     }
@@ -360,6 +497,8 @@ impl Registry {
         req: &SchemaRequest,
         deleted: bool,
     ) -> Result<SubjectVersion> {
+        let subject = &normalize(subject);
+        let context = context_of(subject);
         let st = self.state();
         let vs = st
             .subjects
@@ -375,12 +514,20 @@ impl Registry {
         let schema_type = req.schema_type.as_deref();
         let cached =
             cacheable.and_then(|text| self.lookup_identities.get(subject, schema_type, text));
+        // The cache keeps content identities (a pure function of the text); the data contract is added here.
+        let (metadata, rule_set) = req.contract(&st, subject);
         let id = match cached {
-            Some(ident) => st.identities.get(&*ident).copied(),
+            Some(ident) => st.id_of_identity(
+                &context,
+                &with_contract(&ident, metadata.as_ref(), rule_set.as_ref()),
+            ),
             None => {
-                let (parsed, refs) = Self::parse_request(&st, req)?;
+                let (parsed, refs) = Self::parse_request(&st, &context, req)?;
                 let ident = identity(parsed.format().name(), parsed.canonical(), &refs);
-                let id = st.identities.get(&ident).copied();
+                let id = st.id_of_identity(
+                    &context,
+                    &with_contract(&ident, metadata.as_ref(), rule_set.as_ref()),
+                );
                 if let (Some(text), Some(_)) = (cacheable, id) {
                     self.lookup_identities
                         .insert(subject, schema_type, text, &ident);
@@ -432,14 +579,16 @@ impl Registry {
             None if transitive => live,
             None => live.into_iter().take(1).collect(),
         };
-        // One budget for every comparison of the request, however many versions and directions.
+        // One budget for every comparison of the request, however many versions and directions; the new
+        // schema is prepared once for all of them.
         let budget = Budget::default();
+        let prepared = crate::formats::Prepared::new(new);
         let mut messages = Vec::new();
         for v in to_check {
             let Some((_, entry)) = st.schema_at(subject, v) else {
                 continue;
             };
-            let Some(old) = Self::parse_stored(st, entry) else {
+            let Some(old) = Self::parse_stored(st, &context_of(subject), entry) else {
                 // A stored schema that no longer parses (another type, or a corrupt record) cannot be
                 // compared; Confluent would fail the same way, so say so rather than accept silently.
                 messages.push(format!(
@@ -448,7 +597,8 @@ impl Registry {
                 ));
                 continue;
             };
-            let found = ParsedSchema::incompatibilities(new, &old, backward, forward, &budget)
+            let found = prepared
+                .incompatibilities(&old, backward, forward, &budget)
                 .map_err(|e| Error::InvalidSchema(format!("(compared with version {v}): {e}")))?;
             if !found.is_empty() {
                 messages.extend(found);
@@ -469,8 +619,9 @@ impl Registry {
         version: Option<VersionSpec>,
         req: &SchemaRequest,
     ) -> Result<(bool, Vec<String>)> {
+        let subject = &normalize(subject);
         let st = self.state();
-        let (parsed, _) = Self::parse_request(&st, req)?;
+        let (parsed, _) = Self::parse_request(&st, &context_of(subject), req)?;
         let against = match version {
             None => None,
             Some(spec) => match Self::resolve_version(&st, subject, spec, false) {
@@ -499,14 +650,18 @@ impl Registry {
         &self,
         subject: &str,
         req: &SchemaRequest,
-        normalize: bool,
+        normalize_schema: bool,
     ) -> Result<i32> {
+        let subject = &normalize(subject);
+        let context = context_of(subject);
         let guard = self.begin_write().await?;
-        let value = {
+        let (value, new_context) = {
             let st = self.state();
-            let (parsed, refs) = Self::parse_request(&st, req)?;
-            let ident = identity(parsed.format().name(), parsed.canonical(), &refs);
-            let known_id = st.identities.get(&ident).copied();
+            let (parsed, refs) = Self::parse_request(&st, &context, req)?;
+            let (metadata, rule_set) = req.contract(&st, subject);
+            let content = identity(parsed.format().name(), parsed.canonical(), &refs);
+            let ident = with_contract(&content, metadata.as_ref(), rule_set.as_ref()).into_owned();
+            let known_id = st.id_of_identity(&context, &ident);
             let versions = st.subjects.get(subject);
             if let (Some(id), Some(vs)) = (known_id, versions) {
                 if vs.values().any(|e| e.id == id && !e.deleted) && req.id.is_none_or(|r| r == id) {
@@ -536,10 +691,10 @@ impl Registry {
                         "Invalid schema id {id}"
                     )));
                 }
-                if let Some(existing) = st.schemas.get(&id) {
-                    if st.identity_of(existing) != ident {
+                if let Some(existing) = st.schema(&context, id) {
+                    if st.identity_of(&context, existing) != ident {
                         return Err(Error::OperationNotPermitted(format!(
-                            "Overwrite new schema with id {id} is not permitted."
+                            "Overwrite new schema with id {id} in context {context} is not permitted."
                         )));
                     }
                 }
@@ -556,7 +711,7 @@ impl Registry {
                 }
                 match known_id {
                     Some(id) => id,
-                    None => st.max_id.checked_add(1).ok_or_else(|| {
+                    None => st.max_id(&context).checked_add(1).ok_or_else(|| {
                         Error::Store("schema ids are exhausted (2^31-1 reached)".into())
                     })?,
                 }
@@ -577,20 +732,35 @@ impl Registry {
                 (_, Some(v)) if v < 1 => return Err(Error::InvalidVersion(v.to_string())),
                 _ => next_version,
             };
-            let schema = parsed.text_to_store(req.schema.as_deref().unwrap_or_default(), normalize);
-            SchemaValue {
+            let schema =
+                parsed.text_to_store(req.schema.as_deref().unwrap_or_default(), normalize_schema);
+            // The first schema of a context creates it (a CONTEXT record before the schema, as Confluent).
+            let new_context = (context != DEFAULT_CONTEXT && !st.contexts.contains(&context))
+                .then(|| context.clone());
+            let value = SchemaValue {
                 subject: subject.to_string(),
                 version,
                 id,
                 schema_type: parsed.format().stored(),
                 references: refs,
+                metadata,
+                rule_set,
                 schema,
                 deleted: false,
-            }
+            };
+            (value, new_context)
         };
         let id = value.id;
-        let key = Key::schema(subject, value.version);
-        guard.write(vec![(key, Some(json!(value)))]).await?;
+        let mut records = Vec::new();
+        if let Some(ctx) = new_context {
+            let v = ContextValue {
+                tenant: Some(DEFAULT_TENANT.to_string()),
+                context: ctx.clone(),
+            };
+            records.push((Key::context(&ctx), Some(json!(v))));
+        }
+        records.push((Key::schema(subject, value.version), Some(json!(value))));
+        guard.write(records).await?;
         Ok(id)
     }
 
@@ -614,6 +784,7 @@ impl Registry {
 
     /// `DELETE /subjects/{subject}`: the versions deleted.
     pub async fn delete_subject(&self, subject: &str, permanent: bool) -> Result<Vec<i32>> {
+        let subject = &normalize(subject);
         let guard = self.begin_write().await?;
         let (versions, latest) = {
             let st = self.state();
@@ -664,6 +835,7 @@ impl Registry {
         spec: VersionSpec,
         permanent: bool,
     ) -> Result<i32> {
+        let subject = &normalize(subject);
         let guard = self.begin_write().await?;
         let value = {
             let st = self.state();
@@ -687,6 +859,8 @@ impl Registry {
                 id: entry.id,
                 schema_type: schema.schema_type.clone(),
                 references: schema.references.clone(),
+                metadata: schema.metadata.clone(),
+                rule_set: schema.rule_set.clone(),
                 schema: schema.schema.clone(),
                 deleted: true,
             })
@@ -716,6 +890,8 @@ impl Registry {
     }
 
     pub async fn set_compatibility(&self, subject: Option<&str>, level: &str) -> Result<String> {
+        let subject = subject.map(normalize);
+        let subject = subject.as_deref();
         let level = Self::validate_level(level)?;
         let guard = self.begin_write().await?;
         let value = ConfigValue {
@@ -729,6 +905,8 @@ impl Registry {
 
     /// Removes a config; returns the level that was in force.
     pub async fn delete_compatibility(&self, subject: Option<&str>) -> Result<String> {
+        let subject = subject.map(normalize);
+        let subject = subject.as_deref();
         let guard = self.begin_write().await?;
         let previous = {
             let st = self.state();
@@ -739,7 +917,9 @@ impl Registry {
                     .unwrap_or_else(|| DEFAULT_COMPATIBILITY.into()),
                 Some(s) => match st.subject_compat.get(s) {
                     Some(l) => l.clone(),
-                    None if !st.subjects.contains_key(s) => {
+                    None if !st.subjects.contains_key(s)
+                        && !Qualified::parse(s).subject.is_empty() =>
+                    {
                         return Err(Error::SubjectNotFound(s.to_string()))
                     }
                     None => return Err(Error::SubjectConfigNotFound(s.to_string())),
@@ -751,6 +931,8 @@ impl Registry {
     }
 
     pub async fn set_mode(&self, subject: Option<&str>, mode: &str, force: bool) -> Result<String> {
+        let subject = subject.map(normalize);
+        let subject = subject.as_deref();
         let mode = mode.to_ascii_uppercase();
         if !MODES.contains(&mode.as_str()) {
             return Err(Error::InvalidMode);
@@ -760,6 +942,11 @@ impl Registry {
             let st = self.state();
             let non_empty = match subject {
                 None => !st.subjects.is_empty(),
+                // A context (`:.ctx:`): any subject of it.
+                Some(s) if Qualified::parse(s).subject.is_empty() => {
+                    let ctx = context_of(s);
+                    st.subjects.keys().any(|k| context_of(k) == ctx)
+                }
                 Some(s) => st.subjects.contains_key(s),
             };
             if non_empty {
@@ -775,7 +962,25 @@ impl Registry {
         Ok(mode)
     }
 
+    /// `DELETE /contexts/{context}`: removes a context that holds no subject any more (not even soft-deleted
+    /// ones: delete them permanently first).
+    pub async fn delete_context(&self, context: &str) -> Result<()> {
+        let context = crate::context::context_name(context).map_err(Error::BadRequest)?;
+        let guard = self.begin_write().await?;
+        {
+            let st = self.state();
+            if !st.contexts.contains(&context) {
+                return Err(Error::ContextNotFound(context));
+            }
+            if st.subjects.keys().any(|s| context_of(s) == context) {
+                return Err(Error::ContextNotEmpty(context));
+            }
+        }
+        guard.write(vec![(Key::context(&context), None)]).await
+    }
+
     pub async fn delete_mode(&self, subject: &str) -> Result<String> {
+        let subject = &normalize(subject);
         let guard = self.begin_write().await?;
         let previous = self
             .state()

@@ -118,9 +118,18 @@ impl Writer {
 }
 
 impl Store {
+    /// [`Store::writer`] for tests that show the fence (feature `test-util`): a writer taken outside the
+    /// registry's write lock, which no other caller may hold.
+    #[cfg(feature = "test-util")]
+    #[doc(hidden)]
+    pub fn writer_for_tests(&self) -> Result<Writer> {
+        self.writer()
+    }
+
     /// The writer of an operation that begins now: the primary's producer, or 50004 when this instance is
-    /// not the primary.
-    pub fn writer(&self) -> Result<Writer> {
+    /// not the primary. Only `Registry::begin_write` takes one (with the write lock), so no write bypasses
+    /// the lock.
+    pub(crate) fn writer(&self) -> Result<Writer> {
         match self {
             Store::Memory(state) => Ok(Writer(WriterKind::Memory(state.clone()))),
             Store::Kafka(k) => {

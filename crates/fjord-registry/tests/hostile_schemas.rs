@@ -356,3 +356,36 @@ fn building_a_large_schema_for_every_version_is_charged_to_the_requests_budget()
         "20 comparisons of 120,000 built nodes each all fit the request's budget"
     );
 }
+
+#[test]
+fn a_new_schema_compared_with_many_versions_is_built_once_per_request() {
+    // The new schema is large (60,000 subschemas); each old version small and of another root type, so each
+    // walk is one step: what costs is building the new schema's nodes, which a request now does once.
+    let props: Vec<String> = (0..60_000)
+        .map(|i| format!("\"p{i}\": {{\"type\": \"string\"}}"))
+        .collect();
+    let new = format!(
+        "{{\"type\": \"object\", \"properties\": {{{}}}}}",
+        props.join(",")
+    );
+    let new = fjord_registry::formats::ParsedSchema::Json(json::parse(&new, &[]).unwrap());
+    let old = fjord_registry::formats::ParsedSchema::Json(
+        json::parse(r#"{"type": "array"}"#, &[]).unwrap(),
+    );
+    let budget = fjord_registry::diff::Budget::default();
+    // As a FULL_TRANSITIVE check against 20 versions: both directions per version, one budget.
+    let prepared = fjord_registry::formats::Prepared::new(&new);
+    for v in 0..20 {
+        let found = prepared
+            .incompatibilities(&old, true, true, &budget)
+            .unwrap_or_else(|e| panic!("version {v}: {e}"));
+        assert!(!found.is_empty(), "a changed root type is incompatible");
+    }
+    // Built for every comparison (what the request did before), the same work passes the request's budget.
+    let budget = fjord_registry::diff::Budget::default();
+    let refused = (0..20).any(|_| {
+        fjord_registry::formats::ParsedSchema::incompatibilities(&new, &old, true, true, &budget)
+            .is_err()
+    });
+    assert!(refused, "40 builds of 60,000 nodes fit the budget");
+}

@@ -12,6 +12,8 @@ fn req(schema: &str) -> SchemaRequest {
         references: None,
         id: None,
         version: None,
+        metadata: None,
+        rule_set: None,
     }
 }
 

@@ -487,6 +487,74 @@ async fn references_resolve_named_types_and_protect_what_they_name() {
 }
 
 #[tokio::test]
+async fn format_resolved_writes_out_the_named_types_an_avro_schema_takes_from_its_references() {
+    let api = Api::new();
+    // The referenced schema defines a nested enum as well: both are written out where first used.
+    let address = r#"{"type":"record","name":"Address","namespace":"com.acme","fields":[{"name":"city","type":"string"},{"name":"kind","type":{"type":"enum","name":"Kind","symbols":["HOME","WORK"]}}]}"#;
+    api.register("address", address).await;
+    let person = r#"{"type":"record","name":"Person","namespace":"com.acme","fields":[{"name":"home","type":"Address"},{"name":"work","type":["null","com.acme.Address"]},{"name":"k","type":"Kind"}]}"#;
+    let body = json!({"schema": person, "references": [{"name": "com.acme.Address", "subject": "address", "version": 1}]});
+    let (s, p) = api.send("POST", "/subjects/person/versions", body).await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    let pid = p["id"].as_i64().unwrap();
+
+    let (_, by_id) = api
+        .get(&format!("/schemas/ids/{pid}?format=resolved"))
+        .await;
+    let resolved = by_id["schema"].as_str().unwrap().to_string();
+    // It parses alone (no references), and defines Address and Kind once each.
+    let schema =
+        apache_avro::Schema::parse_str(&resolved).unwrap_or_else(|e| panic!("{e}: {resolved}"));
+    assert_eq!(
+        resolved.matches(r#""type":"enum""#).count(),
+        1,
+        "{resolved}"
+    );
+    assert_eq!(
+        resolved.matches(r#""name":"city""#).count(),
+        1,
+        "{resolved}"
+    );
+    let apache_avro::Schema::Record(r) = &schema else {
+        panic!("{resolved}")
+    };
+    assert!(
+        matches!(&r.fields[0].schema, apache_avro::Schema::Record(a) if a.name.fullname(None) == "com.acme.Address"),
+        "{resolved}"
+    );
+    // The same from the version endpoints; without the format, the text as registered.
+    let (_, v) = api.get("/subjects/person/versions/1?format=resolved").await;
+    assert_eq!(v["schema"], json!(resolved));
+    let (_, raw) = api
+        .get("/subjects/person/versions/1/schema?format=resolved")
+        .await;
+    assert_eq!(
+        apache_avro::Schema::parse_str(&raw.to_string()).unwrap(),
+        schema
+    );
+    assert_eq!(
+        api.get(&format!("/schemas/ids/{pid}")).await.1["schema"],
+        json!(person)
+    );
+    // A schema without references comes back as Avro writes it; other types ignore the format, as Confluent.
+    let (_, a) = api
+        .get("/subjects/address/versions/1?format=resolved")
+        .await;
+    assert!(apache_avro::Schema::parse_str(a["schema"].as_str().unwrap()).is_ok());
+    let (_, j) = api
+        .send(
+            "POST",
+            "/subjects/j/versions",
+            json!({"schemaType": "JSON", "schema": r#"{"type": "object"}"#}),
+        )
+        .await;
+    let (_, j) = api
+        .get(&format!("/schemas/ids/{}?format=resolved", j["id"]))
+        .await;
+    assert_eq!(j["schema"], json!(r#"{"type": "object"}"#));
+}
+
+#[tokio::test]
 async fn readonly_mode_refuses_writes_and_import_mode_keeps_given_ids() {
     let api = Api::new();
     assert_eq!(api.get("/mode").await.1, json!({"mode": "READWRITE"}));

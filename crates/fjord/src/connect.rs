@@ -43,6 +43,76 @@ pub enum ConnectCmd {
         #[arg(long, value_name = "WORKER_PROPERTIES")]
         config: PathBuf,
     },
+    /// Create a connector on a running worker from a .json ({"name", "config"} or a flat object) or
+    /// .properties file.
+    ///
+    /// Example: fjord connect create -f catalog-sink.json
+    #[command(verbatim_doc_comment)]
+    Create {
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        rest: crate::connect_rest::RestArgs,
+    },
+    /// Create a predefined connector with sensible defaults (Confluent's `confluent local load`): file-source
+    /// tails ./test.txt into connect-test, file-sink appends connect-test to ./test.sink.txt.
+    ///
+    /// Example: fjord connect load file-source --file catalog.txt --topic catalog
+    #[command(verbatim_doc_comment)]
+    Load {
+        #[command(flatten)]
+        load: crate::connect_rest::LoadArgs,
+        #[command(flatten)]
+        rest: crate::connect_rest::RestArgs,
+    },
+    /// List the worker's connectors with their type, state and task states.
+    List {
+        /// Print the JSON of GET /connectors?expand=status.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        rest: crate::connect_rest::RestArgs,
+    },
+    /// Show a connector's status (GET /connectors/NAME/status).
+    Status {
+        name: String,
+        #[command(flatten)]
+        rest: crate::connect_rest::RestArgs,
+    },
+    /// Pause a connector (its tasks stop; resume continues from where they were).
+    Pause {
+        name: String,
+        #[command(flatten)]
+        rest: crate::connect_rest::RestArgs,
+    },
+    /// Resume a paused or stopped connector.
+    Resume {
+        name: String,
+        #[command(flatten)]
+        rest: crate::connect_rest::RestArgs,
+    },
+    /// Restart a connector (with --include-tasks its tasks too; --only-failed only the failed ones).
+    Restart {
+        name: String,
+        #[arg(long)]
+        include_tasks: bool,
+        #[arg(long)]
+        only_failed: bool,
+        #[command(flatten)]
+        rest: crate::connect_rest::RestArgs,
+    },
+    /// Delete a connector.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        rest: crate::connect_rest::RestArgs,
+    },
+    /// Show a connector's offsets (KIP-875: a source's stored positions, a sink's committed offsets).
+    Offsets {
+        name: String,
+        #[command(flatten)]
+        rest: crate::connect_rest::RestArgs,
+    },
 }
 
 pub async fn run(cmd: ConnectCmd) -> Result<(), CliError> {
@@ -51,6 +121,24 @@ pub async fn run(cmd: ConnectCmd) -> Result<(), CliError> {
         ConnectCmd::Distributed { worker } | ConnectCmd::Worker { config: worker } => {
             distributed(worker).await
         }
+        ConnectCmd::Create { file, rest } => crate::connect_rest::create(&rest, &file).await,
+        ConnectCmd::Load { load, rest } => crate::connect_rest::load(&rest, &load).await,
+        ConnectCmd::List { json, rest } => crate::connect_rest::list(&rest, json).await,
+        ConnectCmd::Status { name, rest } => crate::connect_rest::status(&rest, &name).await,
+        ConnectCmd::Pause { name, rest } => {
+            crate::connect_rest::set_state(&rest, &name, "pause").await
+        }
+        ConnectCmd::Resume { name, rest } => {
+            crate::connect_rest::set_state(&rest, &name, "resume").await
+        }
+        ConnectCmd::Restart {
+            name,
+            include_tasks,
+            only_failed,
+            rest,
+        } => crate::connect_rest::restart(&rest, &name, include_tasks, only_failed).await,
+        ConnectCmd::Delete { name, rest } => crate::connect_rest::delete(&rest, &name).await,
+        ConnectCmd::Offsets { name, rest } => crate::connect_rest::offsets(&rest, &name).await,
     }
 }
 

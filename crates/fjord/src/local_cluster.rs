@@ -6,7 +6,8 @@
 //!   the next ports for the others (port 0: each broker gets a free one);
 //! - controller listener `CONTROLLER://host:<controller port>`: `--controller-port` for broker 1 (default:
 //!   the client port + 100), the next ports for the others (client port 0: free ports);
-//! - `metrics.listener` (default 127.0.0.1:8080) the same way: 8080, 8081, ...;
+//! - `metrics.listener` (default 127.0.0.1:8080) the same way, skipping the ports of the other listeners of the
+//!   process (the Schema Registry's, 8081 by default): 8080, 8082, 8083, ...;
 //! - `default.replication.factor` min(N, 3) unless given.
 //!
 //! The voters are written to `<data>/controller.quorum.voters` at the first start and read back at every
@@ -82,11 +83,13 @@ fn free_ports(host: &str, n: usize) -> Result<Vec<u16>, CliError> {
         .map_err(|e| CliError::failure(format!("cannot find free ports on {host}: {e}")))
 }
 
-/// The properties of each of `n` brokers, from `base` (what `fjord start` would give one broker).
+/// The properties of each of `n` brokers, from `base` (what `fjord start` would give one broker); `reserved`
+/// are ports the process listens on besides the brokers (the registry's), which no metrics listener takes.
 pub fn plan(
     base: &BTreeMap<String, String>,
     n: u16,
     controller_port: Option<u16>,
+    reserved: &[u16],
 ) -> Result<Vec<BTreeMap<String, String>>, CliError> {
     if let Some(k) = PER_BROKER.iter().find(|k| base.contains_key(**k)) {
         return Err(bad(format!(
@@ -135,6 +138,10 @@ pub fn plan(
         .map(|(id, port)| format!("{id}@{host}:{port}"))
         .collect::<Vec<_>>()
         .join(",");
+    let metrics_ports = match metrics {
+        Some(m) => metrics_ports(m.port(), n, reserved)?,
+        None => Vec::new(),
+    };
     let mut out = Vec::new();
     for i in 0..n {
         let id = i + 1;
@@ -172,7 +179,7 @@ pub fn plan(
             .entry("default.replication.factor".into())
             .or_insert_with(|| n.min(3).to_string());
         if let Some(m) = metrics {
-            let port = nth_port(m.port(), i, "metrics.listener port")?;
+            let port = metrics_ports[usize::from(i)];
             props.insert(
                 "metrics.listener".into(),
                 SocketAddr::new(m.ip(), port).to_string(),
@@ -181,6 +188,29 @@ pub fn plan(
         out.push(props);
     }
     Ok(out)
+}
+
+/// The metrics port of each of `n` brokers: `first` and the ports after it that are not `reserved` (0: 0 for
+/// each, free ports).
+fn metrics_ports(first: u16, n: u16, reserved: &[u16]) -> Result<Vec<u16>, CliError> {
+    if first == 0 {
+        return Ok(vec![0; usize::from(n)]);
+    }
+    let mut ports = Vec::new();
+    let mut next = first;
+    while ports.len() < usize::from(n) {
+        if !reserved.contains(&next) {
+            ports.push(next);
+        }
+        if ports.len() < usize::from(n) {
+            next = next.checked_add(1).ok_or_else(|| {
+                bad(format!(
+                    "metrics.listener port {first}: the metrics ports of {n} brokers run past port 65535"
+                ))
+            })?;
+        }
+    }
+    Ok(ports)
 }
 
 /// Controller port of each node id: those recorded at the first start, else chosen now and recorded.
@@ -287,7 +317,7 @@ mod tests {
     #[test]
     fn three_brokers_get_consecutive_ports_their_own_directories_and_one_voter_set() {
         let dir = tempfile::tempdir().unwrap();
-        let planned = plan(&base(dir.path(), &[]), 3, None).unwrap();
+        let planned = plan(&base(dir.path(), &[]), 3, None, &[]).unwrap();
         assert_eq!(planned.len(), 3);
         let voters = "1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194";
         for (i, p) in planned.iter().enumerate() {
@@ -322,23 +352,41 @@ mod tests {
             &base(dir.path(), &[("listeners", "PLAINTEXT://127.0.0.1:0")]),
             3,
             None,
+            &[],
         )
         .unwrap();
         assert_eq!(again[0]["controller.quorum.voters"], voters);
-        assert!(plan(&base(dir.path(), &[]), 2, None)
+        assert!(plan(&base(dir.path(), &[]), 2, None, &[])
             .unwrap_err()
             .message
             .contains("--brokers 3"));
     }
 
     #[test]
+    fn metrics_listeners_skip_the_registrys_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let planned = plan(&base(dir.path(), &[]), 3, None, &[8081]).unwrap();
+        let metrics: Vec<&str> = planned
+            .iter()
+            .map(|p| p["metrics.listener"].as_str())
+            .collect();
+        assert_eq!(
+            metrics,
+            ["127.0.0.1:8080", "127.0.0.1:8082", "127.0.0.1:8083"]
+        );
+        assert_eq!(metrics_ports(0, 2, &[8081]).unwrap(), vec![0, 0]);
+        assert_eq!(metrics_ports(65534, 2, &[]).unwrap(), vec![65534, 65535]);
+        assert!(metrics_ports(65534, 2, &[65535]).is_err());
+    }
+
+    #[test]
     fn per_broker_properties_and_single_node_data_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let e = plan(&base(dir.path(), &[("node.id", "4")]), 3, None).unwrap_err();
+        let e = plan(&base(dir.path(), &[("node.id", "4")]), 3, None, &[]).unwrap_err();
         assert_eq!(e.code, EXIT_BAD_ARGS);
         assert!(e.message.contains("node.id"), "{}", e.message);
         std::fs::create_dir_all(dir.path().join("__meta")).unwrap();
-        let e = plan(&base(dir.path(), &[]), 3, None).unwrap_err();
+        let e = plan(&base(dir.path(), &[]), 3, None, &[]).unwrap_err();
         assert!(e.message.contains("single broker"), "{}", e.message);
     }
 
@@ -355,6 +403,7 @@ mod tests {
             ),
             3,
             None,
+            &[],
         )
         .unwrap();
         let voters = parse_voters(&planned[0]["controller.quorum.voters"]).unwrap();

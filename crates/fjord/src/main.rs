@@ -11,6 +11,8 @@ mod cluster;
 mod configs;
 #[cfg(feature = "connect")]
 mod connect;
+#[cfg(feature = "connect")]
+mod connect_rest;
 mod consume;
 #[cfg(feature = "registry")]
 mod formats;
@@ -27,6 +29,8 @@ mod registry_client;
 mod schemas;
 mod serve;
 mod signals;
+#[cfg(feature = "sql")]
+mod sql;
 mod timespec;
 mod topics;
 mod transactions;
@@ -62,6 +66,7 @@ Examples:
   fjord transactions list --state ongoing      # open transactions and their producers
   fjord connect standalone worker.properties file-source.properties   # Kafka Connect, REST on :8083
   fjord schemas list                           # subjects in the schema registry on :8081
+  fjord sql                                    # the SQL shell (server on :8088); -f script.sql, -e \"...\"
   fjord bench produce --messages 1000000 --size 100";
 
 #[cfg(feature = "registry")]
@@ -83,7 +88,9 @@ enum Cmd {
     /// with data in ./fjord-data. Ctrl-C stops it cleanly.
     ///
     /// With --brokers N, a cluster of N brokers in this process: broker i (node.id i) serves clients on
-    /// 9092+i-1, its controller on 9192+i-1, /metrics on 8080+i-1, with data in DIR/broker-i (the ports follow
+    /// 9092+i-1, its controller on 9192+i-1, /metrics on 8080, 8082, 8083, ... (the ports from 8080 up that
+    /// are not the Schema Registry's), with data in DIR/broker-i, and one Schema Registry against all of
+    /// them on --registry-listener (the ports follow
     /// --override listeners=... and metrics.listener=...; port 0 picks free ones).
     ///
     /// Example: fjord start --data-dir /var/lib/fjord
@@ -102,8 +109,8 @@ enum Cmd {
         /// the client port + 100; 0 picks free ports). Kept in DIR/controller.quorum.voters for restarts.
         #[arg(long, value_name = "PORT")]
         controller_port: Option<u16>,
-        /// Where the Schema Registry (Confluent's REST API) listens, beside the broker; `none` runs no
-        /// registry. Only with a single broker.
+        /// Where the Schema Registry (Confluent's REST API) listens, beside the broker (with --brokers N,
+        /// one registry against every broker); `none` runs no registry.
         #[arg(long, value_name = "HOST:PORT|none", default_value = "127.0.0.1:8081")]
         registry_listener: String,
         /// Where a Kafka Connect worker serves Connect's REST API beside the broker; `none` runs no worker. Only
@@ -112,6 +119,11 @@ enum Cmd {
         /// DIR/connect.offsets left by an earlier standalone worker is imported once.
         #[arg(long, value_name = "HOST:PORT|none", default_value = "127.0.0.1:8083")]
         connect_listener: String,
+        /// Where the SQL server (ksqlDB's REST API: /ksql, /query) listens beside the broker; `none` runs none.
+        /// Only with a single broker. Streams, tables and persistent queries live in the `_fjord_sql_commands`
+        /// topic and outlive restarts.
+        #[arg(long, value_name = "HOST:PORT|none", default_value = "127.0.0.1:8088")]
+        sql_listener: String,
         #[command(flatten)]
         opts: BrokerOpts,
     },
@@ -163,6 +175,35 @@ enum Cmd {
         /// read-only follower that forwards every write.
         #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
         leader_eligibility: bool,
+    },
+    /// Streaming SQL: an interactive shell, or run a script (-f) or statements (-e), against a SQL server.
+    ///
+    /// Examples:
+    ///   fjord sql                                   # the shell; statements end with `;`
+    ///   fjord sql -f pipeline.sql
+    ///   fjord sql -e "SHOW STREAMS; SELECT * FROM clicks EMIT CHANGES LIMIT 5;"
+    #[cfg(feature = "sql")]
+    #[command(verbatim_doc_comment)]
+    Sql(sql::SqlArgs),
+    /// Run the SQL server (ksqlDB's REST API on :8088) alone against any Kafka-compatible cluster.
+    ///
+    /// Example: fjord sql-server --bootstrap-server localhost:9092 --listen 127.0.0.1:8088
+    #[cfg(feature = "sql")]
+    SqlServer {
+        /// The cluster the streams, tables and the command topic live in.
+        #[arg(
+            long,
+            short = 'b',
+            value_name = "HOST:PORT",
+            default_value = "127.0.0.1:9092"
+        )]
+        bootstrap_server: String,
+        /// Where the REST API listens (port 0 picks a free one).
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8088")]
+        listen: std::net::SocketAddr,
+        /// The compacted topic the catalog and the persistent queries are kept in.
+        #[arg(long, value_name = "TOPIC", default_value = "_fjord_sql_commands")]
+        command_topic: String,
     },
     /// Run Kafka Connect workers (Connect's REST API, built-in connectors, no JVM).
     #[cfg(feature = "connect")]
@@ -284,6 +325,8 @@ fn main() -> ExitCode {
         Cmd::Registry { .. } => "info,openraft=warn",
         #[cfg(feature = "connect")]
         Cmd::Connect(_) => "info",
+        #[cfg(feature = "sql")]
+        Cmd::SqlServer { .. } => "info",
         _ => "warn,rdkafka=off",
     };
     tracing_subscriber::fmt()
@@ -301,11 +344,22 @@ fn main() -> ExitCode {
             controller_port: None,
             registry_listener,
             connect_listener,
+            sql_listener,
             opts,
         } => parse_listener("--registry-listener", &registry_listener).and_then(|registry| {
             parse_listener("--connect-listener", &connect_listener).and_then(|connect| {
-                start_properties(data_dir, &opts)
-                    .and_then(|props| run_server(props, registry, connect))
+                parse_listener("--sql-listener", &sql_listener).and_then(|sql| {
+                    start_properties(data_dir, &opts).and_then(|props| {
+                        run_server(
+                            props,
+                            serve::Services {
+                                registry,
+                                connect,
+                                sql,
+                            },
+                        )
+                    })
+                })
             })
         }),
         Cmd::Start {
@@ -320,13 +374,16 @@ fn main() -> ExitCode {
             data_dir,
             brokers,
             controller_port,
+            registry_listener,
             opts,
             ..
-        } => start_properties(data_dir, &opts)
-            .and_then(|props| run_cluster(props, brokers, controller_port)),
+        } => parse_listener("--registry-listener", &registry_listener).and_then(|registry| {
+            start_properties(data_dir, &opts)
+                .and_then(|props| run_cluster(props, brokers, controller_port, registry))
+        }),
         Cmd::Broker { file, mut opts } => {
             opts.config = opts.config.or(file);
-            run_server(opts.properties(&[]), None, None)
+            run_server(opts.properties(&[]), serve::Services::default())
         }
         #[cfg(feature = "registry")]
         Cmd::Registry {
@@ -352,6 +409,17 @@ fn main() -> ExitCode {
         }),
         #[cfg(feature = "connect")]
         Cmd::Connect(cmd) => runtime().and_then(|rt| rt.block_on(connect::run(cmd))),
+        #[cfg(feature = "sql")]
+        Cmd::Sql(args) => sql::run(args),
+        #[cfg(feature = "sql")]
+        Cmd::SqlServer {
+            bootstrap_server,
+            listen,
+            command_topic,
+        } => runtime().and_then(|rt| {
+            rt.block_on(sql::serve(&bootstrap_server, listen, &command_topic))
+                .map_err(|e| CliError::failure(format!("{e:#}")))
+        }),
         Cmd::Topics(cmd) => runtime().and_then(|rt| rt.block_on(topics::run(cmd))),
         Cmd::Groups(cmd) => runtime().and_then(|rt| rt.block_on(groups::run(cmd))),
         Cmd::Cluster(cmd) => cluster::run(cmd),
@@ -416,14 +484,21 @@ fn start_properties(
     Ok(Ok(props))
 }
 
-/// `fjord start --brokers N` with N > 1 (see `local_cluster`).
+/// `fjord start --brokers N` with N > 1 (see `local_cluster`), with the registry on `registry` (whose port the
+/// brokers' metrics listeners skip).
 fn run_cluster(
     props: Result<BTreeMap<String, String>>,
     n: u16,
     controller_port: Option<u16>,
+    registry: Option<std::net::SocketAddr>,
 ) -> Result<(), CliError> {
     let props = props.map_err(|e| CliError::failure(format!("{e:#}")))?;
-    let plan = local_cluster::plan(&props, n, controller_port)?;
+    let reserved: Vec<u16> = registry
+        .map(|r| r.port())
+        .filter(|p| *p != 0)
+        .into_iter()
+        .collect();
+    let plan = local_cluster::plan(&props, n, controller_port, &reserved)?;
     let root = PathBuf::from(
         props
             .get("log.dirs")
@@ -437,12 +512,12 @@ fn run_cluster(
             .map(BrokerConfig::from_properties)
             .collect::<Result<Vec<_>, _>>()?;
         let rt = runtime()?;
-        rt.block_on(serve::serve_cluster(configs, root))
+        rt.block_on(serve::serve_cluster(configs, root, registry))
     };
     run().map_err(|e| CliError::failure(format!("{e:#}")))
 }
 
-/// `--registry-listener` and `--connect-listener`: an address, or `none`.
+/// `--registry-listener`, `--connect-listener` and `--sql-listener`: an address, or `none`.
 fn parse_listener(flag: &str, s: &str) -> Result<Option<std::net::SocketAddr>, CliError> {
     if s.eq_ignore_ascii_case("none") {
         return Ok(None);
@@ -457,13 +532,12 @@ fn parse_listener(flag: &str, s: &str) -> Result<Option<std::net::SocketAddr>, C
 
 fn run_server(
     props: Result<BTreeMap<String, String>>,
-    registry: Option<std::net::SocketAddr>,
-    connect: Option<std::net::SocketAddr>,
+    services: serve::Services,
 ) -> Result<(), CliError> {
     let run = || -> Result<()> {
         let config = BrokerConfig::from_properties(props?)?;
         let rt = runtime()?;
-        rt.block_on(serve::serve(config, registry, connect))
+        rt.block_on(serve::serve(config, services))
     };
     run().map_err(|e| CliError::failure(format!("{e:#}")))
 }

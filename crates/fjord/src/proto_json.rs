@@ -1,49 +1,14 @@
 //! Protobuf for the console tools: compiling a `.proto` schema (text, or a base64 `FileDescriptorProto` as
-//! Confluent's serializers register) with `protox`, imports served from the schema's references and
-//! google/protobuf's well-known types; Confluent's message-index array; and JSON in and out through
-//! `prost-reflect`'s serde support (the proto3 JSON mapping, as Confluent's console tools print it).
+//! Confluent's serializers register) with the registry's compile (`protox`, imports served from the schema's
+//! references and google/protobuf's well-known types); Confluent's message-index array; and JSON in and out
+//! through `prost-reflect`'s serde support (the proto3 JSON mapping, as Confluent's console tools print it).
 
-use std::collections::HashMap;
-
-use base64::Engine;
 use prost_reflect::prost::Message as _;
-use prost_reflect::prost_types::FileDescriptorProto;
-use prost_reflect::{DescriptorPool, DynamicMessage, FileDescriptor, MessageDescriptor};
-use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
+use prost_reflect::{DynamicMessage, FileDescriptor, MessageDescriptor};
 use serde_json::Value;
 
-/// The name the main schema compiles under (Confluent's default).
-const MAIN_FILE: &str = "default.proto";
 /// At most this many message indexes (nesting levels) are read from a record.
 const MAX_INDEXES: usize = 64;
-
-struct MemoryResolver(HashMap<String, File>);
-
-impl FileResolver for MemoryResolver {
-    fn open_file(&self, name: &str) -> Result<File, protox::Error> {
-        self.0
-            .get(name)
-            .cloned()
-            .ok_or_else(|| protox::Error::file_not_found(name))
-    }
-}
-
-fn open(name: &str, text: &str) -> Result<File, String> {
-    let t = text.trim();
-    let looks_base64 =
-        !t.is_empty() && !t.contains(|c: char| c.is_whitespace() || c == ';' || c == '{');
-    if looks_base64 {
-        if let Some(mut fd) = base64::engine::general_purpose::STANDARD
-            .decode(t)
-            .ok()
-            .and_then(|b| FileDescriptorProto::decode(b.as_slice()).ok())
-        {
-            fd.name = Some(name.to_string());
-            return Ok(File::from_file_descriptor_proto(fd));
-        }
-    }
-    File::from_source(name, text).map_err(|e| e.to_string())
-}
 
 /// A compiled schema file.
 pub struct ProtoSchema {
@@ -51,31 +16,14 @@ pub struct ProtoSchema {
 }
 
 impl ProtoSchema {
-    /// Compiles `text`; `referenced` are (import name, schema text) of every schema its imports reach.
+    /// Compiles `text`; `referenced` are (import name, schema text) of every schema its imports reach. The
+    /// registry's own compile (`fjord_registry::protobuf::compile_schema`): what the registry accepts, the
+    /// console tools read alike.
     pub fn compile(text: &str, referenced: &[(String, String)]) -> Result<ProtoSchema, String> {
-        let mut files = HashMap::new();
-        for (name, t) in referenced {
-            let f = open(name, t)
-                .map_err(|e| format!("the referenced schema {name} does not compile: {e}"))?;
-            files.insert(name.clone(), f);
-        }
-        let mut main = MAIN_FILE.to_string();
-        while files.contains_key(&main) {
-            main = format!("_{main}");
-        }
-        files.insert(main.clone(), open(&main, text)?);
-        let mut chain = ChainFileResolver::new();
-        chain.add(MemoryResolver(files));
-        chain.add(GoogleFileResolver::new());
-        let mut compiler = protox::Compiler::with_file_resolver(chain);
-        compiler.include_imports(true).include_source_info(false);
-        compiler.open_file(&main).map_err(|e| match e.file() {
-            Some(f) if !e.to_string().contains(f) => format!("{f}: {e}"),
-            _ => e.to_string(),
-        })?;
-        let pool: DescriptorPool = compiler.descriptor_pool();
-        let file = pool
-            .get_file_by_name(&main)
+        let compiled = fjord_registry::protobuf::compile_schema(text, referenced)?;
+        let file = compiled
+            .pool
+            .get_file_by_name(&compiled.file_name)
             .ok_or("the schema compiled to no file")?;
         Ok(ProtoSchema { file })
     }

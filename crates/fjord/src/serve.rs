@@ -8,11 +8,20 @@ use anyhow::{Context, Result};
 use fjord_broker::config::BrokerConfig;
 use fjord_broker::Broker;
 
-pub async fn serve(
-    config: BrokerConfig,
-    registry_listener: Option<SocketAddr>,
-    connect_listener: Option<SocketAddr>,
-) -> Result<()> {
+/// The services `fjord start` runs beside the broker, each a client of it (`None`: not run).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Services {
+    pub registry: Option<SocketAddr>,
+    pub connect: Option<SocketAddr>,
+    pub sql: Option<SocketAddr>,
+}
+
+pub async fn serve(config: BrokerConfig, services: Services) -> Result<()> {
+    let Services {
+        registry: registry_listener,
+        connect: connect_listener,
+        sql: sql_listener,
+    } = services;
     let metrics_addr = config.metrics_listener;
     let data_dir = config.log_dir.clone();
     let broker = Broker::start(config)
@@ -58,6 +67,23 @@ pub async fn serve(
         }
         _ => None,
     };
+    // The SQL server, a client of this broker too: its catalog and queries live in its command topic.
+    let sql = match sql_listener {
+        Some(addr) if broker.state().config.is_broker => {
+            match start_sql(&kafka.to_string(), addr).await {
+                Ok(s) => s,
+                Err(e) => {
+                    if let Some(c) = connect {
+                        c.shutdown().await;
+                    }
+                    broker.shutdown().await?;
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
+    };
+    let sql_addr = sql.as_ref().map(|s| s.addr);
     let connect_addr = connect.as_ref().map(|c| c.rest);
     let registry_addr = registry.as_ref().map(|r| r.addr);
     let registry_field = registry_addr
@@ -65,7 +91,8 @@ pub async fn serve(
         .unwrap_or_default()
         + &connect_addr
             .map(|c| format!(" connect={c}"))
-            .unwrap_or_default();
+            .unwrap_or_default()
+        + &sql_addr.map(|s| format!(" sql={s}")).unwrap_or_default();
     // One machine-readable line on stdout: scripts and tests learn the bound ports from it. A controller-only
     // node serves no Kafka clients: it names its controller listener instead.
     if !broker.state().config.is_broker {
@@ -102,6 +129,9 @@ pub async fn serve(
         if let Some(c) = connect_addr {
             eprintln!("  Kafka Connect:   http://{c}   (e.g. curl http://{c}/connector-plugins)");
         }
+        if let Some(s) = sql_addr {
+            eprintln!("  SQL:             http://{s}   (e.g. fjord sql --server http://{s})");
+        }
         eprintln!("  Data directory:  {}", data_dir.display());
         eprintln!("Press Ctrl-C to stop.\n");
     }
@@ -112,7 +142,10 @@ pub async fn serve(
         reason = broker.fatal() => Some(reason),
     };
     tracing::info!("shutting down");
-    // The worker's tasks finish their batches and commit while the broker still serves them.
+    // The SQL queries and the worker's tasks finish their batches and commit while the broker still serves them.
+    if let Some(s) = sql {
+        s.shutdown().await;
+    }
     if let Some(c) = connect {
         c.shutdown().await;
     }
@@ -287,6 +320,38 @@ async fn start_connect(
     Ok(None)
 }
 
+/// The SQL server `fjord start` runs.
+struct SqlServer {
+    addr: SocketAddr,
+    #[cfg(feature = "sql")]
+    engine: Arc<fjord_sql::engine::Engine>,
+}
+
+impl SqlServer {
+    async fn shutdown(self) {
+        #[cfg(feature = "sql")]
+        {
+            let e = self.engine;
+            let stop = tokio::task::spawn_blocking(move || e.shutdown());
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), stop).await;
+        }
+    }
+}
+
+#[cfg(feature = "sql")]
+async fn start_sql(bootstrap: &str, listen: SocketAddr) -> Result<Option<SqlServer>> {
+    let (engine, addr) =
+        crate::sql::start(bootstrap, listen, fjord_sql::engine::COMMAND_TOPIC).await?;
+    Ok(Some(SqlServer { addr, engine }))
+}
+
+/// A build without the `sql` feature: `fjord start` runs without a SQL server and says so.
+#[cfg(not(feature = "sql"))]
+async fn start_sql(_bootstrap: &str, _listen: SocketAddr) -> Result<Option<SqlServer>> {
+    tracing::warn!("this fjord was built without the `sql` feature: no SQL server");
+    Ok(None)
+}
+
 /// `fjord registry`: the Schema Registry alone, against any Kafka-compatible cluster, until SIGINT or SIGTERM.
 #[cfg(feature = "registry")]
 pub async fn serve_registry(
@@ -320,9 +385,14 @@ struct Running {
 }
 
 /// `fjord start --brokers N`: starts every broker at once (each waits for a quorum of the others), serves
-/// each one's /metrics, prints where everything is, and on SIGINT/SIGTERM stops them one after another with
-/// a controlled shutdown, the raft leader last (so that leadership moves once, not at every stop).
-pub async fn serve_cluster(configs: Vec<BrokerConfig>, root: std::path::PathBuf) -> Result<()> {
+/// each one's /metrics, runs the Schema Registry on `registry_listener` against all of them, prints where
+/// everything is, and on SIGINT/SIGTERM stops them one after another with a controlled shutdown, the raft
+/// leader last (so that leadership moves once, not at every stop).
+pub async fn serve_cluster(
+    configs: Vec<BrokerConfig>,
+    root: std::path::PathBuf,
+    registry_listener: Option<SocketAddr>,
+) -> Result<()> {
     let n = configs.len();
     let starts: Vec<_> = configs
         .into_iter()
@@ -395,6 +465,28 @@ pub async fn serve_cluster(configs: Vec<BrokerConfig>, root: std::path::PathBuf)
         .map(|r| r.broker.local_addr().to_string())
         .collect();
     let bootstrap = bootstrap.join(",");
+    // The registry, a client of the whole cluster (its `_schemas` topic gets the cluster's replication factor).
+    let registry = match registry_listener {
+        Some(addr) => match start_registry(
+            &bootstrap,
+            addr,
+            REGISTRY_TOPIC,
+            &RegistryElection::default(),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                stop_all(running).await;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    let registry_field = registry
+        .as_ref()
+        .map(|r| format!(" registry={}", r.addr))
+        .unwrap_or_default();
     // One machine-readable line per broker, then the ready line (its kafka= and http= are broker 1's).
     for r in &running {
         let st = r.broker.state();
@@ -413,12 +505,12 @@ pub async fn serve_cluster(configs: Vec<BrokerConfig>, root: std::path::PathBuf)
     let first = &running[0];
     match first.http {
         Some(h) => println!(
-            "fjord ready kafka={} http={h} bootstrap={bootstrap} brokers={n} data={}",
+            "fjord ready kafka={} http={h} bootstrap={bootstrap} brokers={n}{registry_field} data={}",
             first.broker.local_addr(),
             root.display()
         ),
         None => println!(
-            "fjord ready kafka={} bootstrap={bootstrap} brokers={n} data={}",
+            "fjord ready kafka={} bootstrap={bootstrap} brokers={n}{registry_field} data={}",
             first.broker.local_addr(),
             root.display()
         ),
@@ -441,6 +533,12 @@ pub async fn serve_cluster(configs: Vec<BrokerConfig>, root: std::path::PathBuf)
             );
         }
         eprintln!("  Clients:  --bootstrap-server {bootstrap}");
+        if let Some(r) = &registry {
+            eprintln!(
+                "  Schema Registry: http://{}   (e.g. curl http://{}/subjects)",
+                r.addr, r.addr
+            );
+        }
         eprintln!("            (e.g. fjord cluster status --bootstrap-server {bootstrap})");
         eprintln!("Press Ctrl-C to stop.\n");
     }
@@ -449,6 +547,9 @@ pub async fn serve_cluster(configs: Vec<BrokerConfig>, root: std::path::PathBuf)
         reason = first_fatal(&running) => Some(reason),
     };
     tracing::info!("shutting down {n} brokers");
+    if let Some(r) = registry {
+        r.leave().await;
+    }
     stop_all(running).await;
     match fatal {
         Some(reason) => anyhow::bail!("broker stopped: {reason}"),

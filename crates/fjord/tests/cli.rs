@@ -418,6 +418,8 @@ fn every_command_has_help_with_examples() {
         vec!["transactions", "describe", "--help"],
         vec!["transactions", "describe-producers", "--help"],
         vec!["connect", "standalone", "--help"],
+        vec!["sql", "--help"],
+        vec!["sql-server", "--help"],
     ] {
         let out = ok(&fjord("127.0.0.1:9", &args, None));
         assert!(

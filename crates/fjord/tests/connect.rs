@@ -880,6 +880,8 @@ impl Platform {
                 "none",
                 "--connect-listener",
                 "127.0.0.1:0",
+                "--sql-listener",
+                "none",
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

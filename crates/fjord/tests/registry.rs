@@ -109,6 +109,8 @@ fn avro_serializer_and_deserializer_round_trip_through_fjord_start() {
                 "127.0.0.1:0",
                 "--connect-listener",
                 "none",
+                "--sql-listener",
+                "none",
             ]),
     );
     let kafka = field(&line, "kafka=").to_string();
@@ -254,6 +256,169 @@ fn registry_killed_with_sigkill_restarts_with_every_subject_version_and_id() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn schema_contexts_are_stored_in_confluents_records_and_survive_a_kill_9() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("broker"), &[]);
+    let (mut reg, addr) = spawn_registry(&broker.bootstrap);
+
+    // One subject name in two contexts, each numbering its ids from 1; a context URL; a context's config.
+    let cfg = json!({"compatibility": "NONE"}).to_string();
+    assert_eq!(
+        http(&addr, "PUT", "/config/:.team:", Some(cfg.as_bytes())).0,
+        200
+    );
+    assert_eq!(register(&addr, "orders-value", &record_schema("A")), 1);
+    assert_eq!(
+        register(&addr, ":.team:orders-value", &record_schema("B")),
+        1
+    );
+    assert_eq!(
+        register(&addr, ":.team:orders-value", &record_schema("A")),
+        2
+    );
+    let body = json!({ "schema": r#""string""# }).to_string();
+    let (s, v) = http(
+        &addr,
+        "POST",
+        "/contexts/.team/subjects/gone/versions",
+        Some(body.as_bytes()),
+    );
+    assert_eq!((s, v["id"].as_i64()), (200, Some(3)), "{v}");
+    assert_eq!(http(&addr, "DELETE", "/subjects/:.team:gone", None).0, 200);
+    let paths = [
+        "/subjects?deleted=true",
+        "/contexts",
+        "/subjects/:.team:orders-value/versions/2",
+        "/contexts/.team/subjects/orders-value/versions",
+        "/schemas/ids/1",
+        "/schemas/ids/1?subject=:.team:orders-value",
+        "/config/:.team:",
+    ];
+    let before: Vec<Value> = paths
+        .iter()
+        .map(|p| http(&addr, "GET", p, None).1)
+        .collect();
+    assert_eq!(
+        before[0],
+        json!([":.team:gone", ":.team:orders-value", "orders-value"])
+    );
+    assert_eq!(before[1], json!([".", ".team"]));
+    assert_ne!(
+        before[4], before[5],
+        "id 1 is another schema in each context"
+    );
+
+    // Confluent's records: the qualified subject in key and value, a CONTEXT record before the first schema.
+    let records = committed_schema_records(&broker.bootstrap);
+    let context_at = records
+        .iter()
+        .position(|(_, k, _)| k["keytype"] == "CONTEXT")
+        .expect("a CONTEXT record");
+    assert_eq!(
+        records[context_at].1,
+        json!({"keytype":"CONTEXT","tenant":"default","context":".team","magic":0})
+    );
+    let team_schema_at = records
+        .iter()
+        .position(|(_, k, v)| {
+            k == &json!({"keytype":"SCHEMA","subject":":.team:orders-value","version":1,"magic":1})
+                && v.as_ref().is_some_and(|v| {
+                    v["subject"] == ":.team:orders-value" && v["id"] == 1 && v["version"] == 1
+                })
+        })
+        .expect("the qualified subject's SCHEMA record");
+    assert!(context_at < team_schema_at);
+
+    let _ = Command::new("kill")
+        .args(["-9", &reg.id().to_string()])
+        .status();
+    let _ = reg.wait();
+    let (mut reg, addr) = spawn_registry(&broker.bootstrap);
+    let after: Vec<Value> = paths
+        .iter()
+        .map(|p| http(&addr, "GET", p, None).1)
+        .collect();
+    assert_eq!(before, after, "the restarted registry rebuilt the contexts");
+    // Ids continue per context after the restart.
+    assert_eq!(register(&addr, ":.team:more", r#""int""#), 4);
+    assert_eq!(register(&addr, "more", r#""int""#), 2);
+    kill9(&mut reg);
+}
+
+#[test]
+fn a_three_broker_fjord_start_runs_a_registry_whose_schemas_topic_has_three_replicas() {
+    let dir = temp_dir();
+    let (mut child, brokers, ready) =
+        start_cluster_with_registry(&dir.path().join("data"), 3, &[], "127.0.0.1:0");
+    assert_eq!(brokers.len(), 3);
+    let addr = field(&ready, "registry=").to_string();
+    let bootstrap = field(&ready, "bootstrap=").to_string();
+    assert_eq!(register(&addr, "orders-value", &record_schema("A")), 1);
+    assert_eq!(
+        register(&addr, ":.team:orders-value", &record_schema("A")),
+        1
+    );
+    assert_eq!(
+        http(&addr, "GET", "/subjects", None).1,
+        json!([":.team:orders-value", "orders-value"])
+    );
+    assert_eq!(
+        primary_of(&addr)["primary"],
+        json!(true),
+        "the only instance is the primary"
+    );
+    // `_schemas` takes the cluster's replication factor (min(3, N)): a registration survives a broker.
+    let out = kcat(
+        &["-L", "-b", &bootstrap, "-t", "_schemas"],
+        None,
+        Duration::from_secs(30),
+    );
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    let replicas = listing
+        .split("replicas: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .map(|r| r.trim_end_matches(','))
+        .unwrap_or_else(|| panic!("no replicas in {listing}"));
+    assert_eq!(replicas.split(',').count(), 3, "{listing}");
+    interrupt(&mut child);
+}
+
+#[test]
+fn confluents_python_client_uses_schema_contexts_through_the_context_url() {
+    let dir = temp_dir();
+    let (mut child, line) = spawn_ready(
+        Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .args(["start", "--data-dir"])
+            .arg(dir.path())
+            .args([
+                "--override",
+                "listeners=PLAINTEXT://127.0.0.1:0",
+                "--override",
+                "metrics.listener=127.0.0.1:0",
+                "--registry-listener",
+                "127.0.0.1:0",
+                "--connect-listener",
+                "none",
+            ]),
+    );
+    let kafka = field(&line, "kafka=").to_string();
+    let registry = field(&line, "registry=").to_string();
+    let out = run_client(
+        "registry_contexts.py",
+        &[&kafka, &format!("http://{registry}"), "orders"],
+        Duration::from_secs(120),
+    );
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(
+        v,
+        json!({"plain_id": 1, "team_id": 1, "subjects": [":.team:orders-value", "orders-value"],
+               "decoded": [{"sku": "t-1"}, {"sku": "t-2"}]})
+    );
+    interrupt(&mut child);
 }
 
 #[test]
@@ -980,7 +1145,7 @@ async fn a_write_that_began_before_a_re_promotion_is_refused_not_committed_by_th
 
     // A write of A begins: the producer it will write with is taken now, with the state it computes from
     // (here: the next id is first + 1).
-    let began = a.store().writer().unwrap();
+    let began = a.store().writer_for_tests().unwrap();
 
     let b = open_kafka(
         &broker.bootstrap,

@@ -50,6 +50,9 @@ pub async fn handle(
         subscribed_topic_regex: req.subscribed_topic_regex.as_ref().map(|r| r.to_string()),
         owned,
     };
+    // The limit the log enforces on __consumer_offsets now (a dynamic change included), so that a member record
+    // the write would refuse is refused before anything changes. Computed before the coordinator lock is taken.
+    let max_record_bytes = crate::groups::offsets_max_message_bytes(ctx.state);
     let resp = {
         let mut c = match ctx.state.groups.coordinator_for(ctx.state, &group_id) {
             Ok(c) => c,
@@ -59,6 +62,7 @@ pub async fn handle(
                     .with_member_epoch(-1)
             }
         };
+        c.consumer.config.max_record_bytes = max_record_bytes;
         if c.is_active_classic(&group_id) {
             return ConsumerGroupHeartbeatResponse::default()
                 .with_error_code(E::GroupIdNotFound.code())
@@ -82,10 +86,10 @@ pub async fn handle(
         // restarted or new coordinator knows the epoch and assignment the member was told. If the write fails
         // the member retries; the change stays in memory and is written by the next flush, and a retry with the
         // previous epoch is accepted as long as what the member owns is within its assignment.
-        // Only this group's partition decides: another partition's failure is not this member's.
+        // Only this group's write decides: another group's failure is not this member's.
         let groups = &ctx.state.groups;
         let failed = groups.flush_consumer_groups(ctx.state, &[&group_id]).await;
-        if let Some(code) = failed.get(&groups.partition_of(&group_id)) {
+        if let Some(code) = failed.get(&group_id) {
             return ConsumerGroupHeartbeatResponse::default()
                 .with_error_code(*code)
                 .with_member_epoch(-1);

@@ -27,12 +27,12 @@ pub async fn handle(ctx: &Ctx<'_>, req: DeleteGroupsRequest) -> DeleteGroupsResp
             *c = failed;
         }
     } else {
-        // The tombstones of deleted KIP-848 groups: a group fails only when its own partition did.
+        // The tombstones of deleted KIP-848 groups: a group fails only when its own write did.
         let names: Vec<&str> = req.groups_names.iter().map(|g| g.0.as_str()).collect();
         let failed = groups.flush_consumer_groups(ctx.state, &names).await;
         for (c, g) in codes.iter_mut().zip(&names) {
             if *c == 0 {
-                if let Some(code) = failed.get(&groups.partition_of(g)) {
+                if let Some(code) = failed.get(*g) {
                     *c = *code;
                 }
             }

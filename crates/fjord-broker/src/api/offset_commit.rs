@@ -45,7 +45,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResp
     let (valid, mut codes) = validate(ctx, check, topics, now);
     if !valid.is_empty() {
         let records = broker.groups.lock().commit_records(&group, &valid);
-        match broker.groups.persist(broker, records).await {
+        match broker.groups.persist_commit(broker, records).await {
             Ok(()) => {
                 // Replicated, so acknowledged. Should the coordinator have resigned meanwhile, its successor
                 // loads the commit from the log.
@@ -55,7 +55,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: OffsetCommitRequest) -> OffsetCommitResp
             }
             Err(e) => {
                 tracing::error!(%group, error = %e, "persisting offset commit failed");
-                not_acknowledged(&mut codes, crate::groups::write_error_code(&e));
+                not_acknowledged(&mut codes, crate::groups::commit_error_code(&e));
             }
         }
     }

@@ -26,7 +26,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: OffsetDeleteRequest) -> OffsetDeleteResp
         let r = c.delete_offsets(&req.group_id.0, &wanted);
         (r, c.take_records())
     };
-    if let Err(e) = ctx.state.groups.persist(ctx.state, records).await {
+    if let Err(e) = ctx.state.groups.persist_commit(ctx.state, records).await {
         tracing::error!(error = %e, "persisting offset deletion failed");
         return OffsetDeleteResponse::default()
             .with_error_code(crate::groups::write_error_code(&e));

@@ -122,7 +122,7 @@ pub async fn handle(ctx: &Ctx<'_>, req: TxnOffsetCommitRequest) -> TxnOffsetComm
             .await
         {
             tracing::error!(%group, error = %e, "persisting transactional offset commit failed");
-            not_acknowledged(&mut codes, crate::groups::write_error_code(&e));
+            not_acknowledged(&mut codes, crate::groups::commit_error_code(&e));
         }
     }
     // Checked and written, refused, or nothing valid to write: the guard is done with either way.

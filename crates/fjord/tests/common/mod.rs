@@ -387,9 +387,20 @@ pub fn http_request(
     (status, head, raw[split + 4..].to_vec())
 }
 
-/// `fjord start --brokers N` on free ports, with `overrides` (`key=value`) for every broker; returns the child,
-/// the per-broker lines and the ready line (whose `bootstrap=` lists every broker).
+/// `fjord start --brokers N` on free ports, with `overrides` (`key=value`) for every broker and no Schema
+/// Registry; returns the child, the per-broker lines and the ready line (whose `bootstrap=` lists every broker).
 pub fn start_cluster(data: &Path, n: usize, overrides: &[&str]) -> (Child, Vec<String>, String) {
+    start_cluster_with_registry(data, n, overrides, "none")
+}
+
+/// [`start_cluster`] with the Schema Registry on `registry` (`127.0.0.1:0`: a free port, in the ready line's
+/// `registry=`; `none`: no registry).
+pub fn start_cluster_with_registry(
+    data: &Path,
+    n: usize,
+    overrides: &[&str],
+    registry: &str,
+) -> (Child, Vec<String>, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fjord"));
     cmd.args(["start", "--brokers", &n.to_string(), "--data-dir"])
         .arg(data)
@@ -398,6 +409,8 @@ pub fn start_cluster(data: &Path, n: usize, overrides: &[&str]) -> (Child, Vec<S
             "listeners=PLAINTEXT://127.0.0.1:0",
             "--override",
             "metrics.listener=127.0.0.1:0",
+            "--registry-listener",
+            registry,
         ]);
     for o in overrides {
         cmd.args(["--override", o]);
@@ -521,12 +534,24 @@ pub fn fjord_json(bootstrap: &str, args: &[&str]) -> serde_json::Value {
 }
 
 /// `fjord start` with data in `data` on free loopback ports (broker and HTTP), the registry on `registry` and the
-/// Connect worker on `connect` (`"127.0.0.1:0"` or `"none"`), stderr to `stderr`. Returns the child and its ready
-/// line (fields `kafka=`, `http=`, `registry=`, `connect=`; read them with [`field`]); stdout keeps being drained.
+/// Connect worker on `connect` (`"127.0.0.1:0"` or `"none"`), no SQL server, stderr to `stderr`. Returns the child
+/// and its ready line (fields `kafka=`, `http=`, `registry=`, `connect=`; read them with [`field`]); stdout keeps
+/// being drained.
 pub fn start_platform(
     data: &Path,
     registry: &str,
     connect: &str,
+    stderr: Stdio,
+) -> (Child, String) {
+    start_platform_with_sql(data, registry, connect, "none", stderr)
+}
+
+/// [`start_platform`] with the SQL server on `sql` (`"127.0.0.1:0"` or `"none"`; the ready line's `sql=`).
+pub fn start_platform_with_sql(
+    data: &Path,
+    registry: &str,
+    connect: &str,
+    sql: &str,
     stderr: Stdio,
 ) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
@@ -541,6 +566,8 @@ pub fn start_platform(
             registry,
             "--connect-listener",
             connect,
+            "--sql-listener",
+            sql,
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -43,6 +43,8 @@ public final class FjordBroker implements AutoCloseable {
                 ? new ArrayList<>(List.of(bin, "broker", "--override", "log.dirs=" + data.resolve("data")))
                 : new ArrayList<>(List.of(bin, "start", "--brokers", String.valueOf(brokers),
                         "--data-dir", data.resolve("data").toString(),
+                        // No Schema Registry (it would take 127.0.0.1:8081, which parallel runs share).
+                        "--registry-listener", "none",
                         "--override", "default.replication.factor=3",
                         "--override", "min.insync.replicas=2",
                         "--override", "offsets.topic.replication.factor=3",

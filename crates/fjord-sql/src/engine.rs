@@ -1,0 +1,1593 @@
+//! The engine: executes statements against a Kafka cluster (librdkafka). DDL and persistent queries are written
+//! to a compacted, single-partition command topic (one record per stream or table, keyed by its name; a drop is
+//! a tombstone) before they take effect here, and the command topic is replayed at start, so that the catalog
+//! and the persistent queries survive a restart. A persistent query consumes in its own group
+//! (`_fjord_sql_<query id>`) and commits offsets only after its output is acknowledged (at-least-once), so a
+//! restarted query resumes where it committed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::Message;
+use rdkafka::producer::{
+    BaseRecord, DefaultProducerContext, FutureProducer, FutureRecord, Producer, ThreadedProducer,
+};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value as J};
+
+use crate::catalog::{Catalog, Column, Format, QueryDef, SourceDef};
+use crate::error::{Result, SqlError};
+use crate::expr::{compile, Scope};
+use crate::format;
+use crate::parser::{parse_statement, KeyKind, Parsed, PropValue, SourceKind, Statement};
+use crate::plan::{plan_select, SelectPlan, PSEUDO};
+use crate::types::{SqlType, Value};
+
+/// How long a cluster operation (metadata, topic creation, a command write) may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default name of the command topic (ksqlDB's is `_confluent-ksql-<service id>_command_topic`).
+pub const COMMAND_TOPIC: &str = "_fjord_sql_commands";
+
+/// Request properties (`SET 'auto.offset.reset'='earliest'`, or `streamsProperties` over REST).
+pub type Props = BTreeMap<String, String>;
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub bootstrap: String,
+    pub command_topic: String,
+}
+
+/// A persistent query running in this process.
+struct Running {
+    stop: Arc<AtomicBool>,
+    stats: Arc<QueryStats>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default, Debug)]
+pub struct QueryStats {
+    pub records_in: AtomicU64,
+    pub records_out: AtomicU64,
+    /// Records that could not be read or evaluated (skipped, as ksqlDB's processing log does).
+    pub errors: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+struct State {
+    catalog: Catalog,
+    running: HashMap<String, Running>,
+    next_seq: u64,
+}
+
+pub struct Engine {
+    cfg: EngineConfig,
+    state: Mutex<State>,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    /// Serializes statements that change the catalog: validate, write the command, apply.
+    ddl: tokio::sync::Mutex<()>,
+    /// Push queries running now (each holds a thread and a consumer), at most [`MAX_PUSH_QUERIES`].
+    push_queries: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// The most push queries one server runs at once; more are refused until one ends.
+pub const MAX_PUSH_QUERIES: usize = 100;
+
+/// One row streamed by a push query.
+pub type Row = Vec<J>;
+
+/// A running push query: its header and the rows as they come; dropping the receiver stops it.
+pub struct PushQuery {
+    pub query_id: String,
+    pub columns: Vec<(String, SqlType)>,
+    pub rows: tokio::sync::mpsc::Receiver<std::result::Result<Row, String>>,
+}
+
+fn props_reset(props: &Props) -> Result<String> {
+    let v = props
+        .get("auto.offset.reset")
+        .or_else(|| props.get("ksql.streams.auto.offset.reset"))
+        .map_or("latest", String::as_str)
+        .to_ascii_lowercase();
+    match v.as_str() {
+        "earliest" | "latest" => Ok(v),
+        other => Err(SqlError::semantic(format!(
+            "auto.offset.reset '{other}': expected 'earliest' or 'latest'"
+        ))),
+    }
+}
+
+impl Engine {
+    /// Connects to the cluster, creates the command topic if missing and replays it: the catalog is rebuilt and
+    /// the persistent queries that were running start again from their committed offsets.
+    pub async fn start(cfg: EngineConfig) -> Result<Arc<Engine>> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &cfg.bootstrap)
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .map_err(|e| {
+                SqlError::execution(format!(
+                    "cannot create a producer for {}: {e}",
+                    cfg.bootstrap
+                ))
+            })?;
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &cfg.bootstrap)
+            .create()
+            .map_err(|e| SqlError::execution(format!("cannot create an admin client: {e}")))?;
+        let engine = Arc::new(Engine {
+            cfg,
+            state: Mutex::new(State {
+                catalog: Catalog::default(),
+                running: HashMap::new(),
+                next_seq: 1,
+            }),
+            producer,
+            admin,
+            ddl: tokio::sync::Mutex::new(()),
+            push_queries: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        });
+        engine
+            .create_topic(
+                &engine.cfg.command_topic,
+                1,
+                &[("cleanup.policy", "compact")],
+            )
+            .await?;
+        let e2 = engine.clone();
+        tokio::task::spawn_blocking(move || e2.replay())
+            .await
+            .map_err(|e| {
+                SqlError::execution(format!("replaying the command topic failed: {e}"))
+            })??;
+        Ok(engine)
+    }
+
+    pub fn bootstrap(&self) -> &str {
+        &self.cfg.bootstrap
+    }
+
+    /// Reads the command topic to its end, applies every command, then starts the running queries.
+    fn replay(self: &Arc<Self>) -> Result<()> {
+        let topic = &self.cfg.command_topic;
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.cfg.bootstrap)
+            .set("group.id", "_fjord_sql_command_reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| SqlError::execution(format!("cannot create a consumer: {e}")))?;
+        let (lo, hi) = consumer
+            .fetch_watermarks(topic, 0, TIMEOUT)
+            .map_err(|e| SqlError::execution(format!("cannot read the end of {topic}: {e}")))?;
+        let mut commands: BTreeMap<String, Option<SourceDef>> = BTreeMap::new();
+        let mut order: Vec<String> = Vec::new();
+        if hi > lo {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, 0, Offset::Beginning)
+                .map_err(|e| SqlError::execution(e.to_string()))?;
+            consumer
+                .assign(&tpl)
+                .map_err(|e| SqlError::execution(e.to_string()))?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let mut pos = lo;
+            while pos < hi {
+                if std::time::Instant::now() > deadline {
+                    return Err(SqlError::execution(format!(
+                        "reading the command topic {topic} to offset {hi} took more than 60 s"
+                    )));
+                }
+                match consumer.poll(Duration::from_millis(200)) {
+                    Some(Ok(m)) => {
+                        pos = m.offset() + 1;
+                        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                            continue;
+                        };
+                        let def = match m.payload() {
+                            None => None,
+                            Some(v) => match serde_json::from_slice::<SourceDef>(v) {
+                                Ok(d) => Some(d),
+                                Err(e) => {
+                                    tracing::warn!(key, offset = m.offset(), error = %e, "skipping a command that does not decode");
+                                    continue;
+                                }
+                            },
+                        };
+                        order.retain(|k| k != key);
+                        order.push(key.to_string());
+                        commands.insert(key.to_string(), def);
+                    }
+                    Some(Err(e)) => {
+                        return Err(SqlError::execution(format!("reading {topic} failed: {e}")))
+                    }
+                    None => {
+                        if let Ok(p) = consumer.position() {
+                            if let Some(Offset::Offset(o)) =
+                                p.elements().first().map(|e| e.offset())
+                            {
+                                pos = pos.max(o);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut to_start = Vec::new();
+        {
+            let mut st = self.state.lock().expect("engine state");
+            for key in order {
+                if let Some(Some(def)) = commands.remove(&key) {
+                    if let Some(q) = &def.query {
+                        if let Some(n) = q.id.rsplit('_').next().and_then(|n| n.parse::<u64>().ok())
+                        {
+                            st.next_seq = st.next_seq.max(n + 1);
+                        }
+                        if q.running {
+                            to_start.push(def.clone());
+                        }
+                    }
+                    st.catalog.put(def);
+                }
+            }
+        }
+        tracing::info!(
+            queries = to_start.len(),
+            "SQL catalog replayed from {topic}"
+        );
+        for def in to_start {
+            // A group with committed offsets goes on from them; one without (killed before its first commit)
+            // starts where the query was created to start.
+            let reset = def
+                .query
+                .as_ref()
+                .and_then(|q| q.reset.clone())
+                .unwrap_or_else(|| "earliest".into());
+            if let Err(e) = self.start_persistent(&def, &reset) {
+                tracing::error!(sink = def.name, error = %e, "a persistent query could not start again");
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> Result<bool> {
+        let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
+        for (k, v) in configs {
+            new = new.set(k, v);
+        }
+        let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+        let results =
+            self.admin.create_topics([&new], &opts).await.map_err(|e| {
+                SqlError::execution(format!("cannot create the topic {topic}: {e}"))
+            })?;
+        match results.into_iter().next() {
+            Some(Ok(_)) => Ok(true),
+            Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => Ok(false),
+            Some(Err((t, e))) => Err(SqlError::execution(format!(
+                "cannot create the topic {t}: {e}"
+            ))),
+        }
+    }
+
+    /// The partition count of `topic`, `None` if it does not exist.
+    async fn partitions(&self, topic: &str) -> Result<Option<i32>> {
+        let admin_client = self.bootstrap().to_string();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || -> Result<Option<i32>> {
+            let c: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &admin_client)
+                .set("allow.auto.create.topics", "false")
+                .create()
+                .map_err(|e| SqlError::execution(e.to_string()))?;
+            let md = c.fetch_metadata(Some(&topic), TIMEOUT).map_err(|e| {
+                SqlError::execution(format!("cannot read the metadata of {topic}: {e}"))
+            })?;
+            Ok(md
+                .topics()
+                .first()
+                .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                .map(|t| t.partitions().len() as i32))
+        })
+        .await
+        .map_err(|e| SqlError::execution(e.to_string()))?
+    }
+
+    /// Writes a command (a source's definition; `None`: its tombstone) and waits for the acknowledgement.
+    async fn write_command(&self, name: &str, def: Option<&SourceDef>) -> Result<()> {
+        let payload = def.map(|d| serde_json::to_vec(d).expect("a definition serializes"));
+        let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(&self.cfg.command_topic)
+            .key(name)
+            .partition(0);
+        if let Some(p) = &payload {
+            rec = rec.payload(p);
+        }
+        self.producer.send(rec, TIMEOUT).await.map_err(|(e, _)| {
+            SqlError::execution(format!(
+                "cannot write to the command topic {}: {e}",
+                self.cfg.command_topic
+            ))
+        })?;
+        Ok(())
+    }
+
+    fn catalog_snapshot(&self) -> Catalog {
+        self.state.lock().expect("engine state").catalog.clone()
+    }
+
+    /// Executes one statement (not a SELECT: see [`Engine::push_query`]); returns ksqlDB's entity for it.
+    pub async fn execute(self: &Arc<Self>, parsed: &Parsed, props: &mut Props) -> Result<J> {
+        let text = parsed.text.as_str();
+        match &parsed.statement {
+            Statement::Set { name, value } => {
+                props.insert(name.clone(), value.clone());
+                props_reset(props)?;
+                Ok(json!({"@type": "currentStatus", "statementText": text, "commandStatus": {"status": "SUCCESS", "message": format!("Successfully changed local property '{name}' to '{value}'.")}}))
+            }
+            Statement::Unset { name } => {
+                props.remove(name);
+                Ok(json!({"@type": "currentStatus", "statementText": text, "commandStatus": {"status": "SUCCESS", "message": format!("Successfully unset local property '{name}'.")}}))
+            }
+            Statement::Select(_) => Err(SqlError::semantic(
+                "SELECT is a query: send it to /query (fjord sql does), or make it persistent with CREATE STREAM ... AS SELECT",
+            )),
+            Statement::ShowStreams | Statement::ShowTables => {
+                let kind = if matches!(parsed.statement, Statement::ShowStreams) { SourceKind::Stream } else { SourceKind::Table };
+                let list: Vec<J> = self
+                    .catalog_snapshot()
+                    .all()
+                    .filter(|s| s.kind == kind)
+                    .map(|s| json!({"type": kind.word(), "name": s.name, "topic": s.topic, "keyFormat": s.key_format.name(), "valueFormat": s.value_format.name(), "isWindowed": false}))
+                    .collect();
+                let field = if kind == SourceKind::Stream { "streams" } else { "tables" };
+                Ok(json!({"@type": field, "statementText": text, field: list}))
+            }
+            Statement::ShowQueries => {
+                let cat = self.catalog_snapshot();
+                let st = self.state.lock().expect("engine state");
+                let list: Vec<J> = cat
+                    .all()
+                    .filter_map(|s| s.query.as_ref().map(|q| (s, q)))
+                    .map(|(s, q)| {
+                        let state = if st.running.contains_key(&q.id) { "RUNNING" } else if q.running { "ERROR" } else { "TERMINATED" };
+                        json!({"queryString": q.sql, "sinks": [s.name], "sinkKafkaTopics": [s.topic], "id": q.id, "queryType": "PERSISTENT", "state": state, "statusCount": {state: 1}})
+                    })
+                    .collect();
+                Ok(json!({"@type": "queries", "statementText": text, "queries": list}))
+            }
+            Statement::ShowTopics => {
+                let bootstrap = self.bootstrap().to_string();
+                let topics = tokio::task::spawn_blocking(move || -> Result<Vec<J>> {
+                    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create().map_err(|e| SqlError::execution(e.to_string()))?;
+                    let md = c.fetch_metadata(None, TIMEOUT).map_err(|e| SqlError::execution(format!("cannot list the topics: {e}")))?;
+                    Ok(md.topics().iter().filter(|t| !t.name().starts_with("__")).map(|t| json!({"name": t.name(), "replicaInfo": t.partitions().iter().map(|p| p.replicas().len()).collect::<Vec<_>>()})).collect())
+                })
+                .await
+                .map_err(|e| SqlError::execution(e.to_string()))??;
+                Ok(json!({"@type": "kafka_topics", "statementText": text, "topics": topics}))
+            }
+            Statement::ShowProperties => {
+                let list: Vec<J> = props.iter().map(|(k, v)| json!({"name": k, "scope": "SESSION", "value": v})).collect();
+                Ok(json!({"@type": "properties", "statementText": text, "properties": list}))
+            }
+            Statement::Describe { name, extended } => {
+                let cat = self.catalog_snapshot();
+                let s = cat.lookup(&name.value, name.pos)?;
+                Ok(json!({"@type": "sourceDescription", "statementText": text, "sourceDescription": self.describe(s, &cat, *extended)}))
+            }
+            Statement::ExplainQuery(id) => {
+                let cat = self.catalog_snapshot();
+                let Some(s) = cat.all().find(|s| s.query.as_ref().is_some_and(|q| q.id.eq_ignore_ascii_case(&id.value))) else {
+                    return Err(self.unknown_query(&cat, &id.value, id.pos));
+                };
+                let q = s.query.as_ref().expect("found by its query");
+                Ok(json!({"@type": "queryDescription", "statementText": text, "queryDescription": self.query_description(s, q)}))
+            }
+            Statement::Explain(inner) => {
+                let cat = self.catalog_snapshot();
+                let select = match &**inner {
+                    Statement::Select(s) => s,
+                    Statement::CreateSource { as_select: Some(s), .. } => s,
+                    _ => return Err(SqlError::semantic("EXPLAIN takes a query id, a SELECT or a CREATE ... AS SELECT")),
+                };
+                let plan = plan_select(select, &cat)?;
+                let runnable = plan.require_stateless().err().map(|e| e.message);
+                Ok(json!({"@type": "queryDescription", "statementText": text, "queryDescription": {
+                    "id": "", "statementText": text, "sources": [plan.source.name],
+                    "fields": plan.projection.iter().map(|p| json!({"name": p.name, "schema": {"type": p.ty.to_string()}})).collect::<Vec<_>>(),
+                    "executionPlan": plan_text(&plan), "runnable": runnable.is_none(), "reason": runnable}}))
+            }
+            Statement::CreateSource { as_select: None, .. } => {
+                let _guard = self.ddl.lock().await;
+                self.create_source(parsed).await
+            }
+            Statement::CreateSource { as_select: Some(_), .. } => {
+                let _guard = self.ddl.lock().await;
+                self.create_as_select(parsed, props).await
+            }
+            Statement::Drop { kind, if_exists, name, delete_topic } => {
+                let _guard = self.ddl.lock().await;
+                let cat = self.catalog_snapshot();
+                let Some(def) = cat.get(&name.value) else {
+                    if *if_exists {
+                        return Ok(json!({"@type": "currentStatus", "statementText": text, "commandStatus": {"status": "SUCCESS", "message": format!("Source {} does not exist.", name.value)}}));
+                    }
+                    return Err(cat.lookup(&name.value, name.pos).expect_err("missing"));
+                };
+                if def.kind != *kind {
+                    return Err(SqlError::semantic_at(format!("{} is a {}, not a {}: use DROP {}", def.name, def.kind.word(), kind.word(), def.kind.word()), name.pos));
+                }
+                let readers: Vec<String> = cat.readers_of(&def.name).into_iter().filter(|q| def.query.as_ref().is_none_or(|own| own.id != *q)).collect();
+                if !readers.is_empty() {
+                    return Err(SqlError::semantic(format!(
+                        "cannot drop {}: the queries {} read from it; TERMINATE them first",
+                        def.name,
+                        readers.join(", ")
+                    )));
+                }
+                if let Some(q) = &def.query {
+                    self.stop_query_async(&q.id).await;
+                }
+                self.write_command(&def.name, None).await?;
+                self.state.lock().expect("engine state").catalog.remove(&def.name);
+                if *delete_topic {
+                    let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+                    let r = self.admin.delete_topics(&[def.topic.as_str()], &opts).await.map_err(|e| SqlError::execution(format!("{} dropped, but its topic {} was not deleted: {e}", def.name, def.topic)))?;
+                    for x in r {
+                        if let Err((t, e)) = x {
+                            return Err(SqlError::execution(format!("{} dropped, but its topic {t} was not deleted: {e}", def.name)));
+                        }
+                    }
+                }
+                Ok(json!({"@type": "currentStatus", "statementText": text, "commandId": format!("{}/`{}`/drop", kind.word().to_lowercase(), def.name), "commandStatus": {"status": "SUCCESS", "message": format!("Source `{}` (topic: {}) was dropped.", def.name, def.topic)}}))
+            }
+            Statement::Terminate { query } => {
+                let _guard = self.ddl.lock().await;
+                let cat = self.catalog_snapshot();
+                let targets: Vec<SourceDef> = match query {
+                    None => cat.all().filter(|s| s.query.as_ref().is_some_and(|q| q.running)).cloned().collect(),
+                    Some(id) => match cat.all().find(|s| s.query.as_ref().is_some_and(|q| q.id.eq_ignore_ascii_case(&id.value))) {
+                        Some(s) => vec![s.clone()],
+                        None => return Err(self.unknown_query(&cat, &id.value, id.pos)),
+                    },
+                };
+                let mut ids = Vec::new();
+                for mut def in targets {
+                    let q = def.query.as_mut().expect("selected by its query");
+                    q.running = false;
+                    ids.push(q.id.clone());
+                    let id = q.id.clone();
+                    self.write_command(&def.name.clone(), Some(&def)).await?;
+                    self.stop_query_async(&id).await;
+                    self.state.lock().expect("engine state").catalog.put(def);
+                }
+                Ok(json!({"@type": "currentStatus", "statementText": text, "commandStatus": {"status": "SUCCESS", "message": format!("Query terminated: {}", if ids.is_empty() { "none running".to_string() } else { ids.join(", ") })}}))
+            }
+            Statement::AlterAddColumns { kind, name, columns } => {
+                let _guard = self.ddl.lock().await;
+                let cat = self.catalog_snapshot();
+                let mut def = cat.lookup(&name.value, name.pos)?.clone();
+                if def.kind != *kind {
+                    return Err(SqlError::semantic_at(format!("{} is a {}, not a {}", def.name, def.kind.word(), kind.word()), name.pos));
+                }
+                if def.query.is_some() {
+                    return Err(SqlError::semantic(format!("{} is written by a query: change the query with CREATE OR REPLACE instead", def.name)));
+                }
+                for c in columns {
+                    if c.key != KeyKind::None {
+                        return Err(SqlError::semantic_at("ALTER can add value columns only, not key columns", c.name.pos));
+                    }
+                    if def.columns.iter().any(|x| x.name == c.name.value) || PSEUDO.iter().any(|(p, _)| *p == c.name.value) {
+                        return Err(SqlError::semantic_at(format!("{} already has a column {}", def.name, c.name.value), c.name.pos));
+                    }
+                    def.columns.push(Column { name: c.name.value.clone(), ty: c.ty.clone(), key: false });
+                }
+                def.statement = ddl_text(&def);
+                self.write_command(&def.name.clone(), Some(&def)).await?;
+                self.state.lock().expect("engine state").catalog.put(def);
+                Ok(json!({"@type": "currentStatus", "statementText": text, "commandStatus": {"status": "SUCCESS", "message": format!("{} altered.", kind.word().to_lowercase())}}))
+            }
+            Statement::InsertValues { target, columns, values } => self.insert_values(text, target, columns.as_deref(), values).await,
+        }
+    }
+
+    /// Whether the cluster answers a metadata request (for /healthcheck).
+    pub async fn cluster_reachable(&self) -> bool {
+        self.partitions(&self.cfg.command_topic)
+            .await
+            .map(|p| p.is_some())
+            .unwrap_or(false)
+    }
+
+    fn unknown_query(&self, cat: &Catalog, id: &str, pos: Option<crate::Pos>) -> SqlError {
+        let ids: Vec<String> = cat
+            .all()
+            .filter_map(|s| s.query.as_ref().map(|q| q.id.clone()))
+            .collect();
+        SqlError::semantic_at(
+            format!(
+                "unknown query {id}: {}",
+                if ids.is_empty() {
+                    "no persistent queries exist".to_string()
+                } else {
+                    format!("the queries are {}", ids.join(", "))
+                }
+            ),
+            pos,
+        )
+    }
+
+    fn describe(&self, s: &SourceDef, cat: &Catalog, extended: bool) -> J {
+        let fields: Vec<J> = s
+            .columns
+            .iter()
+            .map(|c| {
+                let mut f = json!({"name": c.name, "schema": {"type": c.ty.to_string()}});
+                if c.key {
+                    f["type"] = json!(if s.kind == SourceKind::Table {
+                        "PRIMARY_KEY"
+                    } else {
+                        "KEY"
+                    });
+                }
+                f
+            })
+            .collect();
+        let write: Vec<J> = s.query.iter().map(|q| json!({"id": q.id, "queryString": q.sql, "state": if q.running {"RUNNING"} else {"TERMINATED"}})).collect();
+        let read: Vec<J> = cat
+            .readers_of(&s.name)
+            .into_iter()
+            .map(|id| json!({"id": id}))
+            .collect();
+        let mut d = json!({"name": s.name, "type": s.kind.word(), "topic": s.topic, "keyFormat": s.key_format.name(), "valueFormat": s.value_format.name(),
+            "timestamp": s.timestamp.clone().unwrap_or_default(), "fields": fields, "writeQueries": write, "readQueries": read, "statement": s.statement, "extended": extended, "windowType": ""});
+        if extended {
+            if let Some(q) = &s.query {
+                d["statistics"] = self.stats_json(&q.id);
+            }
+        }
+        d
+    }
+
+    fn stats_json(&self, id: &str) -> J {
+        let st = self.state.lock().expect("engine state");
+        match st.running.get(id) {
+            Some(r) => {
+                json!({"recordsIn": r.stats.records_in.load(Ordering::Relaxed), "recordsOut": r.stats.records_out.load(Ordering::Relaxed),
+                "processingErrors": r.stats.errors.load(Ordering::Relaxed), "lastError": r.stats.last_error.lock().expect("stats").clone()})
+            }
+            None => J::Null,
+        }
+    }
+
+    fn query_description(&self, s: &SourceDef, q: &QueryDef) -> J {
+        let state = if self
+            .state
+            .lock()
+            .expect("engine state")
+            .running
+            .contains_key(&q.id)
+        {
+            "RUNNING"
+        } else if q.running {
+            "ERROR"
+        } else {
+            "TERMINATED"
+        };
+        let plan = parse_statement(&q.sql)
+            .ok()
+            .and_then(|p| match p.statement {
+                Statement::CreateSource {
+                    as_select: Some(sel),
+                    ..
+                } => plan_select(&sel, &self.catalog_snapshot()).ok(),
+                _ => None,
+            });
+        json!({"id": q.id, "statementText": q.sql, "sinks": [s.name], "sinkKafkaTopics": [s.topic], "state": state, "queryType": "PERSISTENT",
+            "consumerGroupId": format!("_fjord_sql_{}", q.id),
+            "sources": plan.as_ref().map(|p| vec![p.source.name.clone()]).unwrap_or_default(),
+            "fields": s.columns.iter().map(|c| json!({"name": c.name, "schema": {"type": c.ty.to_string()}})).collect::<Vec<_>>(),
+            "executionPlan": plan.as_ref().map(plan_text).unwrap_or_default(), "statistics": self.stats_json(&q.id)})
+    }
+
+    async fn create_source(&self, parsed: &Parsed) -> Result<J> {
+        let Statement::CreateSource {
+            kind,
+            or_replace,
+            if_not_exists,
+            name,
+            columns,
+            with,
+            ..
+        } = &parsed.statement
+        else {
+            unreachable!("called for CREATE without AS")
+        };
+        let cat = self.catalog_snapshot();
+        if let Some(existing) = cat.get(&name.value) {
+            if *if_not_exists {
+                return Ok(
+                    json!({"@type": "currentStatus", "statementText": parsed.text, "commandStatus": {"status": "SUCCESS", "message": format!("Cannot add {} `{}`: it already exists.", kind.word().to_lowercase(), name.value)}}),
+                );
+            }
+            if !*or_replace || existing.query.is_some() {
+                return Err(SqlError::semantic_at(
+                    format!(
+                        "{} {} already exists (DROP it first, or use CREATE OR REPLACE)",
+                        existing.kind.word(),
+                        existing.name
+                    ),
+                    name.pos,
+                ));
+            }
+        }
+        let mut props = WithProps::new(
+            with,
+            &[
+                "KAFKA_TOPIC",
+                "VALUE_FORMAT",
+                "KEY_FORMAT",
+                "FORMAT",
+                "PARTITIONS",
+                "REPLICAS",
+                "TIMESTAMP",
+            ],
+        )?;
+        let topic = props.take("KAFKA_TOPIC").ok_or_else(|| {
+            SqlError::semantic_at(
+                "WITH (KAFKA_TOPIC='...') is required: the topic the stream reads",
+                name.pos,
+            )
+        })?;
+        let (key_format, value_format) = props.formats(Format::Json)?;
+        if columns.is_empty() {
+            return Err(SqlError::semantic_at("give the columns: CREATE STREAM s (col TYPE, ...) (reading them from the schema registry is not supported yet)", name.pos));
+        }
+        let mut cols: Vec<Column> = Vec::new();
+        for c in columns {
+            if cols.iter().any(|x| x.name == c.name.value)
+                || PSEUDO.iter().any(|(p, _)| *p == c.name.value)
+            {
+                return Err(SqlError::semantic_at(format!("the column {} appears twice or is reserved (ROWTIME, ROWPARTITION, ROWOFFSET)", c.name.value), c.name.pos));
+            }
+            match (kind, c.key) {
+                (SourceKind::Stream, KeyKind::PrimaryKey) => {
+                    return Err(SqlError::semantic_at(
+                        format!("{}: a stream's key is KEY, not PRIMARY KEY", c.name.value),
+                        c.name.pos,
+                    ))
+                }
+                (SourceKind::Table, KeyKind::Key) => {
+                    return Err(SqlError::semantic_at(
+                        format!("{}: a table's key is PRIMARY KEY", c.name.value),
+                        c.name.pos,
+                    ))
+                }
+                _ => {}
+            }
+            cols.push(Column {
+                name: c.name.value.clone(),
+                ty: c.ty.clone(),
+                key: c.key != KeyKind::None,
+            });
+        }
+        let keys = cols.iter().filter(|c| c.key).count();
+        if keys > 1 {
+            return Err(SqlError::not_supported("more than one key column"));
+        }
+        if *kind == SourceKind::Table && keys == 0 {
+            return Err(SqlError::semantic_at(
+                "a table needs a PRIMARY KEY column",
+                name.pos,
+            ));
+        }
+        if keys == 0 && cols.iter().all(|c| c.key) {
+            return Err(SqlError::semantic_at(
+                "give at least one value column",
+                name.pos,
+            ));
+        }
+        let timestamp = props.take("TIMESTAMP").map(|t| t.to_ascii_uppercase());
+        if let Some(t) = &timestamp {
+            match cols.iter().find(|c| c.name == *t) {
+                Some(c) if matches!(c.ty, SqlType::Bigint | SqlType::Timestamp) => {}
+                Some(c) => {
+                    return Err(SqlError::semantic(format!(
+                        "TIMESTAMP='{t}': the column is {}, expected BIGINT or TIMESTAMP",
+                        c.ty
+                    )))
+                }
+                None => {
+                    return Err(SqlError::semantic(format!(
+                        "TIMESTAMP='{t}': no such column; the columns are {}",
+                        cols.iter()
+                            .map(|c| c.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )))
+                }
+            }
+        }
+        let want_partitions = props.int("PARTITIONS")?;
+        let replicas = props.int("REPLICAS")?;
+        match (self.partitions(&topic).await?, want_partitions) {
+            (Some(n), Some(w)) if n != w => return Err(SqlError::semantic(format!("the topic {topic} exists with {n} partitions, not PARTITIONS={w}"))),
+            (Some(_), _) => {}
+            (None, Some(w)) => {
+                if w < 1 {
+                    return Err(SqlError::semantic("PARTITIONS must be at least 1"));
+                }
+                let mut new = NewTopic::new(&topic, w, TopicReplication::Fixed(replicas.unwrap_or(-1)));
+                new = new.set("cleanup.policy", if *kind == SourceKind::Table { "compact" } else { "delete" });
+                let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+                for r in self.admin.create_topics([&new], &opts).await.map_err(|e| SqlError::execution(format!("cannot create the topic {topic}: {e}")))? {
+                    if let Err((t, e)) = r {
+                        if e != RDKafkaErrorCode::TopicAlreadyExists {
+                            return Err(SqlError::execution(format!("cannot create the topic {t}: {e}")));
+                        }
+                    }
+                }
+            }
+            (None, None) => return Err(SqlError::semantic(format!("the topic {topic} does not exist: create it, or give PARTITIONS=n in WITH (...) to have it created"))),
+        }
+        let def = SourceDef {
+            name: name.value.clone(),
+            kind: *kind,
+            columns: cols,
+            topic,
+            key_format,
+            value_format,
+            timestamp,
+            statement: parsed.text.clone(),
+            query: None,
+        };
+        self.write_command(&def.name, Some(&def)).await?;
+        self.state
+            .lock()
+            .expect("engine state")
+            .catalog
+            .put(def.clone());
+        Ok(
+            json!({"@type": "currentStatus", "statementText": parsed.text, "commandId": format!("{}/`{}`/create", kind.word().to_lowercase(), def.name),
+            "commandStatus": {"status": "SUCCESS", "message": format!("{} created", if *kind == SourceKind::Stream {"Stream"} else {"Table"})}}),
+        )
+    }
+
+    async fn create_as_select(self: &Arc<Self>, parsed: &Parsed, props: &Props) -> Result<J> {
+        let Statement::CreateSource {
+            kind,
+            or_replace,
+            if_not_exists,
+            name,
+            columns,
+            with,
+            as_select: Some(sel),
+        } = &parsed.statement
+        else {
+            unreachable!("called for CREATE ... AS SELECT")
+        };
+        if !columns.is_empty() {
+            return Err(SqlError::semantic_at(
+                "CREATE ... AS SELECT takes its columns from the SELECT: leave out the column list",
+                name.pos,
+            ));
+        }
+        let cat = self.catalog_snapshot();
+        let plan = plan_select(sel, &cat)?;
+        if sel.emit.is_some() && sel.limit.is_some() {
+            return Err(SqlError::semantic("a persistent query takes no LIMIT"));
+        }
+        if *kind == SourceKind::Table || plan.shape != crate::plan::Shape::Stateless {
+            // Type-checked and planned above; running it needs the streams library.
+            plan.require_stateless()?;
+            return Err(SqlError::not_supported(
+                "CREATE TABLE AS SELECT runs on the streams library, coming next",
+            ));
+        }
+        plan.require_stateless()?;
+        format::check_supported(&plan.source)?;
+        if plan.source.name == name.value {
+            return Err(SqlError::semantic_at(
+                format!("{} cannot read from itself", name.value),
+                name.pos,
+            ));
+        }
+        let existing = cat.get(&name.value).cloned();
+        if let Some(e) = &existing {
+            if *if_not_exists {
+                return Ok(
+                    json!({"@type": "currentStatus", "statementText": parsed.text, "commandStatus": {"status": "SUCCESS", "message": format!("Cannot add stream `{}`: it already exists.", e.name)}}),
+                );
+            }
+            if !*or_replace {
+                return Err(SqlError::semantic_at(
+                    format!(
+                        "{} {} already exists (DROP it first, or use CREATE OR REPLACE)",
+                        e.kind.word(),
+                        e.name
+                    ),
+                    name.pos,
+                ));
+            }
+            if e.kind != *kind {
+                return Err(SqlError::semantic_at(
+                    format!("{} is a {}", e.name, e.kind.word()),
+                    name.pos,
+                ));
+            }
+        }
+        let mut wp = WithProps::new(
+            with,
+            &[
+                "KAFKA_TOPIC",
+                "VALUE_FORMAT",
+                "KEY_FORMAT",
+                "FORMAT",
+                "PARTITIONS",
+                "REPLICAS",
+                "TIMESTAMP",
+            ],
+        )?;
+        let topic = wp
+            .take("KAFKA_TOPIC")
+            .or_else(|| existing.as_ref().map(|e| e.topic.clone()))
+            .unwrap_or_else(|| name.value.clone());
+        let (kf, vf) = wp.formats(plan.source.value_format)?;
+        let key_format = if wp.seen_key_format {
+            kf
+        } else {
+            plan.source.key_format
+        };
+        let value_format = vf;
+        let def_tmp = SourceDef {
+            name: String::new(),
+            kind: SourceKind::Stream,
+            columns: vec![],
+            topic: String::new(),
+            key_format,
+            value_format,
+            timestamp: None,
+            statement: String::new(),
+            query: None,
+        };
+        format::check_supported(&def_tmp)?;
+        let src_partitions = self.partitions(&plan.source.topic).await?.ok_or_else(|| {
+            SqlError::execution(format!(
+                "the source topic {} does not exist (was it deleted?)",
+                plan.source.topic
+            ))
+        })?;
+        let partitions = wp.int("PARTITIONS")?.unwrap_or(src_partitions);
+        let replicas = wp.int("REPLICAS")?;
+        let mut new = NewTopic::new(
+            &topic,
+            partitions,
+            TopicReplication::Fixed(replicas.unwrap_or(-1)),
+        );
+        new = new.set("cleanup.policy", "delete");
+        let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+        for r in self
+            .admin
+            .create_topics([&new], &opts)
+            .await
+            .map_err(|e| SqlError::execution(format!("cannot create the topic {topic}: {e}")))?
+        {
+            if let Err((t, e)) = r {
+                if e != RDKafkaErrorCode::TopicAlreadyExists {
+                    return Err(SqlError::execution(format!(
+                        "cannot create the topic {t}: {e}"
+                    )));
+                }
+            }
+        }
+        // CREATE OR REPLACE keeps the query id, hence its consumer group and committed offsets: the new version
+        // goes on where the old one stopped instead of reprocessing the source.
+        let id = match existing.as_ref().and_then(|e| e.query.as_ref()) {
+            Some(q) => q.id.clone(),
+            None => {
+                let mut st = self.state.lock().expect("engine state");
+                let n = st.next_seq;
+                st.next_seq += 1;
+                format!("CSAS_{}_{n}", sanitize(&name.value))
+            }
+        };
+        let def = SourceDef {
+            name: name.value.clone(),
+            kind: SourceKind::Stream,
+            columns: plan.output_columns(),
+            topic: topic.clone(),
+            key_format,
+            value_format,
+            timestamp: None,
+            statement: parsed.text.clone(),
+            query: Some(QueryDef {
+                id: id.clone(),
+                sql: parsed.text.clone(),
+                running: true,
+                reset: Some(props_reset(props)?),
+            }),
+        };
+        self.write_command(&def.name, Some(&def)).await?;
+        self.stop_query_async(&id).await;
+        self.state
+            .lock()
+            .expect("engine state")
+            .catalog
+            .put(def.clone());
+        let reset = props_reset(props)?;
+        self.start_persistent(&def, &reset)?;
+        Ok(
+            json!({"@type": "currentStatus", "statementText": parsed.text, "commandId": format!("stream/`{}`/create", def.name),
+            "commandStatus": {"status": "SUCCESS", "message": format!("Created query with ID {id}"), "queryId": id}}),
+        )
+    }
+
+    /// Stops a query and waits for its thread (it finishes its batch and commits) on a blocking thread, so that
+    /// the wait never holds up the async workers serving the API.
+    async fn stop_query_async(&self, id: &str) {
+        let r = self.state.lock().expect("engine state").running.remove(id);
+        if let Some(mut r) = r {
+            r.stop.store(true, Ordering::SeqCst);
+            if let Some(t) = r.thread.take() {
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
+        }
+    }
+
+    fn stop_query(&self, id: &str) {
+        let r = self.state.lock().expect("engine state").running.remove(id);
+        if let Some(mut r) = r {
+            r.stop.store(true, Ordering::SeqCst);
+            if let Some(t) = r.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// Stops every query (at shutdown): each finishes its batch and commits.
+    pub fn shutdown(&self) {
+        let ids: Vec<String> = self
+            .state
+            .lock()
+            .expect("engine state")
+            .running
+            .keys()
+            .cloned()
+            .collect();
+        for id in ids {
+            self.stop_query(&id);
+        }
+    }
+
+    /// Starts the persistent query writing `def`. `reset`: where a new group starts (a resumed one goes on from
+    /// its committed offsets).
+    fn start_persistent(self: &Arc<Self>, def: &SourceDef, reset: &str) -> Result<()> {
+        let q = def.query.clone().expect("a persistent query's sink");
+        let parsed = parse_statement(&q.sql)?;
+        let Statement::CreateSource {
+            as_select: Some(sel),
+            ..
+        } = parsed.statement
+        else {
+            return Err(SqlError::execution(format!(
+                "query {} is not a CREATE ... AS SELECT",
+                q.id
+            )));
+        };
+        let plan = plan_select(&sel, &self.catalog_snapshot())?;
+        plan.require_stateless()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(QueryStats::default());
+        let cfg = RunConfig {
+            bootstrap: self.cfg.bootstrap.clone(),
+            group: format!("_fjord_sql_{}", q.id),
+            reset: reset.to_string(),
+            sink: def.clone(),
+            plan,
+        };
+        let (s2, st2) = (stop.clone(), stats.clone());
+        let id = q.id.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("sql-{}", q.id))
+            .spawn(move || {
+                // A failure (the cluster went away, a write was refused) restarts the loop from the committed
+                // offsets after a pause, so nothing uncommitted is lost and nothing is skipped.
+                while !s2.load(Ordering::SeqCst) {
+                    if let Err(e) = run_persistent(&cfg, &s2, &st2) {
+                        tracing::warn!(query = id, error = %e, "persistent query failed; restarting from its committed offsets");
+                        *st2.last_error.lock().expect("stats") = Some(e);
+                        for _ in 0..20 {
+                            if s2.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                }
+            })
+            .map_err(|e| SqlError::execution(format!("cannot start a thread: {e}")))?;
+        self.state.lock().expect("engine state").running.insert(
+            q.id.clone(),
+            Running {
+                stop,
+                stats,
+                thread: Some(thread),
+            },
+        );
+        tracing::info!(query = q.id, sink = def.name, "persistent query started");
+        Ok(())
+    }
+
+    /// Starts a push query (`SELECT ... EMIT CHANGES`): rows as they arrive, until LIMIT or the receiver is dropped.
+    pub fn push_query(self: &Arc<Self>, parsed: &Parsed, props: &Props) -> Result<PushQuery> {
+        let Statement::Select(sel) = &parsed.statement else {
+            return Err(SqlError::semantic(
+                "/query takes a SELECT; send other statements to /ksql",
+            ));
+        };
+        let plan = plan_select(sel, &self.catalog_snapshot())?;
+        plan.require_stateless()?;
+        format::check_supported(&plan.source)?;
+        // Without EMIT CHANGES (a pull query) a stream is read from its start to its current end.
+        let pull = sel.emit.is_none();
+        let reset = if pull {
+            "earliest".to_string()
+        } else {
+            props_reset(props)?
+        };
+        let query_id = format!(
+            "transient_{}_{}",
+            sanitize(&plan.source.name),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() % 1_000_000_000_000)
+        );
+        let columns: Vec<(String, SqlType)> = plan
+            .projection
+            .iter()
+            .map(|p| (p.name.clone(), p.ty.clone()))
+            .collect();
+        let running = self.push_queries.fetch_add(1, Ordering::SeqCst);
+        if running >= MAX_PUSH_QUERIES {
+            self.push_queries.fetch_sub(1, Ordering::SeqCst);
+            return Err(SqlError::execution(format!(
+                "{MAX_PUSH_QUERIES} push queries are running already: end one (close its connection or give a LIMIT) and try again"
+            )));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let bootstrap = self.cfg.bootstrap.clone();
+        let qid = query_id.clone();
+        let count = self.push_queries.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("sql-{query_id}"))
+            .spawn(move || {
+                if let Err(e) = run_push(&bootstrap, &qid, &plan, &reset, pull, &tx) {
+                    let _ = tx.blocking_send(Err(e));
+                }
+                count.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            self.push_queries.fetch_sub(1, Ordering::SeqCst);
+            return Err(SqlError::execution(format!("cannot start a thread: {e}")));
+        }
+        Ok(PushQuery {
+            query_id,
+            columns,
+            rows: rx,
+        })
+    }
+
+    async fn insert_values(
+        &self,
+        text: &str,
+        target: &crate::parser::Name,
+        columns: Option<&[crate::parser::Name]>,
+        values: &[sqlparser::ast::Expr],
+    ) -> Result<J> {
+        let cat = self.catalog_snapshot();
+        let def = cat.lookup(&target.value, target.pos)?.clone();
+        if def.query.is_some() {
+            return Err(SqlError::semantic_at(
+                format!(
+                    "{} is written by the query {}: INSERT INTO a source stream instead",
+                    def.name,
+                    def.query.as_ref().map_or("", |q| &q.id)
+                ),
+                target.pos,
+            ));
+        }
+        format::check_supported(&def)?;
+        let names: Vec<(String, Option<crate::Pos>)> = match columns {
+            Some(c) => c.iter().map(|n| (n.value.clone(), n.pos)).collect(),
+            None => def.columns.iter().map(|c| (c.name.clone(), None)).collect(),
+        };
+        if names.len() != values.len() {
+            return Err(SqlError::semantic(format!(
+                "{} column(s) but {} value(s)",
+                names.len(),
+                values.len()
+            )));
+        }
+        let mut row: Vec<Value> = vec![Value::Null; def.columns.len()];
+        let mut rowtime = None;
+        let empty = Scope::default();
+        for ((n, pos), v) in names.iter().zip(values) {
+            let (e, t) = compile(v, &empty)?;
+            let val = e.eval(&[]).map_err(SqlError::semantic)?;
+            if n == "ROWTIME" {
+                rowtime = val.as_i64();
+                continue;
+            }
+            let Some(i) = def.columns.iter().position(|c| c.name == *n) else {
+                return Err(SqlError::semantic_at(
+                    format!(
+                        "unknown column {n}: the columns of {} are {}",
+                        def.name,
+                        def.columns
+                            .iter()
+                            .map(|c| c.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    *pos,
+                ));
+            };
+            let want = &def.columns[i].ty;
+            let val = if val.is_null() || t == *want {
+                val
+            } else if (t.is_numeric() && want.is_numeric())
+                || (t == SqlType::String
+                    && matches!(want, SqlType::Timestamp | SqlType::Date | SqlType::Time))
+            {
+                crate::functions::cast(val, want).map_err(SqlError::semantic)?
+            } else {
+                return Err(SqlError::semantic(format!(
+                    "type mismatch: column {n} is {want}, the value `{v}` is {t}"
+                )));
+            };
+            row[i] = val;
+        }
+        let key = def
+            .columns
+            .iter()
+            .position(|c| c.key)
+            .and_then(|i| format::encode_key(def.key_format, &row[i]));
+        let vals: Vec<(&str, Value)> = def
+            .columns
+            .iter()
+            .zip(row.iter())
+            .filter(|(c, _)| !c.key)
+            .map(|(c, v)| (c.name.as_str(), v.clone()))
+            .collect();
+        let payload = format::encode_value(def.value_format, &vals);
+        let mut rec: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&def.topic).payload(payload.as_slice());
+        if let Some(k) = &key {
+            rec = rec.key(k.as_slice());
+        }
+        if let Some(ts) = rowtime {
+            rec = rec.timestamp(ts);
+        }
+        self.producer
+            .send(rec, TIMEOUT)
+            .await
+            .map_err(|(e, _)| SqlError::execution(format!("cannot write to {}: {e}", def.topic)))?;
+        Ok(
+            json!({"@type": "currentStatus", "statementText": text, "commandStatus": {"status": "SUCCESS", "message": "Inserted 1 row."}}),
+        )
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// A CREATE statement for a definition (after ALTER changed its columns).
+fn ddl_text(d: &SourceDef) -> String {
+    format!(
+        "CREATE {} `{}` ({}) WITH (KAFKA_TOPIC='{}', KEY_FORMAT='{}', VALUE_FORMAT='{}'{})",
+        d.kind.word(),
+        d.name,
+        d.schema_text(),
+        d.topic.replace('\'', "''"),
+        d.key_format.name(),
+        d.value_format.name(),
+        d.timestamp
+            .as_ref()
+            .map(|t| format!(", TIMESTAMP='{t}'"))
+            .unwrap_or_default()
+    )
+}
+
+fn plan_text(p: &SelectPlan) -> String {
+    let mut s = format!(
+        " > [ SOURCE ] | Schema: {} | Topic: {}\n",
+        p.source.schema_text(),
+        p.source.topic
+    );
+    if p.filter.is_some() {
+        s.push_str("\t\t > [ FILTER ]\n");
+    }
+    match &p.shape {
+        crate::plan::Shape::Stateless => {}
+        crate::plan::Shape::Aggregate { window, .. } => s.push_str(&format!(
+            "\t\t > [ AGGREGATE ] | Window: {window:?} (streams library)\n"
+        )),
+        crate::plan::Shape::Join { kinds, .. } => {
+            s.push_str(&format!("\t\t > [ JOIN ] | {kinds:?} (streams library)\n"))
+        }
+    }
+    s.push_str(&format!(
+        "\t\t > [ PROJECT ] | Schema: {}\n",
+        p.projection
+            .iter()
+            .map(|c| format!(
+                "`{}` {}{}",
+                c.name,
+                c.ty,
+                if c.is_key { " KEY" } else { "" }
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    s
+}
+
+/// WITH (...) properties, each taken once; unknown names are refused with the known ones.
+struct WithProps {
+    map: BTreeMap<String, (String, Option<crate::Pos>)>,
+    seen_key_format: bool,
+}
+
+impl WithProps {
+    fn new(with: &[crate::parser::Property], known: &[&str]) -> Result<WithProps> {
+        let mut map = BTreeMap::new();
+        for p in with {
+            if !known.contains(&p.name.as_str()) {
+                return Err(SqlError::semantic_at(
+                    format!(
+                        "unknown property {}: the properties are {}",
+                        p.name,
+                        known.join(", ")
+                    ),
+                    p.pos,
+                ));
+            }
+            if map
+                .insert(p.name.clone(), (p.value.as_text(), p.pos))
+                .is_some()
+            {
+                return Err(SqlError::semantic_at(
+                    format!("the property {} is given twice", p.name),
+                    p.pos,
+                ));
+            }
+            if matches!(p.value, PropValue::Bool(_)) {
+                return Err(SqlError::semantic_at(
+                    format!("{} takes a quoted string or a number", p.name),
+                    p.pos,
+                ));
+            }
+        }
+        let seen_key_format = map.contains_key("KEY_FORMAT") || map.contains_key("FORMAT");
+        Ok(WithProps {
+            map,
+            seen_key_format,
+        })
+    }
+
+    fn take(&mut self, k: &str) -> Option<String> {
+        self.map.remove(k).map(|(v, _)| v)
+    }
+
+    fn int(&mut self, k: &str) -> Result<Option<i32>> {
+        match self.map.remove(k) {
+            None => Ok(None),
+            Some((v, pos)) => v.parse().map(Some).map_err(|_| {
+                SqlError::semantic_at(format!("{k}={v}: expected a whole number"), pos)
+            }),
+        }
+    }
+
+    fn format(&mut self, k: &str) -> Result<Option<Format>> {
+        match self.map.remove(k) {
+            None => Ok(None),
+            Some((v, pos)) => Format::parse(&v).map(Some).ok_or_else(|| {
+                SqlError::semantic_at(
+                    format!("{k}='{v}': expected JSON, DELIMITED, AVRO, PROTOBUF, KAFKA or NONE"),
+                    pos,
+                )
+            }),
+        }
+    }
+
+    /// (key format, value format): FORMAT sets both; the value format defaults to `default_value`, the key's to KAFKA.
+    fn formats(&mut self, default_value: Format) -> Result<(Format, Format)> {
+        let both = self.format("FORMAT")?;
+        let v = self
+            .format("VALUE_FORMAT")?
+            .or(both)
+            .unwrap_or(default_value);
+        let k = self.format("KEY_FORMAT")?.or(both).unwrap_or(Format::Kafka);
+        if matches!(v, Format::Kafka | Format::None) {
+            return Err(SqlError::semantic(format!(
+                "VALUE_FORMAT {} is for keys: use JSON, DELIMITED, AVRO or PROTOBUF",
+                v.name()
+            )));
+        }
+        Ok((k, v))
+    }
+}
+
+struct RunConfig {
+    bootstrap: String,
+    group: String,
+    reset: String,
+    sink: SourceDef,
+    plan: SelectPlan,
+}
+
+/// Evaluates filter and projection on a decoded row: `None` when the filter drops it.
+fn apply(plan: &SelectPlan, row: &[Value]) -> std::result::Result<Option<Vec<Value>>, String> {
+    if let Some(f) = &plan.filter {
+        if f.eval(row)? != Value::Bool(true) {
+            return Ok(None);
+        }
+    }
+    plan.projection
+        .iter()
+        .map(|p| p.expr.eval(row))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// Records read per batch before the batch's output is flushed and its offsets committed.
+const BATCH: usize = 1000;
+
+fn run_persistent(
+    cfg: &RunConfig,
+    stop: &AtomicBool,
+    stats: &QueryStats,
+) -> std::result::Result<(), String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.bootstrap)
+        .set("group.id", &cfg.group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", &cfg.reset)
+        .set("session.timeout.ms", "10000")
+        .create()
+        .map_err(|e| format!("cannot create a consumer: {e}"))?;
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .map_err(|e| format!("cannot create a producer: {e}"))?;
+    let source = &cfg.plan.source;
+    consumer
+        .subscribe(&[&source.topic])
+        .map_err(|e| format!("cannot subscribe to {}: {e}", source.topic))?;
+    let out_partitions = consumer
+        .fetch_metadata(Some(&cfg.sink.topic), TIMEOUT)
+        .ok()
+        .and_then(|m| m.topics().first().map(|t| t.partitions().len() as i32))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("the output topic {} does not exist", cfg.sink.topic))?;
+    let key_pos = cfg.plan.projection.iter().position(|p| p.is_key);
+    while !stop.load(Ordering::SeqCst) {
+        let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut n = 0;
+        while n < BATCH {
+            match consumer.poll(Duration::from_millis(if n == 0 { 200 } else { 0 })) {
+                None => break,
+                Some(Err(e)) => return Err(format!("consuming {} failed: {e}", source.topic)),
+                Some(Ok(m)) => {
+                    n += 1;
+                    stats.records_in.fetch_add(1, Ordering::Relaxed);
+                    offsets.insert(m.partition(), m.offset());
+                    let ts = m.timestamp().to_millis().unwrap_or(0);
+                    let out = format::decode(
+                        source,
+                        m.key(),
+                        m.payload(),
+                        (ts, m.partition(), m.offset()),
+                    )
+                    .and_then(|row| match row {
+                        Some(r) => apply(&cfg.plan, &r)
+                            .map(|o| o.map(|o| (o, r[0].as_i64().unwrap_or(ts)))),
+                        None => Ok(None),
+                    });
+                    match out {
+                        Ok(Some((vals, rowtime))) => {
+                            let key_bytes: Option<Vec<u8>> = match key_pos {
+                                Some(i) => format::encode_key(cfg.sink.key_format, &vals[i]),
+                                None => m.key().map(<[u8]>::to_vec),
+                            };
+                            let named: Vec<(&str, Value)> = cfg
+                                .plan
+                                .projection
+                                .iter()
+                                .zip(vals)
+                                .filter(|(p, _)| !p.is_key)
+                                .map(|(p, v)| (p.name.as_str(), v))
+                                .collect();
+                            let payload = format::encode_value(cfg.sink.value_format, &named);
+                            let mut rec: BaseRecord<'_, [u8], [u8]> =
+                                BaseRecord::to(&cfg.sink.topic)
+                                    .payload(payload.as_slice())
+                                    .timestamp(rowtime)
+                                    .partition(m.partition() % out_partitions);
+                            if let Some(k) = &key_bytes {
+                                rec = rec.key(k.as_slice());
+                            }
+                            let mut rec = Some(rec);
+                            // A full queue waits for deliveries (bounded: a stop request ends the wait).
+                            while let Some(r) = rec.take() {
+                                match producer.send(r) {
+                                    Ok(()) => {}
+                                    Err((e, r))
+                                        if e.rdkafka_error_code()
+                                            == Some(RDKafkaErrorCode::QueueFull)
+                                            && !stop.load(Ordering::SeqCst) =>
+                                    {
+                                        std::thread::sleep(Duration::from_millis(10));
+                                        rec = Some(r);
+                                    }
+                                    Err((e, _)) => {
+                                        return Err(format!(
+                                            "cannot write to {}: {e}",
+                                            cfg.sink.topic
+                                        ))
+                                    }
+                                }
+                            }
+                            stats.records_out.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            stats.errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(group = cfg.group, partition = m.partition(), offset = m.offset(), error = %e, "record skipped");
+                            *stats.last_error.lock().expect("stats") = Some(format!(
+                                "partition {} offset {}: {e}",
+                                m.partition(),
+                                m.offset()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if offsets.is_empty() {
+            continue;
+        }
+        // At-least-once: the offsets are committed only once every output record of the batch is acknowledged.
+        producer
+            .flush(TIMEOUT)
+            .map_err(|e| format!("writing to {} was not acknowledged: {e}", cfg.sink.topic))?;
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in offsets {
+            tpl.add_partition_offset(&source.topic, p, Offset::Offset(o + 1))
+                .map_err(|e| e.to_string())?;
+        }
+        consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(|e| format!("committing offsets failed: {e}"))?;
+    }
+    Ok(())
+}
+
+fn run_push(
+    bootstrap: &str,
+    query_id: &str,
+    plan: &SelectPlan,
+    reset: &str,
+    pull: bool,
+    tx: &tokio::sync::mpsc::Sender<std::result::Result<Row, String>>,
+) -> std::result::Result<(), String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("_fjord_sql_{query_id}"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| format!("cannot create a consumer: {e}"))?;
+    let topic = &plan.source.topic;
+    let md = consumer
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .map_err(|e| format!("cannot read the metadata of {topic}: {e}"))?;
+    let parts: Vec<i32> = md
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if parts.is_empty() {
+        return Err(format!("the topic {topic} does not exist"));
+    }
+    let mut tpl = TopicPartitionList::new();
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    for p in &parts {
+        // The end now, resolved before assigning: a row produced after the query started is always seen.
+        let (lo, hi) = consumer
+            .fetch_watermarks(topic, *p, TIMEOUT)
+            .map_err(|e| format!("cannot read the offsets of {topic}-{p}: {e}"))?;
+        let start = if reset == "earliest" { lo } else { hi };
+        tpl.add_partition_offset(topic, *p, Offset::Offset(start))
+            .map_err(|e| e.to_string())?;
+        if hi > start {
+            ends.insert(*p, hi);
+        }
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| format!("cannot read {topic}: {e}"))?;
+    let mut sent = 0u64;
+    let limit = plan.limit;
+    if limit == Some(0) {
+        return Ok(());
+    }
+    loop {
+        if tx.is_closed() || (pull && ends.is_empty()) {
+            return Ok(());
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(e)) => return Err(format!("consuming {topic} failed: {e}")),
+            Some(Ok(m)) => {
+                if ends
+                    .get(&m.partition())
+                    .is_some_and(|end| m.offset() + 1 >= *end)
+                {
+                    ends.remove(&m.partition());
+                }
+                let ts = m.timestamp().to_millis().unwrap_or(0);
+                let row = match format::decode(
+                    &plan.source,
+                    m.key(),
+                    m.payload(),
+                    (ts, m.partition(), m.offset()),
+                ) {
+                    Ok(Some(r)) => r,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::debug!(query_id, error = %e, "record skipped");
+                        continue;
+                    }
+                };
+                match apply(plan, &row) {
+                    Ok(Some(vals)) => {
+                        if tx
+                            .blocking_send(Ok(vals.iter().map(Value::to_json).collect()))
+                            .is_err()
+                        {
+                            return Ok(());
+                        }
+                        sent += 1;
+                        if limit.is_some_and(|l| sent >= l) {
+                            return Ok(());
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(query_id, error = %e, "row skipped"),
+                }
+            }
+        }
+    }
+}

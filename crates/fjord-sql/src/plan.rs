@@ -1,0 +1,361 @@
+//! Semantic analysis of SELECT: the source(s) are looked up in the catalog, every expression is type-checked in
+//! their scope, and the query gets a shape: stateless (filter and projection, run here), or an aggregation or
+//! a join (checked and planned, to run on the streams library).
+
+use crate::catalog::{Catalog, Column, SourceDef};
+use crate::error::{Result, SqlError};
+use crate::expr::{compile, Expr, Scope, ScopeCol};
+use crate::parser::{Emit, JoinKind, Select, SelectItem, SourceKind, Statement, WindowSpec};
+use crate::types::SqlType;
+
+/// Rows start with the pseudo-columns ROWTIME, ROWPARTITION and ROWOFFSET, then the source's columns in order.
+pub const PSEUDO: &[(&str, SqlType)] = &[
+    ("ROWTIME", SqlType::Bigint),
+    ("ROWPARTITION", SqlType::Int),
+    ("ROWOFFSET", SqlType::Bigint),
+];
+
+/// The message a query gets that needs the streams library (aggregations, windows, joins, tables).
+pub const NEEDS_STREAMS: &str = "windowed aggregation runs on the streams library, coming next";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Projection {
+    pub name: String,
+    pub expr: Expr,
+    pub ty: SqlType,
+    /// A plain reference to the source's key column: it stays the record key of the output.
+    pub is_key: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Shape {
+    /// Filter and projection, record by record.
+    Stateless,
+    Aggregate {
+        window: Option<WindowSpec>,
+        group_by: Vec<Expr>,
+        having: Option<Expr>,
+    },
+    Join {
+        kinds: Vec<JoinKind>,
+        on: Vec<Expr>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct SelectPlan {
+    pub source: SourceDef,
+    /// Other sources, for joins.
+    pub joined: Vec<SourceDef>,
+    pub projection: Vec<Projection>,
+    pub filter: Option<Expr>,
+    pub shape: Shape,
+    pub emit: Option<Emit>,
+    pub limit: Option<u64>,
+    /// `PARTITION BY`: re-keying needs a repartition, which runs on the streams library.
+    pub partition_by: Vec<Expr>,
+}
+
+impl SelectPlan {
+    /// The columns of a stream written by this query.
+    pub fn output_columns(&self) -> Vec<Column> {
+        self.projection
+            .iter()
+            .map(|p| Column {
+                name: p.name.clone(),
+                ty: p.ty.clone(),
+                key: p.is_key,
+            })
+            .collect()
+    }
+
+    /// Refuses what this version cannot execute yet, with the reason.
+    pub fn require_stateless(&self) -> Result<()> {
+        if !self.partition_by.is_empty() {
+            return Err(SqlError::not_supported(
+                "PARTITION BY (re-keying through a repartition topic) runs on the streams library, coming next",
+            ));
+        }
+        match &self.shape {
+            Shape::Stateless if self.source.kind == SourceKind::Stream => Ok(()),
+            Shape::Stateless => Err(SqlError::not_supported(format!(
+                "queries over a TABLE ({}) need its materialized state; table queries run on the streams library, coming next",
+                self.source.name
+            ))),
+            Shape::Aggregate { window: Some(_), .. } => Err(SqlError::not_supported(NEEDS_STREAMS)),
+            Shape::Aggregate { window: None, .. } => Err(SqlError::not_supported(
+                "aggregation (GROUP BY) runs on the streams library, coming next",
+            )),
+            Shape::Join { .. } => Err(SqlError::not_supported(
+                "joins run on the streams library, coming next",
+            )),
+        }
+    }
+}
+
+/// The scope of one source: pseudo-columns, then its columns, starting at row index `base`.
+pub fn source_scope(def: &SourceDef, qualifier: &str, base: usize) -> Vec<ScopeCol> {
+    PSEUDO
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.clone()))
+        .chain(def.columns.iter().map(|c| (c.name.clone(), c.ty.clone())))
+        .enumerate()
+        .map(|(i, (name, ty))| ScopeCol {
+            qualifier: qualifier.to_string(),
+            name,
+            ty,
+            index: base + i,
+        })
+        .collect()
+}
+
+pub fn plan_select(sel: &Select, catalog: &Catalog) -> Result<SelectPlan> {
+    let source = catalog
+        .lookup(&sel.from.name.value, sel.from.name.pos)?
+        .clone();
+    let q = sel
+        .from
+        .alias
+        .as_ref()
+        .map_or(source.name.clone(), |a| a.value.clone());
+    let mut cols = source_scope(&source, &q, 0);
+    let mut joined = Vec::new();
+    for j in &sel.joins {
+        let other = catalog
+            .lookup(&j.source.name.value, j.source.name.pos)?
+            .clone();
+        let oq = j
+            .source
+            .alias
+            .as_ref()
+            .map_or(other.name.clone(), |a| a.value.clone());
+        if oq == q || joined.iter().any(|(_, n): &(SourceDef, String)| *n == oq) {
+            return Err(SqlError::semantic_at(
+                format!("{oq} appears twice in FROM: give each source a different alias"),
+                j.source.name.pos,
+            ));
+        }
+        let base = cols.len();
+        cols.extend(source_scope(&other, &oq, base));
+        joined.push((other, oq));
+    }
+    let windowed = sel.window.is_some();
+    if windowed {
+        let base = cols.len();
+        for (i, n) in ["WINDOWSTART", "WINDOWEND"].iter().enumerate() {
+            cols.push(ScopeCol {
+                qualifier: q.clone(),
+                name: n.to_string(),
+                ty: SqlType::Bigint,
+                index: base + i,
+            });
+        }
+    }
+    let plain = Scope {
+        cols: cols.clone(),
+        allow_agg: false,
+    };
+    let agg_scope = Scope {
+        cols,
+        allow_agg: true,
+    };
+    let mut on = Vec::new();
+    for j in &sel.joins {
+        let (e, t) = compile(&j.on, &plain)?;
+        if t != SqlType::Boolean {
+            return Err(SqlError::semantic(format!(
+                "type mismatch: ON `{}` is {t}, expected a BOOLEAN condition",
+                j.on
+            )));
+        }
+        if j.within.is_none() && joined.iter().all(|(s, _)| s.kind == SourceKind::Stream) {
+            return Err(SqlError::semantic(
+                "a stream-stream join needs a WITHIN clause (e.g. WITHIN 1 HOUR)",
+            ));
+        }
+        on.push(e);
+    }
+    let filter = match &sel.filter {
+        Some(w) => {
+            let (e, t) = compile(w, &plain)?;
+            if t != SqlType::Boolean {
+                return Err(SqlError::semantic(format!(
+                    "type mismatch: WHERE `{w}` is {t}, expected a BOOLEAN condition"
+                )));
+            }
+            Some(e)
+        }
+        None => None,
+    };
+    let mut group_by = Vec::new();
+    for g in &sel.group_by {
+        group_by.push(compile(g, &plain)?.0);
+    }
+    let mut partition_by = Vec::new();
+    for g in &sel.partition_by {
+        partition_by.push(compile(g, &plain)?.0);
+    }
+    let mut projection: Vec<Projection> = Vec::new();
+    let mut generated = 0;
+    let key_idx: Vec<usize> = source
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.key)
+        .map(|(i, _)| i + PSEUDO.len())
+        .collect();
+    for item in &sel.items {
+        match item {
+            SelectItem::Wildcard | SelectItem::QualifiedWildcard(_) => {
+                let targets: Vec<(&SourceDef, usize)> = match item {
+                    SelectItem::QualifiedWildcard(n) => {
+                        if *n.value == q {
+                            vec![(&source, 0)]
+                        } else {
+                            let mut base = PSEUDO.len() + source.columns.len();
+                            let mut found = None;
+                            for (s, a) in &joined {
+                                if *a == n.value {
+                                    found = Some((s, base));
+                                }
+                                base += PSEUDO.len() + s.columns.len();
+                            }
+                            vec![found.ok_or_else(|| {
+                                SqlError::semantic_at(
+                                    format!("unknown source {} in {}.*", n.value, n.value),
+                                    n.pos,
+                                )
+                            })?]
+                        }
+                    }
+                    _ => {
+                        let mut v = vec![(&source, 0)];
+                        let mut base = PSEUDO.len() + source.columns.len();
+                        for (s, _) in &joined {
+                            v.push((s, base));
+                            base += PSEUDO.len() + s.columns.len();
+                        }
+                        v
+                    }
+                };
+                for (s, base) in targets {
+                    for (i, c) in s.columns.iter().enumerate() {
+                        let idx = base + PSEUDO.len() + i;
+                        projection.push(Projection {
+                            name: c.name.clone(),
+                            expr: Expr::Col(idx),
+                            ty: c.ty.clone(),
+                            is_key: c.key && base == 0,
+                        });
+                    }
+                }
+            }
+            SelectItem::Expr { expr, alias } => {
+                let (e, t) = compile(expr, &agg_scope)?;
+                let name = match (alias, &**expr) {
+                    (Some(a), _) => a.value.clone(),
+                    (None, sqlparser::ast::Expr::Identifier(i)) => crate::expr::norm(i),
+                    (None, sqlparser::ast::Expr::CompoundIdentifier(parts)) => {
+                        crate::expr::norm(parts.last().expect("a compound name has parts"))
+                    }
+                    _ => {
+                        let n = format!("KSQL_COL_{generated}");
+                        generated += 1;
+                        n
+                    }
+                };
+                let is_key = matches!(e, Expr::Col(i) if key_idx.contains(&i));
+                projection.push(Projection {
+                    name,
+                    expr: e,
+                    ty: t,
+                    is_key,
+                });
+            }
+        }
+    }
+    for (i, p) in projection.iter().enumerate() {
+        if projection[..i].iter().any(|o| o.name == p.name) {
+            return Err(SqlError::semantic(format!(
+                "the column name {} appears twice in the result: give one an alias (AS ...)",
+                p.name
+            )));
+        }
+    }
+    let aggregating = !group_by.is_empty() || projection.iter().any(|p| p.expr.contains_agg());
+    let having = match &sel.having {
+        Some(h) if !aggregating => {
+            return Err(SqlError::semantic(format!("HAVING `{h}` needs GROUP BY")))
+        }
+        Some(h) => {
+            let (e, t) = compile(h, &agg_scope)?;
+            if t != SqlType::Boolean {
+                return Err(SqlError::semantic(format!(
+                    "type mismatch: HAVING `{h}` is {t}, expected a BOOLEAN condition"
+                )));
+            }
+            Some(e)
+        }
+        None => None,
+    };
+    if windowed && !aggregating {
+        return Err(SqlError::semantic(
+            "WINDOW needs an aggregation: add GROUP BY and an aggregate such as COUNT(*)",
+        ));
+    }
+    if sel.emit == Some(Emit::Final) && !windowed {
+        return Err(SqlError::semantic(
+            "EMIT FINAL needs a windowed aggregation (WINDOW ... GROUP BY)",
+        ));
+    }
+    if aggregating {
+        if group_by.is_empty() {
+            return Err(SqlError::semantic(
+                "aggregate functions need GROUP BY (ksqlDB has no global aggregation)",
+            ));
+        }
+        for p in &projection {
+            let windowed_col = matches!(p.name.as_str(), "WINDOWSTART" | "WINDOWEND");
+            if !p.expr.contains_agg() && !group_by.contains(&p.expr) && !windowed_col {
+                return Err(SqlError::semantic(format!(
+                    "{} is neither in GROUP BY nor an aggregate: group by it or aggregate it (e.g. LATEST_BY_OFFSET)",
+                    p.name
+                )));
+            }
+        }
+    }
+    let shape = if !joined.is_empty() {
+        Shape::Join {
+            kinds: sel.joins.iter().map(|j| j.kind).collect(),
+            on,
+        }
+    } else if aggregating {
+        Shape::Aggregate {
+            window: sel.window.clone(),
+            group_by,
+            having,
+        }
+    } else {
+        Shape::Stateless
+    };
+    Ok(SelectPlan {
+        source,
+        joined: joined.into_iter().map(|(s, _)| s).collect(),
+        projection,
+        filter,
+        shape,
+        emit: sel.emit,
+        limit: sel.limit,
+        partition_by,
+    })
+}
+
+/// Whether the query `sql` (a CREATE ... AS SELECT) reads `name`.
+pub fn query_reads(sql: &str, name: &str) -> bool {
+    match crate::parser::parse_statement(sql).map(|p| p.statement) {
+        Ok(Statement::CreateSource {
+            as_select: Some(s), ..
+        }) => s.from.name.value == name || s.joins.iter().any(|j| j.source.name.value == name),
+        _ => false,
+    }
+}
