@@ -2,7 +2,8 @@
 # Runs every test: unit, property and fuzz-style tests of each crate, and the end-to-end tests that start real
 # broker processes and drive them with kcat, confluent-kafka, kafka-python, kafkajs and the Java client.
 # Installs what the tests need when it is missing: kcat and headless Chromium with its WebDriver (Debian packages
-# `chromium` and `chromium-driver`, for the dashboard's browser test; need root or sudo), a Python venv
+# `chromium` and `chromium-driver`, for the dashboard's browser test; need root or sudo), PostgreSQL (Debian's
+# `postgresql`, for the PostgreSQL sink's tests), a Python venv
 # with the client libraries in .venv, kafkajs (npm) under tests/clients/kafkajs, and Java 17 with Maven for
 # Apache Kafka's Java client (tests/java, dependencies from Maven Central cached in ~/.m2).
 set -euo pipefail
@@ -19,6 +20,15 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
+# PostgreSQL's server (initdb, pg_ctl, psql) for the PostgreSQL sink's tests (crates/fjord/tests/connect_postgres.rs),
+# which make a throwaway cluster in a temporary directory; as root they run the server as the `postgres` user the
+# package creates (PostgreSQL refuses to run as root). The package's own cluster is not needed and not started.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "test.sh: installing postgresql" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
 fi
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import confluent_kafka, kafka, fastavro, httpx, authlib, cachetools, jsonschema, google.protobuf, selenium, osmem_server" 2>/dev/null; then
   echo "test.sh: creating .venv with the Python Kafka clients" >&2

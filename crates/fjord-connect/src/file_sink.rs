@@ -95,6 +95,13 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
                 )
             })?;
     let consumer = Arc::new(consumer);
+    let mut reporter = crate::error_handling::Reporter::new(
+        crate::error_handling::ErrorConfig::from_config(&ctx.config)?,
+        &ctx.connector,
+        0,
+        &ctx.bootstrap_servers,
+        &[],
+    );
     let topics = subscription(&ctx.config);
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
@@ -138,9 +145,16 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
                 }
             };
             let converted = if chain.is_empty() {
-                ctx.value_converter.to_connect(m.payload()).map(Some)
+                ctx.value_converter
+                    .to_connect(m.payload())
+                    .map(Some)
+                    .map_err(|e| {
+                        let why = format!("it cannot be converted by value.converter: {e}");
+                        (crate::error_handling::Stage::ValueConverter, why)
+                    })
             } else {
-                crate::transforms::transform_sink_message(&ctx, &chain, &m)
+                crate::error_handling::convert_and_transform(&ctx, &chain, &m)
+                    .map(|r| r.map(|r| r.value.to_data()))
             };
             match converted {
                 Ok(None) => {
@@ -153,13 +167,17 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
                     next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
                 }
                 Err(e) => {
-                    failure = Some(format!(
-                        "the record at {}-{} offset {} cannot be converted (value.converter, key.converter) or transformed: {e}",
-                        m.topic(),
-                        m.partition(),
-                        m.offset()
-                    ));
-                    break;
+                    // Errant: tolerated (logged, dead-lettered) per errors.*, or the task fails at it.
+                    let (stage, why) = e;
+                    match reporter.report(&m.detach(), stage, &why).await {
+                        Ok(()) => {
+                            next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+                        }
+                        Err(f) => {
+                            failure = Some(f);
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -191,7 +209,7 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
     result
 }
 
-async fn commit(
+pub(crate) async fn commit(
     consumer: &Arc<StreamConsumer>,
     next: &BTreeMap<(String, i32), i64>,
 ) -> Result<(), String> {

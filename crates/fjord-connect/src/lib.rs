@@ -3,13 +3,15 @@
 //! connectors in a standalone worker whose source offsets live in a local file or a distributed-mode worker whose
 //! connectors and offsets live in Connect's internal topics, converts records with
 //! Connect's String, ByteArray and JSON converters, applies Connect's single message transforms, and has the
-//! FileStream source and sink, an Elasticsearch/OpenSearch sink and an HTTP sink built in.
+//! FileStream source and sink, an Elasticsearch/OpenSearch sink, an HTTP sink and a PostgreSQL (JDBC) sink and source built in.
 //!
 //! It is a Kafka client of the brokers (librdkafka through `rdkafka`) and knows nothing of their internals:
 //! `fjord connect standalone` runs against any Kafka-compatible cluster.
 //!
 //! Not in this crate yet: Connect's own group protocol (distributed workers share a group through a lease: one
-//! runs every connector, the others stand by), reading the status topic back, registry converters, the PostgreSQL connector.
+//! runs every connector, the others stand by), reading the status topic back, registry converters. The PostgreSQL
+//! sink and source (`pg_sink`, `pg_source`) and Connect's error handling with dead-letter topics and automatic task
+//! restarts (`error_handling`) are here.
 
 pub mod api;
 pub mod config;
@@ -17,12 +19,15 @@ pub mod converter;
 pub mod distributed;
 pub mod elasticsearch;
 pub mod error;
+pub mod error_handling;
 pub mod file_sink;
 pub mod file_source;
 pub mod http_client;
 pub mod http_sink;
 pub mod lease;
 pub mod offsets;
+pub mod pg_sink;
+pub mod pg_source;
 pub mod plugins;
 pub mod sink_task;
 pub mod standalone;

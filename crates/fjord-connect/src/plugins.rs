@@ -36,16 +36,20 @@ impl Kind {
 pub enum Plugin {
     FileSource,
     FileSink,
+    PostgresSink,
+    PostgresSource,
     ElasticsearchSink,
     HttpSink,
 }
 
 impl Plugin {
-    pub const ALL: [Plugin; 4] = [
+    pub const ALL: [Plugin; 6] = [
         Plugin::ElasticsearchSink,
         Plugin::FileSink,
         Plugin::FileSource,
         Plugin::HttpSink,
+        Plugin::PostgresSink,
+        Plugin::PostgresSource,
     ];
 
     /// The plugin a `connector.class` (or the `{plugin}` of a validate path) names: the full class name, the
@@ -58,6 +62,9 @@ impl Plugin {
             "FileStreamSink" => Some(Plugin::FileSink),
             "ElasticsearchSink" => Some(Plugin::ElasticsearchSink),
             "HttpSink" => Some(Plugin::HttpSink),
+            // Confluent's JDBC sink's class name too, so that its configs (PostgreSQL URLs) move over as they are.
+            "PostgresSink" | "JdbcSink" => Some(Plugin::PostgresSink),
+            "PostgresSource" | "JdbcSource" => Some(Plugin::PostgresSource),
             _ => None,
         }
     }
@@ -68,13 +75,18 @@ impl Plugin {
             Plugin::FileSink => FILE_SINK,
             Plugin::ElasticsearchSink => ELASTICSEARCH_SINK,
             Plugin::HttpSink => HTTP_SINK,
+            Plugin::PostgresSink => crate::pg_sink::CLASS,
+            Plugin::PostgresSource => crate::pg_source::CLASS,
         }
     }
 
     pub fn kind(self) -> Kind {
         match self {
-            Plugin::FileSource => Kind::Source,
-            Plugin::FileSink | Plugin::ElasticsearchSink | Plugin::HttpSink => Kind::Sink,
+            Plugin::FileSource | Plugin::PostgresSource => Kind::Source,
+            Plugin::FileSink
+            | Plugin::ElasticsearchSink
+            | Plugin::HttpSink
+            | Plugin::PostgresSink => Kind::Sink,
         }
     }
 
@@ -122,7 +134,42 @@ impl Plugin {
                     if required { k.required() } else { k }
                 }));
             }
+            Plugin::PostgresSink => {
+                keys.extend(sink_topic_keys());
+                keys.extend(crate::pg_sink::KEYS.iter().map(
+                    |&(name, ty, default, importance, doc, required)| Key {
+                        name,
+                        ty,
+                        default,
+                        required,
+                        importance,
+                        doc,
+                    },
+                ));
+            }
+            Plugin::PostgresSource => keys.extend(crate::pg_source::KEYS.iter().map(
+                |&(name, ty, default, importance, doc, required)| Key {
+                    name,
+                    ty,
+                    default,
+                    required,
+                    importance,
+                    doc,
+                },
+            )),
         }
+        // Connect's error handling (sinks also have the dead-letter queue) and Fjord's automatic restarts.
+        let handling = crate::error_handling::KEYS.iter().chain(
+            (self.kind() == Kind::Sink)
+                .then_some(crate::error_handling::DLQ_KEYS.iter())
+                .into_iter()
+                .flatten(),
+        );
+        keys.extend(
+            handling
+                .chain(crate::error_handling::RESTART_KEYS.iter())
+                .map(|&(name, ty, default, doc)| Key::new(name, ty, Some(default), "LOW", doc)),
+        );
         keys
     }
 }
@@ -244,6 +291,20 @@ fn errors_of(plugin: Plugin, key: &Key, config: &ConfigMap) -> Vec<String> {
             key.name
         )]
     };
+    if key.name.starts_with("errors.") || key.name.starts_with("task.restart.") {
+        return crate::error_handling::key_errors(key.name, config);
+    }
+    // A required key that is missing gets the generic error below.
+    let present = value.is_some() || !key.required;
+    if plugin == Plugin::PostgresSink {
+        let own = crate::pg_sink::KEYS.iter().any(|k| k.0 == key.name);
+        if own && present {
+            return crate::pg_sink::key_errors(key.name, config);
+        }
+    }
+    if plugin == Plugin::PostgresSource && present {
+        return crate::pg_source::key_errors(key.name, config);
+    }
     if let Some(errors) = value.and_then(|v| match plugin {
         Plugin::ElasticsearchSink => crate::elasticsearch::config_errors(key.name, v),
         Plugin::HttpSink => crate::http_sink::config_errors(key.name, v, config),
@@ -338,7 +399,9 @@ pub fn validate(plugin: Plugin, config: &ConfigMap) -> Value {
     for (order, key) in keys.iter().enumerate() {
         let errors = errors_of(plugin, key, config);
         error_count += errors.len();
-        let group = if order < common_keys().len() {
+        let group = if key.name.starts_with("errors.") || key.name.starts_with("task.restart.") {
+            "Error Handling"
+        } else if order < common_keys().len() {
             "Common"
         } else {
             "Connector"
@@ -372,7 +435,7 @@ pub fn validate(plugin: Plugin, config: &ConfigMap) -> Value {
         }));
     }
     // Transforms and predicates (`transforms.<alias>.*`, `predicates.<alias>.*`), in groups of their own.
-    let mut groups = vec![json!("Common"), json!("Connector")];
+    let mut groups = vec![json!("Common"), json!("Connector"), json!("Error Handling")];
     for e in crate::transforms::parse(config).1 {
         let order = configs.len() + 1;
         error_count += e.errors.len();
@@ -475,7 +538,15 @@ mod tests {
             Plugin::find("FileStreamSinkConnector"),
             Some(Plugin::FileSink)
         );
-        assert_eq!(Plugin::find("JdbcSinkConnector"), None);
+        assert_eq!(
+            Plugin::find("io.confluent.connect.jdbc.JdbcSinkConnector"),
+            Some(Plugin::PostgresSink)
+        );
+        assert_eq!(
+            Plugin::find("JdbcSourceConnector"),
+            Some(Plugin::PostgresSource)
+        );
+        assert_eq!(Plugin::find("MySqlConnector"), None);
     }
 
     #[test]

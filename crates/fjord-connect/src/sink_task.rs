@@ -1,7 +1,8 @@
 //! The consume loop of the sinks that write batches somewhere else (Elasticsearch/OpenSearch, HTTP): consume in
 //! the group `connect-<name>` (auto-commit off), turn each record into Connect data (key and value converters,
 //! then the transforms), hand the batch to the writer, and commit the batch's offsets only once the writer says
-//! it is written.
+//! it is written. A record that does not convert or transform is errant and goes through Connect's error
+//! handling (`errors.tolerance`, the dead-letter topic: [`crate::error_handling`]); a failed write fails the task.
 //!
 //! **At-least-once:** a crash or a failed write repeats what came after the last commit; the writers make a
 //! repeat harmless (Elasticsearch: the same document ids) or say so (HTTP: the same batch POSTed again).
@@ -62,6 +63,14 @@ pub async fn run<W: BatchWriter>(
                 )
             })?;
     let consumer = Arc::new(consumer);
+    // Records that do not convert or transform: per errors.* (skipped, logged, dead-lettered) or the task fails.
+    let mut reporter = crate::error_handling::Reporter::new(
+        crate::error_handling::ErrorConfig::from_config(&ctx.config)?,
+        &ctx.connector,
+        0,
+        &ctx.bootstrap_servers,
+        &[],
+    );
     let topics = crate::file_sink::subscription_of(&ctx.config);
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
@@ -90,19 +99,22 @@ pub async fn run<W: BatchWriter>(
                     continue;
                 }
             };
-            match crate::transforms::sink_record(&ctx, &m).and_then(|r| chain.apply(r)) {
+            match crate::error_handling::convert_and_transform(&ctx, &chain, &m) {
                 Ok(r) => {
                     records.extend(r);
                     next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
                 }
-                Err(e) => {
-                    failure = Some(format!(
-                        "the record at {}-{} offset {} cannot be converted (key.converter, value.converter) or transformed: {e}",
-                        m.topic(),
-                        m.partition(),
-                        m.offset()
-                    ));
-                    break;
+                Err((stage, why)) => {
+                    // Errant: tolerated (logged, dead-lettered) per errors.*, or the task fails at it.
+                    match reporter.report(&m.detach(), stage, &why).await {
+                        Ok(()) => {
+                            next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+                        }
+                        Err(f) => {
+                            failure = Some(f);
+                            break;
+                        }
+                    }
                 }
             }
         }

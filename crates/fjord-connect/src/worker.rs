@@ -636,7 +636,12 @@ impl Worker {
                 .get("topic")
                 .map(|t| vec![t.trim()])
                 .unwrap_or_default(),
-            Plugin::FileSink | Plugin::ElasticsearchSink | Plugin::HttpSink => c
+            // The source's topics are named by its tables; not listed yet.
+            Plugin::PostgresSource => Vec::new(),
+            Plugin::FileSink
+            | Plugin::ElasticsearchSink
+            | Plugin::HttpSink
+            | Plugin::PostgresSink => c
                 .config
                 .get("topics")
                 .map(|t| {
@@ -729,18 +734,46 @@ impl Worker {
             s.report(name, Some(0), "RUNNING", None);
         }
         let status_log = self.status_log.clone();
-        let (stop, stopped) = watch::channel(false);
+        let (stop, mut stopped) = watch::channel(false);
         let status = c.status.clone();
         let plugin = c.plugin;
         let name = name.to_string();
+        let restart = crate::error_handling::RestartPolicy::from_config(&ctx.config);
         let handle = tokio::spawn(async move {
-            let result = match plugin {
-                Plugin::FileSource => crate::file_source::run(ctx, stopped).await,
-                Plugin::FileSink => crate::file_sink::run(ctx, stopped).await,
-                Plugin::ElasticsearchSink => crate::elasticsearch::run(ctx, stopped).await,
-                Plugin::HttpSink => crate::http_sink::run(ctx, stopped).await,
-            };
-            if let Err(trace) = result {
+            let mut attempt = 0;
+            loop {
+                let started = tokio::time::Instant::now();
+                let result = match plugin {
+                    Plugin::FileSource => {
+                        crate::file_source::run(ctx.clone(), stopped.clone()).await
+                    }
+                    Plugin::FileSink => crate::file_sink::run(ctx.clone(), stopped.clone()).await,
+                    Plugin::ElasticsearchSink => {
+                        crate::elasticsearch::run(ctx.clone(), stopped.clone()).await
+                    }
+                    Plugin::HttpSink => crate::http_sink::run(ctx.clone(), stopped.clone()).await,
+                    Plugin::PostgresSink => crate::pg_sink::run(ctx.clone(), stopped.clone()).await,
+                    Plugin::PostgresSource => {
+                        crate::pg_source::run(ctx.clone(), stopped.clone()).await
+                    }
+                };
+                let Err(trace) = result else { return };
+                if *stopped.borrow() {
+                    // Told to stop while failing (a retry given up): stopping, not a failure to restart.
+                    tracing::info!(connector = %name, task = 0, "task stopped while failing: {trace}");
+                    return;
+                }
+                // A task that ran for a while before failing starts its restart count over.
+                if started.elapsed() >= restart.max {
+                    attempt = 0;
+                }
+                attempt += 1;
+                let delay = restart.delay(attempt);
+                let trace = match delay {
+                    Some(d) => format!("{trace}\n(Fjord restarts this task automatically in {} ms, restart {attempt}{}; task.restart.max.attempts=0 turns this off)", d.as_millis(), restart.max_attempts.map(|m| format!(" of {m}")).unwrap_or_default()),
+                    None if attempt > 1 => format!("{trace}\n(it was restarted automatically {} time(s) and failed each time, task.restart.max.attempts; restart it with POST /connectors/{name}/restart?includeTasks=true once the cause is fixed)", attempt - 1),
+                    None => trace,
+                };
                 tracing::error!(connector = %name, task = 0, "task failed: {trace}");
                 if let Some(s) = &status_log {
                     s.report(&name, Some(0), "FAILED", Some(&trace));
@@ -749,6 +782,23 @@ impl Worker {
                     state: "FAILED",
                     trace: Some(trace),
                 };
+                let Some(delay) = delay else { return };
+                // A stop (pause, delete, shutdown, a manual restart) ends the wait and the task.
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stopped.changed() => return,
+                }
+                if *stopped.borrow() {
+                    return;
+                }
+                tracing::info!(connector = %name, task = 0, attempt, "restarting the failed task");
+                *status.lock().unwrap() = TaskStatus {
+                    state: "RUNNING",
+                    trace: None,
+                };
+                if let Some(s) = &status_log {
+                    s.report(&name, Some(0), "RUNNING", None);
+                }
             }
         });
         TaskRun { stop, handle }
@@ -866,6 +916,8 @@ fn task_class(p: Plugin) -> &'static str {
         Plugin::FileSink => "org.apache.kafka.connect.file.FileStreamSinkTask",
         Plugin::ElasticsearchSink => "io.confluent.connect.elasticsearch.ElasticsearchSinkTask",
         Plugin::HttpSink => "io.confluent.connect.http.HttpSinkTask",
+        Plugin::PostgresSink => crate::pg_sink::TASK_CLASS,
+        Plugin::PostgresSource => crate::pg_source::TASK_CLASS,
     }
 }
 

@@ -934,7 +934,9 @@ fn http_sink_posts_batches_as_json_arrays_and_retries_server_errors() {
         &w,
         "rejected",
         json!({"connector.class": "HttpSink", "topics": "events",
-            "http.api.url": format!("http://{}/reject", server.addr), "retry.backoff.ms": "50"}),
+            "http.api.url": format!("http://{}/reject", server.addr), "retry.backoff.ms": "50",
+            // No automatic restart, so that the single request below is certain.
+            "task.restart.max.attempts": "0"}),
     );
     let status = wait_for(Duration::from_secs(60), "the rejected task to fail", || {
         let v = http(&w.rest, "GET", "/connectors/rejected/status", None).1;
@@ -975,6 +977,138 @@ fn http_sink_posts_batches_as_json_arrays_and_retries_server_errors() {
         "the task was aborted"
     );
     assert_eq!(committed_offset(&w, "slow"), None);
+}
+
+/// Connect's error handling in the batch sinks' shared loop (`sink_task.rs`): with `errors.tolerance=all` and a
+/// dead-letter topic, the HTTP sink skips a record its value converter refuses and one a transform cannot apply
+/// to, both land in the dead-letter topic as they came with Connect's context headers naming the stage, every
+/// other record is posted and the task stays RUNNING; with the default `errors.tolerance=none` the same records
+/// fail the task at the first errant one.
+#[test]
+fn http_sink_tolerates_errant_records_into_a_dead_letter_topic() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let server = TestServer::start();
+    ok(&fjord(
+        &broker.bootstrap,
+        &["topics", "create", "mixed", "--partitions", "1"],
+        None,
+    ));
+    // b is not JSON (the value converter refuses it); c is a JSON string, which InsertField$Value cannot extend.
+    ok(&fjord(
+        &broker.bootstrap,
+        &["produce", "mixed", "--key-separator", "|"],
+        Some(b"a|{\"n\":1}\nb|not json\nc|\"text\"\nd|{\"n\":2}\n"),
+    ));
+    let worker = worker_properties(
+        dir.path(),
+        &broker.bootstrap,
+        "key.converter=org.apache.kafka.connect.storage.StringConverter\n\
+         value.converter=org.apache.kafka.connect.json.JsonConverter\n\
+         value.converter.schemas.enable=false\n",
+    );
+    let w = WorkerProc::start(&[&worker], &dir.path().join("worker.log"));
+    let transform = json!({"transforms": "meta", "transforms.meta.type": "InsertField$Value",
+        "transforms.meta.topic.field": "topic"});
+    let mut config = json!({"connector.class": "HttpSink", "topics": "mixed",
+        "http.api.url": format!("http://{}/tolerant", server.addr),
+        "errors.tolerance": "all", "errors.log.enable": "true",
+        "errors.deadletterqueue.topic.name": "mixed-dlq",
+        "errors.deadletterqueue.context.headers.enable": "true"});
+    config
+        .as_object_mut()
+        .unwrap()
+        .extend(transform.as_object().unwrap().clone());
+    create(&w, "tolerant", config);
+    wait_for(Duration::from_secs(60), "the sink to commit", || {
+        let v = http(&w.rest, "GET", "/connectors/tolerant/offsets", None).1;
+        (v["offsets"][0]["offset"]["kafka_offset"] == 4).then_some(())
+    });
+    let values: Vec<Value> = server
+        .received("/tolerant")
+        .iter()
+        .flat_map(|r| serde_json::from_slice::<Vec<Value>>(&r.body).unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        [
+            json!({"n": 1, "topic": "mixed"}),
+            json!({"n": 2, "topic": "mixed"})
+        ]
+    );
+    let v = http(&w.rest, "GET", "/connectors/tolerant/status", None).1;
+    assert_eq!(v["tasks"][0]["state"], "RUNNING", "{v}");
+    let dlq = wait_for(Duration::from_secs(30), "2 dead letters", || {
+        let out = fjord(
+            &broker.bootstrap,
+            &[
+                "consume",
+                "mixed-dlq",
+                "--from-beginning",
+                "--exit-at-end",
+                "--format",
+                "json",
+            ],
+            None,
+        );
+        let v: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (v.len() >= 2).then_some(v)
+    });
+    assert_eq!(dlq.len(), 2, "{dlq:?}");
+    let header = |m: &Value, k: &str| -> String {
+        m["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["key"] == k)
+            .and_then(|h| h["value"].as_str())
+            .unwrap_or_else(|| panic!("no header {k} in {m}"))
+            .to_string()
+    };
+    assert_eq!(dlq[0]["key"], "b", "{dlq:?}");
+    assert_eq!(dlq[0]["value"], "not json", "{dlq:?}");
+    assert_eq!(header(&dlq[0], "__connect.errors.stage"), "VALUE_CONVERTER");
+    assert_eq!(header(&dlq[0], "__connect.errors.offset"), "1");
+    assert_eq!(dlq[1]["key"], "c", "{dlq:?}");
+    assert_eq!(header(&dlq[1], "__connect.errors.stage"), "TRANSFORMATION");
+    assert!(
+        header(&dlq[1], "__connect.errors.exception.message").contains("Only Map objects"),
+        "{}",
+        dlq[1]
+    );
+    for m in &dlq {
+        assert_eq!(header(m, "__connect.errors.topic"), "mixed");
+        assert_eq!(header(m, "__connect.errors.connector.name"), "tolerant");
+    }
+
+    // The default (errors.tolerance=none): the task fails at the first errant record, after posting the one before.
+    let mut config = json!({"connector.class": "HttpSink", "topics": "mixed",
+        "http.api.url": format!("http://{}/strict", server.addr), "task.restart.max.attempts": "0"});
+    config
+        .as_object_mut()
+        .unwrap()
+        .extend(transform.as_object().unwrap().clone());
+    create(&w, "strict", config);
+    let status = wait_for(Duration::from_secs(60), "the strict task to fail", || {
+        let v = http(&w.rest, "GET", "/connectors/strict/status", None).1;
+        (v["tasks"][0]["state"] == "FAILED").then_some(v)
+    });
+    let trace = status["tasks"][0]["trace"].as_str().unwrap();
+    assert!(
+        trace.contains("mixed-0 offset 1")
+            && trace.contains("VALUE_CONVERTER")
+            && trace.contains("errors.tolerance=all"),
+        "{trace}"
+    );
+    let posted: Vec<Value> = server
+        .received("/strict")
+        .iter()
+        .flat_map(|r| serde_json::from_slice::<Vec<Value>>(&r.body).unwrap())
+        .collect();
+    assert_eq!(posted, [json!({"n": 1, "topic": "mixed"})]);
 }
 
 /// `fjord connect create|load|list|status|pause|resume|restart|offsets|delete` against a running worker: the

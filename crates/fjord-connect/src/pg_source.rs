@@ -1,0 +1,322 @@
+//! The PostgreSQL source (`PostgresSource`, also found under Confluent's `JdbcSourceConnector` class name): rows
+//! of tables (`table.whitelist`) or of a query (`query`) become records of `topic.prefix` + table (or
+//! `topic.prefix` alone for a query), in JDBC-source style modes: `bulk` (everything at every poll),
+//! `incrementing` (rows whose `incrementing.column.name` is above the stored offset, in its order) and
+//! `timestamp` (rows whose `timestamp.column.name` is after the stored one and before the query's `now()`).
+//!
+//! Each row is read as `row_to_json`; with the JSON converter's schema envelope the schema is the struct of the
+//! columns (int2/int4/int8/float4/float8/bool as Connect's int16/int32/int64/float/double/boolean; every other
+//! type as its JSON text, a string). **At-least-once:** the records are acknowledged (idempotent `acks=all`
+//! producer) before the offset past them is put in the offset store, which is flushed every
+//! `offset.flush.interval.ms` and at stop.
+
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{json, Map, Value};
+use tokio::sync::watch;
+use tokio_postgres::types::Type;
+use tokio_postgres::Client;
+
+use crate::config::ConfigMap;
+use crate::converter::Converter;
+use crate::pg_sink::{quote_table, KeyDef};
+use crate::worker::TaskContext;
+
+pub const CLASS: &str = "io.fjord.connect.postgres.PostgresSourceConnector";
+pub const TASK_CLASS: &str = "io.fjord.connect.postgres.PostgresSourceTask";
+
+pub const KEYS: [KeyDef; 11] = [
+    ("connection.url", "STRING", None, "HIGH", "JDBC connection URL: jdbc:postgresql://host:port/database (or postgresql://user:password@host:port/database).", true),
+    ("connection.user", "STRING", None, "HIGH", "JDBC connection user.", false),
+    ("connection.password", "PASSWORD", None, "HIGH", "JDBC connection password.", false),
+    ("mode", "STRING", None, "HIGH", "The mode for updating a table each time it is polled: bulk (the whole table each poll), incrementing (a strictly incrementing column detects new rows) or timestamp (a timestamp column detects new and changed rows).", true),
+    ("table.whitelist", "LIST", Some(""), "MEDIUM", "The tables to copy (schema.table for a schema); one of table.whitelist or query.", false),
+    ("query", "STRING", Some(""), "MEDIUM", "A query to copy instead of tables; the mode's column must be one of its columns.", false),
+    ("incrementing.column.name", "STRING", Some(""), "MEDIUM", "The name of the strictly incrementing integer column used to detect new rows (mode=incrementing).", false),
+    ("timestamp.column.name", "STRING", Some(""), "MEDIUM", "The name of the timestamp column used to detect new or modified rows (mode=timestamp).", false),
+    ("topic.prefix", "STRING", None, "HIGH", "Prefix to prepend to table names to generate the topic names; with query, the topic itself.", true),
+    ("poll.interval.ms", "INT", Some("5000"), "HIGH", "Frequency in ms to poll for new data in each table.", false),
+    ("batch.max.rows", "INT", Some("100"), "LOW", "Maximum number of rows to include in a single batch when polling for new data (incrementing mode).", false),
+];
+
+fn get<'a>(c: &'a ConfigMap, k: &str) -> Option<&'a str> {
+    c.get(k).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+fn tables(c: &ConfigMap) -> Vec<String> {
+    c.get("table.whitelist")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The errors of one of this connector's keys (empty: fine), naming the key.
+pub fn key_errors(key: &str, c: &ConfigMap) -> Vec<String> {
+    let value = get(c, key).unwrap_or("");
+    let invalid = |why: &str| {
+        vec![format!(
+            "Invalid value {value} for configuration {key}: {why}"
+        )]
+    };
+    let mode = get(c, "mode").unwrap_or("").to_ascii_lowercase();
+    match key {
+        "connection.url" | "connection.user" => crate::pg_sink::key_errors(key, c),
+        "mode" => match mode.as_str() {
+            "" => {
+                vec!["Missing required configuration \"mode\" which has no default value.".into()]
+            }
+            "bulk" | "incrementing" | "timestamp" => Vec::new(),
+            "timestamp+incrementing" => invalid(
+                "timestamp+incrementing is not supported yet; use incrementing or timestamp",
+            ),
+            _ => invalid("String must be one of: bulk, incrementing, timestamp"),
+        },
+        "incrementing.column.name" if mode == "incrementing" && value.is_empty() => {
+            invalid("mode=incrementing needs the column: set incrementing.column.name")
+        }
+        "timestamp.column.name" if mode == "timestamp" && value.is_empty() => {
+            invalid("mode=timestamp needs the column: set timestamp.column.name")
+        }
+        "table.whitelist" => {
+            let query = get(c, "query").is_some();
+            match (tables(c).is_empty(), query) {
+                (true, false) => {
+                    invalid("give the tables to copy in table.whitelist (or a query in query)")
+                }
+                (false, true) => {
+                    invalid("table.whitelist and query are mutually exclusive; give only one")
+                }
+                _ => tables(c)
+                    .iter()
+                    .find(|t| t.contains('"'))
+                    .map(|_| invalid("a table name cannot contain '\"'"))
+                    .unwrap_or_default(),
+            }
+        }
+        "topic.prefix" if !value.is_empty() => {
+            // The topics are the prefix plus each table: check the names they make.
+            let names: Vec<String> = if get(c, "query").is_some() {
+                vec![value.to_string()]
+            } else {
+                tables(c).iter().map(|t| format!("{value}{t}")).collect()
+            };
+            names
+                .iter()
+                .find_map(|t| crate::plugins::topic_name_error(t))
+                .map(|w| invalid(&w))
+                .unwrap_or_default()
+        }
+        "poll.interval.ms" | "batch.max.rows" if !value.is_empty() => match value.parse::<u32>() {
+            Ok(n) if n >= 1 => Vec::new(),
+            _ => invalid("give a whole number, at least 1"),
+        },
+        _ => Vec::new(),
+    }
+}
+
+/// What one source (a table or the query) reads from and where its rows go.
+struct Source {
+    /// The FROM item: a quoted table, or the query in parentheses.
+    from: String,
+    topic: String,
+    partition: Value,
+    /// The struct schema of the rows (Connect's JSON form), from the columns' types.
+    schema: Option<Value>,
+}
+
+fn connect_type(t: &Type) -> &'static str {
+    match *t {
+        Type::INT2 => "int16",
+        Type::INT4 => "int32",
+        Type::INT8 => "int64",
+        Type::FLOAT4 => "float",
+        Type::FLOAT8 => "double",
+        Type::BOOL => "boolean",
+        _ => "string",
+    }
+}
+
+fn quote(id: &str) -> String {
+    format!("\"{}\"", id.replace('"', "\"\""))
+}
+
+async fn describe(client: &Client, from: &str) -> Result<Value, String> {
+    let stmt = client
+        .prepare(&format!("SELECT * FROM {from} t LIMIT 0"))
+        .await
+        .map_err(|e| format!("reading the columns of {from}: {e}"))?;
+    let fields: Vec<Value> = stmt
+        .columns()
+        .iter()
+        .map(|c| json!({"field": c.name(), "type": connect_type(c.type_()), "optional": true}))
+        .collect();
+    Ok(json!({"type": "struct", "fields": fields, "optional": false}))
+}
+
+/// A row's JSON object made to fit its schema: a string field whose JSON value is not a string gets its JSON text.
+fn fit(schema: &Value, mut row: Map<String, Value>) -> Map<String, Value> {
+    for f in schema["fields"].as_array().into_iter().flatten() {
+        if f["type"] == "string" {
+            if let Some(v) = f["field"].as_str().and_then(|name| row.get_mut(name)) {
+                if !v.is_null() && !v.is_string() {
+                    *v = Value::String(v.to_string());
+                }
+            }
+        }
+    }
+    row
+}
+
+/// Runs the task until `stop` turns true (Ok) or it fails (Err with what happened and what to do).
+pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<(), String> {
+    let c = &ctx.config;
+    let pg = crate::pg_sink::parse_url(c)?;
+    let mode = get(c, "mode").unwrap_or("bulk").to_ascii_lowercase();
+    let prefix = get(c, "topic.prefix").unwrap_or("").to_string();
+    let poll = Duration::from_millis(
+        get(c, "poll.interval.ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5000),
+    );
+    let max_rows: i64 = get(c, "batch.max.rows")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let column = match mode.as_str() {
+        "incrementing" => get(c, "incrementing.column.name").unwrap_or("").to_string(),
+        "timestamp" => get(c, "timestamp.column.name").unwrap_or("").to_string(),
+        _ => String::new(),
+    };
+    let client = crate::pg_sink::connect(&pg).await.map_err(|e| {
+        format!("{}; the task restarts automatically (task.restart.*) or with POST /connectors/{}/restart?includeTasks=true", e.message, ctx.connector)
+    })?;
+    let mut sources: Vec<Source> = match get(c, "query") {
+        Some(q) => vec![Source {
+            from: format!("({q})"),
+            topic: prefix.clone(),
+            partition: json!({"query": "query"}),
+            schema: None,
+        }],
+        None => tables(c)
+            .into_iter()
+            .map(|t| Source {
+                from: quote_table(&t),
+                topic: format!("{prefix}{t}"),
+                partition: json!({"protocol": "1", "table": t}),
+                schema: None,
+            })
+            .collect(),
+    };
+    let mut client_cfg = ClientConfig::new();
+    client_cfg
+        .set("bootstrap.servers", &ctx.bootstrap_servers)
+        .set(
+            "client.id",
+            format!("connector-producer-{}-0", ctx.connector),
+        )
+        .set("linger.ms", "5");
+    for (k, v) in &ctx.client_overrides {
+        client_cfg.set(k, v);
+    }
+    let producer: FutureProducer = client_cfg
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .map_err(|e| {
+            format!(
+                "cannot create the producer for {}: {e}",
+                ctx.bootstrap_servers
+            )
+        })?;
+    tracing::info!(connector = %ctx.connector, mode = %mode, sources = sources.len(), "PostgreSQL source starting");
+    let mut last_flush = tokio::time::Instant::now();
+    let result: Result<(), String> = async {
+        loop {
+            if *stop.borrow() || stop.has_changed().is_err() {
+                return Ok(());
+            }
+            let mut sent = 0usize;
+            for s in &mut sources {
+                if s.schema.is_none() {
+                    s.schema = Some(describe(&client, &s.from).await?);
+                }
+                let schema = s.schema.clone().expect("described above");
+                let stored = ctx.offsets.get(&ctx.connector, &s.partition);
+                let col = quote(&column);
+                let rows = match mode.as_str() {
+                    "incrementing" => {
+                        let last = stored.as_ref().and_then(|o| o["incrementing"].as_i64()).unwrap_or(-1);
+                        let sql = format!("SELECT row_to_json(t)::text, (t.{col})::bigint FROM {} t WHERE t.{col} > $1::bigint ORDER BY t.{col} LIMIT {max_rows}", s.from);
+                        client.query(sql.as_str(), &[&last]).await
+                    }
+                    "timestamp" => {
+                        let last = stored.as_ref().and_then(|o| o["timestamp"].as_str().map(str::to_string)).unwrap_or_else(|| "-infinity".into());
+                        let sql = format!("SELECT row_to_json(t)::text, (t.{col})::text FROM {} t WHERE t.{col} > $1::text::timestamptz AND t.{col} < now() ORDER BY t.{col}", s.from);
+                        client.query(sql.as_str(), &[&last]).await
+                    }
+                    _ => client.query(format!("SELECT row_to_json(t)::text FROM {} t", s.from).as_str(), &[]).await,
+                }
+                .map_err(|e| format!("polling {} failed: {e}; check the table/query and the mode's column ({column})", s.from))?;
+                if rows.is_empty() {
+                    continue;
+                }
+                let mut pending = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let text: String = row.get(0);
+                    let obj = match serde_json::from_str::<Value>(&text) {
+                        Ok(Value::Object(o)) => fit(&schema, o),
+                        _ => return Err(format!("a row of {} did not read as a JSON object", s.from)),
+                    };
+                    let value = match ctx.value_converter {
+                        Converter::Json { schemas_enable: true } => json!({"schema": schema, "payload": obj}).to_string(),
+                        _ => Value::Object(obj).to_string(),
+                    };
+                    let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&s.topic).payload(value.as_bytes());
+                    pending.push(producer.send_result(record).map_err(|(e, _)| format!("sending to {} failed: {e}", s.topic))?);
+                }
+                for p in pending {
+                    match p.await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err((e, _))) => return Err(format!("sending to {} failed: {e}; nothing past the last acknowledged batch is stored as sent", s.topic)),
+                        Err(_) => return Err(format!("the producer was closed while sending to {}", s.topic)),
+                    }
+                }
+                sent += rows.len();
+                let last_row = rows.last().expect("not empty");
+                match mode.as_str() {
+                    "incrementing" => ctx.offsets.put(&ctx.connector, s.partition.clone(), json!({"incrementing": last_row.get::<_, i64>(1)})),
+                    "timestamp" => ctx.offsets.put(&ctx.connector, s.partition.clone(), json!({"timestamp": last_row.get::<_, String>(1)})),
+                    _ => {}
+                }
+            }
+            if last_flush.elapsed() >= ctx.offset_flush_interval {
+                if let Err(e) = ctx.offsets.flush().await {
+                    tracing::warn!(connector = %ctx.connector, "flushing offsets failed ({e}); retrying at the next interval");
+                }
+                last_flush = tokio::time::Instant::now();
+            }
+            // Incrementing mode with a full batch polls again at once; otherwise wait for the interval.
+            if sent == 0 || mode != "incrementing" || (sent as i64) < max_rows {
+                tokio::select! {
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+    }
+    .await;
+    let flushed = ctx.offsets.flush().await.map_err(|e| {
+        format!(
+            "writing {} failed: {e}; the previous offsets stay in place",
+            ctx.offsets.describe()
+        )
+    });
+    tracing::info!(connector = %ctx.connector, "PostgreSQL source stopped");
+    result.and(flushed)
+}
