@@ -67,12 +67,15 @@ impl TimeWindows {
         let first =
             ((ts - self.size_ms + self.advance_ms).max(0) / self.advance_ms) * self.advance_ms;
         let size = self.size_ms;
+        // Checked and saturating: a record's timestamp comes from its producer and may be near i64::MAX, where
+        // the next start or a window's end would overflow (a panic in debug, a negative end in release that would
+        // drop the record as late).
         (0..)
-            .map(move |i| first + i * self.advance_ms)
+            .map_while(move |i: i64| i.checked_mul(self.advance_ms)?.checked_add(first))
             .take_while(move |s| *s <= ts)
             .map(move |start| Window {
                 start,
-                end: start + size,
+                end: start.saturating_add(size),
             })
     }
 
@@ -206,6 +209,17 @@ fn ms(d: Duration) -> i64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn windows_of_a_timestamp_near_the_end_of_time_do_not_overflow() {
+        let w = TimeWindows::hopping(Duration::from_millis(10), Duration::from_millis(5));
+        let got: Vec<Window> = w.windows_for(i64::MAX).collect();
+        assert!(!got.is_empty());
+        for win in &got {
+            assert!(win.start <= i64::MAX && win.end >= win.start, "{win:?}");
+        }
+        assert_eq!(got.last().unwrap().end, i64::MAX);
+    }
     use super::*;
     use proptest::prelude::*;
 
