@@ -886,7 +886,8 @@ impl Expr {
                     let n = a.len() as i64;
                     match idx.as_i64() {
                         Some(i) if i >= 1 && i <= n => a[(i - 1) as usize].clone(),
-                        Some(i) if i < 0 && -i <= n => a[(n + i) as usize].clone(),
+                        // `i >= -n`, not `-i <= n`: negating i64::MIN (from record data) overflows.
+                        Some(i) if i < 0 && i >= -n => a[(n + i) as usize].clone(),
                         _ => Value::Null,
                     }
                 }

@@ -296,3 +296,28 @@ fn duplicate_output_names_are_refused() {
     let e = err("SELECT page, UCASE(page) AS page FROM clicks EMIT CHANGES");
     assert!(e.message.contains("PAGE appears twice"), "{e}");
 }
+
+#[test]
+fn array_indexes_from_record_data_never_panic() {
+    // N is -7 in row(); the index is computed from record data, down to i64::MIN.
+    let p = plan(
+        "SELECT tags[-1] AS last, tags[-2] AS first, tags[-3] AS before, tags[CAST(ms AS BIGINT) - 9223372036854775807 - 1501] AS min \
+         FROM clicks EMIT CHANGES",
+    )
+    .unwrap();
+    let r = row();
+    let got: Vec<Value> = p
+        .projection
+        .iter()
+        .map(|c| c.expr.eval(&r).unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            Value::String("b".into()),
+            Value::String("a".into()),
+            Value::Null,
+            Value::Null
+        ]
+    );
+}
