@@ -421,6 +421,13 @@ fn hex(b: &[u8]) -> String {
 
 /// A decimal's unscaled two's-complement big-endian bytes and scale as text.
 fn decimal_text(bytes: &[u8], scale: i64) -> Result<String, String> {
+    // The scale comes from the record's own schema: bounded before it sizes a string (PostgreSQL's numeric keeps
+    // at most 16,383 digits after the point; a Decimal of 16 bytes has at most 39 digits).
+    if !(-MAX_DECIMAL_SCALE..=MAX_DECIMAL_SCALE).contains(&scale) {
+        return Err(format!(
+            "a Decimal scale of {scale} is not supported (between -{MAX_DECIMAL_SCALE} and {MAX_DECIMAL_SCALE})"
+        ));
+    }
     if bytes.is_empty() || bytes.len() > 16 {
         return Err(format!(
             "a Decimal of {} bytes is not supported (at most 16)",
@@ -441,6 +448,9 @@ fn decimal_text(bytes: &[u8], scale: i64) -> Result<String, String> {
     let (i, f) = padded.split_at(padded.len() - scale);
     Ok(format!("{sign}{i}.{f}"))
 }
+
+/// The largest Decimal scale (either sign) [`decimal_text`] accepts.
+const MAX_DECIMAL_SCALE: i64 = 1000;
 
 /// A Connect schema's field type (and logical name) with its JSON payload to a column.
 fn schema_col(name: &str, schema: &Value, v: &Value) -> Result<Col, String> {
@@ -1569,6 +1579,11 @@ mod tests {
         assert_eq!(decimal_text(&[0x30, 0x39], 2).unwrap(), "123.45");
         assert_eq!(decimal_text(&[0x05], 3).unwrap(), "0.005");
         assert_eq!(decimal_text(&[0xff], 0).unwrap(), "-1");
+        // A hostile scale from the record's schema is an error, not a panic or a huge string.
+        for scale in [i64::MIN, -1_000_000_000_000, 1_000_000_000_000, i64::MAX] {
+            assert!(decimal_text(&[0x05], scale).is_err(), "{scale}");
+        }
+        assert_eq!(decimal_text(&[0x05], -3).unwrap(), "5000");
         assert_eq!(date_text(0), "1970-01-01");
         assert_eq!(date_text(-1), "1969-12-31");
         assert_eq!(timestamp_text(951_782_400_000), "2000-02-29 00:00:00.000");
