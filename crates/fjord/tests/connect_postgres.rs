@@ -8,12 +8,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::connect::*;
 use common::*;
 use serde_json::{json, Value};
 
@@ -251,106 +251,10 @@ impl Drop for Postgres {
     }
 }
 
-/// `fjord connect standalone`, killed on drop (its log printed when the test fails).
-struct Worker {
-    child: Child,
-    rest: String,
-    log: PathBuf,
-}
-
-impl Worker {
-    fn start(dir: &Path, bootstrap: &str) -> Worker {
-        let props = dir.join("worker.properties");
-        std::fs::write(
-            &props,
-            format!(
-                "bootstrap.servers={bootstrap}\noffset.storage.file.filename={}\nlisteners=http://127.0.0.1:0\n",
-                dir.join("connect.offsets").display()
-            ),
-        )
-        .unwrap();
-        let log = dir.join("worker.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
-            .args(["connect", "standalone"])
-            .arg(&props)
-            .env("FJORD_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("fjord connect ready") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
-            let _ = child.kill();
-            panic!(
-                "the worker never became ready:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        };
-        Worker {
-            child,
-            rest: field(&line, "rest=").to_string(),
-            log,
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- connect worker log ----\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-}
-
-fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status: u16 = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let v = serde_json::from_str(body).unwrap_or(Value::Null);
-    assert!(status < 500, "{method} {path} answered {status}: {body}");
-    (status, v)
-}
-
-fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// `fjord connect standalone` with its properties and log in `dir`.
+fn start_worker(dir: &Path, bootstrap: &str) -> WorkerProc {
+    let props = worker_properties(dir, bootstrap, "");
+    WorkerProc::start(&[&props], &dir.join("worker.log"))
 }
 
 const SCHEMA: &str = r#"{"type":"struct","name":"order","fields":[{"field":"n","type":"int32"},{"field":"name","type":"string"}]}"#;
@@ -395,7 +299,7 @@ fn postgres_sink_upserts_evolves_dead_letters_and_deletes() {
         &["topics", "create", "orders", "--partitions", "3"],
         None,
     ));
-    let worker = Worker::start(dir.path(), &bootstrap);
+    let worker = start_worker(dir.path(), &bootstrap);
 
     // 100,000 records with distinct keys.
     let mut lines = String::new();
@@ -597,8 +501,8 @@ fn postgres_sink_upserts_evolves_dead_letters_and_deletes() {
         Duration::from_secs(60),
         "the sink to retry the write",
         || {
-            std::fs::read_to_string(&worker.log)
-                .unwrap_or_default()
+            worker
+                .log()
                 .contains("writing to PostgreSQL failed (attempt 2")
                 .then_some(())
         },
@@ -623,7 +527,7 @@ fn a_failing_postgres_task_says_what_to_do_and_restarts_by_itself() {
     let dir = temp_dir();
     let broker = BrokerProc::start(&dir.path().join("broker"), &[]);
     let bootstrap = broker.bootstrap.clone();
-    let worker = Worker::start(dir.path(), &bootstrap);
+    let worker = start_worker(dir.path(), &bootstrap);
     pg.psql("CREATE TABLE strict (id TEXT PRIMARY KEY, n INT NOT NULL)");
     produce(
         &bootstrap,
@@ -721,7 +625,7 @@ fn postgres_source_copies_new_rows_and_resumes_from_its_offset() {
         "poll.interval.ms": "200",
         "value.converter": "org.apache.kafka.connect.json.JsonConverter",
     });
-    let mut worker = Worker::start(dir.path(), &bootstrap);
+    let mut worker = start_worker(dir.path(), &bootstrap);
     // A mode without its column is refused, naming the field.
     let mut bad = config.clone();
     bad["mode"] = json!("timestamp");
@@ -782,19 +686,9 @@ fn postgres_source_copies_new_rows_and_resumes_from_its_offset() {
     wait_for(Duration::from_secs(60), "5 records", || {
         (values_of(&bootstrap, "pg-items").len() >= 5).then_some(())
     });
-    let _ = Command::new("kill")
-        .args(["-TERM", &worker.child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while worker.child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the worker did not stop within 30 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    worker.stop();
     pg.psql("INSERT INTO items (name, price, qty) VALUES ('spoon', 0.50, 12)");
-    worker = Worker::start(dir.path(), &bootstrap);
+    worker = start_worker(dir.path(), &bootstrap);
     let (status, v) = http(
         &worker.rest,
         "PUT",

@@ -595,3 +595,5 @@ pub fn start_platform_with_sql(
         }
     }
 }
+
+pub mod connect;
