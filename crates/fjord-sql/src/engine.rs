@@ -16,9 +16,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
-use rdkafka::producer::{
-    BaseRecord, DefaultProducerContext, FutureProducer, FutureRecord, Producer, ThreadedProducer,
-};
+use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value as J};
 
@@ -1376,11 +1374,14 @@ fn run_persistent(
         .set("session.timeout.ms", "10000")
         .create()
         .map_err(|e| format!("cannot create a consumer: {e}"))?;
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+    let failed = Arc::new(Mutex::new(None));
+    let producer: ThreadedProducer<DeliveryCheck> = ClientConfig::new()
         .set("bootstrap.servers", &cfg.bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
-        .create()
+        .create_with_context(DeliveryCheck {
+            failed: failed.clone(),
+        })
         .map_err(|e| format!("cannot create a producer: {e}"))?;
     let source = &cfg.plan.source;
     consumer
@@ -1480,9 +1481,14 @@ fn run_persistent(
             continue;
         }
         // At-least-once: the offsets are committed only once every output record of the batch is acknowledged.
+        // An empty queue after flush is not enough: a delivery that failed (its retries or message.timeout.ms
+        // used up) left the queue too, and committing past it would lose its output.
         producer
             .flush(TIMEOUT)
             .map_err(|e| format!("writing to {} was not acknowledged: {e}", cfg.sink.topic))?;
+        if let Some(e) = failed.lock().expect("delivery check").take() {
+            return Err(format!("writing to {} failed: {e}", cfg.sink.topic));
+        }
         let mut tpl = TopicPartitionList::new();
         for (p, o) in offsets {
             tpl.add_partition_offset(&source.topic, p, Offset::Offset(o + 1))
@@ -1493,6 +1499,26 @@ fn run_persistent(
             .map_err(|e| format!("committing offsets failed: {e}"))?;
     }
     Ok(())
+}
+
+/// Remembers the first failed delivery of a persistent query's producer, so that its batch's input offsets
+/// are not committed past output that was never written.
+struct DeliveryCheck {
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+impl rdkafka::ClientContext for DeliveryCheck {}
+
+impl rdkafka::producer::ProducerContext for DeliveryCheck {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = r {
+            let mut g = self.failed.lock().expect("delivery check");
+            if g.is_none() {
+                *g = Some(e.to_string());
+            }
+        }
+    }
 }
 
 fn run_push(

@@ -587,3 +587,67 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// A delivery the broker refuses (here: larger than the output topic's max.message.bytes) fails the batch:
+/// its input offset is not committed, and once the cause is gone the query writes the record from there.
+#[test]
+fn a_refused_output_record_is_not_committed_past_and_is_written_once_the_cause_is_gone() {
+    let dir = temp_dir();
+    let p = start(&dir.path().join("data"));
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM orders (id STRING KEY, item STRING, qty INT, price DOUBLE) \
+         WITH (kafka_topic='orders', value_format='JSON', partitions=2);",
+    );
+    let v = ksql_ok(
+        &p.sql,
+        "CREATE STREAM big_orders AS SELECT id, UCASE(item) AS item, qty * price AS total FROM orders WHERE qty >= 10;",
+    );
+    let id = v[0]["commandStatus"]["queryId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let group = format!("_fjord_sql_{id}");
+    client(&["produce", &p.kafka, "orders", "0", "20"]);
+    wait_committed(&p.kafka, &group, 20);
+
+    ok(&fjord(
+        &p.kafka,
+        &[
+            "configs",
+            "alter",
+            "--topic",
+            "BIG_ORDERS",
+            "--add-config",
+            "max.message.bytes=10",
+        ],
+        None,
+    ));
+    client(&["produce", &p.kafka, "orders", "20", "21"]);
+    // The refused write keeps the commit at 20 (the loop retries from there every 2 s).
+    std::thread::sleep(Duration::from_secs(6));
+    let committed: i64 = client(&["committed", &p.kafka, &group, "orders"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        committed, 20,
+        "the offset of the refused record was committed"
+    );
+
+    ok(&fjord(
+        &p.kafka,
+        &[
+            "configs",
+            "alter",
+            "--topic",
+            "BIG_ORDERS",
+            "--delete-config",
+            "max.message.bytes",
+        ],
+        None,
+    ));
+    wait_committed(&p.kafka, &group, 21);
+    let out = read_output(&p.kafka, 11);
+    assert!(out.iter().any(|l| l.starts_with("id-20\t")), "{out:?}");
+}
