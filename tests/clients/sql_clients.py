@@ -1,6 +1,7 @@
 """Third-party client side of the SQL tests (confluent-kafka).
 
   produce BOOTSTRAP TOPIC FIRST LAST       JSON records id-i -> {"item": "w<i>", "qty": i, "price": 1.5}, keys as strings
+  produce-txn BOOTSTRAP TOPIC FIRST LAST   the same, in one committed transaction (the last offset is its marker)
   read BOOTSTRAP TOPIC EXPECTED            every record of every partition, once EXPECTED have arrived (60 s at most):
                                            one line per record, `key<TAB>value`, sorted
   committed BOOTSTRAP GROUP TOPIC          the sum of the group's committed offsets over the topic's partitions
@@ -35,6 +36,17 @@ def main():
             print(f"FAIL: {left} undelivered, errors {errors}", file=sys.stderr)
             sys.exit(1)
         print(f"ok produced {last - first}")
+    elif cmd == "produce-txn":
+        # The same records in one committed transaction: the topic's last offset is the commit marker.
+        topic, first, last = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+        p = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"sql-test-{topic}"})
+        p.init_transactions(30)
+        p.begin_transaction()
+        for i in range(first, last):
+            p.produce(topic, key=f"id-{i}".encode(),
+                      value=json.dumps({"item": f"w{i}", "qty": i, "price": 1.5}).encode())
+        p.commit_transaction(30)
+        print(f"ok produced {last - first} in a transaction")
     elif cmd == "read":
         topic, expected = sys.argv[3], int(sys.argv[4])
         c = Consumer({"bootstrap.servers": bootstrap, "group.id": "sql-test-reader", "enable.auto.commit": False})

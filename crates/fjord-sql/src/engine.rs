@@ -1533,6 +1533,9 @@ fn run_push(
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("_fjord_sql_{query_id}"))
         .set("enable.auto.commit", "false")
+        // A pull query ends at each partition's end: librdkafka says when it got there, also when the last
+        // offsets hold no record it delivers (a transaction marker, a compacted tail).
+        .set("enable.partition.eof", if pull { "true" } else { "false" })
         .create()
         .map_err(|e| format!("cannot create a consumer: {e}"))?;
     let topic = &plan.source.topic;
@@ -1575,6 +1578,9 @@ fn run_push(
         }
         match consumer.poll(Duration::from_millis(200)) {
             None => {}
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                ends.remove(&p);
+            }
             Some(Err(e)) => return Err(format!("consuming {topic} failed: {e}")),
             Some(Ok(m)) => {
                 if ends

@@ -651,3 +651,25 @@ fn a_refused_output_record_is_not_committed_past_and_is_written_once_the_cause_i
     let out = read_output(&p.kafka, 11);
     assert!(out.iter().any(|l| l.starts_with("id-20\t")), "{out:?}");
 }
+
+/// A pull query over a stream ends at each partition's end even when the last offset holds no record it can
+/// deliver (here a transaction's commit marker), instead of waiting for a record that never comes.
+#[test]
+fn a_pull_query_ends_when_the_topic_ends_with_a_transaction_marker() {
+    let dir = temp_dir();
+    let p = start(&dir.path().join("data"));
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM orders (id STRING KEY, item STRING, qty INT, price DOUBLE) \
+         WITH (kafka_topic='orders', value_format='JSON', partitions=1);",
+    );
+    client(&["produce-txn", &p.kafka, "orders", "0", "3"]);
+    let started = Instant::now();
+    let rows = query_rows(&p.sql, "SELECT id, qty FROM orders;");
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the pull query took {:?}",
+        started.elapsed()
+    );
+}
