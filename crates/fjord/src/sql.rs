@@ -695,11 +695,16 @@ fn request(addr: &str, path: &str, body: &J) -> Result<(u16, J), CliError> {
     s.set_read_timeout(Some(Duration::from_secs(120))).ok();
     send(&mut s, addr, path, body)?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
+    (&mut s)
+        .take(MAX_ANSWER_BYTES as u64 + 1)
+        .read_to_end(&mut raw)
         .map_err(|e| CliError::new(3, format!("reading the SQL server's answer failed: {e}")))?;
+    if raw.len() > MAX_ANSWER_BYTES {
+        return Err(too_large());
+    }
     let (status, chunked, body_at) = parse_head(&raw)?;
     let body = if chunked {
-        dechunk(&raw[body_at..]).0
+        dechunk(&raw[body_at..])?.0
     } else {
         raw[body_at..].to_vec()
     };
@@ -723,28 +728,46 @@ fn parse_head(raw: &[u8]) -> Result<(u16, bool, usize), CliError> {
 }
 
 /// Decodes the complete chunks of `data`: (the bytes, how much of `data` was used, whether the last chunk came).
-fn dechunk(data: &[u8]) -> (Vec<u8>, usize, bool) {
+/// The server's chunk sizes are checked: one larger than [`MAX_ANSWER_BYTES`] is an error, never an overflow
+/// or a slice out of bounds.
+fn dechunk(data: &[u8]) -> Result<(Vec<u8>, usize, bool), CliError> {
     let mut out = Vec::new();
     let mut at = 0;
     loop {
         let Some(nl) = data[at..].windows(2).position(|w| w == b"\r\n") else {
-            return (out, at, false);
+            return Ok((out, at, false));
         };
         let size_text = String::from_utf8_lossy(&data[at..at + nl]).to_string();
         let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
         else {
-            return (out, data.len(), true);
+            return Ok((out, data.len(), true));
         };
+        if size > MAX_ANSWER_BYTES {
+            return Err(too_large());
+        }
         let start = at + nl + 2;
         if size == 0 {
-            return (out, data.len(), true);
+            return Ok((out, data.len(), true));
         }
         if data.len() < start + size + 2 {
-            return (out, at, false);
+            return Ok((out, at, false));
         }
         out.extend_from_slice(&data[start..start + size]);
         at = start + size + 2;
     }
+}
+
+/// The most the command line keeps of one answer (a whole answer, or one row of a streamed one).
+const MAX_ANSWER_BYTES: usize = 64 << 20;
+
+fn too_large() -> CliError {
+    CliError::new(
+        3,
+        format!(
+            "the SQL server's answer is larger than {} MiB; is it a Fjord SQL server?",
+            MAX_ANSWER_BYTES >> 20
+        ),
+    )
 }
 
 /// Streams the JSON array answer of /query: calls `each` for every element as it arrives, until the array ends
@@ -788,14 +811,19 @@ fn stream(
         };
         if head.is_none() {
             raw.extend_from_slice(&buf[..n]);
+            if raw.len() > MAX_ANSWER_BYTES {
+                return Err(too_large());
+            }
             if raw.windows(4).any(|w| w == b"\r\n\r\n") {
                 let (status, chunked, at) = parse_head(&raw)?;
                 if status != 200 || !chunked {
                     // An error answer is small and complete: read the rest and report it.
                     let mut rest = raw[at..].to_vec();
                     s.set_read_timeout(Some(Duration::from_secs(30))).ok();
-                    let _ = s.read_to_end(&mut rest);
-                    let body = if chunked { dechunk(&rest).0 } else { rest };
+                    let _ = (&mut s)
+                        .take(MAX_ANSWER_BYTES as u64)
+                        .read_to_end(&mut rest);
+                    let body = if chunked { dechunk(&rest)?.0 } else { rest };
                     let v: J = serde_json::from_slice(&body)
                         .unwrap_or_else(|_| J::String(String::from_utf8_lossy(&body).into_owned()));
                     return Err(CliError::failure(error_text(&v)));
@@ -808,9 +836,13 @@ fn stream(
         } else {
             pending.extend_from_slice(&buf[..n]);
         }
-        let (bytes, used, done) = dechunk(&pending);
+        let (bytes, used, done) = dechunk(&pending)?;
         pending.drain(..used);
         text.extend_from_slice(&bytes);
+        // Bounded: a chunk or a row that never ends is an error, not a buffer growing without end.
+        if pending.len() > MAX_ANSWER_BYTES || text.len() > MAX_ANSWER_BYTES {
+            return Err(too_large());
+        }
         // Elements are one per line: `[header`, `,\nrow`, ..., `]`.
         while let Some(nl) = text.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = text.drain(..=nl).collect();
@@ -915,8 +947,20 @@ mod tests {
     #[test]
     fn chunks_decode_across_reads() {
         let data = b"5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n";
-        assert_eq!(dechunk(data), (b"helloabc".to_vec(), data.len(), true));
+        assert_eq!(
+            dechunk(data).unwrap(),
+            (b"helloabc".to_vec(), data.len(), true)
+        );
         let partial = b"5\r\nhello\r\n3\r\nab";
-        assert_eq!(dechunk(partial), (b"hello".to_vec(), 10, false));
+        assert_eq!(dechunk(partial).unwrap(), (b"hello".to_vec(), 10, false));
+    }
+
+    #[test]
+    fn a_hostile_chunk_size_is_an_error_not_a_panic() {
+        // start + size + 2 overflowed usize and panicked; a huge size is now refused outright.
+        for size in ["ffffffffffffffff", "fffffffffffffffe", "4000001"] {
+            let data = format!("{size}\r\nabc\r\n");
+            assert!(dechunk(data.as_bytes()).is_err(), "{size}");
+        }
     }
 }
