@@ -221,6 +221,11 @@ impl Engine {
         let mut to_start = Vec::new();
         {
             let mut st = self.state.lock().expect("engine state");
+            // Query ids (and so their consumer groups) are never reused: a dropped query's definition is gone
+            // from the compacted topic, but its group keeps its committed offsets, which a new query of the same
+            // name and number would silently resume from. Every CREATE writes a command, so numbering past the
+            // topic's end stays above every id handed out before.
+            st.next_seq = st.next_seq.max(hi.max(0) as u64 + 1);
             for key in order {
                 if let Some(Some(def)) = commands.remove(&key) {
                     if let Some(q) = &def.query {

@@ -673,3 +673,30 @@ fn a_pull_query_ends_when_the_topic_ends_with_a_transaction_marker() {
         started.elapsed()
     );
 }
+
+/// A query dropped before a restart leaves its consumer group with committed offsets: a new query of the same
+/// name after the restart gets another id (and group), so it does not resume from the old one's offsets.
+#[test]
+fn a_query_created_again_after_a_drop_and_a_restart_gets_a_new_id() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let mut p = start(&data);
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM orders (id STRING KEY, item STRING, qty INT, price DOUBLE) \
+         WITH (kafka_topic='orders', value_format='JSON', partitions=1);",
+    );
+    let csas = "CREATE STREAM big_orders AS SELECT id, qty FROM orders WHERE qty >= 10;";
+    let v = ksql_ok(&p.sql, csas);
+    let first = v[0]["commandStatus"]["queryId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ksql_ok(&p.sql, "DROP STREAM big_orders;");
+    let _ = p.child.kill();
+    let _ = p.child.wait();
+    let p = start(&data);
+    let v = ksql_ok(&p.sql, csas);
+    let second = v[0]["commandStatus"]["queryId"].as_str().unwrap();
+    assert_ne!(second, first, "{v}");
+}
