@@ -849,6 +849,9 @@ impl Engine {
             offset: 0,
         };
         let mut any = false;
+        // Each store's commit marker (changelog topic, partition, marker), sent once the entries before it are
+        // acknowledged (see below).
+        let mut markers: Vec<(&str, i32, Vec<u8>)> = Vec::new();
         for task in tasks.values_mut() {
             if !task.dirty {
                 continue;
@@ -885,17 +888,23 @@ impl Engine {
                         None,
                     )?;
                 }
-                send(
-                    &cx,
-                    &st.changelog,
-                    Some(task.partition),
-                    Some(&[]),
-                    Some(&marker),
-                    None,
-                )?;
+                markers.push((st.changelog.as_str(), task.partition, marker));
                 st.inner.write_batch(&mut cache.into_iter())?;
             }
             task.dirty = false;
+        }
+        // At-least-once: a marker tells a restore that everything before it is there, so it is sent only once the
+        // changelog entries before it are acknowledged. Sent together, one entry could fail (its retries used up)
+        // while the marker after it is delivered, and a restore would trust the marker over the lost entry.
+        // Under exactly-once the transaction makes them all-or-nothing.
+        if !self.eos && !markers.is_empty() {
+            cx.producer.flush(CLIENT_TIMEOUT)?;
+            if let Some(e) = self.delivery_error.lock().unwrap().take() {
+                return Err(Error::Kafka(e));
+            }
+        }
+        for (topic, partition, marker) in &markers {
+            send(&cx, topic, Some(*partition), Some(&[]), Some(marker), None)?;
         }
         if !any {
             return Ok(());
