@@ -30,7 +30,7 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
 fi
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import confluent_kafka, kafka, fastavro, httpx, authlib, cachetools, jsonschema, google.protobuf, selenium, osmem_server" 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import confluent_kafka, kafka, fastavro, httpx, authlib, cachetools, jsonschema, google.protobuf, selenium, osmem_server, schemathesis" 2>/dev/null; then
   echo "test.sh: creating .venv with the Python Kafka clients" >&2
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r tests/clients/requirements.txt

@@ -7,7 +7,7 @@ Before this runs, the test has created topic `orders` (2 partitions) and produce
 partition 0 (key k1..k5, JSON values, a header trace=abc). This script keeps a confluent-kafka consumer in group
 `billing` alive (3 of the 5 records committed, so its lag is 2) while it checks each page, then creates topics
 through the form and compares with the CLI, and deletes one (its name typed as confirmation). Every wait is
-bounded. Prints `ok` at the end.
+bounded. The platform runs without the registry and Connect, whose pages must say so. Prints `ok` at the end.
 """
 
 import json
@@ -116,6 +116,15 @@ try:
     assert text("#ov-brokers") == "1"
     assert driver.find_element(By.ID, "rate-chart").size["height"] > 100
     shot("overview")
+
+    # This platform runs without the registry and Connect: their pages say so and how to run them.
+    for page, box, flag in [
+        ("#/schemas", "registry-not-running", "--registry-listener none"),
+        ("#/connect", "connect-not-running", "--connect-listener none"),
+    ]:
+        goto(page)
+        assert flag in text(f"#{box}"), text(f"#{box}")
+        shot(box)
 
     # Topics list shows `orders` with its 2 partitions.
     goto("#/topics")

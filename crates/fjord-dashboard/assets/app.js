@@ -32,7 +32,12 @@ async function api(path, opts = {}) {
   } catch {
     body = { error: `HTTP ${res.status} without a JSON body` };
   }
-  if (!res.ok) throw new Error(body.error || `HTTP ${res.status}`);
+  if (!res.ok) {
+    const e = new Error(body.error || `HTTP ${res.status}`);
+    e.status = res.status;
+    e.notRunning = body.not_running;
+    throw e;
+  }
   return body;
 }
 
@@ -294,24 +299,37 @@ async function topicPage(name, params) {
 // ---- groups ----
 
 async function groups(params) {
-  const filter = params.get("filter") || "";
+  // Every filter and the sort live in the URL: a reload or a shared link shows the same page.
+  const keys = ["filter", "state", "sort", "order", "min_lag", "min_members", "max_members"];
+  const cur = Object.fromEntries(keys.map((k) => [k, params.get(k) || ""]));
   const offset = Number(params.get("offset") || 0);
-  const sort = params.get("sort") || "id";
-  const go = (o, f = filter, s = sort) => { location.hash = `#/groups?filter=${enc(f)}&sort=${enc(s)}&offset=${o}`; };
-  const page = await api(`/groups?filter=${enc(filter)}&sort=${enc(sort)}&offset=${offset}&limit=50`);
-  const input = h("input", { id: "group-filter", value: filter, placeholder: "filter by id" });
-  const sorter = h("select", { id: "group-sort", onchange: () => go(0, input.value, sorter.value) },
-    [["id", "by id"], ["lag", "by lag"], ["members", "by members"], ["state", "by state"]].map(
-      ([v, label]) => h("option", { value: v, selected: v === sort }, label)));
+  const qs = (o, v) => keys.filter((k) => v[k] !== "").map((k) => `${k}=${enc(v[k])}`).concat([`offset=${o}`]).join("&");
+  const go = (o, v = cur) => { location.hash = `#/groups?${qs(o, v)}`; };
+  const t0 = performance.now();
+  const page = await api(`/groups?${qs(offset, cur)}&limit=50`);
+  const took = Math.round(performance.now() - t0);
+  const input = h("input", { id: "group-filter", value: cur.filter, placeholder: "filter by id" });
+  const select = (id, value, options) => h("select", { id },
+    options.map(([v, label]) => h("option", { value: v, selected: v === value }, label)));
+  const state = select("group-state-filter", cur.state, [["", "any state"], ...["Stable", "Empty", "PreparingRebalance", "CompletingRebalance", "Dead", "Assigning", "Reconciling"].map((s) => [s.toLowerCase(), s])]);
+  const sorter = select("group-sort", cur.sort || "id", [["id", "by id"], ["lag", "by lag"], ["members", "by members"], ["state", "by state"]]);
+  const order = select("group-order", cur.order, [["", "default order"], ["asc", "ascending"], ["desc", "descending"]]);
+  const num = (id, value, placeholder) => h("input", { id, type: "number", min: 0, value, placeholder, style: "width: 8em" });
+  const minLag = num("group-min-lag", cur.min_lag, "min lag");
+  const minMembers = num("group-min-members", cur.min_members, "min members");
+  const maxMembers = num("group-max-members", cur.max_members, "max members");
+  const read = () => ({ filter: input.value.trim(), state: state.value, sort: sorter.value, order: order.value,
+    min_lag: minLag.value, min_members: minMembers.value, max_members: maxMembers.value });
   const rows = page.groups.map((g) => h("tr", {},
     h("td", {}, h("a", { href: `#/groups/${enc(g.id)}` }, g.id)), h("td", {}, g.state), h("td", {}, g.type),
     h("td", { class: "num" }, g.members), h("td", { class: "num" }, g.lag)));
   view.replaceChildren(
     h("h1", {}, "Consumer groups"),
-    h("form", { onsubmit: (ev) => { ev.preventDefault(); go(0, input.value, sorter.value); } }, input, sorter, h("button", { type: "submit" }, "Filter")),
+    h("form", { id: "group-form", onsubmit: (ev) => { ev.preventDefault(); go(0, read()); } },
+      input, state, minLag, minMembers, maxMembers, sorter, order, h("button", { type: "submit", id: "group-apply" }, "Apply")),
     pager(page, (o) => go(o)),
     table("groups-table", ["group", "state", "type", "members#", "lag#"], rows),
-    h("p", { class: "muted" }, "Groups coordinated by this broker."));
+    h("p", { class: "muted", id: "groups-timing" }, `Groups coordinated by this broker · sorted and filtered by the broker · answered in ${took} ms.`));
 }
 
 async function groupPage(id) {
@@ -367,6 +385,192 @@ function resetForm(g) {
   return h("div", {}, h("h2", {}, "Reset offsets (the group must have no active members)"), form, out);
 }
 
+// ---- schemas and Connect (services beside the broker) ----
+
+/** The page of a service this process does not run: says so and how to run it, instead of an error. */
+function notRunning(e, id, title) {
+  view.replaceChildren(h("h1", {}, title),
+    h("div", { class: "confirm", id }, h("strong", {}, "Not running. "), e.message));
+}
+
+/** A two-step write: the summary with Confirm and Cancel, then the API's answer (ok or error) in `out`. */
+function confirmStep(out, idPrefix, summary, run) {
+  const yes = h("button", { id: `${idPrefix}-confirm`, type: "button", class: "danger", onclick: async () => {
+    yes.disabled = true;
+    try {
+      const r = await run();
+      out.replaceChildren(h("p", { class: "ok", id: `${idPrefix}-ok` }, r.message));
+    } catch (e) { out.replaceChildren(h("p", { class: "error", id: `${idPrefix}-error`, role: "alert" }, e.message)); }
+  } }, "Confirm");
+  out.replaceChildren(h("div", { class: "confirm" }, summary, " ", yes, " ",
+    h("button", { type: "button", class: "secondary", onclick: () => out.replaceChildren() }, "Cancel")));
+}
+
+/** Register a schema: a compatibility check first (nothing written), then Register after confirmation. */
+function registerForm(subjectName) {
+  const subject = h("input", { id: "reg-subject", value: subjectName || "", placeholder: "orders-value", required: true });
+  const type = h("select", { id: "reg-type" }, ["AVRO", "JSON", "PROTOBUF"].map((t) => h("option", { value: t }, t)));
+  const schema = h("textarea", { id: "reg-schema", rows: 8, cols: 80, placeholder: '{"type": "record", "name": "Order", "fields": []}' });
+  const out = h("div", { id: "reg-result" });
+  const body = (dry) => JSON.stringify({ schema: schema.value, schema_type: type.value, dry_run: dry });
+  const form = h("form", { id: "reg-form", onsubmit: async (ev) => {
+    ev.preventDefault();
+    const s = subject.value.trim();
+    try {
+      const check = await api(`/schemas/${enc(s)}/versions`, { method: "POST", body: body(true) });
+      const msgs = (check.messages || []).map((m) => h("li", {}, typeof m === "string" ? m : JSON.stringify(m)));
+      const box = h("div", {});
+      confirmStep(box, "reg", `${check.message} Register it under "${s}"?`,
+        () => api(`/schemas/${enc(s)}/versions`, { method: "POST", body: body(false) }));
+      out.replaceChildren(h("p", { class: check.compatible ? "ok" : "error", id: "reg-check" }, check.message), h("ul", {}, msgs), box);
+    } catch (e) { out.replaceChildren(h("p", { class: "error", id: "reg-error", role: "alert" }, e.message)); }
+  } }, h("label", {}, "subject", subject), h("label", {}, "type", type), h("label", {}, "schema", schema),
+  h("button", { id: "reg-check-button", type: "submit" }, "Check compatibility…"));
+  return h("div", {}, h("h2", {}, "Register a schema"), form, out);
+}
+
+async function schemas(params) {
+  const filter = params.get("filter") || "";
+  const offset = Number(params.get("offset") || 0);
+  const go = (o, f = filter) => { location.hash = `#/schemas?filter=${enc(f)}&offset=${o}`; };
+  let page;
+  try { page = await api(`/schemas?filter=${enc(filter)}&offset=${offset}&limit=50`); } catch (e) {
+    if (e.notRunning) return notRunning(e, "registry-not-running", "Schemas");
+    throw e;
+  }
+  const rows = page.subjects.map((s) => h("tr", {},
+    h("td", {}, h("a", { href: `#/schemas/${enc(s.subject)}` }, s.subject)), h("td", {}, s.schema_type),
+    h("td", { class: "num" }, s.versions.length), h("td", { class: "num" }, dash(s.latest_version)), h("td", { class: "num" }, dash(s.latest_id))));
+  const input = h("input", { id: "schema-filter", value: filter, placeholder: "filter by subject" });
+  view.replaceChildren(
+    h("h1", {}, "Schemas"),
+    h("p", { class: "muted" }, `Schema registry on ${page.registry} · global compatibility `, h("strong", { id: "global-compat" }, dash(page.compatibility))),
+    h("form", { onsubmit: (ev) => { ev.preventDefault(); go(0, input.value); } }, input, h("button", { type: "submit" }, "Filter")),
+    pager(page, (o) => go(o)),
+    table("subjects-table", ["subject", "type", "versions#", "latest#", "latest id#"], rows),
+    registerForm(""));
+}
+
+async function subjectPage(name, params) {
+  let s;
+  try { s = await api(`/schemas/${enc(name)}`); } catch (e) {
+    if (e.notRunning) return notRunning(e, "registry-not-running", "Schemas");
+    throw e;
+  }
+  const versions = s.versions;
+  const pick = (id, value) => h("select", { id }, versions.map((v) => h("option", { value: v, selected: String(v) === String(value) }, `version ${v}`)));
+  const from = pick("diff-from", params.get("from") || versions[Math.max(0, versions.length - 2)]);
+  const to = pick("diff-to", params.get("to") || versions[versions.length - 1]);
+  const diffOut = h("div", { id: "diff-result" });
+  const showDiff = async () => {
+    try {
+      const d = await api(`/schemas/${enc(name)}/diff?from=${enc(from.value)}&to=${enc(to.value)}`);
+      diffOut.replaceChildren(
+        h("p", { class: "muted", id: "diff-summary" }, `version ${d.from.version} (id ${d.from.id}) → version ${d.to.version} (id ${d.to.id}): ${d.added} added, ${d.removed} removed`),
+        h("pre", { id: "schema-diff", class: "diff" }, d.lines.map((l) => h("div", { class: l.op === "+" ? "diff-add" : l.op === "-" ? "diff-del" : "diff-same" }, `${l.op} ${l.text}`))));
+    } catch (e) { diffOut.replaceChildren(errorBox(e)); }
+  };
+  const level = h("select", { id: "compat-level" }, ["BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE"].map(
+    (l) => h("option", { value: l, selected: l === s.compatibility }, l)));
+  const compatOut = h("div", { id: "compat-result" });
+  const compatForm = h("form", { id: "compat-form", onsubmit: (ev) => {
+    ev.preventDefault();
+    confirmStep(compatOut, "compat", `Set the compatibility of "${name}" to ${level.value}?`,
+      () => api(`/schemas/${enc(name)}/compatibility`, { method: "PUT", body: JSON.stringify({ compatibility: level.value }) }));
+  } }, h("label", {}, "compatibility level", level), h("button", { type: "submit" }, "Set…"));
+  const delOut = h("div", { id: "schema-delete-result" });
+  const typed = h("input", { id: "schema-delete-name", placeholder: name });
+  const which = h("select", { id: "schema-delete-which" }, h("option", { value: "" }, "the whole subject"), versions.map((v) => h("option", { value: v }, `version ${v}`)));
+  const permanent = h("input", { type: "checkbox", id: "schema-delete-permanent" });
+  const delForm = h("form", { id: "schema-delete-form", onsubmit: async (ev) => {
+    ev.preventDefault();
+    const path = which.value ? `/schemas/${enc(name)}/versions/${enc(which.value)}` : `/schemas/${enc(name)}`;
+    try {
+      const r = await api(path, { method: "DELETE", body: JSON.stringify({ confirm: typed.value, permanent: permanent.checked }) });
+      delOut.replaceChildren(h("p", { class: "ok", id: "schema-delete-ok" }, r.message, " ", h("a", { href: "#/schemas" }, "Back to schemas")));
+    } catch (e) { delOut.replaceChildren(h("p", { class: "error", id: "schema-delete-error", role: "alert" }, e.message)); }
+  } }, h("label", {}, "delete", which), h("label", {}, `type "${name}" to confirm`, typed),
+  h("label", {}, h("span", {}, "permanent (after a soft delete)"), permanent), h("button", { class: "danger", type: "submit", id: "schema-delete-submit" }, "Delete"));
+  view.replaceChildren(
+    h("h1", {}, "Subject ", h("span", { id: "subject-name" }, s.subject)),
+    h("div", { class: "cards" },
+      card(`compatibility (${s.compatibility_source})`, dash(s.compatibility), "subject-compat"),
+      card("versions", versions.length, "subject-versions"),
+      card("latest version", dash(s.latest.version), "subject-latest"),
+      card("latest schema id", dash(s.latest.id), "subject-latest-id"),
+      card("type", s.latest.schema_type, "subject-type")),
+    h("h2", {}, `Latest schema (version ${s.latest.version})`),
+    h("pre", { id: "schema-latest", class: "schema" }, s.latest.pretty),
+    h("h2", {}, "Compare two versions"),
+    h("form", { id: "diff-form", onsubmit: (ev) => { ev.preventDefault(); showDiff(); } }, h("label", {}, "from", from), h("label", {}, "to", to),
+      h("button", { type: "submit", id: "diff-submit" }, "Compare")),
+    diffOut,
+    h("h2", {}, "Compatibility"), compatForm, compatOut,
+    registerForm(name),
+    h("h2", {}, "Delete"), delForm, delOut);
+  if (versions.length > 1) await showDiff();
+}
+
+async function connectors(params) {
+  const filter = params.get("filter") || "";
+  const offset = Number(params.get("offset") || 0);
+  const go = (o, f = filter) => { location.hash = `#/connect?filter=${enc(f)}&offset=${o}`; };
+  let page;
+  try { page = await api(`/connect?filter=${enc(filter)}&offset=${offset}&limit=50`); } catch (e) {
+    if (e.notRunning) return notRunning(e, "connect-not-running", "Connect");
+    throw e;
+  }
+  const rows = page.connectors.map((c) => h("tr", { class: c.errors ? "has-errors" : null },
+    h("td", {}, h("a", { href: `#/connect/${enc(c.name)}` }, c.name)), h("td", {}, dash(c.class)), h("td", {}, dash(c.type)),
+    h("td", { class: "connector-state" }, dash(c.state)), h("td", { class: "num" }, `${c.tasks_running}/${c.tasks}`),
+    h("td", { class: "num tasks-failed" }, c.tasks_failed)));
+  const input = h("input", { id: "connector-filter", value: filter, placeholder: "filter by name" });
+  view.replaceChildren(
+    h("h1", {}, "Connect"),
+    h("p", { class: "muted" }, `Connect worker on ${page.connect}`),
+    h("form", { onsubmit: (ev) => { ev.preventDefault(); go(0, input.value); } }, input, h("button", { type: "submit" }, "Filter")),
+    pager(page, (o) => go(o)),
+    table("connectors-table", ["connector", "class", "type", "state", "tasks running#", "tasks failed#"], rows));
+}
+
+async function connectorPage(name) {
+  let c;
+  try { c = await api(`/connect/${enc(name)}`); } catch (e) {
+    if (e.notRunning) return notRunning(e, "connect-not-running", "Connect");
+    throw e;
+  }
+  const out = h("div", { id: "connector-result" });
+  const post = (path, body) => api(`/connect/${enc(name)}${path}`, { method: "POST", body: JSON.stringify(body) });
+  const includeTasks = h("input", { type: "checkbox", id: "restart-include-tasks", checked: true });
+  const onlyFailed = h("input", { type: "checkbox", id: "restart-only-failed" });
+  const action = (id, label, summary, run) => h("button", { id, type: "button", class: "secondary", onclick: () => confirmStep(out, "connector", summary(), run) }, label);
+  const tasks = (c.task_states || []).map((t) => h("tr", {},
+    h("td", { class: "num" }, t.id), h("td", { class: "task-state" }, t.state), h("td", {}, dash(t.worker_id)),
+    h("td", { class: "task-trace" }, t.trace ? h("pre", {}, t.trace) : "–"),
+    h("td", {}, h("button", { type: "button", class: "secondary task-restart", onclick: () =>
+      confirmStep(out, "connector", `Restart task ${t.id} of "${name}"?`, () => post(`/tasks/${t.id}/restart`, {})) }, "Restart task…"))));
+  const config = Object.entries(c.config || {}).map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", {}, h("pre", {}, String(v)))));
+  view.replaceChildren(
+    h("h1", {}, "Connector ", h("span", { id: "connector-name" }, name)),
+    h("div", { class: "cards" },
+      card("state", dash(c.state), "connector-state"), card("type", dash(c.type), "connector-type"),
+      card("tasks running", `${c.tasks_running}/${c.tasks}`, "connector-tasks"), card("tasks failed", c.tasks_failed, "connector-failed"),
+      card("worker", dash(c.worker_id), "connector-worker")),
+    c.connector && c.connector.trace ? h("div", {}, h("h2", {}, "Connector error"), h("pre", { id: "connector-trace", class: "error" }, c.connector.trace)) : null,
+    h("h2", {}, "Actions"),
+    h("div", { class: "bar" },
+      h("label", {}, h("span", {}, "include tasks"), includeTasks), h("label", {}, h("span", {}, "only failed"), onlyFailed),
+      action("connector-restart", "Restart…", () => `Restart "${name}"${includeTasks.checked ? (onlyFailed.checked ? " and its failed tasks" : " and its tasks") : ""}?`,
+        () => post("/restart", { include_tasks: includeTasks.checked, only_failed: onlyFailed.checked })),
+      action("connector-pause", "Pause…", () => `Pause "${name}"? Its tasks stop processing until resumed.`, () => post("/pause", {})),
+      action("connector-resume", "Resume…", () => `Resume "${name}"?`, () => post("/resume", {}))),
+    out,
+    h("h2", {}, "Tasks"),
+    table("tasks-table", ["task#", "state", "worker", "error trace", ""], tasks),
+    h("h2", {}, "Config"),
+    table("connector-config", ["name", "value"], config));
+}
+
 // ---- routing ----
 
 async function route() {
@@ -386,6 +590,10 @@ async function route() {
     else if (parts[0] === "topics" && parts.length === 2) await topicPage(parts[1], params);
     else if (parts[0] === "groups" && parts.length === 1) await groups(params);
     else if (parts[0] === "groups" && parts.length === 2) await groupPage(parts[1]);
+    else if (parts[0] === "schemas" && parts.length === 1) await schemas(params);
+    else if (parts[0] === "schemas" && parts.length === 2) await subjectPage(parts[1], params);
+    else if (parts[0] === "connect" && parts.length === 1) await connectors(params);
+    else if (parts[0] === "connect" && parts.length === 2) await connectorPage(parts[1]);
     else view.replaceChildren(h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/" }, "Overview")));
   } catch (e) {
     view.replaceChildren(errorBox(e));

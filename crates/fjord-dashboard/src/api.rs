@@ -25,6 +25,8 @@ pub struct Ctx {
     /// Reads running at once (`MAX_READS` permits): they run on the blocking pool, which the broker's fsyncs
     /// and log reads share, so the dashboard never takes more than a few of its threads.
     pub reads: Arc<tokio::sync::Semaphore>,
+    /// The registry and Connect worker beside the broker, when this process runs them.
+    pub services: crate::services::Services,
 }
 
 /// Dashboard reads that run at once; more wait up to `READ_WAIT` for a turn, then get 503.
@@ -45,6 +47,7 @@ async fn read_turn(
                 wait.as_secs()
             ),
             code: None,
+            not_running: None,
         }),
     }
 }
@@ -89,24 +92,28 @@ pub fn routes(ctx: Ctx) -> axum::Router {
 /// admin layer refused it.
 #[derive(Debug)]
 pub struct Fail {
-    status: StatusCode,
-    message: String,
-    code: Option<i16>,
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
+    pub(crate) code: Option<i16>,
+    /// The service (`registry`, `connect`) this process does not run, for the page's "not running" state.
+    pub(crate) not_running: Option<&'static str>,
 }
 
-fn bad(message: impl Into<String>) -> Fail {
+pub(crate) fn bad(message: impl Into<String>) -> Fail {
     Fail {
         status: StatusCode::BAD_REQUEST,
         message: message.into(),
         code: None,
+        not_running: None,
     }
 }
 
-fn not_found(message: impl Into<String>) -> Fail {
+pub(crate) fn not_found(message: impl Into<String>) -> Fail {
     Fail {
         status: StatusCode::NOT_FOUND,
         message: message.into(),
         code: None,
+        not_running: None,
     }
 }
 
@@ -135,10 +142,11 @@ fn refused(e: ApiError, prefix: &str) -> Fail {
         status,
         message: format!("{prefix}: {message}"),
         code: Some(e.code),
+        not_running: None,
     }
 }
 
-fn json_response(status: StatusCode, v: &Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, v: &Value) -> Response {
     (
         status,
         [
@@ -153,6 +161,9 @@ fn json_response(status: StatusCode, v: &Value) -> Response {
 impl IntoResponse for Fail {
     fn into_response(self) -> Response {
         let mut v = json!({ "error": self.message });
+        if let Some(s) = self.not_running {
+            v["not_running"] = json!(s);
+        }
         if let Some(code) = self.code {
             v["kafka_error_code"] = json!(code);
             v["kafka_error"] = json!(fjord_broker::metrics::error_name(code));
@@ -161,7 +172,7 @@ impl IntoResponse for Fail {
     }
 }
 
-type Answer = Result<(StatusCode, Value), Fail>;
+pub(crate) type Answer = Result<(StatusCode, Value), Fail>;
 
 /// Refuses what a browser would send on behalf of another site (CSRF) or to a name rebound to this address (DNS
 /// rebinding), before anything else is looked at. The dashboard has no login, so these are its only defence:
@@ -177,6 +188,7 @@ fn guard(ctx: &Ctx, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(
         status: StatusCode::FORBIDDEN,
         message,
         code: None,
+        not_running: None,
     };
     let host = headers
         .get(header::HOST)
@@ -225,6 +237,7 @@ fn guard(ctx: &Ctx, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(
                 status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 message: format!("{method} needs `Content-Type: application/json` (got `{ctype}`)"),
                 code: None,
+                not_running: None,
             });
         }
     }
@@ -268,6 +281,7 @@ async fn dispatch(ctx: Ctx, method: Method, uri: Uri, headers: HeaderMap, body: 
                 status: StatusCode::PAYLOAD_TOO_LARGE,
                 message: format!("the request body is larger than {MAX_BODY} bytes"),
                 code: None,
+                not_running: None,
             }
             .into_response()
         }
@@ -297,6 +311,7 @@ async fn route(ctx: &Ctx, method: &Method, seg: &[&str], q: &Query, body: Bytes)
                     status: StatusCode::INTERNAL_SERVER_ERROR,
                     message: format!("the request failed: {e}"),
                     code: None,
+                    not_running: None,
                 }),
             }
         }
@@ -313,6 +328,11 @@ async fn route(ctx: &Ctx, method: &Method, seg: &[&str], q: &Query, body: Bytes)
         (&Method::GET, ["groups"]) => read(groups).await,
         (&Method::GET, ["groups", _]) => read(group).await,
         (&Method::POST, ["groups", id, "reset-offsets"]) => reset_offsets(ctx, id, &body).await,
+        (&Method::GET, ["openapi.json"]) => Ok((StatusCode::OK, crate::openapi::spec())),
+        (&Method::GET, ["services"]) => Ok((StatusCode::OK, crate::extra::services(ctx))),
+        (_, ["schemas", ..] | ["connect", ..]) => {
+            crate::extra::route(ctx, method, seg, q, &body).await
+        }
         (
             _,
             ["overview"]
@@ -321,11 +341,14 @@ async fn route(ctx: &Ctx, method: &Method, seg: &[&str], q: &Query, body: Bytes)
             | ["topics", _, "partitions" | "messages"]
             | ["groups"]
             | ["groups", _]
-            | ["groups", _, "reset-offsets"],
+            | ["groups", _, "reset-offsets"]
+            | ["openapi.json"]
+            | ["services"],
         ) => Err(Fail {
             status: StatusCode::METHOD_NOT_ALLOWED,
             message: format!("{method} is not supported on this path"),
             code: None,
+            not_running: None,
         }),
         _ => Err(not_found(format!(
             "no such API: /api/{}; see the dashboard's README section for the endpoints",
@@ -388,11 +411,11 @@ fn parse_query(q: &str) -> Result<Query, Fail> {
 }
 
 impl Query {
-    fn str(&self, k: &str) -> Option<&str> {
+    pub(crate) fn str(&self, k: &str) -> Option<&str> {
         self.0.get(k).map(String::as_str).filter(|v| !v.is_empty())
     }
 
-    fn int(&self, k: &str, min: i64, max: i64) -> Result<Option<i64>, Fail> {
+    pub(crate) fn int(&self, k: &str, min: i64, max: i64) -> Result<Option<i64>, Fail> {
         match self.str(k) {
             None => Ok(None),
             Some(v) => match v.parse::<i64>() {
@@ -404,7 +427,7 @@ impl Query {
         }
     }
 
-    fn flag(&self, k: &str) -> Result<bool, Fail> {
+    pub(crate) fn flag(&self, k: &str) -> Result<bool, Fail> {
         match self.str(k) {
             None | Some("false") | Some("0") => Ok(false),
             Some("true") | Some("1") => Ok(true),
@@ -413,7 +436,7 @@ impl Query {
     }
 
     /// (offset, limit) of a page.
-    fn page(&self) -> Result<(usize, usize), Fail> {
+    pub(crate) fn page(&self) -> Result<(usize, usize), Fail> {
         let offset = self.int("offset", 0, i32::MAX as i64)?.unwrap_or(0) as usize;
         let limit = self
             .int("limit", 1, MAX_PAGE as i64)?
@@ -663,6 +686,7 @@ fn messages(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
             t.partitions[partition as usize].leader
         ),
         code: None,
+        not_running: None,
     })?;
     let (start, end) = p.offsets();
     let from = match (q.int("offset", 0, i64::MAX)?, latest) {
@@ -686,6 +710,7 @@ fn messages(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 message: format!("cannot read partition {partition} of `{}`: {e}", t.name),
                 code: None,
+                not_running: None,
             })?;
         if info.records.is_empty() {
             break;
@@ -702,6 +727,7 @@ fn messages(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
                         status: StatusCode::SERVICE_UNAVAILABLE,
                         message: format!("a batch at offset {next} cannot be decoded: {e}"),
                         code: None,
+                        not_running: None,
                     });
                 }
             };
@@ -883,11 +909,30 @@ fn lags(s: &BrokerState, g: &GroupRow) -> Vec<LagRow> {
     out
 }
 
+/// The group list: filtered by id, state, lag and member count, sorted, one page of it. All on the server, so
+/// that a broker with thousands of groups answers one page as fast as a few.
 fn groups(ctx: &Ctx, _: &[String], q: &Query) -> Result<Value, Fail> {
     let (offset, limit) = q.page()?;
     let filter = q.str("filter").map(str::to_lowercase);
     let state_filter = q.str("state").map(str::to_lowercase);
-    let rows: Vec<GroupRow> = group_rows(&ctx.state, None)
+    let min_lag = q.int("min_lag", 0, i64::MAX)?;
+    let max_lag = q.int("max_lag", 0, i64::MAX)?;
+    let min_members = q.int("min_members", 0, i32::MAX as i64)?;
+    let max_members = q.int("max_members", 0, i32::MAX as i64)?;
+    let sort = q.str("sort").unwrap_or("id").to_string();
+    if !matches!(sort.as_str(), "id" | "lag" | "members" | "state") {
+        return Err(bad(format!(
+            "`sort` must be id, lag, members or state, not `{sort}`"
+        )));
+    }
+    // Numbers sort largest first by default (who is behind, who has the most members), names A to Z.
+    let descending = match q.str("order") {
+        None => matches!(sort.as_str(), "lag" | "members"),
+        Some("asc") => false,
+        Some("desc") => true,
+        Some(o) => return Err(bad(format!("`order` must be asc or desc, not `{o}`"))),
+    };
+    let rows: Vec<(GroupRow, i64)> = group_rows(&ctx.state, None)
         .into_iter()
         .filter(|g| {
             filter
@@ -899,28 +944,29 @@ fn groups(ctx: &Ctx, _: &[String], q: &Query) -> Result<Value, Fail> {
                 .as_deref()
                 .is_none_or(|f| g.state.to_lowercase() == f)
         })
-        .collect();
-    let mut rows: Vec<(GroupRow, i64)> = rows
-        .into_iter()
+        .filter(|g| {
+            let n = g.members.len() as i64;
+            min_members.is_none_or(|m| n >= m) && max_members.is_none_or(|m| n <= m)
+        })
         .map(|g| {
             let lag = lags(&ctx.state, &g).iter().filter_map(|l| l.4).sum();
             (g, lag)
         })
+        .filter(|(_, lag)| min_lag.is_none_or(|m| *lag >= m) && max_lag.is_none_or(|m| *lag <= m))
         .collect();
-    // Largest first for the numbers (who is behind, who has the most members); ties by id.
-    match q.str("sort").unwrap_or("id") {
-        "id" => {}
-        "lag" => rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.id.cmp(&b.0.id))),
-        "members" => rows.sort_by(|a, b| {
-            (b.0.members.len().cmp(&a.0.members.len())).then_with(|| a.0.id.cmp(&b.0.id))
-        }),
-        "state" => rows.sort_by(|a, b| (&a.0.state, &a.0.id).cmp(&(&b.0.state, &b.0.id))),
-        other => {
-            return Err(bad(format!(
-                "`sort` must be id, lag, members or state, not `{other}`"
-            )))
-        }
-    }
+    let mut rows = rows;
+    // Ties by id, A to Z, whichever way the key sorts.
+    let key = |a: &(GroupRow, i64), b: &(GroupRow, i64)| match sort.as_str() {
+        "lag" => a.1.cmp(&b.1),
+        "members" => a.0.members.len().cmp(&b.0.members.len()),
+        "state" => a.0.state.cmp(&b.0.state),
+        _ => a.0.id.cmp(&b.0.id),
+    };
+    rows.sort_by(|a, b| {
+        let k = key(a, b);
+        let k = if descending { k.reverse() } else { k };
+        k.then_with(|| a.0.id.cmp(&b.0.id))
+    });
     let page: Vec<Value> = rows
         .iter()
         .skip(offset)
@@ -932,7 +978,10 @@ fn groups(ctx: &Ctx, _: &[String], q: &Query) -> Result<Value, Fail> {
             })
         })
         .collect();
-    Ok(json!({ "total": rows.len(), "offset": offset, "limit": limit, "groups": page }))
+    Ok(json!({
+        "total": rows.len(), "offset": offset, "limit": limit, "sort": sort,
+        "order": if descending { "desc" } else { "asc" }, "groups": page,
+    }))
 }
 
 fn group(ctx: &Ctx, seg: &[String], _: &Query) -> Result<Value, Fail> {
@@ -983,7 +1032,7 @@ fn group(ctx: &Ctx, seg: &[String], _: &Query) -> Result<Value, Fail> {
 
 // ---- writes ----
 
-fn body_object(body: &[u8]) -> Result<Map<String, Value>, Fail> {
+pub(crate) fn body_object(body: &[u8]) -> Result<Map<String, Value>, Fail> {
     if body.is_empty() {
         return Err(bad("a JSON object is required as the request body"));
     }
@@ -995,7 +1044,12 @@ fn body_object(body: &[u8]) -> Result<Map<String, Value>, Fail> {
 }
 
 /// An optional integer field within `min..=max`.
-fn int_field(m: &Map<String, Value>, k: &str, min: i64, max: i64) -> Result<Option<i64>, Fail> {
+pub(crate) fn int_field(
+    m: &Map<String, Value>,
+    k: &str,
+    min: i64,
+    max: i64,
+) -> Result<Option<i64>, Fail> {
     match m.get(k) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_i64() {
@@ -1014,7 +1068,7 @@ fn int_field(m: &Map<String, Value>, k: &str, min: i64, max: i64) -> Result<Opti
     }
 }
 
-fn str_field<'a>(m: &'a Map<String, Value>, k: &str) -> Result<&'a str, Fail> {
+pub(crate) fn str_field<'a>(m: &'a Map<String, Value>, k: &str) -> Result<&'a str, Fail> {
     match m.get(k) {
         Some(Value::String(s)) => Ok(s),
         None | Some(Value::Null) => Err(bad(format!("`{k}` is required"))),
@@ -1098,6 +1152,7 @@ async fn create_topic(ctx: &Ctx, body: &[u8]) -> Answer {
             status: StatusCode::CONFLICT,
             message: format!("topic `{name}` already exists"),
             code: Some(e.code),
+            not_running: None,
         }),
         Err(e) => Err(refused(e, &format!("cannot create topic `{name}`"))),
     }
@@ -1204,6 +1259,7 @@ async fn reset_offsets(ctx: &Ctx, id: &str, body: &[u8]) -> Answer {
             status: StatusCode::CONFLICT,
             message: format!("group `{id}` has active members; stop its consumers first"),
             code: None,
+            not_running: None,
         });
     }
     let current: HashMap<(String, i32), i64> = group_rows(&ctx.state, Some(id))
@@ -1217,6 +1273,7 @@ async fn reset_offsets(ctx: &Ctx, id: &str, body: &[u8]) -> Answer {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 message: format!("partition {p} of `{topic}` is not hosted on this broker"),
                 code: None,
+                not_running: None,
             });
         };
         let (start, end) = h.offsets();
@@ -1254,6 +1311,7 @@ async fn reset_offsets(ctx: &Ctx, id: &str, body: &[u8]) -> Answer {
                     status: if conflict { StatusCode::CONFLICT } else { StatusCode::SERVICE_UNAVAILABLE },
                     message,
                     code: Some(code),
+                    not_running: None,
                 }
             })?;
     }

@@ -13,27 +13,33 @@
 
 mod api;
 mod assets;
+mod extra;
 mod history;
+mod openapi;
+mod services;
 
 use std::sync::Arc;
 
 use fjord_broker::BrokerState;
 
 pub use history::History;
+pub use services::Services;
 
 /// How often the overview's rates are sampled, and how many samples are kept (15 minutes).
 pub const SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 pub const HISTORY_SAMPLES: usize = 180;
 
-/// The dashboard's pages and API for `state`. Starts the sampler of the overview's rates (a task that lives as
-/// long as the runtime; it only reads counters).
-pub fn router(state: Arc<BrokerState>) -> axum::Router {
+/// The dashboard's pages and API for `state`, with the schemas and Connect pages served through `services` (as
+/// the binary fills it in). Starts the sampler of the overview's rates (a task that lives as long as the
+/// runtime; it only reads counters).
+pub fn router(state: Arc<BrokerState>, services: Services) -> axum::Router {
     let history = Arc::new(History::new(HISTORY_SAMPLES));
     history::spawn_sampler(state.clone(), history.clone(), SAMPLE_INTERVAL);
     api::routes(api::Ctx {
         state,
         history,
         reads: Arc::new(tokio::sync::Semaphore::new(api::MAX_READS)),
+        services,
     })
     .merge(assets::routes())
 }

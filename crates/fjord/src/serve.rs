@@ -8,6 +8,23 @@ use anyhow::{Context, Result};
 use fjord_broker::config::BrokerConfig;
 use fjord_broker::Broker;
 
+/// What the dashboard learns of the registry and Connect worker as they start (nothing without the feature).
+#[cfg(feature = "dashboard")]
+type DashboardServices = fjord_dashboard::Services;
+#[cfg(not(feature = "dashboard"))]
+#[derive(Clone, Default)]
+struct DashboardServices;
+
+/// Tells the dashboard that the registry serves (its REST router, called in-process).
+#[allow(unused_variables)]
+fn show_registry(services: &DashboardServices, registry: &RunningRegistry) {
+    #[cfg(all(feature = "dashboard", feature = "registry"))]
+    services.set_registry(
+        registry.addr,
+        fjord_registry::api::router(registry.registry.clone()),
+    );
+}
+
 /// The services `fjord start` runs beside the broker, each a client of it (`None`: not run).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Services {
@@ -28,8 +45,11 @@ pub async fn serve(config: BrokerConfig, services: Services) -> Result<()> {
         .await
         .context("broker failed to start")?;
     let kafka = broker.local_addr();
+    let dashboard_services = DashboardServices::default();
     let http = match metrics_addr {
-        Some(addr) => Some(serve_metrics(addr, broker.state().clone()).await?),
+        Some(addr) => {
+            Some(serve_metrics(addr, broker.state().clone(), dashboard_services.clone()).await?)
+        }
         None => None,
     };
     // The registry is a Kafka client of this broker like any other (it reads and writes `_schemas`); it starts
@@ -54,6 +74,9 @@ pub async fn serve(config: BrokerConfig, services: Services) -> Result<()> {
         }
         _ => None,
     };
+    if let Some(r) = &registry {
+        show_registry(&dashboard_services, r);
+    }
     // The Connect worker, likewise a client of this broker, keeps its connectors and offsets in its topics.
     let connect = match connect_listener {
         Some(addr) if broker.state().config.is_broker => {
@@ -67,6 +90,10 @@ pub async fn serve(config: BrokerConfig, services: Services) -> Result<()> {
         }
         _ => None,
     };
+    #[cfg(all(feature = "dashboard", feature = "connect"))]
+    if let Some(c) = &connect {
+        dashboard_services.set_connect(c.rest, fjord_connect::api::router(c.worker.clone()));
+    }
     // The SQL server, a client of this broker too: its catalog and queries live in its command topic.
     let sql = match sql_listener {
         Some(addr) if broker.state().config.is_broker => {
@@ -394,6 +421,7 @@ pub async fn serve_cluster(
     registry_listener: Option<SocketAddr>,
 ) -> Result<()> {
     let n = configs.len();
+    let dashboard_services = DashboardServices::default();
     let starts: Vec<_> = configs
         .into_iter()
         .map(|config| {
@@ -414,7 +442,13 @@ pub async fn serve_cluster(
         match start.await {
             Ok((Ok(broker), metrics_addr, data_dir)) => {
                 let http = match metrics_addr {
-                    Some(addr) => match serve_metrics(addr, broker.state().clone()).await {
+                    Some(addr) => match serve_metrics(
+                        addr,
+                        broker.state().clone(),
+                        dashboard_services.clone(),
+                    )
+                    .await
+                    {
                         Ok(h) => Some(h),
                         Err(e) => {
                             failure.get_or_insert(e);
@@ -483,6 +517,9 @@ pub async fn serve_cluster(
         },
         None => None,
     };
+    if let Some(r) = &registry {
+        show_registry(&dashboard_services, r);
+    }
     let registry_field = registry
         .as_ref()
         .map(|r| format!(" registry={}", r.addr))
@@ -605,9 +642,11 @@ fn dashboard_enabled(config: &BrokerConfig, bound: SocketAddr) -> bool {
     }
 }
 
+#[cfg_attr(not(feature = "dashboard"), allow(unused_variables))]
 async fn serve_metrics(
     addr: SocketAddr,
     state: Arc<fjord_broker::BrokerState>,
+    services: DashboardServices,
 ) -> Result<SocketAddr> {
     use axum::routing::get;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -617,7 +656,7 @@ async fn serve_metrics(
     let metrics_state = state.clone();
     #[cfg(feature = "dashboard")]
     let dashboard = if dashboard_enabled(&state.config, bound) {
-        Some(fjord_dashboard::router(state.clone()))
+        Some(fjord_dashboard::router(state.clone(), services))
     } else if state.config.props.contains_key("dashboard.enable") {
         tracing::info!(%bound, "dashboard.enable=false: metrics.listener serves only /metrics, /health and /ready");
         None

@@ -895,3 +895,576 @@ fn the_dashboard_is_served_on_loopback_only_unless_enabled() {
         assert_eq!(get("/health"), 200, "{case}");
     }
 }
+
+/// `fjord start` with the schema registry and the Connect worker on free ports: (child, Kafka, HTTP, registry,
+/// Connect addresses).
+fn start_platform_with_services(
+    data: &std::path::Path,
+) -> (std::process::Child, String, String, String, String) {
+    let (child, line) = common::start_platform(
+        data,
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        std::process::Stdio::null(),
+    );
+    let f = |name: &str| field(&line, name).to_string();
+    (
+        child,
+        f("kafka="),
+        f("http="),
+        f("registry="),
+        f("connect="),
+    )
+}
+
+/// Kills the platform when dropped (a failed assertion must not leave it running).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Commits offset `offset(i)` on partition 0 of `topic` for groups `g0000`..: one OffsetCommit each (generation
+/// -1, no member: the admin form, as `kafka-consumer-groups --reset-offsets` sends), pipelined on one connection
+/// to the single broker that coordinates every group. Cheap: no consumer joins anything.
+fn commit_groups(bootstrap: &str, topic: &str, count: usize, offset: impl Fn(usize) -> i64) {
+    // The first commit creates __consumer_offsets (COORDINATOR_NOT_AVAILABLE or NOT_COORDINATOR until it is
+    // led here): one group alone until it succeeds, bounded, then all of them at once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let failed = commit_range(bootstrap, topic, 0..1, &offset);
+        if failed.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first OffsetCommit kept failing: {failed:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let failed = commit_range(bootstrap, topic, 0..count, &offset);
+    assert!(failed.is_empty(), "OffsetCommit errors: {failed:?}");
+}
+
+/// One OffsetCommit per group of `range`, pipelined on one connection; the error codes that were not 0.
+fn commit_range(
+    bootstrap: &str,
+    topic: &str,
+    range: std::ops::Range<usize>,
+    offset: &impl Fn(usize) -> i64,
+) -> Vec<i16> {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, GroupId, OffsetCommitRequest, OffsetCommitResponse, RequestHeader, ResponseHeader,
+        TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+    use std::io::{Read, Write};
+    const VERSION: i16 = 2;
+    let count = range.len();
+    let mut s = std::net::TcpStream::connect(bootstrap).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut reader = s.try_clone().unwrap();
+    let reading = std::thread::spawn(move || {
+        let mut failed = Vec::new();
+        for _ in 0..count {
+            let mut len = [0u8; 4];
+            reader.read_exact(&mut len).unwrap();
+            let mut buf = vec![0u8; i32::from_be_bytes(len) as usize];
+            reader.read_exact(&mut buf).unwrap();
+            let mut b: &[u8] = &buf;
+            ResponseHeader::decode(&mut b, OffsetCommitResponse::header_version(VERSION)).unwrap();
+            let r = OffsetCommitResponse::decode(&mut b, VERSION).unwrap();
+            let code = r.topics[0].partitions[0].error_code;
+            if code != 0 {
+                failed.push(code);
+            }
+        }
+        failed
+    });
+    let mut out = Vec::new();
+    for i in range {
+        let header = RequestHeader::default()
+            .with_request_api_key(ApiKey::OffsetCommit as i16)
+            .with_request_api_version(VERSION)
+            .with_correlation_id(i as i32)
+            .with_client_id(Some(StrBytes::from_static_str("dashboard-test")));
+        let req = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(format!("g{i:04}"))))
+            .with_generation_id_or_member_epoch(-1)
+            .with_retention_time_ms(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(offset(i))])]);
+        let mut body = Vec::new();
+        header
+            .encode(&mut body, OffsetCommitRequest::header_version(VERSION))
+            .unwrap();
+        req.encode(&mut body, VERSION).unwrap();
+        out.extend_from_slice(&(body.len() as i32).to_be_bytes());
+        out.extend_from_slice(&body);
+    }
+    s.write_all(&out).unwrap();
+    reading.join().unwrap()
+}
+
+/// 2,000 groups (as many distinct lags), each committed once: the group list answers a sorted and filtered page
+/// within the bound, on the server, with the right rows.
+#[test]
+fn thousands_of_groups_list_fast_sorted_and_filtered_on_the_server() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let (b, h) = (
+        broker.bootstrap.as_str(),
+        broker.http.as_deref().expect("http listener"),
+    );
+    let input: String = (0..100).map(|i| format!("m{i}\n")).collect();
+    let out = kcat(
+        &["-b", b, "-P", "-t", "work", "-p", "0"],
+        Some(input.as_bytes()),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "kcat: {}", stderr(&out));
+    let t0 = Instant::now();
+    commit_groups(b, "work", 2000, |i| (i % 100) as i64);
+    eprintln!("2000 groups committed in {:?}", t0.elapsed());
+    let get = |path: &str| -> (Value, Duration) {
+        let t = Instant::now();
+        let (s, v) = api(h, "GET", path, None);
+        assert_eq!(s, 200, "{path}: {v}");
+        eprintln!("{path}: {:?}", t.elapsed());
+        (v, t.elapsed())
+    };
+    // Warm-up, then each query timed: a debug build on a loaded machine, so the bound is generous and still far
+    // below what a client-side sort of 2,000 rows over many requests would take.
+    get("/api/groups?limit=1");
+    let bound = Duration::from_millis(1000);
+    let ids = |v: &Value| -> Vec<(String, i64)> {
+        v["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                (
+                    g["id"].as_str().unwrap().to_string(),
+                    g["lag"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (v, took) = get("/api/groups?sort=lag&limit=50");
+    assert!(took < bound, "sorted by lag in {took:?}");
+    assert_eq!(v["total"], 2000, "{}", v["total"]);
+    // Offset 0 committed: lag 100, for g0000, g0100, ... (ties by id).
+    let first = ids(&v);
+    assert_eq!(first.len(), 50);
+    assert_eq!(first[0], ("g0000".to_string(), 100));
+    assert_eq!(first[19], ("g1900".to_string(), 100));
+    assert_eq!(first[20], ("g0001".to_string(), 99));
+    let (v, took) = get("/api/groups?sort=lag&order=asc&min_lag=95&offset=10&limit=5");
+    assert!(took < bound, "filtered by lag in {took:?}");
+    // Lags 95..=100 are offsets 0..=5: 6 of each 100 groups.
+    assert_eq!(v["total"], 120, "{v}");
+    // Lag 95 is offset 5: g0005, g0105, ... by id; the page skips the first ten.
+    let want: Vec<(String, i64)> = (10..15)
+        .map(|k| (format!("g{:04}", k * 100 + 5), 95))
+        .collect();
+    assert_eq!(ids(&v), want);
+    let (v, took) = get("/api/groups?state=empty&min_members=0&max_members=0&max_lag=1&filter=g19");
+    assert!(took < bound, "filtered by state and members in {took:?}");
+    assert_eq!(
+        ids(&v),
+        [("g1999".to_string(), 1)],
+        "only g1999 of g19xx has lag 1: {v}"
+    );
+    let (v, _) = get("/api/groups?min_members=1");
+    assert_eq!(v["total"], 0, "no group has members: {v}");
+    let (v, took) = get("/api/groups?sort=id&order=desc&limit=500&offset=1500");
+    assert!(took < bound, "the largest page in {took:?}");
+    assert_eq!(v["groups"][0]["id"], "g0499", "{}", v["groups"][0]);
+    assert_eq!(v["groups"].as_array().unwrap().len(), 500);
+    for bad in [
+        "/api/groups?order=up",
+        "/api/groups?min_lag=-1",
+        "/api/groups?max_members=many",
+        "/api/groups?sort=size",
+    ] {
+        refused(h, "GET", bad, None, 400);
+    }
+}
+
+/// The schemas API over the registry `fjord start` runs, and the Connect API over its worker: reads, the diff,
+/// writes with their confirmations, and the services' own refusals passed on as 4xx JSON.
+#[test]
+fn schemas_and_connectors_through_the_dashboard_api() {
+    let dir = temp_dir();
+    let (child, b, h, reg, conn) = start_platform_with_services(&dir.path().join("data"));
+    let _platform = Killed(child);
+    let get = |path: &str| -> Value {
+        let (s, v) = api(&h, "GET", path, None);
+        assert_eq!(s, 200, "{path}: {v}");
+        v
+    };
+    let post = |path: &str, body: &str| -> Value {
+        let (s, v) = api(&h, "POST", path, Some(body));
+        assert_eq!(s, 200, "{path} {body}: {v}");
+        v
+    };
+    let v = get("/api/services");
+    assert_eq!(v["registry"]["address"], reg.as_str(), "{v}");
+    assert_eq!(v["connect"]["address"], conn.as_str(), "{v}");
+
+    // Schemas: a first version, a compatible second one, an incompatible third refused by the dry run.
+    assert_eq!(get("/api/schemas")["total"], 0);
+    let v1 = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"long"}]}"#;
+    let v2 = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"long"},{"name":"note","type":"string","default":""}]}"#;
+    let v3 = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"string"}]}"#;
+    let body = |schema: &str, dry: bool| json_body(schema, dry);
+    let path = "/api/schemas/orders-value/versions";
+    let v = post(path, &body(v1, true));
+    assert_eq!(v["compatible"], true, "{v}");
+    assert_eq!(
+        get("/api/schemas")["total"],
+        0,
+        "a dry run registers nothing"
+    );
+    let v = post(path, &body(v1, false));
+    assert_eq!(v["version"], 1, "{v}");
+    let v = post(path, &body(v2, true));
+    assert_eq!(v["compatible"], true, "{v}");
+    let v = post(path, &body(v2, false));
+    assert_eq!(v["version"], 2, "{v}");
+    let v = post(path, &body(v3, true));
+    assert_eq!(v["compatible"], false, "{v}");
+    assert!(!v["messages"].as_array().unwrap().is_empty(), "{v}");
+    let list = get("/api/schemas");
+    assert_eq!(list["total"], 1, "{list}");
+    assert_eq!(list["subjects"][0]["versions"], serde_json::json!([1, 2]));
+    assert_eq!(list["compatibility"], "BACKWARD", "{list}");
+    let s = get("/api/schemas/orders-value");
+    assert_eq!(
+        (&s["compatibility"], &s["compatibility_source"]),
+        (&serde_json::json!("BACKWARD"), &serde_json::json!("global")),
+        "{s}"
+    );
+    assert_eq!(s["latest"]["version"], 2, "{s}");
+    let d = get("/api/schemas/orders-value/diff?from=1&to=2");
+    let added: Vec<&str> = d["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["op"] == "+")
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert!(added.iter().any(|l| l.contains("\"note\"")), "{d}");
+    // v2's pretty form adds the `note` field's object after `id`'s: five lines, nothing removed.
+    assert_eq!(
+        (&d["removed"], &d["added"]),
+        (&serde_json::json!(0), &serde_json::json!(5)),
+        "{d}"
+    );
+    let (s, v) = api(
+        &h,
+        "PUT",
+        "/api/schemas/orders-value/compatibility",
+        Some(r#"{"compatibility": "none"}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    let s = get("/api/schemas/orders-value");
+    assert_eq!(
+        (&s["compatibility"], &s["compatibility_source"]),
+        (&serde_json::json!("NONE"), &serde_json::json!("subject")),
+        "{s}"
+    );
+
+    // Bad input: the dashboard's own checks (400) and the registry's refusals, passed on with its message.
+    refused(&h, "POST", path, Some("{}"), 400);
+    refused(
+        &h,
+        "POST",
+        path,
+        Some(r#"{"schema": "x", "schema_type": "XML"}"#),
+        400,
+    );
+    let m = refused(&h, "POST", path, Some(r#"{"schema": "{not avro"}"#), 422);
+    assert!(!m.is_empty());
+    refused(
+        &h,
+        "PUT",
+        "/api/schemas/orders-value/compatibility",
+        Some(r#"{"compatibility": "SIDEWAYS"}"#),
+        422,
+    );
+    refused(&h, "GET", "/api/schemas/nosuch", None, 404);
+    refused(&h, "GET", "/api/schemas/orders-value/versions/7", None, 404);
+    refused(
+        &h,
+        "GET",
+        "/api/schemas/orders-value/versions/minus-one",
+        None,
+        422,
+    );
+    refused(&h, "GET", "/api/schemas/orders-value/diff", None, 400);
+    refused(&h, "GET", "/api/schemas?limit=0", None, 400);
+    refused(&h, "PATCH", "/api/schemas/orders-value", Some("{}"), 405);
+    let m = refused(
+        &h,
+        "DELETE",
+        "/api/schemas/orders-value",
+        Some(r#"{"confirm": "orders"}"#),
+        400,
+    );
+    assert!(m.contains("exact name"), "{m}");
+    refused(&h, "DELETE", "/api/schemas/orders-value", None, 400);
+    assert!(http_get(&reg, "/subjects").contains("orders-value"));
+    let (s, v) = api(
+        &h,
+        "DELETE",
+        "/api/schemas/orders-value/versions/1",
+        Some(r#"{"confirm": "orders-value"}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        get("/api/schemas/orders-value")["versions"],
+        serde_json::json!([2])
+    );
+    let (s, v) = api(
+        &h,
+        "DELETE",
+        "/api/schemas/orders-value",
+        Some(r#"{"confirm": "orders-value"}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["deleted"], serde_json::json!([2]), "{v}");
+    refused(&h, "GET", "/api/schemas/orders-value", None, 404);
+    assert!(
+        !http_get(&reg, "/subjects").contains("orders-value"),
+        "the registry still lists it"
+    );
+
+    // Connect: a source that runs and a sink whose task fails on a record that is not JSON.
+    let (lines_file, sink_file) = (dir.path().join("in.txt"), dir.path().join("out.txt"));
+    std::fs::write(&lines_file, "a\nb\nc\n").unwrap();
+    ok(&fjord(&b, &["topics", "create", "plain"], None));
+    ok(&fjord(&b, &["produce", "plain"], Some(b"not json\n")));
+    for config in [
+        serde_json::json!({"name": "src", "config": {"connector.class": "FileStreamSource",
+            "file": lines_file.display().to_string(), "topic": "lines"}}),
+        serde_json::json!({"name": "strict", "config": {"connector.class": "FileStreamSink",
+            "file": sink_file.display().to_string(), "topics": "plain",
+            "value.converter": "org.apache.kafka.connect.json.JsonConverter"}}),
+    ] {
+        let (s, v) = common::connect::http(&conn, "POST", "/connectors", Some(&config.to_string()));
+        assert_eq!(s, 201, "{v}");
+    }
+    let connector = |name: &str| get(&format!("/api/connect/{name}"));
+    let wait_state = |name: &str, want: &str| {
+        common::connect::wait_for(Duration::from_secs(60), &format!("{name} {want}"), || {
+            let v = connector(name);
+            (v["state"] == want && v["task_states"][0]["state"] == want).then_some(v)
+        })
+    };
+    wait_state("src", "RUNNING");
+    let strict =
+        common::connect::wait_for(Duration::from_secs(60), "the sink task to fail", || {
+            let v = connector("strict");
+            (v["tasks_failed"] == 1).then_some(v)
+        });
+    assert!(
+        strict["task_states"][0]["trace"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "{strict}"
+    );
+    assert_eq!(strict["errors"], true);
+    assert_eq!(strict["config"]["topics"], "plain", "{strict}");
+    let list = get("/api/connect");
+    assert_eq!(list["total"], 2, "{list}");
+    let names: Vec<&str> = list["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["src", "strict"]);
+    assert_eq!(get("/api/connect?state=running&filter=SR")["total"], 1);
+
+    post("/api/connect/src/pause", "{}");
+    wait_state("src", "PAUSED");
+    post("/api/connect/src/resume", "");
+    wait_state("src", "RUNNING");
+    let v = post("/api/connect/src/restart", r#"{"include_tasks": true}"#);
+    assert!(v["message"].as_str().unwrap().contains("Restart"), "{v}");
+    wait_state("src", "RUNNING");
+    post("/api/connect/strict/tasks/0/restart", "{}");
+    refused(
+        &h,
+        "POST",
+        "/api/connect/src/restart",
+        Some(r#"{"include_tasks": "yes"}"#),
+        400,
+    );
+    refused(
+        &h,
+        "POST",
+        "/api/connect/src/tasks/first/restart",
+        Some("{}"),
+        400,
+    );
+    refused(&h, "POST", "/api/connect/nosuch/pause", Some("{}"), 404);
+    refused(&h, "GET", "/api/connect/nosuch", None, 404);
+    refused(&h, "GET", "/api/connect/src/pause", None, 405);
+    refused(&h, "POST", "/api/connect/src/pause", Some("[1]"), 400);
+}
+
+/// A body for `POST /api/schemas/{subject}/versions`.
+fn json_body(schema: &str, dry_run: bool) -> String {
+    serde_json::json!({"schema": schema, "dry_run": dry_run}).to_string()
+}
+
+/// Without the registry and Connect (`--registry-listener none --connect-listener none`), their pages' API says
+/// so: 503 with `not_running`, and /api/services.
+#[test]
+fn services_not_running_answer_503_with_not_running() {
+    let dir = temp_dir();
+    let (child, _b, h) = start_platform(&dir.path().join("data"));
+    let _platform = Killed(child);
+    let (s, v) = api(&h, "GET", "/api/services", None);
+    assert_eq!(s, 200);
+    assert_eq!(
+        (&v["registry"]["running"], &v["connect"]["running"]),
+        (&Value::Bool(false), &Value::Bool(false)),
+        "{v}"
+    );
+    for (path, service, flag) in [
+        ("/api/schemas", "registry", "--registry-listener none"),
+        (
+            "/api/schemas/x/diff?from=1",
+            "registry",
+            "--registry-listener none",
+        ),
+        ("/api/connect", "connect", "--connect-listener none"),
+        (
+            "/api/connect/x/restart",
+            "connect",
+            "--connect-listener none",
+        ),
+    ] {
+        let method = if path.ends_with("restart") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let (s, v) = api(&h, method, path, (method == "POST").then_some("{}"));
+        assert_eq!(s, 503, "{path}: {v}");
+        assert_eq!(v["not_running"], service, "{v}");
+        assert!(v["error"].as_str().unwrap().contains(flag), "{v}");
+    }
+}
+
+/// Every path in /api/openapi.json is routed (a request with its placeholders filled answers anything but the
+/// "no such API" 404), and the document is valid JSON with the OpenAPI version.
+#[test]
+fn the_openapi_document_describes_routed_paths() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let h = broker.http.as_deref().expect("http listener");
+    let (s, doc) = api(h, "GET", "/api/openapi.json", None);
+    assert_eq!(s, 200);
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 20, "{}", paths.len());
+    for (path, ops) in paths {
+        let concrete = path
+            .split('/')
+            .map(|s| if s.starts_with('{') { "x" } else { s })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in ops.as_object().unwrap().keys() {
+            let m = method.to_uppercase();
+            let (s, v) = api(h, &m, &concrete, (m != "GET").then_some("{}"));
+            let missing = s == 404 && v["error"].as_str().unwrap_or("").starts_with("no such API");
+            assert!(
+                !missing && s != 405 && s < 500 || s == 503,
+                "{m} {concrete}: {s} {v}"
+            );
+        }
+    }
+}
+
+/// The schemas, Connect and consumer-group pages in headless Chromium against `fjord start` with the registry
+/// and Connect: registering through the form (compatibility check, then confirmation), the diff, a delete with
+/// the name typed; a connector's failed task with its trace, pause and resume with confirmation; 2,000 groups
+/// sorted and filtered on the server. Screenshots under the target dir.
+#[test]
+fn schemas_connect_and_many_groups_in_a_real_browser() {
+    let dir = temp_dir();
+    let (child, b, h, _reg, conn) = start_platform_with_services(&dir.path().join("data"));
+    let _platform = Killed(child);
+    let input: String = (0..100).map(|i| format!("m{i}\n")).collect();
+    let out = kcat(
+        &["-b", &b, "-P", "-t", "work", "-p", "0"],
+        Some(input.as_bytes()),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "kcat: {}", stderr(&out));
+    commit_groups(&b, "work", 2000, |i| (i % 100) as i64);
+    let lines_file = dir.path().join("in.txt");
+    std::fs::write(&lines_file, "a\nb\n").unwrap();
+    ok(&fjord(&b, &["topics", "create", "plain"], None));
+    ok(&fjord(&b, &["produce", "plain"], Some(b"not json\n")));
+    for config in [
+        serde_json::json!({"name": "src", "config": {"connector.class": "FileStreamSource",
+            "file": lines_file.display().to_string(), "topic": "lines"}}),
+        serde_json::json!({"name": "strict", "config": {"connector.class": "FileStreamSink",
+            "file": dir.path().join("out.txt").display().to_string(), "topics": "plain",
+            "value.converter": "org.apache.kafka.connect.json.JsonConverter"}}),
+    ] {
+        let (s, v) = common::connect::http(&conn, "POST", "/connectors", Some(&config.to_string()));
+        assert_eq!(s, 201, "{v}");
+    }
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
+    let out = run_client(
+        "dashboard_services_browser.py",
+        &[&h, shots.to_str().unwrap()],
+        Duration::from_secs(300),
+    );
+    assert!(out.lines().any(|l| l.starts_with("ok")), "{out}");
+    eprintln!("{out}");
+}
+
+/// The admin API under generated input: schemathesis (from PyPI, in the test venv) sends requests built from
+/// /api/openapi.json, valid and not, against `fjord start` with the registry and Connect; no answer is a 5xx
+/// other than 503, every answer is JSON (an `error` on a refusal), and the platform still serves afterwards.
+#[test]
+fn the_admin_api_survives_schemathesis() {
+    let dir = temp_dir();
+    let (child, b, h, _reg, _conn) = start_platform_with_services(&dir.path().join("data"));
+    let mut platform = Killed(child);
+    ok(&fjord(
+        &b,
+        &["topics", "create", "orders", "--partitions", "2"],
+        None,
+    ));
+    let out = run_client(
+        "dashboard_schemathesis.py",
+        &[&h, "15"],
+        Duration::from_secs(540),
+    );
+    assert!(out.lines().any(|l| l.contains("passed")), "{out}");
+    eprintln!("{out}");
+    assert!(
+        platform.0.try_wait().unwrap().is_none(),
+        "fjord start exited"
+    );
+    let (s, v) = api(&h, "GET", "/api/overview", None);
+    assert_eq!(s, 200, "{v}");
+    ok(&fjord(&b, &["topics", "describe", "orders"], None));
+}

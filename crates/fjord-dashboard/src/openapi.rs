@@ -1,0 +1,289 @@
+//! `/api/openapi.json`: the admin API described as OpenAPI 3.0, built here beside the routes it describes (a
+//! test checks that every route answers and every path it names is routed).
+
+use serde_json::{json, Map, Value};
+
+fn q(name: &str, schema: Value, description: &str) -> Value {
+    json!({"name": name, "in": "query", "required": false, "schema": schema, "description": description})
+}
+
+fn path_param(name: &str, description: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}, "description": description})
+}
+
+fn int(min: i64, max: i64) -> Value {
+    json!({"type": "integer", "minimum": min, "maximum": max})
+}
+
+fn string() -> Value {
+    json!({"type": "string"})
+}
+
+fn page() -> Vec<Value> {
+    vec![
+        q("offset", int(0, i32::MAX as i64), "first row of the page"),
+        q(
+            "limit",
+            int(1, crate::api::MAX_PAGE as i64),
+            "rows in the page (default 50)",
+        ),
+        q("filter", string(), "case-insensitive substring of the name"),
+    ]
+}
+
+/// One operation: a summary, its parameters, an optional JSON body schema, and the status of success.
+fn op(summary: &str, params: Vec<Value>, body: Option<Value>, ok: &str) -> Value {
+    let mut o = json!({
+        "summary": summary,
+        "parameters": params,
+        "responses": {
+            ok: {"description": "success", "content": {"application/json": {"schema": {"type": "object"}}}},
+            "default": {"description": "a refusal: 4xx for the request, 503 when busy or a service is not running, 502/504 when a service failed",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+        },
+    });
+    if let Some(b) = body {
+        o["requestBody"] =
+            json!({"required": true, "content": {"application/json": {"schema": b}}});
+    }
+    o
+}
+
+fn obj(props: Value, required: &[&str]) -> Value {
+    json!({"type": "object", "properties": props, "required": required})
+}
+
+fn confirm() -> Value {
+    obj(
+        json!({"confirm": {"type": "string", "description": "the exact name, as confirmation"}, "permanent": {"type": "boolean"}}),
+        &["confirm"],
+    )
+}
+
+pub fn spec() -> Value {
+    let name = || path_param("name", "topic name");
+    let group = || path_param("id", "group id");
+    let subject = || path_param("subject", "subject name");
+    let connector = || path_param("connector", "connector name");
+    let mut paths = Map::new();
+    let mut add = |p: &str, ops: Value| {
+        paths.insert(p.to_string(), ops);
+    };
+    add(
+        "/api/overview",
+        json!({"get": op("Brokers, counts, rates and their last 15 minutes", vec![], None, "200")}),
+    );
+    add(
+        "/api/services",
+        json!({"get": op("Whether the schema registry and the Connect worker run beside this broker", vec![], None, "200")}),
+    );
+    add(
+        "/api/openapi.json",
+        json!({"get": op("This document", vec![], None, "200")}),
+    );
+    let mut topics_q = page();
+    topics_q.push(q(
+        "internal",
+        json!({"type": "boolean"}),
+        "include internal topics",
+    ));
+    add(
+        "/api/topics",
+        json!({
+            "get": op("Topics, one page", topics_q, None, "200"),
+            "post": op("Create a topic (the CLI's validation and messages)", vec![], Some(obj(json!({
+                "name": string(), "partitions": int(1, i32::MAX as i64), "replication_factor": int(1, i16::MAX as i64),
+                "configs": {"type": "object", "additionalProperties": {"type": "string"}},
+            }), &["name"])), "201"),
+        }),
+    );
+    add(
+        "/api/topics/{name}",
+        json!({
+            "get": op("A topic: partitions count, size, configs", vec![name()], None, "200"),
+            "delete": op("Delete a topic; `confirm` must be its name", vec![name()], Some(confirm()), "200"),
+        }),
+    );
+    add(
+        "/api/topics/{name}/partitions",
+        json!({
+            "get": op("A topic's partitions, one page", vec![name(), q("offset", int(0, i32::MAX as i64), ""), q("limit", int(1, crate::api::MAX_PAGE as i64), "")], None, "200"),
+            "post": op("Grow a topic to `count` partitions", vec![name()], Some(obj(json!({"count": int(1, i32::MAX as i64)}), &["count"])), "200"),
+        }),
+    );
+    add(
+        "/api/topics/{name}/messages",
+        json!({
+            "get": op("Records of one partition (keys, values, header values in base64), bounded", vec![
+                name(),
+                json!({"name": "partition", "in": "query", "required": true, "schema": int(0, i32::MAX as i64)}),
+                q("offset", int(0, i64::MAX), "first offset (or `latest`)"),
+                q("latest", int(1, crate::api::MAX_MESSAGES as i64), "the last N records"),
+                q("limit", int(1, crate::api::MAX_MESSAGES as i64), "most records returned"),
+            ], None, "200"),
+        }),
+    );
+    let mut groups_q = page();
+    groups_q.extend([
+        q(
+            "state",
+            string(),
+            "only groups in this state (Stable, Empty, ...)",
+        ),
+        q(
+            "sort",
+            json!({"type": "string", "enum": ["id", "lag", "members", "state"]}),
+            "",
+        ),
+        q(
+            "order",
+            json!({"type": "string", "enum": ["asc", "desc"]}),
+            "default: desc for lag and members",
+        ),
+        q("min_lag", int(0, i64::MAX), ""),
+        q("max_lag", int(0, i64::MAX), ""),
+        q("min_members", int(0, i32::MAX as i64), ""),
+        q("max_members", int(0, i32::MAX as i64), ""),
+    ]);
+    add(
+        "/api/groups",
+        json!({"get": op("Consumer groups coordinated here: filtered, sorted, one page", groups_q, None, "200")}),
+    );
+    add(
+        "/api/groups/{id}",
+        json!({"get": op("A group: members, assignment, offsets and lag", vec![group()], None, "200")}),
+    );
+    add(
+        "/api/groups/{id}/reset-offsets",
+        json!({
+            "post": op("Reset a group's offsets on a topic (a dry run unless `execute`)", vec![group()], Some(obj(json!({
+                "topic": string(), "to": {"type": "string", "enum": ["earliest", "latest", "offset"]},
+                "offset": int(0, i64::MAX), "partitions": {"type": "array", "items": int(0, i32::MAX as i64)},
+                "execute": {"type": "boolean"},
+            }), &["topic", "to"])), "200"),
+        }),
+    );
+    add(
+        "/api/schemas",
+        json!({"get": op("Subjects of the schema registry, one page (at most 100)", page(), None, "200")}),
+    );
+    add(
+        "/api/schemas/{subject}",
+        json!({
+            "get": op("A subject: versions, compatibility level, latest schema", vec![subject()], None, "200"),
+            "delete": op("Delete a subject (soft unless `permanent`); `confirm` must be its name", vec![subject()], Some(confirm()), "200"),
+        }),
+    );
+    add(
+        "/api/schemas/{subject}/versions",
+        json!({
+            "post": op("Register a schema, or with `dry_run` only check its compatibility", vec![subject()], Some(obj(json!({
+                "schema": string(), "schema_type": {"type": "string", "enum": ["AVRO", "JSON", "PROTOBUF"]},
+                "references": {"type": "array", "items": {"type": "object"}}, "dry_run": {"type": "boolean"},
+            }), &["schema"])), "200"),
+        }),
+    );
+    add(
+        "/api/schemas/{subject}/versions/{version}",
+        json!({
+            "get": op("One version", vec![subject(), path_param("version", "a version number or `latest`")], None, "200"),
+            "delete": op("Delete one version; `confirm` must be the subject's name", vec![subject(), path_param("version", "")], Some(confirm()), "200"),
+        }),
+    );
+    add(
+        "/api/schemas/{subject}/diff",
+        json!({
+            "get": op("A line diff between two versions", vec![
+                subject(),
+                json!({"name": "from", "in": "query", "required": true, "schema": string()}),
+                q("to", string(), "default latest"),
+            ], None, "200"),
+        }),
+    );
+    add(
+        "/api/schemas/{subject}/compatibility",
+        json!({
+            "put": op("Set a subject's compatibility level", vec![subject()], Some(obj(json!({"compatibility": string()}), &["compatibility"])), "200"),
+        }),
+    );
+    let mut connect_q = page();
+    connect_q.push(q("state", string(), "RUNNING, PAUSED, FAILED, ..."));
+    add(
+        "/api/connect",
+        json!({"get": op("Connectors with their state and task counts, one page", connect_q, None, "200")}),
+    );
+    add(
+        "/api/connect/{connector}",
+        json!({"get": op("A connector: config, state, tasks with errors and traces", vec![connector()], None, "200")}),
+    );
+    let flags = obj(
+        json!({"include_tasks": {"type": "boolean"}, "only_failed": {"type": "boolean"}}),
+        &[],
+    );
+    add(
+        "/api/connect/{connector}/restart",
+        json!({"post": op("Restart a connector (and its tasks)", vec![connector()], Some(flags), "200")}),
+    );
+    add(
+        "/api/connect/{connector}/pause",
+        json!({"post": op("Pause a connector", vec![connector()], Some(obj(json!({}), &[])), "200")}),
+    );
+    add(
+        "/api/connect/{connector}/resume",
+        json!({"post": op("Resume a connector", vec![connector()], Some(obj(json!({}), &[])), "200")}),
+    );
+    add(
+        "/api/connect/{connector}/tasks/{task}/restart",
+        json!({
+            "post": op("Restart one task", vec![connector(), path_param("task", "task number")], Some(obj(json!({}), &[])), "200"),
+        }),
+    );
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Fjord dashboard admin API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The JSON API behind the dashboard's pages. Every answer is JSON; a refusal is `{\"error\": \"...\"}` with a 4xx status (503 when busy or when the registry or Connect does not run here, with `not_running`). Requests other than GET must say `Content-Type: application/json`; cross-origin requests are refused.",
+        },
+        "paths": paths,
+        "components": {"schemas": {"Error": obj(json!({
+            "error": string(), "not_running": string(), "kafka_error_code": {"type": "integer"}, "kafka_error": string(),
+        }), &["error"])}},
+    })
+}
+
+/// The paths the document names, with `{param}` placeholders.
+#[cfg(test)]
+pub fn paths() -> Vec<String> {
+    spec()["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_operation_has_responses_and_path_parameters_are_declared() {
+        let s = super::spec();
+        for (path, ops) in s["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                assert!(op["responses"]["default"].is_object(), "{method} {path}");
+                let declared: Vec<&str> = op["parameters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|p| p["in"] == "path")
+                    .map(|p| p["name"].as_str().unwrap())
+                    .collect();
+                for seg in path.split('/').filter(|s| s.starts_with('{')) {
+                    let name = seg.trim_matches(|c| c == '{' || c == '}');
+                    assert!(declared.contains(&name), "{method} {path}: {name}");
+                }
+            }
+        }
+        assert!(super::paths().len() >= 20);
+    }
+}
