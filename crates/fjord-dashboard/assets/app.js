@@ -326,7 +326,9 @@ async function groups(params) {
   view.replaceChildren(
     h("h1", {}, "Consumer groups"),
     h("form", { id: "group-form", onsubmit: (ev) => { ev.preventDefault(); go(0, read()); } },
-      input, state, minLag, minMembers, maxMembers, sorter, order, h("button", { type: "submit", id: "group-apply" }, "Apply")),
+      h("label", {}, "id", input), h("label", {}, "state", state), h("label", {}, "lag at least", minLag),
+      h("label", {}, "members from", minMembers), h("label", {}, "to", maxMembers), h("label", {}, "sort", sorter),
+      h("label", {}, "order", order), h("button", { type: "submit", id: "group-apply" }, "Apply")),
     pager(page, (o) => go(o)),
     table("groups-table", ["group", "state", "type", "members#", "lag#"], rows),
     h("p", { class: "muted", id: "groups-timing" }, `Groups coordinated by this broker · sorted and filtered by the broker · answered in ${took} ms.`));
@@ -556,7 +558,7 @@ async function connectorPage(name) {
       card("state", dash(c.state), "connector-state"), card("type", dash(c.type), "connector-type"),
       card("tasks running", `${c.tasks_running}/${c.tasks}`, "connector-tasks"), card("tasks failed", c.tasks_failed, "connector-failed"),
       card("worker", dash(c.worker_id), "connector-worker")),
-    c.connector && c.connector.trace ? h("div", {}, h("h2", {}, "Connector error"), h("pre", { id: "connector-trace", class: "error" }, c.connector.trace)) : null,
+    c.connector && c.connector.trace ? h("div", {}, h("h2", {}, "Connector error"), h("pre", { id: "connector-trace", class: "error" }, c.connector.trace)) : "",
     h("h2", {}, "Actions"),
     h("div", { class: "bar" },
       h("label", {}, h("span", {}, "include tasks"), includeTasks), h("label", {}, h("span", {}, "only failed"), onlyFailed),

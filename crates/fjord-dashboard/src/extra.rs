@@ -300,12 +300,13 @@ fn line_diff(a: &[&str], b: &[&str]) -> Vec<Value> {
             out.push(json!({"op": " ", "text": a[i]}));
             i += 1;
             j += 1;
-        } else if j < m && (i == n || lcs[at(i, j + 1)] >= lcs[at(i + 1, j)]) {
-            out.push(json!({"op": "+", "text": b[j]}));
-            j += 1;
-        } else {
+        } else if i < n && (j == m || lcs[at(i + 1, j)] >= lcs[at(i, j + 1)]) {
+            // Removals before additions where either keeps the subsequence, as diff(1) shows a change.
             out.push(json!({"op": "-", "text": a[i]}));
             i += 1;
+        } else {
+            out.push(json!({"op": "+", "text": b[j]}));
+            j += 1;
         }
     }
     out
