@@ -932,7 +932,7 @@ fn groups(ctx: &Ctx, _: &[String], q: &Query) -> Result<Value, Fail> {
         Some("desc") => true,
         Some(o) => return Err(bad(format!("`order` must be asc or desc, not `{o}`"))),
     };
-    let rows: Vec<(GroupRow, i64)> = group_rows(&ctx.state, None)
+    let mut rows: Vec<(GroupRow, i64)> = group_rows(&ctx.state, None)
         .into_iter()
         .filter(|g| {
             filter
@@ -954,7 +954,6 @@ fn groups(ctx: &Ctx, _: &[String], q: &Query) -> Result<Value, Fail> {
         })
         .filter(|(_, lag)| min_lag.is_none_or(|m| *lag >= m) && max_lag.is_none_or(|m| *lag <= m))
         .collect();
-    let mut rows = rows;
     // Ties by id, A to Z, whichever way the key sorts.
     let key = |a: &(GroupRow, i64), b: &(GroupRow, i64)| match sort.as_str() {
         "lag" => a.1.cmp(&b.1),

@@ -1392,7 +1392,7 @@ fn the_openapi_document_describes_routed_paths() {
             let (s, v) = api(h, &m, &concrete, (m != "GET").then_some("{}"));
             let missing = s == 404 && v["error"].as_str().unwrap_or("").starts_with("no such API");
             assert!(
-                !missing && s != 405 && s < 500 || s == 503,
+                (!missing && s != 405 && s < 500) || s == 503,
                 "{m} {concrete}: {s} {v}"
             );
         }
@@ -1434,7 +1434,7 @@ fn schemas_connect_and_many_groups_in_a_real_browser() {
     let out = run_client(
         "dashboard_services_browser.py",
         &[&h, shots.to_str().unwrap()],
-        Duration::from_secs(300),
+        Duration::from_secs(240),
     );
     assert!(out.lines().any(|l| l.starts_with("ok")), "{out}");
     eprintln!("{out}");
@@ -1455,8 +1455,8 @@ fn the_admin_api_survives_schemathesis() {
     ));
     let out = run_client(
         "dashboard_schemathesis.py",
-        &[&h, "15"],
-        Duration::from_secs(540),
+        &[&h, "10"],
+        Duration::from_secs(240),
     );
     assert!(out.lines().any(|l| l.contains("passed")), "{out}");
     eprintln!("{out}");
