@@ -1106,7 +1106,8 @@ mod tests {
             d,
         );
         assert!(p.members["w1"].added.is_empty());
-        assert_eq!(p.delay_ms, 9_000);
+        // The delay counts from when the leader saw the worker gone.
+        assert_eq!(p.delay_ms, 10_000);
         // Still waiting a bit later (the deadline does not move), then b moves.
         let p = assign(
             &[member("w1", &["a"])],
@@ -1115,12 +1116,12 @@ mod tests {
             t0 + Duration::from_secs(5),
             d,
         );
-        assert_eq!(p.delay_ms, 5_000);
+        assert_eq!(p.delay_ms, 6_000);
         let p = assign(
             &[member("w1", &["a"])],
             &cs,
             &mut st,
-            t0 + Duration::from_secs(10),
+            t0 + Duration::from_secs(11),
             d,
         );
         assert_eq!(p.members["w1"].added, set(&["b"]));
