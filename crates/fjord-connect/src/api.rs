@@ -76,11 +76,30 @@ async fn standby_guard(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if w.is_active() || !req.uri().path().starts_with("/connectors") {
-        return next.run(req).await;
-    }
     let rebalance =
         |why: String| Error::Conflict(format!("{}{why}", crate::worker::REBALANCE)).into_response();
+    // The leader asking the worker that runs a connector: answered here.
+    if !req.uri().path().starts_with("/connectors") || req.headers().contains_key(OWNER_QUERY) {
+        return next.run(req).await;
+    }
+    if w.is_active() {
+        // The leader holds every connector's config, but only the worker running one knows its tasks' statuses
+        // and offsets, and restarts them.
+        let owner = owner_query(req.uri().path()).and_then(|name| w.remote_owner(&name));
+        let Some(owner) = owner else {
+            return next.run(req).await;
+        };
+        return match tokio::time::timeout(FORWARD_TIMEOUT, forward(&owner, req, OWNER_QUERY)).await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => rebalance(format!(
+                " (the worker {owner} that runs the connector did not answer: {e})"
+            )),
+            Err(_) => rebalance(format!(
+                " (the worker {owner} that runs the connector did not answer within {FORWARD_TIMEOUT:?})"
+            )),
+        };
+    }
     if req.headers().contains_key(FORWARDED) {
         return rebalance(
             " (this request was forwarded here, but this worker stands by too)".into(),
@@ -89,7 +108,7 @@ async fn standby_guard(
     let Some(active) = w.active_worker().await else {
         return rebalance(String::new());
     };
-    match tokio::time::timeout(FORWARD_TIMEOUT, forward(&active, req)).await {
+    match tokio::time::timeout(FORWARD_TIMEOUT, forward(&active, req, FORWARDED)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => rebalance(format!(
             " (forwarding to the active worker {active} failed: {e})"
@@ -100,8 +119,28 @@ async fn standby_guard(
     }
 }
 
-/// Sends `req` to the worker at `addr` over HTTP/1.1 and returns its answer as it is.
-async fn forward(addr: &str, req: axum::extract::Request) -> std::result::Result<Response, String> {
+/// The header of a request the leader sends to the worker running a connector: answered there, whatever that
+/// worker's role.
+const OWNER_QUERY: &str = "x-fjord-owner-query";
+
+/// The connector of a path only the worker running it can answer: its status, offsets, restarts and tasks'
+/// statuses and restarts.
+fn owner_query(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/connectors/")?;
+    let (name, sub) = rest.split_once('/')?;
+    let answered_by_owner = matches!(sub, "status" | "offsets" | "restart")
+        || (sub.starts_with("tasks/") && (sub.ends_with("/status") || sub.ends_with("/restart")));
+    // A path's `+` is itself (only a query's is a space).
+    answered_by_owner.then(|| percent_decode(&name.replace('+', "%2B")))
+}
+
+/// Sends `req` to the worker at `addr` over HTTP/1.1, marked with the header `mark`, and returns its answer as
+/// it is.
+async fn forward(
+    addr: &str,
+    req: axum::extract::Request,
+    mark: &str,
+) -> std::result::Result<Response, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
@@ -117,7 +156,7 @@ async fn forward(addr: &str, req: axum::extract::Request) -> std::result::Result
         .map_err(|e| e.to_string())?;
     let head = format!(
         "{} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n{FORWARDED}: 1\r\n\r\n",
+         Content-Length: {}\r\n{mark}: 1\r\n\r\n",
         parts.method,
         body.len()
     );
@@ -531,5 +570,24 @@ mod tests {
         assert_eq!(p[4], ("end".into(), "%4".into()));
         assert!(bool_param(&p, "expand").is_err());
         assert_eq!(bool_param(&p, "none").unwrap(), None);
+    }
+
+    /// The leader sends to the worker running a connector only what that worker alone knows.
+    #[test]
+    fn only_status_offsets_and_restarts_go_to_the_worker_running_the_connector() {
+        for (path, owner) in [
+            ("/connectors/a%20b+c/status", Some("a b+c")),
+            ("/connectors/a/offsets", Some("a")),
+            ("/connectors/a/restart", Some("a")),
+            ("/connectors/a/tasks/0/status", Some("a")),
+            ("/connectors/a/tasks/0/restart", Some("a")),
+            ("/connectors/a", None),
+            ("/connectors/a/config", None),
+            ("/connectors/a/tasks", None),
+            ("/connectors/a/pause", None),
+            ("/connectors", None),
+        ] {
+            assert_eq!(owner_query(path).as_deref(), owner, "{path}");
+        }
     }
 }

@@ -8,9 +8,10 @@
 //! `{"state": "STARTED"|"PAUSED", "state.v2": "STARTED"|"PAUSED"|"STOPPED"}`, `task-<name>-<n>` =>
 //! `{"properties": {...}}` and `commit-<name>` => `{"tasks": n}`.
 //!
-//! Workers of one `group.id` share the connectors through a lease on the group (`lease.rs`): one runs them
-//! all, the others stand by and forward REST requests to it. **Not yet (see README):** Connect's own `connect`
-//! group protocol and spreading tasks over workers; the status topic is written, not read back.
+//! Workers of one `group.id` form a group with Connect's own `connect` protocol (`group.rs`): the leader
+//! assigns the connectors to the workers, each runs its assignment, and REST requests go to the leader (the
+//! others forward them). `connect.protocol=lease` keeps Fjord's older lease (`lease.rs`: one worker runs every
+//! connector, the others stand by). **Not yet (see README):** the status topic is written, not read back.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -353,25 +354,55 @@ pub async fn start(props: ConfigMap, import_offsets: Option<&Path>) -> Result<Di
         session_timeout_ms: ms("session.timeout.ms", 10_000)?,
         heartbeat_interval_ms: ms("heartbeat.interval.ms", 3_000)?,
     };
+    // `connect.protocol`: Connect's group protocol (`sessioned`, the default, or `compatible`), or `lease`,
+    // Fjord's older one-active-worker lease.
+    let protocol = config
+        .props
+        .get("connect.protocol")
+        .map(|p| p.trim().to_ascii_lowercase())
+        .unwrap_or_else(|| "sessioned".into());
+    let group_config = if protocol == "lease" {
+        None
+    } else {
+        Some(crate::group::GroupConfig {
+            bootstrap: bootstrap.clone(),
+            group_id: dconfig.group_id.clone(),
+            config_topic: dconfig.config_topic.clone(),
+            offset_topic: dconfig.offset_topic.clone(),
+            session_timeout_ms: lease_config.session_timeout_ms,
+            heartbeat_interval_ms: lease_config.heartbeat_interval_ms,
+            rebalance_timeout_ms: ms("rebalance.timeout.ms", 60_000)?,
+            max_delay_ms: ms("scheduled.rebalance.max.delay.ms", 300_000)?,
+            protocols: crate::group::protocols(&protocol).map_err(Error::BadRequest)?,
+            url: format!("http://{worker_id}/"),
+        })
+    };
     let status = StatusLog::start(&bootstrap, &dconfig.status_topic, &worker_id)?;
-    let worker = Arc::new(
-        Worker::new(config, offsets, worker_id, cluster_id)
-            .with_config_log(log)
-            .with_status_log(status)
-            .standing_by(),
-    );
+    let worker = Worker::new(config, offsets, worker_id, cluster_id)
+        .with_config_log(log)
+        .with_status_log(status);
+    let worker = Arc::new(if group_config.is_some() {
+        worker.in_group()
+    } else {
+        worker.standing_by()
+    });
     let app = crate::api::router(worker.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("Connect REST server stopped: {e}");
         }
     });
-    worker.set_active_lookup(
-        crate::lease::ActiveLookup::new(&bootstrap, &dconfig.group_id, &dconfig.config_topic)
-            .map_err(Error::Internal)?,
-    );
-    let lease = crate::lease::join(lease_config, worker.clone()).map_err(Error::Internal)?;
-    worker.set_lease(lease);
+    if let Some(gc) = group_config {
+        let m = crate::group::join(gc, worker.clone()).map_err(Error::Internal)?;
+        worker.set_membership(m);
+    } else {
+        worker.set_active_lookup(
+            crate::lease::ActiveLookup::new(&bootstrap, &dconfig.group_id, &dconfig.config_topic)
+                .map_err(Error::Internal)?,
+        );
+        let lease = crate::lease::join(lease_config, worker.clone()).map_err(Error::Internal)?;
+        worker.set_lease(lease);
+    }
     // Ready when this worker runs the connectors or another one does (bounded: a group that never assigns is
     // reported, not waited for forever).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

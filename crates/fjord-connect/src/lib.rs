@@ -8,8 +8,8 @@
 //! It is a Kafka client of the brokers (librdkafka through `rdkafka`) and knows nothing of their internals:
 //! `fjord connect standalone` runs against any Kafka-compatible cluster.
 //!
-//! Not in this crate yet: Connect's own group protocol (distributed workers share a group through a lease: one
-//! runs every connector, the others stand by), reading the status topic back, registry converters. The PostgreSQL
+//! Distributed workers form a group with Connect's own `connect` protocol and incremental cooperative rebalancing
+//! (`group`). Not in this crate yet: reading the status topic back, registry converters. The PostgreSQL
 //! sink and source (`pg_sink`, `pg_source`) and Connect's error handling with dead-letter topics and automatic task
 //! restarts (`error_handling`) are here.
 
@@ -22,6 +22,7 @@ pub mod error;
 pub mod error_handling;
 pub mod file_sink;
 pub mod file_source;
+pub mod group;
 pub mod http_client;
 pub mod http_sink;
 pub mod lease;

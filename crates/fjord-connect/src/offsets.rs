@@ -106,6 +106,28 @@ impl OffsetStore {
         Ok(())
     }
 
+    /// Reads the offsets topic to its end again and takes from it only `connectors`' offsets (connectors this
+    /// worker is about to run, whose previous worker committed there); other connectors' offsets, which this
+    /// worker's running tasks may have put and not flushed yet, are kept.
+    pub fn reload_connectors(
+        &self,
+        bootstrap: &str,
+        topic: &str,
+        connectors: &[String],
+    ) -> Result<()> {
+        let mut loaded = load_topic(bootstrap, topic)?;
+        let mut offsets = self.offsets.lock().unwrap();
+        let mut dirty = self.dirty.lock().unwrap();
+        for c in connectors {
+            match loaded.remove(c) {
+                Some(m) => offsets.insert(c.clone(), m),
+                None => offsets.remove(c),
+            };
+            dirty.retain(|(d, _)| d != c);
+        }
+        Ok(())
+    }
+
     /// Whether the offsets are kept in a topic (distributed mode), where a failed write may be retried.
     pub fn is_topic(&self) -> bool {
         matches!(self.backend, Backend::Topic(_))

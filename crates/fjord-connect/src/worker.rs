@@ -21,7 +21,7 @@ use crate::offsets::OffsetStore;
 use crate::plugins::{self, Plugin};
 
 /// Connect's 409 while its group rebalances (kcctl and UIs know it); here also while the worker stands by.
-pub const REBALANCE: &str = "Request cannot be completed because a rebalance is expected: this worker stands by while another worker of its group runs the connectors (Fjord runs all of a group's connectors on one worker for now); send the request to that worker, or retry after the rebalance";
+pub const REBALANCE: &str = "Request cannot be completed because a rebalance is expected: this worker is not its group's leader and knows no leader to forward the request to yet (the group is rebalancing); retry after the rebalance";
 
 /// How long a stopping task may take to finish its batch and commit (Connect's
 /// `task.shutdown.graceful.timeout.ms` default) before it is aborted.
@@ -117,6 +117,11 @@ pub struct Worker {
     settled: AtomicBool,
     /// How a standby finds the active worker to forward REST requests to.
     active_lookup: StdMutex<Option<Arc<crate::lease::ActiveLookup>>>,
+    /// Connect's group protocol (`group.rs`): what the last rebalance said. None in standalone mode and with the
+    /// lease; then every connector of the map runs here.
+    group: StdMutex<Option<crate::group::GroupView>>,
+    /// The group membership, left at shutdown.
+    membership: StdMutex<Option<crate::group::Membership>>,
 }
 
 impl Worker {
@@ -138,6 +143,8 @@ impl Worker {
             lease: StdMutex::new(None),
             settled: AtomicBool::new(false),
             active_lookup: StdMutex::new(None),
+            group: StdMutex::new(None),
+            membership: StdMutex::new(None),
         }
     }
 
@@ -165,8 +172,12 @@ impl Worker {
         *self.active_lookup.lock().unwrap() = Some(Arc::new(lookup));
     }
 
-    /// The REST address of the group's active worker (not this one), for a standby to forward to.
+    /// The REST address of the group's active worker (the leader, with Connect's group protocol; not this
+    /// one), for a standby to forward to.
     pub async fn active_worker(&self) -> Option<String> {
+        if let Some(g) = self.group.lock().unwrap().as_ref() {
+            return g.leader.clone().filter(|l| *l != self.worker_id);
+        }
         let lookup = self.active_lookup.lock().unwrap().clone()?;
         let me = self.worker_id.clone();
         tokio::task::spawn_blocking(move || lookup.active())
@@ -178,6 +189,149 @@ impl Worker {
 
     pub fn set_lease(&self, lease: crate::lease::Lease) {
         *self.lease.lock().unwrap() = Some(lease);
+    }
+
+    /// Starts in Connect's group protocol: nothing runs until the first rebalance assigns it.
+    pub fn in_group(self) -> Worker {
+        *self.group.lock().unwrap() = Some(crate::group::GroupView::default());
+        self.standing_by()
+    }
+
+    pub fn set_membership(&self, m: crate::group::Membership) {
+        *self.membership.lock().unwrap() = Some(m);
+    }
+
+    /// Whether this worker runs `connector` (always, unless the group assigned it elsewhere).
+    fn runs_here(&self, connector: &str) -> bool {
+        match self.group.lock().unwrap().as_ref() {
+            None => true,
+            Some(g) => g.mine.contains(connector),
+        }
+    }
+
+    /// The leader's knowledge of where another worker runs `connector` (its REST address), for the requests
+    /// that only the worker running it can answer (statuses, offsets, restarts).
+    pub fn remote_owner(&self, connector: &str) -> Option<String> {
+        let g = self.group.lock().unwrap();
+        let g = g.as_ref()?;
+        if !g.is_leader || g.mine.contains(connector) {
+            return None;
+        }
+        g.owners
+            .get(connector)
+            .filter(|o| **o != self.worker_id)
+            .cloned()
+    }
+
+    /// The leader, after a connector change: a rebalance makes every worker read the config topic again, and
+    /// assigns new connectors.
+    fn request_rebalance(&self) {
+        if let Some(m) = self.membership.lock().unwrap().as_ref() {
+            m.request_rebalance();
+        }
+    }
+
+    /// Connect's group revoked these connectors: their tasks stop (each commits what it sent) before the
+    /// worker rejoins, so that the next worker starts where they ended.
+    pub async fn group_revoke(&self, names: &[String]) {
+        let mut connectors = self.connectors.lock().await;
+        if let Some(g) = self.group.lock().unwrap().as_mut() {
+            for n in names {
+                g.mine.remove(n);
+            }
+        }
+        let runs = names
+            .iter()
+            .filter_map(|n| {
+                let c = connectors.get_mut(n)?;
+                *c.status.lock().unwrap() = TaskStatus {
+                    state: "UNASSIGNED",
+                    trace: None,
+                };
+                c.task.take().map(|run| (n.clone(), run))
+            })
+            .collect();
+        stop_tasks(runs).await;
+    }
+
+    /// The membership expired: everything stops (another worker may run it by now) and no leader is known
+    /// until the next rebalance.
+    pub async fn group_lost(&self) {
+        let mut connectors = self.connectors.lock().await;
+        if let Some(g) = self.group.lock().unwrap().as_mut() {
+            *g = crate::group::GroupView::default();
+        }
+        self.active.store(false, Ordering::SeqCst);
+        let runs = connectors
+            .iter_mut()
+            .filter_map(|(name, c)| c.task.take().map(|run| (name.clone(), run)))
+            .collect();
+        stop_tasks(runs).await;
+    }
+
+    /// A completed rebalance: the worker knows every connector of the config topic (`stored`, for the REST
+    /// API when it leads) and runs those `view.mine` holds, with their stored configs and target states (a
+    /// connector whose config or state changed restarts; one that did not keeps running untouched).
+    pub async fn group_assign(
+        &self,
+        stored: BTreeMap<String, crate::distributed::StoredConnector>,
+        view: crate::group::GroupView,
+    ) {
+        let mut connectors = self.connectors.lock().await;
+        self.active.store(view.is_leader, Ordering::SeqCst);
+        *self.group.lock().unwrap() = Some(view);
+        let gone: Vec<String> = connectors
+            .keys()
+            .filter(|k| !stored.contains_key(*k))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(mut c) = connectors.remove(&name) {
+                if let Some(run) = c.task.take() {
+                    stop_task(&name, run).await;
+                }
+            }
+        }
+        for (name, s) in stored {
+            let mut config = s.config;
+            config.insert("name".into(), name.clone());
+            let plugin = match Self::check_config(&config) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(connector = %name, "the stored connector cannot run: {e}");
+                    continue;
+                }
+            };
+            match connectors.get_mut(&name) {
+                Some(c) if c.config == config && c.target == s.target => {
+                    self.apply_target(&name, c).await;
+                }
+                Some(c) => {
+                    if let Some(run) = c.task.take() {
+                        stop_task(&name, run).await;
+                    }
+                    c.config = config;
+                    c.plugin = plugin;
+                    c.target = s.target;
+                    self.apply_target(&name, c).await;
+                }
+                None => {
+                    let mut c = Connector {
+                        config,
+                        plugin,
+                        target: s.target,
+                        task: None,
+                        status: Arc::new(StdMutex::new(TaskStatus {
+                            state: "UNASSIGNED",
+                            trace: None,
+                        })),
+                    };
+                    self.apply_target(&name, &mut c).await;
+                    connectors.insert(name, c);
+                }
+            }
+        }
+        self.mark_settled();
     }
 
     /// Becomes the active worker of its group (if `owned` still says it is) and runs the stored connectors.
@@ -256,7 +410,9 @@ impl Worker {
             Error::Internal(format!(
                 "the change to connector {name} could not be written to the config topic: {e}. This worker did not apply it, but part of it may have been written (a worker taking over could see it); check the Kafka cluster, then retry the request"
             ))
-        })
+        })?;
+        self.request_rebalance();
+        Ok(())
     }
 
     /// Checks a connector configuration: a known `connector.class` and no validation error. The 400 names
@@ -658,6 +814,13 @@ impl Worker {
     /// Stops every task (each finishes its batch and commits), for a clean shutdown; a distributed worker then
     /// leaves its group, so that a standby takes over at once.
     pub async fn shutdown(&self) {
+        let membership = self.membership.lock().unwrap().take();
+        if let Some(m) = membership {
+            // Every task commits what it sent before the group hears this worker left.
+            self.group_lost().await;
+            m.stop().await;
+            return;
+        }
         let lease = self.lease.lock().unwrap().take();
         if let Some(lease) = lease {
             lease.stop(self).await;
@@ -674,6 +837,17 @@ impl Worker {
     /// Makes the task match the target state: runs it when RUNNING (unless it runs already), stops it
     /// otherwise.
     async fn apply_target(&self, name: &str, c: &mut Connector) {
+        if !self.runs_here(name) {
+            // Another worker of the group runs it (or nobody yet): nothing runs here, nothing is reported.
+            if let Some(run) = c.task.take() {
+                stop_task(name, run).await;
+            }
+            *c.status.lock().unwrap() = TaskStatus {
+                state: "UNASSIGNED",
+                trace: None,
+            };
+            return;
+        }
         if let Some(s) = &self.status_log {
             let state = match c.target {
                 TargetState::Running => "RUNNING",

@@ -1238,3 +1238,152 @@ fn a_sigterm_of_the_active_distributed_worker_hands_over_without_duplicates() {
         "{status}"
     );
 }
+
+/// The worker (REST address) each connector's task runs on, as `GET /connectors/{name}/status` through `via`
+/// reports it; None while a task is not RUNNING.
+fn task_workers(via: &str, names: &[String]) -> Option<BTreeMap<String, String>> {
+    names
+        .iter()
+        .map(|n| {
+            let (s, v) = http(via, "GET", &format!("/connectors/{n}/status"), None);
+            let t = &v["tasks"][0];
+            (s == 200 && t["state"] == "RUNNING")
+                .then(|| (n.clone(), t["worker_id"].as_str().unwrap_or("").to_string()))
+        })
+        .collect()
+}
+
+/// Whether the worker's log says its last rebalance made it the group's leader.
+fn leads(w: &WorkerProc) -> Option<bool> {
+    let log = w.log();
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("rebalance complete"))?;
+    Some(line.contains("leader=true"))
+}
+
+/// Connect's own group protocol with two workers of one `group.id`: the group's protocol type is `connect`;
+/// connectors created on the first worker move in part to the second when it joins (incremental cooperative
+/// rebalancing: each ends with its share); a connector created through the follower is written by the leader;
+/// statuses asked of either worker name the worker that runs each task; kill -9 of the follower moves its
+/// connectors to the survivor after the session timeout and `scheduled.rebalance.max.delay.ms`, and every line
+/// of every file reaches the topic (at-least-once: duplicates are counted, not refused).
+#[test]
+fn connects_group_protocol_spreads_connectors_and_moves_them_when_a_worker_dies() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    ok(&fjord(
+        &broker.bootstrap,
+        &["topics", "create", "spread", "--partitions", "1"],
+        None,
+    ));
+    let props = dir.path().join("worker.properties");
+    write_file(
+        &props,
+        &format!(
+            "bootstrap.servers={}\nlisteners=http://127.0.0.1:0\ngroup.id=spread\n\
+             config.storage.topic=spread-configs\noffset.storage.topic=spread-offsets\n\
+             status.storage.topic=spread-status\noffset.storage.partitions=3\n\
+             offset.flush.interval.ms=100\nsession.timeout.ms=6000\nheartbeat.interval.ms=500\n\
+             scheduled.rebalance.max.delay.ms=3000\n\
+             value.converter=org.apache.kafka.connect.storage.StringConverter\n",
+            broker.bootstrap
+        ),
+    );
+    let w1 = WorkerProc::start_mode("distributed", &[&props], &dir.path().join("w1.log"));
+    let names: Vec<String> = (0..5).map(|i| format!("src-{i}")).collect();
+    let file = |i: usize| dir.path().join(format!("in-{i}.txt"));
+    let lines = |i: usize, from: usize, to: usize| -> Vec<String> {
+        (from..to).map(|n| format!("{i}-line-{n}")).collect()
+    };
+    let create = |via: &str, i: usize| {
+        write_file(&file(i), &(lines(i, 0, 50).join("\n") + "\n"));
+        let config = json!({"name": names[i], "config": {"connector.class": "FileStreamSource",
+            "file": file(i).display().to_string(), "topic": "spread"}});
+        let (s, v) = http(via, "POST", "/connectors", Some(&config.to_string()));
+        assert_eq!(s, 201, "{v}");
+    };
+    for i in 0..4 {
+        create(&w1.rest, i);
+    }
+    let on =
+        |m: &BTreeMap<String, String>, w: &WorkerProc| m.values().filter(|v| **v == w.rest).count();
+    wait_for(Duration::from_secs(60), "four tasks on w1", || {
+        task_workers(&w1.rest, &names[..4]).filter(|m| on(m, &w1) == 4)
+    });
+    let mut w2 = WorkerProc::start_mode("distributed", &[&props], &dir.path().join("w2.log"));
+    // w2 gets its share; statuses asked of w2 (forwarded to the leader, which asks the worker running the task).
+    wait_for(Duration::from_secs(60), "two tasks on each worker", || {
+        task_workers(&w2.rest, &names[..4]).filter(|m| on(m, &w1) == 2 && on(m, &w2) == 2)
+    });
+    assert_eq!(leads(&w1), Some(true), "w1 joined first and leads");
+    assert_eq!(leads(&w2), Some(false));
+    // A write sent to the follower reaches the leader, which writes it and assigns the connector.
+    create(&w2.rest, 4);
+    assert_eq!(http(&w1.rest, "GET", "/connectors", None).1, json!(names));
+    let spread = wait_for(
+        Duration::from_secs(60),
+        "five running tasks, spread",
+        || {
+            task_workers(&w1.rest, &names)
+                .filter(|m| on(m, &w1) + on(m, &w2) == 5 && on(m, &w2) >= 2)
+        },
+    );
+    let described: Value = serde_json::from_str(&ok(&fjord(
+        &broker.bootstrap,
+        &["groups", "describe", "spread", "--output", "json"],
+        None,
+    )))
+    .unwrap();
+    assert_eq!(
+        (&described["protocol_type"], &described["protocol"]),
+        (&json!("connect"), &json!("sessioned")),
+        "{described}"
+    );
+    assert_eq!(
+        described["members"].as_array().map(Vec::len),
+        Some(2),
+        "{described}"
+    );
+    for i in 0..5 {
+        append(&file(i), &(lines(i, 50, 100).join("\n") + "\n"));
+    }
+    wait_for(
+        Duration::from_secs(60),
+        "the first 100 lines of each file",
+        || (consume_all(&broker.bootstrap, "spread").len() >= 500).then_some(()),
+    );
+    let moved: Vec<&String> = spread
+        .iter()
+        .filter(|(_, w)| **w == w2.rest)
+        .map(|(n, _)| n)
+        .collect();
+    w2.kill9();
+    let killed = std::time::Instant::now();
+    for i in 0..5 {
+        append(&file(i), &(lines(i, 100, 150).join("\n") + "\n"));
+    }
+    // Within the session timeout (6 s) and the delay (3 s), plus a margin for a loaded machine.
+    wait_for(Duration::from_secs(40), "every task running on w1", || {
+        task_workers(&w1.rest, &names).filter(|m| on(m, &w1) == 5)
+    });
+    let took = killed.elapsed();
+    assert!(
+        took >= Duration::from_secs(3),
+        "moved before the session expired: {took:?}"
+    );
+    let expected: Vec<String> = (0..5).flat_map(|i| lines(i, 0, 150)).collect();
+    let seen = wait_for(Duration::from_secs(60), "every line of every file", || {
+        let seen = consume_all(&broker.bootstrap, "spread");
+        tally(&seen, &expected).0.is_empty().then_some(seen)
+    });
+    eprintln!(
+        "moved {moved:?} in {took:?}; {} duplicate deliveries (at-least-once after kill -9)",
+        tally(&seen, &expected).1
+    );
+    assert!(
+        seen.iter().all(|l| expected.contains(l)),
+        "unexpected lines"
+    );
+}
