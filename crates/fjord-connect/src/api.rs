@@ -26,7 +26,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const CONNECT_VERSION: &str = "4.1.0";
 
 type W = State<Arc<Worker>>;
-type Body = std::result::Result<Bytes, BytesRejection>;
+pub(crate) type Body = std::result::Result<Bytes, BytesRejection>;
 
 pub fn router(worker: Arc<Worker>) -> Router {
     Router::new()
@@ -53,6 +53,12 @@ pub fn router(worker: Arc<Worker>) -> Router {
         .route("/connector-plugins", get(list_plugins))
         .route("/connector-plugins/{plugin}/config", get(plugin_config))
         .route("/connector-plugins/{plugin}/config/validate", put(validate))
+        .route("/admin/loggers", get(crate::admin_logging::list_loggers))
+        .route(
+            "/admin/loggers/{name}",
+            get(crate::admin_logging::get_logger).put(crate::admin_logging::put_logger),
+        )
+        .route("/admin/logs", get(crate::admin_logging::logs))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -215,7 +221,7 @@ fn reply(status: StatusCode, body: Value) -> Response {
         .into_response()
 }
 
-fn ok(body: Value) -> Response {
+pub(crate) fn ok(body: Value) -> Response {
     reply(StatusCode::OK, body)
 }
 
@@ -232,7 +238,7 @@ async fn method_not_allowed() -> Response {
 }
 
 /// The request body as JSON; a missing, oversized or malformed body is a 400 saying so.
-fn json_body(body: Body) -> Result<Value> {
+pub(crate) fn json_body(body: Body) -> Result<Value> {
     let bytes =
         body.map_err(|e| Error::BadRequest(format!("cannot read the request body: {e}")))?;
     if bytes.is_empty() {
@@ -243,7 +249,7 @@ fn json_body(body: Body) -> Result<Value> {
 }
 
 /// Query parameters, repeated keys kept (`?expand=status&expand=info`).
-fn query_params(q: &Option<String>) -> Vec<(String, String)> {
+pub(crate) fn query_params(q: &Option<String>) -> Vec<(String, String)> {
     q.as_deref()
         .unwrap_or("")
         .split('&')

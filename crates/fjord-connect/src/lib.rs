@@ -13,6 +13,7 @@
 //! sink and source (`pg_sink`, `pg_source`) and Connect's error handling with dead-letter topics and automatic task
 //! restarts (`error_handling`) are here.
 
+pub mod admin_logging;
 pub mod api;
 pub mod config;
 pub mod converter;

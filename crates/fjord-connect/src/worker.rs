@@ -913,7 +913,10 @@ impl Worker {
         let plugin = c.plugin;
         let name = name.to_string();
         let restart = crate::error_handling::RestartPolicy::from_config(&ctx.config);
-        let handle = tokio::spawn(async move {
+        // Every line the task logs carries its connector (what `/admin/logs?connector=` and
+        // `fjord connect logs NAME` select by).
+        let span = tracing::info_span!("task", connector = %name, task = 0);
+        let task = async move {
             let mut attempt = 0;
             loop {
                 let started = tokio::time::Instant::now();
@@ -974,7 +977,8 @@ impl Worker {
                     s.report(&name, Some(0), "RUNNING", None);
                 }
             }
-        });
+        };
+        let handle = tokio::spawn(tracing::Instrument::instrument(task, span));
         TaskRun { stop, handle }
     }
 }

@@ -113,6 +113,36 @@ pub enum ConnectCmd {
         #[command(flatten)]
         rest: crate::connect_rest::RestArgs,
     },
+    /// Show the worker's recent log lines (the last 5,000 are kept), all or one connector's; --follow keeps
+    /// printing new ones until Ctrl-C (the seed's `confluent log connect`).
+    ///
+    /// Example: fjord connect logs catalog-source --follow
+    #[command(verbatim_doc_comment)]
+    Logs {
+        /// Only the lines of this connector (its tasks' lines and lines about it).
+        name: Option<String>,
+        /// Keep printing new lines as they are logged.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// How many of the last lines to print first.
+        #[arg(short = 'n', long, default_value_t = 100, value_name = "N")]
+        lines: u64,
+        #[command(flatten)]
+        rest: crate::connect_rest::RestArgs,
+    },
+    /// Show or change the worker's log levels (Connect's /admin/loggers): no argument lists the loggers with a
+    /// level of their own; LOGGER shows the level that applies to it; LOGGER LEVEL sets it (TRACE, DEBUG, INFO,
+    /// WARN, ERROR, OFF) for it and every logger under it, on this worker until it restarts. `root` is the
+    /// level of everything else; loggers are module paths such as fjord_connect::pg_sink.
+    ///
+    /// Example: fjord connect loggers fjord_connect debug
+    #[command(verbatim_doc_comment)]
+    Loggers {
+        logger: Option<String>,
+        level: Option<String>,
+        #[command(flatten)]
+        rest: crate::connect_rest::RestArgs,
+    },
 }
 
 pub async fn run(cmd: ConnectCmd) -> Result<(), CliError> {
@@ -139,6 +169,17 @@ pub async fn run(cmd: ConnectCmd) -> Result<(), CliError> {
         } => crate::connect_rest::restart(&rest, &name, include_tasks, only_failed).await,
         ConnectCmd::Delete { name, rest } => crate::connect_rest::delete(&rest, &name).await,
         ConnectCmd::Offsets { name, rest } => crate::connect_rest::offsets(&rest, &name).await,
+        ConnectCmd::Logs {
+            name,
+            follow,
+            lines,
+            rest,
+        } => crate::connect_rest::logs(&rest, name.as_deref(), lines, follow).await,
+        ConnectCmd::Loggers {
+            logger,
+            level,
+            rest,
+        } => crate::connect_rest::loggers(&rest, logger.as_deref(), level.as_deref()).await,
     }
 }
 

@@ -295,6 +295,91 @@ pub async fn delete(rest: &RestArgs, name: &str) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `fjord connect logs [NAME] [--follow]`: the worker's recent log lines (all, or those of one connector), as
+/// `confluent local services connect log`; `--follow` keeps printing new ones, polling once a second, until
+/// Ctrl-C. The lines are the worker's own: in a distributed group, a connector's lines are on the worker that
+/// runs it.
+pub async fn logs(
+    rest: &RestArgs,
+    name: Option<&str>,
+    lines: u64,
+    follow: bool,
+) -> Result<(), CliError> {
+    use std::io::Write;
+    if let Some(n) = name {
+        // A typo gets the worker's "Connector x not found", not an empty log.
+        call(rest, "GET", &format!("/connectors/{}", segment(n)), None).await?;
+    }
+    let filter = name
+        .map(|n| format!("&connector={}", segment(n)))
+        .unwrap_or_default();
+    let mut path = format!("/admin/logs?lines={lines}{filter}");
+    loop {
+        let v = call(rest, "GET", &path, None).await?;
+        let mut out = std::io::stdout().lock();
+        for l in v["lines"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            if let Some(text) = l["line"].as_str() {
+                writeln!(out, "{text}").map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
+            }
+        }
+        out.flush()
+            .map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
+        if !follow {
+            return Ok(());
+        }
+        let next = v["next"].as_u64().unwrap_or(0);
+        path = format!("/admin/logs?after={next}&lines=10000{filter}");
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+/// `fjord connect loggers [LOGGER [LEVEL]]`: Connect's `/admin/loggers`: every logger with a level of its own,
+/// one logger's level, or set one (this worker only; until it restarts).
+pub async fn loggers(
+    rest: &RestArgs,
+    logger: Option<&str>,
+    level: Option<&str>,
+) -> Result<(), CliError> {
+    match (logger, level) {
+        (None, _) => {
+            let v = call(rest, "GET", "/admin/loggers", None).await?;
+            for (name, l) in v.as_object().into_iter().flatten() {
+                println!("{name} {}", l["level"].as_str().unwrap_or("?"));
+            }
+        }
+        (Some(logger), None) => {
+            let v = call(
+                rest,
+                "GET",
+                &format!("/admin/loggers/{}", segment(logger)),
+                None,
+            )
+            .await?;
+            println!("{logger} {}", v["level"].as_str().unwrap_or("?"));
+        }
+        (Some(logger), Some(level)) => {
+            let v = call(
+                rest,
+                "PUT",
+                &format!("/admin/loggers/{}", segment(logger)),
+                Some(json!({ "level": level })),
+            )
+            .await?;
+            let changed: Vec<&str> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            println!("{level} now applies to {}", changed.join(", "));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

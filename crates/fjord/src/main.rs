@@ -18,6 +18,7 @@ mod consume;
 mod formats;
 mod groups;
 mod local_cluster;
+mod logging;
 mod ops;
 mod produce;
 #[cfg(feature = "registry")]
@@ -329,14 +330,14 @@ fn main() -> ExitCode {
         Cmd::SqlServer { .. } => "info",
         _ => "warn,rdkafka=off",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FJORD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    let logging = logging::init(
+        default_filter,
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    );
+    #[cfg(feature = "connect")]
+    fjord_connect::admin_logging::install(logging);
+    #[cfg(not(feature = "connect"))]
+    drop(logging);
     let result: Result<(), CliError> = match cli.command {
         Cmd::Start {
             data_dir,

@@ -1387,3 +1387,205 @@ fn connects_group_protocol_spreads_connectors_and_moves_them_when_a_worker_dies(
         "unexpected lines"
     );
 }
+
+/// `fjord connect logs NAME` prints the lines of that connector's tasks only (from `/admin/logs`), `--follow`
+/// keeps printing new ones; `/admin/loggers` (KIP-495) lists and sets levels that take effect at once: with the
+/// file source's logger OFF its "starting" line is not logged, back at INFO it is.
+#[test]
+fn connect_logs_show_a_connectors_lines_and_admin_loggers_change_levels_at_run_time() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    for t in ["la", "lb"] {
+        ok(&fjord(
+            &broker.bootstrap,
+            &["topics", "create", t, "--partitions", "1"],
+            None,
+        ));
+    }
+    let worker = worker_properties(dir.path(), &broker.bootstrap, "");
+    let w = WorkerProc::start(&[&worker], &dir.path().join("worker.log"));
+    let r = &w.rest;
+    for (name, topic) in [("src-a", "la"), ("src-b", "lb")] {
+        let file = dir.path().join(format!("{name}.txt"));
+        write_file(&file, "x\n");
+        let config = json!({"name": name, "config": {"connector.class": "FileStreamSource",
+            "file": file.display().to_string(), "topic": topic}});
+        assert_eq!(
+            http(r, "POST", "/connectors", Some(&config.to_string())).0,
+            201
+        );
+    }
+    let url = format!("http://{r}");
+    let logs = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["connect", "logs", "--url", &url];
+        a.extend_from_slice(args);
+        let out = fjord(&broker.bootstrap, &a, None);
+        ok(&out);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let a_lines = wait_for(Duration::from_secs(30), "src-a's start in its log", || {
+        let l = logs(&["src-a"]);
+        l.iter()
+            .any(|l| l.contains("file source starting"))
+            .then_some(l)
+    });
+    assert!(
+        a_lines.iter().all(|l| l.contains("connector=src-a")),
+        "{a_lines:#?}"
+    );
+    let all = logs(&["--lines", "5000"]);
+    assert!(
+        all.iter().any(|l| l.contains("connector=src-b")) && all.len() > a_lines.len(),
+        "{all:#?}"
+    );
+    // A connector that does not exist is an error, not an empty log.
+    let out = fjord(
+        &broker.bootstrap,
+        &["connect", "logs", "nosuch", "--url", &url],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nosuch not found"));
+
+    // /admin/loggers: root as the worker started (FJORD_LOG=info), then a level set for a module.
+    let (s, v) = http(r, "GET", "/admin/loggers", None);
+    assert_eq!(s, 200);
+    assert_eq!(v["root"]["level"], "INFO", "{v}");
+    let source = "fjord_connect::file_source";
+    let (s, v) = http(
+        r,
+        "PUT",
+        &format!("/admin/loggers/{source}"),
+        Some(r#"{"level":"off"}"#),
+    );
+    assert_eq!((s, v.clone()), (200, json!([source])));
+    let v = http(r, "GET", &format!("/admin/loggers/{source}"), None).1;
+    assert_eq!(v["level"], "OFF");
+    assert!(v["last_modified"].as_i64().unwrap() > 0, "{v}");
+    assert_eq!(
+        http(r, "GET", "/admin/loggers/fjord_broker", None).1["level"],
+        "INFO"
+    );
+    for (body, want) in [
+        (r#"{"level":"loud"}"#, "invalid log level"),
+        (r#"{}"#, "'level' parameter was not specified"),
+        ("not json", "JSON"),
+    ] {
+        let (s, v) = http_any(r, "PUT", "/admin/loggers/fjord_connect", Some(body));
+        assert_eq!(s, 400, "{body}: {v}");
+        assert!(v["message"].as_str().unwrap().contains(want), "{body}: {v}");
+    }
+    let (s, v) = http_any(r, "PUT", "/admin/loggers/a=b", Some(r#"{"level":"info"}"#));
+    assert_eq!(s, 400, "{v}");
+
+    // Restarting src-a with its logger OFF logs no "starting" line; src-b's restart under INFO for its own
+    // connector's lines shows the filter is per logger, not everything off.
+    let starts = |name: &str| {
+        logs(&[name, "--lines", "5000"])
+            .iter()
+            .filter(|l| l.contains("file source starting"))
+            .count()
+    };
+    let before = starts("src-a");
+    assert_eq!(
+        http(
+            r,
+            "POST",
+            "/connectors/src-a/restart?includeTasks=true",
+            None
+        )
+        .0 / 100,
+        2
+    );
+    let marker = dir.path().join("src-a.txt");
+    append(&marker, "y\n");
+    wait_for(Duration::from_secs(30), "src-a running again", || {
+        let v = http(r, "GET", "/connectors/src-a/status", None).1;
+        (v["tasks"][0]["state"] == "RUNNING").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        starts("src-a"),
+        before,
+        "a line of an OFF logger was logged"
+    );
+
+    // A parent's level replaces its children's: fjord_connect at INFO brings the file source back.
+    let (s, v) = http(
+        r,
+        "PUT",
+        "/admin/loggers/fjord_connect",
+        Some(r#"{"level":"INFO"}"#),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(v, json!(["fjord_connect", source]));
+    assert_eq!(
+        http(r, "GET", &format!("/admin/loggers/{source}"), None).1["level"],
+        "INFO"
+    );
+    assert_eq!(
+        http(
+            r,
+            "POST",
+            "/connectors/src-a/restart?includeTasks=true",
+            None
+        )
+        .0 / 100,
+        2
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "src-a's start logged again",
+        || (starts("src-a") > before).then_some(()),
+    );
+
+    // --follow prints lines logged after it started.
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_fjord"))
+        .args([
+            "connect", "logs", "src-b", "--follow", "--lines", "0", "--url", &url,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        http(
+            r,
+            "POST",
+            "/connectors/src-b/restart?includeTasks=true",
+            None
+        )
+        .0 / 100,
+        2
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("file source starting"))
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => seen.push(l),
+            Err(_) => break,
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(
+        seen.iter().any(|l| l.contains("file source starting"))
+            && seen.iter().all(|l| l.contains("connector=src-b")),
+        "{seen:#?}"
+    );
+}
