@@ -11,8 +11,6 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;

@@ -993,6 +993,8 @@ fn postgres_sink_applies_transforms_and_insert_mode_dead_letters_duplicate_keys(
         "topics": "raw-things",
         "connection.url": pg.url(),
         "connection.user": "fjord",
+        "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+        "errors.log.enable": "true",
         "insert.mode": "insert",
         "pk.mode": "record_value",
         "pk.fields": "id",
