@@ -122,13 +122,12 @@ pub struct Record {
     pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
+/// A record's key and value as bytes (None: null).
+pub type Encoded = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 impl Record {
     /// A source record's key and value bytes through the converters (None: null), as a producer sends them.
-    pub fn encode(
-        &self,
-        key: &Converter,
-        value: &Converter,
-    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), String> {
+    pub fn encode(&self, key: &Converter, value: &Converter) -> Result<Encoded, String> {
         Ok((
             self.key
                 .encode(key)
