@@ -1616,6 +1616,14 @@ mod tests {
         )
     }
 
+    /// A row's columns: name, type, value.
+    fn columns(r: &Row) -> Vec<(&str, ColType, Option<&str>)> {
+        r.cols
+            .iter()
+            .map(|c| (c.name.as_str(), c.ty, c.value.as_deref()))
+            .collect()
+    }
+
     #[test]
     fn records_become_rows_with_confluents_types() {
         let c = PgConfig::from_config(&cfg(&[
@@ -1636,11 +1644,7 @@ mod tests {
             .unwrap();
         assert_eq!(r.table, "kafka_orders");
         assert_eq!(r.pk, 1);
-        let got: Vec<(&str, ColType, Option<&str>)> = r
-            .cols
-            .iter()
-            .map(|c| (c.name.as_str(), c.ty, c.value.as_deref()))
-            .collect();
+        let got = columns(&r);
         assert_eq!(
             got,
             [
@@ -1832,11 +1836,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(r.table, "orders");
-        let got: Vec<(&str, ColType, Option<&str>)> = r
-            .cols
-            .iter()
-            .map(|c| (c.name.as_str(), c.ty, c.value.as_deref()))
-            .collect();
+        let got = columns(&r);
         assert_eq!(
             got,
             [
