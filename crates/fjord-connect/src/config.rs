@@ -186,6 +186,17 @@ pub const CONSUMER_OVERRIDES: &[&str] = &[
     "client.rack",
 ];
 
+/// A connector's own client settings (Connect's KIP-458 `producer.override.*` for the producers of a source task
+/// and of a sink's dead-letter topic, `consumer.override.*` for a sink task's consumer), applied after the worker's
+/// `producer.*`/`consumer.*`; the same keys as those are passed on.
+pub fn connector_overrides(config: &ConfigMap, producer: bool) -> Vec<(String, String)> {
+    if producer {
+        overrides(config, "producer.override.", PRODUCER_OVERRIDES)
+    } else {
+        overrides(config, "consumer.override.", CONSUMER_OVERRIDES)
+    }
+}
+
 /// The `prefix` properties of `props` that `allowed` names, warning about the others.
 fn overrides(props: &ConfigMap, prefix: &str, allowed: &[&str]) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -193,7 +204,7 @@ fn overrides(props: &ConfigMap, prefix: &str, allowed: &[&str]) -> Vec<(String, 
         let Some(name) = k.strip_prefix(prefix) else {
             continue;
         };
-        if prefix == "producer." && name == "max.request.size" {
+        if prefix.starts_with("producer.") && name == "max.request.size" {
             // Kafka's producer limit on a record's size is librdkafka's message.max.bytes.
             out.push(("message.max.bytes".to_string(), v.trim().to_string()));
         } else if allowed.contains(&name) {

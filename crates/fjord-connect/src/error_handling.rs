@@ -11,8 +11,6 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -197,47 +195,6 @@ impl ErrorConfig {
                 1,
             )? as u64),
         })
-    }
-
-    /// Runs `op` until it succeeds, fails for good (`Err((false, e))`), or retriable failures
-    /// (`Err((true, e))`) have gone on for `errors.retry.timeout`; the delay doubles from 300 ms up to
-    /// `errors.retry.delay.max.ms`. `stop` is checked between attempts (true: give up with the last error).
-    pub async fn retry<T, F, Fut>(
-        &self,
-        what: &str,
-        mut stop: impl FnMut() -> bool,
-        mut op: F,
-    ) -> Result<T, String>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, (bool, String)>>,
-    {
-        let started = Instant::now();
-        let mut delay = Duration::from_millis(300);
-        let mut attempt = 1u32;
-        loop {
-            match op().await {
-                Ok(v) => return Ok(v),
-                Err((false, e)) => return Err(e),
-                Err((true, e)) => {
-                    let left = self
-                        .retry_timeout
-                        .map(|t| t.saturating_sub(started.elapsed()));
-                    if left.is_some_and(|l| l.is_zero()) || stop() {
-                        return Err(if self.retry_timeout == Some(Duration::ZERO) {
-                            format!("{e} (a retriable failure; errors.retry.timeout is 0, so it was not retried: set errors.retry.timeout, in ms or -1 for ever, to ride out outages)")
-                        } else {
-                            format!("{e} (still failing after {attempt} attempts over {:?}, errors.retry.timeout)", started.elapsed())
-                        });
-                    }
-                    let wait = left.map_or(delay, |l| l.min(delay));
-                    tracing::warn!("{what} failed (attempt {attempt}, retrying in {wait:?}): {e}");
-                    tokio::time::sleep(wait).await;
-                    delay = (delay * 2).min(self.retry_delay_max);
-                    attempt += 1;
-                }
-            }
-        }
     }
 }
 
@@ -508,63 +465,5 @@ mod tests {
             RestartPolicy::from_config(&cfg(&[("task.restart.max.attempts", "0")])).delay(1),
             None
         );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn retries_stop_at_the_timeout_and_never_retry_a_permanent_failure() {
-        let c = ErrorConfig::from_config(&cfg(&[
-            ("errors.retry.timeout", "2000"),
-            ("errors.retry.delay.max.ms", "500"),
-        ]))
-        .unwrap();
-        let mut n = 0;
-        let started = tokio::time::Instant::now();
-        let r: Result<(), String> = c
-            .retry(
-                "op",
-                || false,
-                || {
-                    n += 1;
-                    async { Err((true, "down".to_string())) }
-                },
-            )
-            .await;
-        assert!(r.unwrap_err().contains("still failing"));
-        assert!(
-            started.elapsed() >= Duration::from_millis(2000)
-                && started.elapsed() < Duration::from_millis(2600)
-        );
-        assert!(n >= 4, "{n}");
-        let mut m = 0;
-        let r: Result<(), String> = c
-            .retry(
-                "op",
-                || false,
-                || {
-                    m += 1;
-                    async { Err((false, "bad".to_string())) }
-                },
-            )
-            .await;
-        assert_eq!((r.unwrap_err(), m), ("bad".to_string(), 1));
-        let mut k = 0;
-        let r = c
-            .retry(
-                "op",
-                || false,
-                || {
-                    k += 1;
-                    let k = k;
-                    async move {
-                        if k < 3 {
-                            Err((true, "down".to_string()))
-                        } else {
-                            Ok(k)
-                        }
-                    }
-                },
-            )
-            .await;
-        assert_eq!(r, Ok(3));
     }
 }

@@ -378,14 +378,7 @@ async fn send_batch(
                 Err(e) => return Err(format!("{e}; the line ending at byte {end} and those after it were not sent (fix the transform config, then restart the task)")),
             }
         };
-        let key = record
-            .key
-            .encode(&ctx.key_converter)
-            .map_err(|e| format!("key.converter failed: {e}"))?;
-        let value = record
-            .value
-            .encode(&ctx.value_converter)
-            .map_err(|e| format!("value.converter failed: {e}"))?;
+        let (key, value) = record.encode(&ctx.key_converter, &ctx.value_converter)?;
         let record_headers_empty = record.headers.is_empty();
         let mut headers = rdkafka::message::OwnedHeaders::new();
         for (k, v) in &record.headers {
@@ -512,6 +505,7 @@ mod tests {
             offsets,
             offset_flush_interval: Duration::from_millis(100),
             client_overrides: Vec::new(),
+            dlq_overrides: Vec::new(),
         }
     }
 

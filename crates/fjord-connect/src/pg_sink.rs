@@ -10,29 +10,34 @@
 //! for upserts (a batch keeps the last row of each key), `DELETE ... USING UNNEST(...)` for tombstones. The
 //! offsets are committed after the transaction commits: at-least-once, and upserts make redelivery idempotent.
 //!
-//! **Errors:** a connection failure (or another retriable SQLSTATE) is retried per `errors.retry.timeout`; a
-//! batch the database refuses for its data is written again row by row, and each refused row is errant
+//! **Errors:** a batch the database refuses for its data (SQLSTATE classes 22 and 23, 42804, 42846, 42703,
+//! 54000: [`is_data_error`]) is written again row by row, and each refused row is errant
 //! (`error_handling::Reporter`: the task fails at it, or with `errors.tolerance=all` it goes to the dead-letter
-//! topic and the others are written).
+//! topic and the others are written). Any other failure (connection lost, permission refused, table missing,
+//! `write.timeout.ms` passed) is never blamed on a record: the write is retried `max.retries` times
+//! `retry.backoff.ms` apart (longer with `errors.retry.timeout`), then the task fails at the first row not
+//! written, uncommitted (and restarts per `task.restart.*`). A stop drops a write and its backoff at once.
+//!
+//! **Transforms** (`transforms=...`) apply as in every sink, after the converters; without them records go
+//! from bytes to rows directly (a cached schema per producer: the fast path the benchmark measures).
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::OwnedMessage;
 use rdkafka::Message;
 use serde_json::Value;
 use tokio::sync::watch;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
 use crate::config::ConfigMap;
 use crate::converter::Converter;
 use crate::error_handling::{ErrorConfig, Reporter, Stage};
+use crate::sink_task::{num, range_error, MAX_MS, MAX_RETRIES_LIMIT};
+use crate::transforms::{Chain, Record, SchemaAndValue};
 use crate::worker::TaskContext;
 
 /// The connector's own keys: (name, type, default, importance, documentation, required).
@@ -46,7 +51,7 @@ pub type KeyDef = (
     bool,
 );
 
-pub const KEYS: [KeyDef; 11] = [
+pub const KEYS: [KeyDef; 16] = [
     ("connection.url", "STRING", None, "HIGH", "JDBC connection URL: jdbc:postgresql://host:port/database (or postgresql://user:password@host:port/database); user and password may be query parameters.", true),
     ("connection.user", "STRING", None, "HIGH", "JDBC connection user.", false),
     ("connection.password", "PASSWORD", None, "HIGH", "JDBC connection password.", false),
@@ -58,6 +63,11 @@ pub const KEYS: [KeyDef; 11] = [
     ("auto.evolve", "BOOLEAN", Some("false"), "MEDIUM", "Whether to automatically add columns (ALTER TABLE ... ADD COLUMN) for fields the table does not have; added columns are nullable.", false),
     ("batch.size", "INT", Some("3000"), "MEDIUM", "Specifies how many records to attempt to batch together for insertion into the destination table, when possible.", false),
     ("delete.enabled", "BOOLEAN", Some("false"), "MEDIUM", "Whether to treat null record values (tombstones) as deletes of the key's row. Requires pk.mode to be record_key.", false),
+    ("connection.attempts", "INT", Some("3"), "LOW", "Maximum number of attempts to open a connection to PostgreSQL (each bounded by write.timeout.ms) before the write counts as failed.", false),
+    ("connection.backoff.ms", "LONG", Some("10000"), "LOW", "Backoff time in milliseconds between connection attempts.", false),
+    ("max.retries", "INT", Some("10"), "MEDIUM", "The maximum number of times to retry a write that failed for a reason other than its data (connection lost, permission refused, table missing, timeout) before the task fails (and restarts per task.restart.*). Records are never dead-lettered for such failures.", false),
+    ("retry.backoff.ms", "INT", Some("3000"), "MEDIUM", "The time in milliseconds to wait following an error before a retry attempt is made.", false),
+    ("write.timeout.ms", "INT", Some("60000"), "LOW", "Fjord's bound on one connection attempt and on one batch's write (a hung server): past it the connection is dropped and the write counts as failed (retried per max.retries).", false),
 ];
 
 pub const CLASS: &str = "io.fjord.connect.postgres.PostgresSinkConnector";
@@ -82,6 +92,28 @@ pub struct PgConfig {
     pub auto_evolve: bool,
     pub batch_size: usize,
     pub delete_enabled: bool,
+    pub connect: ConnectPolicy,
+    pub max_retries: u32,
+    pub retry_backoff: Duration,
+}
+
+/// How connections are opened (`connection.attempts`, `connection.backoff.ms`) and how long one attempt or one
+/// write may take (`write.timeout.ms` for the sink, `query.timeout.ms` for the source).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConnectPolicy {
+    pub attempts: u32,
+    pub backoff: Duration,
+    pub timeout: Duration,
+}
+
+impl ConnectPolicy {
+    pub fn from_config(c: &ConfigMap, timeout_key: &str) -> ConnectPolicy {
+        ConnectPolicy {
+            attempts: num(c, "connection.attempts", 3u32).max(1),
+            backoff: Duration::from_millis(num(c, "connection.backoff.ms", 10_000u64)),
+            timeout: Duration::from_millis(num(c, timeout_key, 60_000u64).max(1)),
+        }
+    }
 }
 
 fn get<'a>(c: &'a ConfigMap, k: &str) -> Option<&'a str> {
@@ -197,6 +229,9 @@ impl PgConfig {
                 .map_or(Ok(3000), |b| b.parse())
                 .map_err(|e| format!("batch.size: {e}"))?,
             delete_enabled: boolean(c, "delete.enabled")?,
+            connect: ConnectPolicy::from_config(c, "write.timeout.ms"),
+            max_retries: num(c, "max.retries", 10u32),
+            retry_backoff: Duration::from_millis(num(c, "retry.backoff.ms", 3000u64)),
         })
     }
 }
@@ -271,6 +306,18 @@ pub fn key_errors(key: &str, c: &ConfigMap) -> Vec<String> {
             invalid("give a table name, e.g. ${topic} or schema.${topic}")
         }
         "table.name.format" if value.contains('"') => invalid("a table name cannot contain '\"'"),
+        "connection.attempts" if !value.is_empty() => {
+            range_error(value, 1, MAX_RETRIES_LIMIT).map_or_else(Vec::new, |w| invalid(&w))
+        }
+        "max.retries" if !value.is_empty() => {
+            range_error(value, 0, MAX_RETRIES_LIMIT).map_or_else(Vec::new, |w| invalid(&w))
+        }
+        "connection.backoff.ms" | "retry.backoff.ms" if !value.is_empty() => {
+            range_error(value, 0, MAX_MS).map_or_else(Vec::new, |w| invalid(&w))
+        }
+        "write.timeout.ms" | "query.timeout.ms" if !value.is_empty() => {
+            range_error(value, 1, MAX_MS).map_or_else(Vec::new, |w| invalid(&w))
+        }
         "batch.size" => match value.parse::<u32>() {
             _ if value.is_empty() => Vec::new(),
             Ok(n) if (1..=1_000_000).contains(&n) => Vec::new(),
@@ -388,26 +435,7 @@ fn timestamp_text(ms: i64) -> String {
 }
 
 fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()) {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return Err(format!("{s:?} is not base64")),
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Ok(out)
+    crate::converter::base64_decode(s).ok_or_else(|| format!("{s:?} is not base64"))
 }
 
 fn hex(b: &[u8]) -> String {
@@ -616,34 +644,50 @@ fn convert(converter: Converter, bytes: Option<&[u8]>, what: &str) -> Result<Con
                 },
                 None => full()?,
             };
-            let (schema, payload) = (&*schema, &payload);
-            {
-                if payload.is_null() {
-                    return Ok(Converted::Null);
-                }
-                if schema.get("type").and_then(Value::as_str) != Some("struct") {
-                    return schema_col("", schema, payload).map(Converted::Primitive);
-                }
-                let fields = schema
-                    .get("fields")
-                    .and_then(Value::as_array)
-                    .ok_or_else(|| format!("the {what}'s struct schema has no fields"))?;
-                let obj = payload.as_object().ok_or_else(|| {
-                    format!("the {what}'s payload {payload} does not match its struct schema")
-                })?;
-                fields
-                    .iter()
-                    .map(|f| {
-                        let name = f
-                            .get("field")
-                            .and_then(Value::as_str)
-                            .ok_or("a struct field without a name")?;
-                        schema_col(name, f, obj.get(name).unwrap_or(&Value::Null))
-                    })
-                    .collect::<Result<_, _>>()
-                    .map(Converted::Fields)
-            }
+            with_schema(&schema, &payload, what)
         }
+    }
+}
+
+/// A payload with its Connect schema (JSON form) to fields (a struct) or one primitive.
+fn with_schema(schema: &Value, payload: &Value, what: &str) -> Result<Converted, String> {
+    if payload.is_null() {
+        return Ok(Converted::Null);
+    }
+    if schema.get("type").and_then(Value::as_str) != Some("struct") {
+        return schema_col("", schema, payload).map(Converted::Primitive);
+    }
+    let fields = schema
+        .get("fields")
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("the {what}'s struct schema has no fields"))?;
+    let obj = payload.as_object().ok_or_else(|| {
+        format!("the {what}'s payload {payload} does not match its struct schema")
+    })?;
+    fields
+        .iter()
+        .map(|f| {
+            let name = f
+                .get("field")
+                .and_then(Value::as_str)
+                .ok_or("a struct field without a name")?;
+            schema_col(name, f, obj.get(name).unwrap_or(&Value::Null))
+        })
+        .collect::<Result<_, _>>()
+        .map(Converted::Fields)
+}
+
+/// A key or value after the transforms (Connect data with an optional schema) to fields or one primitive.
+fn from_data(data: &SchemaAndValue, what: &str) -> Result<Converted, String> {
+    match (&data.schema, &data.value) {
+        (_, Value::Null) => Ok(Converted::Null),
+        (Some(schema), v) => with_schema(schema, v, what),
+        (None, Value::Object(o)) => o
+            .iter()
+            .map(|(k, v)| schemaless_col(k, v))
+            .collect::<Result<_, _>>()
+            .map(Converted::Fields),
+        (None, v) => schemaless_col("", v).map(Converted::Primitive),
     }
 }
 
@@ -692,7 +736,6 @@ fn to_row(
     value_conv: Converter,
     m: &OwnedMessage,
 ) -> Result<Option<Row>, (Stage, String)> {
-    let table = cfg.table_format.replace("${topic}", m.topic());
     let key = if cfg.pk_mode == PkMode::RecordKey {
         convert(key_conv, m.key(), "key").map_err(|e| (Stage::KeyConverter, e))?
     } else {
@@ -700,6 +743,28 @@ fn to_row(
     };
     let value =
         convert(value_conv, m.payload(), "value").map_err(|e| (Stage::ValueConverter, e))?;
+    assemble(cfg, m.topic(), key, value)
+}
+
+/// Makes a record that went through the transforms a row (its topic may have been changed by them), as [`to_row`].
+fn record_row(cfg: &PgConfig, r: &Record) -> Result<Option<Row>, (Stage, String)> {
+    let key = if cfg.pk_mode == PkMode::RecordKey {
+        from_data(&r.key, "key").map_err(|e| (Stage::KeyConverter, e))?
+    } else {
+        Converted::Null
+    };
+    let value = from_data(&r.value, "value").map_err(|e| (Stage::ValueConverter, e))?;
+    assemble(cfg, &r.topic, key, value)
+}
+
+/// The row of a record of `topic` from its converted key and value, per the pk mode.
+fn assemble(
+    cfg: &PgConfig,
+    topic: &str,
+    key: Converted,
+    value: Converted,
+) -> Result<Option<Row>, (Stage, String)> {
+    let table = cfg.table_format.replace("${topic}", topic);
     let mut pk_cols: Vec<Col> = Vec::new();
     if cfg.pk_mode == PkMode::RecordKey {
         match key {
@@ -783,7 +848,7 @@ pub fn quote_table(name: &str) -> String {
     name.split('.').map(quote).collect::<Vec<_>>().join(".")
 }
 
-fn quote(id: &str) -> String {
+pub(crate) fn quote(id: &str) -> String {
     format!("\"{}\"", id.replace('"', "\"\""))
 }
 
@@ -793,25 +858,37 @@ struct Table {
     columns: HashMap<String, String>,
 }
 
-/// A database failure: retriable (the connection) or not (the data, the schema).
+/// A database failure: the record's data (`data`: the row is errant, per `errors.tolerance`) or anything else (the
+/// connection, a permission, a missing table, a timeout: retried, then the task fails; never the records' fault).
 #[derive(Debug)]
 pub struct DbError {
-    pub retriable: bool,
+    pub data: bool,
     pub message: String,
 }
 
-fn db_error(e: tokio_postgres::Error, doing: &str) -> DbError {
-    let retriable = match e.code() {
-        None => true,
-        Some(c) => {
-            let s = c.code();
-            s.starts_with("08")
-                || s.starts_with("53")
-                || s.starts_with("57P")
-                || *c == SqlState::T_R_SERIALIZATION_FAILURE
-                || *c == SqlState::T_R_DEADLOCK_DETECTED
+impl DbError {
+    /// A failure that is not the data's.
+    pub fn other(message: String) -> DbError {
+        DbError {
+            data: false,
+            message,
         }
-    } || e.is_closed();
+    }
+}
+
+/// Whether a SQLSTATE blames the row written (so that writing the other rows alone succeeds): data exceptions
+/// (class 22: a value that does not fit its column), integrity violations (class 23: null, duplicate key, check),
+/// a value of the wrong type or a column the table lacks (42804, 42846, 42703), a row too large for an index (54000).
+pub fn is_data_error(code: &str) -> bool {
+    code.starts_with("22")
+        || code.starts_with("23")
+        || matches!(code, "42804" | "42846" | "42703" | "54000")
+}
+
+fn db_error(e: tokio_postgres::Error, doing: &str) -> DbError {
+    let data = e
+        .as_db_error()
+        .is_some_and(|d| is_data_error(d.code().code()));
     let message = match e.as_db_error() {
         Some(d) => format!(
             "{doing}: {} (SQLSTATE {}){}",
@@ -821,7 +898,7 @@ fn db_error(e: tokio_postgres::Error, doing: &str) -> DbError {
         ),
         None => format!("{doing}: {e}"),
     };
-    DbError { retriable, message }
+    DbError { data, message }
 }
 
 struct Db {
@@ -829,7 +906,37 @@ struct Db {
     tables: HashMap<String, Table>,
 }
 
-pub(crate) async fn connect(pg: &tokio_postgres::Config) -> Result<Client, DbError> {
+/// Opens a connection: up to `policy.attempts` tries, each bounded by `policy.timeout`, `policy.backoff` apart.
+/// The caller makes it stop-aware (the whole future is dropped when the task stops).
+pub(crate) async fn connect(
+    pg: &tokio_postgres::Config,
+    policy: &ConnectPolicy,
+) -> Result<Client, DbError> {
+    let mut attempt = 1;
+    loop {
+        match connect_once(pg, policy.timeout).await {
+            Ok(c) => return Ok(c),
+            Err(e) if attempt >= policy.attempts => {
+                return Err(DbError::other(format!(
+                    "{} (connection.attempts={})",
+                    e.message, policy.attempts
+                )))
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "connecting to PostgreSQL failed (attempt {attempt} of {}, again in {:?}): {}",
+                    policy.attempts,
+                    policy.backoff,
+                    e.message
+                );
+                tokio::time::sleep(policy.backoff).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+async fn connect_once(pg: &tokio_postgres::Config, timeout: Duration) -> Result<Client, DbError> {
     let host = pg
         .get_hosts()
         .iter()
@@ -840,31 +947,30 @@ pub(crate) async fn connect(pg: &tokio_postgres::Config) -> Result<Client, DbErr
         })
         .unwrap_or_default();
     let port = pg.get_ports().first().copied().unwrap_or(5432);
-    let conn = tokio::time::timeout(
-        Duration::from_secs(10),
+    let timed_out = || {
+        DbError::other(format!(
+            "connecting to PostgreSQL at {host}:{port} timed out after {timeout:?} (write.timeout.ms / query.timeout.ms); is the server up and not overloaded?"
+        ))
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let stream = tokio::time::timeout_at(
+        deadline,
         tokio::net::TcpStream::connect((host.as_str(), port)),
     )
-    .await;
-    let stream = match conn {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(DbError { retriable: true, message: format!("cannot connect to PostgreSQL at {host}:{port}: {e}; is the server running and listening there (connection.url)?") }),
-        Err(_) => return Err(DbError { retriable: true, message: format!("connecting to PostgreSQL at {host}:{port} timed out after 10 s") }),
-    };
-    let _ = stream.set_nodelay(true);
-    let login = tokio::time::timeout(Duration::from_secs(30), pg.connect_raw(stream, NoTls))
-        .await
-        .map_err(|_| DbError {
-            retriable: true,
-            message: format!("logging in to PostgreSQL at {host}:{port} timed out after 30 s"),
-        })?;
-    let (client, connection) = login.map_err(|e| {
-        let mut d = db_error(e, &format!("logging in to PostgreSQL at {host}:{port}"));
-        // A wrong password, user or database: retrying cannot help (a server still starting up, 57P03, can).
-        if d.message.contains("SQLSTATE 28") || d.message.contains("SQLSTATE 3D000") {
-            d.retriable = false;
-        }
-        d
+    .await
+    .map_err(|_| timed_out())?
+    .map_err(|e| {
+        DbError::other(format!("cannot connect to PostgreSQL at {host}:{port}: {e}; is the server running and listening there (connection.url)?"))
     })?;
+    let _ = stream.set_nodelay(true);
+    let (client, connection) = tokio::time::timeout_at(deadline, pg.connect_raw(stream, NoTls))
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|e| {
+            let mut d = db_error(e, &format!("logging in to PostgreSQL at {host}:{port}"));
+            d.data = false;
+            d
+        })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!("PostgreSQL connection closed: {e}");
@@ -899,14 +1005,16 @@ impl Db {
         if self.tables.get(&row.table).is_some_and(fits) {
             return Ok(());
         }
-        let permanent = |message: String| DbError {
-            retriable: false,
+        // A missing table is not the record's fault (retried, then the task fails: nothing is dead-lettered);
+        // a record with fields the table lacks is (as SQLSTATE 42703 would be).
+        let data = |message: String| DbError {
+            data: true,
             message,
         };
         let mut table = self.load_table(&row.table).await?;
         if table.is_none() {
             if !cfg.auto_create {
-                return Err(permanent(format!("table {} does not exist: create it, or set auto.create=true to have the connector create it from the record schema", row.table)));
+                return Err(DbError::other(format!("table {} does not exist: create it, or set auto.create=true to have the connector create it from the record schema", row.table)));
             }
             if row.delete {
                 return Ok(());
@@ -946,7 +1054,7 @@ impl Db {
             table = self.load_table(&row.table).await?;
         }
         let mut t = table.ok_or_else(|| {
-            permanent(format!("table {} vanished after it was created", row.table))
+            DbError::other(format!("table {} vanished after it was created", row.table))
         })?;
         let missing: Vec<&Col> = row
             .cols
@@ -955,7 +1063,7 @@ impl Db {
             .collect();
         if !missing.is_empty() {
             if !cfg.auto_evolve {
-                return Err(permanent(format!("table {} has no column(s) {} that the record has: add them, or set auto.evolve=true to have the connector add them", row.table, missing.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "))));
+                return Err(data(format!("table {} has no column(s) {} that the record has: add them, or set auto.evolve=true to have the connector add them", row.table, missing.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "))));
             }
             for c in missing {
                 // Added columns are nullable, so that the rows already there stay valid.
@@ -1126,107 +1234,72 @@ impl Db {
 pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<(), String> {
     let cfg = PgConfig::from_config(&ctx.config)?;
     let errors = ErrorConfig::from_config(&ctx.config)?;
+    let chain = Chain::from_config(&ctx.config)
+        .map_err(|e| format!("invalid transforms: {}", e.join("; ")))?;
     let mut reporter = Reporter::new(
         errors.clone(),
         &ctx.connector,
         0,
         &ctx.bootstrap_servers,
-        &[],
+        &ctx.dlq_overrides,
     );
-    let group = crate::file_sink::group_of(&ctx.connector);
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", &ctx.bootstrap_servers)
-        .set("group.id", &group)
-        .set(
-            "client.id",
-            format!("connector-consumer-{}-0", ctx.connector),
-        )
-        .set("auto.offset.reset", "earliest");
-    for (k, v) in &ctx.client_overrides {
-        client.set(k, v);
-    }
-    let consumer: StreamConsumer =
-        client
-            .set("enable.auto.commit", "false")
-            .create()
-            .map_err(|e| {
-                format!(
-                    "cannot create the consumer for {}: {e}",
-                    ctx.bootstrap_servers
-                )
-            })?;
-    let consumer = Arc::new(consumer);
-    let topics = crate::file_sink::subscription_of(&ctx.config);
-    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer
-        .subscribe(&refs)
-        .map_err(|e| format!("cannot subscribe to {topics:?}: {e}"))?;
-    let stopping = stop.clone();
-    let is_stopping = move || *stopping.borrow();
+    let (consumer, topics, group) = crate::sink_task::subscribe(&ctx)?;
     let mut db = None::<Db>;
     tracing::info!(connector = %ctx.connector, ?topics, group = %group, "PostgreSQL sink starting");
 
     // Pipelined: while one batch is written (the task waits on PostgreSQL), the next is consumed and converted.
-    // A batch's offsets are committed as soon as it is written, before the next batch is.
+    // A batch's offsets are committed as soon as it is written, before the next batch is. A stop (pause, delete,
+    // shutdown) does not wait for a write, its retries or their backoff: the write is dropped uncommitted (its
+    // connection with it, so PostgreSQL rolls it back) and the batch is written again when the task runs again.
+    let mut stopped = stop.clone();
     let mut pending: Option<Prepared> = None;
     let result = loop {
-        let stopped = *stop.borrow() || stop.has_changed().is_err();
+        if *stop.borrow() || stop.has_changed().is_err() {
+            break Ok(());
+        }
         let Some(batch) = pending.take() else {
-            if stopped {
-                break Ok(());
-            }
-            pending = next_batch(&ctx, &cfg, &consumer, &mut stop).await;
+            pending = next_batch(&ctx, &cfg, &chain, &consumer, &mut stop).await;
             continue;
         };
         let write = async {
-            let done = write_batch(
-                &ctx,
-                &cfg,
-                &errors,
-                &mut reporter,
-                &mut db,
-                &batch,
-                &is_stopping,
-            )
-            .await?;
+            let done = write_batch(&ctx, &cfg, &errors, &mut reporter, &mut db, &batch).await;
             let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
             for m in &batch.msgs[..done.upto] {
                 next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
             }
             if !next.is_empty() {
-                if let Err(e) = crate::file_sink::commit(&consumer, &next).await {
+                if let Err(e) = crate::sink_task::commit(&consumer, &next).await {
                     tracing::warn!(connector = %ctx.connector, "committing offsets failed ({e}); the rows since the last commit will be written again");
                 }
             }
-            Ok::<_, String>(done.failure)
+            done.failure
         };
-        if stopped {
-            match write.await {
-                Ok(None) => continue,
-                Ok(Some(failure)) | Err(failure) => break Err(failure),
-            }
-        }
-        let next = next_batch(&ctx, &cfg, &consumer, &mut stop);
+        let next = next_batch(&ctx, &cfg, &chain, &consumer, &mut stop);
         tokio::pin!(write, next);
         let mut collected = None;
         let written = loop {
             tokio::select! {
-                w = &mut write => break w,
+                w = &mut write => break Some(w),
                 n = &mut next, if collected.is_none() => collected = Some(n),
+                _ = stopped.wait_for(|s| *s) => break None,
             }
         };
         match written {
-            Ok(None) => {
+            None => {
+                tracing::info!(connector = %ctx.connector, "stopped during a write; the batch is not committed and is written again when the task runs again");
+                break Ok(());
+            }
+            Some(None) => {
                 pending = match collected {
                     Some(n) => n,
                     None => next.await,
                 }
             }
             // The next batch was consumed but not written: not committed, so it comes again after a restart.
-            Ok(Some(failure)) | Err(failure) => break Err(failure),
+            Some(Some(failure)) => break Err(failure),
         }
     };
+    drop(db);
     let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
     tracing::info!(connector = %ctx.connector, "PostgreSQL sink stopped");
     result
@@ -1246,10 +1319,11 @@ struct Prepared {
 }
 
 /// Waits for the next records (None when told to stop first): up to `batch.size`, or what comes within 50 ms of
-/// the first; converted.
+/// the first; converted and transformed.
 async fn next_batch(
     ctx: &TaskContext,
     cfg: &PgConfig,
+    chain: &Chain,
     consumer: &StreamConsumer,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<Prepared> {
@@ -1278,7 +1352,18 @@ async fn next_batch(
     let mut rows = Vec::with_capacity(msgs.len());
     let mut errant = Vec::new();
     for (i, m) in msgs.iter().enumerate() {
-        match to_row(cfg, ctx.key_converter, ctx.value_converter, m) {
+        // Without transforms, straight from the bytes (the fast path); with them, as every sink: converters,
+        // then the chain (which may drop the record or change its topic, hence its table).
+        let row = if chain.is_empty() {
+            to_row(cfg, ctx.key_converter, ctx.value_converter, m)
+        } else {
+            match crate::error_handling::convert_and_transform(ctx, chain, m) {
+                Ok(Some(r)) => record_row(cfg, &r),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        match row {
             Ok(Some(r)) => rows.push((i, r)),
             Ok(None) => {}
             Err((stage, why)) => errant.push((i, stage, why)),
@@ -1287,6 +1372,11 @@ async fn next_batch(
     Some(Prepared { msgs, rows, errant })
 }
 
+/// Writes a batch. Rows the database refuses for their data are errant (the task fails at the first under
+/// `errors.tolerance=none`; with `all` they are dead-lettered and skipped). Any other failure (connection,
+/// permission, missing table, timeout) is retried `max.retries` times `retry.backoff.ms` apart (or for
+/// `errors.retry.timeout` when set), then fails the task at the first row not written: its offset is not
+/// committed, nothing is dead-lettered.
 async fn write_batch(
     ctx: &TaskContext,
     cfg: &PgConfig,
@@ -1294,8 +1384,7 @@ async fn write_batch(
     reporter: &mut Reporter,
     db: &mut Option<Db>,
     batch: &Prepared,
-    stopping: &(impl Fn() -> bool + Sync),
-) -> Result<Done, String> {
+) -> Done {
     let msgs = &batch.msgs;
     // Records that did not convert are reported first (the task fails at the first one under tolerance none,
     // after the rows before it are written).
@@ -1309,79 +1398,148 @@ async fn write_batch(
         }
     }
     let rows: Vec<&(usize, Row)> = batch.rows.iter().filter(|(i, _)| *i < upto).collect();
-    if rows.is_empty() {
-        return Ok(Done { upto, failure });
-    }
-    // The whole batch in one transaction, retried while the failure is retriable.
-    let all: Vec<&Row> = rows.iter().map(|(_, r)| r).collect();
-    let cell = tokio::sync::Mutex::new(db.take());
-    let outcome = errors
-        .retry("writing to PostgreSQL", stopping, || {
-            let (cell, all) = (&cell, &all);
-            async move {
-                let mut guard = cell.lock().await;
-                if guard.is_none() {
-                    let client = connect(&cfg.pg)
-                        .await
-                        .map_err(|e| (e.retriable, e.message))?;
-                    *guard = Some(Db {
-                        client,
-                        tables: HashMap::new(),
-                    });
-                }
-                let d = guard.as_mut().expect("connected above");
-                match d.write(cfg, all).await {
-                    Ok(()) => Ok(true),
-                    Err(e) if e.retriable => {
-                        if d.client.is_closed() {
-                            *guard = None;
-                        }
-                        Err((true, e.message))
-                    }
-                    // The data was refused: find the rows at fault below.
-                    Err(e) => {
-                        tracing::debug!("batch refused ({}); writing it row by row", e.message);
-                        Ok(false)
-                    }
+    let started = tokio::time::Instant::now();
+    let mut from = 0;
+    let mut retries = 0u32;
+    while from < rows.len() {
+        match attempt(cfg, reporter, msgs, db, &rows[from..]).await {
+            Ok(None) => break,
+            Ok(Some((i, f))) => {
+                return Done {
+                    upto: i,
+                    failure: Some(f),
                 }
             }
-        })
-        .await;
-    *db = cell.into_inner();
-    let written = outcome.map_err(|e| format!("{e}. The task stops; its records are written when it restarts (automatically, see task.restart.*, or with POST /connectors/{}/restart?includeTasks=true)", ctx.connector))?;
-    if written {
-        return Ok(Done { upto, failure });
-    }
-    // Row by row: each refused row is errant.
-    let d = db.as_mut().expect("connected");
-    for (i, r) in rows.iter().map(|p| (&p.0, &p.1)) {
-        let res = match d.ensure_table(cfg, r).await {
-            Ok(()) => d.write_run(cfg, &[r]).await,
-            Err(e) => Err(e),
-        };
-        match res {
-            Ok(()) => {}
-            Err(e) if e.retriable => {
-                return Ok(Done {
-                    upto: *i,
-                    failure: Some(format!(
-                        "{}; the task stops and resumes from this record when restarted",
-                        e.message
-                    )),
-                });
-            }
-            Err(e) => {
-                d.tables.remove(&r.table);
-                if let Err(f) = reporter.report(&msgs[*i], Stage::TaskPut, &e.message).await {
-                    return Ok(Done {
-                        upto: *i,
-                        failure: Some(f),
-                    });
-                }
+            Err((written, e)) => {
+                from += written;
+                let Some(wait) = retry_wait(cfg, errors, retries, started.elapsed()) else {
+                    let advice = if errors.retry_timeout == Some(Duration::ZERO) {
+                        format!("max.retries={}", cfg.max_retries)
+                    } else {
+                        format!("max.retries={} and errors.retry.timeout", cfg.max_retries)
+                    };
+                    return Done {
+                        upto: rows[from].0,
+                        failure: Some(format!(
+                            "{e} (still failing after {} attempts over {:?}, {advice}). Nothing from the record at {}-{} offset {} on is committed or dead-lettered: fix the cause; the task restarts automatically (task.restart.*) or with POST /connectors/{}/restart?includeTasks=true, and writes them then",
+                            retries + 1,
+                            started.elapsed(),
+                            msgs[rows[from].0].topic(),
+                            msgs[rows[from].0].partition(),
+                            msgs[rows[from].0].offset(),
+                            ctx.connector
+                        )),
+                    };
+                };
+                retries += 1;
+                tracing::warn!(connector = %ctx.connector, "writing to PostgreSQL failed (attempt {retries}, retrying in {wait:?}): {e}");
+                tokio::time::sleep(wait).await;
             }
         }
     }
-    Ok(Done { upto, failure })
+    Done { upto, failure }
+}
+
+/// The wait before retry number `retries + 1` of a write that failed for a reason other than its data, or None
+/// when no retry is left: `max.retries` of them `retry.backoff.ms` apart, or more while `errors.retry.timeout`
+/// (when set; -1 for ever) has not passed, then at most `errors.retry.delay.max.ms` apart.
+fn retry_wait(
+    cfg: &PgConfig,
+    errors: &ErrorConfig,
+    retries: u32,
+    elapsed: Duration,
+) -> Option<Duration> {
+    let timed = errors.retry_timeout != Some(Duration::ZERO);
+    let wait = if timed {
+        cfg.retry_backoff.min(errors.retry_delay_max)
+    } else {
+        cfg.retry_backoff
+    };
+    if retries < cfg.max_retries {
+        return Some(wait);
+    }
+    match errors.retry_timeout {
+        None => Some(wait),
+        Some(t) if timed && elapsed < t => Some(wait.min(t - elapsed)),
+        _ => None,
+    }
+}
+
+/// One attempt at writing `rows`: all in one transaction, or (when the database refused the data) row by row.
+/// Ok(None): all written or reported; Ok(Some((record index, failure))): an errant row the task fails at;
+/// Err((rows written, why)): a failure that is not the data's, the rows from that one on are not written.
+async fn attempt(
+    cfg: &PgConfig,
+    reporter: &mut Reporter,
+    msgs: &[OwnedMessage],
+    db: &mut Option<Db>,
+    rows: &[&(usize, Row)],
+) -> Result<Option<(usize, String)>, (usize, String)> {
+    let limit = cfg.connect.timeout;
+    let timed_out = |what: &str| {
+        format!("{what} timed out after {limit:?} (write.timeout.ms); the connection is dropped, so PostgreSQL rolls back what it did not commit")
+    };
+    if db.is_none() {
+        let client = connect(&cfg.pg, &cfg.connect)
+            .await
+            .map_err(|e| (0, e.message))?;
+        *db = Some(Db {
+            client,
+            tables: HashMap::new(),
+        });
+    }
+    let d = db.as_mut().expect("connected above");
+    let all: Vec<&Row> = rows.iter().map(|(_, r)| r).collect();
+    let whole = tokio::time::timeout(limit, d.write(cfg, &all)).await;
+    // After any failure the tables are read again (one may have been dropped or altered meanwhile).
+    match whole {
+        Ok(Ok(())) => return Ok(None),
+        Ok(Err(e)) if e.data => {
+            tracing::debug!("batch refused ({}); writing it row by row", e.message);
+            d.tables.clear();
+        }
+        Ok(Err(e)) => {
+            if d.client.is_closed() {
+                *db = None;
+            } else {
+                d.tables.clear();
+            }
+            return Err((0, e.message));
+        }
+        Err(_) => {
+            *db = None;
+            return Err((0, timed_out(&format!("writing {} row(s)", all.len()))));
+        }
+    }
+    // Row by row: each row the database refuses for its data is errant.
+    for (k, (i, r)) in rows.iter().map(|p| (&p.0, &p.1)).enumerate() {
+        let one = async {
+            d.ensure_table(cfg, r).await?;
+            d.write_run(cfg, &[r]).await
+        };
+        match tokio::time::timeout(limit, one).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.data => {
+                d.tables.remove(&r.table);
+                if let Err(f) = reporter.report(&msgs[*i], Stage::TaskPut, &e.message).await {
+                    return Ok(Some((*i, f)));
+                }
+            }
+            Ok(Err(e)) => {
+                if d.client.is_closed() {
+                    *db = None;
+                } else {
+                    d.tables.clear();
+                }
+                return Err((k, e.message));
+            }
+            Err(_) => {
+                *db = None;
+                return Err((k, timed_out("writing a row")));
+            }
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -1458,6 +1616,14 @@ mod tests {
         )
     }
 
+    /// A row's columns: name, type, value.
+    fn columns(r: &Row) -> Vec<(&str, ColType, Option<&str>)> {
+        r.cols
+            .iter()
+            .map(|c| (c.name.as_str(), c.ty, c.value.as_deref()))
+            .collect()
+    }
+
     #[test]
     fn records_become_rows_with_confluents_types() {
         let c = PgConfig::from_config(&cfg(&[
@@ -1478,11 +1644,7 @@ mod tests {
             .unwrap();
         assert_eq!(r.table, "kafka_orders");
         assert_eq!(r.pk, 1);
-        let got: Vec<(&str, ColType, Option<&str>)> = r
-            .cols
-            .iter()
-            .map(|c| (c.name.as_str(), c.ty, c.value.as_deref()))
-            .collect();
+        let got = columns(&r);
         assert_eq!(
             got,
             [
@@ -1572,6 +1734,118 @@ mod tests {
                 (ColType::Int32, Some("7"))
             );
         }
+    }
+
+    /// Only errors of a row's data make it errant; a connection loss, a permission, a missing table, a
+    /// read-only database or a shortage are the database's, never the record's.
+    #[test]
+    fn only_data_sqlstates_blame_the_record() {
+        for code in [
+            "22P02", "22001", "23505", "23502", "23514", "42804", "42703", "54000",
+        ] {
+            assert!(is_data_error(code), "{code}");
+        }
+        for code in [
+            "42501", "42P01", "08006", "57P01", "25006", "53100", "40001", "42P10", "28P01",
+        ] {
+            assert!(!is_data_error(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn retries_follow_max_retries_then_errors_retry_timeout() {
+        let c = PgConfig::from_config(&cfg(&[
+            ("connection.url", "postgresql://h/db"),
+            ("connection.user", "u"),
+            ("max.retries", "2"),
+            ("retry.backoff.ms", "300"),
+        ]))
+        .unwrap();
+        let none = ErrorConfig::from_config(&cfg(&[])).unwrap();
+        let waits: Vec<_> = (0..3)
+            .map(|r| retry_wait(&c, &none, r, Duration::ZERO))
+            .collect();
+        assert_eq!(
+            waits,
+            [
+                Some(Duration::from_millis(300)),
+                Some(Duration::from_millis(300)),
+                None
+            ]
+        );
+        let timed = ErrorConfig::from_config(&cfg(&[
+            ("errors.retry.timeout", "1000"),
+            ("errors.retry.delay.max.ms", "100"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            retry_wait(&c, &timed, 5, Duration::from_millis(950)),
+            Some(Duration::from_millis(50))
+        );
+        assert_eq!(retry_wait(&c, &timed, 5, Duration::from_millis(1000)), None);
+        let forever = ErrorConfig::from_config(&cfg(&[("errors.retry.timeout", "-1")])).unwrap();
+        assert!(retry_wait(&c, &forever, 1000, Duration::from_secs(3600)).is_some());
+        for (k, v) in [
+            ("max.retries", "101"),
+            ("retry.backoff.ms", "-1"),
+            ("connection.attempts", "0"),
+            ("write.timeout.ms", "0"),
+        ] {
+            assert!(
+                key_errors(k, &cfg(&[(k, v)]))[0].contains(&format!("configuration {k}")),
+                "{k}"
+            );
+        }
+    }
+
+    /// Records after the transforms become rows as the bytes do: RegexRouter's topic names the table, fields
+    /// InsertField adds are columns, a struct key gives the primary key.
+    #[test]
+    fn transformed_records_become_rows() {
+        let c = PgConfig::from_config(&cfg(&[
+            ("connection.url", "postgresql://h/db"),
+            ("connection.user", "u"),
+            ("pk.mode", "record_key"),
+        ]))
+        .unwrap();
+        let chain = Chain::from_config(&cfg(&[
+            ("transforms", "route,add"),
+            ("transforms.route.type", "RegexRouter"),
+            ("transforms.route.regex", "raw-(.*)"),
+            ("transforms.route.replacement", "$1"),
+            ("transforms.add.type", "InsertField$Value"),
+            ("transforms.add.static.field", "src"),
+            ("transforms.add.static.value", "kafka"),
+        ]))
+        .unwrap();
+        let record = Record {
+            topic: "raw-orders".into(),
+            key: SchemaAndValue {
+                schema: Some(
+                    serde_json::json!({"type": "struct", "fields": [{"field": "id", "type": "int64"}]}),
+                ),
+                value: serde_json::json!({"id": 7}),
+            },
+            value: SchemaAndValue {
+                schema: None,
+                value: serde_json::json!({"n": 1}),
+            },
+            ..Record::default()
+        };
+        let r = record_row(&c, &chain.apply(record).unwrap().unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.table, "orders");
+        let got = columns(&r);
+        assert_eq!(
+            got,
+            [
+                ("id", ColType::Int64, Some("7")),
+                ("n", ColType::Int64, Some("1")),
+                ("src", ColType::Text, Some("kafka")),
+            ]
+        );
+        assert_eq!(r.pk, 1);
     }
 
     #[test]

@@ -20,25 +20,28 @@ use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use crate::config::ConfigMap;
-use crate::converter::Converter;
-use crate::pg_sink::{quote_table, KeyDef};
+use crate::pg_sink::{quote, quote_table, KeyDef};
+use crate::transforms::{Chain, Record, SchemaAndValue};
 use crate::worker::TaskContext;
 
 pub const CLASS: &str = "io.fjord.connect.postgres.PostgresSourceConnector";
 pub const TASK_CLASS: &str = "io.fjord.connect.postgres.PostgresSourceTask";
 
-pub const KEYS: [KeyDef; 11] = [
+pub const KEYS: [KeyDef; 14] = [
     ("connection.url", "STRING", None, "HIGH", "JDBC connection URL: jdbc:postgresql://host:port/database (or postgresql://user:password@host:port/database).", true),
     ("connection.user", "STRING", None, "HIGH", "JDBC connection user.", false),
     ("connection.password", "PASSWORD", None, "HIGH", "JDBC connection password.", false),
-    ("mode", "STRING", None, "HIGH", "The mode for updating a table each time it is polled: bulk (the whole table each poll), incrementing (a strictly incrementing column detects new rows) or timestamp (a timestamp column detects new and changed rows).", true),
+    ("mode", "STRING", None, "HIGH", "The mode for updating a table each time it is polled: bulk (the whole table each poll), incrementing (a strictly incrementing column detects new rows), timestamp (a timestamp column detects new and changed rows) or timestamp+incrementing (both: the timestamp detects new and changed rows, the incrementing column orders rows of the same timestamp, so each row gets a unique position).", true),
     ("table.whitelist", "LIST", Some(""), "MEDIUM", "The tables to copy (schema.table for a schema); one of table.whitelist or query.", false),
     ("query", "STRING", Some(""), "MEDIUM", "A query to copy instead of tables; the mode's column must be one of its columns.", false),
     ("incrementing.column.name", "STRING", Some(""), "MEDIUM", "The name of the strictly incrementing integer column used to detect new rows (mode=incrementing).", false),
     ("timestamp.column.name", "STRING", Some(""), "MEDIUM", "The name of the timestamp column used to detect new or modified rows (mode=timestamp).", false),
     ("topic.prefix", "STRING", None, "HIGH", "Prefix to prepend to table names to generate the topic names; with query, the topic itself.", true),
     ("poll.interval.ms", "INT", Some("5000"), "HIGH", "Frequency in ms to poll for new data in each table.", false),
-    ("batch.max.rows", "INT", Some("100"), "LOW", "Maximum number of rows to include in a single batch when polling for new data (incrementing mode).", false),
+    ("batch.max.rows", "INT", Some("100"), "LOW", "Maximum number of rows to include in a single batch when polling for new data (incrementing and timestamp+incrementing modes; timestamp mode reads whole groups of rows of one timestamp, so a batch can be larger).", false),
+    ("connection.attempts", "INT", Some("3"), "LOW", "Maximum number of attempts to open a connection to PostgreSQL (each bounded by query.timeout.ms).", false),
+    ("connection.backoff.ms", "LONG", Some("10000"), "LOW", "Backoff time in milliseconds between connection attempts.", false),
+    ("query.timeout.ms", "INT", Some("60000"), "LOW", "Fjord's bound on one connection attempt and on one poll's query: past it the task fails (and restarts per task.restart.*) instead of hanging on a server that does not answer.", false),
 ];
 
 fn get<'a>(c: &'a ConfigMap, k: &str) -> Option<&'a str> {
@@ -72,17 +75,21 @@ pub fn key_errors(key: &str, c: &ConfigMap) -> Vec<String> {
             "" => {
                 vec!["Missing required configuration \"mode\" which has no default value.".into()]
             }
-            "bulk" | "incrementing" | "timestamp" => Vec::new(),
-            "timestamp+incrementing" => invalid(
-                "timestamp+incrementing is not supported yet; use incrementing or timestamp",
+            "bulk" | "incrementing" | "timestamp" | "timestamp+incrementing" => Vec::new(),
+            _ => invalid(
+                "String must be one of: bulk, incrementing, timestamp, timestamp+incrementing",
             ),
-            _ => invalid("String must be one of: bulk, incrementing, timestamp"),
         },
-        "incrementing.column.name" if mode == "incrementing" && value.is_empty() => {
-            invalid("mode=incrementing needs the column: set incrementing.column.name")
+        "incrementing.column.name" if mode.ends_with("incrementing") && value.is_empty() => {
+            invalid(&format!(
+                "mode={mode} needs the column: set incrementing.column.name"
+            ))
         }
-        "timestamp.column.name" if mode == "timestamp" && value.is_empty() => {
-            invalid("mode=timestamp needs the column: set timestamp.column.name")
+        "timestamp.column.name" if mode.starts_with("timestamp") && value.is_empty() => invalid(
+            &format!("mode={mode} needs the column: set timestamp.column.name"),
+        ),
+        "connection.attempts" | "connection.backoff.ms" | "query.timeout.ms" => {
+            crate::pg_sink::key_errors(key, c)
         }
         "table.whitelist" => {
             let query = get(c, "query").is_some();
@@ -143,10 +150,6 @@ fn connect_type(t: &Type) -> &'static str {
     }
 }
 
-fn quote(id: &str) -> String {
-    format!("\"{}\"", id.replace('"', "\"\""))
-}
-
 async fn describe(client: &Client, from: &str) -> Result<Value, String> {
     let stmt = client
         .prepare(&format!("SELECT * FROM {from} t LIMIT 0"))
@@ -174,10 +177,31 @@ fn fit(schema: &Value, mut row: Map<String, Value>) -> Map<String, Value> {
     row
 }
 
+/// The incremental query of a mode, with what its rows add after the row itself (the timestamp as text, the
+/// incrementing value): its parameters are the stored timestamp (text) and incrementing value, those it uses.
+fn poll_sql(mode: &str, from: &str, ts: &str, inc: &str, max_rows: i64) -> String {
+    let (ts, inc) = (quote(ts), quote(inc));
+    match mode {
+        "incrementing" => format!("SELECT row_to_json(t)::text, (t.{inc})::bigint FROM {from} t WHERE t.{inc} > $1::bigint ORDER BY t.{inc} LIMIT {max_rows}"),
+        // Keyset paging on (timestamp, incrementing): a page ends anywhere, even inside a run of rows of one
+        // timestamp, and the next one starts right after it (Confluent's timestamp+incrementing criteria).
+        "timestamp+incrementing" => format!("SELECT row_to_json(t)::text, (t.{ts})::text, (t.{inc})::bigint FROM {from} t WHERE t.{ts} < now() AND (t.{ts} > $1::text::timestamptz OR (t.{ts} = $1::text::timestamptz AND t.{inc} > $2::bigint)) ORDER BY t.{ts}, t.{inc} LIMIT {max_rows}"),
+        // A timestamp alone cannot tell apart rows of one timestamp, so a page never ends inside such a run: it
+        // goes up to the timestamp of the batch.max.rows-th new row, all rows of that timestamp included (rows
+        // of a timestamp arriving after it was passed are missed, as in Confluent's timestamp mode: use
+        // timestamp+incrementing for them).
+        "timestamp" => format!("SELECT row_to_json(t)::text, (t.{ts})::text FROM {from} t WHERE t.{ts} > $1::text::timestamptz AND t.{ts} < now() AND t.{ts} <= COALESCE((SELECT s.{ts} FROM {from} s WHERE s.{ts} > $1::text::timestamptz AND s.{ts} < now() ORDER BY s.{ts} OFFSET {} LIMIT 1), 'infinity') ORDER BY t.{ts}", max_rows - 1),
+        _ => format!("SELECT row_to_json(t)::text FROM {from} t"),
+    }
+}
+
 /// Runs the task until `stop` turns true (Ok) or it fails (Err with what happened and what to do).
 pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<(), String> {
     let c = &ctx.config;
     let pg = crate::pg_sink::parse_url(c)?;
+    let policy = crate::pg_sink::ConnectPolicy::from_config(c, "query.timeout.ms");
+    let chain =
+        Chain::from_config(c).map_err(|e| format!("invalid transforms: {}", e.join("; ")))?;
     let mode = get(c, "mode").unwrap_or("bulk").to_ascii_lowercase();
     let prefix = get(c, "topic.prefix").unwrap_or("").to_string();
     let poll = Duration::from_millis(
@@ -188,14 +212,14 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
     let max_rows: i64 = get(c, "batch.max.rows")
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    let column = match mode.as_str() {
-        "incrementing" => get(c, "incrementing.column.name").unwrap_or("").to_string(),
-        "timestamp" => get(c, "timestamp.column.name").unwrap_or("").to_string(),
-        _ => String::new(),
+    let ts_col = get(c, "timestamp.column.name").unwrap_or("").to_string();
+    let inc_col = get(c, "incrementing.column.name").unwrap_or("").to_string();
+    let restart = format!("the task restarts automatically (task.restart.*) or with POST /connectors/{}/restart?includeTasks=true", ctx.connector);
+    // Stop-aware: a stop while connecting ends the task at once.
+    let client = tokio::select! {
+        c = crate::pg_sink::connect(&pg, &policy) => c.map_err(|e| format!("{}; {restart}", e.message))?,
+        _ = stop.wait_for(|s| *s) => return Ok(()),
     };
-    let client = crate::pg_sink::connect(&pg).await.map_err(|e| {
-        format!("{}; the task restarts automatically (task.restart.*) or with POST /connectors/{}/restart?includeTasks=true", e.message, ctx.connector)
-    })?;
     let mut sources: Vec<Source> = match get(c, "query") {
         Some(q) => vec![Source {
             from: format!("({q})"),
@@ -236,64 +260,21 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
         })?;
     tracing::info!(connector = %ctx.connector, mode = %mode, sources = sources.len(), "PostgreSQL source starting");
     let mut last_flush = tokio::time::Instant::now();
+    let mut stopped = stop.clone();
     let result: Result<(), String> = async {
         loop {
             if *stop.borrow() || stop.has_changed().is_err() {
                 return Ok(());
             }
-            let mut sent = 0usize;
+            let mut full = false;
             for s in &mut sources {
-                if s.schema.is_none() {
-                    s.schema = Some(describe(&client, &s.from).await?);
-                }
-                let schema = s.schema.clone().expect("described above");
-                let stored = ctx.offsets.get(&ctx.connector, &s.partition);
-                let col = quote(&column);
-                let rows = match mode.as_str() {
-                    "incrementing" => {
-                        let last = stored.as_ref().and_then(|o| o["incrementing"].as_i64()).unwrap_or(-1);
-                        let sql = format!("SELECT row_to_json(t)::text, (t.{col})::bigint FROM {} t WHERE t.{col} > $1::bigint ORDER BY t.{col} LIMIT {max_rows}", s.from);
-                        client.query(sql.as_str(), &[&last]).await
-                    }
-                    "timestamp" => {
-                        let last = stored.as_ref().and_then(|o| o["timestamp"].as_str().map(str::to_string)).unwrap_or_else(|| "-infinity".into());
-                        let sql = format!("SELECT row_to_json(t)::text, (t.{col})::text FROM {} t WHERE t.{col} > $1::text::timestamptz AND t.{col} < now() ORDER BY t.{col}", s.from);
-                        client.query(sql.as_str(), &[&last]).await
-                    }
-                    _ => client.query(format!("SELECT row_to_json(t)::text FROM {} t", s.from).as_str(), &[]).await,
-                }
-                .map_err(|e| format!("polling {} failed: {e}; check the table/query and the mode's column ({column})", s.from))?;
-                if rows.is_empty() {
-                    continue;
-                }
-                let mut pending = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    let text: String = row.get(0);
-                    let obj = match serde_json::from_str::<Value>(&text) {
-                        Ok(Value::Object(o)) => fit(&schema, o),
-                        _ => return Err(format!("a row of {} did not read as a JSON object", s.from)),
-                    };
-                    let value = match ctx.value_converter {
-                        Converter::Json { schemas_enable: true } => json!({"schema": schema, "payload": obj}).to_string(),
-                        _ => Value::Object(obj).to_string(),
-                    };
-                    let record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&s.topic).payload(value.as_bytes());
-                    pending.push(producer.send_result(record).map_err(|(e, _)| format!("sending to {} failed: {e}", s.topic))?);
-                }
-                for p in pending {
-                    match p.await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err((e, _))) => return Err(format!("sending to {} failed: {e}; nothing past the last acknowledged batch is stored as sent", s.topic)),
-                        Err(_) => return Err(format!("the producer was closed while sending to {}", s.topic)),
-                    }
-                }
-                sent += rows.len();
-                let last_row = rows.last().expect("not empty");
-                match mode.as_str() {
-                    "incrementing" => ctx.offsets.put(&ctx.connector, s.partition.clone(), json!({"incrementing": last_row.get::<_, i64>(1)})),
-                    "timestamp" => ctx.offsets.put(&ctx.connector, s.partition.clone(), json!({"timestamp": last_row.get::<_, String>(1)})),
-                    _ => {}
-                }
+                // A stop does not wait for a poll: what was sent but not acknowledged is not stored as sent.
+                let polled = tokio::select! {
+                    r = poll_source(&ctx, &client, &producer, &chain, s, &mode, &ts_col, &inc_col, max_rows, policy.timeout) => r,
+                    _ = stopped.wait_for(|s| *s) => return Ok(()),
+                };
+                let sent = polled.map_err(|e| format!("{e}; {restart}"))?;
+                full |= mode != "bulk" && sent as i64 >= max_rows;
             }
             if last_flush.elapsed() >= ctx.offset_flush_interval {
                 if let Err(e) = ctx.offsets.flush().await {
@@ -301,8 +282,8 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
                 }
                 last_flush = tokio::time::Instant::now();
             }
-            // Incrementing mode with a full batch polls again at once; otherwise wait for the interval.
-            if sent == 0 || mode != "incrementing" || (sent as i64) < max_rows {
+            // A full page polls again at once; otherwise wait for the interval.
+            if !full {
                 tokio::select! {
                     _ = tokio::time::sleep(poll) => {}
                     _ = stop.changed() => {}
@@ -319,4 +300,116 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
     });
     tracing::info!(connector = %ctx.connector, "PostgreSQL source stopped");
     result.and(flushed)
+}
+
+/// Polls one source once: its new rows (per the mode) through the transforms and converters to its topic; once
+/// all are acknowledged, the position after the last is put in the offset store. Returns the rows read.
+#[allow(clippy::too_many_arguments)]
+async fn poll_source(
+    ctx: &TaskContext,
+    client: &Client,
+    producer: &FutureProducer,
+    chain: &Chain,
+    s: &mut Source,
+    mode: &str,
+    ts_col: &str,
+    inc_col: &str,
+    max_rows: i64,
+    timeout: Duration,
+) -> Result<usize, String> {
+    let timed_out = |what: &str| {
+        format!(
+            "{what} {} timed out after {timeout:?} (query.timeout.ms)",
+            s.from
+        )
+    };
+    if s.schema.is_none() {
+        s.schema = Some(
+            tokio::time::timeout(timeout, describe(client, &s.from))
+                .await
+                .map_err(|_| timed_out("reading the columns of"))??,
+        );
+    }
+    let schema = s.schema.clone().expect("described above");
+    let stored = ctx.offsets.get(&ctx.connector, &s.partition);
+    let last_ts = stored
+        .as_ref()
+        .and_then(|o| o["timestamp"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "-infinity".into());
+    let last_inc = stored
+        .as_ref()
+        .and_then(|o| o["incrementing"].as_i64())
+        .unwrap_or(-1);
+    let sql = poll_sql(mode, &s.from, ts_col, inc_col, max_rows);
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = match mode {
+        "incrementing" => vec![&last_inc as &(dyn tokio_postgres::types::ToSql + Sync)],
+        "timestamp+incrementing" => vec![
+            &last_ts as &(dyn tokio_postgres::types::ToSql + Sync),
+            &last_inc,
+        ],
+        "timestamp" => vec![&last_ts as &(dyn tokio_postgres::types::ToSql + Sync)],
+        _ => vec![],
+    };
+    let rows = tokio::time::timeout(timeout, client.query(sql.as_str(), &params))
+        .await
+        .map_err(|_| timed_out("polling"))?
+        .map_err(|e| {
+            format!(
+                "polling {} failed: {e}; check the table/query and the mode's columns ({})",
+                s.from,
+                [ts_col, inc_col].join(" ").trim()
+            )
+        })?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut pending = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let text: String = row.get(0);
+        let obj = match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(o)) => fit(&schema, o),
+            _ => return Err(format!("a row of {} did not read as a JSON object", s.from)),
+        };
+        // As Connect's WorkerSourceTask: the transforms first (a dropped row is not sent, its position still
+        // counts as read), then the converters. No key: Confluent's JDBC source sends none (ValueToKey makes one).
+        let value = SchemaAndValue {
+            schema: Some(schema.clone()),
+            value: Value::Object(obj),
+        };
+        let topic = s.topic.clone();
+        let Some(record) = chain
+            .apply(Record { topic, value, ..Record::default() })
+            .map_err(|e| format!("{e}; the rows of {} from the stored offset on were not sent (fix the transform config)", s.from))?
+        else {
+            continue;
+        };
+        let (key, value) = record.encode(&ctx.key_converter, &ctx.value_converter)?;
+        let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic);
+        if let Some(v) = value.as_deref() {
+            out = out.payload(v);
+        }
+        if let Some(k) = key.as_deref() {
+            out = out.key(k);
+        }
+        pending.push(
+            producer
+                .send_result(out)
+                .map_err(|(e, _)| format!("sending to {} failed: {e}", record.topic))?,
+        );
+    }
+    for p in pending {
+        match p.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(format!("sending rows of {} failed: {e}; nothing past the last acknowledged batch is stored as sent", s.from)),
+            Err(_) => return Err(format!("the producer was closed while sending rows of {}", s.from)),
+        }
+    }
+    let last_row = rows.last().expect("not empty");
+    match mode {
+        "incrementing" => ctx.offsets.put(&ctx.connector, s.partition.clone(), json!({"incrementing": last_row.get::<_, i64>(1)})),
+        "timestamp" => ctx.offsets.put(&ctx.connector, s.partition.clone(), json!({"timestamp": last_row.get::<_, String>(1)})),
+        "timestamp+incrementing" => ctx.offsets.put(&ctx.connector, s.partition.clone(), json!({"timestamp": last_row.get::<_, String>(1), "incrementing": last_row.get::<_, i64>(2)})),
+        _ => {}
+    }
+    Ok(rows.len())
 }

@@ -39,43 +39,15 @@ pub async fn run<W: BatchWriter>(
 ) -> Result<(), String> {
     let chain = Chain::from_config(&ctx.config)
         .map_err(|e| format!("invalid transforms: {}", e.join("; ")))?;
-    let group = crate::file_sink::group_of(&ctx.connector);
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", &ctx.bootstrap_servers)
-        .set("group.id", &group)
-        .set(
-            "client.id",
-            format!("connector-consumer-{}-0", ctx.connector),
-        )
-        .set("auto.offset.reset", "earliest");
-    for (k, v) in &ctx.client_overrides {
-        client.set(k, v);
-    }
-    let consumer: StreamConsumer =
-        client
-            .set("enable.auto.commit", "false")
-            .create()
-            .map_err(|e| {
-                format!(
-                    "cannot create the consumer for {}: {e}",
-                    ctx.bootstrap_servers
-                )
-            })?;
-    let consumer = Arc::new(consumer);
+    let (consumer, topics, group) = subscribe(&ctx)?;
     // Records that do not convert or transform: per errors.* (skipped, logged, dead-lettered) or the task fails.
     let mut reporter = crate::error_handling::Reporter::new(
         crate::error_handling::ErrorConfig::from_config(&ctx.config)?,
         &ctx.connector,
         0,
         &ctx.bootstrap_servers,
-        &[],
+        &ctx.dlq_overrides,
     );
-    let topics = crate::file_sink::subscription_of(&ctx.config);
-    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer
-        .subscribe(&refs)
-        .map_err(|e| format!("cannot subscribe to {topics:?}: {e}"))?;
     tracing::info!(connector = %ctx.connector, ?topics, group = %group, "sink task starting");
 
     let result = loop {
@@ -159,6 +131,40 @@ pub async fn run<W: BatchWriter>(
     result
 }
 
+/// A sink task's consumer, subscribed: group `connect-<name>`, auto-commit off (the task commits what it wrote),
+/// the worker's `consumer.*` settings applied. Returns it with its subscription and group.
+pub fn subscribe(ctx: &TaskContext) -> Result<(Arc<StreamConsumer>, Vec<String>, String), String> {
+    let group = crate::file_sink::group_of(&ctx.connector);
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &ctx.bootstrap_servers)
+        .set("group.id", &group)
+        .set(
+            "client.id",
+            format!("connector-consumer-{}-0", ctx.connector),
+        )
+        .set("auto.offset.reset", "earliest");
+    for (k, v) in &ctx.client_overrides {
+        client.set(k, v);
+    }
+    let consumer: StreamConsumer =
+        client
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| {
+                format!(
+                    "cannot create the consumer for {}: {e}",
+                    ctx.bootstrap_servers
+                )
+            })?;
+    let topics = crate::file_sink::subscription_of(&ctx.config);
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&refs)
+        .map_err(|e| format!("cannot subscribe to {topics:?}: {e}"))?;
+    Ok((Arc::new(consumer), topics, group))
+}
+
 /// Adds what `next` yields to `batch` until it holds `max` or BATCH_LINGER has passed since this call (a steady
 /// trickle of records must not keep a batch open: one deadline, not one per record).
 async fn fill<T, F: Future<Output = T>>(
@@ -175,7 +181,8 @@ async fn fill<T, F: Future<Output = T>>(
     }
 }
 
-async fn commit(
+/// Commits `next` (the offsets after what was written), synchronously on a blocking thread.
+pub async fn commit(
     consumer: &Arc<StreamConsumer>,
     next: &BTreeMap<(String, i32), i64>,
 ) -> Result<(), String> {

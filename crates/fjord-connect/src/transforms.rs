@@ -17,7 +17,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::config::ConfigMap;
-use crate::converter::{Converter, Data};
+use crate::converter::{base64_decode, Converter, Data};
 
 const PKG: &str = "org.apache.kafka.connect.transforms.";
 const PREDICATES_PKG: &str = "org.apache.kafka.connect.transforms.predicates.";
@@ -120,6 +120,23 @@ pub struct Record {
     pub key: SchemaAndValue,
     pub value: SchemaAndValue,
     pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// A record's key and value as bytes (None: null).
+pub type Encoded = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+impl Record {
+    /// A source record's key and value bytes through the converters (None: null), as a producer sends them.
+    pub fn encode(&self, key: &Converter, value: &Converter) -> Result<Encoded, String> {
+        Ok((
+            self.key
+                .encode(key)
+                .map_err(|e| format!("key.converter failed: {e}"))?,
+            self.value
+                .encode(value)
+                .map_err(|e| format!("value.converter failed: {e}"))?,
+        ))
+    }
 }
 
 /// Which part of the record a transform works on (`$Key` or `$Value`).
@@ -1570,35 +1587,6 @@ fn cast(
             })
         }
     }
-}
-
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let s = s.trim_end_matches('=').as_bytes();
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    for chunk in s.chunks(4) {
-        let mut n = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            n |= val(*c)? << (18 - 6 * i);
-        }
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        match chunk.len() {
-            4 => out.extend_from_slice(&bytes),
-            3 => out.extend_from_slice(&bytes[..2]),
-            2 => out.push(bytes[0]),
-            _ => return None,
-        }
-    }
-    Some(out)
 }
 
 /// The transforms and predicates as `GET /connector-plugins?connectorsOnly=false` lists them (KIP-769).

@@ -75,8 +75,12 @@ pub struct TaskContext {
     pub bootstrap_servers: String,
     pub offsets: Arc<OffsetStore>,
     pub offset_flush_interval: Duration,
-    /// The worker's `producer.*`/`consumer.*` settings, set on the task's client after Connect's own.
+    /// The worker's `producer.*`/`consumer.*` settings, then the connector's `producer.override.*`/
+    /// `consumer.override.*`, set on the task's client after Connect's own.
     pub client_overrides: Vec<(String, String)>,
+    /// The same for a sink's dead-letter producer: the worker's `producer.*`, then the connector's
+    /// `producer.override.*`.
+    pub dlq_overrides: Vec<(String, String)>,
 }
 
 /// A running task: a signal to stop it and its handle.
@@ -896,9 +900,22 @@ impl Worker {
             offsets: self.offsets.clone(),
             offset_flush_interval: Duration::from_millis(self.config.offset_flush_interval_ms),
             client_overrides: match c.plugin.kind() {
-                plugins::Kind::Source => self.config.producer_overrides.clone(),
-                plugins::Kind::Sink => self.config.consumer_overrides.clone(),
+                plugins::Kind::Source => [
+                    self.config.producer_overrides.clone(),
+                    crate::config::connector_overrides(&c.config, true),
+                ]
+                .concat(),
+                plugins::Kind::Sink => [
+                    self.config.consumer_overrides.clone(),
+                    crate::config::connector_overrides(&c.config, false),
+                ]
+                .concat(),
             },
+            dlq_overrides: [
+                self.config.producer_overrides.clone(),
+                crate::config::connector_overrides(&c.config, true),
+            ]
+            .concat(),
         };
         *c.status.lock().unwrap() = TaskStatus {
             state: "RUNNING",

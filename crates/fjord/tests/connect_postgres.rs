@@ -232,10 +232,45 @@ impl Postgres {
     pub fn url(&self) -> String {
         format!("jdbc:postgresql://127.0.0.1:{}/postgres", self.port)
     }
+
+    /// The server's processes (started by this test): the postmaster of `postmaster.pid` and its children.
+    fn pids(&self) -> Vec<u32> {
+        let Some(main) = std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+        else {
+            return Vec::new();
+        };
+        let mut pids = vec![main];
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(main) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Sends `sig` (STOP: the server hangs without closing a connection; CONT: it goes on) to its processes.
+    pub fn signal(&self, sig: &str) {
+        for pid in self.pids() {
+            let _ = Command::new("kill")
+                .args([&format!("-{sig}"), &pid.to_string()])
+                .status();
+        }
+    }
 }
 
 impl Drop for Postgres {
     fn drop(&mut self) {
+        self.signal("CONT");
         let data = self.data.to_str().unwrap().to_string();
         let _ = self.run(
             "pg_ctl",
@@ -584,26 +619,15 @@ fn a_failing_postgres_task_says_what_to_do_and_restarts_by_itself() {
 
 /// Every record of `topic` from the beginning: the values as JSON.
 fn values_of(bootstrap: &str, topic: &str) -> Vec<Value> {
-    let out = fjord(
-        bootstrap,
-        &[
-            "consume",
-            topic,
-            "--from-beginning",
-            "--exit-at-end",
-            "--format",
-            "json",
-        ],
-        None,
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .map(|m| match &m["value"] {
-            Value::String(s) => serde_json::from_str(s).unwrap_or(Value::Null),
-            v => v.clone(),
-        })
-        .collect()
+    records_of(bootstrap, topic).iter().map(value_of).collect()
+}
+
+/// A consumed record's value as JSON.
+fn value_of(m: &Value) -> Value {
+    match &m["value"] {
+        Value::String(s) => serde_json::from_str(s).unwrap_or(Value::Null),
+        v => v.clone(),
+    }
 }
 
 #[test]
@@ -708,4 +732,418 @@ fn postgres_source_copies_new_rows_and_resumes_from_its_offset() {
     assert_eq!(ids, [1, 2, 3, 4, 5, 6], "{got:?}");
     let (_, v) = http(&worker.rest, "GET", "/connectors/src/offsets", None);
     assert_eq!(v["offsets"][0]["offset"], json!({"incrementing": 6}), "{v}");
+}
+
+/// One test's world: a standalone worker, a broker and a PostgreSQL cluster (dropped in that order).
+struct Env {
+    worker: WorkerProc,
+    bootstrap: String,
+    _broker: BrokerProc,
+    pg: Postgres,
+    dir: tempfile::TempDir,
+}
+
+fn env() -> Env {
+    let pg = Postgres::start();
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("broker"), &[]);
+    let bootstrap = broker.bootstrap.clone();
+    let worker = start_worker(dir.path(), &bootstrap);
+    Env {
+        worker,
+        bootstrap,
+        _broker: broker,
+        pg,
+        dir,
+    }
+}
+
+/// Creates (or replaces) connector `name` with `config`; the worker must accept it.
+fn put(rest: &str, name: &str, config: &Value) {
+    let (status, v) = http(
+        rest,
+        "PUT",
+        &format!("/connectors/{name}/config"),
+        Some(&config.to_string()),
+    );
+    assert!(status == 201 || status == 200, "{status} {v}");
+}
+
+/// Waits until the task of `name` is FAILED; its trace.
+fn failed(rest: &str, name: &str) -> String {
+    wait_for(Duration::from_secs(60), "the task to fail", || {
+        let (state, trace) = task_state(rest, name);
+        (state == "FAILED").then_some(trace)
+    })
+}
+
+/// Waits until `sql` answers `want`.
+fn wait_rows(pg: &Postgres, sql: &str, want: &str) {
+    wait_for(Duration::from_secs(120), &format!("{sql} = {want}"), || {
+        (pg.try_psql(sql).as_deref() == Some(want)).then_some(())
+    });
+}
+
+/// The offsets a sink connector committed, per `GET /connectors/{name}/offsets`: (topic, partition) to offset.
+fn committed(rest: &str, name: &str) -> Vec<(String, i64, i64)> {
+    let (status, v) = http(rest, "GET", &format!("/connectors/{name}/offsets"), None);
+    assert_eq!(status, 200, "{v}");
+    let mut out: Vec<(String, i64, i64)> = v["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["partition"]["kafka_topic"].as_str().unwrap().to_string(),
+                o["partition"]["kafka_partition"].as_i64().unwrap(),
+                o["offset"]["kafka_offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Every record of `topic` from the beginning (none when it does not exist): the raw JSON lines of `consume`.
+fn records_of(bootstrap: &str, topic: &str) -> Vec<Value> {
+    let out = fjord(
+        bootstrap,
+        &[
+            "consume",
+            topic,
+            "--from-beginning",
+            "--exit-at-end",
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect()
+}
+
+/// Failures that are not the records' (a permission taken away, the table dropped) never send records to the
+/// dead-letter topic nor commit past them, even with `errors.tolerance=all`: the write is retried
+/// (`max.retries`), the task fails saying why, and once the cause is fixed the automatic restart writes them.
+#[test]
+fn non_data_failures_fail_the_task_and_never_dead_letter_or_commit() {
+    let Env {
+        worker,
+        bootstrap,
+        pg,
+        ..
+    } = &env();
+    // A user without superuser rights, so that privileges apply.
+    pg.psql("CREATE ROLE app LOGIN");
+    let create = "CREATE TABLE acct (id TEXT PRIMARY KEY, n INT); GRANT ALL ON acct TO app";
+    pg.psql(create);
+    produce(
+        bootstrap,
+        "acct",
+        "a|{\"id\":\"a\",\"n\":1}\nb|{\"id\":\"b\",\"n\":2}\n",
+    );
+    let config = json!({
+        "connector.class": "PostgresSink",
+        "topics": "acct",
+        "connection.url": format!("postgresql://app@127.0.0.1:{}/postgres", pg.port),
+        "insert.mode": "upsert",
+        "pk.mode": "record_value",
+        "pk.fields": "id",
+        "value.converter": "JsonConverter",
+        "value.converter.schemas.enable": "false",
+        "errors.tolerance": "all",
+        "errors.deadletterqueue.topic.name": "acct-dlq",
+        "max.retries": "2",
+        "retry.backoff.ms": "200",
+        "connection.attempts": "1",
+        "task.restart.backoff.initial.ms": "3000",
+        "task.restart.backoff.max.ms": "3000",
+    });
+    put(&worker.rest, "acct", &config);
+    let offsets = |n: i64| {
+        wait_for(Duration::from_secs(30), "the offsets committed", || {
+            (committed(&worker.rest, "acct") == [("acct".to_string(), 0, n)]).then_some(())
+        })
+    };
+    wait_rows(pg, "SELECT count(*) FROM acct", "2");
+    offsets(2);
+
+    // The permission to insert is taken away: the rows are not written, the task fails naming the cause and
+    // the record, nothing is dead-lettered and nothing past the rows written is committed.
+    pg.psql("REVOKE INSERT ON acct FROM app");
+    let more = "c|{\"id\":\"c\",\"n\":3}\nd|{\"id\":\"d\",\"n\":4}\ne|{\"id\":\"e\",\"n\":5}\n";
+    produce(bootstrap, "acct", more);
+    let trace = failed(&worker.rest, "acct");
+    assert!(trace.contains("permission denied"), "{trace}");
+    assert!(trace.contains("acct-0 offset 2"), "{trace}");
+    assert!(trace.contains("max.retries=2"), "{trace}");
+    assert!(worker
+        .log()
+        .contains("writing to PostgreSQL failed (attempt 2"));
+    assert_eq!(
+        committed(&worker.rest, "acct"),
+        [("acct".to_string(), 0, 2)]
+    );
+    assert!(records_of(bootstrap, "acct-dlq").is_empty());
+    assert_eq!(pg.psql("SELECT count(*) FROM acct"), "2");
+
+    // The permission back: the automatic restart writes the rows.
+    pg.psql("GRANT INSERT ON acct TO app");
+    let all = "SELECT string_agg(id || '=' || n, ',' ORDER BY id) FROM acct";
+    wait_rows(pg, all, "a=1,b=2,c=3,d=4,e=5");
+    offsets(5);
+
+    // The table dropped (auto.create=false): the same, and the row comes once the table is back.
+    pg.psql("DROP TABLE acct");
+    produce(bootstrap, "acct", "f|{\"id\":\"f\",\"n\":6}\n");
+    let trace = failed(&worker.rest, "acct");
+    assert!(trace.contains("does not exist"), "{trace}");
+    assert_eq!(
+        committed(&worker.rest, "acct"),
+        [("acct".to_string(), 0, 5)]
+    );
+    pg.psql(create);
+    wait_rows(pg, all, "f=6");
+    offsets(6);
+    assert!(records_of(bootstrap, "acct-dlq").is_empty());
+}
+
+/// A server that hangs (its processes stopped, the connection left open) times the write out
+/// (`write.timeout.ms`) instead of hanging the task, and a pause does not wait out the retry backoff: the task
+/// stops within the worker's shutdown timeout, uncommitted, and the row is written after the resume.
+#[test]
+fn a_hung_server_times_out_and_a_pause_does_not_wait_for_the_backoff() {
+    let Env {
+        worker,
+        bootstrap,
+        pg,
+        ..
+    } = &env();
+    produce(bootstrap, "hang", "a|{\"id\":\"a\",\"n\":1}\n");
+    let config = json!({
+        "connector.class": "PostgresSink",
+        "topics": "hang",
+        "connection.url": pg.url(),
+        "connection.user": "fjord",
+        "insert.mode": "upsert",
+        "pk.mode": "record_value",
+        "pk.fields": "id",
+        "auto.create": "true",
+        "value.converter": "JsonConverter",
+        "value.converter.schemas.enable": "false",
+        "write.timeout.ms": "2000",
+        "connection.attempts": "1",
+        "max.retries": "100",
+        "retry.backoff.ms": "60000",
+    });
+    put(&worker.rest, "hang", &config);
+    let ids = "SELECT string_agg(id, ',' ORDER BY id) FROM hang";
+    wait_rows(pg, ids, "a");
+    pg.signal("STOP");
+    produce(bootstrap, "hang", "b|{\"id\":\"b\",\"n\":2}\n");
+    wait_for(Duration::from_secs(30), "the write to time out", || {
+        worker
+            .log()
+            .contains("timed out after 2s (write.timeout.ms)")
+            .then_some(())
+    });
+    assert_eq!(task_state(&worker.rest, "hang").0, "RUNNING");
+    // In the 60 s backoff now: a pause stops the task at once.
+    let paused = Instant::now();
+    let (status, v) = http(&worker.rest, "PUT", "/connectors/hang/pause", None);
+    assert!(status == 202 || status == 204, "{status} {v}");
+    wait_for(Duration::from_secs(10), "the task to stop", || {
+        worker
+            .log()
+            .contains("PostgreSQL sink stopped")
+            .then_some(())
+    });
+    assert!(
+        paused.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        paused.elapsed()
+    );
+    assert!(!worker.log().contains("did not stop within"));
+    pg.signal("CONT");
+    let (status, v) = http(&worker.rest, "PUT", "/connectors/hang/resume", None);
+    assert!(status == 202 || status == 204, "{status} {v}");
+    wait_rows(pg, ids, "a,b");
+}
+
+/// Transforms apply to the sink's records (RegexRouter picks the table, InsertField adds a column), and
+/// `insert.mode=insert` refuses a second row of a key: that record is errant (dead-lettered with
+/// `errors.tolerance=all`), the first row stays, the others are written.
+#[test]
+fn postgres_sink_applies_transforms_and_insert_mode_dead_letters_duplicate_keys() {
+    let Env {
+        worker,
+        bootstrap,
+        pg,
+        ..
+    } = &env();
+    produce(
+        bootstrap,
+        "raw-things",
+        "a|{\"id\":\"a\",\"n\":1}\nb|{\"id\":\"b\",\"n\":2}\na|{\"id\":\"a\",\"n\":3}\nc|{\"id\":\"c\",\"n\":4}\n",
+    );
+    let config = json!({
+        "connector.class": "PostgresSink",
+        "topics": "raw-things",
+        "connection.url": pg.url(),
+        "connection.user": "fjord",
+        "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+        "errors.log.enable": "true",
+        "insert.mode": "insert",
+        "pk.mode": "record_value",
+        "pk.fields": "id",
+        "auto.create": "true",
+        "value.converter": "JsonConverter",
+        "value.converter.schemas.enable": "false",
+        "errors.tolerance": "all",
+        "errors.deadletterqueue.topic.name": "things-dlq",
+        "transforms": "route,src",
+        "transforms.route.type": "org.apache.kafka.connect.transforms.RegexRouter",
+        "transforms.route.regex": "raw-(.*)",
+        "transforms.route.replacement": "$1",
+        "transforms.src.type": "org.apache.kafka.connect.transforms.InsertField$Value",
+        "transforms.src.static.field": "src",
+        "transforms.src.static.value": "kafka",
+    });
+    put(&worker.rest, "things", &config);
+    wait_rows(
+        pg,
+        "SELECT string_agg(id || '=' || n || ':' || src, ',' ORDER BY id) FROM things",
+        "a=1:kafka,b=2:kafka,c=4:kafka",
+    );
+    assert_eq!(pg.try_psql("SELECT count(*) FROM \"raw-things\""), None);
+    let dlq = wait_for(
+        Duration::from_secs(30),
+        "the duplicate dead-lettered",
+        || {
+            let v = records_of(bootstrap, "things-dlq");
+            (!v.is_empty()).then_some(v)
+        },
+    );
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!(dlq[0]["key"], "a");
+    assert_eq!(value_of(&dlq[0]), json!({"id": "a", "n": 3}));
+    assert_eq!(task_state(&worker.rest, "things").0, "RUNNING");
+}
+
+/// kill -9 of the worker in the middle of a load: after a restart every record is a row with its value (the
+/// rows written but not committed before the kill are written again, harmlessly: upserts).
+#[test]
+fn a_killed_worker_loses_no_row() {
+    let mut e = env();
+    ok(&fjord(
+        &e.bootstrap,
+        &["topics", "create", "loadtest", "--partitions", "3"],
+        None,
+    ));
+    const N: i64 = 100_000;
+    let mut lines = String::new();
+    for i in 0..N {
+        lines.push_str(&format!("k{i}|{}\n", order(i, &format!("v-{i}"))));
+    }
+    produce(&e.bootstrap, "loadtest", &lines);
+    let config = json!({
+        "connector.class": "PostgresSink",
+        "topics": "loadtest",
+        "connection.url": e.pg.url(),
+        "connection.user": "fjord",
+        "insert.mode": "upsert",
+        "pk.mode": "record_key",
+        "pk.fields": "id",
+        "auto.create": "true",
+        "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+    });
+    put(&e.worker.rest, "loadtest", &config);
+    let at_kill: i64 = wait_for(Duration::from_secs(120), "the first rows", || {
+        e.pg.try_psql("SELECT count(*) FROM loadtest")
+            .and_then(|c| c.parse::<i64>().ok())
+            .filter(|c| *c > 0)
+    });
+    e.worker.kill9();
+    assert!(at_kill < N, "the load ended before the kill: {at_kill}");
+    e.worker = start_worker(e.dir.path(), &e.bootstrap);
+    put(&e.worker.rest, "loadtest", &config);
+    wait_rows(
+        &e.pg,
+        "SELECT count(*), sum(n), count(*) FILTER (WHERE name = 'v-' || n AND id = 'k' || n) FROM loadtest",
+        &format!("{N}|{}|{N}", N * (N - 1) / 2),
+    );
+}
+
+/// The source's timestamp+incrementing mode pages on (timestamp, id), so runs of rows of one timestamp longer
+/// than `batch.max.rows` go through whole, each row once; timestamp mode reads such runs whole; and the source's
+/// transforms apply (ValueToKey + ExtractField make the id the key).
+#[test]
+fn postgres_source_timestamp_modes_page_through_rows_of_one_timestamp() {
+    let Env {
+        worker,
+        bootstrap,
+        pg,
+        ..
+    } = &env();
+    pg.psql("CREATE TABLE ev (id SERIAL PRIMARY KEY, at TIMESTAMP NOT NULL, name TEXT)");
+    pg.psql("INSERT INTO ev (at, name) SELECT '2024-01-01 00:00:00', 'same-' || g FROM generate_series(1, 250) g");
+    pg.psql("INSERT INTO ev (at, name) SELECT '2024-01-02 00:00:00', 'later-' || g FROM generate_series(1, 5) g");
+    for (name, mode) in [("ti", "timestamp+incrementing"), ("ts", "timestamp")] {
+        let config = json!({
+            "connector.class": "PostgresSource",
+            "connection.url": pg.url(),
+            "connection.user": "fjord",
+            "mode": mode,
+            "timestamp.column.name": "at",
+            "incrementing.column.name": "id",
+            "table.whitelist": "ev",
+            "topic.prefix": format!("{name}-"),
+            "poll.interval.ms": "200",
+            "batch.max.rows": "100",
+            "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+            "key.converter.schemas.enable": "false",
+            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+            "transforms": "key,id",
+            "transforms.key.type": "org.apache.kafka.connect.transforms.ValueToKey",
+            "transforms.key.fields": "id",
+            "transforms.id.type": "org.apache.kafka.connect.transforms.ExtractField$Key",
+            "transforms.id.field": "id",
+        });
+        put(&worker.rest, name, &config);
+    }
+    // The ids of the records of `topic` once there are `n` (and a moment later, so that duplicates show).
+    let ids = |topic: &str, n: usize| -> Vec<i64> {
+        wait_for(
+            Duration::from_secs(60),
+            &format!("{n} records of {topic}"),
+            || (records_of(bootstrap, topic).len() >= n).then_some(()),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        records_of(bootstrap, topic)
+            .iter()
+            .map(|m| {
+                let id = value_of(m)["payload"]["id"].as_i64().unwrap();
+                assert_eq!(m["key"].as_str().unwrap(), id.to_string(), "{m}");
+                id
+            })
+            .collect()
+    };
+    let all: Vec<i64> = (1..=255).collect();
+    assert_eq!(ids("ti-ev", 255), all);
+    let mut ts = ids("ts-ev", 255);
+    ts.sort();
+    assert_eq!(ts, all);
+    // More rows of the last timestamp: timestamp+incrementing takes them (a later id), each once.
+    pg.psql("INSERT INTO ev (at, name) VALUES ('2024-01-02 00:00:00', 'late-1'), ('2024-01-02 00:00:00', 'late-2')");
+    let all: Vec<i64> = (1..=257).collect();
+    assert_eq!(ids("ti-ev", 257), all);
+    let (_, v) = http(&worker.rest, "GET", "/connectors/ti/offsets", None);
+    assert_eq!(
+        v["offsets"][0]["offset"],
+        json!({"timestamp": "2024-01-02 00:00:00", "incrementing": 257}),
+        "{v}"
+    );
 }
