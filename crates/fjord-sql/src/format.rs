@@ -280,7 +280,7 @@ fn json_sql_type(s: &J) -> std::result::Result<SqlType, String> {
                 .filter(|t| *t != "null")
                 .collect();
             match rest.as_slice() {
-                [one] => one,
+                [one] => *one,
                 _ => return Err(format!("the type {} has no SQL type", s["type"])),
             }
         }
