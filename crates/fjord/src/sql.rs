@@ -851,6 +851,13 @@ impl Http {
                     let line: Vec<u8> = text.drain(..=nl).collect();
                     emit_line(&line, &mut each);
                 }
+                // The server writes `,\n` before a row, not after it: a row that is complete is shown now, not
+                // when the next one comes (which, for a quiet topic, may be never).
+                if text.iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'}')
+                    && emit_line(&text, &mut each)
+                {
+                    text.clear();
+                }
                 // Bounded: a row that never ends is an error, not a buffer growing without end.
                 if text.len() > self.limit {
                     return Err(too_large(self.limit));
@@ -862,7 +869,8 @@ impl Http {
     }
 }
 
-fn emit_line(line: &[u8], each: &mut impl FnMut(&J)) {
+/// Calls `each` with the element on `line` (without the array's `[`, `,` and `]`); whether there was one.
+fn emit_line(line: &[u8], each: &mut impl FnMut(&J)) -> bool {
     let t = String::from_utf8_lossy(line);
     let t = t
         .trim()
@@ -872,10 +880,14 @@ fn emit_line(line: &[u8], each: &mut impl FnMut(&J)) {
         .trim_end_matches(',')
         .trim();
     if t.is_empty() {
-        return;
+        return false;
     }
-    if let Ok(v) = serde_json::from_str::<J>(t) {
-        each(&v);
+    match serde_json::from_str::<J>(t) {
+        Ok(v) => {
+            each(&v);
+            true
+        }
+        Err(_) => false,
     }
 }
 
