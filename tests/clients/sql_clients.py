@@ -5,6 +5,13 @@
   read BOOTSTRAP TOPIC EXPECTED            every record of every partition, once EXPECTED have arrived (60 s at most):
                                            one line per record, `key<TAB>value`, sorted
   committed BOOTSTRAP GROUP TOPIC          the sum of the group's committed offsets over the topic's partitions
+  produce-raw BOOTSTRAP TOPIC KEY VALUE    one record with these bytes (UTF-8), acknowledged
+  produce-big BOOTSTRAP TOPIC N SIZE       N JSON records {"v": "<SIZE x's>"}, no key
+  produce-avro BOOTSTRAP REGISTRY TOPIC N  N Avro records (confluent-kafka's AvroSerializer, which registers
+                                           TOPIC-value) with string keys sku-i: {sku, price, qty, tags}
+  read-avro BOOTSTRAP REGISTRY TOPIC N     every record of TOPIC once N have arrived, values decoded with
+                                           AvroDeserializer (the writer's schema from the registry by id): one
+                                           line `key<TAB>json`, sorted
 """
 import json
 import sys
@@ -95,6 +102,86 @@ def main():
         got = c.committed(tps, timeout=10)
         print(sum(tp.offset for tp in got if tp.offset >= 0))
         c.close()
+    elif cmd == "produce-raw":
+        topic, key, value = sys.argv[3], sys.argv[4], sys.argv[5]
+        p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+        errors = []
+        p.produce(topic, key=key.encode(), value=value.encode(), partition=0,
+                  on_delivery=lambda err, msg: errors.append(err) if err else None)
+        if p.flush(30) or errors:
+            print(f"FAIL: {errors}", file=sys.stderr)
+            sys.exit(1)
+        print("ok produced 1")
+    elif cmd == "produce-big":
+        topic, n, size = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+        p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20})
+        value = json.dumps({"v": "x" * size}).encode()
+        for _ in range(n):
+            while True:
+                try:
+                    p.produce(topic, value=value)
+                    break
+                except BufferError:
+                    p.poll(0.1)
+        if p.flush(60):
+            print("FAIL: undelivered", file=sys.stderr)
+            sys.exit(1)
+        print(f"ok produced {n}")
+    elif cmd == "produce-avro":
+        from confluent_kafka.admin import AdminClient, NewTopic
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+        from confluent_kafka.schema_registry.avro import AvroSerializer
+        from confluent_kafka.serialization import SerializationContext, MessageField
+        url, topic, n = sys.argv[3], sys.argv[4], int(sys.argv[5])
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        for f in admin.create_topics([NewTopic(topic, 1, 1)]).values():
+            f.result(30)
+        schema = json.dumps({"type": "record", "name": "Product", "namespace": "com.example", "fields": [
+            {"name": "sku", "type": "string"}, {"name": "price", "type": "double"},
+            {"name": "qty", "type": "int"}, {"name": "tags", "type": {"type": "array", "items": "string"}}]})
+        ser = AvroSerializer(SchemaRegistryClient({"url": url}), schema)
+        p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+        for i in range(n):
+            v = {"sku": f"sku-{i}", "price": 1.5 * i, "qty": i, "tags": [f"t{i}"]}
+            p.produce(topic, key=f"sku-{i}".encode(), value=ser(v, SerializationContext(topic, MessageField.VALUE)))
+        if p.flush(30):
+            print("FAIL: undelivered", file=sys.stderr)
+            sys.exit(1)
+        print(f"ok produced {n}")
+    elif cmd == "read-avro":
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+        from confluent_kafka.schema_registry.avro import AvroDeserializer
+        from confluent_kafka.serialization import SerializationContext, MessageField
+        url, topic, expected = sys.argv[3], sys.argv[4], int(sys.argv[5])
+        de = AvroDeserializer(SchemaRegistryClient({"url": url}))
+        deadline = time.time() + 60
+        out = []
+        # Not assign(): the group starts at the beginning (auto.offset.reset), and the loop ends once EXPECTED
+        # have arrived plus a second for any extra (a duplicate shows up).
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": "sql-test-avro-reader",
+                      "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        c.subscribe([topic])
+        quiet_until = None
+        while time.time() < deadline and (quiet_until is None or time.time() < quiet_until):
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == -191:  # partition EOF
+                    continue
+                print(f"FAIL: {m.error()}", file=sys.stderr)
+                sys.exit(1)
+            check_magic = m.value()[0] == 0
+            if not check_magic:
+                print(f"FAIL: not in the registry wire format: {m.value()[:10]}", file=sys.stderr)
+                sys.exit(1)
+            v = de(m.value(), SerializationContext(topic, MessageField.VALUE))
+            out.append(f"{(m.key() or b'').decode(errors='replace')}\t{json.dumps(v, sort_keys=True)}")
+            if len(out) >= expected and quiet_until is None:
+                quiet_until = time.time() + 1.0
+        c.close()
+        for line in sorted(out):
+            print(line)
     else:
         print(f"unknown command {cmd}", file=sys.stderr)
         sys.exit(2)

@@ -20,7 +20,7 @@ use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, Producer, Thre
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value as J};
 
-use crate::catalog::{Catalog, Column, Format, QueryDef, SourceDef};
+use crate::catalog::{Catalog, Column, Command, CommandLog, Format, QueryDef, SourceDef};
 use crate::error::{Result, SqlError};
 use crate::expr::{compile, Scope};
 use crate::format;
@@ -41,6 +41,26 @@ pub type Props = BTreeMap<String, String>;
 pub struct EngineConfig {
     pub bootstrap: String,
     pub command_topic: String,
+    /// The schema registry AVRO, PROTOBUF and JSON_SR formats use (`http://host:port`); `None`: those formats
+    /// are refused with a message saying how to give one.
+    pub registry_url: Option<String>,
+    /// How long a push query waits for its client to take a row before it ends (a client that stops reading
+    /// must not hold a thread, a consumer and a slot for ever). [`DEFAULT_PUSH_STALL`] by default.
+    pub push_stall: Duration,
+}
+
+/// How long a push query waits at most for a client that does not read its rows.
+pub const DEFAULT_PUSH_STALL: Duration = Duration::from_secs(60);
+
+impl EngineConfig {
+    pub fn new(bootstrap: &str, command_topic: &str) -> EngineConfig {
+        EngineConfig {
+            bootstrap: bootstrap.to_string(),
+            command_topic: command_topic.to_string(),
+            registry_url: None,
+            push_stall: DEFAULT_PUSH_STALL,
+        }
+    }
 }
 
 /// A persistent query running in this process.
@@ -87,6 +107,32 @@ pub struct PushQuery {
     pub query_id: String,
     pub columns: Vec<(String, SqlType)>,
     pub rows: tokio::sync::mpsc::Receiver<std::result::Result<Row, String>>,
+    /// Why the query ended early when it could not say so through `rows` (its client stopped reading).
+    pub ended: Arc<Mutex<Option<String>>>,
+}
+
+/// Hands one item to a push query's client, waiting at most `stall` for room; false when the client is gone
+/// or took nothing for that long. (`blocking_send` waited for ever: a client that stopped reading held the
+/// query's thread, consumer and slot until the server stopped.)
+fn send_bounded<T>(tx: &tokio::sync::mpsc::Sender<T>, item: T, stall: Duration) -> bool {
+    use tokio::sync::mpsc::error::TrySendError;
+    let deadline = std::time::Instant::now() + stall;
+    let mut item = item;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match tx.try_send(item) {
+            Ok(()) => return true,
+            Err(TrySendError::Closed(_)) => return false,
+            Err(TrySendError::Full(back)) => {
+                if std::time::Instant::now() >= deadline {
+                    return false;
+                }
+                item = back;
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+        }
+    }
 }
 
 fn props_reset(props: &Props) -> Result<String> {
@@ -107,6 +153,14 @@ impl Engine {
     /// Connects to the cluster, creates the command topic if missing and replays it: the catalog is rebuilt and
     /// the persistent queries that were running start again from their committed offsets.
     pub async fn start(cfg: EngineConfig) -> Result<Arc<Engine>> {
+        let registry = match &cfg.registry_url {
+            Some(url) => Some(Arc::new(
+                crate::registry::Registry::new(url, tokio::runtime::Handle::current())
+                    .map_err(SqlError::semantic)?,
+            )),
+            None => None,
+        };
+        crate::registry::install(registry);
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &cfg.bootstrap)
             .set("enable.idempotence", "true")
@@ -166,8 +220,7 @@ impl Engine {
         let (lo, hi) = consumer
             .fetch_watermarks(topic, 0, TIMEOUT)
             .map_err(|e| SqlError::execution(format!("cannot read the end of {topic}: {e}")))?;
-        let mut commands: BTreeMap<String, Option<SourceDef>> = BTreeMap::new();
-        let mut order: Vec<String> = Vec::new();
+        let mut log = CommandLog::default();
         if hi > lo {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(topic, 0, Offset::Beginning)
@@ -186,22 +239,9 @@ impl Engine {
                 match consumer.poll(Duration::from_millis(200)) {
                     Some(Ok(m)) => {
                         pos = m.offset() + 1;
-                        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-                            continue;
-                        };
-                        let def = match m.payload() {
-                            None => None,
-                            Some(v) => match serde_json::from_slice::<SourceDef>(v) {
-                                Ok(d) => Some(d),
-                                Err(e) => {
-                                    tracing::warn!(key, offset = m.offset(), error = %e, "skipping a command that does not decode");
-                                    continue;
-                                }
-                            },
-                        };
-                        order.retain(|k| k != key);
-                        order.push(key.to_string());
-                        commands.insert(key.to_string(), def);
+                        // A command that does not decode is kept as BROKEN (listed with its reason), never
+                        // skipped: skipping it would make its stream or query vanish without a word.
+                        log.record(m.key(), m.offset(), m.payload());
                     }
                     Some(Err(e)) => {
                         return Err(SqlError::execution(format!("reading {topic} failed: {e}")))
@@ -226,19 +266,32 @@ impl Engine {
             // name and number would silently resume from. Every CREATE writes a command, so numbering past the
             // topic's end stays above every id handed out before.
             st.next_seq = st.next_seq.max(hi.max(0) as u64 + 1);
-            for key in order {
-                if let Some(Some(def)) = commands.remove(&key) {
-                    if let Some(q) = &def.query {
-                        if let Some(n) = q.id.rsplit('_').next().and_then(|n| n.parse::<u64>().ok())
+            for cmd in log.into_ordered() {
+                let def = match cmd {
+                    Command::Define(def) => def,
+                    Command::Broken(b) => {
+                        tracing::error!(name = %b.name, offset = b.offset, reason = %b.reason, "a command of {topic} cannot be read back: {} is BROKEN (listed by SHOW STREAMS/QUERIES; DROP removes it)", b.name);
+                        if let Some(n) = b
+                            .query_id
+                            .as_deref()
+                            .and_then(|q| q.rsplit('_').next())
+                            .and_then(|n| n.parse::<u64>().ok())
                         {
                             st.next_seq = st.next_seq.max(n + 1);
                         }
-                        if q.running {
-                            to_start.push(def.clone());
-                        }
+                        st.catalog.put_broken(b);
+                        continue;
                     }
-                    st.catalog.put(def);
+                };
+                if let Some(q) = &def.query {
+                    if let Some(n) = q.id.rsplit('_').next().and_then(|n| n.parse::<u64>().ok()) {
+                        st.next_seq = st.next_seq.max(n + 1);
+                    }
+                    if q.running {
+                        to_start.push(def.clone());
+                    }
                 }
+                st.catalog.put(def);
             }
         }
         tracing::info!(
@@ -347,12 +400,15 @@ impl Engine {
             )),
             Statement::ShowStreams | Statement::ShowTables => {
                 let kind = if matches!(parsed.statement, Statement::ShowStreams) { SourceKind::Stream } else { SourceKind::Table };
-                let list: Vec<J> = self
-                    .catalog_snapshot()
+                let cat = self.catalog_snapshot();
+                let mut list: Vec<J> = cat
                     .all()
                     .filter(|s| s.kind == kind)
                     .map(|s| json!({"type": kind.word(), "name": s.name, "topic": s.topic, "keyFormat": s.key_format.name(), "valueFormat": s.value_format.name(), "isWindowed": false}))
                     .collect();
+                // Commands that could not be read back are listed, BROKEN with the reason (an unknown kind under
+                // streams), so that nothing vanishes without a word.
+                list.extend(cat.all_broken().filter(|b| b.kind.unwrap_or(SourceKind::Stream) == kind).map(|b| json!({"type": kind.word(), "name": b.name, "topic": b.topic, "keyFormat": "", "valueFormat": "", "isWindowed": false, "state": "BROKEN", "reason": b.reason})));
                 let field = if kind == SourceKind::Stream { "streams" } else { "tables" };
                 Ok(json!({"@type": field, "statementText": text, field: list}))
             }
@@ -366,6 +422,9 @@ impl Engine {
                         let state = if st.running.contains_key(&q.id) { "RUNNING" } else if q.running { "ERROR" } else { "TERMINATED" };
                         json!({"queryString": q.sql, "sinks": [s.name], "sinkKafkaTopics": [s.topic], "id": q.id, "queryType": "PERSISTENT", "state": state, "statusCount": {state: 1}})
                     })
+                    .chain(cat.all_broken().filter_map(|b| b.query_id.as_ref().map(|id| (b, id))).map(|(b, id)| {
+                        json!({"queryString": "", "sinks": [b.name], "sinkKafkaTopics": [b.topic], "id": id, "queryType": "PERSISTENT", "state": "BROKEN", "statusCount": {"BROKEN": 1}, "reason": b.reason})
+                    }))
                     .collect();
                 Ok(json!({"@type": "queries", "statementText": text, "queries": list}))
             }
@@ -411,17 +470,25 @@ impl Engine {
                     "fields": plan.projection.iter().map(|p| json!({"name": p.name, "schema": {"type": p.ty.to_string()}})).collect::<Vec<_>>(),
                     "executionPlan": plan_text(&plan), "runnable": runnable.is_none(), "reason": runnable}}))
             }
-            Statement::CreateSource { as_select: None, .. } => {
+            Statement::CreateSource { as_select: None, name, .. } => {
                 let _guard = self.ddl.lock().await;
+                self.catalog_snapshot().refuse_broken(&name.value, name.pos)?;
                 self.create_source(parsed).await
             }
-            Statement::CreateSource { as_select: Some(_), .. } => {
+            Statement::CreateSource { as_select: Some(_), name, .. } => {
                 let _guard = self.ddl.lock().await;
+                self.catalog_snapshot().refuse_broken(&name.value, name.pos)?;
                 self.create_as_select(parsed, props).await
             }
             Statement::Drop { kind, if_exists, name, delete_topic } => {
                 let _guard = self.ddl.lock().await;
                 let cat = self.catalog_snapshot();
+                if cat.broken(&name.value).is_some() {
+                    // A definition that could not be read back: its tombstone removes it for good.
+                    self.write_command(&name.value, None).await?;
+                    self.state.lock().expect("engine state").catalog.remove(&name.value);
+                    return Ok(json!({"@type": "currentStatus", "statementText": text, "commandStatus": {"status": "SUCCESS", "message": format!("Broken source `{}` was dropped.", name.value)}}));
+                }
                 let Some(def) = cat.get(&name.value) else {
                     if *if_exists {
                         return Ok(json!({"@type": "currentStatus", "statementText": text, "commandStatus": {"status": "SUCCESS", "message": format!("Source {} does not exist.", name.value)}}));
@@ -654,11 +721,19 @@ impl Engine {
             )
         })?;
         let (key_format, value_format) = props.formats(Format::Json)?;
-        if columns.is_empty() {
-            return Err(SqlError::semantic_at("give the columns: CREATE STREAM s (col TYPE, ...) (reading them from the schema registry is not supported yet)", name.pos));
+        for f in [key_format, value_format] {
+            if matches!(f, Format::Avro | Format::JsonSr) {
+                crate::registry::required(&format!("FORMAT '{}'", f.name()))
+                    .map_err(SqlError::semantic)?;
+            }
         }
+        let columns = if columns.is_empty() {
+            registry_columns(*kind, &topic, key_format, value_format, name.pos).await?
+        } else {
+            columns.clone()
+        };
         let mut cols: Vec<Column> = Vec::new();
-        for c in columns {
+        for c in &columns {
             if cols.iter().any(|x| x.name == c.name.value)
                 || PSEUDO.iter().any(|(p, _)| *p == c.name.value)
             {
@@ -894,6 +969,18 @@ impl Engine {
                 }
             }
         }
+        // The output's registry schemas (AVRO, JSON_SR) are registered now, so that an incompatible change is
+        // refused here rather than by every write of the query.
+        sink_codec(
+            SourceDef {
+                name: name.value.clone(),
+                topic: topic.clone(),
+                columns: plan.output_columns(),
+                ..def_tmp.clone()
+            },
+            false,
+        )
+        .await?;
         // CREATE OR REPLACE keeps the query id, hence its consumer group and committed offsets: the new version
         // goes on where the old one stopped instead of reprocessing the source.
         let id = match existing.as_ref().and_then(|e| e.query.as_ref()) {
@@ -1072,11 +1159,21 @@ impl Engine {
         let bootstrap = self.cfg.bootstrap.clone();
         let qid = query_id.clone();
         let count = self.push_queries.clone();
+        let stall = self.cfg.push_stall;
+        let ended = Arc::new(Mutex::new(None));
+        let ended2 = ended.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("sql-{query_id}"))
             .spawn(move || {
-                if let Err(e) = run_push(&bootstrap, &qid, &plan, &reset, pull, &tx) {
-                    let _ = tx.blocking_send(Err(e));
+                if let Err(e) = run_push(&bootstrap, &qid, &plan, &reset, pull, &tx, stall) {
+                    // Without waiting: a client that stopped reading learns why after the rows it has left.
+                    if let Err(e) = tx.try_send(Err(e)) {
+                        let e = match e.into_inner() {
+                            Err(e) => e,
+                            Ok(_) => unreachable!("an error was sent"),
+                        };
+                        *ended2.lock().expect("push query end") = Some(e);
+                    }
                 }
                 count.fetch_sub(1, Ordering::SeqCst);
             });
@@ -1088,6 +1185,7 @@ impl Engine {
             query_id,
             columns,
             rows: rx,
+            ended,
         })
     }
 
@@ -1161,11 +1259,11 @@ impl Engine {
             };
             row[i] = val;
         }
-        let key = def
-            .columns
-            .iter()
-            .position(|c| c.key)
-            .and_then(|i| format::encode_key(def.key_format, &row[i]));
+        let codec = sink_codec(def.clone(), true).await?;
+        let key = match def.columns.iter().position(|c| c.key) {
+            Some(i) => codec.key(&row[i]).map_err(SqlError::semantic)?,
+            None => None,
+        };
         let vals: Vec<(&str, Value)> = def
             .columns
             .iter()
@@ -1173,7 +1271,7 @@ impl Engine {
             .filter(|(c, _)| !c.key)
             .map(|(c, v)| (c.name.as_str(), v.clone()))
             .collect();
-        let payload = format::encode_value(def.value_format, &vals);
+        let payload = codec.value(&vals).map_err(SqlError::semantic)?;
         let mut rec: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&def.topic).payload(payload.as_slice());
         if let Some(k) = &key {
@@ -1190,6 +1288,73 @@ impl Engine {
             json!({"@type": "currentStatus", "statementText": text, "commandStatus": {"status": "SUCCESS", "message": "Inserted 1 row."}}),
         )
     }
+}
+
+/// The registry schemas of a sink (see [`format::SinkCodec::new`]), from an async context.
+async fn sink_codec(def: SourceDef, latest: bool) -> Result<format::SinkCodec> {
+    tokio::task::spawn_blocking(move || format::SinkCodec::new(&def, latest))
+        .await
+        .map_err(|e| SqlError::execution(e.to_string()))?
+        .map_err(SqlError::semantic)
+}
+
+/// The columns of CREATE STREAM/TABLE without a column list, from the topic's schemas in the registry (ksqlDB's
+/// schema inference): the value schema's fields, and the key schema's single column when the key format has a
+/// schema too.
+async fn registry_columns(
+    kind: SourceKind,
+    topic: &str,
+    key_format: Format,
+    value_format: Format,
+    pos: Option<crate::Pos>,
+) -> Result<Vec<crate::parser::ColumnDef>> {
+    if !value_format.uses_registry() || value_format == Format::Protobuf {
+        return Err(SqlError::semantic_at(
+            format!("give the columns: CREATE {} s (col TYPE, ...); only VALUE_FORMAT='AVRO' or 'JSON_SR' reads them from the schema registry", kind.word()),
+            pos,
+        ));
+    }
+    let t = topic.to_string();
+    let (value, key) = tokio::task::spawn_blocking(move || {
+        let value = format::registry_columns(value_format, &t, false)?;
+        let key = if key_format.uses_registry() && key_format != Format::Protobuf {
+            format::registry_columns(key_format, &t, true)?
+        } else {
+            None
+        };
+        Ok::<_, String>((value, key))
+    })
+    .await
+    .map_err(|e| SqlError::execution(e.to_string()))?
+    .map_err(SqlError::semantic)?;
+    let Some(value) = value else {
+        return Err(SqlError::semantic_at(
+            format!(
+                "the schema registry has no schema under {}: register one (a registry serializer does on its first write) or give the columns",
+                format::subject(topic, false)
+            ),
+            pos,
+        ));
+    };
+    let key_kind = if kind == SourceKind::Table {
+        KeyKind::PrimaryKey
+    } else {
+        KeyKind::Key
+    };
+    let col = |n: String, ty: SqlType, key: KeyKind| crate::parser::ColumnDef {
+        name: crate::parser::Name {
+            value: n,
+            pos: None,
+        },
+        ty,
+        key,
+    };
+    Ok(key
+        .into_iter()
+        .flatten()
+        .map(|(n, t)| col(n, t, key_kind))
+        .chain(value.into_iter().map(|(n, t)| col(n, t, KeyKind::None)))
+        .collect())
 }
 
 fn sanitize(s: &str) -> String {
@@ -1316,7 +1481,7 @@ impl WithProps {
             None => Ok(None),
             Some((v, pos)) => Format::parse(&v).map(Some).ok_or_else(|| {
                 SqlError::semantic_at(
-                    format!("{k}='{v}': expected JSON, DELIMITED, AVRO, PROTOBUF, KAFKA or NONE"),
+                    format!("{k}='{v}': expected JSON, JSON_SR, DELIMITED, AVRO, PROTOBUF, KAFKA or NONE"),
                     pos,
                 )
             }),
@@ -1333,7 +1498,7 @@ impl WithProps {
         let k = self.format("KEY_FORMAT")?.or(both).unwrap_or(Format::Kafka);
         if matches!(v, Format::Kafka | Format::None) {
             return Err(SqlError::semantic(format!(
-                "VALUE_FORMAT {} is for keys: use JSON, DELIMITED, AVRO or PROTOBUF",
+                "VALUE_FORMAT {} is for keys: use JSON, JSON_SR, DELIMITED, AVRO or PROTOBUF",
                 v.name()
             )));
         }
@@ -1399,6 +1564,7 @@ fn run_persistent(
         .filter(|n| *n > 0)
         .ok_or_else(|| format!("the output topic {} does not exist", cfg.sink.topic))?;
     let key_pos = cfg.plan.projection.iter().position(|p| p.is_key);
+    let codec = format::SinkCodec::new(&cfg.sink, false)?;
     while !stop.load(Ordering::SeqCst) {
         let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
         let mut n = 0;
@@ -1424,9 +1590,9 @@ fn run_persistent(
                     });
                     match out {
                         Ok(Some((vals, rowtime))) => {
-                            let key_bytes: Option<Vec<u8>> = match key_pos {
-                                Some(i) => format::encode_key(cfg.sink.key_format, &vals[i]),
-                                None => m.key().map(<[u8]>::to_vec),
+                            let key_bytes = match key_pos {
+                                Some(i) => codec.key(&vals[i]),
+                                None => Ok(m.key().map(<[u8]>::to_vec)),
                             };
                             let named: Vec<(&str, Value)> = cfg
                                 .plan
@@ -1436,7 +1602,22 @@ fn run_persistent(
                                 .filter(|(p, _)| !p.is_key)
                                 .map(|(p, v)| (p.name.as_str(), v))
                                 .collect();
-                            let payload = format::encode_value(cfg.sink.value_format, &named);
+                            let encoded = key_bytes.and_then(|k| Ok((k, codec.value(&named)?)));
+                            let (key_bytes, payload) = match encoded {
+                                Ok(x) => x,
+                                Err(e) => {
+                                    // A row its output schema cannot hold is skipped and counted, as one
+                                    // that does not decode (the schemas themselves were fetched above).
+                                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                                    *stats.last_error.lock().expect("stats") = Some(format!(
+                                        "partition {} offset {}: cannot write it to {}: {e}",
+                                        m.partition(),
+                                        m.offset(),
+                                        cfg.sink.topic
+                                    ));
+                                    continue;
+                                }
+                            };
                             let mut rec: BaseRecord<'_, [u8], [u8]> =
                                 BaseRecord::to(&cfg.sink.topic)
                                     .payload(payload.as_slice())
@@ -1533,6 +1714,7 @@ fn run_push(
     reset: &str,
     pull: bool,
     tx: &tokio::sync::mpsc::Sender<std::result::Result<Row, String>>,
+    stall: Duration,
 ) -> std::result::Result<(), String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -1610,11 +1792,14 @@ fn run_push(
                 };
                 match apply(plan, &row) {
                     Ok(Some(vals)) => {
-                        if tx
-                            .blocking_send(Ok(vals.iter().map(Value::to_json).collect()))
-                            .is_err()
-                        {
-                            return Ok(());
+                        if !send_bounded(tx, Ok(vals.iter().map(Value::to_json).collect()), stall) {
+                            if tx.is_closed() {
+                                return Ok(());
+                            }
+                            return Err(format!(
+                                "the client read no row for {} s: the query {query_id} was ended",
+                                stall.as_secs_f64()
+                            ));
                         }
                         sent += 1;
                         if limit.is_some_and(|l| sent >= l) {
@@ -1626,5 +1811,42 @@ fn run_push(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_send_to_a_client_that_takes_nothing_gives_up_after_the_stall() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<u32>(1);
+        assert!(send_bounded(&tx, 1, Duration::from_millis(100)));
+        let started = std::time::Instant::now();
+        assert!(!send_bounded(&tx, 2, Duration::from_millis(300)));
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+        // A client that takes its rows gets them all.
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while let Some(x) = rx.blocking_recv() {
+                got.push(x);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            got
+        });
+        for i in 3..20 {
+            assert!(send_bounded(&tx, i, Duration::from_secs(5)));
+        }
+        drop(tx);
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), 18);
+        // A closed channel is reported at once.
+        let (tx, rx) = tokio::sync::mpsc::channel::<u32>(1);
+        drop(rx);
+        assert!(!send_bounded(&tx, 1, Duration::from_secs(60)));
     }
 }

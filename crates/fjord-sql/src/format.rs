@@ -1,23 +1,58 @@
-//! Rows to and from record bytes: JSON and DELIMITED values, KAFKA, JSON and NONE keys. AVRO and PROTOBUF are
-//! accepted in DDL (with explicit columns) but not read or written yet.
+//! Rows to and from record bytes: JSON and DELIMITED values, KAFKA, JSON and NONE keys, and through the schema
+//! registry AVRO and JSON_SR values and keys (Confluent's wire format: magic byte 0, the schema id, the body).
+//! PROTOBUF is accepted in DDL but not read or written yet.
 
+use std::sync::Arc;
+
+use apache_avro::types::Value as Avro;
+use serde_json::{json, Value as J};
+
+use crate::avro;
 use crate::catalog::{Format, SourceDef};
 use crate::error::{Result, SqlError};
 use crate::plan::PSEUDO;
+use crate::registry::{self, Registered};
 use crate::types::{SqlType, Value};
 
-/// Refuses formats this version cannot read or write.
+/// Refuses formats this version cannot read or write, and registry formats without a registry.
 pub fn check_supported(def: &SourceDef) -> Result<()> {
     for (what, f) in [("value", def.value_format), ("key", def.key_format)] {
-        if matches!(f, Format::Avro | Format::Protobuf) {
+        if f == Format::Protobuf {
             return Err(SqlError::not_supported(format!(
-                "{} uses {what}_format {}: reading and writing it needs the schema registry integration, coming next; use JSON or DELIMITED",
-                def.name,
-                f.name()
+                "{} uses {what}_format PROTOBUF: reading and writing it is not supported yet; use AVRO, JSON_SR, JSON or DELIMITED",
+                def.name
             )));
+        }
+        if f.uses_registry() {
+            registry::required(&format!("{}_FORMAT='{}'", what.to_uppercase(), f.name()))
+                .map_err(SqlError::semantic)?;
         }
     }
     Ok(())
+}
+
+/// The subject of a topic's value or key schema (Confluent's TopicNameStrategy).
+pub fn subject(topic: &str, key: bool) -> String {
+    format!("{topic}-{}", if key { "key" } else { "value" })
+}
+
+/// A datum in Confluent's wire format, with its writer schema from the registry.
+fn read_avro(bytes: &[u8]) -> Result<Avro, String> {
+    let (id, body) = registry::split_wire(bytes)?;
+    let schema = registry::required("AVRO")?.by_id(id)?;
+    match &*schema {
+        Registered::Avro(s) => avro::read(s, body),
+        other => Err(format!(
+            "the record's schema {id} is {}, not AVRO",
+            other.type_name()
+        )),
+    }
+}
+
+/// A JSON_SR body (Confluent's JSONSchemaSerializer) as JSON.
+fn read_json_sr(bytes: &[u8]) -> Result<J, String> {
+    let (_, body) = registry::split_wire(bytes)?;
+    serde_json::from_slice(body).map_err(|e| format!("the JSON_SR body is not JSON: {e}"))
 }
 
 /// One record as a row: ROWTIME, ROWPARTITION, ROWOFFSET, then the columns in order. `Ok(None)`: a tombstone (a
@@ -40,6 +75,11 @@ pub fn decode(
             serde_json::from_slice::<serde_json::Value>(value)
                 .map_err(|e| format!("the value is not JSON: {e}"))?,
         ),
+        Format::JsonSr => Some(read_json_sr(value)?),
+        _ => None,
+    };
+    let avro_value = match def.value_format {
+        Format::Avro => Some(read_avro(value)?),
         _ => None,
     };
     let text = match def.value_format {
@@ -65,6 +105,18 @@ pub fn decode(
                     other if value_cols == 1 => Value::from_json(other, &c.ty)
                         .map_err(|e| format!("column {}: {e}", c.name))?,
                     other => return Err(format!("the value is not a JSON object: {other}")),
+                }
+            } else if let Some(a) = &avro_value {
+                match a {
+                    Avro::Record(rec) => match avro::field(rec, &c.name) {
+                        Some(x) => avro::to_value(x, &c.ty)
+                            .map_err(|e| format!("column {}: {e}", c.name))?,
+                        None => Value::Null,
+                    },
+                    // A value schema that is not a record is the lone value column.
+                    other if value_cols == 1 => avro::to_value(other, &c.ty)
+                        .map_err(|e| format!("column {}: {e}", c.name))?,
+                    _ => return Err("the Avro value is not a record".to_string()),
                 }
             } else if let Some(f) = fields.as_mut() {
                 match f.next() {
@@ -110,6 +162,24 @@ fn decode_key(format: Format, key: Option<&[u8]>, ty: &SqlType) -> Result<Value,
             Value::from_json(&j, ty)
         }
         Format::None => Ok(Value::Null),
+        Format::JsonSr => {
+            let j = read_json_sr(k).map_err(|e| format!("the key: {e}"))?;
+            match &j {
+                J::Object(o)
+                    if o.len() == 1 && !matches!(ty, SqlType::Struct(_) | SqlType::Map(..)) =>
+                {
+                    Value::from_json(o.values().next().unwrap_or(&J::Null), ty)
+                }
+                _ => Value::from_json(&j, ty),
+            }
+        }
+        Format::Avro => match read_avro(k).map_err(|e| format!("the key: {e}"))? {
+            // A key record of one field is that field (ksqlDB's wrapped single key).
+            Avro::Record(f) if f.len() == 1 && !matches!(ty, SqlType::Struct(_)) => {
+                avro::to_value(&f[0].1, ty)
+            }
+            other => avro::to_value(&other, ty),
+        },
         _ => {
             // KAFKA: strings as UTF-8; INT and BIGINT as Kafka's big-endian serializers write them.
             match (ty, k.len()) {
@@ -164,5 +234,261 @@ pub fn encode_value(format: Format, cols: &[(&str, Value)]) -> Vec<u8> {
                 .collect();
             serde_json::Value::Object(o).to_string().into_bytes()
         }
+    }
+}
+
+/// The JSON Schema of one SQL type, nullable (as ksqlDB's JSON_SR serializer writes it).
+fn json_schema_of(ty: &SqlType) -> J {
+    let t = match ty {
+        SqlType::Boolean => json!({"type": "boolean"}),
+        SqlType::Int => json!({"type": "integer", "connect.type": "int32"}),
+        SqlType::Bigint => json!({"type": "integer", "connect.type": "int64"}),
+        SqlType::Timestamp | SqlType::Time | SqlType::Date => json!({"type": "integer"}),
+        SqlType::Double | SqlType::Decimal(..) => json!({"type": "number"}),
+        SqlType::String | SqlType::Bytes => json!({"type": "string"}),
+        SqlType::Array(t) => json!({"type": "array", "items": json_schema_of(t)}),
+        SqlType::Map(_, v) => json!({"type": "object", "additionalProperties": json_schema_of(v)}),
+        SqlType::Struct(f) => json_object(f.iter().map(|(n, t)| (n.as_str(), t))),
+    };
+    json!({"oneOf": [{"type": "null"}, t]})
+}
+
+fn json_object<'a>(cols: impl Iterator<Item = (&'a str, &'a SqlType)>) -> J {
+    let props: serde_json::Map<String, J> = cols
+        .map(|(n, t)| (n.to_string(), json_schema_of(t)))
+        .collect();
+    json!({"type": "object", "properties": props})
+}
+
+/// A JSON Schema's SQL type (`type: ["null", X]` and `oneOf`/`anyOf` with null are X).
+fn json_sql_type(s: &J) -> std::result::Result<SqlType, String> {
+    for k in ["oneOf", "anyOf"] {
+        if let Some(branches) = s.get(k).and_then(J::as_array) {
+            let rest: Vec<&J> = branches.iter().filter(|b| b["type"] != "null").collect();
+            return match rest.as_slice() {
+                [one] => json_sql_type(one),
+                _ => Err(format!("{k} of several non-null types has no SQL type")),
+            };
+        }
+    }
+    let ty = match &s["type"] {
+        J::String(t) => t.as_str(),
+        J::Array(ts) => {
+            let rest: Vec<&str> = ts
+                .iter()
+                .filter_map(J::as_str)
+                .filter(|t| *t != "null")
+                .collect();
+            match rest.as_slice() {
+                [one] => *one,
+                _ => return Err(format!("the type {} has no SQL type", s["type"])),
+            }
+        }
+        _ if s.get("properties").is_some() => "object",
+        other => return Err(format!("no `type` ({other})")),
+    };
+    Ok(match ty {
+        "boolean" => SqlType::Boolean,
+        "integer" => match s["connect.type"].as_str() {
+            Some("int32" | "int16" | "int8") => SqlType::Int,
+            _ => SqlType::Bigint,
+        },
+        "number" => SqlType::Double,
+        "string" => SqlType::String,
+        "array" => SqlType::Array(Box::new(json_sql_type(&s["items"])?)),
+        "object" => match s.get("properties").and_then(J::as_object) {
+            Some(p) => SqlType::Struct(
+                p.iter()
+                    .map(|(n, t)| Ok((n.to_ascii_uppercase(), json_sql_type(t)?)))
+                    .collect::<std::result::Result<_, String>>()?,
+            ),
+            None => SqlType::Map(
+                Box::new(SqlType::String),
+                Box::new(match s.get("additionalProperties") {
+                    Some(J::Object(_)) => json_sql_type(&s["additionalProperties"])?,
+                    _ => SqlType::String,
+                }),
+            ),
+        },
+        other => return Err(format!("the JSON type {other} has no SQL type")),
+    })
+}
+
+/// The value columns of the schema registered for `topic`'s values (CREATE STREAM without columns): (name,
+/// type) each, upper-cased as ksqlDB names them; `None` when the subject has no schema.
+pub fn registry_columns(
+    format: Format,
+    topic: &str,
+    key: bool,
+) -> std::result::Result<Option<Vec<(String, SqlType)>>, String> {
+    let what = format!(
+        "{}_FORMAT='{}'",
+        if key { "KEY" } else { "VALUE" },
+        format.name()
+    );
+    let reg = registry::required(&what)?;
+    let subject = subject(topic, key);
+    let Some((id, schema)) = reg.latest(&subject)? else {
+        return Ok(None);
+    };
+    let lone = if key { "ROWKEY" } else { "ROWVAL" };
+    let cols = match (&*schema, format) {
+        (Registered::Avro(s), Format::Avro) => avro::columns(s, lone),
+        (Registered::Json(j), Format::JsonSr) => match json_sql_type(j) {
+            Ok(SqlType::Struct(f)) => Ok(f),
+            Ok(other) => Ok(vec![(lone.to_string(), other)]),
+            Err(e) => Err(e),
+        },
+        (s, f) => Err(format!(
+            "the latest schema of {subject} (id {id}) is {}, not what {} reads",
+            s.type_name(),
+            f.name()
+        )),
+    }
+    .map_err(|e| format!("the latest schema of {subject} (id {id}): {e}"))?;
+    // A key schema that is a record of one field names the key column.
+    if key && cols.len() > 1 {
+        return Err(format!(
+            "the key schema of {subject} (id {id}) has {} fields: one key column is supported",
+            cols.len()
+        ));
+    }
+    Ok(Some(cols))
+}
+
+/// How a sink's records are written: the registry schemas of its key and value (registered from its columns
+/// for a query's output, the latest registered for INSERT INTO a source), or the plain formats.
+pub struct SinkCodec {
+    key_format: Format,
+    value_format: Format,
+    key: Option<(u32, Arc<Registered>)>,
+    value: Option<(u32, Arc<Registered>)>,
+}
+
+impl SinkCodec {
+    /// `latest`: write with the latest schema registered for the topic (INSERT INTO a stream a producer
+    /// writes); otherwise (a query's output) register the schema of the sink's columns, as ksqlDB does. Blocks
+    /// on the registry: call it from a query thread or `spawn_blocking`.
+    pub fn new(def: &SourceDef, latest: bool) -> std::result::Result<SinkCodec, String> {
+        let mut codec = SinkCodec {
+            key_format: def.key_format,
+            value_format: def.value_format,
+            key: None,
+            value: None,
+        };
+        for key in [false, true] {
+            let format = if key {
+                def.key_format
+            } else {
+                def.value_format
+            };
+            if !format.uses_registry() {
+                continue;
+            }
+            if format == Format::Protobuf {
+                return Err(format!(
+                    "{}: writing PROTOBUF is not supported yet; use AVRO, JSON_SR or JSON",
+                    def.name
+                ));
+            }
+            let cols: Vec<(&str, &SqlType)> = def
+                .columns
+                .iter()
+                .filter(|c| c.key == key)
+                .map(|c| (c.name.as_str(), &c.ty))
+                .collect();
+            if key && cols.is_empty() {
+                continue;
+            }
+            let reg = registry::required(&format!(
+                "{}_FORMAT='{}'",
+                if key { "KEY" } else { "VALUE" },
+                format.name()
+            ))?;
+            let subject = subject(&def.topic, key);
+            let found = if latest { reg.latest(&subject)? } else { None };
+            let schema = match found {
+                Some(s) => s,
+                None => {
+                    let (ty, text) = match (format, key) {
+                        (Format::Avro, false) => {
+                            ("AVRO", avro::value_schema(cols.into_iter()).to_string())
+                        }
+                        (Format::Avro, true) => ("AVRO", avro::key_schema(cols[0].1).to_string()),
+                        (_, false) => ("JSON", json_object(cols.into_iter()).to_string()),
+                        (_, true) => ("JSON", json_schema_of(cols[0].1).to_string()),
+                    };
+                    let id = reg.register(&subject, ty, &text).map_err(|e| {
+                        format!(
+                            "cannot register the schema of {} under {subject}: {e}",
+                            def.name
+                        )
+                    })?;
+                    (id, reg.by_id(id)?)
+                }
+            };
+            if key {
+                codec.key = Some(schema);
+            } else {
+                codec.value = Some(schema);
+            }
+        }
+        Ok(codec)
+    }
+
+    /// The key bytes for a key value (`None`: no key).
+    pub fn key(&self, v: &Value) -> std::result::Result<Option<Vec<u8>>, String> {
+        let Some((id, schema)) = &self.key else {
+            return Ok(encode_key(self.key_format, v));
+        };
+        if v.is_null() {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        registry::wire_header(*id, &mut out);
+        match &**schema {
+            Registered::Avro(s) => {
+                let datum = match s {
+                    apache_avro::Schema::Record(r) if r.fields.len() == 1 => {
+                        avro::record_datum(r, |_| Some(v))?
+                    }
+                    other => avro::from_value(v, other)?,
+                };
+                avro::write(s, datum, &mut out).map_err(|e| format!("the key {e}"))?;
+            }
+            Registered::Json(_) => out.extend_from_slice(v.to_json().to_string().as_bytes()),
+        }
+        Ok(Some(out))
+    }
+
+    /// The value bytes for named values.
+    pub fn value(&self, cols: &[(&str, Value)]) -> std::result::Result<Vec<u8>, String> {
+        let Some((id, schema)) = &self.value else {
+            return Ok(encode_value(self.value_format, cols));
+        };
+        let mut out = Vec::new();
+        registry::wire_header(*id, &mut out);
+        match &**schema {
+            Registered::Avro(s) => {
+                let datum = match s {
+                    apache_avro::Schema::Record(r) => avro::record_datum(r, |name| {
+                        cols.iter()
+                            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                            .map(|(_, v)| v)
+                    })?,
+                    other if cols.len() == 1 => avro::from_value(&cols[0].1, other)?,
+                    _ => return Err("the registered value schema is not a record".into()),
+                };
+                avro::write(s, datum, &mut out).map_err(|e| format!("the value {e}"))?;
+            }
+            Registered::Json(_) => {
+                let o: serde_json::Map<String, J> = cols
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_json()))
+                    .collect();
+                out.extend_from_slice(J::Object(o).to_string().as_bytes());
+            }
+        }
+        Ok(out)
     }
 }

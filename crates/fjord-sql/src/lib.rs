@@ -8,6 +8,7 @@
 //! joins are parsed, type-checked and planned here, and run on `fjord-streams` (not yet wired: such a query is
 //! refused with a clear error).
 
+pub mod avro;
 pub mod catalog;
 pub mod engine;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod format;
 pub mod functions;
 pub mod parser;
 pub mod plan;
+pub mod registry;
 pub mod rest;
 pub mod types;
 

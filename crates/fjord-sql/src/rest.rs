@@ -175,29 +175,43 @@ async fn query(State(engine): State<Arc<Engine>>, body: Body) -> Response {
         Rows,
         Done,
     }
+    let ended = push.ended;
     let stream = futures_util::stream::unfold(
         (Phase::Header(header), push.rows),
-        |(phase, mut rows)| async move {
-            match phase {
-                Phase::Header(h) => Some((
-                    Ok::<_, std::convert::Infallible>(format!("[{h}")),
-                    (Phase::Rows, rows),
-                )),
-                Phase::Rows => match rows.recv().await {
-                    Some(Ok(r)) => Some((
-                        Ok(format!(",\n{}", json!({"row": {"columns": r}}))),
+        move |(phase, mut rows)| {
+            let ended = ended.clone();
+            async move {
+                match phase {
+                    Phase::Header(h) => Some((
+                        Ok::<_, std::convert::Infallible>(format!("[{h}")),
                         (Phase::Rows, rows),
                     )),
-                    Some(Err(e)) => Some((
-                        Ok(format!(
-                            ",\n{}]\n",
-                            json!({"errorMessage": {"@type": "generic_error", "error_code": 50000, "message": e}})
+                    Phase::Rows => match rows.recv().await {
+                        Some(Ok(r)) => Some((
+                            Ok(format!(",\n{}", json!({"row": {"columns": r}}))),
+                            (Phase::Rows, rows),
                         )),
-                        (Phase::Done, rows),
-                    )),
-                    None => Some((Ok("]\n".to_string()), (Phase::Done, rows))),
-                },
-                Phase::Done => None,
+                        Some(Err(e)) => Some((
+                            Ok(format!(
+                                ",\n{}]\n",
+                                json!({"errorMessage": {"@type": "generic_error", "error_code": 50000, "message": e}})
+                            )),
+                            (Phase::Done, rows),
+                        )),
+                        None => {
+                            let why = ended.lock().ok().and_then(|mut e| e.take());
+                            let tail = match why {
+                                Some(e) => format!(
+                                    ",\n{}]\n",
+                                    json!({"errorMessage": {"@type": "generic_error", "error_code": 50000, "message": e}})
+                                ),
+                                None => "]\n".to_string(),
+                            };
+                            Some((Ok(tail), (Phase::Done, rows)))
+                        }
+                    },
+                    Phase::Done => None,
+                }
             }
         },
     );

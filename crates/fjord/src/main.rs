@@ -205,6 +205,13 @@ enum Cmd {
         /// The compacted topic the catalog and the persistent queries are kept in.
         #[arg(long, value_name = "TOPIC", default_value = "_fjord_sql_commands")]
         command_topic: String,
+        /// The schema registry VALUE_FORMAT/KEY_FORMAT 'AVRO' and 'JSON_SR' read and register schemas in
+        /// (`fjord start` runs one on http://127.0.0.1:8081). Without it those formats are refused.
+        #[arg(long, value_name = "http://HOST:PORT")]
+        registry_url: Option<String>,
+        /// How long a push query waits for a client that reads none of its rows before ending it.
+        #[arg(long, value_name = "MS", default_value_t = 60_000)]
+        push_stall_timeout_ms: u64,
     },
     /// Run Kafka Connect workers (Connect's REST API, built-in connectors, no JVM).
     #[cfg(feature = "connect")]
@@ -417,8 +424,13 @@ fn main() -> ExitCode {
             bootstrap_server,
             listen,
             command_topic,
+            registry_url,
+            push_stall_timeout_ms,
         } => runtime().and_then(|rt| {
-            rt.block_on(sql::serve(&bootstrap_server, listen, &command_topic))
+            let mut cfg = fjord_sql::engine::EngineConfig::new(&bootstrap_server, &command_topic);
+            cfg.registry_url = registry_url;
+            cfg.push_stall = std::time::Duration::from_millis(push_stall_timeout_ms.max(1));
+            rt.block_on(sql::serve(cfg, listen))
                 .map_err(|e| CliError::failure(format!("{e:#}")))
         }),
         Cmd::Topics(cmd) => runtime().and_then(|rt| rt.block_on(topics::run(cmd))),

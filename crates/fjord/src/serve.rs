@@ -97,7 +97,9 @@ pub async fn serve(config: BrokerConfig, services: Services) -> Result<()> {
     // The SQL server, a client of this broker too: its catalog and queries live in its command topic.
     let sql = match sql_listener {
         Some(addr) if broker.state().config.is_broker => {
-            match start_sql(&kafka.to_string(), addr).await {
+            // AVRO and JSON_SR formats use the registry beside it.
+            let registry_url = registry.as_ref().map(|r| format!("http://{}", r.addr));
+            match start_sql(&kafka.to_string(), addr, registry_url).await {
                 Ok(s) => s,
                 Err(e) => {
                     if let Some(c) = connect {
@@ -366,15 +368,24 @@ impl SqlServer {
 }
 
 #[cfg(feature = "sql")]
-async fn start_sql(bootstrap: &str, listen: SocketAddr) -> Result<Option<SqlServer>> {
-    let (engine, addr) =
-        crate::sql::start(bootstrap, listen, fjord_sql::engine::COMMAND_TOPIC).await?;
+async fn start_sql(
+    bootstrap: &str,
+    listen: SocketAddr,
+    registry_url: Option<String>,
+) -> Result<Option<SqlServer>> {
+    let mut cfg = fjord_sql::engine::EngineConfig::new(bootstrap, fjord_sql::engine::COMMAND_TOPIC);
+    cfg.registry_url = registry_url;
+    let (engine, addr) = crate::sql::start(cfg, listen).await?;
     Ok(Some(SqlServer { addr, engine }))
 }
 
 /// A build without the `sql` feature: `fjord start` runs without a SQL server and says so.
 #[cfg(not(feature = "sql"))]
-async fn start_sql(_bootstrap: &str, _listen: SocketAddr) -> Result<Option<SqlServer>> {
+async fn start_sql(
+    _bootstrap: &str,
+    _listen: SocketAddr,
+    _registry_url: Option<String>,
+) -> Result<Option<SqlServer>> {
     tracing::warn!("this fjord was built without the `sql` feature: no SQL server");
     Ok(None)
 }

@@ -4,8 +4,7 @@
 //! are kept in the session and sent with each statement as `streamsProperties`.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +64,7 @@ pub fn run(args: SqlArgs) -> Result<(), CliError> {
         }
     };
     let mut session = Session {
-        addr: authority(&server)?,
+        http: Http::new(authority(&server)?)?,
         props: BTreeMap::new(),
         json_out,
         interrupt: interrupt_flag()?,
@@ -104,7 +103,7 @@ fn interrupt_flag() -> Result<Arc<AtomicBool>, CliError> {
 }
 
 struct Session {
-    addr: String,
+    http: Http,
     props: BTreeMap<String, String>,
     json_out: bool,
     interrupt: Arc<AtomicBool>,
@@ -136,7 +135,7 @@ impl Session {
             _ => {
                 let body =
                     json!({"ksql": format!("{};", st.text), "streamsProperties": self.props});
-                let (status, v) = request(&self.addr, "/ksql", &body)?;
+                let (status, v) = self.http.request("/ksql", &body)?;
                 if status != 200 {
                     return Err(CliError::failure(error_text(&v)));
                 }
@@ -159,7 +158,7 @@ impl Session {
         let json_out = self.json_out;
         let mut rows = 0u64;
         let mut failure = None;
-        stream(&self.addr, "/query", &body, &self.interrupt, |el| {
+        self.http.stream("/query", &body, &self.interrupt, |el| {
             if json_out {
                 println!("{el}");
             } else if let Some(h) = el.get("header") {
@@ -204,7 +203,7 @@ impl Session {
     /// The names of the streams and tables, for tab completion (empty when the server cannot say).
     fn source_names(&self) -> Vec<String> {
         let body = json!({"ksql": "SHOW STREAMS; SHOW TABLES;"});
-        match request(&self.addr, "/ksql", &body) {
+        match self.http.request("/ksql", &body) {
             Ok((200, v)) => v
                 .as_array()
                 .into_iter()
@@ -234,7 +233,7 @@ impl Session {
         if let Some(h) = &history {
             let _ = rl.load_history(h);
         }
-        eprintln!("Fjord SQL on http://{} (statements end with `;`, Ctrl-D to quit, Ctrl-C stops a push query)", self.addr);
+        eprintln!("Fjord SQL on http://{} (statements end with `;`, Ctrl-D to quit, Ctrl-C stops a push query)", self.http.addr);
         let mut buf = String::new();
         loop {
             let prompt = if buf.is_empty() { "fjord> " } else { "   ... " };
@@ -515,6 +514,16 @@ fn s(v: &J) -> String {
     cell(v)
 }
 
+/// The reasons of the entries the server lists as BROKEN (a definition it could not read back).
+fn print_broken(list: &J) {
+    for x in list.as_array().into_iter().flatten() {
+        if x["state"] == "BROKEN" {
+            let name = x.get("id").unwrap_or(&x["name"]);
+            println!("BROKEN {}: {}", s(name), s(&x["reason"]));
+        }
+    }
+}
+
 fn print_entity(e: &J) {
     match e["@type"].as_str().unwrap_or("") {
         "streams" | "tables" => {
@@ -549,6 +558,7 @@ fn print_entity(e: &J) {
                 ],
                 rows,
             );
+            print_broken(&e[field]);
         }
         "queries" => {
             let rows = e["queries"]
@@ -575,6 +585,7 @@ fn print_entity(e: &J) {
                 ],
                 rows,
             );
+            print_broken(&e["queries"]);
         }
         "kafka_topics" => {
             let rows = e["topics"]
@@ -673,192 +684,193 @@ fn print_entity(e: &J) {
     }
 }
 
-fn connect(addr: &str) -> Result<TcpStream, CliError> {
-    TcpStream::connect(addr).map_err(|e| {
-        CliError::new(3, format!("cannot reach the SQL server at http://{addr}: {e} (is `fjord start` or `fjord sql-server` running? --server says where)"))
-    })
-}
-
-fn send(s: &mut TcpStream, addr: &str, path: &str, body: &J) -> Result<(), CliError> {
-    let b = body.to_string();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
-        b.len()
-    );
-    s.write_all(req.as_bytes())
-        .map_err(|e| CliError::new(3, format!("cannot send to the SQL server: {e}")))
-}
-
-/// A JSON request and its whole JSON answer (status, body).
-fn request(addr: &str, path: &str, body: &J) -> Result<(u16, J), CliError> {
-    let mut s = connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(120))).ok();
-    send(&mut s, addr, path, body)?;
-    let mut raw = Vec::new();
-    (&mut s)
-        .take(MAX_ANSWER_BYTES as u64 + 1)
-        .read_to_end(&mut raw)
-        .map_err(|e| CliError::new(3, format!("reading the SQL server's answer failed: {e}")))?;
-    if raw.len() > MAX_ANSWER_BYTES {
-        return Err(too_large());
-    }
-    let (status, chunked, body_at) = parse_head(&raw)?;
-    let body = if chunked {
-        dechunk(&raw[body_at..])?.0
-    } else {
-        raw[body_at..].to_vec()
-    };
-    let v = serde_json::from_slice(&body)
-        .unwrap_or_else(|_| J::String(String::from_utf8_lossy(&body).into_owned()));
-    Ok((status, v))
-}
-
-fn parse_head(raw: &[u8]) -> Result<(u16, bool, usize), CliError> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| CliError::new(3, "the SQL server sent no HTTP answer"))?;
-    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| CliError::new(3, "the SQL server's answer has no status"))?;
-    Ok((status, head.contains("transfer-encoding: chunked"), end + 4))
-}
-
-/// Decodes the complete chunks of `data`: (the bytes, how much of `data` was used, whether the last chunk came).
-/// The server's chunk sizes are checked: one larger than [`MAX_ANSWER_BYTES`] is an error, never an overflow
-/// or a slice out of bounds.
-fn dechunk(data: &[u8]) -> Result<(Vec<u8>, usize, bool), CliError> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    loop {
-        let Some(nl) = data[at..].windows(2).position(|w| w == b"\r\n") else {
-            return Ok((out, at, false));
-        };
-        let size_text = String::from_utf8_lossy(&data[at..at + nl]).to_string();
-        let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-        else {
-            return Ok((out, data.len(), true));
-        };
-        if size > MAX_ANSWER_BYTES {
-            return Err(too_large());
-        }
-        let start = at + nl + 2;
-        if size == 0 {
-            return Ok((out, data.len(), true));
-        }
-        if data.len() < start + size + 2 {
-            return Ok((out, at, false));
-        }
-        out.extend_from_slice(&data[start..start + size]);
-        at = start + size + 2;
-    }
-}
-
 /// The most the command line keeps of one answer (a whole answer, or one row of a streamed one).
 const MAX_ANSWER_BYTES: usize = 64 << 20;
 
-fn too_large() -> CliError {
+/// How long a statement's answer may take.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn too_large(limit: usize) -> CliError {
     CliError::new(
         3,
         format!(
             "the SQL server's answer is larger than {} MiB; is it a Fjord SQL server?",
-            MAX_ANSWER_BYTES >> 20
+            (limit >> 20).max(1)
         ),
     )
 }
 
-/// Streams the JSON array answer of /query: calls `each` for every element as it arrives, until the array ends
-/// or `stop` is set.
-fn stream(
-    addr: &str,
-    path: &str,
-    body: &J,
-    stop: &AtomicBool,
-    mut each: impl FnMut(&J),
-) -> Result<(), CliError> {
-    let mut s = connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_millis(200))).ok();
-    send(&mut s, addr, path, body)?;
-    let mut raw: Vec<u8> = Vec::new();
-    let mut head: Option<(u16, bool)> = None;
-    let mut pending: Vec<u8> = Vec::new();
-    let mut text: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        if stop.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        let n = match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
-            Err(e) => {
-                return Err(CliError::new(
-                    3,
-                    format!("reading the SQL server's answer failed: {e}"),
-                ))
-            }
-        };
-        if head.is_none() {
-            raw.extend_from_slice(&buf[..n]);
-            if raw.len() > MAX_ANSWER_BYTES {
-                return Err(too_large());
-            }
-            if raw.windows(4).any(|w| w == b"\r\n\r\n") {
-                let (status, chunked, at) = parse_head(&raw)?;
-                if status != 200 || !chunked {
-                    // An error answer is small and complete: read the rest and report it.
-                    let mut rest = raw[at..].to_vec();
-                    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
-                    let _ = (&mut s)
-                        .take(MAX_ANSWER_BYTES as u64)
-                        .read_to_end(&mut rest);
-                    let body = if chunked { dechunk(&rest)?.0 } else { rest };
-                    let v: J = serde_json::from_slice(&body)
-                        .unwrap_or_else(|_| J::String(String::from_utf8_lossy(&body).into_owned()));
-                    return Err(CliError::failure(error_text(&v)));
-                }
-                head = Some((status, chunked));
-                pending.extend_from_slice(&raw[at..]);
-            } else {
-                continue;
-            }
-        } else {
-            pending.extend_from_slice(&buf[..n]);
-        }
-        let (bytes, used, done) = dechunk(&pending)?;
-        pending.drain(..used);
-        text.extend_from_slice(&bytes);
-        // Bounded: a chunk or a row that never ends is an error, not a buffer growing without end.
-        if pending.len() > MAX_ANSWER_BYTES || text.len() > MAX_ANSWER_BYTES {
-            return Err(too_large());
-        }
-        // Elements are one per line: `[header`, `,\nrow`, ..., `]`.
-        while let Some(nl) = text.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = text.drain(..=nl).collect();
-            emit_line(&line, &mut each);
-        }
-        if done {
-            let rest = std::mem::take(&mut text);
-            emit_line(&rest, &mut each);
-            return Ok(());
-        }
-    }
-    emit_line(&text, &mut each);
-    Ok(())
+/// The client of the SQL server's REST API: hyper's HTTP/1.1 client half (as the registry tools use) on a
+/// runtime of its own, so that the shell's synchronous loop can call it. Answers are bounded: a whole answer,
+/// and each row of a streamed one, at most `limit` bytes.
+struct Http {
+    addr: String,
+    rt: tokio::runtime::Runtime,
+    limit: usize,
 }
 
-fn emit_line(line: &[u8], each: &mut impl FnMut(&J)) {
+impl Http {
+    fn new(addr: String) -> Result<Http, CliError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
+        Ok(Http {
+            addr,
+            rt,
+            limit: MAX_ANSWER_BYTES,
+        })
+    }
+
+    fn io_error(what: &str, e: impl std::fmt::Display) -> CliError {
+        CliError::new(3, format!("{what} the SQL server failed: {e}"))
+    }
+
+    /// Sends `POST path` with a JSON body on a new connection; the answer's head.
+    async fn post(
+        &self,
+        path: &str,
+        body: &J,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, CliError> {
+        let addr = &self.addr;
+        let stream = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::net::TcpStream::connect(addr.as_str()),
+        )
+        .await
+        .map_err(|_| "no answer within 10 s".to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|e| {
+            CliError::new(3, format!("cannot reach the SQL server at http://{addr}: {e} (is `fjord start` or `fjord sql-server` running? --server says where)"))
+        })?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| Self::io_error("talking to", e))?;
+        // The connection task ends with the answer (or when the answer is dropped: a stopped push query).
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = hyper::Request::builder()
+            .method("POST")
+            .uri(path)
+            .header(hyper::header::HOST, addr.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(
+                body.to_string(),
+            )))
+            .map_err(|e| Self::io_error("building a request to", e))?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| Self::io_error("sending to", e))
+    }
+
+    /// The whole answer of a bounded response body, as JSON (or a JSON string of its text).
+    async fn read_all(
+        resp: hyper::Response<hyper::body::Incoming>,
+        limit: usize,
+    ) -> Result<J, CliError> {
+        use http_body_util::BodyExt;
+        let bytes = http_body_util::Limited::new(resp.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    too_large(limit)
+                } else {
+                    Self::io_error("reading the answer of", e)
+                }
+            })?
+            .to_bytes();
+        Ok(serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| J::String(String::from_utf8_lossy(&bytes).into_owned())))
+    }
+
+    /// A JSON request and its whole JSON answer (status, body).
+    fn request(&self, path: &str, body: &J) -> Result<(u16, J), CliError> {
+        self.rt.block_on(async {
+            tokio::time::timeout(ANSWER_TIMEOUT, async {
+                let resp = self.post(path, body).await?;
+                let status = resp.status().as_u16();
+                Ok((status, Self::read_all(resp, self.limit).await?))
+            })
+            .await
+            .map_err(|_| {
+                CliError::new(
+                    3,
+                    format!(
+                        "the SQL server did not answer within {} s",
+                        ANSWER_TIMEOUT.as_secs()
+                    ),
+                )
+            })?
+        })
+    }
+
+    /// Streams the JSON array answer of /query: calls `each` for every element as it arrives, until the array
+    /// ends or `stop` is set (checked every 200 ms while no row comes).
+    fn stream(
+        &self,
+        path: &str,
+        body: &J,
+        stop: &AtomicBool,
+        mut each: impl FnMut(&J),
+    ) -> Result<(), CliError> {
+        use http_body_util::BodyExt;
+        self.rt.block_on(async {
+            let resp = tokio::time::timeout(ANSWER_TIMEOUT, self.post(path, body))
+                .await
+                .map_err(|_| CliError::new(3, "the SQL server did not answer the query"))??;
+            if resp.status() != 200 {
+                let v = Self::read_all(resp, self.limit).await?;
+                return Err(CliError::failure(error_text(&v)));
+            }
+            let mut body = resp.into_body();
+            // Elements are one per line: `[header`, `,\nrow`, ..., `]`.
+            let mut text: Vec<u8> = Vec::new();
+            loop {
+                if stop.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                // Waiting for the next frame is cancel-safe: a timeout only looks at `stop` again.
+                let frame =
+                    match tokio::time::timeout(Duration::from_millis(200), body.frame()).await {
+                        Err(_) => continue,
+                        Ok(None) => break,
+                        Ok(Some(f)) => f.map_err(|e| Self::io_error("reading the answer of", e))?,
+                    };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                text.extend_from_slice(&data);
+                while let Some(nl) = text.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = text.drain(..=nl).collect();
+                    emit_line(&line, &mut each);
+                }
+                // The server writes `,\n` before a row, not after it: a row that is complete is shown now, not
+                // when the next one comes (which, for a quiet topic, may be never).
+                if text.iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'}')
+                    && emit_line(&text, &mut each)
+                {
+                    text.clear();
+                }
+                // Bounded: a row that never ends is an error, not a buffer growing without end.
+                if text.len() > self.limit {
+                    return Err(too_large(self.limit));
+                }
+            }
+            emit_line(&text, &mut each);
+            Ok(())
+        })
+    }
+}
+
+/// Calls `each` with the element on `line` (without the array's `[`, `,` and `]`); whether there was one.
+fn emit_line(line: &[u8], each: &mut impl FnMut(&J)) -> bool {
     let t = String::from_utf8_lossy(line);
     let t = t
         .trim()
@@ -868,22 +880,31 @@ fn emit_line(line: &[u8], each: &mut impl FnMut(&J)) {
         .trim_end_matches(',')
         .trim();
     if t.is_empty() {
-        return;
+        return false;
     }
-    if let Ok(v) = serde_json::from_str::<J>(t) {
-        each(&v);
+    match serde_json::from_str::<J>(t) {
+        Ok(v) => {
+            each(&v);
+            true
+        }
+        Err(_) => false,
     }
 }
 
 /// `fjord sql-server`: the SQL engine and its REST API alone, against any Kafka-compatible cluster.
 pub async fn serve(
-    bootstrap: &str,
+    cfg: fjord_sql::engine::EngineConfig,
     listen: std::net::SocketAddr,
-    command_topic: &str,
 ) -> anyhow::Result<()> {
-    let (engine, addr) = start(bootstrap, listen, command_topic).await?;
+    let (bootstrap, command_topic) = (cfg.bootstrap.clone(), cfg.command_topic.clone());
+    let registry = cfg
+        .registry_url
+        .as_ref()
+        .map(|r| format!(" registry={r}"))
+        .unwrap_or_default();
+    let (engine, addr) = start(cfg, listen).await?;
     println!(
-        "fjord sql-server ready listen={addr} bootstrap={bootstrap} command_topic={command_topic}"
+        "fjord sql-server ready listen={addr} bootstrap={bootstrap} command_topic={command_topic}{registry}"
     );
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!("\nFjord SQL on http://{addr} (commands in {command_topic} on {bootstrap}). Press Ctrl-C to stop.\n");
@@ -894,22 +915,19 @@ pub async fn serve(
     Ok(())
 }
 
-/// Starts the engine against `bootstrap` and its REST API on `listen`.
+/// Starts the engine (against `cfg.bootstrap`) and its REST API on `listen`.
 pub async fn start(
-    bootstrap: &str,
+    cfg: fjord_sql::engine::EngineConfig,
     listen: std::net::SocketAddr,
-    command_topic: &str,
 ) -> anyhow::Result<(Arc<fjord_sql::engine::Engine>, std::net::SocketAddr)> {
     use anyhow::Context;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("the SQL server cannot listen on {listen}"))?;
-    let engine = fjord_sql::engine::Engine::start(fjord_sql::engine::EngineConfig {
-        bootstrap: bootstrap.to_string(),
-        command_topic: command_topic.to_string(),
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("the SQL engine failed to start against {bootstrap}: {e}"))?;
+    let bootstrap = cfg.bootstrap.clone();
+    let engine = fjord_sql::engine::Engine::start(cfg)
+        .await
+        .map_err(|e| anyhow::anyhow!("the SQL engine failed to start against {bootstrap}: {e}"))?;
     let addr = fjord_sql::rest::serve_on(engine.clone(), listener)?;
     Ok((engine, addr))
 }
@@ -944,23 +962,110 @@ mod tests {
         assert_eq!(completions("SELECT ", 7, &names), (7, vec![]));
     }
 
-    #[test]
-    fn chunks_decode_across_reads() {
-        let data = b"5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n";
-        assert_eq!(
-            dechunk(data).unwrap(),
-            (b"helloabc".to_vec(), data.len(), true)
-        );
-        let partial = b"5\r\nhello\r\n3\r\nab";
-        assert_eq!(dechunk(partial).unwrap(), (b"hello".to_vec(), 10, false));
+    /// A server that answers one request with `head` then `parts`, a pause between them, and keeps the
+    /// connection open until `hold` ends.
+    fn fake_server(head: &'static str, parts: Vec<Vec<u8>>, hold: Duration) -> String {
+        use std::io::Read;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(head.as_bytes());
+            for p in parts {
+                let _ = s.write_all(&p);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            std::thread::sleep(hold);
+        });
+        addr
+    }
+
+    fn chunk(s: &str) -> Vec<u8> {
+        format!("{:x}\r\n{s}\r\n", s.len()).into_bytes()
     }
 
     #[test]
-    fn a_hostile_chunk_size_is_an_error_not_a_panic() {
-        // start + size + 2 overflowed usize and panicked; a huge size is now refused outright.
-        for size in ["ffffffffffffffff", "fffffffffffffffe", "4000001"] {
-            let data = format!("{size}\r\nabc\r\n");
-            assert!(dechunk(data.as_bytes()).is_err(), "{size}");
+    fn push_rows_stream_as_they_come_and_stop_ends_the_query() {
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+        let addr = fake_server(
+            head,
+            vec![
+                chunk("[{\"header\": {\"queryId\": \"q\", \"schema\": \"`A` INTEGER\"}}"),
+                chunk(",\n{\"row\": {\"columns\": [1]}}"),
+                // A row split across chunks.
+                chunk(",\n{\"row\": {\"col"),
+                chunk("umns\": [2]}}"),
+            ],
+            Duration::from_secs(30),
+        );
+        let http = Http::new(addr).unwrap();
+        let stop = AtomicBool::new(false);
+        let mut seen = Vec::new();
+        let started = std::time::Instant::now();
+        // The server never ends the answer: the rows arrive while it is open, and `stop` ends the wait.
+        http.stream("/query", &json!({}), &stop, |el| {
+            seen.push(el.clone());
+            if el.get("row").is_some_and(|r| r["columns"][0] == 2) {
+                stop.store(true, Ordering::SeqCst);
+            }
+        })
+        .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert_eq!(seen[2]["row"]["columns"], json!([2]));
+    }
+
+    #[test]
+    fn a_row_or_answer_beyond_the_bound_and_a_hostile_chunk_size_are_errors() {
+        let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+        let long = "x".repeat(5000);
+        let addr = fake_server(
+            head,
+            vec![chunk(&long), chunk(&long)],
+            Duration::from_secs(5),
+        );
+        let mut http = Http::new(addr).unwrap();
+        http.limit = 4096;
+        let e = http
+            .stream("/query", &json!({}), &AtomicBool::new(false), |_| {})
+            .unwrap_err();
+        assert!(e.message.contains("larger than"), "{}", e.message);
+
+        let head = "HTTP/1.1 200 OK\r\ncontent-length: 10000\r\n\r\n";
+        let addr = fake_server(
+            head,
+            vec![long.clone().into_bytes()],
+            Duration::from_secs(5),
+        );
+        let mut http = Http::new(addr).unwrap();
+        http.limit = 4096;
+        let e = http.request("/ksql", &json!({})).unwrap_err();
+        assert!(e.message.contains("larger than"), "{}", e.message);
+
+        for size in ["ffffffffffffffff", "fffffffffffffffff0"] {
+            let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+            let addr = fake_server(
+                head,
+                vec![format!("{size}\r\nabc\r\n").into_bytes()],
+                Duration::from_secs(1),
+            );
+            let http = Http::new(addr).unwrap();
+            assert!(http.request("/ksql", &json!({})).is_err(), "{size}");
         }
+    }
+
+    #[test]
+    fn an_unreachable_server_says_where_and_what_to_do() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        drop(l);
+        let e = Http::new(addr)
+            .unwrap()
+            .request("/ksql", &json!({}))
+            .unwrap_err();
+        assert_eq!(e.code, 3);
+        assert!(e.message.contains("--server"), "{}", e.message);
     }
 }

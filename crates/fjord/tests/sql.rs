@@ -700,3 +700,298 @@ fn a_query_created_again_after_a_drop_and_a_restart_gets_a_new_id() {
     let second = v[0]["commandStatus"]["queryId"].as_str().unwrap();
     assert_ne!(second, first, "{v}");
 }
+
+/// A command of the command topic that does not decode (here a definition naming a format this version does
+/// not know, as a newer version might write) no longer vanishes at the next start: its stream and query are
+/// listed BROKEN with the reason, the rest is served, its name is refused until it is DROPped, and DROP removes
+/// it. The old code skipped it with a log line: the stream and its query were simply gone.
+#[test]
+fn a_command_that_cannot_be_read_back_is_listed_broken_and_the_rest_is_served() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let mut p = start(&data);
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM orders (id STRING KEY, item STRING, qty INT, price DOUBLE) \
+         WITH (kafka_topic='orders', value_format='JSON', partitions=1);",
+    );
+    let csas = "CREATE STREAM big_orders AS SELECT id, qty FROM orders WHERE qty >= 10;";
+    ksql_ok(&p.sql, csas);
+    client(&["produce", &p.kafka, "orders", "0", "3"]);
+    let bad = json!({"name": "BIG_ORDERS", "kind": "Stream", "topic": "BIG_ORDERS", "value_format": "XML",
+        "query": {"id": "CSAS_BIG_ORDERS_90", "sql": csas, "running": true}});
+    client(&[
+        "produce-raw",
+        &p.kafka,
+        "_fjord_sql_commands",
+        "BIG_ORDERS",
+        &bad.to_string(),
+    ]);
+    let _ = p.child.kill();
+    let _ = p.child.wait();
+    let p = start(&data);
+
+    let v = ksql_ok(&p.sql, "SHOW STREAMS; SHOW QUERIES;");
+    let streams = v[0]["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 2, "{v}");
+    let broken = streams.iter().find(|s| s["name"] == "BIG_ORDERS").unwrap();
+    assert_eq!(broken["state"], "BROKEN", "{v}");
+    assert!(
+        broken["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not decode"),
+        "{v}"
+    );
+    let queries = v[1]["queries"].as_array().unwrap();
+    assert_eq!(queries.len(), 1, "{v}");
+    assert_eq!(queries[0]["id"], "CSAS_BIG_ORDERS_90", "{v}");
+    assert_eq!(queries[0]["state"], "BROKEN", "{v}");
+    // The rest is served.
+    assert_eq!(query_rows(&p.sql, "SELECT id FROM orders;").len(), 3);
+    // The broken name is neither served nor silently replaced.
+    for sql in ["DESCRIBE big_orders;", csas] {
+        let (status, v) = ksql(&p.sql, sql);
+        assert_eq!(status, 400, "{sql}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains("BROKEN"),
+            "{sql}: {v}"
+        );
+    }
+    ksql_ok(&p.sql, "DROP STREAM big_orders;");
+    let v = ksql_ok(&p.sql, "SHOW STREAMS;");
+    assert_eq!(v[0]["streams"].as_array().unwrap().len(), 1, "{v}");
+    let v = ksql_ok(&p.sql, csas);
+    let id = v[0]["commandStatus"]["queryId"].as_str().unwrap();
+    assert_ne!(id, "CSAS_BIG_ORDERS_90", "{v}");
+}
+
+/// `fjord sql-server` alone against a broker, with `extra` arguments; (the server, its REST address).
+fn sql_server(bootstrap: &str, extra: &[&str]) -> (KillOnDrop, String) {
+    let mut server = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .args(["sql-server", "-b", bootstrap, "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = server.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(l);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("fjord sql-server ready line");
+    assert!(line.starts_with("fjord sql-server ready"), "{line}");
+    let a = field(&line, "listen=").to_string();
+    (server, a)
+}
+
+/// A push query whose client stops reading (its socket buffers full) no longer holds its thread, consumer and
+/// slot for ever: after --push-stall-timeout-ms without taking a row it ends, and a client that reads again
+/// gets the rows it had left, the reason, and the end of the answer. With the old `blocking_send` the query
+/// went on as soon as the client read again and never ended.
+#[test]
+fn a_push_query_whose_client_stops_reading_is_ended_and_says_why() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let (_server, a) = sql_server(&broker.bootstrap, &["--push-stall-timeout-ms", "2000"]);
+    // Without a registry, the registry formats are refused with what to do.
+    for sql in [
+        "CREATE STREAM av (x INT) WITH (kafka_topic='av', value_format='AVRO', partitions=1);",
+        "CREATE STREAM av WITH (kafka_topic='av', value_format='JSON_SR', partitions=1);",
+    ] {
+        let (status, v) = ksql(&a, sql);
+        assert_eq!(status, 400, "{v}");
+        assert!(
+            v["message"].as_str().unwrap().contains("--registry-url"),
+            "{v}"
+        );
+    }
+
+    ksql_ok(
+        &a,
+        "CREATE STREAM big (v STRING) WITH (kafka_topic='big', value_format='JSON', partitions=1);",
+    );
+    // 30 MB of rows: more than the socket buffers and the query's queue hold.
+    client(&["produce-big", &broker.bootstrap, "big", "3000", "10000"]);
+    let body = json!({"ksql": "SELECT v FROM big EMIT CHANGES;", "streamsProperties": {"auto.offset.reset": "earliest"}}).to_string();
+    let mut s = std::net::TcpStream::connect(&a).unwrap();
+    write!(
+        s,
+        "POST /query HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut first = [0u8; 1024];
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let n = s.read(&mut first).unwrap();
+    assert!(
+        String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&first[..n])
+    );
+    // The client stops reading for longer than the stall timeout.
+    std::thread::sleep(Duration::from_secs(8));
+    // Then reads again: the answer ends (the server closes the connection) within a bounded time.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut raw = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the push query of a stalled client did not end ({} bytes read after the stall)",
+            raw.len()
+        );
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!(
+                    "no end of the answer 5 s after the client read again ({} bytes)",
+                    raw.len()
+                )
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let tail = String::from_utf8_lossy(&raw[raw.len().saturating_sub(400)..]).to_string();
+    assert!(tail.contains("read no row for 2 s"), "{tail}");
+    assert!(tail.ends_with("0\r\n\r\n"), "{tail}");
+    let rows = raw.windows(6).filter(|w| w == b"\"row\":").count();
+    assert!(
+        rows < 3000,
+        "all {rows} rows were sent to a client that did not read"
+    );
+}
+
+/// AVRO through the schema registry, with Confluent's own client on both sides: records written by
+/// confluent-kafka's AvroSerializer are read by a stream whose columns come from the subject's latest schema,
+/// queried with SQL, and a CREATE STREAM AS SELECT with VALUE_FORMAT='AVRO' registers its output schema and
+/// writes records AvroDeserializer reads back. JSON_SR round-trips through the registry too.
+#[test]
+fn avro_from_confluents_serializer_is_queried_and_written_back_for_its_deserializer() {
+    let dir = temp_dir();
+    let log = std::fs::File::create(dir.path().join("fjord.log")).unwrap();
+    let (child, line) = start_platform_with_sql(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        "none",
+        "127.0.0.1:0",
+        Stdio::from(log),
+    );
+    let p = Platform {
+        child,
+        kafka: field(&line, "kafka=").to_string(),
+        sql: field(&line, "sql=").to_string(),
+    };
+    let url = format!("http://{}", field(&line, "registry="));
+    client(&["produce-avro", &p.kafka, &url, "products", "6"]);
+
+    // The columns come from products-value.
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM products WITH (kafka_topic='products', value_format='AVRO');",
+    );
+    let d = ksql_ok(&p.sql, "DESCRIBE products;");
+    let fields: Vec<String> = d[0]["sourceDescription"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {}",
+                f["name"].as_str().unwrap(),
+                f["schema"]["type"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "SKU STRING",
+            "PRICE DOUBLE",
+            "QTY INTEGER",
+            "TAGS ARRAY<STRING>"
+        ],
+        "{d}"
+    );
+    let rows = query_rows(
+        &p.sql,
+        "SELECT sku, price * qty AS total, tags FROM products WHERE qty >= 4;",
+    );
+    assert_eq!(
+        rows,
+        vec![
+            json!(["sku-4", 24.0, ["t4"]]),
+            json!(["sku-5", 37.5, ["t5"]])
+        ]
+    );
+
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM rich WITH (value_format='AVRO') AS SELECT sku, price * qty AS total, tags FROM products WHERE qty >= 4;",
+    );
+    let out = client(&["read-avro", &p.kafka, &url, "RICH", "2"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            r#"sku-4	{"SKU": "sku-4", "TAGS": ["t4"], "TOTAL": 24.0}"#,
+            r#"sku-5	{"SKU": "sku-5", "TAGS": ["t5"], "TOTAL": 37.5}"#,
+        ],
+        "{out}"
+    );
+
+    // INSERT writes with the producer's (latest) schema, and says which field it cannot fill.
+    let (status, v) = ksql(
+        &p.sql,
+        "INSERT INTO products (sku, price, qty) VALUES ('sku-9', 2.0, 9);",
+    );
+    assert_eq!(status, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("tags"), "{v}");
+
+    // JSON_SR: a query's output registers a JSON Schema, and a stream reads its columns back from it.
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM js WITH (value_format='JSON_SR') AS SELECT sku, qty FROM products;",
+    );
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM js_back WITH (kafka_topic='JS', value_format='JSON_SR');",
+    );
+    let d = ksql_ok(&p.sql, "DESCRIBE js_back;");
+    let qty = d[0]["sourceDescription"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "QTY")
+        .unwrap_or_else(|| panic!("{d}"));
+    assert_eq!(qty["schema"]["type"], "INTEGER", "{d}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = query_rows(&p.sql, "SELECT sku, qty FROM js_back WHERE qty = 3;");
+        if !rows.is_empty() {
+            assert_eq!(rows, vec![json!(["sku-3", 3])]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "JS has no row with qty 3");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

@@ -1,0 +1,312 @@
+//! The schema registry client the AVRO and JSON_SR formats use: a Confluent-compatible REST API (Fjord's own,
+//! which `fjord start` runs on :8081, or Confluent's), over hyper's HTTP/1.1 client. Schemas are cached by id;
+//! subjects follow Confluent's TopicNameStrategy (`<topic>-value`, `<topic>-key`); records carry Confluent's
+//! wire format (magic byte 0, the schema id as 4 bytes big-endian, the body).
+//!
+//! The calls block (with a deadline): they are made from the query threads and from `spawn_blocking`, on the
+//! engine's runtime through its handle.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use serde_json::{json, Value as J};
+
+/// How long one registry request may take.
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The largest registry answer read.
+const MAX_ANSWER: usize = 16 << 20;
+
+/// A schema as registered: its type and its parsed form.
+pub enum Registered {
+    Avro(apache_avro::Schema),
+    Json(J),
+}
+
+impl Registered {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Registered::Avro(_) => "AVRO",
+            Registered::Json(_) => "JSON",
+        }
+    }
+}
+
+pub struct Registry {
+    url: String,
+    host: String,
+    port: u16,
+    prefix: String,
+    handle: tokio::runtime::Handle,
+    by_id: Mutex<HashMap<u32, Arc<Registered>>>,
+}
+
+static GLOBAL: RwLock<Option<Arc<Registry>>> = RwLock::new(None);
+
+/// The registry the engine was started with (the record formats find it here).
+pub fn global() -> Option<Arc<Registry>> {
+    GLOBAL.read().ok().and_then(|g| g.clone())
+}
+
+/// Sets the process's registry (at engine start).
+pub fn install(r: Option<Arc<Registry>>) {
+    if let Ok(mut g) = GLOBAL.write() {
+        *g = r;
+    }
+}
+
+/// The registry, or an error saying how to give one.
+pub fn required(what: &str) -> Result<Arc<Registry>, String> {
+    global().ok_or_else(|| {
+        format!("{what} needs a schema registry: `fjord start` uses the one it runs (--registry-listener), `fjord sql-server` takes --registry-url http://HOST:PORT")
+    })
+}
+
+/// Splits Confluent's wire format: (schema id, body).
+pub fn split_wire(bytes: &[u8]) -> Result<(u32, &[u8]), String> {
+    match bytes {
+        [0, a, b, c, d, body @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), body)),
+        [m, ..] if bytes.len() >= 5 => Err(format!(
+            "not in the schema registry's wire format (magic byte {m}, expected 0): was it written with a registry serializer?"
+        )),
+        _ => Err(format!(
+            "{} bytes are too short for the schema registry's wire format (magic byte, 4-byte schema id)",
+            bytes.len()
+        )),
+    }
+}
+
+/// Confluent's wire format header for schema `id`.
+pub fn wire_header(id: u32, out: &mut Vec<u8>) {
+    out.push(0);
+    out.extend_from_slice(&id.to_be_bytes());
+}
+
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+impl Registry {
+    /// `url` is `http://HOST:PORT[/PREFIX]`; `handle` the runtime the requests run on.
+    pub fn new(url: &str, handle: tokio::runtime::Handle) -> Result<Registry, String> {
+        let bad = |why: &str| format!("registry URL {url}: {why} (expected http://HOST:PORT)");
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| bad("only http:// is supported"))?;
+        let (authority, prefix) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad("bad port"))?),
+            None => (authority, 80),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        Ok(Registry {
+            url: url.trim_end_matches('/').to_string(),
+            host: host.to_string(),
+            port,
+            prefix: prefix.to_string(),
+            handle,
+            by_id: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// One request; `Ok(None)` for 404 (no such subject or version). Blocks (not on an async worker).
+    fn request(&self, method: &str, path: &str, body: Option<&J>) -> Result<Option<J>, String> {
+        let fut = self.send(method, path, body);
+        match self
+            .handle
+            .block_on(async { tokio::time::timeout(TIMEOUT, fut).await })
+        {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "the schema registry at {} did not answer {method} {path} within {} s",
+                self.url,
+                TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    async fn send(&self, method: &str, path: &str, body: Option<&J>) -> Result<Option<J>, String> {
+        let unreachable = |e: String| {
+            format!(
+                "cannot reach the schema registry at {} ({e}): is it running?",
+                self.url
+            )
+        };
+        let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.prefix))
+            .header(hyper::header::HOST, format!("{}:{}", self.host, self.port))
+            .header(
+                hyper::header::ACCEPT,
+                "application/vnd.schemaregistry.v1+json, application/json",
+            );
+        let payload = match body {
+            Some(b) => {
+                req = req.header(
+                    hyper::header::CONTENT_TYPE,
+                    "application/vnd.schemaregistry.v1+json",
+                );
+                Bytes::from(b.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let req = req
+            .body(Full::new(payload))
+            .map_err(|e| format!("cannot build a registry request: {e}"))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let bytes = Limited::new(resp.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| format!("cannot read the schema registry's answer: {e}"))?
+            .to_bytes();
+        let v: Option<J> = serde_json::from_slice(&bytes).ok();
+        match status {
+            200..=299 => v.map(Some).ok_or_else(|| {
+                format!(
+                    "the schema registry's answer to {method} {path} is not JSON: {}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                )
+            }),
+            404 => Ok(None),
+            _ => Err(format!(
+                "the schema registry refused {method} {path}: {} (HTTP {status})",
+                v.as_ref()
+                    .and_then(|v| v.get("message"))
+                    .and_then(J::as_str)
+                    .map_or_else(
+                        || String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+                        str::to_string
+                    )
+            )),
+        }
+    }
+
+    fn parse(schema_type: &str, text: &str) -> Result<Registered, String> {
+        match schema_type {
+            "AVRO" => apache_avro::Schema::parse_str(text)
+                .map(Registered::Avro)
+                .map_err(|e| format!("the registered schema is not valid Avro: {e}")),
+            "JSON" => serde_json::from_str(text)
+                .map(Registered::Json)
+                .map_err(|e| format!("the registered JSON Schema is not JSON: {e}")),
+            other => Err(format!(
+                "{other} schemas are not supported by SQL yet (AVRO and JSON are)"
+            )),
+        }
+    }
+
+    /// The schema with registry id `id` (cached: ids are immutable).
+    pub fn by_id(&self, id: u32) -> Result<Arc<Registered>, String> {
+        if let Some(s) = self.by_id.lock().expect("schema cache").get(&id) {
+            return Ok(s.clone());
+        }
+        let v = self
+            .request("GET", &format!("/schemas/ids/{id}"), None)?
+            .ok_or_else(|| format!("the schema registry has no schema with id {id}"))?;
+        let text = v["schema"]
+            .as_str()
+            .ok_or_else(|| format!("the registry's schema {id} has no `schema`"))?;
+        let s = Arc::new(Self::parse(
+            v["schemaType"].as_str().unwrap_or("AVRO"),
+            text,
+        )?);
+        self.by_id
+            .lock()
+            .expect("schema cache")
+            .insert(id, s.clone());
+        Ok(s)
+    }
+
+    /// The latest schema registered under `subject` (`None`: no such subject).
+    pub fn latest(&self, subject: &str) -> Result<Option<(u32, Arc<Registered>)>, String> {
+        let Some(v) = self.request(
+            "GET",
+            &format!("/subjects/{}/versions/latest", segment(subject)),
+            None,
+        )?
+        else {
+            return Ok(None);
+        };
+        let id = v["id"]
+            .as_u64()
+            .and_then(|i| u32::try_from(i).ok())
+            .ok_or_else(|| format!("the registry's latest {subject} has no id"))?;
+        Ok(Some((id, self.by_id(id)?)))
+    }
+
+    /// Registers `text` (of `schema_type`, AVRO or JSON) under `subject`, or finds it registered: its id.
+    pub fn register(&self, subject: &str, schema_type: &str, text: &str) -> Result<u32, String> {
+        let mut body = json!({"schema": text});
+        if schema_type != "AVRO" {
+            body["schemaType"] = json!(schema_type);
+        }
+        let v = self
+            .request(
+                "POST",
+                &format!("/subjects/{}/versions", segment(subject)),
+                Some(&body),
+            )?
+            .ok_or_else(|| format!("the schema registry has no route to register {subject}"))?;
+        let id = v["id"]
+            .as_u64()
+            .and_then(|i| u32::try_from(i).ok())
+            .ok_or_else(|| format!("the registry answered no id for {subject}: {v}"))?;
+        let parsed = Arc::new(Self::parse(schema_type, text)?);
+        self.by_id.lock().expect("schema cache").insert(id, parsed);
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wire_format_is_magic_zero_and_a_big_endian_id() {
+        let mut b = Vec::new();
+        wire_header(258, &mut b);
+        b.push(7);
+        assert_eq!(split_wire(&b).unwrap(), (258, &[7u8][..]));
+        assert!(split_wire(b"{\"a\": 1}")
+            .unwrap_err()
+            .contains("magic byte"));
+        assert!(split_wire(&[0, 1]).unwrap_err().contains("too short"));
+    }
+}
