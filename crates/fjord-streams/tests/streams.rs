@@ -134,6 +134,9 @@ impl Drop for Cluster {
     }
 }
 
+/// A record as read: partition, key, value.
+type PartKv = (i32, Option<Bytes>, Option<Bytes>);
+
 /// Every record of `topic` up to its current end, in offset order per partition, read_committed.
 fn read_all(bootstrap: &str, topic: &str) -> Vec<(Option<Bytes>, Option<Bytes>)> {
     read_topic(bootstrap, topic, true)
@@ -144,11 +147,7 @@ fn read_all(bootstrap: &str, topic: &str) -> Vec<(Option<Bytes>, Option<Bytes>)>
 
 /// Every record of `topic` up to its current end (the high watermark) as (partition, key, value), in offset
 /// order per partition; `read_committed` or read_uncommitted (records of open transactions too).
-fn read_topic(
-    bootstrap: &str,
-    topic: &str,
-    read_committed: bool,
-) -> Vec<(i32, Option<Bytes>, Option<Bytes>)> {
+fn read_topic(bootstrap: &str, topic: &str, read_committed: bool) -> Vec<PartKv> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "test-reader")
@@ -182,7 +181,7 @@ fn read_topic(
                 .unwrap();
         }
     }
-    let mut out: BTreeMap<i32, Vec<(i32, Option<Bytes>, Option<Bytes>)>> = BTreeMap::new();
+    let mut out: BTreeMap<i32, Vec<PartKv>> = BTreeMap::new();
     if ends.is_empty() {
         return Vec::new();
     }
@@ -810,7 +809,7 @@ fn a_killed_instance_restarts_from_its_changelog_and_the_results_equal_the_refer
 
 /// Per key (partition by partition, in offset order), the values of an update stream of counts must be exactly
 /// 1, 2, ..., n: a repeated, skipped or reordered count is a duplicate or a loss. Returns the offending keys.
-fn count_sequence_errors(records: &[(i32, Option<Bytes>, Option<Bytes>)]) -> Vec<String> {
+fn count_sequence_errors(records: &[PartKv]) -> Vec<String> {
     let mut last: HashMap<(i32, Vec<u8>), i64> = HashMap::new();
     let mut bad = Vec::new();
     for (p, k, v) in records {
@@ -1264,7 +1263,9 @@ fn stored_values_and_keys_in_a_foreign_format_stop_the_task_with_a_clear_error()
         c.create_topic(t, 1);
     }
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &[u8], &[u8], &[&str]); 2] = [
+    // (application, changelog key, changelog value, words the error must contain)
+    type Case<'a> = (&'a str, &'a [u8], &'a [u8], &'a [&'a str]);
+    let cases: [Case; 2] = [
         (
             "malcount",
             b"\0k",
