@@ -230,18 +230,21 @@ impl KafkaStreams {
         // (outputs stay non-transactional, visible at once): a commit's entries and markers become visible
         // together or never, so a restore (read_committed) never sees entries of an unfinished commit, and
         // compaction never lets them replace the values they overwrite (it drops aborted batches).
-        let changelog_producer: Option<BaseProducer<ProducerCtx>> = if eos {
-            None
-        } else {
-            Some(producer_config(true).create_with_context(ProducerCtx {
-                error: delivery_error.clone(),
-            })?)
-        };
+        // A stateless topology has no changelog, and needs no transaction at least once.
+        let changelog_producer: Option<BaseProducer<ProducerCtx>> =
+            if eos || plan.changelogs.is_empty() {
+                None
+            } else {
+                Some(producer_config(true).create_with_context(ProducerCtx {
+                    error: delivery_error.clone(),
+                })?)
+            };
         // Fences an earlier incarnation of this instance and aborts its open transaction (the restores below
         // then read past it).
-        let tx = changelog_producer.as_ref().unwrap_or(&producer);
-        tx.init_transactions(CLIENT_TIMEOUT)?;
-        tx.begin_transaction()?;
+        if let Some(tx) = changelog_producer.as_ref().or(eos.then_some(&producer)) {
+            tx.init_transactions(CLIENT_TIMEOUT)?;
+            tx.begin_transaction()?;
+        }
         let supplier: Arc<dyn StoreSupplier> = match &config.state_stores {
             StateStores::InMemory => Arc::new(crate::store::InMemorySupplier),
             #[cfg(feature = "fjall")]
@@ -1033,12 +1036,10 @@ impl Engine {
             if let Some(e) = self.delivery_error.lock().unwrap().take() {
                 return Err(Error::Kafka(e));
             }
-            let changelog = self
-                .changelog_producer
-                .as_ref()
-                .expect("at least once has a changelog producer");
-            changelog.commit_transaction(CLIENT_TIMEOUT)?;
-            changelog.begin_transaction()?;
+            if let Some(changelog) = &self.changelog_producer {
+                changelog.commit_transaction(CLIENT_TIMEOUT)?;
+                changelog.begin_transaction()?;
+            }
             if let Some(e) = self.delivery_error.lock().unwrap().take() {
                 return Err(Error::Kafka(e));
             }
