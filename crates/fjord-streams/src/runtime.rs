@@ -1507,12 +1507,21 @@ fn aggregate(cx: &Cx<'_>, task: &mut Task, id: NodeId, a: &AggregateNode, r: Rec
                 }
                 any = true;
                 let sk = WindowStore::store_key(key, w);
-                let old = st.get(&sk)?;
-                let new = apply(&a.agg, &a.store, key, &r, old.as_deref())?;
-                if old.is_none() {
-                    st.track(close, &sk);
-                }
-                st.put(sk, Some(new.clone()));
+                let new = if let Some(Some(slot)) = st.cache.get_mut(&sk) {
+                    // A window written since the last flush: updated in place, one map lookup.
+                    let new = apply(&a.agg, &a.store, key, &r, Some(slot))?;
+                    st.cache_bytes = (st.cache_bytes + new.len()).saturating_sub(slot.len());
+                    *slot = new.clone();
+                    new
+                } else {
+                    let old = st.get(&sk)?;
+                    let new = apply(&a.agg, &a.store, key, &r, old.as_deref())?;
+                    if old.is_none() {
+                        st.track(close, &sk);
+                    }
+                    st.put(sk, Some(new.clone()));
+                    new
+                };
                 if !a.emit_final {
                     out.push(Record {
                         key: Some(WindowedKey::encode(key, w)),
