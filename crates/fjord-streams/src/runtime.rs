@@ -31,7 +31,8 @@ use crate::window::Windows;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ProcessingGuarantee {
     /// Kafka Streams' default: outputs may repeat after a crash. Store state stays exact (see ARCHITECTURE.md:
-    /// changelog commit markers), except for records that went through a repartition topic.
+    /// each commit's changelog entries and commit markers are written in one transaction of a changelog
+    /// producer), except for records that went through a repartition topic.
     #[default]
     AtLeastOnce,
     /// Outputs, changelogs and input offsets commit in one Kafka transaction (`send_offsets_to_transaction`);
@@ -73,6 +74,14 @@ pub struct StreamsConfig {
     pub session_timeout: Duration,
     /// Further librdkafka properties for every client (e.g. security settings).
     pub client_properties: Vec<(String, String)>,
+    /// The most each store's write cache holds (keys and values, plus 64 bytes per entry) before it is written
+    /// to the store and its changelog ahead of the next commit (default 16 MiB; Kafka's
+    /// `statestore.cache.max.bytes`, per store here). 0 writes through at every record.
+    pub cache_max_bytes: usize,
+    /// Fault injection for tests: the process aborts in its n-th commit that has new input (1-based), after the
+    /// changelog entries were written and acknowledged and before the commit markers. Not for production use.
+    #[doc(hidden)]
+    pub abort_in_commit: Option<u64>,
 }
 
 impl StreamsConfig {
@@ -97,6 +106,8 @@ impl StreamsConfig {
             replication_factor: -1,
             session_timeout: Duration::from_secs(10),
             client_properties: Vec::new(),
+            cache_max_bytes: 16 << 20,
+            abort_in_commit: None,
         }
     }
 
@@ -121,8 +132,11 @@ impl StreamsConfig {
         if self.bootstrap_servers.is_empty() {
             return Err(Error::Config("bootstrap.servers is empty".into()));
         }
-        if self.commit_interval.is_zero() {
-            return Err(Error::Config("commit interval must be above zero".into()));
+        if self.commit_interval.is_zero() || self.commit_interval > MAX_COMMIT_INTERVAL {
+            return Err(Error::Config(format!(
+                "commit interval must be above zero and at most {MAX_COMMIT_INTERVAL:?} (a commit's changelog \
+                 transaction must end before the broker's transaction.max.timeout.ms, 15 minutes by default)"
+            )));
         }
         Ok(())
     }
@@ -156,6 +170,9 @@ pub enum StreamsState {
     Stopped,
 }
 
+/// The longest commit interval: twice it plus 20 s stays within Kafka's default `transaction.max.timeout.ms`.
+const MAX_COMMIT_INTERVAL: Duration = Duration::from_secs(400);
+
 /// How long a client call (metadata, commit, transaction step, flush) may take.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long restoring one store from its changelog may take.
@@ -181,28 +198,52 @@ impl KafkaStreams {
         let metrics = Arc::new(Metrics::default());
         let delivery_error = Arc::new(Mutex::new(None));
         let eos = config.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
-        let mut pc = config.client();
-        pc.set("partitioner", "murmur2_random")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .set("queue.buffering.max.messages", "1000000")
-            .set("message.timeout.ms", "60000");
-        if eos {
-            pc.set(
-                "transactional.id",
-                format!("{}-{}", config.application_id, config.instance_id),
-            )
-            .set("transaction.timeout.ms", "30000")
-            // librdkafka: a message may not outlive the transaction it belongs to.
-            .set("message.timeout.ms", "30000");
-        }
-        let producer: BaseProducer<ProducerCtx> = pc.create_with_context(ProducerCtx {
-            error: delivery_error.clone(),
-        })?;
-        if eos {
-            // Fences an earlier incarnation of this instance and aborts its open transaction.
-            producer.init_transactions(CLIENT_TIMEOUT)?;
-            producer.begin_transaction()?;
+        let producer_config = |transactional: bool| {
+            let mut pc = config.client();
+            pc.set("partitioner", "murmur2_random")
+                .set("enable.idempotence", "true")
+                .set("linger.ms", "5")
+                .set("queue.buffering.max.messages", "1000000")
+                // Failed deliveries are still reported (and fail the next commit); successful ones cost a
+                // callback per record otherwise.
+                .set("delivery.report.only.error", "true")
+                .set("message.timeout.ms", "60000");
+            if transactional {
+                // A transaction spans a commit interval; the timeout also bounds how long a crashed
+                // instance's open transaction (with a new instance id) holds up read_committed readers.
+                let timeout = (config.commit_interval.as_millis() * 2 + 20_000).max(30_000);
+                pc.set(
+                    "transactional.id",
+                    format!("{}-{}", config.application_id, config.instance_id),
+                )
+                .set("transaction.timeout.ms", timeout.to_string())
+                // librdkafka: a message may not outlive the transaction it belongs to.
+                .set("message.timeout.ms", timeout.to_string());
+            }
+            pc
+        };
+        let producer: BaseProducer<ProducerCtx> =
+            producer_config(eos).create_with_context(ProducerCtx {
+                error: delivery_error.clone(),
+            })?;
+        // At least once, changelog entries and commit markers go through a transactional producer of their own
+        // (outputs stay non-transactional, visible at once): a commit's entries and markers become visible
+        // together or never, so a restore (read_committed) never sees entries of an unfinished commit, and
+        // compaction never lets them replace the values they overwrite (it drops aborted batches).
+        // A stateless topology has no changelog, and needs no transaction at least once.
+        let changelog_producer: Option<BaseProducer<ProducerCtx>> =
+            if eos || plan.changelogs.is_empty() {
+                None
+            } else {
+                Some(producer_config(true).create_with_context(ProducerCtx {
+                    error: delivery_error.clone(),
+                })?)
+            };
+        // Fences an earlier incarnation of this instance and aborts its open transaction (the restores below
+        // then read past it).
+        if let Some(tx) = changelog_producer.as_ref().or(eos.then_some(&producer)) {
+            tx.init_transactions(CLIENT_TIMEOUT)?;
+            tx.begin_transaction()?;
         }
         let supplier: Arc<dyn StoreSupplier> = match &config.state_stores {
             StateStores::InMemory => Arc::new(crate::store::InMemorySupplier),
@@ -224,7 +265,11 @@ impl KafkaStreams {
             topo: topology.clone(),
             plan,
             producer,
+            changelog_producer,
             eos,
+            abort_in_commit: config.abort_in_commit,
+            commits_with_data: 0,
+            cache_max_bytes: config.cache_max_bytes,
             tasks: HashMap::new(),
             supplier,
             metrics: metrics.clone(),
@@ -327,20 +372,38 @@ fn run_loop(
     interval: Duration,
 ) -> Result<()> {
     let mut last_commit = Instant::now();
-    while !stop.load(Ordering::SeqCst) {
-        match consumer.poll(Duration::from_millis(50)) {
-            Some(Ok(m)) => engine.lock().unwrap().process(&m)?,
-            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
-            None => {}
-        }
+    let mut since_check = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        // The lock is not held while polling: the rebalance callbacks take it inside `poll`.
+        let polled = consumer.poll(Duration::from_millis(50));
         let mut e = engine.lock().unwrap();
+        let idle = match polled {
+            Some(Ok(m)) => {
+                e.process(&m)?;
+                false
+            }
+            Some(Err(err)) => {
+                tracing::warn!(error = %err, "consumer error");
+                true
+            }
+            None => true,
+        };
         if let Some(err) = e.failed.take() {
             return Err(err);
         }
-        e.producer.poll(Duration::ZERO);
-        if last_commit.elapsed() >= interval {
-            e.commit(consumer)?;
-            last_commit = Instant::now();
+        // Serving the producers' callbacks (only failed deliveries are reported) and reading the clock are
+        // not needed per record.
+        since_check += 1;
+        if idle || since_check >= 256 {
+            since_check = 0;
+            e.producer.poll(Duration::ZERO);
+            if let Some(c) = &e.changelog_producer {
+                c.poll(Duration::ZERO);
+            }
+            if last_commit.elapsed() >= interval {
+                e.commit(consumer)?;
+                last_commit = Instant::now();
+            }
         }
     }
     engine.lock().unwrap().commit(consumer)
@@ -610,8 +673,17 @@ impl ConsumerContext for GroupCtx {
 struct Engine {
     topo: Arc<Topology>,
     plan: Plan,
+    /// Outputs and repartition records; under exactly once also changelogs, in the one transaction.
     producer: BaseProducer<ProducerCtx>,
+    /// At least once: the transactional producer of the changelogs (entries and markers of one commit in one
+    /// transaction). `None` under exactly once.
+    changelog_producer: Option<BaseProducer<ProducerCtx>>,
     eos: bool,
+    /// See [`StreamsConfig::abort_in_commit`].
+    abort_in_commit: Option<u64>,
+    /// Commits with new input so far.
+    commits_with_data: u64,
+    cache_max_bytes: usize,
     /// Open tasks by (sub-topology, partition).
     tasks: HashMap<(usize, i32), Task>,
     supplier: Arc<dyn StoreSupplier>,
@@ -644,8 +716,10 @@ struct StoreState {
     spec: AggregateNode,
     changelog: String,
     inner: Box<dyn KeyValueStore>,
-    /// Writes since the last commit (None: delete); reads look here first.
+    /// Writes since the last commit or cache flush (None: delete); reads look here first.
     cache: BTreeMap<Bytes, Option<Bytes>>,
+    /// The cache's size as counted against [`StreamsConfig::cache_max_bytes`].
+    cache_bytes: usize,
     /// The store's own stream time: the largest event time it has seen (restored from its last commit marker,
     /// which may be older than another store's of the same task after a crash in the middle of a commit).
     /// Lateness and window closing are decided with it.
@@ -660,10 +734,15 @@ struct StoreState {
     expiry: BTreeSet<(i64, Bytes)>,
 }
 
+/// What a write-cache entry costs beyond its key and value (map node, `Bytes` headers), roughly.
+const CACHE_ENTRY_OVERHEAD: usize = 64;
+
 /// Per-record context for the operators.
 struct Cx<'a> {
     topo: &'a Topology,
     producer: &'a BaseProducer<ProducerCtx>,
+    /// Where changelog entries and markers go (the transactional one).
+    changelog: &'a BaseProducer<ProducerCtx>,
     names: &'a HashMap<TopicRef, String>,
     metrics: &'a Metrics,
     /// The source (index in the sub-topology) and offset of the input record being processed.
@@ -696,8 +775,10 @@ impl Engine {
             topo,
             plan,
             producer,
+            changelog_producer,
             tasks,
             metrics,
+            cache_max_bytes,
             ..
         } = self;
         let task = tasks.get_mut(&(sub, m.partition())).expect("checked above");
@@ -726,13 +807,22 @@ impl Engine {
         let cx = Cx {
             topo,
             producer,
+            changelog: changelog_producer.as_ref().unwrap_or(producer),
             names: &plan.names,
             metrics,
             src,
             offset: m.offset(),
         };
         forward(&cx, task, node, rec)?;
-        advance(&cx, task)
+        advance(&cx, task)?;
+        // A full write cache goes to the store and the changelog now, inside the commit's transaction; the
+        // commit marker still comes at the commit.
+        for st in &mut task.stores {
+            if st.cache_bytes > *cache_max_bytes {
+                st.flush_cache(&cx, task.partition)?;
+            }
+        }
+        Ok(())
     }
 
     fn open_task(&mut self, topic: &str, partition: i32) -> Result<()> {
@@ -753,6 +843,10 @@ impl Engine {
             };
             let changelog = self.plan.changelogs[&a].clone();
             let mut inner = self.supplier.open(&spec.store, partition)?;
+            // The local store is a cache of the changelog, rebuilt whenever the task opens, under both
+            // guarantees: after a crash it may hold writes of a commit that never finished (a cache flush or a
+            // commit cut short), which only the changelog, read_committed, tells apart. (A local checkpoint
+            // written at a clean close would let a task skip the replay; not implemented.)
             inner.clear()?;
             let marker = restore_store(
                 &self.restore,
@@ -772,29 +866,44 @@ impl Engine {
                 changelog,
                 inner,
                 cache: BTreeMap::new(),
+                cache_bytes: 0,
                 skip_below,
                 stream_time: marker.stream_time,
                 pending_final: BTreeSet::new(),
                 expiry: BTreeSet::new(),
             };
+            // Every entry of a windowed store (or join buffer) is in the window layout: one that is not would
+            // never expire and never be emitted, so it stops the task instead of staying for ever.
+            let changelog_name = st.changelog.clone();
+            let parse = |k: &[u8]| {
+                WindowStore::parse(k).map(|(_, w)| w).ok_or_else(|| {
+                    Error::Store(format!(
+                        "store `{}` (partition {partition}) holds the key {} that is not a window key (length, \
+                         key, start, end): its changelog {} was written by another topology or program (an \
+                         unwindowed aggregation with the same store name?). Give the aggregation another store \
+                         name, or reset the application (stop it and delete its internal topics)",
+                        spec.store,
+                        hex(k),
+                        changelog_name
+                    ))
+                })
+            };
             if matches!(spec.agg, Aggregation::Buffer) {
                 for (k, _) in st.inner.prefix_scan(b"")? {
-                    if let Some((_, win)) = WindowStore::parse(&k) {
-                        st.expiry
-                            .insert((win.start.saturating_add(spec.retention_ms), k));
-                    }
+                    let win = parse(&k)?;
+                    st.expiry
+                        .insert((win.start.saturating_add(spec.retention_ms), k));
                 }
             }
             if let Some(w) = spec.windows {
                 for (k, _) in st.inner.prefix_scan(b"")? {
-                    if let Some((_, win)) = WindowStore::parse(&k) {
-                        let close = w.close_time(win);
-                        if spec.emit_final && close > marker.stream_time {
-                            st.pending_final.insert((close, k.clone()));
-                        }
-                        st.expiry
-                            .insert((close.saturating_add(spec.retention_ms), k));
+                    let win = parse(&k)?;
+                    let close = w.close_time(win);
+                    if spec.emit_final && close > marker.stream_time {
+                        st.pending_final.insert((close, k.clone()));
                     }
+                    st.expiry
+                        .insert((close.saturating_add(spec.retention_ms), k));
                 }
             }
             tracing::info!(store = %spec.store, partition, stream_time = marker.stream_time, "store restored");
@@ -836,6 +945,7 @@ impl Engine {
             topo,
             plan,
             producer,
+            changelog_producer,
             tasks,
             metrics,
             ..
@@ -843,14 +953,14 @@ impl Engine {
         let cx = Cx {
             topo,
             producer,
+            changelog: changelog_producer.as_ref().unwrap_or(producer),
             names: &plan.names,
             metrics,
             src: 0,
             offset: 0,
         };
         let mut any = false;
-        // Each store's commit marker (changelog topic, partition, marker), sent once the entries before it are
-        // acknowledged (see below).
+        // Each store's commit marker (changelog topic, partition, marker), sent after every store's entries.
         let mut markers: Vec<(&str, i32, Vec<u8>)> = Vec::new();
         for task in tasks.values_mut() {
             if !task.dirty {
@@ -877,37 +987,39 @@ impl Engine {
                     marker.extend_from_slice(name);
                     marker.extend_from_slice(&task.offsets[j].max(st.skip_below[j]).to_be_bytes());
                 }
-                let cache = std::mem::take(&mut st.cache);
-                for (k, v) in &cache {
-                    send(
-                        &cx,
-                        &st.changelog,
-                        Some(task.partition),
-                        Some(k),
-                        v.as_deref(),
-                        None,
-                    )?;
-                }
+                st.flush_cache(&cx, task.partition)?;
                 markers.push((st.changelog.as_str(), task.partition, marker));
-                st.inner.write_batch(&mut cache.into_iter())?;
             }
             task.dirty = false;
         }
-        // At-least-once: a marker tells a restore that everything before it is there, so it is sent only once the
-        // changelog entries before it are acknowledged. Sent together, one entry could fail (its retries used up)
-        // while the marker after it is delivered, and a restore would trust the marker over the lost entry.
-        // Under exactly-once the transaction makes them all-or-nothing.
-        if !self.eos && !markers.is_empty() {
-            cx.producer.flush(CLIENT_TIMEOUT)?;
-            if let Some(e) = self.delivery_error.lock().unwrap().take() {
-                return Err(Error::Kafka(e));
-            }
-        }
-        for (topic, partition, marker) in &markers {
-            send(&cx, topic, Some(*partition), Some(&[]), Some(marker), None)?;
-        }
         if !any {
             return Ok(());
+        }
+        self.commits_with_data += 1;
+        if self.abort_in_commit == Some(self.commits_with_data) {
+            // Test fault injection: entries written and acknowledged, markers not, nothing committed.
+            let _ = cx.changelog.flush(CLIENT_TIMEOUT);
+            let _ = cx.producer.flush(CLIENT_TIMEOUT);
+            tracing::error!(
+                commit = self.commits_with_data,
+                "aborting the process in the middle of a commit (abort_in_commit)"
+            );
+            std::process::abort();
+        }
+        // The markers close the commit in the changelogs. Entries and markers are in one transaction (of the
+        // changelog producer at least once, of the one producer exactly once): a restore sees all or nothing
+        // of a commit, and compaction drops an aborted commit's entries instead of letting them replace the
+        // committed values they would have overwritten.
+        for (topic, partition, marker) in &markers {
+            send_to(
+                cx.changelog,
+                cx.metrics,
+                topic,
+                Some(*partition),
+                Some(&[]),
+                Some(marker),
+                None,
+            )?;
         }
         if self.eos {
             let gm = consumer
@@ -918,7 +1030,16 @@ impl Engine {
             self.producer.commit_transaction(CLIENT_TIMEOUT)?;
             self.producer.begin_transaction()?;
         } else {
+            // Outputs first: once the changelog commit is visible, a restarted task skips the input it
+            // reflects, so that input's outputs must already be acknowledged.
             self.producer.flush(CLIENT_TIMEOUT)?;
+            if let Some(e) = self.delivery_error.lock().unwrap().take() {
+                return Err(Error::Kafka(e));
+            }
+            if let Some(changelog) = &self.changelog_producer {
+                changelog.commit_transaction(CLIENT_TIMEOUT)?;
+                changelog.begin_transaction()?;
+            }
             if let Some(e) = self.delivery_error.lock().unwrap().take() {
                 return Err(Error::Kafka(e));
             }
@@ -959,8 +1080,13 @@ fn decode_marker(b: &[u8]) -> Option<Marker> {
     })
 }
 
-/// Replays changelog partition `topic`-`partition` into `store`: entries are applied up to the last commit
-/// marker; entries after it belong to a commit that never finished and are dropped.
+/// Replays changelog partition `topic`-`partition` into `store`, read_committed, to its end: every entry is
+/// applied (as Kafka Streams restores), and the last commit marker gives the stream time and input offsets.
+///
+/// Entries of a commit that never finished are invisible (their transaction is aborted), so everything read is
+/// followed by its commit's marker. Entries after the last marker are possible only from a writer outside a
+/// transaction (this library before changelog transactions, or another program); they are applied too, never
+/// dropped: dropping them would lose state once compaction has removed the older values they replaced.
 fn restore_store(
     consumer: &BaseConsumer,
     topic: &str,
@@ -981,6 +1107,8 @@ fn restore_store(
     consumer.assign(&tpl)?;
     let deadline = Instant::now() + RESTORE_TIMEOUT;
     let mut pending: Vec<(Bytes, Option<Bytes>)> = Vec::new();
+    // Entries read since the last marker.
+    let mut tail = 0usize;
     let result = loop {
         if Instant::now() > deadline {
             break Err(Error::Kafka(format!(
@@ -998,12 +1126,16 @@ fn restore_store(
                             m.offset()
                         ))
                     })?;
-                    store.write_batch(&mut pending.drain(..))?;
+                    tail = 0;
                 } else {
                     pending.push((
                         Bytes::copy_from_slice(key),
                         m.payload().map(Bytes::copy_from_slice),
                     ));
+                    tail += 1;
+                    if pending.len() >= 4096 {
+                        store.write_batch(&mut pending.drain(..))?;
+                    }
                 }
             }
             // Only this partition's end counts: an end-of-partition event of an earlier restore must not cut
@@ -1018,12 +1150,14 @@ fn restore_store(
     // Drop whatever the fetcher still queued (messages or end events), so the next restore starts clean.
     while consumer.poll(Duration::ZERO).is_some() {}
     result?;
-    if !pending.is_empty() {
+    store.write_batch(&mut pending.drain(..))?;
+    if tail > 0 {
         tracing::warn!(
             topic,
             partition,
-            dropped = pending.len(),
-            "changelog tail after the last commit marker ignored"
+            entries = tail,
+            "the changelog ends with entries after its last commit marker, written outside a transaction: \
+             applied; input they reflect beyond the marker's offsets may be counted twice"
         );
     }
     Ok(marker)
@@ -1031,6 +1165,26 @@ fn restore_store(
 
 fn send(
     cx: &Cx<'_>,
+    topic: &str,
+    partition: Option<i32>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    timestamp: Option<i64>,
+) -> Result<()> {
+    send_to(
+        cx.producer,
+        cx.metrics,
+        topic,
+        partition,
+        key,
+        value,
+        timestamp,
+    )
+}
+
+fn send_to(
+    producer: &BaseProducer<ProducerCtx>,
+    metrics: &Metrics,
     topic: &str,
     partition: Option<i32>,
     key: Option<&[u8]>,
@@ -1051,13 +1205,13 @@ fn send(
         rec = rec.timestamp(ts);
     }
     loop {
-        match cx.producer.send(rec) {
+        match producer.send(rec) {
             Ok(()) => {
-                inc(&cx.metrics.records_sent);
+                inc(&metrics.records_sent);
                 return Ok(());
             }
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                cx.producer.poll(Duration::from_millis(10));
+                producer.poll(Duration::from_millis(10));
                 rec = r;
             }
             Err((e, _)) => return Err(Error::Kafka(format!("writing to {topic}: {e}"))),
@@ -1171,11 +1325,39 @@ fn kv_key(key: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-fn apply(agg: &Aggregation, key: &[u8], r: &Record, old: Option<&[u8]>) -> Bytes {
-    match agg {
-        Aggregation::Count => {
-            encode_count(old.and_then(crate::record::decode_count).unwrap_or(0) + 1)
-        }
+/// A stored count, or an error that stops the task: a value that is not 8 bytes was not written by `count()`
+/// (another program wrote the changelog, or the store name was reused for another aggregation), and counting
+/// on from 0 would silently lose the count.
+fn stored_count(store: &str, key: &[u8], v: &[u8]) -> Result<i64> {
+    crate::record::decode_count(v).ok_or_else(|| {
+        Error::Store(format!(
+            "store `{store}` holds {} bytes ({}) for key {} where count() keeps an 8-byte big-endian integer: \
+             its changelog was written by another program or aggregation. Give the count another store name, or \
+             reset the application (stop it and delete its internal topics)",
+            v.len(),
+            hex(&v[..v.len().min(32)]),
+            hex(&key[..key.len().min(64)])
+        ))
+    })
+}
+
+/// Bytes as hex, for error messages.
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn apply(
+    agg: &Aggregation,
+    store: &str,
+    key: &[u8],
+    r: &Record,
+    old: Option<&[u8]>,
+) -> Result<Bytes> {
+    Ok(match agg {
+        Aggregation::Count => encode_count(match old {
+            None => 1,
+            Some(o) => stored_count(store, key, o)?.saturating_add(1),
+        }),
         Aggregation::Reduce(f) => match old {
             None => r.value.clone().unwrap_or_default(),
             Some(o) => f(o, r.value_bytes()),
@@ -1185,14 +1367,13 @@ fn apply(agg: &Aggregation, key: &[u8], r: &Record, old: Option<&[u8]>) -> Bytes
             None => add(key, r, &init()),
         },
         Aggregation::Latest | Aggregation::Buffer => r.value.clone().unwrap_or_default(),
-    }
+    })
 }
 
-fn merge_aggs(agg: &Aggregation, key: &[u8], a: &[u8], b: &[u8]) -> Bytes {
-    match agg {
+fn merge_aggs(agg: &Aggregation, store: &str, key: &[u8], a: &[u8], b: &[u8]) -> Result<Bytes> {
+    Ok(match agg {
         Aggregation::Count => {
-            let n = |x: &[u8]| crate::record::decode_count(x).unwrap_or(0);
-            encode_count(n(a) + n(b))
+            encode_count(stored_count(store, key, a)?.saturating_add(stored_count(store, key, b)?))
         }
         Aggregation::Reduce(f) => f(a, b),
         Aggregation::Latest | Aggregation::Buffer => Bytes::copy_from_slice(b),
@@ -1200,7 +1381,7 @@ fn merge_aggs(agg: &Aggregation, key: &[u8], a: &[u8], b: &[u8]) -> Bytes {
             Some(m) => m(key, a, b),
             None => Bytes::copy_from_slice(b),
         },
-    }
+    })
 }
 
 impl StoreState {
@@ -1212,7 +1393,35 @@ impl StoreState {
     }
 
     fn put(&mut self, k: Bytes, v: Option<Bytes>) {
-        self.cache.insert(k, v);
+        let (klen, vlen) = (k.len(), v.as_ref().map_or(0, Bytes::len));
+        match self.cache.insert(k, v) {
+            Some(old) => {
+                self.cache_bytes =
+                    (self.cache_bytes + vlen).saturating_sub(old.map_or(0, |o| o.len()))
+            }
+            None => self.cache_bytes += CACHE_ENTRY_OVERHEAD + klen + vlen,
+        }
+    }
+
+    /// Writes the cache to the changelog (inside the open transaction) and to the store.
+    fn flush_cache(&mut self, cx: &Cx<'_>, partition: i32) -> Result<()> {
+        self.cache_bytes = 0;
+        if self.cache.is_empty() {
+            return Ok(());
+        }
+        let cache = std::mem::take(&mut self.cache);
+        for (k, v) in &cache {
+            send_to(
+                cx.changelog,
+                cx.metrics,
+                &self.changelog,
+                Some(partition),
+                Some(k),
+                v.as_deref(),
+                None,
+            )?;
+        }
+        self.inner.write_batch(&mut cache.into_iter())
     }
 
     /// Every window of `key`, the cache's writes over the store's entries, by ascending start.
@@ -1255,7 +1464,8 @@ impl StoreState {
 
 fn aggregate(cx: &Cx<'_>, task: &mut Task, id: NodeId, a: &AggregateNode, r: Record) -> Result<()> {
     let latest = matches!(a.agg, Aggregation::Latest);
-    let (Some(key), true) = (r.key.clone(), r.value.is_some() || latest) else {
+    // Borrowed, not cloned: a clone of a fresh `Bytes` allocates.
+    let (Some(key), true) = (r.key.as_deref(), r.value.is_some() || latest) else {
         inc(&cx.metrics.dropped_null_records);
         return Ok(());
     };
@@ -1273,16 +1483,16 @@ fn aggregate(cx: &Cx<'_>, task: &mut Task, id: NodeId, a: &AggregateNode, r: Rec
     }
     match a.windows {
         None if latest && r.value.is_none() => {
-            st.put(kv_key(&key), None);
+            st.put(kv_key(key), None);
             out.push(r);
         }
         None => {
-            let sk = kv_key(&key);
+            let sk = kv_key(key);
             let old = st.get(&sk)?;
-            let new = apply(&a.agg, &key, &r, old.as_deref());
+            let new = apply(&a.agg, &a.store, key, &r, old.as_deref())?;
             st.put(sk, Some(new.clone()));
             out.push(Record {
-                key: Some(key),
+                key: r.key,
                 value: Some(new),
                 timestamp: r.timestamp,
             });
@@ -1296,16 +1506,25 @@ fn aggregate(cx: &Cx<'_>, task: &mut Task, id: NodeId, a: &AggregateNode, r: Rec
                     continue;
                 }
                 any = true;
-                let sk = WindowStore::store_key(&key, w);
-                let old = st.get(&sk)?;
-                let new = apply(&a.agg, &key, &r, old.as_deref());
-                if old.is_none() {
-                    st.track(close, &sk);
-                }
-                st.put(sk, Some(new.clone()));
+                let sk = WindowStore::store_key(key, w);
+                let new = if let Some(Some(slot)) = st.cache.get_mut(&sk) {
+                    // A window written since the last flush: updated in place, one map lookup.
+                    let new = apply(&a.agg, &a.store, key, &r, Some(slot))?;
+                    st.cache_bytes = (st.cache_bytes + new.len()).saturating_sub(slot.len());
+                    *slot = new.clone();
+                    new
+                } else {
+                    let old = st.get(&sk)?;
+                    let new = apply(&a.agg, &a.store, key, &r, old.as_deref())?;
+                    if old.is_none() {
+                        st.track(close, &sk);
+                    }
+                    st.put(sk, Some(new.clone()));
+                    new
+                };
                 if !a.emit_final {
                     out.push(Record {
-                        key: Some(WindowedKey::encode(&key, w)),
+                        key: Some(WindowedKey::encode(key, w)),
                         value: Some(new),
                         timestamp: r.timestamp,
                     });
@@ -1317,7 +1536,7 @@ fn aggregate(cx: &Cx<'_>, task: &mut Task, id: NodeId, a: &AggregateNode, r: Rec
         }
         Some(Windows::Session(sw)) => {
             let over: Vec<(Window, Bytes)> = st
-                .windows_of(&key)?
+                .windows_of(key)?
                 .into_iter()
                 .filter(|(w, _)| sw.overlaps(*w, r.timestamp))
                 .collect();
@@ -1331,26 +1550,26 @@ fn aggregate(cx: &Cx<'_>, task: &mut Task, id: NodeId, a: &AggregateNode, r: Rec
                 for (w, v) in &over {
                     acc = Some(match acc {
                         None => v.clone(),
-                        Some(prev) => merge_aggs(&a.agg, &key, &prev, v),
+                        Some(prev) => merge_aggs(&a.agg, &a.store, key, &prev, v)?,
                     });
-                    let sk = WindowStore::store_key(&key, *w);
+                    let sk = WindowStore::store_key(key, *w);
                     st.untrack(sw.close_time(*w), &sk);
                     st.put(sk, None);
                     if !a.emit_final && *w != merged {
                         out.push(Record {
-                            key: Some(WindowedKey::encode(&key, *w)),
+                            key: Some(WindowedKey::encode(key, *w)),
                             value: None,
                             timestamp: r.timestamp,
                         });
                     }
                 }
-                let new = apply(&a.agg, &key, &r, acc.as_deref());
-                let sk = WindowStore::store_key(&key, merged);
+                let new = apply(&a.agg, &a.store, key, &r, acc.as_deref())?;
+                let sk = WindowStore::store_key(key, merged);
                 st.track(sw.close_time(merged), &sk);
                 st.put(sk, Some(new.clone()));
                 if !a.emit_final {
                     out.push(Record {
-                        key: Some(WindowedKey::encode(&key, merged)),
+                        key: Some(WindowedKey::encode(key, merged)),
                         value: Some(new),
                         timestamp: r.timestamp,
                     });
