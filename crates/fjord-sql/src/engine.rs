@@ -20,6 +20,8 @@ use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, Producer, Thre
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value as J};
 
+mod stateful;
+
 use crate::catalog::{Catalog, Column, Command, CommandLog, Format, QueryDef, SourceDef};
 use crate::error::{Result, SqlError};
 use crate::expr::{compile, Scope};
@@ -68,6 +70,8 @@ struct Running {
     stop: Arc<AtomicBool>,
     stats: Arc<QueryStats>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// A stateful query's store, for pull queries.
+    table: Option<Arc<stateful::TableQuery>>,
 }
 
 #[derive(Default, Debug)]
@@ -77,6 +81,8 @@ pub struct QueryStats {
     /// Records that could not be read or evaluated (skipped, as ksqlDB's processing log does).
     pub errors: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    /// Records of a windowed aggregation that arrived after their windows closed (grace passed): dropped.
+    pub late_records: AtomicU64,
 }
 
 struct State {
@@ -404,7 +410,7 @@ impl Engine {
                 let mut list: Vec<J> = cat
                     .all()
                     .filter(|s| s.kind == kind)
-                    .map(|s| json!({"type": kind.word(), "name": s.name, "topic": s.topic, "keyFormat": s.key_format.name(), "valueFormat": s.value_format.name(), "isWindowed": false}))
+                    .map(|s| json!({"type": kind.word(), "name": s.name, "topic": s.topic, "keyFormat": s.key_format.name(), "valueFormat": s.value_format.name(), "isWindowed": crate::plan::windowed_table(s)}))
                     .collect();
                 // Commands that could not be read back are listed, BROKEN with the reason (an unknown kind under
                 // streams), so that nothing vanishes without a word.
@@ -464,7 +470,11 @@ impl Engine {
                     _ => return Err(SqlError::semantic("EXPLAIN takes a query id, a SELECT or a CREATE ... AS SELECT")),
                 };
                 let plan = plan_select(select, &cat)?;
-                let runnable = plan.require_stateless().err().map(|e| e.message);
+                let runnable = match &plan.shape {
+                    crate::plan::Shape::Aggregate { .. } => stateful::AggPlan::new(&plan).err(),
+                    _ => plan.require_stateless().err(),
+                }
+                .map(|e| e.message);
                 Ok(json!({"@type": "queryDescription", "statementText": text, "queryDescription": {
                     "id": "", "statementText": text, "sources": [plan.source.name],
                     "fields": plan.projection.iter().map(|p| json!({"name": p.name, "schema": {"type": p.ty.to_string()}})).collect::<Vec<_>>(),
@@ -621,7 +631,7 @@ impl Engine {
             .map(|id| json!({"id": id}))
             .collect();
         let mut d = json!({"name": s.name, "type": s.kind.word(), "topic": s.topic, "keyFormat": s.key_format.name(), "valueFormat": s.value_format.name(),
-            "timestamp": s.timestamp.clone().unwrap_or_default(), "fields": fields, "writeQueries": write, "readQueries": read, "statement": s.statement, "extended": extended, "windowType": ""});
+            "timestamp": s.timestamp.clone().unwrap_or_default(), "fields": fields, "writeQueries": write, "readQueries": read, "statement": s.statement, "extended": extended, "windowType": window_type(s)});
         if extended {
             if let Some(q) = &s.query {
                 d["statistics"] = self.stats_json(&q.id);
@@ -635,6 +645,7 @@ impl Engine {
         match st.running.get(id) {
             Some(r) => {
                 json!({"recordsIn": r.stats.records_in.load(Ordering::Relaxed), "recordsOut": r.stats.records_out.load(Ordering::Relaxed),
+                "lateRecordsDropped": r.stats.late_records.load(Ordering::Relaxed),
                 "processingErrors": r.stats.errors.load(Ordering::Relaxed), "lastError": r.stats.last_error.lock().expect("stats").clone()})
             }
             None => J::Null,
@@ -866,14 +877,40 @@ impl Engine {
         if sel.emit.is_some() && sel.limit.is_some() {
             return Err(SqlError::semantic("a persistent query takes no LIMIT"));
         }
-        if *kind == SourceKind::Table || plan.shape != crate::plan::Shape::Stateless {
-            // Type-checked and planned above; running it needs the streams library.
-            plan.require_stateless()?;
-            return Err(SqlError::not_supported(
-                "CREATE TABLE AS SELECT runs on the streams library, coming next",
+        let aggregate = matches!(plan.shape, crate::plan::Shape::Aggregate { .. });
+        let out_columns = match (kind, aggregate) {
+            (SourceKind::Table, true) => stateful::output_columns(&plan)?,
+            (SourceKind::Stream, true) => {
+                return Err(SqlError::semantic_at(
+                    "an aggregation (GROUP BY) gives a TABLE: use CREATE TABLE ... AS SELECT",
+                    name.pos,
+                ))
+            }
+            (SourceKind::Table, false) => {
+                if matches!(plan.shape, crate::plan::Shape::Join { .. }) {
+                    plan.require_stateless()?;
+                }
+                return Err(SqlError::semantic_at(
+                    "this SELECT gives a STREAM (no GROUP BY): use CREATE STREAM ... AS SELECT, or aggregate with GROUP BY",
+                    name.pos,
+                ));
+            }
+            (SourceKind::Stream, false) => {
+                plan.require_stateless()?;
+                plan.output_columns()
+            }
+        };
+        if aggregate && plan.source.kind != SourceKind::Stream {
+            return Err(SqlError::not_supported(format!(
+                "aggregating a TABLE ({}): aggregate the stream it is built from",
+                plan.source.name
+            )));
+        }
+        if aggregate && !plan.partition_by.is_empty() {
+            return Err(SqlError::semantic(
+                "an aggregation is keyed by its GROUP BY: leave out PARTITION BY",
             ));
         }
-        plan.require_stateless()?;
         format::check_supported(&plan.source)?;
         if plan.source.name == name.value {
             return Err(SqlError::semantic_at(
@@ -885,7 +922,7 @@ impl Engine {
         if let Some(e) = &existing {
             if *if_not_exists {
                 return Ok(
-                    json!({"@type": "currentStatus", "statementText": parsed.text, "commandStatus": {"status": "SUCCESS", "message": format!("Cannot add stream `{}`: it already exists.", e.name)}}),
+                    json!({"@type": "currentStatus", "statementText": parsed.text, "commandStatus": {"status": "SUCCESS", "message": format!("Cannot add {} `{}`: it already exists.", e.kind.word().to_lowercase(), e.name)}}),
                 );
             }
             if !*or_replace {
@@ -903,6 +940,31 @@ impl Engine {
                     format!("{} is a {}", e.name, e.kind.word()),
                     name.pos,
                 ));
+            }
+            // An upgraded aggregation goes on from its state: only a change that keeps the state's layout (the
+            // same GROUP BY, window and aggregate calls) can reuse it.
+            if let (true, Some(q)) = (aggregate, &e.query) {
+                let old = parse_statement(&q.sql)
+                    .ok()
+                    .and_then(|p| match p.statement {
+                        Statement::CreateSource {
+                            as_select: Some(sel),
+                            ..
+                        } => plan_select(&sel, &cat).ok(),
+                        _ => None,
+                    });
+                let same = old
+                    .as_ref()
+                    .and_then(|o| stateful::AggPlan::new(o).ok())
+                    .is_some_and(|o| {
+                        stateful::AggPlan::new(&plan).is_ok_and(|n| n.same_state_layout(&o))
+                    });
+                if !same {
+                    return Err(SqlError::semantic_at(
+                        format!("CREATE OR REPLACE of {} changes the GROUP BY, the window or the aggregate functions, so its state cannot be reused: DROP TABLE it and create it again", e.name),
+                        name.pos,
+                    ));
+                }
             }
         }
         let mut wp = WithProps::new(
@@ -953,7 +1015,9 @@ impl Engine {
             partitions,
             TopicReplication::Fixed(replicas.unwrap_or(-1)),
         );
-        new = new.set("cleanup.policy", "delete");
+        // A table's topic keeps the latest row per key (ksqlDB's); windowed rows are keyed per window and expire.
+        let compact = *kind == SourceKind::Table && sel.window.is_none();
+        new = new.set("cleanup.policy", if compact { "compact" } else { "delete" });
         let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
         for r in self
             .admin
@@ -989,13 +1053,18 @@ impl Engine {
                 let mut st = self.state.lock().expect("engine state");
                 let n = st.next_seq;
                 st.next_seq += 1;
-                format!("CSAS_{}_{n}", sanitize(&name.value))
+                let prefix = if *kind == SourceKind::Table {
+                    "CTAS"
+                } else {
+                    "CSAS"
+                };
+                format!("{prefix}_{}_{n}", sanitize(&name.value))
             }
         };
         let def = SourceDef {
             name: name.value.clone(),
-            kind: SourceKind::Stream,
-            columns: plan.output_columns(),
+            kind: *kind,
+            columns: out_columns,
             topic: topic.clone(),
             key_format,
             value_format,
@@ -1018,7 +1087,7 @@ impl Engine {
         let reset = props_reset(props)?;
         self.start_persistent(&def, &reset)?;
         Ok(
-            json!({"@type": "currentStatus", "statementText": parsed.text, "commandId": format!("stream/`{}`/create", def.name),
+            json!({"@type": "currentStatus", "statementText": parsed.text, "commandId": format!("{}/`{}`/create", kind.word().to_lowercase(), def.name),
             "commandStatus": {"status": "SUCCESS", "message": format!("Created query with ID {id}"), "queryId": id}}),
         )
     }
@@ -1076,9 +1145,35 @@ impl Engine {
             )));
         };
         let plan = plan_select(&sel, &self.catalog_snapshot())?;
-        plan.require_stateless()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(QueryStats::default());
+        if matches!(plan.shape, crate::plan::Shape::Aggregate { .. }) {
+            let agg = stateful::AggPlan::new(&plan)?;
+            let (table, thread) = stateful::start(
+                &q.id,
+                &self.cfg.bootstrap,
+                agg,
+                def,
+                stop.clone(),
+                stats.clone(),
+            )?;
+            self.state.lock().expect("engine state").running.insert(
+                q.id.clone(),
+                Running {
+                    stop,
+                    stats,
+                    thread: Some(thread),
+                    table: Some(table),
+                },
+            );
+            tracing::info!(
+                query = q.id,
+                sink = def.name,
+                "stateful persistent query started"
+            );
+            return Ok(());
+        }
+        plan.require_stateless()?;
         let cfg = RunConfig {
             bootstrap: self.cfg.bootstrap.clone(),
             group: format!("_fjord_sql_{}", q.id),
@@ -1113,6 +1208,7 @@ impl Engine {
                 stop,
                 stats,
                 thread: Some(thread),
+                table: None,
             },
         );
         tracing::info!(query = q.id, sink = def.name, "persistent query started");
@@ -1127,10 +1223,18 @@ impl Engine {
             ));
         };
         let plan = plan_select(sel, &self.catalog_snapshot())?;
-        plan.require_stateless()?;
-        format::check_supported(&plan.source)?;
         // Without EMIT CHANGES (a pull query) a stream is read from its start to its current end.
         let pull = sel.emit.is_none();
+        let table = match (&plan.source.kind, &plan.shape, pull) {
+            (SourceKind::Table, crate::plan::Shape::Stateless, true) => {
+                Some(self.materialized(&plan.source)?)
+            }
+            _ => None,
+        };
+        if table.is_none() {
+            plan.require_stateless()?;
+        }
+        format::check_supported(&plan.source)?;
         let reset = if pull {
             "earliest".to_string()
         } else {
@@ -1165,7 +1269,11 @@ impl Engine {
         let spawned = std::thread::Builder::new()
             .name(format!("sql-{query_id}"))
             .spawn(move || {
-                if let Err(e) = run_push(&bootstrap, &qid, &plan, &reset, pull, &tx, stall) {
+                let r = match &table {
+                    Some(t) => stateful::pull(t, &plan, &tx),
+                    None => run_push(&bootstrap, &qid, &plan, &reset, pull, &tx, stall),
+                };
+                if let Err(e) = r {
                     // Without waiting: a client that stopped reading learns why after the rows it has left.
                     if let Err(e) = tx.try_send(Err(e)) {
                         let e = match e.into_inner() {
@@ -1187,6 +1295,28 @@ impl Engine {
             rows: rx,
             ended,
         })
+    }
+
+    /// The running aggregation that materializes `table`, for a pull query.
+    fn materialized(&self, table: &SourceDef) -> Result<Arc<stateful::TableQuery>> {
+        let Some(q) = &table.query else {
+            return Err(SqlError::not_supported(format!(
+                "pull queries on {}: it is not materialized (only a table written by CREATE TABLE ... AS SELECT with GROUP BY keeps a queryable state); read its topic with SELECT ... EMIT CHANGES on a stream over it",
+                table.name
+            )));
+        };
+        let st = self.state.lock().expect("engine state");
+        match st.running.get(&q.id).and_then(|r| r.table.clone()) {
+            Some(t) => Ok(t),
+            None if !q.running => Err(SqlError::execution(format!(
+                "{} is not materialized any more: its query {} was terminated",
+                table.name, q.id
+            ))),
+            None => Err(SqlError::not_supported(format!(
+                "pull queries on {}: only tables written by an aggregation (GROUP BY) are materialized",
+                table.name
+            ))),
+        }
     }
 
     async fn insert_values(
@@ -1355,6 +1485,25 @@ async fn registry_columns(
         .map(|(n, t)| col(n, t, key_kind))
         .chain(value.into_iter().map(|(n, t)| col(n, t, KeyKind::None)))
         .collect())
+}
+
+/// ksqlDB's `windowType` of a source: TUMBLING, HOPPING or SESSION for a windowed aggregation's table.
+fn window_type(s: &SourceDef) -> &'static str {
+    let Some(q) = s.query.as_ref().filter(|_| s.kind == SourceKind::Table) else {
+        return "";
+    };
+    match parse_statement(&q.sql).map(|p| p.statement) {
+        Ok(Statement::CreateSource {
+            as_select: Some(sel),
+            ..
+        }) => match sel.window {
+            Some(crate::parser::WindowSpec::Tumbling { .. }) => "TUMBLING",
+            Some(crate::parser::WindowSpec::Hopping { .. }) => "HOPPING",
+            Some(crate::parser::WindowSpec::Session { .. }) => "SESSION",
+            None => "",
+        },
+        _ => "",
+    }
 }
 
 fn sanitize(s: &str) -> String {

@@ -4,9 +4,8 @@
 //! its catalog in a compacted command topic (`engine`), the REST API on ksqlDB's port (`rest`), and the client
 //! half the `fjord sql` shell uses (`client`).
 //!
-//! It is a Kafka client of any cluster and knows nothing of the broker's internals. Windowed aggregations and
-//! joins are parsed, type-checked and planned here, and run on `fjord-streams` (not yet wired: such a query is
-//! refused with a clear error).
+//! It is a Kafka client of any cluster and knows nothing of the broker's internals. Aggregations, windowed or
+//! not, are planned here and run on `fjord-streams` (`engine::stateful`); joins are planned and refused for now.
 
 pub mod avro;
 pub mod catalog;

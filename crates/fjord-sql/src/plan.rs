@@ -140,9 +140,15 @@ pub fn plan_select(sel: &Select, catalog: &Catalog) -> Result<SelectPlan> {
         joined.push((other, oq));
     }
     let windowed = sel.window.is_some();
-    if windowed {
+    // Row index of WINDOWSTART (WINDOWEND follows) in a windowed aggregation.
+    let window_base = cols.len();
+    // A windowed table's rows carry their window's bounds (pull queries: `WHERE WINDOWSTART >= ...`).
+    if windowed || (joined.is_empty() && windowed_table(&source)) {
         let base = cols.len();
         for (i, n) in ["WINDOWSTART", "WINDOWEND"].iter().enumerate() {
+            if !windowed && source.columns.iter().any(|c| c.name == *n) {
+                continue;
+            }
             cols.push(ScopeCol {
                 qualifier: q.clone(),
                 name: n.to_string(),
@@ -315,7 +321,8 @@ pub fn plan_select(sel: &Select, catalog: &Catalog) -> Result<SelectPlan> {
             ));
         }
         for p in &projection {
-            let windowed_col = matches!(p.name.as_str(), "WINDOWSTART" | "WINDOWEND");
+            let windowed_col = matches!(p.name.as_str(), "WINDOWSTART" | "WINDOWEND")
+                || (windowed && matches!(p.expr, Expr::Col(i) if i >= window_base));
             if !p.expr.contains_agg() && !group_by.contains(&p.expr) && !windowed_col {
                 return Err(SqlError::semantic(format!(
                     "{} is neither in GROUP BY nor an aggregate: group by it or aggregate it (e.g. LATEST_BY_OFFSET)",
@@ -348,6 +355,17 @@ pub fn plan_select(sel: &Select, catalog: &Catalog) -> Result<SelectPlan> {
         limit: sel.limit,
         partition_by,
     })
+}
+
+/// Whether `def` is a table written by a windowed aggregation (its rows are per key and window).
+pub fn windowed_table(def: &SourceDef) -> bool {
+    def.kind == SourceKind::Table
+        && def.query.as_ref().is_some_and(|q| {
+            matches!(
+                crate::parser::parse_statement(&q.sql).map(|p| p.statement),
+                Ok(Statement::CreateSource { as_select: Some(s), .. }) if s.window.is_some()
+            )
+        })
 }
 
 /// Whether the query `sql` (a CREATE ... AS SELECT) reads `name`.

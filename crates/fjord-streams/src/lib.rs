@@ -22,7 +22,9 @@ pub mod window;
 pub use error::{Error, Result};
 pub use metrics::MetricsSnapshot;
 pub use record::{decode_count, encode_count, Record, TimestampExtractor, Window, WindowedKey};
-pub use runtime::{KafkaStreams, ProcessingGuarantee, StateStores, StreamsConfig, StreamsState};
+pub use runtime::{
+    KafkaStreams, ProcessingGuarantee, StateStores, StoreEntry, StreamsConfig, StreamsState,
+};
 pub use topology::{
     Consumed, KGroupedStream, KStream, KTable, StreamsBuilder, Suppressed, Topology,
     WindowedKStream,

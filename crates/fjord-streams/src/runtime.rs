@@ -184,6 +184,17 @@ pub struct KafkaStreams {
     thread: Option<std::thread::JoinHandle<()>>,
     metrics: Arc<Metrics>,
     state: Arc<Mutex<StreamsState>>,
+    /// Shared with the processing thread, for interactive queries of the stores.
+    engine: Arc<Mutex<Engine>>,
+}
+
+/// One entry of a store read by [`KafkaStreams::query_store`]: the record key, its window (windowed
+/// aggregates) and the aggregate's current value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreEntry {
+    pub key: Bytes,
+    pub window: Option<Window>,
+    pub value: Bytes,
 }
 
 impl KafkaStreams {
@@ -306,6 +317,7 @@ impl KafkaStreams {
         let stop = Arc::new(AtomicBool::new(false));
         let state = Arc::new(Mutex::new(StreamsState::Running));
         let interval = config.commit_interval;
+        let shared = engine.clone();
         let thread = {
             let (stop, state) = (stop.clone(), state.clone());
             std::thread::Builder::new()
@@ -331,7 +343,66 @@ impl KafkaStreams {
             thread: Some(thread),
             metrics,
             state,
+            engine: shared,
         })
+    }
+
+    /// Interactive query of the aggregate store `store` in the tasks this instance runs: the entries of `key`
+    /// (`None`: every key), by key and ascending window start. Values are what the store holds now, including
+    /// updates not yet committed (as Kafka Streams' interactive queries); keys of partitions owned by another
+    /// instance are not here. An unknown store name is an error that lists the names.
+    pub fn query_store(&self, store: &str, key: Option<&[u8]>) -> Result<Vec<StoreEntry>> {
+        let engine = self.engine.lock().unwrap();
+        let names = engine.topo.store_names();
+        if !names.iter().any(|n| n == store) {
+            return Err(Error::Config(format!(
+                "no store named `{store}`: the stores are {}",
+                names.join(", ")
+            )));
+        }
+        let mut out = Vec::new();
+        let mut tasks: Vec<&Task> = engine.tasks.values().collect();
+        tasks.sort_by_key(|t| (t.sub, t.partition));
+        for task in tasks {
+            for st in task.stores.iter().filter(|s| s.spec.store == store) {
+                if matches!(st.spec.agg, Aggregation::Buffer) {
+                    continue;
+                }
+                let windowed = st.spec.windows.is_some();
+                let entries: Vec<(Bytes, Bytes)> = match (key, windowed) {
+                    (Some(k), false) => st
+                        .get(&kv_key(k))?
+                        .map(|v| (kv_key(k), v))
+                        .into_iter()
+                        .collect(),
+                    (Some(k), true) => st
+                        .windows_of(k)?
+                        .into_iter()
+                        .map(|(w, v)| (WindowStore::store_key(k, w), v))
+                        .collect(),
+                    (None, _) => st.scan()?,
+                };
+                for (sk, value) in entries {
+                    let entry = if windowed {
+                        WindowStore::parse(&sk).map(|(k, w)| StoreEntry {
+                            key: Bytes::copy_from_slice(k),
+                            window: Some(w),
+                            value,
+                        })
+                    } else {
+                        sk.split_first()
+                            .filter(|(b, _)| **b == 0)
+                            .map(|(_, k)| StoreEntry {
+                                key: Bytes::copy_from_slice(k),
+                                window: None,
+                                value,
+                            })
+                    };
+                    out.extend(entry);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The instance's counters.
@@ -1445,6 +1516,22 @@ impl StoreState {
         Ok(m.into_iter()
             .filter_map(|(k, v)| WindowStore::parse(&k).map(|(_, w)| (w, v)))
             .collect())
+    }
+
+    /// Every entry, the cache's writes over the store's, in key order.
+    fn scan(&self) -> Result<Vec<(Bytes, Bytes)>> {
+        let mut m: BTreeMap<Bytes, Bytes> = self.inner.prefix_scan(b"")?.into_iter().collect();
+        for (k, v) in &self.cache {
+            match v {
+                Some(v) => {
+                    m.insert(k.clone(), v.clone());
+                }
+                None => {
+                    m.remove(k);
+                }
+            }
+        }
+        Ok(m.into_iter().collect())
     }
 
     fn track(&mut self, close: i64, sk: &Bytes) {

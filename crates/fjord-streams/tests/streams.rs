@@ -637,6 +637,43 @@ fn windowed_counts_of_a_clickstream_with_late_records_equal_the_reference() {
         m.late_records_dropped, want.late_dropped,
         "late records dropped (seed {seed:#x})"
     );
+    // Interactive queries read the stores: per key, all keys, windows of a key; an unknown store is an error.
+    let all = app.query_store("per-user", None).unwrap();
+    let got: BTreeMap<Vec<u8>, i64> = all
+        .iter()
+        .map(|e| (e.key.to_vec(), decode_count(&e.value).unwrap()))
+        .collect();
+    assert_eq!(got, want.per_key);
+    assert!(all.iter().all(|e| e.window.is_none()));
+    let one = app.query_store("per-user", Some(b"user-7")).unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(
+        decode_count(&one[0].value),
+        want.per_key.get(&b"user-7"[..]).copied()
+    );
+    let windows = app.query_store("tumbling", Some(b"user-7")).unwrap();
+    let want_windows: Vec<(Vec<u8>, i64)> = want
+        .tumbling
+        .iter()
+        .filter(|(k, _)| WindowedKey::decode(k).unwrap().key == b"user-7"[..])
+        .map(|(k, n)| (k.clone(), *n))
+        .collect();
+    let got_windows: Vec<(Vec<u8>, i64)> = windows
+        .iter()
+        .map(|e| {
+            let w = e.window.unwrap();
+            (
+                wkey("user-7", w.start, w.end),
+                decode_count(&e.value).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got_windows, want_windows);
+    assert!(app
+        .query_store("nope", None)
+        .unwrap_err()
+        .to_string()
+        .contains("per-user"));
     app.close().unwrap();
 
     // Suppressed output: each closed window exactly once, never an intermediate count.

@@ -995,3 +995,447 @@ fn avro_from_confluents_serializer_is_queried_and_written_back_for_its_deseriali
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+// ---- Stateful queries: aggregations, windows, EMIT FINAL, pull queries, restart ----
+
+const TUMBLE: i64 = 10_000;
+const HOP: i64 = 10_000;
+const ADVANCE: i64 = 5_000;
+const GAP: i64 = 3_000;
+const GRACE: i64 = 5_000;
+
+/// One click: user, page, price, event time.
+type Click = (String, String, f64, i64);
+
+/// A deterministic clickstream over one partition: mostly increasing times with jitter (out of order within
+/// the grace period), every 17th record far behind (beyond grace for windows: dropped), prices in halves (exact
+/// sums), and a last record far ahead of the rest that closes every earlier window.
+fn clicks(t0: i64, n: usize) -> Vec<Click> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut out = Vec::new();
+    for i in 0..n {
+        let user = format!("u{}", next() % 5);
+        let page = format!("p{}", next() % 4);
+        let price = (next() % 20) as f64 * 0.5;
+        let mut ts = t0 + i as i64 * 150 - (next() % 3_000) as i64;
+        if i % 17 == 16 {
+            ts -= 12_000 + (next() % 10_000) as i64;
+        }
+        out.push((user, page, price, ts));
+    }
+    let last = out.iter().map(|c| c.3).max().unwrap();
+    out.push(("zz".into(), "p0".into(), 1.0, last + 60_000));
+    out
+}
+
+#[derive(Default, Debug)]
+struct Agg {
+    n: i64,
+    sum: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Agg {
+    fn add(&mut self, price: f64) {
+        if self.n == 0 {
+            self.min = price;
+            self.max = price;
+        }
+        self.n += 1;
+        self.sum += price;
+        self.min = self.min.min(price);
+        self.max = self.max.max(price);
+    }
+}
+
+/// What the queries must give, computed here from the documented rules (one partition: stream time is the
+/// largest event time so far; a time window [s, e) takes a record while e + grace > stream time; a session
+/// takes it while its merged last time + grace >= stream time; EMIT FINAL emits a window once e + grace <=
+/// stream time).
+#[derive(Default)]
+struct Want {
+    totals: std::collections::BTreeMap<String, (Agg, std::collections::BTreeSet<String>, String)>,
+    pages: std::collections::BTreeMap<String, i64>,
+    tumbling: std::collections::BTreeMap<(String, i64), Agg>,
+    hopping_final: std::collections::BTreeMap<(String, i64), i64>,
+    sessions: std::collections::BTreeMap<(String, i64, i64), i64>,
+    late_tumbling: u64,
+    late_hopping: u64,
+    late_sessions: u64,
+}
+
+fn want(clicks: &[Click]) -> Want {
+    let mut w = Want::default();
+    let mut stream_time = i64::MIN;
+    let mut hopping: std::collections::BTreeMap<(String, i64), i64> = Default::default();
+    let mut sessions: std::collections::BTreeMap<String, Vec<(i64, i64, i64)>> = Default::default();
+    for (user, page, price, ts) in clicks {
+        let ts = *ts;
+        stream_time = stream_time.max(ts);
+        let t = w.totals.entry(user.clone()).or_default();
+        t.0.add(*price);
+        t.1.insert(page.clone());
+        t.2 = page.clone();
+        *w.pages.entry(page.clone()).or_default() += 1;
+        let s = ts - ts % TUMBLE;
+        if s + TUMBLE + GRACE > stream_time {
+            w.tumbling.entry((user.clone(), s)).or_default().add(*price);
+        } else {
+            w.late_tumbling += 1;
+        }
+        let mut any = false;
+        let mut s = ts - ts % ADVANCE;
+        while s > ts - HOP {
+            if s + HOP + GRACE > stream_time {
+                *hopping.entry((user.clone(), s)).or_default() += 1;
+                any = true;
+            }
+            s -= ADVANCE;
+        }
+        if !any {
+            w.late_hopping += 1;
+        }
+        let list = sessions.entry(user.clone()).or_default();
+        let (over, mut rest): (Vec<_>, Vec<_>) = list
+            .iter()
+            .copied()
+            .partition(|(a, b, _)| a - GAP <= ts && ts <= b + GAP);
+        let first = over.iter().map(|x| x.0).chain([ts]).min().unwrap();
+        let last = over.iter().map(|x| x.1).chain([ts]).max().unwrap();
+        if last + GRACE >= stream_time {
+            rest.push((first, last, over.iter().map(|x| x.2).sum::<i64>() + 1));
+            *list = rest;
+        } else {
+            w.late_sessions += 1;
+        }
+    }
+    for ((user, s), n) in hopping {
+        if s + HOP + GRACE <= stream_time {
+            w.hopping_final.insert((user, s), n);
+        }
+    }
+    for (user, list) in sessions {
+        for (a, b, n) in list {
+            w.sessions.insert((user.clone(), a, b), n);
+        }
+    }
+    w
+}
+
+fn insert_clicks(addr: &str, clicks: &[Click]) {
+    for chunk in clicks.chunks(100) {
+        let sql: String = chunk
+            .iter()
+            .map(|(u, p, price, ts)| {
+                format!("INSERT INTO clicks (userid, page, price, ROWTIME) VALUES ('{u}', '{p}', {price:.1}, {ts});\n")
+            })
+            .collect();
+        ksql_ok(addr, &sql);
+    }
+}
+
+/// A query's statistics (DESCRIBE ... EXTENDED).
+fn stats(addr: &str, table: &str) -> Value {
+    let d = ksql_ok(addr, &format!("DESCRIBE EXTENDED {table};"));
+    d[0]["sourceDescription"]["statistics"].clone()
+}
+
+/// Waits (90 s at most) until every query has read `n` records.
+fn await_read(addr: &str, tables: &[&str], n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for t in tables {
+        loop {
+            let s = stats(addr, t);
+            if s["recordsIn"].as_u64() == Some(n) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{t} read {s}, expected {n}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Rows equal up to floating-point rounding in the JSON text (AVG).
+fn same_rows(got: &[Value], want: &[Value]) -> bool {
+    fn same(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+                (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-9
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+            }
+            _ => a == b,
+        }
+    }
+    got.len() == want.len() && got.iter().zip(want).all(|(a, b)| same(a, b))
+}
+
+/// Polls a pull query (90 s at most) until `check` accepts its rows; returns them.
+fn await_rows(addr: &str, sql: &str, mut check: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let rows = query_rows(addr, sql);
+        if check(&rows) {
+            return rows;
+        }
+        assert!(Instant::now() < deadline, "{sql}: {rows:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn totals_rows(w: &Want) -> Vec<Value> {
+    w.totals
+        .iter()
+        .map(|(u, (a, pages, last))| {
+            json!([
+                u,
+                a.n,
+                a.sum,
+                a.sum / a.n as f64,
+                a.min,
+                a.max,
+                pages.len(),
+                last
+            ])
+        })
+        .collect()
+}
+
+/// Every record of `topic` (one partition) as (key, value) with librdkafka, to its current end.
+fn read_topic(kafka: &str, topic: &str) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka)
+        .set("group.id", "sql-test-raw")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let (lo, hi) = c
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(lo))
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pos = lo;
+    while pos < hi {
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic}: at {pos} of {hi}"
+        );
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            let m = m.unwrap();
+            pos = m.offset() + 1;
+            out.push((
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().map(<[u8]>::to_vec),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn windowed_aggregations_by_sql_equal_the_reference_across_a_restart() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let mut p = start(&data);
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM clicks (userid STRING KEY, page STRING, price DOUBLE) \
+         WITH (kafka_topic='clicks', value_format='JSON', partitions=1);",
+    );
+    // A type error in an aggregate is refused with its position, before anything runs.
+    let (status, v) = ksql(
+        &p.sql,
+        "CREATE TABLE bad AS SELECT userid,\n  SUM(page) AS s FROM clicks GROUP BY userid;",
+    );
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(
+        (v["line"].as_u64(), v["column"].as_u64()),
+        (Some(2), Some(3)),
+        "{v}"
+    );
+    assert!(
+        v["message"].as_str().unwrap().contains("needs a number"),
+        "{v}"
+    );
+
+    let queries = [
+        ("totals", "CREATE TABLE totals AS SELECT userid, COUNT(*) AS n, SUM(price) AS s, AVG(price) AS a, \
+                    MIN(price) AS lo, MAX(price) AS hi, COUNT_DISTINCT(page) AS d, LATEST_BY_OFFSET(page) AS last \
+                    FROM clicks GROUP BY userid;"),
+        ("pages", "CREATE TABLE pages AS SELECT page, COUNT(*) AS n FROM clicks GROUP BY page;"),
+        ("tumbling", "CREATE TABLE tumbling AS SELECT userid, COUNT(*) AS n, SUM(price) AS s, MIN(price) AS lo, \
+                      MAX(price) AS hi, AVG(price) AS a FROM clicks \
+                      WINDOW TUMBLING (SIZE 10 SECONDS, GRACE PERIOD 5 SECONDS) GROUP BY userid EMIT CHANGES;"),
+        ("hopping", "CREATE TABLE hopping AS SELECT userid, COUNT(*) AS n FROM clicks \
+                     WINDOW HOPPING (SIZE 10 SECONDS, ADVANCE BY 5 SECONDS, GRACE PERIOD 5 SECONDS) \
+                     GROUP BY userid EMIT FINAL;"),
+        ("sessions", "CREATE TABLE sessions AS SELECT userid, COUNT(*) AS n FROM clicks \
+                      WINDOW SESSION (3 SECONDS, GRACE PERIOD 5 SECONDS) GROUP BY userid;"),
+    ];
+    for (_, q) in queries {
+        let v = ksql_ok(&p.sql, q);
+        assert!(
+            v[0]["commandStatus"]["queryId"]
+                .as_str()
+                .unwrap()
+                .starts_with("CTAS_"),
+            "{v}"
+        );
+    }
+    let names: Vec<&str> = queries.iter().map(|q| q.0).collect();
+    // Event times near now (a topic's time-based retention judges records by their timestamps), on a minute.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let t0 = now - now % 60_000 - 3_600_000;
+    let all = clicks(t0, 300);
+    let (first, second) = all.split_at(150);
+    insert_clicks(&p.sql, first);
+    await_read(&p.sql, &names, first.len() as u64);
+    let w1 = want(first);
+    await_rows(&p.sql, "SELECT * FROM totals;", |r| {
+        same_rows(r, &totals_rows(&w1))
+    });
+    assert_eq!(
+        stats(&p.sql, "tumbling")["lateRecordsDropped"],
+        w1.late_tumbling,
+        "first half"
+    );
+    assert!(w1.late_tumbling > 0 && w1.late_hopping > 0 && w1.late_sessions > 0);
+
+    // Restart the platform mid-stream: the queries come back from the command topic, restore their stores
+    // from the changelogs and go on from their committed offsets.
+    interrupt(&mut p.child);
+    let p = start(&data);
+    insert_clicks(&p.sql, second);
+    await_read(&p.sql, &names, second.len() as u64);
+    let w = want(&all);
+    let w2_late = w.late_tumbling - w1.late_tumbling;
+    let rows = await_rows(&p.sql, "SELECT * FROM totals;", |r| {
+        same_rows(r, &totals_rows(&w))
+    });
+    assert_eq!(rows.len(), 6);
+    assert_eq!(
+        stats(&p.sql, "tumbling")["lateRecordsDropped"],
+        w2_late,
+        "second half"
+    );
+    assert_eq!(
+        stats(&p.sql, "hopping")["lateRecordsDropped"],
+        w.late_hopping - w1.late_hopping
+    );
+    assert_eq!(
+        stats(&p.sql, "sessions")["lateRecordsDropped"],
+        w.late_sessions - w1.late_sessions
+    );
+
+    // Pull queries: one key; a repartitioned grouping; windows of a key from a bound on.
+    let u3: Vec<Value> = totals_rows(&w)
+        .into_iter()
+        .filter(|r| r[0] == "u3")
+        .collect();
+    let got = query_rows(&p.sql, "SELECT * FROM totals WHERE userid = 'u3';");
+    assert!(same_rows(&got, &u3), "{got:?} {u3:?}");
+    let pages: Vec<Value> = w.pages.iter().map(|(p, n)| json!([p, n])).collect();
+    await_rows(&p.sql, "SELECT page, n FROM pages;", |r| r == pages);
+    let from = t0 + 20_000;
+    let tumbling: Vec<Value> = w
+        .tumbling
+        .iter()
+        .filter(|((u, s), _)| u == "u1" && *s >= from)
+        .map(|((u, s), a)| {
+            json!([
+                u,
+                s,
+                s + TUMBLE,
+                a.n,
+                a.sum,
+                a.min,
+                a.max,
+                a.sum / a.n as f64
+            ])
+        })
+        .collect();
+    assert!(tumbling.len() >= 2, "{tumbling:?}");
+    let got = query_rows(
+        &p.sql,
+        &format!("SELECT userid, WINDOWSTART, WINDOWEND, n, s, lo, hi, a FROM tumbling WHERE userid = 'u1' AND WINDOWSTART >= {from};"),
+    );
+    assert!(same_rows(&got, &tumbling), "{got:?}\n{tumbling:?}");
+    let sessions: Vec<Value> = w
+        .sessions
+        .iter()
+        .map(|((u, a, b), n)| json!([u, a, b, n]))
+        .collect();
+    assert_eq!(
+        query_rows(
+            &p.sql,
+            "SELECT userid, WINDOWSTART, WINDOWEND, n FROM sessions;"
+        ),
+        sessions
+    );
+
+    // EMIT FINAL: exactly one row per closed window in the topic, with ksqlDB's windowed key (key, start).
+    let want_final: Vec<(String, i64, i64)> = w
+        .hopping_final
+        .iter()
+        .map(|((u, s), n)| (u.clone(), *s, *n))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut got: Vec<(String, i64, i64)> = read_topic(&p.kafka, "HOPPING")
+            .into_iter()
+            .map(|(k, v)| {
+                let (u, s) = k.split_at(k.len() - 8);
+                let v: Value =
+                    serde_json::from_slice(&v.expect("EMIT FINAL writes no tombstones")).unwrap();
+                (
+                    String::from_utf8(u.to_vec()).unwrap(),
+                    i64::from_be_bytes(s.try_into().unwrap()),
+                    v["N"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        got.sort();
+        if got == want_final {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && got.len() <= want_final.len(),
+            "EMIT FINAL rows {got:?}\nexpected {want_final:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // EMIT CHANGES: the latest row per (key, window) in the topic is the final count.
+    let mut latest: std::collections::BTreeMap<(String, i64), i64> = Default::default();
+    for (k, v) in read_topic(&p.kafka, "TUMBLING") {
+        let (u, s) = k.split_at(k.len() - 8);
+        let v: Value = serde_json::from_slice(&v.unwrap()).unwrap();
+        latest.insert(
+            (
+                String::from_utf8(u.to_vec()).unwrap(),
+                i64::from_be_bytes(s.try_into().unwrap()),
+            ),
+            v["N"].as_i64().unwrap(),
+        );
+    }
+    let want_latest: std::collections::BTreeMap<(String, i64), i64> =
+        w.tumbling.iter().map(|(k, a)| (k.clone(), a.n)).collect();
+    assert_eq!(latest, want_latest);
+}

@@ -1,0 +1,1269 @@
+//! Stateful persistent queries (`CREATE TABLE ... AS SELECT ... GROUP BY`, windowed or not) compiled onto
+//! `fjord-streams`, and pull queries answered from their stores.
+//!
+//! The topology: the source topic, a `flat_map` that decodes each record, applies WHERE, and turns it into an
+//! *input* (`{"k": group key, "v": [[argument values of each aggregate call]]}`, keyed by the group key's JSON
+//! text), `group_by` through a repartition topic (or `group_by_key` when grouping by the source's key column,
+//! whose records are already partitioned by it), `aggregate` (optionally `windowed_by` tumbling, hopping or
+//! session windows, `suppress` for EMIT FINAL) into the store `agg` with the *state* `{"k": key, "a":
+//! [accumulators], "p": HAVING holds now, "q": it held before this update}`, then a `flat_map` that finishes each
+//! update into the output row (or a tombstone when HAVING stops holding, as ksqlDB does since 0.13) and the
+//! sink. The store and its changelog (`<application id>-agg-changelog`) are the library's, so a restarted query
+//! restores its state and goes on from its committed offsets.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fjord_streams::{
+    KafkaStreams, Record, SessionWindows, StreamsBuilder, StreamsConfig, StreamsState, Suppressed,
+    TimeWindows, Window, WindowedKey,
+};
+use serde_json::{json, Value as J};
+
+use crate::catalog::{Column, SourceDef};
+use crate::error::{Result, SqlError};
+use crate::expr::{AggFunc, BinOp, Expr};
+use crate::format;
+use crate::parser::{Emit, WindowSpec};
+use crate::plan::{SelectPlan, Shape, PSEUDO};
+use crate::types::{SqlType, Value};
+
+use super::{QueryStats, Row};
+
+/// The store of a query's aggregate (its changelog is `<application id>-agg-changelog`).
+pub const STORE: &str = "agg";
+
+/// ksqlDB's default grace period when a window gives none.
+const DEFAULT_GRACE_MS: u64 = 24 * 3600 * 1000;
+
+/// Indexes in the finished row an output expression is evaluated against: the group key, the window bounds,
+/// then the aggregate results.
+const ROW_KEY: usize = 0;
+const ROW_WSTART: usize = 1;
+const ROW_WEND: usize = 2;
+const ROW_AGGS: usize = 3;
+
+/// One aggregate call: the function, its argument expressions (over the source row) and, when it is a
+/// selected column of its own, the result type the planner gave it (otherwise the result's type follows the
+/// values: BIGINT or DOUBLE for numbers).
+#[derive(Clone, Debug)]
+struct AggCall {
+    func: AggFunc,
+    args: Vec<Expr>,
+    out_ty: Option<SqlType>,
+}
+
+/// An aggregation query, checked and ready to run.
+#[derive(Clone, Debug)]
+pub struct AggPlan {
+    pub source: SourceDef,
+    filter: Option<Expr>,
+    group_by: Expr,
+    key_ty: SqlType,
+    /// Grouping by the source's key column: no repartition needed.
+    by_source_key: bool,
+    pub window: Option<WindowSpec>,
+    aggs: Vec<AggCall>,
+    /// Output columns with their expressions over the finished row.
+    outputs: Vec<(Column, Expr)>,
+    having: Option<Expr>,
+    pub emit_final: bool,
+}
+
+/// Replaces sub-expressions: `f` gives the replacement of a node, or `None` to descend into its children.
+fn rewrite(e: &Expr, f: &mut dyn FnMut(&Expr) -> Result<Option<Expr>>) -> Result<Expr> {
+    if let Some(r) = f(e)? {
+        return Ok(r);
+    }
+    let mut b = |x: &Expr| -> Result<Box<Expr>> { Ok(Box::new(rewrite(x, f)?)) };
+    Ok(match e {
+        Expr::Lit(_) | Expr::Col(_) => e.clone(),
+        Expr::Neg(x) => Expr::Neg(b(x)?),
+        Expr::Not(x) => Expr::Not(b(x)?),
+        Expr::Bin(op, x, y) => Expr::Bin(*op, b(x)?, b(y)?),
+        Expr::IsNull(x, n) => Expr::IsNull(b(x)?, *n),
+        Expr::Case {
+            operand,
+            whens,
+            otherwise,
+        } => {
+            let operand = match operand {
+                Some(o) => Some(b(o)?),
+                None => None,
+            };
+            let mut ws = Vec::new();
+            for (w, t) in whens {
+                ws.push((rewrite(w, f)?, rewrite(t, f)?));
+            }
+            let otherwise = match otherwise {
+                Some(o) => Some(Box::new(rewrite(o, f)?)),
+                None => None,
+            };
+            Expr::Case {
+                operand,
+                whens: ws,
+                otherwise,
+            }
+        }
+        Expr::Cast(x, t) => Expr::Cast(b(x)?, t.clone()),
+        Expr::Call(func, args) => Expr::Call(
+            *func,
+            args.iter()
+                .map(|a| rewrite(a, f))
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        Expr::InList(x, l, n) => Expr::InList(
+            b(x)?,
+            l.iter()
+                .map(|a| rewrite(a, f))
+                .collect::<Result<Vec<_>>>()?,
+            *n,
+        ),
+        Expr::Between(x, lo, hi, n) => Expr::Between(b(x)?, b(lo)?, b(hi)?, *n),
+        Expr::Like(x, p, n) => Expr::Like(b(x)?, b(p)?, *n),
+        Expr::Field(x, name) => Expr::Field(b(x)?, name.clone()),
+        Expr::Index(x, i) => Expr::Index(b(x)?, b(i)?),
+        Expr::Agg(func, args) => Expr::Agg(*func, args.clone()),
+    })
+}
+
+impl AggPlan {
+    /// Checks what the planner left to execution and prepares the query. `proj_types` come from the plan.
+    pub fn new(plan: &SelectPlan) -> Result<AggPlan> {
+        let Shape::Aggregate {
+            window,
+            group_by,
+            having,
+        } = &plan.shape
+        else {
+            return Err(SqlError::semantic(
+                "an aggregation needs GROUP BY and an aggregate function",
+            ));
+        };
+        if group_by.len() != 1 {
+            return Err(SqlError::not_supported(
+                "GROUP BY more than one expression (a multi-column key); group by one expression, e.g. a concatenation",
+            ));
+        }
+        let gb = group_by[0].clone();
+        let ncols = PSEUDO.len() + plan.source.columns.len();
+        let (ws_idx, we_idx) = (ncols, ncols + 1);
+        let mut aggs: Vec<AggCall> = Vec::new();
+        let mut key_ty = None;
+        let mut out_cols = Vec::new();
+        let mut finish = |e: &Expr, name: &str| -> Result<Expr> {
+            rewrite(e, &mut |x| {
+                if *x == gb {
+                    return Ok(Some(Expr::Col(ROW_KEY)));
+                }
+                match x {
+                    Expr::Col(i) if window.is_some() && *i == ws_idx => {
+                        Ok(Some(Expr::Col(ROW_WSTART)))
+                    }
+                    Expr::Col(i) if window.is_some() && *i == we_idx => {
+                        Ok(Some(Expr::Col(ROW_WEND)))
+                    }
+                    Expr::Col(_) => Err(SqlError::semantic(format!(
+                        "{name} uses a column that is neither in GROUP BY nor inside an aggregate function: group by it or aggregate it (e.g. LATEST_BY_OFFSET)"
+                    ))),
+                    Expr::Agg(f, args) => {
+                        let j = match aggs.iter().position(|a| a.func == *f && a.args == *args) {
+                            Some(j) => j,
+                            None => {
+                                aggs.push(AggCall {
+                                    func: *f,
+                                    args: args.clone(),
+                                    out_ty: None,
+                                });
+                                aggs.len() - 1
+                            }
+                        };
+                        Ok(Some(Expr::Col(ROW_AGGS + j)))
+                    }
+                    _ => Ok(None),
+                }
+            })
+        };
+        for p in &plan.projection {
+            let e = finish(&p.expr, &p.name)?;
+            let is_key = e == Expr::Col(ROW_KEY);
+            if is_key {
+                if key_ty.is_some() {
+                    return Err(SqlError::semantic(format!(
+                        "the GROUP BY expression is selected twice (as {} too): select it once, it is the table's PRIMARY KEY",
+                        p.name
+                    )));
+                }
+                key_ty = Some(p.ty.clone());
+            }
+            out_cols.push((
+                Column {
+                    name: p.name.clone(),
+                    ty: p.ty.clone(),
+                    key: is_key,
+                },
+                e,
+            ));
+        }
+        let Some(key_ty) = key_ty else {
+            return Err(SqlError::semantic(
+                "the GROUP BY expression must be in the SELECT list: it is the table's PRIMARY KEY (e.g. SELECT k, COUNT(*) ... GROUP BY k)",
+            ));
+        };
+        let having = match having {
+            Some(h) => Some(finish(h, "HAVING")?),
+            None => None,
+        };
+        // The result types of the aggregate calls, from the planner's types of the projections that are one.
+        for (p, (_, e)) in plan.projection.iter().zip(&out_cols) {
+            if let Expr::Col(i) = e {
+                if *i >= ROW_AGGS {
+                    aggs[i - ROW_AGGS].out_ty = Some(p.ty.clone());
+                }
+            }
+        }
+        if let Some(w) = window {
+            let (size, grace) = match w {
+                WindowSpec::Tumbling { size, grace } => (*size, *grace),
+                WindowSpec::Hopping { size, grace, .. } => (*size, *grace),
+                WindowSpec::Session { gap, grace } => (*gap, *grace),
+            };
+            if size == 0 || i64::try_from(size.saturating_add(grace.unwrap_or(0))).is_err() {
+                return Err(SqlError::semantic("the window size must be above zero"));
+            }
+        }
+        let key_col = plan
+            .source
+            .columns
+            .iter()
+            .position(|c| c.key)
+            .map(|i| i + PSEUDO.len());
+        Ok(AggPlan {
+            source: plan.source.clone(),
+            filter: plan.filter.clone(),
+            by_source_key: key_col.is_some_and(|k| gb == Expr::Col(k)),
+            group_by: gb,
+            key_ty,
+            window: window.clone(),
+            aggs,
+            outputs: out_cols,
+            having,
+            emit_final: plan.emit == Some(Emit::Final),
+        })
+    }
+
+    /// Whether `other`'s state can be read by this plan (CREATE OR REPLACE keeps the state).
+    pub fn same_state_layout(&self, other: &AggPlan) -> bool {
+        self.group_by == other.group_by
+            && self.window == other.window
+            && self.by_source_key == other.by_source_key
+            && self.aggs.len() == other.aggs.len()
+            && self
+                .aggs
+                .iter()
+                .zip(&other.aggs)
+                .all(|(a, b)| a.func == b.func && a.args == b.args)
+    }
+
+    /// The output table's columns.
+    pub fn columns(&self) -> Vec<Column> {
+        self.outputs.iter().map(|(c, _)| c.clone()).collect()
+    }
+
+    pub fn windowed(&self) -> bool {
+        self.window.is_some()
+    }
+
+    /// Turns one decoded source row into the aggregation's input: (key bytes, input JSON), `None` when WHERE
+    /// drops it or the group key is NULL (ksqlDB drops such rows).
+    fn input(&self, row: &[Value]) -> std::result::Result<Option<(Bytes, Bytes)>, String> {
+        if let Some(f) = &self.filter {
+            if f.eval(row)? != Value::Bool(true) {
+                return Ok(None);
+            }
+        }
+        let key = self.group_by.eval(row)?;
+        if key.is_null() {
+            return Ok(None);
+        }
+        let mut vals = Vec::with_capacity(self.aggs.len());
+        for a in &self.aggs {
+            let mut args = Vec::with_capacity(a.args.len());
+            for e in &a.args {
+                args.push(e.eval(row)?.to_json());
+            }
+            vals.push(J::Array(args));
+        }
+        let kj = key.to_json();
+        Ok(Some((
+            Bytes::from(kj.to_string().into_bytes()),
+            Bytes::from(json!({"k": kj, "v": vals}).to_string().into_bytes()),
+        )))
+    }
+
+    fn init_state(&self) -> J {
+        let accs: Vec<J> = self
+            .aggs
+            .iter()
+            .map(|a| match a.func {
+                AggFunc::Count => json!(0),
+                AggFunc::Avg => json!([0.0, 0]),
+                AggFunc::CountDistinct | AggFunc::CollectList | AggFunc::CollectSet => json!([]),
+                _ => J::Null,
+            })
+            .collect();
+        json!({"k": null, "a": accs, "p": false, "q": false})
+    }
+
+    /// Folds one input into a state.
+    fn add(&self, state: &[u8], input: &[u8]) -> Bytes {
+        let mut st: J = serde_json::from_slice(state).unwrap_or_else(|_| self.init_state());
+        let Ok(inp) = serde_json::from_slice::<J>(input) else {
+            return Bytes::copy_from_slice(state);
+        };
+        st["k"] = inp["k"].clone();
+        let was = st["p"].as_bool().unwrap_or(false);
+        if let (Some(accs), Some(vals)) = (st["a"].as_array_mut(), inp["v"].as_array()) {
+            for ((acc, a), v) in accs.iter_mut().zip(&self.aggs).zip(vals) {
+                let arg = v.get(0).cloned().unwrap_or(J::Null);
+                fold(a, acc, &arg, v.as_array().is_some_and(|x| x.is_empty()));
+            }
+        }
+        st["q"] = J::Bool(was);
+        st["p"] = J::Bool(self.passes(&st));
+        Bytes::from(st.to_string().into_bytes())
+    }
+
+    /// Joins the states of two sessions a record bridges (`a` the earlier).
+    fn merge(&self, a: &[u8], b: &[u8]) -> Bytes {
+        let (Ok(mut x), Ok(y)) = (
+            serde_json::from_slice::<J>(a),
+            serde_json::from_slice::<J>(b),
+        ) else {
+            return Bytes::copy_from_slice(b);
+        };
+        let was = x["p"].as_bool().unwrap_or(false) || y["p"].as_bool().unwrap_or(false);
+        if x["k"].is_null() {
+            x["k"] = y["k"].clone();
+        }
+        if let (Some(xs), Some(ys)) = (x["a"].as_array_mut(), y["a"].as_array()) {
+            for ((acc, a), other) in xs.iter_mut().zip(&self.aggs).zip(ys) {
+                merge_acc(a, acc, other);
+            }
+        }
+        x["q"] = J::Bool(was);
+        x["p"] = J::Bool(self.passes(&x));
+        Bytes::from(x.to_string().into_bytes())
+    }
+
+    fn passes(&self, st: &J) -> bool {
+        match &self.having {
+            None => true,
+            Some(h) => self
+                .finished_row(st, None)
+                .ok()
+                .and_then(|row| h.eval(&row).ok())
+                .is_some_and(|v| v == Value::Bool(true)),
+        }
+    }
+
+    /// The row output expressions are evaluated against: key, window bounds, aggregate results.
+    fn finished_row(&self, st: &J, w: Option<Window>) -> std::result::Result<Vec<Value>, String> {
+        let mut row = Vec::with_capacity(ROW_AGGS + self.aggs.len());
+        row.push(Value::from_json(&st["k"], &self.key_ty)?);
+        row.push(w.map_or(Value::Null, |w| Value::Bigint(w.start)));
+        row.push(w.map_or(Value::Null, |w| Value::Bigint(w.end)));
+        let empty = Vec::new();
+        let accs = st["a"].as_array().unwrap_or(&empty);
+        for (a, acc) in self.aggs.iter().zip(accs) {
+            row.push(result(a, acc)?);
+        }
+        Ok(row)
+    }
+
+    /// The output columns' values of a state (key first as in `columns()`).
+    fn output_values(&self, st: &J, w: Option<Window>) -> std::result::Result<Vec<Value>, String> {
+        let row = self.finished_row(st, w)?;
+        self.outputs.iter().map(|(_, e)| e.eval(&row)).collect()
+    }
+
+    /// The sink record for an update of the table: key bytes (windowed: ksqlDB's windowed key) and value
+    /// (`None`: a tombstone). `Ok(None)`: nothing to write.
+    #[allow(clippy::type_complexity)]
+    fn output(
+        &self,
+        sink: &SourceDef,
+        r: &Record,
+    ) -> std::result::Result<Option<(Option<Vec<u8>>, Option<Vec<u8>>)>, String> {
+        let (store_key, window) = if self.windowed() {
+            let wk = WindowedKey::decode(r.key_bytes()).ok_or("a windowed key too short")?;
+            (wk.key.to_vec(), Some(wk.window))
+        } else {
+            (r.key_bytes().to_vec(), None)
+        };
+        let key_json: J = serde_json::from_slice(&store_key).map_err(|e| e.to_string())?;
+        let key_val = Value::from_json(&key_json, &self.key_ty)?;
+        let key_bytes = format::encode_key(sink.key_format, &key_val).map(|k| match window {
+            None => k,
+            Some(w) => windowed_key(k, w, self.is_session()),
+        });
+        let Some(v) = r.value.as_deref() else {
+            // A session merged into a larger one: ksqlDB deletes its row.
+            return Ok(Some((key_bytes, None)));
+        };
+        let st: J = serde_json::from_slice(v).map_err(|e| e.to_string())?;
+        let passes = st["p"].as_bool().unwrap_or(false);
+        if !passes {
+            let was = st["q"].as_bool().unwrap_or(false);
+            return Ok((was && !self.emit_final).then_some((key_bytes, None)));
+        }
+        let vals = self.output_values(&st, window)?;
+        let named: Vec<(&str, Value)> = self
+            .outputs
+            .iter()
+            .zip(vals)
+            .filter(|((c, _), _)| !c.key)
+            .map(|((c, _), v)| (c.name.as_str(), v))
+            .collect();
+        Ok(Some((
+            key_bytes,
+            Some(format::encode_value(sink.value_format, &named)),
+        )))
+    }
+
+    fn is_session(&self) -> bool {
+        matches!(self.window, Some(WindowSpec::Session { .. }))
+    }
+
+    /// The table's rows as a pull query sees them: ROWTIME, ROWPARTITION, ROWOFFSET, the columns, then
+    /// WINDOWSTART and WINDOWEND for a windowed table (see `plan::table_scope`). Rows HAVING excludes are not in
+    /// the table.
+    pub fn table_row(
+        &self,
+        state: &[u8],
+        window: Option<Window>,
+    ) -> std::result::Result<Option<Vec<Value>>, String> {
+        let st: J = serde_json::from_slice(state).map_err(|e| e.to_string())?;
+        if !st["p"].as_bool().unwrap_or(false) {
+            return Ok(None);
+        }
+        let mut row = vec![
+            Value::Bigint(window.map_or(0, |w| w.start)),
+            Value::Int(0),
+            Value::Bigint(0),
+        ];
+        row.extend(self.output_values(&st, window)?);
+        if let Some(w) = window {
+            row.push(Value::Bigint(w.start));
+            row.push(Value::Bigint(w.end));
+        }
+        Ok(Some(row))
+    }
+
+    /// The store key of a group key value (its JSON text, as `input` writes it).
+    pub fn store_key(&self, v: &Value) -> Vec<u8> {
+        v.to_json().to_string().into_bytes()
+    }
+
+    /// The key column's index in `columns()`.
+    pub fn key_index(&self) -> usize {
+        self.outputs
+            .iter()
+            .position(|(c, _)| c.key)
+            .expect("checked in new")
+    }
+}
+
+/// ksqlDB's windowed keys (Kafka Streams' windowed serdes): time windows `key ‖ start:i64be`, sessions
+/// `key ‖ end:i64be ‖ start:i64be`.
+fn windowed_key(mut k: Vec<u8>, w: Window, session: bool) -> Vec<u8> {
+    if session {
+        k.extend_from_slice(&w.end.to_be_bytes());
+    }
+    k.extend_from_slice(&w.start.to_be_bytes());
+    k
+}
+
+fn num(j: &J) -> Option<f64> {
+    j.as_f64()
+}
+
+/// Sums two JSON numbers: integers as `i64` (an overflow is an error), anything else as `f64`.
+fn add_json(a: &J, b: &J) -> J {
+    match (a.as_i64(), b.as_i64()) {
+        (Some(x), Some(y)) => x
+            .checked_add(y)
+            .map_or_else(|| json!(x as f64 + y as f64), |s| json!(s)),
+        _ => json!(num(a).unwrap_or(0.0) + num(b).unwrap_or(0.0)),
+    }
+}
+
+/// Orders two JSON values of one column (numbers, strings; TIMESTAMP, DATE and TIME are numbers).
+fn cmp_json(a: &J, b: &J) -> Option<std::cmp::Ordering> {
+    match (a, b) {
+        (J::Number(x), J::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(x), Some(y)) => Some(x.cmp(&y)),
+            _ => x.as_f64()?.partial_cmp(&y.as_f64()?),
+        },
+        (J::String(x), J::String(y)) => Some(x.cmp(y)),
+        (J::Bool(x), J::Bool(y)) => Some(x.cmp(y)),
+        _ => None,
+    }
+}
+
+/// A JSON value read back without a declared type.
+fn untyped(j: &J) -> Value {
+    match j {
+        J::Null => Value::Null,
+        J::Bool(b) => Value::Bool(*b),
+        J::Number(n) => n
+            .as_i64()
+            .map_or_else(|| Value::Double(n.as_f64().unwrap_or(0.0)), Value::Bigint),
+        J::String(s) => Value::String(s.clone()),
+        J::Array(a) => Value::Array(a.iter().map(untyped).collect()),
+        J::Object(o) => Value::Struct(o.iter().map(|(k, v)| (k.clone(), untyped(v))).collect()),
+    }
+}
+
+/// Folds one argument value into an accumulator. `no_arg`: `COUNT(*)`.
+fn fold(a: &AggCall, acc: &mut J, arg: &J, no_arg: bool) {
+    match a.func {
+        AggFunc::Count => {
+            if no_arg || !arg.is_null() {
+                *acc = json!(acc.as_i64().unwrap_or(0) + 1);
+            }
+        }
+        _ if arg.is_null() => {}
+        AggFunc::Sum => {
+            *acc = if acc.is_null() {
+                arg.clone()
+            } else {
+                add_json(acc, arg)
+            }
+        }
+        AggFunc::Avg => {
+            let s = acc[0].as_f64().unwrap_or(0.0) + num(arg).unwrap_or(0.0);
+            let n = acc[1].as_i64().unwrap_or(0) + 1;
+            *acc = json!([s, n]);
+        }
+        AggFunc::Min | AggFunc::Max => {
+            let better = acc.is_null()
+                || cmp_json(arg, acc).is_some_and(|o| {
+                    if a.func == AggFunc::Min {
+                        o.is_lt()
+                    } else {
+                        o.is_gt()
+                    }
+                });
+            if better {
+                *acc = arg.clone();
+            }
+        }
+        AggFunc::CountDistinct | AggFunc::CollectSet => {
+            if let Some(set) = acc.as_array_mut() {
+                if !set.contains(arg) {
+                    set.push(arg.clone());
+                }
+            }
+        }
+        AggFunc::CollectList => {
+            if let Some(l) = acc.as_array_mut() {
+                l.push(arg.clone());
+            }
+        }
+        AggFunc::LatestByOffset => *acc = arg.clone(),
+        AggFunc::EarliestByOffset => {
+            if acc.is_null() {
+                *acc = arg.clone();
+            }
+        }
+    }
+}
+
+fn merge_acc(a: &AggCall, acc: &mut J, other: &J) {
+    match a.func {
+        AggFunc::Count => *acc = json!(acc.as_i64().unwrap_or(0) + other.as_i64().unwrap_or(0)),
+        AggFunc::Sum => {
+            if other.is_null() {
+            } else if acc.is_null() {
+                *acc = other.clone();
+            } else {
+                *acc = add_json(acc, other);
+            }
+        }
+        AggFunc::Avg => {
+            *acc = json!([
+                acc[0].as_f64().unwrap_or(0.0) + other[0].as_f64().unwrap_or(0.0),
+                acc[1].as_i64().unwrap_or(0) + other[1].as_i64().unwrap_or(0)
+            ])
+        }
+        AggFunc::Min | AggFunc::Max | AggFunc::LatestByOffset => {
+            if !other.is_null() {
+                fold(a, acc, other, false)
+            }
+        }
+        AggFunc::EarliestByOffset => {
+            if acc.is_null() {
+                *acc = other.clone();
+            }
+        }
+        AggFunc::CountDistinct | AggFunc::CollectSet | AggFunc::CollectList => {
+            for v in other.as_array().into_iter().flatten() {
+                fold(a, acc, v, false);
+            }
+        }
+    }
+}
+
+/// An accumulator's result value.
+fn result(a: &AggCall, acc: &J) -> std::result::Result<Value, String> {
+    Ok(match a.func {
+        AggFunc::Count => Value::Bigint(acc.as_i64().unwrap_or(0)),
+        AggFunc::CountDistinct => Value::Bigint(acc.as_array().map_or(0, Vec::len) as i64),
+        AggFunc::Sum => {
+            // ksqlDB: the sum of no values is 0.
+            let zero = json!(0);
+            let v = if acc.is_null() { &zero } else { acc };
+            match &a.out_ty {
+                Some(SqlType::Int) => Value::Int(
+                    i32::try_from(
+                        v.as_i64()
+                            .ok_or("SUM overflows INT: CAST the argument to BIGINT")?,
+                    )
+                    .map_err(|_| "SUM overflows INT: CAST the argument to BIGINT")?,
+                ),
+                Some(SqlType::Bigint) => Value::Bigint(
+                    v.as_i64()
+                        .ok_or("SUM overflows BIGINT: CAST the argument to DOUBLE")?,
+                ),
+                Some(t) => Value::from_json(&json!(v.as_f64().unwrap_or(0.0)), t)?,
+                None => untyped(v),
+            }
+        }
+        AggFunc::Avg => {
+            let n = acc[1].as_i64().unwrap_or(0);
+            if n == 0 {
+                Value::Null
+            } else {
+                Value::Double(acc[0].as_f64().unwrap_or(0.0) / n as f64)
+            }
+        }
+        _ => match &a.out_ty {
+            Some(t) => Value::from_json(acc, t)?,
+            None => untyped(acc),
+        },
+    })
+}
+
+/// A stateful query running on `fjord-streams`: the instance (restarted when it fails) and what pull queries
+/// need to read its store.
+pub struct TableQuery {
+    pub plan: AggPlan,
+    streams: Mutex<Option<KafkaStreams>>,
+}
+
+impl TableQuery {
+    /// The entries of the store (of `key`, or all), as table rows.
+    pub fn rows(&self, key: Option<&Value>) -> std::result::Result<Vec<Vec<Value>>, String> {
+        let g = self.streams.lock().expect("table query");
+        let Some(s) = g.as_ref() else {
+            return Err(
+                "the query that materializes this table is restarting: try again in a moment"
+                    .into(),
+            );
+        };
+        let k = key.map(|v| self.plan.store_key(v));
+        let entries = s
+            .query_store(STORE, k.as_deref())
+            .map_err(|e| e.to_string())?;
+        drop(g);
+        let mut rows = Vec::new();
+        for e in entries {
+            if let Some(r) = self.plan.table_row(&e.value, e.window)? {
+                rows.push(r);
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// The application id of a query (at most 60 characters, as the library requires).
+fn application_id(query_id: &str) -> String {
+    let id = format!("_fjord_sql_{query_id}");
+    if id.len() <= 60 {
+        return id;
+    }
+    // Keep the distinct sequence number at the end.
+    let tail = query_id.rsplit('_').next().unwrap_or("");
+    format!("{}_{tail}", &id[..59 - tail.len()])
+}
+
+fn builder(
+    plan: &Arc<AggPlan>,
+    sink: &SourceDef,
+    stats: &Arc<QueryStats>,
+) -> std::result::Result<StreamsBuilder, String> {
+    let b = StreamsBuilder::new();
+    let src = plan.source.clone();
+    let p = plan.clone();
+    let st = stats.clone();
+    let source = if src.timestamp.is_some() {
+        // Event time from the TIMESTAMP column (ROWTIME as decode sets it); a row that does not decode keeps
+        // the record's time and is counted when the map below skips it.
+        let s2 = src.clone();
+        b.stream_with(
+            &src.topic,
+            fjord_streams::Consumed::with_timestamp_extractor(move |r| {
+                format::decode(
+                    &s2,
+                    r.key.as_deref(),
+                    r.value.as_deref(),
+                    (r.timestamp, 0, 0),
+                )
+                .ok()
+                .flatten()
+                .and_then(|row| row[0].as_i64())
+                .unwrap_or(r.timestamp)
+            }),
+        )
+    } else {
+        b.stream(&src.topic)
+    };
+    let inputs = source.flat_map(move |r: Record| {
+        st.records_in.fetch_add(1, Ordering::Relaxed);
+        let out = format::decode(
+            &src,
+            r.key.as_deref(),
+            r.value.as_deref(),
+            (r.timestamp, -1, -1),
+        )
+        .and_then(|row| match row {
+            Some(row) => p.input(&row),
+            None => Ok(None),
+        });
+        match out {
+            Ok(Some((k, v))) => Some(Record {
+                key: Some(k),
+                value: Some(v),
+                timestamp: r.timestamp,
+            }),
+            Ok(None) => None,
+            Err(e) => {
+                st.errors.fetch_add(1, Ordering::Relaxed);
+                *st.last_error.lock().expect("stats") = Some(e);
+                None
+            }
+        }
+    });
+    let grouped = if plan.by_source_key {
+        // Records of one key are in one partition already (same key column, same key bytes).
+        inputs.group_by_key()
+    } else {
+        inputs.group_by("groupby", |r| r.key.clone().unwrap_or_default())
+    };
+    let (pa, pm) = (plan.clone(), plan.clone());
+    let init_state = Bytes::from(plan.init_state().to_string().into_bytes());
+    let ms = |v: u64| Duration::from_millis(v);
+    let table = match &plan.window {
+        None => grouped.aggregate(
+            STORE,
+            move || init_state.clone(),
+            move |_, r, acc| pa.add(acc, r.value_bytes()),
+        ),
+        Some(w) => {
+            let windowed = match *w {
+                WindowSpec::Tumbling { size, grace } => grouped.windowed_by(
+                    TimeWindows::tumbling(ms(size)).grace(ms(grace.unwrap_or(DEFAULT_GRACE_MS))),
+                ),
+                WindowSpec::Hopping {
+                    size,
+                    advance,
+                    grace,
+                } => grouped.windowed_by(
+                    TimeWindows::hopping(ms(size), ms(advance))
+                        .grace(ms(grace.unwrap_or(DEFAULT_GRACE_MS))),
+                ),
+                WindowSpec::Session { gap, grace } => grouped.windowed_by(
+                    SessionWindows::with_inactivity_gap(ms(gap))
+                        .grace(ms(grace.unwrap_or(DEFAULT_GRACE_MS))),
+                ),
+            };
+            let t = windowed.aggregate(
+                STORE,
+                move || init_state.clone(),
+                move |_, r, acc| pa.add(acc, r.value_bytes()),
+                Some(Box::new(move |_: &[u8], a: &[u8], b: &[u8]| pm.merge(a, b))),
+            );
+            if plan.emit_final {
+                t.suppress(Suppressed::UntilWindowCloses)
+            } else {
+                t
+            }
+        }
+    };
+    let (p, s2, st) = (plan.clone(), sink.clone(), stats.clone());
+    table
+        .to_stream()
+        .flat_map(move |r: Record| match p.output(&s2, &r) {
+            Ok(Some((k, v))) => {
+                st.records_out.fetch_add(1, Ordering::Relaxed);
+                Some(Record {
+                    key: k.map(Bytes::from),
+                    value: v.map(Bytes::from),
+                    timestamp: r.timestamp,
+                })
+            }
+            Ok(None) => None,
+            Err(e) => {
+                st.errors.fetch_add(1, Ordering::Relaxed);
+                *st.last_error.lock().expect("stats") = Some(e);
+                None
+            }
+        })
+        .to(&sink.topic);
+    Ok(b)
+}
+
+/// Starts the stateful query writing `sink` on a supervisor thread: it runs the streams instance, copies its
+/// late-record counter into `stats`, restarts it (from the committed offsets and the changelog) when it fails,
+/// and closes it (a final commit) when `stop` is set.
+pub fn start(
+    query_id: &str,
+    bootstrap: &str,
+    plan: AggPlan,
+    sink: &SourceDef,
+    stop: Arc<AtomicBool>,
+    stats: Arc<QueryStats>,
+) -> Result<(Arc<TableQuery>, std::thread::JoinHandle<()>)> {
+    if sink.value_format.uses_registry() || sink.key_format.uses_registry() {
+        // The table's rows are written by `format::encode_value`/`encode_key`, which know no registry schemas.
+        return Err(SqlError::not_supported(format!(
+            "an aggregation's table in {} (give the table VALUE_FORMAT='JSON' or 'DELIMITED' and KEY_FORMAT='KAFKA' or 'JSON')",
+            if sink.value_format.uses_registry() { "that VALUE_FORMAT" } else { "that KEY_FORMAT" }
+        )));
+    }
+    let plan = Arc::new(plan);
+    let topology = builder(&plan, sink, &stats)
+        .map_err(SqlError::execution)?
+        .build()
+        .map_err(|e| SqlError::execution(format!("the query's topology is invalid: {e}")))?;
+    let mut cfg = StreamsConfig::new(&application_id(query_id), bootstrap);
+    cfg.instance_id = "sql".into();
+    cfg.commit_interval = Duration::from_millis(500);
+    let tq = Arc::new(TableQuery {
+        plan: (*plan).clone(),
+        streams: Mutex::new(None),
+    });
+    let (tq2, id) = (tq.clone(), query_id.to_string());
+    let late_base = Arc::new(AtomicU64::new(0));
+    let thread = std::thread::Builder::new()
+        .name(format!("sql-{query_id}"))
+        .spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match KafkaStreams::start(topology.clone(), cfg.clone()) {
+                    Ok(s) => *tq2.streams.lock().expect("table query") = Some(s),
+                    Err(e) => {
+                        tracing::warn!(query = id, error = %e, "stateful query could not start; retrying");
+                        *stats.last_error.lock().expect("stats") = Some(e.to_string());
+                        pause(&stop);
+                        continue;
+                    }
+                }
+                let failed = loop {
+                    let g = tq2.streams.lock().expect("table query");
+                    let s = g.as_ref().expect("set above");
+                    let m = s.metrics();
+                    stats.late_records.store(
+                        late_base.load(Ordering::Relaxed) + m.late_records_dropped,
+                        Ordering::Relaxed,
+                    );
+                    if let StreamsState::Failed(e) = s.state() {
+                        break Some(e);
+                    }
+                    drop(g);
+                    if stop.load(Ordering::SeqCst) {
+                        break None;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                };
+                let s = tq2.streams.lock().expect("table query").take();
+                if let Some(s) = s {
+                    late_base.fetch_add(s.metrics().late_records_dropped, Ordering::Relaxed);
+                    let _ = s.close();
+                }
+                if let Some(e) = failed {
+                    tracing::warn!(query = id, error = %e, "stateful query failed; restarting from its committed offsets and changelog");
+                    *stats.last_error.lock().expect("stats") = Some(e);
+                    pause(&stop);
+                }
+            }
+        })
+        .map_err(|e| SqlError::execution(format!("cannot start a thread: {e}")))?;
+    Ok((tq, thread))
+}
+
+fn pause(stop: &AtomicBool) {
+    for _ in 0..20 {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A pull query on a materialized table: the rows of its store that pass WHERE, projected. A `WHERE key = x`
+/// conjunct reads only that key.
+pub fn pull(
+    tq: &TableQuery,
+    plan: &SelectPlan,
+    tx: &tokio::sync::mpsc::Sender<std::result::Result<Row, String>>,
+) -> std::result::Result<(), String> {
+    let key_col = PSEUDO.len() + tq.plan.key_index();
+    let key = plan
+        .filter
+        .as_ref()
+        .and_then(|f| key_equality(f, key_col))
+        // Only a literal of the key's own type has the key's store bytes.
+        .filter(|v| {
+            Value::from_json(&v.to_json(), &tq.plan.key_ty)
+                .ok()
+                .as_ref()
+                == Some(v)
+        });
+    let mut sent = 0u64;
+    for row in tq.rows(key.as_ref())? {
+        if plan.limit.is_some_and(|l| sent >= l) {
+            break;
+        }
+        if let Some(vals) = super::apply(plan, &row)? {
+            if tx
+                .blocking_send(Ok(vals.iter().map(Value::to_json).collect()))
+                .is_err()
+            {
+                return Ok(());
+            }
+            sent += 1;
+        }
+    }
+    Ok(())
+}
+
+/// The literal `x` of a top-level `key = x` conjunct of `filter`.
+fn key_equality(filter: &Expr, key_col: usize) -> Option<Value> {
+    match filter {
+        Expr::Bin(BinOp::And, a, b) => {
+            key_equality(a, key_col).or_else(|| key_equality(b, key_col))
+        }
+        Expr::Bin(BinOp::Eq, a, b) => match (&**a, &**b) {
+            (Expr::Col(i), Expr::Lit(v)) | (Expr::Lit(v), Expr::Col(i))
+                if *i == key_col && !v.is_null() =>
+            {
+                Some(v.clone())
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The output columns of an aggregation (for `CREATE TABLE ... AS SELECT`), or its planning error.
+pub fn output_columns(plan: &SelectPlan) -> Result<Vec<Column>> {
+    Ok(AggPlan::new(plan)?.columns())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Catalog, Format};
+    use crate::parser::{parse_statement, SourceKind, Statement};
+    use crate::plan::plan_select;
+
+    fn catalog() -> Catalog {
+        let mut c = Catalog::default();
+        let col = |n: &str, ty: SqlType, key: bool| Column {
+            name: n.into(),
+            ty,
+            key,
+        };
+        c.put(SourceDef {
+            name: "CLICKS".into(),
+            kind: SourceKind::Stream,
+            columns: vec![
+                col("USERID", SqlType::String, true),
+                col("PAGE", SqlType::String, false),
+                col("MS", SqlType::Bigint, false),
+                col("PRICE", SqlType::Double, false),
+                col("QTY", SqlType::Int, false),
+            ],
+            topic: "clicks".into(),
+            key_format: Format::Kafka,
+            value_format: Format::Json,
+            timestamp: None,
+            statement: String::new(),
+            query: None,
+        });
+        c
+    }
+
+    fn plan(sql: &str) -> Result<AggPlan> {
+        let Statement::CreateSource {
+            as_select: Some(sel),
+            ..
+        } = parse_statement(sql)?.statement
+        else {
+            panic!("not a CTAS: {sql}")
+        };
+        AggPlan::new(&plan_select(&sel, &catalog())?)
+    }
+
+    fn sink(p: &AggPlan) -> SourceDef {
+        SourceDef {
+            name: "T".into(),
+            kind: SourceKind::Table,
+            columns: p.columns(),
+            topic: "T".into(),
+            key_format: Format::Kafka,
+            value_format: Format::Json,
+            timestamp: None,
+            statement: String::new(),
+            query: None,
+        }
+    }
+
+    fn row(user: &str, page: &str, ms: i64, price: f64, qty: i32) -> Vec<Value> {
+        vec![
+            Value::Bigint(ms),
+            Value::Int(0),
+            Value::Bigint(0),
+            Value::String(user.into()),
+            Value::String(page.into()),
+            Value::Bigint(ms),
+            Value::Double(price),
+            Value::Int(qty),
+        ]
+    }
+
+    /// Folds rows (of one key) as the library would: the state after each, from the plan's initial state.
+    fn fold_rows(p: &AggPlan, rows: &[Vec<Value>]) -> Vec<Bytes> {
+        let mut st = Bytes::from(p.init_state().to_string().into_bytes());
+        let mut out = Vec::new();
+        for r in rows {
+            let (_, input) = p.input(r).unwrap().expect("passes WHERE");
+            st = p.add(&st, &input);
+            out.push(st.clone());
+        }
+        out
+    }
+
+    fn value_of(p: &AggPlan, st: &Bytes, key: &[u8]) -> Option<J> {
+        let s = sink(p);
+        let r = Record {
+            key: Some(Bytes::copy_from_slice(key)),
+            value: Some(st.clone()),
+            timestamp: 0,
+        };
+        p.output(&s, &r).unwrap().map(|(_, v)| {
+            v.map(|v| serde_json::from_slice(&v).unwrap())
+                .unwrap_or(J::Null)
+        })
+    }
+
+    #[test]
+    fn every_aggregate_function_folds_and_finishes_like_the_reference() {
+        let p = plan(
+            "CREATE TABLE t AS SELECT userid, COUNT(*) AS n, SUM(price) AS s, SUM(qty) AS sq, AVG(price) AS a, \
+             MIN(ms) AS lo, MAX(page) AS hi, COUNT_DISTINCT(page) AS d, LATEST_BY_OFFSET(page) AS last, \
+             COUNT(*) * 2 AS twice FROM clicks WHERE qty > 0 GROUP BY userid",
+        )
+        .unwrap();
+        assert_eq!(p.columns()[0].name, "USERID");
+        assert!(p.columns()[0].key);
+        assert!(p.by_source_key);
+        // WHERE drops this one.
+        assert!(p.input(&row("u", "x", 1, 1.0, 0)).unwrap().is_none());
+        let rows = [
+            row("u", "b", 30, 1.5, 1),
+            row("u", "a", 10, 2.5, 2),
+            row("u", "b", 20, 3.0, 3),
+        ];
+        let states = fold_rows(&p, &rows);
+        let v = value_of(&p, states.last().unwrap(), b"\"u\"").unwrap();
+        assert_eq!(
+            v,
+            json!({"N": 3, "S": 7.0, "SQ": 6, "A": 7.0 / 3.0, "LO": 10, "HI": "b", "D": 2, "LAST": "b", "TWICE": 6})
+        );
+    }
+
+    #[test]
+    fn having_emits_a_tombstone_only_for_a_row_that_was_in_the_table() {
+        // ksqlDB's example (confluentinc/ksql#6405): values -5, 6, -2, -1 with HAVING SUM > 0 give nothing, a row,
+        // a tombstone, and nothing.
+        let p = plan(
+            "CREATE TABLE t AS SELECT userid, SUM(qty) AS s FROM clicks GROUP BY userid HAVING SUM(qty) > 0",
+        )
+        .unwrap();
+        let rows: Vec<_> = [-5, 6, -2, -1]
+            .into_iter()
+            .map(|q| row("u", "p", 1, 0.0, q))
+            .collect();
+        let outs: Vec<Option<J>> = fold_rows(&p, &rows)
+            .iter()
+            .map(|s| value_of(&p, s, b"\"u\""))
+            .collect();
+        assert_eq!(outs, vec![None, Some(json!({"S": 1})), Some(J::Null), None]);
+    }
+
+    #[test]
+    fn windowed_keys_take_ksqldb_formats_and_sessions_merge() {
+        let p = plan(
+            "CREATE TABLE t AS SELECT userid, WINDOWSTART AS ws, COUNT(*) AS n, MAX(ms) AS hi FROM clicks \
+             WINDOW SESSION (5 SECONDS) GROUP BY userid",
+        )
+        .unwrap();
+        assert!(p.is_session());
+        let s = sink(&p);
+        let a = fold_rows(&p, &[row("u", "p", 1000, 0.0, 1)]).pop().unwrap();
+        let b = fold_rows(
+            &p,
+            &[row("u", "p", 7000, 0.0, 1), row("u", "p", 8000, 0.0, 1)],
+        )
+        .pop()
+        .unwrap();
+        let merged = p.merge(&a, &b);
+        let w = Window {
+            start: 1000,
+            end: 8000,
+        };
+        let r = Record {
+            key: Some(WindowedKey::encode(b"\"u\"", w)),
+            value: Some(merged),
+            timestamp: 8000,
+        };
+        let (k, v) = p.output(&s, &r).unwrap().unwrap();
+        // Session keys: key, end, start.
+        let mut want = b"u".to_vec();
+        want.extend_from_slice(&8000i64.to_be_bytes());
+        want.extend_from_slice(&1000i64.to_be_bytes());
+        assert_eq!(k.unwrap(), want);
+        let v: J = serde_json::from_slice(&v.unwrap()).unwrap();
+        assert_eq!(v, json!({"WS": 1000, "N": 3, "HI": 8000}));
+        // A session merged away is deleted.
+        let gone = Record {
+            key: r.key.clone(),
+            value: None,
+            timestamp: 0,
+        };
+        assert_eq!(p.output(&s, &gone).unwrap().unwrap().1, None);
+
+        let t = plan(
+            "CREATE TABLE t AS SELECT userid, COUNT(*) AS n FROM clicks WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY userid",
+        )
+        .unwrap();
+        assert_eq!(
+            windowed_key(b"k".to_vec(), w, false),
+            [b"k".as_slice(), &1000i64.to_be_bytes()].concat()
+        );
+        assert!(!t.is_session());
+    }
+
+    #[test]
+    fn a_table_row_carries_its_window_and_key_lookups_need_the_key_type() {
+        let p = plan(
+            "CREATE TABLE t AS SELECT page, COUNT(*) AS n FROM clicks WINDOW HOPPING (SIZE 10 SECONDS, ADVANCE BY 5 SECONDS) GROUP BY page",
+        )
+        .unwrap();
+        assert!(!p.by_source_key, "grouping by a value column repartitions");
+        let st = fold_rows(&p, &[row("u", "home", 1, 0.0, 1)]).pop().unwrap();
+        let r = p
+            .table_row(
+                &st,
+                Some(Window {
+                    start: 0,
+                    end: 10_000,
+                }),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            r[3..],
+            [
+                Value::String("home".into()),
+                Value::Bigint(1),
+                Value::Bigint(0),
+                Value::Bigint(10_000)
+            ]
+        );
+        let eq = Expr::Bin(
+            BinOp::And,
+            Box::new(Expr::Bin(
+                BinOp::Gt,
+                Box::new(Expr::Col(7)),
+                Box::new(Expr::Lit(Value::Int(1))),
+            )),
+            Box::new(Expr::Bin(
+                BinOp::Eq,
+                Box::new(Expr::Lit(Value::String("home".into()))),
+                Box::new(Expr::Col(3)),
+            )),
+        );
+        assert_eq!(key_equality(&eq, 3), Some(Value::String("home".into())));
+        assert_eq!(key_equality(&eq, 4), None);
+    }
+
+    #[test]
+    fn mistakes_in_aggregations_are_clear_positioned_errors() {
+        let e = plan("CREATE TABLE t AS SELECT userid, SUM(page) AS s FROM clicks GROUP BY userid")
+            .unwrap_err();
+        assert!(e.message.contains("needs a number"), "{e}");
+        let pos = e.pos.expect("positioned");
+        assert_eq!((pos.line, pos.column), (1, 34), "{e}");
+        let e = plan(
+            "CREATE TABLE t AS SELECT userid,\n  AVG(ms, price) AS a FROM clicks GROUP BY userid",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("expected 1 argument"), "{e}");
+        assert_eq!(e.pos.map(|p| p.line), Some(2), "{e}");
+        let e =
+            plan("CREATE TABLE t AS SELECT COUNT(*) AS n FROM clicks GROUP BY userid").unwrap_err();
+        assert!(e.message.contains("must be in the SELECT list"), "{e}");
+        let e = plan("CREATE TABLE t AS SELECT userid, page, COUNT(*) FROM clicks GROUP BY userid")
+            .unwrap_err();
+        assert!(e.message.contains("neither in GROUP BY"), "{e}");
+        let e =
+            plan("CREATE TABLE t AS SELECT userid, COUNT(*) + ms AS x FROM clicks GROUP BY userid")
+                .unwrap_err();
+        assert!(e.message.contains("neither in GROUP BY"), "{e}");
+        let e =
+            plan("CREATE TABLE t AS SELECT userid, SUM(COUNT(*)) AS x FROM clicks GROUP BY userid")
+                .unwrap_err();
+        assert!(e.message.contains("nested"), "{e}");
+        let e = plan(
+            "CREATE TABLE t AS SELECT userid, COUNT(*) AS n FROM clicks GROUP BY userid HAVING SUM(page) > 1",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("needs a number"), "{e}");
+        assert!(e.pos.is_some(), "{e}");
+    }
+
+    #[test]
+    fn an_upgrade_keeps_the_state_only_with_the_same_layout() {
+        let a = plan("CREATE TABLE t AS SELECT userid, COUNT(*) AS n FROM clicks GROUP BY userid")
+            .unwrap();
+        let b = plan("CREATE TABLE t AS SELECT userid, COUNT(*) AS c FROM clicks GROUP BY userid HAVING COUNT(*) > 2")
+            .unwrap();
+        let c = plan("CREATE TABLE t AS SELECT userid, SUM(qty) AS n FROM clicks GROUP BY userid")
+            .unwrap();
+        assert!(a.same_state_layout(&b));
+        assert!(!a.same_state_layout(&c));
+    }
+
+    #[test]
+    fn long_query_ids_give_valid_application_ids() {
+        let id = format!("CTAS_{}_12", "X".repeat(80));
+        let app = application_id(&id);
+        assert!(app.len() <= 60 && app.ends_with("_12"), "{app}");
+        assert_eq!(application_id("CTAS_T_3"), "_fjord_sql_CTAS_T_3");
+    }
+}
