@@ -85,41 +85,54 @@ pub struct WorkerState {
     pub owned: Tasks,
 }
 
-fn put_str(b: &mut Vec<u8>, s: &str) {
-    b.extend((s.len() as i16).to_be_bytes());
+/// The longest string the protocol's STRING (an i16 length) can carry: connector names are refused above it.
+pub const MAX_STR: usize = i16::MAX as usize;
+
+/// Writes a protocol STRING; a string longer than [`MAX_STR`] bytes is an error (its length would wrap).
+fn put_str(b: &mut Vec<u8>, s: &str) -> Result<(), String> {
+    let len = i16::try_from(s.len()).map_err(|_| {
+        format!(
+            "a string of {} bytes does not fit Connect's protocol (at most {MAX_STR}): {}...",
+            s.len(),
+            s.chars().take(40).collect::<String>()
+        )
+    })?;
+    b.extend(len.to_be_bytes());
     b.extend(s.as_bytes());
+    Ok(())
 }
 
-fn put_tasks(b: &mut Vec<u8>, t: &Tasks) {
+fn put_tasks(b: &mut Vec<u8>, t: &Tasks) -> Result<(), String> {
     b.extend((t.len() as i32).to_be_bytes());
     for (name, ids) in t {
-        put_str(b, name);
+        put_str(b, name)?;
         b.extend((ids.len() as i32).to_be_bytes());
         for id in ids {
             b.extend(id.to_be_bytes());
         }
     }
+    Ok(())
 }
 
-pub fn encode_assignment(a: &Assignment) -> Vec<u8> {
+pub fn encode_assignment(a: &Assignment) -> Result<Vec<u8>, String> {
     let mut b = Vec::new();
     b.extend(a.version.to_be_bytes());
     b.extend(a.error.to_be_bytes());
-    put_str(&mut b, &a.leader);
-    put_str(&mut b, &a.leader_url);
+    put_str(&mut b, &a.leader)?;
+    put_str(&mut b, &a.leader_url)?;
     b.extend(a.config_offset.to_be_bytes());
-    put_tasks(&mut b, &a.assigned);
+    put_tasks(&mut b, &a.assigned)?;
     if a.version >= 1 {
-        put_tasks(&mut b, &a.revoked);
+        put_tasks(&mut b, &a.revoked)?;
         b.extend(a.delay_ms.to_be_bytes());
     }
-    b
+    Ok(b)
 }
 
-pub fn encode_metadata(version: i16, state: &WorkerState) -> Vec<u8> {
+pub fn encode_metadata(version: i16, state: &WorkerState) -> Result<Vec<u8>, String> {
     let mut b = Vec::new();
     b.extend(version.to_be_bytes());
-    put_str(&mut b, &state.url);
+    put_str(&mut b, &state.url)?;
     b.extend(state.config_offset.to_be_bytes());
     if version >= 1 {
         if state.owned.is_empty() {
@@ -129,12 +142,12 @@ pub fn encode_metadata(version: i16, state: &WorkerState) -> Vec<u8> {
                 version,
                 assigned: state.owned.clone(),
                 ..Default::default()
-            });
+            })?;
             b.extend((a.len() as i32).to_be_bytes());
             b.extend(a);
         }
     }
-    b
+    Ok(b)
 }
 
 /// A cursor over a Connect-format buffer; every read says what was short.
@@ -564,6 +577,25 @@ struct Session {
     leader_state: LeaderState,
     conn: Option<Conn>,
     rejoin_at: Option<Instant>,
+    /// When the coordinator last answered a Heartbeat or SyncGroup: past [`lost_after`] the session may have
+    /// expired and the work been given to another worker.
+    last_ok: Instant,
+}
+
+/// How long after the coordinator's last answer a worker that cannot reach it keeps running its connectors:
+/// half the session timeout. The coordinator expires the session `session.timeout.ms` after the last heartbeat
+/// it received (no later than that answer), and only then can the leader hand the work to another worker; the
+/// other half is for the tasks to stop and commit. Connect (KAFKA-9184) revokes once the coordinator stayed
+/// undiscoverable for one heartbeat interval, i.e. about two intervals after its last heartbeat (6 s of the
+/// default 10 s session); counting from the last answer, half the session is as safe and does not make one
+/// slow heartbeat stop everything.
+pub fn lost_after(session_timeout_ms: u64) -> Duration {
+    Duration::from_millis(session_timeout_ms / 2)
+}
+
+/// Whether a worker whose coordinator last answered at `last_ok` must give its work up at `now`.
+pub fn coordinator_lost(last_ok: Instant, now: Instant, session_timeout_ms: u64) -> bool {
+    now.saturating_duration_since(last_ok) >= lost_after(session_timeout_ms)
 }
 
 impl Session {
@@ -587,6 +619,7 @@ impl Session {
             leader_state: LeaderState::default(),
             conn: None,
             rejoin_at: None,
+            last_ok: Instant::now(),
         }
     }
 
@@ -601,6 +634,7 @@ impl Session {
                     Ok(c) => self.conn = Some(c),
                     Err(e) => {
                         tracing::warn!(group = %self.config.group_id, "cannot reach the group coordinator yet: {e}");
+                        self.check_lost();
                         self.pause(Duration::from_millis(500));
                         continue;
                     }
@@ -615,10 +649,30 @@ impl Session {
                     tracing::warn!(group = %self.config.group_id, "group coordinator lost: {why}");
                 }
                 self.conn = None;
+                self.check_lost();
                 self.pause(Duration::from_millis(200));
             }
         }
         self.leave();
+    }
+
+    /// Cut off from the coordinator for too long: stop everything (see [`lost_after`]).
+    fn check_lost(&mut self) {
+        let now = Instant::now();
+        if !self.owned.is_empty()
+            && coordinator_lost(self.last_ok, now, self.config.session_timeout_ms)
+        {
+            tracing::warn!(group = %self.config.group_id, "the group coordinator has not answered for {:?}; stopping this worker's connectors (another worker may get them) until it joins again", now - self.last_ok);
+            self.drop_work();
+        }
+    }
+
+    /// Stops every task (each commits), forgets what this worker owned and whether it leads (REST answers
+    /// 409 until the next rebalance). The member id is kept, so that a quick rejoin is still recognised.
+    fn drop_work(&mut self) {
+        self.owned.clear();
+        self.applied = -1;
+        self.rt.block_on(self.worker.group_lost());
     }
 
     fn pause(&self, d: Duration) {
@@ -677,16 +731,25 @@ impl Session {
             config_offset: -1,
             owned: self.owned.clone(),
         };
-        let protocols = self
-            .config
-            .protocols
-            .iter()
-            .map(|(name, v)| {
+        let mut protocols = Vec::new();
+        for (name, v) in &self.config.protocols {
+            let metadata = match encode_metadata(*v, &state) {
+                Ok(m) => m,
+                Err(e) => {
+                    // Only an over-long worker URL or owned name gets here (REST refuses such names): the worker
+                    // joins owning nothing rather than sending metadata nobody can read.
+                    tracing::warn!(group = %self.config.group_id, "cannot describe this worker to the group ({e}); stopping its connectors and joining again");
+                    self.drop_work();
+                    self.pause(Duration::from_secs(1));
+                    return Err(Step::Rejoin);
+                }
+            };
+            protocols.push(
                 JoinGroupRequestProtocol::default()
                     .with_name(str_bytes(name))
-                    .with_metadata(Bytes::from(encode_metadata(*v, &state)))
-            })
-            .collect();
+                    .with_metadata(Bytes::from(metadata)),
+            );
+        }
         let req = JoinGroupRequest::default()
             .with_group_id(GroupId(str_bytes(&self.config.group_id)))
             .with_session_timeout_ms(self.config.session_timeout_ms as i32)
@@ -763,7 +826,7 @@ impl Session {
             .send(&req, SYNC_VERSION, timeout)
             .map_err(Step::Reconnect)?;
         match resp.error_code {
-            0 => {}
+            0 => self.last_ok = Instant::now(),
             UNKNOWN_MEMBER_ID | ILLEGAL_GENERATION => {
                 self.lose_membership();
                 return Err(Step::Rejoin);
@@ -802,15 +865,28 @@ impl Session {
     ) -> Result<(Vec<SyncGroupRequestAssignment>, BTreeMap<String, String>), String> {
         let stored = ConfigLog::load(&self.config.bootstrap, &self.config.config_topic)
             .map_err(|e| e.to_string())?;
-        let connectors: BTreeSet<String> = stored.keys().cloned().collect();
+        let connectors: BTreeSet<String> = stored
+            .keys()
+            .filter(|c| {
+                let fits = c.len() <= MAX_STR;
+                if !fits {
+                    tracing::warn!(group = %self.config.group_id, "connector {}... has a name of {} bytes, longer than Connect's protocol carries ({MAX_STR}); it runs nowhere: delete it", c.chars().take(40).collect::<String>(), c.len());
+                }
+                fits
+            })
+            .cloned()
+            .collect();
         let mut ms = Vec::new();
         for m in members {
-            let state = decode_metadata(&m.metadata).map_err(|e| {
-                format!(
-                    "member {} sent metadata that is not Connect's ({e}); protocol {protocol}",
-                    m.member_id.as_str()
-                )
-            })?;
+            // One unreadable member must not stop the whole group: it is left out of this round (it gets
+            // nothing, and its SyncGroup answer is empty, which makes it join again).
+            let state = match decode_metadata(&m.metadata) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(group = %self.config.group_id, "member {} sent metadata that is not Connect's ({e}); protocol {protocol}; it gets nothing this round", m.member_id.as_str());
+                    continue;
+                }
+            };
             ms.push(Member {
                 id: m.member_id.to_string(),
                 url: state.url,
@@ -838,25 +914,25 @@ impl Session {
                 .map(|c| (c.clone(), vec![CONNECTOR_TASK, 0]))
                 .collect()
         };
-        let out = plan
-            .members
-            .iter()
-            .map(|(id, p)| {
-                let a = Assignment {
-                    version,
-                    error: 0,
-                    leader: self.member_id.clone(),
-                    leader_url: self.config.url.clone(),
-                    config_offset: -1,
-                    assigned: tasks(&p.added),
-                    revoked: tasks(&p.revoked),
-                    delay_ms: plan.delay_ms,
-                };
+        let mut out = Vec::new();
+        for (id, p) in &plan.members {
+            let a = Assignment {
+                version,
+                error: 0,
+                leader: self.member_id.clone(),
+                leader_url: self.config.url.clone(),
+                config_offset: -1,
+                assigned: tasks(&p.added),
+                revoked: tasks(&p.revoked),
+                delay_ms: plan.delay_ms,
+            };
+            let bytes = encode_assignment(&a)?;
+            out.push(
                 SyncGroupRequestAssignment::default()
                     .with_member_id(str_bytes(id))
-                    .with_assignment(Bytes::from(encode_assignment(&a)))
-            })
-            .collect();
+                    .with_assignment(Bytes::from(bytes)),
+            );
+        }
         tracing::info!(group = %self.config.group_id, generation = self.generation, members = ms.len(), connectors = connectors.len(), delay_ms = plan.delay_ms, "assigned the group's connectors");
         Ok((out, owners))
     }
@@ -922,12 +998,10 @@ impl Session {
     fn lose_membership(&mut self) {
         self.member_id.clear();
         self.generation = -1;
-        self.applied = -1;
         if !self.owned.is_empty() {
             tracing::warn!(group = %self.config.group_id, "this worker's group membership expired; stopping its connectors before joining again");
         }
-        self.owned.clear();
-        self.rt.block_on(self.worker.group_lost());
+        self.drop_work();
     }
 
     /// Heartbeats until a rebalance is needed.
@@ -952,12 +1026,14 @@ impl Session {
                 .with_group_id(GroupId(str_bytes(&self.config.group_id)))
                 .with_generation_id(self.generation)
                 .with_member_id(str_bytes(&self.member_id));
-            let timeout = Duration::from_millis(self.config.session_timeout_ms.max(1_000));
+            // A heartbeat that hangs must not keep the work running past `lost_after`.
+            let timeout =
+                lost_after(self.config.session_timeout_ms).max(Duration::from_millis(500));
             let conn = self.conn.as_mut().expect("connected");
             match conn.send(&req, HEARTBEAT_VERSION, timeout) {
                 Err(e) => return Step::Reconnect(e),
                 Ok(r) => match r.error_code {
-                    0 => {}
+                    0 => self.last_ok = Instant::now(),
                     REBALANCE_IN_PROGRESS => return Step::Rejoin,
                     UNKNOWN_MEMBER_ID | ILLEGAL_GENERATION => {
                         self.lose_membership();
@@ -1010,6 +1086,86 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_cut_off_from_its_coordinator_gives_its_work_up_before_the_session_can_expire() {
+        let t0 = Instant::now();
+        // Connect's default session (10 s): the work stops 5 s after the coordinator's last answer.
+        assert!(!coordinator_lost(
+            t0,
+            t0 + Duration::from_millis(4_999),
+            10_000
+        ));
+        assert!(coordinator_lost(t0, t0 + Duration::from_secs(5), 10_000));
+        assert!(coordinator_lost(t0, t0 + Duration::from_secs(3), 6_000));
+        // A clock read before last_ok is not "lost".
+        assert!(!coordinator_lost(t0 + Duration::from_secs(1), t0, 10_000));
+    }
+
+    #[test]
+    fn an_over_long_name_is_an_error_not_a_wrapped_length() {
+        let long = "x".repeat(MAX_STR + 1);
+        let a = Assignment {
+            version: 1,
+            assigned: [(long.clone(), vec![-1, 0])].into(),
+            ..Default::default()
+        };
+        let e = encode_assignment(&a).unwrap_err();
+        assert!(e.contains("32768 bytes") && e.contains("32767"), "{e}");
+        let state = WorkerState {
+            url: long,
+            config_offset: -1,
+            owned: Tasks::new(),
+        };
+        assert!(encode_metadata(2, &state).is_err());
+        // The longest name that fits still round-trips.
+        let fits = Assignment {
+            version: 1,
+            assigned: [("y".repeat(MAX_STR), vec![-1, 0])].into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            decode_assignment(&encode_assignment(&fits).unwrap()).unwrap(),
+            fits
+        );
+    }
+
+    #[tokio::test]
+    async fn creating_a_connector_whose_name_the_protocol_cannot_carry_is_a_400_naming_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("connect.offsets");
+        let props: crate::config::ConfigMap = [
+            ("bootstrap.servers", "127.0.0.1:1"),
+            ("offset.storage.file.filename", file.to_str().unwrap()),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let config = crate::config::WorkerConfig::from_properties(props).unwrap();
+        let offsets = Arc::new(crate::offsets::OffsetStore::open(&file).unwrap());
+        let worker = Worker::new(config, offsets, "w:1".into(), "c".into());
+        let config = |name: String| -> crate::config::ConfigMap {
+            [
+                ("name".to_string(), name),
+                ("connector.class".into(), "FileStreamSource".into()),
+                ("file".into(), dir.path().join("in").display().to_string()),
+                ("topic".into(), "t".into()),
+            ]
+            .into_iter()
+            .collect()
+        };
+        let e = worker
+            .create(
+                config("x".repeat(MAX_STR + 1)),
+                crate::worker::TargetState::Stopped,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, crate::error::Error::BadRequest(m) if m.contains("32768 bytes") && m.contains("32767")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn metadata_and_assignment_round_trip_in_connects_layout() {
         let a = Assignment {
             version: 1,
@@ -1021,7 +1177,7 @@ mod tests {
             revoked: [("b".to_string(), vec![-1, 0])].into(),
             delay_ms: 300,
         };
-        let b = encode_assignment(&a);
+        let b = encode_assignment(&a).unwrap();
         // version 1, error 0, "m1", "http://h:1/", offset 7, then [("a", [-1, 0])].
         let mut expected = vec![0, 1, 0, 0, 0, 2, b'm', b'1', 0, 11];
         expected.extend(b"http://h:1/");
@@ -1038,14 +1194,17 @@ mod tests {
             delay_ms: 0,
             ..a.clone()
         };
-        assert_eq!(decode_assignment(&encode_assignment(&v0)).unwrap(), v0);
+        assert_eq!(
+            decode_assignment(&encode_assignment(&v0).unwrap()).unwrap(),
+            v0
+        );
         let state = WorkerState {
             url: "http://w:2/".into(),
             config_offset: -1,
             owned: a.assigned.clone(),
         };
         for v in [1, 2] {
-            let m = encode_metadata(v, &state);
+            let m = encode_metadata(v, &state).unwrap();
             assert_eq!(&m[..2], &v.to_be_bytes());
             assert_eq!(decode_metadata(&m).unwrap(), state);
         }
@@ -1054,7 +1213,7 @@ mod tests {
             owned: Tasks::new(),
             ..state
         };
-        let m = encode_metadata(2, &empty);
+        let m = encode_metadata(2, &empty).unwrap();
         assert_eq!(&m[m.len() - 4..], &(-1i32).to_be_bytes());
         assert_eq!(decode_metadata(&m).unwrap(), empty);
         // Short or hostile input is an error, never a panic.

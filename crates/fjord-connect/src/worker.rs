@@ -456,6 +456,14 @@ impl Worker {
         persist: bool,
     ) -> Result<Value> {
         let name = config.get("name").cloned().unwrap_or_default();
+        if name.len() > crate::group::MAX_STR {
+            // Longer names cannot travel in the group protocol's STRING (an i16 length).
+            return Err(Error::BadRequest(format!(
+                "Connector name is {} bytes long; the limit is {} bytes: use a shorter name",
+                name.len(),
+                crate::group::MAX_STR
+            )));
+        }
         let plugin = Self::check_config(&config)?;
         let mut connectors = self.connectors.lock().await;
         if !self.is_active() {

@@ -1349,10 +1349,25 @@ fn connects_group_protocol_spreads_connectors_and_moves_them_when_a_worker_dies(
     for i in 0..5 {
         append(&file(i), &(lines(i, 50, 100).join("\n") + "\n"));
     }
+    let first: Vec<String> = (0..5).flat_map(|i| lines(i, 0, 100)).collect();
     wait_for(
         Duration::from_secs(60),
         "the first 100 lines of each file",
-        || (consume_all(&broker.bootstrap, "spread").len() >= 500).then_some(()),
+        || {
+            tally(&consume_all(&broker.bootstrap, "spread"), &first)
+                .0
+                .is_empty()
+                .then_some(())
+        },
+    );
+    // Past offset.flush.interval.ms (100 ms) with a margin: every position is committed before the kill.
+    std::thread::sleep(Duration::from_millis(1_500));
+    // Each line exactly once so far: no connector ran on two workers while they moved to w2.
+    let before = consume_all(&broker.bootstrap, "spread");
+    assert_eq!(
+        (before.len(), tally(&before, &first)),
+        (500, (vec![], 0)),
+        "every one of the first 100 lines of each file exactly once before the kill"
     );
     let moved: Vec<&String> = spread
         .iter()
@@ -1386,6 +1401,31 @@ fn connects_group_protocol_spreads_connectors_and_moves_them_when_a_worker_dies(
         seen.iter().all(|l| expected.contains(l)),
         "unexpected lines"
     );
+    // The moved connectors resumed from what w2 committed: nothing before the kill comes again, and what w2
+    // may have sent after its last commit (lines >= 100) is bounded.
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for l in &seen {
+        *counts.entry(l.as_str()).or_default() += 1;
+    }
+    let again: Vec<&&str> = counts
+        .iter()
+        .filter(|(l, n)| **n > 1 && first.iter().any(|f| f == *l))
+        .map(|(l, _)| l)
+        .collect();
+    assert!(
+        again.is_empty(),
+        "lines committed before the kill delivered again: {again:?}"
+    );
+    for i in 0..5 {
+        let dups: usize = lines(i, 100, 150)
+            .iter()
+            .map(|l| counts.get(l.as_str()).map_or(0, |n| n - 1))
+            .sum();
+        assert!(
+            dups <= 50,
+            "{dups} duplicates of file {i}'s lines after the kill"
+        );
+    }
 }
 
 /// `fjord connect logs NAME` prints the lines of that connector's tasks only (from `/admin/logs`), `--follow`
