@@ -25,10 +25,10 @@ const MAX_LINE_BYTES: usize = 4_096;
 #[derive(Debug, Clone, PartialEq)]
 struct Levels {
     /// Upper case: TRACE, DEBUG, INFO, WARN, ERROR or OFF.
-    root: String,
+    root: &'static str,
     root_modified: Option<i64>,
     /// target => (level, when it was set over REST).
-    targets: BTreeMap<String, (String, Option<i64>)>,
+    targets: BTreeMap<String, (&'static str, Option<i64>)>,
     /// Directives with span or field filters: passed through unchanged.
     other: Vec<String>,
 }
@@ -48,27 +48,27 @@ fn canonical_level(s: &str) -> Option<&'static str> {
 impl Levels {
     fn parse(filter: &str) -> Levels {
         let mut levels = Levels {
-            root: "OFF".into(),
+            root: "OFF",
             root_modified: None,
             targets: BTreeMap::new(),
             other: Vec::new(),
         };
         for d in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
             if let Some(l) = canonical_level(d) {
-                levels.root = l.into();
+                levels.root = l;
             } else if d.contains(['[', '{']) {
                 levels.other.push(d.to_string());
             } else {
                 match d.rsplit_once('=') {
                     Some((t, l)) => match canonical_level(l) {
                         Some(l) => {
-                            levels.targets.insert(t.to_string(), (l.into(), None));
+                            levels.targets.insert(t.to_string(), (l, None));
                         }
                         None => levels.other.push(d.to_string()),
                     },
                     // A bare target: everything it logs (EnvFilter's meaning).
                     None => {
-                        levels.targets.insert(d.to_string(), ("TRACE".into(), None));
+                        levels.targets.insert(d.to_string(), ("TRACE", None));
                     }
                 }
             }
@@ -89,24 +89,24 @@ impl Levels {
     }
 
     /// The level of `name`: its own, else the longest target it starts with (EnvFilter's matching), else root.
-    fn level_of(&self, name: &str) -> (String, Option<i64>) {
+    fn level_of(&self, name: &str) -> (&'static str, Option<i64>) {
         if name == "root" {
-            return (self.root.clone(), self.root_modified);
+            return (self.root, self.root_modified);
         }
         self.targets
             .iter()
             .filter(|(t, _)| name.starts_with(t.as_str()))
             .max_by_key(|(t, _)| t.len())
-            .map(|(_, v)| v.clone())
-            .unwrap_or((self.root.clone(), self.root_modified))
+            .map(|(_, v)| *v)
+            .unwrap_or((self.root, self.root_modified))
     }
 
     /// Sets `name`'s level; its descendants' own levels go (they follow it now). The loggers that changed.
-    fn set(&mut self, name: &str, level: &str, now: i64) -> Vec<String> {
+    fn set(&mut self, name: &str, level: &'static str, now: i64) -> Vec<String> {
         let mut changed = vec![name.to_string()];
         if name == "root" {
             changed.extend(std::mem::take(&mut self.targets).into_keys());
-            self.root = level.into();
+            self.root = level;
             self.root_modified = Some(now);
         } else {
             let descendants: Vec<String> = self
@@ -119,8 +119,7 @@ impl Levels {
                 self.targets.remove(&t);
                 changed.push(t);
             }
-            self.targets
-                .insert(name.to_string(), (level.into(), Some(now)));
+            self.targets.insert(name.to_string(), (level, Some(now)));
         }
         changed
     }
@@ -249,7 +248,7 @@ impl Logging {
         self.levels.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set_level(&self, name: &str, level: &str) -> Vec<String> {
+    fn set_level(&self, name: &str, level: &'static str) -> Vec<String> {
         let mut levels = self.levels();
         let changed = levels.set(name, level, now_ms());
         match EnvFilter::try_new(levels.render()) {
@@ -281,28 +280,25 @@ impl Logging {
 impl fjord_connect::admin_logging::LogAdmin for Logging {
     fn loggers(&self) -> Vec<(String, fjord_connect::admin_logging::LoggerLevel)> {
         let levels = self.levels();
-        let level = |l: &str, m: Option<i64>| fjord_connect::admin_logging::LoggerLevel {
-            level: fjord_connect::admin_logging::parse_level(l).unwrap_or("OFF"),
-            last_modified: m,
+        let level = |&(level, last_modified): &(&'static str, Option<i64>)| {
+            fjord_connect::admin_logging::LoggerLevel {
+                level,
+                last_modified,
+            }
         };
-        let mut out = vec![(
+        std::iter::once((
             "root".to_string(),
-            level(&levels.root, levels.root_modified),
-        )];
-        out.extend(
-            levels
-                .targets
-                .iter()
-                .map(|(t, (l, m))| (t.clone(), level(l, *m))),
-        );
-        out
+            level(&(levels.root, levels.root_modified)),
+        ))
+        .chain(levels.targets.iter().map(|(t, l)| (t.clone(), level(l))))
+        .collect()
     }
 
     fn level_of(&self, name: &str) -> fjord_connect::admin_logging::LoggerLevel {
-        let (l, m) = self.levels().level_of(name);
+        let (level, last_modified) = self.levels().level_of(name);
         fjord_connect::admin_logging::LoggerLevel {
-            level: fjord_connect::admin_logging::parse_level(&l).unwrap_or("OFF"),
-            last_modified: m,
+            level,
+            last_modified,
         }
     }
 
@@ -368,7 +364,7 @@ mod tests {
         let changed = l.set("root", "ERROR", 8);
         assert_eq!(changed, vec!["root", "fjord_connect", "openraft"]);
         assert_eq!(l.render(), "error");
-        assert_eq!(l.level_of("anything"), ("ERROR".to_string(), Some(8)));
+        assert_eq!(l.level_of("anything"), ("ERROR", Some(8)));
     }
 
     #[test]
