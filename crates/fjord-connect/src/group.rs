@@ -1131,17 +1131,7 @@ mod tests {
     #[tokio::test]
     async fn creating_a_connector_whose_name_the_protocol_cannot_carry_is_a_400_naming_the_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("connect.offsets");
-        let props: crate::config::ConfigMap = [
-            ("bootstrap.servers", "127.0.0.1:1"),
-            ("offset.storage.file.filename", file.to_str().unwrap()),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let config = crate::config::WorkerConfig::from_properties(props).unwrap();
-        let offsets = Arc::new(crate::offsets::OffsetStore::open(&file).unwrap());
-        let worker = Worker::new(config, offsets, "w:1".into(), "c".into());
+        let worker = crate::worker::test_worker(dir.path());
         let config = |name: String| -> crate::config::ConfigMap {
             [
                 ("name".to_string(), name),

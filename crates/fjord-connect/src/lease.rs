@@ -282,17 +282,7 @@ mod tests {
     #[tokio::test]
     async fn an_activation_after_the_lease_stopped_does_not_make_the_worker_active() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("connect.offsets");
-        let props: crate::config::ConfigMap = [
-            ("bootstrap.servers", "127.0.0.1:1"),
-            ("offset.storage.file.filename", file.to_str().unwrap()),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let config = crate::config::WorkerConfig::from_properties(props).unwrap();
-        let offsets = Arc::new(crate::offsets::OffsetStore::open(&file).unwrap());
-        let worker = Worker::new(config, offsets, "w:1".into(), "c".into()).standing_by();
+        let worker = crate::worker::test_worker(dir.path()).standing_by();
         // The group had assigned partition 0: the activation loop is about to (re)try.
         let owned = Arc::new(AtomicBool::new(true));
         let lease = Lease {

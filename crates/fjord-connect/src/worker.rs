@@ -1137,6 +1137,23 @@ pub fn unknown_plugin_error(class: &str) -> Error {
     Error::BadRequest(unknown_plugin(class))
 }
 
+/// A worker for unit tests: a standalone-style worker whose offsets file is in `dir` and whose cluster is
+/// unreachable (127.0.0.1:1), so nothing it starts can reach a broker.
+#[cfg(test)]
+pub(crate) fn test_worker(dir: &std::path::Path) -> Worker {
+    let file = dir.join("connect.offsets");
+    let props: crate::config::ConfigMap = [
+        ("bootstrap.servers", "127.0.0.1:1"),
+        ("offset.storage.file.filename", file.to_str().unwrap()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let config = crate::config::WorkerConfig::from_properties(props).unwrap();
+    let offsets = Arc::new(crate::offsets::OffsetStore::open(&file).unwrap());
+    Worker::new(config, offsets, "w:1".into(), "c".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
