@@ -39,11 +39,17 @@ pub trait LogAdmin: Send + Sync {
     /// The level that applies to `name`: its own, else its nearest ancestor's, else root's.
     fn level_of(&self, name: &str) -> LoggerLevel;
     /// Sets `name`'s level (a level from [`parse_level`]) and drops the levels of its descendants, which now
-    /// follow it (all loggers for `root`); the loggers whose level changed, `name` first.
-    fn set_level(&self, name: &str, level: &'static str) -> Vec<String>;
-    /// Up to `max` captured lines with `seq > after` (the oldest first), those of one connector only when
-    /// `connector` is given (lines logged with `connector=NAME`, by the connector's tasks or about it).
-    fn lines(&self, after: u64, connector: Option<&str>, max: usize) -> Vec<LogLine>;
+    /// follow it (all loggers for `root`); the loggers whose level changed, `name` first. An error leaves every
+    /// level as it was.
+    fn set_level(
+        &self,
+        name: &str,
+        level: &'static str,
+    ) -> std::result::Result<Vec<String>, String>;
+    /// Up to `max` captured lines, oldest first: those with `seq > after`, or with no `after` the last `max`;
+    /// those of one connector only when `connector` is given (lines logged with `connector=NAME`, by the
+    /// connector's tasks or about it).
+    fn lines(&self, after: Option<u64>, connector: Option<&str>, max: usize) -> Vec<LogLine>;
     /// The sequence number the next captured line will get.
     fn next_seq(&self) -> u64;
 }
@@ -158,7 +164,12 @@ pub(crate) async fn put_logger(
             "invalid log level {level}: expected one of TRACE, DEBUG, INFO, WARN, ERROR, FATAL, OFF"
         ))
     })?;
-    Ok(crate::api::ok(json!(admin.set_level(&name, level))))
+    let changed = admin.set_level(&name, level).map_err(|e| {
+        Error::Internal(format!(
+            "the log levels could not be changed (they are as they were): {e}"
+        ))
+    })?;
+    Ok(crate::api::ok(json!(changed)))
 }
 
 /// `GET /admin/logs?after=SEQ&connector=NAME&lines=N`: `{"lines": [{"seq", "line"}], "next": SEQ}`; with no
@@ -177,16 +188,7 @@ pub(crate) async fn logs(RawQuery(q): RawQuery) -> Result<Response> {
     let max = number("lines")?.unwrap_or(100).min(MAX_LINES as u64) as usize;
     let connector = query_param(&q, "connector").filter(|c| !c.is_empty());
     let next = admin.next_seq();
-    let lines = match number("after")? {
-        Some(after) => admin.lines(after, connector.as_deref(), max),
-        None => {
-            // The last `max` lines: those of one connector can be far apart, so look through everything kept.
-            let mut all = admin.lines(0, connector.as_deref(), usize::MAX);
-            let skip = all.len().saturating_sub(max);
-            all.drain(..skip);
-            all
-        }
-    };
+    let lines = admin.lines(number("after")?, connector.as_deref(), max);
     let next = lines
         .last()
         .map(|l| l.seq)

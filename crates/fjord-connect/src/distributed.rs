@@ -71,6 +71,19 @@ impl DistributedConfig {
     }
 }
 
+/// A group timeout in milliseconds: Connect declares these as INT, and the group protocol carries them as i32
+/// (a larger one would wrap negative on the wire or overflow the deadlines computed from it).
+fn parse_ms(key: &str, value: Option<&str>, default: u64) -> Result<u64> {
+    let Some(v) = value else { return Ok(default) };
+    match v.trim().parse::<u64>() {
+        Ok(n) if n <= i32::MAX as u64 => Ok(n),
+        _ => Err(Error::BadRequest(format!(
+            "{key}={v}: expected a number of milliseconds from 0 to {}",
+            i32::MAX
+        ))),
+    }
+}
+
 /// The config topic: where every connector change is written (and acknowledged) before it takes effect.
 pub struct ConfigLog {
     writer: TopicWriter,
@@ -338,12 +351,7 @@ pub async fn start(props: ConfigMap, import_offsets: Option<&Path>) -> Result<Di
     let log = Arc::new(ConfigLog::new(&bootstrap, &dconfig.config_topic)?);
     let (listener, rest, worker_id) = config.bind_rest().await?;
     let ms = |k: &str, default: u64| -> Result<u64> {
-        match config.props.get(k) {
-            None => Ok(default),
-            Some(v) => v.trim().parse().map_err(|_| {
-                Error::BadRequest(format!("{k}={v}: expected a number of milliseconds"))
-            }),
-        }
+        parse_ms(k, config.props.get(k).map(String::as_str), default)
     };
     // Connect's defaults.
     let lease_config = LeaseConfig {
@@ -453,6 +461,26 @@ async fn import_offsets_file(offsets: &Arc<OffsetStore>, file: &Path) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_timeouts_must_fit_the_protocols_i32() {
+        assert_eq!(
+            parse_ms("session.timeout.ms", None, 10_000).unwrap(),
+            10_000
+        );
+        assert_eq!(
+            parse_ms("session.timeout.ms", Some(" 6000 "), 1).unwrap(),
+            6000
+        );
+        assert_eq!(
+            parse_ms("k", Some("2147483647"), 1).unwrap(),
+            i32::MAX as u64
+        );
+        for bad in ["2147483648", "18446744073709551615", "-1", "ten"] {
+            let e = parse_ms("scheduled.rebalance.max.delay.ms", Some(bad), 1).unwrap_err();
+            assert!(e.to_string().contains("from 0 to 2147483647"), "{e}");
+        }
+    }
 
     /// A delete cut short (its request answered 500) must leave the connector in the topic, for a retry to
     /// delete, rather than have deleted it behind the client's back: the connector's tombstone is written last.

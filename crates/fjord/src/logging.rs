@@ -248,31 +248,50 @@ impl Logging {
         self.levels.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set_level(&self, name: &str, level: &'static str) -> Vec<String> {
+    /// Sets a level: the filter is reloaded first, and the levels shown change only if that worked.
+    fn set_level(&self, name: &str, level: &'static str) -> Result<Vec<String>, String> {
         let mut levels = self.levels();
-        let changed = levels.set(name, level, now_ms());
-        match EnvFilter::try_new(levels.render()) {
-            Ok(f) => {
-                if let Err(e) = self.filter.reload(f) {
-                    tracing::warn!("the log levels could not be changed: {e}");
-                }
-            }
-            Err(e) => tracing::warn!("the log levels could not be changed: {e}"),
-        }
-        changed
+        let mut next = levels.clone();
+        let changed = next.set(name, level, now_ms());
+        let filter = EnvFilter::try_new(next.render()).map_err(|e| e.to_string())?;
+        self.filter.reload(filter).map_err(|e| e.to_string())?;
+        *levels = next;
+        Ok(changed)
     }
 
-    fn lines(&self, after: u64, connector: Option<&str>, max: usize) -> Vec<(u64, String)> {
+    /// Up to `max` lines (of one connector when given): those after `after`, oldest first, or with no `after` the
+    /// last `max`. Sequence numbers are consecutive, so the lines after `after` are found by position, and the
+    /// last ones by walking back: the lock every log line takes is held for `max` matches, not for a copy of all.
+    fn lines(&self, after: Option<u64>, connector: Option<&str>, max: usize) -> Vec<(u64, String)> {
         let guard = self.ring.lines.lock().unwrap_or_else(|e| e.into_inner());
-        guard
-            .0
-            .iter()
-            .filter(|(seq, line)| {
-                *seq > after && connector.is_none_or(|c| mentions_connector(line, c))
-            })
-            .take(max)
-            .cloned()
-            .collect()
+        let lines = &guard.0;
+        let wanted =
+            |(_, line): &&(u64, String)| connector.is_none_or(|c| mentions_connector(line, c));
+        match after {
+            Some(after) => {
+                let first = lines.front().map_or(0, |l| l.0);
+                let skip = usize::try_from(after.saturating_add(1).saturating_sub(first))
+                    .unwrap_or(usize::MAX);
+                lines
+                    .iter()
+                    .skip(skip)
+                    .filter(wanted)
+                    .take(max)
+                    .cloned()
+                    .collect()
+            }
+            None => {
+                let mut last: Vec<_> = lines
+                    .iter()
+                    .rev()
+                    .filter(wanted)
+                    .take(max)
+                    .cloned()
+                    .collect();
+                last.reverse();
+                last
+            }
+        }
     }
 }
 
@@ -302,13 +321,13 @@ impl fjord_connect::admin_logging::LogAdmin for Logging {
         }
     }
 
-    fn set_level(&self, name: &str, level: &'static str) -> Vec<String> {
+    fn set_level(&self, name: &str, level: &'static str) -> Result<Vec<String>, String> {
         Logging::set_level(self, name, level)
     }
 
     fn lines(
         &self,
-        after: u64,
+        after: Option<u64>,
         connector: Option<&str>,
         max: usize,
     ) -> Vec<fjord_connect::admin_logging::LogLine> {
@@ -395,5 +414,31 @@ mod tests {
             last.len()
         );
         assert_eq!(guard.1, (KEEP_LINES + 12) as u64);
+    }
+
+    #[test]
+    fn lines_after_a_sequence_number_and_the_last_ones_per_connector() {
+        let logging = Logging {
+            filter: reload::Layer::<EnvFilter, Registry>::new(EnvFilter::new("info")).1,
+            levels: Mutex::new(Levels::parse("info")),
+            ring: Arc::new(Ring {
+                lines: Mutex::new((VecDeque::new(), 1)),
+            }),
+        };
+        for i in 0..KEEP_LINES + 20 {
+            let c = if i % 2 == 0 { "a" } else { "b" };
+            logging.ring.push(format!("line {i} connector={c}"));
+        }
+        // The ring starts at seq 21 now; after 30: seq 31, 32, ...
+        let after = logging.lines(Some(30), None, 3);
+        assert_eq!(after.iter().map(|l| l.0).collect::<Vec<_>>(), [31, 32, 33]);
+        // Before the ring's start: from its first line; past the end or u64::MAX: nothing, no overflow.
+        assert_eq!(logging.lines(Some(0), None, 1)[0].0, 21);
+        assert!(logging.lines(Some(u64::MAX), None, 5).is_empty());
+        // The last lines of one connector, oldest first.
+        let last = logging.lines(None, Some("b"), 2);
+        let end = (KEEP_LINES + 20) as u64;
+        assert_eq!(last.iter().map(|l| l.0).collect::<Vec<_>>(), [end - 2, end]);
+        assert!(last.iter().all(|l| l.1.ends_with("connector=b")));
     }
 }
