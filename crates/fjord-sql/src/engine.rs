@@ -1270,7 +1270,7 @@ impl Engine {
             .name(format!("sql-{query_id}"))
             .spawn(move || {
                 let r = match &table {
-                    Some(t) => stateful::pull(t, &plan, &tx),
+                    Some(t) => stateful::pull(t, &plan, &tx, stall),
                     None => run_push(&bootstrap, &qid, &plan, &reset, pull, &tx, stall),
                 };
                 if let Err(e) = r {
@@ -1722,6 +1722,11 @@ fn run_persistent(
                 None => break,
                 Some(Err(e)) => return Err(format!("consuming {} failed: {e}", source.topic)),
                 Some(Ok(m)) => {
+                    // A record whose schema the registry cannot be asked about now is not a bad record: stop
+                    // before it (nothing from it on is committed) and restart from the committed offsets.
+                    format::registry_reachable(source, m.key(), m.payload()).map_err(|e| {
+                        format!("partition {} offset {}: {e}", m.partition(), m.offset())
+                    })?;
                     n += 1;
                     stats.records_in.fetch_add(1, Ordering::Relaxed);
                     offsets.insert(m.partition(), m.offset());
@@ -1925,6 +1930,9 @@ fn run_push(
                 {
                     ends.remove(&m.partition());
                 }
+                // A push query shows every row or ends saying why: it does not skip a record the registry
+                // cannot be asked about.
+                format::registry_reachable(&plan.source, m.key(), m.payload())?;
                 let ts = m.timestamp().to_millis().unwrap_or(0);
                 let row = match format::decode(
                     &plan.source,

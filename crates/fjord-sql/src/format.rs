@@ -49,6 +49,30 @@ fn read_avro(bytes: &[u8]) -> Result<Avro, String> {
     }
 }
 
+/// Err when a record of `def` names a schema the registry cannot be asked about right now (unreachable, timed
+/// out, a 5xx). Such a record is not unreadable and must not be skipped: the caller stops (and, after a
+/// restart, reads it again from the committed offsets) or waits. Everything else, a bad header or an unknown
+/// id included, is `decode`'s to report.
+pub fn registry_reachable(
+    def: &SourceDef,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Result<(), String> {
+    // JSON_SR bodies are read without their schema; only AVRO needs the registry to decode.
+    for (format, bytes) in [(def.key_format, key), (def.value_format, value)] {
+        if format != Format::Avro {
+            continue;
+        }
+        let (Some(bytes), Some(reg)) = (bytes, registry::global()) else {
+            continue;
+        };
+        if let Ok((id, _)) = registry::split_wire(bytes) {
+            reg.reachable_for(id)?;
+        }
+    }
+    Ok(())
+}
+
 /// A JSON_SR body (Confluent's JSONSchemaSerializer) as JSON.
 fn read_json_sr(bytes: &[u8]) -> Result<J, String> {
     let (_, body) = registry::split_wire(bytes)?;

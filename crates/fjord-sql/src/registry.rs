@@ -46,6 +46,38 @@ pub struct Registry {
 
 static GLOBAL: RwLock<Option<Arc<Registry>>> = RwLock::new(None);
 
+/// A failed registry call: `unavailable` when the registry could not answer (unreachable, timed out, a 5xx),
+/// as opposed to an answer that refuses or a schema that cannot be used.
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub unavailable: bool,
+}
+
+impl Failure {
+    fn unavailable(message: String) -> Failure {
+        Failure {
+            message,
+            unavailable: true,
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure {
+            message,
+            unavailable: false,
+        }
+    }
+}
+
+impl From<Failure> for String {
+    fn from(f: Failure) -> String {
+        f.message
+    }
+}
+
 /// The registry the engine was started with (the record formats find it here).
 pub fn global() -> Option<Arc<Registry>> {
     GLOBAL.read().ok().and_then(|g| g.clone())
@@ -132,27 +164,27 @@ impl Registry {
     }
 
     /// One request; `Ok(None)` for 404 (no such subject or version). Blocks (not on an async worker).
-    fn request(&self, method: &str, path: &str, body: Option<&J>) -> Result<Option<J>, String> {
+    fn request(&self, method: &str, path: &str, body: Option<&J>) -> Result<Option<J>, Failure> {
         let fut = self.send(method, path, body);
         match self
             .handle
             .block_on(async { tokio::time::timeout(TIMEOUT, fut).await })
         {
             Ok(r) => r,
-            Err(_) => Err(format!(
+            Err(_) => Err(Failure::unavailable(format!(
                 "the schema registry at {} did not answer {method} {path} within {} s",
                 self.url,
                 TIMEOUT.as_secs()
-            )),
+            ))),
         }
     }
 
-    async fn send(&self, method: &str, path: &str, body: Option<&J>) -> Result<Option<J>, String> {
+    async fn send(&self, method: &str, path: &str, body: Option<&J>) -> Result<Option<J>, Failure> {
         let unreachable = |e: String| {
-            format!(
+            Failure::unavailable(format!(
                 "cannot reach the schema registry at {} ({e}): is it running?",
                 self.url
-            )
+            ))
         };
         let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
@@ -194,27 +226,33 @@ impl Registry {
         let bytes = Limited::new(resp.into_body(), MAX_ANSWER)
             .collect()
             .await
-            .map_err(|e| format!("cannot read the schema registry's answer: {e}"))?
+            .map_err(|e| {
+                Failure::unavailable(format!("cannot read the schema registry's answer: {e}"))
+            })?
             .to_bytes();
         let v: Option<J> = serde_json::from_slice(&bytes).ok();
         match status {
             200..=299 => v.map(Some).ok_or_else(|| {
-                format!(
+                Failure::from(format!(
                     "the schema registry's answer to {method} {path} is not JSON: {}",
                     String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-                )
+                ))
             }),
             404 => Ok(None),
-            _ => Err(format!(
-                "the schema registry refused {method} {path}: {} (HTTP {status})",
-                v.as_ref()
-                    .and_then(|v| v.get("message"))
-                    .and_then(J::as_str)
-                    .map_or_else(
-                        || String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
-                        str::to_string
-                    )
-            )),
+            _ => Err(Failure {
+                // A server error (a registry restarting, its store unavailable) passes; a 4xx is an answer.
+                unavailable: status >= 500,
+                message: format!(
+                    "the schema registry refused {method} {path}: {} (HTTP {status})",
+                    v.as_ref()
+                        .and_then(|v| v.get("message"))
+                        .and_then(J::as_str)
+                        .map_or_else(
+                            || String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+                            str::to_string
+                        )
+                ),
+            }),
         }
     }
 
@@ -234,6 +272,20 @@ impl Registry {
 
     /// The schema with registry id `id` (cached: ids are immutable).
     pub fn by_id(&self, id: u32) -> Result<Arc<Registered>, String> {
+        Ok(self.lookup_id(id)?)
+    }
+
+    /// Err only when the registry cannot say what schema `id` is (unreachable, timed out, a 5xx): a record
+    /// written with it must then not be skipped as unreadable, or a registry restart would drop input.
+    /// Caches the schema when it is there; an id the registry does not know is for `by_id` to report.
+    pub fn reachable_for(&self, id: u32) -> Result<(), String> {
+        match self.lookup_id(id) {
+            Err(f) if f.unavailable => Err(f.message),
+            _ => Ok(()),
+        }
+    }
+
+    fn lookup_id(&self, id: u32) -> Result<Arc<Registered>, Failure> {
         if let Some(s) = self.by_id.lock().expect("schema cache").get(&id) {
             return Ok(s.clone());
         }
@@ -308,5 +360,53 @@ mod tests {
             .unwrap_err()
             .contains("magic byte"));
         assert!(split_wire(&[0, 1]).unwrap_err().contains("too short"));
+    }
+
+    /// A server on 127.0.0.1 that answers every request with `status` (and an empty JSON object).
+    fn answering(status: &'static str) -> std::net::SocketAddr {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().take(4) {
+                let Ok(mut c) = conn else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf);
+                let _ = c.write_all(
+                    format!(
+                        "HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn only_a_registry_that_cannot_answer_makes_a_schema_unreachable() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let at = |addr: std::net::SocketAddr| {
+            Registry::new(&format!("http://{addr}"), rt.handle().clone()).unwrap()
+        };
+        // Nothing listens: unreachable (a record must not be skipped for it).
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let e = at(closed).reachable_for(7).unwrap_err();
+        assert!(e.contains("cannot reach the schema registry"), "{e}");
+        // A server error: the registry is there but cannot answer now.
+        let e = at(answering("500 Internal Server Error"))
+            .reachable_for(7)
+            .unwrap_err();
+        assert!(e.contains("HTTP 500"), "{e}");
+        // An answer (no such id): reachable; decoding the record reports the unknown id.
+        let r = at(answering("404 Not Found"));
+        r.reachable_for(7).unwrap();
+        match r.by_id(7) {
+            Err(e) => assert!(e.contains("no schema with id 7"), "{e}"),
+            Ok(_) => panic!("a 404 is no schema"),
+        }
     }
 }

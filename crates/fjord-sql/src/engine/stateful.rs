@@ -561,16 +561,25 @@ fn fold(a: &AggCall, acc: &mut J, arg: &J, no_arg: bool) {
                 *acc = arg.clone();
             }
         }
-        AggFunc::CountDistinct | AggFunc::CollectSet => {
+        AggFunc::CountDistinct => {
             if let Some(set) = acc.as_array_mut() {
                 if !set.contains(arg) {
                     set.push(arg.clone());
                 }
             }
         }
+        AggFunc::CollectSet => {
+            if let Some(set) = acc.as_array_mut() {
+                if set.len() < COLLECT_LIMIT && !set.contains(arg) {
+                    set.push(arg.clone());
+                }
+            }
+        }
         AggFunc::CollectList => {
             if let Some(l) = acc.as_array_mut() {
-                l.push(arg.clone());
+                if l.len() < COLLECT_LIMIT {
+                    l.push(arg.clone());
+                }
             }
         }
         AggFunc::LatestByOffset => *acc = arg.clone(),
@@ -581,6 +590,10 @@ fn fold(a: &AggCall, acc: &mut J, arg: &J, no_arg: bool) {
         }
     }
 }
+
+/// How many values COLLECT_LIST and COLLECT_SET keep per group: later ones are ignored, as ksqlDB's
+/// `ksql.functions.collect_list.limit` / `collect_set.limit` (default 1000) do, so a group's state stays bounded.
+const COLLECT_LIMIT: usize = 1000;
 
 fn merge_acc(a: &AggCall, acc: &mut J, other: &J) {
     match a.func {
@@ -695,20 +708,48 @@ fn application_id(query_id: &str) -> String {
     if id.len() <= 60 {
         return id;
     }
-    // Keep the distinct sequence number at the end.
-    let tail = query_id.rsplit('_').next().unwrap_or("");
-    format!("{}_{tail}", &id[..59 - tail.len()])
+    // Keep the distinct sequence number at the end (a query id from the command topic may be anything: the
+    // tail is at most 20 bytes and both cuts fall on character boundaries).
+    let last = query_id.rsplit('_').next().unwrap_or("");
+    let mut start = last.len().saturating_sub(20);
+    while !last.is_char_boundary(start) {
+        start += 1;
+    }
+    let tail = &last[start..];
+    let mut cut = 59 - tail.len();
+    while !id.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}_{tail}", &id[..cut])
 }
 
 fn builder(
     plan: &Arc<AggPlan>,
     sink: &SourceDef,
     stats: &Arc<QueryStats>,
+    stop: &Arc<AtomicBool>,
 ) -> std::result::Result<StreamsBuilder, String> {
     let b = StreamsBuilder::new();
     let src = plan.source.clone();
     let p = plan.clone();
     let st = stats.clone();
+    // A record whose schema the registry cannot be asked about now is waited for, not skipped (the streams
+    // library has no failing operator; its thread blocks, so nothing after the record is committed).
+    let (stop_wait, src_wait) = (stop.clone(), src.clone());
+    let wait_for_registry = Arc::new(move |r: &Record| {
+        let mut pause = Duration::from_millis(100);
+        while let Err(e) =
+            format::registry_reachable(&src_wait, r.key.as_deref(), r.value.as_deref())
+        {
+            if stop_wait.load(Ordering::SeqCst) {
+                return;
+            }
+            tracing::warn!(error = %e, "waiting for the schema registry before the next record");
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    });
+    let wait_in_extractor = wait_for_registry.clone();
     let source = if src.timestamp.is_some() {
         // Event time from the TIMESTAMP column (ROWTIME as decode sets it); a row that does not decode keeps
         // the record's time and is counted when the map below skips it.
@@ -716,6 +757,7 @@ fn builder(
         b.stream_with(
             &src.topic,
             fjord_streams::Consumed::with_timestamp_extractor(move |r| {
+                wait_in_extractor(r);
                 format::decode(
                     &s2,
                     r.key.as_deref(),
@@ -733,6 +775,7 @@ fn builder(
     };
     let inputs = source.flat_map(move |r: Record| {
         st.records_in.fetch_add(1, Ordering::Relaxed);
+        wait_for_registry(&r);
         let out = format::decode(
             &src,
             r.key.as_deref(),
@@ -845,7 +888,7 @@ pub fn start(
         )));
     }
     let plan = Arc::new(plan);
-    let topology = builder(&plan, sink, &stats)
+    let topology = builder(&plan, sink, &stats, &stop)
         .map_err(SqlError::execution)?
         .build()
         .map_err(|e| SqlError::execution(format!("the query's topology is invalid: {e}")))?;
@@ -919,6 +962,7 @@ pub fn pull(
     tq: &TableQuery,
     plan: &SelectPlan,
     tx: &tokio::sync::mpsc::Sender<std::result::Result<Row, String>>,
+    stall: std::time::Duration,
 ) -> std::result::Result<(), String> {
     let key_col = PSEUDO.len() + tq.plan.key_index();
     let key = plan
@@ -938,11 +982,15 @@ pub fn pull(
             break;
         }
         if let Some(vals) = super::apply(plan, &row)? {
-            if tx
-                .blocking_send(Ok(vals.iter().map(Value::to_json).collect()))
-                .is_err()
-            {
-                return Ok(());
+            // As a push query: a client that takes nothing for `stall` ends it (thread and slot freed).
+            if !super::send_bounded(tx, Ok(vals.iter().map(Value::to_json).collect()), stall) {
+                if tx.is_closed() {
+                    return Ok(());
+                }
+                return Err(format!(
+                    "the client read no row for {} s: the pull query was ended",
+                    stall.as_secs_f64()
+                ));
             }
             sent += 1;
         }
@@ -1265,5 +1313,43 @@ mod tests {
         let app = application_id(&id);
         assert!(app.len() <= 60 && app.ends_with("_12"), "{app}");
         assert_eq!(application_id("CTAS_T_3"), "_fjord_sql_CTAS_T_3");
+    }
+
+    #[test]
+    fn application_ids_of_any_query_id_fit_without_panicking() {
+        assert_eq!(application_id("CTAS_T_1"), "_fjord_sql_CTAS_T_1");
+        for qid in [
+            format!("CTAS_{}_7", "X".repeat(80)),
+            format!("CTAS_T_{}", "9".repeat(80)),
+            format!("CTAS_{}", "é".repeat(40)),
+            "é".repeat(70),
+            "_".repeat(90),
+            "\u{1F600}".repeat(30),
+        ] {
+            let id = application_id(&qid);
+            assert!(id.len() <= 60, "{id}");
+        }
+        assert!(application_id(&format!("CTAS_{}_7", "X".repeat(80))).ends_with("_7"));
+    }
+
+    #[test]
+    fn collect_list_and_set_keep_at_most_ksqldbs_limit() {
+        for func in [AggFunc::CollectList, AggFunc::CollectSet] {
+            let a = AggCall {
+                func,
+                args: Vec::new(),
+                out_ty: None,
+            };
+            let mut acc = json!([]);
+            for i in 0..COLLECT_LIMIT + 50 {
+                fold(&a, &mut acc, &json!(i), false);
+            }
+            let other = json!([-1, -2]);
+            merge_acc(&a, &mut acc, &other);
+            let kept = acc.as_array().unwrap();
+            assert_eq!(kept.len(), COLLECT_LIMIT, "{func:?}");
+            assert_eq!(kept[0], json!(0));
+            assert_eq!(kept[COLLECT_LIMIT - 1], json!(COLLECT_LIMIT - 1));
+        }
     }
 }
