@@ -12,6 +12,9 @@ use crate::services::{enc, Failed, Kind};
 
 /// Largest product of the two versions' line counts the diff compares (its table's cells).
 const MAX_DIFF_CELLS: usize = 4_000_000;
+/// Most lines of one version the diff takes (so that a huge version beside a small one is refused too: the
+/// answer lists every line).
+const MAX_DIFF_LINES: usize = 5_000;
 
 impl From<Failed> for Fail {
     fn from(f: Failed) -> Fail {
@@ -74,6 +77,15 @@ pub async fn route(ctx: &Ctx, method: &Method, seg: &[&str], q: &Query, body: &[
             "no such API: /api/{}; see /api/openapi.json for the endpoints",
             seg.join("/")
         ))),
+    }
+}
+
+/// A service's answer, `None` for its 404, any other failure as the error.
+fn found(r: Result<Value, Fail>) -> Result<Option<Value>, Fail> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(f) if f.status == StatusCode::NOT_FOUND => Ok(None),
+        Err(f) => Err(f),
     }
 }
 
@@ -160,24 +172,29 @@ async fn subjects(ctx: &Ctx, q: &Query) -> Answer {
     let global = registry(ctx, Method::GET, "/config", None).await?;
     let mut rows = Vec::new();
     for name in names.iter().skip(offset).take(limit) {
-        // A subject deleted between the list and here is left out, not an error.
-        let Ok(versions) = registry(
-            ctx,
-            Method::GET,
-            &format!("/subjects/{}/versions", enc(name)),
-            None,
-        )
-        .await
+        // A subject deleted between the list and here (404) is left out; any other failure (a registry that
+        // timed out) is the answer's, not a shorter list.
+        let Some(versions) = found(
+            registry(
+                ctx,
+                Method::GET,
+                &format!("/subjects/{}/versions", enc(name)),
+                None,
+            )
+            .await,
+        )?
         else {
             continue;
         };
-        let latest = registry(
-            ctx,
-            Method::GET,
-            &format!("/subjects/{}/versions/latest", enc(name)),
-            None,
-        )
-        .await
+        let latest = found(
+            registry(
+                ctx,
+                Method::GET,
+                &format!("/subjects/{}/versions/latest", enc(name)),
+                None,
+            )
+            .await,
+        )?
         .unwrap_or(Value::Null);
         rows.push(json!({
             "subject": name,
@@ -204,9 +221,7 @@ async fn subject(ctx: &Ctx, s: &str) -> Answer {
     .await?;
     let latest = version(ctx, s, "latest").await?;
     // A subject without its own level follows the global one (the registry answers 404 for the subject).
-    let own = registry(ctx, Method::GET, &format!("/config/{}", enc(s)), None)
-        .await
-        .ok()
+    let own = found(registry(ctx, Method::GET, &format!("/config/{}", enc(s)), None).await)?
         .and_then(|c| c.get("compatibilityLevel").cloned());
     let global = registry(ctx, Method::GET, "/config", None).await?;
     let global = global
@@ -261,7 +276,8 @@ async fn diff(ctx: &Ctx, s: &str, q: &Query) -> Answer {
     let text = |v: &Value| v["pretty"].as_str().unwrap_or("").to_string();
     let (ta, tb) = (text(&a), text(&b));
     let (la, lb): (Vec<&str>, Vec<&str>) = (ta.lines().collect(), tb.lines().collect());
-    if la.len().saturating_mul(lb.len()) > MAX_DIFF_CELLS {
+    if la.len().saturating_mul(lb.len()) > MAX_DIFF_CELLS || la.len().max(lb.len()) > MAX_DIFF_LINES
+    {
         return Err(bad(format!(
             "these versions are too large to compare here ({} and {} lines); fetch both with `fjord schemas get` and diff them locally",
             la.len(),
@@ -378,24 +394,31 @@ async fn register(ctx: &Ctx, s: &str, body: &[u8]) -> Answer {
         Some(&req),
     )
     .await?;
-    // The version it got (or already had): the registry's lookup of the same schema.
-    let found = registry(
+    // The version it got (or already had): the registry's lookup of the same schema. The registration stands
+    // even when the lookup fails; the answer then says the version is unknown rather than `null`.
+    let lookup = registry(
         ctx,
         Method::POST,
         &format!("/subjects/{}", enc(s)),
         Some(&req),
     )
-    .await
-    .unwrap_or(Value::Null);
+    .await;
     let id = got.get("id").cloned().unwrap_or(Value::Null);
-    let version = found.get("version").cloned().unwrap_or(Value::Null);
-    Ok((
-        StatusCode::OK,
-        json!({
-            "subject": s, "id": id, "version": version,
-            "message": format!("Registered under {s}: schema id {id}, version {version}."),
-        }),
-    ))
+    let mut answer = json!({"subject": s, "id": id});
+    match lookup.ok().and_then(|f| f.get("version").cloned()) {
+        Some(version) => {
+            answer["message"] =
+                format!("Registered under {s}: schema id {id}, version {version}.").into();
+            answer["version"] = version;
+        }
+        None => {
+            answer["message"] = format!(
+                "Registered under {s}: schema id {id}; its version could not be looked up (reload the subject)."
+            )
+            .into();
+        }
+    }
+    Ok((StatusCode::OK, answer))
 }
 
 /// Deletes a subject (every version) or one version, soft unless `permanent` (which the registry allows only

@@ -1170,6 +1170,35 @@ fn schemas_and_connectors_through_the_dashboard_api() {
         (&serde_json::json!(0), &serde_json::json!(5)),
         "{d}"
     );
+    // A huge version beside a small one is refused (each side is bounded, not only their product): 1,300
+    // fields are about 5,200 pretty lines. The wide version first: dropping fields is a compatible change.
+    let wide_fields: Vec<String> = (0..1300)
+        .map(|i| format!(r#"{{"name":"f{i}","type":"int"}}"#))
+        .collect();
+    let wide = format!(
+        r#"{{"type":"record","name":"Wide","fields":[{}]}}"#,
+        wide_fields.join(",")
+    );
+    let narrow = r#"{"type":"record","name":"Wide","fields":[{"name":"f0","type":"int"}]}"#;
+    for schema in [wide.as_str(), narrow] {
+        let (s, v) = api(
+            &h,
+            "POST",
+            "/api/schemas/wide-value/versions",
+            Some(&body(schema, false)),
+        );
+        assert_eq!(s, 200, "registering a version of wide-value: {v}");
+    }
+    let (status, v) = api(&h, "GET", "/api/schemas/wide-value/diff?from=1&to=2", None);
+    let shown: String = v.to_string().chars().take(300).collect();
+    assert_eq!(status, 400, "{shown}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("too large to compare"),
+        "{shown}"
+    );
     let (s, v) = api(
         &h,
         "PUT",
