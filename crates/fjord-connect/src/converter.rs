@@ -113,7 +113,7 @@ impl Converter {
                     ),
                     Data::Bytes(b) => (
                         serde_json::json!({"type": "bytes", "optional": false}),
-                        serde_json::Value::String(base64(b)),
+                        serde_json::Value::String(base64_encode(b)),
                     ),
                     Data::Json(v) => (serde_json::Value::Null, v.clone()),
                     Data::Null => unreachable!("handled above"),
@@ -163,51 +163,30 @@ impl Converter {
     }
 }
 
-/// Base64 to bytes (standard or URL-safe alphabet, padding and whitespace ignored); None when it is not base64.
+/// Padding optional on decode (as Jackson, which Connect's JsonConverter uses, accepts it); anything else strict:
+/// a lone sixth of a byte or stray trailing bits is not base64.
+const LENIENT: base64::engine::GeneralPurposeConfig = base64::engine::GeneralPurposeConfig::new()
+    .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent);
+const STANDARD: base64::engine::GeneralPurpose =
+    base64::engine::GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT);
+const URL_SAFE: base64::engine::GeneralPurpose =
+    base64::engine::GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
+
+/// Base64 to bytes (standard or URL-safe alphabet, padding optional, whitespace ignored); None when it is not
+/// base64.
 pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()) {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
+    use base64::Engine;
+    let compact: String = s.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    STANDARD
+        .decode(&compact)
+        .or_else(|_| URL_SAFE.decode(&compact))
+        .ok()
 }
 
 /// Standard base64 with padding, as Connect's JsonConverter writes `bytes` payloads.
 pub fn base64_encode(b: &[u8]) -> String {
-    base64(b)
-}
-
-fn base64(b: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
-    for chunk in b.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
 }
 
 #[cfg(test)]
@@ -303,11 +282,25 @@ mod tests {
     }
 
     #[test]
-    fn base64_matches_rfc4648() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    fn base64_matches_rfc4648_and_refuses_what_is_not_base64() {
+        assert_eq!(base64_encode(b""), "");
+        assert_eq!(base64_encode(b"f"), "Zg==");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
+        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
+        for (text, bytes) in [
+            ("Zm9vYmFy", &b"foobar"[..]),
+            ("Zg==", b"f"),
+            ("Zg", b"f"),
+            ("Zm 9v\n", b"foo"),
+            ("-_8=", &[0xfb, 0xff][..]),
+            ("+/8=", &[0xfb, 0xff][..]),
+        ] {
+            assert_eq!(base64_decode(text).as_deref(), Some(bytes), "{text}");
+        }
+        // A lone character (6 bits), stray trailing bits, characters outside both alphabets: not base64 (the
+        // old decoder gave b"" or dropped the bits, so a corrupt value became wrong data).
+        for bad in ["Z", "Zh==", "Zm9v!", "Zm=9"] {
+            assert_eq!(base64_decode(bad), None, "{bad}");
+        }
     }
 }
