@@ -117,6 +117,10 @@ pub struct PushQuery {
     pub ended: Arc<Mutex<Option<String>>>,
 }
 
+/// The largest single allocation (a string, bytes or array length) an Avro datum may ask for: 64 MiB, far above
+/// a Kafka record's usual size (`message.max.bytes`, 1 MiB by default).
+const MAX_AVRO_ALLOCATION: usize = 64 << 20;
+
 /// Hands one item to a push query's client, waiting at most `stall` for room; false when the client is gone
 /// or took nothing for that long. (`blocking_send` waited for ever: a client that stopped reading held the
 /// query's thread, consumer and slot until the server stopped.)
@@ -166,6 +170,18 @@ impl Engine {
             )),
             None => None,
         };
+        if registry.is_some() {
+            // apache-avro allocates what a datum's length prefix says before reading it (up to 512 MiB by
+            // default): a hostile record of a few bytes must not make the engine allocate that much. The
+            // setting is the process's, first caller wins.
+            let cap = apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION);
+            if cap != MAX_AVRO_ALLOCATION {
+                tracing::warn!(
+                    cap,
+                    "apache-avro's allocation limit was set elsewhere first"
+                );
+            }
+        }
         crate::registry::install(registry);
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &cfg.bootstrap)
