@@ -314,10 +314,24 @@ pub async fn logs(
         .map(|n| format!("&connector={}", segment(n)))
         .unwrap_or_default();
     let mut path = format!("/admin/logs?lines={lines}{filter}");
+    let mut after: Option<u64> = None;
     loop {
         let v = call(rest, "GET", &path, None).await?;
+        let got = v["lines"].as_array().map(Vec::as_slice).unwrap_or_default();
+        // Without a connector filter the sequence numbers are consecutive: a gap is lines the worker no longer
+        // keeps (more than it keeps were logged between two polls).
+        if let (Some(after), None, Some(first)) =
+            (after, name, got.first().and_then(|l| l["seq"].as_u64()))
+        {
+            if first > after + 1 {
+                eprintln!(
+                    "({} lines were logged and dropped before they could be read)",
+                    first - after - 1
+                );
+            }
+        }
         let mut out = std::io::stdout().lock();
-        for l in v["lines"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        for l in got {
             if let Some(text) = l["line"].as_str() {
                 writeln!(out, "{text}").map_err(|e| CliError::new(EXIT_FAILURE, e.to_string()))?;
             }
@@ -327,7 +341,13 @@ pub async fn logs(
         if !follow {
             return Ok(());
         }
-        let next = v["next"].as_u64().unwrap_or(0);
+        let Some(next) = v["next"].as_u64() else {
+            return Err(CliError::new(
+                EXIT_FAILURE,
+                format!("the worker's /admin/logs answer has no `next`: {v}"),
+            ));
+        };
+        after = Some(next);
         path = format!("/admin/logs?after={next}&lines=10000{filter}");
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
