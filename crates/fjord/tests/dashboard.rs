@@ -1288,7 +1288,10 @@ fn schemas_and_connectors_through_the_dashboard_api() {
             "file": lines_file.display().to_string(), "topic": "lines"}}),
         serde_json::json!({"name": "strict", "config": {"connector.class": "FileStreamSink",
             "file": sink_file.display().to_string(), "topics": "plain",
-            "value.converter": "org.apache.kafka.connect.json.JsonConverter"}}),
+            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+            // FAILED stays FAILED (as in Kafka Connect): Fjord's automatic restart would otherwise show it
+            // RUNNING again for a moment after its 5 s backoff.
+            "task.restart.max.attempts": "0"}}),
     ] {
         let (s, v) = common::connect::http(&conn, "POST", "/connectors", Some(&config.to_string()));
         assert_eq!(s, 201, "{v}");
@@ -1454,7 +1457,10 @@ fn schemas_connect_and_many_groups_in_a_real_browser() {
             "file": lines_file.display().to_string(), "topic": "lines"}}),
         serde_json::json!({"name": "strict", "config": {"connector.class": "FileStreamSink",
             "file": dir.path().join("out.txt").display().to_string(), "topics": "plain",
-            "value.converter": "org.apache.kafka.connect.json.JsonConverter"}}),
+            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+            // FAILED stays FAILED (as in Kafka Connect): Fjord's automatic restart would otherwise show it
+            // RUNNING again for a moment after its 5 s backoff.
+            "task.restart.max.attempts": "0"}}),
     ] {
         let (s, v) = common::connect::http(&conn, "POST", "/connectors", Some(&config.to_string()));
         assert_eq!(s, 201, "{v}");
