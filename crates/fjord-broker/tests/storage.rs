@@ -504,7 +504,11 @@ async fn creating_a_thousand_partitions_does_not_stall_other_topics() {
     assert_eq!(produce(&mut c, "busy", 0, 1).await, (0, 0));
     let addr = broker.local_addr();
     let big = tokio::spawn(async move {
-        let mut admin = Client::connect_to(addr).await;
+        // 1000 partitions' directories and files, each synced: about 12 s on a quiet 2-core machine, and over
+        // 30 s when other tests and builds share it.
+        let mut admin = Client::connect_to(addr)
+            .await
+            .answer_within(Duration::from_secs(180));
         create_topic(&mut admin, "big", 1000).await;
     });
     // Wait (bounded) until the creation is under way: its first partition directories exist.

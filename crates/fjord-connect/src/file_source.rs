@@ -9,6 +9,7 @@
 //! A file shorter than the stored position was truncated, and one whose inode changed was rotated: both are
 //! read again from the start, with a log line saying so.
 
+use std::collections::VecDeque;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,8 @@ use crate::worker::TaskContext;
 /// How long the task waits for the file to grow when it has read everything (Connect's FileStreamSource
 /// waits one second; shorter here, so that a new line is sent sooner).
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Batches (of `batch.size` lines) handed to the producer and not yet acknowledged, at most.
+const MAX_IN_FLIGHT: usize = 8;
 /// The longest line sent when the producer's `message.max.bytes` is not overridden (librdkafka's default): a
 /// longer line cannot be one record, so the task fails on it with what to do instead of buffering it without bound
 /// or cutting it into pieces (Kafka's FileStreamSourceTask sends every line whole, growing its buffer as needed).
@@ -244,6 +247,28 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
     let mut missing_logged = false;
     let mut last_flush = Instant::now();
     let mut unflushed = false;
+    // Batches sent and not yet acknowledged, oldest first, each with the file position its last line ends at.
+    // They complete in order (one partition, an idempotent producer), so the position only ever advances to
+    // the end of a batch whose records, and all before them, are acknowledged.
+    let mut in_flight: VecDeque<(u64, tokio::task::JoinHandle<Result<(), String>>)> =
+        VecDeque::new();
+    // Waits for the oldest batch: its end becomes the offset.
+    macro_rules! settle_oldest {
+        () => {{
+            let (end, acked) = in_flight.pop_front().expect("a batch in flight");
+            match acked.await {
+                Ok(Ok(())) => {
+                    position = end;
+                    ctx.offsets
+                        .put(&ctx.connector, partition.clone(), json!({"position": position}));
+                    unflushed = true;
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(format!("sending to {topic} stopped: {e}")),
+            }
+        }};
+    }
     let result = loop {
         // A dropped sender (the worker is gone) means stop too.
         if *stop.borrow() || stop.has_changed().is_err() {
@@ -285,6 +310,20 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
             Ok(Err((l, e))) => (l, Some(e)),
             Err(e) => break Err(format!("reading {path} failed: {e}")),
         };
+        if lines.is_empty() && !in_flight.is_empty() {
+            // Caught up with the file: everything sent is settled before the file's state is checked (a rotation
+            // resets the position, which an older batch must not move afterwards) and before the offsets flush.
+            let mut failed = None;
+            while !in_flight.is_empty() {
+                if let Err(e) = settle_oldest!() {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            if let Some(e) = failed {
+                break Err(e);
+            }
+        }
         if lines.is_empty() {
             if let Some(e) = too_long {
                 break Err(too_long_trace(&ctx, &path, &e).await);
@@ -324,17 +363,44 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
             continue;
         }
         let end = lines.last().map(|(_, end)| *end).expect("not empty");
-        if let Err(e) = send_batch(&producer, &ctx, &chain, &topic, lines).await {
+        let pending = match send_batch(&producer, &ctx, &chain, &topic, lines).await {
+            Ok(p) => p,
+            Err(e) => break Err(e),
+        };
+        let topic_name = topic.clone();
+        let connector = ctx.connector.clone();
+        in_flight.push_back((
+            end,
+            tokio::spawn(async move {
+                for f in pending {
+                    match f.await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err((e, _))) => return Err(produce_error(&connector, &topic_name, &e)),
+                        Err(_) => {
+                            return Err(format!(
+                                "the producer was closed while sending to {topic_name}"
+                            ))
+                        }
+                    }
+                }
+                Ok(())
+            }),
+        ));
+        // Reading goes on while earlier batches are in flight (waiting for each batch's acknowledgement before
+        // reading the next made throughput one batch per round trip); at most MAX_IN_FLIGHT of them, and those
+        // already acknowledged are settled now.
+        let mut failed = None;
+        while in_flight.len() > MAX_IN_FLIGHT
+            || in_flight.front().is_some_and(|(_, h)| h.is_finished())
+        {
+            if let Err(e) = settle_oldest!() {
+                failed = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = failed {
             break Err(e);
         }
-        // Every record up to `end` is acknowledged by all in-sync replicas: `end` may become the offset.
-        position = end;
-        ctx.offsets.put(
-            &ctx.connector,
-            partition.clone(),
-            json!({"position": position}),
-        );
-        unflushed = true;
         if last_flush.elapsed() >= ctx.offset_flush_interval {
             match periodic_flush(&ctx).await {
                 Ok(flushed) => unflushed = !flushed,
@@ -343,6 +409,14 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
             last_flush = Instant::now();
         }
     };
+    // Batches still in flight are waited for (in order, up to the first that failed), so that what was
+    // acknowledged is stored rather than sent again after a restart.
+    while !in_flight.is_empty() {
+        if let Err(e) = settle_oldest!() {
+            tracing::warn!(connector = %ctx.connector, "a batch sent before the task stopped was not acknowledged: {e}");
+            break;
+        }
+    }
     // Whatever was acknowledged is written, also when the task fails for another reason.
     if unflushed {
         flush(&ctx).await?;
@@ -351,15 +425,16 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
     result
 }
 
-/// Sends the lines and waits until every one is acknowledged (or one fails: then nothing of the batch is
-/// committed, and the task fails with the producer's error).
+/// Hands the lines to the producer and returns their delivery futures (the caller waits for them: until every
+/// one is acknowledged, nothing of the batch is committed; a failed one fails the task with the producer's
+/// error).
 async fn send_batch(
     producer: &FutureProducer,
     ctx: &TaskContext,
     chain: &Chain,
     topic: &str,
     lines: Vec<(String, u64)>,
-) -> Result<(), String> {
+) -> Result<Vec<rdkafka::producer::DeliveryFuture>, String> {
     let mut pending = Vec::with_capacity(lines.len());
     for (line, end) in lines {
         // As Connect's WorkerSourceTask: transforms first (a dropped record is not sent, its position still
@@ -414,34 +489,26 @@ async fn send_batch(
                     record = r;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                Err((e, _)) => return Err(produce_error(ctx, topic, &e)),
+                Err((e, _)) => return Err(produce_error(&ctx.connector, topic, &e)),
             }
         }
     }
-    for f in pending {
-        match f.await {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => return Err(produce_error(ctx, topic, &e)),
-            Err(_) => return Err(format!("the producer was closed while sending to {topic}")),
-        }
-    }
-    Ok(())
+    Ok(pending)
 }
 
 /// The trace of a record the producer refused or could not deliver: nothing from it on is stored as sent.
-fn produce_error(ctx: &TaskContext, topic: &str, e: &rdkafka::error::KafkaError) -> String {
+fn produce_error(connector: &str, topic: &str, e: &rdkafka::error::KafkaError) -> String {
     let too_large = matches!(
         e.rdkafka_error_code(),
         Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge)
     );
     let what = if too_large {
-        format!(" (a record is larger than the producer's message.max.bytes or the topic's max.message.bytes: raise producer.max.request.size in the worker config and the topic's max.message.bytes, or skip the line: stop the connector and move its offset past the line with PATCH /connectors/{}/offsets)", ctx.connector)
+        format!(" (a record is larger than the producer's message.max.bytes or the topic's max.message.bytes: raise producer.max.request.size in the worker config and the topic's max.message.bytes, or skip the line: stop the connector and move its offset past the line with PATCH /connectors/{connector}/offsets)")
     } else {
         String::new()
     };
     format!(
-        "producing to {topic} failed: {e}{what}; the lines from the last stored position are sent again when the task restarts (POST /connectors/{c}/restart?includeTasks=true)",
-        c = ctx.connector
+        "producing to {topic} failed: {e}{what}; the lines from the last stored position are sent again when the task restarts (POST /connectors/{connector}/restart?includeTasks=true)"
     )
 }
 

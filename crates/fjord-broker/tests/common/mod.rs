@@ -21,6 +21,8 @@ use tokio::net::TcpStream;
 pub struct Client {
     stream: TcpStream,
     correlation: i32,
+    /// How long `send` waits for an answer before failing the test (30 s unless set).
+    answer_within: Duration,
 }
 
 impl Client {
@@ -33,7 +35,14 @@ impl Client {
         Client {
             stream: TcpStream::connect(addr).await.unwrap(),
             correlation: 0,
+            answer_within: Duration::from_secs(30),
         }
+    }
+
+    /// The same client, waiting up to `d` for each answer (a request whose work grows with its size).
+    pub fn answer_within(mut self, d: Duration) -> Client {
+        self.answer_within = d;
+        self
     }
 
     pub async fn send<R: Request>(&mut self, version: i16, req: &R) -> R::Response {
@@ -46,9 +55,10 @@ impl Client {
             self.stream.read_exact(&mut body).await.unwrap();
             body
         };
-        let body = tokio::time::timeout(Duration::from_secs(30), io)
+        let within = self.answer_within;
+        let body = tokio::time::timeout(within, io)
             .await
-            .expect("the broker answers within 30 s");
+            .unwrap_or_else(|_| panic!("the broker did not answer within {within:?}"));
         let mut buf = Bytes::from(body);
         let h = ResponseHeader::decode(&mut buf, R::Response::header_version(version)).unwrap();
         assert_eq!(h.correlation_id, self.correlation);
