@@ -84,8 +84,7 @@ async fn standby_guard(
 ) -> Response {
     let rebalance =
         |why: String| Error::Conflict(format!("{}{why}", crate::worker::REBALANCE)).into_response();
-    // The leader asking the worker that runs a connector: answered here.
-    if !req.uri().path().starts_with("/connectors") || req.headers().contains_key(OWNER_QUERY) {
+    if answered_here(req.uri().path(), req.headers().contains_key(OWNER_QUERY)) {
         return next.run(req).await;
     }
     if w.is_active() {
@@ -128,6 +127,14 @@ async fn standby_guard(
 /// The header of a request the leader sends to the worker running a connector: answered there, whatever that
 /// worker's role.
 const OWNER_QUERY: &str = "x-fjord-owner-query";
+
+/// Whether a request is answered by this worker whatever its role: everything outside `/connectors`, and the
+/// leader asking the worker that runs a connector (the `x-fjord-owner-query` header) for what only that worker
+/// can answer. The header on any other path (a config write, a delete) is ignored: a follower honouring it
+/// would write to the config topic behind the leader's back.
+fn answered_here(path: &str, owner_query_header: bool) -> bool {
+    !path.starts_with("/connectors") || (owner_query_header && owner_query(path).is_some())
+}
 
 /// The connector of a path only the worker running it can answer: its status, offsets, restarts and tasks'
 /// statuses and restarts.
@@ -563,6 +570,19 @@ async fn validate(Path(plugin): Path<String>, body: Body) -> Result<Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_owner_query_header_is_honoured_only_where_the_owner_answers() {
+        assert!(answered_here("/connector-plugins", false));
+        assert!(answered_here("/connectors/a/status", true));
+        assert!(answered_here("/connectors/a/tasks/0/restart", true));
+        assert!(!answered_here("/connectors/a/status", false));
+        // A write with the header is not answered on a follower: it is forwarded to the leader as any other.
+        assert!(!answered_here("/connectors/a/config", true));
+        assert!(!answered_here("/connectors/a", true));
+        assert!(!answered_here("/connectors", true));
+        assert!(!answered_here("/connectors/a/pause", true));
+    }
 
     #[test]
     fn query_parameters_keep_repeats_and_decode() {

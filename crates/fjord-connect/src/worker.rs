@@ -115,6 +115,9 @@ pub struct Worker {
     /// False while a distributed worker stands by (another worker of its group runs the connectors): the
     /// connector paths of the REST API then answer 409.
     active: AtomicBool,
+    /// Set by `shutdown` before it stops the tasks: a rebalance that completes afterwards (the group thread may
+    /// be inside a JoinGroup for a minute) starts nothing.
+    shutting_down: AtomicBool,
     /// A distributed worker's membership of its group, left at shutdown.
     lease: StdMutex<Option<crate::lease::Lease>>,
     /// Whether the group has assigned this member anything yet (partition 0 or nothing).
@@ -144,6 +147,7 @@ impl Worker {
             config_log: None,
             status_log: None,
             active: AtomicBool::new(true),
+            shutting_down: AtomicBool::new(false),
             lease: StdMutex::new(None),
             settled: AtomicBool::new(false),
             active_lookup: StdMutex::new(None),
@@ -282,6 +286,12 @@ impl Worker {
         view: crate::group::GroupView,
     ) {
         let mut connectors = self.connectors.lock().await;
+        // Checked under the connectors lock that `shutdown` takes after setting it: either this assignment ran
+        // before and `shutdown` stops what it started, or it sees the flag.
+        if self.shutting_down.load(Ordering::SeqCst) {
+            tracing::info!("a rebalance completed while the worker shuts down: nothing is started");
+            return;
+        }
         self.active.store(view.is_leader, Ordering::SeqCst);
         *self.group.lock().unwrap() = Some(view);
         let gone: Vec<String> = connectors
@@ -826,6 +836,7 @@ impl Worker {
     /// Stops every task (each finishes its batch and commits), for a clean shutdown; a distributed worker then
     /// leaves its group, so that a standby takes over at once.
     pub async fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
         let membership = self.membership.lock().unwrap().take();
         if let Some(m) = membership {
             // Every task commits what it sent before the group hears this worker left.
@@ -1157,6 +1168,42 @@ pub(crate) fn test_worker(dir: &std::path::Path) -> Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rebalance that completes after `shutdown` (the group thread was inside a JoinGroup) starts nothing:
+    /// on the old code the connector it assigned ran again after the worker had stopped everything.
+    #[tokio::test]
+    async fn a_rebalance_completing_after_shutdown_starts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = test_worker(dir.path());
+        w.shutdown().await;
+        let config: ConfigMap = [
+            ("connector.class", "FileStreamSource"),
+            ("file", dir.path().join("in.txt").to_str().unwrap()),
+            ("topic", "t"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let stored = BTreeMap::from([(
+            "src".to_string(),
+            crate::distributed::StoredConnector {
+                config,
+                target: TargetState::Running,
+            },
+        )]);
+        let view = crate::group::GroupView {
+            leader: Some("w:1".into()),
+            is_leader: true,
+            mine: ["src".to_string()].into(),
+            owners: BTreeMap::new(),
+        };
+        w.group_assign(stored, view).await;
+        let connectors = w.connectors.lock().await;
+        assert!(
+            connectors.values().all(|c| c.task.is_none()),
+            "a task runs after shutdown"
+        );
+    }
 
     /// Tasks that ignore the stop signal: stopping three of them takes one shutdown timeout, not three, and
     /// every one is aborted; a task that stops at once is joined, not aborted.
