@@ -85,6 +85,35 @@ pub struct WorkerState {
     pub owned: Tasks,
 }
 
+/// Why an assignment cannot be run, when it is not a Fjord leader's: an error set by the leader (Connect's
+/// CONFIG_MISMATCH), a real config offset (Fjord's leader sends -1), or task lists other than Fjord's
+/// `[-1, 0]` (the connector and its one task). An Apache Kafka Connect leader's assignment is all three.
+pub fn foreign(a: &Assignment) -> Option<String> {
+    if a.error != 0 {
+        return Some(format!(
+            "the group's leader {} answered error {}",
+            a.leader_url, a.error
+        ));
+    }
+    if a.config_offset != -1 {
+        return Some(format!(
+            "the group's leader {} is not a Fjord worker (its assignment carries config offset {})",
+            a.leader_url, a.config_offset
+        ));
+    }
+    let odd = a
+        .assigned
+        .iter()
+        .chain(&a.revoked)
+        .find(|(_, t)| t.as_slice() != [CONNECTOR_TASK, 0]);
+    odd.map(|(c, t)| {
+        format!(
+            "the group's leader {} is not a Fjord worker (it assigns {c} the tasks {t:?})",
+            a.leader_url
+        )
+    })
+}
+
 /// The longest string the protocol's STRING (an i16 length) can carry: connector names are refused above it.
 pub const MAX_STR: usize = i16::MAX as usize;
 
@@ -847,6 +876,17 @@ impl Session {
                 return Err(Step::Rejoin);
             }
         };
+        if let Some(why) = foreign(&a) {
+            // Running it could run a connector twice (an Apache leader gives its tasks to other workers): this
+            // worker stops what it ran and runs nothing until a Fjord worker leads again.
+            tracing::error!(group = %self.config.group_id, "{why}: Fjord and Apache Kafka Connect workers cannot share a group (give them different group.id values); this worker runs nothing and joins again in 5 s");
+            let all: Vec<String> = std::mem::take(&mut self.owned).into_keys().collect();
+            if !all.is_empty() {
+                self.rt.block_on(self.worker.group_revoke(&all));
+            }
+            self.pause(Duration::from_secs(5));
+            return Err(Step::Rejoin);
+        }
         if again {
             return Ok(());
         }
@@ -887,6 +927,11 @@ impl Session {
                     continue;
                 }
             };
+            if state.config_offset != -1 {
+                // Fjord's workers send -1; Apache Connect's send their config topic offset.
+                tracing::error!(group = %self.config.group_id, "member {} ({}) is not a Fjord worker (it reports config offset {}: an Apache Kafka Connect worker?); Fjord and Apache Connect workers cannot share a group, so it gets nothing (give it another group.id)", m.member_id.as_str(), state.url, state.config_offset);
+                continue;
+            }
             ms.push(Member {
                 id: m.member_id.to_string(),
                 url: state.url,
@@ -1153,6 +1198,43 @@ mod tests {
             matches!(&e, crate::error::Error::BadRequest(m) if m.contains("32768 bytes") && m.contains("32767")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn an_assignment_not_made_by_a_fjord_leader_is_not_run() {
+        let fjord = Assignment {
+            version: 1,
+            leader: "m1".into(),
+            leader_url: "http://h:1/".into(),
+            config_offset: -1,
+            assigned: [("a".to_string(), vec![-1, 0])].into(),
+            revoked: [("b".to_string(), vec![-1, 0])].into(),
+            ..Assignment::default()
+        };
+        assert_eq!(foreign(&fjord), None);
+        // What an Apache Kafka Connect leader sends: its config offset, the connector and its tasks apart.
+        let offset = Assignment {
+            config_offset: 12,
+            ..fjord.clone()
+        };
+        assert!(foreign(&offset).unwrap().contains("config offset 12"));
+        for tasks in [vec![-1], vec![0], vec![-1, 0, 1], vec![1]] {
+            let a = Assignment {
+                assigned: [("a".to_string(), tasks.clone())].into(),
+                ..fjord.clone()
+            };
+            assert!(foreign(&a).is_some(), "{tasks:?}");
+        }
+        let revoked_task_only = Assignment {
+            revoked: [("b".to_string(), vec![0])].into(),
+            ..fjord.clone()
+        };
+        assert!(foreign(&revoked_task_only).is_some());
+        let mismatch = Assignment {
+            error: 1,
+            ..fjord.clone()
+        };
+        assert!(foreign(&mismatch).unwrap().contains("error 1"));
     }
 
     #[test]
