@@ -247,9 +247,9 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
     let mut missing_logged = false;
     let mut last_flush = Instant::now();
     let mut unflushed = false;
-    // Batches sent and not yet acknowledged, oldest first, each with the file position its last line ends at.
-    // They complete in order (one partition, an idempotent producer), so the position only ever advances to
-    // the end of a batch whose records, and all before them, are acknowledged.
+    // Batches sent and not yet settled, oldest first, each with the file position its last line ends at. Only
+    // the oldest is ever settled (whatever order the topic's partitions acknowledge in), so the position only
+    // advances to the end of a batch whose records, and all before them, are acknowledged.
     let mut in_flight: VecDeque<(u64, tokio::task::JoinHandle<Result<(), String>>)> =
         VecDeque::new();
     // Waits for the oldest batch: its end becomes the offset.
