@@ -537,6 +537,9 @@ impl Engine {
                 }
                 self.write_command(&def.name, None).await?;
                 self.state.lock().expect("engine state").catalog.remove(&def.name);
+                if let Some(q) = &def.query {
+                    self.clean_up_query(&q.id).await;
+                }
                 if *delete_topic {
                     let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
                     let r = self.admin.delete_topics(&[def.topic.as_str()], &opts).await.map_err(|e| SqlError::execution(format!("{} dropped, but its topic {} was not deleted: {e}", def.name, def.topic)))?;
@@ -567,6 +570,7 @@ impl Engine {
                     self.write_command(&def.name.clone(), Some(&def)).await?;
                     self.stop_query_async(&id).await;
                     self.state.lock().expect("engine state").catalog.put(def);
+                    self.clean_up_query(&id).await;
                 }
                 Ok(json!({"@type": "currentStatus", "statementText": text, "commandStatus": {"status": "SUCCESS", "message": format!("Query terminated: {}", if ids.is_empty() { "none running".to_string() } else { ids.join(", ") })}}))
             }
@@ -1110,6 +1114,51 @@ impl Engine {
 
     /// Stops a query and waits for its thread (it finishes its batch and commits) on a blocking thread, so that
     /// the wait never holds up the async workers serving the API.
+    /// Removes what a query that will not run again left behind (`stateful::leftovers`: its consumer groups,
+    /// an aggregation's changelog and repartition topics), as ksqlDB does on TERMINATE. Best effort: a failure
+    /// is logged (the query is terminated either way) and what does not exist is skipped.
+    async fn clean_up_query(&self, id: &str) {
+        let (groups, topics) = stateful::leftovers(id);
+        let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        match self.admin.delete_topics(&topics, &opts).await {
+            Ok(r) => {
+                for x in r {
+                    match x {
+                        Ok(t) => {
+                            tracing::info!(query = id, topic = %t, "deleted the terminated query's internal topic")
+                        }
+                        Err((_, rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+                        Err((t, e)) => {
+                            tracing::warn!(query = id, topic = %t, "cannot delete the terminated query's internal topic: {e}")
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(
+                query = id,
+                "cannot delete the terminated query's internal topics: {e}"
+            ),
+        }
+        let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+        match self.admin.delete_groups(&groups, &opts).await {
+            Ok(r) => {
+                for x in r {
+                    match x {
+                        Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::GroupIdNotFound)) => {}
+                        Err((g, e)) => {
+                            tracing::warn!(query = id, group = %g, "cannot delete the terminated query's consumer group: {e}")
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(
+                query = id,
+                "cannot delete the terminated query's consumer groups: {e}"
+            ),
+        }
+    }
+
     async fn stop_query_async(&self, id: &str) {
         let r = self.state.lock().expect("engine state").running.remove(id);
         if let Some(mut r) = r {

@@ -549,6 +549,46 @@ fn sql_server_runs_alone_with_delimited_values_alter_and_drop() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // An aggregation by a value column has a repartition topic, a changelog and a consumer group; dropping
+    // its table removes them, as ksqlDB does when a query ends (they stayed behind for ever before).
+    ksql_ok(
+        &a,
+        "CREATE TABLE by_name AS SELECT name, COUNT(*) AS n FROM csv GROUP BY name;",
+    );
+    let leftovers = || {
+        let topics = fjord(&broker.bootstrap, &["topics", "list"], None);
+        let groups = fjord(&broker.bootstrap, &["groups", "list"], None);
+        let mut found: Vec<String> = [topics, groups]
+            .iter()
+            .flat_map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .into_owned()
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|l| l.contains("_fjord_sql_CTAS_BY_NAME"))
+            .collect();
+        found.sort();
+        found
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = leftovers();
+        if found.iter().any(|l| l.contains("-agg-changelog"))
+            && found.iter().any(|l| l.contains("-groupby-repartition"))
+            && found
+                .iter()
+                .any(|l| !l.contains("-agg-changelog") && !l.contains("-repartition"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the aggregation's topics and group did not appear: {found:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let (status, v) = ksql(&a, "DROP STREAM csv;");
     assert_eq!(status, 400);
     assert!(
@@ -559,6 +599,12 @@ fn sql_server_runs_alone_with_delimited_values_alter_and_drop() {
         "{v}"
     );
     ksql_ok(&a, "DROP STREAM good DELETE TOPIC;");
+    ksql_ok(&a, "DROP TABLE by_name DELETE TOPIC;");
+    let left = leftovers();
+    assert!(
+        left.is_empty(),
+        "left behind by the dropped aggregation: {left:?}"
+    );
     ksql_ok(&a, "DROP STREAM csv;");
     let v = ksql_ok(&a, "SHOW STREAMS; SHOW QUERIES;");
     assert_eq!(v[0]["streams"], json!([]), "{v}");

@@ -702,6 +702,25 @@ impl TableQuery {
     }
 }
 
+/// The repartition step's name (`<application id>-groupby-repartition`).
+const REPARTITION: &str = "groupby";
+
+/// What a persistent query leaves in the cluster besides its sink: its consumer groups (a stateless query's
+/// `_fjord_sql_<id>`, an aggregation's application id; the same unless the id is long) and an aggregation's
+/// changelog and repartition topics. ksqlDB removes these when the query is terminated.
+pub fn leftovers(query_id: &str) -> (Vec<String>, Vec<String>) {
+    let app = application_id(query_id);
+    let mut groups = vec![format!("_fjord_sql_{query_id}")];
+    if groups[0] != app {
+        groups.push(app.clone());
+    }
+    let topics = vec![
+        format!("{app}-{STORE}-changelog"),
+        format!("{app}-{REPARTITION}-repartition"),
+    ];
+    (groups, topics)
+}
+
 /// The application id of a query (at most 60 characters, as the library requires).
 fn application_id(query_id: &str) -> String {
     let id = format!("_fjord_sql_{query_id}");
@@ -804,7 +823,7 @@ fn builder(
         // Records of one key are in one partition already (same key column, same key bytes).
         inputs.group_by_key()
     } else {
-        inputs.group_by("groupby", |r| r.key.clone().unwrap_or_default())
+        inputs.group_by(REPARTITION, |r| r.key.clone().unwrap_or_default())
     };
     let (pa, pm) = (plan.clone(), plan.clone());
     let init_state = Bytes::from(plan.init_state().to_string().into_bytes());
