@@ -6,8 +6,9 @@ Usage: dashboard_browser.py HTTP_ADDR BOOTSTRAP FJORD_BIN SCREENSHOT_DIR
 Before this runs, the test has created topic `orders` (2 partitions) and produced 5 records with kcat to its
 partition 0 (key k1..k5, JSON values, a header trace=abc). This script keeps a confluent-kafka consumer in group
 `billing` alive (3 of the 5 records committed, so its lag is 2) while it checks each page, then creates topics
-through the form and compares with the CLI, and deletes one (its name typed as confirmation). Every wait is
-bounded. The platform runs without the registry and Connect, whose pages must say so. Prints `ok` at the end.
+through the form and compares with the CLI, and deletes one (its name typed as confirmation); changes a topic
+config (validated by the broker first); then closes the consumer, resets the group's offsets to a timestamp and
+deletes the group (its id typed as confirmation). Every wait is bounded. The platform runs without the registry and Connect, whose pages must say so. Prints `ok` at the end.
 """
 
 import json
@@ -64,9 +65,13 @@ while len(seen) < 5:
         consumer.commit(message=m, asynchronous=False)
 
 
+consumer_open = True
+
+
 def keep_alive():
     # Polling keeps the member in the group (records after the commit are read but never committed).
-    consumer.poll(0)
+    if consumer_open:
+        consumer.poll(0)
 
 
 opts = webdriver.ChromeOptions()
@@ -183,6 +188,11 @@ try:
     driver.find_element(By.ID, "reset-dry-run").click()
     err = wait.until(EC.presence_of_element_located((By.ID, "reset-error")))
     assert "has active members" in err.text, err.text
+    # So is deleting it, its id typed as confirmation (Kafka's NON_EMPTY_GROUP).
+    driver.find_element(By.ID, "group-delete-name").send_keys("billing")
+    driver.find_element(By.ID, "group-delete-submit").click()
+    err = wait.until(EC.presence_of_element_located((By.ID, "group-delete-error")))
+    assert "has active members" in err.text, err.text
     shot("group")
     goto("#/groups")
     assert "billing" in text("#groups-table")
@@ -241,7 +251,70 @@ try:
             # The broker's refusal, worded by the CLI: the same text, word for word.
             assert res.text == cli_msg, f"page: {res.text!r} CLI: {cli_msg!r}"
     shot("bad-input")
+
+    # A topic config: the broker validates a change first (a bad value shows its message and changes nothing),
+    # then it is applied after confirmation and the configs table shows it, as the CLI does.
+    def validate_config(key, value):
+        goto("#/topics/orders")
+        driver.find_element(By.ID, "config-key").send_keys(key)
+        driver.find_element(By.ID, "config-value").send_keys(value)
+        driver.find_element(By.ID, "config-validate").click()
+        return wait.until(
+            lambda d: (d.find_elements(By.ID, "config-check") or d.find_elements(By.ID, "config-error") or [None])[0]
+        )
+
+    res = validate_config("retention.ms", "soon")
+    assert res.get_attribute("id") == "config-error" and "soon" in res.text, res.text
+    res = validate_config("retention.ms", "86400000")
+    assert res.get_attribute("id") == "config-check", res.text
+    described = json.loads(fjord("topics", "describe", "orders", "--output", "json")[1])
+    doc = described[0] if isinstance(described, list) else described
+    assert "retention.ms" not in doc["configs"], doc["configs"]
+    wait.until(EC.element_to_be_clickable((By.ID, "config-confirm"))).click()
+    wait.until(EC.presence_of_element_located((By.ID, "config-ok")))
+    row = "//table[@id='configs-table']//tr[td[1]='retention.ms']/td[2]"
+    wait.until(lambda d: d.find_element(By.XPATH, row).text == "86400000")
+    described = json.loads(fjord("topics", "describe", "orders", "--output", "json")[1])
+    doc = described[0] if isinstance(described, list) else described
+    assert doc["configs"]["retention.ms"]["value"] == "86400000", doc["configs"]
+    shot("topic-config")
+
+    # The consumer leaves: the group is empty, so its offsets reset to a timestamp (a date typed in ISO 8601;
+    # before every record: the first offsets) after a dry run, and then the group is deleted.
+    consumer.close()
+    consumer_open = False
+    goto("#/groups/billing")
+    assert text("#group-state") == "Empty", text("#group-state")
+    Select(driver.find_element(By.ID, "reset-to")).select_by_value("timestamp")
+    driver.find_element(By.ID, "reset-timestamp").send_keys("1970-01-01T00:00:00Z")
+    driver.find_element(By.ID, "reset-dry-run").click()
+    wait.until(EC.presence_of_element_located((By.ID, "reset-execute")))
+    plan = [[c.text for c in r.find_elements(By.TAG_NAME, "td")] for r in driver.find_elements(By.CSS_SELECTOR, "#reset-table tbody tr")]
+    assert plan == [["orders", "0", "3", "0"], ["orders", "1", "–", "0"]], plan
+    driver.find_element(By.ID, "reset-execute").click()
+    wait.until(EC.presence_of_element_located((By.ID, "reset-ok")))
+    code, out, err = fjord("groups", "describe", "billing", "--output", "json")
+    assert code == 0, err
+    assert json.loads(out)["lag"] == 5, out
+    shot("group-reset")
+
+    def delete_group(typed):
+        goto("#/groups/billing")
+        driver.find_element(By.ID, "group-delete-name").send_keys(typed)
+        driver.find_element(By.ID, "group-delete-submit").click()
+        return wait.until(
+            lambda d: (d.find_elements(By.ID, "group-delete-ok") or d.find_elements(By.ID, "group-delete-error") or [None])[0]
+        )
+
+    res = delete_group("billin")
+    assert "type its exact id" in res.text, res.text
+    res = delete_group("billing")
+    assert res.get_attribute("id") == "group-delete-ok" and res.text.startswith("Deleted group billing."), res.text
+    code, out, err = fjord("groups", "list", "--output", "json")
+    assert code == 0, err
+    assert "billing" not in [g["group"] for g in json.loads(out)], out
     print(f"ok overview loaded in {load_s:.2f}s")
 finally:
     driver.quit()
-    consumer.close()
+    if consumer_open:
+        consumer.close()

@@ -2,13 +2,13 @@
 //! propose a command to the metadata quorum (`fjord-meta`). The state machine re-checks what can race (name
 //! taken, topic gone) when it applies the command; this layer gives the precise Kafka error and message first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use fjord_meta::{validate_topic_name, ClusterState, Command, CommandResult};
 use kafka_protocol::error::ResponseError as E;
 use uuid::Uuid;
 
-use crate::config::validate_topic_config;
+use crate::config::{topic_config_def, validate_topic_config, ConfigType};
 use crate::BrokerState;
 
 /// Topics only the broker itself creates, writes and deletes, by name, whether or not they exist yet: Kafka's
@@ -369,6 +369,107 @@ pub async fn alter_topic_configs(
     }
     broker.sync_partitions()?;
     Ok(())
+}
+
+/// IncrementalAlterConfigs' config operations.
+pub const OP_SET: i8 = 0;
+pub const OP_DELETE: i8 = 1;
+pub const OP_APPEND: i8 = 2;
+pub const OP_SUBTRACT: i8 = 3;
+
+/// IncrementalAlterConfigs on one topic, as the request handler and the dashboard run it: `ops` are (key,
+/// operation, value); every key is checked (known, given once, a valid value) before anything changes, and with
+/// `validate_only` nothing does. Refusals carry Kafka's code: UNKNOWN_TOPIC_OR_PARTITION, INVALID_CONFIG (an
+/// unknown key, a bad value), INVALID_REQUEST (a key given twice, an unknown operation).
+pub async fn incremental_alter_topic_configs(
+    broker: &BrokerState,
+    name: &str,
+    ops: Vec<(String, i8, Option<String>)>,
+    validate_only: bool,
+) -> Result<(), ApiError> {
+    let Some(current) = broker
+        .meta
+        .state()
+        .topics
+        .get(name)
+        .map(|t| t.configs.clone())
+    else {
+        return Err(ApiError::new(
+            E::UnknownTopicOrPartition,
+            format!("Topic '{name}' does not exist."),
+        ));
+    };
+    let mut seen = HashSet::new();
+    let mut set = BTreeMap::new();
+    let mut delete = Vec::new();
+    for (key, op, value) in ops {
+        if !seen.insert(key.clone()) {
+            return Err(ApiError::new(
+                E::InvalidRequest,
+                format!("Config '{key}' is given more than once."),
+            ));
+        }
+        let def = topic_config_def(&key).ok_or_else(|| {
+            ApiError::new(E::InvalidConfig, format!("Unknown topic config '{key}'."))
+        })?;
+        match op {
+            OP_SET => {
+                let v = value.ok_or_else(|| {
+                    ApiError::new(E::InvalidConfig, format!("Null value for '{key}'."))
+                })?;
+                validate_topic_config(&key, &v)
+                    .map_err(|e| ApiError::new(E::InvalidConfig, e.to_string()))?;
+                set.insert(key, v);
+            }
+            OP_DELETE => delete.push(key),
+            OP_APPEND | OP_SUBTRACT => {
+                if def.ty != ConfigType::List {
+                    return Err(ApiError::new(
+                        E::InvalidConfig,
+                        format!("Config value append or subtract is not allowed for config key '{key}' (not a list)."),
+                    ));
+                }
+                let base = current
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_else(|| broker.config.topic_default(def));
+                let mut items: Vec<String> = base
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                let given: Vec<String> = value
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                if op == OP_APPEND {
+                    for g in given {
+                        if !items.contains(&g) {
+                            items.push(g);
+                        }
+                    }
+                } else {
+                    items.retain(|i| !given.contains(i));
+                }
+                let v = items.join(",");
+                validate_topic_config(&key, &v)
+                    .map_err(|e| ApiError::new(E::InvalidConfig, e.to_string()))?;
+                set.insert(key, v);
+            }
+            other => {
+                return Err(ApiError::new(
+                    E::InvalidRequest,
+                    format!("Unknown config operation {other}."),
+                ));
+            }
+        }
+    }
+    if validate_only {
+        return Ok(());
+    }
+    alter_topic_configs(broker, name, set, delete, false).await
 }
 
 /// Validates and (unless `validate_only`) applies dynamic broker configs: `resource` is "" for the cluster-wide

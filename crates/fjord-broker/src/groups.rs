@@ -1127,6 +1127,44 @@ pub async fn run_clock(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bo
     }
 }
 
+/// DeleteGroups for `names`, as the request handler and the dashboard run it: each empty group and its committed
+/// offsets are deleted (tombstones in `__consumer_offsets`, durable before this returns); one code per name, in
+/// order: NON_EMPTY_GROUP while it has members, GROUP_ID_NOT_FOUND for none, NOT_COORDINATOR /
+/// COORDINATOR_LOAD_IN_PROGRESS for a group served elsewhere, the write's failure when its tombstones could not
+/// be written.
+pub async fn delete_groups(state: &BrokerState, names: &[&str]) -> Vec<i16> {
+    let groups = &state.groups;
+    let mut codes: Vec<i16> = Vec::with_capacity(names.len());
+    let mut records = Vec::new();
+    for g in names {
+        match groups.coordinator_for(state, g) {
+            Ok(mut c) => {
+                codes.push(c.delete(g));
+                records.extend(c.take_records());
+            }
+            Err(code) => codes.push(code),
+        }
+    }
+    if let Err(e) = groups.persist(state, records).await {
+        tracing::error!(error = %e, "persisting group deletion failed");
+        let failed = write_error_code(&e);
+        for c in codes.iter_mut().filter(|c| **c == 0) {
+            *c = failed;
+        }
+    } else {
+        // The tombstones of deleted KIP-848 groups: a group fails only when its own write did.
+        let failed = groups.flush_consumer_groups(state, names).await;
+        for (c, g) in codes.iter_mut().zip(names) {
+            if *c == 0 {
+                if let Some(code) = failed.get(*g) {
+                    *c = *code;
+                }
+            }
+        }
+    }
+    codes
+}
+
 /// Commits `offsets` for a group without active members as an admin tool does (OffsetCommit with generation -1
 /// and no member id, the path of `kafka-consumer-groups --reset-offsets`): durable in `__consumer_offsets`,
 /// then visible. A group with members is refused with the coordinator's code, so is a group served elsewhere.

@@ -283,7 +283,8 @@ async function topicPage(name, params) {
     h("td", {}, p.replicas.join(",")), h("td", {}, p.isr.join(",")),
     h("td", { class: "num" }, dash(p.start_offset)), h("td", { class: "num" }, dash(p.end_offset)),
     h("td", { class: "num" }, bytes(p.size_bytes))));
-  const configs = t.configs.map((c) => h("tr", {}, h("td", {}, c.name), h("td", {}, dash(c.value)), h("td", {}, c.source)));
+  const configRows = (list) => list.map((c) => h("tr", {}, h("td", {}, c.name), h("td", { class: "config-value" }, dash(c.value)), h("td", {}, c.source)));
+  const configs = table("configs-table", ["name", "value", "source"], configRows(t.configs));
   view.replaceChildren(
     h("h1", {}, "Topic ", h("span", { id: "topic-name" }, t.name)),
     h("div", { class: "cards" }, card("partitions", t.partitions), card("replication factor", t.replication_factor), card("size here", bytes(t.size_bytes))),
@@ -292,8 +293,47 @@ async function topicPage(name, params) {
     table("partitions-table", ["partition#", "leader#", "replicas", "ISR", "start offset#", "end offset#", "size#"], rows),
     messageBrowser(t),
     h("h2", {}, "Configs"),
-    table("configs-table", ["name", "value", "source"], configs),
+    configs,
+    t.internal ? "" : configForm(t, async () => {
+      const fresh = await api(`/topics/${enc(name)}`);
+      configs.querySelector("tbody").replaceChildren(...configRows(fresh.configs));
+    }),
     t.internal ? h("p", { class: "muted" }, "Internal topic: the broker manages it.") : dangerZone(t));
+}
+
+/** Set or delete one topic config: the broker validates the change first (nothing written), then Apply after
+ * confirmation; the configs table is read again once it is applied. */
+function configForm(t, refresh) {
+  const key = h("input", { id: "config-key", list: "config-names", placeholder: "retention.ms", required: true });
+  const names = h("datalist", { id: "config-names" }, t.configs.map((c) => h("option", { value: c.name })));
+  const op = h("select", { id: "config-op" }, h("option", { value: "set" }, "set to"), h("option", { value: "delete" }, "delete (back to the default)"));
+  const value = h("input", { id: "config-value", placeholder: "value" });
+  const out = h("div", { id: "config-result" });
+  const body = (validate) => {
+    const k = key.value.trim();
+    const b = op.value === "set" ? { set: { [k]: value.value } } : { delete: [k] };
+    return JSON.stringify({ ...b, validate_only: validate });
+  };
+  const form = h("form", { id: "config-form", onsubmit: async (ev) => {
+    ev.preventDefault();
+    const k = key.value.trim();
+    const summary = op.value === "set" ? `Set ${k} of "${t.name}" to ${value.value}?` : `Delete ${k} of "${t.name}" (back to the broker default)?`;
+    const sent = body(false);
+    try {
+      const check = await api(`/topics/${enc(t.name)}/configs`, { method: "POST", body: body(true) });
+      const box = h("div", {});
+      const checked = h("p", { class: "ok", id: "config-check" }, check.message);
+      confirmStep(box, "config", summary, async () => {
+        const r = await api(`/topics/${enc(t.name)}/configs`, { method: "POST", body: sent });
+        checked.remove();
+        await refresh();
+        return r;
+      });
+      out.replaceChildren(checked, box);
+    } catch (e) { out.replaceChildren(h("p", { class: "error", id: "config-error", role: "alert" }, e.message)); }
+  } }, h("label", {}, "config", key), names, h("label", {}, "change", op), h("label", {}, "value", value),
+  h("button", { id: "config-validate", type: "submit" }, "Validate…"));
+  return h("div", {}, h("h3", {}, "Change a config"), form, out);
 }
 
 // ---- groups ----
@@ -352,27 +392,51 @@ async function groupPage(id) {
     table("members-table", ["member id", "client id", "host", "partitions#", "assignment"], members),
     h("h2", {}, "Committed offsets and lag"),
     table("offsets-table", ["topic", "partition#", "committed#", "end offset#", "lag#", "member"], offsets),
-    resetForm(g));
+    resetForm(g),
+    deleteGroupForm(g));
+}
+
+/** Delete the group (only without members): its exact id typed as the confirmation, as a topic or subject. */
+function deleteGroupForm(g) {
+  const out = h("div", { id: "group-delete-result" });
+  const typed = h("input", { id: "group-delete-name", placeholder: g.id });
+  const form = h("form", { id: "group-delete-form", onsubmit: async (ev) => {
+    ev.preventDefault();
+    try {
+      const r = await api(`/groups/${enc(g.id)}`, { method: "DELETE", body: JSON.stringify({ confirm: typed.value }) });
+      out.replaceChildren(h("p", { class: "ok", id: "group-delete-ok" }, r.message, " ", h("a", { href: "#/groups" }, "Back to groups")));
+    } catch (e) { out.replaceChildren(h("p", { class: "error", id: "group-delete-error", role: "alert" }, e.message)); }
+  } }, h("label", {}, `type "${g.id}" to delete`, typed), h("button", { class: "danger", type: "submit", id: "group-delete-submit" }, "Delete group"));
+  return h("div", {}, h("h2", {}, "Delete the group and its committed offsets (it must have no members)"), form, out);
 }
 
 /** Reset a group's offsets on a topic: always a dry run first, then Execute commits exactly what was shown. */
 function resetForm(g) {
   const topics = [...new Set([...g.offsets.map((o) => o.topic), ...g.members.flatMap((m) => m.assignment.map((a) => a.topic))])];
   const topic = h("input", { id: "reset-topic", value: topics[0] || "", placeholder: "topic" });
-  const to = h("select", { id: "reset-to" }, h("option", { value: "earliest" }, "earliest"), h("option", { value: "latest" }, "latest"), h("option", { value: "offset" }, "offset"));
+  const to = h("select", { id: "reset-to" }, h("option", { value: "earliest" }, "earliest"), h("option", { value: "latest" }, "latest"),
+    h("option", { value: "offset" }, "offset"), h("option", { value: "timestamp" }, "timestamp"));
   const offset = h("input", { id: "reset-offset", type: "number", min: 0, placeholder: "offset" });
+  const stamp = h("input", { id: "reset-timestamp", placeholder: "2026-11-30T10:00:00Z or ms" });
   const out = h("div", { id: "reset-result" });
+  // A timestamp as milliseconds, or as a date and time (ISO 8601; without a zone it is the browser's local time).
+  const millis = (v) => (/^\d+$/.test(v.trim()) ? Number(v.trim()) : Date.parse(v.trim()));
   const body = (execute) => {
     const b = { topic: topic.value.trim(), to: to.value, execute };
     if (to.value === "offset") b.offset = Number(offset.value);
+    if (to.value === "timestamp") {
+      const ms = millis(stamp.value);
+      if (Number.isNaN(ms)) throw new Error(`"${stamp.value}" is not a timestamp: give milliseconds since 1970 or a date such as 2026-11-30T10:00:00Z`);
+      b.timestamp = ms;
+    }
     return JSON.stringify(b);
   };
   const show = (r) => table("reset-table", ["topic", "partition#", "current#", "new#"],
     r.offsets.map((o) => h("tr", {}, h("td", {}, o.topic), h("td", { class: "num" }, o.partition), h("td", { class: "num" }, dash(o.current)), h("td", { class: "num" }, o.new))));
   const form = h("form", { id: "reset-form", onsubmit: async (ev) => {
     ev.preventDefault();
-    const sent = body(true);
     try {
+      const sent = body(true);
       const r = await api(`/groups/${enc(g.id)}/reset-offsets`, { method: "POST", body: body(false) });
       const exec = h("button", { id: "reset-execute", type: "button", class: "danger", onclick: async () => {
         exec.disabled = true;
@@ -383,7 +447,7 @@ function resetForm(g) {
       } }, "Execute");
       out.replaceChildren(h("div", { class: "confirm" }, "Dry run: nothing is committed until you execute. ", exec), show(r));
     } catch (e) { out.replaceChildren(h("p", { class: "error", id: "reset-error", role: "alert" }, e.message)); }
-  } }, h("label", {}, "topic", topic), h("label", {}, "to", to), h("label", {}, "offset", offset), h("button", { id: "reset-dry-run", type: "submit" }, "Dry run"));
+  } }, h("label", {}, "topic", topic), h("label", {}, "to", to), h("label", {}, "offset", offset), h("label", {}, "timestamp", stamp), h("button", { id: "reset-dry-run", type: "submit" }, "Dry run"));
   return h("div", {}, h("h2", {}, "Reset offsets (the group must have no active members)"), form, out);
 }
 

@@ -325,8 +325,10 @@ async fn route(ctx: &Ctx, method: &Method, seg: &[&str], q: &Query, body: Bytes)
         (&Method::GET, ["topics", _, "partitions"]) => read(partitions).await,
         (&Method::POST, ["topics", name, "partitions"]) => add_partitions(ctx, name, &body).await,
         (&Method::GET, ["topics", _, "messages"]) => read(messages).await,
+        (&Method::POST, ["topics", name, "configs"]) => alter_configs(ctx, name, &body).await,
         (&Method::GET, ["groups"]) => read(groups).await,
         (&Method::GET, ["groups", _]) => read(group).await,
+        (&Method::DELETE, ["groups", id]) => delete_group(ctx, id, &body).await,
         (&Method::POST, ["groups", id, "reset-offsets"]) => reset_offsets(ctx, id, &body).await,
         (&Method::GET, ["openapi.json"]) => Ok((StatusCode::OK, crate::openapi::spec())),
         (&Method::GET, ["services"]) => Ok((StatusCode::OK, crate::extra::services(ctx))),
@@ -338,7 +340,7 @@ async fn route(ctx: &Ctx, method: &Method, seg: &[&str], q: &Query, body: Bytes)
             ["overview"]
             | ["topics"]
             | ["topics", _]
-            | ["topics", _, "partitions" | "messages"]
+            | ["topics", _, "partitions" | "messages" | "configs"]
             | ["groups"]
             | ["groups", _]
             | ["groups", _, "reset-offsets"]
@@ -1208,8 +1210,12 @@ async fn add_partitions(ctx: &Ctx, name: &str, body: &[u8]) -> Answer {
     ))
 }
 
+/// A partition and the offset it is reset to.
+type Reset = ((String, i32), i64);
+
 /// Resets a group's committed offsets on one topic (all its partitions, or those listed) to the earliest or
-/// latest offset or a given one (clamped into the partition's range, as Kafka's tool does). A dry run unless
+/// latest offset, a given one (clamped into the partition's range, as Kafka's tool does) or the first at or after
+/// a timestamp (the log end offset when every record is older). A dry run unless
 /// `execute` is true; either way the answer lists each partition's current and new offset. Only for a group
 /// without active members.
 async fn reset_offsets(ctx: &Ctx, id: &str, body: &[u8]) -> Answer {
@@ -1242,8 +1248,31 @@ async fn reset_offsets(ctx: &Ctx, id: &str, body: &[u8]) -> Answer {
             )))
         }
     };
-    let to = str_field(&m, "to")?;
+    let to = str_field(&m, "to")?.to_string();
     let offset = int_field(&m, "offset", 0, i64::MAX)?;
+    let timestamp = int_field(&m, "timestamp", 0, i64::MAX)?;
+    match (to.as_str(), offset, timestamp) {
+        ("earliest" | "latest", None, None)
+        | ("offset", Some(_), None)
+        | ("timestamp", None, Some(_)) => {}
+        ("offset", None, _) => return Err(bad("`to: offset` needs `offset`, a number")),
+        ("timestamp", _, None) => {
+            return Err(bad(
+                "`to: timestamp` needs `timestamp`, in milliseconds since the Unix epoch",
+            ))
+        }
+        ("earliest" | "latest" | "timestamp", Some(_), _) => {
+            return Err(bad("`offset` goes only with `to: offset`"))
+        }
+        ("earliest" | "latest" | "offset", _, Some(_)) => {
+            return Err(bad("`timestamp` goes only with `to: timestamp`"))
+        }
+        (other, _, _) => {
+            return Err(bad(format!(
+                "`to` must be earliest, latest, offset or timestamp, not `{other}`"
+            )))
+        }
+    }
     let execute = match m.get("execute") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -1265,7 +1294,7 @@ async fn reset_offsets(ctx: &Ctx, id: &str, body: &[u8]) -> Answer {
         .into_iter()
         .flat_map(|g| g.offsets)
         .collect();
-    let mut plan = Vec::new();
+    let mut hosted = Vec::new();
     for p in partitions {
         let Some(h) = ctx.state.partitions.get(&topic, p) else {
             return Err(Fail {
@@ -1275,23 +1304,57 @@ async fn reset_offsets(ctx: &Ctx, id: &str, body: &[u8]) -> Answer {
                 not_running: None,
             });
         };
-        let (start, end) = h.offsets();
-        let new = match (to, offset) {
-            ("earliest", None) => start,
-            ("latest", None) => end,
-            ("offset", Some(o)) => o.clamp(start, end),
-            ("offset", None) => return Err(bad("`to: offset` needs `offset`, a number")),
-            ("earliest" | "latest", Some(_)) => {
-                return Err(bad("`offset` goes only with `to: offset`"))
-            }
-            (other, _) => {
-                return Err(bad(format!(
-                    "`to` must be earliest, latest or offset, not `{other}`"
-                )))
-            }
-        };
-        plan.push(((topic.clone(), p), new));
+        hosted.push((p, h));
     }
+    // A timestamp lookup reads (and decompresses) batches: on the blocking pool, as a read, like ListOffsets.
+    let lookup = {
+        let turn = read_turn(&ctx.reads, READ_WAIT).await?;
+        let topic = topic.clone();
+        let run = move || -> Result<Vec<Reset>, Fail> {
+            let _turn = turn;
+            let mut plan = Vec::new();
+            for (p, h) in hosted {
+                let (start, end) = h.offsets();
+                let new = match (to.as_str(), offset, timestamp) {
+                    ("earliest", ..) => start,
+                    ("latest", ..) => end,
+                    ("offset", Some(o), _) => o.clamp(start, end),
+                    // ListOffsets by timestamp: the first offset at or after it below the high watermark;
+                    // none (every record is older): the log end offset, as `kafka-consumer-groups
+                    // --to-datetime` falls back to.
+                    (_, _, Some(ts)) => h
+                        .offset_for_timestamp(ts)
+                        .map_err(|e| Fail {
+                            status: StatusCode::SERVICE_UNAVAILABLE,
+                            message: format!(
+                                "cannot look up timestamp {ts} in partition {p} of `{topic}`: {e}"
+                            ),
+                            code: Some(e.code()),
+                            not_running: None,
+                        })?
+                        .map(|(o, _)| o)
+                        .filter(|o| *o < end)
+                        .unwrap_or(end)
+                        .clamp(start, end),
+                    _ => unreachable!("the target was checked above"),
+                };
+                plan.push(((topic.clone(), p), new));
+            }
+            Ok(plan)
+        };
+        tokio::task::spawn_blocking(run).await
+    };
+    let plan = match lookup {
+        Ok(plan) => plan?,
+        Err(e) => {
+            return Err(Fail {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("the request failed: {e}"),
+                code: None,
+                not_running: None,
+            })
+        }
+    };
     if execute {
         fjord_broker::groups::reset_offsets(&ctx.state, id, plan.clone())
             .await
@@ -1320,9 +1383,172 @@ async fn reset_offsets(ctx: &Ctx, id: &str, body: &[u8]) -> Answer {
             json!({"topic": t, "partition": p, "current": current.get(&(t.clone(), *p)), "new": new})
         })
         .collect();
+    let mut answer = json!({"group": id, "executed": execute, "offsets": rows});
+    if let Some(ts) = timestamp {
+        answer["timestamp"] = json!(ts);
+    }
+    Ok((StatusCode::OK, answer))
+}
+
+/// Deletes a consumer group and its committed offsets (DeleteGroups, through the broker's own path), once its
+/// exact id is sent as the confirmation. Refused while the group has members (409, Kafka's NON_EMPTY_GROUP, as
+/// `kafka-consumer-groups --delete` is); 404 for a group this broker does not know.
+async fn delete_group(ctx: &Ctx, id: &str, body: &[u8]) -> Answer {
+    let m = body_object(body).map_err(|f| {
+        bad(format!(
+            "{}; send {{\"confirm\": \"{id}\"}} to delete group `{id}`",
+            f.message
+        ))
+    })?;
+    let confirm = m.get("confirm").and_then(Value::as_str).unwrap_or("");
+    if confirm != id {
+        return Err(bad(format!(
+            "to delete group `{id}`, type its exact id as the confirmation (got `{confirm}`)"
+        )));
+    }
+    let code = fjord_broker::groups::delete_groups(&ctx.state, &[id])
+        .await
+        .first()
+        .copied()
+        .unwrap_or(E::UnknownServerError.code());
+    let fail = |status, message: String| Fail {
+        status,
+        message,
+        code: Some(code),
+        not_running: None,
+    };
+    match E::try_from_code(code) {
+        None => Ok((
+            StatusCode::OK,
+            json!({ "group": id, "message": format!("Deleted group {id}.") }),
+        )),
+        Some(E::NonEmptyGroup) => Err(fail(
+            StatusCode::CONFLICT,
+            format!("cannot delete group `{id}`: it has active members; stop its consumers first"),
+        )),
+        Some(E::GroupIdNotFound) => Err(fail(
+            StatusCode::NOT_FOUND,
+            format!("group `{id}` does not exist on this broker (a group lives on its coordinator; list groups with `fjord groups list`)"),
+        )),
+        Some(E::NotCoordinator | E::CoordinatorLoadInProgress | E::CoordinatorNotAvailable) => {
+            Err(fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "group `{id}` is not coordinated by this broker right now ({}); open the dashboard of its coordinator (`fjord groups describe {id}` names it) or try again",
+                    fjord_broker::metrics::error_name(code)
+                ),
+            ))
+        }
+        Some(_) => Err(fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "cannot delete group `{id}`: {}",
+                fjord_broker::metrics::error_name(code)
+            ),
+        )),
+    }
+}
+
+/// Sets and deletes configs of one topic (IncrementalAlterConfigs SET and DELETE, through the broker's own
+/// path, so its checks and messages); with `validate_only` the broker checks the change and nothing is written.
+/// A config to delete must be set on the topic (as `fjord topics alter --delete-config` requires).
+async fn alter_configs(ctx: &Ctx, name: &str, body: &[u8]) -> Answer {
+    let m = body_object(body)?;
+    let validate_only = match m.get("validate_only") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => {
+            return Err(bad(format!(
+                "`validate_only` must be true or false, not {v}"
+            )))
+        }
+    };
+    let mut set = BTreeMap::new();
+    match m.get("set") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(c)) => {
+            for (k, v) in c {
+                let v = match v {
+                    Value::String(s) => s.trim().to_string(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    other => {
+                        return Err(bad(format!(
+                            "config `{k}` must be set to a string, not {other} (to remove it, list it in `delete`)"
+                        )))
+                    }
+                };
+                set.insert(k.trim().to_string(), v);
+            }
+        }
+        Some(v) => {
+            return Err(bad(format!(
+                "`set` must be an object of config names to values, not {v}"
+            )))
+        }
+    }
+    let delete: Vec<String> = match m.get("delete") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| match v {
+                Value::String(k) => Ok(k.trim().to_string()),
+                other => Err(bad(format!("`delete` must list config names, not {other}"))),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(v) => {
+            return Err(bad(format!(
+                "`delete` must be a list of config names, not {v}"
+            )))
+        }
+    };
+    if set.is_empty() && delete.is_empty() {
+        return Err(bad(format!(
+            "nothing to change on topic `{name}`: give `set` ({{\"retention.ms\": \"86400000\"}}) or `delete` ([\"retention.ms\"])"
+        )));
+    }
+    if let Some(k) = delete.iter().find(|k| set.contains_key(*k)) {
+        return Err(bad(format!("`{k}` is both set and deleted")));
+    }
+    let overrides = find_topic(ctx, name)?.configs;
+    // A known config not set on the topic: deleting it would change nothing (an unknown one is the broker's
+    // to refuse, below).
+    let unset: Vec<String> = delete
+        .iter()
+        .filter(|k| {
+            fjord_broker::config::topic_config_def(k).is_some() && !overrides.contains_key(*k)
+        })
+        .map(|k| format!("`{k}`"))
+        .collect();
+    if !unset.is_empty() {
+        let set_list = if overrides.is_empty() {
+            "none".to_string()
+        } else {
+            overrides.keys().cloned().collect::<Vec<_>>().join(", ")
+        };
+        return Err(bad(format!(
+            "cannot delete {} of topic `{name}`: not set on the topic (its value is the broker default). Configs set on {name}: {set_list}",
+            unset.join(", ")
+        )));
+    }
+    let ops: Vec<(String, i8, Option<String>)> = set
+        .iter()
+        .map(|(k, v)| (k.clone(), admin::OP_SET, Some(v.clone())))
+        .chain(delete.iter().map(|k| (k.clone(), admin::OP_DELETE, None)))
+        .collect();
+    admin::incremental_alter_topic_configs(&ctx.state, name, ops, validate_only)
+        .await
+        .map_err(|e| refused(e, &format!("cannot change configs of `{name}`")))?;
+    let message = if validate_only {
+        format!("The broker accepts this change to {name}; nothing was changed.")
+    } else {
+        format!("Updated configs of topic {name}.")
+    };
     Ok((
         StatusCode::OK,
-        json!({"group": id, "executed": execute, "offsets": rows}),
+        json!({
+            "name": name, "validate_only": validate_only, "set": set, "delete": delete, "message": message,
+        }),
     ))
 }
 

@@ -4,9 +4,9 @@
 //! `/metrics`.
 //!
 //! **Architecture Invariant:** the dashboard changes cluster state only through `fjord_broker::admin` (the
-//! same validation and the same messages as the Kafka APIs the CLI uses) and committed offsets only through
-//! `fjord_broker::groups::reset_offsets` (OffsetCommit's admin path); it never proposes metadata commands or
-//! writes `__consumer_offsets` itself. Every read is bounded (page sizes, record counts and bytes of the message browser), and bad input
+//! same validation and the same messages as the Kafka APIs the CLI uses) and groups only through
+//! `fjord_broker::groups::{reset_offsets, delete_groups}` (OffsetCommit's admin path, DeleteGroups'); it never
+//! proposes metadata commands or writes `__consumer_offsets` itself. Every read is bounded (page sizes, record counts and bytes of the message browser), and bad input
 //! is a 4xx JSON answer `{"error": "..."}`, never a panic or a 500.
 //!
 //! It knows nothing of HTTP listeners, TLS or login: the binary decides where the router is served.

@@ -112,6 +112,16 @@ pub fn spec() -> Value {
         }),
     );
     add(
+        "/api/topics/{name}/configs",
+        json!({
+            "post": op("Set and delete topic configs (IncrementalAlterConfigs SET/DELETE); with `validate_only` the broker only checks them", vec![name()], Some(obj(json!({
+                "set": {"type": "object", "additionalProperties": {"type": "string"}},
+                "delete": {"type": "array", "items": string()},
+                "validate_only": {"type": "boolean"},
+            }), &[])), "200"),
+        }),
+    );
+    add(
         "/api/topics/{name}/messages",
         json!({
             "get": op("Records of one partition (keys, values, header values in base64), bounded", vec![
@@ -151,14 +161,21 @@ pub fn spec() -> Value {
     );
     add(
         "/api/groups/{id}",
-        json!({"get": op("A group: members, assignment, offsets and lag", vec![group()], None, "200")}),
+        json!({
+            "get": op("A group: members, assignment, offsets and lag", vec![group()], None, "200"),
+            "delete": op("Delete a group without members and its offsets (DeleteGroups); `confirm` must be its id", vec![group()], Some(obj(
+                json!({"confirm": {"type": "string", "description": "the exact group id, as confirmation"}}),
+                &["confirm"],
+            )), "200"),
+        }),
     );
     add(
         "/api/groups/{id}/reset-offsets",
         json!({
-            "post": op("Reset a group's offsets on a topic (a dry run unless `execute`)", vec![group()], Some(obj(json!({
-                "topic": string(), "to": {"type": "string", "enum": ["earliest", "latest", "offset"]},
-                "offset": int(0, i64::MAX), "partitions": {"type": "array", "items": int(0, i32::MAX as i64)},
+            "post": op("Reset a group's offsets on a topic (a dry run unless `execute`): to the earliest or latest offset, a given `offset`, or the first offset at or after `timestamp` (ms; the log end when none)", vec![group()], Some(obj(json!({
+                "topic": string(), "to": {"type": "string", "enum": ["earliest", "latest", "offset", "timestamp"]},
+                "offset": int(0, i64::MAX), "timestamp": int(0, i64::MAX),
+                "partitions": {"type": "array", "items": int(0, i32::MAX as i64)},
                 "execute": {"type": "boolean"},
             }), &["topic", "to"])), "200"),
         }),

@@ -1503,3 +1503,335 @@ fn the_admin_api_survives_schemathesis() {
     assert_eq!(s, 200, "{v}");
     ok(&fjord(&b, &["topics", "describe", "orders"], None));
 }
+
+/// The group's row of `fjord groups list` (ListGroups), if it is listed.
+fn listed_group(b: &str, id: &str) -> Option<Value> {
+    let v: Value = serde_json::from_str(&ok(&fjord(
+        b,
+        &["groups", "list", "--output", "json"],
+        None,
+    )))
+    .unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group"] == id)
+        .cloned()
+}
+
+/// The topic's configs set on it, as `fjord topics describe --output json` (DescribeConfigs) shows them.
+fn described_configs(b: &str, topic: &str) -> Value {
+    let d: Value = serde_json::from_str(&ok(&fjord(
+        b,
+        &["topics", "describe", topic, "--output", "json"],
+        None,
+    )))
+    .unwrap();
+    let d = if d.is_array() { d[0].clone() } else { d };
+    d["configs"].clone()
+}
+
+/// The group and topic actions of the dashboard's API: deleting a group (refused while a kcat member is in it,
+/// then gone from ListGroups), resetting offsets to a timestamp (the first offset at or after it; the log end
+/// past every record), and setting and deleting a topic config with a validation step (the broker's refusals as
+/// 4xx with its code), each checked with the CLI.
+#[test]
+fn group_delete_reset_to_timestamp_and_topic_configs_through_the_api() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let (b, h) = (
+        broker.bootstrap.as_str(),
+        broker.http.as_deref().expect("http listener"),
+    );
+    ok(&fjord(
+        b,
+        &["topics", "create", "ts", "--partitions", "2"],
+        None,
+    ));
+    // Timestamps a minute old (well inside retention), one record each: partition 0 at +0, +1000, +2000 and
+    // +3000 ms; partition 1 at +500 and +2500.
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 60_000;
+    let input: String = [(0, 0), (0, 1000), (0, 2000), (0, 3000), (1, 500), (1, 2500)]
+        .iter()
+        .map(|(p, t)| {
+            format!(
+                "{{\"value\": \"v{t}\", \"partition\": {p}, \"timestamp\": {}}}\n",
+                base + t
+            )
+        })
+        .collect();
+    ok(&fjord(
+        b,
+        &["produce", "ts", "--format", "json"],
+        Some(input.as_bytes()),
+    ));
+
+    // Reset to a timestamp: a dry run commits nothing; executed, the committed offsets are the first at or
+    // after it (an exact match included); past every record, the log end offsets.
+    let reset = "/api/groups/tsgroup/reset-offsets";
+    let (s, v) = api(
+        h,
+        "POST",
+        reset,
+        Some(r#"{"topic": "ts", "to": "earliest", "execute": true}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    let committed = || -> Vec<i64> {
+        let (s, g) = api(h, "GET", "/api/groups/tsgroup", None);
+        assert_eq!(s, 200, "{g}");
+        g["offsets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["committed"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(committed(), [0, 0]);
+    let to_time = |ts: i64, execute: bool| -> Vec<i64> {
+        let body = format!(
+            r#"{{"topic": "ts", "to": "timestamp", "timestamp": {ts}, "execute": {execute}}}"#
+        );
+        let (s, v) = api(h, "POST", reset, Some(&body));
+        assert_eq!(s, 200, "{body}: {v}");
+        assert_eq!(v["executed"], execute, "{v}");
+        v["offsets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["new"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(to_time(base + 1500, false), [2, 1]);
+    assert_eq!(committed(), [0, 0], "a dry run committed offsets");
+    assert_eq!(to_time(base + 1500, true), [2, 1]);
+    assert_eq!(committed(), [2, 1]);
+    assert_eq!(to_time(base + 2500, true), [3, 1]);
+    assert_eq!(committed(), [3, 1]);
+    assert_eq!(to_time(base + 3_600_000, true), [4, 2]);
+    assert_eq!(committed(), [4, 2]);
+    let described: Value = serde_json::from_str(&ok(&fjord(
+        b,
+        &["groups", "describe", "tsgroup", "--output", "json"],
+        None,
+    )))
+    .unwrap();
+    assert_eq!(described["lag"], 0, "{described}");
+    assert_eq!(to_time(0, true), [0, 0]);
+    assert_eq!(committed(), [0, 0]);
+    for body in [
+        r#"{"topic": "ts", "to": "timestamp"}"#,
+        r#"{"topic": "ts", "to": "timestamp", "timestamp": -1}"#,
+        r#"{"topic": "ts", "to": "timestamp", "timestamp": "noon"}"#,
+        r#"{"topic": "ts", "to": "latest", "timestamp": 5}"#,
+        r#"{"topic": "ts", "to": "timestamp", "timestamp": 5, "offset": 1}"#,
+    ] {
+        refused(h, "POST", reset, Some(body), 400);
+    }
+
+    // Deleting a group: refused while a member is in it (kcat's balanced consumer), with Kafka's code.
+    let member = std::process::Command::new("kcat")
+        .args([
+            "-b",
+            b,
+            "-X",
+            "session.timeout.ms=6000",
+            "-X",
+            "heartbeat.interval.ms=500",
+            // It reads the six records and commits them, so the group outlives its member (Empty, with
+            // offsets) until it is deleted.
+            "-X",
+            "auto.offset.reset=earliest",
+            "-X",
+            "auto.commit.interval.ms=200",
+            "-G",
+            "live",
+            "ts",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kcat");
+    let pid = member.id().to_string();
+    let member_guard = Killed(member);
+    let members = |id: &str| -> Option<i64> {
+        let (s, g) = api(h, "GET", &format!("/api/groups/{id}"), None);
+        (s == 200).then(|| g["members"].as_array().unwrap().len() as i64)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while members("live").unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "kcat never joined group `live`");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (s, v) = api(
+        h,
+        "DELETE",
+        "/api/groups/live",
+        Some(r#"{"confirm": "live"}"#),
+    );
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["kafka_error"], "NON_EMPTY_GROUP", "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("has active members"),
+        "{v}"
+    );
+    assert!(
+        listed_group(b, "live").is_some(),
+        "a refused delete removed the group"
+    );
+    // The member leaves (kcat closes its consumer on SIGTERM): the group is empty, and deleting it works.
+    ok(&run_bounded(
+        std::process::Command::new("kill").args(["-TERM", &pid]),
+        Duration::from_secs(10),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while members("live") != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "kcat's member never left group `live`"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(member_guard);
+    let m = refused(
+        h,
+        "DELETE",
+        "/api/groups/live",
+        Some(r#"{"confirm": "liv"}"#),
+        400,
+    );
+    assert!(m.contains("type its exact id"), "{m}");
+    refused(h, "DELETE", "/api/groups/live", None, 400);
+    let (s, v) = api(
+        h,
+        "DELETE",
+        "/api/groups/live",
+        Some(r#"{"confirm": "live"}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["message"], "Deleted group live.");
+    assert!(listed_group(b, "live").is_none(), "deleted, yet listed");
+    refused(h, "GET", "/api/groups/live", None, 404);
+    // A group with only committed offsets (no member ever): deleted with them.
+    let (s, v) = api(
+        h,
+        "DELETE",
+        "/api/groups/tsgroup",
+        Some(r#"{"confirm": "tsgroup"}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(listed_group(b, "tsgroup").is_none());
+    refused(h, "GET", "/api/groups/tsgroup", None, 404);
+    let (s, v) = api(
+        h,
+        "DELETE",
+        "/api/groups/nosuch",
+        Some(r#"{"confirm": "nosuch"}"#),
+    );
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(v["kafka_error"], "GROUP_ID_NOT_FOUND", "{v}");
+
+    // Topic configs: the broker validates first (its code and message as a 4xx), nothing changes until applied.
+    let configs = "/api/topics/ts/configs";
+    for (body, status, code, words) in [
+        (
+            r#"{"set": {"retention.ms": "soon"}, "validate_only": true}"#,
+            400,
+            Some(40),
+            "soon",
+        ),
+        (
+            r#"{"set": {"segment.bytes": "-5"}}"#,
+            400,
+            Some(40),
+            "segment.bytes",
+        ),
+        (
+            r#"{"set": {"no.such.config": "1"}, "validate_only": true}"#,
+            400,
+            Some(40),
+            "Unknown topic config 'no.such.config'",
+        ),
+        (
+            r#"{"delete": ["no.such.config"]}"#,
+            400,
+            Some(40),
+            "no.such.config",
+        ),
+        (
+            r#"{"delete": ["retention.ms"]}"#,
+            400,
+            None,
+            "not set on the topic",
+        ),
+        (
+            r#"{"set": {"retention.ms": "1"}, "delete": ["retention.ms"]}"#,
+            400,
+            None,
+            "both set and deleted",
+        ),
+        (r#"{}"#, 400, None, "nothing to change"),
+        (r#"{"set": ["retention.ms"]}"#, 400, None, "`set`"),
+        (r#"{"delete": "retention.ms"}"#, 400, None, "`delete`"),
+        (
+            r#"{"set": {"retention.ms": null}}"#,
+            400,
+            None,
+            "retention.ms",
+        ),
+        (
+            r#"{"set": {"retention.ms": "1"}, "validate_only": "yes"}"#,
+            400,
+            None,
+            "validate_only",
+        ),
+    ] {
+        let (s, v) = api(h, "POST", configs, Some(body));
+        assert_eq!(s, status, "{body}: {v}");
+        assert_eq!(v["kafka_error_code"].as_i64(), code, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(words), "{body}: {v}");
+    }
+    let (s, v) = api(
+        h,
+        "POST",
+        "/api/topics/nosuch/configs",
+        Some(r#"{"set": {"retention.ms": "1000"}}"#),
+    );
+    assert_eq!(s, 404, "{v}");
+    assert!(described_configs(b, "ts").get("retention.ms").is_none());
+    let (s, v) = api(
+        h,
+        "POST",
+        configs,
+        Some(r#"{"set": {"retention.ms": "86400000"}, "validate_only": true}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        described_configs(b, "ts").get("retention.ms").is_none(),
+        "validate_only changed the config"
+    );
+    let (s, v) = api(
+        h,
+        "POST",
+        configs,
+        Some(r#"{"set": {"retention.ms": "86400000", "cleanup.policy": "compact"}}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    let c = described_configs(b, "ts");
+    assert_eq!(c["retention.ms"]["value"], "86400000", "{c}");
+    assert_eq!(c["cleanup.policy"]["value"], "compact", "{c}");
+    let (s, v) = api(
+        h,
+        "POST",
+        configs,
+        Some(r#"{"delete": ["cleanup.policy"]}"#),
+    );
+    assert_eq!(s, 200, "{v}");
+    let c = described_configs(b, "ts");
+    assert!(c.get("cleanup.policy").is_none(), "{c}");
+    assert_eq!(c["retention.ms"]["value"], "86400000", "{c}");
+}

@@ -14,14 +14,12 @@ use kafka_protocol::messages::{
 
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{str_bytes, Ctx};
-use crate::admin::{alter_broker_configs, alter_topic_configs, ApiError};
-use crate::config::{topic_config_def, validate_topic_config, ConfigType};
+use crate::admin::{
+    alter_broker_configs, alter_topic_configs, incremental_alter_topic_configs, ApiError,
+    OP_DELETE, OP_SET,
+};
+use crate::config::validate_topic_config;
 use crate::BrokerState;
-
-const OP_SET: i8 = 0;
-const OP_DELETE: i8 = 1;
-const OP_APPEND: i8 = 2;
-const OP_SUBTRACT: i8 = 3;
 
 fn check_resource(broker: &BrokerState, ty: i8, name: &str) -> Result<(), ApiError> {
     match ty {
@@ -152,84 +150,7 @@ async fn incremental_one(
         }
         return alter_broker_configs(broker, name, set, delete, false, validate_only).await;
     }
-    let current = broker
-        .meta
-        .state()
-        .topics
-        .get(name)
-        .map(|t| t.configs.clone())
-        .unwrap_or_default();
-    let mut seen = HashSet::new();
-    let mut set = BTreeMap::new();
-    let mut delete = Vec::new();
-    for (key, op, value) in ops {
-        if !seen.insert(key.clone()) {
-            return Err(ApiError::new(
-                E::InvalidRequest,
-                format!("Config '{key}' is given more than once."),
-            ));
-        }
-        let def = topic_config_def(&key).ok_or_else(|| {
-            ApiError::new(E::InvalidConfig, format!("Unknown topic config '{key}'."))
-        })?;
-        match op {
-            OP_SET => {
-                let v = value.ok_or_else(|| {
-                    ApiError::new(E::InvalidConfig, format!("Null value for '{key}'."))
-                })?;
-                validate_topic_config(&key, &v)
-                    .map_err(|e| ApiError::new(E::InvalidConfig, e.to_string()))?;
-                set.insert(key, v);
-            }
-            OP_DELETE => delete.push(key),
-            OP_APPEND | OP_SUBTRACT => {
-                if def.ty != ConfigType::List {
-                    return Err(ApiError::new(
-                        E::InvalidConfig,
-                        format!("Config value append or subtract is not allowed for config key '{key}' (not a list)."),
-                    ));
-                }
-                let base = current
-                    .get(&key)
-                    .cloned()
-                    .unwrap_or_else(|| broker.config.topic_default(def));
-                let mut items: Vec<String> = base
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect();
-                let given: Vec<String> = value
-                    .unwrap_or_default()
-                    .split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect();
-                if op == OP_APPEND {
-                    for g in given {
-                        if !items.contains(&g) {
-                            items.push(g);
-                        }
-                    }
-                } else {
-                    items.retain(|i| !given.contains(i));
-                }
-                let v = items.join(",");
-                validate_topic_config(&key, &v)
-                    .map_err(|e| ApiError::new(E::InvalidConfig, e.to_string()))?;
-                set.insert(key, v);
-            }
-            other => {
-                return Err(ApiError::new(
-                    E::InvalidRequest,
-                    format!("Unknown config operation {other}."),
-                ));
-            }
-        }
-    }
-    if validate_only {
-        return Ok(());
-    }
-    alter_topic_configs(broker, name, set, delete, false).await
+    incremental_alter_topic_configs(broker, name, ops, validate_only).await
 }
 
 pub async fn handle_incremental(

@@ -8,36 +8,8 @@ use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 use super::Ctx;
 
 pub async fn handle(ctx: &Ctx<'_>, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
-    let groups = &ctx.state.groups;
-    let mut codes: Vec<i16> = Vec::with_capacity(req.groups_names.len());
-    let mut records = Vec::new();
-    for g in &req.groups_names {
-        match groups.coordinator_for(ctx.state, &g.0) {
-            Ok(mut c) => {
-                codes.push(c.delete(&g.0));
-                records.extend(c.take_records());
-            }
-            Err(code) => codes.push(code),
-        }
-    }
-    if let Err(e) = groups.persist(ctx.state, records).await {
-        tracing::error!(error = %e, "persisting group deletion failed");
-        let failed = crate::groups::write_error_code(&e);
-        for c in codes.iter_mut().filter(|c| **c == 0) {
-            *c = failed;
-        }
-    } else {
-        // The tombstones of deleted KIP-848 groups: a group fails only when its own write did.
-        let names: Vec<&str> = req.groups_names.iter().map(|g| g.0.as_str()).collect();
-        let failed = groups.flush_consumer_groups(ctx.state, &names).await;
-        for (c, g) in codes.iter_mut().zip(&names) {
-            if *c == 0 {
-                if let Some(code) = failed.get(*g) {
-                    *c = *code;
-                }
-            }
-        }
-    }
+    let names: Vec<&str> = req.groups_names.iter().map(|g| g.0.as_str()).collect();
+    let codes = crate::groups::delete_groups(ctx.state, &names).await;
     DeleteGroupsResponse::default().with_results(
         req.groups_names
             .into_iter()
