@@ -89,6 +89,8 @@ struct State {
     catalog: Catalog,
     running: HashMap<String, Running>,
     next_seq: u64,
+    /// Why a query the catalog says runs could not start again after a restart (its state is ERROR), by id.
+    start_errors: HashMap<String, String>,
 }
 
 pub struct Engine {
@@ -204,6 +206,7 @@ impl Engine {
                 catalog: Catalog::default(),
                 running: HashMap::new(),
                 next_seq: 1,
+                start_errors: HashMap::new(),
             }),
             producer,
             admin,
@@ -330,6 +333,16 @@ impl Engine {
                 .unwrap_or_else(|| "earliest".into());
             if let Err(e) = self.start_persistent(&def, &reset) {
                 tracing::error!(sink = def.name, error = %e, "a persistent query could not start again");
+                if let Some(q) = &def.query {
+                    self.state
+                        .lock()
+                        .expect("engine state")
+                        .start_errors
+                        .insert(
+                            q.id.clone(),
+                            format!("the query could not start again after a restart: {e}"),
+                        );
+                }
             }
         }
         Ok(())
@@ -442,7 +455,11 @@ impl Engine {
                     .filter_map(|s| s.query.as_ref().map(|q| (s, q)))
                     .map(|(s, q)| {
                         let state = if st.running.contains_key(&q.id) { "RUNNING" } else if q.running { "ERROR" } else { "TERMINATED" };
-                        json!({"queryString": q.sql, "sinks": [s.name], "sinkKafkaTopics": [s.topic], "id": q.id, "queryType": "PERSISTENT", "state": state, "statusCount": {state: 1}})
+                        let mut row = json!({"queryString": q.sql, "sinks": [s.name], "sinkKafkaTopics": [s.topic], "id": q.id, "queryType": "PERSISTENT", "state": state, "statusCount": {state: 1}});
+                        if state == "ERROR" {
+                            row["reason"] = json!(st.start_errors.get(&q.id));
+                        }
+                        row
                     })
                     .chain(cat.all_broken().filter_map(|b| b.query_id.as_ref().map(|id| (b, id))).map(|(b, id)| {
                         json!({"queryString": "", "sinks": [b.name], "sinkKafkaTopics": [b.topic], "id": id, "queryType": "PERSISTENT", "state": "BROKEN", "statusCount": {"BROKEN": 1}, "reason": b.reason})
@@ -673,19 +690,21 @@ impl Engine {
     }
 
     fn query_description(&self, s: &SourceDef, q: &QueryDef) -> J {
-        let state = if self
-            .state
-            .lock()
-            .expect("engine state")
-            .running
-            .contains_key(&q.id)
-        {
-            "RUNNING"
-        } else if q.running {
-            "ERROR"
-        } else {
-            "TERMINATED"
+        let (state, start_error) = {
+            let st = self.state.lock().expect("engine state");
+            if st.running.contains_key(&q.id) {
+                ("RUNNING", None)
+            } else if q.running {
+                ("ERROR", st.start_errors.get(&q.id).cloned())
+            } else {
+                ("TERMINATED", None)
+            }
         };
+        // ksqlDB's queryErrors: why an ERROR query is not running.
+        let errors: Vec<J> = start_error
+            .into_iter()
+            .map(|m| json!({"type": "UNKNOWN", "errorMessage": m}))
+            .collect();
         let plan = parse_statement(&q.sql)
             .ok()
             .and_then(|p| match p.statement {
@@ -699,7 +718,7 @@ impl Engine {
             "consumerGroupId": format!("_fjord_sql_{}", q.id),
             "sources": plan.as_ref().map(|p| vec![p.source.name.clone()]).unwrap_or_default(),
             "fields": s.columns.iter().map(|c| json!({"name": c.name, "schema": {"type": c.ty.to_string()}})).collect::<Vec<_>>(),
-            "executionPlan": plan.as_ref().map(plan_text).unwrap_or_default(), "statistics": self.stats_json(&q.id)})
+            "executionPlan": plan.as_ref().map(plan_text).unwrap_or_default(), "statistics": self.stats_json(&q.id), "queryErrors": errors})
     }
 
     async fn create_source(&self, parsed: &Parsed) -> Result<J> {
@@ -1222,7 +1241,9 @@ impl Engine {
                 stop.clone(),
                 stats.clone(),
             )?;
-            self.state.lock().expect("engine state").running.insert(
+            let mut st = self.state.lock().expect("engine state");
+            st.start_errors.remove(&q.id);
+            st.running.insert(
                 q.id.clone(),
                 Running {
                     stop,
@@ -1231,6 +1252,7 @@ impl Engine {
                     table: Some(table),
                 },
             );
+            drop(st);
             tracing::info!(
                 query = q.id,
                 sink = def.name,
@@ -1267,7 +1289,9 @@ impl Engine {
                 }
             })
             .map_err(|e| SqlError::execution(format!("cannot start a thread: {e}")))?;
-        self.state.lock().expect("engine state").running.insert(
+        let mut st = self.state.lock().expect("engine state");
+        st.start_errors.remove(&q.id);
+        st.running.insert(
             q.id.clone(),
             Running {
                 stop,
@@ -1276,6 +1300,7 @@ impl Engine {
                 table: None,
             },
         );
+        drop(st);
         tracing::info!(query = q.id, sink = def.name, "persistent query started");
         Ok(())
     }

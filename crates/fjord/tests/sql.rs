@@ -810,6 +810,81 @@ fn a_command_that_cannot_be_read_back_is_listed_broken_and_the_rest_is_served() 
     assert_ne!(id, "CSAS_BIG_ORDERS_90", "{v}");
 }
 
+/// A persistent query that cannot start again after a restart (here: its command, rewritten in the command
+/// topic, names a column its source does not have, as a definition written by another version might) is ERROR
+/// with the reason in SHOW QUERIES and EXPLAIN's queryErrors; it was ERROR with no reason anywhere but the
+/// server's log.
+#[test]
+fn a_query_that_cannot_start_again_after_a_restart_says_why() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let (server, a) = sql_server(&broker.bootstrap, &[]);
+    ksql_ok(
+        &a,
+        "CREATE STREAM orders (id STRING KEY, item STRING, qty INT) \
+         WITH (kafka_topic='orders', value_format='JSON', partitions=1);",
+    );
+    let v = ksql_ok(
+        &a,
+        "CREATE TABLE per_item AS SELECT item, COUNT(*) AS n FROM orders GROUP BY item;",
+    );
+    let id = v[0]["commandStatus"]["queryId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(server);
+    // The table's latest command, with its query's SQL grouping by a column ORDERS lacks.
+    let out = fjord(
+        &broker.bootstrap,
+        &[
+            "consume",
+            "_fjord_sql_commands",
+            "--from-beginning",
+            "--exit-at-end",
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    ok(&out);
+    let mut def: Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["key"] == "PER_ITEM")
+        .last()
+        .and_then(|r| serde_json::from_str(r["value"].as_str()?).ok())
+        .unwrap_or_else(|| panic!("no command for PER_ITEM"));
+    def["query"]["sql"] =
+        json!("CREATE TABLE per_item AS SELECT item, COUNT(*) AS n FROM orders GROUP BY nosuch");
+    client(&[
+        "produce-raw",
+        &broker.bootstrap,
+        "_fjord_sql_commands",
+        "PER_ITEM",
+        &def.to_string(),
+    ]);
+    let (_server, a) = sql_server(&broker.bootstrap, &[]);
+    let v = ksql_ok(&a, "SHOW QUERIES;");
+    let q = v[0]["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{id} not listed: {v}"))
+        .clone();
+    assert_eq!(q["state"], "ERROR", "{v}");
+    let reason = q["reason"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no reason: {v}"));
+    assert!(
+        reason.contains("could not start again") && reason.to_uppercase().contains("NOSUCH"),
+        "{reason}"
+    );
+    let v = ksql_ok(&a, &format!("EXPLAIN {id};"));
+    let errors = &v[0]["queryDescription"]["queryErrors"];
+    assert_eq!(errors[0]["errorMessage"].as_str(), Some(reason), "{v}");
+}
+
 /// `fjord sql-server` alone against a broker, with `extra` arguments; (the server, its REST address).
 fn sql_server(bootstrap: &str, extra: &[&str]) -> (KillOnDrop, String) {
     let mut server = KillOnDrop(
