@@ -849,9 +849,9 @@ fn a_query_that_cannot_start_again_after_a_restart_says_why() {
     ok(&out);
     let mut def: Value = String::from_utf8_lossy(&out.stdout)
         .lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|r| r["key"] == "PER_ITEM")
-        .last()
+        .find(|r| r["key"] == "PER_ITEM")
         .and_then(|r| serde_json::from_str(r["value"].as_str()?).ok())
         .unwrap_or_else(|| panic!("no command for PER_ITEM"));
     def["query"]["sql"] =
