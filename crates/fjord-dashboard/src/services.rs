@@ -62,9 +62,24 @@ struct Inner {
     connect: Option<Running>,
 }
 
-/// The registry and Connect worker this process runs, as they come up (none until the binary says so).
-#[derive(Clone, Default)]
-pub struct Services(Arc<RwLock<Inner>>);
+/// The registry and Connect worker this process runs, as they come up (none until the binary says so), and the
+/// permits of the calls into them.
+#[derive(Clone)]
+pub struct Services(Arc<RwLock<Inner>>, Arc<tokio::sync::Semaphore>);
+
+impl Default for Services {
+    fn default() -> Services {
+        Services(
+            Arc::default(),
+            Arc::new(tokio::sync::Semaphore::new(MAX_CALLS)),
+        )
+    }
+}
+
+/// Calls into the services running at once, from every dashboard request together: a page of subjects makes
+/// two calls per subject, so without a bound a few browsers (or a script) could keep the registry busy with
+/// hundreds; the others wait, at most [`SERVICE_TIMEOUT`] in all.
+pub const MAX_CALLS: usize = 8;
 
 /// How long one request to a service may take before the dashboard answers 504.
 pub const SERVICE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -146,7 +161,14 @@ impl Services {
                     format!("cannot build a request to {path}: {e}"),
                 )
             })?;
+        let permits = self.1.clone();
         let call = async {
+            let _permit = permits.acquire_owned().await.map_err(|_| {
+                failed(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{} is shutting down", kind.title()),
+                )
+            })?;
             let resp = svc.router.oneshot(req).await.map_err(|e| {
                 failed(
                     StatusCode::BAD_GATEWAY,
@@ -217,6 +239,56 @@ pub fn enc(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Forty calls at once into a slow service: at most MAX_CALLS run together, and every one is answered.
+    #[test]
+    fn calls_into_a_service_are_bounded() {
+        use axum::routing::get;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap();
+        let now = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (n, m) = (now.clone(), most.clone());
+        let router = axum::Router::new().route(
+            "/slow",
+            get(move || {
+                let (n, m) = (n.clone(), m.clone());
+                async move {
+                    let running = n.fetch_add(1, Ordering::SeqCst) + 1;
+                    m.fetch_max(running, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    n.fetch_sub(1, Ordering::SeqCst);
+                    "{}"
+                }
+            }),
+        );
+        let s = Services::default();
+        s.set_registry("127.0.0.1:1".parse().unwrap(), router);
+        let answered = rt.block_on(async {
+            let calls: Vec<_> = (0..40)
+                .map(|_| {
+                    let s = s.clone();
+                    tokio::spawn(async move {
+                        s.call(Kind::Registry, Method::GET, "/slow", None)
+                            .await
+                            .is_ok()
+                    })
+                })
+                .collect();
+            let mut ok = 0;
+            for c in calls {
+                ok += usize::from(c.await.unwrap());
+            }
+            ok
+        });
+        assert_eq!(answered, 40);
+        let most = most.load(Ordering::SeqCst);
+        assert!((1..=MAX_CALLS).contains(&most), "{most} calls ran at once");
+    }
 
     #[test]
     fn segments_are_encoded_whole() {
