@@ -296,6 +296,10 @@ try:
     code, out, err = fjord("groups", "describe", "billing", "--output", "json")
     assert code == 0, err
     assert json.loads(out)["lag"] == 5, out
+    # The page's own table and total lag show the new offsets without a reload.
+    committed = [[c.text for c in r.find_elements(By.TAG_NAME, "td")][:3] for r in driver.find_elements(By.CSS_SELECTOR, "#offsets-table tbody tr")]
+    assert committed == [["orders", "0", "0"], ["orders", "1", "0"]], committed
+    assert text("#group-lag") == "5", text("#group-lag")
     shot("group-reset")
 
     def delete_group(typed):

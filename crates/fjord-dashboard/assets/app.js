@@ -380,9 +380,6 @@ async function groupPage(id) {
     h("td", {}, m.member_id), h("td", { class: "member-client" }, m.client_id), h("td", { class: "member-host" }, m.host),
     h("td", { class: "num member-count" }, m.partition_count),
     h("td", {}, m.assignment.map((a) => `${a.topic}[${a.partitions.join(",")}]`).join(" "))));
-  const offsets = g.offsets.map((o) => h("tr", {},
-    h("td", {}, o.topic), h("td", { class: "num" }, o.partition), h("td", { class: "num" }, o.committed),
-    h("td", { class: "num" }, dash(o.end_offset)), h("td", { class: "num lag" }, dash(o.lag)), h("td", {}, dash(o.member))));
   view.replaceChildren(
     h("h1", {}, "Group ", h("span", { id: "group-id" }, g.id)),
     h("div", { class: "cards" },
@@ -391,9 +388,23 @@ async function groupPage(id) {
     h("h2", {}, "Members (partitions per member: is the work balanced?)"),
     table("members-table", ["member id", "client id", "host", "partitions#", "assignment"], members),
     h("h2", {}, "Committed offsets and lag"),
-    table("offsets-table", ["topic", "partition#", "committed#", "end offset#", "lag#", "member"], offsets),
+    offsetsTable(g),
     resetForm(g),
     deleteGroupForm(g));
+}
+
+function offsetsTable(g) {
+  return table("offsets-table", ["topic", "partition#", "committed#", "end offset#", "lag#", "member"], g.offsets.map((o) => h("tr", {},
+    h("td", {}, o.topic), h("td", { class: "num" }, o.partition), h("td", { class: "num committed" }, o.committed),
+    h("td", { class: "num" }, dash(o.end_offset)), h("td", { class: "num lag" }, dash(o.lag)), h("td", {}, dash(o.member)))));
+}
+
+/** After a change of the group's offsets: its committed offsets and lag as the broker has them now. */
+async function refreshOffsets(id) {
+  const fresh = await api(`/groups/${enc(id)}`);
+  document.getElementById("offsets-table")?.replaceWith(offsetsTable(fresh));
+  const lag = document.getElementById("group-lag");
+  if (lag) lag.textContent = fresh.lag;
 }
 
 /** Delete the group (only without members): its exact id typed as the confirmation, as a topic or subject. */
@@ -442,6 +453,7 @@ function resetForm(g) {
         exec.disabled = true;
         try {
           const done = await api(`/groups/${enc(g.id)}/reset-offsets`, { method: "POST", body: sent });
+          await refreshOffsets(g.id);
           out.replaceChildren(h("p", { class: "ok", id: "reset-ok" }, `Offsets of ${done.group} reset.`), show(done));
         } catch (e) { out.replaceChildren(h("p", { class: "error", id: "reset-error", role: "alert" }, e.message)); }
       } }, "Execute");
