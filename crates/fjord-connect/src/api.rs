@@ -88,6 +88,13 @@ async fn standby_guard(
     if !req.uri().path().starts_with("/connectors") || req.headers().contains_key(OWNER_QUERY) {
         return next.run(req).await;
     }
+    // A status this worker knows (a connector it runs, or the status topic's record of one another worker runs)
+    // is answered here, by the leader and by the others alike, as Connect's workers answer from their status store.
+    if let Some(name) = status_read(&req) {
+        if w.answers_status(name.as_deref()).await {
+            return next.run(req).await;
+        }
+    }
     if w.is_active() {
         // The leader holds every connector's config, but only the worker running one knows its tasks' statuses
         // and offsets, and restarts them.
@@ -128,6 +135,24 @@ async fn standby_guard(
 /// The header of a request the leader sends to the worker running a connector: answered there, whatever that
 /// worker's role.
 const OWNER_QUERY: &str = "x-fjord-owner-query";
+
+/// What a status read asks for: `Some(Some(name))` for `GET /connectors/{name}/status` and
+/// `.../tasks/{id}/status`, `Some(None)` for `GET /connectors?expand=status`; None for anything else.
+fn status_read(req: &axum::extract::Request) -> Option<Option<String>> {
+    if req.method() != axum::http::Method::GET {
+        return None;
+    }
+    let path = req.uri().path();
+    if path == "/connectors" || path == "/connectors/" {
+        let expands_status = query_params(&req.uri().query().map(str::to_string))
+            .iter()
+            .any(|(k, v)| k == "expand" && v.split(',').any(|e| e.trim() == "status"));
+        return expands_status.then_some(None);
+    }
+    let name = owner_query(path)?;
+    let sub = path.rsplit('/').next().unwrap_or("");
+    (sub == "status").then_some(Some(name))
+}
 
 /// The connector of a path only the worker running it can answer: its status, offsets, restarts and tasks'
 /// statuses and restarts.

@@ -414,6 +414,8 @@ pub struct GroupView {
     pub mine: BTreeSet<String>,
     /// Leader only: connector -> REST address of the worker running it.
     pub owners: BTreeMap<String, String>,
+    /// The group generation of the rebalance (written with statuses, as Connect does).
+    pub generation: i32,
 }
 
 /// The running membership; `stop` leaves the group.
@@ -983,6 +985,7 @@ impl Session {
             is_leader,
             mine: self.owned.keys().cloned().collect(),
             owners,
+            generation: self.generation,
         };
         tracing::info!(group = %self.config.group_id, generation = self.generation, leader = is_leader, runs = ?view.mine, revoked = ?revoked, "rebalance complete");
         self.rt.block_on(self.worker.group_assign(stored, view));

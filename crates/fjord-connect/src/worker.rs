@@ -112,6 +112,8 @@ pub struct Worker {
     config_log: Option<Arc<ConfigLog>>,
     /// Distributed mode's status topic, where status changes are reported. None in standalone mode.
     status_log: Option<crate::distributed::StatusLog>,
+    /// Distributed mode's status topic read back: the statuses of connectors other workers run.
+    status_store: Option<Arc<crate::status_store::StatusStore>>,
     /// False while a distributed worker stands by (another worker of its group runs the connectors): the
     /// connector paths of the REST API then answer 409.
     active: AtomicBool,
@@ -143,6 +145,7 @@ impl Worker {
             connectors: Mutex::new(BTreeMap::new()),
             config_log: None,
             status_log: None,
+            status_store: None,
             active: AtomicBool::new(true),
             lease: StdMutex::new(None),
             settled: AtomicBool::new(false),
@@ -283,6 +286,9 @@ impl Worker {
     ) {
         let mut connectors = self.connectors.lock().await;
         self.active.store(view.is_leader, Ordering::SeqCst);
+        if let Some(s) = &self.status_log {
+            s.set_generation(view.generation);
+        }
         *self.group.lock().unwrap() = Some(view);
         let gone: Vec<String> = connectors
             .keys()
@@ -386,6 +392,53 @@ impl Worker {
     pub fn with_status_log(mut self, log: crate::distributed::StatusLog) -> Worker {
         self.status_log = Some(log);
         self
+    }
+
+    /// Answers the status of connectors other workers run from the status topic (distributed mode).
+    pub fn with_status_store(mut self, store: Arc<crate::status_store::StatusStore>) -> Worker {
+        self.status_store = Some(store);
+        self
+    }
+
+    /// Whether this worker can answer the status of `name` (None: of every connector it knows) itself: in
+    /// Connect's group protocol, once a rebalance told it the connectors, for a connector it runs (from memory)
+    /// or whose status the status topic holds. Otherwise the request goes to the leader, as before.
+    pub async fn answers_status(&self, name: Option<&str>) -> bool {
+        let connectors = self.connectors.lock().await;
+        let Some(store) = &self.status_store else {
+            return false;
+        };
+        let mine = match self.group.lock().unwrap().as_ref() {
+            Some(g) if g.leader.is_some() => g.mine.clone(),
+            _ => return false,
+        };
+        let answers = |n: &str| mine.contains(n) || store.connector(n).is_some();
+        match name {
+            Some(n) => connectors.contains_key(n) && answers(n),
+            None => connectors.keys().all(|n| answers(n)),
+        }
+    }
+
+    /// The status of a connector another worker runs, from the status topic (None: it holds none).
+    fn stored_status(&self, name: &str, c: &Connector) -> Option<Value> {
+        if self.runs_here(name) {
+            return None;
+        }
+        let (connector, tasks) = self.status_store.as_ref()?.connector(name)?;
+        let tasks: Vec<Value> = if c.target == TargetState::Stopped {
+            Vec::new()
+        } else {
+            tasks
+                .iter()
+                .map(|(id, t)| stored_json(Some(*id), t))
+                .collect()
+        };
+        Some(json!({
+            "name": name,
+            "connector": stored_json(None, &connector),
+            "tasks": tasks,
+            "type": c.plugin.kind().as_str(),
+        }))
     }
 
     /// Runs a connector read back from the config topic, writing nothing.
@@ -549,6 +602,9 @@ impl Worker {
         let c = connectors
             .get(name)
             .ok_or_else(|| Error::connector_not_found(name))?;
+        if let Some(v) = self.stored_status(name, c) {
+            return Ok(v);
+        }
         Ok(self.connector_status(name, c, false, false))
     }
 
@@ -609,6 +665,15 @@ impl Worker {
             .get(name)
             .ok_or_else(|| Error::connector_not_found(name))?;
         self.check_task(name, c, task)?;
+        if let Some(v) = self.stored_status(name, c) {
+            let id = json!(task.parse::<u32>().unwrap_or(0));
+            if let Some(t) = v["tasks"]
+                .as_array()
+                .and_then(|ts| ts.iter().find(|t| t["id"] == id))
+            {
+                return Ok(t.clone());
+            }
+        }
         Ok(self.task_status_json(0, &c.status, false))
     }
 
@@ -826,6 +891,9 @@ impl Worker {
     /// Stops every task (each finishes its batch and commits), for a clean shutdown; a distributed worker then
     /// leaves its group, so that a standby takes over at once.
     pub async fn shutdown(&self) {
+        if let Some(s) = &self.status_store {
+            s.stop();
+        }
         let membership = self.membership.lock().unwrap().take();
         if let Some(m) = membership {
             // Every task commits what it sent before the group hears this worker left.
@@ -978,7 +1046,7 @@ impl Worker {
                 };
                 tracing::error!(connector = %name, task = 0, "task failed: {trace}");
                 if let Some(s) = &status_log {
-                    s.report(&name, Some(0), "FAILED", Some(&trace));
+                    s.report_safe(&name, 0, "FAILED", Some(&trace));
                 }
                 *status.lock().unwrap() = TaskStatus {
                     state: "FAILED",
@@ -1095,6 +1163,18 @@ fn check_offsets(plugin: Plugin, config: &ConfigMap, changes: &[(Value, Value)])
         }
     }
     Ok(())
+}
+
+/// A status from the status topic in the REST API's shape (`id` for a task).
+fn stored_json(task: Option<u32>, s: &crate::status_store::Status) -> Value {
+    let mut v = json!({"state": s.state, "worker_id": s.worker_id});
+    if let Some(id) = task {
+        v["id"] = json!(id);
+    }
+    if let Some(t) = &s.trace {
+        v["trace"] = json!(t);
+    }
+    v
 }
 
 fn connector_info(name: &str, c: &Connector) -> Value {
