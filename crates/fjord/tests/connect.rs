@@ -1165,7 +1165,8 @@ fn a_standby_distributed_worker_takes_over_when_the_active_one_is_killed() {
             .and_then(|v| serde_json::from_str::<Value>(v).ok())?;
         let generation = latest["generation"].as_i64().unwrap_or(0);
         let latest = json!({"state": latest["state"], "trace": latest["trace"], "worker_id": latest["worker_id"]});
-        (latest == json!({"state": "RUNNING", "trace": null, "worker_id": w2.rest}) && generation >= 2)
+        (latest == json!({"state": "RUNNING", "trace": null, "worker_id": w2.rest})
+            && generation >= 2)
             .then_some(())
     });
 }
@@ -1711,7 +1712,7 @@ fn every_worker_answers_statuses_from_the_status_topic_a_restarted_one_too() {
             broker.bootstrap
         ),
     );
-    let w1 = WorkerProc::start_mode("distributed", &[&props], &dir.path().join("w1.log"));
+    let mut w1 = WorkerProc::start_mode("distributed", &[&props], &dir.path().join("w1.log"));
     let names = ["bad-0", "bad-1", "good-0", "good-1", "good-2"];
     for name in names {
         let file = dir.path().join(format!("{name}.txt"));
@@ -1769,15 +1770,31 @@ fn every_worker_answers_statuses_from_the_status_topic_a_restarted_one_too() {
     }
     // A worker started now reads the topic from its beginning: it shows w1's statuses, written before it started.
     let w3 = WorkerProc::start_mode("distributed", &[&props], &dir.path().join("w3.log"));
-    wait_for(
+    let view = wait_for(
         Duration::from_secs(90),
         "the new worker to show every connector's real status, spread over w1 and it",
         || {
             let a = settled_view(&w1.rest, &names, &[&w1.rest, &w3.rest])?;
             let b = settled_view(&w3.rest, &names, &[&w1.rest, &w3.rest])?;
-            (a == b).then_some(())
+            (a == b).then_some(a)
         },
     );
+    // They are w3's own knowledge, not the leader's answer forwarded: with w1 (the leader) dead, w3 still
+    // answers w1's connectors' and tasks' statuses.
+    let on_w1: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| view[*n]["connector"]["worker_id"] == json!(w1.rest))
+        .collect();
+    w1.kill9();
+    for name in &on_w1 {
+        let (s, v) = http(&w3.rest, "GET", &format!("/connectors/{name}/status"), None);
+        assert_eq!(
+            (s, &v),
+            (200, &view[*name]),
+            "{name} asked of w3 after w1 died"
+        );
+    }
     // Connect's records, with the group generation of the rebalance that assigned each task (not 0).
     let out = ok(&fjord(
         &broker.bootstrap,
