@@ -603,6 +603,44 @@ mod tests {
         assert_eq!(bool_param(&p, "none").unwrap(), None);
     }
 
+    /// Status reads (answered by any worker that knows the status) are told apart from what only the worker
+    /// running a connector answers (offsets, restarts) and from writes.
+    #[test]
+    fn status_reads_are_recognised() {
+        let read = |method: &str, uri: &str| {
+            let req = axum::extract::Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            status_read(&req)
+        };
+        assert_eq!(
+            read("GET", "/connectors?expand=info&expand=status"),
+            Some(None)
+        );
+        assert_eq!(read("GET", "/connectors?expand=info,status"), Some(None));
+        assert_eq!(
+            read("GET", "/connectors/a%20b/status"),
+            Some(Some("a b".into()))
+        );
+        assert_eq!(
+            read("GET", "/connectors/a/tasks/0/status"),
+            Some(Some("a".into()))
+        );
+        for (m, uri) in [
+            ("GET", "/connectors"),
+            ("GET", "/connectors?expand=info"),
+            ("GET", "/connectors/a/offsets"),
+            ("GET", "/connectors/a"),
+            ("POST", "/connectors/a/restart"),
+            ("POST", "/connectors/a/tasks/0/restart"),
+            ("DELETE", "/connectors/a/status"),
+        ] {
+            assert_eq!(read(m, uri), None, "{m} {uri}");
+        }
+    }
+
     /// The leader sends to the worker running a connector only what that worker alone knows.
     #[test]
     fn only_status_offsets_and_restarts_go_to_the_worker_running_the_connector() {

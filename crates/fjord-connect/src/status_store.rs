@@ -260,12 +260,14 @@ impl StatusStore {
                         }
                     }
                 }
-                Some(Err(e)) => {
-                    if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
-                        tracing::warn!(topic = %self.topic, "reading the status topic failed (retrying): {e}");
-                        last_warning = Some(Instant::now());
-                    }
+                // librdkafka retries by itself; one warning every 30 s at most.
+                Some(Err(e))
+                    if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) =>
+                {
+                    tracing::warn!(topic = %self.topic, "reading the status topic failed (retrying): {e}");
+                    last_warning = Some(Instant::now());
                 }
+                Some(Err(_)) => {}
                 None if !ends.is_empty() => {
                     // Compaction may have removed the records just before the end: the position tells.
                     if let Ok(pos) = consumer.position() {
