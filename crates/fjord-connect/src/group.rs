@@ -970,6 +970,8 @@ impl Session {
                 return;
             }
         }
+        // Counted before the read: a change written meanwhile makes `group_assign` leave the connectors be.
+        let config_writes = self.worker.config_writes();
         let stored = match ConfigLog::load(&self.config.bootstrap, &self.config.config_topic) {
             Ok(s) => s,
             Err(e) => {
@@ -988,7 +990,8 @@ impl Session {
             generation: self.generation,
         };
         tracing::info!(group = %self.config.group_id, generation = self.generation, leader = is_leader, runs = ?view.mine, revoked = ?revoked, "rebalance complete");
-        self.rt.block_on(self.worker.group_assign(stored, view));
+        self.rt
+            .block_on(self.worker.group_assign(stored, view, config_writes));
         if !revoked.is_empty() {
             // The revoked connectors are stopped: the next round can give them to another worker.
             self.rejoin.store(true, Ordering::SeqCst);

@@ -128,6 +128,9 @@ pub struct Worker {
     group: StdMutex<Option<crate::group::GroupView>>,
     /// The group membership, left at shutdown.
     membership: StdMutex<Option<crate::group::Membership>>,
+    /// Counts the changes this worker writes to the config topic (counted before the write): a rebalance whose
+    /// read of the config topic started before the count last moved may miss a change, and does not apply it.
+    config_writes: std::sync::atomic::AtomicU64,
 }
 
 impl Worker {
@@ -152,6 +155,7 @@ impl Worker {
             active_lookup: StdMutex::new(None),
             group: StdMutex::new(None),
             membership: StdMutex::new(None),
+            config_writes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -238,6 +242,17 @@ impl Worker {
         }
     }
 
+    /// How many connector changes this worker has made over REST (see `group_assign`).
+    pub fn config_writes(&self) -> u64 {
+        self.config_writes.load(Ordering::SeqCst)
+    }
+
+    /// Counts a connector change about to be written to the config topic (before the write: a rebalance reading
+    /// the topic meanwhile may miss it).
+    fn note_change(&self) {
+        self.config_writes.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Connect's group revoked these connectors: their tasks stop (each commits what it sent) before the
     /// worker rejoins, so that the next worker starts where they ended.
     pub async fn group_revoke(&self, names: &[String]) {
@@ -279,15 +294,32 @@ impl Worker {
     /// A completed rebalance: the worker knows every connector of the config topic (`stored`, for the REST
     /// API when it leads) and runs those `view.mine` holds, with their stored configs and target states (a
     /// connector whose config or state changed restarts; one that did not keeps running untouched).
+    /// `config_writes` is [`Worker::config_writes`] from before `stored` was read: when this worker wrote a
+    /// change since (a REST request served while the rebalance read the topic), `stored` may lack it, so the
+    /// connectors are left as they are (only the assignment applies) and another rebalance reads them again.
     pub async fn group_assign(
         &self,
         stored: BTreeMap<String, crate::distributed::StoredConnector>,
         view: crate::group::GroupView,
+        config_writes: u64,
     ) {
         let mut connectors = self.connectors.lock().await;
         self.active.store(view.is_leader, Ordering::SeqCst);
         if let Some(s) = &self.status_log {
             s.set_generation(view.generation);
+        }
+        if self.config_writes() != config_writes {
+            *self.group.lock().unwrap() = Some(view);
+            tracing::info!("a connector change was written while the rebalance read the config topic; reading it again in another rebalance");
+            let names: Vec<String> = connectors.keys().cloned().collect();
+            for name in names {
+                if let Some(c) = connectors.get_mut(&name) {
+                    self.apply_target(&name, c).await;
+                }
+            }
+            self.request_rebalance();
+            self.mark_settled();
+            return;
         }
         *self.group.lock().unwrap() = Some(view);
         let gone: Vec<String> = connectors
@@ -525,6 +557,9 @@ impl Worker {
         if connectors.contains_key(&name) {
             return Err(Error::Conflict(format!("Connector {name} already exists")));
         }
+        if persist {
+            self.note_change();
+        }
         if let (Some(log), true) = (&self.config_log, persist) {
             let task = task_config(&config, plugin);
             self.persist(
@@ -562,6 +597,7 @@ impl Worker {
                 .await
                 .map(|v| (true, v));
         };
+        self.note_change();
         if let Some(log) = &self.config_log {
             let task = task_config(&config, plugin);
             self.persist(name, log.put_connector(name, &config, &task, None))
@@ -694,6 +730,7 @@ impl Worker {
         if !connectors.contains_key(name) {
             return Err(Error::connector_not_found(name));
         }
+        self.note_change();
         if let Some(log) = &self.config_log {
             self.persist(name, log.delete(name)).await?;
         }
@@ -717,6 +754,7 @@ impl Worker {
         if c.target == target {
             return Ok(());
         }
+        self.note_change();
         if let Some(log) = &self.config_log {
             self.persist(name, log.put_target(name, target)).await?;
         }
@@ -1237,6 +1275,44 @@ pub(crate) fn test_worker(dir: &std::path::Path) -> Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rebalance whose read of the config topic started before this worker wrote a change (a connector created
+    /// over REST meanwhile) must not undo the change: the connector stays until a rebalance that read the topic
+    /// after the change says otherwise (the old code removed it until the next rebalance, so a `GET /connectors`
+    /// right after the create could miss it).
+    #[tokio::test]
+    async fn a_rebalance_that_read_the_configs_before_a_change_does_not_undo_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let worker = test_worker(dir.path()).in_group();
+        let view = crate::group::GroupView {
+            leader: Some("w:1".into()),
+            is_leader: true,
+            ..Default::default()
+        };
+        worker
+            .group_assign(BTreeMap::new(), view.clone(), worker.config_writes())
+            .await;
+        let read_before = worker.config_writes();
+        let config: ConfigMap = [
+            ("name", "a"),
+            ("connector.class", "FileStreamSource"),
+            ("file", "/nonexistent/in"),
+            ("topic", "t"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        worker.create(config, TargetState::Stopped).await.unwrap();
+        worker
+            .group_assign(BTreeMap::new(), view.clone(), read_before)
+            .await;
+        assert_eq!(worker.names().await, ["a"]);
+        // A read after the change that lacks the connector: it was deleted elsewhere.
+        worker
+            .group_assign(BTreeMap::new(), view, worker.config_writes())
+            .await;
+        assert!(worker.names().await.is_empty());
+    }
 
     /// Tasks that ignore the stop signal: stopping three of them takes one shutdown timeout, not three, and
     /// every one is aborted; a task that stops at once is joined, not aborted.
