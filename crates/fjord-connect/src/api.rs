@@ -87,6 +87,13 @@ async fn standby_guard(
     if answered_here(req.uri().path(), req.headers().contains_key(OWNER_QUERY)) {
         return next.run(req).await;
     }
+    // A status this worker knows (a connector it runs, or the status topic's record of one another worker runs)
+    // is answered here, by the leader and by the others alike, as Connect's workers answer from their status store.
+    if let Some(name) = status_read(&req) {
+        if w.answers_status(name.as_deref()).await {
+            return next.run(req).await;
+        }
+    }
     if w.is_active() {
         // The leader holds every connector's config, but only the worker running one knows its tasks' statuses
         // and offsets, and restarts them.
@@ -134,6 +141,24 @@ const OWNER_QUERY: &str = "x-fjord-owner-query";
 /// would write to the config topic behind the leader's back.
 fn answered_here(path: &str, owner_query_header: bool) -> bool {
     !path.starts_with("/connectors") || (owner_query_header && owner_query(path).is_some())
+}
+
+/// What a status read asks for: `Some(Some(name))` for `GET /connectors/{name}/status` and
+/// `.../tasks/{id}/status`, `Some(None)` for `GET /connectors?expand=status`; None for anything else.
+fn status_read(req: &axum::extract::Request) -> Option<Option<String>> {
+    if req.method() != axum::http::Method::GET {
+        return None;
+    }
+    let path = req.uri().path();
+    if path == "/connectors" || path == "/connectors/" {
+        let expands_status = query_params(&req.uri().query().map(str::to_string))
+            .iter()
+            .any(|(k, v)| k == "expand" && v.split(',').any(|e| e.trim() == "status"));
+        return expands_status.then_some(None);
+    }
+    let name = owner_query(path)?;
+    let sub = path.rsplit('/').next().unwrap_or("");
+    (sub == "status").then_some(Some(name))
 }
 
 /// The connector of a path only the worker running it can answer: its status, offsets, restarts and tasks'
@@ -596,6 +621,44 @@ mod tests {
         assert_eq!(p[4], ("end".into(), "%4".into()));
         assert!(bool_param(&p, "expand").is_err());
         assert_eq!(bool_param(&p, "none").unwrap(), None);
+    }
+
+    /// Status reads (answered by any worker that knows the status) are told apart from what only the worker
+    /// running a connector answers (offsets, restarts) and from writes.
+    #[test]
+    fn status_reads_are_recognised() {
+        let read = |method: &str, uri: &str| {
+            let req = axum::extract::Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            status_read(&req)
+        };
+        assert_eq!(
+            read("GET", "/connectors?expand=info&expand=status"),
+            Some(None)
+        );
+        assert_eq!(read("GET", "/connectors?expand=info,status"), Some(None));
+        assert_eq!(
+            read("GET", "/connectors/a%20b/status"),
+            Some(Some("a b".into()))
+        );
+        assert_eq!(
+            read("GET", "/connectors/a/tasks/0/status"),
+            Some(Some("a".into()))
+        );
+        for (m, uri) in [
+            ("GET", "/connectors"),
+            ("GET", "/connectors?expand=info"),
+            ("GET", "/connectors/a/offsets"),
+            ("GET", "/connectors/a"),
+            ("POST", "/connectors/a/restart"),
+            ("POST", "/connectors/a/tasks/0/restart"),
+            ("DELETE", "/connectors/a/status"),
+        ] {
+            assert_eq!(read(m, uri), None, "{m} {uri}");
+        }
     }
 
     /// The leader sends to the worker running a connector only what that worker alone knows.

@@ -11,11 +11,16 @@
 //! Workers of one `group.id` form a group with Connect's own `connect` protocol (`group.rs`): the leader
 //! assigns the connectors to the workers, each runs its assignment, and REST requests go to the leader (the
 //! others forward them). `connect.protocol=lease` keeps Fjord's older lease (`lease.rs`: one worker runs every
-//! connector, the others stand by). **Not yet (see README):** the status topic is written, not read back.
+//! connector, the others stand by).
+//!
+//! The status topic (`status.storage.topic`) is written by `StatusLog` and read back by every worker
+//! (`status_store.rs`, as Connect's `KafkaStatusBackingStore`): a worker answers the status of connectors other
+//! workers run from it, and a restarted worker knows them once it has read the topic to its end.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -24,6 +29,7 @@ use crate::config::{ConfigMap, WorkerConfig};
 use crate::error::{Error, Result};
 use crate::lease::LeaseConfig;
 use crate::offsets::OffsetStore;
+use crate::status_store::StatusStore;
 use crate::topics::{self, Record, TopicWriter};
 use crate::worker::{TargetState, Worker};
 
@@ -253,15 +259,26 @@ fn replay(records: &[Record], topic: &str) -> BTreeMap<String, StoredConnector> 
 /// The status topic (`status.storage.topic`): connector and task statuses in Connect's records, written in
 /// order by one background task, best effort (a failed write is logged; the REST API answers from memory).
 /// Keys `status-connector-<name>` and `status-task-<name>-<id>`, values
-/// `{"state", "trace", "worker_id", "generation"}`; tombstones when a connector is deleted.
+/// `{"state", "trace", "worker_id", "generation"}`; tombstones when a connector is deleted. The generation is the
+/// worker's group generation (Connect's group protocol, set at each rebalance); with the lease
+/// (`connect.protocol=lease`) it is 0: the lease's consumer group is librdkafka's, which does not expose its
+/// generation, and one worker runs everything, so no older owner's write can race a newer one's.
 #[derive(Clone)]
 pub struct StatusLog {
     tx: tokio::sync::mpsc::UnboundedSender<Record>,
     worker_id: String,
+    generation: Arc<AtomicI32>,
+    /// The status topic read back, for the safe writes (`report_safe`).
+    store: Option<Arc<StatusStore>>,
 }
 
 impl StatusLog {
-    pub fn start(bootstrap: &str, topic: &str, worker_id: &str) -> Result<StatusLog> {
+    pub fn start(
+        bootstrap: &str,
+        topic: &str,
+        worker_id: &str,
+        store: Option<Arc<StatusStore>>,
+    ) -> Result<StatusLog> {
         let writer = TopicWriter::new(bootstrap, topic).map_err(Error::Internal)?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Record>();
         tokio::spawn(async move {
@@ -278,7 +295,14 @@ impl StatusLog {
         Ok(StatusLog {
             tx,
             worker_id: worker_id.to_string(),
+            generation: Arc::new(AtomicI32::new(0)),
+            store,
         })
+    }
+
+    /// The group generation the next statuses are written with (each completed rebalance sets it).
+    pub fn set_generation(&self, generation: i32) {
+        self.generation.store(generation.max(0), Ordering::SeqCst);
     }
 
     /// Records the state of the connector (`task` None) or of one of its tasks.
@@ -287,9 +311,28 @@ impl StatusLog {
             None => format!("status-connector-{connector}"),
             Some(t) => format!("status-task-{connector}-{t}"),
         };
-        let value =
-            json!({"state": state, "trace": trace, "worker_id": self.worker_id, "generation": 0});
+        let generation = self.generation.load(Ordering::SeqCst);
+        let value = json!({"state": state, "trace": trace, "worker_id": self.worker_id, "generation": generation});
         let _ = self.tx.send(record(key, Some(value)));
+    }
+
+    /// A task's status that must not replace what a newer owner wrote (Connect's `putSafe`, for failures and
+    /// stops): skipped when the status topic holds another worker's status of the task from a newer
+    /// generation (the task moved on; this worker's news of it is stale).
+    pub fn report_safe(&self, connector: &str, task: u32, state: &str, trace: Option<&str>) {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let existing = self.store.as_ref().and_then(|s| s.task(connector, task));
+        if !crate::status_store::can_write_safely(existing.as_ref(), &self.worker_id, generation) {
+            tracing::info!(
+                connector,
+                task,
+                state,
+                generation,
+                "not writing a task status: another worker wrote a newer generation's"
+            );
+            return;
+        }
+        self.report(connector, Some(task), state, trace);
     }
 
     /// Tombstones for a deleted connector's statuses.
@@ -385,10 +428,21 @@ pub async fn start(props: ConfigMap, import_offsets: Option<&Path>) -> Result<Di
             url: format!("http://{worker_id}/"),
         })
     };
-    let status = StatusLog::start(&bootstrap, &dconfig.status_topic, &worker_id)?;
+    // The status topic read back: statuses of connectors other workers run, from before this worker started too.
+    let store = StatusStore::start(&bootstrap, &dconfig.status_topic).map_err(Error::Internal)?;
+    if !store.wait_ready(topics::TOPIC_TIMEOUT).await {
+        tracing::warn!(topic = %dconfig.status_topic, "the status topic was not read to its end within {:?}; statuses of connectors on other workers are asked of them until it is", topics::TOPIC_TIMEOUT);
+    }
+    let status = StatusLog::start(
+        &bootstrap,
+        &dconfig.status_topic,
+        &worker_id,
+        Some(store.clone()),
+    )?;
     let worker = Worker::new(config, offsets, worker_id, cluster_id)
         .with_config_log(log)
-        .with_status_log(status);
+        .with_status_log(status)
+        .with_status_store(store);
     let worker = Arc::new(if group_config.is_some() {
         worker.in_group()
     } else {

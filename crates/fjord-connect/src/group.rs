@@ -443,6 +443,8 @@ pub struct GroupView {
     pub mine: BTreeSet<String>,
     /// Leader only: connector -> REST address of the worker running it.
     pub owners: BTreeMap<String, String>,
+    /// The group generation of the rebalance (written with statuses, as Connect does).
+    pub generation: i32,
 }
 
 /// The running membership; `stop` leaves the group.
@@ -1013,6 +1015,8 @@ impl Session {
                 return;
             }
         }
+        // Counted before the read: a change written meanwhile makes `group_assign` leave the connectors be.
+        let config_writes = self.worker.config_writes();
         let stored = match ConfigLog::load(&self.config.bootstrap, &self.config.config_topic) {
             Ok(s) => s,
             Err(e) => {
@@ -1028,9 +1032,11 @@ impl Session {
             is_leader,
             mine: self.owned.keys().cloned().collect(),
             owners,
+            generation: self.generation,
         };
         tracing::info!(group = %self.config.group_id, generation = self.generation, leader = is_leader, runs = ?view.mine, revoked = ?revoked, "rebalance complete");
-        self.rt.block_on(self.worker.group_assign(stored, view));
+        self.rt
+            .block_on(self.worker.group_assign(stored, view, config_writes));
         if !revoked.is_empty() {
             // The revoked connectors are stopped: the next round can give them to another worker.
             self.rejoin.store(true, Ordering::SeqCst);

@@ -9,7 +9,7 @@
 //! `fjord connect standalone` runs against any Kafka-compatible cluster.
 //!
 //! Distributed workers form a group with Connect's own `connect` protocol and incremental cooperative rebalancing
-//! (`group`). Not in this crate yet: reading the status topic back, registry converters. The PostgreSQL
+//! (`group`). Every worker reads the status topic back (`status_store`). Not in this crate yet: registry converters. The PostgreSQL
 //! sink and source (`pg_sink`, `pg_source`) and Connect's error handling with dead-letter topics and automatic task
 //! restarts (`error_handling`) are here.
 
@@ -33,6 +33,7 @@ pub mod pg_source;
 pub mod plugins;
 pub mod sink_task;
 pub mod standalone;
+pub mod status_store;
 pub mod topics;
 pub mod transforms;
 pub mod worker;

@@ -112,6 +112,8 @@ pub struct Worker {
     config_log: Option<Arc<ConfigLog>>,
     /// Distributed mode's status topic, where status changes are reported. None in standalone mode.
     status_log: Option<crate::distributed::StatusLog>,
+    /// Distributed mode's status topic read back: the statuses of connectors other workers run.
+    status_store: Option<Arc<crate::status_store::StatusStore>>,
     /// False while a distributed worker stands by (another worker of its group runs the connectors): the
     /// connector paths of the REST API then answer 409.
     active: AtomicBool,
@@ -129,6 +131,9 @@ pub struct Worker {
     group: StdMutex<Option<crate::group::GroupView>>,
     /// The group membership, left at shutdown.
     membership: StdMutex<Option<crate::group::Membership>>,
+    /// Counts the changes this worker writes to the config topic (counted before the write): a rebalance whose
+    /// read of the config topic started before the count last moved may miss a change, and does not apply it.
+    config_writes: std::sync::atomic::AtomicU64,
 }
 
 impl Worker {
@@ -146,6 +151,7 @@ impl Worker {
             connectors: Mutex::new(BTreeMap::new()),
             config_log: None,
             status_log: None,
+            status_store: None,
             active: AtomicBool::new(true),
             shutting_down: AtomicBool::new(false),
             lease: StdMutex::new(None),
@@ -153,6 +159,7 @@ impl Worker {
             active_lookup: StdMutex::new(None),
             group: StdMutex::new(None),
             membership: StdMutex::new(None),
+            config_writes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -239,6 +246,17 @@ impl Worker {
         }
     }
 
+    /// How many connector changes this worker has made over REST (see `group_assign`).
+    pub fn config_writes(&self) -> u64 {
+        self.config_writes.load(Ordering::SeqCst)
+    }
+
+    /// Counts a connector change about to be written to the config topic (before the write: a rebalance reading
+    /// the topic meanwhile may miss it).
+    fn note_change(&self) {
+        self.config_writes.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Connect's group revoked these connectors: their tasks stop (each commits what it sent) before the
     /// worker rejoins, so that the next worker starts where they ended.
     pub async fn group_revoke(&self, names: &[String]) {
@@ -280,10 +298,14 @@ impl Worker {
     /// A completed rebalance: the worker knows every connector of the config topic (`stored`, for the REST
     /// API when it leads) and runs those `view.mine` holds, with their stored configs and target states (a
     /// connector whose config or state changed restarts; one that did not keeps running untouched).
+    /// `config_writes` is [`Worker::config_writes`] from before `stored` was read: when this worker wrote a
+    /// change since (a REST request served while the rebalance read the topic), `stored` may lack it, so the
+    /// connectors are left as they are (only the assignment applies) and another rebalance reads them again.
     pub async fn group_assign(
         &self,
         stored: BTreeMap<String, crate::distributed::StoredConnector>,
         view: crate::group::GroupView,
+        config_writes: u64,
     ) {
         let mut connectors = self.connectors.lock().await;
         // Checked under the connectors lock that `shutdown` takes after setting it: either this assignment ran
@@ -293,6 +315,22 @@ impl Worker {
             return;
         }
         self.active.store(view.is_leader, Ordering::SeqCst);
+        if let Some(s) = &self.status_log {
+            s.set_generation(view.generation);
+        }
+        if self.config_writes() != config_writes {
+            *self.group.lock().unwrap() = Some(view);
+            tracing::info!("a connector change was written while the rebalance read the config topic; reading it again in another rebalance");
+            let names: Vec<String> = connectors.keys().cloned().collect();
+            for name in names {
+                if let Some(c) = connectors.get_mut(&name) {
+                    self.apply_target(&name, c).await;
+                }
+            }
+            self.request_rebalance();
+            self.mark_settled();
+            return;
+        }
         *self.group.lock().unwrap() = Some(view);
         let gone: Vec<String> = connectors
             .keys()
@@ -398,6 +436,53 @@ impl Worker {
         self
     }
 
+    /// Answers the status of connectors other workers run from the status topic (distributed mode).
+    pub fn with_status_store(mut self, store: Arc<crate::status_store::StatusStore>) -> Worker {
+        self.status_store = Some(store);
+        self
+    }
+
+    /// Whether this worker can answer the status of `name` (None: of every connector it knows) itself: in
+    /// Connect's group protocol, once a rebalance told it the connectors, for a connector it runs (from memory)
+    /// or whose status the status topic holds. Otherwise the request goes to the leader, as before.
+    pub async fn answers_status(&self, name: Option<&str>) -> bool {
+        let connectors = self.connectors.lock().await;
+        let Some(store) = &self.status_store else {
+            return false;
+        };
+        let mine = match self.group.lock().unwrap().as_ref() {
+            Some(g) if g.leader.is_some() => g.mine.clone(),
+            _ => return false,
+        };
+        let answers = |n: &str| mine.contains(n) || store.connector(n).is_some();
+        match name {
+            Some(n) => connectors.contains_key(n) && answers(n),
+            None => connectors.keys().all(|n| answers(n)),
+        }
+    }
+
+    /// The status of a connector another worker runs, from the status topic (None: it holds none).
+    fn stored_status(&self, name: &str, c: &Connector) -> Option<Value> {
+        if self.runs_here(name) {
+            return None;
+        }
+        let (connector, tasks) = self.status_store.as_ref()?.connector(name)?;
+        let tasks: Vec<Value> = if c.target == TargetState::Stopped {
+            Vec::new()
+        } else {
+            tasks
+                .iter()
+                .map(|(id, t)| stored_json(Some(*id), t))
+                .collect()
+        };
+        Some(json!({
+            "name": name,
+            "connector": stored_json(None, &connector),
+            "tasks": tasks,
+            "type": c.plugin.kind().as_str(),
+        }))
+    }
+
     /// Runs a connector read back from the config topic, writing nothing.
     pub async fn restore(
         &self,
@@ -482,6 +567,9 @@ impl Worker {
         if connectors.contains_key(&name) {
             return Err(Error::Conflict(format!("Connector {name} already exists")));
         }
+        if persist {
+            self.note_change();
+        }
         if let (Some(log), true) = (&self.config_log, persist) {
             let task = task_config(&config, plugin);
             self.persist(
@@ -519,6 +607,7 @@ impl Worker {
                 .await
                 .map(|v| (true, v));
         };
+        self.note_change();
         if let Some(log) = &self.config_log {
             let task = task_config(&config, plugin);
             self.persist(name, log.put_connector(name, &config, &task, None))
@@ -559,6 +648,9 @@ impl Worker {
         let c = connectors
             .get(name)
             .ok_or_else(|| Error::connector_not_found(name))?;
+        if let Some(v) = self.stored_status(name, c) {
+            return Ok(v);
+        }
         Ok(self.connector_status(name, c, false, false))
     }
 
@@ -619,6 +711,15 @@ impl Worker {
             .get(name)
             .ok_or_else(|| Error::connector_not_found(name))?;
         self.check_task(name, c, task)?;
+        if let Some(v) = self.stored_status(name, c) {
+            let id = json!(task.parse::<u32>().unwrap_or(0));
+            if let Some(t) = v["tasks"]
+                .as_array()
+                .and_then(|ts| ts.iter().find(|t| t["id"] == id))
+            {
+                return Ok(t.clone());
+            }
+        }
         Ok(self.task_status_json(0, &c.status, false))
     }
 
@@ -639,6 +740,7 @@ impl Worker {
         if !connectors.contains_key(name) {
             return Err(Error::connector_not_found(name));
         }
+        self.note_change();
         if let Some(log) = &self.config_log {
             self.persist(name, log.delete(name)).await?;
         }
@@ -662,6 +764,7 @@ impl Worker {
         if c.target == target {
             return Ok(());
         }
+        self.note_change();
         if let Some(log) = &self.config_log {
             self.persist(name, log.put_target(name, target)).await?;
         }
@@ -837,6 +940,9 @@ impl Worker {
     /// leaves its group, so that a standby takes over at once.
     pub async fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
+        if let Some(s) = &self.status_store {
+            s.stop();
+        }
         let membership = self.membership.lock().unwrap().take();
         if let Some(m) = membership {
             // Every task commits what it sent before the group hears this worker left.
@@ -989,7 +1095,7 @@ impl Worker {
                 };
                 tracing::error!(connector = %name, task = 0, "task failed: {trace}");
                 if let Some(s) = &status_log {
-                    s.report(&name, Some(0), "FAILED", Some(&trace));
+                    s.report_safe(&name, 0, "FAILED", Some(&trace));
                 }
                 *status.lock().unwrap() = TaskStatus {
                     state: "FAILED",
@@ -1108,6 +1214,18 @@ fn check_offsets(plugin: Plugin, config: &ConfigMap, changes: &[(Value, Value)])
     Ok(())
 }
 
+/// A status from the status topic in the REST API's shape (`id` for a task).
+fn stored_json(task: Option<u32>, s: &crate::status_store::Status) -> Value {
+    let mut v = json!({"state": s.state, "worker_id": s.worker_id});
+    if let Some(id) = task {
+        v["id"] = json!(id);
+    }
+    if let Some(t) = &s.trace {
+        v["trace"] = json!(t);
+    }
+    v
+}
+
 fn connector_info(name: &str, c: &Connector) -> Value {
     let tasks: Vec<Value> = if c.target == TargetState::Stopped {
         Vec::new()
@@ -1195,14 +1313,52 @@ mod tests {
             leader: Some("w:1".into()),
             is_leader: true,
             mine: ["src".to_string()].into(),
-            owners: BTreeMap::new(),
+            ..Default::default()
         };
-        w.group_assign(stored, view).await;
+        w.group_assign(stored, view, w.config_writes()).await;
         let connectors = w.connectors.lock().await;
         assert!(
             connectors.values().all(|c| c.task.is_none()),
             "a task runs after shutdown"
         );
+    }
+
+    /// A rebalance whose read of the config topic started before this worker wrote a change (a connector created
+    /// over REST meanwhile) must not undo the change: the connector stays until a rebalance that read the topic
+    /// after the change says otherwise (the old code removed it until the next rebalance, so a `GET /connectors`
+    /// right after the create could miss it).
+    #[tokio::test]
+    async fn a_rebalance_that_read_the_configs_before_a_change_does_not_undo_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let worker = test_worker(dir.path()).in_group();
+        let view = crate::group::GroupView {
+            leader: Some("w:1".into()),
+            is_leader: true,
+            ..Default::default()
+        };
+        worker
+            .group_assign(BTreeMap::new(), view.clone(), worker.config_writes())
+            .await;
+        let read_before = worker.config_writes();
+        let config: ConfigMap = [
+            ("name", "a"),
+            ("connector.class", "FileStreamSource"),
+            ("file", "/nonexistent/in"),
+            ("topic", "t"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        worker.create(config, TargetState::Stopped).await.unwrap();
+        worker
+            .group_assign(BTreeMap::new(), view.clone(), read_before)
+            .await;
+        assert_eq!(worker.names().await, ["a"]);
+        // A read after the change that lacks the connector: it was deleted elsewhere.
+        worker
+            .group_assign(BTreeMap::new(), view, worker.config_writes())
+            .await;
+        assert!(worker.names().await.is_empty());
     }
 
     /// Tasks that ignore the stop signal: stopping three of them takes one shutdown timeout, not three, and

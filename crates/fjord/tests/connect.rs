@@ -1144,9 +1144,8 @@ fn a_standby_distributed_worker_takes_over_when_the_active_one_is_killed() {
         (&json!("RUNNING"), &json!(w2.rest)),
         "{status}"
     );
-    // The status topic holds Connect's status records; the task's latest is the new worker's.
-    let running_on_w2 =
-        json!({"state": "RUNNING", "trace": null, "worker_id": w2.rest, "generation": 0});
+    // The status topic holds Connect's status records; the task's latest is the new worker's, written with the
+    // group generation of the rebalance that gave it the task (the group's second at least).
     wait_for(Duration::from_secs(30), "the task's status record", || {
         let out = ok(&fjord(
             &broker.bootstrap,
@@ -1163,8 +1162,12 @@ fn a_standby_distributed_worker_takes_over_when_the_active_one_is_killed() {
             .lines()
             .rev()
             .find_map(|l| l.strip_prefix("status-task-mover-0\t"))
-            .and_then(|v| serde_json::from_str::<Value>(v).ok());
-        (latest == Some(running_on_w2.clone())).then_some(())
+            .and_then(|v| serde_json::from_str::<Value>(v).ok())?;
+        let generation = latest["generation"].as_i64().unwrap_or(0);
+        let latest = json!({"state": latest["state"], "trace": latest["trace"], "worker_id": latest["worker_id"]});
+        (latest == json!({"state": "RUNNING", "trace": null, "worker_id": w2.rest})
+            && generation >= 2)
+            .then_some(())
     });
 }
 
@@ -1628,4 +1631,192 @@ fn connect_logs_show_a_connectors_lines_and_admin_loggers_change_levels_at_run_t
             && seen.iter().all(|l| l.contains("connector=src-b")),
         "{seen:#?}"
     );
+}
+
+/// `GET /connectors?expand=status` asked of `via`: each connector's status, when the answer is a 200.
+fn status_view(via: &str) -> Option<BTreeMap<String, Value>> {
+    let (s, v) = http(via, "GET", "/connectors?expand=status", None);
+    if s != 200 {
+        return None;
+    }
+    Some(
+        v.as_object()?
+            .iter()
+            .map(|(k, e)| (k.clone(), e["status"].clone()))
+            .collect(),
+    )
+}
+
+/// The status view of `via` once it shows every one of `names` with its connector RUNNING and its task RUNNING
+/// (FAILED with the too-long line's trace for the names starting with `bad`), each on the worker running it, one
+/// of `workers`, every one of which runs some.
+fn settled_view(via: &str, names: &[&str], workers: &[&str]) -> Option<BTreeMap<String, Value>> {
+    let view = status_view(via)?;
+    if view.keys().map(String::as_str).collect::<Vec<_>>() != names {
+        return None;
+    }
+    for (name, v) in &view {
+        let task = &v["tasks"][0];
+        let worker = v["connector"]["worker_id"].as_str()?;
+        let want = if name.starts_with("bad") {
+            "FAILED"
+        } else {
+            "RUNNING"
+        };
+        let failed_well = want == "RUNNING"
+            || task["trace"]
+                .as_str()
+                .is_some_and(|t| t.contains("longer than 1000000 bytes"));
+        if v["connector"]["state"] != "RUNNING"
+            || task["state"] != want
+            || !failed_well
+            || task["worker_id"] != worker
+            || !workers.contains(&worker)
+        {
+            return None;
+        }
+    }
+    let all_used = workers
+        .iter()
+        .all(|w| view.values().any(|v| v["connector"]["worker_id"] == *w));
+    all_used.then_some(view)
+}
+
+/// The status topic read back (Connect's `KafkaStatusBackingStore`): two workers of one group run five
+/// connectors between them, two of which fail (a line too long, no automatic restart). Asked of either worker,
+/// `GET /connectors?expand=status` and every connector's and task's status show each connector's real state,
+/// trace and worker: a FAILED task on one worker is FAILED with its trace on the other (the old code showed the
+/// other worker's connectors UNASSIGNED on the leader). Right after kill -9 of a worker, the survivor still
+/// answers the dead worker's connectors' statuses from the topic (Connect's last word, not a failed forward); a
+/// worker started after that shows the others' statuses, written before it started. The records carry the
+/// group generation.
+#[test]
+fn every_worker_answers_statuses_from_the_status_topic_a_restarted_one_too() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    ok(&fjord(
+        &broker.bootstrap,
+        &["topics", "create", "sts", "--partitions", "1"],
+        None,
+    ));
+    let props = dir.path().join("worker.properties");
+    write_file(
+        &props,
+        &format!(
+            "bootstrap.servers={}\nlisteners=http://127.0.0.1:0\ngroup.id=sts\n\
+             config.storage.topic=sts-configs\noffset.storage.topic=sts-offsets\n\
+             status.storage.topic=sts-status\noffset.storage.partitions=1\n\
+             offset.flush.interval.ms=100\nsession.timeout.ms=6000\nheartbeat.interval.ms=500\n\
+             scheduled.rebalance.max.delay.ms=2000\n\
+             value.converter=org.apache.kafka.connect.storage.StringConverter\n",
+            broker.bootstrap
+        ),
+    );
+    let mut w1 = WorkerProc::start_mode("distributed", &[&props], &dir.path().join("w1.log"));
+    let names = ["bad-0", "bad-1", "good-0", "good-1", "good-2"];
+    for name in names {
+        let file = dir.path().join(format!("{name}.txt"));
+        let mut config = json!({"connector.class": "FileStreamSource",
+            "file": file.display().to_string(), "topic": "sts"});
+        if name.starts_with("bad") {
+            write_file(&file, &format!("a\n{}\nb\n", "x".repeat(1_200_000)));
+            config["task.restart.max.attempts"] = json!("0");
+        } else {
+            write_file(&file, "a\nb\n");
+        }
+        let body = json!({"name": name, "config": config}).to_string();
+        let (s, v) = http(&w1.rest, "POST", "/connectors", Some(&body));
+        assert_eq!(s, 201, "{v}");
+    }
+    let mut w2 = WorkerProc::start_mode("distributed", &[&props], &dir.path().join("w2.log"));
+    let view = wait_for(
+        Duration::from_secs(90),
+        "both workers to show every connector's real status, spread over both",
+        || {
+            let a = settled_view(&w1.rest, &names, &[&w1.rest, &w2.rest])?;
+            let b = settled_view(&w2.rest, &names, &[&w1.rest, &w2.rest])?;
+            (a == b).then_some(a)
+        },
+    );
+    // Each connector's and task's status, asked of either worker, is the same.
+    for w in [&w1, &w2] {
+        for name in names {
+            let (s, v) = http(&w.rest, "GET", &format!("/connectors/{name}/status"), None);
+            assert_eq!((s, &v), (200, &view[name]), "{name} asked of {}", w.rest);
+            let (s, v) = http(
+                &w.rest,
+                "GET",
+                &format!("/connectors/{name}/tasks/0/status"),
+                None,
+            );
+            assert_eq!(
+                (s, &v),
+                (200, &view[name]["tasks"][0]),
+                "{name}'s task asked of {}",
+                w.rest
+            );
+        }
+    }
+    // Right after w2 dies (well within the 6 s session), w1 answers w2's connectors' statuses from the topic.
+    let on_w2: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| view[*n]["connector"]["worker_id"] == json!(w2.rest))
+        .collect();
+    w2.kill9();
+    for name in &on_w2 {
+        let (s, v) = http(&w1.rest, "GET", &format!("/connectors/{name}/status"), None);
+        assert_eq!((s, &v), (200, &view[*name]), "{name} after w2 died");
+    }
+    // A worker started now reads the topic from its beginning: it shows w1's statuses, written before it started.
+    let w3 = WorkerProc::start_mode("distributed", &[&props], &dir.path().join("w3.log"));
+    let view = wait_for(
+        Duration::from_secs(90),
+        "the new worker to show every connector's real status, spread over w1 and it",
+        || {
+            let a = settled_view(&w1.rest, &names, &[&w1.rest, &w3.rest])?;
+            let b = settled_view(&w3.rest, &names, &[&w1.rest, &w3.rest])?;
+            (a == b).then_some(a)
+        },
+    );
+    // They are w3's own knowledge, not the leader's answer forwarded: with w1 (the leader) dead, w3 still
+    // answers w1's connectors' and tasks' statuses.
+    let on_w1: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| view[*n]["connector"]["worker_id"] == json!(w1.rest))
+        .collect();
+    w1.kill9();
+    for name in &on_w1 {
+        let (s, v) = http(&w3.rest, "GET", &format!("/connectors/{name}/status"), None);
+        assert_eq!(
+            (s, &v),
+            (200, &view[*name]),
+            "{name} asked of w3 after w1 died"
+        );
+    }
+    // Connect's records, with the group generation of the rebalance that assigned each task (not 0).
+    let out = ok(&fjord(
+        &broker.bootstrap,
+        &[
+            "consume",
+            "sts-status",
+            "--from-beginning",
+            "--exit-at-end",
+            "--print-key",
+        ],
+        None,
+    ));
+    for name in names {
+        let latest: Value = out
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(&format!("status-task-{name}-0\t")))
+            .and_then(|v| serde_json::from_str(v).ok())
+            .unwrap_or_else(|| panic!("no status record of {name}'s task:\n{out}"));
+        assert!(
+            latest["generation"].as_i64().is_some_and(|g| g >= 1),
+            "{latest}"
+        );
+    }
 }
