@@ -26,41 +26,17 @@ cleanup() {
   [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$ROOT/bench/lib-connect.sh"
 
-B=127.0.0.1:$(free_port)
-"$FJORD" broker --override "listeners=PLAINTEXT://$B" --override "log.dirs=$WORK/data" \
-  --override metrics.listener=127.0.0.1:0 >"$WORK/broker.out" 2>"$WORK/broker.log" &
-BROKER_PID=$!
-for _ in $(seq 300); do grep -q "fjord ready" "$WORK/broker.out" 2>/dev/null && break; sleep 0.1; done
-grep -q "fjord ready" "$WORK/broker.out" || { echo "broker did not start" >&2; cat "$WORK/broker.log" >&2; exit 1; }
-export FJORD_BOOTSTRAP_SERVER=$B
+start_broker
 "$FJORD" topics create lines --partitions 1 >/dev/null
 
 # Line i: its number, padded with x to LINE bytes (newline not counted).
 awk -v n="$N" -v len="$LINE" 'BEGIN { pad = sprintf("%" len "s", ""); gsub(/ /, "x", pad)
   for (i = 0; i < n; i++) { s = i ""; print s substr(pad, 1, len - length(s)) } }' >"$WORK/in.txt"
 
-cat >"$WORK/worker.properties" <<END
-bootstrap.servers=$B
-offset.storage.file.filename=$WORK/connect.offsets
-listeners=http://127.0.0.1:0
-END
-"$FJORD" connect standalone "$WORK/worker.properties" >"$WORK/worker.out" 2>"$WORK/worker.log" &
-WORKER_PID=$!
-for _ in $(seq 300); do grep -q "fjord connect ready" "$WORK/worker.out" 2>/dev/null && break; sleep 0.1; done
-REST=$(grep -o 'rest=[^ ]*' "$WORK/worker.out" | head -1 | cut -d= -f2)
-[ -n "$REST" ] || { echo "worker did not start" >&2; cat "$WORK/worker.log" >&2; exit 1; }
+start_worker
 
-now() { date +%s.%N; }
-# CPU seconds (user + system) used so far by a process and its children that are still running.
-cpu() { # $1: pid
-  local t=0 p
-  for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
-    [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  awk -v t="$t" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
-}
 end_offset() { kcat -b "$B" -Q -t lines:0:-1 2>/dev/null | awk '{print $NF}' | grep -E '^[0-9]+$' || echo 0; }
 
 w0=$(cpu "$WORKER_PID"); b0=$(cpu "$BROKER_PID")

@@ -34,7 +34,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$ROOT/bench/lib-connect.sh"
 
 PGPORT=$(free_port)
 (cd / && "${AS[@]}" "$PGBIN/initdb" -D "$WORK/pg" -U fjord --auth=trust -E UTF8 --no-sync >/dev/null)
@@ -42,26 +42,10 @@ PGPORT=$(free_port)
   -o "-p $PGPORT -k $WORK/pg -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off" start >/dev/null)
 psql() { "$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U fjord -d postgres -Atc "$1"; }
 
-BPORT=$(free_port)
-B=127.0.0.1:$BPORT
-"$FJORD" broker --override "listeners=PLAINTEXT://$B" --override "log.dirs=$WORK/data" \
-  --override metrics.listener=127.0.0.1:0 >"$WORK/broker.out" 2>"$WORK/broker.log" &
-BROKER_PID=$!
-for _ in $(seq 300); do grep -q "fjord ready" "$WORK/broker.out" 2>/dev/null && break; sleep 0.1; done
-grep -q "fjord ready" "$WORK/broker.out" || { echo "broker did not start" >&2; cat "$WORK/broker.log" >&2; exit 1; }
-export FJORD_BOOTSTRAP_SERVER=$B
+start_broker
 "$FJORD" topics create bench --partitions 1 >/dev/null
 
-cat >"$WORK/worker.properties" <<END
-bootstrap.servers=$B
-offset.storage.file.filename=$WORK/connect.offsets
-listeners=http://127.0.0.1:0
-END
-"$FJORD" connect standalone "$WORK/worker.properties" >"$WORK/worker.out" 2>"$WORK/worker.log" &
-WORKER_PID=$!
-for _ in $(seq 300); do grep -q "fjord connect ready" "$WORK/worker.out" 2>/dev/null && break; sleep 0.1; done
-REST=$(grep -o 'rest=[^ ]*' "$WORK/worker.out" | head -1 | cut -d= -f2)
-[ -n "$REST" ] || { echo "worker did not start" >&2; cat "$WORK/worker.log" >&2; exit 1; }
+start_worker
 
 SCHEMA='{"type":"struct","fields":[{"field":"n","type":"int64"},{"field":"name","type":"string"},{"field":"price","type":"double"},{"field":"active","type":"boolean"}]}'
 records() { # $1: round tag
@@ -73,15 +57,6 @@ curl -sf -X PUT -H 'Content-Type: application/json' "http://$REST/connectors/pg/
  "connection.user":"fjord","insert.mode":"upsert","pk.mode":"record_key","pk.fields":"id","auto.create":"true",
  "batch.size":"$BATCH","key.converter":"org.apache.kafka.connect.storage.StringConverter"}
 END
-now() { date +%s.%N; }
-# CPU seconds (user + system) used so far by a process and its children that are still running.
-cpu() { # $1: pid
-  local t=0 p
-  for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
-    [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  awk -v t="$t" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
-}
 PG_PID=$(head -1 "$WORK/pg/postmaster.pid")
 # Timed from the first row of the round in the table (so the task's start and group join are not counted) to
 # the last; the figure with the start included is printed beside it.
