@@ -990,6 +990,12 @@ impl Worker {
                 if c.task.as_ref().is_some_and(|t| !t.handle.is_finished()) {
                     return;
                 }
+                // A task that ended FAILED (its restarts used up: `task.restart.max.attempts`) stays FAILED until
+                // a restart, a resume or a new config, which take the task first; a rebalance that leaves the
+                // connector here does not start it again.
+                if c.task.is_some() && c.status.lock().unwrap().state == "FAILED" {
+                    return;
+                }
                 c.task = Some(self.spawn_task(name, c));
             }
             TargetState::Paused | TargetState::Stopped => {
@@ -1321,6 +1327,57 @@ mod tests {
             connectors.values().all(|c| c.task.is_none()),
             "a task runs after shutdown"
         );
+    }
+
+    /// A task whose restarts are used up stays FAILED through a rebalance that keeps its connector here (every
+    /// rebalance started it again, whatever `task.restart.max.attempts` said).
+    #[tokio::test]
+    async fn a_rebalance_does_not_restart_a_task_that_stays_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = test_worker(dir.path()).in_group();
+        // A directory is not a file a source can read: the task fails at once.
+        let config: ConfigMap = [
+            ("connector.class", "FileStreamSource"),
+            ("file", dir.path().to_str().unwrap()),
+            ("topic", "t"),
+            ("task.restart.max.attempts", "0"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let stored = BTreeMap::from([(
+            "src".to_string(),
+            crate::distributed::StoredConnector {
+                config,
+                target: TargetState::Running,
+            },
+        )]);
+        let view = crate::group::GroupView {
+            leader: Some("w:1".into()),
+            is_leader: true,
+            mine: ["src".to_string()].into(),
+            ..Default::default()
+        };
+        let state = || async {
+            let connectors = w.connectors.lock().await;
+            let c = &connectors["src"];
+            let finished = c.task.as_ref().is_some_and(|t| t.handle.is_finished());
+            let st = c.status.lock().unwrap().state;
+            (st, finished)
+        };
+        w.group_assign(stored.clone(), view.clone(), w.config_writes())
+            .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while state().await != ("FAILED", true) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the task did not fail: {:?}",
+                state().await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        w.group_assign(stored, view, w.config_writes()).await;
+        assert_eq!(state().await, ("FAILED", true));
     }
 
     /// A rebalance whose read of the config topic started before this worker wrote a change (a connector created
