@@ -457,7 +457,15 @@ async fn cancelling_reverts_to_the_original_replicas_and_errors_are_kafkas() {
         })
         .await;
     let mut c2 = Client::connect(cluster.node(2)).await;
-    assert_eq!(produce(&mut c2, "k", -1, 5_000, &["c"]).await, (0, 2));
+    // Every broker shows the new placement; broker 2 may still be taking up the leadership it was handed
+    // (NOT_LEADER_OR_FOLLOWER for a moment, as a client would see and retry), bounded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut got = produce(&mut c2, "k", -1, 5_000, &["c"]).await;
+    while got.0 == E::NotLeaderOrFollower.code() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        got = produce(&mut c2, "k", -1, 5_000, &["c"]).await;
+    }
+    assert_eq!(got, (0, 2));
     cluster.shutdown().await;
 }
 
