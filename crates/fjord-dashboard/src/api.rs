@@ -1159,6 +1159,22 @@ async fn create_topic(ctx: &Ctx, body: &[u8]) -> Answer {
     }
 }
 
+/// The exact name (or id: `word`) of what a delete removes, sent as the confirmation: `{"confirm": NAME}`.
+pub(crate) fn confirmed(
+    m: &serde_json::Map<String, Value>,
+    name: &str,
+    what: &str,
+    word: &str,
+) -> Result<(), Fail> {
+    let confirm = m.get("confirm").and_then(Value::as_str).unwrap_or("");
+    if confirm != name {
+        return Err(bad(format!(
+            "to delete {what}, type its exact {word} as the confirmation: {{\"confirm\": \"{name}\"}} (got `{confirm}`)"
+        )));
+    }
+    Ok(())
+}
+
 async fn delete_topic(ctx: &Ctx, name: &str, body: &[u8]) -> Answer {
     let m = body_object(body).map_err(|f| {
         bad(format!(
@@ -1166,12 +1182,7 @@ async fn delete_topic(ctx: &Ctx, name: &str, body: &[u8]) -> Answer {
             f.message
         ))
     })?;
-    let confirm = m.get("confirm").and_then(Value::as_str).unwrap_or("");
-    if confirm != name {
-        return Err(bad(format!(
-            "to delete topic `{name}`, type its exact name as the confirmation (got `{confirm}`)"
-        )));
-    }
+    confirmed(&m, name, &format!("topic `{name}`"), "name")?;
     if !ctx.state.meta.state().topics.contains_key(name) {
         return Err(not_found(format!("topic `{name}` does not exist")));
     }
@@ -1400,12 +1411,7 @@ async fn delete_group(ctx: &Ctx, id: &str, body: &[u8]) -> Answer {
             f.message
         ))
     })?;
-    let confirm = m.get("confirm").and_then(Value::as_str).unwrap_or("");
-    if confirm != id {
-        return Err(bad(format!(
-            "to delete group `{id}`, type its exact id as the confirmation (got `{confirm}`)"
-        )));
-    }
+    confirmed(&m, id, &format!("group `{id}`"), "id")?;
     let code = fjord_broker::groups::delete_groups(&ctx.state, &[id])
         .await
         .first()

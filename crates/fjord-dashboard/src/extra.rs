@@ -136,17 +136,6 @@ fn bool_field(m: &Map<String, Value>, k: &str) -> Result<bool, Fail> {
     }
 }
 
-/// The exact name typed as the confirmation of a delete.
-fn confirmed(m: &Map<String, Value>, name: &str, what: &str) -> Result<(), Fail> {
-    let confirm = m.get("confirm").and_then(Value::as_str).unwrap_or("");
-    if confirm != name {
-        return Err(bad(format!(
-            "to delete {what}, send its exact name as the confirmation: {{\"confirm\": \"{name}\"}} (got `{confirm}`)"
-        )));
-    }
-    Ok(())
-}
-
 // ---- schemas ----
 
 async fn subjects(ctx: &Ctx, q: &Query) -> Answer {
@@ -434,7 +423,7 @@ async fn delete_subject(ctx: &Ctx, s: &str, v: Option<&str>, body: &[u8]) -> Ans
         Some(v) => format!("version {v} of subject `{s}`"),
         None => format!("subject `{s}`"),
     };
-    confirmed(&m, s, &what)?;
+    crate::api::confirmed(&m, s, &what, "name")?;
     let permanent = bool_field(&m, "permanent")?;
     let path = match v {
         Some(v) => format!(
