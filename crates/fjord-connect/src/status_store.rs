@@ -269,18 +269,7 @@ impl StatusStore {
                 }
                 Some(Err(_)) => {}
                 None if !ends.is_empty() => {
-                    // Compaction may have removed the records just before the end: the position tells.
-                    if let Ok(pos) = consumer.position() {
-                        for e in pos.elements() {
-                            if let (Offset::Offset(o), Some(end)) =
-                                (e.offset(), ends.get(&e.partition()))
-                            {
-                                if o >= *end {
-                                    ends.remove(&e.partition());
-                                }
-                            }
-                        }
-                    }
+                    crate::topics::drop_reached_ends(&consumer, &mut ends);
                     if ends.is_empty() {
                         self.ready.store(true, Ordering::SeqCst);
                     }
@@ -332,8 +321,11 @@ impl StatusStore {
         Some((c, s.tasks.iter().map(|(i, t)| (*i, t.clone())).collect()))
     }
 
-    /// The latest status of one task, as read so far.
+    /// The latest status of one task, once the topic was read to its end.
     pub fn task(&self, name: &str, id: u32) -> Option<Status> {
+        if !self.is_ready() {
+            return None;
+        }
         let statuses = self.statuses.lock().unwrap();
         statuses.get(name)?.tasks.get(&id).cloned()
     }
@@ -341,29 +333,9 @@ impl StatusStore {
 
 /// Assigns every partition of `topic` from its beginning; returns the end of each non-empty partition now.
 fn assign(consumer: &BaseConsumer, topic: &str) -> Result<BTreeMap<i32, i64>, String> {
-    let timeout = crate::topics::TOPIC_TIMEOUT;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| format!("cannot read the metadata of {topic}: {e}"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        return Err(format!(
-            "the topic {topic} does not exist or has no partitions"
-        ));
-    }
-    let mut ends = BTreeMap::new();
+    let (partitions, ends) = crate::topics::partition_ends(consumer, topic)?;
     let mut assignment = TopicPartitionList::new();
     for p in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, timeout)
-            .map_err(|e| format!("cannot read the end offsets of {topic}-{p}: {e}"))?;
-        if high > low {
-            ends.insert(p, high);
-        }
         assignment
             .add_partition_offset(topic, p, Offset::Beginning)
             .map_err(|e| e.to_string())?;

@@ -52,18 +52,11 @@ pub async fn ensure_topic(
     Ok(())
 }
 
-/// Every record of `topic` from the beginning to its end as it was when reading started, partition by
-/// partition in offset order (the last record of a key in a partition wins). Blocking.
-pub fn read_all(bootstrap: &str, topic: &str) -> Result<Vec<Record>, String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        // librdkafka wants a group id even for assigned partitions; nothing joins or commits in it.
-        .set("group.id", "fjord-connect-internal-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .map_err(|e| format!("cannot create a consumer for {bootstrap}: {e}"))?;
-    let deadline = Instant::now() + TOPIC_TIMEOUT;
+/// The partitions of `topic` and the end offset now of each one that holds records (low < high watermark).
+pub(crate) fn partition_ends(
+    consumer: &BaseConsumer,
+    topic: &str,
+) -> Result<(Vec<i32>, BTreeMap<i32, i64>), String> {
     let metadata = consumer
         .fetch_metadata(Some(topic), TOPIC_TIMEOUT)
         .map_err(|e| format!("cannot read the metadata of {topic}: {e}"))?;
@@ -77,19 +70,51 @@ pub fn read_all(bootstrap: &str, topic: &str) -> Result<Vec<Record>, String> {
             "the topic {topic} does not exist or has no partitions"
         ));
     }
-    // The end of each partition now: reading stops there.
     let mut ends = BTreeMap::new();
-    let mut assignment = TopicPartitionList::new();
     for p in &partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, *p, TOPIC_TIMEOUT)
             .map_err(|e| format!("cannot read the end offsets of {topic}-{p}: {e}"))?;
         if high > low {
             ends.insert(*p, high);
-            assignment
-                .add_partition_offset(topic, *p, Offset::Beginning)
-                .map_err(|e| e.to_string())?;
         }
+    }
+    Ok((partitions, ends))
+}
+
+/// Forgets the partitions whose position reached their end: compaction may have removed the records just before
+/// the end, so no record at `end - 1` ever arrives.
+pub(crate) fn drop_reached_ends(consumer: &BaseConsumer, ends: &mut BTreeMap<i32, i64>) {
+    if let Ok(pos) = consumer.position() {
+        for e in pos.elements() {
+            if let (Offset::Offset(o), Some(end)) = (e.offset(), ends.get(&e.partition())) {
+                if o >= *end {
+                    ends.remove(&e.partition());
+                }
+            }
+        }
+    }
+}
+
+/// Every record of `topic` from the beginning to its end as it was when reading started, partition by
+/// partition in offset order (the last record of a key in a partition wins). Blocking.
+pub fn read_all(bootstrap: &str, topic: &str) -> Result<Vec<Record>, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        // librdkafka wants a group id even for assigned partitions; nothing joins or commits in it.
+        .set("group.id", "fjord-connect-internal-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .map_err(|e| format!("cannot create a consumer for {bootstrap}: {e}"))?;
+    let deadline = Instant::now() + TOPIC_TIMEOUT;
+    // The end of each partition now: reading stops there.
+    let (_, mut ends) = partition_ends(&consumer, topic)?;
+    let mut assignment = TopicPartitionList::new();
+    for p in ends.keys() {
+        assignment
+            .add_partition_offset(topic, *p, Offset::Beginning)
+            .map_err(|e| e.to_string())?;
     }
     let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
     if ends.is_empty() {
@@ -118,17 +143,7 @@ pub fn read_all(bootstrap: &str, topic: &str) -> Result<Vec<Record>, String> {
             Some(Err(e)) => return Err(format!("reading {topic} failed: {e}")),
             None => {
                 // Compaction may have removed the records just before the end: the position tells.
-                if let Ok(pos) = consumer.position() {
-                    for e in pos.elements() {
-                        if let (Offset::Offset(o), Some(end)) =
-                            (e.offset(), ends.get(&e.partition()))
-                        {
-                            if o >= *end {
-                                ends.remove(&e.partition());
-                            }
-                        }
-                    }
-                }
+                drop_reached_ends(&consumer, &mut ends);
             }
         }
     }
