@@ -316,23 +316,32 @@ impl StatusLog {
         let _ = self.tx.send(record(key, Some(value)));
     }
 
-    /// A task's status that must not replace what a newer owner wrote (Connect's `putSafe`, for failures and
-    /// stops): skipped when the status topic holds another worker's status of the task from a newer
+    /// A connector's (`task` None) or task's status that must not replace what a newer owner wrote (Connect's
+    /// `putSafe`, for failures and stops): skipped when the status topic holds another worker's status of the task from a newer
     /// generation (the task moved on; this worker's news of it is stale).
-    pub fn report_safe(&self, connector: &str, task: u32, state: &str, trace: Option<&str>) {
+    pub fn report_safe(
+        &self,
+        connector: &str,
+        task: Option<u32>,
+        state: &str,
+        trace: Option<&str>,
+    ) {
         let generation = self.generation.load(Ordering::SeqCst);
-        let existing = self.store.as_ref().and_then(|s| s.task(connector, task));
+        let existing = self.store.as_ref().and_then(|s| match task {
+            Some(t) => s.task(connector, t),
+            None => s.connector(connector).map(|(c, _)| c),
+        });
         if !crate::status_store::can_write_safely(existing.as_ref(), &self.worker_id, generation) {
             tracing::info!(
                 connector,
-                task,
+                task = ?task,
                 state,
                 generation,
                 "not writing a task status: another worker wrote a newer generation's"
             );
             return;
         }
-        self.report(connector, Some(task), state, trace);
+        self.report(connector, task, state, trace);
     }
 
     /// Tombstones for a deleted connector's statuses.

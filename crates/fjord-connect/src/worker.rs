@@ -266,6 +266,7 @@ impl Worker {
                 g.mine.remove(n);
             }
         }
+        let mut stopped = Vec::new();
         let runs = names
             .iter()
             .filter_map(|n| {
@@ -274,10 +275,24 @@ impl Worker {
                     state: "UNASSIGNED",
                     trace: None,
                 };
+                stopped.push(n.clone());
                 c.task.take().map(|run| (n.clone(), run))
             })
             .collect();
         stop_tasks(runs).await;
+        self.report_unassigned(&stopped);
+    }
+
+    /// Writes UNASSIGNED for the connectors (and their task) this worker stopped because the group took them
+    /// away, once they stopped, as Connect's workers do on shutdown of a connector or task: the status topic
+    /// then never shows a connector RUNNING on a worker that gave it up. Safe writes (`putSafe`): the status a
+    /// newer owner wrote already stays.
+    fn report_unassigned(&self, names: &[String]) {
+        let Some(s) = &self.status_log else { return };
+        for n in names {
+            s.report_safe(n, None, "UNASSIGNED", None);
+            s.report_safe(n, Some(0), "UNASSIGNED", None);
+        }
     }
 
     /// The membership expired: everything stops (another worker may run it by now) and no leader is known
@@ -288,11 +303,17 @@ impl Worker {
             *g = crate::group::GroupView::default();
         }
         self.active.store(false, Ordering::SeqCst);
+        let mine: Vec<String> = connectors
+            .iter()
+            .filter(|(_, c)| c.task.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
         let runs = connectors
             .iter_mut()
             .filter_map(|(name, c)| c.task.take().map(|run| (name.clone(), run)))
             .collect();
         stop_tasks(runs).await;
+        self.report_unassigned(&mine);
     }
 
     /// A completed rebalance: the worker knows every connector of the config topic (`stored`, for the REST
@@ -1101,7 +1122,7 @@ impl Worker {
                 };
                 tracing::error!(connector = %name, task = 0, "task failed: {trace}");
                 if let Some(s) = &status_log {
-                    s.report_safe(&name, 0, "FAILED", Some(&trace));
+                    s.report_safe(&name, Some(0), "FAILED", Some(&trace));
                 }
                 *status.lock().unwrap() = TaskStatus {
                     state: "FAILED",

@@ -1333,6 +1333,47 @@ fn connects_group_protocol_spreads_connectors_and_moves_them_when_a_worker_dies(
                 .filter(|m| on(m, &w1) + on(m, &w2) == 5 && on(m, &w2) >= 2)
         },
     );
+    // The connectors that moved from w1 to w2 were stopped on w1 before w2 ran them, and the status topic says
+    // so, as Connect's workers write it: RUNNING on w1, then UNASSIGNED from w1, then RUNNING on w2 (the old code
+    // wrote nothing on revocation, so the topic showed them RUNNING on w1 until w2 wrote).
+    let moved_from_w1: Vec<&String> = spread
+        .iter()
+        .filter(|(n, w)| **w == w2.rest && names[..4].contains(n))
+        .map(|(n, _)| n)
+        .collect();
+    assert!(!moved_from_w1.is_empty(), "{spread:?}");
+    let handed_over = |history: &[(String, String)]| {
+        let want = [
+            ("RUNNING", w1.rest.as_str()),
+            ("UNASSIGNED", w1.rest.as_str()),
+            ("RUNNING", w2.rest.as_str()),
+        ];
+        let mut next = 0;
+        for (state, worker) in history {
+            if next < want.len() && (state.as_str(), worker.as_str()) == want[next] {
+                next += 1;
+            }
+        }
+        next == want.len()
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "UNASSIGNED from w1 between the two RUNNING of each moved connector",
+        || {
+            let history = status_history(&broker.bootstrap, "spread-status");
+            moved_from_w1
+                .iter()
+                .all(|n| {
+                    [
+                        format!("status-connector-{n}"),
+                        format!("status-task-{n}-0"),
+                    ]
+                    .iter()
+                    .all(|k| history.get(k).is_some_and(|h| handed_over(h)))
+                })
+                .then_some(())
+        },
+    );
     let described: Value = serde_json::from_str(&ok(&fjord(
         &broker.bootstrap,
         &["groups", "describe", "spread", "--output", "json"],
@@ -1631,6 +1672,36 @@ fn connect_logs_show_a_connectors_lines_and_admin_loggers_change_levels_at_run_t
             && seen.iter().all(|l| l.contains("connector=src-b")),
         "{seen:#?}"
     );
+}
+
+/// The status topic's records, in order, per key: (state, worker_id) of each value (tombstones left out).
+fn status_history(bootstrap: &str, topic: &str) -> BTreeMap<String, Vec<(String, String)>> {
+    let out = ok(&fjord(
+        bootstrap,
+        &[
+            "consume",
+            topic,
+            "--from-beginning",
+            "--exit-at-end",
+            "--print-key",
+        ],
+        None,
+    ));
+    let mut history: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for line in out.lines() {
+        let Some((key, value)) = line.split_once('\t') else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<Value>(value) else {
+            continue;
+        };
+        let field = |f: &str| v[f].as_str().unwrap_or_default().to_string();
+        history
+            .entry(key.to_string())
+            .or_default()
+            .push((field("state"), field("worker_id")));
+    }
+    history
 }
 
 /// `GET /connectors?expand=status` asked of `via`: each connector's status, when the answer is a 200.
