@@ -48,25 +48,38 @@ fn wait_committed(bootstrap: &str, topic: &str, connector: &str, file: &str, pos
         Duration::from_secs(30),
         &format!("position {position} of {connector} in {topic}"),
         || {
-            let out = ok(&fjord(
-                bootstrap,
-                &[
-                    "consume",
-                    topic,
-                    "--from-beginning",
-                    "--exit-at-end",
-                    "--print-key",
-                ],
-                None,
-            ));
-            let latest = out
-                .lines()
+            let latest = keyed_records(bootstrap, topic)
+                .into_iter()
                 .rev()
-                .find_map(|l| l.strip_prefix(&format!("{key}\t")))
-                .and_then(|v| serde_json::from_str::<Value>(v).ok());
+                .find(|(k, _)| *k == key)
+                .and_then(|(_, v)| serde_json::from_str::<Value>(&v).ok());
             (latest.as_ref() == Some(&want)).then_some(())
         },
     );
+}
+
+/// Every record of `topic`, one `key<TAB>value` line each, in order (`fjord consume --print-key`).
+fn keyed_text(bootstrap: &str, topic: &str) -> String {
+    ok(&fjord(
+        bootstrap,
+        &[
+            "consume",
+            topic,
+            "--from-beginning",
+            "--exit-at-end",
+            "--print-key",
+        ],
+        None,
+    ))
+}
+
+/// Every record of `topic` as (key, value) text, in order.
+fn keyed_records(bootstrap: &str, topic: &str) -> Vec<(String, String)> {
+    keyed_text(bootstrap, topic)
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Counts of each line; (lines missing from `expected`, duplicate deliveries).
@@ -832,19 +845,7 @@ fn fjord_start_runs_a_connect_worker_beside_the_broker_and_keeps_connectors_acro
         ["from-start", "after-restart"]
     );
     // Connect's record formats, as an Apache Kafka worker writes and reads them.
-    let keyed = |topic: &str| {
-        ok(&fjord(
-            &kafka,
-            &[
-                "consume",
-                topic,
-                "--from-beginning",
-                "--exit-at-end",
-                "--print-key",
-            ],
-            None,
-        ))
-    };
+    let keyed = |topic: &str| keyed_text(&kafka, topic);
     let configs = keyed("connect-configs");
     for expected in [
         format!(
@@ -1676,28 +1677,14 @@ fn connect_logs_show_a_connectors_lines_and_admin_loggers_change_levels_at_run_t
 
 /// The status topic's records, in order, per key: (state, worker_id) of each value (tombstones left out).
 fn status_history(bootstrap: &str, topic: &str) -> BTreeMap<String, Vec<(String, String)>> {
-    let out = ok(&fjord(
-        bootstrap,
-        &[
-            "consume",
-            topic,
-            "--from-beginning",
-            "--exit-at-end",
-            "--print-key",
-        ],
-        None,
-    ));
     let mut history: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    for line in out.lines() {
-        let Some((key, value)) = line.split_once('\t') else {
-            continue;
-        };
-        let Ok(v) = serde_json::from_str::<Value>(value) else {
+    for (key, value) in keyed_records(bootstrap, topic) {
+        let Ok(v) = serde_json::from_str::<Value>(&value) else {
             continue;
         };
         let field = |f: &str| v[f].as_str().unwrap_or_default().to_string();
         history
-            .entry(key.to_string())
+            .entry(key)
             .or_default()
             .push((field("state"), field("worker_id")));
     }
