@@ -400,3 +400,29 @@ fn the_grafana_dashboard_uses_only_series_the_broker_exports() {
         assert!(used.contains(must), "the dashboard shows no `{must}`");
     }
 }
+
+/// `fjord_log_flush_seconds` counts the fsyncs of partition logs: with `log.flush.interval.ms` the flusher syncs
+/// a produced partition, and the histogram's count and sum grow.
+#[test]
+fn log_fsyncs_are_timed() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(
+        &dir.path().join("data"),
+        &[("log.flush.interval.ms", "100")],
+    );
+    let b = broker.bootstrap.as_str();
+    ok(&fjord(b, &["topics", "create", "synced"], None));
+    let before = value(&metrics(&broker), "fjord_log_flush_seconds_count");
+    produce(b, "synced", 0, 5);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = metrics(&broker);
+        let count = value(&text, "fjord_log_flush_seconds_count");
+        if count > before {
+            assert!(value(&text, "fjord_log_flush_seconds_sum") > 0.0, "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no fsync counted:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
