@@ -162,7 +162,7 @@ pub fn spec() -> Value {
     add(
         "/api/groups/{id}",
         json!({
-            "get": op("A group: members, assignment, offsets and lag", vec![group()], None, "200"),
+            "get": op("A group: members, assignment, offsets and lag; `lag_history` (the total lag sampled every 5 s, last 15 minutes) and `catch_up` (state caught_up, catching_up with `seconds`, falling_behind, stalled or unknown; `lag_change_per_sec` over the last 5 minutes)", vec![group()], None, "200"),
             "delete": op("Delete a group without members and its offsets (DeleteGroups); `confirm` must be its id", vec![group()], Some(obj(
                 json!({"confirm": {"type": "string", "description": "the exact group id, as confirmation"}}),
                 &["confirm"],
@@ -260,12 +260,21 @@ pub fn spec() -> Value {
         "info": {
             "title": "Fjord dashboard admin API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "The JSON API behind the dashboard's pages. Every answer is JSON; a refusal is `{\"error\": \"...\"}` with a 4xx status (503 when busy or when the registry or Connect does not run here, with `not_running`). Requests other than GET must say `Content-Type: application/json`; cross-origin requests are refused.",
+            "description": "The JSON API behind the dashboard's pages. Every answer is JSON; a refusal is `{\"error\": \"...\"}` with a 4xx status (503 when busy or when the registry or Connect does not run here, with `not_running`). Requests other than GET must say `Content-Type: application/json` and carry the CSRF token: the same value in the `fjord_csrf` cookie and the `X-CSRF-Token` header (else 403); cross-origin requests are refused. With users configured (`dashboard.auth.basic.users`, required off loopback) every request needs HTTP basic auth (else 401 with `WWW-Authenticate`).",
         },
         "paths": paths,
-        "components": {"schemas": {"Error": obj(json!({
-            "error": string(), "not_running": string(), "kafka_error_code": {"type": "integer"}, "kafka_error": string(),
-        }), &["error"])}},
+        "components": {
+            "schemas": {"Error": obj(json!({
+                "error": string(), "not_running": string(), "kafka_error_code": {"type": "integer"}, "kafka_error": string(),
+            }), &["error"])},
+            "securitySchemes": {
+                "basicAuth": {"type": "http", "scheme": "basic", "description": "when users are configured (dashboard.auth.basic.users)"},
+                "csrfHeader": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token", "description": "on every request other than GET: the value of the fjord_csrf cookie"},
+                "csrfCookie": {"type": "apiKey", "in": "cookie", "name": "fjord_csrf", "description": "set with the page (GET /), or any random value a script chooses"},
+            },
+        },
+        // Without a login on loopback (`{}`), else basic auth.
+        "security": [{}, {"basicAuth": []}],
     })
 }
 
