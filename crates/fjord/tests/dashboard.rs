@@ -2042,3 +2042,68 @@ fn group_delete_reset_to_timestamp_and_topic_configs_through_the_api() {
     assert!(c.get("cleanup.policy").is_none(), "{c}");
     assert_eq!(c["retention.ms"]["value"], "86400000", "{c}");
 }
+
+/// The group page's lag over time: the broker samples each group's total lag every 5 s, so a group that commits
+/// nothing shows a flat lag (the committed lag, as `fjord groups describe` has it) and "stalled"; a commit to
+/// the end shows "caught_up" at once; every sample is within the last 15 minutes and in time order.
+#[test]
+fn group_lag_history_and_catch_up_estimate() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let b = broker.bootstrap.as_str();
+    let h = broker.http.as_deref().expect("http listener");
+    ok(&fjord(b, &["topics", "create", "lagged"], None));
+    let input: String = (0..10).map(|i| format!("m{i}\n")).collect();
+    let out = kcat(
+        &["-b", b, "-P", "-t", "lagged", "-p", "0"],
+        Some(input.as_bytes()),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "kcat: {}", stderr(&out));
+    let reset = |to: &[&str]| {
+        let mut args = vec!["groups", "reset-offsets", "slow", "--topic", "lagged"];
+        args.extend_from_slice(to);
+        args.push("--execute");
+        ok(&fjord(b, &args, None));
+    };
+    reset(&["--to-offset", "4"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let v = loop {
+        let (s, v) = api(h, "GET", "/api/groups/slow", None);
+        assert_eq!(s, 200, "{v}");
+        if v["lag_history"].as_array().unwrap().len() >= 2 {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than 2 lag samples after 30 s: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(v["lag"], 6);
+    assert_eq!(v["sample_interval_ms"], 5000);
+    let samples = v["lag_history"].as_array().unwrap();
+    let ats: Vec<i64> = samples
+        .iter()
+        .map(|s| s["at_ms"].as_i64().unwrap())
+        .collect();
+    assert!(ats.windows(2).all(|w| w[0] < w[1]), "{ats:?}");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        ats.iter().all(|a| now_ms - a < 15 * 60 * 1000 + 5000),
+        "{ats:?}"
+    );
+    // The group exists since the commit: every sample is its lag.
+    assert!(samples.iter().all(|s| s["lag"] == 6), "{v}");
+    assert_eq!(v["catch_up"]["state"], "stalled", "{v}");
+    assert_eq!(v["catch_up"]["lag_change_per_sec"], 0.0, "{v}");
+    assert_eq!(v["catch_up"]["seconds"], Value::Null, "{v}");
+    reset(&["--to-latest"]);
+    let (_, v) = api(h, "GET", "/api/groups/slow", None);
+    assert_eq!(v["lag"], 0);
+    assert_eq!(v["catch_up"]["state"], "caught_up", "{v}");
+    assert_eq!(v["catch_up"]["seconds"], 0.0, "{v}");
+}
