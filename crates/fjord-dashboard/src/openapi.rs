@@ -255,6 +255,20 @@ pub fn spec() -> Value {
             "post": op("Restart one task", vec![connector(), path_param("task", "task number")], Some(obj(json!({}), &[])), "200"),
         }),
     );
+    // Changes need the CSRF token (and the login where there is one).
+    for ops in paths.values_mut() {
+        let Some(ops) = ops.as_object_mut() else {
+            continue;
+        };
+        for (method, o) in ops.iter_mut() {
+            if matches!(method.as_str(), "post" | "put" | "patch" | "delete") {
+                o["security"] = json!([
+                    {"csrfHeader": [], "csrfCookie": []},
+                    {"csrfHeader": [], "csrfCookie": [], "basicAuth": []},
+                ]);
+            }
+        }
+    }
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -308,7 +322,16 @@ mod tests {
                     let name = seg.trim_matches(|c| c == '{' || c == '}');
                     assert!(declared.contains(&name), "{method} {path}: {name}");
                 }
+                // A change names the CSRF token; a read does not.
+                let csrf = op["security"][0]["csrfHeader"].is_array();
+                assert_eq!(csrf, method != "get", "{method} {path}");
             }
+        }
+        for scheme in ["basicAuth", "csrfHeader", "csrfCookie"] {
+            assert!(
+                s["components"]["securitySchemes"][scheme].is_object(),
+                "{scheme}"
+            );
         }
         assert!(super::paths().len() >= 20);
     }
