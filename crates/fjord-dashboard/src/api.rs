@@ -942,13 +942,42 @@ fn lags(s: &BrokerState, g: &GroupRow) -> Vec<LagRow> {
     out
 }
 
-/// Every group's total lag now (over the partitions hosted here), for the lag history.
+/// Every group's total lag now (over the partitions hosted here), for the lag history: only the committed
+/// offsets are copied under the coordinator lock (no members or assignments, unlike [`group_rows`]), and the
+/// high watermarks are read after it is released.
 pub(crate) fn group_lags(s: &BrokerState) -> Vec<(String, i64)> {
-    group_rows(s, None)
+    let committed: Vec<(String, Vec<((String, i32), i64)>)> = {
+        let c = s.groups.lock();
+        let mut ids: Vec<String> = c
+            .list()
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .filter(|id| !c.consumer.contains(id))
+            .collect();
+        ids.extend(c.consumer.list().into_iter().map(|(id, _)| id));
+        ids.into_iter()
+            .map(|id| {
+                let o = c
+                    .fetch_offsets(&id)
+                    .into_iter()
+                    .map(|(tp, o)| (tp, o.offset))
+                    .collect();
+                (id, o)
+            })
+            .collect()
+    };
+    committed
         .into_iter()
-        .map(|g| {
-            let lag = lags(s, &g).iter().filter_map(|l| l.4).sum();
-            (g.id, lag)
+        .map(|(id, offsets)| {
+            let lag = offsets
+                .iter()
+                .filter(|(_, o)| *o >= 0)
+                .filter_map(|((t, p), o)| {
+                    let end = s.partitions.get(t, *p)?.high_watermark();
+                    Some((end - o).max(0))
+                })
+                .sum();
+            (id, lag)
         })
         .collect()
 }
