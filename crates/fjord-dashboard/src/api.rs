@@ -942,11 +942,14 @@ fn lags(s: &BrokerState, g: &GroupRow) -> Vec<LagRow> {
     out
 }
 
+/// A group's committed offsets: ((topic, partition), offset).
+type Committed = Vec<((String, i32), i64)>;
+
 /// Every group's total lag now (over the partitions hosted here), for the lag history: only the committed
 /// offsets are copied under the coordinator lock (no members or assignments, unlike [`group_rows`]), and the
 /// high watermarks are read after it is released.
 pub(crate) fn group_lags(s: &BrokerState) -> Vec<(String, i64)> {
-    let committed: Vec<(String, Vec<((String, i32), i64)>)> = {
+    let committed: Vec<(String, Committed)> = {
         let c = s.groups.lock();
         let mut ids: Vec<String> = c
             .list()
