@@ -1,7 +1,11 @@
 """The dashboard in a real browser: headless Chromium (Debian's chromium and chromium-driver) driven by Selenium,
 against a running `fjord start`.
 
-Usage: dashboard_browser.py HTTP_ADDR BOOTSTRAP FJORD_BIN SCREENSHOT_DIR
+Usage: dashboard_browser.py HTTP_ADDR BOOTSTRAP FJORD_BIN SCREENSHOT_DIR [USER:PASSWORD]
+
+With USER:PASSWORD (the platform runs with dashboard.auth.basic.users) every page is opened as
+http://USER:PASSWORD@HTTP_ADDR/, the browser's own basic-auth login; the page's changes carry the CSRF token from
+its cookie.
 
 Before this runs, the test has created topic `orders` (2 partitions) and produced 5 records with kcat to its
 partition 0 (key k1..k5, JSON values, a header trace=abc). This script keeps a confluent-kafka consumer in group
@@ -25,7 +29,8 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 http, bootstrap, fjord_bin, shots = sys.argv[1:5]
-base = f"http://{http}/"
+login = sys.argv[5] if len(sys.argv) > 5 else None
+base = f"http://{login}@{http}/" if login else f"http://{http}/"
 os.makedirs(shots, exist_ok=True)
 WAIT = 20
 
@@ -120,6 +125,9 @@ try:
     assert int(text("#ov-topics")) >= 1, text("#ov-topics")
     assert text("#ov-brokers") == "1"
     assert driver.find_element(By.ID, "rate-chart").size["height"] > 100
+    # The page handed out the CSRF token the script sends with every change.
+    csrf = driver.get_cookie("fjord_csrf")
+    assert csrf and len(csrf["value"]) >= 32, csrf
     shot("overview")
 
     # This platform runs without the registry and Connect: their pages say so and how to run them.
@@ -184,6 +192,19 @@ try:
     cli_p0 = [p for p in cli["partitions"] if p["topic"] == "orders" and p["partition"] == 0][0]
     row = driver.find_element(By.XPATH, "//table[@id='offsets-table']/tbody/tr[td[1]='orders' and td[2]='0']")
     assert row.find_element(By.CSS_SELECTOR, "td.lag").text == str(cli_p0["lag"]), row.text
+    # The lag over time: the server samples it every 5 s; once two samples of the constant lag 2 are in, the
+    # chart has them and the estimate says the group is not catching up (it commits nothing more).
+    deadline = time.time() + 30
+    while driver.find_element(By.ID, "catch-up").get_attribute("data-state") == "unknown":
+        assert time.time() < deadline, text("#catch-up")
+        time.sleep(2)
+        goto("#/groups/billing")
+    assert driver.find_element(By.ID, "catch-up").get_attribute("data-state") == "stalled", text("#catch-up")
+    assert "Not catching up" in text("#catch-up"), text("#catch-up")
+    chart = driver.find_element(By.ID, "lag-chart")
+    assert int(chart.get_attribute("data-points")) >= 2, chart.get_attribute("data-points")
+    assert chart.size["height"] > 100
+    shot("group-lag")
     # Resetting the offsets of a group with a live member is refused, dry run included.
     driver.find_element(By.ID, "reset-dry-run").click()
     err = wait.until(EC.presence_of_element_located((By.ID, "reset-error")))

@@ -359,6 +359,21 @@ fn check_type(ty: ConfigType, value: &str) -> Result<(), String> {
     }
 }
 
+fn dashboard_auth_mode(v: &str) -> Result<(), String> {
+    match v {
+        "basic" | "none" => Ok(()),
+        _ => Err(format!(
+            "`{v}` is not a login mode: basic (HTTP basic auth with dashboard.auth.basic.users) or none"
+        )),
+    }
+}
+
+/// Broker properties whose values are secrets: DescribeConfigs reports them as sensitive, without their value
+/// (as Kafka does for its PASSWORD configs).
+pub fn is_sensitive_broker_config(name: &str) -> bool {
+    name == "dashboard.auth.basic.users"
+}
+
 /// One broker property: its name, default (None: no default, must be derived) and type check.
 struct BrokerConfigDef {
     name: &'static str,
@@ -480,9 +495,14 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     ),
     bdef!("log.flush.interval.ms", None, Long, positive),
     bdef!("metrics.listener", None, String),
-    // The web dashboard on metrics.listener: unset serves it only on a loopback address (it has no login),
-    // true on any address, false nowhere.
+    // The web dashboard on metrics.listener (false: not served). Its login: on a loopback address none unless
+    // users are configured; on any other address users are required (start-up is refused without them) unless
+    // dashboard.auth=none. The users are NAME:PASSWORD or NAME:sha256:HEX, comma-separated or one a line in the
+    // file (fjord_dashboard::access checks them).
     bdef!("dashboard.enable", None, Boolean),
+    bdef!("dashboard.auth", None, String, dashboard_auth_mode),
+    bdef!("dashboard.auth.basic.users", None, List),
+    bdef!("dashboard.auth.basic.users.file", None, String),
     bdef!(
         "group.initial.rebalance.delay.ms",
         Some("3000"),

@@ -51,6 +51,8 @@ pub struct LogDirs {
     unopened: AtomicI64,
     dir_offline: Family<LogDirLabels, Gauge>,
     offline_partitions: Gauge,
+    /// `fjord_log_flush_seconds`: every partition's fsyncs.
+    flush_seconds: prometheus_client::metrics::histogram::Histogram,
     /// Set when the directory holding the metadata quorum fails: the broker must stop.
     fatal: watch::Sender<Option<String>>,
     /// The file system every partition operation goes through: the real disk, or a simulated one in the
@@ -59,6 +61,11 @@ pub struct LogDirs {
 }
 
 impl LogDirs {
+    /// Records one fsync's duration (`fjord_log_flush_seconds`).
+    pub fn observe_flush(&self, took: std::time::Duration) {
+        self.flush_seconds.observe(took.as_secs_f64());
+    }
+
     /// Creates the directories if needed (no lock taken yet; see [`LogDirs::lock_all`]). As in Kafka, a
     /// directory that cannot be created or read starts offline, unless it is the first one (it holds the metadata
     /// quorum): then the broker cannot start.
@@ -101,6 +108,7 @@ impl LogDirs {
             unopened: AtomicI64::new(0),
             dir_offline: metrics.log_dir_offline.clone(),
             offline_partitions: metrics.offline_partitions.clone(),
+            flush_seconds: metrics.log_flush.clone(),
             fatal: watch::channel(None).0,
             storage,
         };

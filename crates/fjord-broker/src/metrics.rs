@@ -88,6 +88,9 @@ pub struct Metrics {
     pub log_dir_offline: Family<LogDirLabels, Gauge>,
     /// Partitions hosted here that answer KAFKA_STORAGE_ERROR (Kafka's `OfflinePartitionsCount`).
     pub offline_partitions: Gauge,
+    /// Time of each fsync of a partition's log (Kafka's `LogFlushRateAndTimeMs`): acks=all produce waits and
+    /// `log.flush.interval.ms` flushes alike.
+    pub log_flush: Histogram,
     pub internal_records_skipped: Family<TopicLabels, Counter>,
 }
 
@@ -123,6 +126,7 @@ impl Metrics {
         let transactions_ongoing = Gauge::default();
         let log_dir_offline = Family::<LogDirLabels, Gauge>::default();
         let offline_partitions = Gauge::default();
+        let log_flush = latency_histogram();
         let internal_records_skipped = Family::<TopicLabels, Counter>::default();
         let isr_shrinks = Counter::default();
         let isr_expands = Counter::default();
@@ -237,6 +241,11 @@ impl Metrics {
             "Partitions hosted here that cannot serve: in an offline log directory, or whose directory could not be opened",
             offline_partitions.clone(),
         );
+        registry.register(
+            "log_flush_seconds",
+            "Time of each fsync of a partition's log files",
+            log_flush.clone(),
+        );
         Metrics {
             registry,
             bytes_in,
@@ -260,6 +269,7 @@ impl Metrics {
             transactions_ongoing,
             log_dir_offline,
             offline_partitions,
+            log_flush,
             internal_records_skipped,
         }
     }

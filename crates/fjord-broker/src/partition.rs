@@ -627,9 +627,15 @@ impl Partition {
                 "fsync error injected by a test",
             )))
         } else {
-            tokio::task::spawn_blocking(move || handle.sync().map(|()| handle))
-                .await
-                .map_err(|e| Error::Internal(format!("flush task failed: {e}")))?
+            let dirs = self.dirs.clone();
+            tokio::task::spawn_blocking(move || {
+                let t = std::time::Instant::now();
+                let r = handle.sync();
+                dirs.observe_flush(t.elapsed());
+                r.map(|()| handle)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("flush task failed: {e}")))?
         };
         let applied = match synced {
             Ok(handle) => self.apply_sync(&handle, generation),
@@ -832,7 +838,10 @@ impl Partition {
 
     /// Syncs `handle` (outside the log lock) and records it; a failure fails the log, never to be retried.
     fn sync_handle(&self, handle: &fjord_log::FlushHandle, generation: u64) -> Result<()> {
-        if let Err(e) = handle.sync() {
+        let t = std::time::Instant::now();
+        let synced = handle.sync();
+        self.dirs.observe_flush(t.elapsed());
+        if let Err(e) = synced {
             self.lock().mark_failed(&format!("fsync failed: {e}"));
             return Err(e.into());
         }

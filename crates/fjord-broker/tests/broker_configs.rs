@@ -263,3 +263,42 @@ async fn an_offset_commit_too_large_for_the_log_is_answered_invalid_commit_offse
     assert_eq!(offsets, vec![-1; 20]);
     broker.shutdown().await.unwrap();
 }
+
+/// The dashboard's users are a secret: DescribeConfigs lists the key as sensitive, without its value (as Kafka
+/// does for its PASSWORD configs), while other configs keep theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_users_are_described_as_sensitive_without_their_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::start_with(
+        dir.path(),
+        &[
+            ("dashboard.auth.basic.users", "alice:hunter2"),
+            ("dashboard.auth", "basic"),
+        ],
+    )
+    .await;
+    let mut c = Client::connect(&broker).await;
+    let req = DescribeConfigsRequest::default()
+        .with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(BROKER)
+            .with_resource_name(s(&broker.state().config.node_id.to_string()))
+            .with_configuration_keys(None)])
+        .with_include_synonyms(true);
+    let r = c.send(4, &req).await.results.remove(0);
+    assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+    let users = r
+        .configs
+        .iter()
+        .find(|e| e.name.as_str() == "dashboard.auth.basic.users")
+        .expect("listed");
+    assert!(users.is_sensitive);
+    assert_eq!(users.value, None);
+    assert!(!format!("{:?}", r.configs).contains("hunter2"));
+    let mode = r
+        .configs
+        .iter()
+        .find(|e| e.name.as_str() == "dashboard.auth")
+        .expect("listed");
+    assert!(!mode.is_sensitive);
+    assert_eq!(mode.value.as_deref(), Some("basic"));
+}

@@ -21,11 +21,25 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+// The CSRF token: the server sets the `fjord_csrf` cookie with the page; every change repeats it in the
+// X-CSRF-Token header, which another site's page cannot do. Made here when the cookie is missing (the server
+// only compares the two).
+function csrfToken() {
+  const m = document.cookie.match(/(?:^|;\s*)fjord_csrf=([^;]+)/);
+  if (m) return m[1];
+  const t = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+  document.cookie = `fjord_csrf=${t}; path=/; samesite=strict`;
+  return t;
+}
+
 async function api(path, opts = {}) {
-  const res = await fetch("/api" + path, {
-    ...opts,
-    headers: opts.body ? { "content-type": "application/json" } : {},
-  });
+  const method = (opts.method || "GET").toUpperCase();
+  const headers = {};
+  if (opts.body) headers["content-type"] = "application/json";
+  if (method !== "GET" && method !== "HEAD") headers["x-csrf-token"] = csrfToken();
+  // From the origin, not the page's URL: a page opened as http://user:password@host/ must not make fetch
+  // refuse a URL with credentials (the browser sends the login it keeps for the origin).
+  const res = await fetch(location.origin + "/api" + path, { ...opts, headers });
   let body;
   try {
     body = await res.json();
@@ -106,7 +120,7 @@ function decode(b64, format) {
 
 // ---- overview ----
 
-function drawChart(canvas, history) {
+function drawChart(canvas, history, series = [["bytes_in", "#0b6bcb"], ["bytes_out", "#dd6b20"]], fmt = rate) {
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth, hgt = canvas.clientHeight;
   canvas.width = w * dpr; canvas.height = hgt * dpr;
@@ -114,15 +128,16 @@ function drawChart(canvas, history) {
   g.scale(dpr, dpr);
   g.clearRect(0, 0, w, hgt);
   const pad = 40;
-  const max = Math.max(1, ...history.map((p) => Math.max(p.bytes_in, p.bytes_out)));
+  const max = Math.max(1, ...history.map((p) => Math.max(...series.map(([k]) => p[k]))));
   g.strokeStyle = "#dde3ea"; g.fillStyle = "#6b7785"; g.font = "11px sans-serif";
   g.beginPath(); g.moveTo(pad, 8); g.lineTo(pad, hgt - 20); g.lineTo(w - 8, hgt - 20); g.stroke();
-  g.fillText(rate(max), 2, 14);
+  g.fillText(fmt(max), 2, 14);
+  canvas.dataset.points = String(history.length);
   if (history.length < 2) { g.fillText("collecting samples…", pad + 10, hgt / 2); return; }
   const t0 = history[0].at_ms, t1 = history[history.length - 1].at_ms;
   const x = (t) => pad + ((t - t0) / Math.max(1, t1 - t0)) * (w - pad - 10);
   const y = (v) => hgt - 20 - (v / max) * (hgt - 30);
-  for (const [key, color] of [["bytes_in", "#0b6bcb"], ["bytes_out", "#dd6b20"]]) {
+  for (const [key, color] of series) {
     g.strokeStyle = color; g.lineWidth = 1.5; g.beginPath();
     history.forEach((p, i) => (i ? g.lineTo(x(p.at_ms), y(p[key])) : g.moveTo(x(p.at_ms), y(p[key]))));
     g.stroke();
@@ -374,8 +389,30 @@ async function groups(params) {
     h("p", { class: "muted", id: "groups-timing" }, `Groups coordinated by this broker · sorted and filtered by the broker · answered in ${took} ms.`));
 }
 
+/** How long until the group catches up, from the lag's pace over the last minutes (the server estimates it). */
+function duration(s) {
+  if (s < 90) return `${Math.round(s)} s`;
+  if (s < 5400) return `${Math.round(s / 60)} min`;
+  if (s < 172800) return `${(s / 3600).toFixed(1)} h`;
+  return `${(s / 86400).toFixed(1)} days`;
+}
+
+function catchUp(c) {
+  const per = c.lag_change_per_sec === null ? "" : Math.abs(c.lag_change_per_sec).toFixed(1);
+  const span = duration(c.window_ms / 1000);
+  const text = {
+    caught_up: "Caught up: no lag.",
+    catching_up: `Catching up: about ${duration(c.seconds || 0)} to go at the pace of the last ${span} (lag falling by ${per} records/s).`,
+    falling_behind: `Falling behind: the lag grew by ${per} records/s over the last ${span}; no catch-up in sight.`,
+    stalled: `Not catching up: the lag has not changed over the last ${span} (nothing committed, or consumed only as fast as produced).`,
+    unknown: "Collecting samples (every 5 s) for an estimate…",
+  }[c.state] || c.state;
+  return h("p", { id: "catch-up", "data-state": c.state }, text);
+}
+
 async function groupPage(id) {
   const g = await api(`/groups/${enc(id)}`);
+  const lagCanvas = h("canvas", { id: "lag-chart" });
   const members = g.members.map((m) => h("tr", {},
     h("td", {}, m.member_id), h("td", { class: "member-client" }, m.client_id), h("td", { class: "member-host" }, m.host),
     h("td", { class: "num member-count" }, m.partition_count),
@@ -385,12 +422,16 @@ async function groupPage(id) {
     h("div", { class: "cards" },
       card("state", g.state, "group-state"), card("protocol", `${g.protocol_type || "–"} / ${g.protocol || "–"}`, "group-protocol"),
       card("members", g.members.length, "group-members"), card("total lag", g.lag, "group-lag")),
+    h("h2", {}, "Lag, last 15 minutes"),
+    catchUp(g.catch_up),
+    lagCanvas,
     h("h2", {}, "Members (partitions per member: is the work balanced?)"),
     table("members-table", ["member id", "client id", "host", "partitions#", "assignment"], members),
     h("h2", {}, "Committed offsets and lag"),
     offsetsTable(g),
     resetForm(g),
     deleteGroupForm(g));
+  drawChart(lagCanvas, g.lag_history, [["lag", "#c53030"]], (n) => `${n} records`);
 }
 
 function offsetsTable(g) {

@@ -22,6 +22,8 @@ use crate::history::History;
 pub struct Ctx {
     pub state: Arc<BrokerState>,
     pub history: Arc<History>,
+    /// Each group's lag over the last 15 minutes (the group page's chart and catch-up estimate).
+    pub lag_history: Arc<crate::history::LagHistory>,
     /// Reads running at once (`MAX_READS` permits): they run on the blocking pool, which the broker's fsyncs
     /// and log reads share, so the dashboard never takes more than a few of its threads.
     pub reads: Arc<tokio::sync::Semaphore>,
@@ -175,14 +177,16 @@ impl IntoResponse for Fail {
 pub(crate) type Answer = Result<(StatusCode, Value), Fail>;
 
 /// Refuses what a browser would send on behalf of another site (CSRF) or to a name rebound to this address (DNS
-/// rebinding), before anything else is looked at. The dashboard has no login, so these are its only defence:
+/// rebinding), before anything else is looked at (after the login, when there is one):
 /// - the `Host` must be an IP literal, `localhost` or the broker's advertised host name (a rebinding attack
 ///   reaches the listener under the attacker's own domain name), else 403;
 /// - an `Origin` must be that same host and port, and `Sec-Fetch-Site` (when sent) `same-origin` or `none`,
 ///   else 403;
 /// - a request other than GET or HEAD must say `Content-Type: application/json`, else 415: a cross-site page
 ///   can only send that with a CORS preflight, which fails (the API sends no CORS headers), while a plain form
-///   (`text/plain`, `application/x-www-form-urlencoded`) needs none.
+///   (`text/plain`, `application/x-www-form-urlencoded`) needs none;
+/// - and it must carry the CSRF token (the `fjord_csrf` cookie's value in an `X-CSRF-Token` header), else 403,
+///   with a login or without: the browser sends basic-auth credentials with a foreign site's request too.
 fn guard(ctx: &Ctx, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), Fail> {
     let forbidden = |message: String| Fail {
         status: StatusCode::FORBIDDEN,
@@ -240,8 +244,35 @@ fn guard(ctx: &Ctx, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(
                 not_running: None,
             });
         }
+        // Double-submit: a page of this origin copies the cookie into the header; another site can neither read
+        // the cookie nor send the header (a custom header needs a CORS preflight, which fails).
+        let cookie = csrf_cookie(headers);
+        let token = headers.get(CSRF_HEADER).and_then(|t| t.to_str().ok());
+        let ok = matches!((cookie, token), (Some(c), Some(t)) if !c.is_empty() && crate::auth::bytes_eq(c.as_bytes(), t.as_bytes()));
+        if !ok {
+            return Err(forbidden(format!(
+                "{method} needs the CSRF token: the `{CSRF_COOKIE}` cookie and an `X-CSRF-Token` header with the same value (the dashboard's page sends them; from a script, any random value as both, e.g. curl -b {CSRF_COOKIE}=T -H 'X-CSRF-Token: T')"
+            )));
+        }
     }
     Ok(())
+}
+
+/// The cookie that holds the CSRF token (set with the page, readable by its script) and the header a
+/// state-changing request must repeat it in.
+pub const CSRF_COOKIE: &str = "fjord_csrf";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The value of the `fjord_csrf` cookie, if the request has one.
+pub(crate) fn csrf_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == CSRF_COOKIE)
+        .map(|(_, v)| v.trim())
 }
 
 /// The host name of a `Host` value, without its port (and without the brackets of an IPv6 literal).
@@ -911,6 +942,49 @@ fn lags(s: &BrokerState, g: &GroupRow) -> Vec<LagRow> {
     out
 }
 
+/// A group's committed offsets: ((topic, partition), offset).
+type Committed = Vec<((String, i32), i64)>;
+
+/// Every group's total lag now (over the partitions hosted here), for the lag history: only the committed
+/// offsets are copied under the coordinator lock (no members or assignments, unlike [`group_rows`]), and the
+/// high watermarks are read after it is released.
+pub(crate) fn group_lags(s: &BrokerState) -> Vec<(String, i64)> {
+    let committed: Vec<(String, Committed)> = {
+        let c = s.groups.lock();
+        let mut ids: Vec<String> = c
+            .list()
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .filter(|id| !c.consumer.contains(id))
+            .collect();
+        ids.extend(c.consumer.list().into_iter().map(|(id, _)| id));
+        ids.into_iter()
+            .map(|id| {
+                let o = c
+                    .fetch_offsets(&id)
+                    .into_iter()
+                    .map(|(tp, o)| (tp, o.offset))
+                    .collect();
+                (id, o)
+            })
+            .collect()
+    };
+    committed
+        .into_iter()
+        .map(|(id, offsets)| {
+            let lag = offsets
+                .iter()
+                .filter(|(_, o)| *o >= 0)
+                .filter_map(|((t, p), o)| {
+                    let end = s.partitions.get(t, *p)?.high_watermark();
+                    Some((end - o).max(0))
+                })
+                .sum();
+            (id, lag)
+        })
+        .collect()
+}
+
 /// The group list: filtered by id, state, lag and member count, sorted, one page of it. All on the server, so
 /// that a broker with thousands of groups answers one page as fast as a few.
 fn groups(ctx: &Ctx, _: &[String], q: &Query) -> Result<Value, Fail> {
@@ -1025,9 +1099,17 @@ fn group(ctx: &Ctx, seg: &[String], _: &Query) -> Result<Value, Fail> {
             })
         })
         .collect();
+    let samples = ctx.lag_history.samples(&g.id);
+    let catch_up = crate::history::catch_up(&samples, total);
+    let history: Vec<Value> = samples
+        .iter()
+        .map(|(at, lag)| json!({"at_ms": at, "lag": lag}))
+        .collect();
     Ok(json!({
         "id": g.id, "type": g.kind, "protocol_type": g.protocol_type, "protocol": g.protocol,
         "state": g.state, "members": members, "offsets": offsets, "lag": total,
+        "lag_history": history, "catch_up": catch_up,
+        "sample_interval_ms": crate::SAMPLE_INTERVAL.as_millis() as u64,
     }))
 }
 

@@ -1,7 +1,9 @@
 //! The overview's recent history: totals of bytes and messages in and out, sampled on a timer into a bounded
-//! ring buffer, from which rates per second are derived.
+//! ring buffer, from which rates per second are derived; and each consumer group's total lag, sampled on the
+//! same timer (bounded too: `capacity` samples for at most `max_groups` groups), for the group page's lag chart
+//! and time-to-catch-up estimate.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,7 +82,12 @@ pub fn sample(state: &BrokerState) -> Sample {
     s
 }
 
-pub fn spawn_sampler(state: Arc<BrokerState>, history: Arc<History>, every: Duration) {
+pub fn spawn_sampler(
+    state: Arc<BrokerState>,
+    history: Arc<History>,
+    lag_history: Arc<LagHistory>,
+    every: Duration,
+) {
     let weak = Arc::downgrade(&state);
     drop(state);
     tokio::spawn(async move {
@@ -89,9 +96,106 @@ pub fn spawn_sampler(state: Arc<BrokerState>, history: Arc<History>, every: Dura
         loop {
             tick.tick().await;
             let Some(state) = weak.upgrade() else { return };
-            history.push(sample(&state));
+            let s = sample(&state);
+            history.push(s);
+            // The groups' lags take the coordinator's and partitions' locks: on a blocking thread.
+            let lags = lag_history.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                lags.record(s.at_ms, crate::api::group_lags(&state));
+            })
+            .await;
         }
     });
+}
+
+/// One group's lag samples: (milliseconds since the epoch, total lag), oldest first.
+pub type LagSamples = Vec<(i64, i64)>;
+
+/// Each group's total lag over the last `capacity` samples, for at most `max_groups` groups: with more, those
+/// with the largest lag now (a group dropped loses its samples). Memory stays under
+/// `max_groups * capacity * 16` bytes plus the group ids.
+pub struct LagHistory {
+    capacity: usize,
+    max_groups: usize,
+    groups: Mutex<HashMap<String, VecDeque<(i64, i64)>>>,
+}
+
+impl LagHistory {
+    pub fn new(capacity: usize, max_groups: usize) -> Self {
+        LagHistory {
+            capacity,
+            max_groups,
+            groups: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// One round: every group's total lag at `at_ms`. Groups no longer listed (deleted, or no longer among the
+    /// `max_groups` largest lags) are forgotten.
+    pub fn record(&self, at_ms: i64, mut lags: Vec<(String, i64)>) {
+        if lags.len() > self.max_groups {
+            lags.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            lags.truncate(self.max_groups);
+        }
+        let mut m = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        let keep: HashSet<&str> = lags.iter().map(|(g, _)| g.as_str()).collect();
+        m.retain(|g, _| keep.contains(g.as_str()));
+        for (g, lag) in lags {
+            let q = m
+                .entry(g)
+                .or_insert_with(|| VecDeque::with_capacity(self.capacity));
+            if q.len() == self.capacity {
+                q.pop_front();
+            }
+            q.push_back((at_ms, lag));
+        }
+    }
+
+    pub fn samples(&self, group: &str) -> LagSamples {
+        let m = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(group)
+            .map(|q| q.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.groups.lock().unwrap().len()
+    }
+}
+
+/// The window the catch-up estimate looks back over.
+pub const CATCH_UP_WINDOW_MS: i64 = 5 * 60 * 1000;
+
+/// How soon the group catches up: the lag's change per second over the samples of the last
+/// [`CATCH_UP_WINDOW_MS`] (first to last), and, while it falls, the time for `lag_now` to reach 0 at that pace.
+/// States: `caught_up` (no lag now), `catching_up` (with `seconds`), `falling_behind` (the lag grows),
+/// `stalled` (a lag that did not change: nothing consumed, or consumed as fast as produced), `unknown` (fewer
+/// than two samples yet).
+pub fn catch_up(samples: &[(i64, i64)], lag_now: i64) -> serde_json::Value {
+    use serde_json::json;
+    let last_at = samples.last().map_or(0, |s| s.0);
+    let window: Vec<&(i64, i64)> = samples
+        .iter()
+        .filter(|s| s.0 >= last_at - CATCH_UP_WINDOW_MS)
+        .collect();
+    let rate = match (window.first(), window.last()) {
+        (Some(a), Some(b)) if b.0 > a.0 => Some((b.1 - a.1) as f64 / ((b.0 - a.0) as f64 / 1000.0)),
+        _ => None,
+    };
+    let window_ms = match (window.first(), window.last()) {
+        (Some(a), Some(b)) => b.0 - a.0,
+        _ => 0,
+    };
+    let (state, seconds) = match rate {
+        _ if lag_now <= 0 => ("caught_up", Some(0.0)),
+        None => ("unknown", None),
+        Some(r) if r < 0.0 => ("catching_up", Some(lag_now as f64 / -r)),
+        Some(r) if r > 0.0 => ("falling_behind", None),
+        Some(_) => ("stalled", None),
+    };
+    json!({
+        "state": state, "seconds": seconds, "lag_change_per_sec": rate, "window_ms": window_ms,
+    })
 }
 
 #[cfg(test)]
@@ -118,6 +222,48 @@ mod tests {
         assert_eq!(r[0].0, 4000);
         assert_eq!(r[0].1, 2000.0);
         assert_eq!(r[1].1, 0.0);
+    }
+
+    #[test]
+    fn lag_history_is_bounded_in_samples_and_groups() {
+        let h = LagHistory::new(3, 2);
+        for t in 0..5 {
+            h.record(
+                t * 1000,
+                vec![("a".into(), 10 - t), ("b".into(), 100), ("c".into(), 1)],
+            );
+        }
+        // Two groups kept, the largest lags; three samples each, the latest.
+        assert_eq!(h.len(), 2);
+        assert_eq!(h.samples("a"), [(2000, 8), (3000, 7), (4000, 6)]);
+        assert_eq!(h.samples("b").len(), 3);
+        assert!(h.samples("c").is_empty());
+        // A group that goes away (deleted) is forgotten.
+        h.record(5000, vec![("b".into(), 100)]);
+        assert_eq!(h.len(), 1);
+        assert!(h.samples("a").is_empty());
+    }
+
+    #[test]
+    fn catch_up_estimates_from_the_lags_pace() {
+        let state = |v: &serde_json::Value| v["state"].as_str().unwrap().to_string();
+        // 100 records less every 10 s: 10/s; 400 left is 40 s.
+        let falling = [(0, 600), (10_000, 500), (20_000, 400)];
+        let v = catch_up(&falling, 400);
+        assert_eq!(state(&v), "catching_up");
+        assert_eq!(v["seconds"], 40.0);
+        assert_eq!(v["lag_change_per_sec"], -10.0);
+        assert_eq!(state(&catch_up(&[(0, 5), (5000, 9)], 9)), "falling_behind");
+        assert_eq!(state(&catch_up(&[(0, 5), (5000, 5)], 5)), "stalled");
+        assert_eq!(state(&catch_up(&[(0, 5)], 5)), "unknown");
+        assert_eq!(state(&catch_up(&[], 5)), "unknown");
+        assert_eq!(state(&catch_up(&[(0, 5), (5000, 5)], 0)), "caught_up");
+        // Only the last 5 minutes count: an old plateau does not slow the estimate.
+        let old_then_fast = [(0, 1000), (600_000, 1000), (900_000, 700), (960_000, 600)];
+        let v = catch_up(&old_then_fast, 600);
+        assert_eq!(v["window_ms"], 60_000);
+        assert_eq!(state(&v), "catching_up");
+        assert!((v["seconds"].as_f64().unwrap() - 360.0).abs() < 1e-6, "{v}");
     }
 
     #[test]

@@ -9,10 +9,14 @@
 //! proposes metadata commands or writes `__consumer_offsets` itself. Every read is bounded (page sizes, record counts and bytes of the message browser), and bad input
 //! is a 4xx JSON answer `{"error": "..."}`, never a panic or a 500.
 //!
-//! It knows nothing of HTTP listeners, TLS or login: the binary decides where the router is served.
+//! It knows nothing of HTTP listeners or TLS: the binary decides where the router is served, after asking
+//! [`access`] whether (and with which login) it may be, given the address the listener binds. The login
+//! ([`Access::Basic`]) guards the pages and `/api/`; the binary serves `/metrics`, `/health` and `/ready`
+//! outside this router, so they stay open to scrapers and probes.
 
 mod api;
 mod assets;
+mod auth;
 mod extra;
 mod history;
 mod openapi;
@@ -22,24 +26,46 @@ use std::sync::Arc;
 
 use fjord_broker::BrokerState;
 
-pub use history::History;
+pub use auth::{access, Access};
+pub use history::{History, LagHistory};
 pub use services::Services;
 
 /// How often the overview's rates are sampled, and how many samples are kept (15 minutes).
 pub const SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 pub const HISTORY_SAMPLES: usize = 180;
+/// Groups whose lag history is kept (those with the largest lag when there are more): at most
+/// 1,000 x 180 samples of 16 bytes, under 3 MB.
+pub const MAX_LAG_GROUPS: usize = 1000;
 
 /// The dashboard's pages and API for `state`, with the schemas and Connect pages served through `services` (as
 /// the binary fills it in). Starts the sampler of the overview's rates (a task that lives as long as the
-/// runtime; it only reads counters).
-pub fn router(state: Arc<BrokerState>, services: Services) -> axum::Router {
+/// runtime; it only reads counters). With [`Access::Basic`] every page and API request needs the login;
+/// [`Access::Off`] serves nothing (an empty router).
+pub fn router(state: Arc<BrokerState>, services: Services, access: &Access) -> axum::Router {
+    if matches!(access, Access::Off) {
+        return axum::Router::new();
+    }
     let history = Arc::new(History::new(HISTORY_SAMPLES));
-    history::spawn_sampler(state.clone(), history.clone(), SAMPLE_INTERVAL);
-    api::routes(api::Ctx {
+    let lag_history = Arc::new(LagHistory::new(HISTORY_SAMPLES, MAX_LAG_GROUPS));
+    history::spawn_sampler(
+        state.clone(),
+        history.clone(),
+        lag_history.clone(),
+        SAMPLE_INTERVAL,
+    );
+    let r = api::routes(api::Ctx {
         state,
         history,
+        lag_history,
         reads: Arc::new(tokio::sync::Semaphore::new(api::MAX_READS)),
         services,
     })
-    .merge(assets::routes())
+    .merge(assets::routes());
+    match access {
+        Access::Basic(users) => r.layer(axum::middleware::from_fn_with_state(
+            users.clone(),
+            auth::require_login,
+        )),
+        Access::Off | Access::Open => r,
+    }
 }

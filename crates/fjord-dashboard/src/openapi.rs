@@ -162,7 +162,7 @@ pub fn spec() -> Value {
     add(
         "/api/groups/{id}",
         json!({
-            "get": op("A group: members, assignment, offsets and lag", vec![group()], None, "200"),
+            "get": op("A group: members, assignment, offsets and lag; `lag_history` (the total lag sampled every 5 s, last 15 minutes) and `catch_up` (state caught_up, catching_up with `seconds`, falling_behind, stalled or unknown; `lag_change_per_sec` over the last 5 minutes)", vec![group()], None, "200"),
             "delete": op("Delete a group without members and its offsets (DeleteGroups); `confirm` must be its id", vec![group()], Some(obj(
                 json!({"confirm": {"type": "string", "description": "the exact group id, as confirmation"}}),
                 &["confirm"],
@@ -255,17 +255,40 @@ pub fn spec() -> Value {
             "post": op("Restart one task", vec![connector(), path_param("task", "task number")], Some(obj(json!({}), &[])), "200"),
         }),
     );
+    // Changes need the CSRF token (and the login where there is one).
+    for ops in paths.values_mut() {
+        let Some(ops) = ops.as_object_mut() else {
+            continue;
+        };
+        for (method, o) in ops.iter_mut() {
+            if matches!(method.as_str(), "post" | "put" | "patch" | "delete") {
+                o["security"] = json!([
+                    {"csrfHeader": [], "csrfCookie": []},
+                    {"csrfHeader": [], "csrfCookie": [], "basicAuth": []},
+                ]);
+            }
+        }
+    }
     json!({
         "openapi": "3.0.3",
         "info": {
             "title": "Fjord dashboard admin API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "The JSON API behind the dashboard's pages. Every answer is JSON; a refusal is `{\"error\": \"...\"}` with a 4xx status (503 when busy or when the registry or Connect does not run here, with `not_running`). Requests other than GET must say `Content-Type: application/json`; cross-origin requests are refused.",
+            "description": "The JSON API behind the dashboard's pages. Every answer is JSON; a refusal is `{\"error\": \"...\"}` with a 4xx status (503 when busy or when the registry or Connect does not run here, with `not_running`). Requests other than GET must say `Content-Type: application/json` and carry the CSRF token: the same value in the `fjord_csrf` cookie and the `X-CSRF-Token` header (else 403); cross-origin requests are refused. With users configured (`dashboard.auth.basic.users`, required off loopback) every request needs HTTP basic auth (else 401 with `WWW-Authenticate`).",
         },
         "paths": paths,
-        "components": {"schemas": {"Error": obj(json!({
-            "error": string(), "not_running": string(), "kafka_error_code": {"type": "integer"}, "kafka_error": string(),
-        }), &["error"])}},
+        "components": {
+            "schemas": {"Error": obj(json!({
+                "error": string(), "not_running": string(), "kafka_error_code": {"type": "integer"}, "kafka_error": string(),
+            }), &["error"])},
+            "securitySchemes": {
+                "basicAuth": {"type": "http", "scheme": "basic", "description": "when users are configured (dashboard.auth.basic.users)"},
+                "csrfHeader": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token", "description": "on every request other than GET: the value of the fjord_csrf cookie"},
+                "csrfCookie": {"type": "apiKey", "in": "cookie", "name": "fjord_csrf", "description": "set with the page (GET /), or any random value a script chooses"},
+            },
+        },
+        // Without a login on loopback (`{}`), else basic auth.
+        "security": [{}, {"basicAuth": []}],
     })
 }
 
@@ -299,7 +322,16 @@ mod tests {
                     let name = seg.trim_matches(|c| c == '{' || c == '}');
                     assert!(declared.contains(&name), "{method} {path}: {name}");
                 }
+                // A change names the CSRF token; a read does not.
+                let csrf = op["security"][0]["csrfHeader"].is_array();
+                assert_eq!(csrf, method != "get", "{method} {path}");
             }
+        }
+        for scheme in ["basicAuth", "csrfHeader", "csrfCookie"] {
+            assert!(
+                s["components"]["securitySchemes"][scheme].is_object(),
+                "{scheme}"
+            );
         }
         assert!(super::paths().len() >= 20);
     }

@@ -15,6 +15,46 @@ type DashboardServices = fjord_dashboard::Services;
 #[derive(Clone, Default)]
 struct DashboardServices;
 
+/// Whether and with which login the dashboard is served on a broker's metrics.listener (nothing without the
+/// feature).
+#[cfg(feature = "dashboard")]
+type DashboardAccess = fjord_dashboard::Access;
+#[cfg(not(feature = "dashboard"))]
+#[derive(Clone, Debug)]
+struct DashboardAccess;
+
+/// The dashboard's access on `config`'s metrics.listener, decided before anything starts: a listener off
+/// loopback without users (`dashboard.auth.basic.users`) and without an opt-out stops start-up here, with the
+/// options to set.
+fn dashboard_access(config: &BrokerConfig) -> Result<DashboardAccess> {
+    #[cfg(feature = "dashboard")]
+    {
+        match config.metrics_listener {
+            Some(addr) => fjord_dashboard::access(&config.props, addr.ip())
+                .map_err(|e| anyhow::anyhow!("broker {}: {e}", config.node_id)),
+            None => Ok(fjord_dashboard::Access::Off),
+        }
+    }
+    #[cfg(not(feature = "dashboard"))]
+    {
+        let _ = config;
+        Ok(DashboardAccess)
+    }
+}
+
+/// Whether the listener serves the dashboard.
+fn dashboard_served(access: &DashboardAccess) -> bool {
+    #[cfg(feature = "dashboard")]
+    {
+        !matches!(access, fjord_dashboard::Access::Off)
+    }
+    #[cfg(not(feature = "dashboard"))]
+    {
+        let _ = access;
+        false
+    }
+}
+
 /// Tells the dashboard that the registry serves (its REST router, called in-process).
 #[allow(unused_variables)]
 fn show_registry(services: &DashboardServices, registry: &RunningRegistry) {
@@ -40,6 +80,7 @@ pub async fn serve(config: BrokerConfig, services: Services) -> Result<()> {
         sql: sql_listener,
     } = services;
     let metrics_addr = config.metrics_listener;
+    let access = dashboard_access(&config)?;
     let data_dir = config.log_dir.clone();
     let broker = Broker::start(config)
         .await
@@ -47,9 +88,15 @@ pub async fn serve(config: BrokerConfig, services: Services) -> Result<()> {
     let kafka = broker.local_addr();
     let dashboard_services = DashboardServices::default();
     let http = match metrics_addr {
-        Some(addr) => {
-            Some(serve_metrics(addr, broker.state().clone(), dashboard_services.clone()).await?)
-        }
+        Some(addr) => Some(
+            serve_metrics(
+                addr,
+                broker.state().clone(),
+                dashboard_services.clone(),
+                &access,
+            )
+            .await?,
+        ),
         None => None,
     };
     // The registry is a Kafka client of this broker like any other (it reads and writes `_schemas`); it starts
@@ -147,7 +194,7 @@ pub async fn serve(config: BrokerConfig, services: Services) -> Result<()> {
         eprintln!("\nFjord is running.");
         eprintln!("  Kafka protocol:  {kafka}   (e.g. kcat -b {kafka} -L, or fjord topics list -b {kafka})");
         if let Some(h) = http {
-            if cfg!(feature = "dashboard") && dashboard_enabled(&broker.state().config, h) {
+            if dashboard_served(&access) {
                 eprintln!("  Dashboard:       http://{h}/");
             }
             eprintln!("  Metrics:         http://{h}/metrics");
@@ -433,9 +480,14 @@ pub async fn serve_cluster(
 ) -> Result<()> {
     let n = configs.len();
     let dashboard_services = DashboardServices::default();
+    let accesses = configs
+        .iter()
+        .map(dashboard_access)
+        .collect::<Result<Vec<_>>>()?;
     let starts: Vec<_> = configs
         .into_iter()
-        .map(|config| {
+        .zip(accesses)
+        .map(|(config, access)| {
             tokio::spawn(async move {
                 let id = config.node_id;
                 let metrics_addr = config.metrics_listener;
@@ -443,7 +495,7 @@ pub async fn serve_cluster(
                 let started = Broker::start(config)
                     .await
                     .with_context(|| format!("broker {id} failed to start"));
-                (started, metrics_addr, data_dir)
+                (started, metrics_addr, data_dir, access)
             })
         })
         .collect();
@@ -451,12 +503,13 @@ pub async fn serve_cluster(
     let mut failure: Option<anyhow::Error> = None;
     for start in starts {
         match start.await {
-            Ok((Ok(broker), metrics_addr, data_dir)) => {
+            Ok((Ok(broker), metrics_addr, data_dir, access)) => {
                 let http = match metrics_addr {
                     Some(addr) => match serve_metrics(
                         addr,
                         broker.state().clone(),
                         dashboard_services.clone(),
+                        &access,
                     )
                     .await
                     {
@@ -474,7 +527,7 @@ pub async fn serve_cluster(
                     data_dir,
                 })
             }
-            Ok((Err(e), _, _)) => {
+            Ok((Err(e), _, _, _)) => {
                 failure.get_or_insert(e);
             }
             Err(e) => {
@@ -642,22 +695,12 @@ async fn stop_all(mut running: Vec<Running>) {
     }
 }
 
-/// Whether metrics.listener also serves the dashboard. It has no login and reads every record and writes
-/// topics and offsets, so by default it is served only on a loopback address; `dashboard.enable=true` serves it
-/// on any address (behind a proxy that authenticates, say), `false` nowhere. /metrics, /health and /ready are
-/// served either way.
-fn dashboard_enabled(config: &BrokerConfig, bound: SocketAddr) -> bool {
-    match config.props.get("dashboard.enable").map(String::as_str) {
-        Some(v) => v == "true",
-        None => bound.ip().is_loopback(),
-    }
-}
-
 #[cfg_attr(not(feature = "dashboard"), allow(unused_variables))]
 async fn serve_metrics(
     addr: SocketAddr,
     state: Arc<fjord_broker::BrokerState>,
     services: DashboardServices,
+    access: &DashboardAccess,
 ) -> Result<SocketAddr> {
     use axum::routing::get;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -666,17 +709,22 @@ async fn serve_metrics(
     let bound = listener.local_addr()?;
     let metrics_state = state.clone();
     #[cfg(feature = "dashboard")]
-    let dashboard = if dashboard_enabled(&state.config, bound) {
-        Some(fjord_dashboard::router(state.clone(), services))
-    } else if state.config.props.contains_key("dashboard.enable") {
-        tracing::info!(%bound, "dashboard.enable=false: metrics.listener serves only /metrics, /health and /ready");
-        None
-    } else {
-        tracing::warn!(
-            %bound,
-            "the dashboard is not served: metrics.listener is not a loopback address and the dashboard has no login; bind metrics.listener to 127.0.0.1, or set dashboard.enable=true to serve it on any address (behind an authenticating proxy)"
-        );
-        None
+    let dashboard = {
+        use fjord_dashboard::Access;
+        match access {
+            Access::Off => {
+                tracing::info!(%bound, "dashboard.enable=false: metrics.listener serves only /metrics, /health and /ready")
+            }
+            Access::Open if !bound.ip().is_loopback() => tracing::warn!(
+                %bound,
+                "dashboard.auth=none: the dashboard is served WITHOUT A LOGIN on a non-loopback address; anyone who reaches it can read every record and delete topics (put an authenticating proxy in front, or set dashboard.auth.basic.users)"
+            ),
+            Access::Open => {}
+            Access::Basic(_) => {
+                tracing::info!(%bound, "the dashboard requires a login (dashboard.auth.basic.users)")
+            }
+        }
+        fjord_dashboard::router(state.clone(), services, access)
     };
     let ready_state = state;
     let app = axum::Router::new()
@@ -720,10 +768,7 @@ async fn serve_metrics(
             }),
         );
     #[cfg(feature = "dashboard")]
-    let app = match dashboard {
-        Some(d) => app.merge(d),
-        None => app,
-    };
+    let app = app.merge(dashboard);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics server failed");

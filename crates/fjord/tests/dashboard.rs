@@ -10,15 +10,18 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-/// One request as a JSON client makes it (anything but a GET says its body is JSON): (status, content type,
-/// body).
+/// The CSRF token as a script sends it: the same value as the `fjord_csrf` cookie and the `X-CSRF-Token` header.
+const CSRF: &str = "Cookie: fjord_csrf=t0k3n\r\nX-CSRF-Token: t0k3n\r\n";
+
+/// One request as a JSON client makes it (anything but a GET says its body is JSON and carries the CSRF token):
+/// (status, content type, body).
 fn http(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -> (u16, String, Vec<u8>) {
     let headers = if method != "GET" {
-        "Content-Type: application/json\r\n"
+        format!("Content-Type: application/json\r\n{CSRF}")
     } else {
-        ""
+        String::new()
     };
-    with_headers(addr, method, path, headers, body)
+    with_headers(addr, method, path, &headers, body)
 }
 
 /// [`http`] with the given header lines instead: (status, content type, body).
@@ -518,7 +521,21 @@ fn start_platform(data: &std::path::Path) -> (std::process::Child, String, Strin
 #[test]
 fn dashboard_pages_work_in_a_real_browser() {
     let dir = temp_dir();
-    let (mut child, b, h) = start_platform(&dir.path().join("data"));
+    // With a login (users configured turn it on on loopback too): the browser opens the page as
+    // http://alice:...@host/ and every API call and change (with the CSRF token) goes through.
+    let (child, line) = common::start_platform_with_overrides(
+        &dir.path().join("data"),
+        "none",
+        "none",
+        "none",
+        &["dashboard.auth.basic.users=alice:0pen-sesame"],
+        std::process::Stdio::null(),
+    );
+    let (mut child, b, h) = (
+        child,
+        field(&line, "kafka=").to_string(),
+        field(&line, "http=").to_string(),
+    );
     ok(&fjord(
         &b,
         &["topics", "create", "orders", "--partitions", "2"],
@@ -549,7 +566,13 @@ fn dashboard_pages_work_in_a_real_browser() {
     let result = std::panic::catch_unwind(|| {
         run_client(
             "dashboard_browser.py",
-            &[&h, &b, env!("CARGO_BIN_EXE_fjord"), shots.to_str().unwrap()],
+            &[
+                &h,
+                &b,
+                env!("CARGO_BIN_EXE_fjord"),
+                shots.to_str().unwrap(),
+                "alice:0pen-sesame",
+            ],
             Duration::from_secs(240),
         )
     });
@@ -777,8 +800,33 @@ fn cross_site_requests_and_foreign_host_names_are_refused() {
         ),
         415
     );
-    // A JSON body that says so, with parameters, goes through.
+    // A JSON body without the CSRF token (or with a cookie and header that differ, or only one of them) is
+    // refused too.
     let json_utf8 = "Content-Type: application/json; charset=utf-8\r\n";
+    for token in [
+        "",
+        "Cookie: fjord_csrf=a\r\nX-CSRF-Token: b\r\n",
+        "Cookie: fjord_csrf=a\r\n",
+        "X-CSRF-Token: a\r\n",
+        "Cookie: fjord_csrf=\r\nX-CSRF-Token: \r\n",
+        "Cookie: other=a\r\nX-CSRF-Token: a\r\n",
+    ] {
+        let headers = format!("{json_utf8}{token}");
+        let (s, _, body) = with_headers(
+            h,
+            "POST",
+            "/api/topics",
+            &headers,
+            create.map(str::as_bytes),
+        );
+        assert_eq!(s, 403, "{token:?}");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["error"].as_str().unwrap().contains("X-CSRF-Token"), "{v}");
+    }
+    assert!(!exists("csrf"));
+    // A JSON body that says so, with parameters, and the token (among other cookies) goes through.
+    let json_utf8 = format!("{json_utf8}Cookie: a=1; fjord_csrf=zz9; b=2\r\nX-CSRF-Token: zz9\r\n");
+    let json_utf8 = json_utf8.as_str();
     assert_eq!(status("POST", "/api/topics", json_utf8, create), 201);
     assert_eq!(
         status(
@@ -851,7 +899,7 @@ fn cross_site_requests_and_foreign_host_names_are_refused() {
         status("GET", "/metrics", "Host: prometheus.internal\r\n", None),
         200
     );
-    let done = format!("Host: localhost:{port}\r\nOrigin: http://localhost:{port}\r\n{json}");
+    let done = format!("Host: localhost:{port}\r\nOrigin: http://localhost:{port}\r\n{json}{CSRF}");
     assert_eq!(
         status(
             "DELETE",
@@ -864,36 +912,195 @@ fn cross_site_requests_and_foreign_host_names_are_refused() {
     assert!(!exists("csrf"));
 }
 
-#[test]
-fn the_dashboard_is_served_on_loopback_only_unless_enabled() {
-    let dir = temp_dir();
-    // (metrics.listener, dashboard.enable, whether /api and the pages are served)
-    for (i, (listener, enable, served)) in [
-        ("0.0.0.0:0", None, false),
-        ("0.0.0.0:0", Some("true"), true),
-        ("127.0.0.1:0", Some("false"), false),
-        ("127.0.0.1:0", None, true),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let mut overrides = vec![("metrics.listener", listener)];
-        if let Some(e) = enable {
-            overrides.push(("dashboard.enable", e));
-        }
-        let broker = BrokerProc::start(&dir.path().join(format!("data{i}")), &overrides);
-        let bound = broker.http.as_deref().expect("http listener");
-        let port = bound.rsplit_once(':').unwrap().1;
-        let h = format!("127.0.0.1:{port}");
-        let get = |path: &str| http(&h, "GET", path, None).0;
-        let expect = if served { 200 } else { 404 };
-        let case = format!("{listener} dashboard.enable={enable:?}");
-        assert_eq!(get("/api/overview"), expect, "{case}");
-        assert_eq!(get("/"), expect, "{case}");
-        assert_eq!(get("/assets/app.js"), expect, "{case}");
-        assert_eq!(get("/metrics"), 200, "{case}");
-        assert_eq!(get("/health"), 200, "{case}");
+/// `fjord broker` with `overrides`, expected to refuse to start: its stderr. Bounded: the refusal comes before
+/// the broker starts.
+fn refused_start(data: &std::path::Path, overrides: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fjord"));
+    cmd.arg("broker")
+        .args(["--override", "listeners=PLAINTEXT://127.0.0.1:0"])
+        .args(["--override", &format!("log.dirs={}", data.display())]);
+    for o in overrides {
+        cmd.args(["--override", o]);
     }
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            assert!(!status.success(), "started with {overrides:?}: {err}");
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("fjord broker {overrides:?} did not refuse to start within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Off loopback the dashboard needs users: start-up is refused with the options to set. The address is
+/// TEST-NET-1 (192.0.2.1), which this machine does not have, so nothing is ever bound off loopback: without the
+/// refusal the start would fail to bind instead (another message). `dashboard.enable=false` gets past the check
+/// (and then fails to bind that address).
+#[test]
+fn off_loopback_without_users_the_platform_refuses_to_start() {
+    let dir = temp_dir();
+    let err = refused_start(&dir.path().join("a"), &["metrics.listener=192.0.2.1:18080"]);
+    assert!(
+        err.contains("needs a login: set dashboard.auth.basic.users=NAME:PASSWORD"),
+        "{err}"
+    );
+    assert!(err.contains("dashboard.enable=false"), "{err}");
+    assert!(err.contains("dashboard.auth=none"), "{err}");
+    assert!(!err.contains("cannot bind"), "{err}");
+    let err = refused_start(
+        &dir.path().join("b"),
+        &["metrics.listener=192.0.2.1:18080", "dashboard.enable=false"],
+    );
+    assert!(err.contains("cannot bind metrics.listener"), "{err}");
+    let err = refused_start(
+        &dir.path().join("c"),
+        &["metrics.listener=127.0.0.1:0", "dashboard.auth=basic"],
+    );
+    assert!(err.contains("needs at least one user"), "{err}");
+    let err = refused_start(&dir.path().join("d"), &["dashboard.auth=ldap"]);
+    assert!(err.contains("not a login mode"), "{err}");
+}
+
+/// Standard base64 with padding (for an `Authorization: Basic` header).
+fn base64(b: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn base64_helper_matches_known_encodings() {
+    assert_eq!(base64(b"alice:s3cret"), "YWxpY2U6czNjcmV0");
+    assert_eq!(base64(b"bob:hunter2"), "Ym9iOmh1bnRlcjI=");
+    assert_eq!(base64(b"fo"), "Zm8=");
+}
+
+/// The response header `name` (first one), if present.
+fn header_of(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+/// With users configured (here on loopback, which turns the login on there too) every page and API request needs
+/// HTTP basic auth: 401 with a challenge and a JSON message without or with wrong credentials, 200 with a
+/// user's (in clear or as SHA-256); /metrics, /health and /ready stay open; a change still needs the CSRF token;
+/// the page sets the token's cookie.
+#[test]
+fn with_users_the_dashboard_needs_a_login_and_metrics_stay_open() {
+    let dir = temp_dir();
+    // sha256("hunter2")
+    let bob = "f52fbd32b2b3b86ff88ef6c490628285f482af15ddcb29541f94bcf526a3f6c7";
+    let users = format!("alice:s3cret, bob:sha256:{bob}");
+    let broker = BrokerProc::start(
+        &dir.path().join("data"),
+        &[("dashboard.auth.basic.users", &users)],
+    );
+    let h = broker.http.as_deref().expect("http listener");
+    let auth = |user: &str, pw: &str| {
+        let b = base64(format!("{user}:{pw}").as_bytes());
+        format!("Authorization: Basic {b}\r\n")
+    };
+    for path in ["/api/overview", "/", "/assets/app.js", "/api/openapi.json"] {
+        for creds in [
+            String::new(),
+            auth("alice", "wrong"),
+            auth("alice", "S3CRET"),
+            auth("bob", bob),
+            auth("carol", "s3cret"),
+            "Authorization: Bearer s3cret\r\n".to_string(),
+            "Authorization: Basic !!!\r\n".to_string(),
+        ] {
+            let (status, head, body) = http_request(h, "GET", path, &creds, None);
+            assert_eq!(status, 401, "{path} {creds:?}");
+            assert_eq!(
+                header_of(&head, "www-authenticate").as_deref(),
+                Some("Basic realm=\"Fjord dashboard\", charset=\"UTF-8\""),
+                "{head}"
+            );
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert!(v["error"].as_str().unwrap().contains("dashboard"), "{v}");
+        }
+        for creds in [auth("alice", "s3cret"), auth("bob", "hunter2")] {
+            assert_eq!(http_request(h, "GET", path, &creds, None).0, 200, "{path}");
+        }
+    }
+    for path in ["/metrics", "/health", "/ready"] {
+        assert_eq!(http_request(h, "GET", path, "", None).0, 200, "{path}");
+    }
+    // The page hands out the CSRF token's cookie (not to a browser that already has one).
+    let alice = auth("alice", "s3cret");
+    let (_, head, _) = http_request(h, "GET", "/", &alice, None);
+    let cookie = header_of(&head, "set-cookie").expect("a CSRF cookie");
+    assert!(cookie.starts_with("fjord_csrf="), "{cookie}");
+    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        !cookie.contains("HttpOnly"),
+        "the page's script reads it: {cookie}"
+    );
+    let token = cookie["fjord_csrf=".len()..].split(';').next().unwrap();
+    assert!(token.len() >= 32, "{cookie}");
+    let (_, head, _) = http_request(
+        h,
+        "GET",
+        "/",
+        &format!("{alice}Cookie: fjord_csrf={token}\r\n"),
+        None,
+    );
+    assert_eq!(header_of(&head, "set-cookie"), None, "{head}");
+
+    // A change: the login first (401 even with the token), then the CSRF token (403), then it is made.
+    let create = Some(r#"{"name": "secured"}"#.as_bytes());
+    let json = "Content-Type: application/json\r\n";
+    let with_token = format!("{json}Cookie: fjord_csrf={token}\r\nX-CSRF-Token: {token}\r\n");
+    assert_eq!(
+        http_request(h, "POST", "/api/topics", &with_token, create).0,
+        401
+    );
+    let (s, _, body) = http_request(h, "POST", "/api/topics", &format!("{alice}{json}"), create);
+    assert_eq!(s, 403, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("CSRF"), "{v}");
+    let exists =
+        |name: &str| http_request(h, "GET", &format!("/api/topics/{name}"), &alice, None).0 == 200;
+    assert!(!exists("secured"));
+    let (s, _, body) = http_request(
+        h,
+        "POST",
+        "/api/topics",
+        &format!("{alice}{with_token}"),
+        create,
+    );
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&body));
+    assert!(exists("secured"));
 }
 
 /// `fjord start` with the schema registry and the Connect worker on free ports: (child, Kafka, HTTP, registry,
@@ -1834,4 +2041,69 @@ fn group_delete_reset_to_timestamp_and_topic_configs_through_the_api() {
     let c = described_configs(b, "ts");
     assert!(c.get("cleanup.policy").is_none(), "{c}");
     assert_eq!(c["retention.ms"]["value"], "86400000", "{c}");
+}
+
+/// The group page's lag over time: the broker samples each group's total lag every 5 s, so a group that commits
+/// nothing shows a flat lag (the committed lag, as `fjord groups describe` has it) and "stalled"; a commit to
+/// the end shows "caught_up" at once; every sample is within the last 15 minutes and in time order.
+#[test]
+fn group_lag_history_and_catch_up_estimate() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let b = broker.bootstrap.as_str();
+    let h = broker.http.as_deref().expect("http listener");
+    ok(&fjord(b, &["topics", "create", "lagged"], None));
+    let input: String = (0..10).map(|i| format!("m{i}\n")).collect();
+    let out = kcat(
+        &["-b", b, "-P", "-t", "lagged", "-p", "0"],
+        Some(input.as_bytes()),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "kcat: {}", stderr(&out));
+    let reset = |to: &[&str]| {
+        let mut args = vec!["groups", "reset-offsets", "slow", "--topic", "lagged"];
+        args.extend_from_slice(to);
+        args.push("--execute");
+        ok(&fjord(b, &args, None));
+    };
+    reset(&["--to-offset", "4"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let v = loop {
+        let (s, v) = api(h, "GET", "/api/groups/slow", None);
+        assert_eq!(s, 200, "{v}");
+        if v["lag_history"].as_array().unwrap().len() >= 2 {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fewer than 2 lag samples after 30 s: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(v["lag"], 6);
+    assert_eq!(v["sample_interval_ms"], 5000);
+    let samples = v["lag_history"].as_array().unwrap();
+    let ats: Vec<i64> = samples
+        .iter()
+        .map(|s| s["at_ms"].as_i64().unwrap())
+        .collect();
+    assert!(ats.windows(2).all(|w| w[0] < w[1]), "{ats:?}");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        ats.iter().all(|a| now_ms - a < 15 * 60 * 1000 + 5000),
+        "{ats:?}"
+    );
+    // The group exists since the commit: every sample is its lag.
+    assert!(samples.iter().all(|s| s["lag"] == 6), "{v}");
+    assert_eq!(v["catch_up"]["state"], "stalled", "{v}");
+    assert_eq!(v["catch_up"]["lag_change_per_sec"], 0.0, "{v}");
+    assert_eq!(v["catch_up"]["seconds"], Value::Null, "{v}");
+    reset(&["--to-latest"]);
+    let (_, v) = api(h, "GET", "/api/groups/slow", None);
+    assert_eq!(v["lag"], 0);
+    assert_eq!(v["catch_up"]["state"], "caught_up", "{v}");
+    assert_eq!(v["catch_up"]["seconds"], 0.0, "{v}");
 }

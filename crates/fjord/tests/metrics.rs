@@ -272,3 +272,157 @@ fn health_and_ready_endpoints_answer() {
     let missing = http_get(http, "/nosuch");
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
 }
+
+/// The sample Grafana dashboard (`deploy/grafana/fjord.json`) cannot rot: every metric its PromQL (panels and
+/// template variables) names is in a real broker's /metrics once it has traffic, a consumer and a lagging
+/// group, and every label it groups by (`by (...)`) is a label of a series its expression reads.
+#[test]
+fn the_grafana_dashboard_uses_only_series_the_broker_exports() {
+    let dashboard: serde_json::Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/grafana/fjord.json"
+    )))
+    .expect("deploy/grafana/fjord.json is JSON");
+    let mut exprs: Vec<String> = Vec::new();
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    match (k.as_str(), x) {
+                        ("expr" | "definition", serde_json::Value::String(s)) => {
+                            out.push(s.clone())
+                        }
+                        _ => walk(x, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    walk(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 25, "{exprs:?}");
+
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let b = broker.bootstrap.as_str();
+    ok(&fjord(
+        b,
+        &["topics", "create", "graphed", "--partitions", "2"],
+        None,
+    ));
+    produce(b, "graphed", 0, 10);
+    let out = kcat(&["-b", b, "-C", "-t", "graphed", "-e", "-q"], None, T);
+    assert!(out.status.success(), "kcat: {}", stderr(&out));
+    ok(&fjord(
+        b,
+        &[
+            "groups",
+            "reset-offsets",
+            "behind",
+            "--topic",
+            "graphed:0",
+            "--to-offset",
+            "4",
+            "--execute",
+        ],
+        None,
+    ));
+    // A refused request, for the error counter.
+    let _ = fjord(b, &["topics", "describe", "no-such-topic"], None);
+    let text = metrics(&broker);
+
+    // name -> label names, from the sample lines.
+    let mut series: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for l in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("HTTP"))
+    {
+        let end = l.find(['{', ' ']).unwrap_or(l.len());
+        let labels = series.entry(l[..end].to_string()).or_default();
+        if let Some(rest) = l[end..].strip_prefix('{') {
+            for pair in rest.split("\",") {
+                if let Some((k, _)) = pair.split_once("=\"") {
+                    labels.insert(k.trim().to_string());
+                }
+            }
+        }
+    }
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut used = std::collections::BTreeSet::new();
+    for e in &exprs {
+        let names: Vec<&str> = e
+            .split(|c: char| !word(c))
+            .filter(|w| w.starts_with("fjord_") || w.starts_with("process_"))
+            .collect();
+        assert!(!names.is_empty(), "no Fjord metric in `{e}`");
+        let mut labels = std::collections::BTreeSet::new();
+        for n in &names {
+            let l = series
+                .get(*n)
+                .unwrap_or_else(|| panic!("`{n}` (in `{e}`) is not in /metrics:\n{text}"));
+            labels.extend(l.iter().cloned());
+            used.insert(n.to_string());
+        }
+        // Prometheus adds `instance` and `job` to every scraped series.
+        labels.extend(["instance".to_string(), "job".to_string()]);
+        for by in e.split("by (").skip(1) {
+            let list = by.split(')').next().unwrap();
+            for l in list.split(',').map(str::trim) {
+                assert!(
+                    labels.contains(l),
+                    "`by ({list})` in `{e}`: no series has `{l}`"
+                );
+            }
+        }
+        for (i, _) in e.match_indices("=~\"") {
+            let l: String = e[..i].chars().rev().take_while(|c| word(*c)).collect();
+            let l: String = l.chars().rev().collect();
+            assert!(labels.contains(&l), "`{l}=~` in `{e}`: no series has `{l}`");
+        }
+    }
+    // The issue's list: partition health, per-API rate and latency, per-topic traffic, lag, connections, log
+    // size, fsync latency.
+    for must in [
+        "fjord_under_replicated_partitions",
+        "fjord_offline_partitions",
+        "fjord_requests_total",
+        "fjord_request_latency_seconds_bucket",
+        "fjord_topic_bytes_in_total",
+        "fjord_topic_bytes_out_total",
+        "fjord_topic_messages_in_total",
+        "fjord_consumergroup_lag",
+        "fjord_connections",
+        "fjord_log_size_bytes",
+        "fjord_log_flush_seconds_bucket",
+    ] {
+        assert!(used.contains(must), "the dashboard shows no `{must}`");
+    }
+}
+
+/// `fjord_log_flush_seconds` counts the fsyncs of partition logs: with `log.flush.interval.ms` the flusher syncs
+/// a produced partition, and the histogram's count and sum grow.
+#[test]
+fn log_fsyncs_are_timed() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(
+        &dir.path().join("data"),
+        &[("log.flush.interval.ms", "100")],
+    );
+    let b = broker.bootstrap.as_str();
+    ok(&fjord(b, &["topics", "create", "synced"], None));
+    let before = value(&metrics(&broker), "fjord_log_flush_seconds_count");
+    produce(b, "synced", 0, 5);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = metrics(&broker);
+        let count = value(&text, "fjord_log_flush_seconds_count");
+        if count > before {
+            assert!(value(&text, "fjord_log_flush_seconds_sum") > 0.0, "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no fsync counted:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

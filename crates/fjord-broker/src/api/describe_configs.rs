@@ -120,6 +120,7 @@ fn broker_entries(
                 Some((d, src)) => (d.to_string(), src),
                 None => (v.clone(), static_source),
             };
+            let sensitive = crate::config::is_sensitive_broker_config(k);
             let mut syn = Vec::new();
             if synonyms {
                 if source != static_source {
@@ -127,9 +128,15 @@ fn broker_entries(
                 }
                 syn.push(synonym(k, v, static_source));
             }
+            if sensitive {
+                for s in &mut syn {
+                    s.value = None;
+                }
+            }
             DescribeConfigsResourceResult::default()
                 .with_name(str_bytes(k))
-                .with_value(Some(str_bytes(&value)))
+                .with_value((!sensitive).then(|| str_bytes(&value)))
+                .with_is_sensitive(sensitive)
                 .with_read_only(
                     dynamic_broker_config(k).is_none()
                         && !crate::config::BROKER_DYNAMIC_ONLY.contains(&k),

@@ -554,6 +554,18 @@ pub fn start_platform_with_sql(
     sql: &str,
     stderr: Stdio,
 ) -> (Child, String) {
+    start_platform_with_overrides(data, registry, connect, sql, &[], stderr)
+}
+
+/// [`start_platform_with_sql`] with more `--override KEY=VALUE`s.
+pub fn start_platform_with_overrides(
+    data: &Path,
+    registry: &str,
+    connect: &str,
+    sql: &str,
+    overrides: &[&str],
+    stderr: Stdio,
+) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
         .args(["start", "--data-dir"])
         .arg(data)
@@ -569,6 +581,7 @@ pub fn start_platform_with_sql(
             "--sql-listener",
             sql,
         ])
+        .args(overrides.iter().flat_map(|o| ["--override", o]))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)
