@@ -174,6 +174,12 @@ impl JoinPlan {
                 ))
             }
         }
+        if l.topic == r.topic {
+            return Err(SqlError::not_supported(format!(
+                "joining {} with {}: both read the topic {} (a self-join); copy one side to a stream of its own with CREATE STREAM ... AS SELECT and join that",
+                l.name, r.name, l.topic
+            )));
+        }
         let table = r.kind == SourceKind::Table;
         if table && within[0].is_some() {
             return Err(SqlError::semantic(format!(
@@ -788,6 +794,8 @@ mod tests {
         assert!(e.contains("RIGHT joins"), "{e}");
         let e = err("CREATE STREAM e AS SELECT o.id, s.warehouse FROM orders o JOIN shipments s WITHIN (1 SECOND, 2 SECONDS) ON o.id = s.order_id EMIT CHANGES");
         assert!(e.contains("two different bounds"), "{e}");
+        let e = err("CREATE STREAM e AS SELECT a.id, b.qty FROM orders a JOIN orders b WITHIN 1 SECOND ON a.id = b.id EMIT CHANGES");
+        assert!(e.contains("self-join"), "{e}");
         let e = err("CREATE STREAM e AS SELECT o.customer, c.name FROM orders o JOIN customers c WITHIN 1 SECOND ON o.customer = c.cid EMIT CHANGES");
         assert!(e.contains("takes no WITHIN"), "{e}");
     }
