@@ -1025,6 +1025,37 @@ impl Engine {
                     ));
                 }
             }
+            // A join's stores (the table, the join buffers) and its group's offsets belong to its sources and
+            // join keys: an upgrade keeps them only when those stay, and a query does not become or stop being
+            // a join under the same id.
+            if let Some(q) = &e.query {
+                let old = parse_statement(&q.sql)
+                    .ok()
+                    .and_then(|p| match p.statement {
+                        Statement::CreateSource {
+                            as_select: Some(sel),
+                            ..
+                        } => plan_select(&sel, &cat).ok(),
+                        _ => None,
+                    });
+                let was_join = old
+                    .as_ref()
+                    .map(|o| matches!(o.shape, crate::plan::Shape::Join { .. }));
+                if is_join || was_join == Some(true) {
+                    let same = old
+                        .as_ref()
+                        .and_then(|o| join::JoinPlan::new(o).ok())
+                        .is_some_and(|o| {
+                            join::JoinPlan::new(&plan).is_ok_and(|n| n.same_state_layout(&o))
+                        });
+                    if !same {
+                        return Err(SqlError::semantic_at(
+                            format!("CREATE OR REPLACE of {} changes a join (its sources, join keys or window) or turns a query into a join or back, so its state and offsets cannot be reused: DROP STREAM it and create it again", e.name),
+                            name.pos,
+                        ));
+                    }
+                }
+            }
         }
         let mut wp = WithProps::new(
             with,

@@ -1782,6 +1782,13 @@ fn stream_table_joins_by_sql_follow_the_table_across_a_restart() {
         "{plan}"
     );
 
+    // An upgrade cannot reuse a join's stores and offsets for another shape of query.
+    let e = refused(
+        &p.sql,
+        "CREATE OR REPLACE STREAM enriched_all AS SELECT o.id, o.customer FROM orders o EMIT CHANGES;",
+    );
+    assert!(e.contains("changes a join"), "{e}");
+
     // Restart: the join queries come back, the table from its changelog, the orders from the committed offsets.
     interrupt(&mut p.child);
     let p = start(&data);

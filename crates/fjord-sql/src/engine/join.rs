@@ -303,6 +303,21 @@ impl JoinPlan {
         })
     }
 
+    /// Whether `other`'s stores and offsets can be read by this plan (CREATE OR REPLACE keeps them): the same
+    /// sources, join keys, join key bytes and window.
+    pub fn same_state_layout(&self, other: &JoinPlan) -> bool {
+        let side = |a: &Side, b: &Side| {
+            a.def.name == b.def.name
+                && a.def.topic == b.def.topic
+                && a.key == b.key
+                && a.by_key == b.by_key
+        };
+        side(&self.left, &other.left)
+            && side(&self.right, &other.right)
+            && self.window == other.window
+            && self.key_format == other.key_format
+    }
+
     /// The output stream's columns (the join key is its KEY column).
     pub fn columns(&self) -> Vec<Column> {
         self.outputs.iter().map(|(c, _)| c.clone()).collect()
@@ -727,6 +742,19 @@ mod tests {
         let mut nokey = order.clone();
         nokey[4] = Value::Null;
         assert!(p.keyed_row(&p.left, &nokey).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_upgrade_keeps_a_joins_state_only_with_the_same_sources_and_keys() {
+        let a = plan("CREATE STREAM e AS SELECT o.customer, c.name FROM orders o JOIN customers c ON o.customer = c.cid EMIT CHANGES").unwrap();
+        let b = plan("CREATE STREAM e AS SELECT o.customer, c.age, o.qty FROM orders o LEFT JOIN customers c ON o.customer = c.cid WHERE o.qty > 2 EMIT CHANGES").unwrap();
+        let c = plan("CREATE STREAM e AS SELECT a.aid, a.balance FROM orders o JOIN accounts a ON CAST(o.qty AS BIGINT) = a.aid EMIT CHANGES").unwrap();
+        let d = plan("CREATE STREAM e AS SELECT o.id, s.warehouse FROM orders o JOIN shipments s WITHIN 1 MINUTE ON o.id = s.order_id EMIT CHANGES").unwrap();
+        let d2 = plan("CREATE STREAM e AS SELECT o.id, s.warehouse FROM orders o JOIN shipments s WITHIN 2 MINUTES ON o.id = s.order_id EMIT CHANGES").unwrap();
+        assert!(a.same_state_layout(&b));
+        assert!(!a.same_state_layout(&c));
+        assert!(!d.same_state_layout(&d2));
+        assert!(d.same_state_layout(&d));
     }
 
     #[test]
