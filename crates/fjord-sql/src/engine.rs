@@ -20,6 +20,7 @@ use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, Producer, Thre
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value as J};
 
+mod join;
 mod stateful;
 
 use crate::catalog::{Catalog, Column, Command, CommandLog, Format, QueryDef, SourceDef};
@@ -188,6 +189,9 @@ impl Engine {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &cfg.bootstrap)
             .set("enable.idempotence", "true")
+            // Keys go to the partitions the Java client (ksqlDB, Kafka Streams, fjord-streams) picks, so that
+            // rows INSERTed into a stream and a table meet in one partition of a join.
+            .set("partitioner", "murmur2_random")
             .set("message.timeout.ms", "30000")
             .create()
             .map_err(|e| {
@@ -505,11 +509,12 @@ impl Engine {
                 let plan = plan_select(select, &cat)?;
                 let runnable = match &plan.shape {
                     crate::plan::Shape::Aggregate { .. } => stateful::AggPlan::new(&plan).err(),
+                    crate::plan::Shape::Join { .. } => join::JoinPlan::new(&plan).err(),
                     _ => plan.require_stateless().err(),
                 }
                 .map(|e| e.message);
                 Ok(json!({"@type": "queryDescription", "statementText": text, "queryDescription": {
-                    "id": "", "statementText": text, "sources": [plan.source.name],
+                    "id": "", "statementText": text, "sources": source_names(&plan),
                     "fields": plan.projection.iter().map(|p| json!({"name": p.name, "schema": {"type": p.ty.to_string()}})).collect::<Vec<_>>(),
                     "executionPlan": plan_text(&plan), "runnable": runnable.is_none(), "reason": runnable}}))
             }
@@ -716,7 +721,7 @@ impl Engine {
             });
         json!({"id": q.id, "statementText": q.sql, "sinks": [s.name], "sinkKafkaTopics": [s.topic], "state": state, "queryType": "PERSISTENT",
             "consumerGroupId": format!("_fjord_sql_{}", q.id),
-            "sources": plan.as_ref().map(|p| vec![p.source.name.clone()]).unwrap_or_default(),
+            "sources": plan.as_ref().map(source_names).unwrap_or_default(),
             "fields": s.columns.iter().map(|c| json!({"name": c.name, "schema": {"type": c.ty.to_string()}})).collect::<Vec<_>>(),
             "executionPlan": plan.as_ref().map(plan_text).unwrap_or_default(), "statistics": self.stats_json(&q.id), "queryErrors": errors})
     }
@@ -917,6 +922,12 @@ impl Engine {
             return Err(SqlError::semantic("a persistent query takes no LIMIT"));
         }
         let aggregate = matches!(plan.shape, crate::plan::Shape::Aggregate { .. });
+        let is_join = matches!(plan.shape, crate::plan::Shape::Join { .. });
+        if is_join && !sel.group_by.is_empty() {
+            return Err(SqlError::not_supported(
+                "aggregating a join in one query: write the join to a stream with CREATE STREAM ... AS SELECT, then aggregate that stream",
+            ));
+        }
         let out_columns = match (kind, aggregate) {
             (SourceKind::Table, true) => stateful::output_columns(&plan)?,
             (SourceKind::Stream, true) => {
@@ -934,6 +945,7 @@ impl Engine {
                     name.pos,
                 ));
             }
+            (SourceKind::Stream, false) if is_join => join::JoinPlan::new(&plan)?.columns(),
             (SourceKind::Stream, false) => {
                 plan.require_stateless()?;
                 plan.output_columns()
@@ -950,7 +962,15 @@ impl Engine {
                 "an aggregation is keyed by its GROUP BY: leave out PARTITION BY",
             ));
         }
-        format::check_supported(&plan.source)?;
+        for s in std::iter::once(&plan.source).chain(&plan.joined) {
+            format::check_supported(s)?;
+        }
+        if plan.joined.iter().any(|j| j.name == name.value) {
+            return Err(SqlError::semantic_at(
+                format!("{} cannot read from itself", name.value),
+                name.pos,
+            ));
+        }
         if plan.source.name == name.value {
             return Err(SqlError::semantic_at(
                 format!("{} cannot read from itself", name.value),
@@ -1005,6 +1025,37 @@ impl Engine {
                     ));
                 }
             }
+            // A join's stores (the table, the join buffers) and its group's offsets belong to its sources and
+            // join keys: an upgrade keeps them only when those stay, and a query does not become or stop being
+            // a join under the same id.
+            if let Some(q) = &e.query {
+                let old = parse_statement(&q.sql)
+                    .ok()
+                    .and_then(|p| match p.statement {
+                        Statement::CreateSource {
+                            as_select: Some(sel),
+                            ..
+                        } => plan_select(&sel, &cat).ok(),
+                        _ => None,
+                    });
+                let was_join = old
+                    .as_ref()
+                    .map(|o| matches!(o.shape, crate::plan::Shape::Join { .. }));
+                if is_join || was_join == Some(true) {
+                    let same = old
+                        .as_ref()
+                        .and_then(|o| join::JoinPlan::new(o).ok())
+                        .is_some_and(|o| {
+                            join::JoinPlan::new(&plan).is_ok_and(|n| n.same_state_layout(&o))
+                        });
+                    if !same {
+                        return Err(SqlError::semantic_at(
+                            format!("CREATE OR REPLACE of {} changes a join (its sources, join keys or window) or turns a query into a join or back, so its state and offsets cannot be reused: DROP STREAM it and create it again", e.name),
+                            name.pos,
+                        ));
+                    }
+                }
+            }
         }
         let mut wp = WithProps::new(
             with,
@@ -1047,6 +1098,21 @@ impl Engine {
                 plan.source.topic
             ))
         })?;
+        // ksqlDB's co-partitioning check: records of one key must be in equal partitions on both sides.
+        for j in &plan.joined {
+            let n = self.partitions(&j.topic).await?.ok_or_else(|| {
+                SqlError::execution(format!(
+                    "the topic {} of {} does not exist (was it deleted?)",
+                    j.topic, j.name
+                ))
+            })?;
+            if n != src_partitions {
+                return Err(SqlError::semantic(format!(
+                    "Can't join {} with {} since the number of partitions don't match: {} has {src_partitions} (topic {}), {} has {n} (topic {}). Give both topics one partition count, e.g. copy one with CREATE STREAM ... WITH (PARTITIONS={n}) AS SELECT * FROM ...",
+                    plan.source.name, j.name, plan.source.name, plan.source.topic, j.name, j.topic
+                )));
+            }
+        }
         let partitions = wp.int("PARTITIONS")?.unwrap_or(src_partitions);
         let replicas = wp.int("REPLICAS")?;
         let mut new = NewTopic::new(
@@ -1078,7 +1144,11 @@ impl Engine {
             SourceDef {
                 name: name.value.clone(),
                 topic: topic.clone(),
-                columns: plan.output_columns(),
+                columns: if is_join {
+                    out_columns.clone()
+                } else {
+                    plan.output_columns()
+                },
                 ..def_tmp.clone()
             },
             false,
@@ -1258,6 +1328,30 @@ impl Engine {
                 sink = def.name,
                 "stateful persistent query started"
             );
+            return Ok(());
+        }
+        if matches!(plan.shape, crate::plan::Shape::Join { .. }) {
+            let thread = join::start(
+                &q.id,
+                &self.cfg.bootstrap,
+                join::JoinPlan::new(&plan)?,
+                def,
+                stop.clone(),
+                stats.clone(),
+            )?;
+            let mut st = self.state.lock().expect("engine state");
+            st.start_errors.remove(&q.id);
+            st.running.insert(
+                q.id.clone(),
+                Running {
+                    stop,
+                    stats,
+                    thread: Some(thread),
+                    table: None,
+                },
+            );
+            drop(st);
+            tracing::info!(query = q.id, sink = def.name, "join query started");
             return Ok(());
         }
         plan.require_stateless()?;
@@ -1625,6 +1719,14 @@ fn ddl_text(d: &SourceDef) -> String {
     )
 }
 
+/// The sources a query reads: FROM, then the joined ones.
+fn source_names(p: &SelectPlan) -> Vec<String> {
+    std::iter::once(&p.source)
+        .chain(&p.joined)
+        .map(|s| s.name.clone())
+        .collect()
+}
+
 fn plan_text(p: &SelectPlan) -> String {
     let mut s = format!(
         " > [ SOURCE ] | Schema: {} | Topic: {}\n",
@@ -1640,7 +1742,33 @@ fn plan_text(p: &SelectPlan) -> String {
             "\t\t > [ AGGREGATE ] | Window: {window:?} (streams library)\n"
         )),
         crate::plan::Shape::Join { kinds, .. } => {
-            s.push_str(&format!("\t\t > [ JOIN ] | {kinds:?} (streams library)\n"))
+            for j in &p.joined {
+                s.push_str(&format!(
+                    "\t\t > [ SOURCE ] | Schema: {} | Topic: {}\n",
+                    j.schema_text(),
+                    j.topic
+                ));
+            }
+            let repartition = match join::JoinPlan::new(p) {
+                Ok(j) => {
+                    let [l, r] = j.repartitions();
+                    let names = [(l, &p.source.name), (r, &p.joined[0].name)];
+                    let names: Vec<&str> = names
+                        .iter()
+                        .filter(|(x, _)| *x)
+                        .map(|(_, n)| n.as_str())
+                        .collect();
+                    if names.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" | Repartition: {}", names.join(", "))
+                    }
+                }
+                Err(_) => String::new(),
+            };
+            s.push_str(&format!(
+                "\t\t > [ JOIN ] | {kinds:?}{repartition} (streams library)\n"
+            ))
         }
     }
     s.push_str(&format!(
@@ -1787,6 +1915,7 @@ fn run_persistent(
     let producer: ThreadedProducer<DeliveryCheck> = ClientConfig::new()
         .set("bootstrap.servers", &cfg.bootstrap)
         .set("enable.idempotence", "true")
+        .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
         .create_with_context(DeliveryCheck {
             failed: failed.clone(),

@@ -5,7 +5,9 @@
 use crate::catalog::{Catalog, Column, SourceDef};
 use crate::error::{Result, SqlError};
 use crate::expr::{compile, Expr, Scope, ScopeCol};
-use crate::parser::{Emit, JoinKind, Select, SelectItem, SourceKind, Statement, WindowSpec};
+use crate::parser::{
+    Emit, JoinKind, Millis, Select, SelectItem, SourceKind, Statement, WindowSpec,
+};
 use crate::types::SqlType;
 
 /// Rows start with the pseudo-columns ROWTIME, ROWPARTITION and ROWOFFSET, then the source's columns in order.
@@ -39,6 +41,11 @@ pub enum Shape {
     Join {
         kinds: Vec<JoinKind>,
         on: Vec<Expr>,
+        /// Per join: `WITHIN` (before, after) and `GRACE PERIOD`, in milliseconds.
+        within: Vec<Option<(Millis, Millis)>>,
+        grace: Vec<Option<Millis>>,
+        /// Per join: the two sides of an `ON a = b` condition, typed (`None`: not an equality).
+        equi: Vec<Option<[(Expr, SqlType); 2]>>,
     },
 }
 
@@ -87,7 +94,7 @@ impl SelectPlan {
                 "aggregation (GROUP BY) runs on the streams library, coming next",
             )),
             Shape::Join { .. } => Err(SqlError::not_supported(
-                "joins run on the streams library, coming next",
+                "joins run on the streams library in persistent queries only: write the result to a stream with CREATE STREAM ... AS SELECT ... JOIN ... and query that stream",
             )),
         }
     }
@@ -166,7 +173,20 @@ pub fn plan_select(sel: &Select, catalog: &Catalog) -> Result<SelectPlan> {
         allow_agg: true,
     };
     let mut on = Vec::new();
+    let mut equi = Vec::new();
     for j in &sel.joins {
+        let mut cond = &j.on;
+        while let sqlparser::ast::Expr::Nested(inner) = cond {
+            cond = inner;
+        }
+        equi.push(match cond {
+            sqlparser::ast::Expr::BinaryOp {
+                left,
+                op: sqlparser::ast::BinaryOperator::Eq,
+                right,
+            } => Some([compile(left, &plain)?, compile(right, &plain)?]),
+            _ => None,
+        });
         let (e, t) = compile(&j.on, &plain)?;
         if t != SqlType::Boolean {
             return Err(SqlError::semantic(format!(
@@ -174,7 +194,10 @@ pub fn plan_select(sel: &Select, catalog: &Catalog) -> Result<SelectPlan> {
                 j.on
             )));
         }
-        if j.within.is_none() && joined.iter().all(|(s, _)| s.kind == SourceKind::Stream) {
+        if j.within.is_none()
+            && source.kind == SourceKind::Stream
+            && joined.iter().all(|(s, _)| s.kind == SourceKind::Stream)
+        {
             return Err(SqlError::semantic(
                 "a stream-stream join needs a WITHIN clause (e.g. WITHIN 1 HOUR)",
             ));
@@ -335,6 +358,9 @@ pub fn plan_select(sel: &Select, catalog: &Catalog) -> Result<SelectPlan> {
         Shape::Join {
             kinds: sel.joins.iter().map(|j| j.kind).collect(),
             on,
+            within: sel.joins.iter().map(|j| j.within).collect(),
+            grace: sel.joins.iter().map(|j| j.grace).collect(),
+            equi,
         }
     } else if aggregating {
         Shape::Aggregate {

@@ -402,6 +402,21 @@ impl KStream {
         name: &str,
         f: impl Fn(&Record) -> Bytes + Send + Sync + 'static,
     ) -> KGroupedStream {
+        let rekeyed = self.repartition(name, f);
+        KGroupedStream {
+            b: self.b.clone(),
+            node: rekeyed.node,
+        }
+    }
+
+    /// Re-keys each record with `f` and sends it through the repartition topic
+    /// `<application.id>-<name>-repartition`, so that the records of one new key are processed by one task
+    /// (before a join on the new key, for example).
+    pub fn repartition(
+        &self,
+        name: &str,
+        f: impl Fn(&Record) -> Bytes + Send + Sync + 'static,
+    ) -> KStream {
         if let Err(e) = check_name(name) {
             self.b.error(e);
         }
@@ -423,10 +438,18 @@ impl KStream {
             },
             &[],
         );
-        KGroupedStream {
+        KStream {
             b: self.b.clone(),
             node: src,
         }
+    }
+
+    /// The table of the latest value per key of this stream (a null value deletes the key), materialized in
+    /// store `store`: [`StreamsBuilder::table`] with steps of your own before the store (the stream must still
+    /// be partitioned by its key).
+    pub fn to_table(&self, store: &str) -> KTable {
+        self.group_by_key()
+            .aggregate_node(store, None, Aggregation::Latest)
     }
 }
 

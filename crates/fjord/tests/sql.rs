@@ -1558,3 +1558,341 @@ fn windowed_aggregations_by_sql_equal_the_reference_across_a_restart() {
         w.tumbling.iter().map(|(k, a)| (k.clone(), a.n)).collect();
     assert_eq!(latest, want_latest);
 }
+
+/// Produces one record (a tombstone when `value` is `None`) with librdkafka, partitioned like the Java client
+/// (murmur2), at time `ts`, and waits for its acknowledgement.
+fn produce(kafka: &str, topic: &str, key: &str, value: Option<Value>, ts: i64) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let p: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka)
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap();
+    let v = value.map(|v| v.to_string());
+    let mut rec = BaseRecord::to(topic).key(key).timestamp(ts);
+    if let Some(v) = &v {
+        rec = rec.payload(v);
+    }
+    p.send(rec).map_err(|(e, _)| e).unwrap();
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// Every record of every partition of `topic` (the third-party client's `read`): (key, JSON value), sorted.
+fn read_json(kafka: &str, topic: &str, n: usize) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = client(&["read", kafka, topic, &n.to_string()])
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once('\t').unwrap();
+            (k.to_string(), serde_json::from_str(v).unwrap())
+        })
+        .collect();
+    out.sort_by_key(|(k, v)| (k.clone(), v.to_string()));
+    out
+}
+
+fn sorted(mut v: Vec<(&str, Value)>) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = v.drain(..).map(|(k, v)| (k.to_string(), v)).collect();
+    out.sort_by_key(|(k, v)| (k.clone(), v.to_string()));
+    out
+}
+
+/// Waits (90 s at most) until the query writing `stream` has written `n` records.
+fn await_written(addr: &str, stream: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let s = stats(addr, stream);
+        if s["recordsOut"].as_u64() == Some(n) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stream}: {s}, expected {n} written"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// An event time an hour ago, on a minute (a topic's time-based retention judges records by their timestamps).
+fn an_hour_ago() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    now - now % 60_000 - 3_600_000
+}
+
+/// The message of a refused statement.
+fn refused(addr: &str, sql: &str) -> String {
+    let (status, v) = ksql(addr, sql);
+    assert_eq!(status, 400, "{sql}: {v}");
+    v["message"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn stream_table_joins_by_sql_follow_the_table_across_a_restart() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let mut p = start(&data);
+    // Two partitions: the orders are keyed by their id and joined on their customer, so they go through a
+    // repartition topic; rows INSERTed into both sides must meet in one partition (murmur2 puts k3 in partition
+    // 0 and k6 in 1, librdkafka's default partitioner the other way round).
+    ksql_ok(
+        &p.sql,
+        "CREATE TABLE customers (cid STRING PRIMARY KEY, name STRING, age INT) \
+         WITH (kafka_topic='customers', value_format='JSON', partitions=2); \
+         CREATE STREAM orders (id STRING KEY, customer STRING, qty INT) \
+         WITH (kafka_topic='orders', value_format='JSON', partitions=2); \
+         CREATE TABLE regions (rid STRING PRIMARY KEY, name STRING) \
+         WITH (kafka_topic='regions', value_format='JSON', partitions=3);",
+    );
+    // Joins ksqlDB refuses are refused before anything runs, saying why.
+    let e = refused(
+        &p.sql,
+        "CREATE STREAM bad AS SELECT o.customer, r.name FROM orders o JOIN regions r ON o.customer = r.rid EMIT CHANGES;",
+    );
+    assert!(
+        e.contains("Can't join ORDERS with REGIONS since the number of partitions don't match")
+            && e.contains("has 2")
+            && e.contains("has 3"),
+        "{e}"
+    );
+    let e = refused(
+        &p.sql,
+        "CREATE STREAM bad AS SELECT o.customer, c.name FROM orders o JOIN customers c ON o.customer <> c.cid EMIT CHANGES;",
+    );
+    assert!(e.contains("one equality between the two sources"), "{e}");
+    let (status, v) = ksql(
+        &p.sql,
+        "CREATE STREAM bad AS SELECT o.customer, c.name FROM orders o JOIN customers c ON o.customr = c.cid EMIT CHANGES;",
+    );
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("CUSTOMR") && v["line"].is_u64(),
+        "{v}"
+    );
+    let e = refused(
+        &p.sql,
+        "CREATE STREAM bad AS SELECT o.customer, c.name FROM orders o JOIN customers c ON o.customer = c.name EMIT CHANGES;",
+    );
+    assert!(e.contains("PRIMARY KEY only"), "{e}");
+    // A transient push query with a join is refused with the way to get it.
+    let (status, _, raw) = http_request(
+        &p.sql,
+        "POST",
+        "/query",
+        "Content-Type: application/json\r\n",
+        Some(
+            json!({"ksql": "SELECT o.customer, c.name FROM orders o JOIN customers c ON o.customer = c.cid EMIT CHANGES;"})
+                .to_string()
+                .as_bytes(),
+        ),
+    );
+    let text = String::from_utf8_lossy(&raw);
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("CREATE STREAM ... AS SELECT ... JOIN"),
+        "{text}"
+    );
+
+    let v = ksql_ok(
+        &p.sql,
+        "CREATE STREAM enriched AS SELECT o.customer AS cust, o.id, c.name, o.qty FROM orders o \
+         JOIN customers c ON o.customer = c.cid WHERE o.qty > 0 EMIT CHANGES;",
+    );
+    let id = v[0]["commandStatus"]["queryId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM enriched_all AS SELECT o.customer AS cust, o.id, c.name, c.age FROM orders o \
+         LEFT JOIN customers c ON o.customer = c.cid EMIT CHANGES;",
+    );
+    let names = ["enriched", "enriched_all"];
+    let t = an_hour_ago();
+    ksql_ok(
+        &p.sql,
+        "INSERT INTO customers (cid, name, age) VALUES ('k3', 'Ann', 40); \
+         INSERT INTO customers (cid, name, age) VALUES ('k6', 'Bob', 30);",
+    );
+    // Each query reads both topics: the table's rows are in its store before the orders come.
+    await_read(&p.sql, &names, 2);
+    let order = |id: &str, cust: &str, qty: i64, n: i64| {
+        format!(
+            "INSERT INTO orders (id, customer, qty, ROWTIME) VALUES ('{id}', '{cust}', {qty}, {});",
+            t + n
+        )
+    };
+    ksql_ok(
+        &p.sql,
+        &[
+            order("o1", "k3", 1, 1),
+            order("o2", "k6", 2, 2),
+            order("o3", "c9", 3, 3),
+            order("o4", "k3", 0, 4),
+        ]
+        .concat(),
+    );
+    // Joined (after the repartition topic) before the table changes.
+    await_written(&p.sql, "enriched", 2);
+    await_written(&p.sql, "enriched_all", 4);
+    // A table update changes later joins; a tombstone removes the key.
+    ksql_ok(
+        &p.sql,
+        "INSERT INTO customers (cid, name, age) VALUES ('k3', 'Ann2', 41);",
+    );
+    produce(&p.kafka, "customers", "k6", None, t);
+    await_read(&p.sql, &names, 8);
+    ksql_ok(
+        &p.sql,
+        &[order("o5", "k3", 5, 5), order("o6", "k6", 6, 6)].concat(),
+    );
+    await_written(&p.sql, "enriched", 3);
+    await_written(&p.sql, "enriched_all", 6);
+    let inner = vec![
+        ("k3", json!({"ID": "o1", "NAME": "Ann", "QTY": 1})),
+        ("k6", json!({"ID": "o2", "NAME": "Bob", "QTY": 2})),
+        ("k3", json!({"ID": "o5", "NAME": "Ann2", "QTY": 5})),
+    ];
+    assert_eq!(read_json(&p.kafka, "ENRICHED", 3), sorted(inner.clone()));
+    let left = vec![
+        ("k3", json!({"ID": "o1", "NAME": "Ann", "AGE": 40})),
+        ("k6", json!({"ID": "o2", "NAME": "Bob", "AGE": 30})),
+        ("c9", json!({"ID": "o3", "NAME": null, "AGE": null})),
+        ("k3", json!({"ID": "o4", "NAME": "Ann", "AGE": 40})),
+        ("k3", json!({"ID": "o5", "NAME": "Ann2", "AGE": 41})),
+        ("k6", json!({"ID": "o6", "NAME": null, "AGE": null})),
+    ];
+    assert_eq!(read_json(&p.kafka, "ENRICHED_ALL", 6), sorted(left.clone()));
+
+    // SHOW QUERIES and EXPLAIN show the join.
+    let v = ksql_ok(&p.sql, &format!("SHOW QUERIES; EXPLAIN {id};"));
+    let q = v[0]["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{id} not in {v}"));
+    assert_eq!(q["state"], "RUNNING", "{q}");
+    let d = &v[1]["queryDescription"];
+    assert_eq!(d["sources"], json!(["ORDERS", "CUSTOMERS"]), "{d}");
+    let plan = d["executionPlan"].as_str().unwrap();
+    assert!(
+        plan.contains("JOIN") && plan.contains("Repartition: ORDERS"),
+        "{plan}"
+    );
+
+    // An upgrade cannot reuse a join's stores and offsets for another shape of query.
+    let e = refused(
+        &p.sql,
+        "CREATE OR REPLACE STREAM enriched_all AS SELECT o.id, o.customer FROM orders o EMIT CHANGES;",
+    );
+    assert!(e.contains("changes a join"), "{e}");
+
+    // Restart: the join queries come back, the table from its changelog, the orders from the committed offsets.
+    interrupt(&mut p.child);
+    let p = start(&data);
+    ksql_ok(
+        &p.sql,
+        &[order("o7", "k3", 7, 7), order("o8", "k6", 8, 8)].concat(),
+    );
+    await_written(&p.sql, "enriched_all", 2);
+    await_written(&p.sql, "enriched", 1);
+    let mut inner = inner;
+    inner.push(("k3", json!({"ID": "o7", "NAME": "Ann2", "QTY": 7})));
+    assert_eq!(read_json(&p.kafka, "ENRICHED", 4), sorted(inner));
+    let mut left = left;
+    left.push(("k3", json!({"ID": "o7", "NAME": "Ann2", "AGE": 41})));
+    left.push(("k6", json!({"ID": "o8", "NAME": null, "AGE": null})));
+    assert_eq!(read_json(&p.kafka, "ENRICHED_ALL", 8), sorted(left));
+
+    // Dropping the stream terminates its query and removes its group and internal topics.
+    let app = format!("_fjord_sql_{id}");
+    let leftovers = || {
+        let topics = fjord(&p.kafka, &["topics", "list"], None);
+        let groups = fjord(&p.kafka, &["groups", "list"], None);
+        let mut found: Vec<String> = [topics, groups]
+            .iter()
+            .flat_map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|l| l.contains(&app))
+            .collect();
+        found.sort();
+        found
+    };
+    let before = leftovers();
+    assert!(
+        before.iter().any(|l| l.contains("-joinleft-repartition"))
+            && before.iter().any(|l| l.contains("-table-changelog")),
+        "{before:?}"
+    );
+    ksql_ok(&p.sql, "DROP STREAM enriched DELETE TOPIC;");
+    let after = leftovers();
+    assert!(
+        after.is_empty(),
+        "left behind by the dropped join: {after:?}"
+    );
+}
+
+#[test]
+fn windowed_stream_stream_joins_by_sql_pair_records_within_the_window() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let p = start(&data);
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM orders (id STRING KEY, item STRING) \
+         WITH (kafka_topic='orders', value_format='JSON', partitions=1); \
+         CREATE STREAM shipments (sid STRING KEY, order_id STRING, warehouse STRING) \
+         WITH (kafka_topic='shipments', value_format='JSON', partitions=1);",
+    );
+    let e = refused(
+        &p.sql,
+        "CREATE STREAM bad AS SELECT o.id, s.warehouse FROM orders o JOIN shipments s ON o.id = s.order_id EMIT CHANGES;",
+    );
+    assert!(e.contains("needs a WITHIN"), "{e}");
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM shipped AS SELECT o.id, o.item, s.sid, s.warehouse FROM orders o \
+         JOIN shipments s WITHIN 1 MINUTE GRACE PERIOD 1 HOUR ON o.id = s.order_id EMIT CHANGES;",
+    );
+    let t = an_hour_ago();
+    let order = |id: &str, item: &str, at: i64| {
+        format!(
+            "INSERT INTO orders (id, item, ROWTIME) VALUES ('{id}', '{item}', {});",
+            t + at
+        )
+    };
+    let ship = |sid: &str, oid: &str, wh: &str, at: i64| {
+        format!(
+            "INSERT INTO shipments (sid, order_id, warehouse, ROWTIME) VALUES ('{sid}', '{oid}', '{wh}', {});",
+            t + at
+        )
+    };
+    // o1 is shipped twice within the minute (before and after the order) and once too late; o2 too early;
+    // o3 never; s4 ships an order that does not exist.
+    ksql_ok(
+        &p.sql,
+        &[
+            order("o1", "pen", 0),
+            order("o2", "ink", 0),
+            order("o3", "cap", 0),
+            ship("s1", "o1", "w1", 30_000),
+            ship("s2", "o1", "w2", -60_000),
+            ship("s3", "o1", "w3", 61_000),
+            ship("s4", "o9", "w1", 1_000),
+            ship("s5", "o2", "w1", -70_000),
+        ]
+        .concat(),
+    );
+    await_read(&p.sql, &["shipped"], 8);
+    let want = vec![
+        ("o1", json!({"ITEM": "pen", "SID": "s1", "WAREHOUSE": "w1"})),
+        ("o1", json!({"ITEM": "pen", "SID": "s2", "WAREHOUSE": "w2"})),
+    ];
+    assert_eq!(read_json(&p.kafka, "SHIPPED", 2), sorted(want));
+}

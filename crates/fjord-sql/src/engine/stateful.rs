@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fjord_streams::{
-    KafkaStreams, Record, SessionWindows, StreamsBuilder, StreamsConfig, StreamsState, Suppressed,
-    TimeWindows, Window, WindowedKey,
+    KStream, KafkaStreams, Record, SessionWindows, StreamsBuilder, StreamsConfig, StreamsState,
+    Suppressed, TimeWindows, Window, WindowedKey,
 };
 use serde_json::{json, Value as J};
 
@@ -73,7 +73,7 @@ pub struct AggPlan {
 }
 
 /// Replaces sub-expressions: `f` gives the replacement of a node, or `None` to descend into its children.
-fn rewrite(e: &Expr, f: &mut dyn FnMut(&Expr) -> Result<Option<Expr>>) -> Result<Expr> {
+pub(super) fn rewrite(e: &Expr, f: &mut dyn FnMut(&Expr) -> Result<Option<Expr>>) -> Result<Expr> {
     if let Some(r) = f(e)? {
         return Ok(r);
     }
@@ -674,7 +674,7 @@ fn result(a: &AggCall, acc: &J) -> std::result::Result<Value, String> {
 /// need to read its store.
 pub struct TableQuery {
     pub plan: AggPlan,
-    streams: Mutex<Option<KafkaStreams>>,
+    streams: Arc<Mutex<Option<KafkaStreams>>>,
 }
 
 impl TableQuery {
@@ -706,23 +706,24 @@ impl TableQuery {
 const REPARTITION: &str = "groupby";
 
 /// What a persistent query leaves in the cluster besides its sink: its consumer groups (a stateless query's
-/// `_fjord_sql_<id>`, an aggregation's application id; the same unless the id is long) and an aggregation's
-/// changelog and repartition topics. ksqlDB removes these when the query is terminated.
+/// `_fjord_sql_<id>`, an aggregation's or a join's application id; the same unless the id is long) and an
+/// aggregation's or a join's changelog and repartition topics. ksqlDB removes these when the query is terminated.
 pub fn leftovers(query_id: &str) -> (Vec<String>, Vec<String>) {
     let app = application_id(query_id);
     let mut groups = vec![format!("_fjord_sql_{query_id}")];
     if groups[0] != app {
         groups.push(app.clone());
     }
-    let topics = vec![
+    let mut topics = vec![
         format!("{app}-{STORE}-changelog"),
         format!("{app}-{REPARTITION}-repartition"),
     ];
+    topics.extend(super::join::internal_topics(&app));
     (groups, topics)
 }
 
 /// The application id of a query (at most 60 characters, as the library requires).
-fn application_id(query_id: &str) -> String {
+pub(super) fn application_id(query_id: &str) -> String {
     let id = format!("_fjord_sql_{query_id}");
     if id.len() <= 60 {
         return id;
@@ -742,20 +743,18 @@ fn application_id(query_id: &str) -> String {
     format!("{}_{tail}", &id[..cut])
 }
 
-fn builder(
-    plan: &Arc<AggPlan>,
-    sink: &SourceDef,
-    stats: &Arc<QueryStats>,
+/// The records of `src`'s topic as a stream (event time from its TIMESTAMP column when it has one), and the
+/// wait to call before decoding a record: a record whose schema the registry cannot be asked about now is
+/// waited for, not skipped (the streams library has no failing operator; its thread blocks, so nothing after
+/// the record is committed).
+#[allow(clippy::type_complexity)]
+pub(super) fn source_stream(
+    b: &StreamsBuilder,
+    src: &SourceDef,
     stop: &Arc<AtomicBool>,
-) -> std::result::Result<StreamsBuilder, String> {
-    let b = StreamsBuilder::new();
-    let src = plan.source.clone();
-    let p = plan.clone();
-    let st = stats.clone();
-    // A record whose schema the registry cannot be asked about now is waited for, not skipped (the streams
-    // library has no failing operator; its thread blocks, so nothing after the record is committed).
+) -> (KStream, Arc<dyn Fn(&Record) + Send + Sync>) {
     let (stop_wait, src_wait) = (stop.clone(), src.clone());
-    let wait_for_registry = Arc::new(move |r: &Record| {
+    let wait_for_registry: Arc<dyn Fn(&Record) + Send + Sync> = Arc::new(move |r: &Record| {
         let mut pause = Duration::from_millis(100);
         while let Err(e) =
             format::registry_reachable(&src_wait, r.key.as_deref(), r.value.as_deref())
@@ -771,7 +770,7 @@ fn builder(
     let wait_in_extractor = wait_for_registry.clone();
     let source = if src.timestamp.is_some() {
         // Event time from the TIMESTAMP column (ROWTIME as decode sets it); a row that does not decode keeps
-        // the record's time and is counted when the map below skips it.
+        // the record's time and is counted when the map after the source skips it.
         let s2 = src.clone();
         b.stream_with(
             &src.topic,
@@ -792,6 +791,20 @@ fn builder(
     } else {
         b.stream(&src.topic)
     };
+    (source, wait_for_registry)
+}
+
+fn builder(
+    plan: &Arc<AggPlan>,
+    sink: &SourceDef,
+    stats: &Arc<QueryStats>,
+    stop: &Arc<AtomicBool>,
+) -> std::result::Result<StreamsBuilder, String> {
+    let b = StreamsBuilder::new();
+    let src = plan.source.clone();
+    let p = plan.clone();
+    let st = stats.clone();
+    let (source, wait_for_registry) = source_stream(&b, &src, stop);
     let inputs = source.flat_map(move |r: Record| {
         st.records_in.fetch_add(1, Ordering::Relaxed);
         wait_for_registry(&r);
@@ -911,21 +924,43 @@ pub fn start(
         .map_err(SqlError::execution)?
         .build()
         .map_err(|e| SqlError::execution(format!("the query's topology is invalid: {e}")))?;
+    let tq = Arc::new(TableQuery {
+        plan: (*plan).clone(),
+        streams: Arc::new(Mutex::new(None)),
+    });
+    let thread = supervise(
+        query_id,
+        bootstrap,
+        topology,
+        tq.streams.clone(),
+        stop,
+        stats,
+    )?;
+    Ok((tq, thread))
+}
+
+/// Runs `topology` for query `query_id` on a supervisor thread: the streams instance (kept in `slot` while it
+/// runs, for its stores), its late-record counter copied into `stats`, restarted (from the committed offsets
+/// and the changelogs) when it fails, and closed (a final commit) when `stop` is set.
+pub(super) fn supervise(
+    query_id: &str,
+    bootstrap: &str,
+    topology: fjord_streams::Topology,
+    slot: Arc<Mutex<Option<KafkaStreams>>>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<QueryStats>,
+) -> Result<std::thread::JoinHandle<()>> {
     let mut cfg = StreamsConfig::new(&application_id(query_id), bootstrap);
     cfg.instance_id = "sql".into();
     cfg.commit_interval = Duration::from_millis(500);
-    let tq = Arc::new(TableQuery {
-        plan: (*plan).clone(),
-        streams: Mutex::new(None),
-    });
-    let (tq2, id) = (tq.clone(), query_id.to_string());
+    let id = query_id.to_string();
     let late_base = Arc::new(AtomicU64::new(0));
-    let thread = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name(format!("sql-{query_id}"))
         .spawn(move || {
             while !stop.load(Ordering::SeqCst) {
                 match KafkaStreams::start(topology.clone(), cfg.clone()) {
-                    Ok(s) => *tq2.streams.lock().expect("table query") = Some(s),
+                    Ok(s) => *slot.lock().expect("table query") = Some(s),
                     Err(e) => {
                         tracing::warn!(query = id, error = %e, "stateful query could not start; retrying");
                         *stats.last_error.lock().expect("stats") = Some(e.to_string());
@@ -934,7 +969,7 @@ pub fn start(
                     }
                 }
                 let failed = loop {
-                    let g = tq2.streams.lock().expect("table query");
+                    let g = slot.lock().expect("table query");
                     let s = g.as_ref().expect("set above");
                     let m = s.metrics();
                     stats.late_records.store(
@@ -950,7 +985,7 @@ pub fn start(
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 };
-                let s = tq2.streams.lock().expect("table query").take();
+                let s = slot.lock().expect("table query").take();
                 if let Some(s) = s {
                     late_base.fetch_add(s.metrics().late_records_dropped, Ordering::Relaxed);
                     let _ = s.close();
@@ -962,8 +997,7 @@ pub fn start(
                 }
             }
         })
-        .map_err(|e| SqlError::execution(format!("cannot start a thread: {e}")))?;
-    Ok((tq, thread))
+        .map_err(|e| SqlError::execution(format!("cannot start a thread: {e}")))
 }
 
 fn pause(stop: &AtomicBool) {
