@@ -1311,10 +1311,8 @@ impl Engine {
                 stop.clone(),
                 stats.clone(),
             )?;
-            let mut st = self.state.lock().expect("engine state");
-            st.start_errors.remove(&q.id);
-            st.running.insert(
-                q.id.clone(),
+            self.started(
+                &q.id,
                 Running {
                     stop,
                     stats,
@@ -1322,7 +1320,6 @@ impl Engine {
                     table: Some(table),
                 },
             );
-            drop(st);
             tracing::info!(
                 query = q.id,
                 sink = def.name,
@@ -1339,10 +1336,8 @@ impl Engine {
                 stop.clone(),
                 stats.clone(),
             )?;
-            let mut st = self.state.lock().expect("engine state");
-            st.start_errors.remove(&q.id);
-            st.running.insert(
-                q.id.clone(),
+            self.started(
+                &q.id,
                 Running {
                     stop,
                     stats,
@@ -1350,7 +1345,6 @@ impl Engine {
                     table: None,
                 },
             );
-            drop(st);
             tracing::info!(query = q.id, sink = def.name, "join query started");
             return Ok(());
         }
@@ -1383,10 +1377,8 @@ impl Engine {
                 }
             })
             .map_err(|e| SqlError::execution(format!("cannot start a thread: {e}")))?;
-        let mut st = self.state.lock().expect("engine state");
-        st.start_errors.remove(&q.id);
-        st.running.insert(
-            q.id.clone(),
+        self.started(
+            &q.id,
             Running {
                 stop,
                 stats,
@@ -1394,9 +1386,15 @@ impl Engine {
                 table: None,
             },
         );
-        drop(st);
         tracing::info!(query = q.id, sink = def.name, "persistent query started");
         Ok(())
+    }
+
+    /// Records a query that started: it runs, and an earlier start error of it is forgotten.
+    fn started(&self, id: &str, running: Running) {
+        let mut st = self.state.lock().expect("engine state");
+        st.start_errors.remove(id);
+        st.running.insert(id.to_string(), running);
     }
 
     /// Starts a push query (`SELECT ... EMIT CHANGES`): rows as they arrive, until LIMIT or the receiver is dropped.
