@@ -138,9 +138,16 @@ fn bool_field(m: &Map<String, Value>, k: &str) -> Result<bool, Fail> {
 
 // ---- schemas ----
 
+/// Subjects in one page of `/api/schemas`: each costs two calls to the registry.
+pub const MAX_SUBJECTS: usize = 100;
+
 async fn subjects(ctx: &Ctx, q: &Query) -> Answer {
     let (offset, limit) = q.page()?;
-    let limit = limit.min(100);
+    if limit > MAX_SUBJECTS {
+        return Err(bad(format!(
+            "limit={limit}: a page of subjects has at most {MAX_SUBJECTS} (each costs two registry calls); page with offset"
+        )));
+    }
     let filter = q.str("filter").map(str::to_lowercase);
     let all = registry(ctx, Method::GET, "/subjects", None).await?;
     let mut names: Vec<String> = all

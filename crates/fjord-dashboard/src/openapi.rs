@@ -20,13 +20,14 @@ fn string() -> Value {
 }
 
 fn page() -> Vec<Value> {
+    page_up_to(crate::api::MAX_PAGE)
+}
+
+/// A page's parameters where at most `max` rows make a page.
+fn page_up_to(max: usize) -> Vec<Value> {
     vec![
         q("offset", int(0, i32::MAX as i64), "first row of the page"),
-        q(
-            "limit",
-            int(1, crate::api::MAX_PAGE as i64),
-            "rows in the page (default 50)",
-        ),
+        q("limit", int(1, max as i64), "rows in the page (default 50)"),
         q("filter", string(), "case-insensitive substring of the name"),
     ]
 }
@@ -182,7 +183,7 @@ pub fn spec() -> Value {
     );
     add(
         "/api/schemas",
-        json!({"get": op("Subjects of the schema registry, one page (at most 100)", page(), None, "200")}),
+        json!({"get": op("Subjects of the schema registry, one page", page_up_to(crate::extra::MAX_SUBJECTS), None, "200")}),
     );
     add(
         "/api/schemas/{subject}",

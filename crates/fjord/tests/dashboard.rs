@@ -1449,6 +1449,9 @@ fn schemas_and_connectors_through_the_dashboard_api() {
     );
     refused(&h, "GET", "/api/schemas/orders-value/diff", None, 400);
     refused(&h, "GET", "/api/schemas?limit=0", None, 400);
+    // A page of subjects is at most 100 (OpenAPI says so too); a larger limit used to be cut to 100 silently.
+    let m = refused(&h, "GET", "/api/schemas?limit=101", None, 400);
+    assert!(m.contains("at most 100"), "{m}");
     refused(&h, "PATCH", "/api/schemas/orders-value", Some("{}"), 405);
     let m = refused(
         &h,
