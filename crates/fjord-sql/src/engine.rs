@@ -1000,10 +1000,9 @@ impl Engine {
                     name.pos,
                 ));
             }
-            // An upgraded aggregation goes on from its state: only a change that keeps the state's layout (the
-            // same GROUP BY, window and aggregate calls) can reuse it.
-            if let (true, Some(q)) = (aggregate, &e.query) {
-                let old = parse_statement(&q.sql)
+            // The replaced query's plan, read once for both checks below.
+            let old = e.query.as_ref().and_then(|q| {
+                parse_statement(&q.sql)
                     .ok()
                     .and_then(|p| match p.statement {
                         Statement::CreateSource {
@@ -1011,7 +1010,11 @@ impl Engine {
                             ..
                         } => plan_select(&sel, &cat).ok(),
                         _ => None,
-                    });
+                    })
+            });
+            // An upgraded aggregation goes on from its state: only a change that keeps the state's layout (the
+            // same GROUP BY, window and aggregate calls) can reuse it.
+            if aggregate && e.query.is_some() {
                 let same = old
                     .as_ref()
                     .and_then(|o| stateful::AggPlan::new(o).ok())
@@ -1028,16 +1031,7 @@ impl Engine {
             // A join's stores (the table, the join buffers) and its group's offsets belong to its sources and
             // join keys: an upgrade keeps them only when those stay, and a query does not become or stop being
             // a join under the same id.
-            if let Some(q) = &e.query {
-                let old = parse_statement(&q.sql)
-                    .ok()
-                    .and_then(|p| match p.statement {
-                        Statement::CreateSource {
-                            as_select: Some(sel),
-                            ..
-                        } => plan_select(&sel, &cat).ok(),
-                        _ => None,
-                    });
+            if e.query.is_some() {
                 let was_join = old
                     .as_ref()
                     .map(|o| matches!(o.shape, crate::plan::Shape::Join { .. }));
