@@ -164,6 +164,17 @@ try:
     assert text("#messages-table tbody tr:first-child td.msg-key") == "6b 31"
     shot("topic")
 
+    # The search scans on the server and streams what it finds, case-insensitive when asked.
+    driver.find_element(By.ID, "search-text").send_keys('"QTY":4')
+    driver.find_element(By.ID, "search-icase").click()
+    driver.find_element(By.ID, "search-go").click()
+    wait.until(lambda d: d.find_element(By.ID, "search-status").text.startswith("done"))
+    keys = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#search-table td.msg-key")]
+    assert keys == ["k4"], keys
+    status = text("#search-status")
+    assert "1 found in 5 records, searched the whole range" in status, status
+    shot("search")
+
     # A record whose timestamp is beyond what a JavaScript Date holds (|ms| > 8.64e15) shows as the number.
     code, _, err = fjord(
         "topics", "create", "far-future", "--config", "message.timestamp.after.max.ms=9223372036854775807"

@@ -3,10 +3,12 @@ from it (within and outside the schemas) to every operation, a bounded number pe
 
 Usage: dashboard_schemathesis.py HTTP_ADDR EXAMPLES_PER_OPERATION
 
-Passes when no answer is a 5xx other than 503 (busy, or a service not running), every answer is JSON and every
-refusal carries an `error` message. Runs pytest on itself; its summary line says how many operations passed.
+Passes when no answer is a 5xx other than 503 (busy, or a service not running), every answer is JSON (the message
+search's a stream of events with JSON data, ending with `done` or `error`) and every refusal carries an `error`
+message. Runs pytest on itself; its summary line says how many operations passed.
 """
 
+import json
 import os
 import sys
 
@@ -47,6 +49,17 @@ def test_api(case):
     assert r.status_code < 500 or r.status_code == 503, f"{where}: {r.status_code} {r.text[:500]}"
     ctype = {k.lower(): v for k, v in r.headers.items()}.get("content-type", "")
     ctype = ctype[0] if isinstance(ctype, list) and ctype else ctype
+    if r.status_code == 200 and str(ctype).startswith("text/event-stream"):
+        # The message search: events whose data is JSON, ending with `done` or `error`.
+        frames = [f for f in r.text.split("\n\n") if f]
+        names = []
+        for f in frames:
+            lines = f.split("\n")
+            assert lines[0].startswith("event: ") and lines[1].startswith("data: "), f"{where}: {f[:200]}"
+            names.append(lines[0][7:])
+            json.loads(lines[1][6:])
+        assert names and names[-1] in ("done", "error"), f"{where}: {names[-5:]}"
+        return
     assert str(ctype).startswith("application/json"), f"{where}: {r.status_code} {r.headers}"
     body = r.json()
     if r.status_code >= 400:

@@ -233,8 +233,9 @@ async function topics(params) {
 function messageBrowser(t) {
   const part = h("select", { id: "msg-partition" },
     Array.from({ length: t.partitions }, (_, i) => h("option", { value: i }, `partition ${i}`)));
-  const mode = h("select", { id: "msg-mode" }, h("option", { value: "latest" }, "latest N"), h("option", { value: "offset" }, "from offset"));
-  const num = h("input", { id: "msg-number", type: "number", value: 20, min: 0 });
+  const mode = h("select", { id: "msg-mode" }, h("option", { value: "latest" }, "latest N"), h("option", { value: "offset" }, "from offset"),
+    h("option", { value: "timestamp" }, "from time"));
+  const num = h("input", { id: "msg-number", value: 20 });
   const fmt = h("select", { id: "msg-format" }, h("option", { value: "text" }, "text"), h("option", { value: "json" }, "JSON (pretty)"), h("option", { value: "hex" }, "hex"));
   const out = h("div", { id: "msg-result" });
   let last = null;
@@ -253,13 +254,150 @@ function messageBrowser(t) {
   fmt.addEventListener("change", render);
   const form = h("form", { id: "msg-form", onsubmit: async (ev) => {
     ev.preventDefault();
-    const q = mode.value === "latest" ? `latest=${enc(num.value)}` : `offset=${enc(num.value)}&limit=50`;
     try {
+      let q;
+      if (mode.value === "latest") q = `latest=${enc(num.value)}`;
+      else if (mode.value === "offset") q = `offset=${enc(num.value)}&limit=50`;
+      else {
+        const v = num.value.trim();
+        const ms = /^\d+$/.test(v) ? Number(v) : Date.parse(v);
+        if (Number.isNaN(ms)) throw new Error(`"${v}" is not a time: give milliseconds since 1970 or a date such as 2026-11-30T10:00:00Z`);
+        q = `timestamp=${ms}&limit=50`;
+      }
       last = await api(`/topics/${enc(t.name)}/messages?partition=${part.value}&${q}`);
       render();
     } catch (e) { out.replaceChildren(errorBox(e)); }
-  } }, part, mode, h("label", {}, "N or offset", num), h("label", {}, "show as", fmt), h("button", { id: "msg-load", type: "submit" }, "Load"));
+  } }, part, mode, h("label", {}, "N, offset or time", num), h("label", {}, "show as", fmt), h("button", { id: "msg-load", type: "submit" }, "Load"));
   return h("div", {}, h("h2", {}, "Messages"), h("p", { class: "muted" }, "At most 100 records and 4 MiB of keys, values and headers per load; one longer than 64 KiB is cut short."), form, out);
+}
+
+// Reads a server-sent-event stream from a fetch answer: calls onEvent(name, data) for each event.
+async function readEvents(res, onEvent) {
+  const reader = res.body.getReader();
+  const text = new TextDecoder();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += text.decode(value, { stream: true });
+    let end;
+    while ((end = buf.indexOf("\n\n")) >= 0) {
+      const frame = buf.slice(0, end);
+      buf = buf.slice(end + 2);
+      let name = "message", data = "";
+      for (const line of frame.split("\n")) {
+        if (line.startsWith("event: ")) name = line.slice(7);
+        else if (line.startsWith("data: ")) data += line.slice(6);
+      }
+      onEvent(name, data ? JSON.parse(data) : null);
+    }
+  }
+}
+
+// Server-side search of a bounded range (by offsets or by time) for a text in keys, values or headers: matches
+// arrive as the scan finds them, with its progress; Stop (or leaving the page) aborts the request, which ends the
+// scan on the server.
+function messageSearch(t) {
+  const text = h("input", { id: "search-text", placeholder: "text to find", required: true, maxlength: 1024 });
+  const where = h("select", { id: "search-in" }, h("option", { value: "any" }, "key, value or headers"),
+    h("option", { value: "key" }, "key"), h("option", { value: "value" }, "value"), h("option", { value: "headers" }, "headers"));
+  const icase = h("input", { id: "search-icase", type: "checkbox" });
+  const part = h("select", { id: "search-partition" }, h("option", { value: "" }, "all partitions"),
+    Array.from({ length: t.partitions }, (_, i) => h("option", { value: i }, `partition ${i}`)));
+  const by = h("select", { id: "search-by" }, h("option", { value: "offset" }, "offsets"), h("option", { value: "time" }, "time"));
+  const from = h("input", { id: "search-from", placeholder: "from (start if empty)" });
+  const to = h("input", { id: "search-to", placeholder: "to (end if empty)" });
+  const max = h("input", { id: "search-max", type: "number", value: 1000000, min: 1, max: 10000000 });
+  const fmt = h("select", { id: "search-format" }, h("option", { value: "text" }, "text"), h("option", { value: "json" }, "JSON (pretty)"), h("option", { value: "hex" }, "hex"));
+  const progress = h("progress", { id: "search-progress", max: 1, value: 0 });
+  const status = h("span", { id: "search-status", class: "muted" });
+  const stop = h("button", { id: "search-stop", type: "button", class: "secondary", disabled: true }, "Stop");
+  const go = h("button", { id: "search-go", type: "submit" }, "Search");
+  const out = h("div", { id: "search-result" });
+  const found = [];
+  let controller = null;
+  const render = () => {
+    const rows = found.map((m) => h("tr", {},
+      h("td", { class: "num" }, m.partition), h("td", { class: "num" }, m.offset), h("td", {}, when(m.timestamp)),
+      h("td", { class: "msg-key" }, h("pre", {}, decode(m.key, fmt.value) + cut(m, "key"))),
+      h("td", { class: "msg-headers" }, m.headers.map((x) => h("pre", {}, `${x.key}: ${decode(x.value, fmt.value)}${cut(x, "value")}`))),
+      h("td", { class: "msg-value" }, h("pre", {}, decode(m.value, fmt.value) + cut(m, "value")))));
+    out.replaceChildren(table("search-table", ["partition#", "offset#", "timestamp", "key", "headers", "value"], rows));
+  };
+  fmt.addEventListener("change", render);
+  // A bound as the API takes it: offsets are whole numbers, times are ms or a date and time.
+  const bound = (v, name) => {
+    v = v.trim();
+    if (!v) return "";
+    if (by.value === "offset") {
+      if (!/^\d+$/.test(v)) throw new Error(`"${v}" is not an offset: give a whole number, or search by time`);
+      return `&${name}_offset=${v}`;
+    }
+    const ms = /^\d+$/.test(v) ? Number(v) : Date.parse(v);
+    if (Number.isNaN(ms)) throw new Error(`"${v}" is not a time: give milliseconds since 1970 or a date such as 2026-11-30T10:00:00Z`);
+    return `&${name}_time=${ms}`;
+  };
+  const finish = (message, cls = "muted") => {
+    status.className = cls;
+    status.textContent = message;
+    stop.disabled = true;
+    go.disabled = false;
+    controller = null;
+  };
+  stop.addEventListener("click", () => { if (controller) controller.abort(); });
+  const form = h("form", { id: "search-form", onsubmit: async (ev) => {
+    ev.preventDefault();
+    let q;
+    try {
+      q = `q=${enc(text.value)}&in=${where.value}&ignore_case=${icase.checked}&max_records=${enc(max.value)}&limit=100`
+        + (part.value === "" ? "" : `&partition=${part.value}`) + bound(from.value, "from") + bound(to.value, "to");
+    } catch (e) { out.replaceChildren(errorBox(e)); return; }
+    found.length = 0;
+    render();
+    progress.value = 0;
+    status.className = "muted";
+    status.textContent = "starting…";
+    controller = new AbortController();
+    stop.disabled = false;
+    go.disabled = true;
+    const mine = controller;
+    // Another view of the dashboard ends the search too.
+    window.addEventListener("hashchange", () => mine.abort(), { once: true });
+    try {
+      const res = await fetch(`${location.origin}/api/topics/${enc(t.name)}/search?${q}`, { signal: mine.signal });
+      if (!res.ok) {
+        let body;
+        try { body = await res.json(); } catch { body = { error: `HTTP ${res.status}` }; }
+        throw new Error(body.error || `HTTP ${res.status}`);
+      }
+      await readEvents(res, (name, d) => {
+        if (name === "progress") {
+          progress.max = Math.max(d.total, 1);
+          progress.value = d.scanned;
+          status.textContent = `scanned ${d.scanned} of at most ${d.total} records (partition ${d.partition}, offset ${d.offset}) · ${found.length} found`;
+        } else if (name === "match") {
+          found.push(d);
+          render();
+        } else if (name === "done") {
+          progress.value = progress.max;
+          const why = { end: "searched the whole range", limit: "stopped at 100 matches", max_records: "stopped at the record limit", time_limit: "stopped at the time limit (60 s)" }[d.reason] || d.reason;
+          const resume = d.next ? `; continue from partition ${d.next.partition}, offset ${d.next.offset}` : "";
+          const skipped = d.skipped_partitions.length ? `; partitions ${d.skipped_partitions.join(", ")} are on other brokers` : "";
+          finish(`done: ${d.matches} found in ${d.scanned} records, ${why}${resume}${skipped}`, "ok");
+        } else if (name === "error") {
+          finish(d.error, "error");
+        }
+      });
+      if (controller === mine) finish(`${found.length} found; the search ended early`);
+    } catch (e) {
+      if (e.name === "AbortError") finish(`stopped: ${found.length} found`);
+      else { finish(""); out.replaceChildren(errorBox(e)); }
+    }
+  } }, h("label", {}, "text", text), h("label", {}, "in", where), h("label", {}, "ignore case", icase), part, by,
+    h("label", {}, "from", from), h("label", {}, "to", to), h("label", {}, "read at most", max), h("label", {}, "show as", fmt), go, stop);
+  return h("div", {}, h("h2", {}, "Search"),
+    h("p", { class: "muted" }, "Scans on the server: at most 10,000,000 records and 60 s per search, up to 100 matches; a time range ends at the first record stamped after it."),
+    form, h("div", { class: "bar" }, progress, status), out);
 }
 
 function dangerZone(t) {
@@ -307,6 +445,7 @@ async function topicPage(name, params) {
     pager(parts, (o) => { location.hash = `#/topics/${enc(name)}?offset=${o}`; }),
     table("partitions-table", ["partition#", "leader#", "replicas", "ISR", "start offset#", "end offset#", "size#"], rows),
     messageBrowser(t),
+    messageSearch(t),
     h("h2", {}, "Configs"),
     configs,
     t.internal ? "" : configForm(t, async () => {

@@ -27,16 +27,18 @@ pub struct Ctx {
     /// Reads running at once (`MAX_READS` permits): they run on the blocking pool, which the broker's fsyncs
     /// and log reads share, so the dashboard never takes more than a few of its threads.
     pub reads: Arc<tokio::sync::Semaphore>,
+    /// Message searches running at once (`search::MAX_SEARCHES` permits, not waited for).
+    pub searches: Arc<tokio::sync::Semaphore>,
     /// The registry and Connect worker beside the broker, when this process runs them.
     pub services: crate::services::Services,
 }
 
 /// Dashboard reads that run at once; more wait up to `READ_WAIT` for a turn, then get 503.
 pub const MAX_READS: usize = 4;
-const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A turn to read, waiting at most `wait`: 503 (try again) when the dashboard is that busy.
-async fn read_turn(
+pub(crate) async fn read_turn(
     reads: &Arc<tokio::sync::Semaphore>,
     wait: std::time::Duration,
 ) -> Result<tokio::sync::OwnedSemaphorePermit, Fail> {
@@ -318,6 +320,10 @@ async fn dispatch(ctx: Ctx, method: Method, uri: Uri, headers: HeaderMap, body: 
         }
     };
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
+    if let (&Method::GET, ["topics", name, "search"]) = (&method, seg.as_slice()) {
+        // An event stream rather than one JSON answer.
+        return crate::search::start(&ctx, name, &query).await;
+    }
     let answer = route(&ctx, &method, &seg, &query, body).await;
     match answer {
         Ok((status, v)) => json_response(status, &v),
@@ -371,7 +377,7 @@ async fn route(ctx: &Ctx, method: &Method, seg: &[&str], q: &Query, body: Bytes)
             ["overview"]
             | ["topics"]
             | ["topics", _]
-            | ["topics", _, "partitions" | "messages" | "configs"]
+            | ["topics", _, "partitions" | "messages" | "configs" | "search"]
             | ["groups"]
             | ["groups", _]
             | ["groups", _, "reset-offsets"]
@@ -534,6 +540,7 @@ fn overview(ctx: &Ctx, _: &[String], _: &Query) -> Result<Value, Fail> {
         "under_replicated_partitions": under,
         "offline_partitions": offline,
         "groups": groups,
+        "searches_running": crate::search::MAX_SEARCHES - ctx.searches.available_permits(),
         "bytes_in_per_sec": bytes_in,
         "bytes_out_per_sec": bytes_out,
         "messages_in_per_sec": messages_in,
@@ -695,6 +702,36 @@ fn shown_size(r: &kafka_protocol::records::Record) -> usize {
             .sum::<usize>()
 }
 
+/// One record as the message browser and the search show it: offset, timestamp, and key, value and headers in
+/// base64, each cut to what `budget` (bytes before base64) still allows.
+pub(crate) fn message_json(r: &kafka_protocol::records::Record, budget: &mut usize) -> Value {
+    let mut m = Map::new();
+    m.insert("offset".into(), json!(r.offset));
+    m.insert("timestamp".into(), json!(r.timestamp));
+    field(&mut m, "key", r.key.as_deref(), budget);
+    field(&mut m, "value", r.value.as_deref(), budget);
+    let headers: Vec<Value> = r
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            *budget = budget.saturating_sub(HEADER_OVERHEAD);
+            let mut h = Map::new();
+            let key: &str = k;
+            let cut = key.len().min(MAX_FIELD).min(*budget);
+            let cut = (0..=cut)
+                .rev()
+                .find(|&i| key.is_char_boundary(i))
+                .unwrap_or(0);
+            *budget -= cut;
+            h.insert("key".into(), json!(&key[..cut]));
+            field(&mut h, "value", v.as_deref(), budget);
+            Value::Object(h)
+        })
+        .collect();
+    m.insert("headers".into(), json!(headers));
+    Value::Object(m)
+}
+
 fn messages(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
     let t = find_topic(ctx, &seg[1])?;
     let n = t.partitions.len() as i64;
@@ -722,11 +759,29 @@ fn messages(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
         not_running: None,
     })?;
     let (start, end) = p.offsets();
-    let from = match (q.int("offset", 0, i64::MAX)?, latest) {
-        (Some(_), Some(_)) => return Err(bad("give either `offset` or `latest`, not both")),
-        (Some(o), None) => o.max(start),
-        (None, Some(l)) => (end - l).max(start),
-        (None, None) => start,
+    let from = match (
+        q.int("offset", 0, i64::MAX)?,
+        latest,
+        q.int("timestamp", 0, i64::MAX)?,
+    ) {
+        (Some(o), None, None) => o.max(start),
+        (None, Some(l), None) => (end - l).max(start),
+        // The first record stamped at or after the time; none: the end (nothing to show).
+        (None, None, Some(ts)) => p
+            .offset_for_timestamp(ts)
+            .map_err(|e| Fail {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: format!("cannot read partition {partition} of `{}`: {e}", t.name),
+                code: None,
+                not_running: None,
+            })?
+            .map_or(end, |(o, _)| o.max(start)),
+        (None, None, None) => start,
+        _ => {
+            return Err(bad(
+                "give one of `offset`, `timestamp` or `latest`, not several",
+            ))
+        }
     };
     let mut out = Vec::new();
     // The first offset not returned: where the next page starts.
@@ -777,31 +832,7 @@ fn messages(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
                 if out.len() >= limit || (!out.is_empty() && shown_size(&r) > budget) {
                     break 'read;
                 }
-                let mut m = Map::new();
-                m.insert("offset".into(), json!(r.offset));
-                m.insert("timestamp".into(), json!(r.timestamp));
-                field(&mut m, "key", r.key.as_deref(), &mut budget);
-                field(&mut m, "value", r.value.as_deref(), &mut budget);
-                let headers: Vec<Value> = r
-                    .headers
-                    .iter()
-                    .map(|(k, v)| {
-                        budget = budget.saturating_sub(HEADER_OVERHEAD);
-                        let mut h = Map::new();
-                        let key: &str = k;
-                        let cut = key.len().min(MAX_FIELD).min(budget);
-                        let cut = (0..=cut)
-                            .rev()
-                            .find(|&i| key.is_char_boundary(i))
-                            .unwrap_or(0);
-                        budget -= cut;
-                        h.insert("key".into(), json!(&key[..cut]));
-                        field(&mut h, "value", v.as_deref(), &mut budget);
-                        Value::Object(h)
-                    })
-                    .collect();
-                m.insert("headers".into(), json!(headers));
-                out.push(Value::Object(m));
+                out.push(message_json(&r, &mut budget));
                 next = r.offset + 1;
             }
         }

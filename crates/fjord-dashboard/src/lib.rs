@@ -20,6 +20,7 @@ mod auth;
 mod extra;
 mod history;
 mod openapi;
+mod search;
 mod services;
 
 use std::sync::Arc;
@@ -58,6 +59,7 @@ pub fn router(state: Arc<BrokerState>, services: Services, access: &Access) -> a
         history,
         lag_history,
         reads: Arc::new(tokio::sync::Semaphore::new(api::MAX_READS)),
+        searches: Arc::new(tokio::sync::Semaphore::new(search::MAX_SEARCHES)),
         services,
     })
     .merge(assets::routes());

@@ -128,12 +128,34 @@ pub fn spec() -> Value {
             "get": op("Records of one partition (keys, values, header values in base64), bounded", vec![
                 name(),
                 json!({"name": "partition", "in": "query", "required": true, "schema": int(0, i32::MAX as i64)}),
-                q("offset", int(0, i64::MAX), "first offset (or `latest`)"),
+                q("offset", int(0, i64::MAX), "first offset (or `latest`, or `timestamp`)"),
+                q("timestamp", int(0, i64::MAX), "start at the first record stamped at or after this time (ms)"),
                 q("latest", int(1, crate::api::MAX_MESSAGES as i64), "the last N records"),
                 q("limit", int(1, crate::api::MAX_MESSAGES as i64), "most records returned"),
             ], None, "200"),
         }),
     );
+    let mut search = op(
+        "Search a bounded range of a topic for records whose key, value or headers contain a text; \
+         answers with server-sent events (progress, match, done, error); closing the stream stops the search",
+        vec![
+            name(),
+            json!({"name": "q", "in": "query", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": crate::search::MAX_NEEDLE}, "description": "the text to find (bytes, UTF-8)"}),
+            q("in", json!({"type": "string", "enum": ["any", "key", "value", "headers"]}), "where to look (default any)"),
+            q("ignore_case", json!({"type": "boolean"}), "ASCII case-insensitive"),
+            q("partition", int(0, i32::MAX as i64), "one partition (default: every partition hosted here)"),
+            q("from_offset", int(0, i64::MAX), "first offset of each partition"),
+            q("to_offset", int(0, i64::MAX), "end offset (exclusive) of each partition"),
+            q("from_time", int(0, i64::MAX), "records stamped at or after (ms)"),
+            q("to_time", int(0, i64::MAX - 1), "records stamped at or before (ms)"),
+            q("limit", int(1, crate::api::MAX_MESSAGES as i64), "most matches (default 20)"),
+            q("max_records", int(1, crate::search::MAX_SCAN), "most records read (default 1,000,000)"),
+        ],
+        None,
+        "200",
+    );
+    search["responses"]["200"] = json!({"description": "the search's events", "content": {"text/event-stream": {"schema": {"type": "string"}}}});
+    add("/api/topics/{name}/search", json!({ "get": search }));
     let mut groups_q = page();
     groups_q.extend([
         q(

@@ -760,6 +760,229 @@ fn message_browser_counts_back_from_the_end_and_bounds_its_answer() {
     assert_eq!(offsets(&v), (64..100).collect::<Vec<_>>());
 }
 
+/// The body of a chunked HTTP/1.1 answer, put back together.
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .unwrap_or_else(|| panic!("no chunk size in {:?}", String::from_utf8_lossy(raw)));
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..line_end]).unwrap().trim(), 16)
+            .unwrap_or_else(|e| panic!("bad chunk size: {e}"));
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
+/// A message search: its events as (name, data), after checking the answer is an event stream that ends with
+/// `done` or `error`.
+fn search(h: &str, topic: &str, query: &str) -> Vec<(String, Value)> {
+    let (status, head, body) = http_request(
+        h,
+        "GET",
+        &format!("/api/topics/{topic}/search?{query}"),
+        "",
+        None,
+    );
+    assert_eq!(status, 200, "{query}: {}", String::from_utf8_lossy(&body));
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/event-stream"),
+        "{head}"
+    );
+    let body = dechunk(&body);
+    let text = String::from_utf8(body).unwrap();
+    let events: Vec<(String, Value)> = text
+        .split("\n\n")
+        .filter(|f| !f.is_empty())
+        .map(|f| {
+            let name = f.lines().find_map(|l| l.strip_prefix("event: ")).unwrap();
+            let data = f.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            (name.to_string(), serde_json::from_str(data).unwrap())
+        })
+        .collect();
+    let last = events.last().expect("no events");
+    assert!(last.0 == "done" || last.0 == "error", "{events:?}");
+    events
+}
+
+/// (partition, offset) of every match, in the order they came.
+fn found(events: &[(String, Value)]) -> Vec<(i64, i64)> {
+    events
+        .iter()
+        .filter(|(n, _)| n == "match")
+        .map(|(_, m)| {
+            (
+                m["partition"].as_i64().unwrap(),
+                m["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn message_search_streams_matches_with_progress_within_its_bounds() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let (b, h) = (
+        broker.bootstrap.as_str(),
+        broker.http.as_deref().expect("http listener"),
+    );
+    ok(&fjord(
+        b,
+        &["topics", "create", "logs", "--partitions", "2"],
+        None,
+    ));
+    // Partition p gets 2,000 keyed lines; every 100th (offset 7, 107, ...) says "Disk FULL".
+    let lines = |p: usize, from: usize, to: usize| -> String {
+        (from..to)
+            .map(|i| {
+                let what = if i % 100 == 7 {
+                    "ERROR Disk FULL on /data"
+                } else {
+                    "INFO ok"
+                };
+                format!("user-{p}-{i}:{what} #{i}\n")
+            })
+            .collect()
+    };
+    let produce = |p: usize, input: String| {
+        let part = p.to_string();
+        let out = kcat(
+            &["-b", b, "-P", "-t", "logs", "-p", &part, "-K", ":"],
+            Some(input.as_bytes()),
+            Duration::from_secs(60),
+        );
+        assert!(out.status.success(), "kcat: {}", stderr(&out));
+    };
+    produce(0, lines(0, 0, 1000));
+    produce(1, lines(1, 0, 2000));
+    // The rest of partition 0 later, after a time the search can start from.
+    std::thread::sleep(Duration::from_millis(50));
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    std::thread::sleep(Duration::from_millis(50));
+    produce(0, lines(0, 1000, 2000));
+    let every = |p: i64, from: i64, to: i64| -> Vec<(i64, i64)> {
+        (from..to)
+            .filter(|o| o % 100 == 7)
+            .map(|o| (p, o))
+            .collect()
+    };
+
+    // Both partitions, case-insensitive: every match, in partition order, and a done event that counts the scan.
+    let ev = search(h, "logs", "q=disk+full&ignore_case=true&limit=100");
+    let mut want = every(0, 0, 2000);
+    want.extend(every(1, 0, 2000));
+    assert_eq!(found(&ev), want);
+    let done = &ev.last().unwrap().1;
+    assert_eq!(done["reason"], "end", "{done}");
+    assert_eq!(done["scanned"], 4000, "{done}");
+    assert_eq!(done["total"], 4000, "{done}");
+    assert_eq!(ev[0].0, "progress", "progress comes first: {:?}", ev[0]);
+    let m = ev.iter().find(|(n, _)| n == "match").unwrap();
+    assert_eq!(
+        m.1["key"],
+        base64(b"user-0-7"),
+        "a match is shown as the browser shows records: {}",
+        m.1
+    );
+    // Case matters by default; a key search sees keys only.
+    assert!(found(&search(h, "logs", "q=disk+full")).is_empty());
+    assert_eq!(
+        found(&search(h, "logs", "q=user-1-1999&in=key")),
+        [(1, 1999)]
+    );
+    assert!(found(&search(h, "logs", "q=user-1-1999&in=value")).is_empty());
+
+    // Bounds: matches, records read, a range of offsets or of time.
+    let ev = search(h, "logs", "q=FULL&partition=1&limit=3");
+    assert_eq!(found(&ev), [(1, 7), (1, 107), (1, 207)]);
+    let done = &ev.last().unwrap().1;
+    assert_eq!(done["reason"], "limit", "{done}");
+    assert_eq!(
+        done["next"],
+        serde_json::json!({"partition": 1, "offset": 208})
+    );
+    let ev = search(h, "logs", "q=FULL&max_records=250");
+    assert_eq!(found(&ev), [(0, 7), (0, 107), (0, 207)]);
+    let done = &ev.last().unwrap().1;
+    assert_eq!(done["reason"], "max_records", "{done}");
+    assert_eq!(done["scanned"], 250, "{done}");
+    assert_eq!(
+        done["next"],
+        serde_json::json!({"partition": 0, "offset": 250})
+    );
+    let ev = search(h, "logs", "q=FULL&from_offset=500&to_offset=808&limit=100");
+    let mut want = every(0, 500, 808);
+    want.extend(every(1, 500, 808));
+    assert_eq!(found(&ev), want);
+    let ev = search(
+        h,
+        "logs",
+        &format!("q=FULL&partition=0&from_time={later}&limit=100"),
+    );
+    assert_eq!(found(&ev), every(0, 1000, 2000), "from a time");
+    let ev = search(
+        h,
+        "logs",
+        &format!("q=FULL&partition=0&to_time={later}&limit=100"),
+    );
+    assert_eq!(found(&ev), every(0, 0, 1000), "up to a time");
+
+    // The message browser starts at a time too.
+    let (s, v) = api(
+        h,
+        "GET",
+        &format!("/api/topics/logs/messages?partition=0&timestamp={later}&limit=1"),
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(offsets(&v), [1000], "{v}");
+
+    // Bad input is a JSON 400 before any event.
+    for (query, says) in [
+        ("", "`q` is required"),
+        ("q=x&in=body", "`in` must be any, key, value or headers"),
+        (
+            "q=x&partition=2",
+            "`partition` must be a whole number from 0 to 1",
+        ),
+        ("q=x&from_offset=9&to_offset=3", "is after `to_offset`"),
+        ("q=x&max_records=0", "`max_records` must be"),
+    ] {
+        let e = refused(
+            h,
+            "GET",
+            &format!("/api/topics/logs/search?{query}"),
+            None,
+            400,
+        );
+        assert!(e.contains(says), "{query}: {e}");
+    }
+    let long = "x".repeat(1025);
+    let e = refused(
+        h,
+        "GET",
+        &format!("/api/topics/logs/search?q={long}"),
+        None,
+        400,
+    );
+    assert!(e.contains("at most 1024"), "{e}");
+    let e = refused(h, "GET", "/api/topics/nosuch/search?q=x", None, 404);
+    assert!(e.contains("does not exist"), "{e}");
+    // Every search has given its turn back.
+    let (_, o) = api(h, "GET", "/api/overview", None);
+    assert_eq!(o["searches_running"], 0, "{o}");
+}
+
 #[test]
 fn cross_site_requests_and_foreign_host_names_are_refused() {
     let dir = temp_dir();
@@ -1658,6 +1881,20 @@ fn schemas_connect_and_many_groups_in_a_real_browser() {
     );
     assert!(out.status.success(), "kcat: {}", stderr(&out));
     commit_groups(&b, "work", 2000, |i| (i % 100) as i64);
+    // The page-weight check: pages beside a 1,000-partition topic.
+    ok(&fjord(
+        &b,
+        &[
+            "topics",
+            "create",
+            "big",
+            "--partitions",
+            "1000",
+            "--request-timeout-ms",
+            "120000",
+        ],
+        None,
+    ));
     let lines_file = dir.path().join("in.txt");
     std::fs::write(&lines_file, "a\nb\n").unwrap();
     ok(&fjord(&b, &["topics", "create", "plain"], None));

@@ -1,0 +1,730 @@
+//! Message search, `GET /api/topics/{name}/search`: a server-side scan of a bounded range of a topic for the
+//! records whose key, value or headers contain a text. The answer is a stream of server-sent events, so the page
+//! shows progress while the scan runs and stops it by closing the stream:
+//!
+//! - `progress`: `{scanned, bytes, total, partition, offset}` at most every [`PROGRESS_EVERY`] (`total` is the
+//!   number of offsets in the ranges searched, an upper bound of the records);
+//! - `match`: one record as the message browser shows it (base64 fields), with its `partition`;
+//! - `done`: `{reason, scanned, bytes, matches, next: {partition, offset} | null, skipped_partitions}`, where
+//!   `reason` is `end` (every range scanned), `limit` (enough matches; `next` is where to resume),
+//!   `max_records` or `time_limit` (the scan's bounds; `next` is where it stopped);
+//! - `error`: `{error}` when a partition cannot be read or a batch cannot be decoded.
+//!
+//! **Bounds**: a search reads at most `max_records` records (default [`DEFAULT_SCAN`], at most [`MAX_SCAN`]) for
+//! at most [`TIME_LIMIT`], returns at most `limit` matches, and at most [`MAX_SEARCHES`] run at once (each also
+//! holds one of the dashboard's read turns). A closed stream (the page's Stop button, a closed tab) ends the scan
+//! at its next record: the scan runs on a blocking thread and stops as soon as an event cannot be delivered.
+//! Bad parameters are a JSON 400 before any event, like every other API answer.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use crate::api::{bad, message_json, Ctx, Fail, Query, MAX_MESSAGES, MAX_RESPONSE_BYTES};
+
+/// Searches running at once; one more is refused with 503.
+pub const MAX_SEARCHES: usize = 2;
+/// Most records one search reads, and what it reads when `max_records` is not given.
+pub const MAX_SCAN: i64 = 10_000_000;
+pub const DEFAULT_SCAN: i64 = 1_000_000;
+/// Longest text searched for, in bytes.
+pub const MAX_NEEDLE: usize = 1024;
+/// Longest a search runs.
+pub const TIME_LIMIT: Duration = Duration::from_secs(60);
+/// Shortest time between two progress events.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// Log bytes read at a time (whole batches).
+const READ_CHUNK: usize = 1 << 20;
+/// Events waiting for a client that does not read; past `STALL_LIMIT` of a full queue the search ends.
+const QUEUE: usize = 64;
+const STALL_LIMIT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Field {
+    Any,
+    Key,
+    Value,
+    Headers,
+}
+
+/// One partition's offsets to scan, `[from, to)`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Range {
+    pub partition: i32,
+    pub from: i64,
+    pub to: i64,
+}
+
+/// What to look for and where, checked and resolved to offsets.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub ranges: Vec<Range>,
+    /// Partitions this broker does not host (searched on their leader's dashboard).
+    pub skipped: Vec<i32>,
+    /// Lower-cased (ASCII) when `ignore_case`.
+    pub needle: Vec<u8>,
+    pub ignore_case: bool,
+    pub field: Field,
+    pub from_time: Option<i64>,
+    pub to_time: Option<i64>,
+    pub limit: usize,
+    pub max_records: u64,
+}
+
+/// An event of the stream, before framing.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Event {
+    Progress(Value),
+    Match(Value),
+    Done(Value),
+    Error(Value),
+}
+
+impl Event {
+    fn frame(&self) -> Bytes {
+        let (name, data) = match self {
+            Event::Progress(v) => ("progress", v),
+            Event::Match(v) => ("match", v),
+            Event::Done(v) => ("done", v),
+            Event::Error(v) => ("error", v),
+        };
+        // serde_json never writes a raw newline, so one `data:` line holds the whole value.
+        Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+    }
+}
+
+/// The search's parameters, checked; offsets resolved against the partitions hosted here.
+fn plan(
+    ctx: &Ctx,
+    topic: &str,
+    q: &Query,
+) -> Result<(Plan, Vec<Arc<fjord_broker::partition::Partition>>), Fail> {
+    let t = ctx
+        .state
+        .meta
+        .state()
+        .topics
+        .get(topic)
+        .cloned()
+        .ok_or_else(|| crate::api::not_found(format!("topic `{topic}` does not exist")))?;
+    let text = q
+        .str("q")
+        .ok_or_else(|| bad("`q` is required: the text to look for"))?;
+    if text.len() > MAX_NEEDLE {
+        return Err(bad(format!(
+            "`q` is {} bytes; search for at most {MAX_NEEDLE}",
+            text.len()
+        )));
+    }
+    let ignore_case = q.flag("ignore_case")?;
+    let needle = if ignore_case {
+        text.as_bytes().to_ascii_lowercase()
+    } else {
+        text.as_bytes().to_vec()
+    };
+    let field = match q.str("in").unwrap_or("any") {
+        "any" => Field::Any,
+        "key" => Field::Key,
+        "value" => Field::Value,
+        "headers" => Field::Headers,
+        other => {
+            return Err(bad(format!(
+                "`in` must be any, key, value or headers, not `{other}`"
+            )))
+        }
+    };
+    let n = t.partitions.len() as i64;
+    if n == 0 {
+        return Err(bad(format!("topic `{}` has no partitions", t.name)));
+    }
+    let only = q.int("partition", 0, n - 1)?;
+    let from_offset = q.int("from_offset", 0, i64::MAX)?;
+    let to_offset = q.int("to_offset", 0, i64::MAX)?;
+    let from_time = q.int("from_time", 0, i64::MAX)?;
+    let to_time = q.int("to_time", 0, i64::MAX - 1)?;
+    if let (Some(a), Some(b)) = (from_offset, to_offset) {
+        if a > b {
+            return Err(bad(format!(
+                "`from_offset` ({a}) is after `to_offset` ({b})"
+            )));
+        }
+    }
+    if let (Some(a), Some(b)) = (from_time, to_time) {
+        if a > b {
+            return Err(bad(format!("`from_time` ({a}) is after `to_time` ({b})")));
+        }
+    }
+    let limit = q
+        .int("limit", 1, MAX_MESSAGES as i64)?
+        .unwrap_or(crate::api::DEFAULT_MESSAGES as i64) as usize;
+    let max_records = q.int("max_records", 1, MAX_SCAN)?.unwrap_or(DEFAULT_SCAN) as u64;
+    let partitions: Vec<i32> = match only {
+        Some(p) => vec![p as i32],
+        None => (0..n as i32).collect(),
+    };
+    let mut ranges = Vec::new();
+    let mut logs = Vec::new();
+    let mut skipped = Vec::new();
+    for partition in partitions {
+        let Some(p) = ctx.state.partitions.get(&t.name, partition) else {
+            if only.is_some() {
+                return Err(Fail {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    message: format!(
+                        "partition {partition} of `{}` is not hosted on this broker (node {}); search it on the dashboard of its leader, broker {}",
+                        t.name, ctx.state.config.node_id, t.partitions[partition as usize].leader
+                    ),
+                    code: None,
+                    not_running: None,
+                });
+            }
+            skipped.push(partition);
+            continue;
+        };
+        let (start, end) = p.offsets();
+        let mut from = from_offset.unwrap_or(start).max(start);
+        let mut to = to_offset.unwrap_or(end).min(end);
+        let unreadable = |e: fjord_broker::Error| Fail {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!("cannot read partition {partition} of `{}`: {e}", t.name),
+            code: None,
+            not_running: None,
+        };
+        if let Some(ts) = from_time {
+            // The first record stamped at or after `from_time`; none: nothing to scan here.
+            from = from.max(
+                p.offset_for_timestamp(ts)
+                    .map_err(unreadable)?
+                    .map_or(end, |(o, _)| o),
+            );
+        }
+        if let Some(ts) = to_time {
+            // Up to the first record stamped after `to_time` (later records stamped earlier are not looked for).
+            if let Some((o, _)) = p.offset_for_timestamp(ts + 1).map_err(unreadable)? {
+                to = to.min(o);
+            }
+        }
+        ranges.push(Range {
+            partition,
+            from,
+            to: to.max(from),
+        });
+        logs.push(p);
+    }
+    Ok((
+        Plan {
+            ranges,
+            skipped,
+            needle,
+            ignore_case,
+            field,
+            from_time,
+            to_time,
+            limit,
+            max_records,
+        },
+        logs,
+    ))
+}
+
+/// `GET /api/topics/{name}/search`: a JSON refusal, or the event stream of a search started on a blocking
+/// thread.
+pub(crate) async fn start(ctx: &Ctx, topic: &str, q: &Query) -> Response {
+    let (plan, logs) = match plan(ctx, topic, q) {
+        Ok(p) => p,
+        Err(f) => return f.into_response(),
+    };
+    let Ok(running) = ctx.searches.clone().try_acquire_owned() else {
+        return Fail {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!(
+                "{MAX_SEARCHES} searches are running on this dashboard; stop one (its Stop button, or close its page) or wait for it to end"
+            ),
+            code: None,
+            not_running: None,
+        }
+        .into_response();
+    };
+    let turn = match crate::api::read_turn(&ctx.reads, crate::api::READ_WAIT).await {
+        Ok(t) => t,
+        Err(f) => return f.into_response(),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(QUEUE);
+    tokio::task::spawn_blocking(move || {
+        let _held = (running, turn);
+        let deadline = Instant::now() + TIME_LIMIT;
+        let mut read = |i: usize, offset: i64, max: usize| {
+            logs[i]
+                .read(offset, max, true)
+                .map(|r| r.records)
+                .map_err(|e| e.to_string())
+        };
+        let mut emit = |ev: Event| deliver(&tx, ev.frame());
+        scan(&plan, &mut read, deadline, &mut emit);
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Hands one framed event to the response; false when the client is gone (or has not read for
+/// [`STALL_LIMIT`]), which ends the scan.
+fn deliver(tx: &tokio::sync::mpsc::Sender<Bytes>, mut frame: Bytes) -> bool {
+    let stalled_since = Instant::now();
+    loop {
+        match tx.try_send(frame) {
+            Ok(()) => return true,
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(f)) => {
+                if stalled_since.elapsed() > STALL_LIMIT {
+                    return false;
+                }
+                frame = f;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// Whether `hay` contains `needle` (already lower-cased when `ignore_case`; ASCII case folding only).
+pub(crate) fn contains(hay: &[u8], needle: &[u8], ignore_case: bool) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    if needle.len() > hay.len() {
+        return false;
+    }
+    let first = needle[0];
+    let last_start = hay.len() - needle.len();
+    let mut i = 0;
+    while i <= last_start {
+        // Skip to the next position whose first byte can start a match.
+        let pos = hay[i..=last_start].iter().position(|&b| {
+            if ignore_case {
+                b.to_ascii_lowercase() == first
+            } else {
+                b == first
+            }
+        });
+        let Some(p) = pos else { return false };
+        let at = i + p;
+        let w = &hay[at..at + needle.len()];
+        if if ignore_case {
+            w.eq_ignore_ascii_case(needle)
+        } else {
+            w == needle
+        } {
+            return true;
+        }
+        i = at + 1;
+    }
+    false
+}
+
+fn matches(plan: &Plan, r: &kafka_protocol::records::Record) -> bool {
+    let m = |b: Option<&[u8]>| b.is_some_and(|b| contains(b, &plan.needle, plan.ignore_case));
+    let key = || m(r.key.as_deref());
+    let value = || m(r.value.as_deref());
+    let headers = || {
+        r.headers
+            .iter()
+            .any(|(k, v)| m(Some(k.as_bytes())) || m(v.as_deref()))
+    };
+    match plan.field {
+        Field::Any => key() || value() || headers(),
+        Field::Key => key(),
+        Field::Value => value(),
+        Field::Headers => headers(),
+    }
+}
+
+/// The offset after the record batch at the start of `bytes` (its base offset plus its last offset delta, plus
+/// one), read from the batch header; `None` when `bytes` is too short to hold one.
+fn batch_end(bytes: &[u8]) -> Option<i64> {
+    let base = i64::from_be_bytes(bytes.get(0..8)?.try_into().ok()?);
+    let last_delta = i32::from_be_bytes(bytes.get(23..27)?.try_into().ok()?);
+    Some(base.saturating_add(last_delta as i64).saturating_add(1))
+}
+
+/// Scans `plan`'s ranges in partition order, reading with `read(range index, offset, max bytes)` and delivering
+/// events with `emit` (false: stop at once, the client is gone). Ends with one `done` or `error` event unless
+/// stopped.
+pub(crate) fn scan(
+    plan: &Plan,
+    read: &mut dyn FnMut(usize, i64, usize) -> Result<Bytes, String>,
+    deadline: Instant,
+    emit: &mut dyn FnMut(Event) -> bool,
+) {
+    let total: i64 = plan.ranges.iter().map(|r| r.to - r.from).sum();
+    let (mut scanned, mut bytes_read, mut found) = (0u64, 0u64, 0usize);
+    let mut last_progress = Instant::now();
+    let done = |reason: &str, next: Option<(i32, i64)>, scanned: u64, bytes: u64, found: usize| {
+        Event::Done(json!({
+            "reason": reason, "scanned": scanned, "bytes": bytes, "matches": found, "total": total,
+            "next": next.map(|(p, o)| json!({"partition": p, "offset": o})),
+            "skipped_partitions": plan.skipped,
+        }))
+    };
+    if !emit(Event::Progress(json!({
+        "scanned": 0, "bytes": 0, "total": total,
+        "partition": plan.ranges.first().map(|r| r.partition), "offset": plan.ranges.first().map(|r| r.from),
+    }))) {
+        return;
+    }
+    for (i, range) in plan.ranges.iter().enumerate() {
+        let mut next = range.from;
+        while next < range.to {
+            let bound = if scanned >= plan.max_records {
+                Some("max_records")
+            } else if Instant::now() >= deadline {
+                Some("time_limit")
+            } else {
+                None
+            };
+            if let Some(reason) = bound {
+                emit(done(
+                    reason,
+                    Some((range.partition, next)),
+                    scanned,
+                    bytes_read,
+                    found,
+                ));
+                return;
+            }
+            let mut chunk = match read(i, next, READ_CHUNK) {
+                Ok(b) => b,
+                Err(e) => {
+                    emit(Event::Error(json!({
+                        "error": format!("cannot read partition {} at offset {next}: {e}", range.partition),
+                    })));
+                    return;
+                }
+            };
+            if chunk.is_empty() {
+                break;
+            }
+            bytes_read += chunk.len() as u64;
+            let before = next;
+            while !chunk.is_empty() {
+                let end_of_batch = batch_end(&chunk);
+                let set = match fjord_log::decode_records_bounded(&mut chunk) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        emit(Event::Error(json!({
+                            "error": format!("a batch of partition {} at offset {next} cannot be decoded: {e}", range.partition),
+                        })));
+                        return;
+                    }
+                };
+                for r in &set.records {
+                    if r.offset < next || r.offset >= range.to {
+                        continue;
+                    }
+                    next = r.offset + 1;
+                    if r.control {
+                        continue;
+                    }
+                    scanned += 1;
+                    let in_time = plan.from_time.is_none_or(|t| r.timestamp >= t)
+                        && plan.to_time.is_none_or(|t| r.timestamp <= t);
+                    if in_time && matches(plan, r) {
+                        let mut budget = MAX_RESPONSE_BYTES / MAX_MESSAGES;
+                        let mut m = message_json(r, &mut budget);
+                        m["partition"] = json!(range.partition);
+                        if !emit(Event::Match(m)) {
+                            return;
+                        }
+                        found += 1;
+                        if found >= plan.limit {
+                            let resume = (next < range.to)
+                                .then_some((range.partition, next))
+                                .or_else(|| plan.ranges.get(i + 1).map(|r| (r.partition, r.from)));
+                            emit(done("limit", resume, scanned, bytes_read, found));
+                            return;
+                        }
+                    }
+                    if scanned >= plan.max_records {
+                        break;
+                    }
+                    if last_progress.elapsed() >= PROGRESS_EVERY {
+                        last_progress = Instant::now();
+                        if !emit(Event::Progress(json!({
+                            "scanned": scanned, "bytes": bytes_read, "total": total,
+                            "partition": range.partition, "offset": next,
+                        }))) {
+                            return;
+                        }
+                    }
+                }
+                if scanned >= plan.max_records {
+                    break;
+                }
+                // A batch whose records were all removed (compaction) still moves the scan past its offsets.
+                if let Some(e) = end_of_batch {
+                    if e > next && e <= range.to && set.records.iter().all(|r| r.offset < e) {
+                        next = next.max(e);
+                    }
+                }
+            }
+            if next == before {
+                break;
+            }
+        }
+    }
+    emit(done("end", None, scanned, bytes_read, found));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    fn batch(base: i64, values: &[&str]) -> Bytes {
+        let records: Vec<Record> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: base + i as i64,
+                sequence: -1,
+                timestamp: 1000 + base + i as i64,
+                key: Some(Bytes::from(format!("k{}", base + i as i64))),
+                value: Some(Bytes::from(v.to_string())),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut out = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut out,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        out.freeze()
+    }
+
+    /// One partition of `n` records in batches of 10: value "v{offset}", and "needle" in every 7th.
+    fn log(n: i64) -> Vec<(i64, Bytes)> {
+        (0..n)
+            .step_by(10)
+            .map(|base| {
+                let values: Vec<String> = (base..(base + 10).min(n))
+                    .map(|o| {
+                        if o % 7 == 3 {
+                            format!("a NeEdLe {o}")
+                        } else {
+                            format!("v{o}")
+                        }
+                    })
+                    .collect();
+                let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+                (base, batch(base, &refs))
+            })
+            .collect()
+    }
+
+    /// Reads whole batches from the one holding `offset`, as the partition does (one batch per read here).
+    fn reader(
+        batches: &[(i64, Bytes)],
+    ) -> impl FnMut(usize, i64, usize) -> Result<Bytes, String> + '_ {
+        move |_, offset, _| {
+            Ok(batches
+                .iter()
+                .rev()
+                .find(|(base, _)| *base <= offset)
+                .map(|(_, b)| b.clone())
+                .unwrap_or_default())
+        }
+    }
+
+    fn plan(needle: &str, ignore_case: bool, from: i64, to: i64, limit: usize, max: u64) -> Plan {
+        Plan {
+            ranges: vec![Range {
+                partition: 0,
+                from,
+                to,
+            }],
+            skipped: vec![],
+            needle: if ignore_case {
+                needle.to_ascii_lowercase()
+            } else {
+                needle.to_string()
+            }
+            .into_bytes(),
+            ignore_case,
+            field: Field::Value,
+            from_time: None,
+            to_time: None,
+            limit,
+            max_records: max,
+        }
+    }
+
+    fn run(plan: &Plan, batches: &[(i64, Bytes)], stop_after: usize) -> Vec<Event> {
+        let mut events = Vec::new();
+        let mut read = reader(batches);
+        let far = Instant::now() + Duration::from_secs(60);
+        scan(plan, &mut read, far, &mut |e| {
+            events.push(e);
+            events.len() < stop_after
+        });
+        events
+    }
+
+    fn match_offsets(events: &[Event]) -> Vec<i64> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Match(m) => m["offset"].as_i64(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn done(events: &[Event]) -> &Value {
+        match events.last() {
+            Some(Event::Done(v)) => v,
+            other => panic!("the last event is not done: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn finds_every_match_in_the_range_and_counts_what_it_scanned() {
+        let batches = log(100);
+        let events = run(
+            &plan("needle", true, 5, 60, 100, 1000),
+            &batches,
+            usize::MAX,
+        );
+        let want: Vec<i64> = (5..60).filter(|o| o % 7 == 3).collect();
+        assert_eq!(match_offsets(&events), want);
+        let d = done(&events);
+        assert_eq!(d["reason"], "end");
+        assert_eq!(d["scanned"], 55);
+        assert_eq!(d["matches"], want.len());
+        // Case matters unless told otherwise.
+        let events = run(
+            &plan("needle", false, 0, 100, 100, 1000),
+            &batches,
+            usize::MAX,
+        );
+        assert_eq!(match_offsets(&events), Vec::<i64>::new());
+        let events = run(
+            &plan("NeEdLe 38", false, 0, 100, 100, 1000),
+            &batches,
+            usize::MAX,
+        );
+        assert_eq!(match_offsets(&events), vec![38]);
+    }
+
+    #[test]
+    fn stops_at_the_limit_and_says_where_to_resume() {
+        let batches = log(100);
+        let events = run(&plan("needle", true, 0, 100, 3, 1000), &batches, usize::MAX);
+        assert_eq!(match_offsets(&events), vec![3, 10, 17]);
+        let d = done(&events);
+        assert_eq!(d["reason"], "limit");
+        assert_eq!(d["next"], json!({"partition": 0, "offset": 18}));
+    }
+
+    #[test]
+    fn reads_no_more_than_max_records() {
+        let batches = log(100);
+        let events = run(&plan("needle", true, 0, 100, 100, 25), &batches, usize::MAX);
+        assert_eq!(match_offsets(&events), vec![3, 10, 17, 24]);
+        let d = done(&events);
+        assert_eq!(d["reason"], "max_records");
+        assert_eq!(d["scanned"], 25);
+        assert_eq!(d["next"], json!({"partition": 0, "offset": 25}));
+    }
+
+    #[test]
+    fn a_client_that_goes_away_stops_the_scan_at_once() {
+        let batches = log(1000);
+        let mut read_calls = 0;
+        let mut inner = reader(&batches);
+        let mut read = |i: usize, o: i64, m: usize| {
+            read_calls += 1;
+            inner(i, o, m)
+        };
+        let mut events = 0;
+        let far = Instant::now() + Duration::from_secs(60);
+        // The first progress event and the first match are delivered; the second match is not: stop.
+        scan(
+            &plan("needle", true, 0, 1000, 100, 100_000),
+            &mut read,
+            far,
+            &mut |_| {
+                events += 1;
+                events < 3
+            },
+        );
+        assert_eq!(events, 3);
+        assert_eq!(read_calls, 2, "the scan read on after its client was gone");
+    }
+
+    #[test]
+    fn a_passed_deadline_ends_the_scan_with_time_limit() {
+        let batches = log(100);
+        let mut read = reader(&batches);
+        let mut events = Vec::new();
+        scan(
+            &plan("needle", true, 0, 100, 100, 1000),
+            &mut read,
+            Instant::now(),
+            &mut |e| {
+                events.push(e);
+                true
+            },
+        );
+        assert_eq!(done(&events)["reason"], "time_limit");
+        assert_eq!(done(&events)["scanned"], 0);
+    }
+
+    #[test]
+    fn undecodable_bytes_are_an_error_event_not_a_panic() {
+        let mut read = |_: usize, _: i64, _: usize| Ok(Bytes::from_static(&[0u8; 70]));
+        let mut events = Vec::new();
+        let far = Instant::now() + Duration::from_secs(60);
+        scan(&plan("x", false, 0, 10, 10, 10), &mut read, far, &mut |e| {
+            events.push(e);
+            true
+        });
+        assert!(matches!(events.last(), Some(Event::Error(_))), "{events:?}");
+    }
+
+    #[test]
+    fn substring_search_with_and_without_case() {
+        assert!(contains(b"hello world", b"o w", false));
+        assert!(contains(b"hello", b"hello", false));
+        assert!(!contains(b"hell", b"hello", false));
+        assert!(contains(b"HeLLo", b"llo", true));
+        assert!(!contains(b"HeLLo", b"llo", false));
+        assert!(contains(b"aaab", b"aab", false));
+        assert!(contains(b"", b"", false));
+        assert!(!contains(b"", b"a", true));
+    }
+}
