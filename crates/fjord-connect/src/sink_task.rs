@@ -143,7 +143,12 @@ pub fn subscribe(ctx: &TaskContext) -> Result<(Arc<StreamConsumer>, Vec<String>,
             "client.id",
             format!("connector-consumer-{}-0", ctx.connector),
         )
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        // librdkafka stops fetching once queued.min.messages (100,000) are queued, then waits
+        // fetch.queue.backoff.ms (1 s) before fetching again: a sink that drains its queue faster would sit
+        // idle for the rest of that second. The worker's `consumer.*` settings still override both.
+        .set("queued.min.messages", "500000")
+        .set("fetch.queue.backoff.ms", "1");
     for (k, v) in &ctx.client_overrides {
         client.set(k, v);
     }

@@ -1901,6 +1901,10 @@ fn run_persistent(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", &cfg.reset)
         .set("session.timeout.ms", "10000")
+        // Without these librdkafka pauses fetching for 1 s (fetch.queue.backoff.ms) whenever 100,000
+        // records are queued, and a query that drains them faster sits idle.
+        .set("queued.min.messages", "500000")
+        .set("fetch.queue.backoff.ms", "1")
         .create()
         .map_err(|e| format!("cannot create a consumer: {e}"))?;
     let failed = Arc::new(Mutex::new(None));
