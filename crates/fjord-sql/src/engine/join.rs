@@ -543,6 +543,7 @@ fn builder(
 pub fn start(
     query_id: &str,
     bootstrap: &str,
+    exactly_once: bool,
     plan: JoinPlan,
     sink: &SourceDef,
     stop: Arc<AtomicBool>,
@@ -560,6 +561,7 @@ pub fn start(
     supervise(
         query_id,
         bootstrap,
+        exactly_once,
         topology,
         Arc::new(Mutex::new(None)),
         stop,
