@@ -2197,3 +2197,110 @@ fn exactly_once_queries_killed_mid_stream_leave_no_duplicates_for_read_committed
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// LEFT, RIGHT and FULL OUTER joins of two streams WITHIN a window, against a reference computed here from the
+/// same generated input: pairs within the window come at once; a record without a partner comes with the
+/// other side's NULLs only once its window and grace period have passed (none before), as ksqlDB does since
+/// 0.25.
+#[test]
+fn outer_stream_stream_joins_emit_unmatched_records_once_their_window_closes() {
+    let dir = temp_dir();
+    let p = start(&dir.path().join("data"));
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM ls (id STRING KEY, lv INT) WITH (kafka_topic='ls', value_format='JSON', partitions=1); \
+         CREATE STREAM rs (id STRING KEY, rv INT) WITH (kafka_topic='rs', value_format='JSON', partitions=1);",
+    );
+    let kinds = [("LJ", "LEFT"), ("RJ", "RIGHT"), ("FJ", "FULL OUTER")];
+    for (name, kind) in kinds {
+        ksql_ok(
+            &p.sql,
+            &format!(
+                "CREATE STREAM {name} AS SELECT l.id AS id, l.lv, r.rv FROM ls l {kind} JOIN rs r \
+                 WITHIN 1 MINUTE GRACE PERIOD 1 HOUR ON l.id = r.id EMIT CHANGES;"
+            ),
+        );
+    }
+    // 50 records a side over 6 keys within 10 minutes: no window closes before the last one (1 minute + 1 hour).
+    let t = an_hour_ago() - 3 * 3_600_000;
+    let mut seed = 7u64;
+    let mut next = |m: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % m
+    };
+    let side = |next: &mut dyn FnMut(u64) -> u64| -> Vec<(String, i64, i64)> {
+        (0..50)
+            .map(|i| (format!("k{}", next(6)), i, t + next(600) as i64 * 1000))
+            .collect()
+    };
+    let left = side(&mut next);
+    let right: Vec<_> = side(&mut next)
+        .into_iter()
+        .map(|(k, v, ts)| (k, v + 100, ts))
+        .collect();
+    let near = |a: i64, b: i64| (a - b).abs() <= 60_000;
+    let mut pairs = Vec::new();
+    for (lk, lv, lt) in &left {
+        for (rk, rv, rt) in &right {
+            if lk == rk && near(*lt, *rt) {
+                pairs.push((lk.clone(), json!({"LV": lv, "RV": rv})));
+            }
+        }
+    }
+    let lonely_left: Vec<(String, Value)> = left
+        .iter()
+        .filter(|(k, _, ts)| !right.iter().any(|(rk, _, rt)| rk == k && near(*ts, *rt)))
+        .map(|(k, v, _)| (k.clone(), json!({"LV": v, "RV": null})))
+        .collect();
+    let lonely_right: Vec<(String, Value)> = right
+        .iter()
+        .filter(|(k, _, ts)| !left.iter().any(|(lk, _, lt)| lk == k && near(*ts, *lt)))
+        .map(|(k, v, _)| (k.clone(), json!({"LV": null, "RV": v})))
+        .collect();
+    assert!(
+        !pairs.is_empty() && !lonely_left.is_empty() && !lonely_right.is_empty(),
+        "the generated input lacks a case"
+    );
+    let insert = |stream: &str, col: &str, rows: &[(String, i64, i64)]| {
+        let sql: String = rows
+            .iter()
+            .map(|(k, v, ts)| {
+                format!("INSERT INTO {stream} (id, {col}, ROWTIME) VALUES ('{k}', {v}, {ts});\n")
+            })
+            .collect();
+        ksql_ok(&p.sql, &sql);
+    };
+    insert("ls", "lv", &left);
+    insert("rs", "rv", &right);
+    let names: Vec<&str> = kinds.iter().map(|(n, _)| *n).collect();
+    await_read(&p.sql, &names, 100);
+    // Every window is still open: only the pairs so far, no row with NULLs.
+    std::thread::sleep(Duration::from_secs(2));
+    for name in &names {
+        assert_eq!(
+            read_json(&p.kafka, name, pairs.len()),
+            sorted(pairs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect()),
+            "{name} before the windows closed"
+        );
+    }
+    // Two records (a pair) three hours later move stream time past every window's close.
+    let late = t + 3 * 3_600_000;
+    insert("ls", "lv", &[("zz".to_string(), 1, late)]);
+    insert("rs", "rv", &[("zz".to_string(), 2, late)]);
+    let mut base = pairs.clone();
+    base.push(("zz".to_string(), json!({"LV": 1, "RV": 2})));
+    for (name, kind) in kinds {
+        let mut want = base.clone();
+        if kind != "RIGHT" {
+            want.extend(lonely_left.iter().cloned());
+        }
+        if kind != "LEFT" {
+            want.extend(lonely_right.iter().cloned());
+        }
+        want.sort_by_key(|(k, v)| (k.clone(), v.to_string()));
+        await_written(&p.sql, name, want.len() as u64);
+        assert_eq!(read_json(&p.kafka, name, want.len()), want, "{name}");
+    }
+}
