@@ -77,6 +77,19 @@ pub struct QueryDef {
     /// Where its group started when it had no committed offsets (`auto.offset.reset` at creation).
     #[serde(default)]
     pub reset: Option<String>,
+    /// Its processing guarantee (`at_least_once` or `exactly_once_v2`), chosen at creation (`SET
+    /// 'processing.guarantee'`, else the server's); none (written before it was kept): at least once.
+    #[serde(default)]
+    pub guarantee: Option<String>,
+}
+
+impl QueryDef {
+    /// Whether the query runs exactly once (its outputs and input offsets commit in one transaction).
+    pub fn exactly_once(&self) -> bool {
+        self.guarantee
+            .as_deref()
+            .is_some_and(|g| crate::engine::parse_guarantee(g).unwrap_or(false))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -50,6 +50,9 @@ pub struct EngineConfig {
     /// How long a push query waits for its client to take a row before it ends (a client that stops reading
     /// must not hold a thread, a consumer and a slot for ever). [`DEFAULT_PUSH_STALL`] by default.
     pub push_stall: Duration,
+    /// The processing guarantee of a persistent query that does not ask for one (ksqlDB's server setting
+    /// `ksql.streams.processing.guarantee`): false, at least once (the default); true, exactly once.
+    pub exactly_once: bool,
 }
 
 /// How long a push query waits at most for a client that does not read its rows.
@@ -62,6 +65,7 @@ impl EngineConfig {
             command_topic: command_topic.to_string(),
             registry_url: None,
             push_stall: DEFAULT_PUSH_STALL,
+            exactly_once: false,
         }
     }
 }
@@ -84,6 +88,69 @@ pub struct QueryStats {
     pub last_error: Mutex<Option<String>>,
     /// Records of a windowed aggregation that arrived after their windows closed (grace passed): dropped.
     pub late_records: AtomicU64,
+    /// Why the query's task stopped, while it is failing (ksqlDB's ERROR state): set when the task fails, cleared
+    /// once a restarted task makes progress again (a commit, or [`HEALTHY_AFTER`] up with nothing to do).
+    pub failure: Mutex<Option<String>>,
+    /// ksqlDB's query error queue: the latest failures (epoch milliseconds, message), at most
+    /// [`ERROR_QUEUE`], oldest first.
+    pub error_queue: Mutex<std::collections::VecDeque<(i64, String)>>,
+    /// How often the task was restarted after a failure.
+    pub restarts: AtomicU64,
+}
+
+/// How many failures a query's error queue keeps (ksqlDB's `ksql.query.error.max.queue.size`, 10).
+const ERROR_QUEUE: usize = 10;
+
+/// How long a restarted task that has read nothing must stay up before its query counts as RUNNING again.
+pub(crate) const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+
+/// The longest pause between restarts of a failing query (the pause doubles from 1 s per failure in a row,
+/// as ksqlDB's `ksql.query.retry.backoff.*` does from 15 s to 15 min).
+const MAX_RESTART_PAUSE: Duration = Duration::from_secs(30);
+
+impl QueryStats {
+    /// Records that the query's task stopped with `error`: the query is in ERROR until it recovers.
+    pub(crate) fn failed(&self, error: String) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        {
+            let mut q = self.error_queue.lock().expect("stats");
+            if q.len() >= ERROR_QUEUE {
+                q.pop_front();
+            }
+            q.push_back((now, error.clone()));
+        }
+        *self.last_error.lock().expect("stats") = Some(error.clone());
+        *self.failure.lock().expect("stats") = Some(error);
+    }
+
+    /// Records that a restarted task made progress: the query is RUNNING again.
+    pub(crate) fn recovered(&self, query: &str) {
+        if let Some(e) = self.failure.lock().expect("stats").take() {
+            tracing::info!(query, previous_error = %e, "the query runs again");
+        }
+    }
+
+    pub(crate) fn failing(&self) -> bool {
+        self.failure.lock().expect("stats").is_some()
+    }
+
+    /// Waits before restarting a failed task: 1 s, doubling per failure in a row (`streak`, from 1) up to
+    /// [`MAX_RESTART_PAUSE`]; a stop request ends the wait.
+    pub(crate) fn restart_pause(&self, streak: u32, stop: &AtomicBool) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+        let pause = Duration::from_secs(1)
+            .saturating_mul(1 << streak.saturating_sub(1).min(6))
+            .min(MAX_RESTART_PAUSE);
+        let deadline = std::time::Instant::now() + pause;
+        while std::time::Instant::now() < deadline {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 struct State {
@@ -160,6 +227,31 @@ fn props_reset(props: &Props) -> Result<String> {
             "auto.offset.reset '{other}': expected 'earliest' or 'latest'"
         ))),
     }
+}
+
+/// The processing guarantee names ksqlDB takes (`exactly_once` is the deprecated spelling of `exactly_once_v2`).
+pub const EXACTLY_ONCE: &str = "exactly_once_v2";
+pub const AT_LEAST_ONCE: &str = "at_least_once";
+
+/// Reads a processing guarantee: true for exactly once.
+pub fn parse_guarantee(v: &str) -> Result<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        AT_LEAST_ONCE => Ok(false),
+        EXACTLY_ONCE | "exactly_once" | "exactly_once_beta" => Ok(true),
+        other => Err(SqlError::semantic(format!(
+            "processing.guarantee '{other}': expected '{AT_LEAST_ONCE}' or '{EXACTLY_ONCE}'"
+        ))),
+    }
+}
+
+/// The processing guarantee a request asks for (`SET 'processing.guarantee'='exactly_once_v2';`, or ksqlDB's
+/// `ksql.streams.processing.guarantee`), `None` when it asks for none.
+fn props_guarantee(props: &Props) -> Result<Option<bool>> {
+    props
+        .get("processing.guarantee")
+        .or_else(|| props.get("ksql.streams.processing.guarantee"))
+        .map(|v| parse_guarantee(v))
+        .transpose()
 }
 
 impl Engine {
@@ -427,7 +519,10 @@ impl Engine {
         match &parsed.statement {
             Statement::Set { name, value } => {
                 props.insert(name.clone(), value.clone());
-                props_reset(props)?;
+                if let Err(e) = props_reset(props).and_then(|_| props_guarantee(props)) {
+                    props.remove(name);
+                    return Err(e);
+                }
                 Ok(json!({"@type": "currentStatus", "statementText": text, "commandStatus": {"status": "SUCCESS", "message": format!("Successfully changed local property '{name}' to '{value}'.")}}))
             }
             Statement::Unset { name } => {
@@ -458,10 +553,10 @@ impl Engine {
                     .all()
                     .filter_map(|s| s.query.as_ref().map(|q| (s, q)))
                     .map(|(s, q)| {
-                        let state = if st.running.contains_key(&q.id) { "RUNNING" } else if q.running { "ERROR" } else { "TERMINATED" };
+                        let (state, reason) = query_state(&st, q);
                         let mut row = json!({"queryString": q.sql, "sinks": [s.name], "sinkKafkaTopics": [s.topic], "id": q.id, "queryType": "PERSISTENT", "state": state, "statusCount": {state: 1}});
                         if state == "ERROR" {
-                            row["reason"] = json!(st.start_errors.get(&q.id));
+                            row["reason"] = json!(reason);
                         }
                         row
                     })
@@ -666,7 +761,13 @@ impl Engine {
                 f
             })
             .collect();
-        let write: Vec<J> = s.query.iter().map(|q| json!({"id": q.id, "queryString": q.sql, "state": if q.running {"RUNNING"} else {"TERMINATED"}})).collect();
+        let write: Vec<J> = {
+            let st = self.state.lock().expect("engine state");
+            s.query
+                .iter()
+                .map(|q| json!({"id": q.id, "queryString": q.sql, "state": query_state(&st, q).0}))
+                .collect()
+        };
         let read: Vec<J> = cat
             .readers_of(&s.name)
             .into_iter()
@@ -688,28 +789,35 @@ impl Engine {
             Some(r) => {
                 json!({"recordsIn": r.stats.records_in.load(Ordering::Relaxed), "recordsOut": r.stats.records_out.load(Ordering::Relaxed),
                 "lateRecordsDropped": r.stats.late_records.load(Ordering::Relaxed),
-                "processingErrors": r.stats.errors.load(Ordering::Relaxed), "lastError": r.stats.last_error.lock().expect("stats").clone()})
+                "processingErrors": r.stats.errors.load(Ordering::Relaxed), "lastError": r.stats.last_error.lock().expect("stats").clone(),
+                "restarts": r.stats.restarts.load(Ordering::Relaxed)})
             }
             None => J::Null,
         }
     }
 
     fn query_description(&self, s: &SourceDef, q: &QueryDef) -> J {
-        let (state, start_error) = {
+        // ksqlDB's queryErrors: the failures that stopped the query (its error queue, oldest first), or why it
+        // could not start.
+        let (state, errors) = {
             let st = self.state.lock().expect("engine state");
-            if st.running.contains_key(&q.id) {
-                ("RUNNING", None)
-            } else if q.running {
-                ("ERROR", st.start_errors.get(&q.id).cloned())
-            } else {
-                ("TERMINATED", None)
-            }
+            let (state, reason) = query_state(&st, q);
+            let errors: Vec<J> = match st.running.get(&q.id) {
+                Some(r) => r
+                    .stats
+                    .error_queue
+                    .lock()
+                    .expect("stats")
+                    .iter()
+                    .map(|(t, m)| json!({"type": "UNKNOWN", "errorMessage": m, "timestamp": t}))
+                    .collect(),
+                None => reason
+                    .into_iter()
+                    .map(|m| json!({"type": "UNKNOWN", "errorMessage": m}))
+                    .collect(),
+            };
+            (state, errors)
         };
-        // ksqlDB's queryErrors: why an ERROR query is not running.
-        let errors: Vec<J> = start_error
-            .into_iter()
-            .map(|m| json!({"type": "UNKNOWN", "errorMessage": m}))
-            .collect();
         let plan = parse_statement(&q.sql)
             .ok()
             .and_then(|p| match p.statement {
@@ -723,7 +831,8 @@ impl Engine {
             "consumerGroupId": format!("_fjord_sql_{}", q.id),
             "sources": plan.as_ref().map(source_names).unwrap_or_default(),
             "fields": s.columns.iter().map(|c| json!({"name": c.name, "schema": {"type": c.ty.to_string()}})).collect::<Vec<_>>(),
-            "executionPlan": plan.as_ref().map(plan_text).unwrap_or_default(), "statistics": self.stats_json(&q.id), "queryErrors": errors})
+            "executionPlan": plan.as_ref().map(plan_text).unwrap_or_default(), "statistics": self.stats_json(&q.id), "queryErrors": errors,
+            "overriddenProperties": {"processing.guarantee": if q.exactly_once() { EXACTLY_ONCE } else { AT_LEAST_ONCE }}})
     }
 
     async fn create_source(&self, parsed: &Parsed) -> Result<J> {
@@ -1178,6 +1287,14 @@ impl Engine {
                 sql: parsed.text.clone(),
                 running: true,
                 reset: Some(props_reset(props)?),
+                guarantee: Some(
+                    if props_guarantee(props)?.unwrap_or(self.cfg.exactly_once) {
+                        EXACTLY_ONCE
+                    } else {
+                        AT_LEAST_ONCE
+                    }
+                    .to_string(),
+                ),
             }),
         };
         self.write_command(&def.name, Some(&def)).await?;
@@ -1300,6 +1417,7 @@ impl Engine {
             let (table, thread) = stateful::start(
                 &q.id,
                 &self.cfg.bootstrap,
+                q.exactly_once(),
                 agg,
                 def,
                 stop.clone(),
@@ -1325,6 +1443,7 @@ impl Engine {
             let thread = join::start(
                 &q.id,
                 &self.cfg.bootstrap,
+                q.exactly_once(),
                 join::JoinPlan::new(&plan)?,
                 def,
                 stop.clone(),
@@ -1349,24 +1468,23 @@ impl Engine {
             reset: reset.to_string(),
             sink: def.clone(),
             plan,
+            exactly_once: q.exactly_once(),
         };
         let (s2, st2) = (stop.clone(), stats.clone());
         let id = q.id.clone();
         let thread = std::thread::Builder::new()
             .name(format!("sql-{}", q.id))
             .spawn(move || {
-                // A failure (the cluster went away, a write was refused) restarts the loop from the committed
-                // offsets after a pause, so nothing uncommitted is lost and nothing is skipped.
+                // A failure (the cluster went away, a write was refused) puts the query in ERROR and restarts
+                // the loop from the committed offsets after a pause, so nothing uncommitted is lost and nothing
+                // is skipped; it is RUNNING again once the restarted loop makes progress.
+                let mut streak = 0;
                 while !s2.load(Ordering::SeqCst) {
-                    if let Err(e) = run_persistent(&cfg, &s2, &st2) {
+                    if let Err(e) = run_persistent(&cfg, &id, &s2, &st2) {
                         tracing::warn!(query = id, error = %e, "persistent query failed; restarting from its committed offsets");
-                        *st2.last_error.lock().expect("stats") = Some(e);
-                        for _ in 0..20 {
-                            if s2.load(Ordering::SeqCst) {
-                                break;
-                            }
-                            std::thread::sleep(Duration::from_millis(100));
-                        }
+                        streak = if st2.failing() { streak + 1 } else { 1 };
+                        st2.failed(e);
+                        st2.restart_pause(streak, &s2);
                     }
                 }
             })
@@ -1871,6 +1989,8 @@ struct RunConfig {
     reset: String,
     sink: SourceDef,
     plan: SelectPlan,
+    /// Each batch's output and input offsets commit in one transaction.
+    exactly_once: bool,
 }
 
 /// Evaluates filter and projection on a decoded row: `None` when the filter drops it.
@@ -1887,14 +2007,31 @@ fn apply(plan: &SelectPlan, row: &[Value]) -> std::result::Result<Option<Vec<Val
         .map(Some)
 }
 
+/// A persistent query's state as ksqlDB shows it, and why when it is ERROR: RUNNING while its task runs,
+/// ERROR while the task is failing (restarted with a pause until it makes progress) or could not start,
+/// TERMINATED once stopped.
+fn query_state(st: &State, q: &QueryDef) -> (&'static str, Option<String>) {
+    match st.running.get(&q.id) {
+        Some(r) => match r.stats.failure.lock().expect("stats").clone() {
+            Some(e) => ("ERROR", Some(e)),
+            None => ("RUNNING", None),
+        },
+        None if q.running => ("ERROR", st.start_errors.get(&q.id).cloned()),
+        None => ("TERMINATED", None),
+    }
+}
+
 /// Records read per batch before the batch's output is flushed and its offsets committed.
 const BATCH: usize = 1000;
 
 fn run_persistent(
     cfg: &RunConfig,
+    query_id: &str,
     stop: &AtomicBool,
     stats: &QueryStats,
 ) -> std::result::Result<(), String> {
+    let started = std::time::Instant::now();
+    let mut read_any = false;
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.bootstrap)
         .set("group.id", &cfg.group)
@@ -1908,15 +2045,30 @@ fn run_persistent(
         .create()
         .map_err(|e| format!("cannot create a consumer: {e}"))?;
     let failed = Arc::new(Mutex::new(None));
-    let producer: ThreadedProducer<DeliveryCheck> = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.bootstrap)
+    let mut pc = ClientConfig::new();
+    pc.set("bootstrap.servers", &cfg.bootstrap)
         .set("enable.idempotence", "true")
         .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5")
+        .set("linger.ms", "5");
+    if cfg.exactly_once {
+        // One stable transactional id per query: a restarted query (also after a kill -9) fences its
+        // predecessor and aborts the transaction it left open, so read_committed readers never see its output.
+        pc.set("transactional.id", format!("{}-sql", cfg.group))
+            .set("transaction.timeout.ms", "60000")
+            .set("message.timeout.ms", "60000");
+    }
+    let producer: ThreadedProducer<DeliveryCheck> = pc
         .create_with_context(DeliveryCheck {
             failed: failed.clone(),
         })
         .map_err(|e| format!("cannot create a producer: {e}"))?;
+    if cfg.exactly_once {
+        producer
+            .init_transactions(TIMEOUT)
+            .map_err(|e| format!("cannot start the query's transactions: {e}"))?;
+    }
+    // Exactly once: whether this batch's transaction is open.
+    let mut in_txn = false;
     let source = &cfg.plan.source;
     consumer
         .subscribe(&[&source.topic])
@@ -1937,6 +2089,13 @@ fn run_persistent(
                 None => break,
                 Some(Err(e)) => return Err(format!("consuming {} failed: {e}", source.topic)),
                 Some(Ok(m)) => {
+                    read_any = true;
+                    if cfg.exactly_once && !in_txn {
+                        producer
+                            .begin_transaction()
+                            .map_err(|e| format!("cannot begin a transaction: {e}"))?;
+                        in_txn = true;
+                    }
                     // A record whose schema the registry cannot be asked about now is not a bad record: stop
                     // before it (nothing from it on is committed) and restart from the committed offsets.
                     format::registry_reachable(source, m.key(), m.payload()).map_err(|e| {
@@ -2033,6 +2192,37 @@ fn run_persistent(
             }
         }
         if offsets.is_empty() {
+            // A restarted query with nothing to read (and so nothing to fail on) runs again.
+            if !read_any && started.elapsed() >= HEALTHY_AFTER && stats.failing() {
+                stats.recovered(query_id);
+            }
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in offsets {
+            tpl.add_partition_offset(&source.topic, p, Offset::Offset(o + 1))
+                .map_err(|e| e.to_string())?;
+        }
+        if cfg.exactly_once {
+            // The batch's output and its input offsets commit together, or not at all (an error aborts the
+            // transaction: the restarted query reads the batch again from the committed offsets).
+            let gm = consumer
+                .group_metadata()
+                .ok_or("no consumer group metadata to commit the offsets with")?;
+            producer
+                .send_offsets_to_transaction(&tpl, &gm, TIMEOUT)
+                .map_err(|e| format!("cannot add the input offsets to the transaction: {e}"))?;
+            producer.commit_transaction(TIMEOUT).map_err(|e| {
+                format!(
+                    "committing the transaction to {} failed: {e}",
+                    cfg.sink.topic
+                )
+            })?;
+            in_txn = false;
+            if let Some(e) = failed.lock().expect("delivery check").take() {
+                return Err(format!("writing to {} failed: {e}", cfg.sink.topic));
+            }
+            stats.recovered(query_id);
             continue;
         }
         // At-least-once: the offsets are committed only once every output record of the batch is acknowledged.
@@ -2044,14 +2234,10 @@ fn run_persistent(
         if let Some(e) = failed.lock().expect("delivery check").take() {
             return Err(format!("writing to {} failed: {e}", cfg.sink.topic));
         }
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in offsets {
-            tpl.add_partition_offset(&source.topic, p, Offset::Offset(o + 1))
-                .map_err(|e| e.to_string())?;
-        }
         consumer
             .commit(&tpl, CommitMode::Sync)
             .map_err(|e| format!("committing offsets failed: {e}"))?;
+        stats.recovered(query_id);
     }
     Ok(())
 }

@@ -24,7 +24,9 @@ use crate::error::{Error, Result};
 use crate::metrics::{inc, Metrics, MetricsSnapshot};
 use crate::record::{encode_count, Record, Window, WindowedKey};
 use crate::store::{KeyValueStore, StoreSupplier, WindowStore};
-use crate::topology::{AggregateNode, Aggregation, NodeId, NodeKind, TopicRef, Topology};
+use crate::topology::{
+    AggregateNode, Aggregation, NodeId, NodeKind, TopicRef, Topology, UnmatchedFn,
+};
 use crate::window::Windows;
 
 /// How commits protect results from crashes.
@@ -810,6 +812,30 @@ struct StoreState {
     pending_final: BTreeSet<(i64, Bytes)>,
     /// Windows to delete once retention after closing has passed, by deletion time.
     expiry: BTreeSet<(i64, Bytes)>,
+    /// The buffer of an outer side of a windowed stream-stream join: what emits its unmatched records.
+    outer: Option<OuterSide>,
+}
+
+/// An outer side of a windowed stream-stream join (see [`crate::KStream::outer_join_windowed`]).
+struct OuterSide {
+    /// The join node of this side (its results go to the node's children).
+    join: NodeId,
+    /// The other side's buffer.
+    other: NodeId,
+    diff_ms: i64,
+    grace_ms: i64,
+    unmatched: UnmatchedFn,
+    /// Buffered records that had no partner when they arrived, by the stream time their window closes: each is
+    /// emitted unmatched then unless a partner arrived meanwhile. Rebuilt from the buffer when a task opens.
+    pending: BTreeSet<(i64, Bytes)>,
+}
+
+impl OuterSide {
+    /// The stream time at which the window of a record of time `ts` has closed.
+    fn close(&self, ts: i64) -> i64 {
+        ts.saturating_add(self.diff_ms)
+            .saturating_add(self.grace_ms)
+    }
 }
 
 /// What a write-cache entry costs beyond its key and value (map node, `Bytes` headers), roughly.
@@ -949,6 +975,28 @@ impl Engine {
                 stream_time: marker.stream_time,
                 pending_final: BTreeSet::new(),
                 expiry: BTreeSet::new(),
+                outer: self
+                    .topo
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .find_map(|(id, n)| match &n.kind {
+                        NodeKind::StreamJoin {
+                            own,
+                            other,
+                            windows,
+                            unmatched: Some(f),
+                            ..
+                        } if *own == a => Some(OuterSide {
+                            join: id,
+                            other: *other,
+                            diff_ms: windows.diff_ms,
+                            grace_ms: windows.grace_ms,
+                            unmatched: f.clone(),
+                            pending: BTreeSet::new(),
+                        }),
+                        _ => None,
+                    }),
             };
             // Every entry of a windowed store (or join buffer) is in the window layout: one that is not would
             // never expire and never be emitted, so it stops the task instead of staying for ever.
@@ -969,6 +1017,15 @@ impl Engine {
             if matches!(spec.agg, Aggregation::Buffer) {
                 for (k, _) in st.inner.prefix_scan(b"")? {
                     let win = parse(&k)?;
+                    // An outer side's records whose window had not closed at the last commit: whether each
+                    // found a partner is decided when it closes (an unmatched result emitted before a crash
+                    // was for a window closed at that commit's stream time or earlier).
+                    if let Some(o) = &mut st.outer {
+                        let close = o.close(win.start);
+                        if close > marker.stream_time {
+                            o.pending.insert((close, k.clone()));
+                        }
+                    }
                     st.expiry
                         .insert((win.start.saturating_add(spec.retention_ms), k));
                 }
@@ -1355,6 +1412,7 @@ fn process_node(cx: &Cx<'_>, task: &mut Task, id: NodeId, r: Record) -> Result<(
             windows,
             joiner,
             is_left,
+            ..
         } => stream_join(
             cx,
             task,
@@ -1721,6 +1779,7 @@ fn stream_join(
     let st = &mut task.stores[oi];
     st.expiry
         .insert((ts.saturating_add(st.spec.retention_ms), sk.clone()));
+    let outer_key = st.outer.is_some().then(|| sk.clone());
     st.put(sk, Some(value));
     let mut out = std::mem::take(&mut task.scratch);
     for (win, v) in task.stores[xi].windows_of(&key)? {
@@ -1743,6 +1802,12 @@ fn stream_join(
             timestamp: ts.max(win.start),
         });
     }
+    if let Some(sk) = outer_key {
+        if out.is_empty() {
+            let o = task.stores[oi].outer.as_mut().expect("checked");
+            o.pending.insert((o.close(ts), sk));
+        }
+    }
     let mut res = Ok(());
     for o in out.drain(..) {
         if res.is_ok() {
@@ -1753,9 +1818,72 @@ fn stream_join(
     res
 }
 
+/// Emits the unmatched records of outer join sides whose windows closed (before any buffer expires, so that
+/// a partner is still found at the very end of its retention).
+fn emit_unmatched(cx: &Cx<'_>, task: &mut Task) -> Result<()> {
+    for si in 0..task.stores.len() {
+        let st = &task.stores[si];
+        let now = st.stream_time;
+        let Some(o) = &st.outer else {
+            continue;
+        };
+        if o.pending.first().is_none_or(|(t, _)| *t > now) {
+            continue;
+        }
+        let (join, other, diff) = (o.join, o.other, o.diff_ms);
+        let xi = task
+            .stores
+            .iter()
+            .position(|s| s.node == other)
+            .expect("join buffers are in the task");
+        let mut out = std::mem::take(&mut task.scratch);
+        loop {
+            let st = &mut task.stores[si];
+            let o = st.outer.as_mut().expect("checked");
+            if o.pending.first().is_none_or(|(t, _)| *t > now) {
+                break;
+            }
+            let (_, sk) = o.pending.pop_first().expect("checked");
+            let Some(v) = st.get(&sk)? else {
+                continue;
+            };
+            let Some((k, w)) = WindowStore::parse(&sk) else {
+                continue;
+            };
+            let matched = task.stores[xi]
+                .windows_of(k)?
+                .iter()
+                .any(|(x, _)| (x.start - w.start).abs() <= diff);
+            if matched {
+                continue;
+            }
+            let r = Record {
+                key: Some(Bytes::copy_from_slice(k)),
+                value: Some(v),
+                timestamp: w.start,
+            };
+            let f = &task.stores[si].outer.as_ref().expect("checked").unmatched;
+            out.push(Record {
+                value: Some(f(&r)),
+                ..r
+            });
+        }
+        let mut res = Ok(());
+        for o in out.drain(..) {
+            if res.is_ok() {
+                res = forward(cx, task, join, o);
+            }
+        }
+        task.scratch = out;
+        res?;
+    }
+    Ok(())
+}
+
 /// After stream time moved: emits the final results of windows that closed (suppress) and deletes windows
 /// whose retention ended.
 fn advance(cx: &Cx<'_>, task: &mut Task) -> Result<()> {
+    emit_unmatched(cx, task)?;
     for si in 0..task.stores.len() {
         let st = &task.stores[si];
         let now = st.stream_time;

@@ -21,6 +21,8 @@ type MergeFn = Arc<dyn Fn(&[u8], &[u8], &[u8]) -> Bytes + Send + Sync>;
 type ReduceFn = Arc<dyn Fn(&[u8], &[u8]) -> Bytes + Send + Sync>;
 type JoinFn = Arc<dyn Fn(&Record, Option<&[u8]>) -> Bytes + Send + Sync>;
 type PairFn = Arc<dyn Fn(&Record, &Record) -> Bytes + Send + Sync>;
+/// An outer join's result for a record of one side that found no partner.
+pub(crate) type UnmatchedFn = Arc<dyn Fn(&Record) -> Bytes + Send + Sync>;
 
 /// A topic a node reads or writes: a user topic, or one the library names after the application id.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -82,6 +84,9 @@ pub(crate) enum NodeKind {
         windows: JoinWindows,
         joiner: PairFn,
         is_left: bool,
+        /// Outer on this side: a buffered record that has no partner once its window and grace have passed
+        /// (stream time at or after its timestamp + diff + grace) is emitted as `unmatched(record)`.
+        unmatched: Option<UnmatchedFn>,
     },
 }
 
@@ -334,6 +339,46 @@ impl KStream {
         windows: JoinWindows,
         joiner: impl Fn(&Record, &Record) -> Bytes + Send + Sync + 'static,
     ) -> KStream {
+        self.windowed_join(other, name, windows, Arc::new(joiner), [None, None])
+    }
+
+    /// Windowed outer join of two streams: left (`[true, false]`), right (`[false, true]`) or full (`[true,
+    /// true]`). The pairs of [`KStream::join_windowed`] come as `joiner(Some(left), Some(right))`; a record of an
+    /// outer side that found no partner gives `joiner(Some(left), None)` (or `joiner(None, Some(right))`) with
+    /// its timestamp, emitted only once its window has closed (stream time at or after its timestamp + diff +
+    /// grace), so that a record whose partner comes later gives no spurious unmatched result (Kafka Streams'
+    /// behaviour since 3.1, ksqlDB's since 0.25).
+    pub fn outer_join_windowed(
+        &self,
+        other: &KStream,
+        name: &str,
+        windows: JoinWindows,
+        [left_outer, right_outer]: [bool; 2],
+        joiner: impl Fn(Option<&Record>, Option<&Record>) -> Bytes + Send + Sync + 'static,
+    ) -> KStream {
+        let joiner = Arc::new(joiner);
+        let (j1, j2, j3) = (joiner.clone(), joiner.clone(), joiner);
+        let left: Option<UnmatchedFn> =
+            left_outer.then(|| -> UnmatchedFn { Arc::new(move |r: &Record| j2(Some(r), None)) });
+        let right: Option<UnmatchedFn> =
+            right_outer.then(|| -> UnmatchedFn { Arc::new(move |r: &Record| j3(None, Some(r))) });
+        self.windowed_join(
+            other,
+            name,
+            windows,
+            Arc::new(move |l: &Record, r: &Record| j1(Some(l), Some(r))),
+            [left, right],
+        )
+    }
+
+    fn windowed_join(
+        &self,
+        other: &KStream,
+        name: &str,
+        windows: JoinWindows,
+        joiner: PairFn,
+        [unmatched_left, unmatched_right]: [Option<UnmatchedFn>; 2],
+    ) -> KStream {
         if windows.diff_ms < 0 || windows.grace_ms < 0 {
             self.b.error(format!("join `{name}`: negative window"));
         }
@@ -354,8 +399,7 @@ impl KStream {
             )
         };
         let (l, r) = (buffer("left"), buffer("right"));
-        let joiner: PairFn = Arc::new(joiner);
-        let side = |own, oth, is_left, parent| {
+        let side = |own, oth, is_left, parent, unmatched| {
             self.b.add(
                 NodeKind::StreamJoin {
                     own,
@@ -363,12 +407,13 @@ impl KStream {
                     windows,
                     joiner: joiner.clone(),
                     is_left,
+                    unmatched,
                 },
                 &[parent],
             )
         };
-        let ls = side(l, r, true, self.node);
-        let rs = side(r, l, false, other.node);
+        let ls = side(l, r, true, self.node, unmatched_left);
+        let rs = side(r, l, false, other.node, unmatched_right);
         KStream {
             b: self.b.clone(),
             node: self.b.add(NodeKind::Pass, &[ls, rs]),

@@ -212,6 +212,10 @@ enum Cmd {
         /// How long a push query waits for a client that reads none of its rows before ending it.
         #[arg(long, value_name = "MS", default_value_t = 60_000)]
         push_stall_timeout_ms: u64,
+        /// The processing guarantee of persistent queries that do not SET 'processing.guarantee' themselves
+        /// (ksqlDB's ksql.streams.processing.guarantee): at_least_once or exactly_once_v2.
+        #[arg(long, value_name = "GUARANTEE", default_value = "at_least_once")]
+        processing_guarantee: String,
     },
     /// Run Kafka Connect workers (Connect's REST API, built-in connectors, no JVM).
     #[cfg(feature = "connect")]
@@ -426,10 +430,15 @@ fn main() -> ExitCode {
             command_topic,
             registry_url,
             push_stall_timeout_ms,
+            processing_guarantee,
         } => runtime().and_then(|rt| {
             let mut cfg = fjord_sql::engine::EngineConfig::new(&bootstrap_server, &command_topic);
             cfg.registry_url = registry_url;
             cfg.push_stall = std::time::Duration::from_millis(push_stall_timeout_ms.max(1));
+            cfg.exactly_once =
+                fjord_sql::engine::parse_guarantee(&processing_guarantee).map_err(|e| {
+                    CliError::bad_args(format!("--processing-guarantee: {}", e.message))
+                })?;
             rt.block_on(sql::serve(cfg, listen))
                 .map_err(|e| CliError::failure(format!("{e:#}")))
         }),

@@ -517,9 +517,10 @@ fn s(v: &J) -> String {
 /// The reasons of the entries the server lists as BROKEN (a definition it could not read back).
 fn print_broken(list: &J) {
     for x in list.as_array().into_iter().flatten() {
-        if x["state"] == "BROKEN" {
+        // A query that is failing (ERROR) says why, as a broken command does.
+        if (x["state"] == "BROKEN" || x["state"] == "ERROR") && !x["reason"].is_null() {
             let name = x.get("id").unwrap_or(&x["name"]);
-            println!("BROKEN {}: {}", s(name), s(&x["reason"]));
+            println!("{} {}: {}", s(&x["state"]), s(name), s(&x["reason"]));
         }
     }
 }
@@ -670,6 +671,9 @@ fn print_entity(e: &J) {
             println!("Execution plan:\n{}", s(&d["executionPlan"]));
             if let Some(r) = d.get("reason").and_then(J::as_str) {
                 println!("Cannot run yet: {r}");
+            }
+            for e in d["queryErrors"].as_array().into_iter().flatten() {
+                println!("Error                : {}", s(&e["errorMessage"]));
             }
             if let Some(st) = d.get("statistics").filter(|v| !v.is_null()) {
                 println!("Statistics           : {st}");

@@ -678,6 +678,10 @@ fn a_refused_output_record_is_not_committed_past_and_is_written_once_the_cause_i
         committed, 20,
         "the offset of the refused record was committed"
     );
+    // Meanwhile the query says it is failing, and why (it showed RUNNING before).
+    let q = await_state(&p.sql, &id, "ERROR", 30);
+    let reason = q["reason"].as_str().unwrap_or_else(|| panic!("{q}"));
+    assert!(reason.contains("BIG_ORDERS"), "{reason}");
 
     ok(&fjord(
         &p.kafka,
@@ -692,6 +696,7 @@ fn a_refused_output_record_is_not_committed_past_and_is_written_once_the_cause_i
         None,
     ));
     wait_committed(&p.kafka, &group, 21);
+    await_state(&p.sql, &id, "RUNNING", 30);
     let out = read_output(&p.kafka, 11);
     assert!(out.iter().any(|l| l.starts_with("id-20\t")), "{out:?}");
 }
@@ -1895,4 +1900,407 @@ fn windowed_stream_stream_joins_by_sql_pair_records_within_the_window() {
         ("o1", json!({"ITEM": "pen", "SID": "s2", "WAREHOUSE": "w2"})),
     ];
     assert_eq!(read_json(&p.kafka, "SHIPPED", 2), sorted(want));
+}
+
+/// The entry of query `id` in SHOW QUERIES (over REST).
+fn show_query(addr: &str, id: &str) -> Value {
+    let v = ksql_ok(addr, "SHOW QUERIES;");
+    v[0]["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not listed: {v}"))
+        .clone()
+}
+
+/// Waits (`secs` at most) until SHOW QUERIES shows query `id` in `state`; returns its entry.
+fn await_state(addr: &str, id: &str, state: &str, secs: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let q = show_query(addr, id);
+        if q["state"] == state {
+            return q;
+        }
+        assert!(Instant::now() < deadline, "{id} is not {state}: {q}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// An aggregation whose task fails at run time (its output topic refuses its rows) shows ERROR in SHOW QUERIES
+/// and EXPLAIN with what happened, keeps being restarted, and is RUNNING again with the right totals once the
+/// cause is gone. It showed RUNNING throughout before.
+#[test]
+fn an_aggregation_that_fails_at_run_time_shows_error_and_runs_again_once_the_cause_is_gone() {
+    let dir = temp_dir();
+    let p = start(&dir.path().join("data"));
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM orders (id STRING KEY, item STRING, qty INT) \
+         WITH (kafka_topic='orders', value_format='JSON', partitions=1);",
+    );
+    let v = ksql_ok(
+        &p.sql,
+        "CREATE TABLE per_item AS SELECT item, COUNT(*) AS n, SUM(qty) AS total FROM orders GROUP BY item;",
+    );
+    let id = v[0]["commandStatus"]["queryId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let insert = |i: i64| {
+        ksql_ok(
+            &p.sql,
+            &format!(
+                "INSERT INTO orders (id, item, qty) VALUES ('o{i}', '{}', {i});",
+                ["a", "b"][i as usize % 2]
+            ),
+        );
+    };
+    for i in 0..4 {
+        insert(i);
+    }
+    await_rows(&p.sql, "SELECT item, n, total FROM per_item;", |r| {
+        r.len() == 2 && r.iter().all(|x| x[1] == 2)
+    });
+    assert_eq!(show_query(&p.sql, &id)["state"], "RUNNING");
+
+    ok(&fjord(
+        &p.kafka,
+        &[
+            "configs",
+            "alter",
+            "--topic",
+            "PER_ITEM",
+            "--add-config",
+            "max.message.bytes=10",
+        ],
+        None,
+    ));
+    insert(4);
+    let q = await_state(&p.sql, &id, "ERROR", 60);
+    let reason = q["reason"].as_str().unwrap_or_else(|| panic!("{q}"));
+    assert!(
+        reason.contains("PER_ITEM") && reason.to_lowercase().contains("too large"),
+        "{reason}"
+    );
+    assert_eq!(q["statusCount"]["ERROR"], 1, "{q}");
+    let e = ksql_ok(&p.sql, &format!("EXPLAIN {id};"));
+    let d = &e[0]["queryDescription"];
+    assert_eq!(d["state"], "ERROR", "{e}");
+    assert!(
+        d["queryErrors"][0]["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("PER_ITEM")),
+        "{e}"
+    );
+    let d = ksql_ok(&p.sql, "DESCRIBE per_item;");
+    assert_eq!(
+        d[0]["sourceDescription"]["writeQueries"][0]["state"], "ERROR",
+        "{d}"
+    );
+    // The restarts fail the same way as long as the cause stays: still ERROR.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(show_query(&p.sql, &id)["state"], "ERROR");
+    assert!(stats(&p.sql, "per_item")["restarts"].as_u64() >= Some(1));
+
+    ok(&fjord(
+        &p.kafka,
+        &[
+            "configs",
+            "alter",
+            "--topic",
+            "PER_ITEM",
+            "--delete-config",
+            "max.message.bytes",
+        ],
+        None,
+    ));
+    await_state(&p.sql, &id, "RUNNING", 90);
+    let rows = await_rows(&p.sql, "SELECT item, n, total FROM per_item;", |r| {
+        r.len() == 2 && r.iter().any(|x| x[1] == 3)
+    });
+    let mut rows: Vec<String> = rows.iter().map(Value::to_string).collect();
+    rows.sort();
+    assert_eq!(rows, [r#"["a",3,6]"#, r#"["b",2,4]"#]);
+}
+
+/// Every committed record of every partition of `topic` as (key, JSON value), read with read_committed to each
+/// partition's end, and how many offsets the partitions span (records, aborted records, transaction markers).
+fn read_committed(kafka: &str, topic: &str) -> (Vec<(Vec<u8>, Value)>, i64) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka)
+        .set("group.id", "sql-test-committed")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    assert!(!parts.is_empty(), "{topic} has no partitions");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut span = 0;
+    for p in &parts {
+        let (lo, hi) = c
+            .fetch_watermarks(topic, *p, Duration::from_secs(10))
+            .unwrap();
+        span += hi - lo;
+        tpl.add_partition_offset(topic, *p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut open: std::collections::BTreeSet<i32> = parts.into_iter().collect();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !open.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic}: partitions {open:?} never ended"
+        );
+        match c.poll(Duration::from_millis(200)) {
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                open.remove(&p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            Some(Ok(m)) => out.push((
+                m.key().unwrap_or_default().to_vec(),
+                serde_json::from_slice(m.payload().unwrap_or(b"null")).unwrap(),
+            )),
+            None => {}
+        }
+    }
+    (out, span)
+}
+
+/// Waits (90 s at most) until consumer group `group` has committed `n` offsets of the orders topic.
+fn await_committed(kafka: &str, group: &str, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got: i64 = client(&["committed", kafka, group, "orders"])
+            .trim()
+            .parse()
+            .unwrap();
+        if got == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{group} committed {got} offsets, expected {n}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `SET 'processing.guarantee'='exactly_once_v2'` makes a stateless query and an aggregation commit their
+/// output with their input offsets in transactions. The SQL server is killed with SIGKILL mid-stream and started
+/// again: the guarantee was kept with the queries, and read_committed readers see every output once (no
+/// duplicate rows, each count of the table emitted at most once, so strictly increasing) and the right totals.
+#[test]
+fn exactly_once_queries_killed_mid_stream_leave_no_duplicates_for_read_committed_readers() {
+    const N: i64 = 100_000;
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let (server, a) = sql_server(&broker.bootstrap, &[]);
+    ksql_ok(
+        &a,
+        "CREATE STREAM orders (id STRING KEY, item STRING, qty INT, price DOUBLE) \
+         WITH (kafka_topic='orders', value_format='JSON', partitions=2);",
+    );
+    client(&["produce", &broker.bootstrap, "orders", "0", &N.to_string()]);
+    let v = ksql_ok(
+        &a,
+        "SET 'processing.guarantee'='exactly_once_v2'; \
+         CREATE STREAM even AS SELECT id, qty FROM orders WHERE qty % 2 = 0; \
+         CREATE TABLE per_digit AS SELECT qty % 10 AS digit, COUNT(*) AS n FROM orders GROUP BY qty % 10;",
+    );
+    let ids: Vec<String> = (1..3)
+        .map(|i| {
+            v[i]["commandStatus"]["queryId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{v}"))
+                .to_string()
+        })
+        .collect();
+    // SIGKILL once both have started reading; at least one is mid-stream.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let read = loop {
+        let r: Vec<u64> = ["even", "per_digit"]
+            .iter()
+            .map(|t| stats(&a, t)["recordsIn"].as_u64().unwrap_or(0))
+            .collect();
+        if r.iter().all(|n| *n > 0) {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the queries read nothing: {r:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    drop(server);
+    assert!(
+        read.iter().any(|n| *n < N as u64),
+        "both queries had read everything before the kill: {read:?}"
+    );
+
+    let (_server, a) = sql_server(&broker.bootstrap, &[]);
+    for id in &ids {
+        let e = ksql_ok(&a, &format!("EXPLAIN {id};"));
+        let d = &e[0]["queryDescription"];
+        assert_eq!(d["state"], "RUNNING", "{e}");
+        assert_eq!(
+            d["overriddenProperties"]["processing.guarantee"], "exactly_once_v2",
+            "{e}"
+        );
+        await_committed(&broker.bootstrap, &format!("_fjord_sql_{id}"), N);
+    }
+
+    let (rows, span) = read_committed(&broker.bootstrap, "EVEN");
+    let mut keys: Vec<String> = rows
+        .iter()
+        .map(|(k, v)| {
+            let k = String::from_utf8(k.clone()).unwrap();
+            let i: i64 = k.trim_start_matches("id-").parse().unwrap();
+            assert_eq!(v, &json!({"QTY": i}), "{k}");
+            k
+        })
+        .collect();
+    keys.sort();
+    let n = keys.len();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "duplicates in EVEN");
+    assert_eq!(n as i64, N / 2, "EVEN has the wrong rows");
+    // Transaction markers take offsets: the output was written in transactions.
+    assert!(span > n as i64, "EVEN spans {span} offsets for {n} rows");
+
+    // The aggregation reads the orders through a repartition topic: its last transactions may still be
+    // committing when the orders' offsets are. Read until the totals are there (bounded).
+    let want: std::collections::BTreeMap<i32, i64> = (0..10).map(|d| (d, N / 10)).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (rows, _) = read_committed(&broker.bootstrap, "PER_DIGIT");
+        let mut last: std::collections::BTreeMap<i32, i64> = Default::default();
+        for (k, v) in &rows {
+            let digit = i32::from_be_bytes(k.as_slice().try_into().unwrap());
+            let n = v["N"].as_i64().unwrap();
+            let prev = last.insert(digit, n).unwrap_or(0);
+            assert!(
+                n > prev,
+                "digit {digit}: count {n} after {prev} (a duplicate or a lost update)"
+            );
+        }
+        if last == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the table's totals: {last:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// LEFT, RIGHT and FULL OUTER joins of two streams WITHIN a window, against a reference computed here from the
+/// same generated input: pairs within the window come at once; a record without a partner comes with the
+/// other side's NULLs only once its window and grace period have passed (none before), as ksqlDB does since
+/// 0.25.
+#[test]
+fn outer_stream_stream_joins_emit_unmatched_records_once_their_window_closes() {
+    let dir = temp_dir();
+    let p = start(&dir.path().join("data"));
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM ls (id STRING KEY, lv INT) WITH (kafka_topic='ls', value_format='JSON', partitions=1); \
+         CREATE STREAM rs (id STRING KEY, rv INT) WITH (kafka_topic='rs', value_format='JSON', partitions=1);",
+    );
+    let kinds = [("LJ", "LEFT"), ("RJ", "RIGHT"), ("FJ", "FULL OUTER")];
+    for (name, kind) in kinds {
+        ksql_ok(
+            &p.sql,
+            &format!(
+                "CREATE STREAM {name} AS SELECT l.id AS id, l.lv, r.rv FROM ls l {kind} JOIN rs r \
+                 WITHIN 1 MINUTE GRACE PERIOD 1 HOUR ON l.id = r.id EMIT CHANGES;"
+            ),
+        );
+    }
+    // 50 records a side over 6 keys within 10 minutes: no window closes before the last one (1 minute + 1 hour).
+    let t = an_hour_ago() - 3 * 3_600_000;
+    let mut seed = 7u64;
+    let mut next = |m: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % m
+    };
+    let side = |next: &mut dyn FnMut(u64) -> u64| -> Vec<(String, i64, i64)> {
+        (0..50)
+            .map(|i| (format!("k{}", next(6)), i, t + next(600) as i64 * 1000))
+            .collect()
+    };
+    let left = side(&mut next);
+    let right: Vec<_> = side(&mut next)
+        .into_iter()
+        .map(|(k, v, ts)| (k, v + 100, ts))
+        .collect();
+    let near = |a: i64, b: i64| (a - b).abs() <= 60_000;
+    let mut pairs = Vec::new();
+    for (lk, lv, lt) in &left {
+        for (rk, rv, rt) in &right {
+            if lk == rk && near(*lt, *rt) {
+                pairs.push((lk.clone(), json!({"LV": lv, "RV": rv})));
+            }
+        }
+    }
+    let lonely_left: Vec<(String, Value)> = left
+        .iter()
+        .filter(|(k, _, ts)| !right.iter().any(|(rk, _, rt)| rk == k && near(*ts, *rt)))
+        .map(|(k, v, _)| (k.clone(), json!({"LV": v, "RV": null})))
+        .collect();
+    let lonely_right: Vec<(String, Value)> = right
+        .iter()
+        .filter(|(k, _, ts)| !left.iter().any(|(lk, _, lt)| lk == k && near(*ts, *lt)))
+        .map(|(k, v, _)| (k.clone(), json!({"LV": null, "RV": v})))
+        .collect();
+    assert!(
+        !pairs.is_empty() && !lonely_left.is_empty() && !lonely_right.is_empty(),
+        "the generated input lacks a case"
+    );
+    let insert = |stream: &str, col: &str, rows: &[(String, i64, i64)]| {
+        let sql: String = rows
+            .iter()
+            .map(|(k, v, ts)| {
+                format!("INSERT INTO {stream} (id, {col}, ROWTIME) VALUES ('{k}', {v}, {ts});\n")
+            })
+            .collect();
+        ksql_ok(&p.sql, &sql);
+    };
+    insert("ls", "lv", &left);
+    insert("rs", "rv", &right);
+    let names: Vec<&str> = kinds.iter().map(|(n, _)| *n).collect();
+    await_read(&p.sql, &names, 100);
+    // Every window is still open: only the pairs so far, no row with NULLs.
+    std::thread::sleep(Duration::from_secs(2));
+    for name in &names {
+        assert_eq!(
+            read_json(&p.kafka, name, pairs.len()),
+            sorted(pairs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect()),
+            "{name} before the windows closed"
+        );
+    }
+    // Two records (a pair) three hours later move stream time past every window's close.
+    let late = t + 3 * 3_600_000;
+    insert("ls", "lv", &[("zz".to_string(), 1, late)]);
+    insert("rs", "rv", &[("zz".to_string(), 2, late)]);
+    let mut base = pairs.clone();
+    base.push(("zz".to_string(), json!({"LV": 1, "RV": 2})));
+    for (name, kind) in kinds {
+        let mut want = base.clone();
+        if kind != "RIGHT" {
+            want.extend(lonely_left.iter().cloned());
+        }
+        if kind != "LEFT" {
+            want.extend(lonely_right.iter().cloned());
+        }
+        want.sort_by_key(|(k, v)| (k.clone(), v.to_string()));
+        await_written(&p.sql, name, want.len() as u64);
+        assert_eq!(read_json(&p.kafka, name, want.len()), want, "{name}");
+    }
 }

@@ -76,7 +76,13 @@ impl Side {
 pub struct JoinPlan {
     left: Side,
     right: Side,
+    /// LEFT or FULL OUTER: a left record without a match is emitted with NULL right columns.
     left_join: bool,
+    /// RIGHT or FULL OUTER (two streams only): a right record without a match is emitted with NULL left
+    /// columns.
+    right_outer: bool,
+    /// The right side's join expression over the joined row: the key of a row without its left side.
+    right_key: Expr,
     /// A stream-stream join: (WITHIN, GRACE PERIOD) in milliseconds.
     window: Option<(u64, u64)>,
     /// How the join key is written as record key bytes on both sides.
@@ -146,19 +152,11 @@ impl JoinPlan {
             ));
         }
         let (l, r) = (&plan.source, &plan.joined[0]);
-        let left_join = match kinds[0] {
-            JoinKind::Inner => false,
-            JoinKind::Left => true,
-            k => {
-                return Err(SqlError::not_supported(format!(
-                    "{} joins: use [INNER] JOIN or LEFT JOIN",
-                    if k == JoinKind::Right {
-                        "RIGHT"
-                    } else {
-                        "FULL OUTER"
-                    }
-                )))
-            }
+        let (left_join, right_outer) = match kinds[0] {
+            JoinKind::Inner => (false, false),
+            JoinKind::Left => (true, false),
+            JoinKind::Right => (false, true),
+            JoinKind::Full => (true, true),
         };
         match (l.kind, r.kind) {
             (SourceKind::Stream, _) => {}
@@ -181,6 +179,12 @@ impl JoinPlan {
             )));
         }
         let table = r.kind == SourceKind::Table;
+        if table && right_outer {
+            return Err(SqlError::not_supported(format!(
+                "{} joins of a stream with a table (ksqlDB has INNER and LEFT only): use [INNER] JOIN or LEFT JOIN, or join two streams WITHIN a window",
+                if left_join { "FULL OUTER" } else { "RIGHT" }
+            )));
+        }
         if table && within[0].is_some() {
             return Err(SqlError::semantic(format!(
                 "a stream-table join takes no WITHIN: {} is a TABLE (WITHIN is for joining two streams)",
@@ -252,11 +256,6 @@ impl JoinPlan {
                 if i64::try_from(before.saturating_add(grace[0].unwrap_or(0))).is_err() {
                     return Err(SqlError::semantic("the WITHIN window is too large"));
                 }
-                if left_join {
-                    return Err(SqlError::not_supported(
-                        "LEFT JOIN of two streams (WITHIN): use an inner JOIN, or join the stream with a table",
-                    ));
-                }
                 // ksqlDB's default grace period of a join window without one: 24 hours.
                 Some((before, grace[0].unwrap_or(24 * 3600 * 1000)))
             }
@@ -296,6 +295,8 @@ impl JoinPlan {
                 by_key: r_by_key && r.key_format == key_format,
             },
             left_join,
+            right_outer,
+            right_key: rk,
             window,
             key_format,
             filter: plan.filter.clone(),
@@ -358,8 +359,12 @@ impl JoinPlan {
                 return Ok(None);
             }
         }
-        // The key is the join key (the left side's value: a LEFT join's missing right side has it too).
-        let key = self.left.key.eval(&row)?;
+        // The key is the join key: the left side's value (a LEFT join's missing right side has it too), the
+        // right side's for a row without its left side (RIGHT and FULL OUTER joins).
+        let mut key = self.left.key.eval(&row)?;
+        if key.is_null() && self.right_outer {
+            key = self.right_key.eval(&row)?;
+        }
         let mut named = Vec::new();
         let mut key_bytes = None;
         for (c, e) in &self.outputs {
@@ -398,6 +403,38 @@ fn read_row(b: &[u8], types: &[SqlType]) -> std::result::Result<Vec<Value>, Stri
         .zip(types)
         .map(|(v, t)| Value::from_json(v, t))
         .collect()
+}
+
+/// Concatenates two rows as they travel (JSON arrays) without decoding them; `None`: that side's `width`
+/// NULLs (an outer join's missing side).
+fn splice(
+    left: Option<&[u8]>,
+    left_width: usize,
+    right: Option<&[u8]>,
+    right_width: usize,
+) -> Bytes {
+    let mut out = Vec::with_capacity(
+        left.map_or(left_width * 5, <[u8]>::len) + right.map_or(right_width * 5, <[u8]>::len),
+    );
+    let side = |out: &mut Vec<u8>, row: Option<&[u8]>, width: usize| match row
+        .and_then(|r| r.strip_prefix(b"[")?.strip_suffix(b"]"))
+    {
+        Some(values) => out.extend_from_slice(values),
+        None => {
+            for i in 0..width {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"null");
+            }
+        }
+    };
+    out.push(b'[');
+    side(&mut out, left, left_width);
+    out.push(b',');
+    side(&mut out, right, right_width);
+    out.push(b']');
+    Bytes::from(out)
 }
 
 /// Concatenates two row arrays (`None`: the right side's NULLs).
@@ -509,12 +546,33 @@ fn builder(
                 left.join(&table, move |r, t| j(r, Some(t)))
             }
         }
-        Some((diff, grace)) => left.join_windowed(
-            &right,
-            JOIN_STORE,
-            JoinWindows::of(Duration::from_millis(diff)).grace(Duration::from_millis(grace)),
-            move |l, r| concat(l.value_bytes(), Some(r.value_bytes()), width),
-        ),
+        Some((diff, grace)) => {
+            let windows =
+                JoinWindows::of(Duration::from_millis(diff)).grace(Duration::from_millis(grace));
+            if plan.left_join || plan.right_outer {
+                // An unmatched record is emitted (with the other side's NULLs) once its window and grace
+                // have passed, as ksqlDB does since 0.25.
+                let left_width = plan.left.width();
+                left.outer_join_windowed(
+                    &right,
+                    JOIN_STORE,
+                    windows,
+                    [plan.left_join, plan.right_outer],
+                    move |l, r| {
+                        splice(
+                            l.map(Record::value_bytes),
+                            left_width,
+                            r.map(Record::value_bytes),
+                            width,
+                        )
+                    },
+                )
+            } else {
+                left.join_windowed(&right, JOIN_STORE, windows, move |l, r| {
+                    splice(Some(l.value_bytes()), 0, Some(r.value_bytes()), width)
+                })
+            }
+        }
     };
     let (p, s2, st) = (plan.clone(), sink.clone(), stats.clone());
     joined
@@ -543,6 +601,7 @@ fn builder(
 pub fn start(
     query_id: &str,
     bootstrap: &str,
+    exactly_once: bool,
     plan: JoinPlan,
     sink: &SourceDef,
     stop: Arc<AtomicBool>,
@@ -560,6 +619,7 @@ pub fn start(
     supervise(
         query_id,
         bootstrap,
+        exactly_once,
         topology,
         Arc::new(Mutex::new(None)),
         stop,
@@ -783,6 +843,63 @@ mod tests {
     }
 
     #[test]
+    fn outer_joins_of_two_streams_plan_and_key_rows_without_their_left_side() {
+        for (kind, left, right) in [
+            ("LEFT", true, false),
+            ("RIGHT", false, true),
+            ("FULL OUTER", true, true),
+            ("FULL", true, true),
+        ] {
+            let p = plan(&format!(
+                "CREATE STREAM e AS SELECT o.id, o.qty, s.warehouse FROM orders o {kind} JOIN shipments s \
+                 WITHIN 1 MINUTE ON o.id = s.order_id EMIT CHANGES"
+            ))
+            .unwrap();
+            assert_eq!((p.left_join, p.right_outer), (left, right), "{kind}");
+        }
+        let p = plan(
+            "CREATE STREAM e AS SELECT o.id, o.qty, s.warehouse FROM orders o FULL OUTER JOIN shipments s \
+             WITHIN 1 MINUTE ON o.id = s.order_id EMIT CHANGES",
+        )
+        .unwrap();
+        let ship = [
+            Value::Bigint(5),
+            Value::Int(0),
+            Value::Bigint(0),
+            s("o7"),
+            s("w1"),
+        ];
+        let (_, r) = p.keyed_row(&p.right, &ship).unwrap().unwrap();
+        // A right row without its left side: the left side's NULLs, and the key from the right side.
+        let joined = splice(None, p.left.width(), Some(&r), p.right.width());
+        let sink = source("E", SourceKind::Stream, p.columns());
+        let (k, v) = p.output(&sink, &joined).unwrap().unwrap();
+        assert_eq!(k, Some(b"o7".to_vec()));
+        assert_eq!(
+            serde_json::from_slice::<J>(&v).unwrap(),
+            serde_json::json!({"QTY": null, "WAREHOUSE": "w1"})
+        );
+        // Splicing equals concatenating the decoded rows.
+        let order = [
+            Value::Bigint(1),
+            Value::Int(0),
+            Value::Bigint(3),
+            s("o7"),
+            s("c\"1,]"),
+            Value::Int(2),
+        ];
+        let (_, l) = p.keyed_row(&p.left, &order).unwrap().unwrap();
+        assert_eq!(
+            splice(Some(&l), p.left.width(), Some(&r), p.right.width()),
+            concat(&l, Some(&r), p.right.width())
+        );
+        assert_eq!(
+            splice(Some(&l), p.left.width(), None, p.right.width()),
+            concat(&l, None, p.right.width())
+        );
+    }
+
+    #[test]
     fn joins_ksqldb_refuses_get_clear_errors() {
         let e = err("CREATE STREAM e AS SELECT o.id, c.name FROM orders o JOIN customers c ON o.customer > c.cid EMIT CHANGES");
         assert!(e.contains("one equality between the two sources"), "{e}");
@@ -820,6 +937,11 @@ mod tests {
         assert!(e.contains("reads the stream on the left"), "{e}");
         let e = err("CREATE STREAM e AS SELECT o.id, c.name FROM orders o RIGHT JOIN customers c ON o.customer = c.cid EMIT CHANGES");
         assert!(e.contains("RIGHT joins"), "{e}");
+        let e = err("CREATE STREAM e AS SELECT o.id, c.name FROM orders o FULL OUTER JOIN customers c ON o.customer = c.cid EMIT CHANGES");
+        assert!(
+            e.contains("FULL OUTER joins of a stream with a table"),
+            "{e}"
+        );
         let e = err("CREATE STREAM e AS SELECT o.id, s.warehouse FROM orders o JOIN shipments s WITHIN (1 SECOND, 2 SECONDS) ON o.id = s.order_id EMIT CHANGES");
         assert!(e.contains("two different bounds"), "{e}");
         let e = err("CREATE STREAM e AS SELECT a.id, b.qty FROM orders a JOIN orders b WITHIN 1 SECOND ON a.id = b.id EMIT CHANGES");

@@ -30,7 +30,7 @@ use crate::parser::{Emit, WindowSpec};
 use crate::plan::{SelectPlan, Shape, PSEUDO};
 use crate::types::{SqlType, Value};
 
-use super::{QueryStats, Row};
+use super::{QueryStats, Row, HEALTHY_AFTER};
 
 /// The store of a query's aggregate (its changelog is `<application id>-agg-changelog`).
 pub const STORE: &str = "agg";
@@ -907,6 +907,7 @@ fn builder(
 pub fn start(
     query_id: &str,
     bootstrap: &str,
+    exactly_once: bool,
     plan: AggPlan,
     sink: &SourceDef,
     stop: Arc<AtomicBool>,
@@ -931,6 +932,7 @@ pub fn start(
     let thread = supervise(
         query_id,
         bootstrap,
+        exactly_once,
         topology,
         tq.streams.clone(),
         stop,
@@ -945,6 +947,7 @@ pub fn start(
 pub(super) fn supervise(
     query_id: &str,
     bootstrap: &str,
+    exactly_once: bool,
     topology: fjord_streams::Topology,
     slot: Arc<Mutex<Option<KafkaStreams>>>,
     stop: Arc<AtomicBool>,
@@ -953,18 +956,30 @@ pub(super) fn supervise(
     let mut cfg = StreamsConfig::new(&application_id(query_id), bootstrap);
     cfg.instance_id = "sql".into();
     cfg.commit_interval = Duration::from_millis(500);
+    if exactly_once {
+        // Outputs, changelogs and input offsets commit in one transaction; the stable instance id gives a
+        // stable transactional id, so a restarted query fences its predecessor's open transaction.
+        cfg.processing_guarantee = fjord_streams::ProcessingGuarantee::ExactlyOnce;
+    }
     let id = query_id.to_string();
     let late_base = Arc::new(AtomicU64::new(0));
     std::thread::Builder::new()
         .name(format!("sql-{query_id}"))
         .spawn(move || {
+            // Failures in a row, for the pause before the next restart.
+            let mut streak = 0;
+            let mut fail = |e: String| {
+                streak = if stats.failing() { streak + 1 } else { 1 };
+                stats.failed(e);
+                stats.restart_pause(streak, &stop);
+            };
             while !stop.load(Ordering::SeqCst) {
+                let started = std::time::Instant::now();
                 match KafkaStreams::start(topology.clone(), cfg.clone()) {
                     Ok(s) => *slot.lock().expect("table query") = Some(s),
                     Err(e) => {
                         tracing::warn!(query = id, error = %e, "stateful query could not start; retrying");
-                        *stats.last_error.lock().expect("stats") = Some(e.to_string());
-                        pause(&stop);
+                        fail(format!("the query could not start: {e}"));
                         continue;
                     }
                 }
@@ -980,6 +995,14 @@ pub(super) fn supervise(
                         break Some(e);
                     }
                     drop(g);
+                    // A restarted instance runs again once it commits, or stays up with nothing to process
+                    // (and so nothing to fail on).
+                    if (m.commits > 0
+                        || (m.records_processed == 0 && started.elapsed() >= HEALTHY_AFTER))
+                        && stats.failing()
+                    {
+                        stats.recovered(&id);
+                    }
                     if stop.load(Ordering::SeqCst) {
                         break None;
                     }
@@ -992,21 +1015,11 @@ pub(super) fn supervise(
                 }
                 if let Some(e) = failed {
                     tracing::warn!(query = id, error = %e, "stateful query failed; restarting from its committed offsets and changelog");
-                    *stats.last_error.lock().expect("stats") = Some(e);
-                    pause(&stop);
+                    fail(e);
                 }
             }
         })
         .map_err(|e| SqlError::execution(format!("cannot start a thread: {e}")))
-}
-
-fn pause(stop: &AtomicBool) {
-    for _ in 0..20 {
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A pull query on a materialized table: the rows of its store that pass WHERE, projected. A `WHERE key = x`
