@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::config::ConfigMap;
 use crate::error::{Error, Result};
-use crate::registry_converter::{RegistryConverter, AVRO_CONVERTER};
+use crate::registry_converter::{Format, RegistryConverter, AVRO_CONVERTER, JSON_SCHEMA_CONVERTER};
 use crate::transforms::SchemaAndValue;
 
 /// A value in Connect's data model, as far as this phase needs it: the file connectors produce and consume
@@ -77,8 +77,8 @@ impl Converter {
         props: &ConfigMap,
         prefix: &str,
     ) -> std::result::Result<Converter, String> {
-        if class.rsplit('.').next() == Some("AvroConverter") {
-            return RegistryConverter::from_config(props, prefix)
+        if let Some(format) = Format::of_class(class.rsplit('.').next().unwrap_or(class)) {
+            return RegistryConverter::from_config(format, props, prefix)
                 .map(|r| Converter::Registry(Arc::new(r)));
         }
         Converter::parse(
@@ -112,7 +112,7 @@ impl Converter {
                 Ok(Converter::Json { schemas_enable })
             }
             _ => Err(format!(
-                "unknown converter class {class}; the built-in ones are {STRING_CONVERTER}, {BYTE_ARRAY_CONVERTER}, {JSON_CONVERTER} and {AVRO_CONVERTER}"
+                "unknown converter class {class}; the built-in ones are {STRING_CONVERTER}, {BYTE_ARRAY_CONVERTER}, {JSON_CONVERTER}, {AVRO_CONVERTER} and {JSON_SCHEMA_CONVERTER}"
             )),
         }
     }
@@ -144,7 +144,7 @@ impl Converter {
         match (self, data) {
             (_, Data::Null) => Ok(None),
             (Converter::Registry(_), _) => Err(
-                "AvroConverter writes Connect data with its schema (SchemaAndValue::encode)".into(),
+                "a registry converter writes Connect data with its schema (SchemaAndValue::encode)".into(),
             ),
             (Converter::String, d) => Ok(Some(d.to_line().into_bytes())),
             (Converter::ByteArray, Data::Bytes(b)) => Ok(Some(b.clone())),

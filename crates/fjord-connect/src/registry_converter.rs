@@ -37,6 +37,42 @@ use crate::http_client::{HttpError, Target};
 use crate::transforms::SchemaAndValue;
 
 pub const AVRO_CONVERTER: &str = "io.confluent.connect.avro.AvroConverter";
+pub const JSON_SCHEMA_CONVERTER: &str = "io.confluent.connect.json.JsonSchemaConverter";
+
+/// The schema format of a registry converter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `AvroConverter`: Avro binary datums.
+    Avro,
+    /// `JsonSchemaConverter`: JSON text validated against a JSON Schema.
+    JsonSchema,
+}
+
+impl Format {
+    /// The format of a converter's simple class name, if it is a registry converter.
+    pub fn of_class(simple: &str) -> Option<Format> {
+        match simple {
+            "AvroConverter" => Some(Format::Avro),
+            "JsonSchemaConverter" => Some(Format::JsonSchema),
+            _ => None,
+        }
+    }
+
+    fn class(self) -> &'static str {
+        match self {
+            Format::Avro => "AvroConverter",
+            Format::JsonSchema => "JsonSchemaConverter",
+        }
+    }
+
+    /// The registry's `schemaType`.
+    fn schema_type(self) -> &'static str {
+        match self {
+            Format::Avro => "AVRO",
+            Format::JsonSchema => "JSON",
+        }
+    }
+}
 
 /// How long one registry request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,6 +88,7 @@ const CONNECT_TIMESTAMP: &str = "org.apache.kafka.connect.data.Timestamp";
 
 /// A registry converter, configured, with its caches.
 pub struct RegistryConverter {
+    format: Format,
     /// `key.converter` or `value.converter`: names its settings in errors.
     prefix: String,
     is_key: bool,
@@ -86,17 +123,64 @@ impl Parsed {
     }
 }
 
+/// A registered schema, ready to read or write records with.
+enum Writer {
+    Avro(Parsed),
+    Json {
+        /// The Connect schema of the JSON Schema (None: one Connect has no schema for; the data is schemaless).
+        connect: Option<Value>,
+        validator: Box<jsonschema::Validator>,
+    },
+    /// A schema this converter cannot use (another format, references), and why.
+    Unusable(String),
+}
+
+impl Writer {
+    fn parse(format: Format, text: &str) -> Result<Writer, String> {
+        match format {
+            Format::Avro => Schema::parse_str(text)
+                .and_then(Parsed::new)
+                .map(Writer::Avro)
+                .map_err(|e| format!("not an Avro schema this converter can use ({e})")),
+            Format::JsonSchema => {
+                let schema: Value = serde_json::from_str(text)
+                    .map_err(|e| format!("not a JSON Schema (not JSON): {e}"))?;
+                Ok(Writer::Json {
+                    connect: connect_schema_of_json(&schema, false).ok(),
+                    validator: Box::new(json_validator(&schema)?),
+                })
+            }
+        }
+    }
+}
+
+/// A validator for a JSON Schema without references (draft 7, Confluent's default, when it names none).
+fn json_validator(schema: &Value) -> Result<jsonschema::Validator, String> {
+    let named = schema.get("$schema").is_some();
+    // jsonschema panics on a few malformed schemas (the registry guards the same way).
+    std::panic::catch_unwind(|| {
+        let mut options = jsonschema::options().should_validate_formats(false);
+        if !named {
+            options = options.with_draft(jsonschema::Draft::Draft7);
+        }
+        options.build(schema)
+    })
+    .map_err(|_| "not a valid JSON Schema (it cannot be compiled)".to_string())?
+    .map_err(|e| format!("not a valid JSON Schema: {e}"))
+}
+
 #[derive(Default)]
 struct Cache {
     /// Writer schemas by id (sinks).
-    by_id: HashMap<u32, Arc<Parsed>>,
-    /// (subject, Connect schema JSON) to the id and Avro schema records are written with (sources).
-    written: HashMap<(String, String), (u32, Arc<Parsed>)>,
+    by_id: HashMap<u32, Arc<Writer>>,
+    /// (subject, Connect schema JSON) to the id and schema records are written with (sources).
+    written: HashMap<(String, String), (u32, Arc<Writer>)>,
 }
 
 impl std::fmt::Debug for RegistryConverter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryConverter")
+            .field("format", &self.format)
             .field("prefix", &self.prefix)
             .field("url", &self.target.url)
             .field("auto_register", &self.auto_register)
@@ -108,11 +192,18 @@ impl std::fmt::Debug for RegistryConverter {
 impl PartialEq for RegistryConverter {
     fn eq(&self, o: &Self) -> bool {
         (
+            self.format,
             &self.prefix,
             &self.target,
             self.auto_register,
             self.use_latest,
-        ) == (&o.prefix, &o.target, o.auto_register, o.use_latest)
+        ) == (
+            o.format,
+            &o.prefix,
+            &o.target,
+            o.auto_register,
+            o.use_latest,
+        )
     }
 }
 
@@ -126,8 +217,13 @@ fn flag(props: &ConfigMap, key: &str, default: bool) -> Result<bool, String> {
 }
 
 impl RegistryConverter {
-    /// The AvroConverter configured by `prefix.*` of `props`; an error names the setting and what to give.
-    pub fn from_config(props: &ConfigMap, prefix: &str) -> Result<RegistryConverter, String> {
+    /// The registry converter of `format` configured by `prefix.*` of `props`; an error names the setting and
+    /// what to give.
+    pub fn from_config(
+        format: Format,
+        props: &ConfigMap,
+        prefix: &str,
+    ) -> Result<RegistryConverter, String> {
         let key = |k: &str| format!("{prefix}.{k}");
         let url_key = key("schema.registry.url");
         let url = props
@@ -174,6 +270,7 @@ impl RegistryConverter {
             }
         }
         Ok(RegistryConverter {
+            format,
             prefix: prefix.to_string(),
             is_key: prefix.starts_with("key"),
             target,
@@ -257,25 +354,36 @@ impl RegistryConverter {
             .get("schemaType")
             .and_then(Value::as_str)
             .unwrap_or("AVRO");
-        if schema_type != "AVRO" {
-            return Ok(());
-        }
         let text = v.get("schema").and_then(Value::as_str).unwrap_or("");
-        if v.get("references")
+        let writer = if schema_type != self.format.schema_type() {
+            Writer::Unusable(format!(
+                "schema id {id} is a {schema_type} schema, and {} reads {} ones; use the converter the records were written for ({})",
+                self.format.class(),
+                self.format.schema_type(),
+                match schema_type {
+                    "AVRO" => AVRO_CONVERTER,
+                    "JSON" => JSON_SCHEMA_CONVERTER,
+                    _ => "io.confluent.connect.protobuf.ProtobufConverter, not supported yet",
+                }
+            ))
+        } else if v
+            .get("references")
             .and_then(Value::as_array)
             .is_some_and(|r| !r.is_empty())
         {
-            return Ok(());
-        }
-        if let Ok(schema) = Schema::parse_str(text) {
-            if let Ok(resolved) = Parsed::new(schema) {
-                self.cache
-                    .lock()
-                    .unwrap()
-                    .by_id
-                    .insert(id, Arc::new(resolved));
-            }
-        }
+            Writer::Unusable(format!(
+                "schema id {id} references other schemas, which {} does not support yet",
+                self.format.class()
+            ))
+        } else {
+            Writer::parse(self.format, text)
+                .unwrap_or_else(|e| Writer::Unusable(format!("schema id {id} is {e}")))
+        };
+        self.cache
+            .lock()
+            .unwrap()
+            .by_id
+            .insert(id, Arc::new(writer));
         Ok(())
     }
 
@@ -285,12 +393,28 @@ impl RegistryConverter {
             return Ok(SchemaAndValue::null());
         };
         let (id, body) = split_wire(bytes)?;
-        let schema = self.cache.lock().unwrap().by_id.get(&id).cloned();
-        let Some(schema) = schema else {
+        let writer = self.cache.lock().unwrap().by_id.get(&id).cloned();
+        let Some(writer) = writer else {
             return Err(format!(
-                "schema id {id} is not an Avro schema the schema registry at {} has (unknown id, another format, or a schema with references); was the record written against another registry?",
+                "schema id {id} is not in the schema registry at {}; was the record written against another registry?",
                 self.target.url
             ));
+        };
+        let schema = match &*writer {
+            Writer::Avro(schema) => schema,
+            Writer::Unusable(why) => return Err(why.clone()),
+            Writer::Json { connect, validator } => {
+                let value: Value = serde_json::from_slice(body).map_err(|e| {
+                    format!("the payload after schema id {id} is not JSON ({e}); the record is corrupt or was not written by a JSON Schema serializer")
+                })?;
+                if let Some(e) = validator.iter_errors(&value).next() {
+                    return Err(format!("the JSON does not match its schema (id {id}): {e}"));
+                }
+                return Ok(SchemaAndValue {
+                    schema: connect.clone(),
+                    value,
+                });
+            }
         };
         let root = schema.get_root_schema();
         let names = schema.get_names();
@@ -342,6 +466,18 @@ impl RegistryConverter {
                 ));
             }
             let id = v.get("id").and_then(Value::as_u64).unwrap_or(0) as u32;
+            let schema_type = v
+                .get("schemaType")
+                .and_then(Value::as_str)
+                .unwrap_or("AVRO");
+            if schema_type != self.format.schema_type() {
+                return Err(format!(
+                    "{}: use.latest.version=true but the latest schema of subject {subject} is a {schema_type} schema, and {} writes {} ones",
+                    self.prefix,
+                    self.format.class(),
+                    self.format.schema_type()
+                ));
+            }
             let text = v
                 .get("schema")
                 .and_then(Value::as_str)
@@ -350,12 +486,18 @@ impl RegistryConverter {
             (id, text)
         } else {
             let Some(schema) = &data.schema else {
-                return Err(format!("{}: AvroConverter needs records with a schema, and this one is schemaless; use JsonConverter with schemas.enable=false for schemaless data", self.prefix));
+                return Err(format!("{}: {} needs records with a schema, and this one is schemaless; use JsonConverter with schemas.enable=false for schemaless data", self.prefix, self.format.class()));
             };
-            let text = avro_schema_of(schema)
-                .map_err(|e| format!("{}: {e}", self.prefix))?
-                .to_string();
-            let body = json!({ "schema": text });
+            let text = match self.format {
+                Format::Avro => avro_schema_of(schema),
+                Format::JsonSchema => json_schema_of(schema),
+            }
+            .map_err(|e| format!("{}: {e}", self.prefix))?
+            .to_string();
+            let mut body = json!({ "schema": text });
+            if self.format != Format::Avro {
+                body["schemaType"] = json!(self.format.schema_type());
+            }
             let path = if self.auto_register {
                 format!("/subjects/{seg}/versions")
             } else {
@@ -387,14 +529,12 @@ impl RegistryConverter {
             })? as u32;
             (id, text)
         };
-        let schema = Schema::parse_str(&text)
-            .and_then(Parsed::new)
-            .map_err(|e| {
-                format!(
-                    "{}: schema id {id} of subject {subject} is not an Avro schema this converter can write ({e})",
-                    self.prefix
-                )
-            })?;
+        let schema = Writer::parse(self.format, &text).map_err(|e| {
+            format!(
+                "{}: schema id {id} of subject {subject} is {e}",
+                self.prefix
+            )
+        })?;
         self.cache
             .lock()
             .unwrap()
@@ -420,18 +560,24 @@ impl RegistryConverter {
             .written
             .get(&(self.subject(topic), connect))
             .cloned();
-        let Some((id, schema)) = entry else {
-            return Err(
-                "AvroConverter: the record's schema was not registered first (a bug)".into(),
-            );
+        let Some((id, writer)) = entry else {
+            return Err("the record's schema was not registered first (a bug)".into());
+        };
+        let mut out = Vec::with_capacity(64);
+        out.push(0);
+        out.extend_from_slice(&id.to_be_bytes());
+        let schema = match &*writer {
+            Writer::Avro(schema) => schema,
+            Writer::Unusable(why) => return Err(why.clone()),
+            Writer::Json { .. } => {
+                serde_json::to_writer(&mut out, &data.value).map_err(|e| e.to_string())?;
+                return Ok(Some(out));
+            }
         };
         let root = schema.get_root_schema();
         let names = schema.get_names();
         let lookup = |n: &Name| names.get(n);
         let datum = avro_value(&data.value, root, &lookup, "$")?;
-        let mut out = Vec::with_capacity(64);
-        out.push(0);
-        out.extend_from_slice(&id.to_be_bytes());
         apache_avro::writer::datum::GenericDatumWriter::builder(root)
             .build()
             .map_err(|e| e.to_string())?
@@ -767,6 +913,197 @@ fn avro_schema_required(s: &Value, records: &mut usize) -> Result<Value, String>
     })
 }
 
+// ---- JSON Schema (JsonSchemaConverter) ----
+
+/// The JSON Schema Confluent's JsonSchemaConverter derives from a Connect schema: a struct is an object whose
+/// properties carry `connect.index` (their order) and whose required fields are the non-optional ones; an
+/// optional schema is `oneOf` null and it; the Connect type goes in `connect.type` where JSON's is coarser
+/// (integers, floats, bytes as base64 strings, maps), logical types are named in `title`.
+pub fn json_schema_of(connect: &Value) -> Result<Value, String> {
+    let base = json_schema_required(connect)?;
+    let optional = connect
+        .get("optional")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok(if optional {
+        json!({"oneOf": [{"type": "null"}, base]})
+    } else {
+        base
+    })
+}
+
+fn json_schema_required(s: &Value) -> Result<Value, String> {
+    let ty = s.get("type").and_then(Value::as_str).unwrap_or("");
+    let name = s.get("name").and_then(Value::as_str);
+    Ok(match (ty, name) {
+        ("bytes", Some(CONNECT_DECIMAL)) => json!({"type": "string", "title": CONNECT_DECIMAL,
+            "connect.type": "bytes", "connect.version": 1,
+            "connect.parameters": s.get("parameters").cloned().unwrap_or(json!({}))}),
+        ("int32", Some(n @ (CONNECT_DATE | CONNECT_TIME))) => {
+            json!({"type": "integer", "title": n, "connect.type": "int32", "connect.version": 1})
+        }
+        ("int64", Some(CONNECT_TIMESTAMP)) => json!({"type": "integer", "title": CONNECT_TIMESTAMP,
+            "connect.type": "int64", "connect.version": 1}),
+        ("int8" | "int16" | "int32" | "int64", _) => json!({"type": "integer", "connect.type": ty}),
+        ("float" | "float32", _) => json!({"type": "number", "connect.type": "float32"}),
+        ("double" | "float64", _) => json!({"type": "number", "connect.type": "float64"}),
+        ("boolean", _) => json!({"type": "boolean"}),
+        ("string", _) => json!({"type": "string"}),
+        ("bytes", _) => json!({"type": "string", "connect.type": "bytes"}),
+        ("array", _) => {
+            let items = s.get("items").ok_or("an array schema without items")?;
+            json!({"type": "array", "items": json_schema_of(items)?})
+        }
+        ("map", _) => {
+            let keys = s.get("keys").ok_or("a map schema without keys")?;
+            let values = s.get("values").ok_or("a map schema without values")?;
+            if keys.get("type").and_then(Value::as_str) == Some("string") {
+                json!({"type": "object", "additionalProperties": json_schema_of(values)?,
+                    "connect.type": "map"})
+            } else {
+                json!({"type": "array", "connect.type": "map", "items": {"type": "object",
+                    "properties": {"key": json_schema_of(keys)?, "value": json_schema_of(values)?}}})
+            }
+        }
+        ("struct", _) => {
+            let mut properties = Map::new();
+            let mut required = Vec::new();
+            let fields = s
+                .get("fields")
+                .and_then(Value::as_array)
+                .ok_or("a struct schema without fields")?;
+            for (i, f) in fields.iter().enumerate() {
+                let fname = f
+                    .get("field")
+                    .and_then(Value::as_str)
+                    .ok_or("a struct field without a name")?;
+                let mut fs = json_schema_of(f)?;
+                fs["connect.index"] = json!(i);
+                properties.insert(fname.to_string(), fs);
+                if !f.get("optional").and_then(Value::as_bool).unwrap_or(false) {
+                    required.push(json!(fname));
+                }
+            }
+            let mut out = json!({"type": "object", "properties": properties});
+            if !required.is_empty() {
+                out["required"] = Value::Array(required);
+            }
+            if let Some(n) = name {
+                out["title"] = json!(n);
+            }
+            out
+        }
+        (other, _) => {
+            return Err(format!(
+                "a Connect schema of type {other:?} has no JSON Schema form"
+            ))
+        }
+    })
+}
+
+/// The Connect schema of a JSON Schema, as far as Connect has one: objects with `properties` are structs (fields
+/// ordered by `connect.index`, then by name; a field not `required` is optional), `additionalProperties` alone a
+/// map, `oneOf`/`anyOf`/`type` lists of null and one type that type optional, integers int64 and numbers
+/// float64 unless `connect.type` says more, `title` naming a logical type that type. Err: a schema with no
+/// Connect form (the data is then schemaless).
+fn connect_schema_of_json(s: &Value, optional: bool) -> Result<Value, String> {
+    if let Some(alts) = s
+        .get("oneOf")
+        .or_else(|| s.get("anyOf"))
+        .and_then(Value::as_array)
+    {
+        let is_null = |a: &Value| a.get("type").and_then(Value::as_str) == Some("null");
+        return match alts.as_slice() {
+            [a, b] if is_null(a) => connect_schema_of_json(b, true),
+            [a, b] if is_null(b) => connect_schema_of_json(a, true),
+            [a] => connect_schema_of_json(a, optional),
+            _ => Err("a oneOf/anyOf other than null and one type".into()),
+        };
+    }
+    let ty = match s.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        Some(Value::Array(types)) => {
+            let not_null: Vec<&Value> = types.iter().filter(|t| *t != "null").collect();
+            let [one] = not_null.as_slice() else {
+                return Err("a type list other than null and one type".into());
+            };
+            let mut single = s.clone();
+            single["type"] = (*one).clone();
+            return connect_schema_of_json(&single, optional || types.len() > 1);
+        }
+        _ => return Err("a schema without a type".into()),
+    };
+    let connect_type = s.get("connect.type").and_then(Value::as_str);
+    let title = s.get("title").and_then(Value::as_str);
+    let prim = |t: &str| {
+        let mut v = json!({"type": t, "optional": optional});
+        if let Some(n @ (CONNECT_DECIMAL | CONNECT_DATE | CONNECT_TIME | CONNECT_TIMESTAMP)) = title
+        {
+            v["name"] = json!(n);
+            v["version"] = json!(1);
+            if let Some(p) = s.get("connect.parameters") {
+                v["parameters"] = p.clone();
+            }
+        }
+        v
+    };
+    Ok(match (ty, connect_type) {
+        ("integer", Some(t @ ("int8" | "int16" | "int32" | "int64"))) => prim(t),
+        ("integer", _) => prim("int64"),
+        ("number", Some("float32")) => prim("float"),
+        ("number", _) => prim("double"),
+        ("boolean", _) => prim("boolean"),
+        ("string", Some("bytes")) => prim("bytes"),
+        ("string", _) => prim("string"),
+        ("array", _) => {
+            let items = s.get("items").ok_or("an array without items")?;
+            json!({"type": "array", "items": connect_schema_of_json(items, false)?, "optional": optional})
+        }
+        ("object", _) if s.get("properties").is_none() => {
+            let values = s
+                .get("additionalProperties")
+                .filter(|v| v.is_object())
+                .ok_or("an object without properties")?;
+            json!({"type": "map", "keys": {"type": "string", "optional": false},
+                "values": connect_schema_of_json(values, false)?, "optional": optional})
+        }
+        ("object", _) => {
+            let props = s
+                .get("properties")
+                .and_then(Value::as_object)
+                .ok_or("properties that are not an object")?;
+            let required: Vec<&str> = s
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let mut order: Vec<(&String, &Value)> = props.iter().collect();
+            order.sort_by_key(|(n, p)| {
+                (
+                    p.get("connect.index")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(u64::MAX),
+                    n.to_string(),
+                )
+            });
+            let fields = order
+                .into_iter()
+                .map(|(n, p)| {
+                    let mut f = connect_schema_of_json(p, !required.contains(&n.as_str()))?;
+                    f["field"] = json!(n);
+                    Ok(f)
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            let mut v = json!({"type": "struct", "fields": fields, "optional": optional});
+            if let Some(t) = title {
+                v["name"] = json!(t);
+            }
+            v
+        }
+        _ => return Err(format!("JSON type {ty} has no Connect schema")),
+    })
+}
+
 /// Connect's JSON value form to the Avro datum of schema `s` (the schema registered for it).
 fn avro_value<'a>(v: &Value, s: &'a Schema, lookup: &Lookup<'a>, at: &str) -> Result<Avro, String> {
     let s = resolve(s, lookup)?;
@@ -967,6 +1304,7 @@ mod tests {
         let mut wire = vec![0, 0, 0, 0, 9];
         wire.extend_from_slice(&body);
         let conv = RegistryConverter::from_config(
+            Format::Avro,
             &[(
                 "value.converter.schema.registry.url".to_string(),
                 "http://127.0.0.1:1".to_string(),
@@ -980,7 +1318,7 @@ mod tests {
             .lock()
             .unwrap()
             .by_id
-            .insert(9, Arc::new(resolved(&avro.to_string())));
+            .insert(9, Arc::new(Writer::Avro(resolved(&avro.to_string()))));
         let back = conv.decode(Some(&wire)).unwrap();
         assert_eq!(back.value, value);
         let s = back.schema.unwrap();
@@ -1024,7 +1362,64 @@ mod tests {
             avro_schema_of(&json!({"type": "string", "optional": false})).unwrap(),
             json!("string")
         );
-        let e = RegistryConverter::from_config(&ConfigMap::new(), "value.converter").unwrap_err();
+        let e = RegistryConverter::from_config(Format::Avro, &ConfigMap::new(), "value.converter")
+            .unwrap_err();
         assert!(e.contains("value.converter.schema.registry.url"), "{e}");
+    }
+
+    /// A struct's JSON Schema (as Confluent's JsonSchemaConverter derives it) maps back to the same Connect
+    /// schema, and values are validated against it: one that does not match is an errant record's error.
+    #[test]
+    fn json_schemas_of_structs_map_back_and_validate_the_values() {
+        let connect = json!({"type": "struct", "name": "com.example.Item", "optional": false, "fields": [
+            {"field": "id", "type": "int32", "optional": false},
+            {"field": "name", "type": "string", "optional": true},
+            {"field": "price", "type": "double", "optional": false},
+            {"field": "day", "type": "int32", "optional": false, "name": CONNECT_DATE, "version": 1}]});
+        let js = json_schema_of(&connect).unwrap();
+        assert_eq!(js["title"], "com.example.Item");
+        assert_eq!(js["required"], json!(["id", "price", "day"]));
+        assert_eq!(
+            js["properties"]["name"],
+            json!({"oneOf": [{"type": "null"}, {"type": "string"}], "connect.index": 1})
+        );
+        let conv = RegistryConverter::from_config(
+            Format::JsonSchema,
+            &[(
+                "value.converter.schema.registry.url".to_string(),
+                "http://127.0.0.1:1".to_string(),
+            )]
+            .into_iter()
+            .collect(),
+            "value.converter",
+        )
+        .unwrap();
+        let writer = Writer::parse(Format::JsonSchema, &js.to_string()).unwrap();
+        let Writer::Json { connect: back, .. } = &writer else {
+            panic!("not a JSON writer");
+        };
+        assert_eq!(back.as_ref(), Some(&connect));
+        conv.cache.lock().unwrap().by_id.insert(5, Arc::new(writer));
+        let good = br#"{"id": 1, "name": null, "price": 2.5, "day": 3}"#;
+        let wire = [&[0u8, 0, 0, 0, 5][..], good].concat();
+        let sv = conv.decode(Some(&wire)).unwrap();
+        assert_eq!(sv.schema.as_ref(), Some(&connect));
+        assert_eq!(sv.value["price"], 2.5);
+        let bad = [
+            &[0u8, 0, 0, 0, 5][..],
+            br#"{"id": "one", "price": 2.5, "day": 3}"#,
+        ]
+        .concat();
+        let e = conv.decode(Some(&bad)).unwrap_err();
+        assert!(e.contains("does not match its schema (id 5)"), "{e}");
+        // An Avro id read by the JSON Schema converter says which converter to use.
+        conv.cache.lock().unwrap().by_id.insert(
+            6,
+            Arc::new(Writer::Unusable("schema id 6 is a AVRO schema".into())),
+        );
+        assert!(conv
+            .decode(Some(&[0, 0, 0, 0, 6, 1]))
+            .unwrap_err()
+            .contains("AVRO"));
     }
 }

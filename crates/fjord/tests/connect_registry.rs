@@ -60,43 +60,45 @@ impl Drop for Platform {
     }
 }
 
-fn connect_avro(args: &[&str]) -> String {
-    let script = workspace_root().join("tests/clients/connect_avro.py");
+fn client(args: &[&str]) -> String {
+    let script = workspace_root().join("tests/clients/connect_registry.py");
     ok(&run_bounded(
         Command::new(python()).arg(script).args(args),
         Duration::from_secs(120),
     ))
 }
 
-/// Records produced by confluent-kafka's AvroSerializer (schema registered in Fjord's registry by the
-/// serializer) reach a FileStreamSink with `value.converter=io.confluent.connect.avro.AvroConverter` as the
-/// struct values they are (each line the JSON of one record, fields by name, a date as its day number, a
-/// null union as null); the record that is not in the wire format goes to the dead-letter topic with the
-/// converter's error, and the task keeps running. A sink pointed at a registry that is not there fails with a
-/// trace that says what to check.
-#[test]
-fn avro_records_from_confluents_serializer_reach_a_sink_and_a_poison_record_is_dead_lettered() {
-    let dir = temp_dir();
-    let p = Platform::start(dir.path());
-    p.topic("items");
-    let out = connect_avro(&["produce", &p.kafka, &p.registry, "items"]);
+/// Produces with confluent-kafka's serializer (`mode`: `produce` for Avro, `produce-json` for JSON Schema) three
+/// records and a poison one to `topic`, runs a FileStreamSink with `value.converter=class` on it, and checks the
+/// lines it writes (each the JSON of one record) and the poison record in the dead-letter topic, its error
+/// containing `poison_error`, while the task keeps running.
+fn serializer_to_file_sink(
+    p: &Platform,
+    dir: &Path,
+    mode: &str,
+    class: &str,
+    topic: &str,
+    poison_error: &str,
+) {
+    p.topic(topic);
+    let out = client(&[mode, &p.kafka, &p.registry, topic]);
     assert!(out.starts_with("OK 4"), "{out}");
-
-    let file = dir.path().join("items.txt");
+    let file = dir.join(format!("{topic}.txt"));
+    let name = format!("{topic}-sink");
+    let dlq_topic = format!("{topic}-dlq");
     p.create(
-        "items-sink",
-        json!({"connector.class": "FileStreamSink", "topics": "items",
+        &name,
+        json!({"connector.class": "FileStreamSink", "topics": topic,
             "file": file.display().to_string(),
             "key.converter": "org.apache.kafka.connect.storage.StringConverter",
-            "value.converter": "io.confluent.connect.avro.AvroConverter",
+            "value.converter": class,
             "value.converter.schema.registry.url": p.registry,
             "errors.tolerance": "all",
-            "errors.deadletterqueue.topic.name": "items-dlq",
-            "errors.deadletterqueue.topic.replication.factor": "1",
+            "errors.deadletterqueue.topic.name": dlq_topic,
             "errors.deadletterqueue.context.headers.enable": "true"}),
     );
     wait_for(Duration::from_secs(60), "the sink to commit all 4", || {
-        let v = http(&p.rest, "GET", "/connectors/items-sink/offsets", None).1;
+        let v = http(&p.rest, "GET", &format!("/connectors/{name}/offsets"), None).1;
         (v["offsets"][0]["offset"]["kafka_offset"] == 4).then_some(())
     });
     let lines: Vec<Value> = lines_of(&file)
@@ -111,14 +113,14 @@ fn avro_records_from_confluents_serializer_reach_a_sink_and_a_poison_record_is_d
             json!({"sku": "c-3", "qty": 0, "price": 10.0, "note": "x\ty", "day": 0}),
         ]
     );
-    let status = http(&p.rest, "GET", "/connectors/items-sink/status", None).1;
+    let status = http(&p.rest, "GET", &format!("/connectors/{name}/status"), None).1;
     assert_eq!(status["tasks"][0]["state"], "RUNNING", "{status}");
     let dlq = wait_for(Duration::from_secs(30), "the dead letter", || {
         let out = fjord(
             &p.kafka,
             &[
                 "consume",
-                "items-dlq",
+                &dlq_topic,
                 "--from-beginning",
                 "--exit-at-end",
                 "--format",
@@ -133,11 +135,7 @@ fn avro_records_from_confluents_serializer_reach_a_sink_and_a_poison_record_is_d
         (!v.is_empty()).then_some(v)
     });
     assert_eq!(dlq.len(), 1, "{dlq:?}");
-    assert_eq!(
-        (&dlq[0]["key"], &dlq[0]["value"]),
-        (&json!("poison"), &json!("not avro at all")),
-        "{dlq:?}"
-    );
+    assert_eq!(dlq[0]["key"], "poison", "{dlq:?}");
     let header = |k: &str| -> String {
         dlq[0]["headers"]
             .as_array()
@@ -149,9 +147,30 @@ fn avro_records_from_confluents_serializer_reach_a_sink_and_a_poison_record_is_d
             .to_string()
     };
     assert_eq!(header("__connect.errors.stage"), "VALUE_CONVERTER");
+    assert_eq!(header("__connect.errors.offset"), "3");
     assert!(
-        header("__connect.errors.exception.message").contains("wire format"),
+        header("__connect.errors.exception.message").contains(poison_error),
         "{dlq:?}"
+    );
+}
+
+/// Records produced by confluent-kafka's AvroSerializer (schema registered in Fjord's registry by the
+/// serializer) reach a FileStreamSink with `value.converter=io.confluent.connect.avro.AvroConverter` as the
+/// struct values they are (each line the JSON of one record, fields by name, a date as its day number, a
+/// null union as null); the record that is not in the wire format goes to the dead-letter topic with the
+/// converter's error, and the task keeps running. A sink pointed at a registry that is not there fails with a
+/// trace that says what to check.
+#[test]
+fn avro_records_from_confluents_serializer_reach_a_sink_and_a_poison_record_is_dead_lettered() {
+    let dir = temp_dir();
+    let p = Platform::start(dir.path());
+    serializer_to_file_sink(
+        &p,
+        dir.path(),
+        "produce",
+        "io.confluent.connect.avro.AvroConverter",
+        "items",
+        "wire format",
     );
 
     // A registry that is not there: the task fails at the first record and says what to check.
@@ -177,6 +196,24 @@ fn avro_records_from_confluents_serializer_reach_a_sink_and_a_poison_record_is_d
         "{trace}"
     );
     assert_eq!(lines_of(&dir.path().join("none.txt")), Vec::<String>::new());
+}
+
+/// The same with confluent-kafka's JSONSerializer and `io.confluent.connect.json.JsonSchemaConverter`: the values
+/// are validated against their registered JSON Schema, and one that does not match (with a valid schema id) goes
+/// to the dead-letter topic.
+#[test]
+fn json_schema_records_from_confluents_serializer_reach_a_sink_and_an_invalid_one_is_dead_lettered()
+{
+    let dir = temp_dir();
+    let p = Platform::start(dir.path());
+    serializer_to_file_sink(
+        &p,
+        dir.path(),
+        "produce-json",
+        "io.confluent.connect.json.JsonSchemaConverter",
+        "jitems",
+        "does not match its schema",
+    );
 }
 
 /// A FileStreamSource with `value.converter=io.confluent.connect.avro.AvroConverter` registers the lines' Avro
@@ -239,7 +276,7 @@ fn a_source_with_the_avro_converter_writes_what_confluents_deserializer_reads() 
         );
         (String::from_utf8_lossy(&got.stdout).lines().count() >= 3).then_some(())
     });
-    let out = connect_avro(&["consume", &p.kafka, &p.registry, "lines", "3"]);
+    let out = client(&["consume", &p.kafka, &p.registry, "lines", "3"]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines[..3],
@@ -252,4 +289,29 @@ fn a_source_with_the_avro_converter_writes_what_confluents_deserializer_reads() 
     );
     assert!(lines.iter().any(|l| l.starts_with("schema-id ")), "{out}");
     assert_eq!(lines.last(), Some(&"schema \"string\""), "{out}");
+
+    // The same lines through JsonSchemaConverter: JSON values with the registered JSON Schema's id, which
+    // confluent-kafka's JSONDeserializer reads (and validates).
+    p.topic("jlines");
+    p.create(
+        "jlines-source",
+        json!({"connector.class": "FileStreamSource", "topic": "jlines",
+            "file": input.display().to_string(),
+            "value.converter": "io.confluent.connect.json.JsonSchemaConverter",
+            "value.converter.schema.registry.url": p.registry}),
+    );
+    let out = client(&["consume-json", &p.kafka, &p.registry, "jlines", "3"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[..3],
+        [
+            "\"first line\"",
+            "\"second, with \\\"quotes\\\"\"",
+            "\"third\""
+        ],
+        "{out}"
+    );
+    let schema: Value =
+        serde_json::from_str(lines.last().unwrap().strip_prefix("schema ").unwrap()).unwrap();
+    assert_eq!(schema, json!({"type": "string"}), "{out}");
 }

@@ -1,10 +1,13 @@
-"""confluent-kafka's AvroSerializer/AvroDeserializer on both sides of Fjord Connect's AvroConverter.
+"""confluent-kafka's Avro and JSON Schema serializers/deserializers on both sides of Fjord Connect's AvroConverter
+and JsonSchemaConverter.
 
 Usage:
-  connect_avro.py produce BOOTSTRAP REGISTRY_URL TOPIC
+  connect_registry.py produce|produce-json BOOTSTRAP REGISTRY_URL TOPIC
       Produces PRODUCTS (below) to TOPIC with AvroSerializer (schema ITEM, registered under TOPIC-value), keyed by
       sku, then one record that is not in the wire format (plain text, a poison record). Prints `OK <n>`.
-  connect_avro.py consume BOOTSTRAP REGISTRY_URL TOPIC N
+      produce-json: the same with JSONSerializer (schema ITEM_JSON), and the poison record is in the wire format
+      with the schema's id but a value that does not match the schema.
+  connect_registry.py consume|consume-json BOOTSTRAP REGISTRY_URL TOPIC N
       Reads N records of TOPIC from the start, decodes each value with AvroDeserializer (its writer schema fetched
       by the id in the record), and prints one JSON line per value, then `schema-id <id>` for each distinct id
       and the registered subject's schema as `schema <json>`.
@@ -16,6 +19,7 @@ import sys
 from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer, AvroDeserializer
+from confluent_kafka.schema_registry.json_schema import JSONSerializer, JSONDeserializer
 from confluent_kafka.serialization import SerializationContext, MessageField
 
 from common import check, consume_all
@@ -28,6 +32,17 @@ ITEM = json.dumps({"type": "record", "name": "Item", "namespace": "com.example",
     {"name": "day", "type": {"type": "int", "logicalType": "date"}},
 ]})
 
+ITEM_JSON = json.dumps({"$schema": "http://json-schema.org/draft-07/schema#", "title": "Item", "type": "object",
+    "properties": {
+        "sku": {"type": "string"},
+        "qty": {"type": "integer"},
+        "price": {"type": "number"},
+        "note": {"oneOf": [{"type": "null"}, {"type": "string"}]},
+        "day": {"type": "integer"},
+    },
+    "required": ["sku", "qty", "price", "day"],
+    "additionalProperties": False})
+
 PRODUCTS = [
     {"sku": "a-1", "qty": 3, "price": 1.5, "note": None, "day": 19000},
     {"sku": "b-2", "qty": 7, "price": 2.25, "note": "fragile", "day": 19001},
@@ -35,9 +50,9 @@ PRODUCTS = [
 ]
 
 
-def produce(bootstrap, url, topic):
+def produce(bootstrap, url, topic, json_schema=False):
     sr = SchemaRegistryClient({"url": url})
-    ser = AvroSerializer(sr, ITEM)
+    ser = JSONSerializer(ITEM_JSON, sr) if json_schema else AvroSerializer(sr, ITEM)
     p = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
     n = 0
     for r in PRODUCTS:
@@ -45,15 +60,20 @@ def produce(bootstrap, url, topic):
         check(value[0] == 0, "Confluent wire format starts with magic byte 0")
         p.produce(topic, key=r["sku"].encode(), value=value)
         n += 1
-    p.produce(topic, key=b"poison", value=b"not avro at all")
+    if json_schema:
+        # The schema's id, but a value the schema refuses (qty is not an integer).
+        schema_id = value[1:5]
+        p.produce(topic, key=b"poison", value=b"\x00" + schema_id + b'{"sku": "d-4", "qty": "many", "price": 1, "day": 1}')
+    else:
+        p.produce(topic, key=b"poison", value=b"not avro at all")
     n += 1
     check(p.flush(30) == 0, "undelivered messages")
     print(f"OK {n}")
 
 
-def consume(bootstrap, url, topic, n):
+def consume(bootstrap, url, topic, n, json_schema=False):
     sr = SchemaRegistryClient({"url": url})
-    de = AvroDeserializer(sr)
+    de = JSONDeserializer(None, schema_registry_client=sr) if json_schema else AvroDeserializer(sr)
     ids = []
     for m in consume_all(bootstrap, topic, [0], n):
         v = m.value()
@@ -68,10 +88,11 @@ def consume(bootstrap, url, topic, n):
 
 def main():
     mode, bootstrap, url, topic = sys.argv[1:5]
-    if mode == "produce":
-        produce(bootstrap, url, topic)
+    json_schema = mode.endswith("-json")
+    if mode.startswith("produce"):
+        produce(bootstrap, url, topic, json_schema)
     else:
-        consume(bootstrap, url, topic, int(sys.argv[5]))
+        consume(bootstrap, url, topic, int(sys.argv[5]), json_schema)
 
 
 if __name__ == "__main__":
