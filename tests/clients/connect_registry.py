@@ -4,7 +4,8 @@ and JsonSchemaConverter.
 Usage:
   connect_registry.py produce|produce-json BOOTSTRAP REGISTRY_URL TOPIC
       Produces PRODUCTS (below) to TOPIC with AvroSerializer (schema ITEM, registered under TOPIC-value), keyed by
-      sku, then one record that is not in the wire format (plain text, a poison record). Prints `OK <n>`.
+      sku, then one record that is not in the wire format (plain text, a poison record) and one whose schema id
+      (999999) the registry does not have. Prints `OK <n>`.
       produce-json: the same with JSONSerializer (schema ITEM_JSON), and the poison record is in the wire format
       with the schema's id but a value that does not match the schema.
   connect_registry.py consume|consume-json BOOTSTRAP REGISTRY_URL TOPIC N
@@ -66,7 +67,9 @@ def produce(bootstrap, url, topic, json_schema=False):
         p.produce(topic, key=b"poison", value=b"\x00" + schema_id + b'{"sku": "d-4", "qty": "many", "price": 1, "day": 1}')
     else:
         p.produce(topic, key=b"poison", value=b"not avro at all")
-    n += 1
+    # In the wire format, but with a schema id the registry does not have.
+    p.produce(topic, key=b"unknown-id", value=b"\x00" + (999999).to_bytes(4, "big") + b"\x02x")
+    n += 2
     check(p.flush(30) == 0, "undelivered messages")
     print(f"OK {n}")
 

@@ -69,9 +69,10 @@ fn client(args: &[&str]) -> String {
 }
 
 /// Produces with confluent-kafka's serializer (`mode`: `produce` for Avro, `produce-json` for JSON Schema) three
-/// records and a poison one to `topic`, runs a FileStreamSink with `value.converter=class` on it, and checks the
-/// lines it writes (each the JSON of one record) and the poison record in the dead-letter topic, its error
-/// containing `poison_error`, while the task keeps running.
+/// records, a poison one and one with a schema id the registry does not have to `topic`, runs a FileStreamSink
+/// with `value.converter=class` on it, and checks the lines it writes (each the JSON of one record) and the two
+/// errant records in the dead-letter topic (the poison one's error containing `poison_error`), while the task
+/// keeps running.
 fn serializer_to_file_sink(
     p: &Platform,
     dir: &Path,
@@ -82,7 +83,7 @@ fn serializer_to_file_sink(
 ) {
     p.topic(topic);
     let out = client(&[mode, &p.kafka, &p.registry, topic]);
-    assert!(out.starts_with("OK 4"), "{out}");
+    assert!(out.starts_with("OK 5"), "{out}");
     let file = dir.join(format!("{topic}.txt"));
     let name = format!("{topic}-sink");
     let dlq_topic = format!("{topic}-dlq");
@@ -97,9 +98,9 @@ fn serializer_to_file_sink(
             "errors.deadletterqueue.topic.name": dlq_topic,
             "errors.deadletterqueue.context.headers.enable": "true"}),
     );
-    wait_for(Duration::from_secs(60), "the sink to commit all 4", || {
+    wait_for(Duration::from_secs(60), "the sink to commit all 5", || {
         let v = http(&p.rest, "GET", &format!("/connectors/{name}/offsets"), None).1;
-        (v["offsets"][0]["offset"]["kafka_offset"] == 4).then_some(())
+        (v["offsets"][0]["offset"]["kafka_offset"] == 5).then_some(())
     });
     let lines: Vec<Value> = lines_of(&file)
         .iter()
@@ -132,24 +133,32 @@ fn serializer_to_file_sink(
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
-        (!v.is_empty()).then_some(v)
+        (v.len() >= 2).then_some(v)
     });
-    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!(dlq.len(), 2, "{dlq:?}");
     assert_eq!(dlq[0]["key"], "poison", "{dlq:?}");
-    let header = |k: &str| -> String {
-        dlq[0]["headers"]
+    let header = |i: usize, k: &str| -> String {
+        dlq[i]["headers"]
             .as_array()
             .unwrap()
             .iter()
             .find(|h| h["key"] == k)
             .and_then(|h| h["value"].as_str())
-            .unwrap_or_else(|| panic!("no header {k} in {:?}", dlq[0]))
+            .unwrap_or_else(|| panic!("no header {k} in {:?}", dlq[i]))
             .to_string()
     };
-    assert_eq!(header("__connect.errors.stage"), "VALUE_CONVERTER");
-    assert_eq!(header("__connect.errors.offset"), "3");
+    assert_eq!(header(0, "__connect.errors.stage"), "VALUE_CONVERTER");
+    assert_eq!(header(0, "__connect.errors.offset"), "3");
     assert!(
-        header("__connect.errors.exception.message").contains(poison_error),
+        header(0, "__connect.errors.exception.message").contains(poison_error),
+        "{dlq:?}"
+    );
+    // The schema id the registry does not have: errant too (not a task failure), saying so.
+    assert_eq!(dlq[1]["key"], "unknown-id", "{dlq:?}");
+    assert_eq!(header(1, "__connect.errors.offset"), "4");
+    assert!(
+        header(1, "__connect.errors.exception.message")
+            .contains("schema id 999999 is not in the schema registry"),
         "{dlq:?}"
     );
 }
