@@ -98,6 +98,9 @@ impl Converter {
         match simple {
             "StringConverter" => Ok(Converter::String),
             "ByteArrayConverter" => Ok(Converter::ByteArray),
+            "ProtobufConverter" => Err(format!(
+                "{class} is not supported yet; the schema-registry converters built in are {AVRO_CONVERTER} and {JSON_SCHEMA_CONVERTER}"
+            )),
             "JsonConverter" => {
                 let schemas_enable = match schemas_enable.map(|s| s.trim().to_ascii_lowercase()) {
                     None => true,
@@ -321,6 +324,12 @@ mod tests {
             Converter::from_config(&p, "header.converter").unwrap(),
             None
         );
+        p.insert(
+            "key.converter".into(),
+            "io.confluent.connect.protobuf.ProtobufConverter".into(),
+        );
+        let e = Converter::from_config(&p, "key.converter").unwrap_err();
+        assert!(e.to_string().contains("not supported yet"), "{e}");
         p.insert("key.converter".into(), "com.example.XmlConverter".into());
         let e = Converter::from_config(&p, "key.converter").unwrap_err();
         assert!(

@@ -323,4 +323,53 @@ fn a_source_with_the_avro_converter_writes_what_confluents_deserializer_reads() 
     let schema: Value =
         serde_json::from_str(lines.last().unwrap().strip_prefix("schema ").unwrap()).unwrap();
     assert_eq!(schema, json!({"type": "string"}), "{out}");
+
+    // auto.register.schemas=false: a subject without the schema fails the task with what to do; with
+    // use.latest.version=true the subject's latest schema (registered above for `lines`) is used as it is.
+    let unregistered = json!({"connector.class": "FileStreamSource", "topic": "unregistered",
+        "file": input.display().to_string(),
+        "value.converter": "io.confluent.connect.avro.AvroConverter",
+        "value.converter.schema.registry.url": p.registry,
+        "value.converter.auto.register.schemas": "false",
+        "task.restart.max.attempts": "0"});
+    p.topic("unregistered");
+    p.create("unregistered-source", unregistered);
+    let status = wait_for(Duration::from_secs(60), "the task to fail", || {
+        let v = http(
+            &p.rest,
+            "GET",
+            "/connectors/unregistered-source/status",
+            None,
+        )
+        .1;
+        (v["tasks"][0]["state"] == "FAILED").then_some(v)
+    });
+    let trace = status["tasks"][0]["trace"].as_str().unwrap_or("");
+    assert!(
+        trace.contains("not registered under subject unregistered-value")
+            && trace.contains("value.converter.auto.register.schemas=true"),
+        "{trace}"
+    );
+    let subjects = http(&p.registry.replace("http://", ""), "GET", "/subjects", None).1;
+    assert!(
+        !subjects.to_string().contains("unregistered-value"),
+        "{subjects}"
+    );
+    p.create(
+        "latest-source",
+        json!({"connector.class": "FileStreamSource", "topic": "lines",
+            "file": input.display().to_string(),
+            "value.converter": "io.confluent.connect.avro.AvroConverter",
+            "value.converter.schema.registry.url": p.registry,
+            "value.converter.auto.register.schemas": "false",
+            "value.converter.use.latest.version": "true"}),
+    );
+    let out = client(&["consume", &p.kafka, &p.registry, "lines", "6"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[3..6], lines[..3], "{out}");
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("schema-id ")).count(),
+        1,
+        "one schema id for both sources: {out}"
+    );
 }
