@@ -1422,4 +1422,66 @@ mod tests {
             .unwrap_err()
             .contains("AVRO"));
     }
+
+    #[test]
+    fn basic_auth_and_the_subject_strategy_are_read_from_the_converters_prefix() {
+        let props = |pairs: &[(&str, &str)]| -> ConfigMap {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let c = RegistryConverter::from_config(
+            Format::Avro,
+            &props(&[
+                (
+                    "key.converter.schema.registry.url",
+                    "http://127.0.0.1:8081, http://other:8081",
+                ),
+                ("key.converter.basic.auth.credentials.source", "USER_INFO"),
+                ("key.converter.basic.auth.user.info", "fred:s3cret"),
+            ]),
+            "key.converter",
+        )
+        .unwrap();
+        assert_eq!(
+            c.target,
+            Target::parse("http://127.0.0.1:8081")
+                .unwrap()
+                .with_basic_auth("fred", "s3cret")
+        );
+        assert_eq!(c.subject("orders"), "orders-key");
+        let e = RegistryConverter::from_config(
+            Format::Avro,
+            &props(&[
+                (
+                    "value.converter.schema.registry.url",
+                    "http://127.0.0.1:8081",
+                ),
+                ("value.converter.basic.auth.credentials.source", "USER_INFO"),
+            ]),
+            "value.converter",
+        )
+        .unwrap_err();
+        assert!(e.contains("value.converter.basic.auth.user.info"), "{e}");
+        let e = RegistryConverter::from_config(
+            Format::Avro,
+            &props(&[
+                (
+                    "value.converter.schema.registry.url",
+                    "http://127.0.0.1:8081",
+                ),
+                (
+                    "value.converter.value.subject.name.strategy",
+                    "io.confluent.kafka.serializers.subject.RecordNameStrategy",
+                ),
+            ]),
+            "value.converter",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("only io.confluent.kafka.serializers.subject.TopicNameStrategy"),
+            "{e}"
+        );
+    }
 }
