@@ -1,6 +1,6 @@
 //! Connect's converters between a record's bytes and Connect data: `StringConverter`, `ByteArrayConverter`
 //! and `JsonConverter` (with `schemas.enable`, Connect's `{"schema": ..., "payload": ...}` envelope), and
-//! Confluent's schema-registry `AvroConverter` ([`crate::registry_converter`]).
+//! Confluent's schema-registry `AvroConverter` and `JsonSchemaConverter` ([`crate::registry_converter`]).
 
 use std::sync::Arc;
 

@@ -1,8 +1,13 @@
-//! Confluent's schema-registry converter `io.confluent.connect.avro.AvroConverter`: records in the registry's
-//! wire format (magic byte 0, the schema id as 4 big-endian bytes, then the Avro binary datum), configured with
+//! Confluent's schema-registry converters `io.confluent.connect.avro.AvroConverter` and
+//! `io.confluent.connect.json.JsonSchemaConverter`: records in the registry's wire format (magic byte 0, the
+//! schema id as 4 big-endian bytes, then the Avro binary datum or the JSON text), configured with
 //! the converter's prefix: `value.converter.schema.registry.url`, `basic.auth.credentials.source=USER_INFO` with
 //! `basic.auth.user.info=user:password`, `auto.register.schemas` (default true), `use.latest.version` (default
 //! false).
+//!
+//! JsonSchemaConverter validates each JSON value against its registered schema and maps JSON Schema to Connect
+//! schemas (and back) as Confluent's does (`connect.index`, `connect.type`, `oneOf` null for optional); what
+//! follows is said of Avro and holds for it too.
 //!
 //! **Sinks** look the writer's schema up by its id (`GET /schemas/ids/{id}`, cached for the task's life) and turn
 //! the datum into Connect data in the form the JSON converter gives the sinks (a record is a struct with its
