@@ -365,6 +365,19 @@ impl Reporter {
     }
 }
 
+/// Fetches what the task's registry converters need to convert a record with this key and value (the writer
+/// schemas by id; no-op for the other converters). Err: the registry cannot be asked, a task failure that says
+/// what to do. A record the registry cannot explain (not in the wire format, an unknown id) is left for
+/// [`convert_and_transform`] to report as errant.
+pub async fn prepare_converters(
+    ctx: &crate::worker::TaskContext,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Result<(), String> {
+    ctx.key_converter.prepare_decode(key).await?;
+    ctx.value_converter.prepare_decode(value).await
+}
+
 /// A consumed record as a sink task sees it: key and value through the converters, then the transforms (None: a
 /// transform dropped it). An error names the stage that failed, for [`Reporter::report`].
 pub fn convert_and_transform<M: Message>(

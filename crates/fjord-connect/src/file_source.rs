@@ -453,6 +453,10 @@ async fn send_batch(
                 Err(e) => return Err(format!("{e}; the line ending at byte {end} and those after it were not sent (fix the transform config, then restart the task)")),
             }
         };
+        // A registry converter registers the record's schema first (once per schema).
+        record
+            .prepare_encode(&ctx.key_converter, &ctx.value_converter)
+            .await?;
         let (key, value) = record.encode(&ctx.key_converter, &ctx.value_converter)?;
         let record_headers_empty = record.headers.is_empty();
         let mut headers = rdkafka::message::OwnedHeaders::new();

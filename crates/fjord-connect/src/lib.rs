@@ -2,14 +2,15 @@
 //! shapes and `{"error_code", "message"}` errors, so curl scripts, kcctl and Kafka UIs keep working), runs
 //! connectors in a standalone worker whose source offsets live in a local file or a distributed-mode worker whose
 //! connectors and offsets live in Connect's internal topics, converts records with
-//! Connect's String, ByteArray and JSON converters, applies Connect's single message transforms, and has the
+//! Connect's String, ByteArray and JSON converters and Confluent's schema-registry AvroConverter and
+//! JsonSchemaConverter, applies Connect's single message transforms, and has the
 //! FileStream source and sink, an Elasticsearch/OpenSearch sink, an HTTP sink and a PostgreSQL (JDBC) sink and source built in.
 //!
 //! It is a Kafka client of the brokers (librdkafka through `rdkafka`) and knows nothing of their internals:
 //! `fjord connect standalone` runs against any Kafka-compatible cluster.
 //!
 //! Distributed workers form a group with Connect's own `connect` protocol and incremental cooperative rebalancing
-//! (`group`). Every worker reads the status topic back (`status_store`). Not in this crate yet: registry converters. The PostgreSQL
+//! (`group`). Every worker reads the status topic back (`status_store`). The PostgreSQL
 //! sink and source (`pg_sink`, `pg_source`) and Connect's error handling with dead-letter topics and automatic task
 //! restarts (`error_handling`) are here.
 
@@ -31,6 +32,7 @@ pub mod offsets;
 pub mod pg_sink;
 pub mod pg_source;
 pub mod plugins;
+pub mod registry_converter;
 pub mod sink_task;
 pub mod standalone;
 pub mod status_store;

@@ -587,12 +587,13 @@ fn schemaless_col(name: &str, v: &Value) -> Result<Col, String> {
 }
 
 /// A key's or value's bytes, through its converter, to fields (a struct or JSON object) or one primitive.
-fn convert(converter: Converter, bytes: Option<&[u8]>, what: &str) -> Result<Converted, String> {
+fn convert(converter: &Converter, bytes: Option<&[u8]>, what: &str) -> Result<Converted, String> {
     let Some(bytes) = bytes else {
         return Ok(Converted::Null);
     };
     let text = || String::from_utf8(bytes.to_vec()).map_err(|_| format!("the {what} is not UTF-8"));
     match converter {
+        Converter::Registry(r) => from_data(&r.decode(Some(bytes))?, what),
         Converter::String => Ok(Converted::Primitive(Col {
             name: String::new(),
             ty: ColType::Text,
@@ -732,8 +733,8 @@ fn cached_schema(text: &[u8]) -> Option<Rc<Value>> {
 /// (a tombstone while `delete.enabled=false`).
 fn to_row(
     cfg: &PgConfig,
-    key_conv: Converter,
-    value_conv: Converter,
+    key_conv: &Converter,
+    value_conv: &Converter,
     m: &OwnedMessage,
 ) -> Result<Option<Row>, (Stage, String)> {
     let key = if cfg.pk_mode == PkMode::RecordKey {
@@ -1316,6 +1317,9 @@ struct Prepared {
     msgs: Vec<OwnedMessage>,
     rows: Vec<(usize, Row)>,
     errant: Vec<(usize, Stage, String)>,
+    /// The record at which the registry (of a registry converter) could not be asked, and why: the records
+    /// before it are written, the task fails at it.
+    fatal: Option<(usize, String)>,
 }
 
 /// Waits for the next records (None when told to stop first): up to `batch.size`, or what comes within 50 ms of
@@ -1351,11 +1355,16 @@ async fn next_batch(
         .collect();
     let mut rows = Vec::with_capacity(msgs.len());
     let mut errant = Vec::new();
+    let mut fatal = None;
     for (i, m) in msgs.iter().enumerate() {
+        if let Err(e) = crate::error_handling::prepare_converters(ctx, m.key(), m.payload()).await {
+            fatal = Some((i, e));
+            break;
+        }
         // Without transforms, straight from the bytes (the fast path); with them, as every sink: converters,
         // then the chain (which may drop the record or change its topic, hence its table).
         let row = if chain.is_empty() {
-            to_row(cfg, ctx.key_converter, ctx.value_converter, m)
+            to_row(cfg, &ctx.key_converter, &ctx.value_converter, m)
         } else {
             match crate::error_handling::convert_and_transform(ctx, chain, m) {
                 Ok(Some(r)) => record_row(cfg, &r),
@@ -1369,7 +1378,12 @@ async fn next_batch(
             Err((stage, why)) => errant.push((i, stage, why)),
         }
     }
-    Some(Prepared { msgs, rows, errant })
+    Some(Prepared {
+        msgs,
+        rows,
+        errant,
+        fatal,
+    })
 }
 
 /// Writes a batch. Rows the database refuses for their data are errant (the task fails at the first under
@@ -1388,8 +1402,10 @@ async fn write_batch(
     let msgs = &batch.msgs;
     // Records that did not convert are reported first (the task fails at the first one under tolerance none,
     // after the rows before it are written).
-    let mut upto = msgs.len();
-    let mut failure = None;
+    let (mut upto, mut failure) = match &batch.fatal {
+        Some((i, why)) => (*i, Some(why.clone())),
+        None => (msgs.len(), None),
+    };
     for (i, stage, why) in &batch.errant {
         if let Err(f) = reporter.report(&msgs[*i], *stage, why).await {
             upto = *i;
@@ -1639,7 +1655,7 @@ mod tests {
         let json = Converter::Json {
             schemas_enable: true,
         };
-        let r = to_row(&c, Converter::String, json, &msg(Some("k1"), Some(v)))
+        let r = to_row(&c, &Converter::String, &json, &msg(Some("k1"), Some(v)))
             .unwrap()
             .unwrap();
         assert_eq!(r.table, "kafka_orders");
@@ -1658,19 +1674,19 @@ mod tests {
             ]
         );
         // A tombstone deletes the key's row; a value that does not fit its schema is errant.
-        let t = to_row(&c, Converter::String, json, &msg(Some("k1"), None))
+        let t = to_row(&c, &Converter::String, &json, &msg(Some("k1"), None))
             .unwrap()
             .unwrap();
         assert!(t.delete && t.cols.len() == 1);
         let bad = r#"{"schema":{"type":"struct","fields":[{"field":"n","type":"int32"}]},"payload":{"n":"many"}}"#;
         let (stage, why) =
-            to_row(&c, Converter::String, json, &msg(Some("k1"), Some(bad))).unwrap_err();
+            to_row(&c, &Converter::String, &json, &msg(Some("k1"), Some(bad))).unwrap_err();
         assert_eq!(stage, Stage::ValueConverter);
         assert!(why.contains("field n") && why.contains("int32"), "{why}");
         let (stage, _) = to_row(
             &c,
-            Converter::String,
-            json,
+            &Converter::String,
+            &json,
             &msg(Some("k1"), Some("{not json")),
         )
         .unwrap_err();
@@ -1678,8 +1694,8 @@ mod tests {
         // Schemaless objects map to columns by their JSON types.
         let r = to_row(
             &c,
-            Converter::String,
-            Converter::Json {
+            &Converter::String,
+            &Converter::Json {
                 schemas_enable: false,
             },
             &msg(
@@ -1718,14 +1734,14 @@ mod tests {
         let schema = r#"{"type":"struct","fields":[{"field":"a","type":"int32"}]}"#;
         // An extra field after the payload: refused as Connect refuses it, not read past.
         let extra = format!(r#"{{"schema":{schema},"payload":{{"a":1}},"x":2}}"#);
-        let e = convert(json, Some(extra.as_bytes()), "value")
+        let e = convert(&json, Some(extra.as_bytes()), "value")
             .err()
             .unwrap();
         assert!(e.contains("additional fields"), "{e}");
         // The cached schema gives the same row as a first parse.
         let good = format!(r#"{{"schema":{schema},"payload":{{"a":7}}}}"#);
         for _ in 0..2 {
-            let Converted::Fields(f) = convert(json, Some(good.as_bytes()), "value").unwrap()
+            let Converted::Fields(f) = convert(&json, Some(good.as_bytes()), "value").unwrap()
             else {
                 panic!()
             };

@@ -383,6 +383,10 @@ async fn poll_source(
         else {
             continue;
         };
+        // A registry converter registers the record's schema first (once per schema).
+        record
+            .prepare_encode(&ctx.key_converter, &ctx.value_converter)
+            .await?;
         let (key, value) = record.encode(&ctx.key_converter, &ctx.value_converter)?;
         let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic);
         if let Some(v) = value.as_deref() {

@@ -336,12 +336,9 @@ fn errors_of(plugin: Plugin, key: &Key, config: &ConfigMap) -> Vec<String> {
             Ok(_) => invalid(&format!("{n} must be at least 1")),
             Err(_) => invalid("Not a number of type INT"),
         },
-        ("CLASS", _) => match Converter::parse(
-            value,
-            config
-                .get(&format!("{}.schemas.enable", key.name))
-                .map(String::as_str),
-        ) {
+        // The converter with its own settings (a registry converter's `<key>.schema.registry.url`, ...): an
+        // error names the setting.
+        ("CLASS", _) => match Converter::build(value, config, key.name) {
             Ok(_) => Vec::new(),
             Err(why) => invalid(&why),
         },

@@ -71,6 +71,14 @@ pub async fn run<W: BatchWriter>(
                     continue;
                 }
             };
+            // A registry converter fetches the record's schema first; an unreachable registry fails the task
+            // here (after what converted before is written), the record is read again after the restart.
+            if let Err(e) =
+                crate::error_handling::prepare_converters(&ctx, m.key(), m.payload()).await
+            {
+                failure = Some(e);
+                break;
+            }
             match crate::error_handling::convert_and_transform(&ctx, &chain, &m) {
                 Ok(r) => {
                     records.extend(r);

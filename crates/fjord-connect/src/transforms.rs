@@ -44,6 +44,9 @@ impl SchemaAndValue {
 
     /// Decodes a record's key or value bytes with `converter`; a JsonConverter with schemas keeps the schema.
     pub fn decode(converter: &Converter, bytes: Option<&[u8]>) -> Result<SchemaAndValue, String> {
+        if let Converter::Registry(r) = converter {
+            return r.decode(bytes);
+        }
         let data = converter.to_connect(bytes)?;
         let envelope_schema = || -> Option<Value> {
             let v: Value = serde_json::from_slice(bytes?).ok()?;
@@ -89,13 +92,15 @@ impl SchemaAndValue {
         }
     }
 
-    /// Encodes this value with `converter` (None: a null key or value). A JsonConverter with schemas writes
-    /// the schema in the envelope, as Connect's does.
-    pub fn encode(&self, converter: &Converter) -> Result<Option<Vec<u8>>, String> {
+    /// Encodes this value of a record of `topic` with `converter` (None: a null key or value). A JsonConverter
+    /// with schemas writes the schema in the envelope, as Connect's does; a registry converter the id of the
+    /// schema `Converter::prepare_encode` registered.
+    pub fn encode(&self, converter: &Converter, topic: &str) -> Result<Option<Vec<u8>>, String> {
         if self.value.is_null() {
             return Ok(None);
         }
         match converter {
+            Converter::Registry(r) => r.encode(topic, self),
             Converter::Json {
                 schemas_enable: true,
             } => {
@@ -130,12 +135,19 @@ impl Record {
     pub fn encode(&self, key: &Converter, value: &Converter) -> Result<Encoded, String> {
         Ok((
             self.key
-                .encode(key)
+                .encode(key, &self.topic)
                 .map_err(|e| format!("key.converter failed: {e}"))?,
             self.value
-                .encode(value)
+                .encode(value, &self.topic)
                 .map_err(|e| format!("value.converter failed: {e}"))?,
         ))
+    }
+
+    /// Registers the schemas a registry converter needs for [`encode`](Self::encode) (no-op for the others).
+    /// Err: the registry cannot be asked or refuses the schema (a task failure that says what to do).
+    pub async fn prepare_encode(&self, key: &Converter, value: &Converter) -> Result<(), String> {
+        key.prepare_encode(&self.topic, &self.key).await?;
+        value.prepare_encode(&self.topic, &self.value).await
     }
 }
 
@@ -2179,7 +2191,7 @@ mod tests {
         let sv = SchemaAndValue::decode(&conv, Some(bytes)).unwrap();
         assert_eq!(sv.value, json!({"a": 1}));
         assert_eq!(names(&sv.schema), ["a"]);
-        let back: Value = serde_json::from_slice(&sv.encode(&conv).unwrap().unwrap()).unwrap();
+        let back: Value = serde_json::from_slice(&sv.encode(&conv, "t").unwrap().unwrap()).unwrap();
         assert_eq!(back, serde_json::from_slice::<Value>(bytes).unwrap());
         let plain = SchemaAndValue::decode(
             &Converter::Json {
@@ -2192,10 +2204,10 @@ mod tests {
         let b = SchemaAndValue::decode(&Converter::ByteArray, Some(&[0, 255, 7])).unwrap();
         assert_eq!(b.to_data(), Data::Bytes(vec![0, 255, 7]));
         assert_eq!(
-            b.encode(&Converter::ByteArray).unwrap(),
+            b.encode(&Converter::ByteArray, "t").unwrap(),
             Some(vec![0, 255, 7])
         );
-        assert_eq!(SchemaAndValue::null().encode(&conv).unwrap(), None);
+        assert_eq!(SchemaAndValue::null().encode(&conv, "t").unwrap(), None);
     }
 
     #[test]

@@ -1046,8 +1046,8 @@ impl Worker {
         let ctx = TaskContext {
             connector: name.to_string(),
             config: c.config.clone(),
-            key_converter: converter("key.converter", self.config.key_converter),
-            value_converter: converter("value.converter", self.config.value_converter),
+            key_converter: converter("key.converter", self.config.key_converter.clone()),
+            value_converter: converter("value.converter", self.config.value_converter.clone()),
             bootstrap_servers: self.config.bootstrap_servers.clone(),
             offsets: self.offsets.clone(),
             offset_flush_interval: Duration::from_millis(self.config.offset_flush_interval_ms),

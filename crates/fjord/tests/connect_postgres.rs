@@ -1147,3 +1147,153 @@ fn postgres_source_timestamp_modes_page_through_rows_of_one_timestamp() {
         "{v}"
     );
 }
+
+/// Confluent's `AvroConverter` between PostgreSQL and the topics, with `fjord start`'s Schema Registry and
+/// confluent-kafka Python's AvroSerializer/AvroDeserializer on the other side: Avro records become rows of a
+/// table the sink creates (`auto.create`, `pk.mode=record_value`: typed columns from the registered schema, the
+/// key column from the record's field), the record not in the wire format goes to the dead-letter topic; and a
+/// PostgreSQL source writes rows as Avro records that the deserializer decodes, with their struct schema
+/// registered under `<topic>-value`.
+#[test]
+fn avro_records_become_rows_and_rows_become_avro_records_through_the_registry() {
+    let pg = Postgres::start();
+    let dir = temp_dir();
+    let log = std::fs::File::create(dir.path().join("platform.log")).unwrap();
+    let (child, line) = start_platform(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        std::process::Stdio::from(log),
+    );
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _platform = Killed(child);
+    let kafka = field(&line, "kafka=").to_string();
+    let registry = format!("http://{}", field(&line, "registry="));
+    let rest = field(&line, "connect=").to_string();
+    let script = workspace_root().join("tests/clients/connect_registry.py");
+    let python = |args: &[&str]| {
+        ok(&run_bounded(
+            Command::new(python()).arg(&script).args(args),
+            Duration::from_secs(120),
+        ))
+    };
+    ok(&fjord(
+        &kafka,
+        &["topics", "create", "items", "--partitions", "1"],
+        None,
+    ));
+    assert!(python(&["produce", &kafka, &registry, "items"]).starts_with("OK 5"));
+    put(
+        &rest,
+        "avro-pg",
+        &json!({
+            "connector.class": "io.confluent.connect.jdbc.JdbcSinkConnector",
+            "topics": "items",
+            "connection.url": pg.url(),
+            "connection.user": "fjord",
+            "insert.mode": "upsert",
+            "pk.mode": "record_value",
+            "pk.fields": "sku",
+            "auto.create": "true",
+            "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+            "value.converter": "io.confluent.connect.avro.AvroConverter",
+            "value.converter.schema.registry.url": registry,
+            "errors.tolerance": "all",
+            "errors.deadletterqueue.topic.name": "items-dlq",
+        }),
+    );
+    wait_rows(
+        &pg,
+        "SELECT sku, qty, price, note, day FROM items ORDER BY sku",
+        "a-1|3|1.5||2022-01-08\nb-2|7|2.25|fragile|2022-01-09\nc-3|0|10|x\ty|1970-01-01",
+    );
+    assert_eq!(
+        pg.psql(
+            "SELECT string_agg(column_name || ':' || data_type, ',' ORDER BY ordinal_position) \
+             FROM information_schema.columns WHERE table_name = 'items'"
+        ),
+        "sku:text,qty:integer,price:double precision,note:text,day:date"
+    );
+    assert_eq!(
+        pg.psql(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid \
+             AND a.attnum = ANY(i.indkey) WHERE i.indrelid = 'items'::regclass AND i.indisprimary"
+        ),
+        "sku"
+    );
+    let dlq = wait_for(Duration::from_secs(30), "the dead letter", || {
+        let v = records_of(&kafka, "items-dlq");
+        (v.len() >= 2).then_some(v)
+    });
+    assert_eq!(dlq.len(), 2, "{dlq:?}");
+    assert_eq!(dlq[0]["value"], "not avro at all", "{dlq:?}");
+    assert_eq!(task_state(&rest, "avro-pg").0, "RUNNING");
+
+    // Rows to Avro records.
+    pg.psql("CREATE TABLE goods (id SERIAL PRIMARY KEY, name TEXT NOT NULL, qty INT)");
+    pg.psql("INSERT INTO goods (name, qty) VALUES ('tea', 10), ('cup', NULL)");
+    put(
+        &rest,
+        "avro-src",
+        &json!({
+            "connector.class": "io.confluent.connect.jdbc.JdbcSourceConnector",
+            "connection.url": pg.url(),
+            "connection.user": "fjord",
+            "mode": "incrementing",
+            "incrementing.column.name": "id",
+            "table.whitelist": "goods",
+            "topic.prefix": "pg-",
+            "poll.interval.ms": "200",
+            "value.converter": "io.confluent.connect.avro.AvroConverter",
+            "value.converter.schema.registry.url": registry,
+        }),
+    );
+    wait_for(Duration::from_secs(60), "2 records in pg-goods", || {
+        (records_of(&kafka, "pg-goods").len() >= 2).then_some(())
+    });
+    let out = python(&["consume", &kafka, &registry, "pg-goods", "2"]);
+    let lines: Vec<&str> = out.lines().collect();
+    let values: Vec<Value> = lines[..2]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        [
+            json!({"id": 1, "name": "tea", "qty": 10}),
+            json!({"id": 2, "name": "cup", "qty": null})
+        ],
+        "{out}"
+    );
+    let schema: Value = serde_json::from_str(
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix("schema "))
+            .unwrap_or_else(|| panic!("{out}")),
+    )
+    .unwrap();
+    assert_eq!(schema["type"], "record", "{schema}");
+    assert_eq!(schema["name"], "ConnectDefault", "{schema}");
+    let fields: Vec<(String, Value)> = schema["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["name"].as_str().unwrap().to_string(), f["type"].clone()))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            // The PostgreSQL source marks every column optional: unions with null.
+            ("id".to_string(), json!(["null", "int"])),
+            ("name".to_string(), json!(["null", "string"])),
+            ("qty".to_string(), json!(["null", "int"]))
+        ],
+        "{schema}"
+    );
+}

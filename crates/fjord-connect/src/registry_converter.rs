@@ -1,0 +1,1492 @@
+//! Confluent's schema-registry converters `io.confluent.connect.avro.AvroConverter` and
+//! `io.confluent.connect.json.JsonSchemaConverter`: records in the registry's wire format (magic byte 0, the
+//! schema id as 4 big-endian bytes, then the Avro binary datum or the JSON text), configured with
+//! the converter's prefix: `value.converter.schema.registry.url`, `basic.auth.credentials.source=USER_INFO` with
+//! `basic.auth.user.info=user:password`, `auto.register.schemas` (default true), `use.latest.version` (default
+//! false).
+//!
+//! JsonSchemaConverter validates each JSON value against its registered schema and maps JSON Schema to Connect
+//! schemas (and back) as Confluent's does (`connect.index`, `connect.type`, `oneOf` null for optional); what
+//! follows is said of Avro and holds for it too.
+//!
+//! **Sinks** look the writer's schema up by its id (`GET /schemas/ids/{id}`, cached for the task's life) and turn
+//! the datum into Connect data in the form the JSON converter gives the sinks (a record is a struct with its
+//! fields' schemas, bytes are base64 text, a decimal its unscaled bytes, dates/times/timestamps their number), so
+//! the PostgreSQL sink's `pk.mode=record_value` and `auto.create` work as with schemas in JSON.
+//!
+//! **Sources** map the record's Connect schema to an Avro schema the way Confluent's converter does (a struct is a
+//! record named after the schema, `io.confluent.connect.avro.ConnectDefault` when it has no name; an optional
+//! field is a union with null defaulting to null; int8/int16 are ints marked `connect.type`; Decimal, Date, Time
+//! and Timestamp are Avro's logical types with `connect.name`), register it under the TopicNameStrategy subject
+//! `<topic>-key`/`<topic>-value` (once per schema and task) and write the datum with the id they got back.
+//!
+//! Registry calls are async and happen before the (synchronous) conversion of a batch: [`prepare_decode`] and
+//! [`prepare_encode`] fill the caches, and an unreachable registry fails the task there (it restarts with
+//! `task.restart.*`), while a record that is not in the wire format or names a schema id the registry does not
+//! have is an errant record (`errors.tolerance`, the dead-letter topic).
+//!
+//! [`prepare_decode`]: RegistryConverter::prepare_decode
+//! [`prepare_encode`]: RegistryConverter::prepare_encode
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use apache_avro::schema::{InnerDecimalSchema, Name, ResolvedSchema, UuidSchema};
+use apache_avro::types::Value as Avro;
+use apache_avro::Schema;
+use serde_json::{json, Map, Value};
+
+use crate::config::ConfigMap;
+use crate::http_client::{HttpError, Target};
+use crate::transforms::SchemaAndValue;
+
+pub const AVRO_CONVERTER: &str = "io.confluent.connect.avro.AvroConverter";
+pub const JSON_SCHEMA_CONVERTER: &str = "io.confluent.connect.json.JsonSchemaConverter";
+
+/// The schema format of a registry converter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `AvroConverter`: Avro binary datums.
+    Avro,
+    /// `JsonSchemaConverter`: JSON text validated against a JSON Schema.
+    JsonSchema,
+}
+
+impl Format {
+    /// The format of a converter's simple class name, if it is a registry converter.
+    pub fn of_class(simple: &str) -> Option<Format> {
+        match simple {
+            "AvroConverter" => Some(Format::Avro),
+            "JsonSchemaConverter" => Some(Format::JsonSchema),
+            _ => None,
+        }
+    }
+
+    fn class(self) -> &'static str {
+        match self {
+            Format::Avro => "AvroConverter",
+            Format::JsonSchema => "JsonSchemaConverter",
+        }
+    }
+
+    /// The registry's `schemaType`.
+    fn schema_type(self) -> &'static str {
+        match self {
+            Format::Avro => "AVRO",
+            Format::JsonSchema => "JSON",
+        }
+    }
+}
+
+/// How long one registry request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The record name Confluent's converter gives a struct schema without a name.
+const DEFAULT_NAMESPACE: &str = "io.confluent.connect.avro";
+const DEFAULT_RECORD: &str = "ConnectDefault";
+
+const CONNECT_DECIMAL: &str = "org.apache.kafka.connect.data.Decimal";
+const CONNECT_DATE: &str = "org.apache.kafka.connect.data.Date";
+const CONNECT_TIME: &str = "org.apache.kafka.connect.data.Time";
+const CONNECT_TIMESTAMP: &str = "org.apache.kafka.connect.data.Timestamp";
+
+/// A registry converter, configured, with its caches.
+pub struct RegistryConverter {
+    format: Format,
+    /// `key.converter` or `value.converter`: names its settings in errors.
+    prefix: String,
+    is_key: bool,
+    target: Target,
+    auto_register: bool,
+    use_latest: bool,
+    cache: Mutex<Cache>,
+}
+
+/// An Avro schema with its named types (to follow `Schema::Ref`).
+struct Parsed {
+    root: Schema,
+    names: HashMap<Name, Schema>,
+}
+
+impl Parsed {
+    fn new(root: Schema) -> Result<Parsed, apache_avro::Error> {
+        let names = ResolvedSchema::try_from(&root)?
+            .get_names()
+            .iter()
+            .map(|(n, s)| (n.clone(), (*s).clone()))
+            .collect();
+        Ok(Parsed { root, names })
+    }
+
+    fn get_root_schema(&self) -> &Schema {
+        &self.root
+    }
+
+    fn get_names(&self) -> &HashMap<Name, Schema> {
+        &self.names
+    }
+}
+
+/// A registered schema, ready to read or write records with.
+enum Writer {
+    Avro(Parsed),
+    Json {
+        /// The Connect schema of the JSON Schema (None: one Connect has no schema for; the data is schemaless).
+        connect: Option<Value>,
+        validator: Box<jsonschema::Validator>,
+    },
+    /// A schema this converter cannot use (another format, references), and why.
+    Unusable(String),
+}
+
+impl Writer {
+    fn parse(format: Format, text: &str) -> Result<Writer, String> {
+        match format {
+            Format::Avro => Schema::parse_str(text)
+                .and_then(Parsed::new)
+                .map(Writer::Avro)
+                .map_err(|e| format!("not an Avro schema this converter can use ({e})")),
+            Format::JsonSchema => {
+                let schema: Value = serde_json::from_str(text)
+                    .map_err(|e| format!("not a JSON Schema (not JSON): {e}"))?;
+                Ok(Writer::Json {
+                    connect: connect_schema_of_json(&schema, false).ok(),
+                    validator: Box::new(json_validator(&schema)?),
+                })
+            }
+        }
+    }
+}
+
+/// A validator for a JSON Schema without references (draft 7, Confluent's default, when it names none).
+fn json_validator(schema: &Value) -> Result<jsonschema::Validator, String> {
+    let named = schema.get("$schema").is_some();
+    // jsonschema panics on a few malformed schemas (the registry guards the same way).
+    std::panic::catch_unwind(|| {
+        let mut options = jsonschema::options().should_validate_formats(false);
+        if !named {
+            options = options.with_draft(jsonschema::Draft::Draft7);
+        }
+        options.build(schema)
+    })
+    .map_err(|_| "not a valid JSON Schema (it cannot be compiled)".to_string())?
+    .map_err(|e| format!("not a valid JSON Schema: {e}"))
+}
+
+#[derive(Default)]
+struct Cache {
+    /// Writer schemas by id (sinks).
+    by_id: HashMap<u32, Arc<Writer>>,
+    /// (subject, Connect schema JSON) to the id and schema records are written with (sources).
+    written: HashMap<(String, String), (u32, Arc<Writer>)>,
+}
+
+impl std::fmt::Debug for RegistryConverter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryConverter")
+            .field("format", &self.format)
+            .field("prefix", &self.prefix)
+            .field("url", &self.target.url)
+            .field("auto_register", &self.auto_register)
+            .field("use_latest", &self.use_latest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for RegistryConverter {
+    fn eq(&self, o: &Self) -> bool {
+        (
+            self.format,
+            &self.prefix,
+            &self.target,
+            self.auto_register,
+            self.use_latest,
+        ) == (
+            o.format,
+            &o.prefix,
+            &o.target,
+            o.auto_register,
+            o.use_latest,
+        )
+    }
+}
+
+fn flag(props: &ConfigMap, key: &str, default: bool) -> Result<bool, String> {
+    match props.get(key).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) if v == "true" => Ok(true),
+        Some(v) if v == "false" => Ok(false),
+        Some(v) => Err(format!("{key}={v}: expected true or false")),
+    }
+}
+
+impl RegistryConverter {
+    /// The registry converter of `format` configured by `prefix.*` of `props`; an error names the setting and
+    /// what to give.
+    pub fn from_config(
+        format: Format,
+        props: &ConfigMap,
+        prefix: &str,
+    ) -> Result<RegistryConverter, String> {
+        let key = |k: &str| format!("{prefix}.{k}");
+        let url_key = key("schema.registry.url");
+        let url = props
+            .get(&url_key)
+            .map(|u| u.trim())
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| {
+                format!("Missing required configuration \"{url_key}\" which has no default value: give the schema registry's URL, e.g. {url_key}=http://localhost:8081")
+            })?;
+        // Confluent accepts a comma-separated list; the first is used (one registry answers for all).
+        let first = url.split(',').next().unwrap_or(url).trim();
+        let mut target = Target::parse(first).map_err(|e| format!("{url_key}: {e}"))?;
+        let source = props
+            .get(&key("basic.auth.credentials.source"))
+            .map(|s| s.trim().to_ascii_uppercase());
+        match source.as_deref() {
+            None | Some("") => {}
+            Some("USER_INFO") => {
+                let info_key = key("basic.auth.user.info");
+                let info = props.get(&info_key).map(|s| s.trim()).unwrap_or("");
+                let (user, password) = info.split_once(':').ok_or_else(|| {
+                    format!("{info_key}: give the registry's credentials as user:password (basic.auth.credentials.source=USER_INFO)")
+                })?;
+                target = target.with_basic_auth(user, password);
+            }
+            Some(other) => {
+                return Err(format!(
+                    "{}: {other} is not supported; use USER_INFO with {}=user:password",
+                    key("basic.auth.credentials.source"),
+                    key("basic.auth.user.info")
+                ))
+            }
+        }
+        let strategy_key = key(if prefix.starts_with("key") {
+            "key.subject.name.strategy"
+        } else {
+            "value.subject.name.strategy"
+        });
+        if let Some(s) = props.get(&strategy_key) {
+            if s.trim().rsplit('.').next() != Some("TopicNameStrategy") {
+                return Err(format!(
+                    "{strategy_key}={s}: only io.confluent.kafka.serializers.subject.TopicNameStrategy is supported"
+                ));
+            }
+        }
+        Ok(RegistryConverter {
+            format,
+            prefix: prefix.to_string(),
+            is_key: prefix.starts_with("key"),
+            target,
+            auto_register: flag(props, &key("auto.register.schemas"), true)?,
+            use_latest: flag(props, &key("use.latest.version"), false)?,
+            cache: Mutex::new(Cache::default()),
+        })
+    }
+
+    fn subject(&self, topic: &str) -> String {
+        format!("{topic}-{}", if self.is_key { "key" } else { "value" })
+    }
+
+    /// A request to the registry; Err is a task failure that says what to do (unreachable, or an answer that is
+    /// not the registry's), Ok the status and JSON body.
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), String> {
+        let mut headers = vec![(
+            "Accept".to_string(),
+            "application/vnd.schemaregistry.v1+json, application/json".to_string(),
+        )];
+        if body.is_some() {
+            headers.push((
+                "Content-Type".to_string(),
+                "application/vnd.schemaregistry.v1+json".to_string(),
+            ));
+        }
+        let payload = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let unreachable = |why: String| {
+            format!(
+                "{}: cannot reach the schema registry at {} ({why}); check {}.schema.registry.url and that the registry is running. The task restarts by itself (task.restart.*) or with POST /connectors/<name>/restart?includeTasks=true",
+                self.prefix, self.target.url, self.prefix
+            )
+        };
+        let (status, bytes) = self
+            .target
+            .request(method, path, &headers, payload, REQUEST_TIMEOUT)
+            .await
+            .map_err(|e| match e {
+                HttpError::Unreachable(w) | HttpError::Protocol(w) | HttpError::Invalid(w) => {
+                    unreachable(w)
+                }
+            })?;
+        if status >= 500 {
+            return Err(unreachable(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+            )));
+        }
+        let v: Value = serde_json::from_slice(&bytes).map_err(|_| {
+            unreachable(format!(
+                "{method} {path} answered HTTP {status} with something that is not JSON"
+            ))
+        })?;
+        Ok((status, v))
+    }
+
+    /// Fetches the writer schema of a wire-format record into the cache. Err only when the registry cannot be
+    /// asked (a task failure); a record that is not in the wire format or names an unknown id is left for
+    /// [`decode`](Self::decode) to report as errant.
+    pub async fn prepare_decode(&self, bytes: Option<&[u8]>) -> Result<(), String> {
+        let Some(Ok((id, _))) = bytes.map(split_wire) else {
+            return Ok(());
+        };
+        if self.cache.lock().unwrap().by_id.contains_key(&id) {
+            return Ok(());
+        }
+        let (status, v) = self
+            .call("GET", &format!("/schemas/ids/{id}"), None)
+            .await?;
+        if status != 200 {
+            // Unknown id (40403) or refused: decode says so for this record.
+            tracing::warn!(prefix = %self.prefix, id, %status, answer = %v, "schema id not found in the registry");
+            return Ok(());
+        }
+        let schema_type = v
+            .get("schemaType")
+            .and_then(Value::as_str)
+            .unwrap_or("AVRO");
+        let text = v.get("schema").and_then(Value::as_str).unwrap_or("");
+        let writer = if schema_type != self.format.schema_type() {
+            Writer::Unusable(format!(
+                "schema id {id} is a {schema_type} schema, and {} reads {} ones; use the converter the records were written for ({})",
+                self.format.class(),
+                self.format.schema_type(),
+                match schema_type {
+                    "AVRO" => AVRO_CONVERTER,
+                    "JSON" => JSON_SCHEMA_CONVERTER,
+                    _ => "io.confluent.connect.protobuf.ProtobufConverter, not supported yet",
+                }
+            ))
+        } else if v
+            .get("references")
+            .and_then(Value::as_array)
+            .is_some_and(|r| !r.is_empty())
+        {
+            Writer::Unusable(format!(
+                "schema id {id} references other schemas, which {} does not support yet",
+                self.format.class()
+            ))
+        } else {
+            Writer::parse(self.format, text)
+                .unwrap_or_else(|e| Writer::Unusable(format!("schema id {id} is {e}")))
+        };
+        self.cache
+            .lock()
+            .unwrap()
+            .by_id
+            .insert(id, Arc::new(writer));
+        Ok(())
+    }
+
+    /// A record's bytes (in the wire format, its schema fetched by `prepare_decode`) to Connect data.
+    pub fn decode(&self, bytes: Option<&[u8]>) -> Result<SchemaAndValue, String> {
+        let Some(bytes) = bytes else {
+            return Ok(SchemaAndValue::null());
+        };
+        let (id, body) = split_wire(bytes)?;
+        let writer = self.cache.lock().unwrap().by_id.get(&id).cloned();
+        let Some(writer) = writer else {
+            return Err(format!(
+                "schema id {id} is not in the schema registry at {}; was the record written against another registry?",
+                self.target.url
+            ));
+        };
+        let schema = match &*writer {
+            Writer::Avro(schema) => schema,
+            Writer::Unusable(why) => return Err(why.clone()),
+            Writer::Json { connect, validator } => {
+                let value: Value = serde_json::from_slice(body).map_err(|e| {
+                    format!("the payload after schema id {id} is not JSON ({e}); the record is corrupt or was not written by a JSON Schema serializer")
+                })?;
+                if let Some(e) = validator.iter_errors(&value).next() {
+                    return Err(format!("the JSON does not match its schema (id {id}): {e}"));
+                }
+                return Ok(SchemaAndValue {
+                    schema: connect.clone(),
+                    value,
+                });
+            }
+        };
+        let root = schema.get_root_schema();
+        let names = schema.get_names();
+        let reader = apache_avro::reader::datum::GenericDatumReader::builder(root)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut rest = body;
+        let datum = reader.read_value(&mut rest).map_err(|e| {
+            format!("the Avro datum does not decode with schema id {id} ({e}); the record is corrupt or was not written with that schema")
+        })?;
+        if !rest.is_empty() {
+            return Err(format!(
+                "{} bytes are left after the Avro datum of schema id {id}; the record was not written with that schema",
+                rest.len()
+            ));
+        }
+        let lookup = |n: &Name| names.get(n);
+        Ok(SchemaAndValue {
+            schema: Some(connect_schema(root, &lookup, false)?),
+            value: connect_value(&datum, root, &lookup)?,
+        })
+    }
+
+    /// Registers (or looks up) the Avro schema of `data`'s Connect schema under `topic`'s subject, into the
+    /// cache. Err: the registry cannot be asked or refuses the schema (a task failure that says what to do).
+    pub async fn prepare_encode(&self, topic: &str, data: &SchemaAndValue) -> Result<(), String> {
+        if data.value.is_null() {
+            return Ok(());
+        }
+        let subject = self.subject(topic);
+        let connect = data
+            .schema
+            .as_ref()
+            .map(Value::to_string)
+            .unwrap_or_default();
+        let cache_key = (subject.clone(), connect);
+        if self.cache.lock().unwrap().written.contains_key(&cache_key) {
+            return Ok(());
+        }
+        let seg = path_segment(&subject);
+        let (id, text) = if self.use_latest {
+            let (status, v) = self
+                .call("GET", &format!("/subjects/{seg}/versions/latest"), None)
+                .await?;
+            if status != 200 {
+                return Err(format!(
+                    "{}: use.latest.version=true but subject {subject} has no schema in the registry ({}); register one first",
+                    self.prefix, v
+                ));
+            }
+            let id = v.get("id").and_then(Value::as_u64).unwrap_or(0) as u32;
+            let schema_type = v
+                .get("schemaType")
+                .and_then(Value::as_str)
+                .unwrap_or("AVRO");
+            if schema_type != self.format.schema_type() {
+                return Err(format!(
+                    "{}: use.latest.version=true but the latest schema of subject {subject} is a {schema_type} schema, and {} writes {} ones",
+                    self.prefix,
+                    self.format.class(),
+                    self.format.schema_type()
+                ));
+            }
+            let text = v
+                .get("schema")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            (id, text)
+        } else {
+            let Some(schema) = &data.schema else {
+                return Err(format!("{}: {} needs records with a schema, and this one is schemaless; use JsonConverter with schemas.enable=false for schemaless data", self.prefix, self.format.class()));
+            };
+            let text = match self.format {
+                Format::Avro => avro_schema_of(schema),
+                Format::JsonSchema => json_schema_of(schema),
+            }
+            .map_err(|e| format!("{}: {e}", self.prefix))?
+            .to_string();
+            let mut body = json!({ "schema": text });
+            if self.format != Format::Avro {
+                body["schemaType"] = json!(self.format.schema_type());
+            }
+            let path = if self.auto_register {
+                format!("/subjects/{seg}/versions")
+            } else {
+                format!("/subjects/{seg}")
+            };
+            let (status, v) = self.call("POST", &path, Some(&body)).await?;
+            match status {
+                200 => {}
+                409 => return Err(format!(
+                    "{}: the registry refused the schema of these records under subject {subject} as incompatible with its earlier versions ({}); change the subject's compatibility level (PUT /config/{subject}) or the data",
+                    self.prefix,
+                    v.get("message").and_then(Value::as_str).unwrap_or("")
+                )),
+                404 if !self.auto_register => return Err(format!(
+                    "{}: the schema of these records is not registered under subject {subject} and auto.register.schemas=false; register it, or set {}.auto.register.schemas=true",
+                    self.prefix, self.prefix
+                )),
+                _ => return Err(format!(
+                    "{}: the registry refused the schema under subject {subject} (HTTP {status}: {})",
+                    self.prefix,
+                    v.get("message").and_then(Value::as_str).unwrap_or("")
+                )),
+            }
+            let id = v.get("id").and_then(Value::as_u64).ok_or_else(|| {
+                format!(
+                    "{}: the registry's answer has no schema id: {v}",
+                    self.prefix
+                )
+            })? as u32;
+            (id, text)
+        };
+        let schema = Writer::parse(self.format, &text).map_err(|e| {
+            format!(
+                "{}: schema id {id} of subject {subject} is {e}",
+                self.prefix
+            )
+        })?;
+        self.cache
+            .lock()
+            .unwrap()
+            .written
+            .insert(cache_key, (id, Arc::new(schema)));
+        Ok(())
+    }
+
+    /// Connect data to a wire-format record, with the schema id `prepare_encode` got for it.
+    pub fn encode(&self, topic: &str, data: &SchemaAndValue) -> Result<Option<Vec<u8>>, String> {
+        if data.value.is_null() {
+            return Ok(None);
+        }
+        let connect = data
+            .schema
+            .as_ref()
+            .map(Value::to_string)
+            .unwrap_or_default();
+        let entry = self
+            .cache
+            .lock()
+            .unwrap()
+            .written
+            .get(&(self.subject(topic), connect))
+            .cloned();
+        let Some((id, writer)) = entry else {
+            return Err("the record's schema was not registered first (a bug)".into());
+        };
+        let mut out = Vec::with_capacity(64);
+        out.push(0);
+        out.extend_from_slice(&id.to_be_bytes());
+        let schema = match &*writer {
+            Writer::Avro(schema) => schema,
+            Writer::Unusable(why) => return Err(why.clone()),
+            Writer::Json { .. } => {
+                serde_json::to_writer(&mut out, &data.value).map_err(|e| e.to_string())?;
+                return Ok(Some(out));
+            }
+        };
+        let root = schema.get_root_schema();
+        let names = schema.get_names();
+        let lookup = |n: &Name| names.get(n);
+        let datum = avro_value(&data.value, root, &lookup, "$")?;
+        apache_avro::writer::datum::GenericDatumWriter::builder(root)
+            .build()
+            .map_err(|e| e.to_string())?
+            .write_value(&mut out, datum)
+            .map_err(|e| format!("the record does not fit its Avro schema: {e}"))?;
+        Ok(Some(out))
+    }
+}
+
+/// A subject as one percent-encoded path segment.
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A record's bytes split into schema id and body, or why they are not in the wire format.
+pub fn split_wire(bytes: &[u8]) -> Result<(u32, &[u8]), String> {
+    match bytes {
+        [0, a, b, c, d, body @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), body)),
+        _ => Err(format!(
+            "the record is not in the schema registry's wire format (it must start with magic byte 0 and a 4-byte schema id; it starts with {:?}): it was not written by a registry serializer. Use the converter that matches how it was written (StringConverter, JsonConverter, ...), or let errors.tolerance=all with errors.deadletterqueue.topic.name set such records aside",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(16)])
+        )),
+    }
+}
+
+// ---- Avro to Connect (sinks) ----
+
+type Lookup<'a> = dyn Fn(&Name) -> Option<&'a Schema> + 'a;
+
+fn resolve<'a>(s: &'a Schema, lookup: &Lookup<'a>) -> Result<&'a Schema, String> {
+    match s {
+        Schema::Ref { name } => lookup(name).ok_or_else(|| {
+            format!(
+                "the schema names type {} but does not define it",
+                name.fullname(None)
+            )
+        }),
+        other => Ok(other),
+    }
+}
+
+/// The non-null branch of a `[null, T]`/`[T, null]` union.
+fn nullable_branch(s: &Schema) -> Option<&Schema> {
+    let Schema::Union(u) = s else { return None };
+    match u.variants() {
+        [Schema::Null, t] | [t, Schema::Null] => Some(t),
+        _ => None,
+    }
+}
+
+fn logical(ty: &str, name: &str, optional: bool) -> Value {
+    json!({"type": ty, "optional": optional, "name": name, "version": 1})
+}
+
+/// The Connect schema (JsonConverter's JSON form) of an Avro schema, as Confluent's converter maps it.
+fn connect_schema<'a>(s: &'a Schema, lookup: &Lookup<'a>, optional: bool) -> Result<Value, String> {
+    if let Some(t) = nullable_branch(s) {
+        return connect_schema(t, lookup, true);
+    }
+    let s = resolve(s, lookup)?;
+    let prim = |t: &str| json!({"type": t, "optional": optional});
+    Ok(match s {
+        Schema::Boolean => prim("boolean"),
+        Schema::Int => prim("int32"),
+        Schema::Long
+        | Schema::TimeMicros
+        | Schema::TimestampMicros
+        | Schema::TimestampNanos
+        | Schema::LocalTimestampMicros
+        | Schema::LocalTimestampNanos => prim("int64"),
+        Schema::Float => prim("float"),
+        Schema::Double => prim("double"),
+        Schema::String | Schema::Enum(_) | Schema::Uuid(_) => prim("string"),
+        Schema::Bytes | Schema::Fixed(_) | Schema::Duration(_) => prim("bytes"),
+        Schema::Date => logical("int32", CONNECT_DATE, optional),
+        Schema::TimeMillis => logical("int32", CONNECT_TIME, optional),
+        Schema::TimestampMillis | Schema::LocalTimestampMillis => {
+            logical("int64", CONNECT_TIMESTAMP, optional)
+        }
+        Schema::Decimal(d) => {
+            let mut v = logical("bytes", CONNECT_DECIMAL, optional);
+            v["parameters"] = json!({"scale": d.scale.to_string(), "connect.decimal.precision": d.precision.to_string()});
+            v
+        }
+        Schema::BigDecimal => return Err("big-decimal Avro values are not supported".into()),
+        Schema::Array(a) => {
+            json!({"type": "array", "items": connect_schema(&a.items, lookup, false)?, "optional": optional})
+        }
+        Schema::Map(m) => json!({"type": "map", "keys": {"type": "string", "optional": false},
+            "values": connect_schema(&m.types, lookup, false)?, "optional": optional}),
+        Schema::Record(r) => {
+            let fields = r
+                .fields
+                .iter()
+                .map(|f| {
+                    let mut fs = connect_schema(&f.schema, lookup, false)?;
+                    fs["field"] = json!(f.name);
+                    Ok(fs)
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            let name = r
+                .attributes
+                .get("connect.name")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| r.name.fullname(None));
+            json!({"type": "struct", "fields": fields, "optional": optional, "name": name})
+        }
+        Schema::Null => return Err("a null Avro schema has no Connect schema".into()),
+        Schema::Union(_) => {
+            return Err("Avro unions other than [\"null\", T] are not supported yet".into())
+        }
+        Schema::Ref { .. } => unreachable!("resolved above"),
+    })
+}
+
+/// An Avro datum to Connect's JSON value form (bytes as base64, a decimal its unscaled bytes in base64).
+fn connect_value<'a>(v: &Avro, s: &'a Schema, lookup: &Lookup<'a>) -> Result<Value, String> {
+    let s = resolve(s, lookup)?;
+    let b64 = |b: &[u8]| Value::String(crate::converter::base64_encode(b));
+    Ok(match v {
+        Avro::Null => Value::Null,
+        Avro::Boolean(b) => json!(b),
+        Avro::Int(i) | Avro::Date(i) | Avro::TimeMillis(i) => json!(i),
+        Avro::Long(l)
+        | Avro::TimeMicros(l)
+        | Avro::TimestampMillis(l)
+        | Avro::TimestampMicros(l)
+        | Avro::TimestampNanos(l)
+        | Avro::LocalTimestampMillis(l)
+        | Avro::LocalTimestampMicros(l)
+        | Avro::LocalTimestampNanos(l) => json!(l),
+        Avro::Float(f) => json!(f),
+        Avro::Double(f) => json!(f),
+        Avro::Bytes(b) | Avro::Fixed(_, b) => b64(b),
+        Avro::String(t) | Avro::Enum(_, t) => json!(t),
+        Avro::Uuid(u) => json!(u.to_string()),
+        Avro::Decimal(d) => {
+            let b: Vec<u8> = d
+                .try_into()
+                .map_err(|e| format!("a decimal cannot be read: {e}"))?;
+            b64(&b)
+        }
+        Avro::BigDecimal(_) => return Err("big-decimal Avro values are not supported".into()),
+        Avro::Duration(d) => {
+            let b: [u8; 12] = (*d).into();
+            b64(&b)
+        }
+        Avro::Union(i, inner) => {
+            let Schema::Union(u) = s else {
+                return Err("a union value for a schema that is not a union".into());
+            };
+            let branch = u
+                .variants()
+                .get(*i as usize)
+                .ok_or("a union branch the schema does not have")?;
+            connect_value(inner, branch, lookup)?
+        }
+        Avro::Array(items) => {
+            let Schema::Array(a) = s else {
+                return Err("an array value for a schema that is not an array".into());
+            };
+            Value::Array(
+                items
+                    .iter()
+                    .map(|i| connect_value(i, &a.items, lookup))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        Avro::Map(m) => {
+            let Schema::Map(ms) = s else {
+                return Err("a map value for a schema that is not a map".into());
+            };
+            let mut out = Map::new();
+            for (k, v) in m {
+                out.insert(k.clone(), connect_value(v, &ms.types, lookup)?);
+            }
+            Value::Object(out)
+        }
+        Avro::Record(fields) => {
+            let Schema::Record(r) = s else {
+                return Err("a record value for a schema that is not a record".into());
+            };
+            let mut out = Map::new();
+            for (name, fv) in fields {
+                let f = r
+                    .lookup
+                    .get(name)
+                    .and_then(|i| r.fields.get(*i))
+                    .ok_or_else(|| format!("field {name} is not in the schema"))?;
+                out.insert(name.clone(), connect_value(fv, &f.schema, lookup)?);
+            }
+            Value::Object(out)
+        }
+    })
+}
+
+// ---- Connect to Avro (sources) ----
+
+/// The Avro schema (JSON) Confluent's converter derives from a Connect schema (JsonConverter's JSON form).
+pub fn avro_schema_of(connect: &Value) -> Result<Value, String> {
+    let mut records = 0usize;
+    avro_schema(connect, &mut records)
+}
+
+fn avro_schema(s: &Value, records: &mut usize) -> Result<Value, String> {
+    let base = avro_schema_required(s, records)?;
+    let optional = s.get("optional").and_then(Value::as_bool).unwrap_or(false);
+    Ok(if optional {
+        json!(["null", base])
+    } else {
+        base
+    })
+}
+
+fn avro_schema_required(s: &Value, records: &mut usize) -> Result<Value, String> {
+    let ty = s.get("type").and_then(Value::as_str).unwrap_or("");
+    let name = s.get("name").and_then(Value::as_str);
+    let connect_logical = |avro_ty: &str, logical_ty: &str, n: &str| json!({"type": avro_ty, "connect.version": 1, "connect.name": n, "logicalType": logical_ty});
+    Ok(match (ty, name) {
+        ("bytes", Some(CONNECT_DECIMAL)) => {
+            let param = |k: &str| {
+                s.pointer(&format!("/parameters/{}", k.replace('/', "~1")))
+                    .and_then(|v| {
+                        v.as_str()
+                            .and_then(|t| t.parse::<i64>().ok())
+                            .or(v.as_i64())
+                    })
+            };
+            let scale = param("scale").unwrap_or(0);
+            let precision = param("connect.decimal.precision").unwrap_or(64);
+            json!({"type": "bytes", "scale": scale, "precision": precision, "connect.version": 1,
+                "connect.parameters": {"scale": scale.to_string()}, "connect.name": CONNECT_DECIMAL,
+                "logicalType": "decimal"})
+        }
+        ("int32", Some(CONNECT_DATE)) => connect_logical("int", "date", CONNECT_DATE),
+        ("int32", Some(CONNECT_TIME)) => connect_logical("int", "time-millis", CONNECT_TIME),
+        ("int64", Some(CONNECT_TIMESTAMP)) => {
+            connect_logical("long", "timestamp-millis", CONNECT_TIMESTAMP)
+        }
+        ("int8", _) => json!({"type": "int", "connect.type": "int8"}),
+        ("int16", _) => json!({"type": "int", "connect.type": "int16"}),
+        ("int32", _) => json!("int"),
+        ("int64", _) => json!("long"),
+        ("float" | "float32", _) => json!("float"),
+        ("double" | "float64", _) => json!("double"),
+        ("boolean", _) => json!("boolean"),
+        ("string", _) => json!("string"),
+        ("bytes", _) => json!("bytes"),
+        ("array", _) => {
+            let items = s.get("items").ok_or("an array schema without items")?;
+            json!({"type": "array", "items": avro_schema(items, records)?})
+        }
+        ("map", _) => {
+            let keys = s.get("keys").ok_or("a map schema without keys")?;
+            let values = s.get("values").ok_or("a map schema without values")?;
+            let string_keys = keys.get("type").and_then(Value::as_str) == Some("string")
+                && !keys
+                    .get("optional")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+            if string_keys {
+                json!({"type": "map", "values": avro_schema(values, records)?})
+            } else {
+                *records += 1;
+                let n = if *records == 1 {
+                    String::new()
+                } else {
+                    records.to_string()
+                };
+                json!({"type": "array", "items": {"type": "record", "name": format!("MapEntry{n}"),
+                    "namespace": DEFAULT_NAMESPACE, "fields": [
+                        {"name": "key", "type": avro_schema(keys, records)?},
+                        {"name": "value", "type": avro_schema(values, records)?}]}})
+            }
+        }
+        ("struct", _) => {
+            *records += 1;
+            let (namespace, record) = match name {
+                Some(n) => match n.rsplit_once('.') {
+                    Some((ns, r)) => (Some(ns.to_string()), r.to_string()),
+                    None => (None, n.to_string()),
+                },
+                None => (
+                    Some(DEFAULT_NAMESPACE.to_string()),
+                    if *records == 1 {
+                        DEFAULT_RECORD.to_string()
+                    } else {
+                        format!("{DEFAULT_RECORD}{records}")
+                    },
+                ),
+            };
+            let fields = s
+                .get("fields")
+                .and_then(Value::as_array)
+                .ok_or("a struct schema without fields")?
+                .iter()
+                .map(|f| {
+                    let fname = f
+                        .get("field")
+                        .and_then(Value::as_str)
+                        .ok_or("a struct field without a name")?;
+                    let mut out = json!({"name": fname, "type": avro_schema(f, records)?});
+                    if f.get("optional").and_then(Value::as_bool).unwrap_or(false) {
+                        out["default"] = Value::Null;
+                    }
+                    Ok(out)
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            let mut r = json!({"type": "record", "name": record, "fields": fields});
+            if let Some(ns) = namespace {
+                r["namespace"] = json!(ns);
+            }
+            if let Some(n) = name {
+                r["connect.name"] = json!(n);
+            }
+            r
+        }
+        (other, _) => {
+            return Err(format!(
+                "a Connect schema of type {other:?} has no Avro form"
+            ))
+        }
+    })
+}
+
+// ---- JSON Schema (JsonSchemaConverter) ----
+
+/// The JSON Schema Confluent's JsonSchemaConverter derives from a Connect schema: a struct is an object whose
+/// properties carry `connect.index` (their order) and whose required fields are the non-optional ones; an
+/// optional schema is `oneOf` null and it; the Connect type goes in `connect.type` where JSON's is coarser
+/// (integers, floats, bytes as base64 strings, maps), logical types are named in `title`.
+pub fn json_schema_of(connect: &Value) -> Result<Value, String> {
+    let base = json_schema_required(connect)?;
+    let optional = connect
+        .get("optional")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok(if optional {
+        json!({"oneOf": [{"type": "null"}, base]})
+    } else {
+        base
+    })
+}
+
+fn json_schema_required(s: &Value) -> Result<Value, String> {
+    let ty = s.get("type").and_then(Value::as_str).unwrap_or("");
+    let name = s.get("name").and_then(Value::as_str);
+    Ok(match (ty, name) {
+        ("bytes", Some(CONNECT_DECIMAL)) => json!({"type": "string", "title": CONNECT_DECIMAL,
+            "connect.type": "bytes", "connect.version": 1,
+            "connect.parameters": s.get("parameters").cloned().unwrap_or(json!({}))}),
+        ("int32", Some(n @ (CONNECT_DATE | CONNECT_TIME))) => {
+            json!({"type": "integer", "title": n, "connect.type": "int32", "connect.version": 1})
+        }
+        ("int64", Some(CONNECT_TIMESTAMP)) => json!({"type": "integer", "title": CONNECT_TIMESTAMP,
+            "connect.type": "int64", "connect.version": 1}),
+        ("int8" | "int16" | "int32" | "int64", _) => json!({"type": "integer", "connect.type": ty}),
+        ("float" | "float32", _) => json!({"type": "number", "connect.type": "float32"}),
+        ("double" | "float64", _) => json!({"type": "number", "connect.type": "float64"}),
+        ("boolean", _) => json!({"type": "boolean"}),
+        ("string", _) => json!({"type": "string"}),
+        ("bytes", _) => json!({"type": "string", "connect.type": "bytes"}),
+        ("array", _) => {
+            let items = s.get("items").ok_or("an array schema without items")?;
+            json!({"type": "array", "items": json_schema_of(items)?})
+        }
+        ("map", _) => {
+            let keys = s.get("keys").ok_or("a map schema without keys")?;
+            let values = s.get("values").ok_or("a map schema without values")?;
+            if keys.get("type").and_then(Value::as_str) == Some("string") {
+                json!({"type": "object", "additionalProperties": json_schema_of(values)?,
+                    "connect.type": "map"})
+            } else {
+                json!({"type": "array", "connect.type": "map", "items": {"type": "object",
+                    "properties": {"key": json_schema_of(keys)?, "value": json_schema_of(values)?}}})
+            }
+        }
+        ("struct", _) => {
+            let mut properties = Map::new();
+            let mut required = Vec::new();
+            let fields = s
+                .get("fields")
+                .and_then(Value::as_array)
+                .ok_or("a struct schema without fields")?;
+            for (i, f) in fields.iter().enumerate() {
+                let fname = f
+                    .get("field")
+                    .and_then(Value::as_str)
+                    .ok_or("a struct field without a name")?;
+                let mut fs = json_schema_of(f)?;
+                fs["connect.index"] = json!(i);
+                properties.insert(fname.to_string(), fs);
+                if !f.get("optional").and_then(Value::as_bool).unwrap_or(false) {
+                    required.push(json!(fname));
+                }
+            }
+            let mut out = json!({"type": "object", "properties": properties});
+            if !required.is_empty() {
+                out["required"] = Value::Array(required);
+            }
+            if let Some(n) = name {
+                out["title"] = json!(n);
+            }
+            out
+        }
+        (other, _) => {
+            return Err(format!(
+                "a Connect schema of type {other:?} has no JSON Schema form"
+            ))
+        }
+    })
+}
+
+/// The Connect schema of a JSON Schema, as far as Connect has one: objects with `properties` are structs (fields
+/// ordered by `connect.index`, then by name; a field not `required` is optional), `additionalProperties` alone a
+/// map, `oneOf`/`anyOf`/`type` lists of null and one type that type optional, integers int64 and numbers
+/// float64 unless `connect.type` says more, `title` naming a logical type that type. Err: a schema with no
+/// Connect form (the data is then schemaless).
+fn connect_schema_of_json(s: &Value, optional: bool) -> Result<Value, String> {
+    if let Some(alts) = s
+        .get("oneOf")
+        .or_else(|| s.get("anyOf"))
+        .and_then(Value::as_array)
+    {
+        let is_null = |a: &Value| a.get("type").and_then(Value::as_str) == Some("null");
+        return match alts.as_slice() {
+            [a, b] if is_null(a) => connect_schema_of_json(b, true),
+            [a, b] if is_null(b) => connect_schema_of_json(a, true),
+            [a] => connect_schema_of_json(a, optional),
+            _ => Err("a oneOf/anyOf other than null and one type".into()),
+        };
+    }
+    let ty = match s.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        Some(Value::Array(types)) => {
+            let not_null: Vec<&Value> = types.iter().filter(|t| *t != "null").collect();
+            let [one] = not_null.as_slice() else {
+                return Err("a type list other than null and one type".into());
+            };
+            let mut single = s.clone();
+            single["type"] = (*one).clone();
+            return connect_schema_of_json(&single, optional || types.len() > 1);
+        }
+        _ => return Err("a schema without a type".into()),
+    };
+    let connect_type = s.get("connect.type").and_then(Value::as_str);
+    let title = s.get("title").and_then(Value::as_str);
+    let prim = |t: &str| {
+        let mut v = json!({"type": t, "optional": optional});
+        if let Some(n @ (CONNECT_DECIMAL | CONNECT_DATE | CONNECT_TIME | CONNECT_TIMESTAMP)) = title
+        {
+            v["name"] = json!(n);
+            v["version"] = json!(1);
+            if let Some(p) = s.get("connect.parameters") {
+                v["parameters"] = p.clone();
+            }
+        }
+        v
+    };
+    Ok(match (ty, connect_type) {
+        ("integer", Some(t @ ("int8" | "int16" | "int32" | "int64"))) => prim(t),
+        ("integer", _) => prim("int64"),
+        ("number", Some("float32")) => prim("float"),
+        ("number", _) => prim("double"),
+        ("boolean", _) => prim("boolean"),
+        ("string", Some("bytes")) => prim("bytes"),
+        ("string", _) => prim("string"),
+        ("array", _) => {
+            let items = s.get("items").ok_or("an array without items")?;
+            json!({"type": "array", "items": connect_schema_of_json(items, false)?, "optional": optional})
+        }
+        ("object", _) if s.get("properties").is_none() => {
+            let values = s
+                .get("additionalProperties")
+                .filter(|v| v.is_object())
+                .ok_or("an object without properties")?;
+            json!({"type": "map", "keys": {"type": "string", "optional": false},
+                "values": connect_schema_of_json(values, false)?, "optional": optional})
+        }
+        ("object", _) => {
+            let props = s
+                .get("properties")
+                .and_then(Value::as_object)
+                .ok_or("properties that are not an object")?;
+            let required: Vec<&str> = s
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let mut order: Vec<(&String, &Value)> = props.iter().collect();
+            order.sort_by_key(|(n, p)| {
+                (
+                    p.get("connect.index")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(u64::MAX),
+                    n.to_string(),
+                )
+            });
+            let fields = order
+                .into_iter()
+                .map(|(n, p)| {
+                    let mut f = connect_schema_of_json(p, !required.contains(&n.as_str()))?;
+                    f["field"] = json!(n);
+                    Ok(f)
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            let mut v = json!({"type": "struct", "fields": fields, "optional": optional});
+            if let Some(t) = title {
+                v["name"] = json!(t);
+            }
+            v
+        }
+        _ => return Err(format!("JSON type {ty} has no Connect schema")),
+    })
+}
+
+/// Connect's JSON value form to the Avro datum of schema `s` (the schema registered for it).
+fn avro_value<'a>(v: &Value, s: &'a Schema, lookup: &Lookup<'a>, at: &str) -> Result<Avro, String> {
+    let s = resolve(s, lookup)?;
+    let bad = |what: &str| format!("{at}: expected {what}, got {v}");
+    let bytes = || -> Result<Vec<u8>, String> {
+        v.as_str()
+            .and_then(crate::converter::base64_decode)
+            .ok_or_else(|| bad("bytes (base64 text)"))
+    };
+    let int = || -> Result<i32, String> {
+        v.as_i64()
+            .and_then(|i| i32::try_from(i).ok())
+            .ok_or_else(|| bad("an int"))
+    };
+    let long = || v.as_i64().ok_or_else(|| bad("a long"));
+    Ok(match s {
+        Schema::Union(u) => {
+            let variants = u.variants();
+            if v.is_null() {
+                let i = variants
+                    .iter()
+                    .position(|b| matches!(b, Schema::Null))
+                    .ok_or_else(|| format!("{at}: null, but the field is not optional"))?;
+                Avro::Union(i as u32, Box::new(Avro::Null))
+            } else {
+                let mut last = None;
+                for (i, b) in variants.iter().enumerate() {
+                    if matches!(b, Schema::Null) {
+                        continue;
+                    }
+                    match avro_value(v, b, lookup, at) {
+                        Ok(d) => return Ok(Avro::Union(i as u32, Box::new(d))),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                return Err(last.unwrap_or_else(|| bad("null")));
+            }
+        }
+        Schema::Null if v.is_null() => Avro::Null,
+        Schema::Null => return Err(bad("null")),
+        Schema::Boolean => Avro::Boolean(v.as_bool().ok_or_else(|| bad("a boolean"))?),
+        Schema::Int => Avro::Int(int()?),
+        Schema::Date => Avro::Date(int()?),
+        Schema::TimeMillis => Avro::TimeMillis(int()?),
+        Schema::Long => Avro::Long(long()?),
+        Schema::TimeMicros => Avro::TimeMicros(long()?),
+        Schema::TimestampMillis => Avro::TimestampMillis(long()?),
+        Schema::TimestampMicros => Avro::TimestampMicros(long()?),
+        Schema::TimestampNanos => Avro::TimestampNanos(long()?),
+        Schema::LocalTimestampMillis => Avro::LocalTimestampMillis(long()?),
+        Schema::LocalTimestampMicros => Avro::LocalTimestampMicros(long()?),
+        Schema::LocalTimestampNanos => Avro::LocalTimestampNanos(long()?),
+        Schema::Float => Avro::Float(v.as_f64().ok_or_else(|| bad("a float"))? as f32),
+        Schema::Double => Avro::Double(v.as_f64().ok_or_else(|| bad("a double"))?),
+        Schema::Bytes => Avro::Bytes(bytes()?),
+        Schema::Fixed(f) => {
+            let b = bytes()?;
+            if b.len() != f.size {
+                return Err(bad(&format!("{} bytes", f.size)));
+            }
+            Avro::Fixed(f.size, b)
+        }
+        Schema::Decimal(d) => {
+            let b = bytes()?;
+            if let InnerDecimalSchema::Fixed(f) = &d.inner {
+                if b.len() != f.size {
+                    return Err(bad(&format!("a decimal of {} bytes", f.size)));
+                }
+            }
+            Avro::Decimal(apache_avro::Decimal::from(b))
+        }
+        Schema::String => Avro::String(v.as_str().ok_or_else(|| bad("a string"))?.to_string()),
+        Schema::Uuid(UuidSchema::String) => Avro::Uuid(
+            v.as_str()
+                .and_then(|t| apache_avro::Uuid::parse_str(t).ok())
+                .ok_or_else(|| bad("a UUID string"))?,
+        ),
+        Schema::Enum(e) => {
+            let t = v.as_str().ok_or_else(|| bad("an enum symbol"))?;
+            let i = e
+                .symbols
+                .iter()
+                .position(|x| x == t)
+                .ok_or_else(|| bad(&format!("one of {}", e.symbols.join(", "))))?;
+            Avro::Enum(i as u32, t.to_string())
+        }
+        Schema::Array(a) => match v {
+            Value::Array(items) => Avro::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| avro_value(item, &a.items, lookup, &format!("{at}[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            // A Connect map with non-string keys travels as an array of entries; its JSON form is an object.
+            Value::Object(o) => Avro::Array(
+                o.iter()
+                    .map(|(k, val)| {
+                        avro_value(&json!({"key": k, "value": val}), &a.items, lookup, at)
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => return Err(bad("an array")),
+        },
+        Schema::Map(m) => match v {
+            Value::Object(o) => Avro::Map(
+                o.iter()
+                    .map(|(k, val)| {
+                        Ok((
+                            k.clone(),
+                            avro_value(val, &m.types, lookup, &format!("{at}.{k}"))?,
+                        ))
+                    })
+                    .collect::<Result<_, String>>()?,
+            ),
+            _ => return Err(bad("a map (an object)")),
+        },
+        Schema::Record(r) => {
+            let Value::Object(o) = v else {
+                return Err(bad("a struct"));
+            };
+            let mut out = Vec::with_capacity(r.fields.len());
+            for f in &r.fields {
+                let fv = o.get(&f.name).unwrap_or(&Value::Null);
+                let fv = if fv.is_null() {
+                    f.default.as_ref().unwrap_or(fv)
+                } else {
+                    fv
+                };
+                out.push((
+                    f.name.clone(),
+                    avro_value(fv, &f.schema, lookup, &format!("{at}.{}", f.name))?,
+                ));
+            }
+            Avro::Record(out)
+        }
+        other => {
+            return Err(format!(
+                "{at}: Avro type {other:?} is not supported by this converter"
+            ))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolved(text: &str) -> Parsed {
+        Parsed::new(Schema::parse_str(text).unwrap()).unwrap()
+    }
+
+    /// A struct through the source's mapping, written and read back through the sink's: the same Connect value,
+    /// and the schema Confluent's converter registers.
+    #[test]
+    fn connect_structs_round_trip_through_avro_as_confluents_converter_maps_them() {
+        let connect = json!({"type": "struct", "name": "com.example.Item", "optional": false, "fields": [
+            {"field": "id", "type": "int32", "optional": false},
+            {"field": "tiny", "type": "int8", "optional": false},
+            {"field": "name", "type": "string", "optional": true},
+            {"field": "price", "type": "bytes", "optional": false, "name": CONNECT_DECIMAL, "version": 1,
+             "parameters": {"scale": "2"}},
+            {"field": "day", "type": "int32", "optional": false, "name": CONNECT_DATE, "version": 1},
+            {"field": "at", "type": "int64", "optional": true, "name": CONNECT_TIMESTAMP, "version": 1},
+            {"field": "tags", "type": "array", "items": {"type": "string", "optional": false}, "optional": false},
+            {"field": "raw", "type": "bytes", "optional": false}]});
+        let avro = avro_schema_of(&connect).unwrap();
+        assert_eq!(avro["type"], "record");
+        assert_eq!(
+            (&avro["name"], &avro["namespace"]),
+            (&json!("Item"), &json!("com.example"))
+        );
+        assert_eq!(avro["connect.name"], "com.example.Item");
+        assert_eq!(
+            avro["fields"][1]["type"],
+            json!({"type": "int", "connect.type": "int8"})
+        );
+        assert_eq!(
+            avro["fields"][2],
+            json!({"name": "name", "type": ["null", "string"], "default": null})
+        );
+        assert_eq!(avro["fields"][3]["type"]["logicalType"], "decimal");
+        assert_eq!(avro["fields"][3]["type"]["scale"], 2);
+        assert_eq!(avro["fields"][4]["type"]["logicalType"], "date");
+        // 1234.56 as unscaled bytes 123456 = 0x01E240.
+        let value = json!({"id": 7, "tiny": -3, "name": null, "price": crate::converter::base64_encode(&[0x01, 0xE2, 0x40]),
+            "day": 19000, "at": 1_700_000_000_000i64, "tags": ["a", "b"], "raw": crate::converter::base64_encode(b"\x00\xff")});
+        let schema = resolved(&avro.to_string());
+        let names = schema.get_names();
+        let lookup = |n: &Name| names.get(n);
+        let datum = avro_value(&value, schema.get_root_schema(), &lookup, "$").unwrap();
+        let mut body = Vec::new();
+        apache_avro::writer::datum::GenericDatumWriter::builder(schema.get_root_schema())
+            .build()
+            .unwrap()
+            .write_value(&mut body, datum)
+            .unwrap();
+        let mut wire = vec![0, 0, 0, 0, 9];
+        wire.extend_from_slice(&body);
+        let conv = RegistryConverter::from_config(
+            Format::Avro,
+            &[(
+                "value.converter.schema.registry.url".to_string(),
+                "http://127.0.0.1:1".to_string(),
+            )]
+            .into_iter()
+            .collect(),
+            "value.converter",
+        )
+        .unwrap();
+        conv.cache
+            .lock()
+            .unwrap()
+            .by_id
+            .insert(9, Arc::new(Writer::Avro(resolved(&avro.to_string()))));
+        let back = conv.decode(Some(&wire)).unwrap();
+        assert_eq!(back.value, value);
+        let s = back.schema.unwrap();
+        assert_eq!(s["type"], "struct");
+        assert_eq!(s["name"], "com.example.Item");
+        let field = |n: &str| {
+            s["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["field"] == n)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(field("name")["optional"], true);
+        assert_eq!(field("price")["name"], CONNECT_DECIMAL);
+        assert_eq!(field("price")["parameters"]["scale"], "2");
+        assert_eq!(field("day")["name"], CONNECT_DATE);
+        assert_eq!(field("at")["name"], CONNECT_TIMESTAMP);
+        assert_eq!(field("id")["type"], "int32");
+        // Not the wire format, an unknown id: errors that say what is wrong and what to do.
+        let e = conv.decode(Some(b"plain text")).unwrap_err();
+        assert!(
+            e.contains("wire format") && e.contains("errors.tolerance"),
+            "{e}"
+        );
+        let e = conv.decode(Some(&[0, 0, 0, 0, 42, 2])).unwrap_err();
+        assert!(e.contains("schema id 42"), "{e}");
+    }
+
+    #[test]
+    fn unnamed_structs_get_confluents_default_record_names_and_a_url_is_required() {
+        let connect = json!({"type": "struct", "optional": false, "fields": [
+            {"field": "inner", "type": "struct", "optional": false, "fields": [{"field": "x", "type": "int64", "optional": false}]}]});
+        let avro = avro_schema_of(&connect).unwrap();
+        assert_eq!(avro["name"], "ConnectDefault");
+        assert_eq!(avro["namespace"], DEFAULT_NAMESPACE);
+        assert_eq!(avro["fields"][0]["type"]["name"], "ConnectDefault2");
+        Schema::parse_str(&avro.to_string()).unwrap();
+        assert_eq!(
+            avro_schema_of(&json!({"type": "string", "optional": false})).unwrap(),
+            json!("string")
+        );
+        let e = RegistryConverter::from_config(Format::Avro, &ConfigMap::new(), "value.converter")
+            .unwrap_err();
+        assert!(e.contains("value.converter.schema.registry.url"), "{e}");
+    }
+
+    /// A struct's JSON Schema (as Confluent's JsonSchemaConverter derives it) maps back to the same Connect
+    /// schema, and values are validated against it: one that does not match is an errant record's error.
+    #[test]
+    fn json_schemas_of_structs_map_back_and_validate_the_values() {
+        let connect = json!({"type": "struct", "name": "com.example.Item", "optional": false, "fields": [
+            {"field": "id", "type": "int32", "optional": false},
+            {"field": "name", "type": "string", "optional": true},
+            {"field": "price", "type": "double", "optional": false},
+            {"field": "day", "type": "int32", "optional": false, "name": CONNECT_DATE, "version": 1}]});
+        let js = json_schema_of(&connect).unwrap();
+        assert_eq!(js["title"], "com.example.Item");
+        assert_eq!(js["required"], json!(["id", "price", "day"]));
+        assert_eq!(
+            js["properties"]["name"],
+            json!({"oneOf": [{"type": "null"}, {"type": "string"}], "connect.index": 1})
+        );
+        let conv = RegistryConverter::from_config(
+            Format::JsonSchema,
+            &[(
+                "value.converter.schema.registry.url".to_string(),
+                "http://127.0.0.1:1".to_string(),
+            )]
+            .into_iter()
+            .collect(),
+            "value.converter",
+        )
+        .unwrap();
+        let writer = Writer::parse(Format::JsonSchema, &js.to_string()).unwrap();
+        let Writer::Json { connect: back, .. } = &writer else {
+            panic!("not a JSON writer");
+        };
+        assert_eq!(back.as_ref(), Some(&connect));
+        conv.cache.lock().unwrap().by_id.insert(5, Arc::new(writer));
+        let good = br#"{"id": 1, "name": null, "price": 2.5, "day": 3}"#;
+        let wire = [&[0u8, 0, 0, 0, 5][..], good].concat();
+        let sv = conv.decode(Some(&wire)).unwrap();
+        assert_eq!(sv.schema.as_ref(), Some(&connect));
+        assert_eq!(sv.value["price"], 2.5);
+        let bad = [
+            &[0u8, 0, 0, 0, 5][..],
+            br#"{"id": "one", "price": 2.5, "day": 3}"#,
+        ]
+        .concat();
+        let e = conv.decode(Some(&bad)).unwrap_err();
+        assert!(e.contains("does not match its schema (id 5)"), "{e}");
+        // An Avro id read by the JSON Schema converter says which converter to use.
+        conv.cache.lock().unwrap().by_id.insert(
+            6,
+            Arc::new(Writer::Unusable("schema id 6 is a AVRO schema".into())),
+        );
+        assert!(conv
+            .decode(Some(&[0, 0, 0, 0, 6, 1]))
+            .unwrap_err()
+            .contains("AVRO"));
+    }
+
+    #[test]
+    fn basic_auth_and_the_subject_strategy_are_read_from_the_converters_prefix() {
+        let props = |pairs: &[(&str, &str)]| -> ConfigMap {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let c = RegistryConverter::from_config(
+            Format::Avro,
+            &props(&[
+                (
+                    "key.converter.schema.registry.url",
+                    "http://127.0.0.1:8081, http://other:8081",
+                ),
+                ("key.converter.basic.auth.credentials.source", "USER_INFO"),
+                ("key.converter.basic.auth.user.info", "fred:s3cret"),
+            ]),
+            "key.converter",
+        )
+        .unwrap();
+        assert_eq!(
+            c.target,
+            Target::parse("http://127.0.0.1:8081")
+                .unwrap()
+                .with_basic_auth("fred", "s3cret")
+        );
+        assert_eq!(c.subject("orders"), "orders-key");
+        let e = RegistryConverter::from_config(
+            Format::Avro,
+            &props(&[
+                (
+                    "value.converter.schema.registry.url",
+                    "http://127.0.0.1:8081",
+                ),
+                ("value.converter.basic.auth.credentials.source", "USER_INFO"),
+            ]),
+            "value.converter",
+        )
+        .unwrap_err();
+        assert!(e.contains("value.converter.basic.auth.user.info"), "{e}");
+        let e = RegistryConverter::from_config(
+            Format::Avro,
+            &props(&[
+                (
+                    "value.converter.schema.registry.url",
+                    "http://127.0.0.1:8081",
+                ),
+                (
+                    "value.converter.value.subject.name.strategy",
+                    "io.confluent.kafka.serializers.subject.RecordNameStrategy",
+                ),
+            ]),
+            "value.converter",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("only io.confluent.kafka.serializers.subject.TopicNameStrategy"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,102 @@
+"""confluent-kafka's Avro and JSON Schema serializers/deserializers on both sides of Fjord Connect's AvroConverter
+and JsonSchemaConverter.
+
+Usage:
+  connect_registry.py produce|produce-json BOOTSTRAP REGISTRY_URL TOPIC
+      Produces PRODUCTS (below) to TOPIC with AvroSerializer (schema ITEM, registered under TOPIC-value), keyed by
+      sku, then one record that is not in the wire format (plain text, a poison record) and one whose schema id
+      (999999) the registry does not have. Prints `OK <n>`.
+      produce-json: the same with JSONSerializer (schema ITEM_JSON), and the poison record is in the wire format
+      with the schema's id but a value that does not match the schema.
+  connect_registry.py consume|consume-json BOOTSTRAP REGISTRY_URL TOPIC N
+      Reads N records of TOPIC from the start, decodes each value with AvroDeserializer (its writer schema fetched
+      by the id in the record), and prints one JSON line per value, then `schema-id <id>` for each distinct id
+      and the registered subject's schema as `schema <json>`.
+Fails loudly.
+"""
+import json
+import sys
+
+from confluent_kafka import Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroSerializer, AvroDeserializer
+from confluent_kafka.schema_registry.json_schema import JSONSerializer, JSONDeserializer
+from confluent_kafka.serialization import SerializationContext, MessageField
+
+from common import check, consume_all
+
+ITEM = json.dumps({"type": "record", "name": "Item", "namespace": "com.example", "fields": [
+    {"name": "sku", "type": "string"},
+    {"name": "qty", "type": "int"},
+    {"name": "price", "type": "double"},
+    {"name": "note", "type": ["null", "string"], "default": None},
+    {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+]})
+
+ITEM_JSON = json.dumps({"$schema": "http://json-schema.org/draft-07/schema#", "title": "Item", "type": "object",
+    "properties": {
+        "sku": {"type": "string"},
+        "qty": {"type": "integer"},
+        "price": {"type": "number"},
+        "note": {"oneOf": [{"type": "null"}, {"type": "string"}]},
+        "day": {"type": "integer"},
+    },
+    "required": ["sku", "qty", "price", "day"],
+    "additionalProperties": False})
+
+PRODUCTS = [
+    {"sku": "a-1", "qty": 3, "price": 1.5, "note": None, "day": 19000},
+    {"sku": "b-2", "qty": 7, "price": 2.25, "note": "fragile", "day": 19001},
+    {"sku": "c-3", "qty": 0, "price": 10.0, "note": "x\ty", "day": 0},
+]
+
+
+def produce(bootstrap, url, topic, json_schema=False):
+    sr = SchemaRegistryClient({"url": url})
+    ser = JSONSerializer(ITEM_JSON, sr) if json_schema else AvroSerializer(sr, ITEM)
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    n = 0
+    for r in PRODUCTS:
+        value = ser(r, SerializationContext(topic, MessageField.VALUE))
+        check(value[0] == 0, "Confluent wire format starts with magic byte 0")
+        p.produce(topic, key=r["sku"].encode(), value=value)
+        n += 1
+    if json_schema:
+        # The schema's id, but a value the schema refuses (qty is not an integer).
+        schema_id = value[1:5]
+        p.produce(topic, key=b"poison", value=b"\x00" + schema_id + b'{"sku": "d-4", "qty": "many", "price": 1, "day": 1}')
+    else:
+        p.produce(topic, key=b"poison", value=b"not avro at all")
+    # In the wire format, but with a schema id the registry does not have.
+    p.produce(topic, key=b"unknown-id", value=b"\x00" + (999999).to_bytes(4, "big") + b"\x02x")
+    n += 2
+    check(p.flush(30) == 0, "undelivered messages")
+    print(f"OK {n}")
+
+
+def consume(bootstrap, url, topic, n, json_schema=False):
+    sr = SchemaRegistryClient({"url": url})
+    de = JSONDeserializer(None, schema_registry_client=sr) if json_schema else AvroDeserializer(sr)
+    ids = []
+    for m in consume_all(bootstrap, topic, [0], n):
+        v = m.value()
+        check(v is not None and v[0] == 0, f"not in the wire format: {v!r}")
+        ids.append(int.from_bytes(v[1:5], "big"))
+        print(json.dumps(de(v, SerializationContext(topic, MessageField.VALUE)), sort_keys=True))
+    for i in sorted(set(ids)):
+        print(f"schema-id {i}")
+    latest = sr.get_latest_version(f"{topic}-value")
+    print(f"schema {latest.schema.schema_str}")
+
+
+def main():
+    mode, bootstrap, url, topic = sys.argv[1:5]
+    json_schema = mode.endswith("-json")
+    if mode.startswith("produce"):
+        produce(bootstrap, url, topic, json_schema)
+    else:
+        consume(bootstrap, url, topic, int(sys.argv[5]), json_schema)
+
+
+if __name__ == "__main__":
+    main()
