@@ -143,10 +143,19 @@ enum Writer {
 impl Writer {
     fn parse(format: Format, text: &str) -> Result<Writer, String> {
         match format {
-            Format::Avro => Schema::parse_str(text)
-                .and_then(Parsed::new)
-                .map(Writer::Avro)
-                .map_err(|e| format!("not an Avro schema this converter can use ({e})")),
+            Format::Avro => {
+                let parsed = Schema::parse_str(text)
+                    .and_then(Parsed::new)
+                    .map_err(|e| format!("not an Avro schema this converter can use ({e})"))?;
+                // Checked once here, so that neither the mapping below nor the Avro reader recurses without
+                // bound on a record that contains itself or on a very deeply nested schema.
+                let names = parsed.get_names();
+                let lookup = |n: &Name| names.get(n);
+                match shape_problem(parsed.get_root_schema(), &lookup, &mut Vec::new(), 0) {
+                    Some(why) => Ok(Writer::Unusable(why)),
+                    None => Ok(Writer::Avro(parsed)),
+                }
+            }
             Format::JsonSchema => {
                 let schema: Value = serde_json::from_str(text)
                     .map_err(|e| format!("not a JSON Schema (not JSON): {e}"))?;
@@ -350,10 +359,20 @@ impl RegistryConverter {
         let (status, v) = self
             .call("GET", &format!("/schemas/ids/{id}"), None)
             .await?;
-        if status != 200 {
-            // Unknown id (40403) or refused: decode says so for this record.
+        if status == 404 {
+            // Unknown id (40403): decode says so for this record (errant, so errors.tolerance decides).
             tracing::warn!(prefix = %self.prefix, id, %status, answer = %v, "schema id not found in the registry");
             return Ok(());
+        }
+        if status != 200 {
+            // Refused (401/403: credentials; 429: too many requests): not the record's fault, so the task
+            // fails rather than dead-letter or skip records that are fine.
+            return Err(format!(
+                "the schema registry at {} refused GET /schemas/ids/{id} with HTTP {status} ({}); check {}.basic.auth.user.info and the registry's access rules",
+                self.target.url,
+                v.get("message").and_then(Value::as_str).unwrap_or("no message"),
+                self.prefix
+            ));
         }
         let schema_type = v
             .get("schemaType")
@@ -630,6 +649,54 @@ fn resolve<'a>(s: &'a Schema, lookup: &Lookup<'a>) -> Result<&'a Schema, String>
             )
         }),
         other => Ok(other),
+    }
+}
+
+/// Deepest nesting of Avro types this converter maps (records, arrays, maps and unions in one another).
+const MAX_SCHEMA_DEPTH: usize = 64;
+
+/// Why an Avro schema cannot be used (it refers to a record that contains it, or nests deeper than
+/// [`MAX_SCHEMA_DEPTH`]); `None` when it can. `open` holds the records being walked.
+fn shape_problem<'a>(
+    s: &'a Schema,
+    lookup: &Lookup<'a>,
+    open: &mut Vec<Name>,
+    depth: usize,
+) -> Option<String> {
+    if depth > MAX_SCHEMA_DEPTH {
+        return Some(format!(
+            "the schema nests types more than {MAX_SCHEMA_DEPTH} deep, which this converter does not read"
+        ));
+    }
+    let s = match s {
+        Schema::Ref { name } => {
+            if open.contains(name) {
+                return Some(format!(
+                    "the schema is recursive (record {} contains itself), which Kafka Connect cannot map to a Connect schema",
+                    name.fullname(None)
+                ));
+            }
+            lookup(name)?
+        }
+        other => other,
+    };
+    match s {
+        Schema::Record(r) => {
+            open.push(r.name.clone());
+            let found = r
+                .fields
+                .iter()
+                .find_map(|f| shape_problem(&f.schema, lookup, open, depth + 1));
+            open.pop();
+            found
+        }
+        Schema::Array(a) => shape_problem(&a.items, lookup, open, depth + 1),
+        Schema::Map(m) => shape_problem(&m.types, lookup, open, depth + 1),
+        Schema::Union(u) => u
+            .variants()
+            .iter()
+            .find_map(|v| shape_problem(v, lookup, open, depth + 1)),
+        _ => None,
     }
 }
 
@@ -1256,6 +1323,31 @@ fn avro_value<'a>(v: &Value, s: &'a Schema, lookup: &Lookup<'a>, at: &str) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recursive_and_very_deep_avro_schemas_are_refused_not_followed() {
+        let recursive =
+            r#"{"type":"record","name":"Node","fields":[{"name":"next","type":["null","Node"]}]}"#;
+        match Writer::parse(Format::Avro, recursive) {
+            Ok(Writer::Unusable(why)) => assert!(why.contains("recursive (record Node"), "{why}"),
+            Ok(_) => panic!("a recursive schema was accepted"),
+            Err(e) => panic!("refused as unparsable: {e}"),
+        }
+        let mut deep = r#""int""#.to_string();
+        for _ in 0..100 {
+            deep = format!(r#"{{"type":"array","items":{deep}}}"#);
+        }
+        match Writer::parse(Format::Avro, &deep) {
+            Ok(Writer::Unusable(why)) => assert!(why.contains("more than 64 deep"), "{why}"),
+            Ok(_) => panic!("a 100-deep schema was accepted"),
+            Err(e) => panic!("refused as unparsable: {e}"),
+        }
+        let shallow = r#"{"type":"record","name":"A","fields":[{"name":"b","type":{"type":"record","name":"B","fields":[{"name":"x","type":"int"}]}},{"name":"c","type":"B"}]}"#;
+        assert!(
+            matches!(Writer::parse(Format::Avro, shallow), Ok(Writer::Avro(_))),
+            "a type used twice is not recursion"
+        );
+    }
 
     fn resolved(text: &str) -> Parsed {
         Parsed::new(Schema::parse_str(text).unwrap()).unwrap()

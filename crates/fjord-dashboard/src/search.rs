@@ -236,10 +236,6 @@ fn plan(
 /// `GET /api/topics/{name}/search`: a JSON refusal, or the event stream of a search started on a blocking
 /// thread.
 pub(crate) async fn start(ctx: &Ctx, topic: &str, q: &Query) -> Response {
-    let (plan, logs) = match plan(ctx, topic, q) {
-        Ok(p) => p,
-        Err(f) => return f.into_response(),
-    };
     let Ok(running) = ctx.searches.clone().try_acquire_owned() else {
         return Fail {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -256,18 +252,45 @@ pub(crate) async fn start(ctx: &Ctx, topic: &str, q: &Query) -> Response {
         Err(f) => return f.into_response(),
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(QUEUE);
+    let (planned_tx, planned_rx) = tokio::sync::oneshot::channel::<Result<(), Fail>>();
+    let (ctx, topic, q) = (ctx.clone(), topic.to_string(), q.clone());
+    // Planning reads the logs too (time bounds are index lookups), so it runs on the blocking thread, under
+    // the search's permits, like the scan.
     tokio::task::spawn_blocking(move || {
         let _held = (running, turn);
         let deadline = Instant::now() + TIME_LIMIT;
+        let (plan, logs) = match plan(&ctx, &topic, &q) {
+            Ok(p) => {
+                let _ = planned_tx.send(Ok(()));
+                p
+            }
+            Err(f) => {
+                let _ = planned_tx.send(Err(f));
+                return;
+            }
+        };
         let mut read = |i: usize, offset: i64, max: usize| {
             logs[i]
                 .read(offset, max, true)
                 .map(|r| r.records)
                 .map_err(|e| e.to_string())
         };
-        let mut emit = |ev: Event| deliver(&tx, ev.frame());
+        let mut emit = |ev: Event| deliver(&tx, ev.frame(), deadline);
         scan(&plan, &mut read, deadline, &mut emit);
     });
+    match planned_rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(f)) => return f.into_response(),
+        Err(_) => {
+            return Fail {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: "the search stopped before it started".into(),
+                code: None,
+                not_running: None,
+            }
+            .into_response()
+        }
+    }
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
     });
@@ -279,16 +302,16 @@ pub(crate) async fn start(ctx: &Ctx, topic: &str, q: &Query) -> Response {
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// Hands one framed event to the response; false when the client is gone (or has not read for
-/// [`STALL_LIMIT`]), which ends the scan.
-fn deliver(tx: &tokio::sync::mpsc::Sender<Bytes>, mut frame: Bytes) -> bool {
-    let stalled_since = Instant::now();
+/// Hands one framed event to the response; false when the client is gone, or has not read for
+/// [`STALL_LIMIT`], or the search's deadline has passed while it waited: either ends the scan.
+fn deliver(tx: &tokio::sync::mpsc::Sender<Bytes>, mut frame: Bytes, deadline: Instant) -> bool {
+    let give_up = (Instant::now() + STALL_LIMIT).min(deadline);
     loop {
         match tx.try_send(frame) {
             Ok(()) => return true,
             Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return false,
             Err(tokio::sync::mpsc::error::TrySendError::Full(f)) => {
-                if stalled_since.elapsed() > STALL_LIMIT {
+                if Instant::now() >= give_up {
                     return false;
                 }
                 frame = f;
@@ -459,13 +482,23 @@ pub(crate) fn scan(
                         break;
                     }
                     if last_progress.elapsed() >= PROGRESS_EVERY {
-                        last_progress = Instant::now();
+                        if Instant::now() >= deadline {
+                            emit(done(
+                                "time_limit",
+                                Some((range.partition, next)),
+                                scanned,
+                                bytes_read,
+                                found,
+                            ));
+                            return;
+                        }
                         if !emit(Event::Progress(json!({
                             "scanned": scanned, "bytes": bytes_read, "total": total,
                             "partition": range.partition, "offset": next,
                         }))) {
                             return;
                         }
+                        last_progress = Instant::now();
                     }
                 }
                 if scanned >= plan.max_records {
@@ -702,6 +735,43 @@ mod tests {
         );
         assert_eq!(done(&events)["reason"], "time_limit");
         assert_eq!(done(&events)["scanned"], 0);
+    }
+
+    #[test]
+    fn the_deadline_ends_the_scan_inside_a_large_batch() {
+        // One batch of 1,000 records; the client takes 300 ms over the first match, past the 100 ms deadline.
+        let values: Vec<String> = (0..1000)
+            .map(|o| {
+                if o == 3 {
+                    "needle".into()
+                } else {
+                    format!("v{o}")
+                }
+            })
+            .collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let batches = vec![(0, batch(0, &refs))];
+        let mut read = reader(&batches);
+        let mut events = Vec::new();
+        let deadline = Instant::now() + Duration::from_millis(100);
+        scan(
+            &plan("needle", false, 0, 1000, 100, 100_000),
+            &mut read,
+            deadline,
+            &mut |e| {
+                if matches!(e, Event::Match(_)) {
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                events.push(e);
+                true
+            },
+        );
+        let d = done(&events);
+        assert_eq!(d["reason"], "time_limit", "{d}");
+        assert!(
+            d["scanned"].as_u64().unwrap() < 1000,
+            "read the whole batch past its deadline: {d}"
+        );
     }
 
     #[test]

@@ -1786,6 +1786,14 @@ fn stream_join(
         if (win.start - ts).abs() > w.diff_ms {
             continue;
         }
+        // A buffered record of an outer side whose window has closed was (or is about to be) emitted without
+        // a partner; pairing it now would emit it a second time, joined. Its side's stream time decides, as
+        // `emit_unmatched` does.
+        if let Some(o) = &task.stores[xi].outer {
+            if o.close(win.start) <= task.stores[xi].stream_time {
+                continue;
+            }
+        }
         let o = Record {
             key: Some(key.clone()),
             value: Some(v),

@@ -2303,4 +2303,41 @@ fn outer_stream_stream_joins_emit_unmatched_records_once_their_window_closes() {
         await_written(&p.sql, name, want.len() as u64);
         assert_eq!(read_json(&p.kafka, name, want.len()), want, "{name}");
     }
+
+    // A partner that arrives after an outer record's window closed, but is not late itself (it is newer), does
+    // not pair with it: the record went out with NULLs already, and must not go out twice.
+    let lj_before = {
+        let mut w = base.clone();
+        w.extend(lonely_left.iter().cloned());
+        w
+    };
+    let l_ts = late + 10 * 60_000;
+    insert("ls", "lv", &[("race".to_string(), 10, l_ts)]);
+    // Stream time reaches the record's close (1 minute + 1 hour after it): it goes out unmatched.
+    let closed = l_ts + 3_600_000 + 60_000;
+    insert("ls", "lv", &[("adv".to_string(), 11, closed)]);
+    await_written(&p.sql, "LJ", lj_before.len() as u64 + 1);
+    // Its partner, 30 s after it: within the window, and not late itself (its own close is 30 s away).
+    insert("rs", "rv", &[("race".to_string(), 20, l_ts + 30_000)]);
+    // A pair after it on both sides: once its row is out, the partner has been processed.
+    insert("ls", "lv", &[("m".to_string(), 12, closed)]);
+    insert("rs", "rv", &[("m".to_string(), 22, closed)]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let rows = loop {
+        let n = stats(&p.sql, "LJ")["recordsOut"].as_u64().unwrap_or(0) as usize;
+        let rows = read_json(&p.kafka, "LJ", n);
+        if rows.iter().any(|(k, _)| k == "m") {
+            break rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the marker pair never came out: {rows:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut want = lj_before;
+    want.push(("race".to_string(), json!({"LV": 10, "RV": null})));
+    want.push(("m".to_string(), json!({"LV": 12, "RV": 22})));
+    want.sort_by_key(|(k, v)| (k.clone(), v.to_string()));
+    assert_eq!(rows, want, "LJ: the race record went out once, with NULLs");
 }
