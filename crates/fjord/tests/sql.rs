@@ -91,9 +91,9 @@ fn read_output(kafka: &str, expected_count: usize) -> Vec<String> {
         .collect()
 }
 
-/// Waits (60 s at most) until the query's group has committed `n` input offsets.
+/// Waits (90 s at most) until the query's group has committed `n` input offsets of the orders topic.
 fn wait_committed(kafka: &str, group: &str, n: i64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let got: i64 = client(&["committed", kafka, group, "orders"])
             .trim()
@@ -2076,25 +2076,6 @@ fn read_committed(kafka: &str, topic: &str) -> (Vec<(Vec<u8>, Value)>, i64) {
     (out, span)
 }
 
-/// Waits (90 s at most) until consumer group `group` has committed `n` offsets of the orders topic.
-fn await_committed(kafka: &str, group: &str, n: i64) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let got: i64 = client(&["committed", kafka, group, "orders"])
-            .trim()
-            .parse()
-            .unwrap();
-        if got == n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{group} committed {got} offsets, expected {n}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 /// `SET 'processing.guarantee'='exactly_once_v2'` makes a stateless query and an aggregation commit their
 /// output with their input offsets in transactions. The SQL server is killed with SIGKILL mid-stream and started
 /// again: the guarantee was kept with the queries, and read_committed readers see every output once (no
@@ -2153,7 +2134,7 @@ fn exactly_once_queries_killed_mid_stream_leave_no_duplicates_for_read_committed
             d["overriddenProperties"]["processing.guarantee"], "exactly_once_v2",
             "{e}"
         );
-        await_committed(&broker.bootstrap, &format!("_fjord_sql_{id}"), N);
+        wait_committed(&broker.bootstrap, &format!("_fjord_sql_{id}"), N);
     }
 
     let (rows, span) = read_committed(&broker.bootstrap, "EVEN");
