@@ -489,7 +489,17 @@ impl RegistryConverter {
                     self.prefix, v
                 ));
             }
-            let id = v.get("id").and_then(Value::as_u64).unwrap_or(0) as u32;
+            // An answer without an id (or one beyond 32 bits) cannot be written as the wire format's id.
+            let id = v
+                .get("id")
+                .and_then(Value::as_u64)
+                .and_then(|id| u32::try_from(id).ok())
+                .ok_or_else(|| {
+                    format!(
+                        "{}: the registry's latest version of subject {subject} has no usable schema id ({v})",
+                        self.prefix
+                    )
+                })?;
             let schema_type = v
                 .get("schemaType")
                 .and_then(Value::as_str)
@@ -1323,6 +1333,80 @@ fn avro_value<'a>(v: &Value, s: &'a Schema, lookup: &Lookup<'a>, at: &str) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A registry that answers every request with `status` and `body` (one connection per answer).
+    async fn canned_registry(status: u16, body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let answer = format!("HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn only_an_unknown_id_is_the_records_fault_a_refused_request_fails_the_task() {
+        let converter = |url: &str| {
+            let config: ConfigMap = [("value.converter.schema.registry.url", url)]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            RegistryConverter::from_config(Format::Avro, &config, "value.converter").unwrap()
+        };
+        let record = [0u8, 0, 0, 0, 7, 2, b'x'];
+        // 404: the id is unknown; the record is errant (decode says why), the task goes on.
+        let c = converter(
+            &canned_registry(
+                404,
+                r#"{"error_code":40403,"message":"Schema 7 not found"}"#,
+            )
+            .await,
+        );
+        assert_eq!(c.prepare_decode(Some(&record)).await, Ok(()));
+        let e = c.decode(Some(&record)).unwrap_err();
+        assert!(e.contains('7'), "{e}");
+        // 401, 403, 429: the registry refused the request, which says nothing about the record.
+        for status in [401, 403, 429] {
+            let c =
+                converter(&canned_registry(status, r#"{"error_code":40101,"message":"no"}"#).await);
+            let e = c.prepare_decode(Some(&record)).await.unwrap_err();
+            assert!(
+                e.contains(&format!("HTTP {status}"))
+                    && e.contains("value.converter.basic.auth.user.info"),
+                "{status}: {e}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_latest_version_without_an_id_is_an_error_not_id_zero() {
+        let url = canned_registry(
+            200,
+            r#"{"subject":"t-value","version":1,"schema":"\"string\""}"#,
+        )
+        .await;
+        let config: ConfigMap = [
+            ("value.converter.schema.registry.url", url.as_str()),
+            ("value.converter.use.latest.version", "true"),
+            ("value.converter.auto.register.schemas", "false"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let c = RegistryConverter::from_config(Format::Avro, &config, "value.converter").unwrap();
+        let data = SchemaAndValue {
+            schema: Some(json!({"type": "string", "optional": false})),
+            value: json!("hello"),
+        };
+        let e = c.prepare_encode("t", &data).await.unwrap_err();
+        assert!(e.contains("no usable schema id"), "{e}");
+    }
 
     #[test]
     fn recursive_and_very_deep_avro_schemas_are_refused_not_followed() {
