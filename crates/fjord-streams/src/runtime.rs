@@ -2,7 +2,7 @@
 //! the application id, one task per (sub-topology, input partition), stores restored from their changelogs
 //! when a task is assigned, and commits that flush stores, changelogs and outputs before input offsets.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -825,9 +825,12 @@ struct OuterSide {
     diff_ms: i64,
     grace_ms: i64,
     unmatched: UnmatchedFn,
-    /// Buffered records that had no partner when they arrived, by the stream time their window closes: each is
-    /// emitted unmatched then unless a partner arrived meanwhile. Rebuilt from the buffer when a task opens.
+    /// Buffered records that had no partner yet, by the stream time their window closes: each is emitted
+    /// unmatched then. A partner that pairs with one removes it. Rebuilt from the buffer when a task opens.
     pending: BTreeSet<(i64, Bytes)>,
+    /// The pending records rebuilt from the buffer, whose pairings before the restart are not known: whether
+    /// one found a partner is decided against the other buffer when it closes.
+    restored: HashSet<Bytes>,
 }
 
 impl OuterSide {
@@ -994,6 +997,7 @@ impl Engine {
                             grace_ms: windows.grace_ms,
                             unmatched: f.clone(),
                             pending: BTreeSet::new(),
+                            restored: HashSet::new(),
                         }),
                         _ => None,
                     }),
@@ -1024,6 +1028,7 @@ impl Engine {
                         let close = o.close(win.start);
                         if close > marker.stream_time {
                             o.pending.insert((close, k.clone()));
+                            o.restored.insert(k.clone());
                         }
                     }
                     st.expiry
@@ -1789,10 +1794,16 @@ fn stream_join(
         // A buffered record of an outer side whose window has closed was (or is about to be) emitted without
         // a partner; pairing it now would emit it a second time, joined. Its side's stream time decides, as
         // `emit_unmatched` does.
-        if let Some(o) = &task.stores[xi].outer {
-            if o.close(win.start) <= task.stores[xi].stream_time {
+        let x = &mut task.stores[xi];
+        if let Some(o) = &mut x.outer {
+            let close = o.close(win.start);
+            if close <= x.stream_time {
                 continue;
             }
+            // Paired: it is no longer waiting to go out unmatched.
+            let partner = WindowStore::store_key(&key, win);
+            o.pending.remove(&(close, partner.clone()));
+            o.restored.remove(&partner);
         }
         let o = Record {
             key: Some(key.clone()),
@@ -1852,16 +1863,20 @@ fn emit_unmatched(cx: &Cx<'_>, task: &mut Task) -> Result<()> {
                 break;
             }
             let (_, sk) = o.pending.pop_first().expect("checked");
+            let restored = o.restored.remove(&sk);
             let Some(v) = st.get(&sk)? else {
                 continue;
             };
             let Some((k, w)) = WindowStore::parse(&sk) else {
                 continue;
             };
-            let matched = task.stores[xi]
-                .windows_of(k)?
-                .iter()
-                .any(|(x, _)| (x.start - w.start).abs() <= diff);
+            // Pairings since the task opened removed their records from `pending`; for a record rebuilt at the
+            // open, a partner in the other buffer is taken as one it was paired with before.
+            let matched = restored
+                && task.stores[xi]
+                    .windows_of(k)?
+                    .iter()
+                    .any(|(x, _)| (x.start - w.start).abs() <= diff);
             if matched {
                 continue;
             }

@@ -2321,4 +2321,32 @@ fn outer_stream_stream_joins_emit_unmatched_records_once_their_window_closes() {
     want.push(("m".to_string(), json!({"LV": 12, "RV": 22})));
     want.sort_by_key(|(k, v)| (k.clone(), v.to_string()));
     assert_eq!(rows, want, "LJ: the race record went out once, with NULLs");
+
+    // In the full join the partner that was not paired goes out with NULLs too once its own window closes (it
+    // must not count the closed record as its partner), and the race record once.
+    let after = closed + 10 * 60_000;
+    insert("ls", "lv", &[("zz2".to_string(), 3, after)]);
+    insert("rs", "rv", &[("zz2".to_string(), 4, after)]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let rows = loop {
+        let n = stats(&p.sql, "FJ")["recordsOut"].as_u64().unwrap_or(0) as usize;
+        let rows = read_json(&p.kafka, "FJ", n);
+        if rows.iter().any(|(k, _)| k == "zz2") {
+            break rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the last pair never came out: {rows:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut want = base.clone();
+    want.extend(lonely_left.iter().cloned());
+    want.extend(lonely_right.iter().cloned());
+    want.push(("race".to_string(), json!({"LV": 10, "RV": null})));
+    want.push(("race".to_string(), json!({"LV": null, "RV": 20})));
+    want.push(("m".to_string(), json!({"LV": 12, "RV": 22})));
+    want.push(("zz2".to_string(), json!({"LV": 3, "RV": 4})));
+    want.sort_by_key(|(k, v)| (k.clone(), v.to_string()));
+    assert_eq!(rows, want, "FJ: each race record went out once, with NULLs");
 }
