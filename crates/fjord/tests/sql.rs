@@ -1601,6 +1601,23 @@ fn sorted(mut v: Vec<(&str, Value)>) -> Vec<(String, Value)> {
     out
 }
 
+/// Every row `stream`'s query has written (sorted), once one keyed `key` is among them (90 s at most).
+fn rows_through(sql: &str, kafka: &str, stream: &str, key: &str) -> Vec<(String, Value)> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let n = stats(sql, stream)["recordsOut"].as_u64().unwrap_or(0) as usize;
+        let rows = read_json(kafka, stream, n);
+        if rows.iter().any(|(k, _)| k == key) {
+            return rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stream}: no row keyed {key} came out: {rows:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Waits (90 s at most) until the query writing `stream` has written `n` records.
 fn await_written(addr: &str, stream: &str, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -2303,19 +2320,7 @@ fn outer_stream_stream_joins_emit_unmatched_records_once_their_window_closes() {
     // A pair after it on both sides: once its row is out, the partner has been processed.
     insert("ls", "lv", &[("m".to_string(), 12, closed)]);
     insert("rs", "rv", &[("m".to_string(), 22, closed)]);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let rows = loop {
-        let n = stats(&p.sql, "LJ")["recordsOut"].as_u64().unwrap_or(0) as usize;
-        let rows = read_json(&p.kafka, "LJ", n);
-        if rows.iter().any(|(k, _)| k == "m") {
-            break rows;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the marker pair never came out: {rows:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let rows = rows_through(&p.sql, &p.kafka, "LJ", "m");
     let mut want = lj_before;
     want.push(("race".to_string(), json!({"LV": 10, "RV": null})));
     want.push(("m".to_string(), json!({"LV": 12, "RV": 22})));
@@ -2327,19 +2332,7 @@ fn outer_stream_stream_joins_emit_unmatched_records_once_their_window_closes() {
     let after = closed + 10 * 60_000;
     insert("ls", "lv", &[("zz2".to_string(), 3, after)]);
     insert("rs", "rv", &[("zz2".to_string(), 4, after)]);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let rows = loop {
-        let n = stats(&p.sql, "FJ")["recordsOut"].as_u64().unwrap_or(0) as usize;
-        let rows = read_json(&p.kafka, "FJ", n);
-        if rows.iter().any(|(k, _)| k == "zz2") {
-            break rows;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the last pair never came out: {rows:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let rows = rows_through(&p.sql, &p.kafka, "FJ", "zz2");
     let mut want = base.clone();
     want.extend(lonely_left.iter().cloned());
     want.extend(lonely_right.iter().cloned());
