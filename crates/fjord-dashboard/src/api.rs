@@ -702,6 +702,14 @@ fn shown_size(r: &kafka_protocol::records::Record) -> usize {
             .sum::<usize>()
 }
 
+/// The offset after the record batch at the start of `bytes` (its last offset plus one, from the header, which
+/// compaction leaves in place when it removes the batch's last records); `None` when no batch header is there.
+pub(crate) fn batch_end(bytes: &[u8]) -> Option<i64> {
+    fjord_log::batch_headers(bytes)
+        .next()
+        .map(|b| b.last_offset.saturating_add(1))
+}
+
 /// One record as the message browser and the search show it: offset, timestamp, and key, value and headers in
 /// base64, each cut to what `budget` (bytes before base64) still allows.
 pub(crate) fn message_json(r: &kafka_protocol::records::Record, budget: &mut usize) -> Value {
@@ -807,6 +815,7 @@ fn messages(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
         let mut bytes = info.records;
         let before = next;
         while !bytes.is_empty() {
+            let end_of_batch = batch_end(&bytes);
             let set = match fjord_log::decode_records_bounded(&mut bytes) {
                 Ok(s) => s,
                 Err(e) => {
@@ -834,6 +843,11 @@ fn messages(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
                 }
                 out.push(message_json(&r, &mut budget));
                 next = r.offset + 1;
+            }
+            // The batch was shown whole: offsets its records no longer hold (compaction) are passed too, or the
+            // next read would return the same batch and the page would stop there.
+            if let Some(e) = end_of_batch {
+                next = next.max(e.min(end));
             }
         }
         if next == before {

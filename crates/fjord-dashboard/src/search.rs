@@ -373,14 +373,6 @@ fn matches(plan: &Plan, r: &kafka_protocol::records::Record) -> bool {
     }
 }
 
-/// The offset after the record batch at the start of `bytes` (its base offset plus its last offset delta, plus
-/// one), read from the batch header; `None` when `bytes` is too short to hold one.
-fn batch_end(bytes: &[u8]) -> Option<i64> {
-    let base = i64::from_be_bytes(bytes.get(0..8)?.try_into().ok()?);
-    let last_delta = i32::from_be_bytes(bytes.get(23..27)?.try_into().ok()?);
-    Some(base.saturating_add(last_delta as i64).saturating_add(1))
-}
-
 /// Scans `plan`'s ranges in partition order, reading with `read(range index, offset, max bytes)` and delivering
 /// events with `emit` (false: stop at once, the client is gone). Ends with one `done` or `error` event unless
 /// stopped.
@@ -441,7 +433,7 @@ pub(crate) fn scan(
             bytes_read += chunk.len() as u64;
             let before = next;
             while !chunk.is_empty() {
-                let end_of_batch = batch_end(&chunk);
+                let end_of_batch = crate::api::batch_end(&chunk);
                 let set = match fjord_log::decode_records_bounded(&mut chunk) {
                     Ok(s) => s,
                     Err(e) => {
@@ -504,11 +496,9 @@ pub(crate) fn scan(
                 if scanned >= plan.max_records {
                     break;
                 }
-                // A batch whose records were all removed (compaction) still moves the scan past its offsets.
+                // Offsets whose records compaction removed still move the scan past the batch.
                 if let Some(e) = end_of_batch {
-                    if e > next && e <= range.to && set.records.iter().all(|r| r.offset < e) {
-                        next = next.max(e);
-                    }
+                    next = next.max(e.min(range.to));
                 }
             }
             if next == before {
@@ -772,6 +762,39 @@ mod tests {
             d["scanned"].as_u64().unwrap() < 1000,
             "read the whole batch past its deadline: {d}"
         );
+    }
+
+    /// `batch(base, values)` (the encoder may make several batches) as compaction leaves it after removing
+    /// records up to `last`: the last batch's header still claims offsets through `last`, its checksum matching.
+    fn compacted(base: i64, values: &[&str], last: i64) -> Bytes {
+        let mut b = batch(base, values).to_vec();
+        let (mut start, mut last_batch) = (0, None);
+        for info in fjord_log::batch_headers(&b) {
+            last_batch = Some((start, info.base_offset, info.size));
+            start += info.size;
+        }
+        let (at, batch_base, size) = last_batch.expect("a batch");
+        let header = &mut b[at..at + size];
+        header[23..27].copy_from_slice(&((last - batch_base) as i32).to_be_bytes());
+        let crc = crc32c::crc32c(&header[21..]);
+        header[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(b)
+    }
+
+    #[test]
+    fn offsets_compaction_removed_at_a_batch_end_do_not_stop_the_scan() {
+        // Offsets 0-2 kept of a batch that held 0-9, then a batch from 10: the scan reads on past 9.
+        let batches = vec![
+            (0, compacted(0, &["a needle", "b", "c"], 9)),
+            (10, batch(10, &["d", "e needle"])),
+        ];
+        let events = run(
+            &plan("needle", false, 0, 12, 100, 1000),
+            &batches,
+            usize::MAX,
+        );
+        assert_eq!(match_offsets(&events), vec![0, 11], "{events:?}");
+        assert_eq!(done(&events)["reason"], "end");
     }
 
     #[test]
