@@ -464,22 +464,7 @@ fn postgres_sink_upserts_evolves_dead_letters_and_deletes() {
 
     // The dead-letter topic has both poison records, as they were, with Connect's error headers.
     let dlq = wait_for(Duration::from_secs(30), "2 dead letters", || {
-        let out = fjord(
-            &bootstrap,
-            &[
-                "consume",
-                "orders-dlq",
-                "--from-beginning",
-                "--exit-at-end",
-                "--format",
-                "json",
-            ],
-            None,
-        );
-        let v: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
+        let v = records_of(&bootstrap, "orders-dlq");
         (v.len() >= 2).then_some(v)
     });
     assert_eq!(dlq.len(), 2, "{dlq:?}");
@@ -802,26 +787,6 @@ fn committed(rest: &str, name: &str) -> Vec<(String, i64, i64)> {
         .collect();
     out.sort();
     out
-}
-
-/// Every record of `topic` from the beginning (none when it does not exist): the raw JSON lines of `consume`.
-fn records_of(bootstrap: &str, topic: &str) -> Vec<Value> {
-    let out = fjord(
-        bootstrap,
-        &[
-            "consume",
-            topic,
-            "--from-beginning",
-            "--exit-at-end",
-            "--format",
-            "json",
-        ],
-        None,
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .collect()
 }
 
 /// Failures that are not the records' (a permission taken away, the table dropped) never send records to the

@@ -117,22 +117,7 @@ fn serializer_to_file_sink(
     let status = http(&p.rest, "GET", &format!("/connectors/{name}/status"), None).1;
     assert_eq!(status["tasks"][0]["state"], "RUNNING", "{status}");
     let dlq = wait_for(Duration::from_secs(30), "the dead letter", || {
-        let out = fjord(
-            &p.kafka,
-            &[
-                "consume",
-                &dlq_topic,
-                "--from-beginning",
-                "--exit-at-end",
-                "--format",
-                "json",
-            ],
-            None,
-        );
-        let v: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
+        let v = records_of(&p.kafka, &dlq_topic);
         (v.len() >= 2).then_some(v)
     });
     assert_eq!(dlq.len(), 2, "{dlq:?}");

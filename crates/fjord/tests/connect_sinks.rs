@@ -901,22 +901,7 @@ fn http_sink_tolerates_errant_records_into_a_dead_letter_topic() {
     let v = http(&w.rest, "GET", "/connectors/tolerant/status", None).1;
     assert_eq!(v["tasks"][0]["state"], "RUNNING", "{v}");
     let dlq = wait_for(Duration::from_secs(30), "2 dead letters", || {
-        let out = fjord(
-            &broker.bootstrap,
-            &[
-                "consume",
-                "mixed-dlq",
-                "--from-beginning",
-                "--exit-at-end",
-                "--format",
-                "json",
-            ],
-            None,
-        );
-        let v: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
+        let v = records_of(&broker.bootstrap, "mixed-dlq");
         (v.len() >= 2).then_some(v)
     });
     assert_eq!(dlq.len(), 2, "{dlq:?}");

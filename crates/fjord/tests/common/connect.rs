@@ -185,3 +185,23 @@ pub fn worker_properties(dir: &Path, bootstrap: &str, extra: &str) -> PathBuf {
     .unwrap();
     p
 }
+
+/// Every record of `topic` from the beginning (none when it does not exist): the raw JSON lines of `consume`.
+pub fn records_of(bootstrap: &str, topic: &str) -> Vec<Value> {
+    let out = super::fjord(
+        bootstrap,
+        &[
+            "consume",
+            topic,
+            "--from-beginning",
+            "--exit-at-end",
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect()
+}
