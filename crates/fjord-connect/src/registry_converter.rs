@@ -238,6 +238,12 @@ impl RegistryConverter {
         props: &ConfigMap,
         prefix: &str,
     ) -> Result<RegistryConverter, String> {
+        if format == Format::Avro {
+            // apache-avro allocates what a datum's length prefix says before reading it (up to 512 MiB by
+            // default): a poison record of a few bytes must not make the worker allocate that much. The limit is
+            // the process's (first caller wins; fjord-sql sets the same).
+            apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION);
+        }
         let key = |k: &str| format!("{prefix}.{k}");
         let url_key = key("schema.registry.url");
         let url = props
@@ -662,6 +668,9 @@ fn resolve<'a>(s: &'a Schema, lookup: &Lookup<'a>) -> Result<&'a Schema, String>
     }
 }
 
+/// Largest single allocation decoding one Avro datum may make (a string, bytes or array length prefix).
+const MAX_AVRO_ALLOCATION: usize = 64 << 20;
+
 /// Deepest nesting of Avro types this converter maps (records, arrays, maps and unions in one another).
 const MAX_SCHEMA_DEPTH: usize = 64;
 
@@ -790,7 +799,13 @@ fn connect_value<'a>(v: &Avro, s: &'a Schema, lookup: &Lookup<'a>) -> Result<Val
     let s = resolve(s, lookup)?;
     let b64 = |b: &[u8]| Value::String(crate::converter::base64_encode(b));
     Ok(match v {
-        Avro::Null => Value::Null,
+        Avro::Null if matches!(s, Schema::Null) => Value::Null,
+        // apache-avro reads a string or bytes value cut short as null: a corrupt record, not a null.
+        Avro::Null => {
+            return Err(
+                "the Avro datum ends early (a value is cut short); the record is corrupt".into(),
+            )
+        }
         Avro::Boolean(b) => json!(b),
         Avro::Int(i) | Avro::Date(i) | Avro::TimeMillis(i) => json!(i),
         Avro::Long(l)
@@ -1406,6 +1421,42 @@ mod tests {
         };
         let e = c.prepare_encode("t", &data).await.unwrap_err();
         assert!(e.contains("no usable schema id"), "{e}");
+    }
+
+    #[test]
+    fn avro_length_prefixes_beyond_the_allocation_limit_or_the_data_are_errors_not_values() {
+        let config: ConfigMap = [("value.converter.schema.registry.url", "http://127.0.0.1:9")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let c = RegistryConverter::from_config(Format::Avro, &config, "value.converter").unwrap();
+        c.cache.lock().unwrap().by_id.insert(
+            5,
+            Arc::new(Writer::parse(Format::Avro, r#""string""#).unwrap()),
+        );
+        // Id 5, then a string whose zig-zag length prefix claims 200 MiB, and 2 bytes of it.
+        let mut record = vec![0u8, 0, 0, 0, 5];
+        let mut n = (200u64 << 20) << 1;
+        while n >= 0x80 {
+            record.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        record.push(n as u8);
+        record.extend_from_slice(b"ab");
+        let e = c.decode(Some(&record)).unwrap_err();
+        assert!(
+            e.contains("67108864"),
+            "not refused by the 64 MiB limit: {e}"
+        );
+        let good = [0u8, 0, 0, 0, 5, 0x04, b'a', b'b'];
+        assert_eq!(c.decode(Some(&good)).unwrap().value, json!("ab"));
+        // Under the limit, a string cut short is an error too, not a value.
+        let short = [0u8, 0, 0, 0, 5, 0x80, 0x10, b'a', b'b'];
+        assert!(
+            c.decode(Some(&short)).is_err(),
+            "{:?}",
+            c.decode(Some(&short))
+        );
     }
 
     #[test]
