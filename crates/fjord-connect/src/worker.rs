@@ -1036,18 +1036,48 @@ impl Worker {
         }
     }
 
+    /// A task that cannot start: FAILED with `trace` until it is stopped (no automatic restart: the same config
+    /// fails the same way).
+    fn failed_task(&self, name: &str, c: &Connector, trace: String) -> TaskRun {
+        tracing::error!(connector = %name, task = 0, "task failed: {trace}");
+        if let Some(s) = &self.status_log {
+            s.report_safe(name, Some(0), "FAILED", Some(&trace));
+        }
+        *c.status.lock().unwrap() = TaskStatus {
+            state: "FAILED",
+            trace: Some(trace),
+        };
+        let (stop, _) = watch::channel(false);
+        TaskRun {
+            stop,
+            handle: tokio::spawn(async {}),
+        }
+    }
+
     fn spawn_task(&self, name: &str, c: &Connector) -> TaskRun {
-        let converter = |prefix: &str, default: Converter| {
+        // The connector's own converter, or the worker's when it sets none. One it sets but that cannot be built
+        // fails the task with the reason: running with the worker's converter instead would write (or read) the
+        // records in a format nobody asked for. (Validation refuses such a config before it is stored, so this
+        // guards a config the validation of this version never saw.)
+        let converter = |prefix: &str, default: &Converter| {
             Converter::from_config(&c.config, prefix)
-                .ok()
-                .flatten()
-                .unwrap_or(default)
+                .map(|own| own.unwrap_or_else(|| default.clone()))
+                .map_err(|e| {
+                    format!("{e}\n(the connector's {prefix} cannot be used; fix it with PUT /connectors/{name}/config)")
+                })
+        };
+        let converters = converter("key.converter", &self.config.key_converter).and_then(|k| {
+            converter("value.converter", &self.config.value_converter).map(|v| (k, v))
+        });
+        let (key_converter, value_converter) = match converters {
+            Ok(kv) => kv,
+            Err(trace) => return self.failed_task(name, c, trace),
         };
         let ctx = TaskContext {
             connector: name.to_string(),
             config: c.config.clone(),
-            key_converter: converter("key.converter", self.config.key_converter.clone()),
-            value_converter: converter("value.converter", self.config.value_converter.clone()),
+            key_converter,
+            value_converter,
             bootstrap_servers: self.config.bootstrap_servers.clone(),
             offsets: self.offsets.clone(),
             offset_flush_interval: Duration::from_millis(self.config.offset_flush_interval_ms),
@@ -1348,6 +1378,42 @@ mod tests {
             connectors.values().all(|c| c.task.is_none()),
             "a task runs after shutdown"
         );
+    }
+
+    /// A connector whose converter cannot be built (a config this version's validation never saw) fails its task
+    /// with the reason; the old code ran it with the worker's converter instead, RUNNING, in another format.
+    #[tokio::test]
+    async fn a_task_whose_converter_cannot_be_built_fails_instead_of_using_the_workers() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = test_worker(dir.path());
+        let config: ConfigMap = [
+            ("connector.class", "FileStreamSource"),
+            ("file", dir.path().join("in.txt").to_str().unwrap()),
+            ("topic", "t"),
+            ("value.converter", "com.acme.NoSuchConverter"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let c = Connector {
+            config,
+            plugin: Plugin::FileSource,
+            target: TargetState::Running,
+            task: None,
+            status: Arc::new(StdMutex::new(TaskStatus {
+                state: "UNASSIGNED",
+                trace: None,
+            })),
+        };
+        let run = w.spawn_task("src", &c);
+        let st = c.status.lock().unwrap().clone();
+        assert_eq!(st.state, "FAILED", "{st:?}");
+        let trace = st.trace.unwrap_or_default();
+        assert!(
+            trace.contains("value.converter") && trace.contains("NoSuchConverter"),
+            "{trace}"
+        );
+        stop_task("src", run).await;
     }
 
     /// A task whose restarts are used up stays FAILED through a rebalance that keeps its connector here (every
