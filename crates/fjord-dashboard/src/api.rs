@@ -31,6 +31,8 @@ pub struct Ctx {
     pub searches: Arc<tokio::sync::Semaphore>,
     /// The registry and Connect worker beside the broker, when this process runs them.
     pub services: crate::services::Services,
+    /// The registry's schemas by id, compiled, for the message browser's `decode=registry`.
+    pub schemas: Arc<crate::decode::SchemaCache>,
 }
 
 /// Dashboard reads that run at once; more wait up to `READ_WAIT` for a turn, then get 503.
@@ -755,6 +757,15 @@ fn messages(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
         .int("limit", 1, MAX_MESSAGES as i64)?
         .or(latest)
         .unwrap_or(DEFAULT_MESSAGES as i64) as usize;
+    let mut decoding = match q.str("decode").unwrap_or("none") {
+        "none" => None,
+        "registry" => crate::decode::Decoding::new(&ctx.services, &ctx.schemas),
+        other => {
+            return Err(bad(format!(
+                "`decode` must be none or registry (Avro, JSON Schema and Protobuf through the schema registry), not `{other}`"
+            )))
+        }
+    };
     let p = ctx.state.partitions.get(&t.name, partition).ok_or_else(|| Fail {
         status: StatusCode::SERVICE_UNAVAILABLE,
         message: format!(
@@ -841,7 +852,16 @@ fn messages(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
                 if out.len() >= limit || (!out.is_empty() && shown_size(&r) > budget) {
                     break 'read;
                 }
-                out.push(message_json(&r, &mut budget));
+                let mut m = message_json(&r, &mut budget);
+                if let Some(d) = decoding.as_mut() {
+                    // Decoded from the whole field (the base64 may be cut), the JSON charged to the budget.
+                    for (name, f) in [("key_decoded", &r.key), ("value_decoded", &r.value)] {
+                        if let Some(b) = f {
+                            m[name] = d.field(b, &mut budget);
+                        }
+                    }
+                }
+                out.push(m);
                 next = r.offset + 1;
             }
             // The batch was shown whole: offsets its records no longer hold (compaction) are passed too, or the

@@ -10,6 +10,9 @@
 //!   `max_records` or `time_limit` (the scan's bounds; `next` is where it stopped);
 //! - `error`: `{error}` when a partition cannot be read or a batch cannot be decoded.
 //!
+//! The text is looked for in the raw bytes: a record in a schema registry format (Avro, Protobuf) is not decoded
+//! first, so a text inside an Avro string matches, a JSON field name of a Protobuf message does not.
+//!
 //! **Bounds**: a search reads at most `max_records` records (default [`DEFAULT_SCAN`], at most [`MAX_SCAN`]) for
 //! at most [`TIME_LIMIT`], returns at most `limit` matches, and at most [`MAX_SEARCHES`] run at once (each also
 //! holds one of the dashboard's read turns). A closed stream (the page's Stop button, a closed tab) ends the scan

@@ -59,10 +59,18 @@ fn dashboard_served(access: &DashboardAccess) -> bool {
 #[allow(unused_variables)]
 fn show_registry(services: &DashboardServices, registry: &RunningRegistry) {
     #[cfg(all(feature = "dashboard", feature = "registry"))]
-    services.set_registry(
-        registry.addr,
-        fjord_registry::api::router(registry.registry.clone()),
-    );
+    {
+        services.set_registry(
+            registry.addr,
+            fjord_registry::api::router(registry.registry.clone()),
+        );
+        // The message browser decodes records as `fjord consume --value-format` does.
+        services.set_schema_compiler(Arc::new(|schema_type, text, referenced| {
+            let d = fjord_registry::wire::Decoder::compile(schema_type, text, referenced)?;
+            let d: fjord_dashboard::SchemaDecoder = Arc::new(move |body: &[u8]| d.decode(body));
+            Ok(d)
+        }));
+    }
 }
 
 /// The services `fjord start` runs beside the broker, each a client of it (`None`: not run).

@@ -1357,6 +1357,102 @@ impl Drop for Killed {
     }
 }
 
+/// The message browser's `decode=registry`: records written by confluent-kafka's AvroSerializer, JSONSerializer
+/// and ProtobufSerializer (whose schema references an imported file) through the registry `fjord start` runs
+/// come back decoded, with their schema id and type; a record naming a schema id the registry does not have and
+/// one not in the wire format say why, and their raw bytes stay in the answer.
+#[test]
+fn message_browser_decodes_avro_json_schema_and_protobuf_through_the_registry() {
+    let dir = temp_dir();
+    let (child, kafka, h, registry, _) = start_platform_with_services(&dir.path().join("data"));
+    let _platform = Killed(child);
+    let script = workspace_root().join("tests/clients/dashboard_registry.py");
+    let out = ok(&run_bounded(
+        std::process::Command::new(python()).arg(script).args([
+            kafka.as_str(),
+            &format!("http://{registry}"),
+            "reg",
+        ]),
+        Duration::from_secs(120),
+    ));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("OK "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let ids: Value = serde_json::from_str(&line[3..]).unwrap();
+    let messages = |topic: &str| -> Vec<Value> {
+        let path = format!("/api/topics/{topic}/messages?partition=0&offset=0&decode=registry");
+        let (s, v) = api(&h, "GET", &path, None);
+        assert_eq!(s, 200, "{v}");
+        v["messages"].as_array().unwrap().clone()
+    };
+
+    let avro = messages("reg-avro");
+    assert_eq!(avro.len(), 3, "{avro:?}");
+    assert_eq!(
+        avro[0]["value_decoded"],
+        serde_json::json!({"schema_id": ids["avro"], "schema_type": "AVRO",
+            "value": {"sensor": "boiler-7", "celsius": 81.5, "note": {"string": "steady"}}})
+    );
+    // The key is plain text: shown as it is, with the reason it is not decoded.
+    assert_eq!(avro[0]["key"], base64(b"k1"));
+    assert!(
+        avro[0]["key_decoded"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("wire format"),
+        "{}",
+        avro[0]
+    );
+    // An unknown schema id: the record says so, its bytes are still there (for the hex view).
+    let unknown = &avro[1]["value_decoded"];
+    assert_eq!(unknown["schema_id"], 999999, "{unknown}");
+    assert!(
+        unknown["error"]
+            .as_str()
+            .unwrap()
+            .contains("schema id 999999 is not in the schema registry"),
+        "{unknown}"
+    );
+    let mut raw = vec![0u8, 0x00, 0x0f, 0x42, 0x3f];
+    raw.extend_from_slice(b"\x02xy");
+    assert_eq!(avro[1]["value"], base64(&raw));
+    assert!(avro[2]["value_decoded"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("wire format"));
+    assert_eq!(avro[2]["value"], base64(b"just text"));
+
+    let json = messages("reg-json");
+    assert_eq!(
+        json[0]["value_decoded"],
+        serde_json::json!({"schema_id": ids["json"], "schema_type": "JSON", "value": {"sku": "a-1", "price": 2.5}})
+    );
+    let proto = messages("reg-proto");
+    assert_eq!(
+        proto[0]["value_decoded"],
+        serde_json::json!({"schema_id": ids["proto"], "schema_type": "PROTOBUF",
+            "value": {"id": "o-1", "total": {"units": "1250", "currency": "EUR"}, "tags": ["new"]}})
+    );
+
+    // Without `decode` nothing is decoded; a bad `decode` is a 400.
+    let (_, v) = api(
+        &h,
+        "GET",
+        "/api/topics/reg-json/messages?partition=0&offset=0",
+        None,
+    );
+    assert!(v["messages"][0].get("value_decoded").is_none(), "{v}");
+    let e = refused(
+        &h,
+        "GET",
+        "/api/topics/reg-json/messages?partition=0&decode=avro",
+        None,
+        400,
+    );
+    assert!(e.contains("`decode` must be none or registry"), "{e}");
+}
+
 /// Commits offset `offset(i)` on partition 0 of `topic` for groups `g0000`..: one OffsetCommit each (generation
 /// -1, no member: the admin form, as `kafka-consumer-groups --reset-offsets` sends), pipelined on one connection
 /// to the single broker that coordinates every group. Cheap: no consumer joins anything.
