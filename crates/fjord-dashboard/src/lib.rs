@@ -23,6 +23,7 @@ mod history;
 mod openapi;
 mod search;
 mod services;
+mod walk;
 
 use std::sync::Arc;
 

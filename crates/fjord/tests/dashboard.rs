@@ -825,6 +825,57 @@ fn found(events: &[(String, Value)]) -> Vec<(i64, i64)> {
         .collect()
 }
 
+/// Records of an aborted transaction (written by confluent-kafka's transactional producer) are neither shown by
+/// the message browser nor found by the search, as a read_committed consumer does not see them; a committed
+/// transaction's are, and so are records outside transactions.
+#[test]
+fn aborted_transactions_are_not_shown_or_found() {
+    let dir = temp_dir();
+    let (child, kafka, h) = start_platform(&dir.path().join("data"));
+    let _platform = Killed(child);
+    let script = workspace_root().join("tests/clients/dashboard_txn.py");
+    let out = ok(&run_bounded(
+        std::process::Command::new(python())
+            .arg(script)
+            .args([kafka.as_str(), "txns"]),
+        Duration::from_secs(120),
+    ));
+    assert!(out.contains("OK"), "{out}");
+    // 0-1 aborted, 2 the ABORT marker, 3 plain, 4 committed, 5 the COMMIT marker.
+    let (s, v) = api(
+        &h,
+        "GET",
+        "/api/topics/txns/messages?partition=0&offset=0",
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    let shown: Vec<(i64, String)> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["offset"].as_i64().unwrap(),
+                m["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        vec![
+            (3, base64(b"needle plain")),
+            (4, base64(b"needle committed"))
+        ],
+        "{v}"
+    );
+    assert_eq!(v["next_offset"], 6, "{v}");
+    let events = search(&h, "txns", "q=needle");
+    assert_eq!(found(&events), vec![(0, 3), (0, 4)], "{events:?}");
+    let done = &events.last().unwrap().1;
+    assert_eq!(done["reason"], "end", "{done}");
+    assert_eq!(done["scanned"], 2, "{done}");
+}
+
 #[test]
 fn message_search_streams_matches_with_progress_within_its_bounds() {
     let dir = temp_dir();
