@@ -778,6 +778,8 @@ async fn serve_metrics(
     #[cfg(feature = "dashboard")]
     let app = app.merge(dashboard);
     tokio::spawn(async move {
+        // With the client's address: the dashboard's login limits failed attempts per address.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics server failed");
         }

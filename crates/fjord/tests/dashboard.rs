@@ -1288,15 +1288,28 @@ fn header_of(head: &str, name: &str) -> Option<String> {
 /// HTTP basic auth: 401 with a challenge and a JSON message without or with wrong credentials, 200 with a
 /// user's (in clear or as SHA-256); /metrics, /health and /ready stay open; a change still needs the CSRF token;
 /// the page sets the token's cookie.
+/// The `Set-Cookie` of cookie `name` in a response head (a login's answer sets the session cookie too).
+fn set_cookie(head: &str, name: &str) -> Option<String> {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.trim().eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, v)| v.trim().to_string())
+        .find(|v| v.starts_with(&format!("{name}=")))
+}
+
 #[test]
 fn with_users_the_dashboard_needs_a_login_and_metrics_stay_open() {
     let dir = temp_dir();
     // sha256("hunter2")
     let bob = "f52fbd32b2b3b86ff88ef6c490628285f482af15ddcb29541f94bcf526a3f6c7";
     let users = format!("alice:s3cret, bob:sha256:{bob}");
+    // Many wrong logins follow from one address: the lockout (tested below) is set out of the way.
     let broker = BrokerProc::start(
         &dir.path().join("data"),
-        &[("dashboard.auth.basic.users", &users)],
+        &[
+            ("dashboard.auth.basic.users", &users),
+            ("dashboard.auth.max.failures", "1000"),
+        ],
     );
     let h = broker.http.as_deref().expect("http listener");
     let auth = |user: &str, pw: &str| {
@@ -1333,7 +1346,7 @@ fn with_users_the_dashboard_needs_a_login_and_metrics_stay_open() {
     // The page hands out the CSRF token's cookie (not to a browser that already has one).
     let alice = auth("alice", "s3cret");
     let (_, head, _) = http_request(h, "GET", "/", &alice, None);
-    let cookie = header_of(&head, "set-cookie").expect("a CSRF cookie");
+    let cookie = set_cookie(&head, "fjord_csrf").expect("a CSRF cookie");
     assert!(cookie.starts_with("fjord_csrf="), "{cookie}");
     assert!(cookie.contains("SameSite=Strict"), "{cookie}");
     assert!(
@@ -1349,7 +1362,7 @@ fn with_users_the_dashboard_needs_a_login_and_metrics_stay_open() {
         &format!("{alice}Cookie: fjord_csrf={token}\r\n"),
         None,
     );
-    assert_eq!(header_of(&head, "set-cookie"), None, "{head}");
+    assert_eq!(set_cookie(&head, "fjord_csrf"), None, "{head}");
 
     // A change: the login first (401 even with the token), then the CSRF token (403), then it is made.
     let create = Some(r#"{"name": "secured"}"#.as_bytes());
@@ -1375,6 +1388,133 @@ fn with_users_the_dashboard_needs_a_login_and_metrics_stay_open() {
     );
     assert_eq!(s, 201, "{}", String::from_utf8_lossy(&body));
     assert!(exists("secured"));
+}
+
+/// The login's hardening, through the real listener: a password stored as PBKDF2-HMAC-SHA256 (made with Python's
+/// hashlib) logs in and opens a session whose cookie alone then logs in; after `POST /api/logout` that cookie is
+/// refused; after 5 wrong passwords from one address the 6th login (even a right one) gets 429 with
+/// `Retry-After`, and the session opened before still works.
+#[test]
+fn stored_passwords_sessions_logout_and_the_failed_login_limit() {
+    let dir = temp_dir();
+    // hashlib.pbkdf2_hmac("sha256", b"correct horse", bytes.fromhex("0011...eeff"), 100000)
+    let carol = "carol:pbkdf2-sha256:100000:00112233445566778899aabbccddeeff:349385d8369097aac69c91b9cf79c08cc236bd0eea62faca19643b117ca1f56e";
+    let broker = BrokerProc::start(
+        &dir.path().join("data"),
+        &[("dashboard.auth.basic.users", carol)],
+    );
+    let h = broker.http.as_deref().expect("http listener");
+    let auth = |user: &str, pw: &str| {
+        let b = base64(format!("{user}:{pw}").as_bytes());
+        format!("Authorization: Basic {b}\r\n")
+    };
+    let session_of = |head: &str| -> String {
+        let c = set_cookie(head, "fjord_session")
+            .unwrap_or_else(|| panic!("no session cookie: {head}"));
+        assert!(c.starts_with("fjord_session="), "{c}");
+        assert!(
+            c.contains("HttpOnly") && c.contains("SameSite=Strict"),
+            "{c}"
+        );
+        c["fjord_session=".len()..]
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let (s, head, _) = http_request(
+        h,
+        "GET",
+        "/api/overview",
+        &auth("carol", "correct horse"),
+        None,
+    );
+    assert_eq!(s, 200, "{head}");
+    let first = session_of(&head);
+    let with_session = |t: &str| format!("Cookie: fjord_session={t}\r\n");
+    assert_eq!(
+        http_request(h, "GET", "/api/overview", &with_session(&first), None).0,
+        200
+    );
+    assert_eq!(
+        http_request(h, "GET", "/api/overview", &with_session("forged"), None).0,
+        401
+    );
+
+    // Logout (with the CSRF token, like every change) ends the session on the server: the cookie no longer logs in.
+    let (_, head, _) = http_request(
+        h,
+        "GET",
+        "/api/overview",
+        &auth("carol", "correct horse"),
+        None,
+    );
+    let second = session_of(&head);
+    let csrf = "Content-Type: application/json\r\nX-CSRF-Token: t0k3n\r\n";
+    let (s, _, body) = http_request(
+        h,
+        "POST",
+        "/api/logout",
+        &format!("{csrf}Cookie: fjord_session={second}; fjord_csrf=t0k3n\r\n"),
+        Some(b"{}"),
+    );
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["logged_out"], true, "{v}");
+    let (s, _, body) = http_request(h, "GET", "/api/overview", &with_session(&second), None);
+    assert_eq!(s, 401, "a login after logout is refused");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("session has ended"),
+        "{v}"
+    );
+    // Without the CSRF token, no logout.
+    let (s, _, _) = http_request(
+        h,
+        "POST",
+        "/api/logout",
+        &format!("Content-Type: application/json\r\nCookie: fjord_session={first}\r\n"),
+        Some(b"{}"),
+    );
+    assert_eq!(s, 403);
+    assert_eq!(
+        http_request(h, "GET", "/api/overview", &with_session(&first), None).0,
+        200
+    );
+
+    // Five wrong passwords are 401; the sixth login from this address is 429, the right password too.
+    for i in 0..5 {
+        let (s, _, _) = http_request(
+            h,
+            "GET",
+            "/api/overview",
+            &auth("carol", &format!("guess{i}")),
+            None,
+        );
+        assert_eq!(s, 401, "attempt {i}");
+    }
+    for creds in [auth("carol", "guess5"), auth("carol", "correct horse")] {
+        let (s, head, body) = http_request(h, "GET", "/api/overview", &creds, None);
+        assert_eq!(s, 429, "{head}");
+        let wait: u64 = header_of(&head, "retry-after")
+            .unwrap_or_else(|| panic!("no Retry-After: {head}"))
+            .parse()
+            .unwrap();
+        assert!((1..=300).contains(&wait), "{wait}");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("too many failed logins"),
+            "{v}"
+        );
+    }
+    // A session opened before the lockout still works.
+    assert_eq!(
+        http_request(h, "GET", "/api/overview", &with_session(&first), None).0,
+        200
+    );
 }
 
 /// `fjord start` with the schema registry and the Connect worker on free ports: (child, Kafka, HTTP, registry,
