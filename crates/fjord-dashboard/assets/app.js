@@ -259,7 +259,7 @@ function messageBrowser(t) {
       h("td", { class: "msg-headers" }, m.headers.map((x) => h("pre", {}, `${x.key}: ${decode(x.value, hfmt)}${cut(x, "value")}`))),
       h("td", { class: "msg-value" }, h("pre", {}, shown(m, "value")))));
     out.replaceChildren(
-      h("p", { class: "muted" }, `partition ${last.partition}: offsets ${last.start_offset}–${last.end_offset} · ${last.messages.length} shown from ${last.from} · next offset ${last.next_offset}`),
+      h("p", { class: "muted" }, `partition ${last.partition}: offsets ${last.start_offset}–${last.end_offset} · ${last.messages.length} shown from ${last.from} · next offset ${last.next_offset}${last.removed ? ` · retention removed offsets ${last.removed.from}–${last.removed.to - 1} before they were read` : ""}`),
       table("messages-table", ["offset#", "timestamp", "key", "headers", "value"], rows));
   };
   // Records loaded without decoding are loaded again when the registry is picked.
@@ -307,6 +307,11 @@ async function readEvents(res, onEvent) {
     }
   }
 }
+
+// Offsets retention removed before the search reached them (it went on from the new log start).
+const removedText = (removed) => (removed && removed.length
+  ? `; retention removed ${removed.map((r) => `partition ${r.partition} offsets ${r.from}–${r.to - 1}`).join(", ")} before they were read`
+  : "");
 
 // Server-side search of a bounded range (by offsets or by time) for a text in keys, values or headers: matches
 // arrive as the scan finds them, with its progress; Stop (or leaving the page) aborts the request, which ends the
@@ -388,7 +393,7 @@ function messageSearch(t) {
         if (name === "progress") {
           progress.max = Math.max(d.total, 1);
           progress.value = d.scanned;
-          status.textContent = `scanned ${d.scanned} of at most ${d.total} records (partition ${d.partition}, offset ${d.offset}) · ${found.length} found`;
+          status.textContent = `scanned ${d.scanned} of at most ${d.total} records (partition ${d.partition}, offset ${d.offset}) · ${found.length} found${removedText(d.removed)}`;
         } else if (name === "match") {
           found.push(d);
           render();
@@ -397,7 +402,7 @@ function messageSearch(t) {
           const why = { end: "searched the whole range", limit: "stopped at 100 matches", max_records: "stopped at the record limit", time_limit: "stopped at the time limit (60 s)" }[d.reason] || d.reason;
           const resume = d.next ? `; continue from partition ${d.next.partition}, offset ${d.next.offset}` : "";
           const skipped = d.skipped_partitions.length ? `; partitions ${d.skipped_partitions.join(", ")} are on other brokers` : "";
-          finish(`done: ${d.matches} found in ${d.scanned} records, ${why}${resume}${skipped}`, "ok");
+          finish(`done: ${d.matches} found in ${d.scanned} records, ${why}${resume}${skipped}${removedText(d.removed)}`, "ok");
         } else if (name === "error") {
           finish(d.error, "error");
         }
