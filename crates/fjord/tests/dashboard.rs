@@ -2158,7 +2158,7 @@ fn the_openapi_document_describes_routed_paths() {
 #[test]
 fn schemas_connect_and_many_groups_in_a_real_browser() {
     let dir = temp_dir();
-    let (child, b, h, _reg, conn) = start_platform_with_services(&dir.path().join("data"));
+    let (child, b, h, reg, conn) = start_platform_with_services(&dir.path().join("data"));
     let _platform = Killed(child);
     let input: String = (0..100).map(|i| format!("m{i}\n")).collect();
     let out = kcat(
@@ -2200,9 +2200,10 @@ fn schemas_connect_and_many_groups_in_a_real_browser() {
         assert_eq!(s, 201, "{v}");
     }
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
+    ok(&fjord(&b, &["topics", "create", "readings"], None));
     let out = run_client(
         "dashboard_services_browser.py",
-        &[&h, shots.to_str().unwrap()],
+        &[&h, shots.to_str().unwrap(), &b, &format!("http://{reg}")],
         Duration::from_secs(240),
     );
     assert!(out.lines().any(|l| l.starts_with("ok")), "{out}");
