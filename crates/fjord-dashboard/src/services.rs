@@ -41,7 +41,7 @@ impl Kind {
     pub fn not_running(self) -> String {
         match self {
             Kind::Registry => "the schema registry is not running in this process: `fjord start` runs it on \
-                 127.0.0.1:8081 unless started with `--registry-listener none` (a standalone `fjord broker` runs none)"
+                 127.0.0.1:8081 unless started with `--registry-listener none` (a standalone `fjord broker` runs none; set dashboard.schema.registry.url=http://HOST:PORT to use one elsewhere)"
                 .into(),
             Kind::Connect => "the Connect worker is not running in this process: `fjord start` runs it on \
                  127.0.0.1:8083 unless started with `--connect-listener none` (or with `--brokers N`, or as `fjord broker`)"

@@ -825,6 +825,62 @@ fn found(events: &[(String, Value)]) -> Vec<(i64, i64)> {
         .collect()
 }
 
+/// A standalone broker (`fjord broker`, no registry of its own) with `dashboard.schema.registry.url` decodes
+/// through that registry over HTTP: here the one `fjord start` runs, the records written to the standalone broker
+/// by confluent-kafka's serializers with schemas registered there; its schema pages reach it too.
+#[test]
+fn a_standalone_brokers_dashboard_decodes_through_a_registry_url() {
+    let dir = temp_dir();
+    let (child, _, _, registry, _) = start_platform_with_services(&dir.path().join("platform"));
+    let _platform = Killed(child);
+    let url = format!("http://{registry}");
+    let broker = BrokerProc::start(
+        &dir.path().join("broker"),
+        &[("dashboard.schema.registry.url", &url)],
+    );
+    let h = broker.http.as_deref().expect("http listener");
+    let script = workspace_root().join("tests/clients/dashboard_registry.py");
+    let out = ok(&run_bounded(
+        std::process::Command::new(python()).arg(script).args([
+            broker.bootstrap.as_str(),
+            &url,
+            "far",
+        ]),
+        Duration::from_secs(120),
+    ));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("OK "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let ids: Value = serde_json::from_str(&line[3..]).unwrap();
+    let (s, v) = api(
+        h,
+        "GET",
+        "/api/topics/far-proto/messages?partition=0&offset=0&decode=registry",
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["messages"][0]["value_decoded"],
+        serde_json::json!({"schema_id": ids["proto"], "schema_type": "PROTOBUF",
+            "value": {"id": "o-1", "total": {"units": "1250", "currency": "EUR"}, "tags": ["new"]}})
+    );
+    let (s, v) = api(
+        h,
+        "GET",
+        "/api/topics/far-avro/messages?partition=0&offset=0&decode=registry",
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["messages"][0]["value_decoded"]["value"]["sensor"], "boiler-7",
+        "{v}"
+    );
+    let (s, v) = api(h, "GET", "/api/schemas", None);
+    assert_eq!(s, 200, "{v}");
+    assert!(v.to_string().contains("far-avro-value"), "{v}");
+}
+
 /// Records of an aborted transaction (written by confluent-kafka's transactional producer) are neither shown by
 /// the message browser nor found by the search, as a read_committed consumer does not see them; a committed
 /// transaction's are, and so are records outside transactions.
