@@ -115,6 +115,26 @@ pub struct Users {
     lockout: Duration,
     sessions: Mutex<HashMap<String, Session>>,
     failures: Mutex<HashMap<IpAddr, Failures>>,
+    /// Password derivations running at once (each takes a blocking thread and a core for a while).
+    derivations: Arc<tokio::sync::Semaphore>,
+}
+
+/// Password derivations running at once; more logins wait for a turn.
+const MAX_DERIVATIONS: usize = 2;
+
+/// The address failures are counted for: an IPv4 address, or an IPv6 address's /64 (one host usually holds a
+/// whole /64, so counting single IPv6 addresses would not limit it).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
 }
 
 struct Session {
@@ -346,6 +366,7 @@ pub fn access(props: &BTreeMap<String, String>, ip: IpAddr) -> Result<Access, St
                 lockout: Duration::from_millis(lockout),
                 sessions: Mutex::default(),
                 failures: Mutex::default(),
+                derivations: Arc::new(tokio::sync::Semaphore::new(MAX_DERIVATIONS)),
             })))
         }
         (_, true) if ip.is_loopback() => Ok(Access::Open),
@@ -555,7 +576,7 @@ pub async fn require_login(State(users): State<Arc<Users>>, req: Request, next: 
     let ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| client_key(c.0.ip()));
     let sent = req.headers().contains_key(header::AUTHORIZATION);
     if sent {
         if let Some(wait) = users.locked(ip, now) {
@@ -572,10 +593,19 @@ pub async fn require_login(State(users): State<Arc<Users>>, req: Request, next: 
         }
         // The derivation is slow on purpose: on a blocking thread, never on the async workers.
         let (u, headers) = (users.clone(), req.headers().clone());
-        let user = tokio::task::spawn_blocking(move || u.check(&headers).map(str::to_string))
-            .await
-            .ok()
-            .flatten();
+        let Ok(turn) = users.derivations.clone().acquire_owned().await else {
+            return json_answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the dashboard is shutting down",
+            );
+        };
+        let user = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            u.check(&headers).map(str::to_string)
+        })
+        .await
+        .ok()
+        .flatten();
         match user {
             Some(user) => {
                 users.succeeded(ip);
@@ -828,6 +858,21 @@ mod tests {
         u.succeeded(b);
         u.failed(b, t0);
         assert_eq!(u.locked(b, t0), None);
+    }
+
+    #[test]
+    fn failures_count_per_ipv4_address_and_per_ipv6_64() {
+        assert_eq!(client_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            client_key(ip("2001:db8:1:2:bbbb::9")),
+            client_key(ip("2001:db8:1:2:aaaa::1"))
+        );
+        assert_ne!(
+            client_key(ip("2001:db8:1:3::1")),
+            client_key(ip("2001:db8:1:2::1"))
+        );
+        assert_eq!(client_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
     }
 
     #[test]
