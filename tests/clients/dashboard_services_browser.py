@@ -1,13 +1,15 @@
 """The dashboard's schemas, Connect and consumer-group pages in a real browser: headless Chromium (Debian's chromium
 and chromium-driver) driven by Selenium, against `fjord start` running the schema registry and the Connect worker.
 
-Usage: dashboard_services_browser.py HTTP_ADDR SCREENSHOT_DIR
+Usage: dashboard_services_browser.py HTTP_ADDR SCREENSHOT_DIR BOOTSTRAP REGISTRY_URL
 
 Before this runs, the test has committed offsets for 2,000 groups g0000..g1999 on topic `work` (100 records; group
 gN is at offset N % 100, so its lag is 100 - N % 100), and created two connectors: `src` (a file source that runs)
 and `strict` (a file sink whose task fails on a record that is not JSON), and topic `big` with 1,000 partitions,
 beside which the overview, the topic list and big's page must each render in under 1 s (the best of 3 loads) and
-transfer under 500 KB. The registry is empty. Every wait is bounded. Prints `ok` at the end.
+transfer under 500 KB. The registry is empty. After the schema pages, a record written by confluent-kafka's
+AvroSerializer to topic `readings` is shown decoded by the message browser's registry format. Every wait is
+bounded. Prints `ok` at the end.
 """
 
 import os
@@ -20,7 +22,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-http, shots = sys.argv[1:3]
+http, shots, bootstrap, registry = sys.argv[1:5]
 base = f"http://{http}/"
 os.makedirs(shots, exist_ok=True)
 WAIT = 30
@@ -160,6 +162,29 @@ try:
     assert res.get_attribute("id") == "schema-delete-ok", res.text
     goto("#/schemas")
     assert "orders-value" not in text("#subjects-table")
+
+    # ---- the message browser decodes a record in the registry's wire format ----
+    from confluent_kafka import Producer
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    reading = '{"type":"record","name":"Reading","fields":[{"name":"sensor","type":"string"},{"name":"celsius","type":"double"}]}'
+    avro = AvroSerializer(SchemaRegistryClient({"url": registry}), reading)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    producer.produce("readings", value=avro({"sensor": "boiler-7", "celsius": 81.5},
+                                            SerializationContext("readings", MessageField.VALUE)))
+    assert producer.flush(30) == 0, "undelivered"
+    until_page("#/topics/readings", lambda: driver.find_elements(By.ID, "msg-format"), "topic readings")
+    Select(driver.find_element(By.ID, "msg-mode")).select_by_value("offset")
+    driver.find_element(By.ID, "msg-number").clear()
+    driver.find_element(By.ID, "msg-number").send_keys("0")
+    Select(driver.find_element(By.ID, "msg-format")).select_by_value("registry")
+    driver.find_element(By.ID, "msg-load").click()
+    wait.until(lambda d: '"sensor": "boiler-7"' in text("#msg-result"))
+    shown = text("#messages-table td.msg-value")
+    assert shown.startswith("schema ") and "(AVRO)" in shown and '"celsius": 81.5' in shown, shown
+    shot("message-browser-registry")
 
     # ---- Connect: the failing task's trace, pause and resume with confirmation ----
     until_page("#/connect", lambda: cells("connectors-table", 2)[5:6] == ["1"], "the sink task to fail")

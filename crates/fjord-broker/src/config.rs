@@ -497,12 +497,24 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     bdef!("metrics.listener", None, String),
     // The web dashboard on metrics.listener (false: not served). Its login: on a loopback address none unless
     // users are configured; on any other address users are required (start-up is refused without them) unless
-    // dashboard.auth=none. The users are NAME:PASSWORD or NAME:sha256:HEX, comma-separated or one a line in the
-    // file (fjord_dashboard::access checks them).
+    // dashboard.auth=none. The users are NAME:PASSWORD, NAME:pbkdf2-sha256:ITERATIONS:SALT_HEX:HASH_HEX or (old,
+    // unsalted) NAME:sha256:HEX, comma-separated or one a line in the file (fjord_dashboard::access checks them).
+    // A login's session lasts dashboard.auth.session.timeout.ms; dashboard.auth.max.failures wrong logins from
+    // one address lock it out for dashboard.auth.lockout.ms.
     bdef!("dashboard.enable", None, Boolean),
     bdef!("dashboard.auth", None, String, dashboard_auth_mode),
     bdef!("dashboard.auth.basic.users", None, List),
     bdef!("dashboard.auth.basic.users.file", None, String),
+    bdef!(
+        "dashboard.auth.session.timeout.ms",
+        Some("28800000"),
+        Long,
+        positive
+    ),
+    bdef!("dashboard.auth.max.failures", Some("5"), Int, positive),
+    bdef!("dashboard.auth.lockout.ms", Some("300000"), Long, positive),
+    // The schema registry a broker that runs none shows on its dashboard (http://host:port).
+    bdef!("dashboard.schema.registry.url", None, String),
     bdef!(
         "group.initial.rebalance.delay.ms",
         Some("3000"),

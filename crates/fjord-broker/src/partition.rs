@@ -538,6 +538,27 @@ impl Partition {
         })
     }
 
+    /// [`read`](Self::read) (up to the high watermark, records of open transactions included) with the aborted
+    /// transactions among the returned batches, listed as [`fetch`](Self::fetch) lists them for read_committed:
+    /// for a reader that shows what is pending but never what was aborted (the dashboard).
+    pub fn read_with_aborted(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<(Bytes, Vec<AbortedTxn>)> {
+        self.io(|| {
+            let log = self.log()?;
+            let hw = self.high_watermark().min(log.log_end_offset());
+            let r = log.read(offset, max_bytes, hw, min_one_batch)?;
+            let aborted = match fjord_log::batch_headers(&r.records).last() {
+                Some(b) => log.aborted_between(offset, b.last_offset + 1),
+                None => Vec::new(),
+            };
+            Ok((r.records, aborted))
+        })
+    }
+
     /// (log start offset, high watermark).
     pub fn offsets(&self) -> (i64, i64) {
         let log = self.lock();

@@ -236,22 +236,34 @@ function messageBrowser(t) {
   const mode = h("select", { id: "msg-mode" }, h("option", { value: "latest" }, "latest N"), h("option", { value: "offset" }, "from offset"),
     h("option", { value: "timestamp" }, "from time"));
   const num = h("input", { id: "msg-number", value: 20 });
-  const fmt = h("select", { id: "msg-format" }, h("option", { value: "text" }, "text"), h("option", { value: "json" }, "JSON (pretty)"), h("option", { value: "hex" }, "hex"));
+  const fmt = h("select", { id: "msg-format" }, h("option", { value: "text" }, "text"), h("option", { value: "json" }, "JSON (pretty)"), h("option", { value: "hex" }, "hex"),
+    h("option", { value: "registry" }, "Avro/JSON Schema/Protobuf (registry)"));
   const out = h("div", { id: "msg-result" });
   let last = null;
+  // A key or value as the format picker says; with the registry, as the server decoded it (or why it could not,
+  // then its bytes in hex), a field not in the registry's wire format as text.
+  const shown = (m, name) => {
+    const d = fmt.value === "registry" ? m[`${name}_decoded`] : undefined;
+    if (!d) return decode(m[name], fmt.value === "registry" ? "text" : fmt.value) + cut(m, name);
+    if ("value" in d) return `schema ${d.schema_id} (${d.schema_type})\n${JSON.stringify(d.value, null, 2)}`;
+    if (d.schema_id === undefined) return decode(m[name], "text") + cut(m, name);
+    return `undecodable (schema id ${d.schema_id}): ${d.error}\n${decode(m[name], "hex")}${cut(m, name)}`;
+  };
   const render = () => {
     if (!last) return;
+    const hfmt = fmt.value === "registry" ? "text" : fmt.value;
     const rows = last.messages.map((m) => h("tr", {},
       h("td", { class: "num" }, m.offset),
       h("td", {}, when(m.timestamp)),
-      h("td", { class: "msg-key" }, h("pre", {}, decode(m.key, fmt.value) + cut(m, "key"))),
-      h("td", { class: "msg-headers" }, m.headers.map((x) => h("pre", {}, `${x.key}: ${decode(x.value, fmt.value)}${cut(x, "value")}`))),
-      h("td", { class: "msg-value" }, h("pre", {}, decode(m.value, fmt.value) + cut(m, "value")))));
+      h("td", { class: "msg-key" }, h("pre", {}, shown(m, "key"))),
+      h("td", { class: "msg-headers" }, m.headers.map((x) => h("pre", {}, `${x.key}: ${decode(x.value, hfmt)}${cut(x, "value")}`))),
+      h("td", { class: "msg-value" }, h("pre", {}, shown(m, "value")))));
     out.replaceChildren(
-      h("p", { class: "muted" }, `partition ${last.partition}: offsets ${last.start_offset}–${last.end_offset} · ${last.messages.length} shown from ${last.from} · next offset ${last.next_offset}`),
+      h("p", { class: "muted" }, `partition ${last.partition}: offsets ${last.start_offset}–${last.end_offset} · ${last.messages.length} shown from ${last.from} · next offset ${last.next_offset}${last.removed ? ` · retention removed offsets ${last.removed.from}–${last.removed.to - 1} before they were read` : ""}`),
       table("messages-table", ["offset#", "timestamp", "key", "headers", "value"], rows));
   };
-  fmt.addEventListener("change", render);
+  // Records loaded without decoding are loaded again when the registry is picked.
+  fmt.addEventListener("change", () => (fmt.value === "registry" && last && !last.decoded ? form.requestSubmit() : render()));
   const form = h("form", { id: "msg-form", onsubmit: async (ev) => {
     ev.preventDefault();
     try {
@@ -264,11 +276,13 @@ function messageBrowser(t) {
         if (Number.isNaN(ms)) throw new Error(`"${v}" is not a time: give milliseconds since 1970 or a date such as 2026-11-30T10:00:00Z`);
         q = `timestamp=${ms}&limit=50`;
       }
-      last = await api(`/topics/${enc(t.name)}/messages?partition=${part.value}&${q}`);
+      const decoded = fmt.value === "registry";
+      last = await api(`/topics/${enc(t.name)}/messages?partition=${part.value}&${q}${decoded ? "&decode=registry" : ""}`);
+      last.decoded = decoded;
       render();
     } catch (e) { out.replaceChildren(errorBox(e)); }
   } }, part, mode, h("label", {}, "N, offset or time", num), h("label", {}, "show as", fmt), h("button", { id: "msg-load", type: "submit" }, "Load"));
-  return h("div", {}, h("h2", {}, "Messages"), h("p", { class: "muted" }, "At most 100 records and 4 MiB of keys, values and headers per load; one longer than 64 KiB is cut short."), form, out);
+  return h("div", {}, h("h2", {}, "Messages"), h("p", { class: "muted" }, "At most 100 records and 4 MiB of keys, values and headers per load; one longer than 64 KiB is cut short. The registry format decodes records in Confluent's wire format with their schema (Avro, JSON Schema, Protobuf) from the registry this process runs."), form, out);
 }
 
 // Reads a server-sent-event stream from a fetch answer: calls onEvent(name, data) for each event.
@@ -293,6 +307,11 @@ async function readEvents(res, onEvent) {
     }
   }
 }
+
+// Offsets retention removed before the search reached them (it went on from the new log start).
+const removedText = (removed) => (removed && removed.length
+  ? `; retention removed ${removed.map((r) => `partition ${r.partition} offsets ${r.from}–${r.to - 1}`).join(", ")} before they were read`
+  : "");
 
 // Server-side search of a bounded range (by offsets or by time) for a text in keys, values or headers: matches
 // arrive as the scan finds them, with its progress; Stop (or leaving the page) aborts the request, which ends the
@@ -374,7 +393,7 @@ function messageSearch(t) {
         if (name === "progress") {
           progress.max = Math.max(d.total, 1);
           progress.value = d.scanned;
-          status.textContent = `scanned ${d.scanned} of at most ${d.total} records (partition ${d.partition}, offset ${d.offset}) · ${found.length} found`;
+          status.textContent = `scanned ${d.scanned} of at most ${d.total} records (partition ${d.partition}, offset ${d.offset}) · ${found.length} found${removedText(d.removed)}`;
         } else if (name === "match") {
           found.push(d);
           render();
@@ -383,7 +402,7 @@ function messageSearch(t) {
           const why = { end: "searched the whole range", limit: "stopped at 100 matches", max_records: "stopped at the record limit", time_limit: "stopped at the time limit (60 s)" }[d.reason] || d.reason;
           const resume = d.next ? `; continue from partition ${d.next.partition}, offset ${d.next.offset}` : "";
           const skipped = d.skipped_partitions.length ? `; partitions ${d.skipped_partitions.join(", ")} are on other brokers` : "";
-          finish(`done: ${d.matches} found in ${d.scanned} records, ${why}${resume}${skipped}`, "ok");
+          finish(`done: ${d.matches} found in ${d.scanned} records, ${why}${resume}${skipped}${removedText(d.removed)}`, "ok");
         } else if (name === "error") {
           finish(d.error, "error");
         }

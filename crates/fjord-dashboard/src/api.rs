@@ -31,6 +31,8 @@ pub struct Ctx {
     pub searches: Arc<tokio::sync::Semaphore>,
     /// The registry and Connect worker beside the broker, when this process runs them.
     pub services: crate::services::Services,
+    /// The registry's schemas by id, compiled, for the message browser's `decode=registry`.
+    pub schemas: Arc<crate::decode::SchemaCache>,
 }
 
 /// Dashboard reads that run at once; more wait up to `READ_WAIT` for a turn, then get 503.
@@ -755,6 +757,15 @@ fn messages(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
         .int("limit", 1, MAX_MESSAGES as i64)?
         .or(latest)
         .unwrap_or(DEFAULT_MESSAGES as i64) as usize;
+    let mut decoding = match q.str("decode").unwrap_or("none") {
+        "none" => None,
+        "registry" => crate::decode::Decoding::new(&ctx.services, &ctx.schemas),
+        other => {
+            return Err(bad(format!(
+                "`decode` must be none or registry (Avro, JSON Schema and Protobuf through the schema registry), not `{other}`"
+            )))
+        }
+    };
     let p = ctx.state.partitions.get(&t.name, partition).ok_or_else(|| Fail {
         status: StatusCode::SERVICE_UNAVAILABLE,
         message: format!(
@@ -792,73 +803,58 @@ fn messages(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
         }
     };
     let mut out = Vec::new();
-    // The first offset not returned: where the next page starts.
-    let mut next = from;
-    let mut read_bytes = 0usize;
     // What the records returned may still add (key, value and headers before base64).
     let mut budget = MAX_RESPONSE_BYTES;
-    // Each read returns whole batches from the one holding `next`; a batch of control records or of offsets
-    // before `from` yields nothing, so the loop also stops on bytes read, not only on records found.
-    'read: while out.len() < limit && next < end && read_bytes < MAX_READ_BYTES {
-        let info = p
-            .read(next, MAX_READ_BYTES - read_bytes, read_bytes == 0)
-            .map_err(|e| Fail {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                message: format!("cannot read partition {partition} of `{}`: {e}", t.name),
-                code: None,
-                not_running: None,
-            })?;
-        if info.records.is_empty() {
-            break;
-        }
-        read_bytes += info.records.len();
-        let mut bytes = info.records;
-        let before = next;
-        while !bytes.is_empty() {
-            let end_of_batch = batch_end(&bytes);
-            let set = match fjord_log::decode_records_bounded(&mut bytes) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(topic = %t.name, partition, error = %e, "dashboard: undecodable batch");
-                    return Err(Fail {
-                        status: StatusCode::SERVICE_UNAVAILABLE,
-                        message: format!("a batch at offset {next} cannot be decoded: {e}"),
-                        code: None,
-                        not_running: None,
-                    });
-                }
-            };
-            for r in set.records {
-                if r.offset < next || r.offset >= end {
-                    continue;
-                }
-                if r.control {
-                    next = r.offset + 1;
-                    continue;
-                }
-                // Full: this record is the next page's first (the first record is always returned, cut to
-                // the budget, so that a page always moves on).
-                if out.len() >= limit || (!out.is_empty() && shown_size(&r) > budget) {
-                    break 'read;
-                }
-                out.push(message_json(&r, &mut budget));
-                next = r.offset + 1;
+    // `walk.next`, the first offset not returned, is where the next page starts. Each read returns whole batches
+    // from the one holding it; a batch of control records, of an aborted transaction or of offsets before
+    // `from` yields nothing, so the loop also stops on bytes read, not only on records found.
+    let mut walk = crate::walk::Walk::new(from, end);
+    let mut read = crate::walk::partition_reader(&p, false);
+    while out.len() < limit && walk.bytes_read < MAX_READ_BYTES as u64 {
+        let max = MAX_READ_BYTES - walk.bytes_read as usize;
+        let step = walk.step(&mut read, max, &mut |r| {
+            // Full: this record is the next page's first (the first record is always returned, cut to the
+            // budget, so that a page always moves on).
+            if out.len() >= limit || (!out.is_empty() && shown_size(r) > budget) {
+                return crate::walk::Flow::Before;
             }
-            // The batch was shown whole: offsets its records no longer hold (compaction) are passed too, or the
-            // next read would return the same batch and the page would stop there.
-            if let Some(e) = end_of_batch {
-                next = next.max(e.min(end));
+            let mut m = message_json(r, &mut budget);
+            if let Some(d) = decoding.as_mut() {
+                // Decoded from the whole field (the base64 may be cut), the JSON charged to the budget.
+                for (name, f) in [("key_decoded", &r.key), ("value_decoded", &r.value)] {
+                    if let Some(b) = f {
+                        m[name] = d.field(b, &mut budget);
+                    }
+                }
             }
-        }
-        if next == before {
-            break;
+            out.push(m);
+            crate::walk::Flow::Next
+        });
+        match step {
+            crate::walk::Step::Read => {}
+            crate::walk::Step::Reached | crate::walk::Step::Stopped => break,
+            crate::walk::Step::Failed(e) => {
+                tracing::warn!(topic = %t.name, partition, error = %e, "dashboard: partition not readable");
+                return Err(Fail {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    message: format!("partition {partition} of `{}`: {e}", t.name),
+                    code: None,
+                    not_running: None,
+                });
+            }
         }
     }
-    Ok(json!({
+    let next = walk.next;
+    let mut answer = json!({
         "topic": t.name, "partition": partition, "start_offset": start, "end_offset": end,
         "from": from, "next_offset": next, "messages": out,
         "encoding": "key, value and header values are base64",
-    }))
+    });
+    if let Some((a, b)) = walk.removed {
+        // Retention removed them between the start of the request and their read.
+        answer["removed"] = json!({"from": a, "to": b});
+    }
+    Ok(answer)
 }
 
 /// One group as the dashboard lists it, copied out of the coordinator.

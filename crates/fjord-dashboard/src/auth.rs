@@ -9,14 +9,26 @@
 //!   `dashboard.enable=false` (serve only the metrics endpoints) or `dashboard.auth=none` (no login, logged as a
 //!   warning at start-up: for an authenticating proxy in front).
 //!
-//! A password is given in clear or as `sha256:<64 hex digits>` (its SHA-256), and is checked by comparing
-//! SHA-256 digests in constant time, over every configured user (no early exit on the name).
+//! A password is stored as `pbkdf2-sha256:ITERATIONS:SALT_HEX:HASH_HEX` (PBKDF2-HMAC-SHA256, at least
+//! [`MIN_ITERATIONS`] iterations, a salt of at least 8 bytes, a 32-byte hash), or given in clear (derived the same
+//! way at start-up with a random salt). The old unsalted `sha256:HEX` still logs in, with a warning at start-up
+//! saying how to replace it. A login is checked against one user's derived hash (a user that does not exist costs
+//! the same derivation), compared in constant time.
+//!
+//! A successful login opens a **session**: an `HttpOnly`, `SameSite=Strict` cookie (`fjord_session`) that later
+//! requests carry instead of the password (so the slow derivation runs once per login, not per request). It ends
+//! after `dashboard.auth.session.timeout.ms` (8 hours by default) or at `POST /api/logout`, which forgets it on
+//! the server (the cookie no longer logs in, even if kept). **Rate limit**: after
+//! `dashboard.auth.max.failures` (5) wrong logins from one address within `dashboard.auth.lockout.ms` (5
+//! minutes), its logins are refused with 429 and `Retry-After` until the lockout has passed (a correct password
+//! too), without running the derivation.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -28,15 +40,58 @@ pub const ENABLE: &str = "dashboard.enable";
 pub const AUTH: &str = "dashboard.auth";
 pub const USERS: &str = "dashboard.auth.basic.users";
 pub const USERS_FILE: &str = "dashboard.auth.basic.users.file";
+pub const SESSION_TIMEOUT: &str = "dashboard.auth.session.timeout.ms";
+pub const MAX_FAILURES: &str = "dashboard.auth.max.failures";
+pub const LOCKOUT: &str = "dashboard.auth.lockout.ms";
 /// The realm browsers show in their login dialog.
 const REALM: &str = "Fjord dashboard";
+/// The session cookie.
+pub const SESSION_COOKIE: &str = "fjord_session";
+/// Fewest PBKDF2 iterations accepted in a stored password, and the most (a login must stay affordable).
+pub const MIN_ITERATIONS: u32 = 100_000;
+pub const MAX_ITERATIONS: u32 = 10_000_000;
+/// Iterations of a password given in clear (derived at start-up).
+const CLEAR_ITERATIONS: u32 = MIN_ITERATIONS;
+/// Sessions kept at once; past this the oldest is forgotten.
+const MAX_SESSIONS: usize = 10_000;
+/// Client addresses whose failures are remembered at once.
+const MAX_ADDRESSES: usize = 10_000;
 
-/// One configured user: SHA-256 digests of the name and of the password.
+/// How a password is stored.
+#[derive(Clone)]
+enum Secret {
+    /// PBKDF2-HMAC-SHA256.
+    Pbkdf2 {
+        iterations: u32,
+        salt: Vec<u8>,
+        hash: [u8; 32],
+    },
+    /// The unsalted SHA-256 of the password (the old `sha256:` form).
+    Sha256([u8; 32]),
+}
+
+impl Secret {
+    fn matches(&self, password: &[u8]) -> bool {
+        match self {
+            Secret::Pbkdf2 {
+                iterations,
+                salt,
+                hash,
+            } => digest_eq(&pbkdf2(password, salt, *iterations), hash),
+            Secret::Sha256(d) => digest_eq(&sha256(password), d),
+        }
+    }
+}
+
+fn pbkdf2(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+    pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(password, salt, iterations)
+}
+
+/// One configured user.
 #[derive(Clone)]
 struct User {
     name: String,
-    name_hash: [u8; 32],
-    password_hash: [u8; 32],
+    secret: Secret,
 }
 
 /// Whether and how the dashboard is served on a listener.
@@ -50,8 +105,48 @@ pub enum Access {
     Basic(Arc<Users>),
 }
 
-/// The configured users (at least one).
-pub struct Users(Vec<User>);
+/// The configured users (at least one), their sessions and the failed logins by address.
+pub struct Users {
+    users: Vec<User>,
+    /// What a login for a user that does not exist is checked against (the same cost).
+    nobody: Secret,
+    session_timeout: Duration,
+    max_failures: u32,
+    lockout: Duration,
+    sessions: Mutex<HashMap<String, Session>>,
+    failures: Mutex<HashMap<IpAddr, Failures>>,
+    /// Password derivations running at once (each takes a blocking thread and a core for a while).
+    derivations: Arc<tokio::sync::Semaphore>,
+}
+
+/// Password derivations running at once; more logins wait for a turn.
+const MAX_DERIVATIONS: usize = 2;
+
+/// The address failures are counted for: an IPv4 address, or an IPv6 address's /64 (one host usually holds a
+/// whole /64, so counting single IPv6 addresses would not limit it).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+struct Session {
+    user: String,
+    expires: Instant,
+}
+
+/// Failed logins from one address: how many, the last one at `last` (older ones are forgotten with it).
+struct Failures {
+    count: u32,
+    last: Instant,
+}
 
 impl std::fmt::Debug for Access {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,7 +156,7 @@ impl std::fmt::Debug for Access {
             // Names only: the digests stay out of logs.
             Access::Basic(u) => f
                 .debug_tuple("Basic")
-                .field(&u.0.iter().map(|u| u.name.as_str()).collect::<Vec<_>>())
+                .field(&u.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>())
                 .finish(),
         }
     }
@@ -82,31 +177,80 @@ pub(crate) fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && digest_eq(&sha256(a), &sha256(b))
 }
 
-fn parse_secret(secret: &str, at: &str) -> Result<[u8; 32], String> {
+/// The bytes of `hex`, or `None`.
+fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    let b = hex.as_bytes();
+    if !b.len().is_multiple_of(2) || !b.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    b.chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
+}
+
+/// How to make a stored password, for the error messages.
+const HOW_TO_HASH: &str = "python3 -c 'import hashlib,os,sys; s=os.urandom(16); print(\"pbkdf2-sha256:600000:\"+s.hex()+\":\"+hashlib.pbkdf2_hmac(\"sha256\",sys.argv[1].encode(),s,600000).hex())' PASSWORD";
+
+fn parse_secret(secret: &str, at: &str) -> Result<Secret, String> {
     if let Some(hex) = secret.strip_prefix("sha256:") {
-        let b = hex.as_bytes();
-        let ok = b.len() == 64 && b.iter().all(u8::is_ascii_hexdigit);
-        if !ok {
-            return Err(format!(
-                "{at}: `sha256:` must be followed by the 64 hex digits of the password's SHA-256 (e.g. from `printf %s 'PASSWORD' | sha256sum`)"
-            ));
-        }
+        let d = from_hex(hex).filter(|d| d.len() == 32).ok_or_else(|| {
+            format!(
+                "{at}: `sha256:` must be followed by the 64 hex digits of the password's SHA-256; better, store it as pbkdf2-sha256 (salted and slow): {HOW_TO_HASH}"
+            )
+        })?;
         let mut out = [0u8; 32];
-        for (i, pair) in b.chunks(2).enumerate() {
-            let s = std::str::from_utf8(pair).unwrap_or("00");
-            out[i] = u8::from_str_radix(s, 16).unwrap_or(0);
-        }
-        Ok(out)
-    } else {
-        Ok(sha256(secret.as_bytes()))
+        out.copy_from_slice(&d);
+        return Ok(Secret::Sha256(out));
+    }
+    if let Some(rest) = secret.strip_prefix("pbkdf2-sha256:") {
+        let bad = |why: &str| {
+            format!("{at}: {why}; a stored password is pbkdf2-sha256:ITERATIONS:SALT_HEX:HASH_HEX, e.g. from {HOW_TO_HASH}")
+        };
+        let parts: Vec<&str> = rest.split(':').collect();
+        let [iterations, salt, hash] = parts.as_slice() else {
+            return Err(bad("pbkdf2-sha256 needs three fields after it"));
+        };
+        let iterations: u32 = iterations
+            .parse()
+            .ok()
+            .filter(|i| (MIN_ITERATIONS..=MAX_ITERATIONS).contains(i))
+            .ok_or_else(|| {
+                bad(&format!(
+                    "the iterations must be a number from {MIN_ITERATIONS} to {MAX_ITERATIONS}"
+                ))
+            })?;
+        let salt = from_hex(salt)
+            .filter(|s| s.len() >= 8)
+            .ok_or_else(|| bad("the salt must be at least 8 bytes in hex"))?;
+        let hash = from_hex(hash)
+            .filter(|h| h.len() == 32)
+            .ok_or_else(|| bad("the hash must be 32 bytes (64 hex digits)"))?;
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&hash);
+        return Ok(Secret::Pbkdf2 {
+            iterations,
+            salt,
+            hash: out,
+        });
+    }
+    Ok(clear(secret.as_bytes()))
+}
+
+/// A password given in clear, derived with a random salt.
+fn clear(password: &[u8]) -> Secret {
+    let salt = uuid::Uuid::new_v4().as_bytes().to_vec();
+    Secret::Pbkdf2 {
+        iterations: CLEAR_ITERATIONS,
+        hash: pbkdf2(password, &salt, CLEAR_ITERATIONS),
+        salt,
     }
 }
 
-/// One `NAME:PASSWORD` (or `NAME:sha256:HEX`) entry.
+/// One `NAME:PASSWORD` (or `NAME:pbkdf2-sha256:...`, or `NAME:sha256:HEX`) entry.
 fn parse_user(entry: &str, at: &str) -> Result<User, String> {
     let Some((name, secret)) = entry.split_once(':') else {
         return Err(format!(
-            "{at}: `{}` is not NAME:PASSWORD (or NAME:sha256:HEX)",
+            "{at}: `{}` is not NAME:PASSWORD (or NAME:pbkdf2-sha256:ITERATIONS:SALT_HEX:HASH_HEX)",
             redact(entry)
         ));
     };
@@ -118,8 +262,7 @@ fn parse_user(entry: &str, at: &str) -> Result<User, String> {
     }
     Ok(User {
         name: name.to_string(),
-        name_hash: sha256(name.as_bytes()),
-        password_hash: parse_secret(secret, at)?,
+        secret: parse_secret(secret, at)?,
     })
 }
 
@@ -157,6 +300,23 @@ fn users(props: &BTreeMap<String, String>) -> Result<Vec<User>, String> {
     Ok(out)
 }
 
+/// A non-negative number of milliseconds (or a count) from the properties, `default` when absent.
+fn number(
+    props: &BTreeMap<String, String>,
+    key: &str,
+    default: u64,
+    min: u64,
+) -> Result<u64, String> {
+    match props.get(key).map(|v| v.trim()) {
+        None | Some("") => Ok(default),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n >= min)
+            .ok_or_else(|| format!("{key}=`{v}` must be a whole number of at least {min}")),
+    }
+}
+
 /// How the dashboard is served on a listener bound to `ip`, from the broker's properties; `Err` says why the
 /// platform must not start and which option to set.
 pub fn access(props: &BTreeMap<String, String>, ip: IpAddr) -> Result<Access, String> {
@@ -170,6 +330,9 @@ pub fn access(props: &BTreeMap<String, String>, ip: IpAddr) -> Result<Access, St
             ))
         }
     }
+    let session_timeout = number(props, SESSION_TIMEOUT, 8 * 3600 * 1000, 1)?;
+    let max_failures = number(props, MAX_FAILURES, 5, 1)?.min(u64::from(u32::MAX)) as u32;
+    let lockout = number(props, LOCKOUT, 5 * 60 * 1000, 1)?;
     if props.get(ENABLE).map(String::as_str) == Some("false") {
         return Ok(Access::Off);
     }
@@ -183,18 +346,42 @@ pub fn access(props: &BTreeMap<String, String>, ip: IpAddr) -> Result<Access, St
         )),
         (Some("none"), true) => Ok(Access::Open),
         (Some("basic"), true) => Err(format!(
-            "{AUTH}=basic needs at least one user: set {USERS}=NAME:PASSWORD (or NAME:sha256:HEX), or {USERS_FILE}=PATH"
+            "{AUTH}=basic needs at least one user: set {USERS}=NAME:PASSWORD (or NAME:pbkdf2-sha256:ITERATIONS:SALT_HEX:HASH_HEX), or {USERS_FILE}=PATH"
         )),
-        (_, false) => Ok(Access::Basic(Arc::new(Users(users)))),
+        (_, false) => {
+            for u in &users {
+                if matches!(u.secret, Secret::Sha256(_)) {
+                    tracing::warn!(
+                        user = %u.name,
+                        "dashboard user {}'s password is stored as an unsalted SHA-256 (sha256:...), which is quick to guess from a leaked config; store it as pbkdf2-sha256:ITERATIONS:SALT_HEX:HASH_HEX instead, e.g. from: {HOW_TO_HASH}",
+                        u.name
+                    );
+                }
+            }
+            Ok(Access::Basic(Arc::new(Users {
+                users,
+                nobody: clear(b"no such user"),
+                session_timeout: Duration::from_millis(session_timeout),
+                max_failures,
+                lockout: Duration::from_millis(lockout),
+                sessions: Mutex::default(),
+                failures: Mutex::default(),
+                derivations: Arc::new(tokio::sync::Semaphore::new(MAX_DERIVATIONS)),
+            })))
+        }
         (_, true) if ip.is_loopback() => Ok(Access::Open),
         (_, true) => Err(format!(
-            "the dashboard on metrics.listener {listener} (not a loopback address) needs a login: set {USERS}=NAME:PASSWORD (or NAME:sha256:HEX, or {USERS_FILE}=PATH); or {ENABLE}=false to serve only /metrics, /health and /ready there; or {AUTH}=none to serve it without a login (only behind a proxy that authenticates)"
+            "the dashboard on metrics.listener {listener} (not a loopback address) needs a login: set {USERS}=NAME:PASSWORD (or NAME:pbkdf2-sha256:ITERATIONS:SALT_HEX:HASH_HEX, or {USERS_FILE}=PATH); or {ENABLE}=false to serve only /metrics, /health and /ready there; or {AUTH}=none to serve it without a login (only behind a proxy that authenticates)"
         )),
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Users {
-    /// The user these `Authorization` credentials name, if the password is right.
+    /// The user these `Authorization` credentials name, if the password is right. Runs the slow derivation.
     fn check(&self, headers: &HeaderMap) -> Option<&str> {
         let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
         let (scheme, creds) = value.trim().split_once(' ')?;
@@ -206,43 +393,248 @@ impl Users {
             .ok()?;
         let raw = String::from_utf8(raw).ok()?;
         let (name, password) = raw.split_once(':')?;
-        let (n, p) = (sha256(name.as_bytes()), sha256(password.as_bytes()));
-        // Every user is compared, the name and the password alike, whichever matches.
+        // The name is compared with every user's (no early exit); one derivation either way.
+        let n = sha256(name.as_bytes());
         let mut found = None;
-        for u in &self.0 {
-            let hit = digest_eq(&n, &u.name_hash) & digest_eq(&p, &u.password_hash);
-            if hit {
-                found = Some(u.name.as_str());
+        for u in &self.users {
+            if digest_eq(&n, &sha256(u.name.as_bytes())) {
+                found = Some(u);
             }
         }
-        found
+        let secret = found.map_or(&self.nobody, |u| &u.secret);
+        let ok = secret.matches(password.as_bytes());
+        found.filter(|_| ok).map(|u| u.name.as_str())
+    }
+
+    /// A new session for `user`, its token.
+    fn open_session(&self, user: &str, now: Instant) -> String {
+        let token = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let mut sessions = lock(&self.sessions);
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.retain(|_, s| s.expires > now);
+            if sessions.len() >= MAX_SESSIONS {
+                let oldest = sessions
+                    .iter()
+                    .min_by_key(|(_, s)| s.expires)
+                    .map(|(t, _)| t.clone());
+                if let Some(t) = oldest {
+                    sessions.remove(&t);
+                }
+            }
+        }
+        sessions.insert(
+            token.clone(),
+            Session {
+                user: user.to_string(),
+                expires: now + self.session_timeout,
+            },
+        );
+        token
+    }
+
+    /// The user of a session that has not ended (an ended one is forgotten).
+    fn session(&self, token: &str, now: Instant) -> Option<String> {
+        let mut sessions = lock(&self.sessions);
+        match sessions.get(token) {
+            Some(s) if s.expires > now => Some(s.user.clone()),
+            Some(_) => {
+                sessions.remove(token);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn close_session(&self, token: &str) -> bool {
+        lock(&self.sessions).remove(token).is_some()
+    }
+
+    /// How long `ip` must wait before it may try again, if it is locked out.
+    fn locked(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let failures = lock(&self.failures);
+        let f = failures.get(&ip)?;
+        let until = f.last + self.lockout;
+        (f.count >= self.max_failures && until > now).then(|| until - now)
+    }
+
+    fn failed(&self, ip: IpAddr, now: Instant) {
+        let mut failures = lock(&self.failures);
+        if failures.len() >= MAX_ADDRESSES && !failures.contains_key(&ip) {
+            let lockout = self.lockout;
+            failures.retain(|_, f| f.last + lockout > now);
+            if failures.len() >= MAX_ADDRESSES {
+                tracing::warn!(
+                    "dashboard: failed logins from over {MAX_ADDRESSES} addresses; forgetting them"
+                );
+                failures.clear();
+            }
+        }
+        let f = failures.entry(ip).or_insert(Failures {
+            count: 0,
+            last: now,
+        });
+        // Failures older than the lockout are forgotten.
+        if f.last + self.lockout <= now {
+            f.count = 0;
+        }
+        f.count += 1;
+        f.last = now;
+    }
+
+    fn succeeded(&self, ip: IpAddr) {
+        lock(&self.failures).remove(&ip);
     }
 }
 
-/// The login check in front of the pages and `/api/`: 401 with a `WWW-Authenticate` challenge (so a browser
-/// asks) and a JSON message, unless the credentials are right.
-pub async fn require_login(State(users): State<Arc<Users>>, req: Request, next: Next) -> Response {
-    if users.check(req.headers()).is_some() {
-        return next.run(req).await;
-    }
-    let sent = req.headers().contains_key(header::AUTHORIZATION);
-    let message = if sent {
-        tracing::info!(path = %req.uri().path(), "dashboard login refused: wrong user name or password");
-        "wrong user name or password for the Fjord dashboard"
-    } else {
-        "the Fjord dashboard needs a login (HTTP basic auth with a user of dashboard.auth.basic.users)"
-    };
-    let mut r = (
-        StatusCode::UNAUTHORIZED,
+/// The value of cookie `name`, if the request has one.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+fn json_answer(status: StatusCode, message: &str) -> Response {
+    (
+        status,
         [
             (header::CONTENT_TYPE, "application/json"),
             (header::CACHE_CONTROL, "no-store"),
         ],
         json!({ "error": message }).to_string(),
     )
+        .into_response()
+}
+
+/// The session cookie's `Set-Cookie`: the token for `max_age`, or (`None`) its removal.
+fn session_cookie(token: Option<(&str, Duration)>) -> Option<HeaderValue> {
+    let v = match token {
+        Some((t, age)) => format!(
+            "{SESSION_COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+            age.as_secs().max(1)
+        ),
+        None => format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    };
+    HeaderValue::from_str(&v).ok()
+}
+
+/// `POST /api/logout`: forgets the request's session on the server and clears its cookie. Needs the CSRF token,
+/// like every other change.
+fn logout(users: &Users, headers: &HeaderMap) -> Response {
+    let csrf = crate::api::csrf_cookie(headers);
+    let token = headers
+        .get(crate::api::CSRF_HEADER)
+        .and_then(|t| t.to_str().ok());
+    let ok = matches!((csrf, token), (Some(c), Some(t)) if !c.is_empty() && bytes_eq(c.as_bytes(), t.as_bytes()));
+    if !ok {
+        return json_answer(
+            StatusCode::FORBIDDEN,
+            "logging out needs the CSRF token: the `fjord_csrf` cookie and an `X-CSRF-Token` header with the same value",
+        );
+    }
+    let ended = cookie(headers, SESSION_COOKIE).is_some_and(|t| users.close_session(t));
+    let mut r = (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        json!({ "logged_out": ended, "message": if ended {
+            "Logged out: the session has ended (a browser may still send the user and password it remembers; close it to forget them)."
+        } else {
+            "No session to end."
+        }})
+        .to_string(),
+    )
         .into_response();
+    if let Some(v) = session_cookie(None) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// The login check in front of the pages and `/api/`: a live session cookie, or right basic-auth credentials
+/// (which open a session); else 401 with a `WWW-Authenticate` challenge (so a browser asks) and a JSON message,
+/// or 429 with `Retry-After` while the client's address is locked out.
+pub async fn require_login(State(users): State<Arc<Users>>, req: Request, next: Next) -> Response {
+    let now = Instant::now();
+    if req.method() == axum::http::Method::POST && req.uri().path() == "/api/logout" {
+        return logout(&users, req.headers());
+    }
+    let session = cookie(req.headers(), SESSION_COOKIE);
+    if session.is_some_and(|t| users.session(t, now).is_some()) {
+        return next.run(req).await;
+    }
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| client_key(c.0.ip()));
+    let sent = req.headers().contains_key(header::AUTHORIZATION);
+    if sent {
+        if let Some(wait) = users.locked(ip, now) {
+            tracing::info!(%ip, "dashboard login refused: too many failed logins");
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let mut r = json_answer(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("too many failed logins from {ip}; try again in {secs} s"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+        // The derivation is slow on purpose: on a blocking thread, never on the async workers.
+        let (u, headers) = (users.clone(), req.headers().clone());
+        let Ok(turn) = users.derivations.clone().acquire_owned().await else {
+            return json_answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the dashboard is shutting down",
+            );
+        };
+        let user = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            u.check(&headers).map(str::to_string)
+        })
+        .await
+        .ok()
+        .flatten();
+        match user {
+            Some(user) => {
+                users.succeeded(ip);
+                let token = users.open_session(&user, now);
+                let mut r = next.run(req).await;
+                if let Some(v) = session_cookie(Some((&token, users.session_timeout))) {
+                    r.headers_mut().append(header::SET_COOKIE, v);
+                }
+                return r;
+            }
+            None => users.failed(ip, Instant::now()),
+        }
+    }
+    let message = if sent {
+        tracing::info!(path = %req.uri().path(), %ip, "dashboard login refused: wrong user name or password");
+        "wrong user name or password for the Fjord dashboard"
+    } else if session.is_some() {
+        "your Fjord dashboard session has ended (logged out or expired); log in again"
+    } else {
+        "the Fjord dashboard needs a login (HTTP basic auth with a user of dashboard.auth.basic.users)"
+    };
+    let mut r = json_answer(StatusCode::UNAUTHORIZED, message);
     if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{REALM}\", charset=\"UTF-8\"")) {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    if session.is_some() {
+        if let Some(v) = session_cookie(None) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
     }
     r
 }
@@ -352,6 +744,135 @@ mod tests {
             assert!(e.contains(says), "{bad}: {e}");
             assert!(!e.contains("sha256:12"), "an error shows no secret: {e}");
         }
+    }
+
+    const STORED: &str = "pbkdf2-sha256:100000:00112233445566778899aabbccddeeff:349385d8369097aac69c91b9cf79c08cc236bd0eea62faca19643b117ca1f56e";
+
+    fn users_of(list: &str, extra: &[(&str, &str)]) -> Arc<Users> {
+        let mut kv = vec![("dashboard.auth.basic.users", list)];
+        kv.extend_from_slice(extra);
+        match access(&props(&kv), ip("127.0.0.1")) {
+            Ok(Access::Basic(u)) => u,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn pbkdf2_matches_the_rfc_vector_and_stored_passwords_log_in() {
+        // RFC 7914 section 11: PBKDF2-HMAC-SHA256, P="passwd", S="salt", c=1.
+        let hex: String = pbkdf2(b"passwd", b"salt", 1)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc"
+        );
+        // Made with Python's hashlib.pbkdf2_hmac("sha256", b"correct horse", salt, 100000).
+        let u = users_of(&format!("carol:{STORED}"), &[]);
+        assert_eq!(u.check(&basic("carol", "correct horse")), Some("carol"));
+        assert_eq!(u.check(&basic("carol", "correct horsE")), None);
+        assert_eq!(u.check(&basic("dave", "correct horse")), None);
+        for (bad, says) in [
+            (
+                "carol:pbkdf2-sha256:1000:0011223344556677:00",
+                "from 100000",
+            ),
+            ("carol:pbkdf2-sha256:100000:0011:00", "at least 8 bytes"),
+            (
+                "carol:pbkdf2-sha256:100000:0011223344556677:00ff",
+                "32 bytes",
+            ),
+            (
+                "carol:pbkdf2-sha256:100000:0011223344556677",
+                "three fields",
+            ),
+        ] {
+            let e = access(
+                &props(&[("dashboard.auth.basic.users", bad)]),
+                ip("127.0.0.1"),
+            )
+            .unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(e.contains("hashlib.pbkdf2_hmac"), "says how: {e}");
+        }
+    }
+
+    #[test]
+    fn sessions_end_at_their_timeout_or_at_logout() {
+        let u = users_of("alice:x", &[("dashboard.auth.session.timeout.ms", "1000")]);
+        let t0 = Instant::now();
+        let a = u.open_session("alice", t0);
+        let b = u.open_session("alice", t0);
+        assert_ne!(a, b);
+        assert!(a.len() >= 64, "{a}");
+        assert_eq!(
+            u.session(&a, t0 + Duration::from_millis(999)).as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            u.session(&a, t0 + Duration::from_millis(1000)),
+            None,
+            "expired"
+        );
+        // Forgotten once expired, even if asked for at an earlier time.
+        assert_eq!(u.session(&a, t0), None);
+        assert!(u.close_session(&b));
+        assert_eq!(u.session(&b, t0), None, "logged out");
+        assert!(!u.close_session(&b));
+        assert_eq!(u.session("made-up", t0), None);
+        let e = access(
+            &props(&[
+                ("dashboard.auth.basic.users", "alice:x"),
+                ("dashboard.auth.session.timeout.ms", "soon"),
+            ]),
+            ip("127.0.0.1"),
+        )
+        .unwrap_err();
+        assert!(e.contains("dashboard.auth.session.timeout.ms"), "{e}");
+    }
+
+    #[test]
+    fn an_address_is_locked_out_after_its_failures_until_the_lockout_passes() {
+        let u = users_of("alice:x", &[("dashboard.auth.lockout.ms", "60000")]);
+        let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
+        let t0 = Instant::now();
+        for i in 0..5 {
+            assert_eq!(u.locked(a, t0), None, "after {i} failures");
+            u.failed(a, t0);
+        }
+        assert_eq!(u.locked(a, t0), Some(Duration::from_secs(60)));
+        assert_eq!(
+            u.locked(a, t0 + Duration::from_secs(59)),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(u.locked(a, t0 + Duration::from_secs(60)), None);
+        assert_eq!(u.locked(b, t0), None, "per address");
+        // A failure after the lockout starts the count again.
+        u.failed(a, t0 + Duration::from_secs(61));
+        assert_eq!(u.locked(a, t0 + Duration::from_secs(61)), None);
+        // A success forgets the failures.
+        for _ in 0..4 {
+            u.failed(b, t0);
+        }
+        u.succeeded(b);
+        u.failed(b, t0);
+        assert_eq!(u.locked(b, t0), None);
+    }
+
+    #[test]
+    fn failures_count_per_ipv4_address_and_per_ipv6_64() {
+        assert_eq!(client_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            client_key(ip("2001:db8:1:2:bbbb::9")),
+            client_key(ip("2001:db8:1:2:aaaa::1"))
+        );
+        assert_ne!(
+            client_key(ip("2001:db8:1:3::1")),
+            client_key(ip("2001:db8:1:2::1"))
+        );
+        assert_eq!(client_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
     }
 
     #[test]

@@ -17,11 +17,13 @@
 mod api;
 mod assets;
 mod auth;
+mod decode;
 mod extra;
 mod history;
 mod openapi;
 mod search;
 mod services;
+mod walk;
 
 use std::sync::Arc;
 
@@ -29,7 +31,7 @@ use fjord_broker::BrokerState;
 
 pub use auth::{access, Access};
 pub use history::{History, LagHistory};
-pub use services::Services;
+pub use services::{SchemaCompiler, SchemaDecoder, Services};
 
 /// How often the overview's rates are sampled, and how many samples are kept (15 minutes).
 pub const SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -61,6 +63,7 @@ pub fn router(state: Arc<BrokerState>, services: Services, access: &Access) -> a
         reads: Arc::new(tokio::sync::Semaphore::new(api::MAX_READS)),
         searches: Arc::new(tokio::sync::Semaphore::new(search::MAX_SEARCHES)),
         services,
+        schemas: Arc::new(decode::SchemaCache::default()),
     })
     .merge(assets::routes());
     match access {

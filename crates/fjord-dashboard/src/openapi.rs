@@ -132,12 +132,14 @@ pub fn spec() -> Value {
                 q("timestamp", int(0, i64::MAX), "start at the first record stamped at or after this time (ms)"),
                 q("latest", int(1, crate::api::MAX_MESSAGES as i64), "the last N records"),
                 q("limit", int(1, crate::api::MAX_MESSAGES as i64), "most records returned"),
+                q("decode", json!({"type": "string", "enum": ["none", "registry"]}), "registry: keys and values in Confluent's wire format also come decoded (`key_decoded`, `value_decoded`: schema_id, schema_type and value, or error) with their schema from the registry this process runs"),
             ], None, "200"),
         }),
     );
     let mut search = op(
         "Search a bounded range of a topic for records whose key, value or headers contain a text; \
-         answers with server-sent events (progress, match, done, error); closing the stream stops the search",
+         answers with server-sent events (progress, match, done, error); closing the stream stops the search. It matches the \
+         raw bytes (a record in a registry format is not decoded first)",
         vec![
             name(),
             json!({"name": "q", "in": "query", "required": true, "schema": {"type": "string", "minLength": 1, "maxLength": crate::search::MAX_NEEDLE}, "description": "the text to find (bytes, UTF-8)"}),

@@ -2,13 +2,19 @@
 //! records whose key, value or headers contain a text. The answer is a stream of server-sent events, so the page
 //! shows progress while the scan runs and stops it by closing the stream:
 //!
-//! - `progress`: `{scanned, bytes, total, partition, offset}` at most every [`PROGRESS_EVERY`] (`total` is the
-//!   number of offsets in the ranges searched, an upper bound of the records);
+//! - `progress`: `{scanned, bytes, total, partition, offset, removed}` at most every [`PROGRESS_EVERY`] (`total`
+//!   is the number of offsets in the ranges searched, an upper bound of the records), and when retention removes
+//!   offsets before the scan reaches them (the scan goes on from the new log start; `removed` lists
+//!   `{partition, from, to}`);
 //! - `match`: one record as the message browser shows it (base64 fields), with its `partition`;
-//! - `done`: `{reason, scanned, bytes, matches, next: {partition, offset} | null, skipped_partitions}`, where
+//! - `done`: `{reason, scanned, bytes, matches, next: {partition, offset} | null, skipped_partitions, removed}`, where
 //!   `reason` is `end` (every range scanned), `limit` (enough matches; `next` is where to resume),
 //!   `max_records` or `time_limit` (the scan's bounds; `next` is where it stopped);
 //! - `error`: `{error}` when a partition cannot be read or a batch cannot be decoded.
+//!
+//! Records are walked as a read_committed consumer sees them (no control records, no aborted transactions;
+//! [`crate::walk`]). The text is looked for in the raw bytes: a record in a schema registry format (Avro, Protobuf) is not decoded
+//! first, so a text inside an Avro string matches, a JSON field name of a Protobuf message does not.
 //!
 //! **Bounds**: a search reads at most `max_records` records (default [`DEFAULT_SCAN`], at most [`MAX_SCAN`]) for
 //! at most [`TIME_LIMIT`], returns at most `limit` matches, and at most [`MAX_SEARCHES`] run at once (each also
@@ -27,6 +33,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::api::{bad, message_json, Ctx, Fail, Query, MAX_MESSAGES, MAX_RESPONSE_BYTES};
+use crate::walk::{Chunk, Flow, ReadError, Step, Walk};
 
 /// Searches running at once; one more is refused with 503.
 pub const MAX_SEARCHES: usize = 2;
@@ -269,12 +276,12 @@ pub(crate) async fn start(ctx: &Ctx, topic: &str, q: &Query) -> Response {
                 return;
             }
         };
-        let mut read = |i: usize, offset: i64, max: usize| {
-            logs[i]
-                .read(offset, max, true)
-                .map(|r| r.records)
-                .map_err(|e| e.to_string())
-        };
+        let mut readers: Vec<_> = logs
+            .iter()
+            .map(|p| crate::walk::partition_reader(p, true))
+            .collect();
+        let mut read =
+            |i: usize, offset: i64, max: usize, first: bool| readers[i](offset, max, first);
         let mut emit = |ev: Event| deliver(&tx, ev.frame(), deadline);
         scan(&plan, &mut read, deadline, &mut emit);
     });
@@ -373,34 +380,51 @@ fn matches(plan: &Plan, r: &kafka_protocol::records::Record) -> bool {
     }
 }
 
-/// Scans `plan`'s ranges in partition order, reading with `read(range index, offset, max bytes)` and delivering
-/// events with `emit` (false: stop at once, the client is gone). Ends with one `done` or `error` event unless
-/// stopped.
+/// Why the visitor stopped the walk.
+enum Why {
+    Gone,
+    Limit,
+    MaxRecords,
+    TimeLimit,
+}
+
+/// Scans `plan`'s ranges in partition order, reading with `read(range index, offset, max bytes, first read)` and
+/// delivering events with `emit` (false: stop at once, the client is gone). Ends with one `done` or `error`
+/// event unless stopped. Records are walked as a read_committed consumer sees them ([`crate::walk`]); offsets
+/// retention removed before the scan reached them are listed in `removed` (progress and done events).
 pub(crate) fn scan(
     plan: &Plan,
-    read: &mut dyn FnMut(usize, i64, usize) -> Result<Bytes, String>,
+    read: &mut dyn FnMut(usize, i64, usize, bool) -> Result<Chunk, ReadError>,
     deadline: Instant,
     emit: &mut dyn FnMut(Event) -> bool,
 ) {
     let total: i64 = plan.ranges.iter().map(|r| r.to - r.from).sum();
     let (mut scanned, mut bytes_read, mut found) = (0u64, 0u64, 0usize);
+    let mut removed: Vec<Value> = Vec::new();
     let mut last_progress = Instant::now();
-    let done = |reason: &str, next: Option<(i32, i64)>, scanned: u64, bytes: u64, found: usize| {
+    let done = |reason: &str,
+                next: Option<(i32, i64)>,
+                scanned: u64,
+                bytes: u64,
+                found: usize,
+                removed: &[Value]| {
         Event::Done(json!({
             "reason": reason, "scanned": scanned, "bytes": bytes, "matches": found, "total": total,
             "next": next.map(|(p, o)| json!({"partition": p, "offset": o})),
-            "skipped_partitions": plan.skipped,
+            "skipped_partitions": plan.skipped, "removed": removed,
         }))
     };
     if !emit(Event::Progress(json!({
         "scanned": 0, "bytes": 0, "total": total,
         "partition": plan.ranges.first().map(|r| r.partition), "offset": plan.ranges.first().map(|r| r.from),
+        "removed": [],
     }))) {
         return;
     }
     for (i, range) in plan.ranges.iter().enumerate() {
-        let mut next = range.from;
-        while next < range.to {
+        let mut walk = Walk::new(range.from, range.to);
+        let mut read_range = |o: i64, m: usize, first: bool| read(i, o, m, first);
+        while walk.next < range.to {
             let bound = if scanned >= plan.max_records {
                 Some("max_records")
             } else if Instant::now() >= deadline {
@@ -411,102 +435,104 @@ pub(crate) fn scan(
             if let Some(reason) = bound {
                 emit(done(
                     reason,
-                    Some((range.partition, next)),
+                    Some((range.partition, walk.next)),
                     scanned,
                     bytes_read,
                     found,
+                    &removed,
                 ));
                 return;
             }
-            let mut chunk = match read(i, next, READ_CHUNK) {
-                Ok(b) => b,
-                Err(e) => {
-                    emit(Event::Error(json!({
-                        "error": format!("cannot read partition {} at offset {next}: {e}", range.partition),
-                    })));
-                    return;
-                }
-            };
-            if chunk.is_empty() {
-                break;
-            }
-            bytes_read += chunk.len() as u64;
-            let before = next;
-            while !chunk.is_empty() {
-                let end_of_batch = crate::api::batch_end(&chunk);
-                let set = match fjord_log::decode_records_bounded(&mut chunk) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        emit(Event::Error(json!({
-                            "error": format!("a batch of partition {} at offset {next} cannot be decoded: {e}", range.partition),
-                        })));
-                        return;
+            let mut why = None;
+            let before = (walk.bytes_read, walk.removed);
+            let step = walk.step(&mut read_range, READ_CHUNK, &mut |r| {
+                scanned += 1;
+                let in_time = plan.from_time.is_none_or(|t| r.timestamp >= t)
+                    && plan.to_time.is_none_or(|t| r.timestamp <= t);
+                if in_time && matches(plan, r) {
+                    let mut budget = MAX_RESPONSE_BYTES / MAX_MESSAGES;
+                    let mut m = message_json(r, &mut budget);
+                    m["partition"] = json!(range.partition);
+                    if !emit(Event::Match(m)) {
+                        why = Some(Why::Gone);
+                        return Flow::Before;
                     }
-                };
-                for r in &set.records {
-                    if r.offset < next || r.offset >= range.to {
-                        continue;
-                    }
-                    next = r.offset + 1;
-                    if r.control {
-                        continue;
-                    }
-                    scanned += 1;
-                    let in_time = plan.from_time.is_none_or(|t| r.timestamp >= t)
-                        && plan.to_time.is_none_or(|t| r.timestamp <= t);
-                    if in_time && matches(plan, r) {
-                        let mut budget = MAX_RESPONSE_BYTES / MAX_MESSAGES;
-                        let mut m = message_json(r, &mut budget);
-                        m["partition"] = json!(range.partition);
-                        if !emit(Event::Match(m)) {
-                            return;
-                        }
-                        found += 1;
-                        if found >= plan.limit {
-                            let resume = (next < range.to)
-                                .then_some((range.partition, next))
-                                .or_else(|| plan.ranges.get(i + 1).map(|r| (r.partition, r.from)));
-                            emit(done("limit", resume, scanned, bytes_read, found));
-                            return;
-                        }
-                    }
-                    if scanned >= plan.max_records {
-                        break;
-                    }
-                    if last_progress.elapsed() >= PROGRESS_EVERY {
-                        if Instant::now() >= deadline {
-                            emit(done(
-                                "time_limit",
-                                Some((range.partition, next)),
-                                scanned,
-                                bytes_read,
-                                found,
-                            ));
-                            return;
-                        }
-                        if !emit(Event::Progress(json!({
-                            "scanned": scanned, "bytes": bytes_read, "total": total,
-                            "partition": range.partition, "offset": next,
-                        }))) {
-                            return;
-                        }
-                        last_progress = Instant::now();
+                    found += 1;
+                    if found >= plan.limit {
+                        why = Some(Why::Limit);
+                        return Flow::After;
                     }
                 }
                 if scanned >= plan.max_records {
-                    break;
+                    why = Some(Why::MaxRecords);
+                    return Flow::After;
                 }
-                // Offsets whose records compaction removed still move the scan past the batch.
-                if let Some(e) = end_of_batch {
-                    next = next.max(e.min(range.to));
+                if last_progress.elapsed() >= PROGRESS_EVERY {
+                    if Instant::now() >= deadline {
+                        why = Some(Why::TimeLimit);
+                        return Flow::After;
+                    }
+                    if !emit(Event::Progress(json!({
+                        "scanned": scanned, "bytes": bytes_read, "total": total,
+                        "partition": range.partition, "offset": r.offset + 1, "removed": removed,
+                    }))) {
+                        why = Some(Why::Gone);
+                        return Flow::Before;
+                    }
+                    last_progress = Instant::now();
+                }
+                Flow::Next
+            });
+            bytes_read += walk.bytes_read - before.0;
+            if walk.removed != before.1 {
+                if let Some((from, to)) = walk.removed {
+                    // Retention removed offsets before the scan reached them: said once per partition, updated.
+                    removed.retain(|v| v["partition"] != range.partition);
+                    removed.push(json!({"partition": range.partition, "from": from, "to": to}));
+                    if !emit(Event::Progress(json!({
+                        "scanned": scanned, "bytes": bytes_read, "total": total,
+                        "partition": range.partition, "offset": walk.next, "removed": removed,
+                    }))) {
+                        return;
+                    }
                 }
             }
-            if next == before {
-                break;
+            match step {
+                Step::Read => {}
+                Step::Reached => break,
+                Step::Failed(e) => {
+                    emit(Event::Error(json!({
+                        "error": format!("partition {}: {e}", range.partition),
+                    })));
+                    return;
+                }
+                Step::Stopped => match why {
+                    None | Some(Why::Gone) => return,
+                    // Checked at the top of the loop.
+                    Some(Why::MaxRecords) => {}
+                    Some(Why::Limit) => {
+                        let resume = (walk.next < range.to)
+                            .then_some((range.partition, walk.next))
+                            .or_else(|| plan.ranges.get(i + 1).map(|r| (r.partition, r.from)));
+                        emit(done("limit", resume, scanned, bytes_read, found, &removed));
+                        return;
+                    }
+                    Some(Why::TimeLimit) => {
+                        emit(done(
+                            "time_limit",
+                            Some((range.partition, walk.next)),
+                            scanned,
+                            bytes_read,
+                            found,
+                            &removed,
+                        ));
+                        return;
+                    }
+                },
             }
         }
     }
-    emit(done("end", None, scanned, bytes_read, found));
+    emit(done("end", None, scanned, bytes_read, found, &removed));
 }
 
 #[cfg(test)]
@@ -572,14 +598,17 @@ mod tests {
     /// Reads whole batches from the one holding `offset`, as the partition does (one batch per read here).
     fn reader(
         batches: &[(i64, Bytes)],
-    ) -> impl FnMut(usize, i64, usize) -> Result<Bytes, String> + '_ {
-        move |_, offset, _| {
-            Ok(batches
-                .iter()
-                .rev()
-                .find(|(base, _)| *base <= offset)
-                .map(|(_, b)| b.clone())
-                .unwrap_or_default())
+    ) -> impl FnMut(usize, i64, usize, bool) -> Result<Chunk, ReadError> + '_ {
+        move |_, offset, _, _| {
+            Ok(Chunk {
+                records: batches
+                    .iter()
+                    .rev()
+                    .find(|(base, _)| *base <= offset)
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default(),
+                aborted: Vec::new(),
+            })
         }
     }
 
@@ -689,9 +718,9 @@ mod tests {
         let batches = log(1000);
         let mut read_calls = 0;
         let mut inner = reader(&batches);
-        let mut read = |i: usize, o: i64, m: usize| {
+        let mut read = |i: usize, o: i64, m: usize, f: bool| {
             read_calls += 1;
-            inner(i, o, m)
+            inner(i, o, m, f)
         };
         let mut events = 0;
         let far = Instant::now() + Duration::from_secs(60);
@@ -797,9 +826,146 @@ mod tests {
         assert_eq!(done(&events)["reason"], "end");
     }
 
+    /// `values` as one transactional batch of producer `pid` from offset `base`.
+    fn txn_batch(base: i64, pid: i64, values: &[&str]) -> Bytes {
+        let records: Vec<Record> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Record {
+                transactional: true,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: pid,
+                producer_epoch: 0,
+                timestamp_type: TimestampType::Creation,
+                offset: base + i as i64,
+                sequence: i as i32,
+                timestamp: 1000,
+                key: None,
+                value: Some(Bytes::from(v.to_string())),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut out = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut out,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
+        out.freeze()
+    }
+
+    /// A transaction marker of producer `pid` at `offset` (the base offset is outside the checksum).
+    fn marker(offset: i64, pid: i64, kind: fjord_log::ControlType) -> Bytes {
+        let mut b = fjord_log::control_batch(pid, 0, kind, 0, 1000).to_vec();
+        b[..8].copy_from_slice(&offset.to_be_bytes());
+        Bytes::from(b)
+    }
+
+    #[test]
+    fn records_of_aborted_transactions_are_skipped_as_read_committed_skips_them() {
+        use fjord_log::ControlType::{Abort, Commit};
+        // Producer 5's transaction (0-1) is aborted at 2; producer 6's (4) committed at 5; 3 is no transaction's.
+        let batches = [
+            (0, txn_batch(0, 5, &["needle a", "needle b"])),
+            (2, marker(2, 5, Abort)),
+            (3, batch(3, &["needle kept"])),
+            (4, txn_batch(4, 6, &["needle committed"])),
+            (5, marker(5, 6, Commit)),
+        ];
+        let aborted = [fjord_log::AbortedTxn {
+            producer_id: 5,
+            first_offset: 0,
+            last_offset: 2,
+            last_stable_offset: 3,
+        }];
+        // As the partition answers: the batch holding the offset, and the aborted transactions reaching it.
+        let mut read = |_: usize, offset: i64, _: usize, _: bool| {
+            Ok(Chunk {
+                records: batches
+                    .iter()
+                    .rev()
+                    .find(|(base, _)| *base <= offset)
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default(),
+                aborted: aborted
+                    .iter()
+                    .filter(|a| a.last_offset >= offset)
+                    .copied()
+                    .collect(),
+            })
+        };
+        let mut events = Vec::new();
+        let far = Instant::now() + Duration::from_secs(60);
+        scan(
+            &plan("needle", false, 0, 6, 100, 1000),
+            &mut read,
+            far,
+            &mut |e| {
+                events.push(e);
+                true
+            },
+        );
+        assert_eq!(match_offsets(&events), vec![3, 4], "{events:?}");
+        let d = done(&events);
+        assert_eq!(d["reason"], "end");
+        assert_eq!(d["scanned"], 2, "{d}");
+    }
+
+    #[test]
+    fn a_segment_retention_deletes_mid_scan_moves_the_scan_to_the_new_log_start() {
+        let batches = log(40);
+        let mut reads = 0;
+        // The first read finds offsets 0-9; by the second, retention has moved the log start to 30.
+        let mut read = |_: usize, offset: i64, _: usize, _: bool| {
+            reads += 1;
+            if reads > 1 && offset < 30 {
+                return Err(ReadError::Removed { log_start: 30 });
+            }
+            reader(&batches)(0, offset, 0, true)
+        };
+        let mut events = Vec::new();
+        let far = Instant::now() + Duration::from_secs(60);
+        scan(
+            &plan("needle", true, 0, 40, 100, 1000),
+            &mut read,
+            far,
+            &mut |e| {
+                events.push(e);
+                true
+            },
+        );
+        assert_eq!(match_offsets(&events), vec![3, 31, 38], "{events:?}");
+        let d = done(&events);
+        assert_eq!(d["reason"], "end", "{d}");
+        assert_eq!(d["scanned"], 20, "{d}");
+        assert_eq!(
+            d["removed"],
+            json!([{"partition": 0, "from": 10, "to": 30}]),
+            "{d}"
+        );
+        // Said as it happened, too.
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::Progress(p) if p["removed"] == d["removed"])),
+            "{events:?}"
+        );
+    }
+
     #[test]
     fn undecodable_bytes_are_an_error_event_not_a_panic() {
-        let mut read = |_: usize, _: i64, _: usize| Ok(Bytes::from_static(&[0u8; 70]));
+        let mut read = |_: usize, _: i64, _: usize, _: bool| {
+            Ok(Chunk {
+                records: Bytes::from_static(&[0u8; 70]),
+                aborted: Vec::new(),
+            })
+        };
         let mut events = Vec::new();
         let far = Instant::now() + Duration::from_secs(60);
         scan(&plan("x", false, 0, 10, 10, 10), &mut read, far, &mut |e| {

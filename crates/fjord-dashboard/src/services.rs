@@ -41,7 +41,7 @@ impl Kind {
     pub fn not_running(self) -> String {
         match self {
             Kind::Registry => "the schema registry is not running in this process: `fjord start` runs it on \
-                 127.0.0.1:8081 unless started with `--registry-listener none` (a standalone `fjord broker` runs none)"
+                 127.0.0.1:8081 unless started with `--registry-listener none` (a standalone `fjord broker` runs none; set dashboard.schema.registry.url=http://HOST:PORT to use one elsewhere)"
                 .into(),
             Kind::Connect => "the Connect worker is not running in this process: `fjord start` runs it on \
                  127.0.0.1:8083 unless started with `--connect-listener none` (or with `--brokers N`, or as `fjord broker`)"
@@ -60,7 +60,17 @@ struct Running {
 struct Inner {
     registry: Option<Running>,
     connect: Option<Running>,
+    compiler: Option<SchemaCompiler>,
 }
+
+/// Compiles a registered schema (its `schemaType`, its text, and (reference name, text) of every schema its
+/// references reach, dependencies first) into a decoder of record bodies. The binary gives fjord-registry's
+/// (`fjord_registry::wire::Decoder`), so the dashboard decodes as `fjord consume --value-format` does without
+/// depending on the registry's crates.
+pub type SchemaCompiler =
+    Arc<dyn Fn(&str, &str, &[(String, String)]) -> Result<SchemaDecoder, String> + Send + Sync>;
+/// A compiled schema: a record's body (after the magic byte and schema id) to JSON text, or why it cannot be.
+pub type SchemaDecoder = Arc<dyn Fn(&[u8]) -> Result<String, String> + Send + Sync>;
 
 /// The registry and Connect worker this process runs, as they come up (none until the binary says so), and the
 /// permits of the calls into them.
@@ -103,6 +113,19 @@ impl Services {
     /// The schema registry serving on `addr`, reached through `router` (its REST API's router).
     pub fn set_registry(&self, addr: SocketAddr, router: axum::Router) {
         self.0.write().unwrap_or_else(|e| e.into_inner()).registry = Some(Running { addr, router });
+    }
+
+    /// How the message browser compiles the registry's schemas (see [`SchemaCompiler`]).
+    pub fn set_schema_compiler(&self, compiler: SchemaCompiler) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).compiler = Some(compiler);
+    }
+
+    pub(crate) fn schema_compiler(&self) -> Option<SchemaCompiler> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .compiler
+            .clone()
     }
 
     /// The Connect worker's REST API on `addr`, reached through `router`.

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod avro;
+pub mod avro_json;
 pub mod context;
 pub mod diff;
 pub mod election;
@@ -16,11 +17,13 @@ pub mod formats;
 pub mod forward;
 pub mod json;
 pub mod lookup_cache;
+pub mod proto_json;
 pub mod protobuf;
 pub mod records;
 pub mod registry;
 pub mod state;
 pub mod store;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};

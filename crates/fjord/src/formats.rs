@@ -14,10 +14,10 @@ use apache_avro::Schema;
 use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 
-use crate::avro_json::{self, Names};
 use crate::client::CliError;
 use crate::registry_client::{segment, RegistryClient, RegistryError};
 use crate::schemas::RegistryArgs;
+use fjord_registry::avro_json::{self, Names};
 
 /// At most this many schemas are fetched to resolve the references of one schema.
 const MAX_REFERENCES: usize = 64;
@@ -166,7 +166,7 @@ enum Codec {
 }
 
 struct ProtoCodec {
-    schema: crate::proto_json::ProtoSchema,
+    schema: fjord_registry::proto_json::ProtoSchema,
     /// The message a producer writes (`--value-schema-message`, else the first), with its index path; a
     /// consumer uses the message each record's indexes name.
     message: prost_reflect::MessageDescriptor,
@@ -232,7 +232,7 @@ impl Codec {
             Format::Protobuf => {
                 let mut referenced = Vec::new();
                 fetch_references(client, references, &mut referenced, &mut HashMap::new(), 0)?;
-                let schema = crate::proto_json::ProtoSchema::compile(text, &referenced)
+                let schema = fjord_registry::proto_json::ProtoSchema::compile(text, &referenced)
                     .map_err(|e| format!("not a Protobuf schema: {e}"))?;
                 let (message, indexes) = schema.message(message)?;
                 Ok(Codec::Protobuf(Box::new(ProtoCodec {
@@ -277,8 +277,8 @@ impl Codec {
                 Ok(())
             }
             Codec::Protobuf(p) => {
-                crate::proto_json::write_indexes(&p.indexes, out);
-                out.extend(crate::proto_json::from_json(&p.message, j)?);
+                fjord_registry::proto_json::write_indexes(&p.indexes, out);
+                out.extend(fjord_registry::proto_json::from_json(&p.message, j)?);
                 Ok(())
             }
             Codec::Json(validator) => {
@@ -296,6 +296,7 @@ impl Codec {
     }
 
     fn decode_body(&self, body: &[u8]) -> Result<String, String> {
+        // The decoding the dashboard shows too (fjord_registry::wire): bounded against hostile records.
         match self {
             Codec::Avro(c) => {
                 let AvroCodec {
@@ -303,37 +304,9 @@ impl Codec {
                     references,
                     names,
                 } = &**c;
-                // Dependencies first: apache-avro resolves the list in order.
-                let schemata: Vec<&Schema> =
-                    references.iter().chain(std::iter::once(schema)).collect();
-                let reader = apache_avro::reader::datum::GenericDatumReader::builder(schema)
-                    .writer_schemata(schemata.clone())
-                    .map_err(|e| e.to_string())?
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                let mut rest = body;
-                let v = reader
-                    .read_value(&mut rest)
-                    .map_err(|e| format!("the Avro body does not decode with its schema: {e}"))?;
-                if !rest.is_empty() {
-                    return Err(format!(
-                        "{} bytes are left after the Avro record (not written with this schema?)",
-                        rest.len()
-                    ));
-                }
-                // apache-avro reads a string cut short by the end of the body as null: a value that does not fit
-                // its schema is a damaged body, never printed as data.
-                if !v.validate_schemata(&schemata) {
-                    return Err("the Avro body ends early or does not fit its schema".to_string());
-                }
-                avro_json::to_json(&v, schema, names)
+                fjord_registry::wire::decode_avro(schema, references, names, body)
             }
-            Codec::Protobuf(p) => {
-                let mut rest = body;
-                let indexes = crate::proto_json::read_indexes(&mut rest)?;
-                let message = p.schema.message_at(&indexes)?;
-                crate::proto_json::to_json(&message, rest)
-            }
+            Codec::Protobuf(p) => fjord_registry::wire::decode_protobuf(&p.schema, body),
             Codec::Json(_) => {
                 let v: Value = serde_json::from_slice(body)
                     .map_err(|e| format!("the body is not JSON: {e}"))?;

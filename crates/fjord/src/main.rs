@@ -3,8 +3,6 @@
 //! `consume`, `bench`) talk to any Kafka-compatible broker through librdkafka; `transactions` speaks the Kafka
 //! protocol itself (`wire`), as librdkafka has no API for its requests.
 
-#[cfg(feature = "registry")]
-mod avro_json;
 mod bench;
 mod client;
 mod cluster;
@@ -21,8 +19,6 @@ mod local_cluster;
 mod logging;
 mod ops;
 mod produce;
-#[cfg(feature = "registry")]
-mod proto_json;
 mod records;
 #[cfg(feature = "registry")]
 mod registry_client;

@@ -59,10 +59,84 @@ fn dashboard_served(access: &DashboardAccess) -> bool {
 #[allow(unused_variables)]
 fn show_registry(services: &DashboardServices, registry: &RunningRegistry) {
     #[cfg(all(feature = "dashboard", feature = "registry"))]
-    services.set_registry(
-        registry.addr,
-        fjord_registry::api::router(registry.registry.clone()),
-    );
+    {
+        services.set_registry(
+            registry.addr,
+            fjord_registry::api::router(registry.registry.clone()),
+        );
+        decode_with_registry(services);
+    }
+}
+
+/// The message browser decodes records as `fjord consume --value-format` does.
+#[cfg(all(feature = "dashboard", feature = "registry"))]
+fn decode_with_registry(services: &DashboardServices) {
+    services.set_schema_compiler(Arc::new(|schema_type, text, referenced| {
+        let d = fjord_registry::wire::Decoder::compile(schema_type, text, referenced)?;
+        let d: fjord_dashboard::SchemaDecoder = Arc::new(move |body: &[u8]| d.decode(body));
+        Ok(d)
+    }));
+}
+
+/// A schema registry elsewhere for the dashboard of a broker that runs none (`fjord broker`):
+/// `dashboard.schema.registry.url=http://host:port`. Its schema pages and the message browser's registry format
+/// reach it over HTTP/1.1 (fjord-registry's forwarding client), as they reach an in-process one.
+const REMOTE_REGISTRY: &str = "dashboard.schema.registry.url";
+
+#[allow(unused_variables)]
+fn show_remote_registry(services: &DashboardServices, url: &str) -> Result<()> {
+    #[cfg(all(feature = "dashboard", feature = "registry"))]
+    {
+        use axum::response::IntoResponse as _;
+        let authority = fjord_registry::forward::authority(url)
+            .map_err(|e| anyhow::anyhow!("{REMOTE_REGISTRY}: {e}"))?
+            .to_string();
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&authority)
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{REMOTE_REGISTRY}: cannot resolve `{authority}` (give http://HOST:PORT)"
+                )
+            })?;
+        let target = url.to_string();
+        let proxy = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let url = target.clone();
+            async move {
+                let method = req.method().clone();
+                let path = req
+                    .uri()
+                    .path_and_query()
+                    .map_or("/".to_string(), |p| p.as_str().to_string());
+                let ctype = req.headers().get(axum::http::header::CONTENT_TYPE).cloned();
+                let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+                    .await
+                    .unwrap_or_default();
+                match fjord_registry::forward::forward(&url, method, &path, ctype, body).await {
+                    Ok(a) => {
+                        let mut r = (a.status, a.body).into_response();
+                        if let Some(ct) = a.content_type {
+                            r.headers_mut().insert(axum::http::header::CONTENT_TYPE, ct);
+                        }
+                        r
+                    }
+                    Err(
+                        fjord_registry::forward::ForwardError::NotSent(e)
+                        | fjord_registry::forward::ForwardError::Failed(e),
+                    ) => (
+                        axum::http::StatusCode::BAD_GATEWAY,
+                        serde_json::json!({"message": format!("the schema registry at {url}: {e}")})
+                            .to_string(),
+                    )
+                        .into_response(),
+                }
+            }
+        });
+        services.set_registry(addr, proxy);
+        decode_with_registry(services);
+        tracing::info!(%url, "the dashboard reads schemas from the registry at {REMOTE_REGISTRY}");
+    }
+    Ok(())
 }
 
 /// The services `fjord start` runs beside the broker, each a client of it (`None`: not run).
@@ -123,6 +197,17 @@ pub async fn serve(config: BrokerConfig, services: Services) -> Result<()> {
     };
     if let Some(r) = &registry {
         show_registry(&dashboard_services, r);
+    } else if let Some(url) = broker
+        .state()
+        .config
+        .props
+        .get(REMOTE_REGISTRY)
+        .filter(|u| !u.trim().is_empty())
+    {
+        if let Err(e) = show_remote_registry(&dashboard_services, url.trim()) {
+            broker.shutdown().await?;
+            return Err(e);
+        }
     }
     // The Connect worker, likewise a client of this broker, keeps its connectors and offsets in its topics.
     let connect = match connect_listener {
@@ -770,6 +855,8 @@ async fn serve_metrics(
     #[cfg(feature = "dashboard")]
     let app = app.merge(dashboard);
     tokio::spawn(async move {
+        // With the client's address: the dashboard's login limits failed attempts per address.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics server failed");
         }

@@ -825,6 +825,113 @@ fn found(events: &[(String, Value)]) -> Vec<(i64, i64)> {
         .collect()
 }
 
+/// A standalone broker (`fjord broker`, no registry of its own) with `dashboard.schema.registry.url` decodes
+/// through that registry over HTTP: here the one `fjord start` runs, the records written to the standalone broker
+/// by confluent-kafka's serializers with schemas registered there; its schema pages reach it too.
+#[test]
+fn a_standalone_brokers_dashboard_decodes_through_a_registry_url() {
+    let dir = temp_dir();
+    let (child, _, _, registry, _) = start_platform_with_services(&dir.path().join("platform"));
+    let _platform = Killed(child);
+    let url = format!("http://{registry}");
+    let broker = BrokerProc::start(
+        &dir.path().join("broker"),
+        &[("dashboard.schema.registry.url", &url)],
+    );
+    let h = broker.http.as_deref().expect("http listener");
+    let script = workspace_root().join("tests/clients/dashboard_registry.py");
+    let out = ok(&run_bounded(
+        std::process::Command::new(python()).arg(script).args([
+            broker.bootstrap.as_str(),
+            &url,
+            "far",
+        ]),
+        Duration::from_secs(120),
+    ));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("OK "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let ids: Value = serde_json::from_str(&line[3..]).unwrap();
+    let (s, v) = api(
+        h,
+        "GET",
+        "/api/topics/far-proto/messages?partition=0&offset=0&decode=registry",
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["messages"][0]["value_decoded"],
+        serde_json::json!({"schema_id": ids["proto"], "schema_type": "PROTOBUF",
+            "value": {"id": "o-1", "total": {"units": "1250", "currency": "EUR"}, "tags": ["new"]}})
+    );
+    let (s, v) = api(
+        h,
+        "GET",
+        "/api/topics/far-avro/messages?partition=0&offset=0&decode=registry",
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["messages"][0]["value_decoded"]["value"]["sensor"], "boiler-7",
+        "{v}"
+    );
+    let (s, v) = api(h, "GET", "/api/schemas", None);
+    assert_eq!(s, 200, "{v}");
+    assert!(v.to_string().contains("far-avro-value"), "{v}");
+}
+
+/// Records of an aborted transaction (written by confluent-kafka's transactional producer) are neither shown by
+/// the message browser nor found by the search, as a read_committed consumer does not see them; a committed
+/// transaction's are, and so are records outside transactions.
+#[test]
+fn aborted_transactions_are_not_shown_or_found() {
+    let dir = temp_dir();
+    let (child, kafka, h) = start_platform(&dir.path().join("data"));
+    let _platform = Killed(child);
+    let script = workspace_root().join("tests/clients/dashboard_txn.py");
+    let out = ok(&run_bounded(
+        std::process::Command::new(python())
+            .arg(script)
+            .args([kafka.as_str(), "txns"]),
+        Duration::from_secs(120),
+    ));
+    assert!(out.contains("OK"), "{out}");
+    // 0-1 aborted, 2 the ABORT marker, 3 plain, 4 committed, 5 the COMMIT marker.
+    let (s, v) = api(
+        &h,
+        "GET",
+        "/api/topics/txns/messages?partition=0&offset=0",
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    let shown: Vec<(i64, String)> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["offset"].as_i64().unwrap(),
+                m["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        vec![
+            (3, base64(b"needle plain")),
+            (4, base64(b"needle committed"))
+        ],
+        "{v}"
+    );
+    assert_eq!(v["next_offset"], 6, "{v}");
+    let events = search(&h, "txns", "q=needle");
+    assert_eq!(found(&events), vec![(0, 3), (0, 4)], "{events:?}");
+    let done = &events.last().unwrap().1;
+    assert_eq!(done["reason"], "end", "{done}");
+    assert_eq!(done["scanned"], 2, "{done}");
+}
+
 #[test]
 fn message_search_streams_matches_with_progress_within_its_bounds() {
     let dir = temp_dir();
@@ -1237,15 +1344,28 @@ fn header_of(head: &str, name: &str) -> Option<String> {
 /// HTTP basic auth: 401 with a challenge and a JSON message without or with wrong credentials, 200 with a
 /// user's (in clear or as SHA-256); /metrics, /health and /ready stay open; a change still needs the CSRF token;
 /// the page sets the token's cookie.
+/// The `Set-Cookie` of cookie `name` in a response head (a login's answer sets the session cookie too).
+fn set_cookie(head: &str, name: &str) -> Option<String> {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.trim().eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, v)| v.trim().to_string())
+        .find(|v| v.starts_with(&format!("{name}=")))
+}
+
 #[test]
 fn with_users_the_dashboard_needs_a_login_and_metrics_stay_open() {
     let dir = temp_dir();
     // sha256("hunter2")
     let bob = "f52fbd32b2b3b86ff88ef6c490628285f482af15ddcb29541f94bcf526a3f6c7";
     let users = format!("alice:s3cret, bob:sha256:{bob}");
+    // Many wrong logins follow from one address: the lockout (tested below) is set out of the way.
     let broker = BrokerProc::start(
         &dir.path().join("data"),
-        &[("dashboard.auth.basic.users", &users)],
+        &[
+            ("dashboard.auth.basic.users", &users),
+            ("dashboard.auth.max.failures", "1000"),
+        ],
     );
     let h = broker.http.as_deref().expect("http listener");
     let auth = |user: &str, pw: &str| {
@@ -1282,7 +1402,7 @@ fn with_users_the_dashboard_needs_a_login_and_metrics_stay_open() {
     // The page hands out the CSRF token's cookie (not to a browser that already has one).
     let alice = auth("alice", "s3cret");
     let (_, head, _) = http_request(h, "GET", "/", &alice, None);
-    let cookie = header_of(&head, "set-cookie").expect("a CSRF cookie");
+    let cookie = set_cookie(&head, "fjord_csrf").expect("a CSRF cookie");
     assert!(cookie.starts_with("fjord_csrf="), "{cookie}");
     assert!(cookie.contains("SameSite=Strict"), "{cookie}");
     assert!(
@@ -1298,7 +1418,7 @@ fn with_users_the_dashboard_needs_a_login_and_metrics_stay_open() {
         &format!("{alice}Cookie: fjord_csrf={token}\r\n"),
         None,
     );
-    assert_eq!(header_of(&head, "set-cookie"), None, "{head}");
+    assert_eq!(set_cookie(&head, "fjord_csrf"), None, "{head}");
 
     // A change: the login first (401 even with the token), then the CSRF token (403), then it is made.
     let create = Some(r#"{"name": "secured"}"#.as_bytes());
@@ -1324,6 +1444,133 @@ fn with_users_the_dashboard_needs_a_login_and_metrics_stay_open() {
     );
     assert_eq!(s, 201, "{}", String::from_utf8_lossy(&body));
     assert!(exists("secured"));
+}
+
+/// The login's hardening, through the real listener: a password stored as PBKDF2-HMAC-SHA256 (made with Python's
+/// hashlib) logs in and opens a session whose cookie alone then logs in; after `POST /api/logout` that cookie is
+/// refused; after 5 wrong passwords from one address the 6th login (even a right one) gets 429 with
+/// `Retry-After`, and the session opened before still works.
+#[test]
+fn stored_passwords_sessions_logout_and_the_failed_login_limit() {
+    let dir = temp_dir();
+    // hashlib.pbkdf2_hmac("sha256", b"correct horse", bytes.fromhex("0011...eeff"), 100000)
+    let carol = "carol:pbkdf2-sha256:100000:00112233445566778899aabbccddeeff:349385d8369097aac69c91b9cf79c08cc236bd0eea62faca19643b117ca1f56e";
+    let broker = BrokerProc::start(
+        &dir.path().join("data"),
+        &[("dashboard.auth.basic.users", carol)],
+    );
+    let h = broker.http.as_deref().expect("http listener");
+    let auth = |user: &str, pw: &str| {
+        let b = base64(format!("{user}:{pw}").as_bytes());
+        format!("Authorization: Basic {b}\r\n")
+    };
+    let session_of = |head: &str| -> String {
+        let c = set_cookie(head, "fjord_session")
+            .unwrap_or_else(|| panic!("no session cookie: {head}"));
+        assert!(c.starts_with("fjord_session="), "{c}");
+        assert!(
+            c.contains("HttpOnly") && c.contains("SameSite=Strict"),
+            "{c}"
+        );
+        c["fjord_session=".len()..]
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let (s, head, _) = http_request(
+        h,
+        "GET",
+        "/api/overview",
+        &auth("carol", "correct horse"),
+        None,
+    );
+    assert_eq!(s, 200, "{head}");
+    let first = session_of(&head);
+    let with_session = |t: &str| format!("Cookie: fjord_session={t}\r\n");
+    assert_eq!(
+        http_request(h, "GET", "/api/overview", &with_session(&first), None).0,
+        200
+    );
+    assert_eq!(
+        http_request(h, "GET", "/api/overview", &with_session("forged"), None).0,
+        401
+    );
+
+    // Logout (with the CSRF token, like every change) ends the session on the server: the cookie no longer logs in.
+    let (_, head, _) = http_request(
+        h,
+        "GET",
+        "/api/overview",
+        &auth("carol", "correct horse"),
+        None,
+    );
+    let second = session_of(&head);
+    let csrf = "Content-Type: application/json\r\nX-CSRF-Token: t0k3n\r\n";
+    let (s, _, body) = http_request(
+        h,
+        "POST",
+        "/api/logout",
+        &format!("{csrf}Cookie: fjord_session={second}; fjord_csrf=t0k3n\r\n"),
+        Some(b"{}"),
+    );
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["logged_out"], true, "{v}");
+    let (s, _, body) = http_request(h, "GET", "/api/overview", &with_session(&second), None);
+    assert_eq!(s, 401, "a login after logout is refused");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("session has ended"),
+        "{v}"
+    );
+    // Without the CSRF token, no logout.
+    let (s, _, _) = http_request(
+        h,
+        "POST",
+        "/api/logout",
+        &format!("Content-Type: application/json\r\nCookie: fjord_session={first}\r\n"),
+        Some(b"{}"),
+    );
+    assert_eq!(s, 403);
+    assert_eq!(
+        http_request(h, "GET", "/api/overview", &with_session(&first), None).0,
+        200
+    );
+
+    // Five wrong passwords are 401; the sixth login from this address is 429, the right password too.
+    for i in 0..5 {
+        let (s, _, _) = http_request(
+            h,
+            "GET",
+            "/api/overview",
+            &auth("carol", &format!("guess{i}")),
+            None,
+        );
+        assert_eq!(s, 401, "attempt {i}");
+    }
+    for creds in [auth("carol", "guess5"), auth("carol", "correct horse")] {
+        let (s, head, body) = http_request(h, "GET", "/api/overview", &creds, None);
+        assert_eq!(s, 429, "{head}");
+        let wait: u64 = header_of(&head, "retry-after")
+            .unwrap_or_else(|| panic!("no Retry-After: {head}"))
+            .parse()
+            .unwrap();
+        assert!((1..=300).contains(&wait), "{wait}");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("too many failed logins"),
+            "{v}"
+        );
+    }
+    // A session opened before the lockout still works.
+    assert_eq!(
+        http_request(h, "GET", "/api/overview", &with_session(&first), None).0,
+        200
+    );
 }
 
 /// `fjord start` with the schema registry and the Connect worker on free ports: (child, Kafka, HTTP, registry,
@@ -1355,6 +1602,102 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The message browser's `decode=registry`: records written by confluent-kafka's AvroSerializer, JSONSerializer
+/// and ProtobufSerializer (whose schema references an imported file) through the registry `fjord start` runs
+/// come back decoded, with their schema id and type; a record naming a schema id the registry does not have and
+/// one not in the wire format say why, and their raw bytes stay in the answer.
+#[test]
+fn message_browser_decodes_avro_json_schema_and_protobuf_through_the_registry() {
+    let dir = temp_dir();
+    let (child, kafka, h, registry, _) = start_platform_with_services(&dir.path().join("data"));
+    let _platform = Killed(child);
+    let script = workspace_root().join("tests/clients/dashboard_registry.py");
+    let out = ok(&run_bounded(
+        std::process::Command::new(python()).arg(script).args([
+            kafka.as_str(),
+            &format!("http://{registry}"),
+            "reg",
+        ]),
+        Duration::from_secs(120),
+    ));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("OK "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let ids: Value = serde_json::from_str(&line[3..]).unwrap();
+    let messages = |topic: &str| -> Vec<Value> {
+        let path = format!("/api/topics/{topic}/messages?partition=0&offset=0&decode=registry");
+        let (s, v) = api(&h, "GET", &path, None);
+        assert_eq!(s, 200, "{v}");
+        v["messages"].as_array().unwrap().clone()
+    };
+
+    let avro = messages("reg-avro");
+    assert_eq!(avro.len(), 3, "{avro:?}");
+    assert_eq!(
+        avro[0]["value_decoded"],
+        serde_json::json!({"schema_id": ids["avro"], "schema_type": "AVRO",
+            "value": {"sensor": "boiler-7", "celsius": 81.5, "note": {"string": "steady"}}})
+    );
+    // The key is plain text: shown as it is, with the reason it is not decoded.
+    assert_eq!(avro[0]["key"], base64(b"k1"));
+    assert!(
+        avro[0]["key_decoded"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("wire format"),
+        "{}",
+        avro[0]
+    );
+    // An unknown schema id: the record says so, its bytes are still there (for the hex view).
+    let unknown = &avro[1]["value_decoded"];
+    assert_eq!(unknown["schema_id"], 999999, "{unknown}");
+    assert!(
+        unknown["error"]
+            .as_str()
+            .unwrap()
+            .contains("schema id 999999 is not in the schema registry"),
+        "{unknown}"
+    );
+    let mut raw = vec![0u8, 0x00, 0x0f, 0x42, 0x3f];
+    raw.extend_from_slice(b"\x02xy");
+    assert_eq!(avro[1]["value"], base64(&raw));
+    assert!(avro[2]["value_decoded"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("wire format"));
+    assert_eq!(avro[2]["value"], base64(b"just text"));
+
+    let json = messages("reg-json");
+    assert_eq!(
+        json[0]["value_decoded"],
+        serde_json::json!({"schema_id": ids["json"], "schema_type": "JSON", "value": {"sku": "a-1", "price": 2.5}})
+    );
+    let proto = messages("reg-proto");
+    assert_eq!(
+        proto[0]["value_decoded"],
+        serde_json::json!({"schema_id": ids["proto"], "schema_type": "PROTOBUF",
+            "value": {"id": "o-1", "total": {"units": "1250", "currency": "EUR"}, "tags": ["new"]}})
+    );
+
+    // Without `decode` nothing is decoded; a bad `decode` is a 400.
+    let (_, v) = api(
+        &h,
+        "GET",
+        "/api/topics/reg-json/messages?partition=0&offset=0",
+        None,
+    );
+    assert!(v["messages"][0].get("value_decoded").is_none(), "{v}");
+    let e = refused(
+        &h,
+        "GET",
+        "/api/topics/reg-json/messages?partition=0&decode=avro",
+        None,
+        400,
+    );
+    assert!(e.contains("`decode` must be none or registry"), "{e}");
 }
 
 /// Commits offset `offset(i)` on partition 0 of `topic` for groups `g0000`..: one OffsetCommit each (generation
@@ -1871,7 +2214,7 @@ fn the_openapi_document_describes_routed_paths() {
 #[test]
 fn schemas_connect_and_many_groups_in_a_real_browser() {
     let dir = temp_dir();
-    let (child, b, h, _reg, conn) = start_platform_with_services(&dir.path().join("data"));
+    let (child, b, h, reg, conn) = start_platform_with_services(&dir.path().join("data"));
     let _platform = Killed(child);
     let input: String = (0..100).map(|i| format!("m{i}\n")).collect();
     let out = kcat(
@@ -1913,9 +2256,10 @@ fn schemas_connect_and_many_groups_in_a_real_browser() {
         assert_eq!(s, 201, "{v}");
     }
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
+    ok(&fjord(&b, &["topics", "create", "readings"], None));
     let out = run_client(
         "dashboard_services_browser.py",
-        &[&h, shots.to_str().unwrap()],
+        &[&h, shots.to_str().unwrap(), &b, &format!("http://{reg}")],
         Duration::from_secs(240),
     );
     assert!(out.lines().any(|l| l.starts_with("ok")), "{out}");

@@ -1,4 +1,4 @@
-//! Protobuf for the console tools: compiling a `.proto` schema (text, or a base64 `FileDescriptorProto` as
+//! Protobuf for the console tools and the dashboard: compiling a `.proto` schema (text, or a base64 `FileDescriptorProto` as
 //! Confluent's serializers register) with the registry's compile (`protox`, imports served from the schema's
 //! references and google/protobuf's well-known types); Confluent's message-index array; and JSON in and out
 //! through `prost-reflect`'s serde support (the proto3 JSON mapping, as Confluent's console tools print it).
@@ -17,10 +17,10 @@ pub struct ProtoSchema {
 
 impl ProtoSchema {
     /// Compiles `text`; `referenced` are (import name, schema text) of every schema its imports reach. The
-    /// registry's own compile (`fjord_registry::protobuf::compile_schema`): what the registry accepts, the
+    /// registry's own compile (`crate::protobuf::compile_schema`): what the registry accepts, the
     /// console tools read alike.
     pub fn compile(text: &str, referenced: &[(String, String)]) -> Result<ProtoSchema, String> {
-        let compiled = fjord_registry::protobuf::compile_schema(text, referenced)?;
+        let compiled = crate::protobuf::compile_schema(text, referenced)?;
         let file = compiled
             .pool
             .get_file_by_name(&compiled.file_name)

@@ -1,4 +1,4 @@
-//! Avro datums to and from JSON, for the console tools.
+//! Avro datums to and from JSON, for the console tools and the dashboard (through [`crate::wire`]).
 //!
 //! Output follows Avro's JSON encoding, as kafka-avro-console-consumer prints it: a union value that is not
 //! null is wrapped in an object naming its branch (`{"string": "x"}`), bytes and fixed are strings whose
@@ -58,7 +58,7 @@ impl Names {
         }
     }
 
-    fn resolve<'a>(&'a self, s: &'a Schema) -> Result<&'a Schema, String> {
+    pub(crate) fn resolve<'a>(&'a self, s: &'a Schema) -> Result<&'a Schema, String> {
         match s {
             Schema::Ref { name } => {
                 let full = name.fullname(None);

@@ -1,0 +1,289 @@
+//! Records in Confluent's wire format decoded to JSON with their registered schema: a magic byte 0, the schema id
+//! as 4 big-endian bytes, then the body (an Avro binary datum; JSON text; or, for Protobuf, the message-index
+//! array and the message). What `fjord consume --value-format` prints and the dashboard's message browser shows,
+//! from one place.
+//!
+//! A record is untrusted input, so decoding is bounded: an Avro length prefix may not make apache-avro allocate
+//! more than [`MAX_AVRO_ALLOCATION`] (the process-wide limit, set here as by the Connect converters and SQL), an
+//! Avro schema that contains itself or nests deeper than [`MAX_SCHEMA_DEPTH`] is refused before a datum is read
+//! (apache-avro's reader recurses once per level, so a record of a few bytes per level could exhaust the stack),
+//! a datum cut short (which apache-avro reads as null) or followed by more bytes is an error, Protobuf messages
+//! nest at most 100 deep (prost's limit) and JSON 128 (serde_json's).
+
+use apache_avro::Schema;
+use serde_json::Value;
+
+use crate::avro_json::{self, Names};
+use crate::proto_json::ProtoSchema;
+
+/// Largest single allocation decoding one Avro datum may make (a string, bytes or array length prefix).
+pub const MAX_AVRO_ALLOCATION: usize = 64 << 20;
+/// Deepest nesting of Avro types read (records, arrays, maps and unions in one another).
+pub const MAX_SCHEMA_DEPTH: usize = 64;
+
+/// A record's schema id and body, or `None` when it is not in the wire format.
+pub fn split(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    match bytes {
+        [0, a, b, c, d, body @ ..] => Some((u32::from_be_bytes([*a, *b, *c, *d]), body)),
+        _ => None,
+    }
+}
+
+/// A registered schema ready to decode record bodies with.
+pub enum Decoder {
+    /// Boxed: the Avro one is large.
+    Avro(Box<AvroDecoder>),
+    Json,
+    Protobuf(Box<ProtoSchema>),
+}
+
+pub struct AvroDecoder {
+    schema: Schema,
+    references: Vec<Schema>,
+    names: Names,
+}
+
+impl Decoder {
+    /// Compiles a registered schema: its `schemaType` (AVRO when empty), its text, and (import or reference
+    /// name, text) of every schema its references reach, dependencies first.
+    pub fn compile(
+        schema_type: &str,
+        text: &str,
+        referenced: &[(String, String)],
+    ) -> Result<Decoder, String> {
+        match schema_type {
+            "" | "AVRO" => {
+                // Avro parses each text once: the same named type given twice would be defined twice.
+                let mut texts: Vec<String> = Vec::new();
+                for (_, t) in referenced {
+                    if !texts.contains(t) {
+                        texts.push(t.clone());
+                    }
+                }
+                let (schema, references) = if texts.is_empty() {
+                    (
+                        Schema::parse_str(text).map_err(|e| format!("not an Avro schema: {e}"))?,
+                        Vec::new(),
+                    )
+                } else {
+                    Schema::parse_str_with_list(text, &texts)
+                        .map_err(|e| format!("not an Avro schema with its references: {e}"))?
+                };
+                let names = {
+                    let mut all: Vec<&Schema> = vec![&schema];
+                    all.extend(references.iter());
+                    Names::of(&all)
+                };
+                if let Some(why) = avro_shape_problem(&schema, &names) {
+                    return Err(why);
+                }
+                Ok(Decoder::Avro(Box::new(AvroDecoder {
+                    schema,
+                    references,
+                    names,
+                })))
+            }
+            "JSON" => Ok(Decoder::Json),
+            "PROTOBUF" => Ok(Decoder::Protobuf(Box::new(
+                ProtoSchema::compile(text, referenced)
+                    .map_err(|e| format!("not a Protobuf schema: {e}"))?,
+            ))),
+            other => Err(format!(
+                "schema type {other} is not one of AVRO, JSON, PROTOBUF"
+            )),
+        }
+    }
+
+    /// The registry's name of the schema's type.
+    pub fn schema_type(&self) -> &'static str {
+        match self {
+            Decoder::Avro(_) => "AVRO",
+            Decoder::Json => "JSON",
+            Decoder::Protobuf(_) => "PROTOBUF",
+        }
+    }
+
+    /// A record's body (after the magic byte and schema id) as JSON text: Avro's JSON encoding (as
+    /// kafka-avro-console-consumer prints it), the JSON itself, or the proto3 JSON mapping.
+    pub fn decode(&self, body: &[u8]) -> Result<String, String> {
+        match self {
+            Decoder::Avro(a) => decode_avro(&a.schema, &a.references, &a.names, body),
+            Decoder::Json => {
+                let v: Value = serde_json::from_slice(body)
+                    .map_err(|e| format!("the body is not JSON: {e}"))?;
+                Ok(v.to_string())
+            }
+            Decoder::Protobuf(p) => decode_protobuf(p, body),
+        }
+    }
+}
+
+/// A Protobuf body: the message-index array names the message of the schema, the rest is that message.
+pub fn decode_protobuf(schema: &ProtoSchema, body: &[u8]) -> Result<String, String> {
+    let mut rest = body;
+    let indexes = crate::proto_json::read_indexes(&mut rest)?;
+    let message = schema.message_at(&indexes)?;
+    crate::proto_json::to_json(&message, rest)
+}
+
+/// An Avro binary datum written with `schema` (whose `references` define the named types it uses) as JSON text,
+/// bounded as the module says.
+pub fn decode_avro(
+    schema: &Schema,
+    references: &[Schema],
+    names: &Names,
+    body: &[u8],
+) -> Result<String, String> {
+    // First caller wins: the Connect converters and SQL set the same limit.
+    apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION);
+    if let Some(why) = avro_shape_problem(schema, names) {
+        return Err(why);
+    }
+    // Dependencies first: apache-avro resolves the list in order.
+    let schemata: Vec<&Schema> = references.iter().chain(std::iter::once(schema)).collect();
+    let reader = apache_avro::reader::datum::GenericDatumReader::builder(schema)
+        .writer_schemata(schemata.clone())
+        .map_err(|e| e.to_string())?
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut rest = body;
+    let v = reader
+        .read_value(&mut rest)
+        .map_err(|e| format!("the Avro body does not decode with its schema: {e}"))?;
+    if !rest.is_empty() {
+        return Err(format!(
+            "{} bytes are left after the Avro record (not written with this schema?)",
+            rest.len()
+        ));
+    }
+    // apache-avro reads a string cut short by the end of the body as null: a value that does not fit its schema
+    // is a damaged body, never shown as data.
+    if !v.validate_schemata(&schemata) {
+        return Err("the Avro body ends early or does not fit its schema".to_string());
+    }
+    avro_json::to_json(&v, schema, names)
+}
+
+/// Why an Avro schema is not read (a record that contains itself, or nesting deeper than [`MAX_SCHEMA_DEPTH`]);
+/// `None` when it can be.
+pub fn avro_shape_problem(schema: &Schema, names: &Names) -> Option<String> {
+    shape(schema, names, &mut Vec::new(), 0)
+}
+
+fn shape(s: &Schema, names: &Names, open: &mut Vec<String>, depth: usize) -> Option<String> {
+    if depth > MAX_SCHEMA_DEPTH {
+        return Some(format!(
+            "the Avro schema nests types more than {MAX_SCHEMA_DEPTH} deep, which is not decoded"
+        ));
+    }
+    let s = match s {
+        Schema::Ref { name } => {
+            let full = name.fullname(None);
+            if open.contains(&full) {
+                return Some(format!(
+                    "the Avro schema is recursive (record {full} contains itself), which is not decoded (a record could nest without bound)"
+                ));
+            }
+            names.resolve(s).ok()?
+        }
+        other => other,
+    };
+    match s {
+        Schema::Record(r) => {
+            let full = r.name.fullname(None);
+            if open.contains(&full) {
+                return Some(format!(
+                    "the Avro schema is recursive (record {full} contains itself), which is not decoded (a record could nest without bound)"
+                ));
+            }
+            open.push(full);
+            let found = r
+                .fields
+                .iter()
+                .find_map(|f| shape(&f.schema, names, open, depth + 1));
+            open.pop();
+            found
+        }
+        Schema::Array(a) => shape(&a.items, names, open, depth + 1),
+        Schema::Map(m) => shape(&m.types, names, open, depth + 1),
+        Schema::Union(u) => u
+            .variants()
+            .iter()
+            .find_map(|v| shape(v, names, open, depth + 1)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zigzag_len(n: u64, out: &mut Vec<u8>) {
+        let mut n = n << 1;
+        while n >= 0x80 {
+            out.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+
+    #[test]
+    fn avro_records_decode_and_damaged_or_hostile_ones_are_errors() {
+        let d = Decoder::compile(
+            "AVRO",
+            r#"{"type": "record", "name": "R", "fields": [{"name": "s", "type": "string"}, {"name": "n", "type": ["null", "long"]}]}"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(d.schema_type(), "AVRO");
+        // "ab", then union branch 1 (long) 3.
+        let good = [0x04, b'a', b'b', 0x02, 0x06];
+        assert_eq!(d.decode(&good).unwrap(), r#"{"s":"ab","n":{"long":3}}"#);
+        assert!(d.decode(&good[..4]).is_err(), "cut short");
+        let mut long = good.to_vec();
+        long.push(0);
+        assert!(d.decode(&long).unwrap_err().contains("1 bytes are left"));
+        // A length prefix of 200 MiB with two bytes behind it: refused by the allocation limit.
+        let mut huge = Vec::new();
+        zigzag_len(200 << 20, &mut huge);
+        huge.extend_from_slice(b"ab");
+        let s = Decoder::compile("AVRO", r#""string""#, &[]).unwrap();
+        let e = s.decode(&huge).unwrap_err();
+        assert!(e.contains("67108864"), "{e}");
+        // A string cut short under the limit.
+        assert!(s.decode(&[0x80, 0x10, b'a', b'b']).is_err());
+    }
+
+    #[test]
+    fn recursive_and_very_deep_avro_schemas_are_refused() {
+        let recursive = r#"{"type": "record", "name": "Node", "fields": [{"name": "next", "type": ["null", "Node"]}]}"#;
+        let e = Decoder::compile("AVRO", recursive, &[]).err().unwrap();
+        assert!(e.contains("recursive"), "{e}");
+        let mut deep = r#""int""#.to_string();
+        for _ in 0..70 {
+            deep = format!(r#"{{"type": "array", "items": {deep}}}"#);
+        }
+        let e = Decoder::compile("AVRO", &deep, &[]).err().unwrap();
+        assert!(e.contains("deep"), "{e}");
+    }
+
+    #[test]
+    fn json_and_protobuf_bodies_and_the_wire_header() {
+        assert_eq!(split(&[0, 0, 0, 1, 2, 9]), Some((258, &[9u8][..])));
+        assert_eq!(split(&[1, 0, 0, 1, 2]), None);
+        assert_eq!(split(&[0, 0, 0, 1]), None);
+        let j = Decoder::compile("JSON", "{}", &[]).unwrap();
+        assert_eq!(j.decode(br#"{"a": [1]}"#).unwrap(), r#"{"a":[1]}"#);
+        assert!(j.decode(b"{").is_err());
+        let p = Decoder::compile(
+            "PROTOBUF",
+            "syntax = \"proto3\";\nmessage A { string x = 1; }\nmessage B { int32 y = 1; }\n",
+            &[],
+        )
+        .unwrap();
+        // Indexes [1] (count 1, index 1, zigzag), then field 1 = 150.
+        assert_eq!(p.decode(&[2, 2, 0x08, 0x96, 0x01]).unwrap(), r#"{"y":150}"#);
+        assert!(p.decode(&[2, 8, 0x08]).is_err(), "no message 4");
+        assert!(Decoder::compile("XML", "", &[]).is_err());
+    }
+}
