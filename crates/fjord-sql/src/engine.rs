@@ -2063,12 +2063,18 @@ fn run_persistent(
         })
         .map_err(|e| format!("cannot create a producer: {e}"))?;
     if cfg.exactly_once {
+        // Also the restart path: a transaction a failed run left open (its abort below failed, or the process
+        // died) is aborted here by the coordinator, as the new epoch fences the old one.
         producer
             .init_transactions(TIMEOUT)
             .map_err(|e| format!("cannot start the query's transactions: {e}"))?;
     }
-    // Exactly once: whether this batch's transaction is open.
-    let mut in_txn = false;
+    // Exactly once: the batch's transaction while it is open, aborted by every return that leaves it open.
+    let mut txn = OpenTxn {
+        producer: &producer,
+        open: false,
+        group: &cfg.group,
+    };
     let source = &cfg.plan.source;
     consumer
         .subscribe(&[&source.topic])
@@ -2090,11 +2096,11 @@ fn run_persistent(
                 Some(Err(e)) => return Err(format!("consuming {} failed: {e}", source.topic)),
                 Some(Ok(m)) => {
                     read_any = true;
-                    if cfg.exactly_once && !in_txn {
+                    if cfg.exactly_once && !txn.open {
                         producer
                             .begin_transaction()
                             .map_err(|e| format!("cannot begin a transaction: {e}"))?;
-                        in_txn = true;
+                        txn.open = true;
                     }
                     // A record whose schema the registry cannot be asked about now is not a bad record: stop
                     // before it (nothing from it on is committed) and restart from the committed offsets.
@@ -2218,7 +2224,7 @@ fn run_persistent(
                     cfg.sink.topic
                 )
             })?;
-            in_txn = false;
+            txn.open = false;
             if let Some(e) = failed.lock().expect("delivery check").take() {
                 return Err(format!("writing to {} failed: {e}", cfg.sink.topic));
             }
@@ -2240,6 +2246,33 @@ fn run_persistent(
         stats.recovered(query_id);
     }
     Ok(())
+}
+
+/// The open transaction of an exactly-once batch. A run that returns with it open (an error mid-batch: a
+/// refused write, the registry unreachable, a failed commit) aborts it at once, instead of leaving it to the
+/// restarted run's fencing or, when the query is stopped meanwhile, to the transaction timeout: until then
+/// read_committed readers of the output and the partitions' last stable offset could not pass it.
+struct OpenTxn<'a> {
+    producer: &'a ThreadedProducer<DeliveryCheck>,
+    open: bool,
+    group: &'a str,
+}
+
+impl Drop for OpenTxn<'_> {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        match self.producer.abort_transaction(TIMEOUT) {
+            Ok(()) => tracing::info!(group = self.group, "aborted the failed batch's transaction"),
+            // A fenced or fatally failed producer cannot abort: the next run's init_transactions does.
+            Err(e) => tracing::warn!(
+                group = self.group,
+                error = %e,
+                "cannot abort the failed batch's transaction; the restarted query's fencing aborts it"
+            ),
+        }
+    }
 }
 
 /// Remembers the first failed delivery of a persistent query's producer, so that its batch's input offsets

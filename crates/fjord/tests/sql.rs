@@ -2196,6 +2196,143 @@ fn exactly_once_queries_killed_mid_stream_leave_no_duplicates_for_read_committed
     }
 }
 
+/// Produces JSON records to explicit partitions in one flush: (partition, key, value).
+fn produce_to(kafka: &str, topic: &str, records: &[(i32, &str, Value)]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let p: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka)
+        .set("linger.ms", "50")
+        .create()
+        .unwrap();
+    let texts: Vec<String> = records.iter().map(|(_, _, v)| v.to_string()).collect();
+    for ((partition, key, _), text) in records.iter().zip(&texts) {
+        p.send(
+            BaseRecord::to(topic)
+                .partition(*partition)
+                .key(*key)
+                .payload(text),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// Per partition of `topic`: (the end a read_committed reader sees, i.e. the last stable offset; the high
+/// watermark).
+fn stable_ends(kafka: &str, topic: &str, partitions: i32) -> Vec<(i64, i64)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client = |isolation: &str| -> BaseConsumer {
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", kafka)
+            .set("group.id", "sql-test-ends")
+            .set("isolation.level", isolation)
+            .create()
+            .unwrap()
+    };
+    let (committed, uncommitted) = (client("read_committed"), client("read_uncommitted"));
+    (0..partitions)
+        .map(|p| {
+            let t = Duration::from_secs(10);
+            (
+                committed.fetch_watermarks(topic, p, t).unwrap().1,
+                uncommitted.fetch_watermarks(topic, p, t).unwrap().1,
+            )
+        })
+        .collect()
+}
+
+/// Exactly once: a batch that fails mid-transaction (the output topic refuses its row for partition 1, larger
+/// than max.message.bytes, after its row for partition 0 was written in the transaction) aborts its
+/// transaction at once. The query is terminated while it waits to restart, so no restarted run fences the
+/// transaction either: read_committed readers of the output (the partitions' last stable offsets) are at the
+/// end within seconds. The failed run used to return with the transaction open, and they waited for the
+/// transaction timeout (60 s).
+#[test]
+fn an_exactly_once_batch_that_fails_aborts_its_transaction_at_once() {
+    let dir = temp_dir();
+    let p = start(&dir.path().join("data"));
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM orders (id STRING KEY, item STRING, qty INT) \
+         WITH (kafka_topic='orders', value_format='JSON', partitions=2);",
+    );
+    let v = ksql_ok(
+        &p.sql,
+        "SET 'processing.guarantee'='exactly_once_v2'; CREATE STREAM copied AS SELECT id, item FROM orders;",
+    );
+    let id = v[1]["commandStatus"]["queryId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string();
+    let group = format!("_fjord_sql_{id}");
+    let row = |item: &str| json!({"ITEM": item, "QTY": 1});
+    produce_to(
+        &p.kafka,
+        "orders",
+        &[(0, "a", row("a")), (1, "b", row("b"))],
+    );
+    wait_committed(&p.kafka, &group, 2);
+    let committed_ends = stable_ends(&p.kafka, "COPIED", 2);
+
+    ok(&fjord(
+        &p.kafka,
+        &[
+            "configs",
+            "alter",
+            "--topic",
+            "COPIED",
+            "--add-config",
+            "max.message.bytes=300",
+        ],
+        None,
+    ));
+    produce_to(&p.kafka, "orders", &[(1, "d", row(&"x".repeat(2000)))]);
+    let q = await_state(&p.sql, &id, "ERROR", 60);
+    let reason = q["reason"].as_str().unwrap_or_else(|| panic!("{q}"));
+    assert!(reason.contains("COPIED"), "{reason}");
+    // Every restarted run reads e (partition 0) and d from the committed offsets in one batch: e goes into
+    // partition 0 inside the transaction, and d's refusal fails the batch.
+    produce_to(&p.kafka, "orders", &[(0, "e", row("e"))]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ends = stable_ends(&p.kafka, "COPIED", 2);
+        if ends[0].1 > committed_ends[0].1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failed batch wrote row e: {ends:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ksql_ok(&p.sql, &format!("TERMINATE {id};"));
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ends = stable_ends(&p.kafka, "COPIED", 2);
+        if ends.iter().all(|(lso, hw)| lso == hw) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "read_committed readers of COPIED are held back by an open transaction (last stable offset, high watermark): {ends:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (rows, _) = read_committed(&p.kafka, "COPIED");
+    let keys: Vec<String> = rows
+        .iter()
+        .map(|(k, _)| String::from_utf8(k.clone()).unwrap())
+        .collect();
+    assert!(
+        keys.starts_with(&["a".to_string(), "b".to_string()])
+            || keys.starts_with(&["b".to_string(), "a".to_string()]),
+        "{keys:?}"
+    );
+    assert!(!keys.contains(&"d".to_string()), "{keys:?}");
+}
+
 /// LEFT, RIGHT and FULL OUTER joins of two streams WITHIN a window, against a reference computed here from the
 /// same generated input: pairs within the window come at once; a record without a partner comes with the
 /// other side's NULLs only once its window and grace period have passed (none before), as ksqlDB does since
