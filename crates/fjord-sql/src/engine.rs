@@ -1273,6 +1273,17 @@ impl Engine {
                 format!("{prefix}_{}_{n}", sanitize(&name.value))
             }
         };
+        // The processing guarantee this request states (SET, streamsProperties); else, for CREATE OR REPLACE, the
+        // replaced query's, so that an upgrade sent without the SET does not quietly turn an exactly-once query
+        // into an at-least-once one (ksqlDB builds the new version from the request's properties and the
+        // server's config alone); else the server's default.
+        let exactly_once = match props_guarantee(props)? {
+            Some(stated) => stated,
+            None => existing
+                .as_ref()
+                .and_then(|e| e.query.as_ref())
+                .map_or(self.cfg.exactly_once, QueryDef::exactly_once),
+        };
         let def = SourceDef {
             name: name.value.clone(),
             kind: *kind,
@@ -1288,7 +1299,7 @@ impl Engine {
                 running: true,
                 reset: Some(props_reset(props)?),
                 guarantee: Some(
-                    if props_guarantee(props)?.unwrap_or(self.cfg.exactly_once) {
+                    if exactly_once {
                         EXACTLY_ONCE
                     } else {
                         AT_LEAST_ONCE

@@ -2196,6 +2196,62 @@ fn exactly_once_queries_killed_mid_stream_leave_no_duplicates_for_read_committed
     }
 }
 
+/// The processing guarantee EXPLAIN shows for query `id`.
+fn guarantee_of(addr: &str, id: &str) -> String {
+    let e = ksql_ok(addr, &format!("EXPLAIN {id};"));
+    e[0]["queryDescription"]["overriddenProperties"]["processing.guarantee"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{e}"))
+        .to_string()
+}
+
+/// The query id a CREATE ... AS SELECT answered with (the `i`th statement's entity).
+fn query_id(v: &Value, i: usize) -> String {
+    v[i]["commandStatus"]["queryId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string()
+}
+
+/// CREATE OR REPLACE keeps the replaced query's processing guarantee unless the request states one: an
+/// exactly-once query upgraded without repeating the SET stays exactly once (it became at least once, the
+/// server's default), and a SET in the upgrading request changes it.
+#[test]
+fn create_or_replace_keeps_the_replaced_querys_processing_guarantee_unless_one_is_stated() {
+    let dir = temp_dir();
+    let p = start(&dir.path().join("data"));
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM orders (id STRING KEY, item STRING, qty INT) \
+         WITH (kafka_topic='orders', value_format='JSON', partitions=1);",
+    );
+    let v = ksql_ok(
+        &p.sql,
+        "SET 'processing.guarantee'='exactly_once_v2'; \
+         CREATE STREAM even AS SELECT id, qty FROM orders WHERE qty % 2 = 0;",
+    );
+    let id = query_id(&v, 1);
+    assert_eq!(guarantee_of(&p.sql, &id), "exactly_once_v2");
+    let v = ksql_ok(
+        &p.sql,
+        "CREATE OR REPLACE STREAM even AS SELECT id, qty FROM orders WHERE qty % 2 = 0 AND qty > 2;",
+    );
+    assert_eq!(query_id(&v, 0), id);
+    assert_eq!(guarantee_of(&p.sql, &id), "exactly_once_v2");
+    ksql_ok(
+        &p.sql,
+        "SET 'processing.guarantee'='at_least_once'; \
+         CREATE OR REPLACE STREAM even AS SELECT id, qty FROM orders WHERE qty % 2 = 0;",
+    );
+    assert_eq!(guarantee_of(&p.sql, &id), "at_least_once");
+    // And an upgrade without a SET keeps that one.
+    ksql_ok(
+        &p.sql,
+        "CREATE OR REPLACE STREAM even AS SELECT id, qty FROM orders WHERE qty % 2 = 0 AND qty > 2;",
+    );
+    assert_eq!(guarantee_of(&p.sql, &id), "at_least_once");
+}
+
 /// Produces JSON records to explicit partitions in one flush: (partition, key, value).
 fn produce_to(kafka: &str, topic: &str, records: &[(i32, &str, Value)]) {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
