@@ -2252,6 +2252,87 @@ fn create_or_replace_keeps_the_replaced_querys_processing_guarantee_unless_one_i
     assert_eq!(guarantee_of(&p.sql, &id), "at_least_once");
 }
 
+/// `fjord start --processing-guarantee exactly_once_v2` makes it the SQL server's default: a query created
+/// without a SET runs exactly once (its output is written in transactions), one with a SET keeps its own, also
+/// through CREATE OR REPLACE. A cluster (`--brokers 2`), whose `fjord start` runs no SQL server, refuses the
+/// flag.
+#[test]
+fn fjord_start_sets_the_sql_servers_default_processing_guarantee() {
+    let dir = temp_dir();
+    let out = run_bounded(
+        std::process::Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .args([
+                "start",
+                "--brokers",
+                "2",
+                "--processing-guarantee",
+                "exactly_once_v2",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("cluster")),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("single broker"), "{}", stderr(&out));
+
+    let data = dir.path().join("data");
+    let log = std::fs::File::create(data.with_extension("log")).unwrap();
+    let (child, line) = start_platform_with_args(
+        &data,
+        "none",
+        "none",
+        "127.0.0.1:0",
+        &[],
+        &["--processing-guarantee", "exactly_once_v2"],
+        Stdio::from(log),
+    );
+    let p = Platform {
+        child,
+        kafka: field(&line, "kafka=").to_string(),
+        sql: field(&line, "sql=").to_string(),
+    };
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM orders (id STRING KEY, item STRING, qty INT) \
+         WITH (kafka_topic='orders', value_format='JSON', partitions=1);",
+    );
+    let v = ksql_ok(
+        &p.sql,
+        "CREATE STREAM even AS SELECT id, qty FROM orders WHERE qty % 2 = 0;",
+    );
+    let even = query_id(&v, 0);
+    assert_eq!(guarantee_of(&p.sql, &even), "exactly_once_v2");
+    let v = ksql_ok(
+        &p.sql,
+        "SET 'processing.guarantee'='at_least_once'; CREATE STREAM odd AS SELECT id, qty FROM orders WHERE qty % 2 = 1;",
+    );
+    let odd = query_id(&v, 1);
+    assert_eq!(guarantee_of(&p.sql, &odd), "at_least_once");
+    ksql_ok(
+        &p.sql,
+        "CREATE OR REPLACE STREAM odd AS SELECT id, qty FROM orders WHERE qty % 2 = 1 AND qty > 0;",
+    );
+    assert_eq!(guarantee_of(&p.sql, &odd), "at_least_once");
+
+    for i in 0..4 {
+        ksql_ok(
+            &p.sql,
+            &format!("INSERT INTO orders (id, item, qty) VALUES ('o{i}', 'w', {i});"),
+        );
+    }
+    await_written(&p.sql, "even", 2);
+    await_written(&p.sql, "odd", 2);
+    // Transaction markers take offsets in EVEN's partition; ODD's has the two rows alone.
+    let (rows, span) = read_committed(&p.kafka, "EVEN");
+    assert_eq!(rows.len(), 2);
+    assert!(
+        span > 2,
+        "EVEN spans {span} offsets for 2 rows: not written in transactions"
+    );
+    let (rows, span) = read_committed(&p.kafka, "ODD");
+    assert_eq!((rows.len(), span), (2, 2));
+}
+
 /// Produces JSON records to explicit partitions in one flush: (partition, key, value).
 fn produce_to(kafka: &str, topic: &str, records: &[(i32, &str, Value)]) {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
