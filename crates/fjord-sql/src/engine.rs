@@ -244,6 +244,24 @@ pub fn parse_guarantee(v: &str) -> Result<bool> {
     }
 }
 
+/// ksqlDB's query setting: a record that does not decode fails the query instead of being skipped (default
+/// false: skipped, counted and logged, as its processing log does).
+pub const FAIL_ON_DESERIALIZATION_ERROR: &str = "ksql.fail.on.deserialization.error";
+
+/// Whether a request sets `ksql.fail.on.deserialization.error` (`None` when it does not).
+fn props_fail_on_bad_record(props: &Props) -> Result<Option<bool>> {
+    props
+        .get(FAIL_ON_DESERIALIZATION_ERROR)
+        .map(|v| match v.trim().to_ascii_lowercase().as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => Err(SqlError::semantic(format!(
+                "{FAIL_ON_DESERIALIZATION_ERROR} '{other}': expected 'true' (a record that does not decode stops the query) or 'false' (it is skipped and counted)"
+            ))),
+        })
+        .transpose()
+}
+
 /// The processing guarantee a request asks for (`SET 'processing.guarantee'='exactly_once_v2';`, or ksqlDB's
 /// `ksql.streams.processing.guarantee`), `None` when it asks for none.
 fn props_guarantee(props: &Props) -> Result<Option<bool>> {
@@ -519,7 +537,10 @@ impl Engine {
         match &parsed.statement {
             Statement::Set { name, value } => {
                 props.insert(name.clone(), value.clone());
-                if let Err(e) = props_reset(props).and_then(|_| props_guarantee(props)) {
+                if let Err(e) = props_reset(props)
+                    .and_then(|_| props_guarantee(props))
+                    .and_then(|_| props_fail_on_bad_record(props))
+                {
                     props.remove(name);
                     return Err(e);
                 }
@@ -832,7 +853,7 @@ impl Engine {
             "sources": plan.as_ref().map(source_names).unwrap_or_default(),
             "fields": s.columns.iter().map(|c| json!({"name": c.name, "schema": {"type": c.ty.to_string()}})).collect::<Vec<_>>(),
             "executionPlan": plan.as_ref().map(plan_text).unwrap_or_default(), "statistics": self.stats_json(&q.id), "queryErrors": errors,
-            "overriddenProperties": {"processing.guarantee": if q.exactly_once() { EXACTLY_ONCE } else { AT_LEAST_ONCE }}})
+            "overriddenProperties": {"processing.guarantee": if q.exactly_once() { EXACTLY_ONCE } else { AT_LEAST_ONCE }, FAIL_ON_DESERIALIZATION_ERROR: q.fail_on_bad_record.to_string()}})
     }
 
     async fn create_source(&self, parsed: &Parsed) -> Result<J> {
@@ -1284,6 +1305,19 @@ impl Engine {
                 .and_then(|e| e.query.as_ref())
                 .map_or(self.cfg.exactly_once, QueryDef::exactly_once),
         };
+        // Likewise whether a record that does not decode stops the query.
+        let fail_on_bad_record = match props_fail_on_bad_record(props)? {
+            Some(stated) => stated,
+            None => existing
+                .as_ref()
+                .and_then(|e| e.query.as_ref())
+                .is_some_and(|q| q.fail_on_bad_record),
+        };
+        if fail_on_bad_record && (aggregate || is_join) {
+            return Err(SqlError::not_supported(format!(
+                "{FAIL_ON_DESERIALIZATION_ERROR}='true' for an aggregation or a join: not supported yet (only stateless queries stop on a record that does not decode); leave it unset or 'false' to skip and count such records"
+            )));
+        }
         let def = SourceDef {
             name: name.value.clone(),
             kind: *kind,
@@ -1306,6 +1340,7 @@ impl Engine {
                     }
                     .to_string(),
                 ),
+                fail_on_bad_record,
             }),
         };
         self.write_command(&def.name, Some(&def)).await?;
@@ -1480,6 +1515,7 @@ impl Engine {
             sink: def.clone(),
             plan,
             exactly_once: q.exactly_once(),
+            fail_on_bad_record: q.fail_on_bad_record,
         };
         let (s2, st2) = (stop.clone(), stats.clone());
         let id = q.id.clone();
@@ -2002,6 +2038,8 @@ struct RunConfig {
     plan: SelectPlan,
     /// Each batch's output and input offsets commit in one transaction.
     exactly_once: bool,
+    /// A record that does not decode fails the run (before its batch commits) instead of being skipped.
+    fail_on_bad_record: bool,
 }
 
 /// Evaluates filter and projection on a decoded row: `None` when the filter drops it.
@@ -2122,13 +2160,23 @@ fn run_persistent(
                     stats.records_in.fetch_add(1, Ordering::Relaxed);
                     offsets.insert(m.partition(), m.offset());
                     let ts = m.timestamp().to_millis().unwrap_or(0);
-                    let out = format::decode(
+                    let decoded = format::decode(
                         source,
                         m.key(),
                         m.payload(),
                         (ts, m.partition(), m.offset()),
-                    )
-                    .and_then(|row| match row {
+                    );
+                    if let (Err(e), true) = (&decoded, cfg.fail_on_bad_record) {
+                        // Nothing of this batch is committed: the restarted run meets the record again, and
+                        // the query stays in ERROR until it is dealt with.
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        return Err(format!(
+                            "partition {} offset {}: the record does not decode ({e}); {FAIL_ON_DESERIALIZATION_ERROR} is true, so the query stops at it instead of skipping it (SET it to 'false' and CREATE OR REPLACE the query to skip such records)",
+                            m.partition(),
+                            m.offset()
+                        ));
+                    }
+                    let out = decoded.and_then(|row| match row {
                         Some(r) => apply(&cfg.plan, &r)
                             .map(|o| o.map(|o| (o, r[0].as_i64().unwrap_or(ts)))),
                         None => Ok(None),

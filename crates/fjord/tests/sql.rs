@@ -2333,6 +2333,84 @@ fn fjord_start_sets_the_sql_servers_default_processing_guarantee() {
     assert_eq!((rows.len(), span), (2, 2));
 }
 
+/// ksqlDB's `ksql.fail.on.deserialization.error`: by default a record that does not decode is skipped and
+/// counted (the query goes on); SET to 'true' the query stops at it instead, shows ERROR with the record's
+/// position and does not commit past it, and an aggregation is refused the setting (not supported yet).
+#[test]
+fn a_record_that_does_not_decode_is_skipped_or_stops_the_query_as_set() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let dir = temp_dir();
+    let p = start(&dir.path().join("data"));
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM orders (id STRING KEY, item STRING, qty INT) \
+         WITH (kafka_topic='orders', value_format='JSON', partitions=1);",
+    );
+    let v = ksql_ok(
+        &p.sql,
+        "CREATE STREAM skipping AS SELECT id, item FROM orders; \
+         SET 'ksql.fail.on.deserialization.error'='true'; \
+         CREATE STREAM stopping AS SELECT id, item FROM orders;",
+    );
+    let (skipping, stopping) = (query_id(&v, 0), query_id(&v, 2));
+    let e = ksql_ok(&p.sql, &format!("EXPLAIN {stopping};"));
+    assert_eq!(
+        e[0]["queryDescription"]["overriddenProperties"]["ksql.fail.on.deserialization.error"],
+        "true",
+        "{e}"
+    );
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &p.kafka)
+        .create()
+        .unwrap();
+    for (key, value) in [
+        ("a", r#"{"ITEM":"a","QTY":1}"#),
+        ("b", "not JSON"),
+        ("c", r#"{"ITEM":"c","QTY":3}"#),
+    ] {
+        producer
+            .send(BaseRecord::to("orders").key(key).payload(value))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    await_written(&p.sql, "skipping", 2);
+    wait_committed(&p.kafka, &format!("_fjord_sql_{skipping}"), 3);
+    let s = stats(&p.sql, "skipping");
+    assert_eq!(s["processingErrors"].as_u64(), Some(1), "{s}");
+    assert_eq!(show_query(&p.sql, &skipping)["state"], "RUNNING");
+
+    let q = await_state(&p.sql, &stopping, "ERROR", 60);
+    let reason = q["reason"].as_str().unwrap_or_else(|| panic!("{q}"));
+    assert!(
+        reason.contains("offset 1") && reason.contains("does not decode"),
+        "{reason}"
+    );
+    // Restarted, it stops at the same record: still ERROR, and nothing committed past it.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(show_query(&p.sql, &stopping)["state"], "ERROR");
+    let committed: i64 = client(&[
+        "committed",
+        &p.kafka,
+        &format!("_fjord_sql_{stopping}"),
+        "orders",
+    ])
+    .trim()
+    .parse()
+    .unwrap();
+    assert!(committed <= 1, "committed past the record: {committed}");
+
+    let e = refused(
+        &p.sql,
+        "SET 'ksql.fail.on.deserialization.error'='true'; \
+         CREATE TABLE per_item AS SELECT item, COUNT(*) AS n FROM orders GROUP BY item;",
+    );
+    assert!(e.contains("not supported yet"), "{e}");
+    let e = refused(&p.sql, "SET 'ksql.fail.on.deserialization.error'='maybe';");
+    assert!(e.contains("expected 'true'"), "{e}");
+}
+
 /// Produces JSON records to explicit partitions in one flush: (partition, key, value).
 fn produce_to(kafka: &str, topic: &str, records: &[(i32, &str, Value)]) {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
