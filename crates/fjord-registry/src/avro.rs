@@ -27,6 +27,57 @@ pub struct ParsedAvro {
     pub canonical: String,
 }
 
+/// Reads the one datum `body` holds with `reader`; the datum must take the whole body, no more and no less.
+///
+/// apache-avro reads a value cut short by the end of its input as null instead of failing: a string, bytes or
+/// a boolean, and a union whose branch index is missing (as its branch 0, null in an optional field). So a
+/// record cut short decodes "successfully", with null fields or a null value. Neither checking what is left
+/// nor validating the value against the schema catches all of these (the last is a valid null of an optional
+/// field); the input itself does: a complete datum never asks for a byte past its end, a datum cut short
+/// always does. The console tools, SQL and Connect decode Confluent's wire format bodies through this.
+pub fn read_datum(
+    reader: &apache_avro::reader::datum::GenericDatumReader<'_>,
+    body: &[u8],
+) -> Result<apache_avro::types::Value, String> {
+    let mut input = WholeInput {
+        rest: body,
+        ran_out: false,
+    };
+    let v = reader.read_value(&mut input);
+    if input.ran_out {
+        return Err(format!(
+            "the Avro body ends early ({} bytes, a value is cut short): the record is damaged or was not written with this schema",
+            body.len()
+        ));
+    }
+    let v = v.map_err(|e| format!("the Avro body does not decode with its schema: {e}"))?;
+    if !input.rest.is_empty() {
+        return Err(format!(
+            "{} bytes are left after the Avro datum (not written with this schema?)",
+            input.rest.len()
+        ));
+    }
+    Ok(v)
+}
+
+/// A datum's bytes that remember whether the decoder asked for more than there is.
+struct WholeInput<'a> {
+    rest: &'a [u8],
+    ran_out: bool,
+}
+
+impl std::io::Read for WholeInput<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !buf.is_empty() && self.rest.is_empty() {
+            self.ran_out = true;
+        }
+        let n = buf.len().min(self.rest.len());
+        buf[..n].copy_from_slice(&self.rest[..n]);
+        self.rest = &self.rest[n..];
+        Ok(n)
+    }
+}
+
 /// Parses `text`, resolving named types from `referenced` (the texts of the referenced schemas, dependencies
 /// first). The error is a message for `42201 Invalid schema`.
 pub fn parse(text: &str, referenced: &[String]) -> Result<ParsedAvro, String> {
@@ -553,5 +604,39 @@ impl<'a> Checker<'a> {
                 type_name(writer)
             ),
         );
+    }
+}
+
+#[cfg(test)]
+mod datum_tests {
+    use super::*;
+
+    /// A body cut anywhere is an error, also where apache-avro alone reads it as a record with a null: inside
+    /// a string (null string), and right before an optional field's branch index (a valid null, which
+    /// validating the value against the schema accepts).
+    #[test]
+    fn a_datum_cut_short_anywhere_is_an_error_not_a_null() {
+        let schema = Schema::parse_str(
+            r#"{"type":"record","name":"R","fields":[
+                {"name":"a","type":"string"},{"name":"b","type":["null","string"]}]}"#,
+        )
+        .unwrap();
+        let reader = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+            .build()
+            .unwrap();
+        // a = "ab", b = branch 1, "c".
+        let body = [0x04, b'a', b'b', 0x02, 0x02, b'c'];
+        let v = read_datum(&reader, &body).unwrap();
+        assert!(v.validate(&schema), "{v:?}");
+        for cut in 0..body.len() {
+            let e = read_datum(&reader, &body[..cut]).unwrap_err();
+            assert!(e.contains("ends early"), "cut at {cut}: {e}");
+        }
+        // apache-avro on its own: the body without b reads as b = null, which fits the schema.
+        let mut rest = &body[..3];
+        let alone = reader.read_value(&mut rest).unwrap();
+        assert!(rest.is_empty() && alone.validate(&schema), "{alone:?}");
+        let e = read_datum(&reader, &[0x04, b'a', b'b', 0x00, 0x00]).unwrap_err();
+        assert!(e.contains("1 bytes are left"), "{e}");
     }
 }

@@ -419,22 +419,13 @@ pub fn write(schema: &Schema, v: Avro, out: &mut Vec<u8>) -> Result<(), String> 
     Ok(())
 }
 
-/// Reads one datum written with `schema`; the whole body must be used.
+/// Reads one datum written with `schema`; the whole body must be used, and a body cut short is an error (never
+/// a row with NULLs where apache-avro reads the missing values as null).
 pub fn read(schema: &Schema, body: &[u8]) -> Result<Avro, String> {
     let r = apache_avro::reader::datum::GenericDatumReader::builder(schema)
         .build()
         .map_err(|e| e.to_string())?;
-    let mut rest = body;
-    let v = r
-        .read_value(&mut rest)
-        .map_err(|e| format!("the Avro body does not decode with its schema: {e}"))?;
-    if !rest.is_empty() {
-        return Err(format!(
-            "{} bytes are left after the Avro datum (not written with this schema?)",
-            rest.len()
-        ));
-    }
-    Ok(v)
+    fjord_registry::avro::read_datum(&r, body)
 }
 
 #[cfg(test)]
@@ -493,5 +484,36 @@ mod tests {
             .unwrap_err()
             .contains("not nullable"));
         assert!(read(&Schema::Long, &[]).is_err());
+    }
+
+    /// A datum cut short is an error, not a row of NULLs: apache-avro reads a string cut short as null, and a
+    /// missing branch index of an optional column as its null branch.
+    #[test]
+    fn a_datum_cut_short_is_an_error_not_nulls() {
+        let text = value_schema(
+            [("ITEM", &SqlType::String), ("NOTE", &SqlType::String)]
+                .iter()
+                .map(|(n, t)| (*n, *t)),
+        )
+        .to_string();
+        let schema = Schema::parse_str(&text).unwrap();
+        let Schema::Record(r) = &schema else {
+            unreachable!()
+        };
+        let vals = [Value::String("ab".into()), Value::String("c".into())];
+        let datum = record_datum(r, |n| {
+            ["ITEM", "NOTE"]
+                .iter()
+                .position(|c| *c == n)
+                .map(|i| &vals[i])
+        })
+        .unwrap();
+        let mut body = Vec::new();
+        write(&schema, datum, &mut body).unwrap();
+        assert!(read(&schema, &body).is_ok());
+        for cut in 0..body.len() {
+            let e = read(&schema, &body[..cut]).unwrap_err();
+            assert!(e.contains("ends early"), "cut at {cut}: {e}");
+        }
     }
 }

@@ -81,6 +81,10 @@ pub struct QueryDef {
     /// 'processing.guarantee'`, else the server's); none (written before it was kept): at least once.
     #[serde(default)]
     pub guarantee: Option<String>,
+    /// `ksql.fail.on.deserialization.error` at creation: a record that does not decode stops the query (ERROR,
+    /// restarted from its committed offsets, so it stays there) instead of being skipped and counted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fail_on_bad_record: bool,
 }
 
 impl QueryDef {

@@ -244,6 +244,24 @@ pub fn parse_guarantee(v: &str) -> Result<bool> {
     }
 }
 
+/// ksqlDB's query setting: a record that does not decode fails the query instead of being skipped (default
+/// false: skipped, counted and logged, as its processing log does).
+pub const FAIL_ON_DESERIALIZATION_ERROR: &str = "ksql.fail.on.deserialization.error";
+
+/// Whether a request sets `ksql.fail.on.deserialization.error` (`None` when it does not).
+fn props_fail_on_bad_record(props: &Props) -> Result<Option<bool>> {
+    props
+        .get(FAIL_ON_DESERIALIZATION_ERROR)
+        .map(|v| match v.trim().to_ascii_lowercase().as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => Err(SqlError::semantic(format!(
+                "{FAIL_ON_DESERIALIZATION_ERROR} '{other}': expected 'true' (a record that does not decode stops the query) or 'false' (it is skipped and counted)"
+            ))),
+        })
+        .transpose()
+}
+
 /// The processing guarantee a request asks for (`SET 'processing.guarantee'='exactly_once_v2';`, or ksqlDB's
 /// `ksql.streams.processing.guarantee`), `None` when it asks for none.
 fn props_guarantee(props: &Props) -> Result<Option<bool>> {
@@ -519,7 +537,10 @@ impl Engine {
         match &parsed.statement {
             Statement::Set { name, value } => {
                 props.insert(name.clone(), value.clone());
-                if let Err(e) = props_reset(props).and_then(|_| props_guarantee(props)) {
+                if let Err(e) = props_reset(props)
+                    .and_then(|_| props_guarantee(props))
+                    .and_then(|_| props_fail_on_bad_record(props))
+                {
                     props.remove(name);
                     return Err(e);
                 }
@@ -832,7 +853,7 @@ impl Engine {
             "sources": plan.as_ref().map(source_names).unwrap_or_default(),
             "fields": s.columns.iter().map(|c| json!({"name": c.name, "schema": {"type": c.ty.to_string()}})).collect::<Vec<_>>(),
             "executionPlan": plan.as_ref().map(plan_text).unwrap_or_default(), "statistics": self.stats_json(&q.id), "queryErrors": errors,
-            "overriddenProperties": {"processing.guarantee": if q.exactly_once() { EXACTLY_ONCE } else { AT_LEAST_ONCE }}})
+            "overriddenProperties": {"processing.guarantee": if q.exactly_once() { EXACTLY_ONCE } else { AT_LEAST_ONCE }, FAIL_ON_DESERIALIZATION_ERROR: q.fail_on_bad_record.to_string()}})
     }
 
     async fn create_source(&self, parsed: &Parsed) -> Result<J> {
@@ -1273,6 +1294,30 @@ impl Engine {
                 format!("{prefix}_{}_{n}", sanitize(&name.value))
             }
         };
+        // The processing guarantee this request states (SET, streamsProperties); else, for CREATE OR REPLACE, the
+        // replaced query's, so that an upgrade sent without the SET does not quietly turn an exactly-once query
+        // into an at-least-once one (ksqlDB builds the new version from the request's properties and the
+        // server's config alone); else the server's default.
+        let exactly_once = match props_guarantee(props)? {
+            Some(stated) => stated,
+            None => existing
+                .as_ref()
+                .and_then(|e| e.query.as_ref())
+                .map_or(self.cfg.exactly_once, QueryDef::exactly_once),
+        };
+        // Likewise whether a record that does not decode stops the query.
+        let fail_on_bad_record = match props_fail_on_bad_record(props)? {
+            Some(stated) => stated,
+            None => existing
+                .as_ref()
+                .and_then(|e| e.query.as_ref())
+                .is_some_and(|q| q.fail_on_bad_record),
+        };
+        if fail_on_bad_record && (aggregate || is_join) {
+            return Err(SqlError::not_supported(format!(
+                "{FAIL_ON_DESERIALIZATION_ERROR}='true' for an aggregation or a join: not supported yet (only stateless queries stop on a record that does not decode); leave it unset or 'false' to skip and count such records"
+            )));
+        }
         let def = SourceDef {
             name: name.value.clone(),
             kind: *kind,
@@ -1288,13 +1333,14 @@ impl Engine {
                 running: true,
                 reset: Some(props_reset(props)?),
                 guarantee: Some(
-                    if props_guarantee(props)?.unwrap_or(self.cfg.exactly_once) {
+                    if exactly_once {
                         EXACTLY_ONCE
                     } else {
                         AT_LEAST_ONCE
                     }
                     .to_string(),
                 ),
+                fail_on_bad_record,
             }),
         };
         self.write_command(&def.name, Some(&def)).await?;
@@ -1469,6 +1515,7 @@ impl Engine {
             sink: def.clone(),
             plan,
             exactly_once: q.exactly_once(),
+            fail_on_bad_record: q.fail_on_bad_record,
         };
         let (s2, st2) = (stop.clone(), stats.clone());
         let id = q.id.clone();
@@ -1991,6 +2038,8 @@ struct RunConfig {
     plan: SelectPlan,
     /// Each batch's output and input offsets commit in one transaction.
     exactly_once: bool,
+    /// A record that does not decode fails the run (before its batch commits) instead of being skipped.
+    fail_on_bad_record: bool,
 }
 
 /// Evaluates filter and projection on a decoded row: `None` when the filter drops it.
@@ -2063,12 +2112,18 @@ fn run_persistent(
         })
         .map_err(|e| format!("cannot create a producer: {e}"))?;
     if cfg.exactly_once {
+        // Also the restart path: a transaction a failed run left open (its abort below failed, or the process
+        // died) is aborted here by the coordinator, as the new epoch fences the old one.
         producer
             .init_transactions(TIMEOUT)
             .map_err(|e| format!("cannot start the query's transactions: {e}"))?;
     }
-    // Exactly once: whether this batch's transaction is open.
-    let mut in_txn = false;
+    // Exactly once: the batch's transaction while it is open, aborted by every return that leaves it open.
+    let mut txn = OpenTxn {
+        producer: &producer,
+        open: false,
+        group: &cfg.group,
+    };
     let source = &cfg.plan.source;
     consumer
         .subscribe(&[&source.topic])
@@ -2090,11 +2145,11 @@ fn run_persistent(
                 Some(Err(e)) => return Err(format!("consuming {} failed: {e}", source.topic)),
                 Some(Ok(m)) => {
                     read_any = true;
-                    if cfg.exactly_once && !in_txn {
+                    if cfg.exactly_once && !txn.open {
                         producer
                             .begin_transaction()
                             .map_err(|e| format!("cannot begin a transaction: {e}"))?;
-                        in_txn = true;
+                        txn.open = true;
                     }
                     // A record whose schema the registry cannot be asked about now is not a bad record: stop
                     // before it (nothing from it on is committed) and restart from the committed offsets.
@@ -2105,13 +2160,23 @@ fn run_persistent(
                     stats.records_in.fetch_add(1, Ordering::Relaxed);
                     offsets.insert(m.partition(), m.offset());
                     let ts = m.timestamp().to_millis().unwrap_or(0);
-                    let out = format::decode(
+                    let decoded = format::decode(
                         source,
                         m.key(),
                         m.payload(),
                         (ts, m.partition(), m.offset()),
-                    )
-                    .and_then(|row| match row {
+                    );
+                    if let (Err(e), true) = (&decoded, cfg.fail_on_bad_record) {
+                        // Nothing of this batch is committed: the restarted run meets the record again, and
+                        // the query stays in ERROR until it is dealt with.
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        return Err(format!(
+                            "partition {} offset {}: the record does not decode ({e}); {FAIL_ON_DESERIALIZATION_ERROR} is true, so the query stops at it instead of skipping it (SET it to 'false' and CREATE OR REPLACE the query to skip such records)",
+                            m.partition(),
+                            m.offset()
+                        ));
+                    }
+                    let out = decoded.and_then(|row| match row {
                         Some(r) => apply(&cfg.plan, &r)
                             .map(|o| o.map(|o| (o, r[0].as_i64().unwrap_or(ts)))),
                         None => Ok(None),
@@ -2218,7 +2283,7 @@ fn run_persistent(
                     cfg.sink.topic
                 )
             })?;
-            in_txn = false;
+            txn.open = false;
             if let Some(e) = failed.lock().expect("delivery check").take() {
                 return Err(format!("writing to {} failed: {e}", cfg.sink.topic));
             }
@@ -2240,6 +2305,33 @@ fn run_persistent(
         stats.recovered(query_id);
     }
     Ok(())
+}
+
+/// The open transaction of an exactly-once batch. A run that returns with it open (an error mid-batch: a
+/// refused write, the registry unreachable, a failed commit) aborts it at once, instead of leaving it to the
+/// restarted run's fencing or, when the query is stopped meanwhile, to the transaction timeout: until then
+/// read_committed readers of the output and the partitions' last stable offset could not pass it.
+struct OpenTxn<'a> {
+    producer: &'a ThreadedProducer<DeliveryCheck>,
+    open: bool,
+    group: &'a str,
+}
+
+impl Drop for OpenTxn<'_> {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        match self.producer.abort_transaction(TIMEOUT) {
+            Ok(()) => tracing::info!(group = self.group, "aborted the failed batch's transaction"),
+            // A fenced or fatally failed producer cannot abort: the next run's init_transactions does.
+            Err(e) => tracing::warn!(
+                group = self.group,
+                error = %e,
+                "cannot abort the failed batch's transaction; the restarted query's fencing aborts it"
+            ),
+        }
+    }
 }
 
 /// Remembers the first failed delivery of a persistent query's producer, so that its batch's input offsets

@@ -882,6 +882,14 @@ mod tests {
         // "ab" would be 04 61 62; the length says 8 bytes.
         let err = c.decode_body(&[0x10, b'a', b'b']).unwrap_err();
         assert!(!err.is_empty());
+        // Cut right before an optional field: apache-avro reads its missing branch index as null, a value that
+        // fits the schema, so validating it let the record through as {"a": "ab", "b": null}.
+        let c = avro_codec(
+            r#"{"type":"record","name":"R","fields":[{"name":"a","type":"string"},{"name":"b","type":["null","string"]}]}"#,
+        );
+        assert!(c.decode_body(&[0x04, b'a', b'b', 0x02, 0x02, b'c']).is_ok());
+        let err = c.decode_body(&[0x04, b'a', b'b']).unwrap_err();
+        assert!(err.contains("ends early"), "{err}");
     }
 
     #[test]

@@ -121,6 +121,11 @@ enum Cmd {
         /// topic and outlive restarts.
         #[arg(long, value_name = "HOST:PORT|none", default_value = "127.0.0.1:8088")]
         sql_listener: String,
+        /// The processing guarantee of the SQL server's persistent queries that do not SET
+        /// 'processing.guarantee' themselves (ksqlDB's ksql.streams.processing.guarantee): at_least_once (the
+        /// default) or exactly_once_v2. As `fjord sql-server --processing-guarantee`.
+        #[arg(long, value_name = "GUARANTEE")]
+        processing_guarantee: Option<String>,
         #[command(flatten)]
         opts: BrokerOpts,
     },
@@ -360,20 +365,26 @@ fn main() -> ExitCode {
             registry_listener,
             connect_listener,
             sql_listener,
+            processing_guarantee,
             opts,
         } => parse_listener("--registry-listener", &registry_listener).and_then(|registry| {
             parse_listener("--connect-listener", &connect_listener).and_then(|connect| {
                 parse_listener("--sql-listener", &sql_listener).and_then(|sql| {
-                    start_properties(data_dir, &opts).and_then(|props| {
-                        run_server(
-                            props,
-                            serve::Services {
-                                registry,
-                                connect,
-                                sql,
-                            },
-                        )
-                    })
+                    start_guarantee(processing_guarantee.as_deref(), sql.is_some()).and_then(
+                        |sql_exactly_once| {
+                            start_properties(data_dir, &opts).and_then(|props| {
+                                run_server(
+                                    props,
+                                    serve::Services {
+                                        registry,
+                                        connect,
+                                        sql,
+                                        sql_exactly_once,
+                                    },
+                                )
+                            })
+                        },
+                    )
                 })
             })
         }),
@@ -384,6 +395,13 @@ fn main() -> ExitCode {
         } => Err(CliError::new(
             ops::EXIT_BAD_ARGS,
             "--controller-port is for a cluster: give --brokers 2 or more",
+        )),
+        Cmd::Start {
+            processing_guarantee: Some(_),
+            ..
+        } => Err(CliError::bad_args(
+            "--processing-guarantee is the SQL server's, and `fjord start` runs one only with a single broker: \
+             leave out --brokers, or run `fjord sql-server --processing-guarantee ...` against the cluster",
         )),
         Cmd::Start {
             data_dir,
@@ -438,10 +456,7 @@ fn main() -> ExitCode {
             let mut cfg = fjord_sql::engine::EngineConfig::new(&bootstrap_server, &command_topic);
             cfg.registry_url = registry_url;
             cfg.push_stall = std::time::Duration::from_millis(push_stall_timeout_ms.max(1));
-            cfg.exactly_once =
-                fjord_sql::engine::parse_guarantee(&processing_guarantee).map_err(|e| {
-                    CliError::bad_args(format!("--processing-guarantee: {}", e.message))
-                })?;
+            cfg.exactly_once = parse_guarantee(&processing_guarantee)?;
             rt.block_on(sql::serve(cfg, listen))
                 .map_err(|e| CliError::failure(format!("{e:#}")))
         }),
@@ -542,6 +557,33 @@ fn run_cluster(
     run().map_err(|e| CliError::failure(format!("{e:#}")))
 }
 
+/// `--processing-guarantee`: true for exactly once.
+#[cfg(feature = "sql")]
+fn parse_guarantee(v: &str) -> Result<bool, CliError> {
+    fjord_sql::engine::parse_guarantee(v)
+        .map_err(|e| CliError::bad_args(format!("--processing-guarantee: {}", e.message)))
+}
+
+#[cfg(not(feature = "sql"))]
+fn parse_guarantee(_: &str) -> Result<bool, CliError> {
+    Err(CliError::bad_args(
+        "--processing-guarantee: this fjord was built without the `sql` feature (no SQL server)",
+    ))
+}
+
+/// `fjord start --processing-guarantee`: the SQL server's default guarantee (at least once when not given); an
+/// error when no SQL server runs (`--sql-listener none`), which it would be silently ignored by.
+fn start_guarantee(v: Option<&str>, sql_runs: bool) -> Result<bool, CliError> {
+    match v {
+        None => Ok(false),
+        Some(_) if !sql_runs => Err(CliError::bad_args(
+            "--processing-guarantee is the SQL server's, and --sql-listener none runs none: give --sql-listener \
+             HOST:PORT or leave out --processing-guarantee",
+        )),
+        Some(v) => parse_guarantee(v),
+    }
+}
+
 /// `--registry-listener`, `--connect-listener` and `--sql-listener`: an address, or `none`.
 fn parse_listener(flag: &str, s: &str) -> Result<Option<std::net::SocketAddr>, CliError> {
     if s.eq_ignore_ascii_case("none") {
@@ -565,4 +607,40 @@ fn run_server(
         rt.block_on(serve::serve(config, services))
     };
     run().map_err(|e| CliError::failure(format!("{e:#}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `fjord start --processing-guarantee` parses and reaches the SQL server's default; a bad value, a
+    /// platform without a SQL server and a cluster are refused with what to do.
+    #[test]
+    fn start_takes_the_sql_servers_processing_guarantee() {
+        let guarantee = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Cmd::Start {
+                processing_guarantee,
+                ..
+            } => processing_guarantee,
+            _ => unreachable!(),
+        };
+        let g = guarantee(&[
+            "fjord",
+            "start",
+            "--processing-guarantee",
+            "exactly_once_v2",
+        ]);
+        assert_eq!(g.as_deref(), Some("exactly_once_v2"));
+        assert!(guarantee(&["fjord", "start"]).is_none());
+        #[cfg(feature = "sql")]
+        {
+            assert!(start_guarantee(g.as_deref(), true).unwrap());
+            assert!(!start_guarantee(Some("at_least_once"), true).unwrap());
+            assert!(!start_guarantee(None, true).unwrap());
+            let e = start_guarantee(Some("exactly_twice"), true).unwrap_err();
+            assert!(e.message.contains("exactly_once_v2"), "{}", e.message);
+        }
+        let e = start_guarantee(g.as_deref(), false).unwrap_err();
+        assert!(e.message.contains("--sql-listener none"), "{}", e.message);
+    }
 }

@@ -145,6 +145,8 @@ pub struct Services {
     pub registry: Option<SocketAddr>,
     pub connect: Option<SocketAddr>,
     pub sql: Option<SocketAddr>,
+    /// The SQL server's default processing guarantee (`--processing-guarantee`): true for exactly once.
+    pub sql_exactly_once: bool,
 }
 
 pub async fn serve(config: BrokerConfig, services: Services) -> Result<()> {
@@ -152,6 +154,7 @@ pub async fn serve(config: BrokerConfig, services: Services) -> Result<()> {
         registry: registry_listener,
         connect: connect_listener,
         sql: sql_listener,
+        sql_exactly_once,
     } = services;
     let metrics_addr = config.metrics_listener;
     let access = dashboard_access(&config)?;
@@ -231,7 +234,7 @@ pub async fn serve(config: BrokerConfig, services: Services) -> Result<()> {
         Some(addr) if broker.state().config.is_broker => {
             // AVRO and JSON_SR formats use the registry beside it.
             let registry_url = registry.as_ref().map(|r| format!("http://{}", r.addr));
-            match start_sql(&kafka.to_string(), addr, registry_url).await {
+            match start_sql(&kafka.to_string(), addr, registry_url, sql_exactly_once).await {
                 Ok(s) => s,
                 Err(e) => {
                     if let Some(c) = connect {
@@ -504,9 +507,11 @@ async fn start_sql(
     bootstrap: &str,
     listen: SocketAddr,
     registry_url: Option<String>,
+    exactly_once: bool,
 ) -> Result<Option<SqlServer>> {
     let mut cfg = fjord_sql::engine::EngineConfig::new(bootstrap, fjord_sql::engine::COMMAND_TOPIC);
     cfg.registry_url = registry_url;
+    cfg.exactly_once = exactly_once;
     let (engine, addr) = crate::sql::start(cfg, listen).await?;
     Ok(Some(SqlServer { addr, engine }))
 }
@@ -517,6 +522,7 @@ async fn start_sql(
     _bootstrap: &str,
     _listen: SocketAddr,
     _registry_url: Option<String>,
+    _exactly_once: bool,
 ) -> Result<Option<SqlServer>> {
     tracing::warn!("this fjord was built without the `sql` feature: no SQL server");
     Ok(None)

@@ -2196,6 +2196,358 @@ fn exactly_once_queries_killed_mid_stream_leave_no_duplicates_for_read_committed
     }
 }
 
+/// The processing guarantee EXPLAIN shows for query `id`.
+fn guarantee_of(addr: &str, id: &str) -> String {
+    let e = ksql_ok(addr, &format!("EXPLAIN {id};"));
+    e[0]["queryDescription"]["overriddenProperties"]["processing.guarantee"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{e}"))
+        .to_string()
+}
+
+/// The query id a CREATE ... AS SELECT answered with (the `i`th statement's entity).
+fn query_id(v: &Value, i: usize) -> String {
+    v[i]["commandStatus"]["queryId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string()
+}
+
+/// CREATE OR REPLACE keeps the replaced query's processing guarantee unless the request states one: an
+/// exactly-once query upgraded without repeating the SET stays exactly once (it became at least once, the
+/// server's default), and a SET in the upgrading request changes it.
+#[test]
+fn create_or_replace_keeps_the_replaced_querys_processing_guarantee_unless_one_is_stated() {
+    let dir = temp_dir();
+    let p = start(&dir.path().join("data"));
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM orders (id STRING KEY, item STRING, qty INT) \
+         WITH (kafka_topic='orders', value_format='JSON', partitions=1);",
+    );
+    let v = ksql_ok(
+        &p.sql,
+        "SET 'processing.guarantee'='exactly_once_v2'; \
+         CREATE STREAM even AS SELECT id, qty FROM orders WHERE qty % 2 = 0;",
+    );
+    let id = query_id(&v, 1);
+    assert_eq!(guarantee_of(&p.sql, &id), "exactly_once_v2");
+    let v = ksql_ok(
+        &p.sql,
+        "CREATE OR REPLACE STREAM even AS SELECT id, qty FROM orders WHERE qty % 2 = 0 AND qty > 2;",
+    );
+    assert_eq!(query_id(&v, 0), id);
+    assert_eq!(guarantee_of(&p.sql, &id), "exactly_once_v2");
+    ksql_ok(
+        &p.sql,
+        "SET 'processing.guarantee'='at_least_once'; \
+         CREATE OR REPLACE STREAM even AS SELECT id, qty FROM orders WHERE qty % 2 = 0;",
+    );
+    assert_eq!(guarantee_of(&p.sql, &id), "at_least_once");
+    // And an upgrade without a SET keeps that one.
+    ksql_ok(
+        &p.sql,
+        "CREATE OR REPLACE STREAM even AS SELECT id, qty FROM orders WHERE qty % 2 = 0 AND qty > 2;",
+    );
+    assert_eq!(guarantee_of(&p.sql, &id), "at_least_once");
+}
+
+/// `fjord start --processing-guarantee exactly_once_v2` makes it the SQL server's default: a query created
+/// without a SET runs exactly once (its output is written in transactions), one with a SET keeps its own, also
+/// through CREATE OR REPLACE. A cluster (`--brokers 2`), whose `fjord start` runs no SQL server, refuses the
+/// flag.
+#[test]
+fn fjord_start_sets_the_sql_servers_default_processing_guarantee() {
+    let dir = temp_dir();
+    let out = run_bounded(
+        std::process::Command::new(env!("CARGO_BIN_EXE_fjord"))
+            .args([
+                "start",
+                "--brokers",
+                "2",
+                "--processing-guarantee",
+                "exactly_once_v2",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("cluster")),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("single broker"), "{}", stderr(&out));
+
+    let data = dir.path().join("data");
+    let log = std::fs::File::create(data.with_extension("log")).unwrap();
+    let (child, line) = start_platform_with_args(
+        &data,
+        "none",
+        "none",
+        "127.0.0.1:0",
+        &[],
+        &["--processing-guarantee", "exactly_once_v2"],
+        Stdio::from(log),
+    );
+    let p = Platform {
+        child,
+        kafka: field(&line, "kafka=").to_string(),
+        sql: field(&line, "sql=").to_string(),
+    };
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM orders (id STRING KEY, item STRING, qty INT) \
+         WITH (kafka_topic='orders', value_format='JSON', partitions=1);",
+    );
+    let v = ksql_ok(
+        &p.sql,
+        "CREATE STREAM even AS SELECT id, qty FROM orders WHERE qty % 2 = 0;",
+    );
+    let even = query_id(&v, 0);
+    assert_eq!(guarantee_of(&p.sql, &even), "exactly_once_v2");
+    let v = ksql_ok(
+        &p.sql,
+        "SET 'processing.guarantee'='at_least_once'; CREATE STREAM odd AS SELECT id, qty FROM orders WHERE qty % 2 = 1;",
+    );
+    let odd = query_id(&v, 1);
+    assert_eq!(guarantee_of(&p.sql, &odd), "at_least_once");
+    ksql_ok(
+        &p.sql,
+        "CREATE OR REPLACE STREAM odd AS SELECT id, qty FROM orders WHERE qty % 2 = 1 AND qty > 0;",
+    );
+    assert_eq!(guarantee_of(&p.sql, &odd), "at_least_once");
+
+    for i in 0..4 {
+        ksql_ok(
+            &p.sql,
+            &format!("INSERT INTO orders (id, item, qty) VALUES ('o{i}', 'w', {i});"),
+        );
+    }
+    await_written(&p.sql, "even", 2);
+    await_written(&p.sql, "odd", 2);
+    // Transaction markers take offsets in EVEN's partition; ODD's has the two rows alone.
+    let (rows, span) = read_committed(&p.kafka, "EVEN");
+    assert_eq!(rows.len(), 2);
+    assert!(
+        span > 2,
+        "EVEN spans {span} offsets for 2 rows: not written in transactions"
+    );
+    let (rows, span) = read_committed(&p.kafka, "ODD");
+    assert_eq!((rows.len(), span), (2, 2));
+}
+
+/// ksqlDB's `ksql.fail.on.deserialization.error`: by default a record that does not decode is skipped and
+/// counted (the query goes on); SET to 'true' the query stops at it instead, shows ERROR with the record's
+/// position and does not commit past it, and an aggregation is refused the setting (not supported yet).
+#[test]
+fn a_record_that_does_not_decode_is_skipped_or_stops_the_query_as_set() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let dir = temp_dir();
+    let p = start(&dir.path().join("data"));
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM orders (id STRING KEY, item STRING, qty INT) \
+         WITH (kafka_topic='orders', value_format='JSON', partitions=1);",
+    );
+    let v = ksql_ok(
+        &p.sql,
+        "CREATE STREAM skipping AS SELECT id, item FROM orders; \
+         SET 'ksql.fail.on.deserialization.error'='true'; \
+         CREATE STREAM stopping AS SELECT id, item FROM orders;",
+    );
+    let (skipping, stopping) = (query_id(&v, 0), query_id(&v, 2));
+    let e = ksql_ok(&p.sql, &format!("EXPLAIN {stopping};"));
+    assert_eq!(
+        e[0]["queryDescription"]["overriddenProperties"]["ksql.fail.on.deserialization.error"],
+        "true",
+        "{e}"
+    );
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &p.kafka)
+        .create()
+        .unwrap();
+    for (key, value) in [
+        ("a", r#"{"ITEM":"a","QTY":1}"#),
+        ("b", "not JSON"),
+        ("c", r#"{"ITEM":"c","QTY":3}"#),
+    ] {
+        producer
+            .send(BaseRecord::to("orders").key(key).payload(value))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    await_written(&p.sql, "skipping", 2);
+    wait_committed(&p.kafka, &format!("_fjord_sql_{skipping}"), 3);
+    let s = stats(&p.sql, "skipping");
+    assert_eq!(s["processingErrors"].as_u64(), Some(1), "{s}");
+    assert_eq!(show_query(&p.sql, &skipping)["state"], "RUNNING");
+
+    let q = await_state(&p.sql, &stopping, "ERROR", 60);
+    let reason = q["reason"].as_str().unwrap_or_else(|| panic!("{q}"));
+    assert!(
+        reason.contains("offset 1") && reason.contains("does not decode"),
+        "{reason}"
+    );
+    // Restarted, it stops at the same record: still ERROR, and nothing committed past it.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(show_query(&p.sql, &stopping)["state"], "ERROR");
+    let committed: i64 = client(&[
+        "committed",
+        &p.kafka,
+        &format!("_fjord_sql_{stopping}"),
+        "orders",
+    ])
+    .trim()
+    .parse()
+    .unwrap();
+    assert!(committed <= 1, "committed past the record: {committed}");
+
+    let e = refused(
+        &p.sql,
+        "SET 'ksql.fail.on.deserialization.error'='true'; \
+         CREATE TABLE per_item AS SELECT item, COUNT(*) AS n FROM orders GROUP BY item;",
+    );
+    assert!(e.contains("not supported yet"), "{e}");
+    let e = refused(&p.sql, "SET 'ksql.fail.on.deserialization.error'='maybe';");
+    assert!(e.contains("expected 'true'"), "{e}");
+}
+
+/// Produces JSON records to explicit partitions in one flush: (partition, key, value).
+fn produce_to(kafka: &str, topic: &str, records: &[(i32, &str, Value)]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let p: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka)
+        .set("linger.ms", "50")
+        .create()
+        .unwrap();
+    let texts: Vec<String> = records.iter().map(|(_, _, v)| v.to_string()).collect();
+    for ((partition, key, _), text) in records.iter().zip(&texts) {
+        p.send(
+            BaseRecord::to(topic)
+                .partition(*partition)
+                .key(*key)
+                .payload(text),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// Per partition of `topic`: (the end a read_committed reader sees, i.e. the last stable offset; the high
+/// watermark).
+fn stable_ends(kafka: &str, topic: &str, partitions: i32) -> Vec<(i64, i64)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client = |isolation: &str| -> BaseConsumer {
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", kafka)
+            .set("group.id", "sql-test-ends")
+            .set("isolation.level", isolation)
+            .create()
+            .unwrap()
+    };
+    let (committed, uncommitted) = (client("read_committed"), client("read_uncommitted"));
+    (0..partitions)
+        .map(|p| {
+            let t = Duration::from_secs(10);
+            (
+                committed.fetch_watermarks(topic, p, t).unwrap().1,
+                uncommitted.fetch_watermarks(topic, p, t).unwrap().1,
+            )
+        })
+        .collect()
+}
+
+/// Exactly once: a batch that fails mid-transaction (the output topic refuses its row for partition 1, larger
+/// than max.message.bytes, after its row for partition 0 was written in the transaction) aborts its
+/// transaction at once. The query is terminated while it waits to restart, so no restarted run fences the
+/// transaction either: read_committed readers of the output (the partitions' last stable offsets) are at the
+/// end within seconds. The failed run used to return with the transaction open, and they waited for the
+/// transaction timeout (60 s).
+#[test]
+fn an_exactly_once_batch_that_fails_aborts_its_transaction_at_once() {
+    let dir = temp_dir();
+    let p = start(&dir.path().join("data"));
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM orders (id STRING KEY, item STRING, qty INT) \
+         WITH (kafka_topic='orders', value_format='JSON', partitions=2);",
+    );
+    let v = ksql_ok(
+        &p.sql,
+        "SET 'processing.guarantee'='exactly_once_v2'; CREATE STREAM copied AS SELECT id, item FROM orders;",
+    );
+    let id = v[1]["commandStatus"]["queryId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string();
+    let group = format!("_fjord_sql_{id}");
+    let row = |item: &str| json!({"ITEM": item, "QTY": 1});
+    produce_to(
+        &p.kafka,
+        "orders",
+        &[(0, "a", row("a")), (1, "b", row("b"))],
+    );
+    wait_committed(&p.kafka, &group, 2);
+    let committed_ends = stable_ends(&p.kafka, "COPIED", 2);
+
+    ok(&fjord(
+        &p.kafka,
+        &[
+            "configs",
+            "alter",
+            "--topic",
+            "COPIED",
+            "--add-config",
+            "max.message.bytes=300",
+        ],
+        None,
+    ));
+    produce_to(&p.kafka, "orders", &[(1, "d", row(&"x".repeat(2000)))]);
+    let q = await_state(&p.sql, &id, "ERROR", 60);
+    let reason = q["reason"].as_str().unwrap_or_else(|| panic!("{q}"));
+    assert!(reason.contains("COPIED"), "{reason}");
+    // Every restarted run reads e (partition 0) and d from the committed offsets in one batch: e goes into
+    // partition 0 inside the transaction, and d's refusal fails the batch.
+    produce_to(&p.kafka, "orders", &[(0, "e", row("e"))]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ends = stable_ends(&p.kafka, "COPIED", 2);
+        if ends[0].1 > committed_ends[0].1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failed batch wrote row e: {ends:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ksql_ok(&p.sql, &format!("TERMINATE {id};"));
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ends = stable_ends(&p.kafka, "COPIED", 2);
+        if ends.iter().all(|(lso, hw)| lso == hw) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "read_committed readers of COPIED are held back by an open transaction (last stable offset, high watermark): {ends:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (rows, _) = read_committed(&p.kafka, "COPIED");
+    let keys: Vec<String> = rows
+        .iter()
+        .map(|(k, _)| String::from_utf8(k.clone()).unwrap())
+        .collect();
+    assert!(
+        keys.starts_with(&["a".to_string(), "b".to_string()])
+            || keys.starts_with(&["b".to_string(), "a".to_string()]),
+        "{keys:?}"
+    );
+    assert!(!keys.contains(&"d".to_string()), "{keys:?}");
+}
+
 /// LEFT, RIGHT and FULL OUTER joins of two streams WITHIN a window, against a reference computed here from the
 /// same generated input: pairs within the window come at once; a record without a partner comes with the
 /// other side's NULLs only once its window and grace period have passed (none before), as ksqlDB does since

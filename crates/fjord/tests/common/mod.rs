@@ -566,6 +566,19 @@ pub fn start_platform_with_overrides(
     overrides: &[&str],
     stderr: Stdio,
 ) -> (Child, String) {
+    start_platform_with_args(data, registry, connect, sql, overrides, &[], stderr)
+}
+
+/// [`start_platform_with_overrides`] with more arguments of `fjord start` (`args`).
+pub fn start_platform_with_args(
+    data: &Path,
+    registry: &str,
+    connect: &str,
+    sql: &str,
+    overrides: &[&str],
+    args: &[&str],
+    stderr: Stdio,
+) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fjord"))
         .args(["start", "--data-dir"])
         .arg(data)
@@ -582,6 +595,7 @@ pub fn start_platform_with_overrides(
             sql,
         ])
         .args(overrides.iter().flat_map(|o| ["--override", o]))
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)
