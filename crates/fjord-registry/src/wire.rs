@@ -142,7 +142,7 @@ pub fn decode_avro(
     // Dependencies first: apache-avro resolves the list in order.
     let schemata: Vec<&Schema> = references.iter().chain(std::iter::once(schema)).collect();
     let reader = apache_avro::reader::datum::GenericDatumReader::builder(schema)
-        .writer_schemata(schemata.clone())
+        .writer_schemata(schemata)
         .map_err(|e| e.to_string())?
         .build()
         .map_err(|e| e.to_string())?;
