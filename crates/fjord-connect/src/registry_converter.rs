@@ -451,16 +451,10 @@ impl RegistryConverter {
         let reader = apache_avro::reader::datum::GenericDatumReader::builder(root)
             .build()
             .map_err(|e| e.to_string())?;
-        let mut rest = body;
-        let datum = reader.read_value(&mut rest).map_err(|e| {
-            format!("the Avro datum does not decode with schema id {id} ({e}); the record is corrupt or was not written with that schema")
-        })?;
-        if !rest.is_empty() {
-            return Err(format!(
-                "{} bytes are left after the Avro datum of schema id {id}; the record was not written with that schema",
-                rest.len()
-            ));
-        }
+        // The whole body, no more and no less; a body cut short anywhere (also just before an optional field,
+        // which apache-avro alone reads as that field's null branch) is an error, never a value with nulls.
+        let datum = fjord_registry::avro::read_datum(&reader, body)
+            .map_err(|e| format!("schema id {id}: {e}"))?;
         let lookup = |n: &Name| names.get(n);
         Ok(SchemaAndValue {
             schema: Some(connect_schema(root, &lookup, false)?),
@@ -1457,6 +1451,32 @@ mod tests {
             "{:?}",
             c.decode(Some(&short))
         );
+    }
+
+    /// A record cut just before an optional field: apache-avro reads the missing union index as branch 0 (null),
+    /// which fits the schema, so the old check (a null where the schema has none) let it through as `b: null`.
+    #[test]
+    fn an_avro_record_cut_before_an_optional_field_is_an_error_not_a_null_field() {
+        let config: ConfigMap = [("value.converter.schema.registry.url", "http://127.0.0.1:9")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let c = RegistryConverter::from_config(Format::Avro, &config, "value.converter").unwrap();
+        let schema = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"string"},{"name":"b","type":["null","string"]}]}"#;
+        c.cache
+            .lock()
+            .unwrap()
+            .by_id
+            .insert(6, Arc::new(Writer::parse(Format::Avro, schema).unwrap()));
+        // a = "x", b = branch 1 ("y").
+        let whole = [0u8, 0, 0, 0, 6, 0x02, b'x', 0x02, 0x02, b'y'];
+        assert_eq!(
+            c.decode(Some(&whole)).unwrap().value,
+            json!({"a": "x", "b": "y"})
+        );
+        let cut = &whole[..7];
+        let e = c.decode(Some(cut)).unwrap_err();
+        assert!(e.contains("ends early"), "{e}");
     }
 
     #[test]
