@@ -580,16 +580,7 @@ pub async fn require_login(State(users): State<Arc<Users>>, req: Request, next: 
     let sent = req.headers().contains_key(header::AUTHORIZATION);
     if sent {
         if let Some(wait) = users.locked(ip, now) {
-            tracing::info!(%ip, "dashboard login refused: too many failed logins");
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let mut r = json_answer(
-                StatusCode::TOO_MANY_REQUESTS,
-                &format!("too many failed logins from {ip}; try again in {secs} s"),
-            );
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return r;
+            return too_many_failures(ip, wait);
         }
         // The derivation is slow on purpose: on a blocking thread, never on the async workers.
         let (u, headers) = (users.clone(), req.headers().clone());
@@ -599,6 +590,11 @@ pub async fn require_login(State(users): State<Arc<Users>>, req: Request, next: 
                 "the dashboard is shutting down",
             );
         };
+        // Checked again with the turn in hand: attempts sent together all passed the first check while they
+        // queued, and each would otherwise have had its password tested, whatever the failure limit says.
+        if let Some(wait) = users.locked(ip, Instant::now()) {
+            return too_many_failures(ip, wait);
+        }
         let user = tokio::task::spawn_blocking(move || {
             let _turn = turn;
             u.check(&headers).map(str::to_string)
@@ -635,6 +631,20 @@ pub async fn require_login(State(users): State<Arc<Users>>, req: Request, next: 
         if let Some(v) = session_cookie(None) {
             r.headers_mut().append(header::SET_COOKIE, v);
         }
+    }
+    r
+}
+
+/// The 429 for an address locked out after its failed logins, with Retry-After.
+fn too_many_failures(ip: IpAddr, wait: Duration) -> Response {
+    tracing::info!(%ip, "dashboard login refused: too many failed logins");
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut r = json_answer(
+        StatusCode::TOO_MANY_REQUESTS,
+        &format!("too many failed logins from {ip}; try again in {secs} s"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
     }
     r
 }

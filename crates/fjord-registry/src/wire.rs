@@ -21,12 +21,47 @@ pub const MAX_AVRO_ALLOCATION: usize = 64 << 20;
 /// Deepest nesting of Avro types read (records, arrays, maps and unions in one another).
 pub const MAX_SCHEMA_DEPTH: usize = 64;
 
+/// How many types the check of a schema expands at most: named types are expanded wherever they are used, so a
+/// chain of records each using the next twice doubles per level (60 levels would be 2^60 visits, on every
+/// decode).
+pub const MAX_SCHEMA_NODES: usize = 10_000;
+
 /// A record's schema id and body, or `None` when it is not in the wire format.
 pub fn split(bytes: &[u8]) -> Option<(u32, &[u8])> {
     match bytes {
         [0, a, b, c, d, body @ ..] => Some((u32::from_be_bytes([*a, *b, *c, *d]), body)),
         _ => None,
     }
+}
+
+/// An Avro schema with the (name, text) of the schemas its references reach, dependencies first: the schema, the
+/// referenced schemas, and the names of both. Each text is parsed once (the same named type given twice, under
+/// two reference names, would be defined twice).
+pub fn parse_avro(
+    text: &str,
+    referenced: &[(String, String)],
+) -> Result<(Schema, Vec<Schema>, Names), String> {
+    let mut texts: Vec<String> = Vec::new();
+    for (_, t) in referenced {
+        if !texts.contains(t) {
+            texts.push(t.clone());
+        }
+    }
+    let (schema, references) = if texts.is_empty() {
+        (
+            Schema::parse_str(text).map_err(|e| format!("not an Avro schema: {e}"))?,
+            Vec::new(),
+        )
+    } else {
+        Schema::parse_str_with_list(text, &texts)
+            .map_err(|e| format!("not an Avro schema with its references: {e}"))?
+    };
+    let names = {
+        let mut all: Vec<&Schema> = vec![&schema];
+        all.extend(references.iter());
+        Names::of(&all)
+    };
+    Ok((schema, references, names))
 }
 
 /// A registered schema ready to decode record bodies with.
@@ -53,27 +88,7 @@ impl Decoder {
     ) -> Result<Decoder, String> {
         match schema_type {
             "" | "AVRO" => {
-                // Avro parses each text once: the same named type given twice would be defined twice.
-                let mut texts: Vec<String> = Vec::new();
-                for (_, t) in referenced {
-                    if !texts.contains(t) {
-                        texts.push(t.clone());
-                    }
-                }
-                let (schema, references) = if texts.is_empty() {
-                    (
-                        Schema::parse_str(text).map_err(|e| format!("not an Avro schema: {e}"))?,
-                        Vec::new(),
-                    )
-                } else {
-                    Schema::parse_str_with_list(text, &texts)
-                        .map_err(|e| format!("not an Avro schema with its references: {e}"))?
-                };
-                let names = {
-                    let mut all: Vec<&Schema> = vec![&schema];
-                    all.extend(references.iter());
-                    Names::of(&all)
-                };
+                let (schema, references, names) = parse_avro(text, referenced)?;
                 if let Some(why) = avro_shape_problem(&schema, &names) {
                     return Err(why);
                 }
@@ -155,10 +170,23 @@ pub fn decode_avro(
 /// Why an Avro schema is not read (a record that contains itself, or nesting deeper than [`MAX_SCHEMA_DEPTH`]);
 /// `None` when it can be.
 pub fn avro_shape_problem(schema: &Schema, names: &Names) -> Option<String> {
-    shape(schema, names, &mut Vec::new(), 0)
+    let mut budget = MAX_SCHEMA_NODES;
+    shape(schema, names, &mut Vec::new(), 0, &mut budget)
 }
 
-fn shape(s: &Schema, names: &Names, open: &mut Vec<String>, depth: usize) -> Option<String> {
+fn shape(
+    s: &Schema,
+    names: &Names,
+    open: &mut Vec<String>,
+    depth: usize,
+    budget: &mut usize,
+) -> Option<String> {
+    if *budget == 0 {
+        return Some(format!(
+            "the Avro schema expands to more than {MAX_SCHEMA_NODES} types, which is not decoded"
+        ));
+    }
+    *budget -= 1;
     if depth > MAX_SCHEMA_DEPTH {
         return Some(format!(
             "the Avro schema nests types more than {MAX_SCHEMA_DEPTH} deep, which is not decoded"
@@ -188,17 +216,46 @@ fn shape(s: &Schema, names: &Names, open: &mut Vec<String>, depth: usize) -> Opt
             let found = r
                 .fields
                 .iter()
-                .find_map(|f| shape(&f.schema, names, open, depth + 1));
+                .find_map(|f| shape(&f.schema, names, open, depth + 1, budget));
             open.pop();
             found
         }
-        Schema::Array(a) => shape(&a.items, names, open, depth + 1),
-        Schema::Map(m) => shape(&m.types, names, open, depth + 1),
+        // Items that take no bytes (null, an empty record) would let a count of a few bytes make millions of
+        // values: apache-avro bounds each collection's length, not their sum.
+        Schema::Array(a) => shape(&a.items, names, open, depth + 1, budget)
+            .or_else(|| zero_bytes(&a.items, names, 0).then(|| ZERO_BYTE_ITEMS.to_string())),
+        Schema::Map(m) => shape(&m.types, names, open, depth + 1, budget)
+            .or_else(|| zero_bytes(&m.types, names, 0).then(|| ZERO_BYTE_ITEMS.to_string())),
         Schema::Union(u) => u
             .variants()
             .iter()
-            .find_map(|v| shape(v, names, open, depth + 1)),
+            .find_map(|v| shape(v, names, open, depth + 1, budget)),
         _ => None,
+    }
+}
+
+const ZERO_BYTE_ITEMS: &str = "the Avro schema has an array or map of values that take no bytes (null, an empty record or fixed), which is not decoded (a few bytes could claim millions of values)";
+
+/// Whether a value of `s` can take no bytes at all (null, a zero-size fixed, a record of such fields).
+fn zero_bytes(s: &Schema, names: &Names, depth: usize) -> bool {
+    if depth > MAX_SCHEMA_DEPTH {
+        return false;
+    }
+    let s = match s {
+        Schema::Ref { .. } => match names.resolve(s) {
+            Ok(s) => s,
+            Err(_) => return false,
+        },
+        other => other,
+    };
+    match s {
+        Schema::Null => true,
+        Schema::Fixed(f) => f.size == 0,
+        Schema::Record(r) => r
+            .fields
+            .iter()
+            .all(|f| zero_bytes(&f.schema, names, depth + 1)),
+        _ => false,
     }
 }
 
@@ -213,6 +270,39 @@ mod tests {
             n >>= 7;
         }
         out.push(n as u8);
+    }
+
+    /// Schemas that make a tiny body or the check itself expensive are refused before anything is decoded: an
+    /// array of nulls (a 4-byte count made a million values per array), and 40 records each using the next
+    /// twice (the check expanded 2^40 types, on every decode). An array of ints is fine.
+    #[test]
+    fn avro_schemas_that_amplify_are_refused_before_decoding() {
+        let check = |text: &str| {
+            let (schema, references, names) = parse_avro(text, &[]).unwrap();
+            assert!(references.is_empty());
+            avro_shape_problem(&schema, &names)
+        };
+        let nulls = r#"{"type":"array","items":{"type":"array","items":"null"}}"#;
+        assert!(check(nulls).is_some_and(|w| w.contains("take no bytes")));
+        let empty = r#"{"type":"map","values":{"type":"record","name":"E","fields":[]}}"#;
+        assert!(check(empty).is_some_and(|w| w.contains("take no bytes")));
+        assert_eq!(check(r#"{"type":"array","items":"int"}"#), None);
+        let mut chain =
+            r#"{"type":"record","name":"R40","fields":[{"name":"x","type":"int"}]}"#.to_string();
+        for i in (0..40).rev() {
+            chain = format!(
+                r#"{{"type":"record","name":"R{i}","fields":[{{"name":"a","type":{chain}}},{{"name":"b","type":"R{}"}}]}}"#,
+                i + 1
+            );
+        }
+        let started = std::time::Instant::now();
+        let why = check(&chain);
+        assert!(
+            why.as_deref()
+                .is_some_and(|w| w.contains("more than 10000 types")),
+            "{why:?}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

@@ -201,28 +201,7 @@ impl Codec {
             Format::Avro => {
                 let mut named = Vec::new();
                 fetch_references(client, references, &mut named, &mut HashMap::new(), 0)?;
-                // Avro parses each text once: the same named type given twice (two reference names for one
-                // text) would be a duplicate definition.
-                let mut texts: Vec<String> = Vec::new();
-                for (_, t) in named {
-                    if !texts.contains(&t) {
-                        texts.push(t);
-                    }
-                }
-                let (schema, references) = if texts.is_empty() {
-                    (
-                        Schema::parse_str(text).map_err(|e| format!("not an Avro schema: {e}"))?,
-                        Vec::new(),
-                    )
-                } else {
-                    Schema::parse_str_with_list(text, &texts)
-                        .map_err(|e| format!("not an Avro schema with its references: {e}"))?
-                };
-                let names = {
-                    let mut all: Vec<&Schema> = vec![&schema];
-                    all.extend(references.iter());
-                    Names::of(&all)
-                };
+                let (schema, references, names) = fjord_registry::wire::parse_avro(text, &named)?;
                 Ok(Codec::Avro(Box::new(AvroCodec {
                     schema,
                     references,
