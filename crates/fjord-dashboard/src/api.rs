@@ -269,13 +269,18 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// The value of the `fjord_csrf` cookie, if the request has one.
 pub(crate) fn csrf_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, CSRF_COOKIE)
+}
+
+/// The value of cookie `name`, if the request has one.
+pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == CSRF_COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.trim())
 }
 
