@@ -1679,6 +1679,49 @@ mod tests {
         );
     }
 
+    /// A broker that led an epoch without writing anything in it (elected, then replaced before any append) keeps
+    /// that epoch's entry at its log end. Following the next leader, whose log never saw that epoch, it is told to
+    /// truncate to its own log end: the entry must go then (as Kafka's `truncateTo` always truncates the epoch
+    /// cache), or every later fetch names that epoch, is told the same, and the follower never catches up (the
+    /// chaos schedule found this: a follower stuck out of the ISR for good).
+    #[test]
+    fn a_follower_drops_an_empty_epoch_it_led_and_catches_up() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (_, cfg) = state();
+        let (m1, m2) = (replica_manager(d1.path(), 1), replica_manager(d2.path(), 2));
+        let meta = replicated(1, 0);
+        m1.sync_with(&meta, &cfg).unwrap();
+        m2.sync_with(&meta, &cfg).unwrap();
+        let (l, f) = (m1.get("t", 0).unwrap(), m2.get("t", 0).unwrap());
+        l.append(batch(-1, -1, -1, 5)).unwrap();
+        assert!(replicate_once(&l, &f, 2));
+        // Broker 2 leads epoch 1 and writes nothing; broker 1 leads again at epoch 2 and writes on.
+        let meta = replicated(2, 1);
+        m1.sync_with(&meta, &cfg).unwrap();
+        m2.sync_with(&meta, &cfg).unwrap();
+        assert!(f.is_leader());
+        assert_eq!(f.latest_epoch(), 1, "the new leader starts its epoch");
+        let meta = replicated(1, 2);
+        m1.sync_with(&meta, &cfg).unwrap();
+        m2.sync_with(&meta, &cfg).unwrap();
+        assert!(l.is_leader());
+        l.append(batch(-1, -1, -1, 3)).unwrap();
+        for _ in 0..4 {
+            replicate_once(&l, &f, 2);
+        }
+        assert_eq!(
+            f.log_end_offset(),
+            l.log_end_offset(),
+            "the follower caught up (its epochs: {:?})",
+            f.leader_epochs_for_test()
+        );
+        assert_eq!(f.leader_epochs_for_test(), l.leader_epochs_for_test());
+        assert_eq!(
+            l.read_to_log_end(0, 1 << 20).unwrap(),
+            f.read_to_log_end(0, 1 << 20).unwrap()
+        );
+    }
+
     #[tokio::test]
     async fn a_write_truncated_by_a_leader_change_is_never_acknowledged_even_if_its_leader_returns()
     {

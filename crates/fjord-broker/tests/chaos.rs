@@ -324,10 +324,48 @@ async fn verify(nodes: &Nodes, produced: &[(i64, i32)], seed: u64) -> u64 {
         if caught_up {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "replicas did not converge (seed {seed})"
-        );
+        if Instant::now() >= deadline {
+            // What each broker holds, so a failure says which replica or which leader is stuck.
+            let mut state = String::new();
+            for p in 0..PARTITIONS {
+                for (i, b) in nodes.brokers.iter().enumerate() {
+                    let Some(b) = b else { continue };
+                    let Some(x) = b.state().partitions.get(TOPIC, p) else {
+                        state.push_str(&format!("\n  p{p} broker {}: no replica", i + 1));
+                        continue;
+                    };
+                    let r = x.replication();
+                    state.push_str(&format!(
+                        "\n  p{p} broker {}: log end {} high watermark {} leader {} epoch {} isr {:?} \
+                         pending {:?} epochs {:?} followers {:?}",
+                        i + 1,
+                        x.log_end_offset(),
+                        x.high_watermark(),
+                        r.leader,
+                        r.leader_epoch,
+                        r.isr,
+                        r.pending_isr,
+                        x.leader_epochs_for_test(),
+                        r.followers
+                    ));
+                }
+            }
+            for (i, b) in nodes.brokers.iter().enumerate() {
+                let Some(b) = b else { continue };
+                let targets: Vec<(i32, Vec<String>)> = b
+                    .state()
+                    .replication
+                    .targets()
+                    .into_iter()
+                    .map(|(l, ps)| {
+                        let names = ps.iter().map(|p| format!("{}-{}", p.topic, p.index));
+                        (l, names.collect())
+                    })
+                    .collect();
+                state.push_str(&format!("\n  broker {} follows {targets:?}", i + 1));
+            }
+            panic!("replicas did not converge (seed {seed}):{state}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut checked = 0u64;

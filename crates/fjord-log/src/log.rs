@@ -1214,7 +1214,8 @@ impl Log {
     }
 
     /// Removes everything at and above `offset`. Truncation happens at a batch boundary: the batch containing
-    /// `offset` is removed entirely, so the new log end offset is that batch's base offset (<= `offset`).
+    /// `offset` is removed entirely, so the new log end offset is that batch's base offset (<= `offset`). Leader
+    /// epochs that start at or after the new log end are removed, even when no record is.
     pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
         self.guarded(|log| log.truncate_to_inner(offset))
     }
@@ -1222,6 +1223,12 @@ impl Log {
     fn truncate_to_inner(&mut self, offset: i64) -> Result<()> {
         let log_end = self.log_end_offset();
         if offset >= log_end {
+            // No record goes, but an epoch entry at the log end does: one this broker began as leader and wrote
+            // nothing in. A follower keeping it would name that epoch in every fetch and be told to truncate
+            // here again, forever (Kafka's `truncateTo` always truncates the epoch cache for this reason).
+            if self.epochs.truncate_from_end(log_end) {
+                self.epochs.persist(&*self.storage, &self.dir)?;
+            }
             return Ok(());
         }
         let now_ms = self.clock_ms;

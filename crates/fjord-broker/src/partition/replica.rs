@@ -520,7 +520,8 @@ impl Partition {
             let mut log = self.log()?;
             let before = log.log_end_offset();
             if offset >= before {
-                return Ok(());
+                // Nothing to remove but an empty epoch this broker began at its log end (the log drops it).
+                return Ok(log.truncate_to(offset)?);
             }
             self.truncations.fetch_add(1, Ordering::AcqRel);
             log.truncate_to(offset)?;

@@ -694,6 +694,26 @@ fn truncate_to_removes_the_batch_containing_the_offset_and_above() {
     assert_eq!(log.log_end_offset(), 3);
 }
 
+#[test]
+fn truncating_at_the_log_end_drops_an_epoch_that_wrote_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    log.assign_epoch(0).unwrap();
+    log.append(values_batch("a", 3, NOW), 0, NOW).unwrap();
+    log.assign_epoch(1).unwrap();
+    assert_eq!(log.leader_epochs(), &[(0, 0), (1, 3)]);
+    log.truncate_to(3).unwrap();
+    assert_eq!(log.log_end_offset(), 3, "no record goes");
+    assert_eq!(log.leader_epochs(), &[(0, 0)], "the empty epoch goes");
+    drop(log);
+    let log = Log::open(dir.path(), small_config(), NOW).unwrap();
+    assert_eq!(
+        log.leader_epochs(),
+        &[(0, 0)],
+        "and stays gone after a restart"
+    );
+}
+
 /// Compaction cleans only durable data: flush (as the broker's background flush of rolled segments does), then
 /// compact.
 fn compact_durable(log: &mut Log, now_ms: i64, stable_offset: i64) -> crate::Result<u64> {
