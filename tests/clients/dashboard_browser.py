@@ -12,7 +12,7 @@ partition 0 (key k1..k5, JSON values, a header trace=abc). This script keeps a c
 `billing` alive (3 of the 5 records committed, so its lag is 2) while it checks each page, then creates topics
 through the form and compares with the CLI, and deletes one (its name typed as confirmation); changes a topic
 config (validated by the broker first); then closes the consumer, resets the group's offsets to a timestamp and
-deletes the group (its id typed as confirmation). Every wait is bounded. The platform runs without the registry and Connect, whose pages must say so. Prints `ok` at the end.
+deletes the group (its id typed as confirmation); with a login, logs out through the header's button. Every wait is bounded. The platform runs without the registry and Connect, whose pages must say so. Prints `ok` at the end.
 """
 
 import json
@@ -349,6 +349,17 @@ try:
     code, out, err = fjord("groups", "list", "--output", "json")
     assert code == 0, err
     assert "billing" not in [g["group"] for g in json.loads(out)], out
+    if login:
+        # The header names the logged-in user; "Log out" ends the session on the server and says so.
+        goto("")
+        wait.until(EC.presence_of_element_located((By.ID, "logout")))
+        assert text("#user") == login.split(":")[0], text("#user")
+        assert driver.get_cookie("fjord_session"), driver.get_cookies()
+        driver.find_element(By.ID, "logout").click()
+        done = wait.until(EC.presence_of_element_located((By.ID, "logged-out")))
+        assert done.text.startswith("Logged out: the session has ended"), done.text
+        assert not driver.get_cookie("fjord_session"), "the session cookie is cleared"
+        shot("logged-out")
     print(f"ok overview loaded in {load_s:.2f}s")
 finally:
     driver.quit()

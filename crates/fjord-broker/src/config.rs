@@ -513,6 +513,8 @@ static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     ),
     bdef!("dashboard.auth.max.failures", Some("5"), Int, positive),
     bdef!("dashboard.auth.lockout.ms", Some("300000"), Long, positive),
+    // The session cookie marked Secure (a dashboard behind a TLS proxy).
+    bdef!("dashboard.auth.cookie.secure", Some("false"), Boolean),
     // The schema registry a broker that runs none shows on its dashboard (http://host:port).
     bdef!("dashboard.schema.registry.url", None, String),
     bdef!(

@@ -878,5 +878,36 @@ async function route() {
   document.body.dataset.loaded = hash;
 }
 
+// ---- login ----
+
+// With a login, the header names the user and offers to log out: the server ends the session. A browser keeps
+// the basic-auth password it was given and may send it again; the page says so.
+async function session() {
+  let s;
+  try {
+    s = await api("/session");
+  } catch {
+    return;
+  }
+  const slot = document.getElementById("session");
+  if (!s.login) return;
+  const out = h("button", {
+    type: "button", id: "logout", onclick: async () => {
+      out.disabled = true;
+      try {
+        const r = await api("/logout", { method: "POST" });
+        clearTimeout(timer);
+        slot.replaceChildren();
+        view.replaceChildren(h("h1", {}, "Logged out"), h("p", { id: "logged-out" }, r.message));
+      } catch (e) {
+        out.disabled = false;
+        view.replaceChildren(errorBox(e));
+      }
+    },
+  }, "Log out");
+  slot.replaceChildren(h("span", { class: "muted", id: "user" }, s.user), out);
+}
+
 window.addEventListener("hashchange", route);
 route();
+session();

@@ -376,6 +376,11 @@ async fn route(ctx: &Ctx, method: &Method, seg: &[&str], q: &Query, body: Bytes)
         (&Method::POST, ["groups", id, "reset-offsets"]) => reset_offsets(ctx, id, &body).await,
         (&Method::GET, ["openapi.json"]) => Ok((StatusCode::OK, crate::openapi::spec())),
         (&Method::GET, ["services"]) => Ok((StatusCode::OK, crate::extra::services(ctx))),
+        // Without a login (with one, the login check answers it with the user, see `auth::require_login`).
+        (&Method::GET, ["session"]) => Ok((
+            StatusCode::OK,
+            serde_json::json!({"login": false, "user": null}),
+        )),
         (_, ["schemas", ..] | ["connect", ..]) => {
             crate::extra::route(ctx, method, seg, q, &body).await
         }
@@ -389,7 +394,8 @@ async fn route(ctx: &Ctx, method: &Method, seg: &[&str], q: &Query, body: Bytes)
             | ["groups", _]
             | ["groups", _, "reset-offsets"]
             | ["openapi.json"]
-            | ["services"],
+            | ["services"]
+            | ["session"],
         ) => Err(Fail {
             status: StatusCode::METHOD_NOT_ALLOWED,
             message: format!("{method} is not supported on this path"),

@@ -45,6 +45,7 @@ pub const USERS_FILE: &str = "dashboard.auth.basic.users.file";
 pub const SESSION_TIMEOUT: &str = "dashboard.auth.session.timeout.ms";
 pub const MAX_FAILURES: &str = "dashboard.auth.max.failures";
 pub const LOCKOUT: &str = "dashboard.auth.lockout.ms";
+pub const COOKIE_SECURE: &str = "dashboard.auth.cookie.secure";
 /// The realm browsers show in their login dialog.
 const REALM: &str = "Fjord dashboard";
 /// The session cookie.
@@ -56,8 +57,12 @@ pub const MAX_ITERATIONS: u32 = 10_000_000;
 const CLEAR_ITERATIONS: u32 = MIN_ITERATIONS;
 /// Sessions kept at once; past this the oldest is forgotten.
 const MAX_SESSIONS: usize = 10_000;
-/// Client addresses whose failures are remembered at once.
+/// Client addresses whose failures are remembered at once; past this the one whose last failure is oldest is
+/// forgotten (never all of them: a flood from many addresses must not wipe an attacker's count).
 const MAX_ADDRESSES: usize = 10_000;
+/// Logins waiting for a derivation turn at once; more are answered 503 at once (each waiting request holds a
+/// connection and its headers).
+const MAX_WAITING: usize = 64;
 
 /// How a password is stored.
 #[derive(Clone)]
@@ -81,6 +86,14 @@ impl Secret {
                 hash,
             } => digest_eq(&pbkdf2(password, salt, *iterations), hash),
             Secret::Sha256(d) => digest_eq(&sha256(password), d),
+        }
+    }
+
+    /// The PBKDF2 rounds one check of this secret costs (none for the SHA-256 form).
+    fn rounds(&self) -> u32 {
+        match self {
+            Secret::Pbkdf2 { iterations, .. } => *iterations,
+            Secret::Sha256(_) => 0,
         }
     }
 }
@@ -110,8 +123,15 @@ pub enum Access {
 /// The configured users (at least one), their sessions and the failed logins by address.
 pub struct Users {
     users: Vec<User>,
-    /// What a login for a user that does not exist is checked against (the same cost).
+    /// What a login for a user that does not exist is checked against.
     nobody: Secret,
+    /// The PBKDF2 rounds every check costs, whoever it names: the most any user's secret takes. A check of a
+    /// cheaper secret (or of a name no user has) derives the difference too, so the answer's timing does not
+    /// tell which user names exist.
+    rounds: u32,
+    /// `dashboard.auth.cookie.secure`: the session cookie is marked `Secure` (sent over HTTPS only, for a
+    /// dashboard behind a TLS proxy).
+    secure_cookie: bool,
     session_timeout: Duration,
     max_failures: u32,
     lockout: Duration,
@@ -119,6 +139,8 @@ pub struct Users {
     failures: Mutex<HashMap<IpAddr, Failures>>,
     /// Password derivations running at once (each takes a blocking thread and a core for a while).
     derivations: Arc<tokio::sync::Semaphore>,
+    /// Logins waiting for a derivation turn now (at most [`MAX_WAITING`]).
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 /// Password derivations running at once; more logins wait for a turn.
@@ -335,6 +357,15 @@ pub fn access(props: &BTreeMap<String, String>, ip: IpAddr) -> Result<Access, St
     let session_timeout = number(props, SESSION_TIMEOUT, 8 * 3600 * 1000, 1)?;
     let max_failures = number(props, MAX_FAILURES, 5, 1)?.min(u64::from(u32::MAX)) as u32;
     let lockout = number(props, LOCKOUT, 5 * 60 * 1000, 1)?;
+    let secure_cookie = match props.get(COOKIE_SECURE).map(|s| s.trim()) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(format!(
+                "{COOKIE_SECURE}=`{other}` is not true or false (true: the session cookie is sent over HTTPS only, for a dashboard behind a TLS proxy)"
+            ))
+        }
+    };
     if props.get(ENABLE).map(String::as_str) == Some("false") {
         return Ok(Access::Off);
     }
@@ -360,15 +391,25 @@ pub fn access(props: &BTreeMap<String, String>, ip: IpAddr) -> Result<Access, St
                     );
                 }
             }
+            let nobody = clear(b"no such user");
+            let rounds = users
+                .iter()
+                .map(|u| u.secret.rounds())
+                .chain([nobody.rounds()])
+                .max()
+                .unwrap_or(CLEAR_ITERATIONS);
             Ok(Access::Basic(Arc::new(Users {
                 users,
-                nobody: clear(b"no such user"),
+                nobody,
+                rounds,
+                secure_cookie,
                 session_timeout: Duration::from_millis(session_timeout),
                 max_failures,
                 lockout: Duration::from_millis(lockout),
                 sessions: Mutex::default(),
                 failures: Mutex::default(),
                 derivations: Arc::new(tokio::sync::Semaphore::new(MAX_DERIVATIONS)),
+                waiting: std::sync::atomic::AtomicUsize::new(0),
             })))
         }
         (_, true) if ip.is_loopback() => Ok(Access::Open),
@@ -378,6 +419,21 @@ pub fn access(props: &BTreeMap<String, String>, ip: IpAddr) -> Result<Access, St
     }
 }
 
+/// The user name and password of a basic-auth `Authorization` header.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, creds) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(creds.trim())
+        .ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let (name, password) = raw.split_once(':')?;
+    Some((name.to_string(), password.to_string()))
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -385,16 +441,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Users {
     /// The user these `Authorization` credentials name, if the password is right. Runs the slow derivation.
     fn check(&self, headers: &HeaderMap) -> Option<&str> {
-        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-        let (scheme, creds) = value.trim().split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return None;
-        }
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(creds.trim())
-            .ok()?;
-        let raw = String::from_utf8(raw).ok()?;
-        let (name, password) = raw.split_once(':')?;
+        self.check_counted(headers).0
+    }
+
+    /// [`Users::check`], and the PBKDF2 rounds it derived (the same for every well-formed login).
+    fn check_counted(&self, headers: &HeaderMap) -> (Option<&str>, u32) {
+        let Some((name, password)) = basic_credentials(headers) else {
+            return (None, 0);
+        };
         // The name is compared with every user's (no early exit); one derivation either way.
         let n = sha256(name.as_bytes());
         let mut found = None;
@@ -405,7 +459,17 @@ impl Users {
         }
         let secret = found.map_or(&self.nobody, |u| &u.secret);
         let ok = secret.matches(password.as_bytes());
-        found.filter(|_| ok).map(|u| u.name.as_str())
+        let rounds = secret.rounds() + self.pad(secret.rounds());
+        (found.filter(|_| ok).map(|u| u.name.as_str()), rounds)
+    }
+
+    /// Derives the rounds a check of `spent` rounds is short of [`Users::rounds`]; returns how many.
+    fn pad(&self, spent: u32) -> u32 {
+        let extra = self.rounds.saturating_sub(spent);
+        if extra > 0 {
+            std::hint::black_box(pbkdf2(b"", b"fjord-dashboard-pad", extra));
+        }
+        extra
     }
 
     /// A new session for `user`, its token.
@@ -469,10 +533,14 @@ impl Users {
             let lockout = self.lockout;
             failures.retain(|_, f| f.last + lockout > now);
             if failures.len() >= MAX_ADDRESSES {
-                tracing::warn!(
-                    "dashboard: failed logins from over {MAX_ADDRESSES} addresses; forgetting them"
-                );
-                failures.clear();
+                let oldest = failures
+                    .iter()
+                    .min_by_key(|(_, f)| f.last)
+                    .map(|(ip, _)| *ip);
+                if let Some(oldest) = oldest {
+                    tracing::warn!(%oldest, "dashboard: failed logins from over {MAX_ADDRESSES} addresses; forgetting the address whose last failure is oldest");
+                    failures.remove(&oldest);
+                }
             }
         }
         let f = failures.entry(ip).or_insert(Failures {
@@ -504,14 +572,18 @@ fn json_answer(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-/// The session cookie's `Set-Cookie`: the token for `max_age`, or (`None`) its removal.
-fn session_cookie(token: Option<(&str, Duration)>) -> Option<HeaderValue> {
+/// The session cookie's `Set-Cookie`: the token for `max_age`, or (`None`) its removal; `Secure` with
+/// `dashboard.auth.cookie.secure=true`.
+fn session_cookie(token: Option<(&str, Duration)>, secure: bool) -> Option<HeaderValue> {
+    let secure = if secure { "; Secure" } else { "" };
     let v = match token {
         Some((t, age)) => format!(
-            "{SESSION_COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+            "{SESSION_COOKIE}={t}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
             age.as_secs().max(1)
         ),
-        None => format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        None => {
+            format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}")
+        }
     };
     HeaderValue::from_str(&v).ok()
 }
@@ -545,7 +617,7 @@ fn logout(users: &Users, headers: &HeaderMap) -> Response {
         .to_string(),
     )
         .into_response();
-    if let Some(v) = session_cookie(None) {
+    if let Some(v) = session_cookie(None, users.secure_cookie) {
         r.headers_mut().append(header::SET_COOKIE, v);
     }
     r
@@ -560,7 +632,10 @@ pub async fn require_login(State(users): State<Arc<Users>>, req: Request, next: 
         return logout(&users, req.headers());
     }
     let session = cookie(req.headers(), SESSION_COOKIE);
-    if session.is_some_and(|t| users.session(t, now).is_some()) {
+    if let Some(user) = session.and_then(|t| users.session(t, now)) {
+        if is_session_request(&req) {
+            return who(&user);
+        }
         return next.run(req).await;
     }
     let ip = req
@@ -572,37 +647,57 @@ pub async fn require_login(State(users): State<Arc<Users>>, req: Request, next: 
         if let Some(wait) = users.locked(ip, now) {
             return too_many_failures(ip, wait);
         }
-        // The derivation is slow on purpose: on a blocking thread, never on the async workers.
+        // The derivation is slow on purpose: on a blocking thread, never on the async workers. Few wait for a
+        // turn: a flood of logins is refused at once instead of piling up connections.
         let (u, headers) = (users.clone(), req.headers().clone());
+        let Some(waiting) = Waiting::enter(&users.waiting) else {
+            tracing::info!(%ip, "dashboard login refused: too many logins waiting");
+            let mut r = json_answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("over {MAX_WAITING} logins are waiting for their password check; try again in a second"),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        };
         let Ok(turn) = users.derivations.clone().acquire_owned().await else {
             return json_answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the dashboard is shutting down",
             );
         };
+        drop(waiting);
         // Checked again with the turn in hand: attempts sent together all passed the first check while they
         // queued, and each would otherwise have had its password tested, whatever the failure limit says.
         if let Some(wait) = users.locked(ip, Instant::now()) {
             return too_many_failures(ip, wait);
         }
+        // The outcome is counted before the turn is given back, so the next login's re-check above sees it.
         let user = tokio::task::spawn_blocking(move || {
             let _turn = turn;
-            u.check(&headers).map(str::to_string)
+            let user = u.check(&headers).map(str::to_string);
+            match &user {
+                Some(_) => u.succeeded(ip),
+                None => u.failed(ip, Instant::now()),
+            }
+            user
         })
         .await
         .ok()
         .flatten();
-        match user {
-            Some(user) => {
-                users.succeeded(ip);
-                let token = users.open_session(&user, now);
-                let mut r = next.run(req).await;
-                if let Some(v) = session_cookie(Some((&token, users.session_timeout))) {
-                    r.headers_mut().append(header::SET_COOKIE, v);
-                }
-                return r;
+        if let Some(user) = user {
+            let token = users.open_session(&user, now);
+            let mut r = if is_session_request(&req) {
+                who(&user)
+            } else {
+                next.run(req).await
+            };
+            if let Some(v) =
+                session_cookie(Some((&token, users.session_timeout)), users.secure_cookie)
+            {
+                r.headers_mut().append(header::SET_COOKIE, v);
             }
-            None => users.failed(ip, Instant::now()),
+            return r;
         }
     }
     let message = if sent {
@@ -618,11 +713,51 @@ pub async fn require_login(State(users): State<Arc<Users>>, req: Request, next: 
         r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
     if session.is_some() {
-        if let Some(v) = session_cookie(None) {
+        if let Some(v) = session_cookie(None, users.secure_cookie) {
             r.headers_mut().append(header::SET_COOKIE, v);
         }
     }
     r
+}
+
+/// `GET /api/session`, which the login check answers itself: it knows the user.
+fn is_session_request(req: &Request) -> bool {
+    req.method() == axum::http::Method::GET && req.uri().path() == "/api/session"
+}
+
+/// The answer to `GET /api/session` for a logged-in `user`.
+fn who(user: &str) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        json!({ "login": true, "user": user }).to_string(),
+    )
+        .into_response()
+}
+
+/// One place among the logins waiting for a derivation turn, given back when dropped (also when the request is
+/// dropped while it waits).
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a std::sync::atomic::AtomicUsize) -> Option<Waiting<'a>> {
+        use std::sync::atomic::Ordering;
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_WAITING).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Waiting(count))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// The 429 for an address locked out after its failed logins, with Retry-After.
@@ -899,5 +1034,157 @@ mod tests {
         let e = access(&p, ip("127.0.0.1")).unwrap_err();
         assert!(e.contains("cannot read `/nonexistent/users`"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Made with Python's hashlib.pbkdf2_hmac("sha256", b"battery staple", salt, 120000).
+    const STORED_120K: &str = "pbkdf2-sha256:120000:0011223344556677:cbb4a2c670249398806eef55c24cba2f1baebf178fb763f1ed59ab2403d73aeb";
+
+    /// A login's cost does not tell which user names exist: a name no user has, a user stored with fewer
+    /// rounds, an old SHA-256 one and the costliest user all derive the same number of rounds (a nonexistent
+    /// name used to cost 100,000 while a user stored at 600,000 cost 600,000).
+    #[test]
+    fn every_login_derives_the_same_rounds_whoever_it_names() {
+        let u = users_of(
+            &format!(
+                "carol:{STORED},erin:{STORED_120K},old:sha256:{}",
+                "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+            ),
+            &[],
+        );
+        assert_eq!(u.rounds, 120_000);
+        for (name, password, user) in [
+            ("erin", "battery staple", Some("erin")),
+            ("erin", "wrong", None),
+            ("carol", "correct horse", Some("carol")),
+            ("old", "foo", Some("old")),
+            ("mallory", "correct horse", None),
+        ] {
+            assert_eq!(
+                u.check_counted(&basic(name, password)),
+                (user, 120_000),
+                "{name}"
+            );
+        }
+    }
+
+    /// Past the limit of remembered addresses the one whose last failure is oldest goes, not every one: a flood
+    /// of failures from many addresses used to wipe the count of an address that was locked out.
+    #[test]
+    fn a_flood_of_addresses_forgets_the_oldest_not_a_locked_out_one() {
+        let u = users_of("alice:x", &[("dashboard.auth.lockout.ms", "60000")]);
+        let t0 = Instant::now();
+        let first = ip("198.51.100.1");
+        u.failed(first, t0);
+        let attacker = ip("192.0.2.1");
+        for _ in 0..5 {
+            u.failed(attacker, t0 + Duration::from_secs(1));
+        }
+        // The table fills up, then one more address fails.
+        for i in 0..MAX_ADDRESSES as u32 - 1 {
+            let other = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            u.failed(other, t0 + Duration::from_secs(2));
+        }
+        let now = t0 + Duration::from_secs(3);
+        assert_eq!(lock(&u.failures).len(), MAX_ADDRESSES);
+        assert_eq!(
+            u.locked(attacker, now),
+            Some(Duration::from_secs(58)),
+            "still locked out"
+        );
+        assert!(!lock(&u.failures).contains_key(&first), "the oldest went");
+    }
+
+    #[test]
+    fn logins_waiting_for_a_turn_are_bounded() {
+        let count = std::sync::atomic::AtomicUsize::new(0);
+        let places: Vec<_> = (0..MAX_WAITING)
+            .map(|_| Waiting::enter(&count).expect("a place"))
+            .collect();
+        assert!(Waiting::enter(&count).is_none(), "full");
+        drop(places);
+        assert!(Waiting::enter(&count).is_some(), "given back");
+    }
+
+    #[test]
+    fn the_session_cookie_is_secure_when_asked() {
+        let u = users_of("alice:x", &[("dashboard.auth.cookie.secure", "true")]);
+        let c = session_cookie(Some(("t", Duration::from_secs(5))), u.secure_cookie).unwrap();
+        assert!(c.to_str().unwrap().ends_with("; Secure"), "{c:?}");
+        let gone = session_cookie(None, u.secure_cookie).unwrap();
+        assert!(gone.to_str().unwrap().contains("; Secure"), "{gone:?}");
+        let plain = users_of("alice:x", &[]);
+        let c = session_cookie(Some(("t", Duration::from_secs(5))), plain.secure_cookie).unwrap();
+        assert!(!c.to_str().unwrap().contains("Secure"), "{c:?}");
+        let e = access(
+            &props(&[
+                ("dashboard.auth.basic.users", "alice:x"),
+                ("dashboard.auth.cookie.secure", "yes"),
+            ]),
+            ip("127.0.0.1"),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("dashboard.auth.cookie.secure") && e.contains("true or false"),
+            "{e}"
+        );
+    }
+
+    /// Wrong logins sent together from one address: those that waited for a derivation turn are checked
+    /// against the lockout again, so only about the failure limit of them (plus those already deriving) has its
+    /// password tested; the rest get 429. Through the real middleware.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wrong_logins_sent_together_stop_at_the_failure_limit() {
+        use tower::ServiceExt;
+        let u = users_of("alice:x", &[("dashboard.auth.lockout.ms", "60000")]);
+        let app = axum::Router::new()
+            .route("/", axum::routing::get(|| async { "in" }))
+            .layer(axum::middleware::from_fn_with_state(
+                u.clone(),
+                require_login,
+            ));
+        let sent = 16;
+        let answers = futures_util::future::join_all((0..sent).map(|_| {
+            let mut req = axum::http::Request::builder()
+                .uri("/")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            *req.headers_mut() = basic("alice", "wrong");
+            req.extensions_mut()
+                .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 9], 4000))));
+            app.clone().oneshot(req)
+        }))
+        .await;
+        let statuses: Vec<u16> = answers
+            .into_iter()
+            .map(|r| r.unwrap().status().as_u16())
+            .collect();
+        let tested = statuses.iter().filter(|s| **s == 401).count();
+        let refused = statuses.iter().filter(|s| **s == 429).count();
+        assert_eq!(tested + refused, sent, "{statuses:?}");
+        assert!(
+            (5..5 + MAX_DERIVATIONS).contains(&tested),
+            "passwords tested: {tested} of {sent} ({statuses:?})"
+        );
+        assert_eq!(lock(&u.failures)[&ip("192.0.2.9")].count as usize, tested);
+    }
+
+    /// `GET /api/session` answers the logged-in user from the login check itself.
+    #[tokio::test]
+    async fn the_session_endpoint_names_the_logged_in_user() {
+        use tower::ServiceExt;
+        let u = users_of("alice:x", &[]);
+        let app = axum::Router::new()
+            .route("/api/session", axum::routing::get(|| async { "not here" }))
+            .layer(axum::middleware::from_fn_with_state(u, require_login));
+        let mut req = axum::http::Request::builder()
+            .uri("/api/session")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        *req.headers_mut() = basic("alice", "x");
+        let r = app.oneshot(req).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 10).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v, json!({"login": true, "user": "alice"}));
     }
 }

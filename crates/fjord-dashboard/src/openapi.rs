@@ -79,6 +79,10 @@ pub fn spec() -> Value {
         json!({"get": op("Whether the schema registry and the Connect worker run beside this broker", vec![], None, "200")}),
     );
     add(
+        "/api/session",
+        json!({"get": op("Whether the dashboard has a login and, when it has, the logged-in user (`POST /api/logout` ends the session)", vec![], None, "200")}),
+    );
+    add(
         "/api/openapi.json",
         json!({"get": op("This document", vec![], None, "200")}),
     );
