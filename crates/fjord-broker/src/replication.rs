@@ -50,6 +50,10 @@ pub struct Replication {
     leader_throttle: std::sync::Mutex<TokenBucket>,
     /// A [`report_offline_replicas`] proposal is in flight.
     reporting_offline: std::sync::atomic::AtomicBool,
+    /// Serializes [`Replication::refresh`]: each reads the partitions' leaders and publishes what it read, so two
+    /// at once could publish the older reading last (a follower fetching from a broker that no longer leads
+    /// until the next metadata change).
+    refreshing: std::sync::Mutex<()>,
 }
 
 impl Default for Replication {
@@ -60,6 +64,7 @@ impl Default for Replication {
             throttle: std::sync::Mutex::new(TokenBucket::default()),
             leader_throttle: std::sync::Mutex::new(TokenBucket::default()),
             reporting_offline: std::sync::atomic::AtomicBool::new(false),
+            refreshing: std::sync::Mutex::new(()),
         }
     }
 }
@@ -192,6 +197,7 @@ impl Replication {
 
     /// Recomputes which partitions this broker follows, from whom (after every metadata change).
     pub fn refresh(&self, state: &BrokerState) {
+        let _serial = self.refreshing.lock().unwrap_or_else(|p| p.into_inner());
         let mut targets = Targets::new();
         for p in state.partitions.all() {
             let leader = p.leader();
