@@ -162,6 +162,10 @@ try:
     assert pretty == '{\n  "item": "book",\n  "qty": 1\n}', pretty
     Select(driver.find_element(By.ID, "msg-format")).select_by_value("hex")
     assert text("#messages-table tbody tr:first-child td.msg-key") == "6b 31"
+    # "auto" (reloaded with the server's registry decoding, here without a registry): JSON pretty, text as it is.
+    Select(driver.find_element(By.ID, "msg-format")).select_by_value("auto")
+    wait.until(lambda d: text("#messages-table tbody tr:first-child td.msg-value") == pretty)
+    assert text("#messages-table tbody tr:first-child td.msg-key") == "k1"
     shot("topic")
 
     # The search scans on the server and streams what it finds, case-insensitive when asked.

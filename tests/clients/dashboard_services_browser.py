@@ -8,7 +8,7 @@ gN is at offset N % 100, so its lag is 100 - N % 100), and created two connector
 and `strict` (a file sink whose task fails on a record that is not JSON), and topic `big` with 1,000 partitions,
 beside which the overview, the topic list and big's page must each render in under 1 s (the best of 3 loads) and
 transfer under 500 KB. The registry is empty. After the schema pages, a record written by confluent-kafka's
-AvroSerializer to topic `readings` is shown decoded by the message browser's registry format. Every wait is
+AvroSerializer to topic `readings` is shown decoded by the message browser's registry format, and by the search. Every wait is
 bounded. Prints `ok` at the end.
 """
 
@@ -185,6 +185,14 @@ try:
     shown = text("#messages-table td.msg-value")
     assert shown.startswith("schema ") and "(AVRO)" in shown and '"celsius": 81.5' in shown, shown
     shot("message-browser-registry")
+    # The search shows its matches decoded too ("auto": through the registry, as the browser).
+    Select(driver.find_element(By.ID, "search-format")).select_by_value("auto")
+    driver.find_element(By.ID, "search-text").send_keys("boiler")
+    driver.find_element(By.ID, "search-go").click()
+    wait.until(lambda d: d.find_element(By.ID, "search-status").text.startswith("done"))
+    shown = text("#search-table td.msg-value")
+    assert shown.startswith("schema ") and "(AVRO)" in shown and '"sensor": "boiler-7"' in shown, shown
+    shot("search-registry")
 
     # ---- Connect: the failing task's trace, pause and resume with confirmation ----
     until_page("#/connect", lambda: cells("connectors-table", 2)[5:6] == ["1"], "the sink task to fail")

@@ -118,6 +118,42 @@ function decode(b64, format) {
   return text;
 }
 
+/** "auto": UTF-8 JSON pretty, other UTF-8 text as it is, anything else (binary) hex. */
+function decodeAuto(b64) {
+  if (b64 === null || b64 === undefined) return "null";
+  let text;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(b64bytes(b64));
+  } catch {
+    return decode(b64, "hex");
+  }
+  // Control characters other than whitespace mark binary data that happens to be valid UTF-8.
+  if (/[\u0000-\u0008\u000e-\u001f]/.test(text)) return decode(b64, "hex");
+  try { return JSON.stringify(JSON.parse(text), null, 2); } catch { return text; }
+}
+
+/** The formats a record field may be shown in; "registry" and "auto" need the server's `decode=registry`. */
+const FORMATS = [["text", "text"], ["json", "JSON (pretty)"], ["hex", "hex"],
+  ["registry", "Avro/JSON Schema/Protobuf (registry)"], ["auto", "auto (registry, JSON, text or hex)"]];
+const wantsRegistry = (format) => format === "registry" || format === "auto";
+
+/** A record's key or value (`name`) in `format`: with the registry, as the server decoded it (or why it could
+ * not, then its bytes in hex); a field not in the registry's wire format as text ("registry") or as "auto"
+ * finds it. */
+function shownField(m, name, format) {
+  const d = wantsRegistry(format) ? m[`${name}_decoded`] : undefined;
+  const plain = () => (format === "auto" ? decodeAuto(m[name]) : decode(m[name], format === "registry" ? "text" : format)) + cut(m, name);
+  if (!d) return plain();
+  if ("value" in d) return `schema ${d.schema_id} (${d.schema_type})\n${JSON.stringify(d.value, null, 2)}`;
+  if (d.schema_id === undefined) return plain();
+  return `undecodable (schema id ${d.schema_id}): ${d.error}\n${decode(m[name], "hex")}${cut(m, name)}`;
+}
+
+/** A header's value in `format` (headers are never registry-encoded). */
+function shownHeader(x, format) {
+  return `${x.key}: ${format === "auto" ? decodeAuto(x.value) : decode(x.value, format === "registry" ? "text" : format)}${cut(x, "value")}`;
+}
+
 // ---- overview ----
 
 function drawChart(canvas, history, series = [["bytes_in", "#0b6bcb"], ["bytes_out", "#dd6b20"]], fmt = rate) {
@@ -236,34 +272,23 @@ function messageBrowser(t) {
   const mode = h("select", { id: "msg-mode" }, h("option", { value: "latest" }, "latest N"), h("option", { value: "offset" }, "from offset"),
     h("option", { value: "timestamp" }, "from time"));
   const num = h("input", { id: "msg-number", value: 20 });
-  const fmt = h("select", { id: "msg-format" }, h("option", { value: "text" }, "text"), h("option", { value: "json" }, "JSON (pretty)"), h("option", { value: "hex" }, "hex"),
-    h("option", { value: "registry" }, "Avro/JSON Schema/Protobuf (registry)"));
+  const fmt = h("select", { id: "msg-format" }, FORMATS.map(([v, label]) => h("option", { value: v }, label)));
   const out = h("div", { id: "msg-result" });
   let last = null;
-  // A key or value as the format picker says; with the registry, as the server decoded it (or why it could not,
-  // then its bytes in hex), a field not in the registry's wire format as text.
-  const shown = (m, name) => {
-    const d = fmt.value === "registry" ? m[`${name}_decoded`] : undefined;
-    if (!d) return decode(m[name], fmt.value === "registry" ? "text" : fmt.value) + cut(m, name);
-    if ("value" in d) return `schema ${d.schema_id} (${d.schema_type})\n${JSON.stringify(d.value, null, 2)}`;
-    if (d.schema_id === undefined) return decode(m[name], "text") + cut(m, name);
-    return `undecodable (schema id ${d.schema_id}): ${d.error}\n${decode(m[name], "hex")}${cut(m, name)}`;
-  };
   const render = () => {
     if (!last) return;
-    const hfmt = fmt.value === "registry" ? "text" : fmt.value;
     const rows = last.messages.map((m) => h("tr", {},
       h("td", { class: "num" }, m.offset),
       h("td", {}, when(m.timestamp)),
-      h("td", { class: "msg-key" }, h("pre", {}, shown(m, "key"))),
-      h("td", { class: "msg-headers" }, m.headers.map((x) => h("pre", {}, `${x.key}: ${decode(x.value, hfmt)}${cut(x, "value")}`))),
-      h("td", { class: "msg-value" }, h("pre", {}, shown(m, "value")))));
+      h("td", { class: "msg-key" }, h("pre", {}, shownField(m, "key", fmt.value))),
+      h("td", { class: "msg-headers" }, m.headers.map((x) => h("pre", {}, shownHeader(x, fmt.value)))),
+      h("td", { class: "msg-value" }, h("pre", {}, shownField(m, "value", fmt.value)))));
     out.replaceChildren(
       h("p", { class: "muted" }, `partition ${last.partition}: offsets ${last.start_offset}–${last.end_offset} · ${last.messages.length} shown from ${last.from} · next offset ${last.next_offset}${last.removed ? ` · retention removed offsets ${last.removed.from}–${last.removed.to - 1} before they were read` : ""}`),
       table("messages-table", ["offset#", "timestamp", "key", "headers", "value"], rows));
   };
   // Records loaded without decoding are loaded again when the registry is picked.
-  fmt.addEventListener("change", () => (fmt.value === "registry" && last && !last.decoded ? form.requestSubmit() : render()));
+  fmt.addEventListener("change", () => (wantsRegistry(fmt.value) && last && !last.decoded ? form.requestSubmit() : render()));
   const form = h("form", { id: "msg-form", onsubmit: async (ev) => {
     ev.preventDefault();
     try {
@@ -276,7 +301,7 @@ function messageBrowser(t) {
         if (Number.isNaN(ms)) throw new Error(`"${v}" is not a time: give milliseconds since 1970 or a date such as 2026-11-30T10:00:00Z`);
         q = `timestamp=${ms}&limit=50`;
       }
-      const decoded = fmt.value === "registry";
+      const decoded = wantsRegistry(fmt.value);
       last = await api(`/topics/${enc(t.name)}/messages?partition=${part.value}&${q}${decoded ? "&decode=registry" : ""}`);
       last.decoded = decoded;
       render();
@@ -327,7 +352,7 @@ function messageSearch(t) {
   const from = h("input", { id: "search-from", placeholder: "from (start if empty)" });
   const to = h("input", { id: "search-to", placeholder: "to (end if empty)" });
   const max = h("input", { id: "search-max", type: "number", value: 1000000, min: 1, max: 10000000 });
-  const fmt = h("select", { id: "search-format" }, h("option", { value: "text" }, "text"), h("option", { value: "json" }, "JSON (pretty)"), h("option", { value: "hex" }, "hex"));
+  const fmt = h("select", { id: "search-format" }, FORMATS.map(([v, label]) => h("option", { value: v }, label)));
   const progress = h("progress", { id: "search-progress", max: 1, value: 0 });
   const status = h("span", { id: "search-status", class: "muted" });
   const stop = h("button", { id: "search-stop", type: "button", class: "secondary", disabled: true }, "Stop");
@@ -338,9 +363,9 @@ function messageSearch(t) {
   const render = () => {
     const rows = found.map((m) => h("tr", {},
       h("td", { class: "num" }, m.partition), h("td", { class: "num" }, m.offset), h("td", {}, when(m.timestamp)),
-      h("td", { class: "msg-key" }, h("pre", {}, decode(m.key, fmt.value) + cut(m, "key"))),
-      h("td", { class: "msg-headers" }, m.headers.map((x) => h("pre", {}, `${x.key}: ${decode(x.value, fmt.value)}${cut(x, "value")}`))),
-      h("td", { class: "msg-value" }, h("pre", {}, decode(m.value, fmt.value) + cut(m, "value")))));
+      h("td", { class: "msg-key" }, h("pre", {}, shownField(m, "key", fmt.value))),
+      h("td", { class: "msg-headers" }, m.headers.map((x) => h("pre", {}, shownHeader(x, fmt.value)))),
+      h("td", { class: "msg-value" }, h("pre", {}, shownField(m, "value", fmt.value)))));
     out.replaceChildren(table("search-table", ["partition#", "offset#", "timestamp", "key", "headers", "value"], rows));
   };
   fmt.addEventListener("change", render);
@@ -369,7 +394,8 @@ function messageSearch(t) {
     let q;
     try {
       q = `q=${enc(text.value)}&in=${where.value}&ignore_case=${icase.checked}&max_records=${enc(max.value)}&limit=100`
-        + (part.value === "" ? "" : `&partition=${part.value}`) + bound(from.value, "from") + bound(to.value, "to");
+        + (part.value === "" ? "" : `&partition=${part.value}`) + bound(from.value, "from") + bound(to.value, "to")
+        + (wantsRegistry(fmt.value) ? "&decode=registry" : "");
     } catch (e) { out.replaceChildren(errorBox(e)); return; }
     found.length = 0;
     render();

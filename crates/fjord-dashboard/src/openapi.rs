@@ -156,6 +156,7 @@ pub fn spec() -> Value {
             q("to_time", int(0, i64::MAX - 1), "records stamped at or before (ms)"),
             q("limit", int(1, crate::api::MAX_MESSAGES as i64), "most matches (default 20)"),
             q("max_records", int(1, crate::search::MAX_SCAN), "most records read (default 1,000,000)"),
+            q("decode", json!({"type": "string", "enum": ["none", "registry"]}), "registry: each match's key and value also come decoded through the schema registry, as the message browser's (`key_decoded`, `value_decoded`); the text is still looked for in the raw bytes"),
         ],
         None,
         "200",

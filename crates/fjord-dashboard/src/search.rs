@@ -6,7 +6,8 @@
 //!   is the number of offsets in the ranges searched, an upper bound of the records), and when retention removes
 //!   offsets before the scan reaches them (the scan goes on from the new log start; `removed` lists
 //!   `{partition, from, to}`);
-//! - `match`: one record as the message browser shows it (base64 fields), with its `partition`;
+//! - `match`: one record as the message browser shows it (base64 fields), with its `partition`; with
+//!   `decode=registry`, its key and value decoded through the schema registry as the browser decodes them;
 //! - `done`: `{reason, scanned, bytes, matches, next: {partition, offset} | null, skipped_partitions, removed}`, where
 //!   `reason` is `end` (every range scanned), `limit` (enough matches; `next` is where to resume),
 //!   `max_records` or `time_limit` (the scan's bounds; `next` is where it stopped);
@@ -82,6 +83,8 @@ pub(crate) struct Plan {
     pub to_time: Option<i64>,
     pub limit: usize,
     pub max_records: u64,
+    /// `decode=registry`: each match also carries `key_decoded` / `value_decoded`, as the message browser's.
+    pub decode: bool,
 }
 
 /// An event of the stream, before framing.
@@ -170,6 +173,15 @@ fn plan(
     let limit = q
         .int("limit", 1, MAX_MESSAGES as i64)?
         .unwrap_or(crate::api::DEFAULT_MESSAGES as i64) as usize;
+    let decode = match q.str("decode").unwrap_or("none") {
+        "none" => false,
+        "registry" => true,
+        other => {
+            return Err(bad(format!(
+                "`decode` must be none or registry (Avro, JSON Schema and Protobuf through the schema registry), not `{other}`"
+            )))
+        }
+    };
     let max_records = q.int("max_records", 1, MAX_SCAN)?.unwrap_or(DEFAULT_SCAN) as u64;
     let partitions: Vec<i32> = match only {
         Some(p) => vec![p as i32],
@@ -235,6 +247,7 @@ fn plan(
             to_time,
             limit,
             max_records,
+            decode,
         },
         logs,
     ))
@@ -283,7 +296,22 @@ pub(crate) async fn start(ctx: &Ctx, topic: &str, q: &Query) -> Response {
         let mut read =
             |i: usize, offset: i64, max: usize, first: bool| readers[i](offset, max, first);
         let mut emit = |ev: Event| deliver(&tx, ev.frame(), deadline);
-        scan(&plan, &mut read, deadline, &mut emit);
+        // Matches decoded as the message browser decodes them (the text was looked for in the raw bytes).
+        let mut decoding = plan
+            .decode
+            .then(|| crate::decode::Decoding::new(&ctx.services, &ctx.schemas))
+            .flatten();
+        let mut decorate =
+            |r: &kafka_protocol::records::Record, m: &mut Value, budget: &mut usize| {
+                if let Some(d) = decoding.as_mut() {
+                    for (name, f) in [("key_decoded", &r.key), ("value_decoded", &r.value)] {
+                        if let Some(b) = f {
+                            m[name] = d.field(b, budget);
+                        }
+                    }
+                }
+            };
+        scan_with(&plan, &mut read, deadline, &mut emit, &mut decorate);
     });
     match planned_rx.await {
         Ok(Ok(())) => {}
@@ -392,11 +420,24 @@ enum Why {
 /// delivering events with `emit` (false: stop at once, the client is gone). Ends with one `done` or `error`
 /// event unless stopped. Records are walked as a read_committed consumer sees them ([`crate::walk`]); offsets
 /// retention removed before the scan reached them are listed in `removed` (progress and done events).
+#[cfg(test)]
 pub(crate) fn scan(
     plan: &Plan,
     read: &mut dyn FnMut(usize, i64, usize, bool) -> Result<Chunk, ReadError>,
     deadline: Instant,
     emit: &mut dyn FnMut(Event) -> bool,
+) {
+    scan_with(plan, read, deadline, emit, &mut |_, _, _| {});
+}
+
+/// [`scan`], with `decorate` adding to each match (from its record, within the match's byte budget) before it
+/// is sent.
+pub(crate) fn scan_with(
+    plan: &Plan,
+    read: &mut dyn FnMut(usize, i64, usize, bool) -> Result<Chunk, ReadError>,
+    deadline: Instant,
+    emit: &mut dyn FnMut(Event) -> bool,
+    decorate: &mut dyn FnMut(&kafka_protocol::records::Record, &mut Value, &mut usize),
 ) {
     let total: i64 = plan.ranges.iter().map(|r| r.to - r.from).sum();
     let (mut scanned, mut bytes_read, mut found) = (0u64, 0u64, 0usize);
@@ -452,6 +493,7 @@ pub(crate) fn scan(
                 if in_time && matches(plan, r) {
                     let mut budget = MAX_RESPONSE_BYTES / MAX_MESSAGES;
                     let mut m = message_json(r, &mut budget);
+                    decorate(r, &mut m, &mut budget);
                     m["partition"] = json!(range.partition);
                     if !emit(Event::Match(m)) {
                         why = Some(Why::Gone);
@@ -632,6 +674,7 @@ mod tests {
             to_time: None,
             limit,
             max_records: max,
+            decode: false,
         }
     }
 

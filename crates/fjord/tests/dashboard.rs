@@ -1698,6 +1698,36 @@ fn message_browser_decodes_avro_json_schema_and_protobuf_through_the_registry() 
         400,
     );
     assert!(e.contains("`decode` must be none or registry"), "{e}");
+
+    // A search decodes its matches the same way with `decode=registry` (the text is found in the raw bytes:
+    // the Avro string "boiler-7"); without it, matches carry no decoded fields; a bad `decode` is a 400.
+    let events = search(&h, "reg-avro", "q=boiler&decode=registry");
+    let matches: Vec<&Value> = events
+        .iter()
+        .filter(|(n, _)| n == "match")
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(matches.len(), 1, "{events:?}");
+    assert_eq!(matches[0]["offset"], 0);
+    assert_eq!(matches[0]["value_decoded"], avro[0]["value_decoded"]);
+    assert!(matches[0]["key_decoded"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("wire format"));
+    let events = search(&h, "reg-avro", "q=boiler");
+    assert_eq!(found(&events), [(0, 0)]);
+    assert!(
+        events.iter().all(|(_, m)| m.get("value_decoded").is_none()),
+        "{events:?}"
+    );
+    let e = refused(
+        &h,
+        "GET",
+        "/api/topics/reg-avro/search?q=boiler&decode=avro",
+        None,
+        400,
+    );
+    assert!(e.contains("`decode` must be none or registry"), "{e}");
 }
 
 /// Commits offset `offset(i)` on partition 0 of `topic` for groups `g0000`..: one OffsetCommit each (generation
