@@ -1589,6 +1589,31 @@ mod tests {
         PartitionManager::new(Arc::new(dirs), node)
     }
 
+    /// Brokers 1 and 2, each with its own directory, holding "t"-0 as `replicated(1, 0)` says (broker 1 leads).
+    struct Pair {
+        m1: PartitionManager,
+        m2: PartitionManager,
+        cfg: BrokerConfig,
+        _dirs: (tempfile::TempDir, tempfile::TempDir),
+    }
+
+    impl Pair {
+        fn new() -> Pair {
+            let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let (_, cfg) = state();
+            let (m1, m2) = (replica_manager(d1.path(), 1), replica_manager(d2.path(), 2));
+            let meta = replicated(1, 0);
+            m1.sync_with(&meta, &cfg).unwrap();
+            m2.sync_with(&meta, &cfg).unwrap();
+            Pair {
+                m1,
+                m2,
+                cfg,
+                _dirs: (d1, d2),
+            }
+        }
+    }
+
     /// One follower fetch from `leader`, applied by `follower` exactly as the replica fetcher applies a
     /// response; returns whether records were appended.
     fn replicate_once(leader: &Partition, follower: &Partition, follower_id: i32) -> bool {
@@ -1623,12 +1648,8 @@ mod tests {
 
     #[test]
     fn a_follower_copies_the_leader_and_the_high_watermark_waits_for_it() {
-        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (_, cfg) = state();
-        let (m1, m2) = (replica_manager(d1.path(), 1), replica_manager(d2.path(), 2));
-        let meta = replicated(1, 0);
-        m1.sync_with(&meta, &cfg).unwrap();
-        m2.sync_with(&meta, &cfg).unwrap();
+        let pair = Pair::new();
+        let (m1, m2, cfg) = (&pair.m1, &pair.m2, &pair.cfg);
         let (l, f) = (m1.get("t", 0).unwrap(), m2.get("t", 0).unwrap());
         assert!(l.is_leader() && !f.is_leader());
         l.append(batch(-1, -1, -1, 3)).unwrap();
@@ -1686,12 +1707,8 @@ mod tests {
     /// chaos schedule found this: a follower stuck out of the ISR for good).
     #[test]
     fn a_follower_drops_an_empty_epoch_it_led_and_catches_up() {
-        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (_, cfg) = state();
-        let (m1, m2) = (replica_manager(d1.path(), 1), replica_manager(d2.path(), 2));
-        let meta = replicated(1, 0);
-        m1.sync_with(&meta, &cfg).unwrap();
-        m2.sync_with(&meta, &cfg).unwrap();
+        let pair = Pair::new();
+        let (m1, m2, cfg) = (&pair.m1, &pair.m2, &pair.cfg);
         let (l, f) = (m1.get("t", 0).unwrap(), m2.get("t", 0).unwrap());
         l.append(batch(-1, -1, -1, 5)).unwrap();
         assert!(replicate_once(&l, &f, 2));
@@ -1725,12 +1742,8 @@ mod tests {
     #[tokio::test]
     async fn a_write_truncated_by_a_leader_change_is_never_acknowledged_even_if_its_leader_returns()
     {
-        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (_, cfg) = state();
-        let (m1, m2) = (replica_manager(d1.path(), 1), replica_manager(d2.path(), 2));
-        let meta = replicated(1, 0);
-        m1.sync_with(&meta, &cfg).unwrap();
-        m2.sync_with(&meta, &cfg).unwrap();
+        let pair = Pair::new();
+        let (m1, m2, cfg) = (&pair.m1, &pair.m2, &pair.cfg);
         let (b1, b2) = (m1.get("t", 0).unwrap(), m2.get("t", 0).unwrap());
         // Broker 1 appends X at epoch 0 (offsets 0..2); before anyone has it, broker 2 takes over at epoch 1.
         let x = b1.append(batch(-1, -1, -1, 3)).unwrap();
@@ -1779,12 +1792,8 @@ mod tests {
 
     #[test]
     fn an_fsync_that_started_before_a_truncation_does_not_make_the_new_tail_durable() {
-        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (_, cfg) = state();
-        let (m1, m2) = (replica_manager(d1.path(), 1), replica_manager(d2.path(), 2));
-        let meta = replicated(1, 0);
-        m1.sync_with(&meta, &cfg).unwrap();
-        m2.sync_with(&meta, &cfg).unwrap();
+        let pair = Pair::new();
+        let (m1, m2, cfg) = (&pair.m1, &pair.m2, &pair.cfg);
         let (b1, b2) = (m1.get("t", 0).unwrap(), m2.get("t", 0).unwrap());
         b1.append(batch(-1, -1, -1, 3)).unwrap();
         assert!(replicate_once(&b1, &b2, 2));
@@ -1832,12 +1841,8 @@ mod tests {
 
     #[test]
     fn a_diverged_follower_truncates_to_the_leader_and_converges() {
-        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (_, cfg) = state();
-        let (m1, m2) = (replica_manager(d1.path(), 1), replica_manager(d2.path(), 2));
-        let meta = replicated(1, 0);
-        m1.sync_with(&meta, &cfg).unwrap();
-        m2.sync_with(&meta, &cfg).unwrap();
+        let pair = Pair::new();
+        let (m1, m2, cfg) = (&pair.m1, &pair.m2, &pair.cfg);
         let (b1, b2) = (m1.get("t", 0).unwrap(), m2.get("t", 0).unwrap());
         b1.append(batch(-1, -1, -1, 3)).unwrap();
         assert!(replicate_once(&b1, &b2, 2));
