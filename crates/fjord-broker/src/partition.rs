@@ -1689,8 +1689,8 @@ mod tests {
         );
         // Producer state travelled with the batches: the follower, once leader, deduplicates a retry.
         let meta = replicated(2, 1);
-        m1.sync_with(&meta, &cfg).unwrap();
-        m2.sync_with(&meta, &cfg).unwrap();
+        m1.sync_with(&meta, cfg).unwrap();
+        m2.sync_with(&meta, cfg).unwrap();
         assert!(f.is_leader() && !l.is_leader());
         let retry = f.append(batch(7, 0, 0, 2)).unwrap();
         assert_eq!((retry.base_offset, retry.last_offset), (3, 4));
@@ -1714,13 +1714,13 @@ mod tests {
         assert!(replicate_once(&l, &f, 2));
         // Broker 2 leads epoch 1 and writes nothing; broker 1 leads again at epoch 2 and writes on.
         let meta = replicated(2, 1);
-        m1.sync_with(&meta, &cfg).unwrap();
-        m2.sync_with(&meta, &cfg).unwrap();
+        m1.sync_with(&meta, cfg).unwrap();
+        m2.sync_with(&meta, cfg).unwrap();
         assert!(f.is_leader());
         assert_eq!(f.latest_epoch(), 1, "the new leader starts its epoch");
         let meta = replicated(1, 2);
-        m1.sync_with(&meta, &cfg).unwrap();
-        m2.sync_with(&meta, &cfg).unwrap();
+        m1.sync_with(&meta, cfg).unwrap();
+        m2.sync_with(&meta, cfg).unwrap();
         assert!(l.is_leader());
         l.append(batch(-1, -1, -1, 3)).unwrap();
         for _ in 0..4 {
@@ -1749,8 +1749,8 @@ mod tests {
         let x = b1.append(batch(-1, -1, -1, 3)).unwrap();
         assert_eq!((x.last_offset, x.leader_epoch), (2, 0));
         let meta = replicated(2, 1);
-        m1.sync_with(&meta, &cfg).unwrap();
-        m2.sync_with(&meta, &cfg).unwrap();
+        m1.sync_with(&meta, cfg).unwrap();
+        m2.sync_with(&meta, cfg).unwrap();
         b2.append(batch(-1, -1, -1, 4)).unwrap();
         // Broker 1 follows: truncates X, copies broker 2's records.
         assert!(!replicate_once(&b2, &b1, 1));
@@ -1758,8 +1758,8 @@ mod tests {
         assert!(!replicate_once(&b2, &b1, 1));
         // Broker 1 leads again at epoch 2 and its follower catches up: the high watermark passes X's offsets.
         let meta = replicated(1, 2);
-        m1.sync_with(&meta, &cfg).unwrap();
-        m2.sync_with(&meta, &cfg).unwrap();
+        m1.sync_with(&meta, cfg).unwrap();
+        m2.sync_with(&meta, cfg).unwrap();
         replicate_once(&b1, &b2, 2);
         replicate_once(&b1, &b2, 2);
         assert!(b1.high_watermark() >= 3);
@@ -1799,7 +1799,7 @@ mod tests {
         assert!(replicate_once(&b1, &b2, 2));
         // Broker 2 leads epoch 1 alone and appends 3..4; an fsync of that tail starts (the handle is taken).
         let meta = replicated(2, 1);
-        m2.sync_with(&meta, &cfg).unwrap();
+        m2.sync_with(&meta, cfg).unwrap();
         b2.append(batch(-1, -1, -1, 2)).unwrap();
         let (handle, generation) = {
             let log = b2.log().unwrap();
@@ -1810,8 +1810,8 @@ mod tests {
         };
         // Meanwhile broker 1 leads epoch 2 with other records at 3..4; broker 2 truncates and copies them.
         let meta = replicated(1, 2);
-        m1.sync_with(&meta, &cfg).unwrap();
-        m2.sync_with(&meta, &cfg).unwrap();
+        m1.sync_with(&meta, cfg).unwrap();
+        m2.sync_with(&meta, cfg).unwrap();
         b1.append(batch(-1, -1, -1, 2)).unwrap();
         assert!(!replicate_once(&b1, &b2, 2));
         assert!(replicate_once(&b1, &b2, 2));
@@ -1848,13 +1848,13 @@ mod tests {
         assert!(replicate_once(&b1, &b2, 2));
         // Epoch 1: broker 2 leads and takes writes broker 1 never sees (it is cut off).
         let meta = replicated(2, 1);
-        m2.sync_with(&meta, &cfg).unwrap();
+        m2.sync_with(&meta, cfg).unwrap();
         b2.append(batch(-1, -1, -1, 2)).unwrap();
         assert_eq!(b2.log_end_offset(), 5);
         // Epoch 2: broker 1 leads again (it never learnt of epoch 1) and writes other records at offset 3.
         let meta = replicated(1, 2);
-        m1.sync_with(&meta, &cfg).unwrap();
-        m2.sync_with(&meta, &cfg).unwrap();
+        m1.sync_with(&meta, cfg).unwrap();
+        m2.sync_with(&meta, cfg).unwrap();
         b1.append(batch(-1, -1, -1, 1)).unwrap();
         b1.append(batch(-1, -1, -1, 1)).unwrap();
         assert_eq!(b1.log_end_offset(), 5);
