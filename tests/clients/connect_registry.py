@@ -12,6 +12,9 @@ Usage:
       Reads N records of TOPIC from the start, decodes each value with AvroDeserializer (its writer schema fetched
       by the id in the record), and prints one JSON line per value, then `schema-id <id>` for each distinct id
       and the registered subject's schema as `schema <json>`.
+  connect_registry.py produce-raw BOOTSTRAP TOPIC KEY:HEX...
+      Produces one record per argument to TOPIC: key KEY, value the bytes HEX (records a serializer would not
+      write, e.g. for schemas that amplify). Prints `OK <n>`.
 Fails loudly.
 """
 import json
@@ -89,7 +92,19 @@ def consume(bootstrap, url, topic, n, json_schema=False):
     print(f"schema {latest.schema.schema_str}")
 
 
+def produce_raw(bootstrap, topic, records):
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for r in records:
+        key, value = r.split(":", 1)
+        p.produce(topic, key=key.encode(), value=bytes.fromhex(value))
+    check(p.flush(30) == 0, "undelivered messages")
+    print(f"OK {len(records)}")
+
+
 def main():
+    if sys.argv[1] == "produce-raw":
+        produce_raw(sys.argv[2], sys.argv[3], sys.argv[4:])
+        return
     mode, bootstrap, url, topic = sys.argv[1:5]
     json_schema = mode.endswith("-json")
     if mode.startswith("produce"):

@@ -72,10 +72,41 @@ pub enum Decoder {
     Protobuf(Box<ProtoSchema>),
 }
 
+/// An Avro schema whose shape was checked ([`avro_shape_problem`]), with its references and named types.
 pub struct AvroDecoder {
     schema: Schema,
     references: Vec<Schema>,
     names: Names,
+}
+
+impl AvroDecoder {
+    /// Parses a registered Avro schema (`referenced` as for [`parse_avro`]) and checks its shape: Err says why it
+    /// is not read.
+    pub fn compile(text: &str, referenced: &[(String, String)]) -> Result<AvroDecoder, String> {
+        let (schema, references, names) = parse_avro(text, referenced)?;
+        if let Some(why) = avro_shape_problem(&schema, &names) {
+            return Err(why);
+        }
+        Ok(AvroDecoder {
+            schema,
+            references,
+            names,
+        })
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// The named types of the schema and its references.
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    /// A binary datum as apache-avro's value, bounded as the module says (the shape was checked at compile).
+    pub fn read(&self, body: &[u8]) -> Result<apache_avro::types::Value, String> {
+        read_checked(&self.schema, &self.references, body)
+    }
 }
 
 impl Decoder {
@@ -87,17 +118,9 @@ impl Decoder {
         referenced: &[(String, String)],
     ) -> Result<Decoder, String> {
         match schema_type {
-            "" | "AVRO" => {
-                let (schema, references, names) = parse_avro(text, referenced)?;
-                if let Some(why) = avro_shape_problem(&schema, &names) {
-                    return Err(why);
-                }
-                Ok(Decoder::Avro(Box::new(AvroDecoder {
-                    schema,
-                    references,
-                    names,
-                })))
-            }
+            "" | "AVRO" => Ok(Decoder::Avro(Box::new(AvroDecoder::compile(
+                text, referenced,
+            )?))),
             "JSON" => Ok(Decoder::Json),
             "PROTOBUF" => Ok(Decoder::Protobuf(Box::new(
                 ProtoSchema::compile(text, referenced)
@@ -149,11 +172,21 @@ pub fn decode_avro(
     names: &Names,
     body: &[u8],
 ) -> Result<String, String> {
-    // First caller wins: the Connect converters and SQL set the same limit.
-    apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION);
     if let Some(why) = avro_shape_problem(schema, names) {
         return Err(why);
     }
+    let v = read_checked(schema, references, body)?;
+    avro_json::to_json(&v, schema, names)
+}
+
+/// The datum of a schema whose shape was checked.
+fn read_checked(
+    schema: &Schema,
+    references: &[Schema],
+    body: &[u8],
+) -> Result<apache_avro::types::Value, String> {
+    // First caller wins: the Connect converters and SQL set the same limit.
+    apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION);
     // Dependencies first: apache-avro resolves the list in order.
     let schemata: Vec<&Schema> = references.iter().chain(std::iter::once(schema)).collect();
     let reader = apache_avro::reader::datum::GenericDatumReader::builder(schema)
@@ -163,8 +196,7 @@ pub fn decode_avro(
         .map_err(|e| e.to_string())?;
     // A body cut short anywhere (also just before an optional field, which apache-avro alone reads as that
     // field's null branch) is an error, never shown as data.
-    let v = crate::avro::read_datum(&reader, body)?;
-    avro_json::to_json(&v, schema, names)
+    crate::avro::read_datum(&reader, body)
 }
 
 /// Why an Avro schema is not read (a record that contains itself, or nesting deeper than [`MAX_SCHEMA_DEPTH`]);
