@@ -1,6 +1,7 @@
-//! Confluent's schema-registry converters `io.confluent.connect.avro.AvroConverter` and
-//! `io.confluent.connect.json.JsonSchemaConverter`: records in the registry's wire format (magic byte 0, the
-//! schema id as 4 big-endian bytes, then the Avro binary datum or the JSON text), configured with
+//! Confluent's schema-registry converters `io.confluent.connect.avro.AvroConverter`,
+//! `io.confluent.connect.json.JsonSchemaConverter` and (for sinks) `io.confluent.connect.protobuf.ProtobufConverter`:
+//! records in the registry's wire format (magic byte 0, the schema id as 4 big-endian bytes, then the Avro binary
+//! datum, the JSON text, or the Protobuf message-index array and message), configured with
 //! the converter's prefix: `value.converter.schema.registry.url`, `basic.auth.credentials.source=USER_INFO` with
 //! `basic.auth.user.info=user:password`, `auto.register.schemas` (default true), `use.latest.version` (default
 //! false).
@@ -8,6 +9,10 @@
 //! JsonSchemaConverter validates each JSON value against its registered schema and maps JSON Schema to Connect
 //! schemas (and back) as Confluent's does (`connect.index`, `connect.type`, `oneOf` null for optional); what
 //! follows is said of Avro and holds for it too.
+//!
+//! ProtobufConverter reads records only (sink connectors; a source is refused when its config is checked): the
+//! record's message-index array names the message of its schema, decoded through `fjord_registry::wire` and
+//! mapped to a Connect struct as Confluent's converter maps it ([`crate::protobuf_data`]).
 //!
 //! **Sinks** look the writer's schema up by its id (`GET /schemas/ids/{id}`, cached for the task's life) and turn
 //! the datum into Connect data in the form the JSON converter gives the sinks (a record is a struct with its
@@ -41,7 +46,9 @@ use apache_avro::schema::{InnerDecimalSchema, UuidSchema};
 use apache_avro::types::Value as Avro;
 use apache_avro::Schema;
 use fjord_registry::avro_json::Names;
+use fjord_registry::proto_json::ProtoSchema;
 use fjord_registry::wire::{self, AvroDecoder};
+use prost_reflect::ReflectMessage;
 use serde_json::{json, Map, Value};
 
 use crate::config::ConfigMap;
@@ -50,6 +57,7 @@ use crate::transforms::SchemaAndValue;
 
 pub const AVRO_CONVERTER: &str = "io.confluent.connect.avro.AvroConverter";
 pub const JSON_SCHEMA_CONVERTER: &str = "io.confluent.connect.json.JsonSchemaConverter";
+pub const PROTOBUF_CONVERTER: &str = "io.confluent.connect.protobuf.ProtobufConverter";
 
 /// The schema format of a registry converter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +66,8 @@ pub enum Format {
     Avro,
     /// `JsonSchemaConverter`: JSON text validated against a JSON Schema.
     JsonSchema,
+    /// `ProtobufConverter`: Protobuf messages (read only).
+    Protobuf,
 }
 
 impl Format {
@@ -66,6 +76,7 @@ impl Format {
         match simple {
             "AvroConverter" => Some(Format::Avro),
             "JsonSchemaConverter" => Some(Format::JsonSchema),
+            "ProtobufConverter" => Some(Format::Protobuf),
             _ => None,
         }
     }
@@ -74,6 +85,7 @@ impl Format {
         match self {
             Format::Avro => "AvroConverter",
             Format::JsonSchema => "JsonSchemaConverter",
+            Format::Protobuf => "ProtobufConverter",
         }
     }
 
@@ -82,6 +94,16 @@ impl Format {
         match self {
             Format::Avro => "AVRO",
             Format::JsonSchema => "JSON",
+            Format::Protobuf => "PROTOBUF",
+        }
+    }
+
+    /// The converter that reads schemas of the registry's `schemaType`.
+    fn class_for(schema_type: &str) -> &'static str {
+        match schema_type {
+            "JSON" => JSON_SCHEMA_CONVERTER,
+            "PROTOBUF" => PROTOBUF_CONVERTER,
+            _ => AVRO_CONVERTER,
         }
     }
 }
@@ -121,6 +143,8 @@ enum Writer {
         connect: Option<Value>,
         validator: Box<jsonschema::Validator>,
     },
+    /// A compiled Protobuf schema (a record's message indexes name one of its messages).
+    Protobuf(Box<ProtoSchema>),
     /// A schema this converter cannot use (another format, references), and why.
     Unusable(String),
 }
@@ -129,6 +153,10 @@ impl Writer {
     fn parse(format: Format, text: &str) -> Result<Writer, String> {
         match format {
             Format::Avro => Ok(Writer::Avro(Box::new(AvroDecoder::compile(text, &[])?))),
+            Format::Protobuf => Ok(Writer::Protobuf(Box::new(
+                ProtoSchema::compile(text, &[])
+                    .map_err(|e| format!("not a Protobuf schema: {e}"))?,
+            ))),
             Format::JsonSchema => {
                 let schema: Value = serde_json::from_str(text)
                     .map_err(|e| format!("not a JSON Schema (not JSON): {e}"))?;
@@ -273,6 +301,11 @@ impl RegistryConverter {
         })
     }
 
+    /// Whether this converter writes records (ProtobufConverter only reads them).
+    pub fn writes(&self) -> bool {
+        self.format != Format::Protobuf
+    }
+
     fn subject(&self, topic: &str) -> String {
         format!("{topic}-{}", if self.is_key { "key" } else { "value" })
     }
@@ -363,11 +396,7 @@ impl RegistryConverter {
                 "schema id {id} is a {schema_type} schema, and {} reads {} ones; use the converter the records were written for ({})",
                 self.format.class(),
                 self.format.schema_type(),
-                match schema_type {
-                    "AVRO" => AVRO_CONVERTER,
-                    "JSON" => JSON_SCHEMA_CONVERTER,
-                    _ => "io.confluent.connect.protobuf.ProtobufConverter, not supported yet",
-                }
+                Format::class_for(schema_type)
             ))
         } else if v
             .get("references")
@@ -406,6 +435,17 @@ impl RegistryConverter {
         let avro = match &*writer {
             Writer::Avro(avro) => avro,
             Writer::Unusable(why) => return Err(why.clone()),
+            Writer::Protobuf(proto) => {
+                let message =
+                    wire::read_protobuf(proto, body).map_err(|e| format!("schema id {id}: {e}"))?;
+                let schema = crate::protobuf_data::connect_schema(&message.descriptor())
+                    .map_err(|e| format!("schema id {id}: {e}"))?;
+                return Ok(SchemaAndValue {
+                    schema: Some(schema),
+                    value: crate::protobuf_data::connect_value(&message)
+                        .map_err(|e| format!("schema id {id}: {e}"))?,
+                });
+            }
             Writer::Json { connect, validator } => {
                 let value: Value = serde_json::from_slice(body).map_err(|e| {
                     format!("the payload after schema id {id} is not JSON ({e}); the record is corrupt or was not written by a JSON Schema serializer")
@@ -433,6 +473,9 @@ impl RegistryConverter {
     /// Registers (or looks up) the Avro schema of `data`'s Connect schema under `topic`'s subject, into the
     /// cache. Err: the registry cannot be asked or refuses the schema (a task failure that says what to do).
     pub async fn prepare_encode(&self, topic: &str, data: &SchemaAndValue) -> Result<(), String> {
+        if self.format == Format::Protobuf {
+            return Err(protobuf_writes(&self.prefix));
+        }
         if data.value.is_null() {
             return Ok(());
         }
@@ -493,6 +536,7 @@ impl RegistryConverter {
             let text = match self.format {
                 Format::Avro => avro_schema_of(schema),
                 Format::JsonSchema => json_schema_of(schema),
+                Format::Protobuf => unreachable!("refused above"),
             }
             .map_err(|e| format!("{}: {e}", self.prefix))?
             .to_string();
@@ -571,6 +615,7 @@ impl RegistryConverter {
                 serde_json::to_writer(&mut out, &data.value).map_err(|e| e.to_string())?;
                 return Ok(Some(out));
             }
+            Writer::Protobuf(_) => return Err(protobuf_writes(&self.prefix)),
         };
         let datum = avro_value(&data.value, avro.schema(), avro.names(), "$")?;
         apache_avro::writer::datum::GenericDatumWriter::builder(avro.schema())
@@ -580,6 +625,11 @@ impl RegistryConverter {
             .map_err(|e| format!("the record does not fit its Avro schema: {e}"))?;
         Ok(Some(out))
     }
+}
+
+/// Why a ProtobufConverter (configured under `prefix`) does not write records.
+pub fn protobuf_writes(prefix: &str) -> String {
+    format!("{prefix}: ProtobufConverter reads records (sink connectors) but does not write them yet; a source connector writes with {AVRO_CONVERTER} or {JSON_SCHEMA_CONVERTER}")
 }
 
 /// A subject as one percent-encoded path segment.
@@ -1641,6 +1691,65 @@ mod tests {
             .decode(Some(&[0, 0, 0, 0, 6, 1]))
             .unwrap_err()
             .contains("AVRO"));
+    }
+
+    /// ProtobufConverter: the record's message indexes name the message ([1]: the second), decoded into a Connect
+    /// struct with its schema; a body that does not decode, or indexes naming no message, are the record's error;
+    /// a source cannot write with it.
+    #[tokio::test]
+    async fn protobuf_records_decode_into_connect_structs_and_sources_are_refused() {
+        let config: ConfigMap = [("value.converter.schema.registry.url", "http://127.0.0.1:9")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let c =
+            RegistryConverter::from_config(Format::Protobuf, &config, "value.converter").unwrap();
+        assert!(!c.writes());
+        let schema = "syntax = \"proto3\";\npackage shop;\nmessage Header { string source = 1; }\nmessage Order { string id = 1; int64 units = 2; Header header = 3; }\n";
+        c.cache.lock().unwrap().by_id.insert(
+            8,
+            Arc::new(Writer::parse(Format::Protobuf, schema).unwrap()),
+        );
+        // Id 8, indexes [1] (count 1, index 1, zig-zag), then id = "o", units = 300, header = {source: "w"}.
+        let record = [
+            0u8, 0, 0, 0, 8, 2, 2, 0x0a, 1, b'o', 0x10, 0xac, 0x02, 0x1a, 3, 0x0a, 1, b'w',
+        ];
+        let sv = c.decode(Some(&record)).unwrap();
+        assert_eq!(
+            sv.value,
+            json!({"id": "o", "units": 300, "header": {"source": "w"}})
+        );
+        let s = sv.schema.unwrap();
+        assert_eq!(
+            (&s["name"], &s["type"]),
+            (&json!("Order"), &json!("struct"))
+        );
+        assert_eq!(s["fields"][2]["name"], "Header");
+        // Indexes [0]: the same bytes read as a Header, whose field 1 is a string, so field 2 (a varint) is
+        // kept as unknown and field 3 too: Header {source: "o"}.
+        let as_header = [&record[..5], &[0u8], &record[7..]].concat();
+        assert_eq!(
+            c.decode(Some(&as_header)).unwrap().value,
+            json!({"source": "o"})
+        );
+        let mut no_message = record.to_vec();
+        no_message[6] = 8;
+        let e = c.decode(Some(&no_message)).unwrap_err();
+        assert!(
+            e.contains("schema id 8") && e.contains("name no message"),
+            "{e}"
+        );
+        let e = c.decode(Some(&record[..record.len() - 1])).unwrap_err();
+        assert!(e.contains("does not decode as shop.Order"), "{e}");
+        let data = SchemaAndValue {
+            schema: Some(json!({"type": "string", "optional": false})),
+            value: json!("x"),
+        };
+        let e = c.prepare_encode("t", &data).await.unwrap_err();
+        assert!(
+            e.contains("value.converter: ProtobufConverter reads records"),
+            "{e}"
+        );
     }
 
     #[test]

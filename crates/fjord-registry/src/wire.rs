@@ -158,10 +158,20 @@ impl Decoder {
 
 /// A Protobuf body: the message-index array names the message of the schema, the rest is that message.
 pub fn decode_protobuf(schema: &ProtoSchema, body: &[u8]) -> Result<String, String> {
+    let message = read_protobuf(schema, body)?;
+    serde_json::to_string(&message).map_err(|e| e.to_string())
+}
+
+/// A Protobuf body as the message its index array names, decoded (what the Connect converter maps to Connect
+/// data).
+pub fn read_protobuf(
+    schema: &ProtoSchema,
+    body: &[u8],
+) -> Result<prost_reflect::DynamicMessage, String> {
     let mut rest = body;
     let indexes = crate::proto_json::read_indexes(&mut rest)?;
     let message = schema.message_at(&indexes)?;
-    crate::proto_json::to_json(&message, rest)
+    crate::proto_json::decode(&message, rest)
 }
 
 /// An Avro binary datum written with `schema` (whose `references` define the named types it uses) as JSON text,

@@ -1,6 +1,6 @@
-//! Fjord Connect's schema-registry converter (Confluent's `AvroConverter`) with real processes: `fjord start`
-//! (broker, Schema Registry and Connect worker) and confluent-kafka Python's `AvroSerializer`/`AvroDeserializer`
-//! (third-party code) on the other side of the topics.
+//! Fjord Connect's schema-registry converters (Confluent's `AvroConverter`, `JsonSchemaConverter` and
+//! `ProtobufConverter`) with real processes: `fjord start` (broker, Schema Registry and Connect worker) and
+//! confluent-kafka Python's serializers and deserializers (third-party code) on the other side of the topics.
 #![cfg(feature = "connect")]
 
 mod common;
@@ -461,4 +461,98 @@ fn records_of_avro_schemas_that_amplify_are_dead_lettered_and_the_sink_keeps_run
     for i in [1, 2] {
         assert!(message(i).contains("take no bytes"), "{}", message(i));
     }
+}
+
+/// Records written by confluent-kafka's ProtobufSerializer (`shop.Order`, the second message of its schema, so
+/// the message-index array is not the one-byte shortcut; the schema registered in Fjord's registry by the
+/// serializer) reach a FileStreamSink with `value.converter=io.confluent.connect.protobuf.ProtobufConverter` as
+/// Connect structs, field by field: an int64 as a number (not the proto3 JSON string), scalars that are not set as
+/// their defaults, a message that is not set as null. A record not in the wire format is dead-lettered; a source
+/// with ProtobufConverter is refused, naming the converter's key.
+#[test]
+fn protobuf_records_from_confluents_serializer_reach_a_sink_as_connect_structs() {
+    let dir = temp_dir();
+    let p = Platform::start(dir.path());
+    let topic = "orders";
+    p.topic(topic);
+    let input = [
+        json!({"id": "o-1", "units": "1250", "tags": ["a", "b"], "header": {"source": "web"}}),
+        json!({"id": "o-2"}),
+        json!({"id": "o-3", "units": "-9007199254740993", "header": {}}),
+    ]
+    .iter()
+    .map(|v| format!("{v}\n"))
+    .collect::<String>();
+    ok(&run_with_stdin(
+        Command::new(python())
+            .arg(workspace_root().join("tests/clients/protobuf_tools.py"))
+            .args(["write", &p.kafka, &p.registry, topic]),
+        Some(input.as_bytes()),
+        Duration::from_secs(120),
+    ));
+    let out = client(&[
+        "produce-raw",
+        &p.kafka,
+        topic,
+        &format!("poison:{}", "6e6f742070726f746f627566"),
+    ]);
+    assert!(out.starts_with("OK 1"), "{out}");
+    let file = dir.path().join("orders.txt");
+    p.create(
+        "orders-sink",
+        json!({"connector.class": "FileStreamSink", "topics": topic,
+            "file": file.display().to_string(),
+            "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+            "value.converter": "io.confluent.connect.protobuf.ProtobufConverter",
+            "value.converter.schema.registry.url": p.registry,
+            "errors.tolerance": "all",
+            "errors.deadletterqueue.topic.name": "orders-dlq",
+            "errors.deadletterqueue.context.headers.enable": "true"}),
+    );
+    wait_for(Duration::from_secs(60), "the sink to commit all 4", || {
+        let v = http(&p.rest, "GET", "/connectors/orders-sink/offsets", None).1;
+        (v["offsets"][0]["offset"]["kafka_offset"] == 4).then_some(())
+    });
+    let lines: Vec<Value> = lines_of(&file)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            json!({"id": "o-1", "units": 1250, "tags": ["a", "b"], "header": {"source": "web"}}),
+            json!({"id": "o-2", "units": 0, "tags": [], "header": null}),
+            json!({"id": "o-3", "units": -9007199254740993i64, "tags": [], "header": {"source": ""}}),
+        ]
+    );
+    let status = http(&p.rest, "GET", "/connectors/orders-sink/status", None).1;
+    assert_eq!(status["tasks"][0]["state"], "RUNNING", "{status}");
+    let dlq = wait_for(Duration::from_secs(30), "the dead letter", || {
+        let v = records_of(&p.kafka, "orders-dlq");
+        (!v.is_empty()).then_some(v)
+    });
+    assert_eq!(dlq[0]["key"], "poison", "{dlq:?}");
+    let message = dlq[0]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["key"] == "__connect.errors.exception.message")
+        .and_then(|h| h["value"].as_str())
+        .unwrap_or("")
+        .to_string();
+    assert!(message.contains("wire format"), "{dlq:?}");
+
+    // A source cannot write with it: create is a 400 that names the converter's key.
+    let body = json!({"name": "orders-source", "config": {"connector.class": "FileStreamSource",
+        "topic": topic, "file": dir.path().join("in.txt").display().to_string(),
+        "value.converter": "io.confluent.connect.protobuf.ProtobufConverter",
+        "value.converter.schema.registry.url": p.registry}})
+    .to_string();
+    let (s, v) = http(&p.rest, "POST", "/connectors", Some(&body));
+    assert_eq!(s, 400, "{v}");
+    let m = v["message"].as_str().unwrap_or("");
+    assert!(
+        m.contains("value.converter") && m.contains("ProtobufConverter reads records"),
+        "{v}"
+    );
 }
