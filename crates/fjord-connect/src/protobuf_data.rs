@@ -9,9 +9,10 @@
 //! `[key, value]` pairs); `google.protobuf.Timestamp` Connect's Timestamp (milliseconds). Scalars that are not set
 //! are their default (proto3 cannot tell), a message field that is not set is null.
 //!
-//! Both walks are bounded: a message that contains itself is refused (Connect schemas are trees), as are
+//! The schema walk is bounded: a message that contains itself is refused (Connect schemas are trees), as are
 //! messages nested deeper than 64 or expanding to more than 10,000 types (the limits of the shared Avro check,
-//! `fjord_registry::wire`).
+//! `fjord_registry::wire`); the converter maps a record's schema before its value. The value walk follows the
+//! decoded message, whose nesting prost bounds at 100 and whose size is the record's (every value takes bytes).
 
 use prost_reflect::{
     DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, ReflectMessage,
