@@ -14,7 +14,8 @@
 //! record's message-index array names the message of its schema, decoded through `fjord_registry::wire` and
 //! mapped to a Connect struct as Confluent's converter maps it ([`crate::protobuf_data`]).
 //!
-//! **Sinks** look the writer's schema up by its id (`GET /schemas/ids/{id}`, cached for the task's life) and turn
+//! **Sinks** look the writer's schema up by its id (`GET /schemas/ids/{id}`, cached for the task's life; an Avro or
+//! Protobuf schema's references with `GET /subjects/<subject>/versions/<version>`, dependencies first) and turn
 //! the datum into Connect data in the form the JSON converter gives the sinks (a record is a struct with its
 //! fields' schemas, bytes are base64 text, a decimal its unscaled bytes, dates/times/timestamps their number), so
 //! the PostgreSQL sink's `pk.mode=record_value` and `auto.create` work as with schemas in JSON.
@@ -108,6 +109,17 @@ impl Format {
     }
 }
 
+/// Most schemas one schema's references may reach.
+const MAX_REFERENCES: usize = 64;
+
+/// Why the references of a schema were not all fetched.
+enum Fetch {
+    /// The registry cannot be asked, or refused the request: the task fails.
+    Task(String),
+    /// The registry does not have one, or they are too many: the record is errant.
+    Record(String),
+}
+
 /// How long one registry request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -145,16 +157,25 @@ enum Writer {
     },
     /// A compiled Protobuf schema (a record's message indexes name one of its messages).
     Protobuf(Box<ProtoSchema>),
-    /// A schema this converter cannot use (another format, references), and why.
+    /// A schema this converter cannot use (another format, a JSON Schema with references, a reference the registry
+    /// does not have), and why.
     Unusable(String),
 }
 
 impl Writer {
-    fn parse(format: Format, text: &str) -> Result<Writer, String> {
+    /// `referenced`: (reference name, text) of every schema the references of `text` reach, dependencies first
+    /// (Avro and Protobuf).
+    fn parse(
+        format: Format,
+        text: &str,
+        referenced: &[(String, String)],
+    ) -> Result<Writer, String> {
         match format {
-            Format::Avro => Ok(Writer::Avro(Box::new(AvroDecoder::compile(text, &[])?))),
+            Format::Avro => Ok(Writer::Avro(Box::new(AvroDecoder::compile(
+                text, referenced,
+            )?))),
             Format::Protobuf => Ok(Writer::Protobuf(Box::new(
-                ProtoSchema::compile(text, &[])
+                ProtoSchema::compile(text, referenced)
                     .map_err(|e| format!("not a Protobuf schema: {e}"))?,
             ))),
             Format::JsonSchema => {
@@ -398,18 +419,26 @@ impl RegistryConverter {
                 self.format.schema_type(),
                 Format::class_for(schema_type)
             ))
-        } else if v
-            .get("references")
-            .and_then(Value::as_array)
-            .is_some_and(|r| !r.is_empty())
+        } else if self.format == Format::JsonSchema
+            && v.get("references")
+                .and_then(Value::as_array)
+                .is_some_and(|r| !r.is_empty())
         {
             Writer::Unusable(format!(
                 "schema id {id} references other schemas, which {} does not support yet",
                 self.format.class()
             ))
         } else {
-            Writer::parse(self.format, text)
-                .unwrap_or_else(|e| Writer::Unusable(format!("schema id {id}: {e}")))
+            let mut referenced = Vec::new();
+            match self
+                .references(&v["references"], &mut referenced, &mut HashMap::new())
+                .await
+            {
+                Err(Fetch::Task(why)) => return Err(why),
+                Err(Fetch::Record(why)) => Writer::Unusable(format!("schema id {id}: {why}")),
+                Ok(()) => Writer::parse(self.format, text, &referenced)
+                    .unwrap_or_else(|e| Writer::Unusable(format!("schema id {id}: {e}"))),
+            }
         };
         self.cache
             .lock()
@@ -417,6 +446,71 @@ impl RegistryConverter {
             .by_id
             .insert(id, Arc::new(writer));
         Ok(())
+    }
+
+    /// The schemas `references` reach, dependencies first, each (reference name, text); at most
+    /// [`MAX_REFERENCES`] fetched (`GET /subjects/<subject>/versions/<version>`), each subject version once, a
+    /// cycle ending where it comes back. Boxed: it recurses along the references.
+    fn references<'a>(
+        &'a self,
+        references: &'a Value,
+        out: &'a mut Vec<(String, String)>,
+        walked: &'a mut HashMap<(String, i64), String>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Fetch>> + Send + 'a>> {
+        Box::pin(async move {
+            let Some(refs) = references.as_array() else {
+                return Ok(());
+            };
+            for r in refs {
+                let (Some(subject), Some(version)) = (r["subject"].as_str(), r["version"].as_i64())
+                else {
+                    return Err(Fetch::Record(format!(
+                        "a reference without subject and version: {r}"
+                    )));
+                };
+                let name = r["name"].as_str().unwrap_or(subject);
+                let key = (subject.to_string(), version);
+                if let Some(text) = walked.get(&key) {
+                    if !text.is_empty() && !out.iter().any(|(n, _)| n == name) {
+                        out.push((name.to_string(), text.clone()));
+                    }
+                    continue;
+                }
+                if walked.len() >= MAX_REFERENCES {
+                    return Err(Fetch::Record(format!(
+                        "its references reach more than {MAX_REFERENCES} schemas, which this converter does not read"
+                    )));
+                }
+                // Marked before its own references are walked, so that a cycle ends here.
+                walked.insert(key.clone(), String::new());
+                let path = format!("/subjects/{}/versions/{version}", path_segment(subject));
+                let (status, v) = self.call("GET", &path, None).await.map_err(Fetch::Task)?;
+                match status {
+                    200 => {}
+                    404 => {
+                        return Err(Fetch::Record(format!(
+                            "the schema it references as {name} ({subject} version {version}) is not in the schema registry"
+                        )))
+                    }
+                    _ => {
+                        return Err(Fetch::Task(format!(
+                            "the schema registry at {} refused GET {path} with HTTP {status} ({}); check {}.basic.auth.user.info and the registry's access rules",
+                            self.target.url,
+                            v.get("message").and_then(Value::as_str).unwrap_or("no message"),
+                            self.prefix
+                        )))
+                    }
+                }
+                self.references(&v["references"], out, walked).await?;
+                if let Some(text) = v["schema"].as_str() {
+                    walked.insert(key, text.to_string());
+                    if !out.iter().any(|(n, _)| n == name) {
+                        out.push((name.to_string(), text.to_string()));
+                    }
+                }
+            }
+            Ok(())
+        })
     }
 
     /// A record's bytes (in the wire format, its schema fetched by `prepare_decode`) to Connect data.
@@ -575,7 +669,7 @@ impl RegistryConverter {
             })? as u32;
             (id, text)
         };
-        let schema = Writer::parse(self.format, &text)
+        let schema = Writer::parse(self.format, &text, &[])
             .map_err(|e| format!("{}: schema id {id} of subject {subject}: {e}", self.prefix))?;
         self.cache
             .lock()
@@ -1302,6 +1396,84 @@ mod tests {
         url
     }
 
+    /// A registry that answers each path of `routes` with its JSON body, and anything else with 404.
+    async fn routed_registry(routes: Vec<(&'static str, Value)>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let (status, body) = match routes.iter().find(|(p, _)| *p == path) {
+                    Some((_, b)) => (200, b.to_string()),
+                    None => (
+                        404,
+                        r#"{"error_code":40401,"message":"not found"}"#.to_string(),
+                    ),
+                };
+                let answer = format!("HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    /// A schema with references (a Protobuf import, an Avro named type defined in another subject): the referenced
+    /// schemas are fetched by subject and version, dependencies first, and the record decodes; a reference the
+    /// registry does not have makes the record errant, saying which.
+    #[tokio::test]
+    async fn referenced_schemas_are_fetched_and_a_missing_one_makes_the_record_errant() {
+        let header = "syntax = \"proto3\";\npackage shop;\nmessage Header { string source = 1; }\n";
+        let order = "syntax = \"proto3\";\npackage shop;\nimport \"shop/header.proto\";\nmessage Order { string id = 1; Header header = 2; }\n";
+        let money = r#"{"type":"record","name":"Money","namespace":"com.example","fields":[{"name":"cents","type":"long"}]}"#;
+        let price = r#"{"type":"record","name":"Price","namespace":"com.example","fields":[{"name":"amount","type":"com.example.Money"}]}"#;
+        let url = routed_registry(vec![
+            ("/schemas/ids/11", json!({"schemaType": "PROTOBUF", "schema": order,
+                "references": [{"name": "shop/header.proto", "subject": "shop/header.proto", "version": 1}]})),
+            ("/subjects/shop%2Fheader.proto/versions/1", json!({"schemaType": "PROTOBUF", "schema": header})),
+            ("/schemas/ids/12", json!({"schema": price,
+                "references": [{"name": "com.example.Money", "subject": "money", "version": 3}]})),
+            ("/subjects/money/versions/3", json!({"schema": money})),
+            ("/schemas/ids/13", json!({"schema": price,
+                "references": [{"name": "com.example.Money", "subject": "money", "version": 4}]})),
+        ])
+        .await;
+        let converter = |format| {
+            let config: ConfigMap = [("value.converter.schema.registry.url", url.as_str())]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            RegistryConverter::from_config(format, &config, "value.converter").unwrap()
+        };
+        let proto = converter(Format::Protobuf);
+        // Id 11, indexes [0] (Order), id = "o", header = {source: "w"}.
+        let record = [0u8, 0, 0, 0, 11, 0, 0x0a, 1, b'o', 0x12, 3, 0x0a, 1, b'w'];
+        proto.prepare_decode(Some(&record)).await.unwrap();
+        assert_eq!(
+            proto.decode(Some(&record)).unwrap().value,
+            json!({"id": "o", "header": {"source": "w"}})
+        );
+        let avro = converter(Format::Avro);
+        // Id 12, amount.cents = 150 (zig-zag 300).
+        let record = [0u8, 0, 0, 0, 12, 0xac, 0x02];
+        avro.prepare_decode(Some(&record)).await.unwrap();
+        assert_eq!(
+            avro.decode(Some(&record)).unwrap().value,
+            json!({"amount": {"cents": 150}})
+        );
+        let record = [0u8, 0, 0, 0, 13, 0xac, 0x02];
+        avro.prepare_decode(Some(&record)).await.unwrap();
+        let e = avro.decode(Some(&record)).unwrap_err();
+        assert!(
+            e.contains("schema id 13")
+                && e.contains("money version 4) is not in the schema registry"),
+            "{e}"
+        );
+    }
+
     #[tokio::test]
     async fn only_an_unknown_id_is_the_records_fault_a_refused_request_fails_the_task() {
         let converter = |url: &str| {
@@ -1448,7 +1620,7 @@ mod tests {
         let c = RegistryConverter::from_config(Format::Avro, &config, "value.converter").unwrap();
         c.cache.lock().unwrap().by_id.insert(
             5,
-            Arc::new(Writer::parse(Format::Avro, r#""string""#).unwrap()),
+            Arc::new(Writer::parse(Format::Avro, r#""string""#, &[]).unwrap()),
         );
         // Id 5, then a string whose zig-zag length prefix claims 200 MiB, and 2 bytes of it.
         let mut record = vec![0u8, 0, 0, 0, 5];
@@ -1485,11 +1657,10 @@ mod tests {
             .collect();
         let c = RegistryConverter::from_config(Format::Avro, &config, "value.converter").unwrap();
         let schema = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"string"},{"name":"b","type":["null","string"]}]}"#;
-        c.cache
-            .lock()
-            .unwrap()
-            .by_id
-            .insert(6, Arc::new(Writer::parse(Format::Avro, schema).unwrap()));
+        c.cache.lock().unwrap().by_id.insert(
+            6,
+            Arc::new(Writer::parse(Format::Avro, schema, &[]).unwrap()),
+        );
         // a = "x", b = branch 1 ("y").
         let whole = [0u8, 0, 0, 0, 6, 0x02, b'x', 0x02, 0x02, b'y'];
         assert_eq!(
@@ -1505,7 +1676,7 @@ mod tests {
     fn recursive_and_very_deep_avro_schemas_are_refused_not_followed() {
         let recursive =
             r#"{"type":"record","name":"Node","fields":[{"name":"next","type":["null","Node"]}]}"#;
-        match Writer::parse(Format::Avro, recursive) {
+        match Writer::parse(Format::Avro, recursive, &[]) {
             Err(why) => assert!(why.contains("recursive (record Node"), "{why}"),
             Ok(_) => panic!("a recursive schema was accepted"),
         }
@@ -1513,13 +1684,16 @@ mod tests {
         for _ in 0..100 {
             deep = format!(r#"{{"type":"array","items":{deep}}}"#);
         }
-        match Writer::parse(Format::Avro, &deep) {
+        match Writer::parse(Format::Avro, &deep, &[]) {
             Err(why) => assert!(why.contains("more than 64 deep"), "{why}"),
             Ok(_) => panic!("a 100-deep schema was accepted"),
         }
         let shallow = r#"{"type":"record","name":"A","fields":[{"name":"b","type":{"type":"record","name":"B","fields":[{"name":"x","type":"int"}]}},{"name":"c","type":"B"}]}"#;
         assert!(
-            matches!(Writer::parse(Format::Avro, shallow), Ok(Writer::Avro(_))),
+            matches!(
+                Writer::parse(Format::Avro, shallow, &[]),
+                Ok(Writer::Avro(_))
+            ),
             "a type used twice is not recursion"
         );
     }
@@ -1664,7 +1838,7 @@ mod tests {
             "value.converter",
         )
         .unwrap();
-        let writer = Writer::parse(Format::JsonSchema, &js.to_string()).unwrap();
+        let writer = Writer::parse(Format::JsonSchema, &js.to_string(), &[]).unwrap();
         let Writer::Json { connect: back, .. } = &writer else {
             panic!("not a JSON writer");
         };
@@ -1708,7 +1882,7 @@ mod tests {
         let schema = "syntax = \"proto3\";\npackage shop;\nmessage Header { string source = 1; }\nmessage Order { string id = 1; int64 units = 2; Header header = 3; }\n";
         c.cache.lock().unwrap().by_id.insert(
             8,
-            Arc::new(Writer::parse(Format::Protobuf, schema).unwrap()),
+            Arc::new(Writer::parse(Format::Protobuf, schema, &[]).unwrap()),
         );
         // Id 8, indexes [1] (count 1, index 1, zig-zag), then id = "o", units = 300, header = {source: "w"}.
         let record = [

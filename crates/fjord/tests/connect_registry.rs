@@ -556,3 +556,52 @@ fn protobuf_records_from_confluents_serializer_reach_a_sink_as_connect_structs()
         "{v}"
     );
 }
+
+/// A Protobuf schema that imports another file: confluent-kafka's ProtobufSerializer registers the imported
+/// `shop/header.proto` under its own subject and the order's schema with a reference to it. A sink with
+/// ProtobufConverter fetches the referenced schema by subject and version and reads the records, the imported
+/// message's field included.
+#[test]
+fn protobuf_records_whose_schema_imports_another_reach_a_sink() {
+    let dir = temp_dir();
+    let p = Platform::start(dir.path());
+    let topic = "orders-ref";
+    p.topic(topic);
+    let out = client(&["produce-protobuf-import", &p.kafka, &p.registry, topic]);
+    assert!(out.starts_with("OK 2"), "{out}");
+    let subject = http(
+        &p.registry.replace("http://", ""),
+        "GET",
+        &format!("/subjects/{topic}-value/versions/latest"),
+        None,
+    )
+    .1;
+    assert_eq!(
+        subject["references"][0]["name"], "shop/header.proto",
+        "the serializer registered no reference: {subject}"
+    );
+    let file = dir.path().join("orders-ref.txt");
+    p.create(
+        "orders-ref-sink",
+        json!({"connector.class": "FileStreamSink", "topics": topic,
+            "file": file.display().to_string(),
+            "value.converter": "io.confluent.connect.protobuf.ProtobufConverter",
+            "value.converter.schema.registry.url": p.registry,
+            "task.restart.max.attempts": "0"}),
+    );
+    wait_for(Duration::from_secs(60), "the sink to commit both", || {
+        let v = http(&p.rest, "GET", "/connectors/orders-ref-sink/offsets", None).1;
+        (v["offsets"][0]["offset"]["kafka_offset"] == 2).then_some(())
+    });
+    let lines: Vec<Value> = lines_of(&file)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            json!({"id": "r-1", "header": {"source": "app"}}),
+            json!({"id": "r-2", "header": null}),
+        ]
+    );
+}
