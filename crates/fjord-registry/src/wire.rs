@@ -53,8 +53,13 @@ pub fn parse_avro(
             Vec::new(),
         )
     } else {
-        Schema::parse_str_with_list(text, &texts)
-            .map_err(|e| format!("not an Avro schema with its references: {e}"))?
+        // On a thread with the registry's reference stack: apache-avro's parse recurses through the chain of
+        // named types across the texts, and 64 texts of 30 nested records each overflow a 2 MiB stack (a tokio
+        // worker's, the dashboard's blocking thread) in a debug build, which aborts the whole process.
+        crate::avro::on_reference_stack(|| {
+            Schema::parse_str_with_list(text, &texts).map_err(|e| e.to_string())
+        })
+        .map_err(|e| format!("not an Avro schema with its references: {e}"))?
     };
     let names = {
         let mut all: Vec<&Schema> = vec![&schema];
@@ -345,6 +350,46 @@ mod tests {
             "{why:?}"
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    /// 64 referenced texts, each a record nested 30 deep whose innermost field uses the previous text's record
+    /// (about what the registry's own bounds allow: references 64 deep, texts 128 JSON levels). Parsed on a 2 MiB
+    /// thread, as a tokio worker or the dashboard's blocking thread has, apache-avro's parse overflowed the stack
+    /// in a debug build and aborted the process; now it is parsed on a stack of its own and refused by the shape
+    /// check (1,920 levels deep).
+    #[test]
+    fn a_deep_chain_of_references_is_parsed_on_a_stack_of_its_own_then_refused() {
+        let mut texts: Vec<(String, String)> = Vec::new();
+        for k in 0..64 {
+            let mut inner = if k == 0 {
+                r#""int""#.to_string()
+            } else {
+                format!(r#""T{}""#, k - 1)
+            };
+            for d in (0..30).rev() {
+                let name = if d == 0 {
+                    format!("T{k}")
+                } else {
+                    format!("T{k}_{d}")
+                };
+                inner = format!(
+                    r#"{{"type":"record","name":"{name}","fields":[{{"name":"f","type":{inner}}}]}}"#
+                );
+            }
+            texts.push((format!("T{k}"), inner));
+        }
+        let top = r#"{"type":"record","name":"Top","fields":[{"name":"t","type":"T63"}]}"#;
+        let why = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let (schema, _, names) = parse_avro(top, &texts)?;
+                Ok::<_, String>(avro_shape_problem(&schema, &names))
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap();
+        assert!(why.is_some_and(|w| w.contains("more than 64 deep")));
     }
 
     #[test]
