@@ -12,6 +12,13 @@ Usage:
       Reads N records of TOPIC from the start, decodes each value with AvroDeserializer (its writer schema fetched
       by the id in the record), and prints one JSON line per value, then `schema-id <id>` for each distinct id
       and the registered subject's schema as `schema <json>`.
+  connect_registry.py produce-protobuf-import BOOTSTRAP REGISTRY_URL TOPIC
+      Produces ORDERS_WITH_IMPORT with ProtobufSerializer as shop.Order of shop/order_ref.proto, which imports
+      shop/header.proto: the serializer registers the imported file under its own subject (shop/header.proto) and
+      the order's schema under TOPIC-value with a reference to it. Prints `OK <n>`.
+  connect_registry.py produce-raw BOOTSTRAP TOPIC KEY:HEX...
+      Produces one record per argument to TOPIC: key KEY, value the bytes HEX (records a serializer would not
+      write, e.g. for schemas that amplify). Prints `OK <n>`.
 Fails loudly.
 """
 import json
@@ -21,7 +28,9 @@ from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer, AvroDeserializer
 from confluent_kafka.schema_registry.json_schema import JSONSerializer, JSONDeserializer
+from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
 from confluent_kafka.serialization import SerializationContext, MessageField
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 
 from common import check, consume_all
 
@@ -89,8 +98,59 @@ def consume(bootstrap, url, topic, n, json_schema=False):
     print(f"schema {latest.schema.schema_str}")
 
 
+ORDERS_WITH_IMPORT = [
+    {"id": "r-1", "header": {"source": "app"}},
+    {"id": "r-2"},
+]
+
+
+def order_with_import_class():
+    """shop.Order in shop/order_ref.proto, whose header field's type comes from the imported shop/header.proto."""
+    F = descriptor_pb2.FieldDescriptorProto
+    header = descriptor_pb2.FileDescriptorProto(name="shop/header.proto", package="shop", syntax="proto3")
+    h = header.message_type.add(name="Header")
+    h.field.add(name="source", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL, json_name="source")
+    order = descriptor_pb2.FileDescriptorProto(name="shop/order_ref.proto", package="shop", syntax="proto3",
+                                               dependency=["shop/header.proto"])
+    o = order.message_type.add(name="Order")
+    o.field.add(name="id", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL, json_name="id")
+    o.field.add(name="header", number=2, type=F.TYPE_MESSAGE, type_name=".shop.Header",
+                label=F.LABEL_OPTIONAL, json_name="header")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(header)
+    pool.Add(order)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("shop.Order"))
+
+
+def produce_protobuf_import(bootstrap, url, topic):
+    sr = SchemaRegistryClient({"url": url})
+    Order = order_with_import_class()
+    ser = ProtobufSerializer(Order, sr, {"use.deprecated.format": False})
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    for r in ORDERS_WITH_IMPORT:
+        p.produce(topic, value=ser(json_format.ParseDict(r, Order()), ctx))
+    check(p.flush(30) == 0, "undelivered messages")
+    print(f"OK {len(ORDERS_WITH_IMPORT)}")
+
+
+def produce_raw(bootstrap, topic, records):
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for r in records:
+        key, value = r.split(":", 1)
+        p.produce(topic, key=key.encode(), value=bytes.fromhex(value))
+    check(p.flush(30) == 0, "undelivered messages")
+    print(f"OK {len(records)}")
+
+
 def main():
+    if sys.argv[1] == "produce-raw":
+        produce_raw(sys.argv[2], sys.argv[3], sys.argv[4:])
+        return
     mode, bootstrap, url, topic = sys.argv[1:5]
+    if mode == "produce-protobuf-import":
+        produce_protobuf_import(bootstrap, url, topic)
+        return
     json_schema = mode.endswith("-json")
     if mode.startswith("produce"):
         produce(bootstrap, url, topic, json_schema)

@@ -1,12 +1,15 @@
 //! Connect's converters between a record's bytes and Connect data: `StringConverter`, `ByteArrayConverter`
 //! and `JsonConverter` (with `schemas.enable`, Connect's `{"schema": ..., "payload": ...}` envelope), and
-//! Confluent's schema-registry `AvroConverter` and `JsonSchemaConverter` ([`crate::registry_converter`]).
+//! Confluent's schema-registry `AvroConverter`, `JsonSchemaConverter` and `ProtobufConverter`
+//! ([`crate::registry_converter`]).
 
 use std::sync::Arc;
 
 use crate::config::ConfigMap;
 use crate::error::{Error, Result};
-use crate::registry_converter::{Format, RegistryConverter, AVRO_CONVERTER, JSON_SCHEMA_CONVERTER};
+use crate::registry_converter::{
+    Format, RegistryConverter, AVRO_CONVERTER, JSON_SCHEMA_CONVERTER, PROTOBUF_CONVERTER,
+};
 use crate::transforms::SchemaAndValue;
 
 /// A value in Connect's data model, as far as this phase needs it: the file connectors produce and consume
@@ -45,7 +48,8 @@ pub enum Converter {
     Json {
         schemas_enable: bool,
     },
-    /// `AvroConverter`: the registry's wire format, schemas registered and looked up in the registry.
+    /// `AvroConverter`, `JsonSchemaConverter`, `ProtobufConverter`: the registry's wire format, schemas registered
+    /// and looked up in the registry.
     Registry(Arc<RegistryConverter>),
 }
 
@@ -98,9 +102,6 @@ impl Converter {
         match simple {
             "StringConverter" => Ok(Converter::String),
             "ByteArrayConverter" => Ok(Converter::ByteArray),
-            "ProtobufConverter" => Err(format!(
-                "{class} is not supported yet; the schema-registry converters built in are {AVRO_CONVERTER} and {JSON_SCHEMA_CONVERTER}"
-            )),
             "JsonConverter" => {
                 let schemas_enable = match schemas_enable.map(|s| s.trim().to_ascii_lowercase()) {
                     None => true,
@@ -115,7 +116,7 @@ impl Converter {
                 Ok(Converter::Json { schemas_enable })
             }
             _ => Err(format!(
-                "unknown converter class {class}; the built-in ones are {STRING_CONVERTER}, {BYTE_ARRAY_CONVERTER}, {JSON_CONVERTER}, {AVRO_CONVERTER} and {JSON_SCHEMA_CONVERTER}"
+                "unknown converter class {class}; the built-in ones are {STRING_CONVERTER}, {BYTE_ARRAY_CONVERTER}, {JSON_CONVERTER}, {AVRO_CONVERTER}, {JSON_SCHEMA_CONVERTER} and {PROTOBUF_CONVERTER} (sinks)"
             )),
         }
     }
@@ -328,8 +329,12 @@ mod tests {
             "key.converter".into(),
             "io.confluent.connect.protobuf.ProtobufConverter".into(),
         );
+        // A registry converter like the others: it needs the registry's URL.
         let e = Converter::from_config(&p, "key.converter").unwrap_err();
-        assert!(e.to_string().contains("not supported yet"), "{e}");
+        assert!(
+            e.to_string().contains("key.converter.schema.registry.url"),
+            "{e}"
+        );
         p.insert("key.converter".into(), "com.example.XmlConverter".into());
         let e = Converter::from_config(&p, "key.converter").unwrap_err();
         assert!(

@@ -2,8 +2,8 @@
 //! shapes and `{"error_code", "message"}` errors, so curl scripts, kcctl and Kafka UIs keep working), runs
 //! connectors in a standalone worker whose source offsets live in a local file or a distributed-mode worker whose
 //! connectors and offsets live in Connect's internal topics, converts records with
-//! Connect's String, ByteArray and JSON converters and Confluent's schema-registry AvroConverter and
-//! JsonSchemaConverter, applies Connect's single message transforms, and has the
+//! Connect's String, ByteArray and JSON converters and Confluent's schema-registry AvroConverter,
+//! JsonSchemaConverter and (for sinks) ProtobufConverter, applies Connect's single message transforms, and has the
 //! FileStream source and sink, an Elasticsearch/OpenSearch sink, an HTTP sink and a PostgreSQL (JDBC) sink and source built in.
 //!
 //! It is a Kafka client of the brokers (librdkafka through `rdkafka`) and knows nothing of their internals:
@@ -32,6 +32,7 @@ pub mod offsets;
 pub mod pg_sink;
 pub mod pg_source;
 pub mod plugins;
+pub mod protobuf_data;
 pub mod registry_converter;
 pub mod sink_task;
 pub mod standalone;

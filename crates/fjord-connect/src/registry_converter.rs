@@ -1,6 +1,7 @@
-//! Confluent's schema-registry converters `io.confluent.connect.avro.AvroConverter` and
-//! `io.confluent.connect.json.JsonSchemaConverter`: records in the registry's wire format (magic byte 0, the
-//! schema id as 4 big-endian bytes, then the Avro binary datum or the JSON text), configured with
+//! Confluent's schema-registry converters `io.confluent.connect.avro.AvroConverter`,
+//! `io.confluent.connect.json.JsonSchemaConverter` and (for sinks) `io.confluent.connect.protobuf.ProtobufConverter`:
+//! records in the registry's wire format (magic byte 0, the schema id as 4 big-endian bytes, then the Avro binary
+//! datum, the JSON text, or the Protobuf message-index array and message), configured with
 //! the converter's prefix: `value.converter.schema.registry.url`, `basic.auth.credentials.source=USER_INFO` with
 //! `basic.auth.user.info=user:password`, `auto.register.schemas` (default true), `use.latest.version` (default
 //! false).
@@ -9,7 +10,12 @@
 //! schemas (and back) as Confluent's does (`connect.index`, `connect.type`, `oneOf` null for optional); what
 //! follows is said of Avro and holds for it too.
 //!
-//! **Sinks** look the writer's schema up by its id (`GET /schemas/ids/{id}`, cached for the task's life) and turn
+//! ProtobufConverter reads records only (sink connectors; a source is refused when its config is checked): the
+//! record's message-index array names the message of its schema, decoded through `fjord_registry::wire` and
+//! mapped to a Connect struct as Confluent's converter maps it ([`crate::protobuf_data`]).
+//!
+//! **Sinks** look the writer's schema up by its id (`GET /schemas/ids/{id}`, cached for the task's life; an Avro or
+//! Protobuf schema's references with `GET /subjects/<subject>/versions/<version>`, dependencies first) and turn
 //! the datum into Connect data in the form the JSON converter gives the sinks (a record is a struct with its
 //! fields' schemas, bytes are base64 text, a decimal its unscaled bytes, dates/times/timestamps their number), so
 //! the PostgreSQL sink's `pk.mode=record_value` and `auto.create` work as with schemas in JSON.
@@ -25,6 +31,11 @@
 //! `task.restart.*`), while a record that is not in the wire format or names a schema id the registry does not
 //! have is an errant record (`errors.tolerance`, the dead-letter topic).
 //!
+//! The wire format's header, the check of an Avro schema before anything is read with it (recursion, nesting
+//! deeper than 64, more than 10,000 types when expanded, arrays or maps of values that take no bytes) and the
+//! bounded reading of a datum are `fjord_registry::wire`'s, as for the console tools and the dashboard: a schema
+//! it refuses makes each of its records errant, with the reason.
+//!
 //! [`prepare_decode`]: RegistryConverter::prepare_decode
 //! [`prepare_encode`]: RegistryConverter::prepare_encode
 
@@ -32,9 +43,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use apache_avro::schema::{InnerDecimalSchema, Name, ResolvedSchema, UuidSchema};
+use apache_avro::schema::{InnerDecimalSchema, UuidSchema};
 use apache_avro::types::Value as Avro;
 use apache_avro::Schema;
+use fjord_registry::avro_json::Names;
+use fjord_registry::proto_json::ProtoSchema;
+use fjord_registry::wire::{self, AvroDecoder};
+use prost_reflect::ReflectMessage;
 use serde_json::{json, Map, Value};
 
 use crate::config::ConfigMap;
@@ -43,6 +58,7 @@ use crate::transforms::SchemaAndValue;
 
 pub const AVRO_CONVERTER: &str = "io.confluent.connect.avro.AvroConverter";
 pub const JSON_SCHEMA_CONVERTER: &str = "io.confluent.connect.json.JsonSchemaConverter";
+pub const PROTOBUF_CONVERTER: &str = "io.confluent.connect.protobuf.ProtobufConverter";
 
 /// The schema format of a registry converter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +67,8 @@ pub enum Format {
     Avro,
     /// `JsonSchemaConverter`: JSON text validated against a JSON Schema.
     JsonSchema,
+    /// `ProtobufConverter`: Protobuf messages (read only).
+    Protobuf,
 }
 
 impl Format {
@@ -59,6 +77,7 @@ impl Format {
         match simple {
             "AvroConverter" => Some(Format::Avro),
             "JsonSchemaConverter" => Some(Format::JsonSchema),
+            "ProtobufConverter" => Some(Format::Protobuf),
             _ => None,
         }
     }
@@ -67,6 +86,7 @@ impl Format {
         match self {
             Format::Avro => "AvroConverter",
             Format::JsonSchema => "JsonSchemaConverter",
+            Format::Protobuf => "ProtobufConverter",
         }
     }
 
@@ -75,8 +95,29 @@ impl Format {
         match self {
             Format::Avro => "AVRO",
             Format::JsonSchema => "JSON",
+            Format::Protobuf => "PROTOBUF",
         }
     }
+
+    /// The converter that reads schemas of the registry's `schemaType`.
+    fn class_for(schema_type: &str) -> &'static str {
+        match schema_type {
+            "JSON" => JSON_SCHEMA_CONVERTER,
+            "PROTOBUF" => PROTOBUF_CONVERTER,
+            _ => AVRO_CONVERTER,
+        }
+    }
+}
+
+/// Most schemas one schema's references may reach.
+const MAX_REFERENCES: usize = 64;
+
+/// Why the references of a schema were not all fetched.
+enum Fetch {
+    /// The registry cannot be asked, or refused the request: the task fails.
+    Task(String),
+    /// The registry does not have one, or they are too many: the record is errant.
+    Record(String),
 }
 
 /// How long one registry request may take.
@@ -103,59 +144,40 @@ pub struct RegistryConverter {
     cache: Mutex<Cache>,
 }
 
-/// An Avro schema with its named types (to follow `Schema::Ref`).
-struct Parsed {
-    root: Schema,
-    names: HashMap<Name, Schema>,
-}
-
-impl Parsed {
-    fn new(root: Schema) -> Result<Parsed, apache_avro::Error> {
-        let names = ResolvedSchema::try_from(&root)?
-            .get_names()
-            .iter()
-            .map(|(n, s)| (n.clone(), (*s).clone()))
-            .collect();
-        Ok(Parsed { root, names })
-    }
-
-    fn get_root_schema(&self) -> &Schema {
-        &self.root
-    }
-
-    fn get_names(&self) -> &HashMap<Name, Schema> {
-        &self.names
-    }
-}
-
 /// A registered schema, ready to read or write records with.
 enum Writer {
-    Avro(Parsed),
+    /// Checked by the registry crate's shared decoding (`wire::avro_shape_problem`), so that neither the mapping to
+    /// Connect schemas nor the Avro reader recurses without bound, expands a schema exponentially or reads millions
+    /// of values from a few bytes.
+    Avro(Box<AvroDecoder>),
     Json {
         /// The Connect schema of the JSON Schema (None: one Connect has no schema for; the data is schemaless).
         connect: Option<Value>,
         validator: Box<jsonschema::Validator>,
     },
-    /// A schema this converter cannot use (another format, references), and why.
+    /// A compiled Protobuf schema (a record's message indexes name one of its messages).
+    Protobuf(Box<ProtoSchema>),
+    /// A schema this converter cannot use (another format, a JSON Schema with references, a reference the registry
+    /// does not have), and why.
     Unusable(String),
 }
 
 impl Writer {
-    fn parse(format: Format, text: &str) -> Result<Writer, String> {
+    /// `referenced`: (reference name, text) of every schema the references of `text` reach, dependencies first
+    /// (Avro and Protobuf).
+    fn parse(
+        format: Format,
+        text: &str,
+        referenced: &[(String, String)],
+    ) -> Result<Writer, String> {
         match format {
-            Format::Avro => {
-                let parsed = Schema::parse_str(text)
-                    .and_then(Parsed::new)
-                    .map_err(|e| format!("not an Avro schema this converter can use ({e})"))?;
-                // Checked once here, so that neither the mapping below nor the Avro reader recurses without
-                // bound on a record that contains itself or on a very deeply nested schema.
-                let names = parsed.get_names();
-                let lookup = |n: &Name| names.get(n);
-                match shape_problem(parsed.get_root_schema(), &lookup, &mut Vec::new(), 0) {
-                    Some(why) => Ok(Writer::Unusable(why)),
-                    None => Ok(Writer::Avro(parsed)),
-                }
-            }
+            Format::Avro => Ok(Writer::Avro(Box::new(AvroDecoder::compile(
+                text, referenced,
+            )?))),
+            Format::Protobuf => Ok(Writer::Protobuf(Box::new(
+                ProtoSchema::compile(text, referenced)
+                    .map_err(|e| format!("not a Protobuf schema: {e}"))?,
+            ))),
             Format::JsonSchema => {
                 let schema: Value = serde_json::from_str(text)
                     .map_err(|e| format!("not a JSON Schema (not JSON): {e}"))?;
@@ -242,7 +264,7 @@ impl RegistryConverter {
             // apache-avro allocates what a datum's length prefix says before reading it (up to 512 MiB by
             // default): a poison record of a few bytes must not make the worker allocate that much. The limit is
             // the process's (first caller wins; fjord-sql sets the same).
-            apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION);
+            apache_avro::util::max_allocation_bytes(wire::MAX_AVRO_ALLOCATION);
         }
         let key = |k: &str| format!("{prefix}.{k}");
         let url_key = key("schema.registry.url");
@@ -298,6 +320,11 @@ impl RegistryConverter {
             use_latest: flag(props, &key("use.latest.version"), false)?,
             cache: Mutex::new(Cache::default()),
         })
+    }
+
+    /// Whether this converter writes records (ProtobufConverter only reads them).
+    pub fn writes(&self) -> bool {
+        self.format != Format::Protobuf
     }
 
     fn subject(&self, topic: &str) -> String {
@@ -356,7 +383,7 @@ impl RegistryConverter {
     /// asked (a task failure); a record that is not in the wire format or names an unknown id is left for
     /// [`decode`](Self::decode) to report as errant.
     pub async fn prepare_decode(&self, bytes: Option<&[u8]>) -> Result<(), String> {
-        let Some(Ok((id, _))) = bytes.map(split_wire) else {
+        let Some((id, _)) = bytes.and_then(wire::split) else {
             return Ok(());
         };
         if self.cache.lock().unwrap().by_id.contains_key(&id) {
@@ -390,24 +417,28 @@ impl RegistryConverter {
                 "schema id {id} is a {schema_type} schema, and {} reads {} ones; use the converter the records were written for ({})",
                 self.format.class(),
                 self.format.schema_type(),
-                match schema_type {
-                    "AVRO" => AVRO_CONVERTER,
-                    "JSON" => JSON_SCHEMA_CONVERTER,
-                    _ => "io.confluent.connect.protobuf.ProtobufConverter, not supported yet",
-                }
+                Format::class_for(schema_type)
             ))
-        } else if v
-            .get("references")
-            .and_then(Value::as_array)
-            .is_some_and(|r| !r.is_empty())
+        } else if self.format == Format::JsonSchema
+            && v.get("references")
+                .and_then(Value::as_array)
+                .is_some_and(|r| !r.is_empty())
         {
             Writer::Unusable(format!(
                 "schema id {id} references other schemas, which {} does not support yet",
                 self.format.class()
             ))
         } else {
-            Writer::parse(self.format, text)
-                .unwrap_or_else(|e| Writer::Unusable(format!("schema id {id} is {e}")))
+            let mut referenced = Vec::new();
+            match self
+                .references(&v["references"], &mut referenced, &mut HashMap::new())
+                .await
+            {
+                Err(Fetch::Task(why)) => return Err(why),
+                Err(Fetch::Record(why)) => Writer::Unusable(format!("schema id {id}: {why}")),
+                Ok(()) => Writer::parse(self.format, text, &referenced)
+                    .unwrap_or_else(|e| Writer::Unusable(format!("schema id {id}: {e}"))),
+            }
         };
         self.cache
             .lock()
@@ -417,12 +448,77 @@ impl RegistryConverter {
         Ok(())
     }
 
+    /// The schemas `references` reach, dependencies first, each (reference name, text); at most
+    /// [`MAX_REFERENCES`] fetched (`GET /subjects/<subject>/versions/<version>`), each subject version once, a
+    /// cycle ending where it comes back. Boxed: it recurses along the references.
+    fn references<'a>(
+        &'a self,
+        references: &'a Value,
+        out: &'a mut Vec<(String, String)>,
+        walked: &'a mut HashMap<(String, i64), String>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Fetch>> + Send + 'a>> {
+        Box::pin(async move {
+            let Some(refs) = references.as_array() else {
+                return Ok(());
+            };
+            for r in refs {
+                let (Some(subject), Some(version)) = (r["subject"].as_str(), r["version"].as_i64())
+                else {
+                    return Err(Fetch::Record(format!(
+                        "a reference without subject and version: {r}"
+                    )));
+                };
+                let name = r["name"].as_str().unwrap_or(subject);
+                let key = (subject.to_string(), version);
+                if let Some(text) = walked.get(&key) {
+                    if !text.is_empty() && !out.iter().any(|(n, _)| n == name) {
+                        out.push((name.to_string(), text.clone()));
+                    }
+                    continue;
+                }
+                if walked.len() >= MAX_REFERENCES {
+                    return Err(Fetch::Record(format!(
+                        "its references reach more than {MAX_REFERENCES} schemas, which this converter does not read"
+                    )));
+                }
+                // Marked before its own references are walked, so that a cycle ends here.
+                walked.insert(key.clone(), String::new());
+                let path = format!("/subjects/{}/versions/{version}", path_segment(subject));
+                let (status, v) = self.call("GET", &path, None).await.map_err(Fetch::Task)?;
+                match status {
+                    200 => {}
+                    404 => {
+                        return Err(Fetch::Record(format!(
+                            "the schema it references as {name} ({subject} version {version}) is not in the schema registry"
+                        )))
+                    }
+                    _ => {
+                        return Err(Fetch::Task(format!(
+                            "the schema registry at {} refused GET {path} with HTTP {status} ({}); check {}.basic.auth.user.info and the registry's access rules",
+                            self.target.url,
+                            v.get("message").and_then(Value::as_str).unwrap_or("no message"),
+                            self.prefix
+                        )))
+                    }
+                }
+                self.references(&v["references"], out, walked).await?;
+                if let Some(text) = v["schema"].as_str() {
+                    walked.insert(key, text.to_string());
+                    if !out.iter().any(|(n, _)| n == name) {
+                        out.push((name.to_string(), text.to_string()));
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// A record's bytes (in the wire format, its schema fetched by `prepare_decode`) to Connect data.
     pub fn decode(&self, bytes: Option<&[u8]>) -> Result<SchemaAndValue, String> {
         let Some(bytes) = bytes else {
             return Ok(SchemaAndValue::null());
         };
-        let (id, body) = split_wire(bytes)?;
+        let (id, body) = split(bytes)?;
         let writer = self.cache.lock().unwrap().by_id.get(&id).cloned();
         let Some(writer) = writer else {
             return Err(format!(
@@ -430,9 +526,20 @@ impl RegistryConverter {
                 self.target.url
             ));
         };
-        let schema = match &*writer {
-            Writer::Avro(schema) => schema,
+        let avro = match &*writer {
+            Writer::Avro(avro) => avro,
             Writer::Unusable(why) => return Err(why.clone()),
+            Writer::Protobuf(proto) => {
+                let message =
+                    wire::read_protobuf(proto, body).map_err(|e| format!("schema id {id}: {e}"))?;
+                let schema = crate::protobuf_data::connect_schema(&message.descriptor())
+                    .map_err(|e| format!("schema id {id}: {e}"))?;
+                return Ok(SchemaAndValue {
+                    schema: Some(schema),
+                    value: crate::protobuf_data::connect_value(&message)
+                        .map_err(|e| format!("schema id {id}: {e}"))?,
+                });
+            }
             Writer::Json { connect, validator } => {
                 let value: Value = serde_json::from_slice(body).map_err(|e| {
                     format!("the payload after schema id {id} is not JSON ({e}); the record is corrupt or was not written by a JSON Schema serializer")
@@ -446,25 +553,23 @@ impl RegistryConverter {
                 });
             }
         };
-        let root = schema.get_root_schema();
-        let names = schema.get_names();
-        let reader = apache_avro::reader::datum::GenericDatumReader::builder(root)
-            .build()
-            .map_err(|e| e.to_string())?;
         // The whole body, no more and no less; a body cut short anywhere (also just before an optional field,
         // which apache-avro alone reads as that field's null branch) is an error, never a value with nulls.
-        let datum = fjord_registry::avro::read_datum(&reader, body)
+        let datum = avro
+            .read(body)
             .map_err(|e| format!("schema id {id}: {e}"))?;
-        let lookup = |n: &Name| names.get(n);
         Ok(SchemaAndValue {
-            schema: Some(connect_schema(root, &lookup, false)?),
-            value: connect_value(&datum, root, &lookup)?,
+            schema: Some(connect_schema(avro.schema(), avro.names(), false)?),
+            value: connect_value(&datum, avro.schema(), avro.names())?,
         })
     }
 
     /// Registers (or looks up) the Avro schema of `data`'s Connect schema under `topic`'s subject, into the
     /// cache. Err: the registry cannot be asked or refuses the schema (a task failure that says what to do).
     pub async fn prepare_encode(&self, topic: &str, data: &SchemaAndValue) -> Result<(), String> {
+        if self.format == Format::Protobuf {
+            return Err(protobuf_writes(&self.prefix));
+        }
         if data.value.is_null() {
             return Ok(());
         }
@@ -525,6 +630,7 @@ impl RegistryConverter {
             let text = match self.format {
                 Format::Avro => avro_schema_of(schema),
                 Format::JsonSchema => json_schema_of(schema),
+                Format::Protobuf => unreachable!("refused above"),
             }
             .map_err(|e| format!("{}: {e}", self.prefix))?
             .to_string();
@@ -563,12 +669,8 @@ impl RegistryConverter {
             })? as u32;
             (id, text)
         };
-        let schema = Writer::parse(self.format, &text).map_err(|e| {
-            format!(
-                "{}: schema id {id} of subject {subject} is {e}",
-                self.prefix
-            )
-        })?;
+        let schema = Writer::parse(self.format, &text, &[])
+            .map_err(|e| format!("{}: schema id {id} of subject {subject}: {e}", self.prefix))?;
         self.cache
             .lock()
             .unwrap()
@@ -600,25 +702,28 @@ impl RegistryConverter {
         let mut out = Vec::with_capacity(64);
         out.push(0);
         out.extend_from_slice(&id.to_be_bytes());
-        let schema = match &*writer {
-            Writer::Avro(schema) => schema,
+        let avro = match &*writer {
+            Writer::Avro(avro) => avro,
             Writer::Unusable(why) => return Err(why.clone()),
             Writer::Json { .. } => {
                 serde_json::to_writer(&mut out, &data.value).map_err(|e| e.to_string())?;
                 return Ok(Some(out));
             }
+            Writer::Protobuf(_) => return Err(protobuf_writes(&self.prefix)),
         };
-        let root = schema.get_root_schema();
-        let names = schema.get_names();
-        let lookup = |n: &Name| names.get(n);
-        let datum = avro_value(&data.value, root, &lookup, "$")?;
-        apache_avro::writer::datum::GenericDatumWriter::builder(root)
+        let datum = avro_value(&data.value, avro.schema(), avro.names(), "$")?;
+        apache_avro::writer::datum::GenericDatumWriter::builder(avro.schema())
             .build()
             .map_err(|e| e.to_string())?
             .write_value(&mut out, datum)
             .map_err(|e| format!("the record does not fit its Avro schema: {e}"))?;
         Ok(Some(out))
     }
+}
+
+/// Why a ProtobufConverter (configured under `prefix`) does not write records.
+pub fn protobuf_writes(prefix: &str) -> String {
+    format!("{prefix}: ProtobufConverter reads records (sink connectors) but does not write them yet; a source connector writes with {AVRO_CONVERTER} or {JSON_SCHEMA_CONVERTER}")
 }
 
 /// A subject as one percent-encoded path segment.
@@ -635,83 +740,15 @@ fn path_segment(s: &str) -> String {
     out
 }
 
-/// A record's bytes split into schema id and body, or why they are not in the wire format.
-pub fn split_wire(bytes: &[u8]) -> Result<(u32, &[u8]), String> {
-    match bytes {
-        [0, a, b, c, d, body @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), body)),
-        _ => Err(format!(
-            "the record is not in the schema registry's wire format (it must start with magic byte 0 and a 4-byte schema id; it starts with {:?}): it was not written by a registry serializer. Use the converter that matches how it was written (StringConverter, JsonConverter, ...), or let errors.tolerance=all with errors.deadletterqueue.topic.name set such records aside",
-            String::from_utf8_lossy(&bytes[..bytes.len().min(16)])
-        )),
-    }
+/// A record's bytes split into schema id and body, or why they are not in the wire format (and what to do).
+fn split(bytes: &[u8]) -> Result<(u32, &[u8]), String> {
+    wire::split(bytes).ok_or_else(|| format!(
+        "the record is not in the schema registry's wire format (it must start with magic byte 0 and a 4-byte schema id; it starts with {:?}): it was not written by a registry serializer. Use the converter that matches how it was written (StringConverter, JsonConverter, ...), or let errors.tolerance=all with errors.deadletterqueue.topic.name set such records aside",
+        String::from_utf8_lossy(&bytes[..bytes.len().min(16)])
+    ))
 }
 
 // ---- Avro to Connect (sinks) ----
-
-type Lookup<'a> = dyn Fn(&Name) -> Option<&'a Schema> + 'a;
-
-fn resolve<'a>(s: &'a Schema, lookup: &Lookup<'a>) -> Result<&'a Schema, String> {
-    match s {
-        Schema::Ref { name } => lookup(name).ok_or_else(|| {
-            format!(
-                "the schema names type {} but does not define it",
-                name.fullname(None)
-            )
-        }),
-        other => Ok(other),
-    }
-}
-
-/// Largest single allocation decoding one Avro datum may make (a string, bytes or array length prefix).
-const MAX_AVRO_ALLOCATION: usize = 64 << 20;
-
-/// Deepest nesting of Avro types this converter maps (records, arrays, maps and unions in one another).
-const MAX_SCHEMA_DEPTH: usize = 64;
-
-/// Why an Avro schema cannot be used (it refers to a record that contains it, or nests deeper than
-/// [`MAX_SCHEMA_DEPTH`]); `None` when it can. `open` holds the records being walked.
-fn shape_problem<'a>(
-    s: &'a Schema,
-    lookup: &Lookup<'a>,
-    open: &mut Vec<Name>,
-    depth: usize,
-) -> Option<String> {
-    if depth > MAX_SCHEMA_DEPTH {
-        return Some(format!(
-            "the schema nests types more than {MAX_SCHEMA_DEPTH} deep, which this converter does not read"
-        ));
-    }
-    let s = match s {
-        Schema::Ref { name } => {
-            if open.contains(name) {
-                return Some(format!(
-                    "the schema is recursive (record {} contains itself), which Kafka Connect cannot map to a Connect schema",
-                    name.fullname(None)
-                ));
-            }
-            lookup(name)?
-        }
-        other => other,
-    };
-    match s {
-        Schema::Record(r) => {
-            open.push(r.name.clone());
-            let found = r
-                .fields
-                .iter()
-                .find_map(|f| shape_problem(&f.schema, lookup, open, depth + 1));
-            open.pop();
-            found
-        }
-        Schema::Array(a) => shape_problem(&a.items, lookup, open, depth + 1),
-        Schema::Map(m) => shape_problem(&m.types, lookup, open, depth + 1),
-        Schema::Union(u) => u
-            .variants()
-            .iter()
-            .find_map(|v| shape_problem(v, lookup, open, depth + 1)),
-        _ => None,
-    }
-}
 
 /// The non-null branch of a `[null, T]`/`[T, null]` union.
 fn nullable_branch(s: &Schema) -> Option<&Schema> {
@@ -727,11 +764,11 @@ fn logical(ty: &str, name: &str, optional: bool) -> Value {
 }
 
 /// The Connect schema (JsonConverter's JSON form) of an Avro schema, as Confluent's converter maps it.
-fn connect_schema<'a>(s: &'a Schema, lookup: &Lookup<'a>, optional: bool) -> Result<Value, String> {
+fn connect_schema<'a>(s: &'a Schema, names: &'a Names, optional: bool) -> Result<Value, String> {
     if let Some(t) = nullable_branch(s) {
-        return connect_schema(t, lookup, true);
+        return connect_schema(t, names, true);
     }
-    let s = resolve(s, lookup)?;
+    let s = names.resolve(s)?;
     let prim = |t: &str| json!({"type": t, "optional": optional});
     Ok(match s {
         Schema::Boolean => prim("boolean"),
@@ -758,16 +795,16 @@ fn connect_schema<'a>(s: &'a Schema, lookup: &Lookup<'a>, optional: bool) -> Res
         }
         Schema::BigDecimal => return Err("big-decimal Avro values are not supported".into()),
         Schema::Array(a) => {
-            json!({"type": "array", "items": connect_schema(&a.items, lookup, false)?, "optional": optional})
+            json!({"type": "array", "items": connect_schema(&a.items, names, false)?, "optional": optional})
         }
         Schema::Map(m) => json!({"type": "map", "keys": {"type": "string", "optional": false},
-            "values": connect_schema(&m.types, lookup, false)?, "optional": optional}),
+            "values": connect_schema(&m.types, names, false)?, "optional": optional}),
         Schema::Record(r) => {
             let fields = r
                 .fields
                 .iter()
                 .map(|f| {
-                    let mut fs = connect_schema(&f.schema, lookup, false)?;
+                    let mut fs = connect_schema(&f.schema, names, false)?;
                     fs["field"] = json!(f.name);
                     Ok(fs)
                 })
@@ -789,8 +826,8 @@ fn connect_schema<'a>(s: &'a Schema, lookup: &Lookup<'a>, optional: bool) -> Res
 }
 
 /// An Avro datum to Connect's JSON value form (bytes as base64, a decimal its unscaled bytes in base64).
-fn connect_value<'a>(v: &Avro, s: &'a Schema, lookup: &Lookup<'a>) -> Result<Value, String> {
-    let s = resolve(s, lookup)?;
+fn connect_value<'a>(v: &Avro, s: &'a Schema, names: &'a Names) -> Result<Value, String> {
+    let s = names.resolve(s)?;
     let b64 = |b: &[u8]| Value::String(crate::converter::base64_encode(b));
     Ok(match v {
         Avro::Null if matches!(s, Schema::Null) => Value::Null,
@@ -834,7 +871,7 @@ fn connect_value<'a>(v: &Avro, s: &'a Schema, lookup: &Lookup<'a>) -> Result<Val
                 .variants()
                 .get(*i as usize)
                 .ok_or("a union branch the schema does not have")?;
-            connect_value(inner, branch, lookup)?
+            connect_value(inner, branch, names)?
         }
         Avro::Array(items) => {
             let Schema::Array(a) = s else {
@@ -843,7 +880,7 @@ fn connect_value<'a>(v: &Avro, s: &'a Schema, lookup: &Lookup<'a>) -> Result<Val
             Value::Array(
                 items
                     .iter()
-                    .map(|i| connect_value(i, &a.items, lookup))
+                    .map(|i| connect_value(i, &a.items, names))
                     .collect::<Result<_, _>>()?,
             )
         }
@@ -853,7 +890,7 @@ fn connect_value<'a>(v: &Avro, s: &'a Schema, lookup: &Lookup<'a>) -> Result<Val
             };
             let mut out = Map::new();
             for (k, v) in m {
-                out.insert(k.clone(), connect_value(v, &ms.types, lookup)?);
+                out.insert(k.clone(), connect_value(v, &ms.types, names)?);
             }
             Value::Object(out)
         }
@@ -868,7 +905,7 @@ fn connect_value<'a>(v: &Avro, s: &'a Schema, lookup: &Lookup<'a>) -> Result<Val
                     .get(name)
                     .and_then(|i| r.fields.get(*i))
                     .ok_or_else(|| format!("field {name} is not in the schema"))?;
-                out.insert(name.clone(), connect_value(fv, &f.schema, lookup)?);
+                out.insert(name.clone(), connect_value(fv, &f.schema, names)?);
             }
             Value::Object(out)
         }
@@ -1196,8 +1233,8 @@ fn connect_schema_of_json(s: &Value, optional: bool) -> Result<Value, String> {
 }
 
 /// Connect's JSON value form to the Avro datum of schema `s` (the schema registered for it).
-fn avro_value<'a>(v: &Value, s: &'a Schema, lookup: &Lookup<'a>, at: &str) -> Result<Avro, String> {
-    let s = resolve(s, lookup)?;
+fn avro_value<'a>(v: &Value, s: &'a Schema, names: &'a Names, at: &str) -> Result<Avro, String> {
+    let s = names.resolve(s)?;
     let bad = |what: &str| format!("{at}: expected {what}, got {v}");
     let bytes = || -> Result<Vec<u8>, String> {
         v.as_str()
@@ -1225,7 +1262,7 @@ fn avro_value<'a>(v: &Value, s: &'a Schema, lookup: &Lookup<'a>, at: &str) -> Re
                     if matches!(b, Schema::Null) {
                         continue;
                     }
-                    match avro_value(v, b, lookup, at) {
+                    match avro_value(v, b, names, at) {
                         Ok(d) => return Ok(Avro::Union(i as u32, Box::new(d))),
                         Err(e) => last = Some(e),
                     }
@@ -1286,14 +1323,14 @@ fn avro_value<'a>(v: &Value, s: &'a Schema, lookup: &Lookup<'a>, at: &str) -> Re
                 items
                     .iter()
                     .enumerate()
-                    .map(|(i, item)| avro_value(item, &a.items, lookup, &format!("{at}[{i}]")))
+                    .map(|(i, item)| avro_value(item, &a.items, names, &format!("{at}[{i}]")))
                     .collect::<Result<_, _>>()?,
             ),
             // A Connect map with non-string keys travels as an array of entries; its JSON form is an object.
             Value::Object(o) => Avro::Array(
                 o.iter()
                     .map(|(k, val)| {
-                        avro_value(&json!({"key": k, "value": val}), &a.items, lookup, at)
+                        avro_value(&json!({"key": k, "value": val}), &a.items, names, at)
                     })
                     .collect::<Result<_, _>>()?,
             ),
@@ -1305,7 +1342,7 @@ fn avro_value<'a>(v: &Value, s: &'a Schema, lookup: &Lookup<'a>, at: &str) -> Re
                     .map(|(k, val)| {
                         Ok((
                             k.clone(),
-                            avro_value(val, &m.types, lookup, &format!("{at}.{k}"))?,
+                            avro_value(val, &m.types, names, &format!("{at}.{k}"))?,
                         ))
                     })
                     .collect::<Result<_, String>>()?,
@@ -1326,7 +1363,7 @@ fn avro_value<'a>(v: &Value, s: &'a Schema, lookup: &Lookup<'a>, at: &str) -> Re
                 };
                 out.push((
                     f.name.clone(),
-                    avro_value(fv, &f.schema, lookup, &format!("{at}.{}", f.name))?,
+                    avro_value(fv, &f.schema, names, &format!("{at}.{}", f.name))?,
                 ));
             }
             Avro::Record(out)
@@ -1357,6 +1394,84 @@ mod tests {
             }
         });
         url
+    }
+
+    /// A registry that answers each path of `routes` with its JSON body, and anything else with 404.
+    async fn routed_registry(routes: Vec<(&'static str, Value)>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let (status, body) = match routes.iter().find(|(p, _)| *p == path) {
+                    Some((_, b)) => (200, b.to_string()),
+                    None => (
+                        404,
+                        r#"{"error_code":40401,"message":"not found"}"#.to_string(),
+                    ),
+                };
+                let answer = format!("HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    /// A schema with references (a Protobuf import, an Avro named type defined in another subject): the referenced
+    /// schemas are fetched by subject and version, dependencies first, and the record decodes; a reference the
+    /// registry does not have makes the record errant, saying which.
+    #[tokio::test]
+    async fn referenced_schemas_are_fetched_and_a_missing_one_makes_the_record_errant() {
+        let header = "syntax = \"proto3\";\npackage shop;\nmessage Header { string source = 1; }\n";
+        let order = "syntax = \"proto3\";\npackage shop;\nimport \"shop/header.proto\";\nmessage Order { string id = 1; Header header = 2; }\n";
+        let money = r#"{"type":"record","name":"Money","namespace":"com.example","fields":[{"name":"cents","type":"long"}]}"#;
+        let price = r#"{"type":"record","name":"Price","namespace":"com.example","fields":[{"name":"amount","type":"com.example.Money"}]}"#;
+        let url = routed_registry(vec![
+            ("/schemas/ids/11", json!({"schemaType": "PROTOBUF", "schema": order,
+                "references": [{"name": "shop/header.proto", "subject": "shop/header.proto", "version": 1}]})),
+            ("/subjects/shop%2Fheader.proto/versions/1", json!({"schemaType": "PROTOBUF", "schema": header})),
+            ("/schemas/ids/12", json!({"schema": price,
+                "references": [{"name": "com.example.Money", "subject": "money", "version": 3}]})),
+            ("/subjects/money/versions/3", json!({"schema": money})),
+            ("/schemas/ids/13", json!({"schema": price,
+                "references": [{"name": "com.example.Money", "subject": "money", "version": 4}]})),
+        ])
+        .await;
+        let converter = |format| {
+            let config: ConfigMap = [("value.converter.schema.registry.url", url.as_str())]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            RegistryConverter::from_config(format, &config, "value.converter").unwrap()
+        };
+        let proto = converter(Format::Protobuf);
+        // Id 11, indexes [0] (Order), id = "o", header = {source: "w"}.
+        let record = [0u8, 0, 0, 0, 11, 0, 0x0a, 1, b'o', 0x12, 3, 0x0a, 1, b'w'];
+        proto.prepare_decode(Some(&record)).await.unwrap();
+        assert_eq!(
+            proto.decode(Some(&record)).unwrap().value,
+            json!({"id": "o", "header": {"source": "w"}})
+        );
+        let avro = converter(Format::Avro);
+        // Id 12, amount.cents = 150 (zig-zag 300).
+        let record = [0u8, 0, 0, 0, 12, 0xac, 0x02];
+        avro.prepare_decode(Some(&record)).await.unwrap();
+        assert_eq!(
+            avro.decode(Some(&record)).unwrap().value,
+            json!({"amount": {"cents": 150}})
+        );
+        let record = [0u8, 0, 0, 0, 13, 0xac, 0x02];
+        avro.prepare_decode(Some(&record)).await.unwrap();
+        let e = avro.decode(Some(&record)).unwrap_err();
+        assert!(
+            e.contains("schema id 13")
+                && e.contains("money version 4) is not in the schema registry"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
@@ -1393,6 +1508,85 @@ mod tests {
         }
     }
 
+    /// `prepare_decode` then `decode` of `record` with a registry that serves `schema` for every id, on a thread
+    /// of its own: a check or a decoding that does not end within 10 s is an error too, not a hung test.
+    fn decode_with_registry_schema(
+        schema: &str,
+        record: Vec<u8>,
+    ) -> Result<SchemaAndValue, String> {
+        let body: &'static str =
+            Box::leak(json!({ "schema": schema }).to_string().into_boxed_str());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let got = rt.block_on(async {
+                let url = canned_registry(200, body).await;
+                let config: ConfigMap = [("value.converter.schema.registry.url", url.as_str())]
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                let c = RegistryConverter::from_config(Format::Avro, &config, "value.converter")
+                    .unwrap();
+                c.prepare_decode(Some(&record)).await?;
+                c.decode(Some(&record))
+            });
+            let _ = tx.send(got);
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| {
+                Err("no answer within 10 s (the schema check or the decoding hangs)".into())
+            })
+    }
+
+    /// Schemas that amplify, served by the registry: 40 records each using the next twice (a shape check without a
+    /// budget walks 2^40 types, and hung the task), an array of nulls and an array of empty records (a count of 3
+    /// bytes claims a million values, which were decoded: the nulls then refused by the mapping, the empty
+    /// records handed to the sink as a million `{}`). Each record is errant with the reason, before any datum is
+    /// read. An array of ints still decodes.
+    #[test]
+    fn avro_schemas_that_amplify_make_their_records_errant_before_anything_is_decoded() {
+        let mut chain =
+            r#"{"type":"record","name":"R40","fields":[{"name":"x","type":"int"}]}"#.to_string();
+        for i in (0..40).rev() {
+            chain = format!(
+                r#"{{"type":"record","name":"R{i}","fields":[{{"name":"a","type":{chain}}},{{"name":"b","type":"R{}"}}]}}"#,
+                i + 1
+            );
+        }
+        // Id 3, then an array block of 1,000,000 items (zig-zag varint) and the end of the array.
+        let mut million = vec![0u8, 0, 0, 0, 3];
+        let mut n = 1_000_000u64 << 1;
+        while n >= 0x80 {
+            million.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        million.push(n as u8);
+        million.push(0);
+        let started = std::time::Instant::now();
+        let e = decode_with_registry_schema(&chain, vec![0, 0, 0, 0, 3, 0]).unwrap_err();
+        assert!(e.contains("more than 10000 types"), "{e}");
+        for items in [r#""null""#, r#"{"type":"record","name":"E","fields":[]}"#] {
+            let schema = format!(r#"{{"type":"array","items":{items}}}"#);
+            match decode_with_registry_schema(&schema, million.clone()) {
+                Err(e) => assert!(e.contains("take no bytes"), "{items}: {e}"),
+                Ok(sv) => panic!(
+                    "{items}: decoded into {} values",
+                    sv.value.as_array().map_or(0, Vec::len)
+                ),
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let ints = decode_with_registry_schema(
+            r#"{"type":"array","items":"int"}"#,
+            vec![0, 0, 0, 0, 3, 4, 2, 4, 0],
+        )
+        .unwrap();
+        assert_eq!(ints.value, json!([1, 2]));
+    }
+
     #[tokio::test]
     async fn a_latest_version_without_an_id_is_an_error_not_id_zero() {
         let url = canned_registry(
@@ -1426,7 +1620,7 @@ mod tests {
         let c = RegistryConverter::from_config(Format::Avro, &config, "value.converter").unwrap();
         c.cache.lock().unwrap().by_id.insert(
             5,
-            Arc::new(Writer::parse(Format::Avro, r#""string""#).unwrap()),
+            Arc::new(Writer::parse(Format::Avro, r#""string""#, &[]).unwrap()),
         );
         // Id 5, then a string whose zig-zag length prefix claims 200 MiB, and 2 bytes of it.
         let mut record = vec![0u8, 0, 0, 0, 5];
@@ -1463,11 +1657,10 @@ mod tests {
             .collect();
         let c = RegistryConverter::from_config(Format::Avro, &config, "value.converter").unwrap();
         let schema = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"string"},{"name":"b","type":["null","string"]}]}"#;
-        c.cache
-            .lock()
-            .unwrap()
-            .by_id
-            .insert(6, Arc::new(Writer::parse(Format::Avro, schema).unwrap()));
+        c.cache.lock().unwrap().by_id.insert(
+            6,
+            Arc::new(Writer::parse(Format::Avro, schema, &[]).unwrap()),
+        );
         // a = "x", b = branch 1 ("y").
         let whole = [0u8, 0, 0, 0, 6, 0x02, b'x', 0x02, 0x02, b'y'];
         assert_eq!(
@@ -1483,29 +1676,30 @@ mod tests {
     fn recursive_and_very_deep_avro_schemas_are_refused_not_followed() {
         let recursive =
             r#"{"type":"record","name":"Node","fields":[{"name":"next","type":["null","Node"]}]}"#;
-        match Writer::parse(Format::Avro, recursive) {
-            Ok(Writer::Unusable(why)) => assert!(why.contains("recursive (record Node"), "{why}"),
+        match Writer::parse(Format::Avro, recursive, &[]) {
+            Err(why) => assert!(why.contains("recursive (record Node"), "{why}"),
             Ok(_) => panic!("a recursive schema was accepted"),
-            Err(e) => panic!("refused as unparsable: {e}"),
         }
         let mut deep = r#""int""#.to_string();
         for _ in 0..100 {
             deep = format!(r#"{{"type":"array","items":{deep}}}"#);
         }
-        match Writer::parse(Format::Avro, &deep) {
-            Ok(Writer::Unusable(why)) => assert!(why.contains("more than 64 deep"), "{why}"),
+        match Writer::parse(Format::Avro, &deep, &[]) {
+            Err(why) => assert!(why.contains("more than 64 deep"), "{why}"),
             Ok(_) => panic!("a 100-deep schema was accepted"),
-            Err(e) => panic!("refused as unparsable: {e}"),
         }
         let shallow = r#"{"type":"record","name":"A","fields":[{"name":"b","type":{"type":"record","name":"B","fields":[{"name":"x","type":"int"}]}},{"name":"c","type":"B"}]}"#;
         assert!(
-            matches!(Writer::parse(Format::Avro, shallow), Ok(Writer::Avro(_))),
+            matches!(
+                Writer::parse(Format::Avro, shallow, &[]),
+                Ok(Writer::Avro(_))
+            ),
             "a type used twice is not recursion"
         );
     }
 
-    fn resolved(text: &str) -> Parsed {
-        Parsed::new(Schema::parse_str(text).unwrap()).unwrap()
+    fn resolved(text: &str) -> Box<AvroDecoder> {
+        Box::new(AvroDecoder::compile(text, &[]).unwrap())
     }
 
     /// A struct through the source's mapping, written and read back through the sink's: the same Connect value,
@@ -1544,11 +1738,9 @@ mod tests {
         let value = json!({"id": 7, "tiny": -3, "name": null, "price": crate::converter::base64_encode(&[0x01, 0xE2, 0x40]),
             "day": 19000, "at": 1_700_000_000_000i64, "tags": ["a", "b"], "raw": crate::converter::base64_encode(b"\x00\xff")});
         let schema = resolved(&avro.to_string());
-        let names = schema.get_names();
-        let lookup = |n: &Name| names.get(n);
-        let datum = avro_value(&value, schema.get_root_schema(), &lookup, "$").unwrap();
+        let datum = avro_value(&value, schema.schema(), schema.names(), "$").unwrap();
         let mut body = Vec::new();
-        apache_avro::writer::datum::GenericDatumWriter::builder(schema.get_root_schema())
+        apache_avro::writer::datum::GenericDatumWriter::builder(schema.schema())
             .build()
             .unwrap()
             .write_value(&mut body, datum)
@@ -1646,7 +1838,7 @@ mod tests {
             "value.converter",
         )
         .unwrap();
-        let writer = Writer::parse(Format::JsonSchema, &js.to_string()).unwrap();
+        let writer = Writer::parse(Format::JsonSchema, &js.to_string(), &[]).unwrap();
         let Writer::Json { connect: back, .. } = &writer else {
             panic!("not a JSON writer");
         };
@@ -1673,6 +1865,65 @@ mod tests {
             .decode(Some(&[0, 0, 0, 0, 6, 1]))
             .unwrap_err()
             .contains("AVRO"));
+    }
+
+    /// ProtobufConverter: the record's message indexes name the message ([1]: the second), decoded into a Connect
+    /// struct with its schema; a body that does not decode, or indexes naming no message, are the record's error;
+    /// a source cannot write with it.
+    #[tokio::test]
+    async fn protobuf_records_decode_into_connect_structs_and_sources_are_refused() {
+        let config: ConfigMap = [("value.converter.schema.registry.url", "http://127.0.0.1:9")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let c =
+            RegistryConverter::from_config(Format::Protobuf, &config, "value.converter").unwrap();
+        assert!(!c.writes());
+        let schema = "syntax = \"proto3\";\npackage shop;\nmessage Header { string source = 1; }\nmessage Order { string id = 1; int64 units = 2; Header header = 3; }\n";
+        c.cache.lock().unwrap().by_id.insert(
+            8,
+            Arc::new(Writer::parse(Format::Protobuf, schema, &[]).unwrap()),
+        );
+        // Id 8, indexes [1] (count 1, index 1, zig-zag), then id = "o", units = 300, header = {source: "w"}.
+        let record = [
+            0u8, 0, 0, 0, 8, 2, 2, 0x0a, 1, b'o', 0x10, 0xac, 0x02, 0x1a, 3, 0x0a, 1, b'w',
+        ];
+        let sv = c.decode(Some(&record)).unwrap();
+        assert_eq!(
+            sv.value,
+            json!({"id": "o", "units": 300, "header": {"source": "w"}})
+        );
+        let s = sv.schema.unwrap();
+        assert_eq!(
+            (&s["name"], &s["type"]),
+            (&json!("Order"), &json!("struct"))
+        );
+        assert_eq!(s["fields"][2]["name"], "Header");
+        // Indexes [0]: the same bytes read as a Header, whose field 1 is a string, so field 2 (a varint) is
+        // kept as unknown and field 3 too: Header {source: "o"}.
+        let as_header = [&record[..5], &[0u8], &record[7..]].concat();
+        assert_eq!(
+            c.decode(Some(&as_header)).unwrap().value,
+            json!({"source": "o"})
+        );
+        let mut no_message = record.to_vec();
+        no_message[6] = 8;
+        let e = c.decode(Some(&no_message)).unwrap_err();
+        assert!(
+            e.contains("schema id 8") && e.contains("name no message"),
+            "{e}"
+        );
+        let e = c.decode(Some(&record[..record.len() - 1])).unwrap_err();
+        assert!(e.contains("does not decode as shop.Order"), "{e}");
+        let data = SchemaAndValue {
+            schema: Some(json!({"type": "string", "optional": false})),
+            value: json!("x"),
+        };
+        let e = c.prepare_encode("t", &data).await.unwrap_err();
+        assert!(
+            e.contains("value.converter: ProtobufConverter reads records"),
+            "{e}"
+        );
     }
 
     #[test]

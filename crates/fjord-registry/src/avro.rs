@@ -116,7 +116,9 @@ fn parse_with_references(
 }
 
 /// Runs `f` (a walk along a chain of references) on a thread with [`REFERENCE_PARSE_STACK`].
-fn on_reference_stack<T: Send>(f: impl FnOnce() -> Result<T, String> + Send) -> Result<T, String> {
+pub(crate) fn on_reference_stack<T: Send>(
+    f: impl FnOnce() -> Result<T, String> + Send,
+) -> Result<T, String> {
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("avro-references".into())

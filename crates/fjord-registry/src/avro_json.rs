@@ -58,7 +58,8 @@ impl Names {
         }
     }
 
-    pub(crate) fn resolve<'a>(&'a self, s: &'a Schema) -> Result<&'a Schema, String> {
+    /// The named type a `Schema::Ref` names (any other schema is itself).
+    pub fn resolve<'a>(&'a self, s: &'a Schema) -> Result<&'a Schema, String> {
         match s {
             Schema::Ref { name } => {
                 let full = name.fullname(None);

@@ -171,13 +171,18 @@ pub fn from_json(m: &MessageDescriptor, j: &Value) -> Result<Vec<u8>, String> {
 /// The message in `body` as JSON text (the proto3 JSON mapping: lowerCamelCase names, default values left
 /// out, 64-bit integers as strings), as Confluent's console consumer prints it.
 pub fn to_json(m: &MessageDescriptor, body: &[u8]) -> Result<String, String> {
-    let msg = DynamicMessage::decode(m.clone(), body).map_err(|e| {
+    let msg = decode(m, body)?;
+    serde_json::to_string(&msg).map_err(|e| e.to_string())
+}
+
+/// The message in `body` (prost's bounds: nesting at most 100 deep; what a length claims must be there).
+pub fn decode(m: &MessageDescriptor, body: &[u8]) -> Result<DynamicMessage, String> {
+    DynamicMessage::decode(m.clone(), body).map_err(|e| {
         format!(
             "the Protobuf body does not decode as {}: {e}",
             m.full_name()
         )
-    })?;
-    serde_json::to_string(&msg).map_err(|e| e.to_string())
+    })
 }
 
 #[cfg(test)]

@@ -53,8 +53,13 @@ pub fn parse_avro(
             Vec::new(),
         )
     } else {
-        Schema::parse_str_with_list(text, &texts)
-            .map_err(|e| format!("not an Avro schema with its references: {e}"))?
+        // On a thread with the registry's reference stack: apache-avro's parse recurses through the chain of
+        // named types across the texts, and 64 texts of 30 nested records each overflow a 2 MiB stack (a tokio
+        // worker's, the dashboard's blocking thread) in a debug build, which aborts the whole process.
+        crate::avro::on_reference_stack(|| {
+            Schema::parse_str_with_list(text, &texts).map_err(|e| e.to_string())
+        })
+        .map_err(|e| format!("not an Avro schema with its references: {e}"))?
     };
     let names = {
         let mut all: Vec<&Schema> = vec![&schema];
@@ -72,10 +77,41 @@ pub enum Decoder {
     Protobuf(Box<ProtoSchema>),
 }
 
+/// An Avro schema whose shape was checked ([`avro_shape_problem`]), with its references and named types.
 pub struct AvroDecoder {
     schema: Schema,
     references: Vec<Schema>,
     names: Names,
+}
+
+impl AvroDecoder {
+    /// Parses a registered Avro schema (`referenced` as for [`parse_avro`]) and checks its shape: Err says why it
+    /// is not read.
+    pub fn compile(text: &str, referenced: &[(String, String)]) -> Result<AvroDecoder, String> {
+        let (schema, references, names) = parse_avro(text, referenced)?;
+        if let Some(why) = avro_shape_problem(&schema, &names) {
+            return Err(why);
+        }
+        Ok(AvroDecoder {
+            schema,
+            references,
+            names,
+        })
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// The named types of the schema and its references.
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    /// A binary datum as apache-avro's value, bounded as the module says (the shape was checked at compile).
+    pub fn read(&self, body: &[u8]) -> Result<apache_avro::types::Value, String> {
+        read_checked(&self.schema, &self.references, body)
+    }
 }
 
 impl Decoder {
@@ -87,17 +123,9 @@ impl Decoder {
         referenced: &[(String, String)],
     ) -> Result<Decoder, String> {
         match schema_type {
-            "" | "AVRO" => {
-                let (schema, references, names) = parse_avro(text, referenced)?;
-                if let Some(why) = avro_shape_problem(&schema, &names) {
-                    return Err(why);
-                }
-                Ok(Decoder::Avro(Box::new(AvroDecoder {
-                    schema,
-                    references,
-                    names,
-                })))
-            }
+            "" | "AVRO" => Ok(Decoder::Avro(Box::new(AvroDecoder::compile(
+                text, referenced,
+            )?))),
             "JSON" => Ok(Decoder::Json),
             "PROTOBUF" => Ok(Decoder::Protobuf(Box::new(
                 ProtoSchema::compile(text, referenced)
@@ -135,10 +163,20 @@ impl Decoder {
 
 /// A Protobuf body: the message-index array names the message of the schema, the rest is that message.
 pub fn decode_protobuf(schema: &ProtoSchema, body: &[u8]) -> Result<String, String> {
+    let message = read_protobuf(schema, body)?;
+    serde_json::to_string(&message).map_err(|e| e.to_string())
+}
+
+/// A Protobuf body as the message its index array names, decoded (what the Connect converter maps to Connect
+/// data).
+pub fn read_protobuf(
+    schema: &ProtoSchema,
+    body: &[u8],
+) -> Result<prost_reflect::DynamicMessage, String> {
     let mut rest = body;
     let indexes = crate::proto_json::read_indexes(&mut rest)?;
     let message = schema.message_at(&indexes)?;
-    crate::proto_json::to_json(&message, rest)
+    crate::proto_json::decode(&message, rest)
 }
 
 /// An Avro binary datum written with `schema` (whose `references` define the named types it uses) as JSON text,
@@ -149,11 +187,21 @@ pub fn decode_avro(
     names: &Names,
     body: &[u8],
 ) -> Result<String, String> {
-    // First caller wins: the Connect converters and SQL set the same limit.
-    apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION);
     if let Some(why) = avro_shape_problem(schema, names) {
         return Err(why);
     }
+    let v = read_checked(schema, references, body)?;
+    avro_json::to_json(&v, schema, names)
+}
+
+/// The datum of a schema whose shape was checked.
+fn read_checked(
+    schema: &Schema,
+    references: &[Schema],
+    body: &[u8],
+) -> Result<apache_avro::types::Value, String> {
+    // First caller wins: the Connect converters and SQL set the same limit.
+    apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION);
     // Dependencies first: apache-avro resolves the list in order.
     let schemata: Vec<&Schema> = references.iter().chain(std::iter::once(schema)).collect();
     let reader = apache_avro::reader::datum::GenericDatumReader::builder(schema)
@@ -163,8 +211,7 @@ pub fn decode_avro(
         .map_err(|e| e.to_string())?;
     // A body cut short anywhere (also just before an optional field, which apache-avro alone reads as that
     // field's null branch) is an error, never shown as data.
-    let v = crate::avro::read_datum(&reader, body)?;
-    avro_json::to_json(&v, schema, names)
+    crate::avro::read_datum(&reader, body)
 }
 
 /// Why an Avro schema is not read (a record that contains itself, or nesting deeper than [`MAX_SCHEMA_DEPTH`]);
@@ -303,6 +350,46 @@ mod tests {
             "{why:?}"
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    /// 64 referenced texts, each a record nested 30 deep whose innermost field uses the previous text's record
+    /// (about what the registry's own bounds allow: references 64 deep, texts 128 JSON levels). Parsed on a 2 MiB
+    /// thread, as a tokio worker or the dashboard's blocking thread has, apache-avro's parse overflowed the stack
+    /// in a debug build and aborted the process; now it is parsed on a stack of its own and refused by the shape
+    /// check (1,920 levels deep).
+    #[test]
+    fn a_deep_chain_of_references_is_parsed_on_a_stack_of_its_own_then_refused() {
+        let mut texts: Vec<(String, String)> = Vec::new();
+        for k in 0..64 {
+            let mut inner = if k == 0 {
+                r#""int""#.to_string()
+            } else {
+                format!(r#""T{}""#, k - 1)
+            };
+            for d in (0..30).rev() {
+                let name = if d == 0 {
+                    format!("T{k}")
+                } else {
+                    format!("T{k}_{d}")
+                };
+                inner = format!(
+                    r#"{{"type":"record","name":"{name}","fields":[{{"name":"f","type":{inner}}}]}}"#
+                );
+            }
+            texts.push((format!("T{k}"), inner));
+        }
+        let top = r#"{"type":"record","name":"Top","fields":[{"name":"t","type":"T63"}]}"#;
+        let why = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let (schema, _, names) = parse_avro(top, &texts)?;
+                Ok::<_, String>(avro_shape_problem(&schema, &names))
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap();
+        assert!(why.is_some_and(|w| w.contains("more than 64 deep")));
     }
 
     #[test]

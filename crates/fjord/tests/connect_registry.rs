@@ -1,6 +1,6 @@
-//! Fjord Connect's schema-registry converter (Confluent's `AvroConverter`) with real processes: `fjord start`
-//! (broker, Schema Registry and Connect worker) and confluent-kafka Python's `AvroSerializer`/`AvroDeserializer`
-//! (third-party code) on the other side of the topics.
+//! Fjord Connect's schema-registry converters (Confluent's `AvroConverter`, `JsonSchemaConverter` and
+//! `ProtobufConverter`) with real processes: `fjord start` (broker, Schema Registry and Connect worker) and
+//! confluent-kafka Python's serializers and deserializers (third-party code) on the other side of the topics.
 #![cfg(feature = "connect")]
 
 mod common;
@@ -356,5 +356,252 @@ fn a_source_with_the_avro_converter_writes_what_confluents_deserializer_reads() 
         lines.iter().filter(|l| l.starts_with("schema-id ")).count(),
         1,
         "one schema id for both sources: {out}"
+    );
+}
+
+/// Avro schemas that amplify, registered in Fjord's registry (valid Avro, so it takes them): 40 records each
+/// using the next twice (2^40 types when expanded), an array of nulls and an array of empty records (a 3-byte
+/// count claims a million values). A FileStreamSink with AvroConverter dead-letters each of their records with the
+/// reason, keeps running, and writes the ordinary record after them. Before, the first one hung the task in the
+/// converter's schema check (no record after it was ever written).
+#[test]
+fn records_of_avro_schemas_that_amplify_are_dead_lettered_and_the_sink_keeps_running() {
+    let dir = temp_dir();
+    let p = Platform::start(dir.path());
+    let topic = "amplify";
+    p.topic(topic);
+    let registry = p.registry.replace("http://", "");
+    let register = |subject: &str, schema: &str| -> u32 {
+        let body = json!({ "schema": schema }).to_string();
+        let (s, v) = http(
+            &registry,
+            "POST",
+            &format!("/subjects/{subject}/versions"),
+            Some(&body),
+        );
+        assert_eq!(s, 200, "{subject}: {v}");
+        v["id"].as_u64().unwrap() as u32
+    };
+    let mut chain =
+        r#"{"type":"record","name":"R40","fields":[{"name":"x","type":"int"}]}"#.to_string();
+    for i in (0..40).rev() {
+        chain = format!(
+            r#"{{"type":"record","name":"R{i}","fields":[{{"name":"a","type":{chain}}},{{"name":"b","type":"R{}"}}]}}"#,
+            i + 1
+        );
+    }
+    let chain_id = register("chain", &chain);
+    let nulls_id = register("nulls", r#"{"type":"array","items":"null"}"#);
+    let empty_id = register(
+        "empty",
+        r#"{"type":"array","items":{"type":"record","name":"E","fields":[]}}"#,
+    );
+    let fine_id = register(
+        "fine",
+        r#"{"type":"record","name":"Fine","fields":[{"name":"n","type":"int"}]}"#,
+    );
+    // An array block of 1,000,000 items (zig-zag varint 0x80 0x89 0x7a) and the array's end.
+    let million = "80897a00";
+    let record = |key: &str, id: u32, body: &str| format!("{key}:00{id:08x}{body}");
+    let out = client(&[
+        "produce-raw",
+        &p.kafka,
+        topic,
+        &record("chain", chain_id, "00"),
+        &record("nulls", nulls_id, million),
+        &record("empty", empty_id, million),
+        // n = 5.
+        &record("fine", fine_id, "0a"),
+    ]);
+    assert!(out.starts_with("OK 4"), "{out}");
+    let file = dir.path().join("amplify.txt");
+    p.create(
+        "amplify-sink",
+        json!({"connector.class": "FileStreamSink", "topics": topic,
+            "file": file.display().to_string(),
+            "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+            "value.converter": "io.confluent.connect.avro.AvroConverter",
+            "value.converter.schema.registry.url": p.registry,
+            "errors.tolerance": "all",
+            "errors.deadletterqueue.topic.name": "amplify-dlq",
+            "errors.deadletterqueue.context.headers.enable": "true"}),
+    );
+    wait_for(Duration::from_secs(60), "the sink to commit all 4", || {
+        let v = http(&p.rest, "GET", "/connectors/amplify-sink/offsets", None).1;
+        (v["offsets"][0]["offset"]["kafka_offset"] == 4).then_some(())
+    });
+    let lines: Vec<Value> = lines_of(&file)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(lines, [json!({"n": 5})]);
+    let status = http(&p.rest, "GET", "/connectors/amplify-sink/status", None).1;
+    assert_eq!(status["tasks"][0]["state"], "RUNNING", "{status}");
+    let dlq = wait_for(Duration::from_secs(30), "the dead letters", || {
+        let v = records_of(&p.kafka, "amplify-dlq");
+        (v.len() >= 3).then_some(v)
+    });
+    let message = |i: usize| -> String {
+        dlq[i]["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["key"] == "__connect.errors.exception.message")
+            .and_then(|h| h["value"].as_str())
+            .unwrap_or_else(|| panic!("no error message in {:?}", dlq[i]))
+            .to_string()
+    };
+    let keys: Vec<&Value> = dlq.iter().map(|r| &r["key"]).collect();
+    assert_eq!(keys, [&json!("chain"), &json!("nulls"), &json!("empty")]);
+    assert!(
+        message(0).contains("more than 10000 types"),
+        "{}",
+        message(0)
+    );
+    for i in [1, 2] {
+        assert!(message(i).contains("take no bytes"), "{}", message(i));
+    }
+}
+
+/// Records written by confluent-kafka's ProtobufSerializer (`shop.Order`, the second message of its schema, so
+/// the message-index array is not the one-byte shortcut; the schema registered in Fjord's registry by the
+/// serializer) reach a FileStreamSink with `value.converter=io.confluent.connect.protobuf.ProtobufConverter` as
+/// Connect structs, field by field: an int64 as a number (not the proto3 JSON string), scalars that are not set as
+/// their defaults, a message that is not set as null. A record not in the wire format is dead-lettered; a source
+/// with ProtobufConverter is refused, naming the converter's key.
+#[test]
+fn protobuf_records_from_confluents_serializer_reach_a_sink_as_connect_structs() {
+    let dir = temp_dir();
+    let p = Platform::start(dir.path());
+    let topic = "orders";
+    p.topic(topic);
+    let input = [
+        json!({"id": "o-1", "units": "1250", "tags": ["a", "b"], "header": {"source": "web"}}),
+        json!({"id": "o-2"}),
+        json!({"id": "o-3", "units": "-9007199254740993", "header": {}}),
+    ]
+    .iter()
+    .map(|v| format!("{v}\n"))
+    .collect::<String>();
+    ok(&run_with_stdin(
+        Command::new(python())
+            .arg(workspace_root().join("tests/clients/protobuf_tools.py"))
+            .args(["write", &p.kafka, &p.registry, topic]),
+        Some(input.as_bytes()),
+        Duration::from_secs(120),
+    ));
+    let out = client(&[
+        "produce-raw",
+        &p.kafka,
+        topic,
+        &format!("poison:{}", "6e6f742070726f746f627566"),
+    ]);
+    assert!(out.starts_with("OK 1"), "{out}");
+    let file = dir.path().join("orders.txt");
+    p.create(
+        "orders-sink",
+        json!({"connector.class": "FileStreamSink", "topics": topic,
+            "file": file.display().to_string(),
+            "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+            "value.converter": "io.confluent.connect.protobuf.ProtobufConverter",
+            "value.converter.schema.registry.url": p.registry,
+            "errors.tolerance": "all",
+            "errors.deadletterqueue.topic.name": "orders-dlq",
+            "errors.deadletterqueue.context.headers.enable": "true"}),
+    );
+    wait_for(Duration::from_secs(60), "the sink to commit all 4", || {
+        let v = http(&p.rest, "GET", "/connectors/orders-sink/offsets", None).1;
+        (v["offsets"][0]["offset"]["kafka_offset"] == 4).then_some(())
+    });
+    let lines: Vec<Value> = lines_of(&file)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            json!({"id": "o-1", "units": 1250, "tags": ["a", "b"], "header": {"source": "web"}}),
+            json!({"id": "o-2", "units": 0, "tags": [], "header": null}),
+            json!({"id": "o-3", "units": -9007199254740993i64, "tags": [], "header": {"source": ""}}),
+        ]
+    );
+    let status = http(&p.rest, "GET", "/connectors/orders-sink/status", None).1;
+    assert_eq!(status["tasks"][0]["state"], "RUNNING", "{status}");
+    let dlq = wait_for(Duration::from_secs(30), "the dead letter", || {
+        let v = records_of(&p.kafka, "orders-dlq");
+        (!v.is_empty()).then_some(v)
+    });
+    assert_eq!(dlq[0]["key"], "poison", "{dlq:?}");
+    let message = dlq[0]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["key"] == "__connect.errors.exception.message")
+        .and_then(|h| h["value"].as_str())
+        .unwrap_or("")
+        .to_string();
+    assert!(message.contains("wire format"), "{dlq:?}");
+
+    // A source cannot write with it: create is a 400 that names the converter's key.
+    let body = json!({"name": "orders-source", "config": {"connector.class": "FileStreamSource",
+        "topic": topic, "file": dir.path().join("in.txt").display().to_string(),
+        "value.converter": "io.confluent.connect.protobuf.ProtobufConverter",
+        "value.converter.schema.registry.url": p.registry}})
+    .to_string();
+    let (s, v) = http(&p.rest, "POST", "/connectors", Some(&body));
+    assert_eq!(s, 400, "{v}");
+    let m = v["message"].as_str().unwrap_or("");
+    assert!(
+        m.contains("value.converter") && m.contains("ProtobufConverter reads records"),
+        "{v}"
+    );
+}
+
+/// A Protobuf schema that imports another file: confluent-kafka's ProtobufSerializer registers the imported
+/// `shop/header.proto` under its own subject and the order's schema with a reference to it. A sink with
+/// ProtobufConverter fetches the referenced schema by subject and version and reads the records, the imported
+/// message's field included.
+#[test]
+fn protobuf_records_whose_schema_imports_another_reach_a_sink() {
+    let dir = temp_dir();
+    let p = Platform::start(dir.path());
+    let topic = "orders-ref";
+    p.topic(topic);
+    let out = client(&["produce-protobuf-import", &p.kafka, &p.registry, topic]);
+    assert!(out.starts_with("OK 2"), "{out}");
+    let subject = http(
+        &p.registry.replace("http://", ""),
+        "GET",
+        &format!("/subjects/{topic}-value/versions/latest"),
+        None,
+    )
+    .1;
+    assert_eq!(
+        subject["references"][0]["name"], "shop/header.proto",
+        "the serializer registered no reference: {subject}"
+    );
+    let file = dir.path().join("orders-ref.txt");
+    p.create(
+        "orders-ref-sink",
+        json!({"connector.class": "FileStreamSink", "topics": topic,
+            "file": file.display().to_string(),
+            "value.converter": "io.confluent.connect.protobuf.ProtobufConverter",
+            "value.converter.schema.registry.url": p.registry,
+            "task.restart.max.attempts": "0"}),
+    );
+    wait_for(Duration::from_secs(60), "the sink to commit both", || {
+        let v = http(&p.rest, "GET", "/connectors/orders-ref-sink/offsets", None).1;
+        (v["offsets"][0]["offset"]["kafka_offset"] == 2).then_some(())
+    });
+    let lines: Vec<Value> = lines_of(&file)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            json!({"id": "r-1", "header": {"source": "app"}}),
+            json!({"id": "r-2", "header": null}),
+        ]
     );
 }
