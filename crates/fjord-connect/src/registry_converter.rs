@@ -141,8 +141,16 @@ pub struct RegistryConverter {
     target: Target,
     auto_register: bool,
     use_latest: bool,
+    /// `missing.id.cache.ttl.sec`: how long a schema id the registry does not have is remembered as missing
+    /// (its records are errant without asking again; zero: asked for every record).
+    missing_ttl: std::time::Duration,
     cache: Mutex<Cache>,
 }
+
+/// Default of `missing.id.cache.ttl.sec` (Confluent's server-side schema validation's default).
+const MISSING_ID_TTL_SECS: u64 = 60;
+/// Missing schema ids remembered at once; past this, the expired ones go, then all of them.
+const MAX_MISSING_IDS: usize = 10_000;
 
 /// A registered schema, ready to read or write records with.
 enum Writer {
@@ -211,6 +219,8 @@ struct Cache {
     by_id: HashMap<u32, Arc<Writer>>,
     /// (subject, Connect schema JSON) to the id and schema records are written with (sources).
     written: HashMap<(String, String), (u32, Arc<Writer>)>,
+    /// Schema ids the registry answered 404 for, and until when that answer stands (sinks).
+    missing: HashMap<u32, std::time::Instant>,
 }
 
 impl std::fmt::Debug for RegistryConverter {
@@ -318,6 +328,20 @@ impl RegistryConverter {
             target,
             auto_register: flag(props, &key("auto.register.schemas"), true)?,
             use_latest: flag(props, &key("use.latest.version"), false)?,
+            missing_ttl: {
+                let k = key("missing.id.cache.ttl.sec");
+                match props.get(&k).map(|v| v.trim()) {
+                    None | Some("") => std::time::Duration::from_secs(MISSING_ID_TTL_SECS),
+                    Some(v) => v
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|s| *s <= 86_400 * 365)
+                        .map(std::time::Duration::from_secs)
+                        .ok_or_else(|| {
+                            format!("{k}={v}: give the seconds a missing schema id is remembered (0 to ask the registry for every such record)")
+                        })?,
+                }
+            },
             cache: Mutex::new(Cache::default()),
         })
     }
@@ -386,15 +410,36 @@ impl RegistryConverter {
         let Some((id, _)) = bytes.and_then(wire::split) else {
             return Ok(());
         };
-        if self.cache.lock().unwrap().by_id.contains_key(&id) {
-            return Ok(());
+        {
+            let cache = self.cache.lock().unwrap();
+            if cache.by_id.contains_key(&id)
+                || cache
+                    .missing
+                    .get(&id)
+                    .is_some_and(|until| *until > std::time::Instant::now())
+            {
+                return Ok(());
+            }
         }
         let (status, v) = self
             .call("GET", &format!("/schemas/ids/{id}"), None)
             .await?;
         if status == 404 {
-            // Unknown id (40403): decode says so for this record (errant, so errors.tolerance decides).
-            tracing::warn!(prefix = %self.prefix, id, %status, answer = %v, "schema id not found in the registry");
+            // Unknown id (40403): decode says so for this record (errant, so errors.tolerance decides). Remembered
+            // for missing.id.cache.ttl.sec, so a topic full of such records neither asks the registry nor logs
+            // once per record.
+            tracing::warn!(prefix = %self.prefix, id, %status, answer = %v, ttl_secs = self.missing_ttl.as_secs(), "schema id not found in the registry; its records are errant");
+            if !self.missing_ttl.is_zero() {
+                let now = std::time::Instant::now();
+                let mut cache = self.cache.lock().unwrap();
+                if cache.missing.len() >= MAX_MISSING_IDS {
+                    cache.missing.retain(|_, until| *until > now);
+                    if cache.missing.len() >= MAX_MISSING_IDS {
+                        cache.missing.clear();
+                    }
+                }
+                cache.missing.insert(id, now + self.missing_ttl);
+            }
             return Ok(());
         }
         if status != 200 {
@@ -1382,18 +1427,29 @@ mod tests {
 
     /// A registry that answers every request with `status` and `body` (one connection per answer).
     async fn canned_registry(status: u16, body: &'static str) -> String {
+        counting_registry(status, body).await.0
+    }
+
+    /// [`canned_registry`], and the number of requests it has answered.
+    async fn counting_registry(
+        status: u16,
+        body: &'static str,
+    ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = count.clone();
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 let mut buf = vec![0u8; 4096];
                 let _ = s.read(&mut buf).await;
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let answer = format!("HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
                 let _ = s.write_all(answer.as_bytes()).await;
             }
         });
-        url
+        (url, count)
     }
 
     /// A registry that answers each path of `routes` with its JSON body, and anything else with 404.
@@ -1506,6 +1562,43 @@ mod tests {
                 "{status}: {e}"
             );
         }
+    }
+
+    /// An unknown schema id is asked for once per `missing.id.cache.ttl.sec` (60 s by default), not once per
+    /// record: a topic full of such records neither floods the registry nor the log. Zero asks every time; a bad
+    /// value is refused with the setting's name.
+    #[tokio::test]
+    async fn a_missing_schema_id_is_remembered_for_its_ttl() {
+        let converter = |url: &str, ttl: Option<&str>| {
+            let mut config: ConfigMap = [("value.converter.schema.registry.url", url)]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            if let Some(t) = ttl {
+                config.insert("value.converter.missing.id.cache.ttl.sec".into(), t.into());
+            }
+            RegistryConverter::from_config(Format::Avro, &config, "value.converter")
+        };
+        let record = [0u8, 0, 0, 0, 7, 2, b'x'];
+        let missing = r#"{"error_code":40403,"message":"Schema 7 not found"}"#;
+        let (url, asked) = counting_registry(404, missing).await;
+        let c = converter(&url, None).unwrap();
+        for _ in 0..5 {
+            assert_eq!(c.prepare_decode(Some(&record)).await, Ok(()));
+            assert!(c.decode(Some(&record)).unwrap_err().contains("schema id 7"));
+        }
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let (url, asked) = counting_registry(404, missing).await;
+        let c = converter(&url, Some("0")).unwrap();
+        for _ in 0..3 {
+            assert_eq!(c.prepare_decode(Some(&record)).await, Ok(()));
+        }
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 3);
+        let e = converter(&url, Some("soon")).unwrap_err();
+        assert!(
+            e.contains("value.converter.missing.id.cache.ttl.sec"),
+            "{e}"
+        );
     }
 
     /// `prepare_decode` then `decode` of `record` with a registry that serves `schema` for every id, on a thread
