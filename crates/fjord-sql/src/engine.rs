@@ -2137,6 +2137,7 @@ fn run_persistent(
     let key_pos = cfg.plan.projection.iter().position(|p| p.is_key);
     let codec = format::SinkCodec::new(&cfg.sink, false)?;
     while !stop.load(Ordering::SeqCst) {
+        // The batch's input offsets to commit: per partition the next offset to read.
         let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
         let mut n = 0;
         while n < BATCH {
@@ -2158,7 +2159,7 @@ fn run_persistent(
                     })?;
                     n += 1;
                     stats.records_in.fetch_add(1, Ordering::Relaxed);
-                    offsets.insert(m.partition(), m.offset());
+                    offsets.insert(m.partition(), m.offset() + 1);
                     let ts = m.timestamp().to_millis().unwrap_or(0);
                     let decoded = format::decode(
                         source,
@@ -2167,14 +2168,25 @@ fn run_persistent(
                         (ts, m.partition(), m.offset()),
                     );
                     if let (Err(e), true) = (&decoded, cfg.fail_on_bad_record) {
-                        // Nothing of this batch is committed: the restarted run meets the record again, and
-                        // the query stays in ERROR until it is dealt with.
+                        // The run stops at the record, and so does every restarted run, until it is dealt
+                        // with: the query stays in ERROR.
                         stats.errors.fetch_add(1, Ordering::Relaxed);
-                        return Err(format!(
+                        let stopped = format!(
                             "partition {} offset {}: the record does not decode ({e}); {FAIL_ON_DESERIALIZATION_ERROR} is true, so the query stops at it instead of skipping it (SET it to 'false' and CREATE OR REPLACE the query to skip such records)",
                             m.partition(),
                             m.offset()
-                        ));
+                        );
+                        if !cfg.exactly_once {
+                            // At-least-once: the batch's records before it are written and committed, and
+                            // its own offset is, so that a restarted run starts with it. Returning with them
+                            // uncommitted wrote their output again on every restart while the query waited
+                            // in ERROR. (Exactly once, the batch's open transaction is aborted instead by
+                            // OpenTxn's drop: read_committed readers never see its output, and the restarted
+                            // run redoes those records from the committed offsets.)
+                            offsets.insert(m.partition(), m.offset());
+                            flush_then_commit(&consumer, &producer, &failed, cfg, &offsets)?;
+                        }
+                        return Err(stopped);
                     }
                     let out = decoded.and_then(|row| match row {
                         Some(r) => apply(&cfg.plan, &r)
@@ -2263,12 +2275,8 @@ fn run_persistent(
             }
             continue;
         }
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in offsets {
-            tpl.add_partition_offset(&source.topic, p, Offset::Offset(o + 1))
-                .map_err(|e| e.to_string())?;
-        }
         if cfg.exactly_once {
+            let tpl = offset_list(&source.topic, &offsets)?;
             // The batch's output and its input offsets commit together, or not at all (an error aborts the
             // transaction: the restarted query reads the batch again from the committed offsets).
             let gm = consumer
@@ -2290,21 +2298,48 @@ fn run_persistent(
             stats.recovered(query_id);
             continue;
         }
-        // At-least-once: the offsets are committed only once every output record of the batch is acknowledged.
-        // An empty queue after flush is not enough: a delivery that failed (its retries or message.timeout.ms
-        // used up) left the queue too, and committing past it would lose its output.
-        producer
-            .flush(TIMEOUT)
-            .map_err(|e| format!("writing to {} was not acknowledged: {e}", cfg.sink.topic))?;
-        if let Some(e) = failed.lock().expect("delivery check").take() {
-            return Err(format!("writing to {} failed: {e}", cfg.sink.topic));
-        }
-        consumer
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(|e| format!("committing offsets failed: {e}"))?;
+        flush_then_commit(&consumer, &producer, &failed, cfg, &offsets)?;
         stats.recovered(query_id);
     }
     Ok(())
+}
+
+/// The input offsets to commit (per partition of `topic` the next offset to read) as a list.
+fn offset_list(
+    topic: &str,
+    offsets: &BTreeMap<i32, i64>,
+) -> std::result::Result<TopicPartitionList, String> {
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in offsets {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*o))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(tpl)
+}
+
+/// At-least-once: commits the input `offsets` (per partition the next offset to read) only once every output
+/// record sent so far is acknowledged; when one is not, nothing is committed. An empty queue after flush is not
+/// enough: a delivery that failed (its retries or message.timeout.ms used up) left the queue too, and committing
+/// past it would lose its output.
+fn flush_then_commit(
+    consumer: &BaseConsumer,
+    producer: &ThreadedProducer<DeliveryCheck>,
+    failed: &Mutex<Option<String>>,
+    cfg: &RunConfig,
+    offsets: &BTreeMap<i32, i64>,
+) -> std::result::Result<(), String> {
+    producer
+        .flush(TIMEOUT)
+        .map_err(|e| format!("writing to {} was not acknowledged: {e}", cfg.sink.topic))?;
+    if let Some(e) = failed.lock().expect("delivery check").take() {
+        return Err(format!("writing to {} failed: {e}", cfg.sink.topic));
+    }
+    consumer
+        .commit(
+            &offset_list(&cfg.plan.source.topic, offsets)?,
+            CommitMode::Sync,
+        )
+        .map_err(|e| format!("committing offsets failed: {e}"))
 }
 
 /// The open transaction of an exactly-once batch. A run that returns with it open (an error mid-batch: a
