@@ -1313,9 +1313,12 @@ impl Engine {
                 .and_then(|e| e.query.as_ref())
                 .is_some_and(|q| q.fail_on_bad_record),
         };
-        if fail_on_bad_record && (aggregate || is_join) {
+        if fail_on_bad_record && (aggregate || is_join) && !exactly_once {
+            // At least once, the streams library commits the input offsets once more when an instance fails
+            // (the group leave's revoke callback), past the record it stopped at; committing nothing instead
+            // would count the records sent to a repartition topic again on every restart (`Engine::abandon`).
             return Err(SqlError::not_supported(format!(
-                "{FAIL_ON_DESERIALIZATION_ERROR}='true' for an aggregation or a join: not supported yet (only stateless queries stop on a record that does not decode); leave it unset or 'false' to skip and count such records"
+                "{FAIL_ON_DESERIALIZATION_ERROR}='true' for an aggregation or a join at least once: not supported yet (SET 'processing.guarantee'='exactly_once_v2' for a query that stops at a record that does not decode, or leave it unset or 'false' to skip and count such records)"
             )));
         }
         let def = SourceDef {
@@ -1461,9 +1464,8 @@ impl Engine {
         if matches!(plan.shape, crate::plan::Shape::Aggregate { .. }) {
             let agg = stateful::AggPlan::new(&plan)?;
             let (table, thread) = stateful::start(
-                &q.id,
+                &q,
                 &self.cfg.bootstrap,
-                q.exactly_once(),
                 agg,
                 def,
                 stop.clone(),
@@ -1487,9 +1489,8 @@ impl Engine {
         }
         if matches!(plan.shape, crate::plan::Shape::Join { .. }) {
             let thread = join::start(
-                &q.id,
+                &q,
                 &self.cfg.bootstrap,
-                q.exactly_once(),
                 join::JoinPlan::new(&plan)?,
                 def,
                 stop.clone(),
@@ -2070,6 +2071,11 @@ fn query_state(st: &State, q: &QueryDef) -> (&'static str, Option<String>) {
     }
 }
 
+/// Why a query with `ksql.fail.on.deserialization.error` true stopped at a record that does not decode (`e`).
+fn stops_at(e: &str) -> String {
+    format!("the record does not decode ({e}); {FAIL_ON_DESERIALIZATION_ERROR} is true, so the query stops at it instead of skipping it (SET it to 'false' and CREATE OR REPLACE the query to skip such records)")
+}
+
 /// Records read per batch before the batch's output is flushed and its offsets committed.
 const BATCH: usize = 1000;
 
@@ -2172,9 +2178,10 @@ fn run_persistent(
                         // with: the query stays in ERROR.
                         stats.errors.fetch_add(1, Ordering::Relaxed);
                         let stopped = format!(
-                            "partition {} offset {}: the record does not decode ({e}); {FAIL_ON_DESERIALIZATION_ERROR} is true, so the query stops at it instead of skipping it (SET it to 'false' and CREATE OR REPLACE the query to skip such records)",
+                            "partition {} offset {}: {}",
                             m.partition(),
-                            m.offset()
+                            m.offset(),
+                            stops_at(e)
                         );
                         if !cfg.exactly_once {
                             // At-least-once: the batch's records before it are written and committed, and
