@@ -2335,8 +2335,9 @@ fn fjord_start_sets_the_sql_servers_default_processing_guarantee() {
 
 /// ksqlDB's `ksql.fail.on.deserialization.error`: by default a record that does not decode is skipped and
 /// counted (the query goes on); SET to 'true' the query stops at it instead, shows ERROR with the record's
-/// position, writes and commits the records before it once (however often it is restarted) and does not commit
-/// past it, and an aggregation at least once is refused the setting (not supported yet).
+/// position, writes and commits the records before it once (however often it is restarted; exactly once it
+/// aborts them) and does not commit past it, and an aggregation at least once is refused the setting (not
+/// supported yet).
 #[test]
 fn a_record_that_does_not_decode_is_skipped_or_stops_the_query_as_set() {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -2351,9 +2352,11 @@ fn a_record_that_does_not_decode_is_skipped_or_stops_the_query_as_set() {
         &p.sql,
         "CREATE STREAM skipping AS SELECT id, item FROM orders; \
          SET 'ksql.fail.on.deserialization.error'='true'; \
-         CREATE STREAM stopping AS SELECT id, item FROM orders;",
+         CREATE STREAM stopping AS SELECT id, item FROM orders; \
+         SET 'processing.guarantee'='exactly_once_v2'; \
+         CREATE STREAM stopping_eos AS SELECT id, item FROM orders;",
     );
-    let (skipping, stopping) = (query_id(&v, 0), query_id(&v, 2));
+    let (skipping, stopping, stopping_eos) = (query_id(&v, 0), query_id(&v, 2), query_id(&v, 4));
     let e = ksql_ok(&p.sql, &format!("EXPLAIN {stopping};"));
     assert_eq!(
         e[0]["queryDescription"]["overriddenProperties"]["ksql.fail.on.deserialization.error"],
@@ -2419,6 +2422,23 @@ fn a_record_that_does_not_decode_is_skipped_or_stops_the_query_as_set() {
     .parse()
     .unwrap();
     assert_eq!(committed, 1, "not committed up to the record");
+    // Exactly once, each failed run aborts its batch's transaction instead (the record before the bad one is
+    // redone by the next run): read_committed readers see it at most once, and no offset past the bad record
+    // is committed.
+    assert_eq!(show_query(&p.sql, &stopping_eos)["state"], "ERROR");
+    let (rows, _) = read_committed(&p.kafka, "STOPPING_EOS");
+    let keys: Vec<&[u8]> = rows.iter().map(|(k, _)| k.as_slice()).collect();
+    assert!(keys.is_empty() || keys == [b"a"], "{keys:?}");
+    let committed: i64 = client(&[
+        "committed",
+        &p.kafka,
+        &format!("_fjord_sql_{stopping_eos}"),
+        "orders",
+    ])
+    .trim()
+    .parse()
+    .unwrap();
+    assert!(committed <= 1, "committed past the record: {committed}");
 
     let e = refused(
         &p.sql,
