@@ -1313,9 +1313,12 @@ impl Engine {
                 .and_then(|e| e.query.as_ref())
                 .is_some_and(|q| q.fail_on_bad_record),
         };
-        if fail_on_bad_record && (aggregate || is_join) {
+        if fail_on_bad_record && (aggregate || is_join) && !exactly_once {
+            // At least once, the streams library commits the input offsets once more when an instance fails
+            // (the group leave's revoke callback), past the record it stopped at; committing nothing instead
+            // would count the records sent to a repartition topic again on every restart (`Engine::abandon`).
             return Err(SqlError::not_supported(format!(
-                "{FAIL_ON_DESERIALIZATION_ERROR}='true' for an aggregation or a join: not supported yet (only stateless queries stop on a record that does not decode); leave it unset or 'false' to skip and count such records"
+                "{FAIL_ON_DESERIALIZATION_ERROR}='true' for an aggregation or a join at least once: not supported yet (SET 'processing.guarantee'='exactly_once_v2' for a query that stops at a record that does not decode, or leave it unset or 'false' to skip and count such records)"
             )));
         }
         let def = SourceDef {
@@ -1461,9 +1464,8 @@ impl Engine {
         if matches!(plan.shape, crate::plan::Shape::Aggregate { .. }) {
             let agg = stateful::AggPlan::new(&plan)?;
             let (table, thread) = stateful::start(
-                &q.id,
+                &q,
                 &self.cfg.bootstrap,
-                q.exactly_once(),
                 agg,
                 def,
                 stop.clone(),
@@ -1487,9 +1489,8 @@ impl Engine {
         }
         if matches!(plan.shape, crate::plan::Shape::Join { .. }) {
             let thread = join::start(
-                &q.id,
+                &q,
                 &self.cfg.bootstrap,
-                q.exactly_once(),
                 join::JoinPlan::new(&plan)?,
                 def,
                 stop.clone(),
@@ -2070,6 +2071,11 @@ fn query_state(st: &State, q: &QueryDef) -> (&'static str, Option<String>) {
     }
 }
 
+/// Why a query with `ksql.fail.on.deserialization.error` true stopped at a record that does not decode (`e`).
+fn stops_at(e: &str) -> String {
+    format!("the record does not decode ({e}); {FAIL_ON_DESERIALIZATION_ERROR} is true, so the query stops at it instead of skipping it (SET it to 'false' and CREATE OR REPLACE the query to skip such records)")
+}
+
 /// Records read per batch before the batch's output is flushed and its offsets committed.
 const BATCH: usize = 1000;
 
@@ -2137,6 +2143,7 @@ fn run_persistent(
     let key_pos = cfg.plan.projection.iter().position(|p| p.is_key);
     let codec = format::SinkCodec::new(&cfg.sink, false)?;
     while !stop.load(Ordering::SeqCst) {
+        // The batch's input offsets to commit: per partition the next offset to read.
         let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
         let mut n = 0;
         while n < BATCH {
@@ -2158,7 +2165,7 @@ fn run_persistent(
                     })?;
                     n += 1;
                     stats.records_in.fetch_add(1, Ordering::Relaxed);
-                    offsets.insert(m.partition(), m.offset());
+                    offsets.insert(m.partition(), m.offset() + 1);
                     let ts = m.timestamp().to_millis().unwrap_or(0);
                     let decoded = format::decode(
                         source,
@@ -2167,14 +2174,26 @@ fn run_persistent(
                         (ts, m.partition(), m.offset()),
                     );
                     if let (Err(e), true) = (&decoded, cfg.fail_on_bad_record) {
-                        // Nothing of this batch is committed: the restarted run meets the record again, and
-                        // the query stays in ERROR until it is dealt with.
+                        // The run stops at the record, and so does every restarted run, until it is dealt
+                        // with: the query stays in ERROR.
                         stats.errors.fetch_add(1, Ordering::Relaxed);
-                        return Err(format!(
-                            "partition {} offset {}: the record does not decode ({e}); {FAIL_ON_DESERIALIZATION_ERROR} is true, so the query stops at it instead of skipping it (SET it to 'false' and CREATE OR REPLACE the query to skip such records)",
+                        let stopped = format!(
+                            "partition {} offset {}: {}",
                             m.partition(),
-                            m.offset()
-                        ));
+                            m.offset(),
+                            stops_at(e)
+                        );
+                        if !cfg.exactly_once {
+                            // At-least-once: the batch's records before it are written and committed, and
+                            // its own offset is, so that a restarted run starts with it. Returning with them
+                            // uncommitted wrote their output again on every restart while the query waited
+                            // in ERROR. (Exactly once, the batch's open transaction is aborted instead by
+                            // OpenTxn's drop: read_committed readers never see its output, and the restarted
+                            // run redoes those records from the committed offsets.)
+                            offsets.insert(m.partition(), m.offset());
+                            flush_then_commit(&consumer, &producer, &failed, cfg, &offsets)?;
+                        }
+                        return Err(stopped);
                     }
                     let out = decoded.and_then(|row| match row {
                         Some(r) => apply(&cfg.plan, &r)
@@ -2263,12 +2282,8 @@ fn run_persistent(
             }
             continue;
         }
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in offsets {
-            tpl.add_partition_offset(&source.topic, p, Offset::Offset(o + 1))
-                .map_err(|e| e.to_string())?;
-        }
         if cfg.exactly_once {
+            let tpl = offset_list(&source.topic, &offsets)?;
             // The batch's output and its input offsets commit together, or not at all (an error aborts the
             // transaction: the restarted query reads the batch again from the committed offsets).
             let gm = consumer
@@ -2290,21 +2305,48 @@ fn run_persistent(
             stats.recovered(query_id);
             continue;
         }
-        // At-least-once: the offsets are committed only once every output record of the batch is acknowledged.
-        // An empty queue after flush is not enough: a delivery that failed (its retries or message.timeout.ms
-        // used up) left the queue too, and committing past it would lose its output.
-        producer
-            .flush(TIMEOUT)
-            .map_err(|e| format!("writing to {} was not acknowledged: {e}", cfg.sink.topic))?;
-        if let Some(e) = failed.lock().expect("delivery check").take() {
-            return Err(format!("writing to {} failed: {e}", cfg.sink.topic));
-        }
-        consumer
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(|e| format!("committing offsets failed: {e}"))?;
+        flush_then_commit(&consumer, &producer, &failed, cfg, &offsets)?;
         stats.recovered(query_id);
     }
     Ok(())
+}
+
+/// The input offsets to commit (per partition of `topic` the next offset to read) as a list.
+fn offset_list(
+    topic: &str,
+    offsets: &BTreeMap<i32, i64>,
+) -> std::result::Result<TopicPartitionList, String> {
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in offsets {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*o))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(tpl)
+}
+
+/// At-least-once: commits the input `offsets` (per partition the next offset to read) only once every output
+/// record sent so far is acknowledged; when one is not, nothing is committed. An empty queue after flush is not
+/// enough: a delivery that failed (its retries or message.timeout.ms used up) left the queue too, and committing
+/// past it would lose its output.
+fn flush_then_commit(
+    consumer: &BaseConsumer,
+    producer: &ThreadedProducer<DeliveryCheck>,
+    failed: &Mutex<Option<String>>,
+    cfg: &RunConfig,
+    offsets: &BTreeMap<i32, i64>,
+) -> std::result::Result<(), String> {
+    producer
+        .flush(TIMEOUT)
+        .map_err(|e| format!("writing to {} was not acknowledged: {e}", cfg.sink.topic))?;
+    if let Some(e) = failed.lock().expect("delivery check").take() {
+        return Err(format!("writing to {} failed: {e}", cfg.sink.topic));
+    }
+    consumer
+        .commit(
+            &offset_list(&cfg.plan.source.topic, offsets)?,
+            CommitMode::Sync,
+        )
+        .map_err(|e| format!("committing offsets failed: {e}"))
 }
 
 /// The open transaction of an exactly-once batch. A run that returns with it open (an error mid-batch: a

@@ -21,6 +21,9 @@ pub enum Error {
     /// A local state store failed.
     #[error("state store: {0}")]
     Store(String),
+    /// A function of the topology refused a record ([`crate::KStream::try_flat_map`]): where, and why.
+    #[error("{0}")]
+    Record(String),
 }
 
 impl From<rdkafka::error::KafkaError> for Error {

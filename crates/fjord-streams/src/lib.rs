@@ -1,10 +1,11 @@
 //! Stream processing over Kafka topics in the model of Kafka Streams, without a JVM.
 //!
 //! A [`StreamsBuilder`] describes a topology: sources ([`StreamsBuilder::stream`]), stateless steps on a
-//! [`KStream`] (`map`, `filter`, `flat_map`, `branch`, `merge`, `to`), grouping ([`KStream::group_by_key`],
-//! [`KStream::group_by`] through a repartition topic) and aggregations ([`KGroupedStream::count`], `reduce`,
-//! `aggregate`), optionally over [`TimeWindows`] (tumbling, hopping) or [`SessionWindows`] with grace periods,
-//! giving a [`KTable`] whose updates, or with [`KTable::suppress`] only final results, go to a topic.
+//! [`KStream`] (`map`, `filter`, `flat_map`, `try_flat_map`, `branch`, `merge`, `to`), grouping
+//! ([`KStream::group_by_key`], [`KStream::group_by`] through a repartition topic) and aggregations
+//! ([`KGroupedStream::count`], `reduce`, `aggregate`), optionally over [`TimeWindows`] (tumbling, hopping) or
+//! [`SessionWindows`] with grace periods, giving a [`KTable`] whose updates, or with [`KTable::suppress`] only
+//! final results, go to a topic.
 //! [`KafkaStreams::start`] runs it: instances sharing an application id form a consumer group, one task per
 //! input partition, state in local stores ([`store`]) backed by compacted changelog topics.
 //!

@@ -17,7 +17,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
+};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::error::{Error, Result};
@@ -291,6 +293,7 @@ impl KafkaStreams {
             delivery_error,
             restore,
             failed: None,
+            abandoned: false,
         }));
         let mut cc = config.client();
         cc.set("group.id", &config.application_id)
@@ -332,8 +335,15 @@ impl KafkaStreams {
             std::thread::Builder::new()
                 .name(format!("fjord-streams-{}", config.application_id))
                 .spawn(move || {
-                    let end = run_loop(&consumer, &engine, &stop, interval);
-                    // Leaving the group revokes the assignment: the revoke callback commits once more.
+                    let end = run_loop(&consumer, &engine, &stop, interval)
+                        .and_then(|_| engine.lock().unwrap().failed.take().map_or(Ok(()), Err));
+                    if end.is_err() {
+                        // Exactly once, the open transaction is aborted, not committed with the offset of a
+                        // record that failed.
+                        engine.lock().unwrap().abandon();
+                    }
+                    // Leaving the group revokes the assignment: the revoke callback commits once more,
+                    // unless a failure abandoned the work since the last commit (exactly once).
                     consumer.unsubscribe();
                     let end =
                         end.and_then(|_| engine.lock().unwrap().failed.take().map_or(Ok(()), Err));
@@ -773,6 +783,9 @@ struct Engine {
     restore: BaseConsumer,
     /// An error raised in a rebalance callback, reported by the loop.
     failed: Option<Error>,
+    /// Exactly once, a failure ended the run ([`Engine::abandon`]): nothing is committed any more, so the revoke
+    /// callback of the group leave that follows closes the tasks without a commit.
+    abandoned: bool,
 }
 
 /// One input partition of one sub-topology.
@@ -1065,6 +1078,35 @@ impl Engine {
         Ok(())
     }
 
+    /// Exactly once, gives up what the run did since its last commit, after a failure (a record that failed or
+    /// was refused, an output that was not delivered, a commit that failed): from now on nothing is committed,
+    /// and the open transaction (outputs, repartition records, changelogs) is aborted, so that the next run
+    /// starts from the last commit. The group leave's revoke callback committed that transaction instead, with
+    /// the offset of the record that failed, which was then never processed again.
+    ///
+    /// At least once the revoke callback still commits (not fixed, see issue #15's notes): that also stores the
+    /// offset of a failed record, or of one whose output was refused, as processed. Committing nothing instead
+    /// would make every restarted run send the records since the last commit to repartition topics again,
+    /// non-transactionally, where the next sub-topology counts each copy: a query failing in a loop multiplied
+    /// its counts.
+    fn abandon(&mut self) {
+        if !self.eos {
+            return;
+        }
+        self.abandoned = true;
+        // The abort waits until every record of the transaction is delivered or purged and its delivery report
+        // served, and nothing else polls this producer: purged first and served here, they do not hold it for the
+        // whole timeout.
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        let _ = self.producer.flush(CLIENT_TIMEOUT);
+        // A producer that cannot abort (fenced, or fatally failed) leaves it to the next run's init_transactions,
+        // which aborts it.
+        if let Err(e) = self.producer.abort_transaction(CLIENT_TIMEOUT) {
+            tracing::warn!(error = %e, "cannot abort the failed run's transaction");
+        }
+    }
+
     fn close_tasks(&mut self, tpl: &TopicPartitionList) {
         for el in tpl.elements() {
             if let Some(&(sub, _, _)) = self.plan.sources.get(el.topic()) {
@@ -1077,6 +1119,9 @@ impl Engine {
     /// durable: at least once, producer flush and then the input offsets' commit; exactly once, the offsets
     /// join the transaction, which commits.
     fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<()> {
+        if self.abandoned {
+            return Ok(());
+        }
         if let Some(e) = self.delivery_error.lock().unwrap().take() {
             return Err(Error::Kafka(e));
         }
@@ -1387,11 +1432,18 @@ fn process_node(cx: &Cx<'_>, task: &mut Task, id: NodeId, r: Record) -> Result<(
         }
         NodeKind::FlatMap(f) => {
             let mut res = Ok(());
-            f(r, &mut |o| {
+            let refused = f(r, &mut |o| {
                 if res.is_ok() {
                     res = forward(cx, task, id, o);
                 }
             });
+            if let Err(reason) = refused {
+                let (topic, _) = &topo.subs[task.sub].sources[cx.src];
+                return Err(Error::Record(format!(
+                    "{} partition {} offset {}: {reason}",
+                    cx.names[topic], task.partition, cx.offset
+                )));
+            }
             res
         }
         NodeKind::Branch(preds) => {

@@ -14,7 +14,9 @@ use crate::window::{JoinWindows, SessionWindows, TimeWindows, Windows};
 pub(crate) type NodeId = usize;
 type MapFn = Arc<dyn Fn(Record) -> Record + Send + Sync>;
 type PredicateFn = Arc<dyn Fn(&Record) -> bool + Send + Sync>;
-type FlatMapFn = Arc<dyn Fn(Record, &mut dyn FnMut(Record)) + Send + Sync>;
+/// Emits zero or more records for one, or refuses it (`Err`: the reason).
+type FlatMapFn =
+    Arc<dyn Fn(Record, &mut dyn FnMut(Record)) -> std::result::Result<(), String> + Send + Sync>;
 type InitFn = Arc<dyn Fn() -> Bytes + Send + Sync>;
 type AddFn = Arc<dyn Fn(&[u8], &Record, &[u8]) -> Bytes + Send + Sync>;
 type MergeFn = Arc<dyn Fn(&[u8], &[u8], &[u8]) -> Bytes + Send + Sync>;
@@ -263,6 +265,26 @@ impl KStream {
             for out in f(r) {
                 emit(out)
             }
+            Ok(())
+        })))
+    }
+
+    /// Replaces each record by zero or more records, or refuses it: `Err(reason)` stops the application
+    /// ([`Error::Record`](crate::Error::Record), state `Failed`) without committing anything it processed since
+    /// its last commit (exactly once, the open transaction is aborted), so that the next start reads the refused
+    /// record again, and stops at it again until the cause is gone.
+    pub fn try_flat_map<I>(
+        &self,
+        f: impl Fn(Record) -> std::result::Result<I, String> + Send + Sync + 'static,
+    ) -> KStream
+    where
+        I: IntoIterator<Item = Record>,
+    {
+        self.then(NodeKind::FlatMap(Arc::new(move |r, emit| {
+            for out in f(r)? {
+                emit(out)
+            }
+            Ok(())
         })))
     }
 

@@ -1441,3 +1441,78 @@ fn a_fjall_store_is_rebuilt_from_the_changelog_when_its_task_opens() {
     );
     app.close().unwrap();
 }
+
+/// The group's committed offset of `topic`-`partition`, `None` when there is none.
+fn committed_offset(bootstrap: &str, group: &str, topic: &str, partition: i32) -> Option<i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    match got.elements()[0].offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+/// Exactly once, a record that `try_flat_map` refuses stops the application with the record's position, and
+/// nothing from the last commit on is committed: the open transaction (the outputs, changelog entries and input
+/// offsets before it) is aborted within seconds, so the next start reads the refused record again. The group
+/// leave's revoke callback committed that transaction before, with the refused record's offset.
+/// (At least once that callback still commits: see `Engine::abandon`.)
+#[test]
+fn a_refused_record_stops_the_application_before_its_offset_is_committed() {
+    let c = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = "refuse-eos";
+    let (input, output) = (format!("{app}-in"), format!("{app}-out"));
+    c.create_topic(&input, 1);
+    c.create_topic(&output, 1);
+    let b = StreamsBuilder::new();
+    b.stream(&input)
+        .try_flat_map(|r: Record| {
+            if r.value.as_deref() == Some(b"bad".as_slice()) {
+                Err("not a word".to_string())
+            } else {
+                Ok(Some(r))
+            }
+        })
+        .group_by_key()
+        .count("n")
+        .to(&output);
+    let mut cfg = c.config(app, dir.path());
+    cfg.processing_guarantee = ProcessingGuarantee::ExactlyOnce;
+    c.produce(
+        &input,
+        &[
+            (0, "a".into(), "word".into(), 1_000),
+            (0, "b".into(), "bad".into(), 1_001),
+            (0, "c".into(), "word".into(), 1_002),
+        ],
+    );
+    let started = Instant::now();
+    let streams = KafkaStreams::start(b.build().unwrap(), cfg).unwrap();
+    await_until("the application to fail", || {
+        matches!(streams.state(), fjord_streams::StreamsState::Failed(_))
+    });
+    // The abort does not wait for delivery reports nobody serves (it took the 30 s client timeout).
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{app}: failed after {:?}",
+        started.elapsed()
+    );
+    let err = streams.close().unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("{input} partition 0 offset 1: not a word")),
+        "{app}: {err}"
+    );
+    let committed = committed_offset(&c.bootstrap, app, &input, 0);
+    assert!(
+        committed.is_none_or(|o| o <= 1),
+        "{app}: committed past the refused record: {committed:?}"
+    );
+}

@@ -2335,7 +2335,9 @@ fn fjord_start_sets_the_sql_servers_default_processing_guarantee() {
 
 /// ksqlDB's `ksql.fail.on.deserialization.error`: by default a record that does not decode is skipped and
 /// counted (the query goes on); SET to 'true' the query stops at it instead, shows ERROR with the record's
-/// position and does not commit past it, and an aggregation is refused the setting (not supported yet).
+/// position, writes and commits the records before it once (however often it is restarted; exactly once it
+/// aborts them) and does not commit past it, and an aggregation at least once is refused the setting (not
+/// supported yet).
 #[test]
 fn a_record_that_does_not_decode_is_skipped_or_stops_the_query_as_set() {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -2350,9 +2352,11 @@ fn a_record_that_does_not_decode_is_skipped_or_stops_the_query_as_set() {
         &p.sql,
         "CREATE STREAM skipping AS SELECT id, item FROM orders; \
          SET 'ksql.fail.on.deserialization.error'='true'; \
-         CREATE STREAM stopping AS SELECT id, item FROM orders;",
+         CREATE STREAM stopping AS SELECT id, item FROM orders; \
+         SET 'processing.guarantee'='exactly_once_v2'; \
+         CREATE STREAM stopping_eos AS SELECT id, item FROM orders;",
     );
-    let (skipping, stopping) = (query_id(&v, 0), query_id(&v, 2));
+    let (skipping, stopping, stopping_eos) = (query_id(&v, 0), query_id(&v, 2), query_id(&v, 4));
     let e = ksql_ok(&p.sql, &format!("EXPLAIN {stopping};"));
     assert_eq!(
         e[0]["queryDescription"]["overriddenProperties"]["ksql.fail.on.deserialization.error"],
@@ -2387,13 +2391,48 @@ fn a_record_that_does_not_decode_is_skipped_or_stops_the_query_as_set() {
         reason.contains("offset 1") && reason.contains("does not decode"),
         "{reason}"
     );
-    // Restarted, it stops at the same record: still ERROR, and nothing committed past it.
-    std::thread::sleep(Duration::from_secs(4));
+    // Restarted (1 s, then 2 s later), it stops at the same record: still ERROR after two restarted runs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = stats(&p.sql, "stopping");
+        if s["restarts"].as_u64() >= Some(3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stopping} was not restarted twice: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert_eq!(show_query(&p.sql, &stopping)["state"], "ERROR");
+    // The record before it was written once, and committed with the bad record's own offset: neither past it,
+    // nor short of it (each restarted run wrote the batch's earlier records again before).
+    let written: Vec<String> = read_topic(&p.kafka, "STOPPING")
+        .into_iter()
+        .map(|(k, _)| String::from_utf8(k).unwrap())
+        .collect();
+    assert_eq!(written, ["a"], "the rows of STOPPING");
     let committed: i64 = client(&[
         "committed",
         &p.kafka,
         &format!("_fjord_sql_{stopping}"),
+        "orders",
+    ])
+    .trim()
+    .parse()
+    .unwrap();
+    assert_eq!(committed, 1, "not committed up to the record");
+    // Exactly once, each failed run aborts its batch's transaction instead (the record before the bad one is
+    // redone by the next run): read_committed readers see it at most once, and no offset past the bad record
+    // is committed.
+    assert_eq!(show_query(&p.sql, &stopping_eos)["state"], "ERROR");
+    let (rows, _) = read_committed(&p.kafka, "STOPPING_EOS");
+    let keys: Vec<&[u8]> = rows.iter().map(|(k, _)| k.as_slice()).collect();
+    assert!(keys.is_empty() || keys == [b"a"], "{keys:?}");
+    let committed: i64 = client(&[
+        "committed",
+        &p.kafka,
+        &format!("_fjord_sql_{stopping_eos}"),
         "orders",
     ])
     .trim()
@@ -2406,9 +2445,95 @@ fn a_record_that_does_not_decode_is_skipped_or_stops_the_query_as_set() {
         "SET 'ksql.fail.on.deserialization.error'='true'; \
          CREATE TABLE per_item AS SELECT item, COUNT(*) AS n FROM orders GROUP BY item;",
     );
-    assert!(e.contains("not supported yet"), "{e}");
+    assert!(
+        e.contains("not supported yet") && e.contains("exactly_once_v2"),
+        "{e}"
+    );
     let e = refused(&p.sql, "SET 'ksql.fail.on.deserialization.error'='maybe';");
     assert!(e.contains("expected 'true'"), "{e}");
+}
+
+/// Exactly once, with `ksql.fail.on.deserialization.error` true an aggregation and a join stop at a record that
+/// does not decode as a stateless query does: ERROR with the record's position, restarted and stopped at it
+/// again, its offset never committed, and nothing of the records after it counted or joined (read_committed).
+/// They were refused the setting before, as the library's group leave committed the failed record's offset in
+/// the open transaction (the restarted query went on past it).
+#[test]
+fn aggregations_and_joins_stop_at_a_record_that_does_not_decode_when_set() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let dir = temp_dir();
+    let p = start(&dir.path().join("data"));
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM orders (id STRING KEY, item STRING, qty INT) \
+         WITH (kafka_topic='orders', value_format='JSON', partitions=1); \
+         CREATE TABLE items (iid STRING PRIMARY KEY, price INT) \
+         WITH (kafka_topic='items', value_format='JSON', partitions=1); \
+         INSERT INTO items (iid, price) VALUES ('w', 5);",
+    );
+    let v = ksql_ok(
+        &p.sql,
+        "SET 'ksql.fail.on.deserialization.error'='true'; \
+         SET 'processing.guarantee'='exactly_once_v2'; \
+         CREATE TABLE per_item AS SELECT item, COUNT(*) AS n FROM orders GROUP BY item; \
+         CREATE STREAM priced AS SELECT o.item, o.id, i.price FROM orders o JOIN items i ON o.item = i.iid;",
+    );
+    let (per_item, priced) = (query_id(&v, 2), query_id(&v, 3));
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &p.kafka)
+        .create()
+        .unwrap();
+    for (key, value) in [
+        ("a", r#"{"ITEM":"w","QTY":1}"#),
+        ("b", "not JSON"),
+        ("c", r#"{"ITEM":"w","QTY":3}"#),
+    ] {
+        producer
+            .send(BaseRecord::to("orders").key(key).payload(value))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    for (id, table) in [(&per_item, "per_item"), (&priced, "priced")] {
+        let q = await_state(&p.sql, id, "ERROR", 60);
+        let reason = q["reason"].as_str().unwrap_or_else(|| panic!("{q}"));
+        assert!(
+            reason.contains("orders partition 0 offset 1") && reason.contains("does not decode"),
+            "{table}: {reason}"
+        );
+        // Restarted (1 s, then 2 s later), it stops at the same record again.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = stats(&p.sql, table);
+            if s["restarts"].as_u64() >= Some(3) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{table} was not restarted twice: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(show_query(&p.sql, id)["state"], "ERROR", "{table}");
+        let committed: i64 =
+            client(&["committed", &p.kafka, &format!("_fjord_sql_{id}"), "orders"])
+                .trim()
+                .parse()
+                .unwrap();
+        assert!(
+            committed <= 1,
+            "{table}: committed past the record: {committed}"
+        );
+    }
+    // Record c (after the bad one) was neither counted nor joined.
+    let (counts, _) = read_committed(&p.kafka, "PER_ITEM");
+    assert!(
+        counts.iter().all(|(_, v)| v["N"].as_i64() == Some(1)),
+        "{counts:?}"
+    );
+    let (joined, _) = read_committed(&p.kafka, "PRICED");
+    assert!(joined.iter().all(|(_, v)| v["ID"] == "a"), "{joined:?}");
 }
 
 /// Produces JSON records to explicit partitions in one flush: (partition, key, value).

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use fjord_streams::{JoinWindows, KStream, Record, StreamsBuilder};
 use serde_json::Value as J;
 
-use crate::catalog::{Column, Format, SourceDef};
+use crate::catalog::{Column, Format, QueryDef, SourceDef};
 use crate::error::{Result, SqlError};
 use crate::expr::Expr;
 use crate::format;
@@ -28,7 +28,7 @@ use crate::plan::{SelectPlan, Shape, PSEUDO};
 use crate::types::{SqlType, Value};
 
 use super::stateful::{rewrite, source_stream, supervise};
-use super::QueryStats;
+use super::{stops_at, QueryStats};
 
 /// The table side's store (changelog `<application id>-table-changelog`).
 const TABLE_STORE: &str = "table";
@@ -471,6 +471,7 @@ fn side_rows(
     b: &StreamsBuilder,
     plan: &Arc<JoinPlan>,
     right: bool,
+    fail_on_bad_record: bool,
     stats: &Arc<QueryStats>,
     stop: &Arc<AtomicBool>,
 ) -> KStream {
@@ -479,25 +480,31 @@ fn side_rows(
     let (source, wait_for_registry) = source_stream(b, &src, stop);
     let (p, st) = (plan.clone(), stats.clone());
     let is_table = src.kind == SourceKind::Table;
-    let rows = source.flat_map(move |r: Record| {
+    let rows = source.try_flat_map(move |r: Record| {
         st.records_in.fetch_add(1, Ordering::Relaxed);
         if is_table && r.value.is_none() {
             // A tombstone deletes the key from the table.
-            return Some(r);
+            return Ok(Some(r));
         }
         wait_for_registry(&r);
         let side = if right { &p.right } else { &p.left };
-        let out = format::decode(
+        let decoded = format::decode(
             &side.def,
             r.key.as_deref(),
             r.value.as_deref(),
             (r.timestamp, -1, -1),
-        )
-        .and_then(|row| match row {
+        );
+        if let (Err(e), true) = (&decoded, fail_on_bad_record) {
+            // The instance stops at the record without committing it (nor anything since its last commit),
+            // and so does every restarted instance: the query stays in ERROR.
+            st.errors.fetch_add(1, Ordering::Relaxed);
+            return Err(stops_at(e));
+        }
+        let out = decoded.and_then(|row| match row {
             Some(row) => p.keyed_row(side, &row),
             None => Ok(None),
         });
-        match out {
+        Ok(match out {
             Ok(Some((k, v))) => Some(Record {
                 // The table keeps its topic's key bytes (they are the join key's).
                 key: if is_table { r.key } else { Some(k) },
@@ -510,7 +517,7 @@ fn side_rows(
                 *st.last_error.lock().expect("stats") = Some(e);
                 None
             }
-        }
+        })
     });
     if side.by_key {
         rows
@@ -529,12 +536,13 @@ fn side_rows(
 fn builder(
     plan: &Arc<JoinPlan>,
     sink: &SourceDef,
+    fail_on_bad_record: bool,
     stats: &Arc<QueryStats>,
     stop: &Arc<AtomicBool>,
 ) -> StreamsBuilder {
     let b = StreamsBuilder::new();
-    let left = side_rows(&b, plan, false, stats, stop);
-    let right = side_rows(&b, plan, true, stats, stop);
+    let left = side_rows(&b, plan, false, fail_on_bad_record, stats, stop);
+    let right = side_rows(&b, plan, true, fail_on_bad_record, stats, stop);
     let width = plan.right.width();
     let joined = match plan.window {
         None => {
@@ -599,9 +607,8 @@ fn builder(
 /// Starts the join query writing `sink` on a supervisor thread (restarted from its committed offsets and
 /// changelogs when it fails, closed when `stop` is set).
 pub fn start(
-    query_id: &str,
+    q: &QueryDef,
     bootstrap: &str,
-    exactly_once: bool,
     plan: JoinPlan,
     sink: &SourceDef,
     stop: Arc<AtomicBool>,
@@ -613,13 +620,13 @@ pub fn start(
         ));
     }
     let plan = Arc::new(plan);
-    let topology = builder(&plan, sink, &stats, &stop)
+    let topology = builder(&plan, sink, q.fail_on_bad_record, &stats, &stop)
         .build()
         .map_err(|e| SqlError::execution(format!("the query's topology is invalid: {e}")))?;
     supervise(
-        query_id,
+        &q.id,
         bootstrap,
-        exactly_once,
+        q.exactly_once(),
         topology,
         Arc::new(Mutex::new(None)),
         stop,

@@ -22,7 +22,7 @@ use fjord_streams::{
 };
 use serde_json::{json, Value as J};
 
-use crate::catalog::{Column, SourceDef};
+use crate::catalog::{Column, QueryDef, SourceDef};
 use crate::error::{Result, SqlError};
 use crate::expr::{AggFunc, BinOp, Expr};
 use crate::format;
@@ -30,7 +30,7 @@ use crate::parser::{Emit, WindowSpec};
 use crate::plan::{SelectPlan, Shape, PSEUDO};
 use crate::types::{SqlType, Value};
 
-use super::{QueryStats, Row, HEALTHY_AFTER};
+use super::{stops_at, QueryStats, Row, HEALTHY_AFTER};
 
 /// The store of a query's aggregate (its changelog is `<application id>-agg-changelog`).
 pub const STORE: &str = "agg";
@@ -797,6 +797,7 @@ pub(super) fn source_stream(
 fn builder(
     plan: &Arc<AggPlan>,
     sink: &SourceDef,
+    fail_on_bad_record: bool,
     stats: &Arc<QueryStats>,
     stop: &Arc<AtomicBool>,
 ) -> std::result::Result<StreamsBuilder, String> {
@@ -805,20 +806,26 @@ fn builder(
     let p = plan.clone();
     let st = stats.clone();
     let (source, wait_for_registry) = source_stream(&b, &src, stop);
-    let inputs = source.flat_map(move |r: Record| {
+    let inputs = source.try_flat_map(move |r: Record| {
         st.records_in.fetch_add(1, Ordering::Relaxed);
         wait_for_registry(&r);
-        let out = format::decode(
+        let decoded = format::decode(
             &src,
             r.key.as_deref(),
             r.value.as_deref(),
             (r.timestamp, -1, -1),
-        )
-        .and_then(|row| match row {
+        );
+        if let (Err(e), true) = (&decoded, fail_on_bad_record) {
+            // The instance stops at the record without committing it (nor anything since its last commit),
+            // and so does every restarted instance: the query stays in ERROR.
+            st.errors.fetch_add(1, Ordering::Relaxed);
+            return Err(stops_at(e));
+        }
+        let out = decoded.and_then(|row| match row {
             Some(row) => p.input(&row),
             None => Ok(None),
         });
-        match out {
+        Ok(match out {
             Ok(Some((k, v))) => Some(Record {
                 key: Some(k),
                 value: Some(v),
@@ -830,7 +837,7 @@ fn builder(
                 *st.last_error.lock().expect("stats") = Some(e);
                 None
             }
-        }
+        })
     });
     let grouped = if plan.by_source_key {
         // Records of one key are in one partition already (same key column, same key bytes).
@@ -905,9 +912,8 @@ fn builder(
 /// late-record counter into `stats`, restarts it (from the committed offsets and the changelog) when it fails,
 /// and closes it (a final commit) when `stop` is set.
 pub fn start(
-    query_id: &str,
+    q: &QueryDef,
     bootstrap: &str,
-    exactly_once: bool,
     plan: AggPlan,
     sink: &SourceDef,
     stop: Arc<AtomicBool>,
@@ -921,7 +927,7 @@ pub fn start(
         )));
     }
     let plan = Arc::new(plan);
-    let topology = builder(&plan, sink, &stats, &stop)
+    let topology = builder(&plan, sink, q.fail_on_bad_record, &stats, &stop)
         .map_err(SqlError::execution)?
         .build()
         .map_err(|e| SqlError::execution(format!("the query's topology is invalid: {e}")))?;
@@ -930,9 +936,9 @@ pub fn start(
         streams: Arc::new(Mutex::new(None)),
     });
     let thread = supervise(
-        query_id,
+        &q.id,
         bootstrap,
-        exactly_once,
+        q.exactly_once(),
         topology,
         tq.streams.clone(),
         stop,
