@@ -147,8 +147,9 @@ pub struct RegistryConverter {
     cache: Mutex<Cache>,
 }
 
-/// Default of `missing.id.cache.ttl.sec` (Confluent's server-side schema validation's default).
-const MISSING_ID_TTL_SECS: u64 = 60;
+/// Default of `missing.id.cache.ttl.sec`: Confluent's client default (not remembered; a registry node that lags
+/// behind a registration must not make the id's records errant for a while after it caught up).
+const MISSING_ID_TTL_SECS: u64 = 0;
 /// Missing schema ids remembered at once; past this, the expired ones go, then all of them.
 const MAX_MISSING_IDS: usize = 10_000;
 
@@ -1564,9 +1565,9 @@ mod tests {
         }
     }
 
-    /// An unknown schema id is asked for once per `missing.id.cache.ttl.sec` (60 s by default), not once per
-    /// record: a topic full of such records neither floods the registry nor the log. Zero asks every time; a bad
-    /// value is refused with the setting's name.
+    /// With `missing.id.cache.ttl.sec` an unknown schema id is asked for once per TTL, not once per record: a
+    /// topic full of such records does not flood the registry. Unset (Confluent's default, 0) asks every time; a
+    /// bad value is refused with the setting's name.
     #[tokio::test]
     async fn a_missing_schema_id_is_remembered_for_its_ttl() {
         let converter = |url: &str, ttl: Option<&str>| {
@@ -1582,14 +1583,14 @@ mod tests {
         let record = [0u8, 0, 0, 0, 7, 2, b'x'];
         let missing = r#"{"error_code":40403,"message":"Schema 7 not found"}"#;
         let (url, asked) = counting_registry(404, missing).await;
-        let c = converter(&url, None).unwrap();
+        let c = converter(&url, Some("60")).unwrap();
         for _ in 0..5 {
             assert_eq!(c.prepare_decode(Some(&record)).await, Ok(()));
             assert!(c.decode(Some(&record)).unwrap_err().contains("schema id 7"));
         }
         assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
         let (url, asked) = counting_registry(404, missing).await;
-        let c = converter(&url, Some("0")).unwrap();
+        let c = converter(&url, None).unwrap();
         for _ in 0..3 {
             assert_eq!(c.prepare_decode(Some(&record)).await, Ok(()));
         }

@@ -368,7 +368,9 @@ function messageSearch(t) {
       h("td", { class: "msg-value" }, h("pre", {}, shownField(m, "value", fmt.value)))));
     out.replaceChildren(table("search-table", ["partition#", "offset#", "timestamp", "key", "headers", "value"], rows));
   };
-  fmt.addEventListener("change", render);
+  // Matches found without the registry's decoding are searched for again when a format needs it.
+  let decodedSearch = false;
+  fmt.addEventListener("change", () => (wantsRegistry(fmt.value) && found.length && !decodedSearch && !controller ? form.requestSubmit() : render()));
   // A bound as the API takes it: offsets are whole numbers, times are ms or a date and time.
   const bound = (v, name) => {
     v = v.trim();
@@ -396,6 +398,7 @@ function messageSearch(t) {
       q = `q=${enc(text.value)}&in=${where.value}&ignore_case=${icase.checked}&max_records=${enc(max.value)}&limit=100`
         + (part.value === "" ? "" : `&partition=${part.value}`) + bound(from.value, "from") + bound(to.value, "to")
         + (wantsRegistry(fmt.value) ? "&decode=registry" : "");
+      decodedSearch = wantsRegistry(fmt.value);
     } catch (e) { out.replaceChildren(errorBox(e)); return; }
     found.length = 0;
     render();

@@ -2159,10 +2159,13 @@ fn run_persistent(
                         txn.open = true;
                     }
                     // A record whose schema the registry cannot be asked about now is not a bad record: stop
-                    // before it (nothing from it on is committed) and restart from the committed offsets.
-                    format::registry_reachable(source, m.key(), m.payload()).map_err(|e| {
-                        format!("partition {} offset {}: {e}", m.partition(), m.offset())
-                    })?;
+                    // before it (nothing from it on is committed) and restart from it.
+                    if let Err(e) = format::registry_reachable(source, m.key(), m.payload()) {
+                        let stopped =
+                            format!("partition {} offset {}: {e}", m.partition(), m.offset());
+                        commit_before(&consumer, &producer, &failed, cfg, &mut offsets, &m)?;
+                        return Err(stopped);
+                    }
                     n += 1;
                     stats.records_in.fetch_add(1, Ordering::Relaxed);
                     offsets.insert(m.partition(), m.offset() + 1);
@@ -2183,16 +2186,7 @@ fn run_persistent(
                             m.offset(),
                             stops_at(e)
                         );
-                        if !cfg.exactly_once {
-                            // At-least-once: the batch's records before it are written and committed, and
-                            // its own offset is, so that a restarted run starts with it. Returning with them
-                            // uncommitted wrote their output again on every restart while the query waited
-                            // in ERROR. (Exactly once, the batch's open transaction is aborted instead by
-                            // OpenTxn's drop: read_committed readers never see its output, and the restarted
-                            // run redoes those records from the committed offsets.)
-                            offsets.insert(m.partition(), m.offset());
-                            flush_then_commit(&consumer, &producer, &failed, cfg, &offsets)?;
-                        }
+                        commit_before(&consumer, &producer, &failed, cfg, &mut offsets, &m)?;
                         return Err(stopped);
                     }
                     let out = decoded.and_then(|row| match row {
@@ -2347,6 +2341,27 @@ fn flush_then_commit(
             CommitMode::Sync,
         )
         .map_err(|e| format!("committing offsets failed: {e}"))
+}
+
+/// A run stopping at record `m` (it does not decode and the query fails on that, or the registry cannot be asked
+/// about it): at least once, the batch's records before it are written and committed, and its own offset is, so
+/// that the restarted run starts with it. Returning with them uncommitted wrote their output again on every
+/// restart while the query waited in ERROR. (Exactly once, nothing here: the batch's open transaction is aborted
+/// by [`OpenTxn`]'s drop, read_committed readers never see its output, and the restarted run redoes those
+/// records from the committed offsets.)
+fn commit_before(
+    consumer: &BaseConsumer,
+    producer: &ThreadedProducer<DeliveryCheck>,
+    failed: &Mutex<Option<String>>,
+    cfg: &RunConfig,
+    offsets: &mut BTreeMap<i32, i64>,
+    m: &rdkafka::message::BorrowedMessage<'_>,
+) -> std::result::Result<(), String> {
+    if cfg.exactly_once {
+        return Ok(());
+    }
+    offsets.insert(m.partition(), m.offset());
+    flush_then_commit(consumer, producer, failed, cfg, offsets)
 }
 
 /// The open transaction of an exactly-once batch. A run that returns with it open (an error mid-batch: a

@@ -270,9 +270,11 @@ impl KStream {
     }
 
     /// Replaces each record by zero or more records, or refuses it: `Err(reason)` stops the application
-    /// ([`Error::Record`](crate::Error::Record), state `Failed`) without committing anything it processed since
-    /// its last commit (exactly once, the open transaction is aborted), so that the next start reads the refused
-    /// record again, and stops at it again until the cause is gone.
+    /// ([`Error::Record`](crate::Error::Record), state `Failed`). **Exactly once** nothing it processed since its
+    /// last commit is committed (the open transaction is aborted), so the next start reads the refused record
+    /// again, and stops at it again until the cause is gone. **At least once** the group leave still commits the
+    /// position, which is past the refused record: the next start goes on after it (not fixed yet: see
+    /// `Engine::abandon`).
     pub fn try_flat_map<I>(
         &self,
         f: impl Fn(Record) -> std::result::Result<I, String> + Send + Sync + 'static,
