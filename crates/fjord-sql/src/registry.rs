@@ -1,7 +1,11 @@
 //! The schema registry client the AVRO and JSON_SR formats use: a Confluent-compatible REST API (Fjord's own,
 //! which `fjord start` runs on :8081, or Confluent's), over hyper's HTTP/1.1 client. Schemas are cached by id;
 //! subjects follow Confluent's TopicNameStrategy (`<topic>-value`, `<topic>-key`); records carry Confluent's
-//! wire format (magic byte 0, the schema id as 4 bytes big-endian, the body).
+//! wire format (magic byte 0, the schema id as 4 bytes big-endian, the body), split and read with
+//! `fjord_registry::wire` as the console tools, the dashboard and the Connect converters do: an Avro schema is
+//! compiled with its shape checked (not recursive, at most 64 deep, at most 10,000 types once named types are
+//! expanded, no array or map of values that take no bytes) before any record is read with it, so a schema
+//! registered by anyone cannot make a few bytes of a record hang or exhaust a query.
 //!
 //! The calls block (with a deadline): they are made from the query threads and from `spawn_blocking`, on the
 //! engine's runtime through its handle.
@@ -10,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use fjord_registry::wire::AvroDecoder;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use serde_json::{json, Value as J};
@@ -20,9 +25,10 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 /// The largest registry answer read.
 const MAX_ANSWER: usize = 16 << 20;
 
-/// A schema as registered: its type and its parsed form.
+/// A schema as registered: its type and its parsed form (an Avro schema compiled for reading, its shape checked).
 pub enum Registered {
-    Avro(apache_avro::Schema),
+    /// Boxed: the decoder is large.
+    Avro(Box<AvroDecoder>),
     Json(J),
 }
 
@@ -41,7 +47,9 @@ pub struct Registry {
     port: u16,
     prefix: String,
     handle: tokio::runtime::Handle,
-    by_id: Mutex<HashMap<u32, Arc<Registered>>>,
+    /// Schemas by id, and ids whose schema SQL refuses (with why): ids are immutable, so a refusal is final
+    /// and every record written with it is refused without asking the registry again.
+    by_id: Mutex<HashMap<u32, Result<Arc<Registered>, String>>>,
 }
 
 static GLOBAL: RwLock<Option<Arc<Registry>>> = RwLock::new(None);
@@ -97,18 +105,18 @@ pub fn required(what: &str) -> Result<Arc<Registry>, String> {
     })
 }
 
-/// Splits Confluent's wire format: (schema id, body).
+/// Splits Confluent's wire format (`fjord_registry::wire::split`): (schema id, body), or why the bytes are not in
+/// it.
 pub fn split_wire(bytes: &[u8]) -> Result<(u32, &[u8]), String> {
-    match bytes {
-        [0, a, b, c, d, body @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), body)),
-        [m, ..] if bytes.len() >= 5 => Err(format!(
+    fjord_registry::wire::split(bytes).ok_or_else(|| match bytes {
+        [m, ..] if bytes.len() >= 5 => format!(
             "not in the schema registry's wire format (magic byte {m}, expected 0): was it written with a registry serializer?"
-        )),
-        _ => Err(format!(
+        ),
+        _ => format!(
             "{} bytes are too short for the schema registry's wire format (magic byte, 4-byte schema id)",
             bytes.len()
-        )),
-    }
+        ),
+    })
 }
 
 /// Confluent's wire format header for schema `id`.
@@ -258,9 +266,10 @@ impl Registry {
 
     fn parse(schema_type: &str, text: &str) -> Result<Registered, String> {
         match schema_type {
-            "AVRO" => apache_avro::Schema::parse_str(text)
-                .map(Registered::Avro)
-                .map_err(|e| format!("the registered schema is not valid Avro: {e}")),
+            // References are not fetched yet: a schema that uses them does not parse.
+            "AVRO" => AvroDecoder::compile(text, &[])
+                .map(|d| Registered::Avro(Box::new(d)))
+                .map_err(|e| format!("the registered schema is refused: {e}")),
             "JSON" => serde_json::from_str(text)
                 .map(Registered::Json)
                 .map_err(|e| format!("the registered JSON Schema is not JSON: {e}")),
@@ -287,7 +296,7 @@ impl Registry {
 
     fn lookup_id(&self, id: u32) -> Result<Arc<Registered>, Failure> {
         if let Some(s) = self.by_id.lock().expect("schema cache").get(&id) {
-            return Ok(s.clone());
+            return Ok(s.clone()?);
         }
         let v = self
             .request("GET", &format!("/schemas/ids/{id}"), None)?
@@ -295,15 +304,14 @@ impl Registry {
         let text = v["schema"]
             .as_str()
             .ok_or_else(|| format!("the registry's schema {id} has no `schema`"))?;
-        let s = Arc::new(Self::parse(
-            v["schemaType"].as_str().unwrap_or("AVRO"),
-            text,
-        )?);
+        let s = Self::parse(v["schemaType"].as_str().unwrap_or("AVRO"), text)
+            .map(Arc::new)
+            .map_err(|e| format!("schema {id}: {e}"));
         self.by_id
             .lock()
             .expect("schema cache")
             .insert(id, s.clone());
-        Ok(s)
+        Ok(s?)
     }
 
     /// The latest schema registered under `subject` (`None`: no such subject).
@@ -341,7 +349,10 @@ impl Registry {
             .and_then(|i| u32::try_from(i).ok())
             .ok_or_else(|| format!("the registry answered no id for {subject}: {v}"))?;
         let parsed = Arc::new(Self::parse(schema_type, text)?);
-        self.by_id.lock().expect("schema cache").insert(id, parsed);
+        self.by_id
+            .lock()
+            .expect("schema cache")
+            .insert(id, Ok(parsed));
         Ok(id)
     }
 }
@@ -407,6 +418,93 @@ mod tests {
         match r.by_id(7) {
             Err(e) => assert!(e.contains("no schema with id 7"), "{e}"),
             Ok(_) => panic!("a 404 is no schema"),
+        }
+    }
+
+    /// Schemas whose records would make a few bytes expand without bound: a chain of 40 records each using the
+    /// next twice (2^40 values of a record of nulls, which take no bytes), and arrays of arrays of null or of an
+    /// empty record (a 4-byte count claims a million values, per inner array).
+    fn hostile_schemas() -> Vec<(String, &'static str)> {
+        let mut chain =
+            r#"{"type":"record","name":"R40","fields":[{"name":"n","type":"null"}]}"#.to_string();
+        for i in (0..40).rev() {
+            chain = format!(
+                r#"{{"type":"record","name":"R{i}","fields":[{{"name":"a","type":{chain}}},{{"name":"b","type":"R{}"}}]}}"#,
+                i + 1
+            );
+        }
+        vec![
+            (chain, "more than 10000 types"),
+            (
+                r#"{"type":"record","name":"V","fields":[{"name":"x","type":"int"},{"name":"junk","type":{"type":"array","items":{"type":"array","items":"null"}}}]}"#.to_string(),
+                "take no bytes",
+            ),
+            (
+                r#"{"type":"array","items":{"type":"array","items":{"type":"record","name":"E","fields":[]}}}"#.to_string(),
+                "take no bytes",
+            ),
+        ]
+    }
+
+    /// A registry on 127.0.0.1 that answers every request with `body` (200), counting the requests.
+    fn serving(body: String) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = served.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().take(8) {
+                let Ok(mut c) = conn else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf);
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = c.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        (addr, served)
+    }
+
+    /// A hostile schema is refused when it is compiled, with why, before any record is read with it (a record
+    /// written with it was read: the chain's took 2^40 steps, the arrays' allocated gigabytes from a few bytes),
+    /// quickly, and once: the refusal is kept for the id, not asked for again for every record.
+    #[test]
+    fn a_schema_that_would_expand_without_bound_is_refused_once_before_any_record_is_read() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        for (text, why) in hostile_schemas() {
+            let started = std::time::Instant::now();
+            let (addr, served) = serving(json!({ "schema": text }).to_string());
+            let r = Registry::new(&format!("http://{addr}"), rt.handle().clone()).unwrap();
+            for _ in 0..2 {
+                match r.by_id(7) {
+                    Err(e) => assert!(e.contains("schema 7") && e.contains(why), "{why}: {e}"),
+                    Ok(_) => panic!("{why}: the schema was accepted"),
+                }
+            }
+            assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
+            assert!(started.elapsed() < Duration::from_secs(5));
+        }
+        // A benign schema is read through the same decoder.
+        let (addr, _) = serving(
+            json!({"schema": r#"{"type":"record","name":"V","fields":[{"name":"x","type":"int"}]}"#})
+                .to_string(),
+        );
+        let r = Registry::new(&format!("http://{addr}"), rt.handle().clone()).unwrap();
+        match &*r.by_id(7).unwrap() {
+            Registered::Avro(d) => assert_eq!(
+                d.read(&[0x54]).unwrap(),
+                apache_avro::types::Value::Record(vec![(
+                    "x".into(),
+                    apache_avro::types::Value::Int(42)
+                )])
+            ),
+            Registered::Json(_) => panic!("not JSON"),
         }
     }
 }
