@@ -3,6 +3,7 @@
 
 use apache_avro::schema::{InnerDecimalSchema, Schema};
 use apache_avro::types::Value as Avro;
+use fjord_registry::avro_json::Names;
 use serde_json::{json, Value as J};
 
 use crate::types::{SqlType, Value};
@@ -11,8 +12,11 @@ use crate::types::{SqlType, Value};
 const RECORD: &str = "KsqlDataSourceSchema";
 const NAMESPACE: &str = "io.confluent.ksql.avro_schemas";
 
-/// A registered schema's SQL type (a union of null and one type is that type, nullable as every SQL value is).
-pub fn sql_type(s: &Schema) -> Result<SqlType, String> {
+/// A registered schema's SQL type (a union of null and one type is that type, nullable as every SQL value is);
+/// a named type used again, or defined in a referenced schema, is looked up in `names`. Bounded by the shape
+/// check the schema passed when it was compiled (`fjord_registry::wire::AvroDecoder`: not recursive, at most
+/// 10,000 types expanded).
+pub fn sql_type(s: &Schema, names: &Names) -> Result<SqlType, String> {
     Ok(match s {
         Schema::Boolean => SqlType::Boolean,
         Schema::Int => SqlType::Int,
@@ -31,12 +35,15 @@ pub fn sql_type(s: &Schema) -> Result<SqlType, String> {
         | Schema::TimestampNanos
         | Schema::LocalTimestampMicros
         | Schema::LocalTimestampNanos => SqlType::Bigint,
-        Schema::Array(a) => SqlType::Array(Box::new(sql_type(&a.items)?)),
-        Schema::Map(m) => SqlType::Map(Box::new(SqlType::String), Box::new(sql_type(&m.types)?)),
+        Schema::Array(a) => SqlType::Array(Box::new(sql_type(&a.items, names)?)),
+        Schema::Map(m) => SqlType::Map(
+            Box::new(SqlType::String),
+            Box::new(sql_type(&m.types, names)?),
+        ),
         Schema::Record(r) => SqlType::Struct(
             r.fields
                 .iter()
-                .map(|f| Ok((f.name.to_ascii_uppercase(), sql_type(&f.schema)?)))
+                .map(|f| Ok((f.name.to_ascii_uppercase(), sql_type(&f.schema, names)?)))
                 .collect::<Result<_, String>>()?,
         ),
         Schema::Union(u) => {
@@ -46,27 +53,23 @@ pub fn sql_type(s: &Schema) -> Result<SqlType, String> {
                 .filter(|b| !matches!(b, Schema::Null))
                 .collect();
             match branches.as_slice() {
-                [one] => sql_type(one)?,
+                [one] => sql_type(one, names)?,
                 _ => {
                     return Err(
-                        "a union of several non-null types has no SQL type (use a record instead)".into(),
+                        "a union of several non-null types has no SQL type (use a record instead)"
+                            .into(),
                     )
                 }
             }
         }
-        Schema::Ref { name } => {
-            return Err(format!(
-                "the named type {} is used a second time (a reference): not supported in SQL columns yet",
-                name.name()
-            ))
-        }
+        Schema::Ref { .. } => sql_type(names.resolve(s)?, names)?,
         other => return Err(format!("the Avro type {other:?} has no SQL type")),
     })
 }
 
 /// The columns of a value schema: its record's fields, upper-cased as ksqlDB names them; a schema that is not a
 /// record is one column named `name`.
-pub fn columns(s: &Schema, name: &str) -> Result<Vec<(String, SqlType)>, String> {
+pub fn columns(s: &Schema, names: &Names, name: &str) -> Result<Vec<(String, SqlType)>, String> {
     match s {
         Schema::Record(r) => r
             .fields
@@ -74,11 +77,11 @@ pub fn columns(s: &Schema, name: &str) -> Result<Vec<(String, SqlType)>, String>
             .map(|f| {
                 Ok((
                     f.name.to_ascii_uppercase(),
-                    sql_type(&f.schema).map_err(|e| format!("field {}: {e}", f.name))?,
+                    sql_type(&f.schema, names).map_err(|e| format!("field {}: {e}", f.name))?,
                 ))
             })
             .collect(),
-        other => Ok(vec![(name.to_string(), sql_type(other)?)]),
+        other => Ok(vec![(name.to_string(), sql_type(other, names)?)]),
     }
 }
 
@@ -446,7 +449,7 @@ mod tests {
         ];
         let text = value_schema(cols.iter().map(|(n, t)| (n.as_str(), t))).to_string();
         let schema = Schema::parse_str(&text).unwrap();
-        assert_eq!(columns(&schema, "V").unwrap(), cols);
+        assert_eq!(columns(&schema, &Names::of(&[&schema]), "V").unwrap(), cols);
         let vals = [
             Value::String("a".into()),
             Value::Null,
@@ -475,7 +478,9 @@ mod tests {
     #[test]
     fn a_union_of_several_types_and_a_non_nullable_null_are_errors() {
         let s = Schema::parse_str(r#"["null", "int", "string"]"#).unwrap();
-        assert!(sql_type(&s).unwrap_err().contains("union"));
+        assert!(sql_type(&s, &Names::default())
+            .unwrap_err()
+            .contains("union"));
         assert!(from_value(&Value::Null, &Schema::Int)
             .unwrap_err()
             .contains("not nullable"));

@@ -358,7 +358,7 @@ pub fn registry_columns(
     };
     let lone = if key { "ROWKEY" } else { "ROWVAL" };
     let cols = match (&*schema, format) {
-        (Registered::Avro(d), Format::Avro) => avro::columns(d.schema(), lone),
+        (Registered::Avro(d), Format::Avro) => avro::columns(d.schema(), d.names(), lone),
         (Registered::Json(j), Format::JsonSr) => match json_sql_type(j) {
             Ok(SqlType::Struct(f)) => Ok(f),
             Ok(other) => Ok(vec![(lone.to_string(), other)]),
