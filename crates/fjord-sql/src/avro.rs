@@ -267,8 +267,10 @@ pub fn field<'a>(fields: &'a [(String, Avro)], name: &str) -> Option<&'a Avro> {
 }
 
 /// A value as a datum of `schema` (a registered schema, ours or the producer's): unions take the null branch
-/// for NULL, else the first branch the value fits.
-pub fn from_value(v: &Value, schema: &Schema) -> Result<Avro, String> {
+/// for NULL, else the first branch the value fits. A named type used again (`Schema::Ref`), or defined in a
+/// referenced schema, is looked up in `names`.
+pub fn from_value(v: &Value, schema: &Schema, names: &Names) -> Result<Avro, String> {
+    let schema = names.resolve(schema)?;
     let bad = || {
         format!(
             "the value {} does not fit the Avro type {schema:?}",
@@ -289,7 +291,7 @@ pub fn from_value(v: &Value, schema: &Schema) -> Result<Avro, String> {
             if matches!(b, Schema::Null) {
                 continue;
             }
-            match from_value(v, b) {
+            match from_value(v, b, names) {
                 Ok(x) => return Ok(Avro::Union(i as u32, Box::new(x))),
                 Err(e) => last = Some(e),
             }
@@ -360,7 +362,7 @@ pub fn from_value(v: &Value, schema: &Schema) -> Result<Avro, String> {
             Value::Array(items) => Avro::Array(
                 items
                     .iter()
-                    .map(|x| from_value(x, &a.items))
+                    .map(|x| from_value(x, &a.items, names))
                     .collect::<Result<_, _>>()?,
             ),
             _ => return Err(bad()),
@@ -369,7 +371,7 @@ pub fn from_value(v: &Value, schema: &Schema) -> Result<Avro, String> {
             Value::Map(entries) => Avro::Map(
                 entries
                     .iter()
-                    .map(|(k, x)| Ok((k.to_text(), from_value(x, &m.types)?)))
+                    .map(|(k, x)| Ok((k.to_text(), from_value(x, &m.types, names)?)))
                     .collect::<Result<_, String>>()?,
             ),
             _ => return Err(bad()),
@@ -379,7 +381,7 @@ pub fn from_value(v: &Value, schema: &Schema) -> Result<Avro, String> {
                 Value::Struct(f) => f,
                 _ => return Err(bad()),
             };
-            record_datum(r, |name| {
+            record_datum(r, names, |name| {
                 fields
                     .iter()
                     .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -393,17 +395,20 @@ pub fn from_value(v: &Value, schema: &Schema) -> Result<Avro, String> {
 /// A record datum from named values: a field with no value takes its default (or NULL when nullable).
 pub fn record_datum<'a>(
     r: &apache_avro::schema::RecordSchema,
+    names: &Names,
     get: impl Fn(&str) -> Option<&'a Value>,
 ) -> Result<Avro, String> {
     let mut out = Vec::with_capacity(r.fields.len());
     for f in &r.fields {
         let v = match get(&f.name) {
-            Some(x) => from_value(x, &f.schema).map_err(|e| format!("field {}: {e}", f.name))?,
+            Some(x) => {
+                from_value(x, &f.schema, names).map_err(|e| format!("field {}: {e}", f.name))?
+            }
             None => match &f.default {
                 Some(d) => Avro::try_from(d.clone())
-                    .and_then(|x| x.resolve(&f.schema))
+                    .and_then(|x| x.resolve(names.resolve(&f.schema).unwrap_or(&f.schema)))
                     .map_err(|e| format!("field {}: its default: {e}", f.name))?,
-                None => from_value(&Value::Null, &f.schema)
+                None => from_value(&Value::Null, &f.schema, names)
                     .map_err(|e| format!("field {} has no value and no default: {e}", f.name))?,
             },
         };
@@ -412,9 +417,18 @@ pub fn record_datum<'a>(
     Ok(Avro::Record(out))
 }
 
-/// Writes a datum of `schema`.
-pub fn write(schema: &Schema, v: Avro, out: &mut Vec<u8>) -> Result<(), String> {
+/// Writes a datum of `schema`, whose `references` (dependencies first) define named types it uses.
+pub fn write(
+    schema: &Schema,
+    references: &[Schema],
+    v: Avro,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    // Dependencies first, then the schema (its own named types resolve too), as `fjord_registry::wire` reads.
+    let schemata: Vec<&Schema> = references.iter().chain(std::iter::once(schema)).collect();
     let w = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+        .schemata(schemata)
+        .map_err(|e| e.to_string())?
         .build()
         .map_err(|e| e.to_string())?;
     w.write_value(out, v)
@@ -461,12 +475,12 @@ mod tests {
         let Schema::Record(r) = &schema else {
             unreachable!()
         };
-        let datum = record_datum(r, |n| {
+        let datum = record_datum(r, &Names::of(&[&schema]), |n| {
             cols.iter().position(|(c, _)| c == n).map(|i| &vals[i])
         })
         .unwrap();
         let mut out = Vec::new();
-        write(&schema, datum, &mut out).unwrap();
+        write(&schema, &[], datum, &mut out).unwrap();
         let Avro::Record(back) = read(&text, &out).unwrap() else {
             unreachable!()
         };
@@ -481,7 +495,7 @@ mod tests {
         assert!(sql_type(&s, &Names::default())
             .unwrap_err()
             .contains("union"));
-        assert!(from_value(&Value::Null, &Schema::Int)
+        assert!(from_value(&Value::Null, &Schema::Int, &Names::default())
             .unwrap_err()
             .contains("not nullable"));
         assert!(read(r#""long""#, &[]).is_err());
@@ -502,7 +516,7 @@ mod tests {
             unreachable!()
         };
         let vals = [Value::String("ab".into()), Value::String("c".into())];
-        let datum = record_datum(r, |n| {
+        let datum = record_datum(r, &Names::of(&[&schema]), |n| {
             ["ITEM", "NOTE"]
                 .iter()
                 .position(|c| *c == n)
@@ -510,11 +524,52 @@ mod tests {
         })
         .unwrap();
         let mut body = Vec::new();
-        write(&schema, datum, &mut body).unwrap();
+        write(&schema, &[], datum, &mut body).unwrap();
         assert!(read(&text, &body).is_ok());
         for cut in 0..body.len() {
             let e = read(&text, &body[..cut]).unwrap_err();
             assert!(e.contains("ends early"), "cut at {cut}: {e}");
+        }
+    }
+
+    /// A value is written with a registered schema whose named type is used twice, once defined in the schema
+    /// and once in a referenced schema (INSERT INTO a stream writes with the producer's latest schema), and reads
+    /// back. Before, `from_value` had no type for `Schema::Ref` ("does not fit the Avro type Ref") and the
+    /// writer did not know the referenced schema's names.
+    #[test]
+    fn values_are_written_with_named_types_used_again_or_referenced() {
+        let money = r#"{"type":"record","name":"Money","namespace":"com.example","fields":[{"name":"units","type":"long"}]}"#;
+        let order = r#"{"type":"record","name":"Order","namespace":"com.example","fields":[{"name":"price","type":"Money"},{"name":"tax","type":["null","Money"]}]}"#;
+        let inline = r#"{"type":"record","name":"Order","namespace":"com.example","fields":[{"name":"price","type":{"type":"record","name":"Money","fields":[{"name":"units","type":"long"}]}},{"name":"tax","type":["null","Money"]}]}"#;
+        let referenced = [("com.example.Money".to_string(), money.to_string())];
+        for (text, refs) in [(order, &referenced[..]), (inline, &[][..])] {
+            let d = fjord_registry::wire::AvroDecoder::compile(text, refs).unwrap();
+            let Schema::Record(r) = d.schema() else {
+                unreachable!()
+            };
+            let units = |n| Value::Struct(vec![("UNITS".into(), Value::Bigint(n))]);
+            let vals = [units(7), units(2)];
+            let datum = record_datum(r, d.names(), |n| {
+                ["PRICE", "TAX"]
+                    .iter()
+                    .position(|c| c.eq_ignore_ascii_case(n))
+                    .map(|i| &vals[i])
+            })
+            .unwrap();
+            let mut out = Vec::new();
+            write(d.schema(), d.references(), datum, &mut out).unwrap();
+            let Avro::Record(back) = d.read(&out).unwrap() else {
+                unreachable!()
+            };
+            let ty = SqlType::Struct(vec![("UNITS".into(), SqlType::Bigint)]);
+            assert_eq!(
+                to_value(field(&back, "TAX").unwrap(), &ty).unwrap(),
+                units(2)
+            );
+            assert_eq!(
+                to_value(field(&back, "PRICE").unwrap(), &ty).unwrap(),
+                units(7)
+            );
         }
     }
 }

@@ -476,11 +476,12 @@ impl SinkCodec {
                 let s = d.schema();
                 let datum = match s {
                     apache_avro::Schema::Record(r) if r.fields.len() == 1 => {
-                        avro::record_datum(r, |_| Some(v))?
+                        avro::record_datum(r, d.names(), |_| Some(v))?
                     }
-                    other => avro::from_value(v, other)?,
+                    other => avro::from_value(v, other, d.names())?,
                 };
-                avro::write(s, datum, &mut out).map_err(|e| format!("the key {e}"))?;
+                avro::write(s, d.references(), datum, &mut out)
+                    .map_err(|e| format!("the key {e}"))?;
             }
             Registered::Json(_) => out.extend_from_slice(v.to_json().to_string().as_bytes()),
         }
@@ -498,15 +499,16 @@ impl SinkCodec {
             Registered::Avro(d) => {
                 let s = d.schema();
                 let datum = match s {
-                    apache_avro::Schema::Record(r) => avro::record_datum(r, |name| {
+                    apache_avro::Schema::Record(r) => avro::record_datum(r, d.names(), |name| {
                         cols.iter()
                             .find(|(n, _)| n.eq_ignore_ascii_case(name))
                             .map(|(_, v)| v)
                     })?,
-                    other if cols.len() == 1 => avro::from_value(&cols[0].1, other)?,
+                    other if cols.len() == 1 => avro::from_value(&cols[0].1, other, d.names())?,
                     _ => return Err("the registered value schema is not a record".into()),
                 };
-                avro::write(s, datum, &mut out).map_err(|e| format!("the value {e}"))?;
+                avro::write(s, d.references(), datum, &mut out)
+                    .map_err(|e| format!("the value {e}"))?;
             }
             Registered::Json(_) => {
                 let o: serde_json::Map<String, J> = cols
