@@ -103,6 +103,11 @@ impl AvroDecoder {
         &self.schema
     }
 
+    /// The schemas its references reach, dependencies first (what a writer of its datums resolves names with).
+    pub fn references(&self) -> &[Schema] {
+        &self.references
+    }
+
     /// The named types of the schema and its references.
     pub fn names(&self) -> &Names {
         &self.names

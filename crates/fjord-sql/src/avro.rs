@@ -3,6 +3,7 @@
 
 use apache_avro::schema::{InnerDecimalSchema, Schema};
 use apache_avro::types::Value as Avro;
+use fjord_registry::avro_json::Names;
 use serde_json::{json, Value as J};
 
 use crate::types::{SqlType, Value};
@@ -11,8 +12,11 @@ use crate::types::{SqlType, Value};
 const RECORD: &str = "KsqlDataSourceSchema";
 const NAMESPACE: &str = "io.confluent.ksql.avro_schemas";
 
-/// A registered schema's SQL type (a union of null and one type is that type, nullable as every SQL value is).
-pub fn sql_type(s: &Schema) -> Result<SqlType, String> {
+/// A registered schema's SQL type (a union of null and one type is that type, nullable as every SQL value is);
+/// a named type used again, or defined in a referenced schema, is looked up in `names`. Bounded by the shape
+/// check the schema passed when it was compiled (`fjord_registry::wire::AvroDecoder`: not recursive, at most
+/// 10,000 types expanded).
+pub fn sql_type(s: &Schema, names: &Names) -> Result<SqlType, String> {
     Ok(match s {
         Schema::Boolean => SqlType::Boolean,
         Schema::Int => SqlType::Int,
@@ -31,12 +35,15 @@ pub fn sql_type(s: &Schema) -> Result<SqlType, String> {
         | Schema::TimestampNanos
         | Schema::LocalTimestampMicros
         | Schema::LocalTimestampNanos => SqlType::Bigint,
-        Schema::Array(a) => SqlType::Array(Box::new(sql_type(&a.items)?)),
-        Schema::Map(m) => SqlType::Map(Box::new(SqlType::String), Box::new(sql_type(&m.types)?)),
+        Schema::Array(a) => SqlType::Array(Box::new(sql_type(&a.items, names)?)),
+        Schema::Map(m) => SqlType::Map(
+            Box::new(SqlType::String),
+            Box::new(sql_type(&m.types, names)?),
+        ),
         Schema::Record(r) => SqlType::Struct(
             r.fields
                 .iter()
-                .map(|f| Ok((f.name.to_ascii_uppercase(), sql_type(&f.schema)?)))
+                .map(|f| Ok((f.name.to_ascii_uppercase(), sql_type(&f.schema, names)?)))
                 .collect::<Result<_, String>>()?,
         ),
         Schema::Union(u) => {
@@ -46,27 +53,23 @@ pub fn sql_type(s: &Schema) -> Result<SqlType, String> {
                 .filter(|b| !matches!(b, Schema::Null))
                 .collect();
             match branches.as_slice() {
-                [one] => sql_type(one)?,
+                [one] => sql_type(one, names)?,
                 _ => {
                     return Err(
-                        "a union of several non-null types has no SQL type (use a record instead)".into(),
+                        "a union of several non-null types has no SQL type (use a record instead)"
+                            .into(),
                     )
                 }
             }
         }
-        Schema::Ref { name } => {
-            return Err(format!(
-                "the named type {} is used a second time (a reference): not supported in SQL columns yet",
-                name.name()
-            ))
-        }
+        Schema::Ref { .. } => sql_type(names.resolve(s)?, names)?,
         other => return Err(format!("the Avro type {other:?} has no SQL type")),
     })
 }
 
 /// The columns of a value schema: its record's fields, upper-cased as ksqlDB names them; a schema that is not a
 /// record is one column named `name`.
-pub fn columns(s: &Schema, name: &str) -> Result<Vec<(String, SqlType)>, String> {
+pub fn columns(s: &Schema, names: &Names, name: &str) -> Result<Vec<(String, SqlType)>, String> {
     match s {
         Schema::Record(r) => r
             .fields
@@ -74,11 +77,11 @@ pub fn columns(s: &Schema, name: &str) -> Result<Vec<(String, SqlType)>, String>
             .map(|f| {
                 Ok((
                     f.name.to_ascii_uppercase(),
-                    sql_type(&f.schema).map_err(|e| format!("field {}: {e}", f.name))?,
+                    sql_type(&f.schema, names).map_err(|e| format!("field {}: {e}", f.name))?,
                 ))
             })
             .collect(),
-        other => Ok(vec![(name.to_string(), sql_type(other)?)]),
+        other => Ok(vec![(name.to_string(), sql_type(other, names)?)]),
     }
 }
 
@@ -264,8 +267,10 @@ pub fn field<'a>(fields: &'a [(String, Avro)], name: &str) -> Option<&'a Avro> {
 }
 
 /// A value as a datum of `schema` (a registered schema, ours or the producer's): unions take the null branch
-/// for NULL, else the first branch the value fits.
-pub fn from_value(v: &Value, schema: &Schema) -> Result<Avro, String> {
+/// for NULL, else the first branch the value fits. A named type used again (`Schema::Ref`), or defined in a
+/// referenced schema, is looked up in `names`.
+pub fn from_value(v: &Value, schema: &Schema, names: &Names) -> Result<Avro, String> {
+    let schema = names.resolve(schema)?;
     let bad = || {
         format!(
             "the value {} does not fit the Avro type {schema:?}",
@@ -286,7 +291,7 @@ pub fn from_value(v: &Value, schema: &Schema) -> Result<Avro, String> {
             if matches!(b, Schema::Null) {
                 continue;
             }
-            match from_value(v, b) {
+            match from_value(v, b, names) {
                 Ok(x) => return Ok(Avro::Union(i as u32, Box::new(x))),
                 Err(e) => last = Some(e),
             }
@@ -357,7 +362,7 @@ pub fn from_value(v: &Value, schema: &Schema) -> Result<Avro, String> {
             Value::Array(items) => Avro::Array(
                 items
                     .iter()
-                    .map(|x| from_value(x, &a.items))
+                    .map(|x| from_value(x, &a.items, names))
                     .collect::<Result<_, _>>()?,
             ),
             _ => return Err(bad()),
@@ -366,7 +371,7 @@ pub fn from_value(v: &Value, schema: &Schema) -> Result<Avro, String> {
             Value::Map(entries) => Avro::Map(
                 entries
                     .iter()
-                    .map(|(k, x)| Ok((k.to_text(), from_value(x, &m.types)?)))
+                    .map(|(k, x)| Ok((k.to_text(), from_value(x, &m.types, names)?)))
                     .collect::<Result<_, String>>()?,
             ),
             _ => return Err(bad()),
@@ -376,7 +381,7 @@ pub fn from_value(v: &Value, schema: &Schema) -> Result<Avro, String> {
                 Value::Struct(f) => f,
                 _ => return Err(bad()),
             };
-            record_datum(r, |name| {
+            record_datum(r, names, |name| {
                 fields
                     .iter()
                     .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -390,17 +395,20 @@ pub fn from_value(v: &Value, schema: &Schema) -> Result<Avro, String> {
 /// A record datum from named values: a field with no value takes its default (or NULL when nullable).
 pub fn record_datum<'a>(
     r: &apache_avro::schema::RecordSchema,
+    names: &Names,
     get: impl Fn(&str) -> Option<&'a Value>,
 ) -> Result<Avro, String> {
     let mut out = Vec::with_capacity(r.fields.len());
     for f in &r.fields {
         let v = match get(&f.name) {
-            Some(x) => from_value(x, &f.schema).map_err(|e| format!("field {}: {e}", f.name))?,
+            Some(x) => {
+                from_value(x, &f.schema, names).map_err(|e| format!("field {}: {e}", f.name))?
+            }
             None => match &f.default {
                 Some(d) => Avro::try_from(d.clone())
-                    .and_then(|x| x.resolve(&f.schema))
+                    .and_then(|x| x.resolve(names.resolve(&f.schema).unwrap_or(&f.schema)))
                     .map_err(|e| format!("field {}: its default: {e}", f.name))?,
-                None => from_value(&Value::Null, &f.schema)
+                None => from_value(&Value::Null, &f.schema, names)
                     .map_err(|e| format!("field {} has no value and no default: {e}", f.name))?,
             },
         };
@@ -409,9 +417,18 @@ pub fn record_datum<'a>(
     Ok(Avro::Record(out))
 }
 
-/// Writes a datum of `schema`.
-pub fn write(schema: &Schema, v: Avro, out: &mut Vec<u8>) -> Result<(), String> {
+/// Writes a datum of `schema`, whose `references` (dependencies first) define named types it uses.
+pub fn write(
+    schema: &Schema,
+    references: &[Schema],
+    v: Avro,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    // Dependencies first, then the schema (its own named types resolve too), as `fjord_registry::wire` reads.
+    let schemata: Vec<&Schema> = references.iter().chain(std::iter::once(schema)).collect();
     let w = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+        .schemata(schemata)
+        .map_err(|e| e.to_string())?
         .build()
         .map_err(|e| e.to_string())?;
     w.write_value(out, v)
@@ -419,18 +436,14 @@ pub fn write(schema: &Schema, v: Avro, out: &mut Vec<u8>) -> Result<(), String> 
     Ok(())
 }
 
-/// Reads one datum written with `schema`; the whole body must be used, and a body cut short is an error (never
-/// a row with NULLs where apache-avro reads the missing values as null).
-pub fn read(schema: &Schema, body: &[u8]) -> Result<Avro, String> {
-    let r = apache_avro::reader::datum::GenericDatumReader::builder(schema)
-        .build()
-        .map_err(|e| e.to_string())?;
-    fjord_registry::avro::read_datum(&r, body)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads one datum written with the schema `text`, as a record is read (`fjord_registry::wire`'s decoder).
+    fn read(text: &str, body: &[u8]) -> Result<Avro, String> {
+        fjord_registry::wire::AvroDecoder::compile(text, &[])?.read(body)
+    }
 
     #[test]
     fn a_sink_schema_round_trips_its_values() {
@@ -450,7 +463,7 @@ mod tests {
         ];
         let text = value_schema(cols.iter().map(|(n, t)| (n.as_str(), t))).to_string();
         let schema = Schema::parse_str(&text).unwrap();
-        assert_eq!(columns(&schema, "V").unwrap(), cols);
+        assert_eq!(columns(&schema, &Names::of(&[&schema]), "V").unwrap(), cols);
         let vals = [
             Value::String("a".into()),
             Value::Null,
@@ -462,13 +475,13 @@ mod tests {
         let Schema::Record(r) = &schema else {
             unreachable!()
         };
-        let datum = record_datum(r, |n| {
+        let datum = record_datum(r, &Names::of(&[&schema]), |n| {
             cols.iter().position(|(c, _)| c == n).map(|i| &vals[i])
         })
         .unwrap();
         let mut out = Vec::new();
-        write(&schema, datum, &mut out).unwrap();
-        let Avro::Record(back) = read(&schema, &out).unwrap() else {
+        write(&schema, &[], datum, &mut out).unwrap();
+        let Avro::Record(back) = read(&text, &out).unwrap() else {
             unreachable!()
         };
         for ((name, ty), want) in cols.iter().zip(&vals) {
@@ -479,11 +492,13 @@ mod tests {
     #[test]
     fn a_union_of_several_types_and_a_non_nullable_null_are_errors() {
         let s = Schema::parse_str(r#"["null", "int", "string"]"#).unwrap();
-        assert!(sql_type(&s).unwrap_err().contains("union"));
-        assert!(from_value(&Value::Null, &Schema::Int)
+        assert!(sql_type(&s, &Names::default())
+            .unwrap_err()
+            .contains("union"));
+        assert!(from_value(&Value::Null, &Schema::Int, &Names::default())
             .unwrap_err()
             .contains("not nullable"));
-        assert!(read(&Schema::Long, &[]).is_err());
+        assert!(read(r#""long""#, &[]).is_err());
     }
 
     /// A datum cut short is an error, not a row of NULLs: apache-avro reads a string cut short as null, and a
@@ -501,7 +516,7 @@ mod tests {
             unreachable!()
         };
         let vals = [Value::String("ab".into()), Value::String("c".into())];
-        let datum = record_datum(r, |n| {
+        let datum = record_datum(r, &Names::of(&[&schema]), |n| {
             ["ITEM", "NOTE"]
                 .iter()
                 .position(|c| *c == n)
@@ -509,11 +524,52 @@ mod tests {
         })
         .unwrap();
         let mut body = Vec::new();
-        write(&schema, datum, &mut body).unwrap();
-        assert!(read(&schema, &body).is_ok());
+        write(&schema, &[], datum, &mut body).unwrap();
+        assert!(read(&text, &body).is_ok());
         for cut in 0..body.len() {
-            let e = read(&schema, &body[..cut]).unwrap_err();
+            let e = read(&text, &body[..cut]).unwrap_err();
             assert!(e.contains("ends early"), "cut at {cut}: {e}");
+        }
+    }
+
+    /// A value is written with a registered schema whose named type is used twice, once defined in the schema
+    /// and once in a referenced schema (INSERT INTO a stream writes with the producer's latest schema), and reads
+    /// back. Before, `from_value` had no type for `Schema::Ref` ("does not fit the Avro type Ref") and the
+    /// writer did not know the referenced schema's names.
+    #[test]
+    fn values_are_written_with_named_types_used_again_or_referenced() {
+        let money = r#"{"type":"record","name":"Money","namespace":"com.example","fields":[{"name":"units","type":"long"}]}"#;
+        let order = r#"{"type":"record","name":"Order","namespace":"com.example","fields":[{"name":"price","type":"Money"},{"name":"tax","type":["null","Money"]}]}"#;
+        let inline = r#"{"type":"record","name":"Order","namespace":"com.example","fields":[{"name":"price","type":{"type":"record","name":"Money","fields":[{"name":"units","type":"long"}]}},{"name":"tax","type":["null","Money"]}]}"#;
+        let referenced = [("com.example.Money".to_string(), money.to_string())];
+        for (text, refs) in [(order, &referenced[..]), (inline, &[][..])] {
+            let d = fjord_registry::wire::AvroDecoder::compile(text, refs).unwrap();
+            let Schema::Record(r) = d.schema() else {
+                unreachable!()
+            };
+            let units = |n| Value::Struct(vec![("UNITS".into(), Value::Bigint(n))]);
+            let vals = [units(7), units(2)];
+            let datum = record_datum(r, d.names(), |n| {
+                ["PRICE", "TAX"]
+                    .iter()
+                    .position(|c| c.eq_ignore_ascii_case(n))
+                    .map(|i| &vals[i])
+            })
+            .unwrap();
+            let mut out = Vec::new();
+            write(d.schema(), d.references(), datum, &mut out).unwrap();
+            let Avro::Record(back) = d.read(&out).unwrap() else {
+                unreachable!()
+            };
+            let ty = SqlType::Struct(vec![("UNITS".into(), SqlType::Bigint)]);
+            assert_eq!(
+                to_value(field(&back, "TAX").unwrap(), &ty).unwrap(),
+                units(2)
+            );
+            assert_eq!(
+                to_value(field(&back, "PRICE").unwrap(), &ty).unwrap(),
+                units(7)
+            );
         }
     }
 }

@@ -36,12 +36,13 @@ pub fn subject(topic: &str, key: bool) -> String {
     format!("{topic}-{}", if key { "key" } else { "value" })
 }
 
-/// A datum in Confluent's wire format, with its writer schema from the registry.
+/// A datum in Confluent's wire format, with its writer schema from the registry (its shape checked when it was
+/// compiled; the read bounded by `fjord_registry::wire`, and a body cut short or too long is an error).
 fn read_avro(bytes: &[u8]) -> Result<Avro, String> {
     let (id, body) = registry::split_wire(bytes)?;
     let schema = registry::required("AVRO")?.by_id(id)?;
     match &*schema {
-        Registered::Avro(s) => avro::read(s, body),
+        Registered::Avro(d) => d.read(body),
         other => Err(format!(
             "the record's schema {id} is {}, not AVRO",
             other.type_name()
@@ -357,7 +358,7 @@ pub fn registry_columns(
     };
     let lone = if key { "ROWKEY" } else { "ROWVAL" };
     let cols = match (&*schema, format) {
-        (Registered::Avro(s), Format::Avro) => avro::columns(s, lone),
+        (Registered::Avro(d), Format::Avro) => avro::columns(d.schema(), d.names(), lone),
         (Registered::Json(j), Format::JsonSr) => match json_sql_type(j) {
             Ok(SqlType::Struct(f)) => Ok(f),
             Ok(other) => Ok(vec![(lone.to_string(), other)]),
@@ -471,14 +472,16 @@ impl SinkCodec {
         let mut out = Vec::new();
         registry::wire_header(*id, &mut out);
         match &**schema {
-            Registered::Avro(s) => {
+            Registered::Avro(d) => {
+                let s = d.schema();
                 let datum = match s {
                     apache_avro::Schema::Record(r) if r.fields.len() == 1 => {
-                        avro::record_datum(r, |_| Some(v))?
+                        avro::record_datum(r, d.names(), |_| Some(v))?
                     }
-                    other => avro::from_value(v, other)?,
+                    other => avro::from_value(v, other, d.names())?,
                 };
-                avro::write(s, datum, &mut out).map_err(|e| format!("the key {e}"))?;
+                avro::write(s, d.references(), datum, &mut out)
+                    .map_err(|e| format!("the key {e}"))?;
             }
             Registered::Json(_) => out.extend_from_slice(v.to_json().to_string().as_bytes()),
         }
@@ -493,17 +496,19 @@ impl SinkCodec {
         let mut out = Vec::new();
         registry::wire_header(*id, &mut out);
         match &**schema {
-            Registered::Avro(s) => {
+            Registered::Avro(d) => {
+                let s = d.schema();
                 let datum = match s {
-                    apache_avro::Schema::Record(r) => avro::record_datum(r, |name| {
+                    apache_avro::Schema::Record(r) => avro::record_datum(r, d.names(), |name| {
                         cols.iter()
                             .find(|(n, _)| n.eq_ignore_ascii_case(name))
                             .map(|(_, v)| v)
                     })?,
-                    other if cols.len() == 1 => avro::from_value(&cols[0].1, other)?,
+                    other if cols.len() == 1 => avro::from_value(&cols[0].1, other, d.names())?,
                     _ => return Err("the registered value schema is not a record".into()),
                 };
-                avro::write(s, datum, &mut out).map_err(|e| format!("the value {e}"))?;
+                avro::write(s, d.references(), datum, &mut out)
+                    .map_err(|e| format!("the value {e}"))?;
             }
             Registered::Json(_) => {
                 let o: serde_json::Map<String, J> = cols

@@ -1,7 +1,11 @@
 //! The schema registry client the AVRO and JSON_SR formats use: a Confluent-compatible REST API (Fjord's own,
 //! which `fjord start` runs on :8081, or Confluent's), over hyper's HTTP/1.1 client. Schemas are cached by id;
 //! subjects follow Confluent's TopicNameStrategy (`<topic>-value`, `<topic>-key`); records carry Confluent's
-//! wire format (magic byte 0, the schema id as 4 bytes big-endian, the body).
+//! wire format (magic byte 0, the schema id as 4 bytes big-endian, the body), split and read with
+//! `fjord_registry::wire` as the console tools, the dashboard and the Connect converters do: an Avro schema is
+//! compiled with its shape checked (not recursive, at most 64 deep, at most 10,000 types once named types are
+//! expanded, no array or map of values that take no bytes) before any record is read with it, so a schema
+//! registered by anyone cannot make a few bytes of a record hang or exhaust a query.
 //!
 //! The calls block (with a deadline): they are made from the query threads and from `spawn_blocking`, on the
 //! engine's runtime through its handle.
@@ -10,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use fjord_registry::wire::AvroDecoder;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use serde_json::{json, Value as J};
@@ -20,9 +25,13 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 /// The largest registry answer read.
 const MAX_ANSWER: usize = 16 << 20;
 
-/// A schema as registered: its type and its parsed form.
+/// Most schemas one Avro schema's references may reach (as the Connect converters allow).
+const MAX_REFERENCES: usize = 64;
+
+/// A schema as registered: its type and its parsed form (an Avro schema compiled for reading, its shape checked).
 pub enum Registered {
-    Avro(apache_avro::Schema),
+    /// Boxed: the decoder is large.
+    Avro(Box<AvroDecoder>),
     Json(J),
 }
 
@@ -41,7 +50,9 @@ pub struct Registry {
     port: u16,
     prefix: String,
     handle: tokio::runtime::Handle,
-    by_id: Mutex<HashMap<u32, Arc<Registered>>>,
+    /// Schemas by id, and ids whose schema SQL refuses (with why): ids are immutable, so a refusal is final
+    /// and every record written with it is refused without asking the registry again.
+    by_id: Mutex<HashMap<u32, Result<Arc<Registered>, String>>>,
 }
 
 static GLOBAL: RwLock<Option<Arc<Registry>>> = RwLock::new(None);
@@ -97,18 +108,18 @@ pub fn required(what: &str) -> Result<Arc<Registry>, String> {
     })
 }
 
-/// Splits Confluent's wire format: (schema id, body).
+/// Splits Confluent's wire format (`fjord_registry::wire::split`): (schema id, body), or why the bytes are not in
+/// it.
 pub fn split_wire(bytes: &[u8]) -> Result<(u32, &[u8]), String> {
-    match bytes {
-        [0, a, b, c, d, body @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), body)),
-        [m, ..] if bytes.len() >= 5 => Err(format!(
+    fjord_registry::wire::split(bytes).ok_or_else(|| match bytes {
+        [m, ..] if bytes.len() >= 5 => format!(
             "not in the schema registry's wire format (magic byte {m}, expected 0): was it written with a registry serializer?"
-        )),
-        _ => Err(format!(
+        ),
+        _ => format!(
             "{} bytes are too short for the schema registry's wire format (magic byte, 4-byte schema id)",
             bytes.len()
-        )),
-    }
+        ),
+    })
 }
 
 /// Confluent's wire format header for schema `id`.
@@ -256,11 +267,15 @@ impl Registry {
         }
     }
 
-    fn parse(schema_type: &str, text: &str) -> Result<Registered, String> {
+    /// `referenced`: (reference name, text) of every schema the references of an Avro `text` reach,
+    /// dependencies first.
+    fn parse(
+        schema_type: &str,
+        text: &str,
+        referenced: &[(String, String)],
+    ) -> Result<Registered, String> {
         match schema_type {
-            "AVRO" => apache_avro::Schema::parse_str(text)
-                .map(Registered::Avro)
-                .map_err(|e| format!("the registered schema is not valid Avro: {e}")),
+            "AVRO" => AvroDecoder::compile(text, referenced).map(|d| Registered::Avro(Box::new(d))),
             "JSON" => serde_json::from_str(text)
                 .map(Registered::Json)
                 .map_err(|e| format!("the registered JSON Schema is not JSON: {e}")),
@@ -287,7 +302,7 @@ impl Registry {
 
     fn lookup_id(&self, id: u32) -> Result<Arc<Registered>, Failure> {
         if let Some(s) = self.by_id.lock().expect("schema cache").get(&id) {
-            return Ok(s.clone());
+            return Ok(s.clone()?);
         }
         let v = self
             .request("GET", &format!("/schemas/ids/{id}"), None)?
@@ -295,15 +310,81 @@ impl Registry {
         let text = v["schema"]
             .as_str()
             .ok_or_else(|| format!("the registry's schema {id} has no `schema`"))?;
-        let s = Arc::new(Self::parse(
-            v["schemaType"].as_str().unwrap_or("AVRO"),
-            text,
-        )?);
+        let schema_type = v["schemaType"].as_str().unwrap_or("AVRO");
+        // An Avro schema's named types may be defined in the schemas it references (JSON_SR bodies are read
+        // without their schema, and other types are refused by `parse`).
+        let mut referenced = Vec::new();
+        let s = match schema_type {
+            "AVRO" => self.references(&v["references"], &mut referenced, &mut HashMap::new()),
+            _ => Ok(()),
+        }
+        .and_then(|()| Self::parse(schema_type, text, &referenced).map_err(Failure::from));
+        let s = match s {
+            Err(f) if f.unavailable => return Err(f),
+            s => s
+                .map(Arc::new)
+                .map_err(|f| format!("schema {id}: {}", f.message)),
+        };
         self.by_id
             .lock()
             .expect("schema cache")
             .insert(id, s.clone());
-        Ok(s)
+        Ok(s?)
+    }
+
+    /// The schemas `references` reach, dependencies first, each (reference name, text): at most
+    /// [`MAX_REFERENCES`] fetched (`GET /subjects/<subject>/versions/<version>`), each subject version once, a
+    /// cycle ending where it comes back (as the Connect converters fetch them).
+    fn references(
+        &self,
+        references: &J,
+        out: &mut Vec<(String, String)>,
+        walked: &mut HashMap<(String, i64), String>,
+    ) -> Result<(), Failure> {
+        let Some(refs) = references.as_array() else {
+            return Ok(());
+        };
+        for r in refs {
+            let (Some(subject), Some(version)) = (r["subject"].as_str(), r["version"].as_i64())
+            else {
+                return Err(format!("a reference without subject and version: {r}").into());
+            };
+            let name = r["name"].as_str().unwrap_or(subject);
+            let key = (subject.to_string(), version);
+            if let Some(text) = walked.get(&key) {
+                if !text.is_empty() && !out.iter().any(|(n, _)| n == name) {
+                    out.push((name.to_string(), text.clone()));
+                }
+                continue;
+            }
+            if walked.len() >= MAX_REFERENCES {
+                return Err(format!(
+                    "its references reach more than {MAX_REFERENCES} schemas, which SQL does not read"
+                )
+                .into());
+            }
+            // Marked before its own references are walked, so that a cycle ends here.
+            walked.insert(key.clone(), String::new());
+            let v = self
+                .request(
+                    "GET",
+                    &format!("/subjects/{}/versions/{version}", segment(subject)),
+                    None,
+                )?
+                .ok_or_else(|| {
+                    format!(
+                        "the schema it references as {name} ({subject} version {version}) is not in the schema registry"
+                    )
+                })?;
+            self.references(&v["references"], out, walked)?;
+            if let Some(text) = v["schema"].as_str() {
+                walked.insert(key, text.to_string());
+                if !out.iter().any(|(n, _)| n == name) {
+                    out.push((name.to_string(), text.to_string()));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The latest schema registered under `subject` (`None`: no such subject).
@@ -340,8 +421,11 @@ impl Registry {
             .as_u64()
             .and_then(|i| u32::try_from(i).ok())
             .ok_or_else(|| format!("the registry answered no id for {subject}: {v}"))?;
-        let parsed = Arc::new(Self::parse(schema_type, text)?);
-        self.by_id.lock().expect("schema cache").insert(id, parsed);
+        let parsed = Arc::new(Self::parse(schema_type, text, &[])?);
+        self.by_id
+            .lock()
+            .expect("schema cache")
+            .insert(id, Ok(parsed));
         Ok(id)
     }
 }
@@ -407,6 +491,162 @@ mod tests {
         match r.by_id(7) {
             Err(e) => assert!(e.contains("no schema with id 7"), "{e}"),
             Ok(_) => panic!("a 404 is no schema"),
+        }
+    }
+
+    /// Schemas whose records would make a few bytes expand without bound: a chain of 40 records each using the
+    /// next twice (2^40 values of a record of nulls, which take no bytes), and arrays of arrays of null or of an
+    /// empty record (a 4-byte count claims a million values, per inner array).
+    fn hostile_schemas() -> Vec<(String, &'static str)> {
+        let mut chain =
+            r#"{"type":"record","name":"R40","fields":[{"name":"n","type":"null"}]}"#.to_string();
+        for i in (0..40).rev() {
+            chain = format!(
+                r#"{{"type":"record","name":"R{i}","fields":[{{"name":"a","type":{chain}}},{{"name":"b","type":"R{}"}}]}}"#,
+                i + 1
+            );
+        }
+        vec![
+            (chain, "more than 10000 types"),
+            (
+                r#"{"type":"record","name":"V","fields":[{"name":"x","type":"int"},{"name":"junk","type":{"type":"array","items":{"type":"array","items":"null"}}}]}"#.to_string(),
+                "take no bytes",
+            ),
+            (
+                r#"{"type":"array","items":{"type":"array","items":{"type":"record","name":"E","fields":[]}}}"#.to_string(),
+                "take no bytes",
+            ),
+        ]
+    }
+
+    /// A registry on 127.0.0.1 that answers a request for a path starting with one of `routes`' paths with its
+    /// body (200), any other with 404; it counts the requests.
+    fn serving(
+        routes: Vec<(&'static str, String)>,
+    ) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = served.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().take(16) {
+                let Ok(mut c) = conn else { continue };
+                let mut buf = [0u8; 4096];
+                let n = c.read(&mut buf).unwrap_or(0);
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let path = request.split(' ').nth(1).unwrap_or("");
+                let (status, body) = match routes.iter().find(|(p, _)| path.starts_with(p)) {
+                    Some((_, body)) => ("200 OK", body.as_str()),
+                    None => ("404 Not Found", "{}"),
+                };
+                let _ = c.write_all(
+                    format!(
+                        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        (addr, served)
+    }
+
+    /// A hostile schema is refused when it is compiled, with why, before any record is read with it (a record
+    /// written with it was read: the chain's took 2^40 steps, the arrays' allocated gigabytes from a few bytes),
+    /// quickly, and once: the refusal is kept for the id, not asked for again for every record.
+    #[test]
+    fn a_schema_that_would_expand_without_bound_is_refused_once_before_any_record_is_read() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        for (text, why) in hostile_schemas() {
+            let started = std::time::Instant::now();
+            let (addr, served) = serving(vec![("/", json!({ "schema": text }).to_string())]);
+            let r = Registry::new(&format!("http://{addr}"), rt.handle().clone()).unwrap();
+            for _ in 0..2 {
+                match r.by_id(7) {
+                    Err(e) => assert!(e.contains("schema 7") && e.contains(why), "{why}: {e}"),
+                    Ok(_) => panic!("{why}: the schema was accepted"),
+                }
+            }
+            assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 1);
+            assert!(started.elapsed() < Duration::from_secs(5));
+        }
+        // A benign schema is read through the same decoder.
+        let (addr, _) = serving(vec![(
+            "/",
+            json!({"schema": r#"{"type":"record","name":"V","fields":[{"name":"x","type":"int"}]}"#})
+                .to_string(),
+        )]);
+        let r = Registry::new(&format!("http://{addr}"), rt.handle().clone()).unwrap();
+        match &*r.by_id(7).unwrap() {
+            Registered::Avro(d) => assert_eq!(
+                d.read(&[0x54]).unwrap(),
+                apache_avro::types::Value::Record(vec![(
+                    "x".into(),
+                    apache_avro::types::Value::Int(42)
+                )])
+            ),
+            Registered::Json(_) => panic!("not JSON"),
+        }
+    }
+
+    /// An Avro schema whose named type is defined in another subject (a schema reference) is read with the
+    /// referenced schema fetched, and its columns map the named type wherever it is used (twice here); a reference
+    /// the registry does not have refuses the schema, saying which. Before, the references were not fetched (the
+    /// schema did not parse: `Money` undefined) and a named type used a second time had no SQL type.
+    #[test]
+    fn an_avro_schema_with_references_is_read_and_its_named_types_map_to_columns() {
+        use crate::types::SqlType;
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let order = r#"{"type":"record","name":"Order","namespace":"com.example","fields":[{"name":"item","type":"string"},{"name":"price","type":"Money"},{"name":"tax","type":["null","Money"]}]}"#;
+        let money = r#"{"type":"record","name":"Money","namespace":"com.example","fields":[{"name":"units","type":"long"},{"name":"currency","type":"string"}]}"#;
+        let refs = json!([{"name": "com.example.Money", "subject": "money", "version": 3}]);
+        let (addr, _) = serving(vec![
+            (
+                "/schemas/ids/7",
+                json!({"schema": order, "references": refs}).to_string(),
+            ),
+            (
+                "/subjects/money/versions/3",
+                json!({ "schema": money }).to_string(),
+            ),
+        ]);
+        let r = Registry::new(&format!("http://{addr}"), rt.handle().clone()).unwrap();
+        let schema = r.by_id(7).unwrap();
+        let Registered::Avro(d) = &*schema else {
+            panic!("not Avro")
+        };
+        let money_ty = SqlType::Struct(vec![
+            ("UNITS".into(), SqlType::Bigint),
+            ("CURRENCY".into(), SqlType::String),
+        ]);
+        assert_eq!(
+            crate::avro::columns(d.schema(), d.names(), "ROWVAL").unwrap(),
+            vec![
+                ("ITEM".to_string(), SqlType::String),
+                ("PRICE".to_string(), money_ty.clone()),
+                ("TAX".to_string(), money_ty),
+            ]
+        );
+        // "ab", price {5, "EU"}, tax: union branch 0 (null).
+        let datum = d.read(&[4, b'a', b'b', 10, 4, b'E', b'U', 0]).unwrap();
+        let apache_avro::types::Value::Record(fields) = datum else {
+            panic!("not a record")
+        };
+        assert_eq!(fields[0].1, apache_avro::types::Value::String("ab".into()));
+
+        let (addr, _) = serving(vec![(
+            "/schemas/ids/7",
+            json!({"schema": order, "references": refs}).to_string(),
+        )]);
+        let r = Registry::new(&format!("http://{addr}"), rt.handle().clone()).unwrap();
+        match r.by_id(7) {
+            Err(e) => assert!(
+                e.contains("com.example.Money (money version 3) is not in the schema registry"),
+                "{e}"
+            ),
+            Ok(_) => panic!("a schema with a missing reference was accepted"),
         }
     }
 }

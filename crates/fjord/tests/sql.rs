@@ -2820,3 +2820,146 @@ fn outer_stream_stream_joins_emit_unmatched_records_once_their_window_closes() {
     want.sort_by_key(|(k, v)| (k.clone(), v.to_string()));
     assert_eq!(rows, want, "FJ: each race record went out once, with NULLs");
 }
+
+// ---- Records whose registered Avro schema would expand without bound (fjord_registry::wire's shape check) ----
+
+/// Avro's zigzag varint of `n`.
+fn zigzag(n: i64, out: &mut Vec<u8>) {
+    let mut z = ((n << 1) ^ (n >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+/// Registers Avro schema `text` under `subject` in the registry at `registry` (HOST:PORT): its id.
+fn register_avro(registry: &str, subject: &str, text: &str) -> u32 {
+    let body = json!({ "schema": text }).to_string();
+    let (status, _, raw) = http_request(
+        registry,
+        "POST",
+        &format!("/subjects/{subject}/versions"),
+        "Content-Type: application/vnd.schemaregistry.v1+json\r\n",
+        Some(body.as_bytes()),
+    );
+    let v: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    assert_eq!(status, 200, "{subject}: {v}");
+    v["id"].as_u64().unwrap() as u32
+}
+
+/// A record in Confluent's wire format: magic byte 0, schema `id`, `body`.
+fn wire(id: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// A stream over a topic where some records were written with hostile registered schemas: a chain of 40 records
+/// each using the next twice, ending in a record of a null (an empty body is 2^40 values), and arrays of arrays
+/// of null or of an empty record (each inner count of a few bytes claims 500,000 values, 2,000 of them in a
+/// body of 8 KB). By default those records are skipped and counted and the good ones around them are written;
+/// with `ksql.fail.on.deserialization.error` the query stops at the first with the reason. Before the records
+/// were read with the shared shape check, the queries hung on the chain's record allocating until the process
+/// died (under `ulimit -v` 8 GB after about 20 s: the next request got no answer; without a limit it would have
+/// taken the machine's memory).
+#[test]
+fn records_with_a_schema_that_expands_without_bound_are_skipped_or_stop_the_query() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let dir = temp_dir();
+    let log = std::fs::File::create(dir.path().join("fjord.log")).unwrap();
+    let (child, line) = start_platform_with_sql(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        "none",
+        "127.0.0.1:0",
+        Stdio::from(log),
+    );
+    let p = Platform {
+        child,
+        kafka: field(&line, "kafka=").to_string(),
+        sql: field(&line, "sql=").to_string(),
+    };
+    let registry = field(&line, "registry=").to_string();
+
+    let good = register_avro(
+        &registry,
+        "good-value",
+        r#"{"type":"record","name":"V","fields":[{"name":"x","type":"int"}]}"#,
+    );
+    let mut chain =
+        r#"{"type":"record","name":"R40","fields":[{"name":"n","type":"null"}]}"#.to_string();
+    for i in (0..40).rev() {
+        chain = format!(
+            r#"{{"type":"record","name":"R{i}","fields":[{{"name":"a","type":{chain}}},{{"name":"b","type":"R{}"}}]}}"#,
+            i + 1
+        );
+    }
+    let chain = register_avro(&registry, "chain-value", &chain);
+    let nulls = register_avro(
+        &registry,
+        "nulls-value",
+        r#"{"type":"record","name":"N","fields":[{"name":"x","type":"int"},{"name":"junk","type":{"type":"array","items":{"type":"array","items":"null"}}}]}"#,
+    );
+    let empties = register_avro(
+        &registry,
+        "empties-value",
+        r#"{"type":"array","items":{"type":"array","items":{"type":"record","name":"E","fields":[]}}}"#,
+    );
+    // 2,000 inner arrays of 500,000 items each (4 bytes apiece), then the end of the outer array.
+    let arrays = |prefix: &[u8]| {
+        let mut b = prefix.to_vec();
+        zigzag(2_000, &mut b);
+        for _ in 0..2_000 {
+            zigzag(500_000, &mut b);
+            zigzag(0, &mut b);
+        }
+        zigzag(0, &mut b);
+        b
+    };
+    let mut x5 = Vec::new();
+    zigzag(5, &mut x5);
+
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM orders (x INT) WITH (kafka_topic='orders', value_format='AVRO', partitions=1);",
+    );
+    let v = ksql_ok(
+        &p.sql,
+        "CREATE STREAM skipping AS SELECT x FROM orders; \
+         SET 'ksql.fail.on.deserialization.error'='true'; \
+         CREATE STREAM stopping AS SELECT x FROM orders;",
+    );
+    let (skipping, stopping) = (query_id(&v, 0), query_id(&v, 2));
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &p.kafka)
+        .create()
+        .unwrap();
+    for value in [
+        wire(good, &[2]),
+        wire(chain, &[]),
+        wire(nulls, &arrays(&x5)),
+        wire(empties, &arrays(&[])),
+        wire(good, &[4]),
+    ] {
+        producer
+            .send(BaseRecord::<(), _>::to("orders").payload(&value))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    await_written(&p.sql, "skipping", 2);
+    wait_committed(&p.kafka, &format!("_fjord_sql_{skipping}"), 5);
+    let s = stats(&p.sql, "skipping");
+    assert_eq!(s["processingErrors"].as_u64(), Some(3), "{s}");
+    assert_eq!(show_query(&p.sql, &skipping)["state"], "RUNNING");
+
+    let q = await_state(&p.sql, &stopping, "ERROR", 60);
+    let reason = q["reason"].as_str().unwrap_or_else(|| panic!("{q}"));
+    assert!(
+        reason.contains("offset 1") && reason.contains("more than 10000 types"),
+        "{reason}"
+    );
+}
