@@ -12,7 +12,8 @@
 //! The schema walk is bounded: a message that contains itself is refused (Connect schemas are trees), as are
 //! messages nested deeper than 64 or expanding to more than 10,000 types (the limits of the shared Avro check,
 //! `fjord_registry::wire`); the converter maps a record's schema before its value. The value walk follows the
-//! decoded message, whose nesting prost bounds at 100 and whose size is the record's (every value takes bytes).
+//! decoded message, whose nesting prost bounds at 100; it is bounded too ([`value_budget`]), since every message
+//! in the record, even an empty one of 2 bytes, becomes a value for each of its fields (unset ones as defaults).
 
 use prost_reflect::{
     DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, ReflectMessage,
@@ -164,8 +165,39 @@ fn real_oneof(f: &FieldDescriptor) -> Option<prost_reflect::OneofDescriptor> {
     f.containing_oneof().filter(|o| !o.is_synthetic())
 }
 
-/// A decoded message as the Connect value of [`connect_schema`]'s struct.
-pub fn connect_value(msg: &DynamicMessage) -> Result<Value, String> {
+/// Most Connect values one record of `body_len` bytes may become: 64 per byte (a message's unset fields are
+/// defaults, so a few bytes may stand for many values) plus 10,000, at most 2,000,000.
+pub fn value_budget(body_len: usize) -> usize {
+    body_len
+        .saturating_mul(64)
+        .saturating_add(10_000)
+        .min(2_000_000)
+}
+
+/// A decoded message as the Connect value of [`connect_schema`]'s struct, in at most `budget` values (else an
+/// error: a record whose empty messages expand into more values than it can stand for).
+pub fn connect_value(msg: &DynamicMessage, budget: usize) -> Result<Value, String> {
+    let mut left = budget;
+    message_value(msg, &mut left).map_err(|e| {
+        if left == 0 {
+            format!("the record expands into more than {budget} Connect values (its messages' unset fields are written as defaults); it is refused as a hostile or corrupt record")
+        } else {
+            e
+        }
+    })
+}
+
+/// Takes one value from the budget.
+fn spend(left: &mut usize) -> Result<(), String> {
+    if *left == 0 {
+        return Err("over the value budget".into());
+    }
+    *left -= 1;
+    Ok(())
+}
+
+fn message_value(msg: &DynamicMessage, left: &mut usize) -> Result<Value, String> {
+    spend(left)?;
     let m = msg.descriptor();
     let mut out = Map::new();
     for (i, oneof) in m.oneofs().filter(|o| !o.is_synthetic()).enumerate() {
@@ -175,8 +207,9 @@ pub fn connect_value(msg: &DynamicMessage) -> Result<Value, String> {
             Some(f) => {
                 let mut u = Map::new();
                 for member in oneof.fields() {
+                    spend(left)?;
                     let v = if member.number() == f.number() {
-                        field_value(&f, &msg.get_field(&f))?
+                        field_value(&f, &msg.get_field(&f), left)?
                     } else {
                         Value::Null
                     };
@@ -191,19 +224,26 @@ pub fn connect_value(msg: &DynamicMessage) -> Result<Value, String> {
         // A message field (and a proto3 `optional` one) that is not set is null; other scalars are their
         // default, as proto3 reads them.
         let unset = !f.is_list() && !f.is_map() && f.supports_presence() && !msg.has_field(&f);
+        spend(left)?;
         let v = if unset {
             Value::Null
         } else {
-            field_value(&f, &msg.get_field(&f))?
+            field_value(&f, &msg.get_field(&f), left)?
         };
         out.insert(f.name().to_string(), v);
     }
     Ok(Value::Object(out))
 }
 
-fn field_value(f: &FieldDescriptor, v: &Proto) -> Result<Value, String> {
+fn field_value(f: &FieldDescriptor, v: &Proto, left: &mut usize) -> Result<Value, String> {
     match v {
-        Proto::List(items) => items.iter().map(|i| single_value(f, i)).collect(),
+        Proto::List(items) => items
+            .iter()
+            .map(|i| {
+                spend(left)?;
+                single_value(f, i, left)
+            })
+            .collect(),
         Proto::Map(entries) => {
             let Kind::Message(entry) = f.kind() else {
                 return Err(format!("map field {} has no entry message", f.name()));
@@ -217,7 +257,8 @@ fn field_value(f: &FieldDescriptor, v: &Proto) -> Result<Value, String> {
                     let MapKey::String(k) = k else {
                         return Err("a map key that is not a string".into());
                     };
-                    out.insert(k.clone(), single_value(&value_field, v)?);
+                    spend(left)?;
+                    out.insert(k.clone(), single_value(&value_field, v, left)?);
                 }
                 Ok(Value::Object(out))
             } else {
@@ -233,12 +274,13 @@ fn field_value(f: &FieldDescriptor, v: &Proto) -> Result<Value, String> {
                             MapKey::U64(i) => json!(*i as i64),
                             MapKey::String(s) => json!(s),
                         };
-                        Ok(json!([key, single_value(&value_field, v)?]))
+                        spend(left)?;
+                        Ok(json!([key, single_value(&value_field, v, left)?]))
                     })
                     .collect()
             }
         }
-        other => single_value(f, other),
+        other => single_value(f, other, left),
     }
 }
 
@@ -255,7 +297,7 @@ fn key_order(k: &MapKey) -> (i128, &str) {
     }
 }
 
-fn single_value(f: &FieldDescriptor, v: &Proto) -> Result<Value, String> {
+fn single_value(f: &FieldDescriptor, v: &Proto, left: &mut usize) -> Result<Value, String> {
     let finite = |x: f64| {
         serde_json::Number::from_f64(x)
             .map(Value::Number)
@@ -300,7 +342,7 @@ fn single_value(f: &FieldDescriptor, v: &Proto) -> Result<Value, String> {
                 .ok_or_else(|| format!("field {}: the timestamp is out of range", f.name()))?;
             json!(millis)
         }
-        Proto::Message(m) => connect_value(m)?,
+        Proto::Message(m) => message_value(m, left)?,
         Proto::List(_) | Proto::Map(_) => {
             return Err(format!(
                 "field {}: a list or map where one value belongs",
@@ -345,7 +387,7 @@ message Order {
 
     fn value_of(m: &MessageDescriptor, j: Value) -> Value {
         let body = proto_json::from_json(m, &j).unwrap();
-        connect_value(&proto_json::decode(m, &body).unwrap()).unwrap()
+        connect_value(&proto_json::decode(m, &body).unwrap(), usize::MAX).unwrap()
     }
 
     #[test]
@@ -413,6 +455,29 @@ message Order {
             json!({"pay_0": null, "id": "", "big": 0, "qty": [], "totals": {}, "color": "RED", "at": null,
                 "line": null, "note": null, "raw": "", "names": []})
         );
+    }
+
+    /// 500 empty messages of 2 bytes each, of a type with 200 fields: 1,000 bytes that would become 100,000
+    /// values (every unset field written as its default). Refused within the record's budget; a record of the
+    /// same type with a few set fields maps as usual.
+    #[test]
+    fn empty_messages_do_not_expand_a_record_without_bound() {
+        let fields: String = (1..=200).map(|i| format!("string f{i} = {i}; ")).collect();
+        let text = format!(
+            "syntax = \"proto3\";\nmessage Wide {{ {fields} }}\nmessage Outer {{ repeated Wide items = 1; }}\n"
+        );
+        let schema = ProtoSchema::compile(&text, &[]).unwrap();
+        let outer = schema.message(Some("Outer")).unwrap().0;
+        let body: Vec<u8> = [0x0a, 0x00].repeat(500);
+        let msg = proto_json::decode(&outer, &body).unwrap();
+        let e = connect_value(&msg, value_budget(body.len())).unwrap_err();
+        assert!(e.contains("more than 74000 Connect values"), "{e}");
+        let small: Vec<u8> = [0x0a, 0x00].repeat(3);
+        let msg = proto_json::decode(&outer, &small).unwrap();
+        let v = connect_value(&msg, value_budget(small.len())).unwrap();
+        assert_eq!(v["items"].as_array().unwrap().len(), 3);
+        assert_eq!(v["items"][2]["f200"], "");
+        assert_eq!(value_budget(usize::MAX), 2_000_000);
     }
 
     #[test]

@@ -582,8 +582,11 @@ impl RegistryConverter {
                     .map_err(|e| format!("schema id {id}: {e}"))?;
                 return Ok(SchemaAndValue {
                     schema: Some(schema),
-                    value: crate::protobuf_data::connect_value(&message)
-                        .map_err(|e| format!("schema id {id}: {e}"))?,
+                    value: crate::protobuf_data::connect_value(
+                        &message,
+                        crate::protobuf_data::value_budget(body.len()),
+                    )
+                    .map_err(|e| format!("schema id {id}: {e}"))?,
                 });
             }
             Writer::Json { connect, validator } => {
