@@ -109,9 +109,6 @@ impl Format {
     }
 }
 
-/// Most schemas one schema's references may reach.
-const MAX_REFERENCES: usize = 64;
-
 /// Why the references of a schema were not all fetched.
 enum Fetch {
     /// The registry cannot be asked, or refused the request: the task fails.
@@ -475,14 +472,10 @@ impl RegistryConverter {
                 self.format.class()
             ))
         } else {
-            let mut referenced = Vec::new();
-            match self
-                .references(&v["references"], &mut referenced, &mut HashMap::new())
-                .await
-            {
+            match self.references(&v["references"]).await {
                 Err(Fetch::Task(why)) => return Err(why),
                 Err(Fetch::Record(why)) => Writer::Unusable(format!("schema id {id}: {why}")),
-                Ok(()) => Writer::parse(self.format, text, &referenced)
+                Ok(referenced) => Writer::parse(self.format, text, &referenced)
                     .unwrap_or_else(|e| Writer::Unusable(format!("schema id {id}: {e}"))),
             }
         };
@@ -494,69 +487,37 @@ impl RegistryConverter {
         Ok(())
     }
 
-    /// The schemas `references` reach, dependencies first, each (reference name, text); at most
-    /// [`MAX_REFERENCES`] fetched (`GET /subjects/<subject>/versions/<version>`), each subject version once, a
-    /// cycle ending where it comes back. Boxed: it recurses along the references.
-    fn references<'a>(
-        &'a self,
-        references: &'a Value,
-        out: &'a mut Vec<(String, String)>,
-        walked: &'a mut HashMap<(String, i64), String>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Fetch>> + Send + 'a>> {
-        Box::pin(async move {
-            let Some(refs) = references.as_array() else {
-                return Ok(());
-            };
-            for r in refs {
-                let (Some(subject), Some(version)) = (r["subject"].as_str(), r["version"].as_i64())
-                else {
+    /// The schemas `references` reach, dependencies first, each (reference name, text): the walk the CLI and SQL
+    /// share ([`wire::ReferenceWalk`]; `GET /subjects/<subject>/versions/<version>`).
+    async fn references(&self, references: &Value) -> Result<Vec<(String, String)>, Fetch> {
+        let mut walk = wire::ReferenceWalk::new(references);
+        while let Some(f) = walk.next().map_err(|e| Fetch::Record(e.to_string()))? {
+            let path = format!(
+                "/subjects/{}/versions/{}",
+                path_segment(&f.subject),
+                f.version
+            );
+            let (status, v) = self.call("GET", &path, None).await.map_err(Fetch::Task)?;
+            match status {
+                200 => {}
+                404 => {
                     return Err(Fetch::Record(format!(
-                        "a reference without subject and version: {r}"
-                    )));
-                };
-                let name = r["name"].as_str().unwrap_or(subject);
-                let key = (subject.to_string(), version);
-                if let Some(text) = walked.get(&key) {
-                    if !text.is_empty() && !out.iter().any(|(n, _)| n == name) {
-                        out.push((name.to_string(), text.clone()));
-                    }
-                    continue;
+                        "the schema it references as {} ({} version {}) is not in the schema registry",
+                        f.name, f.subject, f.version
+                    )))
                 }
-                if walked.len() >= MAX_REFERENCES {
-                    return Err(Fetch::Record(format!(
-                        "its references reach more than {MAX_REFERENCES} schemas, which this converter does not read"
-                    )));
-                }
-                // Marked before its own references are walked, so that a cycle ends here.
-                walked.insert(key.clone(), String::new());
-                let path = format!("/subjects/{}/versions/{version}", path_segment(subject));
-                let (status, v) = self.call("GET", &path, None).await.map_err(Fetch::Task)?;
-                match status {
-                    200 => {}
-                    404 => {
-                        return Err(Fetch::Record(format!(
-                            "the schema it references as {name} ({subject} version {version}) is not in the schema registry"
-                        )))
-                    }
-                    _ => {
-                        return Err(Fetch::Task(format!(
-                            "the schema registry at {} refused GET {path} with HTTP {status} ({}); check {}.basic.auth.user.info and the registry's access rules",
-                            self.target.url,
-                            v.get("message").and_then(Value::as_str).unwrap_or("no message"),
-                            self.prefix
-                        )))
-                    }
-                }
-                self.references(&v["references"], out, walked).await?;
-                if let Some(text) = v["schema"].as_str() {
-                    walked.insert(key, text.to_string());
-                    if !out.iter().any(|(n, _)| n == name) {
-                        out.push((name.to_string(), text.to_string()));
-                    }
+                _ => {
+                    return Err(Fetch::Task(format!(
+                        "the schema registry at {} refused GET {path} with HTTP {status} ({}); check {}.basic.auth.user.info and the registry's access rules",
+                        self.target.url,
+                        v.get("message").and_then(Value::as_str).unwrap_or("no message"),
+                        self.prefix
+                    )))
                 }
             }
-            Ok(())
-        })
+            walk.fetched(&v);
+        }
+        Ok(walk.finish())
     }
 
     /// A record's bytes (in the wire format, its schema fetched by `prepare_decode`) to Connect data.

@@ -178,7 +178,8 @@ impl<'a> Decoding<'a> {
     }
 
     /// The schemas `references` reach, dependencies first, each (reference name, text); at most
-    /// [`MAX_REFERENCES`] fetched, each subject version once.
+    /// [`MAX_REFERENCES`] fetched, each subject version once. (The same walk as `fjord_registry::wire::
+    /// ReferenceWalk`, which the CLI, SQL and Connect share: the dashboard builds without the registry crate.)
     fn references(
         &self,
         references: &Value,

@@ -311,8 +311,237 @@ fn zero_bytes(s: &Schema, names: &Names, depth: usize) -> bool {
     }
 }
 
+/// Most schemas one schema's references may reach (each subject version fetched once).
+pub const MAX_REFERENCES: usize = 64;
+
+/// Why a walk of a schema's references stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReferenceError {
+    /// A reference without `subject` and `version` (its JSON).
+    Malformed(String),
+    /// The references reach more than [`MAX_REFERENCES`] schemas.
+    TooMany,
+}
+
+impl std::fmt::Display for ReferenceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReferenceError::Malformed(r) => {
+                write!(f, "a reference without subject and version: {r}")
+            }
+            ReferenceError::TooMany => write!(
+                f,
+                "its references reach more than {MAX_REFERENCES} schemas, which are not read"
+            ),
+        }
+    }
+}
+
+/// A referenced schema the walk needs: `GET /subjects/{subject}/versions/{version}`, known to the referring
+/// schema as `name`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ReferenceFetch {
+    pub name: String,
+    pub subject: String,
+    pub version: i64,
+}
+
+/// The schemas a registered schema's `references` reach, dependencies first, as (reference name, schema text):
+/// what [`parse_avro`] and Protobuf compilation take. Each subject version is fetched once (a diamond costs one
+/// fetch, a cycle ends where it comes back), at most [`MAX_REFERENCES`]. The caller does the fetching, blocking or
+/// async alike:
+///
+/// ```text
+/// let mut walk = ReferenceWalk::new(&registered["references"]);
+/// while let Some(f) = walk.next()? {
+///     let v = fetch(&f.subject, f.version)?; // the registry's answer, or the caller's own error
+///     walk.fetched(&v);
+/// }
+/// let referenced = walk.finish();
+/// ```
+pub struct ReferenceWalk {
+    /// The reference lists being walked, innermost last, each with the schema that holds it.
+    frames: Vec<RefFrame>,
+    /// Subject versions reached: their text once fetched and walked (empty while their references are walked).
+    walked: std::collections::HashMap<(String, i64), String>,
+    out: Vec<(String, String)>,
+    /// The reference last handed out by [`ReferenceWalk::next`], until [`ReferenceWalk::fetched`].
+    pending: Option<(String, (String, i64))>,
+}
+
+struct RefFrame {
+    refs: Vec<Value>,
+    next: usize,
+    /// The schema holding `refs` (name, subject version, text): listed once its own references are.
+    owner: Option<(String, (String, i64), Option<String>)>,
+}
+
+impl ReferenceWalk {
+    pub fn new(references: &Value) -> ReferenceWalk {
+        ReferenceWalk {
+            frames: vec![RefFrame {
+                refs: references.as_array().cloned().unwrap_or_default(),
+                next: 0,
+                owner: None,
+            }],
+            walked: std::collections::HashMap::new(),
+            out: Vec::new(),
+            pending: None,
+        }
+    }
+
+    /// The next schema to fetch, `None` when every reference is walked.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<ReferenceFetch>, ReferenceError> {
+        loop {
+            let Some(top) = self.frames.last_mut() else {
+                return Ok(None);
+            };
+            if let Some(r) = top.refs.get(top.next) {
+                top.next += 1;
+                let (Some(subject), Some(version)) = (r["subject"].as_str(), r["version"].as_i64())
+                else {
+                    return Err(ReferenceError::Malformed(r.to_string()));
+                };
+                let name = r["name"].as_str().unwrap_or(subject).to_string();
+                let key = (subject.to_string(), version);
+                if let Some(text) = self.walked.get(&key) {
+                    if !text.is_empty() {
+                        let text = text.clone();
+                        self.list(name, text);
+                    }
+                    continue;
+                }
+                if self.walked.len() >= MAX_REFERENCES {
+                    return Err(ReferenceError::TooMany);
+                }
+                // Marked before its own references are walked, so that a cycle ends here.
+                self.walked.insert(key.clone(), String::new());
+                let subject = key.0.clone();
+                self.pending = Some((name.clone(), key));
+                return Ok(Some(ReferenceFetch {
+                    name,
+                    subject,
+                    version,
+                }));
+            }
+            let done = self.frames.pop().expect("a frame");
+            if let Some((name, key, Some(text))) = done.owner {
+                self.walked.insert(key, text.clone());
+                self.list(name, text);
+            }
+        }
+    }
+
+    /// The registry's answer for the schema [`ReferenceWalk::next`] asked for (`{schema, references, ...}`).
+    pub fn fetched(&mut self, registered: &Value) {
+        let Some((name, key)) = self.pending.take() else {
+            return;
+        };
+        self.frames.push(RefFrame {
+            refs: registered["references"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+            next: 0,
+            owner: Some((name, key, registered["schema"].as_str().map(str::to_string))),
+        });
+    }
+
+    /// The schemas reached, dependencies first: (reference name, schema text).
+    pub fn finish(self) -> Vec<(String, String)> {
+        self.out
+    }
+
+    fn list(&mut self, name: String, text: String) {
+        if !self.out.iter().any(|(n, _)| *n == name) {
+            self.out.push((name, text));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    type Walked = (Result<Vec<(String, String)>, ReferenceError>, Vec<String>);
+
+    /// Walks `root`'s references against `registry` (subject, version) -> answer; the fetches in order too.
+    fn walk(root: Value, registry: &[((&str, i64), Value)]) -> Walked {
+        let mut w = ReferenceWalk::new(&root);
+        let mut asked = Vec::new();
+        loop {
+            match w.next() {
+                Ok(Some(f)) => {
+                    asked.push(format!("{}/{}", f.subject, f.version));
+                    let v = registry
+                        .iter()
+                        .find(|(k, _)| *k == (f.subject.as_str(), f.version))
+                        .map(|(_, v)| v.clone())
+                        .unwrap();
+                    w.fetched(&v);
+                }
+                Ok(None) => return (Ok(w.finish()), asked),
+                Err(e) => return (Err(e), asked),
+            }
+        }
+    }
+
+    fn reference(name: &str, subject: &str) -> Value {
+        serde_json::json!({"name": name, "subject": subject, "version": 1})
+    }
+
+    /// Dependencies come first; a diamond is fetched once; a cycle ends; past the limit or on a malformed
+    /// reference the walk stops with the reason.
+    #[test]
+    fn references_are_walked_dependencies_first_each_once() {
+        let registry = [
+            (
+                ("a", 1),
+                serde_json::json!({"schema": "A", "references": [reference("c.proto", "c")]}),
+            ),
+            (
+                ("b", 1),
+                serde_json::json!({"schema": "B", "references": [reference("c.proto", "c")]}),
+            ),
+            (
+                ("c", 1),
+                serde_json::json!({"schema": "C", "references": [reference("a.proto", "a")]}),
+            ),
+        ];
+        let root = serde_json::json!([reference("a.proto", "a"), reference("b.proto", "b")]);
+        let (got, asked) = walk(root, &registry);
+        assert_eq!(
+            asked,
+            ["a/1", "c/1", "b/1"],
+            "c once, the cycle back to a ends"
+        );
+        let names: Vec<(String, String)> = got.unwrap();
+        assert_eq!(
+            names,
+            [
+                ("c.proto".to_string(), "C".to_string()),
+                ("a.proto".to_string(), "A".to_string()),
+                ("b.proto".to_string(), "B".to_string())
+            ]
+        );
+        let (got, _) = walk(serde_json::json!([{"name": "x"}]), &[]);
+        assert!(matches!(got, Err(ReferenceError::Malformed(_))));
+        // A chain of 70 schemas, each referencing the next.
+        let chain: Vec<((&str, i64), Value)> = (0..70)
+            .map(|i| {
+                let subject: &'static str = Box::leak(format!("s{i}").into_boxed_str());
+                let next = format!("s{}", i + 1);
+                (
+                    (subject, 1),
+                    serde_json::json!({"schema": "X", "references": [reference(&next, &next)]}),
+                )
+            })
+            .collect();
+        let (got, asked) = walk(serde_json::json!([reference("s0", "s0")]), &chain);
+        assert_eq!(got, Err(ReferenceError::TooMany));
+        assert_eq!(asked.len(), MAX_REFERENCES);
+        assert!(ReferenceError::TooMany.to_string().contains("more than 64"));
+    }
+
     use super::*;
 
     fn zigzag_len(n: u64, out: &mut Vec<u8>) {

@@ -25,9 +25,6 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 /// The largest registry answer read.
 const MAX_ANSWER: usize = 16 << 20;
 
-/// Most schemas one Avro schema's references may reach (as the Connect converters allow).
-const MAX_REFERENCES: usize = 64;
-
 /// A schema as registered: its type and its parsed form (an Avro schema compiled for reading, its shape checked).
 pub enum Registered {
     /// Boxed: the decoder is large.
@@ -313,12 +310,11 @@ impl Registry {
         let schema_type = v["schemaType"].as_str().unwrap_or("AVRO");
         // An Avro schema's named types may be defined in the schemas it references (JSON_SR bodies are read
         // without their schema, and other types are refused by `parse`).
-        let mut referenced = Vec::new();
         let s = match schema_type {
-            "AVRO" => self.references(&v["references"], &mut referenced, &mut HashMap::new()),
-            _ => Ok(()),
+            "AVRO" => self.references(&v["references"]),
+            _ => Ok(Vec::new()),
         }
-        .and_then(|()| Self::parse(schema_type, text, &referenced).map_err(Failure::from));
+        .and_then(|referenced| Self::parse(schema_type, text, &referenced).map_err(Failure::from));
         let s = match s {
             Err(f) if f.unavailable => return Err(f),
             s => s
@@ -332,59 +328,26 @@ impl Registry {
         Ok(s?)
     }
 
-    /// The schemas `references` reach, dependencies first, each (reference name, text): at most
-    /// [`MAX_REFERENCES`] fetched (`GET /subjects/<subject>/versions/<version>`), each subject version once, a
-    /// cycle ending where it comes back (as the Connect converters fetch them).
-    fn references(
-        &self,
-        references: &J,
-        out: &mut Vec<(String, String)>,
-        walked: &mut HashMap<(String, i64), String>,
-    ) -> Result<(), Failure> {
-        let Some(refs) = references.as_array() else {
-            return Ok(());
-        };
-        for r in refs {
-            let (Some(subject), Some(version)) = (r["subject"].as_str(), r["version"].as_i64())
-            else {
-                return Err(format!("a reference without subject and version: {r}").into());
-            };
-            let name = r["name"].as_str().unwrap_or(subject);
-            let key = (subject.to_string(), version);
-            if let Some(text) = walked.get(&key) {
-                if !text.is_empty() && !out.iter().any(|(n, _)| n == name) {
-                    out.push((name.to_string(), text.clone()));
-                }
-                continue;
-            }
-            if walked.len() >= MAX_REFERENCES {
-                return Err(format!(
-                    "its references reach more than {MAX_REFERENCES} schemas, which SQL does not read"
-                )
-                .into());
-            }
-            // Marked before its own references are walked, so that a cycle ends here.
-            walked.insert(key.clone(), String::new());
+    /// The schemas `references` reach, dependencies first, each (reference name, text): the walk the CLI and
+    /// Connect share ([`fjord_registry::wire::ReferenceWalk`]; `GET /subjects/<subject>/versions/<version>`).
+    fn references(&self, references: &J) -> Result<Vec<(String, String)>, Failure> {
+        let mut walk = fjord_registry::wire::ReferenceWalk::new(references);
+        while let Some(f) = walk.next().map_err(|e| e.to_string())? {
             let v = self
                 .request(
                     "GET",
-                    &format!("/subjects/{}/versions/{version}", segment(subject)),
+                    &format!("/subjects/{}/versions/{}", segment(&f.subject), f.version),
                     None,
                 )?
                 .ok_or_else(|| {
                     format!(
-                        "the schema it references as {name} ({subject} version {version}) is not in the schema registry"
+                        "the schema it references as {} ({} version {}) is not in the schema registry",
+                        f.name, f.subject, f.version
                     )
                 })?;
-            self.references(&v["references"], out, walked)?;
-            if let Some(text) = v["schema"].as_str() {
-                walked.insert(key, text.to_string());
-                if !out.iter().any(|(n, _)| n == name) {
-                    out.push((name.to_string(), text.to_string()));
-                }
-            }
+            walk.fetched(&v);
         }
-        Ok(())
+        Ok(walk.finish())
     }
 
     /// The latest schema registered under `subject` (`None`: no such subject).

@@ -20,7 +20,6 @@ use crate::schemas::RegistryArgs;
 use fjord_registry::avro_json::{self, Names};
 
 /// At most this many schemas are fetched to resolve the references of one schema.
-const MAX_REFERENCES: usize = 64;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, ValueEnum)]
 pub enum Format {
@@ -199,8 +198,7 @@ impl Codec {
         }
         match format {
             Format::Avro => {
-                let mut named = Vec::new();
-                fetch_references(client, references, &mut named, &mut HashMap::new(), 0)?;
+                let named = fetch_references(client, references)?;
                 let (schema, references, names) = fjord_registry::wire::parse_avro(text, &named)?;
                 Ok(Codec::Avro(Box::new(AvroCodec {
                     schema,
@@ -209,8 +207,7 @@ impl Codec {
                 })))
             }
             Format::Protobuf => {
-                let mut referenced = Vec::new();
-                fetch_references(client, references, &mut referenced, &mut HashMap::new(), 0)?;
+                let referenced = fetch_references(client, references)?;
                 let schema = fjord_registry::proto_json::ProtoSchema::compile(text, &referenced)
                     .map_err(|e| format!("not a Protobuf schema: {e}"))?;
                 let (message, indexes) = schema.message(message)?;
@@ -338,50 +335,27 @@ impl CodecError {
     }
 }
 
-/// Fetches the referenced schemas (and theirs), dependencies first, at most [`MAX_REFERENCES`]: (reference
-/// name, schema text). Each subject version is fetched once (`walked`), so a diamond of references costs one
-/// GET per schema; two reference names for one text are both kept (Protobuf imports resolve by name).
+/// Fetches the referenced schemas (and theirs), dependencies first, at most
+/// [`fjord_registry::wire::MAX_REFERENCES`]: (reference name, schema text), through the walk SQL and Connect share
+/// ([`fjord_registry::wire::ReferenceWalk`]). Each subject version is fetched once, so a diamond of references costs
+/// one GET per schema; two reference names for one text are both kept (Protobuf imports resolve by name).
 fn fetch_references(
     client: &RegistryClient,
     references: &Value,
-    out: &mut Vec<(String, String)>,
-    walked: &mut HashMap<(String, i64), String>,
-    depth: usize,
-) -> Result<(), CodecError> {
-    let Some(refs) = references.as_array() else {
-        return Ok(());
-    };
-    for r in refs {
-        let (Some(subject), Some(version)) = (r["subject"].as_str(), r["version"].as_i64()) else {
-            return Err(CodecError::Invalid(format!(
-                "a reference without subject and version: {r}"
-            )));
-        };
-        let name = r["name"].as_str().unwrap_or(subject);
-        if out.len() >= MAX_REFERENCES {
-            return Err(CodecError::Invalid(format!(
-                "more than {MAX_REFERENCES} referenced schemas"
-            )));
-        }
-        let key = (subject.to_string(), version);
-        if let Some(text) = walked.get(&key) {
-            // Fetched before, with its own references: only a second name for the same text is new.
-            if !text.is_empty() && !out.iter().any(|(n, _)| n == name) {
-                out.push((name.to_string(), text.clone()));
-            }
-            continue;
-        }
-        if depth > MAX_REFERENCES || walked.len() >= MAX_REFERENCES {
-            return Err(CodecError::Invalid(format!(
-                "more than {MAX_REFERENCES} referenced schemas"
-            )));
-        }
-        // Marked before its references are walked, so that a cycle ends here.
-        walked.insert(key.clone(), String::new());
-        let what = format!("cannot fetch the referenced schema {subject} version {version}");
+) -> Result<Vec<(String, String)>, CodecError> {
+    let mut walk = fjord_registry::wire::ReferenceWalk::new(references);
+    while let Some(f) = walk
+        .next()
+        .map_err(|e| CodecError::Invalid(e.to_string()))?
+    {
+        let what = format!(
+            "cannot fetch the referenced schema {} version {}",
+            f.subject, f.version
+        );
         let v = match client.get(&format!(
-            "/subjects/{}/versions/{version}",
-            segment(subject)
+            "/subjects/{}/versions/{}",
+            segment(&f.subject),
+            f.version
         )) {
             Ok(v) => v,
             // The answers that say the reference can never be resolved: no such subject, version or schema.
@@ -393,15 +367,9 @@ fn fetch_references(
             ) => return Err(CodecError::Invalid(client.explain(&what, e).message)),
             Err(e) => return Err(CodecError::Transient(client.explain(&what, e))),
         };
-        fetch_references(client, &v["references"], out, walked, depth + 1)?;
-        if let Some(text) = v["schema"].as_str() {
-            walked.insert(key, text.to_string());
-            if !out.iter().any(|(n, _)| n == name) {
-                out.push((name.to_string(), text.to_string()));
-            }
-        }
+        walk.fetched(&v);
     }
-    Ok(())
+    Ok(walk.finish())
 }
 
 /// A field's encoder: the schema id and its codec.
@@ -967,8 +935,7 @@ mod tests {
         let (url, asked) = subjects_server(schemas);
         let client = RegistryClient::new(&url, std::time::Duration::from_secs(5)).unwrap();
         let top = json!([{"name": "l0a", "subject": "l0a", "version": 1}, {"name": "l0b", "subject": "l0b", "version": 1}]);
-        let mut out = Vec::new();
-        fetch_references(&client, &top, &mut out, &mut HashMap::new(), 0).expect("fetched");
+        let out = fetch_references(&client, &top).expect("fetched");
         assert_eq!(out.len(), 2 * levels, "{out:?}");
         assert_eq!(
             asked.load(std::sync::atomic::Ordering::SeqCst),
@@ -994,8 +961,7 @@ mod tests {
             {"name": "a.proto", "subject": "common", "version": 1},
             {"name": "b/a.proto", "subject": "common", "version": 1},
         ]);
-        let mut out = Vec::new();
-        fetch_references(&client, &refs, &mut out, &mut HashMap::new(), 0).expect("fetched");
+        let out = fetch_references(&client, &refs).expect("fetched");
         let names: Vec<&str> = out.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["a.proto", "b/a.proto"]);
     }
