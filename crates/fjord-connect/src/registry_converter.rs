@@ -161,8 +161,12 @@ enum Writer {
         connect: Option<Value>,
         validator: Box<jsonschema::Validator>,
     },
-    /// A compiled Protobuf schema (a record's message indexes name one of its messages).
-    Protobuf(Box<ProtoSchema>),
+    /// A compiled Protobuf schema (a record's message indexes name one of its messages), and the Connect schema
+    /// of each message records were read as, by full name (mapped once: a walk of up to 10,000 types).
+    Protobuf(
+        Box<ProtoSchema>,
+        Mutex<HashMap<String, Result<Value, String>>>,
+    ),
     /// A schema this converter cannot use (another format, a JSON Schema with references, a reference the registry
     /// does not have), and why.
     Unusable(String),
@@ -180,10 +184,13 @@ impl Writer {
             Format::Avro => Ok(Writer::Avro(Box::new(AvroDecoder::compile(
                 text, referenced,
             )?))),
-            Format::Protobuf => Ok(Writer::Protobuf(Box::new(
-                ProtoSchema::compile(text, referenced)
-                    .map_err(|e| format!("not a Protobuf schema: {e}"))?,
-            ))),
+            Format::Protobuf => Ok(Writer::Protobuf(
+                Box::new(
+                    ProtoSchema::compile(text, referenced)
+                        .map_err(|e| format!("not a Protobuf schema: {e}"))?,
+                ),
+                Mutex::default(),
+            )),
             Format::JsonSchema => {
                 let schema: Value = serde_json::from_str(text)
                     .map_err(|e| format!("not a JSON Schema (not JSON): {e}"))?;
@@ -536,10 +543,16 @@ impl RegistryConverter {
         let avro = match &*writer {
             Writer::Avro(avro) => avro,
             Writer::Unusable(why) => return Err(why.clone()),
-            Writer::Protobuf(proto) => {
+            Writer::Protobuf(proto, schemas) => {
                 let message =
                     wire::read_protobuf(proto, body).map_err(|e| format!("schema id {id}: {e}"))?;
-                let schema = crate::protobuf_data::connect_schema(&message.descriptor())
+                let descriptor = message.descriptor();
+                let schema = schemas
+                    .lock()
+                    .unwrap()
+                    .entry(descriptor.full_name().to_string())
+                    .or_insert_with(|| crate::protobuf_data::connect_schema(&descriptor))
+                    .clone()
                     .map_err(|e| format!("schema id {id}: {e}"))?;
                 return Ok(SchemaAndValue {
                     schema: Some(schema),
@@ -719,7 +732,7 @@ impl RegistryConverter {
                 serde_json::to_writer(&mut out, &data.value).map_err(|e| e.to_string())?;
                 return Ok(Some(out));
             }
-            Writer::Protobuf(_) => return Err(protobuf_writes(&self.prefix)),
+            Writer::Protobuf(..) => return Err(protobuf_writes(&self.prefix)),
         };
         let datum = avro_value(&data.value, avro.schema(), avro.names(), "$")?;
         apache_avro::writer::datum::GenericDatumWriter::builder(avro.schema())
