@@ -185,21 +185,6 @@ pub fn read_protobuf(
     crate::proto_json::decode(&message, rest)
 }
 
-/// An Avro binary datum written with `schema` (whose `references` define the named types it uses) as JSON text,
-/// bounded as the module says.
-pub fn decode_avro(
-    schema: &Schema,
-    references: &[Schema],
-    names: &Names,
-    body: &[u8],
-) -> Result<String, String> {
-    if let Some(why) = avro_shape_problem(schema, names) {
-        return Err(why);
-    }
-    let v = read_checked(schema, references, body)?;
-    avro_json::to_json(&v, schema, names)
-}
-
 /// The datum of a schema whose shape was checked.
 fn read_checked(
     schema: &Schema,

@@ -10,14 +10,13 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use apache_avro::Schema;
 use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 
 use crate::client::CliError;
 use crate::registry_client::{segment, RegistryClient, RegistryError};
 use crate::schemas::RegistryArgs;
-use fjord_registry::avro_json::{self, Names};
+use fjord_registry::avro_json;
 
 /// At most this many schemas are fetched to resolve the references of one schema.
 
@@ -156,8 +155,9 @@ pub struct ConsumeFormatArgs {
 
 /// A schema ready to encode or decode with.
 enum Codec {
-    /// Boxed: one codec per schema id, and the Avro one is large.
-    Avro(Box<AvroCodec>),
+    /// Boxed: one codec per schema id, and the Avro one is large. Its shape was checked once when it was
+    /// compiled, not again per record.
+    Avro(Box<fjord_registry::wire::AvroDecoder>),
     /// JSON text; when producing, each value is first validated against the schema (as Confluent's
     /// JSONSerializer does), when the schema compiles without references of its own.
     Json(Option<Box<jsonschema::Validator>>),
@@ -170,13 +170,6 @@ struct ProtoCodec {
     /// consumer uses the message each record's indexes name.
     message: prost_reflect::MessageDescriptor,
     indexes: Vec<i32>,
-}
-
-struct AvroCodec {
-    schema: Schema,
-    /// The schemas it references (by name), resolved through the registry.
-    references: Vec<Schema>,
-    names: Names,
 }
 
 impl Codec {
@@ -199,12 +192,9 @@ impl Codec {
         match format {
             Format::Avro => {
                 let named = fetch_references(client, references)?;
-                let (schema, references, names) = fjord_registry::wire::parse_avro(text, &named)?;
-                Ok(Codec::Avro(Box::new(AvroCodec {
-                    schema,
-                    references,
-                    names,
-                })))
+                Ok(Codec::Avro(Box::new(
+                    fjord_registry::wire::AvroDecoder::compile(text, &named)?,
+                )))
             }
             Format::Protobuf => {
                 let referenced = fetch_references(client, references)?;
@@ -232,12 +222,8 @@ impl Codec {
     fn encode_body(&self, j: &Value, out: &mut Vec<u8>) -> Result<(), String> {
         match self {
             Codec::Avro(c) => {
-                let AvroCodec {
-                    schema,
-                    references,
-                    names,
-                } = &**c;
-                let v = avro_json::from_json(j, schema, names)?;
+                let (schema, references) = (c.schema(), c.references());
+                let v = avro_json::from_json(j, schema, c.names())?;
                 // The schema itself is among the schemata: a named type used a second time is a reference by
                 // name, which the writer resolves only from this list.
                 // Dependencies first: apache-avro resolves the list in order, so a schema's references
@@ -274,14 +260,7 @@ impl Codec {
     fn decode_body(&self, body: &[u8]) -> Result<String, String> {
         // The decoding the dashboard shows too (fjord_registry::wire): bounded against hostile records.
         match self {
-            Codec::Avro(c) => {
-                let AvroCodec {
-                    schema,
-                    references,
-                    names,
-                } = &**c;
-                fjord_registry::wire::decode_avro(schema, references, names, body)
-            }
+            Codec::Avro(c) => avro_json::to_json(&c.read(body)?, c.schema(), c.names()),
             Codec::Protobuf(p) => fjord_registry::wire::decode_protobuf(&p.schema, body),
             Codec::Json(_) => {
                 let v: Value = serde_json::from_slice(body)
@@ -526,7 +505,7 @@ fn encoder(
     .map_err(|e| e.into_cli(&format!("the {which} schema")))?;
     let record_name = || -> Result<String, CliError> {
         let name = match (&codec, format) {
-            (Codec::Avro(c), _) => c.schema.name().map(|n| n.fullname(None)),
+            (Codec::Avro(c), _) => c.schema().name().map(|n| n.fullname(None)),
             (Codec::Json(_), _) => serde_json::from_str::<Value>(&text)
                 .ok()
                 .and_then(|v| v["title"].as_str().map(str::to_string)),
@@ -695,13 +674,9 @@ mod tests {
     use super::*;
 
     fn avro_codec(s: &str) -> Codec {
-        let schema = Schema::parse_str(s).unwrap();
-        let names = Names::of(&[&schema]);
-        Codec::Avro(Box::new(AvroCodec {
-            schema,
-            references: Vec::new(),
-            names,
-        }))
+        Codec::Avro(Box::new(
+            fjord_registry::wire::AvroDecoder::compile(s, &[]).unwrap(),
+        ))
     }
 
     #[test]
@@ -820,6 +795,29 @@ mod tests {
         let text = c.decode_body(&body).expect("decodes");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v, json!({"price": {"cents": 250}, "tax": {"cents": 50}}));
+    }
+
+    /// The schema's shape is checked once, when its codec is built, not for every record: a schema nested
+    /// deeper than the registry's limit gives no codec at all (a consumer then reports each of its records as
+    /// undecodable with that reason, a producer stops before sending).
+    #[test]
+    fn a_schema_too_deep_to_read_gives_no_codec() {
+        // Arrays of arrays: one JSON object per level (nested records would hit serde_json's own recursion limit
+        // first).
+        let nested = |depth: usize| {
+            (0..depth).fold(r#""string""#.to_string(), |inner, _| {
+                format!(r#"{{"type":"array","items":{inner}}}"#)
+            })
+        };
+        let depth = fjord_registry::wire::MAX_SCHEMA_DEPTH + 2;
+        let err = match fjord_registry::wire::AvroDecoder::compile(&nested(depth), &[]) {
+            Ok(_) => panic!("a {depth}-deep schema compiled"),
+            Err(e) => e,
+        };
+        assert!(err.contains("deep"), "{err}");
+        // Within the limit it reads: an empty outer array is one zero block count.
+        let c = avro_codec(&nested(fjord_registry::wire::MAX_SCHEMA_DEPTH - 2));
+        assert_eq!(c.decode_body(&[0x00]).unwrap(), "[]");
     }
 
     #[test]
