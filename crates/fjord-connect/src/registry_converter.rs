@@ -224,8 +224,11 @@ struct Cache {
     by_id: HashMap<u32, Arc<Writer>>,
     /// (subject, Connect schema JSON) to the id and schema records are written with (sources).
     written: HashMap<(String, String), (u32, Arc<Writer>)>,
-    /// Schema ids the registry answered 404 for, and until when that answer stands (sinks).
-    missing: HashMap<u32, std::time::Instant>,
+    /// Schema ids whose records cannot be read for now, with until when that answer stands and why (sinks): the
+    /// registry answered 404 for the id, or for a schema it references. Such an answer may change (a lagging
+    /// registry node, a referenced subject registered later), so unlike `by_id` it expires: after
+    /// `missing.id.cache.ttl.sec`, at once when that is 0 (the entry then only tells `decode` why).
+    missing: HashMap<u32, (std::time::Instant, String)>,
 }
 
 impl std::fmt::Debug for RegistryConverter {
@@ -421,7 +424,7 @@ impl RegistryConverter {
                 || cache
                     .missing
                     .get(&id)
-                    .is_some_and(|until| *until > std::time::Instant::now())
+                    .is_some_and(|(until, _)| *until > std::time::Instant::now())
             {
                 return Ok(());
             }
@@ -434,17 +437,13 @@ impl RegistryConverter {
             // for missing.id.cache.ttl.sec, so a topic full of such records neither asks the registry nor logs
             // once per record.
             tracing::warn!(prefix = %self.prefix, id, %status, answer = %v, ttl_secs = self.missing_ttl.as_secs(), "schema id not found in the registry; its records are errant");
-            if !self.missing_ttl.is_zero() {
-                let now = std::time::Instant::now();
-                let mut cache = self.cache.lock().unwrap();
-                if cache.missing.len() >= MAX_MISSING_IDS {
-                    cache.missing.retain(|_, until| *until > now);
-                    if cache.missing.len() >= MAX_MISSING_IDS {
-                        cache.missing.clear();
-                    }
-                }
-                cache.missing.insert(id, now + self.missing_ttl);
-            }
+            self.remember_missing(
+                id,
+                format!(
+                    "schema id {id} is not in the schema registry at {}; was the record written against another registry?",
+                    self.target.url
+                ),
+            );
             return Ok(());
         }
         if status != 200 {
@@ -481,17 +480,36 @@ impl RegistryConverter {
         } else {
             match self.references(&v["references"]).await {
                 Err(Fetch::Task(why)) => return Err(why),
-                Err(Fetch::Record(why)) => Writer::Unusable(format!("schema id {id}: {why}")),
+                Err(Fetch::Record(why)) => {
+                    // A referenced schema the registry does not have (yet): like a missing id, not remembered
+                    // for the task's life, or a reference registered a moment later would keep the id's
+                    // records errant until the task restarts.
+                    tracing::warn!(prefix = %self.prefix, id, reason = %why, ttl_secs = self.missing_ttl.as_secs(), "a schema the record's schema references is not in the registry; its records are errant");
+                    self.remember_missing(id, format!("schema id {id}: {why}"));
+                    return Ok(());
+                }
                 Ok(referenced) => Writer::parse(self.format, text, &referenced)
                     .unwrap_or_else(|e| Writer::Unusable(format!("schema id {id}: {e}"))),
             }
         };
-        self.cache
-            .lock()
-            .unwrap()
-            .by_id
-            .insert(id, Arc::new(writer));
+        let mut cache = self.cache.lock().unwrap();
+        cache.missing.remove(&id);
+        cache.by_id.insert(id, Arc::new(writer));
         Ok(())
+    }
+
+    /// Remembers why `id`'s records are errant for now: until `missing.id.cache.ttl.sec` from now (asked again at
+    /// the next record when that is 0). Bounded: a full table first drops what expired, then everything.
+    fn remember_missing(&self, id: u32, why: String) {
+        let now = std::time::Instant::now();
+        let mut cache = self.cache.lock().unwrap();
+        if cache.missing.len() >= MAX_MISSING_IDS {
+            cache.missing.retain(|_, (until, _)| *until > now);
+            if cache.missing.len() >= MAX_MISSING_IDS {
+                cache.missing.clear();
+            }
+        }
+        cache.missing.insert(id, (now + self.missing_ttl, why));
     }
 
     /// The schemas `references` reach, dependencies first, each (reference name, text): the walk the CLI and SQL
@@ -533,12 +551,22 @@ impl RegistryConverter {
             return Ok(SchemaAndValue::null());
         };
         let (id, body) = split(bytes)?;
-        let writer = self.cache.lock().unwrap().by_id.get(&id).cloned();
-        let Some(writer) = writer else {
-            return Err(format!(
-                "schema id {id} is not in the schema registry at {}; was the record written against another registry?",
-                self.target.url
-            ));
+        let writer = {
+            let cache = self.cache.lock().unwrap();
+            match cache.by_id.get(&id) {
+                Some(w) => w.clone(),
+                None => {
+                    return Err(cache.missing.get(&id).map_or_else(
+                        || {
+                            format!(
+                                "schema id {id} was not fetched from the schema registry at {}",
+                                self.target.url
+                            )
+                        },
+                        |(_, why)| why.clone(),
+                    ))
+                }
+            }
         };
         let avro = match &*writer {
             Writer::Avro(avro) => avro,
@@ -1432,17 +1460,33 @@ mod tests {
 
     /// A registry that answers each path of `routes` with its JSON body, and anything else with 404.
     async fn routed_registry(routes: Vec<(&'static str, Value)>) -> String {
+        let (url, _) = changing_registry(routes).await;
+        url
+    }
+
+    /// [`routed_registry`] whose routes the test can change while it runs (a subject registered later).
+    async fn changing_registry(
+        routes: Vec<(&'static str, Value)>,
+    ) -> (String, Arc<std::sync::Mutex<Vec<(&'static str, Value)>>>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let routes = Arc::new(std::sync::Mutex::new(routes));
+        let served = routes.clone();
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 let mut buf = vec![0u8; 4096];
                 let n = s.read(&mut buf).await.unwrap_or(0);
                 let head = String::from_utf8_lossy(&buf[..n]).to_string();
                 let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
-                let (status, body) = match routes.iter().find(|(p, _)| *p == path) {
-                    Some((_, b)) => (200, b.to_string()),
+                let found = served
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|(p, _)| *p == path)
+                    .map(|(_, b)| b.to_string());
+                let (status, body) = match found {
+                    Some(b) => (200, b),
                     None => (
                         404,
                         r#"{"error_code":40401,"message":"not found"}"#.to_string(),
@@ -1452,7 +1496,7 @@ mod tests {
                 let _ = s.write_all(answer.as_bytes()).await;
             }
         });
-        url
+        (url, routes)
     }
 
     /// A schema with references (a Protobuf import, an Avro named type defined in another subject): the referenced
@@ -1506,6 +1550,56 @@ mod tests {
                 && e.contains("money version 4) is not in the schema registry"),
             "{e}"
         );
+    }
+
+    /// A referenced schema the registry does not have yet makes the record errant, but is not remembered for the
+    /// task's life: once the subject is registered, the next record of that id decodes (with
+    /// `missing.id.cache.ttl.sec` at its default 0; set, after the TTL). It stayed errant until the task
+    /// restarted.
+    #[tokio::test]
+    async fn a_reference_registered_later_is_found_at_the_next_record() {
+        let money = r#"{"type":"record","name":"Money","namespace":"com.example","fields":[{"name":"cents","type":"long"}]}"#;
+        let price = r#"{"type":"record","name":"Price","namespace":"com.example","fields":[{"name":"amount","type":"com.example.Money"}]}"#;
+        let (url, routes) = changing_registry(vec![(
+            "/schemas/ids/12",
+            json!({"schema": price,
+                "references": [{"name": "com.example.Money", "subject": "money", "version": 3}]}),
+        )])
+        .await;
+        let converter = |ttl: Option<&str>| {
+            let mut config: ConfigMap = [("value.converter.schema.registry.url", url.as_str())]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            if let Some(t) = ttl {
+                config.insert("value.converter.missing.id.cache.ttl.sec".into(), t.into());
+            }
+            RegistryConverter::from_config(Format::Avro, &config, "value.converter").unwrap()
+        };
+        let (c, remembering) = (converter(None), converter(Some("3600")));
+        let record = [0u8, 0, 0, 0, 12, 0xac, 0x02];
+        for c in [&c, &remembering] {
+            c.prepare_decode(Some(&record)).await.unwrap();
+            let e = c.decode(Some(&record)).unwrap_err();
+            assert!(
+                e.contains("schema id 12")
+                    && e.contains("money version 3) is not in the schema registry"),
+                "{e}"
+            );
+        }
+        routes
+            .lock()
+            .unwrap()
+            .push(("/subjects/money/versions/3", json!({"schema": money})));
+        c.prepare_decode(Some(&record)).await.unwrap();
+        assert_eq!(
+            c.decode(Some(&record)).unwrap().value,
+            json!({"amount": {"cents": 150}})
+        );
+        // With a TTL the answer stands until it expires.
+        remembering.prepare_decode(Some(&record)).await.unwrap();
+        let e = remembering.decode(Some(&record)).unwrap_err();
+        assert!(e.contains("money version 3"), "{e}");
     }
 
     #[tokio::test]
