@@ -130,6 +130,28 @@ try:
     assert csrf and len(csrf["value"]) >= 32, csrf
     shot("overview")
 
+    # Live: while records flow, the chart gains points over server-sent events (a sample every 5 s) without the
+    # page being rendered again: the same canvas element, and a mark left on the page is still there.
+    code, _, err = fjord("topics", "create", "traffic")
+    assert code == 0, err
+    canvas = driver.find_element(By.ID, "rate-chart")
+    driver.execute_script("window.__mark = document.getElementById('rate-chart');")
+    wait.until(lambda d: canvas.get_attribute("data-live") == "on")
+    before = int(canvas.get_attribute("data-points"))
+    traffic = Producer({"bootstrap.servers": bootstrap})
+    deadline = time.time() + 30
+    while int(canvas.get_attribute("data-points")) < min(before + 2, 180):
+        assert time.time() < deadline, f"the chart stayed at {canvas.get_attribute('data-points')} points (from {before})"
+        for _ in range(50):
+            traffic.produce("traffic", value=b"x" * 100)
+        traffic.poll(0)
+        keep_alive()
+        time.sleep(0.5)
+    assert traffic.flush(30) == 0, "undelivered traffic"
+    assert driver.execute_script("return document.getElementById('rate-chart') === window.__mark"), "the page was rendered again"
+    assert canvas.get_attribute("data-live") == "on", canvas.get_attribute("data-live")
+    shot("overview-live")
+
     # This platform runs without the registry and Connect: their pages say so and how to run them.
     for page, box, flag in [
         ("#/schemas", "registry-not-running", "--registry-listener none"),
@@ -194,6 +216,31 @@ try:
     assert cells, driver.find_element(By.ID, "msg-result").text
     assert cells[1].text == "9000000000000000", cells[1].text
 
+    # The message browser's read_committed box: a record of an aborted transaction is shown (marked) as a
+    # read_uncommitted consumer sees it, and hidden with the box ticked; the transaction markers never.
+    code, _, err = fjord("topics", "create", "txns")
+    assert code == 0, err
+    txn = Producer({"bootstrap.servers": bootstrap, "transactional.id": "browser-txn"})
+    txn.init_transactions(30)
+    txn.begin_transaction()
+    txn.produce("txns", value=b"kept", partition=0)
+    txn.commit_transaction(30)
+    txn.begin_transaction()
+    txn.produce("txns", value=b"thrown away", partition=0)
+    assert txn.flush(30) == 0, "undelivered transactional record"
+    txn.abort_transaction(30)
+    goto("#/topics/txns")
+    driver.find_element(By.ID, "msg-load").click()
+    wait.until(EC.presence_of_element_located((By.ID, "messages-table")))
+    values = lambda: [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#messages-table td.msg-value")]
+    assert values() == ["kept", "thrown away"], values()
+    marked = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#messages-table tr.aborted td.msg-value")]
+    assert marked == ["thrown away"], marked
+    driver.find_element(By.ID, "msg-committed").click()
+    wait.until(lambda d: "read_committed" in d.find_element(By.ID, "msg-result").text)
+    assert values() == ["kept"], values()
+    shot("read-committed")
+
     # The group page: the live member, its partitions, and lag equal to `fjord groups describe`.
     goto("#/groups/billing")
     assert text("#group-state") == "Stable", text("#group-state")
@@ -208,12 +255,13 @@ try:
     row = driver.find_element(By.XPATH, "//table[@id='offsets-table']/tbody/tr[td[1]='orders' and td[2]='0']")
     assert row.find_element(By.CSS_SELECTOR, "td.lag").text == str(cli_p0["lag"]), row.text
     # The lag over time: the server samples it every 5 s; once two samples of the constant lag 2 are in, the
-    # chart has them and the estimate says the group is not catching up (it commits nothing more).
+    # chart has them and the estimate says the group is not catching up (it commits nothing more). The page
+    # follows the samples live, without being loaded again.
     deadline = time.time() + 30
     while driver.find_element(By.ID, "catch-up").get_attribute("data-state") == "unknown":
         assert time.time() < deadline, text("#catch-up")
-        time.sleep(2)
-        goto("#/groups/billing")
+        time.sleep(1)
+        keep_alive()
     assert driver.find_element(By.ID, "catch-up").get_attribute("data-state") == "stalled", text("#catch-up")
     assert "Not catching up" in text("#catch-up"), text("#catch-up")
     chart = driver.find_element(By.ID, "lag-chart")

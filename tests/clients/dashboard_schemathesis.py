@@ -23,7 +23,9 @@ from hypothesis import HealthCheck, Phase, settings
 
 BASE = f"http://{os.environ['FJORD_DASHBOARD']}"
 EXAMPLES = int(os.environ["FJORD_EXAMPLES"])
-schema = schemathesis.openapi.from_url(BASE + "/api/openapi.json")
+# The live streams (`.../stream`) never end while the client stays: the Rust tests check them (their head, 404,
+# 405, the 503 past the cap); requests would wait for their end here.
+schema = schemathesis.openapi.from_url(BASE + "/api/openapi.json").exclude(path_regex=r"/stream$")
 # Valid and invalid requests alike.
 schema.config.generation.update(modes=[schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE])
 

@@ -3,6 +3,46 @@
 
 const view = document.getElementById("view");
 let timer = null;
+// The page's live stream (an EventSource), closed when the route changes.
+let live = null;
+
+function closeLive() {
+  if (live) live.close();
+  live = null;
+}
+
+/**
+ * Follows a live stream of the API (server-sent events: `history` first, then `sample` after each sampling
+ * round) while the page shows it. After `MAX_LIVE_ERRORS` errors in a row without an event between them (the
+ * server refused the stream, e.g. 503 when too many are open, or the connection keeps dropping), gives up and
+ * calls `fallback`, which polls instead. The browser's EventSource sends the page's cookies and login.
+ */
+const MAX_LIVE_ERRORS = 3;
+function follow(path, onEvent, fallback) {
+  closeLive();
+  const es = new EventSource(location.origin + "/api" + path);
+  live = es;
+  let errors = 0;
+  const on = (name) => es.addEventListener(name, (ev) => {
+    errors = 0;
+    onEvent(name, JSON.parse(ev.data));
+  });
+  on("history");
+  on("sample");
+  es.addEventListener("error", () => {
+    errors += 1;
+    // A refused stream (HTTP error answer) is CLOSED and not retried by the browser; a dropped one reconnects.
+    if (errors >= MAX_LIVE_ERRORS || es.readyState === EventSource.CLOSED) {
+      if (live === es) {
+        closeLive();
+        fallback();
+      } else {
+        es.close();
+      }
+    }
+  });
+  return es;
+}
 
 // ---- helpers ----
 
@@ -182,11 +222,32 @@ function drawChart(canvas, history, series = [["bytes_in", "#0b6bcb"], ["bytes_o
   g.fillText(`${Math.round((t1 - t0) / 60000)} min`, pad, hgt - 5);
 }
 
-async function overview() {
-  const o = await api("/overview");
-  const brokers = o.brokers.map((b) => h("tr", {},
+function brokerRows(o) {
+  return o.brokers.map((b) => h("tr", {},
     h("td", {}, b.id), h("td", {}, `${b.host}:${b.port}`), h("td", {}, dash(b.rack)),
     h("td", {}, b.live ? "live" : "fenced"), h("td", {}, b.controller ? "yes" : "")));
+}
+
+/** The overview's cards and brokers table, updated in place from a live event. */
+function updateOverview(o) {
+  const set = (id, v) => {
+    const el = document.getElementById(id);
+    if (el && el.textContent !== String(v)) el.textContent = v;
+  };
+  set("ov-brokers", o.brokers.length);
+  set("ov-topics", o.topics);
+  set("ov-partitions", o.partitions);
+  set("ov-urp", o.under_replicated_partitions);
+  set("ov-offline", o.offline_partitions);
+  set("ov-groups", o.groups);
+  set("ov-in", rate(o.bytes_in_per_sec));
+  set("ov-out", rate(o.bytes_out_per_sec));
+  document.querySelector("#brokers-table tbody")?.replaceChildren(...brokerRows(o));
+}
+
+async function overview() {
+  const o = await api("/overview");
+  const brokers = brokerRows(o);
   const canvas = h("canvas", { id: "rate-chart" });
   view.replaceChildren(
     h("h1", {}, "Overview"),
@@ -205,9 +266,22 @@ async function overview() {
     h("h2", {}, "Brokers"),
     table("brokers-table", ["id", "address", "rack", "state", "controller"], brokers),
     h("p", { class: "muted" }, `cluster ${o.cluster_id} · this is node ${o.node_id} · Fjord ${o.version}`));
-  drawChart(canvas, o.history);
-  // Only the overview refreshes itself; it keeps no form state to lose.
-  timer = setTimeout(() => route(), o.sample_interval_ms || 5000);
+  let points = o.history;
+  const keep = o.history_samples || 180;
+  drawChart(canvas, points);
+  // Live: each sampling round's point arrives over server-sent events and is drawn in place (the page, its
+  // scroll position and the chart stay). Without the stream, the page reloads its data on a timer, as before.
+  canvas.dataset.live = "connecting";
+  follow("/overview/stream", (name, ev) => {
+    updateOverview(ev);
+    const last = points.length ? points[points.length - 1].at_ms : -Infinity;
+    points = (name === "history" ? ev.history : points.concat(ev.history.filter((p) => p.at_ms > last))).slice(-keep);
+    canvas.dataset.live = "on";
+    drawChart(canvas, points);
+  }, () => {
+    canvas.dataset.live = "polling";
+    timer = setTimeout(() => route(), o.sample_interval_ms || 5000);
+  });
 }
 
 // ---- topics ----
@@ -273,18 +347,21 @@ function messageBrowser(t) {
     h("option", { value: "timestamp" }, "from time"));
   const num = h("input", { id: "msg-number", value: 20 });
   const fmt = h("select", { id: "msg-format" }, FORMATS.map(([v, label]) => h("option", { value: v }, label)));
+  // Unticked (a consumer's default, read_uncommitted): every record up to the high watermark, those of aborted
+  // transactions marked. Ticked: what a read_committed consumer sees.
+  const committed = h("input", { type: "checkbox", id: "msg-committed" });
   const out = h("div", { id: "msg-result" });
   let last = null;
   const render = () => {
     if (!last) return;
-    const rows = last.messages.map((m) => h("tr", {},
-      h("td", { class: "num" }, m.offset),
+    const rows = last.messages.map((m) => h("tr", { class: m.aborted ? "aborted" : null },
+      h("td", { class: "num" }, m.offset, m.aborted ? h("span", { class: "badge", title: "written in a transaction that was aborted" }, " aborted") : null),
       h("td", {}, when(m.timestamp)),
       h("td", { class: "msg-key" }, h("pre", {}, shownField(m, "key", fmt.value))),
       h("td", { class: "msg-headers" }, m.headers.map((x) => h("pre", {}, shownHeader(x, fmt.value)))),
       h("td", { class: "msg-value" }, h("pre", {}, shownField(m, "value", fmt.value)))));
     out.replaceChildren(
-      h("p", { class: "muted" }, `partition ${last.partition}: offsets ${last.start_offset}–${last.end_offset} · ${last.messages.length} shown from ${last.from} · next offset ${last.next_offset}${last.removed ? ` · retention removed offsets ${last.removed.from}–${last.removed.to - 1} before they were read` : ""}`),
+      h("p", { class: "muted" }, `partition ${last.partition}: offsets ${last.start_offset}–${last.end_offset} (last stable ${last.last_stable_offset}) · ${last.isolation} · ${last.messages.length} shown from ${last.from} · next offset ${last.next_offset}${last.removed ? ` · retention removed offsets ${last.removed.from}–${last.removed.to - 1} before they were read` : ""}`),
       table("messages-table", ["offset#", "timestamp", "key", "headers", "value"], rows));
   };
   // Records loaded without decoding are loaded again when the registry is picked.
@@ -302,11 +379,16 @@ function messageBrowser(t) {
         q = `timestamp=${ms}&limit=50`;
       }
       const decoded = wantsRegistry(fmt.value);
-      last = await api(`/topics/${enc(t.name)}/messages?partition=${part.value}&${q}${decoded ? "&decode=registry" : ""}`);
+      const isolation = committed.checked ? "read_committed" : "read_uncommitted";
+      last = await api(`/topics/${enc(t.name)}/messages?partition=${part.value}&${q}&isolation=${isolation}${decoded ? "&decode=registry" : ""}`);
       last.decoded = decoded;
       render();
     } catch (e) { out.replaceChildren(errorBox(e)); }
-  } }, part, mode, h("label", {}, "N, offset or time", num), h("label", {}, "show as", fmt), h("button", { id: "msg-load", type: "submit" }, "Load"));
+  } }, part, mode, h("label", {}, "N, offset or time", num), h("label", {}, "show as", fmt),
+  h("label", { title: "Only committed records, up to the last stable offset (as a read_committed consumer)" }, committed, " read_committed"),
+  h("button", { id: "msg-load", type: "submit" }, "Load"));
+  // Toggling the isolation loads the records again.
+  committed.addEventListener("change", () => last && form.requestSubmit());
   return h("div", {}, h("h2", {}, "Messages"), h("p", { class: "muted" }, "At most 100 records and 4 MiB of keys, values and headers per load; one longer than 64 KiB is cut short. The registry format decodes records in Confluent's wire format with their schema (Avro, JSON Schema, Protobuf) from the registry this process runs."), form, out);
 }
 
@@ -346,6 +428,7 @@ function messageSearch(t) {
   const where = h("select", { id: "search-in" }, h("option", { value: "any" }, "key, value or headers"),
     h("option", { value: "key" }, "key"), h("option", { value: "value" }, "value"), h("option", { value: "headers" }, "headers"));
   const icase = h("input", { id: "search-icase", type: "checkbox" });
+  const committed = h("input", { id: "search-committed", type: "checkbox" });
   const part = h("select", { id: "search-partition" }, h("option", { value: "" }, "all partitions"),
     Array.from({ length: t.partitions }, (_, i) => h("option", { value: i }, `partition ${i}`)));
   const by = h("select", { id: "search-by" }, h("option", { value: "offset" }, "offsets"), h("option", { value: "time" }, "time"));
@@ -361,8 +444,10 @@ function messageSearch(t) {
   const found = [];
   let controller = null;
   const render = () => {
-    const rows = found.map((m) => h("tr", {},
-      h("td", { class: "num" }, m.partition), h("td", { class: "num" }, m.offset), h("td", {}, when(m.timestamp)),
+    const rows = found.map((m) => h("tr", { class: m.aborted ? "aborted" : null },
+      h("td", { class: "num" }, m.partition),
+      h("td", { class: "num" }, m.offset, m.aborted ? h("span", { class: "badge", title: "written in a transaction that was aborted" }, " aborted") : null),
+      h("td", {}, when(m.timestamp)),
       h("td", { class: "msg-key" }, h("pre", {}, shownField(m, "key", fmt.value))),
       h("td", { class: "msg-headers" }, m.headers.map((x) => h("pre", {}, shownHeader(x, fmt.value)))),
       h("td", { class: "msg-value" }, h("pre", {}, shownField(m, "value", fmt.value)))));
@@ -397,7 +482,8 @@ function messageSearch(t) {
     try {
       q = `q=${enc(text.value)}&in=${where.value}&ignore_case=${icase.checked}&max_records=${enc(max.value)}&limit=100`
         + (part.value === "" ? "" : `&partition=${part.value}`) + bound(from.value, "from") + bound(to.value, "to")
-        + (wantsRegistry(fmt.value) ? "&decode=registry" : "");
+        + (wantsRegistry(fmt.value) ? "&decode=registry" : "")
+        + `&isolation=${committed.checked ? "read_committed" : "read_uncommitted"}`;
       decodedSearch = wantsRegistry(fmt.value);
     } catch (e) { out.replaceChildren(errorBox(e)); return; }
     found.length = 0;
@@ -441,7 +527,8 @@ function messageSearch(t) {
       if (e.name === "AbortError") finish(`stopped: ${found.length} found`);
       else { finish(""); out.replaceChildren(errorBox(e)); }
     }
-  } }, h("label", {}, "text", text), h("label", {}, "in", where), h("label", {}, "ignore case", icase), part, by,
+  } }, h("label", {}, "text", text), h("label", {}, "in", where), h("label", {}, "ignore case", icase),
+    h("label", { title: "Only committed records, up to the last stable offset (as a read_committed consumer)" }, committed, " read_committed"), part, by,
     h("label", {}, "from", from), h("label", {}, "to", to), h("label", {}, "read at most", max), h("label", {}, "show as", fmt), go, stop);
   return h("div", {}, h("h2", {}, "Search"),
     h("p", { class: "muted" }, "Scans on the server: at most 10,000,000 records and 60 s per search, up to 100 matches; a time range ends at the first record stamped after it."),
@@ -618,7 +705,19 @@ async function groupPage(id) {
     offsetsTable(g),
     resetForm(g),
     deleteGroupForm(g));
-  drawChart(lagCanvas, g.lag_history, [["lag", "#c53030"]], (n) => `${n} records`);
+  const lagSeries = [["lag", "#c53030"]], lagFmt = (n) => `${n} records`;
+  let points = g.lag_history;
+  drawChart(lagCanvas, points, lagSeries, lagFmt);
+  // Live: the lag chart, the total lag and the catch-up estimate follow each sampling round (the forms below
+  // keep what was typed). Without the stream the chart stays as loaded.
+  follow(`/groups/${enc(id)}/lag/stream`, (name, ev) => {
+    const last = points.length ? points[points.length - 1].at_ms : -Infinity;
+    points = (name === "history" ? ev.lag_history : points.concat(ev.lag_history.filter((p) => p.at_ms > last))).slice(-180);
+    drawChart(lagCanvas, points, lagSeries, lagFmt);
+    document.getElementById("catch-up")?.replaceWith(catchUp(ev.catch_up));
+    const lag = document.getElementById("group-lag");
+    if (lag && name === "sample") lag.textContent = ev.lag;
+  }, () => {});
 }
 
 function offsetsTable(g) {
@@ -881,6 +980,7 @@ async function connectorPage(name) {
 
 async function route() {
   clearTimeout(timer);
+  closeLive();
   const hash = location.hash.replace(/^#/, "") || "/";
   const [path, qs] = hash.split("?");
   const params = new URLSearchParams(qs || "");
@@ -926,6 +1026,7 @@ async function session() {
       try {
         const r = await api("/logout", { method: "POST" });
         clearTimeout(timer);
+        closeLive();
         slot.replaceChildren();
         view.replaceChildren(h("h1", {}, "Logged out"), h("p", { id: "logged-out" }, r.message));
       } catch (e) {

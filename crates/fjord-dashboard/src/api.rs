@@ -33,6 +33,8 @@ pub struct Ctx {
     pub services: crate::services::Services,
     /// The registry's schemas by id, compiled, for the message browser's `decode=registry`.
     pub schemas: Arc<crate::decode::SchemaCache>,
+    /// The live streams' places and the overview of the last sampling round ([`crate::live`]).
+    pub live: Arc<crate::live::Live>,
 }
 
 /// Dashboard reads that run at once; more wait up to `READ_WAIT` for a turn, then get 503.
@@ -331,6 +333,13 @@ async fn dispatch(ctx: Ctx, method: Method, uri: Uri, headers: HeaderMap, body: 
         // An event stream rather than one JSON answer.
         return crate::search::start(&ctx, name, &query).await;
     }
+    match (&method, seg.as_slice()) {
+        (&Method::GET, ["overview", "stream"]) => return crate::live::overview_stream(&ctx).await,
+        (&Method::GET, ["groups", id, "lag", "stream"]) => {
+            return crate::live::group_lag_stream(&ctx, id).await
+        }
+        _ => {}
+    }
     let answer = route(&ctx, &method, &seg, &query, body).await;
     match answer {
         Ok((status, v)) => json_response(status, &v),
@@ -387,6 +396,8 @@ async fn route(ctx: &Ctx, method: &Method, seg: &[&str], q: &Query, body: Bytes)
         (
             _,
             ["overview"]
+            | ["overview", "stream"]
+            | ["groups", _, "lag", "stream"]
             | ["topics"]
             | ["topics", _]
             | ["topics", _, "partitions" | "messages" | "configs" | "search"]
@@ -499,7 +510,7 @@ impl Query {
 
 // ---- reads ----
 
-fn overview(ctx: &Ctx, _: &[String], _: &Query) -> Result<Value, Fail> {
+pub(crate) fn overview(ctx: &Ctx, _: &[String], _: &Query) -> Result<Value, Fail> {
     let s = &ctx.state;
     let meta = s.meta.state();
     let brokers: Vec<Value> = meta
@@ -558,6 +569,7 @@ fn overview(ctx: &Ctx, _: &[String], _: &Query) -> Result<Value, Fail> {
         "bytes_out_per_sec": bytes_out,
         "messages_in_per_sec": messages_in,
         "sample_interval_ms": crate::SAMPLE_INTERVAL.as_millis() as u64,
+        "history_samples": crate::HISTORY_SAMPLES,
         "history": history,
     }))
 }
@@ -723,12 +735,19 @@ pub(crate) fn batch_end(bytes: &[u8]) -> Option<i64> {
         .map(|b| b.last_offset.saturating_add(1))
 }
 
-/// One record as the message browser and the search show it: offset, timestamp, and key, value and headers in
-/// base64, each cut to what `budget` (bytes before base64) still allows.
-pub(crate) fn message_json(r: &kafka_protocol::records::Record, budget: &mut usize) -> Value {
+/// One record as the message browser and the search show it: offset, timestamp, whether it was written in a
+/// transaction and (read_uncommitted) whether that transaction was aborted, and key, value and headers in base64,
+/// each cut to what `budget` (bytes before base64) still allows.
+pub(crate) fn message_json(
+    r: &kafka_protocol::records::Record,
+    aborted: bool,
+    budget: &mut usize,
+) -> Value {
     let mut m = Map::new();
     m.insert("offset".into(), json!(r.offset));
     m.insert("timestamp".into(), json!(r.timestamp));
+    m.insert("transactional".into(), json!(r.transactional));
+    m.insert("aborted".into(), json!(aborted));
     field(&mut m, "key", r.key.as_deref(), budget);
     field(&mut m, "value", r.value.as_deref(), budget);
     let headers: Vec<Value> = r
@@ -788,7 +807,11 @@ fn messages(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
         code: None,
         not_running: None,
     })?;
-    let (start, end) = p.offsets();
+    let isolation = crate::walk::Isolation::from_query(q)?;
+    let (start, high_watermark) = p.offsets();
+    // Where reads end: the high watermark, or with read_committed the last stable offset ("latest N" counts
+    // back from there, as a read_committed consumer's end offset is the LSO).
+    let end = isolation.end(&p).min(high_watermark);
     let from = match (
         q.int("offset", 0, i64::MAX)?,
         latest,
@@ -819,17 +842,17 @@ fn messages(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
     // `walk.next`, the first offset not returned, is where the next page starts. Each read returns whole batches
     // from the one holding it; a batch of control records, of an aborted transaction or of offsets before
     // `from` yields nothing, so the loop also stops on bytes read, not only on records found.
-    let mut walk = crate::walk::Walk::new(from, end);
-    let mut read = crate::walk::partition_reader(&p, false);
+    let mut walk = crate::walk::Walk::new(from, end, isolation);
+    let mut read = crate::walk::partition_reader(&p, false, isolation);
     while out.len() < limit && walk.bytes_read < MAX_READ_BYTES as u64 {
         let max = MAX_READ_BYTES - walk.bytes_read as usize;
-        let step = walk.step(&mut read, max, &mut |r| {
+        let step = walk.step(&mut read, max, &mut |r, aborted| {
             // Full: this record is the next page's first (the first record is always returned, cut to the
             // budget, so that a page always moves on).
             if out.len() >= limit || (!out.is_empty() && shown_size(r) > budget) {
                 return crate::walk::Flow::Before;
             }
-            let mut m = message_json(r, &mut budget);
+            let mut m = message_json(r, aborted, &mut budget);
             if let Some(d) = decoding.as_mut() {
                 // Decoded from the whole field (the base64 may be cut), the JSON charged to the budget.
                 for (name, f) in [("key_decoded", &r.key), ("value_decoded", &r.value)] {
@@ -857,7 +880,8 @@ fn messages(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
     }
     let next = walk.next;
     let mut answer = json!({
-        "topic": t.name, "partition": partition, "start_offset": start, "end_offset": end,
+        "topic": t.name, "partition": partition, "start_offset": start, "end_offset": high_watermark,
+        "isolation": isolation.name(), "last_stable_offset": p.last_stable_offset(),
         "from": from, "next_offset": next, "messages": out,
         "encoding": "key, value and header values are base64",
     });
@@ -992,6 +1016,12 @@ fn lags(s: &BrokerState, g: &GroupRow) -> Vec<LagRow> {
         .collect();
     out.sort();
     out
+}
+
+/// Whether this broker coordinates group `id` (classic or KIP-848).
+pub(crate) fn group_exists(s: &BrokerState, id: &str) -> bool {
+    let c = s.groups.lock();
+    c.consumer.contains(id) || c.list().iter().any(|(g, _, _)| g == id)
 }
 
 /// A group's committed offsets: ((topic, partition), offset).

@@ -20,10 +20,13 @@ pub struct Sample {
     pub messages_in: u64,
 }
 
-/// The last `capacity` samples, oldest first.
+/// The last `capacity` samples, oldest first; and the count of sampling rounds done, which the live streams
+/// (`crate::live`) watch: each round (the totals and the groups' lags recorded) wakes every stream once, with no
+/// timer of its own.
 pub struct History {
     capacity: usize,
     samples: Mutex<VecDeque<Sample>>,
+    rounds: tokio::sync::watch::Sender<u64>,
 }
 
 impl History {
@@ -32,7 +35,18 @@ impl History {
         History {
             capacity,
             samples: Mutex::new(VecDeque::with_capacity(capacity)),
+            rounds: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Sampling rounds done so far; `changed()` wakes after the next one.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.rounds.subscribe()
+    }
+
+    /// A round is recorded (rates and lags): wakes the subscribers.
+    pub fn round_done(&self) {
+        self.rounds.send_modify(|n| *n += 1);
     }
 
     pub fn push(&self, s: Sample) {
@@ -104,6 +118,7 @@ pub fn spawn_sampler(
                 lags.record(s.at_ms, crate::api::group_lags(&state));
             })
             .await;
+            history.round_done();
         }
     });
 }
@@ -264,6 +279,22 @@ mod tests {
         assert_eq!(v["window_ms"], 60_000);
         assert_eq!(state(&v), "catching_up");
         assert!((v["seconds"].as_f64().unwrap() - 360.0).abs() < 1e-6, "{v}");
+    }
+
+    #[test]
+    fn each_round_wakes_the_subscribers_once() {
+        let h = History::new(2);
+        let mut rx = h.subscribe();
+        assert!(!rx.has_changed().unwrap());
+        h.round_done();
+        let mut late = h.subscribe();
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(*rx.borrow_and_update(), 1);
+        assert!(!rx.has_changed().unwrap());
+        // A subscriber waits for the next round, not one before it subscribed.
+        assert!(!late.has_changed().unwrap());
+        h.round_done();
+        assert_eq!(*late.borrow_and_update(), 2);
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod auth;
 mod decode;
 mod extra;
 mod history;
+mod live;
 mod openapi;
 mod search;
 mod services;
@@ -36,6 +37,7 @@ pub use services::{SchemaCompiler, SchemaDecoder, Services};
 /// How often the overview's rates are sampled, and how many samples are kept (15 minutes).
 pub const SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 pub const HISTORY_SAMPLES: usize = 180;
+pub use live::MAX_STREAMS;
 /// Groups whose lag history is kept (those with the largest lag when there are more): at most
 /// 1,000 x 180 samples of 16 bytes, under 3 MB.
 pub const MAX_LAG_GROUPS: usize = 1000;
@@ -64,6 +66,7 @@ pub fn router(state: Arc<BrokerState>, services: Services, access: &Access) -> a
         searches: Arc::new(tokio::sync::Semaphore::new(search::MAX_SEARCHES)),
         services,
         schemas: Arc::new(decode::SchemaCache::default()),
+        live: Arc::new(live::Live::default()),
     })
     .merge(assets::routes());
     match access {

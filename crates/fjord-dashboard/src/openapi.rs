@@ -50,6 +50,18 @@ fn op(summary: &str, params: Vec<Value>, body: Option<Value>, ok: &str) -> Value
     o
 }
 
+/// The message browser's and the search's `isolation`.
+fn isolation() -> Value {
+    q(
+        "isolation",
+        json!({"type": "string", "enum": ["read_uncommitted", "read_committed"]}),
+        "as a consumer's isolation.level. read_uncommitted (default, as Kafka consumers and kafka-ui): every record up to the high watermark, \
+         those of aborted transactions marked `aborted: true`; read_committed: up to the last stable offset (nothing of a transaction still open \
+         or after its start), without aborted transactions. Transaction markers (control batches) are never shown; each record says whether it \
+         is `transactional`, and the answer which `isolation` was used",
+    )
+}
+
 fn obj(props: Value, required: &[&str]) -> Value {
     json!({"type": "object", "properties": props, "required": required})
 }
@@ -73,6 +85,34 @@ pub fn spec() -> Value {
     add(
         "/api/overview",
         json!({"get": op("Brokers, counts, rates and their last 15 minutes", vec![], None, "200")}),
+    );
+    let live = |summary: &str, params: Vec<Value>, events: &str| {
+        let mut o = op(summary, params, None, "200");
+        o["responses"]["200"] = json!({"description": events, "content": {"text/event-stream": {"schema": {"type": "string"}}}});
+        o["responses"]["503"] = json!({"description": format!("{} live streams are open already", crate::live::MAX_STREAMS),
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+        json!({ "get": o })
+    };
+    add(
+        "/api/overview/stream",
+        live(
+            "The overview, live: server-sent events, the first `history` (the overview as GET /api/overview answers it), \
+             then after each sampling round (every 5 s) `sample`, the same object whose `history` holds only the new points; \
+             a comment every 15 s keeps it open. At most 64 streams at once (503 past that), each ends after 30 minutes \
+             (EventSource reconnects)",
+            vec![],
+            "`history`, then `sample` events, each's data a JSON object",
+        ),
+    );
+    add(
+        "/api/groups/{id}/lag/stream",
+        live(
+            "A group's lag, live: server-sent events, the first `history` ({id, lag, lag_history, catch_up, sample_interval_ms}), \
+             then after each sampling round that sampled the group `sample`, the same with only the new points of `lag_history`. \
+             404 for a group this broker does not coordinate",
+            vec![group()],
+            "`history`, then `sample` events, each's data a JSON object",
+        ),
     );
     add(
         "/api/services",
@@ -137,6 +177,7 @@ pub fn spec() -> Value {
                 q("latest", int(1, crate::api::MAX_MESSAGES as i64), "the last N records"),
                 q("limit", int(1, crate::api::MAX_MESSAGES as i64), "most records returned"),
                 q("decode", json!({"type": "string", "enum": ["none", "registry"]}), "registry: keys and values in Confluent's wire format also come decoded (`key_decoded`, `value_decoded`: schema_id, schema_type and value, or error) with their schema from the registry this process runs"),
+                isolation(),
             ], None, "200"),
         }),
     );
@@ -157,6 +198,7 @@ pub fn spec() -> Value {
             q("limit", int(1, crate::api::MAX_MESSAGES as i64), "most matches (default 20)"),
             q("max_records", int(1, crate::search::MAX_SCAN), "most records read (default 1,000,000)"),
             q("decode", json!({"type": "string", "enum": ["none", "registry"]}), "registry: each match's key and value also come decoded through the schema registry, as the message browser's (`key_decoded`, `value_decoded`); the text is still looked for in the raw bytes"),
+            isolation(),
         ],
         None,
         "200",

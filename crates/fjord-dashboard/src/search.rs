@@ -13,8 +13,9 @@
 //!   `max_records` or `time_limit` (the scan's bounds; `next` is where it stopped);
 //! - `error`: `{error}` when a partition cannot be read or a batch cannot be decoded.
 //!
-//! Records are walked as a read_committed consumer sees them (no control records, no aborted transactions;
-//! [`crate::walk`]). The text is looked for in the raw bytes: a record in a schema registry format (Avro, Protobuf) is not decoded
+//! Records are walked as a consumer of the `isolation` asked for sees them (read_uncommitted, the default: up to
+//! the high watermark, records of aborted transactions included and marked `aborted`; read_committed: up to the
+//! last stable offset, without them; never control records; [`crate::walk`]). The text is looked for in the raw bytes: a record in a schema registry format (Avro, Protobuf) is not decoded
 //! first, so a text inside an Avro string matches, a JSON field name of a Protobuf message does not.
 //!
 //! **Bounds**: a search reads at most `max_records` records (default [`DEFAULT_SCAN`], at most [`MAX_SCAN`]) for
@@ -85,6 +86,8 @@ pub(crate) struct Plan {
     pub max_records: u64,
     /// `decode=registry`: each match also carries `key_decoded` / `value_decoded`, as the message browser's.
     pub decode: bool,
+    /// What the scan reads: up to the high watermark with aborted records (marked), or read_committed's view.
+    pub isolation: crate::walk::Isolation,
 }
 
 /// An event of the stream, before framing.
@@ -183,6 +186,7 @@ fn plan(
         }
     };
     let max_records = q.int("max_records", 1, MAX_SCAN)?.unwrap_or(DEFAULT_SCAN) as u64;
+    let isolation = crate::walk::Isolation::from_query(q)?;
     let partitions: Vec<i32> = match only {
         Some(p) => vec![p as i32],
         None => (0..n as i32).collect(),
@@ -206,7 +210,8 @@ fn plan(
             skipped.push(partition);
             continue;
         };
-        let (start, end) = p.offsets();
+        let start = p.offsets().0;
+        let end = isolation.end(&p);
         let mut from = from_offset.unwrap_or(start).max(start);
         let mut to = to_offset.unwrap_or(end).min(end);
         let unreadable = |e: fjord_broker::Error| Fail {
@@ -248,6 +253,7 @@ fn plan(
             limit,
             max_records,
             decode,
+            isolation,
         },
         logs,
     ))
@@ -291,7 +297,7 @@ pub(crate) async fn start(ctx: &Ctx, topic: &str, q: &Query) -> Response {
         };
         let mut readers: Vec<_> = logs
             .iter()
-            .map(|p| crate::walk::partition_reader(p, true))
+            .map(|p| crate::walk::partition_reader(p, true, plan.isolation))
             .collect();
         let mut read =
             |i: usize, offset: i64, max: usize, first: bool| readers[i](offset, max, first);
@@ -418,7 +424,7 @@ enum Why {
 
 /// Scans `plan`'s ranges in partition order, reading with `read(range index, offset, max bytes, first read)` and
 /// delivering events with `emit` (false: stop at once, the client is gone). Ends with one `done` or `error`
-/// event unless stopped. Records are walked as a read_committed consumer sees them ([`crate::walk`]); offsets
+/// event unless stopped. Records are walked as a consumer of `plan.isolation` sees them ([`crate::walk`]); offsets
 /// retention removed before the scan reached them are listed in `removed` (progress and done events).
 #[cfg(test)]
 pub(crate) fn scan(
@@ -453,6 +459,7 @@ pub(crate) fn scan_with(
             "reason": reason, "scanned": scanned, "bytes": bytes, "matches": found, "total": total,
             "next": next.map(|(p, o)| json!({"partition": p, "offset": o})),
             "skipped_partitions": plan.skipped, "removed": removed,
+            "isolation": plan.isolation.name(),
         }))
     };
     if !emit(Event::Progress(json!({
@@ -463,7 +470,7 @@ pub(crate) fn scan_with(
         return;
     }
     for (i, range) in plan.ranges.iter().enumerate() {
-        let mut walk = Walk::new(range.from, range.to);
+        let mut walk = Walk::new(range.from, range.to, plan.isolation);
         let mut read_range = |o: i64, m: usize, first: bool| read(i, o, m, first);
         while walk.next < range.to {
             let bound = if scanned >= plan.max_records {
@@ -486,13 +493,13 @@ pub(crate) fn scan_with(
             }
             let mut why = None;
             let before = (walk.bytes_read, walk.removed);
-            let step = walk.step(&mut read_range, READ_CHUNK, &mut |r| {
+            let step = walk.step(&mut read_range, READ_CHUNK, &mut |r, aborted| {
                 scanned += 1;
                 let in_time = plan.from_time.is_none_or(|t| r.timestamp >= t)
                     && plan.to_time.is_none_or(|t| r.timestamp <= t);
                 if in_time && matches(plan, r) {
                     let mut budget = MAX_RESPONSE_BYTES / MAX_MESSAGES;
-                    let mut m = message_json(r, &mut budget);
+                    let mut m = message_json(r, aborted, &mut budget);
                     decorate(r, &mut m, &mut budget);
                     m["partition"] = json!(range.partition);
                     if !emit(Event::Match(m)) {
@@ -675,6 +682,7 @@ mod tests {
             limit,
             max_records: max,
             decode: false,
+            isolation: crate::walk::Isolation::ReadCommitted,
         }
     }
 
@@ -912,6 +920,33 @@ mod tests {
 
     #[test]
     fn records_of_aborted_transactions_are_skipped_as_read_committed_skips_them() {
+        let events = aborted_and_committed(crate::walk::Isolation::ReadCommitted);
+        assert_eq!(match_offsets(&events), vec![3, 4], "{events:?}");
+        let d = done(&events);
+        assert_eq!(d["reason"], "end");
+        assert_eq!(d["scanned"], 2, "{d}");
+        assert_eq!(d["isolation"], "read_committed", "{d}");
+    }
+
+    #[test]
+    fn read_uncommitted_finds_records_of_aborted_transactions_marked_but_never_markers() {
+        let events = aborted_and_committed(crate::walk::Isolation::ReadUncommitted);
+        assert_eq!(match_offsets(&events), vec![0, 1, 3, 4], "{events:?}");
+        let aborted: Vec<bool> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Match(m) => Some(m["aborted"].as_bool().unwrap()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(aborted, [true, true, false, false], "{events:?}");
+        let d = done(&events);
+        assert_eq!(d["scanned"], 4, "{d}");
+        assert_eq!(d["isolation"], "read_uncommitted", "{d}");
+    }
+
+    /// A scan for "needle" over an aborted transaction, a plain record and a committed transaction.
+    fn aborted_and_committed(isolation: crate::walk::Isolation) -> Vec<Event> {
         use fjord_log::ControlType::{Abort, Commit};
         // Producer 5's transaction (0-1) is aborted at 2; producer 6's (4) committed at 5; 3 is no transaction's.
         let batches = [
@@ -945,19 +980,13 @@ mod tests {
         };
         let mut events = Vec::new();
         let far = Instant::now() + Duration::from_secs(60);
-        scan(
-            &plan("needle", false, 0, 6, 100, 1000),
-            &mut read,
-            far,
-            &mut |e| {
-                events.push(e);
-                true
-            },
-        );
-        assert_eq!(match_offsets(&events), vec![3, 4], "{events:?}");
-        let d = done(&events);
-        assert_eq!(d["reason"], "end");
-        assert_eq!(d["scanned"], 2, "{d}");
+        let mut p = plan("needle", false, 0, 6, 100, 1000);
+        p.isolation = isolation;
+        scan(&p, &mut read, far, &mut |e| {
+            events.push(e);
+            true
+        });
+        events
     }
 
     #[test]

@@ -882,8 +882,9 @@ fn a_standalone_brokers_dashboard_decodes_through_a_registry_url() {
 }
 
 /// Records of an aborted transaction (written by confluent-kafka's transactional producer) are neither shown by
-/// the message browser nor found by the search, as a read_committed consumer does not see them; a committed
-/// transaction's are, and so are records outside transactions.
+/// the message browser nor found by the search with `isolation=read_committed`, as a read_committed consumer does
+/// not see them; a committed transaction's are, and so are records outside transactions. (Without it, as a
+/// read_uncommitted consumer, they are shown, marked: `read_committed_stops_at_the_open_transaction...`.)
 #[test]
 fn aborted_transactions_are_not_shown_or_found() {
     let dir = temp_dir();
@@ -901,7 +902,7 @@ fn aborted_transactions_are_not_shown_or_found() {
     let (s, v) = api(
         &h,
         "GET",
-        "/api/topics/txns/messages?partition=0&offset=0",
+        "/api/topics/txns/messages?partition=0&offset=0&isolation=read_committed",
         None,
     );
     assert_eq!(s, 200, "{v}");
@@ -925,7 +926,7 @@ fn aborted_transactions_are_not_shown_or_found() {
         "{v}"
     );
     assert_eq!(v["next_offset"], 6, "{v}");
-    let events = search(&h, "txns", "q=needle");
+    let events = search(&h, "txns", "q=needle&isolation=read_committed");
     assert_eq!(found(&events), vec![(0, 3), (0, 4)], "{events:?}");
     let done = &events.last().unwrap().1;
     assert_eq!(done["reason"], "end", "{done}");
@@ -2225,8 +2226,26 @@ fn the_openapi_document_describes_routed_paths() {
             .map(|s| if s.starts_with('{') { "x" } else { s })
             .collect::<Vec<_>>()
             .join("/");
-        for method in ops.as_object().unwrap().keys() {
+        for (method, op) in ops.as_object().unwrap() {
             let m = method.to_uppercase();
+            if op["responses"]["200"]["content"]["text/event-stream"].is_object() && m == "GET" {
+                // A live stream does not end: its head only (the message search's, for topic `x`, is a 404).
+                let (s, head, mut r) = open_stream(h, &concrete, "");
+                if s == 200 {
+                    assert_eq!(
+                        header_of(&head, "content-type").as_deref(),
+                        Some("text/event-stream"),
+                        "{concrete}: {head}"
+                    );
+                    continue;
+                }
+                let v = json_after(&head, &mut r);
+                assert!(
+                    s == 404 && !v["error"].as_str().unwrap().starts_with("no such API"),
+                    "{concrete}: {s} {v}"
+                );
+                continue;
+            }
             let (s, v) = api(h, &m, &concrete, (m != "GET").then_some("{}"));
             let missing = s == 404 && v["error"].as_str().unwrap_or("").starts_with("no such API");
             assert!(
@@ -2720,4 +2739,391 @@ fn group_lag_history_and_catch_up_estimate() {
     assert_eq!(v["lag"], 0);
     assert_eq!(v["catch_up"]["state"], "caught_up", "{v}");
     assert_eq!(v["catch_up"]["seconds"], 0.0, "{v}");
+}
+
+/// An open server-sent event stream read over a raw HTTP/1.1 connection (chunked, put back together as it comes).
+struct EventStream {
+    r: std::io::BufReader<std::net::TcpStream>,
+    text: String,
+}
+
+/// `GET path` with `headers`, read up to the end of the head: (status, head, the connection after it).
+fn open_stream(
+    addr: &str,
+    path: &str,
+    headers: &str,
+) -> (u16, String, std::io::BufReader<std::net::TcpStream>) {
+    use std::io::{BufRead, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}\r\n").unwrap();
+    let mut r = std::io::BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        let n = r.read_line(&mut line).unwrap();
+        assert!(
+            n > 0,
+            "GET {path}: the connection closed in the head: {head}"
+        );
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head}"));
+    (status, head, r)
+}
+
+/// The JSON body of an answer whose head was read by [`open_stream`] (a refusal: with a Content-Length).
+fn json_after(head: &str, r: &mut std::io::BufReader<std::net::TcpStream>) -> Value {
+    use std::io::Read;
+    assert_eq!(
+        header_of(head, "content-type").as_deref(),
+        Some("application/json"),
+        "{head}"
+    );
+    let len: usize = header_of(head, "content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or_else(|| panic!("no Content-Length: {head}"));
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+impl EventStream {
+    /// Opens `path` and checks it answers an event stream.
+    fn open(addr: &str, path: &str, headers: &str) -> EventStream {
+        let (status, head, mut r) = open_stream(addr, path, headers);
+        if status != 200 {
+            panic!("GET {path}: {status} {}", json_after(&head, &mut r));
+        }
+        assert_eq!(
+            header_of(&head, "content-type").as_deref(),
+            Some("text/event-stream"),
+            "{head}"
+        );
+        EventStream {
+            r,
+            text: String::new(),
+        }
+    }
+
+    /// The next event (name, JSON data), skipping keep-alive comments; fails past `within`.
+    fn next(&mut self, within: Duration) -> (String, Value) {
+        use std::io::{BufRead, Read};
+        let deadline = Instant::now() + within;
+        loop {
+            while let Some(end) = self.text.find("\n\n") {
+                let frame: String = self.text.drain(..end + 2).collect();
+                let name = frame.lines().find_map(|l| l.strip_prefix("event: "));
+                let data = frame.lines().find_map(|l| l.strip_prefix("data: "));
+                if let (Some(n), Some(d)) = (name, data) {
+                    return (n.to_string(), serde_json::from_str(d).unwrap());
+                }
+            }
+            assert!(Instant::now() < deadline, "no event within {within:?}");
+            let mut size = String::new();
+            self.r.read_line(&mut size).expect("the stream stalled");
+            let size = usize::from_str_radix(size.trim(), 16)
+                .unwrap_or_else(|e| panic!("bad chunk size {size:?}: {e}"));
+            assert!(size > 0, "the stream ended");
+            let mut chunk = vec![0; size + 2];
+            self.r.read_exact(&mut chunk).unwrap();
+            self.text
+                .push_str(std::str::from_utf8(&chunk[..size]).unwrap());
+        }
+    }
+}
+
+/// `GET /api/overview/stream`: an event stream whose first event is the overview with its rate history, then one
+/// `sample` per sampling round (every 5 s) with the new point only, which shows traffic produced meanwhile; the
+/// group lag stream likewise for one group, 404 for a group that does not exist, 405 for another method.
+#[test]
+fn live_streams_send_the_history_then_each_sample() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let (b, h) = (
+        broker.bootstrap.as_str(),
+        broker.http.as_deref().expect("http listener"),
+    );
+    ok(&fjord(b, &["topics", "create", "live"], None));
+    let mut s = EventStream::open(h, "/api/overview/stream", "");
+    let (name, first) = s.next(Duration::from_secs(10));
+    assert_eq!(name, "history", "{first}");
+    assert_eq!(first["topics"], 1, "{first}");
+    assert_eq!(first["sample_interval_ms"], 5000, "{first}");
+    let mut last = first["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .map_or(i64::MIN, |p| p["at_ms"].as_i64().unwrap());
+    // Traffic while the stream is open: a sample after it shows bytes in.
+    let input: String = (0..200).map(|i| format!("record {i}\n")).collect();
+    ok(&fjord(b, &["produce", "live"], Some(input.as_bytes())));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (name, v) = s.next(Duration::from_secs(15));
+        assert_eq!(name, "sample", "{v}");
+        let points = v["history"].as_array().unwrap();
+        assert!(!points.is_empty(), "a sample without a new point: {v}");
+        // Only points the stream has not sent yet, in order.
+        for p in points {
+            let at = p["at_ms"].as_i64().unwrap();
+            assert!(at > last, "{at} after {last}: {v}");
+            last = at;
+        }
+        if points.iter().any(|p| p["bytes_in"].as_f64().unwrap() > 0.0) {
+            assert!(v["bytes_in_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no sample shows the traffic: {v}"
+        );
+    }
+    drop(s);
+
+    // A group's lag, live: committed at the start of every partition, its lag is the 200 records.
+    reset_to(b, "slow", "live", "--to-offset", "0");
+    let mut g = EventStream::open(h, "/api/groups/slow/lag/stream", "");
+    let (name, v) = g.next(Duration::from_secs(10));
+    assert_eq!(name, "history", "{v}");
+    assert_eq!(v["id"], "slow", "{v}");
+    assert!(v["lag_history"].is_array(), "{v}");
+    let (name, v) = g.next(Duration::from_secs(15));
+    assert_eq!(name, "sample", "{v}");
+    assert_eq!(v["lag"], 200, "{v}");
+    let points = v["lag_history"].as_array().unwrap();
+    assert_eq!(points.last().unwrap()["lag"], 200, "{v}");
+    assert!(v["catch_up"]["state"].is_string(), "{v}");
+
+    let (s, v) = api(h, "GET", "/api/groups/nobody/lag/stream", None);
+    assert_eq!(s, 404, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("nobody"), "{v}");
+    let (s, v) = api(h, "POST", "/api/overview/stream", Some("{}"));
+    assert_eq!(s, 405, "{v}");
+}
+
+/// `fjord groups reset-offsets GROUP --topic TOPIC HOW [ARG] --execute`.
+fn reset_to(b: &str, group: &str, topic: &str, how: &str, arg: &str) {
+    ok(&fjord(
+        b,
+        &[
+            "groups",
+            "reset-offsets",
+            group,
+            "--topic",
+            topic,
+            how,
+            arg,
+            "--execute",
+        ],
+        None,
+    ));
+}
+
+/// At most `MAX_STREAMS` (64) live streams are open at once: one more is a JSON 503 with a message; the places
+/// of clients that went away are freed (within a few sampling rounds), so a new stream opens again.
+#[test]
+fn live_streams_are_capped_and_freed_when_clients_go_away() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let h = broker.http.as_deref().expect("http listener");
+    let open: Vec<EventStream> = (0..64)
+        .map(|_| EventStream::open(h, "/api/overview/stream", ""))
+        .collect();
+    let (status, head, mut r) = open_stream(h, "/api/overview/stream", "");
+    assert_eq!(status, 503, "{head}");
+    let v = json_after(&head, &mut r);
+    assert!(
+        v["error"].as_str().unwrap().contains("64 live streams"),
+        "{v}"
+    );
+    // The other API answers meanwhile.
+    let (s, v) = api(h, "GET", "/api/overview", None);
+    assert_eq!(s, 200, "{v}");
+    drop(open);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (status, head, mut r) = open_stream(h, "/api/overview/stream", "");
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{head}");
+        json_after(&head, &mut r);
+        assert!(
+            Instant::now() < deadline,
+            "the places of closed streams were not freed"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The live streams sit behind the login: without credentials 401 (JSON), with the session cookie a login
+/// handed out (what the browser's EventSource sends) the stream opens; no CSRF token is needed for the GET.
+#[test]
+fn live_streams_need_the_login() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(
+        &dir.path().join("data"),
+        &[("dashboard.auth.basic.users", "alice:s3cret")],
+    );
+    let h = broker.http.as_deref().expect("http listener");
+    for path in ["/api/overview/stream", "/api/groups/g/lag/stream"] {
+        let (status, head, mut r) = open_stream(h, path, "");
+        assert_eq!(status, 401, "{path}: {head}");
+        let v = json_after(&head, &mut r);
+        assert!(v["error"].as_str().unwrap().contains("dashboard"), "{v}");
+        let (status, head, _) = open_stream(h, path, "Cookie: fjord_session=forged\r\n");
+        assert_eq!(status, 401, "{path}: {head}");
+    }
+    let login = format!(
+        "Authorization: Basic {}\r\n",
+        base64("alice:s3cret".as_bytes())
+    );
+    let (status, head, _) = http_request(h, "GET", "/api/overview", &login, None);
+    assert_eq!(status, 200, "{head}");
+    let session = set_cookie(&head, "fjord_session").expect("a session cookie");
+    let session = session.split(';').next().unwrap();
+    let mut s = EventStream::open(h, "/api/overview/stream", &format!("Cookie: {session}\r\n"));
+    assert_eq!(s.next(Duration::from_secs(10)).0, "history");
+}
+
+/// The message browser and the search with `isolation`: records written by rdkafka's transactional producers -
+/// a committed transaction, an aborted one, one still open, then another committed after it. read_uncommitted
+/// (the default) shows every record up to the high watermark, the aborted one marked; read_committed shows only
+/// the committed records before the open transaction (it stops at the last stable offset). Transaction markers
+/// are never shown. Once the open transaction commits, read_committed reads on.
+#[test]
+fn read_committed_stops_at_the_open_transaction_and_hides_aborted_records() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    let (b, h) = (
+        broker.bootstrap.as_str(),
+        broker.http.as_deref().expect("http listener"),
+    );
+    ok(&fjord(b, &["topics", "create", "tx"], None));
+    let producer = |id: &str| -> BaseProducer {
+        let p: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", b)
+            .set("transactional.id", id)
+            .set("transaction.timeout.ms", "600000")
+            .create()
+            .unwrap();
+        p.init_transactions(Duration::from_secs(30)).unwrap();
+        p
+    };
+    let send = |p: &BaseProducer, value: &str| {
+        p.send(BaseRecord::<(), str>::to("tx").partition(0).payload(value))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    };
+    let t = Duration::from_secs(30);
+    let a = producer("tx-a");
+    let open = producer("tx-open");
+    // 0-1 committed, 2 COMMIT; 3 aborted, 4 ABORT; 5 open; 6 committed after it, 7 COMMIT.
+    a.begin_transaction().unwrap();
+    send(&a, "committed 1");
+    send(&a, "committed 2");
+    a.commit_transaction(t).unwrap();
+    a.begin_transaction().unwrap();
+    send(&a, "aborted");
+    a.flush(t).unwrap();
+    a.abort_transaction(t).unwrap();
+    open.begin_transaction().unwrap();
+    send(&open, "open");
+    open.flush(t).unwrap();
+    a.begin_transaction().unwrap();
+    send(&a, "committed later");
+    a.commit_transaction(t).unwrap();
+
+    let shown = |v: &Value| -> Vec<(i64, String, bool)> {
+        v["messages"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{v}"))
+            .iter()
+            .map(|m| {
+                (
+                    m["offset"].as_i64().unwrap(),
+                    m["value"].as_str().unwrap().to_string(),
+                    m["aborted"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let everything = vec![
+        (0, base64(b"committed 1"), false),
+        (1, base64(b"committed 2"), false),
+        (3, base64(b"aborted"), true),
+        (5, base64(b"open"), false),
+        (6, base64(b"committed later"), false),
+    ];
+    for q in ["", "&isolation=read_uncommitted"] {
+        let (s, v) = api(
+            h,
+            "GET",
+            &format!("/api/topics/tx/messages?partition=0&offset=0{q}"),
+            None,
+        );
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["isolation"], "read_uncommitted", "{v}");
+        assert_eq!(shown(&v), everything, "{v}");
+        assert_eq!(v["end_offset"], 8, "{v}");
+        assert_eq!(v["last_stable_offset"], 5, "{v}");
+        assert_eq!(v["next_offset"], 8, "{v}");
+        assert!(v["messages"][0]["transactional"].as_bool().unwrap(), "{v}");
+    }
+    let committed = vec![
+        (0, base64(b"committed 1"), false),
+        (1, base64(b"committed 2"), false),
+    ];
+    for q in ["offset=0", "latest=10"] {
+        let (s, v) = api(
+            h,
+            "GET",
+            &format!("/api/topics/tx/messages?partition=0&{q}&isolation=read_committed"),
+            None,
+        );
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["isolation"], "read_committed", "{v}");
+        assert_eq!(shown(&v), committed, "{q}: {v}");
+        assert_eq!(v["next_offset"], 5, "{v}");
+        assert_eq!(v["last_stable_offset"], 5, "{v}");
+    }
+    let e = refused(
+        h,
+        "GET",
+        "/api/topics/tx/messages?partition=0&isolation=serializable",
+        None,
+        400,
+    );
+    assert!(e.contains("read_committed"), "{e}");
+    // The search, either way.
+    let events = search(h, "tx", "q=e&partition=0");
+    assert_eq!(
+        found(&events),
+        vec![(0, 0), (0, 1), (0, 3), (0, 5), (0, 6)],
+        "{events:?}"
+    );
+    let events = search(h, "tx", "q=e&partition=0&isolation=read_committed");
+    assert_eq!(found(&events), vec![(0, 0), (0, 1)], "{events:?}");
+    assert_eq!(events.last().unwrap().1["isolation"], "read_committed");
+    // The open transaction commits: read_committed reads through to the end.
+    open.commit_transaction(t).unwrap();
+    let (_, v) = api(
+        h,
+        "GET",
+        "/api/topics/tx/messages?partition=0&offset=0&isolation=read_committed",
+        None,
+    );
+    let offsets: Vec<i64> = shown(&v).iter().map(|m| m.0).collect();
+    assert_eq!(offsets, [0, 1, 5, 6], "{v}");
+    assert_eq!(v["last_stable_offset"], 9, "{v}");
 }
