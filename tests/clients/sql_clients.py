@@ -12,6 +12,17 @@
   read-avro BOOTSTRAP REGISTRY TOPIC N     every record of TOPIC once N have arrived, values decoded with
                                            AvroDeserializer (the writer's schema from the registry by id): one
                                            line `key<TAB>json`, sorted
+  produce-protobuf BOOTSTRAP REGISTRY TOPIC N
+                                           N records of shop.Reading (READING_PROTO, the first message of its
+                                           file; the class built at run time, no protoc) with
+                                           ProtobufSerializer, which registers TOPIC-value; string keys r-i
+  read-protobuf BOOTSTRAP REGISTRY TOPIC N every record of TOPIC once N have arrived, each decoded with
+                                           ProtobufDeserializer into the first message of the schema its id names
+                                           (fetched from the registry as a serialized descriptor and built by
+                                           google.protobuf itself): one line `key<TAB>json` (proto field names,
+                                           defaults included), sorted; then a line `schema<TAB>id<TAB>text` per
+                                           schema id seen (the registry's text) and `indexes<TAB>hex` per index
+                                           bytes seen
 """
 import json
 import sys
@@ -26,6 +37,78 @@ def partitions(c, topic):
     if t is None or t.error is not None:
         return []
     return sorted(t.partitions.keys())
+
+
+READING_PROTO = """syntax = "proto3";
+package shop;
+
+import "google/protobuf/timestamp.proto";
+
+message Reading {
+  string sensor = 1;
+  int32 amount = 2;
+  uint32 hits = 3;
+  double temp = 4;
+  bool ok = 5;
+  Kind kind = 6;
+  repeated string tags = 7;
+  Place place = 8;
+  map<string, int32> attrs = 9;
+  google.protobuf.Timestamp taken = 10;
+}
+
+message Place {
+  string city = 1;
+  int64 zip = 2;
+}
+
+enum Kind {
+  IDLE = 0;
+  HOT = 1;
+}
+"""
+
+
+def reading_class():
+    """shop.Reading of READING_PROTO, built from a FileDescriptorProto."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
+    F = descriptor_pb2.FieldDescriptorProto
+    pool = descriptor_pool.DescriptorPool()
+    ts = descriptor_pb2.FileDescriptorProto()
+    timestamp_pb2.DESCRIPTOR.CopyToProto(ts)
+    pool.Add(ts)
+    fd = descriptor_pb2.FileDescriptorProto(name="shop/reading.proto", package="shop", syntax="proto3",
+                                            dependency=["google/protobuf/timestamp.proto"])
+    r = fd.message_type.add(name="Reading")
+    opt = F.LABEL_OPTIONAL
+
+    def field(m, name, number, type_, label=opt, type_name=None):
+        f = m.field.add(name=name, number=number, type=type_, label=label, json_name=name)
+        if type_name:
+            f.type_name = type_name
+
+    field(r, "sensor", 1, F.TYPE_STRING)
+    field(r, "amount", 2, F.TYPE_INT32)
+    field(r, "hits", 3, F.TYPE_UINT32)
+    field(r, "temp", 4, F.TYPE_DOUBLE)
+    field(r, "ok", 5, F.TYPE_BOOL)
+    field(r, "kind", 6, F.TYPE_ENUM, type_name=".shop.Kind")
+    field(r, "tags", 7, F.TYPE_STRING, label=F.LABEL_REPEATED)
+    field(r, "place", 8, F.TYPE_MESSAGE, type_name=".shop.Place")
+    entry = r.nested_type.add(name="AttrsEntry")
+    entry.options.map_entry = True
+    field(entry, "key", 1, F.TYPE_STRING)
+    field(entry, "value", 2, F.TYPE_INT32)
+    field(r, "attrs", 9, F.TYPE_MESSAGE, label=F.LABEL_REPEATED, type_name=".shop.Reading.AttrsEntry")
+    field(r, "taken", 10, F.TYPE_MESSAGE, type_name=".google.protobuf.Timestamp")
+    place = fd.message_type.add(name="Place")
+    field(place, "city", 1, F.TYPE_STRING)
+    field(place, "zip", 2, F.TYPE_INT64)
+    kind = fd.enum_type.add(name="Kind")
+    kind.value.add(name="IDLE", number=0)
+    kind.value.add(name="HOT", number=1)
+    pool.Add(fd)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("shop.Reading"))
 
 
 def main():
@@ -182,6 +265,93 @@ def main():
         c.close()
         for line in sorted(out):
             print(line)
+    elif cmd == "produce-protobuf":
+        from confluent_kafka.admin import AdminClient, NewTopic
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+        from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+        from confluent_kafka.serialization import SerializationContext, MessageField
+        url, topic, n = sys.argv[3], sys.argv[4], int(sys.argv[5])
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        for f in admin.create_topics([NewTopic(topic, 1, 1)]).values():
+            f.result(30)
+        Reading = reading_class()
+        ser = ProtobufSerializer(Reading, SchemaRegistryClient({"url": url}), {"use.deprecated.format": False})
+        p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+        for i in range(n):
+            r = Reading(sensor=f"s{i % 2}", amount=10 * i, hits=4_000_000_000 + i, temp=20.5 + i, ok=i % 2 == 0,
+                        kind=1 if i >= 3 else 0, tags=[f"t{i}"])
+            if i != 2:
+                r.place.city = f"c{i}"
+                r.place.zip = 1000 + i
+            r.attrs["a"] = i
+            r.taken.seconds = 1_700_000_000 + i
+            r.taken.nanos = 250_000_000
+            p.produce(topic, key=f"r-{i}".encode(), value=ser(r, SerializationContext(topic, MessageField.VALUE)))
+        if p.flush(30):
+            print("FAIL: undelivered", file=sys.stderr)
+            sys.exit(1)
+        print(f"ok produced {n}")
+    elif cmd == "read-protobuf":
+        import base64
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+        from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer
+        from confluent_kafka.serialization import SerializationContext, MessageField
+        from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory, timestamp_pb2
+        url, topic, expected = sys.argv[3], sys.argv[4], int(sys.argv[5])
+        sr = SchemaRegistryClient({"url": url})
+        deserializers, schemas, indexes = {}, {}, set()
+
+        def deserializer(schema_id):
+            if schema_id not in deserializers:
+                # Two clients: one caches a schema by id whatever the format asked.
+                schemas[schema_id] = SchemaRegistryClient({"url": url}).get_schema(schema_id).schema_str
+                serialized = sr.get_schema(schema_id, fmt="serialized").schema_str
+                fd = descriptor_pb2.FileDescriptorProto.FromString(base64.b64decode(serialized))
+                pool = descriptor_pool.DescriptorPool()
+                ts = descriptor_pb2.FileDescriptorProto()
+                timestamp_pb2.DESCRIPTOR.CopyToProto(ts)
+                pool.Add(ts)
+                pool.Add(fd)
+                first = fd.message_type[0].name
+                name = f"{fd.package}.{first}" if fd.package else first
+                cls = message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
+                deserializers[schema_id] = ProtobufDeserializer(cls, {"use.deprecated.format": False}, sr)
+            return deserializers[schema_id]
+
+        deadline = time.time() + 60
+        out = []
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": "sql-test-protobuf-reader",
+                      "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        c.subscribe([topic])
+        quiet_until = None
+        while time.time() < deadline and (quiet_until is None or time.time() < quiet_until):
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == -191:  # partition EOF
+                    continue
+                print(f"FAIL: {m.error()}", file=sys.stderr)
+                sys.exit(1)
+            value = m.value()
+            if value[0] != 0:
+                print(f"FAIL: not in the registry wire format: {value[:10]}", file=sys.stderr)
+                sys.exit(1)
+            schema_id = int.from_bytes(value[1:5], "big")
+            indexes.add(value[5:6].hex())
+            msg = deserializer(schema_id)(value, SerializationContext(topic, MessageField.VALUE))
+            v = json_format.MessageToDict(msg, preserving_proto_field_name=True,
+                                          always_print_fields_with_no_presence=True)
+            out.append(f"{(m.key() or b'').decode(errors='replace')}\t{json.dumps(v, sort_keys=True)}")
+            if len(out) >= expected and quiet_until is None:
+                quiet_until = time.time() + 1.0
+        c.close()
+        for line in sorted(out):
+            print(line)
+        for schema_id, text in sorted(schemas.items()):
+            print(f"schema\t{schema_id}\t{json.dumps(text)}")
+        for i in sorted(indexes):
+            print(f"indexes\t{i}")
     else:
         print(f"unknown command {cmd}", file=sys.stderr)
         sys.exit(2)

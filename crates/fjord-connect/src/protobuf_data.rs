@@ -165,14 +165,9 @@ fn real_oneof(f: &FieldDescriptor) -> Option<prost_reflect::OneofDescriptor> {
     f.containing_oneof().filter(|o| !o.is_synthetic())
 }
 
-/// Most Connect values one record of `body_len` bytes may become: 64 per byte (a message's unset fields are
-/// defaults, so a few bytes may stand for many values) plus 10,000, at most 2,000,000.
-pub fn value_budget(body_len: usize) -> usize {
-    body_len
-        .saturating_mul(64)
-        .saturating_add(10_000)
-        .min(2_000_000)
-}
+/// Most Connect values one record of `body_len` bytes may become: the budget SQL's PROTOBUF rows share
+/// ([`fjord_registry::wire::protobuf_value_budget`]).
+pub use fjord_registry::wire::protobuf_value_budget as value_budget;
 
 /// A decoded message as the Connect value of [`connect_schema`]'s struct, in at most `budget` values (else an
 /// error: a record whose empty messages expand into more values than it can stand for).

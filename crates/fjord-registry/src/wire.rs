@@ -185,6 +185,17 @@ pub fn read_protobuf(
     crate::proto_json::decode(&message, rest)
 }
 
+/// Most values one Protobuf record of `body_len` bytes may become once mapped (to Connect data, to a SQL row): 64
+/// per byte (a message's unset fields read as defaults, so an empty message of 2 bytes stands for a value per
+/// field, and a repeated field of them for many) plus 10,000, at most 2,000,000. The mapping stops there with an
+/// error: such a record is hostile or corrupt.
+pub fn protobuf_value_budget(body_len: usize) -> usize {
+    body_len
+        .saturating_mul(64)
+        .saturating_add(10_000)
+        .min(2_000_000)
+}
+
 /// The datum of a schema whose shape was checked.
 fn read_checked(
     schema: &Schema,

@@ -907,7 +907,7 @@ impl Engine {
         })?;
         let (key_format, value_format) = props.formats(Format::Json)?;
         for f in [key_format, value_format] {
-            if matches!(f, Format::Avro | Format::JsonSr) {
+            if f.uses_registry() {
                 crate::registry::required(&format!("FORMAT '{}'", f.name()))
                     .map_err(SqlError::semantic)?;
             }
@@ -1780,16 +1780,16 @@ async fn registry_columns(
     value_format: Format,
     pos: Option<crate::Pos>,
 ) -> Result<Vec<crate::parser::ColumnDef>> {
-    if !value_format.uses_registry() || value_format == Format::Protobuf {
+    if !value_format.uses_registry() {
         return Err(SqlError::semantic_at(
-            format!("give the columns: CREATE {} s (col TYPE, ...); only VALUE_FORMAT='AVRO' or 'JSON_SR' reads them from the schema registry", kind.word()),
+            format!("give the columns: CREATE {} s (col TYPE, ...); only VALUE_FORMAT='AVRO', 'PROTOBUF' or 'JSON_SR' reads them from the schema registry", kind.word()),
             pos,
         ));
     }
     let t = topic.to_string();
     let (value, key) = tokio::task::spawn_blocking(move || {
         let value = format::registry_columns(value_format, &t, false)?;
-        let key = if key_format.uses_registry() && key_format != Format::Protobuf {
+        let key = if key_format.uses_registry() {
             format::registry_columns(key_format, &t, true)?
         } else {
             None

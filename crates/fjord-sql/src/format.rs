@@ -1,6 +1,7 @@
 //! Rows to and from record bytes: JSON and DELIMITED values, KAFKA, JSON and NONE keys, and through the schema
-//! registry AVRO and JSON_SR values and keys (Confluent's wire format: magic byte 0, the schema id, the body).
-//! PROTOBUF is accepted in DDL but not read or written yet.
+//! registry AVRO, PROTOBUF and JSON_SR values and keys (Confluent's wire format: magic byte 0, the schema id, the
+//! body; for PROTOBUF the body starts with the message-index array naming the message of the schema, `[0]`, the
+//! first message, written as the single byte 0).
 
 use std::sync::Arc;
 
@@ -11,18 +12,13 @@ use crate::avro;
 use crate::catalog::{Format, SourceDef};
 use crate::error::{Result, SqlError};
 use crate::plan::PSEUDO;
+use crate::protobuf;
 use crate::registry::{self, Registered};
 use crate::types::{SqlType, Value};
 
-/// Refuses formats this version cannot read or write, and registry formats without a registry.
+/// Refuses registry formats without a registry.
 pub fn check_supported(def: &SourceDef) -> Result<()> {
     for (what, f) in [("value", def.value_format), ("key", def.key_format)] {
-        if f == Format::Protobuf {
-            return Err(SqlError::not_supported(format!(
-                "{} uses {what}_format PROTOBUF: reading and writing it is not supported yet; use AVRO, JSON_SR, JSON or DELIMITED",
-                def.name
-            )));
-        }
         if f.uses_registry() {
             registry::required(&format!("{}_FORMAT='{}'", what.to_uppercase(), f.name()))
                 .map_err(SqlError::semantic)?;
@@ -50,6 +46,25 @@ fn read_avro(bytes: &[u8]) -> Result<Avro, String> {
     }
 }
 
+/// A Protobuf record in Confluent's wire format as the message its index array names, with the schema its id
+/// names (compiled once per id), and the most values it may become
+/// ([`fjord_registry::wire::protobuf_value_budget`]).
+fn read_protobuf(bytes: &[u8]) -> Result<(prost_reflect::DynamicMessage, usize), String> {
+    let (id, body) = registry::split_wire(bytes)?;
+    let schema = registry::required("PROTOBUF")?.by_id(id)?;
+    match &*schema {
+        Registered::Protobuf(p) => Ok((
+            fjord_registry::wire::read_protobuf(p, body)
+                .map_err(|e| format!("schema id {id}: {e}"))?,
+            fjord_registry::wire::protobuf_value_budget(body.len()),
+        )),
+        other => Err(format!(
+            "the record's schema {id} is {}, not PROTOBUF",
+            other.type_name()
+        )),
+    }
+}
+
 /// Err when a record of `def` names a schema the registry cannot be asked about right now (unreachable, timed
 /// out, a 5xx). Such a record is not unreadable and must not be skipped: the caller stops (and, after a
 /// restart, reads it again from the committed offsets) or waits. Everything else, a bad header or an unknown
@@ -59,9 +74,9 @@ pub fn registry_reachable(
     key: Option<&[u8]>,
     value: Option<&[u8]>,
 ) -> Result<(), String> {
-    // JSON_SR bodies are read without their schema; only AVRO needs the registry to decode.
+    // JSON_SR bodies are read without their schema; AVRO and PROTOBUF need the registry to decode.
     for (format, bytes) in [(def.key_format, key), (def.value_format, value)] {
-        if format != Format::Avro {
+        if !matches!(format, Format::Avro | Format::Protobuf) {
             continue;
         }
         let (Some(bytes), Some(reg)) = (bytes, registry::global()) else {
@@ -107,6 +122,10 @@ pub fn decode(
         Format::Avro => Some(read_avro(value)?),
         _ => None,
     };
+    let mut proto_value = match def.value_format {
+        Format::Protobuf => Some(read_protobuf(value)?),
+        _ => None,
+    };
     let text = match def.value_format {
         Format::Delimited => Some(
             std::str::from_utf8(value).map_err(|_| "the value is not UTF-8 text".to_string())?,
@@ -143,6 +162,9 @@ pub fn decode(
                         .map_err(|e| format!("column {}: {e}", c.name))?,
                     _ => return Err("the Avro value is not a record".to_string()),
                 }
+            } else if let Some((msg, left)) = proto_value.as_mut() {
+                protobuf::column(msg, &c.name, &c.ty, left)
+                    .map_err(|e| format!("column {}: {e}", c.name))?
             } else if let Some(f) = fields.as_mut() {
                 match f.next() {
                     Some(s) => {
@@ -197,6 +219,10 @@ fn decode_key(format: Format, key: Option<&[u8]>, ty: &SqlType) -> Result<Value,
                 }
                 _ => Value::from_json(&j, ty),
             }
+        }
+        Format::Protobuf => {
+            let (msg, mut left) = read_protobuf(k).map_err(|e| format!("the key: {e}"))?;
+            protobuf::key_value(&msg, ty, &mut left).map_err(|e| format!("the key: {e}"))
         }
         Format::Avro => match read_avro(k).map_err(|e| format!("the key: {e}"))? {
             // A key record of one field is that field (ksqlDB's wrapped single key).
@@ -359,6 +385,10 @@ pub fn registry_columns(
     let lone = if key { "ROWKEY" } else { "ROWVAL" };
     let cols = match (&*schema, format) {
         (Registered::Avro(d), Format::Avro) => avro::columns(d.schema(), d.names(), lone),
+        // The schema's first message, as ksqlDB (and Confluent's tools, when no message is named) take it.
+        (Registered::Protobuf(p), Format::Protobuf) => {
+            p.message(None).and_then(|(m, _)| protobuf::columns(&m))
+        }
         (Registered::Json(j), Format::JsonSr) => match json_sql_type(j) {
             Ok(SqlType::Struct(f)) => Ok(f),
             Ok(other) => Ok(vec![(lone.to_string(), other)]),
@@ -388,6 +418,9 @@ pub struct SinkCodec {
     value_format: Format,
     key: Option<(u32, Arc<Registered>)>,
     value: Option<(u32, Arc<Registered>)>,
+    /// For a PROTOBUF key or value: the message written (the schema's first) and its message indexes.
+    key_message: Option<(prost_reflect::MessageDescriptor, Vec<i32>)>,
+    value_message: Option<(prost_reflect::MessageDescriptor, Vec<i32>)>,
 }
 
 impl SinkCodec {
@@ -400,6 +433,8 @@ impl SinkCodec {
             value_format: def.value_format,
             key: None,
             value: None,
+            key_message: None,
+            value_message: None,
         };
         for key in [false, true] {
             let format = if key {
@@ -409,12 +444,6 @@ impl SinkCodec {
             };
             if !format.uses_registry() {
                 continue;
-            }
-            if format == Format::Protobuf {
-                return Err(format!(
-                    "{}: writing PROTOBUF is not supported yet; use AVRO, JSON_SR or JSON",
-                    def.name
-                ));
             }
             let cols: Vec<(&str, &SqlType)> = def
                 .columns
@@ -440,6 +469,17 @@ impl SinkCodec {
                             ("AVRO", avro::value_schema(cols.into_iter()).to_string())
                         }
                         (Format::Avro, true) => ("AVRO", avro::key_schema(cols[0].1).to_string()),
+                        // ksqlDB's `message ConnectDefault1`; a key is a message of its one column.
+                        (Format::Protobuf, _) => (
+                            "PROTOBUF",
+                            protobuf::schema_text(cols.into_iter()).map_err(|e| {
+                                format!(
+                                    "{}: its {} cannot be written as PROTOBUF: {e}",
+                                    def.name,
+                                    if key { "key" } else { "value" }
+                                )
+                            })?,
+                        ),
                         (_, false) => ("JSON", json_object(cols.into_iter()).to_string()),
                         (_, true) => ("JSON", json_schema_of(cols[0].1).to_string()),
                     };
@@ -452,10 +492,19 @@ impl SinkCodec {
                     (id, reg.by_id(id)?)
                 }
             };
+            let message = match &*schema.1 {
+                Registered::Protobuf(p) => Some(
+                    p.message(None)
+                        .map_err(|e| format!("the schema {} of {subject}: {e}", schema.0))?,
+                ),
+                _ => None,
+            };
             if key {
                 codec.key = Some(schema);
+                codec.key_message = message;
             } else {
                 codec.value = Some(schema);
+                codec.value_message = message;
             }
         }
         Ok(codec)
@@ -484,6 +533,25 @@ impl SinkCodec {
                     .map_err(|e| format!("the key {e}"))?;
             }
             Registered::Json(_) => out.extend_from_slice(v.to_json().to_string().as_bytes()),
+            Registered::Protobuf(_) => {
+                let (m, path) = self
+                    .key_message
+                    .as_ref()
+                    .ok_or("the key schema has no message")?;
+                let single = m.fields().count() == 1 && !matches!(v, Value::Struct(_));
+                let msg = match v {
+                    Value::Struct(f) if !single => protobuf::message(m, |name| {
+                        f.iter()
+                            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                            .map(|(_, x)| x)
+                    }),
+                    _ => protobuf::message(m, |_| Some(v)),
+                }
+                .map_err(|e| format!("the key {e}"))?;
+                fjord_registry::proto_json::write_indexes(path, &mut out);
+                prost_reflect::prost::Message::encode(&msg, &mut out)
+                    .map_err(|e| format!("the key: {e}"))?;
+            }
         }
         Ok(Some(out))
     }
@@ -509,6 +577,21 @@ impl SinkCodec {
                 };
                 avro::write(s, d.references(), datum, &mut out)
                     .map_err(|e| format!("the value {e}"))?;
+            }
+            Registered::Protobuf(_) => {
+                let (m, path) = self
+                    .value_message
+                    .as_ref()
+                    .ok_or("the value schema has no message")?;
+                let msg = protobuf::message(m, |name| {
+                    cols.iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                        .map(|(_, v)| v)
+                })
+                .map_err(|e| format!("the value: {e}"))?;
+                fjord_registry::proto_json::write_indexes(path, &mut out);
+                prost_reflect::prost::Message::encode(&msg, &mut out)
+                    .map_err(|e| format!("the value: {e}"))?;
             }
             Registered::Json(_) => {
                 let o: serde_json::Map<String, J> = cols

@@ -16,6 +16,7 @@ pub mod format;
 pub mod functions;
 pub mod parser;
 pub mod plan;
+pub mod protobuf;
 pub mod registry;
 pub mod rest;
 pub mod types;

@@ -1,0 +1,918 @@
+//! Protobuf for VALUE_FORMAT/KEY_FORMAT 'PROTOBUF': the columns of a registered schema's message, the proto3
+//! schema of a sink's columns (as ksqlDB writes it: `message ConnectDefault1`), and rows to and from messages
+//! with `prost-reflect`.
+//!
+//! Types map as ksqlDB (through Confluent's Protobuf converter) maps them: int32, sint32 and sfixed32 are INT;
+//! uint32, fixed32 and the 64-bit integers BIGINT (uint64 and fixed64 past 2^63 wrap, as Java's long); float and
+//! double DOUBLE; bool BOOLEAN; string STRING; bytes BYTES; an enum STRING (the value's name); a message STRUCT
+//! (fields upper-cased); `repeated` ARRAY; `map` MAP; `google.protobuf.Timestamp` TIMESTAMP; the wrappers
+//! (`google.protobuf.StringValue`, `Int32Value`, ...) their primitive. A scalar that is not set reads as its proto3
+//! default (0, "", false: proto3 cannot tell it from a default written), a message field that is not set (a
+//! wrapper, a timestamp, a struct) and a member of a `oneof` that is not the one set read as NULL. Oneof members
+//! are columns of their own (ksqlDB makes a struct of the oneof).
+//!
+//! Bounded as the Avro path: a schema's message that contains itself, nests deeper than 64 or expands to more
+//! than 10,000 types has no columns (`fjord_registry::wire`'s limits), and a record becomes at most
+//! [`fjord_registry::wire::protobuf_value_budget`] values (an empty message of 2 bytes stands for a value per field).
+
+use std::fmt::Write as _;
+
+use prost_reflect::{
+    DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, ReflectMessage,
+    Value as Proto,
+};
+
+use fjord_registry::wire::{MAX_SCHEMA_DEPTH, MAX_SCHEMA_NODES};
+
+use crate::types::{SqlType, Value};
+
+/// The message ksqlDB names the schemas it registers.
+pub const MESSAGE: &str = "ConnectDefault1";
+
+const TIMESTAMP: &str = "google.protobuf.Timestamp";
+
+/// The primitive kind a `google.protobuf` wrapper message holds (its field `value`), if `m` is one.
+fn wrapped(m: &MessageDescriptor) -> Option<FieldDescriptor> {
+    let name = m.full_name().strip_prefix("google.protobuf.")?;
+    matches!(
+        name,
+        "DoubleValue"
+            | "FloatValue"
+            | "Int64Value"
+            | "UInt64Value"
+            | "Int32Value"
+            | "UInt32Value"
+            | "BoolValue"
+            | "StringValue"
+            | "BytesValue"
+    )
+    .then(|| m.get_field_by_name("value"))
+    .flatten()
+}
+
+/// The walk of a schema's message types, bounded as the module says.
+struct Walk {
+    open: Vec<String>,
+    budget: usize,
+}
+
+impl Walk {
+    fn step(&mut self, depth: usize) -> Result<(), String> {
+        if self.budget == 0 {
+            return Err(format!(
+                "the Protobuf schema expands to more than {MAX_SCHEMA_NODES} types, which SQL does not read"
+            ));
+        }
+        self.budget -= 1;
+        if depth > MAX_SCHEMA_DEPTH {
+            return Err(format!(
+                "the Protobuf schema nests messages more than {MAX_SCHEMA_DEPTH} deep, which SQL does not read"
+            ));
+        }
+        Ok(())
+    }
+
+    fn message(
+        &mut self,
+        m: &MessageDescriptor,
+        depth: usize,
+    ) -> Result<Vec<(String, SqlType)>, String> {
+        self.step(depth)?;
+        let full = m.full_name().to_string();
+        if self.open.contains(&full) {
+            return Err(format!(
+                "the Protobuf schema is recursive (message {full} contains itself), which has no SQL type"
+            ));
+        }
+        self.open.push(full);
+        let fields = m
+            .fields()
+            .map(|f| {
+                Ok((
+                    f.name().to_ascii_uppercase(),
+                    self.field(&f, depth + 1)
+                        .map_err(|e| format!("field {}: {e}", f.name()))?,
+                ))
+            })
+            .collect::<Result<Vec<_>, String>>();
+        self.open.pop();
+        fields
+    }
+
+    fn field(&mut self, f: &FieldDescriptor, depth: usize) -> Result<SqlType, String> {
+        self.step(depth)?;
+        if f.is_map() {
+            let Kind::Message(entry) = f.kind() else {
+                return Err("a map without an entry message".into());
+            };
+            return Ok(SqlType::Map(
+                Box::new(self.single(&entry.map_entry_key_field(), depth + 1)?),
+                Box::new(self.single(&entry.map_entry_value_field(), depth + 1)?),
+            ));
+        }
+        let t = self.single(f, depth)?;
+        Ok(if f.is_list() {
+            SqlType::Array(Box::new(t))
+        } else {
+            t
+        })
+    }
+
+    /// The type of one value of `f` (an item when it is repeated).
+    fn single(&mut self, f: &FieldDescriptor, depth: usize) -> Result<SqlType, String> {
+        Ok(match f.kind() {
+            Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => SqlType::Int,
+            Kind::Uint32
+            | Kind::Fixed32
+            | Kind::Int64
+            | Kind::Uint64
+            | Kind::Sint64
+            | Kind::Fixed64
+            | Kind::Sfixed64 => SqlType::Bigint,
+            Kind::Float | Kind::Double => SqlType::Double,
+            Kind::Bool => SqlType::Boolean,
+            Kind::String | Kind::Enum(_) => SqlType::String,
+            Kind::Bytes => SqlType::Bytes,
+            Kind::Message(m) if m.full_name() == TIMESTAMP => SqlType::Timestamp,
+            Kind::Message(m) => match wrapped(&m) {
+                Some(v) => self.single(&v, depth + 1)?,
+                None => SqlType::Struct(self.message(&m, depth + 1)?),
+            },
+        })
+    }
+}
+
+/// The columns of a message: its fields, upper-cased as ksqlDB names them.
+pub fn columns(m: &MessageDescriptor) -> Result<Vec<(String, SqlType)>, String> {
+    Walk {
+        open: Vec::new(),
+        budget: MAX_SCHEMA_NODES,
+    }
+    .message(m, 0)
+}
+
+/// A message's field for a column (its name exactly, else ignoring case: columns are upper case, proto field
+/// names usually not).
+pub fn field_for(m: &MessageDescriptor, name: &str) -> Option<FieldDescriptor> {
+    m.get_field_by_name(name)
+        .or_else(|| m.fields().find(|f| f.name().eq_ignore_ascii_case(name)))
+}
+
+/// A key message as the key column's value: its one field (ksqlDB writes a single key column as a message of one
+/// field), or the message itself for a STRUCT key.
+pub fn key_value(msg: &DynamicMessage, ty: &SqlType, left: &mut usize) -> Result<Value, String> {
+    let d = msg.descriptor();
+    let fields: Vec<FieldDescriptor> = d.fields().collect();
+    match (fields.as_slice(), ty) {
+        ([only], t) if !matches!(t, SqlType::Struct(_)) => field_value(msg, only, t, left),
+        (_, SqlType::Struct(want)) => struct_value(msg, want, left),
+        _ => Err(format!(
+            "the key message {} has {} fields: one key column reads a message of one field",
+            d.full_name(),
+            fields.len()
+        )),
+    }
+}
+
+/// Takes one value from the budget.
+fn spend(left: &mut usize) -> Result<(), String> {
+    if *left == 0 {
+        return Err("the record expands into more values than its size allows (its messages' unset fields read as defaults); it is refused as hostile or corrupt".into());
+    }
+    *left -= 1;
+    Ok(())
+}
+
+/// The value of column `name` of type `ty` in `msg`: NULL when the message has no such field.
+pub fn column(
+    msg: &DynamicMessage,
+    name: &str,
+    ty: &SqlType,
+    left: &mut usize,
+) -> Result<Value, String> {
+    match field_for(&msg.descriptor(), name) {
+        Some(f) => field_value(msg, &f, ty, left),
+        // A NULL is a value too: a wide STRUCT type over many empty messages is as many values.
+        None => spend(left).map(|()| Value::Null),
+    }
+}
+
+/// A field's value: NULL for a message field (and a oneof member or proto3 `optional` field) that is not set,
+/// the proto3 default for an unset scalar.
+fn field_value(
+    msg: &DynamicMessage,
+    f: &FieldDescriptor,
+    ty: &SqlType,
+    left: &mut usize,
+) -> Result<Value, String> {
+    if !f.is_list() && !f.is_map() && f.supports_presence() && !msg.has_field(f) {
+        spend(left)?;
+        return Ok(Value::Null);
+    }
+    to_value(f, &msg.get_field(f), ty, left)
+}
+
+/// A value of field `f` (a whole list or map, or one item) as a value of `ty`.
+fn to_value(
+    f: &FieldDescriptor,
+    v: &Proto,
+    ty: &SqlType,
+    left: &mut usize,
+) -> Result<Value, String> {
+    spend(left)?;
+    let bad = || format!("expected {ty}, found the Protobuf value {v:?}");
+    Ok(match v {
+        Proto::List(items) => match ty {
+            SqlType::Array(t) => Value::Array(
+                items
+                    .iter()
+                    .map(|x| to_value(f, x, t, left))
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => return Err(format!("expected {ty}, found a repeated field")),
+        },
+        Proto::Map(entries) => {
+            let (SqlType::Map(kt, vt), Kind::Message(entry)) = (ty, f.kind()) else {
+                return Err(format!("expected {ty}, found a map"));
+            };
+            let value_field = entry.map_entry_value_field();
+            let mut pairs: Vec<(&MapKey, &Proto)> = entries.iter().collect();
+            // A map's entries have no order; sorted, the same record always gives the same row.
+            pairs.sort_by(|a, b| key_order(a.0).cmp(&key_order(b.0)));
+            let mut out = Vec::with_capacity(pairs.len());
+            for (k, x) in pairs {
+                spend(left)?;
+                let key = match k {
+                    MapKey::Bool(b) => scalar_bool(*b, kt),
+                    MapKey::I32(i) => int_value(i64::from(*i), kt),
+                    MapKey::I64(i) => int_value(*i, kt),
+                    MapKey::U32(i) => int_value(i64::from(*i), kt),
+                    MapKey::U64(i) => int_value(*i as i64, kt),
+                    MapKey::String(s) => text_value(s, kt),
+                }
+                .ok_or_else(|| format!("the map key {k:?} is not a {kt}"))?;
+                out.push((key, to_value(&value_field, x, vt, left)?));
+            }
+            Value::Map(out)
+        }
+        Proto::Bool(b) => scalar_bool(*b, ty).ok_or_else(bad)?,
+        Proto::I32(i) => int_value(i64::from(*i), ty).ok_or_else(bad)?,
+        Proto::I64(i) => int_value(*i, ty).ok_or_else(bad)?,
+        Proto::U32(i) => int_value(i64::from(*i), ty).ok_or_else(bad)?,
+        // No unsigned 64-bit SQL type: read as Java's long, as Confluent's converter does.
+        Proto::U64(i) => int_value(*i as i64, ty).ok_or_else(bad)?,
+        Proto::F32(x) => float_value(f64::from(*x), ty).ok_or_else(bad)?,
+        Proto::F64(x) => float_value(*x, ty).ok_or_else(bad)?,
+        Proto::String(s) => text_value(s, ty).ok_or_else(bad)?,
+        Proto::Bytes(b) => match ty {
+            SqlType::Bytes => Value::Bytes(b.to_vec()),
+            SqlType::String => Value::String(String::from_utf8_lossy(b).into_owned()),
+            _ => return Err(bad()),
+        },
+        Proto::EnumNumber(n) => {
+            let name = match f.kind() {
+                Kind::Enum(e) => match e.get_value(*n) {
+                    Some(symbol) => symbol.name().to_string(),
+                    // What protobuf-java names a number the enum does not define.
+                    None => format!("UNKNOWN_ENUM_VALUE_{}_{n}", e.name()),
+                },
+                _ => n.to_string(),
+            };
+            match ty {
+                SqlType::String => Value::String(name),
+                other => int_value(i64::from(*n), other).ok_or_else(bad)?,
+            }
+        }
+        Proto::Message(m) if m.descriptor().full_name() == TIMESTAMP => {
+            let seconds = m
+                .get_field_by_name("seconds")
+                .and_then(|v| v.as_i64())
+                .unwrap_or(0);
+            let nanos = m
+                .get_field_by_name("nanos")
+                .and_then(|v| v.as_i32())
+                .unwrap_or(0);
+            let millis = seconds
+                .checked_mul(1000)
+                .and_then(|ms| ms.checked_add(i64::from(nanos).div_euclid(1_000_000)))
+                .ok_or("the timestamp is out of range")?;
+            int_value(millis, ty).ok_or_else(bad)?
+        }
+        Proto::Message(m) => {
+            let d = m.descriptor();
+            if let Some(inner) = wrapped(&d) {
+                return to_value(&inner, &m.get_field(&inner), ty, left);
+            }
+            match ty {
+                SqlType::Struct(want) => struct_value(m, want, left)?,
+                _ => {
+                    return Err(format!(
+                        "expected {ty}, found the message {}",
+                        d.full_name()
+                    ))
+                }
+            }
+        }
+    })
+}
+
+/// A message as a STRUCT of the fields `want` names.
+fn struct_value(
+    msg: &DynamicMessage,
+    want: &[(String, SqlType)],
+    left: &mut usize,
+) -> Result<Value, String> {
+    want.iter()
+        .map(|(n, t)| Ok((n.clone(), column(msg, n, t, left)?)))
+        .collect::<Result<_, String>>()
+        .map(Value::Struct)
+}
+
+fn key_order(k: &MapKey) -> (i128, &str) {
+    match k {
+        MapKey::Bool(b) => (i128::from(*b), ""),
+        MapKey::I32(i) => (i128::from(*i), ""),
+        MapKey::I64(i) => (i128::from(*i), ""),
+        MapKey::U32(i) => (i128::from(*i), ""),
+        MapKey::U64(i) => (i128::from(*i), ""),
+        MapKey::String(s) => (0, s),
+    }
+}
+
+fn scalar_bool(b: bool, ty: &SqlType) -> Option<Value> {
+    match ty {
+        SqlType::Boolean => Some(Value::Bool(b)),
+        SqlType::String => Some(Value::String(b.to_string())),
+        _ => None,
+    }
+}
+
+fn int_value(i: i64, ty: &SqlType) -> Option<Value> {
+    Some(match ty {
+        SqlType::Int => Value::Int(i32::try_from(i).ok()?),
+        SqlType::Bigint => Value::Bigint(i),
+        SqlType::Double | SqlType::Decimal(..) => Value::Double(i as f64),
+        SqlType::Timestamp => Value::Timestamp(i),
+        SqlType::Date => Value::Date(i32::try_from(i).ok()?),
+        SqlType::Time => Value::Time(i),
+        SqlType::String => Value::String(i.to_string()),
+        _ => return None,
+    })
+}
+
+fn float_value(f: f64, ty: &SqlType) -> Option<Value> {
+    Some(match ty {
+        SqlType::Double => Value::Double(f),
+        SqlType::Decimal(_, s) => Value::Double(crate::types::round_to(f, i32::from(*s))),
+        SqlType::String => Value::String(f.to_string()),
+        _ => return None,
+    })
+}
+
+fn text_value(s: &str, ty: &SqlType) -> Option<Value> {
+    match ty {
+        SqlType::String => Some(Value::String(s.to_string())),
+        other => Value::from_text(s, other).ok(),
+    }
+}
+
+// ---- Writing ----
+
+/// The proto3 schema ksqlDB registers for a sink's columns: `message ConnectDefault1` with a field per column in
+/// order (numbered from 1, named as the column), a STRUCT a nested message `ConnectDefaultN`, TIMESTAMP
+/// `google.protobuf.Timestamp`. A NULL is written as an unset field (read back as the proto3 default, as
+/// ksqlDB's default representation does). Err for what proto3 cannot hold: a column name that is not a
+/// Protobuf identifier, an array of arrays or of maps, a map with keys other than STRING, INT, BIGINT or
+/// BOOLEAN, and DECIMAL, DATE and TIME (not written to PROTOBUF yet).
+pub fn schema_text<'a>(
+    cols: impl Iterator<Item = (&'a str, &'a SqlType)>,
+) -> Result<String, String> {
+    let mut gen = Gen {
+        next: 2,
+        timestamp: false,
+    };
+    let cols: Vec<(&str, &SqlType)> = cols.collect();
+    let body = gen.message(MESSAGE, &cols, 0)?;
+    let mut out = String::from("syntax = \"proto3\";\n");
+    if gen.timestamp {
+        out.push_str("\nimport \"google/protobuf/timestamp.proto\";\n");
+    }
+    out.push('\n');
+    out.push_str(&body);
+    Ok(out)
+}
+
+struct Gen {
+    /// The number of the next nested message (`ConnectDefault<next>`).
+    next: usize,
+    timestamp: bool,
+}
+
+fn identifier(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "the column {name} is not a Protobuf field name (letters, digits and _), which PROTOBUF cannot write: rename it with AS"
+        ))
+    }
+}
+
+impl Gen {
+    fn message(
+        &mut self,
+        name: &str,
+        fields: &[(&str, &SqlType)],
+        indent: usize,
+    ) -> Result<String, String> {
+        let pad = "  ".repeat(indent);
+        let mut nested = String::new();
+        let mut lines = String::new();
+        for (i, (n, t)) in fields.iter().enumerate() {
+            identifier(n)?;
+            let ty = match t {
+                SqlType::Array(item) => {
+                    if matches!(**item, SqlType::Array(_) | SqlType::Map(..)) {
+                        return Err(format!(
+                            "the column or field {n} is {t}: an array of arrays or maps has no proto3 type"
+                        ));
+                    }
+                    format!("repeated {}", self.single(n, item, indent, &mut nested)?)
+                }
+                SqlType::Map(k, v) => {
+                    let key = match **k {
+                        SqlType::String => "string",
+                        SqlType::Int => "int32",
+                        SqlType::Bigint => "int64",
+                        SqlType::Boolean => "bool",
+                        _ => {
+                            return Err(format!(
+                                "the column or field {n} is {t}: proto3 map keys are STRING, INT, BIGINT or BOOLEAN"
+                            ))
+                        }
+                    };
+                    if matches!(**v, SqlType::Array(_) | SqlType::Map(..)) {
+                        return Err(format!(
+                            "the column or field {n} is {t}: a map of arrays or maps has no proto3 type"
+                        ));
+                    }
+                    format!("map<{key}, {}>", self.single(n, v, indent, &mut nested)?)
+                }
+                other => self.single(n, other, indent, &mut nested)?,
+            };
+            let _ = writeln!(lines, "{pad}  {ty} {n} = {};", i + 1);
+        }
+        Ok(format!("{pad}message {name} {{\n{lines}{nested}{pad}}}\n"))
+    }
+
+    /// The proto3 type of one value of `t`; a STRUCT's message is written into `nested`.
+    fn single(
+        &mut self,
+        name: &str,
+        t: &SqlType,
+        indent: usize,
+        nested: &mut String,
+    ) -> Result<String, String> {
+        Ok(match t {
+            SqlType::Boolean => "bool".into(),
+            SqlType::Int => "int32".into(),
+            SqlType::Bigint => "int64".into(),
+            SqlType::Double => "double".into(),
+            SqlType::String => "string".into(),
+            SqlType::Bytes => "bytes".into(),
+            SqlType::Timestamp => {
+                self.timestamp = true;
+                "google.protobuf.Timestamp".into()
+            }
+            SqlType::Struct(fields) => {
+                let m = format!("ConnectDefault{}", self.next);
+                self.next += 1;
+                let fields: Vec<(&str, &SqlType)> =
+                    fields.iter().map(|(n, t)| (n.as_str(), t)).collect();
+                nested.push_str(&self.message(&m, &fields, indent + 1)?);
+                m
+            }
+            SqlType::Decimal(..) | SqlType::Date | SqlType::Time => {
+                return Err(format!(
+                    "the column or field {name} is {t}, which PROTOBUF does not write yet: CAST it to DOUBLE, INT or STRING"
+                ))
+            }
+            SqlType::Array(_) | SqlType::Map(..) => {
+                return Err(format!(
+                    "the column or field {name} nests {t} where proto3 has no type for it"
+                ))
+            }
+        })
+    }
+}
+
+/// A message of `m` from named values (a field with no value, or NULL, is left unset).
+pub fn message<'a>(
+    m: &MessageDescriptor,
+    get: impl Fn(&str) -> Option<&'a Value>,
+) -> Result<DynamicMessage, String> {
+    let mut msg = DynamicMessage::new(m.clone());
+    for f in m.fields() {
+        let Some(v) = get(f.name()) else { continue };
+        if v.is_null() {
+            continue;
+        }
+        let x = from_value(&f, v).map_err(|e| format!("field {}: {e}", f.name()))?;
+        msg.set_field(&f, x);
+    }
+    Ok(msg)
+}
+
+/// A value as the value of field `f` (a whole list or map when it is one).
+fn from_value(f: &FieldDescriptor, v: &Value) -> Result<Proto, String> {
+    if f.is_map() {
+        let (Value::Map(entries), Kind::Message(entry)) = (v, f.kind()) else {
+            return Err(format!("{} is not a map", v.to_text()));
+        };
+        let (kf, vf) = (entry.map_entry_key_field(), entry.map_entry_value_field());
+        let mut out = std::collections::HashMap::new();
+        for (k, x) in entries {
+            let key = match single(&kf, k)? {
+                Proto::Bool(b) => MapKey::Bool(b),
+                Proto::I32(i) => MapKey::I32(i),
+                Proto::I64(i) => MapKey::I64(i),
+                Proto::U32(i) => MapKey::U32(i),
+                Proto::U64(i) => MapKey::U64(i),
+                Proto::String(s) => MapKey::String(s),
+                other => return Err(format!("{other:?} is not a map key")),
+            };
+            let x = if x.is_null() {
+                Proto::default_value(&vf.kind())
+            } else {
+                single(&vf, x)?
+            };
+            out.insert(key, x);
+        }
+        return Ok(Proto::Map(out));
+    }
+    if f.is_list() {
+        let Value::Array(items) = v else {
+            return Err(format!("{} is not an array", v.to_text()));
+        };
+        return items
+            .iter()
+            .map(|x| {
+                if x.is_null() {
+                    Err("a NULL element, which a repeated Protobuf field cannot hold".to_string())
+                } else {
+                    single(f, x)
+                }
+            })
+            .collect::<Result<_, _>>()
+            .map(Proto::List);
+    }
+    single(f, v)
+}
+
+/// One (non-NULL) value of `f`'s kind.
+fn single(f: &FieldDescriptor, v: &Value) -> Result<Proto, String> {
+    let bad = || format!("the value {} does not fit {:?}", v.to_text(), f.kind());
+    let int = || v.as_i64().ok_or_else(bad);
+    Ok(match f.kind() {
+        Kind::Bool => match v {
+            Value::Bool(b) => Proto::Bool(*b),
+            _ => return Err(bad()),
+        },
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            Proto::I32(i32::try_from(int()?).map_err(|_| bad())?)
+        }
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Proto::I64(int()?),
+        Kind::Uint32 | Kind::Fixed32 => Proto::U32(u32::try_from(int()?).map_err(|_| bad())?),
+        Kind::Uint64 | Kind::Fixed64 => Proto::U64(int()? as u64),
+        Kind::Float => Proto::F32(v.as_f64().ok_or_else(bad)? as f32),
+        Kind::Double => Proto::F64(v.as_f64().ok_or_else(bad)?),
+        Kind::String => Proto::String(match v {
+            Value::String(s) => s.clone(),
+            other => other.to_text(),
+        }),
+        Kind::Bytes => match v {
+            Value::Bytes(b) => Proto::Bytes(b.clone().into()),
+            Value::String(s) => Proto::Bytes(s.clone().into_bytes().into()),
+            _ => return Err(bad()),
+        },
+        Kind::Enum(e) => match v {
+            Value::String(s) => Proto::EnumNumber(
+                e.get_value_by_name(s)
+                    .ok_or_else(|| format!("{s} is not a value of the enum {}", e.name()))?
+                    .number(),
+            ),
+            other => Proto::EnumNumber(
+                i32::try_from(other.as_i64().ok_or_else(bad)?).map_err(|_| bad())?,
+            ),
+        },
+        Kind::Message(m) if m.full_name() == TIMESTAMP => {
+            let ms = int()?;
+            let mut t = DynamicMessage::new(m.clone());
+            t.set_field_by_name("seconds", Proto::I64(ms.div_euclid(1000)));
+            t.set_field_by_name(
+                "nanos",
+                Proto::I32((ms.rem_euclid(1000) * 1_000_000) as i32),
+            );
+            Proto::Message(t)
+        }
+        Kind::Message(m) => {
+            if let Some(inner) = wrapped(&m) {
+                let mut w = DynamicMessage::new(m.clone());
+                w.set_field(&inner, single(&inner, v)?);
+                return Ok(Proto::Message(w));
+            }
+            let Value::Struct(fields) = v else {
+                return Err(bad());
+            };
+            Proto::Message(message(&m, |name| {
+                fields
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map(|(_, x)| x)
+            })?)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fjord_registry::proto_json::{self, ProtoSchema};
+    use prost_reflect::prost::Message as _;
+    use serde_json::json;
+
+    const SHOP: &str = r#"syntax = "proto3";
+package shop;
+import "google/protobuf/timestamp.proto";
+import "google/protobuf/wrappers.proto";
+enum Color { RED = 0; BLUE = 1; }
+message Order {
+  string id = 1;
+  int32 qty = 2;
+  sint32 delta = 3;
+  uint32 small = 4;
+  uint64 big = 5;
+  fixed32 f32 = 6;
+  sfixed64 sf64 = 7;
+  float ratio = 8;
+  double price = 9;
+  bool paid = 10;
+  bytes raw = 11;
+  Color color = 12;
+  repeated string tags = 13;
+  map<string, int64> totals = 14;
+  google.protobuf.Timestamp at = 15;
+  google.protobuf.StringValue note = 16;
+  Line line = 17;
+  repeated Line lines = 18;
+  oneof pay { string card = 19; int32 cash = 20; }
+  message Line { string sku = 1; int32 n = 2; }
+}
+"#;
+
+    fn order() -> MessageDescriptor {
+        ProtoSchema::compile(SHOP, &[])
+            .unwrap()
+            .message(None)
+            .unwrap()
+            .0
+    }
+
+    fn line_ty() -> SqlType {
+        SqlType::Struct(vec![
+            ("SKU".into(), SqlType::String),
+            ("N".into(), SqlType::Int),
+        ])
+    }
+
+    #[test]
+    fn protobuf_types_map_to_sql_types_as_ksqldb_maps_them() {
+        let cols = columns(&order()).unwrap();
+        let want = vec![
+            ("ID", SqlType::String),
+            ("QTY", SqlType::Int),
+            ("DELTA", SqlType::Int),
+            ("SMALL", SqlType::Bigint),
+            ("BIG", SqlType::Bigint),
+            ("F32", SqlType::Bigint),
+            ("SF64", SqlType::Bigint),
+            ("RATIO", SqlType::Double),
+            ("PRICE", SqlType::Double),
+            ("PAID", SqlType::Boolean),
+            ("RAW", SqlType::Bytes),
+            ("COLOR", SqlType::String),
+            ("TAGS", SqlType::Array(Box::new(SqlType::String))),
+            (
+                "TOTALS",
+                SqlType::Map(Box::new(SqlType::String), Box::new(SqlType::Bigint)),
+            ),
+            ("AT", SqlType::Timestamp),
+            ("NOTE", SqlType::String),
+            ("LINE", line_ty()),
+            ("LINES", SqlType::Array(Box::new(line_ty()))),
+            ("CARD", SqlType::String),
+            ("CASH", SqlType::Int),
+        ];
+        let want: Vec<(String, SqlType)> =
+            want.into_iter().map(|(n, t)| (n.to_string(), t)).collect();
+        assert_eq!(cols, want);
+    }
+
+    fn row(m: &MessageDescriptor, j: serde_json::Value) -> Vec<Value> {
+        let body = proto_json::from_json(m, &j).unwrap();
+        let msg = proto_json::decode(m, &body).unwrap();
+        let mut left = fjord_registry::wire::protobuf_value_budget(body.len());
+        columns(m)
+            .unwrap()
+            .iter()
+            .map(|(n, t)| column(&msg, n, t, &mut left).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn messages_read_as_rows_with_proto3_defaults_and_nulls_for_unset_messages() {
+        let m = order();
+        let got = row(
+            &m,
+            json!({"id": "o-1", "qty": -3, "delta": -7, "small": 4000000000u32, "big": "18446744073709551615",
+                   "f32": 9, "sf64": "-5", "ratio": 0.5, "price": 2.25, "paid": true, "raw": "AQI=",
+                   "color": "BLUE", "tags": ["a", "b"], "totals": {"y": "2", "x": "1"},
+                   "at": "2023-11-14T22:13:20.123Z", "note": "hi", "line": {"sku": "s"},
+                   "lines": [{"sku": "a", "n": 1}, {}], "cash": 5}),
+        );
+        let line = |sku: &str, n| {
+            Value::Struct(vec![
+                ("SKU".into(), Value::String(sku.into())),
+                ("N".into(), Value::Int(n)),
+            ])
+        };
+        assert_eq!(
+            got,
+            vec![
+                Value::String("o-1".into()),
+                Value::Int(-3),
+                Value::Int(-7),
+                Value::Bigint(4_000_000_000),
+                Value::Bigint(-1),
+                Value::Bigint(9),
+                Value::Bigint(-5),
+                Value::Double(0.5),
+                Value::Double(2.25),
+                Value::Bool(true),
+                Value::Bytes(vec![1, 2]),
+                Value::String("BLUE".into()),
+                Value::Array(vec![Value::String("a".into()), Value::String("b".into())]),
+                Value::Map(vec![
+                    (Value::String("x".into()), Value::Bigint(1)),
+                    (Value::String("y".into()), Value::Bigint(2)),
+                ]),
+                Value::Timestamp(1_700_000_000_123),
+                Value::String("hi".into()),
+                line("s", 0),
+                Value::Array(vec![line("a", 1), line("", 0)]),
+                Value::Null,
+                Value::Int(5),
+            ]
+        );
+        // Nothing set: scalars are their defaults, messages (wrapper, timestamp, struct) and oneofs NULL.
+        let empty = row(&m, json!({}));
+        assert_eq!(empty[0], Value::String(String::new()));
+        assert_eq!(empty[1], Value::Int(0));
+        assert_eq!(empty[9], Value::Bool(false));
+        assert_eq!(empty[11], Value::String("RED".into()));
+        assert_eq!(empty[12], Value::Array(vec![]));
+        for i in [14, 15, 16, 18, 19] {
+            assert_eq!(empty[i], Value::Null, "column {i}");
+        }
+    }
+
+    /// Many empty messages in a few bytes each are many values; past the budget the record is refused, not
+    /// expanded.
+    #[test]
+    fn a_record_of_many_empty_messages_is_refused_past_the_value_budget() {
+        let m = order();
+        let lines: Vec<serde_json::Value> = (0..20_000).map(|_| json!({})).collect();
+        let body = proto_json::from_json(&m, &json!({ "lines": lines })).unwrap();
+        let msg = proto_json::decode(&m, &body).unwrap();
+        let mut left = fjord_registry::wire::protobuf_value_budget(body.len());
+        let wide = SqlType::Array(Box::new(SqlType::Struct(
+            (0..200).map(|i| (format!("X{i}"), SqlType::Int)).collect(),
+        )));
+        let e = column(&msg, "LINES", &wide, &mut left).unwrap_err();
+        assert!(e.contains("hostile or corrupt"), "{e}");
+    }
+
+    #[test]
+    fn recursive_and_very_deep_schemas_have_no_columns() {
+        let rec = "syntax = \"proto3\";\nmessage Node { Node next = 1; int32 v = 2; }\n";
+        let m = ProtoSchema::compile(rec, &[])
+            .unwrap()
+            .message(None)
+            .unwrap()
+            .0;
+        assert!(columns(&m).unwrap_err().contains("recursive"));
+        let mut deep = String::from("syntax = \"proto3\";\nmessage M0 { int32 v = 1; }\n");
+        for i in 1..70 {
+            let _ = writeln!(deep, "message M{i} {{ M{} x = 1; }}", i - 1);
+        }
+        let s = ProtoSchema::compile(&deep, &[]).unwrap();
+        let m = s.message(Some("M69")).unwrap().0;
+        assert!(columns(&m).unwrap_err().contains("deep"));
+    }
+
+    /// The schema of a sink's columns compiles, reads back as the same columns, and a row written with it reads
+    /// back as the row (a NULL scalar as its default, as ksqlDB's default representation).
+    #[test]
+    fn a_sink_schema_round_trips_its_rows() {
+        let cols = vec![
+            ("ID".to_string(), SqlType::String),
+            ("N".to_string(), SqlType::Int),
+            ("BIG".to_string(), SqlType::Bigint),
+            ("AT".to_string(), SqlType::Timestamp),
+            (
+                "TAGS".to_string(),
+                SqlType::Array(Box::new(SqlType::String)),
+            ),
+            (
+                "M".to_string(),
+                SqlType::Map(Box::new(SqlType::String), Box::new(SqlType::Double)),
+            ),
+            (
+                "S".to_string(),
+                SqlType::Struct(vec![
+                    ("X".into(), SqlType::Double),
+                    (
+                        "T".into(),
+                        SqlType::Struct(vec![("B".into(), SqlType::Boolean)]),
+                    ),
+                ]),
+            ),
+            ("RAW".to_string(), SqlType::Bytes),
+        ];
+        let text = schema_text(cols.iter().map(|(n, t)| (n.as_str(), t))).unwrap();
+        assert!(text.starts_with("syntax = \"proto3\";"), "{text}");
+        assert!(text.contains("message ConnectDefault1 {"), "{text}");
+        let schema = ProtoSchema::compile(&text, &[]).unwrap();
+        let (m, path) = schema.message(None).unwrap();
+        assert_eq!((m.name(), path), ("ConnectDefault1", vec![0]));
+        assert_eq!(columns(&m).unwrap(), cols);
+        let vals = [
+            Value::String("a".into()),
+            Value::Null,
+            Value::Bigint(-9_000_000_000),
+            Value::Timestamp(-1_500),
+            Value::Array(vec![Value::String("x".into())]),
+            Value::Map(vec![(Value::String("k".into()), Value::Double(0.5))]),
+            Value::Struct(vec![
+                ("X".into(), Value::Double(1.5)),
+                (
+                    "T".into(),
+                    Value::Struct(vec![("B".into(), Value::Bool(true))]),
+                ),
+            ]),
+            Value::Bytes(vec![0, 255]),
+        ];
+        let msg = message(&m, |n| {
+            cols.iter().position(|(c, _)| c == n).map(|i| &vals[i])
+        })
+        .unwrap();
+        let body = msg.encode_to_vec();
+        let back = proto_json::decode(&m, &body).unwrap();
+        let mut left = usize::MAX;
+        for ((name, ty), want) in cols.iter().zip(&vals) {
+            let got = column(&back, name, ty, &mut left).unwrap();
+            let want = if want.is_null() {
+                Value::Int(0)
+            } else {
+                want.clone()
+            };
+            assert_eq!(got, want, "{name}");
+        }
+        for (cols, why) in [
+            (vec![("A B", SqlType::Int)], "not a Protobuf field name"),
+            (
+                vec![(
+                    "A",
+                    SqlType::Array(Box::new(SqlType::Array(Box::new(SqlType::Int)))),
+                )],
+                "array of arrays",
+            ),
+            (vec![("D", SqlType::Decimal(4, 2))], "does not write yet"),
+            (
+                vec![(
+                    "M",
+                    SqlType::Map(Box::new(SqlType::Double), Box::new(SqlType::Int)),
+                )],
+                "map keys",
+            ),
+        ] {
+            let e = schema_text(cols.iter().map(|(n, t)| (*n, t))).unwrap_err();
+            assert!(e.contains(why), "{why}: {e}");
+        }
+    }
+}
