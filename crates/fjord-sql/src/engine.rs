@@ -1313,14 +1313,6 @@ impl Engine {
                 .and_then(|e| e.query.as_ref())
                 .is_some_and(|q| q.fail_on_bad_record),
         };
-        if fail_on_bad_record && (aggregate || is_join) && !exactly_once {
-            // At least once, the streams library commits the input offsets once more when an instance fails
-            // (the group leave's revoke callback), past the record it stopped at; committing nothing instead
-            // would count the records sent to a repartition topic again on every restart (`Engine::abandon`).
-            return Err(SqlError::not_supported(format!(
-                "{FAIL_ON_DESERIALIZATION_ERROR}='true' for an aggregation or a join at least once: not supported yet (SET 'processing.guarantee'='exactly_once_v2' for a query that stops at a record that does not decode, or leave it unset or 'false' to skip and count such records)"
-            )));
-        }
         let def = SourceDef {
             name: name.value.clone(),
             kind: *kind,

@@ -211,7 +211,7 @@ impl KafkaStreams {
         create_internal_topics(&config, &plan)?;
 
         let metrics = Arc::new(Metrics::default());
-        let delivery_error = Arc::new(Mutex::new(None));
+        let failures = Arc::new(Mutex::new(DeliveryFailures::default()));
         let eos = config.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
         let producer_config = |transactional: bool| {
             let mut pc = config.client();
@@ -219,8 +219,9 @@ impl KafkaStreams {
                 .set("enable.idempotence", "true")
                 .set("linger.ms", "5")
                 .set("queue.buffering.max.messages", "1000000")
-                // Failed deliveries are still reported (and fail the next commit); successful ones cost a
-                // callback per record otherwise.
+                // Failed deliveries are still reported (and fail the next commit, see `DeliveryFailures`);
+                // successful ones cost a callback per record otherwise. (Which is also why the delivery opaque
+                // is a number, not a box: a successful delivery never returns it.)
                 .set("delivery.report.only.error", "true")
                 .set("message.timeout.ms", "60000");
             if transactional {
@@ -239,7 +240,8 @@ impl KafkaStreams {
         };
         let producer: BaseProducer<ProducerCtx> =
             producer_config(eos).create_with_context(ProducerCtx {
-                error: delivery_error.clone(),
+                failures: failures.clone(),
+                changelog: false,
             })?;
         // At least once, changelog entries and commit markers go through a transactional producer of their own
         // (outputs stay non-transactional, visible at once): a commit's entries and markers become visible
@@ -251,7 +253,8 @@ impl KafkaStreams {
                 None
             } else {
                 Some(producer_config(true).create_with_context(ProducerCtx {
-                    error: delivery_error.clone(),
+                    failures: failures.clone(),
+                    changelog: true,
                 })?)
             };
         // Fences an earlier incarnation of this instance and aborts its open transaction (the restores below
@@ -290,9 +293,12 @@ impl KafkaStreams {
             tasks: HashMap::new(),
             supplier,
             metrics: metrics.clone(),
-            delivery_error,
+            failures,
+            origins: HashMap::new(),
             restore,
             failed: None,
+            run_failed: None,
+            changelog_broken: false,
             abandoned: false,
         }));
         let mut cc = config.client();
@@ -337,13 +343,13 @@ impl KafkaStreams {
                 .spawn(move || {
                     let end = run_loop(&consumer, &engine, &stop, interval)
                         .and_then(|_| engine.lock().unwrap().failed.take().map_or(Ok(()), Err));
-                    if end.is_err() {
+                    if let Err(e) = &end {
                         // Exactly once, the open transaction is aborted, not committed with the offset of a
-                        // record that failed.
-                        engine.lock().unwrap().abandon();
+                        // record that failed; at least once, what is safe is committed (see `Engine::abandon`).
+                        engine.lock().unwrap().abandon(&consumer, e);
                     }
                     // Leaving the group revokes the assignment: the revoke callback commits once more,
-                    // unless a failure abandoned the work since the last commit (exactly once).
+                    // unless a failure ended the run (`Engine::abandon` did what was to be done).
                     consumer.unsubscribe();
                     let end =
                         end.and_then(|_| engine.lock().unwrap().failed.take().map_or(Ok(()), Err));
@@ -467,6 +473,11 @@ fn run_loop(
         // The lock is not held while polling: the rebalance callbacks take it inside `poll`.
         let polled = consumer.poll(Duration::from_millis(50));
         let mut e = engine.lock().unwrap();
+        // A rebalance callback that failed inside the poll (after a failed commit nothing is committed any more):
+        // the message polled with it is not processed.
+        if let Some(err) = e.failed.take() {
+            return Err(err);
+        }
         let idle = match polled {
             Some(Ok(m)) => {
                 e.process(&m)?;
@@ -478,9 +489,6 @@ fn run_loop(
             }
             None => true,
         };
-        if let Some(err) = e.failed.take() {
-            return Err(err);
-        }
         // Serving the producers' callbacks (only failed deliveries are reported) and reading the clock are
         // not needed per record.
         since_check += 1;
@@ -701,20 +709,75 @@ fn block_on<F: Future>(f: F) -> F::Output {
     }
 }
 
-/// Remembers the first failed delivery; the next commit fails with it instead of committing past lost data.
+/// What the failed deliveries of a run say, filled by the producers' delivery callbacks. Sticky: nothing takes
+/// a failure away (a commit that sees one fails, and so does every later one; the run ends, and the next run has
+/// a new engine). At least once, the commit after a failure uses it to commit only what is safe
+/// ([`Engine::commit_at_least_once`]).
+#[derive(Default)]
+struct DeliveryFailures {
+    /// The first failure: what the run fails with.
+    first: Option<String>,
+    /// Per origin (a (task, source) number, see [`Engine::origins`]), the lowest input offset one of whose
+    /// outputs was not delivered.
+    lowest: HashMap<usize, i64>,
+    /// A changelog entry or marker was not delivered (at least once: the changelog transaction cannot commit).
+    changelog: bool,
+    /// An output whose input is not known was not delivered (no tag: sent by a commit, or an origin or offset
+    /// too large for the tag): no input since the last commit can be trusted.
+    untracked: bool,
+}
+
+/// Each produced record's delivery opaque: the input record it came from, as `(origin + 1) << TAG_OFFSET_BITS |
+/// offset`, or 0 when that does not fit (or there is no such input). A number, not a box: with
+/// `delivery.report.only.error` a delivered record's opaque is never handed back, and a box would leak.
+const TAG_OFFSET_BITS: u32 = 40;
+
+fn tag(origin: usize, offset: i64) -> usize {
+    let (Ok(origin), Ok(offset)) = (u64::try_from(origin + 1), u64::try_from(offset)) else {
+        return 0;
+    };
+    if offset >= 1 << TAG_OFFSET_BITS || origin >= 1 << (63 - TAG_OFFSET_BITS) {
+        return 0;
+    }
+    usize::try_from(origin << TAG_OFFSET_BITS | offset).unwrap_or(0)
+}
+
+/// The (origin, input offset) of a tag; `None` for an untagged record.
+fn untag(tag: usize) -> Option<(usize, i64)> {
+    let t = tag as u64;
+    let origin = t >> TAG_OFFSET_BITS;
+    (origin > 0).then(|| {
+        (
+            (origin - 1) as usize,
+            (t & ((1 << TAG_OFFSET_BITS) - 1)) as i64,
+        )
+    })
+}
+
+/// Records failed deliveries in the run's [`DeliveryFailures`].
 struct ProducerCtx {
-    error: Arc<Mutex<Option<String>>>,
+    failures: Arc<Mutex<DeliveryFailures>>,
+    /// The at-least-once changelog producer (its records are not tagged).
+    changelog: bool,
 }
 
 impl ClientContext for ProducerCtx {}
 
 impl ProducerContext for ProducerCtx {
-    type DeliveryOpaque = ();
-    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, r: &DeliveryResult<'_>, tag: usize) {
         if let Err((e, m)) = r {
-            let mut g = self.error.lock().unwrap();
-            if g.is_none() {
-                *g = Some(format!("writing to {}: {e}", m.topic()));
+            let mut f = self.failures.lock().unwrap();
+            if f.first.is_none() {
+                f.first = Some(format!("writing to {}: {e}", m.topic()));
+            }
+            if self.changelog {
+                f.changelog = true;
+            } else if let Some((origin, offset)) = untag(tag) {
+                let lowest = f.lowest.entry(origin).or_insert(offset);
+                *lowest = (*lowest).min(offset);
+            } else {
+                f.untracked = true;
             }
         }
     }
@@ -778,13 +841,22 @@ struct Engine {
     tasks: HashMap<(usize, i32), Task>,
     supplier: Arc<dyn StoreSupplier>,
     metrics: Arc<Metrics>,
-    delivery_error: Arc<Mutex<Option<String>>>,
+    failures: Arc<Mutex<DeliveryFailures>>,
+    /// The number of each (sub-topology, partition, source) whose outputs were sent (see [`tag`]), given when
+    /// a task first opens in this run.
+    origins: HashMap<(usize, i32, usize), usize>,
     /// Reads changelogs while restoring (assigned partitions only, no group).
     restore: BaseConsumer,
     /// An error raised in a rebalance callback, reported by the loop.
     failed: Option<Error>,
-    /// Exactly once, a failure ended the run ([`Engine::abandon`]): nothing is committed any more, so the revoke
-    /// callback of the group leave that follows closes the tasks without a commit.
+    /// Why the run failed, when it was not a delivery: a record that failed, a commit that failed, an error the
+    /// loop ended with. Commits from then on commit only what is safe.
+    run_failed: Option<String>,
+    /// At least once, the changelog transaction holds a failed or partial write (a cache flush or a commit that
+    /// failed): it is never committed.
+    changelog_broken: bool,
+    /// A failure ended the run ([`Engine::abandon`], or a commit that failed): nothing is committed any more,
+    /// so the revoke callback of the group leave that follows closes the tasks without a commit.
     abandoned: bool,
 }
 
@@ -794,8 +866,16 @@ struct Task {
     partition: i32,
     /// The largest event time seen on the task's input partitions (also restored from the changelog marker).
     stream_time: i64,
-    /// Next offset to commit per source (index as in the sub-topology); -1 until a record is consumed.
+    /// Per source (index as in the sub-topology), the offset after the last input record processed in full (its
+    /// operators and stream-time steps returned); -1 until then. A record that failed leaves it where it was.
     offsets: Vec<i64>,
+    /// Per source, the offset this run last committed for the task; -1 before its first commit.
+    committed: Vec<i64>,
+    /// Per source, its origin number in the tags of the records its input produced.
+    origins: Vec<usize>,
+    /// A record failed after it had changed the task's state (a store write): the state holds part of a record
+    /// whose offset is not committed, so it must not be committed either.
+    failed: bool,
     /// Records were processed since the last commit.
     dirty: bool,
     stores: Vec<StoreState>,
@@ -817,6 +897,10 @@ struct StoreState {
     /// which may be older than another store's of the same task after a crash in the middle of a commit).
     /// Lateness and window closing are decided with it.
     stream_time: i64,
+    /// The stream time before the record being processed.
+    stream_time_before: i64,
+    /// Writes to the cache since the store opened: tells whether a record that failed had changed the state.
+    writes: u64,
     /// Per source: records below this offset are already in the restored state (the changelog's last commit
     /// marker is ahead of the committed input offset when a crash fell between the two) and are not applied
     /// again.
@@ -868,6 +952,8 @@ struct Cx<'a> {
     /// The source (index in the sub-topology) and offset of the input record being processed.
     src: usize,
     offset: i64,
+    /// The delivery opaque of what this input produces ([`tag`]).
+    tag: usize,
 }
 
 impl Engine {
@@ -902,7 +988,6 @@ impl Engine {
             ..
         } = self;
         let task = tasks.get_mut(&(sub, m.partition())).expect("checked above");
-        task.offsets[src] = m.offset() + 1;
         task.dirty = true;
         inc(&metrics.records_processed);
         let mut rec = Record {
@@ -918,10 +1003,17 @@ impl Engine {
         }
         if rec.timestamp < 0 {
             inc(&metrics.invalid_timestamp_records);
+            task.offsets[src] = m.offset() + 1;
             return Ok(());
         }
+        // Stream times and the write count before the record: a record that fails without having written to a
+        // store leaves the state as it was before it (stream times put back), consistent with its offset not
+        // being committed.
+        let task_time = task.stream_time;
+        let writes: u64 = task.stores.iter().map(|st| st.writes).sum();
         task.stream_time = task.stream_time.max(rec.timestamp);
         for st in &mut task.stores {
+            st.stream_time_before = st.stream_time;
             st.stream_time = st.stream_time.max(rec.timestamp);
         }
         let cx = Cx {
@@ -932,14 +1024,39 @@ impl Engine {
             metrics,
             src,
             offset: m.offset(),
+            tag: tag(task.origins[src], m.offset()),
         };
-        forward(&cx, task, node, rec)?;
-        advance(&cx, task)?;
-        // A full write cache goes to the store and the changelog now, inside the commit's transaction; the
-        // commit marker still comes at the commit.
-        for st in &mut task.stores {
-            if st.cache_bytes > *cache_max_bytes {
-                st.flush_cache(&cx, task.partition)?;
+        let mut flushed = false;
+        let res = forward(&cx, task, node, rec)
+            .and_then(|()| advance(&cx, task))
+            .and_then(|()| {
+                // A full write cache goes to the store and the changelog now, inside the commit's transaction;
+                // the commit marker still comes at the commit.
+                for st in &mut task.stores {
+                    if st.cache_bytes > *cache_max_bytes {
+                        flushed = true;
+                        st.flush_cache(&cx, task.partition)?;
+                    }
+                }
+                Ok(())
+            });
+        match res {
+            // Only now is the record processed: its offset may be committed once its outputs are acknowledged.
+            Ok(()) => task.offsets[src] = m.offset() + 1,
+            Err(e) => {
+                if flushed {
+                    self.changelog_broken = true;
+                }
+                if task.stores.iter().map(|st| st.writes).sum::<u64>() != writes {
+                    task.failed = true;
+                } else {
+                    task.stream_time = task_time;
+                    for st in &mut task.stores {
+                        st.stream_time = st.stream_time_before;
+                    }
+                }
+                self.run_failed.get_or_insert_with(|| e.to_string());
+                return Err(e);
             }
         }
         Ok(())
@@ -989,6 +1106,8 @@ impl Engine {
                 cache_bytes: 0,
                 skip_below,
                 stream_time: marker.stream_time,
+                stream_time_before: marker.stream_time,
+                writes: 0,
                 pending_final: BTreeSet::new(),
                 expiry: BTreeSet::new(),
                 outer: self
@@ -1063,6 +1182,12 @@ impl Engine {
             stores.push(st);
         }
         inc(&self.metrics.tasks_opened);
+        let origins = (0..s.sources.len())
+            .map(|j| {
+                let n = self.origins.len();
+                *self.origins.entry((sub, partition, j)).or_insert(n)
+            })
+            .collect();
         self.tasks.insert(
             (sub, partition),
             Task {
@@ -1070,6 +1195,9 @@ impl Engine {
                 partition,
                 stream_time,
                 offsets: vec![-1; s.sources.len()],
+                committed: vec![-1; s.sources.len()],
+                origins,
+                failed: false,
                 dirty: false,
                 stores,
                 scratch: Vec::new(),
@@ -1078,19 +1206,28 @@ impl Engine {
         Ok(())
     }
 
-    /// Exactly once, gives up what the run did since its last commit, after a failure (a record that failed or
-    /// was refused, an output that was not delivered, a commit that failed): from now on nothing is committed,
-    /// and the open transaction (outputs, repartition records, changelogs) is aborted, so that the next run
-    /// starts from the last commit. The group leave's revoke callback committed that transaction instead, with
-    /// the offset of the record that failed, which was then never processed again.
+    /// Ends the run after a failure (a record that failed or was refused, an output that was not delivered, a
+    /// commit that failed): from now on nothing is committed, so the revoke callback of the group leave that
+    /// follows closes the tasks without a commit. (That callback used to commit the offsets processed so far,
+    /// past the record that failed or whose output was lost, which the next run then never saw again.)
     ///
-    /// At least once the revoke callback still commits (not fixed, see issue #15's notes): that also stores the
-    /// offset of a failed record, or of one whose output was refused, as processed. Committing nothing instead
-    /// would make every restarted run send the records since the last commit to repartition topics again,
-    /// non-transactionally, where the next sub-topology counts each copy: a query failing in a loop multiplied
-    /// its counts.
-    fn abandon(&mut self) {
+    /// Exactly once, what the run did since its last commit is given up: the open transaction (outputs,
+    /// repartition records, changelogs) is aborted, so that the next run starts from the last commit.
+    ///
+    /// At least once, one last commit commits what is safe ([`Engine::commit_at_least_once`]): per task source,
+    /// the inputs before the first one that failed or lost an output, and a task's state only where it reflects
+    /// exactly those. Committing nothing instead would make every restarted run send the records since the last
+    /// commit to repartition topics again, outside any transaction, where the next sub-topology counts each copy:
+    /// a query failing in a loop would multiply its counts.
+    fn abandon<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, why: &Error) {
+        if self.abandoned {
+            return;
+        }
+        self.run_failed.get_or_insert_with(|| why.to_string());
         if !self.eos {
+            // Fails with the run's failure, having committed what is safe; the run already fails with it.
+            let _ = self.commit(consumer);
+            self.abandoned = true;
             return;
         }
         self.abandoned = true;
@@ -1115,17 +1252,230 @@ impl Engine {
         }
     }
 
-    /// Flushes every store's cache to the store and its changelog (followed by a commit marker), then makes it
-    /// durable: at least once, producer flush and then the input offsets' commit; exactly once, the offsets
-    /// join the transaction, which commits.
+    /// Makes what was processed durable: every store's cache goes to the store and its changelog, followed by a
+    /// commit marker; at least once, the outputs are flushed, the changelog transaction commits, then the input
+    /// offsets; exactly once, the offsets join the one transaction, which commits. After a failure nothing is
+    /// committed any more, except, at least once, by the commit that meets the failure first (see
+    /// [`Engine::abandon`]).
     fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<()> {
         if self.abandoned {
             return Ok(());
         }
-        if let Some(e) = self.delivery_error.lock().unwrap().take() {
+        if self.eos {
+            self.commit_exactly_once(consumer)
+        } else {
+            self.commit_at_least_once(consumer)
+        }
+    }
+
+    /// The first failure of the run, if any (sticky: never taken away).
+    fn failure(&self) -> Option<String> {
+        self.run_failed
+            .clone()
+            .or_else(|| self.failures.lock().unwrap().first.clone())
+    }
+
+    fn commit_exactly_once<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<()> {
+        if let Some(e) = self.failure() {
             return Err(Error::Kafka(e));
         }
         let mut tpl = TopicPartitionList::new();
+        let mut markers = Vec::new();
+        let mut any = false;
+        let Engine {
+            topo,
+            plan,
+            producer,
+            tasks,
+            metrics,
+            ..
+        } = self;
+        let cx = Cx {
+            topo,
+            producer,
+            changelog: producer,
+            names: &plan.names,
+            metrics,
+            src: 0,
+            offset: 0,
+            tag: 0,
+        };
+        for task in tasks.values_mut() {
+            if !task.dirty {
+                continue;
+            }
+            any = true;
+            add_offsets(&mut tpl, topo, plan, task, &task.offsets)?;
+            flush_stores(&cx, plan, task, &mut markers)?;
+            task.dirty = false;
+        }
+        if !any {
+            return Ok(());
+        }
+        self.commits_with_data += 1;
+        self.abort_if_injected();
+        // The markers close the commit in the changelogs, in the one transaction with the entries, the outputs
+        // and the offsets.
+        send_markers(&self.producer, &self.metrics, &markers)?;
+        let gm = consumer
+            .group_metadata()
+            .ok_or_else(|| Error::Kafka("no consumer group metadata to commit with".into()))?;
+        self.producer
+            .send_offsets_to_transaction(&tpl, &gm, CLIENT_TIMEOUT)?;
+        self.producer.commit_transaction(CLIENT_TIMEOUT)?;
+        self.producer.begin_transaction()?;
+        for task in self.tasks.values_mut() {
+            task.committed.clone_from(&task.offsets);
+        }
+        inc(&self.metrics.commits);
+        Ok(())
+    }
+
+    /// Test fault injection ([`StreamsConfig::abort_in_commit`]): entries written and acknowledged, markers not,
+    /// nothing committed.
+    fn abort_if_injected(&self) {
+        if self.abort_in_commit == Some(self.commits_with_data) {
+            if let Some(c) = &self.changelog_producer {
+                let _ = c.flush(CLIENT_TIMEOUT);
+            }
+            let _ = self.producer.flush(CLIENT_TIMEOUT);
+            tracing::error!(
+                commit = self.commits_with_data,
+                "aborting the process in the middle of a commit (abort_in_commit)"
+            );
+            std::process::abort();
+        }
+    }
+
+    /// At least once. Without a failure: the outputs are flushed (every delivery report is in), every dirty
+    /// task's stores are flushed with their commit markers, the changelog transaction commits (once it is
+    /// visible, a restarted task skips the input it reflects, so that input's outputs must be acknowledged
+    /// before), then the input offsets.
+    ///
+    /// After a failure (the flush reveals a lost output, or the run failed before), only what is safe is
+    /// committed, and nothing after that:
+    /// - per task source, the offset after the last input processed in full and before the first input one of
+    ///   whose outputs was not delivered (each output is tagged with its input, [`tag`]): the next run starts at
+    ///   the record that failed or at the first input whose output was lost, and the records before it, whose
+    ///   outputs are acknowledged, are not sent again, however often the run fails (no further copies in a
+    ///   repartition topic for the next sub-topology to count);
+    /// - the changelog transaction, and so the offsets of tasks with stores, only if no such task is affected
+    ///   (a lost output of an input it processed, a record that failed after writing to a store, a changelog
+    ///   write that failed): the state then reflects exactly the offsets committed (a record that failed before
+    ///   any store write left the state as it was before it). Otherwise the transaction is aborted and no task
+    ///   with a store commits: a state that reflected an input whose output was lost would make the next run skip
+    ///   that input (the marker's offsets) and never emit its output again; instead the next run restores the
+    ///   state of the last commit and processes from there (its outputs repeat, the state is exact);
+    /// - nothing, when what was delivered cannot be told (the flush timed out, an untagged output failed).
+    ///
+    /// Records after the first lost output were sent before its delivery report came in: a run failing on the
+    /// same lost output again and again sends those again each time (what was sent to a repartition topic is
+    /// then counted again downstream). A record that fails when processed stops the run at once.
+    fn commit_at_least_once<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<()> {
+        let dirty = self.tasks.values().any(|t| t.dirty);
+        let mut failure = self.failure();
+        if !dirty && failure.is_none() {
+            return Ok(());
+        }
+        // Every output sent so far is delivered or failed once this returns.
+        let flushed = self.producer.flush(CLIENT_TIMEOUT);
+        if failure.is_none() {
+            failure = self.failure();
+        }
+        let (untracked, changelog_failed, lowest) = {
+            let f = self.failures.lock().unwrap();
+            (f.untracked, f.changelog, f.lowest.clone())
+        };
+        if let Err(e) = &flushed {
+            failure.get_or_insert_with(|| format!("flushing the outputs: {e}"));
+        }
+        let untracked = untracked || flushed.is_err();
+        // Per task, the offsets that may be committed; whether the states may be.
+        let mut upto: HashMap<(usize, i32), Vec<i64>> = HashMap::new();
+        let mut states_ok = !changelog_failed && !self.changelog_broken;
+        for (k, task) in &self.tasks {
+            let u: Vec<i64> = match &failure {
+                None => task.offsets.clone(),
+                Some(_) if untracked => task.committed.clone(),
+                Some(_) => task
+                    .offsets
+                    .iter()
+                    .zip(&task.origins)
+                    .map(|(&o, origin)| lowest.get(origin).map_or(o, |&l| o.min(l)))
+                    .collect(),
+            };
+            if !task.stores.is_empty() && (task.failed || u != task.offsets) {
+                states_ok = false;
+            }
+            upto.insert(*k, u);
+        }
+        if dirty {
+            self.commits_with_data += 1;
+        }
+        let states_committed = if states_ok {
+            match self.commit_changelogs() {
+                Ok(()) => {
+                    if let Some(c) = &self.changelog_producer {
+                        if let Err(e) = c.begin_transaction() {
+                            failure.get_or_insert_with(|| e.to_string());
+                        }
+                    }
+                    true
+                }
+                Err(e) => {
+                    failure.get_or_insert_with(|| e.to_string());
+                    self.abort_changelogs();
+                    false
+                }
+            }
+        } else {
+            self.abort_changelogs();
+            false
+        };
+        let mut tpl = TopicPartitionList::new();
+        for (k, task) in &self.tasks {
+            if states_committed || task.stores.is_empty() {
+                add_offsets(&mut tpl, &self.topo, &self.plan, task, &upto[k])?;
+            }
+        }
+        if tpl.count() > 0 {
+            match consumer.commit(&tpl, CommitMode::Sync) {
+                Ok(()) => {
+                    for (k, task) in &mut self.tasks {
+                        if states_committed || task.stores.is_empty() {
+                            let u = &upto[k];
+                            for (c, &o) in task.committed.iter_mut().zip(u) {
+                                *c = (*c).max(o);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    failure.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+        if let Some(f) = failure {
+            self.run_failed.get_or_insert_with(|| f.clone());
+            self.abandoned = true;
+            return Err(Error::Kafka(f));
+        }
+        for task in self.tasks.values_mut() {
+            task.dirty = false;
+        }
+        inc(&self.metrics.commits);
+        Ok(())
+    }
+
+    /// At least once: every dirty task's stores flushed with their commit markers into the changelog
+    /// transaction, which commits (`Ok`: committed; the next one is not begun yet).
+    fn commit_changelogs(&mut self) -> Result<()> {
         let Engine {
             topo,
             plan,
@@ -1135,106 +1485,111 @@ impl Engine {
             metrics,
             ..
         } = self;
+        let Some(changelog) = changelog_producer else {
+            return Ok(());
+        };
         let cx = Cx {
             topo,
             producer,
-            changelog: changelog_producer.as_ref().unwrap_or(producer),
+            changelog,
             names: &plan.names,
             metrics,
             src: 0,
             offset: 0,
+            tag: 0,
         };
-        let mut any = false;
-        // Each store's commit marker (changelog topic, partition, marker), sent after every store's entries.
-        let mut markers: Vec<(&str, i32, Vec<u8>)> = Vec::new();
+        let mut markers = Vec::new();
         for task in tasks.values_mut() {
-            if !task.dirty {
-                continue;
-            }
-            any = true;
-            let sub = &topo.subs[task.sub];
-            for (j, (t, _)) in sub.sources.iter().enumerate() {
-                if task.offsets[j] >= 0 {
-                    tpl.add_partition_offset(
-                        &plan.names[t],
-                        task.partition,
-                        Offset::Offset(task.offsets[j]),
-                    )?;
-                }
-            }
-            for st in &mut task.stores {
-                let mut marker = Vec::with_capacity(16 + 32 * sub.sources.len());
-                marker.extend_from_slice(&st.stream_time.to_be_bytes());
-                marker.extend_from_slice(&(sub.sources.len() as u16).to_be_bytes());
-                for (j, (t, _)) in sub.sources.iter().enumerate() {
-                    let name = plan.names[t].as_bytes();
-                    marker.extend_from_slice(&(name.len() as u16).to_be_bytes());
-                    marker.extend_from_slice(name);
-                    marker.extend_from_slice(&task.offsets[j].max(st.skip_below[j]).to_be_bytes());
-                }
-                st.flush_cache(&cx, task.partition)?;
-                markers.push((st.changelog.as_str(), task.partition, marker));
-            }
-            task.dirty = false;
-        }
-        if !any {
-            return Ok(());
-        }
-        self.commits_with_data += 1;
-        if self.abort_in_commit == Some(self.commits_with_data) {
-            // Test fault injection: entries written and acknowledged, markers not, nothing committed.
-            let _ = cx.changelog.flush(CLIENT_TIMEOUT);
-            let _ = cx.producer.flush(CLIENT_TIMEOUT);
-            tracing::error!(
-                commit = self.commits_with_data,
-                "aborting the process in the middle of a commit (abort_in_commit)"
-            );
-            std::process::abort();
-        }
-        // The markers close the commit in the changelogs. Entries and markers are in one transaction (of the
-        // changelog producer at least once, of the one producer exactly once): a restore sees all or nothing
-        // of a commit, and compaction drops an aborted commit's entries instead of letting them replace the
-        // committed values they would have overwritten.
-        for (topic, partition, marker) in &markers {
-            send_to(
-                cx.changelog,
-                cx.metrics,
-                topic,
-                Some(*partition),
-                Some(&[]),
-                Some(marker),
-                None,
-            )?;
-        }
-        if self.eos {
-            let gm = consumer
-                .group_metadata()
-                .ok_or_else(|| Error::Kafka("no consumer group metadata to commit with".into()))?;
-            self.producer
-                .send_offsets_to_transaction(&tpl, &gm, CLIENT_TIMEOUT)?;
-            self.producer.commit_transaction(CLIENT_TIMEOUT)?;
-            self.producer.begin_transaction()?;
-        } else {
-            // Outputs first: once the changelog commit is visible, a restarted task skips the input it
-            // reflects, so that input's outputs must already be acknowledged.
-            self.producer.flush(CLIENT_TIMEOUT)?;
-            if let Some(e) = self.delivery_error.lock().unwrap().take() {
-                return Err(Error::Kafka(e));
-            }
-            if let Some(changelog) = &self.changelog_producer {
-                changelog.commit_transaction(CLIENT_TIMEOUT)?;
-                changelog.begin_transaction()?;
-            }
-            if let Some(e) = self.delivery_error.lock().unwrap().take() {
-                return Err(Error::Kafka(e));
-            }
-            if tpl.count() > 0 {
-                consumer.commit(&tpl, CommitMode::Sync)?;
+            if task.dirty {
+                flush_stores(&cx, plan, task, &mut markers)?;
             }
         }
-        inc(&self.metrics.commits);
+        self.abort_if_injected();
+        let changelog = self.changelog_producer.as_ref().expect("checked");
+        // Entries and markers are in one transaction: a restore sees all or nothing of a commit, and compaction
+        // drops an aborted commit's entries instead of letting them replace the committed values they would
+        // have overwritten.
+        send_markers(changelog, &self.metrics, &markers)?;
+        changelog.commit_transaction(CLIENT_TIMEOUT)?;
         Ok(())
     }
+
+    /// At least once, after a failure: the changelog transaction (entries of the failed run since the last
+    /// commit) is aborted, so that a restore sees the state of the last commit. Nothing is committed after it.
+    fn abort_changelogs(&mut self) {
+        self.changelog_broken = true;
+        let Some(c) = &self.changelog_producer else {
+            return;
+        };
+        // As in `abandon`: purged and their reports served, queued entries do not hold the abort up.
+        c.purge(PurgeConfig::default().queue().inflight());
+        let _ = c.flush(CLIENT_TIMEOUT);
+        if let Err(e) = c.abort_transaction(CLIENT_TIMEOUT) {
+            // The next run's init_transactions aborts it.
+            tracing::warn!(error = %e, "cannot abort the failed run's changelog transaction");
+        }
+    }
+}
+
+/// Adds a task's offsets `upto` (per source) that are ahead of what it committed.
+fn add_offsets(
+    tpl: &mut TopicPartitionList,
+    topo: &Topology,
+    plan: &Plan,
+    task: &Task,
+    upto: &[i64],
+) -> Result<()> {
+    for (j, (t, _)) in topo.subs[task.sub].sources.iter().enumerate() {
+        if upto[j] >= 0 && upto[j] > task.committed[j] {
+            tpl.add_partition_offset(&plan.names[t], task.partition, Offset::Offset(upto[j]))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a task's store caches to the stores and the changelogs, and collects each store's commit marker
+/// (changelog topic, partition, marker: stream time and the task's input offsets) to send after every entry.
+fn flush_stores(
+    cx: &Cx<'_>,
+    plan: &Plan,
+    task: &mut Task,
+    markers: &mut Vec<(String, i32, Vec<u8>)>,
+) -> Result<()> {
+    let sub = &cx.topo.subs[task.sub];
+    for st in &mut task.stores {
+        let mut marker = Vec::with_capacity(16 + 32 * sub.sources.len());
+        marker.extend_from_slice(&st.stream_time.to_be_bytes());
+        marker.extend_from_slice(&(sub.sources.len() as u16).to_be_bytes());
+        for (j, (t, _)) in sub.sources.iter().enumerate() {
+            let name = plan.names[t].as_bytes();
+            marker.extend_from_slice(&(name.len() as u16).to_be_bytes());
+            marker.extend_from_slice(name);
+            marker.extend_from_slice(&task.offsets[j].max(st.skip_below[j]).to_be_bytes());
+        }
+        st.flush_cache(cx, task.partition)?;
+        markers.push((st.changelog.clone(), task.partition, marker));
+    }
+    Ok(())
+}
+
+fn send_markers(
+    producer: &BaseProducer<ProducerCtx>,
+    metrics: &Metrics,
+    markers: &[(String, i32, Vec<u8>)],
+) -> Result<()> {
+    for (topic, partition, marker) in markers {
+        send_to(
+            producer,
+            metrics,
+            topic,
+            Some(*partition),
+            Some(&[]),
+            Some(marker),
+            None,
+            0,
+        )?;
+    }
+    Ok(())
 }
 
 /// What a changelog's last commit marker says: the stream time and the input offsets the state reflects.
@@ -1364,9 +1719,12 @@ fn send(
         key,
         value,
         timestamp,
+        cx.tag,
     )
 }
 
+/// Sends a record tagged with the input it came from ([`tag`]; 0: none).
+#[allow(clippy::too_many_arguments)]
 fn send_to(
     producer: &BaseProducer<ProducerCtx>,
     metrics: &Metrics,
@@ -1375,8 +1733,9 @@ fn send_to(
     key: Option<&[u8]>,
     value: Option<&[u8]>,
     timestamp: Option<i64>,
+    tag: usize,
 ) -> Result<()> {
-    let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+    let mut rec: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(topic, tag);
     if let Some(k) = key {
         rec = rec.key(k);
     }
@@ -1586,6 +1945,7 @@ impl StoreState {
     }
 
     fn put(&mut self, k: Bytes, v: Option<Bytes>) {
+        self.writes += 1;
         let (klen, vlen) = (k.len(), v.as_ref().map_or(0, Bytes::len));
         match self.cache.insert(k, v) {
             Some(old) => {
@@ -1612,6 +1972,7 @@ impl StoreState {
                 Some(k),
                 v.as_deref(),
                 None,
+                0,
             )?;
         }
         self.inner.write_batch(&mut cache.into_iter())
@@ -1719,6 +2080,7 @@ fn aggregate(cx: &Cx<'_>, task: &mut Task, id: NodeId, a: &AggregateNode, r: Rec
                 let new = if let Some(Some(slot)) = st.cache.get_mut(&sk) {
                     // A window written since the last flush: updated in place, one map lookup.
                     let new = apply(&a.agg, &a.store, key, &r, Some(slot))?;
+                    st.writes += 1;
                     st.cache_bytes = (st.cache_bytes + new.len()).saturating_sub(slot.len());
                     *slot = new.clone();
                     new

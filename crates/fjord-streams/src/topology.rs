@@ -272,9 +272,10 @@ impl KStream {
     /// Replaces each record by zero or more records, or refuses it: `Err(reason)` stops the application
     /// ([`Error::Record`](crate::Error::Record), state `Failed`). **Exactly once** nothing it processed since its
     /// last commit is committed (the open transaction is aborted), so the next start reads the refused record
-    /// again, and stops at it again until the cause is gone. **At least once** the group leave still commits the
-    /// position, which is past the refused record: the next start goes on after it (not fixed yet: see
-    /// `Engine::abandon`).
+    /// again, and stops at it again until the cause is gone. **At least once** the records before it are
+    /// committed (those whose outputs were acknowledged; a task's state only if the refused record had not
+    /// written to it yet, else the task goes back to its last commit) and the refused record is not, so the next
+    /// start reads it again without sending the records before it again (see `Engine::abandon`).
     pub fn try_flat_map<I>(
         &self,
         f: impl Fn(Record) -> std::result::Result<I, String> + Send + Sync + 'static,

@@ -1463,7 +1463,7 @@ fn committed_offset(bootstrap: &str, group: &str, topic: &str, partition: i32) -
 /// nothing from the last commit on is committed: the open transaction (the outputs, changelog entries and input
 /// offsets before it) is aborted within seconds, so the next start reads the refused record again. The group
 /// leave's revoke callback committed that transaction before, with the refused record's offset.
-/// (At least once that callback still commits: see `Engine::abandon`.)
+/// (At least once: `at_least_once_a_refused_record_is_not_committed_and_the_records_before_it_are_not_repeated`.)
 #[test]
 fn a_refused_record_stops_the_application_before_its_offset_is_committed() {
     let c = Cluster::start();
@@ -1514,5 +1514,177 @@ fn a_refused_record_stops_the_application_before_its_offset_is_committed() {
     assert!(
         committed.is_none_or(|o| o <= 1),
         "{app}: committed past the refused record: {committed:?}"
+    );
+}
+
+/// A count of the records of key "a" of `input` that refuses the value "bad" (when `refuse`), written to `output`.
+fn refusing_count(input: &str, output: &str, refuse: bool) -> Topology {
+    let b = StreamsBuilder::new();
+    b.stream(input)
+        .try_flat_map(move |r: Record| {
+            if refuse && r.value.as_deref() == Some(b"bad".as_slice()) {
+                Err("not a word".to_string())
+            } else {
+                Ok(Some(r))
+            }
+        })
+        .group_by_key()
+        .count("n")
+        .to(output);
+    b.build().unwrap()
+}
+
+/// The counts written to `output`, in order.
+fn counts(c: &Cluster, output: &str) -> Vec<i64> {
+    read_all(&c.bootstrap, output)
+        .iter()
+        .map(|(_, v)| decode_count(v.as_deref().unwrap_or_default()).expect("8-byte count"))
+        .collect()
+}
+
+/// At least once, a record that `try_flat_map` refuses stops the application, its offset is not committed and
+/// the records before it are (with the state that counts them): every restart stops at it again without counting
+/// or sending the records before it again, and once it is accepted it is counted once. The group leave's revoke
+/// callback used to commit past it (the next start never saw it: a count missing).
+#[test]
+fn at_least_once_a_refused_record_is_not_committed_and_the_records_before_it_are_not_repeated() {
+    let c = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = "refuse-alo";
+    let (input, output) = (format!("{app}-in"), format!("{app}-out"));
+    c.create_topic(&input, 1);
+    c.create_topic(&output, 1);
+    c.produce(
+        &input,
+        &[
+            (0, "a".into(), "word".into(), 1_000),
+            (0, "a".into(), "word".into(), 1_001),
+            (0, "a".into(), "bad".into(), 1_002),
+            (0, "a".into(), "word".into(), 1_003),
+        ],
+    );
+    for run in 0..3 {
+        let streams = KafkaStreams::start(
+            refusing_count(&input, &output, true),
+            c.config(app, dir.path()),
+        )
+        .unwrap();
+        await_until("the application to fail", || {
+            matches!(streams.state(), fjord_streams::StreamsState::Failed(_))
+        });
+        let err = streams.close().unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{input} partition 0 offset 2: not a word")),
+            "{app} run {run}: {err}"
+        );
+        assert_eq!(
+            committed_offset(&c.bootstrap, app, &input, 0),
+            Some(2),
+            "{app} run {run}: the committed offset is the refused record's"
+        );
+        assert_eq!(
+            counts(&c, &output),
+            [1, 2],
+            "{app} run {run}: the records before the refused one are counted and sent once"
+        );
+    }
+    // Accepted now: counted once, from the committed state.
+    let streams = KafkaStreams::start(
+        refusing_count(&input, &output, false),
+        c.config(app, dir.path()),
+    )
+    .unwrap();
+    await_until("the last two records to be counted", || {
+        counts(&c, &output).len() >= 4
+    });
+    await_until("the offsets to be committed", || {
+        committed_offset(&c.bootstrap, app, &input, 0) == Some(4)
+    });
+    streams.close().unwrap();
+    assert_eq!(counts(&c, &output), [1, 2, 3, 4], "{app}");
+}
+
+/// At least once, an output the broker refuses (larger than the output topic's `max.message.bytes`) stops the
+/// application, and the input whose output was lost is not committed, while the inputs before it, whose outputs
+/// were acknowledged, are. Once the topic takes it, the next start delivers it: nothing lost. The first commit
+/// used to take the delivery error away, and the group leave's revoke callback then committed past the input.
+#[test]
+fn at_least_once_an_output_that_is_not_delivered_is_not_committed_past() {
+    use rdkafka::admin::{AlterConfig, ResourceSpecifier};
+    let c = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = "refused-output-alo";
+    let (input, output) = (format!("{app}-in"), format!("{app}-out"));
+    c.create_topic(&input, 1);
+    c.create_topic_with(&output, 1, &[("max.message.bytes", "2000")]);
+    let topology = || {
+        let b = StreamsBuilder::new();
+        b.stream(&input).to(&output);
+        b.build().unwrap()
+    };
+    let record = |i: i64, size: usize| {
+        (
+            0,
+            format!("k{i}"),
+            format!("{i:04}").repeat(size / 4),
+            1_000 + i,
+        )
+    };
+    let values = |records: &[(i32, String, String, i64)]| {
+        records.iter().map(|r| r.2.clone()).collect::<Vec<_>>()
+    };
+    let first: Vec<_> = (0..3).map(|i| record(i, 8)).collect();
+    let streams = KafkaStreams::start(topology(), c.config(app, dir.path())).unwrap();
+    c.produce(&input, &first);
+    await_until("the first outputs", || {
+        read_all(&c.bootstrap, &output).len() >= 3
+    });
+    // The large record (offset 3) is refused; the ones after it are delivered.
+    let second = vec![record(3, 4000), record(4, 8), record(5, 8)];
+    c.produce(&input, &second);
+    await_until("the application to fail", || {
+        matches!(streams.state(), fjord_streams::StreamsState::Failed(_))
+    });
+    let err = streams.close().unwrap_err().to_string();
+    assert!(
+        err.contains(&output) && err.to_lowercase().contains("too large"),
+        "{app}: {err}"
+    );
+    assert_eq!(
+        committed_offset(&c.bootstrap, app, &input, 0),
+        Some(3),
+        "{app}: committed up to the input whose output was refused"
+    );
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &c.bootstrap)
+        .create()
+        .unwrap();
+    let alter =
+        AlterConfig::new(ResourceSpecifier::Topic(&output)).set("max.message.bytes", "1000000");
+    let r =
+        c.rt.block_on(admin.alter_configs([&alter], &AdminOptions::new()))
+            .unwrap();
+    assert!(r[0].is_ok(), "alter {output}: {r:?}");
+    let streams = KafkaStreams::start(topology(), c.config(app, dir.path())).unwrap();
+    await_until("the offsets to be committed", || {
+        committed_offset(&c.bootstrap, app, &input, 0) == Some(6)
+    });
+    streams.close().unwrap();
+    let got: Vec<String> = read_all(&c.bootstrap, &output)
+        .iter()
+        .map(|(_, v)| String::from_utf8(v.clone().unwrap_or_default().to_vec()).unwrap())
+        .collect();
+    // The first three once, not sent again; then the ones after the refused one if they were delivered (not in
+    // its batch), and from the restart the refused one and those after it.
+    let (first, second) = (values(&first), values(&second));
+    assert!(got.len() >= 6, "{app}: {} outputs", got.len());
+    assert_eq!(got[..3], first[..], "{app}");
+    assert_eq!(got[got.len() - 3..], second[..], "{app}");
+    assert!(
+        got[3..got.len() - 3]
+            .iter()
+            .all(|v| second[1..].contains(v)),
+        "{app}: {:?}",
+        &got[3..got.len() - 3]
     );
 }

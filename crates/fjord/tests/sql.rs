@@ -2039,6 +2039,24 @@ fn an_aggregation_that_fails_at_run_time_shows_error_and_runs_again_once_the_cau
     let mut rows: Vec<String> = rows.iter().map(Value::to_string).collect();
     rows.sort();
     assert_eq!(rows, [r#"["a",3,6]"#, r#"["b",2,4]"#]);
+    // The output whose delivery failed is written by the restarted run: the failed run committed neither its
+    // input offset nor the state that counted it (the group leave used to commit both, and only the store knew
+    // a's third order).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (out, _) = read_committed(&p.kafka, "PER_ITEM");
+        if out
+            .iter()
+            .any(|(k, v)| k == b"a" && v["N"] == 3 && v["TOTAL"] == 6)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "PER_ITEM has no row a, 3, 6: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 /// Every committed record of every partition of `topic` as (key, JSON value), read with read_committed to each
@@ -2340,8 +2358,9 @@ fn fjord_start_sets_the_sql_servers_default_processing_guarantee() {
 /// ksqlDB's `ksql.fail.on.deserialization.error`: by default a record that does not decode is skipped and
 /// counted (the query goes on); SET to 'true' the query stops at it instead, shows ERROR with the record's
 /// position, writes and commits the records before it once (however often it is restarted; exactly once it
-/// aborts them) and does not commit past it, and an aggregation at least once is refused the setting (not
-/// supported yet).
+/// aborts them) and does not commit past it. (Aggregations and joins:
+/// `aggregations_and_joins_stop_at_a_record_that_does_not_decode_when_set` and
+/// `at_least_once_aggregations_and_joins_stop_at_a_record_that_does_not_decode_and_count_the_ones_before_once`.)
 #[test]
 fn a_record_that_does_not_decode_is_skipped_or_stops_the_query_as_set() {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -2444,15 +2463,6 @@ fn a_record_that_does_not_decode_is_skipped_or_stops_the_query_as_set() {
     .unwrap();
     assert!(committed <= 1, "committed past the record: {committed}");
 
-    let e = refused(
-        &p.sql,
-        "SET 'ksql.fail.on.deserialization.error'='true'; \
-         CREATE TABLE per_item AS SELECT item, COUNT(*) AS n FROM orders GROUP BY item;",
-    );
-    assert!(
-        e.contains("not supported yet") && e.contains("exactly_once_v2"),
-        "{e}"
-    );
     let e = refused(&p.sql, "SET 'ksql.fail.on.deserialization.error'='maybe';");
     assert!(e.contains("expected 'true'"), "{e}");
 }
@@ -2538,6 +2548,137 @@ fn aggregations_and_joins_stop_at_a_record_that_does_not_decode_when_set() {
     );
     let (joined, _) = read_committed(&p.kafka, "PRICED");
     assert!(joined.iter().all(|(_, v)| v["ID"] == "a"), "{joined:?}");
+}
+
+/// At least once, with `ksql.fail.on.deserialization.error` true an aggregation (through a repartition topic,
+/// and by the source key without one) and a join (on the stream's key) stop at a record that does not decode:
+/// ERROR with the record's position, restarted and stopped at it again, and committed up to that record
+/// exactly: the records before it are counted and joined once, however often the query is restarted (not sent
+/// to the repartition topic again by each restarted run, which would count them again), and the records after
+/// it not at all. They were refused the setting before: the library's group leave committed past the failed
+/// record.
+#[test]
+fn at_least_once_aggregations_and_joins_stop_at_a_record_that_does_not_decode_and_count_the_ones_before_once(
+) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let dir = temp_dir();
+    let p = start(&dir.path().join("data"));
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM orders (id STRING KEY, item STRING, qty INT) \
+         WITH (kafka_topic='orders', value_format='JSON', partitions=1); \
+         CREATE TABLE items (iid STRING PRIMARY KEY, price INT) \
+         WITH (kafka_topic='items', value_format='JSON', partitions=1); \
+         INSERT INTO items (iid, price) VALUES ('a', 5); \
+         INSERT INTO items (iid, price) VALUES ('d', 6); \
+         INSERT INTO items (iid, price) VALUES ('c', 7);",
+    );
+    let v = ksql_ok(
+        &p.sql,
+        "SET 'ksql.fail.on.deserialization.error'='true'; \
+         CREATE TABLE per_item AS SELECT item, COUNT(*) AS n, SUM(qty) AS total FROM orders GROUP BY item; \
+         CREATE TABLE per_id AS SELECT id, COUNT(*) AS n FROM orders GROUP BY id; \
+         CREATE STREAM priced AS SELECT o.id, o.item, i.price FROM orders o JOIN items i ON o.id = i.iid;",
+    );
+    let (per_item, per_id, priced) = (query_id(&v, 1), query_id(&v, 2), query_id(&v, 3));
+    let e = ksql_ok(&p.sql, &format!("EXPLAIN {per_item};"));
+    assert_eq!(
+        e[0]["queryDescription"]["overriddenProperties"]["processing.guarantee"], "at_least_once",
+        "{e}"
+    );
+    // The join has read the table before the orders come (it processes the two topics in arrival order).
+    await_read(&p.sql, &["priced"], 3);
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &p.kafka)
+        .create()
+        .unwrap();
+    for (key, value) in [
+        ("a", r#"{"ITEM":"w","QTY":1}"#),
+        ("d", r#"{"ITEM":"w","QTY":2}"#),
+        ("b", "not JSON"),
+        ("c", r#"{"ITEM":"w","QTY":4}"#),
+    ] {
+        producer
+            .send(BaseRecord::to("orders").key(key).payload(value))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    for (id, table) in [
+        (&per_item, "per_item"),
+        (&per_id, "per_id"),
+        (&priced, "priced"),
+    ] {
+        let q = await_state(&p.sql, id, "ERROR", 60);
+        let reason = q["reason"].as_str().unwrap_or_else(|| panic!("{q}"));
+        assert!(
+            reason.contains("orders partition 0 offset 2") && reason.contains("does not decode"),
+            "{table}: {reason}"
+        );
+        // Restarted (1 s, 2 s, then 4 s later), it stops at the same record again.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = stats(&p.sql, table);
+            if s["restarts"].as_u64() >= Some(3) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{table} was not restarted three times: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(show_query(&p.sql, id)["state"], "ERROR", "{table}");
+        let committed: i64 =
+            client(&["committed", &p.kafka, &format!("_fjord_sql_{id}"), "orders"])
+                .trim()
+                .parse()
+                .unwrap();
+        assert_eq!(
+            committed, 2,
+            "{table}: committed up to the record that does not decode"
+        );
+    }
+    // The two records before the bad one, counted and joined once each; the one after it not at all.
+    // Each row as `key=value[what]`, or for a join's stream `value[ID]=value[what]`.
+    let rows = |topic: &str, what: &str| -> Vec<String> {
+        let (rows, _) = read_committed(&p.kafka, topic);
+        rows.iter()
+            .map(|(k, v)| match v["ID"].as_str() {
+                Some(id) => format!("{id}={}", v[what]),
+                None => format!("{}={}", String::from_utf8_lossy(k), v[what]),
+            })
+            .collect()
+    };
+    // The repartitioned count: the two records before the bad one went to the repartition topic once, not again
+    // by each restarted run (which would count them again). Its second sub-topology counts them when it gets to
+    // read them before the run stops at the bad record (each run stops at once): at most once each.
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &p.kafka)
+        .create()
+        .unwrap();
+    let repartition = format!("_fjord_sql_{per_item}-groupby-repartition");
+    let (_, high) = c
+        .fetch_watermarks(&repartition, 0, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        high, 2,
+        "{repartition}: records sent again by restarted runs"
+    );
+    let n = rows("PER_ITEM", "N");
+    assert!(
+        n.len() <= 2 && ["w=1", "w=2"][..n.len()] == n[..],
+        "PER_ITEM: {n:?}"
+    );
+    let total = rows("PER_ITEM", "TOTAL");
+    assert!(
+        total.len() <= 2 && ["w=1", "w=3"][..total.len()] == total[..],
+        "PER_ITEM: {total:?}"
+    );
+    assert_eq!(rows("PER_ID", "N"), ["a=1", "d=1"]);
+    assert_eq!(rows("PRICED", "PRICE"), ["a=5", "d=6"]);
 }
 
 /// Produces JSON records to explicit partitions in one flush: (partition, key, value).

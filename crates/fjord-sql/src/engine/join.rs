@@ -495,8 +495,9 @@ fn side_rows(
             (r.timestamp, -1, -1),
         );
         if let (Err(e), true) = (&decoded, fail_on_bad_record) {
-            // The instance stops at the record without committing it (nor anything since its last commit),
-            // and so does every restarted instance: the query stays in ERROR.
+            // The instance stops at the record without committing it (exactly once, nor anything since its last
+            // commit; at least once, the records before it are committed, see the streams library's
+            // `Engine::abandon`), and so does every restarted instance: the query stays in ERROR.
             st.errors.fetch_add(1, Ordering::Relaxed);
             return Err(stops_at(e));
         }
