@@ -906,9 +906,14 @@ fn messages(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
         }
     }
     let next = walk.next;
+    // Under read_committed, the end the walk used (the LSO may have moved on since); else the LSO now.
+    let lso = match isolation {
+        crate::walk::Isolation::ReadCommitted => end,
+        crate::walk::Isolation::ReadUncommitted => p.last_stable_offset(),
+    };
     let mut answer = json!({
         "topic": t.name, "partition": partition, "start_offset": start, "end_offset": high_watermark,
-        "isolation": isolation.name(), "last_stable_offset": p.last_stable_offset(),
+        "isolation": isolation.name(), "last_stable_offset": lso,
         "from": from, "next_offset": next, "messages": out,
         "encoding": "key, value and header values are base64",
     });

@@ -133,6 +133,11 @@ fn sse(rx: tokio::sync::mpsc::Receiver<Event>) -> Response {
         axum::http::header::CACHE_CONTROL,
         axum::http::HeaderValue::from_static("no-store"),
     );
+    // nginx and the proxies that follow it would otherwise buffer the events.
+    r.headers_mut().insert(
+        axum::http::HeaderName::from_static("x-accel-buffering"),
+        axum::http::HeaderValue::from_static("no"),
+    );
     r
 }
 
@@ -303,12 +308,16 @@ pub(crate) async fn group_lag_stream(
             Ok(t) => t,
             Err(f) => return f.into_response(),
         };
-        tokio::task::spawn_blocking(move || {
+        match tokio::task::spawn_blocking(move || {
             let _turn = turn;
             crate::api::group_exists(&c.state, &g)
         })
         .await
-        .unwrap_or(false)
+        {
+            Ok(e) => e,
+            // The check panicked: not an answer about the group.
+            Err(e) => return unavailable(format!("the group check failed: {e}")).into_response(),
+        }
     };
     if !exists {
         return crate::api::not_found(format!(

@@ -2807,6 +2807,12 @@ impl EventStream {
             Some("text/event-stream"),
             "{head}"
         );
+        // Not buffered by a proxy such as nginx.
+        assert_eq!(
+            header_of(&head, "x-accel-buffering").as_deref(),
+            Some("no"),
+            "{head}"
+        );
         EventStream {
             r,
             text: String::new(),
