@@ -5,11 +5,28 @@ const view = document.getElementById("view");
 let timer = null;
 // The page's live stream (an EventSource), closed when the route changes.
 let live = null;
+// What the page follows (follow's arguments), to open the stream again when a hidden tab is shown again.
+let followed = null;
+// Bumped by each route(): a page that finishes loading after the next navigation does not open its stream.
+let generation = 0;
 
 function closeLive() {
   if (live) live.close();
   live = null;
+  followed = null;
 }
+
+// A hidden tab closes its stream (browsers allow 6 connections per host); shown again, it opens it again, and
+// its first event (`history`) brings the page up to date.
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden) {
+    if (live) live.close();
+    live = null;
+  } else if (followed && !live && followed.gen === generation) {
+    const f = followed;
+    follow(f.path, f.onEvent, f.fallback, f.gen);
+  }
+});
 
 /**
  * Follows a live stream of the API (server-sent events: `history` first, then `sample` after each sampling
@@ -18,8 +35,12 @@ function closeLive() {
  * calls `fallback`, which polls instead. The browser's EventSource sends the page's cookies and login.
  */
 const MAX_LIVE_ERRORS = 3;
-function follow(path, onEvent, fallback) {
+function follow(path, onEvent, fallback, gen) {
+  // The page was left while it loaded: its stream is not wanted.
+  if (gen !== generation) return null;
   closeLive();
+  followed = { path, onEvent, fallback, gen };
+  if (document.hidden) return null;
   const es = new EventSource(location.origin + "/api" + path);
   live = es;
   let errors = 0;
@@ -246,6 +267,7 @@ function updateOverview(o) {
 }
 
 async function overview() {
+  const gen = generation;
   const o = await api("/overview");
   const brokers = brokerRows(o);
   const canvas = h("canvas", { id: "rate-chart" });
@@ -281,7 +303,7 @@ async function overview() {
   }, () => {
     canvas.dataset.live = "polling";
     timer = setTimeout(() => route(), o.sample_interval_ms || 5000);
-  });
+  }, gen);
 }
 
 // ---- topics ----
@@ -685,6 +707,7 @@ function catchUp(c) {
 }
 
 async function groupPage(id) {
+  const gen = generation;
   const g = await api(`/groups/${enc(id)}`);
   const lagCanvas = h("canvas", { id: "lag-chart" });
   const members = g.members.map((m) => h("tr", {},
@@ -717,7 +740,7 @@ async function groupPage(id) {
     document.getElementById("catch-up")?.replaceWith(catchUp(ev.catch_up));
     const lag = document.getElementById("group-lag");
     if (lag && name === "sample") lag.textContent = ev.lag;
-  }, () => {});
+  }, () => {}, gen);
 }
 
 function offsetsTable(g) {
@@ -981,6 +1004,7 @@ async function connectorPage(name) {
 async function route() {
   clearTimeout(timer);
   closeLive();
+  generation += 1;
   const hash = location.hash.replace(/^#/, "") || "/";
   const [path, qs] = hash.split("?");
   const params = new URLSearchParams(qs || "");

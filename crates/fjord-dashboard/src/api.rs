@@ -84,14 +84,32 @@ pub fn routes(ctx: Ctx) -> axum::Router {
     axum::Router::new()
         .route(
             "/api",
-            axum::routing::any(move |m: Method, u: Uri, h: HeaderMap, b: Body| {
-                dispatch(c2.clone(), m, u, h, b)
+            axum::routing::any(move |req: axum::extract::Request| {
+                let (parts, b) = req.into_parts();
+                let session = parts.extensions.get::<crate::auth::SessionCheck>().cloned();
+                dispatch(
+                    c2.clone(),
+                    parts.method,
+                    parts.uri,
+                    parts.headers,
+                    b,
+                    session,
+                )
             }),
         )
         .route(
             "/api/{*rest}",
-            axum::routing::any(move |m: Method, u: Uri, h: HeaderMap, b: Body| {
-                dispatch(ctx.clone(), m, u, h, b)
+            axum::routing::any(move |req: axum::extract::Request| {
+                let (parts, b) = req.into_parts();
+                let session = parts.extensions.get::<crate::auth::SessionCheck>().cloned();
+                dispatch(
+                    ctx.clone(),
+                    parts.method,
+                    parts.uri,
+                    parts.headers,
+                    b,
+                    session,
+                )
             }),
         )
 }
@@ -297,7 +315,14 @@ fn host_name(host: &str) -> &str {
     }
 }
 
-async fn dispatch(ctx: Ctx, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+async fn dispatch(
+    ctx: Ctx,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+    session: Option<crate::auth::SessionCheck>,
+) -> Response {
     if let Err(f) = guard(&ctx, &method, &uri, &headers) {
         return f.into_response();
     }
@@ -334,9 +359,11 @@ async fn dispatch(ctx: Ctx, method: Method, uri: Uri, headers: HeaderMap, body: 
         return crate::search::start(&ctx, name, &query).await;
     }
     match (&method, seg.as_slice()) {
-        (&Method::GET, ["overview", "stream"]) => return crate::live::overview_stream(&ctx).await,
+        (&Method::GET, ["overview", "stream"]) => {
+            return crate::live::overview_stream(&ctx, session).await
+        }
         (&Method::GET, ["groups", id, "lag", "stream"]) => {
-            return crate::live::group_lag_stream(&ctx, id).await
+            return crate::live::group_lag_stream(&ctx, id, session).await
         }
         _ => {}
     }
@@ -879,9 +906,14 @@ fn messages(ctx: &Ctx, seg: &[String], q: &Query) -> Result<Value, Fail> {
         }
     }
     let next = walk.next;
+    // Under read_committed, the end the walk used (the LSO may have moved on since); else the LSO now.
+    let lso = match isolation {
+        crate::walk::Isolation::ReadCommitted => end,
+        crate::walk::Isolation::ReadUncommitted => p.last_stable_offset(),
+    };
     let mut answer = json!({
         "topic": t.name, "partition": partition, "start_offset": start, "end_offset": high_watermark,
-        "isolation": isolation.name(), "last_stable_offset": p.last_stable_offset(),
+        "isolation": isolation.name(), "last_stable_offset": lso,
         "from": from, "next_offset": next, "messages": out,
         "encoding": "key, value and header values are base64",
     });

@@ -623,19 +623,44 @@ fn logout(users: &Users, headers: &HeaderMap) -> Response {
     r
 }
 
+/// The session a request came with, put in its extensions by [`require_login`]: a long answer (a live stream)
+/// checks it again later, and ends once the session has (logout, expiry).
+#[derive(Clone)]
+pub struct SessionCheck {
+    users: Arc<Users>,
+    token: String,
+}
+
+impl SessionCheck {
+    /// Whether the session has not ended.
+    pub fn alive(&self) -> bool {
+        self.users.session(&self.token, Instant::now()).is_some()
+    }
+}
+
 /// The login check in front of the pages and `/api/`: a live session cookie, or right basic-auth credentials
 /// (which open a session); else 401 with a `WWW-Authenticate` challenge (so a browser asks) and a JSON message,
 /// or 429 with `Retry-After` while the client's address is locked out.
-pub async fn require_login(State(users): State<Arc<Users>>, req: Request, next: Next) -> Response {
+pub async fn require_login(
+    State(users): State<Arc<Users>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let now = Instant::now();
     if req.method() == axum::http::Method::POST && req.uri().path() == "/api/logout" {
         return logout(&users, req.headers());
     }
     let session = cookie(req.headers(), SESSION_COOKIE);
-    if let Some(user) = session.and_then(|t| users.session(t, now)) {
+    if let Some((token, user)) = session.and_then(|t| Some((t.to_string(), users.session(t, now)?)))
+    {
         if is_session_request(&req) {
             return who(&user);
         }
+        // A live stream asks again at each round, and ends once the session has.
+        req.extensions_mut().insert(SessionCheck {
+            users: users.clone(),
+            token,
+        });
         return next.run(req).await;
     }
     let ip = req

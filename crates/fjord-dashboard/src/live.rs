@@ -15,10 +15,15 @@
 //!
 //! **Bounds**: every stream waits on the sampler's round counter (a `watch` channel: no timer per client), and
 //! the overview of a round is computed once (on a blocking thread, with a read turn) for all the streams that
-//! send it. At most [`MAX_STREAMS`] streams are open at once (one more is a JSON 503); a comment every
-//! [`KEEP_ALIVE`] keeps proxies from closing an idle stream and finds a client that went away (the stream, and
-//! its place, end at the first write that fails); a stream ends after [`MAX_LIFETIME`] (the browser's
-//! EventSource reconnects, going through the login again, so that a stream does not outlive a logout).
+//! send it. At most [`MAX_STREAMS`] streams are open at once (one more is a JSON 503). Each stream is a task that
+//! holds its place, waits on the rounds and queues its events (at most a few) for the response body, which only
+//! takes them from the queue: the task, not the body, decides when the stream ends, because hyper stops polling
+//! the body of a client that does not read once the socket's buffers are full. The stream (and its place) ends
+//! after [`MAX_LIFETIME`] (the browser's EventSource reconnects, through the login again); when its client has
+//! gone (a comment every [`KEEP_ALIVE`] keeps proxies from closing an idle stream, and a write that fails drops
+//! the body and its queue); when the client has left its queue full for [`STALL_LIMIT`]; and at the first round
+//! after the login session it was opened with has ended (logout or expiry; a basic-auth request without a
+//! session cookie has no session to end).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -37,6 +42,11 @@ pub const MAX_STREAMS: usize = 64;
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Longest a stream stays open; the browser's EventSource then opens a new one.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+/// How long a stream's client may leave its events untaken (its queue full: it does not read, and the
+/// socket's buffers are full) before the stream ends and gives its place back.
+pub const STALL_LIMIT: Duration = Duration::from_secs(60);
+/// Events queued for one stream's client.
+const QUEUE: usize = 4;
 
 /// The streams' shared state: their places, and the overview of the last round, computed once for all.
 pub struct Live {
@@ -110,10 +120,12 @@ fn points_after(history: &Value, after: i64) -> (Vec<Value>, i64) {
     (new, last)
 }
 
-fn sse<S>(stream: S) -> Response
-where
-    S: futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static,
-{
+/// The response of a stream: its events as [`feed`] queues them, and a comment every [`KEEP_ALIVE`] (a write
+/// that fails drops the body and with it the queue's receiver, which ends the feeding task).
+fn sse(rx: tokio::sync::mpsc::Receiver<Event>) -> Response {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    });
     let mut r = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response();
@@ -121,36 +133,121 @@ where
         axum::http::header::CACHE_CONTROL,
         axum::http::HeaderValue::from_static("no-store"),
     );
+    // nginx and the proxies that follow it would otherwise buffer the events.
+    r.headers_mut().insert(
+        axum::http::HeaderName::from_static("x-accel-buffering"),
+        axum::http::HeaderValue::from_static("no"),
+    );
     r
 }
 
-/// What a stream carries along between events.
-struct Stream<T> {
-    ctx: Ctx,
+/// What a stream sends after each sampling round.
+trait Source: Send + 'static {
+    /// The event for round `round`, or None when there is nothing new to send.
+    fn next(&mut self, round: u64) -> impl std::future::Future<Output = Option<Event>> + Send;
+}
+
+/// What a stream's task holds: its place, the rounds it waits on, its end and its queue. The task, not the
+/// response body, holds them: hyper stops polling the body of a client that does not read once the socket's
+/// buffers are full, and a body that is not polled could neither end at [`MAX_LIFETIME`] nor give its place
+/// back.
+struct Feed {
     rounds: tokio::sync::watch::Receiver<u64>,
-    /// Time of the last point sent.
-    last_ms: i64,
-    /// The first event, sent before waiting for a round.
-    first: Option<Event>,
-    until: Instant,
-    what: T,
+    tx: tokio::sync::mpsc::Sender<Event>,
+    until: tokio::time::Instant,
+    /// How long the queue may stay full (the client not taking events) before the stream ends.
+    stall: Duration,
+    /// The session the stream was opened with (none for a basic-auth login): the stream ends at the first
+    /// round after it has ended (logout, expiry).
+    session: Option<crate::auth::SessionCheck>,
     _place: tokio::sync::OwnedSemaphorePermit,
 }
 
-impl<T> Stream<T> {
-    /// Waits for the next sampling round: its number, or None when the stream is to end (its lifetime is over,
-    /// or the sampler stopped).
-    async fn next_round(&mut self) -> Option<u64> {
-        let left = self.until.checked_duration_since(Instant::now())?;
-        match tokio::time::timeout(left, self.rounds.changed()).await {
-            Ok(Ok(())) => Some(*self.rounds.borrow_and_update()),
-            _ => None,
+/// Starts a stream: `first` is queued at once, then `source`'s event after each round (see [`feed`]).
+fn start<S: Source>(
+    place: tokio::sync::OwnedSemaphorePermit,
+    rounds: tokio::sync::watch::Receiver<u64>,
+    session: Option<crate::auth::SessionCheck>,
+    first: Event,
+    source: S,
+) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
+    let _ = tx.try_send(first);
+    let f = Feed {
+        rounds,
+        tx,
+        until: tokio::time::Instant::now() + MAX_LIFETIME,
+        stall: STALL_LIMIT,
+        session,
+        _place: place,
+    };
+    tokio::spawn(feed(f, source));
+    sse(rx)
+}
+
+/// A stream's task: queues `source`'s event after each round until the stream's lifetime is over, the sampler
+/// stops, the client has gone or has not taken events for `f.stall`, or the stream's session has ended; then
+/// it ends, and the stream's place is free. A round that finds the queue full is skipped (the next event
+/// carries the points missed).
+async fn feed<S: Source>(mut f: Feed, mut source: S) {
+    let mut stalled_since: Option<Instant> = None;
+    loop {
+        let round = tokio::select! {
+            r = f.rounds.changed() => match r {
+                Ok(()) => *f.rounds.borrow_and_update(),
+                Err(_) => return,
+            },
+            _ = tokio::time::sleep_until(f.until) => return,
+            _ = f.tx.closed() => return,
+        };
+        if f.session.as_ref().is_some_and(|s| !s.alive()) {
+            return;
+        }
+        if f.tx.capacity() == 0 {
+            let since = *stalled_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= f.stall {
+                return;
+            }
+            continue;
+        }
+        stalled_since = None;
+        if let Some(e) = source.next(round).await {
+            // Only this task sends, and there was room: an error is a client that went away.
+            if f.tx.try_send(e).is_err() {
+                return;
+            }
         }
     }
 }
 
+/// The overview stream's source.
+struct Overview {
+    ctx: Ctx,
+    /// Time of the last point sent.
+    last_ms: i64,
+}
+
+impl Source for Overview {
+    async fn next(&mut self, round: u64) -> Option<Event> {
+        // A busy dashboard (no read turn) skips this round; the next one sends the points missed.
+        let v = overview_of_round(&self.ctx, round).await.ok()?;
+        let (points, last) = points_after(&v["history"], self.last_ms);
+        if points.is_empty() {
+            // No rate yet (one sample), or this round was sent already.
+            return None;
+        }
+        self.last_ms = last;
+        let mut v = (*v).clone();
+        v["history"] = Value::Array(points);
+        Some(Event::default().event("sample").data(v.to_string()))
+    }
+}
+
 /// `GET /api/overview/stream`.
-pub(crate) async fn overview_stream(ctx: &Ctx) -> Response {
+pub(crate) async fn overview_stream(
+    ctx: &Ctx,
+    session: Option<crate::auth::SessionCheck>,
+) -> Response {
     let place = match place(ctx) {
         Ok(p) => p,
         Err(f) => return f.into_response(),
@@ -162,36 +259,16 @@ pub(crate) async fn overview_stream(ctx: &Ctx) -> Response {
         Err(f) => return f.into_response(),
     };
     let (_, last_ms) = points_after(&first["history"], i64::MIN);
-    let state = Stream {
-        ctx: ctx.clone(),
+    start(
+        place,
         rounds,
-        last_ms,
-        first: Some(Event::default().event("history").data(first.to_string())),
-        until: Instant::now() + MAX_LIFETIME,
-        what: (),
-        _place: place,
-    };
-    sse(futures_util::stream::unfold(state, |mut s| async move {
-        if let Some(e) = s.first.take() {
-            return Some((Ok::<_, Infallible>(e), s));
-        }
-        loop {
-            let round = s.next_round().await?;
-            // A busy dashboard (no read turn) skips this round; the next one sends the points missed.
-            let Ok(v) = overview_of_round(&s.ctx, round).await else {
-                continue;
-            };
-            let (points, last) = points_after(&v["history"], s.last_ms);
-            if points.is_empty() {
-                // No rate yet (one sample), or this round was sent already.
-                continue;
-            }
-            s.last_ms = last;
-            let mut v = (*v).clone();
-            v["history"] = Value::Array(points);
-            return Some((Ok(Event::default().event("sample").data(v.to_string())), s));
-        }
-    }))
+        session,
+        Event::default().event("history").data(first.to_string()),
+        Overview {
+            ctx: ctx.clone(),
+            last_ms,
+        },
+    )
 }
 
 /// The group page's live part: its lag now (the last sample's) and the catch-up estimate, with the samples after
@@ -216,7 +293,11 @@ fn group_lag(ctx: &Ctx, id: &str, after: i64) -> (Value, i64) {
 }
 
 /// `GET /api/groups/{id}/lag/stream`.
-pub(crate) async fn group_lag_stream(ctx: &Ctx, id: &str) -> Response {
+pub(crate) async fn group_lag_stream(
+    ctx: &Ctx,
+    id: &str,
+    session: Option<crate::auth::SessionCheck>,
+) -> Response {
     let place = match place(ctx) {
         Ok(p) => p,
         Err(f) => return f.into_response(),
@@ -227,12 +308,16 @@ pub(crate) async fn group_lag_stream(ctx: &Ctx, id: &str) -> Response {
             Ok(t) => t,
             Err(f) => return f.into_response(),
         };
-        tokio::task::spawn_blocking(move || {
+        match tokio::task::spawn_blocking(move || {
             let _turn = turn;
             crate::api::group_exists(&c.state, &g)
         })
         .await
-        .unwrap_or(false)
+        {
+            Ok(e) => e,
+            // The check panicked: not an answer about the group.
+            Err(e) => return unavailable(format!("the group check failed: {e}")).into_response(),
+        }
     };
     if !exists {
         return crate::api::not_found(format!(
@@ -243,30 +328,36 @@ pub(crate) async fn group_lag_stream(ctx: &Ctx, id: &str) -> Response {
     let mut rounds = ctx.history.subscribe();
     let _ = rounds.borrow_and_update();
     let (first, last_ms) = group_lag(ctx, id, i64::MIN);
-    let state = Stream {
-        ctx: ctx.clone(),
+    start(
+        place,
         rounds,
-        last_ms,
-        first: Some(Event::default().event("history").data(first.to_string())),
-        until: Instant::now() + MAX_LIFETIME,
-        what: id.to_string(),
-        _place: place,
-    };
-    sse(futures_util::stream::unfold(state, |mut s| async move {
-        if let Some(e) = s.first.take() {
-            return Some((Ok::<_, Infallible>(e), s));
+        session,
+        Event::default().event("history").data(first.to_string()),
+        GroupLag {
+            ctx: ctx.clone(),
+            id: id.to_string(),
+            last_ms,
+        },
+    )
+}
+
+/// The group lag stream's source.
+struct GroupLag {
+    ctx: Ctx,
+    id: String,
+    last_ms: i64,
+}
+
+impl Source for GroupLag {
+    async fn next(&mut self, _round: u64) -> Option<Event> {
+        let (v, last) = group_lag(&self.ctx, &self.id, self.last_ms);
+        if last == self.last_ms {
+            // No new sample of this group (deleted, or no longer among the groups whose lag is kept).
+            return None;
         }
-        loop {
-            s.next_round().await?;
-            let (v, last) = group_lag(&s.ctx, &s.what, s.last_ms);
-            if last == s.last_ms {
-                // No new sample of this group (deleted, or no longer among the groups whose lag is kept).
-                continue;
-            }
-            s.last_ms = last;
-            return Some((Ok(Event::default().event("sample").data(v.to_string())), s));
-        }
-    }))
+        self.last_ms = last;
+        Some(Event::default().event("sample").data(v.to_string()))
+    }
 }
 
 #[cfg(test)]
@@ -283,5 +374,52 @@ mod tests {
         assert_eq!(points_after(&h, 2), (vec![json!({"at_ms": 3})], 3));
         assert_eq!(points_after(&h, 3), (vec![], 3));
         assert_eq!(points_after(&json!(null), 7), (vec![], 7));
+    }
+
+    /// A source with an event every round.
+    struct Every;
+
+    impl Source for Every {
+        async fn next(&mut self, round: u64) -> Option<Event> {
+            Some(Event::default().event("sample").data(round.to_string()))
+        }
+    }
+
+    /// A stream whose client takes no events (`take` false) or takes them all, with rounds every 10 ms: whether
+    /// its task ended (its place free again) within two seconds.
+    async fn ends(take: bool) -> bool {
+        let places = Arc::new(tokio::sync::Semaphore::new(1));
+        let (rounds_tx, rounds) = tokio::sync::watch::channel(0u64);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(QUEUE);
+        let f = Feed {
+            rounds,
+            tx,
+            until: tokio::time::Instant::now() + MAX_LIFETIME,
+            stall: Duration::from_millis(200),
+            session: None,
+            _place: places.clone().try_acquire_owned().unwrap(),
+        };
+        let task = tokio::spawn(feed(f, Every));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut taken = 0;
+        while Instant::now() < deadline && !task.is_finished() {
+            rounds_tx.send_modify(|r| *r += 1);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            while take && rx.try_recv().is_ok() {
+                taken += 1;
+            }
+        }
+        let ended = task.is_finished();
+        assert_eq!(places.available_permits(), usize::from(ended));
+        assert!(!take || taken > 10, "{taken}");
+        ended
+    }
+
+    /// A client that does not take its events (hyper no longer polls the body once the socket's buffers are
+    /// full) loses its stream after the stall limit, and its place is free; one that reads keeps it.
+    #[tokio::test]
+    async fn a_stream_whose_client_takes_no_events_ends_and_frees_its_place() {
+        assert!(ends(false).await);
+        assert!(!ends(true).await);
     }
 }

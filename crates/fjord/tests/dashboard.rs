@@ -2807,6 +2807,12 @@ impl EventStream {
             Some("text/event-stream"),
             "{head}"
         );
+        // Not buffered by a proxy such as nginx.
+        assert_eq!(
+            header_of(&head, "x-accel-buffering").as_deref(),
+            Some("no"),
+            "{head}"
+        );
         EventStream {
             r,
             text: String::new(),
@@ -2838,6 +2844,84 @@ impl EventStream {
                 .push_str(std::str::from_utf8(&chunk[..size]).unwrap());
         }
     }
+}
+
+impl EventStream {
+    /// Whether the stream ends (its last chunk, or the connection closes) within `within`, reading past the
+    /// events it sends meanwhile.
+    fn ends_within(&mut self, within: Duration) -> bool {
+        use std::io::{BufRead, Read};
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.r
+                .get_ref()
+                .set_read_timeout(Some(left.max(Duration::from_millis(10))))
+                .unwrap();
+            let mut size = String::new();
+            match self.r.read_line(&mut size) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+            let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+                return false;
+            };
+            if size == 0 {
+                return true;
+            }
+            let mut chunk = vec![0; size + 2];
+            if self.r.read_exact(&mut chunk).is_err() {
+                return false;
+            }
+        }
+        false
+    }
+}
+
+/// A live stream opened with a session ends at the next sampling round once that session has ended (here by
+/// `POST /api/logout`), rather than running on for up to 30 minutes; a stream opened with basic-auth
+/// credentials (no session cookie) goes on.
+#[test]
+fn live_streams_end_when_their_session_ends() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(
+        &dir.path().join("data"),
+        &[("dashboard.auth.basic.users", "alice:s3cret")],
+    );
+    let h = broker.http.as_deref().expect("http listener");
+    let login = format!(
+        "Authorization: Basic {}\r\n",
+        base64("alice:s3cret".as_bytes())
+    );
+    let (status, head, _) = http_request(h, "GET", "/api/overview", &login, None);
+    assert_eq!(status, 200, "{head}");
+    let session = set_cookie(&head, "fjord_session").expect("a session cookie");
+    let session = session.split(';').next().unwrap().to_string();
+    let mut s = EventStream::open(h, "/api/overview/stream", &format!("Cookie: {session}\r\n"));
+    assert_eq!(s.next(Duration::from_secs(10)).0, "history");
+    let mut basic = EventStream::open(h, "/api/overview/stream", &login);
+    assert_eq!(basic.next(Duration::from_secs(10)).0, "history");
+    // While the session lasts, the stream goes on.
+    assert!(!s.ends_within(Duration::from_secs(6)));
+    let (status, _, body) = http_request(
+        h,
+        "POST",
+        "/api/logout",
+        &format!(
+            "Content-Type: application/json\r\nX-CSRF-Token: t0k3n\r\nCookie: {session}; fjord_csrf=t0k3n\r\n"
+        ),
+        Some(b"{}"),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        s.ends_within(Duration::from_secs(12)),
+        "the stream of a logged-out session went on"
+    );
+    assert!(
+        !basic.ends_within(Duration::from_secs(1)),
+        "a basic-auth stream ended"
+    );
 }
 
 /// `GET /api/overview/stream`: an event stream whose first event is the overview with its rate history, then one
@@ -3080,11 +3164,17 @@ fn read_committed_stops_at_the_open_transaction_and_hides_aborted_records() {
         assert_eq!(v["next_offset"], 8, "{v}");
         assert!(v["messages"][0]["transactional"].as_bool().unwrap(), "{v}");
     }
-    let committed = vec![
+    let committed = [
         (0, base64(b"committed 1"), false),
         (1, base64(b"committed 2"), false),
     ];
-    for q in ["offset=0", "latest=10"] {
+    // latest=4 counts back from the last stable offset (5): offsets 1-4, of which only 1 is shown (3 aborted, 2
+    // and 4 markers). Counted back from the high watermark (8) it would be 4-7, nothing below the LSO to show.
+    for (q, want) in [
+        ("offset=0", &committed[..]),
+        ("latest=10", &committed[..]),
+        ("latest=4", &committed[1..]),
+    ] {
         let (s, v) = api(
             h,
             "GET",
@@ -3093,7 +3183,7 @@ fn read_committed_stops_at_the_open_transaction_and_hides_aborted_records() {
         );
         assert_eq!(s, 200, "{v}");
         assert_eq!(v["isolation"], "read_committed", "{v}");
-        assert_eq!(shown(&v), committed, "{q}: {v}");
+        assert_eq!(shown(&v), want, "{q}: {v}");
         assert_eq!(v["next_offset"], 5, "{v}");
         assert_eq!(v["last_stable_offset"], 5, "{v}");
     }
