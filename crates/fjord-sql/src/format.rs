@@ -538,7 +538,9 @@ impl SinkCodec {
                     .key_message
                     .as_ref()
                     .ok_or("the key schema has no message")?;
-                let single = m.fields().count() == 1 && !matches!(v, Value::Struct(_));
+                // A message of one field holds the key in it, a STRUCT too (ksqlDB's
+                // `ConnectDefault1 { ConnectDefault2 K = 1; }`); only a message of several fields is the STRUCT.
+                let single = m.fields().count() == 1;
                 let msg = match v {
                     Value::Struct(f) if !single => protobuf::message(m, |name| {
                         f.iter()
@@ -602,5 +604,45 @@ impl SinkCodec {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A STRUCT key is written as ksqlDB writes it, `ConnectDefault1 { ConnectDefault2 K = 1; }`, the struct in
+    /// the one field, and reads back as the struct. Before, it was written as an empty message (the struct's
+    /// fields looked up among the outer message's) and read back with every field NULL.
+    #[test]
+    fn a_protobuf_struct_key_round_trips() {
+        let ty = SqlType::Struct(vec![
+            ("A".into(), SqlType::String),
+            ("B".into(), SqlType::Int),
+        ]);
+        let text = protobuf::schema_text([("K", &ty)].into_iter()).unwrap();
+        let reg = Arc::new(registry::Registry::parse("PROTOBUF", &text, &[]).unwrap());
+        let Registered::Protobuf(p) = &*reg else {
+            panic!("not Protobuf")
+        };
+        let (m, path) = p.message(None).unwrap();
+        let codec = SinkCodec {
+            key_format: Format::Protobuf,
+            value_format: Format::Protobuf,
+            key: Some((3, reg.clone())),
+            value: None,
+            key_message: Some((m.clone(), path)),
+            value_message: None,
+        };
+        let v = Value::Struct(vec![
+            ("A".into(), Value::String("x".into())),
+            ("B".into(), Value::Int(7)),
+        ]);
+        let bytes = codec.key(&v).unwrap().unwrap();
+        // The header (magic byte, id) and the message indexes [0] as the byte 0.
+        assert_eq!(bytes[..6], [0, 0, 0, 0, 3, 0]);
+        let msg = fjord_registry::proto_json::decode(&m, &bytes[6..]).unwrap();
+        let mut left = usize::MAX;
+        assert_eq!(protobuf::key_value(&msg, &ty, &mut left).unwrap(), v);
     }
 }

@@ -172,13 +172,14 @@ pub fn field_for(m: &MessageDescriptor, name: &str) -> Option<FieldDescriptor> {
         .or_else(|| m.fields().find(|f| f.name().eq_ignore_ascii_case(name)))
 }
 
-/// A key message as the key column's value: its one field (ksqlDB writes a single key column as a message of one
-/// field), or the message itself for a STRUCT key.
+/// A key message as the key column's value: its one field, whatever the column's type (ksqlDB writes a single
+/// key column, a STRUCT too, as a message of one field), or the message itself for a STRUCT key of a message
+/// of several fields.
 pub fn key_value(msg: &DynamicMessage, ty: &SqlType, left: &mut usize) -> Result<Value, String> {
     let d = msg.descriptor();
     let fields: Vec<FieldDescriptor> = d.fields().collect();
     match (fields.as_slice(), ty) {
-        ([only], t) if !matches!(t, SqlType::Struct(_)) => field_value(msg, only, t, left, 0),
+        ([only], t) => field_value(msg, only, t, left, 0),
         (_, SqlType::Struct(want)) => struct_value(msg, want, left, 0),
         _ => Err(format!(
             "the key message {} has {} fields: one key column reads a message of one field",
