@@ -499,6 +499,16 @@ impl SinkCodec {
                 ),
                 _ => None,
             };
+            if let Some((m, _)) = &message {
+                let cols: Vec<(&str, &SqlType)> = def
+                    .columns
+                    .iter()
+                    .filter(|c| c.key == key)
+                    .map(|c| (c.name.as_str(), &c.ty))
+                    .collect();
+                every_column_has_a_field(m, key, &cols)
+                    .map_err(|e| format!("the schema {} of {subject}: {e}", schema.0))?;
+            }
             if key {
                 codec.key = Some(schema);
                 codec.key_message = message;
@@ -607,9 +617,58 @@ impl SinkCodec {
     }
 }
 
+/// Err naming the column when a column has no field of the message a sink writes (it would be dropped
+/// silently): a value column must name a field; a key column is the one field of a message of one field, else
+/// (a STRUCT key) each of its fields must name one.
+fn every_column_has_a_field(
+    m: &prost_reflect::MessageDescriptor,
+    key: bool,
+    cols: &[(&str, &SqlType)],
+) -> std::result::Result<(), String> {
+    let names: Vec<&str> = if !key {
+        cols.iter().map(|(n, _)| *n).collect()
+    } else if m.fields().count() == 1 {
+        Vec::new()
+    } else {
+        match cols {
+            [(_, SqlType::Struct(f))] => f.iter().map(|(n, _)| n.as_str()).collect(),
+            _ => Vec::new(),
+        }
+    };
+    match names
+        .into_iter()
+        .find(|n| protobuf::field_for(m, n).is_none())
+    {
+        Some(n) => Err(format!(
+            "the column {n} has no field in the message {}, which would drop it: add the field to the schema or leave the column out",
+            m.full_name()
+        )),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A column the message has no field for is refused when the sink is opened, naming it and the message.
+    /// Before, INSERT INTO wrote the row without it.
+    #[test]
+    fn a_column_with_no_field_is_refused_naming_it() {
+        let text = "syntax = \"proto3\";\npackage shop;\nmessage Order { string id = 1; int32 qty = 2; }\n";
+        let Registered::Protobuf(p) = registry::Registry::parse("PROTOBUF", text, &[]).unwrap()
+        else {
+            panic!("not Protobuf")
+        };
+        let (m, _) = p.message(None).unwrap();
+        let (s, i) = (SqlType::String, SqlType::Int);
+        every_column_has_a_field(&m, false, &[("ID", &s), ("QTY", &i)]).unwrap();
+        let e = every_column_has_a_field(&m, false, &[("ID", &s), ("NOTE", &s)]).unwrap_err();
+        assert!(e.contains("NOTE") && e.contains("shop.Order"), "{e}");
+        let st = SqlType::Struct(vec![("ID".into(), s.clone()), ("X".into(), i.clone())]);
+        let e = every_column_has_a_field(&m, true, &[("K", &st)]).unwrap_err();
+        assert!(e.contains("column X") && e.contains("shop.Order"), "{e}");
+    }
 
     /// A STRUCT key is written as ksqlDB writes it, `ConnectDefault1 { ConnectDefault2 K = 1; }`, the struct in
     /// the one field, and reads back as the struct. Before, it was written as an empty message (the struct's
