@@ -260,7 +260,7 @@ fn to_value(
 ) -> Result<Value, String> {
     spend(left)?;
     let depth = deeper(depth)?;
-    let bad = || format!("expected {ty}, found the Protobuf value {v:?}");
+    let bad = || format!("expected {ty}, found the Protobuf value {}", shown(v));
     Ok(match v {
         Proto::List(items) => match ty {
             SqlType::Array(t) => Value::Array(
@@ -354,6 +354,20 @@ fn to_value(
             }
         }
     })
+}
+
+/// A value as an error shows it: at most 200 characters of it (a record's value can be megabytes).
+fn shown(v: &Proto) -> String {
+    let mut text = format!("{v:?}");
+    if text.len() > 200 {
+        let mut end = 200;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
 }
 
 /// A message as a STRUCT of the fields `want` names.
@@ -1034,5 +1048,16 @@ message Order {
             })
             .unwrap();
         t.join().expect("no stack overflow");
+    }
+
+    /// An error shows at most about 200 characters of the value it could not read, not the whole value.
+    #[test]
+    fn an_error_shows_a_long_value_cut_short() {
+        let m = order();
+        let mut msg = DynamicMessage::new(m.clone());
+        msg.set_field_by_name("id", Proto::String("é".repeat(10_000)));
+        let e = column(&msg, "ID", &SqlType::Int, &mut usize::MAX.clone()).unwrap_err();
+        assert!(e.contains("expected INT"), "{e}");
+        assert!(e.len() < 300, "{} characters", e.len());
     }
 }
