@@ -552,11 +552,9 @@ impl SinkCodec {
                 // `ConnectDefault1 { ConnectDefault2 K = 1; }`); only a message of several fields is the STRUCT.
                 let single = m.fields().count() == 1;
                 let msg = match v {
-                    Value::Struct(f) if !single => protobuf::message(m, |name| {
-                        f.iter()
-                            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                            .map(|(_, x)| x)
-                    }),
+                    Value::Struct(f) if !single => {
+                        protobuf::message(m, |name| protobuf::named(f, name))
+                    }
                     _ => protobuf::message(m, |_| Some(v)),
                 }
                 .map_err(|e| format!("the key {e}"))?;
@@ -595,12 +593,8 @@ impl SinkCodec {
                     .value_message
                     .as_ref()
                     .ok_or("the value schema has no message")?;
-                let msg = protobuf::message(m, |name| {
-                    cols.iter()
-                        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                        .map(|(_, v)| v)
-                })
-                .map_err(|e| format!("the value: {e}"))?;
+                let msg = protobuf::message(m, |name| protobuf::named(cols, name))
+                    .map_err(|e| format!("the value: {e}"))?;
                 fjord_registry::proto_json::write_indexes(path, &mut out);
                 prost_reflect::prost::Message::encode(&msg, &mut out)
                     .map_err(|e| format!("the value: {e}"))?;

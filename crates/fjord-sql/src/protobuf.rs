@@ -110,7 +110,16 @@ impl Walk {
             })
             .collect::<Result<Vec<_>, String>>();
         self.open.pop();
-        fields
+        let fields = fields?;
+        for (i, (n, _)) in fields.iter().enumerate() {
+            if fields[..i].iter().any(|(o, _)| o == n) {
+                return Err(format!(
+                    "the message {} has two fields named {n} but for case, which SQL names alike (upper case)",
+                    m.full_name()
+                ));
+            }
+        }
+        Ok(fields)
     }
 
     fn field(&mut self, f: &FieldDescriptor, depth: usize) -> Result<SqlType, String> {
@@ -170,6 +179,19 @@ pub fn columns(m: &MessageDescriptor) -> Result<Vec<(String, SqlType)>, String> 
 pub fn field_for(m: &MessageDescriptor, name: &str) -> Option<FieldDescriptor> {
     m.get_field_by_name(name)
         .or_else(|| m.fields().find(|f| f.name().eq_ignore_ascii_case(name)))
+}
+
+/// The value named `name` among `items`: the one named exactly, else one named so but for case.
+pub fn named<'a, N: AsRef<str>, T>(items: &'a [(N, T)], name: &str) -> Option<&'a T> {
+    items
+        .iter()
+        .find(|(n, _)| n.as_ref() == name)
+        .or_else(|| {
+            items
+                .iter()
+                .find(|(n, _)| n.as_ref().eq_ignore_ascii_case(name))
+        })
+        .map(|(_, x)| x)
 }
 
 /// A key message as the key column's value: its one field, whatever the column's type (ksqlDB writes a single
@@ -694,16 +716,7 @@ fn single(f: &FieldDescriptor, v: &Value, depth: usize) -> Result<Proto, String>
             let Value::Struct(fields) = v else {
                 return Err(bad());
             };
-            Proto::Message(message_at(
-                &m,
-                |name| {
-                    fields
-                        .iter()
-                        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                        .map(|(_, x)| x)
-                },
-                depth,
-            )?)
+            Proto::Message(message_at(&m, |name| named(fields, name), depth)?)
         }
     })
 }
@@ -1059,5 +1072,38 @@ message Order {
         let e = column(&msg, "ID", &SqlType::Int, &mut usize::MAX.clone()).unwrap_err();
         assert!(e.contains("expected INT"), "{e}");
         assert!(e.len() < 300, "{} characters", e.len());
+    }
+
+    /// Fields named alike but for case: a schema's columns refuse them (at any depth), and writing takes the
+    /// field's exact name before one alike but for case.
+    #[test]
+    fn fields_alike_but_for_case_are_refused_as_columns_and_written_exactly() {
+        let text = "syntax = \"proto2\";\nmessage M { optional string id = 1; optional string ID = 2; }\nmessage O { optional int32 x = 1; optional M m = 2; }\n";
+        let s = ProtoSchema::compile(text, &[]).unwrap();
+        let m = s.message(Some("M")).unwrap().0;
+        let e = columns(&m).unwrap_err();
+        assert!(e.contains("two fields named ID"), "{e}");
+        let o = s.message(Some("O")).unwrap().0;
+        assert!(columns(&o).unwrap_err().contains("two fields named ID"));
+        let cols = [
+            ("id".to_string(), Value::String("lower".into())),
+            ("ID".to_string(), Value::String("upper".into())),
+        ];
+        let v = Value::Struct(cols.to_vec());
+        let mut msg = DynamicMessage::new(o.clone());
+        msg.set_field_by_name(
+            "m",
+            from_value(&o.get_field_by_name("m").unwrap(), &v, 0).unwrap(),
+        );
+        let inner = msg.get_field_by_name("m").unwrap();
+        let inner = inner.as_message().unwrap();
+        assert_eq!(
+            inner.get_field_by_name("id").unwrap().as_str(),
+            Some("lower")
+        );
+        assert_eq!(
+            inner.get_field_by_name("ID").unwrap().as_str(),
+            Some("upper")
+        );
     }
 }
