@@ -499,6 +499,16 @@ impl SinkCodec {
                 ),
                 _ => None,
             };
+            if let Some((m, _)) = &message {
+                let cols: Vec<(&str, &SqlType)> = def
+                    .columns
+                    .iter()
+                    .filter(|c| c.key == key)
+                    .map(|c| (c.name.as_str(), &c.ty))
+                    .collect();
+                every_column_has_a_field(m, key, &cols)
+                    .map_err(|e| format!("the schema {} of {subject}: {e}", schema.0))?;
+            }
             if key {
                 codec.key = Some(schema);
                 codec.key_message = message;
@@ -538,13 +548,13 @@ impl SinkCodec {
                     .key_message
                     .as_ref()
                     .ok_or("the key schema has no message")?;
-                let single = m.fields().count() == 1 && !matches!(v, Value::Struct(_));
+                // A message of one field holds the key in it, a STRUCT too (ksqlDB's
+                // `ConnectDefault1 { ConnectDefault2 K = 1; }`); only a message of several fields is the STRUCT.
+                let single = m.fields().count() == 1;
                 let msg = match v {
-                    Value::Struct(f) if !single => protobuf::message(m, |name| {
-                        f.iter()
-                            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                            .map(|(_, x)| x)
-                    }),
+                    Value::Struct(f) if !single => {
+                        protobuf::message(m, |name| protobuf::named(f, name))
+                    }
                     _ => protobuf::message(m, |_| Some(v)),
                 }
                 .map_err(|e| format!("the key {e}"))?;
@@ -583,12 +593,8 @@ impl SinkCodec {
                     .value_message
                     .as_ref()
                     .ok_or("the value schema has no message")?;
-                let msg = protobuf::message(m, |name| {
-                    cols.iter()
-                        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                        .map(|(_, v)| v)
-                })
-                .map_err(|e| format!("the value: {e}"))?;
+                let msg = protobuf::message(m, |name| protobuf::named(cols, name))
+                    .map_err(|e| format!("the value: {e}"))?;
                 fjord_registry::proto_json::write_indexes(path, &mut out);
                 prost_reflect::prost::Message::encode(&msg, &mut out)
                     .map_err(|e| format!("the value: {e}"))?;
@@ -602,5 +608,94 @@ impl SinkCodec {
             }
         }
         Ok(out)
+    }
+}
+
+/// Err naming the column when a column has no field of the message a sink writes (it would be dropped
+/// silently): a value column must name a field; a key column is the one field of a message of one field, else
+/// (a STRUCT key) each of its fields must name one.
+fn every_column_has_a_field(
+    m: &prost_reflect::MessageDescriptor,
+    key: bool,
+    cols: &[(&str, &SqlType)],
+) -> std::result::Result<(), String> {
+    let names: Vec<&str> = if !key {
+        cols.iter().map(|(n, _)| *n).collect()
+    } else if m.fields().count() == 1 {
+        Vec::new()
+    } else {
+        match cols {
+            [(_, SqlType::Struct(f))] => f.iter().map(|(n, _)| n.as_str()).collect(),
+            _ => Vec::new(),
+        }
+    };
+    match names
+        .into_iter()
+        .find(|n| protobuf::field_for(m, n).is_none())
+    {
+        Some(n) => Err(format!(
+            "the column {n} has no field in the message {}, which would drop it: add the field to the schema or leave the column out",
+            m.full_name()
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A column the message has no field for is refused when the sink is opened, naming it and the message.
+    /// Before, INSERT INTO wrote the row without it.
+    #[test]
+    fn a_column_with_no_field_is_refused_naming_it() {
+        let text = "syntax = \"proto3\";\npackage shop;\nmessage Order { string id = 1; int32 qty = 2; }\n";
+        let Registered::Protobuf(p) = registry::Registry::parse("PROTOBUF", text, &[]).unwrap()
+        else {
+            panic!("not Protobuf")
+        };
+        let (m, _) = p.message(None).unwrap();
+        let (s, i) = (SqlType::String, SqlType::Int);
+        every_column_has_a_field(&m, false, &[("ID", &s), ("QTY", &i)]).unwrap();
+        let e = every_column_has_a_field(&m, false, &[("ID", &s), ("NOTE", &s)]).unwrap_err();
+        assert!(e.contains("NOTE") && e.contains("shop.Order"), "{e}");
+        let st = SqlType::Struct(vec![("ID".into(), s.clone()), ("X".into(), i.clone())]);
+        let e = every_column_has_a_field(&m, true, &[("K", &st)]).unwrap_err();
+        assert!(e.contains("column X") && e.contains("shop.Order"), "{e}");
+    }
+
+    /// A STRUCT key is written as ksqlDB writes it, `ConnectDefault1 { ConnectDefault2 K = 1; }`, the struct in
+    /// the one field, and reads back as the struct. Before, it was written as an empty message (the struct's
+    /// fields looked up among the outer message's) and read back with every field NULL.
+    #[test]
+    fn a_protobuf_struct_key_round_trips() {
+        let ty = SqlType::Struct(vec![
+            ("A".into(), SqlType::String),
+            ("B".into(), SqlType::Int),
+        ]);
+        let text = protobuf::schema_text([("K", &ty)].into_iter()).unwrap();
+        let reg = Arc::new(registry::Registry::parse("PROTOBUF", &text, &[]).unwrap());
+        let Registered::Protobuf(p) = &*reg else {
+            panic!("not Protobuf")
+        };
+        let (m, path) = p.message(None).unwrap();
+        let codec = SinkCodec {
+            key_format: Format::Protobuf,
+            value_format: Format::Protobuf,
+            key: Some((3, reg.clone())),
+            value: None,
+            key_message: Some((m.clone(), path)),
+            value_message: None,
+        };
+        let v = Value::Struct(vec![
+            ("A".into(), Value::String("x".into())),
+            ("B".into(), Value::Int(7)),
+        ]);
+        let bytes = codec.key(&v).unwrap().unwrap();
+        // The header (magic byte, id) and the message indexes [0] as the byte 0.
+        assert_eq!(bytes[..6], [0, 0, 0, 0, 3, 0]);
+        let msg = fjord_registry::proto_json::decode(&m, &bytes[6..]).unwrap();
+        let mut left = usize::MAX;
+        assert_eq!(protobuf::key_value(&msg, &ty, &mut left).unwrap(), v);
     }
 }

@@ -31,10 +31,15 @@ pub const MESSAGE: &str = "ConnectDefault1";
 
 const TIMESTAMP: &str = "google.protobuf.Timestamp";
 
-/// The primitive kind a `google.protobuf` wrapper message holds (its field `value`), if `m` is one.
+/// The primitive kind a `google.protobuf` wrapper message holds (its field `value`), if `m` is one: only the
+/// messages of `google/protobuf/wrappers.proto` itself, with one scalar field `value` (a schema may define its
+/// own `google.protobuf.StringValue`, which must not be trusted to be a wrapper: it could contain itself).
 fn wrapped(m: &MessageDescriptor) -> Option<FieldDescriptor> {
+    if m.parent_file().name() != "google/protobuf/wrappers.proto" {
+        return None;
+    }
     let name = m.full_name().strip_prefix("google.protobuf.")?;
-    matches!(
+    if !matches!(
         name,
         "DoubleValue"
             | "FloatValue"
@@ -45,9 +50,18 @@ fn wrapped(m: &MessageDescriptor) -> Option<FieldDescriptor> {
             | "BoolValue"
             | "StringValue"
             | "BytesValue"
-    )
-    .then(|| m.get_field_by_name("value"))
-    .flatten()
+    ) || m.fields().count() != 1
+    {
+        return None;
+    }
+    let f = m.get_field_by_name("value")?;
+    (!f.is_list() && !f.is_map() && !matches!(f.kind(), Kind::Message(_))).then_some(f)
+}
+
+/// Whether `m` is `google.protobuf.Timestamp` of `google/protobuf/timestamp.proto` (not a schema's own message
+/// of that name).
+fn is_timestamp(m: &MessageDescriptor) -> bool {
+    m.full_name() == TIMESTAMP && m.parent_file().name() == "google/protobuf/timestamp.proto"
 }
 
 /// The walk of a schema's message types, bounded as the module says.
@@ -96,7 +110,16 @@ impl Walk {
             })
             .collect::<Result<Vec<_>, String>>();
         self.open.pop();
-        fields
+        let fields = fields?;
+        for (i, (n, _)) in fields.iter().enumerate() {
+            if fields[..i].iter().any(|(o, _)| o == n) {
+                return Err(format!(
+                    "the message {} has two fields named {n} but for case, which SQL names alike (upper case)",
+                    m.full_name()
+                ));
+            }
+        }
+        Ok(fields)
     }
 
     fn field(&mut self, f: &FieldDescriptor, depth: usize) -> Result<SqlType, String> {
@@ -133,7 +156,7 @@ impl Walk {
             Kind::Bool => SqlType::Boolean,
             Kind::String | Kind::Enum(_) => SqlType::String,
             Kind::Bytes => SqlType::Bytes,
-            Kind::Message(m) if m.full_name() == TIMESTAMP => SqlType::Timestamp,
+            Kind::Message(m) if is_timestamp(&m) => SqlType::Timestamp,
             Kind::Message(m) => match wrapped(&m) {
                 Some(v) => self.single(&v, depth + 1)?,
                 None => SqlType::Struct(self.message(&m, depth + 1)?),
@@ -158,14 +181,28 @@ pub fn field_for(m: &MessageDescriptor, name: &str) -> Option<FieldDescriptor> {
         .or_else(|| m.fields().find(|f| f.name().eq_ignore_ascii_case(name)))
 }
 
-/// A key message as the key column's value: its one field (ksqlDB writes a single key column as a message of one
-/// field), or the message itself for a STRUCT key.
+/// The value named `name` among `items`: the one named exactly, else one named so but for case.
+pub fn named<'a, N: AsRef<str>, T>(items: &'a [(N, T)], name: &str) -> Option<&'a T> {
+    items
+        .iter()
+        .find(|(n, _)| n.as_ref() == name)
+        .or_else(|| {
+            items
+                .iter()
+                .find(|(n, _)| n.as_ref().eq_ignore_ascii_case(name))
+        })
+        .map(|(_, x)| x)
+}
+
+/// A key message as the key column's value: its one field, whatever the column's type (ksqlDB writes a single
+/// key column, a STRUCT too, as a message of one field), or the message itself for a STRUCT key of a message
+/// of several fields.
 pub fn key_value(msg: &DynamicMessage, ty: &SqlType, left: &mut usize) -> Result<Value, String> {
     let d = msg.descriptor();
     let fields: Vec<FieldDescriptor> = d.fields().collect();
     match (fields.as_slice(), ty) {
-        ([only], t) if !matches!(t, SqlType::Struct(_)) => field_value(msg, only, t, left),
-        (_, SqlType::Struct(want)) => struct_value(msg, want, left),
+        ([only], t) => field_value(msg, only, t, left, 0),
+        (_, SqlType::Struct(want)) => struct_value(msg, want, left, 0),
         _ => Err(format!(
             "the key message {} has {} fields: one key column reads a message of one field",
             d.full_name(),
@@ -190,8 +227,30 @@ pub fn column(
     ty: &SqlType,
     left: &mut usize,
 ) -> Result<Value, String> {
+    column_at(msg, name, ty, left, 0)
+}
+
+/// How deep a value nests (messages in messages, lists, maps) before reading or writing it is refused: as deep
+/// as a schema's messages may nest, whatever a schema check let through.
+fn deeper(depth: usize) -> Result<usize, String> {
+    // Twice the schema's limit: writing counts a message and its field as two levels.
+    if depth >= 2 * MAX_SCHEMA_DEPTH {
+        return Err(format!(
+            "the Protobuf value nests more than {MAX_SCHEMA_DEPTH} deep, which SQL does not read or write"
+        ));
+    }
+    Ok(depth + 1)
+}
+
+fn column_at(
+    msg: &DynamicMessage,
+    name: &str,
+    ty: &SqlType,
+    left: &mut usize,
+    depth: usize,
+) -> Result<Value, String> {
     match field_for(&msg.descriptor(), name) {
-        Some(f) => field_value(msg, &f, ty, left),
+        Some(f) => field_value(msg, &f, ty, left, depth),
         // A NULL is a value too: a wide STRUCT type over many empty messages is as many values.
         None => spend(left).map(|()| Value::Null),
     }
@@ -204,12 +263,13 @@ fn field_value(
     f: &FieldDescriptor,
     ty: &SqlType,
     left: &mut usize,
+    depth: usize,
 ) -> Result<Value, String> {
     if !f.is_list() && !f.is_map() && f.supports_presence() && !msg.has_field(f) {
         spend(left)?;
         return Ok(Value::Null);
     }
-    to_value(f, &msg.get_field(f), ty, left)
+    to_value(f, &msg.get_field(f), ty, left, depth)
 }
 
 /// A value of field `f` (a whole list or map, or one item) as a value of `ty`.
@@ -218,15 +278,17 @@ fn to_value(
     v: &Proto,
     ty: &SqlType,
     left: &mut usize,
+    depth: usize,
 ) -> Result<Value, String> {
     spend(left)?;
-    let bad = || format!("expected {ty}, found the Protobuf value {v:?}");
+    let depth = deeper(depth)?;
+    let bad = || format!("expected {ty}, found the Protobuf value {}", shown(v));
     Ok(match v {
         Proto::List(items) => match ty {
             SqlType::Array(t) => Value::Array(
                 items
                     .iter()
-                    .map(|x| to_value(f, x, t, left))
+                    .map(|x| to_value(f, x, t, left, depth))
                     .collect::<Result<_, _>>()?,
             ),
             _ => return Err(format!("expected {ty}, found a repeated field")),
@@ -251,7 +313,7 @@ fn to_value(
                     MapKey::String(s) => text_value(s, kt),
                 }
                 .ok_or_else(|| format!("the map key {k:?} is not a {kt}"))?;
-                out.push((key, to_value(&value_field, x, vt, left)?));
+                out.push((key, to_value(&value_field, x, vt, left, depth)?));
             }
             Value::Map(out)
         }
@@ -283,7 +345,7 @@ fn to_value(
                 other => int_value(i64::from(*n), other).ok_or_else(bad)?,
             }
         }
-        Proto::Message(m) if m.descriptor().full_name() == TIMESTAMP => {
+        Proto::Message(m) if is_timestamp(&m.descriptor()) => {
             let seconds = m
                 .get_field_by_name("seconds")
                 .and_then(|v| v.as_i64())
@@ -301,10 +363,10 @@ fn to_value(
         Proto::Message(m) => {
             let d = m.descriptor();
             if let Some(inner) = wrapped(&d) {
-                return to_value(&inner, &m.get_field(&inner), ty, left);
+                return to_value(&inner, &m.get_field(&inner), ty, left, depth);
             }
             match ty {
-                SqlType::Struct(want) => struct_value(m, want, left)?,
+                SqlType::Struct(want) => struct_value(m, want, left, depth)?,
                 _ => {
                     return Err(format!(
                         "expected {ty}, found the message {}",
@@ -316,14 +378,29 @@ fn to_value(
     })
 }
 
+/// A value as an error shows it: at most 200 characters of it (a record's value can be megabytes).
+fn shown(v: &Proto) -> String {
+    let mut text = format!("{v:?}");
+    if text.len() > 200 {
+        let mut end = 200;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
+}
+
 /// A message as a STRUCT of the fields `want` names.
 fn struct_value(
     msg: &DynamicMessage,
     want: &[(String, SqlType)],
     left: &mut usize,
+    depth: usize,
 ) -> Result<Value, String> {
     want.iter()
-        .map(|(n, t)| Ok((n.clone(), column(msg, n, t, left)?)))
+        .map(|(n, t)| Ok((n.clone(), column_at(msg, n, t, left, depth)?)))
         .collect::<Result<_, String>>()
         .map(Value::Struct)
 }
@@ -516,20 +593,29 @@ pub fn message<'a>(
     m: &MessageDescriptor,
     get: impl Fn(&str) -> Option<&'a Value>,
 ) -> Result<DynamicMessage, String> {
+    message_at(m, get, 0)
+}
+
+fn message_at<'a>(
+    m: &MessageDescriptor,
+    get: impl Fn(&str) -> Option<&'a Value>,
+    depth: usize,
+) -> Result<DynamicMessage, String> {
+    let depth = deeper(depth)?;
     let mut msg = DynamicMessage::new(m.clone());
     for f in m.fields() {
         let Some(v) = get(f.name()) else { continue };
         if v.is_null() {
             continue;
         }
-        let x = from_value(&f, v).map_err(|e| format!("field {}: {e}", f.name()))?;
+        let x = from_value(&f, v, depth).map_err(|e| format!("field {}: {e}", f.name()))?;
         msg.set_field(&f, x);
     }
     Ok(msg)
 }
 
 /// A value as the value of field `f` (a whole list or map when it is one).
-fn from_value(f: &FieldDescriptor, v: &Value) -> Result<Proto, String> {
+fn from_value(f: &FieldDescriptor, v: &Value, depth: usize) -> Result<Proto, String> {
     if f.is_map() {
         let (Value::Map(entries), Kind::Message(entry)) = (v, f.kind()) else {
             return Err(format!("{} is not a map", v.to_text()));
@@ -537,7 +623,7 @@ fn from_value(f: &FieldDescriptor, v: &Value) -> Result<Proto, String> {
         let (kf, vf) = (entry.map_entry_key_field(), entry.map_entry_value_field());
         let mut out = std::collections::HashMap::new();
         for (k, x) in entries {
-            let key = match single(&kf, k)? {
+            let key = match single(&kf, k, depth)? {
                 Proto::Bool(b) => MapKey::Bool(b),
                 Proto::I32(i) => MapKey::I32(i),
                 Proto::I64(i) => MapKey::I64(i),
@@ -549,7 +635,7 @@ fn from_value(f: &FieldDescriptor, v: &Value) -> Result<Proto, String> {
             let x = if x.is_null() {
                 Proto::default_value(&vf.kind())
             } else {
-                single(&vf, x)?
+                single(&vf, x, depth)?
             };
             out.insert(key, x);
         }
@@ -565,17 +651,18 @@ fn from_value(f: &FieldDescriptor, v: &Value) -> Result<Proto, String> {
                 if x.is_null() {
                     Err("a NULL element, which a repeated Protobuf field cannot hold".to_string())
                 } else {
-                    single(f, x)
+                    single(f, x, depth)
                 }
             })
             .collect::<Result<_, _>>()
             .map(Proto::List);
     }
-    single(f, v)
+    single(f, v, depth)
 }
 
 /// One (non-NULL) value of `f`'s kind.
-fn single(f: &FieldDescriptor, v: &Value) -> Result<Proto, String> {
+fn single(f: &FieldDescriptor, v: &Value, depth: usize) -> Result<Proto, String> {
+    let depth = deeper(depth)?;
     let bad = || format!("the value {} does not fit {:?}", v.to_text(), f.kind());
     let int = || v.as_i64().ok_or_else(bad);
     Ok(match f.kind() {
@@ -610,7 +697,7 @@ fn single(f: &FieldDescriptor, v: &Value) -> Result<Proto, String> {
                 i32::try_from(other.as_i64().ok_or_else(bad)?).map_err(|_| bad())?,
             ),
         },
-        Kind::Message(m) if m.full_name() == TIMESTAMP => {
+        Kind::Message(m) if is_timestamp(&m) => {
             let ms = int()?;
             let mut t = DynamicMessage::new(m.clone());
             t.set_field_by_name("seconds", Proto::I64(ms.div_euclid(1000)));
@@ -623,18 +710,13 @@ fn single(f: &FieldDescriptor, v: &Value) -> Result<Proto, String> {
         Kind::Message(m) => {
             if let Some(inner) = wrapped(&m) {
                 let mut w = DynamicMessage::new(m.clone());
-                w.set_field(&inner, single(&inner, v)?);
+                w.set_field(&inner, single(&inner, v, depth)?);
                 return Ok(Proto::Message(w));
             }
             let Value::Struct(fields) = v else {
                 return Err(bad());
             };
-            Proto::Message(message(&m, |name| {
-                fields
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                    .map(|(_, x)| x)
-            })?)
+            Proto::Message(message_at(&m, |name| named(fields, name), depth)?)
         }
     })
 }
@@ -914,5 +996,114 @@ message Order {
             let e = schema_text(cols.iter().map(|(n, t)| (*n, t))).unwrap_err();
             assert!(e.contains(why), "{why}: {e}");
         }
+    }
+
+    /// A schema's own `google.protobuf.StringValue` that contains itself is not a wrapper: inferring columns,
+    /// reading and writing all terminate (on a small stack), with an error, not a stack overflow.
+    #[test]
+    fn a_fake_wrapper_that_contains_itself_terminates_everywhere() {
+        let t = std::thread::Builder::new()
+            .stack_size(512 * 1024)
+            .spawn(|| {
+                let text = "syntax = \"proto3\";\npackage google.protobuf;\nmessage StringValue { StringValue value = 1; }\n";
+                let m = ProtoSchema::compile(text, &[])
+                    .unwrap()
+                    .message(None)
+                    .unwrap()
+                    .0;
+                assert_eq!(m.full_name(), "google.protobuf.StringValue");
+                assert!(wrapped(&m).is_none());
+                let e = columns(&m).unwrap_err();
+                assert!(e.contains("recursive"), "{e}");
+                // A record whose `value` is set (to an empty message), read as the STRING a wrapper would be.
+                let mut msg = DynamicMessage::new(m.clone());
+                msg.set_field_by_name("value", Proto::Message(DynamicMessage::new(m.clone())));
+                let mut left = usize::MAX;
+                let e = column(&msg, "VALUE", &SqlType::String, &mut left).unwrap_err();
+                assert!(e.contains("expected STRING"), "{e}");
+                // Writing a string into it.
+                let v = Value::String("x".into());
+                assert!(message(&m, |_| Some(&v)).is_err());
+            })
+            .unwrap();
+        t.join().expect("no stack overflow");
+    }
+
+    /// Reading and writing carry their own depth: a STRUCT type or value nested far deeper than any schema
+    /// allows is refused, even over a message that contains itself.
+    #[test]
+    fn reading_and_writing_are_bounded_by_depth_whatever_the_schema() {
+        let t = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(|| {
+                let rec = "syntax = \"proto3\";\nmessage Node { Node next = 1; int32 v = 2; }\n";
+                let m = ProtoSchema::compile(rec, &[])
+                    .unwrap()
+                    .message(None)
+                    .unwrap()
+                    .0;
+                let mut ty = SqlType::Int;
+                let mut val = Value::Int(1);
+                let mut msg = DynamicMessage::new(m.clone());
+                msg.set_field_by_name("v", Proto::I32(1));
+                for _ in 0..300 {
+                    ty = SqlType::Struct(vec![("NEXT".into(), ty), ("V".into(), SqlType::Int)]);
+                    val = Value::Struct(vec![("NEXT".into(), val), ("V".into(), Value::Int(1))]);
+                    let mut outer = DynamicMessage::new(m.clone());
+                    outer.set_field_by_name("next", Proto::Message(msg));
+                    msg = outer;
+                }
+                let mut left = usize::MAX;
+                let e = column(&msg, "NEXT", &ty, &mut left).unwrap_err();
+                assert!(e.contains("deep"), "{e}");
+                let e = message(&m, |n| (n == "next").then_some(&val)).unwrap_err();
+                assert!(e.contains("deep"), "{e}");
+            })
+            .unwrap();
+        t.join().expect("no stack overflow");
+    }
+
+    /// An error shows at most about 200 characters of the value it could not read, not the whole value.
+    #[test]
+    fn an_error_shows_a_long_value_cut_short() {
+        let m = order();
+        let mut msg = DynamicMessage::new(m.clone());
+        msg.set_field_by_name("id", Proto::String("é".repeat(10_000)));
+        let e = column(&msg, "ID", &SqlType::Int, &mut usize::MAX.clone()).unwrap_err();
+        assert!(e.contains("expected INT"), "{e}");
+        assert!(e.len() < 300, "{} characters", e.len());
+    }
+
+    /// Fields named alike but for case: a schema's columns refuse them (at any depth), and writing takes the
+    /// field's exact name before one alike but for case.
+    #[test]
+    fn fields_alike_but_for_case_are_refused_as_columns_and_written_exactly() {
+        let text = "syntax = \"proto2\";\nmessage M { optional string id = 1; optional string ID = 2; }\nmessage O { optional int32 x = 1; optional M m = 2; }\n";
+        let s = ProtoSchema::compile(text, &[]).unwrap();
+        let m = s.message(Some("M")).unwrap().0;
+        let e = columns(&m).unwrap_err();
+        assert!(e.contains("two fields named ID"), "{e}");
+        let o = s.message(Some("O")).unwrap().0;
+        assert!(columns(&o).unwrap_err().contains("two fields named ID"));
+        let cols = [
+            ("id".to_string(), Value::String("lower".into())),
+            ("ID".to_string(), Value::String("upper".into())),
+        ];
+        let v = Value::Struct(cols.to_vec());
+        let mut msg = DynamicMessage::new(o.clone());
+        msg.set_field_by_name(
+            "m",
+            from_value(&o.get_field_by_name("m").unwrap(), &v, 0).unwrap(),
+        );
+        let inner = msg.get_field_by_name("m").unwrap();
+        let inner = inner.as_message().unwrap();
+        assert_eq!(
+            inner.get_field_by_name("id").unwrap().as_str(),
+            Some("lower")
+        );
+        assert_eq!(
+            inner.get_field_by_name("ID").unwrap().as_str(),
+            Some("upper")
+        );
     }
 }

@@ -271,7 +271,7 @@ impl Registry {
 
     /// `referenced`: (reference name, text) of every schema the references of an Avro or Protobuf `text` reach,
     /// dependencies first.
-    fn parse(
+    pub(crate) fn parse(
         schema_type: &str,
         text: &str,
         referenced: &[(String, String)],
