@@ -1286,6 +1286,24 @@ fn await_read(addr: &str, tables: &[&str], n: u64) {
     }
 }
 
+/// Waits (at most 30 s) until `table`'s query statistic `key` equals `want`: a query counts a record it read
+/// (`recordsIn`) before it has finished with it, so a late record's drop can be counted a moment after.
+fn await_stat(addr: &str, table: &str, key: &str, want: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = stats(addr, table);
+        if s[key].as_u64() == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {table} {key} is {}, expected {want}: {s}",
+            s[key]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Rows equal up to floating-point rounding in the JSON text (AVG).
 fn same_rows(got: &[Value], want: &[Value]) -> bool {
     fn same(a: &Value, b: &Value) -> bool {
@@ -1435,10 +1453,12 @@ fn windowed_aggregations_by_sql_equal_the_reference_across_a_restart() {
     await_rows(&p.sql, "SELECT * FROM totals;", |r| {
         same_rows(r, &totals_rows(&w1))
     });
-    assert_eq!(
-        stats(&p.sql, "tumbling")["lateRecordsDropped"],
+    await_stat(
+        &p.sql,
+        "tumbling",
+        "lateRecordsDropped",
         w1.late_tumbling,
-        "first half"
+        "first half",
     );
     assert!(w1.late_tumbling > 0 && w1.late_hopping > 0 && w1.late_sessions > 0);
 
@@ -1454,18 +1474,26 @@ fn windowed_aggregations_by_sql_equal_the_reference_across_a_restart() {
         same_rows(r, &totals_rows(&w))
     });
     assert_eq!(rows.len(), 6);
-    assert_eq!(
-        stats(&p.sql, "tumbling")["lateRecordsDropped"],
+    await_stat(
+        &p.sql,
+        "tumbling",
+        "lateRecordsDropped",
         w2_late,
-        "second half"
+        "second half",
     );
-    assert_eq!(
-        stats(&p.sql, "hopping")["lateRecordsDropped"],
-        w.late_hopping - w1.late_hopping
+    await_stat(
+        &p.sql,
+        "hopping",
+        "lateRecordsDropped",
+        w.late_hopping - w1.late_hopping,
+        "second half",
     );
-    assert_eq!(
-        stats(&p.sql, "sessions")["lateRecordsDropped"],
-        w.late_sessions - w1.late_sessions
+    await_stat(
+        &p.sql,
+        "sessions",
+        "lateRecordsDropped",
+        w.late_sessions - w1.late_sessions,
+        "second half",
     );
 
     // Pull queries: one key; a repartitioned grouping; windows of a key from a bound on.
