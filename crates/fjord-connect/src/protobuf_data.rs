@@ -281,16 +281,7 @@ fn field_value(f: &FieldDescriptor, v: &Proto, left: &mut usize) -> Result<Value
 
 /// Map keys in order (a map's entries have none; its Connect value is written in key order, so that the same
 /// record always gives the same line).
-fn key_order(k: &MapKey) -> (i128, &str) {
-    match k {
-        MapKey::Bool(b) => (i128::from(*b), ""),
-        MapKey::I32(i) => (i128::from(*i), ""),
-        MapKey::I64(i) => (i128::from(*i), ""),
-        MapKey::U32(i) => (i128::from(*i), ""),
-        MapKey::U64(i) => (i128::from(*i), ""),
-        MapKey::String(s) => (0, s),
-    }
-}
+use fjord_registry::proto_json::key_order;
 
 fn single_value(f: &FieldDescriptor, v: &Proto, left: &mut usize) -> Result<Value, String> {
     let finite = |x: f64| {

@@ -185,6 +185,20 @@ pub fn decode(m: &MessageDescriptor, body: &[u8]) -> Result<DynamicMessage, Stri
     })
 }
 
+/// The order of a map's keys (a map's entries have none): numbers by value, strings by text, so that the same
+/// map always maps to the same value (Connect's and SQL's mappings share it).
+pub fn key_order(k: &prost_reflect::MapKey) -> (i128, &str) {
+    use prost_reflect::MapKey;
+    match k {
+        MapKey::Bool(b) => (i128::from(*b), ""),
+        MapKey::I32(i) => (i128::from(*i), ""),
+        MapKey::I64(i) => (i128::from(*i), ""),
+        MapKey::U32(i) => (i128::from(*i), ""),
+        MapKey::U64(i) => (i128::from(*i), ""),
+        MapKey::String(s) => (0, s),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,6 +117,11 @@ impl AvroDecoder {
     pub fn read(&self, body: &[u8]) -> Result<apache_avro::types::Value, String> {
         read_checked(&self.schema, &self.references, body)
     }
+
+    /// A binary datum as Avro's JSON encoding (as kafka-avro-console-consumer prints it).
+    pub fn to_json(&self, body: &[u8]) -> Result<String, String> {
+        avro_json::to_json(&self.read(body)?, &self.schema, &self.names)
+    }
 }
 
 impl Decoder {
@@ -156,7 +161,7 @@ impl Decoder {
     pub fn decode(&self, body: &[u8]) -> Result<String, String> {
         match self {
             // Checked at compile: no second shape walk per record.
-            Decoder::Avro(a) => avro_json::to_json(&a.read(body)?, &a.schema, &a.names),
+            Decoder::Avro(a) => a.to_json(body),
             Decoder::Json => {
                 let v: Value = serde_json::from_slice(body)
                     .map_err(|e| format!("the body is not JSON: {e}"))?;

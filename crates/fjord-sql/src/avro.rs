@@ -220,7 +220,7 @@ pub fn to_value(v: &Avro, ty: &SqlType) -> Result<Value, String> {
     })
 }
 
-fn int_value(i: i64, time: bool, ty: &SqlType) -> Option<Value> {
+pub(crate) fn int_value(i: i64, time: bool, ty: &SqlType) -> Option<Value> {
     Some(match ty {
         SqlType::Int => Value::Int(i32::try_from(i).ok()?),
         SqlType::Bigint => Value::Bigint(i),
@@ -233,7 +233,7 @@ fn int_value(i: i64, time: bool, ty: &SqlType) -> Option<Value> {
     })
 }
 
-fn float_value(f: f64, ty: &SqlType) -> Option<Value> {
+pub(crate) fn float_value(f: f64, ty: &SqlType) -> Option<Value> {
     Some(match ty {
         SqlType::Double => Value::Double(f),
         SqlType::Decimal(_, s) => Value::Double(crate::types::round_to(f, i32::from(*s))),

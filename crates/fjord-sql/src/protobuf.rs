@@ -300,7 +300,10 @@ fn to_value(
             let value_field = entry.map_entry_value_field();
             let mut pairs: Vec<(&MapKey, &Proto)> = entries.iter().collect();
             // A map's entries have no order; sorted, the same record always gives the same row.
-            pairs.sort_by(|a, b| key_order(a.0).cmp(&key_order(b.0)));
+            pairs.sort_by(|a, b| {
+                fjord_registry::proto_json::key_order(a.0)
+                    .cmp(&fjord_registry::proto_json::key_order(b.0))
+            });
             let mut out = Vec::with_capacity(pairs.len());
             for (k, x) in pairs {
                 spend(left)?;
@@ -405,17 +408,6 @@ fn struct_value(
         .map(Value::Struct)
 }
 
-fn key_order(k: &MapKey) -> (i128, &str) {
-    match k {
-        MapKey::Bool(b) => (i128::from(*b), ""),
-        MapKey::I32(i) => (i128::from(*i), ""),
-        MapKey::I64(i) => (i128::from(*i), ""),
-        MapKey::U32(i) => (i128::from(*i), ""),
-        MapKey::U64(i) => (i128::from(*i), ""),
-        MapKey::String(s) => (0, s),
-    }
-}
-
 fn scalar_bool(b: bool, ty: &SqlType) -> Option<Value> {
     match ty {
         SqlType::Boolean => Some(Value::Bool(b)),
@@ -424,27 +416,12 @@ fn scalar_bool(b: bool, ty: &SqlType) -> Option<Value> {
     }
 }
 
+/// An integer as a column of `ty` (as Avro's are read).
 fn int_value(i: i64, ty: &SqlType) -> Option<Value> {
-    Some(match ty {
-        SqlType::Int => Value::Int(i32::try_from(i).ok()?),
-        SqlType::Bigint => Value::Bigint(i),
-        SqlType::Double | SqlType::Decimal(..) => Value::Double(i as f64),
-        SqlType::Timestamp => Value::Timestamp(i),
-        SqlType::Date => Value::Date(i32::try_from(i).ok()?),
-        SqlType::Time => Value::Time(i),
-        SqlType::String => Value::String(i.to_string()),
-        _ => return None,
-    })
+    crate::avro::int_value(i, false, ty)
 }
 
-fn float_value(f: f64, ty: &SqlType) -> Option<Value> {
-    Some(match ty {
-        SqlType::Double => Value::Double(f),
-        SqlType::Decimal(_, s) => Value::Double(crate::types::round_to(f, i32::from(*s))),
-        SqlType::String => Value::String(f.to_string()),
-        _ => return None,
-    })
-}
+use crate::avro::float_value;
 
 fn text_value(s: &str, ty: &SqlType) -> Option<Value> {
     match ty {

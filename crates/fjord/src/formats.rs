@@ -260,7 +260,7 @@ impl Codec {
     fn decode_body(&self, body: &[u8]) -> Result<String, String> {
         // The decoding the dashboard shows too (fjord_registry::wire): bounded against hostile records.
         match self {
-            Codec::Avro(c) => avro_json::to_json(&c.read(body)?, c.schema(), c.names()),
+            Codec::Avro(c) => c.to_json(body),
             Codec::Protobuf(p) => fjord_registry::wire::decode_protobuf(&p.schema, body),
             Codec::Json(_) => {
                 let v: Value = serde_json::from_slice(body)
