@@ -2862,7 +2862,13 @@ impl EventStream {
             match self.r.read_line(&mut size) {
                 Ok(0) => return true,
                 Ok(_) => {}
-                Err(_) => return false,
+                // Only the read timeout means "still open"; a reset or any other error is a stream that ended.
+                Err(e) => {
+                    return !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    )
+                }
             }
             let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
                 return false;
