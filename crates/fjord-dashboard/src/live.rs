@@ -51,8 +51,12 @@ const QUEUE: usize = 4;
 /// The streams' shared state: their places, and the overview of the last round, computed once for all.
 pub struct Live {
     pub(crate) streams: Arc<tokio::sync::Semaphore>,
-    overview: tokio::sync::Mutex<Option<(u64, Arc<Value>)>>,
+    /// The round and its overview, or the reason it could not be read that round (one attempt per round).
+    overview: tokio::sync::Mutex<Option<(u64, RoundOverview)>>,
 }
+
+/// A round's overview, or why it could not be read.
+type RoundOverview = Result<Arc<Value>, String>;
 
 impl Default for Live {
     fn default() -> Self {
@@ -81,25 +85,38 @@ fn place(ctx: &Ctx) -> Result<tokio::sync::OwnedSemaphorePermit, Fail> {
     })
 }
 
-/// The overview after round `round` (the one cached when it is that round's, else computed and cached).
+/// The overview after round `round`: computed once per round for every stream, and a failure is cached for the
+/// round too, so that a busy dashboard (no read turn within `READ_WAIT`) costs the streams one wait per round,
+/// not one each in turn behind the lock.
 async fn overview_of_round(ctx: &Ctx, round: u64) -> Result<Arc<Value>, Fail> {
     let mut cached = ctx.live.overview.lock().await;
     if let Some((r, v)) = cached.as_ref() {
         if *r == round {
-            return Ok(v.clone());
+            return v.clone().map_err(unavailable);
         }
     }
-    let turn = crate::api::read_turn(&ctx.reads, crate::api::READ_WAIT).await?;
-    let c = ctx.clone();
-    let v = tokio::task::spawn_blocking(move || {
-        let _turn = turn;
-        crate::api::overview(&c, &[], &crate::api::Query::default())
-    })
-    .await
-    .map_err(|e| unavailable(format!("the overview failed: {e}")))??;
-    let v = Arc::new(v);
-    *cached = Some((round, v.clone()));
-    Ok(v)
+    let computed = async {
+        let turn = crate::api::read_turn(&ctx.reads, crate::api::READ_WAIT).await?;
+        let c = ctx.clone();
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            crate::api::overview(&c, &[], &crate::api::Query::default())
+        })
+        .await
+        .map_err(|e| unavailable(format!("the overview failed: {e}")))?
+    }
+    .await;
+    match computed {
+        Ok(v) => {
+            let v = Arc::new(v);
+            *cached = Some((round, Ok(v.clone())));
+            Ok(v)
+        }
+        Err(f) => {
+            *cached = Some((round, Err(f.message.clone())));
+            Err(f)
+        }
+    }
 }
 
 /// The points of `history` (objects with `at_ms`) after `after`, and the last one's time.
