@@ -294,7 +294,9 @@ async function overview() {
   // Live: each sampling round's point arrives over server-sent events and is drawn in place (the page, its
   // scroll position and the chart stay). Without the stream, the page reloads its data on a timer, as before.
   canvas.dataset.live = "connecting";
-  follow("/overview/stream", (name, ev) => {
+  // The page has the history up to its last point: the stream's first event brings only what came after it.
+  const after = points.length ? `?after=${points[points.length - 1].at_ms}` : "";
+  follow(`/overview/stream${after}`, (name, ev) => {
     updateOverview(ev);
     const last = points.length ? points[points.length - 1].at_ms : -Infinity;
     points = (name === "history" ? ev.history : points.concat(ev.history.filter((p) => p.at_ms > last))).slice(-keep);

@@ -60,6 +60,28 @@ pub(crate) async fn read_turn(
     }
 }
 
+/// Runs `f`, a read of the broker's state, on a blocking thread with a read turn (waiting at most `READ_WAIT`
+/// for one: 503 beyond). A panic in `f` is a 500 that says the request failed.
+pub(crate) async fn blocking_read<T: Send + 'static>(
+    ctx: &Ctx,
+    f: impl FnOnce() -> Result<T, Fail> + Send + 'static,
+) -> Result<T, Fail> {
+    let turn = read_turn(&ctx.reads, READ_WAIT).await?;
+    let run = move || {
+        let _turn = turn;
+        f()
+    };
+    match tokio::task::spawn_blocking(run).await {
+        Ok(r) => r,
+        Err(e) => Err(Fail {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("the request failed: {e}"),
+            code: None,
+            not_running: None,
+        }),
+    }
+}
+
 /// Largest page of topics, partitions or groups one request returns.
 pub const MAX_PAGE: usize = 500;
 /// Default page size.
@@ -84,34 +106,30 @@ pub fn routes(ctx: Ctx) -> axum::Router {
     axum::Router::new()
         .route(
             "/api",
-            axum::routing::any(move |req: axum::extract::Request| {
-                let (parts, b) = req.into_parts();
-                let session = parts.extensions.get::<crate::auth::SessionCheck>().cloned();
-                dispatch(
-                    c2.clone(),
-                    parts.method,
-                    parts.uri,
-                    parts.headers,
-                    b,
-                    session,
-                )
-            }),
+            axum::routing::any(move |req: axum::extract::Request| handle(c2.clone(), req)),
         )
         .route(
             "/api/{*rest}",
-            axum::routing::any(move |req: axum::extract::Request| {
-                let (parts, b) = req.into_parts();
-                let session = parts.extensions.get::<crate::auth::SessionCheck>().cloned();
-                dispatch(
-                    ctx.clone(),
-                    parts.method,
-                    parts.uri,
-                    parts.headers,
-                    b,
-                    session,
-                )
-            }),
+            axum::routing::any(move |req: axum::extract::Request| handle(ctx.clone(), req)),
         )
+}
+
+async fn handle(ctx: Ctx, req: axum::extract::Request) -> Response {
+    let (parts, b) = req.into_parts();
+    let session = parts.extensions.get::<crate::auth::SessionCheck>().cloned();
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    dispatch(
+        ctx,
+        parts.method,
+        parts.uri,
+        parts.headers,
+        b,
+        (session, peer),
+    )
+    .await
 }
 
 /// A failed request: the HTTP status and a message saying what to do; the Kafka error code when the broker's
@@ -321,7 +339,7 @@ async fn dispatch(
     uri: Uri,
     headers: HeaderMap,
     body: Body,
-    session: Option<crate::auth::SessionCheck>,
+    (session, peer): (Option<crate::auth::SessionCheck>, Option<std::net::IpAddr>),
 ) -> Response {
     if let Err(f) = guard(&ctx, &method, &uri, &headers) {
         return f.into_response();
@@ -360,10 +378,14 @@ async fn dispatch(
     }
     match (&method, seg.as_slice()) {
         (&Method::GET, ["overview", "stream"]) => {
-            return crate::live::overview_stream(&ctx, session).await
+            let after = match query.int("after", 0, i64::MAX) {
+                Ok(a) => a,
+                Err(f) => return f.into_response(),
+            };
+            return crate::live::overview_stream(&ctx, session, peer, after).await;
         }
         (&Method::GET, ["groups", id, "lag", "stream"]) => {
-            return crate::live::group_lag_stream(&ctx, id, session).await
+            return crate::live::group_lag_stream(&ctx, id, session, peer).await
         }
         _ => {}
     }
@@ -380,20 +402,10 @@ async fn route(ctx: &Ctx, method: &Method, seg: &[&str], q: &Query, body: Bytes)
         let seg: Vec<String> = seg.iter().map(|s| s.to_string()).collect();
         let q = q.clone();
         async move {
-            let turn = read_turn(&ctx.reads, READ_WAIT).await?;
-            let run = move || {
-                let _turn = turn;
-                f(&ctx, &seg, &q)
-            };
-            match tokio::task::spawn_blocking(run).await {
-                Ok(r) => r.map(|v| (StatusCode::OK, v)),
-                Err(e) => Err(Fail {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    message: format!("the request failed: {e}"),
-                    code: None,
-                    not_running: None,
-                }),
-            }
+            let c = ctx.clone();
+            blocking_read(&ctx, move || f(&c, &seg, &q))
+                .await
+                .map(|v| (StatusCode::OK, v))
         }
     };
     match (method, seg) {
@@ -1514,11 +1526,9 @@ async fn reset_offsets(ctx: &Ctx, id: &str, body: &[u8]) -> Answer {
         hosted.push((p, h));
     }
     // A timestamp lookup reads (and decompresses) batches: on the blocking pool, as a read, like ListOffsets.
-    let lookup = {
-        let turn = read_turn(&ctx.reads, READ_WAIT).await?;
+    let plan = {
         let topic = topic.clone();
         let run = move || -> Result<Vec<Reset>, Fail> {
-            let _turn = turn;
             let mut plan = Vec::new();
             for (p, h) in hosted {
                 let (start, end) = h.offsets();
@@ -1549,18 +1559,7 @@ async fn reset_offsets(ctx: &Ctx, id: &str, body: &[u8]) -> Answer {
             }
             Ok(plan)
         };
-        tokio::task::spawn_blocking(run).await
-    };
-    let plan = match lookup {
-        Ok(plan) => plan?,
-        Err(e) => {
-            return Err(Fail {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                message: format!("the request failed: {e}"),
-                code: None,
-                not_running: None,
-            })
-        }
+        blocking_read(ctx, run).await?
     };
     if execute {
         fjord_broker::groups::reset_offsets(&ctx.state, id, plan.clone())

@@ -148,7 +148,7 @@ const MAX_DERIVATIONS: usize = 2;
 
 /// The address failures are counted for: an IPv4 address, or an IPv6 address's /64 (one host usually holds a
 /// whole /64, so counting single IPv6 addresses would not limit it).
-fn client_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -635,6 +635,11 @@ impl SessionCheck {
     /// Whether the session has not ended.
     pub fn alive(&self) -> bool {
         self.users.session(&self.token, Instant::now()).is_some()
+    }
+
+    /// The session's token (what identifies a client for per-client limits).
+    pub(crate) fn token(&self) -> &str {
+        &self.token
     }
 }
 

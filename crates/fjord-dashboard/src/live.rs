@@ -13,9 +13,15 @@
 //! Two streams rather than one carrying both: each page subscribes to what it shows, and the overview's tabs are
 //! not sent every group's lag (up to `MAX_LAG_GROUPS` of them) every five seconds.
 //!
+//! A page that has just read `GET /api/overview` opens the overview stream with `?after=<at_ms>` (the time of
+//! the last point it has): the first event is then a `sample` with only the points after it, not the whole
+//! history again.
+//!
 //! **Bounds**: every stream waits on the sampler's round counter (a `watch` channel: no timer per client), and
 //! the overview of a round is computed once (on a blocking thread, with a read turn) for all the streams that
-//! send it. At most [`MAX_STREAMS`] streams are open at once (one more is a JSON 503). Each stream is a task that
+//! send it. At most [`MAX_STREAMS`] streams are open at once (one more is a JSON 503), and at most
+//! [`MAX_STREAMS_PER_CLIENT`] of them for one client (one more is a JSON 429), so that no single login can take
+//! every place. Each stream is a task that
 //! holds its place, waits on the rounds and queues its events (at most a few) for the response body, which only
 //! takes them from the queue: the task, not the body, decides when the stream ends, because hyper stops polling
 //! the body of a client that does not read once the socket's buffers are full. The stream (and its place) ends
@@ -25,7 +31,9 @@
 //! after the login session it was opened with has ended (logout or expiry; a basic-auth request without a
 //! session cookie has no session to end).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +46,12 @@ use crate::api::{Ctx, Fail};
 
 /// Live streams open at once on one dashboard; one more is refused with 503.
 pub const MAX_STREAMS: usize = 64;
+/// Live streams one client holds at once: one login session, or one address other than loopback (a local
+/// client without a session counts only against [`MAX_STREAMS`]: without a login the dashboard listens on
+/// loopback alone, and everyone there shares the machine). A browser holds one stream per open overview or
+/// group page and opens at most six connections to a host over HTTP/1.1, so this stops only a client that
+/// would take every place.
+pub const MAX_STREAMS_PER_CLIENT: usize = 8;
 /// Longest silence on a stream: a comment line is sent after it.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Longest a stream stays open; the browser's EventSource then opens a new one.
@@ -51,9 +65,14 @@ const QUEUE: usize = 4;
 /// The streams' shared state: their places, and the overview of the last round, computed once for all.
 pub struct Live {
     pub(crate) streams: Arc<tokio::sync::Semaphore>,
+    /// Streams open per client (see [`MAX_STREAMS_PER_CLIENT`]); a client with none has no entry.
+    clients: Clients,
     /// The round and its overview, or the reason it could not be read that round (one attempt per round).
     overview: tokio::sync::Mutex<Option<(u64, RoundOverview)>>,
 }
+
+/// Streams open per client.
+type Clients = Arc<std::sync::Mutex<HashMap<String, usize>>>;
 
 /// A round's overview, or why it could not be read.
 type RoundOverview = Result<Arc<Value>, String>;
@@ -62,6 +81,7 @@ impl Default for Live {
     fn default() -> Self {
         Live {
             streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
+            clients: Arc::default(),
             overview: tokio::sync::Mutex::new(None),
         }
     }
@@ -76,13 +96,72 @@ fn unavailable(message: String) -> Fail {
     }
 }
 
-/// A place for one more stream, or the 503 that says there is none.
-fn place(ctx: &Ctx) -> Result<tokio::sync::OwnedSemaphorePermit, Fail> {
-    ctx.live.streams.clone().try_acquire_owned().map_err(|_| {
+/// Who opens a stream, for [`MAX_STREAMS_PER_CLIENT`]: the login session it was opened with, else the address
+/// it came from unless that is loopback.
+pub(crate) fn client_of(
+    session: Option<&crate::auth::SessionCheck>,
+    peer: Option<IpAddr>,
+) -> Option<String> {
+    match (session, peer) {
+        (Some(s), _) => Some(format!("session {}", s.token())),
+        (None, Some(ip)) if !ip.to_canonical().is_loopback() => {
+            Some(format!("address {}", crate::auth::client_key(ip)))
+        }
+        _ => None,
+    }
+}
+
+/// A stream's place: one of [`MAX_STREAMS`] and, for a known client, one of its [`MAX_STREAMS_PER_CLIENT`];
+/// both given back when it is dropped.
+pub(crate) struct Place {
+    client: Option<(Clients, String)>,
+    _global: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Some((clients, key)) = self.client.take() {
+            let mut c = clients.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = c.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    c.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// A place for one more stream of `client`: a 429 when the client holds [`MAX_STREAMS_PER_CLIENT`] already, a
+/// 503 when the dashboard holds [`MAX_STREAMS`].
+fn place(live: &Live, client: Option<String>) -> Result<Place, Fail> {
+    let mut place = Place {
+        client: None,
+        _global: None,
+    };
+    if let Some(key) = client {
+        let mut c = live.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let n = c.entry(key.clone()).or_insert(0);
+        if *n >= MAX_STREAMS_PER_CLIENT {
+            return Err(Fail {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: format!(
+                    "this client has {MAX_STREAMS_PER_CLIENT} live streams open already (each open overview or group page holds one); close some pages first"
+                ),
+                code: None,
+                not_running: None,
+            });
+        }
+        *n += 1;
+        place.client = Some((live.clients.clone(), key));
+    }
+    // On a refusal here `place` is dropped, which gives the client's count back.
+    place._global = Some(live.streams.clone().try_acquire_owned().map_err(|_| {
         unavailable(format!(
             "{MAX_STREAMS} live streams are open on this dashboard (each open overview or group page holds one); close some pages or try again later"
         ))
-    })
+    })?);
+    Ok(place)
 }
 
 /// The overview after round `round`: computed once per round for every stream, and a failure is cached for the
@@ -95,16 +174,10 @@ async fn overview_of_round(ctx: &Ctx, round: u64) -> Result<Arc<Value>, Fail> {
             return v.clone().map_err(unavailable);
         }
     }
-    let computed = async {
-        let turn = crate::api::read_turn(&ctx.reads, crate::api::READ_WAIT).await?;
-        let c = ctx.clone();
-        tokio::task::spawn_blocking(move || {
-            let _turn = turn;
-            crate::api::overview(&c, &[], &crate::api::Query::default())
-        })
-        .await
-        .map_err(|e| unavailable(format!("the overview failed: {e}")))?
-    }
+    let c = ctx.clone();
+    let computed = crate::api::blocking_read(ctx, move || {
+        crate::api::overview(&c, &[], &crate::api::Query::default())
+    })
     .await;
     match computed {
         Ok(v) => {
@@ -137,25 +210,37 @@ fn points_after(history: &Value, after: i64) -> (Vec<Value>, i64) {
     (new, last)
 }
 
-/// The response of a stream: its events as [`feed`] queues them, and a comment every [`KEEP_ALIVE`] (a write
-/// that fails drops the body and with it the queue's receiver, which ends the feeding task).
-fn sse(rx: tokio::sync::mpsc::Receiver<Event>) -> Response {
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+/// The items of `rx` as a response body's stream, until the sender is dropped (a write that fails drops the body
+/// and with it `rx`, which the sender sees closed).
+pub(crate) fn queued<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = Result<T, Infallible>> + Send {
+    futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
-    });
-    let mut r = Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response();
+    })
+}
+
+/// What every event stream of the dashboard answers with besides its events: not cached, and not buffered by
+/// nginx and the proxies that follow it (they would hold the events back).
+pub(crate) fn unbuffered(mut r: Response) -> Response {
     r.headers_mut().insert(
         axum::http::header::CACHE_CONTROL,
         axum::http::HeaderValue::from_static("no-store"),
     );
-    // nginx and the proxies that follow it would otherwise buffer the events.
     r.headers_mut().insert(
         axum::http::HeaderName::from_static("x-accel-buffering"),
         axum::http::HeaderValue::from_static("no"),
     );
     r
+}
+
+/// The response of a stream: its events as [`feed`] queues them, and a comment every [`KEEP_ALIVE`].
+fn sse(rx: tokio::sync::mpsc::Receiver<Event>) -> Response {
+    unbuffered(
+        Sse::new(queued(rx))
+            .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+            .into_response(),
+    )
 }
 
 /// What a stream sends after each sampling round.
@@ -177,12 +262,12 @@ struct Feed {
     /// The session the stream was opened with (none for a basic-auth login): the stream ends at the first
     /// round after it has ended (logout, expiry).
     session: Option<crate::auth::SessionCheck>,
-    _place: tokio::sync::OwnedSemaphorePermit,
+    _place: Place,
 }
 
 /// Starts a stream: `first` is queued at once, then `source`'s event after each round (see [`feed`]).
 fn start<S: Source>(
-    place: tokio::sync::OwnedSemaphorePermit,
+    place: Place,
     rounds: tokio::sync::watch::Receiver<u64>,
     session: Option<crate::auth::SessionCheck>,
     first: Event,
@@ -254,18 +339,36 @@ impl Source for Overview {
             return None;
         }
         self.last_ms = last;
-        let mut v = (*v).clone();
-        v["history"] = Value::Array(points);
-        Some(Event::default().event("sample").data(v.to_string()))
+        Some(sample(&v, points))
     }
 }
 
-/// `GET /api/overview/stream`.
+/// A `sample` event: the overview `v` with `points` as its history (its other fields are copied, never the
+/// whole history).
+fn sample(v: &Value, points: Vec<Value>) -> Event {
+    let mut out = serde_json::Map::new();
+    if let Some(fields) = v.as_object() {
+        for (k, x) in fields {
+            if k != "history" {
+                out.insert(k.clone(), x.clone());
+            }
+        }
+    }
+    out.insert("history".into(), Value::Array(points));
+    Event::default()
+        .event("sample")
+        .data(Value::Object(out).to_string())
+}
+
+/// `GET /api/overview/stream[?after=AT_MS]`: with `after` (the time of the last point the page has), the first
+/// event is a `sample` with only the points after it, else the `history`.
 pub(crate) async fn overview_stream(
     ctx: &Ctx,
     session: Option<crate::auth::SessionCheck>,
+    peer: Option<IpAddr>,
+    after: Option<i64>,
 ) -> Response {
-    let place = match place(ctx) {
+    let place = match place(&ctx.live, client_of(session.as_ref(), peer)) {
         Ok(p) => p,
         Err(f) => return f.into_response(),
     };
@@ -275,12 +378,21 @@ pub(crate) async fn overview_stream(
         Ok(v) => v,
         Err(f) => return f.into_response(),
     };
-    let (_, last_ms) = points_after(&first["history"], i64::MIN);
+    let (event, last_ms) = match after {
+        Some(after) => {
+            let (points, last) = points_after(&first["history"], after);
+            (sample(&first, points), last)
+        }
+        None => (
+            Event::default().event("history").data(first.to_string()),
+            points_after(&first["history"], i64::MIN).1,
+        ),
+    };
     start(
         place,
         rounds,
         session,
-        Event::default().event("history").data(first.to_string()),
+        event,
         Overview {
             ctx: ctx.clone(),
             last_ms,
@@ -314,28 +426,20 @@ pub(crate) async fn group_lag_stream(
     ctx: &Ctx,
     id: &str,
     session: Option<crate::auth::SessionCheck>,
+    peer: Option<IpAddr>,
 ) -> Response {
-    let place = match place(ctx) {
+    let place = match place(&ctx.live, client_of(session.as_ref(), peer)) {
         Ok(p) => p,
         Err(f) => return f.into_response(),
     };
-    let exists = {
-        let (c, g) = (ctx.clone(), id.to_string());
-        let turn = match crate::api::read_turn(&ctx.reads, crate::api::READ_WAIT).await {
-            Ok(t) => t,
-            Err(f) => return f.into_response(),
-        };
-        match tokio::task::spawn_blocking(move || {
-            let _turn = turn;
-            crate::api::group_exists(&c.state, &g)
-        })
-        .await
+    let (c, g) = (ctx.clone(), id.to_string());
+    let exists =
+        match crate::api::blocking_read(ctx, move || Ok(crate::api::group_exists(&c.state, &g)))
+            .await
         {
             Ok(e) => e,
-            // The check panicked: not an answer about the group.
-            Err(e) => return unavailable(format!("the group check failed: {e}")).into_response(),
-        }
-    };
+            Err(f) => return f.into_response(),
+        };
     if !exists {
         return crate::api::not_found(format!(
             "group `{id}` does not exist on this broker (a group lives on its coordinator; list groups with `fjord groups list`)"
@@ -393,6 +497,64 @@ mod tests {
         assert_eq!(points_after(&json!(null), 7), (vec![], 7));
     }
 
+    /// A client (a session, or an address other than loopback) holds at most `MAX_STREAMS_PER_CLIENT` places
+    /// (429 past that) while other clients still get theirs; a place dropped is given back to both counts, also
+    /// when the dashboard-wide limit refused it after the client's count was taken.
+    #[test]
+    fn a_client_holds_at_most_its_share_of_places_and_gives_them_back() {
+        let live = Live::default();
+        let a = || Some("session a".to_string());
+        let mut held: Vec<Place> = (0..MAX_STREAMS_PER_CLIENT)
+            .map(|_| place(&live, a()).ok().expect("a place"))
+            .collect();
+        let refused = place(&live, a()).err().expect("refused");
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            refused.message.contains("8 live streams"),
+            "{}",
+            refused.message
+        );
+        let b = place(&live, Some("session b".into()))
+            .ok()
+            .expect("another client");
+        let local = place(&live, None).ok().expect("a local client");
+        held.pop();
+        held.push(place(&live, a()).ok().expect("a place given back"));
+        // Fill the dashboard: a refusal there leaves client c's count as it was.
+        let rest: Vec<Place> = (0..MAX_STREAMS - MAX_STREAMS_PER_CLIENT - 2)
+            .map(|_| place(&live, None).ok().expect("a place"))
+            .collect();
+        let full = place(&live, Some("session c".into()))
+            .err()
+            .expect("refused");
+        assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!live.clients.lock().unwrap().contains_key("session c"));
+        drop((held, b, local, rest));
+        assert!(live.clients.lock().unwrap().is_empty());
+        assert_eq!(live.streams.available_permits(), MAX_STREAMS);
+    }
+
+    #[test]
+    fn a_client_is_its_session_else_an_address_other_than_loopback() {
+        let v4 = |a, b, c, d| Some(IpAddr::from([a, b, c, d]));
+        assert_eq!(client_of(None, v4(127, 0, 0, 1)), None);
+        assert_eq!(client_of(None, Some("::1".parse().unwrap())), None);
+        assert_eq!(
+            client_of(None, Some("::ffff:127.0.0.1".parse().unwrap())),
+            None
+        );
+        assert_eq!(client_of(None, None), None);
+        assert_eq!(
+            client_of(None, v4(192, 0, 2, 9)).as_deref(),
+            Some("address 192.0.2.9")
+        );
+        // IPv6 clients by their /64, as the login lock-out counts them.
+        assert_eq!(
+            client_of(None, Some("2001:db8::1".parse().unwrap())),
+            client_of(None, Some("2001:db8::2".parse().unwrap()))
+        );
+    }
+
     /// A source with an event every round.
     struct Every;
 
@@ -414,7 +576,10 @@ mod tests {
             until: tokio::time::Instant::now() + MAX_LIFETIME,
             stall: Duration::from_millis(200),
             session: None,
-            _place: places.clone().try_acquire_owned().unwrap(),
+            _place: Place {
+                client: None,
+                _global: Some(places.clone().try_acquire_owned().unwrap()),
+            },
         };
         let task = tokio::spawn(feed(f, Every));
         let deadline = Instant::now() + Duration::from_secs(2);

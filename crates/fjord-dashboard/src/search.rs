@@ -24,7 +24,6 @@
 //! at its next record: the scan runs on a blocking thread and stops as soon as an event cannot be delivered.
 //! Bad parameters are a JSON 400 before any event, like every other API answer.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -332,16 +331,12 @@ pub(crate) async fn start(ctx: &Ctx, topic: &str, q: &Query) -> Response {
             .into_response()
         }
     }
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
-    });
-    Response::builder()
+    let r = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-store")
-        .header("x-accel-buffering", "no")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        .body(Body::from_stream(crate::live::queued(rx)))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    crate::live::unbuffered(r)
 }
 
 /// Hands one framed event to the response; false when the client is gone, or has not read for

@@ -2978,6 +2978,27 @@ fn live_streams_send_the_history_then_each_sample() {
     }
     drop(s);
 
+    // A page that has just read the overview opens the stream `?after=` a point it has: the first event is a
+    // `sample` with only the points after it, not the whole history again.
+    let (status, o) = api(h, "GET", "/api/overview", None);
+    assert_eq!(status, 200, "{o}");
+    let history = o["history"].as_array().unwrap();
+    let cut = history[0]["at_ms"].as_i64().unwrap();
+    let mut after = EventStream::open(h, &format!("/api/overview/stream?after={cut}"), "");
+    let (name, v) = after.next(Duration::from_secs(10));
+    assert_eq!(name, "sample", "{v}");
+    assert_eq!(v["topics"], 1, "{v}");
+    let points = v["history"].as_array().unwrap();
+    assert!(points.len() >= history.len() - 1, "{v}\n{o}");
+    assert!(
+        points.iter().all(|p| p["at_ms"].as_i64().unwrap() > cut),
+        "{cut}: {v}"
+    );
+    drop(after);
+    let (status, v) = api(h, "GET", "/api/overview/stream?after=-1", None);
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("after"), "{v}");
+
     // A group's lag, live: committed at the start of every partition, its lag is the 200 records.
     reset_to(b, "slow", "live", "--to-offset", "0");
     let mut g = EventStream::open(h, "/api/groups/slow/lag/stream", "");
@@ -3082,6 +3103,28 @@ fn live_streams_need_the_login() {
     let session = session.split(';').next().unwrap();
     let mut s = EventStream::open(h, "/api/overview/stream", &format!("Cookie: {session}\r\n"));
     assert_eq!(s.next(Duration::from_secs(10)).0, "history");
+
+    // One login session holds at most 8 streams (429 past that), so it cannot take every place; another
+    // session still gets one.
+    let more: Vec<EventStream> = (1..8)
+        .map(|_| EventStream::open(h, "/api/overview/stream", &format!("Cookie: {session}\r\n")))
+        .collect();
+    let (status, head, mut r) =
+        open_stream(h, "/api/overview/stream", &format!("Cookie: {session}\r\n"));
+    assert_eq!(status, 429, "{head}");
+    let v = json_after(&head, &mut r);
+    assert!(
+        v["error"].as_str().unwrap().contains("8 live streams"),
+        "{v}"
+    );
+    let (status, head, _) = http_request(h, "GET", "/api/overview", &login, None);
+    assert_eq!(status, 200, "{head}");
+    let other = set_cookie(&head, "fjord_session").expect("a session cookie");
+    let other = other.split(';').next().unwrap();
+    assert_ne!(other, session);
+    let mut o = EventStream::open(h, "/api/overview/stream", &format!("Cookie: {other}\r\n"));
+    assert_eq!(o.next(Duration::from_secs(10)).0, "history");
+    drop(more);
 }
 
 /// The message browser and the search with `isolation`: records written by rdkafka's transactional producers -
