@@ -241,6 +241,26 @@ try:
     assert values() == ["kept"], values()
     shot("read-committed")
 
+    # The search's read_committed box likewise: the aborted record is found without it and not with it.
+    def search(term):
+        box = driver.find_element(By.ID, "search-text")
+        box.clear()
+        box.send_keys(term)
+        driver.find_element(By.ID, "search-go").click()
+        wait.until(lambda d: d.find_element(By.ID, "search-status").text.startswith("done"))
+        hits = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#search-table td.msg-value")]
+        return hits, text("#search-status")
+
+    hits, status = search("thrown")
+    assert hits == ["thrown away"], (hits, status)
+    assert [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#search-table tr.aborted td.msg-value")] == hits
+    driver.find_element(By.ID, "search-committed").click()
+    hits, status = search("thrown")
+    assert hits == [], (hits, status)
+    assert status.startswith("done: 0 found"), status
+    hits, status = search("kept")
+    assert hits == ["kept"], (hits, status)
+
     # The group page: the live member, its partitions, and lag equal to `fjord groups describe`.
     goto("#/groups/billing")
     assert text("#group-state") == "Stable", text("#group-state")
