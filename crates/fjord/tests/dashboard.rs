@@ -2885,6 +2885,15 @@ impl EventStream {
     }
 }
 
+/// A login with basic-auth `login` (an `Authorization` header line): the session cookie it hands out
+/// (`fjord_session=...`, as a browser sends it back).
+fn session_cookie(h: &str, login: &str) -> String {
+    let (status, head, _) = http_request(h, "GET", "/api/overview", login, None);
+    assert_eq!(status, 200, "{head}");
+    let cookie = set_cookie(&head, "fjord_session").expect("a session cookie");
+    cookie.split(';').next().unwrap().to_string()
+}
+
 /// A live stream opened with a session ends at the next sampling round once that session has ended (here by
 /// `POST /api/logout`), rather than running on for up to 30 minutes; a stream opened with basic-auth
 /// credentials (no session cookie) goes on.
@@ -2900,10 +2909,7 @@ fn live_streams_end_when_their_session_ends() {
         "Authorization: Basic {}\r\n",
         base64("alice:s3cret".as_bytes())
     );
-    let (status, head, _) = http_request(h, "GET", "/api/overview", &login, None);
-    assert_eq!(status, 200, "{head}");
-    let session = set_cookie(&head, "fjord_session").expect("a session cookie");
-    let session = session.split(';').next().unwrap().to_string();
+    let session = session_cookie(h, &login);
     let mut s = EventStream::open(h, "/api/overview/stream", &format!("Cookie: {session}\r\n"));
     assert_eq!(s.next(Duration::from_secs(10)).0, "history");
     let mut basic = EventStream::open(h, "/api/overview/stream", &login);
@@ -3097,10 +3103,7 @@ fn live_streams_need_the_login() {
         "Authorization: Basic {}\r\n",
         base64("alice:s3cret".as_bytes())
     );
-    let (status, head, _) = http_request(h, "GET", "/api/overview", &login, None);
-    assert_eq!(status, 200, "{head}");
-    let session = set_cookie(&head, "fjord_session").expect("a session cookie");
-    let session = session.split(';').next().unwrap();
+    let session = session_cookie(h, &login);
     let mut s = EventStream::open(h, "/api/overview/stream", &format!("Cookie: {session}\r\n"));
     assert_eq!(s.next(Duration::from_secs(10)).0, "history");
 
@@ -3117,10 +3120,7 @@ fn live_streams_need_the_login() {
         v["error"].as_str().unwrap().contains("8 live streams"),
         "{v}"
     );
-    let (status, head, _) = http_request(h, "GET", "/api/overview", &login, None);
-    assert_eq!(status, 200, "{head}");
-    let other = set_cookie(&head, "fjord_session").expect("a session cookie");
-    let other = other.split(';').next().unwrap();
+    let other = session_cookie(h, &login);
     assert_ne!(other, session);
     let mut o = EventStream::open(h, "/api/overview/stream", &format!("Cookie: {other}\r\n"));
     assert_eq!(o.next(Duration::from_secs(10)).0, "history");
