@@ -25,6 +25,9 @@ pub struct Sample {
 /// timer of its own.
 pub struct History {
     capacity: usize,
+    /// The wall clock and the monotonic clock when the history began: a sample's time is the first plus the
+    /// monotonic time since (see [`History::now_ms`]).
+    origin: (i64, std::time::Instant),
     samples: Mutex<VecDeque<Sample>>,
     rounds: tokio::sync::watch::Sender<u64>,
 }
@@ -34,9 +37,20 @@ impl History {
         assert!(capacity >= 2, "rates need two samples");
         History {
             capacity,
+            origin: (fjord_broker::now_ms(), std::time::Instant::now()),
             samples: Mutex::new(VecDeque::with_capacity(capacity)),
             rounds: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// The time of a sample taken now, in milliseconds since the epoch: the wall clock at the start plus the
+    /// monotonic time since, so that samples always move forward by the time that passed. A wall clock stepped
+    /// back (NTP, a VM resumed) would otherwise give samples older than the last one, which the rates and the
+    /// live streams (whose cursor is the last time sent) would skip until the clock caught up, freezing the
+    /// charts; the cost is that a step leaves the chart's times off the new clock by the step until a restart.
+    pub fn now_ms(&self) -> i64 {
+        let (wall, at) = self.origin;
+        wall.saturating_add(i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX))
     }
 
     /// Sampling rounds done so far; `changed()` wakes after the next one.
@@ -78,12 +92,12 @@ impl History {
     }
 }
 
-/// The broker's totals now: the per-topic counters summed over the topics that exist.
-pub fn sample(state: &BrokerState) -> Sample {
+/// The broker's totals now (taken at `at_ms`): the per-topic counters summed over the topics that exist.
+pub fn sample(state: &BrokerState, at_ms: i64) -> Sample {
     let meta = state.meta.state();
     let m = &state.metrics;
     let mut s = Sample {
-        at_ms: fjord_broker::now_ms(),
+        at_ms,
         ..Sample::default()
     };
     for name in meta.topics.keys() {
@@ -110,7 +124,7 @@ pub fn spawn_sampler(
         loop {
             tick.tick().await;
             let Some(state) = weak.upgrade() else { return };
-            let s = sample(&state);
+            let s = sample(&state, history.now_ms());
             history.push(s);
             // The groups' lags take the coordinator's and partitions' locks: on a blocking thread.
             let lags = lag_history.clone();
@@ -295,6 +309,25 @@ mod tests {
         assert!(!late.has_changed().unwrap());
         h.round_done();
         assert_eq!(*late.borrow_and_update(), 2);
+    }
+
+    /// Sample times follow the monotonic clock from the start: when the wall clock was an hour ahead at the
+    /// start and has since been set back (here: the origin an hour ahead of the wall clock now), samples still
+    /// move forward by the time that passed, and their rates are kept.
+    #[test]
+    fn sample_times_move_forward_when_the_wall_clock_steps_back() {
+        let mut h = History::new(4);
+        let wall = fjord_broker::now_ms();
+        h.origin = (wall + 3_600_000, std::time::Instant::now());
+        let a = h.now_ms();
+        std::thread::sleep(Duration::from_millis(20));
+        let b = h.now_ms();
+        assert!(a >= wall + 3_600_000, "{a} {wall}");
+        assert!(b >= a + 20, "{a} {b}");
+        h.push(s(a, 0));
+        h.push(s(b, 1000));
+        assert_eq!(h.rates().len(), 1);
+        assert_eq!(h.rates()[0].0, b);
     }
 
     #[test]
