@@ -141,12 +141,34 @@ pub fn spawn_sampler(
 pub type LagSamples = Vec<(i64, i64)>;
 
 /// Each group's total lag over the last `capacity` samples, for at most `max_groups` groups: with more, those
-/// with the largest lag now (a group dropped loses its samples). Memory stays under
-/// `max_groups * capacity * 16` bytes plus the group ids.
+/// with the largest lag now (a group dropped loses its samples), and besides them the groups a live stream
+/// follows ([`LagHistory::follow`]; at most one per stream, so at most `crate::live::MAX_STREAMS`). Memory stays
+/// under `(max_groups + MAX_STREAMS) * capacity * 16` bytes plus the group ids.
 pub struct LagHistory {
     capacity: usize,
     max_groups: usize,
     groups: Mutex<HashMap<String, VecDeque<(i64, i64)>>>,
+    /// Groups followed by live streams, with how many streams follow each.
+    followed: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// A live stream's hold on its group's lag samples: while it lives, the group is sampled even when it is not
+/// among the `max_groups` largest lags.
+pub struct Followed {
+    followed: Arc<Mutex<HashMap<String, usize>>>,
+    group: String,
+}
+
+impl Drop for Followed {
+    fn drop(&mut self) {
+        let mut f = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = f.get_mut(&self.group) {
+            *n -= 1;
+            if *n == 0 {
+                f.remove(&self.group);
+            }
+        }
+    }
 }
 
 impl LagHistory {
@@ -155,15 +177,28 @@ impl LagHistory {
             capacity,
             max_groups,
             groups: Mutex::new(HashMap::new()),
+            followed: Arc::default(),
+        }
+    }
+
+    /// Keeps `group` sampled while the guard lives (a live stream of its lag).
+    pub fn follow(&self, group: &str) -> Followed {
+        let mut f = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+        *f.entry(group.to_string()).or_insert(0) += 1;
+        Followed {
+            followed: self.followed.clone(),
+            group: group.to_string(),
         }
     }
 
     /// One round: every group's total lag at `at_ms`. Groups no longer listed (deleted, or no longer among the
-    /// `max_groups` largest lags) are forgotten.
+    /// `max_groups` largest lags nor followed) are forgotten.
     pub fn record(&self, at_ms: i64, mut lags: Vec<(String, i64)>) {
         if lags.len() > self.max_groups {
             lags.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            lags.truncate(self.max_groups);
+            let rest = lags.split_off(self.max_groups);
+            let followed = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+            lags.extend(rest.into_iter().filter(|(g, _)| followed.contains_key(g)));
         }
         let mut m = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         let keep: HashSet<&str> = lags.iter().map(|(g, _)| g.as_str()).collect();
@@ -271,6 +306,28 @@ mod tests {
         h.record(5000, vec![("b".into(), 100)]);
         assert_eq!(h.len(), 1);
         assert!(h.samples("a").is_empty());
+    }
+
+    /// A group a live stream follows is sampled beyond `max_groups`, until the stream lets go.
+    #[test]
+    fn a_followed_group_is_sampled_beyond_the_largest_lags() {
+        let h = LagHistory::new(3, 1);
+        let round = |t| vec![("big".into(), 100), ("small".into(), t)];
+        h.record(0, round(1));
+        assert!(h.samples("small").is_empty());
+        let f = h.follow("small");
+        let g = h.follow("small");
+        h.record(1000, round(2));
+        h.record(2000, round(3));
+        assert_eq!(h.samples("small"), [(1000, 2), (2000, 3)]);
+        assert_eq!(h.samples("big").len(), 3);
+        drop(f);
+        h.record(3000, round(4));
+        assert_eq!(h.samples("small").len(), 3, "still followed by one stream");
+        drop(g);
+        h.record(4000, round(5));
+        assert!(h.samples("small").is_empty());
+        assert_eq!(h.len(), 1);
     }
 
     #[test]

@@ -458,6 +458,7 @@ pub(crate) async fn group_lag_stream(
             ctx: ctx.clone(),
             id: id.to_string(),
             last_ms,
+            _followed: ctx.lag_history.follow(id),
         },
     )
 }
@@ -467,13 +468,16 @@ struct GroupLag {
     ctx: Ctx,
     id: String,
     last_ms: i64,
+    /// Keeps the group sampled while the stream lives, also when it is not among the groups with the largest
+    /// lags that are always sampled.
+    _followed: crate::history::Followed,
 }
 
 impl Source for GroupLag {
     async fn next(&mut self, _round: u64) -> Option<Event> {
         let (v, last) = group_lag(&self.ctx, &self.id, self.last_ms);
         if last == self.last_ms {
-            // No new sample of this group (deleted, or no longer among the groups whose lag is kept).
+            // No new sample of this group (deleted).
             return None;
         }
         self.last_ms = last;
