@@ -33,7 +33,8 @@ pub enum Registered {
     /// Boxed: the decoder is large.
     Avro(Box<AvroDecoder>),
     Json(J),
-    Protobuf(Box<ProtoSchema>),
+    /// Compiled with the index of its messages' fields by SQL name.
+    Protobuf(Box<crate::protobuf::Compiled>),
 }
 
 impl Registered {
@@ -282,7 +283,7 @@ impl Registry {
                 .map(Registered::Json)
                 .map_err(|e| format!("the registered JSON Schema is not JSON: {e}")),
             "PROTOBUF" => ProtoSchema::compile(text, referenced)
-                .map(|p| Registered::Protobuf(Box::new(p)))
+                .map(|p| Registered::Protobuf(Box::new(crate::protobuf::Compiled::new(p))))
                 .map_err(|e| format!("not a Protobuf schema: {e}")),
             other => Err(format!(
                 "{other} schemas are not supported by SQL (AVRO, PROTOBUF and JSON are)"
