@@ -106,11 +106,11 @@ fn real_oneof(f: &FieldDescriptor) -> Option<OneofDescriptor> {
 /// Every message's fields and oneofs by their upper-cased SQL name (the first of names alike but for case, which
 /// [`columns`] refuses), built once per schema: what columns and STRUCT fields are matched with.
 pub struct Index {
-    messages: HashMap<Box<str>, HashMap<Box<str>, Slot>>,
+    messages: HashMap<Box<str>, HashMap<Arc<str>, Slot>>,
 }
 
-fn upper_names(m: &MessageDescriptor) -> HashMap<Box<str>, Slot> {
-    let mut names: HashMap<Box<str>, Slot> = HashMap::new();
+fn upper_names(m: &MessageDescriptor) -> HashMap<Arc<str>, Slot> {
+    let mut names: HashMap<Arc<str>, Slot> = HashMap::new();
     for (n, o) in real_oneofs(m) {
         names.entry(n.into()).or_insert(Slot::Oneof(o));
     }
@@ -148,6 +148,16 @@ impl Index {
             // Not of this schema's pool (never so for a record read with its schema): resolved the slow way.
             None => upper_names(m).remove(&*upper),
         }
+    }
+
+    /// The name `name` (a STRUCT field's, upper case) as a value's field name: the schema's own copy when
+    /// `m` has a field or oneof so named, shared by every value read with the schema instead of a copy per
+    /// value (an array of a million STRUCTs names each field once).
+    pub fn shared(&self, m: &MessageDescriptor, name: &str) -> Arc<str> {
+        self.messages
+            .get(m.full_name())
+            .and_then(|names| names.get_key_value(name))
+            .map_or_else(|| Arc::from(name), |(k, _)| k.clone())
     }
 }
 
@@ -422,13 +432,14 @@ fn oneof_value(
     let SqlType::Struct(want) = ty else {
         return Err(format!("expected {ty}, found the oneof {}", o.name()));
     };
+    let d = msg.descriptor();
     want.iter()
         .map(|(n, t)| {
-            let v = match index.slot(&msg.descriptor(), n) {
+            let v = match index.slot(&d, n) {
                 Some(Slot::Field(f)) if f == set => field_value(msg, index, &f, t, left, depth)?,
                 _ => spend(left).map(|()| Value::Null)?,
             };
-            Ok((n.clone(), v))
+            Ok((index.shared(&d, n), v))
         })
         .collect::<Result<_, String>>()
         .map(Value::Struct)
@@ -583,8 +594,12 @@ fn struct_value(
     left: &mut usize,
     depth: usize,
 ) -> Result<Value, String> {
+    let d = msg.descriptor();
     want.iter()
-        .map(|(n, t)| Ok((n.clone(), column_at(msg, index, n, t, left, depth)?)))
+        .map(|(n, t)| {
+            let v = column_at(msg, index, n, t, left, depth)?;
+            Ok((index.shared(&d, n), v))
+        })
         .collect::<Result<_, String>>()
         .map(Value::Struct)
 }
@@ -1175,6 +1190,33 @@ message Order {
         );
     }
 
+    /// The field names of STRUCTs read with a schema are the schema's own, shared: every element of a
+    /// repeated message names its fields with the same `Arc<str>`, not a copy each. Before, each element
+    /// cloned each name.
+    #[test]
+    fn struct_field_names_are_shared_across_elements() {
+        let m = order();
+        let index = ix(&m);
+        let body = proto_json::from_json(&m, &json!({"lines": [{"sku": "a"}, {"n": 2}]})).unwrap();
+        let msg = proto_json::decode(&m, &body).unwrap();
+        let ty = SqlType::Array(Box::new(line_ty()));
+        let Value::Array(items) =
+            column(&msg, &index, "LINES", &ty, &mut usize::MAX.clone()).unwrap()
+        else {
+            panic!("not an array")
+        };
+        let names: Vec<Vec<Arc<str>>> = items
+            .iter()
+            .map(|v| match v {
+                Value::Struct(f) => f.iter().map(|(n, _)| n.clone()).collect(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(&*names[0][0], "SKU");
+        assert!(Arc::ptr_eq(&names[0][0], &names[1][0]));
+        assert!(Arc::ptr_eq(&names[0][1], &names[1][1]));
+    }
+
     /// Columns are matched through the schema's index: a message of 5,000 fields and a repeated message of
     /// 2,000 fields, read by upper-cased names (which miss an exact lookup) and written back, come out right.
     /// Before, each column (and each STRUCT field of each element) scanned every field of its message.
@@ -1197,7 +1239,7 @@ message Order {
         let item = |k: usize| {
             Value::Struct(
                 (0..2_000)
-                    .map(|i| (format!("G{i}"), Value::String(format!("{k}-{i}"))))
+                    .map(|i| (format!("G{i}").into(), Value::String(format!("{k}-{i}"))))
                     .collect(),
             )
         };
@@ -1432,9 +1474,9 @@ message Order {
         assert!(e.contains("two fields named ID"), "{e}");
         let o = s.message(Some("O")).unwrap().0;
         assert!(columns(&o).unwrap_err().contains("two fields named ID"));
-        let cols = [
-            ("id".to_string(), Value::String("lower".into())),
-            ("ID".to_string(), Value::String("upper".into())),
+        let cols: [(Arc<str>, Value); 2] = [
+            ("id".into(), Value::String("lower".into())),
+            ("ID".into(), Value::String("upper".into())),
         ];
         let v = Value::Struct(cols.to_vec());
         let mut msg = DynamicMessage::new(o.clone());
