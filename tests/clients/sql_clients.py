@@ -16,11 +16,13 @@
                                            N records of shop.Reading (READING_PROTO, the first message of its
                                            file; the class built at run time, no protoc) with
                                            ProtobufSerializer, which registers TOPIC-value; string keys r-i
-  read-protobuf BOOTSTRAP REGISTRY TOPIC N every record of TOPIC once N have arrived, each decoded with
+  read-protobuf BOOTSTRAP REGISTRY TOPIC N [key]
+                                           every record of TOPIC once N have arrived, each decoded with
                                            ProtobufDeserializer into the first message of the schema its id names
                                            (fetched from the registry as a serialized descriptor and built by
                                            google.protobuf itself): one line `key<TAB>json` (proto field names,
-                                           defaults included), sorted; then a line `schema<TAB>id<TAB>text` per
+                                           defaults included; with `key` the key is decoded alike and printed as
+                                           JSON), sorted; then a line `schema<TAB>id<TAB>text` per
                                            schema id seen (the registry's text) and `indexes<TAB>hex` per index
                                            bytes seen
 """
@@ -55,6 +57,12 @@ message Reading {
   Place place = 8;
   map<string, int32> attrs = 9;
   google.protobuf.Timestamp taken = 10;
+  uint64 big = 11;
+  Kind alt = 12;
+  oneof via {
+    string wire = 13;
+    int32 radio = 14;
+  }
 }
 
 message Place {
@@ -101,6 +109,11 @@ def reading_class():
     field(entry, "value", 2, F.TYPE_INT32)
     field(r, "attrs", 9, F.TYPE_MESSAGE, label=F.LABEL_REPEATED, type_name=".shop.Reading.AttrsEntry")
     field(r, "taken", 10, F.TYPE_MESSAGE, type_name=".google.protobuf.Timestamp")
+    field(r, "big", 11, F.TYPE_UINT64)
+    field(r, "alt", 12, F.TYPE_ENUM, type_name=".shop.Kind")
+    r.oneof_decl.add(name="via")
+    for name, number, type_ in (("wire", 13, F.TYPE_STRING), ("radio", 14, F.TYPE_INT32)):
+        r.field.add(name=name, number=number, type=type_, label=opt, json_name=name, oneof_index=0)
     place = fd.message_type.add(name="Place")
     field(place, "city", 1, F.TYPE_STRING)
     field(place, "zip", 2, F.TYPE_INT64)
@@ -286,6 +299,14 @@ def main():
             r.attrs["a"] = i
             r.taken.seconds = 1_700_000_000 + i
             r.taken.nanos = 250_000_000
+            # Above 2^63 (SQL reads it as Java's long does); an enum number Kind does not define (proto3 enums
+            # are open); the oneof set to either member or neither.
+            r.big = 2**63 + i
+            r.alt = 7 if i == 4 else 1
+            if i % 3 == 0:
+                r.wire = f"w{i}"
+            elif i % 3 == 1:
+                r.radio = i
             p.produce(topic, key=f"r-{i}".encode(), value=ser(r, SerializationContext(topic, MessageField.VALUE)))
         if p.flush(30):
             print("FAIL: undelivered", file=sys.stderr)
@@ -298,6 +319,7 @@ def main():
         from confluent_kafka.serialization import SerializationContext, MessageField
         from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory, timestamp_pb2
         url, topic, expected = sys.argv[3], sys.argv[4], int(sys.argv[5])
+        with_key = sys.argv[6:] == ["key"]
         sr = SchemaRegistryClient({"url": url})
         deserializers, schemas, indexes = {}, {}, set()
 
@@ -342,7 +364,16 @@ def main():
             msg = deserializer(schema_id)(value, SerializationContext(topic, MessageField.VALUE))
             v = json_format.MessageToDict(msg, preserving_proto_field_name=True,
                                           always_print_fields_with_no_presence=True)
-            out.append(f"{(m.key() or b'').decode(errors='replace')}\t{json.dumps(v, sort_keys=True)}")
+            if with_key:
+                key = m.key()
+                key_id = int.from_bytes(key[1:5], "big")
+                k = deserializer(key_id)(key, SerializationContext(topic, MessageField.KEY))
+                key = json.dumps(json_format.MessageToDict(k, preserving_proto_field_name=True,
+                                                           always_print_fields_with_no_presence=True),
+                                 sort_keys=True)
+            else:
+                key = (m.key() or b'').decode(errors='replace')
+            out.append(f"{key}\t{json.dumps(v, sort_keys=True)}")
             if len(out) >= expected and quiet_until is None:
                 quiet_until = time.time() + 1.0
         c.close()

@@ -70,6 +70,11 @@ impl ProtoSchema {
         }
     }
 
+    /// The compiled file (its pool holds every message the schema reaches, imports included).
+    pub fn file(&self) -> &FileDescriptor {
+        &self.file
+    }
+
     /// The message a record's index path names.
     pub fn message_at(&self, path: &[i32]) -> Result<MessageDescriptor, String> {
         let bad = || format!("the record's message indexes {path:?} name no message of its schema");

@@ -205,7 +205,7 @@ pub fn to_value(v: &Avro, ty: &SqlType) -> Result<Value, String> {
                 want.iter()
                     .map(|(n, t)| {
                         Ok((
-                            n.clone(),
+                            n.as_str().into(),
                             match field(fields, n) {
                                 Some(x) => to_value(x, t)?,
                                 None => Value::Null,
@@ -377,7 +377,7 @@ pub fn from_value(v: &Value, schema: &Schema, names: &Names) -> Result<Avro, Str
             _ => return Err(bad()),
         },
         Schema::Record(r) => {
-            let fields: &[(String, Value)] = match v {
+            let fields: &[(std::sync::Arc<str>, Value)] = match v {
                 Value::Struct(f) => f,
                 _ => return Err(bad()),
             };

@@ -876,7 +876,7 @@ impl Expr {
             Expr::Field(e, name) => match e.eval(row)? {
                 Value::Struct(fields) => fields
                     .into_iter()
-                    .find(|(n, _)| n == name)
+                    .find(|(n, _)| **n == **name)
                     .map_or(Value::Null, |(_, v)| v),
                 _ => Value::Null,
             },

@@ -47,15 +47,20 @@ fn read_avro(bytes: &[u8]) -> Result<Avro, String> {
 }
 
 /// A Protobuf record in Confluent's wire format as the message its index array names, with the schema its id
-/// names (compiled once per id), and the most values it may become
-/// ([`fjord_registry::wire::protobuf_value_budget`]).
-fn read_protobuf(bytes: &[u8]) -> Result<(prost_reflect::DynamicMessage, usize), String> {
+/// names (compiled once per id), the index of the schema's fields, and the most values it may become
+/// ([`fjord_registry::wire::protobuf_value_budget`]). The budget is charged while the message is mapped to a
+/// row, after it is decoded: decoding allocates in proportion to the body's bytes, the mapping (unset fields
+/// read as defaults, a STRUCT type wider than the message) is what can expand.
+type ProtoRecord = (prost_reflect::DynamicMessage, Arc<protobuf::Index>, usize);
+
+fn read_protobuf(bytes: &[u8]) -> Result<ProtoRecord, String> {
     let (id, body) = registry::split_wire(bytes)?;
     let schema = registry::required("PROTOBUF")?.by_id(id)?;
     match &*schema {
         Registered::Protobuf(p) => Ok((
             fjord_registry::wire::read_protobuf(p, body)
                 .map_err(|e| format!("schema id {id}: {e}"))?,
+            p.index().clone(),
             fjord_registry::wire::protobuf_value_budget(body.len()),
         )),
         other => Err(format!(
@@ -162,8 +167,8 @@ pub fn decode(
                         .map_err(|e| format!("column {}: {e}", c.name))?,
                     _ => return Err("the Avro value is not a record".to_string()),
                 }
-            } else if let Some((msg, left)) = proto_value.as_mut() {
-                protobuf::column(msg, &c.name, &c.ty, left)
+            } else if let Some((msg, index, left)) = proto_value.as_mut() {
+                protobuf::column(msg, index, &c.name, &c.ty, left)
                     .map_err(|e| format!("column {}: {e}", c.name))?
             } else if let Some(f) = fields.as_mut() {
                 match f.next() {
@@ -221,8 +226,8 @@ fn decode_key(format: Format, key: Option<&[u8]>, ty: &SqlType) -> Result<Value,
             }
         }
         Format::Protobuf => {
-            let (msg, mut left) = read_protobuf(k).map_err(|e| format!("the key: {e}"))?;
-            protobuf::key_value(&msg, ty, &mut left).map_err(|e| format!("the key: {e}"))
+            let (msg, index, mut left) = read_protobuf(k).map_err(|e| format!("the key: {e}"))?;
+            protobuf::key_value(&msg, &index, ty, &mut left).map_err(|e| format!("the key: {e}"))
         }
         Format::Avro => match read_avro(k).map_err(|e| format!("the key: {e}"))? {
             // A key record of one field is that field (ksqlDB's wrapped single key).
@@ -387,7 +392,7 @@ pub fn registry_columns(
         (Registered::Avro(d), Format::Avro) => avro::columns(d.schema(), d.names(), lone),
         // The schema's first message, as ksqlDB (and Confluent's tools, when no message is named) take it.
         (Registered::Protobuf(p), Format::Protobuf) => {
-            p.message(None).and_then(|(m, _)| protobuf::columns(&m))
+            p.first().and_then(|(m, _)| protobuf::columns(m))
         }
         (Registered::Json(j), Format::JsonSr) => match json_sql_type(j) {
             Ok(SqlType::Struct(f)) => Ok(f),
@@ -416,11 +421,10 @@ pub fn registry_columns(
 pub struct SinkCodec {
     key_format: Format,
     value_format: Format,
+    /// The schema of a registry format's key or value, with its id (for PROTOBUF, its first message is
+    /// written).
     key: Option<(u32, Arc<Registered>)>,
     value: Option<(u32, Arc<Registered>)>,
-    /// For a PROTOBUF key or value: the message written (the schema's first) and its message indexes.
-    key_message: Option<(prost_reflect::MessageDescriptor, Vec<i32>)>,
-    value_message: Option<(prost_reflect::MessageDescriptor, Vec<i32>)>,
 }
 
 impl SinkCodec {
@@ -433,8 +437,6 @@ impl SinkCodec {
             value_format: def.value_format,
             key: None,
             value: None,
-            key_message: None,
-            value_message: None,
         };
         for key in [false, true] {
             let format = if key {
@@ -492,29 +494,21 @@ impl SinkCodec {
                     (id, reg.by_id(id)?)
                 }
             };
-            let message = match &*schema.1 {
-                Registered::Protobuf(p) => Some(
-                    p.message(None)
-                        .map_err(|e| format!("the schema {} of {subject}: {e}", schema.0))?,
-                ),
-                _ => None,
-            };
-            if let Some((m, _)) = &message {
+            if let Registered::Protobuf(p) = &*schema.1 {
                 let cols: Vec<(&str, &SqlType)> = def
                     .columns
                     .iter()
                     .filter(|c| c.key == key)
                     .map(|c| (c.name.as_str(), &c.ty))
                     .collect();
-                every_column_has_a_field(m, key, &cols)
+                p.first()
+                    .and_then(|(m, _)| every_column_has_a_field(m, p.index(), key, &cols))
                     .map_err(|e| format!("the schema {} of {subject}: {e}", schema.0))?;
             }
             if key {
                 codec.key = Some(schema);
-                codec.key_message = message;
             } else {
                 codec.value = Some(schema);
-                codec.value_message = message;
             }
         }
         Ok(codec)
@@ -543,19 +537,15 @@ impl SinkCodec {
                     .map_err(|e| format!("the key {e}"))?;
             }
             Registered::Json(_) => out.extend_from_slice(v.to_json().to_string().as_bytes()),
-            Registered::Protobuf(_) => {
-                let (m, path) = self
-                    .key_message
-                    .as_ref()
-                    .ok_or("the key schema has no message")?;
+            Registered::Protobuf(p) => {
+                let (m, path) = p.first()?;
                 // A message of one field holds the key in it, a STRUCT too (ksqlDB's
                 // `ConnectDefault1 { ConnectDefault2 K = 1; }`); only a message of several fields is the STRUCT.
-                let single = m.fields().count() == 1;
                 let msg = match v {
-                    Value::Struct(f) if !single => {
-                        protobuf::message(m, |name| protobuf::named(f, name))
+                    Value::Struct(f) if protobuf::single_field(m).is_none() => {
+                        protobuf::message(m, p.index(), f)
                     }
-                    _ => protobuf::message(m, |_| Some(v)),
+                    _ => protobuf::single_field_message(m, p.index(), v),
                 }
                 .map_err(|e| format!("the key {e}"))?;
                 fjord_registry::proto_json::write_indexes(path, &mut out);
@@ -588,13 +578,10 @@ impl SinkCodec {
                 avro::write(s, d.references(), datum, &mut out)
                     .map_err(|e| format!("the value {e}"))?;
             }
-            Registered::Protobuf(_) => {
-                let (m, path) = self
-                    .value_message
-                    .as_ref()
-                    .ok_or("the value schema has no message")?;
-                let msg = protobuf::message(m, |name| protobuf::named(cols, name))
-                    .map_err(|e| format!("the value: {e}"))?;
+            Registered::Protobuf(p) => {
+                let (m, path) = p.first()?;
+                let msg =
+                    protobuf::message(m, p.index(), cols).map_err(|e| format!("the value: {e}"))?;
                 fjord_registry::proto_json::write_indexes(path, &mut out);
                 prost_reflect::prost::Message::encode(&msg, &mut out)
                     .map_err(|e| format!("the value: {e}"))?;
@@ -616,12 +603,13 @@ impl SinkCodec {
 /// (a STRUCT key) each of its fields must name one.
 fn every_column_has_a_field(
     m: &prost_reflect::MessageDescriptor,
+    index: &protobuf::Index,
     key: bool,
     cols: &[(&str, &SqlType)],
 ) -> std::result::Result<(), String> {
     let names: Vec<&str> = if !key {
         cols.iter().map(|(n, _)| *n).collect()
-    } else if m.fields().count() == 1 {
+    } else if protobuf::single_field(m).is_some() {
         Vec::new()
     } else {
         match cols {
@@ -631,7 +619,7 @@ fn every_column_has_a_field(
     };
     match names
         .into_iter()
-        .find(|n| protobuf::field_for(m, n).is_none())
+        .find(|n| index.slot(m, n).is_none())
     {
         Some(n) => Err(format!(
             "the column {n} has no field in the message {}, which would drop it: add the field to the schema or leave the column out",
@@ -654,13 +642,14 @@ mod tests {
         else {
             panic!("not Protobuf")
         };
-        let (m, _) = p.message(None).unwrap();
+        let (m, _) = p.first().unwrap();
+        let x = p.index();
         let (s, i) = (SqlType::String, SqlType::Int);
-        every_column_has_a_field(&m, false, &[("ID", &s), ("QTY", &i)]).unwrap();
-        let e = every_column_has_a_field(&m, false, &[("ID", &s), ("NOTE", &s)]).unwrap_err();
+        every_column_has_a_field(m, x, false, &[("ID", &s), ("QTY", &i)]).unwrap();
+        let e = every_column_has_a_field(m, x, false, &[("ID", &s), ("NOTE", &s)]).unwrap_err();
         assert!(e.contains("NOTE") && e.contains("shop.Order"), "{e}");
         let st = SqlType::Struct(vec![("ID".into(), s.clone()), ("X".into(), i.clone())]);
-        let e = every_column_has_a_field(&m, true, &[("K", &st)]).unwrap_err();
+        let e = every_column_has_a_field(m, x, true, &[("K", &st)]).unwrap_err();
         assert!(e.contains("column X") && e.contains("shop.Order"), "{e}");
     }
 
@@ -678,14 +667,12 @@ mod tests {
         let Registered::Protobuf(p) = &*reg else {
             panic!("not Protobuf")
         };
-        let (m, path) = p.message(None).unwrap();
+        let (m, _) = p.first().unwrap();
         let codec = SinkCodec {
             key_format: Format::Protobuf,
             value_format: Format::Protobuf,
             key: Some((3, reg.clone())),
             value: None,
-            key_message: Some((m.clone(), path)),
-            value_message: None,
         };
         let v = Value::Struct(vec![
             ("A".into(), Value::String("x".into())),
@@ -694,8 +681,11 @@ mod tests {
         let bytes = codec.key(&v).unwrap().unwrap();
         // The header (magic byte, id) and the message indexes [0] as the byte 0.
         assert_eq!(bytes[..6], [0, 0, 0, 0, 3, 0]);
-        let msg = fjord_registry::proto_json::decode(&m, &bytes[6..]).unwrap();
+        let msg = fjord_registry::proto_json::decode(m, &bytes[6..]).unwrap();
         let mut left = usize::MAX;
-        assert_eq!(protobuf::key_value(&msg, &ty, &mut left).unwrap(), v);
+        assert_eq!(
+            protobuf::key_value(&msg, p.index(), &ty, &mut left).unwrap(),
+            v
+        );
     }
 }

@@ -7,21 +7,35 @@
 //! double DOUBLE; bool BOOLEAN; string STRING; bytes BYTES; an enum STRING (the value's name); a message STRUCT
 //! (fields upper-cased); `repeated` ARRAY; `map` MAP; `google.protobuf.Timestamp` TIMESTAMP; the wrappers
 //! (`google.protobuf.StringValue`, `Int32Value`, ...) their primitive. A scalar that is not set reads as its proto3
-//! default (0, "", false: proto3 cannot tell it from a default written), a message field that is not set (a
-//! wrapper, a timestamp, a struct) and a member of a `oneof` that is not the one set read as NULL. Oneof members
-//! are columns of their own (ksqlDB makes a struct of the oneof).
+//! default (0, "", false: proto3 cannot tell it from a default written), and a message field that is not set (a
+//! wrapper, a timestamp, a struct) reads as NULL.
+//!
+//! A `oneof` is one STRUCT column, as ksqlDB infers it through Confluent's Protobuf converter (and as our Connect
+//! converter maps it): named `<oneof>_<i>` (upper-cased; `i` its place among the message's oneofs, proto3
+//! `optional`'s synthetic ones not counted), with a field per member, placed before the message's other fields.
+//! The member that is set holds its value, the others are NULL; a oneof with no member set is NULL. A column
+//! that names a member itself (a stream declared before oneofs were structs) still reads that member. Writing
+//! such a STRUCT sets its one member that is not NULL (none: the oneof is left unset); a STRUCT with two members
+//! set is refused, since a oneof holds one.
+//!
+//! Columns are matched to fields through an [`Index`] built once per compiled schema (the field named exactly,
+//! else the field or oneof named so but for case), so reading and writing a wide message, or each element of a
+//! repeated one, costs a lookup per column, not a scan of the message's fields.
 //!
 //! Bounded as the Avro path: a schema's message that contains itself, nests deeper than 64 or expands to more
 //! than 10,000 types has no columns (`fjord_registry::wire`'s limits), and a record becomes at most
 //! [`fjord_registry::wire::protobuf_value_budget`] values (an empty message of 2 bytes stands for a value per field).
 
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use prost_reflect::{
-    DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, ReflectMessage,
-    Value as Proto,
+    DescriptorPool, DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor,
+    OneofDescriptor, ReflectMessage, Value as Proto,
 };
 
+use fjord_registry::proto_json::ProtoSchema;
 use fjord_registry::wire::{MAX_SCHEMA_DEPTH, MAX_SCHEMA_NODES};
 
 use crate::types::{SqlType, Value};
@@ -30,6 +44,131 @@ use crate::types::{SqlType, Value};
 pub const MESSAGE: &str = "ConnectDefault1";
 
 const TIMESTAMP: &str = "google.protobuf.Timestamp";
+
+/// A registered Protobuf schema compiled for SQL: the schema, its first message (what SQL reads and writes,
+/// as ksqlDB and Confluent's tools take it when no message is named) and the [`Index`] of its messages'
+/// fields. Derefs to the schema.
+pub struct Compiled {
+    schema: ProtoSchema,
+    first: Result<(MessageDescriptor, Vec<i32>), String>,
+    index: Arc<Index>,
+}
+
+impl Compiled {
+    pub fn new(schema: ProtoSchema) -> Compiled {
+        let index = Arc::new(Index::new(schema.file().parent_pool()));
+        let first = schema.message(None);
+        Compiled {
+            schema,
+            first,
+            index,
+        }
+    }
+
+    /// The schema's first message and its message indexes.
+    pub fn first(&self) -> Result<&(MessageDescriptor, Vec<i32>), String> {
+        self.first.as_ref().map_err(String::clone)
+    }
+
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+}
+
+impl std::ops::Deref for Compiled {
+    type Target = ProtoSchema;
+    fn deref(&self) -> &ProtoSchema {
+        &self.schema
+    }
+}
+
+/// What an SQL name of a message is: a field, or a (real) oneof, read as a STRUCT of its members.
+#[derive(Clone)]
+pub enum Slot {
+    Field(FieldDescriptor),
+    Oneof(OneofDescriptor),
+}
+
+/// The oneofs of `m` that are not proto3 `optional`'s synthetic ones, each with its SQL name `<ONEOF>_<i>`.
+fn real_oneofs(m: &MessageDescriptor) -> Vec<(String, OneofDescriptor)> {
+    m.oneofs()
+        .filter(|o| !o.is_synthetic())
+        .enumerate()
+        .map(|(i, o)| (format!("{}_{i}", o.name()).to_ascii_uppercase(), o))
+        .collect()
+}
+
+/// The oneof `f` belongs to, unless it is the synthetic one of a proto3 `optional` field.
+fn real_oneof(f: &FieldDescriptor) -> Option<OneofDescriptor> {
+    f.containing_oneof().filter(|o| !o.is_synthetic())
+}
+
+/// Every message's fields and oneofs by their upper-cased SQL name (the first of names alike but for case, which
+/// [`columns`] refuses), built once per schema: what columns and STRUCT fields are matched with.
+pub struct Index {
+    messages: HashMap<Box<str>, HashMap<Arc<str>, Slot>>,
+}
+
+fn upper_names(m: &MessageDescriptor) -> HashMap<Arc<str>, Slot> {
+    let mut names: HashMap<Arc<str>, Slot> = HashMap::new();
+    for (n, o) in real_oneofs(m) {
+        names.entry(n.into()).or_insert(Slot::Oneof(o));
+    }
+    for f in m.fields() {
+        names
+            .entry(f.name().to_ascii_uppercase().into())
+            .or_insert(Slot::Field(f));
+    }
+    names
+}
+
+impl Index {
+    /// The index of every message in `pool` (a schema's, with what it imports).
+    pub fn new(pool: &DescriptorPool) -> Index {
+        Index {
+            messages: pool
+                .all_messages()
+                .map(|m| (m.full_name().into(), upper_names(&m)))
+                .collect(),
+        }
+    }
+
+    /// What `name` names in `m`: the field named exactly so, else the field or oneof named so but for case.
+    pub fn slot(&self, m: &MessageDescriptor, name: &str) -> Option<Slot> {
+        if let Some(f) = m.get_field_by_name(name) {
+            return Some(Slot::Field(f));
+        }
+        let upper: std::borrow::Cow<str> = if name.bytes().any(|b| b.is_ascii_lowercase()) {
+            name.to_ascii_uppercase().into()
+        } else {
+            name.into()
+        };
+        match self.messages.get(m.full_name()) {
+            Some(names) => names.get(&*upper).cloned(),
+            // Not of this schema's pool (never so for a record read with its schema): resolved the slow way.
+            None => upper_names(m).remove(&*upper),
+        }
+    }
+
+    /// The name `name` (a STRUCT field's, upper case) as a value's field name: the schema's own copy when
+    /// `m` has a field or oneof so named, shared by every value read with the schema instead of a copy per
+    /// value (an array of a million STRUCTs names each field once).
+    pub fn shared(&self, m: &MessageDescriptor, name: &str) -> Arc<str> {
+        self.messages
+            .get(m.full_name())
+            .and_then(|names| names.get_key_value(name))
+            .map_or_else(|| Arc::from(name), |(k, _)| k.clone())
+    }
+}
+
+/// The one field of a message of one field (ksqlDB writes a key as a message of its one column, a STRUCT too).
+pub fn single_field(m: &MessageDescriptor) -> Option<FieldDescriptor> {
+    let mut fields = m.fields();
+    match (fields.next(), fields.next()) {
+        (Some(f), None) => Some(f),
+        _ => None,
+    }
+}
 
 /// The primitive kind a `google.protobuf` wrapper message holds (its field `value`), if `m` is one: only the
 /// messages of `google/protobuf/wrappers.proto` itself, with one scalar field `value` (a schema may define its
@@ -99,27 +238,46 @@ impl Walk {
             ));
         }
         self.open.push(full);
-        let fields = m
-            .fields()
-            .map(|f| {
-                Ok((
-                    f.name().to_ascii_uppercase(),
-                    self.field(&f, depth + 1)
-                        .map_err(|e| format!("field {}: {e}", f.name()))?,
-                ))
-            })
-            .collect::<Result<Vec<_>, String>>();
+        let fields = self.fields(m, depth);
         self.open.pop();
         let fields = fields?;
-        for (i, (n, _)) in fields.iter().enumerate() {
-            if fields[..i].iter().any(|(o, _)| o == n) {
-                return Err(format!(
-                    "the message {} has two fields named {n} but for case, which SQL names alike (upper case)",
-                    m.full_name()
-                ));
-            }
-        }
+        no_two_alike(m, &fields)?;
         Ok(fields)
+    }
+
+    /// A message's columns: its real oneofs first, each a STRUCT of its members, then its other fields.
+    fn fields(
+        &mut self,
+        m: &MessageDescriptor,
+        depth: usize,
+    ) -> Result<Vec<(String, SqlType)>, String> {
+        let mut out = Vec::new();
+        for (name, o) in real_oneofs(m) {
+            self.step(depth + 1)?;
+            let members = o
+                .fields()
+                .map(|f| self.named_field(&f, depth + 2))
+                .collect::<Result<Vec<_>, String>>()
+                .map_err(|e| format!("oneof {}: {e}", o.name()))?;
+            no_two_alike(m, &members)?;
+            out.push((name, SqlType::Struct(members)));
+        }
+        for f in m.fields().filter(|f| real_oneof(f).is_none()) {
+            out.push(self.named_field(&f, depth + 1)?);
+        }
+        Ok(out)
+    }
+
+    fn named_field(
+        &mut self,
+        f: &FieldDescriptor,
+        depth: usize,
+    ) -> Result<(String, SqlType), String> {
+        Ok((
+            f.name().to_ascii_uppercase(),
+            self.field(f, depth)
+                .map_err(|e| format!("field {}: {e}", f.name()))?,
+        ))
     }
 
     fn field(&mut self, f: &FieldDescriptor, depth: usize) -> Result<SqlType, String> {
@@ -165,6 +323,20 @@ impl Walk {
     }
 }
 
+/// Err when two of a message's SQL names are alike (they are upper-cased).
+fn no_two_alike(m: &MessageDescriptor, fields: &[(String, SqlType)]) -> Result<(), String> {
+    let mut seen = HashSet::with_capacity(fields.len());
+    for (n, _) in fields {
+        if !seen.insert(n.as_str()) {
+            return Err(format!(
+                "the message {} has two fields named {n} but for case, which SQL names alike (upper case)",
+                m.full_name()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The columns of a message: its fields, upper-cased as ksqlDB names them.
 pub fn columns(m: &MessageDescriptor) -> Result<Vec<(String, SqlType)>, String> {
     Walk {
@@ -174,39 +346,23 @@ pub fn columns(m: &MessageDescriptor) -> Result<Vec<(String, SqlType)>, String> 
     .message(m, 0)
 }
 
-/// A message's field for a column (its name exactly, else ignoring case: columns are upper case, proto field
-/// names usually not).
-pub fn field_for(m: &MessageDescriptor, name: &str) -> Option<FieldDescriptor> {
-    m.get_field_by_name(name)
-        .or_else(|| m.fields().find(|f| f.name().eq_ignore_ascii_case(name)))
-}
-
-/// The value named `name` among `items`: the one named exactly, else one named so but for case.
-pub fn named<'a, N: AsRef<str>, T>(items: &'a [(N, T)], name: &str) -> Option<&'a T> {
-    items
-        .iter()
-        .find(|(n, _)| n.as_ref() == name)
-        .or_else(|| {
-            items
-                .iter()
-                .find(|(n, _)| n.as_ref().eq_ignore_ascii_case(name))
-        })
-        .map(|(_, x)| x)
-}
-
 /// A key message as the key column's value: its one field, whatever the column's type (ksqlDB writes a single
 /// key column, a STRUCT too, as a message of one field), or the message itself for a STRUCT key of a message
 /// of several fields.
-pub fn key_value(msg: &DynamicMessage, ty: &SqlType, left: &mut usize) -> Result<Value, String> {
+pub fn key_value(
+    msg: &DynamicMessage,
+    index: &Index,
+    ty: &SqlType,
+    left: &mut usize,
+) -> Result<Value, String> {
     let d = msg.descriptor();
-    let fields: Vec<FieldDescriptor> = d.fields().collect();
-    match (fields.as_slice(), ty) {
-        ([only], t) => field_value(msg, only, t, left, 0),
-        (_, SqlType::Struct(want)) => struct_value(msg, want, left, 0),
-        _ => Err(format!(
+    match (single_field(&d), ty) {
+        (Some(only), t) => field_value(msg, index, &only, t, left, 0),
+        (None, SqlType::Struct(want)) => struct_value(msg, index, want, left, 0),
+        (None, _) => Err(format!(
             "the key message {} has {} fields: one key column reads a message of one field",
             d.full_name(),
-            fields.len()
+            d.fields().len()
         )),
     }
 }
@@ -223,11 +379,12 @@ fn spend(left: &mut usize) -> Result<(), String> {
 /// The value of column `name` of type `ty` in `msg`: NULL when the message has no such field.
 pub fn column(
     msg: &DynamicMessage,
+    index: &Index,
     name: &str,
     ty: &SqlType,
     left: &mut usize,
 ) -> Result<Value, String> {
-    column_at(msg, name, ty, left, 0)
+    column_at(msg, index, name, ty, left, 0)
 }
 
 /// How deep a value nests (messages in messages, lists, maps) before reading or writing it is refused: as deep
@@ -244,22 +401,55 @@ fn deeper(depth: usize) -> Result<usize, String> {
 
 fn column_at(
     msg: &DynamicMessage,
+    index: &Index,
     name: &str,
     ty: &SqlType,
     left: &mut usize,
     depth: usize,
 ) -> Result<Value, String> {
-    match field_for(&msg.descriptor(), name) {
-        Some(f) => field_value(msg, &f, ty, left, depth),
+    match index.slot(&msg.descriptor(), name) {
+        Some(Slot::Field(f)) => field_value(msg, index, &f, ty, left, depth),
+        Some(Slot::Oneof(o)) => oneof_value(msg, index, &o, ty, left, depth),
         // A NULL is a value too: a wide STRUCT type over many empty messages is as many values.
         None => spend(left).map(|()| Value::Null),
     }
+}
+
+/// A oneof as a STRUCT of its members: NULL when none is set, else the one set and NULL for the others.
+fn oneof_value(
+    msg: &DynamicMessage,
+    index: &Index,
+    o: &OneofDescriptor,
+    ty: &SqlType,
+    left: &mut usize,
+    depth: usize,
+) -> Result<Value, String> {
+    spend(left)?;
+    let depth = deeper(depth)?;
+    let Some(set) = o.fields().find(|f| msg.has_field(f)) else {
+        return Ok(Value::Null);
+    };
+    let SqlType::Struct(want) = ty else {
+        return Err(format!("expected {ty}, found the oneof {}", o.name()));
+    };
+    let d = msg.descriptor();
+    want.iter()
+        .map(|(n, t)| {
+            let v = match index.slot(&d, n) {
+                Some(Slot::Field(f)) if f == set => field_value(msg, index, &f, t, left, depth)?,
+                _ => spend(left).map(|()| Value::Null)?,
+            };
+            Ok((index.shared(&d, n), v))
+        })
+        .collect::<Result<_, String>>()
+        .map(Value::Struct)
 }
 
 /// A field's value: NULL for a message field (and a oneof member or proto3 `optional` field) that is not set,
 /// the proto3 default for an unset scalar.
 fn field_value(
     msg: &DynamicMessage,
+    index: &Index,
     f: &FieldDescriptor,
     ty: &SqlType,
     left: &mut usize,
@@ -269,11 +459,12 @@ fn field_value(
         spend(left)?;
         return Ok(Value::Null);
     }
-    to_value(f, &msg.get_field(f), ty, left, depth)
+    to_value(index, f, &msg.get_field(f), ty, left, depth)
 }
 
 /// A value of field `f` (a whole list or map, or one item) as a value of `ty`.
 fn to_value(
+    index: &Index,
     f: &FieldDescriptor,
     v: &Proto,
     ty: &SqlType,
@@ -288,7 +479,7 @@ fn to_value(
             SqlType::Array(t) => Value::Array(
                 items
                     .iter()
-                    .map(|x| to_value(f, x, t, left, depth))
+                    .map(|x| to_value(index, f, x, t, left, depth))
                     .collect::<Result<_, _>>()?,
             ),
             _ => return Err(format!("expected {ty}, found a repeated field")),
@@ -316,7 +507,7 @@ fn to_value(
                     MapKey::String(s) => text_value(s, kt),
                 }
                 .ok_or_else(|| format!("the map key {k:?} is not a {kt}"))?;
-                out.push((key, to_value(&value_field, x, vt, left, depth)?));
+                out.push((key, to_value(index, &value_field, x, vt, left, depth)?));
             }
             Value::Map(out)
         }
@@ -366,10 +557,10 @@ fn to_value(
         Proto::Message(m) => {
             let d = m.descriptor();
             if let Some(inner) = wrapped(&d) {
-                return to_value(&inner, &m.get_field(&inner), ty, left, depth);
+                return to_value(index, &inner, &m.get_field(&inner), ty, left, depth);
             }
             match ty {
-                SqlType::Struct(want) => struct_value(m, want, left, depth)?,
+                SqlType::Struct(want) => struct_value(m, index, want, left, depth)?,
                 _ => {
                     return Err(format!(
                         "expected {ty}, found the message {}",
@@ -398,12 +589,17 @@ fn shown(v: &Proto) -> String {
 /// A message as a STRUCT of the fields `want` names.
 fn struct_value(
     msg: &DynamicMessage,
+    index: &Index,
     want: &[(String, SqlType)],
     left: &mut usize,
     depth: usize,
 ) -> Result<Value, String> {
+    let d = msg.descriptor();
     want.iter()
-        .map(|(n, t)| Ok((n.clone(), column_at(msg, n, t, left, depth)?)))
+        .map(|(n, t)| {
+            let v = column_at(msg, index, n, t, left, depth)?;
+            Ok((index.shared(&d, n), v))
+        })
         .collect::<Result<_, String>>()
         .map(Value::Struct)
 }
@@ -565,34 +761,119 @@ impl Gen {
     }
 }
 
-/// A message of `m` from named values (a field with no value, or NULL, is left unset).
-pub fn message<'a>(
+/// A message of `m` from named values: each sets the field named exactly so, else the field or oneof named so
+/// but for case (a field no value names, or named by a NULL, is left unset; a value that names nothing is not
+/// written). A oneof's value is a STRUCT of its members of which at most one is not NULL.
+pub fn message<N: AsRef<str>>(
     m: &MessageDescriptor,
-    get: impl Fn(&str) -> Option<&'a Value>,
+    index: &Index,
+    values: &[(N, Value)],
 ) -> Result<DynamicMessage, String> {
-    message_at(m, get, 0)
+    message_at(m, index, values, 0)
 }
 
-fn message_at<'a>(
+/// A message of one field (a key's) holding `v`; Err when `m` does not have exactly one field.
+pub fn single_field_message(
     m: &MessageDescriptor,
-    get: impl Fn(&str) -> Option<&'a Value>,
-    depth: usize,
+    index: &Index,
+    v: &Value,
 ) -> Result<DynamicMessage, String> {
-    let depth = deeper(depth)?;
+    let f = single_field(m).ok_or_else(|| {
+        format!(
+            "the message {} has {} fields: a value that is not a STRUCT is written to a message of one field",
+            m.full_name(),
+            m.fields().len()
+        )
+    })?;
     let mut msg = DynamicMessage::new(m.clone());
-    for f in m.fields() {
-        let Some(v) = get(f.name()) else { continue };
-        if v.is_null() {
-            continue;
-        }
-        let x = from_value(&f, v, depth).map_err(|e| format!("field {}: {e}", f.name()))?;
+    if !v.is_null() {
+        let x = from_value(index, &f, v, 1).map_err(|e| format!("field {}: {e}", f.name()))?;
         msg.set_field(&f, x);
     }
     Ok(msg)
 }
 
+fn message_at<N: AsRef<str>>(
+    m: &MessageDescriptor,
+    index: &Index,
+    values: &[(N, Value)],
+    depth: usize,
+) -> Result<DynamicMessage, String> {
+    let depth = deeper(depth)?;
+    let mut msg = DynamicMessage::new(m.clone());
+    // Values named exactly as their field first; one named so only but for case does not replace them.
+    let mut exact = HashSet::new();
+    for pass_exact in [true, false] {
+        for (n, v) in values {
+            let n = n.as_ref();
+            if v.is_null() || m.get_field_by_name(n).is_some() != pass_exact {
+                continue;
+            }
+            match index.slot(m, n) {
+                Some(Slot::Field(f)) => {
+                    if pass_exact {
+                        exact.insert(f.number());
+                    } else if exact.contains(&f.number()) {
+                        continue;
+                    }
+                    let x = from_value(index, &f, v, depth)
+                        .map_err(|e| format!("field {}: {e}", f.name()))?;
+                    msg.set_field(&f, x);
+                }
+                Some(Slot::Oneof(o)) => set_oneof(&mut msg, index, &o, v, depth)
+                    .map_err(|e| format!("oneof {}: {e}", o.name()))?,
+                None => {}
+            }
+        }
+    }
+    Ok(msg)
+}
+
+/// Sets the member of oneof `o` that the STRUCT `v` holds (its one field that is not NULL).
+fn set_oneof(
+    msg: &mut DynamicMessage,
+    index: &Index,
+    o: &OneofDescriptor,
+    v: &Value,
+    depth: usize,
+) -> Result<(), String> {
+    let Value::Struct(members) = v else {
+        return Err(format!(
+            "{} is not a STRUCT of the oneof's members",
+            v.to_text()
+        ));
+    };
+    let m = msg.descriptor();
+    let mut set: Option<FieldDescriptor> = None;
+    for (n, x) in members {
+        if x.is_null() {
+            continue;
+        }
+        let f = match index.slot(&m, n) {
+            Some(Slot::Field(f)) if real_oneof(&f).as_ref() == Some(o) => f,
+            _ => return Err(format!("{n} is not one of its members")),
+        };
+        if let Some(other) = &set {
+            return Err(format!(
+                "{} and {} are both set, and a oneof holds one member",
+                other.name(),
+                f.name()
+            ));
+        }
+        let value = from_value(index, &f, x, depth).map_err(|e| format!("{n}: {e}"))?;
+        msg.set_field(&f, value);
+        set = Some(f);
+    }
+    Ok(())
+}
+
 /// A value as the value of field `f` (a whole list or map when it is one).
-fn from_value(f: &FieldDescriptor, v: &Value, depth: usize) -> Result<Proto, String> {
+fn from_value(
+    index: &Index,
+    f: &FieldDescriptor,
+    v: &Value,
+    depth: usize,
+) -> Result<Proto, String> {
     if f.is_map() {
         let (Value::Map(entries), Kind::Message(entry)) = (v, f.kind()) else {
             return Err(format!("{} is not a map", v.to_text()));
@@ -600,7 +881,7 @@ fn from_value(f: &FieldDescriptor, v: &Value, depth: usize) -> Result<Proto, Str
         let (kf, vf) = (entry.map_entry_key_field(), entry.map_entry_value_field());
         let mut out = std::collections::HashMap::new();
         for (k, x) in entries {
-            let key = match single(&kf, k, depth)? {
+            let key = match single(index, &kf, k, depth)? {
                 Proto::Bool(b) => MapKey::Bool(b),
                 Proto::I32(i) => MapKey::I32(i),
                 Proto::I64(i) => MapKey::I64(i),
@@ -612,7 +893,7 @@ fn from_value(f: &FieldDescriptor, v: &Value, depth: usize) -> Result<Proto, Str
             let x = if x.is_null() {
                 Proto::default_value(&vf.kind())
             } else {
-                single(&vf, x, depth)?
+                single(index, &vf, x, depth)?
             };
             out.insert(key, x);
         }
@@ -628,17 +909,17 @@ fn from_value(f: &FieldDescriptor, v: &Value, depth: usize) -> Result<Proto, Str
                 if x.is_null() {
                     Err("a NULL element, which a repeated Protobuf field cannot hold".to_string())
                 } else {
-                    single(f, x, depth)
+                    single(index, f, x, depth)
                 }
             })
             .collect::<Result<_, _>>()
             .map(Proto::List);
     }
-    single(f, v, depth)
+    single(index, f, v, depth)
 }
 
 /// One (non-NULL) value of `f`'s kind.
-fn single(f: &FieldDescriptor, v: &Value, depth: usize) -> Result<Proto, String> {
+fn single(index: &Index, f: &FieldDescriptor, v: &Value, depth: usize) -> Result<Proto, String> {
     let depth = deeper(depth)?;
     let bad = || format!("the value {} does not fit {:?}", v.to_text(), f.kind());
     let int = || v.as_i64().ok_or_else(bad);
@@ -687,13 +968,13 @@ fn single(f: &FieldDescriptor, v: &Value, depth: usize) -> Result<Proto, String>
         Kind::Message(m) => {
             if let Some(inner) = wrapped(&m) {
                 let mut w = DynamicMessage::new(m.clone());
-                w.set_field(&inner, single(&inner, v, depth)?);
+                w.set_field(&inner, single(index, &inner, v, depth)?);
                 return Ok(Proto::Message(w));
             }
             let Value::Struct(fields) = v else {
                 return Err(bad());
             };
-            Proto::Message(message_at(&m, |name| named(fields, name), depth)?)
+            Proto::Message(message_at(&m, index, fields, depth)?)
         }
     })
 }
@@ -734,6 +1015,11 @@ message Order {
 }
 "#;
 
+    /// The index of `m`'s schema.
+    fn ix(m: &MessageDescriptor) -> Index {
+        Index::new(m.parent_pool())
+    }
+
     fn order() -> MessageDescriptor {
         ProtoSchema::compile(SHOP, &[])
             .unwrap()
@@ -753,6 +1039,14 @@ message Order {
     fn protobuf_types_map_to_sql_types_as_ksqldb_maps_them() {
         let cols = columns(&order()).unwrap();
         let want = vec![
+            // The oneof, first: a STRUCT of its members named after it and its place, as ksqlDB infers it.
+            (
+                "PAY_0",
+                SqlType::Struct(vec![
+                    ("CARD".into(), SqlType::String),
+                    ("CASH".into(), SqlType::Int),
+                ]),
+            ),
             ("ID", SqlType::String),
             ("QTY", SqlType::Int),
             ("DELTA", SqlType::Int),
@@ -774,8 +1068,6 @@ message Order {
             ("NOTE", SqlType::String),
             ("LINE", line_ty()),
             ("LINES", SqlType::Array(Box::new(line_ty()))),
-            ("CARD", SqlType::String),
-            ("CASH", SqlType::Int),
         ];
         let want: Vec<(String, SqlType)> =
             want.into_iter().map(|(n, t)| (n.to_string(), t)).collect();
@@ -786,10 +1078,11 @@ message Order {
         let body = proto_json::from_json(m, &j).unwrap();
         let msg = proto_json::decode(m, &body).unwrap();
         let mut left = fjord_registry::wire::protobuf_value_budget(body.len());
+        let index = ix(m);
         columns(m)
             .unwrap()
             .iter()
-            .map(|(n, t)| column(&msg, n, t, &mut left).unwrap())
+            .map(|(n, t)| column(&msg, &index, n, t, &mut left).unwrap())
             .collect()
     }
 
@@ -813,6 +1106,10 @@ message Order {
         assert_eq!(
             got,
             vec![
+                Value::Struct(vec![
+                    ("CARD".into(), Value::Null),
+                    ("CASH".into(), Value::Int(5)),
+                ]),
                 Value::String("o-1".into()),
                 Value::Int(-3),
                 Value::Int(-7),
@@ -834,19 +1131,131 @@ message Order {
                 Value::String("hi".into()),
                 line("s", 0),
                 Value::Array(vec![line("a", 1), line("", 0)]),
-                Value::Null,
-                Value::Int(5),
             ]
         );
-        // Nothing set: scalars are their defaults, messages (wrapper, timestamp, struct) and oneofs NULL.
+        // Nothing set: scalars are their defaults, messages (wrapper, timestamp, struct) and the oneof NULL.
         let empty = row(&m, json!({}));
-        assert_eq!(empty[0], Value::String(String::new()));
-        assert_eq!(empty[1], Value::Int(0));
-        assert_eq!(empty[9], Value::Bool(false));
-        assert_eq!(empty[11], Value::String("RED".into()));
-        assert_eq!(empty[12], Value::Array(vec![]));
-        for i in [14, 15, 16, 18, 19] {
+        assert_eq!(empty[1], Value::String(String::new()));
+        assert_eq!(empty[2], Value::Int(0));
+        assert_eq!(empty[10], Value::Bool(false));
+        assert_eq!(empty[12], Value::String("RED".into()));
+        assert_eq!(empty[13], Value::Array(vec![]));
+        for i in [0, 15, 16, 17] {
             assert_eq!(empty[i], Value::Null, "column {i}");
+        }
+    }
+
+    /// A oneof reads as one STRUCT column, writes from it (its one member not NULL), and a column naming a
+    /// member itself still reads it; two members set are refused. Before, each member was a column of its own
+    /// and `PAY_0` named nothing (NULL, and dropped when written).
+    #[test]
+    fn a_oneof_is_one_struct_column_read_and_written() {
+        let m = order();
+        let index = ix(&m);
+        let pay = SqlType::Struct(vec![
+            ("CARD".into(), SqlType::String),
+            ("CASH".into(), SqlType::Int),
+        ]);
+        let card = Value::Struct(vec![
+            ("CARD".into(), Value::String("visa".into())),
+            ("CASH".into(), Value::Null),
+        ]);
+        let msg = message(&m, &index, &[("PAY_0", card.clone())]).unwrap();
+        let back = proto_json::decode(&m, &msg.encode_to_vec()).unwrap();
+        let mut left = usize::MAX;
+        assert_eq!(
+            column(&back, &index, "PAY_0", &pay, &mut left).unwrap(),
+            card
+        );
+        assert_eq!(
+            column(&back, &index, "card", &SqlType::String, &mut left).unwrap(),
+            Value::String("visa".into())
+        );
+        assert_eq!(
+            column(&back, &index, "CASH", &SqlType::Int, &mut left).unwrap(),
+            Value::Null
+        );
+        let both = Value::Struct(vec![
+            ("CARD".into(), Value::String("visa".into())),
+            ("CASH".into(), Value::Int(1)),
+        ]);
+        let e = message(&m, &index, &[("PAY_0", both)]).unwrap_err();
+        assert!(e.contains("both set"), "{e}");
+        // Nothing set: the oneof is left unset and reads as NULL.
+        let none = Value::Struct(vec![("CARD".into(), Value::Null)]);
+        let msg = message(&m, &index, &[("PAY_0", none)]).unwrap();
+        assert_eq!(
+            column(&msg, &index, "PAY_0", &pay, &mut left).unwrap(),
+            Value::Null
+        );
+    }
+
+    /// The field names of STRUCTs read with a schema are the schema's own, shared: every element of a
+    /// repeated message names its fields with the same `Arc<str>`, not a copy each. Before, each element
+    /// cloned each name.
+    #[test]
+    fn struct_field_names_are_shared_across_elements() {
+        let m = order();
+        let index = ix(&m);
+        let body = proto_json::from_json(&m, &json!({"lines": [{"sku": "a"}, {"n": 2}]})).unwrap();
+        let msg = proto_json::decode(&m, &body).unwrap();
+        let ty = SqlType::Array(Box::new(line_ty()));
+        let Value::Array(items) =
+            column(&msg, &index, "LINES", &ty, &mut usize::MAX.clone()).unwrap()
+        else {
+            panic!("not an array")
+        };
+        let names: Vec<Vec<Arc<str>>> = items
+            .iter()
+            .map(|v| match v {
+                Value::Struct(f) => f.iter().map(|(n, _)| n.clone()).collect(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(&*names[0][0], "SKU");
+        assert!(Arc::ptr_eq(&names[0][0], &names[1][0]));
+        assert!(Arc::ptr_eq(&names[0][1], &names[1][1]));
+    }
+
+    /// Columns are matched through the schema's index: a message of 5,000 fields and a repeated message of
+    /// 2,000 fields, read by upper-cased names (which miss an exact lookup) and written back, come out right.
+    /// Before, each column (and each STRUCT field of each element) scanned every field of its message.
+    #[test]
+    fn a_wide_message_reads_and_writes_through_the_index() {
+        let mut text = String::from("syntax = \"proto3\";\nmessage Wide {\n");
+        for i in 0..5_000 {
+            let _ = writeln!(text, "  int64 f{i} = {};", i + 1);
+        }
+        text.push_str("  repeated Item items = 5001;\n}\nmessage Item {\n");
+        for i in 0..2_000 {
+            let _ = writeln!(text, "  string g{i} = {};", i + 1);
+        }
+        text.push_str("}\n");
+        let schema = Compiled::new(ProtoSchema::compile(&text, &[]).unwrap());
+        let (m, _) = schema.first().unwrap();
+        let index = schema.index();
+        let cols = columns(m).unwrap();
+        assert_eq!(cols.len(), 5_001);
+        let item = |k: usize| {
+            Value::Struct(
+                (0..2_000)
+                    .map(|i| (format!("G{i}").into(), Value::String(format!("{k}-{i}"))))
+                    .collect(),
+            )
+        };
+        let mut values: Vec<(String, Value)> = (0..5_000)
+            .map(|i| (format!("F{i}"), Value::Bigint(i * 3)))
+            .collect();
+        values.push(("ITEMS".into(), Value::Array((0..50).map(item).collect())));
+        let msg = message(m, index, &values).unwrap();
+        let back = proto_json::decode(m, &msg.encode_to_vec()).unwrap();
+        let mut left = usize::MAX;
+        for ((name, ty), (_, want)) in cols.iter().zip(&values) {
+            assert_eq!(
+                &column(&back, index, name, ty, &mut left).unwrap(),
+                want,
+                "{name}"
+            );
         }
     }
 
@@ -862,7 +1271,7 @@ message Order {
         let wide = SqlType::Array(Box::new(SqlType::Struct(
             (0..200).map(|i| (format!("X{i}"), SqlType::Int)).collect(),
         )));
-        let e = column(&msg, "LINES", &wide, &mut left).unwrap_err();
+        let e = column(&msg, &ix(&m), "LINES", &wide, &mut left).unwrap_err();
         assert!(e.contains("hostile or corrupt"), "{e}");
     }
 
@@ -936,15 +1345,18 @@ message Order {
             ]),
             Value::Bytes(vec![0, 255]),
         ];
-        let msg = message(&m, |n| {
-            cols.iter().position(|(c, _)| c == n).map(|i| &vals[i])
-        })
-        .unwrap();
+        let named: Vec<(&str, Value)> = cols
+            .iter()
+            .zip(&vals)
+            .map(|((n, _), v)| (n.as_str(), v.clone()))
+            .collect();
+        let index = ix(&m);
+        let msg = message(&m, &index, &named).unwrap();
         let body = msg.encode_to_vec();
         let back = proto_json::decode(&m, &body).unwrap();
         let mut left = usize::MAX;
         for ((name, ty), want) in cols.iter().zip(&vals) {
-            let got = column(&back, name, ty, &mut left).unwrap();
+            let got = column(&back, &index, name, ty, &mut left).unwrap();
             let want = if want.is_null() {
                 Value::Int(0)
             } else {
@@ -996,11 +1408,11 @@ message Order {
                 let mut msg = DynamicMessage::new(m.clone());
                 msg.set_field_by_name("value", Proto::Message(DynamicMessage::new(m.clone())));
                 let mut left = usize::MAX;
-                let e = column(&msg, "VALUE", &SqlType::String, &mut left).unwrap_err();
+                let e = column(&msg, &ix(&m), "VALUE", &SqlType::String, &mut left).unwrap_err();
                 assert!(e.contains("expected STRING"), "{e}");
                 // Writing a string into it.
                 let v = Value::String("x".into());
-                assert!(message(&m, |_| Some(&v)).is_err());
+                assert!(message(&m, &ix(&m), &[("value", v)]).is_err());
             })
             .unwrap();
         t.join().expect("no stack overflow");
@@ -1031,9 +1443,9 @@ message Order {
                     msg = outer;
                 }
                 let mut left = usize::MAX;
-                let e = column(&msg, "NEXT", &ty, &mut left).unwrap_err();
+                let e = column(&msg, &ix(&m), "NEXT", &ty, &mut left).unwrap_err();
                 assert!(e.contains("deep"), "{e}");
-                let e = message(&m, |n| (n == "next").then_some(&val)).unwrap_err();
+                let e = message(&m, &ix(&m), &[("next", val)]).unwrap_err();
                 assert!(e.contains("deep"), "{e}");
             })
             .unwrap();
@@ -1046,7 +1458,7 @@ message Order {
         let m = order();
         let mut msg = DynamicMessage::new(m.clone());
         msg.set_field_by_name("id", Proto::String("é".repeat(10_000)));
-        let e = column(&msg, "ID", &SqlType::Int, &mut usize::MAX.clone()).unwrap_err();
+        let e = column(&msg, &ix(&m), "ID", &SqlType::Int, &mut usize::MAX.clone()).unwrap_err();
         assert!(e.contains("expected INT"), "{e}");
         assert!(e.len() < 300, "{} characters", e.len());
     }
@@ -1062,15 +1474,15 @@ message Order {
         assert!(e.contains("two fields named ID"), "{e}");
         let o = s.message(Some("O")).unwrap().0;
         assert!(columns(&o).unwrap_err().contains("two fields named ID"));
-        let cols = [
-            ("id".to_string(), Value::String("lower".into())),
-            ("ID".to_string(), Value::String("upper".into())),
+        let cols: [(Arc<str>, Value); 2] = [
+            ("id".into(), Value::String("lower".into())),
+            ("ID".into(), Value::String("upper".into())),
         ];
         let v = Value::Struct(cols.to_vec());
         let mut msg = DynamicMessage::new(o.clone());
         msg.set_field_by_name(
             "m",
-            from_value(&o.get_field_by_name("m").unwrap(), &v, 0).unwrap(),
+            from_value(&ix(&o), &o.get_field_by_name("m").unwrap(), &v, 0).unwrap(),
         );
         let inner = msg.get_field_by_name("m").unwrap();
         let inner = inner.as_message().unwrap();

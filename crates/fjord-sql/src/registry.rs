@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fjord_registry::proto_json::ProtoSchema;
 use fjord_registry::wire::AvroDecoder;
@@ -28,12 +28,22 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 /// The largest registry answer read.
 const MAX_ANSWER: usize = 16 << 20;
 
+/// How long a schema id the registry does not have (a 404) is remembered as missing: its records are refused
+/// without asking again until then (Connect's `missing.id.cache.ttl.sec`, fixed here). Short, so that an id
+/// registered just after its record is read (another registry node lagging) is found soon.
+const MISSING_TTL: Duration = Duration::from_secs(10);
+
+/// At most this many missing ids are remembered (a topic of records with random ids must not grow the cache
+/// without bound): when full, the expired are dropped, and if none had expired, all.
+const MAX_MISSING_IDS: usize = 10_000;
+
 /// A schema as registered: its type and its parsed form (an Avro schema compiled for reading, its shape checked).
 pub enum Registered {
     /// Boxed: the decoder is large.
     Avro(Box<AvroDecoder>),
     Json(J),
-    Protobuf(Box<ProtoSchema>),
+    /// Compiled with the index of its messages' fields by SQL name.
+    Protobuf(Box<crate::protobuf::Compiled>),
 }
 
 impl Registered {
@@ -55,6 +65,9 @@ pub struct Registry {
     /// Schemas by id, and ids whose schema SQL refuses (with why): ids are immutable, so a refusal is final
     /// and every record written with it is refused without asking the registry again.
     by_id: Mutex<HashMap<u32, Result<Arc<Registered>, String>>>,
+    /// Ids the registry answered 404 for, each until when it is remembered and why its records are refused.
+    missing: Mutex<HashMap<u32, (Instant, String)>>,
+    missing_ttl: Duration,
 }
 
 static GLOBAL: RwLock<Option<Arc<Registry>>> = RwLock::new(None);
@@ -169,6 +182,8 @@ impl Registry {
             prefix: prefix.to_string(),
             handle,
             by_id: Mutex::new(HashMap::new()),
+            missing: Mutex::new(HashMap::new()),
+            missing_ttl: MISSING_TTL,
         })
     }
 
@@ -282,7 +297,7 @@ impl Registry {
                 .map(Registered::Json)
                 .map_err(|e| format!("the registered JSON Schema is not JSON: {e}")),
             "PROTOBUF" => ProtoSchema::compile(text, referenced)
-                .map(|p| Registered::Protobuf(Box::new(p)))
+                .map(|p| Registered::Protobuf(Box::new(crate::protobuf::Compiled::new(p))))
                 .map_err(|e| format!("not a Protobuf schema: {e}")),
             other => Err(format!(
                 "{other} schemas are not supported by SQL (AVRO, PROTOBUF and JSON are)"
@@ -309,9 +324,21 @@ impl Registry {
         if let Some(s) = self.by_id.lock().expect("schema cache").get(&id) {
             return Ok(s.clone()?);
         }
-        let v = self
-            .request("GET", &format!("/schemas/ids/{id}"), None)?
-            .ok_or_else(|| format!("the schema registry has no schema with id {id}"))?;
+        {
+            let mut missing = self.missing.lock().expect("missing ids");
+            match missing.get(&id) {
+                Some((until, why)) if Instant::now() < *until => return Err(why.clone().into()),
+                Some(_) => {
+                    missing.remove(&id);
+                }
+                None => {}
+            }
+        }
+        let Some(v) = self.request("GET", &format!("/schemas/ids/{id}"), None)? else {
+            let why = format!("the schema registry has no schema with id {id}");
+            self.remember_missing(id, why.clone());
+            return Err(why.into());
+        };
         let text = v["schema"]
             .as_str()
             .ok_or_else(|| format!("the registry's schema {id} has no `schema`"))?;
@@ -334,6 +361,19 @@ impl Registry {
             .expect("schema cache")
             .insert(id, s.clone());
         Ok(s?)
+    }
+
+    /// Remembers that the registry has no schema `id`, for `missing_ttl`.
+    fn remember_missing(&self, id: u32, why: String) {
+        let now = Instant::now();
+        let mut missing = self.missing.lock().expect("missing ids");
+        if missing.len() >= MAX_MISSING_IDS {
+            missing.retain(|_, (until, _)| *until > now);
+            if missing.len() >= MAX_MISSING_IDS {
+                missing.clear();
+            }
+        }
+        missing.insert(id, (now + self.missing_ttl, why));
     }
 
     /// The schemas `references` reach, dependencies first, each (reference name, text): the walk the CLI and
@@ -463,6 +503,44 @@ mod tests {
             Err(e) => assert!(e.contains("no schema with id 7"), "{e}"),
             Ok(_) => panic!("a 404 is no schema"),
         }
+    }
+
+    /// A schema id the registry does not have is asked for once per record, not twice (the reachability check
+    /// and the decode), and then not again for `missing_ttl`; after it, once more. The remembered ids are
+    /// bounded. Before, every such record asked twice: a topic of records with made-up ids made two blocking
+    /// registry requests each.
+    #[test]
+    fn a_missing_schema_id_is_remembered_for_a_while() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (addr, served) = serving(Vec::new());
+        let mut r = Registry::new(&format!("http://{addr}"), rt.handle().clone()).unwrap();
+        for _ in 0..3 {
+            // What a query does for each record: the reachability check, then the decode.
+            r.reachable_for(7).unwrap();
+            match r.by_id(7) {
+                Err(e) => assert!(e.contains("no schema with id 7"), "{e}"),
+                Ok(_) => panic!("a 404 is no schema"),
+            }
+        }
+        assert_eq!(served.load(SeqCst), 1);
+        // Expired: asked again.
+        r.missing_ttl = Duration::ZERO;
+        r.missing.lock().unwrap().clear();
+        r.by_id(8).err().unwrap();
+        r.by_id(8).err().unwrap();
+        assert_eq!(served.load(SeqCst), 3);
+        // Bounded: full of ids still remembered, it is emptied before one more is added.
+        r.missing_ttl = MISSING_TTL;
+        let far = Instant::now() + Duration::from_secs(60);
+        {
+            let mut m = r.missing.lock().unwrap();
+            for id in 0..MAX_MISSING_IDS as u32 {
+                m.insert(1_000_000 + id, (far, String::new()));
+            }
+        }
+        r.by_id(9).err().unwrap();
+        assert_eq!(r.missing.lock().unwrap().len(), 1);
     }
 
     /// Schemas whose records would make a few bytes expand without bound: a chain of 40 records each using the

@@ -2,6 +2,7 @@
 //! DATE, TIME, ARRAY, MAP, STRUCT).
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -105,7 +106,8 @@ pub enum Value {
     Array(Vec<Value>),
     /// Keys in insertion order (JSON objects keep theirs).
     Map(Vec<(Value, Value)>),
-    Struct(Vec<(String, Value)>),
+    /// Field names are shared (`Arc<str>`): a row of many STRUCTs, an array of them, names each field once.
+    Struct(Vec<(Arc<str>, Value)>),
 }
 
 impl Value {
@@ -149,7 +151,7 @@ impl Value {
             Value::Struct(fields) => J::Object(
                 fields
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .map(|(k, v)| (k.to_string(), v.to_json()))
                     .collect(),
             ),
         }
@@ -262,7 +264,7 @@ impl Value {
                         .iter()
                         .map(|(name, t)| {
                             let v = lookup_ci(o, name).unwrap_or(&J::Null);
-                            Ok((name.clone(), Value::from_json(v, t)?))
+                            Ok((name.as_str().into(), Value::from_json(v, t)?))
                         })
                         .collect::<Result<_, String>>()?,
                 ),

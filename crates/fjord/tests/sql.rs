@@ -3172,14 +3172,17 @@ fn described(addr: &str, source: &str) -> Vec<String> {
 
 /// PROTOBUF through the schema registry with Confluent's own client on both sides. Records written by
 /// confluent-kafka's ProtobufSerializer (shop.Reading: every scalar kind SQL maps, an enum, a repeated field, a
-/// nested message, a map and a google.protobuf.Timestamp) are read by a stream whose columns come from the
+/// nested message, a map, a google.protobuf.Timestamp, a uint64 above 2^63, an enum number the enum does not
+/// define and a oneof, which is one STRUCT column as ksqlDB infers it) are read by a stream whose columns come from the
 /// subject's latest schema and by one with columns given (a column the message lacks is NULL), filtered and
 /// projected, written to JSON and aggregated; records that are not Protobuf in the wire format (not framed, an
 /// unknown schema id, an Avro schema's id, a body cut short, message indexes naming no message) are skipped and
 /// counted. A CREATE STREAM AS SELECT with VALUE_FORMAT='PROTOBUF' registers ksqlDB's `message ConnectDefault1`
 /// and writes records ProtobufDeserializer reads (with the schema google.protobuf builds from the registry's
-/// descriptor), which SQL reads back with the same columns; INSERT INTO writes with the producer's schema.
-/// Before, every statement over PROTOBUF was refused ("not supported yet").
+/// descriptor), which SQL reads back with the same columns; INSERT INTO writes with the producer's schema; a
+/// PROTOBUF key INSERT writes is read by ProtobufDeserializer too.
+/// Before, every statement over PROTOBUF was refused ("not supported yet"); then the oneof's members were
+/// columns of their own.
 #[test]
 fn protobuf_from_confluents_serializer_is_queried_aggregated_and_written_back() {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -3207,6 +3210,7 @@ fn protobuf_from_confluents_serializer_is_queried_aggregated_and_written_back() 
         "CREATE STREAM readings WITH (kafka_topic='readings', value_format='PROTOBUF');",
     );
     let columns = [
+        "VIA_0 STRUCT<`WIRE` STRING, `RADIO` INTEGER>",
         "SENSOR STRING",
         "AMOUNT INTEGER",
         "HITS BIGINT",
@@ -3217,6 +3221,8 @@ fn protobuf_from_confluents_serializer_is_queried_aggregated_and_written_back() 
         "PLACE STRUCT<`CITY` STRING, `ZIP` BIGINT>",
         "ATTRS MAP<STRING, INTEGER>",
         "TAKEN TIMESTAMP",
+        "BIG BIGINT",
+        "ALT STRING",
     ];
     assert_eq!(described(&p.sql, "readings"), columns);
     let select = "SELECT sensor, amount, hits, temp, ok, kind, tags, place, attrs['a'] AS a, taken";
@@ -3258,6 +3264,23 @@ fn protobuf_from_confluents_serializer_is_queried_aggregated_and_written_back() 
             "SELECT amount, kind, ok FROM readings WHERE amount = 0;"
         ),
         vec![json!([0, "IDLE", true])]
+    );
+    // A uint64 above 2^63 reads as Java's long (wrapped), as Confluent's converter and so ksqlDB read it; an enum
+    // number the enum does not define as protobuf-java names it; the oneof as one STRUCT, its member set, or
+    // NULL when neither is.
+    let wrapped = |i: i64| i64::MIN + i;
+    assert_eq!(
+        query_rows(
+            &p.sql,
+            "SELECT amount, big, alt, via_0 FROM readings WHERE amount <= 40;"
+        ),
+        vec![
+            json!([0, wrapped(0), "HOT", {"WIRE": "w0", "RADIO": null}]),
+            json!([10, wrapped(1), "HOT", {"WIRE": null, "RADIO": 1}]),
+            json!([20, wrapped(2), "HOT", null]),
+            json!([30, wrapped(3), "HOT", {"WIRE": "w3", "RADIO": null}]),
+            json!([40, wrapped(4), "UNKNOWN_ENUM_VALUE_Kind_7", {"WIRE": null, "RADIO": 4}]),
+        ]
     );
     // Columns given: by name, case-insensitively; a column the message lacks is NULL; types widen.
     ksql_ok(
@@ -3339,7 +3362,8 @@ fn protobuf_from_confluents_serializer_is_queried_aggregated_and_written_back() 
     ksql_ok(
         &p.sql,
         "CREATE STREAM pb_out WITH (value_format='PROTOBUF') AS \
-         SELECT sensor, amount, hits, temp, ok, kind, tags, place, attrs, taken FROM readings WHERE amount >= 30;",
+         SELECT sensor, amount, hits, temp, ok, kind, tags, place, attrs, taken, big, alt FROM readings \
+         WHERE amount >= 30;",
     );
     let out = client(&["read-protobuf", &p.kafka, &url, "PB_OUT", "3"]);
     let mut records = Vec::new();
@@ -3362,7 +3386,9 @@ fn protobuf_from_confluents_serializer_is_queried_aggregated_and_written_back() 
                        "HITS": (4_000_000_000i64 + i).to_string(), "TEMP": 20.5 + i as f64,
                        "OK": i % 2 == 0, "KIND": "HOT", "TAGS": [format!("t{i}")],
                        "PLACE": {"CITY": format!("c{i}"), "ZIP": (1000 + i).to_string()},
-                       "ATTRS": {"a": i}, "TAKEN": format!("2023-11-14T22:13:2{i}.250Z")}),
+                       "ATTRS": {"a": i}, "TAKEN": format!("2023-11-14T22:13:2{i}.250Z"),
+                       "BIG": wrapped(i).to_string(),
+                       "ALT": if i == 4 { "UNKNOWN_ENUM_VALUE_Kind_7" } else { "HOT" }}),
             )
         })
         .collect();
@@ -3384,7 +3410,8 @@ fn protobuf_from_confluents_serializer_is_queried_aggregated_and_written_back() 
         &p.sql,
         "CREATE STREAM pb_back WITH (kafka_topic='PB_OUT', value_format='PROTOBUF');",
     );
-    assert_eq!(described(&p.sql, "pb_back"), columns);
+    // (The oneof was not written: the columns but it.)
+    assert_eq!(described(&p.sql, "pb_back"), columns[1..]);
     assert_eq!(query_rows(&p.sql, &format!("{select} FROM pb_back;")), hot);
 
     // INSERT INTO writes with the producer's latest schema (the enum by its name; a repeated field not given
@@ -3422,4 +3449,11 @@ fn protobuf_from_confluents_serializer_is_queried_aggregated_and_written_back() 
     let v: Value = serde_json::from_slice(&raw).unwrap();
     let text = v["schema"].as_str().unwrap_or_else(|| panic!("{v}"));
     assert!(text.contains("string K = 1;"), "{text}");
+    // Confluent's ProtobufDeserializer reads the key (and the value) as written.
+    let out = client(&["read-protobuf", &p.kafka, &url, "keyed", "1", "key"]);
+    assert_eq!(
+        out.lines().next(),
+        Some("{\"K\": \"a\"}\t{\"V\": 1}"),
+        "{out}"
+    );
 }

@@ -523,7 +523,11 @@ fn untyped(j: &J) -> Value {
             .map_or_else(|| Value::Double(n.as_f64().unwrap_or(0.0)), Value::Bigint),
         J::String(s) => Value::String(s.clone()),
         J::Array(a) => Value::Array(a.iter().map(untyped).collect()),
-        J::Object(o) => Value::Struct(o.iter().map(|(k, v)| (k.clone(), untyped(v))).collect()),
+        J::Object(o) => Value::Struct(
+            o.iter()
+                .map(|(k, v)| (k.as_str().into(), untyped(v)))
+                .collect(),
+        ),
     }
 }
 
