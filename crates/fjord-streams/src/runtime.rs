@@ -15,7 +15,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{
     BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
@@ -82,6 +82,11 @@ pub struct StreamsConfig {
     /// to the store and its changelog ahead of the next commit (default 16 MiB; Kafka's
     /// `statestore.cache.max.bytes`, per store here). 0 writes through at every record.
     pub cache_max_bytes: usize,
+    /// At least once, how long an output may take to be acknowledged (librdkafka's `message.timeout.ms` of the
+    /// output producer; default 60 s). A commit waits at most this long for the outputs sent since the last one;
+    /// those still not acknowledged then are purged and count as lost (the commit commits the inputs before the
+    /// first one whose output is lost, and the run fails). Exactly once, the transaction timeout bounds it.
+    pub delivery_timeout: Duration,
     /// Fault injection for tests: the process aborts in its n-th commit that has new input (1-based), after the
     /// changelog entries were written and acknowledged and before the commit markers. Not for production use.
     #[doc(hidden)]
@@ -111,6 +116,7 @@ impl StreamsConfig {
             session_timeout: Duration::from_secs(10),
             client_properties: Vec::new(),
             cache_max_bytes: 16 << 20,
+            delivery_timeout: Duration::from_secs(60),
             abort_in_commit: None,
         }
     }
@@ -131,6 +137,14 @@ impl StreamsConfig {
             return Err(Error::Config(format!(
                 "instance id `{}` must be characters of [A-Za-z0-9._-]",
                 self.instance_id
+            )));
+        }
+        if self.delivery_timeout < Duration::from_millis(1)
+            || self.delivery_timeout > Duration::from_secs(24 * 3600)
+        {
+            return Err(Error::Config(format!(
+                "delivery timeout {:?} must be between 1 ms and 24 hours",
+                self.delivery_timeout
             )));
         }
         if self.bootstrap_servers.is_empty() {
@@ -223,7 +237,10 @@ impl KafkaStreams {
                 // successful ones cost a callback per record otherwise. (Which is also why the delivery opaque
                 // is a number, not a box: a successful delivery never returns it.)
                 .set("delivery.report.only.error", "true")
-                .set("message.timeout.ms", "60000");
+                .set(
+                    "message.timeout.ms",
+                    config.delivery_timeout.as_millis().to_string(),
+                );
             if transactional {
                 // A transaction spans a commit interval; the timeout also bounds how long a crashed
                 // instance's open transaction (with a new instance id) holds up read_committed readers.
@@ -288,6 +305,7 @@ impl KafkaStreams {
             changelog_producer,
             eos,
             abort_in_commit: config.abort_in_commit,
+            delivery_timeout: config.delivery_timeout,
             commits_with_data: 0,
             cache_max_bytes: config.cache_max_bytes,
             tasks: HashMap::new(),
@@ -834,6 +852,8 @@ struct Engine {
     eos: bool,
     /// See [`StreamsConfig::abort_in_commit`].
     abort_in_commit: Option<u64>,
+    /// See [`StreamsConfig::delivery_timeout`].
+    delivery_timeout: Duration,
     /// Commits with new input so far.
     commits_with_data: u64,
     cache_max_bytes: usize,
@@ -1369,7 +1389,8 @@ impl Engine {
     ///   with a store commits: a state that reflected an input whose output was lost would make the next run skip
     ///   that input (the marker's offsets) and never emit its output again; instead the next run restores the
     ///   state of the last commit and processes from there (its outputs repeat, the state is exact);
-    /// - nothing, when what was delivered cannot be told (the flush timed out, an untagged output failed).
+    /// - nothing, when what was delivered cannot be told (the reports of the outputs purged after
+    ///   [`StreamsConfig::delivery_timeout`] did not come back, an untagged output failed).
     ///
     /// Records after the first lost output were sent before its delivery report came in: a run failing on the
     /// same lost output again and again sends those again each time (what was sent to a repartition topic is
@@ -1383,8 +1404,9 @@ impl Engine {
         if !dirty && failure.is_none() {
             return Ok(());
         }
-        // Every output sent so far is delivered or failed once this returns.
-        let flushed = self.producer.flush(CLIENT_TIMEOUT);
+        // Every output sent so far is delivered or failed once this returns (`Ok`), each failure reported with
+        // its tag, also when the broker does not answer in time (see `flush_or_purge`).
+        let flushed = flush_or_purge(&self.producer, self.delivery_timeout);
         if failure.is_none() {
             failure = self.failure();
         }
@@ -1528,6 +1550,33 @@ impl Engine {
             // The next run's init_transactions aborts it.
             tracing::warn!(error = %e, "cannot abort the failed run's changelog transaction");
         }
+    }
+}
+
+/// How long the delivery reports of purged records may take to be served: they are queued by the purge itself,
+/// so this is a bound that should never be reached.
+const PURGED_REPORTS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits until every record sent through `producer` is delivered or failed, its delivery report served. What is
+/// still queued or in flight after `timeout` (a slow or stalled broker) is purged: its reports come back as
+/// failures, each with its record's tag, so the commit still knows input by input what was delivered and commits
+/// up to the first input whose output was not, instead of nothing (every restart would then send everything since
+/// the last commit again, a slow broker multiplying the outputs). A purged record that was in flight may have been
+/// written after all: it counts as lost and is sent again by the next run (at least once).
+///
+/// `Err` only when the purged records' reports do not come back either: what was delivered is then not known.
+fn flush_or_purge(producer: &BaseProducer<ProducerCtx>, timeout: Duration) -> KafkaResult<()> {
+    match producer.flush(timeout) {
+        Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {
+            tracing::warn!(
+                ?timeout,
+                in_flight = producer.in_flight_count(),
+                "outputs not acknowledged in time: purged, counted as not delivered"
+            );
+            producer.purge(PurgeConfig::default().queue().inflight());
+            producer.flush(PURGED_REPORTS_TIMEOUT)
+        }
+        r => r,
     }
 }
 

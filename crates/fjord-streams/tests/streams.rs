@@ -1688,3 +1688,220 @@ fn at_least_once_an_output_that_is_not_delivered_is_not_committed_past() {
         &got[3..got.len() - 3]
     );
 }
+
+// ---------------------------------------------------------------- a broker that stalls
+
+/// A TCP proxy on 127.0.0.1 in front of the broker (which advertises the proxy's address, so every client
+/// connects through it) that can stall the writes to one topic: while stalled, a connection whose next request is
+/// a Produce request naming the topic forwards nothing more (that request and the ones after it stay unanswered);
+/// when the stall ends such connections are closed and their held requests dropped, never forwarded late.
+struct StallProxy {
+    addr: std::net::SocketAddr,
+    stall: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    threads: std::sync::Arc<std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>>,
+    listener: Option<std::net::TcpListener>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StallProxy {
+    /// Binds the proxy's port; [`StallProxy::run`] starts it once the broker's address is known.
+    fn bind() -> StallProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        StallProxy {
+            addr: listener.local_addr().unwrap(),
+            stall: Default::default(),
+            stop: Default::default(),
+            conns: Default::default(),
+            threads: Default::default(),
+            listener: Some(listener),
+            accept: None,
+        }
+    }
+
+    fn run(&mut self, upstream: std::net::SocketAddr, topic: &str) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = self.listener.take().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (stall, stop, conns, threads) = (
+            self.stall.clone(),
+            self.stop.clone(),
+            self.conns.clone(),
+            self.threads.clone(),
+        );
+        let topic = topic.as_bytes().to_vec();
+        self.accept = Some(std::thread::spawn(move || {
+            while !stop.load(SeqCst) {
+                let client = match listener.accept() {
+                    Ok((s, _)) => s,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) =
+                    std::net::TcpStream::connect_timeout(&upstream, Duration::from_secs(5))
+                else {
+                    continue;
+                };
+                {
+                    let mut c = conns.lock().unwrap();
+                    c.push(client.try_clone().unwrap());
+                    c.push(server.try_clone().unwrap());
+                }
+                let (mut from_server, mut to_client) =
+                    (server.try_clone().unwrap(), client.try_clone().unwrap());
+                let back = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_server, &mut to_client);
+                    let _ = to_client.shutdown(std::net::Shutdown::Both);
+                });
+                let (stall, stop, topic) = (stall.clone(), stop.clone(), topic.clone());
+                let forth = std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let (mut client, mut server) = (client, server);
+                    loop {
+                        let mut len = [0u8; 4];
+                        if client.read_exact(&mut len).is_err() {
+                            break;
+                        }
+                        let mut frame = vec![0u8; i32::from_be_bytes(len).max(0) as usize];
+                        if client.read_exact(&mut frame).is_err() {
+                            break;
+                        }
+                        let produce = frame.len() >= 2 && frame[..2] == [0, 0];
+                        if produce
+                            && stall.load(SeqCst)
+                            && frame.windows(topic.len()).any(|w| w == topic.as_slice())
+                        {
+                            while stall.load(SeqCst) && !stop.load(SeqCst) {
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            break;
+                        }
+                        if server.write_all(&len).is_err() || server.write_all(&frame).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    let _ = server.shutdown(std::net::Shutdown::Both);
+                });
+                threads.lock().unwrap().extend([back, forth]);
+            }
+        }));
+    }
+
+    fn set_stall(&self, on: bool) {
+        self.stall.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for StallProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        for t in self.threads.lock().unwrap().drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// At least once, outputs the broker does not acknowledge in time (a stalled broker: the commit's flush times
+/// out) are purged and count as lost: the commit commits the inputs before the first one whose output was not
+/// acknowledged, and the restart sends only from there. The commit used to commit nothing when the flush timed
+/// out (what was delivered was not known), so every restart against a slow broker sent everything since the last
+/// commit again.
+#[test]
+fn at_least_once_outputs_of_a_stalled_broker_are_purged_and_the_commit_stays_precise() {
+    let mut proxy = StallProxy::bind();
+    let advertised = format!("PLAINTEXT://{}", proxy.addr);
+    let c = Cluster::start_with(&[("advertised.listeners", &advertised)]);
+    let dir = tempfile::tempdir().unwrap();
+    let app = "stalled-alo";
+    let (input, output, slow) = (
+        format!("{app}-in"),
+        format!("{app}-out"),
+        format!("{app}-slow"),
+    );
+    proxy.run(c.broker.as_ref().unwrap().local_addr(), &slow);
+    c.create_topic(&input, 1);
+    c.create_topic(&output, 1);
+    c.create_topic(&slow, 1);
+    let topology = || {
+        let b = StreamsBuilder::new();
+        let parts = b.stream(&input).branch(vec![
+            Box::new(|r: &Record| r.key.as_deref().is_some_and(|k| k.starts_with(b"slow"))),
+            Box::new(|_: &Record| true),
+        ]);
+        parts[0].to(&slow);
+        parts[1].to(&output);
+        b.build().unwrap()
+    };
+    let config = || {
+        let mut cfg = c.config(app, dir.path());
+        // Only the commits at the end of a run: the inputs before the stall are delivered, not committed.
+        cfg.commit_interval = Duration::from_secs(300);
+        cfg.delivery_timeout = Duration::from_secs(2);
+        cfg
+    };
+    let rec = |i: i64, key: &str| (0, key.to_string(), format!("v{i}"), 1_000 + i);
+    let keys = |topic: &str| {
+        read_all(&c.bootstrap, topic)
+            .iter()
+            .map(|(k, _)| String::from_utf8(k.clone().unwrap_or_default().to_vec()).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let streams = KafkaStreams::start(topology(), config()).unwrap();
+    c.produce(&input, &[rec(0, "k0"), rec(1, "k1"), rec(2, "k2")]);
+    await_until("the first outputs", || keys(&output).len() >= 3);
+    assert_eq!(
+        committed_offset(&c.bootstrap, app, &input, 0),
+        None,
+        "{app}"
+    );
+    // The output of input 3 stalls, and so does the one of input 4 behind it on the same connection.
+    proxy.set_stall(true);
+    c.produce(&input, &[rec(3, "slow3"), rec(4, "k4")]);
+    await_until("inputs 3 and 4 to be processed", || {
+        streams.metrics().records_processed >= 5
+    });
+    let closing = Instant::now();
+    let err = streams.close().unwrap_err().to_string();
+    assert!(
+        closing.elapsed() < Duration::from_secs(20),
+        "{app}: closed after {:?}",
+        closing.elapsed()
+    );
+    assert_eq!(
+        committed_offset(&c.bootstrap, app, &input, 0),
+        Some(3),
+        "{app}: committed up to the input whose output was not acknowledged ({err})"
+    );
+    proxy.set_stall(false);
+    let streams = KafkaStreams::start(topology(), config()).unwrap();
+    await_until("the outputs of inputs 3 and 4", || {
+        !keys(&slow).is_empty() && keys(&output).len() >= 4
+    });
+    streams.close().unwrap();
+    assert_eq!(
+        committed_offset(&c.bootstrap, app, &input, 0),
+        Some(5),
+        "{app}"
+    );
+    // The outputs delivered before the stall are not sent again. The one that was purged is sent once (it never
+    // reached the broker: the proxy dropped it); the output of input 4 is sent again (at least once), and is there
+    // twice if its request went out before the stalled one.
+    let out = keys(&output);
+    assert_eq!(out[..3], ["k0", "k1", "k2"], "{app}: {out:?}");
+    assert!(
+        (4..=5).contains(&out.len()) && out[3..].iter().all(|k| k == "k4"),
+        "{app}: {out:?}"
+    );
+    assert_eq!(keys(&slow), ["slow3"], "{app}");
+}
