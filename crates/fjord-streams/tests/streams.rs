@@ -1905,3 +1905,244 @@ fn at_least_once_outputs_of_a_stalled_broker_are_purged_and_the_commit_stays_pre
     );
     assert_eq!(keys(&slow), ["slow3"], "{app}");
 }
+
+// ---------------------------------------------------------------- lost outputs of tasks with stores
+
+/// Raises `topic`'s `max.message.bytes` so that it takes the large records it refused.
+fn accept_large_records(c: &Cluster, topic: &str) {
+    use rdkafka::admin::{AlterConfig, ResourceSpecifier};
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &c.bootstrap)
+        .create()
+        .unwrap();
+    let alter =
+        AlterConfig::new(ResourceSpecifier::Topic(topic)).set("max.message.bytes", "1000000");
+    let r =
+        c.rt.block_on(admin.alter_configs([&alter], &AdminOptions::new()))
+            .unwrap();
+    assert!(r[0].is_ok(), "alter {topic}: {r:?}");
+}
+
+/// Starts the application, waits until it fails on the output the broker refuses, and closes it.
+fn run_until_refused(topology: Topology, config: StreamsConfig, output: &str) {
+    let streams = KafkaStreams::start(topology, config).unwrap();
+    await_until("the application to fail", || {
+        matches!(streams.state(), fjord_streams::StreamsState::Failed(_))
+    });
+    let err = streams.close().unwrap_err().to_string();
+    assert!(
+        err.contains(output) && err.to_lowercase().contains("too large"),
+        "{err}"
+    );
+}
+
+/// A table of counts with its long keys abbreviated, for readable failures.
+fn shown(t: &BTreeMap<Vec<u8>, i64>) -> BTreeMap<String, i64> {
+    t.iter()
+        .map(|(k, v)| {
+            let k = String::from_utf8_lossy(k);
+            let k = if k.len() > 16 {
+                format!("{}..({} bytes)", &k[..4], k.len())
+            } else {
+                k.into_owned()
+            };
+            (k, *v)
+        })
+        .collect()
+}
+
+/// The committed content of a count store's changelog: key → count (commit markers left out).
+fn changelog_counts(c: &Cluster, changelog: &str) -> BTreeMap<Vec<u8>, i64> {
+    let mut t = BTreeMap::new();
+    for (k, v) in read_all(&c.bootstrap, changelog) {
+        let k = k.unwrap_or_default();
+        let Some(k) = k.strip_prefix(&[0u8][..]) else {
+            continue;
+        };
+        match v {
+            Some(v) => t.insert(k.to_vec(), decode_count(&v).expect("8-byte count")),
+            None => t.remove(k),
+        };
+    }
+    t
+}
+
+/// At least once, an output of a task with a store that is lost (refused by the broker): the run commits neither
+/// the task's offsets nor its state past the last commit, so the committed offset and the committed state (the
+/// changelog, read_committed) agree; every restart recounts from that state (outputs repeat, counts are never
+/// multiplied) and no input is skipped: once the output is taken, the counts equal the reference.
+#[test]
+fn at_least_once_a_lost_output_of_a_task_with_a_store_keeps_its_offsets_and_state_together() {
+    let c = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = "lost-count-alo";
+    let (input, output) = (format!("{app}-in"), format!("{app}-out"));
+    c.create_topic(&input, 1);
+    c.create_topic_with(&output, 1, &[("max.message.bytes", "2000")]);
+    let topology = || {
+        let b = StreamsBuilder::new();
+        b.stream(&input).group_by_key().count("n").to(&output);
+        b.build().unwrap()
+    };
+    let changelog = format!("{app}-n-changelog");
+    let big = "B".repeat(3000);
+    let rec = |i: i64, key: &str| (0, key.to_string(), format!("v{i}"), 1_000 + i);
+    let streams = KafkaStreams::start(topology(), c.config(app, dir.path())).unwrap();
+    c.produce(&input, &[rec(0, "a"), rec(1, "a")]);
+    await_until("the first two inputs to be committed", || {
+        committed_offset(&c.bootstrap, app, &input, 0) == Some(2)
+    });
+    // The count of `big` (input 2) is refused; those of inputs 3 and 4 are delivered if processed before the run
+    // fails.
+    c.produce(&input, &[rec(2, &big), rec(3, "a"), rec(4, "b")]);
+    await_until("the application to fail", || {
+        matches!(streams.state(), fjord_streams::StreamsState::Failed(_))
+    });
+    let _ = streams.close();
+    for run in 1..=3 {
+        assert_eq!(
+            committed_offset(&c.bootstrap, app, &input, 0),
+            Some(2),
+            "{app} run {run}: the offset stays at the last commit"
+        );
+        assert_eq!(
+            shown(&changelog_counts(&c, &changelog)),
+            shown(&BTreeMap::from([(b"a".to_vec(), 2)])),
+            "{app} run {run}: the committed state reflects exactly the committed inputs"
+        );
+        if run < 3 {
+            run_until_refused(topology(), c.config(app, dir.path()), &output);
+        }
+    }
+    // Counted from the committed state each time: "a" is never counted past 3.
+    let outputs = read_all(&c.bootstrap, &output);
+    for (k, v) in &outputs {
+        let (k, n) = (
+            k.clone().unwrap_or_default(),
+            decode_count(v.as_deref().unwrap()).unwrap(),
+        );
+        let ok = match &k[..] {
+            b"a" => (1..=3).contains(&n),
+            b"b" => n == 1,
+            _ => false,
+        };
+        assert!(ok, "{app}: output {:?} = {n}", String::from_utf8_lossy(&k));
+    }
+    accept_large_records(&c, &output);
+    let streams = KafkaStreams::start(topology(), c.config(app, dir.path())).unwrap();
+    await_until("every input to be committed", || {
+        committed_offset(&c.bootstrap, app, &input, 0) == Some(5)
+    });
+    let want = BTreeMap::from([
+        (b"a".to_vec(), 3),
+        (b"b".to_vec(), 1),
+        (big.as_bytes().to_vec(), 1),
+    ]);
+    let state: BTreeMap<Vec<u8>, i64> = streams
+        .query_store("n", None)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.key.to_vec(), decode_count(&e.value).unwrap()))
+        .collect();
+    assert_eq!(shown(&state), shown(&want), "{app}: the store");
+    streams.close().unwrap();
+    assert_eq!(
+        shown(&changelog_counts(&c, &changelog)),
+        shown(&want),
+        "{app}: the changelog"
+    );
+    assert_eq!(
+        shown(&table(&read_all(&c.bootstrap, &output))),
+        shown(&want),
+        "{app}: the outputs"
+    );
+}
+
+/// At least once, a final result of a suppressed window (emitted when stream time closes the window) that is lost:
+/// the input that closed the window is not committed, nor the state after the emission, so the restart emits the
+/// final result again instead of losing it (it is emitted only once stream time passes the close, and a committed
+/// state past it would no longer hold the window as pending).
+#[test]
+fn at_least_once_a_lost_final_result_of_a_suppressed_window_is_emitted_again() {
+    let c = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = "lost-final-alo";
+    let (input, output) = (format!("{app}-in"), format!("{app}-out"));
+    c.create_topic(&input, 1);
+    c.create_topic_with(&output, 1, &[("max.message.bytes", "2000")]);
+    let topology = || {
+        let b = StreamsBuilder::new();
+        b.stream(&input)
+            .group_by_key()
+            .windowed_by(TimeWindows::tumbling(Duration::from_secs(10)))
+            .count("w")
+            .suppress(Suppressed::UntilWindowCloses)
+            .to(&output);
+        b.build().unwrap()
+    };
+    let big = "B".repeat(3000);
+    let rec = |key: &str, ts: i64| (0, key.to_string(), "v".to_string(), ts);
+    let streams = KafkaStreams::start(topology(), c.config(app, dir.path())).unwrap();
+    c.produce(
+        &input,
+        &[rec(&big, 1_000), rec(&big, 2_000), rec("a", 3_000)],
+    );
+    await_until("the window's inputs to be committed", || {
+        committed_offset(&c.bootstrap, app, &input, 0) == Some(3)
+    });
+    assert!(
+        read_all(&c.bootstrap, &output).is_empty(),
+        "{app}: nothing final yet"
+    );
+    // Input 3 closes the window [0, 10 s): its final results are emitted, that of `big` is refused.
+    c.produce(&input, &[rec("c", 15_000)]);
+    await_until("the application to fail", || {
+        matches!(streams.state(), fjord_streams::StreamsState::Failed(_))
+    });
+    let _ = streams.close();
+    for run in 1..=2 {
+        assert_eq!(
+            committed_offset(&c.bootstrap, app, &input, 0),
+            Some(3),
+            "{app} run {run}: the input that closed the window is not committed"
+        );
+        // The final result of "a" may be refused too (in the same batch) or delivered (again each run).
+        let outputs = read_all(&c.bootstrap, &output);
+        assert!(
+            outputs
+                .iter()
+                .all(|(k, v)| k.as_deref() == Some(&wkey("a", 0, 10_000)[..])
+                    && v.as_deref().and_then(decode_count) == Some(1)),
+            "{app} run {run}: {outputs:?}"
+        );
+        if run < 2 {
+            run_until_refused(topology(), c.config(app, dir.path()), &output);
+        }
+    }
+    accept_large_records(&c, &output);
+    let streams = KafkaStreams::start(topology(), c.config(app, dir.path())).unwrap();
+    await_until("every input to be committed", || {
+        committed_offset(&c.bootstrap, app, &input, 0) == Some(4)
+    });
+    streams.close().unwrap();
+    let outputs = read_all(&c.bootstrap, &output);
+    let want = BTreeMap::from([(wkey(&big, 0, 10_000), 2), (wkey("a", 0, 10_000), 1)]);
+    assert_eq!(table(&outputs), want, "{app}");
+    // Repeated, never different: each final result is the window's one count.
+    for (k, v) in &outputs {
+        let k = k.clone().unwrap_or_default().to_vec();
+        assert_eq!(
+            Some(&decode_count(v.as_deref().unwrap()).unwrap()),
+            want.get(&k),
+            "{app}"
+        );
+    }
+    assert_eq!(
+        outputs
+            .iter()
+            .filter(|(k, _)| k.as_deref() == Some(&wkey(&big, 0, 10_000)[..]))
+            .count(),
+        1,
+        "{app}: the refused final result, once taken"
+    );
+}
