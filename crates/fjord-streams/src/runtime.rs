@@ -393,9 +393,21 @@ impl KafkaStreams {
     /// Interactive query of the aggregate store `store` in the tasks this instance runs: the entries of `key`
     /// (`None`: every key), by key and ascending window start. Values are what the store holds now, including
     /// updates not yet committed (as Kafka Streams' interactive queries); keys of partitions owned by another
-    /// instance are not here. An unknown store name is an error that lists the names.
+    /// instance are not here. An unknown store name is an error that lists the names. Once the instance has failed
+    /// it is an error too: what its tasks did since their last commit may have been given up (the changelog
+    /// transaction or the exactly-once transaction aborted), and a query must not serve it; a restart restores the
+    /// committed state.
     pub fn query_store(&self, store: &str, key: Option<&[u8]>) -> Result<Vec<StoreEntry>> {
         let engine = self.engine.lock().unwrap();
+        // Set, under this lock, by the failure path before or as it aborts anything (`Engine::abandon`,
+        // `Engine::commit_at_least_once`).
+        if engine.abandoned {
+            return Err(Error::Store(format!(
+                "store `{store}` cannot be queried: the instance failed ({}) and what its tasks did since their \
+                 last commit was given up; restart it to restore the committed state",
+                engine.failure().unwrap_or_else(|| "no reason recorded".into())
+            )));
+        }
         let names = engine.topo.store_names();
         if !names.iter().any(|n| n == store) {
             return Err(Error::Config(format!(

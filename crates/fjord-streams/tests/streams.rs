@@ -2146,3 +2146,59 @@ fn at_least_once_a_lost_final_result_of_a_suppressed_window_is_emitted_again() {
         "{app}: the refused final result, once taken"
     );
 }
+
+/// At least once, after a lost output the run aborts the changelog transaction (the state since the last commit
+/// is given up); interactive queries then refuse with a clear error instead of serving the given-up state (here
+/// a count of 3 for "a", while the committed state says 2) until a restart restores the committed state.
+#[test]
+fn interactive_queries_refuse_state_given_up_by_a_changelog_abort() {
+    let c = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = "query-aborted";
+    let (input, output) = (format!("{app}-in"), format!("{app}-out"));
+    c.create_topic(&input, 1);
+    c.create_topic_with(&output, 1, &[("max.message.bytes", "2000")]);
+    let topology = || {
+        let b = StreamsBuilder::new();
+        b.stream(&input).group_by_key().count("n").to(&output);
+        b.build().unwrap()
+    };
+    let big = "B".repeat(3000);
+    let rec = |i: i64, key: &str| (0, key.to_string(), format!("v{i}"), 1_000 + i);
+    let count_of_a = |streams: &KafkaStreams| {
+        streams
+            .query_store("n", Some(b"a"))
+            .map(|e| e.first().and_then(|e| decode_count(&e.value)))
+    };
+    let streams = KafkaStreams::start(topology(), c.config(app, dir.path())).unwrap();
+    c.produce(&input, &[rec(0, "a"), rec(1, "a")]);
+    await_until("the first two inputs to be committed", || {
+        committed_offset(&c.bootstrap, app, &input, 0) == Some(2)
+    });
+    assert_eq!(count_of_a(&streams).unwrap(), Some(2), "{app}");
+    c.produce(&input, &[rec(2, &big), rec(3, "a")]);
+    await_until("the application to fail", || {
+        matches!(streams.state(), fjord_streams::StreamsState::Failed(_))
+    });
+    assert_eq!(
+        committed_offset(&c.bootstrap, app, &input, 0),
+        Some(2),
+        "{app}"
+    );
+    match count_of_a(&streams) {
+        Err(e) => assert!(
+            e.to_string().contains("given up") && e.to_string().contains("restart"),
+            "{app}: {e}"
+        ),
+        Ok(n) => panic!("{app}: a query served {n:?} after the changelog abort"),
+    }
+    let _ = streams.close();
+    // Restarted: the committed state, then the rest once the output is taken.
+    accept_large_records(&c, &output);
+    let streams = KafkaStreams::start(topology(), c.config(app, dir.path())).unwrap();
+    await_until("every input to be committed", || {
+        committed_offset(&c.bootstrap, app, &input, 0) == Some(4)
+    });
+    assert_eq!(count_of_a(&streams).unwrap(), Some(3), "{app}");
+    streams.close().unwrap();
+}
