@@ -255,11 +255,11 @@ impl KafkaStreams {
             }
             pc
         };
-        let producer: BaseProducer<ProducerCtx> =
-            producer_config(eos).create_with_context(ProducerCtx {
+        let producer: Arc<BaseProducer<ProducerCtx>> =
+            Arc::new(producer_config(eos).create_with_context(ProducerCtx {
                 failures: failures.clone(),
                 changelog: false,
-            })?;
+            })?);
         // At least once, changelog entries and commit markers go through a transactional producer of their own
         // (outputs stay non-transactional, visible at once): a commit's entries and markers become visible
         // together or never, so a restore (read_committed) never sees entries of an unfinished commit, and
@@ -276,7 +276,7 @@ impl KafkaStreams {
             };
         // Fences an earlier incarnation of this instance and aborts its open transaction (the restores below
         // then read past it).
-        if let Some(tx) = changelog_producer.as_ref().or(eos.then_some(&producer)) {
+        if let Some(tx) = changelog_producer.as_ref().or(eos.then_some(&*producer)) {
             tx.init_transactions(CLIENT_TIMEOUT)?;
             tx.begin_transaction()?;
         }
@@ -363,11 +363,11 @@ impl KafkaStreams {
                         .and_then(|_| engine.lock().unwrap().failed.take().map_or(Ok(()), Err));
                     if let Err(e) = &end {
                         // Exactly once, the open transaction is aborted, not committed with the offset of a
-                        // record that failed; at least once, what is safe is committed (see `Engine::abandon`).
-                        engine.lock().unwrap().abandon(&consumer, e);
+                        // record that failed; at least once, what is safe is committed (see `abandon`).
+                        abandon(&engine, &consumer, e);
                     }
                     // Leaving the group revokes the assignment: the revoke callback commits once more,
-                    // unless a failure ended the run (`Engine::abandon` did what was to be done).
+                    // unless a failure ended the run (`abandon` did what was to be done).
                     consumer.unsubscribe();
                     let end =
                         end.and_then(|_| engine.lock().unwrap().failed.take().map_or(Ok(()), Err));
@@ -399,9 +399,9 @@ impl KafkaStreams {
     /// committed state.
     pub fn query_store(&self, store: &str, key: Option<&[u8]>) -> Result<Vec<StoreEntry>> {
         let engine = self.engine.lock().unwrap();
-        // Set, under this lock, by the failure path before or as it aborts anything (`Engine::abandon`,
-        // `Engine::commit_at_least_once`).
-        if engine.abandoned {
+        // Set, under this lock, by the failure path before it aborts anything (`abandon`,
+        // `Engine::commit_at_least_once`, `Engine::process`).
+        if engine.abandoned || engine.run_failed.is_some() {
             return Err(Error::Store(format!(
                 "store `{store}` cannot be queried: the instance failed ({}) and what its tasks did since their \
                  last commit was given up; restart it to restore the committed state",
@@ -529,12 +529,82 @@ fn run_loop(
                 c.poll(Duration::ZERO);
             }
             if last_commit.elapsed() >= interval {
-                e.commit(consumer)?;
+                drop(e);
+                commit(engine, consumer)?;
                 last_commit = Instant::now();
             }
         }
     }
-    engine.lock().unwrap().commit(consumer)
+    commit(engine, consumer)
+}
+
+/// Commits what the processing thread processed ([`Engine::commit`]), from the loop, the revoke callback or the
+/// end of a run. At least once, the outputs' flush, which may wait up to the delivery timeout (a slow broker),
+/// runs without the engine lock: the lock only keeps interactive queries ([`KafkaStreams::query_store`]) from
+/// reading the engine while this thread changes it, and only this thread changes it (the rebalance callbacks run
+/// on it too, inside `poll`), so nothing changes between the flush and the rest of the commit. Queries meanwhile
+/// read the uncommitted state, as they do between commits.
+fn commit<C: ConsumerContext>(engine: &Mutex<Engine>, consumer: &BaseConsumer<C>) -> Result<()> {
+    let flush = {
+        let e = engine.lock().unwrap();
+        (!e.abandoned && !e.eos && (e.tasks.values().any(|t| t.dirty) || e.failure().is_some()))
+            .then(|| (e.producer.clone(), e.delivery_timeout))
+    };
+    let flushed = flush.map(|(p, timeout)| flush_or_purge(&p, timeout));
+    engine.lock().unwrap().commit(consumer, flushed)
+}
+
+/// Ends the run after a failure (a record that failed or was refused, an output that was not delivered, a
+/// commit that failed): from now on nothing is committed, so the revoke callback of the group leave that
+/// follows closes the tasks without a commit. (That callback used to commit the offsets processed so far,
+/// past the record that failed or whose output was lost, which the next run then never saw again.)
+///
+/// Exactly once, what the run did since its last commit is given up: the open transaction (outputs,
+/// repartition records, changelogs) is aborted, so that the next run starts from the last commit.
+///
+/// At least once, one last commit commits what is safe ([`Engine::commit_at_least_once`]): per task source,
+/// the inputs before the first one that failed or lost an output, and a task's state only where it reflects
+/// exactly those. Committing nothing instead would make every restarted run send the records since the last
+/// commit to repartition topics again, outside any transaction, where the next sub-topology counts each copy:
+/// a query failing in a loop would multiply its counts.
+///
+/// The waits on the producers run without the engine lock, as in [`commit`].
+fn abandon<C: ConsumerContext>(engine: &Mutex<Engine>, consumer: &BaseConsumer<C>, why: &Error) {
+    let eos = {
+        let mut e = engine.lock().unwrap();
+        if e.abandoned {
+            return;
+        }
+        e.run_failed.get_or_insert_with(|| why.to_string());
+        e.eos
+    };
+    if !eos {
+        // Fails with the run's failure, having committed what is safe; the run already fails with it.
+        let _ = commit(engine, consumer);
+        engine.lock().unwrap().abandoned = true;
+        return;
+    }
+    let producer = {
+        let mut e = engine.lock().unwrap();
+        e.abandoned = true;
+        e.producer.clone()
+    };
+    abort_exactly_once(&producer);
+}
+
+/// Exactly once, after a failure: the open transaction is aborted, so that the next run starts from the last
+/// commit.
+fn abort_exactly_once(producer: &BaseProducer<ProducerCtx>) {
+    // The abort waits until every record of the transaction is delivered or purged and its delivery report
+    // served, and nothing else polls this producer: purged first and served here, they do not hold it for the
+    // whole timeout.
+    producer.purge(PurgeConfig::default().queue().inflight());
+    let _ = producer.flush(CLIENT_TIMEOUT);
+    // A producer that cannot abort (fenced, or fatally failed) leaves it to the next run's init_transactions,
+    // which aborts it.
+    if let Err(e) = producer.abort_transaction(CLIENT_TIMEOUT) {
+        tracing::warn!(error = %e, "cannot abort the failed run's transaction");
+    }
 }
 
 /// The topology resolved against the cluster: topic names and partition counts.
@@ -828,8 +898,10 @@ impl ConsumerContext for GroupCtx {
                 partitions = tpl.count(),
                 "partitions revoked: committing and closing their tasks"
             );
+            // Not under the engine lock: `commit` takes it for the parts that change the engine.
+            let committed = commit(&self.engine, c);
             let mut e = self.engine.lock().unwrap();
-            if let Err(err) = e.commit(c) {
+            if let Err(err) = committed {
                 e.fail(err);
             }
             e.close_tasks(tpl);
@@ -856,8 +928,9 @@ impl ConsumerContext for GroupCtx {
 struct Engine {
     topo: Arc<Topology>,
     plan: Plan,
-    /// Outputs and repartition records; under exactly once also changelogs, in the one transaction.
-    producer: BaseProducer<ProducerCtx>,
+    /// Outputs and repartition records; under exactly once also changelogs, in the one transaction. Shared so that
+    /// the processing thread can wait for it without holding the engine lock (see [`commit`]).
+    producer: Arc<BaseProducer<ProducerCtx>>,
     /// At least once: the transactional producer of the changelogs (entries and markers of one commit in one
     /// transaction). `None` under exactly once.
     changelog_producer: Option<BaseProducer<ProducerCtx>>,
@@ -887,7 +960,7 @@ struct Engine {
     /// At least once, the changelog transaction holds a failed or partial write (a cache flush or a commit that
     /// failed): it is never committed.
     changelog_broken: bool,
-    /// A failure ended the run ([`Engine::abandon`], or a commit that failed): nothing is committed any more,
+    /// A failure ended the run ([`abandon`], or a commit that failed): nothing is committed any more,
     /// so the revoke callback of the group leave that follows closes the tasks without a commit.
     abandoned: bool,
 }
@@ -1238,44 +1311,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Ends the run after a failure (a record that failed or was refused, an output that was not delivered, a
-    /// commit that failed): from now on nothing is committed, so the revoke callback of the group leave that
-    /// follows closes the tasks without a commit. (That callback used to commit the offsets processed so far,
-    /// past the record that failed or whose output was lost, which the next run then never saw again.)
-    ///
-    /// Exactly once, what the run did since its last commit is given up: the open transaction (outputs,
-    /// repartition records, changelogs) is aborted, so that the next run starts from the last commit.
-    ///
-    /// At least once, one last commit commits what is safe ([`Engine::commit_at_least_once`]): per task source,
-    /// the inputs before the first one that failed or lost an output, and a task's state only where it reflects
-    /// exactly those. Committing nothing instead would make every restarted run send the records since the last
-    /// commit to repartition topics again, outside any transaction, where the next sub-topology counts each copy:
-    /// a query failing in a loop would multiply its counts.
-    fn abandon<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, why: &Error) {
-        if self.abandoned {
-            return;
-        }
-        self.run_failed.get_or_insert_with(|| why.to_string());
-        if !self.eos {
-            // Fails with the run's failure, having committed what is safe; the run already fails with it.
-            let _ = self.commit(consumer);
-            self.abandoned = true;
-            return;
-        }
-        self.abandoned = true;
-        // The abort waits until every record of the transaction is delivered or purged and its delivery report
-        // served, and nothing else polls this producer: purged first and served here, they do not hold it for the
-        // whole timeout.
-        self.producer
-            .purge(PurgeConfig::default().queue().inflight());
-        let _ = self.producer.flush(CLIENT_TIMEOUT);
-        // A producer that cannot abort (fenced, or fatally failed) leaves it to the next run's init_transactions,
-        // which aborts it.
-        if let Err(e) = self.producer.abort_transaction(CLIENT_TIMEOUT) {
-            tracing::warn!(error = %e, "cannot abort the failed run's transaction");
-        }
-    }
-
     fn close_tasks(&mut self, tpl: &TopicPartitionList) {
         for el in tpl.elements() {
             if let Some(&(sub, _, _)) = self.plan.sources.get(el.topic()) {
@@ -1288,15 +1323,22 @@ impl Engine {
     /// commit marker; at least once, the outputs are flushed, the changelog transaction commits, then the input
     /// offsets; exactly once, the offsets join the one transaction, which commits. After a failure nothing is
     /// committed any more, except, at least once, by the commit that meets the failure first (see
-    /// [`Engine::abandon`]).
-    fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<()> {
+    /// [`abandon`]).
+    ///
+    /// At least once, `flushed` is the outcome of [`flush_or_purge`] of the output producer when the caller
+    /// flushed it (without the engine lock, see [`commit`]); `None`: flushed here.
+    fn commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        flushed: Option<KafkaResult<()>>,
+    ) -> Result<()> {
         if self.abandoned {
             return Ok(());
         }
         if self.eos {
             self.commit_exactly_once(consumer)
         } else {
-            self.commit_at_least_once(consumer)
+            self.commit_at_least_once(consumer, flushed)
         }
     }
 
@@ -1410,6 +1452,7 @@ impl Engine {
     fn commit_at_least_once<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
+        flushed: Option<KafkaResult<()>>,
     ) -> Result<()> {
         let dirty = self.tasks.values().any(|t| t.dirty);
         let mut failure = self.failure();
@@ -1418,7 +1461,8 @@ impl Engine {
         }
         // Every output sent so far is delivered or failed once this returns (`Ok`), each failure reported with
         // its tag, also when the broker does not answer in time (see `flush_or_purge`).
-        let flushed = flush_or_purge(&self.producer, self.delivery_timeout);
+        let flushed =
+            flushed.unwrap_or_else(|| flush_or_purge(&self.producer, self.delivery_timeout));
         if failure.is_none() {
             failure = self.failure();
         }

@@ -2202,3 +2202,52 @@ fn interactive_queries_refuse_state_given_up_by_a_changelog_abort() {
     assert_eq!(count_of_a(&streams).unwrap(), Some(3), "{app}");
     streams.close().unwrap();
 }
+
+/// The commit's wait for the outputs' acknowledgements (up to the delivery timeout, against a slow broker) does
+/// not hold the lock interactive queries take: a query during it answers at once (from the uncommitted state, as
+/// between commits). It used to wait until the flush gave up.
+#[test]
+fn a_query_does_not_wait_for_a_commit_that_waits_for_a_stalled_broker() {
+    let mut proxy = StallProxy::bind();
+    let advertised = format!("PLAINTEXT://{}", proxy.addr);
+    let c = Cluster::start_with(&[("advertised.listeners", &advertised)]);
+    let dir = tempfile::tempdir().unwrap();
+    let app = "query-stalled";
+    let (input, output) = (format!("{app}-in"), format!("{app}-out"));
+    proxy.run(c.broker.as_ref().unwrap().local_addr(), &output);
+    c.create_topic(&input, 1);
+    c.create_topic(&output, 1);
+    let b = StreamsBuilder::new();
+    b.stream(&input).group_by_key().count("n").to(&output);
+    let mut cfg = c.config(app, dir.path());
+    let delivery_timeout = Duration::from_secs(8);
+    cfg.delivery_timeout = delivery_timeout;
+    let streams = KafkaStreams::start(b.build().unwrap(), cfg).unwrap();
+    let rec = |i: i64| (0, "a".to_string(), format!("v{i}"), 1_000 + i);
+    c.produce(&input, &[rec(0)]);
+    await_until("the first input to be committed", || {
+        committed_offset(&c.bootstrap, app, &input, 0) == Some(1)
+    });
+    proxy.set_stall(true);
+    c.produce(&input, &[rec(1)]);
+    await_until("the second input to be processed", || {
+        streams.metrics().records_processed >= 2
+    });
+    // The next commit (200 ms interval) now waits for the stalled output.
+    std::thread::sleep(Duration::from_secs(1));
+    let asked = Instant::now();
+    let got = streams.query_store("n", Some(b"a"));
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "{app}: the query took {took:?} (the commit waits up to {delivery_timeout:?})"
+    );
+    let got = got.unwrap();
+    assert_eq!(
+        got.first().and_then(|e| decode_count(&e.value)),
+        Some(2),
+        "{app}: {got:?}"
+    );
+    proxy.set_stall(false);
+    let _ = streams.close();
+}
