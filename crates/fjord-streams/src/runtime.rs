@@ -204,6 +204,9 @@ pub struct KafkaStreams {
     state: Arc<Mutex<StreamsState>>,
     /// Shared with the processing thread, for interactive queries of the stores.
     engine: Arc<Mutex<Engine>>,
+    /// Why the run failed, set by the processing thread as soon as it knows (see [`Engine::set_failed`]): read
+    /// by queries without the engine lock, which the failure path may hold while it aborts.
+    failed: Arc<Mutex<Option<String>>>,
 }
 
 /// One entry of a store read by [`KafkaStreams::query_store`]: the record key, its window (windowed
@@ -298,6 +301,7 @@ impl KafkaStreams {
             .set("fetch.queue.backoff.ms", "1");
         let restore: BaseConsumer = restore.create()?;
 
+        let failed_shared = Arc::new(Mutex::new(None));
         let engine = Arc::new(Mutex::new(Engine {
             topo: topology.clone(),
             plan,
@@ -316,6 +320,7 @@ impl KafkaStreams {
             restore,
             failed: None,
             run_failed: None,
+            failed_shared: failed_shared.clone(),
             changelog_broken: false,
             abandoned: false,
         }));
@@ -387,6 +392,7 @@ impl KafkaStreams {
             metrics,
             state,
             engine: shared,
+            failed: failed_shared,
         })
     }
 
@@ -398,15 +404,23 @@ impl KafkaStreams {
     /// transaction or the exactly-once transaction aborted), and a query must not serve it; a restart restores the
     /// committed state.
     pub fn query_store(&self, store: &str, key: Option<&[u8]>) -> Result<Vec<StoreEntry>> {
+        let refuse = |why: &str| {
+            Err(Error::Store(format!(
+                "store `{store}` cannot be queried: the instance failed ({why}) and what its tasks did since their \
+                 last commit was given up; restart it to restore the committed state"
+            )))
+        };
+        // Set by the failure path before it aborts anything, so a query does not wait for the abort.
+        if let Some(why) = self.failed.lock().unwrap().as_deref() {
+            return refuse(why);
+        }
         let engine = self.engine.lock().unwrap();
-        // Set, under this lock, by the failure path before it aborts anything (`abandon`,
-        // `Engine::commit_at_least_once`, `Engine::process`).
         if engine.abandoned || engine.run_failed.is_some() {
-            return Err(Error::Store(format!(
-                "store `{store}` cannot be queried: the instance failed ({}) and what its tasks did since their \
-                 last commit was given up; restart it to restore the committed state",
-                engine.failure().unwrap_or_else(|| "no reason recorded".into())
-            )));
+            return refuse(
+                &engine
+                    .failure()
+                    .unwrap_or_else(|| "no reason recorded".into()),
+            );
         }
         let names = engine.topo.store_names();
         if !names.iter().any(|n| n == store) {
@@ -575,7 +589,7 @@ fn abandon<C: ConsumerContext>(engine: &Mutex<Engine>, consumer: &BaseConsumer<C
         if e.abandoned {
             return;
         }
-        e.run_failed.get_or_insert_with(|| why.to_string());
+        e.set_failed(|| why.to_string());
         e.eos
     };
     if !eos {
@@ -957,6 +971,8 @@ struct Engine {
     /// Why the run failed, when it was not a delivery: a record that failed, a commit that failed, an error the
     /// loop ended with. Commits from then on commit only what is safe.
     run_failed: Option<String>,
+    /// `run_failed` for queries ([`KafkaStreams::query_store`]), read without the engine lock.
+    failed_shared: Arc<Mutex<Option<String>>>,
     /// At least once, the changelog transaction holds a failed or partial write (a cache flush or a commit that
     /// failed): it is never committed.
     changelog_broken: bool,
@@ -1062,6 +1078,12 @@ struct Cx<'a> {
 }
 
 impl Engine {
+    /// Records why the run failed (the first reason stays) in `run_failed`, and for queries at once.
+    fn set_failed(&mut self, why: impl FnOnce() -> String) {
+        let why = self.run_failed.get_or_insert_with(why).clone();
+        self.failed_shared.lock().unwrap().get_or_insert(why);
+    }
+
     fn fail(&mut self, e: Error) {
         if self.failed.is_none() {
             self.failed = Some(e);
@@ -1160,7 +1182,7 @@ impl Engine {
                         st.stream_time = st.stream_time_before;
                     }
                 }
-                self.run_failed.get_or_insert_with(|| e.to_string());
+                self.set_failed(|| e.to_string());
                 return Err(e);
             }
         }
@@ -1474,6 +1496,10 @@ impl Engine {
             failure.get_or_insert_with(|| format!("flushing the outputs: {e}"));
         }
         let untracked = untracked || flushed.is_err();
+        // Known now: queries refuse from here on, not only once the aborts below are done.
+        if let Some(f) = &failure {
+            self.set_failed(|| f.clone());
+        }
         // Per task, the offsets that may be committed; whether the states may be.
         let mut upto: HashMap<(usize, i32), Vec<i64>> = HashMap::new();
         let mut states_ok = !changelog_failed && !self.changelog_broken;
@@ -1507,7 +1533,8 @@ impl Engine {
                     true
                 }
                 Err(e) => {
-                    failure.get_or_insert_with(|| e.to_string());
+                    let f = failure.get_or_insert_with(|| e.to_string()).clone();
+                    self.set_failed(|| f);
                     self.abort_changelogs();
                     false
                 }
@@ -1540,7 +1567,7 @@ impl Engine {
             }
         }
         if let Some(f) = failure {
-            self.run_failed.get_or_insert_with(|| f.clone());
+            self.set_failed(|| f.clone());
             self.abandoned = true;
             return Err(Error::Kafka(f));
         }

@@ -1693,7 +1693,8 @@ fn at_least_once_an_output_that_is_not_delivered_is_not_committed_past() {
 
 /// A TCP proxy on 127.0.0.1 in front of the broker (which advertises the proxy's address, so every client
 /// connects through it) that can stall the writes to one topic: while stalled, a connection whose next request is
-/// a Produce request naming the topic forwards nothing more (that request and the ones after it stay unanswered);
+/// a Produce request naming the topic, or a request of one of the further API keys given, forwards nothing more
+/// (that request and the ones after it stay unanswered);
 /// when the stall ends such connections are closed and their held requests dropped, never forwarded late.
 struct StallProxy {
     addr: std::net::SocketAddr,
@@ -1720,7 +1721,8 @@ impl StallProxy {
         }
     }
 
-    fn run(&mut self, upstream: std::net::SocketAddr, topic: &str) {
+    fn run(&mut self, upstream: std::net::SocketAddr, topic: &str, api_keys: &[i16]) {
+        let api_keys = api_keys.to_vec();
         use std::sync::atomic::Ordering::SeqCst;
         let listener = self.listener.take().unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -1757,7 +1759,8 @@ impl StallProxy {
                     let _ = std::io::copy(&mut from_server, &mut to_client);
                     let _ = to_client.shutdown(std::net::Shutdown::Both);
                 });
-                let (stall, stop, topic) = (stall.clone(), stop.clone(), topic.clone());
+                let (stall, stop, topic, api_keys) =
+                    (stall.clone(), stop.clone(), topic.clone(), api_keys.clone());
                 let forth = std::thread::spawn(move || {
                     use std::io::{Read, Write};
                     let (mut client, mut server) = (client, server);
@@ -1770,11 +1773,12 @@ impl StallProxy {
                         if client.read_exact(&mut frame).is_err() {
                             break;
                         }
-                        let produce = frame.len() >= 2 && frame[..2] == [0, 0];
-                        if produce
-                            && stall.load(SeqCst)
-                            && frame.windows(topic.len()).any(|w| w == topic.as_slice())
-                        {
+                        let key =
+                            (frame.len() >= 2).then(|| i16::from_be_bytes([frame[0], frame[1]]));
+                        let produce_to_topic = key == Some(0)
+                            && frame.windows(topic.len()).any(|w| w == topic.as_slice());
+                        let other = key.is_some_and(|k| api_keys.contains(&k));
+                        if stall.load(SeqCst) && (produce_to_topic || other) {
                             while stall.load(SeqCst) && !stop.load(SeqCst) {
                                 std::thread::sleep(Duration::from_millis(20));
                             }
@@ -1829,7 +1833,7 @@ fn at_least_once_outputs_of_a_stalled_broker_are_purged_and_the_commit_stays_pre
         format!("{app}-out"),
         format!("{app}-slow"),
     );
-    proxy.run(c.broker.as_ref().unwrap().local_addr(), &slow);
+    proxy.run(c.broker.as_ref().unwrap().local_addr(), &slow, &[]);
     c.create_topic(&input, 1);
     c.create_topic(&output, 1);
     c.create_topic(&slow, 1);
@@ -2214,7 +2218,7 @@ fn a_query_does_not_wait_for_a_commit_that_waits_for_a_stalled_broker() {
     let dir = tempfile::tempdir().unwrap();
     let app = "query-stalled";
     let (input, output) = (format!("{app}-in"), format!("{app}-out"));
-    proxy.run(c.broker.as_ref().unwrap().local_addr(), &output);
+    proxy.run(c.broker.as_ref().unwrap().local_addr(), &output, &[]);
     c.create_topic(&input, 1);
     c.create_topic(&output, 1);
     let b = StreamsBuilder::new();
@@ -2248,6 +2252,63 @@ fn a_query_does_not_wait_for_a_commit_that_waits_for_a_stalled_broker() {
         Some(2),
         "{app}: {got:?}"
     );
+    proxy.set_stall(false);
+    let _ = streams.close();
+}
+
+/// At least once, when a lost output makes the commit abort the changelog transaction and the broker does not
+/// answer the abort (the changelog producer's connection stalled), a query does not wait for the abort (up to the
+/// 30 s client timeout, under the engine lock): it is refused at once, the run having failed.
+#[test]
+fn a_query_does_not_wait_for_a_changelog_abort_that_waits_for_a_stalled_broker() {
+    let mut proxy = StallProxy::bind();
+    let advertised = format!("PLAINTEXT://{}", proxy.addr);
+    let c = Cluster::start_with(&[("advertised.listeners", &advertised)]);
+    let dir = tempfile::tempdir().unwrap();
+    let app = "query-abort-stalled";
+    let (input, output) = (format!("{app}-in"), format!("{app}-out"));
+    // EndTxn (26): the abort, on the transaction coordinator's connection.
+    proxy.run(
+        c.broker.as_ref().unwrap().local_addr(),
+        &format!("{app}-n-changelog"),
+        &[26],
+    );
+    c.create_topic(&input, 1);
+    c.create_topic_with(&output, 1, &[("max.message.bytes", "2000")]);
+    let b = StreamsBuilder::new();
+    b.stream(&input).group_by_key().count("n").to(&output);
+    let mut cfg = c.config(app, dir.path());
+    // Every update goes to the changelog as it is made (not at the commit), so the abort has entries to wait for.
+    cfg.cache_max_bytes = 0;
+    let streams = KafkaStreams::start(b.build().unwrap(), cfg).unwrap();
+    let rec = |i: i64, key: &str| (0, key.to_string(), format!("v{i}"), 1_000 + i);
+    c.produce(&input, &[rec(0, "a")]);
+    await_until("the first input to be committed", || {
+        committed_offset(&c.bootstrap, app, &input, 0) == Some(1)
+    });
+    proxy.set_stall(true);
+    // Its output is refused, its changelog entry stalls.
+    c.produce(&input, &[rec(1, &"B".repeat(3000))]);
+    await_until("the second input to be processed", || {
+        streams.metrics().records_processed >= 2
+    });
+    // The next commit (200 ms interval) meets the refused output and now waits for the abort.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !matches!(streams.state(), fjord_streams::StreamsState::Failed(_)),
+        "{app}: the run ended before the query (the abort did not wait)"
+    );
+    let asked = Instant::now();
+    let got = streams.query_store("n", Some(b"a"));
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "{app}: the query took {took:?}"
+    );
+    match got {
+        Err(e) => assert!(e.to_string().contains("too large"), "{app}: {e}"),
+        Ok(got) => panic!("{app}: served {got:?} while the changelog was aborted"),
+    }
     proxy.set_stall(false);
     let _ = streams.close();
 }
