@@ -83,9 +83,10 @@ pub struct StreamsConfig {
     /// `statestore.cache.max.bytes`, per store here). 0 writes through at every record.
     pub cache_max_bytes: usize,
     /// At least once, how long an output may take to be acknowledged (librdkafka's `message.timeout.ms` of the
-    /// output producer; default 60 s). A commit waits at most this long for the outputs sent since the last one;
-    /// those still not acknowledged then are purged and count as lost (the commit commits the inputs before the
-    /// first one whose output is lost, and the run fails). Exactly once, the transaction timeout bounds it.
+    /// output producer; default 60 s, 1 s to 24 hours). A commit waits at most this long for the outputs sent
+    /// since the last one; those still not acknowledged then are purged and count as lost (the commit commits the
+    /// inputs before the first one whose output is lost, and the run fails). Exactly once, the transaction timeout
+    /// bounds it.
     pub delivery_timeout: Duration,
     /// Fault injection for tests: the process aborts in its n-th commit that has new input (1-based), after the
     /// changelog entries were written and acknowledged and before the commit markers. Not for production use.
@@ -139,11 +140,12 @@ impl StreamsConfig {
                 self.instance_id
             )));
         }
-        if self.delivery_timeout < Duration::from_millis(1)
+        // librdkafka wants message.timeout.ms above linger.ms (5 ms here) and within an i32 of milliseconds.
+        if self.delivery_timeout < Duration::from_secs(1)
             || self.delivery_timeout > Duration::from_secs(24 * 3600)
         {
             return Err(Error::Config(format!(
-                "delivery timeout {:?} must be between 1 ms and 24 hours",
+                "delivery timeout {:?} must be between 1 s and 24 hours",
                 self.delivery_timeout
             )));
         }
@@ -2487,4 +2489,30 @@ fn advance(cx: &Cx<'_>, task: &mut Task) -> Result<()> {
         res?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_timeout_out_of_range_is_refused() {
+        let mut c = StreamsConfig::new("app", "127.0.0.1:9092");
+        for (t, ok) in [
+            (Duration::ZERO, false),
+            (Duration::from_millis(5), false),
+            (Duration::from_secs(1), true),
+            (Duration::from_secs(60), true),
+            (Duration::from_secs(25 * 3600), false),
+        ] {
+            c.delivery_timeout = t;
+            match c.validate() {
+                Ok(()) => assert!(ok, "{t:?} accepted"),
+                Err(e) => assert!(
+                    !ok && e.to_string().contains("delivery timeout"),
+                    "{t:?}: {e}"
+                ),
+            }
+        }
+    }
 }
