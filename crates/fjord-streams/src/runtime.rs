@@ -15,7 +15,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{
     BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
@@ -82,6 +82,12 @@ pub struct StreamsConfig {
     /// to the store and its changelog ahead of the next commit (default 16 MiB; Kafka's
     /// `statestore.cache.max.bytes`, per store here). 0 writes through at every record.
     pub cache_max_bytes: usize,
+    /// At least once, how long an output may take to be acknowledged (librdkafka's `message.timeout.ms` of the
+    /// output producer; default 60 s, 1 s to 24 hours). A commit waits at most this long for the outputs sent
+    /// since the last one; those still not acknowledged then are purged and count as lost (the commit commits the
+    /// inputs before the first one whose output is lost, and the run fails). Exactly once, the transaction timeout
+    /// bounds it.
+    pub delivery_timeout: Duration,
     /// Fault injection for tests: the process aborts in its n-th commit that has new input (1-based), after the
     /// changelog entries were written and acknowledged and before the commit markers. Not for production use.
     #[doc(hidden)]
@@ -111,6 +117,7 @@ impl StreamsConfig {
             session_timeout: Duration::from_secs(10),
             client_properties: Vec::new(),
             cache_max_bytes: 16 << 20,
+            delivery_timeout: Duration::from_secs(60),
             abort_in_commit: None,
         }
     }
@@ -131,6 +138,15 @@ impl StreamsConfig {
             return Err(Error::Config(format!(
                 "instance id `{}` must be characters of [A-Za-z0-9._-]",
                 self.instance_id
+            )));
+        }
+        // librdkafka wants message.timeout.ms above linger.ms (5 ms here) and within an i32 of milliseconds.
+        if self.delivery_timeout < Duration::from_secs(1)
+            || self.delivery_timeout > Duration::from_secs(24 * 3600)
+        {
+            return Err(Error::Config(format!(
+                "delivery timeout {:?} must be between 1 s and 24 hours",
+                self.delivery_timeout
             )));
         }
         if self.bootstrap_servers.is_empty() {
@@ -190,6 +206,9 @@ pub struct KafkaStreams {
     state: Arc<Mutex<StreamsState>>,
     /// Shared with the processing thread, for interactive queries of the stores.
     engine: Arc<Mutex<Engine>>,
+    /// Why the run failed, set by the processing thread as soon as it knows (see [`Engine::set_failed`]): read
+    /// by queries without the engine lock, which the failure path may hold while it aborts.
+    failed: Arc<Mutex<Option<String>>>,
 }
 
 /// One entry of a store read by [`KafkaStreams::query_store`]: the record key, its window (windowed
@@ -223,7 +242,10 @@ impl KafkaStreams {
                 // successful ones cost a callback per record otherwise. (Which is also why the delivery opaque
                 // is a number, not a box: a successful delivery never returns it.)
                 .set("delivery.report.only.error", "true")
-                .set("message.timeout.ms", "60000");
+                .set(
+                    "message.timeout.ms",
+                    config.delivery_timeout.as_millis().to_string(),
+                );
             if transactional {
                 // A transaction spans a commit interval; the timeout also bounds how long a crashed
                 // instance's open transaction (with a new instance id) holds up read_committed readers.
@@ -238,11 +260,11 @@ impl KafkaStreams {
             }
             pc
         };
-        let producer: BaseProducer<ProducerCtx> =
-            producer_config(eos).create_with_context(ProducerCtx {
+        let producer: Arc<BaseProducer<ProducerCtx>> =
+            Arc::new(producer_config(eos).create_with_context(ProducerCtx {
                 failures: failures.clone(),
                 changelog: false,
-            })?;
+            })?);
         // At least once, changelog entries and commit markers go through a transactional producer of their own
         // (outputs stay non-transactional, visible at once): a commit's entries and markers become visible
         // together or never, so a restore (read_committed) never sees entries of an unfinished commit, and
@@ -259,7 +281,7 @@ impl KafkaStreams {
             };
         // Fences an earlier incarnation of this instance and aborts its open transaction (the restores below
         // then read past it).
-        if let Some(tx) = changelog_producer.as_ref().or(eos.then_some(&producer)) {
+        if let Some(tx) = changelog_producer.as_ref().or(eos.then_some(&*producer)) {
             tx.init_transactions(CLIENT_TIMEOUT)?;
             tx.begin_transaction()?;
         }
@@ -281,6 +303,7 @@ impl KafkaStreams {
             .set("fetch.queue.backoff.ms", "1");
         let restore: BaseConsumer = restore.create()?;
 
+        let failed_shared = Arc::new(Mutex::new(None));
         let engine = Arc::new(Mutex::new(Engine {
             topo: topology.clone(),
             plan,
@@ -288,6 +311,7 @@ impl KafkaStreams {
             changelog_producer,
             eos,
             abort_in_commit: config.abort_in_commit,
+            delivery_timeout: config.delivery_timeout,
             commits_with_data: 0,
             cache_max_bytes: config.cache_max_bytes,
             tasks: HashMap::new(),
@@ -298,6 +322,7 @@ impl KafkaStreams {
             restore,
             failed: None,
             run_failed: None,
+            failed_shared: failed_shared.clone(),
             changelog_broken: false,
             abandoned: false,
         }));
@@ -345,11 +370,11 @@ impl KafkaStreams {
                         .and_then(|_| engine.lock().unwrap().failed.take().map_or(Ok(()), Err));
                     if let Err(e) = &end {
                         // Exactly once, the open transaction is aborted, not committed with the offset of a
-                        // record that failed; at least once, what is safe is committed (see `Engine::abandon`).
-                        engine.lock().unwrap().abandon(&consumer, e);
+                        // record that failed; at least once, what is safe is committed (see `abandon`).
+                        abandon(&engine, &consumer, e);
                     }
                     // Leaving the group revokes the assignment: the revoke callback commits once more,
-                    // unless a failure ended the run (`Engine::abandon` did what was to be done).
+                    // unless a failure ended the run (`abandon` did what was to be done).
                     consumer.unsubscribe();
                     let end =
                         end.and_then(|_| engine.lock().unwrap().failed.take().map_or(Ok(()), Err));
@@ -369,15 +394,36 @@ impl KafkaStreams {
             metrics,
             state,
             engine: shared,
+            failed: failed_shared,
         })
     }
 
     /// Interactive query of the aggregate store `store` in the tasks this instance runs: the entries of `key`
     /// (`None`: every key), by key and ascending window start. Values are what the store holds now, including
     /// updates not yet committed (as Kafka Streams' interactive queries); keys of partitions owned by another
-    /// instance are not here. An unknown store name is an error that lists the names.
+    /// instance are not here. An unknown store name is an error that lists the names. Once the instance has failed
+    /// it is an error too: what its tasks did since their last commit may have been given up (the changelog
+    /// transaction or the exactly-once transaction aborted), and a query must not serve it; a restart restores the
+    /// committed state.
     pub fn query_store(&self, store: &str, key: Option<&[u8]>) -> Result<Vec<StoreEntry>> {
+        let refuse = |why: &str| {
+            Err(Error::Store(format!(
+                "store `{store}` cannot be queried: the instance failed ({why}) and what its tasks did since their \
+                 last commit was given up; restart it to restore the committed state"
+            )))
+        };
+        // Set by the failure path before it aborts anything, so a query does not wait for the abort.
+        if let Some(why) = self.failed.lock().unwrap().as_deref() {
+            return refuse(why);
+        }
         let engine = self.engine.lock().unwrap();
+        if engine.abandoned || engine.run_failed.is_some() {
+            return refuse(
+                &engine
+                    .failure()
+                    .unwrap_or_else(|| "no reason recorded".into()),
+            );
+        }
         let names = engine.topo.store_names();
         if !names.iter().any(|n| n == store) {
             return Err(Error::Config(format!(
@@ -499,12 +545,82 @@ fn run_loop(
                 c.poll(Duration::ZERO);
             }
             if last_commit.elapsed() >= interval {
-                e.commit(consumer)?;
+                drop(e);
+                commit(engine, consumer)?;
                 last_commit = Instant::now();
             }
         }
     }
-    engine.lock().unwrap().commit(consumer)
+    commit(engine, consumer)
+}
+
+/// Commits what the processing thread processed ([`Engine::commit`]), from the loop, the revoke callback or the
+/// end of a run. At least once, the outputs' flush, which may wait up to the delivery timeout (a slow broker),
+/// runs without the engine lock: the lock only keeps interactive queries ([`KafkaStreams::query_store`]) from
+/// reading the engine while this thread changes it, and only this thread changes it (the rebalance callbacks run
+/// on it too, inside `poll`), so nothing changes between the flush and the rest of the commit. Queries meanwhile
+/// read the uncommitted state, as they do between commits.
+fn commit<C: ConsumerContext>(engine: &Mutex<Engine>, consumer: &BaseConsumer<C>) -> Result<()> {
+    let flush = {
+        let e = engine.lock().unwrap();
+        (!e.abandoned && !e.eos && (e.tasks.values().any(|t| t.dirty) || e.failure().is_some()))
+            .then(|| (e.producer.clone(), e.delivery_timeout))
+    };
+    let flushed = flush.map(|(p, timeout)| flush_or_purge(&p, timeout));
+    engine.lock().unwrap().commit(consumer, flushed)
+}
+
+/// Ends the run after a failure (a record that failed or was refused, an output that was not delivered, a
+/// commit that failed): from now on nothing is committed, so the revoke callback of the group leave that
+/// follows closes the tasks without a commit. (That callback used to commit the offsets processed so far,
+/// past the record that failed or whose output was lost, which the next run then never saw again.)
+///
+/// Exactly once, what the run did since its last commit is given up: the open transaction (outputs,
+/// repartition records, changelogs) is aborted, so that the next run starts from the last commit.
+///
+/// At least once, one last commit commits what is safe ([`Engine::commit_at_least_once`]): per task source,
+/// the inputs before the first one that failed or lost an output, and a task's state only where it reflects
+/// exactly those. Committing nothing instead would make every restarted run send the records since the last
+/// commit to repartition topics again, outside any transaction, where the next sub-topology counts each copy:
+/// a query failing in a loop would multiply its counts.
+///
+/// The waits on the producers run without the engine lock, as in [`commit`].
+fn abandon<C: ConsumerContext>(engine: &Mutex<Engine>, consumer: &BaseConsumer<C>, why: &Error) {
+    let eos = {
+        let mut e = engine.lock().unwrap();
+        if e.abandoned {
+            return;
+        }
+        e.set_failed(|| why.to_string());
+        e.eos
+    };
+    if !eos {
+        // Fails with the run's failure, having committed what is safe; the run already fails with it.
+        let _ = commit(engine, consumer);
+        engine.lock().unwrap().abandoned = true;
+        return;
+    }
+    let producer = {
+        let mut e = engine.lock().unwrap();
+        e.abandoned = true;
+        e.producer.clone()
+    };
+    abort_exactly_once(&producer);
+}
+
+/// Exactly once, after a failure: the open transaction is aborted, so that the next run starts from the last
+/// commit.
+fn abort_exactly_once(producer: &BaseProducer<ProducerCtx>) {
+    // The abort waits until every record of the transaction is delivered or purged and its delivery report
+    // served, and nothing else polls this producer: purged first and served here, they do not hold it for the
+    // whole timeout.
+    producer.purge(PurgeConfig::default().queue().inflight());
+    let _ = producer.flush(CLIENT_TIMEOUT);
+    // A producer that cannot abort (fenced, or fatally failed) leaves it to the next run's init_transactions,
+    // which aborts it.
+    if let Err(e) = producer.abort_transaction(CLIENT_TIMEOUT) {
+        tracing::warn!(error = %e, "cannot abort the failed run's transaction");
+    }
 }
 
 /// The topology resolved against the cluster: topic names and partition counts.
@@ -798,8 +914,10 @@ impl ConsumerContext for GroupCtx {
                 partitions = tpl.count(),
                 "partitions revoked: committing and closing their tasks"
             );
+            // Not under the engine lock: `commit` takes it for the parts that change the engine.
+            let committed = commit(&self.engine, c);
             let mut e = self.engine.lock().unwrap();
-            if let Err(err) = e.commit(c) {
+            if let Err(err) = committed {
                 e.fail(err);
             }
             e.close_tasks(tpl);
@@ -826,14 +944,17 @@ impl ConsumerContext for GroupCtx {
 struct Engine {
     topo: Arc<Topology>,
     plan: Plan,
-    /// Outputs and repartition records; under exactly once also changelogs, in the one transaction.
-    producer: BaseProducer<ProducerCtx>,
+    /// Outputs and repartition records; under exactly once also changelogs, in the one transaction. Shared so that
+    /// the processing thread can wait for it without holding the engine lock (see [`commit`]).
+    producer: Arc<BaseProducer<ProducerCtx>>,
     /// At least once: the transactional producer of the changelogs (entries and markers of one commit in one
     /// transaction). `None` under exactly once.
     changelog_producer: Option<BaseProducer<ProducerCtx>>,
     eos: bool,
     /// See [`StreamsConfig::abort_in_commit`].
     abort_in_commit: Option<u64>,
+    /// See [`StreamsConfig::delivery_timeout`].
+    delivery_timeout: Duration,
     /// Commits with new input so far.
     commits_with_data: u64,
     cache_max_bytes: usize,
@@ -852,10 +973,12 @@ struct Engine {
     /// Why the run failed, when it was not a delivery: a record that failed, a commit that failed, an error the
     /// loop ended with. Commits from then on commit only what is safe.
     run_failed: Option<String>,
+    /// `run_failed` for queries ([`KafkaStreams::query_store`]), read without the engine lock.
+    failed_shared: Arc<Mutex<Option<String>>>,
     /// At least once, the changelog transaction holds a failed or partial write (a cache flush or a commit that
     /// failed): it is never committed.
     changelog_broken: bool,
-    /// A failure ended the run ([`Engine::abandon`], or a commit that failed): nothing is committed any more,
+    /// A failure ended the run ([`abandon`], or a commit that failed): nothing is committed any more,
     /// so the revoke callback of the group leave that follows closes the tasks without a commit.
     abandoned: bool,
 }
@@ -957,6 +1080,12 @@ struct Cx<'a> {
 }
 
 impl Engine {
+    /// Records why the run failed (the first reason stays) in `run_failed`, and for queries at once.
+    fn set_failed(&mut self, why: impl FnOnce() -> String) {
+        let why = self.run_failed.get_or_insert_with(why).clone();
+        self.failed_shared.lock().unwrap().get_or_insert(why);
+    }
+
     fn fail(&mut self, e: Error) {
         if self.failed.is_none() {
             self.failed = Some(e);
@@ -1055,7 +1184,7 @@ impl Engine {
                         st.stream_time = st.stream_time_before;
                     }
                 }
-                self.run_failed.get_or_insert_with(|| e.to_string());
+                self.set_failed(|| e.to_string());
                 return Err(e);
             }
         }
@@ -1206,44 +1335,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Ends the run after a failure (a record that failed or was refused, an output that was not delivered, a
-    /// commit that failed): from now on nothing is committed, so the revoke callback of the group leave that
-    /// follows closes the tasks without a commit. (That callback used to commit the offsets processed so far,
-    /// past the record that failed or whose output was lost, which the next run then never saw again.)
-    ///
-    /// Exactly once, what the run did since its last commit is given up: the open transaction (outputs,
-    /// repartition records, changelogs) is aborted, so that the next run starts from the last commit.
-    ///
-    /// At least once, one last commit commits what is safe ([`Engine::commit_at_least_once`]): per task source,
-    /// the inputs before the first one that failed or lost an output, and a task's state only where it reflects
-    /// exactly those. Committing nothing instead would make every restarted run send the records since the last
-    /// commit to repartition topics again, outside any transaction, where the next sub-topology counts each copy:
-    /// a query failing in a loop would multiply its counts.
-    fn abandon<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, why: &Error) {
-        if self.abandoned {
-            return;
-        }
-        self.run_failed.get_or_insert_with(|| why.to_string());
-        if !self.eos {
-            // Fails with the run's failure, having committed what is safe; the run already fails with it.
-            let _ = self.commit(consumer);
-            self.abandoned = true;
-            return;
-        }
-        self.abandoned = true;
-        // The abort waits until every record of the transaction is delivered or purged and its delivery report
-        // served, and nothing else polls this producer: purged first and served here, they do not hold it for the
-        // whole timeout.
-        self.producer
-            .purge(PurgeConfig::default().queue().inflight());
-        let _ = self.producer.flush(CLIENT_TIMEOUT);
-        // A producer that cannot abort (fenced, or fatally failed) leaves it to the next run's init_transactions,
-        // which aborts it.
-        if let Err(e) = self.producer.abort_transaction(CLIENT_TIMEOUT) {
-            tracing::warn!(error = %e, "cannot abort the failed run's transaction");
-        }
-    }
-
     fn close_tasks(&mut self, tpl: &TopicPartitionList) {
         for el in tpl.elements() {
             if let Some(&(sub, _, _)) = self.plan.sources.get(el.topic()) {
@@ -1256,15 +1347,22 @@ impl Engine {
     /// commit marker; at least once, the outputs are flushed, the changelog transaction commits, then the input
     /// offsets; exactly once, the offsets join the one transaction, which commits. After a failure nothing is
     /// committed any more, except, at least once, by the commit that meets the failure first (see
-    /// [`Engine::abandon`]).
-    fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<()> {
+    /// [`abandon`]).
+    ///
+    /// At least once, `flushed` is the outcome of [`flush_or_purge`] of the output producer when the caller
+    /// flushed it (without the engine lock, see [`commit`]); `None`: flushed here.
+    fn commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        flushed: Option<KafkaResult<()>>,
+    ) -> Result<()> {
         if self.abandoned {
             return Ok(());
         }
         if self.eos {
             self.commit_exactly_once(consumer)
         } else {
-            self.commit_at_least_once(consumer)
+            self.commit_at_least_once(consumer, flushed)
         }
     }
 
@@ -1369,7 +1467,8 @@ impl Engine {
     ///   with a store commits: a state that reflected an input whose output was lost would make the next run skip
     ///   that input (the marker's offsets) and never emit its output again; instead the next run restores the
     ///   state of the last commit and processes from there (its outputs repeat, the state is exact);
-    /// - nothing, when what was delivered cannot be told (the flush timed out, an untagged output failed).
+    /// - nothing, when what was delivered cannot be told (the reports of the outputs purged after
+    ///   [`StreamsConfig::delivery_timeout`] did not come back, an untagged output failed).
     ///
     /// Records after the first lost output were sent before its delivery report came in: a run failing on the
     /// same lost output again and again sends those again each time (what was sent to a repartition topic is
@@ -1377,14 +1476,17 @@ impl Engine {
     fn commit_at_least_once<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
+        flushed: Option<KafkaResult<()>>,
     ) -> Result<()> {
         let dirty = self.tasks.values().any(|t| t.dirty);
         let mut failure = self.failure();
         if !dirty && failure.is_none() {
             return Ok(());
         }
-        // Every output sent so far is delivered or failed once this returns.
-        let flushed = self.producer.flush(CLIENT_TIMEOUT);
+        // Every output sent so far is delivered or failed once this returns (`Ok`), each failure reported with
+        // its tag, also when the broker does not answer in time (see `flush_or_purge`).
+        let flushed =
+            flushed.unwrap_or_else(|| flush_or_purge(&self.producer, self.delivery_timeout));
         if failure.is_none() {
             failure = self.failure();
         }
@@ -1396,6 +1498,10 @@ impl Engine {
             failure.get_or_insert_with(|| format!("flushing the outputs: {e}"));
         }
         let untracked = untracked || flushed.is_err();
+        // Known now: queries refuse from here on, not only once the aborts below are done.
+        if let Some(f) = &failure {
+            self.set_failed(|| f.clone());
+        }
         // Per task, the offsets that may be committed; whether the states may be.
         let mut upto: HashMap<(usize, i32), Vec<i64>> = HashMap::new();
         let mut states_ok = !changelog_failed && !self.changelog_broken;
@@ -1429,7 +1535,8 @@ impl Engine {
                     true
                 }
                 Err(e) => {
-                    failure.get_or_insert_with(|| e.to_string());
+                    let f = failure.get_or_insert_with(|| e.to_string()).clone();
+                    self.set_failed(|| f);
                     self.abort_changelogs();
                     false
                 }
@@ -1462,7 +1569,7 @@ impl Engine {
             }
         }
         if let Some(f) = failure {
-            self.run_failed.get_or_insert_with(|| f.clone());
+            self.set_failed(|| f.clone());
             self.abandoned = true;
             return Err(Error::Kafka(f));
         }
@@ -1528,6 +1635,33 @@ impl Engine {
             // The next run's init_transactions aborts it.
             tracing::warn!(error = %e, "cannot abort the failed run's changelog transaction");
         }
+    }
+}
+
+/// How long the delivery reports of purged records may take to be served: they are queued by the purge itself,
+/// so this is a bound that should never be reached.
+const PURGED_REPORTS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits until every record sent through `producer` is delivered or failed, its delivery report served. What is
+/// still queued or in flight after `timeout` (a slow or stalled broker) is purged: its reports come back as
+/// failures, each with its record's tag, so the commit still knows input by input what was delivered and commits
+/// up to the first input whose output was not, instead of nothing (every restart would then send everything since
+/// the last commit again, a slow broker multiplying the outputs). A purged record that was in flight may have been
+/// written after all: it counts as lost and is sent again by the next run (at least once).
+///
+/// `Err` only when the purged records' reports do not come back either: what was delivered is then not known.
+fn flush_or_purge(producer: &BaseProducer<ProducerCtx>, timeout: Duration) -> KafkaResult<()> {
+    match producer.flush(timeout) {
+        Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {
+            tracing::warn!(
+                ?timeout,
+                in_flight = producer.in_flight_count(),
+                "outputs not acknowledged in time: purged, counted as not delivered"
+            );
+            producer.purge(PurgeConfig::default().queue().inflight());
+            producer.flush(PURGED_REPORTS_TIMEOUT)
+        }
+        r => r,
     }
 }
 
@@ -2355,4 +2489,30 @@ fn advance(cx: &Cx<'_>, task: &mut Task) -> Result<()> {
         res?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_timeout_out_of_range_is_refused() {
+        let mut c = StreamsConfig::new("app", "127.0.0.1:9092");
+        for (t, ok) in [
+            (Duration::ZERO, false),
+            (Duration::from_millis(5), false),
+            (Duration::from_secs(1), true),
+            (Duration::from_secs(60), true),
+            (Duration::from_secs(25 * 3600), false),
+        ] {
+            c.delivery_timeout = t;
+            match c.validate() {
+                Ok(()) => assert!(ok, "{t:?} accepted"),
+                Err(e) => assert!(
+                    !ok && e.to_string().contains("delivery timeout"),
+                    "{t:?}: {e}"
+                ),
+            }
+        }
+    }
 }

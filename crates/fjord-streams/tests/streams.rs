@@ -1688,3 +1688,627 @@ fn at_least_once_an_output_that_is_not_delivered_is_not_committed_past() {
         &got[3..got.len() - 3]
     );
 }
+
+// ---------------------------------------------------------------- a broker that stalls
+
+/// A TCP proxy on 127.0.0.1 in front of the broker (which advertises the proxy's address, so every client
+/// connects through it) that can stall the writes to one topic: while stalled, a connection whose next request is
+/// a Produce request naming the topic, or a request of one of the further API keys given, forwards nothing more
+/// (that request and the ones after it stay unanswered);
+/// when the stall ends such connections are closed and their held requests dropped, never forwarded late.
+struct StallProxy {
+    addr: std::net::SocketAddr,
+    stall: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    threads: std::sync::Arc<std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>>,
+    listener: Option<std::net::TcpListener>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StallProxy {
+    /// Binds the proxy's port; [`StallProxy::run`] starts it once the broker's address is known.
+    fn bind() -> StallProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        StallProxy {
+            addr: listener.local_addr().unwrap(),
+            stall: Default::default(),
+            stop: Default::default(),
+            conns: Default::default(),
+            threads: Default::default(),
+            listener: Some(listener),
+            accept: None,
+        }
+    }
+
+    fn run(&mut self, upstream: std::net::SocketAddr, topic: &str, api_keys: &[i16]) {
+        let api_keys = api_keys.to_vec();
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = self.listener.take().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (stall, stop, conns, threads) = (
+            self.stall.clone(),
+            self.stop.clone(),
+            self.conns.clone(),
+            self.threads.clone(),
+        );
+        let topic = topic.as_bytes().to_vec();
+        self.accept = Some(std::thread::spawn(move || {
+            while !stop.load(SeqCst) {
+                let client = match listener.accept() {
+                    Ok((s, _)) => s,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) =
+                    std::net::TcpStream::connect_timeout(&upstream, Duration::from_secs(5))
+                else {
+                    continue;
+                };
+                {
+                    let mut c = conns.lock().unwrap();
+                    c.push(client.try_clone().unwrap());
+                    c.push(server.try_clone().unwrap());
+                }
+                let (mut from_server, mut to_client) =
+                    (server.try_clone().unwrap(), client.try_clone().unwrap());
+                let back = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_server, &mut to_client);
+                    let _ = to_client.shutdown(std::net::Shutdown::Both);
+                });
+                let (stall, stop, topic, api_keys) =
+                    (stall.clone(), stop.clone(), topic.clone(), api_keys.clone());
+                let forth = std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let (mut client, mut server) = (client, server);
+                    loop {
+                        let mut len = [0u8; 4];
+                        if client.read_exact(&mut len).is_err() {
+                            break;
+                        }
+                        let mut frame = vec![0u8; i32::from_be_bytes(len).max(0) as usize];
+                        if client.read_exact(&mut frame).is_err() {
+                            break;
+                        }
+                        let key =
+                            (frame.len() >= 2).then(|| i16::from_be_bytes([frame[0], frame[1]]));
+                        let produce_to_topic = key == Some(0)
+                            && frame.windows(topic.len()).any(|w| w == topic.as_slice());
+                        let other = key.is_some_and(|k| api_keys.contains(&k));
+                        if stall.load(SeqCst) && (produce_to_topic || other) {
+                            while stall.load(SeqCst) && !stop.load(SeqCst) {
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            break;
+                        }
+                        if server.write_all(&len).is_err() || server.write_all(&frame).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    let _ = server.shutdown(std::net::Shutdown::Both);
+                });
+                threads.lock().unwrap().extend([back, forth]);
+            }
+        }));
+    }
+
+    fn set_stall(&self, on: bool) {
+        self.stall.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for StallProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        for t in self.threads.lock().unwrap().drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// At least once, outputs the broker does not acknowledge in time (a stalled broker: the commit's flush times
+/// out) are purged and count as lost: the commit commits the inputs before the first one whose output was not
+/// acknowledged, and the restart sends only from there. The commit used to commit nothing when the flush timed
+/// out (what was delivered was not known), so every restart against a slow broker sent everything since the last
+/// commit again.
+#[test]
+fn at_least_once_outputs_of_a_stalled_broker_are_purged_and_the_commit_stays_precise() {
+    let mut proxy = StallProxy::bind();
+    let advertised = format!("PLAINTEXT://{}", proxy.addr);
+    let c = Cluster::start_with(&[("advertised.listeners", &advertised)]);
+    let dir = tempfile::tempdir().unwrap();
+    let app = "stalled-alo";
+    let (input, output, slow) = (
+        format!("{app}-in"),
+        format!("{app}-out"),
+        format!("{app}-slow"),
+    );
+    proxy.run(c.broker.as_ref().unwrap().local_addr(), &slow, &[]);
+    c.create_topic(&input, 1);
+    c.create_topic(&output, 1);
+    c.create_topic(&slow, 1);
+    let topology = || {
+        let b = StreamsBuilder::new();
+        let parts = b.stream(&input).branch(vec![
+            Box::new(|r: &Record| r.key.as_deref().is_some_and(|k| k.starts_with(b"slow"))),
+            Box::new(|_: &Record| true),
+        ]);
+        parts[0].to(&slow);
+        parts[1].to(&output);
+        b.build().unwrap()
+    };
+    let config = || {
+        let mut cfg = c.config(app, dir.path());
+        // Only the commits at the end of a run: the inputs before the stall are delivered, not committed.
+        cfg.commit_interval = Duration::from_secs(300);
+        cfg.delivery_timeout = Duration::from_secs(2);
+        cfg
+    };
+    let rec = |i: i64, key: &str| (0, key.to_string(), format!("v{i}"), 1_000 + i);
+    let keys = |topic: &str| {
+        read_all(&c.bootstrap, topic)
+            .iter()
+            .map(|(k, _)| String::from_utf8(k.clone().unwrap_or_default().to_vec()).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let streams = KafkaStreams::start(topology(), config()).unwrap();
+    c.produce(&input, &[rec(0, "k0"), rec(1, "k1"), rec(2, "k2")]);
+    await_until("the first outputs", || keys(&output).len() >= 3);
+    assert_eq!(
+        committed_offset(&c.bootstrap, app, &input, 0),
+        None,
+        "{app}"
+    );
+    // The output of input 3 stalls, and so does the one of input 4 behind it on the same connection.
+    proxy.set_stall(true);
+    c.produce(&input, &[rec(3, "slow3"), rec(4, "k4")]);
+    await_until("inputs 3 and 4 to be processed", || {
+        streams.metrics().records_processed >= 5
+    });
+    let closing = Instant::now();
+    let err = streams.close().unwrap_err().to_string();
+    assert!(
+        closing.elapsed() < Duration::from_secs(20),
+        "{app}: closed after {:?}",
+        closing.elapsed()
+    );
+    assert_eq!(
+        committed_offset(&c.bootstrap, app, &input, 0),
+        Some(3),
+        "{app}: committed up to the input whose output was not acknowledged ({err})"
+    );
+    proxy.set_stall(false);
+    let streams = KafkaStreams::start(topology(), config()).unwrap();
+    await_until("the outputs of inputs 3 and 4", || {
+        !keys(&slow).is_empty() && keys(&output).len() >= 4
+    });
+    streams.close().unwrap();
+    assert_eq!(
+        committed_offset(&c.bootstrap, app, &input, 0),
+        Some(5),
+        "{app}"
+    );
+    // The outputs delivered before the stall are not sent again. The one that was purged is sent once (it never
+    // reached the broker: the proxy dropped it); the output of input 4 is sent again (at least once), and is there
+    // twice if its request went out before the stalled one.
+    let out = keys(&output);
+    assert_eq!(out[..3], ["k0", "k1", "k2"], "{app}: {out:?}");
+    assert!(
+        (4..=5).contains(&out.len()) && out[3..].iter().all(|k| k == "k4"),
+        "{app}: {out:?}"
+    );
+    assert_eq!(keys(&slow), ["slow3"], "{app}");
+}
+
+// ---------------------------------------------------------------- lost outputs of tasks with stores
+
+/// Raises `topic`'s `max.message.bytes` so that it takes the large records it refused.
+fn accept_large_records(c: &Cluster, topic: &str) {
+    use rdkafka::admin::{AlterConfig, ResourceSpecifier};
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &c.bootstrap)
+        .create()
+        .unwrap();
+    let alter =
+        AlterConfig::new(ResourceSpecifier::Topic(topic)).set("max.message.bytes", "1000000");
+    let r =
+        c.rt.block_on(admin.alter_configs([&alter], &AdminOptions::new()))
+            .unwrap();
+    assert!(r[0].is_ok(), "alter {topic}: {r:?}");
+}
+
+/// Starts the application, waits until it fails on the output the broker refuses, and closes it.
+fn run_until_refused(topology: Topology, config: StreamsConfig, output: &str) {
+    let streams = KafkaStreams::start(topology, config).unwrap();
+    await_until("the application to fail", || {
+        matches!(streams.state(), fjord_streams::StreamsState::Failed(_))
+    });
+    let err = streams.close().unwrap_err().to_string();
+    assert!(
+        err.contains(output) && err.to_lowercase().contains("too large"),
+        "{err}"
+    );
+}
+
+/// A table of counts with its long keys abbreviated, for readable failures.
+fn shown(t: &BTreeMap<Vec<u8>, i64>) -> BTreeMap<String, i64> {
+    t.iter()
+        .map(|(k, v)| {
+            let k = String::from_utf8_lossy(k);
+            let k = if k.len() > 16 {
+                format!("{}..({} bytes)", &k[..4], k.len())
+            } else {
+                k.into_owned()
+            };
+            (k, *v)
+        })
+        .collect()
+}
+
+/// The committed content of a count store's changelog: key → count (commit markers left out).
+fn changelog_counts(c: &Cluster, changelog: &str) -> BTreeMap<Vec<u8>, i64> {
+    let mut t = BTreeMap::new();
+    for (k, v) in read_all(&c.bootstrap, changelog) {
+        let k = k.unwrap_or_default();
+        let Some(k) = k.strip_prefix(&[0u8][..]) else {
+            continue;
+        };
+        match v {
+            Some(v) => t.insert(k.to_vec(), decode_count(&v).expect("8-byte count")),
+            None => t.remove(k),
+        };
+    }
+    t
+}
+
+/// At least once, an output of a task with a store that is lost (refused by the broker): the run commits neither
+/// the task's offsets nor its state past the last commit, so the committed offset and the committed state (the
+/// changelog, read_committed) agree; every restart recounts from that state (outputs repeat, counts are never
+/// multiplied) and no input is skipped: once the output is taken, the counts equal the reference.
+#[test]
+fn at_least_once_a_lost_output_of_a_task_with_a_store_keeps_its_offsets_and_state_together() {
+    let c = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = "lost-count-alo";
+    let (input, output) = (format!("{app}-in"), format!("{app}-out"));
+    c.create_topic(&input, 1);
+    c.create_topic_with(&output, 1, &[("max.message.bytes", "2000")]);
+    let topology = || {
+        let b = StreamsBuilder::new();
+        b.stream(&input).group_by_key().count("n").to(&output);
+        b.build().unwrap()
+    };
+    let changelog = format!("{app}-n-changelog");
+    let big = "B".repeat(3000);
+    let rec = |i: i64, key: &str| (0, key.to_string(), format!("v{i}"), 1_000 + i);
+    let streams = KafkaStreams::start(topology(), c.config(app, dir.path())).unwrap();
+    c.produce(&input, &[rec(0, "a"), rec(1, "a")]);
+    await_until("the first two inputs to be committed", || {
+        committed_offset(&c.bootstrap, app, &input, 0) == Some(2)
+    });
+    // The count of `big` (input 2) is refused; those of inputs 3 and 4 are delivered if processed before the run
+    // fails.
+    c.produce(&input, &[rec(2, &big), rec(3, "a"), rec(4, "b")]);
+    await_until("the application to fail", || {
+        matches!(streams.state(), fjord_streams::StreamsState::Failed(_))
+    });
+    let _ = streams.close();
+    for run in 1..=3 {
+        assert_eq!(
+            committed_offset(&c.bootstrap, app, &input, 0),
+            Some(2),
+            "{app} run {run}: the offset stays at the last commit"
+        );
+        assert_eq!(
+            shown(&changelog_counts(&c, &changelog)),
+            shown(&BTreeMap::from([(b"a".to_vec(), 2)])),
+            "{app} run {run}: the committed state reflects exactly the committed inputs"
+        );
+        if run < 3 {
+            run_until_refused(topology(), c.config(app, dir.path()), &output);
+        }
+    }
+    // Counted from the committed state each time: "a" is never counted past 3.
+    let outputs = read_all(&c.bootstrap, &output);
+    for (k, v) in &outputs {
+        let (k, n) = (
+            k.clone().unwrap_or_default(),
+            decode_count(v.as_deref().unwrap()).unwrap(),
+        );
+        let ok = match &k[..] {
+            b"a" => (1..=3).contains(&n),
+            b"b" => n == 1,
+            _ => false,
+        };
+        assert!(ok, "{app}: output {:?} = {n}", String::from_utf8_lossy(&k));
+    }
+    accept_large_records(&c, &output);
+    let streams = KafkaStreams::start(topology(), c.config(app, dir.path())).unwrap();
+    await_until("every input to be committed", || {
+        committed_offset(&c.bootstrap, app, &input, 0) == Some(5)
+    });
+    let want = BTreeMap::from([
+        (b"a".to_vec(), 3),
+        (b"b".to_vec(), 1),
+        (big.as_bytes().to_vec(), 1),
+    ]);
+    let state: BTreeMap<Vec<u8>, i64> = streams
+        .query_store("n", None)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.key.to_vec(), decode_count(&e.value).unwrap()))
+        .collect();
+    assert_eq!(shown(&state), shown(&want), "{app}: the store");
+    streams.close().unwrap();
+    assert_eq!(
+        shown(&changelog_counts(&c, &changelog)),
+        shown(&want),
+        "{app}: the changelog"
+    );
+    assert_eq!(
+        shown(&table(&read_all(&c.bootstrap, &output))),
+        shown(&want),
+        "{app}: the outputs"
+    );
+}
+
+/// At least once, a final result of a suppressed window (emitted when stream time closes the window) that is lost:
+/// the input that closed the window is not committed, nor the state after the emission, so the restart emits the
+/// final result again instead of losing it (it is emitted only once stream time passes the close, and a committed
+/// state past it would no longer hold the window as pending).
+#[test]
+fn at_least_once_a_lost_final_result_of_a_suppressed_window_is_emitted_again() {
+    let c = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = "lost-final-alo";
+    let (input, output) = (format!("{app}-in"), format!("{app}-out"));
+    c.create_topic(&input, 1);
+    c.create_topic_with(&output, 1, &[("max.message.bytes", "2000")]);
+    let topology = || {
+        let b = StreamsBuilder::new();
+        b.stream(&input)
+            .group_by_key()
+            .windowed_by(TimeWindows::tumbling(Duration::from_secs(10)))
+            .count("w")
+            .suppress(Suppressed::UntilWindowCloses)
+            .to(&output);
+        b.build().unwrap()
+    };
+    let big = "B".repeat(3000);
+    let rec = |key: &str, ts: i64| (0, key.to_string(), "v".to_string(), ts);
+    let streams = KafkaStreams::start(topology(), c.config(app, dir.path())).unwrap();
+    c.produce(
+        &input,
+        &[rec(&big, 1_000), rec(&big, 2_000), rec("a", 3_000)],
+    );
+    await_until("the window's inputs to be committed", || {
+        committed_offset(&c.bootstrap, app, &input, 0) == Some(3)
+    });
+    assert!(
+        read_all(&c.bootstrap, &output).is_empty(),
+        "{app}: nothing final yet"
+    );
+    // Input 3 closes the window [0, 10 s): its final results are emitted, that of `big` is refused.
+    c.produce(&input, &[rec("c", 15_000)]);
+    await_until("the application to fail", || {
+        matches!(streams.state(), fjord_streams::StreamsState::Failed(_))
+    });
+    let _ = streams.close();
+    for run in 1..=2 {
+        assert_eq!(
+            committed_offset(&c.bootstrap, app, &input, 0),
+            Some(3),
+            "{app} run {run}: the input that closed the window is not committed"
+        );
+        // The final result of "a" may be refused too (in the same batch) or delivered (again each run).
+        let outputs = read_all(&c.bootstrap, &output);
+        assert!(
+            outputs
+                .iter()
+                .all(|(k, v)| k.as_deref() == Some(&wkey("a", 0, 10_000)[..])
+                    && v.as_deref().and_then(decode_count) == Some(1)),
+            "{app} run {run}: {outputs:?}"
+        );
+        if run < 2 {
+            run_until_refused(topology(), c.config(app, dir.path()), &output);
+        }
+    }
+    accept_large_records(&c, &output);
+    let streams = KafkaStreams::start(topology(), c.config(app, dir.path())).unwrap();
+    await_until("every input to be committed", || {
+        committed_offset(&c.bootstrap, app, &input, 0) == Some(4)
+    });
+    streams.close().unwrap();
+    let outputs = read_all(&c.bootstrap, &output);
+    let want = BTreeMap::from([(wkey(&big, 0, 10_000), 2), (wkey("a", 0, 10_000), 1)]);
+    assert_eq!(table(&outputs), want, "{app}");
+    // Repeated, never different: each final result is the window's one count.
+    for (k, v) in &outputs {
+        let k = k.clone().unwrap_or_default().to_vec();
+        assert_eq!(
+            Some(&decode_count(v.as_deref().unwrap()).unwrap()),
+            want.get(&k),
+            "{app}"
+        );
+    }
+    assert_eq!(
+        outputs
+            .iter()
+            .filter(|(k, _)| k.as_deref() == Some(&wkey(&big, 0, 10_000)[..]))
+            .count(),
+        1,
+        "{app}: the refused final result, once taken"
+    );
+}
+
+/// At least once, after a lost output the run aborts the changelog transaction (the state since the last commit
+/// is given up); interactive queries then refuse with a clear error instead of serving the given-up state (here
+/// a count of 3 for "a", while the committed state says 2) until a restart restores the committed state.
+#[test]
+fn interactive_queries_refuse_state_given_up_by_a_changelog_abort() {
+    let c = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = "query-aborted";
+    let (input, output) = (format!("{app}-in"), format!("{app}-out"));
+    c.create_topic(&input, 1);
+    c.create_topic_with(&output, 1, &[("max.message.bytes", "2000")]);
+    let topology = || {
+        let b = StreamsBuilder::new();
+        b.stream(&input).group_by_key().count("n").to(&output);
+        b.build().unwrap()
+    };
+    let big = "B".repeat(3000);
+    let rec = |i: i64, key: &str| (0, key.to_string(), format!("v{i}"), 1_000 + i);
+    let count_of_a = |streams: &KafkaStreams| {
+        streams
+            .query_store("n", Some(b"a"))
+            .map(|e| e.first().and_then(|e| decode_count(&e.value)))
+    };
+    let streams = KafkaStreams::start(topology(), c.config(app, dir.path())).unwrap();
+    c.produce(&input, &[rec(0, "a"), rec(1, "a")]);
+    await_until("the first two inputs to be committed", || {
+        committed_offset(&c.bootstrap, app, &input, 0) == Some(2)
+    });
+    assert_eq!(count_of_a(&streams).unwrap(), Some(2), "{app}");
+    c.produce(&input, &[rec(2, &big), rec(3, "a")]);
+    await_until("the application to fail", || {
+        matches!(streams.state(), fjord_streams::StreamsState::Failed(_))
+    });
+    assert_eq!(
+        committed_offset(&c.bootstrap, app, &input, 0),
+        Some(2),
+        "{app}"
+    );
+    match count_of_a(&streams) {
+        Err(e) => assert!(
+            e.to_string().contains("given up") && e.to_string().contains("restart"),
+            "{app}: {e}"
+        ),
+        Ok(n) => panic!("{app}: a query served {n:?} after the changelog abort"),
+    }
+    let _ = streams.close();
+    // Restarted: the committed state, then the rest once the output is taken.
+    accept_large_records(&c, &output);
+    let streams = KafkaStreams::start(topology(), c.config(app, dir.path())).unwrap();
+    await_until("every input to be committed", || {
+        committed_offset(&c.bootstrap, app, &input, 0) == Some(4)
+    });
+    assert_eq!(count_of_a(&streams).unwrap(), Some(3), "{app}");
+    streams.close().unwrap();
+}
+
+/// The commit's wait for the outputs' acknowledgements (up to the delivery timeout, against a slow broker) does
+/// not hold the lock interactive queries take: a query during it answers at once (from the uncommitted state, as
+/// between commits). It used to wait until the flush gave up.
+#[test]
+fn a_query_does_not_wait_for_a_commit_that_waits_for_a_stalled_broker() {
+    let mut proxy = StallProxy::bind();
+    let advertised = format!("PLAINTEXT://{}", proxy.addr);
+    let c = Cluster::start_with(&[("advertised.listeners", &advertised)]);
+    let dir = tempfile::tempdir().unwrap();
+    let app = "query-stalled";
+    let (input, output) = (format!("{app}-in"), format!("{app}-out"));
+    proxy.run(c.broker.as_ref().unwrap().local_addr(), &output, &[]);
+    c.create_topic(&input, 1);
+    c.create_topic(&output, 1);
+    let b = StreamsBuilder::new();
+    b.stream(&input).group_by_key().count("n").to(&output);
+    let mut cfg = c.config(app, dir.path());
+    let delivery_timeout = Duration::from_secs(8);
+    cfg.delivery_timeout = delivery_timeout;
+    let streams = KafkaStreams::start(b.build().unwrap(), cfg).unwrap();
+    let rec = |i: i64| (0, "a".to_string(), format!("v{i}"), 1_000 + i);
+    c.produce(&input, &[rec(0)]);
+    await_until("the first input to be committed", || {
+        committed_offset(&c.bootstrap, app, &input, 0) == Some(1)
+    });
+    proxy.set_stall(true);
+    c.produce(&input, &[rec(1)]);
+    await_until("the second input to be processed", || {
+        streams.metrics().records_processed >= 2
+    });
+    // The next commit (200 ms interval) now waits for the stalled output.
+    std::thread::sleep(Duration::from_secs(1));
+    let asked = Instant::now();
+    let got = streams.query_store("n", Some(b"a"));
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "{app}: the query took {took:?} (the commit waits up to {delivery_timeout:?})"
+    );
+    let got = got.unwrap();
+    assert_eq!(
+        got.first().and_then(|e| decode_count(&e.value)),
+        Some(2),
+        "{app}: {got:?}"
+    );
+    proxy.set_stall(false);
+    let _ = streams.close();
+}
+
+/// At least once, when a lost output makes the commit abort the changelog transaction and the broker does not
+/// answer the abort (the changelog producer's connection stalled), a query does not wait for the abort (up to the
+/// 30 s client timeout, under the engine lock): it is refused at once, the run having failed.
+#[test]
+fn a_query_does_not_wait_for_a_changelog_abort_that_waits_for_a_stalled_broker() {
+    let mut proxy = StallProxy::bind();
+    let advertised = format!("PLAINTEXT://{}", proxy.addr);
+    let c = Cluster::start_with(&[("advertised.listeners", &advertised)]);
+    let dir = tempfile::tempdir().unwrap();
+    let app = "query-abort-stalled";
+    let (input, output) = (format!("{app}-in"), format!("{app}-out"));
+    // EndTxn (26): the abort, on the transaction coordinator's connection.
+    proxy.run(
+        c.broker.as_ref().unwrap().local_addr(),
+        &format!("{app}-n-changelog"),
+        &[26],
+    );
+    c.create_topic(&input, 1);
+    c.create_topic_with(&output, 1, &[("max.message.bytes", "2000")]);
+    let b = StreamsBuilder::new();
+    b.stream(&input).group_by_key().count("n").to(&output);
+    let mut cfg = c.config(app, dir.path());
+    // Every update goes to the changelog as it is made (not at the commit), so the abort has entries to wait for.
+    cfg.cache_max_bytes = 0;
+    let streams = KafkaStreams::start(b.build().unwrap(), cfg).unwrap();
+    let rec = |i: i64, key: &str| (0, key.to_string(), format!("v{i}"), 1_000 + i);
+    c.produce(&input, &[rec(0, "a")]);
+    await_until("the first input to be committed", || {
+        committed_offset(&c.bootstrap, app, &input, 0) == Some(1)
+    });
+    proxy.set_stall(true);
+    // Its output is refused, its changelog entry stalls.
+    c.produce(&input, &[rec(1, &"B".repeat(3000))]);
+    await_until("the second input to be processed", || {
+        streams.metrics().records_processed >= 2
+    });
+    // The next commit (200 ms interval) meets the refused output and now waits for the abort.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !matches!(streams.state(), fjord_streams::StreamsState::Failed(_)),
+        "{app}: the run ended before the query (the abort did not wait)"
+    );
+    let asked = Instant::now();
+    let got = streams.query_store("n", Some(b"a"));
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "{app}: the query took {took:?}"
+    );
+    match got {
+        Err(e) => assert!(e.to_string().contains("too large"), "{app}: {e}"),
+        Ok(got) => panic!("{app}: served {got:?} while the changelog was aborted"),
+    }
+    proxy.set_stall(false);
+    let _ = streams.close();
+}
