@@ -409,7 +409,8 @@ impl KafkaStreams {
         let refuse = |why: &str| {
             Err(Error::Store(format!(
                 "store `{store}` cannot be queried: the instance failed ({why}) and what its tasks did since their \
-                 last commit was given up; restart it to restore the committed state"
+                 last commit was given up; a restarted instance serves the committed state (the SQL layer \
+                 restarts its queries by itself)"
             )))
         };
         // Set by the failure path before it aborts anything, so a query does not wait for the abort.
