@@ -21,6 +21,10 @@ pub enum Error {
     /// A local state store failed.
     #[error("state store: {0}")]
     Store(String),
+    /// The run stopped on an earlier error (its message, prefixed as that error's kind is), as
+    /// [`crate::KafkaStreams::close`] reports it.
+    #[error("{0}")]
+    Failed(String),
     /// A function of the topology refused a record ([`crate::KStream::try_flat_map`]): where, and why.
     #[error("{0}")]
     Record(String),

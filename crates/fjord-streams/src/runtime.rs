@@ -493,7 +493,8 @@ impl KafkaStreams {
             let _ = t.join();
         }
         match self.state() {
-            StreamsState::Failed(e) => Err(Error::Kafka(e)),
+            // Already the failing error's message, with its kind: not wrapped again.
+            StreamsState::Failed(e) => Err(Error::Failed(e)),
             _ => Ok(()),
         }
     }

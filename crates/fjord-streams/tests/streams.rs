@@ -1650,6 +1650,8 @@ fn at_least_once_an_output_that_is_not_delivered_is_not_committed_past() {
         err.contains(&output) && err.to_lowercase().contains("too large"),
         "{app}: {err}"
     );
+    // The failure's own message, its kind said once (close used to wrap it as a client error again).
+    assert_eq!(err.matches("kafka client:").count(), 1, "{app}: {err}");
     assert_eq!(
         committed_offset(&c.bootstrap, app, &input, 0),
         Some(3),
