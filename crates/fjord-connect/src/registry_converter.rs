@@ -138,6 +138,8 @@ pub struct RegistryConverter {
     target: Target,
     auto_register: bool,
     use_latest: bool,
+    /// ProtobufConverter's `wrapper.for.nullables` and `optional.for.nullables` (how optional fields are written).
+    proto_options: crate::protobuf_data::WriteOptions,
     /// `missing.id.cache.ttl.sec`: how long a schema id the registry does not have is remembered as missing
     /// (its records are errant without asking again; zero: asked for every record).
     missing_ttl: std::time::Duration,
@@ -218,12 +220,16 @@ fn json_validator(schema: &Value) -> Result<jsonschema::Validator, String> {
     .map_err(|e| format!("not a valid JSON Schema: {e}"))
 }
 
+/// A schema records are written with: its id, the schema, and (Protobuf) the full name of the message.
+type Written = (u32, Arc<Writer>, Option<String>);
+
 #[derive(Default)]
 struct Cache {
     /// Writer schemas by id (sinks).
     by_id: HashMap<u32, Arc<Writer>>,
-    /// (subject, Connect schema JSON) to the id and schema records are written with (sources).
-    written: HashMap<(String, String), (u32, Arc<Writer>)>,
+    /// (subject, Connect schema JSON) to the id and schema records are written with (sources), and for
+    /// Protobuf the full name of the message they are written as.
+    written: HashMap<(String, String), Written>,
     /// Schema ids whose records cannot be read for now, with until when that answer stands and why (sinks): the
     /// registry answered 404 for the id, or for a schema it references. Such an answer may change (a lagging
     /// registry node, a referenced subject registered later), so unlike `by_id` it expires: after
@@ -239,6 +245,7 @@ impl std::fmt::Debug for RegistryConverter {
             .field("url", &self.target.url)
             .field("auto_register", &self.auto_register)
             .field("use_latest", &self.use_latest)
+            .field("proto_options", &self.proto_options)
             .finish_non_exhaustive()
     }
 }
@@ -251,12 +258,14 @@ impl PartialEq for RegistryConverter {
             &self.target,
             self.auto_register,
             self.use_latest,
+            self.proto_options,
         ) == (
             o.format,
             &o.prefix,
             &o.target,
             o.auto_register,
             o.use_latest,
+            o.proto_options,
         )
     }
 }
@@ -336,6 +345,10 @@ impl RegistryConverter {
             target,
             auto_register: flag(props, &key("auto.register.schemas"), true)?,
             use_latest: flag(props, &key("use.latest.version"), false)?,
+            proto_options: crate::protobuf_data::WriteOptions {
+                wrapper_for_nullables: flag(props, &key("wrapper.for.nullables"), false)?,
+                optional_for_nullables: flag(props, &key("optional.for.nullables"), false)?,
+            },
             missing_ttl: {
                 let k = key("missing.id.cache.ttl.sec");
                 match props.get(&k).map(|v| v.trim()) {
@@ -352,11 +365,6 @@ impl RegistryConverter {
             },
             cache: Mutex::new(Cache::default()),
         })
-    }
-
-    /// Whether this converter writes records (ProtobufConverter only reads them).
-    pub fn writes(&self) -> bool {
-        self.format != Format::Protobuf
     }
 
     fn subject(&self, topic: &str) -> String {
@@ -618,9 +626,6 @@ impl RegistryConverter {
     /// Registers (or looks up) the Avro schema of `data`'s Connect schema under `topic`'s subject, into the
     /// cache. Err: the registry cannot be asked or refuses the schema (a task failure that says what to do).
     pub async fn prepare_encode(&self, topic: &str, data: &SchemaAndValue) -> Result<(), String> {
-        if self.format == Format::Protobuf {
-            return Err(protobuf_writes(&self.prefix));
-        }
         if data.value.is_null() {
             return Ok(());
         }
@@ -635,6 +640,15 @@ impl RegistryConverter {
             return Ok(());
         }
         let seg = path_segment(&subject);
+        // The message Protobuf records are written as: the one derived from the record's Connect schema
+        // (also with use.latest.version, where the latest schema must have a message of that name).
+        let derived = match (&data.schema, self.format) {
+            (Some(schema), Format::Protobuf) => Some(
+                crate::protobuf_data::proto_schema_of(schema, self.proto_options)
+                    .map_err(|e| format!("{}: {e}", self.prefix))?,
+            ),
+            _ => None,
+        };
         let (id, text) = if self.use_latest {
             let (status, v) = self
                 .call("GET", &format!("/subjects/{seg}/versions/latest"), None)
@@ -678,13 +692,15 @@ impl RegistryConverter {
             let Some(schema) = &data.schema else {
                 return Err(format!("{}: {} needs records with a schema, and this one is schemaless; use JsonConverter with schemas.enable=false for schemaless data", self.prefix, self.format.class()));
             };
-            let text = match self.format {
-                Format::Avro => avro_schema_of(schema),
-                Format::JsonSchema => json_schema_of(schema),
-                Format::Protobuf => unreachable!("refused above"),
+            let text = match (self.format, &derived) {
+                (Format::Avro, _) => avro_schema_of(schema).map(|s| s.to_string()),
+                (Format::JsonSchema, _) => json_schema_of(schema).map(|s| s.to_string()),
+                (Format::Protobuf, Some(d)) => Ok(d.text.clone()),
+                (Format::Protobuf, None) => {
+                    unreachable!("derived above for a record with a schema")
+                }
             }
-            .map_err(|e| format!("{}: {e}", self.prefix))?
-            .to_string();
+            .map_err(|e| format!("{}: {e}", self.prefix))?;
             let mut body = json!({ "schema": text });
             if self.format != Format::Avro {
                 body["schemaType"] = json!(self.format.schema_type());
@@ -722,11 +738,26 @@ impl RegistryConverter {
         };
         let schema = Writer::parse(self.format, &text, &[])
             .map_err(|e| format!("{}: schema id {id} of subject {subject}: {e}", self.prefix))?;
+        let message = match (&schema, derived) {
+            (Writer::Protobuf(proto, _), Some(d)) => {
+                proto.message(Some(&d.message)).map_err(|e| {
+                    format!(
+                        "{}: schema id {id} of subject {subject} cannot hold these records ({e})",
+                        self.prefix
+                    )
+                })?;
+                Some(d.message)
+            }
+            (Writer::Protobuf(..), None) => {
+                return Err(format!("{}: {} needs records with a schema, and this one is schemaless; use JsonConverter with schemas.enable=false for schemaless data", self.prefix, self.format.class()));
+            }
+            _ => None,
+        };
         self.cache
             .lock()
             .unwrap()
             .written
-            .insert(cache_key, (id, Arc::new(schema)));
+            .insert(cache_key, (id, Arc::new(schema), message));
         Ok(())
     }
 
@@ -747,7 +778,7 @@ impl RegistryConverter {
             .written
             .get(&(self.subject(topic), connect))
             .cloned();
-        let Some((id, writer)) = entry else {
+        let Some((id, writer, message)) = entry else {
             return Err("the record's schema was not registered first (a bug)".into());
         };
         let mut out = Vec::with_capacity(64);
@@ -760,7 +791,16 @@ impl RegistryConverter {
                 serde_json::to_writer(&mut out, &data.value).map_err(|e| e.to_string())?;
                 return Ok(Some(out));
             }
-            Writer::Protobuf(..) => return Err(protobuf_writes(&self.prefix)),
+            Writer::Protobuf(proto, _) => {
+                let (Some(name), Some(schema)) = (message, &data.schema) else {
+                    return Err("a Protobuf record without its message (a bug)".into());
+                };
+                let (descriptor, path) = proto.message(Some(&name))?;
+                let msg = crate::protobuf_data::message_of(&descriptor, schema, &data.value)?;
+                fjord_registry::proto_json::write_indexes(&path, &mut out);
+                prost_reflect::prost::Message::encode(&msg, &mut out).map_err(|e| e.to_string())?;
+                return Ok(Some(out));
+            }
         };
         let datum = avro_value(&data.value, avro.schema(), avro.names(), "$")?;
         apache_avro::writer::datum::GenericDatumWriter::builder(avro.schema())
@@ -770,11 +810,6 @@ impl RegistryConverter {
             .map_err(|e| format!("the record does not fit its Avro schema: {e}"))?;
         Ok(Some(out))
     }
-}
-
-/// Why a ProtobufConverter (configured under `prefix`) does not write records.
-pub fn protobuf_writes(prefix: &str) -> String {
-    format!("{prefix}: ProtobufConverter reads records (sink connectors) but does not write them yet; a source connector writes with {AVRO_CONVERTER} or {JSON_SCHEMA_CONVERTER}")
 }
 
 /// A subject as one percent-encoded path segment.
@@ -2036,14 +2071,13 @@ mod tests {
     /// struct with its schema; a body that does not decode, or indexes naming no message, are the record's error;
     /// a source cannot write with it.
     #[tokio::test]
-    async fn protobuf_records_decode_into_connect_structs_and_sources_are_refused() {
+    async fn protobuf_records_decode_into_connect_structs() {
         let config: ConfigMap = [("value.converter.schema.registry.url", "http://127.0.0.1:9")]
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let c =
             RegistryConverter::from_config(Format::Protobuf, &config, "value.converter").unwrap();
-        assert!(!c.writes());
         let schema = "syntax = \"proto3\";\npackage shop;\nmessage Header { string source = 1; }\nmessage Order { string id = 1; int64 units = 2; Header header = 3; }\n";
         c.cache.lock().unwrap().by_id.insert(
             8,
@@ -2080,15 +2114,66 @@ mod tests {
         );
         let e = c.decode(Some(&record[..record.len() - 1])).unwrap_err();
         assert!(e.contains("does not decode as shop.Order"), "{e}");
+    }
+
+    /// A source's struct through ProtobufConverter: the derived schema is registered under the topic's subject,
+    /// the record is the wire format (magic 0, the id, message indexes [0], the message) and reads back as the
+    /// same Connect value; a schema Protobuf cannot express fails with the field named, and a record that is not
+    /// a struct says so.
+    #[tokio::test]
+    async fn protobuf_converter_writes_source_structs_in_the_wire_format() {
+        let url =
+            routed_registry(vec![("/subjects/orders-value/versions", json!({"id": 12}))]).await;
+        let config: ConfigMap = [
+            ("value.converter.schema.registry.url", url.as_str()),
+            ("value.converter.optional.for.nullables", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let c =
+            RegistryConverter::from_config(Format::Protobuf, &config, "value.converter").unwrap();
+        let schema = json!({"type": "struct", "optional": false, "fields": [
+            {"field": "id", "type": "int64", "optional": false},
+            {"field": "note", "type": "string", "optional": true},
+            {"field": "at", "type": "int64", "optional": true, "name": CONNECT_TIMESTAMP, "version": 1},
+            {"field": "line", "type": "struct", "optional": true, "fields": [
+                {"field": "sku", "type": "string", "optional": false}]}]});
         let data = SchemaAndValue {
+            schema: Some(schema.clone()),
+            value: json!({"id": 7, "note": null, "at": 1_700_000_000_123i64, "line": {"sku": "x"}}),
+        };
+        c.prepare_encode("orders", &data).await.unwrap();
+        let wire = c.encode("orders", &data).unwrap().unwrap();
+        assert_eq!(&wire[..6], &[0, 0, 0, 0, 12, 0]);
+        let text = crate::protobuf_data::proto_schema_of(&schema, c.proto_options)
+            .unwrap()
+            .text;
+        c.cache.lock().unwrap().by_id.insert(
+            12,
+            Arc::new(Writer::parse(Format::Protobuf, &text, &[]).unwrap()),
+        );
+        let back = c.decode(Some(&wire)).unwrap();
+        assert_eq!(back.value, data.value);
+        assert_eq!(back.schema.unwrap()["name"], "ConnectDefault1");
+
+        let bad = SchemaAndValue {
+            schema: Some(json!({"type": "struct", "optional": false, "fields": [
+                {"field": "grid", "type": "array", "optional": false,
+                 "items": {"type": "array", "optional": false, "items": {"type": "int32", "optional": false}}}]})),
+            value: json!({"grid": [[1]]}),
+        };
+        let e = c.prepare_encode("orders", &bad).await.unwrap_err();
+        assert!(
+            e.starts_with("value.converter: field grid: an array of arrays"),
+            "{e}"
+        );
+        let scalar = SchemaAndValue {
             schema: Some(json!({"type": "string", "optional": false})),
             value: json!("x"),
         };
-        let e = c.prepare_encode("t", &data).await.unwrap_err();
-        assert!(
-            e.contains("value.converter: ProtobufConverter reads records"),
-            "{e}"
-        );
+        let e = c.prepare_encode("orders", &scalar).await.unwrap_err();
+        assert!(e.contains("writes structs"), "{e}");
     }
 
     #[test]
