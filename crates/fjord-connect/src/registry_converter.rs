@@ -1,18 +1,20 @@
 //! Confluent's schema-registry converters `io.confluent.connect.avro.AvroConverter`,
-//! `io.confluent.connect.json.JsonSchemaConverter` and (for sinks) `io.confluent.connect.protobuf.ProtobufConverter`:
+//! `io.confluent.connect.json.JsonSchemaConverter` and `io.confluent.connect.protobuf.ProtobufConverter`:
 //! records in the registry's wire format (magic byte 0, the schema id as 4 big-endian bytes, then the Avro binary
 //! datum, the JSON text, or the Protobuf message-index array and message), configured with
 //! the converter's prefix: `value.converter.schema.registry.url`, `basic.auth.credentials.source=USER_INFO` with
 //! `basic.auth.user.info=user:password`, `auto.register.schemas` (default true), `use.latest.version` (default
-//! false).
+//! false), and for ProtobufConverter `wrapper.for.nullables` and `optional.for.nullables` (default false).
 //!
 //! JsonSchemaConverter validates each JSON value against its registered schema and maps JSON Schema to Connect
 //! schemas (and back) as Confluent's does (`connect.index`, `connect.type`, `oneOf` null for optional); what
 //! follows is said of Avro and holds for it too.
 //!
-//! ProtobufConverter reads records only (sink connectors; a source is refused when its config is checked): the
-//! record's message-index array names the message of its schema, decoded through `fjord_registry::wire` and
-//! mapped to a Connect struct as Confluent's converter maps it ([`crate::protobuf_data`]).
+//! ProtobufConverter reads a record's message-index array to find the message of its schema, decoded through
+//! `fjord_registry::wire` and mapped to a Connect struct as Confluent's converter maps it; for sources it derives
+//! a proto3 schema from the record's Connect struct as Confluent's `fromConnectData` does, registers it like the
+//! Avro schemas below and writes the message indexes ([0]: the one message) and the message
+//! ([`crate::protobuf_data`]). A Connect schema Protobuf cannot express fails the task, naming the field.
 //!
 //! **Sinks** look the writer's schema up by its id (`GET /schemas/ids/{id}`, cached for the task's life; an Avro or
 //! Protobuf schema's references with `GET /subjects/<subject>/versions/<version>`, dependencies first) and turn
@@ -67,7 +69,7 @@ pub enum Format {
     Avro,
     /// `JsonSchemaConverter`: JSON text validated against a JSON Schema.
     JsonSchema,
-    /// `ProtobufConverter`: Protobuf messages (read only).
+    /// `ProtobufConverter`: Protobuf messages.
     Protobuf,
 }
 

@@ -1,6 +1,6 @@
 //! Protobuf: compiling `.proto` text (or a base64 `FileDescriptorProto`, which Confluent's serializers send)
-//! with `protox`, imports served from memory (the registered referenced schemas by their reference name, and
-//! the google/protobuf well-known types), the canonical text form, the serialized form, and the
+//! with `protox`, imports served from memory (the registered referenced schemas by their reference name, the
+//! google/protobuf well-known types and Confluent's known types, [`KNOWN_TYPES`]), the canonical text form, the serialized form, and the
 //! compatibility walk over `prost-reflect` descriptors.
 //!
 //! The walk follows Confluent's Protobuf rules: messages and enums are matched by name, fields by number; a
