@@ -1,13 +1,20 @@
 //! Protobuf messages to Connect data, as Confluent's `ProtobufConverter` (its `ProtobufData`) maps them for sinks:
 //! a message is a struct named after the message (its simple name), its real `oneof`s first, each an optional
 //! struct field `<oneof>_<index>` named `io.confluent.connect.protobuf.Union.<oneof>`, then its other fields in
-//! declaration order under their proto names. Every field is optional and carries its tag number in the parameter
+//! declaration order under their proto names. Every field is optional (with `wrapper.for.nullables`, singular
+//! scalars and enums outside oneofs are required) and carries its tag number in the parameter
 //! `io.confluent.connect.protobuf.Tag`. int32/sint32/sfixed32 are int32; uint32, fixed32 and the 64-bit integers
 //! int64 (uint64 and fixed64 as Java's long, so values past 2^63 wrap); float, double, bool, string and bytes the
 //! same; an enum a string (the symbol) named after the enum with its symbols in parameters; `repeated` an array of
 //! optional items; a `map` a map (in JsonConverter's value form: an object when the keys are strings, else
-//! `[key, value]` pairs); `google.protobuf.Timestamp` Connect's Timestamp (milliseconds). Scalars that are not set
-//! are their default (proto3 cannot tell), a message field that is not set is null.
+//! `[key, value]` pairs); `google.protobuf.Timestamp`, `google.type.Date`, `google.type.TimeOfDay` and
+//! `confluent.type.Decimal` Connect's Timestamp (milliseconds), Date (days), Time (milliseconds of the day) and
+//! Decimal (its scale from the field's `confluent.field_meta` parameters); with `wrapper.for.nullables` a
+//! `google.protobuf` wrapper its optional value. Scalars that are not set are their default (proto3 cannot tell),
+//! a message field that is not set is null.
+//!
+//! The other way, for sources ([`proto_schema_of`], [`message_of`]): a Connect struct's proto3 schema as
+//! Confluent's `fromConnectData` derives it, and its values as a message of that schema.
 //!
 //! The schema walk is bounded: a message that contains itself is refused (Connect schemas are trees), as are
 //! messages nested deeper than 64 or expanding to more than 10,000 types (the limits of the shared Avro check,
@@ -29,11 +36,14 @@ const UNION: &str = "io.confluent.connect.protobuf.Union";
 const TIMESTAMP: &str = "google.protobuf.Timestamp";
 const CONNECT_TIMESTAMP: &str = "org.apache.kafka.connect.data.Timestamp";
 
-/// The Connect schema (JsonConverter's JSON form) of a message, or why it has none.
-pub fn connect_schema(m: &MessageDescriptor) -> Result<Value, String> {
+/// The Connect schema (JsonConverter's JSON form) of a message, or why it has none. `wrappers`
+/// (`wrapper.for.nullables`, as Confluent's converter reads with it): a `google.protobuf` wrapper field is its
+/// optional primitive, and the other singular scalar and enum fields (outside `oneof`s) are required.
+pub fn connect_schema(m: &MessageDescriptor, wrappers: bool) -> Result<Value, String> {
     let mut walk = Walk {
         open: Vec::new(),
         budget: MAX_SCHEMA_NODES,
+        wrappers,
     };
     walk.message(m, 0, false)
 }
@@ -42,6 +52,7 @@ struct Walk {
     /// The messages being expanded, outermost first: one met again contains itself.
     open: Vec<String>,
     budget: usize,
+    wrappers: bool,
 }
 
 impl Walk {
@@ -111,6 +122,14 @@ impl Walk {
                 item
             }
         };
+        if self.wrappers
+            && !f.is_list()
+            && !f.is_map()
+            && !matches!(f.kind(), Kind::Message(_))
+            && real_oneof(f).is_none()
+        {
+            s["optional"] = json!(false);
+        }
         s["parameters"] = merged(s.get("parameters"), TAG, &f.number().to_string());
         Ok(s)
     }
@@ -151,6 +170,12 @@ impl Walk {
             }
             Kind::Message(m) if m.full_name() == TIMESTAMP => {
                 json!({"type": "int64", "optional": true, "name": CONNECT_TIMESTAMP, "version": 1})
+            }
+            Kind::Message(m) if self.wrappers && is_wrapper(&m) => {
+                match m.get_field_by_name("value") {
+                    Some(inner) => self.single(&inner, depth)?,
+                    None => return Err(format!("wrapper {} has no value field", m.full_name())),
+                }
             }
             Kind::Message(m) if m.full_name() == DATE => {
                 json!({"type": "int32", "optional": true, "name": CONNECT_DATE, "version": 1})
@@ -218,10 +243,14 @@ pub use fjord_registry::wire::protobuf_value_budget as value_budget;
 
 /// A decoded message as the Connect value of [`connect_schema`]'s struct, in at most `budget` values (else an
 /// error: a record whose empty messages expand into more values than it can stand for).
-pub fn connect_value(msg: &DynamicMessage, budget: usize) -> Result<Value, String> {
-    let mut left = budget;
+/// `wrappers`: as for [`connect_schema`], a wrapper message is its value.
+pub fn connect_value(msg: &DynamicMessage, budget: usize, wrappers: bool) -> Result<Value, String> {
+    let mut left = Left {
+        n: budget,
+        wrappers,
+    };
     message_value(msg, &mut left).map_err(|e| {
-        if left == 0 {
+        if left.n == 0 {
             format!("the record expands into more than {budget} Connect values (its messages' unset fields are written as defaults); it is refused as a hostile or corrupt record")
         } else {
             e
@@ -229,16 +258,22 @@ pub fn connect_value(msg: &DynamicMessage, budget: usize) -> Result<Value, Strin
     })
 }
 
+/// What is left of a record's value budget, and whether wrappers are read as their values.
+struct Left {
+    n: usize,
+    wrappers: bool,
+}
+
 /// Takes one value from the budget.
-fn spend(left: &mut usize) -> Result<(), String> {
-    if *left == 0 {
+fn spend(left: &mut Left) -> Result<(), String> {
+    if left.n == 0 {
         return Err("over the value budget".into());
     }
-    *left -= 1;
+    left.n -= 1;
     Ok(())
 }
 
-fn message_value(msg: &DynamicMessage, left: &mut usize) -> Result<Value, String> {
+fn message_value(msg: &DynamicMessage, left: &mut Left) -> Result<Value, String> {
     spend(left)?;
     let m = msg.descriptor();
     let mut out = Map::new();
@@ -277,7 +312,7 @@ fn message_value(msg: &DynamicMessage, left: &mut usize) -> Result<Value, String
     Ok(Value::Object(out))
 }
 
-fn field_value(f: &FieldDescriptor, v: &Proto, left: &mut usize) -> Result<Value, String> {
+fn field_value(f: &FieldDescriptor, v: &Proto, left: &mut Left) -> Result<Value, String> {
     match v {
         Proto::List(items) => items
             .iter()
@@ -330,7 +365,7 @@ fn field_value(f: &FieldDescriptor, v: &Proto, left: &mut usize) -> Result<Value
 /// record always gives the same line).
 use fjord_registry::proto_json::key_order;
 
-fn single_value(f: &FieldDescriptor, v: &Proto, left: &mut usize) -> Result<Value, String> {
+fn single_value(f: &FieldDescriptor, v: &Proto, left: &mut Left) -> Result<Value, String> {
     let finite = |x: f64| {
         serde_json::Number::from_f64(x)
             .map(Value::Number)
@@ -374,6 +409,12 @@ fn single_value(f: &FieldDescriptor, v: &Proto, left: &mut usize) -> Result<Valu
                 .and_then(|ms| ms.checked_add(i64::from(nanos).div_euclid(1_000_000)))
                 .ok_or_else(|| format!("field {}: the timestamp is out of range", f.name()))?;
             json!(millis)
+        }
+        Proto::Message(m) if left.wrappers && is_wrapper(&m.descriptor()) => {
+            match m.descriptor().get_field_by_name("value") {
+                Some(inner) => single_value(&inner, &m.get_field(&inner), left)?,
+                None => return Err(format!("field {}: a wrapper without a value", f.name())),
+            }
         }
         Proto::Message(m) if m.descriptor().full_name() == DATE => {
             let n = |k: &str| {
@@ -1352,13 +1393,13 @@ message Order {
 
     fn value_of(m: &MessageDescriptor, j: Value) -> Value {
         let body = proto_json::from_json(m, &j).unwrap();
-        connect_value(&proto_json::decode(m, &body).unwrap(), usize::MAX).unwrap()
+        connect_value(&proto_json::decode(m, &body).unwrap(), usize::MAX, false).unwrap()
     }
 
     #[test]
     fn messages_map_to_structs_as_confluents_converter_maps_them() {
         let m = order();
-        let s = connect_schema(&m).unwrap();
+        let s = connect_schema(&m, false).unwrap();
         assert_eq!(
             (&s["type"], &s["name"], &s["optional"]),
             (&json!("struct"), &json!("Order"), &json!(false))
@@ -1435,11 +1476,11 @@ message Order {
         let outer = schema.message(Some("Outer")).unwrap().0;
         let body: Vec<u8> = [0x0a, 0x00].repeat(500);
         let msg = proto_json::decode(&outer, &body).unwrap();
-        let e = connect_value(&msg, value_budget(body.len())).unwrap_err();
+        let e = connect_value(&msg, value_budget(body.len()), false).unwrap_err();
         assert!(e.contains("more than 74000 Connect values"), "{e}");
         let small: Vec<u8> = [0x0a, 0x00].repeat(3);
         let msg = proto_json::decode(&outer, &small).unwrap();
-        let v = connect_value(&msg, value_budget(small.len())).unwrap();
+        let v = connect_value(&msg, value_budget(small.len()), false).unwrap();
         assert_eq!(v["items"].as_array().unwrap().len(), 3);
         assert_eq!(v["items"][2]["f200"], "");
         assert_eq!(value_budget(usize::MAX), 2_000_000);
@@ -1452,7 +1493,7 @@ message Order {
             &[],
         )
         .unwrap();
-        let e = connect_schema(&node.message(None).unwrap().0).unwrap_err();
+        let e = connect_schema(&node.message(None).unwrap().0, false).unwrap_err();
         assert!(
             e.contains("recursive (message Node contains itself)"),
             "{e}"
@@ -1467,7 +1508,7 @@ message Order {
         }
         let chain = ProtoSchema::compile(&text, &[]).unwrap();
         let started = std::time::Instant::now();
-        let e = connect_schema(&chain.message(Some("M0")).unwrap().0).unwrap_err();
+        let e = connect_schema(&chain.message(Some("M0")).unwrap().0, false).unwrap_err();
         assert!(e.contains("more than 10000 types"), "{e}");
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
@@ -1486,8 +1527,14 @@ message Order {
         let m = compiled(&d);
         let body =
             prost_reflect::prost::Message::encode_to_vec(&message_of(&m, schema, value).unwrap());
-        let back = connect_value(&proto_json::decode(&m, &body).unwrap(), usize::MAX).unwrap();
-        (connect_schema(&m).unwrap(), back)
+        let wrappers = opts.wrapper_for_nullables;
+        let back = connect_value(
+            &proto_json::decode(&m, &body).unwrap(),
+            usize::MAX,
+            wrappers,
+        )
+        .unwrap();
+        (connect_schema(&m, wrappers).unwrap(), back)
     }
 
     fn field<'a>(s: &'a Value, n: &str) -> &'a Value {
@@ -1554,7 +1601,7 @@ message Order {
         assert_eq!(t.matches("message Address {").count(), 1, "{t}");
         // It compiles, and reads back as the same shape.
         let m = compiled(&d);
-        let back = connect_schema(&m).unwrap();
+        let back = connect_schema(&m, false).unwrap();
         assert_eq!(back["name"], "ConnectDefault1");
         assert_eq!(field(&back, "line")["name"], "ConnectDefault2");
         assert_eq!(field(&back, "pay_0")["fields"][1]["parameters"][TAG], "21");
@@ -1629,7 +1676,7 @@ message Order {
 
     /// Optional fields: by default a null is written as the field's default (proto3 cannot tell); with
     /// optional.for.nullables it is an unset `optional` field, read back as null; with wrapper.for.nullables a
-    /// `google.protobuf` wrapper (read back, as by Confluent's converter without the setting, as its struct).
+    /// `google.protobuf` wrapper, read back (with the setting) as its optional value, the other scalars required.
     #[test]
     fn nullable_fields_follow_optional_and_wrapper_for_nullables() {
         let schema = json!({"type": "struct", "optional": false, "fields": [
@@ -1672,11 +1719,26 @@ message Order {
         );
         let (_, back) = round_trip(&schema, &nulls, wrapper);
         assert_eq!(back, nulls);
-        let (_, back) = round_trip(&schema, &json!({"n": 0, "s": "x", "at": 5}), wrapper);
-        assert_eq!(
-            back,
-            json!({"n": {"value": 0}, "s": {"value": "x"}, "at": 5})
+        let (back_schema, back) = round_trip(&schema, &json!({"n": 0, "s": "x", "at": 5}), wrapper);
+        assert_eq!(back, json!({"n": 0, "s": "x", "at": 5}));
+        assert_eq!(field(&back_schema, "n")["type"], "int32");
+        assert_eq!(field(&back_schema, "n")["optional"], true);
+        // Without the setting, a reader sees the wrapper's struct.
+        let d = proto_schema_of(&schema, wrapper).unwrap();
+        let m = compiled(&d);
+        let body = prost_reflect::prost::Message::encode_to_vec(
+            &message_of(&m, &schema, &json!({"n": 3, "s": null, "at": null})).unwrap(),
         );
+        let plain =
+            connect_value(&proto_json::decode(&m, &body).unwrap(), usize::MAX, false).unwrap();
+        assert_eq!(plain, json!({"n": {"value": 3}, "s": null, "at": null}));
+        // A required scalar next to wrapped ones reads back required.
+        let mixed = json!({"type": "struct", "optional": false, "fields": [
+            {"field": "k", "type": "int64", "optional": false},
+            {"field": "n", "type": "int32", "optional": true}]});
+        let (back_schema, back) = round_trip(&mixed, &json!({"k": 0, "n": null}), wrapper);
+        assert_eq!(back, json!({"k": 0, "n": null}));
+        assert_eq!(field(&back_schema, "k")["optional"], false);
     }
 
     /// Connect schemas Protobuf cannot express, and values that do not fit: errors naming the field.

@@ -589,7 +589,12 @@ impl RegistryConverter {
                     .lock()
                     .unwrap()
                     .entry(descriptor.full_name().to_string())
-                    .or_insert_with(|| crate::protobuf_data::connect_schema(&descriptor))
+                    .or_insert_with(|| {
+                        crate::protobuf_data::connect_schema(
+                            &descriptor,
+                            self.proto_options.wrapper_for_nullables,
+                        )
+                    })
                     .clone()
                     .map_err(|e| format!("schema id {id}: {e}"))?;
                 return Ok(SchemaAndValue {
@@ -597,6 +602,7 @@ impl RegistryConverter {
                     value: crate::protobuf_data::connect_value(
                         &message,
                         crate::protobuf_data::value_budget(body.len()),
+                        self.proto_options.wrapper_for_nullables,
                     )
                     .map_err(|e| format!("schema id {id}: {e}"))?,
                 });
