@@ -1090,7 +1090,8 @@ fn message_at(
             )
         })?;
         let pv = field_proto(&fd, f, v, &fpath)?;
-        msg.set_field(&fd, pv);
+        msg.try_set_field(&fd, pv)
+            .map_err(|e| format!("field {fpath}: {e}"))?;
     }
     Ok(msg)
 }

@@ -2184,6 +2184,61 @@ mod tests {
         assert!(e.contains("writes structs"), "{e}");
     }
 
+    /// use.latest.version with ProtobufConverter: records are written with the latest schema's id, as its
+    /// message of the derived name (here the second message, so the indexes are [1]); a latest schema without
+    /// that message, or whose field does not fit the value, is an error, never a panic.
+    #[tokio::test]
+    async fn protobuf_use_latest_version_writes_with_the_latest_schemas_message() {
+        let latest = "syntax = \"proto3\";\npackage shop;\nmessage Other { string x = 1; }\nmessage Order { int64 id = 1; string note = 2; }\n";
+        let url = routed_registry(vec![(
+            "/subjects/orders-value/versions/latest",
+            json!({"id": 31, "version": 4, "schemaType": "PROTOBUF", "schema": latest}),
+        )])
+        .await;
+        let config: ConfigMap = [
+            ("value.converter.schema.registry.url", url.as_str()),
+            ("value.converter.use.latest.version", "true"),
+            ("value.converter.auto.register.schemas", "false"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let c =
+            RegistryConverter::from_config(Format::Protobuf, &config, "value.converter").unwrap();
+        let schema = json!({"type": "struct", "name": "shop.Order", "optional": false, "fields": [
+            {"field": "id", "type": "int64", "optional": false},
+            {"field": "note", "type": "string", "optional": true}]});
+        let data = SchemaAndValue {
+            schema: Some(schema),
+            value: json!({"id": 9, "note": "n"}),
+        };
+        c.prepare_encode("orders", &data).await.unwrap();
+        let wire = c.encode("orders", &data).unwrap().unwrap();
+        // Id 31, indexes [1] (count 1, index 1, zig-zag), then id = 9, note = "n".
+        assert_eq!(wire, [0, 0, 0, 0, 31, 2, 2, 0x08, 9, 0x12, 1, b'n']);
+
+        let unnamed = SchemaAndValue {
+            schema: Some(json!({"type": "struct", "optional": false, "fields": [
+                {"field": "id", "type": "int64", "optional": false}]})),
+            value: json!({"id": 1}),
+        };
+        let e = c.prepare_encode("orders", &unnamed).await.unwrap_err();
+        assert!(
+            e.contains("schema id 31") && e.contains("no message ConnectDefault1"),
+            "{e}"
+        );
+        let mismatched = SchemaAndValue {
+            schema: Some(
+                json!({"type": "struct", "name": "shop.Order", "optional": false, "fields": [
+                {"field": "id", "type": "string", "optional": false}]}),
+            ),
+            value: json!({"id": "not a number"}),
+        };
+        c.prepare_encode("orders", &mismatched).await.unwrap();
+        let e = c.encode("orders", &mismatched).unwrap_err();
+        assert!(e.starts_with("field id: expected an integer"), "{e}");
+    }
+
     #[test]
     fn basic_auth_and_the_subject_strategy_are_read_from_the_converters_prefix() {
         let props = |pairs: &[(&str, &str)]| -> ConfigMap {
