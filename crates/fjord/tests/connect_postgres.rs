@@ -1375,4 +1375,32 @@ fn a_postgres_source_with_the_protobuf_converter_writes_what_confluents_deserial
     );
     assert_eq!(latest["id"], records[0]["id"], "{latest}");
     assert_eq!(latest["schemaType"], "PROTOBUF", "{latest}");
+
+    // A column whose name is no Protobuf field name: the task fails with an error naming the field (nothing is
+    // registered or sent).
+    pg.psql("CREATE TABLE odd (id SERIAL PRIMARY KEY, \"bad-name\" INT)");
+    pg.psql("INSERT INTO odd (\"bad-name\") VALUES (1)");
+    let mut config: Value = serde_json::from_str::<Value>(&body).unwrap()["config"].clone();
+    config["table.whitelist"] = json!("odd");
+    config["task.restart.max.attempts"] = json!("0");
+    let (status, v) = http(
+        &p.rest,
+        "PUT",
+        "/connectors/pb-odd/config",
+        Some(&config.to_string()),
+    );
+    assert_eq!(status, 201, "{v}");
+    let trace = failed(&p.rest, "pb-odd");
+    assert!(
+        trace
+            .contains("value.converter: field bad-name: \"bad-name\" is not a Protobuf field name"),
+        "{trace}"
+    );
+    let (status, _) = http(
+        &p.registry.replace("http://", ""),
+        "GET",
+        "/subjects/pb-odd-value/versions/latest",
+        None,
+    );
+    assert_eq!(status, 404);
 }
