@@ -1670,6 +1670,41 @@ message Order {
             let (y, m, dd) = civil_from_days(d);
             assert_eq!(days_from_civil(y, i64::from(m), i64::from(dd)), d);
         }
+        // A record written at scale 3 read with a schema of scale 2 (the registry gave both one id): the same
+        // number at the schema's scale when it is exact, else an error naming the field.
+        let at_scale = |scale: &str| {
+            json!({"type": "struct", "name": "shop.P", "optional": false, "fields": [
+                {"field": "price", "type": "bytes", "optional": false, "name": CONNECT_DECIMAL, "version": 1,
+                 "parameters": {"scale": scale}}]})
+        };
+        let reader = compiled(&proto_schema_of(&at_scale("2"), WriteOptions::default()).unwrap());
+        let writer = compiled(&proto_schema_of(&at_scale("3"), WriteOptions::default()).unwrap());
+        let read = |unscaled: &[u8]| {
+            let msg = message_of(
+                &writer,
+                &at_scale("3"),
+                &json!({"price": crate::converter::base64_encode(unscaled)}),
+            )
+            .unwrap();
+            let body = prost_reflect::prost::Message::encode_to_vec(&msg);
+            connect_value(
+                &proto_json::decode(&reader, &body).unwrap(),
+                usize::MAX,
+                false,
+            )
+        };
+        // 1.230 is 1.23; 1.234 is not at scale 2.
+        assert_eq!(
+            read(&[0x04, 0xce]).unwrap()["price"],
+            crate::converter::base64_encode(&[0x7b])
+        );
+        let e = read(&[0x04, 0xd2]).unwrap_err();
+        assert!(
+            e.starts_with(
+                "field price: a decimal of scale 3 cannot be read at the schema's scale 2"
+            ),
+            "{e}"
+        );
         assert_eq!(rescaled(&[0x01], 0, 2), Some(vec![0x64]));
         assert_eq!(rescaled(&[0x64], 2, 0), Some(vec![0x01]));
         assert_eq!(rescaled(&[0x65], 2, 0), None);
