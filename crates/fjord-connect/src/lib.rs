@@ -3,7 +3,7 @@
 //! connectors in a standalone worker whose source offsets live in a local file or a distributed-mode worker whose
 //! connectors and offsets live in Connect's internal topics, converts records with
 //! Connect's String, ByteArray and JSON converters and Confluent's schema-registry AvroConverter,
-//! JsonSchemaConverter and (for sinks) ProtobufConverter, applies Connect's single message transforms, and has the
+//! JsonSchemaConverter and ProtobufConverter, applies Connect's single message transforms, and has the
 //! FileStream source and sink, an Elasticsearch/OpenSearch sink, an HTTP sink and a PostgreSQL (JDBC) sink and source built in.
 //!
 //! It is a Kafka client of the brokers (librdkafka through `rdkafka`) and knows nothing of their internals:

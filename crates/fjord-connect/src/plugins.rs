@@ -339,9 +339,6 @@ fn errors_of(plugin: Plugin, key: &Key, config: &ConfigMap) -> Vec<String> {
         // The converter with its own settings (a registry converter's `<key>.schema.registry.url`, ...): an
         // error names the setting.
         ("CLASS", _) => match Converter::build(value, config, key.name) {
-            Ok(Converter::Registry(r)) if plugin.kind() == Kind::Source && !r.writes() => {
-                invalid(&crate::registry_converter::protobuf_writes(key.name))
-            }
             Ok(_) => Vec::new(),
             Err(why) => invalid(&why),
         },

@@ -1,13 +1,20 @@
 //! Protobuf messages to Connect data, as Confluent's `ProtobufConverter` (its `ProtobufData`) maps them for sinks:
 //! a message is a struct named after the message (its simple name), its real `oneof`s first, each an optional
 //! struct field `<oneof>_<index>` named `io.confluent.connect.protobuf.Union.<oneof>`, then its other fields in
-//! declaration order under their proto names. Every field is optional and carries its tag number in the parameter
+//! declaration order under their proto names. Every field is optional (with `wrapper.for.nullables`, singular
+//! scalars and enums outside oneofs are required) and carries its tag number in the parameter
 //! `io.confluent.connect.protobuf.Tag`. int32/sint32/sfixed32 are int32; uint32, fixed32 and the 64-bit integers
 //! int64 (uint64 and fixed64 as Java's long, so values past 2^63 wrap); float, double, bool, string and bytes the
 //! same; an enum a string (the symbol) named after the enum with its symbols in parameters; `repeated` an array of
 //! optional items; a `map` a map (in JsonConverter's value form: an object when the keys are strings, else
-//! `[key, value]` pairs); `google.protobuf.Timestamp` Connect's Timestamp (milliseconds). Scalars that are not set
-//! are their default (proto3 cannot tell), a message field that is not set is null.
+//! `[key, value]` pairs); `google.protobuf.Timestamp`, `google.type.Date`, `google.type.TimeOfDay` and
+//! `confluent.type.Decimal` Connect's Timestamp (milliseconds), Date (days), Time (milliseconds of the day) and
+//! Decimal (its scale from the field's `confluent.field_meta` parameters); with `wrapper.for.nullables` a
+//! `google.protobuf` wrapper its optional value. Scalars that are not set are their default (proto3 cannot tell),
+//! a message field that is not set is null.
+//!
+//! The other way, for sources ([`proto_schema_of`], [`message_of`]): a Connect struct's proto3 schema as
+//! Confluent's `fromConnectData` derives it, and its values as a message of that schema.
 //!
 //! The schema walk is bounded: a message that contains itself is refused (Connect schemas are trees), as are
 //! messages nested deeper than 64 or expanding to more than 10,000 types (the limits of the shared Avro check,
@@ -29,11 +36,14 @@ const UNION: &str = "io.confluent.connect.protobuf.Union";
 const TIMESTAMP: &str = "google.protobuf.Timestamp";
 const CONNECT_TIMESTAMP: &str = "org.apache.kafka.connect.data.Timestamp";
 
-/// The Connect schema (JsonConverter's JSON form) of a message, or why it has none.
-pub fn connect_schema(m: &MessageDescriptor) -> Result<Value, String> {
+/// The Connect schema (JsonConverter's JSON form) of a message, or why it has none. `wrappers`
+/// (`wrapper.for.nullables`, as Confluent's converter reads with it): a `google.protobuf` wrapper field is its
+/// optional primitive, and the other singular scalar and enum fields (outside `oneof`s) are required.
+pub fn connect_schema(m: &MessageDescriptor, wrappers: bool) -> Result<Value, String> {
     let mut walk = Walk {
         open: Vec::new(),
         budget: MAX_SCHEMA_NODES,
+        wrappers,
     };
     walk.message(m, 0, false)
 }
@@ -42,6 +52,7 @@ struct Walk {
     /// The messages being expanded, outermost first: one met again contains itself.
     open: Vec<String>,
     budget: usize,
+    wrappers: bool,
 }
 
 impl Walk {
@@ -111,6 +122,14 @@ impl Walk {
                 item
             }
         };
+        if self.wrappers
+            && !f.is_list()
+            && !f.is_map()
+            && !matches!(f.kind(), Kind::Message(_))
+            && real_oneof(f).is_none()
+        {
+            s["optional"] = json!(false);
+        }
         s["parameters"] = merged(s.get("parameters"), TAG, &f.number().to_string());
         Ok(s)
     }
@@ -118,8 +137,14 @@ impl Walk {
     /// The schema of one value of `f` (an item when it is repeated).
     fn single(&mut self, f: &FieldDescriptor, depth: usize) -> Result<Value, String> {
         let prim = |t: &str| json!({"type": t, "optional": true});
+        let meta = field_meta(f);
         Ok(match f.kind() {
-            Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => prim("int32"),
+            Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+                match meta.get(CONNECT_TYPE).map(String::as_str) {
+                    Some(t @ ("int8" | "int16")) => prim(t),
+                    _ => prim("int32"),
+                }
+            }
             Kind::Uint32
             | Kind::Fixed32
             | Kind::Int64
@@ -146,9 +171,56 @@ impl Walk {
             Kind::Message(m) if m.full_name() == TIMESTAMP => {
                 json!({"type": "int64", "optional": true, "name": CONNECT_TIMESTAMP, "version": 1})
             }
+            Kind::Message(m) if self.wrappers && is_wrapper(&m) => {
+                match m.get_field_by_name("value") {
+                    Some(inner) => self.single(&inner, depth)?,
+                    None => return Err(format!("wrapper {} has no value field", m.full_name())),
+                }
+            }
+            Kind::Message(m) if m.full_name() == DATE => {
+                json!({"type": "int32", "optional": true, "name": CONNECT_DATE, "version": 1})
+            }
+            Kind::Message(m) if m.full_name() == TIME_OF_DAY => {
+                json!({"type": "int32", "optional": true, "name": CONNECT_TIME, "version": 1})
+            }
+            Kind::Message(m) if m.full_name() == DECIMAL => {
+                let mut parameters = Map::new();
+                parameters.insert(
+                    "scale".into(),
+                    json!(meta.get("scale").map_or("0", String::as_str)),
+                );
+                if let Some(p) = meta.get("precision") {
+                    parameters.insert("connect.decimal.precision".into(), json!(p));
+                }
+                json!({"type": "bytes", "optional": true, "name": CONNECT_DECIMAL, "version": 1,
+                    "parameters": parameters})
+            }
             Kind::Message(m) => self.message(&m, depth + 1, true)?,
         })
     }
+}
+
+/// The parameters of a field's `confluent.field_meta` option (Confluent's converter keeps a decimal's
+/// precision and scale, and int8/int16's Connect type, there), if its schema imports `confluent/meta.proto`.
+fn field_meta(f: &FieldDescriptor) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(ext) = f.parent_pool().get_extension_by_name(FIELD_META) else {
+        return out;
+    };
+    let options = f.options();
+    if !options.has_extension(&ext) {
+        return out;
+    }
+    if let Proto::Message(meta) = &*options.get_extension(&ext) {
+        if let Some(Proto::Map(params)) = meta.get_field_by_name("params").as_deref() {
+            for (k, v) in params {
+                if let (MapKey::String(k), Proto::String(v)) = (k, v) {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    out
 }
 
 fn merged(parameters: Option<&Value>, key: &str, value: &str) -> Value {
@@ -171,10 +243,14 @@ pub use fjord_registry::wire::protobuf_value_budget as value_budget;
 
 /// A decoded message as the Connect value of [`connect_schema`]'s struct, in at most `budget` values (else an
 /// error: a record whose empty messages expand into more values than it can stand for).
-pub fn connect_value(msg: &DynamicMessage, budget: usize) -> Result<Value, String> {
-    let mut left = budget;
+/// `wrappers`: as for [`connect_schema`], a wrapper message is its value.
+pub fn connect_value(msg: &DynamicMessage, budget: usize, wrappers: bool) -> Result<Value, String> {
+    let mut left = Left {
+        n: budget,
+        wrappers,
+    };
     message_value(msg, &mut left).map_err(|e| {
-        if left == 0 {
+        if left.n == 0 {
             format!("the record expands into more than {budget} Connect values (its messages' unset fields are written as defaults); it is refused as a hostile or corrupt record")
         } else {
             e
@@ -182,16 +258,22 @@ pub fn connect_value(msg: &DynamicMessage, budget: usize) -> Result<Value, Strin
     })
 }
 
+/// What is left of a record's value budget, and whether wrappers are read as their values.
+struct Left {
+    n: usize,
+    wrappers: bool,
+}
+
 /// Takes one value from the budget.
-fn spend(left: &mut usize) -> Result<(), String> {
-    if *left == 0 {
+fn spend(left: &mut Left) -> Result<(), String> {
+    if left.n == 0 {
         return Err("over the value budget".into());
     }
-    *left -= 1;
+    left.n -= 1;
     Ok(())
 }
 
-fn message_value(msg: &DynamicMessage, left: &mut usize) -> Result<Value, String> {
+fn message_value(msg: &DynamicMessage, left: &mut Left) -> Result<Value, String> {
     spend(left)?;
     let m = msg.descriptor();
     let mut out = Map::new();
@@ -230,7 +312,7 @@ fn message_value(msg: &DynamicMessage, left: &mut usize) -> Result<Value, String
     Ok(Value::Object(out))
 }
 
-fn field_value(f: &FieldDescriptor, v: &Proto, left: &mut usize) -> Result<Value, String> {
+fn field_value(f: &FieldDescriptor, v: &Proto, left: &mut Left) -> Result<Value, String> {
     match v {
         Proto::List(items) => items
             .iter()
@@ -283,7 +365,7 @@ fn field_value(f: &FieldDescriptor, v: &Proto, left: &mut usize) -> Result<Value
 /// record always gives the same line).
 use fjord_registry::proto_json::key_order;
 
-fn single_value(f: &FieldDescriptor, v: &Proto, left: &mut usize) -> Result<Value, String> {
+fn single_value(f: &FieldDescriptor, v: &Proto, left: &mut Left) -> Result<Value, String> {
     let finite = |x: f64| {
         serde_json::Number::from_f64(x)
             .map(Value::Number)
@@ -328,6 +410,62 @@ fn single_value(f: &FieldDescriptor, v: &Proto, left: &mut usize) -> Result<Valu
                 .ok_or_else(|| format!("field {}: the timestamp is out of range", f.name()))?;
             json!(millis)
         }
+        Proto::Message(m) if left.wrappers && is_wrapper(&m.descriptor()) => {
+            match m.descriptor().get_field_by_name("value") {
+                Some(inner) => single_value(&inner, &m.get_field(&inner), left)?,
+                None => return Err(format!("field {}: a wrapper without a value", f.name())),
+            }
+        }
+        Proto::Message(m) if m.descriptor().full_name() == DATE => {
+            let n = |k: &str| {
+                m.get_field_by_name(k)
+                    .and_then(|v| v.as_i32())
+                    .map_or(0, i64::from)
+            };
+            let (y, mo, d) = (n("year"), n("month"), n("day"));
+            if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+                return Err(format!(
+                    "field {}: {y}-{mo}-{d} is not a date Connect can hold",
+                    f.name()
+                ));
+            }
+            json!(days_from_civil(y, mo, d))
+        }
+        Proto::Message(m) if m.descriptor().full_name() == TIME_OF_DAY => {
+            let n = |k: &str| {
+                m.get_field_by_name(k)
+                    .and_then(|v| v.as_i32())
+                    .map_or(0, i64::from)
+            };
+            let ms = n("hours") * 3_600_000
+                + n("minutes") * 60_000
+                + n("seconds") * 1000
+                + n("nanos") / 1_000_000;
+            if !(0..MILLIS_PER_DAY).contains(&ms) {
+                return Err(format!("field {}: not a time of day", f.name()));
+            }
+            json!(ms)
+        }
+        Proto::Message(m) if m.descriptor().full_name() == DECIMAL => {
+            let value = m
+                .get_field_by_name("value")
+                .and_then(|v| v.as_bytes().map(|b| b.to_vec()))
+                .unwrap_or_default();
+            let scale = m
+                .get_field_by_name("scale")
+                .and_then(|v| v.as_i32())
+                .unwrap_or(0);
+            let want: i32 = field_meta(f)
+                .get("scale")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            json!(crate::converter::base64_encode(
+                &rescaled(&value, scale, want).ok_or_else(|| format!(
+                "field {}: a decimal of scale {scale} cannot be read at the schema's scale {want}",
+                f.name()
+            ))?
+            ))
+        }
         Proto::Message(m) => message_value(m, left)?,
         Proto::List(_) | Proto::Map(_) => {
             return Err(format!(
@@ -336,6 +474,889 @@ fn single_value(f: &FieldDescriptor, v: &Proto, left: &mut usize) -> Result<Valu
             ))
         }
     })
+}
+
+// ---- Connect to Protobuf (sources) ----
+
+const UNION_PREFIX: &str = "io.confluent.connect.protobuf.Union.";
+const DEFAULT_NAME: &str = "ConnectDefault";
+const DATE: &str = "google.type.Date";
+const TIME_OF_DAY: &str = "google.type.TimeOfDay";
+const DECIMAL: &str = "confluent.type.Decimal";
+const CONNECT_DATE: &str = "org.apache.kafka.connect.data.Date";
+const CONNECT_TIME: &str = "org.apache.kafka.connect.data.Time";
+const CONNECT_DECIMAL: &str = "org.apache.kafka.connect.data.Decimal";
+/// The extension of `confluent/meta.proto` that carries a field's Connect parameters.
+const FIELD_META: &str = "confluent.field_meta";
+const CONNECT_TYPE: &str = "connect.type";
+const MILLIS_PER_DAY: i64 = 86_400_000;
+
+/// How ProtobufConverter writes optional Connect fields (its `wrapper.for.nullables` and
+/// `optional.for.nullables`; both off: a plain proto3 field, so that a null is written as the field's default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// An optional primitive is a `google.protobuf` wrapper message (`Int32Value`, `StringValue`, ...): unset
+    /// when null.
+    pub wrapper_for_nullables: bool,
+    /// An optional primitive or enum is a proto3 `optional` field: unset when null.
+    pub optional_for_nullables: bool,
+}
+
+/// A proto3 schema derived from a Connect schema: its `.proto` text and the full name of its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derived {
+    pub text: String,
+    pub message: String,
+}
+
+/// The proto3 schema Confluent's ProtobufConverter derives from a Connect struct schema (JsonConverter's JSON
+/// form): the message is named after the schema (its last dot-separated part; the rest is the package), or
+/// `ConnectDefault1` when it has none; a struct field is a message nested in its parent, named after its schema
+/// or `ConnectDefault2`, `ConnectDefault3`, ... in the order they are met (`Message` appended when that is the
+/// field's name; a named struct met again is the same message); fields are numbered by their
+/// `io.confluent.connect.protobuf.Tag` parameter, else 1, 2, ... in order; a struct named
+/// `io.confluent.connect.protobuf.Union.<name>` is a `oneof`; a string with `io.confluent.connect.protobuf.Enum`
+/// parameters an enum; arrays `repeated`, maps `map<K, V>`; Timestamp, Date, Time and Decimal are
+/// `google.protobuf.Timestamp`, `google.type.Date`, `google.type.TimeOfDay` and `confluent.type.Decimal` (its
+/// precision and scale, and int8/int16's Connect type, in the field's `confluent.field_meta` parameters).
+/// Err names the field whose schema Protobuf cannot express (an array of arrays or maps, a map with keys that
+/// are not integers, strings or booleans, a name that is not a Protobuf identifier, ...).
+pub fn proto_schema_of(connect: &Value, opts: WriteOptions) -> Result<Derived, String> {
+    let ty = type_of(connect);
+    if ty != "struct" {
+        return Err(format!(
+            "ProtobufConverter writes structs (as messages), and this record's schema is of type {ty:?}"
+        ));
+    }
+    let mut g = Gen {
+        opts,
+        defaults: 0,
+        imports: std::collections::BTreeSet::new(),
+        structs: std::collections::HashMap::new(),
+        budget: MAX_SCHEMA_NODES,
+    };
+    let full = g.name_or_default(connect.get("name").and_then(Value::as_str));
+    let (package, name) = match full.rsplit_once('.') {
+        Some((p, n)) => (Some(p.to_string()), n.to_string()),
+        None => (None, full.clone()),
+    };
+    for part in package
+        .iter()
+        .flat_map(|p| p.split('.'))
+        .chain([name.as_str()])
+    {
+        if !is_identifier(part) {
+            return Err(format!(
+                "the record's struct name {full:?} is not a Protobuf message name (letters, digits and _, dot-separated)"
+            ));
+        }
+    }
+    let scope = match &package {
+        Some(p) => format!(".{p}.{name}"),
+        None => format!(".{name}"),
+    };
+    g.structs
+        .insert(full.clone(), (fingerprint(connect), scope.clone()));
+    let lines = g.message(&name, connect, &scope, "", 0)?;
+    let mut text = String::from("syntax = \"proto3\";\n");
+    if let Some(p) = &package {
+        text.push_str(&format!("package {p};\n"));
+    }
+    text.push('\n');
+    for i in &g.imports {
+        text.push_str(&format!("import \"{i}\";\n"));
+    }
+    if !g.imports.is_empty() {
+        text.push('\n');
+    }
+    for l in lines {
+        text.push_str(&l);
+        text.push('\n');
+    }
+    Ok(Derived {
+        text,
+        message: scope[1..].to_string(),
+    })
+}
+
+fn type_of(s: &Value) -> &str {
+    s.get("type").and_then(Value::as_str).unwrap_or("")
+}
+
+fn is_optional(s: &Value) -> bool {
+    s.get("optional").and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn param<'a>(s: &'a Value, key: &str) -> Option<&'a str> {
+    s.get("parameters")
+        .and_then(|p| p.get(key))
+        .and_then(Value::as_str)
+}
+
+fn is_union(s: &Value) -> bool {
+    type_of(s) == "struct"
+        && s.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| n.starts_with(UNION_PREFIX))
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A struct schema without its own optionality (a struct used optional and required is one message).
+fn fingerprint(s: &Value) -> String {
+    let mut s = s.clone();
+    if let Some(o) = s.as_object_mut() {
+        o.remove("optional");
+        o.remove("field");
+        o.remove("default");
+    }
+    s.to_string()
+}
+
+fn field_at(path: &str) -> String {
+    if path.is_empty() {
+        "the record's value".to_string()
+    } else {
+        format!("field {path}")
+    }
+}
+
+/// The `[(confluent.field_meta) = ...]` option carrying Connect parameters.
+fn meta_option(params: &[(&str, String)]) -> String {
+    let entries: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{{key: {k:?}, value: {v:?}}}"))
+        .collect();
+    format!(" [({FIELD_META}) = {{params: [{}]}}]", entries.join(", "))
+}
+
+struct Gen {
+    opts: WriteOptions,
+    /// ConnectDefault<n> names given so far.
+    defaults: usize,
+    imports: std::collections::BTreeSet<&'static str>,
+    /// Named structs already defined: (fingerprint, the message's full name with a leading dot).
+    structs: std::collections::HashMap<String, (String, String)>,
+    budget: usize,
+}
+
+/// What a message defines besides its fields.
+#[derive(Default)]
+struct Nested {
+    lines: Vec<String>,
+    enums: std::collections::HashSet<String>,
+}
+
+impl Gen {
+    fn name_or_default(&mut self, name: Option<&str>) -> String {
+        match name.filter(|n| !n.is_empty()) {
+            Some(n) => n.to_string(),
+            None => {
+                self.defaults += 1;
+                format!("{DEFAULT_NAME}{}", self.defaults)
+            }
+        }
+    }
+
+    fn step(&mut self, depth: usize, path: &str) -> Result<(), String> {
+        if self.budget == 0 || depth > MAX_SCHEMA_DEPTH {
+            return Err(format!(
+                "{}: the Connect schema nests deeper than {MAX_SCHEMA_DEPTH} or has more than {MAX_SCHEMA_NODES} types, which this converter does not write",
+                field_at(path)
+            ));
+        }
+        self.budget -= 1;
+        Ok(())
+    }
+
+    fn message(
+        &mut self,
+        name: &str,
+        s: &Value,
+        scope: &str,
+        path: &str,
+        depth: usize,
+    ) -> Result<Vec<String>, String> {
+        self.step(depth, path)?;
+        let fields = s
+            .get("fields")
+            .and_then(Value::as_array)
+            .ok_or_else(|| format!("{}: a struct schema without fields", field_at(path)))?;
+        let mut body = Vec::new();
+        let mut nested = Nested::default();
+        let mut index = 1;
+        for f in fields {
+            let fname = f
+                .get("field")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("{}: a struct field without a name", field_at(path)))?;
+            let fpath = if path.is_empty() {
+                fname.to_string()
+            } else {
+                format!("{path}.{fname}")
+            };
+            if !is_identifier(fname) {
+                return Err(format!(
+                    "field {fpath}: {fname:?} is not a Protobuf field name (letters, digits and _, not starting with a digit)"
+                ));
+            }
+            if is_union(f) {
+                let union = f["name"].as_str().unwrap_or("")[UNION_PREFIX.len()..].to_string();
+                let union = union.rsplit('.').next().unwrap_or("").to_string();
+                if !is_identifier(&union) {
+                    return Err(format!(
+                        "field {fpath}: {union:?} is not a Protobuf oneof name"
+                    ));
+                }
+                body.push(format!("oneof {union} {{"));
+                for m in f
+                    .get("fields")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let mname = m.get("field").and_then(Value::as_str).unwrap_or("");
+                    let mpath = format!("{fpath}.{mname}");
+                    if !is_identifier(mname) {
+                        return Err(format!(
+                            "field {mpath}: {mname:?} is not a Protobuf field name"
+                        ));
+                    }
+                    let tag = tag_of(m, &mpath)?.ok_or_else(|| {
+                        format!(
+                            "field {mpath}: a oneof member needs its number in the parameter {TAG}"
+                        )
+                    })?;
+                    let line =
+                        self.field(m, mname, tag, scope, &mpath, &mut nested, depth, true)?;
+                    body.push(format!("  {line}"));
+                }
+                body.push("}".to_string());
+                continue;
+            }
+            let tag = match tag_of(f, &fpath)? {
+                Some(t) => t,
+                None => {
+                    let t = index;
+                    index += 1;
+                    t
+                }
+            };
+            body.push(self.field(f, fname, tag, scope, &fpath, &mut nested, depth, false)?);
+        }
+        let mut out = vec![format!("message {name} {{")];
+        out.extend(
+            body.into_iter()
+                .chain(nested.lines)
+                .map(|l| format!("  {l}")),
+        );
+        out.push("}".to_string());
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn field(
+        &mut self,
+        f: &Value,
+        fname: &str,
+        tag: u32,
+        scope: &str,
+        path: &str,
+        nested: &mut Nested,
+        depth: usize,
+        in_oneof: bool,
+    ) -> Result<String, String> {
+        let container = |what: &str| {
+            format!("field {path}: a {what} cannot be a member of a oneof in Protobuf")
+        };
+        match type_of(f) {
+            "array" => {
+                if in_oneof {
+                    return Err(container("repeated field"));
+                }
+                let items = f
+                    .get("items")
+                    .ok_or_else(|| format!("field {path}: an array schema without items"))?;
+                if matches!(type_of(items), "array" | "map") {
+                    return Err(format!(
+                        "field {path}: an array of {}s has no Protobuf form (a repeated field's items cannot themselves be repeated or maps)",
+                        type_of(items)
+                    ));
+                }
+                let (t, _) = self.type_str(items, fname, scope, path, nested, depth + 1)?;
+                Ok(format!("repeated {t} {fname} = {tag};"))
+            }
+            "map" => {
+                if in_oneof {
+                    return Err(container("map"));
+                }
+                let keys = f
+                    .get("keys")
+                    .ok_or_else(|| format!("field {path}: a map schema without keys"))?;
+                let values = f
+                    .get("values")
+                    .ok_or_else(|| format!("field {path}: a map schema without values"))?;
+                let logical = keys.get("name").and_then(Value::as_str);
+                let key = match (type_of(keys), logical) {
+                    ("int8" | "int16" | "int32", None) => "int32",
+                    ("int64", None) => "int64",
+                    ("boolean", None) => "bool",
+                    ("string", _) if param(keys, ENUM).is_none() => "string",
+                    (t, l) => {
+                        return Err(format!(
+                            "field {path}: a map whose keys are {} has no Protobuf form (map keys are integers, strings or booleans)",
+                            l.map_or_else(|| format!("of type {t}"), |l| l.to_string())
+                        ))
+                    }
+                };
+                if matches!(type_of(values), "array" | "map") {
+                    return Err(format!(
+                        "field {path}: a map whose values are {}s has no Protobuf form (map values cannot be repeated or maps)",
+                        type_of(values)
+                    ));
+                }
+                let (v, _) = self.type_str(values, fname, scope, path, nested, depth + 1)?;
+                Ok(format!("map<{key}, {v}> {fname} = {tag};"))
+            }
+            _ => {
+                let (t, options) = self.type_str(f, fname, scope, path, nested, depth + 1)?;
+                let scalar = !t.starts_with('.') && !t.contains('.');
+                let label = if self.opts.optional_for_nullables
+                    && !in_oneof
+                    && is_optional(f)
+                    && (scalar || nested.enums.contains(t.rsplit('.').next().unwrap_or("")))
+                {
+                    "optional "
+                } else {
+                    ""
+                };
+                Ok(format!("{label}{t} {fname} = {tag}{options};"))
+            }
+        }
+    }
+
+    /// The Protobuf type of one value of schema `s` (and the field options it needs).
+    fn type_str(
+        &mut self,
+        s: &Value,
+        fname: &str,
+        scope: &str,
+        path: &str,
+        nested: &mut Nested,
+        depth: usize,
+    ) -> Result<(String, String), String> {
+        self.step(depth, path)?;
+        let wrap = self.opts.wrapper_for_nullables && is_optional(s);
+        let mut wrapped = |plain: &str, wrapper: &str| {
+            if wrap {
+                self.imports.insert("google/protobuf/wrappers.proto");
+                format!("google.protobuf.{wrapper}")
+            } else {
+                plain.to_string()
+            }
+        };
+        let name = s.get("name").and_then(Value::as_str);
+        let t = match (type_of(s), name) {
+            ("bytes", Some(CONNECT_DECIMAL)) => {
+                self.imports.insert("confluent/type/decimal.proto");
+                self.imports.insert("confluent/meta.proto");
+                let mut params = Vec::new();
+                if let Some(p) = param(s, "connect.decimal.precision") {
+                    params.push(("precision", p.to_string()));
+                }
+                params.push(("scale", param(s, "scale").unwrap_or("0").to_string()));
+                return Ok((DECIMAL.to_string(), meta_option(&params)));
+            }
+            ("int32", Some(CONNECT_DATE)) => {
+                self.imports.insert("google/type/date.proto");
+                DATE.to_string()
+            }
+            ("int32", Some(CONNECT_TIME)) => {
+                self.imports.insert("google/type/timeofday.proto");
+                TIME_OF_DAY.to_string()
+            }
+            ("int64", Some(CONNECT_TIMESTAMP)) => {
+                self.imports.insert("google/protobuf/timestamp.proto");
+                TIMESTAMP.to_string()
+            }
+            (t @ ("int8" | "int16"), _) => {
+                let ty = wrapped("int32", "Int32Value");
+                self.imports.insert("confluent/meta.proto");
+                return Ok((ty, meta_option(&[(CONNECT_TYPE, t.to_string())])));
+            }
+            ("int32", _) => wrapped("int32", "Int32Value"),
+            ("int64", _) => wrapped("int64", "Int64Value"),
+            ("float" | "float32", _) => wrapped("float", "FloatValue"),
+            ("double" | "float64", _) => wrapped("double", "DoubleValue"),
+            ("boolean", _) => wrapped("bool", "BoolValue"),
+            ("string", _) if param(s, ENUM).is_some() => {
+                let e = self.enum_def(s, path, nested)?;
+                format!("{scope}.{e}")
+            }
+            ("string", _) => wrapped("string", "StringValue"),
+            ("bytes", _) => wrapped("bytes", "BytesValue"),
+            ("struct", _) if is_union(s) => {
+                return Err(format!(
+                    "field {path}: a oneof ({UNION_PREFIX}...) can only be a field of a struct"
+                ))
+            }
+            ("struct", _) => {
+                let print = fingerprint(s);
+                if let Some(n) = name.filter(|n| !n.is_empty()) {
+                    if let Some((p, full)) = self.structs.get(n) {
+                        if *p != print {
+                            return Err(format!(
+                                "field {path}: two different struct schemas are named {n}, which one Protobuf schema cannot hold"
+                            ));
+                        }
+                        return Ok((full.clone(), String::new()));
+                    }
+                }
+                let full = self.name_or_default(name);
+                let mut message = full.rsplit('.').next().unwrap_or("").to_string();
+                if !is_identifier(&message) {
+                    return Err(format!(
+                        "field {path}: the struct name {full:?} is not a Protobuf message name"
+                    ));
+                }
+                if message == fname {
+                    message.push_str("Message");
+                }
+                let child = format!("{scope}.{message}");
+                self.structs.insert(full, (print, child.clone()));
+                let lines = self.message(&message, s, &child, path, depth + 1)?;
+                nested.lines.extend(lines);
+                child
+            }
+            (t @ ("array" | "map"), _) => {
+                return Err(format!("field {path}: a nested {t} has no Protobuf form"))
+            }
+            (other, _) => {
+                return Err(format!(
+                    "field {path}: a Connect schema of type {other:?} has no Protobuf form"
+                ))
+            }
+        };
+        Ok((t, String::new()))
+    }
+
+    /// Defines (once per message) the enum of a string schema with Confluent's enum parameters; its name.
+    fn enum_def(&mut self, s: &Value, path: &str, nested: &mut Nested) -> Result<String, String> {
+        let name = param(s, ENUM).unwrap_or("");
+        let name = name.rsplit('.').next().unwrap_or("").to_string();
+        if !is_identifier(&name) {
+            return Err(format!(
+                "field {path}: {name:?} is not a Protobuf enum name"
+            ));
+        }
+        if nested.enums.contains(&name) {
+            return Ok(name);
+        }
+        let prefix = format!("{ENUM}.");
+        let mut values: Vec<(i32, String)> = Vec::new();
+        for (k, v) in s
+            .get("parameters")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let Some(symbol) = k.strip_prefix(&prefix) else {
+                continue;
+            };
+            let n = v
+                .as_str()
+                .and_then(|v| v.parse::<i32>().ok())
+                .ok_or_else(|| format!("field {path}: enum symbol {symbol} has no number"))?;
+            if !is_identifier(symbol) {
+                return Err(format!(
+                    "field {path}: {symbol:?} is not a Protobuf enum symbol"
+                ));
+            }
+            values.push((n, symbol.to_string()));
+        }
+        values.sort();
+        if values.first().map(|(n, _)| *n) != Some(0) {
+            return Err(format!(
+                "field {path}: enum {name} has no symbol numbered 0, which proto3 requires first"
+            ));
+        }
+        nested.lines.push(format!("enum {name} {{"));
+        for (n, symbol) in values {
+            nested.lines.push(format!("  {symbol} = {n};"));
+        }
+        nested.lines.push("}".to_string());
+        nested.enums.insert(name.clone());
+        Ok(name)
+    }
+}
+
+/// A field's number from its `io.confluent.connect.protobuf.Tag` parameter, if it has one.
+fn tag_of(f: &Value, path: &str) -> Result<Option<u32>, String> {
+    match param(f, TAG) {
+        None => Ok(None),
+        Some(t) => t
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..(1 << 29)).contains(n) && !(19_000..20_000).contains(n))
+            .map(Some)
+            .ok_or_else(|| format!("field {path}: {TAG}={t} is not a Protobuf field number")),
+    }
+}
+
+/// Connect data (JsonConverter's value form: bytes and decimals base64, dates, times and timestamps numbers) as
+/// a message of `m`, the message [`proto_schema_of`] derived from `schema`: a null field is left unset.
+pub fn message_of(
+    m: &MessageDescriptor,
+    schema: &Value,
+    value: &Value,
+) -> Result<DynamicMessage, String> {
+    message_at(m, schema, value, "")
+}
+
+fn describe(v: &Value) -> String {
+    let mut t = v.to_string();
+    if t.len() > 60 {
+        let mut end = 60;
+        while !t.is_char_boundary(end) {
+            end -= 1;
+        }
+        t.truncate(end);
+        t.push_str("...");
+    }
+    t
+}
+
+fn message_at(
+    m: &MessageDescriptor,
+    schema: &Value,
+    value: &Value,
+    path: &str,
+) -> Result<DynamicMessage, String> {
+    let obj = value.as_object().ok_or_else(|| {
+        format!(
+            "{}: expected a struct, got {}",
+            field_at(path),
+            describe(value)
+        )
+    })?;
+    let mut msg = DynamicMessage::new(m.clone());
+    for f in schema
+        .get("fields")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let fname = f.get("field").and_then(Value::as_str).unwrap_or("");
+        let fpath = if path.is_empty() {
+            fname.to_string()
+        } else {
+            format!("{path}.{fname}")
+        };
+        let v = obj.get(fname).unwrap_or(&Value::Null);
+        if v.is_null() {
+            continue;
+        }
+        let (f, v, fpath, fname) = if is_union(f) {
+            let members = v.as_object().ok_or_else(|| {
+                format!(
+                    "field {fpath}: expected a oneof struct, got {}",
+                    describe(v)
+                )
+            })?;
+            let set = f
+                .get("fields")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find_map(|mf| {
+                    let n = mf.get("field").and_then(Value::as_str)?;
+                    members.get(n).filter(|v| !v.is_null()).map(|v| (mf, v, n))
+                });
+            let Some((mf, mv, n)) = set else { continue };
+            (mf, mv, format!("{fpath}.{n}"), n)
+        } else {
+            (f, v, fpath, fname)
+        };
+        let fd = m.get_field_by_name(fname).ok_or_else(|| {
+            format!(
+                "field {fpath}: the message {} has no such field",
+                m.full_name()
+            )
+        })?;
+        let pv = field_proto(&fd, f, v, &fpath)?;
+        msg.try_set_field(&fd, pv)
+            .map_err(|e| format!("field {fpath}: {e}"))?;
+    }
+    Ok(msg)
+}
+
+fn field_proto(fd: &FieldDescriptor, s: &Value, v: &Value, path: &str) -> Result<Proto, String> {
+    if fd.is_map() {
+        let Kind::Message(entry) = fd.kind() else {
+            return Err(format!(
+                "field {path}: a map field without an entry message"
+            ));
+        };
+        let (kf, vf) = (entry.map_entry_key_field(), entry.map_entry_value_field());
+        let null = &Value::Null;
+        let (ks, vs) = (
+            s.get("keys").unwrap_or(null),
+            s.get("values").unwrap_or(null),
+        );
+        let pairs: Vec<(Value, &Value)> = match v {
+            Value::Object(o) => o.iter().map(|(k, v)| (json!(k), v)).collect(),
+            Value::Array(a) => a
+                .iter()
+                .map(|p| match p.as_array().map(Vec::as_slice) {
+                    Some([k, v]) => Ok((k.clone(), v)),
+                    _ => Err(format!(
+                        "field {path}: a map entry that is not a [key, value] pair: {}",
+                        describe(p)
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+            other => {
+                return Err(format!(
+                    "field {path}: expected a map, got {}",
+                    describe(other)
+                ))
+            }
+        };
+        let mut out = std::collections::HashMap::new();
+        for (k, val) in pairs {
+            if val.is_null() {
+                return Err(format!(
+                    "field {path}: the value of map key {k} is null, which a Protobuf map cannot hold"
+                ));
+            }
+            // Object keys are text; a map of integer or boolean keys may come as an object too.
+            let k = match (&k, kf.kind()) {
+                (Value::String(t), Kind::Int32 | Kind::Int64) => {
+                    t.parse::<i64>().map(|n| json!(n)).unwrap_or(k.clone())
+                }
+                (Value::String(t), Kind::Bool) => {
+                    t.parse::<bool>().map(|b| json!(b)).unwrap_or(k.clone())
+                }
+                _ => k.clone(),
+            };
+            let key = match single_proto(&kf, ks, &k, path)? {
+                Proto::String(t) => MapKey::String(t),
+                Proto::I32(n) => MapKey::I32(n),
+                Proto::I64(n) => MapKey::I64(n),
+                Proto::Bool(b) => MapKey::Bool(b),
+                _ => return Err(format!("field {path}: an unsupported map key {k}")),
+            };
+            out.insert(key, single_proto(&vf, vs, val, path)?);
+        }
+        return Ok(Proto::Map(out));
+    }
+    if fd.is_list() {
+        let items = v
+            .as_array()
+            .ok_or_else(|| format!("field {path}: expected an array, got {}", describe(v)))?;
+        let is = s.get("items").unwrap_or(&Value::Null);
+        return items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                if item.is_null() {
+                    Err(format!(
+                        "field {path}: item {i} is null, which a Protobuf repeated field cannot hold"
+                    ))
+                } else {
+                    single_proto(fd, is, item, path)
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Proto::List);
+    }
+    single_proto(fd, s, v, path)
+}
+
+/// The Protobuf value of one Connect value `v` (schema `s`) for field `fd` (an item of it when repeated).
+fn single_proto(fd: &FieldDescriptor, s: &Value, v: &Value, path: &str) -> Result<Proto, String> {
+    let wrong = |what: &str| format!("field {path}: expected {what}, got {}", describe(v));
+    let int = || v.as_i64().ok_or_else(|| wrong("an integer"));
+    Ok(match fd.kind() {
+        Kind::Message(m) => Proto::Message(message_proto(&m, s, v, path)?),
+        Kind::Enum(e) => {
+            let symbol = v.as_str().ok_or_else(|| wrong("an enum symbol"))?;
+            let n = e.get_value_by_name(symbol).ok_or_else(|| {
+                format!(
+                    "field {path}: {symbol:?} is not a symbol of enum {}",
+                    e.name()
+                )
+            })?;
+            Proto::EnumNumber(n.number())
+        }
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            Proto::I32(i32::try_from(int()?).map_err(|_| wrong("a 32-bit integer"))?)
+        }
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Proto::I64(int()?),
+        Kind::Uint32 | Kind::Fixed32 => {
+            Proto::U32(u32::try_from(int()?).map_err(|_| wrong("an unsigned 32-bit integer"))?)
+        }
+        Kind::Uint64 | Kind::Fixed64 => Proto::U64(int()? as u64),
+        Kind::Float => Proto::F32(v.as_f64().ok_or_else(|| wrong("a number"))? as f32),
+        Kind::Double => Proto::F64(v.as_f64().ok_or_else(|| wrong("a number"))?),
+        Kind::Bool => Proto::Bool(v.as_bool().ok_or_else(|| wrong("a boolean"))?),
+        Kind::String => Proto::String(v.as_str().ok_or_else(|| wrong("a string"))?.to_string()),
+        Kind::Bytes => Proto::Bytes(bytes_of(v, path)?.into()),
+    })
+}
+
+fn bytes_of(v: &Value, path: &str) -> Result<Vec<u8>, String> {
+    v.as_str()
+        .and_then(crate::converter::base64_decode)
+        .ok_or_else(|| {
+            format!(
+                "field {path}: expected bytes (base64 text), got {}",
+                describe(v)
+            )
+        })
+}
+
+/// Whether `m` is one of `google/protobuf/wrappers.proto`'s messages.
+fn is_wrapper(m: &MessageDescriptor) -> bool {
+    m.parent_file().name() == "google/protobuf/wrappers.proto"
+}
+
+fn message_proto(
+    m: &MessageDescriptor,
+    s: &Value,
+    v: &Value,
+    path: &str,
+) -> Result<DynamicMessage, String> {
+    let wrong = |what: &str| format!("field {path}: expected {what}, got {}", describe(v));
+    let mut msg = DynamicMessage::new(m.clone());
+    let mut set = |name: &str, value: Proto| -> Result<(), String> {
+        msg.try_set_field_by_name(name, value)
+            .map_err(|e| format!("field {path}: {e}"))
+    };
+    match m.full_name() {
+        TIMESTAMP => {
+            let millis = v
+                .as_i64()
+                .ok_or_else(|| wrong("a timestamp (milliseconds)"))?;
+            set("seconds", Proto::I64(millis.div_euclid(1000)))?;
+            set(
+                "nanos",
+                Proto::I32((millis.rem_euclid(1000) * 1_000_000) as i32),
+            )?;
+        }
+        DATE => {
+            let days = v
+                .as_i64()
+                .ok_or_else(|| wrong("a date (days since 1970-01-01)"))?;
+            let (y, mo, d) = civil_from_days(days);
+            set(
+                "year",
+                Proto::I32(i32::try_from(y).map_err(|_| wrong("a date"))?),
+            )?;
+            set("month", Proto::I32(mo as i32))?;
+            set("day", Proto::I32(d as i32))?;
+        }
+        TIME_OF_DAY => {
+            let ms = v
+                .as_i64()
+                .filter(|ms| (0..MILLIS_PER_DAY).contains(ms))
+                .ok_or_else(|| wrong("a time of day (milliseconds from 0 to 86399999)"))?;
+            set("hours", Proto::I32((ms / 3_600_000) as i32))?;
+            set("minutes", Proto::I32((ms / 60_000 % 60) as i32))?;
+            set("seconds", Proto::I32((ms / 1000 % 60) as i32))?;
+            set("nanos", Proto::I32((ms % 1000 * 1_000_000) as i32))?;
+        }
+        DECIMAL => {
+            let unscaled = bytes_of(v, path)?;
+            set("value", Proto::Bytes(unscaled.into()))?;
+            let n = |k: &str| param(s, k).and_then(|p| p.parse::<i64>().ok());
+            if let Some(p) = n("connect.decimal.precision").and_then(|p| u32::try_from(p).ok()) {
+                set("precision", Proto::U32(p))?;
+            }
+            let scale = n("scale").unwrap_or(0);
+            set(
+                "scale",
+                Proto::I32(i32::try_from(scale).map_err(|_| wrong("a decimal"))?),
+            )?;
+        }
+        _ if is_wrapper(m) => {
+            let inner = m
+                .get_field_by_name("value")
+                .ok_or_else(|| format!("field {path}: a wrapper without a value"))?;
+            let pv = single_proto(&inner, s, v, path)?;
+            set("value", pv)?;
+        }
+        _ => return message_at(m, s, v, path),
+    }
+    Ok(msg)
+}
+
+/// A decimal's unscaled big-endian two's-complement bytes at scale `from`, at scale `to` (None when that loses
+/// digits or does not fit 128 bits); the same bytes when the scales agree.
+fn rescaled(value: &[u8], from: i32, to: i32) -> Option<Vec<u8>> {
+    if from == to {
+        return Some(value.to_vec());
+    }
+    if value.len() > 16 {
+        return None;
+    }
+    let mut n: i128 = if value.first().is_some_and(|b| b & 0x80 != 0) {
+        -1
+    } else {
+        0
+    };
+    for b in value {
+        n = (n << 8) | i128::from(*b);
+    }
+    let ten = 10i128.checked_pow((to - from).unsigned_abs())?;
+    let n = if to > from {
+        n.checked_mul(ten)?
+    } else if n % ten == 0 {
+        n / ten
+    } else {
+        return None;
+    };
+    // The shortest two's-complement form.
+    let bytes = n.to_be_bytes();
+    let mut start = 0;
+    while start < 15
+        && ((bytes[start] == 0 && bytes[start + 1] & 0x80 == 0)
+            || (bytes[start] == 0xff && bytes[start + 1] & 0x80 != 0))
+    {
+        start += 1;
+    }
+    Some(bytes[start..].to_vec())
+}
+
+/// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (the inverse of [`civil_from_days`]).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
@@ -373,13 +1394,13 @@ message Order {
 
     fn value_of(m: &MessageDescriptor, j: Value) -> Value {
         let body = proto_json::from_json(m, &j).unwrap();
-        connect_value(&proto_json::decode(m, &body).unwrap(), usize::MAX).unwrap()
+        connect_value(&proto_json::decode(m, &body).unwrap(), usize::MAX, false).unwrap()
     }
 
     #[test]
     fn messages_map_to_structs_as_confluents_converter_maps_them() {
         let m = order();
-        let s = connect_schema(&m).unwrap();
+        let s = connect_schema(&m, false).unwrap();
         assert_eq!(
             (&s["type"], &s["name"], &s["optional"]),
             (&json!("struct"), &json!("Order"), &json!(false))
@@ -456,11 +1477,11 @@ message Order {
         let outer = schema.message(Some("Outer")).unwrap().0;
         let body: Vec<u8> = [0x0a, 0x00].repeat(500);
         let msg = proto_json::decode(&outer, &body).unwrap();
-        let e = connect_value(&msg, value_budget(body.len())).unwrap_err();
+        let e = connect_value(&msg, value_budget(body.len()), false).unwrap_err();
         assert!(e.contains("more than 74000 Connect values"), "{e}");
         let small: Vec<u8> = [0x0a, 0x00].repeat(3);
         let msg = proto_json::decode(&outer, &small).unwrap();
-        let v = connect_value(&msg, value_budget(small.len())).unwrap();
+        let v = connect_value(&msg, value_budget(small.len()), false).unwrap();
         assert_eq!(v["items"].as_array().unwrap().len(), 3);
         assert_eq!(v["items"][2]["f200"], "");
         assert_eq!(value_budget(usize::MAX), 2_000_000);
@@ -473,7 +1494,7 @@ message Order {
             &[],
         )
         .unwrap();
-        let e = connect_schema(&node.message(None).unwrap().0).unwrap_err();
+        let e = connect_schema(&node.message(None).unwrap().0, false).unwrap_err();
         assert!(
             e.contains("recursive (message Node contains itself)"),
             "{e}"
@@ -488,8 +1509,372 @@ message Order {
         }
         let chain = ProtoSchema::compile(&text, &[]).unwrap();
         let started = std::time::Instant::now();
-        let e = connect_schema(&chain.message(Some("M0")).unwrap().0).unwrap_err();
+        let e = connect_schema(&chain.message(Some("M0")).unwrap().0, false).unwrap_err();
         assert!(e.contains("more than 10000 types"), "{e}");
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    fn compiled(d: &Derived) -> MessageDescriptor {
+        ProtoSchema::compile(&d.text, &[])
+            .unwrap_or_else(|e| panic!("{e}\n{}", d.text))
+            .message(Some(&d.message))
+            .unwrap()
+            .0
+    }
+
+    /// Connect data written as a message of the derived schema and read back as Connect data.
+    fn round_trip(schema: &Value, value: &Value, opts: WriteOptions) -> (Value, Value) {
+        let d = proto_schema_of(schema, opts).unwrap();
+        let m = compiled(&d);
+        let body =
+            prost_reflect::prost::Message::encode_to_vec(&message_of(&m, schema, value).unwrap());
+        let wrappers = opts.wrapper_for_nullables;
+        let back = connect_value(
+            &proto_json::decode(&m, &body).unwrap(),
+            usize::MAX,
+            wrappers,
+        )
+        .unwrap();
+        (connect_schema(&m, wrappers).unwrap(), back)
+    }
+
+    fn field<'a>(s: &'a Value, n: &str) -> &'a Value {
+        s["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["field"] == n)
+            .unwrap()
+    }
+
+    #[test]
+    fn connect_schemas_derive_proto3_schemas_with_confluents_names() {
+        let schema = json!({"type": "struct", "optional": false, "fields": [
+            {"field": "id", "type": "int32", "optional": false},
+            {"field": "line", "type": "struct", "optional": true, "fields": [
+                {"field": "sku", "type": "string", "optional": false},
+                {"field": "extra", "type": "struct", "optional": true, "fields": [
+                    {"field": "k", "type": "boolean", "optional": false}]}]},
+            {"field": "addr", "type": "struct", "name": "com.example.Address", "optional": true, "fields": [
+                {"field": "city", "type": "string", "optional": false}]},
+            {"field": "home", "type": "struct", "name": "com.example.Address", "optional": false, "fields": [
+                {"field": "city", "type": "string", "optional": false}]},
+            {"field": "Item", "type": "struct", "name": "Item", "optional": true, "fields": [
+                {"field": "n", "type": "int64", "optional": false}]},
+            {"field": "tags", "type": "array", "optional": false, "items": {"type": "string", "optional": false}},
+            {"field": "counts", "type": "map", "optional": false, "keys": {"type": "string", "optional": false},
+             "values": {"type": "int64", "optional": false}},
+            {"field": "color", "type": "string", "optional": false, "name": "Color", "parameters": {
+                ENUM: "Color", "io.confluent.connect.protobuf.Enum.RED": "0",
+                "io.confluent.connect.protobuf.Enum.BLUE": "1"}},
+            {"field": "pay_0", "type": "struct", "name": "io.confluent.connect.protobuf.Union.pay", "optional": true,
+             "fields": [
+                {"field": "card", "type": "string", "optional": true, "parameters": {TAG: "20"}},
+                {"field": "cash", "type": "int32", "optional": true, "parameters": {TAG: "21"}}]},
+            {"field": "tagged", "type": "int64", "optional": false, "parameters": {TAG: "30"}},
+            {"field": "last", "type": "float", "optional": false}]});
+        let d = proto_schema_of(&schema, WriteOptions::default()).unwrap();
+        assert_eq!(d.message, "ConnectDefault1");
+        let t = &d.text;
+        for line in [
+            "syntax = \"proto3\";",
+            "message ConnectDefault1 {",
+            "  int32 id = 1;",
+            "  .ConnectDefault1.ConnectDefault2 line = 2;",
+            "    .ConnectDefault1.ConnectDefault2.ConnectDefault3 extra = 2;",
+            "  .ConnectDefault1.Address addr = 3;",
+            "  .ConnectDefault1.Address home = 4;",
+            "  .ConnectDefault1.ItemMessage Item = 5;",
+            "  repeated string tags = 6;",
+            "  map<string, int64> counts = 7;",
+            "  .ConnectDefault1.Color color = 8;",
+            "  oneof pay {",
+            "    string card = 20;",
+            "    int32 cash = 21;",
+            "  int64 tagged = 30;",
+            "  float last = 9;",
+            "  enum Color {",
+            "    RED = 0;",
+        ] {
+            assert!(t.lines().any(|l| l == line), "{line:?} not in\n{t}");
+        }
+        // The named struct is defined once.
+        assert_eq!(t.matches("message Address {").count(), 1, "{t}");
+        // It compiles, and reads back as the same shape.
+        let m = compiled(&d);
+        let back = connect_schema(&m, false).unwrap();
+        assert_eq!(back["name"], "ConnectDefault1");
+        assert_eq!(field(&back, "line")["name"], "ConnectDefault2");
+        assert_eq!(field(&back, "pay_0")["fields"][1]["parameters"][TAG], "21");
+        assert_eq!(
+            field(&back, "color")["parameters"]["io.confluent.connect.protobuf.Enum.BLUE"],
+            "1"
+        );
+
+        // A named root: its namespace is the package.
+        let named = json!({"type": "struct", "name": "com.example.Order", "optional": false, "fields": [
+            {"field": "id", "type": "string", "optional": false}]});
+        let d = proto_schema_of(&named, WriteOptions::default()).unwrap();
+        assert_eq!(d.message, "com.example.Order");
+        assert!(d.text.contains("package com.example;\n"), "{}", d.text);
+        assert!(d.text.contains("message Order {"), "{}", d.text);
+    }
+
+    #[test]
+    fn connect_values_round_trip_through_the_derived_message() {
+        let schema = json!({"type": "struct", "name": "shop.Order", "optional": false, "fields": [
+            {"field": "id", "type": "int64", "optional": false},
+            {"field": "qty", "type": "int32", "optional": false},
+            {"field": "small", "type": "int16", "optional": false},
+            {"field": "name", "type": "string", "optional": false},
+            {"field": "ok", "type": "boolean", "optional": false},
+            {"field": "ratio", "type": "double", "optional": false},
+            {"field": "raw", "type": "bytes", "optional": false},
+            {"field": "at", "type": "int64", "optional": false, "name": CONNECT_TIMESTAMP, "version": 1},
+            {"field": "day", "type": "int32", "optional": false, "name": CONNECT_DATE, "version": 1},
+            {"field": "time", "type": "int32", "optional": false, "name": CONNECT_TIME, "version": 1},
+            {"field": "price", "type": "bytes", "optional": false, "name": CONNECT_DECIMAL, "version": 1,
+             "parameters": {"scale": "2", "connect.decimal.precision": "10"}},
+            {"field": "tags", "type": "array", "optional": false, "items": {"type": "string", "optional": false}},
+            {"field": "by_id", "type": "map", "optional": false, "keys": {"type": "int32", "optional": false},
+             "values": {"type": "string", "optional": false}},
+            {"field": "line", "type": "struct", "optional": false, "fields": [
+                {"field": "sku", "type": "string", "optional": false}]},
+            {"field": "lines", "type": "array", "optional": false, "items": {"type": "struct", "name": "shop.Line",
+             "optional": false, "fields": [{"field": "sku", "type": "string", "optional": false}]}}]});
+        let value = json!({"id": -5_000_000_000i64, "qty": 3, "small": -2, "name": "o-1", "ok": true, "ratio": 0.25,
+            "raw": crate::converter::base64_encode(b"\x00\xff"), "at": -1_500i64, "day": 19_000,
+            "time": 45_296_789, "price": crate::converter::base64_encode(&[0xfe, 0x1d, 0xc0]),
+            "tags": ["a", "b"], "by_id": [[1, "one"], [2, "two"]], "line": {"sku": "x"},
+            "lines": [{"sku": "y"}, {"sku": "z"}]});
+        let (back_schema, back) = round_trip(&schema, &value, WriteOptions::default());
+        assert_eq!(back, value);
+        assert_eq!(back_schema["name"], "Order");
+        assert_eq!(field(&back_schema, "small")["type"], "int16");
+        assert_eq!(field(&back_schema, "at")["name"], CONNECT_TIMESTAMP);
+        assert_eq!(field(&back_schema, "day")["name"], CONNECT_DATE);
+        assert_eq!(field(&back_schema, "time")["name"], CONNECT_TIME);
+        let price = field(&back_schema, "price");
+        assert_eq!(
+            (
+                &price["name"],
+                &price["parameters"]["scale"],
+                &price["parameters"]["connect.decimal.precision"]
+            ),
+            (&json!(CONNECT_DECIMAL), &json!("2"), &json!("10"))
+        );
+        // 19000 days is 2022-01-08; 45296789 ms is 12:34:56.789.
+        assert_eq!(civil_from_days(19_000), (2022, 1, 8));
+        assert_eq!(days_from_civil(2022, 1, 8), 19_000);
+        for d in [-800_000, -1, 0, 59, 60, 365 * 400, 2_932_896] {
+            let (y, m, dd) = civil_from_days(d);
+            assert_eq!(days_from_civil(y, i64::from(m), i64::from(dd)), d);
+        }
+        // A record written at scale 3 read with a schema of scale 2 (the registry gave both one id): the same
+        // number at the schema's scale when it is exact, else an error naming the field.
+        let at_scale = |scale: &str| {
+            json!({"type": "struct", "name": "shop.P", "optional": false, "fields": [
+                {"field": "price", "type": "bytes", "optional": false, "name": CONNECT_DECIMAL, "version": 1,
+                 "parameters": {"scale": scale}}]})
+        };
+        let reader = compiled(&proto_schema_of(&at_scale("2"), WriteOptions::default()).unwrap());
+        let writer = compiled(&proto_schema_of(&at_scale("3"), WriteOptions::default()).unwrap());
+        let read = |unscaled: &[u8]| {
+            let msg = message_of(
+                &writer,
+                &at_scale("3"),
+                &json!({"price": crate::converter::base64_encode(unscaled)}),
+            )
+            .unwrap();
+            let body = prost_reflect::prost::Message::encode_to_vec(&msg);
+            connect_value(
+                &proto_json::decode(&reader, &body).unwrap(),
+                usize::MAX,
+                false,
+            )
+        };
+        // 1.230 is 1.23; 1.234 is not at scale 2.
+        assert_eq!(
+            read(&[0x04, 0xce]).unwrap()["price"],
+            crate::converter::base64_encode(&[0x7b])
+        );
+        let e = read(&[0x04, 0xd2]).unwrap_err();
+        assert!(
+            e.starts_with(
+                "field price: a decimal of scale 3 cannot be read at the schema's scale 2"
+            ),
+            "{e}"
+        );
+        assert_eq!(rescaled(&[0x01], 0, 2), Some(vec![0x64]));
+        assert_eq!(rescaled(&[0x64], 2, 0), Some(vec![0x01]));
+        assert_eq!(rescaled(&[0x65], 2, 0), None);
+    }
+
+    /// Optional fields: by default a null is written as the field's default (proto3 cannot tell); with
+    /// optional.for.nullables it is an unset `optional` field, read back as null; with wrapper.for.nullables a
+    /// `google.protobuf` wrapper, read back (with the setting) as its optional value, the other scalars required.
+    #[test]
+    fn nullable_fields_follow_optional_and_wrapper_for_nullables() {
+        let schema = json!({"type": "struct", "optional": false, "fields": [
+            {"field": "n", "type": "int32", "optional": true},
+            {"field": "s", "type": "string", "optional": true},
+            {"field": "at", "type": "int64", "optional": true, "name": CONNECT_TIMESTAMP, "version": 1}]});
+        let nulls = json!({"n": null, "s": null, "at": null});
+        let (_, plain) = round_trip(&schema, &nulls, WriteOptions::default());
+        assert_eq!(plain, json!({"n": 0, "s": "", "at": null}));
+        let optional = WriteOptions {
+            optional_for_nullables: true,
+            ..Default::default()
+        };
+        let d = proto_schema_of(&schema, optional).unwrap();
+        assert!(d.text.contains("  optional int32 n = 1;"), "{}", d.text);
+        assert!(
+            d.text.contains("  google.protobuf.Timestamp at = 3;"),
+            "{}",
+            d.text
+        );
+        let (_, back) = round_trip(&schema, &nulls, optional);
+        assert_eq!(back, nulls);
+        let set = json!({"n": 0, "s": "", "at": 0});
+        assert_eq!(round_trip(&schema, &set, optional).1, set);
+        let wrapper = WriteOptions {
+            wrapper_for_nullables: true,
+            ..Default::default()
+        };
+        let d = proto_schema_of(&schema, wrapper).unwrap();
+        assert!(
+            d.text
+                .contains("import \"google/protobuf/wrappers.proto\";"),
+            "{}",
+            d.text
+        );
+        assert!(
+            d.text.contains("  google.protobuf.Int32Value n = 1;"),
+            "{}",
+            d.text
+        );
+        let (_, back) = round_trip(&schema, &nulls, wrapper);
+        assert_eq!(back, nulls);
+        let (back_schema, back) = round_trip(&schema, &json!({"n": 0, "s": "x", "at": 5}), wrapper);
+        assert_eq!(back, json!({"n": 0, "s": "x", "at": 5}));
+        assert_eq!(field(&back_schema, "n")["type"], "int32");
+        assert_eq!(field(&back_schema, "n")["optional"], true);
+        // Without the setting, a reader sees the wrapper's struct.
+        let d = proto_schema_of(&schema, wrapper).unwrap();
+        let m = compiled(&d);
+        let body = prost_reflect::prost::Message::encode_to_vec(
+            &message_of(&m, &schema, &json!({"n": 3, "s": null, "at": null})).unwrap(),
+        );
+        let plain =
+            connect_value(&proto_json::decode(&m, &body).unwrap(), usize::MAX, false).unwrap();
+        assert_eq!(plain, json!({"n": {"value": 3}, "s": null, "at": null}));
+        // A required scalar next to wrapped ones reads back required.
+        let mixed = json!({"type": "struct", "optional": false, "fields": [
+            {"field": "k", "type": "int64", "optional": false},
+            {"field": "n", "type": "int32", "optional": true}]});
+        let (back_schema, back) = round_trip(&mixed, &json!({"k": 0, "n": null}), wrapper);
+        assert_eq!(back, json!({"k": 0, "n": null}));
+        assert_eq!(field(&back_schema, "k")["optional"], false);
+    }
+
+    /// Connect schemas Protobuf cannot express, and values that do not fit: errors naming the field.
+    #[test]
+    fn schemas_protobuf_cannot_express_are_errors_naming_the_field() {
+        let with = |f: Value| {
+            json!({"type": "struct", "optional": false, "fields": [
+            {"field": "outer", "type": "struct", "optional": false, "fields": [f]}]})
+        };
+        let cases = [
+            (
+                json!({"field": "m", "type": "map", "optional": false,
+                "keys": {"type": "struct", "optional": false, "fields": []},
+                "values": {"type": "string", "optional": false}}),
+                "field outer.m: a map whose keys are of type struct has no Protobuf form",
+            ),
+            (
+                json!({"field": "m", "type": "map", "optional": false,
+                "keys": {"type": "double", "optional": false}, "values": {"type": "string", "optional": false}}),
+                "field outer.m: a map whose keys are of type double",
+            ),
+            (
+                json!({"field": "a", "type": "array", "optional": false,
+                "items": {"type": "array", "optional": false, "items": {"type": "int32", "optional": false}}}),
+                "field outer.a: an array of arrays has no Protobuf form",
+            ),
+            (
+                json!({"field": "a", "type": "array", "optional": false,
+                "items": {"type": "map", "optional": false, "keys": {"type": "string", "optional": false},
+                    "values": {"type": "string", "optional": false}}}),
+                "field outer.a: an array of maps",
+            ),
+            (
+                json!({"field": "m", "type": "map", "optional": false, "keys": {"type": "string", "optional": false},
+                "values": {"type": "array", "optional": false, "items": {"type": "string", "optional": false}}}),
+                "field outer.m: a map whose values are arrays",
+            ),
+            (
+                json!({"field": "bad-name", "type": "string", "optional": false}),
+                "field outer.bad-name: \"bad-name\" is not a Protobuf field name",
+            ),
+            (
+                json!({"field": "e", "type": "string", "optional": false, "parameters": {
+                ENUM: "E", "io.confluent.connect.protobuf.Enum.A": "1"}}),
+                "field outer.e: enum E has no symbol numbered 0",
+            ),
+            (
+                json!({"field": "t", "type": "int32", "optional": false, "parameters": {TAG: "0"}}),
+                "field outer.t: io.confluent.connect.protobuf.Tag=0 is not a Protobuf field number",
+            ),
+        ];
+        for (f, want) in cases {
+            let e = proto_schema_of(&with(f), WriteOptions::default()).unwrap_err();
+            assert!(e.starts_with(want), "{e}\nwanted {want}");
+        }
+        let e = proto_schema_of(
+            &json!({"type": "array", "items": {"type": "int32"}}),
+            WriteOptions::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("writes structs"), "{e}");
+        // Two different structs of one name.
+        let two = json!({"type": "struct", "optional": false, "fields": [
+            {"field": "a", "type": "struct", "name": "X", "optional": false, "fields": [
+                {"field": "p", "type": "int32", "optional": false}]},
+            {"field": "b", "type": "struct", "name": "X", "optional": false, "fields": [
+                {"field": "q", "type": "int32", "optional": false}]}]});
+        let e = proto_schema_of(&two, WriteOptions::default()).unwrap_err();
+        assert!(
+            e.starts_with("field b: two different struct schemas are named X"),
+            "{e}"
+        );
+
+        // Values that do not fit the schema.
+        let schema = json!({"type": "struct", "optional": false, "fields": [
+            {"field": "n", "type": "int32", "optional": false},
+            {"field": "xs", "type": "array", "optional": false, "items": {"type": "int64", "optional": true}},
+            {"field": "t", "type": "int32", "optional": false, "name": CONNECT_TIME, "version": 1}]});
+        let m = compiled(&proto_schema_of(&schema, WriteOptions::default()).unwrap());
+        for (value, want) in [
+            (
+                json!({"n": 5_000_000_000i64, "xs": [], "t": 0}),
+                "field n: expected a 32-bit integer",
+            ),
+            (
+                json!({"n": "x", "xs": [], "t": 0}),
+                "field n: expected an integer",
+            ),
+            (
+                json!({"n": 1, "xs": [1, null], "t": 0}),
+                "field xs: item 1 is null",
+            ),
+            (
+                json!({"n": 1, "xs": [], "t": 86_400_000}),
+                "field t: expected a time of day",
+            ),
+            (json!(7), "the record's value: expected a struct"),
+        ] {
+            let e = message_of(&m, &schema, &value).unwrap_err();
+            assert!(e.starts_with(want), "{e}\nwanted {want}");
+        }
     }
 }

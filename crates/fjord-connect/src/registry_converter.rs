@@ -1,18 +1,20 @@
 //! Confluent's schema-registry converters `io.confluent.connect.avro.AvroConverter`,
-//! `io.confluent.connect.json.JsonSchemaConverter` and (for sinks) `io.confluent.connect.protobuf.ProtobufConverter`:
+//! `io.confluent.connect.json.JsonSchemaConverter` and `io.confluent.connect.protobuf.ProtobufConverter`:
 //! records in the registry's wire format (magic byte 0, the schema id as 4 big-endian bytes, then the Avro binary
 //! datum, the JSON text, or the Protobuf message-index array and message), configured with
 //! the converter's prefix: `value.converter.schema.registry.url`, `basic.auth.credentials.source=USER_INFO` with
 //! `basic.auth.user.info=user:password`, `auto.register.schemas` (default true), `use.latest.version` (default
-//! false).
+//! false), and for ProtobufConverter `wrapper.for.nullables` and `optional.for.nullables` (default false).
 //!
 //! JsonSchemaConverter validates each JSON value against its registered schema and maps JSON Schema to Connect
 //! schemas (and back) as Confluent's does (`connect.index`, `connect.type`, `oneOf` null for optional); what
 //! follows is said of Avro and holds for it too.
 //!
-//! ProtobufConverter reads records only (sink connectors; a source is refused when its config is checked): the
-//! record's message-index array names the message of its schema, decoded through `fjord_registry::wire` and
-//! mapped to a Connect struct as Confluent's converter maps it ([`crate::protobuf_data`]).
+//! ProtobufConverter reads a record's message-index array to find the message of its schema, decoded through
+//! `fjord_registry::wire` and mapped to a Connect struct as Confluent's converter maps it; for sources it derives
+//! a proto3 schema from the record's Connect struct as Confluent's `fromConnectData` does, registers it like the
+//! Avro schemas below and writes the message indexes ([0]: the one message) and the message
+//! ([`crate::protobuf_data`]). A Connect schema Protobuf cannot express fails the task, naming the field.
 //!
 //! **Sinks** look the writer's schema up by its id (`GET /schemas/ids/{id}`, cached for the task's life; an Avro or
 //! Protobuf schema's references with `GET /subjects/<subject>/versions/<version>`, dependencies first) and turn
@@ -67,7 +69,7 @@ pub enum Format {
     Avro,
     /// `JsonSchemaConverter`: JSON text validated against a JSON Schema.
     JsonSchema,
-    /// `ProtobufConverter`: Protobuf messages (read only).
+    /// `ProtobufConverter`: Protobuf messages.
     Protobuf,
 }
 
@@ -138,6 +140,8 @@ pub struct RegistryConverter {
     target: Target,
     auto_register: bool,
     use_latest: bool,
+    /// ProtobufConverter's `wrapper.for.nullables` and `optional.for.nullables` (how optional fields are written).
+    proto_options: crate::protobuf_data::WriteOptions,
     /// `missing.id.cache.ttl.sec`: how long a schema id the registry does not have is remembered as missing
     /// (its records are errant without asking again; zero: asked for every record).
     missing_ttl: std::time::Duration,
@@ -218,12 +222,16 @@ fn json_validator(schema: &Value) -> Result<jsonschema::Validator, String> {
     .map_err(|e| format!("not a valid JSON Schema: {e}"))
 }
 
+/// A schema records are written with: its id, the schema, and (Protobuf) the full name of the message.
+type Written = (u32, Arc<Writer>, Option<String>);
+
 #[derive(Default)]
 struct Cache {
     /// Writer schemas by id (sinks).
     by_id: HashMap<u32, Arc<Writer>>,
-    /// (subject, Connect schema JSON) to the id and schema records are written with (sources).
-    written: HashMap<(String, String), (u32, Arc<Writer>)>,
+    /// (subject, Connect schema JSON) to the id and schema records are written with (sources), and for
+    /// Protobuf the full name of the message they are written as.
+    written: HashMap<(String, String), Written>,
     /// Schema ids whose records cannot be read for now, with until when that answer stands and why (sinks): the
     /// registry answered 404 for the id, or for a schema it references. Such an answer may change (a lagging
     /// registry node, a referenced subject registered later), so unlike `by_id` it expires: after
@@ -239,6 +247,7 @@ impl std::fmt::Debug for RegistryConverter {
             .field("url", &self.target.url)
             .field("auto_register", &self.auto_register)
             .field("use_latest", &self.use_latest)
+            .field("proto_options", &self.proto_options)
             .finish_non_exhaustive()
     }
 }
@@ -251,12 +260,14 @@ impl PartialEq for RegistryConverter {
             &self.target,
             self.auto_register,
             self.use_latest,
+            self.proto_options,
         ) == (
             o.format,
             &o.prefix,
             &o.target,
             o.auto_register,
             o.use_latest,
+            o.proto_options,
         )
     }
 }
@@ -336,6 +347,10 @@ impl RegistryConverter {
             target,
             auto_register: flag(props, &key("auto.register.schemas"), true)?,
             use_latest: flag(props, &key("use.latest.version"), false)?,
+            proto_options: crate::protobuf_data::WriteOptions {
+                wrapper_for_nullables: flag(props, &key("wrapper.for.nullables"), false)?,
+                optional_for_nullables: flag(props, &key("optional.for.nullables"), false)?,
+            },
             missing_ttl: {
                 let k = key("missing.id.cache.ttl.sec");
                 match props.get(&k).map(|v| v.trim()) {
@@ -352,11 +367,6 @@ impl RegistryConverter {
             },
             cache: Mutex::new(Cache::default()),
         })
-    }
-
-    /// Whether this converter writes records (ProtobufConverter only reads them).
-    pub fn writes(&self) -> bool {
-        self.format != Format::Protobuf
     }
 
     fn subject(&self, topic: &str) -> String {
@@ -579,7 +589,12 @@ impl RegistryConverter {
                     .lock()
                     .unwrap()
                     .entry(descriptor.full_name().to_string())
-                    .or_insert_with(|| crate::protobuf_data::connect_schema(&descriptor))
+                    .or_insert_with(|| {
+                        crate::protobuf_data::connect_schema(
+                            &descriptor,
+                            self.proto_options.wrapper_for_nullables,
+                        )
+                    })
                     .clone()
                     .map_err(|e| format!("schema id {id}: {e}"))?;
                 return Ok(SchemaAndValue {
@@ -587,6 +602,7 @@ impl RegistryConverter {
                     value: crate::protobuf_data::connect_value(
                         &message,
                         crate::protobuf_data::value_budget(body.len()),
+                        self.proto_options.wrapper_for_nullables,
                     )
                     .map_err(|e| format!("schema id {id}: {e}"))?,
                 });
@@ -618,9 +634,6 @@ impl RegistryConverter {
     /// Registers (or looks up) the Avro schema of `data`'s Connect schema under `topic`'s subject, into the
     /// cache. Err: the registry cannot be asked or refuses the schema (a task failure that says what to do).
     pub async fn prepare_encode(&self, topic: &str, data: &SchemaAndValue) -> Result<(), String> {
-        if self.format == Format::Protobuf {
-            return Err(protobuf_writes(&self.prefix));
-        }
         if data.value.is_null() {
             return Ok(());
         }
@@ -635,6 +648,15 @@ impl RegistryConverter {
             return Ok(());
         }
         let seg = path_segment(&subject);
+        // The message Protobuf records are written as: the one derived from the record's Connect schema
+        // (also with use.latest.version, where the latest schema must have a message of that name).
+        let derived = match (&data.schema, self.format) {
+            (Some(schema), Format::Protobuf) => Some(
+                crate::protobuf_data::proto_schema_of(schema, self.proto_options)
+                    .map_err(|e| format!("{}: {e}", self.prefix))?,
+            ),
+            _ => None,
+        };
         let (id, text) = if self.use_latest {
             let (status, v) = self
                 .call("GET", &format!("/subjects/{seg}/versions/latest"), None)
@@ -678,13 +700,15 @@ impl RegistryConverter {
             let Some(schema) = &data.schema else {
                 return Err(format!("{}: {} needs records with a schema, and this one is schemaless; use JsonConverter with schemas.enable=false for schemaless data", self.prefix, self.format.class()));
             };
-            let text = match self.format {
-                Format::Avro => avro_schema_of(schema),
-                Format::JsonSchema => json_schema_of(schema),
-                Format::Protobuf => unreachable!("refused above"),
+            let text = match (self.format, &derived) {
+                (Format::Avro, _) => avro_schema_of(schema).map(|s| s.to_string()),
+                (Format::JsonSchema, _) => json_schema_of(schema).map(|s| s.to_string()),
+                (Format::Protobuf, Some(d)) => Ok(d.text.clone()),
+                (Format::Protobuf, None) => {
+                    unreachable!("derived above for a record with a schema")
+                }
             }
-            .map_err(|e| format!("{}: {e}", self.prefix))?
-            .to_string();
+            .map_err(|e| format!("{}: {e}", self.prefix))?;
             let mut body = json!({ "schema": text });
             if self.format != Format::Avro {
                 body["schemaType"] = json!(self.format.schema_type());
@@ -722,11 +746,26 @@ impl RegistryConverter {
         };
         let schema = Writer::parse(self.format, &text, &[])
             .map_err(|e| format!("{}: schema id {id} of subject {subject}: {e}", self.prefix))?;
+        let message = match (&schema, derived) {
+            (Writer::Protobuf(proto, _), Some(d)) => {
+                proto.message(Some(&d.message)).map_err(|e| {
+                    format!(
+                        "{}: schema id {id} of subject {subject} cannot hold these records ({e})",
+                        self.prefix
+                    )
+                })?;
+                Some(d.message)
+            }
+            (Writer::Protobuf(..), None) => {
+                return Err(format!("{}: {} needs records with a schema, and this one is schemaless; use JsonConverter with schemas.enable=false for schemaless data", self.prefix, self.format.class()));
+            }
+            _ => None,
+        };
         self.cache
             .lock()
             .unwrap()
             .written
-            .insert(cache_key, (id, Arc::new(schema)));
+            .insert(cache_key, (id, Arc::new(schema), message));
         Ok(())
     }
 
@@ -747,7 +786,7 @@ impl RegistryConverter {
             .written
             .get(&(self.subject(topic), connect))
             .cloned();
-        let Some((id, writer)) = entry else {
+        let Some((id, writer, message)) = entry else {
             return Err("the record's schema was not registered first (a bug)".into());
         };
         let mut out = Vec::with_capacity(64);
@@ -760,7 +799,16 @@ impl RegistryConverter {
                 serde_json::to_writer(&mut out, &data.value).map_err(|e| e.to_string())?;
                 return Ok(Some(out));
             }
-            Writer::Protobuf(..) => return Err(protobuf_writes(&self.prefix)),
+            Writer::Protobuf(proto, _) => {
+                let (Some(name), Some(schema)) = (message, &data.schema) else {
+                    return Err("a Protobuf record without its message (a bug)".into());
+                };
+                let (descriptor, path) = proto.message(Some(&name))?;
+                let msg = crate::protobuf_data::message_of(&descriptor, schema, &data.value)?;
+                fjord_registry::proto_json::write_indexes(&path, &mut out);
+                prost_reflect::prost::Message::encode(&msg, &mut out).map_err(|e| e.to_string())?;
+                return Ok(Some(out));
+            }
         };
         let datum = avro_value(&data.value, avro.schema(), avro.names(), "$")?;
         apache_avro::writer::datum::GenericDatumWriter::builder(avro.schema())
@@ -770,11 +818,6 @@ impl RegistryConverter {
             .map_err(|e| format!("the record does not fit its Avro schema: {e}"))?;
         Ok(Some(out))
     }
-}
-
-/// Why a ProtobufConverter (configured under `prefix`) does not write records.
-pub fn protobuf_writes(prefix: &str) -> String {
-    format!("{prefix}: ProtobufConverter reads records (sink connectors) but does not write them yet; a source connector writes with {AVRO_CONVERTER} or {JSON_SCHEMA_CONVERTER}")
 }
 
 /// A subject as one percent-encoded path segment.
@@ -2036,14 +2079,13 @@ mod tests {
     /// struct with its schema; a body that does not decode, or indexes naming no message, are the record's error;
     /// a source cannot write with it.
     #[tokio::test]
-    async fn protobuf_records_decode_into_connect_structs_and_sources_are_refused() {
+    async fn protobuf_records_decode_into_connect_structs() {
         let config: ConfigMap = [("value.converter.schema.registry.url", "http://127.0.0.1:9")]
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let c =
             RegistryConverter::from_config(Format::Protobuf, &config, "value.converter").unwrap();
-        assert!(!c.writes());
         let schema = "syntax = \"proto3\";\npackage shop;\nmessage Header { string source = 1; }\nmessage Order { string id = 1; int64 units = 2; Header header = 3; }\n";
         c.cache.lock().unwrap().by_id.insert(
             8,
@@ -2080,15 +2122,121 @@ mod tests {
         );
         let e = c.decode(Some(&record[..record.len() - 1])).unwrap_err();
         assert!(e.contains("does not decode as shop.Order"), "{e}");
+    }
+
+    /// A source's struct through ProtobufConverter: the derived schema is registered under the topic's subject,
+    /// the record is the wire format (magic 0, the id, message indexes [0], the message) and reads back as the
+    /// same Connect value; a schema Protobuf cannot express fails with the field named, and a record that is not
+    /// a struct says so.
+    #[tokio::test]
+    async fn protobuf_converter_writes_source_structs_in_the_wire_format() {
+        let url =
+            routed_registry(vec![("/subjects/orders-value/versions", json!({"id": 12}))]).await;
+        let config: ConfigMap = [
+            ("value.converter.schema.registry.url", url.as_str()),
+            ("value.converter.optional.for.nullables", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let c =
+            RegistryConverter::from_config(Format::Protobuf, &config, "value.converter").unwrap();
+        let schema = json!({"type": "struct", "optional": false, "fields": [
+            {"field": "id", "type": "int64", "optional": false},
+            {"field": "note", "type": "string", "optional": true},
+            {"field": "at", "type": "int64", "optional": true, "name": CONNECT_TIMESTAMP, "version": 1},
+            {"field": "line", "type": "struct", "optional": true, "fields": [
+                {"field": "sku", "type": "string", "optional": false}]}]});
         let data = SchemaAndValue {
+            schema: Some(schema.clone()),
+            value: json!({"id": 7, "note": null, "at": 1_700_000_000_123i64, "line": {"sku": "x"}}),
+        };
+        c.prepare_encode("orders", &data).await.unwrap();
+        let wire = c.encode("orders", &data).unwrap().unwrap();
+        assert_eq!(&wire[..6], &[0, 0, 0, 0, 12, 0]);
+        let text = crate::protobuf_data::proto_schema_of(&schema, c.proto_options)
+            .unwrap()
+            .text;
+        c.cache.lock().unwrap().by_id.insert(
+            12,
+            Arc::new(Writer::parse(Format::Protobuf, &text, &[]).unwrap()),
+        );
+        let back = c.decode(Some(&wire)).unwrap();
+        assert_eq!(back.value, data.value);
+        assert_eq!(back.schema.unwrap()["name"], "ConnectDefault1");
+
+        let bad = SchemaAndValue {
+            schema: Some(json!({"type": "struct", "optional": false, "fields": [
+                {"field": "grid", "type": "array", "optional": false,
+                 "items": {"type": "array", "optional": false, "items": {"type": "int32", "optional": false}}}]})),
+            value: json!({"grid": [[1]]}),
+        };
+        let e = c.prepare_encode("orders", &bad).await.unwrap_err();
+        assert!(
+            e.starts_with("value.converter: field grid: an array of arrays"),
+            "{e}"
+        );
+        let scalar = SchemaAndValue {
             schema: Some(json!({"type": "string", "optional": false})),
             value: json!("x"),
         };
-        let e = c.prepare_encode("t", &data).await.unwrap_err();
+        let e = c.prepare_encode("orders", &scalar).await.unwrap_err();
+        assert!(e.contains("writes structs"), "{e}");
+    }
+
+    /// use.latest.version with ProtobufConverter: records are written with the latest schema's id, as its
+    /// message of the derived name (here the second message, so the indexes are [1]); a latest schema without
+    /// that message, or whose field does not fit the value, is an error, never a panic.
+    #[tokio::test]
+    async fn protobuf_use_latest_version_writes_with_the_latest_schemas_message() {
+        let latest = "syntax = \"proto3\";\npackage shop;\nmessage Other { string x = 1; }\nmessage Order { int64 id = 1; string note = 2; }\n";
+        let url = routed_registry(vec![(
+            "/subjects/orders-value/versions/latest",
+            json!({"id": 31, "version": 4, "schemaType": "PROTOBUF", "schema": latest}),
+        )])
+        .await;
+        let config: ConfigMap = [
+            ("value.converter.schema.registry.url", url.as_str()),
+            ("value.converter.use.latest.version", "true"),
+            ("value.converter.auto.register.schemas", "false"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let c =
+            RegistryConverter::from_config(Format::Protobuf, &config, "value.converter").unwrap();
+        let schema = json!({"type": "struct", "name": "shop.Order", "optional": false, "fields": [
+            {"field": "id", "type": "int64", "optional": false},
+            {"field": "note", "type": "string", "optional": true}]});
+        let data = SchemaAndValue {
+            schema: Some(schema),
+            value: json!({"id": 9, "note": "n"}),
+        };
+        c.prepare_encode("orders", &data).await.unwrap();
+        let wire = c.encode("orders", &data).unwrap().unwrap();
+        // Id 31, indexes [1] (count 1, index 1, zig-zag), then id = 9, note = "n".
+        assert_eq!(wire, [0, 0, 0, 0, 31, 2, 2, 0x08, 9, 0x12, 1, b'n']);
+
+        let unnamed = SchemaAndValue {
+            schema: Some(json!({"type": "struct", "optional": false, "fields": [
+                {"field": "id", "type": "int64", "optional": false}]})),
+            value: json!({"id": 1}),
+        };
+        let e = c.prepare_encode("orders", &unnamed).await.unwrap_err();
         assert!(
-            e.contains("value.converter: ProtobufConverter reads records"),
+            e.contains("schema id 31") && e.contains("no message ConnectDefault1"),
             "{e}"
         );
+        let mismatched = SchemaAndValue {
+            schema: Some(
+                json!({"type": "struct", "name": "shop.Order", "optional": false, "fields": [
+                {"field": "id", "type": "string", "optional": false}]}),
+            ),
+            value: json!({"id": "not a number"}),
+        };
+        c.prepare_encode("orders", &mismatched).await.unwrap();
+        let e = c.encode("orders", &mismatched).unwrap_err();
+        assert!(e.starts_with("field id: expected an integer"), "{e}");
     }
 
     #[test]

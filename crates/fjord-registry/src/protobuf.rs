@@ -1,6 +1,6 @@
 //! Protobuf: compiling `.proto` text (or a base64 `FileDescriptorProto`, which Confluent's serializers send)
-//! with `protox`, imports served from memory (the registered referenced schemas by their reference name, and
-//! the google/protobuf well-known types), the canonical text form, the serialized form, and the
+//! with `protox`, imports served from memory (the registered referenced schemas by their reference name, the
+//! google/protobuf well-known types and Confluent's known types, [`KNOWN_TYPES`]), the canonical text form, the serialized form, and the
 //! compatibility walk over `prost-reflect` descriptors.
 //!
 //! The walk follows Confluent's Protobuf rules: messages and enums are matched by name, fields by number; a
@@ -189,10 +189,56 @@ fn compile(files: HashMap<String, File>, file_name: &str) -> Result<DescriptorPo
     let mut chain = ChainFileResolver::new();
     chain.add(MemoryResolver { files });
     chain.add(GoogleFileResolver::new());
+    chain.add(KnownTypesResolver);
     let mut compiler = protox::Compiler::with_file_resolver(chain);
     compiler.include_imports(true).include_source_info(false);
     compiler.open_file(file_name)?;
     Ok(compiler.descriptor_pool())
+}
+
+/// The types Confluent's registry knows besides google/protobuf's (its Protobuf converter writes Connect's
+/// Decimal, Date and Time as them, and `confluent/meta.proto` carries a field's Connect parameters): imported
+/// without a reference, as Confluent's registry and serializers allow. Written here from their published
+/// definitions (same packages, names and field numbers).
+pub const KNOWN_TYPES: &[(&str, &str)] = &[
+    (
+        "confluent/meta.proto",
+        "syntax = \"proto3\";\npackage confluent;\nimport \"google/protobuf/descriptor.proto\";\n\
+         message Meta {\n  string doc = 1;\n  map<string, string> params = 2;\n  repeated string tags = 3;\n  repeated Rule rules = 4;\n}\n\
+         message Rule {\n  string name = 1;\n  string doc = 2;\n  string expr = 3;\n  string sql = 4;\n}\n\
+         extend google.protobuf.FileOptions { Meta file_meta = 1088; }\n\
+         extend google.protobuf.MessageOptions { Meta message_meta = 1088; }\n\
+         extend google.protobuf.FieldOptions { Meta field_meta = 1088; }\n\
+         extend google.protobuf.EnumOptions { Meta enum_meta = 1088; }\n\
+         extend google.protobuf.EnumValueOptions { Meta enum_value_meta = 1088; }\n",
+    ),
+    (
+        "confluent/type/decimal.proto",
+        "syntax = \"proto3\";\npackage confluent.type;\n\
+         message Decimal {\n  bytes value = 1;\n  uint32 precision = 2;\n  int32 scale = 3;\n}\n",
+    ),
+    (
+        "google/type/date.proto",
+        "syntax = \"proto3\";\npackage google.type;\n\
+         message Date {\n  int32 year = 1;\n  int32 month = 2;\n  int32 day = 3;\n}\n",
+    ),
+    (
+        "google/type/timeofday.proto",
+        "syntax = \"proto3\";\npackage google.type;\n\
+         message TimeOfDay {\n  int32 hours = 1;\n  int32 minutes = 2;\n  int32 seconds = 3;\n  int32 nanos = 4;\n}\n",
+    ),
+];
+
+/// Serves [`KNOWN_TYPES`] (after the schema's own references, which may name a file the same).
+struct KnownTypesResolver;
+
+impl FileResolver for KnownTypesResolver {
+    fn open_file(&self, name: &str) -> Result<File, protox::Error> {
+        match KNOWN_TYPES.iter().find(|(n, _)| *n == name) {
+            Some((n, text)) => File::from_source(n, text),
+            None => Err(protox::Error::file_not_found(name)),
+        }
+    }
 }
 
 /// What the printed `.proto` text of `fd` loses (None: it compiles back to the same descriptor).
@@ -1112,6 +1158,25 @@ fn compare_message_types(ctx: &mut PCtx, om: &MessageDescriptor, um: &MessageDes
 mod hostile_tests {
     use super::*;
     use prost_reflect::prost_types::descriptor_proto::{ExtensionRange, ReservedRange};
+
+    /// Confluent's known types (what its Protobuf converter writes Connect's Decimal, Date and Time as, and the
+    /// field metadata it keeps their parameters in) are imported without references, as in Confluent's registry.
+    #[test]
+    fn confluents_known_types_are_imported_without_references() {
+        let text = "syntax = \"proto3\";\nimport \"google/type/date.proto\";\nimport \"google/type/timeofday.proto\";\nimport \"confluent/type/decimal.proto\";\nimport \"confluent/meta.proto\";\nmessage M {\n  google.type.Date d = 1;\n  google.type.TimeOfDay t = 2;\n  confluent.type.Decimal p = 3 [(confluent.field_meta) = {params: [{key: \"scale\", value: \"2\"}]}];\n}\n";
+        let parsed = parse(text, &[]).unwrap();
+        let m = parsed.pool.get_message_by_name("M").unwrap();
+        let p = m.get_field_by_name("p").unwrap();
+        assert_eq!(
+            p.kind().as_message().unwrap().full_name(),
+            "confluent.type.Decimal"
+        );
+        assert!(parse(
+            "syntax = \"proto3\";\nimport \"google/type/money.proto\";\n",
+            &[]
+        )
+        .is_err());
+    }
 
     #[test]
     fn a_descriptor_with_inverted_ranges_is_an_error_or_text_never_a_panic() {

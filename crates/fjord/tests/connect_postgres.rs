@@ -1262,3 +1262,145 @@ fn avro_records_become_rows_and_rows_become_avro_records_through_the_registry() 
         "{schema}"
     );
 }
+
+/// `fjord start` (broker, registry, Connect worker) on free ports, killed on drop.
+struct Platform {
+    child: std::process::Child,
+    kafka: String,
+    registry: String,
+    rest: String,
+}
+
+impl Platform {
+    fn start(dir: &Path) -> Platform {
+        let log = std::fs::File::create(dir.join("platform.log")).unwrap();
+        let (child, line) = start_platform(
+            &dir.join("data"),
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            std::process::Stdio::from(log),
+        );
+        Platform {
+            child,
+            kafka: field(&line, "kafka=").to_string(),
+            registry: format!("http://{}", field(&line, "registry=")),
+            rest: field(&line, "connect=").to_string(),
+        }
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The PostgreSQL source with `value.converter=io.confluent.connect.protobuf.ProtobufConverter` (and
+/// `optional.for.nullables=true`), an InsertField transform adding the record's timestamp field: the proto3 schema
+/// derived from the rows' Connect struct is registered under `<topic>-value` (`ConnectDefault1`, the timestamp a
+/// `google.protobuf.Timestamp`, the nullable columns proto3 `optional`), and confluent-kafka's
+/// ProtobufDeserializer (message class built at run time from the registry's descriptor) reads every row back
+/// with its values, a NULL column as an unset field.
+#[test]
+fn a_postgres_source_with_the_protobuf_converter_writes_what_confluents_deserializer_reads() {
+    let pg = Postgres::start();
+    let dir = temp_dir();
+    let p = Platform::start(dir.path());
+    pg.psql("CREATE TABLE items (id SERIAL PRIMARY KEY, name TEXT, qty INT, big BIGINT, small SMALLINT, price FLOAT8, ok BOOLEAN)");
+    pg.psql("INSERT INTO items (name, qty, big, small, price, ok) VALUES ('tea', 10, 5000000000, -3, 3.5, true), ('cup', NULL, -1, 0, 0.25, false), (NULL, 0, NULL, NULL, NULL, NULL)");
+    let body = json!({"name": "pb-src", "config": {
+        "connector.class": "io.confluent.connect.jdbc.JdbcSourceConnector",
+        "connection.url": pg.url(),
+        "connection.user": "fjord",
+        "mode": "incrementing",
+        "incrementing.column.name": "id",
+        "table.whitelist": "items",
+        "topic.prefix": "pb-",
+        "poll.interval.ms": "200",
+        "value.converter": "io.confluent.connect.protobuf.ProtobufConverter",
+        "value.converter.schema.registry.url": p.registry,
+        "value.converter.optional.for.nullables": "true",
+        "transforms": "ts",
+        "transforms.ts.type": "org.apache.kafka.connect.transforms.InsertField$Value",
+        "transforms.ts.timestamp.field": "at",
+    }})
+    .to_string();
+    let (status, v) = http(&p.rest, "POST", "/connectors", Some(&body));
+    assert_eq!(status, 201, "{v}");
+    let out = ok(&run_bounded(
+        Command::new(python())
+            .arg(workspace_root().join("tests/clients/connect_protobuf_source.py"))
+            .args(["read", &p.kafka, &p.registry, "pb-items", "3"]),
+        Duration::from_secs(120),
+    ));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    let records: Vec<Value> = lines[..3]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let values: Vec<Value> = records.iter().map(|r| r["value"].clone()).collect();
+    // proto3 JSON: 64-bit integers as strings; a field set to its default is left out unless it is `optional`.
+    // The source's records have no timestamp (as the JDBC source's), so InsertField adds a null `at`: unset.
+    assert_eq!(
+        values,
+        [
+            json!({"id": 1, "name": "tea", "qty": 10, "big": "5000000000", "small": -3, "price": 3.5, "ok": true}),
+            json!({"id": 2, "name": "cup", "big": "-1", "small": 0, "price": 0.25, "ok": false}),
+            json!({"id": 3, "qty": 0}),
+        ],
+        "{out}"
+    );
+    for r in &records {
+        assert_eq!(r["indexes"], "00", "{r}");
+        assert_eq!(r["id"], records[0]["id"], "{r}");
+        assert_eq!(r["timestamps"], json!({}), "{r}");
+    }
+    let schema: String = serde_json::from_str(lines[3].strip_prefix("schema ").unwrap()).unwrap();
+    for want in [
+        "message ConnectDefault1 {",
+        "optional int32 id = 1;",
+        "optional string name = 2;",
+        "optional int64 big = 4;",
+        "google.protobuf.Timestamp at = 8;",
+    ] {
+        assert!(schema.contains(want), "{want:?} not in {schema}");
+    }
+    let (_, latest) = http(
+        &p.registry.replace("http://", ""),
+        "GET",
+        "/subjects/pb-items-value/versions/latest",
+        None,
+    );
+    assert_eq!(latest["id"], records[0]["id"], "{latest}");
+    assert_eq!(latest["schemaType"], "PROTOBUF", "{latest}");
+
+    // A column whose name is no Protobuf field name: the task fails with an error naming the field (nothing is
+    // registered or sent).
+    pg.psql("CREATE TABLE odd (id SERIAL PRIMARY KEY, \"bad-name\" INT)");
+    pg.psql("INSERT INTO odd (\"bad-name\") VALUES (1)");
+    let mut config: Value = serde_json::from_str::<Value>(&body).unwrap()["config"].clone();
+    config["table.whitelist"] = json!("odd");
+    config["task.restart.max.attempts"] = json!("0");
+    let (status, v) = http(
+        &p.rest,
+        "PUT",
+        "/connectors/pb-odd/config",
+        Some(&config.to_string()),
+    );
+    assert_eq!(status, 201, "{v}");
+    let trace = failed(&p.rest, "pb-odd");
+    assert!(
+        trace
+            .contains("value.converter: field bad-name: \"bad-name\" is not a Protobuf field name"),
+        "{trace}"
+    );
+    let (status, _) = http(
+        &p.registry.replace("http://", ""),
+        "GET",
+        "/subjects/pb-odd-value/versions/latest",
+        None,
+    );
+    assert_eq!(status, 404);
+}
