@@ -617,10 +617,7 @@ fn every_column_has_a_field(
             _ => Vec::new(),
         }
     };
-    match names
-        .into_iter()
-        .find(|n| index.slot(m, n).is_none())
-    {
+    match names.into_iter().find(|n| !index.has(m, n)) {
         Some(n) => Err(format!(
             "the column {n} has no field in the message {}, which would drop it: add the field to the schema or leave the column out",
             m.full_name()
