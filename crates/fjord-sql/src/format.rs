@@ -600,7 +600,8 @@ impl SinkCodec {
 
 /// Err naming the column when a column has no field of the message a sink writes (it would be dropped
 /// silently): a value column must name a field; a key column is the one field of a message of one field, else
-/// (a STRUCT key) each of its fields must name one.
+/// the key is one STRUCT column each of whose fields must name one (another key, which no record could be
+/// written with, is refused too).
 fn every_column_has_a_field(
     m: &prost_reflect::MessageDescriptor,
     index: &protobuf::Index,
@@ -614,13 +615,20 @@ fn every_column_has_a_field(
     } else {
         match cols {
             [(_, SqlType::Struct(f))] => f.iter().map(|(n, _)| n.as_str()).collect(),
-            _ => Vec::new(),
+            _ => {
+                return Err(format!(
+                    "the key message {} has {} fields: a key of several fields is written from one STRUCT key column whose fields name them, not from {}",
+                    m.full_name(),
+                    m.fields().len(),
+                    cols.iter()
+                        .map(|(n, t)| format!("{n} {t}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }
         }
     };
-    match names
-        .into_iter()
-        .find(|n| index.slot(m, n).is_none())
-    {
+    match names.into_iter().find(|n| !index.has(m, n)) {
         Some(n) => Err(format!(
             "the column {n} has no field in the message {}, which would drop it: add the field to the schema or leave the column out",
             m.full_name()
@@ -651,6 +659,30 @@ mod tests {
         let st = SqlType::Struct(vec![("ID".into(), s.clone()), ("X".into(), i.clone())]);
         let e = every_column_has_a_field(m, x, true, &[("K", &st)]).unwrap_err();
         assert!(e.contains("column X") && e.contains("shop.Order"), "{e}");
+    }
+
+    /// A key message of several fields takes one STRUCT key column: a key column of another type, or several
+    /// key columns, are refused when the sink is opened. Before, they passed and every record failed when
+    /// written ("a value that is not a STRUCT is written to a message of one field").
+    #[test]
+    fn a_key_message_of_several_fields_takes_one_struct_column() {
+        let text = "syntax = \"proto3\";\npackage shop;\nmessage Order { string id = 1; int32 qty = 2; }\n";
+        let Registered::Protobuf(p) = registry::Registry::parse("PROTOBUF", text, &[]).unwrap()
+        else {
+            panic!("not Protobuf")
+        };
+        let (m, _) = p.first().unwrap();
+        let x = p.index();
+        let (s, i) = (SqlType::String, SqlType::Int);
+        let st = SqlType::Struct(vec![("ID".into(), s.clone()), ("QTY".into(), i.clone())]);
+        every_column_has_a_field(m, x, true, &[("K", &st)]).unwrap();
+        for cols in [vec![("ID", &s)], vec![("ID", &s), ("QTY", &i)]] {
+            let e = every_column_has_a_field(m, x, true, &cols).unwrap_err();
+            assert!(
+                e.contains("shop.Order") && e.contains("one STRUCT key column"),
+                "{e}"
+            );
+        }
     }
 
     /// A STRUCT key is written as ksqlDB writes it, `ConnectDefault1 { ConnectDefault2 K = 1; }`, the struct in

@@ -3180,7 +3180,8 @@ fn described(addr: &str, source: &str) -> Vec<String> {
 /// counted. A CREATE STREAM AS SELECT with VALUE_FORMAT='PROTOBUF' registers ksqlDB's `message ConnectDefault1`
 /// and writes records ProtobufDeserializer reads (with the schema google.protobuf builds from the registry's
 /// descriptor), which SQL reads back with the same columns; INSERT INTO writes with the producer's schema; a
-/// PROTOBUF key INSERT writes is read by ProtobufDeserializer too.
+/// PROTOBUF key INSERT writes is read by ProtobufDeserializer too; a oneof read as a STRUCT is written by a CSAS as a
+/// message, and its member by INSERT through a column named after it (read by ProtobufDeserializer and by SQL).
 /// Before, every statement over PROTOBUF was refused ("not supported yet"); then the oneof's members were
 /// columns of their own.
 #[test]
@@ -3362,7 +3363,7 @@ fn protobuf_from_confluents_serializer_is_queried_aggregated_and_written_back() 
     ksql_ok(
         &p.sql,
         "CREATE STREAM pb_out WITH (value_format='PROTOBUF') AS \
-         SELECT sensor, amount, hits, temp, ok, kind, tags, place, attrs, taken, big, alt FROM readings \
+         SELECT sensor, amount, hits, temp, ok, kind, tags, place, attrs, taken, big, alt, via_0 FROM readings \
          WHERE amount >= 30;",
     );
     let out = client(&["read-protobuf", &p.kafka, &url, "PB_OUT", "3"]);
@@ -3380,16 +3381,21 @@ fn protobuf_from_confluents_serializer_is_queried_aggregated_and_written_back() 
     }
     let want: Vec<(String, Value)> = (3..6)
         .map(|i| {
-            (
-                format!("r-{i}"),
-                json!({"SENSOR": format!("s{}", i % 2), "AMOUNT": 10 * i,
+            let mut v = json!({"SENSOR": format!("s{}", i % 2), "AMOUNT": 10 * i,
                        "HITS": (4_000_000_000i64 + i).to_string(), "TEMP": 20.5 + i as f64,
                        "OK": i % 2 == 0, "KIND": "HOT", "TAGS": [format!("t{i}")],
                        "PLACE": {"CITY": format!("c{i}"), "ZIP": (1000 + i).to_string()},
                        "ATTRS": {"a": i}, "TAKEN": format!("2023-11-14T22:13:2{i}.250Z"),
                        "BIG": wrapped(i).to_string(),
-                       "ALT": if i == 4 { "UNKNOWN_ENUM_VALUE_Kind_7" } else { "HOT" }}),
-            )
+                       "ALT": if i == 4 { "UNKNOWN_ENUM_VALUE_Kind_7" } else { "HOT" }});
+            // The oneof's STRUCT is a message VIA_0 of the sink's schema (its NULL member the default); a
+            // oneof with no member set is NULL, an unset message field.
+            match i % 3 {
+                0 => v["VIA_0"] = json!({"WIRE": format!("w{i}"), "RADIO": 0}),
+                1 => v["VIA_0"] = json!({"WIRE": "", "RADIO": i}),
+                _ => {}
+            }
+            (format!("r-{i}"), v)
         })
         .collect();
     assert_eq!(records, want, "{out}");
@@ -3410,8 +3416,10 @@ fn protobuf_from_confluents_serializer_is_queried_aggregated_and_written_back() 
         &p.sql,
         "CREATE STREAM pb_back WITH (kafka_topic='PB_OUT', value_format='PROTOBUF');",
     );
-    // (The oneof was not written: the columns but it.)
-    assert_eq!(described(&p.sql, "pb_back"), columns[1..]);
+    // The oneof was written as a STRUCT, last.
+    let mut back_columns = columns[1..].to_vec();
+    back_columns.push(columns[0]);
+    assert_eq!(described(&p.sql, "pb_back"), back_columns);
     assert_eq!(query_rows(&p.sql, &format!("{select} FROM pb_back;")), hot);
 
     // INSERT INTO writes with the producer's latest schema (the enum by its name; a repeated field not given
@@ -3455,5 +3463,51 @@ fn protobuf_from_confluents_serializer_is_queried_aggregated_and_written_back() 
         out.lines().next(),
         Some("{\"K\": \"a\"}\t{\"V\": 1}"),
         "{out}"
+    );
+
+    // A oneof's member written from SQL through a column named after it (as a stream declared before oneofs
+    // were STRUCTs names it), with the producer's schema: ProtobufDeserializer reads the oneof set to it, and
+    // SQL reads it back as the member's column and as the oneof's STRUCT.
+    client(&["produce-protobuf", &p.kafka, &url, "via", "1"]);
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM via_members (sensor STRING, amount INT, wire STRING, radio INT) \
+         WITH (kafka_topic='via', value_format='PROTOBUF'); \
+         CREATE STREAM via_oneof WITH (kafka_topic='via', value_format='PROTOBUF'); \
+         INSERT INTO via_members (sensor, amount, wire) VALUES ('s8', 80, 'x');",
+    );
+    let out = client(&["read-protobuf", &p.kafka, &url, "via", "2"]);
+    let members: Vec<(String, Value, Value, Value)> = out
+        .lines()
+        .filter_map(|l| {
+            let (key, v) = l.split_once('\t')?;
+            let v: Value = serde_json::from_str(v).ok()?;
+            Some((
+                key.to_string(),
+                v["sensor"].clone(),
+                v["wire"].clone(),
+                v["radio"].clone(),
+            ))
+        })
+        .collect();
+    assert_eq!(
+        members,
+        [
+            (String::new(), json!("s8"), json!("x"), Value::Null),
+            ("r-0".to_string(), json!("s0"), json!("w0"), Value::Null),
+        ],
+        "{out}"
+    );
+    await_rows(
+        &p.sql,
+        "SELECT sensor, wire, radio FROM via_members;",
+        |rows| rows == [json!(["s0", "w0", null]), json!(["s8", "x", null])],
+    );
+    assert_eq!(
+        query_rows(&p.sql, "SELECT sensor, via_0 FROM via_oneof;"),
+        vec![
+            json!(["s0", {"WIRE": "w0", "RADIO": null}]),
+            json!(["s8", {"WIRE": "x", "RADIO": null}]),
+        ]
     );
 }
