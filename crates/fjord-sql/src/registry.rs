@@ -41,7 +41,8 @@ const MAX_MISSING_IDS: usize = 10_000;
 pub enum Registered {
     /// Boxed: the decoder is large.
     Avro(Box<AvroDecoder>),
-    Json(J),
+    /// With the schemas its references reach.
+    Json(Box<crate::json_schema::JsonSchema>),
     /// Compiled with the index of its messages' fields by SQL name.
     Protobuf(Box<crate::protobuf::Compiled>),
 }
@@ -284,7 +285,7 @@ impl Registry {
         }
     }
 
-    /// `referenced`: (reference name, text) of every schema the references of an Avro or Protobuf `text` reach,
+    /// `referenced`: (reference name, text) of every schema the references of `text` reach,
     /// dependencies first.
     pub(crate) fn parse(
         schema_type: &str,
@@ -293,9 +294,8 @@ impl Registry {
     ) -> Result<Registered, String> {
         match schema_type {
             "AVRO" => AvroDecoder::compile(text, referenced).map(|d| Registered::Avro(Box::new(d))),
-            "JSON" => serde_json::from_str(text)
-                .map(Registered::Json)
-                .map_err(|e| format!("the registered JSON Schema is not JSON: {e}")),
+            "JSON" => crate::json_schema::JsonSchema::parse(text, referenced)
+                .map(|j| Registered::Json(Box::new(j))),
             "PROTOBUF" => ProtoSchema::compile(text, referenced)
                 .map(|p| Registered::Protobuf(Box::new(crate::protobuf::Compiled::new(p))))
                 .map_err(|e| format!("not a Protobuf schema: {e}")),
@@ -343,10 +343,10 @@ impl Registry {
             .as_str()
             .ok_or_else(|| format!("the registry's schema {id} has no `schema`"))?;
         let schema_type = v["schemaType"].as_str().unwrap_or("AVRO");
-        // An Avro schema's named types, a Protobuf schema's imports, may be defined in the schemas it references
-        // (JSON_SR bodies are read without their schema, and other types are refused by `parse`).
+        // An Avro schema's named types, a Protobuf schema's imports, a JSON Schema's `$ref`s may be defined in the
+        // schemas it references (other types are refused by `parse`).
         let s = match schema_type {
-            "AVRO" | "PROTOBUF" => self.references(&v["references"]),
+            "AVRO" | "PROTOBUF" | "JSON" => self.references(&v["references"]),
             _ => Ok(Vec::new()),
         }
         .and_then(|referenced| Self::parse(schema_type, text, &referenced).map_err(Failure::from));

@@ -1120,6 +1120,59 @@ fn avro_from_confluents_serializer_is_queried_and_written_back_for_its_deseriali
     }
 }
 
+/// JSON_SR as real producers register it: confluent-kafka's JSONSerializer writes records with a schema whose
+/// properties are `$ref`s to its own `definitions` (also as an array's items), Confluent's nullable `oneOf` of
+/// null and a type, and a `$ref` to another subject's schema through the schema's references. A stream without
+/// columns infers them all (DESCRIBE) and a query reads the values, nulls included. Before, the `$ref`s had "no
+/// `type`" and CREATE STREAM was refused (checked with the binary built before the fix).
+#[test]
+fn json_sr_columns_are_inferred_through_refs_references_and_nullable_one_ofs() {
+    let dir = temp_dir();
+    let log = std::fs::File::create(dir.path().join("fjord.log")).unwrap();
+    let (child, line) = start_platform_with_sql(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        "none",
+        "127.0.0.1:0",
+        Stdio::from(log),
+    );
+    let p = Platform {
+        child,
+        kafka: field(&line, "kafka=").to_string(),
+        sql: field(&line, "sql=").to_string(),
+    };
+    let url = format!("http://{}", field(&line, "registry="));
+    client(&["produce-json-sr", &p.kafka, &url, "orders", "4"]);
+
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM orders WITH (kafka_topic='orders', value_format='JSON_SR');",
+    );
+    assert_eq!(
+        described(&p.sql, "orders"),
+        [
+            "AMOUNT DOUBLE",
+            "ID STRING",
+            "ITEM STRUCT<`QTY` INTEGER, `SKU` STRING>",
+            "LINES ARRAY<STRUCT<`QTY` INTEGER, `SKU` STRING>>",
+            "NOTE STRING",
+            "SHIP_TO STRUCT<`CITY` STRING, `ZIP` INTEGER>",
+        ]
+    );
+    let rows = query_rows(
+        &p.sql,
+        "SELECT id, amount, item, lines[1] AS line, note, ship_to FROM orders WHERE amount >= 2.5;",
+    );
+    assert_eq!(
+        rows,
+        vec![
+            json!(["o-1", 2.5, {"QTY": 1, "SKU": "sku-1"}, {"QTY": 11, "SKU": "l1"}, null, null]),
+            json!(["o-2", 5.0, {"QTY": 2, "SKU": "sku-2"}, {"QTY": 12, "SKU": "l2"}, "note 2", {"CITY": "c2", "ZIP": 1002}]),
+            json!(["o-3", 7.5, {"QTY": 3, "SKU": "sku-3"}, {"QTY": 13, "SKU": "l3"}, null, {"CITY": "c3", "ZIP": 1003}]),
+        ]
+    );
+}
+
 // ---- Stateful queries: aggregations, windows, EMIT FINAL, pull queries, restart ----
 
 const TUMBLE: i64 = 10_000;
