@@ -98,6 +98,7 @@ ORDER_JSON_SCHEMA = {
     },
     "properties": {
         "id": {"type": "string"},
+        "shop": {"type": "string"},
         "amount": {"type": "number"},
         "item": {"$ref": "#/definitions/Item"},
         "lines": {"type": "array", "items": {"$ref": "#/definitions/Item"}},
@@ -360,7 +361,7 @@ def main():
         ser = JSONSerializer(schema, sr)
         p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
         for i in range(n):
-            v = {"id": f"o-{i}", "amount": 2.5 * i, "item": {"sku": f"sku-{i}", "qty": i},
+            v = {"id": f"o-{i}", "shop": f"s{i % 2}", "amount": 2.5 * i, "item": {"sku": f"sku-{i}", "qty": i},
                  "lines": [{"sku": f"l{i}", "qty": 10 + i}],
                  "note": None if i % 2 else f"note {i}",
                  "ship_to": None if i == 1 else {"city": f"c{i}", "zip": 1000 + i}}
