@@ -16,6 +16,11 @@
                                            N records of shop.Reading (READING_PROTO, the first message of its
                                            file; the class built at run time, no protoc) with
                                            ProtobufSerializer, which registers TOPIC-value; string keys r-i
+  produce-json-sr BOOTSTRAP REGISTRY TOPIC N
+                                           N records of ORDER_JSON_SCHEMA (local definitions through $ref, nullable
+                                           oneOfs, a $ref to ADDRESS_JSON_SCHEMA, registered first under `address`
+                                           and named `address.json` in the schema's references) with
+                                           JSONSerializer, which validates them and registers TOPIC-value; keys o-i
   read-protobuf BOOTSTRAP REGISTRY TOPIC N [key]
                                            every record of TOPIC once N have arrived, each decoded with
                                            ProtobufDeserializer into the first message of the schema its id names
@@ -75,6 +80,33 @@ enum Kind {
   HOT = 1;
 }
 """
+
+
+ADDRESS_JSON_SCHEMA = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "zip": {"type": "integer", "connect.type": "int32"}},
+}
+
+ORDER_JSON_SCHEMA = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "title": "Order",
+    "type": "object",
+    "definitions": {
+        "Item": {"type": "object", "properties": {"sku": {"type": "string"},
+                                                  "qty": {"type": "integer", "connect.type": "int32"}}},
+    },
+    "properties": {
+        "id": {"type": "string"},
+        "shop": {"type": "string"},
+        "amount": {"type": "number"},
+        "item": {"$ref": "#/definitions/Item"},
+        "lines": {"type": "array", "items": {"$ref": "#/definitions/Item"}},
+        "note": {"oneOf": [{"type": "null"}, {"type": "string"}]},
+        "ship_to": {"oneOf": [{"type": "null"}, {"$ref": "address.json"}]},
+    },
+    "required": ["id"],
+}
 
 
 def reading_class():
@@ -308,6 +340,32 @@ def main():
             elif i % 3 == 1:
                 r.radio = i
             p.produce(topic, key=f"r-{i}".encode(), value=ser(r, SerializationContext(topic, MessageField.VALUE)))
+        if p.flush(30):
+            print("FAIL: undelivered", file=sys.stderr)
+            sys.exit(1)
+        print(f"ok produced {n}")
+    elif cmd == "produce-json-sr":
+        from confluent_kafka.admin import AdminClient, NewTopic
+        from confluent_kafka.schema_registry import Schema, SchemaReference, SchemaRegistryClient
+        from confluent_kafka.schema_registry.json_schema import JSONSerializer
+        from confluent_kafka.serialization import SerializationContext, MessageField
+        url, topic, n = sys.argv[3], sys.argv[4], int(sys.argv[5])
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        for f in admin.create_topics([NewTopic(topic, 1, 1)]).values():
+            f.result(30)
+        sr = SchemaRegistryClient({"url": url})
+        sr.register_schema("address", Schema(json.dumps(ADDRESS_JSON_SCHEMA), "JSON"))
+        version = sr.get_latest_version("address").version
+        schema = Schema(json.dumps(ORDER_JSON_SCHEMA), "JSON",
+                        [SchemaReference("address.json", "address", version)])
+        ser = JSONSerializer(schema, sr)
+        p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+        for i in range(n):
+            v = {"id": f"o-{i}", "shop": f"s{i % 2}", "amount": 2.5 * i, "item": {"sku": f"sku-{i}", "qty": i},
+                 "lines": [{"sku": f"l{i}", "qty": 10 + i}],
+                 "note": None if i % 2 else f"note {i}",
+                 "ship_to": None if i == 1 else {"city": f"c{i}", "zip": 1000 + i}}
+            p.produce(topic, key=f"o-{i}".encode(), value=ser(v, SerializationContext(topic, MessageField.VALUE)))
         if p.flush(30):
             print("FAIL: undelivered", file=sys.stderr)
             sys.exit(1)

@@ -1268,11 +1268,8 @@ impl Engine {
             SourceDef {
                 name: name.value.clone(),
                 topic: topic.clone(),
-                columns: if is_join {
-                    out_columns.clone()
-                } else {
-                    plan.output_columns()
-                },
+                // The sink's own columns: an aggregation's key column is not in its value schema.
+                columns: out_columns.clone(),
                 ..def_tmp.clone()
             },
             false,

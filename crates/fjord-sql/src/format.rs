@@ -316,60 +316,6 @@ fn json_object<'a>(cols: impl Iterator<Item = (&'a str, &'a SqlType)>) -> J {
     json!({"type": "object", "properties": props})
 }
 
-/// A JSON Schema's SQL type (`type: ["null", X]` and `oneOf`/`anyOf` with null are X).
-fn json_sql_type(s: &J) -> std::result::Result<SqlType, String> {
-    for k in ["oneOf", "anyOf"] {
-        if let Some(branches) = s.get(k).and_then(J::as_array) {
-            let rest: Vec<&J> = branches.iter().filter(|b| b["type"] != "null").collect();
-            return match rest.as_slice() {
-                [one] => json_sql_type(one),
-                _ => Err(format!("{k} of several non-null types has no SQL type")),
-            };
-        }
-    }
-    let ty = match &s["type"] {
-        J::String(t) => t.as_str(),
-        J::Array(ts) => {
-            let rest: Vec<&str> = ts
-                .iter()
-                .filter_map(J::as_str)
-                .filter(|t| *t != "null")
-                .collect();
-            match rest.as_slice() {
-                [one] => *one,
-                _ => return Err(format!("the type {} has no SQL type", s["type"])),
-            }
-        }
-        _ if s.get("properties").is_some() => "object",
-        other => return Err(format!("no `type` ({other})")),
-    };
-    Ok(match ty {
-        "boolean" => SqlType::Boolean,
-        "integer" => match s["connect.type"].as_str() {
-            Some("int32" | "int16" | "int8") => SqlType::Int,
-            _ => SqlType::Bigint,
-        },
-        "number" => SqlType::Double,
-        "string" => SqlType::String,
-        "array" => SqlType::Array(Box::new(json_sql_type(&s["items"])?)),
-        "object" => match s.get("properties").and_then(J::as_object) {
-            Some(p) => SqlType::Struct(
-                p.iter()
-                    .map(|(n, t)| Ok((n.to_ascii_uppercase(), json_sql_type(t)?)))
-                    .collect::<std::result::Result<_, String>>()?,
-            ),
-            None => SqlType::Map(
-                Box::new(SqlType::String),
-                Box::new(match s.get("additionalProperties") {
-                    Some(J::Object(_)) => json_sql_type(&s["additionalProperties"])?,
-                    _ => SqlType::String,
-                }),
-            ),
-        },
-        other => return Err(format!("the JSON type {other} has no SQL type")),
-    })
-}
-
 /// The value columns of the schema registered for `topic`'s values (CREATE STREAM without columns): (name,
 /// type) each, upper-cased as ksqlDB names them; `None` when the subject has no schema.
 pub fn registry_columns(
@@ -394,7 +340,7 @@ pub fn registry_columns(
         (Registered::Protobuf(p), Format::Protobuf) => {
             p.first().and_then(|(m, _)| protobuf::columns(m))
         }
-        (Registered::Json(j), Format::JsonSr) => match json_sql_type(j) {
+        (Registered::Json(j), Format::JsonSr) => match j.sql_type() {
             Ok(SqlType::Struct(f)) => Ok(f),
             Ok(other) => Ok(vec![(lone.to_string(), other)]),
             Err(e) => Err(e),

@@ -14,6 +14,7 @@ pub mod error;
 pub mod expr;
 pub mod format;
 pub mod functions;
+pub mod json_schema;
 pub mod parser;
 pub mod plan;
 pub mod protobuf;

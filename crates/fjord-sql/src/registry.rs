@@ -41,7 +41,8 @@ const MAX_MISSING_IDS: usize = 10_000;
 pub enum Registered {
     /// Boxed: the decoder is large.
     Avro(Box<AvroDecoder>),
-    Json(J),
+    /// With the schemas its references reach.
+    Json(Box<crate::json_schema::JsonSchema>),
     /// Compiled with the index of its messages' fields by SQL name.
     Protobuf(Box<crate::protobuf::Compiled>),
 }
@@ -74,10 +75,13 @@ static GLOBAL: RwLock<Option<Arc<Registry>>> = RwLock::new(None);
 
 /// A failed registry call: `unavailable` when the registry could not answer (unreachable, timed out, a 5xx),
 /// as opposed to an answer that refuses or a schema that cannot be used.
+/// `missing` when the registry answered that a schema (or a schema it references) is not there (a 404): it may
+/// be registered later, so that is not remembered for good.
 #[derive(Debug)]
 pub struct Failure {
     pub message: String,
     pub unavailable: bool,
+    pub missing: bool,
 }
 
 impl Failure {
@@ -85,6 +89,15 @@ impl Failure {
         Failure {
             message,
             unavailable: true,
+            missing: false,
+        }
+    }
+
+    fn missing(message: String) -> Failure {
+        Failure {
+            message,
+            unavailable: false,
+            missing: true,
         }
     }
 }
@@ -94,6 +107,7 @@ impl From<String> for Failure {
         Failure {
             message,
             unavailable: false,
+            missing: false,
         }
     }
 }
@@ -270,6 +284,7 @@ impl Registry {
             _ => Err(Failure {
                 // A server error (a registry restarting, its store unavailable) passes; a 4xx is an answer.
                 unavailable: status >= 500,
+                missing: false,
                 message: format!(
                     "the schema registry refused {method} {path}: {} (HTTP {status})",
                     v.as_ref()
@@ -284,7 +299,7 @@ impl Registry {
         }
     }
 
-    /// `referenced`: (reference name, text) of every schema the references of an Avro or Protobuf `text` reach,
+    /// `referenced`: (reference name, text) of every schema the references of `text` reach,
     /// dependencies first.
     pub(crate) fn parse(
         schema_type: &str,
@@ -293,9 +308,8 @@ impl Registry {
     ) -> Result<Registered, String> {
         match schema_type {
             "AVRO" => AvroDecoder::compile(text, referenced).map(|d| Registered::Avro(Box::new(d))),
-            "JSON" => serde_json::from_str(text)
-                .map(Registered::Json)
-                .map_err(|e| format!("the registered JSON Schema is not JSON: {e}")),
+            "JSON" => crate::json_schema::JsonSchema::parse(text, referenced)
+                .map(|j| Registered::Json(Box::new(j))),
             "PROTOBUF" => ProtoSchema::compile(text, referenced)
                 .map(|p| Registered::Protobuf(Box::new(crate::protobuf::Compiled::new(p))))
                 .map_err(|e| format!("not a Protobuf schema: {e}")),
@@ -343,15 +357,22 @@ impl Registry {
             .as_str()
             .ok_or_else(|| format!("the registry's schema {id} has no `schema`"))?;
         let schema_type = v["schemaType"].as_str().unwrap_or("AVRO");
-        // An Avro schema's named types, a Protobuf schema's imports, may be defined in the schemas it references
-        // (JSON_SR bodies are read without their schema, and other types are refused by `parse`).
+        // An Avro schema's named types, a Protobuf schema's imports, a JSON Schema's `$ref`s may be defined in the
+        // schemas it references (other types are refused by `parse`).
         let s = match schema_type {
-            "AVRO" | "PROTOBUF" => self.references(&v["references"]),
+            "AVRO" | "PROTOBUF" | "JSON" => self.references(&v["references"]),
             _ => Ok(Vec::new()),
         }
         .and_then(|referenced| Self::parse(schema_type, text, &referenced).map_err(Failure::from));
         let s = match s {
             Err(f) if f.unavailable => return Err(f),
+            // A referenced schema the registry does not have (yet): remembered as a missing id is, for a while,
+            // not kept as the id's final refusal.
+            Err(f) if f.missing => {
+                let why = format!("schema {id}: {}", f.message);
+                self.remember_missing(id, why.clone());
+                return Err(why.into());
+            }
             s => s
                 .map(Arc::new)
                 .map_err(|f| format!("schema {id}: {}", f.message)),
@@ -388,10 +409,10 @@ impl Registry {
                     None,
                 )?
                 .ok_or_else(|| {
-                    format!(
+                    Failure::missing(format!(
                         "the schema it references as {} ({} version {}) is not in the schema registry",
                         f.name, f.subject, f.version
-                    )
+                    ))
                 })?;
             walk.fetched(&v);
         }
@@ -573,6 +594,13 @@ mod tests {
     fn serving(
         routes: Vec<(&'static str, String)>,
     ) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        serving_changing(Arc::new(Mutex::new(routes)))
+    }
+
+    /// [`serving`] with routes the test may add to while it serves.
+    fn serving_changing(
+        routes: Arc<Mutex<Vec<(&'static str, String)>>>,
+    ) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -586,9 +614,14 @@ mod tests {
                 count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let request = String::from_utf8_lossy(&buf[..n]);
                 let path = request.split(' ').nth(1).unwrap_or("");
-                let (status, body) = match routes.iter().find(|(p, _)| path.starts_with(p)) {
-                    Some((_, body)) => ("200 OK", body.as_str()),
-                    None => ("404 Not Found", "{}"),
+                let (status, body) = match routes
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|(p, _)| path.starts_with(p))
+                {
+                    Some((_, body)) => ("200 OK", body.clone()),
+                    None => ("404 Not Found", "{}".to_string()),
                 };
                 let _ = c.write_all(
                     format!(
@@ -697,6 +730,64 @@ mod tests {
             ),
             Ok(_) => panic!("a schema with a missing reference was accepted"),
         }
+    }
+
+    /// A JSON Schema whose `$ref` names a reference is read with the referenced schema fetched, its columns
+    /// through it. A reference the registry does not have refuses the schema only for the missing-id TTL (asked
+    /// once in it), not for good: registered later, it is found once the TTL is over. Before, the refusal was
+    /// kept in the id's cache for the life of the process (checked: the last `by_id` failed).
+    #[test]
+    fn a_missing_reference_is_remembered_for_a_while_not_for_good() {
+        use crate::types::SqlType;
+        use std::sync::atomic::Ordering::SeqCst;
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let order = r##"{"type":"object","properties":{"id":{"type":"string"},"ship_to":{"oneOf":[{"type":"null"},{"$ref":"address.json#/definitions/Address"}]}}}"##;
+        let address = r#"{"definitions":{"Address":{"type":"object","properties":{"city":{"type":"string"}}}}}"#;
+        let refs = json!([{"name": "address.json", "subject": "address", "version": 1}]);
+        let routes = Arc::new(Mutex::new(vec![(
+            "/schemas/ids/7",
+            json!({"schema": order, "schemaType": "JSON", "references": refs}).to_string(),
+        )]));
+        let (addr, served) = serving_changing(routes.clone());
+        let r = Registry::new(&format!("http://{addr}"), rt.handle().clone()).unwrap();
+        for _ in 0..2 {
+            match r.by_id(7) {
+                Err(e) => assert!(
+                    e.contains("schema 7: the schema it references as address.json (address version 1) is not in the schema registry"),
+                    "{e}"
+                ),
+                Ok(_) => panic!("a schema with a missing reference was accepted"),
+            }
+        }
+        // The schema and its reference, asked once.
+        assert_eq!(served.load(SeqCst), 2);
+        routes.lock().unwrap().push((
+            "/subjects/address/versions/1",
+            json!({"schema": address, "schemaType": "JSON"}).to_string(),
+        ));
+        // Still remembered as missing.
+        assert!(r.by_id(7).is_err());
+        assert_eq!(served.load(SeqCst), 2);
+        // Expired: found.
+        r.missing.lock().unwrap().clear();
+        let schema = r.by_id(7).unwrap();
+        let Registered::Json(j) = &*schema else {
+            panic!("not JSON")
+        };
+        assert_eq!(
+            j.sql_type().unwrap(),
+            SqlType::Struct(vec![
+                ("ID".into(), SqlType::String),
+                (
+                    "SHIP_TO".into(),
+                    SqlType::Struct(vec![("CITY".into(), SqlType::String)])
+                ),
+            ])
+        );
+        assert_eq!(served.load(SeqCst), 4);
+        // Cached now.
+        r.by_id(7).unwrap();
+        assert_eq!(served.load(SeqCst), 4);
     }
 
     /// A Protobuf schema whose import is another subject is compiled with the referenced file fetched; its

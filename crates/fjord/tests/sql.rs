@@ -1120,6 +1120,139 @@ fn avro_from_confluents_serializer_is_queried_and_written_back_for_its_deseriali
     }
 }
 
+/// JSON_SR as real producers register it: confluent-kafka's JSONSerializer writes records with a schema whose
+/// properties are `$ref`s to its own `definitions` (also as an array's items), Confluent's nullable `oneOf` of
+/// null and a type, and a `$ref` to another subject's schema through the schema's references. A stream without
+/// columns infers them all (DESCRIBE) and a query reads the values, nulls included. Before, the `$ref`s had "no
+/// `type`" and CREATE STREAM was refused (checked with the binary built before the fix). Then aggregations of it
+/// into tables in each registry format (see below).
+#[test]
+fn json_sr_columns_are_inferred_through_refs_references_and_nullable_one_ofs() {
+    let dir = temp_dir();
+    let log = std::fs::File::create(dir.path().join("fjord.log")).unwrap();
+    let (child, line) = start_platform_with_sql(
+        &dir.path().join("data"),
+        "127.0.0.1:0",
+        "none",
+        "127.0.0.1:0",
+        Stdio::from(log),
+    );
+    let p = Platform {
+        child,
+        kafka: field(&line, "kafka=").to_string(),
+        sql: field(&line, "sql=").to_string(),
+    };
+    let url = format!("http://{}", field(&line, "registry="));
+    client(&["produce-json-sr", &p.kafka, &url, "orders", "4"]);
+
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM orders WITH (kafka_topic='orders', value_format='JSON_SR');",
+    );
+    assert_eq!(
+        described(&p.sql, "orders"),
+        [
+            "AMOUNT DOUBLE",
+            "ID STRING",
+            "ITEM STRUCT<`QTY` INTEGER, `SKU` STRING>",
+            "LINES ARRAY<STRUCT<`QTY` INTEGER, `SKU` STRING>>",
+            "NOTE STRING",
+            "SHIP_TO STRUCT<`CITY` STRING, `ZIP` INTEGER>",
+            "SHOP STRING",
+        ]
+    );
+    let rows = query_rows(
+        &p.sql,
+        "SELECT id, amount, item, lines[1] AS line, note, ship_to FROM orders WHERE amount >= 2.5;",
+    );
+    assert_eq!(
+        rows,
+        vec![
+            json!(["o-1", 2.5, {"QTY": 1, "SKU": "sku-1"}, {"QTY": 11, "SKU": "l1"}, null, null]),
+            json!(["o-2", 5.0, {"QTY": 2, "SKU": "sku-2"}, {"QTY": 12, "SKU": "l2"}, "note 2", {"CITY": "c2", "ZIP": 1002}]),
+            json!(["o-3", 7.5, {"QTY": 3, "SKU": "sku-3"}, {"QTY": 13, "SKU": "l3"}, null, {"CITY": "c3", "ZIP": 1003}]),
+        ]
+    );
+
+    // An aggregation's table in each registry format (ksqlDB allows them): its schema registered under
+    // <TABLE>-value, its rows written in the wire format, read back by SQL through a stream over the table's topic
+    // (columns from the registered schema), and the AVRO one by confluent-kafka's AvroDeserializer. Before, such
+    // a table was refused ("an aggregation's table in that VALUE_FORMAT"); and then the value schema registered at
+    // CREATE held the key column, so the query's own (without it) was refused as incompatible for PROTOBUF.
+    let want = vec![json!(["s0", 2, 5.0]), json!(["s1", 2, 10.0])];
+    for format in ["AVRO", "PROTOBUF", "JSON_SR"] {
+        let table = format!("per_shop_{}", format.to_lowercase());
+        ksql_ok(
+            &p.sql,
+            &format!(
+                "CREATE TABLE {table} WITH (value_format='{format}') AS \
+                 SELECT shop, COUNT(*) AS n, SUM(amount) AS total FROM orders GROUP BY shop EMIT CHANGES;"
+            ),
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut got = query_rows(&p.sql, &format!("SELECT shop, n, total FROM {table};"));
+            got.sort_by_key(|r| r[0].to_string());
+            if got == want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{table}: {got:?}; {}",
+                ksql_ok(&p.sql, "SHOW QUERIES;")
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let topic = table.to_uppercase();
+        ksql_ok(
+            &p.sql,
+            &format!(
+                "CREATE STREAM {table}_back WITH (kafka_topic='{topic}', value_format='{format}');"
+            ),
+        );
+        assert_eq!(
+            described(&p.sql, &format!("{table}_back")),
+            ["N BIGINT", "TOTAL DOUBLE"],
+            "{format}"
+        );
+        await_rows(
+            &p.sql,
+            &format!("SELECT n, total FROM {table}_back WHERE n = 2;"),
+            |rows| {
+                let mut got = rows.to_vec();
+                got.sort_by(|a, b| a[1].as_f64().partial_cmp(&b[1].as_f64()).unwrap());
+                got == [json!([2, 5.0]), json!([2, 10.0])]
+            },
+        );
+    }
+    // With an AVRO key too: the key column is written with the key schema registered under <TABLE>-key.
+    ksql_ok(
+        &p.sql,
+        "CREATE TABLE per_shop_keyed WITH (key_format='AVRO', value_format='AVRO') AS \
+         SELECT shop, COUNT(*) AS n, SUM(amount) AS total FROM orders GROUP BY shop EMIT CHANGES;",
+    );
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM per_shop_keyed_back WITH (kafka_topic='PER_SHOP_KEYED', key_format='AVRO', value_format='AVRO');",
+    );
+    let rows = await_rows(
+        &p.sql,
+        "SELECT * FROM per_shop_keyed_back WHERE n = 2;",
+        |rows| rows.len() == 2,
+    );
+    let mut rows: Vec<String> = rows.iter().map(Value::to_string).collect();
+    rows.sort();
+    assert_eq!(rows, [r#"["s0",2,5.0]"#, r#"["s1",2,10.0]"#]);
+    let out = client(&["read-avro", &p.kafka, &url, "PER_SHOP_AVRO", "2"]);
+    let lines: Vec<&str> = out.lines().collect();
+    for want in [
+        r#"s0	{"N": 2, "TOTAL": 5.0}"#,
+        r#"s1	{"N": 2, "TOTAL": 10.0}"#,
+    ] {
+        assert!(lines.contains(&want), "{want} not in {out}");
+    }
+}
+
 // ---- Stateful queries: aggregations, windows, EMIT FINAL, pull queries, restart ----
 
 const TUMBLE: i64 = 10_000;

@@ -394,7 +394,7 @@ impl AggPlan {
     #[allow(clippy::type_complexity)]
     fn output(
         &self,
-        sink: &SourceDef,
+        codec: &format::SinkCodec,
         r: &Record,
     ) -> std::result::Result<Option<(Option<Vec<u8>>, Option<Vec<u8>>)>, String> {
         let (store_key, window) = if self.windowed() {
@@ -405,7 +405,7 @@ impl AggPlan {
         };
         let key_json: J = serde_json::from_slice(&store_key).map_err(|e| e.to_string())?;
         let key_val = Value::from_json(&key_json, &self.key_ty)?;
-        let key_bytes = format::encode_key(sink.key_format, &key_val).map(|k| match window {
+        let key_bytes = codec.key(&key_val)?.map(|k| match window {
             None => k,
             Some(w) => windowed_key(k, w, self.is_session()),
         });
@@ -427,10 +427,7 @@ impl AggPlan {
             .filter(|((c, _), _)| !c.key)
             .map(|((c, _), v)| (c.name.as_str(), v))
             .collect();
-        Ok(Some((
-            key_bytes,
-            Some(format::encode_value(sink.value_format, &named)),
-        )))
+        Ok(Some((key_bytes, Some(codec.value(&named)?))))
     }
 
     fn is_session(&self) -> bool {
@@ -891,23 +888,38 @@ fn builder(
         }
     };
     let (p, s2, st) = (plan.clone(), sink.clone(), stats.clone());
+    // The sink's registry schemas (AVRO, PROTOBUF, JSON_SR; registered when the query was created), found on the
+    // first output: a registry that cannot answer then stops the instance at the record (not committed), and the
+    // restarted one tries again.
+    let codec: Arc<std::sync::OnceLock<format::SinkCodec>> = Arc::new(std::sync::OnceLock::new());
     table
         .to_stream()
-        .flat_map(move |r: Record| match p.output(&s2, &r) {
-            Ok(Some((k, v))) => {
-                st.records_out.fetch_add(1, Ordering::Relaxed);
-                Some(Record {
-                    key: k.map(Bytes::from),
-                    value: v.map(Bytes::from),
-                    timestamp: r.timestamp,
-                })
-            }
-            Ok(None) => None,
-            Err(e) => {
-                st.errors.fetch_add(1, Ordering::Relaxed);
-                *st.last_error.lock().expect("stats") = Some(e);
-                None
-            }
+        .try_flat_map(move |r: Record| {
+            let codec = match codec.get() {
+                Some(c) => c,
+                None => {
+                    let c = format::SinkCodec::new(&s2, false).map_err(|e| {
+                        format!("cannot find the schemas {} is written with: {e}", s2.name)
+                    })?;
+                    codec.get_or_init(|| c)
+                }
+            };
+            Ok(match p.output(codec, &r) {
+                Ok(Some((k, v))) => {
+                    st.records_out.fetch_add(1, Ordering::Relaxed);
+                    Some(Record {
+                        key: k.map(Bytes::from),
+                        value: v.map(Bytes::from),
+                        timestamp: r.timestamp,
+                    })
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    st.errors.fetch_add(1, Ordering::Relaxed);
+                    *st.last_error.lock().expect("stats") = Some(e);
+                    None
+                }
+            })
         })
         .to(&sink.topic);
     Ok(b)
@@ -924,13 +936,6 @@ pub fn start(
     stop: Arc<AtomicBool>,
     stats: Arc<QueryStats>,
 ) -> Result<(Arc<TableQuery>, std::thread::JoinHandle<()>)> {
-    if sink.value_format.uses_registry() || sink.key_format.uses_registry() {
-        // The table's rows are written by `format::encode_value`/`encode_key`, which know no registry schemas.
-        return Err(SqlError::not_supported(format!(
-            "an aggregation's table in {} (give the table VALUE_FORMAT='JSON' or 'DELIMITED' and KEY_FORMAT='KAFKA' or 'JSON')",
-            if sink.value_format.uses_registry() { "that VALUE_FORMAT" } else { "that KEY_FORMAT" }
-        )));
-    }
     let plan = Arc::new(plan);
     let topology = builder(&plan, sink, q.fail_on_bad_record, &stats, &stop)
         .map_err(SqlError::execution)?
@@ -1183,7 +1188,7 @@ mod tests {
     }
 
     fn value_of(p: &AggPlan, st: &Bytes, key: &[u8]) -> Option<J> {
-        let s = sink(p);
+        let s = format::SinkCodec::new(&sink(p), false).unwrap();
         let r = Record {
             key: Some(Bytes::copy_from_slice(key)),
             value: Some(st.clone()),
@@ -1248,7 +1253,7 @@ mod tests {
         )
         .unwrap();
         assert!(p.is_session());
-        let s = sink(&p);
+        let s = format::SinkCodec::new(&sink(&p), false).unwrap();
         let a = fold_rows(&p, &[row("u", "p", 1000, 0.0, 1)]).pop().unwrap();
         let b = fold_rows(
             &p,
