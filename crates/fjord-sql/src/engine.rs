@@ -1200,6 +1200,9 @@ impl Engine {
         let (kf, vf) = wp.formats(plan.source.value_format)?;
         let key_format = if wp.seen_key_format {
             kf
+        } else if plan.source.key_format == Format::None && !plan.partition_by.is_empty() {
+            // A stream without a key re-keyed by PARTITION BY: its key needs a format (ksqlDB takes KAFKA too).
+            Format::Kafka
         } else {
             plan.source.key_format
         };

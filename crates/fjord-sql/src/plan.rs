@@ -59,7 +59,7 @@ pub struct SelectPlan {
     pub shape: Shape,
     pub emit: Option<Emit>,
     pub limit: Option<u64>,
-    /// `PARTITION BY`: re-keying needs a repartition, which runs on the streams library.
+    /// `PARTITION BY`: the result is keyed by this expression (its column in `projection` is the key).
     pub partition_by: Vec<Expr>,
 }
 
@@ -78,11 +78,6 @@ impl SelectPlan {
 
     /// Refuses what this version cannot execute yet, with the reason.
     pub fn require_stateless(&self) -> Result<()> {
-        if !self.partition_by.is_empty() {
-            return Err(SqlError::not_supported(
-                "PARTITION BY (re-keying through a repartition topic) runs on the streams library, coming next",
-            ));
-        }
         match &self.shape {
             Shape::Stateless if self.source.kind == SourceKind::Stream => Ok(()),
             Shape::Stateless => Err(SqlError::not_supported(format!(
@@ -352,6 +347,26 @@ pub fn plan_select(sel: &Select, catalog: &Catalog) -> Result<SelectPlan> {
                     p.name
                 )));
             }
+        }
+    }
+    // PARTITION BY re-keys a stream: the result's key is the expression, which must be in the SELECT list (it
+    // becomes the key column; the source's key column, when selected, becomes a value column), as ksqlDB
+    // requires ("Key missing from projection"). Aggregations and joins refuse it (they are keyed already).
+    if !partition_by.is_empty() && joined.is_empty() && !aggregating {
+        if partition_by.len() > 1 {
+            return Err(SqlError::not_supported(
+                "PARTITION BY more than one expression: a result has one key column at most",
+            ));
+        }
+        let given = &sel.partition_by[0];
+        let Some(k) = projection.iter().position(|p| p.expr == partition_by[0]) else {
+            return Err(SqlError::semantic(format!(
+                "PARTITION BY {given}: the partitioning expression must be in the SELECT list, where it becomes \
+                 the key column: add it (e.g. SELECT {given}, ...)"
+            )));
+        };
+        for (i, p) in projection.iter_mut().enumerate() {
+            p.is_key = i == k;
         }
     }
     let shape = if !joined.is_empty() {

@@ -331,13 +331,16 @@ fn bad_requests_and_statements_get_4xx_with_a_message() {
         "{v}"
     );
     // What is planned but not built yet is refused with "not supported yet" (aggregations are built now).
-    let (status, v) = ksql(a, "CREATE STREAM p AS SELECT k, n FROM s PARTITION BY n;");
+    let (status, v) = ksql(
+        a,
+        "CREATE STREAM p AS SELECT k, n FROM s PARTITION BY k, n;",
+    );
     assert_eq!(status, 400);
     assert!(
         v["message"]
             .as_str()
             .unwrap()
-            .contains("not supported yet: PARTITION BY"),
+            .contains("not supported yet: PARTITION BY more than one expression"),
         "{v}"
     );
     let (status, v) = ksql(a, "SELECT * FROM s EMIT CHANGES;");
@@ -703,6 +706,87 @@ fn a_refused_output_record_is_not_committed_past_and_is_written_once_the_cause_i
 
 /// A pull query over a stream ends at each partition's end even when the last offset holds no record it can
 /// deliver (here a transaction's commit marker), instead of waiting for a record that never comes.
+/// `PARTITION BY` re-keys a stream, as in ksqlDB: the result's key is the expression (its column in the SELECT
+/// list is the key column; the source's key column, when selected, becomes a value column), written with the
+/// murmur2 partitioning of the Java client; a stream without a key gets a KAFKA key. The expression must be in the
+/// SELECT list; one expression at most.
+#[test]
+fn partition_by_rekeys_a_stream() {
+    let dir = temp_dir();
+    let p = start(&dir.path().join("data"));
+    let a = p.sql.as_str();
+    ksql_ok(
+        a,
+        "CREATE STREAM clicks (user_id STRING KEY, page STRING, n INT) \
+         WITH (kafka_topic='clicks', partitions=1, value_format='JSON');\
+         CREATE STREAM visits (page STRING, n INT) WITH (kafka_topic='visits', partitions=1, value_format='JSON', key_format='NONE');",
+    );
+    ksql_ok(
+        a,
+        "CREATE STREAM by_page WITH (partitions=3) AS SELECT page, user_id, n FROM clicks PARTITION BY page;\
+         CREATE STREAM visits_by_page AS SELECT * FROM visits PARTITION BY page;",
+    );
+    let d = ksql_ok(a, "DESCRIBE by_page;");
+    let fields = &d[0]["sourceDescription"]["fields"];
+    assert_eq!(fields[0]["name"], "PAGE", "{d}");
+    assert_eq!(fields[0]["type"], "KEY", "{d}");
+    assert!(fields[1].get("type").is_none(), "{d}");
+    let d = ksql_ok(a, "DESCRIBE visits_by_page;");
+    assert_eq!(d[0]["sourceDescription"]["keyFormat"], "KAFKA", "{d}");
+    assert_eq!(d[0]["sourceDescription"]["fields"][0]["type"], "KEY", "{d}");
+    for (user, page, n) in [
+        ("u1", "home", 1),
+        ("u2", "cart", 2),
+        ("u1", "cart", 3),
+        ("u3", "home", 4),
+    ] {
+        ksql_ok(
+            a,
+            &format!(
+                "INSERT INTO clicks (user_id, page, n) VALUES ('{user}', '{page}', {n});\
+                 INSERT INTO visits (page, n) VALUES ('{page}', {n});"
+            ),
+        );
+    }
+    await_written(a, "by_page", 4);
+    await_written(a, "visits_by_page", 4);
+    let rows = read_json(&p.kafka, "BY_PAGE", 4);
+    assert_eq!(
+        rows,
+        sorted(vec![
+            ("home", json!({"USER_ID": "u1", "N": 1})),
+            ("cart", json!({"USER_ID": "u2", "N": 2})),
+            ("cart", json!({"USER_ID": "u1", "N": 3})),
+            ("home", json!({"USER_ID": "u3", "N": 4})),
+        ])
+    );
+    let rows = read_json(&p.kafka, "VISITS_BY_PAGE", 4);
+    let keys: Vec<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["cart", "cart", "home", "home"], "{rows:?}");
+    // One key's records share a partition (murmur2 over the key, as the Java client partitions).
+    let mut seen: std::collections::HashMap<Vec<u8>, i32> = Default::default();
+    let mut records = 0;
+    for partition in 0..3 {
+        for (key, _) in read_partition(&p.kafka, "BY_PAGE", partition) {
+            records += 1;
+            let first = *seen.entry(key.clone()).or_insert(partition);
+            assert_eq!(first, partition, "{key:?} in two partitions");
+        }
+    }
+    assert_eq!((records, seen.len()), (4, 2), "{seen:?}");
+
+    let m = refused(
+        a,
+        "CREATE STREAM x AS SELECT n FROM clicks PARTITION BY page;",
+    );
+    assert!(m.contains("must be in the SELECT list"), "{m}");
+    let m = refused(
+        a,
+        "CREATE TABLE t AS SELECT page, COUNT(*) AS c FROM clicks GROUP BY page PARTITION BY page;",
+    );
+    assert!(m.contains("leave out PARTITION BY"), "{m}");
+}
+
 #[test]
 fn a_pull_query_ends_when_the_topic_ends_with_a_transaction_marker() {
     let dir = temp_dir();
@@ -1486,6 +1570,11 @@ fn totals_rows(w: &Want) -> Vec<Value> {
 
 /// Every record of `topic` (one partition) as (key, value) with librdkafka, to its current end.
 fn read_topic(kafka: &str, topic: &str) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    read_partition(kafka, topic, 0)
+}
+
+/// Every record of one partition of `topic` (librdkafka): (key, value).
+fn read_partition(kafka: &str, topic: &str, partition: i32) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::Message;
     let c: BaseConsumer = rdkafka::ClientConfig::new()
@@ -1495,10 +1584,10 @@ fn read_topic(kafka: &str, topic: &str) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         .create()
         .unwrap();
     let (lo, hi) = c
-        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
         .unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(lo))
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(lo))
         .unwrap();
     c.assign(&tpl).unwrap();
     let mut out = Vec::new();
