@@ -29,9 +29,12 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_ANSWER: usize = 16 << 20;
 
 /// How long a schema id the registry does not have (a 404) is remembered as missing: its records are refused
-/// without asking again until then (Connect's `missing.id.cache.ttl.sec`, fixed here). Short, so that an id
-/// registered just after its record is read (another registry node lagging) is found soon.
-const MISSING_TTL: Duration = Duration::from_secs(10);
+/// without asking again until then (Connect's `missing.id.cache.ttl.sec`, fixed here). One second: long enough
+/// that a record's own reachability check and its decode ask once, not twice (a flood of records with random ids
+/// costs one request each), and short so that an id registered just after its record is read (another registry
+/// node lagging) is not refused to the records after it for long: Confluent's client (the default of Connect's
+/// setting, 0) asks again at every record, and a query skips the records it cannot decode.
+const MISSING_TTL: Duration = Duration::from_secs(1);
 
 /// At most this many missing ids are remembered (a topic of records with random ids must not grow the cache
 /// without bound): when full, the expired are dropped, and if none had expired, all.

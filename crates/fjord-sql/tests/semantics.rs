@@ -280,15 +280,19 @@ fn projection_and_scalar_functions_evaluate() {
 }
 
 #[test]
-fn partition_by_is_checked_then_refused_at_execution() {
-    let p = plan("CREATE STREAM x AS SELECT page FROM clicks PARTITION BY page").unwrap();
-    assert!(p
-        .require_stateless()
-        .unwrap_err()
-        .message
-        .contains("PARTITION BY"));
+fn partition_by_keys_the_result_by_its_expression_in_the_select_list() {
+    let p = plan("CREATE STREAM x AS SELECT ms, page FROM clicks PARTITION BY page").unwrap();
+    p.require_stateless().unwrap();
+    let keys: Vec<(&str, bool)> = p
+        .projection
+        .iter()
+        .map(|c| (c.name.as_str(), c.is_key))
+        .collect();
+    assert_eq!(keys, [("MS", false), ("PAGE", true)]);
     let e = err("CREATE STREAM x AS SELECT page FROM clicks PARTITION BY nope");
     assert!(e.message.contains("unknown column NOPE"), "{e}");
+    let e = err("CREATE STREAM x AS SELECT ms FROM clicks PARTITION BY page");
+    assert!(e.message.contains("must be in the SELECT list"), "{e}");
 }
 
 #[test]
