@@ -286,3 +286,25 @@ fn a_descriptor_whose_custom_option_does_not_decode_is_refused_never_a_panic() {
     let err = result.err().expect("refused");
     assert!(err.contains("decode"), "{err}");
 }
+
+#[test]
+fn options_of_an_extension_declared_in_the_schema_itself_count_too() {
+    // The text cannot hold the extend block, so the identity is the text plus the whole descriptor; the
+    // option's value is in the text.
+    let schema = |v: u32| {
+        format!(
+            "syntax = \"proto2\";\npackage own;\nimport \"google/protobuf/descriptor.proto\";\n\
+             extend google.protobuf.FieldOptions {{ optional uint32 width = 50100; }}\n\
+             message M {{ optional int32 a = 1 [(width) = {v}]; }}\n"
+        )
+    };
+    let (one, two) = (p(&schema(1)), p(&schema(2)));
+    assert!(!one.lossless);
+    assert!(
+        one.canonical.contains("[(own.width) = 1]"),
+        "{}",
+        one.canonical
+    );
+    assert_ne!(one.canonical, two.canonical);
+    assert_eq!(p(&schema(1)).canonical, one.canonical);
+}
