@@ -312,7 +312,7 @@ fn lost_in_text(
     if has_groups(&fd.message_type) {
         uses.push("groups");
     }
-    if uses.is_empty() || (uses.len() == 1 && !same_options) {
+    if uses.is_empty() {
         uses.push("options or details the .proto text printer does not keep");
     }
     Some(format!("uses {}", uses.join(" and ")))
