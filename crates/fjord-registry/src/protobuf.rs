@@ -23,8 +23,8 @@ use prost_reflect::prost_types::{
     ServiceDescriptorProto,
 };
 use prost_reflect::{
-    Cardinality, DescriptorPool, EnumDescriptor, FieldDescriptor, FileDescriptor, Kind,
-    MessageDescriptor,
+    Cardinality, DescriptorPool, DynamicMessage, EnumDescriptor, FieldDescriptor, FileDescriptor,
+    Kind, MessageDescriptor, Value,
 };
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 
@@ -46,6 +46,8 @@ pub struct ParsedProto {
     pub lossless: bool,
     /// The schema was sent as a serialized descriptor (base64), not as text.
     pub from_descriptor: bool,
+    /// The schema has custom options (which `prost-types` descriptors drop).
+    has_custom_options: bool,
 }
 
 struct MemoryResolver {
@@ -73,9 +75,22 @@ fn decode_descriptor(text: &str) -> Option<FileDescriptorProto> {
 
 fn open(name: &str, text: &str) -> Result<(File, bool), String> {
     match decode_descriptor(text) {
-        Some(mut fd) => {
-            fd.name = Some(name.to_string());
-            Ok((File::from_file_descriptor_proto(fd), true))
+        Some(_) => {
+            // Decoded from its bytes, so that its custom options (extension fields of the options messages,
+            // unknown to `prost-types`) are kept; renamed by appending a `name` field (field 1, a string),
+            // which overrides the one before it.
+            let mut bytes = base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .map_err(|e| e.to_string())?;
+            FileDescriptorProto {
+                name: Some(name.to_string()),
+                ..Default::default()
+            }
+            .encode(&mut bytes)
+            .map_err(|e| e.to_string())?;
+            File::decode_file_descriptor_proto(bytes.as_slice())
+                .map(|f| (f, true))
+                .map_err(|e| e.to_string())
         }
         None => File::from_source(name, text)
             .map(|f| (f, false))
@@ -154,10 +169,16 @@ pub fn parse(text: &str, referenced: &[(String, String)]) -> Result<ParsedProto,
         .ok_or_else(|| format!("{text}: the schema compiled to no file"))?;
     let fd = file.file_descriptor_proto();
     check_ranges(&fd.message_type).map_err(|e| format!("{text}: {e}"))?;
-    let printed = print_file(fd);
-    let mut loss = lost_in_text(fd, &printed, referenced_files, &file_name);
-    if from_descriptor && loss.is_none() && has_unknown_fields(text) {
-        loss = Some("has custom options or fields unknown to descriptor.proto".to_string());
+    let custom = CustomOptions::collect(&file);
+    let printed = print_file(fd, &custom);
+    let mut loss = lost_in_text(fd, &custom, &printed, referenced_files, &file_name);
+    if from_descriptor && loss.is_none() {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .unwrap_or_default();
+        if has_unknown_fields(&bytes) {
+            loss = Some("has fields unknown to descriptor.proto".to_string());
+        }
     }
     let canonical = match &loss {
         None => printed.clone(),
@@ -182,6 +203,7 @@ pub fn parse(text: &str, referenced: &[(String, String)]) -> Result<ParsedProto,
         lossless: loss.is_none(),
         printed,
         from_descriptor,
+        has_custom_options: !custom.is_empty(),
     })
 }
 
@@ -244,6 +266,7 @@ impl FileResolver for KnownTypesResolver {
 /// What the printed `.proto` text of `fd` loses (None: it compiles back to the same descriptor).
 fn lost_in_text(
     fd: &FileDescriptorProto,
+    custom: &CustomOptions,
     printed: &str,
     referenced: HashMap<String, File>,
     file_name: &str,
@@ -269,10 +292,20 @@ fn lost_in_text(
         }
     };
     let again = again.get_file_by_name(file_name)?;
-    if comparable(fd) == comparable(again.file_descriptor_proto()) {
+    if custom.unknown {
+        return Some(
+            "has options unknown to the registry (an extension no import declares) or that do not decode"
+                .to_string(),
+        );
+    }
+    let same_options = *custom == CustomOptions::collect(&again);
+    if same_options && comparable(fd) == comparable(again.file_descriptor_proto()) {
         return None;
     }
     let mut uses = Vec::new();
+    if !same_options {
+        uses.push("custom options the .proto text printer does not keep");
+    }
     if has_extensions(fd) {
         uses.push("extensions (extend)");
     }
@@ -283,15 +316,6 @@ fn lost_in_text(
         uses.push("options or details the .proto text printer does not keep");
     }
     Some(format!("uses {}", uses.join(" and ")))
-}
-
-/// A base64 descriptor holds fields that decoding dropped (custom options are extension fields of the
-/// options messages, unknown to `prost-types`): re-encoding it then gives fewer bytes.
-fn has_unknown_fields(text: &str) -> bool {
-    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(text.trim()) else {
-        return false;
-    };
-    FileDescriptorProto::decode(bytes.as_slice()).is_ok_and(|fd| fd.encoded_len() != bytes.len())
 }
 
 fn has_extensions(fd: &FileDescriptorProto) -> bool {
@@ -365,6 +389,19 @@ impl ParsedProto {
 
     /// The schema as a base64 `FileDescriptorProto` (the `format=serialized` answer).
     pub fn serialized(&self) -> String {
+        if self.has_custom_options {
+            // With its custom options, which the `prost-types` descriptor drops: decoded as a message of
+            // descriptor.proto (the options' extension fields kept as unknown fields) without its source info.
+            let file = self.file();
+            let desc =
+                DescriptorPool::global().get_message_by_name("google.protobuf.FileDescriptorProto");
+            if let Some(mut m) =
+                desc.and_then(|d| DynamicMessage::decode(d, file.encode_to_vec().as_slice()).ok())
+            {
+                m.clear_field_by_name("source_code_info");
+                return base64::engine::general_purpose::STANDARD.encode(m.encode_to_vec());
+            }
+        }
         let mut fd = self.file().file_descriptor_proto().clone();
         fd.source_code_info = None;
         base64::engine::general_purpose::STANDARD.encode(fd.encode_to_vec())
@@ -374,6 +411,241 @@ impl ParsedProto {
 /// The `format=serialized` form of a stored Protobuf schema text (with its references' texts).
 pub fn serialized(text: &str, referenced: &[(String, String)]) -> Result<String, String> {
     parse(text, referenced).map(|p| p.serialized())
+}
+
+// ---- custom options -------------------------------------------------------------------------------------
+
+/// The custom options (extensions of the `google.protobuf.*Options` messages, such as Confluent's
+/// `(confluent.field_meta)`) of a file's elements, resolved through its descriptor pool: by element (see
+/// [`CustomOptions::key`]), each option as its `.proto` text `(full.name) = value` (the value in protobuf's text
+/// format), sorted by name, so that the canonical text prints them deterministically.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct CustomOptions {
+    by_element: BTreeMap<String, Vec<String>>,
+    /// Some options message holds fields the pool does not know (an extension no import declares) or does
+    /// not decode: the text cannot hold them.
+    unknown: bool,
+}
+
+impl CustomOptions {
+    /// The options of one element: `kind` is `file`, `message`, `field`, `oneof`, `enum`, `value`,
+    /// `service` or `method`, `name` the element's full name (a field's, oneof's, enum value's and method's
+    /// under its message's, enum's or service's full name).
+    fn key(kind: &str, name: &str) -> String {
+        format!("{kind} {name}")
+    }
+
+    fn of(&self, kind: &str, name: &str) -> &[String] {
+        self.by_element
+            .get(&Self::key(kind, name))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_element.is_empty() && !self.unknown
+    }
+
+    /// The custom options of `file`'s elements. Decoding an options message can panic inside prost-reflect
+    /// on a hostile serialized descriptor (its option bytes are the client's): that counts as unknown.
+    fn collect(file: &FileDescriptor) -> CustomOptions {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut c = CustomOptions::default();
+            c.add("file", "", &file.options());
+            for m in file.messages() {
+                c.add_message(&m);
+            }
+            for e in file.enums() {
+                c.add_enum(&e);
+            }
+            for s in file.services() {
+                c.add("service", s.full_name(), &s.options());
+                for m in s.methods() {
+                    let name = format!("{}.{}", s.full_name(), m.name());
+                    c.add("method", &name, &m.options());
+                }
+            }
+            c
+        }))
+        .unwrap_or_else(|_| CustomOptions {
+            by_element: BTreeMap::new(),
+            unknown: true,
+        })
+    }
+
+    fn add_message(&mut self, m: &MessageDescriptor) {
+        if m.is_map_entry() {
+            return;
+        }
+        self.add("message", m.full_name(), &m.options());
+        for f in m.fields() {
+            let name = format!("{}.{}", m.full_name(), f.name());
+            self.add("field", &name, &f.options());
+        }
+        for o in m.oneofs().filter(|o| !o.is_synthetic()) {
+            let name = format!("{}.{}", m.full_name(), o.name());
+            self.add("oneof", &name, &o.options());
+        }
+        for n in m.child_messages() {
+            self.add_message(&n);
+        }
+        for e in m.child_enums() {
+            self.add_enum(&e);
+        }
+    }
+
+    fn add_enum(&mut self, e: &EnumDescriptor) {
+        self.add("enum", e.full_name(), &e.options());
+        for v in e.values() {
+            let name = format!("{}.{}", e.full_name(), v.name());
+            self.add("value", &name, &v.options());
+        }
+    }
+
+    fn add(&mut self, kind: &str, name: &str, options: &DynamicMessage) {
+        if options.unknown_fields().next().is_some() {
+            self.unknown = true;
+        }
+        let mut texts: Vec<(String, String)> = Vec::new();
+        for (ext, value) in options.extensions() {
+            let option = format!("({})", ext.full_name());
+            let kind = ext.kind();
+            match value {
+                // A repeated option is written once per element.
+                Value::List(items) => {
+                    for v in items {
+                        texts.push((option.clone(), value_text(v, &kind, &mut self.unknown)));
+                    }
+                }
+                v => texts.push((option, value_text(v, &kind, &mut self.unknown))),
+            }
+        }
+        if texts.is_empty() {
+            return;
+        }
+        // By name; a repeated option's elements keep their order.
+        texts.sort_by(|a, b| a.0.cmp(&b.0));
+        let texts = texts
+            .into_iter()
+            .map(|(n, v)| format!("{n} = {v}"))
+            .collect();
+        self.by_element.insert(Self::key(kind, name), texts);
+    }
+}
+
+/// A value in protobuf's text format: messages as `{name: value, ...}` (fields by number, extensions as
+/// `[full.name]: value`), lists as `[a, b]`, maps as lists of `{key: k, value: v}` by key, enums by name.
+fn value_text(v: &Value, kind: &Kind, unknown: &mut bool) -> String {
+    match v {
+        Value::Bool(b) => b.to_string(),
+        Value::I32(n) => n.to_string(),
+        Value::I64(n) => n.to_string(),
+        Value::U32(n) => n.to_string(),
+        Value::U64(n) => n.to_string(),
+        Value::F32(x) => float_text(f64::from(*x), x.to_string()),
+        Value::F64(x) => float_text(*x, x.to_string()),
+        Value::String(s) => quote(s),
+        Value::Bytes(b) => quote_bytes(b),
+        Value::EnumNumber(n) => match kind {
+            Kind::Enum(e) => e
+                .get_value(*n)
+                .map_or_else(|| n.to_string(), |v| v.name().to_string()),
+            _ => n.to_string(),
+        },
+        Value::Message(m) => message_text(m, unknown),
+        Value::List(items) => {
+            let items: Vec<String> = items.iter().map(|i| value_text(i, kind, unknown)).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Value::Map(entries) => {
+            let Kind::Message(entry) = kind else {
+                *unknown = true;
+                return "[]".to_string();
+            };
+            let (kf, vf) = (entry.map_entry_key_field(), entry.map_entry_value_field());
+            let mut items: Vec<(String, String)> = entries
+                .iter()
+                .map(|(k, v)| {
+                    let k = value_text(&k.clone().into(), &kf.kind(), unknown);
+                    let v = value_text(v, &vf.kind(), unknown);
+                    (k, v)
+                })
+                .collect();
+            items.sort();
+            let items: Vec<String> = items
+                .into_iter()
+                .map(|(k, v)| format!("{{key: {k}, value: {v}}}"))
+                .collect();
+            format!("[{}]", items.join(", "))
+        }
+    }
+}
+
+fn message_text(m: &DynamicMessage, unknown: &mut bool) -> String {
+    if m.unknown_fields().next().is_some() {
+        *unknown = true;
+    }
+    let mut parts: Vec<String> = m
+        .fields()
+        .map(|(f, v)| format!("{}: {}", f.name(), value_text(v, &f.kind(), unknown)))
+        .collect();
+    let mut exts: Vec<String> = m
+        .extensions()
+        .map(|(e, v)| format!("[{}]: {}", e.full_name(), value_text(v, &e.kind(), unknown)))
+        .collect();
+    exts.sort();
+    parts.extend(exts);
+    format!("{{{}}}", parts.join(", "))
+}
+
+/// A float in text format (`inf`, `-inf`, `nan` for the values without digits).
+fn float_text(x: f64, shortest: String) -> String {
+    if x.is_nan() {
+        "nan".to_string()
+    } else if x.is_infinite() {
+        if x > 0.0 { "inf" } else { "-inf" }.to_string()
+    } else {
+        shortest
+    }
+}
+
+/// Bytes as a text-format string: printable ASCII as is, the rest as octal escapes.
+fn quote_bytes(b: &[u8]) -> String {
+    let mut out = String::from("\"");
+    for &c in b {
+        match c {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(c as char),
+            c => out.push_str(&format!("\\{c:03o}")),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A serialized `FileDescriptorProto` holds fields unknown to descriptor.proto outside its options messages
+/// (whose extension fields, the custom options, [`CustomOptions`] resolves through the schema's pool).
+fn has_unknown_fields(bytes: &[u8]) -> bool {
+    fn walk(m: &DynamicMessage) -> bool {
+        m.unknown_fields().next().is_some()
+            || m.fields().any(|(f, v)| {
+                f.name() != "options"
+                    && match v {
+                        Value::Message(n) => walk(n),
+                        Value::List(items) => items.iter().any(|i| match i {
+                            Value::Message(n) => walk(n),
+                            _ => false,
+                        }),
+                        _ => false,
+                    }
+            })
+    }
+    let Some(desc) =
+        DescriptorPool::global().get_message_by_name("google.protobuf.FileDescriptorProto")
+    else {
+        return true;
+    };
+    DynamicMessage::decode(desc, bytes).map_or(true, |m| walk(&m))
 }
 
 // ---- the canonical text ---------------------------------------------------------------------------------
@@ -415,7 +687,7 @@ fn check_ranges(messages: &[DescriptorProto]) -> Result<(), String> {
     Ok(())
 }
 
-fn print_file(fd: &FileDescriptorProto) -> String {
+fn print_file(fd: &FileDescriptorProto, custom: &CustomOptions) -> String {
     let mut out = String::new();
     let syntax = fd.syntax.as_deref().filter(|s| !s.is_empty());
     out.push_str(&format!("syntax = \"{}\";\n", syntax.unwrap_or("proto2")));
@@ -436,8 +708,8 @@ fn print_file(fd: &FileDescriptorProto) -> String {
         };
         out.push_str(&format!("import {kind}{};\n", quote(d)));
     }
+    let mut opts: Vec<String> = Vec::new();
     if let Some(o) = &fd.options {
-        let mut opts: Vec<String> = Vec::new();
         let mut s = |k: &str, v: &Option<String>| {
             if let Some(v) = v {
                 opts.push(format!("option {k} = {};", quote(v)));
@@ -468,28 +740,55 @@ fn print_file(fd: &FileDescriptorProto) -> String {
             };
             opts.push(format!("option optimize_for = {name};"));
         }
-        if !opts.is_empty() {
+    }
+    opts.extend(custom.of("file", "").iter().map(|o| format!("option {o};")));
+    if !opts.is_empty() {
+        out.push('\n');
+        for o in opts {
+            out.push_str(&o);
             out.push('\n');
-            for o in opts {
-                out.push_str(&o);
-                out.push('\n');
-            }
         }
     }
-    let proto3 = syntax == Some("proto3");
+    let p = Printer {
+        proto3: syntax == Some("proto3"),
+        custom,
+    };
+    let scope = fd.package.as_deref().unwrap_or_default();
     for m in &fd.message_type {
         out.push('\n');
-        print_message(&mut out, m, 0, proto3);
+        p.message(&mut out, m, 0, scope);
     }
     for e in &fd.enum_type {
         out.push('\n');
-        print_enum(&mut out, e, 0);
+        p.enumeration(&mut out, e, 0, scope);
     }
     for s in &fd.service {
         out.push('\n');
-        print_service(&mut out, s);
+        p.service(&mut out, s, scope);
     }
     out
+}
+
+/// `name` in `scope` (a package or message full name, empty for none).
+fn full_name(scope: &str, name: &str) -> String {
+    if scope.is_empty() {
+        name.to_string()
+    } else {
+        format!("{scope}.{name}")
+    }
+}
+
+/// Prints `option (x) = v;` lines at `pad`.
+fn option_lines(out: &mut String, pad: &str, options: &[String]) {
+    for o in options {
+        out.push_str(&format!("{pad}option {o};\n"));
+    }
+}
+
+/// What the printing of a file's elements needs besides them.
+struct Printer<'a> {
+    proto3: bool,
+    custom: &'a CustomOptions,
 }
 
 fn indent(level: usize) -> String {
@@ -538,7 +837,7 @@ fn default_json_name(name: &str) -> String {
     out
 }
 
-fn field_options(f: &FieldDescriptorProto) -> String {
+fn field_options(f: &FieldDescriptorProto, custom: &[String]) -> String {
     let mut opts = Vec::new();
     if let Some(d) = &f.default_value {
         let v = match f.r#type() {
@@ -560,6 +859,7 @@ fn field_options(f: &FieldDescriptorProto) -> String {
             opts.push(format!("deprecated = {d}"));
         }
     }
+    opts.extend(custom.iter().cloned());
     if opts.is_empty() {
         String::new()
     } else {
@@ -567,176 +867,206 @@ fn field_options(f: &FieldDescriptorProto) -> String {
     }
 }
 
-fn print_field(
-    out: &mut String,
-    f: &FieldDescriptorProto,
-    m: &DescriptorProto,
-    level: usize,
-    proto3: bool,
-    in_oneof: bool,
-) {
-    let map_entry = (f.label() == Label::Repeated && f.r#type() == Type::Message)
-        .then(|| {
-            let short = f.type_name().rsplit('.').next().unwrap_or_default();
-            m.nested_type
-                .iter()
-                .find(|n| n.name() == short && n.options.as_ref().is_some_and(|o| o.map_entry()))
-        })
-        .flatten();
-    let ty = match map_entry {
-        Some(entry) => {
-            let key = entry.field.iter().find(|f| f.number() == 1);
-            let value = entry.field.iter().find(|f| f.number() == 2);
-            format!(
-                "map<{}, {}>",
-                key.map(type_name).unwrap_or_default(),
-                value.map(type_name).unwrap_or_default()
-            )
-        }
-        None => type_name(f),
-    };
-    let label = if map_entry.is_some() || in_oneof {
-        ""
-    } else {
-        match f.label() {
-            Label::Repeated => "repeated ",
-            Label::Required => "required ",
-            Label::Optional if !proto3 || f.proto3_optional() => "optional ",
-            Label::Optional => "",
-        }
-    };
-    out.push_str(&format!(
-        "{}{label}{ty} {} = {}{};\n",
-        indent(level),
-        f.name(),
-        f.number(),
-        field_options(f)
-    ));
-}
-
-fn print_message(out: &mut String, m: &DescriptorProto, level: usize, proto3: bool) {
-    let pad = indent(level + 1);
-    out.push_str(&format!("{}message {} {{\n", indent(level), m.name()));
-    if let Some(o) = &m.options {
-        if let Some(d) = o.deprecated {
-            out.push_str(&format!("{pad}option deprecated = {d};\n"));
-        }
-    }
-    let mut printed_oneofs = BTreeSet::new();
-    for f in &m.field {
-        let real_oneof = f.oneof_index.filter(|_| !f.proto3_optional());
-        match real_oneof {
-            Some(i) => {
-                if printed_oneofs.insert(i) {
-                    let name = m
-                        .oneof_decl
-                        .get(i as usize)
-                        .map(|o| o.name())
-                        .unwrap_or_default();
-                    out.push_str(&format!("{pad}oneof {name} {{\n"));
-                    for g in m
-                        .field
-                        .iter()
-                        .filter(|g| g.oneof_index == Some(i) && !g.proto3_optional())
-                    {
-                        print_field(out, g, m, level + 2, proto3, true);
-                    }
-                    out.push_str(&format!("{pad}}}\n"));
-                }
+impl Printer<'_> {
+    /// A field of message `m` (whose full name is `scope`).
+    fn field(
+        &self,
+        out: &mut String,
+        f: &FieldDescriptorProto,
+        m: &DescriptorProto,
+        level: usize,
+        scope: &str,
+        in_oneof: bool,
+    ) {
+        let map_entry = (f.label() == Label::Repeated && f.r#type() == Type::Message)
+            .then(|| {
+                let short = f.type_name().rsplit('.').next().unwrap_or_default();
+                m.nested_type.iter().find(|n| {
+                    n.name() == short && n.options.as_ref().is_some_and(|o| o.map_entry())
+                })
+            })
+            .flatten();
+        let ty = match map_entry {
+            Some(entry) => {
+                let key = entry.field.iter().find(|f| f.number() == 1);
+                let value = entry.field.iter().find(|f| f.number() == 2);
+                format!(
+                    "map<{}, {}>",
+                    key.map(type_name).unwrap_or_default(),
+                    value.map(type_name).unwrap_or_default()
+                )
             }
-            None => print_field(out, f, m, level + 1, proto3, false),
-        }
-    }
-    let ranges: Vec<String> = m
-        .reserved_range
-        .iter()
-        .map(|r| {
-            let (start, end) = (r.start(), r.end() - 1);
-            if start == end {
-                start.to_string()
-            } else if end >= 536_870_911 {
-                format!("{start} to max")
-            } else {
-                format!("{start} to {end}")
-            }
-        })
-        .collect();
-    if !ranges.is_empty() {
-        out.push_str(&format!("{pad}reserved {};\n", ranges.join(", ")));
-    }
-    if !m.reserved_name.is_empty() {
-        let names: Vec<String> = m.reserved_name.iter().map(|n| quote(n)).collect();
-        out.push_str(&format!("{pad}reserved {};\n", names.join(", ")));
-    }
-    for r in &m.extension_range {
-        let (start, end) = (r.start(), r.end() - 1);
-        if end >= 536_870_911 {
-            out.push_str(&format!("{pad}extensions {start} to max;\n"));
+            None => type_name(f),
+        };
+        let label = if map_entry.is_some() || in_oneof {
+            ""
         } else {
-            out.push_str(&format!("{pad}extensions {start} to {end};\n"));
-        }
-    }
-    for n in &m.nested_type {
-        if n.options.as_ref().is_some_and(|o| o.map_entry()) {
-            continue;
-        }
-        print_message(out, n, level + 1, proto3);
-    }
-    for e in &m.enum_type {
-        print_enum(out, e, level + 1);
-    }
-    out.push_str(&format!("{}}}\n", indent(level)));
-}
-
-fn print_enum(out: &mut String, e: &EnumDescriptorProto, level: usize) {
-    let pad = indent(level + 1);
-    out.push_str(&format!("{}enum {} {{\n", indent(level), e.name()));
-    if let Some(o) = &e.options {
-        if let Some(a) = o.allow_alias {
-            out.push_str(&format!("{pad}option allow_alias = {a};\n"));
-        }
-        if let Some(d) = o.deprecated {
-            out.push_str(&format!("{pad}option deprecated = {d};\n"));
-        }
-    }
-    for v in &e.value {
-        out.push_str(&format!("{pad}{} = {};\n", v.name(), v.number()));
-    }
-    let ranges: Vec<String> = e
-        .reserved_range
-        .iter()
-        .map(|r| {
-            if r.start() == r.end() {
-                r.start().to_string()
-            } else {
-                format!("{} to {}", r.start(), r.end())
+            match f.label() {
+                Label::Repeated => "repeated ",
+                Label::Required => "required ",
+                Label::Optional if !self.proto3 || f.proto3_optional() => "optional ",
+                Label::Optional => "",
             }
-        })
-        .collect();
-    if !ranges.is_empty() {
-        out.push_str(&format!("{pad}reserved {};\n", ranges.join(", ")));
-    }
-    if !e.reserved_name.is_empty() {
-        let names: Vec<String> = e.reserved_name.iter().map(|n| quote(n)).collect();
-        out.push_str(&format!("{pad}reserved {};\n", names.join(", ")));
-    }
-    out.push_str(&format!("{}}}\n", indent(level)));
-}
-
-fn print_service(out: &mut String, s: &ServiceDescriptorProto) {
-    out.push_str(&format!("service {} {{\n", s.name()));
-    for m in &s.method {
-        let stream = |b: bool| if b { "stream " } else { "" };
+        };
+        let custom = self.custom.of("field", &full_name(scope, f.name()));
         out.push_str(&format!(
-            "  rpc {} ({}{}) returns ({}{});\n",
-            m.name(),
-            stream(m.client_streaming()),
-            m.input_type(),
-            stream(m.server_streaming()),
-            m.output_type()
+            "{}{label}{ty} {} = {}{};\n",
+            indent(level),
+            f.name(),
+            f.number(),
+            field_options(f, custom)
         ));
     }
-    out.push_str("}\n");
+
+    /// Message `m` in `scope` (a package or message full name).
+    fn message(&self, out: &mut String, m: &DescriptorProto, level: usize, scope: &str) {
+        let scope = full_name(scope, m.name());
+        let pad = indent(level + 1);
+        out.push_str(&format!("{}message {} {{\n", indent(level), m.name()));
+        if let Some(o) = &m.options {
+            if let Some(d) = o.deprecated {
+                out.push_str(&format!("{pad}option deprecated = {d};\n"));
+            }
+        }
+        option_lines(out, &pad, self.custom.of("message", &scope));
+        let mut printed_oneofs = BTreeSet::new();
+        for f in &m.field {
+            let real_oneof = f.oneof_index.filter(|_| !f.proto3_optional());
+            match real_oneof {
+                Some(i) => {
+                    if printed_oneofs.insert(i) {
+                        let name = m
+                            .oneof_decl
+                            .get(i as usize)
+                            .map(|o| o.name())
+                            .unwrap_or_default();
+                        out.push_str(&format!("{pad}oneof {name} {{\n"));
+                        let oneof = full_name(&scope, name);
+                        option_lines(out, &indent(level + 2), self.custom.of("oneof", &oneof));
+                        for g in m
+                            .field
+                            .iter()
+                            .filter(|g| g.oneof_index == Some(i) && !g.proto3_optional())
+                        {
+                            self.field(out, g, m, level + 2, &scope, true);
+                        }
+                        out.push_str(&format!("{pad}}}\n"));
+                    }
+                }
+                None => self.field(out, f, m, level + 1, &scope, false),
+            }
+        }
+        let ranges: Vec<String> = m
+            .reserved_range
+            .iter()
+            .map(|r| {
+                let (start, end) = (r.start(), r.end() - 1);
+                if start == end {
+                    start.to_string()
+                } else if end >= 536_870_911 {
+                    format!("{start} to max")
+                } else {
+                    format!("{start} to {end}")
+                }
+            })
+            .collect();
+        if !ranges.is_empty() {
+            out.push_str(&format!("{pad}reserved {};\n", ranges.join(", ")));
+        }
+        if !m.reserved_name.is_empty() {
+            let names: Vec<String> = m.reserved_name.iter().map(|n| quote(n)).collect();
+            out.push_str(&format!("{pad}reserved {};\n", names.join(", ")));
+        }
+        for r in &m.extension_range {
+            let (start, end) = (r.start(), r.end() - 1);
+            if end >= 536_870_911 {
+                out.push_str(&format!("{pad}extensions {start} to max;\n"));
+            } else {
+                out.push_str(&format!("{pad}extensions {start} to {end};\n"));
+            }
+        }
+        for n in &m.nested_type {
+            if n.options.as_ref().is_some_and(|o| o.map_entry()) {
+                continue;
+            }
+            self.message(out, n, level + 1, &scope);
+        }
+        for e in &m.enum_type {
+            self.enumeration(out, e, level + 1, &scope);
+        }
+        out.push_str(&format!("{}}}\n", indent(level)));
+    }
+
+    /// Enum `e` in `scope` (a package or message full name).
+    fn enumeration(&self, out: &mut String, e: &EnumDescriptorProto, level: usize, scope: &str) {
+        let scope = full_name(scope, e.name());
+        let pad = indent(level + 1);
+        out.push_str(&format!("{}enum {} {{\n", indent(level), e.name()));
+        if let Some(o) = &e.options {
+            if let Some(a) = o.allow_alias {
+                out.push_str(&format!("{pad}option allow_alias = {a};\n"));
+            }
+            if let Some(d) = o.deprecated {
+                out.push_str(&format!("{pad}option deprecated = {d};\n"));
+            }
+        }
+        option_lines(out, &pad, self.custom.of("enum", &scope));
+        for v in &e.value {
+            let custom = self.custom.of("value", &full_name(&scope, v.name()));
+            let options = if custom.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", custom.join(", "))
+            };
+            out.push_str(&format!("{pad}{} = {}{options};\n", v.name(), v.number()));
+        }
+        let ranges: Vec<String> = e
+            .reserved_range
+            .iter()
+            .map(|r| {
+                if r.start() == r.end() {
+                    r.start().to_string()
+                } else {
+                    format!("{} to {}", r.start(), r.end())
+                }
+            })
+            .collect();
+        if !ranges.is_empty() {
+            out.push_str(&format!("{pad}reserved {};\n", ranges.join(", ")));
+        }
+        if !e.reserved_name.is_empty() {
+            let names: Vec<String> = e.reserved_name.iter().map(|n| quote(n)).collect();
+            out.push_str(&format!("{pad}reserved {};\n", names.join(", ")));
+        }
+        out.push_str(&format!("{}}}\n", indent(level)));
+    }
+
+    /// Service `s` of the package `scope`.
+    fn service(&self, out: &mut String, s: &ServiceDescriptorProto, scope: &str) {
+        let scope = full_name(scope, s.name());
+        out.push_str(&format!("service {} {{\n", s.name()));
+        option_lines(out, "  ", self.custom.of("service", &scope));
+        for m in &s.method {
+            let stream = |b: bool| if b { "stream " } else { "" };
+            out.push_str(&format!(
+                "  rpc {} ({}{}) returns ({}{})",
+                m.name(),
+                stream(m.client_streaming()),
+                m.input_type(),
+                stream(m.server_streaming()),
+                m.output_type()
+            ));
+            let custom = self.custom.of("method", &full_name(&scope, m.name()));
+            if custom.is_empty() {
+                out.push_str(";\n");
+            } else {
+                out.push_str(" {\n");
+                option_lines(out, "    ", custom);
+                out.push_str("  }\n");
+            }
+        }
+        out.push_str("}\n");
+    }
 }
 
 // ---- differences ----------------------------------------------------------------------------------------

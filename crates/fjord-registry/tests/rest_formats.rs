@@ -549,3 +549,62 @@ async fn a_schema_too_deep_to_compare_is_refused_with_42201_never_accepted() {
     assert_eq!(v["error_code"], 42201);
     assert_eq!(api.get("/subjects/chain/versions").await.1, json!([1]));
 }
+
+/// A Connect decimal as the Protobuf converters write it: its precision and scale in a custom option.
+fn decimal_schema(scale: u32) -> String {
+    format!(
+        "syntax = \"proto3\";\nimport \"confluent/meta.proto\";\nimport \"confluent/type/decimal.proto\";\n\
+         message Price {{\n  confluent.type.Decimal amount = 1 [(confluent.field_meta) = {{params: [{{key: \"precision\", value: \"10\"}}, {{key: \"scale\", value: \"{scale}\"}}]}}];\n}}\n"
+    )
+}
+
+#[tokio::test]
+async fn protobuf_schemas_differing_only_in_custom_options_get_their_own_ids() {
+    let api = Api::new();
+    let register = |subject: &'static str, schema: String| {
+        let api = &api;
+        async move {
+            let (s, v) = api
+                .register(subject, json!({"schema": schema, "schemaType": "PROTOBUF"}))
+                .await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            id(&v)
+        }
+    };
+    let two = register("prices-value", decimal_schema(2)).await;
+    let three = register("prices-value", decimal_schema(3)).await;
+    assert_ne!(
+        two, three,
+        "only the scale differs, yet it is another schema"
+    );
+    assert_eq!(register("prices-value", decimal_schema(2)).await, two);
+    assert_eq!(register("other-value", decimal_schema(3)).await, three);
+    let (_, v) = api.get("/subjects/prices-value/versions").await;
+    assert_eq!(v, json!([1, 2]));
+    for (id, scale) in [(two, 2), (three, 3)] {
+        let (_, v) = api.get(&format!("/schemas/ids/{id}")).await;
+        assert_eq!(v["schema"].as_str(), Some(decimal_schema(scale).as_str()));
+    }
+    // normalize=true stores the canonical text, options included.
+    let (s, v) = api
+        .post(
+            "/subjects/norm-value/versions?normalize=true",
+            json!({"schema": decimal_schema(4), "schemaType": "PROTOBUF"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = api.get("/subjects/norm-value/versions/1/schema").await;
+    assert!(
+        v.as_str().unwrap().contains(
+            "[(confluent.field_meta) = {params: [{key: \"precision\", value: \"10\"}, {key: \"scale\", value: \"4\"}]}]"
+        ),
+        "{v}"
+    );
+    // format=serialized keeps the options: the descriptor registers (as a serializer would send it) and is
+    // the same schema.
+    let (_, v) = api
+        .get(&format!("/schemas/ids/{three}?format=serialized"))
+        .await;
+    let serialized = v["schema"].as_str().unwrap().to_string();
+    assert_eq!(register("prices-value", serialized).await, three);
+}
