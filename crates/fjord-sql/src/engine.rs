@@ -1219,6 +1219,27 @@ impl Engine {
             query: None,
         };
         format::check_supported(&def_tmp)?;
+        if let Some(key) = plan.projection.iter().find(|p| p.is_key) {
+            if !plan.partition_by.is_empty() {
+                if key_format == Format::None {
+                    return Err(SqlError::semantic(format!(
+                        "PARTITION BY makes {} the key, and KEY_FORMAT='NONE' would drop it: name a key format (e.g. KEY_FORMAT='KAFKA')",
+                        key.name
+                    )));
+                }
+                if key_format == Format::Kafka
+                    && matches!(
+                        key.ty,
+                        SqlType::Struct(_) | SqlType::Array(_) | SqlType::Map(..)
+                    )
+                {
+                    return Err(SqlError::semantic(format!(
+                        "PARTITION BY makes {} ({}) the key, which KEY_FORMAT='KAFKA' cannot hold: use KEY_FORMAT='JSON' (or a registry format)",
+                        key.name, key.ty
+                    )));
+                }
+            }
+        }
         let src_partitions = self.partitions(&plan.source.topic).await?.ok_or_else(|| {
             SqlError::execution(format!(
                 "the source topic {} does not exist (was it deleted?)",
@@ -2219,8 +2240,13 @@ fn run_persistent(
                             let mut rec: BaseRecord<'_, [u8], [u8]> =
                                 BaseRecord::to(&cfg.sink.topic)
                                     .payload(payload.as_slice())
-                                    .timestamp(rowtime)
-                                    .partition(m.partition() % out_partitions);
+                                    .timestamp(rowtime);
+                            // Re-keyed by PARTITION BY: the producer's murmur2 over the new key picks the
+                            // partition (the Java client's), so that one key's records share one. Otherwise a
+                            // record stays in its input partition (its key, and so its partition, unchanged).
+                            if cfg.plan.partition_by.is_empty() {
+                                rec = rec.partition(m.partition() % out_partitions);
+                            }
                             if let Some(k) = &key_bytes {
                                 rec = rec.key(k.as_slice());
                             }

@@ -704,8 +704,6 @@ fn a_refused_output_record_is_not_committed_past_and_is_written_once_the_cause_i
     assert!(out.iter().any(|l| l.starts_with("id-20\t")), "{out:?}");
 }
 
-/// A pull query over a stream ends at each partition's end even when the last offset holds no record it can
-/// deliver (here a transaction's commit marker), instead of waiting for a record that never comes.
 /// `PARTITION BY` re-keys a stream, as in ksqlDB: the result's key is the expression (its column in the SELECT
 /// list is the key column; the source's key column, when selected, becomes a value column), written with the
 /// murmur2 partitioning of the Java client; a stream without a key gets a KAFKA key. The expression must be in the
@@ -718,7 +716,7 @@ fn partition_by_rekeys_a_stream() {
     ksql_ok(
         a,
         "CREATE STREAM clicks (user_id STRING KEY, page STRING, n INT) \
-         WITH (kafka_topic='clicks', partitions=1, value_format='JSON');\
+         WITH (kafka_topic='clicks', partitions=3, value_format='JSON');\
          CREATE STREAM visits (page STRING, n INT) WITH (kafka_topic='visits', partitions=1, value_format='JSON', key_format='NONE');",
     );
     ksql_ok(
@@ -734,12 +732,16 @@ fn partition_by_rekeys_a_stream() {
     let d = ksql_ok(a, "DESCRIBE visits_by_page;");
     assert_eq!(d[0]["sourceDescription"]["keyFormat"], "KAFKA", "{d}");
     assert_eq!(d[0]["sourceDescription"]["fields"][0]["type"], "KEY", "{d}");
-    for (user, page, n) in [
+    let clicks = [
         ("u1", "home", 1),
         ("u2", "cart", 2),
         ("u1", "cart", 3),
         ("u3", "home", 4),
-    ] {
+        ("u4", "home", 5),
+        ("u5", "cart", 6),
+        ("u6", "home", 7),
+    ];
+    for (user, page, n) in clicks {
         ksql_ok(
             a,
             &format!(
@@ -748,32 +750,50 @@ fn partition_by_rekeys_a_stream() {
             ),
         );
     }
-    await_written(a, "by_page", 4);
-    await_written(a, "visits_by_page", 4);
-    let rows = read_json(&p.kafka, "BY_PAGE", 4);
-    assert_eq!(
-        rows,
-        sorted(vec![
-            ("home", json!({"USER_ID": "u1", "N": 1})),
-            ("cart", json!({"USER_ID": "u2", "N": 2})),
-            ("cart", json!({"USER_ID": "u1", "N": 3})),
-            ("home", json!({"USER_ID": "u3", "N": 4})),
-        ])
-    );
-    let rows = read_json(&p.kafka, "VISITS_BY_PAGE", 4);
+    await_written(a, "by_page", 7);
+    await_written(a, "visits_by_page", 7);
+    let rows = read_json(&p.kafka, "BY_PAGE", 7);
+    let want: Vec<(&str, Value)> = clicks
+        .iter()
+        .map(|(user, page, n)| (*page, json!({"USER_ID": user, "N": n})))
+        .collect();
+    assert_eq!(rows, sorted(want));
+    let rows = read_json(&p.kafka, "VISITS_BY_PAGE", 7);
     let keys: Vec<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(keys, ["cart", "cart", "home", "home"], "{rows:?}");
-    // One key's records share a partition (murmur2 over the key, as the Java client partitions).
-    let mut seen: std::collections::HashMap<Vec<u8>, i32> = Default::default();
-    let mut records = 0;
-    for partition in 0..3 {
-        for (key, _) in read_partition(&p.kafka, "BY_PAGE", partition) {
-            records += 1;
-            let first = *seen.entry(key.clone()).or_insert(partition);
-            assert_eq!(first, partition, "{key:?} in two partitions");
+    assert_eq!(
+        keys,
+        ["cart", "cart", "cart", "home", "home", "home", "home"],
+        "{rows:?}"
+    );
+    // One key's records share a partition (murmur2 over the new key, as the Java client partitions), though they
+    // came from several input partitions (the users' keys spread them; checked, or the test would prove nothing).
+    let partitions_of = |topic: &str, by_key: bool| {
+        let mut seen: std::collections::BTreeMap<String, std::collections::BTreeSet<i32>> =
+            Default::default();
+        for partition in 0..3 {
+            for (key, value) in read_partition(&p.kafka, topic, partition) {
+                let k = if by_key {
+                    String::from_utf8_lossy(&key).to_string()
+                } else {
+                    let v: Value = serde_json::from_slice(&value.unwrap()).unwrap();
+                    v["PAGE"].as_str().unwrap().to_string()
+                };
+                seen.entry(k).or_default().insert(partition);
+            }
         }
-    }
-    assert_eq!((records, seen.len()), (4, 2), "{seen:?}");
+        seen
+    };
+    let inputs = partitions_of("clicks", false);
+    assert!(
+        inputs.values().any(|parts| parts.len() > 1),
+        "every page's clicks came from one input partition: {inputs:?}"
+    );
+    let outputs = partitions_of("BY_PAGE", true);
+    assert_eq!(outputs.len(), 2, "{outputs:?}");
+    assert!(
+        outputs.values().all(|parts| parts.len() == 1),
+        "a page's records in several partitions: {outputs:?}"
+    );
 
     let m = refused(
         a,
@@ -785,8 +805,25 @@ fn partition_by_rekeys_a_stream() {
         "CREATE TABLE t AS SELECT page, COUNT(*) AS c FROM clicks GROUP BY page PARTITION BY page;",
     );
     assert!(m.contains("leave out PARTITION BY"), "{m}");
+    // A key the KAFKA format cannot hold, or no key format, is refused at CREATE.
+    ksql_ok(
+        a,
+        "CREATE STREAM nested (id STRING KEY, s STRUCT<a INT>) WITH (kafka_topic='nested', partitions=1, value_format='JSON');",
+    );
+    let m = refused(
+        a,
+        "CREATE STREAM nested_by_s WITH (key_format='KAFKA') AS SELECT s, id FROM nested PARTITION BY s;",
+    );
+    assert!(m.contains("KEY_FORMAT='KAFKA' cannot hold"), "{m}");
+    let m = refused(
+        a,
+        "CREATE STREAM nested_no_key WITH (key_format='NONE') AS SELECT id FROM nested PARTITION BY id;",
+    );
+    assert!(m.contains("KEY_FORMAT='NONE' would drop it"), "{m}");
 }
 
+/// A pull query over a stream ends at each partition's end even when the last offset holds no record it can
+/// deliver (here a transaction's commit marker), instead of waiting for a record that never comes.
 #[test]
 fn a_pull_query_ends_when_the_topic_ends_with_a_transaction_marker() {
     let dir = temp_dir();
