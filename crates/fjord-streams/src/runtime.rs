@@ -2630,6 +2630,11 @@ mod tests {
                 "{t} s: max.poll.interval.ms {ms}"
             );
             assert!(ms <= 86_400_000, "{t} s: max.poll.interval.ms {ms}");
+            // librdkafka takes it (it checks the range when the client is created; nothing connects yet).
+            let _: BaseConsumer = c
+                .group_consumer()
+                .create()
+                .expect("a valid consumer config");
         }
         c.delivery_timeout = Duration::from_secs(3600);
         let needed = interval(&c);
