@@ -11,6 +11,7 @@ pub(crate) struct Metrics {
     pub invalid_timestamp_records: AtomicU64,
     pub records_sent: AtomicU64,
     pub commits: AtomicU64,
+    pub output_flushes: AtomicU64,
     pub records_restored: AtomicU64,
     pub tasks_opened: AtomicU64,
 }
@@ -33,6 +34,9 @@ pub struct MetricsSnapshot {
     pub records_sent: u64,
     /// Commits (each: stores and changelogs flushed, then input offsets committed).
     pub commits: u64,
+    /// At least once, commits that began to wait for the outputs' acknowledgements (counted as the wait begins;
+    /// it lasts up to the delivery timeout against a slow broker).
+    pub output_flushes: u64,
     /// Changelog records read while restoring stores.
     pub records_restored: u64,
     /// Tasks (input partitions of a sub-topology) this instance started.
@@ -50,6 +54,7 @@ impl Metrics {
             invalid_timestamp_records: g(&self.invalid_timestamp_records),
             records_sent: g(&self.records_sent),
             commits: g(&self.commits),
+            output_flushes: g(&self.output_flushes),
             records_restored: g(&self.records_restored),
             tasks_opened: g(&self.tasks_opened),
         }

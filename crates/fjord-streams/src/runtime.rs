@@ -83,10 +83,17 @@ pub struct StreamsConfig {
     /// `statestore.cache.max.bytes`, per store here). 0 writes through at every record.
     pub cache_max_bytes: usize,
     /// At least once, how long an output may take to be acknowledged (librdkafka's `message.timeout.ms` of the
-    /// output producer; default 60 s, 1 s to 24 hours). A commit waits at most this long for the outputs sent
+    /// output producer; default 60 s, 1 s to 23 hours). A commit waits at most this long for the outputs sent
     /// since the last one; those still not acknowledged then are purged and count as lost (the commit commits the
     /// inputs before the first one whose output is lost, and the run fails). Exactly once, the transaction timeout
     /// bounds it.
+    ///
+    /// The commit (also the one in the revoke callback) keeps the processing thread from polling the group
+    /// consumer while it waits, up to this timeout plus about three minutes for the rest of the commit (the purged
+    /// outputs' reports, the changelog transaction's commit or flush and abort, the offset commit): the consumer's
+    /// `max.poll.interval.ms` is set above that sum (librdkafka's default 300 s otherwise, past which the instance
+    /// would leave the group and commit nothing), or kept when `client_properties` set a larger one. The
+    /// group then also takes that long to notice an instance whose processing thread hangs.
     pub delivery_timeout: Duration,
     /// Fault injection for tests: the process aborts in its n-th commit that has new input (1-based), after the
     /// changelog entries were written and acknowledged and before the commit markers. Not for production use.
@@ -140,12 +147,14 @@ impl StreamsConfig {
                 self.instance_id
             )));
         }
-        // librdkafka wants message.timeout.ms above linger.ms (5 ms here) and within an i32 of milliseconds.
+        // librdkafka wants message.timeout.ms above linger.ms (5 ms here); the consumer's max.poll.interval.ms
+        // (above the timeout plus the rest of a commit, see `max_poll_interval`) may be at most 24 hours.
         if self.delivery_timeout < Duration::from_secs(1)
-            || self.delivery_timeout > Duration::from_secs(24 * 3600)
+            || self.delivery_timeout > MAX_DELIVERY_TIMEOUT
         {
             return Err(Error::Config(format!(
-                "delivery timeout {:?} must be between 1 s and 24 hours",
+                "delivery timeout {:?} must be between 1 s and 23 hours (a commit waits for it without polling the \
+                 group consumer, whose max.poll.interval.ms must exceed it and may be at most 24 hours)",
                 self.delivery_timeout
             )));
         }
@@ -168,6 +177,57 @@ impl StreamsConfig {
             c.set(k, v);
         }
         c
+    }
+
+    /// The group consumer's `max.poll.interval.ms`: above the longest a commit keeps the processing thread from
+    /// polling (see [`StreamsConfig::delivery_timeout`]), and never below librdkafka's default (300 s); a larger
+    /// value set in `client_properties` is kept.
+    fn max_poll_interval(&self) -> Duration {
+        let needed = (self.delivery_timeout + COMMIT_OVERHEAD).max(Duration::from_secs(300));
+        let user = self
+            .client_properties
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "max.poll.interval.ms")
+            .map(|(_, v)| v.trim().parse::<u64>().map(Duration::from_millis));
+        match user {
+            Some(Ok(d)) if d >= needed => d,
+            Some(v) => {
+                tracing::warn!(
+                    configured = ?v,
+                    ?needed,
+                    "max.poll.interval.ms raised above the longest commit (delivery timeout plus the rest of the commit)"
+                );
+                needed
+            }
+            None => needed,
+        }
+    }
+
+    /// The group consumer's configuration.
+    fn group_consumer(&self) -> ClientConfig {
+        let mut cc = self.client();
+        cc.set("group.id", &self.application_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            // Range assigns equal partition numbers of co-partitioned topics to one member.
+            .set("partition.assignment.strategy", "range")
+            .set(
+                "session.timeout.ms",
+                self.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "max.poll.interval.ms",
+                self.max_poll_interval().as_millis().to_string(),
+            )
+            .set("isolation.level", "read_committed")
+            // librdkafka stops fetching once queued.min.messages (100,000) are queued, then waits
+            // fetch.queue.backoff.ms (1 s) before it fetches again: a task that drains the queue in a fraction
+            // of that would sit idle for the rest (it halved the benchmark's throughput).
+            .set("queued.min.messages", "500000")
+            .set("fetch.queue.backoff.ms", "1");
+        cc
     }
 
     /// `<application.id>-<store>-changelog`.
@@ -195,6 +255,14 @@ const MAX_COMMIT_INTERVAL: Duration = Duration::from_secs(400);
 
 /// How long a client call (metadata, commit, transaction step, flush) may take.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest [`StreamsConfig::delivery_timeout`]: with [`COMMIT_OVERHEAD`] within the 24 hours librdkafka allows
+/// for `max.poll.interval.ms`.
+const MAX_DELIVERY_TIMEOUT: Duration = Duration::from_secs(23 * 3600);
+/// What a commit may wait for, without polling the group consumer, besides the outputs' flush (the delivery
+/// timeout): the purged outputs' reports ([`PURGED_REPORTS_TIMEOUT`]), the changelog transaction's commit, or its
+/// flush and abort (two [`CLIENT_TIMEOUT`]s), the offset commit (bounded by librdkafka's 60 s socket timeout), and
+/// a margin for the processing between two polls.
+const COMMIT_OVERHEAD: Duration = Duration::from_secs(5 + 2 * 30 + 60 + 60);
 /// How long restoring one store from its changelog may take.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -231,6 +299,7 @@ impl KafkaStreams {
 
         let metrics = Arc::new(Metrics::default());
         let failures = Arc::new(Mutex::new(DeliveryFailures::default()));
+        let failed_shared = Arc::new(Mutex::new(None));
         let eos = config.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
         let producer_config = |transactional: bool| {
             let mut pc = config.client();
@@ -263,6 +332,7 @@ impl KafkaStreams {
         let producer: Arc<BaseProducer<ProducerCtx>> =
             Arc::new(producer_config(eos).create_with_context(ProducerCtx {
                 failures: failures.clone(),
+                failed_shared: failed_shared.clone(),
                 changelog: false,
             })?);
         // At least once, changelog entries and commit markers go through a transactional producer of their own
@@ -276,6 +346,7 @@ impl KafkaStreams {
             } else {
                 Some(producer_config(true).create_with_context(ProducerCtx {
                     failures: failures.clone(),
+                    failed_shared: failed_shared.clone(),
                     changelog: true,
                 })?)
             };
@@ -303,7 +374,6 @@ impl KafkaStreams {
             .set("fetch.queue.backoff.ms", "1");
         let restore: BaseConsumer = restore.create()?;
 
-        let failed_shared = Arc::new(Mutex::new(None));
         let engine = Arc::new(Mutex::new(Engine {
             topo: topology.clone(),
             plan,
@@ -326,26 +396,10 @@ impl KafkaStreams {
             changelog_broken: false,
             abandoned: false,
         }));
-        let mut cc = config.client();
-        cc.set("group.id", &config.application_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            // Range assigns equal partition numbers of co-partitioned topics to one member.
-            .set("partition.assignment.strategy", "range")
-            .set(
-                "session.timeout.ms",
-                config.session_timeout.as_millis().to_string(),
-            )
-            .set("isolation.level", "read_committed")
-            // librdkafka stops fetching once queued.min.messages (100,000) are queued, then waits
-            // fetch.queue.backoff.ms (1 s) before it fetches again: a task that drains the queue in a fraction
-            // of that would sit idle for the rest (it halved the benchmark's throughput).
-            .set("queued.min.messages", "500000")
-            .set("fetch.queue.backoff.ms", "1");
-        let consumer: BaseConsumer<GroupCtx> = cc.create_with_context(GroupCtx {
-            engine: engine.clone(),
-        })?;
+        let consumer: BaseConsumer<GroupCtx> =
+            config.group_consumer().create_with_context(GroupCtx {
+                engine: engine.clone(),
+            })?;
         let topics: Vec<String> = engine
             .lock()
             .unwrap()
@@ -404,7 +458,8 @@ impl KafkaStreams {
     /// instance are not here. An unknown store name is an error that lists the names. Once the instance has failed
     /// it is an error too: what its tasks did since their last commit may have been given up (the changelog
     /// transaction or the exactly-once transaction aborted), and a query must not serve it; a restart restores the
-    /// committed state.
+    /// committed state. A failed delivery (an output, repartition or changelog record) counts as failed from the
+    /// moment its report is served: the next commit gives the run up.
     pub fn query_store(&self, store: &str, key: Option<&[u8]>) -> Result<Vec<StoreEntry>> {
         let refuse = |why: &str| {
             Err(Error::Store(format!(
@@ -413,7 +468,8 @@ impl KafkaStreams {
                  restarts its queries by itself)"
             )))
         };
-        // Set by the failure path before it aborts anything, so a query does not wait for the abort.
+        // Set by the failure path before it aborts anything, so a query does not wait for the abort, and by the
+        // delivery report of a record that failed, so a query does not wait for the commit that gives the run up.
         if let Some(why) = self.failed.lock().unwrap().as_deref() {
             return refuse(why);
         }
@@ -561,14 +617,19 @@ fn run_loop(
 /// runs without the engine lock: the lock only keeps interactive queries ([`KafkaStreams::query_store`]) from
 /// reading the engine while this thread changes it, and only this thread changes it (the rebalance callbacks run
 /// on it too, inside `poll`), so nothing changes between the flush and the rest of the commit. Queries meanwhile
-/// read the uncommitted state, as they do between commits.
+/// read the uncommitted state, as they do between commits. The rest of the commit runs under the lock, a failing
+/// commit's [`Engine::abort_changelogs`] included (a flush and an abort, up to [`CLIENT_TIMEOUT`] each); queries
+/// do not wait for that, being refused without the lock once the run failed.
 fn commit<C: ConsumerContext>(engine: &Mutex<Engine>, consumer: &BaseConsumer<C>) -> Result<()> {
     let flush = {
         let e = engine.lock().unwrap();
         (!e.abandoned && !e.eos && (e.tasks.values().any(|t| t.dirty) || e.failure().is_some()))
-            .then(|| (e.producer.clone(), e.delivery_timeout))
+            .then(|| (e.producer.clone(), e.delivery_timeout, e.metrics.clone()))
     };
-    let flushed = flush.map(|(p, timeout)| flush_or_purge(&p, timeout));
+    let flushed = flush.map(|(p, timeout, metrics)| {
+        inc(&metrics.output_flushes);
+        flush_or_purge(&p, timeout)
+    });
     engine.lock().unwrap().commit(consumer, flushed)
 }
 
@@ -875,6 +936,10 @@ fn untag(tag: usize) -> Option<(usize, i64)> {
 /// Records failed deliveries in the run's [`DeliveryFailures`].
 struct ProducerCtx {
     failures: Arc<Mutex<DeliveryFailures>>,
+    /// [`Engine::failed_shared`]: a failed delivery fails the run (its next commit gives up what the tasks did
+    /// since the last one), so queries refuse from the moment it is reported, not only once that commit ran (up to
+    /// the commit interval plus the delivery timeout later). Set here, where the engine lock is not taken.
+    failed_shared: Arc<Mutex<Option<String>>>,
     /// The at-least-once changelog producer (its records are not tagged).
     changelog: bool,
 }
@@ -888,6 +953,12 @@ impl ProducerContext for ProducerCtx {
             let mut f = self.failures.lock().unwrap();
             if f.first.is_none() {
                 f.first = Some(format!("writing to {}: {e}", m.topic()));
+            }
+            if let Some(first) = &f.first {
+                self.failed_shared
+                    .lock()
+                    .unwrap()
+                    .get_or_insert_with(|| first.clone());
             }
             if self.changelog {
                 f.changelog = true;
@@ -975,7 +1046,8 @@ struct Engine {
     /// Why the run failed, when it was not a delivery: a record that failed, a commit that failed, an error the
     /// loop ended with. Commits from then on commit only what is safe.
     run_failed: Option<String>,
-    /// `run_failed` for queries ([`KafkaStreams::query_store`]), read without the engine lock.
+    /// Why the run failed for queries ([`KafkaStreams::query_store`]), read without the engine lock: `run_failed`
+    /// (see [`Engine::set_failed`]), or a failed delivery (set by [`ProducerCtx`]).
     failed_shared: Arc<Mutex<Option<String>>>,
     /// At least once, the changelog transaction holds a failed or partial write (a cache flush or a commit that
     /// failed): it is never committed.
@@ -1088,7 +1160,9 @@ impl Engine {
         self.failed_shared.lock().unwrap().get_or_insert(why);
     }
 
+    /// Records an error of a rebalance callback for the loop to end the run with; queries refuse from now on.
     fn fail(&mut self, e: Error) {
+        self.set_failed(|| e.to_string());
         if self.failed.is_none() {
             self.failed = Some(e);
         }
@@ -1625,12 +1699,18 @@ impl Engine {
 
     /// At least once, after a failure: the changelog transaction (entries of the failed run since the last
     /// commit) is aborted, so that a restore sees the state of the last commit. Nothing is committed after it.
+    ///
+    /// This runs under the engine lock (it is part of the commit, [`Engine::commit_at_least_once`]): its flush and
+    /// its abort may wait up to [`CLIENT_TIMEOUT`] each against a broker that does not answer. Queries do not
+    /// wait for it, the failure being recorded for them before (`set_failed`, read without the lock); whatever
+    /// else takes the lock meanwhile does.
     fn abort_changelogs(&mut self) {
         self.changelog_broken = true;
         let Some(c) = &self.changelog_producer else {
             return;
         };
-        // As in `abandon`: purged and their reports served, queued entries do not hold the abort up.
+        // As in `abandon`: purged and their reports served, queued entries do not hold the abort up. (The purge
+        // is bounded although it has no timeout: see `flush_or_purge`.)
         c.purge(PurgeConfig::default().queue().inflight());
         let _ = c.flush(CLIENT_TIMEOUT);
         if let Err(e) = c.abort_transaction(CLIENT_TIMEOUT) {
@@ -1660,6 +1740,11 @@ fn flush_or_purge(producer: &BaseProducer<ProducerCtx>, timeout: Duration) -> Ka
                 in_flight = producer.in_flight_count(),
                 "outputs not acknowledged in time: purged, counted as not delivered"
             );
+            // The purge has no timeout, and needs none: librdkafka purges its own queues at once and hands each
+            // broker thread an operation to purge its queues and in-flight requests, waiting for their replies
+            // (not for any broker: the threads serve operations between their non-blocking socket reads and
+            // writes, and answer within one turn of their loop, a stalled connection included). The reports of
+            // what it purged are served by the flush below, bounded by PURGED_REPORTS_TIMEOUT.
             producer.purge(PurgeConfig::default().queue().inflight());
             producer.flush(PURGED_REPORTS_TIMEOUT)
         }
@@ -2505,6 +2590,8 @@ mod tests {
             (Duration::from_millis(5), false),
             (Duration::from_secs(1), true),
             (Duration::from_secs(60), true),
+            (Duration::from_secs(23 * 3600), true),
+            (Duration::from_secs(23 * 3600 + 1), false),
             (Duration::from_secs(25 * 3600), false),
         ] {
             c.delivery_timeout = t;
@@ -2516,5 +2603,44 @@ mod tests {
                 ),
             }
         }
+    }
+
+    /// The commit keeps the processing thread from polling the group consumer for up to the delivery timeout and
+    /// the rest of the commit: `max.poll.interval.ms` (librdkafka's default 300 s before) exceeds that sum, a larger
+    /// value of the user's is kept, and it stays within librdkafka's 24 hours.
+    #[test]
+    fn the_group_consumer_waits_for_the_longest_commit_between_polls() {
+        let interval = |c: &StreamsConfig| -> u64 {
+            c.group_consumer()
+                .get("max.poll.interval.ms")
+                .expect("max.poll.interval.ms is set")
+                .parse()
+                .unwrap()
+        };
+        let mut c = StreamsConfig::new("app", "127.0.0.1:9092");
+        // The default delivery timeout: librdkafka's default stays.
+        assert_eq!(interval(&c), 300_000);
+        for t in [300, 3600, 23 * 3600] {
+            c.delivery_timeout = Duration::from_secs(t);
+            c.validate().unwrap();
+            let ms = interval(&c);
+            // The flush, the purged reports (5 s), the changelog flush and abort (30 s each), the offset commit.
+            assert!(
+                ms >= (t + 5 + 30 + 30 + 60) * 1000,
+                "{t} s: max.poll.interval.ms {ms}"
+            );
+            assert!(ms <= 86_400_000, "{t} s: max.poll.interval.ms {ms}");
+            // librdkafka takes it (it checks the range when the client is created; nothing connects yet).
+            let _: BaseConsumer = c
+                .group_consumer()
+                .create()
+                .expect("a valid consumer config");
+        }
+        c.delivery_timeout = Duration::from_secs(3600);
+        let needed = interval(&c);
+        c.client_properties = vec![("max.poll.interval.ms".into(), (needed + 1000).to_string())];
+        assert_eq!(interval(&c), needed + 1000, "a larger value of the user's");
+        c.client_properties = vec![("max.poll.interval.ms".into(), "10000".into())];
+        assert_eq!(interval(&c), needed, "a smaller value of the user's");
     }
 }

@@ -1698,9 +1698,12 @@ fn at_least_once_an_output_that_is_not_delivered_is_not_committed_past() {
 /// a Produce request naming the topic, or a request of one of the further API keys given, forwards nothing more
 /// (that request and the ones after it stay unanswered);
 /// when the stall ends such connections are closed and their held requests dropped, never forwarded late.
+/// [`StallProxy::held`] tells how many requests of an API key were held.
 struct StallProxy {
     addr: std::net::SocketAddr,
     stall: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The API key of each request held so far.
+    held: std::sync::Arc<std::sync::Mutex<Vec<i16>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
     threads: std::sync::Arc<std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>>,
@@ -1715,6 +1718,7 @@ impl StallProxy {
         StallProxy {
             addr: listener.local_addr().unwrap(),
             stall: Default::default(),
+            held: Default::default(),
             stop: Default::default(),
             conns: Default::default(),
             threads: Default::default(),
@@ -1728,8 +1732,9 @@ impl StallProxy {
         use std::sync::atomic::Ordering::SeqCst;
         let listener = self.listener.take().unwrap();
         listener.set_nonblocking(true).unwrap();
-        let (stall, stop, conns, threads) = (
+        let (stall, held, stop, conns, threads) = (
             self.stall.clone(),
+            self.held.clone(),
             self.stop.clone(),
             self.conns.clone(),
             self.threads.clone(),
@@ -1761,8 +1766,13 @@ impl StallProxy {
                     let _ = std::io::copy(&mut from_server, &mut to_client);
                     let _ = to_client.shutdown(std::net::Shutdown::Both);
                 });
-                let (stall, stop, topic, api_keys) =
-                    (stall.clone(), stop.clone(), topic.clone(), api_keys.clone());
+                let (stall, held, stop, topic, api_keys) = (
+                    stall.clone(),
+                    held.clone(),
+                    stop.clone(),
+                    topic.clone(),
+                    api_keys.clone(),
+                );
                 let forth = std::thread::spawn(move || {
                     use std::io::{Read, Write};
                     let (mut client, mut server) = (client, server);
@@ -1781,6 +1791,7 @@ impl StallProxy {
                             && frame.windows(topic.len()).any(|w| w == topic.as_slice());
                         let other = key.is_some_and(|k| api_keys.contains(&k));
                         if stall.load(SeqCst) && (produce_to_topic || other) {
+                            held.lock().unwrap().extend(key);
                             while stall.load(SeqCst) && !stop.load(SeqCst) {
                                 std::thread::sleep(Duration::from_millis(20));
                             }
@@ -1800,6 +1811,16 @@ impl StallProxy {
 
     fn set_stall(&self, on: bool) {
         self.stall.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many requests of API key `key` were held so far.
+    fn held(&self, key: i16) -> usize {
+        self.held
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|&&k| k == key)
+            .count()
     }
 }
 
@@ -2226,7 +2247,8 @@ fn a_query_does_not_wait_for_a_commit_that_waits_for_a_stalled_broker() {
     let b = StreamsBuilder::new();
     b.stream(&input).group_by_key().count("n").to(&output);
     let mut cfg = c.config(app, dir.path());
-    let delivery_timeout = Duration::from_secs(8);
+    // Long enough for the query to come while the commit still waits, also on a loaded machine.
+    let delivery_timeout = Duration::from_secs(30);
     cfg.delivery_timeout = delivery_timeout;
     let streams = KafkaStreams::start(b.build().unwrap(), cfg).unwrap();
     let rec = |i: i64| (0, "a".to_string(), format!("v{i}"), 1_000 + i);
@@ -2235,12 +2257,20 @@ fn a_query_does_not_wait_for_a_commit_that_waits_for_a_stalled_broker() {
         committed_offset(&c.bootstrap, app, &input, 0) == Some(1)
     });
     proxy.set_stall(true);
+    // No flush while no task has new input: the next one is the commit of the second input.
+    let flushes = streams.metrics().output_flushes;
     c.produce(&input, &[rec(1)]);
     await_until("the second input to be processed", || {
         streams.metrics().records_processed >= 2
     });
-    // The next commit (200 ms interval) now waits for the stalled output.
-    std::thread::sleep(Duration::from_secs(1));
+    // Confirmed, not assumed: the output is held by the proxy, and a commit began to wait for it (after the
+    // output was sent: the task has had new input since then).
+    await_until("the second input's output to be held", || {
+        proxy.held(0) >= 1
+    });
+    await_until("a commit to wait for the held output", || {
+        streams.metrics().output_flushes > flushes
+    });
     let asked = Instant::now();
     let got = streams.query_store("n", Some(b"a"));
     let took = asked.elapsed();
@@ -2253,6 +2283,12 @@ fn a_query_does_not_wait_for_a_commit_that_waits_for_a_stalled_broker() {
         got.first().and_then(|e| decode_count(&e.value)),
         Some(2),
         "{app}: {got:?}"
+    );
+    // The commit was still waiting when the query was answered: it fails the run when it gives up on the output.
+    assert_eq!(
+        streams.state(),
+        fjord_streams::StreamsState::Running,
+        "{app}: the commit gave up before the query ({delivery_timeout:?})"
     );
     proxy.set_stall(false);
     let _ = streams.close();
@@ -2294,23 +2330,86 @@ fn a_query_does_not_wait_for_a_changelog_abort_that_waits_for_a_stalled_broker()
     await_until("the second input to be processed", || {
         streams.metrics().records_processed >= 2
     });
-    // The next commit (200 ms interval) meets the refused output and now waits for the abort.
-    std::thread::sleep(Duration::from_secs(3));
+    // The next commit (200 ms interval) meets the refused output and now waits for the abort: confirmed by the
+    // proxy holding the EndTxn request, which it holds until the stall ends (the abort waits up to 30 s).
+    await_until("the changelog abort to wait for the broker", || {
+        proxy.held(26) >= 1
+    });
+    // Until the query is refused, each answer comes at once.
+    let deadline = Instant::now() + WAIT;
+    let e = loop {
+        let asked = Instant::now();
+        let got = streams.query_store("n", Some(b"a"));
+        let took = asked.elapsed();
+        assert!(
+            took < Duration::from_secs(2),
+            "{app}: the query took {took:?}"
+        );
+        match got {
+            Err(e) => break e,
+            Ok(got) => assert!(
+                Instant::now() < deadline,
+                "{app}: served {got:?} while the changelog was aborted"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(e.to_string().contains("too large"), "{app}: {e}");
     assert!(
         !matches!(streams.state(), fjord_streams::StreamsState::Failed(_)),
         "{app}: the run ended before the query (the abort did not wait)"
     );
-    let asked = Instant::now();
-    let got = streams.query_store("n", Some(b"a"));
-    let took = asked.elapsed();
-    assert!(
-        took < Duration::from_secs(2),
-        "{app}: the query took {took:?}"
-    );
-    match got {
-        Err(e) => assert!(e.to_string().contains("too large"), "{app}: {e}"),
-        Ok(got) => panic!("{app}: served {got:?} while the changelog was aborted"),
-    }
     proxy.set_stall(false);
     let _ = streams.close();
+}
+
+/// At least once, a failed delivery (an output the broker refuses) fails the run, its next commit giving up what
+/// the tasks did since the last one: a query is refused as soon as the delivery report is in, not only once that
+/// commit has run. Queries used to serve the state to be given up until then (up to the commit interval plus the
+/// delivery timeout; here a commit interval of 2 minutes).
+#[test]
+fn a_query_is_refused_once_a_delivery_failed_before_the_commit_gives_the_run_up() {
+    let c = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = "query-delivery-failed";
+    let (input, output) = (format!("{app}-in"), format!("{app}-out"));
+    c.create_topic(&input, 1);
+    c.create_topic_with(&output, 1, &[("max.message.bytes", "2000")]);
+    let b = StreamsBuilder::new();
+    b.stream(&input).group_by_key().count("n").to(&output);
+    let mut cfg = c.config(app, dir.path());
+    let commit_interval = Duration::from_secs(120);
+    cfg.commit_interval = commit_interval;
+    let started = Instant::now();
+    let streams = KafkaStreams::start(b.build().unwrap(), cfg).unwrap();
+    let rec = |i: i64, key: &str| (0, key.to_string(), format!("v{i}"), 1_000 + i);
+    c.produce(&input, &[rec(0, "a"), rec(1, &"B".repeat(3000))]);
+    await_until("both inputs to be processed", || {
+        streams.metrics().records_processed >= 2
+    });
+    let e = loop {
+        match streams.query_store("n", Some(b"a")) {
+            Err(e) => break e,
+            Ok(got) => assert!(
+                started.elapsed() < commit_interval / 2,
+                "{app}: served {got:?} after the output was refused"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(e.to_string().contains("too large"), "{app}: {e}");
+    // Refused before the commit: nothing committed yet, the run not ended.
+    assert_eq!(streams.metrics().commits, 0, "{app}");
+    assert_eq!(
+        streams.state(),
+        fjord_streams::StreamsState::Running,
+        "{app}"
+    );
+    assert_eq!(
+        committed_offset(&c.bootstrap, app, &input, 0),
+        None,
+        "{app}"
+    );
+    // The commit at the end of the run gives it up.
+    assert!(streams.close().is_err(), "{app}");
 }
