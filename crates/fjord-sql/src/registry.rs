@@ -539,6 +539,8 @@ mod tests {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let (addr, served) = serving(Vec::new());
         let mut r = Registry::new(&format!("http://{addr}"), rt.handle().clone()).unwrap();
+        // Long enough that a stalled machine does not expire it; expiry is simulated by clearing `missing`.
+        r.missing_ttl = Duration::from_secs(3600);
         for _ in 0..3 {
             // What a query does for each record: the reachability check, then the decode.
             r.reachable_for(7).unwrap();
@@ -555,7 +557,7 @@ mod tests {
         r.by_id(8).err().unwrap();
         assert_eq!(served.load(SeqCst), 3);
         // Bounded: full of ids still remembered, it is emptied before one more is added.
-        r.missing_ttl = MISSING_TTL;
+        r.missing_ttl = Duration::from_secs(3600);
         let far = Instant::now() + Duration::from_secs(60);
         {
             let mut m = r.missing.lock().unwrap();
@@ -752,7 +754,9 @@ mod tests {
             json!({"schema": order, "schemaType": "JSON", "references": refs}).to_string(),
         )]));
         let (addr, served) = serving_changing(routes.clone());
-        let r = Registry::new(&format!("http://{addr}"), rt.handle().clone()).unwrap();
+        let mut r = Registry::new(&format!("http://{addr}"), rt.handle().clone()).unwrap();
+        // Long enough that a stalled machine does not expire it; expiry is simulated by clearing `missing`.
+        r.missing_ttl = Duration::from_secs(3600);
         for _ in 0..2 {
             match r.by_id(7) {
                 Err(e) => assert!(
