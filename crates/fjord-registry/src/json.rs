@@ -41,10 +41,56 @@ impl MemoryRetriever {
         self.docs.get(base).or_else(|| {
             self.docs
                 .iter()
-                .find(|(name, _)| base.ends_with(&format!("/{name}")) || name.ends_with(base))
+                .find(|(name, _)| ref_names(base, name))
                 .map(|(_, v)| v)
         })
     }
+}
+
+/// Whether a `$ref`'s document part `base` (before any `#`) names the reference `name`: the same, `base` a URL
+/// or path ending in `/name` (`https://x/address.json` names `address.json`), or `name` ending in `base`. How
+/// the registry serves references to the schema compiler and resolves them in the compatibility walk, and how
+/// SQL's JSON_SR reads them, so that a schema registered is a schema read. Nested `$id`s and relative paths
+/// (`../x.json`) are not resolved per RFC 3986: a `$ref` is matched by its last path segments only.
+pub fn ref_names(base: &str, name: &str) -> bool {
+    !base.is_empty()
+        && (base == name
+            || base
+                .strip_suffix(name)
+                .is_some_and(|rest| rest.ends_with('/'))
+            || name.ends_with(base))
+}
+
+/// The value a `$ref`'s fragment (after the `#`) points to in `doc`: a JSON pointer (RFC 6901: `""` is the
+/// document, `"/"` its member named `""`, `~1`/`~0` escapes) written percent-encoded in the URI (`%20`, `%25`),
+/// as the schema compiler resolves it when the schema is registered.
+pub fn ref_pointer<'v>(doc: &'v Value, fragment: &str) -> Option<&'v Value> {
+    doc.pointer(&percent_decoded(fragment))
+}
+
+/// A URI fragment's `%XX` escapes decoded (as JSON pointers in `$ref`s are written).
+pub fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, ..) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl jsonschema::Retrieve for MemoryRetriever {
@@ -414,14 +460,6 @@ fn num(v: &Value, key: &str) -> Option<f64> {
     v.get(key).and_then(Value::as_f64)
 }
 
-fn pointer<'v>(doc: &'v Value, fragment: &str) -> Option<&'v Value> {
-    if fragment.is_empty() || fragment == "/" {
-        return Some(doc);
-    }
-    let decoded = fragment.replace("%25", "%").replace("%22", "\"");
-    doc.pointer(&decoded)
-}
-
 impl<'a> Loader<'a> {
     /// The fingerprint of `v`: equal for equal JSON values.
     fn fingerprint(&mut self, v: &Value) -> u64 {
@@ -469,11 +507,11 @@ impl<'a> Loader<'a> {
             retriever.get(base).or_else(|| {
                 retriever
                     .iter()
-                    .find(|(name, _)| base.ends_with(&format!("/{name}")) || name.ends_with(base))
+                    .find(|(name, _)| ref_names(base, name))
                     .map(|(_, v)| v)
             })?
         };
-        Some((pointer(target_doc, fragment)?, target_doc))
+        Some((ref_pointer(target_doc, fragment)?, target_doc))
     }
 
     fn load(&mut self, v: &'a Value, doc: &'a Value, depth: usize) -> Node {

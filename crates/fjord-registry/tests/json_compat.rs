@@ -477,6 +477,15 @@ fn cases() -> Vec<Case> {
             false,
         ),
         case(
+            // The pointer percent-escaped, as the schema compiler reads it (before, the walk decoded only %25
+            // and %22, did not resolve this $ref and saw no change).
+            "a referenced definition whose name is percent-escaped changed type",
+            json!({"type": "array", "items": {"$ref": "#/definitions/some%20ref"}, "definitions": {"some ref": {"type": "string"}}}),
+            json!({"type": "array", "items": {"$ref": "#/definitions/some%20ref"}, "definitions": {"some ref": {"type": "number"}}}),
+            &["TYPE_CHANGED #/items"],
+            false,
+        ),
+        case(
             "moving a type into a definition",
             s("string"),
             json!({"$ref": "#/definitions/someRef", "definitions": {"someRef": {"type": "string"}}}),

@@ -4,8 +4,16 @@
 //! forms producers write (`type: ["null", X]`, Confluent's and Connect's `oneOf: [{"type": "null"}, X]`, `anyOf`
 //! alike) are resolved. The walk is bounded: a `$ref` that comes back to itself (a recursive type, which no SQL
 //! type is), nesting or a `$ref` chain deeper than [`MAX_SCHEMA_DEPTH`], or more than [`MAX_SCHEMA_NODES`] schemas
-//! visited (definitions used twice per level double), is an error that says so.
+//! visited (definitions used twice per level double), is an error that says so; the null checks of a oneOf's
+//! branches, and each `$ref` they follow, count against that budget too.
+//!
+//! A `$ref` names a reference as the registry matches it when it accepts the schema
+//! ([`fjord_registry::json::ref_names`]: the name itself, a URL or path ending in `/name`), and also relative to
+//! the document's top-level `$id` or by a referenced schema's `$id`; its fragment is a JSON pointer decoded as
+//! the registry does ([`fjord_registry::json::ref_pointer`]: percent escapes, then `~1`/`~0`; `#` is the document). `$id`s nested below a document's top and relative paths (`../x.json`) are not resolved per
+//! RFC 3986: a reference is found by the `$ref`'s last path segments, as the registry finds it.
 
+use fjord_registry::json::{ref_names, ref_pointer};
 use fjord_registry::wire::{MAX_SCHEMA_DEPTH, MAX_SCHEMA_NODES};
 use serde_json::Value as J;
 
@@ -57,27 +65,33 @@ impl JsonSchema {
 struct Walk<'a> {
     schema: &'a JsonSchema,
     budget: usize,
-    /// The `$ref` targets being resolved (document, pointer): one met again is a recursive type.
-    active: Vec<(usize, String)>,
+    /// The `$ref` targets being resolved (by address): one met again is a recursive type.
+    active: Vec<*const J>,
 }
 
 impl<'a> Walk<'a> {
-    /// `doc`: the document `s` is in (its local `$ref`s point into it); `depth`: nesting plus `$ref`s followed.
-    fn ty(&mut self, s: &'a J, doc: usize, depth: usize) -> Result<SqlType, String> {
+    /// One schema visited (or one `$ref` followed, or one branch checked for null) of [`MAX_SCHEMA_NODES`].
+    fn charge(&mut self) -> Result<(), String> {
         if self.budget == 0 {
             return Err(format!(
                 "the JSON Schema expands to more than {MAX_SCHEMA_NODES} schemas, which SQL does not read"
             ));
         }
         self.budget -= 1;
+        Ok(())
+    }
+
+    /// `doc`: the document `s` is in (its local `$ref`s point into it); `depth`: nesting plus `$ref`s followed.
+    fn ty(&mut self, s: &'a J, doc: usize, depth: usize) -> Result<SqlType, String> {
+        self.charge()?;
         if depth > MAX_SCHEMA_DEPTH {
             return Err(format!(
                 "the JSON Schema nests (or chains $refs) more than {MAX_SCHEMA_DEPTH} deep, which SQL does not read"
             ));
         }
         if let Some(r) = s.get("$ref").and_then(J::as_str) {
-            let (target, at, pointer) = self.resolve(r, doc)?;
-            let key = (at, pointer);
+            let (target, at) = self.resolve(r, doc)?;
+            let key = target as *const J;
             if self.active.contains(&key) {
                 return Err(format!(
                     "the JSON Schema is recursive (\"$ref\": \"{r}\" refers to a schema that contains it), which no SQL type is"
@@ -151,16 +165,21 @@ impl<'a> Walk<'a> {
         })
     }
 
-    /// Whether `s` (its `$ref`s followed, at most as deep as the walk goes) is `{"type": "null"}`.
+    /// Whether `s` (its `$ref`s followed, at most as deep as the walk goes) is `{"type": "null"}` (or
+    /// `{"type": ["null"]}`). The branch and every `$ref` followed are charged to the budget.
     fn is_null(&mut self, s: &'a J, doc: usize, depth: usize) -> Result<bool, String> {
         let (mut s, mut doc) = (s, doc);
         for _ in depth..=MAX_SCHEMA_DEPTH {
+            self.charge()?;
             match s.get("$ref").and_then(J::as_str) {
-                Some(r) => {
-                    let (target, at, _) = self.resolve(r, doc)?;
-                    (s, doc) = (target, at);
+                Some(r) => (s, doc) = self.resolve(r, doc)?,
+                None => {
+                    return Ok(match &s["type"] {
+                        J::String(t) => t == "null",
+                        J::Array(ts) => !ts.is_empty() && ts.iter().all(|t| t == "null"),
+                        _ => false,
+                    })
                 }
-                None => return Ok(s["type"] == "null"),
             }
         }
         Err(format!(
@@ -168,8 +187,8 @@ impl<'a> Walk<'a> {
         ))
     }
 
-    /// The schema `$ref` `r` (in document `doc`) names: (it, its document, its JSON pointer there).
-    fn resolve(&self, r: &str, doc: usize) -> Result<(&'a J, usize, String), String> {
+    /// The schema `$ref` `r` (in document `doc`) names: (it, its document).
+    fn resolve(&self, r: &str, doc: usize) -> Result<(&'a J, usize), String> {
         let schema: &'a JsonSchema = self.schema;
         let (base, fragment) = r.split_once('#').unwrap_or((r, ""));
         let at = if base.is_empty() {
@@ -190,7 +209,18 @@ impl<'a> Walk<'a> {
                         .is_some_and(|id| names(id.split('#').next().unwrap_or(id)))
                 })
             };
-            match by_name.map(|i| i + 1).or_else(by_id) {
+            // As the registry matched it when it accepted the schema (`https://x/address.json` names the
+            // reference `address.json`).
+            let by_suffix = || {
+                schema
+                    .referenced
+                    .iter()
+                    .position(|(n, _)| {
+                        ref_names(base, n) || absolute.as_deref().is_some_and(|a| ref_names(a, n))
+                    })
+                    .map(|i| i + 1)
+            };
+            match by_name.map(|i| i + 1).or_else(by_id).or_else(by_suffix) {
                 Some(i) => i,
                 None => {
                     let known: Vec<&str> =
@@ -206,42 +236,16 @@ impl<'a> Walk<'a> {
                 }
             }
         };
-        let pointer = percent_decoded(fragment);
-        if !pointer.is_empty() && !pointer.starts_with('/') {
+        if !fragment.is_empty() && !fragment.starts_with('/') {
             return Err(format!(
                 "\"$ref\": \"{r}\": only JSON pointers (#/definitions/X) are resolved, not anchors"
             ));
         }
-        match schema.doc(at).pointer(&pointer) {
-            Some(target) => Ok((target, at, pointer)),
+        match ref_pointer(schema.doc(at), fragment) {
+            Some(target) => Ok((target, at)),
             None => Err(format!("\"$ref\": \"{r}\" points to nothing in its schema")),
         }
     }
-}
-
-/// A URI fragment's `%XX` escapes decoded (as JSON pointers in `$ref`s are written).
-fn percent_decoded(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (c, ..) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -439,18 +443,117 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("more than 10000 schemas"), "{e}");
-        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // The null check's work counts too: a oneOf of 2000 branches, each a chain of 20 $refs to null, used
+        // thousands of times through definitions that double (13 levels, 8192 uses).
+        let mut defs = serde_json::Map::new();
+        for i in 0..13 {
+            let next = json!({"$ref": format!("#/definitions/D{}", i + 1)});
+            defs.insert(
+                format!("D{i}"),
+                json!({"type": "object", "properties": {"a": next.clone(), "b": next}}),
+            );
+        }
+        let mut branches = vec![json!({"$ref": "#/definitions/N0"}); 2000];
+        branches.push(json!({"type": "string"}));
+        defs.insert("D13".into(), json!({"oneOf": branches}));
+        for i in 0..20 {
+            defs.insert(
+                format!("N{i}"),
+                json!({"$ref": format!("#/definitions/N{}", i + 1)}),
+            );
+        }
+        defs.insert("N20".into(), json!({"type": "null"}));
+        let e = ty(
+            json!({"$ref": "#/definitions/D0", "definitions": defs}),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("more than 10000 schemas"), "{e}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
+    /// Percent escapes and JSON pointer escapes (`~1` is `/`, `~0` is `~`) in a `$ref`'s pointer; `#` is the
+    /// document itself.
     #[test]
     fn pointer_escapes_are_decoded() {
+        use fjord_registry::json::percent_decoded;
         assert_eq!(percent_decoded("/definitions/a%20b"), "/definitions/a b");
         assert_eq!(percent_decoded("/x%2"), "/x%2");
+        let defs = json!({
+            "a b": {"type": "boolean"},
+            "a/b": {"type": "number"},
+            "a~b": {"type": "string"},
+            "a~1b": {"type": "integer"}
+        });
+        for (r, want) in [
+            ("#/definitions/a%20b", SqlType::Boolean),
+            ("#/definitions/a~1b", SqlType::Double),
+            ("#/definitions/a~0b", SqlType::String),
+            ("#/definitions/a~01b", SqlType::Bigint),
+            ("#/definitions/a%7E1b", SqlType::Double),
+        ] {
+            let got = ty(json!({"$ref": r, "definitions": defs}), &[]).unwrap();
+            assert_eq!(got, want, "{r}");
+        }
         let got = ty(
-            json!({"$ref": "#/definitions/a%20b", "definitions": {"a b": {"type": "boolean"}}}),
+            json!({"properties": {"x": {"type": "string"}, "y": {"oneOf": [{"type": "null"}, {"$ref": "#"}]}},
+                   "type": "object"}),
+            &[],
+        )
+        .unwrap_err();
+        assert!(got.contains("recursive"), "{got}");
+    }
+
+    /// `{"type": ["null"]}` is a null branch of a oneOf, as `{"type": "null"}` is. Before, it was a second
+    /// non-null type, and the oneOf had none.
+    #[test]
+    fn a_null_type_list_is_a_null_branch() {
+        let got = ty(
+            json!({"oneOf": [{"type": ["null"]}, {"type": "string"}]}),
             &[],
         )
         .unwrap();
-        assert_eq!(got, SqlType::Boolean);
+        assert_eq!(got, SqlType::String);
+        let e = ty(json!({"anyOf": [{"type": []}, {"type": "string"}]}), &[]).unwrap_err();
+        assert!(e.contains("several non-null"), "{e}");
+    }
+
+    /// A `$ref` the registry resolves when it accepts the schema resolves here too: a URL whose last segment is
+    /// the reference's name, with no `$id` anywhere (the registry matches it by that suffix). Before, SQL refused
+    /// the schema ("names no schema"); the registry's own check of the same schema is part of the test.
+    #[test]
+    fn refs_resolve_as_the_registry_resolves_them() {
+        let address = json!({"type": "object", "properties": {"city": {"type": "string"}}});
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "ship_to": {"$ref": "https://x/address.json"},
+                "bill_to": {"oneOf": [{"type": "null"}, {"$ref": "https://x/address.json#"}]}
+            }
+        });
+        let referenced = [("address.json".to_string(), address.to_string())];
+        fjord_registry::json::parse(&schema.to_string(), &referenced)
+            .expect("the registry accepts it");
+        let got = JsonSchema::parse(&schema.to_string(), &referenced)
+            .unwrap()
+            .sql_type()
+            .unwrap();
+        let address = st(&[("CITY", SqlType::String)]);
+        assert_eq!(
+            got,
+            st(&[("BILL_TO", address.clone()), ("SHIP_TO", address)])
+        );
+        assert!(fjord_registry::json::ref_names(
+            "https://x/address.json",
+            "address.json"
+        ));
+        assert!(!fjord_registry::json::ref_names(
+            "https://x/myaddress.json",
+            "address.json"
+        ));
     }
 }
