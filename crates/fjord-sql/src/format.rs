@@ -460,6 +460,21 @@ impl SinkCodec {
         Ok(codec)
     }
 
+    /// A codec writing keys as `key_format` and values with the registered `value` schema (id, schema),
+    /// without a registry: for tests of what a registry schema cannot hold.
+    #[cfg(test)]
+    pub(crate) fn with_value_schema(
+        key_format: Format,
+        value: (u32, Arc<Registered>),
+    ) -> SinkCodec {
+        SinkCodec {
+            key_format,
+            value_format: Format::Avro,
+            key: None,
+            value: Some(value),
+        }
+    }
+
     /// The key bytes for a key value (`None`: no key).
     pub fn key(&self, v: &Value) -> std::result::Result<Option<Vec<u8>>, String> {
         let Some((id, schema)) = &self.key else {

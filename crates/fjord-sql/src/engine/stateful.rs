@@ -30,7 +30,7 @@ use crate::parser::{Emit, WindowSpec};
 use crate::plan::{SelectPlan, Shape, PSEUDO};
 use crate::types::{SqlType, Value};
 
-use super::{stops_at, QueryStats, Row, HEALTHY_AFTER};
+use super::{stops_at, QueryStats, Row, FAIL_ON_DESERIALIZATION_ERROR, HEALTHY_AFTER};
 
 /// The store of a query's aggregate (its changelog is `<application id>-agg-changelog`).
 pub const STORE: &str = "agg";
@@ -396,7 +396,7 @@ impl AggPlan {
         &self,
         codec: &format::SinkCodec,
         r: &Record,
-    ) -> std::result::Result<Option<(Option<Vec<u8>>, Option<Vec<u8>>)>, String> {
+    ) -> std::result::Result<Option<(Option<Vec<u8>>, Option<Vec<u8>>)>, Unwritten> {
         let (store_key, window) = if self.windowed() {
             let wk = WindowedKey::decode(r.key_bytes()).ok_or("a windowed key too short")?;
             (wk.key.to_vec(), Some(wk.window))
@@ -405,10 +405,13 @@ impl AggPlan {
         };
         let key_json: J = serde_json::from_slice(&store_key).map_err(|e| e.to_string())?;
         let key_val = Value::from_json(&key_json, &self.key_ty)?;
-        let key_bytes = codec.key(&key_val)?.map(|k| match window {
-            None => k,
-            Some(w) => windowed_key(k, w, self.is_session()),
-        });
+        let key_bytes = codec
+            .key(&key_val)
+            .map_err(Unwritten::Encoding)?
+            .map(|k| match window {
+                None => k,
+                Some(w) => windowed_key(k, w, self.is_session()),
+            });
         let Some(v) = r.value.as_deref() else {
             // A session merged into a larger one: ksqlDB deletes its row.
             return Ok(Some((key_bytes, None)));
@@ -427,7 +430,8 @@ impl AggPlan {
             .filter(|((c, _), _)| !c.key)
             .map(|((c, _), v)| (c.name.as_str(), v))
             .collect();
-        Ok(Some((key_bytes, Some(codec.value(&named)?))))
+        let value = codec.value(&named).map_err(Unwritten::Encoding)?;
+        Ok(Some((key_bytes, Some(value))))
     }
 
     fn is_session(&self) -> bool {
@@ -795,6 +799,62 @@ pub(super) fn source_stream(
     (source, wait_for_registry)
 }
 
+/// Why an update of the table is not written: its row (read back or evaluated), or the row's encoding for the
+/// sink (a value its registered schema cannot hold).
+#[derive(Debug)]
+enum Unwritten {
+    Row(String),
+    Encoding(String),
+}
+
+impl From<String> for Unwritten {
+    fn from(e: String) -> Unwritten {
+        Unwritten::Row(e)
+    }
+}
+
+impl From<&str> for Unwritten {
+    fn from(e: &str) -> Unwritten {
+        Unwritten::Row(e.to_string())
+    }
+}
+
+/// The sink record for the table update `r`, counted. One not written is counted and skipped; but a row that
+/// cannot be encoded for `sink` with `fail_on_bad_record` (`ksql.fail.on.deserialization.error`) is an Err: the
+/// instance stops at the update (its input not committed), as it does at an input record that does not decode.
+fn sink_record(
+    p: &AggPlan,
+    codec: &format::SinkCodec,
+    sink: &SourceDef,
+    r: &Record,
+    st: &QueryStats,
+    fail_on_bad_record: bool,
+) -> std::result::Result<Option<Record>, String> {
+    Ok(match p.output(codec, r) {
+        Ok(Some((k, v))) => {
+            st.records_out.fetch_add(1, Ordering::Relaxed);
+            Some(Record {
+                key: k.map(Bytes::from),
+                value: v.map(Bytes::from),
+                timestamp: r.timestamp,
+            })
+        }
+        Ok(None) => None,
+        Err(Unwritten::Encoding(e)) if fail_on_bad_record => {
+            st.errors.fetch_add(1, Ordering::Relaxed);
+            return Err(format!(
+                "a row cannot be written to {}: {e}; {FAIL_ON_DESERIALIZATION_ERROR} is true, so the query stops at it instead of skipping it (SET it to 'false' and CREATE OR REPLACE the query to skip such rows)",
+                sink.topic
+            ));
+        }
+        Err(Unwritten::Row(e) | Unwritten::Encoding(e)) => {
+            st.errors.fetch_add(1, Ordering::Relaxed);
+            *st.last_error.lock().expect("stats") = Some(e);
+            None
+        }
+    })
+}
+
 fn builder(
     plan: &Arc<AggPlan>,
     sink: &SourceDef,
@@ -904,22 +964,7 @@ fn builder(
                     codec.get_or_init(|| c)
                 }
             };
-            Ok(match p.output(codec, &r) {
-                Ok(Some((k, v))) => {
-                    st.records_out.fetch_add(1, Ordering::Relaxed);
-                    Some(Record {
-                        key: k.map(Bytes::from),
-                        value: v.map(Bytes::from),
-                        timestamp: r.timestamp,
-                    })
-                }
-                Ok(None) => None,
-                Err(e) => {
-                    st.errors.fetch_add(1, Ordering::Relaxed);
-                    *st.last_error.lock().expect("stats") = Some(e);
-                    None
-                }
-            })
+            sink_record(&p, codec, &s2, &r, &st, fail_on_bad_record)
         })
         .to(&sink.topic);
     Ok(b)
@@ -1243,6 +1288,68 @@ mod tests {
             .map(|s| value_of(&p, s, b"\"u\""))
             .collect();
         assert_eq!(outs, vec![None, Some(json!({"S": 1})), Some(J::Null), None]);
+    }
+
+    /// An update whose row its sink's registered schema cannot hold (a value schema with a field the row has
+    /// no value for) is counted and skipped by default; with `ksql.fail.on.deserialization.error` true it is an
+    /// error that stops the instance at it, saying why. Before, it was counted and dropped either way (its input
+    /// committed). Any other update is written and counted alike.
+    #[test]
+    fn a_row_the_sink_schema_cannot_hold_stops_the_query_when_set() {
+        let p =
+            plan("CREATE TABLE t AS SELECT page, COUNT(*) AS n FROM clicks GROUP BY page").unwrap();
+        let sink = sink(&p);
+        let schema = |text: &str| {
+            let d = fjord_registry::wire::AvroDecoder::compile(text, &[]).unwrap();
+            Arc::new(crate::registry::Registered::Avro(Box::new(d)))
+        };
+        let narrow = format::SinkCodec::with_value_schema(
+            Format::Kafka,
+            (
+                1,
+                schema(
+                    r#"{"type":"record","name":"R","fields":[{"name":"N","type":"long"},{"name":"MORE","type":"string"}]}"#,
+                ),
+            ),
+        );
+        let fits = format::SinkCodec::with_value_schema(
+            Format::Kafka,
+            (
+                2,
+                schema(
+                    r#"{"type":"record","name":"R","fields":[{"name":"N","type":["null","long"],"default":null}]}"#,
+                ),
+            ),
+        );
+        let r = Record {
+            key: Some(Bytes::from_static(b"\"home\"")),
+            value: Some(fold_rows(&p, &[row("u", "home", 1, 0.0, 1)]).pop().unwrap()),
+            timestamp: 5,
+        };
+        let st = QueryStats::default();
+        assert!(sink_record(&p, &narrow, &sink, &r, &st, false)
+            .unwrap()
+            .is_none());
+        assert_eq!(st.errors.load(Ordering::Relaxed), 1);
+        assert!(st.last_error.lock().unwrap().is_some());
+        let e = sink_record(&p, &narrow, &sink, &r, &st, true).unwrap_err();
+        assert!(
+            e.contains("cannot be written to T")
+                && e.contains("ksql.fail.on.deserialization.error is true"),
+            "{e}"
+        );
+        assert_eq!(st.errors.load(Ordering::Relaxed), 2);
+        assert_eq!(st.records_out.load(Ordering::Relaxed), 0);
+        for fail in [false, true] {
+            let out = sink_record(&p, &fits, &sink, &r, &st, fail)
+                .unwrap()
+                .unwrap();
+            assert_eq!(out.key.as_deref(), Some(b"home".as_slice()));
+            assert_eq!(out.timestamp, 5);
+            assert!(out.value.is_some());
+        }
+        assert_eq!(st.records_out.load(Ordering::Relaxed), 2);
+        assert_eq!(st.errors.load(Ordering::Relaxed), 2);
     }
 
     #[test]
