@@ -1824,6 +1824,16 @@ impl StallProxy {
     }
 }
 
+/// A cluster whose clients all connect through a running [`StallProxy`] (the broker advertises the proxy's
+/// address), which stalls the requests naming `topic` (only those of `api_keys`, when given) while its stall is on.
+fn stalled_cluster(topic: &str, api_keys: &[i16]) -> (StallProxy, Cluster) {
+    let mut proxy = StallProxy::bind();
+    let advertised = format!("PLAINTEXT://{}", proxy.addr);
+    let c = Cluster::start_with(&[("advertised.listeners", &advertised)]);
+    proxy.run(c.broker.as_ref().unwrap().local_addr(), topic, api_keys);
+    (proxy, c)
+}
+
 impl Drop for StallProxy {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -1846,17 +1856,14 @@ impl Drop for StallProxy {
 /// commit again.
 #[test]
 fn at_least_once_outputs_of_a_stalled_broker_are_purged_and_the_commit_stays_precise() {
-    let mut proxy = StallProxy::bind();
-    let advertised = format!("PLAINTEXT://{}", proxy.addr);
-    let c = Cluster::start_with(&[("advertised.listeners", &advertised)]);
-    let dir = tempfile::tempdir().unwrap();
     let app = "stalled-alo";
     let (input, output, slow) = (
         format!("{app}-in"),
         format!("{app}-out"),
         format!("{app}-slow"),
     );
-    proxy.run(c.broker.as_ref().unwrap().local_addr(), &slow, &[]);
+    let (proxy, c) = stalled_cluster(&slow, &[]);
+    let dir = tempfile::tempdir().unwrap();
     c.create_topic(&input, 1);
     c.create_topic(&output, 1);
     c.create_topic(&slow, 1);
@@ -2235,13 +2242,10 @@ fn interactive_queries_refuse_state_given_up_by_a_changelog_abort() {
 /// between commits). It used to wait until the flush gave up.
 #[test]
 fn a_query_does_not_wait_for_a_commit_that_waits_for_a_stalled_broker() {
-    let mut proxy = StallProxy::bind();
-    let advertised = format!("PLAINTEXT://{}", proxy.addr);
-    let c = Cluster::start_with(&[("advertised.listeners", &advertised)]);
-    let dir = tempfile::tempdir().unwrap();
     let app = "query-stalled";
     let (input, output) = (format!("{app}-in"), format!("{app}-out"));
-    proxy.run(c.broker.as_ref().unwrap().local_addr(), &output, &[]);
+    let (proxy, c) = stalled_cluster(&output, &[]);
+    let dir = tempfile::tempdir().unwrap();
     c.create_topic(&input, 1);
     c.create_topic(&output, 1);
     let b = StreamsBuilder::new();
@@ -2299,18 +2303,11 @@ fn a_query_does_not_wait_for_a_commit_that_waits_for_a_stalled_broker() {
 /// 30 s client timeout, under the engine lock): it is refused at once, the run having failed.
 #[test]
 fn a_query_does_not_wait_for_a_changelog_abort_that_waits_for_a_stalled_broker() {
-    let mut proxy = StallProxy::bind();
-    let advertised = format!("PLAINTEXT://{}", proxy.addr);
-    let c = Cluster::start_with(&[("advertised.listeners", &advertised)]);
-    let dir = tempfile::tempdir().unwrap();
     let app = "query-abort-stalled";
     let (input, output) = (format!("{app}-in"), format!("{app}-out"));
     // EndTxn (26): the abort, on the transaction coordinator's connection.
-    proxy.run(
-        c.broker.as_ref().unwrap().local_addr(),
-        &format!("{app}-n-changelog"),
-        &[26],
-    );
+    let (proxy, c) = stalled_cluster(&format!("{app}-n-changelog"), &[26]);
+    let dir = tempfile::tempdir().unwrap();
     c.create_topic(&input, 1);
     c.create_topic_with(&output, 1, &[("max.message.bytes", "2000")]);
     let b = StreamsBuilder::new();
