@@ -39,6 +39,25 @@ fn start(data: &std::path::Path) -> Platform {
     }
 }
 
+/// `fjord start` with its schema registry (and SQL) in `dir`: the platform and the registry's `host:port`.
+fn start_with_registry(dir: &std::path::Path) -> (Platform, String) {
+    let log = std::fs::File::create(dir.join("fjord.log")).unwrap();
+    let (child, line) = start_platform_with_sql(
+        &dir.join("data"),
+        "127.0.0.1:0",
+        "none",
+        "127.0.0.1:0",
+        Stdio::from(log),
+    );
+    let registry = field(&line, "registry=").to_string();
+    let p = Platform {
+        child,
+        kafka: field(&line, "kafka=").to_string(),
+        sql: field(&line, "sql=").to_string(),
+    };
+    (p, registry)
+}
+
 /// POST a JSON body; (status, JSON answer).
 fn post(addr: &str, path: &str, body: &[u8]) -> (u16, Value) {
     let (status, _, raw) = http_request(
@@ -1133,20 +1152,8 @@ fn a_push_query_whose_client_stops_reading_is_ended_and_says_why() {
 #[test]
 fn avro_from_confluents_serializer_is_queried_and_written_back_for_its_deserializer() {
     let dir = temp_dir();
-    let log = std::fs::File::create(dir.path().join("fjord.log")).unwrap();
-    let (child, line) = start_platform_with_sql(
-        &dir.path().join("data"),
-        "127.0.0.1:0",
-        "none",
-        "127.0.0.1:0",
-        Stdio::from(log),
-    );
-    let p = Platform {
-        child,
-        kafka: field(&line, "kafka=").to_string(),
-        sql: field(&line, "sql=").to_string(),
-    };
-    let url = format!("http://{}", field(&line, "registry="));
+    let (p, registry) = start_with_registry(dir.path());
+    let url = format!("http://{registry}");
     client(&["produce-avro", &p.kafka, &url, "products", "6"]);
 
     // The columns come from products-value.
@@ -1250,20 +1257,8 @@ fn avro_from_confluents_serializer_is_queried_and_written_back_for_its_deseriali
 #[test]
 fn json_sr_columns_are_inferred_through_refs_references_and_nullable_one_ofs() {
     let dir = temp_dir();
-    let log = std::fs::File::create(dir.path().join("fjord.log")).unwrap();
-    let (child, line) = start_platform_with_sql(
-        &dir.path().join("data"),
-        "127.0.0.1:0",
-        "none",
-        "127.0.0.1:0",
-        Stdio::from(log),
-    );
-    let p = Platform {
-        child,
-        kafka: field(&line, "kafka=").to_string(),
-        sql: field(&line, "sql=").to_string(),
-    };
-    let url = format!("http://{}", field(&line, "registry="));
+    let (p, registry) = start_with_registry(dir.path());
+    let url = format!("http://{registry}");
     client(&["produce-json-sr", &p.kafka, &url, "orders", "4"]);
 
     ksql_ok(
@@ -3300,20 +3295,7 @@ fn wire(id: u32, body: &[u8]) -> Vec<u8> {
 fn records_with_a_schema_that_expands_without_bound_are_skipped_or_stop_the_query() {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let dir = temp_dir();
-    let log = std::fs::File::create(dir.path().join("fjord.log")).unwrap();
-    let (child, line) = start_platform_with_sql(
-        &dir.path().join("data"),
-        "127.0.0.1:0",
-        "none",
-        "127.0.0.1:0",
-        Stdio::from(log),
-    );
-    let p = Platform {
-        child,
-        kafka: field(&line, "kafka=").to_string(),
-        sql: field(&line, "sql=").to_string(),
-    };
-    let registry = field(&line, "registry=").to_string();
+    let (p, registry) = start_with_registry(dir.path());
 
     let good = register_avro(
         &registry,
@@ -3447,20 +3429,7 @@ fn described(addr: &str, source: &str) -> Vec<String> {
 fn protobuf_from_confluents_serializer_is_queried_aggregated_and_written_back() {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let dir = temp_dir();
-    let log = std::fs::File::create(dir.path().join("fjord.log")).unwrap();
-    let (child, line) = start_platform_with_sql(
-        &dir.path().join("data"),
-        "127.0.0.1:0",
-        "none",
-        "127.0.0.1:0",
-        Stdio::from(log),
-    );
-    let p = Platform {
-        child,
-        kafka: field(&line, "kafka=").to_string(),
-        sql: field(&line, "sql=").to_string(),
-    };
-    let registry = field(&line, "registry=").to_string();
+    let (p, registry) = start_with_registry(dir.path());
     let url = format!("http://{registry}");
     client(&["produce-protobuf", &p.kafka, &url, "readings", "6"]);
 
