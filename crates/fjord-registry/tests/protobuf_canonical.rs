@@ -627,3 +627,33 @@ fn string_and_bytes_options_with_quotes_escapes_and_high_bytes_read_back() {
         sent.canonical
     );
 }
+
+#[test]
+fn custom_options_of_an_extend_field_count_in_a_texts_identity() {
+    // The printer writes no `extend` block (the identity is the text plus the descriptor): the options of its
+    // fields are in the descriptor appended.
+    let refs = opts_refs();
+    let schema = |level: &str| {
+        format!(
+            "syntax = \"proto2\";\npackage t;\nimport \"opts.proto\";\nmessage M {{ optional int32 a = 1; extensions 100 to 199; }}\n\
+             extend M {{ optional int32 b = 100 [(ext.field_level) = {level}]; }}\n"
+        )
+    };
+    let (high, low) = (
+        parse(&schema("HIGH"), &refs).unwrap(),
+        parse(&schema("LOW"), &refs).unwrap(),
+    );
+    assert!(!high.lossless);
+    assert_ne!(high.canonical, low.canonical);
+    assert_eq!(
+        parse(&schema("HIGH"), &refs).unwrap().canonical,
+        high.canonical
+    );
+    let err = parse(
+        &b64(&descriptor_with_opts(&schema("HIGH")).encode_to_vec()),
+        &refs,
+    )
+    .err()
+    .expect("refused");
+    assert!(err.contains("cannot store"), "{err}");
+}
