@@ -311,7 +311,9 @@ fn lost_in_text(
     let again = again.get_file_by_name(file_name)?;
     if custom.unknown {
         return Some(
-            "has options unknown to the registry (an extension no import declares) or that do not decode"
+            "has options unknown to the registry (an extension no import declares), options that do not decode, \
+             or custom options where the .proto text cannot write them (map entries, the oneof of a proto3 \
+             optional, extension ranges, extend fields, a NaN outside a message value)"
                 .to_string(),
         );
     }
