@@ -207,6 +207,9 @@ fn field_meta(f: &FieldDescriptor) -> std::collections::BTreeMap<String, String>
     let Some(ext) = f.parent_pool().get_extension_by_name(FIELD_META) else {
         return out;
     };
+    // Cannot panic: every pool Connect reads schemas from is compiled by
+    // `fjord_registry::protobuf::compile_schema`, which refuses a schema whose options do not decode
+    // (`fjord_registry::protobuf::check_options`).
     let options = f.options();
     if !options.has_extension(&ext) {
         return out;

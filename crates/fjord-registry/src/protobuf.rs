@@ -147,6 +147,7 @@ pub fn compile_schema(text: &str, referenced: &[(String, String)]) -> Result<Com
     let referenced_files = files.clone();
     files.insert(file_name.clone(), main);
     let pool = compile(files, &file_name).map_err(|e| describe(&e))?;
+    check_options(&pool)?;
     Ok(Compiled {
         pool,
         file_name,
@@ -169,9 +170,16 @@ pub fn parse(text: &str, referenced: &[(String, String)]) -> Result<ParsedProto,
         .ok_or_else(|| format!("{text}: the schema compiled to no file"))?;
     let fd = file.file_descriptor_proto();
     check_ranges(&fd.message_type).map_err(|e| format!("{text}: {e}"))?;
-    let custom = CustomOptions::collect(&file);
+    // What a schema's custom options may print to: 8 times its size, at least 1 MiB.
+    let budget = text.len().saturating_mul(8).max(1 << 20);
+    let custom = CustomOptions::collect(&file, budget);
+    if custom.too_large {
+        return Err(format!(
+            "{text}: its custom options print as more than {budget} bytes of .proto text"
+        ));
+    }
     let printed = print_file(fd, &custom);
-    let mut loss = lost_in_text(fd, &custom, &printed, referenced_files, &file_name);
+    let mut loss = lost_in_text(fd, &custom, &printed, referenced_files, &file_name, budget);
     if from_descriptor && loss.is_none() {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text.trim())
@@ -190,9 +198,17 @@ pub fn parse(text: &str, referenced: &[(String, String)]) -> Result<ParsedProto,
             ))
         }
         Some(_) => {
-            let mut full = comparable(fd);
-            full.name = Some(file_name.clone());
-            let full = base64::engine::general_purpose::STANDARD.encode(full.encode_to_vec());
+            // With options the text cannot hold, the descriptor with its options (which `comparable`, a
+            // `prost-types` descriptor, drops), so that they still tell schemas apart.
+            let full = match custom.unknown.then(|| with_options(&file)).flatten() {
+                Some(bytes) => bytes,
+                None => {
+                    let mut full = comparable(fd);
+                    full.name = Some(file_name.clone());
+                    full.encode_to_vec()
+                }
+            };
+            let full = base64::engine::general_purpose::STANDARD.encode(full);
             format!("{printed}// descriptor {full}\n")
         }
     };
@@ -270,6 +286,7 @@ fn lost_in_text(
     printed: &str,
     referenced: HashMap<String, File>,
     file_name: &str,
+    budget: usize,
 ) -> Option<String> {
     let mut files = referenced;
     let again = match File::from_source(file_name, printed) {
@@ -294,11 +311,13 @@ fn lost_in_text(
     let again = again.get_file_by_name(file_name)?;
     if custom.unknown {
         return Some(
-            "has options unknown to the registry (an extension no import declares) or that do not decode"
+            "has options unknown to the registry (an extension no import declares), options that do not decode, \
+             or custom options where the .proto text cannot write them (map entries, the oneof of a proto3 \
+             optional, extension ranges, extend fields, a NaN outside a message value)"
                 .to_string(),
         );
     }
-    let same_options = *custom == CustomOptions::collect(&again);
+    let same_options = *custom == CustomOptions::collect(&again, budget);
     if same_options && comparable(fd) == comparable(again.file_descriptor_proto()) {
         return None;
     }
@@ -390,22 +409,44 @@ impl ParsedProto {
     /// The schema as a base64 `FileDescriptorProto` (the `format=serialized` answer).
     pub fn serialized(&self) -> String {
         if self.has_custom_options {
-            // With its custom options, which the `prost-types` descriptor drops: decoded as a message of
-            // descriptor.proto (the options' extension fields kept as unknown fields) without its source info.
-            let file = self.file();
-            let desc =
-                DescriptorPool::global().get_message_by_name("google.protobuf.FileDescriptorProto");
-            if let Some(mut m) =
-                desc.and_then(|d| DynamicMessage::decode(d, file.encode_to_vec().as_slice()).ok())
-            {
-                m.clear_field_by_name("source_code_info");
-                return base64::engine::general_purpose::STANDARD.encode(m.encode_to_vec());
+            if let Some(bytes) = with_options(&self.file()) {
+                return base64::engine::general_purpose::STANDARD.encode(bytes);
             }
         }
         let mut fd = self.file().file_descriptor_proto().clone();
         fd.source_code_info = None;
         base64::engine::general_purpose::STANDARD.encode(fd.encode_to_vec())
     }
+}
+
+/// `file` serialized with its custom options, which the `prost-types` descriptor drops: decoded as a message
+/// of descriptor.proto (the options' extension fields kept as unknown fields) without its source info.
+fn with_options(file: &FileDescriptor) -> Option<Vec<u8>> {
+    let desc =
+        DescriptorPool::global().get_message_by_name("google.protobuf.FileDescriptorProto")?;
+    let mut m = DynamicMessage::decode(desc, file.encode_to_vec().as_slice()).ok()?;
+    m.clear_field_by_name("source_code_info");
+    Some(m.encode_to_vec())
+}
+
+/// Every options message of every file of `pool` decodes with the pool's descriptor.proto (its custom
+/// options by their extensions' types). prost-reflect's `options()` of an element panics on options that do
+/// not, and a serialized descriptor's option bytes are the client's: [`compile_schema`] (every pool the
+/// registry and Connect's Protobuf converter read schemas from) refuses such a schema.
+pub fn check_options(pool: &DescriptorPool) -> Result<(), String> {
+    let Some(desc) = pool
+        .get_message_by_name("google.protobuf.FileDescriptorProto")
+        .or_else(|| {
+            DescriptorPool::global().get_message_by_name("google.protobuf.FileDescriptorProto")
+        })
+    else {
+        return Err("descriptor.proto is missing".to_string());
+    };
+    for file in pool.files() {
+        DynamicMessage::decode(desc.clone(), file.encode_to_vec().as_slice())
+            .map_err(|e| format!("the options in {} do not decode ({e})", file.name()))?;
+    }
+    Ok(())
 }
 
 /// The `format=serialized` form of a stored Protobuf schema text (with its references' texts).
@@ -419,13 +460,25 @@ pub fn serialized(text: &str, referenced: &[(String, String)]) -> Result<String,
 /// `(confluent.field_meta)`) of a file's elements, resolved through its descriptor pool: by element (see
 /// [`CustomOptions::key`]), each option as its `.proto` text `(full.name) = value` (the value in protobuf's text
 /// format), sorted by name, so that the canonical text prints them deterministically.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 struct CustomOptions {
     by_element: BTreeMap<String, Vec<String>>,
     /// Some options message holds fields the pool does not know (an extension no import declares) or does
-    /// not decode: the text cannot hold them.
+    /// not decode, or options the printer does not print: the text cannot hold them.
     unknown: bool,
+    /// The printed options would exceed the budget ([`CustomOptions::collect`]).
+    too_large: bool,
+    /// Bytes left for printed options.
+    budget: usize,
 }
+
+impl PartialEq for CustomOptions {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.by_element, self.unknown, self.too_large)
+            == (&other.by_element, other.unknown, other.too_large)
+    }
+}
+impl Eq for CustomOptions {}
 
 impl CustomOptions {
     /// The options of one element: `kind` is `file`, `message`, `field`, `oneof`, `enum`, `value`,
@@ -445,35 +498,91 @@ impl CustomOptions {
         self.by_element.is_empty() && !self.unknown
     }
 
-    /// The custom options of `file`'s elements. Decoding an options message can panic inside prost-reflect
-    /// on a hostile serialized descriptor (its option bytes are the client's): that counts as unknown.
-    fn collect(file: &FileDescriptor) -> CustomOptions {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut c = CustomOptions::default();
-            c.add("file", "", &file.options());
-            for m in file.messages() {
-                c.add_message(&m);
+    /// The custom options of `file`'s elements, printing at most `budget` bytes of them. Its pool has passed
+    /// [`check_options`] (else the options count as unknown: prost-reflect panics on options that do not decode).
+    fn collect(file: &FileDescriptor, budget: usize) -> CustomOptions {
+        let mut c = CustomOptions {
+            budget,
+            ..Default::default()
+        };
+        if check_options(file.parent_pool()).is_err() {
+            c.unknown = true;
+            return c;
+        }
+        c.add("file", "", &file.options());
+        for x in file.extensions() {
+            // Printed in no `extend` block: their options neither.
+            c.unprintable(&x.options());
+        }
+        for m in file.messages() {
+            c.add_message(&m);
+        }
+        for e in file.enums() {
+            c.add_enum(&e);
+        }
+        for s in file.services() {
+            c.add("service", s.full_name(), &s.options());
+            for m in s.methods() {
+                let name = format!("{}.{}", s.full_name(), m.name());
+                c.add("method", &name, &m.options());
             }
-            for e in file.enums() {
-                c.add_enum(&e);
+        }
+        // Extension ranges' options (`extensions 100 to 199 [(x) = 1]`), which prost-reflect does not decode
+        // per range: read from the file decoded as a message of the pool's descriptor.proto.
+        let desc = file
+            .parent_pool()
+            .get_message_by_name("google.protobuf.FileDescriptorProto")
+            .or_else(|| {
+                DescriptorPool::global().get_message_by_name("google.protobuf.FileDescriptorProto")
+            });
+        match desc.and_then(|d| DynamicMessage::decode(d, file.encode_to_vec().as_slice()).ok()) {
+            Some(fd) => c.unprintable_in_ranges(&fd),
+            None => c.unknown = true,
+        }
+        c
+    }
+
+    /// Options the printer does not print (of map entries and their fields, synthetic oneofs, extension ranges)
+    /// that hold custom options or unknown fields: the text cannot hold them.
+    fn unprintable(&mut self, options: &DynamicMessage) {
+        if options.extensions().next().is_some() || options.unknown_fields().next().is_some() {
+            self.unknown = true;
+        }
+    }
+
+    fn unprintable_in_ranges(&mut self, m: &DynamicMessage) {
+        let list = |m: &DynamicMessage, name: &str| -> Vec<DynamicMessage> {
+            match m.get_field_by_name(name).as_deref() {
+                Some(Value::List(items)) => items
+                    .iter()
+                    .filter_map(|i| match i {
+                        Value::Message(n) => Some(n.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
             }
-            for s in file.services() {
-                c.add("service", s.full_name(), &s.options());
-                for m in s.methods() {
-                    let name = format!("{}.{}", s.full_name(), m.name());
-                    c.add("method", &name, &m.options());
-                }
+        };
+        for r in list(m, "extension_range") {
+            if let Some(Value::Message(o)) = r.get_field_by_name("options").as_deref() {
+                self.unprintable(o);
             }
-            c
-        }))
-        .unwrap_or_else(|_| CustomOptions {
-            by_element: BTreeMap::new(),
-            unknown: true,
-        })
+        }
+        for n in list(m, "message_type")
+            .into_iter()
+            .chain(list(m, "nested_type"))
+        {
+            self.unprintable_in_ranges(&n);
+        }
     }
 
     fn add_message(&mut self, m: &MessageDescriptor) {
         if m.is_map_entry() {
+            // Written as `map<K, V>`: its entry's and key's and value's options cannot be.
+            self.unprintable(&m.options());
+            for f in m.fields() {
+                self.unprintable(&f.options());
+            }
             return;
         }
         self.add("message", m.full_name(), &m.options());
@@ -481,9 +590,17 @@ impl CustomOptions {
             let name = format!("{}.{}", m.full_name(), f.name());
             self.add("field", &name, &f.options());
         }
-        for o in m.oneofs().filter(|o| !o.is_synthetic()) {
+        for o in m.oneofs() {
+            if o.is_synthetic() {
+                // Written as `optional`: its oneof's options cannot be.
+                self.unprintable(&o.options());
+                continue;
+            }
             let name = format!("{}.{}", m.full_name(), o.name());
             self.add("oneof", &name, &o.options());
+        }
+        for x in m.child_extensions() {
+            self.unprintable(&x.options());
         }
         for n in m.child_messages() {
             self.add_message(&n);
@@ -501,27 +618,56 @@ impl CustomOptions {
         }
     }
 
+    /// An option's value written after `(name) =`: as in text format, except that the compiler reads no
+    /// `inf` or `nan` there (only in a message value), so infinities are written as a float literal too large
+    /// to be finite, and a NaN cannot be written.
+    fn top_level_text(&mut self, v: &Value, kind: &Kind) -> String {
+        let x = match v {
+            Value::F32(x) => f64::from(*x),
+            Value::F64(x) => *x,
+            v => return value_text(v, kind, &mut self.unknown),
+        };
+        if x.is_nan() {
+            self.unknown = true;
+        }
+        if x.is_infinite() {
+            return if x > 0.0 { "1e999" } else { "-1e999" }.to_string();
+        }
+        value_text(v, kind, &mut self.unknown)
+    }
+
     fn add(&mut self, kind: &str, name: &str, options: &DynamicMessage) {
         if options.unknown_fields().next().is_some() {
             self.unknown = true;
         }
         let mut texts: Vec<(String, String)> = Vec::new();
         for (ext, value) in options.extensions() {
-            let option = format!("({})", ext.full_name());
+            // Fully qualified (a leading dot), so that no package or message of the schema named like the
+            // option's first component shadows it.
+            let option = format!("(.{})", ext.full_name());
             let kind = ext.kind();
             match value {
                 // A repeated option is written once per element.
                 Value::List(items) => {
                     for v in items {
-                        texts.push((option.clone(), value_text(v, &kind, &mut self.unknown)));
+                        texts.push((option.clone(), self.top_level_text(v, &kind)));
                     }
                 }
-                v => texts.push((option, value_text(v, &kind, &mut self.unknown))),
+                v => texts.push((option, self.top_level_text(v, &kind))),
             }
         }
         if texts.is_empty() {
             return;
         }
+        // A packed repeated option costs a byte a value in a serialized descriptor and prints as
+        // `(name) = value` each: the printed options are bounded.
+        let size: usize = texts.iter().map(|(n, v)| n.len() + v.len() + 5).sum();
+        if size > self.budget {
+            self.too_large = true;
+            self.budget = 0;
+            return;
+        }
+        self.budget -= size;
         // By name; a repeated option's elements keep their order.
         texts.sort_by(|a, b| a.0.cmp(&b.0));
         let texts = texts
@@ -541,8 +687,10 @@ fn value_text(v: &Value, kind: &Kind, unknown: &mut bool) -> String {
         Value::I64(n) => n.to_string(),
         Value::U32(n) => n.to_string(),
         Value::U64(n) => n.to_string(),
-        Value::F32(x) => float_text(f64::from(*x), x.to_string()),
-        Value::F64(x) => float_text(*x, x.to_string()),
+        // `{:?}`: the shortest digits that read back as the same float, always with a `.` or an exponent
+        // (Display writes 1e20 as 21 digits, an integer too large for protobuf, and -0.0 as the integer -0).
+        Value::F32(x) => float_text(f64::from(*x), format!("{x:?}")),
+        Value::F64(x) => float_text(*x, format!("{x:?}")),
         Value::String(s) => quote(s),
         Value::Bytes(b) => quote_bytes(b),
         Value::EnumNumber(n) => match kind {

@@ -596,7 +596,7 @@ async fn protobuf_schemas_differing_only_in_custom_options_get_their_own_ids() {
     let (_, v) = api.get("/subjects/norm-value/versions/1/schema").await;
     assert!(
         v.as_str().unwrap().contains(
-            "[(confluent.field_meta) = {params: [{key: \"precision\", value: \"10\"}, {key: \"scale\", value: \"4\"}]}]"
+            "[(.confluent.field_meta) = {params: [{key: \"precision\", value: \"10\"}, {key: \"scale\", value: \"4\"}]}]"
         ),
         "{v}"
     );
