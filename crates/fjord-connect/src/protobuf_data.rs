@@ -426,13 +426,20 @@ fn single_value(f: &FieldDescriptor, v: &Proto, left: &mut Left) -> Result<Value
                     .map_or(0, i64::from)
             };
             let (y, mo, d) = (n("year"), n("month"), n("day"));
-            if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
-                return Err(format!(
-                    "field {}: {y}-{mo}-{d} is not a date Connect can hold",
+            // google.type.Date's year, month or day 0 means "not given", which a Connect Date cannot hold; a day
+            // past its month's end (2023-02-30) is no date (not the next month's), as Confluent's reader says.
+            let days = days_from_civil(y, mo, d);
+            let exact = y >= 1
+                && (1..=12).contains(&mo)
+                && (1..=31).contains(&d)
+                && civil_from_days(days) == (y, mo as u32, d as u32);
+            let days = i32::try_from(days).ok().filter(|_| exact).ok_or_else(|| {
+                format!(
+                    "field {}: {y}-{mo}-{d} is not a date Connect can hold (a google.type.Date needs a year from 1, a month and a day of that month)",
                     f.name()
-                ));
-            }
-            json!(days_from_civil(y, mo, d))
+                )
+            })?;
+            json!(days)
         }
         Proto::Message(m) if m.descriptor().full_name() == TIME_OF_DAY => {
             let n = |k: &str| {
@@ -517,7 +524,8 @@ pub struct Derived {
 /// `ConnectDefault1` when it has none; a struct field is a message nested in its parent, named after its schema
 /// or `ConnectDefault2`, `ConnectDefault3`, ... in the order they are met (`Message` appended when that is the
 /// field's name; a named struct met again is the same message); fields are numbered by their
-/// `io.confluent.connect.protobuf.Tag` parameter, else 1, 2, ... in order; a struct named
+/// `io.confluent.connect.protobuf.Tag` parameter, else 1, 2, ... in order (a oneof's field takes a number too,
+/// as in Confluent's, though no field has it); a struct named
 /// `io.confluent.connect.protobuf.Union.<name>` is a `oneof`; a string with `io.confluent.connect.protobuf.Enum`
 /// parameters an enum; arrays `repeated`, maps `map<K, V>`; Timestamp, Date, Time and Decimal are
 /// `google.protobuf.Timestamp`, `google.type.Date`, `google.type.TimeOfDay` and `confluent.type.Decimal` (its
@@ -653,7 +661,8 @@ struct Gen {
 #[derive(Default)]
 struct Nested {
     lines: Vec<String>,
-    enums: std::collections::HashSet<String>,
+    /// Enums defined, by name: their (number, symbol)s.
+    enums: std::collections::HashMap<String, Vec<(i32, String)>>,
 }
 
 impl Gen {
@@ -710,6 +719,11 @@ impl Gen {
                 ));
             }
             if is_union(f) {
+                // Confluent's ProtobufData numbers the oneof's Connect field like any other (its Tag, else the
+                // next number) though it writes no field for it: the numbers after it move on by one.
+                if tag_of(f, &fpath)?.is_none() {
+                    index += 1;
+                }
                 let union = f["name"].as_str().unwrap_or("")[UNION_PREFIX.len()..].to_string();
                 let union = union.rsplit('.').next().unwrap_or("").to_string();
                 if !is_identifier(&union) {
@@ -833,7 +847,10 @@ impl Gen {
                 let label = if self.opts.optional_for_nullables
                     && !in_oneof
                     && is_optional(f)
-                    && (scalar || nested.enums.contains(t.rsplit('.').next().unwrap_or("")))
+                    && (scalar
+                        || nested
+                            .enums
+                            .contains_key(t.rsplit('.').next().unwrap_or("")))
                 {
                     "optional "
                 } else {
@@ -958,9 +975,6 @@ impl Gen {
                 "field {path}: {name:?} is not a Protobuf enum name"
             ));
         }
-        if nested.enums.contains(&name) {
-            return Ok(name);
-        }
         let prefix = format!("{ENUM}.");
         let mut values: Vec<(i32, String)> = Vec::new();
         for (k, v) in s
@@ -984,17 +998,25 @@ impl Gen {
             values.push((n, symbol.to_string()));
         }
         values.sort();
+        if let Some(seen) = nested.enums.get(&name) {
+            if *seen == values {
+                return Ok(name);
+            }
+            return Err(format!(
+                "field {path}: two different enums are named {name} in one message"
+            ));
+        }
         if values.first().map(|(n, _)| *n) != Some(0) {
             return Err(format!(
                 "field {path}: enum {name} has no symbol numbered 0, which proto3 requires first"
             ));
         }
         nested.lines.push(format!("enum {name} {{"));
-        for (n, symbol) in values {
+        for (n, symbol) in &values {
             nested.lines.push(format!("  {symbol} = {n};"));
         }
         nested.lines.push("}".to_string());
-        nested.enums.insert(name.clone());
+        nested.enums.insert(name.clone(), values);
         Ok(name)
     }
 }
@@ -1081,7 +1103,12 @@ fn message_at(
                     let n = mf.get("field").and_then(Value::as_str)?;
                     members.get(n).filter(|v| !v.is_null()).map(|v| (mf, v, n))
                 });
-            let Some((mf, mv, n)) = set else { continue };
+            // Confluent's ProtobufData: "Cannot find non-null field".
+            let Some((mf, mv, n)) = set else {
+                return Err(format!(
+                    "field {fpath}: a oneof struct with no member set (one member must be non-null)"
+                ));
+            };
             (mf, mv, format!("{fpath}.{n}"), n)
         } else {
             (f, v, fpath, fname)
@@ -1254,9 +1281,11 @@ fn message_proto(
             )?;
         }
         DATE => {
+            // Connect's Date is an int32 count of days.
             let days = v
                 .as_i64()
-                .ok_or_else(|| wrong("a date (days since 1970-01-01)"))?;
+                .filter(|d| i32::try_from(*d).is_ok())
+                .ok_or_else(|| wrong("a date (days since 1970-01-01, a 32-bit integer)"))?;
             let (y, mo, d) = civil_from_days(days);
             set(
                 "year",
@@ -1317,7 +1346,9 @@ fn rescaled(value: &[u8], from: i32, to: i32) -> Option<Vec<u8>> {
     for b in value {
         n = (n << 8) | i128::from(*b);
     }
-    let ten = 10i128.checked_pow((to - from).unsigned_abs())?;
+    // The scales come from the producer's message: their difference can exceed i32.
+    let diff = i64::from(to) - i64::from(from);
+    let ten = 10i128.checked_pow(u32::try_from(diff.unsigned_abs()).ok()?)?;
     let n = if to > from {
         n.checked_mul(ten)?
     } else if n % ten == 0 {
@@ -1338,7 +1369,7 @@ fn rescaled(value: &[u8], from: i32, to: i32) -> Option<Vec<u8>> {
 }
 
 /// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -1595,7 +1626,7 @@ message Order {
             "    string card = 20;",
             "    int32 cash = 21;",
             "  int64 tagged = 30;",
-            "  float last = 9;",
+            "  float last = 10;",
             "  enum Color {",
             "    RED = 0;",
         ] {
@@ -1621,6 +1652,31 @@ message Order {
         assert_eq!(d.message, "com.example.Order");
         assert!(d.text.contains("package com.example;\n"), "{}", d.text);
         assert!(d.text.contains("message Order {"), "{}", d.text);
+    }
+
+    /// [a, u (a oneof), b]: Confluent numbers a=1, u=2 (unused), b=3.
+    #[test]
+    fn a_oneof_among_untagged_fields_takes_a_number_as_in_confluents() {
+        let schema = json!({"type": "struct", "optional": false, "fields": [
+            {"field": "a", "type": "int32", "optional": false},
+            {"field": "u_0", "type": "struct", "name": "io.confluent.connect.protobuf.Union.u", "optional": true,
+             "fields": [{"field": "x", "type": "string", "optional": true, "parameters": {TAG: "7"}}]},
+            {"field": "b", "type": "string", "optional": false}]});
+        let d = proto_schema_of(&schema, WriteOptions::default()).unwrap();
+        for line in ["  int32 a = 1;", "    string x = 7;", "  string b = 3;"] {
+            assert!(
+                d.text.lines().any(|l| l == line),
+                "{line:?} not in\n{}",
+                d.text
+            );
+        }
+        // A tagged oneof field does not move the counter.
+        let mut tagged = schema.clone();
+        tagged["fields"][1]["parameters"] = json!({TAG: "9"});
+        let d = proto_schema_of(&tagged, WriteOptions::default()).unwrap();
+        assert!(d.text.lines().any(|l| l == "  string b = 2;"), "{}", d.text);
+        let m = compiled(&d);
+        assert_eq!(m.get_field_by_name("b").unwrap().number(), 2);
     }
 
     #[test]
@@ -1711,6 +1767,101 @@ message Order {
         assert_eq!(rescaled(&[0x01], 0, 2), Some(vec![0x64]));
         assert_eq!(rescaled(&[0x64], 2, 0), Some(vec![0x01]));
         assert_eq!(rescaled(&[0x65], 2, 0), None);
+    }
+
+    /// Producer-controlled values at the edges of their types: errors naming the field, never a panic.
+    #[test]
+    fn out_of_range_scales_dates_and_oneofs_are_errors_naming_the_field() {
+        // A decimal written at scale i32::MIN read at scale 2: 2 - i32::MIN overflowed i32.
+        let at_scale = |scale: &str| {
+            json!({"type": "struct", "name": "shop.P", "optional": false, "fields": [
+                {"field": "price", "type": "bytes", "optional": false, "name": CONNECT_DECIMAL, "version": 1,
+                 "parameters": {"scale": scale}}]})
+        };
+        let reader = compiled(&proto_schema_of(&at_scale("2"), WriteOptions::default()).unwrap());
+        for from in ["-2147483648", "2147483647"] {
+            let writer =
+                compiled(&proto_schema_of(&at_scale(from), WriteOptions::default()).unwrap());
+            let msg = message_of(
+                &writer,
+                &at_scale(from),
+                &json!({"price": crate::converter::base64_encode(&[0x01])}),
+            )
+            .unwrap();
+            let body = prost_reflect::prost::Message::encode_to_vec(&msg);
+            let e = connect_value(
+                &proto_json::decode(&reader, &body).unwrap(),
+                usize::MAX,
+                false,
+            )
+            .unwrap_err();
+            assert!(
+                e.starts_with(&format!(
+                    "field price: a decimal of scale {from} cannot be read at the schema's scale 2"
+                )),
+                "{e}"
+            );
+        }
+        assert_eq!(rescaled(&[0x01], -1, i32::MAX), None);
+        assert_eq!(rescaled(&[0x01], i32::MAX, i32::MIN), None);
+
+        // A Connect Date is an int32: a larger count of days is refused, not overflowed.
+        let dated = json!({"type": "struct", "optional": false, "fields": [
+            {"field": "d", "type": "int32", "optional": false, "name": CONNECT_DATE, "version": 1}]});
+        let m = compiled(&proto_schema_of(&dated, WriteOptions::default()).unwrap());
+        for days in [i64::MAX, i64::MIN, i64::from(i32::MAX) + 1] {
+            let e = message_of(&m, &dated, &json!({ "d": days })).unwrap_err();
+            assert!(e.starts_with("field d: expected a date"), "{e}");
+        }
+        // 1969-12-31 and 0001-01-01 (the first date a google.type.Date can hold) write and read back.
+        for days in [-1, -719_162] {
+            let ok = message_of(&m, &dated, &json!({ "d": days })).unwrap();
+            let body = prost_reflect::prost::Message::encode_to_vec(&ok);
+            assert_eq!(
+                connect_value(&proto_json::decode(&m, &body).unwrap(), usize::MAX, false).unwrap(),
+                json!({ "d": days })
+            );
+        }
+
+        // google.type.Date read: a day past its month's end, and year, month or day 0 ("not given"), are refused.
+        let read_date = |y: i32, mo: i32, d: i32| {
+            let body = proto_json::from_json(&m, &json!({"d": {"year": y, "month": mo, "day": d}}))
+                .unwrap();
+            connect_value(&proto_json::decode(&m, &body).unwrap(), usize::MAX, false)
+        };
+        assert_eq!(read_date(2024, 2, 29).unwrap(), json!({"d": 19_782}));
+        assert_eq!(read_date(1, 1, 1).unwrap(), json!({"d": -719_162}));
+        for (y, mo, d) in [
+            (2023, 2, 30),
+            (2023, 4, 31),
+            (0, 1, 1),
+            (2023, 0, 1),
+            (2023, 1, 0),
+            (-5, 1, 1),
+        ] {
+            let e = read_date(y, mo, d).unwrap_err();
+            assert!(
+                e.starts_with(&format!(
+                    "field d: {y}-{mo}-{d} is not a date Connect can hold"
+                )),
+                "{e}"
+            );
+        }
+
+        // A oneof struct with every member null: Confluent's "Cannot find non-null field".
+        let union = json!({"type": "struct", "optional": false, "fields": [
+            {"field": "u_0", "type": "struct", "name": "io.confluent.connect.protobuf.Union.u", "optional": true,
+             "fields": [{"field": "x", "type": "string", "optional": true, "parameters": {TAG: "1"}},
+                        {"field": "y", "type": "int32", "optional": true, "parameters": {TAG: "2"}}]}]});
+        let m = compiled(&proto_schema_of(&union, WriteOptions::default()).unwrap());
+        let e = message_of(&m, &union, &json!({"u_0": {"x": null, "y": null}})).unwrap_err();
+        assert!(
+            e.starts_with("field u_0: a oneof struct with no member set"),
+            "{e}"
+        );
+        // A null oneof struct is no member set, as before.
+        assert!(message_of(&m, &union, &json!({"u_0": null})).is_ok());
+        assert!(message_of(&m, &union, &json!({"u_0": {"x": null, "y": 3}})).is_ok());
     }
 
     /// Optional fields: by default a null is written as the field's default (proto3 cannot tell); with
@@ -1850,6 +2001,27 @@ message Order {
             e.starts_with("field b: two different struct schemas are named X"),
             "{e}"
         );
+        // Two different enums of one name in one message; the same enum twice is one definition.
+        let color = |symbols: Value| {
+            let mut p = json!({ENUM: "Color"});
+            for (i, s) in symbols.as_array().unwrap().iter().enumerate() {
+                p[format!("{ENUM}.{}", s.as_str().unwrap())] = json!(i.to_string());
+            }
+            p
+        };
+        let enums = |b: Value| {
+            json!({"type": "struct", "optional": false, "fields": [
+                {"field": "a", "type": "string", "optional": false, "parameters": color(json!(["RED", "BLUE"]))},
+                {"field": "b", "type": "string", "optional": false, "parameters": color(b)}]})
+        };
+        let e =
+            proto_schema_of(&enums(json!(["RED", "GREEN"])), WriteOptions::default()).unwrap_err();
+        assert!(
+            e.starts_with("field b: two different enums are named Color"),
+            "{e}"
+        );
+        let d = proto_schema_of(&enums(json!(["RED", "BLUE"])), WriteOptions::default()).unwrap();
+        assert_eq!(d.text.matches("enum Color {").count(), 1, "{}", d.text);
 
         // Values that do not fit the schema.
         let schema = json!({"type": "struct", "optional": false, "fields": [

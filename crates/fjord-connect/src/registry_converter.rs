@@ -222,15 +222,22 @@ fn json_validator(schema: &Value) -> Result<jsonschema::Validator, String> {
     .map_err(|e| format!("not a valid JSON Schema: {e}"))
 }
 
-/// A schema records are written with: its id, the schema, and (Protobuf) the full name of the message.
-type Written = (u32, Arc<Writer>, Option<String>);
+/// A schema records are written with: its id, the schema, and (Protobuf) the message they are written as with
+/// its encoded message indexes, resolved once when the schema is registered, not per record.
+type Written = (u32, Arc<Writer>, Option<Arc<WrittenMessage>>);
+
+/// The Protobuf message records are written as, and the wire format's message indexes naming it.
+struct WrittenMessage {
+    descriptor: prost_reflect::MessageDescriptor,
+    indexes: Vec<u8>,
+}
 
 #[derive(Default)]
 struct Cache {
     /// Writer schemas by id (sinks).
     by_id: HashMap<u32, Arc<Writer>>,
     /// (subject, Connect schema JSON) to the id and schema records are written with (sources), and for
-    /// Protobuf the full name of the message they are written as.
+    /// Protobuf the message they are written as.
     written: HashMap<(String, String), Written>,
     /// Schema ids whose records cannot be read for now, with until when that answer stands and why (sinks): the
     /// registry answered 404 for the id, or for a schema it references. Such an answer may change (a lagging
@@ -748,13 +755,18 @@ impl RegistryConverter {
             .map_err(|e| format!("{}: schema id {id} of subject {subject}: {e}", self.prefix))?;
         let message = match (&schema, derived) {
             (Writer::Protobuf(proto, _), Some(d)) => {
-                proto.message(Some(&d.message)).map_err(|e| {
+                let (descriptor, path) = proto.message(Some(&d.message)).map_err(|e| {
                     format!(
                         "{}: schema id {id} of subject {subject} cannot hold these records ({e})",
                         self.prefix
                     )
                 })?;
-                Some(d.message)
+                let mut indexes = Vec::new();
+                fjord_registry::proto_json::write_indexes(&path, &mut indexes);
+                Some(Arc::new(WrittenMessage {
+                    descriptor,
+                    indexes,
+                }))
             }
             (Writer::Protobuf(..), None) => {
                 return Err(format!("{}: {} needs records with a schema, and this one is schemaless; use JsonConverter with schemas.enable=false for schemaless data", self.prefix, self.format.class()));
@@ -799,13 +811,13 @@ impl RegistryConverter {
                 serde_json::to_writer(&mut out, &data.value).map_err(|e| e.to_string())?;
                 return Ok(Some(out));
             }
-            Writer::Protobuf(proto, _) => {
-                let (Some(name), Some(schema)) = (message, &data.schema) else {
+            Writer::Protobuf(..) => {
+                let (Some(written), Some(schema)) = (message, &data.schema) else {
                     return Err("a Protobuf record without its message (a bug)".into());
                 };
-                let (descriptor, path) = proto.message(Some(&name))?;
-                let msg = crate::protobuf_data::message_of(&descriptor, schema, &data.value)?;
-                fjord_registry::proto_json::write_indexes(&path, &mut out);
+                let msg =
+                    crate::protobuf_data::message_of(&written.descriptor, schema, &data.value)?;
+                out.extend_from_slice(&written.indexes);
                 prost_reflect::prost::Message::encode(&msg, &mut out).map_err(|e| e.to_string())?;
                 return Ok(Some(out));
             }
