@@ -17,7 +17,8 @@ function closeLive() {
 }
 
 // A hidden tab closes its stream (browsers allow 6 connections per host); shown again, it opens it again, and
-// its first event (`history`) brings the page up to date.
+// its first event (the `history`, or with the overview's `after` the points since its last one) brings the
+// page up to date.
 document.addEventListener("visibilitychange", () => {
   if (document.hidden) {
     if (live) live.close();
@@ -41,7 +42,8 @@ function follow(path, onEvent, fallback, gen) {
   closeLive();
   followed = { path, onEvent, fallback, gen };
   if (document.hidden) return null;
-  const es = new EventSource(location.origin + "/api" + path);
+  // A function gives the path at each opening (the overview's `after` moves with the points it has).
+  const es = new EventSource(location.origin + "/api" + (typeof path === "function" ? path() : path));
   live = es;
   let errors = 0;
   const on = (name) => es.addEventListener(name, (ev) => {
@@ -294,9 +296,10 @@ async function overview() {
   // Live: each sampling round's point arrives over server-sent events and is drawn in place (the page, its
   // scroll position and the chart stay). Without the stream, the page reloads its data on a timer, as before.
   canvas.dataset.live = "connecting";
-  // The page has the history up to its last point: the stream's first event brings only what came after it.
-  const after = points.length ? `?after=${points[points.length - 1].at_ms}` : "";
-  follow(`/overview/stream${after}`, (name, ev) => {
+  // The page has the history up to its last point: the stream's first event brings only what came after it
+  // (an `after` the server does not know, e.g. after its restart, brings the whole history instead).
+  const path = () => (points.length ? `/overview/stream?after=${points[points.length - 1].at_ms}` : "/overview/stream");
+  follow(path, (name, ev) => {
     updateOverview(ev);
     const last = points.length ? points[points.length - 1].at_ms : -Infinity;
     points = (name === "history" ? ev.history : points.concat(ev.history.filter((p) => p.at_ms > last))).slice(-keep);

@@ -121,13 +121,20 @@ async fn handle(ctx: Ctx, req: axum::extract::Request) -> Response {
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
+    let client = crate::live::client_of(
+        parts
+            .extensions
+            .get::<crate::auth::LoggedIn>()
+            .map(|u| u.0.as_str()),
+        peer,
+    );
     dispatch(
         ctx,
         parts.method,
         parts.uri,
         parts.headers,
         b,
-        (session, peer),
+        (session, client),
     )
     .await
 }
@@ -339,7 +346,7 @@ async fn dispatch(
     uri: Uri,
     headers: HeaderMap,
     body: Body,
-    (session, peer): (Option<crate::auth::SessionCheck>, Option<std::net::IpAddr>),
+    (session, client): (Option<crate::auth::SessionCheck>, Option<String>),
 ) -> Response {
     if let Err(f) = guard(&ctx, &method, &uri, &headers) {
         return f.into_response();
@@ -382,10 +389,10 @@ async fn dispatch(
                 Ok(a) => a,
                 Err(f) => return f.into_response(),
             };
-            return crate::live::overview_stream(&ctx, session, peer, after).await;
+            return crate::live::overview_stream(&ctx, session, client, after).await;
         }
         (&Method::GET, ["groups", id, "lag", "stream"]) => {
-            return crate::live::group_lag_stream(&ctx, id, session, peer).await
+            return crate::live::group_lag_stream(&ctx, id, session, client).await
         }
         _ => {}
     }

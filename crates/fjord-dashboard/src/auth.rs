@@ -636,12 +636,12 @@ impl SessionCheck {
     pub fn alive(&self) -> bool {
         self.users.session(&self.token, Instant::now()).is_some()
     }
-
-    /// The session's token (what identifies a client for per-client limits).
-    pub(crate) fn token(&self) -> &str {
-        &self.token
-    }
 }
+
+/// The user a request is logged in as (by a session cookie or by basic-auth credentials): what the live streams'
+/// per-client limit counts by.
+#[derive(Clone, Debug)]
+pub(crate) struct LoggedIn(pub(crate) String);
 
 /// The login check in front of the pages and `/api/`: a live session cookie, or right basic-auth credentials
 /// (which open a session); else 401 with a `WWW-Authenticate` challenge (so a browser asks) and a JSON message,
@@ -661,6 +661,7 @@ pub async fn require_login(
         if is_session_request(&req) {
             return who(&user);
         }
+        req.extensions_mut().insert(LoggedIn(user.clone()));
         // A live stream asks again at each round, and ends once the session has.
         req.extensions_mut().insert(SessionCheck {
             users: users.clone(),
@@ -720,6 +721,7 @@ pub async fn require_login(
             let mut r = if is_session_request(&req) {
                 who(&user)
             } else {
+                req.extensions_mut().insert(LoggedIn(user.clone()));
                 next.run(req).await
             };
             if let Some(v) =

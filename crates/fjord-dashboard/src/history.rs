@@ -148,24 +148,33 @@ pub struct LagHistory {
     capacity: usize,
     max_groups: usize,
     groups: Mutex<HashMap<String, VecDeque<(i64, i64)>>>,
-    /// Groups followed by live streams, with how many streams follow each.
-    followed: Arc<Mutex<HashMap<String, usize>>>,
+    /// Groups followed by live streams: how many streams follow each, and when the last one let go (a group
+    /// stays sampled for `follow_grace` after that, so a stream that reconnects, at its end or when its tab is
+    /// shown again, finds its samples).
+    followed: Arc<Mutex<FollowedGroups>>,
+    follow_grace: Duration,
 }
+
+/// Per followed group: the streams following it, and when the last one let go.
+type FollowedGroups = HashMap<String, (usize, Option<std::time::Instant>)>;
+
+/// How long a group no stream follows any more stays sampled (beyond the largest lags): a few sampling rounds.
+pub const FOLLOW_GRACE: Duration = Duration::from_secs(20);
 
 /// A live stream's hold on its group's lag samples: while it lives, the group is sampled even when it is not
 /// among the `max_groups` largest lags.
 pub struct Followed {
-    followed: Arc<Mutex<HashMap<String, usize>>>,
+    followed: Arc<Mutex<FollowedGroups>>,
     group: String,
 }
 
 impl Drop for Followed {
     fn drop(&mut self) {
         let mut f = self.followed.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = f.get_mut(&self.group) {
+        if let Some((n, released)) = f.get_mut(&self.group) {
             *n -= 1;
             if *n == 0 {
-                f.remove(&self.group);
+                *released = Some(std::time::Instant::now());
             }
         }
     }
@@ -178,13 +187,16 @@ impl LagHistory {
             max_groups,
             groups: Mutex::new(HashMap::new()),
             followed: Arc::default(),
+            follow_grace: FOLLOW_GRACE,
         }
     }
 
     /// Keeps `group` sampled while the guard lives (a live stream of its lag).
     pub fn follow(&self, group: &str) -> Followed {
         let mut f = self.followed.lock().unwrap_or_else(|e| e.into_inner());
-        *f.entry(group.to_string()).or_insert(0) += 1;
+        let e = f.entry(group.to_string()).or_insert((0, None));
+        e.0 += 1;
+        e.1 = None;
         Followed {
             followed: self.followed.clone(),
             group: group.to_string(),
@@ -194,12 +206,15 @@ impl LagHistory {
     /// One round: every group's total lag at `at_ms`. Groups no longer listed (deleted, or no longer among the
     /// `max_groups` largest lags nor followed) are forgotten.
     pub fn record(&self, at_ms: i64, mut lags: Vec<(String, i64)>) {
+        let mut followed = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+        let grace = self.follow_grace;
+        followed.retain(|_, (_, released)| released.is_none_or(|t| t.elapsed() < grace));
         if lags.len() > self.max_groups {
             lags.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             let rest = lags.split_off(self.max_groups);
-            let followed = self.followed.lock().unwrap_or_else(|e| e.into_inner());
             lags.extend(rest.into_iter().filter(|(g, _)| followed.contains_key(g)));
         }
+        drop(followed);
         let mut m = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         let keep: HashSet<&str> = lags.iter().map(|(g, _)| g.as_str()).collect();
         m.retain(|g, _| keep.contains(g.as_str()));
@@ -311,7 +326,7 @@ mod tests {
     /// A group a live stream follows is sampled beyond `max_groups`, until the stream lets go.
     #[test]
     fn a_followed_group_is_sampled_beyond_the_largest_lags() {
-        let h = LagHistory::new(3, 1);
+        let mut h = LagHistory::new(3, 1);
         let round = |t| vec![("big".into(), 100), ("small".into(), t)];
         h.record(0, round(1));
         assert!(h.samples("small").is_empty());
@@ -325,7 +340,11 @@ mod tests {
         h.record(3000, round(4));
         assert_eq!(h.samples("small").len(), 3, "still followed by one stream");
         drop(g);
+        // Let go: still sampled for the grace (a stream reconnecting finds its samples), then forgotten.
         h.record(4000, round(5));
+        assert_eq!(h.samples("small").len(), 3, "within the grace");
+        h.follow_grace = Duration::ZERO;
+        h.record(5000, round(6));
         assert!(h.samples("small").is_empty());
         assert_eq!(h.len(), 1);
     }

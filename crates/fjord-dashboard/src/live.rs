@@ -46,12 +46,13 @@ use crate::api::{Ctx, Fail};
 
 /// Live streams open at once on one dashboard; one more is refused with 503.
 pub const MAX_STREAMS: usize = 64;
-/// Live streams one client holds at once: one login session, or one address other than loopback (a local
-/// client without a session counts only against [`MAX_STREAMS`]: without a login the dashboard listens on
-/// loopback alone, and everyone there shares the machine). A browser holds one stream per open overview or
-/// group page and opens at most six connections to a host over HTTP/1.1, so this stops only a client that
-/// would take every place.
-pub const MAX_STREAMS_PER_CLIENT: usize = 8;
+/// Live streams one client holds at once: one logged-in user (every session and basic-auth request of that
+/// user together, since credentials can open any number of sessions), or one address other than loopback
+/// without a login (a local client without a login counts only against [`MAX_STREAMS`]: without a login the
+/// dashboard listens on loopback alone, and everyone there shares the machine). A browser holds one stream per
+/// open overview or group page and opens at most six connections to a host over HTTP/1.1, so a user can keep a
+/// couple of browsers open, and no user can take every place.
+pub const MAX_STREAMS_PER_CLIENT: usize = 16;
 /// Longest silence on a stream: a comment line is sent after it.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Longest a stream stays open; the browser's EventSource then opens a new one.
@@ -96,14 +97,11 @@ fn unavailable(message: String) -> Fail {
     }
 }
 
-/// Who opens a stream, for [`MAX_STREAMS_PER_CLIENT`]: the login session it was opened with, else the address
-/// it came from unless that is loopback.
-pub(crate) fn client_of(
-    session: Option<&crate::auth::SessionCheck>,
-    peer: Option<IpAddr>,
-) -> Option<String> {
-    match (session, peer) {
-        (Some(s), _) => Some(format!("session {}", s.token())),
+/// Who opens a stream, for [`MAX_STREAMS_PER_CLIENT`]: the user it is logged in as, else the address it came
+/// from unless that is loopback.
+pub(crate) fn client_of(user: Option<&str>, peer: Option<IpAddr>) -> Option<String> {
+    match (user, peer) {
+        (Some(u), _) => Some(format!("user {u}")),
         (None, Some(ip)) if !ip.to_canonical().is_loopback() => {
             Some(format!("address {}", crate::auth::client_key(ip)))
         }
@@ -146,7 +144,7 @@ fn place(live: &Live, client: Option<String>) -> Result<Place, Fail> {
             return Err(Fail {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 message: format!(
-                    "this client has {MAX_STREAMS_PER_CLIENT} live streams open already (each open overview or group page holds one); close some pages first"
+                    "this user (or address) has {MAX_STREAMS_PER_CLIENT} live streams open already (each open overview or group page holds one); close some pages first"
                 ),
                 code: None,
                 not_running: None,
@@ -360,15 +358,15 @@ fn sample(v: &Value, points: Vec<Value>) -> Event {
         .data(Value::Object(out).to_string())
 }
 
-/// `GET /api/overview/stream[?after=AT_MS]`: with `after` (the time of the last point the page has), the first
-/// event is a `sample` with only the points after it, else the `history`.
+/// `GET /api/overview/stream[?after=AT_MS]`: with `after` (the time of the last point the page has, one the
+/// history holds), the first event is a `sample` with only the points after it, else the `history`.
 pub(crate) async fn overview_stream(
     ctx: &Ctx,
     session: Option<crate::auth::SessionCheck>,
-    peer: Option<IpAddr>,
+    client: Option<String>,
     after: Option<i64>,
 ) -> Response {
-    let place = match place(&ctx.live, client_of(session.as_ref(), peer)) {
+    let place = match place(&ctx.live, client) {
         Ok(p) => p,
         Err(f) => return f.into_response(),
     };
@@ -378,7 +376,15 @@ pub(crate) async fn overview_stream(
         Ok(v) => v,
         Err(f) => return f.into_response(),
     };
-    let (event, last_ms) = match after {
+    // `after` counts only when it is the time of a point this history holds: one from before a restart of the
+    // dashboard (whose clock may be behind it) or older than the history gets the whole history instead, which
+    // the page takes in place of its points.
+    let known = |t: i64| {
+        first["history"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|p| p["at_ms"].as_i64() == Some(t)))
+    };
+    let (event, last_ms) = match after.filter(|t| known(*t)) {
         Some(after) => {
             let (points, last) = points_after(&first["history"], after);
             (sample(&first, points), last)
@@ -426,9 +432,9 @@ pub(crate) async fn group_lag_stream(
     ctx: &Ctx,
     id: &str,
     session: Option<crate::auth::SessionCheck>,
-    peer: Option<IpAddr>,
+    client: Option<String>,
 ) -> Response {
-    let place = match place(&ctx.live, client_of(session.as_ref(), peer)) {
+    let place = match place(&ctx.live, client) {
         Ok(p) => p,
         Err(f) => return f.into_response(),
     };
@@ -507,18 +513,18 @@ mod tests {
     #[test]
     fn a_client_holds_at_most_its_share_of_places_and_gives_them_back() {
         let live = Live::default();
-        let a = || Some("session a".to_string());
+        let a = || Some("user a".to_string());
         let mut held: Vec<Place> = (0..MAX_STREAMS_PER_CLIENT)
             .map(|_| place(&live, a()).expect("a place"))
             .collect();
         let refused = place(&live, a()).err().expect("refused");
         assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
         assert!(
-            refused.message.contains("8 live streams"),
+            refused.message.contains("16 live streams"),
             "{}",
             refused.message
         );
-        let b = place(&live, Some("session b".into())).expect("another client");
+        let b = place(&live, Some("user b".into())).expect("another client");
         let local = place(&live, None).expect("a local client");
         held.pop();
         held.push(place(&live, a()).expect("a place given back"));
@@ -526,11 +532,9 @@ mod tests {
         let rest: Vec<Place> = (0..MAX_STREAMS - MAX_STREAMS_PER_CLIENT - 2)
             .map(|_| place(&live, None).expect("a place"))
             .collect();
-        let full = place(&live, Some("session c".into()))
-            .err()
-            .expect("refused");
+        let full = place(&live, Some("user c".into())).err().expect("refused");
         assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(!live.clients.lock().unwrap().contains_key("session c"));
+        assert!(!live.clients.lock().unwrap().contains_key("user c"));
         drop((held, b, local, rest));
         assert!(live.clients.lock().unwrap().is_empty());
         assert_eq!(live.streams.available_permits(), MAX_STREAMS);

@@ -91,7 +91,7 @@ pub fn spec() -> Value {
         o["responses"]["200"] = json!({"description": events, "content": {"text/event-stream": {"schema": {"type": "string"}}}});
         o["responses"]["503"] = json!({"description": format!("{} live streams are open already", crate::live::MAX_STREAMS),
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-        o["responses"]["429"] = json!({"description": format!("this client (its login session, or its address unless loopback) has {} live streams open already", crate::live::MAX_STREAMS_PER_CLIENT),
+        o["responses"]["429"] = json!({"description": format!("this user (or, without a login, this address unless loopback) has {} live streams open already", crate::live::MAX_STREAMS_PER_CLIENT),
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
         json!({ "get": o })
     };
@@ -101,7 +101,7 @@ pub fn spec() -> Value {
             "The overview, live: server-sent events, the first `history` (the overview as GET /api/overview answers it), \
              then after each sampling round (every 5 s) `sample`, the same object whose `history` holds only the new points; \
              a comment every 15 s keeps it open. With `after` (the `at_ms` of the last point the page has) the first event \
-             is a `sample` with only the points after it. At most 64 streams at once (503 past that) and 8 per client (429), \
+             is a `sample` with only the points after it. At most 64 streams at once (503 past that) and 16 per user or address (429), \
              each ends after 30 minutes (EventSource reconnects)",
             vec![q("after", int(0, i64::MAX), "the time (`at_ms`) of the last point the page has: the first event is then a `sample` with the points after it")],
             "`history`, then `sample` events, each's data a JSON object",
