@@ -34,7 +34,7 @@ const TAG: &str = "io.confluent.connect.protobuf.Tag";
 const ENUM: &str = "io.confluent.connect.protobuf.Enum";
 const UNION: &str = "io.confluent.connect.protobuf.Union";
 const TIMESTAMP: &str = "google.protobuf.Timestamp";
-const CONNECT_TIMESTAMP: &str = "org.apache.kafka.connect.data.Timestamp";
+pub(crate) const CONNECT_TIMESTAMP: &str = "org.apache.kafka.connect.data.Timestamp";
 
 /// The Connect schema (JsonConverter's JSON form) of a message, or why it has none. `wrappers`
 /// (`wrapper.for.nullables`, as Confluent's converter reads with it): a `google.protobuf` wrapper field is its
@@ -489,13 +489,14 @@ fn single_value(f: &FieldDescriptor, v: &Proto, left: &mut Left) -> Result<Value
 // ---- Connect to Protobuf (sources) ----
 
 const UNION_PREFIX: &str = "io.confluent.connect.protobuf.Union.";
-const DEFAULT_NAME: &str = "ConnectDefault";
+/// The name Confluent's converters give a struct schema without one (numbered: ConnectDefault1, ...).
+pub(crate) const DEFAULT_NAME: &str = "ConnectDefault";
 const DATE: &str = "google.type.Date";
 const TIME_OF_DAY: &str = "google.type.TimeOfDay";
 const DECIMAL: &str = "confluent.type.Decimal";
-const CONNECT_DATE: &str = "org.apache.kafka.connect.data.Date";
-const CONNECT_TIME: &str = "org.apache.kafka.connect.data.Time";
-const CONNECT_DECIMAL: &str = "org.apache.kafka.connect.data.Decimal";
+pub(crate) const CONNECT_DATE: &str = "org.apache.kafka.connect.data.Date";
+pub(crate) const CONNECT_TIME: &str = "org.apache.kafka.connect.data.Time";
+pub(crate) const CONNECT_DECIMAL: &str = "org.apache.kafka.connect.data.Decimal";
 /// The extension of `confluent/meta.proto` that carries a field's Connect parameters.
 const FIELD_META: &str = "confluent.field_meta";
 const CONNECT_TYPE: &str = "connect.type";

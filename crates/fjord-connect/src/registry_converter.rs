@@ -124,12 +124,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The record name Confluent's converter gives a struct schema without a name.
 const DEFAULT_NAMESPACE: &str = "io.confluent.connect.avro";
-const DEFAULT_RECORD: &str = "ConnectDefault";
-
-const CONNECT_DECIMAL: &str = "org.apache.kafka.connect.data.Decimal";
-const CONNECT_DATE: &str = "org.apache.kafka.connect.data.Date";
-const CONNECT_TIME: &str = "org.apache.kafka.connect.data.Time";
-const CONNECT_TIMESTAMP: &str = "org.apache.kafka.connect.data.Timestamp";
+use crate::protobuf_data::{
+    CONNECT_DATE, CONNECT_DECIMAL, CONNECT_TIME, CONNECT_TIMESTAMP, DEFAULT_NAME as DEFAULT_RECORD,
+};
 
 /// A registry converter, configured, with its caches.
 pub struct RegistryConverter {

@@ -602,15 +602,20 @@ fn every_column_has_a_field(
 mod tests {
     use super::*;
 
+    /// `shop.Order { string id = 1; int32 qty = 2; }`, compiled as the registry client compiles it.
+    fn order_schema() -> Box<crate::protobuf::Compiled> {
+        let text = "syntax = \"proto3\";\npackage shop;\nmessage Order { string id = 1; int32 qty = 2; }\n";
+        match registry::Registry::parse("PROTOBUF", text, &[]).unwrap() {
+            Registered::Protobuf(p) => p,
+            _ => panic!("not Protobuf"),
+        }
+    }
+
     /// A column the message has no field for is refused when the sink is opened, naming it and the message.
     /// Before, INSERT INTO wrote the row without it.
     #[test]
     fn a_column_with_no_field_is_refused_naming_it() {
-        let text = "syntax = \"proto3\";\npackage shop;\nmessage Order { string id = 1; int32 qty = 2; }\n";
-        let Registered::Protobuf(p) = registry::Registry::parse("PROTOBUF", text, &[]).unwrap()
-        else {
-            panic!("not Protobuf")
-        };
+        let p = order_schema();
         let (m, _) = p.first().unwrap();
         let x = p.index();
         let (s, i) = (SqlType::String, SqlType::Int);
@@ -627,11 +632,7 @@ mod tests {
     /// written ("a value that is not a STRUCT is written to a message of one field").
     #[test]
     fn a_key_message_of_several_fields_takes_one_struct_column() {
-        let text = "syntax = \"proto3\";\npackage shop;\nmessage Order { string id = 1; int32 qty = 2; }\n";
-        let Registered::Protobuf(p) = registry::Registry::parse("PROTOBUF", text, &[]).unwrap()
-        else {
-            panic!("not Protobuf")
-        };
+        let p = order_schema();
         let (m, _) = p.first().unwrap();
         let x = p.index();
         let (s, i) = (SqlType::String, SqlType::Int);
