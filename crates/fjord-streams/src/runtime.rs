@@ -674,15 +674,19 @@ fn abandon<C: ConsumerContext>(engine: &Mutex<Engine>, consumer: &BaseConsumer<C
 /// Exactly once, after a failure: the open transaction is aborted, so that the next run starts from the last
 /// commit.
 fn abort_exactly_once(producer: &BaseProducer<ProducerCtx>) {
-    // The abort waits until every record of the transaction is delivered or purged and its delivery report
-    // served, and nothing else polls this producer: purged first and served here, they do not hold it for the
-    // whole timeout.
+    abort_failed_transaction(producer, "transaction");
+}
+
+/// Aborts a failed run's open transaction on `producer` (`what` names it in the warning). The abort waits until
+/// every record of the transaction is delivered or purged and its delivery report served, and nothing else polls
+/// this producer: purged first and served here, they do not hold it for the whole timeout (the purge is bounded
+/// although it has no timeout: see `flush_or_purge`). A producer that cannot abort (fenced, or fatally failed)
+/// leaves it to the next run's init_transactions, which aborts it.
+fn abort_failed_transaction(producer: &BaseProducer<ProducerCtx>, what: &str) {
     producer.purge(PurgeConfig::default().queue().inflight());
     let _ = producer.flush(CLIENT_TIMEOUT);
-    // A producer that cannot abort (fenced, or fatally failed) leaves it to the next run's init_transactions,
-    // which aborts it.
     if let Err(e) = producer.abort_transaction(CLIENT_TIMEOUT) {
-        tracing::warn!(error = %e, "cannot abort the failed run's transaction");
+        tracing::warn!(error = %e, "cannot abort the failed run's {what}");
     }
 }
 
@@ -1709,14 +1713,7 @@ impl Engine {
         let Some(c) = &self.changelog_producer else {
             return;
         };
-        // As in `abandon`: purged and their reports served, queued entries do not hold the abort up. (The purge
-        // is bounded although it has no timeout: see `flush_or_purge`.)
-        c.purge(PurgeConfig::default().queue().inflight());
-        let _ = c.flush(CLIENT_TIMEOUT);
-        if let Err(e) = c.abort_transaction(CLIENT_TIMEOUT) {
-            // The next run's init_transactions aborts it.
-            tracing::warn!(error = %e, "cannot abort the failed run's changelog transaction");
-        }
+        abort_failed_transaction(c, "changelog transaction");
     }
 }
 
