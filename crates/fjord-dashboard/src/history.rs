@@ -142,8 +142,10 @@ pub type LagSamples = Vec<(i64, i64)>;
 
 /// Each group's total lag over the last `capacity` samples, for at most `max_groups` groups: with more, those
 /// with the largest lag now (a group dropped loses its samples), and besides them the groups a live stream
-/// follows ([`LagHistory::follow`]; at most one per stream, so at most `crate::live::MAX_STREAMS`). Memory stays
-/// under `(max_groups + MAX_STREAMS) * capacity * 16` bytes plus the group ids.
+/// follows ([`LagHistory::follow`]; one per stream, at most `crate::live::MAX_STREAMS` at once) or let go of
+/// within [`FOLLOW_GRACE`]. Those are groups that exist (only listed groups are recorded), but a client opening
+/// and closing streams quickly can hold more than `MAX_STREAMS` of them for the grace: memory stays under
+/// `capacity * 16` bytes per group kept, at most every group of the broker.
 pub struct LagHistory {
     capacity: usize,
     max_groups: usize,

@@ -391,7 +391,11 @@ pub(crate) async fn overview_stream(
         }
         None => (
             Event::default().event("history").data(first.to_string()),
-            points_after(&first["history"], i64::MIN).1,
+            first["history"]
+                .as_array()
+                .and_then(|a| a.last())
+                .and_then(|p| p["at_ms"].as_i64())
+                .unwrap_or(i64::MIN),
         ),
     };
     start(
