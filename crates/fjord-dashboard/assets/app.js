@@ -207,7 +207,8 @@ function shownField(m, name, format) {
   const d = wantsRegistry(format) ? m[`${name}_decoded`] : undefined;
   const plain = () => (format === "auto" ? decodeAuto(m[name]) : decode(m[name], format === "registry" ? "text" : format)) + cut(m, name);
   if (!d) return plain();
-  if ("value" in d) return `schema ${d.schema_id} (${d.schema_type})\n${JSON.stringify(d.value, null, 2)}`;
+  // `json` keeps the fields in the schema's order (`value`'s keys come sorted).
+  if ("value" in d) return `schema ${d.schema_id} (${d.schema_type})\n${JSON.stringify("json" in d ? JSON.parse(d.json) : d.value, null, 2)}`;
   if (d.schema_id === undefined) return plain();
   return `undecodable (schema id ${d.schema_id}): ${d.error}\n${decode(m[name], "hex")}${cut(m, name)}`;
 }

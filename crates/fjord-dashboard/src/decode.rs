@@ -65,8 +65,9 @@ impl<'a> Decoding<'a> {
         })
     }
 
-    /// One field decoded: `{schema_id, schema_type, value}`, or `{schema_id?, error}` saying why not. The
-    /// decoded JSON's length is taken from `budget` (the answer's bytes).
+    /// One field decoded: `{schema_id, schema_type, value, json}`, or `{schema_id?, error}` saying why not.
+    /// `json` is the decoded JSON as the decoder wrote it, its fields in the schema's order (`value`'s objects come
+    /// out with their keys sorted); the page shows that one. Both are taken from `budget` (the answer's bytes).
     pub(crate) fn field(&mut self, bytes: &[u8], budget: &mut usize) -> Value {
         let Some((id, body)) = split(bytes) else {
             return json!({"error": "not in the schema registry's wire format (it does not start with magic byte 0 and a 4-byte schema id); shown as it is"});
@@ -83,14 +84,17 @@ impl<'a> Decoding<'a> {
             Ok(t) => t,
             Err(e) => return json!({"schema_id": id, "schema_type": schema_type, "error": e}),
         };
-        if text.len() > MAX_DECODED || text.len() > *budget {
+        // The text goes out twice: parsed (`value`) and as written (`json`, its fields in the schema's order).
+        if text.len() > MAX_DECODED || 2 * text.len() > *budget {
             return json!({"schema_id": id, "schema_type": schema_type, "error": format!(
                 "decoded, it is {} bytes of JSON, more than this answer still holds ({} KiB per field, 4 MiB in all); view it as hex or load fewer records",
                 text.len(), MAX_DECODED >> 10)});
         }
-        *budget -= text.len();
+        *budget -= 2 * text.len();
         match serde_json::from_str::<Value>(&text) {
-            Ok(value) => json!({"schema_id": id, "schema_type": schema_type, "value": value}),
+            Ok(value) => {
+                json!({"schema_id": id, "schema_type": schema_type, "value": value, "json": text})
+            }
             Err(e) => {
                 json!({"schema_id": id, "schema_type": schema_type, "error": format!("the decoder wrote no JSON: {e}")})
             }
@@ -252,6 +256,18 @@ mod tests {
 
     /// A registry router that knows schema 7 (and counts the calls), and a compiler whose decoder upper-cases.
     fn services(calls: Arc<AtomicUsize>) -> Services {
+        services_decoding(
+            calls,
+            Arc::new(|b: &[u8]| {
+                std::str::from_utf8(b)
+                    .map(|s| format!("\"{}\"", s.to_uppercase()))
+                    .map_err(|e| e.to_string())
+            }),
+        )
+    }
+
+    /// The registry router of [`services`], and a compiler whose decoder is `d`.
+    fn services_decoding(calls: Arc<AtomicUsize>, d: SchemaDecoder) -> Services {
         use axum::routing::get;
         let router = axum::Router::new().route(
             "/schemas/ids/{id}",
@@ -271,14 +287,9 @@ mod tests {
         );
         let s = Services::default();
         s.set_registry("127.0.0.1:8081".parse().unwrap(), router);
-        s.set_schema_compiler(Arc::new(|t: &str, _: &str, _: &[(String, String)]| {
+        s.set_schema_compiler(Arc::new(move |t: &str, _: &str, _: &[(String, String)]| {
             assert_eq!(t, "JSON");
-            let d: SchemaDecoder = Arc::new(|b: &[u8]| {
-                std::str::from_utf8(b)
-                    .map(|s| format!("\"{}\"", s.to_uppercase()))
-                    .map_err(|e| e.to_string())
-            });
-            Ok(d)
+            Ok(d.clone())
         }));
         s
     }
@@ -315,7 +326,7 @@ mod tests {
         });
         assert_eq!(
             out[0],
-            json!({"schema_id": 7, "schema_type": "JSON", "value": "AB"})
+            json!({"schema_id": 7, "schema_type": "JSON", "value": "AB", "json": "\"AB\""})
         );
         assert_eq!(out[1]["value"], "CD");
         assert_eq!(out[2]["schema_id"], 9);
@@ -340,6 +351,40 @@ mod tests {
             d.field(b"\0\0\0\0\x09ab", &mut budget);
         });
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    /// The decoder's text comes back as written beside the parsed value: its fields in the schema's order, where
+    /// `value`'s keys are sorted; both count against the answer's budget.
+    #[test]
+    fn the_decoded_text_keeps_its_field_order_and_counts_twice() {
+        let text = r#"{"zeta":1,"alpha":{"y":2,"b":3}}"#;
+        let d: SchemaDecoder = Arc::new(move |_: &[u8]| Ok(text.to_string()));
+        let s = services_decoding(Arc::new(AtomicUsize::new(0)), d);
+        let cache = Arc::new(SchemaCache::default());
+        let (out, over) = run(move || {
+            let mut d = Decoding::new(&s, &cache).unwrap();
+            let mut budget = 2 * text.len();
+            let out = d.field(b"\0\0\0\0\x07ab", &mut budget);
+            assert_eq!(budget, 0);
+            // One byte short of twice the text: refused, and the budget is left as it was.
+            let mut budget = 2 * text.len() - 1;
+            let over = d.field(b"\0\0\0\0\x07ab", &mut budget);
+            assert_eq!(budget, 2 * text.len() - 1);
+            (out, over)
+        });
+        assert_eq!(out["json"], text, "{out}");
+        assert_eq!(out["value"], json!({"alpha": {"b": 3, "y": 2}, "zeta": 1}));
+        assert!(
+            out["value"].to_string().starts_with(r#"{"alpha""#),
+            "serde_json sorts the keys: {out}"
+        );
+        assert!(
+            over["error"]
+                .as_str()
+                .unwrap()
+                .contains("more than this answer still holds"),
+            "{over}"
+        );
     }
 
     #[test]

@@ -179,7 +179,7 @@ pub fn spec() -> Value {
                 q("timestamp", int(0, i64::MAX), "start at the first record stamped at or after this time (ms)"),
                 q("latest", int(1, crate::api::MAX_MESSAGES as i64), "the last N records; with `isolation=read_committed` the last N offsets before the last stable offset (aborted records and transaction markers take offsets, so fewer records may show)"),
                 q("limit", int(1, crate::api::MAX_MESSAGES as i64), "most records returned"),
-                q("decode", json!({"type": "string", "enum": ["none", "registry"]}), "registry: keys and values in Confluent's wire format also come decoded (`key_decoded`, `value_decoded`: schema_id, schema_type and value, or error) with their schema from the registry this process runs"),
+                q("decode", json!({"type": "string", "enum": ["none", "registry"]}), "registry: keys and values in Confluent's wire format also come decoded (`key_decoded`, `value_decoded`: schema_id, schema_type, value and json (the decoded JSON as text, its fields in the schema's order), or error) with their schema from the registry this process runs"),
                 isolation(),
             ], None, "200"),
         }),

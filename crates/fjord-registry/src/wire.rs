@@ -162,14 +162,35 @@ impl Decoder {
         match self {
             // Checked at compile: no second shape walk per record.
             Decoder::Avro(a) => a.to_json(body),
-            Decoder::Json => {
-                let v: Value = serde_json::from_slice(body)
-                    .map_err(|e| format!("the body is not JSON: {e}"))?;
-                Ok(v.to_string())
-            }
+            Decoder::Json => json_text(body),
             Decoder::Protobuf(p) => decode_protobuf(p, body),
         }
     }
+}
+
+/// A JSON body, checked, on one line with its members in the order written (parsing it into a `Value` would sort
+/// them): the whitespace between tokens is dropped, nothing else changes.
+fn json_text(body: &[u8]) -> Result<String, String> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body)
+        .map_err(|e| format!("the body is not JSON: {e}"))?;
+    let text = std::str::from_utf8(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    Ok(out)
 }
 
 /// A Protobuf body: the message-index array names the message of the schema, the rest is that message.
@@ -465,6 +486,22 @@ impl ReferenceWalk {
 #[cfg(test)]
 mod tests {
     type Walked = (Result<Vec<(String, String)>, ReferenceError>, Vec<String>);
+
+    /// A JSON Schema record's body is shown as written, on one line: members in their order (a `Value` sorts
+    /// them), whitespace inside strings and escaped quotes kept; a body that is not JSON is refused.
+    #[test]
+    fn json_bodies_keep_their_member_order_on_one_line() {
+        let d = super::Decoder::compile("JSON", "{}", &[]).unwrap();
+        let body =
+            "{ \"zeta\" : 1.50,\n\t\"alpha\": [ \"a \\\" }\", {\"y\": null, \"b\":true} ]\r\n}\n";
+        assert_eq!(
+            d.decode(body.as_bytes()).unwrap(),
+            r#"{"zeta":1.50,"alpha":["a \" }",{"y":null,"b":true}]}"#
+        );
+        for bad in [&b"{\"a\": }"[..], b"{\"a\": 1} x", b"\"\xff\""] {
+            assert!(d.decode(bad).unwrap_err().contains("not JSON"), "{bad:?}");
+        }
+    }
 
     /// Walks `root`'s references against `registry` (subject, version) -> answer; the fetches in order too.
     fn walk(root: Value, registry: &[((&str, i64), Value)]) -> Walked {

@@ -2089,6 +2089,12 @@ fn stops_at(e: &str) -> String {
     format!("the record does not decode ({e}); {FAIL_ON_DESERIALIZATION_ERROR} is true, so the query stops at it instead of skipping it (SET it to 'false' and CREATE OR REPLACE the query to skip such records)")
 }
 
+/// Why a query with `ksql.fail.on.deserialization.error` true stopped at a row its sink `topic`'s schema cannot
+/// hold (`e`).
+fn stops_at_row(topic: &str, e: &str) -> String {
+    format!("a row cannot be written to {topic}: {e}; {FAIL_ON_DESERIALIZATION_ERROR} is true, so the query stops at it instead of skipping it (SET it to 'false' and CREATE OR REPLACE the query to skip such rows)")
+}
+
 /// Records read per batch before the batch's output is flushed and its offsets committed.
 const BATCH: usize = 1000;
 
@@ -2226,14 +2232,32 @@ fn run_persistent(
                                 Ok(x) => x,
                                 Err(e) => {
                                     // A row its output schema cannot hold is skipped and counted, as one
-                                    // that does not decode (the schemas themselves were fetched above).
+                                    // that does not decode (the schemas themselves were fetched above); with
+                                    // fail-on-bad-record the query stops at it, as the aggregations do.
                                     stats.errors.fetch_add(1, Ordering::Relaxed);
-                                    *stats.last_error.lock().expect("stats") = Some(format!(
+                                    let unwritten = format!(
                                         "partition {} offset {}: cannot write it to {}: {e}",
                                         m.partition(),
                                         m.offset(),
                                         cfg.sink.topic
-                                    ));
+                                    );
+                                    if cfg.fail_on_bad_record {
+                                        commit_before(
+                                            &consumer,
+                                            &producer,
+                                            &failed,
+                                            cfg,
+                                            &mut offsets,
+                                            &m,
+                                        )?;
+                                        return Err(format!(
+                                            "partition {} offset {}: {}",
+                                            m.partition(),
+                                            m.offset(),
+                                            stops_at_row(&cfg.sink.topic, &e)
+                                        ));
+                                    }
+                                    *stats.last_error.lock().expect("stats") = Some(unwritten);
                                     continue;
                                 }
                             };

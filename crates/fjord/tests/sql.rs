@@ -3378,6 +3378,56 @@ fn records_with_a_schema_that_expands_without_bound_are_skipped_or_stop_the_quer
     );
 }
 
+/// A stream query whose AVRO output cannot hold a row (a DECIMAL(10, 2) read from JSON as 1e300, beyond what an
+/// Avro decimal's bytes take here) skips and counts the row by default; with `ksql.fail.on.deserialization.error`
+/// true it stops at it, as the aggregations do: ERROR with the record's position, nothing after it written and
+/// its input committed up to the record before it. Before, the stateless path skipped the row either way and
+/// went on.
+#[test]
+fn a_row_the_avro_output_cannot_hold_stops_a_stream_query_when_fail_on_bad_record_is_set() {
+    let dir = temp_dir();
+    let (p, _registry) = start_with_registry(dir.path());
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM prices (d DECIMAL(10, 2)) WITH (kafka_topic='orders', value_format='JSON', partitions=1);",
+    );
+    let v = ksql_ok(
+        &p.sql,
+        "CREATE STREAM skipping WITH (value_format='AVRO') AS SELECT d FROM prices; \
+         SET 'ksql.fail.on.deserialization.error'='true'; \
+         CREATE STREAM stopping WITH (value_format='AVRO') AS SELECT d FROM prices;",
+    );
+    let (skipping, stopping) = (query_id(&v, 0), query_id(&v, 2));
+    for (i, d) in ["1.5", "1e300", "2.5"].into_iter().enumerate() {
+        let value: Value = serde_json::from_str(&format!(r#"{{"D":{d}}}"#)).unwrap();
+        produce(&p.kafka, "orders", "k", Some(value), 1_000 + i as i64);
+    }
+
+    await_written(&p.sql, "skipping", 2);
+    wait_committed(&p.kafka, &format!("_fjord_sql_{skipping}"), 3);
+    let s = stats(&p.sql, "skipping");
+    assert_eq!(s["processingErrors"].as_u64(), Some(1), "{s}");
+    assert_eq!(show_query(&p.sql, &skipping)["state"], "RUNNING");
+
+    let q = await_state(&p.sql, &stopping, "ERROR", 60);
+    let reason = q["reason"].as_str().unwrap_or_else(|| panic!("{q}"));
+    assert!(
+        reason.contains("offset 1") && reason.contains("cannot be written to STOPPING"),
+        "{reason}"
+    );
+    let committed: i64 = client(&[
+        "committed",
+        &p.kafka,
+        &format!("_fjord_sql_{stopping}"),
+        "orders",
+    ])
+    .trim()
+    .parse()
+    .unwrap();
+    assert_eq!(committed, 1, "the stopped query committed past its record");
+    assert_eq!(stats(&p.sql, "stopping")["recordsOut"].as_u64(), Some(1));
+}
+
 // ---- PROTOBUF through the schema registry ----
 
 /// The registry's latest id under `subject` (HOST:PORT registry).

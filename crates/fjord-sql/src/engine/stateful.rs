@@ -30,7 +30,7 @@ use crate::parser::{Emit, WindowSpec};
 use crate::plan::{SelectPlan, Shape, PSEUDO};
 use crate::types::{SqlType, Value};
 
-use super::{stops_at, QueryStats, Row, FAIL_ON_DESERIALIZATION_ERROR, HEALTHY_AFTER};
+use super::{stops_at, stops_at_row, QueryStats, Row, HEALTHY_AFTER};
 
 /// The store of a query's aggregate (its changelog is `<application id>-agg-changelog`).
 pub const STORE: &str = "agg";
@@ -842,10 +842,7 @@ fn sink_record(
         Ok(None) => None,
         Err(Unwritten::Encoding(e)) if fail_on_bad_record => {
             st.errors.fetch_add(1, Ordering::Relaxed);
-            return Err(format!(
-                "a row cannot be written to {}: {e}; {FAIL_ON_DESERIALIZATION_ERROR} is true, so the query stops at it instead of skipping it (SET it to 'false' and CREATE OR REPLACE the query to skip such rows)",
-                sink.topic
-            ));
+            return Err(stops_at_row(&sink.topic, &e));
         }
         Err(Unwritten::Row(e) | Unwritten::Encoding(e)) => {
             st.errors.fetch_add(1, Ordering::Relaxed);
