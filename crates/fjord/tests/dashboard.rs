@@ -537,8 +537,10 @@ fn start_platform(data: &std::path::Path) -> (std::process::Child, String, Strin
 }
 
 /// The pages in headless Chromium (playwright-core) against `fjord start` with a login: the overview live over
-/// server-sent events, topics, the message browser and the search, a live group's lag as `fjord groups describe`
-/// gives it, the forms with the CLI's messages, logout. Screenshots under the target dir.
+/// server-sent events, closing its stream while the tab is hidden and opening it again when shown (the server's
+/// per-user cap counts it), and polling when the stream cannot be opened; topics, the message browser and the
+/// search, a live group's lag as `fjord groups describe` gives it, the forms with the CLI's messages, logout.
+/// Screenshots under the target dir.
 #[test]
 fn dashboard_pages_work_in_a_real_browser() {
     let dir = temp_dir();

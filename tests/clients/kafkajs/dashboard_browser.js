@@ -9,11 +9,15 @@
 //
 // Before this runs, the test has created topic `orders` (2 partitions) and produced 5 records with kcat to its
 // partition 0 (key k1..k5, JSON values, a header trace=abc). This script keeps a kafkajs consumer in group
-// `billing` alive (3 of the 5 records committed, so its lag is 2) while it checks each page, then creates topics
-// through the form and compares with the CLI, and deletes one (its name typed as confirmation); changes a topic config (validated by the broker first); then closes the consumer, resets the
+// `billing` alive (3 of the 5 records committed, so its lag is 2) while it checks each page: the overview live
+// over server-sent events; with a login, that a hidden page closes its stream and opens it again when shown
+// (counted by the server's per-user cap on streams); the overview's polling fallback when the stream cannot be
+// opened; then it creates topics through the form and compares with the CLI, and deletes one (its name typed as
+// confirmation); changes a topic config (validated by the broker first); then closes the consumer, resets the
 // group's offsets to a timestamp and deletes the group (its id typed as confirmation); with a login, logs out
 // through the header's button. Every wait is bounded. The platform runs without the registry and Connect, whose
 // pages must say so. Prints `ok` at the end.
+const http = require('http');
 const { Kafka, logLevel } = require('kafkajs');
 const { check, sleep, until, fjord: cli, run } = require('./browser');
 
@@ -30,6 +34,81 @@ function described(name) {
   const v = JSON.parse(r.out);
   return Array.isArray(v) ? v[0] : v;
 }
+
+// ---- the dashboard's live streams seen from outside the browser (as alice, with a session of its own) ----
+
+const [host, port] = addr.split(':');
+
+/** One request to the dashboard: {status, headers, body} (the body read whole). */
+function request(method, path, headers, body) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host, port, method, path, headers, agent: false, timeout: 10000 }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer in 10 s`)));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** A new login session of the script's user: the `fjord_session=...` cookie a basic-auth request is handed. */
+async function session() {
+  const auth = `Basic ${Buffer.from(login).toString('base64')}`;
+  const r = await request('GET', '/api/overview', { Authorization: auth });
+  check(r.status === 200, `GET /api/overview as ${login}: ${r.status} ${r.body}`);
+  const c = (r.headers['set-cookie'] || []).find((s) => s.startsWith('fjord_session='));
+  check(c, `no session cookie: ${JSON.stringify(r.headers)}`);
+  return c.split(';')[0];
+}
+
+/** Ends a session (`POST /api/logout`); its streams end at the next sampling round. */
+async function logout(cookie) {
+  const r = await request('POST', '/api/logout',
+    { 'Content-Type': 'application/json', 'X-CSRF-Token': 't0k3n', Cookie: `${cookie}; fjord_csrf=t0k3n` }, '{}');
+  check(r.status === 200, `logout: ${r.status} ${r.body}`);
+}
+
+/** Opens the overview stream with a session cookie: {status, close(), ended} (`ended` resolves when the server
+ * ends the stream; the events themselves are read and dropped). */
+function stream(cookie) {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host, port, path: '/api/overview/stream', headers: { Cookie: cookie }, agent: false }, (res) => {
+      const ended = new Promise((r) => res.on('close', r));
+      res.resume();
+      resolve({ status: res.statusCode, ended, close: () => req.destroy() });
+    });
+    const t = setTimeout(() => req.destroy(new Error('the stream did not answer in 10 s')), 10000);
+    req.on('response', () => clearTimeout(t));
+    req.on('error', reject);
+  });
+}
+
+/** Streams of `cookie` opened until the server refuses one (429, the per-user cap); returns those it opened. */
+async function fill(cookie) {
+  const held = [];
+  for (;;) {
+    const s = await stream(cookie);
+    if (s.status !== 200) {
+      check(s.status === 429, `a stream past the cap: ${s.status}`);
+      return held;
+    }
+    held.push(s);
+    check(held.length <= 64, 'no cap on live streams');
+  }
+}
+
+/** What a hidden (or shown again) tab does: the browser's visibility as the page reads it, and the event. */
+async function setHidden(page, hidden) {
+  await page.evaluate((hidden) => {
+    Object.defineProperty(document, 'hidden', { configurable: true, get: () => hidden });
+    Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => (hidden ? 'hidden' : 'visible') });
+    document.dispatchEvent(new Event('visibilitychange'));
+  }, hidden);
+}
+
+const isStream = (url) => new URL(url).pathname === '/api/overview/stream';
 
 // ---- the consumer group: join, read the 5 records of partition 0, commit after the third ----
 
@@ -101,6 +180,86 @@ run(base, shots, WAIT, async (b) => {
   check(await same(), 'the page was rendered again');
   check((await attr('#rate-chart', 'data-live')) === 'on', 'the chart is still live');
   await shot('overview-live');
+
+  if (login) {
+    // A hidden tab closes its stream and opens it again when shown. The server counts the streams of a user (at
+    // most 16: one more is a 429), so a second session of the same user sees the page's stream come and go:
+    // beside the shown page it can open 15.
+    const holder = await session();
+    const probe = await session();
+    const held = await fill(holder);
+    check(held.length === 15, `beside the shown page ${login} could open ${held.length} streams (cap 16)`);
+    let pageStreams = 0;
+    page.on('request', (req) => { if (isStream(req.url())) pageStreams += 1; });
+    await setHidden(page, true);
+    const hiddenAt = Date.now();
+    const hiddenPoints = await points();
+    // Hidden: the server frees the page's place (when its next write fails), so one more stream opens.
+    const closing = Date.now();
+    const extra = await until(async () => {
+      const s = await stream(probe);
+      if (s.status === 200) return s;
+      check(s.status === 429, `a stream past the cap: ${s.status}`);
+      await sleep(500);
+      return null;
+    }, "the hidden page's stream to be closed on the server (its place freed)", 40000);
+    const closedMs = Date.now() - closing;
+    // A sampling round (every 5 s) passes while hidden; the page opens no stream meanwhile.
+    await sleep(Math.max(0, 6000 - (Date.now() - hiddenAt)));
+    check(pageStreams === 0, `the hidden page opened ${pageStreams} streams`);
+    // The probe's session ends, and with it its stream (and its place) at the next round.
+    await logout(probe);
+    await Promise.race([extra.ended, sleep(20000).then(() => check(false, 'the logged-out stream went on'))]);
+    // Shown again: the page opens its stream from where its chart is (`after`), without being rendered again,
+    // and the points of the rounds it missed arrive; the server counts the page's stream again.
+    const reopened = page.waitForResponse((res) => isStream(res.url()), { timeout: WAIT });
+    await setHidden(page, false);
+    const res = await reopened;
+    check(res.status() === 200, `the stream opened again answered ${res.status()}`);
+    check(new URL(res.url()).searchParams.has('after'), res.url());
+    await until(async () => (await points()) > hiddenPoints, () => `the chart to catch up from ${hiddenPoints} points`, WAIT);
+    check(await same(), 'the page was rendered again');
+    check((await attr('#rate-chart', 'data-live')) === 'on', 'the chart is live again');
+    const past = await stream(holder);
+    past.close();
+    check(past.status === 429, `beside the page shown again a 16th stream answered ${past.status}`);
+    await logout(holder);
+    held.forEach((s) => s.close());
+    await shot('overview-shown-again');
+    console.log(`ok hidden page: its stream freed on the server ${closedMs} ms after hiding; opened again when shown`);
+  }
+
+  // Without its live stream (here every attempt fails at the network) the overview polls: after three failed
+  // attempts it reloads its data every sampling interval, so the cards and the chart still move.
+  {
+    const p = await b.context.newPage();
+    let attempts = 0;
+    let streamed = 0;
+    let polls = 0;
+    await p.route(isStream, (route) => { attempts += 1; return route.abort(); });
+    p.on('response', (res) => {
+      const u = new URL(res.url());
+      if (u.pathname === '/api/overview' && res.status() === 200) polls += 1;
+      if (isStream(res.url())) streamed += 1;
+    });
+    await goto('', p);
+    await until(async () => (await attr('#rate-chart', 'data-live', p)) === 'polling', 'the overview to fall back to polling', 30000);
+    check(attempts >= 3, `gave up after ${attempts} attempts`);
+    const topics = Number(await text('#ov-topics', p));
+    const chart = Number(await attr('#rate-chart', 'data-points', p));
+    const polled = polls;
+    r = fjord('topics', 'create', 'polled');
+    check(r.code === 0, r.err);
+    await until(async () => Number(await text('#ov-topics', p)) === topics + 1,
+      async () => `the polled overview to show ${topics + 1} topics (shows ${await text('#ov-topics', p)})`, 30000);
+    await until(async () => Number(await attr('#rate-chart', 'data-points', p)) > chart,
+      () => `the polled chart to gain points (from ${chart})`, 30000);
+    check(polls >= polled + 1, `the overview was read ${polls - polled} times while polling`);
+    check(streamed === 0, `${streamed} streams reached the page`);
+    await shot('overview-polling', p);
+    console.log(`ok polling fallback: ${attempts} stream attempts refused, the overview read ${polls} times`);
+    await p.close();
+  }
 
   // This platform runs without the registry and Connect: their pages say so and how to run them.
   for (const [view, box, flag] of [
