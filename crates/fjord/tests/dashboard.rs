@@ -509,8 +509,8 @@ fn pages_of_a_1000_partition_broker_answer_in_under_a_second() {
 }
 
 /// Runs the browser script `tests/clients/kafkajs/<script>` with node (playwright-core and kafkajs from that
-/// folder's node_modules), bounded by `timeout`; panics with its stdout and stderr unless it succeeds and printed
-/// `ok`, and returns its stdout.
+/// folder's node_modules), bounded by `timeout`; panics with its stdout and stderr unless it succeeds and its last
+/// line is `done` (printed once every check ran), and returns its stdout.
 fn run_browser(script: &str, args: &[&str], timeout: Duration) -> String {
     let path = workspace_root().join("tests/clients/kafkajs").join(script);
     let out = run_bounded(
@@ -519,8 +519,8 @@ fn run_browser(script: &str, args: &[&str], timeout: Duration) -> String {
     );
     let stdout = ok(&out);
     assert!(
-        stdout.lines().any(|l| l.starts_with("ok")),
-        "{script} did not print ok:\nstdout: {stdout}\nstderr: {}",
+        stdout.lines().rev().find(|l| !l.trim().is_empty()) == Some("done"),
+        "{script} did not end with done:\nstdout: {stdout}\nstderr: {}",
         stderr(&out)
     );
     stdout

@@ -204,8 +204,8 @@ run(base, shots, WAIT, async (b) => {
       return null;
     }, "the hidden page's stream to be closed on the server (its place freed)", 40000);
     const closedMs = Date.now() - closing;
-    // A sampling round (every 5 s) passes while hidden; the page opens no stream meanwhile.
-    await sleep(Math.max(0, 6000 - (Date.now() - hiddenAt)));
+    // Sampling rounds (every 5 s) pass while hidden (at least three); the page opens no stream meanwhile.
+    await sleep(Math.max(0, 16000 - (Date.now() - hiddenAt)));
     check(pageStreams === 0, `the hidden page opened ${pageStreams} streams`);
     // The probe's session ends, and with it its stream (and its place) at the next round.
     await logout(probe);
@@ -213,11 +213,17 @@ run(base, shots, WAIT, async (b) => {
     // Shown again: the page opens its stream from where its chart is (`after`), without being rendered again,
     // and the points of the rounds it missed arrive; the server counts the page's stream again.
     const reopened = page.waitForResponse((res) => isStream(res.url()), { timeout: WAIT });
+    const missed = Math.floor((Date.now() - hiddenAt) / 5000);
+    check(missed >= 3, `hidden for ${missed} rounds`);
     await setHidden(page, false);
     const res = await reopened;
     check(res.status() === 200, `the stream opened again answered ${res.status()}`);
     check(new URL(res.url()).searchParams.has('after'), res.url());
-    await until(async () => (await points()) > hiddenPoints, () => `the chart to catch up from ${hiddenPoints} points`, WAIT);
+    // The missed rounds come at once with the stream's first event (new rounds alone would take 5 s each): at
+    // least all but one of them within 4 s.
+    const caughtUp = Math.min(hiddenPoints + missed - 1, 180);
+    await until(async () => (await points()) >= caughtUp,
+      async () => `the chart to catch up from ${hiddenPoints} to ${caughtUp} points at once (has ${await points()})`, 4000);
     check(await same(), 'the page was rendered again');
     check((await attr('#rate-chart', 'data-live')) === 'on', 'the chart is live again');
     const past = await stream(holder);
@@ -234,28 +240,23 @@ run(base, shots, WAIT, async (b) => {
   {
     const p = await b.context.newPage();
     let attempts = 0;
-    let streamed = 0;
     let polls = 0;
     await p.route(isStream, (route) => { attempts += 1; return route.abort(); });
     p.on('response', (res) => {
       const u = new URL(res.url());
       if (u.pathname === '/api/overview' && res.status() === 200) polls += 1;
-      if (isStream(res.url())) streamed += 1;
     });
     await goto('', p);
     await until(async () => (await attr('#rate-chart', 'data-live', p)) === 'polling', 'the overview to fall back to polling', 30000);
     check(attempts >= 3, `gave up after ${attempts} attempts`);
     const topics = Number(await text('#ov-topics', p));
     const chart = Number(await attr('#rate-chart', 'data-points', p));
-    const polled = polls;
     r = fjord('topics', 'create', 'polled');
     check(r.code === 0, r.err);
     await until(async () => Number(await text('#ov-topics', p)) === topics + 1,
       async () => `the polled overview to show ${topics + 1} topics (shows ${await text('#ov-topics', p)})`, 30000);
     await until(async () => Number(await attr('#rate-chart', 'data-points', p)) > chart,
       () => `the polled chart to gain points (from ${chart})`, 30000);
-    check(polls >= polled + 1, `the overview was read ${polls - polled} times while polling`);
-    check(streamed === 0, `${streamed} streams reached the page`);
     await shot('overview-polling', p);
     console.log(`ok polling fallback: ${attempts} stream attempts refused, the overview read ${polls} times`);
     await p.close();
