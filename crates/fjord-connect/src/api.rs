@@ -635,6 +635,17 @@ async fn validate(Path(plugin): Path<String>, body: Body) -> Result<Response> {
 mod tests {
     use super::*;
 
+    /// The leader forwards a task's status or restart to the worker running that task: the path names it.
+    #[test]
+    fn a_task_path_names_its_task() {
+        assert_eq!(path_task("/connectors/a/tasks/2/restart"), Some(2));
+        assert_eq!(path_task("/connectors/a/tasks/0/status"), Some(0));
+        assert_eq!(path_task("/connectors/tasks/restart"), None);
+        assert_eq!(path_task("/connectors/a/restart"), None);
+        assert_eq!(path_task("/connectors/a/tasks"), None);
+        assert_eq!(path_task("/connectors/a/tasks/x/status"), None);
+    }
+
     #[test]
     fn the_owner_query_header_is_honoured_only_where_the_owner_answers() {
         assert!(answered_here("/connector-plugins", false));
