@@ -97,7 +97,11 @@ async fn standby_guard(
     if w.is_active() {
         // The leader holds every connector's config, but only the worker running one knows its tasks' statuses
         // and offsets, and restarts them.
-        let owner = owner_query(req.uri().path()).and_then(|name| w.remote_owner(&name));
+        // A connector's restart is the leader's: it restarts each task where it runs (`restart`).
+        let path = req.uri().path();
+        let owner = owner_query(path)
+            .filter(|_| !path.ends_with("/restart") || path_task(path).is_some())
+            .and_then(|name| w.remote_owner(&name, path_task(path)));
         let Some(owner) = owner else {
             return next.run(req).await;
         };
@@ -170,6 +174,16 @@ fn owner_query(path: &str) -> Option<String> {
         || (sub.starts_with("tasks/") && (sub.ends_with("/status") || sub.ends_with("/restart")));
     // A path's `+` is itself (only a query's is a space).
     answered_by_owner.then(|| percent_decode(&name.replace('+', "%2B")))
+}
+
+/// The task id of a `/connectors/{name}/tasks/{id}/...` path.
+fn path_task(path: &str) -> Option<u32> {
+    let rest = path.strip_prefix("/connectors/")?;
+    let (_, sub) = rest.split_once('/')?;
+    let mut parts = sub.split('/');
+    (parts.next()? == "tasks")
+        .then(|| parts.next()?.parse().ok())
+        .flatten()
 }
 
 /// Sends `req` to the worker at `addr` over HTTP/1.1, marked with the header `mark`, and returns its answer as
@@ -467,15 +481,40 @@ async fn restart(State(w): W, Path(name): Path<String>, RawQuery(q): RawQuery) -
     let include_tasks = bool_param(&params, "includeTasks")?;
     let only_failed = bool_param(&params, "onlyFailed")?;
     let new_form = include_tasks.is_some() || only_failed.is_some();
-    match w
+    let (answer, remote) = w
         .restart(
             &name,
             include_tasks.unwrap_or(false),
             only_failed.unwrap_or(false),
             new_form,
         )
-        .await?
-    {
+        .await?;
+    // The leader restarts the tasks other workers run there, each with its own restart.
+    for (id, owner) in remote {
+        let path = format!(
+            "/connectors/{}/tasks/{id}/restart",
+            crate::registry_converter::path_segment(&name)
+        );
+        let req = axum::extract::Request::builder()
+            .method("POST")
+            .uri(&path)
+            .body(axum::body::Body::empty())
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let failed =
+            match tokio::time::timeout(FORWARD_TIMEOUT, forward(&owner, req, OWNER_QUERY)).await {
+                Ok(Ok(r)) if r.status().is_success() => None,
+                Ok(Ok(r)) => Some(format!("it answered {}", r.status())),
+                Ok(Err(e)) => Some(e),
+                Err(_) => Some(format!("no answer within {FORWARD_TIMEOUT:?}")),
+            };
+        if let Some(why) = failed {
+            return Err(Error::Conflict(format!(
+                "{} (restarting task {id} on the worker {owner} that runs it failed: {why})",
+                crate::worker::REBALANCE
+            )));
+        }
+    }
+    match answer {
         Some(status) => Ok(reply(StatusCode::ACCEPTED, status)),
         None => Ok(StatusCode::NO_CONTENT.into_response()),
     }
@@ -595,6 +634,17 @@ async fn validate(Path(plugin): Path<String>, body: Body) -> Result<Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The leader forwards a task's status or restart to the worker running that task: the path names it.
+    #[test]
+    fn a_task_path_names_its_task() {
+        assert_eq!(path_task("/connectors/a/tasks/2/restart"), Some(2));
+        assert_eq!(path_task("/connectors/a/tasks/0/status"), Some(0));
+        assert_eq!(path_task("/connectors/tasks/restart"), None);
+        assert_eq!(path_task("/connectors/a/restart"), None);
+        assert_eq!(path_task("/connectors/a/tasks"), None);
+        assert_eq!(path_task("/connectors/a/tasks/x/status"), None);
+    }
 
     #[test]
     fn the_owner_query_header_is_honoured_only_where_the_owner_answers() {

@@ -116,14 +116,15 @@ impl ConfigLog {
         Ok(replay(&records, topic))
     }
 
-    /// A connector's config, its one task's config and the commit of that task count, and (when given) its
-    /// target state, first: the connector record, which makes the connector exist for a reader, never comes
-    /// without the target state it was created in.
+    /// A connector's config, its tasks' configs (`task-<name>-<i>`) and the commit of their count
+    /// (`commit-<name>`, which makes them valid for Connect's readers), and (when given) its target state, first:
+    /// the connector record, which makes the connector exist for a reader, never comes without the target state
+    /// it was created in.
     pub async fn put_connector(
         &self,
         name: &str,
         config: &ConfigMap,
-        task_config: &ConfigMap,
+        task_configs: &[ConfigMap],
         target: Option<TargetState>,
     ) -> std::result::Result<(), String> {
         let mut records = Vec::new();
@@ -134,11 +135,16 @@ impl ConfigLog {
             format!("connector-{name}"),
             Some(json!({ "properties": config })),
         ));
+        for (id, task_config) in task_configs.iter().enumerate() {
+            records.push(record(
+                format!("task-{name}-{id}"),
+                Some(json!({ "properties": task_config })),
+            ));
+        }
         records.push(record(
-            format!("task-{name}-0"),
-            Some(json!({ "properties": task_config })),
+            format!("commit-{name}"),
+            Some(json!({"tasks": task_configs.len()})),
         ));
-        records.push(record(format!("commit-{name}"), Some(json!({"tasks": 1}))));
         self.writer.write(records).await
     }
 
@@ -344,14 +350,16 @@ impl StatusLog {
         self.report(connector, task, state, trace);
     }
 
-    /// Tombstones for a deleted connector's statuses.
-    pub fn forget(&self, connector: &str) {
+    /// Tombstones for a deleted connector's statuses (of its `tasks` tasks).
+    pub fn forget(&self, connector: &str, tasks: u32) {
         let _ = self
             .tx
             .send(record(format!("status-connector-{connector}"), None));
-        let _ = self
-            .tx
-            .send(record(format!("status-task-{connector}-0"), None));
+        for id in 0..tasks.max(1) {
+            let _ = self
+                .tx
+                .send(record(format!("status-task-{connector}-{id}"), None));
+        }
     }
 }
 

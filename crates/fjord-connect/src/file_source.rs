@@ -217,7 +217,7 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
         .set("bootstrap.servers", &ctx.bootstrap_servers)
         .set(
             "client.id",
-            format!("connector-producer-{}-0", ctx.connector),
+            format!("connector-producer-{}-{}", ctx.connector, ctx.task),
         )
         .set("linger.ms", "5");
     for (k, v) in &ctx.client_overrides {
@@ -568,6 +568,7 @@ mod tests {
 
     fn context(offsets: Arc<crate::offsets::OffsetStore>) -> TaskContext {
         TaskContext {
+            task: 0,
             connector: "src".into(),
             config: Default::default(),
             key_converter: Default::default(),

@@ -14,10 +14,12 @@
 //!   `revoked`), `delay` is how long (ms) the leader waits for a departed worker before giving its work away
 //!   (`scheduled.rebalance.max.delay.ms`), after which every member rejoins.
 //!
-//! Rebalances are cooperative: a member keeps running its connectors through a rebalance; a connector moves in
-//! two rounds (revoked from one worker, which stops it and rejoins at once, then assigned to another), so it never
-//! runs twice. Each connector runs one task (task 0) on the worker that runs the connector: connectors, not
-//! single tasks, are what is spread.
+//! Rebalances are cooperative: a member keeps running its connectors and tasks through a rebalance; a unit (a
+//! connector, or one task) moves in two rounds (revoked from one worker, which stops it and rejoins at once, then
+//! assigned to another), so it never runs twice. Connectors and tasks are spread apart, each kind balanced over
+//! the workers (as Connect's assignor does): a sink's `tasks.max` tasks may run on several workers, and a
+//! connector's own unit (which only reports the connector's status in Fjord) may be on a worker that runs none
+//! of its tasks.
 //!
 //! Not done: Connect's session keys of `sessioned` (the signing of requests between workers), the eager `default`
 //! protocol (v0), mixed groups with Apache Kafka's workers (the config offset is not tracked: -1).
@@ -86,8 +88,8 @@ pub struct WorkerState {
 }
 
 /// Why an assignment cannot be run, when it is not a Fjord leader's: an error set by the leader (Connect's
-/// CONFIG_MISMATCH), a real config offset (Fjord's leader sends -1), or task lists other than Fjord's
-/// `[-1, 0]` (the connector and its one task). An Apache Kafka Connect leader's assignment is all three.
+/// CONFIG_MISMATCH) or a real config offset (Fjord's leader sends -1; an Apache Kafka Connect leader sends its
+/// config topic's offset). Task lists say nothing: both assign connectors and tasks apart.
 pub fn foreign(a: &Assignment) -> Option<String> {
     if a.error != 0 {
         return Some(format!(
@@ -101,17 +103,7 @@ pub fn foreign(a: &Assignment) -> Option<String> {
             a.leader_url, a.config_offset
         ));
     }
-    let odd = a
-        .assigned
-        .iter()
-        .chain(&a.revoked)
-        .find(|(_, t)| t.as_slice() != [CONNECTOR_TASK, 0]);
-    odd.map(|(c, t)| {
-        format!(
-            "the group's leader {} is not a Fjord worker (it assigns {c} the tasks {t:?})",
-            a.leader_url
-        )
-    })
+    None
 }
 
 /// The longest string the protocol's STRING (an i16 length) can carry: connector names are refused above it.
@@ -283,52 +275,105 @@ pub fn url_to_addr(url: &str) -> String {
     s.trim_end_matches('/').to_string()
 }
 
+/// What is assigned: a connector (task id -1, [`CONNECTOR_TASK`]) or one of its tasks (0 to N-1), as Connect's
+/// assignments list them.
+pub type Unit = (String, i32);
+
+/// The units of an assignment's or a member's `[connector, tasks]` lists.
+pub fn units_of(t: &Tasks) -> BTreeSet<Unit> {
+    t.iter()
+        .flat_map(|(c, ids)| ids.iter().map(move |id| (c.clone(), *id)))
+        .collect()
+}
+
+/// Units back in the `[connector, tasks]` form (ids in order).
+pub fn tasks_of<'a>(units: impl IntoIterator<Item = &'a Unit>) -> Tasks {
+    let mut t = Tasks::new();
+    for (c, id) in units {
+        t.entry(c.clone()).or_default().push(*id);
+    }
+    for ids in t.values_mut() {
+        ids.sort_unstable();
+        ids.dedup();
+    }
+    t
+}
+
 /// A member as the leader sees it.
 #[derive(Debug, Clone)]
-pub struct Member {
+pub struct Member<U = String> {
     pub id: String,
     pub url: String,
-    pub owned: BTreeSet<String>,
+    pub owned: BTreeSet<U>,
 }
 
 /// What the leader remembers between rebalances: who ran what after the last one, and when the work of a
 /// departed worker may be given away.
-#[derive(Debug, Default)]
-pub struct LeaderState {
-    previous: Option<BTreeMap<String, String>>,
+#[derive(Debug)]
+pub struct LeaderState<U = String> {
+    previous: Option<BTreeMap<U, String>>,
     deadline: Option<Instant>,
 }
 
+impl<U> Default for LeaderState<U> {
+    fn default() -> Self {
+        LeaderState {
+            previous: None,
+            deadline: None,
+        }
+    }
+}
+
 /// The leader's decision for one member.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct MemberPlan {
-    pub added: BTreeSet<String>,
-    pub revoked: BTreeSet<String>,
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberPlan<U = String> {
+    pub added: BTreeSet<U>,
+    pub revoked: BTreeSet<U>,
+}
+
+impl<U> Default for MemberPlan<U> {
+    fn default() -> Self {
+        MemberPlan {
+            added: BTreeSet::new(),
+            revoked: BTreeSet::new(),
+        }
+    }
 }
 
 /// The leader's assignment round: what each member adds and gives up, the delay (ms) before the work of a
 /// departed worker is given away (0: none pending), and who runs what after the round.
-#[derive(Debug, Default)]
-pub struct Plan {
-    pub members: BTreeMap<String, MemberPlan>,
+#[derive(Debug)]
+pub struct Plan<U = String> {
+    pub members: BTreeMap<String, MemberPlan<U>>,
     pub delay_ms: i32,
-    pub owners: BTreeMap<String, String>,
+    pub owners: BTreeMap<U, String>,
 }
 
-/// Incremental cooperative assignment of `connectors` to `members` (the leader first in `members`):
+impl<U> Default for Plan<U> {
+    fn default() -> Self {
+        Plan {
+            members: BTreeMap::new(),
+            delay_ms: 0,
+            owners: BTreeMap::new(),
+        }
+    }
+}
+
+/// Incremental cooperative assignment of `connectors` (any units: the leader balances connectors and tasks
+/// separately, as Connect's assignor does) to `members` (the leader first in `members`):
 /// - what a member runs and still exists stays with it (a connector two members claim stays with the first);
 /// - what a departed member ran waits up to `max_delay` for it to come back (only when this leader saw it run
 ///   there), then goes to the others;
 /// - new and unclaimed connectors go to the least loaded members (the leader first on a tie);
 /// - when a member runs more than its share (a worker joined), the excess is revoked this round and assigned in
 ///   the next (the member rejoins as soon as it stopped them).
-pub fn assign(
-    members: &[Member],
-    connectors: &BTreeSet<String>,
-    state: &mut LeaderState,
+pub fn assign<U: Ord + Clone>(
+    members: &[Member<U>],
+    connectors: &BTreeSet<U>,
+    state: &mut LeaderState<U>,
     now: Instant,
     max_delay: Duration,
-) -> Plan {
+) -> Plan<U> {
     let mut plan = Plan::default();
     if members.is_empty() {
         return plan;
@@ -337,7 +382,7 @@ pub fn assign(
         plan.members.insert(m.id.clone(), MemberPlan::default());
     }
     // Who runs what, as claimed.
-    let mut owner: BTreeMap<String, String> = BTreeMap::new();
+    let mut owner: BTreeMap<U, String> = BTreeMap::new();
     for m in members {
         for c in &m.owned {
             if connectors.contains(c) && !owner.contains_key(c) {
@@ -352,12 +397,12 @@ pub fn assign(
         }
     }
     let present: BTreeSet<&str> = members.iter().map(|m| m.id.as_str()).collect();
-    let unassigned: Vec<String> = connectors
+    let unassigned: Vec<U> = connectors
         .iter()
         .filter(|c| !owner.contains_key(*c))
         .cloned()
         .collect();
-    let lost: BTreeMap<String, String> = unassigned
+    let lost: BTreeMap<U, String> = unassigned
         .iter()
         .filter_map(|c| {
             let was = state.previous.as_ref()?.get(c)?;
@@ -376,11 +421,11 @@ pub fn assign(
             state.deadline = None;
         }
     }
-    let to_assign: Vec<String> = unassigned
+    let to_assign: Vec<U> = unassigned
         .into_iter()
         .filter(|c| !held.contains_key(c))
         .collect();
-    let mut load: BTreeMap<&str, Vec<String>> = members
+    let mut load: BTreeMap<&str, Vec<U>> = members
         .iter()
         .map(|m| (m.id.as_str(), Vec::new()))
         .collect();
@@ -417,6 +462,45 @@ pub fn assign(
     plan
 }
 
+/// One leader round over connectors (task -1) and tasks, balanced apart, as Connect's assignor balances them
+/// (`states`: the leader's memory for each), merged into one plan: a sink's tasks spread over the workers
+/// whatever the connectors do.
+pub fn assign_units(
+    members: &[Member<Unit>],
+    connectors: &BTreeSet<Unit>,
+    tasks: &BTreeSet<Unit>,
+    states: [&mut LeaderState<Unit>; 2],
+    now: Instant,
+    max_delay: Duration,
+) -> Plan<Unit> {
+    let [connector_state, task_state] = states;
+    let only = |connector: bool| -> Vec<Member<Unit>> {
+        members
+            .iter()
+            .map(|m| Member {
+                id: m.id.clone(),
+                url: m.url.clone(),
+                owned: m
+                    .owned
+                    .iter()
+                    .filter(|(_, id)| (*id == CONNECTOR_TASK) == connector)
+                    .cloned()
+                    .collect(),
+            })
+            .collect()
+    };
+    let mut plan = assign(&only(true), connectors, connector_state, now, max_delay);
+    let task_plan = assign(&only(false), tasks, task_state, now, max_delay);
+    for (id, t) in task_plan.members {
+        let p = plan.members.entry(id).or_default();
+        p.added.extend(t.added);
+        p.revoked.extend(t.revoked);
+    }
+    plan.owners.extend(task_plan.owners);
+    plan.delay_ms = plan.delay_ms.max(task_plan.delay_ms);
+    plan
+}
+
 /// What the membership needs.
 #[derive(Clone, Debug)]
 pub struct GroupConfig {
@@ -439,10 +523,10 @@ pub struct GroupView {
     /// The leader's REST address (`host:port`); None while no rebalance completed (or membership was lost).
     pub leader: Option<String>,
     pub is_leader: bool,
-    /// Connectors this worker runs.
-    pub mine: BTreeSet<String>,
-    /// Leader only: connector -> REST address of the worker running it.
-    pub owners: BTreeMap<String, String>,
+    /// The connectors (task -1) and tasks this worker runs.
+    pub mine: BTreeSet<Unit>,
+    /// Leader only: connector (task -1) or task -> REST address of the worker running it.
+    pub owners: BTreeMap<Unit, String>,
     /// The group generation of the rebalance (written with statuses, as Connect does).
     pub generation: i32,
 }
@@ -605,7 +689,9 @@ struct Session {
     /// revocations would make the member rejoin for ever).
     applied: i32,
     owned: Tasks,
-    leader_state: LeaderState,
+    /// The leader's memory of who ran which connector, and of who ran which task (balanced apart).
+    leader_state: LeaderState<Unit>,
+    task_leader_state: LeaderState<Unit>,
     conn: Option<Conn>,
     rejoin_at: Option<Instant>,
     /// When the coordinator last answered a Heartbeat or SyncGroup: past [`lost_after`] the session may have
@@ -648,6 +734,7 @@ impl Session {
             applied: -1,
             owned: Tasks::new(),
             leader_state: LeaderState::default(),
+            task_leader_state: LeaderState::default(),
             conn: None,
             rejoin_at: None,
             last_ok: Instant::now(),
@@ -882,7 +969,9 @@ impl Session {
             // Running it could run a connector twice (an Apache leader gives its tasks to other workers): this
             // worker stops what it ran and runs nothing until a Fjord worker leads again.
             tracing::error!(group = %self.config.group_id, "{why}: Fjord and Apache Kafka Connect workers cannot share a group (give them different group.id values); this worker runs nothing and joins again in 5 s");
-            let all: Vec<String> = std::mem::take(&mut self.owned).into_keys().collect();
+            let all: Vec<Unit> = units_of(&std::mem::take(&mut self.owned))
+                .into_iter()
+                .collect();
             if !all.is_empty() {
                 self.rt.block_on(self.worker.group_revoke(&all));
             }
@@ -904,20 +993,21 @@ impl Session {
         members: &[kafka_protocol::messages::join_group_response::JoinGroupResponseMember],
         protocol: &str,
         version: i16,
-    ) -> Result<(Vec<SyncGroupRequestAssignment>, BTreeMap<String, String>), String> {
+    ) -> Result<(Vec<SyncGroupRequestAssignment>, BTreeMap<Unit, String>), String> {
         let stored = ConfigLog::load(&self.config.bootstrap, &self.config.config_topic)
             .map_err(|e| e.to_string())?;
-        let connectors: BTreeSet<String> = stored
-            .keys()
-            .filter(|c| {
-                let fits = c.len() <= MAX_STR;
-                if !fits {
-                    tracing::warn!(group = %self.config.group_id, "connector {}... has a name of {} bytes, longer than Connect's protocol carries ({MAX_STR}); it runs nowhere: delete it", c.chars().take(40).collect::<String>(), c.len());
-                }
-                fits
-            })
-            .cloned()
-            .collect();
+        let mut connectors: BTreeSet<Unit> = BTreeSet::new();
+        let mut tasks: BTreeSet<Unit> = BTreeSet::new();
+        for (c, s) in &stored {
+            if c.len() > MAX_STR {
+                tracing::warn!(group = %self.config.group_id, "connector {}... has a name of {} bytes, longer than Connect's protocol carries ({MAX_STR}); it runs nowhere: delete it", c.chars().take(40).collect::<String>(), c.len());
+                continue;
+            }
+            connectors.insert((c.clone(), CONNECTOR_TASK));
+            for id in 0..crate::worker::stored_task_count(&s.config, s.target) {
+                tasks.insert((c.clone(), id as i32));
+            }
+        }
         let mut ms = Vec::new();
         for m in members {
             // One unreadable member must not stop the whole group: it is left out of this round (it gets
@@ -937,15 +1027,16 @@ impl Session {
             ms.push(Member {
                 id: m.member_id.to_string(),
                 url: state.url,
-                owned: state.owned.into_keys().collect(),
+                owned: units_of(&state.owned),
             });
         }
         // The leader first: it takes ties.
         ms.sort_by_key(|m| (m.id != self.member_id, m.id.clone()));
-        let plan = assign(
+        let plan = assign_units(
             &ms,
             &connectors,
-            &mut self.leader_state,
+            &tasks,
+            [&mut self.leader_state, &mut self.task_leader_state],
             Instant::now(),
             Duration::from_millis(self.config.max_delay_ms),
         );
@@ -954,13 +1045,9 @@ impl Session {
         let owners = plan
             .owners
             .iter()
-            .map(|(c, m)| (c.clone(), url_to_addr(urls[m.as_str()])))
+            .map(|(u, m)| (u.clone(), url_to_addr(urls[m.as_str()])))
             .collect();
-        let tasks = |cs: &BTreeSet<String>| -> Tasks {
-            cs.iter()
-                .map(|c| (c.clone(), vec![CONNECTOR_TASK, 0]))
-                .collect()
-        };
+        let delay_ms = plan.delay_ms;
         let mut out = Vec::new();
         for (id, p) in &plan.members {
             let a = Assignment {
@@ -969,9 +1056,9 @@ impl Session {
                 leader: self.member_id.clone(),
                 leader_url: self.config.url.clone(),
                 config_offset: -1,
-                assigned: tasks(&p.added),
-                revoked: tasks(&p.revoked),
-                delay_ms: plan.delay_ms,
+                assigned: tasks_of(&p.added),
+                revoked: tasks_of(&p.revoked),
+                delay_ms,
             };
             let bytes = encode_assignment(&a)?;
             out.push(
@@ -980,28 +1067,35 @@ impl Session {
                     .with_assignment(Bytes::from(bytes)),
             );
         }
-        tracing::info!(group = %self.config.group_id, generation = self.generation, members = ms.len(), connectors = connectors.len(), delay_ms = plan.delay_ms, "assigned the group's connectors");
+        tracing::info!(group = %self.config.group_id, generation = self.generation, members = ms.len(), connectors = connectors.len(), tasks = tasks.len(), delay_ms, "assigned the group's connectors and tasks");
         Ok((out, owners))
     }
 
     /// Applies an assignment: stops what is revoked, reads the configs and (for what is added) the offsets, and
     /// runs what this worker now owns.
-    fn apply(&mut self, a: Assignment, is_leader: bool, owners: BTreeMap<String, String>) {
-        let revoked: Vec<String> = a.revoked.keys().cloned().collect();
+    fn apply(&mut self, a: Assignment, is_leader: bool, owners: BTreeMap<Unit, String>) {
+        let revoked: Vec<Unit> = units_of(&a.revoked).into_iter().collect();
+        let mut owned = units_of(&self.owned);
         if !revoked.is_empty() {
-            for c in &revoked {
-                self.owned.remove(c);
+            for u in &revoked {
+                owned.remove(u);
             }
+            self.owned = tasks_of(&owned);
             self.rt.block_on(self.worker.group_revoke(&revoked));
         }
-        let added: Vec<String> = a
-            .assigned
-            .keys()
-            .filter(|c| !self.owned.contains_key(*c))
-            .cloned()
+        // Added tasks start from what their previous worker committed: their connectors' offsets are read
+        // again, unless a task of the connector runs here already (its unflushed offsets are newer).
+        let runs_a_task = |c: &str| owned.iter().any(|(o, id)| o == c && *id != CONNECTOR_TASK);
+        let added: Vec<String> = units_of(&a.assigned)
+            .into_iter()
+            .filter(|(c, id)| *id != CONNECTOR_TASK && !runs_a_task(c.as_str()))
+            .map(|(c, _)| c)
+            .collect::<BTreeSet<String>>()
+            .into_iter()
             .collect();
-        self.owned.extend(a.assigned);
-        // Added connectors start from what their previous worker committed.
+        let before = owned.clone();
+        owned.extend(units_of(&a.assigned));
+        self.owned = tasks_of(&owned);
         if !added.is_empty() {
             if let Err(e) = self.worker.offsets.reload_connectors(
                 &self.config.bootstrap,
@@ -1009,7 +1103,7 @@ impl Session {
                 &added,
             ) {
                 tracing::warn!("cannot read the offsets topic yet ({e}); joining again");
-                self.owned.retain(|c, _| !added.contains(c));
+                self.owned = tasks_of(&before);
                 self.rejoin.store(true, Ordering::SeqCst);
                 self.pause(Duration::from_millis(500));
                 return;
@@ -1021,7 +1115,7 @@ impl Session {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("cannot read the config topic yet ({e}); joining again");
-                self.owned.retain(|c, _| !added.contains(c));
+                self.owned = tasks_of(&before);
                 self.rejoin.store(true, Ordering::SeqCst);
                 self.pause(Duration::from_millis(500));
                 return;
@@ -1030,7 +1124,7 @@ impl Session {
         let view = GroupView {
             leader: Some(url_to_addr(&a.leader_url)),
             is_leader,
-            mine: self.owned.keys().cloned().collect(),
+            mine: units_of(&self.owned),
             owners,
             generation: self.generation,
         };
@@ -1218,24 +1312,20 @@ mod tests {
             ..Assignment::default()
         };
         assert_eq!(foreign(&fjord), None);
-        // What an Apache Kafka Connect leader sends: its config offset, the connector and its tasks apart.
+        // What an Apache Kafka Connect leader sends: its config offset.
         let offset = Assignment {
             config_offset: 12,
             ..fjord.clone()
         };
         assert!(foreign(&offset).unwrap().contains("config offset 12"));
+        // A Fjord leader assigns connectors and tasks apart too (tasks.max > 1).
         for tasks in [vec![-1], vec![0], vec![-1, 0, 1], vec![1]] {
             let a = Assignment {
                 assigned: [("a".to_string(), tasks.clone())].into(),
                 ..fjord.clone()
             };
-            assert!(foreign(&a).is_some(), "{tasks:?}");
+            assert_eq!(foreign(&a), None, "{tasks:?}");
         }
-        let revoked_task_only = Assignment {
-            revoked: [("b".to_string(), vec![0])].into(),
-            ..fjord.clone()
-        };
-        assert!(foreign(&revoked_task_only).is_some());
         let mismatch = Assignment {
             error: 1,
             ..fjord.clone()
@@ -1324,6 +1414,87 @@ mod tests {
         assert!(p.members["w1"].revoked.is_empty() && p.members["w1"].added.is_empty());
         assert_eq!(p.members["w2"].added.len(), 2);
         assert_eq!(p.owners.len(), 4);
+    }
+
+    /// A sink's three tasks are spread over two workers (balanced apart from the connectors), a joining worker
+    /// gets its share of tasks in two rounds, and a lower task count revokes the tasks that are gone. On the old
+    /// code a connector and its one task were one unit: every task ran where the connector did.
+    #[test]
+    fn a_connectors_tasks_are_spread_over_the_workers_and_removed_ones_revoked() {
+        let unit = |c: &str, id: i32| (c.to_string(), id);
+        let m = |id: &str, owned: &[(&str, i32)]| Member {
+            id: id.into(),
+            url: format!("http://{id}:8083/"),
+            owned: owned.iter().map(|(c, i)| unit(c, *i)).collect(),
+        };
+        let (mut cs, mut ts) = (LeaderState::default(), LeaderState::default());
+        let now = Instant::now();
+        let connectors: BTreeSet<Unit> = [unit("fan", -1)].into();
+        let tasks: BTreeSet<Unit> = (0..3).map(|i| unit("fan", i)).collect();
+        let p = assign_units(
+            &[m("w1", &[]), m("w2", &[])],
+            &connectors,
+            &tasks,
+            [&mut cs, &mut ts],
+            now,
+            Duration::ZERO,
+        );
+        let w1 = p.members["w1"].added.clone();
+        let w2 = p.members["w2"].added.clone();
+        assert!(w1.contains(&unit("fan", -1)), "{w1:?}");
+        let tasks_of_w = |s: &BTreeSet<Unit>| s.iter().filter(|(_, i)| *i >= 0).count();
+        assert_eq!((tasks_of_w(&w1), tasks_of_w(&w2)), (2, 1), "{w1:?} {w2:?}");
+        assert_eq!(p.owners.len(), 4);
+        // The assignment carries them in Connect's form: the connector and task ids together.
+        assert_eq!(tasks_of(&w1)["fan"], [-1, 0, 2]);
+        assert_eq!(units_of(&tasks_of(&w1)), w1);
+
+        // A third worker joins: one task is revoked from w1, then assigned to w3.
+        let owned1: Vec<(&str, i32)> = w1.iter().map(|(c, i)| (c.as_str(), *i)).collect();
+        let owned2: Vec<(&str, i32)> = w2.iter().map(|(c, i)| (c.as_str(), *i)).collect();
+        let p = assign_units(
+            &[m("w1", &owned1), m("w2", &owned2), m("w3", &[])],
+            &connectors,
+            &tasks,
+            [&mut cs, &mut ts],
+            now,
+            Duration::ZERO,
+        );
+        let revoked = p.members["w1"].revoked.clone();
+        assert_eq!(revoked.len(), 1, "{p:?}");
+        assert!(p.members["w3"].added.is_empty());
+        let kept: Vec<(&str, i32)> = owned1
+            .iter()
+            .filter(|(c, i)| !revoked.contains(&unit(c, *i)))
+            .cloned()
+            .collect();
+        let p = assign_units(
+            &[m("w1", &kept), m("w2", &owned2), m("w3", &[])],
+            &connectors,
+            &tasks,
+            [&mut cs, &mut ts],
+            now,
+            Duration::ZERO,
+        );
+        assert_eq!(p.members["w3"].added, revoked);
+
+        // tasks.max lowered to 1: tasks 1 and 2 are revoked wherever they run.
+        let fewer: BTreeSet<Unit> = [unit("fan", 0)].into();
+        let all = [
+            m("w1", &[("fan", -1), ("fan", 0), ("fan", 2)]),
+            m("w2", &[("fan", 1)]),
+        ];
+        let p = assign_units(
+            &all,
+            &connectors,
+            &fewer,
+            [&mut cs, &mut ts],
+            now,
+            Duration::ZERO,
+        );
+        assert_eq!(p.members["w1"].revoked, [unit("fan", 2)].into());
+        assert_eq!(p.members["w2"].revoked, [unit("fan", 1)].into());
+        assert!(p.members.values().all(|p| p.added.is_empty()));
     }
 
     #[test]

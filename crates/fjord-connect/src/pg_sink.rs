@@ -1240,7 +1240,7 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
     let mut reporter = Reporter::new(
         errors.clone(),
         &ctx.connector,
-        0,
+        ctx.task,
         &ctx.bootstrap_servers,
         &ctx.dlq_overrides,
     );

@@ -48,6 +48,26 @@ fn get<'a>(c: &'a ConfigMap, k: &str) -> Option<&'a str> {
     c.get(k).map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 
+/// The tables of each task, as Confluent's JDBC source splits `table.whitelist` (`JdbcSourceConnector.taskConfigs`
+/// with Connect's `ConnectorUtils.groupPartitions`): min(tables, `tasks.max`) tasks, each a run of consecutive
+/// tables, the first ones one table longer when they do not divide evenly. With `query` (or no table): one task
+/// (None: it takes the connector's config as it is).
+pub fn task_tables(c: &ConfigMap, max_tasks: u32) -> Vec<Option<Vec<String>>> {
+    let all = tables(c);
+    if get(c, "query").is_some() || all.is_empty() {
+        return vec![None];
+    }
+    let groups = all.len().min(max_tasks.max(1) as usize);
+    let (per, extra) = (all.len() / groups, all.len() % groups);
+    let mut rest = all.into_iter();
+    (0..groups)
+        .map(|g| Some(rest.by_ref().take(per + usize::from(g < extra)).collect()))
+        .collect()
+}
+
+/// The key of a task's config with its share of the tables (Confluent's `JdbcSourceTaskConfig.TABLES_CONFIG`).
+pub const TASK_TABLES: &str = "tables";
+
 fn tables(c: &ConfigMap) -> Vec<String> {
     c.get("table.whitelist")
         .map(|v| {
@@ -227,22 +247,31 @@ pub async fn run(ctx: TaskContext, mut stop: watch::Receiver<bool>) -> Result<()
             partition: json!({"query": "query"}),
             schema: None,
         }],
-        None => tables(c)
-            .into_iter()
-            .map(|t| Source {
-                from: quote_table(&t),
-                topic: format!("{prefix}{t}"),
-                partition: json!({"protocol": "1", "table": t}),
-                schema: None,
-            })
-            .collect(),
+        // A task config holds its share of the tables; a connector config alone (an older stored one), all.
+        None => match c.get(TASK_TABLES) {
+            Some(mine) => mine
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect(),
+            None => tables(c),
+        }
+        .into_iter()
+        .map(|t| Source {
+            from: quote_table(&t),
+            topic: format!("{prefix}{t}"),
+            partition: json!({"protocol": "1", "table": t}),
+            schema: None,
+        })
+        .collect(),
     };
     let mut client_cfg = ClientConfig::new();
     client_cfg
         .set("bootstrap.servers", &ctx.bootstrap_servers)
         .set(
             "client.id",
-            format!("connector-producer-{}-0", ctx.connector),
+            format!("connector-producer-{}-{}", ctx.connector, ctx.task),
         )
         .set("linger.ms", "5");
     for (k, v) in &ctx.client_overrides {
@@ -416,4 +445,33 @@ async fn poll_source(
         _ => {}
     }
     Ok(rows.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> ConfigMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// `table.whitelist` is split as Confluent's JDBC source splits it: min(tables, tasks.max) runs of
+    /// consecutive tables, the first ones longer; a query is one task. (The old code ran one task for all.)
+    #[test]
+    fn tables_are_split_over_at_most_tasks_max_tasks_in_runs() {
+        let five = config(&[("table.whitelist", "a, b,c,d,e")]);
+        let groups = |c: &ConfigMap, max| -> Vec<Option<Vec<String>>> { task_tables(c, max) };
+        let some = |ts: &[&str]| Some(ts.iter().map(|t| t.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            groups(&five, 3),
+            [some(&["a", "b"]), some(&["c", "d"]), some(&["e"])]
+        );
+        assert_eq!(groups(&five, 1), [some(&["a", "b", "c", "d", "e"])]);
+        assert_eq!(groups(&five, 9).len(), 5);
+        let query = config(&[("query", "SELECT 1"), ("table.whitelist", "")]);
+        assert_eq!(groups(&query, 4), [None]);
+    }
 }

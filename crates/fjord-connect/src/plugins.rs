@@ -238,7 +238,7 @@ fn common_keys() -> Vec<Key> {
             "INT",
             Some("1"),
             "HIGH",
-            "Maximum number of tasks to use for this connector (the file connectors run one).",
+            "Maximum number of tasks to use for this connector: a sink runs this many, each a consumer of the connector's group; the built-in sources run one.",
         ),
         Key::new(
             "key.converter",
@@ -330,6 +330,14 @@ fn errors_of(plugin: Plugin, key: &Key, config: &ConfigMap) -> Vec<String> {
         (_, "connector.class") => match Plugin::find(value) {
             Some(p) if p == plugin => Vec::new(),
             _ => invalid(&format!("this is the configuration of {}", plugin.class())),
+        },
+        (_, "tasks.max") => match value.parse::<i64>() {
+            Ok(v) if (1..=i64::from(crate::worker::MAX_TASKS)).contains(&v) => Vec::new(),
+            Ok(_) => invalid(&format!(
+                "tasks.max must be from 1 to {} (each sink task is a consumer of its own)",
+                crate::worker::MAX_TASKS
+            )),
+            Err(_) => invalid("Not a number of type INT"),
         },
         ("INT", n) => match value.parse::<i64>() {
             Ok(v) if v >= 1 => Vec::new(),

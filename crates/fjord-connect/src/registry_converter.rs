@@ -829,8 +829,8 @@ impl RegistryConverter {
     }
 }
 
-/// A subject as one percent-encoded path segment.
-fn path_segment(s: &str) -> String {
+/// A subject (or a connector name) as one percent-encoded path segment.
+pub(crate) fn path_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {

@@ -44,7 +44,7 @@ pub async fn run<W: BatchWriter>(
     let mut reporter = crate::error_handling::Reporter::new(
         crate::error_handling::ErrorConfig::from_config(&ctx.config)?,
         &ctx.connector,
-        0,
+        ctx.task,
         &ctx.bootstrap_servers,
         &ctx.dlq_overrides,
     );
@@ -140,7 +140,9 @@ pub async fn run<W: BatchWriter>(
 }
 
 /// A sink task's consumer, subscribed: group `connect-<name>`, auto-commit off (the task commits what it wrote),
-/// the worker's `consumer.*` settings applied. Returns it with its subscription and group.
+/// the worker's `consumer.*` settings applied. Every task of the connector has one in the same group, so the
+/// group protocol gives each task its share of the partitions, and a task commits only what it consumed (the
+/// partitions it holds). Returns it with its subscription and group.
 pub fn subscribe(ctx: &TaskContext) -> Result<(Arc<StreamConsumer>, Vec<String>, String), String> {
     let group = crate::file_sink::group_of(&ctx.connector);
     let mut client = ClientConfig::new();
@@ -149,7 +151,7 @@ pub fn subscribe(ctx: &TaskContext) -> Result<(Arc<StreamConsumer>, Vec<String>,
         .set("group.id", &group)
         .set(
             "client.id",
-            format!("connector-consumer-{}-0", ctx.connector),
+            format!("connector-consumer-{}-{}", ctx.connector, ctx.task),
         )
         .set("auto.offset.reset", "earliest")
         // librdkafka stops fetching once queued.min.messages (100,000) are queued, then waits

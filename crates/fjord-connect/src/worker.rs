@@ -2,7 +2,10 @@
 //! statuses, and the operations of the REST API on them. Every write is serialised by one lock, as Connect's
 //! standalone herder is synchronised; a task's work happens in its own tokio task, outside that lock.
 //!
-//! Each connector runs one task (task 0): the FileStream connectors have a single input or output file.
+//! A sink connector runs `tasks.max` tasks (ids 0 to N-1), each a consumer of the connector's group, so the group
+//! protocol spreads the topic partitions over them; a source decides its count ([`task_count`]): FileStreamSource
+//! one (one file, as Apache's), the PostgreSQL source one per group of tables. In distributed mode a worker runs
+//! the tasks the group assigned it, which may be some of a connector's only.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,6 +72,9 @@ pub type SharedStatus = Arc<StdMutex<TaskStatus>>;
 #[derive(Clone)]
 pub struct TaskContext {
     pub connector: String,
+    /// The task's id within its connector (0 to N-1): in its consumer's `client.id`, its dead-letter headers and
+    /// its log lines.
+    pub task: u32,
     pub config: ConfigMap,
     pub key_converter: Converter,
     pub value_converter: Converter,
@@ -89,13 +95,111 @@ struct TaskRun {
     handle: JoinHandle<()>,
 }
 
+/// One task of a connector.
+struct TaskSlot {
+    /// None while the task does not run here (paused, stopped, not assigned to this worker). A finished run is
+    /// kept: with a FAILED status it means the task's restarts are used up.
+    run: Option<TaskRun>,
+    /// The task's status; it outlives runs, so that a failure stays visible until a restart.
+    status: SharedStatus,
+}
+
+impl TaskSlot {
+    fn new() -> TaskSlot {
+        TaskSlot {
+            run: None,
+            status: Arc::new(StdMutex::new(TaskStatus {
+                state: "UNASSIGNED",
+                trace: None,
+            })),
+        }
+    }
+
+    fn set(&self, state: &'static str) {
+        *self.status.lock().unwrap() = TaskStatus { state, trace: None };
+    }
+}
+
+/// The most tasks a connector may ask for with `tasks.max`: each sink task is a consumer with connections of its
+/// own, and a number above the partitions leaves tasks idle.
+pub const MAX_TASKS: u32 = 1000;
+
+/// How many tasks a connector runs: `tasks.max` for a sink (every task joins the connector's group, which gives
+/// each its partitions; tasks beyond the partition count get none and wait, as Connect's do); a source decides
+/// (at most `tasks.max`): FileStreamSource one (one file, as Apache's), the PostgreSQL source one per group of
+/// its tables (`pg_source::task_tables`, as Confluent's JDBC source) or one for a query.
+pub fn task_count(plugin: Plugin, config: &ConfigMap) -> u32 {
+    let max = crate::sink_task::num(config, "tasks.max", 1u32).clamp(1, MAX_TASKS);
+    match plugin {
+        Plugin::FileSource => 1,
+        Plugin::PostgresSource => crate::pg_source::task_tables(config, max).len() as u32,
+        Plugin::FileSink | Plugin::ElasticsearchSink | Plugin::HttpSink | Plugin::PostgresSink => {
+            max
+        }
+    }
+}
+
+/// Task `id`'s config, without the task class: the connector's, and for the PostgreSQL source its share of the
+/// tables.
+fn task_config(plugin: Plugin, config: &ConfigMap, id: u32) -> ConfigMap {
+    let mut config = config.clone();
+    if plugin == Plugin::PostgresSource {
+        let max = crate::sink_task::num(&config, "tasks.max", 1u32).clamp(1, MAX_TASKS);
+        let groups = crate::pg_source::task_tables(&config, max);
+        if let Some(Some(tables)) = groups.get(id as usize) {
+            config.insert(crate::pg_source::TASK_TABLES.into(), tables.join(","));
+        }
+    }
+    config
+}
+
+/// How many tasks a connector of the config topic has (the leader assigns them): none while STOPPED, none for a
+/// config that does not name a known plugin.
+pub fn stored_task_count(config: &ConfigMap, target: TargetState) -> u32 {
+    let plugin = config
+        .get("connector.class")
+        .and_then(|c| Plugin::find(c.trim()));
+    match plugin {
+        Some(p) if target != TargetState::Stopped => task_count(p, config),
+        _ => 0,
+    }
+}
+
 struct Connector {
     config: ConfigMap,
     plugin: Plugin,
     target: TargetState,
-    task: Option<TaskRun>,
-    /// Task 0's status; it outlives runs, so that a failure stays visible until a restart.
-    status: SharedStatus,
+    /// The tasks by id. `apply_target` makes their number `task_count`; a config with fewer removes the last ones.
+    tasks: Vec<TaskSlot>,
+}
+
+impl Connector {
+    fn new(config: ConfigMap, plugin: Plugin, target: TargetState) -> Connector {
+        Connector {
+            config,
+            plugin,
+            target,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// The tasks the connector has now: none while STOPPED (Connect then holds no task configs).
+    fn task_ids(&self) -> std::ops::Range<u32> {
+        if self.target == TargetState::Stopped {
+            0..0
+        } else {
+            0..task_count(self.plugin, &self.config)
+        }
+    }
+
+    /// Takes every task's run, for `stop_tasks`.
+    fn take_runs(&mut self, name: &str) -> Vec<(String, TaskRun)> {
+        self.tasks
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(id, t)| t.run.take().map(|run| (format!("{name}-{id}"), run)))
+            .collect()
+    }
 }
 
 /// A standalone worker.
@@ -216,26 +320,58 @@ impl Worker {
         *self.membership.lock().unwrap() = Some(m);
     }
 
-    /// Whether this worker runs `connector` (always, unless the group assigned it elsewhere).
+    /// Whether this worker runs `connector` itself, its status (always, unless the group assigned it elsewhere).
     fn runs_here(&self, connector: &str) -> bool {
+        self.runs_unit_here(connector, crate::group::CONNECTOR_TASK)
+    }
+
+    /// Whether this worker runs task `id` of `connector` (always, unless the group assigned it elsewhere).
+    fn runs_task_here(&self, connector: &str, id: u32) -> bool {
+        self.runs_unit_here(connector, id as i32)
+    }
+
+    fn runs_unit_here(&self, connector: &str, id: i32) -> bool {
         match self.group.lock().unwrap().as_ref() {
             None => true,
-            Some(g) => g.mine.contains(connector),
+            Some(g) => g.mine.contains(&(connector.to_string(), id)),
         }
     }
 
-    /// The leader's knowledge of where another worker runs `connector` (its REST address), for the requests
-    /// that only the worker running it can answer (statuses, offsets, restarts).
-    pub fn remote_owner(&self, connector: &str) -> Option<String> {
+    /// The leader's knowledge of where another worker runs `connector` (`task` None) or one of its tasks (its
+    /// REST address), for the requests that only the worker running it can answer (statuses, offsets, a task's
+    /// restart).
+    pub fn remote_owner(&self, connector: &str, task: Option<u32>) -> Option<String> {
         let g = self.group.lock().unwrap();
         let g = g.as_ref()?;
-        if !g.is_leader || g.mine.contains(connector) {
+        let unit = (
+            connector.to_string(),
+            task.map_or(crate::group::CONNECTOR_TASK, |t| t as i32),
+        );
+        if !g.is_leader || g.mine.contains(&unit) {
             return None;
         }
         g.owners
-            .get(connector)
+            .get(&unit)
             .filter(|o| **o != self.worker_id)
             .cloned()
+    }
+
+    /// The leader: the workers other than this one running tasks of `connector` (task id, REST address).
+    fn remote_tasks(&self, connector: &str) -> Vec<(u32, String)> {
+        let g = self.group.lock().unwrap();
+        let Some(g) = g.as_ref().filter(|g| g.is_leader) else {
+            return Vec::new();
+        };
+        g.owners
+            .iter()
+            .filter(|((c, id), o)| {
+                c == connector
+                    && *id >= 0
+                    && **o != self.worker_id
+                    && !g.mine.contains(&(c.clone(), *id))
+            })
+            .map(|((_, id), o)| (*id as u32, o.clone()))
+            .collect()
     }
 
     /// The leader, after a connector change: a rebalance makes every worker read the config topic again, and
@@ -257,41 +393,40 @@ impl Worker {
         self.config_writes.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Connect's group revoked these connectors: their tasks stop (each commits what it sent) before the
+    /// Connect's group revoked these connectors and tasks: the tasks stop (each commits what it sent) before the
     /// worker rejoins, so that the next worker starts where they ended.
-    pub async fn group_revoke(&self, names: &[String]) {
+    pub async fn group_revoke(&self, units: &[crate::group::Unit]) {
         let mut connectors = self.connectors.lock().await;
         if let Some(g) = self.group.lock().unwrap().as_mut() {
-            for n in names {
-                g.mine.remove(n);
+            for u in units {
+                g.mine.remove(u);
             }
         }
-        let mut stopped = Vec::new();
-        let runs = names
-            .iter()
-            .filter_map(|n| {
-                let c = connectors.get_mut(n)?;
-                *c.status.lock().unwrap() = TaskStatus {
-                    state: "UNASSIGNED",
-                    trace: None,
-                };
-                stopped.push(n.clone());
-                c.task.take().map(|run| (n.clone(), run))
-            })
-            .collect();
+        let mut runs = Vec::new();
+        for (n, id) in units {
+            let Some(c) = connectors.get_mut(n) else {
+                continue;
+            };
+            let Some(t) = usize::try_from(*id).ok().and_then(|i| c.tasks.get_mut(i)) else {
+                continue;
+            };
+            t.set("UNASSIGNED");
+            if let Some(run) = t.run.take() {
+                runs.push((format!("{n}-{id}"), run));
+            }
+        }
         stop_tasks(runs).await;
-        self.report_unassigned(&stopped);
+        self.report_unassigned(units);
     }
 
-    /// Writes UNASSIGNED for the connectors (and their task) this worker stopped because the group took them
-    /// away, once they stopped, as Connect's workers do on shutdown of a connector or task: the status topic
-    /// then never shows a connector RUNNING on a worker that gave it up. Safe writes (`putSafe`): the status a
+    /// Writes UNASSIGNED for the connectors and tasks this worker stopped because the group took them away, once
+    /// they stopped, as Connect's workers do on shutdown of a connector or task: the status topic then never
+    /// shows a connector or task RUNNING on a worker that gave it up. Safe writes (`putSafe`): the status a
     /// newer owner wrote already stays.
-    fn report_unassigned(&self, names: &[String]) {
+    fn report_unassigned(&self, units: &[crate::group::Unit]) {
         let Some(s) = &self.status_log else { return };
-        for n in names {
-            s.report_safe(n, None, "UNASSIGNED", None);
-            s.report_safe(n, Some(0), "UNASSIGNED", None);
+        for (n, id) in units {
+            s.report_safe(n, u32::try_from(*id).ok(), "UNASSIGNED", None);
         }
     }
 
@@ -299,18 +434,14 @@ impl Worker {
     /// until the next rebalance.
     pub async fn group_lost(&self) {
         let mut connectors = self.connectors.lock().await;
-        if let Some(g) = self.group.lock().unwrap().as_mut() {
-            *g = crate::group::GroupView::default();
-        }
+        let mine: Vec<crate::group::Unit> = match self.group.lock().unwrap().as_mut() {
+            Some(g) => std::mem::take(g).mine.into_iter().collect(),
+            None => Vec::new(),
+        };
         self.active.store(false, Ordering::SeqCst);
-        let mine: Vec<String> = connectors
-            .iter()
-            .filter(|(_, c)| c.task.is_some())
-            .map(|(n, _)| n.clone())
-            .collect();
         let runs = connectors
             .iter_mut()
-            .filter_map(|(name, c)| c.task.take().map(|run| (name.clone(), run)))
+            .flat_map(|(name, c)| c.take_runs(name))
             .collect();
         stop_tasks(runs).await;
         self.report_unassigned(&mine);
@@ -360,9 +491,7 @@ impl Worker {
             .collect();
         for name in gone {
             if let Some(mut c) = connectors.remove(&name) {
-                if let Some(run) = c.task.take() {
-                    stop_task(&name, run).await;
-                }
+                stop_tasks(c.take_runs(&name)).await;
             }
         }
         for (name, s) in stored {
@@ -380,25 +509,14 @@ impl Worker {
                     self.apply_target(&name, c).await;
                 }
                 Some(c) => {
-                    if let Some(run) = c.task.take() {
-                        stop_task(&name, run).await;
-                    }
+                    stop_tasks(c.take_runs(&name)).await;
                     c.config = config;
                     c.plugin = plugin;
                     c.target = s.target;
                     self.apply_target(&name, c).await;
                 }
                 None => {
-                    let mut c = Connector {
-                        config,
-                        plugin,
-                        target: s.target,
-                        task: None,
-                        status: Arc::new(StdMutex::new(TaskStatus {
-                            state: "UNASSIGNED",
-                            trace: None,
-                        })),
-                    };
+                    let mut c = Connector::new(config, plugin, s.target);
                     self.apply_target(&name, &mut c).await;
                     connectors.insert(name, c);
                 }
@@ -436,7 +554,7 @@ impl Worker {
         let was = self.active.swap(false, Ordering::SeqCst);
         let runs = connectors
             .iter_mut()
-            .filter_map(|(name, c)| c.task.take().map(|run| (name.clone(), run)))
+            .flat_map(|(name, c)| c.take_runs(name))
             .collect();
         stop_tasks(runs).await;
         connectors.clear();
@@ -475,33 +593,14 @@ impl Worker {
             Some(g) if g.leader.is_some() => g.mine.clone(),
             _ => return false,
         };
-        let answers = |n: &str| mine.contains(n) || store.connector(n).is_some();
+        let answers = |n: &str| {
+            store.connector(n).is_some()
+                || mine.contains(&(n.to_string(), crate::group::CONNECTOR_TASK))
+        };
         match name {
             Some(n) => connectors.contains_key(n) && answers(n),
             None => connectors.keys().all(|n| answers(n)),
         }
-    }
-
-    /// The status of a connector another worker runs, from the status topic (None: it holds none).
-    fn stored_status(&self, name: &str, c: &Connector) -> Option<Value> {
-        if self.runs_here(name) {
-            return None;
-        }
-        let (connector, tasks) = self.status_store.as_ref()?.connector(name)?;
-        let tasks: Vec<Value> = if c.target == TargetState::Stopped {
-            Vec::new()
-        } else {
-            tasks
-                .iter()
-                .map(|(id, t)| stored_json(Some(*id), t))
-                .collect()
-        };
-        Some(json!({
-            "name": name,
-            "connector": stored_json(None, &connector),
-            "tasks": tasks,
-            "type": c.plugin.kind().as_str(),
-        }))
     }
 
     /// Runs a connector read back from the config topic, writing nothing.
@@ -592,23 +691,14 @@ impl Worker {
             self.note_change();
         }
         if let (Some(log), true) = (&self.config_log, persist) {
-            let task = task_config(&config, plugin);
+            let tasks = task_configs(&config, plugin);
             self.persist(
                 &name,
-                log.put_connector(&name, &config, &task, Some(initial)),
+                log.put_connector(&name, &config, &tasks, Some(initial)),
             )
             .await?;
         }
-        let mut c = Connector {
-            config,
-            plugin,
-            target: initial,
-            task: None,
-            status: Arc::new(StdMutex::new(TaskStatus {
-                state: "UNASSIGNED",
-                trace: None,
-            })),
-        };
+        let mut c = Connector::new(config, plugin, initial);
         self.apply_target(&name, &mut c).await;
         let info = connector_info(&name, &c);
         tracing::info!(connector = %name, class = plugin.class(), state = initial.as_str(), "connector created");
@@ -630,13 +720,12 @@ impl Worker {
         };
         self.note_change();
         if let Some(log) = &self.config_log {
-            let task = task_config(&config, plugin);
-            self.persist(name, log.put_connector(name, &config, &task, None))
+            let tasks = task_configs(&config, plugin);
+            self.persist(name, log.put_connector(name, &config, &tasks, None))
                 .await?;
         }
-        if let Some(run) = c.task.take() {
-            stop_task(name, run).await;
-        }
+        // Every task restarts with the new config (a task it no longer has is removed by `apply_target`).
+        stop_tasks(c.take_runs(name)).await;
         c.config = config;
         c.plugin = plugin;
         self.apply_target(name, c).await;
@@ -669,32 +758,52 @@ impl Worker {
         let c = connectors
             .get(name)
             .ok_or_else(|| Error::connector_not_found(name))?;
-        if let Some(v) = self.stored_status(name, c) {
-            return Ok(v);
-        }
-        Ok(self.connector_status(name, c, false, false))
+        Ok(self.connector_status(name, c, false, &[]))
     }
 
+    /// The connector's status: what this worker runs from memory, what other workers of the group run from the
+    /// status topic (all from memory while the topic holds nothing of the connector); `restarting_tasks` are
+    /// shown RESTARTING (a restart's answer).
     fn connector_status(
         &self,
         name: &str,
         c: &Connector,
         restarting_connector: bool,
-        restarting_task: bool,
+        restarting_tasks: &[u32],
     ) -> Value {
-        let state = if restarting_connector {
-            "RESTARTING"
-        } else {
-            c.target.as_str()
+        let stored = self.status_store.as_ref().and_then(|s| s.connector(name));
+        let restarting = |mut v: Value, yes: bool| {
+            if yes {
+                v["state"] = json!("RESTARTING");
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("trace");
+                }
+            }
+            v
         };
-        let tasks: Vec<Value> = if c.target == TargetState::Stopped {
-            Vec::new()
-        } else {
-            vec![self.task_status_json(0, &c.status, restarting_task)]
+        let connector = match &stored {
+            Some((s, _)) if !self.runs_here(name) => stored_json(None, s),
+            _ => json!({"state": c.target.as_str(), "worker_id": self.worker_id}),
         };
+        // The tasks the config has now: a status topic keeps the statuses of tasks a smaller tasks.max removed.
+        let tasks: Vec<Value> = c
+            .task_ids()
+            .filter_map(|id| {
+                let v = match &stored {
+                    // Another worker's task: its status in the topic, or none yet (left out, as Connect
+                    // leaves out a task without a status).
+                    Some((_, ts)) if !self.runs_task_here(name, id) => {
+                        let (_, t) = ts.iter().find(|(i, _)| *i == id)?;
+                        stored_json(Some(id), t)
+                    }
+                    _ => self.task_status_json(id, &c.tasks.get(id as usize)?.status, false),
+                };
+                Some(restarting(v, restarting_tasks.contains(&id)))
+            })
+            .collect();
         json!({
             "name": name,
-            "connector": {"state": state, "worker_id": self.worker_id},
+            "connector": restarting(connector, restarting_connector),
             "tasks": tasks,
             "type": c.plugin.kind().as_str(),
         })
@@ -719,11 +828,13 @@ impl Worker {
         let c = connectors
             .get(name)
             .ok_or_else(|| Error::connector_not_found(name))?;
-        if c.target == TargetState::Stopped {
-            return Ok(json!([]));
-        }
-        let config = task_config(&c.config, c.plugin);
-        Ok(json!([{"id": {"connector": name, "task": 0}, "config": config}]))
+        let configs = task_configs(&c.config, c.plugin);
+        let tasks: Vec<Value> = c
+            .task_ids()
+            .zip(configs)
+            .map(|(id, config)| json!({"id": {"connector": name, "task": id}, "config": config}))
+            .collect();
+        Ok(Value::Array(tasks))
     }
 
     pub async fn task_status(&self, name: &str, task: &str) -> Result<Value> {
@@ -731,22 +842,19 @@ impl Worker {
         let c = connectors
             .get(name)
             .ok_or_else(|| Error::connector_not_found(name))?;
-        self.check_task(name, c, task)?;
-        if let Some(v) = self.stored_status(name, c) {
-            let id = json!(task.parse::<u32>().unwrap_or(0));
-            if let Some(t) = v["tasks"]
-                .as_array()
-                .and_then(|ts| ts.iter().find(|t| t["id"] == id))
-            {
-                return Ok(t.clone());
-            }
-        }
-        Ok(self.task_status_json(0, &c.status, false))
+        let id = self.check_task(name, c, task)?;
+        let v = self.connector_status(name, c, false, &[]);
+        v["tasks"]
+            .as_array()
+            .and_then(|ts| ts.iter().find(|t| t["id"] == json!(id)))
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("No status found for task {name}-{task}")))
     }
 
-    fn check_task(&self, name: &str, c: &Connector, task: &str) -> Result<()> {
+    /// The id of one of the connector's tasks, or the 404 (400 for what is no number).
+    fn check_task(&self, name: &str, c: &Connector, task: &str) -> Result<u32> {
         match task.parse::<u32>() {
-            Ok(0) if c.target != TargetState::Stopped => Ok(()),
+            Ok(id) if c.task_ids().contains(&id) => Ok(id),
             Ok(_) => Err(Error::NotFound(format!(
                 "No status found for task {name}-{task}"
             ))),
@@ -767,11 +875,12 @@ impl Worker {
         }
         let mut c = connectors.remove(name).expect("checked above");
         if let Some(s) = &self.status_log {
-            s.forget(name);
+            s.forget(
+                name,
+                (c.tasks.len() as u32).max(task_count(c.plugin, &c.config)),
+            );
         }
-        if let Some(run) = c.task.take() {
-            stop_task(name, run).await;
-        }
+        stop_tasks(c.take_runs(name)).await;
         tracing::info!(connector = %name, "connector deleted");
         Ok(())
     }
@@ -796,39 +905,63 @@ impl Worker {
     }
 
     /// `POST /connectors/{name}/restart`. Without `includeTasks`/`onlyFailed` (Connect's old form) only the
-    /// connector restarts and the answer is None (204); with them, the status with what restarts (202).
+    /// connector restarts and the answer is None (204); with them, the status with what restarts (202). The
+    /// tasks other workers of the group run are returned (id, REST address) for the caller to restart there.
     pub async fn restart(
         &self,
         name: &str,
         include_tasks: bool,
         only_failed: bool,
         new_form: bool,
-    ) -> Result<Option<Value>> {
+    ) -> Result<(Option<Value>, Vec<(u32, String)>)> {
         let mut connectors = self.connectors.lock().await;
         let c = connectors
             .get_mut(name)
             .ok_or_else(|| Error::connector_not_found(name))?;
-        // The connector object itself holds no work in the file connectors; it is never FAILED.
+        // The connector object itself holds no work in the built-in connectors; it is never FAILED.
         let restart_connector = !only_failed;
-        let task_failed = c.status.lock().unwrap().state == "FAILED";
-        let restart_task =
-            include_tasks && c.target != TargetState::Stopped && (!only_failed || task_failed);
-        let answer =
-            new_form.then(|| self.connector_status(name, c, restart_connector, restart_task));
-        if restart_task && c.target == TargetState::Running {
-            if let Some(run) = c.task.take() {
-                stop_task(name, run).await;
-            }
-            self.apply_target(name, c).await;
-        } else if restart_task {
-            // A paused task restarts into PAUSED: its failure is cleared.
-            *c.status.lock().unwrap() = TaskStatus {
-                state: "PAUSED",
-                trace: None,
+        let restarting: Vec<u32> = if include_tasks {
+            // Every task's state, those of other workers from the status topic.
+            let status = self.connector_status(name, c, false, &[]);
+            let failed = |id: u32| {
+                status["tasks"]
+                    .as_array()
+                    .and_then(|ts| ts.iter().find(|t| t["id"] == json!(id)))
+                    .is_some_and(|t| t["state"] == "FAILED")
             };
+            c.task_ids()
+                .filter(|id| !only_failed || failed(*id))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let remote: Vec<(u32, String)> = self
+            .remote_tasks(name)
+            .into_iter()
+            .filter(|(id, _)| restarting.contains(id))
+            .collect();
+        let answer =
+            new_form.then(|| self.connector_status(name, c, restart_connector, &restarting));
+        if c.target == TargetState::Running {
+            let runs = restarting
+                .iter()
+                .filter_map(|id| {
+                    let run = c.tasks.get_mut(*id as usize)?.run.take()?;
+                    Some((format!("{name}-{id}"), run))
+                })
+                .collect();
+            stop_tasks(runs).await;
+            self.apply_target(name, c).await;
+        } else {
+            // A paused task restarts into PAUSED: its failure is cleared.
+            for id in &restarting {
+                if let Some(t) = c.tasks.get(*id as usize) {
+                    t.set("PAUSED");
+                }
+            }
         }
-        tracing::info!(connector = %name, restart_task, "connector restarted");
-        Ok(answer)
+        tracing::info!(connector = %name, tasks = ?restarting, "connector restarted");
+        Ok((answer, remote))
     }
 
     /// `POST /connectors/{name}/tasks/{id}/restart`.
@@ -837,11 +970,13 @@ impl Worker {
         let c = connectors
             .get_mut(name)
             .ok_or_else(|| Error::connector_not_found(name))?;
-        self.check_task(name, c, task)?;
-        if let Some(run) = c.task.take() {
-            stop_task(name, run).await;
+        let id = self.check_task(name, c, task)?;
+        // Only this task stops; `apply_target` starts it again (the others run on untouched).
+        if let Some(run) = c.tasks.get_mut(id as usize).and_then(|t| t.run.take()) {
+            stop_task(&format!("{name}-{id}"), run).await;
         }
         self.apply_target(name, c).await;
+        tracing::info!(connector = %name, task = id, "task restarted");
         Ok(())
     }
 
@@ -979,7 +1114,7 @@ impl Worker {
         let mut connectors = self.connectors.lock().await;
         let runs = connectors
             .iter_mut()
-            .filter_map(|(name, c)| c.task.take().map(|run| (name.clone(), run)))
+            .flat_map(|(name, c)| c.take_runs(name))
             .collect();
         stop_tasks(runs).await;
     }
@@ -987,18 +1122,42 @@ impl Worker {
     /// Makes the task match the target state: runs it when RUNNING (unless it runs already), stops it
     /// otherwise.
     async fn apply_target(&self, name: &str, c: &mut Connector) {
-        if !self.runs_here(name) {
-            // Another worker of the group runs it (or nobody yet): nothing runs here, nothing is reported.
-            if let Some(run) = c.task.take() {
-                stop_task(name, run).await;
+        let wanted = c.task_ids().end as usize;
+        if c.tasks.len() > wanted {
+            // Tasks a lower tasks.max (or a stop) removed: stopped, and UNASSIGNED in the status topic, as
+            // Connect's worker writes when it shuts a task down.
+            let removed: Vec<TaskSlot> = c.tasks.drain(wanted..).collect();
+            let count = removed.len();
+            let runs = removed
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, t)| t.run.map(|run| (format!("{name}-{}", wanted + i), run)))
+                .collect();
+            stop_tasks(runs).await;
+            if let Some(s) = &self.status_log {
+                for id in wanted..wanted + count {
+                    if self.runs_task_here(name, id as u32) {
+                        s.report(name, Some(id as u32), "UNASSIGNED", None);
+                    }
+                }
             }
-            *c.status.lock().unwrap() = TaskStatus {
-                state: "UNASSIGNED",
-                trace: None,
-            };
-            return;
         }
-        if let Some(s) = &self.status_log {
+        c.tasks.resize_with(wanted, TaskSlot::new);
+        // The tasks another worker of the group runs (or nobody yet): nothing of them runs here, nothing of them
+        // is reported.
+        let elsewhere: Vec<usize> = (0..wanted)
+            .filter(|id| !self.runs_task_here(name, *id as u32))
+            .collect();
+        let runs = elsewhere
+            .iter()
+            .filter_map(|id| {
+                let t = &mut c.tasks[*id];
+                t.set("UNASSIGNED");
+                t.run.take().map(|run| (format!("{name}-{id}"), run))
+            })
+            .collect();
+        stop_tasks(runs).await;
+        if let (Some(s), true) = (&self.status_log, self.runs_here(name)) {
             let state = match c.target {
                 TargetState::Running => "RUNNING",
                 TargetState::Paused => "PAUSED",
@@ -1008,29 +1167,35 @@ impl Worker {
         }
         match c.target {
             TargetState::Running => {
-                if c.task.as_ref().is_some_and(|t| !t.handle.is_finished()) {
-                    return;
+                for id in 0..c.tasks.len() {
+                    if elsewhere.contains(&id) {
+                        continue;
+                    }
+                    let t = &c.tasks[id];
+                    if t.run.as_ref().is_some_and(|r| !r.handle.is_finished()) {
+                        continue;
+                    }
+                    // A task that ended FAILED (its restarts used up: `task.restart.max.attempts`) stays FAILED
+                    // until a restart, a resume or a new config, which take the task first; a rebalance that
+                    // leaves the connector here does not start it again.
+                    if t.run.is_some() && t.status.lock().unwrap().state == "FAILED" {
+                        continue;
+                    }
+                    let run = self.spawn_task(name, c, id as u32);
+                    c.tasks[id].run = Some(run);
                 }
-                // A task that ended FAILED (its restarts used up: `task.restart.max.attempts`) stays FAILED until
-                // a restart, a resume or a new config, which take the task first; a rebalance that leaves the
-                // connector here does not start it again.
-                if c.task.is_some() && c.status.lock().unwrap().state == "FAILED" {
-                    return;
-                }
-                c.task = Some(self.spawn_task(name, c));
             }
             TargetState::Paused | TargetState::Stopped => {
-                if let Some(run) = c.task.take() {
-                    stop_task(name, run).await;
-                }
-                let state = if c.target == TargetState::Paused {
-                    "PAUSED"
-                } else {
-                    "UNASSIGNED"
-                };
-                *c.status.lock().unwrap() = TaskStatus { state, trace: None };
-                if let Some(s) = &self.status_log {
-                    s.report(name, Some(0), state, None);
+                // (A STOPPED connector has no tasks left: `wanted` is 0.)
+                stop_tasks(c.take_runs(name)).await;
+                for (id, t) in c.tasks.iter().enumerate() {
+                    if elsewhere.contains(&id) {
+                        continue;
+                    }
+                    t.set("PAUSED");
+                    if let Some(s) = &self.status_log {
+                        s.report(name, Some(id as u32), "PAUSED", None);
+                    }
                 }
             }
         }
@@ -1038,12 +1203,12 @@ impl Worker {
 
     /// A task that cannot start: FAILED with `trace` until it is stopped (no automatic restart: the same config
     /// fails the same way).
-    fn failed_task(&self, name: &str, c: &Connector, trace: String) -> TaskRun {
-        tracing::error!(connector = %name, task = 0, "task failed: {trace}");
+    fn failed_task(&self, name: &str, c: &Connector, id: u32, trace: String) -> TaskRun {
+        tracing::error!(connector = %name, task = id, "task failed: {trace}");
         if let Some(s) = &self.status_log {
-            s.report_safe(name, Some(0), "FAILED", Some(&trace));
+            s.report_safe(name, Some(id), "FAILED", Some(&trace));
         }
-        *c.status.lock().unwrap() = TaskStatus {
+        *c.tasks[id as usize].status.lock().unwrap() = TaskStatus {
             state: "FAILED",
             trace: Some(trace),
         };
@@ -1054,7 +1219,8 @@ impl Worker {
         }
     }
 
-    fn spawn_task(&self, name: &str, c: &Connector) -> TaskRun {
+    /// Starts task `id` of the connector (its slot must exist) with the connector's config.
+    fn spawn_task(&self, name: &str, c: &Connector, id: u32) -> TaskRun {
         // The connector's own converter, or the worker's when it sets none. One it sets but that cannot be built
         // fails the task with the reason: running with the worker's converter instead would write (or read) the
         // records in a format nobody asked for. (Validation refuses such a config before it is stored, so this
@@ -1071,11 +1237,12 @@ impl Worker {
         });
         let (key_converter, value_converter) = match converters {
             Ok(kv) => kv,
-            Err(trace) => return self.failed_task(name, c, trace),
+            Err(trace) => return self.failed_task(name, c, id, trace),
         };
         let ctx = TaskContext {
             connector: name.to_string(),
-            config: c.config.clone(),
+            task: id,
+            config: task_config(c.plugin, &c.config, id),
             key_converter,
             value_converter,
             bootstrap_servers: self.config.bootstrap_servers.clone(),
@@ -1099,22 +1266,22 @@ impl Worker {
             ]
             .concat(),
         };
-        *c.status.lock().unwrap() = TaskStatus {
+        *c.tasks[id as usize].status.lock().unwrap() = TaskStatus {
             state: "RUNNING",
             trace: None,
         };
         if let Some(s) = &self.status_log {
-            s.report(name, Some(0), "RUNNING", None);
+            s.report(name, Some(id), "RUNNING", None);
         }
         let status_log = self.status_log.clone();
         let (stop, mut stopped) = watch::channel(false);
-        let status = c.status.clone();
+        let status = c.tasks[id as usize].status.clone();
         let plugin = c.plugin;
         let name = name.to_string();
         let restart = crate::error_handling::RestartPolicy::from_config(&ctx.config);
         // Every line the task logs carries its connector (what `/admin/logs?connector=` and
         // `fjord connect logs NAME` select by).
-        let span = tracing::info_span!("task", connector = %name, task = 0);
+        let span = tracing::info_span!("task", connector = %name, task = id);
         let task = async move {
             let mut attempt = 0;
             loop {
@@ -1136,7 +1303,7 @@ impl Worker {
                 let Err(trace) = result else { return };
                 if *stopped.borrow() {
                     // Told to stop while failing (a retry given up): stopping, not a failure to restart.
-                    tracing::info!(connector = %name, task = 0, "task stopped while failing: {trace}");
+                    tracing::info!(connector = %name, task = id, "task stopped while failing: {trace}");
                     return;
                 }
                 // A task that ran for a while before failing starts its restart count over.
@@ -1150,9 +1317,9 @@ impl Worker {
                     None if attempt > 1 => format!("{trace}\n(it was restarted automatically {} time(s) and failed each time, task.restart.max.attempts; restart it with POST /connectors/{name}/restart?includeTasks=true once the cause is fixed)", attempt - 1),
                     None => trace,
                 };
-                tracing::error!(connector = %name, task = 0, "task failed: {trace}");
+                tracing::error!(connector = %name, task = id, "task failed: {trace}");
                 if let Some(s) = &status_log {
-                    s.report_safe(&name, Some(0), "FAILED", Some(&trace));
+                    s.report_safe(&name, Some(id), "FAILED", Some(&trace));
                 }
                 *status.lock().unwrap() = TaskStatus {
                     state: "FAILED",
@@ -1167,13 +1334,13 @@ impl Worker {
                 if *stopped.borrow() {
                     return;
                 }
-                tracing::info!(connector = %name, task = 0, attempt, "restarting the failed task");
+                tracing::info!(connector = %name, task = id, attempt, "restarting the failed task");
                 *status.lock().unwrap() = TaskStatus {
                     state: "RUNNING",
                     trace: None,
                 };
                 if let Some(s) = &status_log {
-                    s.report(&name, Some(0), "RUNNING", None);
+                    s.report(&name, Some(id), "RUNNING", None);
                 }
             }
         };
@@ -1284,19 +1451,24 @@ fn stored_json(task: Option<u32>, s: &crate::status_store::Status) -> Value {
 }
 
 fn connector_info(name: &str, c: &Connector) -> Value {
-    let tasks: Vec<Value> = if c.target == TargetState::Stopped {
-        Vec::new()
-    } else {
-        vec![json!({"connector": name, "task": 0})]
-    };
+    let tasks: Vec<Value> = c
+        .task_ids()
+        .map(|id| json!({"connector": name, "task": id}))
+        .collect();
     json!({"name": name, "config": c.config, "tasks": tasks, "type": c.plugin.kind().as_str()})
 }
 
-/// Task 0's config: the connector's with the task class, as `GET .../tasks` shows it and the config topic keeps it.
-fn task_config(config: &ConfigMap, plugin: Plugin) -> ConfigMap {
-    let mut config = config.clone();
-    config.insert("task.class".into(), task_class(plugin).into());
-    config
+/// The tasks' configs, as `GET .../tasks` shows them and the config topic keeps them: each task's with the task
+/// class (a sink's tasks share one config, as the FileStream and Confluent sinks make them: the group protocol,
+/// not the config, splits the partitions; the PostgreSQL source's differ in their `tables`).
+fn task_configs(config: &ConfigMap, plugin: Plugin) -> Vec<ConfigMap> {
+    (0..task_count(plugin, config))
+        .map(|id| {
+            let mut c = task_config(plugin, config, id);
+            c.insert("task.class".into(), task_class(plugin).into());
+            c
+        })
+        .collect()
 }
 
 fn task_class(p: Plugin) -> &'static str {
@@ -1369,13 +1541,15 @@ mod tests {
         let view = crate::group::GroupView {
             leader: Some("w:1".into()),
             is_leader: true,
-            mine: ["src".to_string()].into(),
+            mine: [("src".to_string(), -1), ("src".to_string(), 0)].into(),
             ..Default::default()
         };
         w.group_assign(stored, view, w.config_writes()).await;
         let connectors = w.connectors.lock().await;
         assert!(
-            connectors.values().all(|c| c.task.is_none()),
+            connectors
+                .values()
+                .all(|c| c.tasks.iter().all(|t| t.run.is_none())),
             "a task runs after shutdown"
         );
     }
@@ -1395,18 +1569,10 @@ mod tests {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let c = Connector {
-            config,
-            plugin: Plugin::FileSource,
-            target: TargetState::Running,
-            task: None,
-            status: Arc::new(StdMutex::new(TaskStatus {
-                state: "UNASSIGNED",
-                trace: None,
-            })),
-        };
-        let run = w.spawn_task("src", &c);
-        let st = c.status.lock().unwrap().clone();
+        let mut c = Connector::new(config, Plugin::FileSource, TargetState::Running);
+        c.tasks.push(TaskSlot::new());
+        let run = w.spawn_task("src", &c, 0);
+        let st = c.tasks[0].status.lock().unwrap().clone();
         assert_eq!(st.state, "FAILED", "{st:?}");
         let trace = st.trace.unwrap_or_default();
         assert!(
@@ -1442,14 +1608,17 @@ mod tests {
         let view = crate::group::GroupView {
             leader: Some("w:1".into()),
             is_leader: true,
-            mine: ["src".to_string()].into(),
+            mine: [("src".to_string(), -1), ("src".to_string(), 0)].into(),
             ..Default::default()
         };
         let state = || async {
             let connectors = w.connectors.lock().await;
             let c = &connectors["src"];
-            let finished = c.task.as_ref().is_some_and(|t| t.handle.is_finished());
-            let st = c.status.lock().unwrap().state;
+            let finished = c.tasks[0]
+                .run
+                .as_ref()
+                .is_some_and(|t| t.handle.is_finished());
+            let st = c.tasks[0].status.lock().unwrap().state;
             (st, finished)
         };
         w.group_assign(stored.clone(), view.clone(), w.config_writes())
@@ -1503,6 +1672,106 @@ mod tests {
             .group_assign(BTreeMap::new(), view, worker.config_writes())
             .await;
         assert!(worker.names().await.is_empty());
+    }
+
+    /// A sink's `tasks.max` is its task count: REST lists that many tasks (ids 0..N) with a status each, a
+    /// config with fewer removes the last ones, and a source runs one whatever it says. On the old code every
+    /// connector had task 0 only.
+    #[tokio::test]
+    async fn a_sink_runs_tasks_max_tasks_and_a_lower_tasks_max_removes_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = test_worker(dir.path());
+        let sink = |tasks: &str| -> ConfigMap {
+            [
+                ("name", "fan"),
+                ("connector.class", "FileStreamSink"),
+                ("file", dir.path().join("out.txt").to_str().unwrap()),
+                ("topics", "t"),
+                ("tasks.max", tasks),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+        };
+        let ids = |v: &Value, key: &str| -> Vec<Value> {
+            v["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t[key].clone())
+                .collect()
+        };
+        let info = w.create(sink("3"), TargetState::Running).await.unwrap();
+        assert_eq!(ids(&info, "task"), [json!(0), json!(1), json!(2)]);
+        let status = w.status("fan").await.unwrap();
+        assert_eq!(ids(&status, "id"), [json!(0), json!(1), json!(2)]);
+        assert_eq!(ids(&status, "state"), vec![json!("RUNNING"); 3], "{status}");
+        let tasks = w.tasks("fan").await.unwrap();
+        assert_eq!(tasks.as_array().unwrap().len(), 3);
+        assert_eq!(tasks[2]["id"]["task"], 2);
+        assert_eq!(w.task_status("fan", "2").await.unwrap()["id"], 2);
+        {
+            let connectors = w.connectors.lock().await;
+            let runs = connectors["fan"].tasks.iter().filter(|t| t.run.is_some());
+            assert_eq!(runs.count(), 3, "three tasks run");
+        }
+        w.restart_task("fan", "1").await.unwrap();
+        let status = w.status("fan").await.unwrap();
+        assert_eq!(ids(&status, "state"), vec![json!("RUNNING"); 3], "{status}");
+
+        let (created, info) = w.put_config("fan", sink("1")).await.unwrap();
+        assert!(!created);
+        assert_eq!(ids(&info, "task"), [json!(0)]);
+        assert_eq!(ids(&w.status("fan").await.unwrap(), "id"), [json!(0)]);
+        assert!(matches!(
+            w.task_status("fan", "1").await,
+            Err(Error::NotFound(_))
+        ));
+        assert_eq!(w.connectors.lock().await["fan"].tasks.len(), 1);
+
+        w.set_target("fan", TargetState::Stopped).await.unwrap();
+        assert!(w.tasks("fan").await.unwrap().as_array().unwrap().is_empty());
+
+        let mut source: ConfigMap = [
+            ("name", "src"),
+            ("connector.class", "FileStreamSource"),
+            ("file", dir.path().join("in.txt").to_str().unwrap()),
+            ("topic", "t"),
+            ("tasks.max", "4"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let info = w.create(source.clone(), TargetState::Paused).await.unwrap();
+        assert_eq!(ids(&info, "task"), [json!(0)]);
+        source.insert("tasks.max".into(), "1001".into());
+        assert!(matches!(
+            w.put_config("src", source).await,
+            Err(Error::BadRequest(m)) if m.contains("tasks.max")
+        ));
+        w.shutdown().await;
+    }
+
+    /// The PostgreSQL source's tasks each get their share of `table.whitelist` in `tables` (Confluent's task
+    /// config key); the old code made one task whatever tasks.max said.
+    #[test]
+    fn a_postgres_sources_tasks_split_its_tables() {
+        let config: ConfigMap = [
+            ("connector.class", "PostgresSource"),
+            ("connection.url", "jdbc:postgresql://127.0.0.1:1/db"),
+            ("mode", "bulk"),
+            ("topic.prefix", "pg-"),
+            ("table.whitelist", "a,b,c"),
+            ("tasks.max", "2"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(task_count(Plugin::PostgresSource, &config), 2);
+        let tasks = task_configs(&config, Plugin::PostgresSource);
+        let tables: Vec<&str> = tasks.iter().map(|t| t["tables"].as_str()).collect();
+        assert_eq!(tables, ["a,b", "c"]);
+        assert_eq!(tasks[1]["task.class"], crate::pg_source::TASK_CLASS);
     }
 
     /// Tasks that ignore the stop signal: stopping three of them takes one shutdown timeout, not three, and

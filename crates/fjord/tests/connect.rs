@@ -1878,3 +1878,348 @@ fn every_worker_answers_statuses_from_the_status_topic_a_restarted_one_too() {
         );
     }
 }
+
+/// The members of a consumer group by client id: (member id, the partitions it holds), from
+/// `fjord groups describe --output json`; None while the group cannot be described.
+fn group_members(bootstrap: &str, group: &str) -> Option<BTreeMap<String, (String, Vec<i64>)>> {
+    let out = fjord(
+        bootstrap,
+        &["groups", "describe", group, "--output", "json"],
+        None,
+    );
+    if !out.status.success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let mut members = BTreeMap::new();
+    for m in v["members"].as_array()? {
+        let partitions: Vec<i64> = m["assignment"]
+            .as_array()?
+            .iter()
+            .flat_map(|a| a["partitions"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p.as_i64())
+            .collect();
+        members.insert(
+            m["client_id"].as_str()?.to_string(),
+            (m["member_id"].as_str()?.to_string(), partitions),
+        );
+    }
+    Some(members)
+}
+
+/// Produces `lines` to one partition of `topic`.
+fn produce_to(bootstrap: &str, topic: &str, partition: i32, lines: &[String]) {
+    ok(&fjord(
+        bootstrap,
+        &["produce", topic, "--partition", &partition.to_string()],
+        Some((lines.join("\n") + "\n").as_bytes()),
+    ));
+}
+
+/// Waits until the file holds `expected.len()` lines, then checks that they are exactly `expected` (in any
+/// order): every record written once, none lost, none twice.
+fn wait_exactly(path: &Path, expected: &[String]) {
+    wait_for(Duration::from_secs(60), "every record in the file", || {
+        (lines_of(path).len() >= expected.len()).then_some(())
+    });
+    // A duplicate would come with the rest of its batch: give a late one a moment to show.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut got = lines_of(path);
+    got.sort();
+    let mut want = expected.to_vec();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+/// A FileStreamSink with tasks.max=3 over a 3-partition topic runs three tasks, each a consumer of the group
+/// `connect-<name>` holding one partition; REST lists the three; every record is written once. Restarting task 1
+/// restarts it alone (the other tasks keep their group membership); lowering tasks.max to 1 leaves one task that
+/// holds every partition. On the old code the connector ran one task whatever tasks.max said.
+#[test]
+fn a_sink_with_tasks_max_3_runs_three_tasks_sharing_the_partitions() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    ok(&fjord(
+        &broker.bootstrap,
+        &["topics", "create", "orders3", "--partitions", "3"],
+        None,
+    ));
+    let worker = worker_properties(dir.path(), &broker.bootstrap, "");
+    let w = WorkerProc::start(&[&worker], &dir.path().join("worker.log"));
+    let out = dir.path().join("out.txt");
+    let config = json!({"connector.class": "FileStreamSink", "tasks.max": "3",
+        "file": out.display().to_string(), "topics": "orders3",
+        "value.converter": "org.apache.kafka.connect.storage.StringConverter"});
+    let body = json!({"name": "fan", "config": config}).to_string();
+    let (s, v) = http(&w.rest, "POST", "/connectors", Some(&body));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["tasks"].as_array().map(Vec::len), Some(3), "{v}");
+
+    let running = |n: usize| {
+        let v = http(&w.rest, "GET", "/connectors/fan/status", None).1;
+        let tasks = v["tasks"].as_array().cloned().unwrap_or_default();
+        (tasks.len() == n && tasks.iter().all(|t| t["state"] == "RUNNING")).then_some(tasks)
+    };
+    let tasks = wait_for(Duration::from_secs(60), "three RUNNING tasks", || {
+        running(3)
+    });
+    let ids: Vec<&Value> = tasks.iter().map(|t| &t["id"]).collect();
+    assert_eq!(ids, [&json!(0), &json!(1), &json!(2)]);
+    let listed = http(&w.rest, "GET", "/connectors/fan/tasks", None).1;
+    let listed: Vec<&Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["id"]["task"])
+        .collect();
+    assert_eq!(listed, [&json!(0), &json!(1), &json!(2)]);
+    let t2 = http(&w.rest, "GET", "/connectors/fan/tasks/2/status", None).1;
+    assert_eq!((&t2["id"], &t2["state"]), (&json!(2), &json!("RUNNING")));
+    assert_eq!(
+        http(&w.rest, "GET", "/connectors/fan/tasks/3/status", None).0,
+        404
+    );
+
+    // The group has a member per task, each with one of the three partitions.
+    let clients = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| format!("connector-consumer-fan-{i}"))
+            .collect()
+    };
+    let spread = |n: usize| {
+        move |m: BTreeMap<String, (String, Vec<i64>)>| {
+            let mut all: Vec<i64> = m.values().flat_map(|(_, ps)| ps.clone()).collect();
+            all.sort();
+            (m.keys().cloned().collect::<Vec<_>>() == clients(n)
+                && m.values().all(|(_, ps)| !ps.is_empty())
+                && all == [0, 1, 2])
+            .then_some(m)
+        }
+    };
+    let before = wait_for(
+        Duration::from_secs(60),
+        "three members holding a partition each",
+        || group_members(&broker.bootstrap, "connect-fan").and_then(spread(3)),
+    );
+
+    let mut expected = Vec::new();
+    for p in 0..3 {
+        let lines: Vec<String> = (0..100).map(|i| format!("p{p}-{i}")).collect();
+        produce_to(&broker.bootstrap, "orders3", p, &lines);
+        expected.extend(lines);
+    }
+    wait_exactly(&out, &expected);
+
+    // Task 1 alone restarts: tasks 0 and 2 keep their consumers (the same member ids), task 1 gets a new one.
+    let (s, v) = http(&w.rest, "POST", "/connectors/fan/tasks/1/restart", None);
+    assert_eq!(s, 204, "{v}");
+    let after = wait_for(Duration::from_secs(60), "task 1 back in the group", || {
+        group_members(&broker.bootstrap, "connect-fan")
+            .and_then(spread(3))
+            .filter(|m| m["connector-consumer-fan-1"].0 != before["connector-consumer-fan-1"].0)
+    });
+    for i in [0, 2] {
+        let c = format!("connector-consumer-fan-{i}");
+        assert_eq!(after[&c].0, before[&c].0, "task {i} restarted too");
+    }
+    wait_for(Duration::from_secs(60), "three RUNNING tasks", || {
+        running(3)
+    });
+    for p in 0..3 {
+        let lines: Vec<String> = (100..110).map(|i| format!("p{p}-{i}")).collect();
+        produce_to(&broker.bootstrap, "orders3", p, &lines);
+        expected.extend(lines);
+    }
+    wait_exactly(&out, &expected);
+
+    // Pausing stops every task (the group empties); resuming starts the three again.
+    assert_eq!(http(&w.rest, "PUT", "/connectors/fan/pause", None).0, 202);
+    let v = http(&w.rest, "GET", "/connectors/fan/status", None).1;
+    let states: Vec<&Value> = v["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["state"])
+        .collect();
+    assert_eq!(states, [&json!("PAUSED"); 3], "{v}");
+    wait_for(Duration::from_secs(60), "the group without members", || {
+        group_members(&broker.bootstrap, "connect-fan").filter(|m| m.is_empty())
+    });
+    assert_eq!(http(&w.rest, "PUT", "/connectors/fan/resume", None).0, 202);
+    wait_for(Duration::from_secs(60), "three RUNNING tasks", || {
+        running(3)
+    });
+    wait_for(Duration::from_secs(60), "three members again", || {
+        group_members(&broker.bootstrap, "connect-fan").and_then(spread(3))
+    });
+
+    // tasks.max=1: one task left, holding the three partitions.
+    let mut one = config.clone();
+    one["tasks.max"] = json!("1");
+    let (s, v) = http(
+        &w.rest,
+        "PUT",
+        "/connectors/fan/config",
+        Some(&one.to_string()),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["tasks"].as_array().map(Vec::len), Some(1), "{v}");
+    wait_for(Duration::from_secs(60), "one RUNNING task", || running(1));
+    let listed = http(&w.rest, "GET", "/connectors/fan/tasks", None).1;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(
+        http(&w.rest, "GET", "/connectors/fan/tasks/1/status", None).0,
+        404
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "one member holding every partition",
+        || group_members(&broker.bootstrap, "connect-fan").and_then(spread(1)),
+    );
+    for p in 0..3 {
+        let lines: Vec<String> = (110..120).map(|i| format!("p{p}-{i}")).collect();
+        produce_to(&broker.bootstrap, "orders3", p, &lines);
+        expected.extend(lines);
+    }
+    wait_exactly(&out, &expected);
+}
+
+/// Distributed mode: a FileStreamSink with tasks.max=3 in a group of two workers has its tasks spread over both
+/// (the leader assigns connectors and tasks apart, as Connect's assignor does), each task a consumer of the
+/// group `connect-<name>` with its own partition; statuses asked of either worker name both workers; every
+/// record is written once. A task restart sent to the follower reaches the worker running that task and restarts
+/// it alone; a connector restart with `includeTasks` restarts the tasks on both workers. On the old code the
+/// connector ran one task, on one worker.
+#[test]
+fn distributed_workers_share_a_sinks_tasks_and_restart_them_where_they_run() {
+    let dir = temp_dir();
+    let broker = BrokerProc::start(&dir.path().join("data"), &[]);
+    ok(&fjord(
+        &broker.bootstrap,
+        &["topics", "create", "dfan-in", "--partitions", "3"],
+        None,
+    ));
+    let props = dir.path().join("worker.properties");
+    write_file(
+        &props,
+        &format!(
+            "bootstrap.servers={}\nlisteners=http://127.0.0.1:0\ngroup.id=dfan\n\
+             config.storage.topic=dfan-configs\noffset.storage.topic=dfan-offsets\n\
+             status.storage.topic=dfan-status\noffset.storage.partitions=3\n\
+             offset.flush.interval.ms=100\nsession.timeout.ms=6000\nheartbeat.interval.ms=500\n\
+             scheduled.rebalance.max.delay.ms=3000\n\
+             value.converter=org.apache.kafka.connect.storage.StringConverter\n",
+            broker.bootstrap
+        ),
+    );
+    let w1 = WorkerProc::start_mode("distributed", &[&props], &dir.path().join("w1.log"));
+    wait_for(Duration::from_secs(60), "w1 to lead", || {
+        leads(&w1).filter(|l| *l)
+    });
+    let w2 = WorkerProc::start_mode("distributed", &[&props], &dir.path().join("w2.log"));
+    wait_for(Duration::from_secs(60), "w2 in the group", || {
+        leads(&w2).filter(|l| !*l)
+    });
+    let out = dir.path().join("out.txt");
+    let config = json!({"name": "dfan", "config": {"connector.class": "FileStreamSink", "tasks.max": "3",
+        "file": out.display().to_string(), "topics": "dfan-in"}});
+    let (s, v) = http(&w1.rest, "POST", "/connectors", Some(&config.to_string()));
+    assert_eq!(s, 201, "{v}");
+
+    // Both workers answer with three RUNNING tasks spread over both.
+    let spread = |via: &str| {
+        let (s, v) = http(via, "GET", "/connectors/dfan/status", None);
+        let tasks = v["tasks"].as_array().cloned().unwrap_or_default();
+        let workers: Vec<String> = tasks
+            .iter()
+            .map(|t| t["worker_id"].as_str().unwrap_or("").to_string())
+            .collect();
+        (s == 200
+            && tasks.len() == 3
+            && tasks.iter().all(|t| t["state"] == "RUNNING")
+            && workers.contains(&w1.rest)
+            && workers.contains(&w2.rest))
+        .then_some(workers)
+    };
+    let workers = wait_for(
+        Duration::from_secs(60),
+        "three tasks on two workers",
+        || spread(&w1.rest),
+    );
+    wait_for(Duration::from_secs(30), "the same through w2", || {
+        spread(&w2.rest)
+    });
+    let listed = http(&w2.rest, "GET", "/connectors/dfan/tasks", None).1;
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
+
+    let clients: Vec<String> = (0..3)
+        .map(|i| format!("connector-consumer-dfan-{i}"))
+        .collect();
+    let members = || {
+        group_members(&broker.bootstrap, "connect-dfan").filter(|m| {
+            m.keys().cloned().collect::<Vec<_>>() == clients
+                && m.values().all(|(_, ps)| ps.len() == 1)
+        })
+    };
+    let before = wait_for(
+        Duration::from_secs(60),
+        "three members holding a partition each",
+        members,
+    );
+    let mut expected = Vec::new();
+    for p in 0..3 {
+        let lines: Vec<String> = (0..50).map(|i| format!("d{p}-{i}")).collect();
+        produce_to(&broker.bootstrap, "dfan-in", p, &lines);
+        expected.extend(lines);
+    }
+    wait_exactly(&out, &expected);
+
+    // A task on w2, restarted through w2 (forwarded to the leader, which asks w2): it alone restarts.
+    let on_w2 = workers.iter().position(|w| *w == w2.rest).unwrap();
+    let (s, v) = http(
+        &w2.rest,
+        "POST",
+        &format!("/connectors/dfan/tasks/{on_w2}/restart"),
+        None,
+    );
+    assert_eq!(s, 204, "{v}");
+    let restarted = &clients[on_w2];
+    let after = wait_for(
+        Duration::from_secs(60),
+        "the task back in the group",
+        || members().filter(|m| m[restarted].0 != before[restarted].0),
+    );
+    for c in clients.iter().filter(|c| *c != restarted) {
+        assert_eq!(after[c].0, before[c].0, "{c} restarted too");
+    }
+
+    // A connector restart with its tasks, on the leader: every task restarts, on both workers.
+    let (s, v) = http(
+        &w1.rest,
+        "POST",
+        "/connectors/dfan/restart?includeTasks=true",
+        None,
+    );
+    assert_eq!(s, 202, "{v}");
+    let states: Vec<&Value> = v["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["state"])
+        .collect();
+    assert_eq!(states, [&json!("RESTARTING"); 3], "{v}");
+    wait_for(Duration::from_secs(60), "three new consumers", || {
+        members().filter(|m| clients.iter().all(|c| m[c].0 != after[c].0))
+    });
+    wait_for(
+        Duration::from_secs(60),
+        "three tasks on two workers",
+        || spread(&w2.rest),
+    );
+    for p in 0..3 {
+        let lines: Vec<String> = (50..60).map(|i| format!("d{p}-{i}")).collect();
+        produce_to(&broker.bootstrap, "dfan-in", p, &lines);
+        expected.extend(lines);
+    }
+    wait_exactly(&out, &expected);
+}
