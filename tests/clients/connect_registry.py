@@ -10,8 +10,13 @@ Usage:
       with the schema's id but a value that does not match the schema.
   connect_registry.py consume|consume-json BOOTSTRAP REGISTRY_URL TOPIC N
       Reads N records of TOPIC from the start, decodes each value with AvroDeserializer (its writer schema fetched
-      by the id in the record), and prints one JSON line per value, then `schema-id <id>` for each distinct id
+      by the id in the record), and prints one JSON line per value (logical types as their str()), then
+      `schema-id <id>` for each distinct id
       and the registered subject's schema as `schema <json>`.
+  connect_registry.py produce-json-ref BOOTSTRAP REGISTRY_URL TOPIC
+      Registers COMMON_JSON (definitions sku and money) under the subject `common`, then produces PRODUCTS'
+      sku, qty and price with JSONSerializer and ITEM_JSON_REF, whose properties `$ref` common.json's
+      definitions: the schema is registered under TOPIC-value with a reference to `common`. Prints `OK <n>`.
   connect_registry.py produce-protobuf-import BOOTSTRAP REGISTRY_URL TOPIC
       Produces ORDERS_WITH_IMPORT with ProtobufSerializer as shop.Order of shop/order_ref.proto, which imports
       shop/header.proto: the serializer registers the imported file under its own subject (shop/header.proto) and
@@ -25,7 +30,7 @@ import json
 import sys
 
 from confluent_kafka import Producer
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema, SchemaReference, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer, AvroDeserializer
 from confluent_kafka.schema_registry.json_schema import JSONSerializer, JSONDeserializer
 from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
@@ -51,6 +56,20 @@ ITEM_JSON = json.dumps({"$schema": "http://json-schema.org/draft-07/schema#", "t
         "day": {"type": "integer"},
     },
     "required": ["sku", "qty", "price", "day"],
+    "additionalProperties": False})
+
+COMMON_JSON = json.dumps({"$schema": "http://json-schema.org/draft-07/schema#", "definitions": {
+    "sku": {"type": "string"},
+    "money": {"type": "number"},
+}})
+
+ITEM_JSON_REF = json.dumps({"$schema": "http://json-schema.org/draft-07/schema#", "title": "Item", "type": "object",
+    "properties": {
+        "sku": {"$ref": "common.json#/definitions/sku"},
+        "qty": {"type": "integer"},
+        "price": {"$ref": "common.json#/definitions/money"},
+    },
+    "required": ["sku", "qty", "price"],
     "additionalProperties": False})
 
 PRODUCTS = [
@@ -91,11 +110,27 @@ def consume(bootstrap, url, topic, n, json_schema=False):
         v = m.value()
         check(v is not None and v[0] == 0, f"not in the wire format: {v!r}")
         ids.append(int.from_bytes(v[1:5], "big"))
-        print(json.dumps(de(v, SerializationContext(topic, MessageField.VALUE)), sort_keys=True))
+        # default=str: Avro's logical types come as Decimal, date, datetime and time.
+        print(json.dumps(de(v, SerializationContext(topic, MessageField.VALUE)), sort_keys=True, default=str))
     for i in sorted(set(ids)):
         print(f"schema-id {i}")
     latest = sr.get_latest_version(f"{topic}-value")
     print(f"schema {latest.schema.schema_str}")
+
+
+def produce_json_ref(bootstrap, url, topic):
+    sr = SchemaRegistryClient({"url": url})
+    sr.register_schema("common", Schema(COMMON_JSON, "JSON"))
+    version = sr.get_latest_version("common").version
+    schema = Schema(ITEM_JSON_REF, "JSON", [SchemaReference("common.json", "common", version)])
+    ser = JSONSerializer(schema, sr)
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for r in PRODUCTS:
+        value = ser({k: r[k] for k in ("sku", "qty", "price")}, SerializationContext(topic, MessageField.VALUE))
+        check(value[0] == 0, "Confluent wire format starts with magic byte 0")
+        p.produce(topic, key=r["sku"].encode(), value=value)
+    check(p.flush(30) == 0, "undelivered messages")
+    print(f"OK {len(PRODUCTS)}")
 
 
 ORDERS_WITH_IMPORT = [
@@ -148,6 +183,9 @@ def main():
         produce_raw(sys.argv[2], sys.argv[3], sys.argv[4:])
         return
     mode, bootstrap, url, topic = sys.argv[1:5]
+    if mode == "produce-json-ref":
+        produce_json_ref(bootstrap, url, topic)
+        return
     if mode == "produce-protobuf-import":
         produce_protobuf_import(bootstrap, url, topic)
         return

@@ -886,7 +886,9 @@ pub fn is_data_error(code: &str) -> bool {
         || matches!(code, "42804" | "42846" | "42703" | "54000")
 }
 
-fn db_error(e: tokio_postgres::Error, doing: &str) -> DbError {
+/// A tokio-postgres error as what it means here: the server's message, SQLSTATE and detail after `doing`, and
+/// whether the data is at fault.
+pub(crate) fn db_error(e: tokio_postgres::Error, doing: &str) -> DbError {
     let data = e
         .as_db_error()
         .is_some_and(|d| is_data_error(d.code().code()));

@@ -16,8 +16,8 @@
 //! Avro schemas below and writes the message indexes ([0]: the one message) and the message
 //! ([`crate::protobuf_data`]). A Connect schema Protobuf cannot express fails the task, naming the field.
 //!
-//! **Sinks** look the writer's schema up by its id (`GET /schemas/ids/{id}`, cached for the task's life; an Avro or
-//! Protobuf schema's references with `GET /subjects/<subject>/versions/<version>`, dependencies first) and turn
+//! **Sinks** look the writer's schema up by its id (`GET /schemas/ids/{id}`, cached for the task's life; a schema's
+//! references with `GET /subjects/<subject>/versions/<version>`, dependencies first) and turn
 //! the datum into Connect data in the form the JSON converter gives the sinks (a record is a struct with its
 //! fields' schemas, bytes are base64 text, a decimal its unscaled bytes, dates/times/timestamps their number), so
 //! the PostgreSQL sink's `pk.mode=record_value` and `auto.create` work as with schemas in JSON.
@@ -49,6 +49,7 @@ use apache_avro::schema::{InnerDecimalSchema, UuidSchema};
 use apache_avro::types::Value as Avro;
 use apache_avro::Schema;
 use fjord_registry::avro_json::Names;
+use fjord_registry::json::JsonDocs;
 use fjord_registry::proto_json::ProtoSchema;
 use fjord_registry::wire::{self, AvroDecoder};
 use prost_reflect::ReflectMessage;
@@ -168,14 +169,12 @@ enum Writer {
         Box<ProtoSchema>,
         Mutex<HashMap<String, Result<Value, String>>>,
     ),
-    /// A schema this converter cannot use (another format, a JSON Schema with references, a reference the registry
-    /// does not have), and why.
+    /// A schema this converter cannot use (another format, one that does not compile), and why.
     Unusable(String),
 }
 
 impl Writer {
-    /// `referenced`: (reference name, text) of every schema the references of `text` reach, dependencies first
-    /// (Avro and Protobuf).
+    /// `referenced`: (reference name, text) of every schema the references of `text` reach, dependencies first.
     fn parse(
         format: Format,
         text: &str,
@@ -193,30 +192,17 @@ impl Writer {
                 Mutex::default(),
             )),
             Format::JsonSchema => {
-                let schema: Value = serde_json::from_str(text)
-                    .map_err(|e| format!("not a JSON Schema (not JSON): {e}"))?;
+                let docs = JsonDocs::parse(text, referenced)?;
                 Ok(Writer::Json {
-                    connect: connect_schema_of_json(&schema, false).ok(),
-                    validator: Box::new(json_validator(&schema)?),
+                    connect: connect_schema_of_json(&docs).ok(),
+                    validator: Box::new(fjord_registry::json::validator(
+                        &docs.root,
+                        &docs.referenced,
+                    )?),
                 })
             }
         }
     }
-}
-
-/// A validator for a JSON Schema without references (draft 7, Confluent's default, when it names none).
-fn json_validator(schema: &Value) -> Result<jsonschema::Validator, String> {
-    let named = schema.get("$schema").is_some();
-    // jsonschema panics on a few malformed schemas (the registry guards the same way).
-    std::panic::catch_unwind(|| {
-        let mut options = jsonschema::options().should_validate_formats(false);
-        if !named {
-            options = options.with_draft(jsonschema::Draft::Draft7);
-        }
-        options.build(schema)
-    })
-    .map_err(|_| "not a valid JSON Schema (it cannot be compiled)".to_string())?
-    .map_err(|e| format!("not a valid JSON Schema: {e}"))
 }
 
 /// A schema records are written with: its id, the schema, and (Protobuf) the message they are written as with
@@ -481,15 +467,6 @@ impl RegistryConverter {
                 self.format.class(),
                 self.format.schema_type(),
                 Format::class_for(schema_type)
-            ))
-        } else if self.format == Format::JsonSchema
-            && v.get("references")
-                .and_then(Value::as_array)
-                .is_some_and(|r| !r.is_empty())
-        {
-            Writer::Unusable(format!(
-                "schema id {id} references other schemas, which {} does not support yet",
-                self.format.class()
             ))
         } else {
             match self.references(&v["references"]).await {
@@ -900,8 +877,12 @@ fn connect_schema<'a>(s: &'a Schema, names: &'a Names, optional: bool) -> Result
         Schema::Array(a) => {
             json!({"type": "array", "items": connect_schema(&a.items, names, false)?, "optional": optional})
         }
-        Schema::Map(m) => json!({"type": "map", "keys": {"type": "string", "optional": false},
-            "values": connect_schema(&m.types, names, false)?, "optional": optional}),
+        Schema::Map(m) => {
+            let mut map = json!({"type": "map", "keys": {"type": "string", "optional": false},
+                "values": connect_schema(&m.types, names, false)?, "optional": optional});
+            connect_meta_of_avro(&m.attributes, &mut map);
+            map
+        }
         Schema::Record(r) => {
             let fields = r
                 .fields
@@ -926,6 +907,46 @@ fn connect_schema<'a>(s: &'a Schema, names: &'a Names, optional: bool) -> Result
         }
         Schema::Ref { .. } => unreachable!("resolved above"),
     })
+}
+
+/// A Connect schema's name, version, doc and parameters from the `connect.*` properties Confluent's AvroData
+/// writes on an Avro schema that has no name of its own (a map).
+fn connect_meta_of_avro(attributes: &std::collections::BTreeMap<String, Value>, out: &mut Value) {
+    if let Some(n) = attributes.get("connect.name").and_then(Value::as_str) {
+        out["name"] = json!(n);
+    }
+    if let Some(v) = attributes.get("connect.version").and_then(Value::as_i64) {
+        out["version"] = json!(v);
+    }
+    if let Some(d) = attributes.get("connect.doc").and_then(Value::as_str) {
+        out["doc"] = json!(d);
+    }
+    if let Some(p) = attributes
+        .get("connect.parameters")
+        .filter(|p| p.is_object())
+    {
+        out["parameters"] = p.clone();
+    }
+}
+
+/// The `connect.*` properties Confluent's AvroData writes for a Connect schema's doc, version, parameters and
+/// name on an Avro schema that cannot carry them otherwise (a map, or the array of a map's entries).
+fn avro_connect_meta(s: &Value, out: &mut Value) {
+    if let Some(d) = s.get("doc").and_then(Value::as_str) {
+        out["connect.doc"] = json!(d);
+    }
+    if let Some(v) = s.get("version").and_then(Value::as_i64) {
+        out["connect.version"] = json!(v);
+    }
+    if let Some(p) = s
+        .get("parameters")
+        .filter(|p| p.as_object().is_some_and(|o| !o.is_empty()))
+    {
+        out["connect.parameters"] = p.clone();
+    }
+    if let Some(n) = s.get("name").and_then(Value::as_str) {
+        out["connect.name"] = json!(n);
+    }
 }
 
 /// An Avro datum to Connect's JSON value form (bytes as base64, a decimal its unscaled bytes in base64).
@@ -1048,7 +1069,9 @@ fn avro_schema_required(s: &Value, records: &mut usize) -> Result<Value, String>
                     })
             };
             let scale = param("scale").unwrap_or(0);
-            let precision = param("connect.decimal.precision").unwrap_or(64);
+            // Confluent's default precision is 64; an Avro decimal's scale cannot exceed its precision (the
+            // PostgreSQL source's numeric without a declared precision has scale 127).
+            let precision = param("connect.decimal.precision").unwrap_or(64).max(scale);
             json!({"type": "bytes", "scale": scale, "precision": precision, "connect.version": 1,
                 "connect.parameters": {"scale": scale.to_string()}, "connect.name": CONNECT_DECIMAL,
                 "logicalType": "decimal"})
@@ -1079,20 +1102,42 @@ fn avro_schema_required(s: &Value, records: &mut usize) -> Result<Value, String>
                     .get("optional")
                     .and_then(Value::as_bool)
                     .unwrap_or(false);
-            if string_keys {
+            let mut map = if string_keys {
                 json!({"type": "map", "values": avro_schema(values, records)?})
             } else {
-                *records += 1;
-                let n = if *records == 1 {
-                    String::new()
-                } else {
-                    records.to_string()
+                // The entries are records: io.confluent.connect.avro.MapEntry for a map without a name,
+                // else named after the map and marked `connect.internal.type: MapEntry` (as AvroData).
+                let mut entry = match name {
+                    Some(n) => {
+                        let (namespace, record) = match n.rsplit_once('.') {
+                            Some((ns, r)) => (Some(ns), r),
+                            None => (None, n),
+                        };
+                        let mut e = json!({"type": "record", "name": record,
+                            "connect.internal.type": "MapEntry"});
+                        if let Some(ns) = namespace {
+                            e["namespace"] = json!(ns);
+                        }
+                        e
+                    }
+                    None => {
+                        *records += 1;
+                        let n = if *records == 1 {
+                            String::new()
+                        } else {
+                            records.to_string()
+                        };
+                        json!({"type": "record", "name": format!("MapEntry{n}"),
+                            "namespace": DEFAULT_NAMESPACE})
+                    }
                 };
-                json!({"type": "array", "items": {"type": "record", "name": format!("MapEntry{n}"),
-                    "namespace": DEFAULT_NAMESPACE, "fields": [
-                        {"name": "key", "type": avro_schema(keys, records)?},
-                        {"name": "value", "type": avro_schema(values, records)?}]}})
-            }
+                entry["fields"] = json!([
+                    {"name": "key", "type": avro_schema(keys, records)?},
+                    {"name": "value", "type": avro_schema(values, records)?}]);
+                json!({"type": "array", "items": entry})
+            };
+            avro_connect_meta(s, &mut map);
+            map
         }
         ("struct", _) => {
             *records += 1;
@@ -1188,13 +1233,30 @@ fn json_schema_required(s: &Value) -> Result<Value, String> {
         ("map", _) => {
             let keys = s.get("keys").ok_or("a map schema without keys")?;
             let values = s.get("values").ok_or("a map schema without values")?;
-            if keys.get("type").and_then(Value::as_str) == Some("string") {
+            let mut map = if keys.get("type").and_then(Value::as_str) == Some("string") {
                 json!({"type": "object", "additionalProperties": json_schema_of(values)?,
                     "connect.type": "map"})
             } else {
                 json!({"type": "array", "connect.type": "map", "items": {"type": "object",
                     "properties": {"key": json_schema_of(keys)?, "value": json_schema_of(values)?}}})
+            };
+            // As JsonSchemaData: the name is the title, the doc the description.
+            if let Some(n) = name {
+                map["title"] = json!(n);
             }
+            if let Some(d) = s.get("doc").and_then(Value::as_str) {
+                map["description"] = json!(d);
+            }
+            if let Some(v) = s.get("version").and_then(Value::as_i64) {
+                map["connect.version"] = json!(v);
+            }
+            if let Some(p) = s
+                .get("parameters")
+                .filter(|p| p.as_object().is_some_and(|o| !o.is_empty()))
+            {
+                map["connect.parameters"] = p.clone();
+            }
+            map
         }
         ("struct", _) => {
             let mut properties = Map::new();
@@ -1235,104 +1297,173 @@ fn json_schema_required(s: &Value) -> Result<Value, String> {
 /// The Connect schema of a JSON Schema, as far as Connect has one: objects with `properties` are structs (fields
 /// ordered by `connect.index`, then by name; a field not `required` is optional), `additionalProperties` alone a
 /// map, `oneOf`/`anyOf`/`type` lists of null and one type that type optional, integers int64 and numbers
-/// float64 unless `connect.type` says more, `title` naming a logical type that type. Err: a schema with no
-/// Connect form (the data is then schemaless).
-fn connect_schema_of_json(s: &Value, optional: bool) -> Result<Value, String> {
-    if let Some(alts) = s
-        .get("oneOf")
-        .or_else(|| s.get("anyOf"))
-        .and_then(Value::as_array)
-    {
-        let is_null = |a: &Value| a.get("type").and_then(Value::as_str) == Some("null");
-        return match alts.as_slice() {
-            [a, b] if is_null(a) => connect_schema_of_json(b, true),
-            [a, b] if is_null(b) => connect_schema_of_json(a, true),
-            [a] => connect_schema_of_json(a, optional),
-            _ => Err("a oneOf/anyOf other than null and one type".into()),
-        };
+/// float64 unless `connect.type` says more, `title` naming a logical type that type; a `$ref` is followed into
+/// the schema's own definitions or the schemas its references reach (as the registry resolves it). Bounded as
+/// SQL's walk of the same schemas: nesting plus `$ref`s followed at most [`wire::MAX_SCHEMA_DEPTH`] deep, at most
+/// [`wire::MAX_SCHEMA_NODES`] schemas visited, and a `$ref` into a schema that contains it (a recursive type) is
+/// refused. Err: a schema with no Connect form (the data is then schemaless).
+fn connect_schema_of_json(docs: &JsonDocs) -> Result<Value, String> {
+    JsonWalk {
+        docs,
+        budget: wire::MAX_SCHEMA_NODES,
+        active: Vec::new(),
     }
-    let ty = match s.get("type") {
-        Some(Value::String(t)) => t.as_str(),
-        Some(Value::Array(types)) => {
-            let not_null: Vec<&Value> = types.iter().filter(|t| *t != "null").collect();
-            let [one] = not_null.as_slice() else {
-                return Err("a type list other than null and one type".into());
-            };
-            let mut single = s.clone();
-            single["type"] = (*one).clone();
-            return connect_schema_of_json(&single, optional || types.len() > 1);
+    .connect(&docs.root, 0, 0, false)
+}
+
+/// One walk of [`connect_schema_of_json`].
+struct JsonWalk<'a> {
+    docs: &'a JsonDocs,
+    /// Schemas the walk may still visit.
+    budget: usize,
+    /// The `$ref` targets being resolved (by address): one met again is a recursive type.
+    active: Vec<*const Value>,
+}
+
+impl<'a> JsonWalk<'a> {
+    /// `doc`: the document `s` is in (its local `$ref`s point into it); `depth`: nesting plus `$ref`s followed.
+    fn connect(
+        &mut self,
+        s: &'a Value,
+        doc: usize,
+        depth: usize,
+        optional: bool,
+    ) -> Result<Value, String> {
+        if self.budget == 0 {
+            return Err(format!(
+                "the JSON Schema expands to more than {} schemas",
+                wire::MAX_SCHEMA_NODES
+            ));
         }
-        _ => return Err("a schema without a type".into()),
-    };
-    let connect_type = s.get("connect.type").and_then(Value::as_str);
-    let title = s.get("title").and_then(Value::as_str);
-    let prim = |t: &str| {
-        let mut v = json!({"type": t, "optional": optional});
-        if let Some(n @ (CONNECT_DECIMAL | CONNECT_DATE | CONNECT_TIME | CONNECT_TIMESTAMP)) = title
-        {
-            v["name"] = json!(n);
-            v["version"] = json!(1);
-            if let Some(p) = s.get("connect.parameters") {
-                v["parameters"] = p.clone();
+        self.budget -= 1;
+        if depth > wire::MAX_SCHEMA_DEPTH {
+            return Err(format!(
+                "the JSON Schema nests (or chains $refs) more than {} deep",
+                wire::MAX_SCHEMA_DEPTH
+            ));
+        }
+        if let Some(r) = s.get("$ref").and_then(Value::as_str) {
+            let (target, at) = self.docs.resolve(r, doc)?;
+            let key = target as *const Value;
+            if self.active.contains(&key) {
+                return Err(format!(
+                    "the JSON Schema is recursive (\"$ref\": \"{r}\" refers to a schema that contains it)"
+                ));
             }
+            self.active.push(key);
+            let out = self.connect(target, at, depth + 1, optional);
+            self.active.pop();
+            return out;
         }
-        v
-    };
-    Ok(match (ty, connect_type) {
-        ("integer", Some(t @ ("int8" | "int16" | "int32" | "int64"))) => prim(t),
-        ("integer", _) => prim("int64"),
-        ("number", Some("float32")) => prim("float"),
-        ("number", _) => prim("double"),
-        ("boolean", _) => prim("boolean"),
-        ("string", Some("bytes")) => prim("bytes"),
-        ("string", _) => prim("string"),
-        ("array", _) => {
-            let items = s.get("items").ok_or("an array without items")?;
-            json!({"type": "array", "items": connect_schema_of_json(items, false)?, "optional": optional})
+        let next = depth + 1;
+        if let Some(alts) = s
+            .get("oneOf")
+            .or_else(|| s.get("anyOf"))
+            .and_then(Value::as_array)
+        {
+            let is_null = |a: &Value| a.get("type").and_then(Value::as_str) == Some("null");
+            return match alts.as_slice() {
+                [a, b] if is_null(a) => self.connect(b, doc, next, true),
+                [a, b] if is_null(b) => self.connect(a, doc, next, true),
+                [a] => self.connect(a, doc, next, optional),
+                _ => Err("a oneOf/anyOf other than null and one type".into()),
+            };
         }
-        ("object", _) if s.get("properties").is_none() => {
-            let values = s
-                .get("additionalProperties")
-                .filter(|v| v.is_object())
-                .ok_or("an object without properties")?;
-            json!({"type": "map", "keys": {"type": "string", "optional": false},
-                "values": connect_schema_of_json(values, false)?, "optional": optional})
-        }
-        ("object", _) => {
-            let props = s
-                .get("properties")
-                .and_then(Value::as_object)
-                .ok_or("properties that are not an object")?;
-            let required: Vec<&str> = s
-                .get("required")
-                .and_then(Value::as_array)
-                .map(|r| r.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            let mut order: Vec<(&String, &Value)> = props.iter().collect();
-            order.sort_by_key(|(n, p)| {
-                (
-                    p.get("connect.index")
-                        .and_then(Value::as_u64)
-                        .unwrap_or(u64::MAX),
-                    n.to_string(),
-                )
-            });
-            let fields = order
-                .into_iter()
-                .map(|(n, p)| {
-                    let mut f = connect_schema_of_json(p, !required.contains(&n.as_str()))?;
-                    f["field"] = json!(n);
-                    Ok(f)
-                })
-                .collect::<Result<Vec<_>, String>>()?;
-            let mut v = json!({"type": "struct", "fields": fields, "optional": optional});
-            if let Some(t) = title {
-                v["name"] = json!(t);
+        let (ty, optional) = match s.get("type") {
+            Some(Value::String(t)) => (t.as_str(), optional),
+            Some(Value::Array(types)) => {
+                let not_null: Vec<&Value> = types.iter().filter(|t| *t != "null").collect();
+                let [Value::String(one)] = not_null.as_slice() else {
+                    return Err("a type list other than null and one type".into());
+                };
+                (one.as_str(), optional || types.len() > 1)
+            }
+            _ => return Err("a schema without a type".into()),
+        };
+        let connect_type = s.get("connect.type").and_then(Value::as_str);
+        let title = s.get("title").and_then(Value::as_str);
+        let prim = |t: &str| {
+            let mut v = json!({"type": t, "optional": optional});
+            if let Some(n @ (CONNECT_DECIMAL | CONNECT_DATE | CONNECT_TIME | CONNECT_TIMESTAMP)) =
+                title
+            {
+                v["name"] = json!(n);
+                v["version"] = json!(1);
+                if let Some(p) = s.get("connect.parameters") {
+                    v["parameters"] = p.clone();
+                }
             }
             v
-        }
-        _ => return Err(format!("JSON type {ty} has no Connect schema")),
-    })
+        };
+        Ok(match (ty, connect_type) {
+            ("integer", Some(t @ ("int8" | "int16" | "int32" | "int64"))) => prim(t),
+            ("integer", _) => prim("int64"),
+            ("number", Some("float32")) => prim("float"),
+            ("number", _) => prim("double"),
+            ("boolean", _) => prim("boolean"),
+            ("string", Some("bytes")) => prim("bytes"),
+            ("string", _) => prim("string"),
+            ("array", _) => {
+                let items = s.get("items").ok_or("an array without items")?;
+                json!({"type": "array", "items": self.connect(items, doc, next, false)?, "optional": optional})
+            }
+            ("object", _) if s.get("properties").is_none() => {
+                let values = s
+                    .get("additionalProperties")
+                    .filter(|v| v.is_object())
+                    .ok_or("an object without properties")?;
+                let mut map = json!({"type": "map", "keys": {"type": "string", "optional": false},
+                "values": self.connect(values, doc, next, false)?, "optional": optional});
+                if let Some(n) = title {
+                    map["name"] = json!(n);
+                }
+                if let Some(v) = s.get("connect.version").and_then(Value::as_i64) {
+                    map["version"] = json!(v);
+                }
+                if let Some(d) = s.get("description").and_then(Value::as_str) {
+                    map["doc"] = json!(d);
+                }
+                if let Some(p) = s.get("connect.parameters").filter(|p| p.is_object()) {
+                    map["parameters"] = p.clone();
+                }
+                map
+            }
+            ("object", _) => {
+                let props = s
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .ok_or("properties that are not an object")?;
+                let required: Vec<&str> = s
+                    .get("required")
+                    .and_then(Value::as_array)
+                    .map(|r| r.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let mut order: Vec<(&String, &Value)> = props.iter().collect();
+                order.sort_by_key(|(n, p)| {
+                    (
+                        p.get("connect.index")
+                            .and_then(Value::as_u64)
+                            .unwrap_or(u64::MAX),
+                        n.to_string(),
+                    )
+                });
+                let fields = order
+                    .into_iter()
+                    .map(|(n, p)| {
+                        let mut f = self.connect(p, doc, next, !required.contains(&n.as_str()))?;
+                        f["field"] = json!(n);
+                        Ok(f)
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                let mut v = json!({"type": "struct", "fields": fields, "optional": optional});
+                if let Some(t) = title {
+                    v["name"] = json!(t);
+                }
+                v
+            }
+            _ => return Err(format!("JSON type {ty} has no Connect schema")),
+        })
+    }
 }
 
 /// Connect's JSON value form to the Avro datum of schema `s` (the schema registered for it).
@@ -2008,6 +2139,124 @@ mod tests {
         );
         let e = conv.decode(Some(&[0, 0, 0, 0, 42, 2])).unwrap_err();
         assert!(e.contains("schema id 42"), "{e}");
+    }
+
+    /// Map schemas keep their name, version, doc and parameters: in Avro as `connect.*` properties of the map (a
+    /// map with keys other than strings as the array of its entries, the entry record named after the map and
+    /// marked `connect.internal.type: MapEntry`, as AvroData), in JSON Schema as the title, description,
+    /// `connect.version` and `connect.parameters` (as JsonSchemaData); both read back with them.
+    #[test]
+    fn named_map_schemas_keep_their_names_through_avro_and_json_schema() {
+        let counts = json!({"field": "counts", "type": "map", "optional": false, "name": "com.example.Counts",
+            "version": 2, "doc": "per color", "parameters": {"unit": "pcs"},
+            "keys": {"type": "string", "optional": false}, "values": {"type": "int32", "optional": false}});
+        let connect = json!({"type": "struct", "name": "com.example.Bag", "optional": false, "fields": [
+            counts,
+            {"field": "by_id", "type": "map", "optional": false, "name": "com.example.ById",
+             "keys": {"type": "int32", "optional": false}, "values": {"type": "string", "optional": false}},
+            {"field": "plain", "type": "map", "optional": false,
+             "keys": {"type": "int32", "optional": false}, "values": {"type": "string", "optional": false}}]});
+        let avro = avro_schema_of(&connect).unwrap();
+        assert_eq!(
+            avro["fields"][0]["type"],
+            json!({"type": "map", "values": "int", "connect.doc": "per color", "connect.version": 2,
+                "connect.parameters": {"unit": "pcs"}, "connect.name": "com.example.Counts"})
+        );
+        assert_eq!(
+            avro["fields"][1]["type"],
+            json!({"type": "array", "connect.name": "com.example.ById", "items": {"type": "record",
+                "name": "ById", "namespace": "com.example", "connect.internal.type": "MapEntry",
+                "fields": [{"name": "key", "type": "int"}, {"name": "value", "type": "string"}]}})
+        );
+        // Unnamed: Fjord's numbered MapEntry records of Confluent's namespace, as before.
+        let plain = &avro["fields"][2]["type"];
+        assert_eq!(
+            (&plain["items"]["name"], &plain["items"]["namespace"]),
+            (&json!("MapEntry2"), &json!(DEFAULT_NAMESPACE))
+        );
+        assert!(plain.get("connect.name").is_none(), "{plain}");
+        // The sink's mapping reads the map's name, version, doc and parameters back.
+        let schema = resolved(&avro.to_string());
+        let back = connect_schema(schema.schema(), schema.names(), false).unwrap();
+        assert_eq!(back["fields"][0], counts);
+        let js = json_schema_of(&connect).unwrap();
+        let jc = &js["properties"]["counts"];
+        assert_eq!(
+            (
+                &jc["title"],
+                &jc["description"],
+                &jc["connect.version"],
+                &jc["connect.parameters"]
+            ),
+            (
+                &json!("com.example.Counts"),
+                &json!("per color"),
+                &json!(2),
+                &json!({"unit": "pcs"})
+            ),
+            "{js}"
+        );
+        assert_eq!(js["properties"]["by_id"]["title"], "com.example.ById");
+        let back = connect_schema_of_json(&JsonDocs {
+            root: js.clone(),
+            referenced: Vec::new(),
+        })
+        .unwrap();
+        assert_eq!(back["fields"][0], counts);
+    }
+
+    /// A JSON Schema whose `$ref`s point into the schemas its registry references reach (and into itself) maps to
+    /// the Connect schema of what they resolve to, and records are validated against them; a recursive schema, a
+    /// `$ref` chain deeper than the walk goes and a `$ref` to nothing have no Connect schema (the data is
+    /// schemaless), quickly.
+    #[test]
+    fn json_schemas_with_references_are_resolved_validated_and_bounded() {
+        let common =
+            json!({"definitions": {"sku": {"type": "string"}, "money": {"type": "number"}}});
+        let item = json!({"title": "Item", "type": "object", "definitions": {"qty": {"type": "integer",
+            "connect.type": "int32"}}, "properties": {
+                "sku": {"$ref": "common.json#/definitions/sku"},
+                "qty": {"$ref": "#/definitions/qty"},
+                "price": {"oneOf": [{"type": "null"}, {"$ref": "common.json#/definitions/money"}]}},
+            "required": ["sku", "qty", "price"]});
+        let parse = |root: &Value| match Writer::parse(
+            Format::JsonSchema,
+            &root.to_string(),
+            &[("common.json".to_string(), common.to_string())],
+        )
+        .unwrap()
+        {
+            Writer::Json { connect, validator } => (connect, validator),
+            _ => unreachable!("a JSON writer"),
+        };
+        let (connect, validator) = parse(&item);
+        assert_eq!(
+            connect,
+            Some(
+                json!({"type": "struct", "name": "Item", "optional": false, "fields": [
+                {"field": "price", "type": "double", "optional": true},
+                {"field": "qty", "type": "int32", "optional": false},
+                {"field": "sku", "type": "string", "optional": false}]})
+            )
+        );
+        assert!(validator.is_valid(&json!({"sku": "a", "qty": 1, "price": 1.5})));
+        assert!(!validator.is_valid(&json!({"sku": 7, "qty": 1, "price": 1.5})));
+        assert!(!validator.is_valid(&json!({"sku": "a", "qty": 1, "price": "1.5"})));
+        let recursive = json!({"type": "object", "properties": {"next": {"$ref": "#"}}});
+        assert_eq!(parse(&recursive).0, None);
+        let mut chain = json!({"type": "object", "properties": {"x": {"$ref": "#/definitions/d0"}},
+            "definitions": {}});
+        for i in 0..100 {
+            chain["definitions"][format!("d{i}")] =
+                json!({"$ref": format!("#/definitions/d{}", i + 1)});
+        }
+        chain["definitions"]["d100"] = json!({"type": "string"});
+        let started = std::time::Instant::now();
+        assert_eq!(parse(&chain).0, None);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let docs = JsonDocs::parse(&chain.to_string(), &[]).unwrap();
+        let e = connect_schema_of_json(&docs).unwrap_err();
+        assert!(e.contains("more than 64 deep"), "{e}");
     }
 
     #[test]

@@ -107,6 +107,127 @@ impl jsonschema::Retrieve for MemoryRetriever {
     }
 }
 
+/// A validator for a registered JSON Schema `value` whose `$ref`s may name the schemas its references reach
+/// (`referenced`: reference name, schema), served from memory as when the schema was registered (nothing is
+/// fetched). A schema without `$schema` is draft-07, Confluent's default; formats are not checked. For the
+/// clients of the registry (Connect's JsonSchemaConverter) that validate records against it.
+pub fn validator(
+    value: &Value,
+    referenced: &[(String, Value)],
+) -> Result<jsonschema::Validator, String> {
+    let docs: HashMap<String, Value> = referenced.iter().cloned().collect();
+    let named = value.get("$schema").is_some();
+    // jsonschema panics on a few malformed schemas (as `parse` guards).
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut options = jsonschema::options()
+            .with_retriever(MemoryRetriever { docs })
+            .should_validate_formats(false);
+        if !named {
+            options = options.with_draft(jsonschema::Draft::Draft7);
+        }
+        options.build(value)
+    }))
+    .map_err(|_| "not a valid JSON Schema (it cannot be compiled)".to_string())?
+    .map_err(|e| format!("not a valid JSON Schema: {e}"))
+}
+
+/// A JSON Schema with the schemas its registry references reach, by reference name: the documents its `$ref`s
+/// are resolved in, as the registry resolved them when it accepted the schema (SQL's JSON_SR inference and
+/// Connect's JsonSchemaConverter walk them, each with its own depth and work budget).
+pub struct JsonDocs {
+    pub root: Value,
+    /// (reference name, schema), transitively.
+    pub referenced: Vec<(String, Value)>,
+}
+
+impl JsonDocs {
+    /// `referenced`: (reference name, text) of every schema the references reach.
+    pub fn parse(text: &str, referenced: &[(String, String)]) -> Result<JsonDocs, String> {
+        let root = serde_json::from_str(text)
+            .map_err(|e| format!("the registered JSON Schema is not JSON: {e}"))?;
+        let referenced = referenced
+            .iter()
+            .map(|(name, text)| {
+                serde_json::from_str(text)
+                    .map(|j| (name.clone(), j))
+                    .map_err(|e| {
+                        format!("the JSON Schema it references as {name} is not JSON: {e}")
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(JsonDocs { root, referenced })
+    }
+
+    /// Document `i`: 0 the root, then the referenced schemas in order.
+    pub fn doc(&self, i: usize) -> &Value {
+        match i {
+            0 => &self.root,
+            i => &self.referenced[i - 1].1,
+        }
+    }
+
+    /// The schema `$ref` `r` (in document `doc`) names: (it, its document). A `$ref` names a reference as the
+    /// registry matches it ([`ref_names`]: the name itself, a URL or path ending in `/name`), also relative to
+    /// the document's top-level `$id` or by a referenced schema's `$id`; its fragment is a JSON pointer
+    /// ([`ref_pointer`]); anchors are not resolved.
+    pub fn resolve(&self, r: &str, doc: usize) -> Result<(&Value, usize), String> {
+        let (base, fragment) = r.split_once('#').unwrap_or((r, ""));
+        let at = if base.is_empty() {
+            doc
+        } else {
+            // Relative to the document's `$id` when it has one (`https://x/order.json` makes `address.json`
+            // `https://x/address.json`); a reference name or a referenced schema's `$id` may be either.
+            let absolute = self.doc(doc)["$id"]
+                .as_str()
+                .filter(|_| !base.contains("://"))
+                .and_then(|id| id.rfind('/').map(|i| format!("{}{base}", &id[..=i])));
+            let names = |n: &str| n == base || absolute.as_deref() == Some(n);
+            let by_name = self.referenced.iter().position(|(n, _)| names(n));
+            let by_id = || {
+                (0..=self.referenced.len()).find(|&i| {
+                    self.doc(i)["$id"]
+                        .as_str()
+                        .is_some_and(|id| names(id.split('#').next().unwrap_or(id)))
+                })
+            };
+            // As the registry matched it when it accepted the schema (`https://x/address.json` names the
+            // reference `address.json`).
+            let by_suffix = || {
+                self.referenced
+                    .iter()
+                    .position(|(n, _)| {
+                        ref_names(base, n) || absolute.as_deref().is_some_and(|a| ref_names(a, n))
+                    })
+                    .map(|i| i + 1)
+            };
+            match by_name.map(|i| i + 1).or_else(by_id).or_else(by_suffix) {
+                Some(i) => i,
+                None => {
+                    let known: Vec<&str> =
+                        self.referenced.iter().map(|(n, _)| n.as_str()).collect();
+                    return Err(format!(
+                        "\"$ref\": \"{r}\" names no schema: neither a local one (#/...) nor one of the schema's references ({})",
+                        if known.is_empty() {
+                            "it has none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ));
+                }
+            }
+        };
+        if !fragment.is_empty() && !fragment.starts_with('/') {
+            return Err(format!(
+                "\"$ref\": \"{r}\": only JSON pointers (#/definitions/X) are resolved, not anchors"
+            ));
+        }
+        match ref_pointer(self.doc(at), fragment) {
+            Some(target) => Ok((target, at)),
+            None => Err(format!("\"$ref\": \"{r}\" points to nothing in its schema")),
+        }
+    }
+}
+
 /// Parses and validates `text`; `referenced` are (reference name, schema text) of every schema reachable
 /// through its references. The error is a message for `42201 Invalid schema`.
 pub fn parse(text: &str, referenced: &[(String, String)]) -> Result<ParsedJson, String> {

@@ -13,57 +13,35 @@
 //! the registry does ([`fjord_registry::json::ref_pointer`]: percent escapes, then `~1`/`~0`; `#` is the document). `$id`s nested below a document's top and relative paths (`../x.json`) are not resolved per
 //! RFC 3986: a reference is found by the `$ref`'s last path segments, as the registry finds it.
 
-use fjord_registry::json::{ref_names, ref_pointer};
+use fjord_registry::json::JsonDocs;
 use fjord_registry::wire::{MAX_SCHEMA_DEPTH, MAX_SCHEMA_NODES};
 use serde_json::Value as J;
 
 use crate::types::SqlType;
 
-/// A JSON Schema with the schemas its references reach (by reference name).
-pub struct JsonSchema {
-    pub root: J,
-    pub referenced: Vec<(String, J)>,
-}
+/// A JSON Schema with the schemas its references reach (by reference name; resolved by the registry's
+/// [`JsonDocs`]).
+pub struct JsonSchema(JsonDocs);
 
 impl JsonSchema {
     /// `referenced`: (reference name, text) of every schema the references reach.
     pub fn parse(text: &str, referenced: &[(String, String)]) -> Result<JsonSchema, String> {
-        let root = serde_json::from_str(text)
-            .map_err(|e| format!("the registered JSON Schema is not JSON: {e}"))?;
-        let referenced = referenced
-            .iter()
-            .map(|(name, text)| {
-                serde_json::from_str(text)
-                    .map(|j| (name.clone(), j))
-                    .map_err(|e| {
-                        format!("the JSON Schema it references as {name} is not JSON: {e}")
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(JsonSchema { root, referenced })
+        JsonDocs::parse(text, referenced).map(JsonSchema)
     }
 
     /// The schema's SQL type (an object's is a STRUCT of its properties, upper-cased).
     pub fn sql_type(&self) -> Result<SqlType, String> {
         Walk {
-            schema: self,
+            schema: &self.0,
             budget: MAX_SCHEMA_NODES,
             active: Vec::new(),
         }
-        .ty(&self.root, 0, 0)
-    }
-
-    /// Document `i`: 0 the root, then the referenced schemas in order.
-    fn doc(&self, i: usize) -> &J {
-        match i {
-            0 => &self.root,
-            i => &self.referenced[i - 1].1,
-        }
+        .ty(&self.0.root, 0, 0)
     }
 }
 
 struct Walk<'a> {
-    schema: &'a JsonSchema,
+    schema: &'a JsonDocs,
     budget: usize,
     /// The `$ref` targets being resolved (by address): one met again is a recursive type.
     active: Vec<*const J>,
@@ -187,64 +165,10 @@ impl<'a> Walk<'a> {
         ))
     }
 
-    /// The schema `$ref` `r` (in document `doc`) names: (it, its document).
+    /// The schema `$ref` `r` (in document `doc`) names: (it, its document), as the registry resolves it.
     fn resolve(&self, r: &str, doc: usize) -> Result<(&'a J, usize), String> {
-        let schema: &'a JsonSchema = self.schema;
-        let (base, fragment) = r.split_once('#').unwrap_or((r, ""));
-        let at = if base.is_empty() {
-            doc
-        } else {
-            // Relative to the document's `$id` when it has one (`https://x/order.json` makes `address.json`
-            // `https://x/address.json`); a reference name or a referenced schema's `$id` may be either.
-            let absolute = schema.doc(doc)["$id"]
-                .as_str()
-                .filter(|_| !base.contains("://"))
-                .and_then(|id| id.rfind('/').map(|i| format!("{}{base}", &id[..=i])));
-            let names = |n: &str| n == base || absolute.as_deref() == Some(n);
-            let by_name = schema.referenced.iter().position(|(n, _)| names(n));
-            let by_id = || {
-                (0..=schema.referenced.len()).find(|&i| {
-                    schema.doc(i)["$id"]
-                        .as_str()
-                        .is_some_and(|id| names(id.split('#').next().unwrap_or(id)))
-                })
-            };
-            // As the registry matched it when it accepted the schema (`https://x/address.json` names the
-            // reference `address.json`).
-            let by_suffix = || {
-                schema
-                    .referenced
-                    .iter()
-                    .position(|(n, _)| {
-                        ref_names(base, n) || absolute.as_deref().is_some_and(|a| ref_names(a, n))
-                    })
-                    .map(|i| i + 1)
-            };
-            match by_name.map(|i| i + 1).or_else(by_id).or_else(by_suffix) {
-                Some(i) => i,
-                None => {
-                    let known: Vec<&str> =
-                        schema.referenced.iter().map(|(n, _)| n.as_str()).collect();
-                    return Err(format!(
-                        "\"$ref\": \"{r}\" names no schema: neither a local one (#/...) nor one of the schema's references ({})",
-                        if known.is_empty() {
-                            "it has none".to_string()
-                        } else {
-                            known.join(", ")
-                        }
-                    ));
-                }
-            }
-        };
-        if !fragment.is_empty() && !fragment.starts_with('/') {
-            return Err(format!(
-                "\"$ref\": \"{r}\": only JSON pointers (#/definitions/X) are resolved, not anchors"
-            ));
-        }
-        match ref_pointer(schema.doc(at), fragment) {
-            Some(target) => Ok((target, at)),
-            None => Err(format!("\"$ref\": \"{r}\" points to nothing in its schema")),
-        }
+        let schema: &'a JsonDocs = self.schema;
+        schema.resolve(r, doc)
     }
 }
 
@@ -254,13 +178,13 @@ mod tests {
     use serde_json::json;
 
     fn ty(root: J, referenced: &[(&str, J)]) -> Result<SqlType, String> {
-        JsonSchema {
+        JsonSchema(JsonDocs {
             root,
             referenced: referenced
                 .iter()
                 .map(|(n, j)| (n.to_string(), j.clone()))
                 .collect(),
-        }
+        })
         .sql_type()
     }
 

@@ -680,14 +680,14 @@ fn postgres_source_copies_new_rows_and_resumes_from_its_offset() {
         [
             ("id", "int32"),
             ("name", "string"),
-            ("price", "string"),
+            ("price", "bytes"),
             ("qty", "int32")
         ]
         .map(|(a, b)| (a.to_string(), b.to_string()))
     );
     assert_eq!(
         got[2]["payload"],
-        json!({"id": 3, "name": "pot", "price": "19.99", "qty": null})
+        json!({"id": 3, "name": "pot", "price": "B88=", "qty": null})
     );
     // New rows follow; the task stops with SIGTERM (offsets flushed), a row comes while it is down, and the
     // restarted connector goes on from its stored offset: every row once.
@@ -1113,6 +1113,139 @@ fn postgres_source_timestamp_modes_page_through_rows_of_one_timestamp() {
     );
 }
 
+/// The PostgreSQL source maps columns as Confluent's JDBC source: DATE, TIME, TIMESTAMP(TZ) and NUMERIC become
+/// Connect's Date (days), Time (ms of the day), Timestamp (ms) and Decimal (unscaled bytes at the column's scale,
+/// 127 for a NUMERIC without one; `numeric.mapping=best_fit` a double or an int16 by precision and scale), a NOT
+/// NULL column is not optional, in timestamp+incrementing mode on a TIMESTAMPTZ column (the JSON converter's
+/// envelope checked whole); a NaN numeric fails the task naming the column.
+#[test]
+fn postgres_source_maps_dates_times_timestamps_and_numerics_as_confluents_jdbc_source() {
+    let Env {
+        worker,
+        bootstrap,
+        pg,
+        ..
+    } = &env();
+    pg.psql("CREATE TABLE ev (id SERIAL PRIMARY KEY, at TIMESTAMPTZ NOT NULL, day DATE, t TIME, price NUMERIC(8,2) NOT NULL, ratio NUMERIC, n NUMERIC(4,0), local TIMESTAMP, note TEXT NOT NULL)");
+    pg.psql("INSERT INTO ev (at, day, t, price, ratio, n, local, note) VALUES ('2024-01-02 03:04:05.123456+00', '2024-01-02', '12:34:56.789', 3.50, 1.5, 42, '1969-12-31 23:59:59.9991', 'a'), ('2024-01-03 00:00:00+00', NULL, NULL, -7.25, NULL, NULL, NULL, 'b')");
+    for (name, mapping) in [("none", "none"), ("bf", "best_fit")] {
+        put(
+            &worker.rest,
+            name,
+            &json!({
+                "connector.class": "PostgresSource",
+                "connection.url": pg.url(),
+                "connection.user": "fjord",
+                "mode": "timestamp+incrementing",
+                "timestamp.column.name": "at",
+                "incrementing.column.name": "id",
+                "table.whitelist": "ev",
+                "topic.prefix": format!("{name}-"),
+                "numeric.mapping": mapping,
+                "poll.interval.ms": "200",
+                "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+            }),
+        );
+    }
+    let got = |topic: &str| {
+        wait_for(
+            Duration::from_secs(60),
+            &format!("2 records of {topic}"),
+            || {
+                let v = values_of(bootstrap, topic);
+                (v.len() >= 2).then_some(v)
+            },
+        )
+    };
+    let logical = |field: &str, ty: &str, name: &str, optional: bool| {
+        json!({"field": field, "type": ty, "optional": optional,
+            "name": format!("org.apache.kafka.connect.data.{name}"), "version": 1})
+    };
+    let decimal = |field: &str, optional: bool, parameters: Value| {
+        let mut d = logical(field, "bytes", "Decimal", optional);
+        d["parameters"] = parameters;
+        d
+    };
+    let none = got("none-ev");
+    assert_eq!(
+        none[0]["schema"],
+        json!({"type": "struct", "optional": false, "fields": [
+            {"field": "id", "type": "int32", "optional": false},
+            logical("at", "int64", "Timestamp", false),
+            logical("day", "int32", "Date", true),
+            logical("t", "int32", "Time", true),
+            decimal("price", false, json!({"scale": "2", "connect.decimal.precision": "8"})),
+            decimal("ratio", true, json!({"scale": "127"})),
+            decimal("n", true, json!({"scale": "0", "connect.decimal.precision": "4"})),
+            logical("local", "int64", "Timestamp", true),
+            {"field": "note", "type": "string", "optional": false},
+        ]}),
+        "{none:?}"
+    );
+    let mut first = none[0]["payload"].clone();
+    // 1.5 at scale 127: 15 * 10^126, 53 bytes of base64.
+    let ratio = first["ratio"].take();
+    assert_eq!(ratio.as_str().map(str::len), Some(72), "{ratio}");
+    assert_eq!(
+        first,
+        json!({"id": 1, "at": 1_704_164_645_123i64, "day": 19724, "t": 45_296_789, "price": "AV4=",
+            "ratio": null, "n": "Kg==", "local": -1, "note": "a"})
+    );
+    assert_eq!(
+        none[1]["payload"],
+        json!({"id": 2, "at": 1_704_240_000_000i64, "day": null, "t": null, "price": "/Ss=",
+            "ratio": null, "n": null, "local": null, "note": "b"})
+    );
+    let bf = got("bf-ev");
+    let types: Vec<&Value> = bf[0]["schema"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| &f["type"])
+        .collect();
+    assert_eq!(
+        types,
+        ["int32", "int64", "int32", "int32", "double", "bytes", "int16", "int64", "string"]
+    );
+    assert_eq!(bf[0]["payload"]["price"], json!(3.5));
+    assert_eq!(bf[0]["payload"]["n"], json!(42));
+    assert_eq!(bf[1]["payload"]["price"], json!(-7.25));
+    // The timestamp+incrementing offset still works: a later row comes, each once.
+    pg.psql("INSERT INTO ev (at, price, note) VALUES ('2024-01-04 00:00:00+00', 1, 'c')");
+    wait_for(Duration::from_secs(60), "the third row", || {
+        (values_of(bootstrap, "none-ev").len() >= 3).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let ids: Vec<i64> = values_of(bootstrap, "none-ev")
+        .iter()
+        .map(|v| v["payload"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+
+    // NaN has no Decimal: the task fails, naming the column.
+    pg.psql("CREATE TABLE bad (id SERIAL PRIMARY KEY, v NUMERIC)");
+    pg.psql("INSERT INTO bad (v) VALUES ('NaN')");
+    put(
+        &worker.rest,
+        "nan",
+        &json!({
+            "connector.class": "PostgresSource",
+            "connection.url": pg.url(),
+            "connection.user": "fjord",
+            "mode": "bulk",
+            "table.whitelist": "bad",
+            "topic.prefix": "nan-",
+            "poll.interval.ms": "200",
+            "task.restart.max.attempts": "0",
+        }),
+    );
+    let trace = failed(&worker.rest, "nan");
+    assert!(
+        trace.contains("column v of \"bad\": the value NaN has no Connect Decimal value"),
+        "{trace}"
+    );
+}
+
 /// Confluent's `AvroConverter` between PostgreSQL and the topics, with `fjord start`'s Schema Registry and
 /// confluent-kafka Python's AvroSerializer/AvroDeserializer on the other side: Avro records become rows of a
 /// table the sink creates (`auto.create`, `pk.mode=record_value`: typed columns from the registered schema, the
@@ -1201,8 +1334,8 @@ fn avro_records_become_rows_and_rows_become_avro_records_through_the_registry() 
     assert_eq!(task_state(&rest, "avro-pg").0, "RUNNING");
 
     // Rows to Avro records.
-    pg.psql("CREATE TABLE goods (id SERIAL PRIMARY KEY, name TEXT NOT NULL, qty INT)");
-    pg.psql("INSERT INTO goods (name, qty) VALUES ('tea', 10), ('cup', NULL)");
+    pg.psql("CREATE TABLE goods (id SERIAL PRIMARY KEY, name TEXT NOT NULL, qty INT, price NUMERIC(8,2), day DATE, at TIMESTAMPTZ, t TIME)");
+    pg.psql("INSERT INTO goods (name, qty, price, day, at, t) VALUES ('tea', 10, 3.50, '2024-01-02', '2024-01-02 03:04:05.123+00', '12:34:56.789'), ('cup', NULL, -7.25, NULL, NULL, NULL)");
     put(
         &rest,
         "avro-src",
@@ -1231,8 +1364,12 @@ fn avro_records_become_rows_and_rows_become_avro_records_through_the_registry() 
     assert_eq!(
         values,
         [
-            json!({"id": 1, "name": "tea", "qty": 10}),
-            json!({"id": 2, "name": "cup", "qty": null})
+            // confluent-kafka's AvroDeserializer gives the logical types as Python's Decimal, date, datetime
+            // and time (printed with str()).
+            json!({"id": 1, "name": "tea", "qty": 10, "price": "3.50", "day": "2024-01-02",
+                "at": "2024-01-02 03:04:05.123000+00:00", "t": "12:34:56.789000"}),
+            json!({"id": 2, "name": "cup", "qty": null, "price": "-7.25", "day": null, "at": null,
+                "t": null})
         ],
         "{out}"
     );
@@ -1254,10 +1391,31 @@ fn avro_records_become_rows_and_rows_become_avro_records_through_the_registry() 
     assert_eq!(
         fields,
         [
-            // The PostgreSQL source marks every column optional: unions with null.
-            ("id".to_string(), json!(["null", "int"])),
-            ("name".to_string(), json!(["null", "string"])),
-            ("qty".to_string(), json!(["null", "int"]))
+            // A NOT NULL column is required; the others are unions with null.
+            ("id".to_string(), json!("int")),
+            ("name".to_string(), json!("string")),
+            ("qty".to_string(), json!(["null", "int"])),
+            (
+                "price".to_string(),
+                json!(["null", {"type": "bytes", "scale": 2, "precision": 8, "connect.version": 1,
+                    "connect.parameters": {"scale": "2"}, "connect.name": "org.apache.kafka.connect.data.Decimal",
+                    "logicalType": "decimal"}])
+            ),
+            (
+                "day".to_string(),
+                json!(["null", {"type": "int", "connect.version": 1,
+                    "connect.name": "org.apache.kafka.connect.data.Date", "logicalType": "date"}])
+            ),
+            (
+                "at".to_string(),
+                json!(["null", {"type": "long", "connect.version": 1,
+                    "connect.name": "org.apache.kafka.connect.data.Timestamp", "logicalType": "timestamp-millis"}])
+            ),
+            (
+                "t".to_string(),
+                json!(["null", {"type": "int", "connect.version": 1,
+                    "connect.name": "org.apache.kafka.connect.data.Time", "logicalType": "time-millis"}])
+            )
         ],
         "{schema}"
     );
@@ -1307,8 +1465,8 @@ fn a_postgres_source_with_the_protobuf_converter_writes_what_confluents_deserial
     let pg = Postgres::start();
     let dir = temp_dir();
     let p = Platform::start(dir.path());
-    pg.psql("CREATE TABLE items (id SERIAL PRIMARY KEY, name TEXT, qty INT, big BIGINT, small SMALLINT, price FLOAT8, ok BOOLEAN)");
-    pg.psql("INSERT INTO items (name, qty, big, small, price, ok) VALUES ('tea', 10, 5000000000, -3, 3.5, true), ('cup', NULL, -1, 0, 0.25, false), (NULL, 0, NULL, NULL, NULL, NULL)");
+    pg.psql("CREATE TABLE items (id SERIAL PRIMARY KEY, name TEXT, qty INT, big BIGINT, small SMALLINT, price FLOAT8, ok BOOLEAN, day DATE)");
+    pg.psql("INSERT INTO items (name, qty, big, small, price, ok, day) VALUES ('tea', 10, 5000000000, -3, 3.5, true, '2024-01-02'), ('cup', NULL, -1, 0, 0.25, false, NULL), (NULL, 0, NULL, NULL, NULL, NULL, NULL)");
     let body = json!({"name": "pb-src", "config": {
         "connector.class": "io.confluent.connect.jdbc.JdbcSourceConnector",
         "connection.url": pg.url(),
@@ -1346,7 +1504,9 @@ fn a_postgres_source_with_the_protobuf_converter_writes_what_confluents_deserial
     assert_eq!(
         values,
         [
-            json!({"id": 1, "name": "tea", "qty": 10, "big": "5000000000", "small": -3, "price": 3.5, "ok": true}),
+            // A DATE column is Connect's Date, a google.type.Date.
+            json!({"id": 1, "name": "tea", "qty": 10, "big": "5000000000", "small": -3, "price": 3.5, "ok": true,
+                "day": {"year": 2024, "month": 1, "day": 2}}),
             json!({"id": 2, "name": "cup", "big": "-1", "small": 0, "price": 0.25, "ok": false}),
             json!({"id": 3, "qty": 0}),
         ],
@@ -1360,10 +1520,12 @@ fn a_postgres_source_with_the_protobuf_converter_writes_what_confluents_deserial
     let schema: String = serde_json::from_str(lines[3].strip_prefix("schema ").unwrap()).unwrap();
     for want in [
         "message ConnectDefault1 {",
-        "optional int32 id = 1;",
+        // id is NOT NULL: not optional.
+        "  int32 id = 1;",
         "optional string name = 2;",
         "optional int64 big = 4;",
-        "google.protobuf.Timestamp at = 8;",
+        "google.type.Date day = 8;",
+        "google.protobuf.Timestamp at = 9;",
     ] {
         assert!(schema.contains(want), "{want:?} not in {schema}");
     }
@@ -1403,4 +1565,60 @@ fn a_postgres_source_with_the_protobuf_converter_writes_what_confluents_deserial
         None,
     );
     assert_eq!(status, 404);
+}
+
+/// A value schema registered by confluent-kafka's JSONSerializer with a reference (its properties `$ref` the
+/// definitions of another subject's schema, `common.json#/definitions/...`): the JsonSchemaConverter fetches the
+/// referenced schema, validates each record against both and maps the resolved schema to Connect's, so the
+/// PostgreSQL sink creates typed columns and writes every row (before: the records were errant, "references
+/// other schemas").
+#[test]
+fn json_schema_records_whose_schema_has_references_become_rows() {
+    let pg = Postgres::start();
+    let dir = temp_dir();
+    let p = Platform::start(dir.path());
+    ok(&fjord(
+        &p.kafka,
+        &["topics", "create", "refs", "--partitions", "1"],
+        None,
+    ));
+    let out = ok(&run_bounded(
+        Command::new(python())
+            .arg(workspace_root().join("tests/clients/connect_registry.py"))
+            .args(["produce-json-ref", &p.kafka, &p.registry, "refs"]),
+        Duration::from_secs(120),
+    ));
+    assert!(out.starts_with("OK 3"), "{out}");
+    put(
+        &p.rest,
+        "json-refs",
+        &json!({
+            "connector.class": "io.confluent.connect.jdbc.JdbcSinkConnector",
+            "topics": "refs",
+            "connection.url": pg.url(),
+            "connection.user": "fjord",
+            "insert.mode": "upsert",
+            "pk.mode": "record_value",
+            "pk.fields": "sku",
+            "auto.create": "true",
+            "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+            "value.converter": "io.confluent.connect.json.JsonSchemaConverter",
+            "value.converter.schema.registry.url": p.registry,
+            "task.restart.max.attempts": "0",
+        }),
+    );
+    wait_rows(
+        &pg,
+        "SELECT sku, qty, price FROM refs ORDER BY sku",
+        "a-1|3|1.5\nb-2|7|2.25\nc-3|0|10",
+    );
+    assert_eq!(
+        pg.psql(
+            "SELECT string_agg(column_name || ':' || data_type || ':' || is_nullable, ',' ORDER BY ordinal_position) \
+             FROM information_schema.columns WHERE table_name = 'refs'"
+        ),
+        // The key column first (as the sink creates tables), then the fields in the Connect schema's order.
+        "sku:text:NO,price:double precision:NO,qty:bigint:NO"
+    );
+    assert_eq!(task_state(&p.rest, "json-refs").0, "RUNNING");
 }
