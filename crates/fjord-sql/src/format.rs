@@ -954,6 +954,38 @@ mod tests {
         );
     }
 
+    /// Several key columns in PROTOBUF are ksqlDB's `ConnectDefault1` with a field per column, written by
+    /// name and read back by name. Before, a key message of several fields took one STRUCT column only.
+    #[test]
+    fn several_protobuf_key_columns_are_one_message() {
+        let (s, i) = (SqlType::String, SqlType::Int);
+        let text = protobuf::schema_text([("B", &s), ("A", &i)].into_iter()).unwrap();
+        let reg = Arc::new(registry::Registry::parse("PROTOBUF", &text, &[]).unwrap());
+        let Registered::Protobuf(p) = &*reg else {
+            panic!("not Protobuf")
+        };
+        let (m, _) = p.first().unwrap();
+        every_column_has_a_field(m, p.index(), true, &[("B", &s), ("A", &i)]).unwrap();
+        let codec = SinkCodec {
+            key_format: Format::Protobuf,
+            value_format: Format::Json,
+            key: Some((4, reg.clone())),
+            value: None,
+        };
+        let keys = [("B", Value::String("x".into())), ("A", Value::Int(7))];
+        let bytes = codec.keys(&keys).unwrap().unwrap();
+        assert_eq!(bytes[..6], [0, 0, 0, 0, 4, 0]);
+        let msg = fjord_registry::proto_json::decode(m, &bytes[6..]).unwrap();
+        let mut left = usize::MAX;
+        for (n, v) in &keys {
+            let ty = if *n == "B" { &s } else { &i };
+            assert_eq!(
+                &protobuf::column(&msg, p.index(), n, ty, &mut left).unwrap(),
+                v
+            );
+        }
+    }
+
     /// A STRUCT key is written as ksqlDB writes it, `ConnectDefault1 { ConnectDefault2 K = 1; }`, the struct in
     /// the one field, and reads back as the struct. Before, it was written as an empty message (the struct's
     /// fields looked up among the outer message's) and read back with every field NULL.
