@@ -136,6 +136,42 @@ pub fn key_schema(ty: &SqlType) -> J {
     schema_of(ty, "KEY")
 }
 
+/// The key schema of several key columns: a record of nullable fields named `<Source>Key` (the source's name in
+/// upper camel case, `BY_USER` gives `ByUserKey`), as ksqlDB names key records so that a topic's key and value
+/// records do not clash in generated classes.
+pub fn key_record_schema<'a>(
+    source: &str,
+    cols: impl Iterator<Item = (&'a str, &'a SqlType)>,
+) -> J {
+    record(&key_record_name(source), cols, "")
+}
+
+fn key_record_name(source: &str) -> String {
+    let mut name: String = source
+        .split('_')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let mut cs = p.chars();
+            cs.next().map_or_else(String::new, |c| {
+                c.to_uppercase()
+                    .chain(cs.flat_map(char::to_lowercase))
+                    .collect()
+            })
+        })
+        // An Avro name holds letters, digits and underscores only.
+        .map(|p| {
+            p.chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .collect::<String>()
+        })
+        .collect();
+    if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        name.insert(0, 'K');
+    }
+    name.push_str("Key");
+    name
+}
+
 /// A datum as a value of `ty`.
 pub fn to_value(v: &Avro, ty: &SqlType) -> Result<Value, String> {
     let bad = || format!("expected {ty}, found the Avro value {v:?}");

@@ -946,9 +946,13 @@ impl Engine {
             });
         }
         let keys = cols.iter().filter(|c| c.key).count();
-        if keys > 1 {
-            return Err(SqlError::not_supported("more than one key column"));
-        }
+        // Several key columns are one key record (ksqlDB 0.15's multi-column keys); KAFKA and NONE cannot hold it.
+        let key_cols: Vec<(&str, &SqlType)> = cols
+            .iter()
+            .filter(|c| c.key)
+            .map(|c| (c.name.as_str(), &c.ty))
+            .collect();
+        format::check_key_columns(key_format, &key_cols).map_err(SqlError::semantic)?;
         if *kind == SourceKind::Table && keys == 0 {
             return Err(SqlError::semantic_at(
                 "a table needs a PRIMARY KEY column",
@@ -1078,6 +1082,7 @@ impl Engine {
             (SourceKind::Stream, false) if is_join => join::JoinPlan::new(&plan)?.columns(),
             (SourceKind::Stream, false) => {
                 plan.require_stateless()?;
+                plan.require_whole_key()?;
                 plan.output_columns()
             }
         };
@@ -1198,14 +1203,27 @@ impl Engine {
             .or_else(|| existing.as_ref().map(|e| e.topic.clone()))
             .unwrap_or_else(|| name.value.clone());
         let (kf, vf) = wp.formats(plan.source.value_format)?;
+        let out_keys: Vec<(&str, &SqlType)> = out_columns
+            .iter()
+            .filter(|c| c.key)
+            .map(|c| (c.name.as_str(), &c.ty))
+            .collect();
         let key_format = if wp.seen_key_format {
             kf
+        } else if out_keys.len() > 1
+            && matches!(plan.source.key_format, Format::Kafka | Format::None)
+        {
+            // Several key columns (GROUP BY or PARTITION BY of several expressions) in a key format inherited from
+            // a source that holds one: JSON, as ksqlDB changes an inherited format that cannot hold the new key.
+            Format::Json
         } else if plan.source.key_format == Format::None && !plan.partition_by.is_empty() {
             // A stream without a key re-keyed by PARTITION BY: its key needs a format (ksqlDB takes KAFKA too).
             Format::Kafka
         } else {
             plan.source.key_format
         };
+        // A key format named in WITH that cannot hold several key columns is refused with ksqlDB's message.
+        format::check_key_columns(key_format, &out_keys).map_err(SqlError::semantic)?;
         let value_format = vf;
         let def_tmp = SourceDef {
             name: String::new(),
@@ -1746,7 +1764,16 @@ impl Engine {
         }
         let codec = sink_codec(def.clone(), true).await?;
         let key = match def.columns.iter().position(|c| c.key) {
-            Some(i) => codec.key(&row[i]).map_err(SqlError::semantic)?,
+            Some(_) => {
+                let keys: Vec<(&str, Value)> = def
+                    .columns
+                    .iter()
+                    .zip(row.iter())
+                    .filter(|(c, _)| c.key)
+                    .map(|(c, v)| (c.name.as_str(), v.clone()))
+                    .collect();
+                codec.keys(&keys).map_err(SqlError::semantic)?
+            }
             None => None,
         };
         let vals: Vec<(&str, Value)> = def
@@ -1784,8 +1811,8 @@ async fn sink_codec(def: SourceDef, latest: bool) -> Result<format::SinkCodec> {
 }
 
 /// The columns of CREATE STREAM/TABLE without a column list, from the topic's schemas in the registry (ksqlDB's
-/// schema inference): the value schema's fields, and the key schema's single column when the key format has a
-/// schema too.
+/// schema inference): the value schema's fields, and the key schema's column (a column per field of a key record
+/// of several) when the key format has a schema too.
 async fn registry_columns(
     kind: SourceKind,
     topic: &str,
@@ -2159,7 +2186,14 @@ fn run_persistent(
         .and_then(|m| m.topics().first().map(|t| t.partitions().len() as i32))
         .filter(|n| *n > 0)
         .ok_or_else(|| format!("the output topic {} does not exist", cfg.sink.topic))?;
-    let key_pos = cfg.plan.projection.iter().position(|p| p.is_key);
+    let key_pos: Vec<usize> = cfg
+        .plan
+        .projection
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.is_key)
+        .map(|(i, _)| i)
+        .collect();
     let codec = format::SinkCodec::new(&cfg.sink, false)?;
     while !stop.load(Ordering::SeqCst) {
         // The batch's input offsets to commit: per partition the next offset to read.
@@ -2215,9 +2249,16 @@ fn run_persistent(
                     });
                     match out {
                         Ok(Some((vals, rowtime))) => {
-                            let key_bytes = match key_pos {
-                                Some(i) => codec.key(&vals[i]),
-                                None => Ok(m.key().map(<[u8]>::to_vec)),
+                            let key_bytes = if key_pos.is_empty() {
+                                Ok(m.key().map(<[u8]>::to_vec))
+                            } else {
+                                let keys: Vec<(&str, Value)> = key_pos
+                                    .iter()
+                                    .map(|&i| {
+                                        (cfg.plan.projection[i].name.as_str(), vals[i].clone())
+                                    })
+                                    .collect();
+                                codec.keys(&keys)
                             };
                             let named: Vec<(&str, Value)> = cfg
                                 .plan

@@ -139,9 +139,22 @@ pub fn decode(
     };
     let mut fields = text.map(|t| t.split(','));
     let value_cols = def.value_columns().count();
+    // Several key columns are the fields of one key record, read once (ksqlDB wraps them); one is unwrapped.
+    let key_cols: Vec<(&str, &SqlType)> = def
+        .key_columns()
+        .map(|c| (c.name.as_str(), &c.ty))
+        .collect();
+    let mut keys = if key_cols.len() > 1 {
+        decode_keys(def.key_format, key, &key_cols)?
+    } else {
+        Vec::new()
+    }
+    .into_iter();
     for c in &def.columns {
         let v =
-            if c.key {
+            if c.key && key_cols.len() > 1 {
+                keys.next().unwrap_or(Value::Null)
+            } else if c.key {
                 decode_key(def.key_format, key, &c.ty)?
             } else if let Some(j) = &json {
                 match j {
@@ -256,6 +269,138 @@ fn decode_key(format: Format, key: Option<&[u8]>, ty: &SqlType) -> Result<Value,
     }
 }
 
+/// The values of several key columns (`cols`: name and type, in the source's order) from one key: a JSON or
+/// JSON_SR object, an Avro record or a Protobuf message with a field per column (looked up by name, case aside;
+/// one missing is NULL), or DELIMITED fields in column order. No key: every column NULL.
+fn decode_keys(
+    format: Format,
+    key: Option<&[u8]>,
+    cols: &[(&str, &SqlType)],
+) -> Result<Vec<Value>, String> {
+    let Some(k) = key else {
+        return Ok(vec![Value::Null; cols.len()]);
+    };
+    let named = |n: &str, r: Result<Value, String>| r.map_err(|e| format!("key column {n}: {e}"));
+    match format {
+        Format::Json | Format::JsonSr => {
+            let j = if format == Format::Json {
+                serde_json::from_slice(k).map_err(|e| format!("the key is not JSON: {e}"))?
+            } else {
+                read_json_sr(k).map_err(|e| format!("the key: {e}"))?
+            };
+            let J::Object(o) = &j else {
+                return Err(format!(
+                    "the key is not a JSON object of the {} key columns: {j}",
+                    cols.len()
+                ));
+            };
+            cols.iter()
+                .map(|(n, t)| {
+                    named(
+                        n,
+                        crate::types::lookup_ci(o, n)
+                            .map_or(Ok(Value::Null), |x| Value::from_json(x, t)),
+                    )
+                })
+                .collect()
+        }
+        Format::Avro => match read_avro(k).map_err(|e| format!("the key: {e}"))? {
+            Avro::Record(rec) => cols
+                .iter()
+                .map(|(n, t)| {
+                    named(
+                        n,
+                        avro::field(&rec, n).map_or(Ok(Value::Null), |x| avro::to_value(x, t)),
+                    )
+                })
+                .collect(),
+            _ => Err(format!(
+                "the Avro key is not a record of the {} key columns",
+                cols.len()
+            )),
+        },
+        Format::Protobuf => {
+            let (msg, index, mut left) = read_protobuf(k).map_err(|e| format!("the key: {e}"))?;
+            cols.iter()
+                .map(|(n, t)| named(n, protobuf::column(&msg, &index, n, t, &mut left)))
+                .collect()
+        }
+        Format::Delimited => {
+            let text =
+                std::str::from_utf8(k).map_err(|_| "the key is not UTF-8 text".to_string())?;
+            let fields: Vec<&str> = text.split(',').collect();
+            if fields.len() != cols.len() {
+                return Err(format!(
+                    "the key has {} fields, not the {} key columns",
+                    fields.len(),
+                    cols.len()
+                ));
+            }
+            cols.iter()
+                .zip(fields)
+                .map(|((n, t), f)| named(n, Value::from_text(f, t)))
+                .collect()
+        }
+        other => Err(format!(
+            "KEY_FORMAT='{}' holds one key column, not {}",
+            other.name(),
+            cols.len()
+        )),
+    }
+}
+
+/// ksqlDB's refusal of several key columns in a format that holds one (KAFKA, NONE); `cols`: name and type.
+pub fn check_key_columns(
+    format: Format,
+    cols: &[(&str, &SqlType)],
+) -> std::result::Result<(), String> {
+    if cols.len() <= 1 || !matches!(format, Format::Kafka | Format::None) {
+        return Ok(());
+    }
+    let got = cols
+        .iter()
+        .map(|(n, t)| format!("`{n}` {t} KEY"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(format!(
+        "Key format does not support schema.\nformat: {0}\nreason: The '{0}' format only supports a single field. Got: [{got}]\n(several key columns need KEY_FORMAT 'JSON', 'AVRO', 'PROTOBUF', 'JSON_SR' or 'DELIMITED')",
+        format.name()
+    ))
+}
+
+/// A JSON object of named values with its fields in the order given (serde_json's map would sort them, and the
+/// bytes of a key pick its partition).
+fn ordered_object(vals: &[(&str, Value)]) -> String {
+    let fields: Vec<String> = vals
+        .iter()
+        .map(|(n, v)| format!("{}:{}", J::String((*n).to_string()), v.to_json()))
+        .collect();
+    format!("{{{}}}", fields.join(","))
+}
+
+/// The key bytes for several key columns (name and value, in the sink's column order) in a format without a
+/// registry: JSON `{"A":..,"B":..}`, DELIMITED `a,b` (`None`: no key, every column NULL).
+pub fn encode_keys(format: Format, vals: &[(&str, Value)]) -> Result<Option<Vec<u8>>, String> {
+    if vals.iter().all(|(_, v)| v.is_null()) {
+        return Ok(None);
+    }
+    match format {
+        Format::Json => Ok(Some(ordered_object(vals).into_bytes())),
+        Format::Delimited => Ok(Some(
+            vals.iter()
+                .map(|(_, v)| v.to_text())
+                .collect::<Vec<_>>()
+                .join(",")
+                .into_bytes(),
+        )),
+        other => Err(format!(
+            "KEY_FORMAT='{}' holds one key column, not {}",
+            other.name(),
+            vals.len()
+        )),
+    }
+}
+
 /// The key bytes for a key value (`None`: no key).
 pub fn encode_key(format: Format, v: &Value) -> Option<Vec<u8>> {
     if v.is_null() {
@@ -352,13 +497,8 @@ pub fn registry_columns(
         )),
     }
     .map_err(|e| format!("the latest schema of {subject} (id {id}): {e}"))?;
-    // A key schema that is a record of one field names the key column.
-    if key && cols.len() > 1 {
-        return Err(format!(
-            "the key schema of {subject} (id {id}) has {} fields: one key column is supported",
-            cols.len()
-        ));
-    }
+    // A key schema that is a record of one field names the key column; one of several fields holds a key column
+    // per field (ksqlDB's multi-column key).
     Ok(Some(cols))
 }
 
@@ -416,7 +556,15 @@ impl SinkCodec {
                         (Format::Avro, false) => {
                             ("AVRO", avro::value_schema(cols.into_iter()).to_string())
                         }
-                        (Format::Avro, true) => ("AVRO", avro::key_schema(cols[0].1).to_string()),
+                        (Format::Avro, true) if cols.len() == 1 => {
+                            ("AVRO", avro::key_schema(cols[0].1).to_string())
+                        }
+                        // Several key columns: a record `<SinkName>Key` with a field per column, as ksqlDB
+                        // names a key record after its source.
+                        (Format::Avro, true) => (
+                            "AVRO",
+                            avro::key_record_schema(&def.name, cols.into_iter()).to_string(),
+                        ),
                         // ksqlDB's `message ConnectDefault1`; a key is a message of its one column.
                         (Format::Protobuf, _) => (
                             "PROTOBUF",
@@ -429,7 +577,10 @@ impl SinkCodec {
                             })?,
                         ),
                         (_, false) => ("JSON", json_object(cols.into_iter()).to_string()),
-                        (_, true) => ("JSON", json_schema_of(cols[0].1).to_string()),
+                        (_, true) if cols.len() == 1 => {
+                            ("JSON", json_schema_of(cols[0].1).to_string())
+                        }
+                        (_, true) => ("JSON", json_object(cols.into_iter()).to_string()),
                     };
                     let id = reg.register(&subject, ty, &text).map_err(|e| {
                         format!(
@@ -517,6 +668,49 @@ impl SinkCodec {
         Ok(Some(out))
     }
 
+    /// The key bytes for the key columns' values (name and value, in the sink's column order): one column as
+    /// `key`, several as one record of them (`None`: no key, every column NULL).
+    pub fn keys(&self, vals: &[(&str, Value)]) -> std::result::Result<Option<Vec<u8>>, String> {
+        if let [(_, v)] = vals {
+            return self.key(v);
+        }
+        let Some((id, schema)) = &self.key else {
+            return encode_keys(self.key_format, vals);
+        };
+        if vals.iter().all(|(_, v)| v.is_null()) {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        registry::wire_header(*id, &mut out);
+        match &**schema {
+            Registered::Avro(d) => {
+                let s = d.schema();
+                let apache_avro::Schema::Record(r) = s else {
+                    return Err(
+                        "the registered key schema is not a record of the key columns".into(),
+                    );
+                };
+                let datum = avro::record_datum(r, d.names(), |name| {
+                    vals.iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                        .map(|(_, v)| v)
+                })?;
+                avro::write(s, d.references(), datum, &mut out)
+                    .map_err(|e| format!("the key {e}"))?;
+            }
+            Registered::Json(_) => out.extend_from_slice(ordered_object(vals).as_bytes()),
+            Registered::Protobuf(p) => {
+                let (m, path) = p.first()?;
+                let msg =
+                    protobuf::message(m, p.index(), vals).map_err(|e| format!("the key: {e}"))?;
+                fjord_registry::proto_json::write_indexes(path, &mut out);
+                prost_reflect::prost::Message::encode(&msg, &mut out)
+                    .map_err(|e| format!("the key: {e}"))?;
+            }
+        }
+        Ok(Some(out))
+    }
+
     /// The value bytes for named values.
     pub fn value(&self, cols: &[(&str, Value)]) -> std::result::Result<Vec<u8>, String> {
         let Some((id, schema)) = &self.value else {
@@ -560,16 +754,16 @@ impl SinkCodec {
 }
 
 /// Err naming the column when a column has no field of the message a sink writes (it would be dropped
-/// silently): a value column must name a field; a key column is the one field of a message of one field, else
-/// the key is one STRUCT column each of whose fields must name one (another key, which no record could be
-/// written with, is refused too).
+/// silently): a value column must name a field, and so must each of several key columns; a lone key column is
+/// the one field of a message of one field, else the key is one STRUCT column each of whose fields must name one
+/// (another key, which no record could be written with, is refused too).
 fn every_column_has_a_field(
     m: &prost_reflect::MessageDescriptor,
     index: &protobuf::Index,
     key: bool,
     cols: &[(&str, &SqlType)],
 ) -> std::result::Result<(), String> {
-    let names: Vec<&str> = if !key {
+    let names: Vec<&str> = if !key || cols.len() > 1 {
         cols.iter().map(|(n, _)| *n).collect()
     } else if protobuf::single_field(m).is_some() {
         Vec::new()
@@ -578,7 +772,7 @@ fn every_column_has_a_field(
             [(_, SqlType::Struct(f))] => f.iter().map(|(n, _)| n.as_str()).collect(),
             _ => {
                 return Err(format!(
-                    "the key message {} has {} fields: a key of several fields is written from one STRUCT key column whose fields name them, not from {}",
+                    "the key message {} has {} fields: a key of several fields is written from a key column per field or from one STRUCT key column whose fields name them, not from {}",
                     m.full_name(),
                     m.fields().len(),
                     cols.iter()
@@ -627,8 +821,8 @@ mod tests {
         assert!(e.contains("column X") && e.contains("shop.Order"), "{e}");
     }
 
-    /// A key message of several fields takes one STRUCT key column: a key column of another type, or several
-    /// key columns, are refused when the sink is opened. Before, they passed and every record failed when
+    /// A key message of several fields takes one STRUCT key column, or a key column per field: one key column
+    /// of another type is refused when the sink is opened. Before, they passed and every record failed when
     /// written ("a value that is not a STRUCT is written to a message of one field").
     #[test]
     fn a_key_message_of_several_fields_takes_one_struct_column() {
@@ -638,11 +832,156 @@ mod tests {
         let (s, i) = (SqlType::String, SqlType::Int);
         let st = SqlType::Struct(vec![("ID".into(), s.clone()), ("QTY".into(), i.clone())]);
         every_column_has_a_field(m, x, true, &[("K", &st)]).unwrap();
-        for cols in [vec![("ID", &s)], vec![("ID", &s), ("QTY", &i)]] {
-            let e = every_column_has_a_field(m, x, true, &cols).unwrap_err();
+        let e = every_column_has_a_field(m, x, true, &[("ID", &s)]).unwrap_err();
+        assert!(
+            e.contains("shop.Order") && e.contains("one STRUCT key column"),
+            "{e}"
+        );
+        // Several key columns are the message's fields (ksqlDB's multi-column key), each naming one.
+        every_column_has_a_field(m, x, true, &[("ID", &s), ("QTY", &i)]).unwrap();
+        let e = every_column_has_a_field(m, x, true, &[("ID", &s), ("NOTE", &i)]).unwrap_err();
+        assert!(e.contains("column NOTE"), "{e}");
+    }
+
+    /// Several key columns are one key record, as ksqlDB (0.15 on) writes them: a JSON object with the fields in
+    /// the columns' order, DELIMITED fields, an Avro record `<Sink>Key` of nullable fields; they read back into
+    /// the columns (JSON by name, case aside), wherever they stand among the value columns. KAFKA and NONE
+    /// refuse them with ksqlDB's message. Before, a source or a result with several key columns was refused.
+    #[test]
+    fn several_key_columns_are_one_key_record() {
+        let col = |n: &str, ty: SqlType, key: bool| crate::catalog::Column {
+            name: n.into(),
+            ty,
+            key,
+        };
+        let mut def = SourceDef {
+            name: "S".into(),
+            kind: crate::parser::SourceKind::Stream,
+            columns: vec![
+                col("B", SqlType::String, true),
+                col("V", SqlType::Int, false),
+                col("A", SqlType::Int, true),
+            ],
+            topic: "s".into(),
+            key_format: Format::Json,
+            value_format: Format::Json,
+            timestamp: None,
+            statement: String::new(),
+            query: None,
+        };
+        let keys = [("B", Value::String("x".into())), ("A", Value::Int(7))];
+        let json = encode_keys(Format::Json, &keys).unwrap().unwrap();
+        assert_eq!(json, br#"{"B":"x","A":7}"#);
+        let want = [Value::String("x".into()), Value::Int(1), Value::Int(7)];
+        let row = decode(&def, Some(&json), Some(br#"{"V":1}"#), (0, 0, 0))
+            .unwrap()
+            .unwrap();
+        assert_eq!(row[PSEUDO.len()..], want);
+        // Names match case aside; a missing field is NULL; a key that is no object is a bad record.
+        let row = decode(&def, Some(br#"{"a":7}"#), Some(br#"{"V":1}"#), (0, 0, 0))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            row[PSEUDO.len()..],
+            [Value::Null, Value::Int(1), Value::Int(7)]
+        );
+        assert!(decode(&def, Some(b"7"), Some(br#"{"V":1}"#), (0, 0, 0)).is_err());
+        // No key at all: every key column NULL, no key written for all NULLs.
+        let row = decode(&def, None, Some(br#"{"V":1}"#), (0, 0, 0))
+            .unwrap()
+            .unwrap();
+        assert_eq!(row[PSEUDO.len()], Value::Null);
+        assert_eq!(
+            encode_keys(Format::Json, &[("B", Value::Null), ("A", Value::Null)]).unwrap(),
+            None
+        );
+
+        def.key_format = Format::Delimited;
+        let text = encode_keys(Format::Delimited, &keys).unwrap().unwrap();
+        assert_eq!(text, b"x,7");
+        let row = decode(&def, Some(&text), Some(br#"{"V":1}"#), (0, 0, 0))
+            .unwrap()
+            .unwrap();
+        assert_eq!(row[PSEUDO.len()..], want);
+        assert!(decode(&def, Some(b"x"), Some(br#"{"V":1}"#), (0, 0, 0)).is_err());
+
+        let (s, i) = (SqlType::String, SqlType::Int);
+        for f in [Format::Kafka, Format::None] {
+            let e = check_key_columns(f, &[("B", &s), ("A", &i)]).unwrap_err();
             assert!(
-                e.contains("shop.Order") && e.contains("one STRUCT key column"),
+                e.contains(&format!(
+                    "The '{}' format only supports a single field. Got: [`B` STRING KEY, `A` INTEGER KEY]",
+                    f.name()
+                )),
                 "{e}"
+            );
+            check_key_columns(f, &[("B", &s)]).unwrap();
+        }
+        for f in [
+            Format::Json,
+            Format::Delimited,
+            Format::Avro,
+            Format::Protobuf,
+            Format::JsonSr,
+        ] {
+            check_key_columns(f, &[("B", &s), ("A", &i)]).unwrap();
+        }
+
+        // AVRO: the key record ksqlDB registers for a sink, written from the columns by name.
+        let text = avro::key_record_schema("BY_USER_PAGE", [("B", &s), ("A", &i)].into_iter());
+        assert_eq!(text["name"], "ByUserPageKey");
+        assert_eq!(text["namespace"], "io.confluent.ksql.avro_schemas");
+        let d = fjord_registry::wire::AvroDecoder::compile(&text.to_string(), &[]).unwrap();
+        let codec = SinkCodec {
+            key_format: Format::Avro,
+            value_format: Format::Json,
+            key: Some((9, Arc::new(Registered::Avro(Box::new(d))))),
+            value: None,
+        };
+        let bytes = codec.keys(&keys).unwrap().unwrap();
+        assert_eq!(bytes[..5], [0, 0, 0, 0, 9]);
+        let d = fjord_registry::wire::AvroDecoder::compile(&text.to_string(), &[]).unwrap();
+        let Avro::Record(fields) = d.read(&bytes[5..]).unwrap() else {
+            panic!("not a record")
+        };
+        assert_eq!(
+            avro::to_value(avro::field(&fields, "B").unwrap(), &s).unwrap(),
+            keys[0].1
+        );
+        assert_eq!(
+            avro::to_value(avro::field(&fields, "A").unwrap(), &i).unwrap(),
+            keys[1].1
+        );
+    }
+
+    /// Several key columns in PROTOBUF are ksqlDB's `ConnectDefault1` with a field per column, written by
+    /// name and read back by name. Before, a key message of several fields took one STRUCT column only.
+    #[test]
+    fn several_protobuf_key_columns_are_one_message() {
+        let (s, i) = (SqlType::String, SqlType::Int);
+        let text = protobuf::schema_text([("B", &s), ("A", &i)].into_iter()).unwrap();
+        let reg = Arc::new(registry::Registry::parse("PROTOBUF", &text, &[]).unwrap());
+        let Registered::Protobuf(p) = &*reg else {
+            panic!("not Protobuf")
+        };
+        let (m, _) = p.first().unwrap();
+        every_column_has_a_field(m, p.index(), true, &[("B", &s), ("A", &i)]).unwrap();
+        let codec = SinkCodec {
+            key_format: Format::Protobuf,
+            value_format: Format::Json,
+            key: Some((4, reg.clone())),
+            value: None,
+        };
+        let keys = [("B", Value::String("x".into())), ("A", Value::Int(7))];
+        let bytes = codec.keys(&keys).unwrap().unwrap();
+        assert_eq!(bytes[..6], [0, 0, 0, 0, 4, 0]);
+        let msg = fjord_registry::proto_json::decode(m, &bytes[6..]).unwrap();
+        let mut left = usize::MAX;
+        for (n, v) in &keys {
+            let ty = if *n == "B" { &s } else { &i };
+            assert_eq!(
+                &protobuf::column(&msg, p.index(), n, ty, &mut left).unwrap(),
+                v
             );
         }
     }

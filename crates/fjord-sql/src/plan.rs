@@ -76,6 +76,40 @@ impl SelectPlan {
             .collect()
     }
 
+    /// A stateless persistent query keeps its source's key: with several key columns, it must select all of them
+    /// or none (the record's key then stays as it is), as ksqlDB requires every key column in the projection
+    /// ("Key missing from projection"). Push queries select what they like.
+    pub fn require_whole_key(&self) -> Result<()> {
+        let keys: Vec<(usize, &Column)> = self
+            .source
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.key)
+            .collect();
+        if keys.len() < 2 || !self.partition_by.is_empty() {
+            return Ok(());
+        }
+        let selected = |i: usize| {
+            self.projection
+                .iter()
+                .any(|p| p.is_key && p.expr == Expr::Col(i + PSEUDO.len()))
+        };
+        let missing: Vec<&str> = keys
+            .iter()
+            .filter(|(i, _)| !selected(*i))
+            .map(|(_, c)| c.name.as_str())
+            .collect();
+        if missing.is_empty() || missing.len() == keys.len() {
+            return Ok(());
+        }
+        Err(SqlError::semantic(format!(
+            "Key missing from projection: the key of {} is several columns, and {} of them is not selected: select every key column (or none)",
+            self.source.name,
+            missing.join(", ")
+        )))
+    }
+
     /// Refuses what this version cannot execute yet, with the reason.
     pub fn require_stateless(&self) -> Result<()> {
         match &self.shape {
@@ -352,21 +386,25 @@ pub fn plan_select(sel: &Select, catalog: &Catalog) -> Result<SelectPlan> {
     // PARTITION BY re-keys a stream: the result's key is the expression, which must be in the SELECT list (it
     // becomes the key column; the source's key column, when selected, becomes a value column), as ksqlDB
     // requires ("Key missing from projection"). Aggregations and joins refuse it (they are keyed already).
+    // Several expressions make several key columns (ksqlDB 0.15's multi-column keys), one key record.
     if !partition_by.is_empty() && joined.is_empty() && !aggregating {
-        if partition_by.len() > 1 {
-            return Err(SqlError::not_supported(
-                "PARTITION BY more than one expression: a result has one key column at most",
-            ));
+        let mut keys = Vec::with_capacity(partition_by.len());
+        for (given, e) in sel.partition_by.iter().zip(&partition_by) {
+            let Some(k) = projection.iter().position(|p| p.expr == *e) else {
+                return Err(SqlError::semantic(format!(
+                    "PARTITION BY {given}: the partitioning expression must be in the SELECT list, where it becomes \
+                     a key column: add it (e.g. SELECT {given}, ...)"
+                )));
+            };
+            if keys.contains(&k) {
+                return Err(SqlError::semantic(format!(
+                    "PARTITION BY {given} appears twice: name each key expression once"
+                )));
+            }
+            keys.push(k);
         }
-        let given = &sel.partition_by[0];
-        let Some(k) = projection.iter().position(|p| p.expr == partition_by[0]) else {
-            return Err(SqlError::semantic(format!(
-                "PARTITION BY {given}: the partitioning expression must be in the SELECT list, where it becomes \
-                 the key column: add it (e.g. SELECT {given}, ...)"
-            )));
-        };
         for (i, p) in projection.iter_mut().enumerate() {
-            p.is_key = i == k;
+            p.is_key = keys.contains(&i);
         }
     }
     let shape = if !joined.is_empty() {

@@ -295,6 +295,27 @@ fn partition_by_keys_the_result_by_its_expression_in_the_select_list() {
     assert!(e.message.contains("must be in the SELECT list"), "{e}");
 }
 
+/// PARTITION BY of two expressions makes both key columns (ksqlDB's multi-column key); each must be selected,
+/// once. Before, more than one expression was refused.
+#[test]
+fn partition_by_two_expressions_keys_the_result_by_both() {
+    let p = plan("CREATE STREAM x AS SELECT ms, page, n FROM clicks PARTITION BY page, n").unwrap();
+    p.require_stateless().unwrap();
+    let keys: Vec<(&str, bool)> = p
+        .projection
+        .iter()
+        .map(|c| (c.name.as_str(), c.is_key))
+        .collect();
+    assert_eq!(keys, [("MS", false), ("PAGE", true), ("N", true)]);
+    let e = err("CREATE STREAM x AS SELECT page FROM clicks PARTITION BY page, n");
+    assert!(
+        e.message.contains("PARTITION BY n") && e.message.contains("must be in the SELECT list"),
+        "{e}"
+    );
+    let e = err("CREATE STREAM x AS SELECT page FROM clicks PARTITION BY page, page");
+    assert!(e.message.contains("appears twice"), "{e}");
+}
+
 #[test]
 fn duplicate_output_names_are_refused() {
     let e = err("SELECT page, UCASE(page) AS page FROM clicks EMIT CHANGES");

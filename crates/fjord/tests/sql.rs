@@ -349,17 +349,17 @@ fn bad_requests_and_statements_get_4xx_with_a_message() {
         v["message"].as_str().unwrap().contains("type mismatch"),
         "{v}"
     );
-    // What is planned but not built yet is refused with "not supported yet" (aggregations are built now).
+    // Two key columns in a key format named to hold one are refused with ksqlDB's message.
     let (status, v) = ksql(
         a,
-        "CREATE STREAM p AS SELECT k, n FROM s PARTITION BY k, n;",
+        "CREATE STREAM p WITH (key_format='KAFKA') AS SELECT k, n FROM s PARTITION BY k, n;",
     );
     assert_eq!(status, 400);
     assert!(
         v["message"]
             .as_str()
             .unwrap()
-            .contains("not supported yet: PARTITION BY more than one expression"),
+            .contains("The 'KAFKA' format only supports a single field"),
         "{v}"
     );
     let (status, v) = ksql(a, "SELECT * FROM s EMIT CHANGES;");
@@ -3787,5 +3787,344 @@ fn protobuf_from_confluents_serializer_is_queried_aggregated_and_written_back() 
             json!(["s0", {"WIRE": "w0", "RADIO": null}]),
             json!(["s8", {"WIRE": "x", "RADIO": null}]),
         ]
+    );
+}
+
+/// Kafka's murmur2 (the Java producer's default partitioner hashes the serialized key with it).
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let tail = chunks.remainder();
+    if tail.len() >= 3 {
+        h ^= u32::from(tail[2]) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= u32::from(tail[1]) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= u32::from(tail[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+/// The partition the Java producer picks for `key` among `n`.
+fn java_partition(key: &[u8], n: u32) -> i32 {
+    ((murmur2(key) & 0x7fff_ffff) % n) as i32
+}
+
+/// An Avro string of a nullable field (`["null","string"]`): the branch, the length and the bytes, read from
+/// `body` at `*at`.
+fn avro_nullable_string(body: &[u8], at: &mut usize) -> String {
+    assert_eq!(
+        body[*at], 2,
+        "not the string branch of a nullable union: {body:?}"
+    );
+    let len = (body[*at + 1] / 2) as usize;
+    let s = String::from_utf8(body[*at + 2..*at + 2 + len].to_vec()).unwrap();
+    *at += 2 + len;
+    s
+}
+
+/// GROUP BY and PARTITION BY of two expressions (ksqlDB 0.15's multi-column keys). A GROUP BY PAGE, REGION
+/// table over a KAFKA-keyed stream gets two PRIMARY KEY columns and a JSON key `{"PAGE":..,"REGION":..}` (the
+/// inherited KAFKA format cannot hold two columns, so JSON, as ksqlDB sanitizes it); its counts and sums equal a
+/// reference computed here, in the topic and through pull queries by both key columns; a windowed one keys its
+/// rows `json ‖ window start`. PARTITION BY PAGE, REGION writes the same JSON key into the partition murmur2 of
+/// its bytes picks. KEY_FORMAT='KAFKA' named for two key columns, and a stream declared with two KEY columns in
+/// KAFKA, are refused with ksqlDB's message; declared with KEY_FORMAT='JSON' they are read and written
+/// (INSERT, SELECT). An AVRO key is the record `<Sink>Key` registered under `<topic>-key`, read back here and by
+/// a stream declared over the topic. Before, every one of these statements was refused.
+#[test]
+fn group_by_and_partition_by_several_expressions_key_by_every_column() {
+    let dir = temp_dir();
+    let (p, registry) = start_with_registry(dir.path());
+    let a = p.sql.as_str();
+    ksql_ok(
+        a,
+        "CREATE STREAM clicks (user_id STRING KEY, page STRING, region STRING, n INT) \
+         WITH (kafka_topic='clicks', partitions=3, value_format='JSON');",
+    );
+    ksql_ok(
+        a,
+        "CREATE TABLE by_page_region AS SELECT page, region, COUNT(*) AS c, SUM(n) AS total \
+           FROM clicks GROUP BY page, region;\
+         CREATE TABLE by_page_region_hourly AS SELECT page, region, COUNT(*) AS c \
+           FROM clicks WINDOW TUMBLING (SIZE 1 HOUR) GROUP BY page, region;\
+         CREATE STREAM by_pr WITH (partitions=3) AS SELECT page, region, user_id, n FROM clicks \
+           PARTITION BY page, region;\
+         CREATE TABLE by_pr_avro WITH (key_format='AVRO', value_format='AVRO') AS \
+           SELECT page, region, COUNT(*) AS c FROM clicks GROUP BY page, region;",
+    );
+    for t in ["by_page_region", "by_pr"] {
+        let d = ksql_ok(a, &format!("DESCRIBE {t};"));
+        let s = &d[0]["sourceDescription"];
+        assert_eq!(s["keyFormat"], "JSON", "{d}");
+        let fields = s["fields"].as_array().unwrap();
+        let keys: Vec<(&str, &str)> = fields
+            .iter()
+            .filter(|f| f.get("type").is_some())
+            .map(|f| (f["name"].as_str().unwrap(), f["type"].as_str().unwrap()))
+            .collect();
+        let kind = if t == "by_pr" { "KEY" } else { "PRIMARY_KEY" };
+        assert_eq!(keys, [("PAGE", kind), ("REGION", kind)], "{d}");
+    }
+
+    let t0 = an_hour_ago();
+    let clicks = [
+        ("u1", "home", "eu", 1),
+        ("u2", "cart", "us", 2),
+        ("u1", "cart", "eu", 3),
+        ("u3", "home", "eu", 4),
+        ("u4", "home", "us", 5),
+        ("u5", "cart", "us", 6),
+        ("u6", "home", "eu", 7),
+        ("u7", "cart", "eu", 8),
+        ("u2", "home", "us", 9),
+        ("u8", "home", "eu", 10),
+    ];
+    for (user, page, region, n) in clicks {
+        ksql_ok(
+            a,
+            &format!(
+                "INSERT INTO clicks (user_id, page, region, n, ROWTIME) VALUES ('{user}', '{page}', '{region}', {n}, {});",
+                t0 + n as i64
+            ),
+        );
+    }
+    // The reference: per (page, region) the count and the sum of N.
+    let mut want: std::collections::BTreeMap<(String, String), (i64, i64)> = Default::default();
+    for (_, page, region, n) in clicks {
+        let e = want
+            .entry((page.to_string(), region.to_string()))
+            .or_default();
+        e.0 += 1;
+        e.1 += n as i64;
+    }
+    let key_text = |page: &str, region: &str| format!(r#"{{"PAGE":"{page}","REGION":"{region}"}}"#);
+
+    // Pull queries by both key columns read one row; by one, every row of that page.
+    for ((page, region), (c, total)) in &want {
+        let sql =
+            format!("SELECT * FROM by_page_region WHERE page = '{page}' AND region = '{region}';");
+        let want_row = vec![json!([page, region, c, total])];
+        await_rows(a, &sql, |rows| rows == want_row.as_slice());
+    }
+    let homes = query_rows(
+        a,
+        "SELECT page, region, c FROM by_page_region WHERE page = 'home';",
+    );
+    let mut homes: Vec<String> = homes.iter().map(Value::to_string).collect();
+    homes.sort();
+    assert_eq!(homes, [r#"["home","eu",4]"#, r#"["home","us",2]"#]);
+    let hourly = await_rows(
+        a,
+        "SELECT page, region, WINDOWSTART, c FROM by_page_region_hourly WHERE page = 'cart' AND region = 'us';",
+        |rows| rows.len() == 1 && rows[0][3] == 2,
+    );
+    let window_start = t0 - t0 % 3_600_000;
+    assert_eq!(hourly[0], json!(["cart", "us", window_start, 2]));
+
+    // The table's topic: keys are the JSON records, and the last row of each key is the reference's.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut last: std::collections::BTreeMap<String, Value> = Default::default();
+        for partition in 0..3 {
+            for (k, v) in read_partition(&p.kafka, "BY_PAGE_REGION", partition) {
+                last.insert(
+                    String::from_utf8(k).unwrap(),
+                    serde_json::from_slice(&v.unwrap()).unwrap(),
+                );
+            }
+        }
+        let expected: std::collections::BTreeMap<String, Value> = want
+            .iter()
+            .map(|((page, region), (c, total))| {
+                (key_text(page, region), json!({"C": c, "TOTAL": total}))
+            })
+            .collect();
+        if last == expected {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{last:?}, expected {expected:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The windowed table's keys: the JSON record followed by the window start (ksqlDB's windowed key).
+    let mut windowed_keys = std::collections::BTreeSet::new();
+    for partition in 0..3 {
+        for (k, _) in read_partition(&p.kafka, "BY_PAGE_REGION_HOURLY", partition) {
+            windowed_keys.insert(k);
+        }
+    }
+    let expected_keys: std::collections::BTreeSet<Vec<u8>> = want
+        .keys()
+        .map(|(page, region)| {
+            [
+                key_text(page, region).as_bytes(),
+                &window_start.to_be_bytes(),
+            ]
+            .concat()
+        })
+        .collect();
+    assert_eq!(windowed_keys, expected_keys);
+
+    // PARTITION BY two expressions: the JSON key record, in the partition murmur2 of its bytes picks.
+    await_written(a, "by_pr", clicks.len() as u64);
+    let mut got = Vec::new();
+    let mut partitions = std::collections::BTreeSet::new();
+    for partition in 0..3 {
+        for (k, v) in read_partition(&p.kafka, "BY_PR", partition) {
+            assert_eq!(
+                partition,
+                java_partition(&k, 3),
+                "{}",
+                String::from_utf8_lossy(&k)
+            );
+            partitions.insert(partition);
+            let v: Value = serde_json::from_slice(&v.unwrap()).unwrap();
+            got.push((String::from_utf8(k).unwrap(), v.to_string()));
+        }
+    }
+    got.sort();
+    let mut expected: Vec<(String, String)> = clicks
+        .iter()
+        .map(|(user, page, region, n)| {
+            (
+                key_text(page, region),
+                json!({"USER_ID": user, "N": n}).to_string(),
+            )
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected);
+    assert!(
+        partitions.len() > 1,
+        "every key in one partition proves little: {partitions:?}"
+    );
+
+    // AVRO: the key is the record `ByPrAvroKey` of both columns, registered under the topic's key subject.
+    let (status, _, raw) = http_request(
+        &registry,
+        "GET",
+        "/subjects/BY_PR_AVRO-key/versions/latest",
+        "",
+        None,
+    );
+    let schema: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    assert_eq!(status, 200, "{schema}");
+    let text: Value = serde_json::from_str(schema["schema"].as_str().unwrap()).unwrap();
+    assert_eq!(text["name"], "ByPrAvroKey", "{text}");
+    let names: Vec<&str> = text["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["PAGE", "REGION"]);
+    let id = schema["id"].as_u64().unwrap() as u32;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut keys = std::collections::BTreeSet::new();
+        for partition in 0..3 {
+            for (k, _) in read_partition(&p.kafka, "BY_PR_AVRO", partition) {
+                assert_eq!(
+                    k[..5],
+                    [
+                        0,
+                        (id >> 24) as u8,
+                        (id >> 16) as u8,
+                        (id >> 8) as u8,
+                        id as u8
+                    ]
+                );
+                let mut at = 5;
+                let page = avro_nullable_string(&k, &mut at);
+                let region = avro_nullable_string(&k, &mut at);
+                assert_eq!(at, k.len());
+                keys.insert((page, region));
+            }
+        }
+        if keys.len() == want.len() {
+            assert_eq!(keys, want.keys().cloned().collect());
+            break;
+        }
+        assert!(Instant::now() < deadline, "{keys:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // And SQL reads the AVRO key record back into two key columns.
+    ksql_ok(
+        a,
+        "CREATE STREAM avro_back (page STRING KEY, region STRING KEY, c BIGINT) \
+         WITH (kafka_topic='BY_PR_AVRO', key_format='AVRO', value_format='AVRO');",
+    );
+    let rows = query_rows(
+        a,
+        "SELECT page, region, c FROM avro_back WHERE page = 'cart' AND region = 'eu';",
+    );
+    assert_eq!(rows.last(), Some(&json!(["cart", "eu", 2])), "{rows:?}");
+
+    // KAFKA cannot hold two key columns: refused with ksqlDB's message, whether named for a result or declared.
+    let m = refused(
+        a,
+        "CREATE TABLE kafka_keyed WITH (key_format='KAFKA') AS SELECT page, region, COUNT(*) AS c \
+         FROM clicks GROUP BY page, region;",
+    );
+    assert!(
+        m.contains("The 'KAFKA' format only supports a single field. Got: [`PAGE` STRING KEY, `REGION` STRING KEY]"),
+        "{m}"
+    );
+    let m = refused(
+        a,
+        "CREATE STREAM kafka_pr WITH (key_format='KAFKA') AS SELECT page, region, n FROM clicks PARTITION BY page, region;",
+    );
+    assert!(
+        m.contains("The 'KAFKA' format only supports a single field"),
+        "{m}"
+    );
+    let m = refused(
+        a,
+        "CREATE STREAM two_keys (a STRING KEY, b INT KEY, v INT) WITH (kafka_topic='two_keys', partitions=1, value_format='JSON');",
+    );
+    assert!(
+        m.contains("The 'KAFKA' format only supports a single field. Got: [`A` STRING KEY, `B` INTEGER KEY]"),
+        "{m}"
+    );
+    // Declared in JSON: a stream of two KEY columns and a table of two PRIMARY KEY columns, written and read.
+    ksql_ok(
+        a,
+        "CREATE STREAM two_keys (a STRING KEY, v INT, b INT KEY) \
+         WITH (kafka_topic='two_keys', partitions=1, value_format='JSON', key_format='JSON');\
+         CREATE TABLE two_pk (a STRING PRIMARY KEY, b INT PRIMARY KEY, v INT) \
+         WITH (kafka_topic='two_pk', partitions=1, value_format='JSON', key_format='JSON');\
+         INSERT INTO two_keys (a, b, v) VALUES ('x', 1, 5);",
+    );
+    assert_eq!(
+        described(a, "two_pk"),
+        ["A STRING", "B INTEGER", "V INTEGER"]
+    );
+    let raw = read_topic(&p.kafka, "two_keys");
+    assert_eq!(raw.len(), 1);
+    assert_eq!(raw[0].0, br#"{"A":"x","B":1}"#);
+    assert_eq!(
+        query_rows(a, "SELECT a, v, b FROM two_keys;"),
+        [json!(["x", 5, 1])]
+    );
+    // A persistent query keeps the whole key or none of it (ksqlDB's "Key missing from projection").
+    let m = refused(a, "CREATE STREAM half_key AS SELECT a, v FROM two_keys;");
+    assert!(
+        m.contains("Key missing from projection") && m.contains("B"),
+        "{m}"
     );
 }

@@ -152,6 +152,12 @@ impl JoinPlan {
             ));
         }
         let (l, r) = (&plan.source, &plan.joined[0]);
+        if let Some(s) = [l, r].into_iter().find(|s| s.key_columns().count() > 1) {
+            return Err(SqlError::not_supported(format!(
+                "joins of a source with several key columns ({}): a join is keyed by one join expression",
+                s.name
+            )));
+        }
         let (left_join, right_outer) = match kinds[0] {
             JoinKind::Inner => (false, false),
             JoinKind::Left => (true, false),

@@ -38,13 +38,6 @@ pub const STORE: &str = "agg";
 /// ksqlDB's default grace period when a window gives none.
 const DEFAULT_GRACE_MS: u64 = 24 * 3600 * 1000;
 
-/// Indexes in the finished row an output expression is evaluated against: the group key, the window bounds,
-/// then the aggregate results.
-const ROW_KEY: usize = 0;
-const ROW_WSTART: usize = 1;
-const ROW_WEND: usize = 2;
-const ROW_AGGS: usize = 3;
-
 /// One aggregate call: the function, its argument expressions (over the source row) and, when it is a
 /// selected column of its own, the result type the planner gave it (otherwise the result's type follows the
 /// values: BIGINT or DOUBLE for numbers).
@@ -60,9 +53,12 @@ struct AggCall {
 pub struct AggPlan {
     pub source: SourceDef,
     filter: Option<Expr>,
-    group_by: Expr,
-    key_ty: SqlType,
-    /// Grouping by the source's key column: no repartition needed.
+    /// The GROUP BY expressions; with one, the store key and the state's `k` are its value's JSON, with several
+    /// a JSON array of their values (so a single-key query's state reads as it always did).
+    group_by: Vec<Expr>,
+    /// The types of the GROUP BY expressions, in their order.
+    key_tys: Vec<SqlType>,
+    /// Grouping by the source's key column(s): no repartition needed.
     by_source_key: bool,
     pub window: Option<WindowSpec>,
     aggs: Vec<AggCall>,
@@ -142,28 +138,32 @@ impl AggPlan {
                 "an aggregation needs GROUP BY and an aggregate function",
             ));
         };
-        if group_by.len() != 1 {
-            return Err(SqlError::not_supported(
-                "GROUP BY more than one expression (a multi-column key); group by one expression, e.g. a concatenation",
-            ));
+        let gb = group_by.clone();
+        for (i, g) in gb.iter().enumerate() {
+            if gb[..i].contains(g) {
+                return Err(SqlError::semantic(
+                    "an expression appears twice in GROUP BY: name each once",
+                ));
+            }
         }
-        let gb = group_by[0].clone();
+        let nk = gb.len();
+        let (row_wstart, row_wend, row_aggs) = (nk, nk + 1, nk + 2);
         let ncols = PSEUDO.len() + plan.source.columns.len();
         let (ws_idx, we_idx) = (ncols, ncols + 1);
         let mut aggs: Vec<AggCall> = Vec::new();
-        let mut key_ty = None;
+        let mut key_tys: Vec<Option<SqlType>> = vec![None; nk];
         let mut out_cols = Vec::new();
         let mut finish = |e: &Expr, name: &str| -> Result<Expr> {
             rewrite(e, &mut |x| {
-                if *x == gb {
-                    return Ok(Some(Expr::Col(ROW_KEY)));
+                if let Some(j) = gb.iter().position(|g| g == x) {
+                    return Ok(Some(Expr::Col(j)));
                 }
                 match x {
                     Expr::Col(i) if window.is_some() && *i == ws_idx => {
-                        Ok(Some(Expr::Col(ROW_WSTART)))
+                        Ok(Some(Expr::Col(row_wstart)))
                     }
                     Expr::Col(i) if window.is_some() && *i == we_idx => {
-                        Ok(Some(Expr::Col(ROW_WEND)))
+                        Ok(Some(Expr::Col(row_wend)))
                     }
                     Expr::Col(_) => Err(SqlError::semantic(format!(
                         "{name} uses a column that is neither in GROUP BY nor inside an aggregate function: group by it or aggregate it (e.g. LATEST_BY_OFFSET)"
@@ -180,7 +180,7 @@ impl AggPlan {
                                 aggs.len() - 1
                             }
                         };
-                        Ok(Some(Expr::Col(ROW_AGGS + j)))
+                        Ok(Some(Expr::Col(row_aggs + j)))
                     }
                     _ => Ok(None),
                 }
@@ -188,15 +188,19 @@ impl AggPlan {
         };
         for p in &plan.projection {
             let e = finish(&p.expr, &p.name)?;
-            let is_key = e == Expr::Col(ROW_KEY);
-            if is_key {
-                if key_ty.is_some() {
+            let key_slot = match e {
+                Expr::Col(j) if j < nk => Some(j),
+                _ => None,
+            };
+            let is_key = key_slot.is_some();
+            if let Some(j) = key_slot {
+                if key_tys[j].is_some() {
                     return Err(SqlError::semantic(format!(
-                        "the GROUP BY expression is selected twice (as {} too): select it once, it is the table's PRIMARY KEY",
+                        "a GROUP BY expression is selected twice (as {} too): select it once, it is a PRIMARY KEY column of the table",
                         p.name
                     )));
                 }
-                key_ty = Some(p.ty.clone());
+                key_tys[j] = Some(p.ty.clone());
             }
             out_cols.push((
                 Column {
@@ -207,10 +211,12 @@ impl AggPlan {
                 e,
             ));
         }
-        let Some(key_ty) = key_ty else {
-            return Err(SqlError::semantic(
-                "the GROUP BY expression must be in the SELECT list: it is the table's PRIMARY KEY (e.g. SELECT k, COUNT(*) ... GROUP BY k)",
-            ));
+        let Some(key_tys) = key_tys.into_iter().collect::<Option<Vec<SqlType>>>() else {
+            return Err(SqlError::semantic(if nk == 1 {
+                "the GROUP BY expression must be in the SELECT list: it is the table's PRIMARY KEY (e.g. SELECT k, COUNT(*) ... GROUP BY k)"
+            } else {
+                "every GROUP BY expression must be in the SELECT list: together they are the table's PRIMARY KEY (e.g. SELECT a, b, COUNT(*) ... GROUP BY a, b)"
+            }));
         };
         let having = match having {
             Some(h) => Some(finish(h, "HAVING")?),
@@ -219,8 +225,8 @@ impl AggPlan {
         // The result types of the aggregate calls, from the planner's types of the projections that are one.
         for (p, (_, e)) in plan.projection.iter().zip(&out_cols) {
             if let Expr::Col(i) = e {
-                if *i >= ROW_AGGS {
-                    aggs[i - ROW_AGGS].out_ty = Some(p.ty.clone());
+                if *i >= row_aggs {
+                    aggs[i - row_aggs].out_ty = Some(p.ty.clone());
                 }
             }
         }
@@ -234,18 +240,24 @@ impl AggPlan {
                 return Err(SqlError::semantic("the window size must be above zero"));
             }
         }
-        let key_col = plan
+        // Grouping by exactly the source's key columns (in any order) keeps each group in one input partition.
+        let source_keys: Vec<Expr> = plan
             .source
             .columns
             .iter()
-            .position(|c| c.key)
-            .map(|i| i + PSEUDO.len());
+            .enumerate()
+            .filter(|(_, c)| c.key)
+            .map(|(i, _)| Expr::Col(i + PSEUDO.len()))
+            .collect();
+        let by_source_key = !source_keys.is_empty()
+            && source_keys.len() == gb.len()
+            && source_keys.iter().all(|k| gb.contains(k));
         Ok(AggPlan {
             source: plan.source.clone(),
             filter: plan.filter.clone(),
-            by_source_key: key_col.is_some_and(|k| gb == Expr::Col(k)),
+            by_source_key,
             group_by: gb,
-            key_ty,
+            key_tys,
             window: window.clone(),
             aggs,
             outputs: out_cols,
@@ -276,17 +288,55 @@ impl AggPlan {
         self.window.is_some()
     }
 
+    /// The finished row an output expression is evaluated against holds the group key's columns (one per GROUP
+    /// BY expression, from index 0), then WINDOWSTART at this index, WINDOWEND, and the aggregate results.
+    fn row_wstart(&self) -> usize {
+        self.group_by.len()
+    }
+
+    fn row_aggs(&self) -> usize {
+        self.group_by.len() + 2
+    }
+
+    /// The JSON a group key is held as (store key, the state's `k`): one column's value, or an array of several.
+    fn key_json(&self, vals: &[Value]) -> J {
+        match vals {
+            [v] => v.to_json(),
+            _ => J::Array(vals.iter().map(Value::to_json).collect()),
+        }
+    }
+
+    /// The group key's column values from its JSON (`key_json`).
+    fn key_values(&self, j: &J) -> std::result::Result<Vec<Value>, String> {
+        match (&self.key_tys[..], j) {
+            ([ty], _) => Ok(vec![Value::from_json(j, ty)?]),
+            (tys, J::Array(a)) if a.len() == tys.len() => a
+                .iter()
+                .zip(tys)
+                .map(|(x, t)| Value::from_json(x, t))
+                .collect(),
+            (tys, other) => Err(format!(
+                "a group key of {} columns is not an array of as many values: {other}",
+                tys.len()
+            )),
+        }
+    }
+
     /// Turns one decoded source row into the aggregation's input: (key bytes, input JSON), `None` when WHERE
-    /// drops it or the group key is NULL (ksqlDB drops such rows).
+    /// drops it or a group key column is NULL (ksqlDB drops such rows).
     fn input(&self, row: &[Value]) -> std::result::Result<Option<(Bytes, Bytes)>, String> {
         if let Some(f) = &self.filter {
             if f.eval(row)? != Value::Bool(true) {
                 return Ok(None);
             }
         }
-        let key = self.group_by.eval(row)?;
-        if key.is_null() {
-            return Ok(None);
+        let mut key = Vec::with_capacity(self.group_by.len());
+        for g in &self.group_by {
+            let v = g.eval(row)?;
+            if v.is_null() {
+                return Ok(None);
+            }
+            key.push(v);
         }
         let mut vals = Vec::with_capacity(self.aggs.len());
         for a in &self.aggs {
@@ -296,7 +346,7 @@ impl AggPlan {
             }
             vals.push(J::Array(args));
         }
-        let kj = key.to_json();
+        let kj = self.key_json(&key);
         Ok(Some((
             Bytes::from(kj.to_string().into_bytes()),
             Bytes::from(json!({"k": kj, "v": vals}).to_string().into_bytes()),
@@ -371,8 +421,9 @@ impl AggPlan {
 
     /// The row output expressions are evaluated against: key, window bounds, aggregate results.
     fn finished_row(&self, st: &J, w: Option<Window>) -> std::result::Result<Vec<Value>, String> {
-        let mut row = Vec::with_capacity(ROW_AGGS + self.aggs.len());
-        row.push(Value::from_json(&st["k"], &self.key_ty)?);
+        let mut row = Vec::with_capacity(self.row_aggs() + self.aggs.len());
+        row.extend(self.key_values(&st["k"])?);
+        debug_assert_eq!(row.len(), self.row_wstart());
         row.push(w.map_or(Value::Null, |w| Value::Bigint(w.start)));
         row.push(w.map_or(Value::Null, |w| Value::Bigint(w.end)));
         let empty = Vec::new();
@@ -404,9 +455,18 @@ impl AggPlan {
             (r.key_bytes().to_vec(), None)
         };
         let key_json: J = serde_json::from_slice(&store_key).map_err(|e| e.to_string())?;
-        let key_val = Value::from_json(&key_json, &self.key_ty)?;
+        let key_vals = self.key_values(&key_json)?;
+        // The key columns in the table's column order (a GROUP BY expression's value in its slot).
+        let keys: Vec<(&str, Value)> = self
+            .outputs
+            .iter()
+            .filter_map(|(c, e)| match e {
+                Expr::Col(j) if c.key => Some((c.name.as_str(), key_vals[*j].clone())),
+                _ => None,
+            })
+            .collect();
         let key_bytes = codec
-            .key(&key_val)
+            .keys(&keys)
             .map_err(Unwritten::Encoding)?
             .map(|k| match window {
                 None => k,
@@ -463,17 +523,21 @@ impl AggPlan {
         Ok(Some(row))
     }
 
-    /// The store key of a group key value (its JSON text, as `input` writes it).
-    pub fn store_key(&self, v: &Value) -> Vec<u8> {
-        v.to_json().to_string().into_bytes()
+    /// The store key of a group key (its columns' values in GROUP BY order; its JSON text, as `input` writes it).
+    pub fn store_key(&self, vals: &[Value]) -> Vec<u8> {
+        self.key_json(vals).to_string().into_bytes()
     }
 
-    /// The key column's index in `columns()`.
-    pub fn key_index(&self) -> usize {
-        self.outputs
-            .iter()
-            .position(|(c, _)| c.key)
-            .expect("checked in new")
+    /// Per GROUP BY expression, in its order, its key column's index in `columns()`.
+    pub fn key_indexes(&self) -> Vec<usize> {
+        (0..self.group_by.len())
+            .map(|j| {
+                self.outputs
+                    .iter()
+                    .position(|(c, e)| c.key && *e == Expr::Col(j))
+                    .expect("checked in new")
+            })
+            .collect()
     }
 }
 
@@ -683,8 +747,8 @@ pub struct TableQuery {
 }
 
 impl TableQuery {
-    /// The entries of the store (of `key`, or all), as table rows.
-    pub fn rows(&self, key: Option<&Value>) -> std::result::Result<Vec<Vec<Value>>, String> {
+    /// The entries of the store (of `key`, its columns' values in GROUP BY order, or all), as table rows.
+    pub fn rows(&self, key: Option<&[Value]>) -> std::result::Result<Vec<Vec<Value>>, String> {
         let g = self.streams.lock().expect("table query");
         let Some(s) = g.as_ref() else {
             return Err(
@@ -1088,20 +1152,23 @@ pub fn pull(
     tx: &tokio::sync::mpsc::Sender<std::result::Result<Row, String>>,
     stall: std::time::Duration,
 ) -> std::result::Result<(), String> {
-    let key_col = PSEUDO.len() + tq.plan.key_index();
-    let key = plan
-        .filter
-        .as_ref()
-        .and_then(|f| key_equality(f, key_col))
-        // Only a literal of the key's own type has the key's store bytes.
-        .filter(|v| {
-            Value::from_json(&v.to_json(), &tq.plan.key_ty)
-                .ok()
+    // One key is read when WHERE fixes every key column (`a = x AND b = y`); otherwise every row is read and
+    // WHERE applied to each.
+    let key: Option<Vec<Value>> = tq
+        .plan
+        .key_indexes()
+        .iter()
+        .zip(&tq.plan.key_tys)
+        .map(|(&i, ty)| {
+            plan.filter
                 .as_ref()
-                == Some(v)
-        });
+                .and_then(|f| key_equality(f, PSEUDO.len() + i))
+                // Only a literal of the key's own type has the key's store bytes.
+                .filter(|v| Value::from_json(&v.to_json(), ty).ok().as_ref() == Some(v))
+        })
+        .collect();
     let mut sent = 0u64;
-    for row in tq.rows(key.as_ref())? {
+    for row in tq.rows(key.as_deref())? {
         if plan.limit.is_some_and(|l| sent >= l) {
             break;
         }
@@ -1122,7 +1189,7 @@ pub fn pull(
     Ok(())
 }
 
-/// The literal `x` of a top-level `key = x` conjunct of `filter`.
+/// The literal `x` of a top-level `key = x` conjunct of `filter` (`key_col`: the key column's row index).
 fn key_equality(filter: &Expr, key_col: usize) -> Option<Value> {
     match filter {
         Expr::Bin(BinOp::And, a, b) => {
@@ -1266,6 +1333,107 @@ mod tests {
             v,
             json!({"N": 3, "S": 7.0, "SQ": 6, "A": 7.0 / 3.0, "LO": 10, "HI": "b", "D": 2, "LAST": "b", "TWICE": 6})
         );
+    }
+
+    /// GROUP BY of two expressions keys the table by both (two PRIMARY KEY columns), holds the group key as a
+    /// JSON array in the store, and writes ksqlDB's JSON key record `{"USERID":..,"PAGE":..}` in the columns'
+    /// order (a windowed one followed by the window start). A single-key query's store keys and states stay as
+    /// they were, so its changelog is read back by an upgraded server. Before, GROUP BY of two expressions was
+    /// refused.
+    #[test]
+    fn group_by_two_columns_keys_the_table_by_both() {
+        let p = plan(
+            "CREATE TABLE t AS SELECT userid, page, COUNT(*) AS n, SUM(qty) AS s FROM clicks GROUP BY userid, page",
+        )
+        .unwrap();
+        let keys: Vec<(String, bool)> = p.columns().into_iter().map(|c| (c.name, c.key)).collect();
+        assert_eq!(
+            keys,
+            [("USERID", true), ("PAGE", true), ("N", false), ("S", false)]
+                .map(|(n, k)| (n.to_string(), k))
+        );
+        assert!(!p.by_source_key, "USERID alone is the source's key");
+        let (k, input) = p.input(&row("u", "home", 1, 0.0, 2)).unwrap().unwrap();
+        assert_eq!(&k[..], br#"["u","home"]"#);
+        assert_eq!(
+            p.store_key(&[Value::String("u".into()), Value::String("home".into())]),
+            k
+        );
+        let input: J = serde_json::from_slice(&input).unwrap();
+        assert_eq!(input["k"], json!(["u", "home"]));
+        // A NULL key column drops the row, as a NULL group key does.
+        let mut null_page = row("u", "x", 1, 0.0, 2);
+        null_page[4] = Value::Null;
+        assert!(p.input(&null_page).unwrap().is_none());
+        let st = fold_rows(
+            &p,
+            &[row("u", "home", 1, 0.0, 2), row("u", "home", 2, 0.0, 5)],
+        )
+        .pop()
+        .unwrap();
+        let mut json_sink = sink(&p);
+        json_sink.key_format = Format::Json;
+        let codec = format::SinkCodec::new(&json_sink, false).unwrap();
+        let r = Record {
+            key: Some(k.clone()),
+            value: Some(st.clone()),
+            timestamp: 0,
+        };
+        let (key, value) = p.output(&codec, &r).unwrap().unwrap();
+        assert_eq!(key.unwrap(), br#"{"USERID":"u","PAGE":"home"}"#);
+        let value: J = serde_json::from_slice(&value.unwrap()).unwrap();
+        assert_eq!(value, json!({"N": 2, "S": 7}));
+        // A pull query's row: the pseudo-columns, then both key columns.
+        let pulled = p.table_row(&st, None).unwrap().unwrap();
+        assert_eq!(
+            pulled[3..5],
+            [Value::String("u".into()), Value::String("home".into())]
+        );
+        assert_eq!(p.key_indexes(), vec![0, 1]);
+
+        // Selected in another order than GROUP BY's: the key record follows the columns.
+        let q = plan(
+            "CREATE TABLE t AS SELECT page, userid, COUNT(*) AS n FROM clicks \
+             WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY userid, page",
+        )
+        .unwrap();
+        assert_eq!(q.key_indexes(), vec![1, 0]);
+        let st = fold_rows(&q, &[row("u", "home", 1, 0.0, 2)]).pop().unwrap();
+        let mut json_sink = sink(&q);
+        json_sink.key_format = Format::Json;
+        let codec = format::SinkCodec::new(&json_sink, false).unwrap();
+        let w = Window {
+            start: 0,
+            end: 60_000,
+        };
+        let r = Record {
+            key: Some(WindowedKey::encode(br#"["u","home"]"#, w)),
+            value: Some(st),
+            timestamp: 0,
+        };
+        let (key, _) = q.output(&codec, &r).unwrap().unwrap();
+        assert_eq!(
+            key.unwrap(),
+            [
+                br#"{"PAGE":"home","USERID":"u"}"#.as_slice(),
+                &0i64.to_be_bytes()
+            ]
+            .concat()
+        );
+
+        // One GROUP BY expression: the store key and the state's key are the value's JSON, as before.
+        let one =
+            plan("CREATE TABLE t AS SELECT page, COUNT(*) AS n FROM clicks GROUP BY page").unwrap();
+        let (k, input) = one.input(&row("u", "home", 1, 0.0, 2)).unwrap().unwrap();
+        assert_eq!(&k[..], br#""home""#);
+        let input: J = serde_json::from_slice(&input).unwrap();
+        assert_eq!(input, json!({"k": "home", "v": [[]]}));
+        // Every GROUP BY expression must be selected.
+        let e = plan(
+            "CREATE TABLE t AS SELECT userid, COUNT(*) AS n FROM clicks GROUP BY userid, page",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("every GROUP BY expression"), "{e}");
     }
 
     #[test]
