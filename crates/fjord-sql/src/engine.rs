@@ -5,7 +5,7 @@
 //! (`_fjord_sql_<query id>`) and commits offsets only after its output is acknowledged (at-least-once), so a
 //! restarted query resumes where it committed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -175,8 +175,23 @@ pub struct Engine {
 /// The most push queries one server runs at once; more are refused until one ends.
 pub const MAX_PUSH_QUERIES: usize = 100;
 
-/// One row streamed by a push query.
-pub type Row = Vec<J>;
+/// One row streamed by a push or pull query.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub columns: Vec<J>,
+    /// A table's row was deleted (its key's tombstone, or an update that no longer passes WHERE): `columns`
+    /// holds the key (and window) columns, the others are null; REST sends `"tombstone": true` as ksqlDB does.
+    pub tombstone: bool,
+}
+
+impl Row {
+    pub fn of(values: &[Value]) -> Row {
+        Row {
+            columns: values.iter().map(Value::to_json).collect(),
+            tombstone: false,
+        }
+    }
+}
 
 /// A running push query: its header and the rows as they come; dropping the receiver stops it.
 pub struct PushQuery {
@@ -1605,7 +1620,11 @@ impl Engine {
             _ => None,
         };
         if table.is_none() {
-            plan.require_stateless()?;
+            if pull {
+                plan.require_stateless()?;
+            } else {
+                plan.require_push()?;
+            }
         }
         format::check_supported(&plan.source)?;
         let reset = if pull {
@@ -2494,6 +2513,114 @@ impl rdkafka::producer::ProducerContext for DeliveryCheck {
     }
 }
 
+/// The row a stream's record shows in a push query, if it passes WHERE.
+fn stream_row(
+    plan: &SelectPlan,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    meta: (i64, i32, i64),
+) -> std::result::Result<Option<Row>, String> {
+    let Some(row) = format::decode(&plan.source, key, value, meta)? else {
+        return Ok(None);
+    };
+    Ok(apply(plan, &row)?.map(|v| Row::of(&v)))
+}
+
+/// The most keys a push query over a table with WHERE remembers as shown; past it, a deletion of a key it did
+/// not remember is shown anyway (a tombstone for a row the client may not have, never a deletion missed).
+const MAX_TRACKED_KEYS: usize = 1_000_000;
+
+/// The changes of a table as a push query shows them, ksqlDB's way: each update of a row that passes WHERE, and
+/// a tombstone (key columns, the rest null) when a row leaves the result. Without WHERE every tombstone of the
+/// topic is shown; with WHERE, a tombstone or an update that no longer passes is shown only for a key whose row
+/// the query showed (Kafka Streams' table filter, which sends no tombstone for a row never in its result).
+struct TableChanges {
+    /// A windowed table's window: its record keys end with the window's bounds.
+    window: Option<crate::parser::WindowSpec>,
+    /// Whether the query has a WHERE, so that the keys shown are remembered.
+    tracked: bool,
+    /// The record keys (with their window) whose latest row the query showed.
+    shown: HashSet<Vec<u8>>,
+    /// `shown` reached [`MAX_TRACKED_KEYS`] and missed a key: any key may have been shown.
+    overflow: bool,
+}
+
+impl TableChanges {
+    /// The row one record of the table's topic shows, if any. A record without a key is no row of a table.
+    fn change(
+        &mut self,
+        plan: &SelectPlan,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        meta: (i64, i32, i64),
+    ) -> std::result::Result<Option<Row>, String> {
+        let Some(raw) = key else {
+            return Ok(None);
+        };
+        let (k, bounds) = match &self.window {
+            Some(w) => {
+                let (k, start, end) = format::split_windowed_key(raw, w)?;
+                (k, Some((start, end)))
+            }
+            None => (raw, None),
+        };
+        let mut row = match value {
+            Some(_) => match format::decode(&plan.source, Some(k), value, meta)? {
+                Some(r) => r,
+                None => return Ok(None),
+            },
+            None => format::decode_tombstone(&plan.source, Some(k), meta)?,
+        };
+        // After the columns, as `plan_select` scopes them for a windowed table.
+        if let Some((start, end)) = bounds {
+            row.push(Value::Bigint(start));
+            row.push(Value::Bigint(end));
+        }
+        if value.is_some() {
+            if let Some(vals) = apply(plan, &row)? {
+                if self.tracked {
+                    self.remember(raw);
+                }
+                return Ok(Some(Row::of(&vals)));
+            }
+            if !self.forget(raw) {
+                return Ok(None);
+            }
+        } else if self.tracked && !self.forget(raw) {
+            return Ok(None);
+        }
+        // ksqlDB's tombstone row: the key columns (and window bounds) the query selects, the others null.
+        let bounds_at = PSEUDO.len() + plan.source.columns.len();
+        let columns = plan
+            .projection
+            .iter()
+            .map(|p| match p.expr {
+                crate::expr::Expr::Col(i) if p.is_key || i >= bounds_at => {
+                    p.expr.eval(&row).map(|v| v.to_json())
+                }
+                _ => Ok(J::Null),
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Some(Row {
+            columns,
+            tombstone: true,
+        }))
+    }
+
+    fn remember(&mut self, key: &[u8]) {
+        if self.shown.len() < MAX_TRACKED_KEYS {
+            self.shown.insert(key.to_vec());
+        } else if !self.shown.contains(key) {
+            self.overflow = true;
+        }
+    }
+
+    /// Forgets `key`; whether its row may have been shown.
+    fn forget(&mut self, key: &[u8]) -> bool {
+        self.shown.remove(key) || self.overflow
+    }
+}
+
 fn run_push(
     bootstrap: &str,
     query_id: &str,
@@ -2546,6 +2673,13 @@ fn run_push(
     if limit == Some(0) {
         return Ok(());
     }
+    // A push query over a table shows the table's changes: updates and deletions (tombstones).
+    let mut table = (plan.source.kind == SourceKind::Table && !pull).then(|| TableChanges {
+        window: crate::plan::table_window(&plan.source),
+        tracked: plan.filter.is_some(),
+        shown: HashSet::new(),
+        overflow: false,
+    });
     loop {
         if tx.is_closed() || (pull && ends.is_empty()) {
             return Ok(());
@@ -2567,12 +2701,12 @@ fn run_push(
                 // cannot be asked about.
                 format::registry_reachable(&plan.source, m.key(), m.payload())?;
                 let ts = m.timestamp().to_millis().unwrap_or(0);
-                let row = match format::decode(
-                    &plan.source,
-                    m.key(),
-                    m.payload(),
-                    (ts, m.partition(), m.offset()),
-                ) {
+                let meta = (ts, m.partition(), m.offset());
+                let row = match table.as_mut() {
+                    Some(t) => t.change(plan, m.key(), m.payload(), meta),
+                    None => stream_row(plan, m.key(), m.payload(), meta),
+                };
+                let row = match row {
                     Ok(Some(r)) => r,
                     Ok(None) => continue,
                     Err(e) => {
@@ -2580,24 +2714,18 @@ fn run_push(
                         continue;
                     }
                 };
-                match apply(plan, &row) {
-                    Ok(Some(vals)) => {
-                        if !send_bounded(tx, Ok(vals.iter().map(Value::to_json).collect()), stall) {
-                            if tx.is_closed() {
-                                return Ok(());
-                            }
-                            return Err(format!(
-                                "the client read no row for {} s: the query {query_id} was ended",
-                                stall.as_secs_f64()
-                            ));
-                        }
-                        sent += 1;
-                        if limit.is_some_and(|l| sent >= l) {
-                            return Ok(());
-                        }
+                if !send_bounded(tx, Ok(row), stall) {
+                    if tx.is_closed() {
+                        return Ok(());
                     }
-                    Ok(None) => {}
-                    Err(e) => tracing::debug!(query_id, error = %e, "row skipped"),
+                    return Err(format!(
+                        "the client read no row for {} s: the query {query_id} was ended",
+                        stall.as_secs_f64()
+                    ));
+                }
+                sent += 1;
+                if limit.is_some_and(|l| sent >= l) {
+                    return Ok(());
                 }
             }
         }

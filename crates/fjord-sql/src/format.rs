@@ -216,6 +216,56 @@ pub fn decode(
     Ok(Some(row))
 }
 
+/// A table's deleted row (a tombstone: a key without a value): the pseudo-columns, the key columns decoded, the
+/// value columns null.
+pub fn decode_tombstone(
+    def: &SourceDef,
+    key: Option<&[u8]>,
+    meta: (i64, i32, i64),
+) -> Result<Vec<Value>, String> {
+    let mut row = vec![
+        Value::Bigint(meta.0),
+        Value::Int(meta.1),
+        Value::Bigint(meta.2),
+    ];
+    for c in &def.columns {
+        row.push(if c.key {
+            decode_key(def.key_format, key, &c.ty)?
+        } else {
+            Value::Null
+        });
+    }
+    Ok(row)
+}
+
+/// Splits a windowed table's record key (Kafka Streams' windowed serdes, as the aggregation writes it: time
+/// windows `key ‖ start:i64be`, sessions `key ‖ end:i64be ‖ start:i64be`) into the key and the window's start
+/// and end.
+pub fn split_windowed_key<'k>(
+    key: &'k [u8],
+    window: &crate::parser::WindowSpec,
+) -> Result<(&'k [u8], i64, i64), String> {
+    use crate::parser::WindowSpec;
+    let be = |b: &[u8]| i64::from_be_bytes(b.try_into().expect("8 bytes"));
+    let short = || {
+        format!(
+            "the windowed key has {} bytes, too few for its window",
+            key.len()
+        )
+    };
+    match window {
+        WindowSpec::Session { .. } => {
+            let at = key.len().checked_sub(16).ok_or_else(short)?;
+            Ok((&key[..at], be(&key[at + 8..]), be(&key[at..at + 8])))
+        }
+        WindowSpec::Tumbling { size, .. } | WindowSpec::Hopping { size, .. } => {
+            let at = key.len().checked_sub(8).ok_or_else(short)?;
+            let start = be(&key[at..]);
+            Ok((&key[..at], start, start.saturating_add(*size as i64)))
+        }
+    }
+}
+
 fn decode_key(format: Format, key: Option<&[u8]>, ty: &SqlType) -> Result<Value, String> {
     let Some(k) = key else {
         return Ok(Value::Null);
@@ -795,6 +845,35 @@ fn every_column_has_a_field(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windowed_keys_split_into_the_key_and_the_windows_bounds() {
+        use crate::parser::WindowSpec;
+        let tumbling = WindowSpec::Tumbling {
+            size: 60_000,
+            grace: None,
+        };
+        let mut k = b"u1".to_vec();
+        k.extend_from_slice(&1_000i64.to_be_bytes());
+        assert_eq!(
+            split_windowed_key(&k, &tumbling),
+            Ok((&b"u1"[..], 1_000, 61_000))
+        );
+        // Sessions: key, end, start.
+        let session = WindowSpec::Session {
+            gap: 5_000,
+            grace: None,
+        };
+        let mut k = b"u1".to_vec();
+        k.extend_from_slice(&9_000i64.to_be_bytes());
+        k.extend_from_slice(&2_000i64.to_be_bytes());
+        assert_eq!(
+            split_windowed_key(&k, &session),
+            Ok((&b"u1"[..], 2_000, 9_000))
+        );
+        assert!(split_windowed_key(b"short", &tumbling).is_err());
+        assert!(split_windowed_key(&[0; 12], &session).is_err());
+    }
 
     /// `shop.Order { string id = 1; int32 qty = 2; }`, compiled as the registry client compiles it.
     fn order_schema() -> Box<crate::protobuf::Compiled> {

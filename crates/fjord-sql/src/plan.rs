@@ -110,13 +110,33 @@ impl SelectPlan {
         )))
     }
 
+    /// Refuses a push query (`EMIT CHANGES`) this version cannot run, with the reason: a filter and projection of
+    /// a stream, or of a table's changes, run; aggregations, joins and re-keying a table do not.
+    pub fn require_push(&self) -> Result<()> {
+        if self.source.kind != SourceKind::Table {
+            return self.require_stateless();
+        }
+        match &self.shape {
+            Shape::Stateless if self.partition_by.is_empty() => Ok(()),
+            Shape::Stateless => Err(SqlError::not_supported(format!(
+                "PARTITION BY on a TABLE ({}): a table's rows stay keyed by its PRIMARY KEY; re-key the stream it is built from instead",
+                self.source.name
+            ))),
+            Shape::Aggregate { .. } => Err(SqlError::not_supported(format!(
+                "aggregating a TABLE ({}) is not supported: aggregate the stream its rows come from (GROUP BY on a STREAM)",
+                self.source.name
+            ))),
+            Shape::Join { .. } => self.require_stateless(),
+        }
+    }
+
     /// Refuses what this version cannot execute yet, with the reason.
     pub fn require_stateless(&self) -> Result<()> {
         match &self.shape {
             Shape::Stateless if self.source.kind == SourceKind::Stream => Ok(()),
             Shape::Stateless => Err(SqlError::not_supported(format!(
-                "queries over a TABLE ({}) need its materialized state; table queries run on the streams library, coming next",
-                self.source.name
+                "persistent queries over a TABLE ({}) are not supported yet; a push query (SELECT ... FROM {} EMIT CHANGES) shows its changes",
+                self.source.name, self.source.name
             ))),
             Shape::Aggregate { window: Some(_), .. } => Err(SqlError::not_supported(NEEDS_STREAMS)),
             Shape::Aggregate { window: None, .. } => Err(SqlError::not_supported(
@@ -178,12 +198,19 @@ pub fn plan_select(sel: &Select, catalog: &Catalog) -> Result<SelectPlan> {
     let windowed = sel.window.is_some();
     // Row index of WINDOWSTART (WINDOWEND follows) in a windowed aggregation.
     let window_base = cols.len();
+    // The bounds a windowed table's `*` adds (name, row index): the ones its columns do not have already.
+    let mut window_cols: Option<Vec<(&str, usize)>> = None;
     // A windowed table's rows carry their window's bounds (pull queries: `WHERE WINDOWSTART >= ...`).
     if windowed || (joined.is_empty() && windowed_table(&source)) {
         let base = cols.len();
         for (i, n) in ["WINDOWSTART", "WINDOWEND"].iter().enumerate() {
             if !windowed && source.columns.iter().any(|c| c.name == *n) {
                 continue;
+            }
+            if !windowed {
+                window_cols
+                    .get_or_insert_with(Vec::new)
+                    .push((*n, base + i));
             }
             cols.push(ScopeCol {
                 qualifier: q.clone(),
@@ -305,6 +332,22 @@ pub fn plan_select(sel: &Select, catalog: &Catalog) -> Result<SelectPlan> {
                             ty: c.ty.clone(),
                             is_key: c.key && base == 0,
                         });
+                    }
+                    // A windowed table's `*` carries its window's bounds after the key, as ksqlDB's does.
+                    if base == 0 && window_cols.is_some() {
+                        let at = projection.len() - s.columns.len()
+                            + s.columns.iter().rposition(|c| c.key).map_or(0, |i| i + 1);
+                        for (j, (name, idx)) in window_cols.iter().flatten().enumerate() {
+                            projection.insert(
+                                at + j,
+                                Projection {
+                                    name: name.to_string(),
+                                    expr: Expr::Col(*idx),
+                                    ty: SqlType::Bigint,
+                                    is_key: false,
+                                },
+                            );
+                        }
                     }
                 }
             }
@@ -438,13 +481,20 @@ pub fn plan_select(sel: &Select, catalog: &Catalog) -> Result<SelectPlan> {
 
 /// Whether `def` is a table written by a windowed aggregation (its rows are per key and window).
 pub fn windowed_table(def: &SourceDef) -> bool {
-    def.kind == SourceKind::Table
-        && def.query.as_ref().is_some_and(|q| {
-            matches!(
-                crate::parser::parse_statement(&q.sql).map(|p| p.statement),
-                Ok(Statement::CreateSource { as_select: Some(s), .. }) if s.window.is_some()
-            )
-        })
+    table_window(def).is_some()
+}
+
+/// The window of a table written by a windowed aggregation: its records' keys end with the window's bounds.
+pub fn table_window(def: &SourceDef) -> Option<WindowSpec> {
+    if def.kind != SourceKind::Table {
+        return None;
+    }
+    match crate::parser::parse_statement(&def.query.as_ref()?.sql).map(|p| p.statement) {
+        Ok(Statement::CreateSource {
+            as_select: Some(s), ..
+        }) => s.window,
+        _ => None,
+    }
 }
 
 /// Whether the query `sql` (a CREATE ... AS SELECT) reads `name`.

@@ -188,7 +188,14 @@ async fn query(State(engine): State<Arc<Engine>>, body: Body) -> Response {
                     )),
                     Phase::Rows => match rows.recv().await {
                         Some(Ok(r)) => Some((
-                            Ok(format!(",\n{}", json!({"row": {"columns": r}}))),
+                            Ok(format!(
+                                ",\n{}",
+                                if r.tombstone {
+                                    json!({"row": {"columns": r.columns, "tombstone": true}})
+                                } else {
+                                    json!({"row": {"columns": r.columns}})
+                                }
+                            )),
                             (Phase::Rows, rows),
                         )),
                         Some(Err(e)) => Some((

@@ -4128,3 +4128,318 @@ fn group_by_and_partition_by_several_expressions_key_by_every_column() {
         "{m}"
     );
 }
+
+/// A push query over /query (`props` its streamsProperties) whose header has arrived: the connection and what
+/// it read so far.
+fn open_push(addr: &str, sql: &str, props: Value) -> (std::net::TcpStream, Vec<u8>) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let body = json!({"ksql": sql, "streamsProperties": props}).to_string();
+    write!(
+        s,
+        "POST /query HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\"header\"") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "{sql}: no header: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&got).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{sql}: {head}");
+    (s, got)
+}
+
+/// The `row` elements of a /query answer read so far (its complete lines).
+fn push_rows_in(got: &[u8]) -> Vec<Value> {
+    let text = String::from_utf8_lossy(got);
+    text[..text.rfind('\n').map_or(0, |i| i + 1)]
+        .lines()
+        .filter(|l| l.contains("\"row\""))
+        .map(|l| {
+            let j = l
+                .trim()
+                .trim_start_matches(',')
+                .trim_end_matches(']')
+                .trim_end_matches(',');
+            serde_json::from_str::<Value>(j).unwrap_or_else(|e| panic!("{e}: {l}"))["row"].clone()
+        })
+        .collect()
+}
+
+/// Reads a push query's answer until it holds `n` rows (the read times out after 60 s without data).
+fn read_push_rows(s: &mut std::net::TcpStream, got: &mut Vec<u8>, n: usize) -> Vec<Value> {
+    read_push_until(s, got, |rows| rows.len() >= n)
+}
+
+/// Reads a push query's answer until its rows satisfy `done` (the read times out after 60 s without data).
+fn read_push_until(
+    s: &mut std::net::TcpStream,
+    got: &mut Vec<u8>,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let mut buf = [0u8; 4096];
+    while !done(&push_rows_in(got)) {
+        let k = s.read(&mut buf).unwrap();
+        assert!(k > 0, "the answer ended: {}", String::from_utf8_lossy(got));
+        got.extend_from_slice(&buf[..k]);
+    }
+    push_rows_in(got)
+}
+
+/// A push query with a LIMIT from the topic's start: its header's schema and its rows, once the answer ended.
+fn push_from_earliest(addr: &str, sql: &str) -> (String, Vec<Value>) {
+    let (mut s, mut got) = open_push(addr, sql, json!({"auto.offset.reset": "earliest"}));
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got).to_string();
+    assert!(
+        text.contains("]\n\r\n0\r\n\r\n"),
+        "{sql}: not ended: {text}"
+    );
+    let schema = text
+        .lines()
+        .find_map(|l| {
+            let start = l.find("{\"header\"")?;
+            serde_json::from_str::<Value>(l[start..].trim_end_matches(',')).ok()
+        })
+        .map(|h| h["header"]["schema"].as_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("{sql}: no header: {text}"));
+    (schema, push_rows_in(&got))
+}
+
+/// The message of a SELECT /query refuses.
+fn push_refused(addr: &str, sql: &str) -> String {
+    let body = json!({"ksql": sql}).to_string();
+    let (status, v) = post(addr, "/query", body.as_bytes());
+    assert_eq!(status, 400, "{sql}: {v}");
+    v["message"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn push_queries_over_a_source_table_show_its_updates_and_deletions() {
+    let dir = temp_dir();
+    let p = start(&dir.path().join("data"));
+    ksql_ok(
+        &p.sql,
+        "CREATE TABLE users (id STRING PRIMARY KEY, name STRING, age INT) \
+         WITH (kafka_topic='users', value_format='JSON', partitions=1);",
+    );
+    let t = an_hour_ago();
+    let records: [(&str, Option<Value>); 7] = [
+        ("u1", Some(json!({"NAME": "ann", "AGE": 30}))),
+        ("u2", Some(json!({"NAME": "bob", "AGE": 17}))),
+        ("u1", Some(json!({"NAME": "ann", "AGE": 31}))),
+        ("u2", None),
+        ("u3", Some(json!({"NAME": "cid", "AGE": 40}))),
+        ("u3", Some(json!({"NAME": "cid", "AGE": 12}))),
+        ("u1", None),
+    ];
+    for (i, (k, v)) in records.iter().enumerate() {
+        produce(&p.kafka, "users", k, v.clone(), t + i as i64);
+    }
+    // Every change from the start: updates as rows, a tombstone as ksqlDB's row with the key and nulls.
+    let (schema, rows) = push_from_earliest(&p.sql, "SELECT * FROM users EMIT CHANGES LIMIT 7;");
+    assert_eq!(schema, "`ID` STRING, `NAME` STRING, `AGE` INTEGER");
+    assert_eq!(
+        rows,
+        vec![
+            json!({"columns": ["u1", "ann", 30]}),
+            json!({"columns": ["u2", "bob", 17]}),
+            json!({"columns": ["u1", "ann", 31]}),
+            json!({"columns": ["u2", null, null], "tombstone": true}),
+            json!({"columns": ["u3", "cid", 40]}),
+            json!({"columns": ["u3", "cid", 12]}),
+            json!({"columns": ["u1", null, null], "tombstone": true}),
+        ]
+    );
+    // WHERE: the rows that pass; a row leaves the result (a tombstone) when deleted or updated so that it no
+    // longer passes, and a key never in the result (u2) gets no tombstone.
+    let (schema, rows) = push_from_earliest(
+        &p.sql,
+        "SELECT age, id FROM users WHERE age >= 18 EMIT CHANGES LIMIT 5;",
+    );
+    assert_eq!(schema, "`AGE` INTEGER, `ID` STRING");
+    assert_eq!(
+        rows,
+        vec![
+            json!({"columns": [30, "u1"]}),
+            json!({"columns": [31, "u1"]}),
+            json!({"columns": [40, "u3"]}),
+            json!({"columns": [null, "u3"], "tombstone": true}),
+            json!({"columns": [null, "u1"], "tombstone": true}),
+        ]
+    );
+    // LIMIT ends the answer after that many rows.
+    let (_, rows) = push_from_earliest(
+        &p.sql,
+        "SELECT UCASE(name) AS n FROM users EMIT CHANGES LIMIT 2;",
+    );
+    assert_eq!(
+        rows,
+        vec![json!({"columns": ["ANN"]}), json!({"columns": ["BOB"]})]
+    );
+    // Rows produced while the query runs (from the end by default): the first one read shows it is running.
+    let (mut s, mut got) = open_push(&p.sql, "SELECT id, age FROM users EMIT CHANGES;", json!({}));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut age = 50;
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while push_rows_in(&got).is_empty() {
+        assert!(Instant::now() < deadline, "no row came");
+        produce(
+            &p.kafka,
+            "users",
+            "u4",
+            Some(json!({"NAME": "dan", "AGE": age})),
+            t + 10,
+        );
+        age += 1;
+        if let Ok(n) = s.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    produce(
+        &p.kafka,
+        "users",
+        "u4",
+        Some(json!({"NAME": "dan", "AGE": 99})),
+        t + 11,
+    );
+    produce(&p.kafka, "users", "u4", None, t + 12);
+    let rows = read_push_until(&mut s, &mut got, |r| {
+        r.last().is_some_and(|r| r["tombstone"] == true)
+    });
+    drop(s);
+    let n = rows.len();
+    assert_eq!(
+        rows[n - 2..],
+        [
+            json!({"columns": ["u4", 99]}),
+            json!({"columns": ["u4", null], "tombstone": true})
+        ],
+        "{rows:?}"
+    );
+    // What a push query over a table does not run is refused with the reason.
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM visits (id STRING KEY, page STRING) \
+         WITH (kafka_topic='visits', value_format='JSON', partitions=1);",
+    );
+    let e = push_refused(
+        &p.sql,
+        "SELECT name, COUNT(*) AS n FROM users GROUP BY name EMIT CHANGES;",
+    );
+    assert!(e.contains("aggregating a TABLE (USERS)"), "{e}");
+    let e = push_refused(
+        &p.sql,
+        "SELECT name, id FROM users PARTITION BY name EMIT CHANGES;",
+    );
+    assert!(e.contains("PARTITION BY on a TABLE (USERS)"), "{e}");
+    let e = push_refused(
+        &p.sql,
+        "SELECT v.id, v.page, u.name FROM visits v JOIN users u ON v.id = u.id EMIT CHANGES;",
+    );
+    assert!(
+        e.contains("joins run on the streams library in persistent queries only"),
+        "{e}"
+    );
+    // A persistent query over a table stays refused, and says what runs instead.
+    let e = refused(
+        &p.sql,
+        "CREATE STREAM adults AS SELECT * FROM users WHERE age >= 18;",
+    );
+    assert!(e.contains("persistent queries over a TABLE (USERS)"), "{e}");
+}
+
+#[test]
+fn push_queries_over_aggregation_tables_show_count_updates_and_window_bounds() {
+    let dir = temp_dir();
+    let p = start(&dir.path().join("data"));
+    ksql_ok(
+        &p.sql,
+        "CREATE STREAM clicks (userid STRING KEY, page STRING) \
+         WITH (kafka_topic='clicks', value_format='JSON', partitions=1);",
+    );
+    ksql_ok(
+        &p.sql,
+        "CREATE TABLE per_user AS SELECT userid, COUNT(*) AS n FROM clicks GROUP BY userid;",
+    );
+    ksql_ok(
+        &p.sql,
+        "CREATE TABLE per_minute AS SELECT userid, COUNT(*) AS n FROM clicks \
+         WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY userid;",
+    );
+    let t0 = an_hour_ago();
+    produce(
+        &p.kafka,
+        "clicks",
+        "a",
+        Some(json!({"PAGE": "x"})),
+        t0 + 1_000,
+    );
+    await_written(&p.sql, "PER_USER", 1);
+    // The counts as they change: the first row read shows the query runs, the next ones come as produced.
+    let (mut s, mut got) = open_push(
+        &p.sql,
+        "SELECT * FROM per_user EMIT CHANGES LIMIT 3;",
+        json!({"auto.offset.reset": "earliest"}),
+    );
+    let rows = read_push_rows(&mut s, &mut got, 1);
+    assert_eq!(rows, vec![json!({"columns": ["a", 1]})]);
+    let head = String::from_utf8_lossy(&got).to_string();
+    assert!(head.contains("`USERID` STRING, `N` BIGINT"), "{head}");
+    produce(
+        &p.kafka,
+        "clicks",
+        "a",
+        Some(json!({"PAGE": "y"})),
+        t0 + 2_000,
+    );
+    await_written(&p.sql, "PER_USER", 2);
+    produce(
+        &p.kafka,
+        "clicks",
+        "b",
+        Some(json!({"PAGE": "x"})),
+        t0 + 61_000,
+    );
+    let rows = read_push_rows(&mut s, &mut got, 3);
+    assert_eq!(
+        rows,
+        vec![
+            json!({"columns": ["a", 1]}),
+            json!({"columns": ["a", 2]}),
+            json!({"columns": ["b", 1]}),
+        ]
+    );
+    // A windowed table's rows carry their window's bounds, decoded from the windowed key (`*` puts them after
+    // the key, as ksqlDB does), and WHERE can use them.
+    await_written(&p.sql, "PER_MINUTE", 3);
+    let (schema, rows) =
+        push_from_earliest(&p.sql, "SELECT * FROM per_minute EMIT CHANGES LIMIT 3;");
+    assert_eq!(
+        schema,
+        "`USERID` STRING, `WINDOWSTART` BIGINT, `WINDOWEND` BIGINT, `N` BIGINT"
+    );
+    assert_eq!(
+        rows,
+        vec![
+            json!({"columns": ["a", t0, t0 + 60_000, 1]}),
+            json!({"columns": ["a", t0, t0 + 60_000, 2]}),
+            json!({"columns": ["b", t0 + 60_000, t0 + 120_000, 1]}),
+        ]
+    );
+    let (_, rows) = push_from_earliest(
+        &p.sql,
+        &format!(
+            "SELECT userid, WINDOWEND, n FROM per_minute WHERE WINDOWSTART >= {} EMIT CHANGES LIMIT 1;",
+            t0 + 60_000
+        ),
+    );
+    assert_eq!(rows, vec![json!({"columns": ["b", t0 + 120_000, 1]})]);
+}

@@ -1174,7 +1174,7 @@ pub fn pull(
         }
         if let Some(vals) = super::apply(plan, &row)? {
             // As a push query: a client that takes nothing for `stall` ends it (thread and slot freed).
-            if !super::send_bounded(tx, Ok(vals.iter().map(Value::to_json).collect()), stall) {
+            if !super::send_bounded(tx, Ok(Row::of(&vals)), stall) {
                 if tx.is_closed() {
                     return Ok(());
                 }
