@@ -1267,6 +1267,24 @@ fn leads(w: &WorkerProc) -> Option<bool> {
     Some(line.contains("leader=true"))
 }
 
+/// A distributed worker's properties in `dir` for the group `group` (its internal topics `<group>-configs`,
+/// `-offsets` and `-status`): fast offset flushes and rebalances, a 6 s session, string values.
+fn distributed_props(dir: &std::path::Path, bootstrap: &str, group: &str) -> std::path::PathBuf {
+    let props = dir.join("worker.properties");
+    write_file(
+        &props,
+        &format!(
+            "bootstrap.servers={bootstrap}\nlisteners=http://127.0.0.1:0\ngroup.id={group}\n\
+             config.storage.topic={group}-configs\noffset.storage.topic={group}-offsets\n\
+             status.storage.topic={group}-status\noffset.storage.partitions=3\n\
+             offset.flush.interval.ms=100\nsession.timeout.ms=6000\nheartbeat.interval.ms=500\n\
+             scheduled.rebalance.max.delay.ms=3000\n\
+             value.converter=org.apache.kafka.connect.storage.StringConverter\n"
+        ),
+    );
+    props
+}
+
 /// Connect's own group protocol with two workers of one `group.id`: the group's protocol type is `connect`;
 /// connectors created on the first worker move in part to the second when it joins (incremental cooperative
 /// rebalancing: each ends with its share); a connector created through the follower is written by the leader;
@@ -1282,19 +1300,7 @@ fn connects_group_protocol_spreads_connectors_and_moves_them_when_a_worker_dies(
         &["topics", "create", "spread", "--partitions", "1"],
         None,
     ));
-    let props = dir.path().join("worker.properties");
-    write_file(
-        &props,
-        &format!(
-            "bootstrap.servers={}\nlisteners=http://127.0.0.1:0\ngroup.id=spread\n\
-             config.storage.topic=spread-configs\noffset.storage.topic=spread-offsets\n\
-             status.storage.topic=spread-status\noffset.storage.partitions=3\n\
-             offset.flush.interval.ms=100\nsession.timeout.ms=6000\nheartbeat.interval.ms=500\n\
-             scheduled.rebalance.max.delay.ms=3000\n\
-             value.converter=org.apache.kafka.connect.storage.StringConverter\n",
-            broker.bootstrap
-        ),
-    );
+    let props = distributed_props(dir.path(), &broker.bootstrap, "spread");
     let w1 = WorkerProc::start_mode("distributed", &[&props], &dir.path().join("w1.log"));
     let names: Vec<String> = (0..5).map(|i| format!("src-{i}")).collect();
     let file = |i: usize| dir.path().join(format!("in-{i}.txt"));
@@ -2099,19 +2105,7 @@ fn distributed_workers_share_a_sinks_tasks_and_restart_them_where_they_run() {
         &["topics", "create", "dfan-in", "--partitions", "3"],
         None,
     ));
-    let props = dir.path().join("worker.properties");
-    write_file(
-        &props,
-        &format!(
-            "bootstrap.servers={}\nlisteners=http://127.0.0.1:0\ngroup.id=dfan\n\
-             config.storage.topic=dfan-configs\noffset.storage.topic=dfan-offsets\n\
-             status.storage.topic=dfan-status\noffset.storage.partitions=3\n\
-             offset.flush.interval.ms=100\nsession.timeout.ms=6000\nheartbeat.interval.ms=500\n\
-             scheduled.rebalance.max.delay.ms=3000\n\
-             value.converter=org.apache.kafka.connect.storage.StringConverter\n",
-            broker.bootstrap
-        ),
-    );
+    let props = distributed_props(dir.path(), &broker.bootstrap, "dfan");
     let w1 = WorkerProc::start_mode("distributed", &[&props], &dir.path().join("w1.log"));
     wait_for(Duration::from_secs(60), "w1 to lead", || {
         leads(&w1).filter(|l| *l)
