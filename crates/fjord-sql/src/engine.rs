@@ -2526,6 +2526,22 @@ fn stream_row(
     Ok(apply(plan, &row)?.map(|v| Row::of(&v)))
 }
 
+/// A key as a push query over a table remembers it: 128 bits of two SipHashes, so that the memory a query holds
+/// is bounded by the count of keys, not by their size (keys may be as large as a record). Two keys sharing one
+/// hash would only cost a tombstone shown for a row not shown.
+fn key_hash(key: &[u8]) -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let half = |seed: u8| {
+        let mut h =
+            std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                .build_hasher();
+        h.write_u8(seed);
+        h.write(key);
+        h.finish()
+    };
+    (u128::from(half(0)) << 64) | u128::from(half(1))
+}
+
 /// The most keys a push query over a table with WHERE remembers as shown; past it, a deletion of a key it did
 /// not remember is shown anyway (a tombstone for a row the client may not have, never a deletion missed).
 const MAX_TRACKED_KEYS: usize = 1_000_000;
@@ -2540,7 +2556,7 @@ struct TableChanges {
     /// Whether the query has a WHERE, so that the keys shown are remembered.
     tracked: bool,
     /// The record keys (with their window) whose latest row the query showed.
-    shown: HashSet<Vec<u8>>,
+    shown: HashSet<u128>,
     /// `shown` reached [`MAX_TRACKED_KEYS`] and missed a key: any key may have been shown.
     overflow: bool,
 }
@@ -2608,16 +2624,17 @@ impl TableChanges {
     }
 
     fn remember(&mut self, key: &[u8]) {
+        let h = key_hash(key);
         if self.shown.len() < MAX_TRACKED_KEYS {
-            self.shown.insert(key.to_vec());
-        } else if !self.shown.contains(key) {
+            self.shown.insert(h);
+        } else if !self.shown.contains(&h) {
             self.overflow = true;
         }
     }
 
     /// Forgets `key`; whether its row may have been shown.
     fn forget(&mut self, key: &[u8]) -> bool {
-        self.shown.remove(key) || self.overflow
+        self.shown.remove(&key_hash(key)) || self.overflow
     }
 }
 

@@ -365,7 +365,10 @@ pub fn plan_select(sel: &Select, catalog: &Catalog) -> Result<SelectPlan> {
                         n
                     }
                 };
-                let is_key = matches!(e, Expr::Col(i) if key_idx.contains(&i));
+                // A key column selected again (`SELECT k, k AS k2`) is a value column the second time, as in
+                // ksqlDB: only the first copy is the key.
+                let is_key = matches!(e, Expr::Col(i) if key_idx.contains(&i))
+                    && !projection.iter().any(|o| o.is_key && o.expr == e);
                 projection.push(Projection {
                     name,
                     expr: e,

@@ -316,6 +316,21 @@ fn partition_by_two_expressions_keys_the_result_by_both() {
     assert!(e.message.contains("appears twice"), "{e}");
 }
 
+/// A key column selected twice is the key once: the second copy is a value column (as in ksqlDB), so a
+/// single-key stream keeps its one KAFKA key. With several key columns allowed, both copies had become keys (a
+/// two-column key the KAFKA format cannot hold).
+#[test]
+fn a_key_column_selected_twice_is_the_key_once() {
+    let p = plan("CREATE STREAM x AS SELECT user_id, user_id AS k2, page FROM clicks").unwrap();
+    p.require_stateless().unwrap();
+    let keys: Vec<(&str, bool)> = p
+        .projection
+        .iter()
+        .map(|c| (c.name.as_str(), c.is_key))
+        .collect();
+    assert_eq!(keys, [("USER_ID", true), ("K2", false), ("PAGE", false)]);
+}
+
 #[test]
 fn duplicate_output_names_are_refused() {
     let e = err("SELECT page, UCASE(page) AS page FROM clicks EMIT CHANGES");
