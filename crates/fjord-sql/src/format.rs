@@ -139,23 +139,11 @@ pub fn decode(
     };
     let mut fields = text.map(|t| t.split(','));
     let value_cols = def.value_columns().count();
-    // Several key columns are the fields of one key record, read once (ksqlDB wraps them); one is unwrapped.
-    let key_cols: Vec<(&str, &SqlType)> = def
-        .key_columns()
-        .map(|c| (c.name.as_str(), &c.ty))
-        .collect();
-    let mut keys = if key_cols.len() > 1 {
-        decode_keys(def.key_format, key, &key_cols)?
-    } else {
-        Vec::new()
-    }
-    .into_iter();
+    let mut keys = key_values(def, key)?.into_iter();
     for c in &def.columns {
         let v =
-            if c.key && key_cols.len() > 1 {
+            if c.key {
                 keys.next().unwrap_or(Value::Null)
-            } else if c.key {
-                decode_key(def.key_format, key, &c.ty)?
             } else if let Some(j) = &json {
                 match j {
                     serde_json::Value::Object(o) => match crate::types::lookup_ci(o, &c.name) {
@@ -216,6 +204,20 @@ pub fn decode(
     Ok(Some(row))
 }
 
+/// The key columns' values, in column order, from a record's key: several key columns are the fields of one key
+/// record, read once (ksqlDB wraps them); one is unwrapped.
+fn key_values(def: &SourceDef, key: Option<&[u8]>) -> Result<Vec<Value>, String> {
+    let key_cols: Vec<(&str, &SqlType)> = def
+        .key_columns()
+        .map(|c| (c.name.as_str(), &c.ty))
+        .collect();
+    match key_cols.as_slice() {
+        [] => Ok(Vec::new()),
+        [(_, ty)] => Ok(vec![decode_key(def.key_format, key, ty)?]),
+        _ => decode_keys(def.key_format, key, &key_cols),
+    }
+}
+
 /// A table's deleted row (a tombstone: a key without a value): the pseudo-columns, the key columns decoded, the
 /// value columns null.
 pub fn decode_tombstone(
@@ -228,9 +230,10 @@ pub fn decode_tombstone(
         Value::Int(meta.1),
         Value::Bigint(meta.2),
     ];
+    let mut keys = key_values(def, key)?.into_iter();
     for c in &def.columns {
         row.push(if c.key {
-            decode_key(def.key_format, key, &c.ty)?
+            keys.next().unwrap_or(Value::Null)
         } else {
             Value::Null
         });
@@ -956,6 +959,12 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(row[PSEUDO.len()..], want);
+        // A tombstone's key is read the same way (each key column was decoded from the whole record before).
+        let gone = decode_tombstone(&def, Some(&json), (0, 0, 0)).unwrap();
+        assert_eq!(
+            gone[PSEUDO.len()..],
+            [Value::String("x".into()), Value::Null, Value::Int(7)]
+        );
         // Names match case aside; a missing field is NULL; a key that is no object is a bad record.
         let row = decode(&def, Some(br#"{"a":7}"#), Some(br#"{"V":1}"#), (0, 0, 0))
             .unwrap()
