@@ -392,7 +392,12 @@ fn read_value(c: &Column, from: &str, text: Option<&str>) -> Result<Value, Strin
     Ok(match c.read {
         Read::Json => unreachable!("read by row_to_json"),
         Read::Date => json!(text.parse::<i32>().map_err(|_| cannot("Date"))?),
-        Read::Time => json!(text.parse::<i32>().map_err(|_| cannot("Time"))?),
+        // PostgreSQL's `time` takes 24:00:00, which is no Connect Time (a time of day below 86,400,000 ms).
+        Read::Time => json!(text
+            .parse::<i32>()
+            .ok()
+            .filter(|ms| (0..86_400_000).contains(ms))
+            .ok_or_else(|| cannot("Time"))?),
         Read::Timestamp => json!(text.parse::<i64>().map_err(|_| cannot("Timestamp"))?),
         Read::Decimal(scale) => Value::String(crate::converter::base64_encode(
             &decimal_bytes(text, scale).map_err(|why| format!("{}: {why}", cannot("Decimal")))?,
@@ -911,6 +916,11 @@ mod tests {
         );
         let e = read_value(&col(Read::Date), "\"items\"", Some("infinity")).unwrap_err();
         assert!(e.contains("Connect Date"), "{e}");
+        assert!(read_value(&col(Read::Time), "t", Some("86400000")).is_err());
+        assert_eq!(
+            read_value(&col(Read::Time), "t", Some("86399999")).unwrap(),
+            json!(86_399_999)
+        );
         let e = read_value(&col(Read::Integer(16)), "\"items\"", Some("99900")).unwrap_err();
         assert!(e.contains("int16"), "{e}");
         assert_eq!(
